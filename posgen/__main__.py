@@ -1,0 +1,6 @@
+"""``python -m posgen``."""
+
+from posgen.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Arrow schema and Parquet encoding of POSGEN rows.
+
+Every split of every config has the same explicit schema: ``id`` (int64, the row's
+index in its split) and ``tokens`` (a variable-length list of uint8, or uint16 when
+m > 256). A variable-length list, not a fixed-size one, because ``datasets`` gives all
+splits of a config one feature set while train and test rows differ in length; the
+per-split length is recorded in the manifest and the card.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from posgen.generator import storage_dtype
+
+PARQUET_OPTIONS: dict[str, Any] = {
+    # zstd level 1 without dictionaries: tokens are near-uniform over m values, so a
+    # dictionary buys nothing and costs encoding time; zstd-1 shrinks the byte stream
+    # cheaply (see PERFORMANCE.md and `make bench`).
+    "compression": "zstd",
+    "compression_level": 1,
+    "use_dictionary": False,
+    "write_statistics": ["id"],
+}
+
+
+def token_type(modulus: int) -> pa.DataType:
+    """Arrow type of one token."""
+    return pa.uint8() if storage_dtype(modulus) == np.uint8 else pa.uint16()
+
+
+def row_schema(modulus: int, metadata: dict[str, str] | None = None) -> pa.Schema:
+    """The explicit schema of every POSGEN table."""
+    return pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("tokens", pa.list_(token_type(modulus)), nullable=False),
+        ],
+        metadata=metadata,
+    )
+
+
+def rows_to_table(first_id: int, rows: np.ndarray, schema: pa.Schema) -> pa.Table:
+    """A table over ``rows`` (``(n, length)``), ids ``first_id ..``, without copying tokens."""
+    n, length = rows.shape
+    if n * length >= 2**31:
+        raise ValueError("a table holds fewer than 2**31 tokens; use smaller row groups")
+    ids = pa.array(np.arange(first_id, first_id + n, dtype=np.int64))
+    offsets = pa.array(np.arange(0, (n + 1) * length, length, dtype=np.int32))
+    values = pa.array(np.ascontiguousarray(rows).reshape(-1))
+    tokens = pa.ListArray.from_arrays(offsets, values, type=schema.field("tokens").type)
+    return pa.Table.from_arrays([ids, tokens], schema=schema)
+
+
+def table_tokens(table: pa.Table) -> np.ndarray:
+    """The ``tokens`` column as a ``(rows, length)`` array; rows must share one length."""
+    column = table.column("tokens").combine_chunks()
+    if len(column) == 0:
+        return np.empty((0, 0), dtype=column.type.value_type.to_pandas_dtype())
+    offsets = column.offsets.to_numpy()
+    lengths = np.diff(offsets)
+    if lengths.min() != lengths.max():
+        raise ValueError("rows have different lengths")
+    values = column.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+    return values.reshape(len(column), int(lengths[0]))
+
+
+def open_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """A Parquet writer with the project's settings."""
+    return pq.ParquetWriter(str(path), schema, **PARQUET_OPTIONS)

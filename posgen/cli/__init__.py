@@ -1,0 +1,25 @@
+"""The ``posgen`` command line: one module per command, registered on :data:`main`."""
+
+from __future__ import annotations
+
+import click
+
+from posgen import __version__
+from posgen.cli.generate import generate
+from posgen.cli.spec_cmd import spec_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="posgen")
+def main() -> None:
+    """POSGEN: fixed-difficulty synthetic tasks for position-embedding generalization.
+
+    \b
+    Examples:
+      posgen generate --spec task_specs/posgen-v1.toml --out out/posgen-v1
+      posgen spec --spec task_specs/paper.toml
+    """
+
+
+main.add_command(generate)
+main.add_command(spec_command)

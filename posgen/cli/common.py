@@ -1,0 +1,123 @@
+"""Pieces shared by the commands: spec flags, and errors that exit cleanly."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from posgen.errors import problem_lines
+from posgen.spec import BenchmarkSpec
+from posgen.spec_files import SpecFileError, resolve_benchmark
+from posgen.tasks import TASKS
+
+
+class UsageProblems(click.ClickException):
+    """Bad input: printed one problem per line, exit status 2, no traceback."""
+
+    exit_code = 2
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+    def show(self, file: Any = None) -> None:
+        for line in self.lines:
+            click.echo(f"error: {line}", err=True)
+
+
+class RunFailure(click.ClickException):
+    """The run failed (I/O, disk, damaged data): one line, exit status 1."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+# flag name -> spec field
+SPEC_FLAGS: dict[str, str] = {
+    "modulus": "modulus",
+    "near": "near",
+    "far": "far",
+    "op": "op",
+    "train_length": "train_length",
+    "test_length": "test_length",
+    "train_size": "train_size",
+    "val_size": "val_size",
+    "test_size": "test_size",
+    "seeding": "seeding",
+    "seed": "seed",
+}
+
+
+def spec_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--spec``, ``--task`` and one flag per spec field (flags override the file)."""
+    options = [
+        click.option(
+            "--spec",
+            "spec_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Spec file (.toml, .yaml, .json): a task spec or a benchmark of configs.",
+        ),
+        click.option(
+            "--task",
+            "tasks",
+            multiple=True,
+            type=click.Choice(TASKS),
+            help="Task to include, repeatable (one config each). Default: all in the spec.",
+        ),
+        click.option("-m", "--modulus", type=int, help="Vocabulary size m. [17]"),
+        click.option("-k", "--near", type=int, help="Near operands k. [3]"),
+        click.option("-j", "--far", type=int, help="Far operands j. [1]"),
+        click.option("--op", type=str, help="Generation function h. [mod_addition]"),
+        click.option("--train-length", type=int, help="Train row length L. [64]"),
+        click.option(
+            "--test-length",
+            type=int,
+            multiple=True,
+            help="Test row length L', repeatable: extra lengths add test_<L'> splits. [256]",
+        ),
+        click.option("--train-size", type=int, help="Train rows. [10000]"),
+        click.option("--val-size", type=int, help="Validation rows. [1000]"),
+        click.option("--test-size", type=int, help="Rows of each test split. [1000]"),
+        click.option(
+            "--seeding",
+            type=click.Choice(["disjoint", "paper"]),
+            help="disjoint (distinct windows, no overlap) or paper (authors' code). [disjoint]",
+        ),
+        click.option("--seed", type=int, help="Seed of the disjoint windows. [0]"),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def benchmark_from_options(
+    spec_file: Path | None, tasks: tuple[str, ...], fields: dict[str, Any]
+) -> BenchmarkSpec:
+    """Resolve the benchmark, turning every spec problem into :class:`UsageProblems`."""
+    overrides = {
+        SPEC_FLAGS[name]: value
+        for name, value in fields.items()
+        if name in SPEC_FLAGS and value is not None and value != ()
+    }
+    if "test_length" in overrides:
+        overrides["test_length"] = list(overrides["test_length"])
+    try:
+        return resolve_benchmark(spec_file, tasks, overrides)
+    except SpecFileError as error:
+        raise UsageProblems([str(error)]) from None
+    except ValidationError as error:
+        raise UsageProblems(problem_lines(error)) from None
+
+
+def progress_bar(total: int, label: str) -> Any:
+    """A click progress bar on stderr (drawn only on a terminal)."""
+    return click.progressbar(
+        length=total, label=label, file=sys.stderr, show_eta=True, show_percent=True
+    )

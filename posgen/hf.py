@@ -1,0 +1,57 @@
+"""Hugging Face ``datasets`` objects: in memory from a spec, or loaded from a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from posgen.arrow_io import row_schema, rows_to_table
+from posgen.generator import generate_rows
+from posgen.layout import DEFAULT_ROW_GROUP_BYTES, rows_per
+from posgen.spec import TaskSpec
+
+if TYPE_CHECKING:
+    import datasets
+
+
+def split_table(spec: TaskSpec, split: str) -> pa.Table:
+    """A whole split as one Arrow table (in row-group sized chunks)."""
+    schema = row_schema(spec.modulus, {"posgen.spec_id": spec.spec_id, "posgen.split": split})
+    step = rows_per(DEFAULT_ROW_GROUP_BYTES, spec, split)
+    size = spec.split_size(split)
+    tables = [
+        rows_to_table(first, generate_rows(spec, split, first, min(size, first + step)), schema)
+        for first in range(0, size, step)
+    ]
+    return pa.concat_tables(tables)
+
+
+def to_dataset_dict(spec: TaskSpec) -> datasets.DatasetDict:
+    """Every split of ``spec`` as a ``datasets.DatasetDict``, in memory, no disk.
+
+    >>> dd = to_dataset_dict(TaskSpec(task="cot", train_size=4, val_size=2, test_size=2))
+    >>> dd["train"].num_rows, len(dd["test"][0]["tokens"])
+    (4, 256)
+    """
+    import datasets
+    from datasets.table import InMemoryTable
+
+    return datasets.DatasetDict(
+        {
+            split: datasets.Dataset(
+                InMemoryTable(split_table(spec, split)),
+                split=datasets.NamedSplit(split),
+                fingerprint=f"posgen-{spec.spec_id}-{split}",
+            )
+            for split in spec.split_names
+        }
+    )
+
+
+def load(path: str | Path, config: str | None = None) -> datasets.DatasetDict:
+    """``datasets.load_dataset`` on a posgen folder (offline)."""
+    import datasets
+
+    return datasets.load_dataset(str(path), config)

@@ -1,0 +1,179 @@
+"""Seed windows: the first w = j + k tokens of every row, per split and row index.
+
+Two seedings, both pure functions of ``(spec, split, row index)``, so a row is the same
+whatever the chunk size, worker count or shard count.
+
+``paper`` reproduces the authors' code: row r of their "complete" list starts with the
+r-th window of ``itertools.combinations(range(m), w)`` (cycled); train takes rows
+``[0, train_size)``, validation ``[0, val_size)`` and test
+``[val_size, val_size + test_size)``. So every validation row starts like a train row.
+
+>>> from posgen.spec import TaskSpec
+>>> paper_windows(TaskSpec(task="cot", seeding="paper"), "test", 0, 2).tolist()
+[[1, 11, 13, 15], [1, 11, 13, 16]]
+
+``disjoint`` draws distinct points of Z_m^w: index i of one keyed pseudorandom
+permutation of ``[0, m^w)`` (a Feistel cipher with cycle walking, keyed by
+``SeedSequence(seed, spawn_key=(task,))``) is decoded into w base-m digits. Each split
+owns a contiguous range of permutation indices (test first, then validation, the extra
+test lengths, and train last), so no window repeats inside a split or appears in two
+splits, and the test split does not move when train_size changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+
+import numpy as np
+
+from posgen.spec import TaskSpec
+
+FEISTEL_ROUNDS = 8
+MAX_PERMUTED = 2**63
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def seed_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.ndarray:
+    """Seed windows of rows ``[start, stop)`` of ``split``: int64 array ``(stop - start, w)``."""
+    size = spec.split_size(split)
+    if not 0 <= start <= stop <= size:
+        raise ValueError(f"rows [{start}, {stop}) out of range for {split} ({size} rows)")
+    if spec.seeding == "paper":
+        return paper_windows(spec, split, start, stop)
+    return disjoint_windows(spec, split, start, stop)
+
+
+# paper -------------------------------------------------------------------------------
+def paper_row_offset(spec: TaskSpec, split: str) -> int:
+    """Index in the authors' complete list of row 0 of ``split``."""
+    if split in ("train", "validation"):
+        return 0
+    extra = spec.split_names.index(split) - spec.split_names.index("test")
+    return spec.val_size + extra * spec.test_size
+
+
+def paper_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.ndarray:
+    """Windows of the authors' construction: sorted combinations, cycled."""
+    offset = paper_row_offset(spec, split)
+    exact = offset + stop < 2**62 and spec.seed_space < 2**62
+    ranks = np.arange(offset + start, offset + stop, dtype=np.int64 if exact else object)
+    ranks %= spec.seed_space
+    return unrank_combinations(ranks, spec.modulus, spec.window)
+
+
+def unrank_combinations(ranks: np.ndarray, m: int, w: int) -> np.ndarray:
+    """The ``ranks``-th w-subsets of range(m) in lexicographic (itertools) order.
+
+    Vectorized over ranks; exact for any size (Python integers where int64 would overflow).
+
+    >>> unrank_combinations(np.array([0, 1, 2379]), 17, 4).tolist()
+    [[0, 1, 2, 3], [0, 1, 2, 4], [13, 14, 15, 16]]
+    """
+    total = math.comb(m, w)
+    exact = total < 2**62
+    dtype = np.int64 if exact else object
+    q = np.asarray(ranks).astype(dtype)
+    out = np.empty((q.shape[0], w), dtype=np.int64)
+    prev = np.full(q.shape[0], -1, dtype=np.int64)
+    for slot in range(w):
+        rest = w - slot  # comb(u, rest): windows whose remaining values lie in u candidates
+        table = np.array([math.comb(u, rest) for u in range(m + 1)], dtype=dtype)
+        target = table[m - 1 - prev] - q
+        u = np.searchsorted(table, target, side="left")
+        value = m - u
+        q = q - (table[m - 1 - prev] - table[u])
+        out[:, slot] = value
+        prev = value.astype(np.int64)
+    return out
+
+
+# disjoint ----------------------------------------------------------------------------
+def disjoint_offset(spec: TaskSpec, split: str) -> int:
+    """First permutation index of ``split``: test, validation, extra tests, then train."""
+    order = ["test", "validation", *spec.split_names[3:], "train"]
+    return sum(spec.split_size(s) for s in order[: order.index(split)])
+
+
+def task_key(spec: TaskSpec) -> list[int]:
+    """SeedSequence key material for ``(seed, task)``: a stable code of the task name."""
+    return [int.from_bytes(hashlib.sha256(spec.task.encode()).digest()[:4], "little")]
+
+
+def disjoint_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.ndarray:
+    """Distinct windows of Z_m^w from a keyed permutation; see the module docstring.
+
+    When m^w exceeds 2^63, the last d digits (m^d <= 2^63) come from the permutation,
+    which keeps windows distinct, and the first w - d digits from a counter-based hash
+    of (key, permutation index).
+    """
+    m, w = spec.modulus, spec.window
+    digits = w
+    while m**digits > MAX_PERMUTED:
+        digits -= 1
+    domain = m**digits
+    keys = np.random.SeedSequence(spec.seed, spawn_key=task_key(spec)).generate_state(
+        FEISTEL_ROUNDS + 1, dtype=np.uint64
+    )
+    first = disjoint_offset(spec, split) + start
+    index = np.arange(first, first + (stop - start), dtype=np.uint64)
+    permuted = feistel_permute(index, domain, keys[:FEISTEL_ROUNDS])
+    out = np.empty((index.shape[0], w), dtype=np.int64)
+    out[:, w - digits :] = decode_digits(permuted, m, digits)
+    if digits < w:
+        counters = index[:, None] * np.uint64(w) + np.arange(w - digits, dtype=np.uint64)
+        out[:, : w - digits] = (mix64(mix64(counters) ^ keys[-1]) % np.uint64(m)).astype(np.int64)
+    return out
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finalizer: a bijective avalanche mix of uint64 values."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+        return x ^ (x >> np.uint64(31))
+
+
+def feistel_permute(index: np.ndarray, domain: int, keys: np.ndarray) -> np.ndarray:
+    """A keyed bijection of ``[0, domain)`` applied to ``index`` (uint64 values < domain).
+
+    A balanced Feistel network over the smallest even bit width covering ``domain``;
+    values that land outside the domain are encrypted again (cycle walking), which keeps
+    the map a bijection of ``[0, domain)``.
+    """
+    bits = max(2, (domain - 1).bit_length())
+    bits += bits % 2
+    half = np.uint64(bits // 2)
+    mask = np.uint64((1 << (bits // 2)) - 1)
+
+    def encrypt(x: np.ndarray) -> np.ndarray:
+        left, right = x >> half, x & mask
+        for key in keys:
+            left, right = right, left ^ (mix64(right ^ key) & mask)
+        return (left << half) | right
+
+    out = encrypt(np.asarray(index, dtype=np.uint64))
+    outside = np.flatnonzero(out >= np.uint64(domain))
+    while outside.size:
+        out[outside] = encrypt(out[outside])
+        outside = outside[out[outside] >= np.uint64(domain)]
+    return out
+
+
+def decode_digits(values: np.ndarray, m: int, digits: int) -> np.ndarray:
+    """Base-m digits of ``values``, most significant first: int64 ``(n, digits)``."""
+    out = np.empty((values.shape[0], digits), dtype=np.int64)
+    rest = values.copy()
+    base = np.uint64(m)
+    for position in range(digits - 1, -1, -1):
+        out[:, position] = (rest % base).astype(np.int64)
+        rest //= base
+    return out
+
+
+def all_windows_paper(m: int, w: int) -> np.ndarray:
+    """Every sorted window, in itertools order (small spaces only; for tests and audits)."""
+    flat = itertools.chain.from_iterable(itertools.combinations(range(m), w))
+    return np.fromiter(flat, dtype=np.int64, count=math.comb(m, w) * w).reshape(-1, w)

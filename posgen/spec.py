@@ -1,0 +1,203 @@
+"""Specs: what a POSGEN dataset is, as frozen pydantic models with a stable id.
+
+A :class:`TaskSpec` fixes one task's data exactly (task, m, k, j, op, lengths, sizes,
+seeding, seed). A :class:`BenchmarkSpec` names several task specs, one config each.
+
+>>> spec = TaskSpec(task="cot", seeding="paper")
+>>> spec.window, spec.test_lengths, spec.split_names
+(4, (256,), ('train', 'validation', 'test'))
+>>> spec.spec_id == TaskSpec(task="cot", seeding="paper", test_length=[256]).spec_id
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from posgen.ops import op_names
+from posgen.tasks import TASKS, TaskName
+
+MAX_LENGTH = 1 << 20
+MAX_ROWS = 10**10
+MAX_SEED = 2**63 - 1
+SPEC_ID_CHARS = 16
+
+Length = Annotated[int, Field(ge=2, le=MAX_LENGTH)]
+
+
+class TaskSpec(BaseModel):
+    """One POSGEN task with everything that determines its data (defaults: the paper's)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: TaskName = Field(description="Dependency rule: recursive, cot or semirecursive.")
+    modulus: int = Field(17, ge=2, le=65536, description="Vocabulary size m (tokens 0..m-1).")
+    near: int = Field(3, ge=1, le=4096, description="k: near operands x_{t-k}..x_{t-1}.")
+    far: int = Field(1, ge=0, le=4096, description="j: far operands, placed by the task.")
+    op: str = Field("mod_addition", min_length=1, max_length=64, description="Function h.")
+    train_length: Length = Field(64, description="L: length of train rows (seed window included).")
+    test_length: tuple[Length, ...] = Field(
+        (256,),
+        min_length=1,
+        max_length=16,
+        description="L': length of validation/test rows; further lengths add test_<L'> splits.",
+    )
+    train_size: int = Field(10_000, ge=1, le=MAX_ROWS, description="Rows in train.")
+    val_size: int = Field(1_000, ge=1, le=MAX_ROWS, description="Rows in validation.")
+    test_size: int = Field(1_000, ge=1, le=MAX_ROWS, description="Rows in each test split.")
+    seeding: Literal["disjoint", "paper"] = Field(
+        "disjoint",
+        description="disjoint: distinct seed windows from Z_m^w, none shared between splits; "
+        "paper: the authors' sorted combinations, cycled.",
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the disjoint seed windows.")
+
+    @field_validator("test_length", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("op")
+    @classmethod
+    def _known_op(cls, value: str) -> str:
+        if value not in op_names():
+            raise ValueError(f"unknown op; known: {', '.join(op_names())}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskSpec:
+        window = self.window
+        if self.train_length <= window:
+            raise ValueError(
+                f"train_length ({self.train_length}) must exceed the seed window "
+                f"far + near = {window}"
+            )
+        for length in self.test_lengths:
+            if length < self.train_length:
+                raise ValueError(
+                    f"test_length ({length}) must be >= train_length ({self.train_length})"
+                )
+        if len(set(self.test_lengths)) != len(self.test_lengths):
+            raise ValueError(f"test_length values must be distinct, got {list(self.test_lengths)}")
+        space = self.seed_space
+        if self.seeding == "paper" and space == 0:
+            raise ValueError(
+                f"paper seeding needs modulus >= far + near ({window}): "
+                f"there are no sorted windows of {window} distinct tokens below {self.modulus}"
+            )
+        if self.seeding == "disjoint" and self.total_rows > space:
+            raise ValueError(
+                f"disjoint seeding needs {self.total_rows:,} distinct seed windows but only "
+                f"{space:,} exist (modulus**(far + near) = {self.modulus}**{window})"
+            )
+        return self
+
+    # Derived facts -------------------------------------------------------------------
+    @property
+    def window(self) -> int:
+        """w = j + k: the seed window length and the dependency count of every target."""
+        return self.near + self.far
+
+    @property
+    def test_lengths(self) -> tuple[int, ...]:
+        """All test lengths; the first one is that of validation and test."""
+        return self.test_length
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        """Splits in output order: train, validation, test, then test_<L'> per extra length."""
+        extra = tuple(f"test_{length}" for length in self.test_lengths[1:])
+        return ("train", "validation", "test", *extra)
+
+    def split_length(self, split: str) -> int:
+        """Row length of ``split``."""
+        if split == "train":
+            return self.train_length
+        if split in ("validation", "test"):
+            return self.test_lengths[0]
+        if split.startswith("test_") and int(split[5:]) in self.test_lengths[1:]:
+            return int(split[5:])
+        raise KeyError(f"no split {split!r} in this spec; splits: {', '.join(self.split_names)}")
+
+    def split_size(self, split: str) -> int:
+        """Row count of ``split``."""
+        self.split_length(split)
+        return {"train": self.train_size, "validation": self.val_size}.get(split, self.test_size)
+
+    @property
+    def total_rows(self) -> int:
+        """Rows over all splits."""
+        return sum(self.split_size(s) for s in self.split_names)
+
+    @property
+    def total_tokens(self) -> int:
+        """Tokens over all splits."""
+        return sum(self.split_size(s) * self.split_length(s) for s in self.split_names)
+
+    @property
+    def seed_space(self) -> int:
+        """How many seed windows the seeding can draw from (m^w, or C(m, w) for paper)."""
+        if self.seeding == "paper":
+            return math.comb(self.modulus, self.window)
+        return self.modulus**self.window
+
+    @property
+    def token_bytes(self) -> int:
+        """Bytes per stored token: 1 for m <= 256, else 2."""
+        return 1 if self.modulus <= 256 else 2
+
+    def canonical(self) -> dict[str, Any]:
+        """Every field as plain JSON values, in declaration order."""
+        return self.model_dump(mode="json")
+
+    @property
+    def spec_id(self) -> str:
+        """Stable id: first hex digits of sha256 over the canonical JSON form."""
+        return _digest({"posgen_task_spec": 1, **self.canonical()})
+
+
+ConfigName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+
+
+class BenchmarkSpec(BaseModel):
+    """Several task specs published together, one ``datasets`` config each.
+
+    >>> bench = BenchmarkSpec(name="demo", configs={"cot": TaskSpec(task="cot")})
+    >>> list(bench.configs), len(bench.spec_id)
+    (['cot'], 16)
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Benchmark name.")
+    description: str = Field("", max_length=4000, description="One paragraph for the card.")
+    configs: dict[ConfigName, TaskSpec] = Field(
+        min_length=1, max_length=64, description="Config name -> task spec."
+    )
+
+    @property
+    def spec_id(self) -> str:
+        """Stable id over the name and every config's spec."""
+        body = {name: spec.canonical() for name, spec in self.configs.items()}
+        return _digest({"posgen_benchmark_spec": 1, "name": self.name, "configs": body})
+
+    def canonical(self) -> dict[str, Any]:
+        """The benchmark as plain JSON values (the form spec files hold, without defaults)."""
+        return self.model_dump(mode="json")
+
+
+def _digest(body: dict[str, Any]) -> str:
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:SPEC_ID_CHARS]
+
+
+def default_benchmark(tasks: tuple[str, ...] = TASKS, **fields: Any) -> BenchmarkSpec:
+    """A benchmark with one config per task, every config given ``fields``."""
+    return BenchmarkSpec(
+        name="posgen", configs={task: TaskSpec(task=task, **fields) for task in tasks}
+    )

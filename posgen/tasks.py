@@ -1,0 +1,89 @@
+"""The three POSGEN tasks, each defined by one dependency rule.
+
+A task says only *which earlier positions feed position t*. With ``near = k`` and
+``far = j`` (window ``w = j + k``), every target ``x_t`` (``t >= w``) reads the ``k`` near
+positions ``t-k .. t-1`` and ``j`` far positions ``s .. s+j-1``, where the far start ``s``
+is the task's rule:
+
+=============  ==========================  ====================================
+task           far start s(t)              worked example (k=3, j=1, t=6)
+=============  ==========================  ====================================
+recursive      t - w                       far x_2, near x_3 x_4 x_5
+cot            0                           far x_0, near x_3 x_4 x_5
+semirecursive  floor((t - w) / 2)          far x_1, near x_3 x_4 x_5
+=============  ==========================  ====================================
+
+The generator and the validator both use :func:`far_start` and :func:`dependencies`;
+nothing else differs between tasks.
+
+>>> dependencies("semirecursive", t=6, near=3, far=1).tolist()
+[1, 3, 4, 5]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+
+TaskName = Literal["recursive", "cot", "semirecursive"]
+
+FarStartRule = Callable[[np.ndarray, int], np.ndarray]
+"""Maps positions ``t`` (int64 array, each ``>= w``) and the window ``w`` to far starts."""
+
+_RULES: dict[str, FarStartRule] = {}
+
+
+def register_task(name: str, rule: FarStartRule) -> None:
+    """Register a task's far-start rule; a name can be registered once only."""
+    if name in _RULES:
+        raise ValueError(f"task {name!r} is already registered")
+    _RULES[name] = rule
+
+
+register_task("recursive", lambda t, w: t - w)
+register_task("cot", lambda t, w: np.zeros_like(t))
+register_task("semirecursive", lambda t, w: (t - w) // 2)
+
+TASKS: tuple[str, ...] = tuple(_RULES)
+"""Registered task names, in registration order."""
+
+
+def far_start(task: str, t: np.ndarray | int, near: int, far: int) -> np.ndarray:
+    """First far position feeding each position ``t`` (``t >= near + far``).
+
+    >>> far_start("recursive", np.array([4, 5, 6]), near=3, far=1).tolist()
+    [0, 1, 2]
+    """
+    positions = np.asarray(t, dtype=np.int64)
+    window = near + far
+    if np.any(positions < window):
+        raise ValueError(f"positions below the seed window ({window}) have no dependencies")
+    return np.asarray(_RULES[task](positions, window), dtype=np.int64)
+
+
+def dependencies(task: str, t: int, near: int, far: int) -> np.ndarray:
+    """All ``far + near`` positions feeding position ``t``: far ones first, then near ones.
+
+    >>> dependencies("cot", t=9, near=3, far=2).tolist()
+    [0, 1, 6, 7, 8]
+    """
+    start = int(far_start(task, t, near, far))
+    return np.concatenate([np.arange(start, start + far), np.arange(t - near, t)]).astype(np.int64)
+
+
+def dependency_matrix(task: str, length: int, near: int, far: int) -> np.ndarray:
+    """``(length - w, w)`` positions feeding each generated position ``w .. length-1``.
+
+    Row ``i`` lists the far positions then the near positions of ``t = w + i``.
+
+    >>> dependency_matrix("recursive", 6, near=3, far=1).tolist()
+    [[0, 1, 2, 3], [1, 2, 3, 4]]
+    """
+    window = near + far
+    t = np.arange(window, length, dtype=np.int64)
+    starts = far_start(task, t, near, far) if t.size else t
+    far_pos = starts[:, None] + np.arange(far, dtype=np.int64)[None, :]
+    near_pos = t[:, None] - near + np.arange(near, dtype=np.int64)[None, :]
+    return np.concatenate([far_pos, near_pos], axis=1)

@@ -1,0 +1,98 @@
+"""The command line: generation, help, and bad input that exits 2 and creates nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from posgen import __version__
+from posgen.cli import main
+
+SMALL = ["--train-size", "50", "--val-size", "10", "--test-size", "10", "-q"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_generate_writes_a_dataset_and_reports_speed(tmp_path):
+    out = tmp_path / "ds"
+    result = run("generate", "--out", str(out), "--task", "cot", "--train-size", "50",
+                 "--val-size", "10", "--test-size", "10")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "M tokens/s" in result.output
+    manifest = json.loads((out / "posgen.json").read_text())
+    assert list(manifest["configs"]) == ["cot"]
+
+
+def test_flags_override_the_spec_file(tmp_path):
+    out = tmp_path / "ds"
+    result = run("generate", "--spec", "task_specs/paper.toml", "--task", "recursive",
+                 "-m", "19", "--out", str(out), *SMALL)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    spec = json.loads((out / "posgen.json").read_text())["configs"]["recursive"]["spec"]
+    assert spec["modulus"] == 19 and spec["seeding"] == "paper" and spec["train_size"] == 50
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-m", "1"], "configs.recursive.modulus: Input should be greater than or equal to 2"),
+        (["--train-length", "4"], "train_length (4) must exceed the seed window"),
+        (["--test-length", "10"], "test_length (10) must be >= train_length (64)"),
+        (["--train-size", "100000", "-m", "5", "-k", "1", "-j", "0"], "only 5 exist"),
+        (["--op", "nope"], "configs.recursive.op: unknown op; known: mod_addition (given: 'nope')"),
+        (["--seed", "-1"], "seed: Input should be greater than or equal to 0"),
+        (["--spec", "missing.toml"], "spec file missing.toml does not exist"),
+        (["--task", "copy"], "Invalid value for '--task'"),
+        (["-m", "abc"], "'abc' is not a valid integer"),
+        (["--seeding", "random"], "Invalid value for '--seeding'"),
+    ],
+)
+def test_bad_input_exits_2_with_a_readable_line_and_creates_nothing(tmp_path, args, expected):
+    out = tmp_path / "ds"
+    result = run("generate", "--out", str(out), *args)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_one_line_per_problem_when_several_fields_are_wrong(tmp_path):
+    result = run("generate", "--out", str(tmp_path / "ds"), "--task", "cot", "-m", "1", "-k", "0")
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2
+    assert lines == [
+        "error: configs.cot.modulus: Input should be greater than or equal to 2 (given: 1)",
+        "error: configs.cot.near: Input should be greater than or equal to 1 (given: 0)",
+    ]
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    out = tmp_path / "ds"
+    assert run("generate", "--out", str(out), "--task", "cot", *SMALL).exit_code == 0
+    result = run("generate", "--out", str(out), "--task", "cot", *SMALL)
+    assert result.exit_code == 2 and "pass --overwrite" in result.output
+    again = run("generate", "--out", str(out), "--task", "cot", "--overwrite", *SMALL)
+    assert again.exit_code == 0
+
+
+def test_version_help_and_python_dash_m():
+    assert __version__ in run("--version").output
+    assert "Examples:" in run("generate", "-h").output
+    proc = subprocess.run(
+        [sys.executable, "-m", "posgen", "--version"], capture_output=True, text=True, check=True
+    )
+    assert __version__ in proc.stdout
+
+
+def test_spec_command_prints_ids_without_generating():
+    result = run("spec", "--spec", "task_specs/posgen-v1.toml")
+    assert result.exit_code == 0
+    body = json.loads(result.output)
+    assert list(body["configs"]) == ["recursive", "cot", "semirecursive"]
+    assert body["configs"]["cot"]["seed_space"] == str(17**4)

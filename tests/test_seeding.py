@@ -1,0 +1,143 @@
+"""Paper seeding reproduces the authors' construction; disjoint seeding never overlaps."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from posgen.generator import generate_split
+from posgen.seeding import feistel_permute, seed_windows, unrank_combinations
+from posgen.spec import TaskSpec
+from posgen.tasks import TASKS
+from tests.oracle import authors_splits
+
+
+@given(
+    task=st.sampled_from(TASKS),
+    m=st.integers(4, 12),
+    near=st.integers(1, 3),
+    far=st.integers(0, 2),
+    lengths=st.tuples(st.integers(1, 12), st.integers(0, 12)),
+    sizes=st.tuples(st.integers(1, 120), st.integers(1, 60), st.integers(1, 60)),
+)
+def test_paper_seeding_matches_the_authors_construction_row_for_row(
+    task, m, near, far, lengths, sizes
+):
+    w = near + far
+    if math.comb(m, w) == 0:
+        return
+    train_length = w + lengths[0]
+    test_length = train_length + lengths[1]
+    spec = TaskSpec(
+        task=task, modulus=m, near=near, far=far, seeding="paper",
+        train_length=train_length, test_length=test_length,
+        train_size=sizes[0], val_size=sizes[1], test_size=sizes[2],
+    )  # fmt: skip
+    expected = authors_splits(task, m, near, far, train_length, test_length, *sizes)
+    for split, rows in expected.items():
+        assert generate_split(spec, split).tolist() == rows, split
+
+
+def test_paper_seeding_overlaps_exactly_as_the_authors_code_does():
+    spec = TaskSpec(task="recursive", seeding="paper")
+    train = generate_split(spec, "train")
+    validation = generate_split(spec, "validation")
+    test = generate_split(spec, "test")
+    # every validation row begins with exactly the train row of the same index
+    assert np.array_equal(validation[:, :64], train[:1000])
+    # test rows are complete-list rows 1000..1999: they begin with train rows 1000..1999
+    assert np.array_equal(test[:, :64], train[1000:2000])
+    # 2380 sorted windows, cycled: train row r repeats row r - 2380
+    assert math.comb(17, 4) == 2380
+    assert np.array_equal(train[2380:4760], train[:2380])
+    assert len(np.unique(train[:, :4], axis=0)) == 2380
+
+
+def test_unranking_matches_itertools_order_including_huge_spaces():
+    for m, w in [(17, 4), (9, 9), (12, 1), (20, 7)]:
+        expected = list(itertools.combinations(range(m), w))
+        got = unrank_combinations(np.arange(len(expected)), m, w)
+        assert [tuple(r) for r in got.tolist()] == expected
+    # a space beyond int64: the first windows still follow itertools
+    first = list(itertools.islice(itertools.combinations(range(70000), 9), 5))
+    got = unrank_combinations(np.arange(5, dtype=object), 70000, 9)
+    assert [tuple(r) for r in got.tolist()] == first
+
+
+def disjoint_spec(**fields):
+    base = dict(
+        task="cot",
+        modulus=5,
+        near=2,
+        far=1,
+        train_length=6,
+        test_length=[8, 10],
+        train_size=1000,
+        val_size=100,
+        test_size=100,
+    )
+    return TaskSpec(**{**base, **fields})
+
+
+@given(st.integers(0, 2**63 - 1), st.sampled_from(TASKS))
+def test_disjoint_windows_never_repeat_nor_cross_splits(seed, task):
+    # 5**3 = 125 windows, all of them used: 60 + 20 + 15 + 15 + 15
+    spec = disjoint_spec(
+        task=task, seed=seed, train_size=60, val_size=20, test_size=15, test_length=[8, 9, 10]
+    )
+    seen = set()
+    for split in spec.split_names:
+        windows = seed_windows(spec, split, 0, spec.split_size(split))
+        keys = {tuple(w) for w in windows.tolist()}
+        assert len(keys) == len(windows), f"repeat inside {split}"
+        assert not keys & seen, f"{split} shares a window with an earlier split"
+        seen |= keys
+    assert len(seen) == 125
+
+
+def test_disjoint_test_split_does_not_move_when_train_size_changes():
+    small = disjoint_spec(modulus=17, train_size=100)
+    large = disjoint_spec(modulus=17, train_size=900)
+    assert np.array_equal(generate_split(small, "test"), generate_split(large, "test"))
+    assert not np.array_equal(
+        generate_split(disjoint_spec(modulus=17, seed=1), "test"),
+        generate_split(disjoint_spec(modulus=17, seed=2), "test"),
+    )
+
+
+def test_neighbouring_seeds_do_not_share_rows():
+    a = seed_windows(disjoint_spec(modulus=101, seed=7), "train", 0, 1000)
+    b = seed_windows(disjoint_spec(modulus=101, seed=8), "train", 0, 1000)
+    assert not np.array_equal(a[1:], b[:-1])
+    assert len({tuple(r) for r in a.tolist()} & {tuple(r) for r in b.tolist()}) < 50
+
+
+def test_disjoint_windows_cover_the_whole_space_not_only_sorted_ones():
+    windows = seed_windows(TaskSpec(task="recursive"), "train", 0, 10_000)
+    assert (np.diff(windows, axis=1) <= 0).any(axis=1).mean() > 0.5
+    assert len(np.unique(windows, axis=0)) == 10_000
+
+
+def test_disjoint_windows_of_a_space_beyond_2_pow_63_stay_distinct():
+    spec = TaskSpec(task="recursive", modulus=65536, near=4, far=2, train_size=20_000)
+    windows = seed_windows(spec, "train", 0, 20_000)
+    assert windows.max() < 65536 and windows.min() >= 0
+    assert len(np.unique(windows, axis=0)) == 20_000
+
+
+def test_too_small_a_space_fails_with_the_number_of_windows_that_exist():
+    with pytest.raises(ValidationError, match=r"needs 3,000 distinct seed windows but only 125"):
+        disjoint_spec(train_size=1000, val_size=1000, test_size=500)
+
+
+def test_feistel_permutation_is_a_bijection_of_its_domain():
+    keys = np.random.SeedSequence(3).generate_state(8, dtype=np.uint64)
+    for domain in (1, 2, 3, 17, 1000, 83521):
+        image = feistel_permute(np.arange(domain, dtype=np.uint64), domain, keys)
+        assert sorted(image.tolist()) == list(range(domain))

@@ -1,0 +1,137 @@
+"""Specs: bounds, cross-field rules, stable ids, files in three formats, overrides."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from posgen.errors import problem_lines
+from posgen.spec import TaskSpec
+from posgen.spec_files import SpecFileError, resolve_benchmark
+
+
+def test_defaults_are_the_papers_setup():
+    spec = TaskSpec(task="recursive")
+    assert (spec.modulus, spec.near, spec.far, spec.op) == (17, 3, 1, "mod_addition")
+    assert (spec.train_length, spec.test_lengths) == (64, (256,))
+    assert (spec.train_size, spec.val_size, spec.test_size) == (10_000, 1_000, 1_000)
+    assert spec.seeding == "disjoint"
+
+
+def test_spec_id_is_stable_and_changes_with_any_field():
+    spec = TaskSpec(task="cot")
+    assert spec.spec_id == TaskSpec(task="cot", test_length=256).spec_id
+    assert spec.spec_id == "ff57d6dae6cdfea9"  # pinned: ids name published data
+    assert spec.spec_id != TaskSpec(task="cot", seed=1).spec_id
+    assert spec.spec_id != TaskSpec(task="recursive").spec_id
+
+
+def test_specs_are_frozen_and_refuse_unknown_keys():
+    spec = TaskSpec(task="cot")
+    with pytest.raises(ValidationError):
+        spec.modulus = 5
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        TaskSpec(task="cot", modulos=5)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"train_length": 4}, "train_length (4) must exceed the seed window far + near = 4"),
+        ({"test_length": 32}, "test_length (32) must be >= train_length (64)"),
+        ({"test_length": [256, 256]}, "test_length values must be distinct"),
+        ({"op": "pow_sin"}, "unknown op; known: mod_addition"),
+        ({"modulus": 3, "seeding": "paper"}, "paper seeding needs modulus >= far + near (4)"),
+        ({"modulus": 70000}, "less than or equal to 65536"),
+        ({"task": "copy"}, "Input should be 'recursive', 'cot' or 'semirecursive'"),
+    ],
+)
+def test_bad_fields_name_the_problem(fields, message):
+    with pytest.raises(ValidationError) as caught:
+        TaskSpec(**{"task": "cot", **fields})
+    assert message in "\n".join(problem_lines(caught.value))
+
+
+def test_extra_test_lengths_add_splits_with_their_own_lengths():
+    spec = TaskSpec(task="cot", test_length=[256, 512, 1024])
+    assert spec.split_names == ("train", "validation", "test", "test_512", "test_1024")
+    assert spec.split_length("test_1024") == 1024
+    assert spec.total_rows == 10_000 + 1_000 * 4
+
+
+BENCH_TOML = """
+name = "mini"
+[defaults]
+modulus = 11
+train_size = 20
+val_size = 10
+test_size = 10
+[configs.recursive]
+[configs.cot]
+near = 2
+"""
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".yaml", ".json"])
+def test_benchmark_files_load_from_toml_yaml_and_json(tmp_path, suffix):
+    data = {
+        "name": "mini",
+        "defaults": {"modulus": 11, "train_size": 20, "val_size": 10, "test_size": 10},
+        "configs": {"recursive": {}, "cot": {"near": 2}},
+    }
+    path = tmp_path / f"mini{suffix}"
+    if suffix == ".toml":
+        path.write_text(BENCH_TOML)
+    elif suffix == ".yaml":
+        import yaml
+
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    else:
+        path.write_text(json.dumps(data))
+    bench = resolve_benchmark(path)
+    assert list(bench.configs) == ["recursive", "cot"]
+    assert bench.configs["cot"].near == 2 and bench.configs["recursive"].near == 3
+    assert bench.configs["cot"].modulus == 11
+
+
+def test_flags_override_the_file_and_tasks_select_configs(tmp_path):
+    path = tmp_path / "b.toml"
+    path.write_text(BENCH_TOML)
+    bench = resolve_benchmark(path, ("cot",), {"modulus": 13})
+    assert list(bench.configs) == ["cot"] and bench.configs["cot"].modulus == 13
+
+
+def test_a_single_task_spec_file_is_a_one_config_benchmark(tmp_path):
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"task": "semirecursive", "modulus": 23}))
+    bench = resolve_benchmark(path)
+    assert list(bench.configs) == ["semirecursive"] and bench.name == "one"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("bad.toml", "name = ", "is not valid TOML"),
+        ("bad.yaml", "a: [1, 2", "is not valid YAML"),
+        ("bad.json", "{", "is not valid JSON"),
+        ("bad.txt", "x", "use .toml, .yaml, .yml or .json"),
+        ("list.json", "[1]", "must hold a mapping"),
+    ],
+)
+def test_malformed_spec_files_give_one_line_reasons(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(SpecFileError, match=message):
+        resolve_benchmark(path)
+
+
+def test_official_specs_load_and_differ_only_in_seeding():
+    paper = resolve_benchmark("task_specs/paper.toml")
+    v1 = resolve_benchmark("task_specs/posgen-v1.toml")
+    assert list(paper.configs) == list(v1.configs) == ["recursive", "cot", "semirecursive"]
+    for name in paper.configs:
+        a, b = paper.configs[name].canonical(), v1.configs[name].canonical()
+        assert {k for k in a if a[k] != b[k]} == {"seeding"}
+        assert a["seeding"] == "paper" and b["seeding"] == "disjoint"
