@@ -42,7 +42,7 @@ def plot_curve(report: ScoreReport, path: Path, title: str | None = None) -> Pat
         axes.set_ylabel("teacher-forced accuracy")
         name = " / ".join(part for part in (report.config, report.split) if part)
         axes.set_title(title or f"POSGEN {name} (spec {report.spec_id})", fontsize=10)
-        axes.legend(loc="lower left", fontsize=8)
+        axes.legend(loc="upper right", fontsize=8)
         figure.tight_layout()
         figure.savefig(path)
     finally:

@@ -99,3 +99,13 @@ def reference_arrays(reference: Any) -> tuple[np.ndarray, np.ndarray]:
     if tokens.ndim != 2:
         raise ScoringError(f"reference tokens must be (rows, length), got shape {tokens.shape}")
     return np.arange(tokens.shape[0], dtype=np.int64), tokens
+
+
+def resolve_config(dataset_dir: Path, config: str | None) -> str:
+    """``config``, or the folder's only config when ``config`` is None."""
+    names = config_names(dataset_dir)
+    if config is not None:
+        return config
+    if len(names) != 1:
+        raise ScoringError(f"{dataset_dir} has configs {', '.join(names)}: pick one with --config")
+    return names[0]
