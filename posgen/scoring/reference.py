@@ -48,9 +48,10 @@ def load_reference(dataset_dir: Path, config: str, split: str = "test") -> Refer
         raise ScoringError(f"no config {config!r} in {root}; configs: {', '.join(configs)}")
     entry = configs[config]
     splits = entry["splits"]
-    if split not in splits:
-        raise ScoringError(f"no split {split!r} in config {config!r}; splits: {', '.join(splits)}")
     spec = TaskSpec(**entry["spec"])
+    if split not in splits:
+        known = ", ".join(name for name in spec.split_names if name in splits)
+        raise ScoringError(f"no split {split!r} in config {config!r}; splits: {known}")
     tables = []
     for file in splits[split]["files"]:
         table = pq.read_table(root / file["path"], columns=["id", "tokens"])
