@@ -170,12 +170,20 @@ def test_bad_prediction_files_exit_2_with_one_line(data, tmp_path, test_tokens, 
 @pytest.mark.parametrize(
     ("name", "content", "expected"),
     [
-        ("p.jsonl", '{"id": 0, "predictions": [1, 2]}\n{"id": 1', "p.jsonl:2: not valid JSON"),
-        ("p.jsonl", '{"id": 0, "predictions": [1.5]}\n', "p.jsonl:1: predictions must be integers"),
-        ("p.jsonl", '{"predictions": [1]}\n', "p.jsonl:1: expected an object with 'id'"),
+        (
+            "p.jsonl",
+            '{"id": 0, "predictions": [1, 2]}\n{"id": 1',
+            "p.jsonl: line 2: not valid JSON",
+        ),
+        (
+            "p.jsonl",
+            '{"id": 0, "predictions": [1.5]}\n',
+            "p.jsonl: line 1: predictions must be integers",
+        ),
+        ("p.jsonl", '{"predictions": [1]}\n', "p.jsonl: line 1: expected an object with 'id'"),
         ("p.csv", "0,1,2\n", "unknown predictions format '.csv'"),
-        ("p.parquet", "not parquet", "is not a readable parquet file"),
-        ("p.npy", "not npy", "is not a readable npy file"),
+        ("p.parquet", "not parquet", "p.parquet: not a readable parquet file"),
+        ("p.npy", "not npy", "p.npy: not a readable npy file"),
     ],
 )
 def test_unreadable_prediction_files_exit_2(data, tmp_path, name, content, expected):

@@ -8,9 +8,9 @@ import click
 
 from posgen.cli.common import RunFailure, UsageProblems
 from posgen.scoring.errors import ScoringError
-from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport, score_arrays
+from posgen.scoring.folder import score_reference
+from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport
 from posgen.scoring.plot import PLOT_HINT, PlotUnavailable, plot_curve
-from posgen.scoring.prediction_files import align_to_ids, read_predictions
 from posgen.scoring.reference import ReferenceSplit, load_reference, resolve_config
 
 
@@ -120,23 +120,10 @@ def score_command(
     if plot_out is not None and not plot_available():
         raise UsageProblems([f"--plot: {PLOT_HINT}"])
     reference = load_split(data, config, split)
-    spec = reference.spec
     try:
-        read = read_predictions(predictions)
-        aligned = align_to_ids(read.ids, read.tokens, reference.ids)
-        report = score_arrays(
-            reference.tokens,
-            aligned,
-            window=spec.window,
-            ood_boundary=spec.train_length,
-            modulus=spec.modulus,
-            bucket_width=bucket_width,
-            spec_id=spec.spec_id,
-            config=reference.config,
-            split=reference.split,
-        )
+        report = score_reference(reference, predictions, bucket_width)
     except ScoringError as error:
-        raise UsageProblems([f"{predictions}: {error}"]) from None
+        raise UsageProblems([str(error)]) from None
     if json_out is not None and str(json_out) == "-":
         click.echo(report.to_json(), nl=False)
     else:

@@ -16,6 +16,7 @@ from posgen.scoring.baselines import (
     folder_baseline,
 )
 from posgen.scoring.errors import ScoringError
+from posgen.scoring.folder import score_file, score_reference
 from posgen.scoring.lm_inputs import (
     IGNORE_INDEX,
     LMInputs,
@@ -50,6 +51,8 @@ __all__ = [
     "read_predictions",
     "score",
     "score_arrays",
+    "score_file",
+    "score_reference",
     "vocab_size",
     "write_predictions",
 ]

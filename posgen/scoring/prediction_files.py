@@ -58,7 +58,7 @@ def file_format(path: Path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise ScoringError(
-            f"{path}: unknown predictions format {suffix or '(no extension)'!r}; "
+            f"unknown predictions format {suffix or '(no extension)'!r}; "
             f"use one of {', '.join(FORMATS)}"
         )
     return FORMATS[suffix]
@@ -67,9 +67,16 @@ def file_format(path: Path) -> str:
 def read_predictions(path: Path) -> Predictions:
     """Read a predictions file (see the module docstring for the formats)."""
     path = Path(path)
+    try:
+        return _read(path)
+    except ScoringError as error:
+        raise ScoringError(f"{path}: {error}") from None
+
+
+def _read(path: Path) -> Predictions:
     kind = file_format(path)
     if not path.is_file():
-        raise ScoringError(f"predictions file {path} does not exist")
+        raise ScoringError("no such file")
     try:
         if kind == "npy":
             return _read_npy(path)
@@ -77,7 +84,7 @@ def read_predictions(path: Path) -> Predictions:
             return _read_jsonl(path)
         table = pq.read_table(path) if kind == "parquet" else feather.read_table(path)
     except (pa.ArrowInvalid, OSError) as error:
-        raise ScoringError(f"{path} is not a readable {kind} file: {_first_line(error)}") from None
+        raise ScoringError(f"not a readable {kind} file: {_first_line(error)}") from None
     return _from_table(table, path)
 
 
@@ -89,9 +96,9 @@ def _read_npy(path: Path) -> Predictions:
     try:
         tokens = np.load(path, allow_pickle=False)
     except ValueError as error:
-        raise ScoringError(f"{path} is not a readable npy file: {_first_line(error)}") from None
+        raise ScoringError(f"not a readable npy file: {_first_line(error)}") from None
     if tokens.ndim != 2:
-        raise ScoringError(f"{path}: expected a 2-D array (rows, positions), got {tokens.shape}")
+        raise ScoringError(f"expected a 2-D array (rows, positions), got {tokens.shape}")
     _check_integer(tokens.dtype, path)
     return Predictions(ids=np.arange(tokens.shape[0], dtype=np.int64), tokens=tokens)
 
@@ -106,22 +113,22 @@ def _read_jsonl(path: Path) -> Predictions:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ScoringError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+                raise ScoringError(f"line {number}: not valid JSON ({error.msg})") from None
             if not isinstance(record, dict) or "id" not in record:
-                raise ScoringError(f"{path}:{number}: expected an object with 'id' and predictions")
+                raise ScoringError(f"line {number}: expected an object with 'id' and predictions")
             name = next((c for c in PREDICTION_COLUMNS if c in record), None)
             values = record.get(name) if name else None
             if not isinstance(record["id"], int) or not isinstance(values, list):
                 raise ScoringError(
-                    f"{path}:{number}: expected an integer 'id' and a list 'predictions'"
+                    f"line {number}: expected an integer 'id' and a list 'predictions'"
                 )
             if rows and len(values) != len(rows[0]):
                 raise ScoringError(
-                    f"{path}:{number}: row id {record['id']} has {len(values)} predictions, "
+                    f"line {number}: row id {record['id']} has {len(values)} predictions, "
                     f"earlier rows have {len(rows[0])}"
                 )
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-                raise ScoringError(f"{path}:{number}: predictions must be integers")
+                raise ScoringError(f"line {number}: predictions must be integers")
             ids.append(record["id"])
             rows.append(values)
     width = len(rows[0]) if rows else 0
@@ -131,30 +138,30 @@ def _read_jsonl(path: Path) -> Predictions:
 
 def _check_integer(dtype: np.dtype, path: Path) -> None:
     if dtype == np.bool_ or not np.issubdtype(dtype, np.integer):
-        raise ScoringError(f"{path}: predictions must be integer token ids, got {dtype}")
+        raise ScoringError(f"predictions must be integer token ids, got {dtype}")
 
 
 def _from_table(table: pa.Table, path: Path) -> Predictions:
     names = table.column_names
     name = next((c for c in PREDICTION_COLUMNS if c in names), None)
     if "id" not in names or name is None:
-        raise ScoringError(f"{path}: needs an 'id' column and a 'predictions' column; has {names}")
+        raise ScoringError(f"needs an 'id' column and a 'predictions' column; has {names}")
     id_column = table.column("id")
     if not pa.types.is_integer(id_column.type) or id_column.null_count:
-        raise ScoringError(f"{path}: 'id' must be integers without nulls, got {id_column.type}")
+        raise ScoringError(f"'id' must be integers without nulls, got {id_column.type}")
     column = table.column(name).combine_chunks()
     if not (pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type)):
-        raise ScoringError(f"{path}: '{name}' must be a list of integers, got {column.type}")
+        raise ScoringError(f"'{name}' must be a list of integers, got {column.type}")
     if not pa.types.is_integer(column.type.value_type):
-        raise ScoringError(f"{path}: '{name}' must hold integers, got {column.type.value_type}")
+        raise ScoringError(f"'{name}' must hold integers, got {column.type.value_type}")
     lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
     values = pc.list_flatten(column)
     if column.null_count or values.null_count:
-        raise ScoringError(f"{path}: '{name}' holds nulls")
+        raise ScoringError(f"'{name}' holds nulls")
     if lengths.size and lengths.min() != lengths.max():
         row = int(np.flatnonzero(lengths != lengths[0])[0])
         raise ScoringError(
-            f"{path}: row id {id_column[row]} has {lengths[row]} predictions, "
+            f"row id {id_column[row]} has {lengths[row]} predictions, "
             f"row id {id_column[0]} has {lengths[0]}"
         )
     width = int(lengths[0]) if lengths.size else 0
@@ -229,7 +236,10 @@ def predictions_table(ids: np.ndarray, tokens: np.ndarray, modulus: int) -> pa.T
 def write_predictions(path: Path, ids: np.ndarray, tokens: np.ndarray, modulus: int) -> None:
     """Write predictions in the format of ``path``'s extension (``.npy``: ids must be 0..n-1)."""
     path = Path(path)
-    kind = file_format(path)
+    try:
+        kind = file_format(path)
+    except ScoringError as error:
+        raise ScoringError(f"{path}: {error}") from None
     ids = np.asarray(ids, dtype=np.int64)
     tokens = np.asarray(tokens)
     if kind == "npy":
