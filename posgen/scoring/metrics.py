@@ -249,6 +249,29 @@ def _buckets(
     return buckets
 
 
+def check_reference(tokens: np.ndarray, spec: TaskSpec) -> None:
+    """Refuse reference rows that cannot be data of ``spec`` (length or vocabulary).
+
+    >>> from posgen.spec import TaskSpec
+    >>> rows = np.zeros((1, 30), dtype=np.uint8)
+    >>> check_reference(rows, TaskSpec(task="cot"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    posgen.scoring.errors.ScoringError: reference rows have 30 tokens; spec ... has rows of 64, 256
+    """
+    lengths = (spec.train_length, *spec.test_lengths)
+    if tokens.shape[0] and tokens.shape[1] not in lengths:
+        raise ScoringError(
+            f"reference rows have {tokens.shape[1]} tokens; spec {spec.spec_id} has rows of "
+            f"{', '.join(map(str, lengths))}"
+        )
+    if tokens.size and int(tokens.max()) >= spec.modulus:
+        raise ScoringError(
+            f"reference token {int(tokens.max())} is outside the spec's vocabulary "
+            f"0..{spec.modulus - 1}: is this the data of spec {spec.spec_id}?"
+        )
+
+
 def score(
     reference: Any,
     predictions: Any,
@@ -276,6 +299,7 @@ def score(
     from posgen.scoring.reference import reference_arrays
 
     ref_ids, ref_tokens = reference_arrays(reference)
+    check_reference(ref_tokens, spec)
     preds = np.asarray(predictions)
     if ids is not None:
         from posgen.scoring.prediction_files import align_to_ids
