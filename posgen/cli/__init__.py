@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from posgen import __version__
+from posgen.cli.baseline import baseline_command
 from posgen.cli.generate import generate
+from posgen.cli.score import score_command
 from posgen.cli.spec_cmd import spec_command
 
 
@@ -23,3 +25,5 @@ def main() -> None:
 
 main.add_command(generate)
 main.add_command(spec_command)
+main.add_command(score_command)
+main.add_command(baseline_command)

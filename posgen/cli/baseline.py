@@ -1,0 +1,100 @@
+"""``posgen baseline``: reference predictions (oracle, near-only, majority) for a split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from posgen.cli.common import RunFailure, UsageProblems
+from posgen.cli.score import load_split
+from posgen.scoring.baselines import BASELINES, baseline_predictions
+from posgen.scoring.errors import ScoringError
+from posgen.scoring.metrics import score_arrays
+from posgen.scoring.prediction_files import file_format, write_predictions
+
+
+@click.command(
+    "baseline",
+    epilog="""\b
+Examples:
+  posgen baseline --kind oracle --data out/posgen-v1 --config cot --out oracle.parquet
+  posgen baseline --kind near-only --data out/paper --config recursive --out near.jsonl
+  posgen score --data out/paper --config recursive --predictions near.jsonl
+""",
+)
+@click.option("--kind", required=True, type=click.Choice(BASELINES), help="Which predictor.")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Dataset folder written by `posgen generate`.",
+)
+@click.option("--config", help="Config (may be left out when the folder has one).")
+@click.option("--split", default="test", show_default=True, help="Split to predict.")
+@click.option(
+    "--fit-split",
+    default="train",
+    show_default=True,
+    help="Split near-only and majority learn from (the oracle learns nothing).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Predictions file to write: .parquet, .arrow, .jsonl or .npy.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def baseline_command(
+    kind: str,
+    data: Path,
+    config: str | None,
+    split: str,
+    fit_split: str,
+    out: Path,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    """Write a reference predictor's predictions in the format `posgen score` reads.
+
+    \b
+    oracle     regrows each row from its seed window: the ceiling (100%)
+    near-only  best guess from the k near tokens alone (fitted on --fit-split): ~1/m
+    majority   most common token per position of --fit-split
+    """
+    try:
+        file_format(out)
+    except ScoringError as error:
+        raise UsageProblems([f"--out: {error}"]) from None
+    if out.exists() and not overwrite:
+        raise UsageProblems([f"{out} exists; pass --overwrite to replace it"])
+    reference = load_split(data, config, split)
+    spec = reference.spec
+    fit = None if kind == "oracle" else load_split(data, reference.config, fit_split).tokens
+    try:
+        predictions = baseline_predictions(kind, spec, reference.tokens, fit)
+    except ScoringError as error:
+        raise UsageProblems([str(error)]) from None
+    except ValueError as error:
+        raise RunFailure(f"{reference.config}/{split} holds invalid rows: {error}") from None
+    try:
+        write_predictions(out, reference.ids, predictions, spec.modulus)
+    except OSError as error:
+        raise RunFailure(f"writing {out} failed: {error}") from None
+    if not quiet:
+        report = score_arrays(
+            reference.tokens,
+            predictions,
+            window=spec.window,
+            ood_boundary=spec.train_length,
+            modulus=spec.modulus,
+        )
+        figures = ", ".join(
+            f"{name} {'-' if value is None else f'{100 * value:.2f}%'}"
+            for name, value in (("ID", report.id.accuracy), ("OOD", report.ood.accuracy))
+        )
+        click.echo(
+            f"wrote {out}: {kind} predictions for {reference.config}/{split} "
+            f"({reference.tokens.shape[0]:,} rows); {figures}"
+        )

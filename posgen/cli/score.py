@@ -1,0 +1,139 @@
+"""``posgen score``: a model's predictions in, POSGEN metrics (table, JSON, plot) out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from posgen.cli.common import RunFailure, UsageProblems
+from posgen.scoring.errors import ScoringError
+from posgen.scoring.folder import score_reference
+from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport
+from posgen.scoring.plot import PLOT_HINT, PlotUnavailable, plot_curve
+from posgen.scoring.reference import ReferenceSplit, load_reference, resolve_config
+
+
+def load_split(data: Path, config: str | None, split: str) -> ReferenceSplit:
+    """A folder's split, every problem turned into :class:`UsageProblems`."""
+    try:
+        return load_reference(data, resolve_config(data, config), split)
+    except (FileNotFoundError, ScoringError, ValueError) as error:
+        raise UsageProblems([str(error)]) from None
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def report_table(report: ScoreReport) -> str:
+    """The short text table: ID, OOD, exact match, then one line per bucket."""
+    w, boundary, length = report.seed_window, report.ood_boundary, report.length
+    lines = [
+        f"config {report.config}, split {report.split}, spec {report.spec_id}: "
+        f"{report.rows:,} rows of {length} tokens (seed window {w}, OOD from {boundary})",
+        f"  {'ID  [' + str(w) + ', ' + str(min(boundary, length)) + ')':<18}"
+        f"{_percent(report.id.accuracy):>9}  {report.id.tokens:>12,} tokens",
+    ]
+    if report.ood.tokens:
+        lines += [
+            f"  {'OOD [' + str(boundary) + ', ' + str(length) + ')':<18}"
+            f"{_percent(report.ood.accuracy):>9}  {report.ood.tokens:>12,} tokens",
+            f"  {'OOD exact match':<18}{_percent(report.ood_exact_match.accuracy):>9}  "
+            f"{report.ood_exact_match.tokens:>12,} rows",
+        ]
+    lines.append(f"  {'positions':<18}{'accuracy':>9}  {'tokens':>12}")
+    for bucket in report.buckets:
+        mark = " OOD" if bucket.ood else ""
+        lines.append(
+            f"  {f'[{bucket.start}, {bucket.stop})':<18}{_percent(bucket.accuracy):>9}  "
+            f"{bucket.tokens:>12,}{mark}"
+        )
+    return "\n".join(lines)
+
+
+def plot_available() -> bool:
+    """Whether matplotlib can be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@click.command(
+    "score",
+    epilog="""\b
+Examples:
+  posgen score --data out/posgen-v1 --config cot --predictions preds.parquet
+  posgen score --data out/paper --config recursive --split test --predictions p.npy \\
+      --json scores.json --plot curve.png --bucket-width 32
+""",
+)
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Dataset folder written by `posgen generate`.",
+)
+@click.option("--config", help="Config to score (may be left out when the folder has one).")
+@click.option("--split", default="test", show_default=True, help="Split the predictions are for.")
+@click.option(
+    "--predictions",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Predictions file: .parquet, .arrow, .jsonl (rows matched by id) or .npy (row i = id i).",
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Write the full report as JSON here ('-': standard output, no table).",
+)
+@click.option(
+    "--plot",
+    "plot_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Draw accuracy against position here (PNG; needs the `plot` extra).",
+)
+@click.option(
+    "--bucket-width",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BUCKET_WIDTH,
+    show_default=True,
+    help="Positions per bucket in the table and the JSON.",
+)
+def score_command(
+    data: Path,
+    config: str | None,
+    split: str,
+    predictions: Path,
+    json_out: Path | None,
+    plot_out: Path | None,
+    bucket_width: int,
+) -> None:
+    """Score teacher-forced predictions of one split: ID and OOD accuracy, curve, plot.
+
+    The prediction for position t is the model's argmax given the true tokens before t.
+    Rows hold every position (seed window ignored) or only positions w .. L'-1.
+    """
+    if plot_out is not None and not plot_available():
+        raise UsageProblems([f"--plot: {PLOT_HINT}"])
+    reference = load_split(data, config, split)
+    try:
+        report = score_reference(reference, predictions, bucket_width)
+    except ScoringError as error:
+        raise UsageProblems([str(error)]) from None
+    if json_out is not None and str(json_out) == "-":
+        click.echo(report.to_json(), nl=False)
+    else:
+        click.echo(report_table(report))
+    try:
+        if json_out is not None and str(json_out) != "-":
+            json_out.write_text(report.to_json())
+        if plot_out is not None:
+            plot_curve(report, plot_out)
+    except PlotUnavailable as error:
+        raise UsageProblems([str(error)]) from None
+    except OSError as error:
+        raise RunFailure(f"writing the report failed: {error}") from None

@@ -1,0 +1,188 @@
+"""Reference predictors: a ceiling and two floors that every user can reproduce.
+
+* ``oracle``: regrows every row from its seed window with posgen's own generator
+  (:func:`posgen.generator.grow`): 100% on valid data, ID and OOD.
+* ``near-only``: the best predictor that sees only the k near tokens x_{t-k} .. x_{t-1}:
+  for each near context, the target most often seen after it in the fit split (train by
+  default); an unseen context gets the fit split's most common target. With the far
+  operands uniform it scores about 1/m, which shows the far tokens are needed.
+* ``majority``: the most common token at each position of the fit split; positions the
+  fit split does not reach (the OOD ones, when fitted on train) get its overall most
+  common target.
+
+Ties go to the smallest token. Every predictor returns whole rows ``(rows, L')`` whose
+seed window columns are the seed window itself (never scored).
+
+Worked example (near-only, k = 1): after the context 3 the fit data shows 5 twice and
+7 once, so the prediction after a 3 is 5.
+
+>>> fit = np.array([[0, 3, 5, 3, 5, 3, 7]])
+>>> near_only_predictions(fit[:, :3], near=1, window=1, modulus=17, fit_tokens=fit).tolist()
+[[0, 3, 5]]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from posgen.generator import DEFAULT_BLOCK_ROWS, grow, storage_dtype
+from posgen.scoring.errors import ScoringError
+from posgen.scoring.metrics import score_arrays
+from posgen.scoring.reference import load_reference
+from posgen.spec import TaskSpec
+
+BaselineKind = Literal["oracle", "near-only", "majority"]
+BASELINES: tuple[str, ...] = ("oracle", "near-only", "majority")
+
+
+def oracle_predictions(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
+    """Every row regrown from its seed window ``tokens[:, :w]`` by the generator."""
+    rows, length = tokens.shape
+    out = np.empty((rows, length), dtype=storage_dtype(spec.modulus))
+    for first in range(0, rows, DEFAULT_BLOCK_ROWS):
+        block = tokens[first : first + DEFAULT_BLOCK_ROWS, : spec.window].astype(np.int64)
+        out[first : first + block.shape[0]] = grow(spec, block, length)
+    return out
+
+
+def _contexts(tokens: np.ndarray, near: int, window: int) -> np.ndarray:
+    """``(rows * (L - w), k)`` near contexts of positions ``w .. L-1``, row-major."""
+    length = tokens.shape[1]
+    views = np.lib.stride_tricks.sliding_window_view(tokens, near, axis=1)
+    return views[:, window - near : length - near].reshape(-1, near)
+
+
+def _most_common(groups: np.ndarray, targets: np.ndarray, modulus: int) -> tuple[np.ndarray, ...]:
+    """For each group id that occurs, the most common target (ties: the smallest)."""
+    keys, counts = np.unique(groups.astype(np.int64) * modulus + targets, return_counts=True)
+    group, target = keys // modulus, keys % modulus
+    order = np.lexsort((target, -counts, group))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = group[order][1:] != group[order][:-1]
+    chosen = order[first]
+    return group[chosen], target[chosen]
+
+
+def _majority_token(values: np.ndarray, modulus: int) -> int:
+    counts = np.bincount(values.reshape(-1).astype(np.int64), minlength=modulus)
+    return int(counts.argmax())
+
+
+def near_only_predictions(
+    tokens: np.ndarray, *, near: int, window: int, modulus: int, fit_tokens: np.ndarray
+) -> np.ndarray:
+    """The near-context majority predictor, fitted on ``fit_tokens``, applied to ``tokens``."""
+    rows, length = tokens.shape
+    fit_contexts = _contexts(fit_tokens, near, window)
+    fit_targets = fit_tokens[:, window:].reshape(-1).astype(np.int64)
+    contexts = _contexts(tokens, near, window)
+    both = np.concatenate([fit_contexts, contexts]).astype(np.int64)
+    if modulus**near < 2**62:
+        codes = both @ (modulus ** np.arange(near - 1, -1, -1, dtype=np.int64))
+        _, ids = np.unique(codes, return_inverse=True)
+    else:
+        _, ids = np.unique(both, axis=0, return_inverse=True)
+    ids = ids.reshape(-1)
+    fit_ids, query_ids = ids[: fit_contexts.shape[0]], ids[fit_contexts.shape[0] :]
+    fallback = _majority_token(fit_targets, modulus) if fit_targets.size else 0
+    table = np.full(int(ids.max(initial=-1)) + 1, fallback, dtype=np.int64)
+    if fit_targets.size:
+        group, target = _most_common(fit_ids, fit_targets, modulus)
+        table[group] = target
+    out = np.array(tokens, dtype=storage_dtype(modulus), copy=True)
+    out[:, window:] = table[query_ids].reshape(rows, length - window)
+    return out
+
+
+def majority_predictions(
+    tokens: np.ndarray, *, window: int, modulus: int, fit_tokens: np.ndarray
+) -> np.ndarray:
+    """The most common token per position of ``fit_tokens``, applied to ``tokens``."""
+    length = tokens.shape[1]
+    fit_length = fit_tokens.shape[1]
+    scored = fit_tokens[:, window:]
+    fallback = _majority_token(scored, modulus) if scored.size else 0
+    per_position = np.full(length, fallback, dtype=np.int64)
+    reach = min(length, fit_length)
+    if fit_tokens.shape[0]:
+        positions = np.arange(window, reach)
+        _, target = _most_common(
+            np.broadcast_to(positions, (fit_tokens.shape[0], positions.size)).reshape(-1),
+            fit_tokens[:, window:reach].reshape(-1).astype(np.int64),
+            modulus,
+        )
+        per_position[window:reach] = target
+    out = np.array(tokens, dtype=storage_dtype(modulus), copy=True)
+    out[:, window:] = per_position[window:]
+    return out
+
+
+def baseline_predictions(
+    kind: str, spec: TaskSpec, tokens: np.ndarray, fit_tokens: np.ndarray | None = None
+) -> np.ndarray:
+    """Whole-row predictions ``(rows, L')`` of baseline ``kind`` for ``tokens``.
+
+    ``fit_tokens`` (needed by near-only and majority) are the rows the predictor learns from.
+
+    >>> from posgen.generator import generate_split
+    >>> spec = TaskSpec(task="recursive", train_size=50, val_size=5, test_size=5)
+    >>> test = generate_split(spec, "test")
+    >>> bool((baseline_predictions("oracle", spec, test) == test).all())
+    True
+    """
+    if kind == "oracle":
+        return oracle_predictions(spec, tokens)
+    if kind not in BASELINES:
+        raise ScoringError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
+    if fit_tokens is None:
+        raise ScoringError(f"the {kind} baseline needs fit tokens (e.g. the train split)")
+    if kind == "near-only":
+        return near_only_predictions(
+            tokens,
+            near=spec.near,
+            window=spec.window,
+            modulus=spec.modulus,
+            fit_tokens=fit_tokens,
+        )
+    return majority_predictions(
+        tokens, window=spec.window, modulus=spec.modulus, fit_tokens=fit_tokens
+    )
+
+
+def folder_baseline(
+    dataset_dir: Path, config: str, split: str, kind: str, fit_split: str = "train"
+) -> tuple[TaskSpec, np.ndarray, np.ndarray]:
+    """``(spec, reference tokens, predictions)`` of a baseline on a folder's split."""
+    reference = load_reference(dataset_dir, config, split)
+    fit = None
+    if kind != "oracle":
+        fit = load_reference(dataset_dir, config, fit_split).tokens
+    predictions = baseline_predictions(kind, reference.spec, reference.tokens, fit)
+    return reference.spec, reference.tokens, predictions
+
+
+def baseline_scores(
+    dataset_dir: Path, config: str, split: str = "test"
+) -> dict[str, dict[str, float | None]]:
+    """ID and OOD accuracy of every baseline (fitted on train) on ``config``/``split``.
+
+    Returns ``{kind: {"id_accuracy": ..., "ood_accuracy": ...}}`` for the data card.
+    """
+    reference = load_reference(dataset_dir, config, split)
+    spec = reference.spec
+    fit = load_reference(dataset_dir, config, "train").tokens
+    out = {}
+    for kind in BASELINES:
+        predictions = baseline_predictions(kind, spec, reference.tokens, fit)
+        report = score_arrays(
+            reference.tokens,
+            predictions,
+            window=spec.window,
+            ood_boundary=spec.train_length,
+            modulus=spec.modulus,
+        )
+        out[kind] = report.summary()
+    return out

@@ -1,0 +1,61 @@
+"""Score a predictions file against a split of a dataset folder (what ``posgen score`` does).
+
+>>> import tempfile, pathlib
+>>> from posgen.spec import default_benchmark
+>>> from posgen.writer import write_benchmark
+>>> root = pathlib.Path(tempfile.mkdtemp()) / "ds"
+>>> _ = write_benchmark(default_benchmark(("cot",), train_size=30, val_size=5, test_size=5), root)
+>>> test = load_reference(root, "cot", "test")
+>>> write_predictions(root.parent / "p.npy", test.ids, test.tokens, modulus=17)
+>>> score_file(root, "cot", "test", root.parent / "p.npy").summary()
+{'id_accuracy': 1.0, 'ood_accuracy': 1.0}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from posgen.scoring.errors import ScoringError
+from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport, score_arrays
+from posgen.scoring.prediction_files import align_to_ids, read_predictions, write_predictions
+from posgen.scoring.reference import ReferenceSplit, load_reference
+
+__all__ = ["load_reference", "score_file", "score_reference", "write_predictions"]
+
+
+def score_reference(
+    reference: ReferenceSplit, predictions: Path, bucket_width: int = DEFAULT_BUCKET_WIDTH
+) -> ScoreReport:
+    """Score the predictions file ``predictions`` (rows matched by id) on ``reference``."""
+    read = read_predictions(predictions)
+    try:
+        aligned = align_to_ids(read.ids, read.tokens, reference.ids)
+        return _score(reference, aligned, bucket_width)
+    except ScoringError as error:
+        raise ScoringError(f"{predictions}: {error}") from None
+
+
+def _score(reference: ReferenceSplit, aligned: object, bucket_width: int) -> ScoreReport:
+    spec = reference.spec
+    return score_arrays(
+        reference.tokens,
+        aligned,
+        window=spec.window,
+        ood_boundary=spec.train_length,
+        modulus=spec.modulus,
+        bucket_width=bucket_width,
+        spec_id=spec.spec_id,
+        config=reference.config,
+        split=reference.split,
+    )
+
+
+def score_file(
+    dataset_dir: Path,
+    config: str,
+    split: str,
+    predictions: Path,
+    bucket_width: int = DEFAULT_BUCKET_WIDTH,
+) -> ScoreReport:
+    """Score a predictions file on ``config``/``split`` of a posgen folder."""
+    return score_reference(load_reference(dataset_dir, config, split), predictions, bucket_width)

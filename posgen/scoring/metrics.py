@@ -1,0 +1,318 @@
+"""The POSGEN metrics: teacher-forced next-token accuracy, split at the OOD boundary.
+
+A prediction for position ``t`` is the model's argmax made from the true tokens before
+``t``. Positions ``[0, w)`` are the seed window and are never scored; positions
+``[w, L)`` are in distribution (ID) and ``[L, L')`` out of distribution (OOD), with
+``L`` the train length (the OOD boundary) and ``L'`` the row length of the split.
+
+Worked example (m = 17, w = 4, L = 6, one row of length 8; the model gets x_5 wrong):
+
+>>> import numpy as np
+>>> reference = np.array([[0, 1, 2, 3, 6, 12, 6, 10]])
+>>> predicted = np.array([[0, 1, 2, 3, 6, 11, 6, 10]])
+>>> report = score_arrays(reference, predicted, window=4, ood_boundary=6, modulus=17)
+>>> report.id.accuracy, report.id.tokens, report.ood.accuracy, report.first_error.position
+(0.5, 2, 1.0, [5])
+
+Predictions may also cover only the generated positions ``[w, L')``:
+
+>>> score_arrays(reference, predicted[:, 4:], window=4, ood_boundary=6, modulus=17).id.correct
+1
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from posgen.scoring.errors import ScoringError
+
+if TYPE_CHECKING:
+    from posgen.spec import TaskSpec
+
+DEFAULT_BUCKET_WIDTH = 16
+"""Positions per bucket of the bucketed curve."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Accuracy(_Frozen):
+    """``correct`` out of ``tokens`` (or rows, for exact match); accuracy None when 0."""
+
+    correct: int = Field(ge=0, description="Correct predictions (or fully correct rows).")
+    tokens: int = Field(ge=0, description="Predictions scored (or rows, for exact match).")
+    accuracy: float | None = Field(ge=0.0, le=1.0, description="correct / tokens.")
+
+
+class Bucket(_Frozen):
+    """Accuracy over positions ``[start, stop)``; ``ood`` marks buckets at or past L."""
+
+    start: int = Field(ge=0)
+    stop: int = Field(ge=1)
+    ood: bool
+    correct: int = Field(ge=0)
+    tokens: int = Field(ge=0)
+    accuracy: float | None = Field(ge=0.0, le=1.0)
+
+
+class Curve(_Frozen):
+    """Accuracy at every scored position (``tokens`` = rows at each one)."""
+
+    position: list[int] = Field(description="Positions w .. L'-1.")
+    correct: list[int] = Field(description="Correct predictions at each position.")
+    tokens: list[int] = Field(description="Predictions scored at each position.")
+    accuracy: list[float | None] = Field(description="correct / tokens at each position.")
+
+
+class FirstError(_Frozen):
+    """Where each row first goes wrong: rows per first wrong position, and rows never wrong."""
+
+    position: list[int] = Field(description="First wrong positions that occur, ascending.")
+    rows: list[int] = Field(description="Rows whose first wrong position is ``position[i]``.")
+    never: int = Field(ge=0, description="Rows with every scored position correct.")
+    median: float | None = Field(description="Median first wrong position over rows with one.")
+
+
+class ScoreReport(_Frozen):
+    """Every POSGEN figure for one split's predictions, with the counts behind it."""
+
+    spec_id: str | None = Field(description="Spec id of the data scored.")
+    config: str | None = Field(None, description="Config scored (when read from a folder).")
+    split: str | None = Field(None, description="Split scored (when read from a folder).")
+    rows: int = Field(ge=0)
+    length: int = Field(ge=1, description="L': row length, seed window included.")
+    seed_window: int = Field(ge=1, description="w = j + k: positions never scored.")
+    ood_boundary: int = Field(ge=1, description="L: first OOD position (the train length).")
+    modulus: int = Field(ge=2, description="m: tokens are 0 .. m-1.")
+    bucket_width: int = Field(ge=1)
+    id: Accuracy = Field(description="Positions [w, L).")
+    ood: Accuracy = Field(description="Positions [L, L'); tokens 0 when L' <= L.")
+    overall: Accuracy = Field(description="Positions [w, L').")
+    ood_exact_match: Accuracy = Field(description="Rows whose OOD positions are all correct.")
+    exact_match: Accuracy = Field(description="Rows whose scored positions are all correct.")
+    buckets: list[Bucket]
+    curve: Curve
+    first_error: FirstError
+
+    def to_json(self) -> str:
+        """The report as stable JSON: sorted keys, two-space indent, trailing newline."""
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+    def summary(self) -> dict[str, float | None]:
+        """The two headline figures: ``{"id_accuracy": ..., "ood_accuracy": ...}``."""
+        return {"id_accuracy": self.id.accuracy, "ood_accuracy": self.ood.accuracy}
+
+
+def _ratio(correct: int, total: int) -> float | None:
+    return correct / total if total else None
+
+
+def _accuracy(correct: int, total: int) -> Accuracy:
+    return Accuracy(correct=int(correct), tokens=int(total), accuracy=_ratio(correct, total))
+
+
+def check_predictions(
+    predictions: np.ndarray, rows: int, length: int, window: int, modulus: int
+) -> np.ndarray:
+    """Predictions for positions ``[w, L')`` as an integer ``(rows, L' - w)`` array.
+
+    Accepts ``(rows, L')`` (seed window columns ignored) or ``(rows, L' - w)``; raises
+    :class:`ScoringError` on any other shape, non-integer values or tokens outside [0, m).
+    """
+    array = np.asarray(predictions)
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        raise ScoringError(f"predictions must be integer token ids, got dtype {array.dtype}")
+    if array.ndim != 2 or array.shape[0] != rows or array.shape[1] not in (length, length - window):
+        raise ScoringError(
+            f"predictions have shape {array.shape}; expected ({rows}, {length}) "
+            f"(whole rows) or ({rows}, {length - window}) (positions {window}..{length - 1})"
+        )
+    scored = array[:, window:] if array.shape[1] == length else array
+    if scored.size:
+        low, high = int(scored.min()), int(scored.max())
+        if low < 0 or high >= modulus:
+            bad = low if low < 0 else high
+            raise ScoringError(
+                f"prediction {bad} is outside the vocabulary 0..{modulus - 1} (m = {modulus})"
+            )
+    return scored
+
+
+def score_arrays(
+    reference: np.ndarray,
+    predictions: np.ndarray,
+    *,
+    window: int,
+    ood_boundary: int,
+    modulus: int,
+    bucket_width: int = DEFAULT_BUCKET_WIDTH,
+    spec_id: str | None = None,
+    config: str | None = None,
+    split: str | None = None,
+) -> ScoreReport:
+    """Score ``predictions`` against ``reference`` (``(rows, L')`` token arrays).
+
+    ``window`` is w (never scored), ``ood_boundary`` is L, ``modulus`` is m.
+    """
+    ref = np.asarray(reference)
+    if ref.ndim != 2:
+        raise ScoringError(f"reference tokens must be (rows, length), got shape {ref.shape}")
+    rows, length = ref.shape
+    if bucket_width < 1:
+        raise ScoringError(f"bucket width must be at least 1, got {bucket_width}")
+    if not 1 <= window < length:
+        raise ScoringError(f"seed window {window} must be in [1, {length}) for rows of {length}")
+    if ood_boundary <= window:
+        raise ScoringError(f"OOD boundary {ood_boundary} must exceed the seed window {window}")
+    scored = check_predictions(predictions, rows, length, window, modulus)
+    correct = scored == ref[:, window:]
+    per_position = np.count_nonzero(correct, axis=0).astype(np.int64)
+    split_at = min(ood_boundary, length) - window
+    id_correct = int(per_position[:split_at].sum())
+    ood_correct = int(per_position[split_at:].sum())
+    ood_width = length - window - split_at
+    wrong = ~correct
+    any_wrong = wrong.any(axis=1)
+    ood_rows_ok = int(rows - np.count_nonzero(wrong[:, split_at:].any(axis=1))) if ood_width else 0
+    first = wrong.argmax(axis=1)[any_wrong] + window
+    counts = np.bincount(first, minlength=length)
+    positions = np.arange(window, length)
+    return ScoreReport(
+        spec_id=spec_id,
+        config=config,
+        split=split,
+        rows=rows,
+        length=length,
+        seed_window=window,
+        ood_boundary=ood_boundary,
+        modulus=modulus,
+        bucket_width=bucket_width,
+        id=_accuracy(id_correct, rows * split_at),
+        ood=_accuracy(ood_correct, rows * ood_width),
+        overall=_accuracy(id_correct + ood_correct, rows * (length - window)),
+        ood_exact_match=_accuracy(ood_rows_ok, rows if ood_width else 0),
+        exact_match=_accuracy(rows - int(np.count_nonzero(any_wrong)), rows),
+        buckets=_buckets(per_position, rows, window, length, ood_boundary, bucket_width),
+        curve=Curve(
+            position=positions.tolist(),
+            correct=per_position.tolist(),
+            tokens=[rows] * positions.size,
+            accuracy=[_ratio(int(c), rows) for c in per_position.tolist()],
+        ),
+        first_error=FirstError(
+            position=np.flatnonzero(counts).tolist(),
+            rows=counts[counts > 0].tolist(),
+            never=rows - int(first.size),
+            median=float(np.median(first)) if first.size else None,
+        ),
+    )
+
+
+def bucket_edges(window: int, length: int, ood_boundary: int, width: int) -> list[int]:
+    """Bucket edges: multiples of ``width`` in ``(w, L')``, plus w, L (if inside) and L'.
+
+    No bucket straddles the OOD boundary.
+
+    >>> bucket_edges(window=4, length=40, ood_boundary=20, width=16)
+    [4, 16, 20, 32, 40]
+    """
+    edges = {window, length, *range(width * (window // width + 1), length, width)}
+    if window < ood_boundary < length:
+        edges.add(ood_boundary)
+    return sorted(edges)
+
+
+def _buckets(
+    per_position: np.ndarray, rows: int, window: int, length: int, boundary: int, width: int
+) -> list[Bucket]:
+    edges = bucket_edges(window, length, boundary, width)
+    buckets = []
+    for start, stop in itertools.pairwise(edges):
+        correct = int(per_position[start - window : stop - window].sum())
+        tokens = rows * (stop - start)
+        buckets.append(
+            Bucket(
+                start=start,
+                stop=stop,
+                ood=start >= boundary,
+                correct=correct,
+                tokens=tokens,
+                accuracy=_ratio(correct, tokens),
+            )
+        )
+    return buckets
+
+
+def check_reference(tokens: np.ndarray, spec: TaskSpec) -> None:
+    """Refuse reference rows that cannot be data of ``spec`` (length or vocabulary).
+
+    >>> from posgen.spec import TaskSpec
+    >>> rows = np.zeros((1, 30), dtype=np.uint8)
+    >>> check_reference(rows, TaskSpec(task="cot"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    posgen.scoring.errors.ScoringError: reference rows have 30 tokens; spec ... has rows of 64, 256
+    """
+    lengths = (spec.train_length, *spec.test_lengths)
+    if tokens.shape[0] and tokens.shape[1] not in lengths:
+        raise ScoringError(
+            f"reference rows have {tokens.shape[1]} tokens; spec {spec.spec_id} has rows of "
+            f"{', '.join(map(str, lengths))}"
+        )
+    if tokens.size and int(tokens.max()) >= spec.modulus:
+        raise ScoringError(
+            f"reference token {int(tokens.max())} is outside the spec's vocabulary "
+            f"0..{spec.modulus - 1}: is this the data of spec {spec.spec_id}?"
+        )
+
+
+def score(
+    reference: Any,
+    predictions: Any,
+    spec: TaskSpec,
+    *,
+    ids: Any = None,
+    bucket_width: int = DEFAULT_BUCKET_WIDTH,
+    config: str | None = None,
+    split: str | None = None,
+) -> ScoreReport:
+    """Score predictions of one split of ``spec``: the API for training loops.
+
+    ``reference`` is a ``(rows, L')`` array or a ``datasets.Dataset`` / ``pyarrow.Table``
+    with ``id`` and ``tokens`` columns. ``predictions`` is ``(rows, L')`` or
+    ``(rows, L' - w)``, in the reference's row order, or in the order of ``ids`` when given.
+
+    >>> import numpy as np
+    >>> from posgen.spec import TaskSpec
+    >>> from posgen.generator import generate_split
+    >>> spec = TaskSpec(task="cot", train_size=8, val_size=4, test_size=4)
+    >>> tokens = generate_split(spec, "test")
+    >>> score(tokens, tokens, spec).summary()
+    {'id_accuracy': 1.0, 'ood_accuracy': 1.0}
+    """
+    from posgen.scoring.reference import reference_arrays
+
+    ref_ids, ref_tokens = reference_arrays(reference)
+    check_reference(ref_tokens, spec)
+    preds = np.asarray(predictions)
+    if ids is not None:
+        from posgen.scoring.prediction_files import align_to_ids
+
+        preds = align_to_ids(np.asarray(ids), preds, ref_ids)
+    return score_arrays(
+        ref_tokens,
+        preds,
+        window=spec.window,
+        ood_boundary=spec.train_length,
+        modulus=spec.modulus,
+        bucket_width=bucket_width,
+        spec_id=spec.spec_id,
+        config=config,
+        split=split,
+    )

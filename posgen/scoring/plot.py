@@ -1,0 +1,50 @@
+"""Accuracy against position, with the OOD boundary marked (needs the ``plot`` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from posgen.scoring.metrics import ScoreReport
+
+
+class PlotUnavailable(RuntimeError):
+    """matplotlib is not installed."""
+
+
+PLOT_HINT = "plotting needs matplotlib: pip install 'posgen[plot]'"
+
+
+def plot_curve(report: ScoreReport, path: Path, title: str | None = None) -> Path:
+    """Draw the per-position and per-bucket accuracy of ``report`` into ``path`` (PNG, SVG...)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotUnavailable(PLOT_HINT) from None
+    curve = report.curve
+    accuracy = [float("nan") if a is None else a for a in curve.accuracy]
+    figure, axes = plt.subplots(figsize=(8, 4), dpi=120)
+    try:
+        axes.plot(curve.position, accuracy, lw=0.8, alpha=0.6, label="per position")
+        for bucket in report.buckets:
+            if bucket.accuracy is not None:
+                axes.hlines(bucket.accuracy, bucket.start, bucket.stop - 1, color="C1", lw=2)
+        axes.plot([], [], color="C1", lw=2, label=f"per {report.bucket_width} positions")
+        if report.ood_boundary < report.length:
+            axes.axvline(report.ood_boundary, color="k", ls="--", lw=1)
+            axes.text(report.ood_boundary, 1.02, f" OOD from L={report.ood_boundary}", va="bottom")
+        axes.axhline(1 / report.modulus, color="grey", ls=":", lw=1, label="chance 1/m")
+        axes.set_xlim(0, report.length)
+        axes.set_ylim(0, 1.08)
+        axes.set_xlabel("position t")
+        axes.set_ylabel("teacher-forced accuracy")
+        name = " / ".join(part for part in (report.config, report.split) if part)
+        axes.set_title(title or f"POSGEN {name} (spec {report.spec_id})", fontsize=10)
+        axes.legend(loc="upper right", fontsize=8)
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
+    return Path(path)

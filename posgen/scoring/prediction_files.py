@@ -1,0 +1,258 @@
+"""Prediction files: read and write them, and match their rows to the data by ``id``.
+
+Formats, chosen by the file's extension:
+
+* ``.parquet`` and ``.arrow`` / ``.feather`` (Arrow IPC file): an integer ``id`` column
+  and one list-of-integers column, ``predictions`` (or ``tokens``);
+* ``.jsonl``: one object per line, ``{"id": 0, "predictions": [0, 1, 2, 3, 6, ...]}``;
+* ``.npy``: a 2-D integer array whose row ``i`` is the prediction for id ``i``.
+
+Each row holds the predictions for the whole row (``L'`` tokens, seed window ignored) or
+for the generated positions only (``L' - w`` tokens).
+
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "p.jsonl"
+>>> write_predictions(path, np.array([1, 0]), np.array([[4, 5], [6, 7]]), modulus=17)
+>>> read_predictions(path).tokens.tolist(), read_predictions(path).ids.tolist()
+([[4, 5], [6, 7]], [1, 0])
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+
+from posgen.arrow_io import PARQUET_OPTIONS, token_type
+from posgen.scoring.errors import ScoringError
+
+FORMATS: dict[str, str] = {
+    ".parquet": "parquet",
+    ".arrow": "arrow",
+    ".feather": "arrow",
+    ".jsonl": "jsonl",
+    ".npy": "npy",
+}
+"""File extension -> format."""
+
+PREDICTION_COLUMNS = ("predictions", "tokens")
+"""Accepted names of the predictions column, in order of preference."""
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Rows of predictions (``tokens``, ``(rows, width)``) and the data id of each row."""
+
+    ids: np.ndarray
+    tokens: np.ndarray
+
+
+def file_format(path: Path) -> str:
+    """The format of ``path`` from its extension; :class:`ScoringError` if unknown."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ScoringError(
+            f"unknown predictions format {suffix or '(no extension)'!r}; "
+            f"use one of {', '.join(FORMATS)}"
+        )
+    return FORMATS[suffix]
+
+
+def read_predictions(path: Path) -> Predictions:
+    """Read a predictions file (see the module docstring for the formats)."""
+    path = Path(path)
+    try:
+        return _read(path)
+    except ScoringError as error:
+        raise ScoringError(f"{path}: {error}") from None
+
+
+def _read(path: Path) -> Predictions:
+    kind = file_format(path)
+    if not path.is_file():
+        raise ScoringError("no such file")
+    try:
+        if kind == "npy":
+            return _read_npy(path)
+        if kind == "jsonl":
+            return _read_jsonl(path)
+        table = pq.read_table(path) if kind == "parquet" else feather.read_table(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise ScoringError(f"not a readable {kind} file: {_first_line(error)}") from None
+    return _from_table(table, path)
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _read_npy(path: Path) -> Predictions:
+    try:
+        tokens = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise ScoringError(f"not a readable npy file: {_first_line(error)}") from None
+    if tokens.ndim != 2:
+        raise ScoringError(f"expected a 2-D array (rows, positions), got {tokens.shape}")
+    _check_integer(tokens.dtype, path)
+    return Predictions(ids=np.arange(tokens.shape[0], dtype=np.int64), tokens=tokens)
+
+
+def _read_jsonl(path: Path) -> Predictions:
+    ids: list[int] = []
+    rows: list[list[int]] = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ScoringError(f"line {number}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict) or "id" not in record:
+                raise ScoringError(f"line {number}: expected an object with 'id' and predictions")
+            name = next((c for c in PREDICTION_COLUMNS if c in record), None)
+            values = record.get(name) if name else None
+            if not isinstance(record["id"], int) or not isinstance(values, list):
+                raise ScoringError(
+                    f"line {number}: expected an integer 'id' and a list 'predictions'"
+                )
+            if rows and len(values) != len(rows[0]):
+                raise ScoringError(
+                    f"line {number}: row id {record['id']} has {len(values)} predictions, "
+                    f"earlier rows have {len(rows[0])}"
+                )
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                raise ScoringError(f"line {number}: predictions must be integers")
+            ids.append(record["id"])
+            rows.append(values)
+    width = len(rows[0]) if rows else 0
+    tokens = np.array(rows, dtype=np.int64).reshape(len(rows), width)
+    return Predictions(ids=np.array(ids, dtype=np.int64), tokens=tokens)
+
+
+def _check_integer(dtype: np.dtype, path: Path) -> None:
+    if dtype == np.bool_ or not np.issubdtype(dtype, np.integer):
+        raise ScoringError(f"predictions must be integer token ids, got {dtype}")
+
+
+def _from_table(table: pa.Table, path: Path) -> Predictions:
+    names = table.column_names
+    name = next((c for c in PREDICTION_COLUMNS if c in names), None)
+    if "id" not in names or name is None:
+        raise ScoringError(f"needs an 'id' column and a 'predictions' column; has {names}")
+    id_column = table.column("id")
+    if not pa.types.is_integer(id_column.type) or id_column.null_count:
+        raise ScoringError(f"'id' must be integers without nulls, got {id_column.type}")
+    column = table.column(name).combine_chunks()
+    if not (pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type)):
+        raise ScoringError(f"'{name}' must be a list of integers, got {column.type}")
+    if not pa.types.is_integer(column.type.value_type):
+        raise ScoringError(f"'{name}' must hold integers, got {column.type.value_type}")
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    values = pc.list_flatten(column)
+    if column.null_count or values.null_count:
+        raise ScoringError(f"'{name}' holds nulls")
+    if lengths.size and lengths.min() != lengths.max():
+        row = int(np.flatnonzero(lengths != lengths[0])[0])
+        raise ScoringError(
+            f"row id {id_column[row]} has {lengths[row]} predictions, "
+            f"row id {id_column[0]} has {lengths[0]}"
+        )
+    width = int(lengths[0]) if lengths.size else 0
+    tokens = values.to_numpy(zero_copy_only=False).reshape(len(column), width)
+    return Predictions(ids=id_column.to_numpy().astype(np.int64, copy=False), tokens=tokens)
+
+
+def align_to_ids(ids: np.ndarray, predictions: np.ndarray, reference_ids: np.ndarray) -> np.ndarray:
+    """``predictions`` reordered to ``reference_ids``; every data row exactly once.
+
+    >>> align_to_ids(np.array([2, 0, 1]), np.array([[20], [0], [10]]), np.arange(3)).tolist()
+    [[0], [10], [20]]
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    predictions = np.asarray(predictions)
+    if predictions.ndim != 2 or predictions.shape[0] != ids.shape[0]:
+        raise ScoringError(f"{ids.shape[0]} ids for predictions of shape {predictions.shape}")
+    unique, counts = np.unique(ids, return_counts=True)
+    if unique.size != ids.size:
+        repeated = unique[counts > 1]
+        raise ScoringError(
+            f"{repeated.size} ids appear more than once in the predictions "
+            f"(e.g. {_examples(repeated)})"
+        )
+    order = np.argsort(reference_ids, kind="stable")
+    known = np.asarray(reference_ids, dtype=np.int64)[order]
+    slot = np.searchsorted(known, ids).clip(0, max(known.size - 1, 0))
+    found = known[slot] == ids if known.size else np.zeros(ids.shape, dtype=bool)
+    if not found.all():
+        unknown = ids[~found]
+        raise ScoringError(
+            f"{unknown.size} prediction ids are not in the data (e.g. {_examples(unknown)}); "
+            f"the data has {known.size} rows"
+            + (f", ids {known[0]}..{known[-1]}" if known.size else "")
+        )
+    if ids.size != known.size:
+        missing = np.setdiff1d(known, ids)
+        raise ScoringError(
+            f"predictions miss {missing.size} of {known.size} rows (e.g. ids {_examples(missing)})"
+        )
+    out = np.empty_like(predictions)
+    out[order[slot]] = predictions
+    return out
+
+
+def _examples(values: np.ndarray, count: int = 3) -> str:
+    shown = ", ".join(str(int(v)) for v in values[:count])
+    return shown + (", ..." if values.size > count else "")
+
+
+def prediction_schema(modulus: int) -> pa.Schema:
+    """Schema of written prediction files: ``id`` int64, ``predictions`` list of tokens."""
+    return pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("predictions", pa.list_(token_type(modulus)), nullable=False),
+        ]
+    )
+
+
+def predictions_table(ids: np.ndarray, tokens: np.ndarray, modulus: int) -> pa.Table:
+    """An Arrow table of predictions with :func:`prediction_schema`."""
+    schema = prediction_schema(modulus)
+    rows, width = tokens.shape
+    value_type = schema.field("predictions").type.value_type
+    values = pa.array(np.ascontiguousarray(tokens).reshape(-1), type=value_type)
+    offsets = pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32))
+    column = pa.ListArray.from_arrays(offsets, values, type=schema.field("predictions").type)
+    return pa.Table.from_arrays([pa.array(ids, type=pa.int64()), column], schema=schema)
+
+
+def write_predictions(path: Path, ids: np.ndarray, tokens: np.ndarray, modulus: int) -> None:
+    """Write predictions in the format of ``path``'s extension (``.npy``: ids must be 0..n-1)."""
+    path = Path(path)
+    try:
+        kind = file_format(path)
+    except ScoringError as error:
+        raise ScoringError(f"{path}: {error}") from None
+    ids = np.asarray(ids, dtype=np.int64)
+    tokens = np.asarray(tokens)
+    if kind == "npy":
+        if not np.array_equal(ids, np.arange(ids.size)):
+            raise ScoringError(f"{path}: .npy rows must be ids 0..n-1 in order")
+        np.save(path, tokens.astype(np.uint8 if modulus <= 256 else np.uint16))
+    elif kind == "jsonl":
+        with open(path, "w", encoding="utf-8") as handle:
+            for row_id, row in zip(ids.tolist(), tokens.tolist(), strict=True):
+                handle.write(json.dumps({"id": row_id, "predictions": row}) + "\n")
+    elif kind == "parquet":
+        pq.write_table(predictions_table(ids, tokens, modulus), path, **PARQUET_OPTIONS)
+    else:
+        feather.write_feather(
+            predictions_table(ids, tokens, modulus), path, compression="uncompressed"
+        )

@@ -1,0 +1,273 @@
+"""Scoring API: known figures on hand-built predictions, baselines, files, model inputs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from posgen.generator import generate_split
+from posgen.scoring import (
+    IGNORE_INDEX,
+    LMInputs,
+    ScoringError,
+    align_to_ids,
+    baseline_predictions,
+    predictions_from_logits,
+    read_predictions,
+    score,
+    score_arrays,
+    write_predictions,
+)
+from posgen.spec import TaskSpec
+from posgen.tasks import TASKS
+from tests.oracle import grow_row
+
+# window 4, L = 8, L' = 12, m = 17: positions 4..7 are ID, 8..11 OOD.
+KW = {"window": 4, "ood_boundary": 8, "modulus": 17}
+
+
+def hand_built() -> tuple[np.ndarray, np.ndarray]:
+    """Three rows from the plain-loop oracle, with known errors planted in the predictions."""
+    reference = np.array(
+        [
+            grow_row("recursive", w, 12, 17, 3, 1)
+            for w in ([0, 1, 2, 3], [5, 5, 5, 5], [1, 0, 16, 2])
+        ]
+    )
+    predictions = reference.copy()
+    predictions[0, 5] = (reference[0, 5] + 1) % 17  # row 0: wrong at 5 (ID)
+    predictions[0, 9] = (reference[0, 9] + 1) % 17  # and at 9 (OOD)
+    predictions[1, 10] = (reference[1, 10] + 1) % 17  # row 1: wrong at 10 (OOD)
+    return reference, predictions  # row 2: all correct
+
+
+def test_hand_built_errors_give_the_known_figures():
+    reference, predictions = hand_built()
+    report = score_arrays(reference, predictions, bucket_width=4, **KW)
+    assert (report.id.correct, report.id.tokens, report.id.accuracy) == (11, 12, 11 / 12)
+    assert (report.ood.correct, report.ood.tokens, report.ood.accuracy) == (10, 12, 10 / 12)
+    assert (report.overall.correct, report.overall.tokens) == (21, 24)
+    assert report.curve.position == list(range(4, 12))
+    assert report.curve.correct == [3, 2, 3, 3, 3, 2, 2, 3]
+    assert report.curve.tokens == [3] * 8
+    assert report.curve.accuracy[1] == pytest.approx(2 / 3)
+    assert [(b.start, b.stop, b.ood, b.correct, b.tokens) for b in report.buckets] == [
+        (4, 8, False, 11, 12),
+        (8, 12, True, 10, 12),
+    ]
+    assert (report.ood_exact_match.correct, report.ood_exact_match.tokens) == (1, 3)
+    assert (report.exact_match.correct, report.exact_match.tokens) == (1, 3)
+    assert (report.first_error.position, report.first_error.rows) == ([5, 10], [1, 1])
+    assert report.first_error.never == 1 and report.first_error.median == 7.5
+
+
+def test_buckets_never_straddle_the_ood_boundary_and_skip_the_seed_window():
+    reference, predictions = hand_built()
+    report = score_arrays(reference, predictions, bucket_width=5, **KW)
+    assert [(b.start, b.stop) for b in report.buckets] == [(4, 5), (5, 8), (8, 10), (10, 12)]
+    assert sum(b.tokens for b in report.buckets) == report.overall.tokens
+
+
+def test_predictions_of_generated_positions_only_score_the_same_as_whole_rows():
+    reference, predictions = hand_built()
+    whole = score_arrays(reference, predictions, **KW)
+    generated = score_arrays(reference, predictions[:, 4:], **KW)
+    assert whole == generated
+
+
+def test_the_seed_window_is_never_scored():
+    reference, _ = hand_built()
+    predictions = reference.copy()
+    predictions[:, :4] = 16 - reference[:, :4]
+    report = score_arrays(reference, predictions, **KW)
+    assert report.overall.accuracy == 1.0 and report.overall.tokens == 3 * 8
+
+
+def test_train_split_has_no_ood_figures():
+    reference, predictions = hand_built()
+    report = score_arrays(reference[:, :8], predictions[:, :8], **KW)
+    assert report.ood.tokens == 0 and report.ood.accuracy is None
+    assert report.ood_exact_match.tokens == 0 and report.id.tokens == 12
+
+
+@pytest.mark.parametrize(
+    ("predictions", "message"),
+    [
+        (np.zeros((3, 7), dtype=np.int64), "expected (3, 12) (whole rows) or (3, 8)"),
+        (np.zeros((2, 12), dtype=np.int64), "predictions have shape (2, 12)"),
+        (np.full((3, 12), 17), "prediction 17 is outside the vocabulary 0..16"),
+        (np.full((3, 12), -1), "prediction -1 is outside the vocabulary"),
+        (np.zeros((3, 12), dtype=np.float32), "must be integer token ids"),
+    ],
+)
+def test_bad_predictions_raise_one_clear_error(predictions, message):
+    reference, _ = hand_built()
+    with pytest.raises(ScoringError) as caught:
+        score_arrays(reference, predictions, **KW)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_out_of_range_tokens_in_the_seed_window_are_ignored():
+    reference, _ = hand_built()
+    predictions = reference.copy()
+    predictions[:, :4] = 99
+    assert score_arrays(reference, predictions, **KW).overall.accuracy == 1.0
+
+
+SPECS = [
+    {"modulus": 17, "near": 3, "far": 1},
+    {"modulus": 5, "near": 1, "far": 2},
+    {"modulus": 300, "near": 2, "far": 2},
+]
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("fields", SPECS)
+@pytest.mark.parametrize("seeding", ["disjoint", "paper"])
+def test_oracle_scores_exactly_one_id_and_ood_on_every_task(task, fields, seeding):
+    spec = TaskSpec(
+        task=task, seeding=seeding, train_length=16, test_length=40, train_size=30,
+        val_size=10, test_size=20, **fields,
+    )  # fmt: skip
+    test = generate_split(spec, "test")
+    report = score(test, baseline_predictions("oracle", spec, test), spec)
+    assert report.id.accuracy == 1.0 and report.ood.accuracy == 1.0
+    assert report.ood.tokens == 20 * 24 and report.spec_id == spec.spec_id
+
+
+def test_oracle_catches_a_corrupted_reference_token():
+    spec = TaskSpec(task="cot", train_length=16, test_length=32, train_size=5, val_size=5,
+                    test_size=5)  # fmt: skip
+    test = generate_split(spec, "test")
+    damaged = test.copy()
+    damaged[2, 20] = (damaged[2, 20] + 1) % 17
+    report = score(damaged, baseline_predictions("oracle", spec, damaged), spec)
+    assert report.ood.correct < report.ood.tokens
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_near_only_scores_close_to_one_over_m(task):
+    spec = TaskSpec(task=task, train_size=10_000, val_size=500, test_size=1000)
+    train, test = generate_split(spec, "train"), generate_split(spec, "test")
+    report = score(test, baseline_predictions("near-only", spec, test, train), spec)
+    chance = 1 / spec.modulus
+    assert 0.5 * chance < report.ood.accuracy < 1.5 * chance
+    assert 0.5 * chance < report.overall.accuracy < 1.5 * chance
+
+
+def test_near_only_predicts_the_most_common_follower_of_each_near_context():
+    fit = np.array([[0, 3, 5, 3, 5, 3, 7, 9]])
+    spec = TaskSpec(
+        task="recursive", modulus=17, near=1, far=1, train_length=4, test_length=4, seeding="paper"
+    )
+    tokens = np.array([[1, 2, 3, 8]])  # contexts 2 -> unseen, 3 -> 5
+    out = baseline_predictions("near-only", spec, tokens, fit)
+    # window 2: fit targets after contexts 3,5,3,5,3,7 -> 5,3,5,3,7,9; 3 is followed by 5 twice.
+    # An unseen context gets the most common fit target (3 and 5 tie twice: the smaller, 3).
+    assert out.tolist() == [[1, 2, 3, 5]]
+
+
+def test_majority_predicts_the_most_common_token_per_position_of_the_fit_split():
+    fit = np.array([[0, 0, 4, 9], [1, 1, 4, 8], [2, 2, 6, 8]])
+    spec = TaskSpec(
+        task="cot", modulus=17, near=1, far=1, train_length=4, test_length=6, seeding="paper"
+    )
+    out = baseline_predictions("majority", spec, np.zeros((1, 6), dtype=np.uint8), fit)
+    # positions 2, 3 from the fit rows; 4, 5 past their reach: most common overall (4 and 8
+    # tie twice: the smaller, 4).
+    assert out.tolist() == [[0, 0, 4, 8, 4, 4]]
+
+
+def test_scoring_a_million_tokens_takes_well_under_a_second():
+    rng = np.random.default_rng(1)
+    reference = rng.integers(0, 17, size=(4000, 250), dtype=np.uint8)
+    predictions = np.where(rng.random(reference.shape) < 0.2, 0, reference).astype(np.uint8)
+    score_arrays(reference, predictions, window=4, ood_boundary=64, modulus=17)
+    started = time.perf_counter()
+    report = score_arrays(reference, predictions, window=4, ood_boundary=64, modulus=17)
+    seconds = time.perf_counter() - started
+    print(f"\nscored {reference.size:,} tokens in {seconds * 1e3:.1f} ms")
+    assert report.rows * report.length == 1_000_000
+    assert seconds < 0.5
+
+
+def test_json_report_is_stable_and_names_the_spec():
+    spec = TaskSpec(task="cot", train_size=5, val_size=5, test_size=5)
+    test = generate_split(spec, "test")
+    text = score(test, test, spec, split="test").to_json()
+    assert text == score(test, test, spec, split="test").to_json()
+    body = json.loads(text)
+    assert body["spec_id"] == spec.spec_id and body["split"] == "test"
+    assert list(body) == sorted(body)
+    assert body["ood"] == {"accuracy": 1.0, "correct": 5 * 192, "tokens": 5 * 192}
+
+
+def test_predictions_in_any_order_are_matched_by_id():
+    reference, predictions = hand_built()
+    ids = np.array([2, 0, 1])
+    aligned = score(reference, predictions[ids], TaskSpec(task="recursive", train_length=8,
+                    test_length=12), ids=ids)  # fmt: skip
+    assert aligned.curve.correct == [3, 2, 3, 3, 3, 2, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        (np.array([0, 1, 5]), "1 prediction ids are not in the data (e.g. 5)"),
+        (np.array([0, 1, 1]), "1 ids appear more than once in the predictions (e.g. 1)"),
+        (np.array([0, 2]), "predictions miss 1 of 3 rows (e.g. ids 1)"),
+    ],
+)
+def test_unknown_repeated_or_missing_ids_are_refused(ids, message):
+    with pytest.raises(ScoringError) as caught:
+        align_to_ids(ids, np.zeros((ids.size, 4), dtype=np.int64), np.arange(3))
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".arrow", ".jsonl", ".npy"])
+def test_prediction_files_round_trip_in_every_format(tmp_path, suffix):
+    tokens = np.arange(12, dtype=np.int64).reshape(3, 4) % 17
+    ids = np.array([0, 1, 2]) if suffix == ".npy" else np.array([2, 0, 1])
+    write_predictions(tmp_path / f"p{suffix}", ids, tokens, modulus=17)
+    read = read_predictions(tmp_path / f"p{suffix}")
+    assert read.ids.tolist() == ids.tolist() and read.tokens.tolist() == tokens.tolist()
+
+
+def test_a_datasets_split_is_a_reference():
+    from posgen.hf import to_dataset_dict
+
+    spec = TaskSpec(task="semirecursive", train_size=8, val_size=4, test_size=6)
+    test = to_dataset_dict(spec)["test"]
+    tokens = generate_split(spec, "test")
+    report = score(test, baseline_predictions("oracle", spec, tokens), spec)
+    assert report.ood.accuracy == 1.0 and report.rows == 6
+
+
+def test_lm_inputs_map_over_a_dataset_and_perfect_logits_score_one():
+    from posgen.hf import to_dataset_dict
+
+    spec = TaskSpec(task="cot", train_size=6, val_size=3, test_size=3)
+    test = to_dataset_dict(spec)["test"]
+    mapped = test.map(LMInputs.for_spec(spec), batched=True, remove_columns=["tokens"])
+    row = mapped[0]
+    tokens = generate_split(spec, "test")
+    assert row["input_ids"] == [17, *tokens[0].tolist()]
+    assert row["labels"][:5] == [IGNORE_INDEX] * 5 and row["labels"][5:] == tokens[0, 4:].tolist()
+    assert row["attention_mask"] == [1] * 257 and mapped.column_names[0] == "id"
+    input_ids = np.array(mapped["input_ids"])
+    logits = np.zeros((*input_ids.shape, spec.modulus + 1), dtype=np.float32)
+    np.put_along_axis(logits[:, :-1], input_ids[:, 1:, None], 1.0, axis=-1)  # predicts next id
+    report = score(test, predictions_from_logits(logits), spec)
+    assert report.id.accuracy == 1.0 and report.ood.accuracy == 1.0
+
+
+def test_reference_that_does_not_fit_the_spec_is_refused():
+    spec = TaskSpec(task="cot", train_size=5, val_size=5, test_size=5)
+    test = generate_split(spec, "test")
+    with pytest.raises(ScoringError, match="reference rows have 100 tokens"):
+        score(test[:, :100], test[:, :100], spec)
+    with pytest.raises(ScoringError, match=r"outside the spec's vocabulary 0\.\.12"):
+        score(test, test, TaskSpec(task="cot", modulus=13))
