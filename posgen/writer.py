@@ -90,5 +90,5 @@ def write_benchmark(
             files[(shard.config, shard.split)].append(entry)
         manifest = build_manifest(bench, files)
         write_manifest(build, manifest)
-        (build / "README.md").write_text(render_card(manifest))
+        (build / "README.md").write_text(render_card(manifest, root=build))
     return manifest
