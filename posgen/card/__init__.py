@@ -21,7 +21,7 @@ from typing import Any
 from posgen.card.dataset_info import DataMismatch, dataset_info
 from posgen.card.facts import files_section, spec_section, splits_section
 from posgen.card.front_matter import front_matter, render_front_matter
-from posgen.card.task_text import MEASURES, tasks_section
+from posgen.card.task_text import MEASURES, spec_of, tasks_section
 from posgen.card.usage import (
     citation_section,
     load_section,
@@ -37,9 +37,25 @@ CARD_NAME = "README.md"
 __all__ = [
     "CARD_NAME",
     "DataMismatch",
+    "canonical_order",
     "render_card",
     "write_card",
 ]
+
+
+def canonical_order(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with configs sorted by name and splits in spec order.
+
+    ``posgen.json`` is written with sorted keys, so a card re-rendered from disk must not
+    depend on dict order: the first config (the default) is the first by name.
+    """
+    configs = {}
+    for name in sorted(manifest["configs"]):
+        entry = manifest["configs"][name]
+        order = spec_of(entry).split_names
+        splits = entry["splits"]
+        configs[name] = {**entry, "splits": {split: splits[split] for split in order}}
+    return {**manifest, "configs": configs}
 
 
 def render_card(
@@ -56,6 +72,7 @@ def render_card(
     ``dataset_info`` block read from its Parquet files (raises :class:`DataMismatch` when
     they disagree with the manifest).
     """
+    manifest = canonical_order(manifest)
     info = dataset_info(Path(root), manifest) if root is not None else None
     bench = manifest["benchmark"]
     sections = [
