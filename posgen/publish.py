@@ -23,6 +23,9 @@ from posgen.writer import Progress, write_benchmark_into
 TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 """Environment variables read for the Hub token, first found wins."""
 
+SHOWN_FAILURES = 5
+"""Failing checks named in the refusal message (the rest are counted)."""
+
 Baselines = Callable[[Path, str], dict[str, dict[str, float]]]
 """Maps (dataset folder, config) to baseline kind -> {id_accuracy, ood_accuracy}."""
 
@@ -34,8 +37,10 @@ class PublishRefused(RuntimeError):
         failed = [c for c in report["checks"] if not c["ok"]]
         lines = [
             f"{c['check']} {c.get('config') or '-'}/{c.get('split') or '-'}: {c['message']}"
-            for c in failed
+            for c in failed[:SHOWN_FAILURES]
         ]
+        if len(failed) > SHOWN_FAILURES:
+            lines.append(f"and {len(failed) - SHOWN_FAILURES} more")
         super().__init__(
             f"validation failed ({len(failed)} of {len(report['checks'])} checks); "
             "nothing was published: " + "; ".join(lines)

@@ -17,10 +17,10 @@ from posgen.spec import TaskSpec
 def spec_section(manifest: dict[str, Any]) -> str:
     """Every spec field of every config, one column per config."""
     configs = manifest["configs"]
-    fields = list(next(iter(configs.values()))["spec"])
+    specs = [spec_of(entry).canonical() for entry in configs.values()]
     rows = [["spec_id", *(f"`{entry['spec_id']}`" for entry in configs.values())]]
-    for field in fields:
-        rows.append([field, *(_spec_value(entry["spec"].get(field)) for entry in configs.values())])
+    for field in TaskSpec.model_fields:
+        rows.append([field, *(_spec_value(spec[field]) for spec in specs)])
     bench = manifest["benchmark"]
     return "\n".join(
         [
