@@ -307,3 +307,11 @@ def test_manifest_and_card_agree_on_split_sizes(posgen_v1):
     for name, entry in manifest["configs"].items():
         for split, info in entry["splits"].items():
             assert f"| {name} | {split} | {info['rows']:,} | {info['length']:,} |" in card
+
+
+def test_publish_without_a_validator_exits_2_and_creates_nothing(tmp_path, spec_file, monkeypatch):
+    monkeypatch.setitem(sys.modules, "posgen.validate", None)  # import fails
+    result = run("publish", spec_file, "--out", tmp_path / "hub", "-q")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: posgen.validate is not available")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]

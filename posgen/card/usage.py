@@ -47,15 +47,17 @@ differ from the paper's, and validation/test rows no longer begin with training 
 def load_section(manifest: dict[str, Any]) -> str:
     """How to load a config, in memory or streaming."""
     first = next(iter(manifest["configs"]))
-    names = ", ".join(f'"{name}"' for name in manifest["configs"])
+    names = ", ".join(f"`{name}`" for name in manifest["configs"])
     snippet = f"""\
 from datasets import load_dataset
 
-ds = load_dataset("path/to/this/folder", "{first}")  # or the Hub repo id; configs: {names}
-ds["train"][0]["tokens"]                            # seed window + generated tokens
+# a local folder or the Hub repo id; one config per task
+ds = load_dataset("path/to/this/folder", "{first}")
+ds["train"][0]["tokens"]  # seed window + generated tokens
 stream = load_dataset("path/to/this/folder", "{first}", split="test", streaming=True)
-next(iter(stream))["id"]                            # 0"""
-    return "\n".join(["## How to load it", "", code(snippet, "python")])
+next(iter(stream))["id"]  # 0"""
+    configs = f"Configs: {names}; splits and row lengths are in the split table."
+    return "\n".join(["## How to load it", "", configs, "", code(snippet, "python")])
 
 
 def score_section(manifest: dict[str, Any], baselines: dict[str, Any] | None) -> str:
@@ -69,12 +71,13 @@ import numpy as np
 from datasets import load_dataset
 
 test = load_dataset("path/to/this/folder", "{first}", split="test").with_format("numpy")
-tokens = np.stack(test["tokens"])          # (rows, L')
-pred = model_argmax(tokens)                # pred[:, t] = argmax p(x_t | x_0 .. x_(t-1))
-w, L = {w}, {boundary}                          # seed window and OOD boundary (split table)
+tokens = np.stack(test["tokens"])  # (rows, L')
+# pred[:, t] = the model's argmax for x_t given the true prefix x_0 .. x_(t-1)
+pred = model_argmax(tokens)
+w, L = {w}, {boundary}  # seed window and OOD boundary (split table)
 hit = pred == tokens
-id_accuracy = hit[:, w:L].mean()           # in distribution: positions [w, L)
-ood_accuracy = hit[:, L:].mean()           # out of distribution: positions [L, L')"""
+id_accuracy = hit[:, w:L].mean()  # in distribution: positions [w, L)
+ood_accuracy = hit[:, L:].mean()  # out of distribution: positions [L, L')"""
     parts = [
         "## How to score a model",
         "",
