@@ -247,3 +247,30 @@ def test_rerendering_from_disk_gives_the_card_written_at_generation(tmp_path):
     written = (out / "README.md").read_text()
     (out / "README.md").unlink()
     assert write_card(out).read_text() == written
+
+
+def test_dataset_info_is_in_the_form_datasets_serializes(folder):
+    from datasets import DatasetInfo, Features, SplitDict, SplitInfo
+    from datasets.info import DatasetInfosDict
+    from huggingface_hub import DatasetCardData
+
+    from posgen.arrow_io import row_schema
+    from posgen.card.dataset_info import dataset_info
+
+    manifest = read_manifest(folder)
+    ours = dataset_info(folder, manifest)
+    infos = {}
+    for block in ours:
+        splits = SplitDict()
+        for split in block["splits"]:
+            splits.add(SplitInfo(**split))
+        infos[block["config_name"]] = DatasetInfo(
+            features=Features.from_arrow_schema(row_schema(17)),
+            splits=splits,
+            download_size=block["download_size"],
+            dataset_size=block["dataset_size"],
+            config_name=block["config_name"],
+        )
+    card_data = DatasetCardData()
+    DatasetInfosDict(infos).to_dataset_card_data(card_data)
+    assert card_data.to_dict()["dataset_info"] == ours
