@@ -1,10 +1,13 @@
-# posgen: `make data` generates the default benchmark, `make test` runs the suite.
+# posgen: `make data` generates the default benchmark, `make test` runs the suite,
+# `make cards` re-renders the official data cards in data_cards/ (checked for drift by the tests).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= out/posgen-v1
+CARDS_DIR ?= out/cards
+OFFICIAL_CARDS := paper posgen-v1
 
-.PHONY: install data paper test lint format clean
+.PHONY: install data paper cards test lint format clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +22,13 @@ data: install
 
 paper: install
 	$(BIN)/posgen generate --spec task_specs/paper.toml --out out/paper --overwrite
+
+cards: install
+	mkdir -p data_cards
+	for name in $(OFFICIAL_CARDS); do \
+	  $(BIN)/posgen publish task_specs/$$name.toml --out $(CARDS_DIR)/$$name --overwrite -q && \
+	  cp $(CARDS_DIR)/$$name/README.md data_cards/$$name.md || exit 1; \
+	done
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -70,6 +70,31 @@ def write_shard(
     return file_entry(root, shard)
 
 
+def write_benchmark_into(
+    build: Path,
+    bench: BenchmarkSpec,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Generate every config of ``bench`` into the empty folder ``build``; returns the manifest.
+
+    The card written here says the data was not validated (see :mod:`posgen.publish`).
+    """
+    files: dict[tuple[str, str], list[dict[str, Any]]] = {
+        (config, split): [] for config, spec in bench.configs.items() for split in spec.split_names
+    }
+    for shard in plan_benchmark(bench, shard_bytes):
+        spec = bench.configs[shard.config]
+        entry = write_shard(build, shard, spec, row_group_bytes, block_rows, progress)
+        files[(shard.config, shard.split)].append(entry)
+    manifest = build_manifest(bench, files)
+    write_manifest(build, manifest)
+    (build / "README.md").write_text(render_card(manifest, root=build))
+    return manifest
+
+
 def write_benchmark(
     bench: BenchmarkSpec,
     out: Path,
@@ -79,16 +104,8 @@ def write_benchmark(
     block_rows: int = DEFAULT_BLOCK_ROWS,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Generate every config of ``bench`` into ``out``; returns the manifest."""
-    files: dict[tuple[str, str], list[dict[str, Any]]] = {
-        (config, split): [] for config, spec in bench.configs.items() for split in spec.split_names
-    }
+    """Generate every config of ``bench`` into ``out`` (atomically); returns the manifest."""
     with atomic_folder(Path(out), overwrite) as build:
-        for shard in plan_benchmark(bench, shard_bytes):
-            spec = bench.configs[shard.config]
-            entry = write_shard(build, shard, spec, row_group_bytes, block_rows, progress)
-            files[(shard.config, shard.split)].append(entry)
-        manifest = build_manifest(bench, files)
-        write_manifest(build, manifest)
-        (build / "README.md").write_text(render_card(manifest))
-    return manifest
+        return write_benchmark_into(
+            build, bench, shard_bytes, row_group_bytes, block_rows, progress
+        )

@@ -6,7 +6,9 @@ import click
 
 from posgen import __version__
 from posgen.cli.baseline import baseline_command
+from posgen.cli.card import card_command
 from posgen.cli.generate import generate
+from posgen.cli.publish import publish_command
 from posgen.cli.score import score_command
 from posgen.cli.spec_cmd import spec_command
 
@@ -20,6 +22,8 @@ def main() -> None:
     Examples:
       posgen generate --spec task_specs/posgen-v1.toml --out out/posgen-v1
       posgen spec --spec task_specs/paper.toml
+      posgen publish task_specs/posgen-v1.toml --out out/hub/posgen-v1
+      posgen card out/posgen-v1
     """
 
 
@@ -27,3 +31,5 @@ main.add_command(generate)
 main.add_command(spec_command)
 main.add_command(score_command)
 main.add_command(baseline_command)
+main.add_command(card_command)
+main.add_command(publish_command)

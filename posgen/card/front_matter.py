@@ -1,0 +1,93 @@
+"""The card's YAML front matter: what the Hub and ``datasets`` read.
+
+``configs`` maps each config to its Parquet files per split (the first config is the
+default), so ``load_dataset(DIR, "<config>")`` needs no loading script; ``dataset_info``
+(from :mod:`posgen.card.dataset_info`) declares features and split sizes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+LICENSE = "mit"
+TASK_CATEGORIES = ["text-generation"]
+TAGS = [
+    "synthetic",
+    "posgen",
+    "length-generalization",
+    "position-embeddings",
+    "rope",
+    "train-short-test-long",
+]
+_SIZE_STEPS = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+    (10_000_000_000, "1B<n<10B"),
+    (100_000_000_000, "10B<n<100B"),
+    (1_000_000_000_000, "100B<n<1T"),
+]
+
+
+def size_category(rows: int) -> str:
+    """The Hub's size category of a dataset with ``rows`` examples.
+
+    >>> size_category(999), size_category(36_000), size_category(10**13)
+    ('n<1K', '10K<n<100K', 'n>1T')
+    """
+    for bound, name in _SIZE_STEPS:
+        if rows < bound:
+            return name
+    return "n>1T"
+
+
+def total_rows(manifest: dict[str, Any]) -> int:
+    """Rows over every split of every config."""
+    return sum(
+        info["rows"] for entry in manifest["configs"].values() for info in entry["splits"].values()
+    )
+
+
+def configs_block(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """``configs``: the data files of each split, the first config marked default."""
+    configs = []
+    for index, (name, entry) in enumerate(manifest["configs"].items()):
+        config: dict[str, Any] = {
+            "config_name": name,
+            "data_files": [
+                {"split": split, "path": f"data/{name}/{split}-*.parquet"}
+                for split in entry["splits"]
+            ],
+        }
+        if index == 0:
+            config["default"] = True
+        configs.append(config)
+    return configs
+
+
+def front_matter(
+    manifest: dict[str, Any], info: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The whole YAML header; ``dataset_info`` only when read from the data (``info``)."""
+    header: dict[str, Any] = {
+        "pretty_name": f"POSGEN ({manifest['benchmark']['name']})",
+        "license": LICENSE,
+        "task_categories": list(TASK_CATEGORIES),
+        "size_categories": [size_category(total_rows(manifest))],
+        "tags": list(TAGS),
+        "configs": configs_block(manifest),
+    }
+    if info is not None:
+        header["dataset_info"] = info
+    return header
+
+
+def render_front_matter(header: dict[str, Any]) -> str:
+    """The header between ``---`` lines."""
+    return "---\n" + yaml.safe_dump(header, sort_keys=False, width=100) + "---"

@@ -1,0 +1,60 @@
+"""``posgen card DIR``: re-render the data card of an existing dataset folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from posgen.card import DataMismatch, write_card
+from posgen.cli.common import RunFailure, UsageProblems
+from posgen.manifest import read_manifest
+from posgen.publish import scoring_baselines, validate_folder
+
+
+@click.command(
+    "card",
+    epilog="""\b
+Examples:
+  posgen card out/posgen-v1
+  posgen card out/posgen-v1 --no-validate
+  posgen card out/posgen-v1 --baselines
+""",
+)
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option(
+    "--validate/--no-validate",
+    "run_validation",
+    default=True,
+    show_default=True,
+    help="Validate the folder and put the report in the card (else the card says it was not).",
+)
+@click.option("--baselines", is_flag=True, help="Add baseline scores (posgen.scoring).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: bool) -> None:
+    """Re-render FOLDER/README.md from its manifest, its files and a validation report.
+
+    Exits 1 (after writing the card, which lists the failures) when validation fails.
+    """
+    try:
+        manifest = read_manifest(folder)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+        raise UsageProblems([str(error)]) from None
+    try:
+        report = validate_folder(folder) if run_validation else None
+        scores = None
+        if baselines:
+            scores = {config: scoring_baselines(folder, config) for config in manifest["configs"]}
+        path = write_card(folder, report, scores)
+    except ImportError as error:
+        raise UsageProblems([f"{error.name or error} is not available: {error}"]) from None
+    except DataMismatch as error:
+        raise RunFailure(f"{folder} is damaged: {error}; the card was not changed") from None
+    except OSError as error:
+        raise RunFailure(f"writing the card of {folder} failed: {error}") from None
+    if report is not None and not report["ok"]:
+        failed = sum(not check["ok"] for check in report["checks"])
+        raise RunFailure(f"wrote {path}, but validation failed: {failed} check(s) (see the card)")
+    if not quiet:
+        state = "validated" if report is not None else "not validated"
+        click.echo(f"wrote {path} ({state})")

@@ -1,0 +1,134 @@
+"""Publishing: generate a whole benchmark, validate it, and write one Hub-ready folder.
+
+:func:`publish_benchmark` builds every config into a hidden sibling of the target, runs
+the validator on it, and only when every check passes renders the card with the report
+and moves the folder into place; data that fails is never published (the build folder is
+removed and :class:`PublishRefused` carries the report). :func:`push_folder` uploads a
+published folder with ``huggingface_hub`` (the optional ``hub`` extra).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from posgen.atomic import atomic_folder
+from posgen.card import write_card
+from posgen.spec import BenchmarkSpec
+from posgen.writer import Progress, write_benchmark_into
+
+TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+"""Environment variables read for the Hub token, first found wins."""
+
+SHOWN_FAILURES = 5
+"""Failing checks named in the refusal message (the rest are counted)."""
+
+Baselines = Callable[[Path, str], dict[str, dict[str, float]]]
+"""Maps (dataset folder, config) to baseline kind -> {id_accuracy, ood_accuracy}."""
+
+
+class PublishRefused(RuntimeError):
+    """The generated data failed validation; nothing was published."""
+
+    def __init__(self, report: dict[str, Any]) -> None:
+        failed = [c for c in report["checks"] if not c["ok"]]
+        lines = [
+            f"{c['check']} {c.get('config') or '-'}/{c.get('split') or '-'}: {c['message']}"
+            for c in failed[:SHOWN_FAILURES]
+        ]
+        if len(failed) > SHOWN_FAILURES:
+            lines.append(f"and {len(failed) - SHOWN_FAILURES} more")
+        super().__init__(
+            f"validation failed ({len(failed)} of {len(report['checks'])} checks); "
+            "nothing was published: " + "; ".join(lines)
+        )
+        self.report = report
+
+
+class HubUnavailable(RuntimeError):
+    """``huggingface_hub`` is not installed or no token is set."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """What :func:`publish_benchmark` produced."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    report: dict[str, Any]
+
+
+def validate_folder(folder: Path) -> dict[str, Any]:
+    """Run the validator on a folder; its report as a plain dict."""
+    from posgen.validate import validate
+
+    return validate(folder).to_dict()
+
+
+def scoring_baselines(folder: Path, config: str) -> dict[str, dict[str, float]]:
+    """Baselines of one config's test split, from :mod:`posgen.scoring`."""
+    from posgen.scoring import baseline_scores
+
+    return baseline_scores(folder, config, split="test")
+
+
+def publish_benchmark(
+    bench: BenchmarkSpec,
+    out: Path,
+    overwrite: bool = False,
+    baselines: Baselines | None = None,
+    progress: Progress | None = None,
+) -> Published:
+    """Generate, validate and card ``bench`` into ``out``; refuse data that fails."""
+    out = Path(out)
+    with atomic_folder(out, overwrite) as build:
+        manifest = write_benchmark_into(build, bench, progress=progress)
+        report = validate_folder(build)
+        if not report["ok"]:
+            raise PublishRefused(report)
+        scores = None
+        if baselines is not None:
+            scores = {config: baselines(build, config) for config in manifest["configs"]}
+        write_card(build, report, scores)
+    return Published(folder=out, manifest=manifest, report=report)
+
+
+def hub_token() -> str:
+    """The Hub token from the environment; :class:`HubUnavailable` when none is set."""
+    for name in TOKEN_VARIABLES:
+        token = os.environ.get(name, "").strip()
+        if token:
+            return token
+    raise HubUnavailable(f"--push needs a Hub token in the environment: set {TOKEN_VARIABLES[0]}")
+
+
+def upload_folder(folder: Path, repo_id: str, token: str, message: str) -> str:
+    """Create the dataset repo if needed and upload ``folder``; returns the commit URL.
+
+    The only function that talks to the network.
+    """
+    try:
+        from huggingface_hub import HfApi
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise HubUnavailable("--push needs huggingface_hub: pip install 'posgen[hub]'") from None
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+    commit = api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message=message
+    )
+    return str(getattr(commit, "commit_url", commit))
+
+
+def push_folder(folder: Path, repo_id: str, token: str) -> str:
+    """Upload a published folder to the Hub dataset repo ``repo_id``."""
+    from posgen.manifest import read_manifest
+
+    manifest = read_manifest(folder)
+    bench = manifest["benchmark"]
+    message = (
+        f"POSGEN {bench['name']} (spec {bench['spec_id']}, posgen {manifest['posgen_version']})"
+    )
+    return upload_folder(Path(folder), repo_id, token, message)

@@ -1,0 +1,276 @@
+"""Data cards: front matter `datasets` accepts, facts equal to the manifest and the files."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import datasets
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from posgen.card import DataMismatch, render_card, write_card
+from posgen.card.diagram import dependency_diagram
+from posgen.manifest import read_manifest
+from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.tasks import TASKS
+from posgen.writer import write_benchmark
+from tests import oracle
+from tests.fake_validate import SECONDS, make_module
+
+
+def small_bench(**fields):
+    base = dict(train_size=120, val_size=30, test_size=20, test_length=[96, 128])
+    return BenchmarkSpec(
+        name="small",
+        description="A small benchmark for tests.",
+        configs={task: TaskSpec(task=task, **{**base, **fields}) for task in TASKS},
+    )
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cards") / "small"
+    write_benchmark(small_bench(), out, shard_bytes=3000)
+    return out
+
+
+def header_of(card: str) -> dict:
+    match = re.match(r"---\n(.*?)\n---\n", card, re.S)
+    assert match, "card has no YAML front matter"
+    return yaml.safe_load(match.group(1))
+
+
+def report_of(folder, fail=None):
+    return make_module(fail).validate(folder).to_dict()
+
+
+def test_front_matter_has_the_hub_fields_and_one_config_per_task(folder):
+    header = header_of((folder / "README.md").read_text())
+    assert header["pretty_name"] == "POSGEN (small)"
+    assert header["license"] == "mit"
+    assert header["task_categories"] == ["text-generation"]
+    assert header["size_categories"] == ["n<1K"]  # 3 x 190 rows
+    assert "length-generalization" in header["tags"]
+    configs = {c["config_name"]: c for c in header["configs"]}
+    assert list(configs) == sorted(TASKS)
+    assert configs["cot"].get("default") is True  # first by name
+    assert not any(c.get("default") for c in header["configs"][1:])
+    splits = [f["split"] for f in configs["cot"]["data_files"]]
+    assert splits == ["train", "validation", "test", "test_128"]
+
+
+def test_dataset_info_is_read_from_the_files(folder):
+    manifest = read_manifest(folder)
+    info = {
+        c["config_name"]: c for c in header_of((folder / "README.md").read_text())["dataset_info"]
+    }
+    for config, entry in manifest["configs"].items():
+        block = info[config]
+        assert block["features"] == [
+            {"name": "id", "dtype": "int64"},
+            {"name": "tokens", "list": "uint8"},
+        ]
+        for split in block["splits"]:
+            files = entry["splits"][split["name"]]["files"]
+            tables = [pq.read_table(folder / f["path"]) for f in files]
+            assert split["num_examples"] == sum(t.num_rows for t in tables)
+            assert split["num_bytes"] == sum(t.nbytes for t in tables)
+        everything = [f for s in entry["splits"].values() for f in s["files"]]
+        assert block["download_size"] == sum(
+            (folder / f["path"]).stat().st_size for f in everything
+        )
+        assert block["dataset_size"] == sum(s["num_bytes"] for s in block["splits"])
+
+
+def test_dataset_info_matches_what_datasets_records_when_loading(folder):
+    loaded = datasets.load_dataset(str(folder), "semirecursive")
+    info = {
+        c["config_name"]: c for c in header_of((folder / "README.md").read_text())["dataset_info"]
+    }
+    declared = {s["name"]: s for s in info["semirecursive"]["splits"]}
+    for split, data in loaded.items():
+        assert data.info.splits[split].num_examples == declared[split]["num_examples"]
+        assert data.info.splits[split].num_bytes == declared[split]["num_bytes"]
+
+
+def test_a_card_without_a_folder_leaves_dataset_info_out(folder):
+    header = header_of(render_card(read_manifest(folder)))
+    assert "dataset_info" not in header and len(header["configs"]) == 3
+
+
+def test_card_facts_equal_the_manifest(folder):
+    manifest = read_manifest(folder)
+    card = render_card(manifest, report_of(folder), root=folder)
+    assert f"`{manifest['benchmark']['spec_id']}`" in card
+    for name, entry in manifest["configs"].items():
+        assert f"`{entry['spec_id']}`" in card
+        for split, info in entry["splits"].items():
+            w, L, n = info["seed_window"], info["ood_boundary"], info["length"]
+            ood = f"[{L}, {n})" if n > L else "none"
+            assert (
+                f"| {name} | {split} | {info['rows']:,} | {n:,} | {w:,} | [{w}, {L}) | {ood} |"
+                in card
+            )
+            for item in info["files"]:
+                row = (
+                    f"| {item['path']} | {item['rows']:,} | {item['first_id']:,} | "
+                    f"{item['bytes']:,} | `{item['sha256']}` |"
+                )
+                assert row in card
+
+
+def test_the_worked_example_is_the_first_train_row_and_its_target_adds_up(folder):
+    manifest = read_manifest(folder)
+    card = render_card(manifest)
+    for name, entry in manifest["configs"].items():
+        spec = entry["spec"]
+        first = pq.read_table(folder / entry["splits"]["train"]["files"][0]["path"])
+        row = first.column("tokens")[0].as_py()
+        section = card.split(f"### `{name}`")[1]
+        shown = re.search(r"x_0\.\.x_(\d+) = ([\d ]+)\n", section)
+        t = int(shown.group(1))
+        assert [int(v) for v in shown.group(2).split()] == row[: t + 1]
+        values = re.search(rf"x_{t} = \(.*?\) mod 17 = \(([\d + ]+)\) mod 17", section).group(1)
+        far = oracle.far_positions(spec["task"], t, spec["near"], spec["far"])
+        expected = [row[p] for p in far] + row[t - spec["near"] : t]
+        assert [int(v) for v in values.split(" + ")] == expected
+        assert sum(expected) % 17 == row[t]
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize(("near", "far"), [(3, 1), (2, 3), (1, 0)])
+def test_the_dependency_picture_marks_exactly_the_operands_of_each_target(task, near, far):
+    picture = dependency_diagram(task, near, far, length=30).splitlines()[2:]
+    for line in picture:
+        t = int(re.match(r"t = (\d+)", line).group(1))
+        marks = line[10:]
+        assert marks[t] == "x" and len(marks) == t + 1
+        assert [p for p, c in enumerate(marks) if c == "F"] == sorted(
+            set(oracle.far_positions(task, t, near, far))
+        )
+        assert [p for p, c in enumerate(marks) if c == "n"] == list(range(t - near, t))
+
+
+def test_an_unvalidated_card_says_so_and_a_validated_one_shows_the_audit(folder):
+    manifest = read_manifest(folder)
+    assert "**Not validated.**" in render_card(manifest)
+    card = render_card(manifest, report_of(folder))
+    assert "Not validated" not in card
+    assert "**Validated: all 72 checks passed**" in card
+    assert "| window | 12 | 0 | 0 |" in card
+    assert (
+        "| cot | test | 20 | 96 | 4 | 4 | 0 | test_128: 0, train: 0, validation: 0 | 0.0625 |"
+        in card
+    )
+
+
+def test_a_failed_validation_is_shown_with_the_failing_checks(folder):
+    card = render_card(read_manifest(folder), report_of(folder, fail="hygiene"))
+    assert "**Validation FAILED: 12 of 72 checks failed**" in card
+    assert "| hygiene | 0 | 12 | 36 |" in card
+    assert "| hygiene | cot | train | 3 | hygiene failed in" in card
+
+
+def test_the_card_is_deterministic_and_holds_no_timings(folder):
+    manifest = read_manifest(folder)
+    report = report_of(folder)
+    first = render_card(manifest, report, root=folder)
+    assert first == render_card(json.loads(json.dumps(manifest)), dict(report), root=folder)
+    assert str(SECONDS) not in first and "12.3457" not in first
+
+
+def test_baselines_appear_only_when_given(folder):
+    manifest = read_manifest(folder)
+    assert "Baselines" not in render_card(manifest)
+    scores = {"cot": {"copy_previous": {"id_accuracy": 0.0588, "ood_accuracy": 0.05}}}
+    card = render_card(manifest, baselines=scores)
+    assert "| cot | copy_previous | 0.0588 | 0.0500 |" in card
+
+
+def test_the_card_has_loading_scoring_seeding_and_citation_sections(folder):
+    card = render_card(read_manifest(folder))
+    assert 'load_dataset("path/to/this/folder", "cot")' in card
+    assert "streaming=True" in card
+    assert "hit[:, w:L].mean()" in card and "hit[:, L:].mean()" in card
+    assert "Configs with `disjoint` seeding differ from the authors' code" in card
+    assert "Configs with `paper` seeding" not in card
+    assert "@inproceedings{wang2024resonance" in card and "2403.00071" in card
+
+
+def test_paper_seeding_is_explained_with_its_flaws():
+    manifest = {
+        "posgen_version": "0",
+        "benchmark": {"name": "p", "description": "", "spec_id": "0" * 16},
+        "configs": {},
+    }
+    from posgen.card.usage import seeding_section
+
+    manifest["configs"]["cot"] = {"spec": {"seeding": "paper"}}
+    text = seeding_section(manifest)
+    assert "every validation row begins with a training row" in text
+    assert "disjoint" not in text.split("\n", 2)[2].split("`")[0]
+
+
+def test_write_card_refuses_a_folder_whose_files_disagree_with_the_manifest(tmp_path):
+    out = tmp_path / "ds"
+    write_benchmark(small_bench(train_size=10, val_size=5, test_size=5), out)
+    before = (out / "README.md").read_text()
+    victim = next((out / "data" / "cot").glob("validation-*.parquet"))
+    victim.write_bytes(victim.read_bytes()[:-10])
+    with pytest.raises(DataMismatch, match=r"validation-00000-of-00001\.parquet has"):
+        write_card(out)
+    assert (out / "README.md").read_text() == before
+    victim.unlink()
+    with pytest.raises(DataMismatch, match="missing"):
+        write_card(out)
+
+
+def test_uint16_tokens_are_declared_as_uint16(tmp_path):
+    out = tmp_path / "wide"
+    bench = BenchmarkSpec(
+        name="wide",
+        configs={"cot": TaskSpec(task="cot", modulus=300, train_size=8, val_size=4, test_size=4)},
+    )
+    write_benchmark(bench, out)
+    info = header_of((out / "README.md").read_text())["dataset_info"][0]
+    assert info["features"][1] == {"name": "tokens", "list": "uint16"}
+    loaded = datasets.load_dataset(str(out), "cot", split="test")
+    assert np.asarray(loaded[0]["tokens"]).max() < 300
+
+
+def test_rerendering_from_disk_gives_the_card_written_at_generation(tmp_path):
+    out = tmp_path / "ds"
+    write_benchmark(small_bench(train_size=10, val_size=5, test_size=5), out)
+    written = (out / "README.md").read_text()
+    (out / "README.md").unlink()
+    assert write_card(out).read_text() == written
+
+
+def test_dataset_info_is_in_the_form_datasets_serializes(folder):
+    from datasets import DatasetInfo, Features, SplitDict, SplitInfo
+    from datasets.info import DatasetInfosDict
+    from huggingface_hub import DatasetCardData
+
+    from posgen.arrow_io import row_schema
+    from posgen.card.dataset_info import dataset_info
+
+    manifest = read_manifest(folder)
+    ours = dataset_info(folder, manifest)
+    infos = {}
+    for block in ours:
+        splits = SplitDict()
+        for split in block["splits"]:
+            splits.add(SplitInfo(**split))
+        infos[block["config_name"]] = DatasetInfo(
+            features=Features.from_arrow_schema(row_schema(17)),
+            splits=splits,
+            download_size=block["download_size"],
+            dataset_size=block["dataset_size"],
+            config_name=block["config_name"],
+        )
+    card_data = DatasetCardData()
+    DatasetInfosDict(infos).to_dataset_card_data(card_data)
+    assert card_data.to_dict()["dataset_info"] == ours

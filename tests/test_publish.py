@@ -1,0 +1,317 @@
+"""`posgen publish` and `posgen card`: validated Hub-ready folders, refusal, push boundary.
+
+The validator is the STAND-IN of tests/fake_validate.py (the real one is merged later).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import posgen
+import posgen.publish
+from posgen.cli import main
+from posgen.manifest import read_manifest, sha256_file
+from posgen.publish import publish_benchmark
+from posgen.spec_files import resolve_benchmark
+from tests.fake_validate import make_module
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL_SPEC = """\
+name = "tiny"
+description = "Tiny benchmark for the publish tests."
+[defaults]
+train_size = 40
+val_size = 10
+test_size = 10
+test_length = [96, 128]
+[configs.cot]
+[configs.recursive]
+"""
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(SMALL_SPEC)
+    return path
+
+
+@pytest.fixture(scope="module")
+def posgen_v1(tmp_path_factory):
+    """task_specs/posgen-v1.toml published (with the stand-in validator)."""
+    out = tmp_path_factory.mktemp("hub") / "posgen-v1"
+    bench = resolve_benchmark(ROOT / "task_specs" / "posgen-v1.toml")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "posgen.validate", make_module())
+        published = publish_benchmark(bench, out)
+    return out, published
+
+
+def header_of(card):
+    return yaml.safe_load(re.match(r"---\n(.*?)\n---\n", card, re.S).group(1))
+
+
+def test_published_posgen_v1_loads_every_config_and_split_as_the_card_declares(posgen_v1):
+    out, published = posgen_v1
+    header = header_of((out / "README.md").read_text())
+    declared = {c["config_name"]: c for c in header["dataset_info"]}
+    assert sorted(declared) == ["cot", "recursive", "semirecursive"]
+    for config, entry in published.manifest["configs"].items():
+        loaded = datasets.load_dataset(str(out), config)
+        assert list(loaded) == list(entry["splits"])
+        for split in declared[config]["splits"]:
+            data = loaded[split["name"]]
+            assert data.num_rows == split["num_examples"] == entry["splits"][split["name"]]["rows"]
+            assert data.info.splits[split["name"]].num_bytes == split["num_bytes"]
+            assert len(data[-1]["tokens"]) == entry["splits"][split["name"]]["length"]
+
+
+@pytest.mark.parametrize("config", ["recursive", "cot", "semirecursive"])
+def test_published_posgen_v1_streams_every_split(posgen_v1, config):
+    out, published = posgen_v1
+    streams = datasets.load_dataset(str(out), config, streaming=True)
+    for split, info in published.manifest["configs"][config]["splits"].items():
+        first = next(iter(streams[split]))
+        assert first["id"] == 0 and len(first["tokens"]) == info["length"]
+
+
+def test_published_card_records_the_validation_report(posgen_v1):
+    out, published = posgen_v1
+    card = (out / "README.md").read_text()
+    assert published.report["ok"]
+    assert f"**Validated: all {len(published.report['checks'])} checks passed**" in card
+    assert f"{published.report['tokens_checked']:,} tokens were recomputed" in card
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "posgen.json"]
+
+
+def test_the_regenerate_command_in_the_card_reproduces_every_checksum(posgen_v1, tmp_path):
+    out, _ = posgen_v1
+    card = (out / "README.md").read_text()
+    spec_text = re.search(r"cat > spec.json <<'SPEC'\n(.*?)\nSPEC\n", card, re.S).group(1)
+    sums = re.search(r"sha256sum --check <<'SUMS'\n(.*?)\nSUMS\n", card, re.S).group(1)
+    command = re.search(r"\n(posgen generate --spec spec.json --out regenerated)\n", card).group(1)
+    (tmp_path / "spec.json").write_text(spec_text)
+    args = command.split()[1:]
+    args[args.index("spec.json")] = str(tmp_path / "spec.json")
+    args[args.index("regenerated")] = str(tmp_path / "regenerated")
+    result = run(*args, "-q")
+    assert result.exit_code == 0, result.output
+    lines = sums.splitlines()
+    assert len(lines) == 9  # 3 configs x (train, validation, test)
+    for line in lines:
+        digest, path = line.split("  ")
+        assert sha256_file(tmp_path / "regenerated" / path) == digest, path
+    assert read_manifest(tmp_path / "regenerated") == read_manifest(out)
+
+
+def test_publish_writes_a_validated_folder(tmp_path, spec_file, fake_validator):
+    out = tmp_path / "hub"
+    result = run("publish", spec_file, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "published" in result.output and "checks passed" in result.output
+    assert len(fake_validator.calls) == 1  # validated before the folder was moved in place
+    assert fake_validator.calls[0] != out and not fake_validator.calls[0].exists()
+    card = (out / "README.md").read_text()
+    assert "**Validated: all 48 checks passed**" in card
+    assert list(read_manifest(out)["configs"]) == ["cot", "recursive"]
+
+
+def test_publish_refuses_data_that_fails_validation(tmp_path, spec_file, fake_validator):
+    fake_validator.fail("window")
+    out = tmp_path / "hub"
+    result = run("publish", spec_file, "--out", out)
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith("error: validation failed (8 of 48 checks); nothing was published")
+    assert errors[0].endswith("and 3 more")
+    assert "window cot/train: window failed" in result.output
+    assert list(tmp_path.iterdir()) == [spec_file]
+
+
+def test_a_refused_publish_leaves_the_previous_folder_intact(tmp_path, spec_file, fake_validator):
+    out = tmp_path / "hub"
+    assert run("publish", spec_file, "--out", out).exit_code == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    fake_validator.fail("integrity")
+    result = run("publish", spec_file, "--out", out, "--overwrite")
+    assert result.exit_code == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub", "tiny.toml"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["missing.toml"], "error: spec file missing.toml does not exist"),
+        (["{spec}", "--push", "me/posgen"], "error: --push needs a Hub token in the environment"),
+    ],
+)
+def test_publish_bad_input_exits_2_and_creates_nothing(
+    tmp_path, spec_file, fake_validator, monkeypatch, args, expected
+):
+    for name in posgen.publish.TOKEN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    args = [str(spec_file) if a == "{spec}" else a for a in args]
+    result = run("publish", *args, "--out", tmp_path / "hub")
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [expected + result.output.split(expected)[1].rstrip()]
+    assert not (tmp_path / "hub").exists()
+
+
+def test_publish_with_a_bad_spec_reports_every_problem(tmp_path, fake_validator):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[defaults]\nmodulus = 1\nnear = 0\n[configs.cot]\n")
+    result = run("publish", bad, "--out", tmp_path / "hub")
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    assert all(line.startswith("error: configs.cot.") for line in lines) and len(lines) == 2
+
+
+def test_publish_into_an_existing_folder_needs_overwrite(tmp_path, spec_file, fake_validator):
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "hub" / "notes.txt").write_text("mine")
+    result = run("publish", spec_file, "--out", tmp_path / "hub")
+    assert result.exit_code == 2
+    assert result.output == f"error: {tmp_path / 'hub'} exists; pass --overwrite to replace it\n"
+
+
+def test_push_uploads_the_published_folder_with_the_environment_token(
+    tmp_path, spec_file, fake_validator, monkeypatch
+):
+    calls = []
+
+    def upload(folder, repo_id, token, message):  # the network boundary
+        calls.append((folder, repo_id, token, message))
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        calls.append(files)
+        return f"https://huggingface.co/datasets/{repo_id}/commit/abc"
+
+    monkeypatch.setattr(posgen.publish, "upload_folder", upload)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    out = tmp_path / "hub"
+    result = run("publish", spec_file, "--out", out, "--push", "me/posgen-tiny")
+    assert result.exit_code == 0, result.output
+    (folder, repo_id, token, message), files = calls
+    assert (folder, repo_id, token) == (out, "me/posgen-tiny", "hf_test_token")
+    manifest = read_manifest(out)
+    assert message == f"POSGEN tiny (spec {manifest['benchmark']['spec_id']}, posgen 0.1.0)"
+    expected = {"README.md", "posgen.json"} | {
+        item["path"]
+        for entry in manifest["configs"].values()
+        for info in entry["splits"].values()
+        for item in info["files"]
+    }
+    assert set(files) == expected
+    assert "pushed" in result.output and "commit/abc" in result.output
+
+
+def test_a_failed_push_exits_1_and_keeps_the_published_folder(
+    tmp_path, spec_file, fake_validator, monkeypatch
+):
+    def upload(folder, repo_id, token, message):
+        raise OSError("401 Client Error: Unauthorized")
+
+    monkeypatch.setattr(posgen.publish, "upload_folder", upload)
+    monkeypatch.setenv("HF_TOKEN", "bad")
+    out = tmp_path / "hub"
+    result = run("publish", spec_file, "--out", out, "--push", "me/x")
+    assert result.exit_code == 1
+    assert "error: pushing" in result.output and "Unauthorized" in result.output
+    assert (out / "posgen.json").is_file()
+
+
+def test_card_command_rerenders_the_published_card(tmp_path, spec_file, fake_validator):
+    out = tmp_path / "hub"
+    run("publish", spec_file, "--out", out)
+    published = (out / "README.md").read_text()
+    (out / "README.md").write_text("stale")
+    result = run("card", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "README.md").read_text() == published
+    result = run("card", out, "--no-validate")
+    assert result.output == f"wrote {out / 'README.md'} (not validated)\n"
+    assert "**Not validated.**" in (out / "README.md").read_text()
+
+
+def test_card_command_exits_1_when_validation_fails_but_writes_the_failures(
+    tmp_path, spec_file, fake_validator
+):
+    out = tmp_path / "hub"
+    run("publish", spec_file, "--out", out)
+    fake_validator.fail("audit")
+    result = run("card", out)
+    assert result.exit_code == 1
+    assert "validation failed: 8 check(s)" in result.output
+    assert "**Validation FAILED: 8 of 48 checks failed**" in (out / "README.md").read_text()
+
+
+def test_card_command_with_baselines_asks_the_scoring_module(
+    tmp_path, spec_file, fake_validator, monkeypatch
+):
+    import types
+
+    out = tmp_path / "hub"
+    run("publish", spec_file, "--out", out)
+    scoring = types.ModuleType("posgen.scoring")  # stand-in for the scoring issue's module
+    scoring.baseline_scores = lambda folder, config, split="test": {
+        "copy_previous": {"id_accuracy": 0.0625, "ood_accuracy": 0.0588}
+    }
+    monkeypatch.setitem(sys.modules, "posgen.scoring", scoring)
+    result = run("card", out, "--baselines")
+    assert result.exit_code == 0, result.output
+    card = (out / "README.md").read_text()
+    assert "| recursive | copy_previous | 0.0625 | 0.0588 |" in card
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "expected"),
+    [
+        (lambda p: p, 2, "has no posgen.json: not a posgen dataset"),
+        (lambda p: p / "missing", 2, "has no posgen.json: not a posgen dataset"),
+    ],
+)
+def test_card_command_on_a_folder_that_is_not_a_dataset_exits_2(tmp_path, make, code, expected):
+    result = run("card", make(tmp_path), "--no-validate")
+    assert result.exit_code == code
+    assert len(result.output.splitlines()) == 1 and expected in result.output
+
+
+def test_card_command_on_a_damaged_folder_exits_1_and_keeps_the_card(tmp_path, spec_file):
+    out = tmp_path / "ds"
+    run("generate", "--spec", spec_file, "--out", out, "-q")
+    before = (out / "README.md").read_text()
+    next((out / "data" / "cot").glob("train-*.parquet")).unlink()
+    result = run("card", out, "--no-validate")
+    assert result.exit_code == 1
+    assert "is damaged" in result.output and "missing" in result.output
+    assert (out / "README.md").read_text() == before
+
+
+def test_manifest_and_card_agree_on_split_sizes(posgen_v1):
+    out, _ = posgen_v1
+    manifest = json.loads((out / "posgen.json").read_text())
+    card = (out / "README.md").read_text()
+    for name, entry in manifest["configs"].items():
+        for split, info in entry["splits"].items():
+            assert f"| {name} | {split} | {info['rows']:,} | {info['length']:,} |" in card
+
+
+def test_publish_without_a_validator_exits_2_and_creates_nothing(tmp_path, spec_file, monkeypatch):
+    monkeypatch.setitem(sys.modules, "posgen.validate", None)  # import fails
+    result = run("publish", spec_file, "--out", tmp_path / "hub", "-q")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: posgen.validate is not available")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
