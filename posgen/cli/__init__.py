@@ -7,6 +7,7 @@ import click
 from posgen import __version__
 from posgen.cli.generate import generate
 from posgen.cli.spec_cmd import spec_command
+from posgen.cli.validate import validate_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,3 +24,4 @@ def main() -> None:
 
 main.add_command(generate)
 main.add_command(spec_command)
+main.add_command(validate_command)
