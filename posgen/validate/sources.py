@@ -61,7 +61,10 @@ class Part:
             columns = [n for n in ("id", "tokens") if n in handle.schema_arrow.names]
             yield from handle.iter_batches(batch_size=rows, columns=columns)
         else:
-            for batch in _open_ipc(self.path):
+            reader = _open_ipc(self.path)
+            many = getattr(reader, "num_record_batches", None)
+            chunks = (reader.get_batch(i) for i in range(many)) if many is not None else reader
+            for batch in chunks:
                 for start in range(0, batch.num_rows, rows):
                     yield batch.slice(start, rows)
 
