@@ -1,10 +1,11 @@
-# posgen: `make data` generates the default benchmark, `make test` runs the suite.
+# posgen: `make data` generates the default benchmark, `make validate` checks it,
+# `make test` runs the suite.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= out/posgen-v1
 
-.PHONY: install data paper test lint format clean
+.PHONY: install data paper validate test lint format clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +20,9 @@ data: install
 
 paper: install
 	$(BIN)/posgen generate --spec task_specs/paper.toml --out out/paper --overwrite
+
+validate: install
+	$(BIN)/posgen validate $(DATA_DIR) --json $(DATA_DIR).report.json
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -63,6 +63,7 @@ class HygieneTally:
         self._rows: list[np.ndarray] = []
         self._windows: list[np.ndarray] = []
         self._distinct: np.ndarray | None = None
+        self._sorted: np.ndarray | None = None
 
     def add(self, tokens: np.ndarray) -> None:
         """Tally a batch of rows (``(rows, length)``)."""
@@ -70,7 +71,7 @@ class HygieneTally:
             return
         self._rows.append(row_keys(tokens))
         self._windows.append(window_keys(tokens[:, : self.window], self.modulus))
-        self._distinct = None
+        self._distinct = self._sorted = None
 
     def rows(self) -> int:
         return sum(len(k) for k in self._rows)
@@ -84,9 +85,17 @@ class HygieneTally:
     def distinct_windows(self) -> np.ndarray:
         """Sorted distinct seed-window keys."""
         if self._distinct is None:
-            keys = np.concatenate(self._windows) if self._windows else np.empty(0, np.uint64)
-            self._distinct = _distinct(keys)
+            ordered = self._sorted_windows()
+            keep = np.concatenate(([True], ordered[1:] != ordered[:-1])) if ordered.size else []
+            self._distinct = ordered[keep]
         return self._distinct
+
+    def _sorted_windows(self) -> np.ndarray:
+        """All window keys, sorted (sorted probes make the searches cache-friendly)."""
+        if self._sorted is None:
+            keys = np.concatenate(self._windows) if self._windows else np.empty(0, np.uint64)
+            self._sorted = np.sort(keys)
+        return self._sorted
 
     def repeated_windows(self) -> int:
         """Rows whose seed window starts an earlier row of the split."""
@@ -94,7 +103,7 @@ class HygieneTally:
 
     def shared_with(self, other: HygieneTally) -> int:
         """Rows of this split whose seed window also starts a row of ``other``."""
-        keys = np.concatenate(self._windows) if self._windows else np.empty(0, np.uint64)
+        keys = self._sorted_windows()
         theirs = other.distinct_windows()
         if theirs.size == 0 or keys.size == 0:
             return 0

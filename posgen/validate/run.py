@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from posgen.validate.audit import BalanceTally, operand_sensitivity, shortcut_hits
 from posgen.validate.hygiene import HygieneTally
+from posgen.validate.prefetch import prefetch
 from posgen.validate.schema import Decoded, decode_batch, type_problems
 from posgen.validate.sources import SplitData
 from posgen.validate.window import expected_targets
@@ -122,7 +123,7 @@ def stream_split(data: SplitData) -> SplitTally:
             if any(("tokens" in p and "not a list" in p) or "no 'tokens'" in p for p in problems):
                 continue
             first = part.first_id if part.first_id is not None else next_id
-            for batch in part.batches(data.length or 1):
+            for batch in prefetch(part.batches(data.length or 1)):
                 decoded = decode_batch(batch, data.length, spec.modulus, first)
                 _feed(tally, part.label, decoded)
                 first += batch.num_rows
