@@ -221,7 +221,9 @@ def _from_files(
         data.parts.append(part)
     if not grouped:
         raise SourceError(f"no file of {root} holds split {split!r}")
-    return Source(splits=list(grouped.values()), root=root, given_spec=spec)
+    order = {name: i for i, name in enumerate(spec.split_names)}
+    splits = sorted(grouped.values(), key=lambda d: order.get(d.split, len(order)))
+    return Source(splits=splits, root=root, given_spec=spec)
 
 
 def _from_datasets(source: Any, spec: TaskSpec | None, config: str | None, split: str | None):
