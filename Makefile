@@ -1,5 +1,6 @@
-# posgen: `make data` generates the default benchmark, `make test` runs the suite,
-# `make cards` re-renders the official data cards in data_cards/ (checked for drift by the tests).
+# posgen: `make data` generates the default benchmark, `make validate` checks it,
+# `make test` runs the suite, `make cards` re-renders the official data cards in data_cards/
+# (checked for drift by the tests).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,14 +8,14 @@ DATA_DIR ?= out/posgen-v1
 CARDS_DIR ?= out/cards
 OFFICIAL_CARDS := paper posgen-v1
 
-.PHONY: install data paper cards test lint format clean
+.PHONY: install data paper validate cards test lint format clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
 data: install
@@ -29,6 +30,9 @@ cards: install
 	  $(BIN)/posgen publish task_specs/$$name.toml --out $(CARDS_DIR)/$$name --overwrite -q && \
 	  cp $(CARDS_DIR)/$$name/README.md data_cards/$$name.md || exit 1; \
 	done
+
+validate: install
+	$(BIN)/posgen validate $(DATA_DIR) --json $(DATA_DIR).report.json
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -55,8 +55,8 @@ def test_front_matter_has_the_hub_fields_and_one_config_per_task(folder):
     assert header["size_categories"] == ["n<1K"]  # 3 x 190 rows
     assert "length-generalization" in header["tags"]
     configs = {c["config_name"]: c for c in header["configs"]}
-    assert list(configs) == sorted(TASKS)
-    assert configs["cot"].get("default") is True  # first by name
+    assert list(configs) == list(TASKS)  # spec order
+    assert configs["recursive"].get("default") is True  # first in the spec
     assert not any(c.get("default") for c in header["configs"][1:])
     splits = [f["split"] for f in configs["cot"]["data_files"]]
     assert splits == ["train", "validation", "test", "test_128"]
@@ -192,7 +192,7 @@ def test_baselines_appear_only_when_given(folder):
 
 def test_the_card_has_loading_scoring_seeding_and_citation_sections(folder):
     card = render_card(read_manifest(folder))
-    assert 'load_dataset("path/to/this/folder", "cot")' in card
+    assert 'load_dataset("path/to/this/folder", "recursive")' in card
     assert "streaming=True" in card
     assert "hit[:, w:L].mean()" in card and "hit[:, L:].mean()" in card
     assert "Configs with `disjoint` seeding differ from the authors' code" in card

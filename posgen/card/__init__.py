@@ -44,13 +44,14 @@ __all__ = [
 
 
 def canonical_order(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest with configs sorted by name and splits in spec order.
+    """The manifest with configs in manifest order and splits in spec order.
 
-    ``posgen.json`` is written with sorted keys, so a card re-rendered from disk must not
-    depend on dict order: the first config (the default) is the first by name.
+    ``posgen.json`` keeps the spec's config order, so the first config of the spec is the
+    default one; splits are put in spec order (train, validation, test, test_<L'>) even
+    when an older manifest stored them sorted.
     """
     configs = {}
-    for name in sorted(manifest["configs"]):
+    for name in manifest["configs"]:
         entry = manifest["configs"][name]
         order = spec_of(entry).split_names
         splits = entry["splits"]

@@ -11,6 +11,7 @@ from posgen.cli.generate import generate
 from posgen.cli.publish import publish_command
 from posgen.cli.score import score_command
 from posgen.cli.spec_cmd import spec_command
+from posgen.cli.validate import validate_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,3 +34,4 @@ main.add_command(score_command)
 main.add_command(baseline_command)
 main.add_command(card_command)
 main.add_command(publish_command)
+main.add_command(validate_command)

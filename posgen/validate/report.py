@@ -1,0 +1,121 @@
+"""The validation report: one result per check, facts per config and split.
+
+>>> report = Report(checks=[CheckResult(check="schema", config="cot", split="train",
+...                                     ok=True, message="64 tokens a row")])
+>>> report.ok, report.to_dict()["checks"][0]["failures"]
+(True, 0)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CheckName = Literal["integrity", "schema", "window", "bounded_window", "hygiene", "audit"]
+CHECKS: tuple[str, ...] = ("integrity", "schema", "window", "bounded_window", "hygiene", "audit")
+
+
+class CheckResult(BaseModel):
+    """The outcome of one check on one config and split (``None``: not tied to one)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    check: CheckName = Field(description="Which check produced this result.")
+    config: str | None = Field(None, description="Config checked, if the check is per config.")
+    split: str | None = Field(None, description="Split checked, if the check is per split.")
+    ok: bool = Field(description="Whether the check passed.")
+    message: str = Field(max_length=4000, description="One readable line.")
+    failures: int = Field(0, ge=0, description="How many items failed (files, rows, positions).")
+
+
+class Report(BaseModel):
+    """Every check's result and the facts measured on the data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checks: list[CheckResult] = Field(default_factory=list, description="Results, in order.")
+    facts: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict, description="config -> split -> measured facts."
+    )
+    tokens_checked: int = Field(0, ge=0, description="Tokens read and checked.")
+    seconds: float = Field(0.0, ge=0, description="Wall time of the validation.")
+
+    @property
+    def ok(self) -> bool:
+        """True when every check passed."""
+        return all(check.ok for check in self.checks)
+
+    @property
+    def failed_kinds(self) -> list[str]:
+        """The checks that failed at least once, in check order."""
+        failed = {check.check for check in self.checks if not check.ok}
+        return [name for name in CHECKS if name in failed]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON values (the ``--json`` output)."""
+        return {
+            "ok": self.ok,
+            "failed_checks": self.failed_kinds,
+            "tokens_checked": self.tokens_checked,
+            "seconds": self.seconds,
+            "tokens_per_second": self.tokens_checked / self.seconds if self.seconds else 0.0,
+            "checks": [check.model_dump(mode="json") for check in self.checks],
+            "facts": self.facts,
+        }
+
+    def summary(self, verbose: bool = False) -> str:
+        """Human-readable: failed checks (every check when ``verbose``), a facts table,
+        and a verdict line."""
+        lines = []
+        passed: dict[str, int] = {}
+        for check in self.checks:
+            if check.ok and not verbose:
+                passed[check.check] = passed.get(check.check, 0) + 1
+                continue
+            where = "/".join(part for part in (check.config, check.split) if part) or "-"
+            status = "ok  " if check.ok else "FAIL"
+            lines.append(f"{status} {check.check:<14} {where:<24} {check.message}")
+        if passed:
+            lines.append("ok   " + ", ".join(f"{name} x{count}" for name, count in passed.items()))
+        lines += ["", *_facts_table(self.facts), ""]
+        rate = self.tokens_checked / self.seconds / 1e6 if self.seconds else 0.0
+        verdict = "all checks passed" if self.ok else "FAILED: " + ", ".join(self.failed_kinds)
+        lines.append(
+            f"{verdict} ({self.tokens_checked:,} tokens in {self.seconds:.2f} s, "
+            f"{rate:.1f} M tokens/s)"
+        )
+        return "\n".join(lines)
+
+
+FACT_COLUMNS = (
+    ("rows", "rows", "{}"),
+    ("length", "length", "{}"),
+    ("deps", "dependency_count", "{}"),
+    ("lookback", "max_lookback", "{}"),
+    ("repeated", "repeated_rows", "{}"),
+    ("max TV", "target_balance_max_tv", "{:.3f}"),
+    ("shortcut", "periodic_shortcut_share", "{:.4f}"),
+    ("sensitivity", "operand_sensitivity", "{:.3f}"),
+)
+
+
+def _facts_table(facts: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """The facts as an aligned text table, one line per config/split."""
+    header = ["config/split", *(title for title, _, _ in FACT_COLUMNS), "shared windows"]
+    rows = [header]
+    for config, splits in facts.items():
+        for split, fact in splits.items():
+            shared = fact.get("shared_windows", {})
+            rows.append(
+                [
+                    f"{config}/{split}",
+                    *(form.format(fact.get(key, 0)) for _, key, form in FACT_COLUMNS),
+                    ", ".join(f"{n} with {s}" for s, n in shared.items() if n) or "0",
+                ]
+            )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]

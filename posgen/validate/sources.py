@@ -1,0 +1,255 @@
+"""Where the rows come from: a dataset folder, a Parquet or Arrow file, or ``datasets`` objects.
+
+Everything is turned into :class:`SplitData` (one config's split, its spec and its parts);
+a :class:`Part` streams Arrow record batches of bounded size, never a whole split at once.
+
+>>> from posgen.spec import TaskSpec
+>>> spec = TaskSpec(task="cot", test_length=[256, 512])
+>>> infer_split(spec, 64), infer_split(spec, 512), infer_split(spec, 100)
+('train', 'test_512', None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import ValidationError
+
+from posgen.errors import problem_lines
+from posgen.manifest import MANIFEST_NAME, benchmark_from_manifest, read_manifest
+from posgen.spec import BenchmarkSpec, TaskSpec
+
+BATCH_TOKENS = 1 << 22
+"""Tokens per streamed batch: bounds memory (a few tens of MB of work arrays)."""
+DATA_SUFFIXES = (".parquet", ".arrow", ".feather")
+
+
+class SourceError(ValueError):
+    """The source or the arguments cannot be validated (a usage error, exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One readable unit of a split: a file (``path``) or an in-memory ``table``."""
+
+    label: str
+    path: Path | None = None
+    table: pa.Table | None = None
+    first_id: int | None = None
+    rows: int | None = None
+
+    def schema(self) -> pa.Schema:
+        """The part's Arrow schema (raises on unreadable files)."""
+        if self.table is not None:
+            return self.table.schema
+        if _is_parquet(self.path):
+            return pq.read_schema(self.path)
+        return _open_ipc(self.path).schema
+
+    def batches(self, length: int) -> Iterator[pa.RecordBatch]:
+        """Record batches of about :data:`BATCH_TOKENS` tokens (rows of ``length``)."""
+        rows = max(1, BATCH_TOKENS // max(1, length))
+        if self.table is not None:
+            yield from self.table.to_batches(max_chunksize=rows)
+        elif _is_parquet(self.path):
+            handle = pq.ParquetFile(self.path)
+            columns = [n for n in ("id", "tokens") if n in handle.schema_arrow.names]
+            yield from handle.iter_batches(batch_size=rows, columns=columns)
+        else:
+            reader = _open_ipc(self.path)
+            many = getattr(reader, "num_record_batches", None)
+            chunks = (reader.get_batch(i) for i in range(many)) if many is not None else reader
+            for batch in chunks:
+                for start in range(0, batch.num_rows, rows):
+                    yield batch.slice(start, rows)
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """One split of one config: its spec, expected row length, and parts in row order."""
+
+    config: str
+    split: str
+    spec: TaskSpec
+    length: int | None
+    parts: list[Part] = field(default_factory=list)
+    from_manifest: bool = False
+
+
+@dataclass(frozen=True)
+class Source:
+    """What :func:`resolve` found: the folder and manifest (if any) and the splits to check."""
+
+    splits: list[SplitData]
+    root: Path | None = None
+    manifest: dict[str, Any] | None = None
+    bench: BenchmarkSpec | None = None
+    given_spec: TaskSpec | None = None
+
+
+def _is_parquet(path: Path | None) -> bool:
+    return path is not None and path.suffix.lower() == ".parquet"
+
+
+def _open_ipc(path: Path | None) -> Any:
+    source = pa.memory_map(str(path))
+    try:
+        return pa.ipc.open_file(source)
+    except pa.ArrowInvalid:
+        return pa.ipc.open_stream(pa.memory_map(str(path)))
+
+
+def infer_split(spec: TaskSpec, length: int) -> str | None:
+    """The split whose row length is ``length`` (train, test or test_<L'>), if any."""
+    for split in spec.split_names:
+        if split != "validation" and spec.split_length(split) == length:
+            return split
+    return None
+
+
+def _first_length(part: Part) -> int | None:
+    for batch in part.batches(1 << 16):
+        if batch.num_rows:
+            column = batch.column(batch.schema.get_field_index("tokens"))
+            value = column[0]
+            return None if not value.is_valid else len(value)
+    return None
+
+
+def _split_of(spec: TaskSpec, name: str | None, part: Part) -> tuple[str, int | None]:
+    if name is not None and name in spec.split_names:
+        return name, spec.split_length(name)
+    try:
+        length = _first_length(part)
+    except (pa.ArrowException, OSError, KeyError):
+        length = None
+    inferred = infer_split(spec, length) if length is not None else None
+    if inferred is not None and name is None:
+        return inferred, spec.split_length(inferred)
+    return name or inferred or "data", None if inferred is None else spec.split_length(inferred)
+
+
+def _need_spec(spec: TaskSpec | None, what: str) -> TaskSpec:
+    if spec is None:
+        raise SourceError(f"{what} has no {MANIFEST_NAME}: give the spec (flags or --spec)")
+    return spec
+
+
+def resolve(source: Any, spec: TaskSpec | None, config: str | None, split: str | None) -> Source:
+    """Turn ``source`` and the filters into the splits to check (raises :class:`SourceError`)."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.is_dir() and (path / MANIFEST_NAME).is_file():
+            return _from_manifest(path, spec, config, split)
+        if path.is_dir():
+            return _from_folder(path, _need_spec(spec, str(path)), config, split)
+        if path.is_file():
+            if path.suffix.lower() not in DATA_SUFFIXES:
+                raise SourceError(f"{path} is not a .parquet, .arrow or .feather file")
+            return _from_files([path], _need_spec(spec, str(path)), config, split, path.parent)
+        raise SourceError(f"{path} does not exist")
+    return _from_datasets(source, spec, config, split)
+
+
+def _from_manifest(
+    root: Path, spec: TaskSpec | None, config: str | None, split: str | None
+) -> Source:
+    try:
+        manifest = read_manifest(root)
+        bench = benchmark_from_manifest(manifest)
+    except ValidationError as error:
+        raise SourceError(f"{root / MANIFEST_NAME}: " + "; ".join(problem_lines(error))) from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise SourceError(f"{root / MANIFEST_NAME} is not a posgen manifest: {error}") from None
+    configs = list(bench.configs)
+    if config is None and spec is not None:
+        matching = [c for c in configs if bench.configs[c].task == spec.task]
+        config = configs[0] if len(configs) == 1 else (matching[0] if matching else None)
+        if config is None:
+            raise SourceError(f"no config of {root} has task {spec.task}; pick one with --config")
+    if config is not None and config not in bench.configs:
+        raise SourceError(f"{root} has no config {config!r}; configs: {', '.join(configs)}")
+    splits = []
+    for name in [config] if config else configs:
+        claimed = bench.configs[name]
+        used = spec or claimed
+        entry = manifest["configs"][name]["splits"]
+        names = [s for s in claimed.split_names if s in entry]
+        names += [s for s in entry if s not in names]
+        if split is not None and split not in names:
+            raise SourceError(f"config {name} has no split {split!r}; splits: {', '.join(names)}")
+        for split_name in [split] if split else names:
+            parts = [
+                Part(
+                    label=f["path"],
+                    path=root / f["path"],
+                    first_id=int(f.get("first_id", 0)),
+                    rows=int(f["rows"]),
+                )
+                for f in entry[split_name]["files"]
+            ]
+            length = used.split_length(split_name) if split_name in used.split_names else None
+            splits.append(SplitData(name, split_name, used, length, parts, from_manifest=True))
+    return Source(splits=splits, root=root, manifest=manifest, bench=bench, given_spec=spec)
+
+
+def _from_folder(root: Path, spec: TaskSpec, config: str | None, split: str | None) -> Source:
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES)
+    if not files:
+        raise SourceError(f"{root} holds no .parquet, .arrow or .feather files")
+    return _from_files(files, spec, config, split, root)
+
+
+def _from_files(
+    files: list[Path], spec: TaskSpec, config: str | None, split: str | None, root: Path
+) -> Source:
+    grouped: dict[str, SplitData] = {}
+    for path in files:
+        part = Part(label=str(path.relative_to(root)), path=path)
+        named = split or path.stem.split("-")[0]
+        split_name, length = _split_of(spec, named if named in spec.split_names else split, part)
+        if split is not None and split_name != split:
+            continue
+        data = grouped.setdefault(
+            split_name, SplitData(config or spec.task, split_name, spec, length, [])
+        )
+        data.parts.append(part)
+    if not grouped:
+        raise SourceError(f"no file of {root} holds split {split!r}")
+    order = {name: i for i, name in enumerate(spec.split_names)}
+    splits = sorted(grouped.values(), key=lambda d: order.get(d.split, len(order)))
+    return Source(splits=splits, root=root, given_spec=spec)
+
+
+def _from_datasets(source: Any, spec: TaskSpec | None, config: str | None, split: str | None):
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        datasets = None
+    if datasets is not None and isinstance(source, datasets.DatasetDict):
+        spec = _need_spec(spec, "a DatasetDict")
+        names = list(source)
+        if split is not None and split not in names:
+            raise SourceError(f"the DatasetDict has no split {split!r}; splits: {names}")
+        items = [(name, source[name]) for name in ([split] if split else names)]
+    elif datasets is not None and isinstance(source, datasets.Dataset):
+        spec = _need_spec(spec, "a Dataset")
+        items = [(split or (str(source.split) if source.split else None), source)]
+    else:
+        raise SourceError(
+            f"cannot validate a {type(source).__name__}: give a folder, a .parquet/.arrow "
+            "file, or a datasets.Dataset / DatasetDict"
+        )
+    splits = []
+    for name, dataset in items:
+        if dataset._indices is not None:  # a select()/shuffle() view: materialize its rows
+            dataset = dataset.flatten_indices()
+        part = Part(label=f"<dataset {name or 'data'}>", table=dataset.data.table)
+        split_name, length = _split_of(spec, name, part)
+        splits.append(SplitData(config or spec.task, split_name, spec, length, [part]))
+    return Source(splits=splits, given_spec=spec)

@@ -1,0 +1,156 @@
+"""Turn the tallies of a run into check results and facts.
+
+Failure messages say where: the file for integrity and schema, and for a window
+failure the split, row id, position, expected and found token, and the total count.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from posgen.validate.report import CheckResult
+from posgen.validate.run import AuditThresholds, SplitTally
+from posgen.validate.window import rule_facts
+
+
+def _result(
+    tally: SplitTally, check: str, problems: list[str], ok_message: str, failures: int
+) -> CheckResult:
+    data = tally.data
+    if not problems:
+        return CheckResult(
+            check=check, config=data.config, split=data.split, ok=True, message=ok_message
+        )
+    more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+    return CheckResult(
+        check=check,
+        config=data.config,
+        split=data.split,
+        ok=False,
+        message="; ".join(problems[:3]) + more,
+        failures=max(1, failures),
+    )
+
+
+def schema_result(tally: SplitTally) -> CheckResult:
+    """Types, row length, ids, nulls and token range of one split."""
+    data, spec = tally.data, tally.data.spec
+    problems = list(tally.type_problems) + list(tally.read_problems)
+    if data.length is None:
+        lengths = ", ".join(str(spec.split_length(s)) for s in spec.split_names)
+        problems.append(
+            f"split {data.split}: rows do not have any of the spec's lengths ({lengths})"
+        )
+    if tally.bad_length:
+        label, row, length = tally.first_bad_length
+        problems.append(
+            f"{tally.bad_length} row(s) not {data.length} tokens long; "
+            f"first: {label} row {row} has {length}"
+        )
+    if tally.out_of_range:
+        label, row, position, value = tally.first_out_of_range
+        problems.append(
+            f"{tally.out_of_range} token(s) outside [0, {spec.modulus}); "
+            f"first: {label} row {row} position {position} holds {value}"
+        )
+    if tally.nulls:
+        problems.append(f"{tally.nulls} null value(s) in 'tokens'")
+    if tally.bad_ids:
+        label, expected, found = tally.first_bad_id
+        problems.append(
+            f"{tally.bad_ids} id(s) out of sequence; first: {label} has id {found} "
+            f"where {expected} belongs"
+        )
+    failures = len(tally.type_problems) + len(tally.read_problems) + tally.bad_length
+    failures += tally.out_of_range + tally.nulls + tally.bad_ids + (data.length is None)
+    message = f"{tally.rows} rows of {data.length} tokens in [0, {spec.modulus}), ids in order"
+    return _result(tally, "schema", problems, message, failures)
+
+
+def window_result(tally: SplitTally) -> CheckResult:
+    """Every target equals h of the positions the rule names."""
+    spec, data = tally.data.spec, tally.data
+    checked = (data.length - spec.window) * (tally.tokens // data.length) if data.length else 0
+    if tally.first_window is None:
+        ok = checked > 0 or tally.rows == 0
+        message = (
+            f"{checked:,} targets equal {spec.op} of their {spec.window} dependencies"
+            if ok
+            else "no row could be checked"
+        )
+        return _result(tally, "window", [] if ok else [message], message, 1)
+    row, position, expected, found = tally.first_window
+    problem = (
+        f"split {data.split} row {row} position {position}: expected {expected}, found {found} "
+        f"({tally.window_failures} position(s) failed in all, in {tally.window_rows} row(s))"
+    )
+    return _result(tally, "window", [problem], "", tally.window_failures)
+
+
+def bounded_result(tally: SplitTally) -> tuple[CheckResult, int, int]:
+    """The rule names exactly w earlier positions for every t < the split's length."""
+    spec, data = tally.data.spec, tally.data
+    length = data.length or max(spec.split_length(s) for s in spec.split_names)
+    ok, message, count, lookback = rule_facts(spec, length)
+    if ok and count != spec.window:
+        ok, message = False, f"the rule names {count} positions, not w = {spec.window}"
+    return _result(tally, "bounded_window", [] if ok else [message], message, 1), count, lookback
+
+
+def hygiene_results(tallies: list[SplitTally]) -> tuple[list[CheckResult], dict[str, Any]]:
+    """Repeated rows per split and seed windows shared between splits (errors if disjoint)."""
+    results, facts = [], {}
+    for tally in tallies:
+        shared = {
+            other.data.split: tally.hygiene.shared_with(other.hygiene)
+            for other in tallies
+            if other is not tally
+        }
+        repeated = tally.hygiene.repeated_rows()
+        repeated_windows = tally.hygiene.repeated_windows()
+        facts[tally.data.split] = {
+            "repeated_rows": repeated,
+            "repeated_windows": repeated_windows,
+            "shared_windows": shared,
+        }
+        numbers = [f"{repeated} repeated row(s)", f"{repeated_windows} repeated seed window(s)"]
+        numbers += [f"{n} window(s) shared with {s}" for s, n in shared.items() if n]
+        bad = repeated + repeated_windows + sum(shared.values())
+        if tally.data.spec.seeding == "paper":
+            message = ", ".join(numbers) + " (expected for paper seeding)"
+            results.append(_result(tally, "hygiene", [], message, 0))
+        else:
+            message = ", ".join(numbers)
+            results.append(_result(tally, "hygiene", [message] if bad else [], message, bad))
+    return results, facts
+
+
+def audit_result(tally: SplitTally, limits: AuditThresholds) -> tuple[CheckResult, dict[str, Any]]:
+    """Balance, periodic shortcut and operand sensitivity, with optional limits."""
+    spec, data = tally.data.spec, tally.data
+    tv = tally.balance.max_tv() if tally.balance else 0.0
+    noise = tally.balance.noise_tv() if tally.balance else 0.0
+    ood_rows = tally.tokens // data.length if data.length else 0
+    ood = max(0, (data.length or 0) - spec.train_length) * ood_rows
+    share = tally.shortcut_hits / ood if ood else 0.0
+    sensitivity, probes = tally.sensitivity or (1.0, 0)
+    facts = {
+        "target_balance_max_tv": tv,
+        "target_balance_noise_tv": noise,
+        "periodic_shortcut_share": share,
+        "periodic_rows": tally.periodic_rows,
+        "operand_sensitivity": sensitivity,
+        "operand_probes": probes,
+    }
+    problems = []
+    if limits.max_balance_tv is not None and tv > limits.max_balance_tv:
+        problems.append(f"target balance TV {tv:.4f} > {limits.max_balance_tv}")
+    if limits.max_shortcut_share is not None and share > limits.max_shortcut_share:
+        problems.append(f"periodic shortcut share {share:.4f} > {limits.max_shortcut_share}")
+    if limits.min_operand_sensitivity is not None and sensitivity < limits.min_operand_sensitivity:
+        problems.append(f"operand sensitivity {sensitivity:.4f} < {limits.min_operand_sensitivity}")
+    message = (
+        f"max target TV {tv:.3f} (chance ~{noise:.3f}), periodic shortcut share {share:.4f} "
+        f"({tally.periodic_rows} periodic rows), operand sensitivity {sensitivity:.3f}"
+    )
+    return _result(tally, "audit", problems, message, len(problems)), facts
