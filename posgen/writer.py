@@ -17,7 +17,7 @@ from typing import Any
 
 import posgen
 from posgen.arrow_io import open_writer, row_schema, rows_to_table
-from posgen.atomic import atomic_folder
+from posgen.atomic import WriteFailed, atomic_folder
 from posgen.card import render_card
 from posgen.generator import DEFAULT_BLOCK_ROWS, generate_rows
 from posgen.layout import (
@@ -27,7 +27,7 @@ from posgen.layout import (
     plan_benchmark,
     rows_per,
 )
-from posgen.manifest import build_manifest, file_entry, write_manifest
+from posgen.manifest import MANIFEST_NAME, build_manifest, file_entry, write_manifest
 from posgen.spec import BenchmarkSpec, TaskSpec
 
 Progress = Callable[[int], None]
@@ -84,11 +84,18 @@ def write_benchmark(
         (config, split): [] for config, spec in bench.configs.items() for split in spec.split_names
     }
     with atomic_folder(Path(out), overwrite) as build:
-        for shard in plan_benchmark(bench, shard_bytes):
-            spec = bench.configs[shard.config]
-            entry = write_shard(build, shard, spec, row_group_bytes, block_rows, progress)
-            files[(shard.config, shard.split)].append(entry)
-        manifest = build_manifest(bench, files)
-        write_manifest(build, manifest)
-        (build / "README.md").write_text(render_card(manifest))
+        current = MANIFEST_NAME
+        try:
+            for shard in plan_benchmark(bench, shard_bytes):
+                current = shard.path
+                spec = bench.configs[shard.config]
+                entry = write_shard(build, shard, spec, row_group_bytes, block_rows, progress)
+                files[(shard.config, shard.split)].append(entry)
+            current = MANIFEST_NAME
+            manifest = build_manifest(bench, files)
+            write_manifest(build, manifest)
+            current = "README.md"
+            (build / current).write_text(render_card(manifest))
+        except OSError as error:  # disk full, file too large, I/O error: name the file
+            raise WriteFailed(Path(out) / current, error) from error
     return manifest
