@@ -92,7 +92,8 @@ class TaskSpec(BaseModel):
             )
         if self.seeding == "disjoint" and self.total_rows > space:
             raise ValueError(
-                f"disjoint seeding needs {self.total_rows:,} distinct seed windows but only "
+                f"disjoint seeding needs {self.total_rows:,} distinct seed windows "
+                "(train_size + val_size + test_size per test split) but only "
                 f"{space:,} exist (modulus**(far + near) = {self.modulus}**{window})"
             )
         return self

@@ -16,3 +16,14 @@ settings.register_profile(
     "posgen", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=60
 )
 settings.load_profile("posgen")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print what the hardening tests tried (bad inputs, kill points, damage cases)."""
+    from tests.hardening_counts import summary_lines
+
+    lines = summary_lines()
+    if lines:
+        terminalreporter.section("hardening")
+        for line in lines:
+            terminalreporter.write_line(line)
