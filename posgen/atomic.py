@@ -142,14 +142,15 @@ class _SignalGuard:
 
     def __init__(self) -> None:
         self.deferring = False
-        self.pending: int | None = None
+        self.received: int | None = None
         self.previous: dict[int, Any] = {}
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.deferring:
-            self.pending = self.pending or signum
-            return
-        raise Interrupted(signum)
+        # Remembered as well as raised: Python swallows exceptions raised inside __del__
+        # and weakref callbacks, where a handler can run, so the commit checks it again.
+        self.received = self.received or signum
+        if not self.deferring:
+            raise Interrupted(signum)
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -163,14 +164,16 @@ class _SignalGuard:
 
     @contextmanager
     def deferred(self) -> Iterator[None]:
-        """Hold signals back for the duration; raise the first one afterwards."""
+        """Hold signals back for the duration; raise the first one received, before or after."""
+        if self.received is not None:
+            raise Interrupted(self.received)
         self.deferring = True
         try:
             yield
         finally:
             self.deferring = False
-        if self.pending is not None:
-            raise Interrupted(self.pending)
+        if self.received is not None:
+            raise Interrupted(self.received)
 
 
 @contextmanager
