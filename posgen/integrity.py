@@ -87,17 +87,21 @@ def _spec_problems(path: Path, manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _footer_problems(path: Path, shown: str, config: str, split: str, spec_id: str) -> list[str]:
+def _footer_problems(
+    path: Path, shown: str, config: str, split: str, spec_id: str, info: dict[str, Any]
+) -> list[str]:
     try:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as error:
         return [f"{shown}: not a readable Parquet file ({' '.join(str(error).split())})"]
     meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
-    found = (meta.get("posgen.config"), meta.get("posgen.split"), meta.get("posgen.spec_id"))
-    if found != (config, split, spec_id):
+    first = info.get("first_id")
+    rows = f"{first}:{first + info['rows']}" if isinstance(first, int) else None
+    found = tuple(meta.get(f"posgen.{key}") for key in ("config", "split", "spec_id", "rows"))
+    if found != (config, split, spec_id, rows):
         return [
-            f"{shown}: holds config/split/spec {'/'.join(map(str, found))}, the manifest "
-            f"lists it under {config}/{split}/{spec_id} (files swapped or replaced)"
+            f"{shown}: holds config/split/spec/rows {'/'.join(map(str, found))}, {MANIFEST_NAME} "
+            f"lists it as {config}/{split}/{spec_id}/{rows} (files swapped or replaced)"
         ]
     return []
 
@@ -116,8 +120,8 @@ def _file_problems(
         return [f"{shown}: {size:,} bytes, {MANIFEST_NAME} records {recorded!r} ({state})"]
     if hashes and sha256_file(path) != info.get("sha256"):
         changed = f"{shown}: sha256 differs from {MANIFEST_NAME} (bytes changed, or files swapped)"
-        return [changed, *_footer_problems(path, shown, name, split, spec_id)]
-    return _footer_problems(path, shown, name, split, spec_id)
+        return [changed, *_footer_problems(path, shown, name, split, spec_id, info)]
+    return _footer_problems(path, shown, name, split, spec_id, info)
 
 
 def check_dataset(
