@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= out/posgen-v1
 
-.PHONY: install data paper test lint format clean
+.PHONY: install data paper test harden lint format clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,11 @@ paper: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# bad input, kill points, disk full and damaged files only; counts in the summary
+harden: install
+	$(BIN)/python -m pytest -q tests/test_fuzz_inputs.py tests/test_interrupts.py \
+		tests/test_disk.py tests/test_damage.py
 
 lint: install
 	$(BIN)/ruff check .
