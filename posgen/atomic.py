@@ -68,8 +68,10 @@ class Interrupted(BaseException):
     ('SIGTERM', 143)
     """
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, completed: bool = False) -> None:
         self.signum = int(signum)
+        self.completed = completed
+        """True when the signal arrived during the final rename: the target is complete."""
         self.name = signal.Signals(signum).name
         super().__init__(f"interrupted by {self.name}")
 
@@ -173,7 +175,7 @@ class _SignalGuard:
         finally:
             self.deferring = False
         if self.received is not None:
-            raise Interrupted(self.received)
+            raise Interrupted(self.received, completed=True)
 
 
 @contextmanager

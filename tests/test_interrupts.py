@@ -174,7 +174,7 @@ def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(tmp_pa
     monkeypatch.setattr(posgen.atomic.os, "rename", rename_then_signal)
     with pytest.raises(Interrupted) as stopped, atomic_folder(out, overwrite=True) as build:
         (build / "posgen.json").write_text("new")
-    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert stopped.value.exit_code == 128 + signal.SIGTERM and stopped.value.completed
     assert (out / "posgen.json").read_text() == "new"
     assert leftovers(out) == []
 

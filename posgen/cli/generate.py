@@ -69,7 +69,8 @@ def generate(out: Path, overwrite: bool, force: bool, quiet: bool, **fields: Any
     except OutputExistsError as error:
         raise UsageProblems([str(error)]) from None
     except Interrupted as stop:
-        raise RunFailure(f"{stop}; {_untouched(out, overwrite)}", stop.exit_code) from None
+        state = f"{out} was already complete" if stop.completed else _untouched(out, overwrite)
+        raise RunFailure(f"{stop}; {state}", stop.exit_code) from None
     except OSError as error:
         raise RunFailure(f"{_failure(error, bench, out)}; {_untouched(out, overwrite)}") from None
     seconds = time.perf_counter() - started
