@@ -8,7 +8,7 @@ DATA_DIR ?= out/posgen-v1
 CARDS_DIR ?= out/cards
 OFFICIAL_CARDS := paper posgen-v1
 
-.PHONY: install data paper validate cards test lint format clean
+.PHONY: install data paper validate cards test harden lint format clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,11 @@ validate: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# bad input, kill points, disk full and damaged files only; counts in the summary
+harden: install
+	$(BIN)/python -m pytest -q tests/test_fuzz_inputs.py tests/test_interrupts.py \
+		tests/test_disk.py tests/test_damage.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,27 +1,84 @@
 """Folders that appear only when complete, and never replace anything by accident.
 
-:func:`atomic_folder` builds into a hidden sibling and renames it into place at the end;
-on any error (or signal turned into an exception) the sibling is removed and the target
-is untouched. With ``overwrite`` an existing dataset is replaced only after the new one
-is complete, and only when it is a posgen dataset (it holds ``posgen.json``) or empty.
+:func:`atomic_folder` builds into a hidden sibling ``.NAME.posgen-tmp-PID-XXXX`` and
+renames it into place at the end; on any error, or on SIGTERM, SIGINT or SIGHUP (turned
+into :class:`Interrupted` while the build runs), the sibling is removed and the target is
+untouched. With ``overwrite`` an existing dataset is replaced only after the new one is
+complete, and only when it is a posgen dataset (it holds ``posgen.json``) or empty: it is
+parked as ``.NAME.posgen-old-XXXX``, the build is renamed in, then the parked one removed.
+Signals that arrive during those two renames are held back until both are done.
+
+A run killed outright (SIGKILL, power loss) can leave a build folder or a parked dataset;
+:func:`recover` (called by the next run) removes the first and restores the second when
+the target is missing. Worked example, a run killed between the two renames::
+
+    out/.ds.posgen-old-1a2b3c4d   (the previous dataset, parked)
+    out/ds                        (absent)
+    -> recover(out/ds) == ["restored out/ds from .ds.posgen-old-1a2b3c4d"]
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 MARKER = "posgen.json"
 TMP_TAG = ".posgen-tmp-"
 OLD_TAG = ".posgen-old-"
+CAUGHT_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class OutputExistsError(FileExistsError):
     """The target exists and may not be replaced."""
+
+
+class WriteFailed(OSError):
+    """Writing one file of a build failed; ``path`` is where it would have ended up.
+
+    >>> str(WriteFailed(Path("ds/posgen.json"), OSError(28, "No space left on device")))
+    'writing ds/posgen.json failed: No space left on device'
+    """
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        super().__init__(error.errno, f"writing {path} failed: {reason}")
+        self.path = path
+        self.reason = error
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class Interrupted(BaseException):
+    """A signal stopped the build; the build folder was removed, the target left as it was.
+
+    A ``BaseException`` like ``KeyboardInterrupt``, so ``except Exception`` does not swallow it.
+
+    >>> Interrupted(signal.SIGTERM).name, Interrupted(signal.SIGTERM).exit_code
+    ('SIGTERM', 143)
+    """
+
+    def __init__(self, signum: int, completed: bool = False) -> None:
+        self.signum = int(signum)
+        self.completed = completed
+        """True when the signal arrived during the final rename: the target is complete."""
+        self.name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {self.name}")
+
+    @property
+    def exit_code(self) -> int:
+        """The shell convention for a death by signal: 128 + signal number."""
+        return 128 + self.signum
 
 
 def check_target(target: Path, overwrite: bool) -> None:
@@ -39,7 +96,7 @@ def check_target(target: Path, overwrite: bool) -> None:
 
 
 def leftovers(target: Path) -> list[Path]:
-    """Temporary siblings of ``target`` left by runs that were killed."""
+    """Temporary siblings of ``target`` left by runs that were killed (or still running)."""
     parent = target.parent
     if not parent.is_dir():
         return []
@@ -47,21 +104,78 @@ def leftovers(target: Path) -> list[Path]:
     return sorted(p for p in parent.iterdir() if p.name.startswith(prefixes))
 
 
+def _builder_alive(build: Path) -> bool:
+    """Whether the process named in a build folder (``...posgen-tmp-PID-XXXX``) still runs."""
+    pid_text = build.name.rsplit(TMP_TAG, 1)[-1].split("-", 1)[0]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def recover(target: Path) -> list[str]:
     """Clean up after killed runs; returns what was done, one line per leftover.
 
     A replaced dataset parked as ``.NAME.posgen-old-*`` is moved back when ``target`` is
-    missing (the run died between its two renames); build folders are removed.
+    missing (the run died between its two renames); build folders are removed, except
+    those of a process that is still running (reported, left alone).
     """
+    target = Path(target)
     actions = []
     for stale in leftovers(target):
         if OLD_TAG in stale.name and not target.exists():
             os.rename(stale, target)
-            actions.append(f"restored {target} from {stale.name}")
+            actions.append(f"restored {target} from {stale.name} (a run died while replacing it)")
+        elif TMP_TAG in stale.name and _builder_alive(stale):
+            actions.append(f"left {stale} alone: the process building it is still running")
         else:
             shutil.rmtree(stale, ignore_errors=True)
-            actions.append(f"removed leftover {stale}")
+            actions.append(f"removed leftover {stale} of an interrupted run")
     return actions
+
+
+class _SignalGuard:
+    """Turn SIGINT/SIGTERM/SIGHUP into :class:`Interrupted`, or hold them while deferring."""
+
+    def __init__(self) -> None:
+        self.deferring = False
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        # Remembered as well as raised: Python swallows exceptions raised inside __del__
+        # and weakref callbacks, where a handler can run, so the commit checks it again.
+        self.received = self.received or signum
+        if not self.deferring:
+            raise Interrupted(signum)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # handlers can only be set from the main thread; errors still clean up
+        for signum in CAUGHT_SIGNALS:
+            self.previous[signum] = signal.signal(signum, self.handle)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold signals back for the duration; raise the first one received, before or after."""
+        if self.received is not None:
+            raise Interrupted(self.received)
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.received is not None:
+            raise Interrupted(self.received, completed=True)
 
 
 @contextmanager
@@ -71,22 +185,35 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
     check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     recover(target)
+    guard = _SignalGuard()
+    guard.install()
     build = target.parent / f".{target.name}{TMP_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    build.mkdir()
     try:
+        build.mkdir()
         yield build
         _fsync_tree(build)
         check_target(target, overwrite)
-        if target.exists():
-            old = target.parent / f".{target.name}{OLD_TAG}{uuid.uuid4().hex[:8]}"
-            os.rename(target, old)
-            os.rename(build, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(build, target)
+        with guard.deferred():
+            _commit(build, target)
     except BaseException:
+        guard.deferring = True  # a second Ctrl-C must not stop the clean-up half-way
         shutil.rmtree(build, ignore_errors=True)
+        recover(target)  # puts a parked dataset back if the commit failed half-way
         raise
+    finally:
+        guard.restore()
+
+
+def _commit(build: Path, target: Path) -> None:
+    """Rename ``build`` to ``target``, parking and then deleting what was there."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}{OLD_TAG}{uuid.uuid4().hex[:8]}"
+        os.rename(target, old)
+    os.rename(build, target)
+    _fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -94,3 +221,15 @@ def _fsync_tree(root: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
+        elif path.is_dir():
+            _fsync_dir(path)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a folder's entries (renames, new files) durable; a no-op where unsupported."""
+    with suppress(OSError):
+        handle = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)

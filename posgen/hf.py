@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from posgen.arrow_io import row_schema, rows_to_table
 from posgen.generator import generate_rows
+from posgen.integrity import verify_dataset
 from posgen.layout import DEFAULT_ROW_GROUP_BYTES, rows_per
 from posgen.spec import TaskSpec
 
@@ -50,8 +51,15 @@ def to_dataset_dict(spec: TaskSpec) -> datasets.DatasetDict:
     )
 
 
-def load(path: str | Path, config: str | None = None) -> datasets.DatasetDict:
-    """``datasets.load_dataset`` on a posgen folder (offline)."""
+def load(path: str | Path, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
+    """``datasets.load_dataset`` on a posgen folder (offline).
+
+    With ``verify`` (the default) every file of ``config`` (of all configs when ``None``)
+    is first checked against ``posgen.json`` (size, sha256, footer) and
+    :class:`posgen.integrity.DamagedDataset` is raised, naming each damaged file.
+    """
     import datasets
 
+    if verify:
+        verify_dataset(path, [config] if config else None)
     return datasets.load_dataset(str(path), config)

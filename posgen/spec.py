@@ -93,7 +93,8 @@ class TaskSpec(BaseModel):
         if self.seeding == "disjoint" and self.total_rows > space:
             raise ValueError(
                 f"disjoint seeding needs {self.total_rows:,} distinct seed windows but only "
-                f"{space:,} exist (modulus**(far + near) = {self.modulus}**{window})"
+                f"{space:,} exist (modulus**(far + near) = {self.modulus}**{window}); "
+                "lower train_size, val_size or test_size, or raise modulus, near or far"
             )
         return self
 

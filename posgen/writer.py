@@ -17,7 +17,7 @@ from typing import Any
 
 import posgen
 from posgen.arrow_io import open_writer, row_schema, rows_to_table
-from posgen.atomic import atomic_folder
+from posgen.atomic import WriteFailed, atomic_folder
 from posgen.card import render_card
 from posgen.generator import DEFAULT_BLOCK_ROWS, generate_rows
 from posgen.layout import (
@@ -27,7 +27,7 @@ from posgen.layout import (
     plan_benchmark,
     rows_per,
 )
-from posgen.manifest import build_manifest, file_entry, write_manifest
+from posgen.manifest import MANIFEST_NAME, build_manifest, file_entry, write_manifest
 from posgen.spec import BenchmarkSpec, TaskSpec
 
 Progress = Callable[[int], None]
@@ -77,21 +77,31 @@ def write_benchmark_into(
     row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     progress: Progress | None = None,
+    final: Path | None = None,
 ) -> dict[str, Any]:
     """Generate every config of ``bench`` into the empty folder ``build``; returns the manifest.
 
     The card written here says the data was not validated (see :mod:`posgen.publish`).
+    An ``OSError`` (disk full, file too large) becomes :class:`WriteFailed` naming the file
+    by its path under ``final``, the folder the build will become.
     """
     files: dict[tuple[str, str], list[dict[str, Any]]] = {
         (config, split): [] for config, spec in bench.configs.items() for split in spec.split_names
     }
-    for shard in plan_benchmark(bench, shard_bytes):
-        spec = bench.configs[shard.config]
-        entry = write_shard(build, shard, spec, row_group_bytes, block_rows, progress)
-        files[(shard.config, shard.split)].append(entry)
-    manifest = build_manifest(bench, files)
-    write_manifest(build, manifest)
-    (build / "README.md").write_text(render_card(manifest, root=build))
+    current = MANIFEST_NAME
+    try:
+        for shard in plan_benchmark(bench, shard_bytes):
+            current = shard.path
+            spec = bench.configs[shard.config]
+            entry = write_shard(build, shard, spec, row_group_bytes, block_rows, progress)
+            files[(shard.config, shard.split)].append(entry)
+        current = MANIFEST_NAME
+        manifest = build_manifest(bench, files)
+        write_manifest(build, manifest)
+        current = "README.md"
+        (build / current).write_text(render_card(manifest, root=build))
+    except OSError as error:  # disk full, file too large, I/O error: name the file
+        raise WriteFailed((final or build) / current, error) from error
     return manifest
 
 
@@ -107,5 +117,5 @@ def write_benchmark(
     """Generate every config of ``bench`` into ``out`` (atomically); returns the manifest."""
     with atomic_folder(Path(out), overwrite) as build:
         return write_benchmark_into(
-            build, bench, shard_bytes, row_group_bytes, block_rows, progress
+            build, bench, shard_bytes, row_group_bytes, block_rows, progress, final=Path(out)
         )

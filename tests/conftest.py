@@ -49,3 +49,14 @@ def fake_validator(monkeypatch):
             return state["module"].calls
 
     return Handle()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print what the hardening tests tried (bad inputs, kill points, damage cases)."""
+    from tests.hardening_counts import summary_lines
+
+    lines = summary_lines()
+    if lines:
+        terminalreporter.section("hardening")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -35,6 +35,10 @@ class RunFailure(click.ClickException):
 
     exit_code = 1
 
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.message}", err=True)
 

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from posgen.manifest import sha256_file
+from posgen.manifest import MANIFEST_NAME, sha256_file
 from posgen.spec import TaskSpec
 from posgen.validate.report import CheckResult
 from posgen.validate.sources import DATA_SUFFIXES, Source
@@ -39,7 +39,9 @@ def _file_problems(root: Path, entry: dict[str, Any], spec_id: str) -> list[str]
         problems.append(f"{entry['path']}: {meta.num_rows} rows, manifest says {entry['rows']}")
     stored = (meta.metadata or {}).get(b"posgen.spec_id")
     if stored is not None and stored.decode() != spec_id:
-        problems.append(f"{entry['path']}: spec id {stored.decode()}, manifest says {spec_id}")
+        problems.append(
+            f"{entry['path']}: spec id {stored.decode()}, {MANIFEST_NAME} says {spec_id}"
+        )
     return problems
 
 
@@ -76,8 +78,8 @@ def check_integrity(source: Source) -> list[CheckResult]:
         head = []
         if entry["spec_id"] != recorded.spec_id:
             head.append(
-                f"recorded spec id {entry['spec_id']} is not the recorded spec's "
-                f"({recorded.spec_id})"
+                f"{MANIFEST_NAME}: configs.{config}.spec_id {entry['spec_id']} is not the "
+                f"id of the recorded spec ({recorded.spec_id}): the manifest was edited"
             )
         given = source.given_spec
         if given is not None and given.spec_id != entry["spec_id"]:

@@ -1,0 +1,220 @@
+"""Damaged files on disk are caught, at load time and by ``posgen validate``, naming the file.
+
+Every case copies a real dataset folder and damages it the way disks and copies do:
+truncation, flipped bytes, appended bytes, swapped, missing or extra shards, and edits to
+``posgen.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from posgen.cli import main
+from posgen.hf import load
+from posgen.integrity import DamagedDataset, check_dataset
+from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.writer import write_benchmark
+from tests.hardening_counts import record
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN0 = "data/cot/train-00000-of-00003.parquet"
+TRAIN1 = "data/cot/train-00001-of-00003.parquet"
+TRAIN2 = "data/cot/train-00002-of-00003.parquet"
+OTHER = "data/semirecursive/train-00000-of-00003.parquet"
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    """A small two-config dataset with three train shards per config."""
+    fields = dict(train_size=300, val_size=20, test_size=20, test_length=[96, 128])
+    bench = BenchmarkSpec(
+        name="damage",
+        configs={t: TaskSpec(task=t, **fields) for t in ("cot", "semirecursive")},
+    )
+    out = tmp_path_factory.mktemp("pristine") / "ds"
+    write_benchmark(bench, out, shard_bytes=8000)
+    return out
+
+
+def flip(offset_of: Callable[[int], int]) -> Callable[[Path], str]:
+    def damage(root: Path) -> str:
+        path = root / TRAIN1
+        data = bytearray(path.read_bytes())
+        data[offset_of(len(data))] ^= 0x01
+        path.write_bytes(bytes(data))
+        return TRAIN1
+
+    return damage
+
+
+def truncate(keep: Callable[[int], int]) -> Callable[[Path], str]:
+    def damage(root: Path) -> str:
+        path = root / TRAIN1
+        data = path.read_bytes()
+        path.write_bytes(data[: keep(len(data))])
+        return TRAIN1
+
+    return damage
+
+
+def swap(a: str, b: str) -> Callable[[Path], str]:
+    def damage(root: Path) -> str:
+        tmp = root / "swap.tmp"
+        os.rename(root / a, tmp)
+        os.rename(root / b, root / a)
+        os.rename(tmp, root / b)
+        return a
+
+    return damage
+
+
+def edit_manifest(change: Callable[[dict], None]) -> Callable[[Path], str]:
+    def damage(root: Path) -> str:
+        manifest = json.loads((root / "posgen.json").read_text())
+        change(manifest)
+        (root / "posgen.json").write_text(json.dumps(manifest, indent=2))
+        return "posgen.json"
+
+    return damage
+
+
+def first_file(manifest: dict) -> dict:
+    return manifest["configs"]["cot"]["splits"]["train"]["files"][1]
+
+
+def set_spec(manifest: dict, **fields) -> None:
+    manifest["configs"]["cot"]["spec"].update(fields)
+
+
+def set_spec_and_id(manifest: dict) -> None:
+    """A careful edit: the spec and its id changed together (footers still disagree)."""
+    set_spec(manifest, seed=5)
+    spec = TaskSpec(**manifest["configs"]["cot"]["spec"])
+    manifest["configs"]["cot"]["spec_id"] = spec.spec_id
+    bench = BenchmarkSpec(
+        name=manifest["benchmark"]["name"],
+        configs={k: v["spec"] for k, v in manifest["configs"].items()},
+    )
+    manifest["benchmark"]["spec_id"] = bench.spec_id
+
+
+def append(root: Path) -> str:
+    with open(root / TRAIN1, "ab") as handle:
+        handle.write(b"\0" * 7)
+    return TRAIN1
+
+
+def delete(root: Path) -> str:
+    (root / TRAIN1).unlink()
+    return TRAIN1
+
+
+def extra(root: Path) -> str:
+    shutil.copy(root / TRAIN1, root / "data/cot/train-00003-of-00003.parquet")
+    return "data/cot/train-00003-of-00003.parquet"
+
+
+def corrupt_json(root: Path) -> str:
+    path = root / "posgen.json"
+    path.write_text(path.read_text()[:-40])
+    return "posgen.json"
+
+
+def no_manifest(root: Path) -> str:
+    (root / "posgen.json").unlink()
+    return "posgen.json"
+
+
+def same_size_swap(root: Path) -> str:
+    """Swap two shards and fix the manifest's sizes and sums to match (only footers tell)."""
+    swap(TRAIN0, TRAIN1)(root)
+    manifest = json.loads((root / "posgen.json").read_text())
+    files = manifest["configs"]["cot"]["splits"]["train"]["files"]
+    files[0]["bytes"], files[1]["bytes"] = files[1]["bytes"], files[0]["bytes"]
+    files[0]["sha256"], files[1]["sha256"] = files[1]["sha256"], files[0]["sha256"]
+    (root / "posgen.json").write_text(json.dumps(manifest))
+    return TRAIN0
+
+
+DAMAGE: dict[str, Callable[[Path], str]] = {
+    "truncated to half": truncate(lambda n: n // 2),
+    "truncated by one byte": truncate(lambda n: n - 1),
+    "truncated to nothing": truncate(lambda n: 0),
+    "extended by 7 bytes": append,
+    "byte flipped in the header": flip(lambda n: 4),
+    "byte flipped in the data": flip(lambda n: n // 2),
+    "byte flipped in the footer": flip(lambda n: n - 12),
+    "shards of one split swapped": swap(TRAIN1, TRAIN2),
+    "shards of two configs swapped": swap(TRAIN0, OTHER),
+    "swapped with the manifest fixed up": same_size_swap,
+    "shard deleted": delete,
+    "unlisted shard added": extra,
+    "manifest: spec field edited": edit_manifest(lambda m: set_spec(m, train_size=301)),
+    "manifest: spec and ids edited": edit_manifest(set_spec_and_id),
+    "manifest: sha256 edited": edit_manifest(lambda m: first_file(m).update(sha256="0" * 64)),
+    "manifest: bytes edited": edit_manifest(lambda m: first_file(m).update(bytes=1)),
+    "manifest: rows edited": edit_manifest(lambda m: first_file(m).update(rows=99)),
+    "manifest: path removed": edit_manifest(lambda m: first_file(m).pop("path")),
+    "manifest: not JSON": corrupt_json,
+    "manifest: deleted": no_manifest,
+}
+
+
+ENTRY_EDITS = ("manifest: sha256 edited", "manifest: bytes edited", "manifest: rows edited")
+
+
+@pytest.fixture
+def damaged(pristine, tmp_path, request) -> tuple[Path, str]:
+    root = tmp_path / "ds"
+    shutil.copytree(pristine, root)
+    return root, DAMAGE[request.param](root)
+
+
+def test_the_pristine_dataset_passes_and_loads(pristine):
+    assert check_dataset(pristine) == []
+    assert load(pristine, "cot")["train"].num_rows == 300
+
+
+@pytest.mark.parametrize("damaged", list(DAMAGE), indirect=True)
+def test_damage_is_caught_before_loading_naming_the_file(damaged, request):
+    root, name = damaged
+    lines = check_dataset(root)
+    named = any(str(root) in line and name in line for line in lines)
+    with pytest.raises(DamagedDataset) as caught:
+        load(root, "cot")
+    ok = named and name in str(caught.value)
+    record("damage", request.node.callspec.id, ok)
+    assert ok, lines
+
+
+@pytest.mark.parametrize("damaged", ["manifest: spec field edited"], indirect=True)
+def test_only_the_verified_load_notices_an_edited_manifest(damaged):
+    root, _ = damaged
+    assert load(root, "cot", verify=False)["train"].num_rows == 300  # silently wrong
+    with pytest.raises(DamagedDataset, match="the manifest was edited"):
+        load(root, "cot")
+
+
+@pytest.mark.parametrize("damaged", list(DAMAGE), indirect=True)
+def test_posgen_validate_exits_1_naming_the_damaged_file(damaged, request):
+    if "validate" not in main.commands:
+        pytest.skip("posgen validate arrives with the validator (posgen/validate/)")
+    root, name = damaged
+    proc = subprocess.run([sys.executable, "-m", "posgen", "validate", str(root)], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    text = proc.stdout + proc.stderr
+    # a folder without posgen.json is not a dataset at all: a usage error (2) is fair too
+    assert proc.returncode in ((1, 2) if not (root / "posgen.json").exists() else (1,)), text
+    assert "Traceback" not in text
+    # an edited file entry may be blamed on the file it describes rather than on posgen.json
+    entry_edit = request.node.callspec.id in ENTRY_EDITS
+    assert Path(name).name in text or (entry_edit and Path(TRAIN1).name in text), text
