@@ -120,8 +120,23 @@ def benchmark_from_options(
         raise UsageProblems(problem_lines(error)) from None
 
 
-def progress_bar(total: int, label: str) -> Any:
-    """A click progress bar on stderr (drawn only on a terminal)."""
+class _NoBar:
+    """Stands in for a progress bar where none is drawn."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n_steps: int) -> None:
+        return None
+
+
+def progress_bar(total: int, label: str, quiet: bool = False) -> Any:
+    """A click progress bar on stderr, drawn only on a terminal and never when ``quiet``."""
+    if quiet or not sys.stderr.isatty():
+        return _NoBar()
     return click.progressbar(
         length=total, label=label, file=sys.stderr, show_eta=True, show_percent=True
     )

@@ -64,7 +64,7 @@ def generate(out: Path, overwrite: bool, force: bool, quiet: bool, **fields: Any
     try:
         for action in recover(out):
             click.echo(f"note: {action}", err=True)
-        with progress_bar(total, f"generating {bench.name}") as bar:
+        with progress_bar(total, f"generating {bench.name}", quiet) as bar:
             manifest = write_benchmark(bench, out, overwrite=overwrite, progress=bar.update)
     except OutputExistsError as error:
         raise UsageProblems([str(error)]) from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -75,13 +74,13 @@ def publish_command(
     total = sum(spec.total_tokens for spec in bench.configs.values())
     started = time.perf_counter()
     try:
-        with progress_bar(total, f"publishing {bench.name}") if not quiet else nullcontext() as bar:
+        with progress_bar(total, f"publishing {bench.name}", quiet) as bar:
             published = publish_benchmark(
                 bench,
                 out,
                 overwrite=overwrite,
                 baselines=scoring_baselines if baselines else None,
-                progress=bar.update if bar is not None else None,
+                progress=bar.update,
             )
     except PublishRefused as error:
         raise RunFailure(str(error)) from None
