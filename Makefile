@@ -27,7 +27,7 @@ paper: install
 cards: install
 	mkdir -p data_cards
 	for name in $(OFFICIAL_CARDS); do \
-	  $(BIN)/posgen publish task_specs/$$name.toml --out $(CARDS_DIR)/$$name --overwrite -q && \
+	  $(BIN)/posgen publish task_specs/$$name.toml --out $(CARDS_DIR)/$$name --overwrite --baselines -q && \
 	  cp $(CARDS_DIR)/$$name/README.md data_cards/$$name.md || exit 1; \
 	done
 
