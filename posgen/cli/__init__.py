@@ -6,6 +6,7 @@ import click
 
 from posgen import __version__
 from posgen.cli.generate import generate
+from posgen.cli.merge import merge
 from posgen.cli.spec_cmd import spec_command
 
 
@@ -22,4 +23,5 @@ def main() -> None:
 
 
 main.add_command(generate)
+main.add_command(merge)
 main.add_command(spec_command)

@@ -1,4 +1,4 @@
-"""``posgen generate``: spec in, dataset folder out."""
+"""``posgen generate``: spec in, dataset folder out (whole, or one part of N)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from posgen.cli.common import (
     progress_bar,
     spec_options,
 )
+from posgen.layout import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
+from posgen.parts import PartsError, check_part_target, write_part
 from posgen.writer import write_benchmark
 
 
@@ -25,6 +27,8 @@ Examples:
   posgen generate --out out/posgen-v1 --spec task_specs/posgen-v1.toml
   posgen generate --out out/cot --task cot -m 17 -k 3 -j 1 --test-length 256 --test-length 512
   posgen generate --out out/paper --spec task_specs/paper.toml --overwrite
+  posgen generate --out out/big --spec big.toml --num-proc 2 --shard-mb 256
+  posgen generate --out out/big --spec big.toml --shard 3/8   # job 3 of 8; any order
 """
 )
 @spec_options
@@ -35,31 +39,94 @@ Examples:
     help="Folder to create (load it with datasets.load_dataset(OUT, CONFIG)).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")
+@click.option(
+    "--num-proc", type=int, default=1, show_default=True, help="Processes writing shards."
+)
+@click.option(
+    "--shard",
+    "part",
+    metavar="I/N",
+    help="Write only part I of N (every N-th Parquet file); the last part to finish writes "
+    "the manifest. Parts in one folder equal a single run byte for byte.",
+)
+@click.option(
+    "--shard-mb",
+    type=int,
+    default=DEFAULT_SHARD_BYTES // 2**20,
+    show_default=True,
+    help="Raw token MiB per Parquet file.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def generate(out: Path, overwrite: bool, quiet: bool, **fields: Any) -> None:
+def generate(
+    out: Path,
+    overwrite: bool,
+    num_proc: int,
+    part: str | None,
+    shard_mb: int,
+    quiet: bool,
+    **fields: Any,
+) -> None:
     """Generate POSGEN splits (train, validation, test) as Parquet that `datasets` loads.
 
     One config per task. Flags override the fields of --spec; without --spec the
     paper's setup with disjoint seeding is used.
     """
     bench = benchmark_from_options(fields.pop("spec_file"), fields.pop("tasks"), fields)
+    problems = []
+    if num_proc < 1:
+        problems.append(f"--num-proc must be >= 1, got {num_proc}")
+    if shard_mb < 1:
+        problems.append(f"--shard-mb must be >= 1, got {shard_mb}")
+    index, count = 0, 1
+    if part is not None:
+        try:
+            index, count = parse_part(part)
+        except ValueError as error:
+            problems.append(f"--shard: {error}")
+    if problems:
+        raise UsageProblems(problems)
     try:
-        check_target(out, overwrite)
-    except OutputExistsError as error:
+        if part is None:
+            check_target(out, overwrite)
+        else:
+            check_part_target(out, bench)
+    except (OutputExistsError, PartsError) as error:
         raise UsageProblems([str(error)]) from None
-    total = sum(spec.total_tokens for spec in bench.configs.values())
+    total = sum(
+        bench.configs[s.config].split_length(s.split) * s.rows
+        for s in part_of(plan_benchmark(bench, shard_mb * 2**20), index, count)
+    )
     started = time.perf_counter()
+    label = f"generating {bench.name}" + (f" part {index}/{count}" if part else "")
     try:
-        with progress_bar(total, f"generating {bench.name}") as bar:
-            manifest = write_benchmark(bench, out, overwrite=overwrite, progress=bar.update)
-    except OutputExistsError as error:
+        with progress_bar(total, label) as bar:
+            if part is None:
+                manifest = write_benchmark(
+                    bench, out, overwrite, shard_mb * 2**20, progress=bar.update, num_proc=num_proc
+                )
+            else:
+                manifest = write_part(
+                    bench,
+                    out,
+                    index,
+                    count,
+                    shard_mb * 2**20,
+                    num_proc=num_proc,
+                    progress=bar.update,
+                )
+    except (OutputExistsError, PartsError) as error:
         raise UsageProblems([str(error)]) from None
     except OSError as error:
-        raise RunFailure(f"writing {out} failed: {error}; nothing was written") from None
+        raise RunFailure(f"writing {out} failed: {error}") from None
     seconds = time.perf_counter() - started
-    if not quiet:
-        configs = ", ".join(manifest["configs"])
-        click.echo(
-            f"wrote {out} ({configs}): {total:,} tokens in {seconds:.2f} s "
-            f"({total / max(seconds, 1e-9) / 1e6:.1f} M tokens/s)"
-        )
+    if quiet:
+        return
+    rate = (
+        f"{total:,} tokens in {seconds:.2f} s ({total / max(seconds, 1e-9) / 1e6:.1f} M tokens/s)"
+    )
+    if part is not None and manifest is None:
+        click.echo(f"wrote part {index}/{count} into {out}: {rate}; other parts still missing")
+    elif part is not None:
+        click.echo(f"wrote part {index}/{count} into {out} and finished it: {rate}")
+    else:
+        click.echo(f"wrote {out} ({', '.join(manifest['configs'])}): {rate}")
