@@ -140,10 +140,8 @@ def write_shard(
     }
 
 
-def _write_shard_job(
-    root: Path, shard: Shard, spec: TaskSpec, row_group_bytes: int, block_rows: int
-) -> dict[str, Any]:
-    return write_shard(root, shard, spec, row_group_bytes, block_rows)
+ShardWriter = Callable[..., dict[str, Any]]
+"""``(root, shard, spec, row_group_bytes, block_rows, progress) -> manifest entry``."""
 
 
 def write_shards(
@@ -154,6 +152,7 @@ def write_shards(
     row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     progress: Progress | None = None,
+    shard_writer: ShardWriter | None = None,
 ) -> list[dict[str, Any]]:
     """Write ``shards`` with ``num_proc`` processes; their entries, in the order given.
 
@@ -162,22 +161,19 @@ def write_shards(
     """
     if num_proc < 1:
         raise ValueError(f"num_proc must be >= 1, got {num_proc}")
+    job = write_shard if shard_writer is None else shard_writer
     if num_proc == 1 or len(shards) <= 1:
         return [
-            write_shard(root, s, specs[s.config], row_group_bytes, block_rows, progress)
-            for s in shards
+            job(root, s, specs[s.config], row_group_bytes, block_rows, progress) for s in shards
         ]
     entries: dict[int, dict[str, Any]] = {}
     context = multiprocessing.get_context("spawn")  # no forked pyarrow thread pools
     workers = min(num_proc, len(shards))
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {
-            pool.submit(_write_shard_job, root, s, specs[s.config], row_group_bytes, block_rows): (
-                i,
-                s,
-            )
-            for i, s in enumerate(shards)
-        }
+        futures = {}
+        for i, s in enumerate(shards):
+            args = (root, s, specs[s.config], row_group_bytes, block_rows)
+            futures[pool.submit(job, *args)] = (i, s)
         for future in as_completed(futures):
             i, shard = futures[future]
             entries[i] = future.result()
