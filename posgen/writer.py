@@ -15,8 +15,9 @@ import hashlib
 import multiprocessing
 import os
 import uuid
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -127,6 +128,8 @@ def write_shard(
                     del rows
                     if progress is not None:
                         progress((last - first) * length)
+            handle.flush()
+            os.fsync(handle.fileno())  # durable before it gets its name, overlapped with work
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -167,18 +170,33 @@ def write_shards(
             job(root, s, specs[s.config], row_group_bytes, block_rows, progress) for s in shards
         ]
     entries: dict[int, dict[str, Any]] = {}
-    context = multiprocessing.get_context("spawn")  # no forked pyarrow thread pools
-    workers = min(num_proc, len(shards))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {}
-        for i, s in enumerate(shards):
-            args = (root, s, specs[s.config], row_group_bytes, block_rows)
-            futures[pool.submit(job, *args)] = (i, s)
-        for future in as_completed(futures):
-            i, shard = futures[future]
+    queue = deque(enumerate(shards))
+    running: dict[Future[dict[str, Any]], tuple[int, Shard]] = {}
+
+    def collect(block: bool) -> None:
+        done = [f for f in running if f.done()]
+        if block and not done:
+            done = list(wait(running, return_when=FIRST_COMPLETED).done)
+        for future in done:
+            i, shard = running.pop(future)
             entries[i] = future.result()
             if progress is not None:
                 progress(shard.rows * specs[shard.config].split_length(shard.split))
+
+    # The parent is one of the num_proc writers: it takes shards from the end of the queue
+    # while num_proc - 1 spawned workers (no forked pyarrow thread pools) take the front.
+    context = multiprocessing.get_context("spawn")
+    workers = min(num_proc - 1, len(shards) - 1)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        while queue or running:
+            while queue and len(running) < 2 * workers:
+                i, s = queue.popleft()
+                args = (root, s, specs[s.config], row_group_bytes, block_rows)
+                running[pool.submit(job, *args)] = (i, s)
+            if queue:
+                i, s = queue.pop()
+                entries[i] = job(root, s, specs[s.config], row_group_bytes, block_rows, progress)
+            collect(block=not queue)
     return [entries[i] for i in range(len(shards))]
 
 
