@@ -28,6 +28,8 @@ from posgen.tasks import far_start
 
 DEFAULT_BLOCK_ROWS = 16_384
 """Rows grown together: large enough to amortize numpy's per-call cost (~3 us)."""
+WINDOW_BYTES = 64 * 2**20
+"""Most bytes of int64 seed windows held at once (bounds memory when w is large)."""
 
 
 def grow(
@@ -126,8 +128,10 @@ def generate_rows(
     """Rows ``[start, stop)`` of ``split`` as ``(stop - start, length)``; blocks change nothing."""
     length = spec.split_length(split)
     out = np.empty((stop - start, length), dtype=storage_dtype(spec.modulus))
-    for first in range(start, stop, max(1, block_rows)):
-        last = min(stop, first + max(1, block_rows))
+    # Seed windows are int64: cap a block's windows like its tokens (wide windows, w ~ L).
+    step = max(1, min(block_rows, WINDOW_BYTES // (8 * spec.window)))
+    for first in range(start, stop, step):
+        last = min(stop, first + step)
         windows = seed_windows(spec, split, first, last)
         grow(spec, windows, length, out=out[first - start : last - start])
     return out

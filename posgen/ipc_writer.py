@@ -15,8 +15,8 @@ since Parquet stores uint8 as INT32 before compression).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from posgen.generator import DEFAULT_BLOCK_ROWS, generate_rows
 from posgen.layout import DEFAULT_SHARD_BYTES, GENERATION_BYTES, Shard, plan_split, rows_per
 from posgen.manifest import build_manifest, write_manifest
 from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.writer import Progress, write_shards
+from posgen.writer import HashingFile, Progress, temporary_name, write_shards
 
 
 def hf_features(spec: TaskSpec) -> dict[str, Any]:
@@ -66,23 +66,29 @@ def write_ipc_shard(
     schema = row_schema(spec.modulus, {"huggingface": info})
     length = spec.split_length(shard.split)
     step = max(1, min(block_rows, rows_per(GENERATION_BYTES, spec, shard.split)))
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for first in range(shard.start, shard.stop, step):
-            last = min(shard.stop, first + step)
-            rows = generate_rows(spec, shard.split, first, last, block_rows)
-            writer.write_table(rows_to_table(first, rows, schema))
-            if progress is not None:
-                progress((last - first) * length)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
+    temporary = temporary_name(path)
+    try:
+        with open(temporary, "wb") as handle:
+            sink = HashingFile(handle)
+            with pa.ipc.new_stream(sink, schema) as writer:
+                for first in range(shard.start, shard.stop, step):
+                    last = min(shard.stop, first + step)
+                    rows = generate_rows(spec, shard.split, first, last, block_rows)
+                    writer.write_table(rows_to_table(first, rows, schema))
+                    if progress is not None:
+                        progress((last - first) * length)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     return {
         "path": shard.path,
         "rows": shard.rows,
         "first_id": shard.start,
-        "bytes": path.stat().st_size,
-        "sha256": digest.hexdigest(),
+        "bytes": sink.size,
+        "sha256": sink.digest.hexdigest(),
     }
 
 

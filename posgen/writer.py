@@ -53,7 +53,7 @@ def shard_metadata(shard: Shard, spec: TaskSpec) -> dict[str, str]:
     }
 
 
-class _HashingFile:
+class HashingFile:
     """A write-only file that hashes and counts what passes through (no re-read)."""
 
     def __init__(self, handle: BinaryIO) -> None:
@@ -119,7 +119,7 @@ def write_shard(
     temporary = temporary_name(path)
     try:
         with open(temporary, "wb") as handle:
-            sink = _HashingFile(handle)
+            sink = HashingFile(handle)
             with open_writer(sink, schema) as writer:
                 for first in range(shard.start, shard.stop, step):
                     last = min(shard.stop, first + step)
