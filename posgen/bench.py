@@ -53,19 +53,25 @@ def best_of(function: Callable[[], Any], repeat: int) -> float:
     return best
 
 
-def bench_spec(task: str, length: int, tokens: int) -> Any:
-    """The paper's task (m = 17, k = 3, j = 1, paper seeding: any number of rows) at ``length``."""
+def bench_spec(task: str, length: int, tokens: int, seeding: str = "disjoint") -> Any:
+    """``tokens`` tokens of ``task`` at ``length`` (train split; validation and test: 1 row).
+
+    ``paper``: the paper's task (m = 17, k = 3, j = 1), sorted windows cycled (every
+    2,380 rows repeat, so files compress unrealistically well). ``disjoint``: m = 17, k = 7,
+    j = 1, distinct windows (17^8 of them), files as large as real data.
+    """
     from posgen.spec import TaskSpec
 
     rows = max(1, tokens // length)
     return TaskSpec(
         task=task,
+        near=3 if seeding == "paper" else 7,
         train_length=length,
         test_length=length,
         train_size=rows,
         val_size=1,
         test_size=1,
-        seeding="paper",
+        seeding=seeding,
     )
 
 
@@ -178,7 +184,9 @@ def validate_rate(folder: Path, spec: Any) -> float:
 # reporting ----------------------------------------------------------------------------
 def rate(value: float) -> str:
     """Tokens/s in M (or G)."""
-    return f"{value / 1e9:.2f} G" if value >= 1e9 else f"{value / 1e6:.0f} M"
+    if value >= 1e9:
+        return f"{value / 1e9:.2f} G"
+    return f"{value / 1e6:.0f} M" if value >= 1e7 else f"{value / 1e6:.2f} M"
 
 
 def header(tokens: int, num_proc: int, repeat: int) -> list[str]:
@@ -192,8 +200,10 @@ def header(tokens: int, num_proc: int, repeat: int) -> list[str]:
         "",
         f"`python -m posgen.bench` (posgen {posgen.__version__}, numpy {np.__version__}, "
         f"pyarrow {pyarrow.__version__}, Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, load average {load:.1f} at start). Paper task "
-        f"(m = 17, k = 3, j = 1, paper seeding), {tokens:,} tokens per cell, best of {repeat}; "
+        f"{os.cpu_count()} CPUs, load average {load:.1f} at start). {tokens:,} tokens per cell, "
+        f"best of {repeat}. generate, kernel: the paper's task (m = 17, k = 3, j = 1, paper "
+        "seeding); gen (disjoint), folders and validate: m = 17, k = 7, j = 1 with distinct "
+        "(disjoint) seed windows, so files are as large as real data; "
         f"folders ({FOLDER_FACTOR}x the tokens, fsynced, checksummed) written with --num-proc "
         f"{num_proc}. Figures are tokens/s; peak RSS is the "
         "largest process of the folder-writing child. Machines are noisy: read the ratios.",
@@ -210,15 +220,16 @@ def main_table(
     lengths: tuple[int, ...] = LENGTHS,
 ) -> None:
     emit(
-        "| task | L | generate | kernel | parquet | arrow | validate | peak RSS | oracle | copy "
-        "| gen/oracle | gen/copy | parquet/oracle |"
+        "| task | L | generate | gen (disjoint) | kernel | parquet | arrow | validate | peak RSS "
+        "| oracle | copy | gen/oracle | gen/copy | parquet/oracle | parquet/copy |"
     )
-    emit("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    emit("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     copies = {}
     for task in tasks:
         for length in lengths:
-            spec = bench_spec(task, length, tokens)
+            spec = bench_spec(task, length, tokens, "paper")
             generate, kernel = generate_rate(spec, repeat)
+            disjoint, _ = generate_rate(bench_spec(task, length, tokens), repeat)
             big = bench_spec(task, length, tokens * FOLDER_FACTOR)
             with tempfile.TemporaryDirectory(prefix="posgen-bench-") as tmp:
                 parquet = child_write("parquet", big, Path(tmp) / "pq", num_proc)
@@ -233,10 +244,11 @@ def main_table(
                 copies[nbytes] = copy_rate(nbytes, repeat)
             copy = copies[nbytes]
             emit(
-                f"| {task} | {length} | {rate(generate)} | {rate(kernel)} | {rate(parquet_rate)} "
-                f"| {rate(arrow_rate)} | {rate(check)} | {peak / 2**20:.0f} MiB | {rate(oracle)} "
-                f"| {rate(copy)} | {generate / oracle:,.0f}x | {generate / copy:.2f} "
-                f"| {parquet_rate / oracle:,.0f}x |"
+                f"| {task} | {length} | {rate(generate)} | {rate(disjoint)} | {rate(kernel)} "
+                f"| {rate(parquet_rate)} | {rate(arrow_rate)} | {rate(check)} "
+                f"| {peak / 2**20:.0f} MiB | {rate(oracle)} | {rate(copy)} "
+                f"| {generate / oracle:,.0f}x | {generate / copy:.2f} "
+                f"| {parquet_rate / oracle:,.0f}x | {parquet_rate / copy:.3f} |"
             )
 
 
@@ -256,7 +268,7 @@ def scaling_table(
             for factor in (1, 2, 4):
                 rows = base_rows * (factor if grows == "rows" else 1)
                 length = 256 * (factor if grows == "length" else 1)
-                spec = bench_spec(task, length, rows * length)
+                spec = bench_spec(task, length, rows * length, "paper")
                 generate, _ = generate_rate(spec, repeat)
                 gen_seconds.append(rows * length / generate)
                 bench = BenchmarkSpec(name="scale", configs={task: spec})
@@ -317,13 +329,14 @@ def parquet_settings(tokens: int, repeat: int, emit: Callable[[str], None]) -> N
 
 
 def big_run(tokens: int, num_proc: int, emit: Callable[[str], None]) -> None:
-    """Generate ``tokens`` tokens (cot, L = 1024) to Parquet in a child; time and peak RSS."""
+    """Write ``tokens`` tokens (cot, L = 1024, disjoint) to Parquet in a child; time, peak RSS."""
     spec = bench_spec("cot", 1024, tokens)
     with tempfile.TemporaryDirectory(prefix="posgen-bench-big-") as tmp:
         result = child_write("parquet", spec, Path(tmp) / "big", num_proc)
         size = sum(p.stat().st_size for p in (Path(tmp) / "big").rglob("*") if p.is_file())
     emit(
-        f"big run: {result['tokens']:,} tokens (cot, L = 1024) to Parquet with --num-proc "
+        f"big run: {result['tokens']:,} tokens (cot, L = 1024, m = 17, k = 7, j = 1, disjoint) "
+        "to Parquet with --num-proc "
         f"{num_proc} in {result['seconds']:.1f} s ({rate(result['tokens'] / result['seconds'])} "
         f"tokens/s), {size / 1e9:.2f} GB on disk, peak RSS {result['peak_rss'] / 2**20:.0f} MiB "
         "(largest process)"

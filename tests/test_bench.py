@@ -27,6 +27,6 @@ def test_bench_prints_and_writes_every_column_and_the_growth_table(tmp_path, cap
     text = target.read_text()
     assert text == capsys.readouterr().out
     row = next(line for line in text.splitlines() if line.startswith("| cot | 64 |"))
-    assert len(row.split("|")) == 15  # 13 columns
-    assert "MiB" in row and row.rstrip().endswith("x |")
+    assert len(row.split("|")) == 17  # 15 columns
+    assert "MiB" in row and "x |" in row and " 0 M " not in row
     assert "| cot | rows (" in text and "| cot | length (" in text
