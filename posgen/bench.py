@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -128,19 +127,34 @@ def generate_rate(spec: Any, repeat: int) -> tuple[float, float]:
 
 def child_write(storage: str, spec: Any, out: Path, num_proc: int) -> dict[str, Any]:
     """Write ``spec`` to ``out`` in a child process; its seconds and peak RSS (bytes)."""
+    import subprocess
+
     command = [
         sys.executable, "-m", "posgen.bench", "--child", storage, json.dumps(spec.canonical()),
         str(out), str(num_proc),
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    stdout = process.stdout.read() if process.stdout else ""
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"benchmark child failed ({process.returncode}): {command}")
-    result = json.loads(stdout.strip().splitlines()[-1])
-    result["peak_rss"] = usage.ru_maxrss * 1024  # Linux reports KiB
-    return result
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark child failed ({done.returncode}): {command}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peak_rss() -> int:
+    """Largest resident set (bytes) of this process and of its finished children.
+
+    This process: VmHWM (reset at exec, unlike ru_maxrss, which Linux carries over from the
+    process that forked it). Children: their ru_maxrss (they are exec'd from this small one).
+    """
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                own = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
 
 
 def _child_main(storage: str, spec_json: str, out: str, num_proc: int) -> None:
@@ -157,7 +171,7 @@ def _child_main(storage: str, spec_json: str, out: str, num_proc: int) -> None:
     else:
         write_benchmark(bench, Path(out), shard_bytes=shard_bytes, num_proc=num_proc)
     seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "tokens": spec.total_tokens}))
+    print(json.dumps({"seconds": seconds, "tokens": spec.total_tokens, "peak_rss": peak_rss()}))
 
 
 def validate_rate(folder: Path, spec: Any) -> float:
@@ -255,7 +269,7 @@ def main_table(
 def scaling_table(
     tokens: int, repeat: int, emit: Callable[[str], None], tasks: tuple[str, ...]
 ) -> None:
-    """Seconds for 1x, 2x, 4x rows (L = 256) and 1x, 2x, 4x length (fixed rows)."""
+    """Seconds for 1x, 2x, 4x rows (L = 256) and 1x, 2x, 4x length (fixed rows), disjoint data."""
     from posgen.spec import BenchmarkSpec
     from posgen.writer import write_benchmark
 
@@ -268,7 +282,7 @@ def scaling_table(
             for factor in (1, 2, 4):
                 rows = base_rows * (factor if grows == "rows" else 1)
                 length = 256 * (factor if grows == "length" else 1)
-                spec = bench_spec(task, length, rows * length, "paper")
+                spec = bench_spec(task, length, rows * length)
                 generate, _ = generate_rate(spec, repeat)
                 gen_seconds.append(rows * length / generate)
                 bench = BenchmarkSpec(name="scale", configs={task: spec})
@@ -381,7 +395,10 @@ def main(argv: list[str] | None = None) -> int:
         tasks = tuple(args.task or TASKS)
         main_table(tokens, args.num_proc, args.repeat, emit, tasks, tuple(args.length or LENGTHS))
         emit("")
-        emit("How the cost grows (generate in memory, and Parquet folder with one process):")
+        emit(
+            "How the cost grows (m = 17, k = 7, j = 1, disjoint; generate in memory, and a "
+            "Parquet folder written by one process):"
+        )
         emit("")
         scaling_table(tokens, args.repeat, emit, tasks)
     emit("")
