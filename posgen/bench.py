@@ -2,8 +2,9 @@
 
 For every task and lengths 64, 256, 1024 and 4096 it prints tokens/s for
 
-* **generate**: rows in memory (:func:`posgen.generator.generate_rows`, seed windows included),
-  and **kernel**: the same from ready seed windows;
+* **generate**: rows in memory (:func:`posgen.generator.generate_rows`, seed windows included)
+  for the paper's task; **gen (disjoint)**: the same with distinct seed windows (m = 17,
+  k = 7, j = 1), and **kernel**: the paper's task from ready seed windows;
 * **parquet** / **arrow**: spec to a finished folder (``load_dataset`` / ``load_from_disk``),
   in a child process with ``--num-proc`` workers, and that child's **peak RSS**;
 * **validate**: read the Parquet folder back and recompute every row from its seed window;
@@ -12,9 +13,9 @@ For every task and lengths 64, 256, 1024 and 4096 it prints tokens/s for
 
 with the ratios ours/oracle and ours/copy (machines are noisy: compare ratios within one run).
 Then how the cost grows with rows and with length (4x each). ``--write`` saves the output to
-``BENCHMARKS.md``; ``--parquet-settings`` measures the Parquet codecs behind
+``BENCHMARKS.md``. ``--parquet-settings`` measures the Parquet codecs behind
 :data:`posgen.arrow_io.PARQUET_OPTIONS`; ``--big TOKENS`` runs one large generation and reports
-its peak memory.
+its peak memory; with ``--write`` both append a section.
 
 Every timing is the best of ``--repeat`` runs.
 """
@@ -106,7 +107,7 @@ def copy_rate(nbytes: int, repeat: int) -> float:
 
 def generate_rate(spec: Any, repeat: int) -> tuple[float, float]:
     """Tokens/s of generate_rows (with seed windows) and of the kernel alone."""
-    from posgen.generator import generate_rows, grow
+    from posgen.generator import block_rows_for, generate_rows, grow
     from posgen.seeding import seed_windows
 
     rows, length = spec.train_size, spec.train_length
@@ -114,7 +115,7 @@ def generate_rate(spec: Any, repeat: int) -> tuple[float, float]:
     windows = seed_windows(spec, "train", 0, rows)
 
     def kernel() -> None:
-        step = 16_384
+        step = block_rows_for(spec, length)
         for first in range(0, rows, step):
             last = min(rows, first + step)
             grow(spec, windows[first:last], length, out=out[first:last])
@@ -186,8 +187,8 @@ def validate_rate(folder: Path, spec: Any) -> float:
     tokens = 0
     for path in paths:
         rows = table_tokens(pq.read_table(path, columns=["tokens"]))
-        for first in range(0, rows.shape[0], 16_384):
-            block = rows[first : first + 16_384]
+        for first in range(0, rows.shape[0], 65_536):
+            block = rows[first : first + 65_536]
             regrown = grow(spec, block[:, : spec.window].astype(np.int64), block.shape[1])
             if not np.array_equal(regrown, block):
                 raise RuntimeError(f"{path}: rows differ from their regrown windows")
@@ -364,7 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=float, default=DEFAULT_TOKENS, help="tokens per cell")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     parser.add_argument("--num-proc", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--write", nargs="?", const="BENCHMARKS.md", help="save to this file")
+    parser.add_argument(
+        "--write",
+        nargs="?",
+        const="BENCHMARKS.md",
+        help="save to this file (--big and --parquet-settings append a section)",
+    )
     parser.add_argument("--parquet-settings", action="store_true", help="only the codec table")
     parser.add_argument("--big", type=float, help="only one run of this many tokens")
     parser.add_argument("--task", action="append", help="only these tasks (repeatable)")
@@ -385,8 +391,14 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
 
     started = time.perf_counter()
-    for line in header(tokens, args.num_proc, args.repeat):
-        emit(line)
+    extra = bool(args.big or args.parquet_settings)  # sections appended to the main table
+    if extra:
+        title = "Peak memory of a big run" if args.big else "Parquet settings"
+        emit(f"## {title} (`python -m posgen.bench {' '.join(argv or sys.argv[1:])}`)")
+        emit("")
+    else:
+        for line in header(tokens, args.num_proc, args.repeat):
+            emit(line)
     if args.big:
         big_run(int(args.big), args.num_proc, emit)
     elif args.parquet_settings:
@@ -404,7 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     emit("")
     emit(f"(whole run: {time.perf_counter() - started:.0f} s)")
     if args.write:
-        Path(args.write).write_text("\n".join(lines) + "\n")
+        target = Path(args.write)
+        mode = "a" if extra and target.exists() else "w"
+        with open(target, mode) as handle:
+            handle.write(("\n" if mode == "a" else "") + "\n".join(lines) + "\n")
         print(f"wrote {args.write}", file=sys.stderr)
     return 0
 

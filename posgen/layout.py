@@ -25,7 +25,8 @@ DEFAULT_ROW_GROUP_BYTES = 4 * 2**20
 
 
 GENERATION_BYTES = 64 * 2**20
-"""Most raw token bytes generated at once (bounds memory for any length)."""
+"""Most raw token bytes generated at once (bounds memory for any length); the same budget as
+:data:`posgen.generator.BLOCK_BYTES`."""
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,8 @@ def generation_rows(spec: TaskSpec, split: str, per_group: int, block_rows: int)
     """Rows generated at once: whole row groups, at most ``block_rows`` rows and
     :data:`GENERATION_BYTES` when a group allows it (the kernel wants >= 8-16k rows).
 
-    >>> generation_rows(TaskSpec(task="cot"), "train", per_group=1000, block_rows=16384)
-    16000
+    >>> generation_rows(TaskSpec(task="cot"), "train", per_group=1000, block_rows=65536)
+    65000
     """
     row_bytes = spec.split_length(split) * spec.token_bytes
     want = min(max(1, block_rows), max(1, GENERATION_BYTES // row_bytes))

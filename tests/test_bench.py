@@ -30,3 +30,15 @@ def test_bench_prints_and_writes_every_column_and_the_growth_table(tmp_path, cap
     assert len(row.split("|")) == 17  # 15 columns
     assert "MiB" in row and "x |" in row and " 0 M " not in row
     assert "| cot | rows (" in text and "| cot | length (" in text
+
+
+def test_parquet_settings_append_a_section_to_the_written_file(tmp_path):
+    target = tmp_path / "BENCH.md"
+    target.write_text("# main table\n")
+    assert (
+        main(["--parquet-settings", "--tokens", "20000", "--repeat", "1", "--write", str(target)])
+        == 0
+    )
+    text = target.read_text()
+    assert text.startswith("# main table\n\n## Parquet settings")
+    assert "| lz4 |" in text and "| zstd-1 |" in text
