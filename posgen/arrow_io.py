@@ -18,19 +18,24 @@ import pyarrow.parquet as pq
 
 from posgen.generator import storage_dtype
 
+TOKENS_LEAF = "tokens.list.element"
+"""Parquet path of the token values (the leaf of the list column)."""
+
 PARQUET_OPTIONS: dict[str, Any] = {
-    # Chosen by measurement (`python -m posgen.bench --parquet-settings`; figures from one run
-    # on a loaded 2-core machine, 51 M tokens, m = 17, disjoint windows, one core):
-    #   none   185 M tok/s write, 4.05 bytes/token (Parquet stores uint8 as INT32 plain)
-    #   lz4    127 M tok/s write, 1.47 bytes/token, reads ~2x faster than zstd-1
-    #   zstd-1  82 M tok/s write, 0.84 bytes/token (zstd-3: 78, 0.83; 1 MiB pages: 83, 0.84)
-    #   snappy  56 M tok/s write, 1.91 bytes/token
-    # lz4 is the fastest codec that keeps files small (2.8x smaller than none, only 1.75x
-    # larger than zstd-1, which would cap two processes below 150 M tok/s). Dictionaries
-    # are off: tokens are near-uniform over m values, so a dictionary buys nothing and costs
-    # encoding time. Statistics only on `id` (min/max of tokens is always 0..m-1).
+    # Chosen by measurement (`python -m posgen.bench --parquet-settings`; one core, m = 17,
+    # disjoint windows, 131k rows x 256; see BENCHMARKS.md for the current run):
+    #   plain, no codec         176 M tok/s write, 4.05 bytes/token (uint8 is stored as INT32)
+    #   plain, lz4              130 M, 1.47 B/token       plain, zstd-1   86 M, 0.84 B/token
+    #   dictionary, no codec    114 M, 0.68 B/token       dictionary, lz4  116 M, 0.65 B/token
+    #   dictionary, zstd-1      107 M, 0.61 B/token       (m = 256: dict+lz4 109 M, 1.02 B/token
+    #                                                      vs plain lz4 111 M, 1.96 B/token)
+    # A dictionary on the tokens (m distinct values) stores each token as a bit-packed index
+    # (5 bits for m = 17): files 2.3x smaller than plain lz4 at about the same write speed and
+    # faster reads; lz4 on top costs nothing measurable and shrinks repetitive data (paper
+    # seeding repeats every C(m, w) rows). The ids get no dictionary (all distinct) and the
+    # only statistics (min/max of tokens is always 0..m-1). Row groups: see layout.py.
     "compression": "lz4",
-    "use_dictionary": False,
+    "use_dictionary": [TOKENS_LEAF],
     "write_statistics": ["id"],
 }
 
