@@ -160,7 +160,9 @@ def write_shards(
     """Write ``shards`` with ``num_proc`` processes; their entries, in the order given.
 
     Every shard's bytes depend only on the shard and the spec, so the worker count changes
-    nothing in the files (tests compare checksums of 1, 2 and 3 processes).
+    nothing in the files (tests compare checksums of 1, 2 and 3 processes). Workers are
+    spawned, so a script calling this with ``num_proc > 1`` needs the usual
+    ``if __name__ == "__main__":`` guard (the CLI has it).
     """
     if num_proc < 1:
         raise ValueError(f"num_proc must be >= 1, got {num_proc}")
