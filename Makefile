@@ -8,7 +8,7 @@ DATA_DIR ?= out/posgen-v1
 CARDS_DIR ?= out/cards
 OFFICIAL_CARDS := paper posgen-v1
 
-.PHONY: install data paper validate cards test harden lint format clean
+.PHONY: install data paper validate cards test harden lint format clean bench bench-big bench-parquet
 
 install: $(VENV)/.installed
 
@@ -52,3 +52,17 @@ format: install
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
+
+# Benchmarks (not tests): `make bench` prints the table, `make bench BENCH_ARGS=--write` also
+# saves it to BENCHMARKS.md; `make bench-big` is the 2-billion-token peak-memory run.
+BENCH_ARGS ?=
+BIG_TOKENS ?= 2e9
+
+bench: install
+	$(BIN)/python -m posgen.bench $(BENCH_ARGS)
+
+bench-big: install
+	$(BIN)/python -m posgen.bench --big $(BIG_TOKENS) $(BENCH_ARGS)
+
+bench-parquet: install
+	$(BIN)/python -m posgen.bench --parquet-settings $(BENCH_ARGS)

@@ -10,7 +10,7 @@ per-split length is recorded in the manifest and the card.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -18,13 +18,24 @@ import pyarrow.parquet as pq
 
 from posgen.generator import storage_dtype
 
+TOKENS_LEAF = "tokens.list.element"
+"""Parquet path of the token values (the leaf of the list column)."""
+
 PARQUET_OPTIONS: dict[str, Any] = {
-    # zstd level 1 without dictionaries: tokens are near-uniform over m values, so a
-    # dictionary buys nothing and costs encoding time; zstd-1 shrinks the byte stream
-    # cheaply (see PERFORMANCE.md and `make bench`).
-    "compression": "zstd",
-    "compression_level": 1,
-    "use_dictionary": False,
+    # Chosen by measurement (`python -m posgen.bench --parquet-settings`; one core, m = 17,
+    # disjoint windows, 131k rows x 256; see BENCHMARKS.md for the current run):
+    #   plain, no codec         176 M tok/s write, 4.05 bytes/token (uint8 is stored as INT32)
+    #   plain, lz4              130 M, 1.47 B/token       plain, zstd-1   86 M, 0.84 B/token
+    #   dictionary, no codec    114 M, 0.68 B/token       dictionary, lz4  116 M, 0.65 B/token
+    #   dictionary, zstd-1      107 M, 0.61 B/token       (m = 256: dict+lz4 109 M, 1.02 B/token
+    #                                                      vs plain lz4 111 M, 1.96 B/token)
+    # A dictionary on the tokens (m distinct values) stores each token as a bit-packed index
+    # (5 bits for m = 17): files 2.3x smaller than plain lz4 at about the same write speed and
+    # faster reads; lz4 on top costs nothing measurable and shrinks repetitive data (paper
+    # seeding repeats every C(m, w) rows). The ids get no dictionary (all distinct) and the
+    # only statistics (min/max of tokens is always 0..m-1). Row groups: see layout.py.
+    "compression": "lz4",
+    "use_dictionary": [TOKENS_LEAF],
     "write_statistics": ["id"],
 }
 
@@ -70,6 +81,8 @@ def table_tokens(table: pa.Table) -> np.ndarray:
     return values.reshape(len(column), int(lengths[0]))
 
 
-def open_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
-    """A Parquet writer with the project's settings."""
-    return pq.ParquetWriter(str(path), schema, **PARQUET_OPTIONS)
+def open_writer(where: Path | BinaryIO, schema: pa.Schema) -> pq.ParquetWriter:
+    """A Parquet writer with the project's settings, to a path or a writable file object."""
+    return pq.ParquetWriter(
+        where if not isinstance(where, Path) else str(where), schema, **PARQUET_OPTIONS
+    )

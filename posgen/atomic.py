@@ -58,6 +58,10 @@ class WriteFailed(OSError):
     def __str__(self) -> str:
         return str(self.strerror)
 
+    def __reduce__(self) -> tuple[type[WriteFailed], tuple[Path, OSError]]:
+        # raised in worker processes too: rebuild from (path, error), not OSError's args
+        return (WriteFailed, (self.path, self.reason))
+
 
 class Interrupted(BaseException):
     """A signal stopped the build; the build folder was removed, the target left as it was.

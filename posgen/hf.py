@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from posgen.arrow_io import row_schema, rows_to_table
-from posgen.generator import generate_rows
+from posgen.generator import DEFAULT_BLOCK_ROWS, generate_rows
 from posgen.integrity import verify_dataset
-from posgen.layout import DEFAULT_ROW_GROUP_BYTES, rows_per
+from posgen.layout import DEFAULT_ROW_GROUP_BYTES, generation_rows, rows_per
 from posgen.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 def split_table(spec: TaskSpec, split: str) -> pa.Table:
     """A whole split as one Arrow table (in row-group sized chunks)."""
     schema = row_schema(spec.modulus, {"posgen.spec_id": spec.spec_id, "posgen.split": split})
-    step = rows_per(DEFAULT_ROW_GROUP_BYTES, spec, split)
+    per_group = rows_per(DEFAULT_ROW_GROUP_BYTES, spec, split)
+    step = generation_rows(spec, split, per_group, DEFAULT_BLOCK_ROWS)
     size = spec.split_size(split)
     tables = [
         rows_to_table(first, generate_rows(spec, split, first, min(size, first + step)), schema)

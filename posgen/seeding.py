@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -32,6 +33,8 @@ from posgen.spec import TaskSpec
 
 FEISTEL_ROUNDS = 8
 MAX_PERMUTED = 2**63
+PAPER_TABLE_MAX = 1 << 16
+"""Paper spaces up to this many windows are unranked once and indexed (~20x faster)."""
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
@@ -58,10 +61,20 @@ def paper_row_offset(spec: TaskSpec, split: str) -> int:
 def paper_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.ndarray:
     """Windows of the authors' construction: sorted combinations, cycled."""
     offset = paper_row_offset(spec, split)
+    if spec.seed_space <= PAPER_TABLE_MAX:
+        table = _paper_table(spec.modulus, spec.window)
+        return table[np.arange(offset + start, offset + stop, dtype=np.int64) % len(table)]
     exact = offset + stop < 2**62 and spec.seed_space < 2**62
     ranks = np.arange(offset + start, offset + stop, dtype=np.int64 if exact else object)
     ranks %= spec.seed_space
     return unrank_combinations(ranks, spec.modulus, spec.window)
+
+
+@lru_cache(maxsize=8)
+def _paper_table(m: int, w: int) -> np.ndarray:
+    table = unrank_combinations(np.arange(math.comb(m, w), dtype=np.int64), m, w)
+    table.flags.writeable = False
+    return table
 
 
 def unrank_combinations(ranks: np.ndarray, m: int, w: int) -> np.ndarray:

@@ -11,9 +11,15 @@ The folder appears only when complete (:mod:`posgen.atomic`).
 
 from __future__ import annotations
 
+import hashlib
+import multiprocessing
+import os
+import uuid
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import posgen
 from posgen.arrow_io import open_writer, row_schema, rows_to_table
@@ -24,10 +30,11 @@ from posgen.layout import (
     DEFAULT_ROW_GROUP_BYTES,
     DEFAULT_SHARD_BYTES,
     Shard,
+    generation_rows,
     plan_benchmark,
     rows_per,
 )
-from posgen.manifest import MANIFEST_NAME, build_manifest, file_entry, write_manifest
+from posgen.manifest import MANIFEST_NAME, build_manifest, write_manifest
 from posgen.spec import BenchmarkSpec, TaskSpec
 
 Progress = Callable[[int], None]
@@ -46,6 +53,48 @@ def shard_metadata(shard: Shard, spec: TaskSpec) -> dict[str, str]:
     }
 
 
+class HashingFile:
+    """A write-only file that hashes and counts what passes through (no re-read)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle, self.digest, self.size, self.closed = handle, hashlib.sha256(), 0, False
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.handle.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+
+def temporary_name(path: Path) -> Path:
+    """Where a shard is written before it is renamed into place."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove unfinished copies of ``path`` left by killed runs."""
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
+
+
 def write_shard(
     root: Path,
     shard: Shard,
@@ -54,20 +103,106 @@ def write_shard(
     block_rows: int = DEFAULT_BLOCK_ROWS,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Generate and write one shard; returns its manifest entry."""
+    """Generate and write one shard (to a temporary name, then renamed); its manifest entry.
+
+    Rows are generated a block at a time (whole row groups, at most
+    :data:`~posgen.layout.GENERATION_BYTES`), so memory stays bounded for any shard size;
+    row groups start at ``shard.start`` + multiples of the group size, whatever the block.
+    """
     path = root / shard.path
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     schema = row_schema(spec.modulus, shard_metadata(shard, spec))
     length = spec.split_length(shard.split)
     per_group = rows_per(row_group_bytes, spec, shard.split)
-    with open_writer(path, schema) as writer:
-        for first in range(shard.start, shard.stop, per_group):
-            last = min(shard.stop, first + per_group)
-            rows = generate_rows(spec, shard.split, first, last, block_rows)
-            writer.write_table(rows_to_table(first, rows, schema), row_group_size=last - first)
+    step = generation_rows(spec, shard.split, per_group, block_rows)
+    temporary = temporary_name(path)
+    try:
+        with open(temporary, "wb") as handle:
+            sink = HashingFile(handle)
+            with open_writer(sink, schema) as writer:
+                for first in range(shard.start, shard.stop, step):
+                    last = min(shard.stop, first + step)
+                    rows = generate_rows(spec, shard.split, first, last, block_rows)
+                    writer.write_table(rows_to_table(first, rows, schema), row_group_size=per_group)
+                    del rows
+                    if progress is not None:
+                        progress((last - first) * length)
+            handle.flush()
+            os.fsync(handle.fileno())  # durable before it gets its name, overlapped with work
+        os.replace(temporary, path)
+    except OSError as error:  # disk full, file too large: name the file
+        temporary.unlink(missing_ok=True)
+        raise WriteFailed(path, error) from error
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return {
+        "path": shard.path,
+        "rows": shard.rows,
+        "first_id": shard.start,
+        "bytes": sink.size,
+        "sha256": sink.digest.hexdigest(),
+    }
+
+
+ShardWriter = Callable[..., dict[str, Any]]
+"""``(root, shard, spec, row_group_bytes, block_rows, progress) -> manifest entry``."""
+
+
+def write_shards(
+    root: Path,
+    shards: list[Shard],
+    specs: dict[str, TaskSpec],
+    num_proc: int = 1,
+    row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    progress: Progress | None = None,
+    shard_writer: ShardWriter | None = None,
+) -> list[dict[str, Any]]:
+    """Write ``shards`` with ``num_proc`` processes; their entries, in the order given.
+
+    Every shard's bytes depend only on the shard and the spec, so the worker count changes
+    nothing in the files (tests compare checksums of 1, 2 and 3 processes). Workers are
+    spawned, so a script calling this with ``num_proc > 1`` needs the usual
+    ``if __name__ == "__main__":`` guard (the CLI has it).
+    """
+    if num_proc < 1:
+        raise ValueError(f"num_proc must be >= 1, got {num_proc}")
+    job = write_shard if shard_writer is None else shard_writer
+    if num_proc == 1 or len(shards) <= 1:
+        return [
+            job(root, s, specs[s.config], row_group_bytes, block_rows, progress) for s in shards
+        ]
+    entries: dict[int, dict[str, Any]] = {}
+    queue = deque(enumerate(shards))
+    running: dict[Future[dict[str, Any]], tuple[int, Shard]] = {}
+
+    def collect(block: bool) -> None:
+        done = [f for f in running if f.done()]
+        if block and not done:
+            done = list(wait(running, return_when=FIRST_COMPLETED).done)
+        for future in done:
+            i, shard = running.pop(future)
+            entries[i] = future.result()
             if progress is not None:
-                progress((last - first) * length)
-    return file_entry(root, shard)
+                progress(shard.rows * specs[shard.config].split_length(shard.split))
+
+    # The parent is one of the num_proc writers: it takes shards from the end of the queue
+    # while num_proc - 1 spawned workers (no forked pyarrow thread pools) take the front.
+    context = multiprocessing.get_context("spawn")
+    workers = min(num_proc - 1, len(shards) - 1)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        while queue or running:
+            while queue and len(running) < 2 * workers:
+                i, s = queue.popleft()
+                args = (root, s, specs[s.config], row_group_bytes, block_rows)
+                running[pool.submit(job, *args)] = (i, s)
+            if queue:
+                i, s = queue.pop()
+                entries[i] = job(root, s, specs[s.config], row_group_bytes, block_rows, progress)
+            collect(block=not queue)
+    return [entries[i] for i in range(len(shards))]
 
 
 def write_benchmark_into(
@@ -78,6 +213,7 @@ def write_benchmark_into(
     block_rows: int = DEFAULT_BLOCK_ROWS,
     progress: Progress | None = None,
     final: Path | None = None,
+    num_proc: int = 1,
 ) -> dict[str, Any]:
     """Generate every config of ``bench`` into the empty folder ``build``; returns the manifest.
 
@@ -85,24 +221,17 @@ def write_benchmark_into(
     An ``OSError`` (disk full, file too large) becomes :class:`WriteFailed` naming the file
     by its path under ``final``, the folder the build will become.
     """
-    files: dict[tuple[str, str], list[dict[str, Any]]] = {
-        (config, split): [] for config, spec in bench.configs.items() for split in spec.split_names
-    }
-    current = MANIFEST_NAME
+    plan = plan_benchmark(bench, shard_bytes)
     try:
-        for shard in plan_benchmark(bench, shard_bytes):
-            current = shard.path
-            spec = bench.configs[shard.config]
-            entry = write_shard(build, shard, spec, row_group_bytes, block_rows, progress)
-            files[(shard.config, shard.split)].append(entry)
-        current = MANIFEST_NAME
-        manifest = build_manifest(bench, files)
-        write_manifest(build, manifest)
-        current = "README.md"
-        (build / current).write_text(render_card(manifest, root=build))
-    except OSError as error:  # disk full, file too large, I/O error: name the file
-        raise WriteFailed((final or build) / current, error) from error
-    return manifest
+        entries = write_shards(
+            build, plan, dict(bench.configs), num_proc, row_group_bytes, block_rows, progress
+        )
+        return finish_folder(build, bench, plan, entries)
+    except WriteFailed as error:
+        name = error.path.relative_to(build) if error.path.is_relative_to(build) else error.path
+        raise WriteFailed((final or build) / name, error.reason) from error
+    except OSError as error:  # raised outside any one file's write
+        raise WriteFailed((final or build) / MANIFEST_NAME, error) from error
 
 
 def write_benchmark(
@@ -113,9 +242,43 @@ def write_benchmark(
     row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     progress: Progress | None = None,
+    num_proc: int = 1,
 ) -> dict[str, Any]:
-    """Generate every config of ``bench`` into ``out`` (atomically); returns the manifest."""
+    """Generate every config of ``bench`` into ``out`` with ``num_proc`` processes.
+
+    Returns the manifest. The folder appears only when complete.
+    """
     with atomic_folder(Path(out), overwrite) as build:
         return write_benchmark_into(
-            build, bench, shard_bytes, row_group_bytes, block_rows, progress, final=Path(out)
+            build,
+            bench,
+            shard_bytes,
+            row_group_bytes,
+            block_rows,
+            progress,
+            final=Path(out),
+            num_proc=num_proc,
         )
+
+
+def finish_folder(
+    root: Path, bench: BenchmarkSpec, plan: list[Shard], entries: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Write ``posgen.json`` and the card for shards ``plan`` with manifest ``entries``.
+
+    A failure while writing either becomes :class:`WriteFailed` naming that file.
+    """
+    files: dict[tuple[str, str], list[dict[str, Any]]] = {
+        (config, split): [] for config, spec in bench.configs.items() for split in spec.split_names
+    }
+    for shard, entry in zip(plan, entries, strict=True):
+        files[(shard.config, shard.split)].append(entry)
+    manifest = build_manifest(bench, files)
+    current = root / MANIFEST_NAME
+    try:
+        write_manifest(root, manifest)
+        current = root / "README.md"
+        current.write_text(render_card(manifest, root=root))
+    except OSError as error:
+        raise WriteFailed(current, error) from error
+    return manifest

@@ -8,6 +8,7 @@ from posgen import __version__
 from posgen.cli.baseline import baseline_command
 from posgen.cli.card import card_command
 from posgen.cli.generate import generate
+from posgen.cli.merge import merge
 from posgen.cli.publish import publish_command
 from posgen.cli.score import score_command
 from posgen.cli.spec_cmd import spec_command
@@ -29,6 +30,7 @@ def main() -> None:
 
 
 main.add_command(generate)
+main.add_command(merge)
 main.add_command(spec_command)
 main.add_command(score_command)
 main.add_command(baseline_command)

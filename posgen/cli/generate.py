@@ -1,4 +1,4 @@
-"""``posgen generate``: spec in, dataset folder out."""
+"""``posgen generate``: spec in, dataset folder out (whole, or one part of N)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from posgen.cli.common import (
     progress_bar,
     spec_options,
 )
+from posgen.ipc_writer import write_benchmark_ipc
+from posgen.layout import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
+from posgen.parts import PartsError, check_part_target, write_part
 from posgen.resources import estimate_benchmark, free_bytes, human_bytes, refusals, unwritable
 from posgen.writer import write_benchmark
 
@@ -26,6 +29,8 @@ Examples:
   posgen generate --out out/posgen-v1 --spec task_specs/posgen-v1.toml
   posgen generate --out out/cot --task cot -m 17 -k 3 -j 1 --test-length 256 --test-length 512
   posgen generate --out out/paper --spec task_specs/paper.toml --overwrite
+  posgen generate --out out/big --spec big.toml --num-proc 2 --shard-mb 256
+  posgen generate --out out/big --spec big.toml --shard 3/8   # job 3 of 8; any order
 """
 )
 @spec_options
@@ -41,17 +46,71 @@ Examples:
     is_flag=True,
     help="Run even when the estimate (rows x length x bytes) exceeds the free disk or 24 h.",
 )
+@click.option(
+    "--num-proc", type=int, default=1, show_default=True, help="Processes writing shards."
+)
+@click.option(
+    "--shard",
+    "part",
+    metavar="I/N",
+    help="Write only part I of N (every N-th Parquet file); the last part to finish writes "
+    "the manifest. Parts in one folder equal a single run byte for byte.",
+)
+@click.option(
+    "--shard-mb",
+    type=int,
+    default=DEFAULT_SHARD_BYTES // 2**20,
+    show_default=True,
+    help="Raw token MiB per Parquet file.",
+)
+@click.option(
+    "--format",
+    "storage",
+    type=click.Choice(["parquet", "arrow"]),
+    default="parquet",
+    show_default=True,
+    help="parquet (load_dataset, the Hub) or arrow: Arrow IPC save_to_disk folders per config "
+    "(datasets.load_from_disk(OUT/CONFIG)), several times faster to write.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def generate(out: Path, overwrite: bool, force: bool, quiet: bool, **fields: Any) -> None:
+def generate(
+    out: Path,
+    overwrite: bool,
+    force: bool,
+    num_proc: int,
+    part: str | None,
+    shard_mb: int,
+    storage: str,
+    quiet: bool,
+    **fields: Any,
+) -> None:
     """Generate POSGEN splits (train, validation, test) as Parquet that `datasets` loads.
 
     One config per task. Flags override the fields of --spec; without --spec the
     paper's setup with disjoint seeding is used.
     """
     bench = benchmark_from_options(fields.pop("spec_file"), fields.pop("tasks"), fields)
+    problems = []
+    if num_proc < 1:
+        problems.append(f"--num-proc must be >= 1, got {num_proc}")
+    if shard_mb < 1:
+        problems.append(f"--shard-mb must be >= 1, got {shard_mb}")
+    index, count = 0, 1
+    if part is not None:
+        try:
+            index, count = parse_part(part)
+        except ValueError as error:
+            problems.append(f"--shard: {error}")
+    if part is not None and storage != "parquet":
+        problems.append("--shard writes Parquet only; drop --format arrow")
+    if problems:
+        raise UsageProblems(problems)
     try:
-        check_target(out, overwrite)
-    except OutputExistsError as error:
+        if part is None:
+            check_target(out, overwrite)
+        else:
+            check_part_target(out, bench)
+    except (OutputExistsError, PartsError) as error:
         raise UsageProblems([str(error)]) from None
     blocked = unwritable(out)
     if blocked:
@@ -59,14 +118,36 @@ def generate(out: Path, overwrite: bool, force: bool, quiet: bool, **fields: Any
     refused = [] if force else refusals(bench, out)
     if refused:
         raise UsageProblems(refused)
-    total = sum(spec.total_tokens for spec in bench.configs.values())
+    total = sum(
+        bench.configs[s.config].split_length(s.split) * s.rows
+        for s in part_of(plan_benchmark(bench, shard_mb * 2**20), index, count)
+    )
     started = time.perf_counter()
+    label = f"generating {bench.name}" + (f" part {index}/{count}" if part else "")
     try:
-        for action in recover(out):
-            click.echo(f"note: {action}", err=True)
-        with progress_bar(total, f"generating {bench.name}", quiet) as bar:
-            manifest = write_benchmark(bench, out, overwrite=overwrite, progress=bar.update)
-    except OutputExistsError as error:
+        if part is None:
+            for action in recover(out):
+                click.echo(f"note: {action}", err=True)
+        with progress_bar(total, label, quiet) as bar:
+            if storage == "arrow":
+                manifest = write_benchmark_ipc(
+                    bench, out, overwrite, shard_mb * 2**20, num_proc, progress=bar.update
+                )
+            elif part is None:
+                manifest = write_benchmark(
+                    bench, out, overwrite, shard_mb * 2**20, progress=bar.update, num_proc=num_proc
+                )
+            else:
+                manifest = write_part(
+                    bench,
+                    out,
+                    index,
+                    count,
+                    shard_mb * 2**20,
+                    num_proc=num_proc,
+                    progress=bar.update,
+                )
+    except (OutputExistsError, PartsError) as error:
         raise UsageProblems([str(error)]) from None
     except Interrupted as stop:
         state = f"{out} was already complete" if stop.completed else _untouched(out, overwrite)
@@ -74,12 +155,17 @@ def generate(out: Path, overwrite: bool, force: bool, quiet: bool, **fields: Any
     except OSError as error:
         raise RunFailure(f"{_failure(error, bench, out)}; {_untouched(out, overwrite)}") from None
     seconds = time.perf_counter() - started
-    if not quiet:
-        configs = ", ".join(manifest["configs"])
-        click.echo(
-            f"wrote {out} ({configs}): {total:,} tokens in {seconds:.2f} s "
-            f"({total / max(seconds, 1e-9) / 1e6:.1f} M tokens/s)"
-        )
+    if quiet:
+        return
+    rate = (
+        f"{total:,} tokens in {seconds:.2f} s ({total / max(seconds, 1e-9) / 1e6:.1f} M tokens/s)"
+    )
+    if part is not None and manifest is None:
+        click.echo(f"wrote part {index}/{count} into {out}: {rate}; other parts still missing")
+    elif part is not None:
+        click.echo(f"wrote part {index}/{count} into {out} and finished it: {rate}")
+    else:
+        click.echo(f"wrote {out} ({', '.join(manifest['configs'])}): {rate}")
 
 
 def _untouched(out: Path, overwrite: bool) -> str:

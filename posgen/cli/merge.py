@@ -1,0 +1,40 @@
+"""``posgen merge``: finish a folder written by ``posgen generate --shard I/N`` parts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from posgen.cli.common import RunFailure, UsageProblems
+from posgen.parts import PartsError, merge_parts
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  posgen merge out/big                       # parts were written into (or copied to) out/big
+  posgen merge out/big part0/ part1/ part2/  # move the parts' files into out/big first
+"""
+)
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("parts", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def merge(out: Path, parts: tuple[Path, ...], quiet: bool) -> None:
+    """Combine the parts of a sharded run into one dataset folder.
+
+    The result is byte-identical to a single-process `posgen generate` of the same spec.
+    """
+    try:
+        manifest = merge_parts(out, list(parts))
+    except PartsError as error:
+        raise UsageProblems([str(error)]) from None
+    except OSError as error:
+        raise RunFailure(f"merging into {out} failed: {error}") from None
+    if not quiet:
+        files = sum(
+            len(split["files"])
+            for config in manifest["configs"].values()
+            for split in config["splits"].values()
+        )
+        click.echo(f"finished {out}: {files} files, manifest and card written")

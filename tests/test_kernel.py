@@ -1,0 +1,80 @@
+"""The fast kernel gives exactly the arrays of the plain vectorized path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import posgen.kernel
+from posgen.generator import generate_rows, grow, grow_reference
+from posgen.kernel import additive_steps, transpose_tiles
+from posgen.spec import TaskSpec
+from posgen.tasks import TASKS
+
+kernel_cases = st.fixed_dictionaries(
+    {
+        "task": st.sampled_from(TASKS),
+        "modulus": st.one_of(
+            st.integers(2, 128), st.integers(129, 256), st.integers(257, 40000), st.just(65536)
+        ),
+        "near": st.integers(1, 9),
+        "far": st.integers(0, 9),
+        "extra": st.integers(0, 70),
+        "rows": st.integers(1, 40),
+        "seed": st.integers(0, 2**32 - 1),
+    }
+)
+
+
+@given(kernel_cases)
+def test_kernel_equals_the_reference_path_on_random_specs(case):
+    near, far, m = case["near"], case["far"], case["modulus"]
+    length = near + far + case["extra"]
+    assume(m ** (near + far) >= 3)
+    sizes = {"train_size": 1, "val_size": 1, "test_size": 1}
+    spec = TaskSpec(
+        task=case["task"], modulus=m, near=near, far=far, train_length=length + 1, **sizes
+    )
+    windows = np.random.default_rng(case["seed"]).integers(0, m, size=(case["rows"], near + far))
+    fast = grow(spec, windows, length)
+    reference = grow_reference(spec, windows, length)
+    assert fast.dtype == reference.dtype
+    assert np.array_equal(fast, reference)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("modulus", [17, 200, 1000])
+@pytest.mark.parametrize("slab_bytes", [1, 4096, 1 << 20])
+def test_kernel_is_exact_for_big_blocks_whatever_the_slab_size(
+    monkeypatch, task, modulus, slab_bytes
+):
+    monkeypatch.setattr(posgen.kernel, "SLAB_BYTES", slab_bytes)
+    spec = TaskSpec(task=task, modulus=modulus, train_length=300, test_length=300)
+    windows = np.random.default_rng(modulus).integers(0, modulus, size=(1003, 4))
+    assert np.array_equal(grow(spec, windows, 300), grow_reference(spec, windows, 300))
+
+
+def test_kernel_writes_into_a_slice_of_a_larger_array():
+    spec = TaskSpec(task="cot", seeding="paper", train_size=50)
+    rows = generate_rows(spec, "train", 0, 50, block_rows=16)
+    out = np.zeros((60, 64), dtype=np.uint8)
+    windows = rows[:, :4].astype(np.int64)
+    grow(spec, windows, 64, out=out[5:55])
+    assert np.array_equal(out[5:55], rows)
+    assert not out[:5].any() and not out[55:].any()
+
+
+def test_tile_transpose_turns_8x8_byte_blocks_around():
+    block = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    words = block.view(np.uint64).reshape(1, 8, 1)
+    out = np.empty_like(words)
+    transpose_tiles(words, 8, 1, out)
+    assert np.array_equal(out.view(np.uint8).reshape(8, 8), block.T)
+    assert np.array_equal(words.view(np.uint8).reshape(8, 8), block)  # input untouched
+
+
+def test_additive_steps_recursive_is_two_x_t_minus_x_t_minus_w():
+    # x_{t+1} = x_t + x_t - x_{t-w}: x_t enters again, x_{t-w} leaves.
+    assert additive_steps("recursive", 3, 1, 8) == (((0,), (4,)), ((1,), (5,)), ((2,), (6,)))

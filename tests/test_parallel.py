@@ -1,0 +1,149 @@
+"""Parallel and shard-addressable output: any split of the work gives the same bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from posgen.cli import main
+from posgen.layout import parse_part, plan_benchmark
+from posgen.parts import PARTS_DIR, IncompleteError, PartsError, finish_parts, write_part
+from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.tasks import TASKS
+from posgen.writer import write_benchmark
+
+SHARD_BYTES, GROUP_BYTES = 20_000, 4_096
+
+
+def bench(**fields):
+    base = dict(train_size=700, val_size=90, test_size=80, test_length=[96, 160])
+    return BenchmarkSpec(
+        name="par", configs={task: TaskSpec(task=task, **{**base, **fields}) for task in TASKS}
+    )
+
+
+def checksums(folder):
+    """sha256 of every file (hidden ones included), by relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "ds"
+    write_benchmark(bench(), out, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES)
+    return out
+
+
+def test_the_plan_has_many_shards_so_parts_really_split_the_work():
+    assert len(plan_benchmark(bench(), SHARD_BYTES)) >= 12
+
+
+def test_two_processes_write_the_same_bytes_as_one(tmp_path, single):
+    out = tmp_path / "ds"
+    write_benchmark(bench(), out, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES, num_proc=2)
+    assert checksums(out) == checksums(single)
+
+
+def test_three_parts_in_any_order_equal_a_single_run(tmp_path, single):
+    out = tmp_path / "ds"
+    results = [write_part(bench(), out, i, 3, SHARD_BYTES, GROUP_BYTES) for i in (2, 0, 1)]
+    assert results[0] is None and results[1] is None  # parts still missing
+    assert results[2] == json.loads((single / "posgen.json").read_text())
+    assert not (out / PARTS_DIR).exists()
+    assert checksums(out) == checksums(single)
+
+
+def test_parts_in_separate_folders_merge_into_a_single_run(tmp_path, single):
+    for i in range(3):
+        write_part(bench(), tmp_path / f"p{i}", i, 3, SHARD_BYTES, GROUP_BYTES, num_proc=2)
+    runner = CliRunner()
+    args = ["merge", str(tmp_path / "ds"), *(str(tmp_path / f"p{i}") for i in range(3))]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert checksums(tmp_path / "ds") == checksums(single)
+
+
+def test_finishing_with_a_missing_part_names_it(tmp_path):
+    write_part(bench(), tmp_path / "ds", 0, 3, SHARD_BYTES, GROUP_BYTES)
+    with pytest.raises(IncompleteError, match="2 of 3 parts missing: 1/3, 2/3"):
+        finish_parts(tmp_path / "ds")
+
+
+def test_parts_of_another_spec_are_refused(tmp_path):
+    write_part(bench(), tmp_path / "ds", 0, 2, SHARD_BYTES, GROUP_BYTES)
+    with pytest.raises(PartsError, match="another benchmark"):
+        write_part(bench(seed=5), tmp_path / "ds", 1, 2, SHARD_BYTES, GROUP_BYTES)
+
+
+def test_rows_and_row_groups_do_not_depend_on_the_block_size(tmp_path, single):
+    out = tmp_path / "ds"
+    write_benchmark(
+        bench(), out, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES, block_rows=5
+    )
+    assert checksums(out) == checksums(single)
+    path = next((single / "data" / "cot").glob("train-00001-*.parquet"))
+    groups = pq.ParquetFile(path).metadata
+    sizes = [groups.row_group(i).num_rows for i in range(groups.num_row_groups)]
+    assert sizes[:-1] == [GROUP_BYTES // 64] * (len(sizes) - 1)
+
+
+def test_cli_parts_in_one_folder_equal_a_single_cli_run(tmp_path):
+    args = ["--task", "cot", "--train-size", "3000", "--val-size", "300", "--test-size", "300",
+            "--shard-mb", "1", "-q"]  # fmt: skip
+    runner = CliRunner()
+    assert runner.invoke(main, ["generate", "--out", str(tmp_path / "a"), *args]).exit_code == 0
+    for i in (1, 0):
+        result = runner.invoke(
+            main, ["generate", "--out", str(tmp_path / "b"), "--shard", f"{i}/2", *args]
+        )
+        assert result.exit_code == 0, result.output
+    assert checksums(tmp_path / "a") == checksums(tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--shard", "3/3"], "error: --shard: part '3/3': need N >= 1 and 0 <= I < N"),
+        (["--shard", "x"], "error: --shard: expected I/N (e.g. 0/4), got 'x'"),
+        (["--num-proc", "0"], "error: --num-proc must be >= 1, got 0"),
+        (["--shard-mb", "0"], "error: --shard-mb must be >= 1, got 0"),
+    ],
+)
+def test_bad_scale_flags_exit_2_with_one_line_each(tmp_path, flags, message):
+    result = CliRunner().invoke(main, ["generate", "--out", str(tmp_path / "x"), *flags])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_shard_into_a_finished_dataset_is_refused(tmp_path, single):
+    result = CliRunner().invoke(
+        main, ["generate", "--out", str(single), "--task", "cot", "--shard", "0/2"]
+    )
+    assert result.exit_code == 2
+    assert "holds a finished dataset" in result.output
+
+
+def test_parse_part_reads_i_of_n():
+    assert parse_part("0/1") == (0, 1)
+    with pytest.raises(ValueError):
+        parse_part("1/0")
+
+
+def test_tokens_are_dictionary_encoded_with_lz4_and_ids_are_plain(single):
+    path = next((single / "data" / "cot").glob("train-00000-*.parquet"))
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    ids, tokens = group.column(0), group.column(1)
+    assert tokens.path_in_schema == "tokens.list.element"
+    assert "RLE_DICTIONARY" in tokens.encodings and tokens.compression.startswith("LZ4")
+    assert "RLE_DICTIONARY" not in ids.encodings and ids.statistics is not None
+    assert not tokens.is_stats_set
