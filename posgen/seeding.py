@@ -133,7 +133,9 @@ def disjoint_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.nd
     first = disjoint_offset(spec, split) + start
     index = np.arange(first, first + (stop - start), dtype=np.uint64)
     permuted = feistel_permute(index, domain, keys[:FEISTEL_ROUNDS])
-    out = np.empty((index.shape[0], w), dtype=np.int64)
+    if digits == w:
+        return decode_digits(permuted, m, digits)
+    out = np.empty((w, index.shape[0]), dtype=np.int64).T  # digit-major, like decode_digits
     out[:, w - digits :] = decode_digits(permuted, m, digits)
     if digits < w:
         counters = index[:, None] * np.uint64(w) + np.arange(w - digits, dtype=np.uint64)
@@ -176,14 +178,39 @@ def feistel_permute(index: np.ndarray, domain: int, keys: np.ndarray) -> np.ndar
 
 
 def decode_digits(values: np.ndarray, m: int, digits: int) -> np.ndarray:
-    """Base-m digits of ``values``, most significant first: int64 ``(n, digits)``."""
-    out = np.empty((values.shape[0], digits), dtype=np.int64)
-    rest = values.copy()
-    base = np.uint64(m)
-    for position in range(digits - 1, -1, -1):
-        out[:, position] = (rest % base).astype(np.int64)
-        rest //= base
+    """Base-m digits of ``values`` (each < m**digits), most significant first.
+
+    Returns int64 ``(n, digits)``. Values are split once by a power of m into halves that
+    fit 32 bits, whose digits come from uint32 division (several times faster than uint64).
+
+    >>> decode_digits(np.array([0, 17**4 - 1, 5 * 17**3 + 2], dtype=np.uint64), 17, 4).tolist()
+    [[0, 0, 0, 0], [16, 16, 16, 16], [5, 0, 0, 2]]
+    """
+    out = np.empty((digits, values.shape[0]), dtype=np.int64).T  # digit-major: fast writes
+    values = np.asarray(values, dtype=np.uint64)
+    if m**digits <= 2**32:
+        _decode_into(values.astype(np.uint32), m, out)
+        return out
+    low = digits // 2
+    while low < digits and m**low < 2**32 and m ** (digits - low) > 2**32:
+        low += 1
+    while low > 0 and m**low > 2**32:
+        low -= 1
+    if low == 0 or m ** (digits - low) > 2**32:  # halves too wide: plain uint64 division
+        _decode_into(values, m, out)
+        return out
+    high, rest = np.divmod(values, np.uint64(m**low))
+    _decode_into(high.astype(np.uint32), m, out[:, : digits - low])
+    _decode_into(rest.astype(np.uint32), m, out[:, digits - low :])
     return out
+
+
+def _decode_into(values: np.ndarray, m: int, out: np.ndarray) -> None:
+    rest = values.copy()
+    base = rest.dtype.type(m)
+    for position in range(out.shape[1] - 1, -1, -1):
+        out[:, position] = rest % base
+        rest //= base
 
 
 def all_windows_paper(m: int, w: int) -> np.ndarray:
