@@ -96,3 +96,20 @@ def test_spec_command_prints_ids_without_generating():
     body = json.loads(result.output)
     assert list(body["configs"]) == ["recursive", "cot", "semirecursive"]
     assert body["configs"]["cot"]["seed_space"] == str(17**4)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["generate", "--out", "x", "-m", "abc"], "'abc' is not a valid integer"),
+        (["generate", "--out", "x", "--task", "copy"], "Invalid value for '--task'"),
+        (["generate"], "Missing option '--out'"),
+        (["frobnicate"], "No such command 'frobnicate'"),
+    ],
+)
+def test_clicks_own_usage_errors_are_one_error_line_naming_the_flag(args, expected):
+    result = run(*args)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+    assert "-h')" in lines[0]

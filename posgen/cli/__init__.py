@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import click
 
 from posgen import __version__
@@ -15,7 +18,34 @@ from posgen.cli.spec_cmd import spec_command
 from posgen.cli.validate import validate_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PosgenGroup(click.Group):
+    """A click group whose errors are single ``error: ...`` lines on stderr.
+
+    Click's own usage errors (a flag of the wrong type, an unknown choice or command)
+    become one line that names the flag and where to look for help, like every other
+    problem posgen reports; exit statuses are click's (2 for usage, 1 for failures).
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as error:
+            where = f" (see '{error.ctx.command_path} -h')" if error.ctx is not None else ""
+            message = " ".join(error.format_message().split())
+            click.echo(f"error: {message}{where}", err=True)
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=PosgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="posgen")
 def main() -> None:
     """POSGEN: fixed-difficulty synthetic tasks for position-embedding generalization.
