@@ -17,7 +17,15 @@ import json
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from posgen.ops import op_names
 from posgen.tasks import TASKS, TaskName
@@ -71,30 +79,59 @@ class TaskSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:
+        """Cross-field rules; every broken rule is reported, each under its field."""
         window = self.window
+        problems: list[tuple[str | None, str, Any]] = []
         if self.train_length <= window:
-            raise ValueError(
-                f"train_length ({self.train_length}) must exceed the seed window "
-                f"far + near = {window}"
+            problems.append(
+                (
+                    "train_length",
+                    f"train_length ({self.train_length}) must exceed the seed window "
+                    f"far + near = {window}",
+                    self.train_length,
+                )
             )
         for length in self.test_lengths:
             if length < self.train_length:
-                raise ValueError(
-                    f"test_length ({length}) must be >= train_length ({self.train_length})"
-                )
+                message = f"test_length ({length}) must be >= train_length ({self.train_length})"
+                problems.append(("test_length", message, length))
         if len(set(self.test_lengths)) != len(self.test_lengths):
-            raise ValueError(f"test_length values must be distinct, got {list(self.test_lengths)}")
+            message = f"test_length values must be distinct, got {list(self.test_lengths)}"
+            problems.append(("test_length", message, list(self.test_lengths)))
         space = self.seed_space
         if self.seeding == "paper" and space == 0:
-            raise ValueError(
-                f"paper seeding needs modulus >= far + near ({window}): "
-                f"there are no sorted windows of {window} distinct tokens below {self.modulus}"
+            problems.append(
+                (
+                    "modulus",
+                    f"paper seeding needs modulus >= far + near ({window}): "
+                    f"there are no sorted windows of {window} distinct tokens below "
+                    f"{self.modulus}",
+                    self.modulus,
+                )
             )
         if self.seeding == "disjoint" and self.total_rows > space:
-            raise ValueError(
-                f"disjoint seeding needs {self.total_rows:,} distinct seed windows but only "
-                f"{space:,} exist (modulus**(far + near) = {self.modulus}**{window}); "
-                "lower train_size, val_size or test_size, or raise modulus, near or far"
+            problems.append(
+                (
+                    None,
+                    f"disjoint seeding needs {self.total_rows:,} distinct seed windows but only "
+                    f"{space:,} exist (modulus**(far + near) = {self.modulus}**{window}); "
+                    "lower train_size, val_size or test_size, or raise modulus, near or far",
+                    self.total_rows,
+                )
+            )
+        if problems:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    {
+                        "type": PydanticCustomError(
+                            "value_error", message.replace("{", "{{").replace("}", "}}")
+                        ),
+                        "loc": (field,) if field else (),
+                        "input": given,
+                    }
+                    for field, message, given in problems
+                ],
             )
         return self
 

@@ -113,3 +113,14 @@ def test_clicks_own_usage_errors_are_one_error_line_naming_the_flag(args, expect
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
     assert "-h')" in lines[0]
+
+
+def test_every_broken_cross_field_rule_is_reported_under_its_field(tmp_path):
+    result = run("generate", "--out", str(tmp_path / "ds"), "--task", "cot",
+                 "--train-length", "4", "--test-length", "3")  # fmt: skip
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        "error: configs.cot.train_length: train_length (4) must exceed the seed window "
+        "far + near = 4 (given: 4)",
+        "error: configs.cot.test_length: test_length (3) must be >= train_length (4) (given: 3)",
+    ]
