@@ -175,31 +175,40 @@ def write_shards(
             job(root, s, specs[s.config], row_group_bytes, block_rows, progress) for s in shards
         ]
     entries: dict[int, dict[str, Any]] = {}
-    queue = deque(enumerate(shards))
-    running: dict[Future[dict[str, Any]], tuple[int, Shard]] = {}
+
+    def tokens(i: int) -> int:
+        return shards[i].rows * specs[shards[i].config].split_length(shards[i].split)
+
+    # Largest shards first (longest-processing-time order), so the last shards to finish
+    # are small ones and the processes end together.
+    queue = deque(sorted(range(len(shards)), key=lambda i: -tokens(i)))
+    running: dict[Future[dict[str, Any]], int] = {}
 
     def collect(block: bool) -> None:
         done = [f for f in running if f.done()]
         if block and not done:
             done = list(wait(running, return_when=FIRST_COMPLETED).done)
         for future in done:
-            i, shard = running.pop(future)
+            i = running.pop(future)
             entries[i] = future.result()
             if progress is not None:
-                progress(shard.rows * specs[shard.config].split_length(shard.split))
+                progress(tokens(i))
 
-    # The parent is one of the num_proc writers: it takes shards from the end of the queue
-    # while num_proc - 1 spawned workers (no forked pyarrow thread pools) take the front.
+    # The parent is one of the num_proc writers. Each of the num_proc - 1 spawned workers
+    # (spawned: no forked pyarrow thread pools) holds one shard at a time, so no shard waits
+    # behind another in a worker while the parent is free to take it.
     context = multiprocessing.get_context("spawn")
     workers = min(num_proc - 1, len(shards) - 1)
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         while queue or running:
-            while queue and len(running) < 2 * workers:
-                i, s = queue.popleft()
+            while queue and len(running) < workers:
+                i = queue.popleft()
+                s = shards[i]
                 args = (root, s, specs[s.config], row_group_bytes, block_rows)
-                running[pool.submit(job, *args)] = (i, s)
+                running[pool.submit(job, *args)] = i
             if queue:
-                i, s = queue.pop()
+                i = queue.popleft()
+                s = shards[i]
                 entries[i] = job(root, s, specs[s.config], row_group_bytes, block_rows, progress)
             collect(block=not queue)
     return [entries[i] for i in range(len(shards))]
