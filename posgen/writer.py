@@ -194,23 +194,19 @@ def write_shards(
             if progress is not None:
                 progress(tokens(i))
 
-    # The parent is one of the num_proc writers. Each of the num_proc - 1 spawned workers
-    # (spawned: no forked pyarrow thread pools) holds one shard at a time, so no shard waits
-    # behind another in a worker while the parent is free to take it.
+    # num_proc spawned workers (spawned: no forked pyarrow thread pools) pull shards from
+    # the pool's queue as they free up; the parent only collects, so no worker ever waits
+    # for it. At most 2 * num_proc shards are queued at once to bound the pending futures.
     context = multiprocessing.get_context("spawn")
-    workers = min(num_proc - 1, len(shards) - 1)
+    workers = min(num_proc, len(shards))
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         while queue or running:
-            while queue and len(running) < workers:
+            while queue and len(running) < 2 * workers:
                 i = queue.popleft()
                 s = shards[i]
                 args = (root, s, specs[s.config], row_group_bytes, block_rows)
                 running[pool.submit(job, *args)] = i
-            if queue:
-                i = queue.popleft()
-                s = shards[i]
-                entries[i] = job(root, s, specs[s.config], row_group_bytes, block_rows, progress)
-            collect(block=not queue)
+            collect(block=True)
     return [entries[i] for i in range(len(shards))]
 
 
