@@ -23,19 +23,21 @@ TOKENS_LEAF = "tokens.list.element"
 
 PARQUET_OPTIONS: dict[str, Any] = {
     # Chosen by measurement (`python -m posgen.bench --parquet-settings`; one core, m = 17,
-    # disjoint windows, 131k rows x 256; see BENCHMARKS.md for the current run):
-    #   plain, no codec         176 M tok/s write, 4.05 bytes/token (uint8 is stored as INT32)
-    #   plain, lz4              130 M, 1.47 B/token       plain, zstd-1   86 M, 0.84 B/token
-    #   dictionary, no codec    114 M, 0.68 B/token       dictionary, lz4  116 M, 0.65 B/token
-    #   dictionary, zstd-1      107 M, 0.61 B/token       (m = 256: dict+lz4 109 M, 1.02 B/token
-    #                                                      vs plain lz4 111 M, 1.96 B/token)
-    # A dictionary on the tokens (m distinct values) stores each token as a bit-packed index
-    # (5 bits for m = 17): files 2.3x smaller than plain lz4 at about the same write speed and
-    # faster reads; lz4 on top costs nothing measurable and shrinks repetitive data (paper
-    # seeding repeats every C(m, w) rows). The ids get no dictionary (all distinct) and the
-    # only statistics (min/max of tokens is always 0..m-1). Row groups: see layout.py.
-    "compression": "lz4",
-    "use_dictionary": [TOKENS_LEAF],
+    # disjoint windows, 262k rows x 256 tokens, write / bytes per token / read, in M tokens/s):
+    #   dictionary + lz4 (the earlier choice) 110 / 0.65 / 168
+    #   plain + lz4                            133 / 1.47 / 245
+    #   byte stream split + lz4                179 / 1.03 / 212
+    #   byte stream split + zstd-1 (chosen)    206 / 0.52 / 250
+    # Parquet stores uint8 as INT32, so a plain token costs 4 bytes, three of them zero.
+    # BYTE_STREAM_SPLIT puts each byte position of the column in its own stream: the three
+    # zero streams cost zstd almost nothing and the token stream compresses to ~4 bits for
+    # m = 17. It beats a dictionary (which hashes every value) on speed, size and reads.
+    # Integer byte stream split needs a reader from 2024 on (pyarrow >= 16, the floor in
+    # pyproject.toml). Statistics only on `id` (tokens always span 0..m-1).
+    "compression": "zstd",
+    "compression_level": 1,
+    "use_dictionary": False,
+    "use_byte_stream_split": [TOKENS_LEAF],
     "write_statistics": ["id"],
 }
 

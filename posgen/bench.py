@@ -316,17 +316,26 @@ def parquet_settings(tokens: int, repeat: int, emit: Callable[[str], None]) -> N
     group = 4 * 2**20 // 256
     base = {"use_dictionary": False, "write_statistics": ["id"]}
     leaf = {"use_dictionary": ["tokens.list.element"]}
+    split = {"use_byte_stream_split": ["tokens.list.element"]}
     settings = {
         "plain, no codec": {"compression": "none"},
         "plain, lz4": {"compression": "lz4"},
         "plain, snappy": {"compression": "snappy"},
         "plain, zstd-1": {"compression": "zstd", "compression_level": 1},
         "dictionary, no codec": {"compression": "none", **leaf},
-        "dictionary, lz4 (posgen)": {"compression": "lz4", **leaf},
+        "dictionary, lz4": {"compression": "lz4", **leaf},
         "dictionary, zstd-1": {"compression": "zstd", "compression_level": 1, **leaf},
-        "dictionary, lz4, 64 Mi-token groups": {
-            "compression": "lz4",
-            **leaf,
+        "byte stream split, no codec": {"compression": "none", **split},
+        "byte stream split, lz4": {"compression": "lz4", **split},
+        "byte stream split, zstd-1 (posgen)": {
+            "compression": "zstd",
+            "compression_level": 1,
+            **split,
+        },
+        "byte stream split, zstd-1, 64 Mi-token groups": {
+            "compression": "zstd",
+            "compression_level": 1,
+            **split,
             "group": 2**26 // 256,
         },
     }

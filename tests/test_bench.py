@@ -41,4 +41,4 @@ def test_parquet_settings_append_a_section_to_the_written_file(tmp_path):
     )
     text = target.read_text()
     assert text.startswith("# main table\n\n## Parquet settings")
-    assert "| dictionary, lz4 (posgen) |" in text and "| plain, zstd-1 |" in text
+    assert "| byte stream split, zstd-1 (posgen) |" in text and "| plain, zstd-1 |" in text

@@ -139,11 +139,12 @@ def test_parse_part_reads_i_of_n():
         parse_part("1/0")
 
 
-def test_tokens_are_dictionary_encoded_with_lz4_and_ids_are_plain(single):
+def test_tokens_are_byte_stream_split_with_zstd_and_ids_are_plain(single):
     path = next((single / "data" / "cot").glob("train-00000-*.parquet"))
     group = pq.ParquetFile(path).metadata.row_group(0)
     ids, tokens = group.column(0), group.column(1)
     assert tokens.path_in_schema == "tokens.list.element"
-    assert "RLE_DICTIONARY" in tokens.encodings and tokens.compression.startswith("LZ4")
+    assert "BYTE_STREAM_SPLIT" in tokens.encodings and tokens.compression == "ZSTD"
+    assert "RLE_DICTIONARY" not in tokens.encodings
     assert "RLE_DICTIONARY" not in ids.encodings and ids.statistics is not None
     assert not tokens.is_stats_set

@@ -31,7 +31,7 @@ def test_validation_is_at_least_as_fast_as_generation_on_the_same_data(tmp_path)
     from posgen.validate import validate
     from posgen.writer import write_benchmark
 
-    spec = TaskSpec(task="semirecursive", modulus=31, train_size=60_000, val_size=3_000,
+    spec = TaskSpec(task="semirecursive", modulus=31, train_size=250_000, val_size=3_000,
                     test_size=3_000, test_length=[256, 512])  # fmt: skip
     bench = BenchmarkSpec(name="speed", configs={"semirecursive": spec})
     generate, check = [], []
