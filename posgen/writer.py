@@ -16,8 +16,9 @@ import multiprocessing
 import os
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -95,6 +96,43 @@ def remove_stale_temporaries(path: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+@contextmanager
+def durable_shard(path: Path) -> Iterator[HashingFile]:
+    """A sink for the bytes of ``path``: hashed as written, fsynced, then renamed into place.
+
+    The bytes go to a temporary sibling, so ``path`` only ever holds a complete file. An
+    ``OSError`` (disk full, file too large) becomes :class:`WriteFailed` naming ``path``;
+    on any failure the temporary file is removed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    temporary = temporary_name(path)
+    try:
+        with open(temporary, "wb") as handle:
+            sink = HashingFile(handle)
+            yield sink
+            handle.flush()
+            os.fsync(handle.fileno())  # durable before it gets its name
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise WriteFailed(path, error) from error
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def shard_entry(shard: Shard, sink: HashingFile) -> dict[str, Any]:
+    """The manifest entry of a shard written through ``sink``."""
+    return {
+        "path": shard.path,
+        "rows": shard.rows,
+        "first_id": shard.start,
+        "bytes": sink.size,
+        "sha256": sink.digest.hexdigest(),
+    }
+
+
 def write_shard(
     root: Path,
     shard: Shard,
@@ -109,41 +147,19 @@ def write_shard(
     :data:`~posgen.layout.GENERATION_BYTES`), so memory stays bounded for any shard size;
     row groups start at ``shard.start`` + multiples of the group size, whatever the block.
     """
-    path = root / shard.path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
     schema = row_schema(spec.modulus, shard_metadata(shard, spec))
     length = spec.split_length(shard.split)
     per_group = rows_per(row_group_bytes, spec, shard.split)
     step = generation_rows(spec, shard.split, per_group, block_rows)
-    temporary = temporary_name(path)
-    try:
-        with open(temporary, "wb") as handle:
-            sink = HashingFile(handle)
-            with open_writer(sink, schema) as writer:
-                for first in range(shard.start, shard.stop, step):
-                    last = min(shard.stop, first + step)
-                    rows = generate_rows(spec, shard.split, first, last, block_rows)
-                    writer.write_table(rows_to_table(first, rows, schema), row_group_size=per_group)
-                    del rows
-                    if progress is not None:
-                        progress((last - first) * length)
-            handle.flush()
-            os.fsync(handle.fileno())  # durable before it gets its name, overlapped with work
-        os.replace(temporary, path)
-    except OSError as error:  # disk full, file too large: name the file
-        temporary.unlink(missing_ok=True)
-        raise WriteFailed(path, error) from error
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return {
-        "path": shard.path,
-        "rows": shard.rows,
-        "first_id": shard.start,
-        "bytes": sink.size,
-        "sha256": sink.digest.hexdigest(),
-    }
+    with durable_shard(root / shard.path) as sink, open_writer(sink, schema) as writer:
+        for first in range(shard.start, shard.stop, step):
+            last = min(shard.stop, first + step)
+            rows = generate_rows(spec, shard.split, first, last, block_rows)
+            writer.write_table(rows_to_table(first, rows, schema), row_group_size=per_group)
+            del rows
+            if progress is not None:
+                progress((last - first) * length)
+    return shard_entry(shard, sink)
 
 
 ShardWriter = Callable[..., dict[str, Any]]
