@@ -27,6 +27,8 @@ FACT_COLUMNS: list[tuple[str, str]] = [
     ("target_balance_max_tv", "target balance (max TV)"),
     ("periodic_shortcut_share", "periodic shortcut share"),
     ("operand_sensitivity", "operand sensitivity"),
+    ("near_determined_id", "near-determined positions, ID"),
+    ("near_determined_ood", "near-determined positions, OOD"),
 ]
 
 AUDIT_NOTES = """\
@@ -37,7 +39,12 @@ AUDIT_NOTES = """\
 - *target balance (max TV)*: the largest total-variation distance, over positions, between the
   targets at that position and the uniform distribution on {0, ..., m-1}.
 - *periodic shortcut share*: share of targets that a short-period copy rule would predict.
-- *operand sensitivity*: share of single-operand changes that change the target."""
+- *operand sensitivity*: share of single-operand changes that change the target.
+- *near-determined positions*: positions t whose target is a fixed function of its k near
+  tokens alone, for every seed window (`posgen.shortcuts`: exact for additive h and prime m;
+  n/a otherwise). There the far operands are redundant, so the position does not test
+  long-range dependency. In the paper's setup only semirecursive has such positions
+  (e.g. x_6 = x_3 + 3 x_4 mod 17), recursive and cot have none."""
 
 
 def _shared(value: Any) -> str:
@@ -75,7 +82,9 @@ def facts_table(facts: dict[str, dict[str, dict[str, Any]]]) -> str:
             row: list[Any] = [config, split]
             for key, _ in FACT_COLUMNS:
                 value = values.get(key)
-                row.append(_shared(value) if key == "shared_windows" else value)
+                if key == "shared_windows":
+                    value = _shared(value)
+                row.append("n/a" if value is None else value)
             rows.append(row)
     return table(["config", "split", *(title for _, title in FACT_COLUMNS)], rows)
 

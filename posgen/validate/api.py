@@ -8,6 +8,7 @@ from typing import Any
 
 from posgen.integrity import check_dataset
 from posgen.manifest import MANIFEST_NAME
+from posgen.shortcuts import near_determined_counts
 from posgen.spec import TaskSpec
 from posgen.validate.integrity import check_integrity
 from posgen.validate.report import CheckResult, Report
@@ -70,6 +71,7 @@ def validate(
                 "max_lookback": lookback,
                 **hygiene_facts[tally.data.split],
                 **audit_facts,
+                **near_determined_counts(tally.data.spec, tally.data.length or 0),
             }
     report.seconds = time.perf_counter() - started
     return report
