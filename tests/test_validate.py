@@ -406,3 +406,18 @@ def test_cli_validates_a_bare_parquet_file_given_spec_flags(tmp_path):
     missing = run("validate", tmp_path / "test-00000-of-00001.parquet")
     assert missing.exit_code == 2
     assert missing.output.startswith("error: ") and "give the spec" in missing.output
+
+
+def test_arrow_ipc_folders_validate_and_a_damaged_one_fails_integrity(tmp_path):
+    from posgen.ipc_writer import write_benchmark_ipc
+    from posgen.spec import BenchmarkSpec, TaskSpec
+
+    spec = TaskSpec(task="cot", train_size=200, val_size=20, test_size=20)
+    out = tmp_path / "ipc"
+    write_benchmark_ipc(BenchmarkSpec(name="ipc", configs={"cot": spec}), out)
+    assert validate(out).ok
+    shard = next((out / "cot" / "test").glob("*.arrow"))
+    shard.write_bytes(shard.read_bytes()[:-100])
+    report = validate(out)
+    assert not report.ok and "integrity" in report.failed_kinds
+    assert any(shard.name in c.message for c in report.checks if not c.ok)

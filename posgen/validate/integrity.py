@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from posgen.manifest import MANIFEST_NAME, sha256_file
 from posgen.spec import TaskSpec
 from posgen.validate.report import CheckResult
-from posgen.validate.sources import DATA_SUFFIXES, Source
+from posgen.validate.sources import DATA_SUFFIXES, Source, open_ipc
 
 
 def _file_problems(root: Path, entry: dict[str, Any], spec_id: str) -> list[str]:
@@ -31,6 +31,15 @@ def _file_problems(root: Path, entry: dict[str, Any], spec_id: str) -> list[str]
         )
     if sha256_file(path) != entry["sha256"]:
         problems.append(f"{entry['path']}: sha256 differs from the manifest (file changed)")
+    if path.suffix.lower() != ".parquet":  # Arrow IPC (--format arrow): rows only
+        try:
+            reader = open_ipc(path)
+            rows = sum(batch.num_rows for batch in reader)
+        except (pa.ArrowException, OSError) as error:
+            return [*problems, f"{entry['path']}: not readable as Arrow IPC ({error})"]
+        if rows != entry["rows"]:
+            problems.append(f"{entry['path']}: {rows} rows, manifest says {entry['rows']}")
+        return problems
     try:
         meta = pq.read_metadata(path)
     except (pa.ArrowException, OSError) as error:
@@ -116,14 +125,13 @@ def _unlisted(source: Source) -> CheckResult | None:
         for info in entry["splits"].values()
         for f in info["files"]
     }
-    found = (
-        sorted(
-            str(p.relative_to(root))
-            for p in (root / "data").rglob("*")
-            if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
-        )
-        if (root / "data").is_dir()
-        else []
+    # data/<config>/ for Parquet folders, <config>/<split>/ for Arrow IPC ones
+    found = sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in DATA_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     extra = [path for path in found if path not in listed]
     if not extra:

@@ -49,7 +49,7 @@ class Part:
             return self.table.schema
         if _is_parquet(self.path):
             return pq.read_schema(self.path)
-        return _open_ipc(self.path).schema
+        return open_ipc(self.path).schema
 
     def batches(self, length: int) -> Iterator[pa.RecordBatch]:
         """Record batches of about :data:`BATCH_TOKENS` tokens (rows of ``length``)."""
@@ -61,7 +61,7 @@ class Part:
             columns = [n for n in ("id", "tokens") if n in handle.schema_arrow.names]
             yield from handle.iter_batches(batch_size=rows, columns=columns)
         else:
-            reader = _open_ipc(self.path)
+            reader = open_ipc(self.path)
             many = getattr(reader, "num_record_batches", None)
             chunks = (reader.get_batch(i) for i in range(many)) if many is not None else reader
             for batch in chunks:
@@ -96,7 +96,8 @@ def _is_parquet(path: Path | None) -> bool:
     return path is not None and path.suffix.lower() == ".parquet"
 
 
-def _open_ipc(path: Path | None) -> Any:
+def open_ipc(path: Path | None) -> Any:
+    """An Arrow IPC file or stream reader over ``path`` (memory-mapped)."""
     source = pa.memory_map(str(path))
     try:
         return pa.ipc.open_file(source)
