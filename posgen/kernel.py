@@ -16,7 +16,7 @@ is still in cache, right after its positions were computed.
 
 No compiled accelerator: with this blocking numpy alone generates 1.0-1.4 G tokens/s on one
 core (``python -m posgen.bench``, kernel column), 3-4x the plain numpy loop and above the
-1 G target, while Parquet encoding (~100-150 M tokens/s per core) bounds every end-to-end path;
+1 G target, while Parquet encoding (~130-200 M tokens/s per core) bounds every end-to-end path;
 a C extension or numba would add an install-time dependency for no end-to-end gain.
 
 The output is identical, bit for bit, to :func:`posgen.generator.grow_reference` (the tests
