@@ -10,7 +10,7 @@ from posgen.cli.common import RunFailure, UsageProblems
 from posgen.cli.score import load_split
 from posgen.scoring.baselines import BASELINES, baseline_predictions
 from posgen.scoring.errors import ScoringError
-from posgen.scoring.metrics import score_arrays
+from posgen.scoring.folder import score_aligned
 from posgen.scoring.prediction_files import file_format, write_predictions
 
 
@@ -83,13 +83,7 @@ def baseline_command(
     except OSError as error:
         raise RunFailure(f"writing {out} failed: {error}") from None
     if not quiet:
-        report = score_arrays(
-            reference.tokens,
-            predictions,
-            window=spec.window,
-            ood_boundary=spec.train_length,
-            modulus=spec.modulus,
-        )
+        report = score_aligned(reference, predictions)
         figures = ", ".join(
             f"{name} {'-' if value is None else f'{100 * value:.2f}%'}"
             for name, value in (("ID", report.id.accuracy), ("OOD", report.ood.accuracy))

@@ -30,7 +30,7 @@ import numpy as np
 
 from posgen.generator import DEFAULT_BLOCK_ROWS, grow, storage_dtype
 from posgen.scoring.errors import ScoringError
-from posgen.scoring.metrics import score_arrays
+from posgen.scoring.folder import score_aligned
 from posgen.scoring.reference import load_reference
 from posgen.spec import TaskSpec
 
@@ -177,12 +177,5 @@ def baseline_scores(
     out = {}
     for kind in BASELINES:
         predictions = baseline_predictions(kind, spec, reference.tokens, fit)
-        report = score_arrays(
-            reference.tokens,
-            predictions,
-            window=spec.window,
-            ood_boundary=spec.train_length,
-            modulus=spec.modulus,
-        )
-        out[kind] = report.summary()
+        out[kind] = score_aligned(reference, predictions).summary()
     return out

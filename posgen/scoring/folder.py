@@ -30,12 +30,15 @@ def score_reference(
     read = read_predictions(predictions)
     try:
         aligned = align_to_ids(read.ids, read.tokens, reference.ids)
-        return _score(reference, aligned, bucket_width)
+        return score_aligned(reference, aligned, bucket_width)
     except ScoringError as error:
         raise ScoringError(f"{predictions}: {error}") from None
 
 
-def _score(reference: ReferenceSplit, aligned: object, bucket_width: int) -> ScoreReport:
+def score_aligned(
+    reference: ReferenceSplit, aligned: object, bucket_width: int = DEFAULT_BUCKET_WIDTH
+) -> ScoreReport:
+    """Score predictions already in the reference's row order (shape as :func:`score_arrays`)."""
     spec = reference.spec
     return score_arrays(
         reference.tokens,
