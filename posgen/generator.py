@@ -16,8 +16,6 @@ x_4 = (0 + 1 + 2 + 3) mod 17 = 6, x_5 = (1 + 2 + 3 + 6) mod 17 = 12.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 from posgen.kernel import grow_additive_into, storage_dtype, work_dtype
@@ -160,12 +158,3 @@ def generate_split(spec: TaskSpec, split: str, block_rows: int = DEFAULT_BLOCK_R
     [0, 1, 2, 3, 6, 11, 4, 5]
     """
     return generate_rows(spec, split, 0, spec.split_size(split), block_rows)
-
-
-def iter_blocks(
-    spec: TaskSpec, split: str, start: int, stop: int, block_rows: int
-) -> Iterator[tuple[int, np.ndarray]]:
-    """``(first row, rows)`` for consecutive blocks of at most ``block_rows`` rows."""
-    for first in range(start, stop, max(1, block_rows)):
-        last = min(stop, first + max(1, block_rows))
-        yield first, generate_rows(spec, split, first, last, block_rows)

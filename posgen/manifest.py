@@ -17,7 +17,6 @@ import pyarrow as pa
 
 import posgen
 from posgen.arrow_io import PARQUET_OPTIONS
-from posgen.layout import Shard
 from posgen.spec import BenchmarkSpec, TaskSpec
 
 MANIFEST_NAME = "posgen.json"
@@ -31,18 +30,6 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def file_entry(root: Path, shard: Shard) -> dict[str, Any]:
-    """The manifest entry of a written shard."""
-    path = root / shard.path
-    return {
-        "path": shard.path,
-        "rows": shard.rows,
-        "first_id": shard.start,
-        "bytes": path.stat().st_size,
-        "sha256": sha256_file(path),
-    }
 
 
 def split_entry(spec: TaskSpec, split: str, files: list[dict[str, Any]]) -> dict[str, Any]:
