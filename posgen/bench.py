@@ -15,7 +15,8 @@ with the ratios ours/oracle and ours/copy (machines are noisy: compare ratios wi
 Then how the cost grows with rows and with length (4x each). ``--write`` saves the output to
 ``BENCHMARKS.md``. ``--parquet-settings`` measures the Parquet codecs behind
 :data:`posgen.arrow_io.PARQUET_OPTIONS`; ``--big TOKENS`` runs one large generation and reports
-its peak memory; with ``--write`` both append a section.
+its peak memory; ``--ops`` measures every generation function h (:mod:`posgen.ops`) in memory;
+with ``--write`` each appends a section.
 
 Every timing is the best of ``--repeat`` runs.
 """
@@ -124,6 +125,33 @@ def generate_rate(spec: Any, repeat: int) -> tuple[float, float]:
     full = best_of(lambda: generate_rows(spec, "train", 0, rows), repeat)
     core = best_of(kernel, repeat)
     return rows * length / full, rows * length / core
+
+
+def ops_table(
+    tokens: int, repeat: int, emit: Callable[[str], None], tasks: tuple[str, ...]
+) -> None:
+    """Tokens/s in memory of every op (kernel from ready windows, and generate_rows), L = 256."""
+    from posgen.ops import op_names
+
+    emit(
+        "Tokens/s of every generation function h (paper shape: m = 17, k = 3, j = 1, L = 256, "
+        "paper seeding; kernel from ready seed windows, generate with them), and the ratio "
+        "to mod_addition's kernel in the same run:"
+    )
+    emit("")
+    emit("| op | task | generate | kernel | kernel / mod_addition |")
+    emit("|---|---|---:|---:|---:|")
+    baseline: dict[str, float] = {}
+    for op in op_names():
+        for task in tasks:
+            base = bench_spec(task, 256, tokens, "paper")
+            spec = type(base)(**{**base.canonical(), "op": op})
+            generate, kernel = generate_rate(spec, repeat)
+            baseline.setdefault(task, kernel)
+            emit(
+                f"| {op} | {task} | {rate(generate)} | {rate(kernel)} "
+                f"| {kernel / baseline[task]:.2f} |"
+            )
 
 
 def child_write(storage: str, spec: Any, out: Path, num_proc: int) -> dict[str, Any]:
@@ -388,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--parquet-settings", action="store_true", help="only the codec table")
     parser.add_argument("--big", type=float, help="only one run of this many tokens")
+    parser.add_argument("--ops", action="store_true", help="only the per-op table")
     parser.add_argument("--task", action="append", help="only these tasks (repeatable)")
     parser.add_argument("--length", type=int, action="append", help="only these lengths")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
@@ -406,9 +435,15 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
 
     started = time.perf_counter()
-    extra = bool(args.big or args.parquet_settings)  # sections appended to the main table
+    extra = bool(args.big or args.parquet_settings or args.ops)  # appended sections
     if extra:
-        title = "Peak memory of a big run" if args.big else "Parquet settings"
+        title = (
+            "Peak memory of a big run"
+            if args.big
+            else "Parquet settings"
+            if args.parquet_settings
+            else "Generation functions"
+        )
         emit(f"## {title} (`python -m posgen.bench {' '.join(argv or sys.argv[1:])}`)")
         emit("")
     else:
@@ -418,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         big_run(int(args.big), args.num_proc, emit)
     elif args.parquet_settings:
         parquet_settings(tokens, args.repeat, emit)
+    elif args.ops:
+        ops_table(tokens, args.repeat, emit, tuple(args.task or TASKS))
     else:
         tasks = tuple(args.task or TASKS)
         main_table(tokens, args.num_proc, args.repeat, emit, tasks, tuple(args.length or LENGTHS))

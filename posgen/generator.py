@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from posgen.kernel import grow_additive_into, storage_dtype, work_dtype
+from posgen.kernel import grow_into, storage_dtype, work_dtype
 from posgen.ops import get_op
 from posgen.seeding import seed_windows
 from posgen.spec import TaskSpec
@@ -51,18 +51,15 @@ def grow(
     """Rows of ``length`` tokens grown from ``windows`` (``(rows, w)``), row-major.
 
     Returns an array ``(rows, length)`` of :func:`storage_dtype` (``out`` when given); the
-    first ``w`` columns are the windows themselves. Additive ops use the fast kernel
-    (:mod:`posgen.kernel`), others :func:`grow_reference`.
+    first ``w`` columns are the windows themselves. Every op runs in the fast kernel
+    (:mod:`posgen.kernel`); :func:`grow_reference` is the plain path it is tested against.
     """
     _check_windows(spec, windows, length)
     if out is None:
         out = np.empty((windows.shape[0], length), dtype=storage_dtype(spec.modulus))
     elif out.shape != (windows.shape[0], length) or out.dtype != storage_dtype(spec.modulus):
         raise ValueError(f"out must be {(windows.shape[0], length)} of storage dtype")
-    if get_op(spec.op).additive:
-        return grow_additive_into(spec, windows, out)
-    out[...] = grow_reference(spec, windows, length)
-    return out
+    return grow_into(spec, windows, out)
 
 
 def _check_windows(spec: TaskSpec, windows: np.ndarray, length: int) -> None:
@@ -95,7 +92,8 @@ def _grow_generic(spec: TaskSpec, columns: np.ndarray) -> None:
     op, m, k, j = get_op(spec.op), spec.modulus, spec.near, spec.far
     starts = far_start(spec.task, np.arange(spec.window, columns.shape[0]), k, j)
     for t, start in zip(range(spec.window, columns.shape[0]), starts.tolist(), strict=True):
-        columns[t] = op.combine(columns[start : start + j], columns[t - k : t], m)
+        operands = np.concatenate([columns[start : start + j], columns[t - k : t]])
+        columns[t] = op.apply(operands, m, spec.op_key)
 
 
 def _grow_additive(spec: TaskSpec, columns: np.ndarray) -> None:

@@ -1,4 +1,4 @@
-"""The fast additive kernel: rows grown position-major in cache, transposed by 8x8 byte tiles.
+"""The fast kernel: rows grown position-major in cache, transposed by 8x8 byte tiles.
 
 For an additive op, x_{t+1} = x_t + (tokens entering the operand set) - (tokens leaving it)
 (mod m), so each position of a whole block of rows costs a few in-place array operations on
@@ -14,6 +14,13 @@ shift/xor swaps (blocks of 4, 2, 1 bytes) turn 8 words "one position, 8 rows" in
 in place. uint16 tokens (m > 256) use 4x4 tiles the same way. The slab is transposed while it
 is still in cache, right after its positions were computed.
 
+The other ops share the blocking and the transpose and differ only in their per-position
+step: a ``sum`` op moves the unreduced operand sum S like the additive token, then looks
+x_t = f(S) up in its table (one ``np.take``, ~1.5 ns a token: about half mod_addition's
+speed); ``keyed_hash`` builds each tuple's base-m code by Horner steps and looks the hash up
+in a table of all m^w tuples (direct hashing when m^w exceeds 2^22). Figures per op:
+``python -m posgen.bench --ops``.
+
 No compiled accelerator: with this blocking numpy alone generates 1.0-1.4 G tokens/s on one
 core (``python -m posgen.bench``, kernel column), 3-4x the plain numpy loop and above the
 1 G target, while Parquet encoding (~130-200 M tokens/s per core) bounds every end-to-end path;
@@ -25,16 +32,18 @@ check it on many specs). Measured with ``python -m posgen.bench``; see BENCHMARK
 >>> import numpy as np
 >>> from posgen.spec import TaskSpec
 >>> out = np.empty((1, 8), dtype=np.uint8)
->>> grow_additive_into(TaskSpec(task="recursive"), np.array([[0, 1, 2, 3]]), out).tolist()
+>>> grow_into(TaskSpec(task="recursive"), np.array([[0, 1, 2, 3]]), out).tolist()
 [[0, 1, 2, 3, 6, 12, 6, 10]]
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 
 import numpy as np
 
+from posgen.ops import get_op, hash_table, keyed_hash, sum_table
 from posgen.spec import TaskSpec
 from posgen.tasks import far_start
 
@@ -119,14 +128,18 @@ def transpose_tiles(words: np.ndarray, tile: int, itemsize: int, out: np.ndarray
         source = out
 
 
-def grow_additive_into(spec: TaskSpec, windows: np.ndarray, out: np.ndarray) -> np.ndarray:
+def grow_into(spec: TaskSpec, windows: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Grow ``windows`` (``(rows, w)``, values in [0, m)) into ``out`` (``(rows, length)``).
 
-    ``out`` must be C-contiguous of :func:`storage_dtype`; it is returned filled.
+    ``out`` must be C-contiguous of :func:`storage_dtype`; it is returned filled. Every op
+    kind has its own per-position step (:data:`_FILLERS`); blocking and the tile transpose
+    are shared.
     """
     m, window = spec.modulus, spec.window
+    op = get_op(spec.op)
     rows, length = out.shape
-    store, work = storage_dtype(m), work_dtype(m)
+    store = storage_dtype(m)
+    work = work_dtype(m) if op.additive else store
     tile = 8 // store.itemsize
     rows_pad, len_pad = -(-rows // tile) * tile, -(-length // tile) * tile
     cols = np.zeros((len_pad, rows_pad), dtype=work)
@@ -151,26 +164,8 @@ def grow_additive_into(spec: TaskSpec, windows: np.ndarray, out: np.ndarray) -> 
 
     flushed = 0
     if len_pad > window:
-        cols[window] = cols[:window].sum(axis=0, dtype=np.int64) % m
-        modulus = work.type(m)
-        scratch = np.empty(rows_pad, dtype=work)
-        add, sub, low = np.add, np.subtract, np.minimum
-        views = list(cols)
-        for t, (leaving, entering) in enumerate(
-            additive_steps(spec.task, spec.near, spec.far, len_pad), start=window
-        ):
-            value, nxt = views[t], views[t + 1]
-            for position in leaving:
-                sub(value, views[position], out=nxt)
-                add(nxt, modulus, out=scratch)
-                low(nxt, scratch, out=nxt)
-                value = nxt
-            for position in entering:
-                add(value, views[position], out=nxt)
-                sub(nxt, modulus, out=scratch)
-                low(nxt, scratch, out=nxt)
-                value = nxt
-            if t + 2 - flushed >= slab:
+        for t in _FILLERS[op.kind](spec, cols):
+            if t + 1 - flushed >= slab:
                 flush(flushed, flushed + slab)
                 flushed += slab
     while flushed < len_pad:
@@ -180,3 +175,88 @@ def grow_additive_into(spec: TaskSpec, windows: np.ndarray, out: np.ndarray) -> 
     if not direct:
         out[...] = target[:rows, :length]
     return out
+
+
+def _fill_additive(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_{t+1} = x_t + entering - leaving (mod m): an add or subtract and a conditional
+    correction ``min(v, v -/+ m)`` per operand that moves. Yields each position filled."""
+    m, window = spec.modulus, spec.window
+    cols[window] = cols[:window].sum(axis=0, dtype=np.int64) % m
+    yield window
+    modulus = cols.dtype.type(m)
+    scratch = np.empty(cols.shape[1], dtype=cols.dtype)
+    add, sub, low = np.add, np.subtract, np.minimum
+    views = list(cols)
+    steps = additive_steps(spec.task, spec.near, spec.far, cols.shape[0])
+    for t, (leaving, entering) in enumerate(steps, start=window):
+        value, nxt = views[t], views[t + 1]
+        for position in leaving:
+            sub(value, views[position], out=nxt)
+            add(nxt, modulus, out=scratch)
+            low(nxt, scratch, out=nxt)
+            value = nxt
+        for position in entering:
+            add(value, views[position], out=nxt)
+            sub(nxt, modulus, out=scratch)
+            low(nxt, scratch, out=nxt)
+            value = nxt
+        yield t + 1
+
+
+@lru_cache(maxsize=16)
+def _stored_sum_table(name: str, modulus: int, window: int) -> np.ndarray:
+    return sum_table(name, modulus, window).astype(storage_dtype(modulus))
+
+
+def _fill_sum(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_t = f(S_t): the unreduced sum S moves like the additive token (entering minus
+    leaving tokens, exact in wrapping unsigned arithmetic since S itself fits), then one
+    table lookup. Worked example (pow_sin, m = 17, window 0 1 2 3): S_4 = 6,
+    x_4 = floor(sin(6)^2 * 17) = 1."""
+    m, window = spec.modulus, spec.window
+    table = _stored_sum_table(spec.op, m, window)
+    dtype = np.uint8 if table.size <= 1 << 8 else np.uint16 if table.size <= 1 << 16 else np.uint32
+    total = cols[:window].sum(axis=0, dtype=np.int64).astype(dtype)
+    views = list(cols)
+    np.take(table, total, out=views[window], mode="clip")
+    yield window
+    steps = additive_steps(spec.task, spec.near, spec.far, cols.shape[0])
+    for t, (leaving, entering) in enumerate(steps, start=window):
+        for position in entering:
+            np.add(total, views[position], out=total)
+        for position in leaving:
+            np.subtract(total, views[position], out=total)
+        np.take(table, total, out=views[t + 1], mode="clip")
+        yield t + 1
+
+
+def _fill_tuple(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_t = keyed hash of (far operands, near operands): the tuple's base-m code by Horner
+    steps, then one lookup in the op's table (:func:`posgen.ops.hash_table`), or the direct
+    hash when m^w is too large to tabulate."""
+    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
+    length = cols.shape[0]
+    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
+    table = hash_table(m, window, spec.op_key)
+    views = list(cols)
+    code = np.empty(cols.shape[1], dtype=np.uint32)
+    base = np.uint32(m)
+    for t, start in enumerate(starts, start=window):
+        positions = [*range(start, start + far), *range(t - near, t)]
+        if table is None:
+            operands = np.stack([views[p] for p in positions])
+            views[t][...] = keyed_hash(operands, m, spec.op_key)
+        else:
+            np.copyto(code, views[positions[0]])
+            for position in positions[1:]:
+                np.multiply(code, base, out=code)
+                np.add(code, views[position], out=code)
+            np.take(table, code, out=views[t], mode="clip")
+        yield t
+
+
+_FILLERS: dict[str, Callable[[TaskSpec, np.ndarray], Iterator[int]]] = {
+    "additive": _fill_additive,
+    "sum": _fill_sum,
+    "tuple": _fill_tuple,
+}

@@ -1,48 +1,211 @@
 """Generation functions h: how the operands of a position become its token.
 
-An op combines the far operands (shape ``(far, rows)``) and the near operands
-(shape ``(near, rows)``) of one position into the token of that position for every
-row. The paper's op is modular addition:
+An op maps the w operands of a position (far ones first, then near ones, i.e. in position
+order) to a token of Z_m. Three kinds, each with a fast path in :mod:`posgen.kernel`:
+
+* ``additive``: ``mod_addition``, the paper's op, (sum of operands) mod m.
+* ``sum``: a function f of the *unreduced* operand sum S in [0, w(m-1)], tabulated exactly
+  once per (op, m, w) from its Python formula: ``pow_sin`` (floor(sin(S)^2 m), S in radians,
+  the authors' definition), ``pow_sin_2pi`` (floor(|sin(2 pi (S mod m) / m)| m), also theirs)
+  and ``square_sum`` (S^2 mod m: x_{t-1} no longer reveals S_{t-1}).
+* ``tuple``: ``keyed_hash``, a keyed hash of the *ordered* operand tuple, uniform on Z_m,
+  keyed by the spec's ``op_key`` (see :func:`keyed_hash`).
 
 >>> import numpy as np
->>> MOD_ADDITION.combine(np.array([[1]]), np.array([[3], [6], [11]]), 17).tolist()
+>>> MOD_ADDITION.apply(np.array([[1], [3], [6], [11]]), 17).tolist()
 [4]
+>>> sum_table("pow_sin", 17, 4)[:6].tolist()  # floor(sin(S)^2 * 17), S = 0..5
+[0, 12, 14, 0, 9, 15]
 
 Ops are registered once by name; a spec picks one with ``op = "<name>"``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
 
 import numpy as np
+
+MAX_SUM_TABLE = 1 << 21
+"""Largest sum table (w(m-1) + 1 entries) a ``sum`` op tabulates (~0.5 s of Python math)."""
+HASH_TABLE_MAX = 1 << 22
+"""Tuple spaces m^w up to this size are hashed once into a table (the kernel indexes it)."""
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+Kind = Literal["additive", "sum", "tuple"]
 
 
 @dataclass(frozen=True)
 class Op:
     """A generation function h over Z_m.
 
-    ``combine(far, near, m)`` returns ``h`` for every row. ``additive`` marks ops equal
-    to (sum of all operands) mod m, which the generator computes with running sums.
+    ``value(S, m)`` is the exact per-sum formula of a ``sum`` op (plain Python ints and
+    floats: the definition the table is built from). ``keyed`` ops read the spec's ``op_key``.
     """
 
     name: str
     description: str
-    combine: Callable[[np.ndarray, np.ndarray, int], np.ndarray]
-    additive: bool = False
+    kind: Kind
+    value: Callable[[int, int], int] | None = None
+    keyed: bool = False
+
+    @property
+    def additive(self) -> bool:
+        """True for (sum of all operands) mod m, which the generator updates incrementally."""
+        return self.kind == "additive"
+
+    def apply(self, operands: np.ndarray, modulus: int, key: int = 0) -> np.ndarray:
+        """h of every column of ``operands`` (``(w, n)`` integers in [0, m), position order).
+
+        The plain reference: the validator and the slow generator path use it.
+        """
+        operands = np.asarray(operands, dtype=np.int64)
+        if self.kind == "tuple":
+            return keyed_hash(operands, modulus, key)
+        total = operands.sum(axis=0, dtype=np.int64)
+        if self.kind == "additive":
+            return total % modulus
+        table = sum_table(self.name, modulus, operands.shape[0])
+        return table[total].astype(np.int64)
+
+    def problem(self, modulus: int, window: int) -> str | None:
+        """Why this op cannot run at (m, w), or None: a table too large or leaving Z_m."""
+        if self.kind != "sum":
+            return None
+        size = window * (modulus - 1) + 1
+        if size > MAX_SUM_TABLE:
+            return (
+                f"op {self.name} tabulates w(m-1)+1 = {size:,} sums; at most {MAX_SUM_TABLE:,} "
+                "(lower modulus, near or far)"
+            )
+        table = sum_table(self.name, modulus, window)
+        outside = np.flatnonzero(table >= modulus)
+        if outside.size:
+            return (
+                f"op {self.name} gives {int(table[outside[0]])} for the operand sum "
+                f"{int(outside[0])}, outside Z_{modulus} (choose another modulus)"
+            )
+        return None
 
 
-def _mod_addition(far: np.ndarray, near: np.ndarray, modulus: int) -> np.ndarray:
-    total = far.sum(axis=0, dtype=np.int64) + near.sum(axis=0, dtype=np.int64)
-    return total % modulus
+def _pow_sin(total: int, modulus: int) -> int:
+    # the authors' atom_arithmetic: floor(pow(sin(sum(far) + sum(near)), 2) * m)
+    return math.floor(math.pow(math.sin(total), 2) * modulus)
+
+
+def _pow_sin_2pi(total: int, modulus: int) -> int:
+    s = total % modulus
+    return math.floor(abs(math.sin(2 * math.pi * s / modulus)) * modulus)
+
+
+def _square_sum(total: int, modulus: int) -> int:
+    return total * total % modulus
+
+
+@lru_cache(maxsize=64)
+def sum_table(name: str, modulus: int, window: int) -> np.ndarray:
+    """``f(S)`` for every operand sum S in [0, w(m-1)], from the op's exact formula.
+
+    int64 values (read-only); the spec refuses (m, w) where a value leaves Z_m.
+
+    >>> sum_table("pow_sin_2pi", 8, 1).tolist()  # s = 2: |sin(pi/2)| * 8 = 8, outside Z_8
+    [0, 5, 8, 5, 0, 5, 8, 5]
+    """
+    op = get_op(name)
+    if op.value is None:
+        raise ValueError(f"op {name!r} is not a function of the operand sum")
+    size = window * (modulus - 1) + 1
+    table = np.fromiter((op.value(s, modulus) for s in range(size)), dtype=np.int64, count=size)
+    table.flags.writeable = False
+    return table
+
+
+def hash_key(key: int) -> np.uint64:
+    """The 64-bit key of ``op_key``: sha256 of a fixed text, the same on every machine."""
+    digest = hashlib.sha256(f"posgen keyed_hash {key}".encode()).digest()
+    return np.uint64(int.from_bytes(digest[:8], "little"))
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finalizer: a bijective avalanche mix of uint64 values (in place when it can)."""
+    with np.errstate(over="ignore"):
+        x = np.asarray(x, dtype=np.uint64)
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+        return x ^ (x >> np.uint64(31))
+
+
+def chunk_size(modulus: int) -> int:
+    """Most operands packed exactly into one uint64 word: largest c with m^c <= 2^64.
+
+    >>> chunk_size(17), chunk_size(65536), chunk_size(2)
+    (15, 4, 64)
+    """
+    c = 1
+    while modulus ** (c + 1) <= 2**64:
+        c += 1
+    return c
+
+
+def keyed_hash(operands: Sequence[np.ndarray], modulus: int, key: int) -> np.ndarray:
+    """Keyed hash of each ordered operand tuple, on Z_m.
+
+    ``operands[i]`` holds operand i (position order) of every tuple: arrays of one shape
+    (a ``(w, n)`` array works), integers in [0, m). Definition (integer operations only, so
+    identical on every machine and numpy version): the operands are packed base m into
+    words of :func:`chunk_size` operands each (first operand most significant; exact, so
+    distinct tuples give distinct words); ``state = hash_key(key)``, then per word
+    ``state = mix64(state ^ word)``; the token is ``((state >> 32) * m) >> 32``, uniform on
+    Z_m up to a bias below m / 2^32. With one word (m^w <= 2^64) the map is injective up
+    to that last reduction.
+
+    >>> keyed_hash(np.array([[1, 2], [2, 1]]), 17, key=0).tolist()  # order matters
+    [13, 9]
+    """
+    window = len(operands)
+    shape = np.shape(operands[0]) if window else (0,)
+    step = chunk_size(modulus)
+    base = np.uint64(modulus)
+    state = np.full(shape, hash_key(key), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for first in range(0, max(window, 1), step):
+            word = np.zeros(shape, dtype=np.uint64)
+            for i in range(first, min(window, first + step)):
+                word *= base
+                word += np.asarray(operands[i]).astype(np.uint64)
+            state = mix64(state ^ word)
+        return ((state >> np.uint64(32)) * base) >> np.uint64(32)
+
+
+@lru_cache(maxsize=16)
+def hash_table(modulus: int, window: int, key: int) -> np.ndarray | None:
+    """:func:`keyed_hash` of every tuple, indexed by its base-m code (None above the cap).
+
+    >>> int(hash_table(17, 2, 0)[1 * 17 + 2]) == int(keyed_hash(np.array([[1], [2]]), 17, 0)[0])
+    True
+    """
+    if modulus**window > HASH_TABLE_MAX:
+        return None
+    codes = np.arange(modulus**window, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        state = mix64(np.full(codes.size, hash_key(key), dtype=np.uint64) ^ codes)
+        table = ((state >> np.uint64(32)) * np.uint64(modulus)) >> np.uint64(32)
+    dtype = np.uint8 if modulus <= 256 else np.uint16
+    out = table.astype(dtype)
+    out.flags.writeable = False
+    return out
 
 
 MOD_ADDITION = Op(
     name="mod_addition",
     description="(sum of far operands + sum of near operands) mod m",
-    combine=_mod_addition,
-    additive=True,
+    kind="additive",
 )
 
 _OPS: dict[str, Op] = {}
@@ -52,6 +215,8 @@ def register_op(op: Op) -> None:
     """Register an op; each name can be registered once only."""
     if op.name in _OPS:
         raise ValueError(f"op {op.name!r} is already registered")
+    if op.kind == "sum" and op.value is None:
+        raise ValueError(f"sum op {op.name!r} needs its value formula")
     _OPS[op.name] = op
 
 
@@ -69,3 +234,28 @@ def op_names() -> tuple[str, ...]:
 
 
 register_op(MOD_ADDITION)
+register_op(
+    Op(
+        "pow_sin",
+        "floor(sin(S)^2 * m), S = unreduced sum of the operands in radians (the authors' op)",
+        "sum",
+        _pow_sin,
+    )
+)
+register_op(
+    Op(
+        "pow_sin_2pi",
+        "floor(|sin(2 pi s / m)| * m), s = (sum of the operands) mod m (the authors' op)",
+        "sum",
+        _pow_sin_2pi,
+    )
+)
+register_op(Op("square_sum", "S^2 mod m, S = sum of the operands", "sum", _square_sum))
+register_op(
+    Op(
+        "keyed_hash",
+        "keyed hash of the ordered operand tuple (far then near), uniform on Z_m, key op_key",
+        "tuple",
+        keyed=True,
+    )
+)

@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from posgen.ops import op_names
+from posgen.ops import get_op, op_names
 from posgen.tasks import TASKS, TaskName
 
 MAX_LENGTH = 1 << 20
@@ -48,6 +48,9 @@ class TaskSpec(BaseModel):
     near: int = Field(3, ge=1, le=4096, description="k: near operands x_{t-k}..x_{t-1}.")
     far: int = Field(1, ge=0, le=4096, description="j: far operands, placed by the task.")
     op: str = Field("mod_addition", min_length=1, max_length=64, description="Function h.")
+    op_key: int = Field(
+        0, ge=0, le=MAX_SEED, description="Key of a keyed op (keyed_hash); 0 for the others."
+    )
     train_length: Length = Field(64, description="L: length of train rows (seed window included).")
     test_length: tuple[Length, ...] = Field(
         (256,),
@@ -98,6 +101,13 @@ class TaskSpec(BaseModel):
         if len(set(self.test_lengths)) != len(self.test_lengths):
             message = f"test_length values must be distinct, got {list(self.test_lengths)}"
             problems.append(("test_length", message, list(self.test_lengths)))
+        op = get_op(self.op)
+        if self.op_key and not op.keyed:
+            message = f"op_key is only read by a keyed op (keyed_hash), not by {self.op}"
+            problems.append(("op_key", message, self.op_key))
+        op_problem = op.problem(self.modulus, window)
+        if op_problem:
+            problems.append(("op", op_problem, self.op))
         space = self.seed_space
         if self.seeding == "paper" and space == 0:
             problems.append(
@@ -190,8 +200,14 @@ class TaskSpec(BaseModel):
         return 1 if self.modulus <= 256 else 2
 
     def canonical(self) -> dict[str, Any]:
-        """Every field as plain JSON values, in declaration order."""
-        return self.model_dump(mode="json")
+        """Every field as plain JSON values, in declaration order.
+
+        ``op_key`` appears only for keyed ops, so specs of the other ops keep their ids.
+        """
+        body = self.model_dump(mode="json")
+        if not get_op(self.op).keyed:
+            del body["op_key"]
+        return body
 
     @property
     def spec_id(self) -> str:
@@ -226,7 +242,9 @@ class BenchmarkSpec(BaseModel):
 
     def canonical(self) -> dict[str, Any]:
         """The benchmark as plain JSON values (the form spec files hold, without defaults)."""
-        return self.model_dump(mode="json")
+        body = self.model_dump(mode="json")
+        body["configs"] = {name: spec.canonical() for name, spec in self.configs.items()}
+        return body
 
 
 def _digest(body: dict[str, Any]) -> str:

@@ -5,7 +5,11 @@ Nothing here imports posgen's generator or seeding: plain loops over plain lists
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import math
+
+MASK = (1 << 64) - 1
 
 
 def far_positions(task: str, t: int, near: int, far: int) -> list[int]:
@@ -22,13 +26,58 @@ def far_positions(task: str, t: int, near: int, far: int) -> list[int]:
     return list(range(start, start + far))
 
 
-def grow_row(task: str, window: list[int], length: int, m: int, near: int, far: int) -> list[int]:
-    """x_t = (sum of far operands + sum of near operands) mod m, one token at a time."""
+def splitmix64(x: int) -> int:
+    """The SplitMix64 finalizer on a Python int."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK
+    return x ^ (x >> 31)
+
+
+def keyed_hash(operands: list[int], m: int, key: int) -> int:
+    """The keyed hash as specified: base-m words of as many operands as fit 2^64, chained."""
+    per_word = max(c for c in range(1, 65) if m**c <= 2**64)
+    state = int.from_bytes(
+        hashlib.sha256(f"posgen keyed_hash {key}".encode()).digest()[:8], "little"
+    )
+    for first in range(0, max(len(operands), 1), per_word):
+        word = 0
+        for value in operands[first : first + per_word]:
+            word = word * m + value
+        state = splitmix64(state ^ word)
+    return ((state >> 32) * m) >> 32
+
+
+def op_value(op: str, operands: list[int], m: int, key: int = 0) -> int:
+    """h(operands) from each op's definition (operands in position order)."""
+    total = sum(operands)
+    if op == "mod_addition":
+        return total % m
+    if op == "pow_sin":
+        return math.floor(math.pow(math.sin(total), 2) * m)
+    if op == "pow_sin_2pi":
+        return math.floor(abs(math.sin(2 * math.pi * (total % m) / m)) * m)
+    if op == "square_sum":
+        return total * total % m
+    if op == "keyed_hash":
+        return keyed_hash(operands, m, key)
+    raise ValueError(op)
+
+
+def grow_row(
+    task: str,
+    window: list[int],
+    length: int,
+    m: int,
+    near: int,
+    far: int,
+    op: str = "mod_addition",
+    key: int = 0,
+) -> list[int]:
+    """x_t = h(far operands, near operands), one token at a time."""
     row = list(window)
     for t in range(len(window), length):
-        total = sum(row[p] for p in far_positions(task, t, near, far))
-        total += sum(row[t - near : t])
-        row.append(total % m)
+        operands = [row[p] for p in far_positions(task, t, near, far)] + row[t - near : t]
+        row.append(op_value(op, operands, m, key))
     return row
 
 

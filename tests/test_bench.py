@@ -42,3 +42,12 @@ def test_parquet_settings_append_a_section_to_the_written_file(tmp_path):
     text = target.read_text()
     assert text.startswith("# main table\n\n## Parquet settings")
     assert "| byte stream split, zstd-1 (posgen) |" in text and "| plain, zstd-1 |" in text
+
+
+def test_the_ops_section_has_a_row_per_op_and_task(capsys):
+    from posgen.ops import op_names
+
+    assert main(["--ops", "--task", "cot", "--tokens", "20000", "--repeat", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0][2:] for row in rows[1:]] == list(op_names())
+    assert all(row.count(" M ") + row.count(" G ") == 2 for row in rows[1:])

@@ -45,7 +45,7 @@ def test_flags_override_the_spec_file(tmp_path):
         (["--train-length", "4"], "train_length (4) must exceed the seed window"),
         (["--test-length", "10"], "test_length (10) must be >= train_length (64)"),
         (["--train-size", "100000", "-m", "5", "-k", "1", "-j", "0"], "only 5 exist"),
-        (["--op", "nope"], "configs.recursive.op: unknown op; known: mod_addition (given: 'nope')"),
+        (["--op", "nope"], "configs.recursive.op: unknown op; known: mod_addition, pow_sin, "),
         (["--seed", "-1"], "seed: Input should be greater than or equal to 0"),
         (["--spec", "missing.toml"], "spec file missing.toml does not exist"),
         (["--task", "copy"], "Invalid value for '--task'"),

@@ -42,7 +42,7 @@ def test_specs_are_frozen_and_refuse_unknown_keys():
         ({"train_length": 4}, "train_length (4) must exceed the seed window far + near = 4"),
         ({"test_length": 32}, "test_length (32) must be >= train_length (64)"),
         ({"test_length": [256, 256]}, "test_length values must be distinct"),
-        ({"op": "pow_sin"}, "unknown op; known: mod_addition"),
+        ({"op": "str_hash"}, "unknown op; known: mod_addition, pow_sin"),
         ({"modulus": 3, "seeding": "paper"}, "paper seeding needs modulus >= far + near (4)"),
         ({"modulus": 70000}, "less than or equal to 65536"),
         ({"task": "copy"}, "Input should be 'recursive', 'cot' or 'semirecursive'"),

@@ -20,7 +20,8 @@ def spec_section(manifest: dict[str, Any]) -> str:
     specs = [spec_of(entry).canonical() for entry in configs.values()]
     rows = [["spec_id", *(f"`{entry['spec_id']}`" for entry in configs.values())]]
     for field in TaskSpec.model_fields:
-        rows.append([field, *(_spec_value(spec[field]) for spec in specs)])
+        if any(field in spec for spec in specs):  # op_key only for keyed ops
+            rows.append([field, *(_spec_value(spec.get(field, "-")) for spec in specs)])
     bench = manifest["benchmark"]
     return "\n".join(
         [

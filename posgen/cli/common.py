@@ -11,6 +11,7 @@ import click
 from pydantic import ValidationError
 
 from posgen.errors import problem_lines
+from posgen.ops import op_names
 from posgen.spec import BenchmarkSpec
 from posgen.spec_files import SpecFileError, resolve_benchmark
 from posgen.tasks import TASKS
@@ -56,6 +57,7 @@ SPEC_FLAGS: dict[str, str] = {
     "test_size": "test_size",
     "seeding": "seeding",
     "seed": "seed",
+    "op_key": "op_key",
 }
 
 
@@ -78,7 +80,10 @@ def spec_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-m", "--modulus", type=int, help="Vocabulary size m. [17]"),
         click.option("-k", "--near", type=int, help="Near operands k. [3]"),
         click.option("-j", "--far", type=int, help="Far operands j. [1]"),
-        click.option("--op", type=str, help="Generation function h. [mod_addition]"),
+        click.option(
+            "--op", type=str, help=f"Generation function h: {', '.join(op_names())}. [mod_addition]"
+        ),
+        click.option("--op-key", type=int, help="Key of a keyed op (keyed_hash). [0]"),
         click.option("--train-length", type=int, help="Train row length L. [64]"),
         click.option(
             "--test-length",

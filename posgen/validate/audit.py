@@ -121,14 +121,14 @@ def operand_sensitivity(spec: TaskSpec, tokens: np.ndarray) -> tuple[float, int]
         [np.broadcast_to(_take(sample, s), (take, per_row)).reshape(-1) for s in slots]
     )[:, :SENSITIVITY_SAMPLES]
     op = get_op(spec.op)
-    base = op.combine(operands[: spec.far], operands[spec.far :], m)
+    base = op.apply(operands, m, spec.op_key)
     shifts = np.unique(np.linspace(1, m - 1, min(m - 1, SENSITIVITY_SHIFTS)).astype(np.int64))
     changed = tried = 0
     for slot in range(spec.window):
         for shift in shifts.tolist():
             probe = operands.copy()
             probe[slot] = (probe[slot] + shift) % m
-            out = op.combine(probe[: spec.far], probe[spec.far :], m)
+            out = op.apply(probe, m, spec.op_key)
             changed += int(np.count_nonzero(out != base))
             tried += out.size
     return (changed / tried if tried else 1.0), tried

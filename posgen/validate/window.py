@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from posgen.ops import get_op
+from posgen.ops import get_op, keyed_hash, sum_table
 from posgen.spec import TaskSpec
 from posgen.tasks import dependency_matrix
 
@@ -58,8 +58,8 @@ def _work_dtype(modulus: int) -> np.dtype:
 def expected_targets(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
     """Targets of positions ``w .. length-1`` recomputed from ``tokens`` (``(rows, length)``).
 
-    Tokens must lie in ``[0, m)`` for the additive fast path; other values go through
-    the op's own ``combine`` (exact for any integers).
+    Every op is recomputed from its own definition (:mod:`posgen.ops`); memory stays a few
+    ``(rows, positions)`` arrays whatever the window.
     """
     rows, length = tokens.shape
     window = spec.window
@@ -78,16 +78,19 @@ def expected_targets(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
             np.subtract(acc, modulus, out=scratch)
             np.minimum(acc, scratch, out=acc)
         return acc
-    wide = tokens.astype(np.int64)
+    # Other ops, or tokens outside Z_m (reported elsewhere; clipped here so every op can
+    # read them): per operand slot, one (rows, positions) array at a time, never w of them.
     positions = length - window
-    operands = [np.broadcast_to(_take(wide, s), (rows, positions)).reshape(-1) for s in slots]
-    far = (
-        np.stack(operands[: spec.far])
-        if spec.far
-        else np.empty((0, rows * positions), dtype=np.int64)
-    )
-    near = np.stack(operands[spec.far :])
-    return op.combine(far, near, spec.modulus).reshape(rows, positions)
+    wide = np.clip(tokens, 0, spec.modulus - 1).astype(np.int64)
+    columns = [np.broadcast_to(_take(wide, s), (rows, positions)) for s in slots]
+    if op.kind == "tuple":
+        return keyed_hash(columns, spec.modulus, spec.op_key).astype(np.int64)
+    total = np.zeros((rows, positions), dtype=np.int64)
+    for column in columns:
+        total += column
+    if op.kind == "additive":
+        return total % spec.modulus
+    return sum_table(spec.op, spec.modulus, window)[total]
 
 
 def rule_facts(spec: TaskSpec, length: int) -> tuple[bool, str, int, int]:

@@ -1,0 +1,202 @@
+"""Every op: exact tables, the keyed hash's definition, the oracle, the authors' rows."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from posgen.generator import generate_split, grow
+from posgen.ops import keyed_hash, op_names, sum_table
+from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.tasks import TASKS
+from posgen.validate import validate
+from posgen.validate.window import expected_targets
+from tests.oracle import grow_row
+from tests.oracle import keyed_hash as oracle_hash
+
+OPS = op_names()
+SUM_OPS = ("pow_sin", "pow_sin_2pi", "square_sum")
+
+
+def small(task="cot", **fields):
+    return TaskSpec(**{"task": task, "train_size": 3, "val_size": 2, "test_size": 2, **fields})
+
+
+@pytest.mark.parametrize("modulus, window", [(17, 4), (17, 1), (101, 4), (37, 12), (257, 9)])
+def test_sum_tables_equal_pythons_math_for_every_possible_sum(modulus, window):
+    sums = range(window * (modulus - 1) + 1)
+    pow_sin = [math.floor(math.pow(math.sin(s), 2) * modulus) for s in sums]
+    two_pi = [
+        math.floor(abs(math.sin(2 * math.pi * (s % modulus) / modulus)) * modulus) for s in sums
+    ]
+    assert sum_table("pow_sin", modulus, window).tolist() == pow_sin
+    assert sum_table("pow_sin_2pi", modulus, window).tolist() == two_pi
+    assert sum_table("square_sum", modulus, window).tolist() == [s * s % modulus for s in sums]
+
+
+def test_an_op_whose_formula_leaves_z_m_is_refused_with_the_sum_that_does():
+    # |sin(2 pi 4 / 16)| * 16 = 16: the authors' pow_sin_2pi gives token m when 4 divides m
+    with pytest.raises(ValidationError, match=r"gives 16 for the operand sum 4, outside Z_16"):
+        small(op="pow_sin_2pi", modulus=16)
+    with pytest.raises(ValidationError, match="tabulates"):
+        small(op="pow_sin", modulus=65536, near=64)
+
+
+def test_op_key_belongs_to_keyed_ops_only_and_enters_their_spec_id():
+    with pytest.raises(ValidationError, match="op_key is only read by a keyed op"):
+        small(op="pow_sin", op_key=3)
+    assert "op_key" not in small().canonical()
+    one, two = small(op="keyed_hash", op_key=1), small(op="keyed_hash", op_key=2)
+    assert one.canonical()["op_key"] == 1 and one.spec_id != two.spec_id
+    assert not np.array_equal(generate_split(one, "train"), generate_split(two, "train"))
+
+
+@given(st.integers(2, 65536), st.integers(1, 9), st.integers(0, 2**63 - 1), st.integers(0, 99))
+def test_keyed_hash_equals_its_definition_in_plain_python(m, window, key, seed):
+    tuples = np.random.default_rng(seed).integers(0, m, size=(window, 16))
+    fast = keyed_hash(tuples, m, key).tolist()
+    assert fast == [oracle_hash(list(map(int, column)), m, key) for column in tuples.T]
+
+
+def test_keyed_hash_reads_the_operands_in_order_and_is_near_uniform():
+    m, window = 17, 3
+    tuples = np.array(list(itertools.product(range(m), repeat=window))).T
+    values = keyed_hash(tuples, m, key=5)
+    counts = np.bincount(values.astype(np.int64), minlength=m)
+    expected = tuples.shape[1] / m  # 289 per token
+    assert ((counts - expected) ** 2 / expected).sum() < 60  # chi-square, 16 dof: p ~ 1e-6
+    swapped = keyed_hash(tuples[[1, 0, 2]], m, key=5)
+    assert np.mean(swapped != values) > 0.8
+
+
+op_cases = st.fixed_dictionaries(
+    {
+        "op": st.sampled_from(OPS),
+        "task": st.sampled_from(TASKS),
+        "modulus": st.one_of(st.integers(2, 300), st.sampled_from([1009, 40000, 65536])),
+        "near": st.integers(1, 6),
+        "far": st.integers(0, 5),
+        "extra": st.integers(1, 40),
+        "rows": st.integers(1, 20),
+        "key": st.integers(0, 2**63 - 1),
+        "seed": st.integers(0, 2**32 - 1),
+    }
+)
+
+
+@settings(max_examples=150)
+@given(op_cases)
+def test_every_op_equals_the_plain_loop_oracle_and_the_validator_recomputes_it(case):
+    op, m, near, far = case["op"], case["modulus"], case["near"], case["far"]
+    length = near + far + case["extra"]
+    key = case["key"] if op == "keyed_hash" else 0
+    assume(m ** (near + far) >= 3)
+    try:
+        spec = TaskSpec(task=case["task"], op=op, op_key=key, modulus=m, near=near, far=far,
+                        train_length=length, train_size=1, val_size=1, test_size=1)  # fmt: skip
+    except ValidationError:
+        assume(False)  # a sum table leaving Z_m or too large: refused (tested above)
+    windows = np.random.default_rng(case["seed"]).integers(0, m, size=(case["rows"], near + far))
+    fast = grow(spec, windows, length)
+    slow = [grow_row(spec.task, w.tolist(), length, m, near, far, op, key) for w in windows]
+    assert fast.tolist() == slow
+    assert np.array_equal(expected_targets(spec, fast), fast[:, near + far :])
+
+
+def authors_rows(task: str, op: str, m: int, near: int, far: int, count: int, length: int):
+    """The authors' construction (src/data/components/*_sequence.py), re-typed from reading."""
+
+    def atom(far_ops: list[int], near_ops: list[int]) -> int:
+        total = sum(far_ops) + sum(near_ops)
+        if op == "pow_sin":
+            return math.floor(math.pow(math.sin(total), 2) * m)
+        if op == "pow_sin_2pi":
+            return math.floor(abs(math.sin(2 * math.pi * (total % m) / m)) * m)
+        return total % m
+
+    rows = []
+    for seq in itertools.islice(
+        itertools.cycle(itertools.combinations(range(m), near + far)), count
+    ):
+        row = list(seq)
+        if task == "cot":
+            while len(row) < length:
+                row.append(atom(row[:far], row[-near:]))
+        elif task == "recursive":
+            while len(row) < length:
+                row.append(atom(row[-(far + near) : -near], row[-near:]))
+        else:  # semirecursive: the far pointer moves every second token
+            pointer = 0
+            while len(row) < length:
+                row.append(atom(row[pointer : pointer + far], row[-near:]))
+                if len(row) < length:
+                    row.append(atom(row[pointer : pointer + far], row[-near:]))
+                    pointer += 1
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("op", ["pow_sin", "pow_sin_2pi", "mod_addition"])
+def test_paper_seeding_reproduces_the_authors_rows_row_for_row(task, op):
+    spec = TaskSpec(task=task, op=op, seeding="paper", train_size=40, val_size=10, test_size=12,
+                    train_length=24, test_length=48)  # fmt: skip
+    complete = authors_rows(task, op, 17, 3, 1, 40, 48)
+    assert generate_split(spec, "train").tolist() == [r[:24] for r in complete[:40]]
+    assert generate_split(spec, "validation").tolist() == [r[:48] for r in complete[:10]]
+    assert generate_split(spec, "test").tolist() == [r[:48] for r in complete[10:22]]
+
+
+GENERATE_KEYED = """
+import hashlib, sys
+from posgen.generator import generate_split
+from posgen.spec import BenchmarkSpec, TaskSpec
+spec = TaskSpec(task="semirecursive", op="keyed_hash", op_key=12345, train_size=500)
+sys.stdout.write(hashlib.sha256(generate_split(spec, "train").tobytes()).hexdigest())
+"""
+
+
+def test_keyed_hash_gives_the_same_bytes_in_two_fresh_processes():
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", GENERATE_KEYED], capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    }
+    spec = TaskSpec(task="semirecursive", op="keyed_hash", op_key=12345, train_size=500)
+    assert digests == {hashlib.sha256(generate_split(spec, "train").tobytes()).hexdigest()}
+
+
+def test_keyed_hash_data_is_the_same_bytes_with_one_or_two_workers(tmp_path):
+    from posgen.writer import write_benchmark
+
+    bench = BenchmarkSpec(name="keyed", configs={"cot": small(op="keyed_hash", op_key=9,
+                          train_size=3000, train_length=96)})  # fmt: skip
+    digests = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        write_benchmark(bench, out, shard_bytes=4096, row_group_bytes=2048, num_proc=workers)
+        files = sorted(p for p in out.rglob("*.parquet"))
+        digests.append([(p.relative_to(out), p.read_bytes()) for p in files])
+    assert digests[0] == digests[1] and len(digests[0]) > 2
+
+
+@pytest.mark.parametrize("op", [*SUM_OPS, "keyed_hash"])
+def test_generated_data_of_every_op_validates_and_a_flipped_token_fails(op):
+    from posgen.hf import to_dataset_dict
+
+    spec = TaskSpec(task="cot", op=op, modulus=101, train_size=20, val_size=5, test_size=5)
+    data = to_dataset_dict(spec)
+    assert validate(data, spec).ok
+    rows = generate_split(spec, "test")
+    rows[2, 70] = (int(rows[2, 70]) + 1) % 101
+    assert (expected_targets(spec, rows) != rows[:, 4:]).any()
