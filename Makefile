@@ -1,6 +1,7 @@
 # posgen: `make data` generates the default benchmark, `make validate` checks it,
 # `make test` runs the suite, `make cards` re-renders the official data cards in data_cards/
-# (checked for drift by the tests).
+# (checked for drift by the tests), `make results` trains the reference baselines (a long job:
+# about 40 minutes on two idle cores) and writes RESULTS.md.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ DATA_DIR ?= out/posgen-v1
 CARDS_DIR ?= out/cards
 OFFICIAL_CARDS := paper posgen-v1
 
-.PHONY: install data paper validate cards test harden lint format clean bench bench-big bench-parquet
+.PHONY: install install-train results data paper validate cards test harden lint format clean bench bench-big bench-parquet
 
 install: $(VENV)/.installed
 
@@ -16,6 +17,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,plot]"
+	touch $@
+
+# the train extra (torch, transformers) for `make test` and `make results`; `make data` stays light
+install-train: $(VENV)/.installed-train
+
+$(VENV)/.installed-train: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,plot,train]"
 	touch $@
 
 data: install
@@ -34,7 +42,7 @@ cards: install
 validate: install
 	$(BIN)/posgen validate $(DATA_DIR) --json $(DATA_DIR).report.json
 
-test: install
+test: install-train
 	$(BIN)/python -m pytest -q
 
 # bad input, kill points, disk full and damaged files only; counts in the summary
@@ -52,6 +60,23 @@ format: install
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
+
+# Reference baselines (not a test): regenerate both official datasets, train the cpu preset
+# (3 tasks x 4 position embeddings x 3 seeds each, 2 processes of one torch thread), aggregate.
+# Finished run folders in $(RUNS_DIR) are kept: a rerun trains only what is missing.
+RUNS_DIR ?= runs
+RESULTS_DATA ?= out/results
+RESULTS_SETS := posgen-v1 paper
+
+results: install-train
+	for name in $(RESULTS_SETS); do \
+	  $(BIN)/posgen generate --spec task_specs/$$name.toml --out $(RESULTS_DATA)/$$name --overwrite -q \
+	  || exit 1; \
+	done
+	wall=$$($(BIN)/python -m posgen.train.sweep --runs $(RUNS_DIR) --preset cpu --jobs 2 \
+	  $(foreach name,$(RESULTS_SETS),--data $(RESULTS_DATA)/$(name))) && \
+	$(BIN)/posgen results $(RUNS_DIR) --out RESULTS.md --plot results/curves.png \
+	  --json results/results.json --command "make results" --wall-seconds $$wall
 
 # Benchmarks (not tests): `make bench` prints the table, `make bench BENCH_ARGS=--write` also
 # saves it to BENCHMARKS.md; `make bench-big` is the 2-billion-token peak-memory run.

@@ -13,8 +13,10 @@ from posgen.cli.card import card_command
 from posgen.cli.generate import generate
 from posgen.cli.merge import merge
 from posgen.cli.publish import publish_command
+from posgen.cli.results import results_command
 from posgen.cli.score import score_command
 from posgen.cli.spec_cmd import spec_command
+from posgen.cli.train import train_command
 from posgen.cli.validate import validate_command
 
 
@@ -56,6 +58,7 @@ def main() -> None:
       posgen spec --spec task_specs/paper.toml
       posgen publish task_specs/posgen-v1.toml --out out/hub/posgen-v1
       posgen card out/posgen-v1
+      posgen train --data out/posgen-v1 --config cot --pe resonance --out runs/cot-res
     """
 
 
@@ -67,3 +70,5 @@ main.add_command(baseline_command)
 main.add_command(card_command)
 main.add_command(publish_command)
 main.add_command(validate_command)
+main.add_command(train_command)
+main.add_command(results_command)

@@ -1,0 +1,108 @@
+"""``posgen results``: aggregate ``posgen train`` run folders into the results table."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from posgen.cli.common import RunFailure, UsageProblems
+from posgen.cli.score import plot_available
+from posgen.scoring.plot import PLOT_HINT
+from posgen.train.results import (
+    ResultsError,
+    aggregate,
+    find_runs,
+    load_run,
+    plot_results,
+    results_markdown,
+    run_settings,
+    summary_json,
+)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary sibling and a rename."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@click.command(
+    "results",
+    epilog="""\b
+Examples:
+  posgen results runs/ --out RESULTS.md --plot results/curves.png --json results/results.json
+  posgen results runs/posgen-v1/cot/rope/seed42 runs/posgen-v1/cot/rope/seed49 --out cot.md
+""",
+)
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Markdown file to write (replaced if it exists).",
+)
+@click.option(
+    "--plot",
+    "plot_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Accuracy-vs-position curves (PNG; needs the `plot` extra).",
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the aggregated figures (no curves) as JSON here.",
+)
+@click.option("--command", "command_line", help="Command to credit in the document.")
+@click.option(
+    "--wall-seconds", type=click.FloatRange(min=0), help="Wall time of the runs to report."
+)
+def results_command(
+    run_dirs: tuple[Path, ...],
+    out: Path,
+    plot_out: Path | None,
+    json_out: Path | None,
+    command_line: str | None,
+    wall_seconds: float | None,
+) -> None:
+    """Tables of ID and OOD accuracy (mean ± std over seeds) per data folder, task and PE.
+
+    RUN_DIRS are run folders written by `posgen train`, or folders holding them.
+    """
+    if plot_out is not None and not plot_available():
+        raise UsageProblems([f"--plot: {PLOT_HINT}"])
+    try:
+        runs = [load_run(path) for path in find_runs(run_dirs)]
+        if not runs:
+            raise ResultsError(f"no finished run folders in {', '.join(map(str, run_dirs))}")
+        results = aggregate(runs)
+    except ResultsError as error:
+        raise UsageProblems([str(error)]) from None
+    plot_link = None
+    if plot_out is not None:
+        plot_link = os.path.relpath(plot_out, out.parent if str(out.parent) else ".")
+    text = results_markdown(results, run_settings(runs), command_line, wall_seconds, plot_link)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if plot_out is not None:
+            plot_out.parent.mkdir(parents=True, exist_ok=True)
+            temporary = plot_out.with_name(f".{plot_out.stem}.tmp-{os.getpid()}{plot_out.suffix}")
+            try:
+                plot_results(results, temporary)
+                os.replace(temporary, plot_out)
+            finally:
+                temporary.unlink(missing_ok=True)
+        if json_out is not None:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(json_out, json.dumps(summary_json(results), indent=2) + "\n")
+        _write_atomic(out, text)
+    except OSError as error:
+        raise RunFailure(f"writing the results failed: {error}") from None
+    click.echo(f"{out}: {len(runs)} runs, {sum(len(e['tasks']) for e in results.values())} tasks")

@@ -1,0 +1,172 @@
+"""``posgen train``: train a stock Llama with one of the paper's position embeddings.
+
+torch and transformers are imported only when a run starts (the ``train`` extra), so
+``posgen -h`` and every other command stay torch-free.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from posgen.cli.common import RunFailure, UsageProblems
+from posgen.cli.score import load_split
+from posgen.errors import problem_lines
+from posgen.scoring.reference import resolve_config
+from posgen.train import TRAIN_HINT
+from posgen.train.config import PES, PRESETS, TrainConfig, preset
+
+# flag -> (TrainConfig field, click type)
+OVERRIDES: dict[str, tuple[str, Any]] = {
+    "--layers": ("layers", int),
+    "--hidden": ("hidden", int),
+    "--heads": ("heads", int),
+    "--intermediate": ("intermediate", int),
+    "--lr": ("lr", float),
+    "--weight-decay": ("weight_decay", float),
+    "--warmup": ("warmup", float),
+    "--batch-size": ("batch_size", int),
+    "--eval-batch-size": ("eval_batch_size", int),
+    "--epochs": ("epochs", int),
+    "--eval-every": ("eval_every", int),
+    "--max-steps": ("max_steps", int),
+}
+
+
+def resolve_train_config(preset_name: str, overrides: dict[str, Any]) -> TrainConfig:
+    """The preset with the flags' overrides, every problem an :class:`UsageProblems` line."""
+    try:
+        return preset(preset_name, **overrides)
+    except ValidationError as error:
+        raise UsageProblems([f"--{line}" for line in problem_lines(error)]) from None
+
+
+def require_extra() -> None:
+    """:class:`UsageProblems` unless torch and transformers can be imported."""
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        raise UsageProblems([TRAIN_HINT]) from None
+
+
+def _override_options(function: Any) -> Any:
+    for flag, (name, kind) in reversed(OVERRIDES.items()):
+        help_text = TrainConfig.model_fields[name].description
+        function = click.option(flag, name, type=kind, help=f"{help_text} [preset]")(function)
+    return function
+
+
+@click.command(
+    "train",
+    epilog="""\b
+Examples:
+  posgen train --data out/posgen-v1 --config recursive --pe resonance --out runs/rec-res
+  posgen train --data out/paper --config cot --pe yarn --preset cpu --seed 42 --epochs 5 \\
+      --out runs/cot-yarn-42
+  posgen score --data out/posgen-v1 --config recursive \\
+      --predictions runs/rec-res/predictions.parquet
+""",
+)
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Dataset folder written by `posgen generate`.",
+)
+@click.option("--config", help="Config (task) to train on (may be left out when there is one).")
+@click.option("--pe", required=True, type=click.Choice(PES), help="Position embedding.")
+@click.option(
+    "--preset",
+    "preset_name",
+    default="cpu",
+    show_default=True,
+    type=click.Choice(list(PRESETS)),
+    help="Model and schedule: cpu (small, minutes) or paper (the authors' setup, a GPU).",
+)
+@click.option("--seed", type=int, help="Run seed. [the preset's first seed]")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder to create (must not exist).",
+)
+@_override_options
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    help="auto: CUDA when present, else CPU.",
+)
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="torch CPU threads (keep 1 when runs go in parallel).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
+def train_command(
+    data: Path,
+    config: str | None,
+    pe: str,
+    preset_name: str,
+    seed: int | None,
+    out: Path,
+    device: str,
+    threads: int,
+    quiet: bool,
+    **overrides: Any,
+) -> None:
+    """Train a Llama from scratch on one config; write config, log, predictions and scores.
+
+    The checkpoint with the best validation ID accuracy predicts the test split; the
+    predictions are scored by posgen's scoring (the same figures as `posgen score`).
+    """
+    train_config = resolve_train_config(preset_name, overrides)
+    if out.exists():
+        raise UsageProblems([f"--out {out} exists; choose a new run folder"])
+    reference = load_split(data, config, "train")
+    require_extra()
+    import torch
+    from tqdm.auto import tqdm
+
+    from posgen.train.trainer import RunData, pick_device, train_runs
+
+    torch.set_num_threads(threads)
+    target = pick_device(device)
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise UsageProblems(["--device cuda: no CUDA device is available"])
+    name = resolve_config(data, reference.config)
+    run_seed = train_config.seeds[0] if seed is None else seed
+    try:
+        summary = train_runs(
+            data,
+            name,
+            [pe],
+            train_config,
+            run_seed,
+            [out],
+            preset_name,
+            device=target,
+            progress=lambda total: tqdm(
+                total=total, unit="step", file=sys.stderr, disable=quiet, desc=f"{name} {pe}"
+            ),
+            run_data=RunData.load(data, name),
+        )[0]
+    except OSError as error:
+        raise RunFailure(f"writing {out} failed: {error}") from None
+    if not quiet:
+        click.echo(
+            f"{out}: best epoch {summary['best_epoch']}, test ID {_shown(summary['id_accuracy'])}, "
+            f"OOD {_shown(summary['ood_accuracy'])}"
+        )
+
+
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

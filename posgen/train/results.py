@@ -1,0 +1,321 @@
+"""Aggregate ``posgen train`` run folders into the results table (no torch needed).
+
+Runs are grouped by data folder (its name and the config's spec id), task and position
+embedding; each cell holds the test ID and OOD accuracy as mean and sample standard
+deviation (ddof 1) over seeds, with the number of seeds. The per-position ID curve
+(positions ``[w, L)``, averaged over seeds) checks the benchmark's claim of fixed
+per-token difficulty: its range (max - min) and its least-squares trend (accuracy change
+from position w to L - 1) should both be small for a trained model.
+
+Worked example (two seeds of one cell)::
+
+    runs/posgen-v1/cot/rope/seed42/scores.json    ID 1.000  OOD 0.512
+    runs/posgen-v1/cot/rope/seed49/scores.json    ID 0.998  OOD 0.488
+    -> posgen-v1 | cot | rope | 2 | 0.999 ± 0.001 | 0.500 ± 0.017
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from posgen.scoring.metrics import ScoreReport
+from posgen.train.config import PES
+
+RUN_FILES = ("config.json", "scores.json")
+"""Files that mark a finished run folder."""
+
+
+class ResultsError(ValueError):
+    """A run folder is missing or unreadable."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished run: its resolved config and its test score report."""
+
+    path: Path
+    config: dict[str, Any]
+    report: ScoreReport
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """``(data folder name, task, pe)``."""
+        return (Path(self.config["data"]).name, self.config["config"], self.config["pe"])
+
+
+def is_run(path: Path) -> bool:
+    """Whether ``path`` is a finished run folder."""
+    return all((Path(path) / name).is_file() for name in RUN_FILES)
+
+
+def find_runs(paths: Iterable[Path]) -> list[Path]:
+    """Run folders among ``paths`` and below them, sorted."""
+    found: set[Path] = set()
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise ResultsError(f"{path}: no such folder")
+        if is_run(path):
+            found.add(path)
+            continue
+        found.update(p.parent for p in path.rglob("scores.json") if is_run(p.parent))
+    return sorted(found)
+
+
+def load_run(path: Path) -> Run:
+    """Read a run folder's ``config.json`` and ``scores.json``."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+        report = ScoreReport.model_validate_json((path / "scores.json").read_text())
+    except (OSError, ValueError) as error:
+        raise ResultsError(f"{path}: unreadable run ({str(error).splitlines()[0]})") from None
+    return Run(path=path, config=config, report=report)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for one value).
+
+    >>> mean_std([1.0, 0.5])
+    (0.75, 0.3535533905932738)
+    """
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def mean_curve(reports: Sequence[ScoreReport]) -> tuple[list[int], list[float]]:
+    """Positions and per-position accuracy pooled over reports (same positions each)."""
+    positions = reports[0].curve.position
+    correct = [sum(r.curve.correct[i] for r in reports) for i in range(len(positions))]
+    tokens = [sum(r.curve.tokens[i] for r in reports) for i in range(len(positions))]
+    return positions, [c / t if t else math.nan for c, t in zip(correct, tokens, strict=True)]
+
+
+def trend(positions: Sequence[int], values: Sequence[float]) -> float:
+    """Least-squares slope times the span of ``positions``: the fitted change across them.
+
+    >>> round(trend([0, 1, 2], [0.5, 0.6, 0.7]), 6)
+    0.2
+    """
+    n = len(positions)
+    if n < 2:
+        return 0.0
+    mx, my = sum(positions) / n, sum(values) / n
+    sxx = sum((x - mx) ** 2 for x in positions)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(positions, values, strict=True))
+    return sxy / sxx * (positions[-1] - positions[0])
+
+
+def cell(runs: Sequence[Run]) -> dict[str, Any]:
+    """The aggregate of one (data, task, pe) cell."""
+    reports = [run.report for run in runs]
+    id_mean, id_std = mean_std([r.id.accuracy or 0.0 for r in reports])
+    ood = [r.ood.accuracy for r in reports if r.ood.accuracy is not None]
+    ood_mean, ood_std = mean_std(ood) if ood else (None, None)
+    boundary = reports[0].ood_boundary
+    positions, curve = mean_curve(reports)
+    id_positions = [p for p in positions if p < boundary]
+    id_curve = curve[: len(id_positions)]
+    return {
+        "seeds": sorted(run.config["seed"] for run in runs),
+        "n": len(runs),
+        "id_mean": id_mean,
+        "id_std": id_std,
+        "ood_mean": ood_mean,
+        "ood_std": ood_std,
+        "id_curve_range": max(id_curve) - min(id_curve) if id_curve else None,
+        "id_curve_trend": trend(id_positions, id_curve) if id_curve else None,
+        "best_epochs": [run.config["best_epoch"] for run in runs],
+        "curve": {"position": positions, "accuracy": curve},
+    }
+
+
+def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
+    """Cells by data folder: ``{data: {"spec_ids", "ood_boundary", "length", "tasks"}}``.
+
+    ``tasks`` maps task -> pe -> :func:`cell`.
+    """
+    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[run.key].append(run)
+    out: dict[str, Any] = {}
+    for (data, task, pe), members in sorted(groups.items()):
+        spec_ids = {run.config["spec_id"] for run in members}
+        if len(spec_ids) > 1:
+            raise ResultsError(f"{data}/{task}/{pe}: runs on different data ({sorted(spec_ids)})")
+        entry = out.setdefault(data, {"spec_ids": {}, "tasks": {}})
+        entry["spec_ids"][task] = spec_ids.pop()
+        entry["ood_boundary"] = members[0].report.ood_boundary
+        entry["length"] = members[0].report.length
+        entry["tasks"].setdefault(task, {})[pe] = cell(sorted(members, key=lambda r: r.path))
+    return out
+
+
+def run_settings(runs: Sequence[Run]) -> dict[str, Any]:
+    """Presets, model sizes, devices, threads and versions the runs used (distinct values)."""
+
+    def distinct(getter: Any) -> list[Any]:
+        values = {json.dumps(getter(run.config), sort_keys=True) for run in runs}
+        return [json.loads(v) for v in sorted(values)]
+
+    return {
+        "presets": distinct(lambda c: {"preset": c["preset"], **c["train"]}),
+        "devices": distinct(lambda c: c["device"]),
+        "torch_threads": distinct(lambda c: c["torch_threads"]),
+        "versions": distinct(lambda c: c["versions"]),
+        "train_seconds": sum(_train_seconds(run.path) for run in runs),
+    }
+
+
+def _train_seconds(path: Path) -> float:
+    lines = (path / "metrics.jsonl").read_text().splitlines() if path.exists() else []
+    return float(json.loads(lines[-1]).get("seconds", 0.0)) if lines else 0.0
+
+
+def hardware() -> dict[str, Any]:
+    """This machine: CPU model, logical cores, OS."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "os": platform.platform()}
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+def tables(results: dict[str, Any]) -> list[str]:
+    """Markdown tables, one per data folder: task x pe, ID and OOD mean ± std, seeds."""
+    lines: list[str] = []
+    for data, entry in results.items():
+        lines += [
+            f"### {data}",
+            "",
+            f"Test split, L = {entry['ood_boundary']}, L' = {entry['length']}; mean ± std "
+            "over n seeds. ID-curve range and trend: max - min and fitted change of the "
+            "per-position ID accuracy across [w, L).",
+            "",
+            "| task | PE | n | ID accuracy | OOD accuracy | ID-curve range | ID-curve trend |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for task, pes in entry["tasks"].items():
+            for pe in sorted(pes, key=lambda p: PES.index(p) if p in PES else len(PES)):
+                c = pes[pe]
+                lines.append(
+                    f"| {task} | {pe} | {c['n']} | {_pm(c['id_mean'], c['id_std'])} | "
+                    f"{_pm(c['ood_mean'], c['ood_std'])} | {_num(c['id_curve_range'])} | "
+                    f"{_num(c['id_curve_trend'], signed=True)} |"
+                )
+        lines.append("")
+    return lines
+
+
+def _num(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def summary_json(results: dict[str, Any]) -> dict[str, Any]:
+    """The results without the curves (what the data cards read)."""
+    return {
+        data: {
+            **{k: v for k, v in entry.items() if k != "tasks"},
+            "tasks": {
+                task: {pe: {k: v for k, v in c.items() if k != "curve"} for pe, c in pes.items()}
+                for task, pes in entry["tasks"].items()
+            },
+        }
+        for data, entry in results.items()
+    }
+
+
+def plot_results(results: dict[str, Any], path: Path) -> Path:
+    """Accuracy against position: one panel per (data, task), one line per pe, L marked."""
+    from posgen.scoring.plot import PLOT_HINT, PlotUnavailable
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotUnavailable(PLOT_HINT) from None
+    panels = [(d, t) for d, entry in results.items() for t in entry["tasks"]]
+    columns = max(len(entry["tasks"]) for entry in results.values())
+    rows = len(results)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(4.5 * columns, 3.2 * rows), dpi=110, squeeze=False
+    )
+    try:
+        for ax in axes.flat:
+            ax.set_visible(False)
+        for index, (data, task) in enumerate(panels):
+            row = list(results).index(data)
+            col = list(results[data]["tasks"]).index(task)
+            ax = axes[row][col]
+            ax.set_visible(True)
+            entry = results[data]
+            for pe, c in sorted(
+                entry["tasks"][task].items(),
+                key=lambda item: PES.index(item[0]) if item[0] in PES else len(PES),
+            ):
+                ax.plot(c["curve"]["position"], c["curve"]["accuracy"], lw=0.9, label=pe)
+            ax.axvline(entry["ood_boundary"], color="k", ls="--", lw=0.8)
+            ax.set_ylim(0, 1.05)
+            ax.set_title(f"{data} / {task}", fontsize=9)
+            ax.set_xlabel("position t", fontsize=8)
+            if col == 0:
+                ax.set_ylabel("test accuracy (mean over seeds)", fontsize=8)
+            if index == 0:
+                ax.legend(fontsize=7, loc="lower left")
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
+    return Path(path)
+
+
+def results_markdown(
+    results: dict[str, Any],
+    settings: dict[str, Any],
+    command: str | None = None,
+    wall_seconds: float | None = None,
+    plot: str | None = None,
+) -> str:
+    """The RESULTS.md document: command, hardware, wall time, versions, tables, plot."""
+    machine = hardware()
+    lines = ["# POSGEN reference results", ""]
+    if command:
+        lines += [f"Produced by `{command}`.", ""]
+    lines += [
+        f"- Hardware: {machine['cpu']}, {machine['cores']} logical cores ({machine['os']})",
+        f"- Devices: {', '.join(settings['devices'])}; torch threads per run: "
+        f"{', '.join(map(str, settings['torch_threads']))}",
+    ]
+    if wall_seconds is not None:
+        lines.append(f"- Wall time: {wall_seconds / 60:.1f} min")
+    lines.append(f"- Training time summed over runs: {settings['train_seconds'] / 60:.1f} min")
+    for v in settings["versions"]:
+        lines.append("- Versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v)))
+    for p in settings["presets"]:
+        lines.append("- Preset: " + ", ".join(f"{k} {p[k]}" for k in p if k != "seeds"))
+    lines += ["", *tables(results)]
+    if plot:
+        lines += [f"![accuracy against position]({plot})", ""]
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""The ``make results`` sweep: every (data folder, task, pe, seed) run, in parallel processes.
+
+Each job trains once for a pair of position embeddings that share their training
+frequencies (``rope`` + ``yarn``, ``resonance`` + ``resonance_yarn``; see
+:func:`posgen.train.trainer.train_runs`), so the sweep trains half as many models as it
+writes run folders. Jobs run as ``--jobs`` processes with one torch thread each. A run
+folder that exists is finished (folders appear atomically) and is skipped, so a rerun
+after an interruption trains only what is missing, and a rerun after completion only
+re-aggregates.
+
+Layout: ``RUNS/<data folder name>/<task>/<pe>/seed<seed>``.
+
+    python -m posgen.train.sweep --data out/posgen-v1 --data out/paper --runs runs --preset cpu
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import click
+
+from posgen.scoring.reference import config_names
+from posgen.train.config import PES, PRESETS, preset
+
+PAIRS = (("rope", "yarn"), ("resonance", "resonance_yarn"))
+"""Position embeddings trained together (same training frequencies)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training: a data folder's task, a seed, the pes it serves and their run folders."""
+
+    data: Path
+    task: str
+    seed: int
+    pes: tuple[str, ...]
+    outs: tuple[Path, ...]
+
+
+def run_folder(runs: Path, data: Path, task: str, pe: str, seed: int) -> Path:
+    """Where a run goes.
+
+    >>> run_folder(Path("runs"), Path("out/paper"), "cot", "yarn", 42).as_posix()
+    'runs/paper/cot/yarn/seed42'
+    """
+    return runs / data.name / task / pe / f"seed{seed}"
+
+
+def plan(data_dirs: list[Path], runs: Path, seeds: list[int], pes: tuple[str, ...]) -> list[Job]:
+    """Jobs for the run folders still missing (finished ones are skipped)."""
+    jobs = []
+    for data in data_dirs:
+        for task in config_names(data):
+            for seed in seeds:
+                for pair in PAIRS:
+                    todo = [
+                        pe
+                        for pe in pair
+                        if pe in pes and not run_folder(runs, data, task, pe, seed).exists()
+                    ]
+                    if todo:
+                        outs = tuple(run_folder(runs, data, task, pe, seed) for pe in todo)
+                        jobs.append(Job(data, task, seed, tuple(todo), outs))
+    return jobs
+
+
+def _run(job: Job, preset_name: str, overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    import torch
+
+    from posgen.train.trainer import train_runs
+
+    torch.set_num_threads(1)
+    config = preset(preset_name, **overrides)
+    return train_runs(
+        job.data, job.task, list(job.pes), config, job.seed, list(job.outs), preset_name
+    )
+
+
+@click.command()
+@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(path_type=Path))
+@click.option("--runs", required=True, type=click.Path(path_type=Path), help="Runs folder.")
+@click.option("--preset", "preset_name", default="cpu", type=click.Choice(list(PRESETS)))
+@click.option("--seeds", type=int, help="Number of the preset's seeds to run. [all]")
+@click.option("--pe", "pes", multiple=True, type=click.Choice(PES), help="PEs to run. [all]")
+@click.option("--jobs", default=2, type=click.IntRange(min=1), help="Parallel processes.")
+@click.option("--epochs", type=int, help="Override the preset's epochs.")
+def main(
+    data_dirs: tuple[Path, ...],
+    runs: Path,
+    preset_name: str,
+    seeds: int | None,
+    pes: tuple[str, ...],
+    jobs: int,
+    epochs: int | None,
+) -> None:
+    """Train every missing run of the sweep; print one line per finished job."""
+    overrides = {"epochs": epochs}
+    seed_list = preset(preset_name, **overrides).seeds[:seeds]
+    todo = plan(list(data_dirs), runs, seed_list, pes or PES)
+    click.echo(f"{len(todo)} trainings to run ({jobs} processes)", err=True)
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_run, job, preset_name, overrides): job for job in todo}
+        for done, future in enumerate(as_completed(futures), 1):
+            job = futures[future]
+            for summary in future.result():
+                click.echo(
+                    f"[{done}/{len(todo)} {time.perf_counter() - started:.0f}s] "
+                    f"{job.data.name}/{job.task}/{summary['pe']}/seed{job.seed}: "
+                    f"ID {summary['id_accuracy']:.3f} OOD {summary['ood_accuracy']:.3f} "
+                    f"(epoch {summary['best_epoch']})",
+                    err=True,
+                )
+    wall = time.perf_counter() - started
+    record = runs / "sweep.json"
+    previous = json.loads(record.read_text()) if record.exists() else {"wall_seconds": 0.0}
+    if todo:
+        previous["wall_seconds"] = previous["wall_seconds"] + wall
+        runs.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(previous) + "\n")
+    click.echo(f"{previous['wall_seconds']:.0f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""``posgen results`` and the ``make results`` sweep: aggregation of run folders."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from click.testing import CliRunner  # noqa: E402
+
+from posgen.cli import main  # noqa: E402
+from posgen.spec import default_benchmark  # noqa: E402
+from posgen.train.config import preset  # noqa: E402
+from posgen.train.sweep import plan, run_folder  # noqa: E402
+from posgen.train.trainer import train_runs  # noqa: E402
+from posgen.writer import write_benchmark  # noqa: E402
+
+TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[Path, Path]:
+    """A data folder and a runs folder with rope and yarn runs of two seeds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("results")
+    data = root / "tiny"
+    write_benchmark(default_benchmark(("cot",), train_size=64, val_size=8, test_size=8), data)
+    config = preset("cpu", **TINY, epochs=1, max_steps=2)
+    for seed in (1, 2):
+        outs = [run_folder(root / "runs", data, "cot", pe, seed) for pe in ("rope", "yarn")]
+        train_runs(data, "cot", ["rope", "yarn"], config, seed, outs, "cpu")
+    torch.set_num_threads(threads)
+    return data, root / "runs"
+
+
+def test_results_table_holds_mean_std_and_seed_count_per_task_and_pe(runs, tmp_path):
+    data, folder = runs
+    out, js, plot = tmp_path / "R.md", tmp_path / "r.json", tmp_path / "c.png"
+    args = ["results", str(folder), "--out", str(out), "--json", str(js), "--plot", str(plot)]
+    result = CliRunner().invoke(main, [*args, "--command", "make results"])
+    assert result.exit_code == 0, result.output
+    scores = [
+        json.loads((run_folder(folder, data, "cot", "yarn", s) / "scores.json").read_text())
+        for s in (1, 2)
+    ]
+    ids = [s["id"]["accuracy"] for s in scores]
+    cell = json.loads(js.read_text())["tiny"]["tasks"]["cot"]["yarn"]
+    assert cell["n"] == 2 and cell["seeds"] == [1, 2]
+    assert cell["id_mean"] == pytest.approx(statistics.mean(ids))
+    assert cell["id_std"] == pytest.approx(statistics.stdev(ids))
+    text = out.read_text()
+    assert "Produced by `make results`." in text
+    row = f"| cot | yarn | 2 | {statistics.mean(ids):.3f} ± {statistics.stdev(ids):.3f} |"
+    assert row in text
+    assert plot.stat().st_size > 0 and "![accuracy against position](c.png)" in text
+
+
+def test_results_without_run_folders_is_one_error_line(tmp_path):
+    result = CliRunner().invoke(main, ["results", str(tmp_path), "--out", str(tmp_path / "R.md")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: no finished run folders in {tmp_path}"]
+    assert not (tmp_path / "R.md").exists()
+
+
+def test_sweep_plans_pairs_and_skips_finished_runs(runs, tmp_path):
+    data, folder = runs
+    todo = plan([data], folder, [1, 2, 3], ("rope", "resonance", "yarn", "resonance_yarn"))
+    planned = {(job.seed, job.pes) for job in todo}
+    assert planned == {
+        (1, ("resonance", "resonance_yarn")),
+        (2, ("resonance", "resonance_yarn")),
+        (3, ("rope", "yarn")),
+        (3, ("resonance", "resonance_yarn")),
+    }

@@ -1,0 +1,315 @@
+"""``posgen train`` and its rope types: the spec of the reference baselines (tiny models, CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from click.testing import CliRunner  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from posgen.cli import main  # noqa: E402
+from posgen.spec import default_benchmark  # noqa: E402
+from posgen.train.config import preset  # noqa: E402
+from posgen.train.rope import rope_parameters, use_frequencies  # noqa: E402
+from posgen.train.trainer import PREDICTIONS, RunData, lm_tensors, predict, train_runs  # noqa: E402
+from posgen.writer import write_benchmark  # noqa: E402
+
+L, L_TEST, HEAD_DIM = 64, 256, 16
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One torch thread, as posgen train uses: oversubscribed threads crawl on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = {"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "batch_size": 32}
+TINY_FLAGS = ["--layers", "1", "--hidden", "32", "--heads", "2", "--intermediate", "64"]
+
+
+# --- the authors' formulas, written out independently of posgen.train.rope ---------------
+
+
+def authors_rope(dim: int, base: float = 10_000.0) -> np.ndarray:
+    """theta_i = base^(-2i/d)."""
+    return base ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
+
+
+def authors_resonance(theta: np.ndarray) -> np.ndarray:
+    """Resonance RoPE: theta_i = 2 pi / round(2 pi / theta_i), every dimension."""
+    return 2 * math.pi / np.round(2 * math.pi / theta)
+
+
+def authors_yarn(dim: int, train_length: int, test_length: int) -> tuple[np.ndarray, float]:
+    """YaRN as in the authors' POSGEN code: s = (L'+1)/(L+1), ramp over L'+1, beta 2 and 1."""
+    scale, context, base = (test_length + 1) / (train_length + 1), test_length + 1, 10_000.0
+
+    def correction_dim(rotations: float) -> float:
+        return dim * math.log(context / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low = max(math.floor(correction_dim(2)), 0)
+    high = min(math.ceil(correction_dim(1)), dim - 1)
+    ramp = np.clip((np.arange(dim // 2) - low) / ((high - low) or 0.001), 0, 1)
+    theta = authors_rope(dim)
+    extrapolate = 1 - ramp
+    frequencies = theta / scale * (1 - extrapolate) + theta * extrapolate
+    return frequencies, 0.1 * math.log(scale) + 1.0
+
+
+def tiny_model(pe: str, evaluation: bool) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=18,
+        hidden_size=2 * HEAD_DIM,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=L_TEST + 1,
+        rope_parameters=rope_parameters(pe, L, L_TEST, evaluation=evaluation),
+    )
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config)
+
+
+def frequencies(model: LlamaForCausalLM) -> tuple[np.ndarray, float]:
+    rotary = model.model.rotary_emb
+    return rotary.inv_freq.double().numpy(), rotary.attention_scaling
+
+
+@pytest.mark.parametrize("dim", [8, 16, 64])
+def test_resonance_wavelengths_are_integers_in_every_dimension(dim):
+    config = LlamaConfig(
+        hidden_size=2 * dim,
+        num_attention_heads=2,
+        num_hidden_layers=1,
+        intermediate_size=8,
+        vocab_size=18,
+        rope_parameters=rope_parameters("resonance", L, L_TEST, evaluation=False),
+    )
+    rotary = LlamaForCausalLM(config).model.rotary_emb
+    wavelengths = 2 * math.pi / rotary.inv_freq.double().numpy()
+    np.testing.assert_allclose(wavelengths, np.round(wavelengths), atol=1e-3)
+    assert wavelengths.shape == (dim // 2,)
+
+
+@pytest.mark.parametrize(
+    ("pe", "expected"),
+    [
+        ("rope", lambda: (authors_rope(HEAD_DIM), 1.0)),
+        ("resonance", lambda: (authors_resonance(authors_rope(HEAD_DIM)), 1.0)),
+        ("yarn", lambda: authors_yarn(HEAD_DIM, L, L_TEST)),
+        (
+            "resonance_yarn",
+            lambda: (
+                authors_resonance(authors_yarn(HEAD_DIM, L, L_TEST)[0]),
+                authors_yarn(HEAD_DIM, L, L_TEST)[1],
+            ),
+        ),
+    ],
+)
+def test_evaluation_frequencies_match_an_independent_implementation_of_the_authors(pe, expected):
+    inv_freq, scaling = frequencies(tiny_model(pe, evaluation=True))
+    want, want_scaling = expected()
+    np.testing.assert_allclose(inv_freq, want, rtol=1e-5)
+    assert scaling == pytest.approx(want_scaling)
+
+
+@pytest.mark.parametrize(("pe", "trains_as"), [("yarn", "rope"), ("resonance_yarn", "resonance")])
+def test_yarn_variants_train_with_unscaled_frequencies(pe, trains_as):
+    np.testing.assert_array_equal(
+        frequencies(tiny_model(pe, evaluation=False))[0],
+        frequencies(tiny_model(trains_as, evaluation=False))[0],
+    )
+
+
+def test_yarn_frequencies_equal_what_transformers_computes_itself():
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    model = tiny_model("yarn", evaluation=True)
+    reference, scaling = ROPE_INIT_FUNCTIONS["yarn"](model.config)
+    np.testing.assert_array_equal(model.model.rotary_emb.inv_freq.numpy(), reference.numpy())
+    assert model.model.rotary_emb.attention_scaling == scaling
+
+
+def test_switching_to_the_evaluation_embedding_changes_only_the_frequencies():
+    model = tiny_model("resonance_yarn", evaluation=False)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    old = frequencies(model)
+    use_frequencies(model, rope_parameters("resonance_yarn", L, L_TEST, evaluation=True))
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    new = frequencies(model)
+    assert not np.array_equal(old[0], new[0]) and new[1] > old[1] == 1.0
+    np.testing.assert_array_equal(new[0], frequencies(tiny_model("resonance_yarn", True))[0])
+
+
+@pytest.mark.parametrize("pe", ["resonance", "resonance_yarn"])
+def test_resonance_rope_types_survive_reinitialisation_and_save_load(pe, tmp_path):
+    model = tiny_model(pe, evaluation=True)
+    want = frequencies(model)
+    model.model.rotary_emb.inv_freq.zero_()
+    model._init_weights(model.model.rotary_emb)  # what transformers runs on (re-)initialisation
+    np.testing.assert_array_equal(frequencies(model)[0], want[0])
+    model.save_pretrained(tmp_path)
+    loaded = LlamaForCausalLM.from_pretrained(tmp_path)
+    assert loaded.config.rope_parameters["rope_type"] == pe
+    np.testing.assert_array_equal(frequencies(loaded)[0], want[0])
+    assert frequencies(loaded)[1] == want[1]
+
+
+# --- training ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train") / "ds"
+    spec = default_benchmark(("recursive",), train_size=192, val_size=24, test_size=16)
+    write_benchmark(spec, root)
+    return root
+
+
+def test_validation_on_rows_cut_to_L_gives_the_same_id_predictions(data):
+    run_data = RunData.load(data, "recursive")
+    model = tiny_model("yarn", evaluation=True)
+    full = predict(
+        model,
+        lm_tensors(RunData.load(data, "recursive").test)["input_ids"],
+        8,
+        torch.device("cpu"),
+    )
+    cut_rows = lm_tensors(run_data.test, length=L)["input_ids"]
+    cut = predict(model, cut_rows, 8, torch.device("cpu"))
+    np.testing.assert_array_equal(full[:, :L], cut)
+    assert run_data.validation.tokens.shape[1] == L
+
+
+def _run_files(folder: Path) -> dict[str, object]:
+    config = json.loads((folder / "config.json").read_text())
+    log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    for line in log:
+        line.pop("seconds")
+    return {
+        "config": config,
+        "log": log,
+        "predictions": (folder / "predictions.parquet").read_bytes(),
+        "scores": (folder / "scores.json").read_text(),
+    }
+
+
+def test_one_training_for_rope_and_yarn_writes_what_two_separate_runs_write(data, tmp_path):
+    config = preset("cpu", **TINY, epochs=2, max_steps=8)
+    pair = [tmp_path / "pair-rope", tmp_path / "pair-yarn"]
+    train_runs(data, "recursive", ["rope", "yarn"], config, 7, pair, "cpu")
+    for pe, together in zip(["rope", "yarn"], pair, strict=True):
+        alone = tmp_path / f"alone-{pe}"
+        train_runs(data, "recursive", [pe], config, 7, [alone], "cpu")
+        assert _run_files(alone) == _run_files(together)
+
+
+def test_pes_with_different_training_frequencies_cannot_share_a_training(data, tmp_path):
+    with pytest.raises(ValueError, match="do not share"):
+        train_runs(data, "recursive", ["rope", "resonance"], preset("cpu"), 1, [], "cpu")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_smoke_training_loss_falls_and_predictions_score_like_the_run_report(data, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--pe", "resonance_yarn", "--seed", "3"]
+    args += [*TINY_FLAGS, "--epochs", "6", "--lr", "1e-2", "--out", str(out), "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["config.json", "metrics.jsonl", "predictions.parquet", "scores.json"]
+    )
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [line["train_loss"] for line in log]
+    assert len(losses) == 6 and losses[-1] < 0.99 * losses[0] and losses[-1] == min(losses)
+    config = json.loads((out / "config.json").read_text())
+    assert config["spec_id"] and config["versions"]["torch"] and config["seed"] == 3
+    assert config["rope_parameters"]["evaluation"]["rope_type"] == "resonance_yarn"
+    scored = CliRunner().invoke(
+        main,
+        ["score", "--data", str(data), "--predictions", str(out / PREDICTIONS), "--json", "-"],
+    )
+    assert scored.exit_code == 0
+    assert scored.output == (out / "scores.json").read_text()
+
+
+def test_training_is_deterministic_on_cpu_for_a_seed(data, tmp_path):
+    config = preset("cpu", **TINY, epochs=1, max_steps=4)
+    outs = [tmp_path / name for name in ("a", "b", "c")]
+    for out, seed in zip(outs, (5, 5, 6), strict=True):
+        train_runs(data, "recursive", ["resonance"], config, seed, [out], "cpu")
+    a, b, c = (_run_files(out) for out in outs)
+    assert a == b
+    assert a["predictions"] != c["predictions"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--hidden", "30"], "even head dimension"),
+        (["--lr", "0"], "--lr: Input should be greater than 0"),
+        (["--pe", "alibi"], "'alibi' is not one of"),
+        (["--preset", "gpu"], "'gpu' is not one of"),
+        (["--config", "cot"], "no config 'cot'"),
+    ],
+)
+def test_bad_flags_are_one_error_line_exit_2_nothing_written(data, tmp_path, flags, message):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--pe", "rope", "--out", str(out), *flags]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_is_not_a_posgen_dataset_is_refused(tmp_path):
+    (tmp_path / "ds").mkdir()
+    args = ["train", "--data", str(tmp_path / "ds"), "--pe", "rope", "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and result.output.startswith("error: ")
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_train_extra_is_one_error_line(data, tmp_path):
+    script = (
+        "import sys; sys.modules['torch'] = None; from posgen.cli import main; "
+        f"main(['train', '--data', {str(data)!r}, '--pe', 'rope', '--out', "
+        f"{str(tmp_path / 'r')!r}])"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: training needs the train extra: pip install 'posgen[train]'"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_importing_posgen_and_its_help_never_import_torch():
+    script = (
+        "import sys, contextlib, io\n"
+        "import posgen, posgen.cli\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    posgen.cli.main(['-h'])\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    posgen.cli.main(['train', '-h'])\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
