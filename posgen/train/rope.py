@@ -69,7 +69,8 @@ def default_frequencies(config: PreTrainedConfig) -> torch.Tensor:
 def round_wavelengths(inv_freq: torch.Tensor) -> torch.Tensor:
     """Inverse frequencies whose wavelengths ``2*pi/theta`` are rounded to integers.
 
-    >>> (2 * math.pi / round_wavelengths(torch.tensor([1.0, 0.1], dtype=torch.float64))).tolist()
+    >>> wavelengths = 2 * math.pi / round_wavelengths(torch.tensor([1.0, 0.1], dtype=torch.float64))
+    >>> wavelengths.round(decimals=9).tolist()
     [6.0, 63.0]
     """
     wavelengths = torch.round(2 * math.pi / inv_freq)
