@@ -56,9 +56,9 @@ def run_folder(runs: Path, data: Path, task: str, pe: str, seed: int) -> Path:
 def plan(data_dirs: list[Path], runs: Path, seeds: list[int], pes: tuple[str, ...]) -> list[Job]:
     """Jobs for the run folders still missing (finished ones are skipped)."""
     jobs = []
-    for data in data_dirs:
-        for task in config_names(data):
-            for seed in seeds:
+    for seed in seeds:  # seed outermost: an interrupted sweep has whole tables for fewer seeds
+        for data in data_dirs:
+            for task in config_names(data):
                 for pair in PAIRS:
                     todo = [
                         pe
