@@ -11,18 +11,56 @@ modulus: Input should be greater than or equal to 2 (given: 1)
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 from pydantic import ValidationError
 
+SHOWN_CHARS = 200
+"""Longest text of one value shown in an error line."""
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 40, 40, 40
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+
+
+def shown(text: object, limit: int = SHOWN_CHARS) -> str:
+    """``text`` on one line, at most ``limit`` characters, undecodable bytes escaped.
+
+    >>> shown("a" * 300, 10)
+    'aaaaaaa...'
+    >>> shown("x\\udcff")
+    'x\\\\xff'
+    """
+    value = str(text)
+    value = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    value = " ".join(value.split())
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def not_utf8(raw: bytes, error: UnicodeDecodeError) -> str:
+    """Where ``raw`` stops being UTF-8, for an error line.
+
+    >>> try:
+    ...     b"caf\\xe9".decode("utf-8")
+    ... except UnicodeDecodeError as error:
+    ...     print(not_utf8(b"caf\\xe9", error))
+    not UTF-8 (byte 3 is b'\\xe9')
+    """
+    return f"not UTF-8 (byte {error.start} is {raw[error.start : error.start + 1]!r})"
+
+
+def shown_value(value: Any) -> str:
+    """A bounded ``repr`` of any input: never walks more than a few levels and items.
+
+    >>> shown_value([[[[[1]]]]] * 1000)
+    '[[[[...]]], [[[...]]], [[[...]]], [[[...]]], ...]'
+    """
+    return shown(_REPR.repr(value), 60)
+
 
 def _location(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "spec"
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shown(".".join(str(part) for part in loc), 120) or "spec"
 
 
 def problem_lines(error: ValidationError) -> list[str]:
@@ -33,6 +71,6 @@ def problem_lines(error: ValidationError) -> list[str]:
         given = item.get("input")
         line = f"{_location(item['loc'])}: {message}"
         if item["type"] not in ("missing",) and not isinstance(given, dict):
-            line += f" (given: {_shown(given)})"
+            line += f" (given: {shown_value(given)})"
         lines.append(" ".join(line.split()))
     return lines

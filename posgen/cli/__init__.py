@@ -11,6 +11,7 @@ from posgen import __version__
 from posgen.cli.baseline import baseline_command
 from posgen.cli.card import card_command
 from posgen.cli.generate import generate
+from posgen.cli.guard import debugging, os_error_problem, traceback_text, unexpected_problem
 from posgen.cli.merge import merge
 from posgen.cli.publish import publish_command
 from posgen.cli.results import results_command
@@ -26,11 +27,16 @@ class PosgenGroup(click.Group):
     Click's own usage errors (a flag of the wrong type, an unknown choice or command)
     become one line that names the flag and where to look for help, like every other
     problem posgen reports; exit statuses are click's (2 for usage, 1 for failures).
+    Operating-system errors and anything unexpected that reaches this far are turned into
+    one line too, in one place (:mod:`posgen.cli.guard`); ``--debug`` shows the traceback.
     """
+
+    debug = False
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
+        PosgenGroup.debug = False
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
         except click.UsageError as error:
@@ -44,11 +50,30 @@ class PosgenGroup(click.Group):
         except click.Abort:
             click.echo("error: aborted", err=True)
             sys.exit(1)
+        except OSError as error:
+            if debugging(PosgenGroup.debug):
+                click.echo(traceback_text(error), err=True)
+            line, code = os_error_problem(error)
+            click.echo(f"error: {line}", err=True)
+            sys.exit(code)
+        except Exception as error:
+            if debugging(PosgenGroup.debug):
+                click.echo(traceback_text(error), err=True)
+            click.echo(f"error: {unexpected_problem(error, PosgenGroup.debug)}", err=True)
+            sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
 
 
 @click.group(cls=PosgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="posgen")
+@click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, param, value: setattr(PosgenGroup, "debug", bool(value)),
+    help="Show the traceback of an unexpected error (also: POSGEN_DEBUG=1).",
+)
 def main() -> None:
     """POSGEN: fixed-difficulty synthetic tasks for position-embedding generalization.
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from posgen.cli.common import RunFailure, UsageProblems
+from posgen.cli.guard import os_error_problem
+from posgen.cli.paths import PathArg
 from posgen.cli.score import load_split
 from posgen.scoring.baselines import BASELINES, baseline_predictions
 from posgen.scoring.errors import ScoringError
@@ -27,7 +29,7 @@ Examples:
 @click.option(
     "--data",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathArg(file_okay=False, path_type=Path),
     help="Dataset folder written by `posgen generate`.",
 )
 @click.option("--config", help="Config (may be left out when the folder has one).")
@@ -41,7 +43,7 @@ Examples:
 @click.option(
     "--out",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PathArg(dir_okay=False, path_type=Path),
     help="Predictions file to write: .parquet, .arrow, .jsonl or .npy.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
@@ -81,7 +83,7 @@ def baseline_command(
     try:
         write_predictions(out, reference.ids, predictions, spec.modulus)
     except OSError as error:
-        raise RunFailure(f"writing {out} failed: {error}") from None
+        raise RunFailure(f"writing {out} failed: {os_error_problem(error)[0]}") from None
     if not quiet:
         report = score_aligned(reference, predictions)
         figures = ", ".join(

@@ -8,6 +8,8 @@ import click
 
 from posgen.card import DataMismatch, write_card
 from posgen.cli.common import RunFailure, UsageProblems
+from posgen.cli.guard import os_error_problem
+from posgen.cli.paths import PathArg
 from posgen.manifest import read_manifest
 from posgen.publish import scoring_baselines, validate_folder
 
@@ -21,7 +23,7 @@ Examples:
   posgen card out/posgen-v1 --baselines
 """,
 )
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("folder", type=PathArg(path_type=Path))
 @click.option(
     "--validate/--no-validate",
     "run_validation",
@@ -51,7 +53,9 @@ def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: boo
     except DataMismatch as error:
         raise RunFailure(f"{folder} is damaged: {error}; the card was not changed") from None
     except OSError as error:
-        raise RunFailure(f"writing the card of {folder} failed: {error}") from None
+        raise RunFailure(
+            f"the card of {folder} was not written: {os_error_problem(error)[0]}"
+        ) from None
     if report is not None and not report["ok"]:
         failed = sum(not check["ok"] for check in report["checks"])
         raise RunFailure(f"wrote {path}, but validation failed: {failed} check(s) (see the card)")

@@ -10,6 +10,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from posgen.cli.paths import PathArg
 from posgen.errors import problem_lines
 from posgen.ops import op_names
 from posgen.spec import BenchmarkSpec
@@ -67,7 +68,7 @@ def spec_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--spec",
             "spec_file",
-            type=click.Path(dir_okay=False, path_type=Path),
+            type=PathArg(dir_okay=False, path_type=Path),
             help="Spec file (.toml, .yaml, .json): a task spec or a benchmark of configs.",
         ),
         click.option(

@@ -16,6 +16,7 @@ from posgen.cli.common import (
     progress_bar,
     spec_options,
 )
+from posgen.cli.paths import PathArg
 from posgen.ipc_writer import write_benchmark_ipc
 from posgen.layout import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
 from posgen.parts import PartsError, check_part_target, write_part
@@ -37,7 +38,7 @@ Examples:
 @click.option(
     "--out",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathArg(file_okay=False, path_type=Path),
     help="Folder to create (load it with datasets.load_dataset(OUT, CONFIG)).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")

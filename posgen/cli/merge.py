@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from posgen.cli.common import RunFailure, UsageProblems
+from posgen.cli.guard import os_error_problem
+from posgen.cli.paths import PathArg
 from posgen.parts import PartsError, merge_parts
 
 
@@ -17,8 +19,8 @@ Examples:
   posgen merge out/big part0/ part1/ part2/  # move the parts' files into out/big first
 """
 )
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("parts", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=PathArg(file_okay=False, path_type=Path))
+@click.argument("parts", nargs=-1, type=PathArg(exists=True, file_okay=False, path_type=Path))
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def merge(out: Path, parts: tuple[Path, ...], quiet: bool) -> None:
     """Combine the parts of a sharded run into one dataset folder.
@@ -30,7 +32,7 @@ def merge(out: Path, parts: tuple[Path, ...], quiet: bool) -> None:
     except PartsError as error:
         raise UsageProblems([str(error)]) from None
     except OSError as error:
-        raise RunFailure(f"merging into {out} failed: {error}") from None
+        raise RunFailure(f"merging into {out} failed: {os_error_problem(error)[0]}") from None
     if not quiet:
         files = sum(
             len(split["files"])

@@ -9,6 +9,8 @@ import click
 
 from posgen.atomic import OutputExistsError, check_target
 from posgen.cli.common import RunFailure, UsageProblems, benchmark_from_options, progress_bar
+from posgen.cli.guard import os_error_problem
+from posgen.cli.paths import PathArg
 from posgen.publish import (
     HubUnavailable,
     PublishRefused,
@@ -28,11 +30,11 @@ Examples:
   HF_TOKEN=... posgen publish task_specs/posgen-v1.toml --out out/hub/posgen-v1 --push me/posgen
 """,
 )
-@click.argument("spec_file", metavar="SPEC", type=click.Path(path_type=Path))
+@click.argument("spec_file", metavar="SPEC", type=PathArg(path_type=Path))
 @click.option(
     "--out",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathArg(file_okay=False, path_type=Path),
     help="Folder to create: every config, the card README.md and posgen.json.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")
@@ -89,7 +91,9 @@ def publish_command(
     except OutputExistsError as error:
         raise UsageProblems([str(error)]) from None
     except OSError as error:
-        raise RunFailure(f"writing {out} failed: {error}; nothing was written") from None
+        raise RunFailure(
+            f"writing {out} failed: {os_error_problem(error)[0]}; nothing was written"
+        ) from None
     seconds = time.perf_counter() - started
     if not quiet:
         checks = len(published.report["checks"])

@@ -7,10 +7,12 @@ from pathlib import Path
 import click
 
 from posgen.cli.common import RunFailure, UsageProblems
+from posgen.cli.guard import os_error_problem
+from posgen.cli.paths import PathArg
 from posgen.scoring.errors import ScoringError
 from posgen.scoring.folder import score_reference
 from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport
-from posgen.scoring.plot import PLOT_HINT, PlotUnavailable, plot_curve
+from posgen.scoring.plot import PLOT_HINT, PlotUnavailable, plot_curve, plot_format_problem
 from posgen.scoring.reference import ReferenceSplit, load_reference, resolve_config
 
 
@@ -73,7 +75,7 @@ Examples:
 @click.option(
     "--data",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathArg(file_okay=False, path_type=Path),
     help="Dataset folder written by `posgen generate`.",
 )
 @click.option("--config", help="Config to score (may be left out when the folder has one).")
@@ -81,19 +83,19 @@ Examples:
 @click.option(
     "--predictions",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PathArg(dir_okay=False, path_type=Path),
     help="Predictions file: .parquet, .arrow, .jsonl (rows matched by id) or .npy (row i = id i).",
 )
 @click.option(
     "--json",
     "json_out",
-    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    type=PathArg(dir_okay=False, allow_dash=True, path_type=Path),
     help="Write the full report as JSON here ('-': standard output, no table).",
 )
 @click.option(
     "--plot",
     "plot_out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PathArg(dir_okay=False, path_type=Path),
     help="Draw accuracy against position here (PNG; needs the `plot` extra).",
 )
 @click.option(
@@ -119,6 +121,8 @@ def score_command(
     """
     if plot_out is not None and not plot_available():
         raise UsageProblems([f"--plot: {PLOT_HINT}"])
+    if plot_out is not None and (problem := plot_format_problem(plot_out)) is not None:
+        raise UsageProblems([f"--plot: {problem}"])
     reference = load_split(data, config, split)
     try:
         report = score_reference(reference, predictions, bucket_width)
@@ -136,4 +140,4 @@ def score_command(
     except PlotUnavailable as error:
         raise UsageProblems([str(error)]) from None
     except OSError as error:
-        raise RunFailure(f"writing the report failed: {error}") from None
+        raise RunFailure(f"writing the report failed: {os_error_problem(error)[0]}") from None

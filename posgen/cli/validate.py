@@ -17,6 +17,8 @@ from posgen.cli.common import (
     benchmark_from_options,
     spec_options,
 )
+from posgen.cli.guard import os_error_problem
+from posgen.cli.paths import PathArg
 from posgen.errors import problem_lines
 from posgen.spec import TaskSpec
 from posgen.validate import AuditThresholds, SourceError, validate
@@ -49,11 +51,14 @@ Examples:
   posgen validate out/paper --max-shortcut-share 0.01
 """,
 )
-@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.argument("source", type=PathArg(exists=True, path_type=Path))
 @click.option("--config", help="Check only this config.")
 @click.option("--split", help="Check only this split (train, validation, test, test_<L'>).")
 @click.option(
-    "--json", "json_path", help="Write the full report as JSON to this file ('-': stdout)."
+    "--json",
+    "json_path",
+    type=PathArg(dir_okay=False, allow_dash=True),
+    help="Write the full report as JSON to this file ('-': stdout).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="List every check, not only the failures.")
 @click.option(
@@ -110,6 +115,8 @@ def validate_command(
             try:
                 Path(json_path).write_text(body + "\n")
             except OSError as error:
-                raise RunFailure(f"cannot write {json_path}: {error}") from None
+                raise RunFailure(
+                    f"cannot write {json_path}: {os_error_problem(error)[0]}"
+                ) from None
         click.echo(report.summary(verbose=verbose))
     sys.exit(0 if report.ok else 1)
