@@ -37,6 +37,16 @@ def to_dataset_dict(spec: TaskSpec) -> datasets.DatasetDict:
     >>> dd["train"].num_rows, len(dd["test"][0]["tokens"])
     (4, 256)
     """
+    if not isinstance(spec, TaskSpec):
+        hint = (
+            " (a benchmark: call it on each of bench.configs.values())"
+            if hasattr(spec, "configs")
+            else ""
+        )
+        raise TypeError(
+            f"to_dataset_dict takes a TaskSpec, not a {type(spec).__name__}{hint}; "
+            "e.g. to_dataset_dict(TaskSpec(task='cot'))"
+        )
     import datasets
     from datasets.table import InMemoryTable
 

@@ -11,17 +11,27 @@ defaults to its name::
 
 A file with a top-level ``task`` key is a single task spec (one config, named after it).
 Everything is validated in one go, so every problem is reported with its field path.
+
+Spec files are small, so what is parsed is bounded before and while parsing: at most
+:data:`MAX_SPEC_BYTES` bytes, :data:`MAX_DEPTH` levels of nesting and :data:`MAX_VALUES`
+values once YAML aliases are expanded (a 352-byte "billion laughs" file is refused, not
+expanded). A file without ``name`` is named after its file stem, made valid:
+
+>>> stem_name("my spec (v2)")
+'my-spec-v2'
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from posgen.errors import not_utf8, shown
 from posgen.spec import BenchmarkSpec
 from posgen.tasks import TASKS
 
@@ -31,44 +41,120 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
+MAX_SPEC_BYTES = 1 << 20
+"""Largest spec file read (the official specs are under 1 KB)."""
+MAX_DEPTH = 16
+"""Deepest nesting of tables and lists in a spec (a benchmark needs 3)."""
+MAX_VALUES = 100_000
+"""Most values in a parsed spec, counting every use of a YAML alias."""
+SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+
+
 class SpecFileError(ValueError):
-    """A spec file is missing, unreadable or not a mapping."""
+    """A spec file is missing, unreadable, too big or deep, or not a mapping."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with nesting bounded while composing (before any expansion)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise SpecFileError(f"nested more than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _parse(text: str, suffix: str) -> Any:
+    if suffix == ".toml":
+        return tomllib.loads(text)
+    if suffix == ".json":
+        return json.loads(text)
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def check_size(data: Any) -> None:
+    """Refuse parsed data nested deeper than :data:`MAX_DEPTH` or holding more than
+    :data:`MAX_VALUES` values (shared YAML aliases counted at every use); stops early.
+
+    >>> check_size({"a": [[1, 2]]})
+    >>> check_size([[[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]]])
+    Traceback (most recent call last):
+    ...
+    posgen.spec_files.SpecFileError: nested more than 16 levels deep
+    """
+    stack = [(data, 1)]
+    seen = 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise SpecFileError(f"holds more than {MAX_VALUES:,} values (YAML aliases expanded)")
+        if depth > MAX_DEPTH:
+            raise SpecFileError(f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, list | tuple):
+            stack.extend((item, depth + 1) for item in value)
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
     """Parse a spec file by its suffix (.toml, .yaml/.yml, .json) into a plain mapping."""
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise SpecFileError(
+            f"spec file {path} has suffix {shown(suffix)!r}; use .toml, .yaml, .yml or .json"
+        )
     try:
-        text = path.read_text()
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecFileError(f"spec file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpecFileError(f"spec file {path} cannot be read: {error}") from None
-    suffix = path.suffix.lower()
+    except OSError as error:
+        raise SpecFileError(f"spec file {path} cannot be read: {error.strerror or error}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecFileError(f"spec file {path} is larger than {MAX_SPEC_BYTES:,} bytes")
     try:
-        if suffix == ".toml":
-            data = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise SpecFileError(
-                f"spec file {path} has suffix {suffix!r}; use .toml, .yaml, .yml or .json"
-            )
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecFileError(f"spec file {path} is {not_utf8(raw, error)}") from None
+    kind = suffix[1:].upper().replace("YML", "YAML")
+    try:
+        data = _parse(text, suffix)
+        check_size(data)
+    except SpecFileError as error:
+        raise SpecFileError(f"spec file {path} is not a usable spec: {error}") from None
+    except RecursionError:
+        raise SpecFileError(
+            f"spec file {path} is not a usable spec: nested more than {MAX_DEPTH} levels deep"
+        ) from None
     except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as error:
-        reason = " ".join(str(error).split())
-        kind = suffix[1:].upper()
+        reason = shown(error)
         raise SpecFileError(f"spec file {path} is not valid {kind}: {reason}") from None
     if not isinstance(data, dict):
         raise SpecFileError(f"spec file {path} must hold a mapping, not {type(data).__name__}")
     return data
 
 
+def stem_name(stem: str) -> str:
+    """A valid benchmark name from a file stem: runs of other characters become ``-``."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:64].rstrip("-._")
+    return name or "posgen"
+
+
 def benchmark_mapping(data: dict[str, Any], default_name: str) -> dict[str, Any]:
     """The raw mapping of a benchmark, from a benchmark file or a single task spec."""
     if "task" in data and "configs" not in data:
-        return {"name": default_name, "configs": {str(data["task"]): dict(data)}}
+        task = data["task"]
+        config = shown(task, 64) if isinstance(task, str) else default_name
+        return {"name": default_name, "configs": {config: dict(data)}}
     body = dict(data)
     defaults = body.pop("defaults", {}) or {}
     configs = body.get("configs")
@@ -79,7 +165,7 @@ def benchmark_mapping(data: dict[str, Any], default_name: str) -> dict[str, Any]
     merged = {}
     for name, fields in configs.items():
         if not isinstance(fields, dict):
-            raise SpecFileError(f"config {name!r} must be a table of spec fields")
+            raise SpecFileError(f"config {shown(name)!r} must be a table of spec fields")
         entry = {**defaults, **fields}
         if "task" not in entry and name in TASKS:
             entry["task"] = name
@@ -103,7 +189,7 @@ def resolve_benchmark(
     if spec_file is None:
         raw = {"name": "posgen", "configs": {task: {"task": task} for task in tasks or TASKS}}
     else:
-        raw = benchmark_mapping(read_spec_file(spec_file), Path(spec_file).stem)
+        raw = benchmark_mapping(read_spec_file(spec_file), stem_name(Path(spec_file).stem))
         if tasks:
             raw["configs"] = {
                 name: fields

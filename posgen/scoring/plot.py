@@ -14,6 +14,33 @@ class PlotUnavailable(RuntimeError):
 PLOT_HINT = "plotting needs matplotlib: pip install 'posgen[plot]'"
 
 
+def plot_formats() -> list[str]:
+    """File suffixes matplotlib can draw into (``png``, ``svg``, ``pdf``...)."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise PlotUnavailable(PLOT_HINT) from None
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def plot_format_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be drawn into (its suffix is no image format), or ``None``.
+
+    >>> plot_format_problem(Path("curve.png")) is None
+    True
+    >>> plot_format_problem(Path("curve.xyz"))[:52]
+    "'.xyz' is not an image format matplotlib writes; use"
+    """
+    suffix = Path(path).suffix.lower()
+    formats = plot_formats()
+    if suffix[1:] in formats:
+        return None
+    return (
+        f"{suffix or '(no suffix)'!r} is not an image format matplotlib writes; use "
+        + ", ".join(f".{name}" for name in formats)
+    )
+
+
 def plot_curve(report: ScoreReport, path: Path, title: str | None = None) -> Path:
     """Draw the per-position and per-bucket accuracy of ``report`` into ``path`` (PNG, SVG...)."""
     try:

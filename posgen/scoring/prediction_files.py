@@ -30,6 +30,7 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from posgen.arrow_io import PARQUET_OPTIONS, token_type
+from posgen.errors import not_utf8
 from posgen.scoring.errors import ScoringError
 
 FORMATS: dict[str, str] = {
@@ -92,52 +93,108 @@ def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """The header of a ``.npy`` file (shape, dtype, Fortran order, data offset), checked
+    against the file's size before anything is allocated.
+
+    A 1 KB file whose header claims ``(10**6, 256)`` is refused here, not read.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        start = handle.read(12)
+        width = 2 if start[6:7] == b"\x01" else 4  # bytes of the header length (v1: 2)
+        header_bytes = int.from_bytes(start[8 : 8 + width], "little") if len(start) >= 12 else 0
+        if not start.startswith(b"\x93NUMPY") or 8 + width + header_bytes > size:
+            raise ScoringError(
+                f"not a readable npy file: no complete header ({size:,} bytes in all)"
+            )
+        handle.seek(0)
+        try:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        except (ValueError, OSError, SyntaxError, TypeError) as error:
+            raise ScoringError(f"not a readable npy file: {_first_line(error)}") from None
+        offset = handle.tell()
+    if len(shape) != 2:
+        raise ScoringError(f"expected a 2-D array (rows, positions), got shape {shape}")
+    _check_integer(dtype, path)
+    need = shape[0] * shape[1] * dtype.itemsize
+    if need != size - offset:
+        raise ScoringError(
+            f"the header claims shape {shape} of {dtype} ({need:,} bytes of data), "
+            f"the file holds {size - offset:,}"
+        )
+    return shape, dtype, fortran, offset
+
+
 def _read_npy(path: Path) -> Predictions:
-    try:
-        tokens = np.load(path, allow_pickle=False)
-    except ValueError as error:
-        raise ScoringError(f"not a readable npy file: {_first_line(error)}") from None
-    if tokens.ndim != 2:
-        raise ScoringError(f"expected a 2-D array (rows, positions), got {tokens.shape}")
-    _check_integer(tokens.dtype, path)
+    npy_layout(path)
+    tokens = np.load(path, allow_pickle=False)
     return Predictions(ids=np.arange(tokens.shape[0], dtype=np.int64), tokens=tokens)
+
+
+def _json_line(raw: bytes, number: int) -> object:
+    """One parsed line of UTF-8 text (UTF-16 and too deep nesting refused with a reason)."""
+    if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ScoringError("the file is UTF-16 text; write it as UTF-8")
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ScoringError(f"line {number}: {not_utf8(raw, error)}") from None
+    try:
+        return json.loads(line)
+    except RecursionError:  # the C decoder stops cleanly at the recursion limit
+        raise ScoringError(f"line {number}: nested too deeply to be a predictions row") from None
+    except json.JSONDecodeError as error:
+        raise ScoringError(f"line {number}: not valid JSON ({error.msg})") from None
 
 
 def _read_jsonl(path: Path) -> Predictions:
     ids: list[int] = []
     rows: list[list[int]] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ScoringError(f"line {number}: not valid JSON ({error.msg})") from None
+            record = _json_line(raw, number)
             if not isinstance(record, dict) or "id" not in record:
                 raise ScoringError(f"line {number}: expected an object with 'id' and predictions")
             name = next((c for c in PREDICTION_COLUMNS if c in record), None)
             values = record.get(name) if name else None
-            if not isinstance(record["id"], int) or not isinstance(values, list):
+            row_id = record["id"]
+            if not _is_int(row_id) or not isinstance(values, list):
                 raise ScoringError(
                     f"line {number}: expected an integer 'id' and a list 'predictions'"
                 )
             if rows and len(values) != len(rows[0]):
                 raise ScoringError(
-                    f"line {number}: row id {record['id']} has {len(values)} predictions, "
+                    f"line {number}: row id {row_id} has {len(values)} predictions, "
                     f"earlier rows have {len(rows[0])}"
                 )
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            if not all(_is_int(v) for v in values):
                 raise ScoringError(f"line {number}: predictions must be integers")
-            ids.append(record["id"])
+            if not all(INT64[0] <= v <= INT64[1] for v in (row_id, *values)):
+                raise ScoringError(f"line {number}: an id or prediction is outside int64")
+            ids.append(row_id)
             rows.append(values)
     width = len(rows[0]) if rows else 0
     tokens = np.array(rows, dtype=np.int64).reshape(len(rows), width)
     return Predictions(ids=np.array(ids, dtype=np.int64), tokens=tokens)
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_integer(dtype: np.dtype, path: Path) -> None:
-    if dtype == np.bool_ or not np.issubdtype(dtype, np.integer):
+    """Token ids are plain integers: not bool, float, timedelta64, datetime64 or objects."""
+    if dtype.kind not in "iu":
         raise ScoringError(f"predictions must be integer token ids, got {dtype}")
 
 

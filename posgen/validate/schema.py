@@ -77,8 +77,10 @@ def decode_batch(batch: pa.RecordBatch, length: int | None, modulus: int, first_
     names = batch.schema.names
     n = batch.num_rows
     expected_ids = np.arange(first_id, first_id + n, dtype=np.int64)
-    if "id" in names:
-        ids = batch.column(names.index("id")).to_numpy(zero_copy_only=False).astype(np.int64)
+    id_column = batch.column(names.index("id")) if "id" in names else None
+    if id_column is not None and pa.types.is_integer(id_column.type):
+        # ids of another type are reported by type_problems; rows are then numbered in order
+        ids = id_column.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     else:
         ids = expected_ids
     offsets, values, nulls = _flat(batch.column(names.index("tokens")))

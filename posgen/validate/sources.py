@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from posgen.errors import problem_lines
+from posgen.errors import problem_lines, shown
 from posgen.manifest import MANIFEST_NAME, benchmark_from_manifest, read_manifest
 from posgen.spec import BenchmarkSpec, TaskSpec
 
@@ -206,9 +206,18 @@ def _from_folder(root: Path, spec: TaskSpec, config: str | None, split: str | No
     return _from_files(files, spec, config, split, root)
 
 
+def _check_split(spec: TaskSpec, split: str | None) -> None:
+    """Refuse a ``split`` the spec does not have (``test_999`` of a spec without L'=999)."""
+    if split is not None and split not in spec.split_names:
+        raise SourceError(
+            f"the spec has no split {shown(split, 60)!r}; splits: {', '.join(spec.split_names)}"
+        )
+
+
 def _from_files(
     files: list[Path], spec: TaskSpec, config: str | None, split: str | None, root: Path
 ) -> Source:
+    _check_split(spec, split)
     grouped: dict[str, SplitData] = {}
     for path in files:
         part = Part(label=str(path.relative_to(root)), path=path)
@@ -240,6 +249,7 @@ def _from_datasets(source: Any, spec: TaskSpec | None, config: str | None, split
         items = [(name, source[name]) for name in ([split] if split else names)]
     elif datasets is not None and isinstance(source, datasets.Dataset):
         spec = _need_spec(spec, "a Dataset")
+        _check_split(spec, split)
         items = [(split or (str(source.split) if source.split else None), source)]
     else:
         raise SourceError(
