@@ -21,6 +21,13 @@ LABELS = {
     "disk": "disk-full / unwritable cases, {ok} failed cleanly (exit 1, path named, nothing left)",
     "resources": "oversized specs, {ok} refused up front with the estimate",
     "damage": "damage cases on real files, {ok} detected with the file named",
+    "hostile": "hostile inputs outside the spec flags (permissions, names, prediction and "
+    "data files, API misuse), {ok} answered with one error line or a clean result",
+    "bomb": "resource bombs (alias bombs, deep nesting, lying headers, huge counts), "
+    "{ok} refused before using the memory they ask for",
+    "path_escape": "path-escape attempts, {ok} refused without reading or writing outside",
+    "race": "concurrency races, {ok} seen whole (old or new, never mixed)",
+    "unexpected": "unexpected exceptions at the top of the CLI, {ok} shown as one error line",
 }
 
 

@@ -1,0 +1,514 @@
+"""Hostile and careless input beyond the spec flags: one ``error:`` line, never a traceback.
+
+Each class of issue 13 is tried with several variants of its own: prediction files that lie
+or are not text, bare data with the wrong types, spec files that are bombs, names the file
+system or UTF-8 cannot hold, paths without permission (run as an unprivileged user), Python
+API misuse, and any unexpected exception reaching the top of the CLI. Counts go to the
+session summary (``tests/hardening_counts.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from posgen.cli import main
+from posgen.hf import to_dataset_dict
+from posgen.spec import TaskSpec, default_benchmark
+from posgen.validate import SourceError, validate
+from posgen.writer import write_benchmark
+from tests.hardening_counts import record
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"train_size": 50, "val_size": 10, "test_size": 10}
+SMALL_FLAGS = ["--task", "cot", "--train-size", "50", "--val-size", "10", "--test-size", "10"]
+
+
+def cli(*args: object, env: dict[str, str] | None = None):
+    return CliRunner().invoke(main, [os.fspath(a) if isinstance(a, Path) else a for a in args],
+                              env=env)  # fmt: skip
+
+
+def clean_error(result, code: int | tuple[int, ...], *names: str) -> bool:
+    """Exit ``code``, exactly one ``error:`` line naming one of ``names``, no traceback."""
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    codes = code if isinstance(code, tuple) else (code,)
+    return (
+        result.exit_code in codes
+        and len(lines) == 1
+        and (not names or any(name in lines[0] for name in names))
+        and "Traceback" not in result.output
+        and isinstance(result.exception, SystemExit | type(None))
+    )
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("hostile") / "ds"
+    write_benchmark(default_benchmark(("cot",), **SMALL), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def oracle(data, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("preds") / "oracle.jsonl"
+    made = cli("baseline", "--kind", "oracle", "--data", data, "--out", path, "-q")
+    assert made.exit_code == 0, made.output
+    return path
+
+
+# --- prediction files that lie, overflow or are not UTF-8 text (score) ------------------
+
+
+def _jsonl(text: str | bytes):
+    return lambda path: path.write_bytes(text if isinstance(text, bytes) else text.encode())
+
+
+def _npy_header(shape, descr="<i2", data=b"\0" * 1000):
+    def write(path):
+        with open(path, "wb") as handle:
+            np.lib.format.write_array_header_1_0(
+                handle, {"descr": descr, "fortran_order": False, "shape": shape}
+            )
+            handle.write(data)
+
+    return write
+
+
+def _npy(array):
+    return lambda path: np.save(path, array, allow_pickle=False)
+
+
+def _parquet(**columns):
+    return lambda path: pq.write_table(pa.table(columns), path)
+
+
+ROW = list(range(8))
+BAD_PREDICTIONS = {
+    "jsonl prediction over 2^63": ("p.jsonl", _jsonl(json.dumps({"id": 0, "predictions": [2**64]})),
+                                   "outside int64"),
+    "jsonl id over 2^63": ("p.jsonl", _jsonl(json.dumps({"id": 2**63, "predictions": ROW})),
+                           "outside int64"),
+    "jsonl id below -2^63": ("p.jsonl", _jsonl(json.dumps({"id": -(2**63) - 1,
+                                                           "predictions": ROW})), "outside int64"),
+    "jsonl 100k-deep nesting": ("p.jsonl", _jsonl('{"id": 0, "predictions": ' + "[" * 100_000
+                                                  + "]" * 100_000 + "}\n"), "nested too deeply"),
+    "jsonl deep object": ("p.jsonl", _jsonl('{"a":' * 50_000 + "0" + "}" * 50_000), "nested"),
+    "jsonl Latin-1 text": ("p.jsonl", _jsonl('{"id": 0, "predictions": [1], "n": "é"}\n'
+                                             .encode("latin-1")), "not UTF-8"),
+    "jsonl UTF-16 text": ("p.jsonl", _jsonl('{"id": 0, "predictions": [1]}\n'.encode("utf-16")),
+                          "UTF-16"),
+    "jsonl UTF-16-BE text": ("p.jsonl", _jsonl(b"\xfe\xff" + '{"id": 0}\n'.encode("utf-16-be")),
+                             "UTF-16"),
+    "jsonl NaN prediction": ("p.jsonl", _jsonl('{"id": 0, "predictions": [NaN]}\n'), "integers"),
+    "jsonl float id": ("p.jsonl", _jsonl('{"id": 0.5, "predictions": [1]}\n'), "integer 'id'"),
+    "jsonl bool predictions": ("p.jsonl", _jsonl('{"id": 0, "predictions": [true]}\n'),
+                               "integers"),
+    "npy header claims 10^6 x 256": ("p.npy", _npy_header((10**6, 256)), "header claims"),
+    "npy header claims 2^40 rows": ("p.npy", _npy_header((2**40, 2**20), "<i8"), "header claims"),
+    "npy shorter than its header": ("p.npy", _npy_header((10, 256), "<u1", b"\0" * 2559),
+                                    "header claims"),
+    "npy 3-D": ("p.npy", _npy(np.zeros((2, 3, 4), np.uint8)), "2-D"),
+    "npy timedelta64": ("p.npy", _npy(np.zeros((10, 256), "m8[s]")), "timedelta64"),
+    "npy datetime64": ("p.npy", _npy(np.zeros((10, 256), "M8[D]")), "datetime64"),
+    "npy float": ("p.npy", _npy(np.zeros((10, 256), np.float32)), "float32"),
+    "npy bool": ("p.npy", _npy(np.zeros((10, 256), bool)), "bool"),
+    "npy complex": ("p.npy", _npy(np.zeros((10, 256), np.complex64)), "complex64"),
+    "npy object (pickle)": ("p.npy", _npy_header((10, 256), "|O"), "object"),
+    "npy not numpy": ("p.npy", _jsonl(b"\x93NUMPY\x09\x09garbage"), "not a readable npy"),
+    "parquet string ids": ("p.parquet", _parquet(id=["a"] * 10, predictions=[ROW] * 10),
+                           "'id' must be integers"),
+    "parquet float predictions": ("p.parquet", _parquet(id=list(range(10)),
+                                                        predictions=[[0.5] * 8] * 10), "integers"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PREDICTIONS))
+def test_bad_prediction_files_are_one_error_line(data, tmp_path, case):
+    name, write, fragment = BAD_PREDICTIONS[case]
+    path = tmp_path / name
+    write(path)
+    tracemalloc.start()
+    try:
+        result = cli("score", "--data", data, "--predictions", path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    ok = clean_error(result, 2, fragment) and str(path) in result.output
+    bounded = peak < 64 * 2**20  # what a lying header asks for is never allocated
+    record("bomb" if "claims" in case or "deep" in case else "hostile", f"predictions:{case}",
+           ok and bounded)  # fmt: skip
+    assert ok and bounded, (result.output, peak)
+
+
+@given(
+    rows=st.integers(0, 2**31), width=st.integers(0, 2**31), held=st.integers(0, 4096),
+    descr=st.sampled_from(["<u1", "<i2", "<i8", ">u2", "<f4", "<m8[s]", "|b1"]),
+)  # fmt: skip
+def test_npy_headers_are_checked_against_the_file_before_reading(rows, width, held, descr):
+    from posgen.scoring.errors import ScoringError
+    from posgen.scoring.prediction_files import read_predictions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "p.npy"
+        _npy_header((rows, width), descr, b"\1" * held)(path)
+        dtype = np.dtype(descr)
+        honest = rows * width * dtype.itemsize == held and dtype.kind in "iu"
+        try:
+            tokens = read_predictions(path).tokens
+            ok = honest and tokens.shape == (rows, width)
+        except ScoringError as error:
+            ok = not honest and str(path) in str(error)
+    record("bomb", f"npy:{rows}x{width}:{descr}:{held}", ok)
+    assert ok
+
+
+# --- bare data given to validate -------------------------------------------------------
+
+BARE_FLAGS = ["--task", "cot", "-m", "17", "-k", "3", "-j", "1", "--train-length", "8",
+              "--test-length", "8", "--split", "test"]  # fmt: skip
+TOKENS = pa.array([[1, 2, 3, 4, 5, 6, 7, 8]] * 2, pa.list_(pa.uint8()))
+
+
+def _tokens(value, kind=None):
+    return pa.array([[value, 2, 3, 4, 5, 6, 7, 8]] * 2, pa.list_(kind or pa.int64()))
+
+
+BARE = {
+    "string id": dict(id=pa.array(["a", "b"]), tokens=TOKENS),
+    "list id": dict(id=pa.array([[1], [2]]), tokens=TOKENS),
+    "null ids": dict(id=pa.array([None, 1], pa.int64()), tokens=TOKENS),
+    "float id": dict(id=pa.array([0.0, 1.0]), tokens=TOKENS),
+    "token -1": dict(id=pa.array([0, 1]), tokens=_tokens(-1)),
+    "token 65535": dict(id=pa.array([0, 1]), tokens=_tokens(65535)),
+    "token 2^63-1": dict(id=pa.array([0, 1]), tokens=_tokens(2**63 - 1)),
+    "token 2^64-1": dict(id=pa.array([0, 1]), tokens=_tokens(2**64 - 1, pa.uint64())),
+    "token -2^63": dict(id=pa.array([0, 1]), tokens=_tokens(-(2**63))),
+    "float tokens": dict(id=pa.array([0, 1]), tokens=pa.array([[0.5] * 8] * 2)),
+    "string tokens": dict(id=pa.array([0, 1]), tokens=pa.array(["abcdefgh"] * 2)),
+    "no tokens": dict(id=pa.array([0, 1]), other=pa.array([1, 2])),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BARE))
+def test_bare_parquet_with_wrong_types_fails_validation_cleanly(tmp_path, case):
+    path = tmp_path / "bare.parquet"
+    pq.write_table(pa.table(BARE[case]), path)
+    result = cli("validate", path, *BARE_FLAGS)
+    failed = "FAIL schema" in result.output and "bare.parquet" in result.output
+    ok = (result.exit_code == 1 and failed and "Traceback" not in result.output) or clean_error(
+        result, 2, "bare.parquet"
+    )
+    record("hostile", f"bare parquet:{case}", ok)
+    assert ok, result.output
+
+
+# --- spec files that are bombs ---------------------------------------------------------
+
+
+def _alias_bomb(levels: int, where: str) -> str:
+    lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    if where == "config":
+        return (
+            "task: cot\nmodulus: ["
+            + ", ".join(
+                f"&b{i} [" + ", ".join([f"*b{i - 1}" if i else "1"] * 9) + "]"
+                for i in range(levels)
+            )
+            + "]\n"
+        )
+    return "\n".join(lines) + "\nconfigs:\n  cot: {task: cot}\n"
+
+
+SPEC_BOMBS = {
+    "yaml alias bomb 9^9 at top level": (".yaml", _alias_bomb(9, "top"), "values"),
+    "yaml alias bomb 9^9 in a field": (".yaml", _alias_bomb(9, "config"), "values"),
+    "yaml alias bomb 9^6 in a field": (".yaml", _alias_bomb(6, "config"), "values"),
+    "json nested 100k deep": (".json", "[" * 100_000 + "]" * 100_000, "levels deep"),
+    "json objects nested 100k deep": (".json", '{"a":' * 100_000 + "1" + "}" * 100_000, "deep"),
+    "toml arrays nested 100k deep": (".toml", "a = " + "[" * 100_000 + "]" * 100_000, "deep"),
+    "yaml flow nested 100k deep": (".yaml", "a: " + "[" * 100_000 + "]" * 100_000, "deep"),
+    "yaml block nested 40 deep": (".yaml", "".join(f"{' ' * i}k{i}:\n" for i in range(40))
+                                  + " " * 40 + "v: 1\n", "deep"),
+    "json nested 17 deep": (".json", '{"task": "cot", "x": ' + "[" * 17 + "]" * 17 + "}", "deep"),
+    "json 2 MB": (".json", '{"task": "cot", "pad": "' + "x" * (2 * 2**20) + '"}', "larger than"),
+    "json 200k values": (".json", json.dumps({"task": "cot", "x": [0] * 200_000}), "values"),
+    "yaml not UTF-8": (".yaml", "task: cot\nname: caf\udce9\n", "not UTF-8"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(SPEC_BOMBS))
+def test_spec_file_bombs_are_refused_with_bounded_work(tmp_path, case):
+    suffix, text, fragment = SPEC_BOMBS[case]
+    path = tmp_path / f"spec{suffix}"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    tracemalloc.start()
+    try:
+        result = cli("generate", "--out", tmp_path / "ds", "--spec", path, "-q")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    ok = clean_error(result, 2, fragment) and str(path) in result.output
+    ok = ok and not (tmp_path / "ds").exists() and peak < 256 * 2**20
+    record("bomb", f"spec:{case}", ok)
+    assert ok, (result.output[-500:], peak)
+
+
+def test_errors_about_huge_values_show_a_bounded_excerpt(tmp_path):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({"task": "cot", "modulus": [[list(range(40))] * 40] * 40}))
+    result = cli("generate", "--out", tmp_path / "ds", "--spec", path)
+    ok = clean_error(result, 2, "modulus") and len(result.output) < 400
+    record("hostile", "spec:huge value in an error", ok)
+    assert ok, result.output
+
+
+@pytest.mark.parametrize("stem", ["my spec", "a+b (copy)", "été", "-lead", "x" * 80])
+def test_a_spec_without_name_is_named_after_a_valid_form_of_its_stem(tmp_path, stem):
+    path = tmp_path / f"{stem}.toml"
+    path.write_text('task = "cot"\n')
+    result = cli("generate", "--out", tmp_path / "ds", "--spec", path, *SMALL_FLAGS[2:], "-q")
+    name = json.loads((tmp_path / "ds" / "posgen.json").read_text())["benchmark"]["name"]
+    ok = result.exit_code == 0 and 1 <= len(name) <= 64 and " " not in name
+    record("hostile", f"spec stem:{stem}", ok)
+    assert ok, result.output
+
+
+# --- names the file system or UTF-8 cannot hold ----------------------------------------
+
+LONG = "a" * 256
+WIDE = "é" * 128  # 256 bytes in UTF-8
+BYTES = os.fsdecode(b"x\xff\xfe")
+NAME_CASES = [
+    (cmd, name)
+    for cmd in ("generate --out", "publish --out", "baseline --out", "score --json",
+                "score --plot", "validate --json")
+    for name in (LONG, WIDE, BYTES)
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("cmd, name", NAME_CASES, ids=[f"{c}:{n[:3]}" for c, n in NAME_CASES])
+def test_output_names_too_long_or_not_utf8_are_refused_up_front(data, oracle, tmp_path, cmd,
+                                                                 name):  # fmt: skip
+    out = tmp_path / (
+        name
+        + {
+            "baseline --out": ".jsonl",
+            "score --json": ".json",
+            "score --plot": ".png",
+            "validate --json": ".json",
+        }.get(cmd, "")
+    )
+    command, flag = cmd.split()
+    args = {
+        "generate": ["generate", *SMALL_FLAGS],
+        "publish": ["publish", ROOT / "task_specs" / "paper.toml"],
+        "baseline": ["baseline", "--kind", "oracle", "--data", data],
+        "score": ["score", "--data", data, "--predictions", oracle],
+        "validate": ["validate", data],
+    }[command]
+    result = cli(*args, flag, out)
+    ok = clean_error(result, 2, flag) and list(tmp_path.iterdir()) == []
+    record("hostile", f"name:{cmd}:{name[:3]}{len(name)}", ok)
+    assert ok, result.output
+
+
+@pytest.mark.parametrize("suffix", [".xyz", "", ".parquet", ".png.tmp"])
+def test_a_plot_file_of_no_image_format_is_refused_before_scoring(data, oracle, tmp_path, suffix):
+    out = tmp_path / f"curve{suffix}"
+    result = cli("score", "--data", data, "--predictions", oracle, "--plot", out)
+    ok = clean_error(result, 2, "--plot") and not out.exists()
+    record("hostile", f"plot suffix:{suffix}", ok)
+    assert ok, result.output
+
+
+# --- Python API misuse -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "given", [default_benchmark(("cot",)), {"task": "cot"}, "cot", None, 3], ids=repr
+)
+def test_to_dataset_dict_refuses_anything_but_a_task_spec(given):
+    with pytest.raises(TypeError, match="takes a TaskSpec") as caught:
+        to_dataset_dict(given)
+    record("hostile", f"to_dataset_dict:{type(given).__name__}", caught is not None)
+
+
+@pytest.mark.parametrize("split", ["test_999", "", "train/../test", "TEST"])
+@pytest.mark.parametrize("kind", ["Dataset", "DatasetDict", "parquet file", "folder"])
+def test_validate_refuses_a_split_the_data_does_not_have(data, tmp_path, kind, split):
+    spec = TaskSpec(task="cot", **SMALL)
+    dd = to_dataset_dict(spec)
+    source = {
+        "Dataset": dd["test"],
+        "DatasetDict": dd,
+        "parquet file": next((data / "data" / "cot").glob("test-*.parquet")),
+        "folder": data,
+    }[kind]
+    with pytest.raises(SourceError, match="split") as caught:
+        validate(source, spec, split=split)
+    record("hostile", f"validate split:{kind}:{split!r}", caught is not None)
+
+
+# --- permissions (run as an unprivileged user) -----------------------------------------
+
+NOBODY = 65534
+
+
+def _permission_cases(base: Path) -> list[tuple[str, list[str], int, str]]:
+    """(label, argv, exit status, path the error must name) under a prepared ``base``."""
+    spec = str(ROOT / "task_specs" / "paper.toml")
+    small = SMALL_FLAGS
+    return [
+        ("generate --out in a folder without search permission",
+         ["generate", "--out", "noexec/x", *small], 2, "noexec/x"),
+        ("generate --spec unreadable", ["generate", "--out", "g", "--spec", "secret.toml"],
+         2, "secret.toml"),
+        ("publish --out in a folder without search permission",
+         ["publish", spec, "--out", "noexec/x"], 2, "noexec/x"),
+        ("validate unreadable posgen.json", ["validate", "manifest"], 2, "manifest/posgen.json"),
+        ("validate unreadable shard", ["validate", "shard"], (1, 2), "shard/data/cot/test"),
+        ("validate unsearchable data folder", ["validate", "datadir"], (1, 2), "datadir/data"),
+        ("card unreadable posgen.json", ["card", "manifest"], 2, "manifest/posgen.json"),
+        ("card unreadable shard", ["card", "shard"], (1, 2), "shard/data/cot/test"),
+        ("card in a folder without search permission", ["card", "noexec/ds"], 2, "noexec/ds"),
+        ("score --data unreadable posgen.json",
+         ["score", "--data", "manifest", "--predictions", "o.jsonl"], 2, "manifest/posgen.json"),
+        ("score --data unreadable shard",
+         ["score", "--data", "shard", "--predictions", "o.jsonl"], 2, "shard/data/cot/test"),
+        ("score --data without search permission",
+         ["score", "--data", "noexec/ds", "--predictions", "o.jsonl"], 2, "noexec/ds"),
+        ("score --predictions unreadable",
+         ["score", "--data", "ds", "--predictions", "secret.jsonl"], 2, "secret.jsonl"),
+        ("score --predictions without search permission",
+         ["score", "--data", "ds", "--predictions", "noexec/p.jsonl"], 2, "noexec/p.jsonl"),
+        ("baseline --data unreadable posgen.json",
+         ["baseline", "--kind", "oracle", "--data", "manifest", "--out", "b.jsonl"], 2,
+         "manifest/posgen.json"),
+        ("baseline --out without search permission",
+         ["baseline", "--kind", "oracle", "--data", "ds", "--out", "noexec/b.jsonl"], 2,
+         "noexec/b.jsonl"),
+        ("baseline --out in a read-only folder",
+         ["baseline", "--kind", "oracle", "--data", "ds", "--out", "ro/b.jsonl"], (1, 2),
+         "ro/b.jsonl"),
+        ("score --json in a read-only folder",
+         ["score", "--data", "ds", "--predictions", "o.jsonl", "--json", "ro/r.json"], (1, 2),
+         "ro/r.json"),
+    ]  # fmt: skip
+
+
+def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
+    for name in ("ds", "manifest", "shard", "datadir"):
+        shutil.copytree(data, base / name)
+    shutil.copy(oracle, base / "o.jsonl")
+    shutil.copy(oracle, base / "secret.jsonl")
+    (base / "secret.toml").write_text('task = "cot"\n')
+    (base / "noexec").mkdir()
+    (base / "ro").mkdir()
+    for path in [base, *base.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o644)
+    (base / "ro").chmod(0o555)
+    (base / "noexec").chmod(0o600)
+    for path in (base / "secret.jsonl", base / "secret.toml", base / "manifest" / "posgen.json",
+                 *(base / "shard" / "data" / "cot").glob("test-*")):  # fmt: skip
+        path.chmod(0o000)
+    (base / "datadir" / "data" / "cot").chmod(0o600)
+
+
+def run_permission_cases(cases_file: str) -> None:
+    """Driver run as the unprivileged user: each case in-process, results as JSON lines."""
+    base = Path(cases_file).parent
+    os.chdir(base)
+    for label, argv, *_ in json.loads(Path(cases_file).read_text()):
+        result = CliRunner().invoke(main, argv)
+        print(json.dumps([label, result.exit_code, result.output]), flush=True)
+
+
+def test_permission_errors_are_one_error_line_naming_the_path(data, oracle):
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be tested")
+    base = Path(tempfile.mkdtemp(prefix="posgen-perm-"))
+    try:
+        _prepare_permissions(base, data, oracle)
+        cases = _permission_cases(base)
+        (base / "cases.json").write_text(json.dumps(cases))
+        (base / "cases.json").chmod(0o644)
+        prefix = []
+        if os.geteuid() == 0:
+            prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+        driver = "from tests.test_hostile import run_permission_cases as r; r(%r)"
+        command = [*prefix, sys.executable, "-c", driver % str(base / "cases.json")]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(base)}
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                              env=env)  # fmt: skip
+        results = {json.loads(line)[0]: json.loads(line)[1:] for line in proc.stdout.splitlines()}
+        failures = []
+        for label, _argv, code_wanted, named in cases:
+            exit_code, output = results.get(label, (None, proc.stderr))
+            lines = [line for line in output.splitlines() if line.startswith("error:")]
+            wanted = code_wanted if isinstance(code_wanted, tuple) else (code_wanted,)
+            reported = "FAIL" in output and named in output and exit_code == 1
+            ok = (
+                "Traceback" not in output
+                and exit_code in wanted
+                and ((len(lines) == 1 and named in lines[0]) or reported)
+            )
+            record("hostile", f"permission:{label}", ok)
+            if not ok:
+                failures.append(f"{label}: exit {exit_code}: {output[-300:]}")
+        assert not failures, "\n".join(failures)
+    finally:
+        for path in [base, *base.rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o777)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# --- anything unexpected ---------------------------------------------------------------
+
+SURPRISES = [KeyError("config"), TypeError("unsupported operand"), RecursionError("depth"),
+             MemoryError(), UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates"),
+             OSError(5, "Input/output error", "ds/x.parquet"),
+             IsADirectoryError(21, "Is a directory", "p.jsonl")]  # fmt: skip
+
+
+@pytest.mark.parametrize("error", SURPRISES, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("debug", ["", "flag", "env"])
+def test_unexpected_errors_become_one_error_line_with_the_traceback_on_request(
+    data, oracle, monkeypatch, error, debug
+):
+    def explode(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("posgen.cli.score.score_reference", explode)
+    monkeypatch.delenv("POSGEN_DEBUG", raising=False)
+    args = ["score", "--data", data, "--predictions", oracle]
+    env = {"POSGEN_DEBUG": "1"} if debug == "env" else None
+    result = cli(*(["--debug"] if debug == "flag" else []), *args, env=env)
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    name = type(error).__name__
+    is_os = isinstance(error, OSError)
+    ok = (
+        result.exit_code == (2 if isinstance(error, IsADirectoryError) else 1)
+        and len(lines) == 1
+        and (error.filename in lines[0] if is_os else f"({name})" in lines[0])
+        and ("Traceback" in result.output) == bool(debug)
+    )
+    record("unexpected", f"{name}:{debug or 'plain'}", ok)
+    assert ok, result.output
