@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from posgen.cli.common import RunFailure, UsageProblems
+from posgen.cli.paths import PathArg
 from posgen.cli.score import plot_available
 from posgen.scoring.plot import PLOT_HINT
 from posgen.train.results import (
@@ -41,23 +42,23 @@ Examples:
   posgen results runs/posgen-v1/cot/rope/seed42 runs/posgen-v1/cot/rope/seed49 --out cot.md
 """,
 )
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("run_dirs", nargs=-1, required=True, type=PathArg(path_type=Path))
 @click.option(
     "--out",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PathArg(dir_okay=False, path_type=Path),
     help="Markdown file to write (replaced if it exists).",
 )
 @click.option(
     "--plot",
     "plot_out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PathArg(dir_okay=False, path_type=Path),
     help="Accuracy-vs-position curves (PNG; needs the `plot` extra).",
 )
 @click.option(
     "--json",
     "json_out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PathArg(dir_okay=False, path_type=Path),
     help="Write the aggregated figures (no curves) as JSON here.",
 )
 @click.option("--command", "command_line", help="Command to credit in the document.")

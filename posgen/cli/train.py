@@ -14,6 +14,7 @@ import click
 from pydantic import ValidationError
 
 from posgen.cli.common import RunFailure, UsageProblems
+from posgen.cli.paths import PathArg
 from posgen.cli.score import load_split
 from posgen.errors import problem_lines
 from posgen.scoring.reference import resolve_config
@@ -75,7 +76,7 @@ Examples:
 @click.option(
     "--data",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathArg(file_okay=False, path_type=Path),
     help="Dataset folder written by `posgen generate`.",
 )
 @click.option("--config", help="Config (task) to train on (may be left out when there is one).")
@@ -92,7 +93,7 @@ Examples:
 @click.option(
     "--out",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathArg(file_okay=False, path_type=Path),
     help="Run folder to create (must not exist).",
 )
 @_override_options
