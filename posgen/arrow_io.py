@@ -9,6 +9,7 @@ per-split length is recorded in the manifest and the card.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -16,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from posgen.generator import storage_dtype
+from posgen.generator import DEFAULT_BLOCK_ROWS, generate_rows, storage_dtype
+from posgen.spec import TaskSpec
 
 TOKENS_LEAF = "tokens.list.element"
 """Parquet path of the token values (the leaf of the list column)."""
@@ -92,3 +94,26 @@ def open_writer(where: Path | BinaryIO, schema: pa.Schema) -> pq.ParquetWriter:
     return pq.ParquetWriter(
         where if not isinstance(where, Path) else str(where), schema, **PARQUET_OPTIONS
     )
+
+
+def row_tables(
+    spec: TaskSpec,
+    split: str,
+    start: int,
+    stop: int,
+    step: int,
+    schema: pa.Schema,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+) -> Iterator[pa.Table]:
+    """Rows ``[start, stop)`` of ``split`` as tables of at most ``step`` rows each.
+
+    The one place rows are generated for storage (Parquet and Arrow shards, in-memory
+    ``datasets``): memory stays bounded by ``step`` rows whatever the split's size.
+
+    >>> spec = TaskSpec(task="cot", train_size=5)
+    >>> [t.num_rows for t in row_tables(spec, "train", 0, 5, 2, row_schema(17))]
+    [2, 2, 1]
+    """
+    for first in range(start, stop, step):
+        last = min(stop, first + step)
+        yield rows_to_table(first, generate_rows(spec, split, first, last, block_rows), schema)

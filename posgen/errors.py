@@ -1,4 +1,13 @@
-"""Turn validation failures into short lines a person can act on.
+"""posgen's errors: three kinds, each with its exit status, and readable validation lines.
+
+- :class:`UsageError` (exit 2): bad input the user can fix (a spec, a flag, a path that is
+  not a dataset, predictions that do not fit);
+- :class:`DataError` (exit 1): data that fails its integrity check (a damaged file, an
+  edited manifest);
+- :class:`RunError` (exit 1): the run itself failed (a write, a refused publish).
+
+The CLI maps every :class:`PosgenError` to ``error: ...`` lines and its ``exit_code`` in one
+place (:class:`posgen.cli.PosgenGroup`).
 
 >>> from pydantic import ValidationError
 >>> from posgen.spec import TaskSpec
@@ -7,6 +16,8 @@
 ... except ValidationError as error:
 ...     print(problem_lines(error)[0])
 modulus: Input should be greater than or equal to 2 (given: 1)
+>>> UsageError("no such config").exit_code, DataError("bad bytes").lines
+(2, ['bad bytes'])
 """
 
 from __future__ import annotations
@@ -57,6 +68,33 @@ def shown_value(value: Any) -> str:
     '[[[[...]]], [[[...]]], [[[...]]], [[[...]]], ...]'
     """
     return shown(_REPR.repr(value), 60)
+
+
+class PosgenError(Exception):
+    """Base of every error posgen reports as ``error:`` lines (never a traceback)."""
+
+    exit_code = 1
+    headline: str | None = None
+    """A line printed before :attr:`lines` (e.g. which folder is damaged), if any."""
+
+    @property
+    def lines(self) -> list[str]:
+        """One line per problem, as printed after ``error:``."""
+        return [" ".join(line.split()) for line in str(self).splitlines() if line.strip()]
+
+
+class UsageError(PosgenError):
+    """Bad input: exit status 2."""
+
+    exit_code = 2
+
+
+class DataError(PosgenError):
+    """Data that fails its integrity check: exit status 1."""
+
+
+class RunError(PosgenError):
+    """The run failed (writing, publishing): exit status 1."""
 
 
 def _location(loc: tuple[Any, ...]) -> str:

@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from posgen.arrow_io import row_schema, rows_to_table
-from posgen.generator import DEFAULT_BLOCK_ROWS, generate_rows
-from posgen.integrity import verify_dataset
-from posgen.layout import DEFAULT_ROW_GROUP_BYTES, generation_rows, rows_per
+from posgen.arrow_io import row_schema, row_tables
+from posgen.generator import DEFAULT_BLOCK_ROWS
 from posgen.spec import TaskSpec
+from posgen.store.check import verify_dataset
+from posgen.store.formats import folder_format, manifest_format
+from posgen.store.layout import DEFAULT_ROW_GROUP_BYTES, generation_rows, rows_per
 
 if TYPE_CHECKING:
     import datasets
@@ -22,12 +23,7 @@ def split_table(spec: TaskSpec, split: str) -> pa.Table:
     schema = row_schema(spec.modulus, {"posgen.spec_id": spec.spec_id, "posgen.split": split})
     per_group = rows_per(DEFAULT_ROW_GROUP_BYTES, spec, split)
     step = generation_rows(spec, split, per_group, DEFAULT_BLOCK_ROWS)
-    size = spec.split_size(split)
-    tables = [
-        rows_to_table(first, generate_rows(spec, split, first, min(size, first + step)), schema)
-        for first in range(0, size, step)
-    ]
-    return pa.concat_tables(tables)
+    return pa.concat_tables(row_tables(spec, split, 0, spec.split_size(split), step, schema))
 
 
 def to_dataset_dict(spec: TaskSpec) -> datasets.DatasetDict:
@@ -63,14 +59,16 @@ def to_dataset_dict(spec: TaskSpec) -> datasets.DatasetDict:
 
 
 def load(path: str | Path, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
-    """``datasets.load_dataset`` on a posgen folder (offline).
+    """Every split of ``config`` (the first config when None) of a posgen folder, offline.
 
-    With ``verify`` (the default) every file of ``config`` (of all configs when ``None``)
-    is first checked against ``posgen.json`` (size, sha256, footer) and
-    :class:`posgen.integrity.DamagedDataset` is raised, naming each damaged file.
+    Parquet folders load with ``datasets.load_dataset``, Arrow IPC ones with
+    ``datasets.load_from_disk``. With ``verify`` (the default) every file of ``config`` (of
+    all configs when ``None``) is first checked against ``posgen.json``
+    (:func:`posgen.store.check.verify_dataset`: size, sha256, rows, footer) and
+    :class:`posgen.store.DamagedDataset` is raised, naming each damaged file.
     """
-    import datasets
-
+    root = Path(path)
     if verify:
-        verify_dataset(path, [config] if config else None)
-    return datasets.load_dataset(str(path), config)
+        manifest = verify_dataset(root, [config] if config else None)
+        return manifest_format(manifest).load(root, config or next(iter(manifest.configs)))
+    return folder_format(root, config).load(root, config)

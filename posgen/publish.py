@@ -1,8 +1,9 @@
 """Publishing: generate a whole benchmark, validate it, and write one Hub-ready folder.
 
-:func:`publish_benchmark` builds every config into a hidden sibling of the target, runs
-the validator on it, and only when every check passes renders the card with the report
-and moves the folder into place; data that fails is never published (the build folder is
+:func:`publish_benchmark` builds every config into a hidden sibling of the target
+(:func:`posgen.store.write_dataset`), runs the validator on it, and only when every check
+passes renders the card with the report (once) and moves the folder into place; data that
+fails is never published (the build folder is
 removed and :class:`PublishRefused` carries the report). :func:`push_folder` uploads a
 published folder with ``huggingface_hub`` (the optional ``hub`` extra).
 """
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from posgen.atomic import atomic_folder
 from posgen.card import write_card
+from posgen.errors import RunError, UsageError
 from posgen.spec import BenchmarkSpec
-from posgen.writer import Progress, write_benchmark_into
+from posgen.store.formats import Progress
+from posgen.store.manifest import Manifest, read_manifest
+from posgen.store.writer import write_dataset
 
 TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 """Environment variables read for the Hub token, first found wins."""
@@ -30,7 +33,7 @@ Baselines = Callable[[Path, str], dict[str, dict[str, float]]]
 """Maps (dataset folder, config) to baseline kind -> {id_accuracy, ood_accuracy}."""
 
 
-class PublishRefused(RuntimeError):
+class PublishRefused(RunError, RuntimeError):
     """The generated data failed validation; nothing was published."""
 
     def __init__(self, report: dict[str, Any]) -> None:
@@ -48,7 +51,7 @@ class PublishRefused(RuntimeError):
         self.report = report
 
 
-class HubUnavailable(RuntimeError):
+class HubUnavailable(UsageError, RuntimeError):
     """``huggingface_hub`` is not installed or no token is set."""
 
 
@@ -57,7 +60,7 @@ class Published:
     """What :func:`publish_benchmark` produced."""
 
     folder: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     report: dict[str, Any]
 
 
@@ -81,19 +84,28 @@ def publish_benchmark(
     overwrite: bool = False,
     baselines: Baselines | None = None,
     progress: Progress | None = None,
+    storage: str = "parquet",
 ) -> Published:
-    """Generate, validate and card ``bench`` into ``out``; refuse data that fails."""
+    """Generate, validate and card ``bench`` into ``out`` (format ``storage``); refuse data
+    that fails."""
     out = Path(out)
-    with atomic_folder(out, overwrite) as build:
-        manifest = write_benchmark_into(build, bench, progress=progress)
+    reports: list[dict[str, Any]] = []
+
+    def validated_card(build: Path, manifest: Manifest) -> None:
         report = validate_folder(build)
         if not report["ok"]:
             raise PublishRefused(report)
         scores = None
         if baselines is not None:
-            scores = {config: baselines(build, config) for config in manifest["configs"]}
-        write_card(build, report, scores)
-    return Published(folder=out, manifest=manifest, report=report)
+            scores = {config: baselines(build, config) for config in manifest.configs}
+        write_card(build, report, scores, manifest=manifest)
+        reports.append(report)
+
+    manifest = write_dataset(
+        bench, out, storage=storage, overwrite=overwrite, progress=progress, finish=validated_card
+    )
+    assert manifest is not None  # a whole run always finishes
+    return Published(folder=out, manifest=manifest, report=reports[0])
 
 
 def hub_token() -> str:
@@ -124,11 +136,7 @@ def upload_folder(folder: Path, repo_id: str, token: str, message: str) -> str:
 
 def push_folder(folder: Path, repo_id: str, token: str) -> str:
     """Upload a published folder to the Hub dataset repo ``repo_id``."""
-    from posgen.manifest import read_manifest
-
     manifest = read_manifest(folder)
-    bench = manifest["benchmark"]
-    message = (
-        f"POSGEN {bench['name']} (spec {bench['spec_id']}, posgen {manifest['posgen_version']})"
-    )
+    bench = manifest.benchmark
+    message = f"POSGEN {bench.name} (spec {bench.spec_id}, posgen {manifest.posgen_version})"
     return upload_folder(Path(folder), repo_id, token, message)

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from posgen.errors import not_utf8, shown
+from posgen.errors import UsageError, not_utf8, shown
 from posgen.spec import BenchmarkSpec
 from posgen.tasks import TASKS
 
@@ -50,7 +50,7 @@ MAX_VALUES = 100_000
 SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 
 
-class SpecFileError(ValueError):
+class SpecFileError(UsageError, ValueError):
     """A spec file is missing, unreadable, too big or deep, or not a mapping."""
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from posgen.manifest import read_manifest, sha256_file
+from posgen.store.manifest import read_manifest, sha256_file
 
 CHECKS = ("integrity", "schema", "window", "bounded_window", "hygiene", "audit")
 SECONDS = 12.3456789
@@ -47,11 +47,9 @@ def make_module(fail: str | None = None) -> types.ModuleType:
         calls.append(root)
         manifest = read_manifest(root)
         checks, facts, tokens = [], {}, 0
-        for name, entry in manifest["configs"].items():
-            for split_name, info in entry["splits"].items():
-                intact = all(
-                    sha256_file(root / item["path"]) == item["sha256"] for item in info["files"]
-                )
+        for name, entry in manifest.configs.items():
+            for split_name, info in entry.ordered_splits.items():
+                intact = all(sha256_file(root / item.path) == item.sha256 for item in info.files)
                 for kind in CHECKS:
                     ok = intact and kind != fail
                     checks.append(
@@ -64,13 +62,13 @@ def make_module(fail: str | None = None) -> types.ModuleType:
                             "failures": 0 if ok else 3,
                         }
                     )
-                tokens += info["rows"] * info["length"]
-                others = [s for s in entry["splits"] if s != split_name]
+                tokens += info.rows * info.length
+                others = [s for s in entry.ordered_splits if s != split_name]
                 facts.setdefault(name, {})[split_name] = {
-                    "rows": info["rows"],
-                    "length": info["length"],
-                    "dependency_count": info["seed_window"],
-                    "max_lookback": info["seed_window"],
+                    "rows": info.rows,
+                    "length": info.length,
+                    "dependency_count": info.seed_window,
+                    "max_lookback": info.seed_window,
                     "repeated_rows": 0,
                     "shared_windows": dict.fromkeys(others, 0),
                     "target_balance_max_tv": 0.0625,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import datasets
@@ -13,10 +12,10 @@ import yaml
 
 from posgen.card import DataMismatch, render_card, write_card
 from posgen.card.diagram import dependency_diagram
-from posgen.manifest import read_manifest
 from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.store import write_dataset
+from posgen.store.manifest import Manifest, read_manifest
 from posgen.tasks import TASKS
-from posgen.writer import write_benchmark
 from tests import oracle
 from tests.fake_validate import SECONDS, make_module
 
@@ -33,7 +32,7 @@ def small_bench(**fields):
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("cards") / "small"
-    write_benchmark(small_bench(), out, shard_bytes=3000)
+    write_dataset(small_bench(), out, shard_bytes=3000)
     return out
 
 
@@ -67,21 +66,19 @@ def test_dataset_info_is_read_from_the_files(folder):
     info = {
         c["config_name"]: c for c in header_of((folder / "README.md").read_text())["dataset_info"]
     }
-    for config, entry in manifest["configs"].items():
+    for config, entry in manifest.configs.items():
         block = info[config]
         assert block["features"] == [
             {"name": "id", "dtype": "int64"},
             {"name": "tokens", "list": "uint8"},
         ]
         for split in block["splits"]:
-            files = entry["splits"][split["name"]]["files"]
-            tables = [pq.read_table(folder / f["path"]) for f in files]
+            files = entry.splits[split["name"]].files
+            tables = [pq.read_table(folder / f.path) for f in files]
             assert split["num_examples"] == sum(t.num_rows for t in tables)
             assert split["num_bytes"] == sum(t.nbytes for t in tables)
-        everything = [f for s in entry["splits"].values() for f in s["files"]]
-        assert block["download_size"] == sum(
-            (folder / f["path"]).stat().st_size for f in everything
-        )
+        everything = [f for s in entry.splits.values() for f in s.files]
+        assert block["download_size"] == sum((folder / f.path).stat().st_size for f in everything)
         assert block["dataset_size"] == sum(s["num_bytes"] for s in block["splits"])
 
 
@@ -104,20 +101,19 @@ def test_a_card_without_a_folder_leaves_dataset_info_out(folder):
 def test_card_facts_equal_the_manifest(folder):
     manifest = read_manifest(folder)
     card = render_card(manifest, report_of(folder), root=folder)
-    assert f"`{manifest['benchmark']['spec_id']}`" in card
-    for name, entry in manifest["configs"].items():
-        assert f"`{entry['spec_id']}`" in card
-        for split, info in entry["splits"].items():
-            w, L, n = info["seed_window"], info["ood_boundary"], info["length"]
+    assert f"`{manifest.benchmark.spec_id}`" in card
+    for name, entry in manifest.configs.items():
+        assert f"`{entry.spec_id}`" in card
+        for split, info in entry.splits.items():
+            w, L, n = info.seed_window, info.ood_boundary, info.length
             ood = f"[{L}, {n})" if n > L else "none"
             assert (
-                f"| {name} | {split} | {info['rows']:,} | {n:,} | {w:,} | [{w}, {L}) | {ood} |"
-                in card
+                f"| {name} | {split} | {info.rows:,} | {n:,} | {w:,} | [{w}, {L}) | {ood} |" in card
             )
-            for item in info["files"]:
+            for item in info.files:
                 row = (
-                    f"| {item['path']} | {item['rows']:,} | {item['first_id']:,} | "
-                    f"{item['bytes']:,} | `{item['sha256']}` |"
+                    f"| {item.path} | {item.rows:,} | {item.first_id:,} | "
+                    f"{item.bytes:,} | `{item.sha256}` |"
                 )
                 assert row in card
 
@@ -125,9 +121,9 @@ def test_card_facts_equal_the_manifest(folder):
 def test_the_worked_example_is_the_first_train_row_and_its_target_adds_up(folder):
     manifest = read_manifest(folder)
     card = render_card(manifest)
-    for name, entry in manifest["configs"].items():
-        spec = entry["spec"]
-        first = pq.read_table(folder / entry["splits"]["train"]["files"][0]["path"])
+    for name, entry in manifest.configs.items():
+        spec = entry.spec.canonical()
+        first = pq.read_table(folder / entry.splits["train"].files[0].path)
         row = first.column("tokens")[0].as_py()
         section = card.split(f"### `{name}`")[1]
         shown = re.search(r"x_0\.\.x_(\d+) = ([\d ]+)\n", section)
@@ -178,7 +174,8 @@ def test_the_card_is_deterministic_and_holds_no_timings(folder):
     manifest = read_manifest(folder)
     report = report_of(folder)
     first = render_card(manifest, report, root=folder)
-    assert first == render_card(json.loads(json.dumps(manifest)), dict(report), root=folder)
+    again = Manifest.model_validate_json(manifest.to_json())
+    assert first == render_card(again, dict(report), root=folder)
     assert str(SECONDS) not in first and "12.3457" not in first
 
 
@@ -201,26 +198,20 @@ def test_the_card_has_loading_scoring_seeding_and_citation_sections(folder):
 
 
 def test_paper_seeding_is_explained_with_its_flaws():
-    manifest = {
-        "posgen_version": "0",
-        "benchmark": {"name": "p", "description": "", "spec_id": "0" * 16},
-        "configs": {},
-    }
     from posgen.card.usage import seeding_section
 
-    manifest["configs"]["cot"] = {"spec": {"seeding": "paper"}}
-    text = seeding_section(manifest)
+    text = seeding_section([TaskSpec(task="cot", seeding="paper")])
     assert "every validation row begins with a training row" in text
     assert "disjoint" not in text.split("\n", 2)[2].split("`")[0]
 
 
 def test_write_card_refuses_a_folder_whose_files_disagree_with_the_manifest(tmp_path):
     out = tmp_path / "ds"
-    write_benchmark(small_bench(train_size=10, val_size=5, test_size=5), out)
+    write_dataset(small_bench(train_size=10, val_size=5, test_size=5), out)
     before = (out / "README.md").read_text()
     victim = next((out / "data" / "cot").glob("validation-*.parquet"))
     victim.write_bytes(victim.read_bytes()[:-10])
-    with pytest.raises(DataMismatch, match=r"validation-00000-of-00001\.parquet has"):
+    with pytest.raises(DataMismatch, match=r"validation-00000-of-00001\.parquet: [\d,]+ bytes"):
         write_card(out)
     assert (out / "README.md").read_text() == before
     victim.unlink()
@@ -234,7 +225,7 @@ def test_uint16_tokens_are_declared_as_uint16(tmp_path):
         name="wide",
         configs={"cot": TaskSpec(task="cot", modulus=300, train_size=8, val_size=4, test_size=4)},
     )
-    write_benchmark(bench, out)
+    write_dataset(bench, out)
     info = header_of((out / "README.md").read_text())["dataset_info"][0]
     assert info["features"][1] == {"name": "tokens", "list": "uint16"}
     loaded = datasets.load_dataset(str(out), "cot", split="test")
@@ -243,7 +234,7 @@ def test_uint16_tokens_are_declared_as_uint16(tmp_path):
 
 def test_rerendering_from_disk_gives_the_card_written_at_generation(tmp_path):
     out = tmp_path / "ds"
-    write_benchmark(small_bench(train_size=10, val_size=5, test_size=5), out)
+    write_dataset(small_bench(train_size=10, val_size=5, test_size=5), out)
     written = (out / "README.md").read_text()
     (out / "README.md").unlink()
     assert write_card(out).read_text() == written

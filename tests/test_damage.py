@@ -19,9 +19,8 @@ import pytest
 
 from posgen.cli import main
 from posgen.hf import load
-from posgen.integrity import DamagedDataset, check_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.writer import write_benchmark
+from posgen.store import DamagedDataset, check_dataset, write_dataset
 from tests.hardening_counts import record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +39,7 @@ def pristine(tmp_path_factory) -> Path:
         configs={t: TaskSpec(task=t, **fields) for t in ("cot", "semirecursive")},
     )
     out = tmp_path_factory.mktemp("pristine") / "ds"
-    write_benchmark(bench, out, shard_bytes=8000)
+    write_dataset(bench, out, shard_bytes=8000)
     return out
 
 

@@ -18,10 +18,10 @@ import pytest
 from click.testing import CliRunner
 
 import posgen.resources
-from posgen.atomic import leftovers
 from posgen.cli import main
 from posgen.resources import estimate_benchmark, refusals
 from posgen.spec import default_benchmark
+from posgen.store.atomic import leftovers
 from tests.hardening_counts import record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_no_space_for_the_manifest_names_the_manifest(tmp_path, monkeypatch):
     def no_space(root, manifest):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("posgen.writer.write_manifest", no_space)
+    monkeypatch.setattr("posgen.store.writer.write_manifest", no_space)
     out = tmp_path / "ds"
     result = CliRunner().invoke(main, ["generate", "--out", str(out), "--task", "cot", "-q"])
     lines = errors(result.output)

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from posgen.arrow_io import table_tokens
 from posgen.cli import main
-from posgen.integrity import check_dataset
 from posgen.spec import MAX_LENGTH, MAX_ROWS, MAX_SEED, TaskSpec
 from posgen.spec_files import read_spec_file
+from posgen.store import check_dataset
 from tests.hardening_counts import record
 from tests.oracle import grow_row
 

@@ -25,12 +25,12 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from posgen.writer import write_benchmark
 
 from posgen.cli import main
 from posgen.hf import to_dataset_dict
 from posgen.spec import TaskSpec, default_benchmark
 from posgen.validate import SourceError, validate
-from posgen.writer import write_benchmark
 from tests.hardening_counts import record
 
 ROOT = Path(__file__).resolve().parents[1]

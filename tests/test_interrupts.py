@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import posgen.atomic
-from posgen.atomic import Interrupted, atomic_folder, leftovers, recover
+import posgen.store.atomic
 from posgen.cli import main
-from posgen.integrity import check_dataset
+from posgen.store import check_dataset
+from posgen.store.atomic import Interrupted, atomic_folder, leftovers, recover
 from tests.hardening_counts import record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def reference(tmp_path_factory) -> dict[str, dict[str, bytes]]:
 
 
 def builds(out: Path) -> list[Path]:
-    return [p for p in leftovers(out) if posgen.atomic.TMP_TAG in p.name]
+    return [p for p in leftovers(out) if posgen.store.atomic.TMP_TAG in p.name]
 
 
 def folder_bytes(folder: Path) -> int:
@@ -130,7 +130,7 @@ def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identi
 
 def test_the_next_run_reports_the_leftovers_it_cleans_up(tmp_path, reference):
     out = tmp_path / "ds"
-    stale = tmp_path / f".ds{posgen.atomic.TMP_TAG}999999999-deadbeef"
+    stale = tmp_path / f".ds{posgen.store.atomic.TMP_TAG}999999999-deadbeef"
     (stale / "data").mkdir(parents=True)
     result = cli(out, SPEC)
     assert result.exit_code == 0
@@ -142,7 +142,7 @@ def test_a_build_folder_of_a_running_process_is_left_alone(tmp_path):
     out = tmp_path / "ds"
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        busy = tmp_path / f".ds{posgen.atomic.TMP_TAG}{sleeper.pid}-0badf00d"
+        busy = tmp_path / f".ds{posgen.store.atomic.TMP_TAG}{sleeper.pid}-0badf00d"
         busy.mkdir()
         assert recover(out) == [f"left {busy} alone: the process building it is still running"]
         assert busy.exists()
@@ -152,7 +152,7 @@ def test_a_build_folder_of_a_running_process_is_left_alone(tmp_path):
 
 
 def test_a_parked_dataset_is_restored_when_a_run_died_between_its_renames(tmp_path):
-    parked = tmp_path / f".ds{posgen.atomic.OLD_TAG}1a2b3c4d"
+    parked = tmp_path / f".ds{posgen.store.atomic.OLD_TAG}1a2b3c4d"
     parked.mkdir()
     (parked / "posgen.json").write_text("{}")
     assert recover(tmp_path / "ds") == [
@@ -171,7 +171,7 @@ def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(tmp_pa
         real_rename(src, dst)
         os.kill(os.getpid(), signal.SIGTERM)  # arrives between the two renames
 
-    monkeypatch.setattr(posgen.atomic.os, "rename", rename_then_signal)
+    monkeypatch.setattr(posgen.store.atomic.os, "rename", rename_then_signal)
     with pytest.raises(Interrupted) as stopped, atomic_folder(out, overwrite=True) as build:
         (build / "posgen.json").write_text("new")
     assert stopped.value.exit_code == 128 + signal.SIGTERM and stopped.value.completed
@@ -192,7 +192,7 @@ def test_a_failure_between_the_renames_puts_the_old_dataset_back(tmp_path, monke
             raise OSError(5, "Input/output error")
         real_rename(src, dst)
 
-    monkeypatch.setattr(posgen.atomic.os, "rename", fail_second)
+    monkeypatch.setattr(posgen.store.atomic.os, "rename", fail_second)
     with pytest.raises(OSError), atomic_folder(out, overwrite=True) as build:
         (build / "posgen.json").write_text("new")
     monkeypatch.undo()

@@ -10,15 +10,17 @@ from click.testing import CliRunner
 
 from posgen.cli import main
 from posgen.generator import generate_split
-from posgen.ipc_writer import write_benchmark_ipc
 from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.store import write_dataset
 
 
 def test_arrow_folders_load_from_disk_with_the_generated_rows(tmp_path):
     spec = TaskSpec(task="semirecursive", modulus=300, train_size=500, val_size=20, test_size=30)
     bench = BenchmarkSpec(name="ipc", configs={"semi": spec})
-    manifest = write_benchmark_ipc(bench, tmp_path / "ds", shard_bytes=25_000, num_proc=2)
-    assert len(manifest["configs"]["semi"]["splits"]["train"]["files"]) == 3
+    manifest = write_dataset(
+        bench, tmp_path / "ds", storage="arrow", shard_bytes=25_000, num_proc=2
+    )
+    assert len(manifest.configs["semi"].splits["train"].files) == 3
     loaded = datasets.load_from_disk(str(tmp_path / "ds" / "semi"))
     assert loaded["train"].features["tokens"] == datasets.List(datasets.Value("uint16"))
     for split in spec.split_names:

@@ -177,14 +177,14 @@ def test_keyed_hash_gives_the_same_bytes_in_two_fresh_processes():
 
 
 def test_keyed_hash_data_is_the_same_bytes_with_one_or_two_workers(tmp_path):
-    from posgen.writer import write_benchmark
+    from posgen.store import write_dataset
 
     bench = BenchmarkSpec(name="keyed", configs={"cot": small(op="keyed_hash", op_key=9,
                           train_size=3000, train_length=96)})  # fmt: skip
     digests = []
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
-        write_benchmark(bench, out, shard_bytes=4096, row_group_bytes=2048, num_proc=workers)
+        write_dataset(bench, out, shard_bytes=4096, row_group_bytes=2048, num_proc=workers)
         files = sorted(p for p in out.rglob("*.parquet"))
         digests.append([(p.relative_to(out), p.read_bytes()) for p in files])
     assert digests[0] == digests[1] and len(digests[0]) > 2

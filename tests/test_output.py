@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from posgen.atomic import OutputExistsError
 from posgen.generator import generate_split
 from posgen.hf import to_dataset_dict
-from posgen.manifest import sha256_file
 from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.store import write_dataset
+from posgen.store.atomic import OutputExistsError
+from posgen.store.manifest import read_manifest, sha256_file
 from posgen.tasks import TASKS
-from posgen.writer import write_benchmark
 
 
 def small_bench(seeding="disjoint", **fields):
@@ -30,7 +28,7 @@ def small_bench(seeding="disjoint", **fields):
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("ds") / "small"
-    manifest = write_benchmark(small_bench(), out, shard_bytes=4096, row_group_bytes=1024)
+    manifest = write_dataset(small_bench(), out, shard_bytes=4096, row_group_bytes=1024)
     return out, manifest
 
 
@@ -57,33 +55,34 @@ def test_default_config_is_the_first(written):
 
 def test_manifest_records_spec_rows_lengths_and_checksums(written):
     out, manifest = written
-    assert json.loads((out / "posgen.json").read_text()) == manifest
-    entry = manifest["configs"]["cot"]
-    assert entry["spec_id"] == small_bench().configs["cot"].spec_id
-    split = entry["splits"]["test_128"]
-    assert (split["rows"], split["length"], split["ood_boundary"]) == (40, 128, 64)
-    assert len(entry["splits"]["train"]["files"]) > 1  # sharded by shard_bytes
-    for info in entry["splits"].values():
-        assert sum(f["rows"] for f in info["files"]) == info["rows"]
-        for f in info["files"]:
-            assert sha256_file(out / f["path"]) == f["sha256"]
+    assert (out / "posgen.json").read_text() == manifest.to_json()
+    assert read_manifest(out) == manifest
+    entry = manifest.configs["cot"]
+    assert entry.spec_id == small_bench().configs["cot"].spec_id
+    split = entry.splits["test_128"]
+    assert (split.rows, split.length, split.ood_boundary) == (40, 128, 64)
+    assert len(entry.splits["train"].files) > 1  # sharded by shard_bytes
+    for info in entry.splits.values():
+        assert sum(f.rows for f in info.files) == info.rows
+        for f in info.files:
+            assert sha256_file(out / f.path) == f.sha256
 
 
 def test_parquet_files_carry_an_explicit_schema_and_provenance(written):
     out, manifest = written
-    path = out / manifest["configs"]["recursive"]["splits"]["train"]["files"][0]["path"]
+    path = out / manifest.configs["recursive"].splits["train"].files[0].path
     schema = pq.read_schema(path)
     assert schema.field("tokens").type.value_type == pa.uint8()
     assert not schema.field("id").nullable
     meta = {k.decode(): v.decode() for k, v in schema.metadata.items()}
     assert meta["posgen.split"] == "train" and meta["posgen.config"] == "recursive"
-    assert meta["posgen.spec_id"] == manifest["configs"]["recursive"]["spec_id"]
+    assert meta["posgen.spec_id"] == manifest.configs["recursive"].spec_id
 
 
 def test_same_spec_gives_identical_files_whatever_the_block_size(tmp_path, written):
     out, _ = written
     again = tmp_path / "again"
-    write_benchmark(small_bench(), again, shard_bytes=4096, row_group_bytes=1024, block_rows=7)
+    write_dataset(small_bench(), again, shard_bytes=4096, row_group_bytes=1024, block_rows=7)
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     for name in files:
@@ -92,12 +91,12 @@ def test_same_spec_gives_identical_files_whatever_the_block_size(tmp_path, writt
 
 def test_existing_output_is_never_touched_without_overwrite(tmp_path):
     out = tmp_path / "ds"
-    write_benchmark(small_bench(), out)
+    write_dataset(small_bench(), out)
     before = (out / "posgen.json").read_bytes()
     with pytest.raises(OutputExistsError):
-        write_benchmark(small_bench(seed=1), out)
+        write_dataset(small_bench(seed=1), out)
     assert (out / "posgen.json").read_bytes() == before
-    write_benchmark(small_bench(seed=1), out, overwrite=True)
+    write_dataset(small_bench(seed=1), out, overwrite=True)
     assert (out / "posgen.json").read_bytes() != before
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]
 
@@ -106,19 +105,19 @@ def test_a_folder_that_is_not_a_dataset_is_never_replaced(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     with pytest.raises(OutputExistsError, match="not a posgen dataset"):
-        write_benchmark(small_bench(), tmp_path / "mine", overwrite=True)
+        write_dataset(small_bench(), tmp_path / "mine", overwrite=True)
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
 
 
 def test_a_failed_run_leaves_no_folder_behind(tmp_path, monkeypatch):
-    import posgen.writer
+    import posgen.card
 
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(posgen.writer, "render_card", explode)
+    monkeypatch.setattr(posgen.card, "render_card", explode)
     with pytest.raises(OSError):
-        write_benchmark(small_bench(), tmp_path / "ds")
+        write_dataset(small_bench(), tmp_path / "ds")
     assert list(tmp_path.iterdir()) == []
 
 

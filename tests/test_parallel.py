@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from posgen.cli import main
-from posgen.layout import parse_part, plan_benchmark
-from posgen.parts import PARTS_DIR, IncompleteError, PartsError, finish_parts, write_part
 from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.store import write_dataset
+from posgen.store.layout import parse_part, plan_benchmark
+from posgen.store.parts import PARTS_DIR, IncompleteError, PartsError, finish_parts, write_part
 from posgen.tasks import TASKS
-from posgen.writer import write_benchmark
 
 SHARD_BYTES, GROUP_BYTES = 20_000, 4_096
 
@@ -38,7 +37,7 @@ def checksums(folder):
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     out = tmp_path_factory.mktemp("single") / "ds"
-    write_benchmark(bench(), out, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES)
+    write_dataset(bench(), out, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES)
     return out
 
 
@@ -48,7 +47,7 @@ def test_the_plan_has_many_shards_so_parts_really_split_the_work():
 
 def test_two_processes_write_the_same_bytes_as_one(tmp_path, single):
     out = tmp_path / "ds"
-    write_benchmark(bench(), out, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES, num_proc=2)
+    write_dataset(bench(), out, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES, num_proc=2)
     assert checksums(out) == checksums(single)
 
 
@@ -56,7 +55,7 @@ def test_three_parts_in_any_order_equal_a_single_run(tmp_path, single):
     out = tmp_path / "ds"
     results = [write_part(bench(), out, i, 3, SHARD_BYTES, GROUP_BYTES) for i in (2, 0, 1)]
     assert results[0] is None and results[1] is None  # parts still missing
-    assert results[2] == json.loads((single / "posgen.json").read_text())
+    assert results[2].to_json() == (single / "posgen.json").read_text()
     assert not (out / PARTS_DIR).exists()
     assert checksums(out) == checksums(single)
 
@@ -85,9 +84,7 @@ def test_parts_of_another_spec_are_refused(tmp_path):
 
 def test_rows_and_row_groups_do_not_depend_on_the_block_size(tmp_path, single):
     out = tmp_path / "ds"
-    write_benchmark(
-        bench(), out, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES, block_rows=5
-    )
+    write_dataset(bench(), out, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES, block_rows=5)
     assert checksums(out) == checksums(single)
     path = next((single / "data" / "cot").glob("train-00001-*.parquet"))
     groups = pq.ParquetFile(path).metadata

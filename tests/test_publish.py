@@ -18,9 +18,9 @@ from click.testing import CliRunner
 import posgen
 import posgen.publish
 from posgen.cli import main
-from posgen.manifest import read_manifest, sha256_file
 from posgen.publish import publish_benchmark
 from posgen.spec_files import resolve_benchmark
+from posgen.store.manifest import read_manifest, sha256_file
 from tests.fake_validate import make_module
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,23 +68,23 @@ def test_published_posgen_v1_loads_every_config_and_split_as_the_card_declares(p
     header = header_of((out / "README.md").read_text())
     declared = {c["config_name"]: c for c in header["dataset_info"]}
     assert sorted(declared) == ["cot", "recursive", "semirecursive"]
-    for config, entry in published.manifest["configs"].items():
+    for config, entry in published.manifest.configs.items():
         loaded = datasets.load_dataset(str(out), config)
-        assert list(loaded) == list(entry["splits"])
+        assert list(loaded) == list(entry.splits)
         for split in declared[config]["splits"]:
             data = loaded[split["name"]]
-            assert data.num_rows == split["num_examples"] == entry["splits"][split["name"]]["rows"]
+            assert data.num_rows == split["num_examples"] == entry.splits[split["name"]].rows
             assert data.info.splits[split["name"]].num_bytes == split["num_bytes"]
-            assert len(data[-1]["tokens"]) == entry["splits"][split["name"]]["length"]
+            assert len(data[-1]["tokens"]) == entry.splits[split["name"]].length
 
 
 @pytest.mark.parametrize("config", ["recursive", "cot", "semirecursive"])
 def test_published_posgen_v1_streams_every_split(posgen_v1, config):
     out, published = posgen_v1
     streams = datasets.load_dataset(str(out), config, streaming=True)
-    for split, info in published.manifest["configs"][config]["splits"].items():
+    for split, info in published.manifest.configs[config].splits.items():
         first = next(iter(streams[split]))
-        assert first["id"] == 0 and len(first["tokens"]) == info["length"]
+        assert first["id"] == 0 and len(first["tokens"]) == info.length
 
 
 def test_published_card_records_the_validation_report(posgen_v1):
@@ -125,7 +125,7 @@ def test_publish_writes_a_validated_folder(tmp_path, spec_file, fake_validator):
     assert fake_validator.calls[0] != out and not fake_validator.calls[0].exists()
     card = (out / "README.md").read_text()
     assert "**Validated: all 48 checks passed**" in card
-    assert list(read_manifest(out)["configs"]) == ["cot", "recursive"]
+    assert list(read_manifest(out).configs) == ["cot", "recursive"]
 
 
 def test_publish_refuses_data_that_fails_validation(tmp_path, spec_file, fake_validator):
@@ -207,13 +207,8 @@ def test_push_uploads_the_published_folder_with_the_environment_token(
     (folder, repo_id, token, message), files = calls
     assert (folder, repo_id, token) == (out, "me/posgen-tiny", "hf_test_token")
     manifest = read_manifest(out)
-    assert message == f"POSGEN tiny (spec {manifest['benchmark']['spec_id']}, posgen 0.1.0)"
-    expected = {"README.md", "posgen.json"} | {
-        item["path"]
-        for entry in manifest["configs"].values()
-        for info in entry["splits"].values()
-        for item in info["files"]
-    }
+    assert message == f"POSGEN tiny (spec {manifest.benchmark.spec_id}, posgen 0.1.0)"
+    expected = {"README.md", "posgen.json"} | {item.path for _, _, item in manifest.files()}
     assert set(files) == expected
     assert "pushed" in result.output and "commit/abc" in result.output
 

@@ -14,10 +14,10 @@ from click.testing import CliRunner  # noqa: E402
 
 from posgen.cli import main  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
+from posgen.store import write_dataset  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
 from posgen.train.sweep import plan, run_folder  # noqa: E402
 from posgen.train.trainer import train_runs  # noqa: E402
-from posgen.writer import write_benchmark  # noqa: E402
 
 TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
 
@@ -29,7 +29,7 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("results")
     data = root / "tiny"
-    write_benchmark(default_benchmark(("cot",), train_size=64, val_size=8, test_size=8), data)
+    write_dataset(default_benchmark(("cot",), train_size=64, val_size=8, test_size=8), data)
     config = preset("cpu", **TINY, epochs=1, max_steps=2)
     for seed in (1, 2):
         outs = [run_folder(root / "runs", data, "cot", pe, seed) for pe in ("rope", "yarn")]

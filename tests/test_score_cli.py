@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from posgen.cli import main
-from posgen.manifest import read_manifest
 from posgen.scoring import baseline_scores, load_reference, write_predictions
 from posgen.spec import default_benchmark
-from posgen.writer import write_benchmark
+from posgen.store import write_dataset
+from posgen.store.manifest import read_manifest
 
 ROWS = 40
 
@@ -27,7 +27,7 @@ def run(*args):
 def data(tmp_path_factory):
     out = tmp_path_factory.mktemp("score") / "ds"
     bench = default_benchmark(("cot", "recursive"), train_size=3000, val_size=20, test_size=ROWS)
-    write_benchmark(bench, out)
+    write_dataset(bench, out)
     return out
 
 
@@ -45,7 +45,7 @@ def test_oracle_baseline_file_scores_exactly_one(data, tmp_path, suffix):
     result = run("score", "--data", data, "--config", "cot", "--predictions", preds)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    spec_id = read_manifest(data)["configs"]["cot"]["spec_id"]
+    spec_id = read_manifest(data).configs["cot"].spec_id
     assert lines[0].startswith(f"config cot, split test, spec {spec_id}: {ROWS} rows of 256")
     assert lines[1].split()[-3:] == ["100.00%", "2,400", "tokens"]  # ID [4, 64)
     assert lines[2].split()[-3:] == ["100.00%", "7,680", "tokens"]  # OOD [64, 256)
@@ -82,7 +82,7 @@ def test_json_to_stdout_is_the_full_sorted_report(data, tmp_path, test_tokens):
     report = json.loads(result.output)
     assert list(report) == sorted(report) and report["bucket_width"] == 64
     assert [b["start"] for b in report["buckets"]] == [4, 64, 128, 192]
-    assert report["spec_id"] == read_manifest(data)["configs"]["cot"]["spec_id"]
+    assert report["spec_id"] == read_manifest(data).configs["cot"].spec_id
 
 
 def test_known_errors_show_in_the_table_and_the_first_error_distribution(

@@ -19,10 +19,10 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from posgen.cli import main  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
+from posgen.store import write_dataset  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
 from posgen.train.rope import rope_parameters, use_frequencies  # noqa: E402
 from posgen.train.trainer import PREDICTIONS, RunData, lm_tensors, predict, train_runs  # noqa: E402
-from posgen.writer import write_benchmark  # noqa: E402
 
 L, L_TEST, HEAD_DIM = 64, 256, 16
 
@@ -178,7 +178,7 @@ def test_resonance_rope_types_survive_reinitialisation_and_save_load(pe, tmp_pat
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train") / "ds"
     spec = default_benchmark(("recursive",), train_size=192, val_size=24, test_size=16)
-    write_benchmark(spec, root)
+    write_dataset(spec, root)
     return root
 
 

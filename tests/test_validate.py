@@ -20,12 +20,12 @@ from posgen.arrow_io import open_writer, row_schema, rows_to_table
 from posgen.cli import main
 from posgen.generator import generate_split, grow
 from posgen.hf import split_table, to_dataset_dict
-from posgen.manifest import sha256_file
 from posgen.seeding import seed_windows
 from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.store import write_dataset
+from posgen.store.manifest import sha256_file
 from posgen.tasks import TASKS
 from posgen.validate import AuditThresholds, SourceError, validate
-from posgen.writer import write_benchmark
 
 CONTRACT_FACTS = {
     "rows", "length", "dependency_count", "max_lookback", "repeated_rows", "shared_windows",
@@ -43,7 +43,7 @@ def small_bench(seeding="disjoint"):
 @pytest.fixture(scope="module", params=["disjoint", "paper"])
 def clean(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("clean") / request.param
-    write_benchmark(small_bench(request.param), out, shard_bytes=8192, row_group_bytes=2048)
+    write_dataset(small_bench(request.param), out, shard_bytes=8192, row_group_bytes=2048)
     return out
 
 
@@ -51,7 +51,7 @@ def clean(request, tmp_path_factory):
 def copy(tmp_path, tmp_path_factory):
     """A fresh disjoint dataset to corrupt."""
     out = tmp_path / "ds"
-    write_benchmark(small_bench(), out, shard_bytes=8192, row_group_bytes=2048)
+    write_dataset(small_bench(), out, shard_bytes=8192, row_group_bytes=2048)
     return out
 
 
@@ -206,7 +206,8 @@ def test_an_unlisted_data_file_fails_integrity(copy):
     entry = shard(copy, "cot", "test")
     shutil.copy(copy / entry["path"], copy / "data" / "cot" / "test-extra.parquet")
     (integrity,) = failed(validate(copy), "integrity")
-    assert "1 data file(s) not in the manifest: data/cot/test-extra.parquet" in integrity.message
+    assert integrity.message.startswith("1 data file(s) not in the manifest: ")
+    assert "data/cot/test-extra.parquet: not listed in posgen.json" in integrity.message
 
 
 def test_a_spec_that_does_not_match_the_data_fails(copy):
@@ -403,12 +404,12 @@ def test_cli_validates_a_bare_parquet_file_given_spec_flags(tmp_path):
 
 
 def test_arrow_ipc_folders_validate_and_a_damaged_one_fails_integrity(tmp_path):
-    from posgen.ipc_writer import write_benchmark_ipc
     from posgen.spec import BenchmarkSpec, TaskSpec
+    from posgen.store import write_dataset
 
     spec = TaskSpec(task="cot", train_size=200, val_size=20, test_size=20)
     out = tmp_path / "ipc"
-    write_benchmark_ipc(BenchmarkSpec(name="ipc", configs={"cot": spec}), out)
+    write_dataset(BenchmarkSpec(name="ipc", configs={"cot": spec}), out, storage="arrow")
     assert validate(out).ok
     shard = next((out / "cot" / "test").glob("*.arrow"))
     shard.write_bytes(shard.read_bytes()[:-100])

@@ -9,25 +9,25 @@ from __future__ import annotations
 from typing import Any
 
 from posgen.card.markdown import table
-from posgen.card.task_text import spec_of
 from posgen.seeding import disjoint_offset, paper_row_offset
 from posgen.spec import TaskSpec
+from posgen.store.manifest import Manifest
 
 
-def spec_section(manifest: dict[str, Any]) -> str:
+def spec_section(manifest: Manifest) -> str:
     """Every spec field of every config, one column per config."""
-    configs = manifest["configs"]
-    specs = [spec_of(entry).canonical() for entry in configs.values()]
-    rows = [["spec_id", *(f"`{entry['spec_id']}`" for entry in configs.values())]]
+    configs = manifest.configs
+    specs = [entry.spec.canonical() for entry in configs.values()]
+    rows = [["spec_id", *(f"`{entry.spec_id}`" for entry in configs.values())]]
     for field in TaskSpec.model_fields:
         if any(field in spec for spec in specs):  # op_key only for keyed ops
             rows.append([field, *(_spec_value(spec.get(field, "-")) for spec in specs)])
-    bench = manifest["benchmark"]
+    bench = manifest.benchmark
     return "\n".join(
         [
             "## Spec",
             "",
-            f"Benchmark `{bench['name']}`, benchmark spec id `{bench['spec_id']}`.",
+            f"Benchmark `{bench.name}`, benchmark spec id `{bench.spec_id}`.",
             "",
             table(["field", *configs], rows),
         ]
@@ -61,24 +61,24 @@ def seed_windows_text(spec: TaskSpec, split: str, rows: int) -> str:
     )
 
 
-def splits_section(manifest: dict[str, Any]) -> str:
+def splits_section(manifest: Manifest) -> str:
     """Rows, length, scored positions and seed windows of every split."""
     rows = []
-    for name, entry in manifest["configs"].items():
-        spec = spec_of(entry)
-        for split, info in entry["splits"].items():
-            w, boundary, length = info["seed_window"], info["ood_boundary"], info["length"]
+    for name, entry in manifest.configs.items():
+        spec = entry.spec
+        for split, info in entry.ordered_splits.items():
+            w, boundary, length = info.seed_window, info.ood_boundary, info.length
             ood = f"[{boundary}, {length})" if length > boundary else "none"
             rows.append(
                 [
                     name,
                     split,
-                    info["rows"],
+                    info.rows,
                     length,
                     w,
                     f"[{w}, {min(boundary, length)})",
                     ood,
-                    seed_windows_text(spec, split, info["rows"]),
+                    seed_windows_text(spec, split, info.rows),
                 ]
             )
     return "\n".join(
@@ -106,13 +106,11 @@ def splits_section(manifest: dict[str, Any]) -> str:
     )
 
 
-def files_section(manifest: dict[str, Any]) -> str:
-    """Every Parquet file with its rows, first id, size and sha256."""
+def files_section(manifest: Manifest) -> str:
+    """Every data file with its rows, first id, size and sha256."""
     rows = [
-        [item["path"], item["rows"], item["first_id"], item["bytes"], f"`{item['sha256']}`"]
-        for entry in manifest["configs"].values()
-        for info in entry["splits"].values()
-        for item in info["files"]
+        [item.path, item.rows, item.first_id, item.bytes, f"`{item.sha256}`"]
+        for _, _, item in manifest.files()
     ]
     return "\n".join(
         [

@@ -11,6 +11,9 @@ from typing import Any
 
 import yaml
 
+from posgen.store.formats import manifest_format
+from posgen.store.manifest import Manifest
+
 LICENSE = "mit"
 TASK_CATEGORIES = ["text-generation"]
 TAGS = [
@@ -47,22 +50,21 @@ def size_category(rows: int) -> str:
     return "n>1T"
 
 
-def total_rows(manifest: dict[str, Any]) -> int:
+def total_rows(manifest: Manifest) -> int:
     """Rows over every split of every config."""
-    return sum(
-        info["rows"] for entry in manifest["configs"].values() for info in entry["splits"].values()
-    )
+    return sum(info.rows for entry in manifest.configs.values() for info in entry.splits.values())
 
 
-def configs_block(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def configs_block(manifest: Manifest) -> list[dict[str, Any]]:
     """``configs``: the data files of each split, the first config marked default."""
+    fmt = manifest_format(manifest)
     configs = []
-    for index, (name, entry) in enumerate(manifest["configs"].items()):
+    for index, (name, entry) in enumerate(manifest.configs.items()):
         config: dict[str, Any] = {
             "config_name": name,
             "data_files": [
-                {"split": split, "path": f"data/{name}/{split}-*.parquet"}
-                for split in entry["splits"]
+                {"split": split, "path": fmt.split_glob(name, split)}
+                for split in entry.ordered_splits
             ],
         }
         if index == 0:
@@ -71,12 +73,10 @@ def configs_block(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return configs
 
 
-def front_matter(
-    manifest: dict[str, Any], info: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
+def front_matter(manifest: Manifest, info: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The whole YAML header; ``dataset_info`` only when read from the data (``info``)."""
     header: dict[str, Any] = {
-        "pretty_name": f"POSGEN ({manifest['benchmark']['name']})",
+        "pretty_name": f"POSGEN ({manifest.benchmark.name})",
         "license": LICENSE,
         "task_categories": list(TASK_CATEGORIES),
         "size_categories": [size_category(total_rows(manifest))],

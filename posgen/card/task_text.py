@@ -7,13 +7,12 @@ target ``t = w + 2`` recomputed from its operands, e.g. (cot, m = 17, k = 3, j =
 
 from __future__ import annotations
 
-from typing import Any
-
 from posgen.card.diagram import MAX_DRAWN_WINDOW, dependency_diagram, diagram_length
 from posgen.card.markdown import code, table
 from posgen.generator import generate_rows
 from posgen.ops import get_op
 from posgen.spec import TaskSpec
+from posgen.store.manifest import Manifest
 from posgen.tasks import dependencies
 
 FAR_RULES: dict[str, tuple[str, str]] = {
@@ -38,16 +37,11 @@ operands placed by the task; w = j + k. The first w tokens of a row are its *see
 (given, never scored); every later token is x_t = h(far operands, near operands)."""
 
 
-def spec_of(entry: dict[str, Any]) -> TaskSpec:
-    """The validated task spec of a manifest config entry."""
-    return TaskSpec.model_validate(entry["spec"])
-
-
-def rules_table(manifest: dict[str, Any]) -> str:
+def rules_table(manifest: Manifest) -> str:
     """One row per config: its task's far operands and how far back they reach."""
     rows = []
-    for name, entry in manifest["configs"].items():
-        spec = spec_of(entry)
+    for name, entry in manifest.configs.items():
+        spec = entry.spec
         rule, reach = FAR_RULES.get(spec.task, ("see posgen.tasks", "-"))
         rows.append([name, spec.task, rule, "x_{t-k} .. x_{t-1}", reach])
     return table(["config", "task", "far operands of x_t", "near operands", "far look-back"], rows)
@@ -101,7 +95,7 @@ def config_section(name: str, spec: TaskSpec) -> str:
     return "\n".join(parts)
 
 
-def tasks_section(manifest: dict[str, Any]) -> str:
+def tasks_section(manifest: Manifest) -> str:
     """The tasks of this folder: the rules table, then one subsection per config."""
     parts = [
         "## The tasks",
@@ -110,6 +104,6 @@ def tasks_section(manifest: dict[str, Any]) -> str:
         "",
         rules_table(manifest),
     ]
-    for name, entry in manifest["configs"].items():
-        parts += ["", config_section(name, spec_of(entry))]
+    for name, entry in manifest.configs.items():
+        parts += ["", config_section(name, entry.spec)]
     return "\n".join(parts)

@@ -10,7 +10,8 @@ import json
 from typing import Any
 
 from posgen.card.markdown import code, table
-from posgen.manifest import benchmark_from_manifest
+from posgen.spec import TaskSpec
+from posgen.store.manifest import Manifest
 
 SPEC_FILE = "spec.json"
 SPEC_END = "SPEC"
@@ -44,10 +45,19 @@ extra test lengths, train last), so test does not change when train_size does. R
 differ from the paper's, and validation/test rows no longer begin with training rows."""
 
 
-def load_section(manifest: dict[str, Any]) -> str:
+def load_section(manifest: Manifest) -> str:
     """How to load a config, in memory or streaming."""
-    first = next(iter(manifest["configs"]))
-    names = ", ".join(f"`{name}`" for name in manifest["configs"])
+    first = next(iter(manifest.configs))
+    names = ", ".join(f"`{name}`" for name in manifest.configs)
+    if manifest.storage_format == "arrow":
+        snippet = f"""\
+from datasets import load_from_disk
+
+# Arrow IPC (save_to_disk) folders, one per config, memory-mapped
+ds = load_from_disk("path/to/this/folder/{first}")
+ds["train"][0]["tokens"]  # seed window + generated tokens"""
+        configs = f"Configs: {names}; splits and row lengths are in the split table."
+        return "\n".join(["## How to load it", "", configs, "", code(snippet, "python")])
     snippet = f"""\
 from datasets import load_dataset
 
@@ -60,17 +70,22 @@ next(iter(stream))["id"]  # 0"""
     return "\n".join(["## How to load it", "", configs, "", code(snippet, "python")])
 
 
-def score_section(manifest: dict[str, Any], baselines: dict[str, Any] | None) -> str:
+def score_section(manifest: Manifest, baselines: dict[str, Any] | None) -> str:
     """Teacher-forced accuracy on [w, L) and [L, L'), and baselines when given."""
-    entry = next(iter(manifest["configs"].values()))
-    spec = entry["spec"]
-    w, boundary = spec["near"] + spec["far"], spec["train_length"]
-    first = next(iter(manifest["configs"]))
+    spec = next(iter(manifest.configs.values())).spec
+    w, boundary = spec.window, spec.train_length
+    first = next(iter(manifest.configs))
+    if manifest.storage_format == "arrow":
+        loader = "load_from_disk"
+        test = f'load_from_disk("path/to/this/folder/{first}")["test"]'
+    else:
+        loader = "load_dataset"
+        test = f'load_dataset("path/to/this/folder", "{first}", split="test")'
     snippet = f"""\
 import numpy as np
-from datasets import load_dataset
+from datasets import {loader}
 
-test = load_dataset("path/to/this/folder", "{first}", split="test").with_format("numpy")
+test = {test}.with_format("numpy")
 tokens = np.stack(test["tokens"])  # (rows, L')
 # pred[:, t] = the model's argmax for x_t given the true prefix x_0 .. x_(t-1)
 pred = model_argmax(tokens)
@@ -103,25 +118,23 @@ ood_accuracy = hit[:, L:].mean()  # out of distribution: positions [L, L')"""
     return "\n".join(parts)
 
 
-def spec_json(manifest: dict[str, Any]) -> str:
+def spec_json(manifest: Manifest) -> str:
     """The benchmark spec as the JSON file ``posgen generate --spec`` reads."""
-    return json.dumps(benchmark_from_manifest(manifest).canonical(), indent=2)
+    return json.dumps(manifest.bench.canonical(), indent=2)
 
 
-def checksum_lines(manifest: dict[str, Any]) -> str:
+def checksum_lines(manifest: Manifest) -> str:
     """``sha256sum --check`` input for every data file."""
-    return "\n".join(
-        f"{item['sha256']}  {item['path']}"
-        for entry in manifest["configs"].values()
-        for info in entry["splits"].values()
-        for item in info["files"]
-    )
+    return "\n".join(f"{item.sha256}  {item.path}" for _, _, item in manifest.files())
 
 
-def regenerate_section(manifest: dict[str, Any]) -> str:
+def regenerate_section(manifest: Manifest) -> str:
     """The exact commands that rebuild the folder and check it byte for byte."""
-    libraries = manifest.get("libraries", {})
-    pins = [f'"posgen=={manifest["posgen_version"]}"']
+    libraries = manifest.libraries
+    pins = [f'"posgen=={manifest.posgen_version}"']
+    parquet = manifest.storage_format == "parquet"
+    storage = "" if parquet else f" --format {manifest.storage_format}"
+    kind = "Parquet" if parquet else "Arrow IPC"
     pins += [f'"{name}=={version}"' for name, version in sorted(libraries.items())]
     script = "\n".join(
         [
@@ -129,7 +142,7 @@ def regenerate_section(manifest: dict[str, Any]) -> str:
             f"cat > {SPEC_FILE} <<'{SPEC_END}'",
             spec_json(manifest),
             SPEC_END,
-            f"posgen generate --spec {SPEC_FILE} --out regenerated",
+            f"posgen generate --spec {SPEC_FILE} --out regenerated{storage}",
             f"cd regenerated && sha256sum --check <<'{SUMS_END}'",
             checksum_lines(manifest),
             SUMS_END,
@@ -139,8 +152,8 @@ def regenerate_section(manifest: dict[str, Any]) -> str:
         [
             "## How to regenerate it byte for byte",
             "",
-            f"Generated by posgen {manifest['posgen_version']}. The Parquet bytes depend on the "
-            "spec, the posgen version and the Parquet writer (pyarrow) version only: same "
+            f"Generated by posgen {manifest.posgen_version}. The {kind} bytes depend on the "
+            f"spec, the posgen version and the {kind} writer (pyarrow) version only: same "
             "versions, same files. `posgen validate regenerated` then recomputes every target.",
             "",
             code(script, "bash"),
@@ -148,9 +161,9 @@ def regenerate_section(manifest: dict[str, Any]) -> str:
     )
 
 
-def seeding_section(manifest: dict[str, Any]) -> str:
-    """How the seed windows relate to the authors' original code."""
-    seedings = {entry["spec"]["seeding"] for entry in manifest["configs"].values()}
+def seeding_section(specs: list[TaskSpec]) -> str:
+    """How the seed windows of ``specs`` relate to the authors' original code."""
+    seedings = {spec.seeding for spec in specs}
     parts = ["## Seeding and the authors' original code", ""]
     if "disjoint" in seedings:
         parts.append(DISJOINT_SEEDING)

@@ -19,16 +19,18 @@ from posgen.cli.score import score_command
 from posgen.cli.spec_cmd import spec_command
 from posgen.cli.train import train_command
 from posgen.cli.validate import validate_command
+from posgen.errors import PosgenError
 
 
 class PosgenGroup(click.Group):
     """A click group whose errors are single ``error: ...`` lines on stderr.
 
-    Click's own usage errors (a flag of the wrong type, an unknown choice or command)
-    become one line that names the flag and where to look for help, like every other
-    problem posgen reports; exit statuses are click's (2 for usage, 1 for failures).
+    The one place errors become exit statuses: a :class:`posgen.errors.PosgenError` prints
+    its lines and exits with its ``exit_code`` (2 usage, 1 damaged data or a failed run);
+    click's own usage errors (a flag of the wrong type, an unknown choice or command)
+    become one line that names the flag and where to look for help (exit 2).
     Operating-system errors and anything unexpected that reaches this far are turned into
-    one line too, in one place (:mod:`posgen.cli.guard`); ``--debug`` shows the traceback.
+    one line too (:mod:`posgen.cli.guard`); ``--debug`` shows the traceback.
     """
 
     debug = False
@@ -39,6 +41,10 @@ class PosgenGroup(click.Group):
         PosgenGroup.debug = False
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
+        except PosgenError as error:
+            for line in [error.headline] * bool(error.headline) + error.lines:
+                click.echo(f"error: {line}", err=True)
+            sys.exit(error.exit_code)
         except click.UsageError as error:
             where = f" (see '{error.ctx.command_path} -h')" if error.ctx is not None else ""
             message = " ".join(error.format_message().split())

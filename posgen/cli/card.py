@@ -6,12 +6,13 @@ from pathlib import Path
 
 import click
 
-from posgen.card import DataMismatch, write_card
+from posgen.card import write_card
 from posgen.cli.common import RunFailure, UsageProblems
 from posgen.cli.guard import os_error_problem
 from posgen.cli.paths import PathArg
-from posgen.manifest import read_manifest
+from posgen.errors import PosgenError
 from posgen.publish import scoring_baselines, validate_folder
+from posgen.store.manifest import read_manifest
 
 
 @click.command(
@@ -38,20 +39,17 @@ def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: boo
 
     Exits 1 (after writing the card, which lists the failures) when validation fails.
     """
-    try:
-        manifest = read_manifest(folder)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
-        raise UsageProblems([str(error)]) from None
+    manifest = read_manifest(folder)  # not a dataset: exit 2; a damaged manifest: exit 1
     try:
         report = validate_folder(folder) if run_validation else None
         scores = None
         if baselines:
-            scores = {config: scoring_baselines(folder, config) for config in manifest["configs"]}
-        path = write_card(folder, report, scores)
+            scores = {config: scoring_baselines(folder, config) for config in manifest.configs}
+        path = write_card(folder, report, scores, manifest=manifest)
     except ImportError as error:
         raise UsageProblems([f"{error.name or error} is not available: {error}"]) from None
-    except DataMismatch as error:
-        raise RunFailure(f"{folder} is damaged: {error}; the card was not changed") from None
+    except PosgenError:
+        raise
     except OSError as error:
         raise RunFailure(
             f"the card of {folder} was not written: {os_error_problem(error)[0]}"

@@ -11,38 +11,31 @@ import click
 from pydantic import ValidationError
 
 from posgen.cli.paths import PathArg
-from posgen.errors import problem_lines
+from posgen.errors import RunError, UsageError, problem_lines
 from posgen.ops import op_names
 from posgen.spec import BenchmarkSpec
-from posgen.spec_files import SpecFileError, resolve_benchmark
+from posgen.spec_files import resolve_benchmark
 from posgen.tasks import TASKS
 
 
-class UsageProblems(click.ClickException):
+class UsageProblems(UsageError):
     """Bad input: printed one problem per line, exit status 2, no traceback."""
-
-    exit_code = 2
 
     def __init__(self, lines: list[str]) -> None:
         super().__init__("\n".join(lines))
-        self.lines = lines
+        self.problems = list(lines)
 
-    def show(self, file: Any = None) -> None:
-        for line in self.lines:
-            click.echo(f"error: {line}", err=True)
+    @property
+    def lines(self) -> list[str]:
+        return [" ".join(line.split()) for line in self.problems]
 
 
-class RunFailure(click.ClickException):
-    """The run failed (I/O, disk, damaged data): one line, exit status 1."""
-
-    exit_code = 1
+class RunFailure(RunError):
+    """The run failed (I/O, disk, a signal): one line, exit status 1 (or 128 + signal)."""
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.message}", err=True)
 
 
 # flag name -> spec field
@@ -120,8 +113,6 @@ def benchmark_from_options(
         overrides["test_length"] = list(overrides["test_length"])
     try:
         return resolve_benchmark(spec_file, tasks, overrides)
-    except SpecFileError as error:
-        raise UsageProblems([str(error)]) from None
     except ValidationError as error:
         raise UsageProblems(problem_lines(error)) from None
 

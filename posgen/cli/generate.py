@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from posgen.atomic import Interrupted, OutputExistsError, WriteFailed, check_target, recover
 from posgen.cli.common import (
     RunFailure,
     UsageProblems,
@@ -17,11 +16,13 @@ from posgen.cli.common import (
     spec_options,
 )
 from posgen.cli.paths import PathArg
-from posgen.ipc_writer import write_benchmark_ipc
-from posgen.layout import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
-from posgen.parts import PartsError, check_part_target, write_part
+from posgen.errors import UsageError
 from posgen.resources import estimate_benchmark, free_bytes, human_bytes, refusals, unwritable
-from posgen.writer import write_benchmark
+from posgen.store.atomic import Interrupted, WriteFailed, check_target, recover
+from posgen.store.formats import FORMATS, check_features
+from posgen.store.layout import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
+from posgen.store.parts import check_part_target
+from posgen.store.writer import write_dataset
 
 
 @click.command(
@@ -31,7 +32,7 @@ Examples:
   posgen generate --out out/cot --task cot -m 17 -k 3 -j 1 --test-length 256 --test-length 512
   posgen generate --out out/paper --spec task_specs/paper.toml --overwrite
   posgen generate --out out/big --spec big.toml --num-proc 2 --shard-mb 256
-  posgen generate --out out/big --spec big.toml --shard 3/8   # job 3 of 8; any order
+  posgen generate --out out/big --spec big.toml --part 3/8   # job 3 of 8; any order
 """
 )
 @spec_options
@@ -51,12 +52,13 @@ Examples:
     "--num-proc", type=int, default=1, show_default=True, help="Processes writing shards."
 )
 @click.option(
-    "--shard",
+    "--part",
     "part",
     metavar="I/N",
     help="Write only part I of N (every N-th Parquet file); the last part to finish writes "
     "the manifest. Parts in one folder equal a single run byte for byte.",
 )
+@click.option("--shard", "shard_part", metavar="I/N", hidden=True, help="Deprecated: --part.")
 @click.option(
     "--shard-mb",
     type=int,
@@ -67,7 +69,7 @@ Examples:
 @click.option(
     "--format",
     "storage",
-    type=click.Choice(["parquet", "arrow"]),
+    type=click.Choice(list(FORMATS)),
     default="parquet",
     show_default=True,
     help="parquet (load_dataset, the Hub) or arrow: Arrow IPC save_to_disk folders per config "
@@ -80,6 +82,7 @@ def generate(
     force: bool,
     num_proc: int,
     part: str | None,
+    shard_part: str | None,
     shard_mb: int,
     storage: str,
     quiet: bool,
@@ -96,23 +99,25 @@ def generate(
         problems.append(f"--num-proc must be >= 1, got {num_proc}")
     if shard_mb < 1:
         problems.append(f"--shard-mb must be >= 1, got {shard_mb}")
+    flag = "--part"
+    if shard_part is not None:
+        click.echo("note: --shard is deprecated; use --part (same meaning)", err=True)
+        if part is not None and part != shard_part:
+            problems.append("--shard and --part disagree; give --part only")
+        part, flag = part or shard_part, "--shard"
     index, count = 0, 1
     if part is not None:
         try:
             index, count = parse_part(part)
         except ValueError as error:
-            problems.append(f"--shard: {error}")
-    if part is not None and storage != "parquet":
-        problems.append("--shard writes Parquet only; drop --format arrow")
+            problems.append(f"{flag}: {error}")
     if problems:
         raise UsageProblems(problems)
-    try:
-        if part is None:
-            check_target(out, overwrite)
-        else:
-            check_part_target(out, bench)
-    except (OutputExistsError, PartsError) as error:
-        raise UsageProblems([str(error)]) from None
+    check_features(bench, storage, None if part is None else (index, count), flag)
+    if part is None:
+        check_target(out, overwrite)
+    else:
+        check_part_target(out, bench)
     blocked = unwritable(out)
     if blocked:
         raise RunFailure(f"{blocked}; nothing was written")
@@ -130,29 +135,21 @@ def generate(
             for action in recover(out):
                 click.echo(f"note: {action}", err=True)
         with progress_bar(total, label, quiet) as bar:
-            if storage == "arrow":
-                manifest = write_benchmark_ipc(
-                    bench, out, overwrite, shard_mb * 2**20, num_proc, progress=bar.update
-                )
-            elif part is None:
-                manifest = write_benchmark(
-                    bench, out, overwrite, shard_mb * 2**20, progress=bar.update, num_proc=num_proc
-                )
-            else:
-                manifest = write_part(
-                    bench,
-                    out,
-                    index,
-                    count,
-                    shard_mb * 2**20,
-                    num_proc=num_proc,
-                    progress=bar.update,
-                )
-    except (OutputExistsError, PartsError) as error:
-        raise UsageProblems([str(error)]) from None
+            manifest = write_dataset(
+                bench,
+                out,
+                storage=storage,
+                part=None if part is None else (index, count),
+                overwrite=overwrite,
+                shard_bytes=shard_mb * 2**20,
+                num_proc=num_proc,
+                progress=bar.update,
+            )
     except Interrupted as stop:
         state = f"{out} was already complete" if stop.completed else _untouched(out, overwrite)
         raise RunFailure(f"{stop}; {state}", stop.exit_code) from None
+    except UsageError:
+        raise
     except OSError as error:
         raise RunFailure(f"{_failure(error, bench, out)}; {_untouched(out, overwrite)}") from None
     seconds = time.perf_counter() - started
@@ -166,7 +163,7 @@ def generate(
     elif part is not None:
         click.echo(f"wrote part {index}/{count} into {out} and finished it: {rate}")
     else:
-        click.echo(f"wrote {out} ({', '.join(manifest['configs'])}): {rate}")
+        click.echo(f"wrote {out} ({', '.join(manifest.configs)}): {rate}")
 
 
 def _untouched(out: Path, overwrite: bool) -> str:

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
-from posgen.cli.common import RunFailure, UsageProblems
+from posgen.cli.common import RunFailure
 from posgen.cli.guard import os_error_problem
 from posgen.cli.paths import PathArg
-from posgen.parts import PartsError, merge_parts
+from posgen.errors import PosgenError
+from posgen.store.parts import merge_parts
 
 
 @click.command(
@@ -29,14 +30,10 @@ def merge(out: Path, parts: tuple[Path, ...], quiet: bool) -> None:
     """
     try:
         manifest = merge_parts(out, list(parts))
-    except PartsError as error:
-        raise UsageProblems([str(error)]) from None
+    except PosgenError:
+        raise
     except OSError as error:
         raise RunFailure(f"merging into {out} failed: {os_error_problem(error)[0]}") from None
     if not quiet:
-        files = sum(
-            len(split["files"])
-            for config in manifest["configs"].values()
-            for split in config["splits"].values()
-        )
+        files = len(manifest.files())
         click.echo(f"finished {out}: {files} files, manifest and card written")

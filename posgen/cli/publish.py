@@ -7,18 +7,19 @@ from pathlib import Path
 
 import click
 
-from posgen.atomic import OutputExistsError, check_target
 from posgen.cli.common import RunFailure, UsageProblems, benchmark_from_options, progress_bar
 from posgen.cli.guard import os_error_problem
 from posgen.cli.paths import PathArg
+from posgen.errors import PosgenError
 from posgen.publish import (
     HubUnavailable,
-    PublishRefused,
     hub_token,
     publish_benchmark,
     push_folder,
     scoring_baselines,
 )
+from posgen.store.atomic import OutputExistsError, check_target
+from posgen.store.formats import FORMATS
 
 
 @click.command(
@@ -45,6 +46,14 @@ Examples:
     help="Upload the folder to this Hub dataset repo (needs posgen[hub] and HF_TOKEN).",
 )
 @click.option("--baselines", is_flag=True, help="Add baseline scores (posgen.scoring).")
+@click.option(
+    "--format",
+    "storage",
+    type=click.Choice(list(FORMATS)),
+    default="parquet",
+    show_default=True,
+    help="parquet (the Hub's) or arrow (Arrow IPC save_to_disk folders).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def publish_command(
     spec_file: Path,
@@ -52,6 +61,7 @@ def publish_command(
     overwrite: bool,
     repo_id: str | None,
     baselines: bool,
+    storage: str,
     quiet: bool,
 ) -> None:
     """Generate every config of SPEC, validate it, and write one Hub-ready folder.
@@ -83,13 +93,12 @@ def publish_command(
                 overwrite=overwrite,
                 baselines=scoring_baselines if baselines else None,
                 progress=bar.update,
+                storage=storage,
             )
-    except PublishRefused as error:
-        raise RunFailure(str(error)) from None
+    except PosgenError:
+        raise
     except ImportError as error:
         raise UsageProblems([f"{error.name or error} is not available: {error}"]) from None
-    except OutputExistsError as error:
-        raise UsageProblems([str(error)]) from None
     except OSError as error:
         raise RunFailure(
             f"writing {out} failed: {os_error_problem(error)[0]}; nothing was written"
@@ -98,7 +107,7 @@ def publish_command(
     if not quiet:
         checks = len(published.report["checks"])
         click.echo(
-            f"published {out} ({', '.join(published.manifest['configs'])}): {total:,} tokens, "
+            f"published {out} ({', '.join(published.manifest.configs)}): {total:,} tokens, "
             f"{checks} checks passed, in {seconds:.2f} s"
         )
     if repo_id is not None and token is not None:

@@ -5,23 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import pyarrow as pa
 
 from posgen.cli.common import RunFailure, UsageProblems
 from posgen.cli.guard import os_error_problem
 from posgen.cli.paths import PathArg
+from posgen.errors import PosgenError
 from posgen.scoring.errors import ScoringError
 from posgen.scoring.folder import score_reference
 from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport
 from posgen.scoring.plot import PLOT_HINT, PlotUnavailable, plot_curve, plot_format_problem
 from posgen.scoring.reference import ReferenceSplit, load_reference, resolve_config
+from posgen.store.manifest import DamagedDataset
 
 
 def load_split(data: Path, config: str | None, split: str) -> ReferenceSplit:
     """A folder's split, every problem turned into :class:`UsageProblems`."""
     try:
         return load_reference(data, resolve_config(data, config), split)
-    except (FileNotFoundError, ScoringError, ValueError) as error:
-        raise UsageProblems([str(error)]) from None
+    except (PosgenError, OSError):
+        raise  # not a dataset, bad arguments, a path that cannot be read: exit 2; damage: 1
+    except (pa.ArrowException, ValueError) as error:
+        raise DamagedDataset(data, [f"{data}: {' '.join(str(error).split())}"]) from None
 
 
 def _percent(value: float | None) -> str:

@@ -5,6 +5,8 @@ Every message is one readable line; the CLI prints it as ``error: ...`` and exit
 
 from __future__ import annotations
 
+from posgen.errors import UsageError
 
-class ScoringError(ValueError):
+
+class ScoringError(UsageError, ValueError):
     """Predictions, ids or a reference that cannot be scored together (one line)."""

@@ -2,9 +2,9 @@
 
 >>> import tempfile, pathlib
 >>> from posgen.spec import default_benchmark
->>> from posgen.writer import write_benchmark
+>>> from posgen.store import write_dataset
 >>> root = pathlib.Path(tempfile.mkdtemp()) / "ds"
->>> _ = write_benchmark(default_benchmark(("cot",), train_size=30, val_size=5, test_size=5), root)
+>>> _ = write_dataset(default_benchmark(("cot",), train_size=30, val_size=5, test_size=5), root)
 >>> test = load_reference(root, "cot", "test")
 >>> write_predictions(root.parent / "p.npy", test.ids, test.tokens, modulus=17)
 >>> score_file(root, "cot", "test", root.parent / "p.npy").summary()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from posgen.errors import UsageError
 from posgen.scoring.metrics import ScoreReport
 
 
-class PlotUnavailable(RuntimeError):
+class PlotUnavailable(UsageError, RuntimeError):
     """matplotlib is not installed."""
 
 

@@ -1,7 +1,8 @@
 """Reference tokens to score against: from a dataset folder, a ``datasets`` split or an array.
 
-A folder is read through its manifest (``posgen.json``): the config's spec, and the
-split's Parquet files in order, whose ids must run ``0 .. rows-1``.
+A folder is read through its manifest (:func:`posgen.store.read_manifest`): the config's
+spec, and the split's files in order (Parquet or Arrow IPC), whose ids must run
+``0 .. rows-1``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from posgen.arrow_io import table_tokens
-from posgen.manifest import read_manifest
 from posgen.scoring.errors import ScoringError
 from posgen.spec import TaskSpec
+from posgen.store.check import inside
+from posgen.store.formats import manifest_format
+from posgen.store.manifest import DamagedDataset, read_manifest
 
 
 @dataclass(frozen=True)
@@ -37,35 +39,40 @@ class ReferenceSplit:
 
 def config_names(dataset_dir: Path) -> list[str]:
     """Configs recorded in a folder's manifest."""
-    return list(read_manifest(Path(dataset_dir))["configs"])
+    return list(read_manifest(Path(dataset_dir)).configs)
 
 
 def load_reference(dataset_dir: Path, config: str, split: str = "test") -> ReferenceSplit:
     """The tokens of ``config``/``split`` in a posgen folder, checked against the manifest."""
     root = Path(dataset_dir)
-    configs = read_manifest(root)["configs"]
+    manifest = read_manifest(root)
+    configs = manifest.configs
     if config not in configs:
         raise ScoringError(f"no config {config!r} in {root}; configs: {', '.join(configs)}")
     entry = configs[config]
-    splits = entry["splits"]
-    spec = TaskSpec(**entry["spec"])
-    if split not in splits:
-        known = ", ".join(name for name in spec.split_names if name in splits)
+    spec = entry.spec
+    if split not in entry.splits:
+        known = ", ".join(entry.ordered_splits)
         raise ScoringError(f"no split {split!r} in config {config!r}; splits: {known}")
+    fmt = manifest_format(manifest)
+    info = entry.splits[split]
     tables = []
-    for file in splits[split]["files"]:
-        table = pq.read_table(root / file["path"], columns=["id", "tokens"])
+    for file in info.files:
+        path = inside(root, file.path)
+        if path is None:
+            raise DamagedDataset(root, [f"{root / file.path}: leads outside the dataset folder"])
+        batches = list(fmt.batches(path, max(1, file.rows)))
+        table = pa.Table.from_batches(batches).select(["id", "tokens"])
         ids = table.column("id").to_numpy()
-        expected = np.arange(file["first_id"], file["first_id"] + file["rows"])
+        expected = np.arange(file.first_id, file.first_id + file.rows)
         if ids.shape != expected.shape or not np.array_equal(ids, expected):
-            raise ScoringError(f"{file['path']} does not hold rows {file['first_id']}.. in order")
+            raise ScoringError(f"{file.path} does not hold rows {file.first_id}.. in order")
         tables.append(table)
     tokens = table_tokens(pa.concat_tables(tables)) if tables else np.empty((0, 0), np.uint8)
-    rows, length = splits[split]["rows"], splits[split]["length"]
-    if tokens.shape != (rows, length):
+    if tokens.shape != (info.rows, info.length):
         raise ScoringError(
             f"{config}/{split} holds tokens of shape {tokens.shape}; the manifest says "
-            f"({rows}, {length})"
+            f"({info.rows}, {info.length})"
         )
     return ReferenceSplit(config=config, split=split, spec=spec, tokens=tokens)
 

@@ -44,11 +44,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 
 from posgen import __version__
-from posgen.atomic import atomic_folder
 from posgen.scoring.folder import score_aligned, score_file
 from posgen.scoring.lm_inputs import lm_arrays, predictions_from_logits, vocab_size
 from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reference import ReferenceSplit, load_reference
+from posgen.store.atomic import atomic_folder
 from posgen.train.config import TrainConfig
 from posgen.train.rope import rope_parameters, use_frequencies
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
-from posgen.integrity import check_dataset
-from posgen.manifest import MANIFEST_NAME
 from posgen.shortcuts import near_determined_counts
 from posgen.spec import TaskSpec
-from posgen.validate.integrity import check_integrity
-from posgen.validate.report import CheckResult, Report
+from posgen.store.manifest import DamagedDataset, NotADataset
+from posgen.validate.integrity import check_integrity, damaged_result
+from posgen.validate.report import Report
 from posgen.validate.run import AuditThresholds, stream_split
 from posgen.validate.sources import SourceError, resolve
 from posgen.validate.verdicts import (
@@ -41,11 +39,10 @@ def validate(
     limits = thresholds or AuditThresholds()
     try:
         resolved = resolve(source, spec, config, split)
-    except (SourceError, KeyError, TypeError) as error:
-        damaged = damaged_manifest(source)
-        if not damaged:
-            raise SourceError(str(error)) from None
-        return Report(checks=[damaged], seconds=time.perf_counter() - started)
+    except NotADataset as error:
+        raise SourceError(str(error.lines[0])) from None
+    except DamagedDataset as error:  # damaged data (exit 1), not a usage error
+        return Report(checks=[damaged_result(error)], seconds=time.perf_counter() - started)
     report = Report(checks=check_integrity(resolved))
     by_config: dict[str, list] = {}
     for data in resolved.splits:
@@ -75,20 +72,3 @@ def validate(
             }
     report.seconds = time.perf_counter() - started
     return report
-
-
-def damaged_manifest(source: Any) -> CheckResult | None:
-    """A failing integrity result when ``source`` is a folder whose manifest is unusable.
-
-    Data whose ``posgen.json`` is not valid JSON, lacks entries, or records specs that do
-    not hash to their ids is damaged data (exit 1), not a usage error.
-    """
-    if not isinstance(source, (str, Path)) or not (Path(source) / MANIFEST_NAME).is_file():
-        return None
-    lines = check_dataset(Path(source), hashes=False)
-    if not lines:
-        return None
-    more = f" (+{len(lines) - 3} more)" if len(lines) > 3 else ""
-    return CheckResult(
-        check="integrity", ok=False, message="; ".join(lines[:3]) + more, failures=len(lines)
-    )

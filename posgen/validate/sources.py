@@ -17,19 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-from pydantic import ValidationError
 
-from posgen.errors import problem_lines, shown
-from posgen.manifest import MANIFEST_NAME, benchmark_from_manifest, read_manifest
+from posgen.errors import UsageError, shown
 from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.store.check import inside
+from posgen.store.formats import DATA_SUFFIXES, Format, format_of, manifest_format
+from posgen.store.layout import MANIFEST_NAME
+from posgen.store.manifest import Manifest, read_manifest
 
 BATCH_TOKENS = 1 << 22
 """Tokens per streamed batch: bounds memory (a few tens of MB of work arrays)."""
-DATA_SUFFIXES = (".parquet", ".arrow", ".feather")
 
 
-class SourceError(ValueError):
+class SourceError(UsageError, ValueError):
     """The source or the arguments cannot be validated (a usage error, exit status 2)."""
 
 
@@ -42,31 +42,26 @@ class Part:
     table: pa.Table | None = None
     first_id: int | None = None
     rows: int | None = None
+    storage: Format | None = None
+
+    @property
+    def fmt(self) -> Format:
+        """The file's storage format (from the manifest, else its suffix)."""
+        return self.storage or format_of(self.path)
 
     def schema(self) -> pa.Schema:
         """The part's Arrow schema (raises on unreadable files)."""
         if self.table is not None:
             return self.table.schema
-        if _is_parquet(self.path):
-            return pq.read_schema(self.path)
-        return open_ipc(self.path).schema
+        return self.fmt.schema(self.path)
 
     def batches(self, length: int) -> Iterator[pa.RecordBatch]:
         """Record batches of about :data:`BATCH_TOKENS` tokens (rows of ``length``)."""
         rows = max(1, BATCH_TOKENS // max(1, length))
         if self.table is not None:
             yield from self.table.to_batches(max_chunksize=rows)
-        elif _is_parquet(self.path):
-            handle = pq.ParquetFile(self.path)
-            columns = [n for n in ("id", "tokens") if n in handle.schema_arrow.names]
-            yield from handle.iter_batches(batch_size=rows, columns=columns)
         else:
-            reader = open_ipc(self.path)
-            many = getattr(reader, "num_record_batches", None)
-            chunks = (reader.get_batch(i) for i in range(many)) if many is not None else reader
-            for batch in chunks:
-                for start in range(0, batch.num_rows, rows):
-                    yield batch.slice(start, rows)
+            yield from self.fmt.batches(self.path, rows)
 
 
 @dataclass(frozen=True)
@@ -87,22 +82,9 @@ class Source:
 
     splits: list[SplitData]
     root: Path | None = None
-    manifest: dict[str, Any] | None = None
+    manifest: Manifest | None = None
     bench: BenchmarkSpec | None = None
     given_spec: TaskSpec | None = None
-
-
-def _is_parquet(path: Path | None) -> bool:
-    return path is not None and path.suffix.lower() == ".parquet"
-
-
-def open_ipc(path: Path | None) -> Any:
-    """An Arrow IPC file or stream reader over ``path`` (memory-mapped)."""
-    source = pa.memory_map(str(path))
-    try:
-        return pa.ipc.open_file(source)
-    except pa.ArrowInvalid:
-        return pa.ipc.open_stream(pa.memory_map(str(path)))
 
 
 def infer_split(spec: TaskSpec, length: int) -> str | None:
@@ -145,7 +127,7 @@ def resolve(source: Any, spec: TaskSpec | None, config: str | None, split: str |
     """Turn ``source`` and the filters into the splits to check (raises :class:`SourceError`)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if path.is_dir() and (path / MANIFEST_NAME).is_file():
+        if path.is_dir() and (path / MANIFEST_NAME).exists():
             return _from_manifest(path, spec, config, split)
         if path.is_dir():
             return _from_folder(path, _need_spec(spec, str(path)), config, split)
@@ -160,13 +142,9 @@ def resolve(source: Any, spec: TaskSpec | None, config: str | None, split: str |
 def _from_manifest(
     root: Path, spec: TaskSpec | None, config: str | None, split: str | None
 ) -> Source:
-    try:
-        manifest = read_manifest(root)
-        bench = benchmark_from_manifest(manifest)
-    except ValidationError as error:
-        raise SourceError(f"{root / MANIFEST_NAME}: " + "; ".join(problem_lines(error))) from None
-    except (ValueError, KeyError, TypeError) as error:
-        raise SourceError(f"{root / MANIFEST_NAME} is not a posgen manifest: {error}") from None
+    manifest = read_manifest(root)  # DamagedDataset: the report's one integrity failure
+    bench = manifest.bench
+    fmt = manifest_format(manifest)
     configs = list(bench.configs)
     if config is None and spec is not None:
         matching = [c for c in configs if bench.configs[c].task == spec.task]
@@ -177,22 +155,22 @@ def _from_manifest(
         raise SourceError(f"{root} has no config {config!r}; configs: {', '.join(configs)}")
     splits = []
     for name in [config] if config else configs:
-        claimed = bench.configs[name]
-        used = spec or claimed
-        entry = manifest["configs"][name]["splits"]
-        names = [s for s in claimed.split_names if s in entry]
-        names += [s for s in entry if s not in names]
+        entry = manifest.configs[name].ordered_splits
+        used = spec or bench.configs[name]
+        names = list(entry)
         if split is not None and split not in names:
             raise SourceError(f"config {name} has no split {split!r}; splits: {', '.join(names)}")
         for split_name in [split] if split else names:
             parts = [
                 Part(
-                    label=f["path"],
-                    path=root / f["path"],
-                    first_id=int(f.get("first_id", 0)),
-                    rows=int(f["rows"]),
+                    label=f.path,
+                    # a path leading out of the folder is never read (integrity names it)
+                    path=inside(root, f.path) or root / MANIFEST_NAME / f.path,
+                    first_id=f.first_id,
+                    rows=f.rows,
+                    storage=fmt,
                 )
-                for f in entry[split_name]["files"]
+                for f in entry[split_name].files
             ]
             length = used.split_length(split_name) if split_name in used.split_names else None
             splits.append(SplitData(name, split_name, used, length, parts, from_manifest=True))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
 from posgen.bench import main, plain_loop_rows
+
 from posgen.generator import grow
 from posgen.spec import TaskSpec
 from posgen.tasks import TASKS

@@ -1,4 +1,7 @@
-"""Folders that appear only when complete, and never replace anything by accident.
+"""Files and folders that appear only when complete, and never replace anything by accident.
+
+:func:`durable_file` and :func:`write_atomically` write one file: to a hidden temporary
+sibling, fsynced, then renamed over the name (readers see the old file or the new one).
 
 :func:`atomic_folder` builds into a hidden sibling ``.NAME.posgen-tmp-PID-XXXX`` and
 renames it into place at the end; on any error, or on SIGTERM, SIGINT or SIGHUP (turned
@@ -19,6 +22,7 @@ the target is missing. Worked example, a run killed between the two renames::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -28,21 +32,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, BinaryIO
 
-MARKER = "posgen.json"
-TMP_TAG = ".posgen-tmp-"
-OLD_TAG = ".posgen-old-"
+from posgen.errors import RunError, UsageError
+from posgen.store.layout import MANIFEST_NAME, OLD_TAG, TMP_TAG, temporaries_of, temporary_name
+
+MARKER = MANIFEST_NAME
 CAUGHT_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
 
 
-class OutputExistsError(FileExistsError):
-    """The target exists and may not be replaced."""
+class OutputExistsError(UsageError, FileExistsError):
+    """The target exists and may not be replaced (a usage error, exit 2)."""
+
+    def __str__(self) -> str:
+        return " ".join(str(arg) for arg in self.args)
 
 
-class WriteFailed(OSError):
+class WriteFailed(RunError, OSError):
     """Writing one file of a build failed; ``path`` is where it would have ended up.
 
     >>> str(WriteFailed(Path("ds/posgen.json"), OSError(28, "No space left on device")))
@@ -83,6 +91,71 @@ class Interrupted(BaseException):
     def exit_code(self) -> int:
         """The shell convention for a death by signal: 128 + signal number."""
         return 128 + self.signum
+
+
+class HashingFile:
+    """A write-only file that hashes and counts what passes through (no re-read)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle, self.digest, self.size, self.closed = handle, hashlib.sha256(), 0, False
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.handle.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+
+@contextmanager
+def durable_file(path: Path) -> Iterator[HashingFile]:
+    """A sink for the bytes of ``path``: hashed as written, fsynced, then renamed into place.
+
+    The bytes go to a temporary sibling, so ``path`` only ever holds a complete file. An
+    ``OSError`` (disk full, file too large) becomes :class:`WriteFailed` naming ``path``;
+    on any failure the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in temporaries_of(path):
+        stale.unlink(missing_ok=True)
+    temporary = temporary_name(path)
+    try:
+        with open(temporary, "wb") as handle:
+            sink = HashingFile(handle)
+            yield sink
+            handle.flush()
+            os.fsync(handle.fileno())  # durable before it gets its name
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise WriteFailed(path, error) from error
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_atomically(path: Path, data: bytes) -> Path:
+    """Replace ``path`` with ``data`` at once (see :func:`durable_file`); returns ``path``."""
+    with durable_file(Path(path)) as sink:
+        sink.write(data)
+    return Path(path)
 
 
 def check_target(target: Path, overwrite: bool) -> None:

@@ -1,0 +1,35 @@
+"""The disk side of posgen: every file of a dataset folder is named, written, read and checked
+here, and nowhere else.
+
+One module per job:
+
+- :mod:`~posgen.store.layout`: every file name and path template, and the shard plan;
+- :mod:`~posgen.store.manifest`: the typed manifest ``posgen.json``, its one reader and writer;
+- :mod:`~posgen.store.formats`: Parquet and Arrow IPC behind one interface;
+- :mod:`~posgen.store.writer`: :func:`write_dataset`, the one writer entry point;
+- :mod:`~posgen.store.parts`: ``--part I/N`` runs and ``posgen merge``;
+- :mod:`~posgen.store.check`: the one file-versus-manifest check;
+- :mod:`~posgen.store.atomic`: files and folders that appear only when complete.
+"""
+
+from posgen.store.atomic import OutputExistsError, WriteFailed, write_atomically
+from posgen.store.check import check_dataset, verify_dataset
+from posgen.store.formats import FORMATS, Format, FormatUnsupported
+from posgen.store.manifest import DamagedDataset, Manifest, NotADataset, read_manifest
+from posgen.store.writer import write_dataset
+
+__all__ = [
+    "FORMATS",
+    "DamagedDataset",
+    "Format",
+    "FormatUnsupported",
+    "Manifest",
+    "NotADataset",
+    "OutputExistsError",
+    "WriteFailed",
+    "check_dataset",
+    "read_manifest",
+    "verify_dataset",
+    "write_atomically",
+    "write_dataset",
+]

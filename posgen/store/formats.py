@@ -1,0 +1,320 @@
+"""Storage formats behind one interface: Parquet (the Hub's) and Arrow IPC (``save_to_disk``).
+
+A :class:`Format` knows its shard suffix and path template (from :mod:`posgen.store.layout`),
+how to write one shard, how to read a shard's facts and record batches back, which sidecar
+files it needs, and how ``datasets`` loads it. Everything else (the writer, the check, the
+card, validate, scoring, ``posgen.hf.load``) is written once against this interface, so a
+command works on both formats or on neither.
+
+>>> FORMATS["parquet"].suffix, FORMATS["arrow"].suffix
+('.parquet', '.arrow')
+>>> format_of(Path("data/cot/train-00000-of-00001.parquet")).name
+'parquet'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import posgen
+from posgen.arrow_io import PARQUET_OPTIONS, open_writer, row_schema, row_tables
+from posgen.errors import UsageError
+from posgen.generator import DEFAULT_BLOCK_ROWS
+from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.store.atomic import HashingFile, durable_file, write_atomically
+from posgen.store.layout import (
+    ARROW_DATASET_DICT,
+    ARROW_SPLIT_INFO,
+    ARROW_SPLIT_STATE,
+    GENERATION_BYTES,
+    SPLIT_GLOBS,
+    Shard,
+    generation_rows,
+    rows_per,
+)
+from posgen.store.manifest import FileEntry, Manifest
+
+if TYPE_CHECKING:
+    import datasets
+
+Progress = Callable[[int], None]
+"""Called with the number of tokens just written."""
+
+
+class FormatUnsupported(UsageError, ValueError):
+    """A file or folder in no format posgen reads, or a feature one format lacks."""
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What one shard holds, read from the file alone: schema, rows, tokens, provenance."""
+
+    schema: pa.Schema
+    rows: int
+    tokens: int
+    metadata: dict[str, str]
+
+
+def shard_metadata(shard: Shard, spec: TaskSpec) -> dict[str, str]:
+    """Provenance stored in every Parquet file's schema metadata."""
+    return {
+        "posgen.version": posgen.__version__,
+        "posgen.config": shard.config,
+        "posgen.split": shard.split,
+        "posgen.spec_id": spec.spec_id,
+        "posgen.shard": f"{shard.index}/{shard.count}",
+        "posgen.rows": f"{shard.start}:{shard.stop}",
+    }
+
+
+def file_entry(shard: Shard, sink: HashingFile) -> FileEntry:
+    """The manifest entry of a shard written through ``sink``."""
+    return FileEntry(
+        path=shard.path,
+        rows=shard.rows,
+        first_id=shard.start,
+        bytes=sink.size,
+        sha256=sink.digest.hexdigest(),
+    )
+
+
+def hf_features(spec: TaskSpec) -> dict[str, Any]:
+    """The ``datasets`` features of a POSGEN table, as ``dataset_info.json`` spells them."""
+    token = "uint8" if spec.token_bytes == 1 else "uint16"
+    return {
+        "id": {"dtype": "int64", "_type": "Value"},
+        "tokens": {"feature": {"dtype": token, "_type": "Value"}, "_type": "List"},
+    }
+
+
+class Format:
+    """One storage format; subclasses fill in the file-level parts."""
+
+    name: ClassVar[str]
+    suffix: ClassVar[str]
+
+    def split_glob(self, config: str, split: str) -> str:
+        """The ``data_files`` pattern of a split in the card (matches exactly its shards)."""
+        return SPLIT_GLOBS[self.name].format(config=config, split=split)
+
+    def write_shard(
+        self,
+        root: Path,
+        shard: Shard,
+        spec: TaskSpec,
+        row_group_bytes: int,
+        block_rows: int = DEFAULT_BLOCK_ROWS,
+        progress: Progress | None = None,
+    ) -> FileEntry:
+        """Generate and write one shard (temporary name, fsync, rename); its manifest entry."""
+        raise NotImplementedError
+
+    def facts(self, path: Path) -> FileFacts:
+        """Schema, rows, tokens and provenance of one shard (raises on unreadable files)."""
+        raise NotImplementedError
+
+    def schema(self, path: Path) -> pa.Schema:
+        """The file's Arrow schema, without reading its data."""
+        raise NotImplementedError
+
+    def batches(self, path: Path, rows: int) -> Iterator[pa.RecordBatch]:
+        """The shard's ``id`` and ``tokens`` as record batches of at most ``rows`` rows."""
+        raise NotImplementedError
+
+    def write_sidecars(self, root: Path, manifest: Manifest) -> None:
+        """Files besides the shards, manifest and card that the format needs."""
+
+    def parquet_options(self) -> dict[str, Any] | None:
+        """What the manifest records of the encoding (Parquet only)."""
+        return None
+
+    def load(self, root: Path, config: str | None) -> datasets.DatasetDict:
+        """Every split of ``config`` as ``datasets`` loads it from ``root``."""
+        raise NotImplementedError
+
+
+class ParquetFormat(Format):
+    """Parquet shards under ``data/``, found by ``load_dataset`` through the card's configs."""
+
+    name = "parquet"
+    suffix = ".parquet"
+
+    def write_shard(self, root, shard, spec, row_group_bytes, block_rows=DEFAULT_BLOCK_ROWS,
+                    progress=None):  # fmt: skip
+        """Row groups start at ``shard.start`` + multiples of the group size, whatever the
+        block, so the bytes depend on the shard and the spec only."""
+        schema = row_schema(spec.modulus, shard_metadata(shard, spec))
+        length = spec.split_length(shard.split)
+        per_group = rows_per(row_group_bytes, spec, shard.split)
+        step = generation_rows(spec, shard.split, per_group, block_rows)
+        with durable_file(root / shard.path) as sink, open_writer(sink, schema) as writer:
+            for table in row_tables(spec, shard.split, shard.start, shard.stop, step, schema,
+                                    block_rows):  # fmt: skip
+                writer.write_table(table, row_group_size=per_group)
+                if progress is not None:
+                    progress(table.num_rows * length)
+                del table
+        return file_entry(shard, sink)
+
+    def facts(self, path: Path) -> FileFacts:
+        meta = pq.read_metadata(path)
+        schema = meta.schema.to_arrow_schema()
+        column = schema.get_field_index("tokens")
+        tokens = 0
+        if column >= 0:
+            tokens = sum(
+                meta.row_group(i).column(column).num_values for i in range(meta.num_row_groups)
+            )
+        provenance = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+        return FileFacts(schema, meta.num_rows, tokens, provenance)
+
+    def schema(self, path: Path) -> pa.Schema:
+        return pq.read_schema(path)
+
+    def batches(self, path: Path, rows: int) -> Iterator[pa.RecordBatch]:
+        handle = pq.ParquetFile(path)
+        columns = [n for n in ("id", "tokens") if n in handle.schema_arrow.names]
+        yield from handle.iter_batches(batch_size=rows, columns=columns)
+
+    def parquet_options(self) -> dict[str, Any] | None:
+        return PARQUET_OPTIONS
+
+    def load(self, root: Path, config: str | None) -> datasets.DatasetDict:
+        import datasets
+
+        return datasets.load_dataset(str(root), config)
+
+
+def open_ipc(path: Path) -> Any:
+    """An Arrow IPC file or stream reader over ``path`` (memory-mapped)."""
+    try:
+        return pa.ipc.open_file(pa.memory_map(str(path)))
+    except pa.ArrowInvalid:
+        return pa.ipc.open_stream(pa.memory_map(str(path)))
+
+
+class ArrowFormat(Format):
+    """Arrow IPC streams in ``save_to_disk`` folders, one per config (``load_from_disk``).
+
+    Writing IPC is a copy of the token buffer (no Parquet encoding), faster than Parquet
+    (see ``make bench``); files hold 1 byte per uint8 token, uncompressed (Parquet with byte
+    stream split and zstd-1: about 0.5 for m = 17).
+    """
+
+    name = "arrow"
+    suffix = ".arrow"
+
+    def write_shard(self, root, shard, spec, row_group_bytes, block_rows=DEFAULT_BLOCK_ROWS,
+                    progress=None):  # fmt: skip
+        """Record batches of at most :data:`~posgen.store.layout.GENERATION_BYTES`."""
+        info = json.dumps({"info": {"features": hf_features(spec)}})
+        schema = row_schema(spec.modulus, {"huggingface": info})
+        length = spec.split_length(shard.split)
+        step = max(1, min(block_rows, rows_per(GENERATION_BYTES, spec, shard.split)))
+        with durable_file(root / shard.path) as sink, pa.ipc.new_stream(sink, schema) as writer:
+            for table in row_tables(spec, shard.split, shard.start, shard.stop, step, schema,
+                                    block_rows):  # fmt: skip
+                writer.write_table(table)
+                if progress is not None:
+                    progress(table.num_rows * length)
+        return file_entry(shard, sink)
+
+    def facts(self, path: Path) -> FileFacts:
+        reader = open_ipc(path)
+        rows = tokens = 0
+        for batch in reader:
+            rows += batch.num_rows
+            column = batch.schema.get_field_index("tokens")
+            if column >= 0:
+                tokens += len(batch.column(column).flatten())
+        return FileFacts(reader.schema, rows, tokens, {})
+
+    def schema(self, path: Path) -> pa.Schema:
+        return open_ipc(path).schema
+
+    def batches(self, path: Path, rows: int) -> Iterator[pa.RecordBatch]:
+        reader = open_ipc(path)
+        many = getattr(reader, "num_record_batches", None)
+        chunks = (reader.get_batch(i) for i in range(many)) if many is not None else reader
+        for batch in chunks:
+            for start in range(0, batch.num_rows, rows):
+                yield batch.slice(start, rows)
+
+    def write_sidecars(self, root: Path, manifest: Manifest) -> None:
+        for config, entry in manifest.configs.items():
+            spec = entry.spec
+            _dump(root / ARROW_DATASET_DICT.format(config=config),
+                  {"splits": list(spec.split_names)})  # fmt: skip
+            for split in spec.split_names:
+                names = [Path(f.path).name for f in entry.splits[split].files]
+                where = {"config": config, "split": split}
+                _dump(root / ARROW_SPLIT_INFO.format(**where), {"features": hf_features(spec)})
+                _dump(
+                    root / ARROW_SPLIT_STATE.format(**where),
+                    {
+                        "_data_files": [{"filename": name} for name in names],
+                        "_fingerprint": f"posgen-{spec.spec_id}-{split}",
+                        "_format_columns": None,
+                        "_format_kwargs": {},
+                        "_format_type": None,
+                        "_output_all_columns": False,
+                        "_split": split,
+                    },
+                )
+
+    def load(self, root: Path, config: str | None) -> datasets.DatasetDict:
+        import datasets
+
+        if config is None:  # the first config's folder, as load_dataset's default
+            config = sorted(Path(p).parent.name for p in Path(root).glob(
+                ARROW_DATASET_DICT.format(config="*")))[0]  # fmt: skip
+        return datasets.load_from_disk(str(root / config))
+
+
+def _dump(path: Path, body: dict[str, Any]) -> None:
+    write_atomically(path, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (ParquetFormat(), ArrowFormat())}
+"""Every storage format by name (the ``--format`` choices)."""
+DATA_SUFFIXES = (".parquet", ".arrow", ".feather")
+"""Data files a folder without a manifest may hold (``.feather`` is Arrow IPC too)."""
+
+
+def format_of(path: Path) -> Format:
+    """The format of one data file, by its suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".parquet":
+        return FORMATS["parquet"]
+    if suffix in (".arrow", ".feather"):
+        return FORMATS["arrow"]
+    raise FormatUnsupported(f"{path} is not a .parquet, .arrow or .feather file")
+
+
+def manifest_format(manifest: Manifest) -> Format:
+    """The format of a dataset folder's files."""
+    return FORMATS[manifest.storage_format]
+
+
+def check_features(
+    bench: BenchmarkSpec, storage: str, part: tuple[int, int] | None, flag: str = "--part"
+) -> None:
+    """Refuse what a format cannot do, in one place: ``--part`` runs write Parquet only."""
+    if storage not in FORMATS:
+        raise FormatUnsupported(f"unknown format {storage!r}; formats: {', '.join(FORMATS)}")
+    if part is not None and storage != "parquet":
+        raise FormatUnsupported(f"{flag} writes Parquet only; drop --format {storage}")
+
+
+def folder_format(root: Path, config: str | None) -> Format:
+    """The format of an unchecked folder, by its files: Arrow IPC when ``config`` (or any
+    config) has a ``save_to_disk`` folder, else Parquet."""
+    pattern = ARROW_DATASET_DICT.format(config=config or "*")
+    return FORMATS["arrow"] if any(Path(root).glob(pattern)) else FORMATS["parquet"]
