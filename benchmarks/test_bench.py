@@ -1,10 +1,11 @@
-"""`python -m posgen.bench` runs end to end (tiny sizes; the figures themselves are not tested)."""
+"""`python -m benchmarks.bench` runs end to end (tiny sizes; the figures themselves are not
+tested): run by `make test` with the suite, so the benchmarks cannot rot."""
 
 from __future__ import annotations
 
 import numpy as np
-from posgen.bench import main, plain_loop_rows
 
+from benchmarks.bench import main, plain_loop_rows
 from posgen.generator import grow
 from posgen.spec import TaskSpec
 from posgen.tasks import TASKS

@@ -24,7 +24,7 @@ TOKENS_LEAF = "tokens.list.element"
 """Parquet path of the token values (the leaf of the list column)."""
 
 PARQUET_OPTIONS: dict[str, Any] = {
-    # Chosen by measurement (`python -m posgen.bench --parquet-settings`; one core, m = 17,
+    # Chosen by measurement (`python -m benchmarks.bench --parquet-settings`; one core, m = 17,
     # disjoint windows, 262k rows x 256 tokens, write / bytes per token / read, in M tokens/s):
     #   dictionary + lz4 (the earlier choice) 110 / 0.65 / 168
     #   plain + lz4                            133 / 1.47 / 245

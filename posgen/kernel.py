@@ -19,15 +19,15 @@ step: a ``sum`` op moves the unreduced operand sum S like the additive token, th
 x_t = f(S) up in its table (one ``np.take``, ~1.5 ns a token: about half mod_addition's
 speed); ``keyed_hash`` builds each tuple's base-m code by Horner steps and looks the hash up
 in a table of all m^w tuples (direct hashing when m^w exceeds 2^22). Figures per op:
-``python -m posgen.bench --ops``.
+``python -m benchmarks.bench --ops``.
 
 No compiled accelerator: with this blocking numpy alone generates 1.0-1.4 G tokens/s on one
-core (``python -m posgen.bench``, kernel column), 3-4x the plain numpy loop and above the
+core (``python -m benchmarks.bench``, kernel column), 3-4x the plain numpy loop and above the
 1 G target, while Parquet encoding (~130-200 M tokens/s per core) bounds every end-to-end path;
 a C extension or numba would add an install-time dependency for no end-to-end gain.
 
 The output is identical, bit for bit, to :func:`posgen.generator.grow_reference` (the tests
-check it on many specs). Measured with ``python -m posgen.bench``; see BENCHMARKS.md.
+check it on many specs). Measured with ``python -m benchmarks.bench``; see BENCHMARKS.md.
 
 >>> import numpy as np
 >>> from posgen.spec import TaskSpec

@@ -1,4 +1,5 @@
-"""Slow, obviously-correct references written from POSGEN.md, independent of posgen.
+"""Slow, obviously-correct references written from README.md ("The tasks", "Generation
+functions h"), independent of posgen; ``make bench`` times posgen against them too.
 
 Nothing here imports posgen's generator or seeding: plain loops over plain lists.
 """
@@ -13,7 +14,7 @@ MASK = (1 << 64) - 1
 
 
 def far_positions(task: str, t: int, near: int, far: int) -> list[int]:
-    """The far operand positions of x_t, straight from the table in POSGEN.md."""
+    """The far operand positions of x_t, straight from the task table in README.md."""
     w = near + far
     if task == "recursive":
         start = t - w

@@ -1,0 +1,1 @@
+"""Benchmarks of posgen (not shipped in the wheel): ``make bench``."""
