@@ -79,8 +79,19 @@ class PosgenError(Exception):
 
     @property
     def lines(self) -> list[str]:
-        """One line per problem, as printed after ``error:``."""
+        """One line per problem."""
         return [" ".join(line.split()) for line in str(self).splitlines() if line.strip()]
+
+    @property
+    def printed(self) -> list[str]:
+        """What the CLI prints, one ``error:`` line each: the headline (if any) joined to a
+        single problem, or on a line of its own before several."""
+        lines = self.lines
+        if self.headline is None:
+            return lines
+        if len(lines) == 1:
+            return [f"{lines[0]} ({self.headline})"]
+        return [self.headline, *lines]
 
 
 class UsageError(PosgenError):

@@ -25,11 +25,11 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
-from posgen.writer import write_benchmark
 
 from posgen.cli import main
 from posgen.hf import to_dataset_dict
 from posgen.spec import TaskSpec, default_benchmark
+from posgen.store import write_dataset
 from posgen.validate import SourceError, validate
 from tests.hardening_counts import record
 
@@ -59,7 +59,7 @@ def clean_error(result, code: int | tuple[int, ...], *names: str) -> bool:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("hostile") / "ds"
-    write_benchmark(default_benchmark(("cot",), **SMALL), out)
+    write_dataset(default_benchmark(("cot",), **SMALL), out)
     return out
 
 

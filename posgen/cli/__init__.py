@@ -42,7 +42,7 @@ class PosgenGroup(click.Group):
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
         except PosgenError as error:
-            for line in [error.headline] * bool(error.headline) + error.lines:
+            for line in error.printed:
                 click.echo(f"error: {line}", err=True)
             sys.exit(error.exit_code)
         except click.UsageError as error:

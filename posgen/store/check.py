@@ -176,6 +176,8 @@ def check_dataset(
         manifest = read_manifest(root)
     except DamagedDataset as error:
         return error.lines
+    except OSError as error:
+        return [f"{root / MANIFEST_NAME}: unreadable ({error.strerror or error})"]
     unknown = [c for c in configs or [] if c not in manifest.configs]
     if unknown:
         known = ", ".join(manifest.configs)

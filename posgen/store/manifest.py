@@ -75,7 +75,7 @@ class DamagedDataset(DataError, ValueError):
 
     @property
     def headline(self) -> str | None:  # type: ignore[override]
-        return f"{self.root} is damaged ({len(self.problems)} problem(s)); nothing was changed"
+        return f"{self.root} is damaged; nothing was changed"
 
 
 class NotADataset(UsageError, DamagedDataset):
@@ -303,6 +303,16 @@ def write_manifest(root: Path, manifest: Manifest) -> Path:
     return path
 
 
+def read_bounded(path: Path, limit: int, chunk: int = 1 << 20) -> bytes:
+    """At most ``limit + 1`` bytes of ``path``, read a chunk at a time (memory follows the
+    file's real size, not the limit)."""
+    parts = []
+    with open(path, "rb") as handle:
+        while sum(map(len, parts)) <= limit and (block := handle.read(chunk)):
+            parts.append(block)
+    return b"".join(parts)[: limit + 1]
+
+
 def read_manifest(root: str | Path) -> Manifest:
     """The manifest of the dataset folder ``root``, checked whole.
 
@@ -313,12 +323,13 @@ def read_manifest(root: str | Path) -> Manifest:
     root = Path(root)
     path = root / MANIFEST_NAME
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_MANIFEST_BYTES + 1)
+        raw = read_bounded(path, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise NotADataset(root, [f"{root} has no {MANIFEST_NAME}: not a posgen dataset"]) from None
     except NotADirectoryError:
         raise NotADataset(root, [f"{root}: not a folder; not a posgen dataset"]) from None
+    except PermissionError:
+        raise  # not damage: the user may not read it (the CLI says so, exit 2)
     except OSError as error:
         raise DamagedDataset(root, [f"{path}: unreadable ({error.strerror or error})"]) from None
     if len(raw) > MAX_MANIFEST_BYTES:

@@ -44,6 +44,7 @@ from posgen.store.manifest import (
     FileEntry,
     Manifest,
     build_manifest,
+    read_bounded,
 )
 from posgen.store.writer import finish_folder, write_shards
 
@@ -229,9 +230,7 @@ def _records(out: Path) -> list[PartRecord]:
     records = []
     for path in sorted(folder.glob("part-*.json")):
         try:
-            with open(path, "rb") as handle:
-                raw = handle.read(MAX_RECORD_BYTES + 1)
-            body = json.loads(raw)
+            body = json.loads(read_bounded(path, MAX_RECORD_BYTES))
         except (OSError, ValueError, RecursionError) as error:
             raise PartsError(f"{path} is unreadable: {error}") from None
         if not isinstance(body, dict) or body.get("format") != PART_FORMAT:
