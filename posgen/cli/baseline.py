@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from posgen.cli.common import RunFailure, UsageProblems
-from posgen.cli.guard import os_error_problem
 from posgen.cli.paths import PathArg
 from posgen.cli.score import load_split
 from posgen.scoring.baselines import BASELINES, baseline_predictions
@@ -80,10 +79,7 @@ def baseline_command(
         raise UsageProblems([str(error)]) from None
     except ValueError as error:
         raise RunFailure(f"{reference.config}/{split} holds invalid rows: {error}") from None
-    try:
-        write_predictions(out, reference.ids, predictions, spec.modulus)
-    except OSError as error:
-        raise RunFailure(f"writing {out} failed: {os_error_problem(error)[0]}") from None
+    write_predictions(out, reference.ids, predictions, spec.modulus)  # WriteFailed: exit 1
     if not quiet:
         report = score_aligned(reference, predictions)
         figures = ", ".join(

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import click
 
-from posgen.cli.common import RunFailure, UsageProblems
+from posgen.cli.common import UsageProblems
 from posgen.cli.paths import PathArg
 from posgen.cli.score import plot_available
 from posgen.scoring.plot import PLOT_HINT
+from posgen.store.atomic import write_atomically
 from posgen.train.results import (
     ResultsError,
     aggregate,
@@ -22,16 +23,6 @@ from posgen.train.results import (
     run_settings,
     summary_json,
 )
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary sibling and a rename."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 @click.command(
@@ -90,20 +81,9 @@ def results_command(
     if plot_out is not None:
         plot_link = os.path.relpath(plot_out, out.parent if str(out.parent) else ".")
     text = results_markdown(results, run_settings(runs), command_line, wall_seconds, plot_link)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if plot_out is not None:
-            plot_out.parent.mkdir(parents=True, exist_ok=True)
-            temporary = plot_out.with_name(f".{plot_out.stem}.tmp-{os.getpid()}{plot_out.suffix}")
-            try:
-                plot_results(results, temporary)
-                os.replace(temporary, plot_out)
-            finally:
-                temporary.unlink(missing_ok=True)
-        if json_out is not None:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(json_out, json.dumps(summary_json(results), indent=2) + "\n")
-        _write_atomic(out, text)
-    except OSError as error:
-        raise RunFailure(f"writing the results failed: {error}") from None
+    if plot_out is not None:  # every file written atomically; WriteFailed: exit 1
+        plot_results(results, plot_out)
+    if json_out is not None:
+        write_atomically(json_out, (json.dumps(summary_json(results), indent=2) + "\n").encode())
+    write_atomically(out, text.encode())
     click.echo(f"{out}: {len(runs)} runs, {sum(len(e['tasks']) for e in results.values())} tasks")

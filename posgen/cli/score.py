@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 import pyarrow as pa
 
-from posgen.cli.common import RunFailure, UsageProblems
-from posgen.cli.guard import os_error_problem
+from posgen.cli.common import UsageProblems
 from posgen.cli.paths import PathArg
 from posgen.errors import PosgenError
 from posgen.scoring.errors import ScoringError
@@ -16,6 +15,7 @@ from posgen.scoring.folder import score_reference
 from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport
 from posgen.scoring.plot import PLOT_HINT, PlotUnavailable, plot_curve, plot_format_problem
 from posgen.scoring.reference import ReferenceSplit, load_reference, resolve_config
+from posgen.store.atomic import write_atomically
 from posgen.store.manifest import DamagedDataset
 
 
@@ -139,10 +139,8 @@ def score_command(
         click.echo(report_table(report))
     try:
         if json_out is not None and str(json_out) != "-":
-            json_out.write_text(report.to_json())
+            write_atomically(json_out, report.to_json().encode())
         if plot_out is not None:
             plot_curve(report, plot_out)
     except PlotUnavailable as error:
         raise UsageProblems([str(error)]) from None
-    except OSError as error:
-        raise RunFailure(f"writing the report failed: {os_error_problem(error)[0]}") from None

@@ -12,15 +12,14 @@ from pydantic import ValidationError
 
 from posgen.cli.common import (
     SPEC_FLAGS,
-    RunFailure,
     UsageProblems,
     benchmark_from_options,
     spec_options,
 )
-from posgen.cli.guard import os_error_problem
 from posgen.cli.paths import PathArg
 from posgen.errors import problem_lines
 from posgen.spec import TaskSpec
+from posgen.store.atomic import write_atomically
 from posgen.validate import AuditThresholds, SourceError, validate
 
 
@@ -112,11 +111,6 @@ def validate_command(
         click.echo(body)
     else:
         if json_path is not None:
-            try:
-                Path(json_path).write_text(body + "\n")
-            except OSError as error:
-                raise RunFailure(
-                    f"cannot write {json_path}: {os_error_problem(error)[0]}"
-                ) from None
+            write_atomically(Path(json_path), (body + "\n").encode())  # WriteFailed: exit 1
         click.echo(report.summary(verbose=verbose))
     sys.exit(0 if report.ok else 1)

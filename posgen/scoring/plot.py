@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import Any
 
 from posgen.errors import UsageError
 from posgen.scoring.metrics import ScoreReport
+from posgen.store.atomic import write_atomically
 
 
 class PlotUnavailable(UsageError, RuntimeError):
@@ -72,7 +75,18 @@ def plot_curve(report: ScoreReport, path: Path, title: str | None = None) -> Pat
         axes.set_title(title or f"POSGEN {name} (spec {report.spec_id})", fontsize=10)
         axes.legend(loc="upper right", fontsize=8)
         figure.tight_layout()
-        figure.savefig(path)
+        save_figure(figure, path)
     finally:
         plt.close(figure)
     return Path(path)
+
+
+def save_figure(figure: Any, path: Path) -> Path:
+    """Save a matplotlib figure atomically, in the format of ``path``'s suffix.
+
+    Drawn in memory, then written by :func:`posgen.store.atomic.write_atomically`: a failed
+    write leaves an existing image whole.
+    """
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=Path(path).suffix[1:].lower() or "png")
+    return write_atomically(Path(path), buffer.getvalue())

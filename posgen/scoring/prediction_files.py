@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from posgen.arrow_io import PARQUET_OPTIONS, token_type
 from posgen.errors import not_utf8
 from posgen.scoring.errors import ScoringError
+from posgen.store.atomic import durable_file
 
 FORMATS: dict[str, str] = {
     ".parquet": "parquet",
@@ -291,7 +292,11 @@ def predictions_table(ids: np.ndarray, tokens: np.ndarray, modulus: int) -> pa.T
 
 
 def write_predictions(path: Path, ids: np.ndarray, tokens: np.ndarray, modulus: int) -> None:
-    """Write predictions in the format of ``path``'s extension (``.npy``: ids must be 0..n-1)."""
+    """Write predictions in the format of ``path``'s extension (``.npy``: ids must be 0..n-1).
+
+    Atomically (:func:`posgen.store.atomic.durable_file`): ``path`` holds the old file or the
+    new one, never a partial one.
+    """
     path = Path(path)
     try:
         kind = file_format(path)
@@ -299,17 +304,16 @@ def write_predictions(path: Path, ids: np.ndarray, tokens: np.ndarray, modulus: 
         raise ScoringError(f"{path}: {error}") from None
     ids = np.asarray(ids, dtype=np.int64)
     tokens = np.asarray(tokens)
-    if kind == "npy":
-        if not np.array_equal(ids, np.arange(ids.size)):
-            raise ScoringError(f"{path}: .npy rows must be ids 0..n-1 in order")
-        np.save(path, tokens.astype(np.uint8 if modulus <= 256 else np.uint16))
-    elif kind == "jsonl":
-        with open(path, "w", encoding="utf-8") as handle:
+    if kind == "npy" and not np.array_equal(ids, np.arange(ids.size)):
+        raise ScoringError(f"{path}: .npy rows must be ids 0..n-1 in order")
+    with durable_file(path) as sink:  # a failed write leaves an older file whole
+        if kind == "npy":
+            np.save(sink, tokens.astype(np.uint8 if modulus <= 256 else np.uint16))
+        elif kind == "jsonl":
             for row_id, row in zip(ids.tolist(), tokens.tolist(), strict=True):
-                handle.write(json.dumps({"id": row_id, "predictions": row}) + "\n")
-    elif kind == "parquet":
-        pq.write_table(predictions_table(ids, tokens, modulus), path, **PARQUET_OPTIONS)
-    else:
-        feather.write_feather(
-            predictions_table(ids, tokens, modulus), path, compression="uncompressed"
-        )
+                sink.write((json.dumps({"id": row_id, "predictions": row}) + "\n").encode())
+        elif kind == "parquet":
+            pq.write_table(predictions_table(ids, tokens, modulus), sink, **PARQUET_OPTIONS)
+        else:
+            table = predictions_table(ids, tokens, modulus)
+            feather.write_feather(table, sink, compression="uncompressed")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from posgen.scoring.metrics import ScoreReport
+from posgen.scoring.plot import save_figure
 from posgen.train.config import PES
 
 RUN_FILES = ("config.json", "scores.json")
@@ -285,7 +286,7 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
             if index == 0:
                 ax.legend(fontsize=7, loc="lower left")
         figure.tight_layout()
-        figure.savefig(path)
+        save_figure(figure, path)
     finally:
         plt.close(figure)
     return Path(path)

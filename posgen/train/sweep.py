@@ -27,6 +27,7 @@ from typing import Any
 import click
 
 from posgen.scoring.reference import config_names
+from posgen.store.atomic import write_atomically
 from posgen.train.config import PES, PRESETS, preset
 
 PAIRS = (("rope", "yarn"), ("resonance", "resonance_yarn"))
@@ -123,8 +124,7 @@ def main(
     previous = json.loads(record.read_text()) if record.exists() else {"wall_seconds": 0.0}
     if todo:
         previous["wall_seconds"] = previous["wall_seconds"] + wall
-        runs.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(previous) + "\n")
+        write_atomically(record, (json.dumps(previous) + "\n").encode())
     click.echo(f"{previous['wall_seconds']:.0f}")
 
 
