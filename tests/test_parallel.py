@@ -108,7 +108,7 @@ def test_cli_parts_in_one_folder_equal_a_single_cli_run(tmp_path):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--shard", "3/3"], "error: --shard: part '3/3': need N >= 1 and 0 <= I < N"),
+        (["--shard", "3/3"], "error: --shard: part '3/3': need 0 <= I < N <= 99,999"),
         (["--shard", "x"], "error: --shard: expected I/N (e.g. 0/4), got 'x'"),
         (["--num-proc", "0"], "error: --num-proc must be >= 1, got 0"),
         (["--shard-mb", "0"], "error: --shard-mb must be >= 1, got 0"),

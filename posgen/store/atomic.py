@@ -27,7 +27,6 @@ import os
 import shutil
 import signal
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -35,7 +34,15 @@ from types import FrameType
 from typing import Any, BinaryIO
 
 from posgen.errors import RunError, UsageError
-from posgen.store.layout import MANIFEST_NAME, OLD_TAG, TMP_TAG, temporaries_of, temporary_name
+from posgen.store.layout import (
+    MANIFEST_NAME,
+    OLD_TAG,
+    TMP_TAG,
+    hidden_sibling,
+    hidden_siblings,
+    temporaries_of,
+    temporary_name,
+)
 
 MARKER = MANIFEST_NAME
 CAUGHT_SIGNALS = tuple(
@@ -174,11 +181,7 @@ def check_target(target: Path, overwrite: bool) -> None:
 
 def leftovers(target: Path) -> list[Path]:
     """Temporary siblings of ``target`` left by runs that were killed (or still running)."""
-    parent = target.parent
-    if not parent.is_dir():
-        return []
-    prefixes = (f".{target.name}{TMP_TAG}", f".{target.name}{OLD_TAG}")
-    return sorted(p for p in parent.iterdir() if p.name.startswith(prefixes))
+    return hidden_siblings(target, (TMP_TAG, OLD_TAG))
 
 
 def _builder_alive(build: Path) -> bool:
@@ -264,7 +267,7 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
     recover(target)
     guard = _SignalGuard()
     guard.install()
-    build = target.parent / f".{target.name}{TMP_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    build = hidden_sibling(target, TMP_TAG)
     try:
         build.mkdir()
         yield build
@@ -285,7 +288,7 @@ def _commit(build: Path, target: Path) -> None:
     """Rename ``build`` to ``target``, parking and then deleting what was there."""
     old = None
     if target.exists():
-        old = target.parent / f".{target.name}{OLD_TAG}{uuid.uuid4().hex[:8]}"
+        old = hidden_sibling(target, OLD_TAG, pid=False)
         os.rename(target, old)
     os.rename(build, target)
     _fsync_dir(target.parent)

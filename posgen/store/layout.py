@@ -21,11 +21,14 @@ block size or worker count, so the files are the same bytes however they are pro
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from posgen.errors import shown
 from posgen.generator import BLOCK_BYTES
 from posgen.spec import BenchmarkSpec, TaskSpec
 
@@ -68,16 +71,54 @@ def part_record_name(index: int, count: int) -> str:
     return PART_RECORD.format(index=index, count=count)
 
 
+HIDDEN_STEM_BYTES = 224
+"""Longest ``.NAME`` kept whole in a hidden sibling's name: a tag, a PID and 8 hex digits
+(at most 31 bytes) still fit the 255 bytes a file name may have."""
+
+
+def hidden_stem(name: str) -> str:
+    """``.NAME``, or for a name too long to take a tag, its start and a hash of the whole.
+
+    Temporary and parked siblings of a 255-byte name must fit in 255 bytes too.
+
+    >>> hidden_stem("ds")
+    '.ds'
+    >>> stem = hidden_stem("a" * 255)
+    >>> len(stem), stem[-9:]
+    (224, '~b0f3323e')
+    """
+    stem = f".{name}"
+    if len(os.fsencode(stem)) <= HIDDEN_STEM_BYTES:
+        return stem
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    keep = stem
+    while len(os.fsencode(keep)) > HIDDEN_STEM_BYTES - 9:
+        keep = keep[:-1]
+    return f"{keep}~{digest}"
+
+
+def hidden_sibling(path: Path, tag: str, pid: bool = True) -> Path:
+    """A fresh hidden sibling of ``path``: ``.NAME`` + ``tag`` + ``PID-`` + 8 hex digits."""
+    owner = f"{os.getpid()}-" if pid else ""
+    return path.with_name(f"{hidden_stem(path.name)}{tag}{owner}{uuid.uuid4().hex[:8]}")
+
+
+def hidden_siblings(path: Path, tags: tuple[str, ...]) -> list[Path]:
+    """Existing hidden siblings of ``path`` with one of ``tags`` (no glob: any name is literal)."""
+    if not path.parent.is_dir():
+        return []
+    prefixes = tuple(f"{hidden_stem(path.name)}{tag}" for tag in tags)
+    return sorted(p for p in path.parent.iterdir() if p.name.startswith(prefixes))
+
+
 def temporary_name(path: Path) -> Path:
     """Where ``path`` is written before it is renamed into place (a hidden sibling)."""
-    return path.with_name(f".{path.name}{FILE_TMP_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return hidden_sibling(path, FILE_TMP_TAG)
 
 
 def temporaries_of(path: Path) -> list[Path]:
     """Unfinished copies of ``path`` left by killed writers."""
-    if not path.parent.is_dir():
-        return []
-    return sorted(path.parent.glob(f".{path.name}{FILE_TMP_TAG}*"))
+    return hidden_siblings(path, (FILE_TMP_TAG,))
 
 
 DEFAULT_SHARD_BYTES = 256 * 2**20
@@ -126,18 +167,31 @@ def generation_rows(spec: TaskSpec, split: str, per_group: int, block_rows: int)
     return max(1, want // per_group) * per_group
 
 
+MAX_PARTS = 99_999
+"""Most parts of one run: part records are named with five digits (``part-00002-of-00003``)."""
+_PART = re.compile(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*")
+
+
 def parse_part(text: str) -> tuple[int, int]:
-    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``.
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N <= MAX_PARTS``; ASCII digits only.
 
     >>> parse_part("2/3")
     (2, 3)
+    >>> parse_part("0/99999999999999999999")
+    Traceback (most recent call last):
+    ...
+    ValueError: expected I/N (e.g. 0/4), got '0/99999999999999999999'
+    >>> parse_part("\u0660/\u0662")  # Arabic-Indic digits are not ASCII
+    Traceback (most recent call last):
+    ...
+    ValueError: expected I/N (e.g. 0/4), got '\u0660/\u0662'
     """
-    index, sep, count = text.partition("/")
-    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
-        raise ValueError(f"expected I/N (e.g. 0/4), got {text!r}")
-    i, n = int(index), int(count)
-    if n < 1 or not 0 <= i < n:
-        raise ValueError(f"part {text!r}: need N >= 1 and 0 <= I < N")
+    match = _PART.fullmatch(text)
+    if match is None:
+        raise ValueError(f"expected I/N (e.g. 0/4), got {shown(text, 40)!r}")
+    i, n = int(match[1]), int(match[2])
+    if not 1 <= n <= MAX_PARTS or not 0 <= i < n:
+        raise ValueError(f"part {text!r}: need 0 <= I < N <= {MAX_PARTS:,}")
     return i, n
 
 

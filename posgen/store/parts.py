@@ -17,6 +17,7 @@ moves the parts' files in for you.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -34,6 +35,7 @@ from posgen.store.layout import (
     DEFAULT_ROW_GROUP_BYTES,
     DEFAULT_SHARD_BYTES,
     FILE_TMP_TAG,
+    MAX_PARTS,
     PARTS_DIR,
     part_of,
     part_record_name,
@@ -61,11 +63,14 @@ class PartsError(UsageError, ValueError):
 class IncompleteError(PartsError):
     """Some parts of the run have not been written yet."""
 
-    def __init__(self, missing: list[int], count: int) -> None:
-        shown = ", ".join(f"{i}/{count}" for i in missing[:10])
-        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        super().__init__(f"{len(missing)} of {count} parts missing: {shown}{more}")
-        self.missing = missing
+    def __init__(self, have: set[int], count: int) -> None:
+        # never one entry per part: N comes from a flag or a record file
+        number = count - sum(1 for i in have if 0 <= i < count)
+        first = list(itertools.islice((i for i in range(count) if i not in have), 10))
+        shown = ", ".join(f"{i}/{count}" for i in first)
+        more = f" and {number - len(first)} more" if number > len(first) else ""
+        super().__init__(f"{number} of {count} parts missing: {shown}{more}")
+        self.missing_count = number
 
 
 class PartRecord(BaseModel):
@@ -76,8 +81,8 @@ class PartRecord(BaseModel):
     format: Literal["posgen-part"] = PART_FORMAT
     spec_id: str = Field(pattern=r"^[0-9a-f]{16}$")
     benchmark: BenchmarkSpec
-    index: int = Field(ge=0)
-    count: int = Field(ge=1)
+    index: int = Field(ge=0, lt=MAX_PARTS)
+    count: int = Field(ge=1, le=MAX_PARTS)
     shard_bytes: int = Field(ge=1)
     row_group_bytes: int = Field(ge=1)
     files: list[FileEntry]
@@ -176,9 +181,8 @@ def finish_parts(out: Path) -> Manifest:
                 )
     count = first.count
     have = {record.index for record in records}
-    missing = [i for i in range(count) if i not in have]
-    if missing:
-        raise IncompleteError(missing, count)
+    if any(i not in have for i in range(count)):
+        raise IncompleteError(have, count)
     bench = first.benchmark
     if bench.spec_id != first.spec_id:
         raise PartsError("a part record's benchmark does not match its spec id")
