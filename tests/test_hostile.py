@@ -626,3 +626,33 @@ def test_output_names_up_to_the_file_system_limit_work(data, tmp_path, length):
     ok = ok and sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, preds.name])
     record("hostile", f"name of {length} bytes", ok)
     assert ok, (made.output, scored.output, again.output)
+
+
+@pytest.mark.parametrize("kind", ["link to a file", "dangling link", "link in another folder",
+                                  "fifo"])  # fmt: skip
+def test_outputs_through_links_and_pipes_replace_what_they_name(data, oracle, tmp_path, kind):
+    import threading
+
+    real, out = tmp_path / "real.json", tmp_path / "out.json"
+    received: list[bytes] = []
+    if kind == "fifo":
+        os.mkfifo(out)
+        reader = threading.Thread(target=lambda: received.append(out.read_bytes()))
+        reader.start()
+    else:
+        if kind == "link in another folder":
+            real = tmp_path / "elsewhere" / "real.json"
+            real.parent.mkdir()
+        if kind != "dangling link":
+            real.write_text("old\n")
+        out.symlink_to(real)
+    result = cli("score", "--data", data, "--predictions", oracle, "--json", out)
+    if kind == "fifo":
+        reader.join(timeout=30)
+        ok = result.exit_code == 0 and json.loads(received[0])["rows"] == SMALL["test_size"]
+    else:
+        ok = result.exit_code == 0 and out.is_symlink() and out.resolve() == real
+        ok = ok and json.loads(real.read_text())["rows"] == SMALL["test_size"]
+        ok = ok and sorted(p.name for p in real.parent.iterdir() if p.name.startswith(".")) == []
+    record("hostile", f"output through {kind}", ok)
+    assert ok, result.output

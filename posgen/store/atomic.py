@@ -22,10 +22,12 @@ the target is missing. Worked example, a run killed between the two renames::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
 import signal
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -136,26 +138,55 @@ def durable_file(path: Path) -> Iterator[HashingFile]:
 
     The bytes go to a temporary sibling, so ``path`` only ever holds a complete file. An
     ``OSError`` (disk full, file too large) becomes :class:`WriteFailed` naming ``path``;
-    on any failure the temporary file is removed.
+    on any failure the temporary file is removed. A symbolic link is followed: the file it
+    names is replaced, never the link. A device or pipe (``/dev/stdout``, a FIFO) cannot be
+    replaced and is written in place.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in temporaries_of(path):
+    target, streamed = write_target(path)
+    if streamed:
+        try:
+            with open(target, "wb") as handle:
+                yield HashingFile(handle)
+        except OSError as error:
+            raise WriteFailed(path, error) from error
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in temporaries_of(target):
         stale.unlink(missing_ok=True)
-    temporary = temporary_name(path)
+    temporary = temporary_name(target)
     try:
         with open(temporary, "wb") as handle:
             sink = HashingFile(handle)
             yield sink
             handle.flush()
             os.fsync(handle.fileno())  # durable before it gets its name
-        os.replace(temporary, path)
+        os.replace(temporary, target)
     except OSError as error:
         temporary.unlink(missing_ok=True)
         raise WriteFailed(path, error) from error
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def write_target(path: Path) -> tuple[Path, bool]:
+    """Where the bytes of ``path`` go, and whether they stream (a device or pipe).
+
+    Links are resolved, so replacing ``link.json -> real.json`` replaces ``real.json``.
+
+    >>> write_target(Path("/dev/null"))
+    (PosixPath('/dev/null'), True)
+    """
+    try:
+        mode = os.stat(path).st_mode  # follows links
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    if mode is not None and not stat.S_ISREG(mode):
+        return path, True  # opened through the link, as the shell would
+    return (Path(os.path.realpath(path)) if path.is_symlink() else path), False
 
 
 def write_atomically(path: Path, data: bytes) -> Path:
