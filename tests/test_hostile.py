@@ -98,6 +98,7 @@ def _parquet(**columns):
 
 
 ROW = list(range(8))
+U64_IDS = pa.array([2**64 - 1] * 10, pa.uint64())
 BAD_PREDICTIONS = {
     "jsonl prediction over 2^63": ("p.jsonl", _jsonl(json.dumps({"id": 0, "predictions": [2**64]})),
                                    "outside int64"),
@@ -132,6 +133,8 @@ BAD_PREDICTIONS = {
     "npy not numpy": ("p.npy", _jsonl(b"\x93NUMPY\x09\x09garbage"), "not a readable npy"),
     "parquet string ids": ("p.parquet", _parquet(id=["a"] * 10, predictions=[ROW] * 10),
                            "'id' must be integers"),
+    "parquet uint64 ids over 2^63": ("p.parquet", _parquet(id=U64_IDS, predictions=[ROW] * 10),
+                                     "outside int64"),
     "parquet float predictions": ("p.parquet", _parquet(id=list(range(10)),
                                                         predictions=[[0.5] * 8] * 10), "integers"),
 }  # fmt: skip

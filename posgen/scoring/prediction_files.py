@@ -207,6 +207,8 @@ def _from_table(table: pa.Table, path: Path) -> Predictions:
     id_column = table.column("id")
     if not pa.types.is_integer(id_column.type) or id_column.null_count:
         raise ScoringError(f"'id' must be integers without nulls, got {id_column.type}")
+    if id_column.type == pa.uint64() and len(id_column) and pc.max(id_column).as_py() > INT64[1]:
+        raise ScoringError(f"'id' holds {pc.max(id_column).as_py()}, outside int64")
     column = table.column(name).combine_chunks()
     if not (pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type)):
         raise ScoringError(f"'{name}' must be a list of integers, got {column.type}")
