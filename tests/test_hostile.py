@@ -659,3 +659,24 @@ def test_outputs_through_links_and_pipes_replace_what_they_name(data, oracle, tm
         ok = ok and sorted(p.name for p in real.parent.iterdir() if p.name.startswith(".")) == []
     record("hostile", f"output through {kind}", ok)
     assert ok, result.output
+
+
+HUGE_FLAGS = ["validate --config", "validate --split", "score --config", "score --split",
+              "generate --op", "baseline --fit-split"]  # fmt: skip
+
+
+@pytest.mark.parametrize("flag", HUGE_FLAGS)
+def test_huge_flag_values_are_never_echoed_whole(data, oracle, tmp_path, flag):
+    command, option = flag.split()
+    value = "x" * 20_000
+    args = {
+        "validate": ["validate", data],
+        "score": ["score", "--data", data, "--predictions", oracle],
+        "generate": ["generate", "--out", tmp_path / "ds", *SMALL_FLAGS],
+        "baseline": ["baseline", "--kind", "majority", "--data", data, "--out", tmp_path / "b.npy"],
+    }[command]
+    result = cli(*args, option, value)
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    ok = clean_error(result, 2) and max(map(len, lines)) <= 1010
+    record("bomb", f"huge value:{flag}", ok)
+    assert ok, result.output[:300]

@@ -19,7 +19,15 @@ from posgen.cli.score import score_command
 from posgen.cli.spec_cmd import spec_command
 from posgen.cli.train import train_command
 from posgen.cli.validate import validate_command
-from posgen.errors import PosgenError
+from posgen.errors import PosgenError, shown
+
+MAX_ERROR_CHARS = 1000
+"""Longest ``error:`` line printed: a value given by the user is never echoed whole."""
+
+
+def say(line: str) -> None:
+    """Print one ``error:`` line on stderr, bounded and on one line."""
+    click.echo(f"error: {shown(line, MAX_ERROR_CHARS)}", err=True)
 
 
 class PosgenGroup(click.Group):
@@ -43,12 +51,12 @@ class PosgenGroup(click.Group):
             result = super().main(*args, standalone_mode=False, **kwargs)
         except PosgenError as error:
             for line in error.printed:
-                click.echo(f"error: {line}", err=True)
+                say(line)
             sys.exit(error.exit_code)
         except click.UsageError as error:
             where = f" (see '{error.ctx.command_path} -h')" if error.ctx is not None else ""
             message = " ".join(error.format_message().split())
-            click.echo(f"error: {message}{where}", err=True)
+            say(f"{message}{where}")
             sys.exit(error.exit_code)
         except click.ClickException as error:
             error.show()
@@ -60,12 +68,12 @@ class PosgenGroup(click.Group):
             if debugging(PosgenGroup.debug):
                 click.echo(traceback_text(error), err=True)
             line, code = os_error_problem(error)
-            click.echo(f"error: {line}", err=True)
+            say(line)
             sys.exit(code)
         except Exception as error:
             if debugging(PosgenGroup.debug):
                 click.echo(traceback_text(error), err=True)
-            click.echo(f"error: {unexpected_problem(error, PosgenGroup.debug)}", err=True)
+            say(unexpected_problem(error, PosgenGroup.debug))
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
 
