@@ -9,7 +9,7 @@ DATA_DIR ?= out/posgen-v1
 CARDS_DIR ?= out/cards
 OFFICIAL_CARDS := paper posgen-v1
 
-.PHONY: install install-train results data paper validate cards test harden lint format clean bench bench-big bench-parquet
+.PHONY: install install-train results data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train
 
 install: $(VENV)/.installed
 
@@ -76,12 +76,13 @@ results: install-train
 	wall=$$($(BIN)/python -m posgen.train.sweep --runs $(RUNS_DIR) --preset cpu --jobs 2 \
 	  $(foreach name,$(RESULTS_SETS),--data $(RESULTS_DATA)/$(name))) && \
 	$(BIN)/posgen results $(RUNS_DIR) --out RESULTS.md --plot results/curves.png \
-	  --json results/results.json --command "make results" --wall-seconds $$wall
+	  --json posgen/card/reference_results.json --command "make results" --wall-seconds $$wall
 
 # Benchmarks (benchmarks/, not in the wheel): `make bench` runs the timing checks (pytest marker
 # `bench`, never part of `make test`) and prints the table; `make bench BENCH_ARGS=--write` also
 # saves it to BENCHMARKS.md; `make bench-big` is the 2-billion-token peak-memory run.
 BENCH_ARGS ?=
+BENCH_TRAIN_ARGS ?=
 BIG_TOKENS ?= 2e9
 
 bench: install
@@ -90,6 +91,10 @@ bench: install
 
 bench-big: install
 	$(BIN)/python -m benchmarks.bench --big $(BIG_TOKENS) $(BENCH_ARGS)
+
+# posgen train's training steps/s against a plain torch loop over the same model and batches
+bench-train: install-train
+	$(BIN)/python benchmarks/train_overhead.py $(BENCH_TRAIN_ARGS)
 
 bench-parquet: install
 	$(BIN)/python -m benchmarks.bench --parquet-settings $(BENCH_ARGS)

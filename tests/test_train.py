@@ -201,7 +201,7 @@ def _run_files(folder: Path) -> dict[str, object]:
     config = json.loads((folder / "config.json").read_text())
     log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     for line in log:
-        line.pop("seconds")
+        line.pop("seconds"), line.pop("train_seconds")
     return {
         "config": config,
         "log": log,

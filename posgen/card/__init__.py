@@ -20,6 +20,7 @@ from typing import Any
 from posgen.card.dataset_info import DataMismatch, dataset_info
 from posgen.card.facts import files_section, spec_section, splits_section
 from posgen.card.front_matter import front_matter, render_front_matter
+from posgen.card.reference_results import results_section
 from posgen.card.task_text import MEASURES, tasks_section
 from posgen.card.usage import (
     citation_section,
@@ -72,6 +73,7 @@ def render_card(
         validation_section(report),
         load_section(manifest),
         score_section(manifest, baselines),
+        *filter(None, [results_section(manifest)]),
         regenerate_section(manifest),
         seeding_section([entry.spec for entry in manifest.configs.values()]),
         files_section(manifest),

@@ -1,0 +1,62 @@
+"""The reference baselines' table (``make results``) in the official data cards.
+
+``make results`` writes ``posgen/card/reference_results.json`` (the aggregate of
+:func:`posgen.train.results.summary_json`, keyed by data folder name). A card shows the
+table of its benchmark only when every config's spec id matches the one the results were
+trained on, so a different benchmark under the same name never shows them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from posgen.card.markdown import table
+from posgen.store.manifest import Manifest
+
+RESULTS_FILE = Path(__file__).with_name("reference_results.json")
+
+PE_ORDER = ("rope", "resonance", "yarn", "resonance_yarn")
+
+
+def load_results(path: Path = RESULTS_FILE) -> dict[str, Any]:
+    """The committed results, or ``{}`` when there are none."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -> str:
+    """A Markdown section with the benchmark's reference results, or ``""``.
+
+    One row per config and position embedding, e.g.
+    ``| cot | rope | 3 | 1.000 ± 0.000 | 0.500 ± 0.100 |``; ``""`` when ``results`` has no
+    entry for the benchmark's name or its spec ids differ from the manifest's.
+    """
+    results = load_results() if results is None else results
+    entry = results.get(manifest.benchmark.name)
+    spec_ids = {name: config.spec_id for name, config in manifest.configs.items()}
+    if not entry or entry["spec_ids"] != spec_ids:
+        return ""
+    rows = [
+        [task, pe, c["n"], _pm(c["id_mean"], c["id_std"]), _pm(c["ood_mean"], c["ood_std"])]
+        for task, pes in entry["tasks"].items()
+        for pe in sorted(pes, key=lambda p: PE_ORDER.index(p) if p in PE_ORDER else 99)
+        for c in [pes[pe]]
+    ]
+    return "\n".join(
+        [
+            "## Reference results",
+            "",
+            "Stock `transformers` Llama models trained from scratch on this data with the "
+            "paper's four position embeddings (`make results` in the posgen repository: cpu "
+            "preset, test split, mean ± std over n seeds; see its RESULTS.md).",
+            "",
+            table(["config", "position embedding", "n", "ID accuracy", "OOD accuracy"], rows),
+        ]
+    )
