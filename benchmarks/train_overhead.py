@@ -19,25 +19,24 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import click
-import torch
 
 from posgen.spec import default_benchmark
-from posgen.train.config import preset
-from posgen.train.trainer import (
-    RunData,
-    build_model,
-    epoch_order,
-    lm_tensors,
-    optimizer_and_schedule,
-    train_runs,
-)
-from posgen.writer import write_benchmark
+from posgen.store import write_dataset
+from posgen.train.config import TrainConfig, preset
+
+# torch and the trainer are imported where used: `make bench` collects this file without
+# the train extra
 
 
-def plain_loop(run_data: RunData, config, seed: int, steps: int) -> float:
+def plain_loop(run_data: Any, config: TrainConfig, seed: int, steps: int) -> float:
     """Seconds of a minimal torch loop over the harness's model, batches and optimiser."""
+    import torch
+
+    from posgen.train.trainer import build_model, epoch_order, lm_tensors, optimizer_and_schedule
+
     model = build_model(config, run_data.train, "rope", seed)
     train = lm_tensors(run_data.train)
     order = torch.cat(epoch_order(train["input_ids"].shape[0], config.epochs, seed))
@@ -57,8 +56,10 @@ def plain_loop(run_data: RunData, config, seed: int, steps: int) -> float:
     return time.perf_counter() - started
 
 
-def harness(data: Path, run_data: RunData, config, seed: int, out: Path) -> float:
+def harness(data: Path, run_data: Any, config: TrainConfig, seed: int, out: Path) -> float:
     """Training seconds ``posgen train`` logs for the same steps (validation excluded)."""
+    from posgen.train.trainer import train_runs
+
     train_runs(data, "recursive", ["rope"], config, seed, [out], "cpu", run_data=run_data)
     lines = (out / "metrics.jsonl").read_text().splitlines()
     return float(json.loads(lines[-1])["train_seconds"])
@@ -71,6 +72,10 @@ def harness(data: Path, run_data: RunData, config, seed: int, out: Path) -> floa
 @click.option("--seed", default=0, show_default=True, type=int)
 def main(steps: int, repeats: int, hidden: int | None, seed: int) -> None:
     """Measure posgen train's steps/s against a plain torch loop, in one run."""
+    import torch
+
+    from posgen.train.trainer import RunData
+
     torch.set_num_threads(1)
     base = preset("cpu")
     rows = steps * base.batch_size
@@ -79,7 +84,7 @@ def main(steps: int, repeats: int, hidden: int | None, seed: int) -> None:
     with tempfile.TemporaryDirectory(prefix="posgen-bench-train-") as tmp:
         data = Path(tmp) / "data"
         spec = default_benchmark(("recursive",), train_size=rows, val_size=50, test_size=50)
-        write_benchmark(spec, data)
+        write_dataset(spec, data)
         run_data = RunData.load(data, "recursive")
         times: dict[str, list[float]] = {"harness": [], "plain": []}
         for repeat in range(repeats):
