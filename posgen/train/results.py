@@ -316,6 +316,27 @@ def results_markdown(
         lines.append("- Versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v)))
     for p in settings["presets"]:
         lines.append("- Preset: " + ", ".join(f"{k} {p[k]}" for k in p if k != "seeds"))
+    expected = max(len(p.get("seeds", [])) for p in settings["presets"])
+    short = [
+        f"{data}/{task}/{pe} ({c['n']})"
+        for data, entry in results.items()
+        for task, pes in entry["tasks"].items()
+        for pe, c in pes.items()
+        if c["n"] < expected
+    ]
+    lines += [
+        "",
+        "YaRN variants train with the unscaled frequencies and use the scaled ones for "
+        "validation and test (as the authors' code does); each run keeps the checkpoint with "
+        "the best validation ID accuracy.",
+    ]
+    if short:
+        lines += [
+            "",
+            f"**Incomplete:** the preset has {expected} seeds; fewer finished for "
+            f"{len(short)} cells: {', '.join(short)}. Rerun the command to train the "
+            "missing runs (finished ones are kept).",
+        ]
     lines += ["", *tables(results)]
     if plot:
         lines += [f"![accuracy against position]({plot})", ""]
