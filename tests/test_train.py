@@ -190,9 +190,10 @@ def test_validation_on_rows_cut_to_L_gives_the_same_id_predictions(data):
         lm_tensors(RunData.load(data, "recursive").test)["input_ids"],
         8,
         torch.device("cpu"),
+        17,
     )
     cut_rows = lm_tensors(run_data.test, length=L)["input_ids"]
-    cut = predict(model, cut_rows, 8, torch.device("cpu"))
+    cut = predict(model, cut_rows, 8, torch.device("cpu"), 17)
     np.testing.assert_array_equal(full[:, :L], cut)
     assert run_data.validation.tokens.shape[1] == L
 
@@ -313,3 +314,15 @@ def test_importing_posgen_and_its_help_never_import_torch():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_predictions_never_name_bos_even_when_its_logit_is_largest():
+    class BosLover(torch.nn.Module):
+        def forward(self, input_ids):
+            logits = torch.zeros(*input_ids.shape, 18)
+            logits[..., 17] = 10.0  # BOS (id m = 17)
+            logits[..., 5] = 1.0
+            return type("Out", (), {"logits": logits})()
+
+    predictions = predict(BosLover(), torch.zeros((2, 6), dtype=torch.long), 1, "cpu", 17)
+    assert predictions.tolist() == [[5] * 5] * 2

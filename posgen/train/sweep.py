@@ -109,9 +109,16 @@ def main(
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(_run, job, preset_name, overrides): job for job in todo}
+        failed = []
         for done, future in enumerate(as_completed(futures), 1):
             job = futures[future]
-            for summary in future.result():
+            try:
+                summaries = future.result()
+            except Exception as error:  # one failed job must not stop the others
+                failed.append(job)
+                click.echo(f"error: {job.data.name}/{job.task}/seed{job.seed}: {error}", err=True)
+                continue
+            for summary in summaries:
                 click.echo(
                     f"[{done}/{len(todo)} {time.perf_counter() - started:.0f}s] "
                     f"{job.data.name}/{job.task}/{summary['pe']}/seed{job.seed}: "
@@ -126,6 +133,9 @@ def main(
         previous["wall_seconds"] = previous["wall_seconds"] + wall
         write_atomically(record, (json.dumps(previous) + "\n").encode())
     click.echo(f"{previous['wall_seconds']:.0f}")
+    if failed:
+        click.echo(f"error: {len(failed)} of {len(todo)} trainings failed", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -128,14 +128,22 @@ def lm_tensors(reference: ReferenceSplit, length: int | None = None) -> dict[str
 
 @torch.no_grad()
 def predict(
-    model: LlamaForCausalLM, input_ids: torch.Tensor, batch_size: int, device: torch.device
+    model: LlamaForCausalLM,
+    input_ids: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    modulus: int,
 ) -> np.ndarray:
-    """Teacher-forced argmax predictions ``(rows, L)`` of ``input_ids`` ``(rows, L + 1)``."""
+    """Teacher-forced argmax predictions ``(rows, L)`` of ``input_ids`` ``(rows, L + 1)``.
+
+    The argmax runs over the m tokens only: BOS (id m) is never a target, and a prediction
+    of it would be outside the vocabulary that posgen scores.
+    """
     model.eval()
     out = []
     for start in range(0, input_ids.shape[0], batch_size):
         logits = model(input_ids=input_ids[start : start + batch_size].to(device)).logits
-        out.append(predictions_from_logits(logits.float().cpu().numpy()))
+        out.append(predictions_from_logits(logits[..., :modulus].float().cpu().numpy()))
     model.train()
     return np.concatenate(out).astype(np.int64, copy=False)
 
@@ -310,7 +318,8 @@ def _validate(
 ) -> float:
     """Validation ID accuracy of ``model`` with ``pe``'s evaluation frequencies."""
     use_frequencies(model, rope_parameters(pe, *lengths(run_data.train), evaluation=True))
-    predictions = predict(model, validation_ids, config.eval_batch_size, device)
+    modulus = run_data.train.spec.modulus
+    predictions = predict(model, validation_ids, config.eval_batch_size, device, modulus)
     accuracy = score_aligned(run_data.validation, predictions).id.accuracy
     return float(accuracy or 0.0)
 
@@ -334,7 +343,8 @@ def _write_run(
     evaluation = rope_parameters(pe, *lengths(run_data.train), evaluation=True)
     use_frequencies(model, evaluation)
     test = run_data.test
-    predictions = predict(model, lm_tensors(test)["input_ids"], config.eval_batch_size, device)
+    ids = lm_tensors(test)["input_ids"]
+    predictions = predict(model, ids, config.eval_batch_size, device, spec.modulus)
     resolved = {
         "pe": pe,
         "preset": preset_name,
