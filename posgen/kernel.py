@@ -84,11 +84,14 @@ def additive_steps(task: str, near: int, far: int, length: int) -> tuple[Step, .
     steps = []
     for t in range(window, length - 1):
         old, new = starts[t - window], starts[t - window + 1]
-        entering = [t, *range(new, new + far)]
-        leaving = [t - near, *range(old, old + far)]
-        for position in set(entering) & set(leaving):
-            entering.remove(position)
-            leaving.remove(position)
+        # the far range moves from [old, old + far) to [new, new + far): O(moved) per t
+        far_in = set(range(new, new + far)).difference(range(old, old + far)) if new < old else ()
+        entering = [t, *(far_in or range(max(old + far, new), new + far))]
+        far_out = set(range(old, old + far)).difference(range(new, new + far)) if new < old else ()
+        leaving = [t - near, *(far_out or range(old, min(new, old + far)))]
+        if t - near in entering[1:]:  # leaves the near window, enters the far one
+            entering.remove(t - near)
+            leaving.remove(t - near)
         steps.append((tuple(leaving), tuple(entering)))
     return tuple(steps)
 

@@ -22,15 +22,24 @@ x_6 = x_1 + x_3 + x_4 + x_5 = x_3 + 3 x_4 (mod 17): the far operand x_1 is redun
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
 from posgen.generator import grow
 from posgen.ops import get_op
 from posgen.spec import TaskSpec
+from posgen.tasks import far_start
 
-MAX_WORK = 1 << 14
-"""Largest length x w audited (an elimination per position: about 0.2 s at w = 4, L' = 4096)."""
+
+def near_determined_positions(spec: TaskSpec, length: int) -> list[int] | None:
+    """Positions t in [w, length) whose target is a function of x_{t-k} .. x_{t-1} alone.
+
+    ``None`` when the audit does not apply: a non-additive op, a composite modulus (module
+    spans over Z_m are not computed), or length x w^2 above :data:`MAX_RULE_WORK`.
+    """
+    found = _near_determined(spec, length)
+    return None if found is None else list(found)
 
 
 def is_prime(n: int) -> bool:
@@ -42,59 +51,18 @@ def is_prime(n: int) -> bool:
     return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
 
 
-def rank_mod_p(matrix: np.ndarray, p: int) -> int:
-    """Rank of an integer matrix over GF(p), by Gaussian elimination.
-
-    >>> rank_mod_p(np.array([[1, 2], [2, 4]]), 17), rank_mod_p(np.array([[1, 2], [2, 5]]), 17)
-    (1, 2)
-    """
-    rows = np.asarray(matrix, dtype=np.int64) % p
-    rank = 0
-    for column in range(rows.shape[1]):
-        pivots = np.flatnonzero(rows[rank:, column]) + rank
-        if pivots.size == 0:
-            continue
-        pivot = int(pivots[0])
-        rows[[rank, pivot]] = rows[[pivot, rank]]
-        rows[rank] = rows[rank] * pow(int(rows[rank, column]), -1, p) % p
-        others = np.flatnonzero(rows[:, column])
-        others = others[others != rank]
-        rows[others] = (rows[others] - np.outer(rows[others, column], rows[rank])) % p
-        rank += 1
-        if rank == rows.shape[0]:
-            break
-    return rank
-
-
-def near_determined_positions(spec: TaskSpec, length: int) -> list[int] | None:
-    """Positions t in [w, length) whose target is a function of x_{t-k} .. x_{t-1} alone.
-
-    ``None`` when the audit does not apply: a non-additive op, a composite modulus (module
-    spans over Z_m are not computed), or length x w above :data:`MAX_WORK`.
-    """
-    found = _near_determined(spec, length)
-    return None if found is None else list(found)
-
-
-@functools.lru_cache(maxsize=64)
 def _near_determined(spec: TaskSpec, length: int) -> tuple[int, ...] | None:
-    window, near, m = spec.window, spec.near, spec.modulus
-    if not get_op(spec.op).additive or not is_prime(m):
+    """Near-determined exactly when the effective look-back is at most k (linear rules)."""
+    if not get_op(spec.op).additive or not is_prime(spec.modulus):
         return None
-    if length * window > MAX_WORK:
-        return None
-    if length <= window:
+    if length <= spec.window:
         return ()
     if spec.far == 0:
-        return tuple(range(window, length))  # nothing but near operands
-    coefficients = grow(spec, np.eye(window, dtype=np.int64), length).astype(np.int64)
-    found = []
-    for t in range(window, length):
-        near_vectors = coefficients[:, t - near : t].T
-        with_target = np.vstack([near_vectors, coefficients[:, t]])
-        if rank_mod_p(with_target, m) == rank_mod_p(near_vectors, m):
-            found.append(t)
-    return tuple(found)
+        return tuple(range(spec.window, length))  # nothing but near operands
+    rules = local_rules(spec, length)
+    if rules is None:
+        return None
+    return tuple((np.flatnonzero(rules.effective <= spec.near) + spec.window).tolist())
 
 
 def near_determined_counts(spec: TaskSpec, length: int) -> dict[str, int | None]:
@@ -112,3 +80,220 @@ def near_determined_counts(spec: TaskSpec, length: int) -> dict[str, int | None]
         "near_determined_id": sum(t < boundary for t in positions),
         "near_determined_ood": sum(t >= boundary for t in positions),
     }
+
+
+# Local rules -------------------------------------------------------------------------------
+MAX_RULE_WORK = 1 << 24
+"""Largest length x w^2 for the GF(m) local-rule audit (an elimination step per look-back)."""
+SMALL_WINDOW = 16
+"""Windows up to this wide are searched with Python ints (numpy's per-call cost dominates)."""
+MAX_ENUMERATED = 1 << 22
+"""Largest m^w x length for the audit that grows every seed window (any op)."""
+
+
+@dataclass(frozen=True)
+class LocalRules:
+    """The shortest rule determining each x_t (t = first .. first + n - 1) from earlier tokens.
+
+    ``effective[i]``: the smallest look-back D such that x_t is a function of
+    x_{t-D} .. x_{t-1} for every seed window of Z_m^w; ``rule[i]``: the task's own
+    look-back (t minus its earliest operand). Linear method only: ``coefficients[i]`` is a
+    rule x_t = sum_d a_d x_{t-d} (mod m) of that look-back (a_1 first), ``support[i]`` its
+    count of nonzero a_d, and ``unique[i]`` whether it is the only rule of that look-back
+    (then no rule of look-back D reads fewer tokens); ``support`` is -1 otherwise.
+    """
+
+    method: str
+    first: int
+    effective: np.ndarray
+    rule: np.ndarray
+    support: np.ndarray
+    unique: np.ndarray
+    coefficients: tuple[tuple[int, ...], ...] = ()
+
+    def shorter(self, start: int, stop: int) -> int:
+        """How many positions t in [start, stop) have an effective look-back below the rule's."""
+        lo, hi = max(start - self.first, 0), max(stop - self.first, 0)
+        return int(np.count_nonzero(self.effective[lo:hi] < self.rule[lo:hi]))
+
+    def largest(self, start: int, stop: int) -> int:
+        """The largest effective look-back over positions [start, stop) (0 when none)."""
+        lo, hi = max(start - self.first, 0), max(stop - self.first, 0)
+        return int(self.effective[lo:hi].max()) if hi > lo else 0
+
+
+def rule_lookbacks(spec: TaskSpec, length: int) -> np.ndarray:
+    """The task's own look-back t - (earliest operand) for t = w .. length-1.
+
+    >>> rule_lookbacks(TaskSpec(task="cot"), 8).tolist()
+    [4, 5, 6, 7]
+    """
+    t = np.arange(spec.window, length, dtype=np.int64)
+    if spec.far == 0:
+        return np.full(t.size, spec.near, dtype=np.int64)
+    return t - far_start(spec.task, t, spec.near, spec.far)
+
+
+def local_rules(spec: TaskSpec, length: int) -> LocalRules | None:
+    """Shortest local rules of every position below ``length``; None where not computed.
+
+    Additive op, prime m: exact GF(m) linear algebra on the coefficient vectors (x_t is a
+    linear form of the seed window, and it is a function of some earlier tokens exactly
+    when its vector lies in their span). Any op with m^w x length up to
+    :data:`MAX_ENUMERATED`: exact over all functions, by growing every seed window.
+    Otherwise None.
+
+    Worked example (cot, m = 17, k = 3, j = 1): x_t - x_{t-1} = x_{t-1} - x_{t-4} for
+    t >= 5 (x_0 cancels), so D = k + 1 = 4 with support 2 where the rule says t.
+
+    >>> rules = local_rules(TaskSpec(task="cot"), 10)
+    >>> rules.effective.tolist(), rules.rule.tolist(), rules.support.tolist()
+    ([4, 4, 4, 4, 4, 4], [4, 5, 6, 7, 8, 9], [4, 2, 2, 2, 2, 2])
+    >>> rules.coefficients[1]  # x_5 = 2 x_4 - x_1
+    (2, 0, 0, 16)
+    """
+    longest = max(length, spec.train_length, *spec.test_lengths)
+    rules = _local_rules(spec, longest)  # a position's rules do not depend on the length
+    if rules is None or longest == length:
+        return rules
+    count = max(0, length - spec.window)
+    return LocalRules(
+        rules.method, rules.first, rules.effective[:count], rules.rule[:count],
+        rules.support[:count], rules.unique[:count], rules.coefficients[:count],
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=32)
+def _local_rules(spec: TaskSpec, length: int) -> LocalRules | None:
+    window, m = spec.window, spec.modulus
+    rule = rule_lookbacks(spec, max(length, window))
+    if get_op(spec.op).additive and is_prime(m) and length * window * window <= MAX_RULE_WORK:
+        return _linear_rules(spec, max(length, window), rule)
+    if m**window * length <= MAX_ENUMERATED:
+        return _enumerated_rules(spec, max(length, window), rule)
+    return None
+
+
+def _linear_rules(spec: TaskSpec, length: int, rule: np.ndarray) -> LocalRules:
+    p, window = spec.modulus, spec.window
+    vectors = grow(spec, np.eye(window, dtype=np.int64), length).astype(np.int64).T % p
+    effective, support, unique, coefficients = [], [], [], []
+    for t in range(window, length):
+        reach = int(rule[t - window])
+        track = min(reach, 2 * window + 2)  # rules are usually this short: one pass
+        search = _span_search_small if window <= SMALL_WINDOW else _span_search
+        depth, a, independent = search(vectors, t, reach, p, track)
+        if depth > track:
+            depth, a, independent = search(vectors, t, depth, p, depth)
+        effective.append(depth)
+        coefficients.append(tuple(int(v) for v in a[:depth]))
+        support.append(int(np.count_nonzero(a[:depth])))
+        unique.append(independent)
+    as_array = functools.partial(np.array, dtype=np.int64)
+    method = f"exact: linear algebra over GF({p}) on the seed-window coefficients"
+    return LocalRules(
+        method, window, as_array(effective), rule, as_array(support), np.array(unique, bool),
+        tuple(coefficients),
+    )  # fmt: skip
+
+
+def _span_search(
+    vectors: np.ndarray, t: int, reach: int, p: int, track: int
+) -> tuple[int, np.ndarray, bool]:
+    """Smallest D <= reach with c_t in span(c_{t-1} .. c_{t-D}) over GF(p).
+
+    Also the coefficients a_1 .. a_track of one rule (valid when D <= track) and whether
+    the vectors were independent (the rule unique). Rows are kept in reduced echelon form,
+    augmented with the combination of c_{t-1} .. c_{t-track} they stand for.
+    """
+    width = vectors.shape[1]
+    basis = np.zeros((width, width + track), dtype=np.int64)
+    pivots: list[int] = []
+    residual = np.zeros(width + track, dtype=np.int64)
+    residual[:width] = vectors[t]
+    independent = True
+    for d in range(1, reach + 1):
+        row = np.zeros(width + track, dtype=np.int64)
+        row[:width] = vectors[t - d]
+        if d <= track:
+            row[width + d - 1] = 1
+        rank = len(pivots)
+        if rank:
+            row = (row - row[pivots] @ basis[:rank]) % p
+        nonzero = np.flatnonzero(row[:width])
+        if nonzero.size == 0:
+            independent = False
+            continue
+        q = int(nonzero[0])
+        row = row * pow(int(row[q]), -1, p) % p
+        if rank:
+            basis[:rank] = (basis[:rank] - np.outer(basis[:rank, q], row)) % p
+        basis[rank] = row
+        pivots.append(q)
+        residual = (residual - residual[q] * row) % p
+        if not residual[:width].any():
+            return d, (-residual[width:]) % p, independent
+    return reach, np.zeros(track, dtype=np.int64), independent  # pragma: no cover
+
+
+def _span_search_small(
+    vectors: np.ndarray, t: int, reach: int, p: int, track: int
+) -> tuple[int, np.ndarray, bool]:
+    """:func:`_span_search` on Python ints: several times faster for narrow windows."""
+    width = vectors.shape[1]
+    size = width + track
+    basis: list[list[int]] = []
+    pivots: list[int] = []
+    residual = [int(v) for v in vectors[t]] + [0] * track
+    independent = True
+    for d in range(1, reach + 1):
+        row = [int(v) for v in vectors[t - d]] + [0] * track
+        if d <= track:
+            row[width + d - 1] = 1
+        for q, base in zip(pivots, basis, strict=True):
+            factor = row[q]
+            if factor:
+                row = [(x - factor * y) % p for x, y in zip(row, base, strict=True)]
+        q = next((i for i in range(width) if row[i]), -1)
+        if q < 0:
+            independent = False
+            continue
+        inverse = pow(row[q], -1, p)
+        row = [x * inverse % p for x in row]
+        for i, base in enumerate(basis):
+            factor = base[q]
+            if factor:
+                basis[i] = [(x - factor * y) % p for x, y in zip(base, row, strict=True)]
+        basis.append(row)
+        pivots.append(q)
+        factor = residual[q]
+        if factor:
+            residual = [(x - factor * y) % p for x, y in zip(residual, row, strict=True)]
+        if not any(residual[:width]):
+            return d, np.array([(-x) % p for x in residual[width:]], dtype=np.int64), independent
+    return reach, np.zeros(size - width, dtype=np.int64), independent  # pragma: no cover
+
+
+def _enumerated_rules(spec: TaskSpec, length: int, rule: np.ndarray) -> LocalRules:
+    m, window = spec.modulus, spec.window
+    windows = np.indices((m,) * window).reshape(window, -1).T
+    rows = grow(spec, windows, length).astype(np.int64)
+    effective = []
+    for t in range(window, length):
+        reach = int(rule[t - window])
+        groups = np.zeros(rows.shape[0], dtype=np.int64)
+        depth = reach
+        for d in range(1, reach):
+            _, groups = np.unique(groups * m + rows[:, t - d], return_inverse=True)
+            count = int(groups.max()) + 1
+            _, with_target = np.unique(groups * m + rows[:, t], return_inverse=True)
+            if int(with_target.max()) + 1 == count:
+                depth = d
+                break
+        effective.append(depth)
+    none = np.full(len(effective), -1, dtype=np.int64)
+    method = f"exact: every function of earlier tokens, over all {m**window:,} seed windows"
+    return LocalRules(
+        method, window, np.array(effective, dtype=np.int64), rule, none,
+        np.zeros(len(effective), dtype=bool),
+    )  # fmt: skip

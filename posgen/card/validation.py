@@ -25,11 +25,27 @@ FACT_COLUMNS: list[tuple[str, str]] = [
     ("repeated_rows", "repeated rows"),
     ("shared_windows", "seed windows shared with"),
     ("target_balance_max_tv", "target balance (max TV)"),
+    ("effective_lookback_max", "effective look-back (max)"),
+    ("shorter_lookback_id", "shorter look-back, ID positions"),
+    ("shorter_lookback_ood", "shorter look-back, OOD positions"),
+    ("copy_k_share_id", "k-context copy share, ID"),
+    ("copy_k_share_ood", "k-context copy share, OOD"),
+    ("copy_w_share_id", "w-context copy share, ID"),
+    ("copy_w_share_ood", "w-context copy share, OOD"),
+    ("linear_rule_share_id", "linear-rule share, ID"),
+    ("linear_rule_share_ood", "linear-rule share, OOD"),
     ("periodic_shortcut_share", "periodic shortcut share"),
     ("operand_sensitivity", "operand sensitivity"),
     ("near_determined_id", "near-determined positions, ID"),
     ("near_determined_ood", "near-determined positions, OOD"),
 ]
+
+SHARE_COUNTS = {
+    f"{kind}_share_{region}": f"{kind}_hits_{region}"
+    for kind in ("copy_k", "copy_w", "linear_rule")
+    for region in ("id", "ood")
+}
+"""Shares shown with the count of targets behind them: ``share (hits)``."""
 
 AUDIT_NOTES = """\
 - *dependencies per target*: how many earlier positions each target was proven to read
@@ -38,6 +54,22 @@ AUDIT_NOTES = """\
 - *seed windows shared with*: rows whose seed window also starts a row of the other split.
 - *target balance (max TV)*: the largest total-variation distance, over positions, between the
   targets at that position and the uniform distribution on {0, ..., m-1}.
+- *effective look-back (max)*: the largest, over the split's positions t, of the smallest D
+  such that x_t is a function of x_{t-D} .. x_{t-1} for every seed window (next to *max
+  look-back*, the rule's). *shorter look-back*: positions (out of L - w ID and L' - L OOD)
+  where that D is below the rule's look-back t - (earliest operand). Exact: GF(m) linear
+  algebra for additive h and prime m, or every seed window enumerated (all functions) when
+  m^w is small; n/a otherwise. Example: cot with mod_addition has x_t = 2 x_{t-1} - x_{t-k-1}
+  for every t >= w + 1, effective look-back k + 1 where the rule says t.
+- Shares are over the split's targets (rows x (L - w) ID, rows x (L' - L) OOD), with the
+  count of targets in parentheses.
+- *k-/w-context copy share*: share of the targets equal to the token that followed the most
+  recent earlier occurrence of the same k (or w) preceding tokens in the same row (an
+  induction-head copy); a copy is right by chance about once in m where a context recurs.
+- *linear-rule share*: share of the targets that the shortest local rules of the additive
+  skeleton (same task, m, k, j with mod_addition) predict, at the positions where those rules
+  are shorter than the task's (1.0 there for mod_addition; chance level for other h if that
+  shortcut is closed; n/a for composite m).
 - *periodic shortcut share*: share of targets that a short-period copy rule would predict.
 - *operand sensitivity*: share of single-operand changes that change the target.
 - *near-determined positions*: positions t whose target is a fixed function of its k near
@@ -84,6 +116,8 @@ def facts_table(facts: dict[str, dict[str, dict[str, Any]]]) -> str:
                 value = values.get(key)
                 if key == "shared_windows":
                     value = _shared(value)
+                elif key in SHARE_COUNTS and value is not None:
+                    value = f"{value:.4f} ({values.get(SHARE_COUNTS[key], 0):,})"
                 row.append("n/a" if value is None else value)
             rows.append(row)
     return table(["config", "split", *(title for _, title in FACT_COLUMNS)], rows)

@@ -68,7 +68,9 @@ Examples:
 @click.option(
     "--max-shortcut-share",
     type=click.FloatRange(0, 1),
-    help="Fail the audit when copy-the-period predicts a larger share of OOD targets.",
+    help="Fail the audit when a shortcut covers a larger share of the ID or OOD targets: "
+    "copy-the-period, a k- or w-token context copy, the linear rule, or positions with a "
+    "shorter effective look-back than the task's rule.",
 )
 @click.option(
     "--min-operand-sensitivity",

@@ -34,6 +34,10 @@ SENSITIVITY_SAMPLES = 4096
 """Targets probed for operand sensitivity (the first ones of the split)."""
 SENSITIVITY_SHIFTS = 16
 """Other values tried per operand (all of them when m - 1 is smaller)."""
+SENSITIVITY_SLOTS = 16
+"""Operand slots probed (evenly spaced over the window; all of them when w is smaller)."""
+SENSITIVITY_CELLS = 1 << 16
+"""Most operands (targets x w) sampled: the probe's cost does not grow with w^2."""
 
 
 class BalanceTally:
@@ -108,27 +112,36 @@ def shortcut_hits(tokens: np.ndarray, train_length: int, window: int) -> tuple[i
 
 
 def operand_sensitivity(spec: TaskSpec, tokens: np.ndarray) -> tuple[float, int]:
-    """(share of single-operand changes that change h's output, changes tried)."""
+    """(share of single-operand changes that change h's output, changes tried).
+
+    Bounded whatever the window: at most :data:`SENSITIVITY_CELLS` operands are sampled
+    (the first targets of the split), at most :data:`SENSITIVITY_SLOTS` operand slots
+    (evenly spaced) are probed, each changed in place and restored.
+    """
     rows, length = tokens.shape
     if rows == 0 or length <= spec.window or tokens.max() >= spec.modulus:
         return 1.0, 0
-    m = spec.modulus
-    per_row = length - spec.window
-    take = max(1, min(rows, -(-SENSITIVITY_SAMPLES // per_row)))
-    sample = tokens[:take].astype(np.int64)
+    m, window = spec.modulus, spec.window
+    per_row = length - window
+    samples = max(1, min(SENSITIVITY_SAMPLES, SENSITIVITY_CELLS // window))
+    take = max(1, min(rows, -(-samples // per_row)))
+    sample = tokens[:take]
     slots = _operands(spec.task, length, spec.near, spec.far)
-    operands = np.stack(
-        [np.broadcast_to(_take(sample, s), (take, per_row)).reshape(-1) for s in slots]
-    )[:, :SENSITIVITY_SAMPLES]
+    operands = np.empty((window, min(samples, take * per_row)), dtype=np.int64)
+    for i, slot in enumerate(slots):
+        column = np.broadcast_to(_take(sample, slot), (take, per_row)).reshape(-1)
+        operands[i] = column[: operands.shape[1]]
     op = get_op(spec.op)
     base = op.apply(operands, m, spec.op_key)
     shifts = np.unique(np.linspace(1, m - 1, min(m - 1, SENSITIVITY_SHIFTS)).astype(np.int64))
+    probed = np.unique(np.linspace(0, window - 1, min(window, SENSITIVITY_SLOTS)).astype(np.int64))
     changed = tried = 0
-    for slot in range(spec.window):
+    for slot in probed.tolist():
+        original = operands[slot].copy()
         for shift in shifts.tolist():
-            probe = operands.copy()
-            probe[slot] = (probe[slot] + shift) % m
-            out = op.apply(probe, m, spec.op_key)
+            operands[slot] = (original + shift) % m
+            out = op.apply(operands, m, spec.op_key)
             changed += int(np.count_nonzero(out != base))
             tried += out.size
+        operands[slot] = original
     return (changed / tried if tried else 1.0), tried

@@ -95,9 +95,19 @@ FACT_COLUMNS = (
     ("lookback", "max_lookback", "{}"),
     ("repeated", "repeated_rows", "{}"),
     ("max TV", "target_balance_max_tv", "{:.3f}"),
+    ("eff. lookback", "effective_lookback_max", "{}"),
+    ("shorter ID", "shorter_lookback_id", "{}"),
+    ("shorter OOD", "shorter_lookback_ood", "{}"),
+    ("copy-k ID", "copy_k_share_id", "{:.3f}"),
+    ("copy-k OOD", "copy_k_share_ood", "{:.3f}"),
+    ("copy-w OOD", "copy_w_share_ood", "{:.3f}"),
     ("shortcut", "periodic_shortcut_share", "{:.4f}"),
     ("sensitivity", "operand_sensitivity", "{:.3f}"),
 )
+
+
+def _cell(form: str, value: Any) -> str:
+    return "n/a" if value is None else form.format(value)
 
 
 def _facts_table(facts: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
@@ -110,7 +120,7 @@ def _facts_table(facts: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
             rows.append(
                 [
                     f"{config}/{split}",
-                    *(form.format(fact.get(key, 0)) for _, key, form in FACT_COLUMNS),
+                    *(_cell(form, fact.get(key, 0)) for _, key, form in FACT_COLUMNS),
                     ", ".join(f"{n} with {s}" for s, n in shared.items() if n) or "0",
                 ]
             )

@@ -14,6 +14,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from posgen.validate.audit import BalanceTally, operand_sensitivity, shortcut_hits
+from posgen.validate.copies import ShortcutTally
 from posgen.validate.hygiene import HygieneTally
 from posgen.validate.prefetch import prefetch
 from posgen.validate.schema import Decoded, decode_batch, type_problems
@@ -30,7 +31,11 @@ class AuditThresholds(BaseModel):
         None, ge=0, le=1, description="Fail when a position's target TV from uniform exceeds it."
     )
     max_shortcut_share: float | None = Field(
-        None, ge=0, le=1, description="Fail when the periodic shortcut predicts a larger share."
+        None,
+        ge=0,
+        le=1,
+        description="Fail when a shortcut (periodic or context copy, linear rule, or shorter "
+        "local rule) covers a larger share of the ID or OOD targets.",
     )
     min_operand_sensitivity: float | None = Field(
         None, ge=0, le=1, description="Fail when fewer single-operand changes change h."
@@ -44,6 +49,7 @@ class SplitTally:
     data: SplitData
     hygiene: HygieneTally
     balance: BalanceTally | None
+    shortcuts: ShortcutTally | None = None
     rows: int = 0
     tokens: int = 0
     type_problems: list[str] = field(default_factory=list)
@@ -99,6 +105,8 @@ def _feed(tally: SplitTally, part_label: str, decoded: Decoded) -> None:
     tally.hygiene.add(tokens)
     if tally.balance is not None:
         tally.balance.add(tokens)
+    if tally.shortcuts is not None:
+        tally.shortcuts.add(tokens)
     hits, periodic = shortcut_hits(tokens, spec.train_length, spec.window)
     tally.shortcut_hits += hits
     tally.periodic_rows += periodic
@@ -110,7 +118,9 @@ def stream_split(data: SplitData) -> SplitTally:
     """Read every part of a split once, feeding every tally."""
     spec = data.spec
     balance = BalanceTally(spec, data.length) if data.length else None
-    tally = SplitTally(data, HygieneTally(spec.modulus, spec.window), balance)
+    tally = SplitTally(
+        data, HygieneTally(spec.modulus, spec.window), balance, ShortcutTally.for_spec(spec)
+    )
     next_id = 0
     for part in data.parts:
         if part.path is not None and not part.path.is_file():

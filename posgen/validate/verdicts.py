@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from posgen.shortcuts import local_rules
 from posgen.validate.report import CheckResult
 from posgen.validate.run import AuditThresholds, SplitTally
 from posgen.validate.window import rule_facts
@@ -125,8 +126,72 @@ def hygiene_results(tallies: list[SplitTally]) -> tuple[list[CheckResult], dict[
     return results, facts
 
 
+def shortcut_facts(tally: SplitTally) -> dict[str, Any]:
+    """Local rules, copy rules and linear rules of one split, each share with its counts.
+
+    Shares are over the targets of a region (ID t in [w, L), OOD t in [L, L')) of the rows
+    audited (the split's first :data:`posgen.validate.copies.AUDIT_TOKENS` tokens).
+    """
+    spec, length = tally.data.spec, tally.data.length or 0
+    boundary = min(spec.train_length, length)
+    facts: dict[str, Any] = {}
+    rules = local_rules(spec, length) if length > spec.window else None
+    facts["local_rule_method"] = rules.method if rules else NOT_COMPUTED
+    for region, lo, hi in (("id", spec.window, boundary), ("ood", boundary, length)):
+        facts[f"positions_{region}"] = max(0, hi - lo)
+        facts[f"shorter_lookback_{region}"] = rules.shorter(lo, hi) if rules else None
+    facts["effective_lookback_max"] = rules.largest(spec.window, length) if rules else None
+    shortcuts = tally.shortcuts
+    audited = shortcuts.rows if shortcuts else 0
+    targets = {  # the rows the copy and linear rules were measured on
+        "id": audited * max(0, boundary - spec.window),
+        "ood": audited * max(0, length - boundary),
+    }
+    facts.update(audited_rows=audited, targets_id=targets["id"], targets_ood=targets["ood"])
+    for context in shortcuts.contexts if shortcuts else ():
+        name = "k" if context == spec.near else "w"
+        for region in ("id", "ood"):
+            hits, found = shortcuts.copies.get((context, region), (0, 0))
+            facts[f"copy_{name}_hits_{region}"] = hits
+            facts[f"copy_{name}_found_{region}"] = found
+            facts[f"copy_{name}_share_{region}"] = _share(hits, targets[region])
+    if spec.far == 0:  # k = w: one context
+        for key in [key for key in facts if key.startswith("copy_k_")]:
+            facts[key.replace("copy_k_", "copy_w_")] = facts[key]
+    linear = shortcuts.linear if shortcuts and shortcuts.linear_known else None
+    for region in ("id", "ood"):
+        hits, covered = linear[region] if linear else (None, None)
+        facts[f"linear_rule_hits_{region}"] = hits
+        facts[f"linear_rule_covered_{region}"] = covered
+        facts[f"linear_rule_share_{region}"] = (
+            None if hits is None else _share(hits, targets[region])
+        )
+    return facts
+
+
+NOT_COMPUTED = "not computed (composite m or m^w too large to enumerate, or window too wide)"
+
+
+def _share(hits: int, total: int) -> float:
+    return hits / total if total else 0.0
+
+
+SHARE_FACTS = {
+    "periodic_shortcut_share": "periodic copy share",
+    "copy_k_share_id": "k-context copy share (ID)",
+    "copy_k_share_ood": "k-context copy share (OOD)",
+    "copy_w_share_id": "w-context copy share (ID)",
+    "copy_w_share_ood": "w-context copy share (OOD)",
+    "linear_rule_share_id": "linear-rule share (ID)",
+    "linear_rule_share_ood": "linear-rule share (OOD)",
+    "shorter_lookback_share_id": "share of positions with a shorter look-back (ID)",
+    "shorter_lookback_share_ood": "share of positions with a shorter look-back (OOD)",
+}
+"""Figures that ``--max-shortcut-share`` limits."""
+
+
 def audit_result(tally: SplitTally, limits: AuditThresholds) -> tuple[CheckResult, dict[str, Any]]:
-    """Balance, periodic shortcut and operand sensitivity, with optional limits."""
+    """Balance, shortcuts (periodic, copy, linear, local rules) and operand sensitivity."""
     spec, data = tally.data.spec, tally.data
     tv = tally.balance.max_tv() if tally.balance else 0.0
     noise = tally.balance.noise_tv() if tally.balance else 0.0
@@ -141,16 +206,38 @@ def audit_result(tally: SplitTally, limits: AuditThresholds) -> tuple[CheckResul
         "periodic_rows": tally.periodic_rows,
         "operand_sensitivity": sensitivity,
         "operand_probes": probes,
+        **shortcut_facts(tally),
     }
+    for region in ("id", "ood"):
+        shorter, positions = facts[f"shorter_lookback_{region}"], facts[f"positions_{region}"]
+        facts[f"shorter_lookback_share_{region}"] = (
+            None if shorter is None else _share(shorter, positions)
+        )
     problems = []
     if limits.max_balance_tv is not None and tv > limits.max_balance_tv:
         problems.append(f"target balance TV {tv:.4f} > {limits.max_balance_tv}")
-    if limits.max_shortcut_share is not None and share > limits.max_shortcut_share:
-        problems.append(f"periodic shortcut share {share:.4f} > {limits.max_shortcut_share}")
+    if limits.max_shortcut_share is not None:
+        for key, title in SHARE_FACTS.items():
+            value = facts.get(key)
+            if value is not None and value > limits.max_shortcut_share:
+                problems.append(f"{title} {value:.4f} > {limits.max_shortcut_share}")
     if limits.min_operand_sensitivity is not None and sensitivity < limits.min_operand_sensitivity:
         problems.append(f"operand sensitivity {sensitivity:.4f} < {limits.min_operand_sensitivity}")
+    copies = ", ".join(
+        f"{name}-context copy share {facts.get(f'copy_{name}_share_id', 0):.3f} ID / "
+        f"{facts.get(f'copy_{name}_share_ood', 0):.3f} OOD"
+        for name in ("k", "w")
+    )
+    shorter = (
+        "local rules not computed"
+        if facts["shorter_lookback_id"] is None
+        else f"{facts['shorter_lookback_id']}/{facts['positions_id']} ID and "
+        f"{facts['shorter_lookback_ood']}/{facts['positions_ood']} OOD positions with a "
+        f"shorter look-back"
+    )
     message = (
         f"max target TV {tv:.3f} (chance ~{noise:.3f}), periodic shortcut share {share:.4f} "
-        f"({tally.periodic_rows} periodic rows), operand sensitivity {sensitivity:.3f}"
+        f"({tally.periodic_rows} periodic rows), {copies}, {shorter}, "
+        f"operand sensitivity {sensitivity:.3f}"
     )
     return _result(tally, "audit", problems, message, len(problems)), facts

@@ -16,36 +16,52 @@ reads x_1 (far) and x_3 x_4 x_5 (near), so its target is (1 + 3 + 6 + 11) mod 17
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from posgen.ops import get_op, keyed_hash, sum_table
 from posgen.spec import TaskSpec
-from posgen.tasks import dependency_matrix
+from posgen.tasks import far_start
+
+
+@dataclass(frozen=True)
+class FarSlot:
+    """Far operand ``offset`` of every target: position ``starts[t - w] + offset``."""
+
+    starts: np.ndarray
+    offset: int
 
 
 @lru_cache(maxsize=64)
 def _operands(task: str, length: int, near: int, far: int) -> tuple[object, ...]:
-    """Per operand slot: a ``slice`` of columns when the positions run consecutively
-    (near operands, recursive's far ones), else the index array (gathered)."""
-    deps = dependency_matrix(task, length, near, far)
+    """Per operand slot (far ones, then near ones): a ``slice`` of columns when the positions
+    run consecutively (near operands, recursive's far ones) or stay put (cot: one column,
+    broadcast), else a :class:`FarSlot` gathered on use. Memory O(length), not O(length w)."""
+    window = near + far
+    t = np.arange(window, length, dtype=np.int64)
+    count = t.size
     slots: list[object] = []
-    for column in deps.T:
-        first = int(column[0]) if column.size else 0
-        if column.size == 0 or np.array_equal(column, first + np.arange(column.size)):
-            slots.append(slice(first, first + column.size))
-        elif np.all(column == first):
-            slots.append(slice(first, first + 1))  # broadcast one column (cot)
-        else:
-            slots.append(column)
+    if far:
+        starts = far_start(task, t, near, far) if count else t
+        first = int(starts[0]) if count else 0
+        for offset in range(far):
+            if count == 0 or np.array_equal(starts, first + np.arange(count)):
+                slots.append(slice(first + offset, first + offset + count))
+            elif np.all(starts == first):
+                slots.append(slice(first + offset, first + offset + 1))  # broadcast (cot)
+            else:
+                slots.append(FarSlot(starts, offset))
+    slots += [slice(window - near + i, window - near + i + count) for i in range(near)]
     return tuple(slots)
 
 
 def _take(tokens: np.ndarray, slot: object) -> np.ndarray:
     if isinstance(slot, slice):
         return tokens[:, slot]
-    return np.take(tokens, slot, axis=1)
+    assert isinstance(slot, FarSlot)
+    return np.take(tokens, slot.starts + slot.offset, axis=1)
 
 
 def _work_dtype(modulus: int) -> np.dtype:
@@ -95,24 +111,28 @@ def expected_targets(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
 
 def rule_facts(spec: TaskSpec, length: int) -> tuple[bool, str, int, int]:
     """Check the dependency rule for every ``t < length``: exactly w distinct positions,
-    all earlier than t. Returns (ok, message, dependency count, largest look-back)."""
-    window = spec.window
-    deps = dependency_matrix(spec.task, length, spec.near, spec.far)
-    t = np.arange(window, length, dtype=np.int64)[:, None]
+    all earlier than t. Returns (ok, message, dependency count, largest look-back).
+
+    The far operands of t are ``s .. s+j-1`` (s the task's far start) and the near ones
+    ``t-k .. t-1``, so the checks need only s per position: memory O(length), not O(length w).
+    """
+    window, near, far = spec.window, spec.near, spec.far
+    t = np.arange(window, length, dtype=np.int64)
     problems = []
-    if deps.shape != (length - window, window):
-        problems.append(f"rule gives shape {deps.shape}, expected {(length - window, window)}")
-    elif deps.size:
-        early = np.flatnonzero(((deps >= t) | (deps < 0)).any(axis=1))
+    starts = far_start(spec.task, t, near, far) if t.size else t
+    if starts.shape != t.shape:
+        problems.append(f"rule gives {starts.shape} far starts, expected {t.shape}")
+    elif t.size and far:
+        early = np.flatnonzero((starts + far - 1 >= t) | (starts < 0))
         if early.size:
             problems.append(f"position {window + early[0]} depends on itself, later or negative")
-        ordered = np.sort(deps, axis=1)
-        repeated = np.flatnonzero((np.diff(ordered, axis=1) == 0).any(axis=1))
+        repeated = np.flatnonzero(starts + far > t - near)
         if repeated.size:
             problems.append(f"position {window + repeated[0]} names a position twice")
-    count = deps.shape[1] if deps.ndim == 2 else 0
-    lookback = int((t - deps).max()) if deps.size else 0
+    lookback = 0
+    if t.size:
+        lookback = int(np.maximum(t - starts, near).max()) if far else near
     if problems:
-        return False, "; ".join(problems), count, lookback
-    message = f"{count} dependencies per target, all earlier; largest look-back {lookback}"
-    return True, message, count, lookback
+        return False, "; ".join(problems), window, lookback
+    message = f"{window} dependencies per target, all earlier; largest look-back {lookback}"
+    return True, message, window, lookback
