@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= out/posgen-v1
 CARDS_DIR ?= out/cards
-OFFICIAL_CARDS := paper posgen-v1
+OFFICIAL_CARDS := paper posgen-v1 posgen-v2
 
 .PHONY: install install-train results data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train
 

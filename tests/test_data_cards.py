@@ -10,7 +10,7 @@ from posgen.publish import publish_benchmark, scoring_baselines
 from posgen.spec_files import resolve_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
-OFFICIAL = ["paper", "posgen-v1"]
+OFFICIAL = ["paper", "posgen-v1", "posgen-v2"]
 
 
 @pytest.mark.parametrize("name", OFFICIAL)
