@@ -53,6 +53,7 @@ Examples:
     help="Write the aggregated figures (no curves) as JSON here.",
 )
 @click.option("--command", "command_line", help="Command to credit in the document.")
+@click.option("--note", "notes", multiple=True, help="A line about the run, repeatable.")
 @click.option(
     "--wall-seconds", type=click.FloatRange(min=0), help="Wall time of the runs to report."
 )
@@ -62,6 +63,7 @@ def results_command(
     plot_out: Path | None,
     json_out: Path | None,
     command_line: str | None,
+    notes: tuple[str, ...],
     wall_seconds: float | None,
 ) -> None:
     """Tables of ID and OOD accuracy (mean ± std over seeds) per data folder, task and PE.
@@ -80,7 +82,9 @@ def results_command(
     plot_link = None
     if plot_out is not None:
         plot_link = os.path.relpath(plot_out, out.parent if str(out.parent) else ".")
-    text = results_markdown(results, run_settings(runs), command_line, wall_seconds, plot_link)
+    text = results_markdown(
+        results, run_settings(runs), command_line, wall_seconds, plot_link, list(notes)
+    )
     if plot_out is not None:  # every file written atomically; WriteFailed: exit 1
         plot_results(results, plot_out)
     if json_out is not None:

@@ -298,6 +298,7 @@ def results_markdown(
     command: str | None = None,
     wall_seconds: float | None = None,
     plot: str | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
     """The RESULTS.md document: command, hardware, wall time, versions, tables, plot."""
     machine = hardware()
@@ -311,6 +312,7 @@ def results_markdown(
     ]
     if wall_seconds is not None:
         lines.append(f"- Wall time: {wall_seconds / 60:.1f} min")
+    lines += [f"- {note}" for note in notes]
     lines.append(f"- Training time summed over runs: {settings['train_seconds'] / 60:.1f} min")
     for v in settings["versions"]:
         lines.append("- Versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v)))
