@@ -23,7 +23,6 @@ splits, and the test split does not move when train_size changes.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 from functools import lru_cache
 
@@ -211,9 +210,3 @@ def _decode_into(values: np.ndarray, m: int, out: np.ndarray) -> None:
     for position in range(out.shape[1] - 1, -1, -1):
         out[:, position] = rest % base
         rest //= base
-
-
-def all_windows_paper(m: int, w: int) -> np.ndarray:
-    """Every sorted window, in itertools order (small spaces only; for tests and audits)."""
-    flat = itertools.chain.from_iterable(itertools.combinations(range(m), w))
-    return np.fromiter(flat, dtype=np.int64, count=math.comb(m, w) * w).reshape(-1, w)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,7 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from posgen.ops import get_op, op_names
-from posgen.tasks import TASKS, TaskName
+from posgen.tasks import TASKS, expected_names
 
 MAX_LENGTH = 1 << 20
 MAX_ROWS = 10**10
@@ -43,7 +44,9 @@ class TaskSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    task: TaskName = Field(description="Dependency rule: recursive, cot or semirecursive.")
+    task: str = Field(
+        description="Dependency rule: recursive, cot, semirecursive or a registered task."
+    )
     modulus: int = Field(17, ge=2, le=65536, description="Vocabulary size m (tokens 0..m-1).")
     near: int = Field(3, ge=1, le=4096, description="k: near operands x_{t-k}..x_{t-1}.")
     far: int = Field(1, ge=0, le=4096, description="j: far operands, placed by the task.")
@@ -72,6 +75,15 @@ class TaskSpec(BaseModel):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return (value,) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("task")
+    @classmethod
+    def _registered_task(cls, value: str) -> str:
+        if value not in TASKS:
+            raise PydanticCustomError(
+                "literal_error", "Input should be {expected}", {"expected": expected_names()}
+            )
+        return value
 
     @field_validator("op")
     @classmethod
@@ -252,7 +264,7 @@ def _digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:SPEC_ID_CHARS]
 
 
-def default_benchmark(tasks: tuple[str, ...] = TASKS, **fields: Any) -> BenchmarkSpec:
+def default_benchmark(tasks: Sequence[str] = TASKS, **fields: Any) -> BenchmarkSpec:
     """A benchmark with one config per task, every config given ``fields``."""
     return BenchmarkSpec(
         name="posgen", configs={task: TaskSpec(task=task, **fields) for task in tasks}

@@ -22,12 +22,13 @@ nothing else differs between tasks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal
+import re
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-TaskName = Literal["recursive", "cot", "semirecursive"]
+TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+"""What a task name may look like (it names configs, folders and spec fields)."""
 
 FarStartRule = Callable[[np.ndarray, int], np.ndarray]
 """Maps positions ``t`` (int64 array, each ``>= w``) and the window ``w`` to far starts."""
@@ -36,18 +37,62 @@ _RULES: dict[str, FarStartRule] = {}
 
 
 def register_task(name: str, rule: FarStartRule) -> None:
-    """Register a task's far-start rule; a name can be registered once only."""
+    """Register a task's far-start rule; a name can be registered once only.
+
+    A registered task is usable everywhere at once: in specs (``TaskSpec(task=name)``), the
+    generator, the validator and ``--task``. The rule must keep far operands before the near
+    ones (``0 <= s <= t - w``); the validator proves it on the data.
+    """
+    if not isinstance(name, str) or not TASK_NAME.match(name):
+        raise ValueError(f"task name {name!r} must match {TASK_NAME.pattern}")
     if name in _RULES:
         raise ValueError(f"task {name!r} is already registered")
     _RULES[name] = rule
+
+
+class _Registered(Sequence[str]):
+    """The registered task names, in registration order, always current.
+
+    >>> "cot" in TASKS, TASKS[0], len(TASKS) >= 3
+    (True, 'recursive', True)
+    """
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return tuple(_RULES)[index]
+
+    def __len__(self) -> int:
+        return len(_RULES)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(_RULES))
+
+    def __contains__(self, name: object) -> bool:
+        return name in _RULES
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+def expected_names() -> str:
+    """The registered names as a validation message spells them: ``'a', 'b' or 'c'``."""
+    quoted = [f"'{name}'" for name in _RULES]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
 register_task("recursive", lambda t, w: t - w)
 register_task("cot", lambda t, w: np.zeros_like(t))
 register_task("semirecursive", lambda t, w: (t - w) // 2)
 
-TASKS: tuple[str, ...] = tuple(_RULES)
-"""Registered task names, in registration order."""
+TASKS: Sequence[str] = _Registered()
+"""Registered task names, in registration order (a live view: tasks registered later appear)."""
 
 
 def far_start(task: str, t: np.ndarray | int, near: int, far: int) -> np.ndarray:

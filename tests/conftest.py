@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -21,32 +21,33 @@ settings.load_profile("posgen")
 
 
 @pytest.fixture
-def fake_validator(monkeypatch):
-    """Install the STAND-IN ``posgen.validate`` (see tests/fake_validate.py); returns it.
+def validator(monkeypatch):
+    """The real validator (``posgen.publish.validate_folder``), watched.
 
-    Call ``fake_validator.fail("window")`` to make one kind of check fail.
+    ``validator.calls`` lists the folders validated; ``validator.break_data("window")`` changes
+    one token in every data file before validation (the manifest records the new bytes, so
+    only the window check fails, once per split); ``break_data("integrity")`` edits one
+    recorded sha256 instead.
     """
-    import posgen
-    from tests.fake_validate import make_module
+    import posgen.publish
+    from tests.data_damage import BREAKS
 
-    state = {}
+    real = posgen.publish.validate_folder
+    state: dict = {"calls": [], "break": None}
 
-    def install(fail=None):
-        module = make_module(fail)
-        monkeypatch.setitem(sys.modules, "posgen.validate", module)
-        monkeypatch.setattr(posgen, "validate", module, raising=False)
-        state["module"] = module
-        return module
+    def watched(folder):
+        state["calls"].append(Path(folder))
+        if state["break"] is not None:
+            BREAKS[state["break"]](Path(folder))
+        return real(folder)
 
-    install()
+    monkeypatch.setattr(posgen.publish, "validate_folder", watched)
 
     class Handle:
-        def fail(self, kind):
-            return install(kind)
+        calls = state["calls"]
 
-        @property
-        def calls(self):
-            return state["module"].calls
+        def break_data(self, kind):
+            state["break"] = kind
 
     return Handle()
 

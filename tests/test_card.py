@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import datasets
 import numpy as np
@@ -16,8 +17,9 @@ from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import write_dataset
 from posgen.store.manifest import Manifest, read_manifest
 from posgen.tasks import TASKS
+from posgen.validate import validate
 from tests import oracle
-from tests.fake_validate import SECONDS, make_module
+from tests.data_damage import BREAKS
 
 
 def small_bench(**fields):
@@ -42,8 +44,19 @@ def header_of(card: str) -> dict:
     return yaml.safe_load(match.group(1))
 
 
-def report_of(folder, fail=None):
-    return make_module(fail).validate(folder).to_dict()
+@pytest.fixture(scope="module")
+def report(folder):
+    """The real validator's report of the folder."""
+    return validate(folder).to_dict()
+
+
+@pytest.fixture(scope="module")
+def failed_report(folder, tmp_path_factory):
+    """The real report of a copy whose first train file repeats a row (hygiene fails)."""
+    copy = tmp_path_factory.mktemp("failed") / "small"
+    shutil.copytree(folder, copy)
+    BREAKS["hygiene"](copy)
+    return validate(copy).to_dict()
 
 
 def test_front_matter_has_the_hub_fields_and_one_config_per_task(folder):
@@ -98,9 +111,9 @@ def test_a_card_without_a_folder_leaves_dataset_info_out(folder):
     assert "dataset_info" not in header and len(header["configs"]) == 3
 
 
-def test_card_facts_equal_the_manifest(folder):
+def test_card_facts_equal_the_manifest(folder, report):
     manifest = read_manifest(folder)
-    card = render_card(manifest, report_of(folder), root=folder)
+    card = render_card(manifest, report, root=folder)
     assert f"`{manifest.benchmark.spec_id}`" in card
     for name, entry in manifest.configs.items():
         assert f"`{entry.spec_id}`" in card
@@ -150,33 +163,36 @@ def test_the_dependency_picture_marks_exactly_the_operands_of_each_target(task, 
         assert [p for p, c in enumerate(marks) if c == "n"] == list(range(t - near, t))
 
 
-def test_an_unvalidated_card_says_so_and_a_validated_one_shows_the_audit(folder):
+def test_an_unvalidated_card_says_so_and_a_validated_one_shows_the_audit(folder, report):
     manifest = read_manifest(folder)
     assert "**Not validated.**" in render_card(manifest)
-    card = render_card(manifest, report_of(folder))
+    card = render_card(manifest, report)
     assert "Not validated" not in card
-    assert "**Validated: all 72 checks passed**" in card
+    assert "**Validated: all 73 checks passed**" in card  # 3 configs x 4 splits x 6 kinds, + 1
     assert "| window | 12 | 0 | 0 |" in card
+    facts = report["facts"]["cot"]["test"]
     assert (
-        "| cot | test | 20 | 96 | 4 | 4 | 0 | test_128: 0, train: 0, validation: 0 | 0.0625 |"
-        in card
+        f"| cot | test | 20 | 96 | 4 | {facts['max_lookback']} | 0 | test_128: 0, train: 0, "
+        f"validation: 0 | {facts['target_balance_max_tv']:.4f} |" in card
     )
 
 
-def test_a_failed_validation_is_shown_with_the_failing_checks(folder):
-    card = render_card(read_manifest(folder), report_of(folder, fail="hygiene"))
-    assert "**Validation FAILED: 12 of 72 checks failed**" in card
-    assert "| hygiene | 0 | 12 | 36 |" in card
-    assert "| hygiene | cot | train | 3 | hygiene failed in" in card
+def test_a_failed_validation_is_shown_with_the_failing_checks(folder, failed_report):
+    card = render_card(read_manifest(folder), failed_report)
+    (failed,) = [c for c in failed_report["checks"] if not c["ok"]]
+    assert (failed["check"], failed["config"], failed["split"]) == ("hygiene", "recursive", "train")
+    assert "**Validation FAILED: 1 of 73 checks failed**" in card
+    assert f"| hygiene | 11 | 1 | {failed['failures']} |" in card
+    assert f"| hygiene | recursive | train | {failed['failures']} | {failed['message']} |" in card
 
 
-def test_the_card_is_deterministic_and_holds_no_timings(folder):
+def test_the_card_is_deterministic_and_holds_no_timings(folder, report):
     manifest = read_manifest(folder)
-    report = report_of(folder)
     first = render_card(manifest, report, root=folder)
     again = Manifest.model_validate_json(manifest.to_json())
-    assert first == render_card(again, dict(report), root=folder)
-    assert str(SECONDS) not in first and "12.3457" not in first
+    timed = {**report, "seconds": 12.3456789}
+    assert first == render_card(again, timed, root=folder)
+    assert "12.3456789" not in first and "12.3457" not in first
 
 
 def test_baselines_appear_only_when_given(folder):

@@ -1,6 +1,7 @@
 """`posgen publish` and `posgen card`: validated Hub-ready folders, refusal, push boundary.
 
-The validator is the STAND-IN of tests/fake_validate.py (the real one is merged later).
+Publishing runs the real validator; failures come from really damaged data
+(tests/data_damage.py, through the ``validator`` fixture).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from posgen.cli import main
 from posgen.publish import publish_benchmark
 from posgen.spec_files import resolve_benchmark
 from posgen.store.manifest import read_manifest, sha256_file
-from tests.fake_validate import make_module
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_SPEC = """\
@@ -37,6 +37,10 @@ test_length = [96, 128]
 """
 
 
+CHECKS = 2 * 4 * 6 + 1
+"""Checks of the tiny spec: 2 configs x 4 splits x 6 kinds, and one for unlisted files."""
+
+
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
@@ -50,13 +54,10 @@ def spec_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def posgen_v1(tmp_path_factory):
-    """task_specs/posgen-v1.toml published (with the stand-in validator)."""
+    """task_specs/posgen-v1.toml published (validated by the real validator)."""
     out = tmp_path_factory.mktemp("hub") / "posgen-v1"
     bench = resolve_benchmark(ROOT / "task_specs" / "posgen-v1.toml")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(sys.modules, "posgen.validate", make_module())
-        published = publish_benchmark(bench, out)
-    return out, published
+    return out, publish_benchmark(bench, out)
 
 
 def header_of(card):
@@ -116,36 +117,37 @@ def test_the_regenerate_command_in_the_card_reproduces_every_checksum(posgen_v1,
     assert read_manifest(tmp_path / "regenerated") == read_manifest(out)
 
 
-def test_publish_writes_a_validated_folder(tmp_path, spec_file, fake_validator):
+def test_publish_writes_a_validated_folder(tmp_path, spec_file, validator):
     out = tmp_path / "hub"
     result = run("publish", spec_file, "--out", out)
     assert result.exit_code == 0, result.output
     assert "published" in result.output and "checks passed" in result.output
-    assert len(fake_validator.calls) == 1  # validated before the folder was moved in place
-    assert fake_validator.calls[0] != out and not fake_validator.calls[0].exists()
+    assert len(validator.calls) == 1  # validated before the folder was moved in place
+    assert validator.calls[0] != out and not validator.calls[0].exists()
     card = (out / "README.md").read_text()
-    assert "**Validated: all 48 checks passed**" in card
+    assert f"**Validated: all {CHECKS} checks passed**" in card
     assert list(read_manifest(out).configs) == ["cot", "recursive"]
 
 
-def test_publish_refuses_data_that_fails_validation(tmp_path, spec_file, fake_validator):
-    fake_validator.fail("window")
+def test_publish_refuses_data_that_fails_validation(tmp_path, spec_file, validator):
+    validator.break_data("window")
     out = tmp_path / "hub"
     result = run("publish", spec_file, "--out", out)
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
-    assert errors[0].startswith("error: validation failed (8 of 48 checks); nothing was published")
+    start = f"error: validation failed (8 of {CHECKS} checks); nothing was published"
+    assert errors[0].startswith(start)
     assert errors[0].endswith("and 3 more")
-    assert "window cot/train: window failed" in result.output
+    assert "window cot/train: split train row 0 position 4: expected" in result.output
     assert list(tmp_path.iterdir()) == [spec_file]
 
 
-def test_a_refused_publish_leaves_the_previous_folder_intact(tmp_path, spec_file, fake_validator):
+def test_a_refused_publish_leaves_the_previous_folder_intact(tmp_path, spec_file, validator):
     out = tmp_path / "hub"
     assert run("publish", spec_file, "--out", out).exit_code == 0
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    fake_validator.fail("integrity")
+    validator.break_data("integrity")
     result = run("publish", spec_file, "--out", out, "--overwrite")
     assert result.exit_code == 1
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
@@ -160,7 +162,7 @@ def test_a_refused_publish_leaves_the_previous_folder_intact(tmp_path, spec_file
     ],
 )
 def test_publish_bad_input_exits_2_and_creates_nothing(
-    tmp_path, spec_file, fake_validator, monkeypatch, args, expected
+    tmp_path, spec_file, validator, monkeypatch, args, expected
 ):
     for name in posgen.publish.TOKEN_VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -171,7 +173,7 @@ def test_publish_bad_input_exits_2_and_creates_nothing(
     assert not (tmp_path / "hub").exists()
 
 
-def test_publish_with_a_bad_spec_reports_every_problem(tmp_path, fake_validator):
+def test_publish_with_a_bad_spec_reports_every_problem(tmp_path, validator):
     bad = tmp_path / "bad.toml"
     bad.write_text("[defaults]\nmodulus = 1\nnear = 0\n[configs.cot]\n")
     result = run("publish", bad, "--out", tmp_path / "hub")
@@ -180,7 +182,7 @@ def test_publish_with_a_bad_spec_reports_every_problem(tmp_path, fake_validator)
     assert all(line.startswith("error: configs.cot.") for line in lines) and len(lines) == 2
 
 
-def test_publish_into_an_existing_folder_needs_overwrite(tmp_path, spec_file, fake_validator):
+def test_publish_into_an_existing_folder_needs_overwrite(tmp_path, spec_file, validator):
     (tmp_path / "hub").mkdir()
     (tmp_path / "hub" / "notes.txt").write_text("mine")
     result = run("publish", spec_file, "--out", tmp_path / "hub")
@@ -189,7 +191,7 @@ def test_publish_into_an_existing_folder_needs_overwrite(tmp_path, spec_file, fa
 
 
 def test_push_uploads_the_published_folder_with_the_environment_token(
-    tmp_path, spec_file, fake_validator, monkeypatch
+    tmp_path, spec_file, validator, monkeypatch
 ):
     calls = []
 
@@ -214,7 +216,7 @@ def test_push_uploads_the_published_folder_with_the_environment_token(
 
 
 def test_a_failed_push_exits_1_and_keeps_the_published_folder(
-    tmp_path, spec_file, fake_validator, monkeypatch
+    tmp_path, spec_file, validator, monkeypatch
 ):
     def upload(folder, repo_id, token, message):
         raise OSError("401 Client Error: Unauthorized")
@@ -228,7 +230,7 @@ def test_a_failed_push_exits_1_and_keeps_the_published_folder(
     assert (out / "posgen.json").is_file()
 
 
-def test_card_command_rerenders_the_published_card(tmp_path, spec_file, fake_validator):
+def test_card_command_rerenders_the_published_card(tmp_path, spec_file, validator):
     out = tmp_path / "hub"
     run("publish", spec_file, "--out", out)
     published = (out / "README.md").read_text()
@@ -242,33 +244,24 @@ def test_card_command_rerenders_the_published_card(tmp_path, spec_file, fake_val
 
 
 def test_card_command_exits_1_when_validation_fails_but_writes_the_failures(
-    tmp_path, spec_file, fake_validator
+    tmp_path, spec_file, validator
 ):
     out = tmp_path / "hub"
     run("publish", spec_file, "--out", out)
-    fake_validator.fail("audit")
+    validator.break_data("window")
     result = run("card", out)
     assert result.exit_code == 1
     assert "validation failed: 8 check(s)" in result.output
-    assert "**Validation FAILED: 8 of 48 checks failed**" in (out / "README.md").read_text()
+    assert f"**Validation FAILED: 8 of {CHECKS} checks failed**" in (out / "README.md").read_text()
 
 
-def test_card_command_with_baselines_asks_the_scoring_module(
-    tmp_path, spec_file, fake_validator, monkeypatch
-):
-    import types
-
+def test_card_command_with_baselines_asks_the_scoring_module(tmp_path, spec_file, validator):
     out = tmp_path / "hub"
     run("publish", spec_file, "--out", out)
-    scoring = types.ModuleType("posgen.scoring")  # stand-in for the scoring issue's module
-    scoring.baseline_scores = lambda folder, config, split="test": {
-        "copy_previous": {"id_accuracy": 0.0625, "ood_accuracy": 0.0588}
-    }
-    monkeypatch.setitem(sys.modules, "posgen.scoring", scoring)
     result = run("card", out, "--baselines")
     assert result.exit_code == 0, result.output
     card = (out / "README.md").read_text()
-    assert "| recursive | copy_previous | 0.0625 | 0.0588 |" in card
+    assert "| recursive | oracle | 1.0000 | 1.0000 |" in card
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,16 @@
 """The card's YAML front matter: what the Hub and ``datasets`` read.
 
-``configs`` maps each config to its Parquet files per split (the first config is the
+``configs`` maps each config to its data files per split (the first config is the
 default), so ``load_dataset(DIR, "<config>")`` needs no loading script; ``dataset_info``
-(from :mod:`posgen.card.dataset_info`) declares features and split sizes.
+(from :mod:`posgen.card.dataset_info`) declares features and split sizes; huggingface_hub's
+``DatasetCardData`` orders and writes the header as the Hub does.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import yaml
+from huggingface_hub import DatasetCardData
 
 from posgen.store.formats import manifest_format
 from posgen.store.manifest import Manifest
@@ -73,21 +74,19 @@ def configs_block(manifest: Manifest) -> list[dict[str, Any]]:
     return configs
 
 
-def front_matter(manifest: Manifest, info: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def front_matter(manifest: Manifest, info: list[dict[str, Any]] | None = None) -> DatasetCardData:
     """The whole YAML header; ``dataset_info`` only when read from the data (``info``)."""
-    header: dict[str, Any] = {
-        "pretty_name": f"POSGEN ({manifest.benchmark.name})",
-        "license": LICENSE,
-        "task_categories": list(TASK_CATEGORIES),
-        "size_categories": [size_category(total_rows(manifest))],
-        "tags": list(TAGS),
-        "configs": configs_block(manifest),
-    }
-    if info is not None:
-        header["dataset_info"] = info
-    return header
+    return DatasetCardData(
+        pretty_name=f"POSGEN ({manifest.benchmark.name})",
+        license=LICENSE,
+        task_categories=list(TASK_CATEGORIES),
+        size_categories=[size_category(total_rows(manifest))],
+        tags=list(TAGS),
+        configs=configs_block(manifest),
+        dataset_info=info,
+    )
 
 
-def render_front_matter(header: dict[str, Any]) -> str:
-    """The header between ``---`` lines."""
-    return "---\n" + yaml.safe_dump(header, sort_keys=False, width=100) + "---"
+def render_front_matter(header: DatasetCardData) -> str:
+    """The header between ``---`` lines, as ``huggingface_hub`` writes a card's metadata."""
+    return "---\n" + header.to_yaml() + "\n---"

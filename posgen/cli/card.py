@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
+from posgen import publish
 from posgen.card import write_card
 from posgen.cli.common import RunFailure, UsageProblems
 from posgen.cli.guard import os_error_problem
 from posgen.cli.paths import PathArg
 from posgen.errors import PosgenError
-from posgen.publish import scoring_baselines, validate_folder
 from posgen.store.manifest import read_manifest
 
 
@@ -41,11 +41,13 @@ def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: boo
     """
     manifest = read_manifest(folder)  # not a dataset: exit 2; a damaged manifest: exit 1
     try:
-        report = validate_folder(folder) if run_validation else None
+        report = publish.validate_folder(folder) if run_validation else None
         scores = None
         if baselines:
-            scores = {config: scoring_baselines(folder, config) for config in manifest.configs}
-        path = write_card(folder, report, scores, manifest=manifest)
+            scores = {
+                config: publish.scoring_baselines(folder, config) for config in manifest.configs
+            }
+        path = write_card(folder, report, scores)  # the manifest as it is now
     except ImportError as error:
         raise UsageProblems([f"{error.name or error} is not available: {error}"]) from None
     except PosgenError:

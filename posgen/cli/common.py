@@ -38,6 +38,22 @@ class RunFailure(RunError):
         self.exit_code = exit_code
 
 
+class TaskChoice(click.Choice):
+    """``--task`` choices: the registered tasks when the command line is parsed, so a task
+    registered with :func:`posgen.tasks.register_task` is accepted too."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(TASKS)
+
+    @choices.setter
+    def choices(self, value: object) -> None:
+        pass
+
+
 # flag name -> spec field
 SPEC_FLAGS: dict[str, str] = {
     "modulus": "modulus",
@@ -68,7 +84,7 @@ def spec_options(function: Callable[..., Any]) -> Callable[..., Any]:
             "--task",
             "tasks",
             multiple=True,
-            type=click.Choice(TASKS),
+            type=TaskChoice(),
             help="Task to include, repeatable (one config each). Default: all in the spec.",
         ),
         click.option("-m", "--modulus", type=int, help="Vocabulary size m. [17]"),

@@ -113,7 +113,7 @@ def generate(
             problems.append(f"{flag}: {error}")
     if problems:
         raise UsageProblems(problems)
-    check_features(bench, storage, None if part is None else (index, count), flag)
+    check_features(storage, None if part is None else (index, count), flag)
     if part is None:
         check_target(out, overwrite)
     else:

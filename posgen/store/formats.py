@@ -27,7 +27,7 @@ import posgen
 from posgen.arrow_io import PARQUET_OPTIONS, open_writer, row_schema, row_tables
 from posgen.errors import UsageError
 from posgen.generator import DEFAULT_BLOCK_ROWS
-from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.spec import TaskSpec
 from posgen.store.atomic import HashingFile, durable_file, write_atomically
 from posgen.store.layout import (
     ARROW_DATASET_DICT,
@@ -303,9 +303,7 @@ def manifest_format(manifest: Manifest) -> Format:
     return FORMATS[manifest.storage_format]
 
 
-def check_features(
-    bench: BenchmarkSpec, storage: str, part: tuple[int, int] | None, flag: str = "--part"
-) -> None:
+def check_features(storage: str, part: tuple[int, int] | None, flag: str = "--part") -> None:
     """Refuse what a format cannot do, in one place: ``--part`` runs write Parquet only."""
     if storage not in FORMATS:
         raise FormatUnsupported(f"unknown format {storage!r}; formats: {', '.join(FORMATS)}")

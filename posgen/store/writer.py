@@ -138,7 +138,7 @@ def write_dataset(
     validates there first). An ``OSError`` (disk full, file too large) becomes
     :class:`~posgen.store.atomic.WriteFailed` naming the file by its path under ``out``.
     """
-    check_features(bench, storage, part)
+    check_features(storage, part)
     out = Path(out)
     if part is not None:
         from posgen.store.parts import write_part
