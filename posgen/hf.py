@@ -13,6 +13,7 @@ from posgen.spec import TaskSpec
 from posgen.store.check import verify_dataset
 from posgen.store.formats import folder_format, manifest_format
 from posgen.store.layout import DEFAULT_ROW_GROUP_BYTES, generation_rows, rows_per
+from posgen.store.pinned import read_whole
 
 if TYPE_CHECKING:
     import datasets
@@ -65,10 +66,15 @@ def load(path: str | Path, config: str | None = None, verify: bool = True) -> da
     ``datasets.load_from_disk``. With ``verify`` (the default) every file of ``config`` (of
     all configs when ``None``) is first checked against ``posgen.json``
     (:func:`posgen.store.check.verify_dataset`: size, sha256, rows, footer) and
-    :class:`posgen.store.DamagedDataset` is raised, naming each damaged file.
+    :class:`posgen.store.DamagedDataset` is raised, naming each damaged file. Loading sees
+    one dataset even while ``generate --overwrite`` replaces it (the old one or the new one).
     """
     root = Path(path)
-    if verify:
-        manifest = verify_dataset(root, [config] if config else None)
-        return manifest_format(manifest).load(root, config or next(iter(manifest.configs)))
-    return folder_format(root, config).load(root, config)
+
+    def read() -> datasets.DatasetDict:
+        if verify:
+            manifest = verify_dataset(root, [config] if config else None)
+            return manifest_format(manifest).load(root, config or next(iter(manifest.configs)))
+        return folder_format(root, config).load(root, config)
+
+    return read_whole(root, read)  # a folder replaced meanwhile is loaded again, whole

@@ -26,7 +26,10 @@ LABELS = {
     "bomb": "resource bombs (alias bombs, deep nesting, lying headers, huge counts), "
     "{ok} refused before using the memory they ask for",
     "path_escape": "path-escape attempts, {ok} refused without reading or writing outside",
-    "race": "concurrency races, {ok} seen whole (old or new, never mixed)",
+    "race": "concurrency races (readers during a replace, owners in other PID namespaces, "
+    "killed parents' workers, parts finishing at once), {ok} seen whole with nothing lost",
+    "target": "targets holding something else (user files, other datasets, symlinks), "
+    "{ok} refused or followed with no file outside the target changed",
     "unexpected": "unexpected exceptions at the top of the CLI, {ok} shown as one error line",
 }
 

@@ -138,19 +138,6 @@ def test_the_next_run_reports_the_leftovers_it_cleans_up(tmp_path, reference):
     assert not stale.exists() and snapshot(out) == reference["new"]
 
 
-def test_a_build_folder_of_a_running_process_is_left_alone(tmp_path):
-    out = tmp_path / "ds"
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        busy = tmp_path / f".ds{posgen.store.atomic.TMP_TAG}{sleeper.pid}-0badf00d"
-        busy.mkdir()
-        assert recover(out) == [f"left {busy} alone: the process building it is still running"]
-        assert busy.exists()
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-
-
 def test_a_parked_dataset_is_restored_when_a_run_died_between_its_renames(tmp_path):
     parked = tmp_path / f".ds{posgen.store.atomic.OLD_TAG}1a2b3c4d"
     parked.mkdir()
@@ -161,17 +148,29 @@ def test_a_parked_dataset_is_restored_when_a_run_died_between_its_renames(tmp_pa
     assert (tmp_path / "ds" / "posgen.json").read_text() == "{}"
 
 
-def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(tmp_path, monkeypatch):
+@pytest.mark.parametrize("commit", ["exchange", "two renames"])
+def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(
+    tmp_path, monkeypatch, commit
+):
     out = tmp_path / "ds"
     out.mkdir()
     (out / "posgen.json").write_text("old")
-    real_rename = os.rename
+    real_rename, real_exchange = os.rename, posgen.store.atomic.exchange
 
     def rename_then_signal(src, dst):
         real_rename(src, dst)
         os.kill(os.getpid(), signal.SIGTERM)  # arrives between the two renames
 
-    monkeypatch.setattr(posgen.store.atomic.os, "rename", rename_then_signal)
+    def exchange_then_signal(a, b):
+        assert real_exchange(a, b)  # Linux: one step
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives before the old one is deleted
+        return True
+
+    if commit == "exchange":
+        monkeypatch.setattr(posgen.store.atomic, "exchange", exchange_then_signal)
+    else:
+        monkeypatch.setattr(posgen.store.atomic, "exchange", lambda a, b: False)
+        monkeypatch.setattr(posgen.store.atomic.os, "rename", rename_then_signal)
     with pytest.raises(Interrupted) as stopped, atomic_folder(out, overwrite=True) as build:
         (build / "posgen.json").write_text("new")
     assert stopped.value.exit_code == 128 + signal.SIGTERM and stopped.value.completed
@@ -192,6 +191,7 @@ def test_a_failure_between_the_renames_puts_the_old_dataset_back(tmp_path, monke
             raise OSError(5, "Input/output error")
         real_rename(src, dst)
 
+    monkeypatch.setattr(posgen.store.atomic, "exchange", lambda a, b: False)  # no renameat2
     monkeypatch.setattr(posgen.store.atomic.os, "rename", fail_second)
     with pytest.raises(OSError), atomic_folder(out, overwrite=True) as build:
         (build / "posgen.json").write_text("new")

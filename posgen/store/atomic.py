@@ -3,17 +3,21 @@
 :func:`durable_file` and :func:`write_atomically` write one file: to a hidden temporary
 sibling, fsynced, then renamed over the name (readers see the old file or the new one).
 
-:func:`atomic_folder` builds into a hidden sibling ``.NAME.posgen-tmp-PID-XXXX`` and
-renames it into place at the end; on any error, or on SIGTERM, SIGINT or SIGHUP (turned
-into :class:`Interrupted` while the build runs), the sibling is removed and the target is
-untouched. With ``overwrite`` an existing dataset is replaced only after the new one is
-complete, and only when it is a posgen dataset (it holds ``posgen.json``) or empty: it is
-parked as ``.NAME.posgen-old-XXXX``, the build is renamed in, then the parked one removed.
-Signals that arrive during those two renames are held back until both are done.
+:func:`atomic_folder` builds into a hidden sibling ``.NAME.posgen-tmp-RUNID`` that its run
+owns (locks, :mod:`posgen.store.lock`) and renames it into place at the end; on any error,
+or on SIGTERM, SIGINT or SIGHUP (turned into :class:`Interrupted` while the build runs),
+the sibling is removed and the target is untouched. With ``overwrite`` an existing dataset
+is replaced only after the new one is complete, and only when it is a posgen dataset (it
+holds ``posgen.json``) or empty: the two folders are exchanged in one step where the system
+can (Linux), else the old one is parked as ``.NAME.posgen-old-XXXX`` and the build renamed
+in; then the old one is removed. Signals that arrive meanwhile are held back until the
+target is complete. A symlink ``--out`` is followed (:func:`resolve_target`): the dataset
+is built and replaced where it points, and the link is kept.
 
 A run killed outright (SIGKILL, power loss) can leave a build folder or a parked dataset;
 :func:`recover` (called by the next run) removes the first and restores the second when
-the target is missing. Worked example, a run killed between the two renames::
+the target is missing, but only once no live process owns it (its lock is free), in any
+PID namespace. Worked example, a run killed between the two renames::
 
     out/.ds.posgen-old-1a2b3c4d   (the previous dataset, parked)
     out/ds                        (absent)
@@ -22,6 +26,7 @@ the target is missing. Worked example, a run killed between the two renames::
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import os
@@ -45,6 +50,7 @@ from posgen.store.layout import (
     temporaries_of,
     temporary_name,
 )
+from posgen.store.lock import claim, fresh_file, fresh_folder, owned, remove_unowned
 
 MARKER = MANIFEST_NAME
 CAUGHT_SIGNALS = tuple(
@@ -140,7 +146,9 @@ def durable_file(path: Path) -> Iterator[HashingFile]:
     ``OSError`` (disk full, file too large) becomes :class:`WriteFailed` naming ``path``;
     on any failure the temporary file is removed. A symbolic link is followed: the file it
     names is replaced, never the link. A device or pipe (``/dev/stdout``, a FIFO) cannot be
-    replaced and is written in place.
+    replaced and is written in place. The temporary is locked by this process while it
+    writes (:mod:`posgen.store.lock`): unfinished copies left by killed writers are
+    removed, those of live writers left alone.
     """
     path = Path(path)
     target, streamed = write_target(path)
@@ -151,22 +159,25 @@ def durable_file(path: Path) -> Iterator[HashingFile]:
         except OSError as error:
             raise WriteFailed(path, error) from error
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in temporaries_of(target):
-        stale.unlink(missing_ok=True)
-    temporary = temporary_name(target)
+    temporary = None
     try:
-        with open(temporary, "wb") as handle:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in temporaries_of(target):
+            remove_unowned(stale)
+        temporary, fd = fresh_file(lambda: temporary_name(target))
+        with open(fd, "wb") as handle:
             sink = HashingFile(handle)
             yield sink
             handle.flush()
             os.fsync(handle.fileno())  # durable before it gets its name
-        os.replace(temporary, target)
+            os.replace(temporary, target)  # while still locked: no one removes it meanwhile
     except OSError as error:
-        temporary.unlink(missing_ok=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
         raise WriteFailed(path, error) from error
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
         raise
 
 
@@ -196,8 +207,25 @@ def write_atomically(path: Path, data: bytes) -> Path:
     return Path(path)
 
 
+def resolve_target(target: Path) -> Path:
+    """Where the dataset named ``target`` lives: ``target``, or the folder its symlink names.
+
+    A symbolic link as ``--out`` is followed (a dangling one too: the folder is created
+    where it points), so the link keeps pointing at the dataset and is never replaced by a
+    folder or parked. A link that loops is refused.
+    """
+    target = Path(target)
+    if not target.is_symlink():
+        return target
+    real = Path(os.path.realpath(target))
+    if real.is_symlink() or real.parent.is_symlink():
+        raise OutputExistsError(f"{target} is a symbolic link that loops; nothing was written")
+    return real
+
+
 def check_target(target: Path, overwrite: bool) -> None:
     """Raise :class:`OutputExistsError` unless ``target`` may be (re)created."""
+    target = resolve_target(target)
     if not target.exists():
         return
     if not target.is_dir():
@@ -215,39 +243,51 @@ def leftovers(target: Path) -> list[Path]:
     return hidden_siblings(target, (TMP_TAG, OLD_TAG))
 
 
-def _builder_alive(build: Path) -> bool:
-    """Whether the process named in a build folder (``...posgen-tmp-PID-XXXX``) still runs."""
-    pid_text = build.name.rsplit(TMP_TAG, 1)[-1].split("-", 1)[0]
-    if not pid_text.isdigit() or int(pid_text) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover(target: Path) -> list[str]:
     """Clean up after killed runs; returns what was done, one line per leftover.
 
-    A replaced dataset parked as ``.NAME.posgen-old-*`` is moved back when ``target`` is
-    missing (the run died between its two renames); build folders are removed, except
-    those of a process that is still running (reported, left alone).
+    Each leftover is first claimed (:func:`posgen.store.lock.claim`): one that a live
+    process still owns (a running build, a dataset being replaced) is left alone, whatever
+    its name says. A replaced dataset parked as ``.NAME.posgen-old-*`` is moved back when
+    ``target`` is missing (the run died between its two renames); the rest is removed.
+    With ``target`` a symbolic link, the leftovers next to the folder it names are seen too.
     """
     target = Path(target)
     actions = []
-    for stale in leftovers(target):
-        if OLD_TAG in stale.name and not target.exists():
-            os.rename(stale, target)
-            actions.append(f"restored {target} from {stale.name} (a run died while replacing it)")
-        elif TMP_TAG in stale.name and _builder_alive(stale):
-            actions.append(f"left {stale} alone: the process building it is still running")
-        else:
-            shutil.rmtree(stale, ignore_errors=True)
-            actions.append(f"removed leftover {stale} of an interrupted run")
+    names = dict.fromkeys([target, resolve_target(target) if target.is_symlink() else target])
+    for name in names:
+        for stale in leftovers(name):
+            actions += _recover_one(stale, name)
     return actions
+
+
+def _recover_one(stale: Path, target: Path) -> list[str]:
+    with claim(stale) as state:
+        if state == "gone":
+            return []
+        if state == "busy":
+            return [f"left {stale} alone: a running process still owns it"]
+        if state == "unknown":
+            return [
+                f"left {stale} alone: the file system has no locks, so whether a run still "
+                "owns it is unknown; remove it by hand once no posgen run uses it"
+            ]
+        if OLD_TAG in stale.name and not os.path.lexists(target):
+            os.rename(stale, target)
+            return [f"restored {target} from {stale.name} (a run died while replacing it)"]
+        _remove(stale)
+    if os.path.lexists(stale):
+        return [f"could not remove leftover {stale} of an interrupted run; remove it by hand"]
+    return [f"removed leftover {stale} of an interrupted run"]
+
+
+def _remove(path: Path) -> None:
+    """Remove a leftover: a link or file is unlinked (never followed), a folder deleted."""
+    if path.is_symlink() or not path.is_dir():
+        with suppress(FileNotFoundError):
+            path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class _SignalGuard:
@@ -291,16 +331,16 @@ class _SignalGuard:
 
 @contextmanager
 def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh build folder; on success it becomes ``target``."""
-    target = Path(target)
+    """Yield a fresh build folder, owned (locked) by this process; on success it becomes
+    ``target`` (the folder a symlink ``target`` names)."""
+    target = resolve_target(Path(target))
     check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     recover(target)
     guard = _SignalGuard()
     guard.install()
-    build = hidden_sibling(target, TMP_TAG)
+    build, owner = fresh_folder(lambda: hidden_sibling(target, TMP_TAG, pid=False))
     try:
-        build.mkdir()
         yield build
         _fsync_tree(build)
         check_target(target, overwrite)
@@ -308,23 +348,80 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
             _commit(build, target)
     except BaseException:
         guard.deferring = True  # a second Ctrl-C must not stop the clean-up half-way
-        shutil.rmtree(build, ignore_errors=True)
+        if os.path.lexists(build):
+            shutil.rmtree(build, ignore_errors=True)
+        os.close(owner)
+        owner = -1
         recover(target)  # puts a parked dataset back if the commit failed half-way
         raise
     finally:
+        if owner >= 0:
+            os.close(owner)
         guard.restore()
 
 
 def _commit(build: Path, target: Path) -> None:
-    """Rename ``build`` to ``target``, parking and then deleting what was there."""
-    old = None
-    if target.exists():
-        old = hidden_sibling(target, OLD_TAG, pid=False)
-        os.rename(target, old)
-    os.rename(build, target)
-    _fsync_dir(target.parent)
-    if old is not None:
+    """Put ``build`` at ``target``; a dataset there is replaced whole and then deleted.
+
+    Where the system can (Linux ``renameat2``), the two folders are exchanged in one step,
+    so ``target`` is never missing; elsewhere the old one is parked as
+    ``.NAME.posgen-old-*`` first. Either way the old dataset stays locked by this run
+    until it is deleted, so no other run restores or removes it meanwhile.
+    """
+    if not os.path.lexists(target):
+        rename_new(build, target)
+        fsync_dir(target.parent)
+        return
+    with owned(target):
+        if exchange(build, target):
+            old = build  # the old dataset now sits at the build folder's name
+        else:
+            old = hidden_sibling(target, OLD_TAG, pid=False)
+            os.rename(target, old)
+            os.rename(build, target)
+        fsync_dir(target.parent)
         shutil.rmtree(old, ignore_errors=True)
+
+
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+"""``renameat2`` flags (Linux): fail if the new name exists; swap the two names."""
+
+
+def _renameat2(src: Path, dst: Path, flags: int) -> bool:
+    """``renameat2(src, dst, flags)``; False where the system or file system lacks it."""
+    call = getattr(_LIBC, "renameat2", None) if _LIBC is not None else None
+    if call is None:
+        return False
+    at_cwd = -100
+    if call(at_cwd, os.fsencode(src), at_cwd, os.fsencode(dst), flags) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(src), None, str(dst))
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap the folders ``a`` and ``b`` in one step; False where that is unsupported."""
+    return _renameat2(a, b, RENAME_EXCHANGE)
+
+
+def rename_new(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``, never replacing something that appeared at ``dst``."""
+    if not _renameat2(src, dst, RENAME_NOREPLACE):
+        if os.path.lexists(dst):
+            raise OutputExistsError(f"{dst} appeared while the dataset was built; it was kept")
+        os.rename(src, dst)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def _fsync_tree(root: Path) -> None:
@@ -333,10 +430,10 @@ def _fsync_tree(root: Path) -> None:
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
         elif path.is_dir():
-            _fsync_dir(path)
+            fsync_dir(path)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     """Make a folder's entries (renames, new files) durable; a no-op where unsupported."""
     with suppress(OSError):
         handle = os.open(path, os.O_RDONLY)

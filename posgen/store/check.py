@@ -34,6 +34,7 @@ from posgen.store.manifest import (
     read_manifest,
     sha256_file,
 )
+from posgen.store.pinned import read_whole
 
 
 @dataclass(frozen=True)
@@ -169,9 +170,14 @@ def check_dataset(
     """Problems found in the dataset at ``root`` (empty when it matches its manifest).
 
     ``configs`` limits the file checks to those configs; ``hashes=False`` skips the sha256
-    pass (sizes, footers and the manifest are still checked).
+    pass (sizes, footers and the manifest are still checked). A folder replaced during the
+    check is checked again (:func:`posgen.store.pinned.read_whole`).
     """
     root = Path(root)
+    return read_whole(root, lambda: _check(root, configs, hashes))
+
+
+def _check(root: Path, configs: list[str] | None, hashes: bool) -> list[str]:
     try:
         manifest = read_manifest(root)
     except DamagedDataset as error:

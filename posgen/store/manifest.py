@@ -325,7 +325,10 @@ def read_manifest(root: str | Path) -> Manifest:
     try:
         raw = read_bounded(path, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
-        raise NotADataset(root, [f"{root} has no {MANIFEST_NAME}: not a posgen dataset"]) from None
+        from posgen.store.parts import unfinished
+
+        why = unfinished(root) or f"{root} has no {MANIFEST_NAME}: not a posgen dataset"
+        raise NotADataset(root, [why]) from None
     except NotADirectoryError:
         raise NotADataset(root, [f"{root}: not a folder; not a posgen dataset"]) from None
     except PermissionError:

@@ -2,23 +2,33 @@
 
 The shards of a run are fixed by the spec and the shard size (:func:`posgen.store.layout.
 plan_benchmark`), and part ``I`` of ``N`` writes every N-th of them, starting with shard I
-(:func:`posgen.store.layout.part_of`). Each part writes its Parquet files into the target
-folder (temporary name, then rename) and records their manifest entries in
-``.posgen-parts/part-IIIII-of-NNNNN.json`` (a :class:`PartRecord`). When the last record is
-present, the folder is *finished*: ``posgen.json`` and ``README.md`` are written exactly as a
-single-process run writes them, and ``.posgen-parts`` is removed, so the folder is
-byte-identical to one written by ``posgen generate`` without ``--part``.
+(:func:`posgen.store.layout.part_of`). Until the run is finished, everything a part writes
+stays in the hidden folder ``OUT/.posgen-parts/``: its Parquet files (under the same
+relative paths they end up at) and its manifest entries in ``part-IIIII-of-NNNNN.json``
+(a :class:`PartRecord`). An unfinished folder therefore holds no data ``datasets`` would
+load (it skips hidden folders), and posgen names it as unfinished.
+
+When the last record is present the folder is *finished*, once, under a lock
+(:mod:`posgen.store.lock`): ``posgen.json`` and ``README.md`` are rendered into
+``.posgen-parts/`` exactly as a single-process run renders them, then the card, ``data/``
+and last the manifest are renamed into ``OUT``, and ``.posgen-parts`` is removed. A run
+killed at any step leaves a folder that either loads nothing or loads exactly the finished
+data; ``posgen merge OUT`` completes it. The result is byte-identical to ``posgen generate``
+without ``--part``.
 
 Parts run anywhere: in one shared folder (the last part to finish finishes it), or in separate
 folders on separate machines, copied into one folder afterwards (hidden files included, e.g.
 ``rsync -a part*/ OUT/``) and finished with ``posgen merge OUT``; ``posgen merge OUT DIR...``
-moves the parts' files in for you.
+moves the parts' files in for you. ``OUT`` must then be missing, empty, or an unfinished
+folder of the same run: merge never writes over anything else.
 """
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Literal
@@ -28,10 +38,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from posgen.arrow_io import PARQUET_OPTIONS
 from posgen.errors import UsageError, problem_lines
 from posgen.spec import BenchmarkSpec
-from posgen.store.atomic import MARKER, OutputExistsError, write_atomically
+from posgen.store.atomic import (
+    MARKER,
+    OutputExistsError,
+    fsync_dir,
+    resolve_target,
+    write_atomically,
+)
 from posgen.store.check import check_files, verify_dataset
 from posgen.store.formats import Progress
 from posgen.store.layout import (
+    CARD_NAME,
     DEFAULT_ROW_GROUP_BYTES,
     DEFAULT_SHARD_BYTES,
     FILE_TMP_TAG,
@@ -41,12 +58,15 @@ from posgen.store.layout import (
     part_record_name,
     plan_benchmark,
 )
+from posgen.store.lock import remove_unowned
 from posgen.store.manifest import (
     DamagedDataset,
     FileEntry,
     Manifest,
     build_manifest,
     read_bounded,
+    read_manifest,
+    sha256_file,
 )
 from posgen.store.writer import finish_folder, write_shards
 
@@ -93,16 +113,23 @@ class PartRecord(BaseModel):
 
 
 def check_part_target(out: Path, bench: BenchmarkSpec) -> None:
-    """Refuse a folder holding a finished dataset, other files, or parts of another run."""
+    """Refuse a folder holding a finished dataset, other files, or parts of another run.
+
+    A part may only write into a missing or empty folder, or an unfinished part folder of
+    the same benchmark (it holds nothing but ``.posgen-parts/``).
+    """
+    out = resolve_target(out)
     if not out.exists():
         return
     if not out.is_dir():
         raise OutputExistsError(f"{out} exists and is not a folder; nothing was written")
     if (out / MARKER).exists():
         raise OutputExistsError(
-            f"{out} holds a finished dataset ({MARKER}); remove it before writing parts into it"
+            f"{out} holds a finished dataset ({MARKER}); refusing to write parts into it"
         )
-    others = sorted(p.name for p in out.iterdir() if p.name not in ("data", PARTS_DIR))
+    if (out / PARTS_DIR / MARKER).exists():
+        raise PartsError(f"{out}: every part is written; finish it with `posgen merge {out}`")
+    others = sorted(p.name for p in out.iterdir() if p.name != PARTS_DIR)
     if others:
         raise OutputExistsError(
             f"{out} holds files that are not posgen parts ({', '.join(others[:3])}); "
@@ -114,6 +141,24 @@ def check_part_target(out: Path, bench: BenchmarkSpec) -> None:
                 f"{out} holds parts of another benchmark (spec id {record.spec_id}, "
                 f"this one is {bench.spec_id})"
             )
+
+
+def unfinished(root: Path) -> str | None:
+    """Why ``root`` is not loadable yet when it is an unfinished part folder, else None.
+
+    >>> unfinished(Path("/nonexistent")) is None
+    True
+    """
+    staging = Path(root) / PARTS_DIR
+    if (Path(root) / MARKER).exists() or not staging.is_dir():
+        return None
+    names = sorted(p.name for p in staging.glob("part-*-of-*.json"))
+    count = names[0].removesuffix(".json").rpartition("-of-")[2].lstrip("0") if names else ""
+    done = f" ({len(names)} of {count} parts written)" if count.isdigit() else ""
+    return (
+        f"{root} is an unfinished --part run{done}: write the missing parts, then "
+        f"`posgen merge {root}`"
+    )
 
 
 def write_part(
@@ -132,13 +177,14 @@ def write_part(
     """
     if not 0 <= index < count:
         raise PartsError(f"part {index}/{count}: need 0 <= I < N")
-    out = Path(out)
+    out = resolve_target(out)
     check_part_target(out, bench)
     plan = plan_benchmark(bench, shard_bytes)
     mine = part_of(plan, index, count)
-    (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
+    staging = out / PARTS_DIR
+    staging.mkdir(parents=True, exist_ok=True)
     entries = write_shards(
-        out, mine, dict(bench.configs), num_proc, row_group_bytes, progress=progress
+        staging, mine, dict(bench.configs), num_proc, row_group_bytes, progress=progress
     )
     record = PartRecord(
         spec_id=bench.spec_id,
@@ -149,13 +195,21 @@ def write_part(
         row_group_bytes=row_group_bytes,
         files=entries,
     )
-    # Keys unsorted: the order of the configs is the order of the card's configs.
-    body = json.dumps(record.model_dump(mode="json"), indent=2) + "\n"
-    write_atomically(out / PARTS_DIR / part_record_name(index, count), body.encode())
+    write_atomically(staging / part_record_name(index, count), _record_bytes(record))
     try:
         return finish_parts(out)
     except IncompleteError:
         return None
+
+
+def _record_bytes(record: PartRecord) -> bytes:
+    # Keys unsorted: the order of the configs is the order of the card's configs.
+    return (json.dumps(record.model_dump(mode="json"), indent=2) + "\n").encode()
+
+
+PUBLISHED = (CARD_NAME, "data", MARKER)
+"""What finishing renames from ``.posgen-parts/`` into the folder, in this order: the card
+first (its configs name exactly the finished files), the data, the manifest last."""
 
 
 def finish_parts(out: Path) -> Manifest:
@@ -163,22 +217,41 @@ def finish_parts(out: Path) -> Manifest:
 
     Raises :class:`IncompleteError` while parts are missing, :class:`PartsError` when the
     records disagree, and :class:`~posgen.store.manifest.DamagedDataset` when a file does
-    not match its record (the same lines ``posgen validate`` prints).
+    not match its record (the same lines ``posgen validate`` prints). Parts finishing at
+    once take turns (a lock on ``.posgen-parts``); the later ones find it finished.
     """
-    out = Path(out)
-    records = _records(out)
-    if not records:
+    out = resolve_target(out)
+    staging = out / PARTS_DIR
+    try:
+        fd = os.open(staging, os.O_RDONLY)
+    except FileNotFoundError:
         if (out / MARKER).exists():  # finished already (perhaps by a concurrent part)
             return verify_dataset(out)
-        raise PartsError(f"{out} holds no posgen parts ({PARTS_DIR}/ is missing or empty)")
-    first = records[0]
-    for record in records[1:]:
-        for key in ("spec_id", "count", "shard_bytes", "row_group_bytes"):
-            if getattr(record, key) != getattr(first, key):
-                raise PartsError(
-                    f"parts disagree on {key}: {getattr(first, key)!r} (part {first.index}) vs "
-                    f"{getattr(record, key)!r} (part {record.index})"
-                )
+        raise PartsError(f"{out} holds no posgen parts ({PARTS_DIR}/ is missing)") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # one finisher at a time
+        if not staging.exists() or os.stat(staging).st_ino != os.fstat(fd).st_ino:
+            return verify_dataset(out)  # another part finished it while we waited
+        if not (staging / MARKER).exists():
+            _render(out, staging)
+        for name in PUBLISHED:
+            if (staging / name).exists():
+                if os.path.lexists(out / name):
+                    raise PartsError(f"{out / name} is in the way of the finished dataset")
+                os.rename(staging / name, out / name)
+        fsync_dir(out)
+        shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        os.close(fd)
+    return read_manifest(out)
+
+
+def _render(out: Path, staging: Path) -> None:
+    """Check the records and files in ``staging``; write its manifest and card there."""
+    records = _records(out)
+    if not records:
+        raise PartsError(f"{out} holds no posgen parts ({PARTS_DIR}/ is empty)")
+    first = _agreeing(records)
     count = first.count
     have = {record.index for record in records}
     if any(i not in have for i in range(count)):
@@ -194,37 +267,74 @@ def finish_parts(out: Path) -> Manifest:
         if entry is None:
             raise PartsError(f"no part recorded {shard.path}")
         entries.append(entry)
-    for stale in (out / "data").rglob(f".*{FILE_TMP_TAG}*"):
-        stale.unlink(missing_ok=True)
+    for stale in (staging / "data").rglob(f".*{FILE_TMP_TAG}*"):
+        remove_unowned(stale)
     files: dict[tuple[str, str], list[FileEntry]] = {}
     for shard, entry in zip(plan, entries, strict=True):
         files.setdefault((shard.config, shard.split), []).append(entry)
     problems = check_files(
-        out, build_manifest(bench, files, "parquet", PARQUET_OPTIONS), hashes=False
+        staging, build_manifest(bench, files, "parquet", PARQUET_OPTIONS), hashes=False
     )
     if problems:  # not finished: rerun the damaged part, then merge again
-        raise DamagedDataset(out, [str(p) for p in problems])
-    manifest = finish_folder(out, bench, plan, entries, "parquet")
-    shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
-    return manifest
+        raise DamagedDataset(out, [str(p).replace(f"/{PARTS_DIR}/", "/", 1) for p in problems])
+    finish_folder(staging, bench, plan, entries, "parquet")
+
+
+def _agreeing(records: list[PartRecord]) -> PartRecord:
+    """The first record, once every record agrees with it on the run's shape."""
+    first = records[0]
+    for record in records[1:]:
+        for key in ("spec_id", "count", "shard_bytes", "row_group_bytes"):
+            if getattr(record, key) != getattr(first, key):
+                raise PartsError(
+                    f"parts disagree on {key}: {getattr(first, key)!r} (part {first.index}) vs "
+                    f"{getattr(record, key)!r} (part {record.index})"
+                )
+    return first
 
 
 def merge_parts(out: Path, sources: list[Path]) -> Manifest:
-    """Move the files and part records of folders ``sources`` into ``out``, then finish it."""
-    out = Path(out)
-    for source in map(Path, sources):
-        if not (source / PARTS_DIR).is_dir():
-            raise PartsError(f"{source} holds no posgen parts ({PARTS_DIR}/ is missing)")
-        for path in sorted(p for p in source.rglob("*") if p.is_file()):
-            relative = path.relative_to(source)
-            if relative.parts[0] not in ("data", PARTS_DIR) or FILE_TMP_TAG in path.name:
-                continue
-            target = out / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists() and target.stat().st_size != path.stat().st_size:
-                raise PartsError(f"{target} exists and differs from {path}")
-            shutil.move(str(path), str(target))
+    """Move the files and part records of folders ``sources`` into ``out``, then finish it.
+
+    Everything is checked before anything moves: every source is a part folder, all parts
+    belong to one run, ``out`` is missing, empty or an unfinished folder of that run, and no
+    file already in ``out`` differs from the one that would replace it (merge never writes
+    over a file; an identical one is left as it is).
+    """
+    out = resolve_target(out)
+    moves: dict[Path, Path] = {}
+    records: list[PartRecord] = []
+    for source in map(resolve_target, map(Path, sources)):
+        if out.exists() and source.exists() and os.path.samefile(source, out):
+            continue
+        found = _records(source)
+        if not found:
+            raise PartsError(f"{source} holds no posgen parts ({PARTS_DIR}/ is missing or empty)")
+        for record in found:
+            staged = source / PARTS_DIR
+            for entry in record.files:
+                moves[staged / entry.path] = out / PARTS_DIR / entry.path
+            moves[staged / part_record_name(record.index, record.count)] = (
+                out / PARTS_DIR / part_record_name(record.index, record.count)
+            )
+        records += found
+    if records:
+        check_part_target(out, _agreeing(records).benchmark)
+        _agreeing(records + _records(out))
+    for source, target in moves.items():
+        if not source.is_file():
+            raise PartsError(f"{source} is listed in its part record but missing")
+        if os.path.lexists(target) and not _same_bytes(source, target):
+            raise PartsError(f"{target} exists and differs from {source}; nothing was moved")
+    for source, target in moves.items():  # records last: a part counts once its files are in
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not os.path.lexists(target):
+            shutil.move(str(source), str(target))
     return finish_parts(out)
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    return b.is_file() and a.stat().st_size == b.stat().st_size and sha256_file(a) == sha256_file(b)
 
 
 def _records(out: Path) -> list[PartRecord]:

@@ -25,10 +25,17 @@ Layout (file names in :mod:`posgen.store.layout`)::
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import suppress
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from posgen.generator import DEFAULT_BLOCK_ROWS
@@ -42,6 +49,7 @@ from posgen.store.layout import (
     Shard,
     plan_benchmark,
 )
+from posgen.store.lock import hold
 from posgen.store.manifest import FileEntry, Manifest, build_manifest, write_manifest
 
 Finish = Callable[[Path, Manifest], None]
@@ -65,8 +73,12 @@ def write_shards(
     block_rows: int = DEFAULT_BLOCK_ROWS,
     progress: Progress | None = None,
     storage: str = "parquet",
+    owner: Path | None = None,
 ) -> list[FileEntry]:
     """Write ``shards`` with ``num_proc`` processes; their entries, in the order given.
+
+    Worker processes end as soon as this process dies, however it dies, and each holds the
+    owner's lock (:mod:`posgen.store.lock`) on the folder ``owner`` while it lives.
 
     Every shard's bytes depend only on the shard and the spec, so the worker count changes
     nothing in the files (tests compare checksums of 1, 2 and 3 processes). Workers are
@@ -105,7 +117,16 @@ def write_shards(
     # for it. At most 2 * num_proc shards are queued at once to bound the pending futures.
     context = multiprocessing.get_context("spawn")
     workers = min(num_proc, len(shards))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    # Workers end when this process dies (their read end of `alive` sees EOF), and hold
+    # `owner`'s lock while they live, so no run removes the folder under them.
+    alive, keep_alive = context.Pipe(duplex=False)
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=watch_parent,
+        initargs=(alive, os.getpid(), owner),
+    )
+    with keep_alive, alive, pool:
         while queue or running:
             while queue and len(running) < 2 * workers:
                 i = queue.popleft()
@@ -114,6 +135,52 @@ def write_shards(
                 running[pool.submit(job, *args)] = i
             collect(block=True)
     return [entries[i] for i in range(len(shards))]
+
+
+_HELD: list[int] = []
+"""Descriptors a worker keeps open for its lifetime (its lock on the folder it writes)."""
+
+
+def watch_parent(alive: Connection, parent: int, owner: Path | None) -> None:
+    """Worker initializer: end when the parent process dies; hold ``owner``'s lock.
+
+    On Linux the kernel kills the worker when its parent dies (``PR_SET_PDEATHSIG``); a
+    parent that died before that was set is seen by its PID having changed. Elsewhere a
+    thread waits on ``alive``, a pipe whose only write end the parent holds: end-of-file
+    means the parent is gone. Either way a killed run's workers do not go on writing into
+    a folder the next run may remove.
+    """
+    if _LIBC is not None and hasattr(_LIBC, "prctl"):
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def wait() -> None:
+        with suppress(EOFError, OSError):
+            while True:
+                alive.recv_bytes()
+        os._exit(1)
+
+    if owner is not None:
+        fd = os.open(owner, os.O_RDONLY)
+        hold(fd, owner)
+        _HELD.append(fd)
+    threading.Thread(target=wait, name="posgen-parent-watch", daemon=True).start()
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _linux_libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _linux_libc()
 
 
 def write_dataset(
@@ -151,7 +218,7 @@ def write_dataset(
         try:
             entries = write_shards(
                 build, plan, dict(bench.configs), num_proc, row_group_bytes, block_rows,
-                progress, storage,
+                progress, storage, owner=build,
             )  # fmt: skip
             return finish_folder(build, bench, plan, entries, storage, finish)
         except WriteFailed as error:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from posgen.shortcuts import near_determined_counts
 from posgen.spec import TaskSpec
 from posgen.store.manifest import DamagedDataset, NotADataset
+from posgen.store.pinned import read_whole
 from posgen.validate.integrity import check_integrity, damaged_result
 from posgen.validate.report import Report
 from posgen.validate.run import AuditThresholds, stream_split
@@ -33,8 +35,25 @@ def validate(
 
     ``spec`` is needed when there is no manifest (``posgen.json``); with a manifest it
     must match the data's spec (integrity fails otherwise). ``config`` and ``split``
-    restrict the run. Raises :class:`posgen.validate.SourceError` for unusable input.
+    restrict the run. Raises :class:`posgen.validate.SourceError` for unusable input. A
+    folder replaced while it is read (``generate --overwrite``) is read again, so the report
+    is about one dataset (:func:`posgen.store.pinned.read_whole`).
     """
+    if isinstance(source, (str, Path)):  # a folder: the old or the new dataset, never both
+        return read_whole(
+            source, lambda: _validate(source, spec, config, split, thresholds=thresholds)
+        )
+    return _validate(source, spec, config, split, thresholds=thresholds)
+
+
+def _validate(
+    source: Any,
+    spec: TaskSpec | None,
+    config: str | None,
+    split: str | None,
+    *,
+    thresholds: AuditThresholds | None,
+) -> Report:
     started = time.perf_counter()
     limits = thresholds or AuditThresholds()
     try:

@@ -24,6 +24,7 @@ from posgen.store.check import inside
 from posgen.store.formats import DATA_SUFFIXES, Format, format_of, manifest_format
 from posgen.store.layout import MANIFEST_NAME
 from posgen.store.manifest import Manifest, read_manifest
+from posgen.store.parts import unfinished
 
 BATCH_TOKENS = 1 << 22
 """Tokens per streamed batch: bounds memory (a few tens of MB of work arrays)."""
@@ -129,6 +130,8 @@ def resolve(source: Any, spec: TaskSpec | None, config: str | None, split: str |
         path = Path(source)
         if path.is_dir() and (path / MANIFEST_NAME).exists():
             return _from_manifest(path, spec, config, split)
+        if path.is_dir() and unfinished(path):
+            raise SourceError(unfinished(path))
         if path.is_dir():
             return _from_folder(path, _need_spec(spec, str(path)), config, split)
         if path.is_file():

@@ -1,0 +1,322 @@
+"""Concurrent runs and readers: nothing a live process owns is removed, readers see one dataset.
+
+Issue 13, items 7, 8 and 9: build folders owned by live processes whatever PID their name
+carries (and runs in separate PID namespaces, both PID 1), readers (``validate``,
+``posgen.hf.load``, the integrity check) while ``generate --overwrite`` replaces the folder,
+and the workers of a ``generate --num-proc 2`` killed with SIGKILL. Every wait is bounded by
+a generous timeout that only guards against a hang; no test asserts how long anything took.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import posgen.store.check
+import posgen.store.formats
+import posgen.validate.run
+from posgen.cli import main
+from posgen.hf import load
+from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.store import check_dataset, write_dataset
+from posgen.store.atomic import TMP_TAG, leftovers, recover
+from posgen.store.pinned import DatasetReplaced
+from posgen.validate import validate
+from tests.hardening_counts import record
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+GUARD = 120
+"""Seconds after which a wait counts as hung (a failure guard, never a timing check)."""
+
+
+def bench(seed: int) -> BenchmarkSpec:
+    fields = dict(train_size=400, val_size=20, test_size=20, test_length=[96], seed=seed)
+    return BenchmarkSpec(
+        name="race", configs={t: TaskSpec(task=t, **fields) for t in ("cot", "recursive")}
+    )
+
+
+def spec_seed(root: Path) -> int:
+    from posgen.store import read_manifest
+
+    return read_manifest(root).configs["cot"].spec.seed
+
+
+OWNER = """
+import sys
+from pathlib import Path
+with owned(Path(sys.argv[1])):
+    print("owned", flush=True)
+    sys.stdin.read()
+"""
+
+
+def start_owner(path: Path, *prefix: str) -> subprocess.Popen:
+    """A process that holds the owner's lock on ``path`` until its stdin closes."""
+    proc = subprocess.Popen([*prefix, sys.executable, "-c", OWNER, str(path)], env=ENV,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "owned"
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.stdin.close()
+    proc.wait(timeout=GUARD)
+
+
+NAMES = {
+    "this process's PID": lambda: os.getpid(),
+    "PID 1": lambda: 1,
+    "a PID no process has": lambda: 4_000_000,
+    "a random run id": lambda: "5f3a9c1e",
+}
+
+
+@pytest.mark.parametrize("case", list(NAMES))
+def test_a_build_folder_is_left_alone_while_its_owner_lives_whatever_its_name(tmp_path, case):
+    out = tmp_path / "ds"
+    busy = tmp_path / f".ds{TMP_TAG}{NAMES[case]()}-0badf00d"
+    busy.mkdir()
+    owner = start_owner(busy)
+    try:
+        kept = recover(out) == [f"left {busy} alone: a running process still owns it"]
+        kept = kept and busy.is_dir()
+    finally:
+        stop(owner)
+    removed = recover(out) == [f"removed leftover {busy} of an interrupted run"]
+    ok = kept and removed and not busy.exists()
+    record("race", f"owned build folder named with {case}", ok)
+    assert ok
+
+
+def test_a_dataset_being_replaced_is_neither_restored_nor_removed_by_another_run(tmp_path):
+    out = tmp_path / "ds"
+    write_dataset(bench(1), out)
+    parked = tmp_path / ".ds.posgen-old-1a2b3c4d"
+    os.rename(out, parked)  # a run between its two renames (the fallback commit)
+    owner = start_owner(parked)
+    try:
+        kept = recover(out) == [f"left {parked} alone: a running process still owns it"]
+        kept = kept and parked.is_dir() and not out.exists()
+    finally:
+        stop(owner)
+    restored = recover(out)[0].startswith(f"restored {out}") and check_dataset(out) == []
+    record("race", "parked dataset owned by a live run", kept and restored)
+    assert kept and restored
+
+
+def _unshare_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",
+             "import os; print(os.getpid())"]  # fmt: skip
+    try:
+        done = subprocess.run(probe, capture_output=True, text=True, timeout=GUARD)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0 and done.stdout.strip() == "1"
+
+
+HOLD_BUILD = """
+import sys
+from pathlib import Path
+from posgen.store.atomic import atomic_folder
+with atomic_folder(Path(sys.argv[1]), overwrite=True) as build:
+    (build / "posgen.json").write_text("{}")
+    print(build, flush=True)
+    sys.stdin.read()
+print("committed", flush=True)
+"""
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs unshare --pid (root, Linux)")
+def test_two_runs_that_are_both_pid_1_keep_their_own_build_folders(tmp_path):
+    out = tmp_path / "ds"
+    ns = ["unshare", "--pid", "--fork", "--mount-proc"]
+    first = subprocess.Popen([*ns, sys.executable, "-c", HOLD_BUILD, str(out)], env=ENV,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    build = Path(first.stdout.readline().strip())
+    second = subprocess.run(
+        [*ns, sys.executable, "-m", "posgen", "generate", "--out", str(out), "-q",
+         "--task", "cot", "--train-size", "50", "--val-size", "10", "--test-size", "10"],
+        env=ENV, capture_output=True, text=True, timeout=GUARD,
+    )  # fmt: skip
+    kept = build.is_dir() and second.returncode == 0 and check_dataset(out) == []
+    first.stdin.close()
+    committed = first.wait(timeout=GUARD) == 0 and first.stdout.read().strip() == "committed"
+    ok = kept and committed and leftovers(out) == []
+    record("race", "two runs, both PID 1 in their namespaces", ok)
+    assert ok, second.stderr
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    if int(handle.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError, ValueError):
+                continue
+    return found
+
+
+def _dead(pid: int) -> bool:
+    return _state(pid) in ("Z", "X", "gone")
+
+
+BIG = ["--task", "cot", "--task", "semirecursive", "-m", "97", "--train-size", "200000",
+       "--val-size", "2000", "--test-size", "2000", "--shard-mb", "1",
+       "--num-proc", "2"]  # fmt: skip
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("part", [None, "0/2"])
+def test_sigkill_of_a_parallel_run_ends_its_workers_and_keeps_their_folder(tmp_path, part):
+    out = tmp_path / "ds"
+    extra = ["--part", part] if part else []
+    proc = subprocess.Popen([sys.executable, "-m", "posgen", "generate", "--out", str(out), "-q",
+                             *BIG, *extra], env=ENV, cwd=ROOT)  # fmt: skip
+    deadline = time.monotonic() + GUARD
+    written = (lambda: any(out.glob(".posgen-parts/data/*/.*.tmp-*"))) if part else (
+        lambda: any(tmp_path.glob(f".ds{TMP_TAG}*/data/*/.*.tmp-*")))  # fmt: skip
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(_children(proc.pid)) >= 3 and written():  # two workers and the resource tracker
+            break
+        time.sleep(0.01)
+    if proc.poll() is not None:
+        pytest.skip("the run finished before its workers were seen")
+    children = _children(proc.pid)
+    proc.kill()
+    proc.wait(timeout=GUARD)
+    safe = True
+    if not part:  # the build folder is removed only once no worker lives
+        recover(out)
+        alive = [pid for pid in children if not _dead(pid)]
+        safe = not alive or any(tmp_path.glob(f".ds{TMP_TAG}*"))
+    while time.monotonic() < deadline and not all(_dead(pid) for pid in children):
+        time.sleep(0.05)
+    ended = all(_dead(pid) for pid in children)
+    if not part:
+        recover(out)
+        safe = safe and leftovers(out) == []
+    ok = ended and safe
+    record("race", f"SIGKILL of generate --num-proc 2{' --part ' + part if part else ''}", ok)
+    assert ended, [(pid, _state(pid)) for pid in children]
+    assert safe
+
+
+def _replace_during(monkeypatch, module, name: str, root: Path, times: int = 1) -> list[int]:
+    """Patch ``module.name`` so that its first ``times`` calls first replace ``root`` (a
+    ``generate --overwrite`` landing mid-read) with a dataset of the next seed."""
+    real = getattr(module, name)
+    done: list[int] = []
+
+    def replacing(*args, **kwargs):
+        if len(done) < times:
+            seed = spec_seed(root) + 1
+            write_dataset(bench(seed), root, overwrite=True)
+            done.append(seed)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, replacing)
+    return done
+
+
+READS = {
+    "validate, replaced at the first file hash": (posgen.store.check, "sha256_file"),
+    "validate, replaced while streaming tokens": (posgen.validate.run, "decode_batch"),
+}
+
+
+@pytest.mark.parametrize("case", list(READS))
+def test_validate_during_a_replace_reports_on_one_whole_dataset(tmp_path, monkeypatch, case):
+    root = tmp_path / "ds"
+    write_dataset(bench(1), root)
+    module, name = READS[case]
+    replaced = _replace_during(monkeypatch, module, name, root)
+    report = validate(root)
+    ok = replaced == [2] and report.ok and spec_seed(root) == 2
+    record("race", case, ok)
+    assert ok, [c.message for c in report.checks if not c.ok]
+
+
+def test_the_integrity_check_during_a_replace_checks_one_whole_dataset(tmp_path, monkeypatch):
+    root = tmp_path / "ds"
+    write_dataset(bench(1), root)
+    replaced = _replace_during(monkeypatch, posgen.store.check, "sha256_file", root)
+    ok = check_dataset(root) == [] and replaced == [2]
+    record("race", "integrity check, replaced at the first file hash", ok)
+    assert ok
+
+
+def test_load_during_a_replace_returns_the_new_dataset_whole(tmp_path, monkeypatch):
+    root = tmp_path / "ds"
+    write_dataset(bench(1), root)
+    fmt = posgen.store.formats.FORMATS["parquet"]
+    replaced = _replace_during(monkeypatch, type(fmt), "load", root)
+    loaded = load(root, "cot")
+    fresh = load(root, "cot")
+    ok = replaced == [2] and loaded["train"]["tokens"][:5] == fresh["train"]["tokens"][:5]
+    record("race", "load, replaced between the check and the load", ok)
+    assert ok
+
+
+def test_a_folder_replaced_during_every_read_is_one_error_line(tmp_path, monkeypatch):
+    root = tmp_path / "ds"
+    write_dataset(bench(1), root)
+    _replace_during(monkeypatch, posgen.store.check, "sha256_file", root, times=100)
+    with pytest.raises(DatasetReplaced):
+        validate(root)
+    result = CliRunner().invoke(main, ["validate", str(root)])
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    ok = result.exit_code == 1 and len(lines) == 1 and "was replaced" in lines[0]
+    record("race", "validate, replaced during every read", ok)
+    assert ok, result.output
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from posgen.store import write_dataset
+from tests.test_races import bench
+for seed in range(2, 2 + int(sys.argv[2])):
+    write_dataset(bench(seed), Path(sys.argv[1]), overwrite=True)
+"""
+
+
+def test_validate_beside_a_real_writer_never_reports_a_false_failure(tmp_path):
+    root = tmp_path / "ds"
+    write_dataset(bench(1), root)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root), "6"], env=ENV, cwd=ROOT)
+    failures, reads = [], 0
+    try:
+        while writer.poll() is None or reads == 0:
+            try:
+                report = validate(root)
+            except DatasetReplaced:
+                continue  # said so, in one line: not a false failure
+            reads += 1
+            failures += [c.message for c in report.checks if not c.ok]
+    finally:
+        writer.wait(timeout=GUARD)
+    ok = writer.returncode == 0 and not failures and check_dataset(root) == []
+    record("race", "validate beside a real generate --overwrite loop", ok)
+    assert ok, failures[:3]

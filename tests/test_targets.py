@@ -1,0 +1,342 @@
+"""Targets that already hold something: merge, parts and ``--out`` never lose a user's file.
+
+Issue 13, items 1, 5 and 6: ``posgen merge`` into folders that are not its own (user files,
+finished datasets, symlinks, parts of another run), unfinished ``--part`` folders at every
+step (parts missing, finishing killed half-way) as ``datasets``, ``posgen.hf.load`` and
+``posgen validate`` see them, and ``--out`` given as a symlink (to a dataset, dangling,
+chained, looping). Each case checks that no file outside the target changed and that the
+answer is one error line or a correct dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import datasets
+import pytest
+from click.testing import CliRunner
+
+import posgen.store.parts
+from posgen.cli import main
+from posgen.hf import load
+from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.store import DamagedDataset, check_dataset, write_dataset
+from posgen.store.atomic import leftovers
+from posgen.store.parts import PARTS_DIR, write_part
+from tests.hardening_counts import record
+
+FIELDS = dict(train_size=300, val_size=20, test_size=20, test_length=[96])
+SHARD = 8000
+FLAGS = ["--task", "cot", "--train-size", "50", "--val-size", "10", "--test-size", "10", "-q"]
+
+
+def bench(seed: int = 0) -> BenchmarkSpec:
+    return BenchmarkSpec(
+        name="targets",
+        configs={t: TaskSpec(task=t, seed=seed, **FIELDS) for t in ("cot", "recursive")},
+    )
+
+
+def tree(folder: Path) -> dict[str, str]:
+    """sha256 of every file and the target of every link under ``folder`` (hidden included)."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[key] = "-> " + os.readlink(path)
+        elif path.is_file():
+            found[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def cli(*args: object):
+    return CliRunner().invoke(main, [os.fspath(a) if isinstance(a, Path) else a for a in args])
+
+
+def one_error(result, code: int, *words: str) -> bool:
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    return (
+        result.exit_code == code
+        and len(lines) == 1
+        and all(word in lines[0] for word in words)
+        and "Traceback" not in result.output
+    )
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("single") / "ds"
+    write_dataset(bench(), out, shard_bytes=SHARD)
+    return out
+
+
+@pytest.fixture
+def parts(tmp_path) -> list[Path]:
+    """Three parts of one run, each in its own folder."""
+    folders = [tmp_path / f"p{i}" for i in range(3)]
+    for i, folder in enumerate(folders):
+        assert write_part(bench(), folder, i, 3, SHARD) is None
+    return folders
+
+
+def _user_folder(target: Path) -> None:
+    target.mkdir()
+    (target / "README.md").write_text("my notes\n")
+    (target / "posgen.json").write_text("{}\n")
+
+
+def _other_dataset(target: Path) -> None:
+    write_dataset(bench(seed=5), target, shard_bytes=SHARD)
+
+
+def _same_dataset(target: Path) -> None:
+    write_dataset(bench(), target, shard_bytes=SHARD)
+
+
+def _user_data(target: Path) -> None:
+    (target / "data").mkdir(parents=True)
+    (target / "data" / "mine.csv").write_text("a,b\n")
+
+
+def _a_file(target: Path) -> None:
+    target.write_text("not a folder\n")
+
+
+def _link_to_user_folder(target: Path) -> None:
+    _user_folder(target.parent / "elsewhere")
+    target.symlink_to(target.parent / "elsewhere")
+
+
+def _parts_of_another_run(target: Path) -> None:
+    write_part(bench(seed=5), target, 0, 3, SHARD)
+
+
+def _a_different_staged_file(target: Path) -> None:
+    write_part(bench(), target, 1, 3, SHARD)
+    staged = next((target / PARTS_DIR / "data").rglob("*.parquet"))
+    staged.write_bytes(staged.read_bytes()[::-1])
+
+
+def _a_loop(target: Path) -> None:
+    target.symlink_to(target.parent / "loop2")
+    (target.parent / "loop2").symlink_to(target)
+
+
+MERGE_REFUSALS = {
+    "user folder with README.md and posgen.json": (_user_folder, 2, "posgen.json"),
+    "finished dataset of another spec": (_other_dataset, 2, "finished dataset"),
+    "finished dataset of the same spec": (_same_dataset, 2, "finished dataset"),
+    "user files under data/": (_user_data, 2, "not posgen parts"),
+    "a file": (_a_file, 2, "file"),
+    "symlink to a user folder": (_link_to_user_folder, 2, "posgen.json"),
+    "parts of another run": (_parts_of_another_run, 2, "another benchmark"),
+    "a staged file that differs": (_a_different_staged_file, 2, "differs"),
+    "a symlink loop": (_a_loop, 2, "loops"),
+}
+
+
+@pytest.mark.parametrize("case", list(MERGE_REFUSALS))
+def test_merge_refuses_a_target_that_is_not_its_own_and_changes_nothing(tmp_path, parts, case):
+    prepare, code, words = MERGE_REFUSALS[case]
+    target = tmp_path / "target"
+    prepare(target)
+    before = {folder: tree(folder) for folder in [tmp_path, *parts]}
+    result = cli("merge", target, *parts)
+    after = {folder: tree(folder) for folder in [tmp_path, *parts]}
+    ok = one_error(result, code, words) and after == before
+    record("target", f"merge into: {case}", ok)
+    assert ok, result.output
+
+
+MERGE_TARGETS = ["missing", "empty folder", "symlink to an empty folder", "one of the parts"]
+
+
+@pytest.mark.parametrize("case", MERGE_TARGETS)
+def test_merge_into_its_own_kind_of_target_equals_a_single_run(tmp_path, parts, single, case):
+    target = tmp_path / "target"
+    sources = parts
+    if case == "empty folder":
+        target.mkdir()
+    elif case == "symlink to an empty folder":
+        (tmp_path / "real").mkdir()
+        target.symlink_to(tmp_path / "real")
+    elif case == "one of the parts":
+        target, sources = parts[0], parts[1:]
+    result = cli("merge", target, *sources)
+    real = target.resolve()
+    ok = result.exit_code == 0 and tree(real) == tree(single) and target.exists()
+    ok = ok and (case != "symlink to an empty folder" or target.is_symlink())
+    record("target", f"merge into: {case}", ok)
+    assert ok, result.output
+
+
+def _loads(folder: Path) -> dict[str, int] | str:
+    """Rows per split ``datasets.load_dataset`` finds in ``folder`` (config cot), or why not."""
+    try:
+        loaded = datasets.load_dataset(str(folder), "cot")
+    except Exception as error:  # any refusal counts; what must never happen is wrong data
+        return type(error).__name__
+    return {name: split.num_rows for name, split in loaded.items()}
+
+
+def _finish_killed_after(renames: int):
+    """An ``os.rename`` for :mod:`posgen.store.parts` that dies after ``renames`` calls."""
+    real, calls = os.rename, []
+
+    def rename(src, dst):
+        if len(calls) == renames:
+            raise KeyboardInterrupt  # the run dies here, as under SIGKILL
+        calls.append(dst)
+        real(src, dst)
+
+    return rename
+
+
+UNFINISHED = ["1 of 3 parts", "2 of 3 parts", "finish killed before the card",
+              "finish killed after the card", "finish killed after the data"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", UNFINISHED)
+def test_an_unfinished_part_folder_never_loads_wrong_data_and_merge_completes_it(
+    tmp_path, single, monkeypatch, case
+):
+    out = tmp_path / "ds"
+    written = {"1 of 3 parts": 1, "2 of 3 parts": 2}.get(case, 3)
+    for i in range(written - 1):
+        write_part(bench(), out, i, 3, SHARD)
+    if written < 3:
+        write_part(bench(), out, written - 1, 3, SHARD)
+    else:
+        renames = ["before the card", "after the card", "after the data"]
+        killed_after = next(i for i, when in enumerate(renames) if case.endswith(when))
+        monkeypatch.setattr(posgen.store.parts.os, "rename", _finish_killed_after(killed_after))
+        with pytest.raises(KeyboardInterrupt):
+            write_part(bench(), out, 2, 3, SHARD)
+        monkeypatch.undo()
+    full = _loads(single)
+    seen = _loads(out)
+    whole_or_nothing = isinstance(seen, str) or seen == full
+    try:
+        load(out)
+        named = False
+    except DamagedDataset as error:  # what load says of any folder it cannot use
+        named = "unfinished --part run" in error.lines[0]
+    refused = one_error(cli("validate", out), 2, "unfinished --part run")
+    merged = cli("merge", out)
+    finished = merged.exit_code == 0 and tree(out) == tree(single)
+    ok = whole_or_nothing and named and refused and (finished or written < 3)
+    if written < 3:  # merge names the missing parts and changes nothing
+        ok = ok and one_error(merged, 2, "parts missing")
+    record("kill", f"parts: {case}", ok)
+    assert whole_or_nothing, seen
+    assert ok, merged.output
+
+
+def test_parts_finishing_at_once_finish_the_folder_once(tmp_path, single):
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = tmp_path / "ds"
+    write_part(bench(), out, 0, 3, SHARD)
+    # the two last parts write and finish at the same time, in threads of one process
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda i: write_part(bench(), out, i, 3, SHARD), (1, 2)))
+    finished = [r for r in results if r is not None]
+    ok = len(finished) >= 1 and tree(out) == tree(single) and check_dataset(out) == []
+    record("race", "two parts finishing at once", ok)
+    assert ok
+
+
+def _link_to_dataset(base: Path) -> tuple[Path, Path]:
+    real = base / "real"
+    assert cli("generate", "--out", real, *FLAGS).exit_code == 0
+    (base / "link").symlink_to(real)
+    return base / "link", real
+
+
+def _dangling(base: Path) -> tuple[Path, Path]:
+    (base / "link").symlink_to(base / "nowhere" / "ds")
+    return base / "link", base / "nowhere" / "ds"
+
+
+def _chain(base: Path) -> tuple[Path, Path]:
+    link, real = _link_to_dataset(base)
+    (base / "link2").symlink_to(link)
+    return base / "link2", real
+
+
+def _relative(base: Path) -> tuple[Path, Path]:
+    real = base / "sub" / "real"
+    assert cli("generate", "--out", real, *FLAGS).exit_code == 0
+    (base / "link").symlink_to(Path("sub") / "real")
+    return base / "link", real
+
+
+def _old_parked_link(base: Path) -> tuple[Path, Path]:
+    """What older versions left: the link replaced by a folder, the link parked beside it."""
+    link, real = _link_to_dataset(base)
+    parked = base / ".link.posgen-old-1a2b3c4d"
+    parked.symlink_to(real)
+    return link, real
+
+
+LINKS = {
+    "link to a dataset": _link_to_dataset,
+    "dangling link": _dangling,
+    "chain of links": _chain,
+    "relative link": _relative,
+    "parked link left by an older run": _old_parked_link,
+}
+
+
+@pytest.mark.parametrize("case", list(LINKS))
+def test_a_symlink_out_is_followed_kept_and_leaves_nothing_behind(tmp_path, case):
+    base = tmp_path / "base"
+    base.mkdir()
+    link, real = LINKS[case](base)
+    result = cli("generate", "--out", link, *FLAGS, "--seed", "3", "--overwrite")
+    again = cli("generate", "--out", link, *FLAGS, "--seed", "4", "--overwrite")
+    links = sorted(p.name for p in base.iterdir() if p.is_symlink())
+    ok = (
+        result.exit_code == 0
+        and again.exit_code == 0
+        and link.is_symlink()
+        and check_dataset(real) == []
+        and '"seed": 4' in (real / "posgen.json").read_text()
+        and not any(".posgen-" in name for name in links)
+        and leftovers(real) == []
+        and leftovers(link) == []
+    )
+    record("target", f"--out: {case}", ok)
+    assert ok, result.output + again.output
+
+
+def test_a_symlink_to_a_user_folder_is_refused_and_kept(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me\n")
+    (tmp_path / "link").symlink_to(tmp_path / "mine")
+    before = tree(tmp_path)
+    result = cli("generate", "--out", tmp_path / "link", *FLAGS, "--overwrite")
+    ok = one_error(result, 2, "not a posgen dataset") and tree(tmp_path) == before
+    record("target", "--out: symlink to a user folder", ok)
+    assert ok, result.output
+
+
+def test_a_looping_symlink_out_is_refused_up_front(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    result = cli("generate", "--out", tmp_path / "a", *FLAGS)
+    ok = one_error(result, 2, "loops") and sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+    record("target", "--out: symlink loop", ok)
+    assert ok, result.output
+
+
+def test_parts_through_a_symlink_land_where_it_points(tmp_path, single):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    for i in range(3):
+        write_part(bench(), tmp_path / "link", i, 3, SHARD)
+    ok = (tmp_path / "link").is_symlink() and tree(tmp_path / "real") == tree(single)
+    record("target", "--part into a symlink", ok)
+    assert ok
