@@ -9,7 +9,9 @@ One module per job:
 - :mod:`~posgen.store.writer`: :func:`write_dataset`, the one writer entry point;
 - :mod:`~posgen.store.parts`: ``--part I/N`` runs and ``posgen merge``;
 - :mod:`~posgen.store.check`: the one file-versus-manifest check;
-- :mod:`~posgen.store.atomic`: files and folders that appear only when complete.
+- :mod:`~posgen.store.atomic`: files and folders that appear only when complete;
+- :mod:`~posgen.store.lock`: which live process owns a hidden folder or file (a lock, not a PID);
+- :mod:`~posgen.store.pinned`: readers see one dataset while it is being replaced.
 """
 
 from posgen.store.atomic import OutputExistsError, WriteFailed, write_atomically

@@ -5,7 +5,7 @@ A dataset folder (``DIR``) holds, whatever the format::
     DIR/posgen.json         the manifest (MANIFEST_NAME)
     DIR/README.md           the data card (CARD_NAME)
     DIR/<shard files>       SHARD_PATHS[format]: Parquet under data/, Arrow IPC per config
-    DIR/.posgen-parts/      part records while a --part I/N run is unfinished (PARTS_DIR)
+    DIR/.posgen-parts/      everything an unfinished --part I/N run wrote (PARTS_DIR)
 
 and is built in a hidden sibling ``.DIR.posgen-tmp-*`` (TMP_TAG) that is renamed into place.
 The row layout is a function of the spec and two sizes (shard and row-group bytes), never of
@@ -37,7 +37,7 @@ MANIFEST_NAME = "posgen.json"
 CARD_NAME = "README.md"
 """The data card the Hub shows."""
 PARTS_DIR = ".posgen-parts"
-"""Part records of an unfinished ``--part I/N`` run."""
+"""Part records and data of an unfinished ``--part I/N`` run (hidden: nothing loads it)."""
 PART_RECORD = "part-{index:05d}-of-{count:05d}.json"
 TMP_TAG = ".posgen-tmp-"
 """Build folders: ``.NAME.posgen-tmp-PID-XXXX``, siblings of the target."""
