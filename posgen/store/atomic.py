@@ -316,8 +316,9 @@ class _SignalGuard:
             signal.signal(signum, handler)
 
     @contextmanager
-    def deferred(self) -> Iterator[None]:
-        """Hold signals back for the duration; raise the first one received, before or after."""
+    def deferred(self, completed: bool = True) -> Iterator[None]:
+        """Hold signals back for the duration; raise the first one received, before or after
+        (``completed``: whether the target is complete once the block has run)."""
         if self.received is not None:
             raise Interrupted(self.received)
         self.deferring = True
@@ -326,7 +327,7 @@ class _SignalGuard:
         finally:
             self.deferring = False
         if self.received is not None:
-            raise Interrupted(self.received, completed=True)
+            raise Interrupted(self.received, completed=completed)
 
 
 @contextmanager
@@ -339,8 +340,10 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
     recover(target)
     guard = _SignalGuard()
     guard.install()
-    build, owner = fresh_folder(lambda: hidden_sibling(target, TMP_TAG, pid=False))
+    build, owner = None, -1
     try:
+        with guard.deferred(completed=False):  # a signal now waits until the folder has a name
+            build, owner = fresh_folder(lambda: hidden_sibling(target, TMP_TAG, pid=False))
         yield build
         _fsync_tree(build)
         check_target(target, overwrite)
@@ -348,9 +351,10 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
             _commit(build, target)
     except BaseException:
         guard.deferring = True  # a second Ctrl-C must not stop the clean-up half-way
-        if os.path.lexists(build):
+        if build is not None and os.path.lexists(build):
             shutil.rmtree(build, ignore_errors=True)
-        os.close(owner)
+        if owner >= 0:
+            os.close(owner)
         owner = -1
         recover(target)  # puts a parked dataset back if the commit failed half-way
         raise
