@@ -43,7 +43,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from posgen.ops import get_op, hash_table, keyed_hash, sum_table
+from posgen.ops import far_perm, get_op, hash_table, keyed_hash, perm_table, sum_table
 from posgen.spec import TaskSpec
 from posgen.tasks import far_start
 
@@ -258,8 +258,42 @@ def _fill_tuple(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
         yield t
 
 
+def _fill_perm(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_t = pi_F((near sum) mod m): the far tuple's base-m code by Horner steps and the near
+    sum, then one lookup in the op's table of permutations (:func:`posgen.ops.perm_table`),
+    or the direct definition when the table would be too large."""
+    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
+    length = cols.shape[0]
+    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
+    table = perm_table(m, far, spec.op_key)
+    flat = None if table is None else table.reshape(-1)
+    views = list(cols)
+    code = np.empty(cols.shape[1], dtype=np.int64)
+    total = np.empty(cols.shape[1], dtype=np.int64)
+    for t, start in enumerate(starts, start=window):
+        far_rows = [views[p] for p in range(start, start + far)]
+        near_rows = [views[p] for p in range(t - near, t)]
+        if flat is None:
+            views[t][...] = far_perm(far_rows, near_rows, m, spec.op_key)
+            yield t
+            continue
+        code[...] = 0
+        for row in far_rows:
+            np.multiply(code, m, out=code)
+            np.add(code, row, out=code)
+        total[...] = 0
+        for row in near_rows:
+            np.add(total, row, out=total)
+        np.remainder(total, m, out=total)
+        np.multiply(code, m, out=code)
+        np.add(code, total, out=code)
+        np.take(flat, code, out=views[t], mode="clip")
+        yield t
+
+
 _FILLERS: dict[str, Callable[[TaskSpec, np.ndarray], Iterator[int]]] = {
     "additive": _fill_additive,
     "sum": _fill_sum,
     "tuple": _fill_tuple,
+    "perm": _fill_perm,
 }

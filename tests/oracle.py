@@ -34,8 +34,8 @@ def splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def keyed_hash(operands: list[int], m: int, key: int) -> int:
-    """The keyed hash as specified: base-m words of as many operands as fit 2^64, chained."""
+def keyed_state(operands: list[int], m: int, key: int) -> int:
+    """The keyed hash's state: base-m words of as many operands as fit 2^64, chained."""
     per_word = max(c for c in range(1, 65) if m**c <= 2**64)
     state = int.from_bytes(
         hashlib.sha256(f"posgen keyed_hash {key}".encode()).digest()[:8], "little"
@@ -45,11 +45,24 @@ def keyed_hash(operands: list[int], m: int, key: int) -> int:
         for value in operands[first : first + per_word]:
             word = word * m + value
         state = splitmix64(state ^ word)
-    return ((state >> 32) * m) >> 32
+    return state
 
 
-def op_value(op: str, operands: list[int], m: int, key: int = 0) -> int:
-    """h(operands) from each op's definition (operands in position order)."""
+def keyed_hash(operands: list[int], m: int, key: int) -> int:
+    """The keyed hash as specified: the chained state's top 32 bits scaled to Z_m."""
+    return ((keyed_state(operands, m, key) >> 32) * m) >> 32
+
+
+def far_perm(far_operands: list[int], near_operands: list[int], m: int, key: int) -> int:
+    """far_perm as specified: the far tuple's keyed state picks the permutation that lists
+    Z_m by the keys splitmix64(state ^ s); the near sum mod m indexes it."""
+    state = keyed_state(far_operands, m, key)
+    order = sorted(range(m), key=lambda s: (splitmix64(state ^ s), s))
+    return order[sum(near_operands) % m]
+
+
+def op_value(op: str, operands: list[int], m: int, key: int = 0, far: int = 0) -> int:
+    """h(operands) from each op's definition (operands in position order, ``far`` of them far)."""
     total = sum(operands)
     if op == "mod_addition":
         return total % m
@@ -61,6 +74,8 @@ def op_value(op: str, operands: list[int], m: int, key: int = 0) -> int:
         return total * total % m
     if op == "keyed_hash":
         return keyed_hash(operands, m, key)
+    if op == "far_perm":
+        return far_perm(operands[:far], operands[far:], m, key)
     raise ValueError(op)
 
 
@@ -78,7 +93,7 @@ def grow_row(
     row = list(window)
     for t in range(len(window), length):
         operands = [row[p] for p in far_positions(task, t, near, far)] + row[t - near : t]
-        row.append(op_value(op, operands, m, key))
+        row.append(op_value(op, operands, m, key, far))
     return row
 
 
