@@ -9,7 +9,7 @@ DATA_DIR ?= out/posgen-v1
 CARDS_DIR ?= out/cards
 OFFICIAL_CARDS := paper posgen-v1 posgen-v2
 
-.PHONY: install install-train results data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train
+.PHONY: install install-train results data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train search
 
 install: $(VENV)/.installed
 
@@ -98,3 +98,14 @@ bench-train: install-train
 
 bench-parquet: install
 	$(BIN)/python -m benchmarks.bench --parquet-settings $(BENCH_ARGS)
+
+# Issue 17's spec search (research, not a test): per candidate, generate its data, train the
+# search model (2-layer Llama, hidden 128, RoPE, one torch thread) and score the test split and
+# its counterfactual probe; one JSON line per run in docs/search/runs.jsonl. All candidates by
+# default (about 3-8 minutes each on one idle core); `make search SEARCH="qperm-cot v1-cot"`
+# runs some; `python -m benchmarks.probe_search --list` lists them.
+SEARCH ?=
+
+search: install-train
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.probe_search $(SEARCH)
+	$(BIN)/python -m benchmarks.probe_search --table docs/search/runs.jsonl --out docs/validity.md

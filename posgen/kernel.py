@@ -43,7 +43,15 @@ from functools import lru_cache
 
 import numpy as np
 
-from posgen.ops import far_perm, get_op, hash_table, keyed_hash, perm_table, sum_table
+from posgen.ops import (
+    far_perm,
+    get_op,
+    hash_table,
+    keyed_hash,
+    perm_table,
+    slot_perm,
+    sum_table,
+)
 from posgen.spec import TaskSpec
 from posgen.tasks import far_start
 
@@ -291,9 +299,43 @@ def _fill_perm(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
         yield t
 
 
+def _fill_slot(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_t = sum_i pi_{f_(i mod j)}(n_i) mod m: per near slot one lookup in the op's m x m
+    table of permutations (f * m + n), summed; the direct definition above the table cap."""
+    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
+    length = cols.shape[0]
+    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
+    table = perm_table(m, 1, spec.op_key)
+    views = list(cols)
+    zero = np.zeros(cols.shape[1], dtype=cols.dtype)
+    if table is None:
+        for t, start in enumerate(starts, start=window):
+            far_rows = [views[p] for p in range(start, start + far)]
+            views[t][...] = slot_perm(
+                far_rows, [views[p] for p in range(t - near, t)], m, spec.op_key
+            )
+            yield t
+        return
+    flat = table.reshape(-1).astype(np.int64)
+    code = np.empty(cols.shape[1], dtype=np.int64)
+    total = np.empty(cols.shape[1], dtype=np.int64)
+    for t, start in enumerate(starts, start=window):
+        total[...] = 0
+        for i in range(near):
+            f = views[start + i % far] if far else zero
+            code[...] = f
+            code *= m
+            code += views[t - near + i]
+            total += flat[code]
+        np.remainder(total, m, out=total)
+        views[t][...] = total
+        yield t
+
+
 _FILLERS: dict[str, Callable[[TaskSpec, np.ndarray], Iterator[int]]] = {
     "additive": _fill_additive,
     "sum": _fill_sum,
     "tuple": _fill_tuple,
     "perm": _fill_perm,
+    "slot": _fill_slot,
 }

@@ -41,7 +41,7 @@ HASH_TABLE_MAX = 1 << 22
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
-Kind = Literal["additive", "sum", "tuple", "perm"]
+Kind = Literal["additive", "sum", "tuple", "perm", "slot"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,8 @@ class Op:
             return keyed_hash(operands, modulus, key)
         if self.kind == "perm":
             return far_perm(operands[:far], operands[far:], modulus, key)
+        if self.kind == "slot":
+            return slot_perm(operands[:far], operands[far:], modulus, key)
         total = operands.sum(axis=0, dtype=np.int64)
         if self.kind == "additive":
             return total % modulus
@@ -285,6 +287,33 @@ def perm_table(modulus: int, far: int, key: int) -> np.ndarray | None:
     return out
 
 
+def slot_perm(
+    far_operands: Sequence[np.ndarray], near_operands: Sequence[np.ndarray], modulus: int, key: int
+) -> np.ndarray:
+    """``slot_perm``: (sum over i of pi_{f_(i mod j)}(n_i)) mod m, n_i the i-th near operand.
+
+    pi_v is far_perm's permutation for the one-token far tuple (v) (:func:`perm_table` row
+    v); with no far operand every slot uses pi_0. Operands as in :func:`keyed_hash`.
+
+    >>> pi = perm_table(17, 1, 0).tolist()  # row v: pi_v
+    >>> f, n = [np.array([2]), np.array([5])], [np.array([1]), np.array([7]), np.array([3])]
+    >>> int(slot_perm(f, n, 17, 0)[0]) == (pi[2][1] + pi[5][7] + pi[2][3]) % 17
+    True
+    """
+    table = perm_table(modulus, 1, key)  # None when m * m is above the cap: direct far_perm
+    shape = np.shape(near_operands[0])
+    total = np.zeros(shape, dtype=np.int64)
+    for i, operand in enumerate(near_operands):
+        f = far_operands[i % len(far_operands)] if len(far_operands) else np.zeros(shape, np.int64)
+        f = np.broadcast_to(np.asarray(f, dtype=np.int64), shape)
+        n = np.asarray(operand, dtype=np.int64)
+        if table is not None:
+            total += table[f, n]
+        else:
+            total += far_perm([f], [n], modulus, key)
+    return total % modulus
+
+
 MOD_ADDITION = Op(
     name="mod_addition",
     description="(sum of far operands + sum of near operands) mod m",
@@ -347,6 +376,15 @@ register_op(
         "far_perm",
         "pi_F((sum of near operands) mod m): a keyed random permutation of Z_m per far tuple F",
         "perm",
+        keyed=True,
+    )
+)
+register_op(
+    Op(
+        "slot_perm",
+        "(sum over near slots i of pi_{f_(i mod j)}(n_i)) mod m: each far token keys the "
+        "permutation of its near slots (the permutations of far_perm)",
+        "slot",
         keyed=True,
     )
 )

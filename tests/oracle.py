@@ -61,6 +61,16 @@ def far_perm(far_operands: list[int], near_operands: list[int], m: int, key: int
     return order[sum(near_operands) % m]
 
 
+def slot_perm(far_operands: list[int], near_operands: list[int], m: int, key: int) -> int:
+    """slot_perm as specified: near operand i through far_perm's permutation of the one-token
+    far tuple (far operand i mod j; 0 when there is none), summed mod m."""
+    total = 0
+    for i, value in enumerate(near_operands):
+        f = far_operands[i % len(far_operands)] if far_operands else 0
+        total += far_perm([f], [value], m, key)
+    return total % m
+
+
 def op_value(op: str, operands: list[int], m: int, key: int = 0, far: int = 0) -> int:
     """h(operands) from each op's definition (operands in position order, ``far`` of them far)."""
     total = sum(operands)
@@ -76,6 +86,8 @@ def op_value(op: str, operands: list[int], m: int, key: int = 0, far: int = 0) -
         return keyed_hash(operands, m, key)
     if op == "far_perm":
         return far_perm(operands[:far], operands[far:], m, key)
+    if op == "slot_perm":
+        return slot_perm(operands[:far], operands[far:], m, key)
     raise ValueError(op)
 
 
