@@ -45,9 +45,13 @@ from posgen.tasks import far_start
 
 MAX_CANDIDATES = 1 << 16
 """Most far-operand candidates m^j the audit enumerates."""
-AUDIT_OPERANDS = 1 << 22
-"""Operand reads (rows x m^j x targets x w) the audit spends on one split: it takes the
-split's first rows until this is reached (at least one row; none when one row costs more)."""
+AUDIT_TARGETS = 1 << 13
+"""Targets the audit covers in a split: it reads the split's first rows (independent draws)
+until it has this many targets, or :data:`AUDIT_OPERANDS` would be exceeded."""
+AUDIT_OPERANDS = 1 << 23
+"""Most operand reads (rows x m^j x targets x w) the audit spends on one split; above this
+for a single row, it is not computed."""
+_NONE = np.iinfo(np.int64).max
 CHUNK_OPERANDS = 1 << 19
 """Operands handed to the op at once (int64: 4 MiB), which bounds the audit's memory."""
 
@@ -99,10 +103,15 @@ def refusal(spec: TaskSpec, length: int) -> str | None:
 
 
 def sample_rows(spec: TaskSpec, length: int) -> int:
-    """How many rows (the split's first) the audit reads: its budget over one row's cost."""
+    """How many rows (the split's first) the audit reads.
+
+    >>> sample_rows(TaskSpec(task="cot"), 256)  # 8,192 targets / 252 a row, rounded up
+    33
+    """
     if refusal(spec, length) is not None or length <= spec.window:
         return 0
-    return max(1, AUDIT_OPERANDS // row_cost(spec, length))
+    wanted = -(-AUDIT_TARGETS // (length - spec.window))
+    return max(1, min(wanted, AUDIT_OPERANDS // row_cost(spec, length)))
 
 
 def question_lookbacks(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
@@ -156,11 +165,14 @@ def _violations(
         made = op.apply(operands.reshape(w, -1), m, spec.op_key).reshape(rows, count, t.size)
         wrong = made != block[:, None, t]
         code = np.where(wrong, p * base + t, p * base - 1)
-        running = np.maximum.accumulate(np.concatenate([carry[:, :, None], code], axis=2), axis=2)
-        last = running[:, :, :-1] - p * base  # last earlier violation, same far start; < 0: none
-        carry = running[:, :, -1]
-        never = (wrong & (last < 0)).any(axis=1)
-        reach = np.where(wrong & (last >= 0), t + k - last, k).max(axis=1)
-        found = np.where(never, t - p, reach)
+        np.maximum.accumulate(code, axis=2, out=code)
+        np.maximum(code, carry[:, :, None], out=code)  # running max, this chunk included
+        before = np.concatenate([carry[:, :, None], code[:, :, :-1]], axis=2)
+        carry = code[:, :, -1].copy()
+        # the last earlier violation with the same far start, over the candidates that get
+        # x_t wrong (< 0: one of them never got an earlier target wrong)
+        last = np.where(wrong, before - p * base, _NONE).min(axis=1)
+        reach = np.where(last == _NONE, k, np.maximum(t + k - last, k))
+        found = np.where(last < 0, t - p, reach)
         columns = t - w
         need[:, columns] = np.maximum(need[:, columns], found)

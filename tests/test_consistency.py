@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from posgen.card.validation import validation_section
 from posgen.consistency import (
     AUDIT_OPERANDS,
+    AUDIT_TARGETS,
     CHUNK_OPERANDS,
     question_lookbacks,
     refusal,
@@ -127,9 +128,11 @@ def test_the_audit_refuses_a_question_space_above_its_bound():
     assert sample_rows(spec, 16) == 0
 
 
-def test_the_sample_spends_the_documented_budget():
+def test_the_sample_covers_the_documented_targets_within_the_work_bound():
     spec = make_spec(task="cot", modulus=17, near=3, far=1, test_length=256)
-    assert sample_rows(spec, 256) == AUDIT_OPERANDS // (17 * 252 * 4)
+    wide = make_spec(task="cot", modulus=101, near=4, far=2, train_length=64, test_length=64)
+    assert sample_rows(spec, 256) == -(-AUDIT_TARGETS // 252)
+    assert sample_rows(wide, 64) == AUDIT_OPERANDS // (101**2 * 58 * 6)  # 2 rows: the bound
 
 
 def test_the_audit_memory_stays_bounded_whatever_the_candidates():
