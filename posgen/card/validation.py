@@ -133,10 +133,10 @@ QUESTION_NOTES = """\
   split's first rows (rows audited); n/a when m^j, or one row's m^j x targets x w operand
   reads, is above the bound (the reason is in `posgen validate --json`).
 - *<= k + 2*: share of the audited targets (count in parentheses) whose look-back is at most
-  k + 2, i.e. a rule reading a few tokens before t predicts them without the far operands;
-  *below the rule's*: those whose look-back is also shorter than the task's own, t - p
-  (recursive reads w tokens by design). Example: cot with mod_addition needs k + 1 tokens at
-  every t > w (one transition fixes the question's sum).
+  k + 2: a rule reading only the k + 2 tokens before t predicts them; *below the rule's*:
+  those whose look-back is also shorter than the task's own, t - p, so the far operands are
+  inferred, not read (recursive reads its w tokens by design). Example: cot with
+  mod_addition needs k + 1 tokens at every t > w (one transition fixes the question's sum).
 - *D\\* (10% / median / 90% / max)*: percentiles of the look-back over ID and OOD targets."""
 
 
