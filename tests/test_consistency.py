@@ -12,6 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+import posgen.tasks
 from posgen.card.validation import validation_section
 from posgen.consistency import (
     AUDIT_OPERANDS,
@@ -25,6 +26,7 @@ from posgen.generator import grow
 from posgen.hf import to_dataset_dict
 from posgen.ops import op_names
 from posgen.spec import TaskSpec
+from posgen.tasks import register_task
 from posgen.validate import AuditThresholds, validate
 from tests.oracle import far_positions, grow_row, op_value
 
@@ -36,19 +38,19 @@ def h(op: str, operands: tuple[int, ...], m: int, key: int) -> int:
     return op_value(op, list(operands), m, key)
 
 
-def brute_force(task: str, row: list[int], m: int, near: int, far: int, op: str, key: int):
-    """D*(t) for t = w .. len(row)-1: every look-back D tried, every question q enumerated."""
+def brute_force(task, row: list[int], m: int, near: int, far: int, op: str, key: int):
+    """D*(t) for t = w .. len(row)-1: every look-back D tried, every question q enumerated.
+
+    ``task`` is a task name of the README's table, or a function t -> far start.
+    """
     w = near + far
+    start_of = task if callable(task) else lambda t: far_positions(task, t, near, far)[0]
     found = []
     for t in range(w, len(row)):
-        start = far_positions(task, t, near, far)[0]
+        start = start_of(t)
         lookback = t - start  # the far operands are in sight: known
         for d in range(near, t - start):
-            visible = [
-                s
-                for s in range(max(w, t - d + near), t)
-                if far_positions(task, s, near, far)[0] == start
-            ]
+            visible = [s for s in range(max(w, t - d + near), t) if start_of(s) == start]
             answers = set()
             for q in itertools.product(range(m), repeat=far):
                 if all(h(op, q + tuple(row[s - near : s]), m, key) == row[s] for s in visible):
@@ -92,6 +94,31 @@ def test_lookbacks_equal_brute_force_on_random_specs(task, op, m, near, far, ext
     fast = question_lookbacks(spec, np.array(rows))
     for row, got in zip(rows, fast.tolist(), strict=True):
         assert got == brute_force(task, row, m, near, far, op, key)
+
+
+@pytest.fixture
+def zigzag(monkeypatch):
+    """A registered task whose far start goes back and forth: s = (t - w) mod 3."""
+    monkeypatch.setattr(posgen.tasks, "_RULES", dict(posgen.tasks._RULES))
+    register_task("zigzag", lambda t, w: (t - w) % 3)
+    return "zigzag"
+
+
+@pytest.mark.parametrize("op", op_names())
+def test_lookbacks_of_a_registered_task_equal_brute_force(zigzag, op):
+    m, near, far = 3, 2, 2
+    spec = make_spec(task=zigzag, op=op, modulus=m, near=near, far=far)
+    w = near + far
+    rows = []
+    for window in np.random.default_rng(4).integers(0, m, (4, w)).tolist():
+        row = list(window)
+        for t in range(w, 20):
+            start = (t - w) % 3
+            row.append(h(op, tuple(row[start : start + far] + row[t - near : t]), m, 0))
+        rows.append(row)
+    fast = question_lookbacks(spec, np.array(rows)).tolist()
+    start_of = lambda t: (t - w) % 3  # noqa: E731
+    assert fast == [brute_force(start_of, row, m, near, far, op, 0) for row in rows]
 
 
 @pytest.mark.parametrize(("m", "near", "far"), [(17, 3, 1), (16, 2, 1), (5, 4, 2), (3, 1, 3)])
