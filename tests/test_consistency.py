@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import tracemalloc
 
 import numpy as np
@@ -27,7 +28,7 @@ from posgen.hf import to_dataset_dict
 from posgen.ops import op_names
 from posgen.spec import TaskSpec
 from posgen.tasks import register_task
-from posgen.validate import AuditThresholds, validate
+from posgen.validate import AuditThresholds, QuestionLookbacks, validate
 from tests.oracle import far_positions, grow_row, op_value
 
 BRUTE_TASKS = ("cot", "semirecursive", "recursive")
@@ -192,6 +193,15 @@ def test_validate_reports_the_lookbacks_of_the_first_rows_of_each_split():
     assert audit["ood"]["histogram"] == {str(d): int(n) for d, n in enumerate(expected) if n}
     assert audit["short_by_position"] == (found <= 6).sum(axis=0).tolist()
     assert facts["question_short_share_ood"] == np.mean(found[:, 59:] <= 6)
+
+
+def test_the_reported_lookbacks_read_back_as_their_typed_model():
+    spec = small_v2("semirecursive")
+    report = validate(to_dataset_dict(spec), spec, split="test").to_dict()
+    stored = json.loads(json.dumps(report))["facts"]["semirecursive"]["test"]["question_lookback"]
+    audit = QuestionLookbacks.model_validate(stored)
+    assert audit.ood.targets == sum(audit.ood.histogram.values())
+    assert len(audit.short_by_position) == 256 - 5
 
 
 def test_posgen_v2_cot_is_no_longer_not_computed():
