@@ -46,8 +46,8 @@ from posgen.tasks import far_start
 MAX_CANDIDATES = 1 << 16
 """Most far-operand candidates m^j the audit enumerates."""
 AUDIT_TARGETS = 1 << 13
-"""Targets the audit covers in a split: it reads the split's first rows (independent draws)
-until it has this many targets, or :data:`AUDIT_OPERANDS` would be exceeded."""
+"""Targets the audit covers in a split: it reads enough rows (spread evenly over the split)
+for this many targets, unless :data:`AUDIT_OPERANDS` would be exceeded."""
 AUDIT_OPERANDS = 1 << 23
 """Most operand reads (rows x m^j x targets x w) the audit spends on one split; above this
 for a single row, it is not computed."""

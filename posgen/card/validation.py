@@ -129,9 +129,9 @@ QUESTION_NOTES = """\
   every far-operand candidate v in Z_m^j that is consistent with the visible transitions
   (h(v, near_s) = x_s for every target s reading the same far operands, with x_{s-k} ..
   x_{s-1} inside x_{t-D} .. x_{t-1}) gives the same x_t; t - p when none does (the far
-  operands themselves are needed). Exact for every op, over all m^j candidates, on the
-  split's first rows (rows audited); n/a when m^j, or one row's m^j x targets x w operand
-  reads, is above the bound (the reason is in `posgen validate --json`).
+  operands themselves are needed). Exact for every op, over all m^j candidates, on rows
+  spread evenly over the split (rows audited); n/a when m^j, or one row's m^j x targets x w
+  operand reads, is above the bound (the reason is in `posgen validate --json`).
 - *<= k + 2*: share of the audited targets (count in parentheses) whose look-back is at most
   k + 2: a rule reading only the k + 2 tokens before t predicts them; *below the rule's*:
   those whose look-back is also shorter than the task's own, t - p, so the far operands are

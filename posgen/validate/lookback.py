@@ -2,12 +2,12 @@
 
 :func:`posgen.consistency.question_lookbacks` gives D*(t) for every target of a row: the
 smallest look-back at which the far operands, inferred from the visible transitions, fix
-x_t. This tally reads the split's first rows (:func:`posgen.consistency.sample_rows`, a
-deterministic sample: rows are independent draws) and reports, per region (ID t in
+x_t. This tally reads a deterministic sample of the split's rows, spread evenly over it
+(:func:`posgen.consistency.sample_rows` of them), and reports, per region (ID t in
 [w, L), OOD t in [L, L')), the distribution of D* and the share of targets with
 D* <= k + 2 (*short*), and the share that is also below the rule's own look-back t - p
 (*shortcut*: a local rule stands in for the far operands; recursive, whose rule reads
-w <= k + 2 tokens, has none unless h ignores its far operands).
+w tokens, has none unless h ignores its far operands).
 
 >>> import numpy as np
 >>> from posgen.spec import TaskSpec
@@ -59,7 +59,7 @@ class QuestionLookbacks(BaseModel):
     computed: bool = Field(description="False when m^j or one row's cost is above the bound.")
     method: str = Field(max_length=400, description="What was computed, or why not.")
     candidates: int | None = Field(None, ge=1, description="m^j far-operand candidates.")
-    rows: int = Field(0, ge=0, description="Rows audited: the split's first ones.")
+    rows: int = Field(0, ge=0, description="Rows audited, spread evenly over the split.")
     short_lookback: int = Field(ge=1, description="k + 2: the look-back counted as short.")
     id: LookbackRegion | None = Field(None, description="Positions [w, L).")
     ood: LookbackRegion | None = Field(None, description="Positions [L, L') (None in train).")
@@ -72,12 +72,21 @@ class QuestionLookbacks(BaseModel):
 
 
 class LookbackTally:
-    """D* of a split's first rows, streamed batch by batch (memory: a few counters a position)."""
+    """D* of a sample of a split's rows, streamed batch by batch (memory: a few counters a
+    position).
 
-    def __init__(self, spec: TaskSpec, length: int) -> None:
+    The sample: n = :func:`posgen.consistency.sample_rows` rows, row floor(i N / n) for
+    i < n of a split of N rows (every row when N <= n; the first n rows when N is unknown).
+    """
+
+    def __init__(self, spec: TaskSpec, length: int, total_rows: int | None = None) -> None:
         self.spec, self.length = spec, length
         self.refusal = refusal(spec, length)
         self.wanted = sample_rows(spec, length)
+        self.picks = None  # row numbers sampled (None: the first ones)
+        if total_rows is not None and total_rows > self.wanted > 0:
+            self.picks = np.arange(self.wanted, dtype=np.int64) * total_rows // self.wanted
+        self.seen = 0
         self.rule = rule_lookbacks(spec, max(length, spec.window))
         positions = self.rule.size
         self.boundary = max(0, min(spec.train_length, length) - spec.window)
@@ -91,9 +100,13 @@ class LookbackTally:
     def add(self, tokens: np.ndarray) -> None:
         """Audit the rows of ``tokens`` (``(rows, length)``) still within the sample
         (rows holding a token outside Z_m are skipped: the schema check reports them)."""
+        first, self.seen = self.seen, self.seen + tokens.shape[0]
         room = self.wanted - self.rows
         if room <= 0 or tokens.shape[0] == 0 or tokens.shape[1] != self.length:
             return
+        if self.picks is not None:
+            lo, hi = np.searchsorted(self.picks, [first, self.seen])
+            tokens = tokens[self.picks[lo:hi] - first]
         in_range = ((tokens >= 0) & (tokens < self.spec.modulus)).all(axis=1)
         found = question_lookbacks(self.spec, tokens[in_range][:room])  # others fail schema
         self.rows += found.shape[0]
@@ -114,7 +127,7 @@ class LookbackTally:
         count = candidate_count(spec)
         method = (
             f"exact: all {count:,} far-operand candidates (m^j) checked against the visible "
-            f"transitions, first {self.rows:,} rows"
+            f"transitions, {self.rows:,} rows spread over the split"
         )
         sizes = {"id": self.boundary, "ood": self.rule.size - self.boundary}
         regions = {
