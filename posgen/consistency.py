@@ -51,7 +51,6 @@ for this many targets, unless :data:`AUDIT_OPERANDS` would be exceeded."""
 AUDIT_OPERANDS = 1 << 23
 """Most operand reads (rows x m^j x targets x w) the audit spends on one split; above this
 for a single row, it is not computed."""
-_NONE = np.iinfo(np.int64).max
 CHUNK_OPERANDS = 1 << 19
 """Operands handed to the op at once (int64: 4 MiB), which bounds the audit's memory."""
 
@@ -152,27 +151,32 @@ def _violations(
     rows, length = block.shape
     count = chosen.shape[1]
     base = length + 1  # encodes (far start p, position s) as p * base + s, ordered
-    carry = np.full((rows, count), -1, dtype=np.int64)  # running max of the encoded codes
+    kind = np.int32 if base * base < 2**31 else np.int64  # narrow codes: half the traffic
+    none = np.iinfo(kind).max
+    carry = np.full((1, rows, count), -1, dtype=kind)  # running max of the codes so far
     step = max(1, CHUNK_OPERANDS // (max(w, 1) * rows * count))
     offsets = np.arange(-k, 0, dtype=np.int64)
-    for lo in range(0, order.size, step):
+    for lo in range(0, order.size, step):  # arrays are (targets, rows, candidates)
         t = order[lo : lo + step] + w
         p = far_start(spec.task, t, k, j)
-        operands = np.empty((w, rows, count, t.size), dtype=np.int64)
-        operands[:j] = chosen[:, None, :, None]
+        operands = np.empty((w, t.size, rows, count), dtype=np.int64)
+        operands[:j] = chosen[:, None, None, :]
         near = block[:, t[None, :] + offsets[:, None]]  # (rows, k, targets)
-        operands[j:] = near.transpose(1, 0, 2)[:, :, None, :]
-        made = op.apply(operands.reshape(w, -1), m, spec.op_key).reshape(rows, count, t.size)
-        wrong = made != block[:, None, t]
-        code = np.where(wrong, p * base + t, p * base - 1)
-        np.maximum.accumulate(code, axis=2, out=code)
-        np.maximum(code, carry[:, :, None], out=code)  # running max, this chunk included
-        before = np.concatenate([carry[:, :, None], code[:, :, :-1]], axis=2)
-        carry = code[:, :, -1].copy()
-        # the last earlier violation with the same far start, over the candidates that get
-        # x_t wrong (< 0: one of them never got an earlier target wrong)
-        last = np.where(wrong, before - p * base, _NONE).min(axis=1)
-        reach = np.where(last == _NONE, k, np.maximum(t + k - last, k))
+        operands[j:] = near.transpose(1, 2, 0)[:, :, :, None]
+        made = op.apply(operands.reshape(w, -1), m, spec.op_key).reshape(t.size, rows, count)
+        right = made == block[:, t].T[:, :, None]
+        group = (p * base).astype(kind)[:, None, None]
+        code = np.where(right, group - 1, group + t.astype(kind)[:, None, None])
+        np.maximum.accumulate(code, axis=0, out=code)  # a violation's code: its position
+        np.maximum(code, carry, out=code)  # running max, this chunk included
+        before = np.empty_like(code)  # the running max before each target
+        before[:1] = carry
+        before[1:] = code[:-1]
+        carry = code[-1:].copy()
+        before -= group  # the last earlier violation with the same far start (< 0: none)
+        before[right] = none  # only the candidates that get x_t wrong must be ruled out
+        last = before.min(axis=2).T.astype(np.int64)  # < 0: one of them never was wrong before
+        reach = np.where(last == none, k, np.maximum(t + k - last, k))
         found = np.where(last < 0, t - p, reach)
         columns = t - w
         need[:, columns] = np.maximum(need[:, columns], found)
