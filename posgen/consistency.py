@@ -102,7 +102,8 @@ def refusal(spec: TaskSpec, length: int) -> str | None:
 
 
 def sample_rows(spec: TaskSpec, length: int) -> int:
-    """How many rows (the split's first) the audit reads.
+    """How many rows of a split the audit reads: :data:`AUDIT_TARGETS` targets' worth, at
+    most :data:`AUDIT_OPERANDS` operand reads (0 when not computed).
 
     >>> sample_rows(TaskSpec(task="cot"), 256)  # 8,192 targets / 252 a row, rounded up
     33

@@ -183,7 +183,6 @@ def question_facts(tally: SplitTally) -> dict[str, Any]:
         facts[f"question_short_{region}"] = figures.short if figures else None
         facts[f"question_short_share_{region}"] = figures.short_share if figures else None
         facts[f"question_shortcut_share_{region}"] = figures.shortcut_share if figures else None
-        facts[f"question_lookback_median_{region}"] = figures.median if figures else None
     return facts
 
 
@@ -251,7 +250,7 @@ def audit_result(tally: SplitTally, limits: AuditThresholds) -> tuple[CheckResul
         for name in ("k", "w")
     )
     shorter = (
-        "local rules not computed"
+        "local rules over all seed windows n/a (composite m, m^w too large, or window too wide)"
         if facts["shorter_lookback_id"] is None
         else f"{facts['shorter_lookback_id']}/{facts['positions_id']} ID and "
         f"{facts['shorter_lookback_ood']}/{facts['positions_ood']} OOD positions with a "
