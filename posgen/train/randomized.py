@@ -2,9 +2,10 @@
 
 A row of T tokens gets position ids drawn without replacement from ``0 .. R-1`` and sorted,
 with R larger than the training rows' T = L+1 (``auto``: R = L'+1, the test rows' length,
-so every test position has been seen in training). As in Ruoss et al., the draw is made for
-every row in training and in evaluation, so a model never meets positions from another
-distribution; the ids go to the rotary embedding, the attention bias and the absolute
+so every test position has been seen in training). posgen draws for every row in training
+*and* in evaluation (validation and test), so a model never meets positions from another
+distribution (a choice of this implementation; consecutive ids at evaluation would be the
+other reading). The ids go to the rotary embedding, the attention bias and the absolute
 embeddings alike.
 
 Every draw is counter-based: a ``numpy`` generator keyed by ``(seed, phase, step or split,
