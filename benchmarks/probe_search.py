@@ -84,6 +84,20 @@ CANDIDATES: dict[str, Candidate] = {
         QPERM, "cot", 4, tag="value", note="far_perm, question tokens get their own ids"
     ),
     "qperm-cot-long": Candidate(QPERM, "cot", 10, note="far_perm, 10 epochs"),
+    "qperm-cot-tag-long": Candidate(
+        QPERM, "cot", 10, tag="value", note="far_perm, question ids of its own, 10 epochs"
+    ),
+    "qperm-cot-tag-4l": Candidate(
+        QPERM,
+        "cot",
+        4,
+        overrides={"layers": 4},
+        tag="value",
+        note="far_perm, question ids of its own, 4 layers",
+    ),
+    "qperm-cot-tag-seed2": Candidate(
+        QPERM, "cot", 4, seed=4955, tag="value", note="far_perm, question ids, 2nd seed"
+    ),
     "qperm-cot-big": Candidate(
         QPERM,
         "cot",
