@@ -307,12 +307,15 @@ def run(name: str, candidate: Candidate) -> dict[str, Any]:
     val_ids = tagged(val_ids, spec, candidate.tag)
     rows = train["input_ids"].shape[0]
     total = math.ceil(rows / config.batch_size) * config.epochs
+    total = min(total, config.max_steps or total)  # smoke runs: overrides={"max_steps": n}
     optimizer, schedule = optimizer_and_schedule(model, config, total)
     model.train()
     history = []
     for epoch, order in enumerate(epoch_order(rows, config.epochs, candidate.seed), 1):
         losses = []
         for start in range(0, rows, config.batch_size):
+            if schedule.last_epoch >= total:
+                break
             batch = order[start : start + config.batch_size]
             loss = model(input_ids=train["input_ids"][batch], labels=train["labels"][batch]).loss
             optimizer.zero_grad(set_to_none=True)
