@@ -343,6 +343,9 @@ def run(name: str, candidate: Candidate) -> dict[str, Any]:
     )
     predicted = predict(model, test_ids, config.eval_batch_size, device, spec.modulus)
     probe_pred = predict(model, probe_ids, config.eval_batch_size, device, spec.modulus)
+    saved = DATA / "predictions" / f"{name}.npz"  # to rescore without retraining
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(saved, test=predicted, probe=probe_pred, probe_rows=probe["rows"])
     record = {
         "name": name,
         "spec": candidate.spec,
