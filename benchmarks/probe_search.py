@@ -73,6 +73,7 @@ V1, V2 = "task_specs/posgen-v1.toml", "task_specs/posgen-v2.toml"
 QPERM = "task_specs/posgen-v3-candidate-qperm.toml"
 QPERM_J2 = "task_specs/posgen-v3-candidate-qperm-j2.toml"
 SLOT = "task_specs/posgen-v3-candidate-slotperm.toml"
+SELECT = "task_specs/posgen-v3-candidate-select.toml"
 
 CANDIDATES: dict[str, Candidate] = {
     "v1-cot": Candidate(V1, "cot", 2, note="official posgen-v1"),
@@ -112,6 +113,9 @@ CANDIDATES: dict[str, Candidate] = {
         SLOT, "cot", 4, tag="slot", note="slot_perm, question tokens get slot-specific ids"
     ),
     "slotperm-semirecursive": Candidate(SLOT, "semirecursive", 4, note="slot_perm m17 k3 j3"),
+    "select-cot-tag": Candidate(
+        SELECT, "cot", 4, tag="slot", note="select_perm m17 k3 j16, slot-specific question ids"
+    ),
 }
 
 
@@ -383,18 +387,24 @@ def table(records: list[dict[str, Any]]) -> str:
     """The runs as a Markdown table, one line per run, in log order."""
     head = ("| run | spec (task) | op, m, k, j | model | epochs | seed | train s | ID acc "
             "| OOD acc | far-rel ID | far-rel OOD | local-rel ID | local-rel OOD | far-rel t=w "
-            "| far-rel t>=w+8 ID | look-back ID: share <= k+2, median |")  # fmt: skip
+            "| ID acc t=w | ID acc far moved / kept "
+            "| look-back ID: share <= k+2, median |")  # fmt: skip
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in records:
         acc, rel, tr, lb = r["accuracy"], r["reliance"], r["train"], r.get("lookback")
         tag = r.get("tag", "value" if r.get("tag_question") else "")
         model = f"{tr['layers']}L h{tr['hidden']}" + (f" +{tag} tag" if tag else "")
+        moved = (
+            f"{acc['id_far_moved']:.3f} / {acc['id_far_kept']:.3f}"
+            if "id_far_moved" in acc
+            else "n/a"
+        )
         look = "n/a" if not lb else f"{lb['id']['share_le_k+2']:.2f}, {lb['id']['median']:.0f}"
         cells = [r["name"], f"{Path(r['spec']).stem} ({r['config']})",
                  f"{r['op']}, {r['m']}, {r['k']}, {r['j']}", model, r["epochs"], r["seed"],
                  f"{r['train_seconds']:.0f}", acc["id"], acc["ood"], rel["id"]["far"],
                  rel["ood"]["far"], rel["id"]["local"], rel["ood"]["local"], rel["t=w"]["far"],
-                 rel["w+8<=t<L"]["far"], look]  # fmt: skip
+                 acc["t=w"], moved, look]  # fmt: skip
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

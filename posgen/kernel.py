@@ -49,6 +49,7 @@ from posgen.ops import (
     hash_table,
     keyed_hash,
     perm_table,
+    select_perm,
     slot_perm,
     sum_table,
 )
@@ -332,10 +333,25 @@ def _fill_slot(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
         yield t
 
 
+def _fill_select(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_t = pi_{f_c}(near sum mod m), c = x_{t-1} mod j: the plain definition per position
+    (:func:`posgen.ops.select_perm`, one table lookup for the whole block)."""
+    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
+    length = cols.shape[0]
+    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
+    views = list(cols)
+    for t, start in enumerate(starts, start=window):
+        far_rows = [views[p] for p in range(start, start + far)]
+        near_rows = [views[p] for p in range(t - near, t)]
+        views[t][...] = select_perm(far_rows, near_rows, m, spec.op_key)
+        yield t
+
+
 _FILLERS: dict[str, Callable[[TaskSpec, np.ndarray], Iterator[int]]] = {
     "additive": _fill_additive,
     "sum": _fill_sum,
     "tuple": _fill_tuple,
     "perm": _fill_perm,
     "slot": _fill_slot,
+    "select": _fill_select,
 }

@@ -41,7 +41,7 @@ HASH_TABLE_MAX = 1 << 22
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
-Kind = Literal["additive", "sum", "tuple", "perm", "slot"]
+Kind = Literal["additive", "sum", "tuple", "perm", "slot", "select"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,8 @@ class Op:
             return far_perm(operands[:far], operands[far:], modulus, key)
         if self.kind == "slot":
             return slot_perm(operands[:far], operands[far:], modulus, key)
+        if self.kind == "select":
+            return select_perm(operands[:far], operands[far:], modulus, key)
         total = operands.sum(axis=0, dtype=np.int64)
         if self.kind == "additive":
             return total % modulus
@@ -84,6 +86,11 @@ class Op:
 
     def problem(self, modulus: int, window: int) -> str | None:
         """Why this op cannot run at (m, w), or None: a table too large or leaving Z_m."""
+        if self.kind in ("perm", "slot", "select") and modulus * modulus > PERM_TABLE_MAX:
+            return (
+                f"op {self.name} draws a permutation of Z_m per far value; at most "
+                f"m = {math.isqrt(PERM_TABLE_MAX)} (m^2 = {PERM_TABLE_MAX:,} table entries)"
+            )
         if self.kind != "sum":
             return None
         size = window * (modulus - 1) + 1
@@ -314,6 +321,38 @@ def slot_perm(
     return total % modulus
 
 
+def select_perm(
+    far_operands: Sequence[np.ndarray], near_operands: Sequence[np.ndarray], modulus: int, key: int
+) -> np.ndarray:
+    """``select_perm``: pi_{f_c}((sum of near operands) mod m), c = (last near operand) mod j.
+
+    pi_v as in :func:`slot_perm`; with no far operand pi_0. Operands as in :func:`keyed_hash`.
+
+    >>> pi = perm_table(17, 1, 0).tolist()
+    >>> f = [np.array([4]), np.array([9])]
+    >>> n = [np.array([2]), np.array([6]), np.array([3])]  # 3 mod 2 = 1: f_1 = 9 keys it
+    >>> int(select_perm(f, n, 17, 0)[0]) == pi[9][11]
+    True
+    """
+    shape = np.shape(near_operands[0])
+    total = np.zeros(shape, dtype=np.int64)
+    for operand in near_operands:
+        total += np.asarray(operand, dtype=np.int64)
+    total %= modulus
+    if len(far_operands):
+        stacked = np.stack(
+            [np.broadcast_to(np.asarray(f, dtype=np.int64), shape) for f in far_operands]
+        )
+        choice = np.asarray(near_operands[-1], dtype=np.int64) % len(far_operands)
+        chosen = np.take_along_axis(stacked, choice[None, ...], axis=0)[0]
+    else:
+        chosen = np.zeros(shape, dtype=np.int64)
+    table = perm_table(modulus, 1, key)
+    if table is None:
+        return far_perm([chosen], [total], modulus, key)
+    return table[chosen, total].astype(np.int64)
+
+
 MOD_ADDITION = Op(
     name="mod_addition",
     description="(sum of far operands + sum of near operands) mod m",
@@ -385,6 +424,15 @@ register_op(
         "(sum over near slots i of pi_{f_(i mod j)}(n_i)) mod m: each far token keys the "
         "permutation of its near slots (the permutations of far_perm)",
         "slot",
+        keyed=True,
+    )
+)
+register_op(
+    Op(
+        "select_perm",
+        "pi_{f_c}((sum of near operands) mod m), c = (last near operand) mod j: the last near "
+        "token selects the far token that keys the permutation (far_perm's permutations)",
+        "select",
         keyed=True,
     )
 )

@@ -71,6 +71,13 @@ def slot_perm(far_operands: list[int], near_operands: list[int], m: int, key: in
     return total % m
 
 
+def select_perm(far_operands: list[int], near_operands: list[int], m: int, key: int) -> int:
+    """select_perm as specified: the far operand at index (last near operand) mod j (0 when
+    there is none) picks far_perm's one-token permutation; the near sum mod m indexes it."""
+    f = far_operands[near_operands[-1] % len(far_operands)] if far_operands else 0
+    return far_perm([f], [sum(near_operands)], m, key)
+
+
 def op_value(op: str, operands: list[int], m: int, key: int = 0, far: int = 0) -> int:
     """h(operands) from each op's definition (operands in position order, ``far`` of them far)."""
     total = sum(operands)
@@ -88,6 +95,8 @@ def op_value(op: str, operands: list[int], m: int, key: int = 0, far: int = 0) -
         return far_perm(operands[:far], operands[far:], m, key)
     if op == "slot_perm":
         return slot_perm(operands[:far], operands[far:], m, key)
+    if op == "select_perm":
+        return select_perm(operands[:far], operands[far:], m, key)
     raise ValueError(op)
 
 

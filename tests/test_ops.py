@@ -190,7 +190,7 @@ def test_keyed_hash_data_is_the_same_bytes_with_one_or_two_workers(tmp_path):
     assert digests[0] == digests[1] and len(digests[0]) > 2
 
 
-@pytest.mark.parametrize("op", [*SUM_OPS, "keyed_hash", "far_perm", "slot_perm"])
+@pytest.mark.parametrize("op", [*SUM_OPS, "keyed_hash", "far_perm", "slot_perm", "select_perm"])
 def test_generated_data_of_every_op_validates_and_a_flipped_token_fails(op):
     from posgen.hf import to_dataset_dict
 
