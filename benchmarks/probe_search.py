@@ -116,6 +116,9 @@ CANDIDATES: dict[str, Candidate] = {
     "select-cot-tag": Candidate(
         SELECT, "cot", 4, tag="slot", note="select_perm m17 k3 j16, slot-specific question ids"
     ),
+    "select-cot-tag-long": Candidate(
+        SELECT, "cot", 8, tag="slot", note="select_perm j16, slot-specific question ids, 8 epochs"
+    ),
 }
 
 
