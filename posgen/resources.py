@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from posgen.spec import BenchmarkSpec
+from posgen.spec import BenchmarkSpec, is_probe_split
 
 PLANNING_RATE = 5_000_000
 """Tokens per second assumed for the estimate: the slowest whole-pipeline rate (generate,
@@ -57,9 +57,11 @@ def estimate_benchmark(bench: BenchmarkSpec) -> Estimate:
     tokens = raw = 0
     largest, largest_bytes, splits = "", -1, 0
     for config, spec in bench.configs.items():
-        for split in spec.split_names:
+        for split in (*spec.split_names, *spec.probe_names):
             rows, length = spec.split_size(split), spec.split_length(split)
             size = rows * length * spec.token_bytes
+            if is_probe_split(split):  # at most one probed position (int32) and answer a token
+                size += rows * length * (4 + spec.token_bytes)
             tokens += rows * length
             raw += size
             splits += 1
