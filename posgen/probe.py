@@ -203,7 +203,8 @@ def probe_rows(
 ) -> ProbeBlock:
     """Probe rows ``[start, stop)`` of ``split``: the source rows regenerated, then altered.
 
-    >>> spec = TaskSpec(task="cot", train_size=4, val_size=2, test_size=3, train_length=8, test_length=16)
+    >>> sizes = {"train_size": 4, "val_size": 2, "test_size": 3}
+    >>> spec = TaskSpec(task="cot", train_length=8, test_length=16, **sizes)
     >>> block = probe_rows(spec, "probe", 0, 3)
     >>> source = generate_rows(spec, "test", 0, 3)
     >>> same_after = bool((block.tokens[:, 1:] == source[:, 1:]).all())

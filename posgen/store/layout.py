@@ -211,7 +211,7 @@ def part_of(shards: list[Shard], index: int, count: int) -> list[Shard]:
     >>> from posgen.spec import BenchmarkSpec
     >>> plan = plan_benchmark(BenchmarkSpec(name="b", configs={"cot": TaskSpec(task="cot")}))
     >>> [s.path for s in part_of(plan, 1, 2)]
-    ['data/cot/validation-00000-of-00001.parquet']
+    ['data/cot/validation-00000-of-00001.parquet', 'data/cot-probe/probe-00000-of-00001.parquet']
     """
     return shards[index::count]
 
