@@ -8,6 +8,7 @@ from typing import Any
 
 from posgen.errors import UsageError
 from posgen.scoring.metrics import ScoreReport
+from posgen.scoring.reliance import RelianceReport
 from posgen.store.atomic import write_atomically
 
 
@@ -74,6 +75,46 @@ def plot_curve(report: ScoreReport, path: Path, title: str | None = None) -> Pat
         name = " / ".join(part for part in (report.config, report.split) if part)
         axes.set_title(title or f"POSGEN {name} (spec {report.spec_id})", fontsize=10)
         axes.legend(loc="upper right", fontsize=8)
+        figure.tight_layout()
+        save_figure(figure, path)
+    finally:
+        plt.close(figure)
+    return Path(path)
+
+
+def plot_reliance(report: RelianceReport, path: Path, title: str | None = None) -> Path:
+    """Draw far- and local-reliance against position (per position and per bucket)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotUnavailable(PLOT_HINT) from None
+    curve = report.curve
+    figure, axes = plt.subplots(figsize=(8, 4), dpi=120)
+    try:
+        for name, values, color in (
+            ("far-reliance", curve.far_reliance, "C0"),
+            ("local-reliance", curve.local_reliance, "C3"),
+        ):
+            shown = [float("nan") if v is None else v for v in values]
+            axes.plot(curve.position, shown, lw=0.8, alpha=0.5, color=color)
+            for bucket in report.buckets:
+                value = getattr(bucket, name.replace("-", "_"))
+                if value is not None:
+                    axes.hlines(value, bucket.start, bucket.stop - 1, color=color, lw=2)
+            axes.plot([], [], color=color, lw=2, label=name)
+        if report.ood_boundary < report.length:
+            axes.axvline(report.ood_boundary, color="k", ls="--", lw=1)
+            axes.text(report.ood_boundary, 1.02, f" OOD from L={report.ood_boundary}", va="bottom")
+        axes.set_xlim(0, report.length)
+        axes.set_ylim(0, 1.08)
+        axes.set_xlabel("probed position t")
+        axes.set_ylabel("share of probed targets (answers differ)")
+        name = " / ".join(part for part in (report.config, report.split) if part)
+        axes.set_title(title or f"POSGEN {name}: what the predictions follow", fontsize=10)
+        axes.legend(loc="center right", fontsize=8)
         figure.tight_layout()
         save_figure(figure, path)
     finally:
