@@ -66,7 +66,7 @@ clean:
 # Finished run folders in $(RUNS_DIR) are kept: a rerun trains only what is missing.
 RUNS_DIR ?= runs
 RESULTS_DATA ?= out/results
-RESULTS_SETS := posgen-v1 paper
+RESULTS_SETS := posgen-v1 posgen-v2 paper
 
 results: install-train
 	for name in $(RESULTS_SETS); do \

@@ -24,6 +24,8 @@ Run folder::
                         seconds so far (all, and in training steps only)
     predictions.parquet test predictions (``posgen score --predictions`` reads them)
     scores.json         the ``posgen.scoring`` report of those predictions on ``test``
+    probe_predictions.parquet  predictions of the ``probe`` split, same weights
+    probe_scores.json   their far-reliance report (``posgen score --split probe``)
 """
 
 from __future__ import annotations
@@ -49,12 +51,23 @@ from posgen.scoring.folder import score_aligned, score_file
 from posgen.scoring.lm_inputs import lm_arrays, predictions_from_logits, vocab_size
 from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reference import ReferenceSplit, load_reference
+from posgen.scoring.reliance import ProbeSplit, RelianceReport, load_probe, score_probe
+from posgen.spec import PROBE_SPLIT
 from posgen.store.atomic import atomic_folder
 from posgen.train.config import TrainConfig
 from posgen.train.rope import rope_parameters, use_frequencies
 
 PREDICTIONS = "predictions.parquet"
-FILES = ("config.json", "metrics.jsonl", PREDICTIONS, "scores.json")
+PROBE_PREDICTIONS = "probe_predictions.parquet"
+PROBE_SCORES = "probe_scores.json"
+FILES = (
+    "config.json",
+    "metrics.jsonl",
+    PREDICTIONS,
+    "scores.json",
+    PROBE_PREDICTIONS,
+    PROBE_SCORES,
+)
 """What a finished run folder holds."""
 
 
@@ -119,7 +132,9 @@ def build_model(
     return LlamaForCausalLM(llama)
 
 
-def lm_tensors(reference: ReferenceSplit, length: int | None = None) -> dict[str, torch.Tensor]:
+def lm_tensors(
+    reference: ReferenceSplit | ProbeSplit, length: int | None = None
+) -> dict[str, torch.Tensor]:
     """``input_ids`` and ``labels`` of a split's rows (cut to ``length`` tokens if given)."""
     tokens = reference.tokens if length is None else reference.tokens[:, :length]
     arrays = lm_arrays(tokens, reference.spec.modulus, reference.spec.window)
@@ -372,12 +387,34 @@ def _write_run(
         write_predictions(build / PREDICTIONS, test.ids, predictions, spec.modulus)
         report = score_file(data, test.config, "test", build / PREDICTIONS)
         (build / "scores.json").write_text(report.to_json())
+        probe = _write_probe(build, model, data, test.config, config, device)
     return {
         "pe": pe,
         "out": str(out),
         "best_epoch": selection.epoch,
         **report.summary(),
+        **probe.summary(),
     }
+
+
+def _write_probe(
+    build: Path,
+    model: LlamaForCausalLM,
+    data: Path,
+    config_name: str,
+    config: TrainConfig,
+    device: torch.device,
+) -> RelianceReport:
+    """Predict the ``probe`` split with the current weights; write the predictions and their
+    far-reliance report into the run folder ``build``."""
+    probe = load_probe(data, config_name, PROBE_SPLIT)
+    modulus = probe.spec.modulus
+    ids = lm_tensors(probe)["input_ids"]
+    predictions = predict(model, ids, config.eval_batch_size, device, modulus)
+    write_predictions(build / PROBE_PREDICTIONS, probe.ids, predictions, modulus)
+    report = score_probe(probe, predictions)
+    (build / PROBE_SCORES).write_text(report.to_json())
+    return report
 
 
 def _run_record(record: dict[str, Any], pe: str) -> dict[str, Any]:
