@@ -7,7 +7,7 @@ splits of a config one feature set while train and test rows differ in length; t
 per-split length is recorded in the manifest and the card.
 
 Probe splits (:mod:`posgen.probe`) add ``source_id`` (int64, the id of the test row the
-probe row is made from), ``replaced`` and ``probed`` (lists of int32 positions) and
+probe row is made from), ``replaced`` and ``probed`` (lists of uint32 positions) and
 ``far_rule`` (a list of tokens, one per probed position): :func:`probe_schema`.
 """
 
@@ -65,7 +65,7 @@ def row_schema(modulus: int, metadata: dict[str, str] | None = None) -> pa.Schem
     )
 
 
-POSITION = pa.int32()
+POSITION = pa.uint32()
 """Arrow type of a stored position (positions are below MAX_LENGTH = 2**20)."""
 
 

@@ -114,7 +114,7 @@ def files_section(manifest: Manifest) -> str:
             "",
             "Columns: `id` (int64, the row's index in its split) and `tokens` (list of uint8; "
             "uint16 when m > 256); probe splits add `source_id`, `replaced`, `probed` "
-            "(lists of int32 positions) and `far_rule` (one token per probed position). "
+            "(lists of uint32 positions) and `far_rule` (one token per probed position). "
             "The manifest `posgen.json` holds the same facts.",
             "",
             table(["file", "rows", "first id", "bytes", "sha256"], rows),

@@ -96,8 +96,8 @@ def hf_features(spec: TaskSpec, split: str = "train") -> dict[str, Any]:
     features = {"id": {"dtype": "int64", "_type": "Value"}, "tokens": values(token)}
     if is_probe_split(split):
         features["source_id"] = {"dtype": "int64", "_type": "Value"}
-        features["replaced"] = values("int32")
-        features["probed"] = values("int32")
+        features["replaced"] = values("uint32")
+        features["probed"] = values("uint32")
         features["far_rule"] = values(token)
     return features
 
