@@ -125,7 +125,7 @@ def test_card_facts_equal_the_manifest(folder, report):
     manifest = read_manifest(folder)
     card = render_card(manifest, report, root=folder)
     assert f"`{manifest.benchmark.spec_id}`" in card
-    for name, entry in manifest.configs.items():
+    for entry in manifest.configs.values():
         assert f"`{entry.spec_id}`" in card
     for name, _, splits in manifest.hf_configs():
         for split, info in splits.items():
