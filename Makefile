@@ -1,7 +1,8 @@
 # posgen: `make data` generates the default benchmark, `make validate` checks it,
 # `make test` runs the suite, `make cards` re-renders the official data cards in data_cards/
 # (checked for drift by the tests), `make results` trains the reference baselines (a long job:
-# about 40 minutes on two idle cores) and writes RESULTS.md.
+# about 40 minutes on two idle cores for posgen-v1 and paper; posgen-v2 adds a third dataset)
+# and writes RESULTS.md.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -61,7 +62,7 @@ format: install
 clean:
 	rm -rf $(VENV) out build *.egg-info
 
-# Reference baselines (not a test): regenerate both official datasets, train the cpu preset
+# Reference baselines (not a test): regenerate the official datasets, train the cpu preset
 # (3 tasks x 4 position embeddings x 3 seeds each, 2 processes of one torch thread), aggregate.
 # Finished run folders in $(RUNS_DIR) are kept: a rerun trains only what is missing.
 RUNS_DIR ?= runs
