@@ -44,7 +44,15 @@ PARQUET_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
     "compression_level": 1,
     "use_dictionary": False,
-    "use_byte_stream_split": [TOKENS_LEAF],
+    # Probe splits: positions ascend within a row, so their deltas pack into a few bits
+    # (cot's `probed`: 2x smaller and 2x faster to write than plain + zstd); `far_rule`
+    # holds tokens. Same bytes as `use_byte_stream_split=[TOKENS_LEAF]` for the other splits.
+    "column_encoding": {
+        TOKENS_LEAF: "BYTE_STREAM_SPLIT",
+        "far_rule.list.element": "BYTE_STREAM_SPLIT",
+        "replaced.list.element": "DELTA_BINARY_PACKED",
+        "probed.list.element": "DELTA_BINARY_PACKED",
+    },
     "write_statistics": ["id"],
 }
 

@@ -69,8 +69,13 @@ def probe_offset(index: np.ndarray | int, length: int, window: int) -> np.ndarra
 
 
 def probe_plan(spec: TaskSpec, length: int, offset: int) -> ProbePlan:
-    """Replaced and probed positions of a row of ``length`` whose offset is ``offset``."""
-    return _plan(spec.task, spec.near, spec.far, length, int(offset))
+    """Replaced and probed positions of a row of ``length`` whose offset is ``offset``
+    (cot's plan is the same for every offset)."""
+    return _plan(spec.task, spec.near, spec.far, length, _plan_offset(spec, offset))
+
+
+def _plan_offset(spec: TaskSpec, offset: int) -> int:
+    return 0 if spec.task == "cot" or not spec.far else int(offset)
 
 
 @lru_cache(maxsize=4096)
@@ -167,14 +172,50 @@ def far_rule_answers(
     out = np.empty(positions.size, dtype=np.int64)
     if positions.size == 0:
         return out
-    deps = dependency_matrix(spec.task, tokens.shape[1], spec.near, spec.far)
+    length = tokens.shape[1]
+    # (w, L') operand positions, transposed so that the gather below is one flat take
+    small = tokens.size < 2**31  # int32 indices: half the memory traffic
+    kind = np.int32 if small else np.int64
+    deps = dependency_matrix(spec.task, length, spec.near, spec.far).T.astype(kind)
+    flat = np.ascontiguousarray(tokens).reshape(-1)
     op = get_op(spec.op)
     for first in range(0, positions.size, FAR_RULE_PAIRS):
         last = min(positions.size, first + FAR_RULE_PAIRS)
-        wanted = deps[positions[first:last] - spec.window]  # (p, w)
-        operands = tokens[rows[first:last, None], wanted]
-        out[first:last] = op.apply(operands.T, spec.modulus, spec.op_key)
+        index = deps[:, (positions[first:last] - spec.window).astype(kind)]
+        index += (rows[first:last] * length).astype(kind)
+        out[first:last] = op.apply(flat[index], spec.modulus, spec.op_key)
     return out
+
+
+def shared_far_rule(
+    spec: TaskSpec, tokens: np.ndarray, members: np.ndarray, positions: np.ndarray
+) -> np.ndarray:
+    """Far-rule answers ``(len(members), len(positions))`` of rows ``members`` of
+    ``tokens``, which share their probed ``positions`` (gathered by slices, not pairs)."""
+    window, p = spec.window, positions.size
+    deps = dependency_matrix(spec.task, tokens.shape[1], spec.near, spec.far)[positions - window].T
+    runs = [_as_slice(row) for row in deps]  # near operands of consecutive targets: slices
+    out = np.empty((members.size, p), dtype=np.int64)
+    if p == 0:
+        return out
+    op = get_op(spec.op)
+    step = max(1, FAR_RULE_PAIRS // p)
+    whole = members.size == tokens.shape[0] and bool(np.all(members == np.arange(members.size)))
+    for first in range(0, members.size, step):
+        chosen = tokens[first : first + step] if whole else tokens[members[first : first + step]]
+        columns = np.empty((window, chosen.shape[0], p), dtype=tokens.dtype)
+        for i, (row, run) in enumerate(zip(deps, runs, strict=True)):
+            columns[i] = chosen[:, run] if run is not None else chosen[:, row]
+        answers = op.apply(columns.reshape(window, -1), spec.modulus, spec.op_key)
+        out[first : first + step] = answers.reshape(chosen.shape[0], p)
+    return out
+
+
+def _as_slice(positions: np.ndarray) -> slice | None:
+    """``positions`` as a slice when they are consecutive, else None."""
+    if positions.size and np.all(np.diff(positions) == 1):
+        return slice(int(positions[0]), int(positions[-1]) + 1)
+    return None
 
 
 @dataclass(frozen=True)
@@ -219,12 +260,24 @@ def alter_rows(spec: TaskSpec, split: str, start: int, tokens: np.ndarray) -> Pr
     """Probe rows made from source rows ``tokens`` (rows ``start ..``), altered in place."""
     rows, length = tokens.shape
     index = np.arange(start, start + rows, dtype=np.int64)
-    offsets = probe_offset(index, length, spec.window).tolist()
+    offsets = [_plan_offset(spec, o) for o in probe_offset(index, length, spec.window).tolist()]
     plans = [probe_plan(spec, length, o) for o in offsets]
     replaced, replaced_offsets, replaced_rows = _flatten([p.replaced for p in plans])
-    probed, probed_offsets, probed_rows = _flatten([p.probed for p in plans])
     cells = (replaced_rows, replaced)
     tokens[cells] = replacements(spec, split, index[replaced_rows], replaced, tokens[cells])
+    if len(set(offsets)) == 1:  # one plan for every row (cot): slices, no scatter
+        plan = plans[0]
+        answers = shared_far_rule(spec, tokens, np.arange(rows), plan.probed)
+        return ProbeBlock(
+            start=start,
+            tokens=tokens,
+            replaced=replaced,
+            replaced_offsets=replaced_offsets,
+            probed=np.tile(plan.probed, rows),
+            far_rule=answers.reshape(-1).astype(storage_dtype(spec.modulus)),
+            probed_offsets=np.arange(rows + 1, dtype=np.int64) * plan.probed.size,
+        )
+    probed, probed_offsets, probed_rows = _flatten([p.probed for p in plans])
     far_rule = far_rule_answers(spec, tokens, probed_rows, probed)
     return ProbeBlock(
         start=start,

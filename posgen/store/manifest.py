@@ -256,9 +256,10 @@ class Manifest(_Model):
         config one feature set, so they form the config ``<config>-probe``.
         """
         return [
-            (probe_config(name) if probe else name, name, entry.hf_splits(probe))
+            (probe_config(name) if probe else name, name, splits)
             for name, entry in self.configs.items()
             for probe in (False, True)
+            if (splits := entry.hf_splits(probe))
         ]
 
     def files(self, configs: list[str] | None = None) -> list[tuple[str, str, FileEntry]]:
