@@ -1,7 +1,7 @@
-"""``posgen train``: train a stock Llama with one of the paper's position embeddings.
+"""``posgen train``: train a stock Llama with any registered position encoding.
 
-torch and transformers are imported only when a run starts (the ``train`` extra), so
-``posgen -h`` and every other command stay torch-free.
+torch and transformers are imported only when a run starts or ``--list-pe`` lists the
+encodings (the ``train`` extra), so ``posgen -h`` and every other command stay torch-free.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from posgen.cli.score import load_split
 from posgen.errors import problem_lines
 from posgen.scoring.reference import resolve_config
 from posgen.train import TRAIN_HINT
-from posgen.train.config import PES, PRESETS, TrainConfig, preset
+from posgen.train.config import PRESETS, TrainConfig, preset
+from posgen.train.encoding import PERequest
 
 # flag -> (TrainConfig field, click type)
 OVERRIDES: dict[str, tuple[str, Any]] = {
@@ -62,13 +63,34 @@ def _override_options(function: Any) -> Any:
     return function
 
 
+def list_encodings(context: click.Context, _: click.Parameter, value: bool) -> None:
+    """``--list-pe``: one line per registered encoding (defaults shown for L=64, L'=256)."""
+    if not value or context.resilient_parsing:
+        return
+    require_extra()
+    from posgen.train.encoding import Lengths
+    from posgen.train.registry import PEError, listing
+
+    try:
+        lines = listing(Lengths(train=64, test=256, head_dim=16, heads=4))
+    except PEError as error:
+        raise UsageProblems([str(error)]) from None
+    click.echo("\n".join(lines))
+    context.exit(0)
+
+
 @click.command(
     "train",
     epilog="""\b
 Examples:
+  posgen train --list-pe
   posgen train --data out/posgen-v1 --config recursive --pe resonance --out runs/rec-res
   posgen train --data out/paper --config cot --pe yarn --preset cpu --seed 42 --epochs 5 \\
       --out runs/cot-yarn-42
+  posgen train --data out/paper --config cot --pe linear --pe-param factor=2 \\
+      --pe-param scale_at=train --out runs/cot-linear2
+  posgen train --data out/paper --config cot --pe alibi --randomized-positions auto \\
+      --out runs/cot-alibi-rand
   posgen score --data out/posgen-v1 --config recursive \\
       --predictions runs/rec-res/predictions.parquet
 """,
@@ -80,7 +102,34 @@ Examples:
     help="Dataset folder written by `posgen generate`.",
 )
 @click.option("--config", help="Config (task) to train on (may be left out when there is one).")
-@click.option("--pe", required=True, type=click.Choice(PES), help="Position embedding.")
+@click.option(
+    "--list-pe",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=list_encodings,
+    help="List every position encoding (built in and plugins) and exit.",
+)
+@click.option(
+    "--pe",
+    required=True,
+    help="Position encoding: a name from --list-pe or package.module:name.",
+)
+@click.option(
+    "--pe-param",
+    "pe_params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter of the position encoding (repeatable). [defaults from L and L']",
+)
+@click.option(
+    "--randomized-positions",
+    "randomized",
+    metavar="R|auto",
+    help="Randomized positions (Ruoss et al.): position ids drawn sorted from 0..R-1 "
+    "(auto: R = L'+1).",
+)
+@click.option("--save-model", is_flag=True, help="Also save the selected weights in OUT/model.")
 @click.option(
     "--preset",
     "preset_name",
@@ -116,6 +165,9 @@ def train_command(
     data: Path,
     config: str | None,
     pe: str,
+    pe_params: tuple[str, ...],
+    randomized: str | None,
+    save_model: bool,
     preset_name: str,
     seed: int | None,
     out: Path,
@@ -130,6 +182,12 @@ def train_command(
     predictions are scored by posgen's scoring (the same figures as `posgen score`).
     """
     train_config = resolve_train_config(preset_name, overrides)
+    try:
+        request = PERequest.parse(pe, pe_params, randomized)
+    except ValidationError as error:
+        raise UsageProblems([f"--pe: {line}" for line in problem_lines(error)]) from None
+    except ValueError as error:
+        raise UsageProblems([str(error)]) from None
     if out.exists():
         raise UsageProblems([f"--out {out} exists; choose a new run folder"])
     reference = load_split(data, config, "train")
@@ -137,7 +195,8 @@ def train_command(
     import torch
     from tqdm.auto import tqdm
 
-    from posgen.train.trainer import RunData, pick_device, train_runs
+    from posgen.train.registry import PEError
+    from posgen.train.trainer import RunData, pick_device, resolve_pe, train_runs
 
     torch.set_num_threads(threads)
     target = pick_device(device)
@@ -146,19 +205,28 @@ def train_command(
     name = resolve_config(data, reference.config)
     run_seed = train_config.seeds[0] if seed is None else seed
     try:
+        resolved = resolve_pe(request, train_config, reference)
+    except PEError as error:
+        raise UsageProblems([str(error)]) from None
+    try:
         summary = train_runs(
             data,
             name,
-            [pe],
+            [resolved],
             train_config,
             run_seed,
             [out],
             preset_name,
             device=target,
             progress=lambda total: tqdm(
-                total=total, unit="step", file=sys.stderr, disable=quiet, desc=f"{name} {pe}"
+                total=total,
+                unit="step",
+                file=sys.stderr,
+                disable=quiet,
+                desc=f"{name} {resolved.label}",
             ),
             run_data=RunData.load(data, name),
+            save=save_model,
         )[0]
     except OSError as error:
         raise RunFailure(f"writing {out} failed: {error}") from None
