@@ -79,8 +79,8 @@ class FirstError(_Frozen):
     median: float | None = Field(description="Median first wrong position over rows with one.")
 
 
-class ScoreReport(_Frozen):
-    """Every POSGEN figure for one split's predictions, with the counts behind it."""
+class ScoredSplit(_Frozen):
+    """What was scored: the split, its shape, its OOD boundary and the bucket width."""
 
     spec_id: str | None = Field(description="Spec id of the data scored.")
     config: str | None = Field(None, description="Config scored (when read from a folder).")
@@ -91,6 +91,15 @@ class ScoreReport(_Frozen):
     ood_boundary: int = Field(ge=1, description="L: first OOD position (the train length).")
     modulus: int = Field(ge=2, description="m: tokens are 0 .. m-1.")
     bucket_width: int = Field(ge=1)
+
+    def to_json(self) -> str:
+        """The report as stable JSON: sorted keys, two-space indent, trailing newline."""
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+class ScoreReport(ScoredSplit):
+    """Every POSGEN figure for one split's predictions, with the counts behind it."""
+
     id: Accuracy = Field(description="Positions [w, L).")
     ood: Accuracy = Field(description="Positions [L, L'); tokens 0 when L' <= L.")
     overall: Accuracy = Field(description="Positions [w, L').")
@@ -99,10 +108,6 @@ class ScoreReport(_Frozen):
     buckets: list[Bucket]
     curve: Curve
     first_error: FirstError
-
-    def to_json(self) -> str:
-        """The report as stable JSON: sorted keys, two-space indent, trailing newline."""
-        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
     def summary(self) -> dict[str, float | None]:
         """The two headline figures: ``{"id_accuracy": ..., "ood_accuracy": ...}``."""

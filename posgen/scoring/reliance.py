@@ -22,7 +22,6 @@ the prediction follows the far rule at 5 and the stored token at 6.
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from posgen.arrow_io import table_tokens
 from posgen.scoring.errors import ScoringError
-from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, bucket_edges, check_predictions
+from posgen.scoring.metrics import (
+    DEFAULT_BUCKET_WIDTH,
+    ScoredSplit,
+    bucket_edges,
+    check_predictions,
+)
 from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.check import inside
 from posgen.store.formats import manifest_format
@@ -78,27 +82,14 @@ class RelianceCurve(_Frozen):
     local_reliance: list[float | None]
 
 
-class RelianceReport(_Frozen):
+class RelianceReport(ScoredSplit):
     """Far- and local-reliance of one probe split's predictions, with the counts behind them."""
 
-    spec_id: str | None = Field(description="Spec id of the data scored.")
-    config: str | None = Field(None, description="Config scored (when read from a folder).")
-    split: str | None = Field(None, description="Probe split scored.")
-    rows: int = Field(ge=0)
-    length: int = Field(ge=1, description="L': row length, seed window included.")
-    seed_window: int = Field(ge=1, description="w = j + k.")
-    ood_boundary: int = Field(ge=1, description="L: first OOD position (the train length).")
-    modulus: int = Field(ge=2)
-    bucket_width: int = Field(ge=1)
     id: Reliance = Field(description="Probed positions in [w, L).")
     ood: Reliance = Field(description="Probed positions in [L, L').")
     overall: Reliance = Field(description="Every probed position.")
     buckets: list[RelianceBucket]
     curve: RelianceCurve
-
-    def to_json(self) -> str:
-        """The report as stable JSON: sorted keys, two-space indent, trailing newline."""
-        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
     def summary(self) -> dict[str, float | None]:
         """The headline figures: far- and local-reliance, ID and OOD."""
