@@ -149,6 +149,30 @@ def check_predictions(
     return scored
 
 
+def checked_arrays(
+    reference: Any,
+    predictions: Any,
+    window: int,
+    ood_boundary: int,
+    modulus: int,
+    bucket_width: int,
+    what: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(reference (rows, L'), predictions at [w, L'))``, or :class:`ScoringError` naming
+    the first argument that cannot be scored."""
+    ref = np.asarray(reference)
+    if ref.ndim != 2:
+        raise ScoringError(f"{what} tokens must be (rows, length), got shape {ref.shape}")
+    rows, length = ref.shape
+    if bucket_width < 1:
+        raise ScoringError(f"bucket width must be at least 1, got {bucket_width}")
+    if not 1 <= window < length:
+        raise ScoringError(f"seed window {window} must be in [1, {length}) for rows of {length}")
+    if ood_boundary <= window:
+        raise ScoringError(f"OOD boundary {ood_boundary} must exceed the seed window {window}")
+    return ref, check_predictions(predictions, rows, length, window, modulus)
+
+
 def score_arrays(
     reference: np.ndarray,
     predictions: np.ndarray,
@@ -165,17 +189,10 @@ def score_arrays(
 
     ``window`` is w (never scored), ``ood_boundary`` is L, ``modulus`` is m.
     """
-    ref = np.asarray(reference)
-    if ref.ndim != 2:
-        raise ScoringError(f"reference tokens must be (rows, length), got shape {ref.shape}")
+    ref, scored = checked_arrays(
+        reference, predictions, window, ood_boundary, modulus, bucket_width, "reference"
+    )
     rows, length = ref.shape
-    if bucket_width < 1:
-        raise ScoringError(f"bucket width must be at least 1, got {bucket_width}")
-    if not 1 <= window < length:
-        raise ScoringError(f"seed window {window} must be in [1, {length}) for rows of {length}")
-    if ood_boundary <= window:
-        raise ScoringError(f"OOD boundary {ood_boundary} must exceed the seed window {window}")
-    scored = check_predictions(predictions, rows, length, window, modulus)
     correct = scored == ref[:, window:]
     per_position = np.count_nonzero(correct, axis=0).astype(np.int64)
     split_at = min(ood_boundary, length) - window

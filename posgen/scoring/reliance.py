@@ -36,7 +36,7 @@ from posgen.scoring.metrics import (
     DEFAULT_BUCKET_WIDTH,
     ScoredSplit,
     bucket_edges,
-    check_predictions,
+    checked_arrays,
 )
 from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.check import inside
@@ -140,15 +140,10 @@ def reliance_arrays(
     Target i is row ``rows[i]`` at position ``positions[i]`` with far-rule answer
     ``far_rule[i]``; its local answer is ``tokens[rows[i], positions[i]]``.
     """
-    ref = np.asarray(tokens)
-    if ref.ndim != 2:
-        raise ScoringError(f"probe tokens must be (rows, length), got shape {ref.shape}")
+    ref, scored = checked_arrays(
+        tokens, predictions, window, ood_boundary, modulus, bucket_width, "probe"
+    )
     n, length = ref.shape
-    if bucket_width < 1:
-        raise ScoringError(f"bucket width must be at least 1, got {bucket_width}")
-    if not 1 <= window < length:
-        raise ScoringError(f"seed window {window} must be in [1, {length}) for rows of {length}")
-    scored = check_predictions(predictions, n, length, window, modulus)
     rows = np.asarray(rows, dtype=np.int64)
     positions = np.asarray(positions, dtype=np.int64)
     far_rule = np.asarray(far_rule, dtype=np.int64)
