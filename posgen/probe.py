@@ -200,9 +200,13 @@ def shared_far_rule(
         return out
     op = get_op(spec.op)
     step = max(1, FAR_RULE_PAIRS // p)
-    whole = members.size == tokens.shape[0] and bool(np.all(members == np.arange(members.size)))
+    start = int(members[0]) if members.size else 0
+    contiguous = bool(np.all(members == np.arange(start, start + members.size)))
     for first in range(0, members.size, step):
-        chosen = tokens[first : first + step] if whole else tokens[members[first : first + step]]
+        if contiguous:
+            chosen = tokens[start + first : start + min(members.size, first + step)]
+        else:
+            chosen = tokens[members[first : first + step]]
         columns = np.empty((window, chosen.shape[0], p), dtype=tokens.dtype)
         for i, (row, run) in enumerate(zip(deps, runs, strict=True)):
             columns[i] = chosen[:, run] if run is not None else chosen[:, row]
@@ -278,7 +282,10 @@ def alter_rows(spec: TaskSpec, split: str, start: int, tokens: np.ndarray) -> Pr
             probed_offsets=np.arange(rows + 1, dtype=np.int64) * plan.probed.size,
         )
     probed, probed_offsets, probed_rows = _flatten([p.probed for p in plans])
-    far_rule = far_rule_answers(spec, tokens, probed_rows, probed)
+    if 4 * probed.size >= rows * (length - spec.window):  # dense: every target, then pick
+        far_rule = _far_rule_by_rows(spec, tokens, probed_offsets, probed)
+    else:
+        far_rule = far_rule_answers(spec, tokens, probed_rows, probed)
     return ProbeBlock(
         start=start,
         tokens=tokens,
@@ -288,6 +295,25 @@ def alter_rows(spec: TaskSpec, split: str, start: int, tokens: np.ndarray) -> Pr
         far_rule=far_rule.astype(storage_dtype(spec.modulus)),
         probed_offsets=probed_offsets,
     )
+
+
+def _far_rule_by_rows(
+    spec: TaskSpec, tokens: np.ndarray, offsets: np.ndarray, probed: np.ndarray
+) -> np.ndarray:
+    """Far-rule answers at ``probed`` (row i's at ``offsets[i]:offsets[i + 1]``), from h at
+    every target of a chunk of rows (slices and column gathers: faster than pairs when most
+    targets are probed)."""
+    rows, length = tokens.shape
+    targets = np.arange(spec.window, length)
+    out = np.empty(probed.size, dtype=np.int64)
+    step = max(1, FAR_RULE_PAIRS // max(1, targets.size))
+    for first in range(0, rows, step):
+        last = min(rows, first + step)
+        every = shared_far_rule(spec, tokens, np.arange(first, last), targets)
+        lo, hi = int(offsets[first]), int(offsets[last])
+        which = np.repeat(np.arange(last - first), np.diff(offsets[first : last + 1]))
+        out[lo:hi] = every[which, probed[lo:hi] - spec.window]
+    return out
 
 
 def _flatten(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import posgen
+import posgen.probe
 from posgen.arrow_io import open_writer, probe_schema, probe_table
 from posgen.generator import generate_rows
 from posgen.probe import probe_rows
@@ -317,3 +318,11 @@ def test_generate_and_validate_with_probe_splits_never_import_torch(tmp_path):
     result = subprocess.run(run, capture_output=True, text=True)
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr
     assert (tmp_path / "ds" / "data" / "cot-probe").is_dir()
+
+
+@pytest.mark.parametrize("task", BUILT_IN)
+def test_far_rule_answers_do_not_depend_on_how_targets_are_chunked(task, monkeypatch):
+    spec = TaskSpec(task=task, modulus=23, train_size=1, val_size=1, test_size=30)
+    whole = _as_rows(probe_rows(spec, "probe", 0, spec.test_size))
+    monkeypatch.setattr(posgen.probe, "FAR_RULE_PAIRS", 7)
+    assert _as_rows(probe_rows(spec, "probe", 0, spec.test_size)) == whole
