@@ -201,6 +201,7 @@ def test_written_probe_splits_hold_the_oracle_rows_and_load_through_datasets(fol
             got = [{k: r[k] for k in ("tokens", "replaced", "probed", "far_rule")} for r in rows]
             assert got == _expected(spec, split, source)
         assert list(datasets.load_dataset(str(folder), config)) == list(spec.split_names)
+        assert list(posgen.load(folder, f"{config}-probe")) == ["probe", "probe_128"]
 
 
 def test_block_size_and_workers_change_no_probe_byte(folder, tmp_path):
