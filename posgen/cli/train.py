@@ -6,6 +6,7 @@ torch and transformers are imported only when a run starts (the ``train`` extra)
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,12 @@ from posgen.cli.paths import PathArg
 from posgen.cli.score import load_split
 from posgen.errors import problem_lines
 from posgen.scoring.reference import resolve_config
+from posgen.store.atomic import Interrupted
+from posgen.store.lock import exclusive, owner_alive
+from posgen.store.manifest import read_manifest
 from posgen.train import TRAIN_HINT
-from posgen.train.config import PES, PRESETS, TrainConfig, preset
+from posgen.train.config import PES, PRESETS, TrainConfig, check_pe, preset
+from posgen.train.grid import identity, stable_hash
 
 # flag -> (TrainConfig field, click type)
 OVERRIDES: dict[str, tuple[str, Any]] = {
@@ -44,6 +49,13 @@ def resolve_train_config(preset_name: str, overrides: dict[str, Any]) -> TrainCo
         return preset(preset_name, **overrides)
     except ValidationError as error:
         raise UsageProblems([f"--{line}" for line in problem_lines(error)]) from None
+
+
+def _checked_pe(value: str) -> str:
+    try:
+        return check_pe(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def require_extra() -> None:
@@ -80,7 +92,12 @@ Examples:
     help="Dataset folder written by `posgen generate`.",
 )
 @click.option("--config", help="Config (task) to train on (may be left out when there is one).")
-@click.option("--pe", required=True, type=click.Choice(PES), help="Position embedding.")
+@click.option(
+    "--pe",
+    required=True,
+    callback=lambda ctx, param, value: _checked_pe(value),
+    help=f"Position embedding: {', '.join(PES)}.",
+)
 @click.option(
     "--preset",
     "preset_name",
@@ -145,23 +162,65 @@ def train_command(
         raise UsageProblems(["--device cuda: no CUDA device is available"])
     name = resolve_config(data, reference.config)
     run_seed = train_config.seeds[0] if seed is None else seed
-    try:
-        summary = train_runs(
-            data,
-            name,
-            [pe],
-            train_config,
-            run_seed,
-            [out],
-            preset_name,
-            device=target,
-            progress=lambda total: tqdm(
-                total=total, unit="step", file=sys.stderr, disable=quiet, desc=f"{name} {pe}"
-            ),
-            run_data=RunData.load(data, name),
-        )[0]
-    except OSError as error:
-        raise RunFailure(f"writing {out} failed: {error}") from None
+    from posgen.train.checkpoint import CheckpointMismatch, Checkpoints
+    from posgen.train.progress import resume_folder
+    from posgen.train.trainer import training_embedding
+
+    spec_id = read_manifest(data).configs[name].spec_id
+    key = stable_hash(
+        identity(
+            data.name, spec_id, name, training_embedding(pe), preset_name, train_config, run_seed
+        )
+    )
+    resume = resume_folder(out)
+    if owner_alive(resume):
+        raise UsageProblems([f"--out {out}: another posgen train is training it now"])
+    resume.mkdir(parents=True, exist_ok=True)
+    checkpoints = Checkpoints(resume, key)
+    with exclusive(resume):
+        progress = checkpoints.progress()
+        if progress and not quiet:
+            click.echo(f"{out}: resuming from its checkpoint ({resume})", err=True)
+        try:
+            summary = train_runs(
+                data,
+                name,
+                [pe],
+                train_config,
+                run_seed,
+                [out],
+                preset_name,
+                device=target,
+                progress=lambda total: tqdm(
+                    total=total, unit="step", file=sys.stderr, disable=quiet, desc=f"{name} {pe}"
+                ),
+                run_data=RunData.load(data, name),
+                checkpoints=checkpoints,
+            )[0]
+        except CheckpointMismatch:
+            raise UsageProblems(
+                [
+                    f"--out {out}: its checkpoint {resume} is of a run with other flags; rerun "
+                    "with those, or remove it to start over"
+                ]
+            ) from None
+        except Interrupted as stop:
+            if stop.completed:
+                shutil.rmtree(resume, ignore_errors=True)
+                raise RunFailure(
+                    f"interrupted by {stop.name} once {out} was complete", stop.exit_code
+                ) from None
+            raise RunFailure(
+                f"interrupted by {stop.name}; checkpoint kept in {resume}: rerun the same "
+                "command to resume",
+                stop.exit_code,
+            ) from None
+        except OSError as error:
+            raise RunFailure(f"writing {out} failed: {error}") from None
+        finally:
+            if checkpoints.progress() is None:  # nothing to resume from: leave nothing
+                shutil.rmtree(resume, ignore_errors=True)
+        shutil.rmtree(resume, ignore_errors=True)
     if not quiet:
         click.echo(
             f"{out}: best epoch {summary['best_epoch']}, test ID {_shown(summary['id_accuracy'])}, "

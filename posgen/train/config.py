@@ -26,6 +26,25 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 PES = ("rope", "resonance", "yarn", "resonance_yarn")
 """The paper's four position embeddings (``--pe``)."""
 
+
+def check_pe(name: str) -> str:
+    """``name`` if it is a position embedding ``posgen train --pe`` accepts, else ValueError.
+
+    The one check of a PE name: ``posgen train --pe`` and the grid files of ``posgen sweep``
+    both go through it.
+
+    >>> check_pe("yarn")
+    'yarn'
+    >>> check_pe("alibi")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'alibi' is not one of 'rope', 'resonance', 'yarn', 'resonance_yarn'
+    """
+    if name not in PES:
+        raise ValueError(f"{name!r} is not one of {', '.join(map(repr, PES))}")
+    return name
+
+
 PAPER_SEEDS = [5549, 4955, 42, 3701, 49]
 """The authors' five seeds."""
 

@@ -34,7 +34,7 @@ import math
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from posgen.scoring.lm_inputs import lm_arrays, predictions_from_logits, vocab_s
 from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reference import ReferenceSplit, load_reference
 from posgen.store.atomic import atomic_folder
+from posgen.train.checkpoint import Checkpoints, Position, Selection, kill_point, stop_requests
 from posgen.train.config import TrainConfig
 from posgen.train.rope import rope_parameters, use_frequencies
 
@@ -154,6 +155,13 @@ def epoch_order(rows: int, epochs: int, seed: int) -> list[torch.Tensor]:
     return [torch.randperm(rows, generator=generator) for _ in range(epochs)]
 
 
+def total_steps(config: TrainConfig, run_data: RunData) -> int:
+    """Optimiser steps of the run: every batch of every epoch, or ``max_steps`` if fewer."""
+    rows = run_data.train.tokens.shape[0]
+    total = math.ceil(rows / config.batch_size) * config.epochs
+    return total if config.max_steps is None else min(total, config.max_steps)
+
+
 def warmup_fraction(warmup: float, total_steps: int) -> float:
     """``warmup``, unless the warm-up would end exactly at step 1 (OneCycleLR divides by 0 there).
 
@@ -178,16 +186,6 @@ def optimizer_and_schedule(
         anneal_strategy="cos",
     )
     return optimizer, schedule
-
-
-@dataclass
-class Selection:
-    """The best validation ID accuracy of one position embedding so far, and its weights."""
-
-    pe: str
-    accuracy: float = -1.0
-    epoch: int = 0
-    state: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -231,8 +229,13 @@ def train_runs(
     device: torch.device | None = None,
     progress: ProgressFactory = _null_progress,
     run_data: RunData | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> list[dict[str, Any]]:
     """Train once for ``pes`` (all with the same training embedding); write one folder each.
+
+    With ``checkpoints`` the training resumes from the checkpoint there, saves one at the
+    end of every epoch, and on a signal saves one and stops (:mod:`posgen.train.checkpoint`);
+    the run folders are the same bytes either way.
 
     Returns each run's summary (``{"pe", "out", "best_epoch", "id_accuracy", "ood_accuracy"}``).
     """
@@ -243,69 +246,112 @@ def train_runs(
     model = build_model(config, run_data.train, pes[0], seed).to(device)
     train = lm_tensors(run_data.train)
     validation_ids = lm_tensors(run_data.validation)["input_ids"]
-    steps_per_epoch = math.ceil(train["input_ids"].shape[0] / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
+    rows = train["input_ids"].shape[0]
+    total = total_steps(config, run_data)
     optimizer, schedule = optimizer_and_schedule(model, config, total)
     train_rope = rope_parameters(pes[0], *lengths(run_data.train), evaluation=False)
     selections = [Selection(pe) for pe in pes]
-    log: list[dict[str, Any]] = []
-    step = 0
+    at = Position()
+    if checkpoints is not None:
+        at = checkpoints.load(selections, model, optimizer, schedule, device) or at
+    orders = epoch_order(rows, config.epochs, seed)
     bar = progress(total)
-    started = time.perf_counter()
-    training = 0.0  # seconds in training steps only (no validation): the harness benchmark's
+    if bar is not None and at.step:
+        bar.update(at.step)
+    started = time.perf_counter() - at.seconds
     model.train()
-    for epoch, order in enumerate(epoch_order(train["input_ids"].shape[0], config.epochs, seed), 1):
-        losses = []
-        epoch_started = time.perf_counter()
-        for start in range(0, order.shape[0], config.batch_size):
-            if step >= total:
-                break
-            rows = order[start : start + config.batch_size]
-            loss = model(
-                input_ids=train["input_ids"][rows].to(device),
-                labels=train["labels"][rows].to(device),
-            ).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            losses.append(loss.detach())
-            if bar is not None:
-                bar.update(1)
-        training += time.perf_counter() - epoch_started
-        last = step >= total
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "step": step,
-            "train_loss": float(torch.stack(losses).mean()) if losses else None,
-            "lr": schedule.get_last_lr()[0],
-        }
-        if epoch % config.eval_every == 0 or last or epoch == config.epochs:
-            for selection in selections:
-                accuracy = _validate(model, run_data, validation_ids, selection.pe, config, device)
-                record[f"val_id_accuracy/{selection.pe}"] = accuracy
-                if accuracy > selection.accuracy:
-                    selection.accuracy, selection.epoch = accuracy, epoch
-                    selection.state = copy.deepcopy(model.state_dict())
+
+    def save() -> None:
+        if checkpoints is not None:
+            at.seconds = time.perf_counter() - started
+            checkpoints.save(at, selections, model, optimizer, schedule)
+
+    with stop_requests(checkpoints is not None) as stop:
+        while not at.done:
+            order = orders[at.epoch - 1]
+            for begin in range(at.offset, rows, config.batch_size):
+                if at.step >= total:
+                    break
+                step_started = time.perf_counter()
+                batch = order[begin : begin + config.batch_size]
+                loss = model(
+                    input_ids=train["input_ids"][batch].to(device),
+                    labels=train["labels"][batch].to(device),
+                ).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                at.step, at.offset = at.step + 1, begin + config.batch_size
+                at.losses.append(loss.detach())
+                # seconds in training steps only (no validation): the harness benchmark's
+                at.train_seconds += time.perf_counter() - step_started
+                if bar is not None:
+                    bar.update(1)
+                kill_point("step")
+                if stop is not None and stop.requested:
+                    save()
+                    stop.stop()
+            last = at.step >= total
+            lr = schedule.get_last_lr()[0]
+            record = _end_epoch(model, run_data, validation_ids, selections, config, device, at, lr)
             use_frequencies(model, train_rope)
-        record["seconds"] = round(time.perf_counter() - started, 3)
-        record["train_seconds"] = round(training, 3)
-        log.append(record)
-        if last:
-            break
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            record["train_seconds"] = round(at.train_seconds, 3)
+            at.log.append(record)
+            at.done = last or at.epoch == config.epochs
+            at.epoch, at.offset, at.losses = at.epoch + 1, 0, []
+            save()
+            if stop is not None and stop.requested:
+                stop.stop()
     if bar is not None and hasattr(bar, "close"):
         bar.close()
     summaries = []
     for selection, out in zip(selections, outs, strict=True):
         summaries.append(
             _write_run(
-                model, run_data, selection, config, seed, Path(out), data, preset_name, log, device
+                model,
+                run_data,
+                selection,
+                config,
+                seed,
+                Path(out),
+                data,
+                preset_name,
+                at.log,
+                device,
             )
         )
     return summaries
+
+
+def _end_epoch(
+    model: LlamaForCausalLM,
+    run_data: RunData,
+    validation_ids: torch.Tensor,
+    selections: list[Selection],
+    config: TrainConfig,
+    device: torch.device,
+    at: Position,
+    lr: float,
+) -> dict[str, Any]:
+    """The epoch's log line; validates (and updates the selections) when the epoch is due
+    (every ``eval_every`` epochs, and the last)."""
+    epoch, last = at.epoch, at.step >= total_steps(config, run_data)
+    record: dict[str, Any] = {
+        "epoch": epoch,
+        "step": at.step,
+        "train_loss": float(torch.stack(at.losses).mean()) if at.losses else None,
+        "lr": lr,
+    }
+    if epoch % config.eval_every == 0 or last or epoch == config.epochs:
+        for selection in selections:
+            accuracy = _validate(model, run_data, validation_ids, selection.pe, config, device)
+            record[f"val_id_accuracy/{selection.pe}"] = accuracy
+            if accuracy > selection.accuracy:
+                selection.accuracy, selection.epoch = accuracy, epoch
+                selection.state = copy.deepcopy(model.state_dict())
+    return record
 
 
 def _validate(
@@ -370,6 +416,7 @@ def _write_run(
         lines = [json.dumps(_run_record(record, pe), sort_keys=True) + "\n" for record in log]
         (build / "metrics.jsonl").write_text("".join(lines))
         write_predictions(build / PREDICTIONS, test.ids, predictions, spec.modulus)
+        kill_point("final")
         report = score_file(data, test.config, "test", build / PREDICTIONS)
         (build / "scores.json").write_text(report.to_json())
     return {
