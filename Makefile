@@ -19,11 +19,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,plot]"
 	touch $@
 
-# the train extra (torch, transformers) for `make test` and `make results`; `make data` stays light
+# the train and slurm extras (torch, transformers, submitit) for `make test` and `make results`;
+# `make data` stays light
 install-train: $(VENV)/.installed-train
 
 $(VENV)/.installed-train: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,plot,train]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,plot,train,slurm]"
 	touch $@
 
 data: install
@@ -61,11 +62,12 @@ format: install
 clean:
 	rm -rf $(VENV) out build *.egg-info
 
-# Reference baselines (not a test): regenerate both official datasets, train the cpu preset
-# (3 tasks x 4 position embeddings x 3 seeds each, 2 processes of one torch thread), aggregate.
-# Finished run folders in $(RUNS_DIR) are kept: a rerun trains only what is missing.
-RUNS_DIR ?= runs
-RESULTS_DATA ?= out/results
+# Reference baselines (not a test): regenerate both official datasets, sweep grids/results.toml
+# (3 tasks x 4 position embeddings x 3 seeds each, cpu preset, 2 workers of one torch thread)
+# into $(SWEEP_DIR), aggregate. Finished runs in $(SWEEP_DIR) are kept and interrupted ones resume
+# from their checkpoints: a rerun trains only what is missing.
+SWEEP_DIR ?= runs/results
+RESULTS_DATA := out/results
 RESULTS_SETS := posgen-v1 paper
 
 results: install-train
@@ -73,9 +75,10 @@ results: install-train
 	  $(BIN)/posgen generate --spec task_specs/$$name.toml --out $(RESULTS_DATA)/$$name --overwrite -q \
 	  || exit 1; \
 	done
-	wall=$$($(BIN)/python -m posgen.train.sweep --runs $(RUNS_DIR) --preset cpu --jobs 2 \
-	  $(foreach name,$(RESULTS_SETS),--data $(RESULTS_DATA)/$(name))) && \
-	$(BIN)/posgen results $(RUNS_DIR) --out RESULTS.md --plot results/curves.png \
+	$(BIN)/posgen sweep grids/results.toml --out $(SWEEP_DIR) --jobs 2
+	wall=$$($(BIN)/python -c "import json, sys; print(json.load(open(sys.argv[1]))['wall_seconds'])" \
+	  $(SWEEP_DIR)/sweep.json) && \
+	$(BIN)/posgen results $(SWEEP_DIR)/runs --out RESULTS.md --plot results/curves.png \
 	  --json posgen/card/reference_results.json --command "make results" --wall-seconds $$wall
 
 # Benchmarks (benchmarks/, not in the wheel): `make bench` runs the timing checks (pytest marker

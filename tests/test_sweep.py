@@ -240,12 +240,23 @@ def test_missing_extra_is_one_error_line_exit_2(data, tmp_path, hidden, executor
 # --- executors ------------------------------------------------------------------------------
 
 
-def test_local_sweep_writes_each_run_once_and_a_rerun_trains_nothing(data, tmp_path, reference):
+def test_local_sweep_stopped_by_sigterm_exits_1_resumes_on_rerun_then_skips_finished_runs(
+    data, tmp_path, reference, monkeypatch
+):
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope", "yarn"]))
-    args = ["sweep", str(grid), "--out", str(tmp_path / "S"), "--jobs", "2"]
-    first = CliRunner().invoke(main, args)
-    assert first.exit_code == 0, first.output
+    args = ["sweep", str(grid), "--out", str(tmp_path / "S")]
+    monkeypatch.setenv(progress.KILL_ENV, "step:5:SIGTERM")  # in the worker, mid-epoch 2
+    stopped = CliRunner().invoke(main, args)
+    assert stopped.exit_code == 1
+    assert stopped.output.strip().splitlines()[-1] == (
+        f"error: 0 of 1 trainings failed, 1 stopped by a signal; see posgen sweep --status "
+        f"{tmp_path / 'S'}; rerun to retry and resume them"
+    )
     sweep = Sweep(tmp_path / "S")
+    assert states(sweep)["rope"] == ("waiting", "resumes at epoch 2, step 5")
+    monkeypatch.delenv(progress.KILL_ENV)
+    resumed = CliRunner().invoke(main, [*args, "--jobs", "2"])
+    assert resumed.exit_code == 0, resumed.output
     assert sweep_bytes(sweep) == reference
     inodes = {run.key: sweep.run_folder(run).stat().st_ino for run in sweep.read().runs}
     again = CliRunner().invoke(main, args)
@@ -254,16 +265,21 @@ def test_local_sweep_writes_each_run_once_and_a_rerun_trains_nothing(data, tmp_p
     assert {r.key: sweep.run_folder(r).stat().st_ino for r in sweep.read().runs} == inodes
 
 
-def test_submitit_local_executor_runs_a_two_run_grid_end_to_end(data, tmp_path, reference):
+def test_submitit_local_executor_runs_a_two_run_grid_end_to_end_through_a_preemption(
+    data, tmp_path, reference, monkeypatch
+):
     pytest.importorskip("submitit")
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope", "yarn"]))
     out = tmp_path / "S"
+    # submitit's preemption signal after step 2: checkpoint, requeue, resume, finish
+    monkeypatch.setenv(progress.KILL_ENV, "step:2:SIGUSR2")
     args = ["sweep", str(grid), "--out", str(out), "--executor", "submitit-local"]
     result = CliRunner().invoke(main, [*args, "--time-min", "30"])
     assert result.exit_code == 0, result.output
     assert "submitted 1 trainings as job" in result.output
     assert sweep_bytes(Sweep(out)) == reference
-    assert any((out / "logs" / "slurm").glob("*_log.err"))
+    logs = "".join(path.read_text() for path in (out / "logs" / "slurm").glob("*_log.err"))
+    assert "this job is preempted" in logs  # and it still finished: requeued, resumed
     status = CliRunner().invoke(main, ["sweep", "--status", str(out)])
     assert status.output.splitlines()[-1] == "2 runs: 2 done, 0 running, 0 failed, 0 waiting"
 
@@ -362,3 +378,12 @@ def test_posgen_train_sigterm_is_one_error_line_143_and_the_rerun_resumes(
     assert f"{out}: resuming from its checkpoint" in resumed.output
     assert run_bytes(out) == reference[run.key]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_the_make_results_grid_and_the_readme_grid_are_valid_grids(tmp_path):
+    grid = read_grid(ROOT / "grids" / "results.toml")
+    assert grid.pes == ["rope", "yarn", "resonance", "resonance_yarn"]
+    block = (ROOT / "README.md").read_text().split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "readme.toml").write_text(block)
+    example = read_grid(tmp_path / "readme.toml")
+    assert example.slurm.max_parallel == 20

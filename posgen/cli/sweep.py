@@ -153,10 +153,11 @@ def _run_local(sweep: Sweep, todo: list[Any], jobs: int | None) -> None:
             "trainings checkpointed; rerun the same command to resume them",
             exit_code=128 + outcome.signal,
         )
-    if outcome.failed:
+    if outcome.failed or outcome.interrupted:
+        stopped = f", {len(outcome.interrupted)} stopped by a signal" if outcome.interrupted else ""
         raise RunFailure(
-            f"{len(outcome.failed)} of {len(todo)} trainings failed; "
-            f"see posgen sweep --status {sweep.root}"
+            f"{len(outcome.failed)} of {len(todo)} trainings failed{stopped}; see posgen sweep "
+            f"--status {sweep.root}; rerun to retry and resume them"
         )
 
 

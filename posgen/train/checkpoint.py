@@ -21,7 +21,7 @@ hands SIGUSR2 to submitit's own handler, which requeues the job.
 
 Tests stop a run at exact points with ``POSGEN_TEST_KILL``
 (:func:`posgen.train.progress.kill_point`): ``step:5:SIGTERM`` sends SIGTERM to the process
-right after its 5th training step; points: ``step``, ``checkpoint`` (a checkpoint written but
+right after the run's 5th training step; points: ``step``, ``checkpoint`` (a checkpoint written but
 not yet renamed into place), ``final`` (predictions of a run folder written, its scores not).
 No timing is involved.
 """

@@ -131,7 +131,7 @@ def _settle(
         outcome.done.append(job.key)
         say(f"{name}: done")
         return
-    stopped = code > 128 or (code < 0 and outcome.signal is not None)
+    stopped = code > 128 or outcome.signal is not None  # a signal, ours or its own
     if stopped and code != -signal.SIGKILL:
         outcome.interrupted.append(job.key)
         say(f"{name}: stopped by {signal_name(code)}; its checkpoint resumes it")

@@ -21,7 +21,7 @@ from posgen.store.layout import hidden_stem
 PROGRESS = "progress.json"
 RESUME_TAG = ".posgen-resume"
 KILL_ENV = "POSGEN_TEST_KILL"
-"""``POINT:N:SIGNAL``: send SIGNAL to this process the N-th time it passes POINT (tests)."""
+"""``POINT:N:SIGNAL``: send SIGNAL to this process at point N of POINT (tests only)."""
 
 _passes: Counter[str] = Counter()
 
@@ -36,8 +36,13 @@ def resume_folder(out: Path) -> Path:
     return out.with_name(hidden_stem(out.name) + RESUME_TAG)
 
 
-def kill_point(name: str) -> None:
-    """Signal this process here if :data:`KILL_ENV` names this pass of point ``name``."""
+def kill_point(name: str, number: int | None = None) -> None:
+    """Signal this process here if :data:`KILL_ENV` (``POINT:N:SIGNAL``) names this point.
+
+    ``N`` is ``number`` where the point has one (``step``: the run's step, counted across
+    resumptions, so a resumed or requeued run is not stopped again), else the count of
+    this process's passes through the point.
+    """
     wanted = os.environ.get(KILL_ENV)
     if not wanted:
         return
@@ -45,7 +50,7 @@ def kill_point(name: str) -> None:
     if point != name:
         return
     _passes[name] += 1
-    if _passes[name] == int(count):
+    if (_passes[name] if number is None else number) == int(count):
         os.kill(os.getpid(), getattr(signal, signame))
 
 

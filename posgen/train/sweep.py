@@ -124,11 +124,13 @@ class Sweep:
             record.wall_seconds += seconds
 
     def unfinished(self, runs: list[RunSpec]) -> list[JobSpec]:
-        """Trainings with a run folder still missing (each listing all its runs)."""
+        """Trainings with a run folder still missing that no live worker runs now (each
+        listing all its runs)."""
         return [
             job
             for job in jobs_of(runs)
             if not all(is_run(self.run_folder(run)) for run in job.runs)
+            and not owner_alive(self.work(job.key))
         ]
 
     def tidy(self, runs: list[RunSpec]) -> None:

@@ -288,7 +288,7 @@ def train_runs(
                 at.train_seconds += time.perf_counter() - step_started
                 if bar is not None:
                     bar.update(1)
-                kill_point("step")
+                kill_point("step", at.step)
                 if stop is not None and stop.requested:
                     save()
                     stop.stop()
