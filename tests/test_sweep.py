@@ -204,6 +204,24 @@ def test_grid_file_that_is_not_toml_is_one_error_line(tmp_path):
     assert result.output.startswith(f"error: grid file {grid} is not valid TOML")
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--partition", "gpu"], "--partition: for --executor slurm or submitit-local only"),
+        (["--executor", "slurm", "--jobs", "2"], "--jobs: for --executor local only"),
+        (["--executor", "slurm", "--gpus", "-1"], "--gpus: Input should be greater than"),
+    ],
+)
+def test_executor_flags_are_checked_before_anything_is_written(data, tmp_path, flags, message):
+    grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope"]))
+    args = ["sweep", str(grid), "--out", str(tmp_path / "S"), *flags]
+    result = CliRunner().invoke(main, args)
+    (line,) = result.output.strip().splitlines()
+    assert result.exit_code == 2
+    assert line.startswith(f"error: {message}")
+    assert not (tmp_path / "S").exists()
+
+
 def test_out_that_is_some_other_folder_is_refused(data, tmp_path):
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope"]))
     (tmp_path / "mine").mkdir()
@@ -354,7 +372,7 @@ def test_status_names_a_failed_training_with_its_reason(data, tmp_path):
     assert states(sweep) == {"resonance": ("failed", "CUDA out of memory. Tried to allocate 2 GiB")}
     sweep.work(job).mkdir(parents=True)
     with exclusive(sweep.work(job)):  # a live worker took the training up again
-        assert states(sweep)["resonance"] == ("running", "starting")
+        assert states(sweep)["resonance"] == ("running", "before its first checkpoint")
 
 
 def test_posgen_train_sigterm_is_one_error_line_143_and_the_rerun_resumes(
@@ -380,9 +398,10 @@ def test_posgen_train_sigterm_is_one_error_line_143_and_the_rerun_resumes(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
-def test_the_make_results_grid_and_the_readme_grid_are_valid_grids(tmp_path):
-    grid = read_grid(ROOT / "grids" / "results.toml")
-    assert grid.pes == ["rope", "yarn", "resonance", "resonance_yarn"]
+def test_the_grids_in_the_repo_and_the_readme_grid_are_valid_grids(tmp_path):
+    for name in ("results", "paper"):
+        grid = read_grid(ROOT / "grids" / f"{name}.toml")
+        assert grid.pes == ["rope", "yarn", "resonance", "resonance_yarn"]
     block = (ROOT / "README.md").read_text().split("```toml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "readme.toml").write_text(block)
     example = read_grid(tmp_path / "readme.toml")

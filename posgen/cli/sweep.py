@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from posgen.cli.common import RunFailure, UsageProblems
 from posgen.cli.paths import PathArg
 from posgen.cli.train import require_extra
-from posgen.errors import problem_lines
+from posgen.errors import problem_lines, shown
 from posgen.train.grid import SlurmSettings, expand, jobs_of, read_grid
 from posgen.train.sweep import RECORD, Sweep, label, run_states
 
@@ -98,6 +98,7 @@ def sweep_command(
     if grid is None or out is None:
         raise UsageProblems(["give a GRID file and --out SWEEP_DIR, or --status SWEEP_DIR"])
     _check_out(out)
+    _check_flags(executor, jobs, wait, slurm_flags)
     spec = read_grid(grid)
     settings = _slurm_settings(spec.slurm, slurm_flags)
     if executor != "local":
@@ -120,6 +121,18 @@ def sweep_command(
         _run_local(sweep, todo, jobs)
     else:
         _run_submitit(sweep, todo, settings, executor, wait)
+
+
+def _check_flags(executor: str, jobs: int | None, wait: bool, slurm_flags: dict[str, Any]) -> None:
+    """Flags of one executor are refused with another (they would be ignored)."""
+    if executor == "local":
+        given = [name for name, value in slurm_flags.items() if value is not None]
+        given += ["wait"] if wait else []
+        if given:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+            raise UsageProblems([f"{flags}: for --executor slurm or submitit-local only"])
+    elif jobs is not None:
+        raise UsageProblems(["--jobs: for --executor local only (slurm: --max-parallel)"])
 
 
 def _check_out(out: Path) -> None:
@@ -167,7 +180,11 @@ def _run_submitit(
     from posgen.train.slurm import submit
 
     cluster = "local" if executor == "submitit-local" else "slurm"
-    submitted = submit(sweep, todo, settings, cluster=cluster)
+    try:
+        submitted = submit(sweep, todo, settings, cluster=cluster)
+    except (RuntimeError, OSError) as error:  # no sbatch here, sbatch refused the job
+        reason = " ".join(str(error).split())
+        raise RunFailure(f"submitting to Slurm failed: {shown(reason, 600)}") from None
     if not submitted:
         return
     first = str(submitted[0].job_id).split("_")[0]

@@ -172,7 +172,7 @@ def run_states(sweep: Sweep) -> list[RunState]:
         if is_run(sweep.run_folder(run)):
             states.append(RunState(run, "done", run.folder))
         elif alive or alive is None:
-            where = _where(progress) or "starting"
+            where = _where(progress) or "before its first checkpoint"
             note = " (no file locks here: or a worker that died)" if alive is None else ""
             states.append(RunState(run, "running", where + note))
         elif sweep.failure(run.job).is_file():
