@@ -1,7 +1,8 @@
 # posgen: `make data` generates the default benchmark, `make validate` checks it,
 # `make test` runs the suite, `make cards` re-renders the official data cards in data_cards/
 # (checked for drift by the tests), `make results` trains the reference baselines (a long job:
-# about 40 minutes on two idle cores) and writes RESULTS.md.
+# 7 trainings per task and seed, estimated 2.5 hours on two idle cores) and writes RESULTS.md;
+# `make results-all` trains every registered position encoding.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ DATA_DIR ?= out/posgen-v1
 CARDS_DIR ?= out/cards
 OFFICIAL_CARDS := paper posgen-v1 posgen-v2
 
-.PHONY: install install-train results data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train
+.PHONY: install install-train results results-all data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train
 
 install: $(VENV)/.installed
 
@@ -62,20 +63,26 @@ format: install
 clean:
 	rm -rf $(VENV) out build *.egg-info
 
-# Reference baselines (not a test): regenerate both official datasets, sweep grids/results.toml
-# (3 tasks x 4 position embeddings x 3 seeds each, cpu preset, 2 workers of one torch thread)
-# into $(SWEEP_DIR), aggregate. Finished runs in $(SWEEP_DIR) are kept and interrupted ones resume
-# from their checkpoints: a rerun trains only what is missing.
+# Reference baselines (not a test): regenerate both official datasets, sweep $(RESULTS_GRID)
+# (grids/results.toml: 3 tasks x 11 position encodings x 3 seeds each, cpu preset; 2 workers of
+# one torch thread) into $(SWEEP_DIR), aggregate. Finished runs in $(SWEEP_DIR) are kept and
+# interrupted ones resume from their checkpoints: a rerun trains only what is missing.
+RESULTS_GRID ?= grids/results.toml
 SWEEP_DIR ?= runs/results
 RESULTS_DATA := out/results
 RESULTS_SETS := posgen-v1 paper
+
+# `make results-all`: every registered PE (built in and plugins), in a sweep folder of its own
+results-all: RESULTS_GRID = grids/results-all.toml
+results-all: SWEEP_DIR = runs/results-all
+results-all: results
 
 results: install-train
 	for name in $(RESULTS_SETS); do \
 	  $(BIN)/posgen generate --spec task_specs/$$name.toml --out $(RESULTS_DATA)/$$name --overwrite -q \
 	  || exit 1; \
 	done
-	$(BIN)/posgen sweep grids/results.toml --out $(SWEEP_DIR) --jobs 2
+	$(BIN)/posgen sweep $(RESULTS_GRID) --out $(SWEEP_DIR) --jobs 2
 	wall=$$($(BIN)/python -c "import json, sys; print(json.load(open(sys.argv[1]))['wall_seconds'])" \
 	  $(SWEEP_DIR)/sweep.json) && \
 	$(BIN)/posgen results $(SWEEP_DIR)/runs --out RESULTS.md --plot results/curves.png \

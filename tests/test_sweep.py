@@ -22,18 +22,19 @@ torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
 
 from posgen.cli import main  # noqa: E402
+from posgen.cli.sweep import resolve_encoding  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store import write_dataset  # noqa: E402
 from posgen.store.atomic import Interrupted  # noqa: E402
 from posgen.store.lock import exclusive  # noqa: E402
 from posgen.train import progress  # noqa: E402
-from posgen.train.grid import Grid, GridError, expand, jobs_of, read_grid, stable_hash  # noqa: E402
+from posgen.train.grid import Grid, expand, jobs_of, read_grid, stable_hash  # noqa: E402
 from posgen.train.sweep import Sweep, run_job, run_states  # noqa: E402
-from posgen.train.trainer import training_embedding  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
-TIMING = ("seconds", "train_seconds")
+TIMING = ("seconds", "train_seconds", "wall_seconds")
+"""Wall-clock fields (metrics.jsonl, results.json): the only bytes that differ between runs."""
 
 
 @pytest.fixture(autouse=True)
@@ -63,6 +64,10 @@ def grid_dict(data: Path, pes: list[str], **extra) -> dict:
     }
 
 
+def expand_grid(grid: dict) -> list:
+    return expand(Grid.model_validate(grid), resolve_encoding)
+
+
 def write_grid(path: Path, grid: dict) -> Path:
     path.write_text(json.dumps(grid))
     return path
@@ -70,7 +75,7 @@ def write_grid(path: Path, grid: dict) -> Path:
 
 def new_sweep(root: Path, grid: dict) -> Sweep:
     sweep = Sweep(root)
-    sweep.add(expand(Grid.model_validate(grid), training_embedding))
+    sweep.add(expand_grid(grid))
     return sweep
 
 
@@ -80,12 +85,15 @@ def only_job(sweep: Sweep) -> str:
 
 
 def run_bytes(folder: Path) -> dict[str, object]:
-    """Every file of a run folder: bytes, except metrics.jsonl without its timings."""
+    """Every file of a run folder: bytes, except metrics.jsonl and results.json, whose
+    timings are left out."""
     files: dict[str, object] = {
         path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()
     }
     lines = [json.loads(line) for line in files.pop("metrics.jsonl").decode().splitlines()]
     files["metrics"] = [{k: v for k, v in line.items() if k not in TIMING} for line in lines]
+    record = json.loads(files.pop("results.json"))
+    files["results"] = {k: v for k, v in record.items() if k not in TIMING}
     return files
 
 
@@ -110,34 +118,30 @@ def states(sweep: Sweep) -> dict[str, tuple[str, str]]:
 # --- grids and hashes -------------------------------------------------------------------
 
 
-def test_grid_expands_seed_outermost_and_pairs_pes_that_train_alike(data):
-    grid = Grid.model_validate({**grid_dict(data, ["rope", "yarn", "resonance"]), "seeds": [5, 1]})
-    runs = expand(grid, training_embedding)
-    assert [(run.seed, run.pe) for run in runs] == [
-        (5, "rope"),
-        (5, "yarn"),
-        (5, "resonance"),
-        (1, "rope"),
-        (1, "yarn"),
-        (1, "resonance"),
+def test_grid_expands_seed_outermost_and_groups_pes_that_train_alike(data):
+    linear = {"name": "linear", "parameters": {"factor": 2}}
+    runs = expand_grid(
+        {**grid_dict(data, ["rope", "yarn", "resonance", linear, "nope"]), "seeds": [5, 1]}
+    )
+    labels = ["rope", "yarn", "resonance", "linear(factor=2)", "nope"]
+    assert [(run.seed, run.pe) for run in runs] == [(5, pe) for pe in labels] + [
+        (1, pe) for pe in labels
     ]
     jobs = [[run.pe for run in job.runs] for job in jobs_of(runs)]
-    assert jobs == [["rope", "yarn"], ["resonance"], ["rope", "yarn"], ["resonance"]]
+    per_seed = [["rope", "yarn", "linear(factor=2)"], ["resonance"], ["nope"]]
+    assert jobs == per_seed + per_seed
 
 
 def test_grid_without_seeds_takes_each_presets_seeds(data):
-    grid = Grid.model_validate({**grid_dict(data, ["rope"]), "seeds": None})
-    assert [run.seed for run in expand(grid, training_embedding)] == [5549, 4955, 42]
+    runs = expand_grid({**grid_dict(data, ["rope"]), "seeds": None})
+    assert [run.seed for run in runs] == [5549, 4955, 42]
 
 
 def test_run_hash_is_stable_and_independent_of_where_the_data_lies(data, tmp_path):
     moved = tmp_path / "elsewhere" / data.name
     shutil.copytree(data, moved)
     keys = [
-        [
-            run.key
-            for run in expand(Grid.model_validate(grid_dict(where, ["rope"])), training_embedding)
-        ]
+        [run.key for run in expand_grid(grid_dict(where, ["rope"]))]
         for where in (data, data, moved)
     ]
     assert keys[0] == keys[1] == keys[2]
@@ -149,10 +153,12 @@ def test_run_hash_changes_with_every_field_of_the_run(data):
         base,
         {**base, "seeds": [4]},
         {**base, "pes": ["resonance"]},
+        {**base, "pes": [{"name": "linear", "parameters": {"factor": 2}}]},
+        {**base, "pes": [{"name": "linear", "parameters": {"factor": 3}}]},
         {**base, "presets": [{"name": "cpu", "overrides": {**TINY, "epochs": 3}}]},
         {**base, "presets": [{"name": "paper", "overrides": {**TINY, "epochs": 2}}]},
     ]
-    keys = {expand(Grid.model_validate(grid), training_embedding)[0].key for grid in variants}
+    keys = {expand_grid(grid)[0].key for grid in variants}
     assert len(keys) == len(variants)
 
 
@@ -161,10 +167,12 @@ def test_stable_hash_is_sha256_of_canonical_json():
     assert stable_hash({"seed": 1, "pe": "rope"}) == "c8d59a9e137f9512"
 
 
-def test_pe_names_are_checked_by_the_check_posgen_train_uses(data, tmp_path):
-    path = write_grid(tmp_path / "g.json", grid_dict(data, ["rope", "alibi"]))
-    with pytest.raises(GridError, match="'alibi' is not one of"):
-        read_grid(path)
+def test_every_registered_pe_is_all(data):
+    from posgen.train.registry import available
+
+    grid = Grid.model_validate({**grid_dict(data, "all")})
+    runs = expand(grid, resolve_encoding, lambda: list(available()))
+    assert [run.pe for run in runs] == list(available())
 
 
 # --- bad grid files and missing extras -------------------------------------------------
@@ -174,8 +182,12 @@ def test_pe_names_are_checked_by_the_check_posgen_train_uses(data, tmp_path):
     ("change", "message"),
     [
         ({"pe": ["rope"]}, "pe: Extra inputs are not permitted"),
-        ({"pes": ["rope", "rope"]}, "pes repeat rope"),
-        ({"pes": []}, "pes: List should have at least 1 item"),
+        ({"pes": ["rope", "rope"]}, "pes repeat"),
+        ({"pes": ["rope", "no_such_pe"]}, "pes.1: unknown position encoding 'no_such_pe'"),
+        ({"pes": [{"name": "linear", "parameters": {"nope": 1}}]}, "linear has no such parameter"),
+        ({"pes": [{"name": "rope", "randomised": 9}]}, "pes: 0.randomised: Extra inputs"),
+        ({"pes": "every"}, "pes: use a list of encodings"),
+        ({"pes": []}, "pes: Value should have at least 1 item"),
         ({"seeds": [-1]}, "seed -1 is outside"),
         ({"presets": [{"name": "gpu"}]}, "unknown preset 'gpu'"),
         ({"presets": [{"name": "cpu", "overrides": {"lr": 0}}]}, "overrides.lr: Input should be"),
@@ -322,6 +334,22 @@ def test_sigterm_checkpoints_and_the_rerun_writes_the_same_bytes(
     assert not sweep.work(job).exists()
 
 
+@pytest.mark.parametrize(
+    "pe", [{"name": "alibi", "randomized": "auto"}, "learned", "sinusoidal", "nope"]
+)
+def test_resumed_runs_match_for_encodings_with_their_own_state(data, tmp_path, monkeypatch, pe):
+    grid = grid_dict(data, [pe])
+    whole = new_sweep(tmp_path / "whole", grid)
+    run_job(whole.root, only_job(whole))
+    sweep = new_sweep(tmp_path / "S", grid)
+    monkeypatch.setenv(progress.KILL_ENV, "step:4:SIGTERM")
+    with pytest.raises(Interrupted):
+        run_job(sweep.root, only_job(sweep))
+    monkeypatch.delenv(progress.KILL_ENV)
+    run_job(sweep.root, only_job(sweep))
+    assert sweep_bytes(sweep) == sweep_bytes(whole)
+
+
 def _worker(sweep: Sweep, job: str, kill: str) -> subprocess.Popen:
     env = {**os.environ, progress.KILL_ENV: kill, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "posgen.train.sweep", str(sweep.root), job]
@@ -379,7 +407,7 @@ def test_posgen_train_sigterm_is_one_error_line_143_and_the_rerun_resumes(
     data, tmp_path, reference, monkeypatch
 ):
     grid = grid_dict(data, ["yarn"])
-    (run,) = expand(Grid.model_validate(grid), training_embedding)
+    (run,) = expand_grid(grid)
     out = tmp_path / "run"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, "epochs": 2}.items()]
     args = ["train", "--data", str(data), "--pe", "yarn", "--seed", "3", *flags, "--out", str(out)]
@@ -399,10 +427,12 @@ def test_posgen_train_sigterm_is_one_error_line_143_and_the_rerun_resumes(
 
 
 def test_the_grids_in_the_repo_and_the_readme_grid_are_valid_grids(tmp_path):
-    for name in ("results", "paper"):
-        grid = read_grid(ROOT / "grids" / f"{name}.toml")
-        assert grid.pes == ["rope", "yarn", "resonance", "resonance_yarn"]
-    block = (ROOT / "README.md").read_text().split("```toml\n", 1)[1].split("```", 1)[0]
+    paper = ["rope", "yarn", "resonance", "resonance_yarn"]
+    assert [pe.name for pe in read_grid(ROOT / "grids" / "paper.toml").pes] == paper
+    assert set(paper) < {pe.name for pe in read_grid(ROOT / "grids" / "results.toml").pes}
+    assert read_grid(ROOT / "grids" / "results-all.toml").pes == "all"
+    section = (ROOT / "README.md").read_text().split("### Sweeps", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "readme.toml").write_text(block)
     example = read_grid(tmp_path / "readme.toml")
     assert example.slurm.max_parallel == 20

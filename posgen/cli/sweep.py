@@ -8,13 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 from pydantic import ValidationError
 
 from posgen.cli.common import RunFailure, UsageProblems
 from posgen.cli.paths import PathArg
 from posgen.cli.train import require_extra
 from posgen.errors import problem_lines, shown
-from posgen.train.grid import SlurmSettings, expand, jobs_of, read_grid
+from posgen.scoring.reference import ReferenceSplit
+from posgen.train.config import TrainConfig
+from posgen.train.grid import ResolvedEncoding, SlurmSettings, expand, jobs_of, read_grid
 from posgen.train.sweep import RECORD, Sweep, label, run_states
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -106,9 +109,9 @@ def sweep_command(
 
         require_submitit()
     require_extra()
-    from posgen.train.trainer import training_embedding
+    from posgen.train.registry import available
 
-    runs = expand(spec, training_embedding)
+    runs = expand(spec, resolve_encoding, lambda: list(available()))
     sweep = Sweep(out)
     sweep.add(runs)
     sweep.tidy(runs)
@@ -121,6 +124,23 @@ def sweep_command(
         _run_local(sweep, todo, jobs)
     else:
         _run_submitit(sweep, todo, settings, executor, wait)
+
+
+def resolve_encoding(request: Any, spec: Any, train: TrainConfig) -> ResolvedEncoding:
+    """The trainer's resolution of a grid's encoding for a config's spec and a model size."""
+    from posgen.train.registry import PEError
+    from posgen.train.trainer import resolve_pe
+
+    split = ReferenceSplit(config="", split="train", spec=spec, tokens=np.zeros((0, 0)))
+    try:
+        resolved = resolve_pe(request, train, split)
+    except PEError as error:
+        raise ValueError(str(error)) from None
+    return ResolvedEncoding(
+        label=resolved.label,
+        parameters=resolved.parameters,
+        training_key=resolved.training_key(),
+    )
 
 
 def _check_flags(executor: str, jobs: int | None, wait: bool, slurm_flags: dict[str, Any]) -> None:

@@ -1,13 +1,14 @@
-"""``posgen train``: train a stock Llama with one of the paper's position embeddings.
+"""``posgen train``: train a stock Llama with any registered position encoding.
 
-torch and transformers are imported only when a run starts (the ``train`` extra), so
-``posgen -h`` and every other command stay torch-free.
+torch and transformers are imported only when a run starts or ``--list-pe`` lists the
+encodings (the ``train`` extra), so ``posgen -h`` and every other command stay torch-free.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ from posgen.store.atomic import Interrupted
 from posgen.store.lock import exclusive, owner_alive
 from posgen.store.manifest import read_manifest
 from posgen.train import TRAIN_HINT
-from posgen.train.config import PES, PRESETS, TrainConfig, check_pe, preset
+from posgen.train.config import PRESETS, TrainConfig, preset
+from posgen.train.encoding import PERequest
 from posgen.train.grid import identity, stable_hash
+from posgen.train.progress import resume_folder
 
 # flag -> (TrainConfig field, click type)
 OVERRIDES: dict[str, tuple[str, Any]] = {
@@ -51,13 +54,6 @@ def resolve_train_config(preset_name: str, overrides: dict[str, Any]) -> TrainCo
         raise UsageProblems([f"--{line}" for line in problem_lines(error)]) from None
 
 
-def _checked_pe(value: str) -> str:
-    try:
-        return check_pe(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
-
-
 def require_extra() -> None:
     """:class:`UsageProblems` unless torch and transformers can be imported."""
     try:
@@ -74,13 +70,34 @@ def _override_options(function: Any) -> Any:
     return function
 
 
+def list_encodings(context: click.Context, _: click.Parameter, value: bool) -> None:
+    """``--list-pe``: one line per registered encoding (defaults shown for L=64, L'=256)."""
+    if not value or context.resilient_parsing:
+        return
+    require_extra()
+    from posgen.train.encoding import Lengths
+    from posgen.train.registry import PEError, listing
+
+    try:
+        lines = listing(Lengths(train=64, test=256, head_dim=16, heads=4))
+    except PEError as error:
+        raise UsageProblems([str(error)]) from None
+    click.echo("\n".join(lines))
+    context.exit(0)
+
+
 @click.command(
     "train",
     epilog="""\b
 Examples:
+  posgen train --list-pe
   posgen train --data out/posgen-v1 --config recursive --pe resonance --out runs/rec-res
   posgen train --data out/paper --config cot --pe yarn --preset cpu --seed 42 --epochs 5 \\
       --out runs/cot-yarn-42
+  posgen train --data out/paper --config cot --pe linear --pe-param factor=2 \\
+      --pe-param scale_at=train --out runs/cot-linear2
+  posgen train --data out/paper --config cot --pe alibi --randomized-positions auto \\
+      --out runs/cot-alibi-rand
   posgen score --data out/posgen-v1 --config recursive \\
       --predictions runs/rec-res/predictions.parquet
 """,
@@ -93,11 +110,33 @@ Examples:
 )
 @click.option("--config", help="Config (task) to train on (may be left out when there is one).")
 @click.option(
+    "--list-pe",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=list_encodings,
+    help="List every position encoding (built in and plugins) and exit.",
+)
+@click.option(
     "--pe",
     required=True,
-    callback=lambda ctx, param, value: _checked_pe(value),
-    help=f"Position embedding: {', '.join(PES)}.",
+    help="Position encoding: a name from --list-pe or package.module:name.",
 )
+@click.option(
+    "--pe-param",
+    "pe_params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter of the position encoding (repeatable). [defaults from L and L']",
+)
+@click.option(
+    "--randomized-positions",
+    "randomized",
+    metavar="R|auto",
+    help="Randomized positions (Ruoss et al.): position ids drawn sorted from 0..R-1 "
+    "(auto: R = L'+1).",
+)
+@click.option("--save-model", is_flag=True, help="Also save the selected weights in OUT/model.")
 @click.option(
     "--preset",
     "preset_name",
@@ -133,6 +172,9 @@ def train_command(
     data: Path,
     config: str | None,
     pe: str,
+    pe_params: tuple[str, ...],
+    randomized: str | None,
+    save_model: bool,
     preset_name: str,
     seed: int | None,
     out: Path,
@@ -147,6 +189,12 @@ def train_command(
     predictions are scored by posgen's scoring (the same figures as `posgen score`).
     """
     train_config = resolve_train_config(preset_name, overrides)
+    try:
+        request = PERequest.parse(pe, pe_params, randomized)
+    except ValidationError as error:
+        raise UsageProblems([f"--pe: {line}" for line in problem_lines(error)]) from None
+    except ValueError as error:
+        raise UsageProblems([str(error)]) from None
     if out.exists():
         raise UsageProblems([f"--out {out} exists; choose a new run folder"])
     reference = load_split(data, config, "train")
@@ -154,7 +202,8 @@ def train_command(
     import torch
     from tqdm.auto import tqdm
 
-    from posgen.train.trainer import RunData, pick_device, train_runs
+    from posgen.train.registry import PEError
+    from posgen.train.trainer import RunData, pick_device, resolve_pe, train_runs
 
     torch.set_num_threads(threads)
     target = pick_device(device)
@@ -162,14 +211,23 @@ def train_command(
         raise UsageProblems(["--device cuda: no CUDA device is available"])
     name = resolve_config(data, reference.config)
     run_seed = train_config.seeds[0] if seed is None else seed
-    from posgen.train.checkpoint import CheckpointMismatch, Checkpoints
-    from posgen.train.progress import resume_folder
-    from posgen.train.trainer import training_embedding
+    try:
+        resolved = resolve_pe(request, train_config, reference)
+    except PEError as error:
+        raise UsageProblems([str(error)]) from None
+    from posgen.train.checkpoint import Checkpoints
 
     spec_id = read_manifest(data).configs[name].spec_id
+    training = resolved.training_key()
     key = stable_hash(
         identity(
-            data.name, spec_id, name, training_embedding(pe), preset_name, train_config, run_seed
+            data.resolve().name,
+            spec_id,
+            name,
+            preset_name,
+            train_config,
+            run_seed,
+            training=training,
         )
     )
     resume = resume_folder(out)
@@ -178,54 +236,74 @@ def train_command(
     resume.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(resume, key)
     with exclusive(resume):
-        progress = checkpoints.progress()
-        if progress and not quiet:
+        if checkpoints.progress() is not None and not quiet:
             click.echo(f"{out}: resuming from its checkpoint ({resume})", err=True)
-        try:
-            summary = train_runs(
+        summary = _train_resumably(
+            out,
+            resume,
+            checkpoints,
+            lambda: train_runs(
                 data,
                 name,
-                [pe],
+                [resolved],
                 train_config,
                 run_seed,
                 [out],
                 preset_name,
                 device=target,
                 progress=lambda total: tqdm(
-                    total=total, unit="step", file=sys.stderr, disable=quiet, desc=f"{name} {pe}"
+                    total=total,
+                    unit="step",
+                    file=sys.stderr,
+                    disable=quiet,
+                    desc=f"{name} {resolved.label}",
                 ),
                 run_data=RunData.load(data, name),
+                save=save_model,
                 checkpoints=checkpoints,
-            )[0]
-        except CheckpointMismatch:
-            raise UsageProblems(
-                [
-                    f"--out {out}: its checkpoint {resume} is of a run with other flags; rerun "
-                    "with those, or remove it to start over"
-                ]
-            ) from None
-        except Interrupted as stop:
-            if stop.completed:
-                shutil.rmtree(resume, ignore_errors=True)
-                raise RunFailure(
-                    f"interrupted by {stop.name} once {out} was complete", stop.exit_code
-                ) from None
-            raise RunFailure(
-                f"interrupted by {stop.name}; checkpoint kept in {resume}: rerun the same "
-                "command to resume",
-                stop.exit_code,
-            ) from None
-        except OSError as error:
-            raise RunFailure(f"writing {out} failed: {error}") from None
-        finally:
-            if checkpoints.progress() is None:  # nothing to resume from: leave nothing
-                shutil.rmtree(resume, ignore_errors=True)
-        shutil.rmtree(resume, ignore_errors=True)
+            )[0],
+        )
     if not quiet:
         click.echo(
             f"{out}: best epoch {summary['best_epoch']}, test ID {_shown(summary['id_accuracy'])}, "
             f"OOD {_shown(summary['ood_accuracy'])}"
         )
+
+
+def _train_resumably(
+    out: Path, resume: Path, checkpoints: Any, train: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """Run ``train``; a signal leaves its checkpoint in ``resume`` (exit 128 + signal, one
+    line), success removes it, and a failure before any checkpoint leaves nothing."""
+    from posgen.train.checkpoint import CheckpointMismatch
+
+    try:
+        summary = train()
+    except CheckpointMismatch:
+        raise UsageProblems(
+            [
+                f"--out {out}: its checkpoint {resume} is of a run with other flags; rerun "
+                "with those, or remove it to start over"
+            ]
+        ) from None
+    except Interrupted as stop:
+        if stop.completed:
+            shutil.rmtree(resume, ignore_errors=True)
+            raise RunFailure(
+                f"interrupted by {stop.name} once {out} was complete", stop.exit_code
+            ) from None
+        raise RunFailure(
+            f"interrupted by {stop.name}; checkpoint kept in {resume}: rerun the same "
+            "command to resume",
+            stop.exit_code,
+        ) from None
+    except OSError as error:
+        raise RunFailure(f"writing {out} failed: {error}") from None
+    finally:
+        if checkpoints.progress() is None:  # nothing to resume from: leave nothing
+            shutil.rmtree(resume, ignore_errors=True)
+    shutil.rmtree(resume, ignore_errors=True)
+    return summary
 
 
 def _shown(value: float | None) -> str:

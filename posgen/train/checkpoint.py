@@ -71,16 +71,6 @@ class Position:
     done: bool = False
 
 
-@dataclass
-class Selection:
-    """The best validation ID accuracy of one position embedding so far, and its weights."""
-
-    pe: str
-    accuracy: float = -1.0
-    epoch: int = 0
-    state: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class Checkpoints:
     """The checkpoint of training ``key`` in ``folder`` (created on the first save)."""
@@ -99,7 +89,7 @@ class Checkpoints:
     def save(
         self,
         position: Position,
-        selections: list[Selection],
+        selections: list[Any],
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         schedule: torch.optim.lr_scheduler.LRScheduler,
@@ -118,7 +108,7 @@ class Checkpoints:
                 "done": position.done,
             },
             "selections": {
-                s.pe: {"accuracy": s.accuracy, "epoch": s.epoch, "state": s.state}
+                s.pe.label: {"accuracy": s.accuracy, "epoch": s.epoch, "state": s.state}
                 for s in selections
             },
             "model": model.state_dict(),
@@ -135,7 +125,7 @@ class Checkpoints:
 
     def load(
         self,
-        selections: list[Selection],
+        selections: list[Any],
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         schedule: torch.optim.lr_scheduler.LRScheduler,
@@ -152,11 +142,11 @@ class Checkpoints:
         if payload.get("key") != self.key:
             raise CheckpointMismatch(f"{self.path} belongs to another training")
         saved = payload["selections"]
-        missing = [s.pe for s in selections if s.pe not in saved]
+        missing = [s.pe.label for s in selections if s.pe.label not in saved]
         if missing:
             raise CheckpointMismatch(f"{self.path} has no selection for {', '.join(missing)}")
         for selection in selections:
-            entry = saved[selection.pe]
+            entry = saved[selection.pe.label]
             selection.accuracy, selection.epoch = entry["accuracy"], entry["epoch"]
             selection.state = entry["state"]
         model.load_state_dict(payload["model"])

@@ -4,7 +4,7 @@ A grid file (TOML, YAML or JSON) is a :class:`Grid`::
 
     datasets = ["out/posgen-v1", "out/paper"]   # folders written by `posgen generate`
     configs = ["cot"]                           # optional; default: every config of each
-    pes = ["rope", "yarn"]                      # any name `posgen train --pe` accepts
+    pes = ["rope", "yarn", { name = "linear", parameters = { factor = 2 } }]
     seeds = [5549, 4955]                        # optional; default: each preset's seeds
 
     [[presets]]
@@ -15,16 +15,24 @@ A grid file (TOML, YAML or JSON) is a :class:`Grid`::
     partition = "gpu"
     time_min = 240
 
+``pes`` holds what ``posgen train`` takes: a name of ``--pe`` (built in, a plugin, or
+``package.module:name``), or a table of a name, its ``parameters`` (``--pe-param``) and
+``randomized`` positions (``--randomized-positions``); ``pes = "all"`` is every registered
+encoding. Each is resolved for each dataset and preset by the trainer's own resolution
+(:func:`posgen.train.trainer.resolve_pe`), so a name it refuses is refused here.
+
 It expands into one :class:`RunSpec` per (seed, dataset, config, preset, pe), seeds
 outermost, so an interrupted sweep has whole tables for its first seeds. A run is named by
 :func:`stable_hash` of its resolved config: the dataset's folder name and spec id, the
-config, the position embedding, the preset name, every resolved preset field and the seed
-(not the dataset's path, so a sweep folder survives moving the data). The same run in two
-grids is the same folder, trained once. Runs whose position embeddings train with the same
-frequencies (``rope`` and ``yarn``; ``resonance`` and ``resonance_yarn``) share one
-:class:`JobSpec`, one training that writes each of their folders.
+config, the position encoding's label and every resolved parameter, the preset name, every
+resolved preset field and the seed (not the dataset's path, so a sweep folder survives
+moving the data). The same run in two grids is the same folder, trained once. Runs whose
+encodings train alike (equal ``training_key``: ``rope``, ``yarn``, ``linear``...;
+``resonance`` and its evaluation-time variants) share one :class:`JobSpec`, one training
+that writes each of their folders.
 
-Worked example: ``pes = ["rope", "yarn"]``, two seeds, one config -> 4 runs, 2 trainings.
+Worked example: ``pes = ["rope", "yarn", "nope"]``, two seeds, one config -> 6 runs,
+4 trainings.
 """
 
 from __future__ import annotations
@@ -33,14 +41,16 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from posgen.errors import PosgenError, UsageError, problem_lines
+from posgen.spec import TaskSpec
 from posgen.spec_files import SpecFileError, read_spec_file
 from posgen.store.manifest import read_manifest
-from posgen.train.config import PRESETS, TrainConfig, check_pe, preset
+from posgen.train.config import PRESETS, TrainConfig, preset
+from posgen.train.encoding import PERequest
 
 HASH_CHARS = 16
 """Hex digits of a run's hash (64 bits: a collision needs ~4 billion runs)."""
@@ -105,19 +115,29 @@ class Grid(BaseModel):
 
     datasets: list[Path] = Field(min_length=1, max_length=64)
     configs: list[str] = Field(default_factory=list, max_length=256)
-    pes: list[str] = Field(min_length=1, max_length=256)
+    pes: list[PERequest] | Literal["all"] = Field(min_length=1, max_length=256)
     presets: list[PresetEntry] = Field(
         default_factory=lambda: [PresetEntry(name="cpu")], min_length=1, max_length=64
     )
     seeds: list[int] | None = Field(None, min_length=1, max_length=1000)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
 
-    @field_validator("pes")
+    @field_validator("pes", mode="before")
     @classmethod
-    def _pes(cls, pes: list[str]) -> list[str]:
-        for pe in pes:
-            check_pe(pe)  # the check `posgen train --pe` uses
-        return _unique(pes, "pes")
+    def _pes(cls, pes: Any) -> list[PERequest] | str:
+        """Names and tables become requests here, so each problem is one line."""
+        if pes == "all":
+            return pes
+        if not isinstance(pes, list):
+            raise ValueError("use a list of encodings (names or tables) or 'all'")
+        requests = []
+        for index, pe in enumerate(pes):
+            try:
+                requests.append(_request(pe if not isinstance(pe, str) else {"name": pe}))
+            except ValidationError as error:
+                raise ValueError(f"{index}.{problem_lines(error)[0]}") from None
+        _unique([request.model_dump_json() for request in requests], "pes")
+        return requests
 
     @field_validator("seeds")
     @classmethod
@@ -133,6 +153,12 @@ class Grid(BaseModel):
     @classmethod
     def _configs(cls, configs: list[str]) -> list[str]:
         return _unique(configs, "configs")
+
+
+def _request(pe: str | PERequest | dict[str, Any]) -> PERequest:
+    if isinstance(pe, PERequest):
+        return pe
+    return PERequest(name=pe) if isinstance(pe, str) else PERequest.model_validate(pe)
 
 
 def _unique(values: list[Any], name: str) -> list[Any]:
@@ -189,7 +215,8 @@ class RunSpec(BaseModel):
     dataset: str
     spec_id: str
     config: str
-    pe: str
+    pe: str = Field(description="The position encoding's label (posgen results groups by it).")
+    pe_request: PERequest
     preset: str
     train: dict[str, Any]
     seed: int
@@ -204,28 +231,46 @@ def identity(
     dataset: str,
     spec_id: str,
     config: str,
-    pe: str,
     preset_name: str,
     train: TrainConfig,
     seed: int,
+    **encoding: Any,
 ) -> dict[str, Any]:
-    """What names a run: everything its folder's bytes depend on but the data's path."""
+    """What names a run (``encoding``: its label and parameters) or a training (``encoding``:
+    its training key): everything its folders' bytes depend on but the data's path."""
     return {
         "dataset": dataset,
         "spec_id": spec_id,
         "config": config,
-        "pe": pe,
         "preset": preset_name,
         "train": train.model_dump(mode="json"),
         "seed": seed,
+        **encoding,
     }
 
 
-def expand(grid: Grid, training_embedding: Callable[[str], str]) -> list[RunSpec]:
-    """Every run of ``grid`` (seeds outermost); ``training_embedding`` groups runs into
-    trainings (:func:`posgen.train.trainer.training_embedding`).
+class ResolvedEncoding(BaseModel):
+    """What expansion needs of a resolved position encoding."""
 
-    Raises :class:`GridError` naming a dataset that is missing or lacks a config.
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    parameters: dict[str, Any]
+    training_key: str
+
+
+Resolver = Callable[[PERequest, TaskSpec, TrainConfig], ResolvedEncoding]
+"""Resolves a request for a config's spec and a model size (raises ``ValueError``)."""
+
+
+def expand(
+    grid: Grid, resolve: Resolver, every_pe: Callable[[], list[str]] = list
+) -> list[RunSpec]:
+    """Every run of ``grid`` (seeds outermost); ``resolve`` resolves each encoding as the
+    trainer does, ``every_pe`` lists the registered names (for ``pes = "all"``).
+
+    Raises :class:`GridError` naming a dataset that is missing or lacks a config, or an
+    encoding the trainer refuses.
     """
     datasets = []
     for index, folder in enumerate(grid.datasets):
@@ -243,34 +288,37 @@ def expand(grid: Grid, training_embedding: Callable[[str], str]) -> list[RunSpec
                 f"datasets.{index}: {folder} has no config {', '.join(missing)}; configs: {known}"
             )
         datasets.append((Path(folder), manifest, names))
+    requests = [_request(pe) for pe in (every_pe() if grid.pes == "all" else grid.pes)]
     presets = [(entry.name, entry.resolved()) for entry in grid.presets]
     seeds = grid.seeds or list(dict.fromkeys(s for _, train in presets for s in train.seeds))
     runs: dict[str, RunSpec] = {}  # presets that resolve alike give the same runs, once
     for seed in seeds:
         for folder, manifest, names in datasets:
             for name in names:
-                spec_id = manifest.configs[name].spec_id
+                entry = manifest.configs[name]
                 for preset_name, train in presets:
                     if grid.seeds is None and seed not in train.seeds:
                         continue
-                    for pe in grid.pes:
-                        args = (folder.name, spec_id, name)
-                        run = identity(*args, pe, preset_name, train, seed)
-                        job = identity(*args, training_embedding(pe), preset_name, train, seed)
+                    for index, request in enumerate(requests):
+                        try:
+                            pe = resolve(request, entry.spec, train)
+                        except ValueError as error:
+                            raise GridError(f"pes.{index}: {error}") from None
+                        args = (folder.name, entry.spec_id, name, preset_name, train, seed)
+                        run = identity(*args, pe=pe.label, pe_parameters=pe.parameters)
                         key = stable_hash(run)
-                        runs[key] = runs.get(key) or (
-                            RunSpec(
-                                key=key,
-                                job=stable_hash(job),
-                                data=str(folder.resolve()),
-                                dataset=folder.name,
-                                spec_id=spec_id,
-                                config=name,
-                                pe=pe,
-                                preset=preset_name,
-                                train=run["train"],
-                                seed=seed,
-                            )
+                        runs[key] = runs.get(key) or RunSpec(
+                            key=key,
+                            job=stable_hash(identity(*args, training=pe.training_key)),
+                            data=str(folder.resolve()),
+                            dataset=folder.name,
+                            spec_id=entry.spec_id,
+                            config=name,
+                            pe=pe.label,
+                            pe_request=request,
+                            preset=preset_name,
+                            train=run["train"],
+                            seed=seed,
                         )
     return list(runs.values())
 

@@ -29,9 +29,11 @@ from typing import Any
 from posgen.scoring.metrics import ScoreReport
 from posgen.scoring.plot import save_figure
 from posgen.train.config import PES
+from posgen.train.ranking import EFFECTIVE_FRACTION, effective_length, ranking_lines
+from posgen.train.run_record import RESULTS, RunRecord, load_record
 
 RUN_FILES = ("config.json", "scores.json")
-"""Files that mark a finished run folder."""
+"""Files that mark a finished run folder written before ``results.json`` existed."""
 
 
 class ResultsError(ValueError):
@@ -40,11 +42,12 @@ class ResultsError(ValueError):
 
 @dataclass(frozen=True)
 class Run:
-    """One finished run: its resolved config and its test score report."""
+    """One finished run: its resolved config and its test score report (from its record)."""
 
     path: Path
     config: dict[str, Any]
     report: ScoreReport
+    record: RunRecord | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -53,8 +56,9 @@ class Run:
 
 
 def is_run(path: Path) -> bool:
-    """Whether ``path`` is a finished run folder."""
-    return all((Path(path) / name).is_file() for name in RUN_FILES)
+    """Whether ``path`` is a finished run folder (``results.json``, or the older files)."""
+    path = Path(path)
+    return (path / RESULTS).is_file() or all((path / name).is_file() for name in RUN_FILES)
 
 
 def find_runs(paths: Iterable[Path]) -> list[Path]:
@@ -66,18 +70,18 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
         if is_run(path):
             found.add(path)
             continue
-        found.update(p.parent for p in path.rglob("scores.json") if is_run(p.parent))
+        for marker in (RESULTS, "scores.json"):
+            found.update(p.parent for p in path.rglob(marker) if is_run(p.parent))
     return sorted(found)
 
 
 def load_run(path: Path) -> Run:
-    """Read a run folder's ``config.json`` and ``scores.json``."""
+    """Read a run folder's record (``results.json``, else ``config.json`` and ``scores.json``)."""
     try:
-        config = json.loads((path / "config.json").read_text())
-        report = ScoreReport.model_validate_json((path / "scores.json").read_text())
-    except (OSError, ValueError) as error:
+        record = load_record(path)
+    except (OSError, ValueError, KeyError) as error:
         raise ResultsError(f"{path}: unreadable run ({str(error).splitlines()[0]})") from None
-    return Run(path=path, config=config, report=report)
+    return Run(path=path, config=record.config_view(), report=record.scores, record=record)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -125,6 +129,7 @@ def cell(runs: Sequence[Run]) -> dict[str, Any]:
     positions, curve = mean_curve(reports)
     id_positions = [p for p in positions if p < boundary]
     id_curve = curve[: len(id_positions)]
+    encoding = runs[0].config.get("position_encoding", {})
     return {
         "seeds": sorted(run.config["seed"] for run in runs),
         "n": len(runs),
@@ -135,6 +140,9 @@ def cell(runs: Sequence[Run]) -> dict[str, Any]:
         "id_curve_range": max(id_curve) - min(id_curve) if id_curve else None,
         "id_curve_trend": trend(id_positions, id_curve) if id_curve else None,
         "best_epochs": [run.config["best_epoch"] for run in runs],
+        "effective_length": effective_length(positions, curve, EFFECTIVE_FRACTION * id_mean),
+        "when": encoding.get("when"),
+        "confound": encoding.get("confound"),
         "curve": {"position": positions, "accuracy": curve},
     }
 
@@ -172,13 +180,19 @@ def run_settings(runs: Sequence[Run]) -> dict[str, Any]:
         "devices": distinct(lambda c: c["device"]),
         "torch_threads": distinct(lambda c: c["torch_threads"]),
         "versions": distinct(lambda c: c["versions"]),
-        "train_seconds": sum(_train_seconds(run.path) for run in runs),
+        "train_seconds": sum(_train_seconds(run) for run in runs),
     }
 
 
-def _train_seconds(path: Path) -> float:
-    lines = (path / "metrics.jsonl").read_text().splitlines() if path.exists() else []
-    return float(json.loads(lines[-1]).get("seconds", 0.0)) if lines else 0.0
+def _train_seconds(run: Run) -> float:
+    if run.record is not None and run.record.wall_seconds is not None:
+        return run.record.wall_seconds
+    return 0.0
+
+
+def pe_order(pe: str) -> tuple[int, str]:
+    """Table order: the paper's four first, then by name."""
+    return (PES.index(pe), "") if pe in PES else (len(PES), pe)
 
 
 def hardware() -> dict[str, Any]:
@@ -215,7 +229,7 @@ def tables(results: dict[str, Any]) -> list[str]:
             "|---|---|---|---|---|---|---|",
         ]
         for task, pes in entry["tasks"].items():
-            for pe in sorted(pes, key=lambda p: PES.index(p) if p in PES else len(PES)):
+            for pe in sorted(pes, key=pe_order):
                 c = pes[pe]
                 lines.append(
                     f"| {task} | {pe} | {c['n']} | {_pm(c['id_mean'], c['id_std'])} | "
@@ -272,10 +286,7 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
             ax = axes[row][col]
             ax.set_visible(True)
             entry = results[data]
-            for pe, c in sorted(
-                entry["tasks"][task].items(),
-                key=lambda item: PES.index(item[0]) if item[0] in PES else len(PES),
-            ):
+            for pe, c in sorted(entry["tasks"][task].items(), key=lambda item: pe_order(item[0])):
                 ax.plot(c["curve"]["position"], c["curve"]["accuracy"], lw=0.9, label=pe)
             ax.axvline(entry["ood_boundary"], color="k", ls="--", lw=0.8)
             ax.set_ylim(0, 1.05)
@@ -339,7 +350,7 @@ def results_markdown(
             f"{len(short)} cells: {', '.join(short)}. Rerun the command to train the "
             "missing runs (finished ones are kept).",
         ]
-    lines += ["", *tables(results)]
+    lines += ["", *ranking_lines(results), "## Tables by data folder", "", *tables(results)]
     if plot:
         lines += [f"![accuracy against position]({plot})", ""]
     return "\n".join(lines)

@@ -245,7 +245,7 @@ def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
             train_runs(
                 Path(first.data),
                 first.config,
-                [run.pe for run in todo],
+                [run.pe_request for run in todo],
                 config,
                 first.seed,
                 outs,

@@ -10,11 +10,19 @@ Validation scores only ID positions ``[w, L)``; the model is causal and its freq
 do not depend on the row length, so validation rows are cut to length ``L`` (4x less
 work at L' = 4L) with the same predictions there (``tests/test_train.py`` checks it).
 
-Position embeddings that share their training frequencies (``rope`` and ``yarn``,
-``resonance`` and ``resonance_yarn``) train identically for a seed, so :func:`train_runs`
-can train once and serve several: each selects its own checkpoint by its own validation
-accuracy and gets its own complete run folder, byte for byte what a run of its own writes
-(also checked by the tests).
+Validation rows cut to L see the training lengths: encodings that scale themselves by the
+row length (``dynamic``, ``longrope``) are validated unscaled and tested scaled.
+
+Position encodings that share their training (equal
+:meth:`~posgen.train.registry.ResolvedPE.training_key`: ``rope``, ``yarn``, ``linear`` and
+``llama3``; ``resonance`` and its evaluation-time variants) train identically for a seed,
+so :func:`train_runs` can train once and serve several: each selects its own checkpoint by
+its own validation accuracy and gets its own complete run folder, byte for byte what a run
+of its own writes (also checked by the tests).
+
+Randomized positions (:mod:`posgen.train.randomized`) give the training batches, the
+validation and the test rows their drawn position ids (with an all-ones attention mask:
+transformers would otherwise read gapped position ids as packed sequences).
 
 Run folder::
 
@@ -24,6 +32,9 @@ Run folder::
                         seconds so far (all, and in training steps only)
     predictions.parquet test predictions (``posgen score --predictions`` reads them)
     scores.json         the ``posgen.scoring`` report of those predictions on ``test``
+    results.json        the run record (:mod:`posgen.train.run_record`): versions, data
+                        checksums, every position-encoding parameter, accuracies, wall time
+    model/              the selected weights (only with ``save_model``; :func:`load_model`)
 """
 
 from __future__ import annotations
@@ -34,15 +45,14 @@ import math
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-from transformers.utils import logging as hf_logging
+from transformers import LlamaForCausalLM
 
 from posgen import __version__
 from posgen.scoring.folder import score_aligned, score_file
@@ -50,22 +60,20 @@ from posgen.scoring.lm_inputs import lm_arrays, predictions_from_logits, vocab_s
 from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reference import ReferenceSplit, load_reference
 from posgen.store.atomic import atomic_folder
-from posgen.train.checkpoint import Checkpoints, Position, Selection, kill_point, stop_requests
+from posgen.train.checkpoint import Checkpoints, Position, kill_point, stop_requests
 from posgen.train.config import TrainConfig
-from posgen.train.rope import rope_parameters, use_frequencies
+from posgen.train.encoding import Lengths, PERequest
+from posgen.train.model import llama_for, parameter_groups, save_model
+from posgen.train.randomized import RandomPositions
+from posgen.train.registry import ResolvedPE, as_request, resolve
+from posgen.train.rope import use_frequencies
+from posgen.train.run_record import RESULTS, build_record
 
 PREDICTIONS = "predictions.parquet"
-FILES = ("config.json", "metrics.jsonl", PREDICTIONS, "scores.json")
+FILES = ("config.json", "metrics.jsonl", PREDICTIONS, "scores.json", RESULTS)
 """What a finished run folder holds."""
-
-
-def training_embedding(pe: str) -> str:
-    """The embedding ``pe`` trains with: YaRN variants train unscaled.
-
-    >>> training_embedding("resonance_yarn"), training_embedding("rope")
-    ('resonance', 'rope')
-    """
-    return pe.removesuffix("_yarn") if pe != "yarn" else "rope"
+MODEL = "model"
+"""The saved weights' subfolder (``save_model``)."""
 
 
 def versions() -> dict[str, str]:
@@ -95,29 +103,35 @@ def lengths(reference: ReferenceSplit) -> tuple[int, int]:
     return reference.spec.train_length, reference.spec.test_lengths[0]
 
 
-def build_model(
-    config: TrainConfig, reference: ReferenceSplit, pe: str, seed: int
-) -> LlamaForCausalLM:
-    """A freshly initialised Llama for ``reference``'s vocabulary, with ``pe``'s training rope."""
-    spec = reference.spec
-    hf_logging.set_verbosity_error()  # custom rope types have no transformers validator
-    llama = LlamaConfig(
-        vocab_size=vocab_size(spec),
-        hidden_size=config.hidden,
-        intermediate_size=config.intermediate,
-        num_hidden_layers=config.layers,
-        num_attention_heads=config.heads,
-        num_key_value_heads=config.heads,
-        max_position_embeddings=spec.test_lengths[0] + 1,
-        rope_parameters=rope_parameters(pe, *lengths(reference), evaluation=False),
-        bos_token_id=spec.modulus,
-        eos_token_id=None,
-        pad_token_id=None,
-        tie_word_embeddings=False,
-        use_cache=False,
+def resolve_pe(
+    pe: str | PERequest | ResolvedPE, config: TrainConfig, reference: ReferenceSplit
+) -> ResolvedPE:
+    """``pe`` (a name, a request or already resolved) for this data and model size."""
+    if isinstance(pe, ResolvedPE):
+        return pe
+    train, test = lengths(reference)
+    shape = Lengths(
+        train=train, test=test, head_dim=config.hidden // config.heads, heads=config.heads
     )
+    return resolve(as_request(pe), shape)
+
+
+def build_model(
+    config: TrainConfig, reference: ReferenceSplit, pe: str | PERequest | ResolvedPE, seed: int
+) -> LlamaForCausalLM:
+    """A freshly initialised Llama for ``reference``'s vocabulary, with ``pe``'s training setup."""
+    spec = reference.spec
+    resolved = resolve_pe(pe, config, reference)
     torch.manual_seed(seeds_for(seed)[0])
-    return LlamaForCausalLM(llama)
+    return llama_for(
+        resolved,
+        vocab=vocab_size(spec),
+        bos=spec.modulus,
+        hidden=config.hidden,
+        heads=config.heads,
+        layers=config.layers,
+        intermediate=config.intermediate,
+    )
 
 
 def lm_tensors(reference: ReferenceSplit, length: int | None = None) -> dict[str, torch.Tensor]:
@@ -127,6 +141,23 @@ def lm_tensors(reference: ReferenceSplit, length: int | None = None) -> dict[str
     return {name: torch.from_numpy(arrays[name]) for name in ("input_ids", "labels")}
 
 
+PositionIds = Callable[[int, int, int], torch.Tensor]
+"""``(first row, rows, length) -> position ids (rows, length)`` of an evaluation split."""
+
+
+def position_inputs(position_ids: torch.Tensor | None, device: torch.device) -> dict[str, Any]:
+    """Model keyword arguments for explicit position ids (none: transformers' 0 .. T-1).
+
+    The all-ones attention mask keeps transformers from reading gapped ids as packed rows.
+    """
+    if position_ids is None:
+        return {}
+    return {
+        "position_ids": position_ids.to(device),
+        "attention_mask": torch.ones_like(position_ids, device=device),
+    }
+
+
 @torch.no_grad()
 def predict(
     model: LlamaForCausalLM,
@@ -134,16 +165,20 @@ def predict(
     batch_size: int,
     device: torch.device,
     modulus: int,
+    positions: PositionIds | None = None,
 ) -> np.ndarray:
     """Teacher-forced argmax predictions ``(rows, L)`` of ``input_ids`` ``(rows, L + 1)``.
 
     The argmax runs over the m tokens only: BOS (id m) is never a target, and a prediction
-    of it would be outside the vocabulary that posgen scores.
+    of it would be outside the vocabulary that posgen scores. ``positions`` gives the rows'
+    position ids (randomized positions); by default transformers' ``0 .. L``.
     """
     model.eval()
     out = []
     for start in range(0, input_ids.shape[0], batch_size):
-        logits = model(input_ids=input_ids[start : start + batch_size].to(device)).logits
+        batch = input_ids[start : start + batch_size]
+        ids = None if positions is None else positions(start, batch.shape[0], batch.shape[1])
+        logits = model(input_ids=batch.to(device), **position_inputs(ids, device)).logits
         out.append(predictions_from_logits(logits[..., :modulus].float().cpu().numpy()))
     model.train()
     return np.concatenate(out).astype(np.int64, copy=False)
@@ -153,13 +188,6 @@ def epoch_order(rows: int, epochs: int, seed: int) -> list[torch.Tensor]:
     """Row order of every epoch: torch permutations from the run's batch-order seed."""
     generator = torch.Generator().manual_seed(seeds_for(seed)[1])
     return [torch.randperm(rows, generator=generator) for _ in range(epochs)]
-
-
-def total_steps(config: TrainConfig, run_data: RunData) -> int:
-    """Optimiser steps of the run: every batch of every epoch, or ``max_steps`` if fewer."""
-    rows = run_data.train.tokens.shape[0]
-    total = math.ceil(rows / config.batch_size) * config.epochs
-    return total if config.max_steps is None else min(total, config.max_steps)
 
 
 def warmup_fraction(warmup: float, total_steps: int) -> float:
@@ -176,7 +204,7 @@ def optimizer_and_schedule(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW and torch's one-cycle cosine schedule (the authors' choice), stepped per batch."""
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        parameter_groups(model, config.weight_decay), lr=config.lr, weight_decay=config.weight_decay
     )
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
@@ -186,6 +214,16 @@ def optimizer_and_schedule(
         anneal_strategy="cos",
     )
     return optimizer, schedule
+
+
+@dataclass
+class Selection:
+    """The best validation ID accuracy of one position embedding so far, and its weights."""
+
+    pe: ResolvedPE
+    accuracy: float = -1.0
+    epoch: int = 0
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -221,7 +259,7 @@ def _null_progress(total: int) -> Any:
 def train_runs(
     data: Path,
     config_name: str,
-    pes: Sequence[str],
+    pes: Sequence[str | PERequest | ResolvedPE],
     config: TrainConfig,
     seed: int,
     outs: Sequence[Path],
@@ -229,28 +267,32 @@ def train_runs(
     device: torch.device | None = None,
     progress: ProgressFactory = _null_progress,
     run_data: RunData | None = None,
+    save: bool = False,
     checkpoints: Checkpoints | None = None,
 ) -> list[dict[str, Any]]:
-    """Train once for ``pes`` (all with the same training embedding); write one folder each.
+    """Train once for ``pes`` (all with the same training); write one folder each.
 
-    With ``checkpoints`` the training resumes from the checkpoint there, saves one at the
-    end of every epoch, and on a signal saves one and stops (:mod:`posgen.train.checkpoint`);
-    the run folders are the same bytes either way.
-
-    Returns each run's summary (``{"pe", "out", "best_epoch", "id_accuracy", "ood_accuracy"}``).
+    ``save`` also writes each run's selected weights to ``<out>/model``. With
+    ``checkpoints`` the training resumes from the checkpoint there, saves one at the end of
+    every epoch, and on a signal saves one and stops (:mod:`posgen.train.checkpoint`); the
+    run folders are the same bytes either way. Returns each run's summary (``{"pe", "out",
+    "best_epoch", "id_accuracy", "ood_accuracy"}``).
     """
-    if len({training_embedding(pe) for pe in pes}) != 1:
-        raise ValueError(f"{', '.join(pes)} do not share their training frequencies")
     device = device or pick_device()
     run_data = run_data or RunData.load(data, config_name)
-    model = build_model(config, run_data.train, pes[0], seed).to(device)
+    resolved = [resolve_pe(pe, config, run_data.train) for pe in pes]
+    if len({pe.training_key() for pe in resolved}) != 1:
+        names = ", ".join(pe.label for pe in resolved)
+        raise ValueError(f"{names} do not share their training frequencies")
+    model = build_model(config, run_data.train, resolved[0], seed).to(device)
     train = lm_tensors(run_data.train)
     validation_ids = lm_tensors(run_data.validation)["input_ids"]
     rows = train["input_ids"].shape[0]
     total = total_steps(config, run_data)
     optimizer, schedule = optimizer_and_schedule(model, config, total)
-    train_rope = rope_parameters(pes[0], *lengths(run_data.train), evaluation=False)
-    selections = [Selection(pe) for pe in pes]
+    train_rope = resolved[0].rope(evaluation=False)
+    sampler = random_positions(resolved[0], seed)
+    selections = [Selection(pe) for pe in resolved]
     at = Position()
     if checkpoints is not None:
         at = checkpoints.load(selections, model, optimizer, schedule, device) or at
@@ -258,10 +300,10 @@ def train_runs(
     bar = progress(total)
     if bar is not None and at.step:
         bar.update(at.step)
-    started = time.perf_counter() - at.seconds
+    started = time.perf_counter() - at.seconds  # wall time counts every attempt
     model.train()
 
-    def save() -> None:
+    def save_checkpoint() -> None:
         if checkpoints is not None:
             at.seconds = time.perf_counter() - started
             checkpoints.save(at, selections, model, optimizer, schedule)
@@ -273,10 +315,15 @@ def train_runs(
                 if at.step >= total:
                     break
                 step_started = time.perf_counter()
-                batch = order[begin : begin + config.batch_size]
+                batch_rows = order[begin : begin + config.batch_size]
+                batch = train["input_ids"][batch_rows]
+                position_ids = None
+                if sampler is not None:
+                    position_ids = sampler.training(at.step, batch.shape[0], batch.shape[1])
                 loss = model(
-                    input_ids=train["input_ids"][batch].to(device),
-                    labels=train["labels"][batch].to(device),
+                    input_ids=batch.to(device),
+                    labels=train["labels"][batch_rows].to(device),
+                    **position_inputs(position_ids, device),
                 ).loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -290,42 +337,46 @@ def train_runs(
                     bar.update(1)
                 kill_point("step", at.step)
                 if stop is not None and stop.requested:
-                    save()
+                    save_checkpoint()
                     stop.stop()
-            last = at.step >= total
-            lr = schedule.get_last_lr()[0]
-            record = _end_epoch(model, run_data, validation_ids, selections, config, device, at, lr)
-            use_frequencies(model, train_rope)
+            record: dict[str, Any] = {
+                "epoch": at.epoch,
+                "step": at.step,
+                "train_loss": float(torch.stack(at.losses).mean()) if at.losses else None,
+                "lr": schedule.get_last_lr()[0],
+            }
+            record.update(
+                _validated(
+                    model,
+                    run_data,
+                    validation_ids,
+                    selections,
+                    config,
+                    device,
+                    at,
+                    seed,
+                    train_rope,
+                    total,
+                )
+            )
             record["seconds"] = round(time.perf_counter() - started, 3)
             record["train_seconds"] = round(at.train_seconds, 3)
             at.log.append(record)
-            at.done = last or at.epoch == config.epochs
+            at.done = at.step >= total or at.epoch == config.epochs
             at.epoch, at.offset, at.losses = at.epoch + 1, 0, []
-            save()
+            save_checkpoint()
             if stop is not None and stop.requested:
                 stop.stop()
     if bar is not None and hasattr(bar, "close"):
         bar.close()
     summaries = []
     for selection, out in zip(selections, outs, strict=True):
-        summaries.append(
-            _write_run(
-                model,
-                run_data,
-                selection,
-                config,
-                seed,
-                Path(out),
-                data,
-                preset_name,
-                at.log,
-                device,
-            )
-        )
+        job = RunJob(run_data, config, seed, Path(out), data, preset_name, device, started, save)
+        summaries.append(_write_run(model, selection, at.log, job))
     return summaries
 
 
-def _end_epoch(
+def _validated(
     model: LlamaForCausalLM,
     run_data: RunData,
     validation_ids: torch.Tensor,
@@ -333,95 +384,130 @@ def _end_epoch(
     config: TrainConfig,
     device: torch.device,
     at: Position,
-    lr: float,
-) -> dict[str, Any]:
-    """The epoch's log line; validates (and updates the selections) when the epoch is due
-    (every ``eval_every`` epochs, and the last)."""
-    epoch, last = at.epoch, at.step >= total_steps(config, run_data)
-    record: dict[str, Any] = {
-        "epoch": epoch,
-        "step": at.step,
-        "train_loss": float(torch.stack(at.losses).mean()) if at.losses else None,
-        "lr": lr,
-    }
-    if epoch % config.eval_every == 0 or last or epoch == config.epochs:
-        for selection in selections:
-            accuracy = _validate(model, run_data, validation_ids, selection.pe, config, device)
-            record[f"val_id_accuracy/{selection.pe}"] = accuracy
-            if accuracy > selection.accuracy:
-                selection.accuracy, selection.epoch = accuracy, epoch
-                selection.state = copy.deepcopy(model.state_dict())
-    return record
+    seed: int,
+    train_rope: dict[str, Any],
+    total: int,
+) -> dict[str, float]:
+    """Validate every selection when the epoch is due (every ``eval_every`` epochs, and the
+    last), keeping the weights of each one's best epoch; their accuracies by label."""
+    epoch = at.epoch
+    if not (epoch % config.eval_every == 0 or at.step >= total or epoch == config.epochs):
+        return {}
+    accuracies = {}
+    for selection in selections:
+        accuracy = _validate(model, run_data, validation_ids, selection.pe, config, device, seed)
+        accuracies[f"val_id_accuracy/{selection.pe.label}"] = accuracy
+        if accuracy > selection.accuracy:
+            selection.accuracy, selection.epoch = accuracy, epoch
+            selection.state = copy.deepcopy(model.state_dict())
+    use_frequencies(model, train_rope)
+    return accuracies
+
+
+def total_steps(config: TrainConfig, run_data: RunData) -> int:
+    """Optimiser steps of the run: every batch of every epoch, or ``max_steps`` if fewer."""
+    rows = run_data.train.tokens.shape[0]
+    total = math.ceil(rows / config.batch_size) * config.epochs
+    return total if config.max_steps is None else min(total, config.max_steps)
+
+
+def random_positions(pe: ResolvedPE, seed: int) -> RandomPositions | None:
+    """The run's randomized position draws, if ``pe`` asks for them."""
+    return None if pe.randomized is None else RandomPositions(seed, pe.randomized)
+
+
+def evaluation_positions(pe: ResolvedPE, seed: int, split: str) -> PositionIds | None:
+    """Position ids of an evaluation split's rows (randomized positions only)."""
+    sampler = random_positions(pe, seed)
+    if sampler is None:
+        return None
+    return lambda start, rows, length: sampler.evaluation(split, start, rows, length)
 
 
 def _validate(
     model: LlamaForCausalLM,
     run_data: RunData,
     validation_ids: torch.Tensor,
-    pe: str,
+    pe: ResolvedPE,
     config: TrainConfig,
     device: torch.device,
+    seed: int,
 ) -> float:
     """Validation ID accuracy of ``model`` with ``pe``'s evaluation frequencies."""
-    use_frequencies(model, rope_parameters(pe, *lengths(run_data.train), evaluation=True))
+    use_frequencies(model, pe.rope(evaluation=True))
     modulus = run_data.train.spec.modulus
-    predictions = predict(model, validation_ids, config.eval_batch_size, device, modulus)
+    positions = evaluation_positions(pe, seed, "validation")
+    predictions = predict(model, validation_ids, config.eval_batch_size, device, modulus, positions)
     accuracy = score_aligned(run_data.validation, predictions).id.accuracy
     return float(accuracy or 0.0)
 
 
+@dataclass(frozen=True)
+class RunJob:
+    """What every run folder of one training shares."""
+
+    run_data: RunData
+    config: TrainConfig
+    seed: int
+    out: Path
+    data: Path
+    preset_name: str
+    device: torch.device
+    started: float
+    save: bool
+
+
 def _write_run(
     model: LlamaForCausalLM,
-    run_data: RunData,
     selection: Selection,
-    config: TrainConfig,
-    seed: int,
-    out: Path,
-    data: Path,
-    preset_name: str,
     log: list[dict[str, Any]],
-    device: torch.device,
+    job: RunJob,
 ) -> dict[str, Any]:
     """Predict test with the selected weights and write the run folder atomically."""
+    run_data, config = job.run_data, job.config
     spec = run_data.train.spec
     pe = selection.pe
     model.load_state_dict(selection.state)
-    evaluation = rope_parameters(pe, *lengths(run_data.train), evaluation=True)
+    evaluation = pe.rope(evaluation=True)
     use_frequencies(model, evaluation)
     test = run_data.test
     ids = lm_tensors(test)["input_ids"]
-    predictions = predict(model, ids, config.eval_batch_size, device, spec.modulus)
+    positions = evaluation_positions(pe, job.seed, "test")
+    predictions = predict(model, ids, config.eval_batch_size, job.device, spec.modulus, positions)
     resolved = {
-        "pe": pe,
-        "preset": preset_name,
-        "seed": seed,
+        "pe": pe.label,
+        "position_encoding": pe.record(),
+        "preset": job.preset_name,
+        "seed": job.seed,
         "train": config.model_dump(mode="json"),
-        "data": str(data),
+        "data": str(job.data),
         "config": test.config,
         "spec_id": spec.spec_id,
         "spec": spec.model_dump(mode="json"),
-        "rope_parameters": {
-            "train": rope_parameters(pe, *lengths(run_data.train), evaluation=False),
-            "evaluation": evaluation,
-        },
+        "rope_parameters": {"train": pe.rope(evaluation=False), "evaluation": evaluation},
         "model": {"class": type(model).__name__, "parameters": model.num_parameters()},
         "best_epoch": selection.epoch,
         "best_val_id_accuracy": selection.accuracy,
-        "device": device.type,
+        "device": job.device.type,
         "torch_threads": torch.get_num_threads(),
         "versions": versions(),
     }
-    with atomic_folder(out) as build:
+    with atomic_folder(job.out) as build:
         (build / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
-        lines = [json.dumps(_run_record(record, pe), sort_keys=True) + "\n" for record in log]
+        lines = [json.dumps(_run_record(record, pe.label), sort_keys=True) + "\n" for record in log]
         (build / "metrics.jsonl").write_text("".join(lines))
         write_predictions(build / PREDICTIONS, test.ids, predictions, spec.modulus)
         kill_point("final")
-        report = score_file(data, test.config, "test", build / PREDICTIONS)
+        report = score_file(job.data, test.config, "test", build / PREDICTIONS)
         (build / "scores.json").write_text(report.to_json())
+        if job.save:
+            save_model(model, pe, build / MODEL)
+        wall = time.perf_counter() - job.started
+        record = build_record(resolved, report, job.data, log[-1]["train_seconds"], wall)
+        (build / RESULTS).write_text(record.to_json())
     return {
-        "pe": pe,
-        "out": str(out),
+        "pe": pe.label,
+        "out": str(job.out),
         "best_epoch": selection.epoch,
         **report.summary(),
     }
