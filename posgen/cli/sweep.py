@@ -90,8 +90,8 @@ def sweep_command(
     runs and resuming interrupted ones from their checkpoints.
 
     Each run's folder is SWEEP/runs/<hash of its resolved config>; SWEEP/sweep.json lists
-    the runs. Position embeddings that train alike (rope and yarn, resonance and
-    resonance_yarn) share one training.
+    the runs. Position encodings that train alike (rope, yarn and linear; resonance and
+    its evaluation-time variants) share one training.
     """
     if status_dir is not None:
         if grid is not None or out is not None:
@@ -183,7 +183,7 @@ def _run_local(sweep: Sweep, todo: list[Any], jobs: int | None) -> None:
 
         raise RunFailure(
             f"interrupted by {signal_name(-outcome.signal)}: {len(outcome.interrupted)} "
-            "trainings checkpointed; rerun the same command to resume them",
+            "trainings stopped; rerun the same command to resume them from their checkpoints",
             exit_code=128 + outcome.signal,
         )
     if outcome.failed or outcome.interrupted:

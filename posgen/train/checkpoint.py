@@ -5,7 +5,7 @@ A training keeps one checkpoint in its work folder (``posgen sweep``: ``SWEEP/wo
 resumed run needs to take the very next step an uninterrupted run would take: the model,
 optimiser and schedule states, torch's RNG states, where the run stands (epoch, batch offset
 within it, step, the epoch's losses so far), the log of finished epochs and every position
-embedding's best validation selection (accuracy, epoch, weights). It is written at the end
+encoding's best validation selection (accuracy, epoch, weights). It is written at the end
 of every epoch, and mid-epoch when a signal asks the run to stop, to a temporary file that is
 renamed over the old one (:func:`posgen.store.atomic.durable_file`): a kill at any moment
 leaves the previous checkpoint or the new one, never a torn one. On CPU a resumed run writes
@@ -134,7 +134,7 @@ class Checkpoints:
         """Restore everything from the checkpoint; None when there is none.
 
         Raises :class:`CheckpointMismatch` when it belongs to another training or lacks a
-        selection of one of ``selections``' position embeddings.
+        selection of one of ``selections``' position encodings.
         """
         if not self.path.is_file():
             return None

@@ -1,4 +1,4 @@
-"""Grid files of ``posgen sweep``: datasets x configs x position embeddings x presets x seeds.
+"""Grid files of ``posgen sweep``: datasets x configs x position encodings x presets x seeds.
 
 A grid file (TOML, YAML or JSON) is a :class:`Grid`::
 

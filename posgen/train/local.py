@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
 
@@ -53,14 +54,17 @@ def visible_gpus() -> list[str]:
     return [str(index) for index in range(torch.cuda.device_count())]
 
 
-def _die_with_parent() -> None:
-    """In the worker, before it runs: SIGTERM when the sweep dies (Linux)."""
+def _die_with_parent(parent: int) -> None:
+    """In the worker, before it runs: SIGTERM when the sweep dies (Linux); a sweep that
+    died before that was set is seen by the worker's parent having changed."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
     except OSError:
         return
     if hasattr(libc, "prctl"):
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(128 + signal.SIGTERM)
 
 
 def run_local(
@@ -119,7 +123,7 @@ def _start(sweep: Sweep, job: JobSpec, slot: int, gpus: list[str]) -> subprocess
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=_die_with_parent,  # the sweep holds no locks in other threads
+            preexec_fn=partial(_die_with_parent, os.getpid()),  # no locks held in other threads
         )
 
 
@@ -134,7 +138,7 @@ def _settle(
     stopped = code > 128 or outcome.signal is not None  # a signal, ours or its own
     if stopped and code != -signal.SIGKILL:
         outcome.interrupted.append(job.key)
-        say(f"{name}: stopped by {signal_name(code)}; its checkpoint resumes it")
+        say(f"{name}: stopped by {signal_name(code)}; a rerun resumes it from its last checkpoint")
         return
     if code < 0:
         sweep.record_failure(job.key, f"killed by {signal_name(code)}")
