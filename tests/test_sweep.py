@@ -312,6 +312,8 @@ def test_submitit_local_executor_runs_a_two_run_grid_end_to_end_through_a_preemp
     assert "this job is preempted" in logs  # and it still finished: requeued, resumed
     status = CliRunner().invoke(main, ["sweep", "--status", str(out)])
     assert status.output.splitlines()[-1] == "2 runs: 2 done, 0 running, 0 failed, 0 waiting"
+    as_json = CliRunner().invoke(main, ["sweep", "--status", str(out), "--json"])
+    assert [json.loads(line)["state"] for line in as_json.output.splitlines()] == ["done"] * 2
 
 
 # --- resumable runs -------------------------------------------------------------------------
