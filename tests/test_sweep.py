@@ -295,6 +295,26 @@ def test_local_sweep_stopped_by_sigterm_exits_1_resumes_on_rerun_then_skips_fini
     assert {r.key: sweep.run_folder(r).stat().st_ino for r in sweep.read().runs} == inodes
 
 
+def test_sigterm_to_a_local_sweep_stops_its_workers_with_their_checkpoints(
+    data, tmp_path, reference, monkeypatch
+):
+    grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope", "yarn"]))
+    args = ["sweep", str(grid), "--out", str(tmp_path / "S")]
+    monkeypatch.setenv(progress.KILL_ENV, "step:3:SIGTERM@parent")  # the worker signals us
+    stopped = CliRunner().invoke(main, args)
+    assert stopped.exit_code == 143
+    assert stopped.output.strip().splitlines()[-1] == (
+        "error: interrupted by SIGTERM: 1 trainings stopped; rerun the same command to resume "
+        "them from their checkpoints"
+    )
+    sweep = Sweep(tmp_path / "S")
+    assert states(sweep)["yarn"] == ("waiting", "resumes at epoch 1, step 3")
+    monkeypatch.delenv(progress.KILL_ENV)
+    resumed = CliRunner().invoke(main, args)
+    assert resumed.exit_code == 0, resumed.output
+    assert sweep_bytes(sweep) == reference
+
+
 def test_submitit_local_executor_runs_a_two_run_grid_end_to_end_through_a_preemption(
     data, tmp_path, reference, monkeypatch
 ):

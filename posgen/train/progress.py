@@ -21,7 +21,8 @@ from posgen.store.layout import hidden_stem
 PROGRESS = "progress.json"
 RESUME_TAG = ".posgen-resume"
 KILL_ENV = "POSGEN_TEST_KILL"
-"""``POINT:N:SIGNAL``: send SIGNAL to this process at point N of POINT (tests only)."""
+"""``POINT:N:SIGNAL``: send SIGNAL to this process at point N of POINT (tests only);
+``SIGNAL@parent`` sends it to the parent (a local sweep) instead and waits for a signal."""
 
 _passes: Counter[str] = Counter()
 
@@ -51,7 +52,12 @@ def kill_point(name: str, number: int | None = None) -> None:
         return
     _passes[name] += 1
     if (_passes[name] if number is None else number) == int(count):
-        os.kill(os.getpid(), getattr(signal, signame))
+        signame, _, whom = signame.partition("@")
+        if whom == "parent":  # signal the sweep, then wait for what it passes on to us
+            os.kill(os.getppid(), getattr(signal, signame))
+            signal.pause()
+        else:
+            os.kill(os.getpid(), getattr(signal, signame))
 
 
 def read_progress(folder: Path) -> dict[str, Any] | None:
