@@ -69,18 +69,19 @@ class Op:
         ``far``: how many of the w rows are far operands (read by ``perm`` ops only).
         The plain reference: the validator and the slow generator path use it.
         """
-        operands = np.asarray(operands, dtype=np.int64)
         if self.kind == "tuple":
-            return keyed_hash(operands, modulus, key)
+            return keyed_hash(np.asarray(operands, dtype=np.int64), modulus, key)
         if self.kind == "perm":
             return far_perm(operands[:far], operands[far:], modulus, key)
         if self.kind == "slot":
             return slot_perm(operands[:far], operands[far:], modulus, key)
         if self.kind == "select":
             return select_perm(operands[:far], operands[far:], modulus, key)
-        total = operands.sum(axis=0, dtype=np.int64)
+        operands = np.asarray(operands)
+        narrow = operands.shape[0] * (modulus - 1) < 2**31  # int32 sums: several times faster
+        total = operands.sum(axis=0, dtype=np.int32 if narrow else np.int64)
         if self.kind == "additive":
-            return total % modulus
+            return (total % modulus).astype(np.int64)
         table = sum_table(self.name, modulus, operands.shape[0])
         return table[total].astype(np.int64)
 

@@ -6,7 +6,9 @@ encodings (the ``train`` extra), so ``posgen -h`` and every other command stay t
 
 from __future__ import annotations
 
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,14 @@ from posgen.cli.paths import PathArg
 from posgen.cli.score import load_split
 from posgen.errors import problem_lines
 from posgen.scoring.reference import resolve_config
+from posgen.store.atomic import Interrupted
+from posgen.store.lock import exclusive, owner_alive
+from posgen.store.manifest import read_manifest
 from posgen.train import TRAIN_HINT
 from posgen.train.config import PRESETS, TrainConfig, preset
 from posgen.train.encoding import PERequest
+from posgen.train.grid import identity, stable_hash
+from posgen.train.progress import resume_folder
 
 # flag -> (TrainConfig field, click type)
 OVERRIDES: dict[str, tuple[str, Any]] = {
@@ -208,33 +215,95 @@ def train_command(
         resolved = resolve_pe(request, train_config, reference)
     except PEError as error:
         raise UsageProblems([str(error)]) from None
-    try:
-        summary = train_runs(
-            data,
+    from posgen.train.checkpoint import Checkpoints
+
+    spec_id = read_manifest(data).configs[name].spec_id
+    training = resolved.training_key()
+    key = stable_hash(
+        identity(
+            data.resolve().name,
+            spec_id,
             name,
-            [resolved],
+            preset_name,
             train_config,
             run_seed,
-            [out],
-            preset_name,
-            device=target,
-            progress=lambda total: tqdm(
-                total=total,
-                unit="step",
-                file=sys.stderr,
-                disable=quiet,
-                desc=f"{name} {resolved.label}",
-            ),
-            run_data=RunData.load(data, name),
-            save=save_model,
-        )[0]
-    except OSError as error:
-        raise RunFailure(f"writing {out} failed: {error}") from None
+            training=training,
+        )
+    )
+    resume = resume_folder(out)
+    if owner_alive(resume):
+        raise UsageProblems([f"--out {out}: another posgen train is training it now"])
+    resume.mkdir(parents=True, exist_ok=True)
+    checkpoints = Checkpoints(resume, key)
+    with exclusive(resume):
+        if checkpoints.progress() is not None and not quiet:
+            click.echo(f"{out}: resuming from its checkpoint ({resume})", err=True)
+        summary = _train_resumably(
+            out,
+            resume,
+            checkpoints,
+            lambda: train_runs(
+                data,
+                name,
+                [resolved],
+                train_config,
+                run_seed,
+                [out],
+                preset_name,
+                device=target,
+                progress=lambda total: tqdm(
+                    total=total,
+                    unit="step",
+                    file=sys.stderr,
+                    disable=quiet,
+                    desc=f"{name} {resolved.label}",
+                ),
+                run_data=RunData.load(data, name),
+                save=save_model,
+                checkpoints=checkpoints,
+            )[0],
+        )
     if not quiet:
         click.echo(
             f"{out}: best epoch {summary['best_epoch']}, test ID {_shown(summary['id_accuracy'])}, "
             f"OOD {_shown(summary['ood_accuracy'])}"
         )
+
+
+def _train_resumably(
+    out: Path, resume: Path, checkpoints: Any, train: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """Run ``train``; a signal leaves its checkpoint in ``resume`` (exit 128 + signal, one
+    line), success removes it, and a failure before any checkpoint leaves nothing."""
+    from posgen.train.checkpoint import CheckpointMismatch
+
+    try:
+        summary = train()
+    except CheckpointMismatch:
+        raise UsageProblems(
+            [
+                f"--out {out}: its checkpoint {resume} is of a run with other flags; rerun "
+                "with those, or remove it to start over"
+            ]
+        ) from None
+    except Interrupted as stop:
+        if stop.completed:
+            shutil.rmtree(resume, ignore_errors=True)
+            raise RunFailure(
+                f"interrupted by {stop.name} once {out} was complete", stop.exit_code
+            ) from None
+        raise RunFailure(
+            f"interrupted by {stop.name}; checkpoint kept in {resume}: rerun the same "
+            "command to resume",
+            stop.exit_code,
+        ) from None
+    except OSError as error:
+        raise RunFailure(f"writing {out} failed: {error}") from None
+    finally:
+        if checkpoints.progress() is None:  # nothing to resume from: leave nothing
+            shutil.rmtree(resume, ignore_errors=True)
+    shutil.rmtree(resume, ignore_errors=True)
+    return summary
 
 
 def _shown(value: float | None) -> str:

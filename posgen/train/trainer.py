@@ -32,6 +32,8 @@ Run folder::
                         seconds so far (all, and in training steps only)
     predictions.parquet test predictions (``posgen score --predictions`` reads them)
     scores.json         the ``posgen.scoring`` report of those predictions on ``test``
+    probe_predictions.parquet  predictions of the ``probe`` split, same weights
+    probe_scores.json   their far-reliance report (``posgen score --split probe``)
     results.json        the run record (:mod:`posgen.train.run_record`): versions, data
                         checksums, every position-encoding parameter, accuracies, wall time
     model/              the selected weights (only with ``save_model``; :func:`load_model`)
@@ -59,7 +61,10 @@ from posgen.scoring.folder import score_aligned, score_file
 from posgen.scoring.lm_inputs import lm_arrays, predictions_from_logits, vocab_size
 from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reference import ReferenceSplit, load_reference
+from posgen.scoring.reliance import ProbeSplit, RelianceReport, load_probe, score_probe
+from posgen.spec import PROBE_SPLIT
 from posgen.store.atomic import atomic_folder
+from posgen.train.checkpoint import Checkpoints, Position, kill_point, stop_requests
 from posgen.train.config import TrainConfig
 from posgen.train.encoding import Lengths, PERequest
 from posgen.train.model import llama_for, parameter_groups, save_model
@@ -69,7 +74,17 @@ from posgen.train.rope import use_frequencies
 from posgen.train.run_record import RESULTS, build_record
 
 PREDICTIONS = "predictions.parquet"
-FILES = ("config.json", "metrics.jsonl", PREDICTIONS, "scores.json", RESULTS)
+PROBE_PREDICTIONS = "probe_predictions.parquet"
+PROBE_SCORES = "probe_scores.json"
+FILES = (
+    "config.json",
+    "metrics.jsonl",
+    PREDICTIONS,
+    "scores.json",
+    PROBE_PREDICTIONS,
+    PROBE_SCORES,
+    RESULTS,
+)
 """What a finished run folder holds."""
 MODEL = "model"
 """The saved weights' subfolder (``save_model``)."""
@@ -133,7 +148,9 @@ def build_model(
     )
 
 
-def lm_tensors(reference: ReferenceSplit, length: int | None = None) -> dict[str, torch.Tensor]:
+def lm_tensors(
+    reference: ReferenceSplit | ProbeSplit, length: int | None = None
+) -> dict[str, torch.Tensor]:
     """``input_ids`` and ``labels`` of a split's rows (cut to ``length`` tokens if given)."""
     tokens = reference.tokens if length is None else reference.tokens[:, :length]
     arrays = lm_arrays(tokens, reference.spec.modulus, reference.spec.window)
@@ -267,11 +284,15 @@ def train_runs(
     progress: ProgressFactory = _null_progress,
     run_data: RunData | None = None,
     save: bool = False,
+    checkpoints: Checkpoints | None = None,
 ) -> list[dict[str, Any]]:
     """Train once for ``pes`` (all with the same training); write one folder each.
 
-    ``save`` also writes each run's selected weights to ``<out>/model``. Returns each run's
-    summary (``{"pe", "out", "best_epoch", "id_accuracy", "ood_accuracy"}``).
+    ``save`` also writes each run's selected weights to ``<out>/model``. With
+    ``checkpoints`` the training resumes from the checkpoint there, saves one at the end of
+    every epoch, and on a signal saves one and stops (:mod:`posgen.train.checkpoint`); the
+    run folders are the same bytes either way. Returns each run's summary (``{"pe", "out",
+    "best_epoch", "id_accuracy", "ood_accuracy"}``).
     """
     device = device or pick_device()
     run_data = run_data or RunData.load(data, config_name)
@@ -279,77 +300,131 @@ def train_runs(
     if len({pe.training_key() for pe in resolved}) != 1:
         names = ", ".join(pe.label for pe in resolved)
         raise ValueError(f"{names} do not share their training frequencies")
-    started = time.perf_counter()
     model = build_model(config, run_data.train, resolved[0], seed).to(device)
     train = lm_tensors(run_data.train)
     validation_ids = lm_tensors(run_data.validation)["input_ids"]
-    steps_per_epoch = math.ceil(train["input_ids"].shape[0] / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
+    rows = train["input_ids"].shape[0]
+    total = total_steps(config, run_data)
     optimizer, schedule = optimizer_and_schedule(model, config, total)
     train_rope = resolved[0].rope(evaluation=False)
     sampler = random_positions(resolved[0], seed)
     selections = [Selection(pe) for pe in resolved]
-    log: list[dict[str, Any]] = []
-    step = 0
+    at = Position()
+    if checkpoints is not None:
+        at = checkpoints.load(selections, model, optimizer, schedule, device) or at
+    orders = epoch_order(rows, config.epochs, seed)
     bar = progress(total)
-    training = 0.0  # seconds in training steps only (no validation): the harness benchmark's
+    if bar is not None and at.step:
+        bar.update(at.step)
+    started = time.perf_counter() - at.seconds  # wall time counts every attempt
     model.train()
-    for epoch, order in enumerate(epoch_order(train["input_ids"].shape[0], config.epochs, seed), 1):
-        losses = []
-        epoch_started = time.perf_counter()
-        for start in range(0, order.shape[0], config.batch_size):
-            if step >= total:
-                break
-            rows = order[start : start + config.batch_size]
-            batch = train["input_ids"][rows]
-            position_ids = None
-            if sampler is not None:
-                position_ids = sampler.training(step, batch.shape[0], batch.shape[1])
-            loss = model(
-                input_ids=batch.to(device),
-                labels=train["labels"][rows].to(device),
-                **position_inputs(position_ids, device),
-            ).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            losses.append(loss.detach())
-            if bar is not None:
-                bar.update(1)
-        training += time.perf_counter() - epoch_started
-        last = step >= total
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "step": step,
-            "train_loss": float(torch.stack(losses).mean()) if losses else None,
-            "lr": schedule.get_last_lr()[0],
-        }
-        if epoch % config.eval_every == 0 or last or epoch == config.epochs:
-            for selection in selections:
-                accuracy = _validate(
-                    model, run_data, validation_ids, selection.pe, config, device, seed
+
+    def save_checkpoint() -> None:
+        if checkpoints is not None:
+            at.seconds = time.perf_counter() - started
+            checkpoints.save(at, selections, model, optimizer, schedule)
+
+    with stop_requests(checkpoints is not None) as stop:
+        while not at.done:
+            order = orders[at.epoch - 1]
+            for begin in range(at.offset, rows, config.batch_size):
+                if at.step >= total:
+                    break
+                step_started = time.perf_counter()
+                batch_rows = order[begin : begin + config.batch_size]
+                batch = train["input_ids"][batch_rows]
+                position_ids = None
+                if sampler is not None:
+                    position_ids = sampler.training(at.step, batch.shape[0], batch.shape[1])
+                loss = model(
+                    input_ids=batch.to(device),
+                    labels=train["labels"][batch_rows].to(device),
+                    **position_inputs(position_ids, device),
+                ).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                at.step, at.offset = at.step + 1, begin + config.batch_size
+                at.losses.append(loss.detach())
+                # seconds in training steps only (no validation): the harness benchmark's
+                at.train_seconds += time.perf_counter() - step_started
+                if bar is not None:
+                    bar.update(1)
+                kill_point("step", at.step)
+                if stop is not None and stop.requested:
+                    save_checkpoint()
+                    stop.stop()
+            record: dict[str, Any] = {
+                "epoch": at.epoch,
+                "step": at.step,
+                "train_loss": float(torch.stack(at.losses).mean()) if at.losses else None,
+                "lr": schedule.get_last_lr()[0],
+            }
+            record.update(
+                _validated(
+                    model,
+                    run_data,
+                    validation_ids,
+                    selections,
+                    config,
+                    device,
+                    at,
+                    seed,
+                    train_rope,
+                    total,
                 )
-                record[f"val_id_accuracy/{selection.pe.label}"] = accuracy
-                if accuracy > selection.accuracy:
-                    selection.accuracy, selection.epoch = accuracy, epoch
-                    selection.state = copy.deepcopy(model.state_dict())
-            use_frequencies(model, train_rope)
-        record["seconds"] = round(time.perf_counter() - started, 3)
-        record["train_seconds"] = round(training, 3)
-        log.append(record)
-        if last:
-            break
+            )
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            record["train_seconds"] = round(at.train_seconds, 3)
+            at.log.append(record)
+            at.done = at.step >= total or at.epoch == config.epochs
+            at.epoch, at.offset, at.losses = at.epoch + 1, 0, []
+            save_checkpoint()
+            if stop is not None and stop.requested:
+                stop.stop()
     if bar is not None and hasattr(bar, "close"):
         bar.close()
     summaries = []
     for selection, out in zip(selections, outs, strict=True):
         job = RunJob(run_data, config, seed, Path(out), data, preset_name, device, started, save)
-        summaries.append(_write_run(model, selection, log, job))
+        summaries.append(_write_run(model, selection, at.log, job))
     return summaries
+
+
+def _validated(
+    model: LlamaForCausalLM,
+    run_data: RunData,
+    validation_ids: torch.Tensor,
+    selections: list[Selection],
+    config: TrainConfig,
+    device: torch.device,
+    at: Position,
+    seed: int,
+    train_rope: dict[str, Any],
+    total: int,
+) -> dict[str, float]:
+    """Validate every selection when the epoch is due (every ``eval_every`` epochs, and the
+    last), keeping the weights of each one's best epoch; their accuracies by label."""
+    epoch = at.epoch
+    if not (epoch % config.eval_every == 0 or at.step >= total or epoch == config.epochs):
+        return {}
+    accuracies = {}
+    for selection in selections:
+        accuracy = _validate(model, run_data, validation_ids, selection.pe, config, device, seed)
+        accuracies[f"val_id_accuracy/{selection.pe.label}"] = accuracy
+        if accuracy > selection.accuracy:
+            selection.accuracy, selection.epoch = accuracy, epoch
+            selection.state = copy.deepcopy(model.state_dict())
+    use_frequencies(model, train_rope)
+    return accuracies
+
+
+def total_steps(config: TrainConfig, run_data: RunData) -> int:
+    """Optimiser steps of the run: every batch of every epoch, or ``max_steps`` if fewer."""
+    rows = run_data.train.tokens.shape[0]
+    total = math.ceil(rows / config.batch_size) * config.epochs
+    return total if config.max_steps is None else min(total, config.max_steps)
 
 
 def random_positions(pe: ResolvedPE, seed: int) -> RandomPositions | None:
@@ -438,8 +513,10 @@ def _write_run(
         lines = [json.dumps(_run_record(record, pe.label), sort_keys=True) + "\n" for record in log]
         (build / "metrics.jsonl").write_text("".join(lines))
         write_predictions(build / PREDICTIONS, test.ids, predictions, spec.modulus)
+        kill_point("final")
         report = score_file(job.data, test.config, "test", build / PREDICTIONS)
         (build / "scores.json").write_text(report.to_json())
+        probe = _write_probe(build, model, job, test.config, positions)
         if job.save:
             save_model(model, pe, build / MODEL)
         wall = time.perf_counter() - job.started
@@ -450,7 +527,28 @@ def _write_run(
         "out": str(job.out),
         "best_epoch": selection.epoch,
         **report.summary(),
+        **probe.summary(),
     }
+
+
+def _write_probe(
+    build: Path,
+    model: LlamaForCausalLM,
+    job: RunJob,
+    config_name: str,
+    positions: PositionIds | None,
+) -> RelianceReport:
+    """Predict the ``probe`` split with the current weights (and the test rows' position
+    ids: probe row i is test row i altered); write the predictions and their far-reliance
+    report into the run folder ``build``."""
+    probe = load_probe(job.data, config_name, PROBE_SPLIT)
+    modulus = probe.spec.modulus
+    ids = lm_tensors(probe)["input_ids"]
+    predictions = predict(model, ids, job.config.eval_batch_size, job.device, modulus, positions)
+    write_predictions(build / PROBE_PREDICTIONS, probe.ids, predictions, modulus)
+    report = score_probe(probe, predictions)
+    (build / PROBE_SCORES).write_text(report.to_json())
+    return report
 
 
 def _run_record(record: dict[str, Any], pe: str) -> dict[str, Any]:
