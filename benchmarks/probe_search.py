@@ -124,9 +124,17 @@ CANDIDATES: dict[str, Candidate] = {
 
 # --- data --------------------------------------------------------------------------------
 def dataset(candidate: Candidate) -> Path:
-    """The candidate's data folder, generated with ``posgen generate`` when missing."""
+    """The candidate's data folder, generated with ``posgen generate`` when missing or when
+    this posgen no longer reads it."""
+    from posgen.store.manifest import DamagedDataset, read_manifest
+
     out = DATA / f"{Path(candidate.spec).stem}-{candidate.config}"
-    if not (out / "posgen.json").exists():
+    try:
+        read_manifest(out)
+        current = True
+    except (FileNotFoundError, DamagedDataset):  # missing, or written by an older posgen
+        current = False
+    if not current:
         cmd = [sys.executable, "-m", "posgen", "generate", "--spec", str(ROOT / candidate.spec),
                "--task", candidate.config, "--out", str(out), "--overwrite", "-q"]  # fmt: skip
         subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
