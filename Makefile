@@ -11,7 +11,7 @@ DATA_DIR ?= out/posgen-v1
 CARDS_DIR ?= out/cards
 OFFICIAL_CARDS := paper posgen-v1 posgen-v2
 
-.PHONY: install install-train results results-all data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train search
+.PHONY: install install-train results results-all results-data probe-check data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train search
 
 install: $(VENV)/.installed
 
@@ -78,11 +78,23 @@ results-all: RESULTS_GRID = grids/results-all.toml
 results-all: SWEEP_DIR = runs/results-all
 results-all: results
 
-results: install-train
+results-data: install
 	for name in $(RESULTS_SETS); do \
 	  $(BIN)/posgen generate --spec task_specs/$$name.toml --out $(RESULTS_DATA)/$$name --overwrite -q \
 	  || exit 1; \
 	done
+
+# `make probe-check`: do trained models read the far operand? (grids/probe-check.toml: one seed,
+# RoPE and YaRN, every task of the official specs, scored on the probe splits; about 8 min on
+# 2 cores.) Writes docs/probe-check.md and posgen/card/probe_check.json, from which the cards'
+# "What each task measures" sentences are rendered (`make cards` after it).
+PROBE_DIR ?= runs/probe-check
+probe-check: install-train results-data
+	$(BIN)/posgen sweep grids/probe-check.toml --out $(PROBE_DIR) --jobs 2
+	$(BIN)/posgen results $(PROBE_DIR)/runs --out docs/probe-check.md \
+	  --json posgen/card/probe_check.json --command "make probe-check"
+
+results: install-train results-data
 	$(BIN)/posgen sweep $(RESULTS_GRID) --out $(SWEEP_DIR) --jobs 2
 	wall=$$($(BIN)/python -c "import json, sys; print(json.load(open(sys.argv[1]))['wall_seconds'])" \
 	  $(SWEEP_DIR)/sweep.json) && \
