@@ -92,3 +92,14 @@ def test_every_documented_command_line_parses(line, monkeypatch):
         parse(line)
     except click.UsageError as error:
         pytest.fail(f"{line!r}: {error.format_message()}")
+
+
+def test_the_readme_states_what_each_task_measures_as_the_cards_do():
+    from posgen.card.task_measures import load_measures, measure_sentences
+
+    measures = load_measures()
+    readme = (ROOT / "README.md").read_text()
+    for name in ("posgen-v1", "posgen-v2", "paper"):
+        for sentence in measure_sentences(name, measures[name]):
+            assert f"- {sentence}" in readme
+            assert f"- {sentence}" in (ROOT / "data_cards" / f"{name}.md").read_text()
