@@ -7,7 +7,9 @@ from pathlib import Path
 import click
 import pyarrow as pa
 
+from posgen import signals
 from posgen.cli.common import UsageProblems
+from posgen.cli.outputs import output_problems
 from posgen.cli.paths import PathArg
 from posgen.errors import PosgenError
 from posgen.scoring.errors import ScoringError
@@ -128,6 +130,11 @@ def score_command(
         raise UsageProblems([f"--plot: {PLOT_HINT}"])
     if plot_out is not None and (problem := plot_format_problem(plot_out)) is not None:
         raise UsageProblems([f"--plot: {problem}"])
+    problems = output_problems(
+        {"--json": json_out, "--plot": plot_out}, {"the --predictions file": [predictions]}
+    )
+    if problems:
+        raise UsageProblems(problems)
     reference = load_split(data, config, split)
     try:
         report = score_reference(reference, predictions, bucket_width)
@@ -137,6 +144,7 @@ def score_command(
         click.echo(report.to_json(), nl=False)
     else:
         click.echo(report_table(report))
+    signals.point("score-write")
     try:
         if json_out is not None and str(json_out) != "-":
             write_atomically(json_out, report.to_json().encode())

@@ -6,6 +6,7 @@ torch and transformers are imported only when a run starts (the ``train`` extra)
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,19 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from posgen import signals
 from posgen.cli.common import RunFailure, UsageProblems
+from posgen.cli.outputs import output_problems
 from posgen.cli.paths import PathArg
-from posgen.cli.score import load_split
 from posgen.errors import problem_lines
+from posgen.resources import unwritable
 from posgen.scoring.reference import resolve_config
+from posgen.signals import Interrupted
+from posgen.store.atomic import OutputExistsError, WriteFailed
+from posgen.store.manifest import read_manifest
 from posgen.train import TRAIN_HINT
 from posgen.train.config import PES, PRESETS, TrainConfig, preset
+from posgen.train.memory import RunEstimate, available_bytes, estimate_run, refusal
 
 # flag -> (TrainConfig field, click type)
 OVERRIDES: dict[str, tuple[str, Any]] = {
@@ -38,12 +45,26 @@ OVERRIDES: dict[str, tuple[str, Any]] = {
 }
 
 
+FLAGS = {name: flag for flag, (name, _) in OVERRIDES.items()}
+"""TrainConfig field -> the flag that sets it."""
+MODEL_FLAGS = "--hidden/--heads"
+"""What a problem of the whole model (not of one field) is about: the head dimension."""
+MAX_THREADS = 256
+"""Most ``--threads`` accepted (more is never faster, and 10^9 aborts inside OpenMP)."""
+
+
 def resolve_train_config(preset_name: str, overrides: dict[str, Any]) -> TrainConfig:
-    """The preset with the flags' overrides, every problem an :class:`UsageProblems` line."""
+    """The preset with the flags' overrides, every problem an :class:`UsageProblems` line
+    naming its flag as it is spelled (``--batch-size``)."""
     try:
         return preset(preset_name, **overrides)
     except ValidationError as error:
-        raise UsageProblems([f"--{line}" for line in problem_lines(error)]) from None
+        lines = []
+        for line in problem_lines(error):
+            field, _, message = line.partition(": ")
+            flag = FLAGS.get(field, MODEL_FLAGS if field == "spec" else f"--{field}")
+            lines.append(f"{flag}: {message}")
+        raise UsageProblems(lines) from None
 
 
 def require_extra() -> None:
@@ -89,12 +110,16 @@ Examples:
     type=click.Choice(list(PRESETS)),
     help="Model and schedule: cpu (small, minutes) or paper (the authors' setup, a GPU).",
 )
-@click.option("--seed", type=int, help="Run seed. [the preset's first seed]")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0, max=2**63 - 1),
+    help="Run seed. [the preset's first seed]",
+)
 @click.option(
     "--out",
     required=True,
     type=PathArg(file_okay=False, path_type=Path),
-    help="Run folder to create (must not exist).",
+    help="Run folder to create (must not exist; never inside a dataset folder).",
 )
 @_override_options
 @click.option(
@@ -108,8 +133,13 @@ Examples:
     "--threads",
     default=1,
     show_default=True,
-    type=click.IntRange(min=1),
-    help="torch CPU threads (keep 1 when runs go in parallel).",
+    type=click.IntRange(min=1, max=MAX_THREADS),
+    help="torch CPU threads (keep 1 when runs go in parallel; 1 is byte-identical run to run).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Train even when the memory estimate exceeds the memory available.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
 def train_command(
@@ -121,31 +151,38 @@ def train_command(
     out: Path,
     device: str,
     threads: int,
+    force: bool,
     quiet: bool,
     **overrides: Any,
 ) -> None:
     """Train a Llama from scratch on one config; write config, log, predictions and scores.
 
-    The checkpoint with the best validation ID accuracy predicts the test split; the
-    predictions are scored by posgen's scoring (the same figures as `posgen score`).
+    The dataset is read once, checked against its manifest, and the run trains, validates
+    and scores on those bytes. The checkpoint with the best validation ID accuracy predicts
+    the test split; the predictions are scored by posgen's scoring (the same figures as
+    `posgen score`). A run that would not fit in memory is refused (see --force).
     """
     train_config = resolve_train_config(preset_name, overrides)
-    if out.exists():
-        raise UsageProblems([f"--out {out} exists; choose a new run folder"])
-    reference = load_split(data, config, "train")
-    require_extra()
-    import torch
-    from tqdm.auto import tqdm
+    check_out(out, data)
+    name = resolve_config(data, config)
+    estimate = memory_estimate(data, name, train_config)
+    if not force and (problem := refusal(estimate, available_bytes())) is not None:
+        raise UsageProblems([problem])
+    with signals.deferred():  # an exception inside `import torch` can be lost or mangled
+        signals.point("import")
+        require_extra()
+        import torch
+        from tqdm.auto import tqdm
 
-    from posgen.train.trainer import RunData, pick_device, train_runs
-
+        from posgen.train.trainer import RunData, pick_device, train_runs
     torch.set_num_threads(threads)
     target = pick_device(device)
     if target.type == "cuda" and not torch.cuda.is_available():
         raise UsageProblems(["--device cuda: no CUDA device is available"])
-    name = resolve_config(data, reference.config)
     run_seed = train_config.seeds[0] if seed is None else seed
     try:
+        signals.point("load")
+        run_data = RunData.load(data, name)
         summary = train_runs(
             data,
             name,
@@ -158,15 +195,48 @@ def train_command(
             progress=lambda total: tqdm(
                 total=total, unit="step", file=sys.stderr, disable=quiet, desc=f"{name} {pe}"
             ),
-            run_data=RunData.load(data, name),
+            run_data=run_data,
+            memory_estimate=estimate.total,
         )[0]
-    except OSError as error:
-        raise RunFailure(f"writing {out} failed: {error}") from None
+    except Interrupted as stop:
+        state = f"{out} was complete" if stop.completed else f"{out} was not created"
+        raise RunFailure(
+            f"{stop}; no partial run folder was left; {state}", stop.exit_code
+        ) from None
+    except OutputExistsError:
+        raise RunFailure(
+            f"--out {out} appeared while the run trained (made by something else); it was "
+            "kept, and this run was not written"
+        ) from None
+    except WriteFailed as error:
+        raise RunFailure(f"{error}; no partial run folder was left") from None
     if not quiet:
         click.echo(
             f"{out}: best epoch {summary['best_epoch']}, test ID {_shown(summary['id_accuracy'])}, "
             f"OOD {_shown(summary['ood_accuracy'])}"
         )
+
+
+def check_out(out: Path, data: Path) -> None:
+    """Refuse an ``--out`` that exists, cannot be created or sits inside a dataset folder."""
+    if os.path.lexists(out):
+        raise UsageProblems([f"--out {out} exists; choose a new run folder"])
+    problems = output_problems({"--out": out}, {"--data": []})
+    blocked = unwritable(out)
+    if blocked is not None:
+        problems.append(f"--out: {blocked}")
+    if problems:
+        raise UsageProblems(problems)
+
+
+def memory_estimate(data: Path, config: str, train_config: TrainConfig) -> RunEstimate:
+    """The run's memory estimate from the manifest (its spec and largest file)."""
+    manifest = read_manifest(data)
+    if config not in manifest.configs:
+        known = ", ".join(manifest.configs)
+        raise UsageProblems([f"--config: no config {config!r} in {data}; configs: {known}"])
+    largest = max((file.bytes for _, _, file in manifest.files([config])), default=0)
+    return estimate_run(train_config, manifest.configs[config].spec, largest_file=largest)
 
 
 def _shown(value: float | None) -> str:

@@ -44,6 +44,8 @@ from posgen.store.manifest import FileEntry, Manifest
 if TYPE_CHECKING:
     import datasets
 
+Source = Path | pa.Buffer
+"""A shard to read: its path, or its bytes already read (and checked) into memory."""
 Progress = Callable[[int], None]
 """Called with the number of tokens just written."""
 
@@ -116,7 +118,7 @@ class Format:
         """Generate and write one shard (temporary name, fsync, rename); its manifest entry."""
         raise NotImplementedError
 
-    def facts(self, path: Path) -> FileFacts:
+    def facts(self, path: Source) -> FileFacts:
         """Schema, rows, tokens and provenance of one shard (raises on unreadable files)."""
         raise NotImplementedError
 
@@ -124,7 +126,7 @@ class Format:
         """The file's Arrow schema, without reading its data."""
         raise NotImplementedError
 
-    def batches(self, path: Path, rows: int) -> Iterator[pa.RecordBatch]:
+    def batches(self, path: Source, rows: int) -> Iterator[pa.RecordBatch]:
         """The shard's ``id`` and ``tokens`` as record batches of at most ``rows`` rows."""
         raise NotImplementedError
 
@@ -163,8 +165,8 @@ class ParquetFormat(Format):
                 del table
         return file_entry(shard, sink)
 
-    def facts(self, path: Path) -> FileFacts:
-        meta = pq.read_metadata(path)
+    def facts(self, path: Source) -> FileFacts:
+        meta = pq.read_metadata(_readable(path))
         schema = meta.schema.to_arrow_schema()
         column = schema.get_field_index("tokens")
         tokens = 0
@@ -178,8 +180,8 @@ class ParquetFormat(Format):
     def schema(self, path: Path) -> pa.Schema:
         return pq.read_schema(path)
 
-    def batches(self, path: Path, rows: int) -> Iterator[pa.RecordBatch]:
-        handle = pq.ParquetFile(path)
+    def batches(self, path: Source, rows: int) -> Iterator[pa.RecordBatch]:
+        handle = pq.ParquetFile(_readable(path))
         columns = [n for n in ("id", "tokens") if n in handle.schema_arrow.names]
         yield from handle.iter_batches(batch_size=rows, columns=columns)
 
@@ -192,12 +194,18 @@ class ParquetFormat(Format):
         return datasets.load_dataset(str(root), config)
 
 
-def open_ipc(path: Path) -> Any:
-    """An Arrow IPC file or stream reader over ``path`` (memory-mapped)."""
+def _readable(source: Source) -> Any:
+    """What pyarrow's readers take: the path, or a reader over bytes already in memory."""
+    return pa.BufferReader(source) if isinstance(source, pa.Buffer) else source
+
+
+def open_ipc(path: Source) -> Any:
+    """An Arrow IPC file or stream reader over ``path`` (memory-mapped) or bytes in memory."""
+    source = path if isinstance(path, pa.Buffer) else pa.memory_map(str(path))
     try:
-        return pa.ipc.open_file(pa.memory_map(str(path)))
+        return pa.ipc.open_file(source)
     except pa.ArrowInvalid:
-        return pa.ipc.open_stream(pa.memory_map(str(path)))
+        return pa.ipc.open_stream(source)
 
 
 class ArrowFormat(Format):
@@ -226,7 +234,7 @@ class ArrowFormat(Format):
                     progress(table.num_rows * length)
         return file_entry(shard, sink)
 
-    def facts(self, path: Path) -> FileFacts:
+    def facts(self, path: Source) -> FileFacts:
         reader = open_ipc(path)
         rows = tokens = 0
         for batch in reader:
@@ -239,7 +247,7 @@ class ArrowFormat(Format):
     def schema(self, path: Path) -> pa.Schema:
         return open_ipc(path).schema
 
-    def batches(self, path: Path, rows: int) -> Iterator[pa.RecordBatch]:
+    def batches(self, path: Source, rows: int) -> Iterator[pa.RecordBatch]:
         reader = open_ipc(path)
         many = getattr(reader, "num_record_batches", None)
         chunks = (reader.get_batch(i) for i in range(many)) if many is not None else reader

@@ -7,6 +7,12 @@ deviation (ddof 1) over seeds, with the number of seeds. The per-position ID cur
 per-token difficulty: its range (max - min) and its least-squares trend (accuracy change
 from position w to L - 1) should both be small for a trained model.
 
+Runs are read through :mod:`posgen.train.run_files` (typed, bounded, checked). Each run
+counts once: a folder reached through a link counts as the folder it names, copies of one run
+(same cell and seed) and cells mixing settings are refused (:class:`ResultsError`, exit 2),
+and build folders of killed runs (``.NAME.posgen-tmp-*``) and folders holding only some of a
+run's files are skipped and named, never counted.
+
 Worked example (two seeds of one cell)::
 
     runs/posgen-v1/cot/rope/seed42/scores.json    ID 1.000  OOD 0.512
@@ -26,58 +32,113 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from posgen.errors import UsageError
 from posgen.scoring.metrics import ScoreReport
 from posgen.scoring.plot import save_figure
+from posgen.store.layout import OLD_TAG, TMP_TAG
 from posgen.train.config import PES
-
-RUN_FILES = ("config.json", "scores.json")
-"""Files that mark a finished run folder."""
+from posgen.train.run_files import FILES, RunConfig, RunScores, last_epoch, read_config, read_scores
 
 
-class ResultsError(ValueError):
-    """A run folder is missing or unreadable."""
+class ResultsError(UsageError, ValueError):
+    """The run folders given cannot be aggregated as they are (exit 2)."""
 
 
 @dataclass(frozen=True)
 class Run:
-    """One finished run: its resolved config and its test score report."""
+    """One finished run: its resolved config and its test score report, both checked."""
 
     path: Path
-    config: dict[str, Any]
-    report: ScoreReport
+    config: RunConfig
+    report: RunScores
 
     @property
     def key(self) -> tuple[str, str, str]:
         """``(data folder name, task, pe)``."""
-        return (Path(self.config["data"]).name, self.config["config"], self.config["pe"])
+        return self.config.key
 
 
 def is_run(path: Path) -> bool:
-    """Whether ``path`` is a finished run folder."""
-    return all((Path(path) / name).is_file() for name in RUN_FILES)
+    """Whether ``path`` holds a finished run's files (all of them; a damaged one is read, and
+    refused, by :mod:`posgen.train.run_files`)."""
+    return all(os.path.lexists(Path(path) / name) for name in FILES)
 
 
-def find_runs(paths: Iterable[Path]) -> list[Path]:
-    """Run folders among ``paths`` and below them, sorted."""
-    found: set[Path] = set()
+def _run_like(path: Path, names: Iterable[str]) -> bool:
+    return any(name in FILES for name in names)
+
+
+def _unfinished(path: Path) -> str | None:
+    """Why ``path`` is a run folder that is not finished (None when it is not one)."""
+    if TMP_TAG in path.name or OLD_TAG in path.name:
+        return f"{path}: the build folder of a run that was killed or is still running"
+    missing = [name for name in FILES if not os.path.lexists(path / name)]
+    return f"{path}: not a finished run (no {', '.join(missing)})" if missing else None
+
+
+def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
+    """Run folders among ``paths`` and below them, sorted, and what was skipped and why.
+
+    Links to folders are followed, and a folder reached twice (through a link and by its
+    own name, or named twice) counts once, under the first name found. Hidden folders
+    (build folders of runs still running or killed, ``.NAME.posgen-tmp-*``) and folders
+    holding only some of a run's files are skipped and named; given by name, refused.
+    """
+    found: list[Path] = []
+    seen: set[str] = set()
+    skipped: list[str] = []
     for path in map(Path, paths):
         if not path.is_dir():
             raise ResultsError(f"{path}: no such folder")
-        if is_run(path):
-            found.add(path)
-            continue
-        found.update(p.parent for p in path.rglob("scores.json") if is_run(p.parent))
-    return sorted(found)
+        if _run_like(path, os.listdir(path)) and (why := _unfinished(path)) is not None:
+            raise ResultsError(f"{why}; it cannot be counted")
+        for folder, dirs, files in os.walk(path, followlinks=True):
+            here = Path(folder)
+            real = os.path.realpath(here)
+            if real in seen:  # named twice, or a link loop
+                dirs[:] = []
+                continue
+            seen.add(real)
+            for name in sorted(d for d in dirs if d.startswith(".")):
+                if _run_like(here / name, os.listdir(here / name)):
+                    skipped.append(f"skipped {_unfinished(here / name)} (not counted)")
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            if not _run_like(here, files):
+                continue
+            why = _unfinished(here)
+            if why is not None:
+                skipped.append(f"skipped {why} (not counted)")
+            else:
+                found.append(here)
+    return sorted(found), skipped
 
 
 def load_run(path: Path) -> Run:
-    """Read a run folder's ``config.json`` and ``scores.json``."""
-    try:
-        config = json.loads((path / "config.json").read_text())
-        report = ScoreReport.model_validate_json((path / "scores.json").read_text())
-    except (OSError, ValueError) as error:
-        raise ResultsError(f"{path}: unreadable run ({str(error).splitlines()[0]})") from None
-    return Run(path=path, config=config, report=report)
+    """Read a run folder's ``config.json`` and ``scores.json`` (:mod:`run_files`)."""
+    config = read_config(path)
+    return Run(path=path, config=config, report=read_scores(path, config))
+
+
+def check_distinct(runs: Sequence[Run]) -> None:
+    """Refuse copies of one run (same cell and seed) and cells that mix settings."""
+    by_seed: dict[tuple[Any, ...], Run] = {}
+    by_cell: dict[tuple[str, str, str], Run] = {}
+    for run in runs:
+        seed = (*run.key, run.config.seed)
+        if seed in by_seed:
+            first = by_seed[seed]
+            raise ResultsError(
+                f"{first.path} and {run.path} are the same run ({'/'.join(run.key)}, seed "
+                f"{run.config.seed}): copies are never averaged; give one of them"
+            )
+        by_seed[seed] = run
+        other = by_cell.setdefault(run.key, run)
+        settings = (run.config.preset, run.config.train.model_dump(exclude={"seeds"}))
+        if settings != (other.config.preset, other.config.train.model_dump(exclude={"seeds"})):
+            raise ResultsError(
+                f"{other.path} and {run.path} are in one cell ({'/'.join(run.key)}) but were "
+                "trained with different settings (preset or --flags); give runs of one setting"
+            )
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -126,7 +187,7 @@ def cell(runs: Sequence[Run]) -> dict[str, Any]:
     id_positions = [p for p in positions if p < boundary]
     id_curve = curve[: len(id_positions)]
     return {
-        "seeds": sorted(run.config["seed"] for run in runs),
+        "seeds": sorted(run.config.seed for run in runs),
         "n": len(runs),
         "id_mean": id_mean,
         "id_std": id_std,
@@ -134,7 +195,7 @@ def cell(runs: Sequence[Run]) -> dict[str, Any]:
         "ood_std": ood_std,
         "id_curve_range": max(id_curve) - min(id_curve) if id_curve else None,
         "id_curve_trend": trend(id_positions, id_curve) if id_curve else None,
-        "best_epochs": [run.config["best_epoch"] for run in runs],
+        "best_epochs": [run.config.best_epoch for run in runs],
         "curve": {"position": positions, "accuracy": curve},
     }
 
@@ -149,7 +210,7 @@ def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
         groups[run.key].append(run)
     out: dict[str, Any] = {}
     for (data, task, pe), members in sorted(groups.items()):
-        spec_ids = {run.config["spec_id"] for run in members}
+        spec_ids = {run.config.spec_id for run in members}
         if len(spec_ids) > 1:
             raise ResultsError(f"{data}/{task}/{pe}: runs on different data ({sorted(spec_ids)})")
         entry = out.setdefault(data, {"spec_ids": {}, "tasks": {}})
@@ -168,17 +229,17 @@ def run_settings(runs: Sequence[Run]) -> dict[str, Any]:
         return [json.loads(v) for v in sorted(values)]
 
     return {
-        "presets": distinct(lambda c: {"preset": c["preset"], **c["train"]}),
-        "devices": distinct(lambda c: c["device"]),
-        "torch_threads": distinct(lambda c: c["torch_threads"]),
-        "versions": distinct(lambda c: c["versions"]),
+        "presets": distinct(lambda c: {"preset": c.preset, **c.train.model_dump(mode="json")}),
+        "devices": distinct(lambda c: c.device),
+        "torch_threads": distinct(lambda c: c.torch_threads),
+        "versions": distinct(lambda c: c.versions),
         "train_seconds": sum(_train_seconds(run.path) for run in runs),
     }
 
 
 def _train_seconds(path: Path) -> float:
-    lines = (path / "metrics.jsonl").read_text().splitlines() if path.exists() else []
-    return float(json.loads(lines[-1]).get("seconds", 0.0)) if lines else 0.0
+    record = last_epoch(path)
+    return record.seconds if record is not None else 0.0
 
 
 def hardware() -> dict[str, Any]:

@@ -44,18 +44,16 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 
-from posgen import __version__
-from posgen.scoring.folder import score_aligned, score_file
+from posgen import __version__, signals
+from posgen.scoring.folder import score_aligned, score_reference
 from posgen.scoring.lm_inputs import lm_arrays, predictions_from_logits, vocab_size
 from posgen.scoring.prediction_files import write_predictions
-from posgen.scoring.reference import ReferenceSplit, load_reference
+from posgen.scoring.reference import ReferenceSplit, load_splits
 from posgen.store.atomic import atomic_folder
 from posgen.train.config import TrainConfig
 from posgen.train.rope import rope_parameters, use_frequencies
-
-PREDICTIONS = "predictions.parquet"
-FILES = ("config.json", "metrics.jsonl", PREDICTIONS, "scores.json")
-"""What a finished run folder holds."""
+from posgen.train.run_files import CONFIG, METRICS, PREDICTIONS, SCORES, RunConfig
+from posgen.train.run_files import FILES as FILES
 
 
 def training_embedding(pe: str) -> str:
@@ -119,9 +117,13 @@ def build_model(
     return LlamaForCausalLM(llama)
 
 
-def lm_tensors(reference: ReferenceSplit, length: int | None = None) -> dict[str, torch.Tensor]:
-    """``input_ids`` and ``labels`` of a split's rows (cut to ``length`` tokens if given)."""
-    tokens = reference.tokens if length is None else reference.tokens[:, :length]
+def lm_tensors(
+    reference: ReferenceSplit, length: int | None = None, rows: Any = None
+) -> dict[str, torch.Tensor]:
+    """``input_ids`` and ``labels`` (int64) of a split's rows (all, or those in ``rows``;
+    cut to ``length`` tokens if given). Built per batch: the split stays at its stored width."""
+    tokens = reference.tokens if rows is None else reference.tokens[rows]
+    tokens = tokens if length is None else tokens[:, :length]
     arrays = lm_arrays(tokens, reference.spec.modulus, reference.spec.window)
     return {name: torch.from_numpy(arrays[name]) for name in ("input_ids", "labels")}
 
@@ -146,6 +148,20 @@ def predict(
         out.append(predictions_from_logits(logits[..., :modulus].float().cpu().numpy()))
     model.train()
     return np.concatenate(out).astype(np.int64, copy=False)
+
+
+def predict_split(
+    model: LlamaForCausalLM, reference: ReferenceSplit, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """:func:`predict` of a split's rows, inputs built one batch at a time; predictions at the
+    split's stored width (the tokens are 0 .. m-1)."""
+    rows = reference.tokens.shape[0]
+    out = np.empty(reference.tokens.shape, dtype=reference.tokens.dtype)
+    modulus = reference.spec.modulus
+    for start in range(0, rows, batch_size):
+        ids = lm_tensors(reference, rows=slice(start, start + batch_size))["input_ids"]
+        out[start : start + batch_size] = predict(model, ids, batch_size, device, modulus)
+    return out
 
 
 def epoch_order(rows: int, epochs: int, seed: int) -> list[torch.Tensor]:
@@ -200,17 +216,10 @@ class RunData:
 
     @classmethod
     def load(cls, data: Path, config: str) -> RunData:
-        """Read the splits through :func:`posgen.scoring.load_reference`."""
-        train = load_reference(data, config, "train")
-        validation = load_reference(data, config, "validation")
-        length = train.spec.train_length
-        cut = ReferenceSplit(
-            config=config,
-            split="validation",
-            spec=validation.spec,
-            tokens=np.ascontiguousarray(validation.tokens[:, :length]),
-        )
-        return cls(train=train, validation=cut, test=load_reference(data, config, "test"))
+        """Read the three splits once, checked and pinned (:func:`load_splits`), at their
+        stored width; validation rows cut to L."""
+        splits = load_splits(data, config, ("train", "validation", "test"), cut=("validation",))
+        return cls(**splits)
 
 
 ProgressFactory = Callable[[int], Any]
@@ -231,19 +240,20 @@ def train_runs(
     device: torch.device | None = None,
     progress: ProgressFactory = _null_progress,
     run_data: RunData | None = None,
+    memory_estimate: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train once for ``pes`` (all with the same training embedding); write one folder each.
 
     Returns each run's summary (``{"pe", "out", "best_epoch", "id_accuracy", "ood_accuracy"}``).
+    A signal stops the loop between two steps (:class:`posgen.signals.Interrupted`).
     """
     if len({training_embedding(pe) for pe in pes}) != 1:
         raise ValueError(f"{', '.join(pes)} do not share their training frequencies")
     device = device or pick_device()
     run_data = run_data or RunData.load(data, config_name)
     model = build_model(config, run_data.train, pes[0], seed).to(device)
-    train = lm_tensors(run_data.train)
-    validation_ids = lm_tensors(run_data.validation)["input_ids"]
-    steps_per_epoch = math.ceil(train["input_ids"].shape[0] / config.batch_size)
+    rows_total = run_data.train.tokens.shape[0]
+    steps_per_epoch = math.ceil(rows_total / config.batch_size)
     total = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
@@ -256,23 +266,26 @@ def train_runs(
     started = time.perf_counter()
     training = 0.0  # seconds in training steps only (no validation): the harness benchmark's
     model.train()
-    for epoch, order in enumerate(epoch_order(train["input_ids"].shape[0], config.epochs, seed), 1):
+    for epoch, order in enumerate(epoch_order(rows_total, config.epochs, seed), 1):
         losses = []
         epoch_started = time.perf_counter()
         for start in range(0, order.shape[0], config.batch_size):
             if step >= total:
                 break
-            rows = order[start : start + config.batch_size]
-            loss = model(
-                input_ids=train["input_ids"][rows].to(device),
-                labels=train["labels"][rows].to(device),
-            ).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            losses.append(loss.detach())
+            batch = lm_tensors(
+                run_data.train, rows=order[start : start + config.batch_size].numpy()
+            )
+            with signals.deferred():  # a signal stops the run between steps, never within one
+                loss = model(
+                    input_ids=batch["input_ids"].to(device), labels=batch["labels"].to(device)
+                ).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                step += 1
+                losses.append(loss.detach())
+                signals.point("step")
             if bar is not None:
                 bar.update(1)
         training += time.perf_counter() - epoch_started
@@ -285,7 +298,7 @@ def train_runs(
         }
         if epoch % config.eval_every == 0 or last or epoch == config.epochs:
             for selection in selections:
-                accuracy = _validate(model, run_data, validation_ids, selection.pe, config, device)
+                accuracy = _validate(model, run_data, selection.pe, config, device)
                 record[f"val_id_accuracy/{selection.pe}"] = accuracy
                 if accuracy > selection.accuracy:
                     selection.accuracy, selection.epoch = accuracy, epoch
@@ -302,24 +315,29 @@ def train_runs(
     for selection, out in zip(selections, outs, strict=True):
         summaries.append(
             _write_run(
-                model, run_data, selection, config, seed, Path(out), data, preset_name, log, device
+                model,
+                run_data,
+                selection,
+                config,
+                seed,
+                Path(out),
+                data,
+                preset_name,
+                log,
+                device,
+                memory_estimate,
             )
         )
     return summaries
 
 
 def _validate(
-    model: LlamaForCausalLM,
-    run_data: RunData,
-    validation_ids: torch.Tensor,
-    pe: str,
-    config: TrainConfig,
-    device: torch.device,
+    model: LlamaForCausalLM, run_data: RunData, pe: str, config: TrainConfig, device: torch.device
 ) -> float:
     """Validation ID accuracy of ``model`` with ``pe``'s evaluation frequencies."""
     use_frequencies(model, rope_parameters(pe, *lengths(run_data.train), evaluation=True))
-    modulus = run_data.train.spec.modulus
-    predictions = predict(model, validation_ids, config.eval_batch_size, device, modulus)
+    predictions = predict_split(model, run_data.validation, config.eval_batch_size, device)
+    signals.point("validation")
     accuracy = score_aligned(run_data.validation, predictions).id.accuracy
     return float(accuracy or 0.0)
 
@@ -335,6 +353,7 @@ def _write_run(
     preset_name: str,
     log: list[dict[str, Any]],
     device: torch.device,
+    memory_estimate: int | None = None,
 ) -> dict[str, Any]:
     """Predict test with the selected weights and write the run folder atomically."""
     spec = run_data.train.spec
@@ -343,35 +362,39 @@ def _write_run(
     evaluation = rope_parameters(pe, *lengths(run_data.train), evaluation=True)
     use_frequencies(model, evaluation)
     test = run_data.test
-    ids = lm_tensors(test)["input_ids"]
-    predictions = predict(model, ids, config.eval_batch_size, device, spec.modulus)
-    resolved = {
-        "pe": pe,
-        "preset": preset_name,
-        "seed": seed,
-        "train": config.model_dump(mode="json"),
-        "data": str(data),
-        "config": test.config,
-        "spec_id": spec.spec_id,
-        "spec": spec.model_dump(mode="json"),
-        "rope_parameters": {
-            "train": rope_parameters(pe, *lengths(run_data.train), evaluation=False),
-            "evaluation": evaluation,
-        },
-        "model": {"class": type(model).__name__, "parameters": model.num_parameters()},
-        "best_epoch": selection.epoch,
-        "best_val_id_accuracy": selection.accuracy,
-        "device": device.type,
-        "torch_threads": torch.get_num_threads(),
-        "versions": versions(),
-    }
+    predictions = predict_split(model, test, config.eval_batch_size, device)
+    resolved = RunConfig.model_validate(
+        {
+            "pe": pe,
+            "preset": preset_name,
+            "seed": seed,
+            "train": config,
+            "data": str(data),
+            "config": test.config,
+            "spec_id": spec.spec_id,
+            "spec": spec,
+            "rope_parameters": {
+                "train": rope_parameters(pe, *lengths(run_data.train), evaluation=False),
+                "evaluation": evaluation,
+            },
+            "model": {"class": type(model).__name__, "parameters": model.num_parameters()},
+            "best_epoch": selection.epoch,
+            "best_val_id_accuracy": selection.accuracy,
+            "device": device.type,
+            "torch_threads": torch.get_num_threads(),
+            "memory_estimate": memory_estimate,
+            "versions": versions(),
+        }
+    ).model_dump(mode="json", by_alias=True, exclude_none=True)
     with atomic_folder(out) as build:
-        (build / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+        (build / CONFIG).write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
         lines = [json.dumps(_run_record(record, pe), sort_keys=True) + "\n" for record in log]
-        (build / "metrics.jsonl").write_text("".join(lines))
+        (build / METRICS).write_text("".join(lines))
         write_predictions(build / PREDICTIONS, test.ids, predictions, spec.modulus)
-        report = score_file(data, test.config, "test", build / PREDICTIONS)
-        (build / "scores.json").write_text(report.to_json())
+        signals.point("write")
+        # scored on the test rows this run read (pinned), not on --data read again
+        report = score_reference(test, build / PREDICTIONS)
+        (build / SCORES).write_text(report.to_json())
     return {
         "pe": pe,
         "out": str(out),

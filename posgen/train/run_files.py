@@ -1,0 +1,318 @@
+"""The files of a run folder, read through typed models with bounded reads (no torch needed).
+
+A run folder (written by :mod:`posgen.train.trainer`) holds ``config.json`` (the resolved run:
+:class:`RunConfig`), ``metrics.jsonl`` (one line per epoch: :class:`EpochRecord`),
+``predictions.parquet`` and ``scores.json`` (the :class:`~posgen.scoring.metrics.ScoreReport`
+of those predictions on ``test``: :class:`RunScores`). This module is the one reader of
+them: every read is bounded (a file larger than its limit is refused unread), JSON is
+parsed without NaN or Infinity and with bounded nesting, and the values must fit the
+models and agree with each other (the scores are of the config's test split, the counts add
+up, each accuracy is its ratio). A problem is :class:`DamagedRun`: one line naming the file
+and the field, exit status 1.
+
+Other parts of posgen extend these models (new fields, new files) here, in one place.
+
+>>> import tempfile
+>>> folder = Path(tempfile.mkdtemp())
+>>> _ = (folder / "config.json").write_text('{"seed": -1}')
+>>> try:
+...     read_config(folder)
+... except DamagedRun as error:
+...     print(error.lines[0].split(": ", 1)[1])
+pe: Field required (and 14 more problems)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import from_json
+
+from posgen.errors import DataError, problem_lines, shown
+from posgen.scoring.metrics import ScoreReport
+from posgen.spec import MAX_LENGTH, MAX_ROWS, ConfigName, TaskSpec
+from posgen.train.config import PES, PRESETS, TrainConfig
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+PREDICTIONS = "predictions.parquet"
+SCORES = "scores.json"
+FILES = (CONFIG, METRICS, PREDICTIONS, SCORES)
+"""What a finished run folder holds."""
+MAX_CONFIG_BYTES = 1 << 20
+"""A run's ``config.json`` is about 3 KB; larger ones are refused unread."""
+MAX_SCORES_BYTES = 128 << 20
+"""``scores.json`` grows with the row length (about 60 bytes a position): 1 M positions fit."""
+MAX_METRICS_LINE = 1 << 16
+"""Longest ``metrics.jsonl`` line read (one epoch's record is about 200 bytes)."""
+MAX_COUNT = 2**53
+"""Largest count a report may hold (exact as a float): more than any split has tokens."""
+MAX_THREADS = 1024
+"""Most torch threads a run may name (``--threads`` is bounded lower)."""
+
+
+class DamagedRun(DataError, ValueError):
+    """A run folder's file that cannot be read or does not fit its model (exit 1)."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ModelInfo(_Model):
+    """The model a run trained."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    class_name: str = Field(alias="class", max_length=200)
+    parameters: int = Field(ge=1, le=10**13)
+
+
+class RopeParameters(_Model):
+    """The rope parameters a run trained and evaluated with (``transformers``' dicts)."""
+
+    train: dict[str, Any]
+    evaluation: dict[str, Any]
+
+
+class RunConfig(_Model):
+    """``config.json``: what a run was, resolved (preset fields, data, versions, outcome)."""
+
+    pe: str = Field(description="Position embedding (one of posgen.train.config.PES).")
+    preset: str
+    seed: int = Field(ge=0, lt=2**63)
+    train: TrainConfig
+    data: str = Field(max_length=4096, description="The --data folder as given.")
+    config: ConfigName
+    spec_id: str = Field(pattern=r"^[0-9a-f]{8,64}$")
+    spec: TaskSpec
+    rope_parameters: RopeParameters
+    model: ModelInfo
+    best_epoch: int = Field(ge=1, le=10_000)
+    best_val_id_accuracy: float = Field(ge=0.0, le=1.0)
+    device: Literal["cpu", "cuda"]
+    torch_threads: int = Field(ge=1, le=MAX_THREADS)
+    memory_estimate: int | None = Field(None, ge=0, description="Bytes estimated up front.")
+    versions: dict[str, str] = Field(max_length=64)
+
+    @field_validator("pe")
+    @classmethod
+    def _known_pe(cls, value: str) -> str:
+        if value not in PES:
+            raise ValueError(f"unknown position embedding; known: {', '.join(PES)}")
+        return value
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(f"unknown preset; known: {', '.join(PRESETS)}")
+        return value
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """``(data folder name, task, pe)``: the results cell the run belongs to."""
+        return (Path(self.data).name, self.config, self.pe)
+
+
+class EpochRecord(_Model):
+    """One line of ``metrics.jsonl``."""
+
+    epoch: int = Field(ge=1, le=10_000)
+    step: int = Field(ge=0)
+    train_loss: float | None = Field(ge=0.0)
+    lr: float = Field(ge=0.0)
+    val_id_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+    seconds: float = Field(ge=0.0)
+    train_seconds: float = Field(ge=0.0)
+
+
+def _ratio_problems(name: str, correct: int, tokens: int, accuracy: float | None) -> list[str]:
+    if not 0 <= correct <= tokens <= MAX_COUNT:
+        given = f"{shown(correct, 30)} of {shown(tokens, 30)}"
+        return [f"{name}: counts must satisfy 0 <= correct <= tokens <= 2^53 (given {given})"]
+    expected = correct / tokens if tokens else None
+    if (expected is None) != (accuracy is None) or (
+        expected is not None and accuracy is not None and not math.isclose(expected, accuracy)
+    ):
+        return [f"{name}.accuracy: {accuracy} is not correct / tokens ({correct} / {tokens})"]
+    return []
+
+
+class RunScores(ScoreReport):
+    """``scores.json``: a :class:`ScoreReport` whose counts add up.
+
+    Every position ``w .. L'-1`` is in the curve once, with one prediction per row; ID,
+    OOD and overall are the curve's sums; each accuracy is its ratio.
+    """
+
+    def problems(self) -> list[str]:
+        """What does not add up (empty when everything does)."""
+        lines: list[str] = []
+        curve = self.curve
+        expected = list(range(self.seed_window, self.length))
+        if len(expected) > MAX_LENGTH or self.rows > MAX_ROWS:
+            return [f"rows/length: larger than any split ({self.rows} x {self.length})"]
+        if curve.position != expected:
+            return [f"curve.position: must be {self.seed_window} .. {self.length - 1}"]
+        sizes = {len(curve.correct), len(curve.tokens), len(curve.accuracy)}
+        if sizes != {len(expected)}:
+            return ["curve: correct, tokens and accuracy must each have one value per position"]
+        if any(t != self.rows for t in curve.tokens):
+            return [f"curve.tokens: every position has {self.rows} predictions (one per row)"]
+        for i, (c, t, a) in enumerate(
+            zip(curve.correct, curve.tokens, curve.accuracy, strict=True)
+        ):
+            lines += _ratio_problems(f"curve[{expected[i]}]", c, t, a)
+            if lines:
+                return lines
+        boundary = min(self.ood_boundary, self.length) - self.seed_window
+        sums = {
+            "id": (sum(curve.correct[:boundary]), sum(curve.tokens[:boundary])),
+            "ood": (sum(curve.correct[boundary:]), sum(curve.tokens[boundary:])),
+            "overall": (sum(curve.correct), sum(curve.tokens)),
+        }
+        for name, (correct, tokens) in sums.items():
+            part = getattr(self, name)
+            if (part.correct, part.tokens) != (correct, tokens):
+                lines.append(f"{name}: {part.correct} of {part.tokens} does not match the curve "
+                             f"({correct} of {tokens})")  # fmt: skip
+            lines += _ratio_problems(name, part.correct, part.tokens, part.accuracy)
+        for name in ("ood_exact_match", "exact_match"):
+            part = getattr(self, name)
+            lines += _ratio_problems(name, part.correct, part.tokens, part.accuracy)
+        return lines
+
+
+def _damaged(path: Path, lines: list[str]) -> DamagedRun:
+    more = f" (and {len(lines) - 1} more problems)" if len(lines) > 1 else ""
+    return DamagedRun(f"{shown(path)}: {lines[0]}{more}")
+
+
+def _read_json(path: Path, limit: int) -> Any:
+    """The JSON value of ``path``: bounded read, UTF-8, no NaN or Infinity, bounded nesting."""
+    try:
+        raw = _read_limited(path, limit)
+    except FileNotFoundError:
+        raise DamagedRun(f"{shown(path)}: missing (not a finished run folder)") from None
+    except IsADirectoryError:
+        raise DamagedRun(f"{shown(path)}: is a folder, not a file") from None
+    except OSError as error:
+        raise DamagedRun(f"{shown(path)}: unreadable ({error.strerror or error})") from None
+    try:
+        value = from_json(raw, allow_inf_nan=False)
+    except ValueError as error:
+        raise DamagedRun(f"{shown(path)}: not valid JSON ({shown(error, 120)})") from None
+    where = _non_finite(value)
+    if where is not None:
+        raise DamagedRun(f"{shown(path)}: {where or 'value'}: not a finite number")
+    return value
+
+
+def _read_limited(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, refused when longer than ``limit`` (unread when its size says
+    so; a pipe is read a chunk at a time up to the limit)."""
+    too_long = DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
+    with open(path, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if stat.S_ISREG(info.st_mode) and info.st_size > limit:
+            raise too_long
+        parts, size = [], 0
+        while size <= limit and (block := handle.read(1 << 20)):
+            parts.append(block)
+            size += len(block)
+    if size > limit:
+        raise too_long
+    return b"".join(parts)
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """Where a float that is not finite sits in ``value`` (None when there is none)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    items: Any = ()
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    for key, item in items:
+        found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _validated(model: type[BaseModel], path: Path, value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise DamagedRun(f"{shown(path)}: must be a JSON object, not {type(value).__name__}")
+    try:
+        return model.model_validate(value)
+    except ValidationError as error:
+        raise _damaged(path, problem_lines(error)) from None
+
+
+def read_config(folder: Path) -> RunConfig:
+    """The run's ``config.json``, checked (:class:`DamagedRun` naming the field if not)."""
+    path = Path(folder) / CONFIG
+    config = _validated(RunConfig, path, _read_json(path, MAX_CONFIG_BYTES))
+    if config.spec.spec_id != config.spec_id:
+        raise DamagedRun(f"{shown(path)}: spec_id: {config.spec_id} is not the id of its spec "
+                         f"({config.spec.spec_id})")  # fmt: skip
+    return config
+
+
+def read_scores(folder: Path, config: RunConfig) -> RunScores:
+    """The run's ``scores.json``, checked whole and against the run's ``config``."""
+    path = Path(folder) / SCORES
+    scores = _validated(RunScores, path, _read_json(path, MAX_SCORES_BYTES))
+    spec = config.spec
+    facts = {
+        "spec_id": (scores.spec_id, config.spec_id),
+        "config": (scores.config, config.config),
+        "split": (scores.split, "test"),
+        "modulus": (scores.modulus, spec.modulus),
+        "seed_window": (scores.seed_window, spec.window),
+        "ood_boundary": (scores.ood_boundary, spec.train_length),
+        "length": (scores.length, spec.test_lengths[0]),
+        "rows": (scores.rows, spec.test_size),
+    }
+    for name, (found, wanted) in facts.items():
+        if found != wanted:
+            raise DamagedRun(
+                f"{shown(path)}: {name}: {shown(found, 60)}, but {CONFIG} says the run was "
+                f"scored on {shown(wanted, 60)} (scores of other data)"
+            )
+    problems = scores.problems()
+    if problems:
+        raise _damaged(path, problems)
+    return scores
+
+
+def last_epoch(folder: Path) -> EpochRecord | None:
+    """The last line of ``metrics.jsonl`` (read from the end, at most
+    :data:`MAX_METRICS_LINE` bytes), or None when the file is empty."""
+    path = Path(folder) / METRICS
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - MAX_METRICS_LINE - 1))
+            tail = handle.read(MAX_METRICS_LINE + 1)
+    except FileNotFoundError:
+        raise DamagedRun(f"{shown(path)}: missing (not a finished run folder)") from None
+    except OSError as error:
+        raise DamagedRun(f"{shown(path)}: unreadable ({error.strerror or error})") from None
+    lines = tail.rstrip(b"\n").split(b"\n")
+    if not lines[-1]:
+        return None
+    if len(lines) == 1 and size > len(tail):
+        raise DamagedRun(f"{shown(path)}: last line longer than {MAX_METRICS_LINE:,} bytes")
+    try:
+        value = from_json(lines[-1], allow_inf_nan=False)
+    except ValueError as error:
+        raise DamagedRun(f"{shown(path)}: last line is not JSON ({shown(error, 120)})") from None
+    return _validated(EpochRecord, path, value)
