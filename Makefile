@@ -1,7 +1,8 @@
 # posgen: `make data` generates the default benchmark, `make validate` checks it,
 # `make test` runs the suite, `make cards` re-renders the official data cards in data_cards/
 # (checked for drift by the tests), `make results` trains the reference baselines (a long job:
-# about 40 minutes on two idle cores) and writes RESULTS.md.
+# 7 trainings per task and seed, estimated 2.5 hours on two idle cores) and writes RESULTS.md;
+# `make results-all` trains every registered position encoding.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ DATA_DIR ?= out/posgen-v1
 CARDS_DIR ?= out/cards
 OFFICIAL_CARDS := paper posgen-v1 posgen-v2
 
-.PHONY: install install-train results data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train
+.PHONY: install install-train results results-all data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train
 
 install: $(VENV)/.installed
 
@@ -62,11 +63,19 @@ clean:
 	rm -rf $(VENV) out build *.egg-info
 
 # Reference baselines (not a test): regenerate both official datasets, train the cpu preset
-# (3 tasks x 4 position embeddings x 3 seeds each, 2 processes of one torch thread), aggregate.
+# (3 tasks x RESULTS_PES x 3 seeds each, 2 processes of one torch thread), aggregate.
 # Finished run folders in $(RUNS_DIR) are kept: a rerun trains only what is missing.
 RUNS_DIR ?= runs
 RESULTS_DATA ?= out/results
 RESULTS_SETS := posgen-v1 paper
+# the paper's four, NoPE, ALiBi, learned absolute, PI (linear), dynamic NTK, their Resonance variants
+RESULTS_PES ?= rope resonance yarn resonance_yarn nope alibi learned linear resonance_linear \
+	dynamic resonance_dynamic
+# `make results-all`: every registered PE (built in and plugins)
+RESULTS_PE_FLAGS ?= $(foreach pe,$(RESULTS_PES),--pe $(pe))
+
+results-all: RESULTS_PE_FLAGS = --all-pes
+results-all: results
 
 results: install-train
 	for name in $(RESULTS_SETS); do \
@@ -74,7 +83,7 @@ results: install-train
 	  || exit 1; \
 	done
 	wall=$$($(BIN)/python -m posgen.train.sweep --runs $(RUNS_DIR) --preset cpu --jobs 2 \
-	  $(foreach name,$(RESULTS_SETS),--data $(RESULTS_DATA)/$(name))) && \
+	  $(RESULTS_PE_FLAGS) $(foreach name,$(RESULTS_SETS),--data $(RESULTS_DATA)/$(name))) && \
 	$(BIN)/posgen results $(RUNS_DIR) --out RESULTS.md --plot results/curves.png \
 	  --json posgen/card/reference_results.json --command "make results" --wall-seconds $$wall
 

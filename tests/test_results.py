@@ -92,3 +92,41 @@ def test_card_shows_reference_results_only_for_the_data_they_were_trained_on(run
     assert section.splitlines()[-1] == "| cot | rope | 3 | 1.000 ± 0.000 | 0.500 ± 0.100 |"
     other = {**entry, "spec_ids": {"cot": "0" * 16}}
     assert results_section(manifest, {manifest.benchmark.name: other}) == ""
+
+
+def test_results_reads_old_run_folders_without_results_json(runs, tmp_path):
+    import shutil
+
+    data, folder = runs
+    old = tmp_path / "old"
+    shutil.copytree(
+        run_folder(folder, data, "cot", "rope", 1), old / "tiny" / "cot" / "rope" / "s1"
+    )
+    (old / "tiny" / "cot" / "rope" / "s1" / "results.json").unlink()
+    out = tmp_path / "R.csv"
+    result = CliRunner().invoke(main, ["results", str(old), "--format", "csv", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    row = out.read_text().splitlines()[1].split(",")
+    assert row[:5] == ["tiny", "cot", "rope", "1", "1"]
+
+
+def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(runs, tmp_path):
+    import csv
+
+    _, folder = runs
+    out_csv, out_json = tmp_path / "r.csv", tmp_path / "r.json"
+    for fmt, out in (("csv", out_csv), ("json", out_json)):
+        result = CliRunner().invoke(
+            main, ["results", str(folder), "--format", fmt, "--out", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out_csv.read_text().splitlines()))
+    oods = [float(row["ood_mean"]) for row in rows]
+    assert oods == sorted(oods, reverse=True)
+    assert [row["rank"] for row in rows] == ["1", "2"]
+    cells = json.loads(out_json.read_text())["results"]["tiny"]["tasks"]["cot"]
+    for pe, cell in cells.items():
+        positions, accuracy = cell["curve"]["position"], cell["curve"]["accuracy"]
+        failing = [i for i, a in enumerate(accuracy) if a < 0.9 * cell["id_mean"]]
+        end = failing[0] if failing else len(positions)
+        assert cell["effective_length"] == (positions[end - 1] if end else None), pe

@@ -21,7 +21,8 @@ from posgen.cli import main  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store import write_dataset  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
-from posgen.train.rope import rope_parameters, use_frequencies  # noqa: E402
+from posgen.train.rope import use_frequencies  # noqa: E402
+from posgen.train.rope_types import rope_parameters  # noqa: E402
 from posgen.train.trainer import PREDICTIONS, RunData, lm_tensors, predict, train_runs  # noqa: E402
 
 L, L_TEST, HEAD_DIM = 64, 256, 16
@@ -203,19 +204,23 @@ def _run_files(folder: Path) -> dict[str, object]:
     log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     for line in log:
         line.pop("seconds"), line.pop("train_seconds")
+    record = json.loads((folder / "results.json").read_text())
+    record.pop("wall_seconds"), record.pop("train_seconds")
     return {
         "config": config,
         "log": log,
         "predictions": (folder / "predictions.parquet").read_bytes(),
         "scores": (folder / "scores.json").read_text(),
+        "record": record,
     }
 
 
-def test_one_training_for_rope_and_yarn_writes_what_two_separate_runs_write(data, tmp_path):
+def test_one_training_for_rope_yarn_and_linear_writes_what_separate_runs_write(data, tmp_path):
     config = preset("cpu", **TINY, epochs=2, max_steps=8)
-    pair = [tmp_path / "pair-rope", tmp_path / "pair-yarn"]
-    train_runs(data, "recursive", ["rope", "yarn"], config, 7, pair, "cpu")
-    for pe, together in zip(["rope", "yarn"], pair, strict=True):
+    pes = ["rope", "yarn", "linear"]
+    pair = [tmp_path / f"pair-{pe}" for pe in pes]
+    train_runs(data, "recursive", pes, config, 7, pair, "cpu")
+    for pe, together in zip(pes, pair, strict=True):
         alone = tmp_path / f"alone-{pe}"
         train_runs(data, "recursive", [pe], config, 7, [alone], "cpu")
         assert _run_files(alone) == _run_files(together)
@@ -234,7 +239,7 @@ def test_smoke_training_loss_falls_and_predictions_score_like_the_run_report(dat
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["config.json", "metrics.jsonl", "predictions.parquet", "scores.json"]
+        ["config.json", "metrics.jsonl", "predictions.parquet", "scores.json", "results.json"]
     )
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [line["train_loss"] for line in log]
@@ -265,7 +270,10 @@ def test_training_is_deterministic_on_cpu_for_a_seed(data, tmp_path):
     [
         (["--hidden", "30"], "even head dimension"),
         (["--lr", "0"], "--lr: Input should be greater than 0"),
-        (["--pe", "alibi"], "'alibi' is not one of"),
+        (["--pe", "bogus"], "unknown position encoding 'bogus'"),
+        (["--pe-param", "factor"], "--pe-param 'factor': use key=value"),
+        (["--pe-param", "fator=2"], "rope has no such parameter"),
+        (["--randomized-positions", "100"], "must hold the test rows' 257 positions"),
         (["--preset", "gpu"], "'gpu' is not one of"),
         (["--config", "cot"], "no config 'cot'"),
     ],

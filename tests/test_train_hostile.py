@@ -734,11 +734,27 @@ DAMAGED_RUNS = {
         "config.json",
         "rope_parameters.train.rope_theta",
     ),
-    "config.json unknown pe": (
+    "config.json pe not its encoding's label": (
         _edit_json("config.json", _with(("pe",), "alibi")),
         "config.json",
         "pe",
     ),
+    "results.json NaN accuracy": (
+        _edit_json("results.json", _with(("id_accuracy",), float("nan"))),
+        "results.json",
+        "JSON",
+    ),
+    "results.json id_accuracy not its scores": (
+        _edit_json("results.json", _with(("id_accuracy",), 0.123)),
+        "results.json",
+        "id_accuracy",
+    ),
+    "results.json seed of another run": (
+        _edit_json("results.json", _with(("seed",), 77)),
+        "results.json",
+        "seed",
+    ),
+    "results.json a list": (_text("results.json", "[]"), "results.json", "JSON object"),
     "config.json train batch 0": (
         _edit_json("config.json", _with(("train", "batch_size"), 0)),
         "config.json",

@@ -123,6 +123,77 @@ def facts_table(facts: dict[str, dict[str, dict[str, Any]]]) -> str:
     return table(["config", "split", *(title for _, title in FACT_COLUMNS)], rows)
 
 
+QUESTION_NOTES = """\
+- *Question-consistency look-back* (`posgen.consistency`): for a target x_t with far start p
+  (cot: the question x_0 .. x_{j-1}), the smallest look-back D (k <= D <= t - p) at which
+  every far-operand candidate v in Z_m^j that is consistent with the visible transitions
+  (h(v, near_s) = x_s for every target s reading the same far operands, with x_{s-k} ..
+  x_{s-1} inside x_{t-D} .. x_{t-1}) gives the same x_t; t - p when none does (the far
+  operands themselves are needed). Exact for every op, over all m^j candidates, on rows
+  spread evenly over the split (rows audited); n/a when m^j, or one row's m^j x targets x w
+  operand reads, is above the bound (the reason is in `posgen validate --json`).
+- *<= k + 2*: share of the audited targets (count in parentheses) whose look-back is at most
+  k + 2: a rule reading only the k + 2 tokens before t predicts them; *below the rule's*:
+  those whose look-back is also shorter than the task's own, t - p, so the far operands are
+  inferred, not read (recursive reads its w tokens by design). Example: cot with
+  mod_addition needs k + 1 tokens at every t > w (one transition fixes the question's sum).
+- *D\\* (10% / median / 90% / max)*: percentiles of the look-back over ID and OOD targets."""
+
+
+def _region_cell(audit: dict[str, Any], region: str, share: str, count: str | None) -> str:
+    figures = audit.get(region)
+    if figures is None:
+        return "n/a"
+    if count is None:
+        return f"{figures[share]:.4f}"
+    return f"{figures[share]:.4f} ({figures[count]:,})"
+
+
+def _percentiles(audit: dict[str, Any], region: str) -> str:
+    figures = audit.get(region)
+    if figures is None or figures["median"] is None:
+        return "n/a"
+    return " / ".join(str(figures[key]) for key in ("p10", "median", "p90", "max"))
+
+
+def question_table(facts: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The question-consistency look-backs of every split (``question_lookback`` facts)."""
+    rows = []
+    for config, splits in facts.items():
+        for split, values in splits.items():
+            audit = values.get("question_lookback")
+            if not audit or not audit["computed"]:
+                rows.append([config, split, *["n/a"] * 8])
+                continue
+            rows.append(
+                [
+                    config,
+                    split,
+                    audit["rows"],
+                    audit["candidates"],
+                    _region_cell(audit, "id", "short_share", "short"),
+                    _region_cell(audit, "ood", "short_share", "short"),
+                    _region_cell(audit, "id", "shortcut_share", None),
+                    _region_cell(audit, "ood", "shortcut_share", None),
+                    _percentiles(audit, "id"),
+                    _percentiles(audit, "ood"),
+                ]
+            )
+    header = [
+        "config",
+        "split",
+        "rows audited",
+        "candidates (m^j)",
+        "<= k + 2, ID",
+        "<= k + 2, OOD",
+        "below the rule's, ID",
+        "below the rule's, OOD",
+        "D\\* ID (10% / median / 90% / max)",
+        "D\\* OOD (10% / median / 90% / max)",
+    ]
+    return table(header, rows)
+
+
 def validation_section(report: dict[str, Any] | None) -> str:
     """The whole section: status, checks, failures (if any) and audit figures."""
     parts = ["## Validation and audit", ""]
@@ -150,5 +221,11 @@ def validation_section(report: dict[str, Any] | None) -> str:
         facts_table(report.get("facts", {})),
         "",
         AUDIT_NOTES,
+        "",
+        "Question-consistency look-backs (from `posgen validate`):",
+        "",
+        question_table(report.get("facts", {})),
+        "",
+        QUESTION_NOTES,
     ]
     return "\n".join(parts)

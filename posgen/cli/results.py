@@ -15,6 +15,7 @@ from posgen.cli.paths import PathArg
 from posgen.cli.score import plot_available
 from posgen.scoring.plot import PLOT_HINT
 from posgen.store.atomic import write_atomically
+from posgen.train.ranking import csv_text
 from posgen.train.results import (
     ResultsError,
     aggregate,
@@ -34,6 +35,8 @@ from posgen.train.run_files import FILES
     epilog="""\b
 Examples:
   posgen results runs/ --out RESULTS.md --plot results/curves.png --json results/results.json
+  posgen results runs/ --format csv --out results/runs.csv
+  posgen results runs/posgen-v1/cot --format json --out cot.json
   posgen results runs/posgen-v1/cot/rope/seed42 runs/posgen-v1/cot/rope/seed49 --out cot.md
 """,
 )
@@ -42,7 +45,16 @@ Examples:
     "--out",
     required=True,
     type=PathArg(dir_okay=False, path_type=Path),
-    help="Markdown file to write (replaced if it exists).",
+    help="File to write (replaced if it exists).",
+)
+@click.option(
+    "--format",
+    "out_format",
+    default="markdown",
+    show_default=True,
+    type=click.Choice(["markdown", "json", "csv"]),
+    help="--out's format: the RESULTS.md document, every cell with its curve, or one CSV "
+    "row per cell.",
 )
 @click.option(
     "--plot",
@@ -64,15 +76,18 @@ Examples:
 def results_command(
     run_dirs: tuple[Path, ...],
     out: Path,
+    out_format: str,
     plot_out: Path | None,
     json_out: Path | None,
     command_line: str | None,
     notes: tuple[str, ...],
     wall_seconds: float | None,
 ) -> None:
-    """Tables of ID and OOD accuracy (mean ± std over seeds) per data folder, task and PE.
+    """PEs ranked by OOD accuracy (mean ± std over seeds, effective length) per data folder
+    and task, and tables of ID and OOD accuracy.
 
-    RUN_DIRS are run folders written by `posgen train`, or folders holding them (links
+    RUN_DIRS are run folders written by `posgen train` (their results.json; older folders
+    without one are read from config.json and scores.json), or folders holding them (links
     followed; each run counts once). Copies of one run are refused, never averaged; build
     folders of killed runs and half-copied folders are skipped with a note. No output may
     name a run's file or another output.
@@ -96,9 +111,16 @@ def results_command(
     plot_link = None
     if plot_out is not None:
         plot_link = os.path.relpath(plot_out, out.parent if str(out.parent) else ".")
-    text = results_markdown(
-        results, run_settings(runs), command_line, wall_seconds, plot_link, list(notes)
-    )
+    settings = run_settings(runs)
+    if out_format == "markdown":
+        text = results_markdown(
+            results, settings, command_line, wall_seconds, plot_link, list(notes)
+        )
+    elif out_format == "csv":
+        text = csv_text(results)
+    else:
+        text = json.dumps({"settings": settings, "results": results}, indent=2, allow_nan=False)
+        text += "\n"
     summary = json.dumps(summary_json(results), indent=2, allow_nan=False) + "\n"
     signals.point("results-write")
     if plot_out is not None:  # every file written atomically; WriteFailed: exit 1

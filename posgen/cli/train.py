@@ -1,7 +1,7 @@
-"""``posgen train``: train a stock Llama with one of the paper's position embeddings.
+"""``posgen train``: train a stock Llama with any registered position encoding.
 
-torch and transformers are imported only when a run starts (the ``train`` extra), so
-``posgen -h`` and every other command stay torch-free.
+torch and transformers are imported only when a run starts or ``--list-pe`` lists the
+encodings (the ``train`` extra), so ``posgen -h`` and every other command stay torch-free.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 from pydantic import ValidationError
 
 from posgen import signals
@@ -20,12 +21,13 @@ from posgen.cli.outputs import output_problems
 from posgen.cli.paths import PathArg
 from posgen.errors import problem_lines
 from posgen.resources import unwritable
-from posgen.scoring.reference import resolve_config
+from posgen.scoring.reference import ReferenceSplit, resolve_config
 from posgen.signals import Interrupted
 from posgen.store.atomic import OutputExistsError, WriteFailed
 from posgen.store.manifest import read_manifest
 from posgen.train import TRAIN_HINT
-from posgen.train.config import PES, PRESETS, TrainConfig, preset
+from posgen.train.config import PRESETS, TrainConfig, preset
+from posgen.train.encoding import PERequest
 from posgen.train.memory import RunEstimate, available_bytes, estimate_run, refusal
 
 # flag -> (TrainConfig field, click type)
@@ -83,13 +85,34 @@ def _override_options(function: Any) -> Any:
     return function
 
 
+def list_encodings(context: click.Context, _: click.Parameter, value: bool) -> None:
+    """``--list-pe``: one line per registered encoding (defaults shown for L=64, L'=256)."""
+    if not value or context.resilient_parsing:
+        return
+    require_extra()
+    from posgen.train.encoding import Lengths
+    from posgen.train.registry import PEError, listing
+
+    try:
+        lines = listing(Lengths(train=64, test=256, head_dim=16, heads=4))
+    except PEError as error:
+        raise UsageProblems([str(error)]) from None
+    click.echo("\n".join(lines))
+    context.exit(0)
+
+
 @click.command(
     "train",
     epilog="""\b
 Examples:
+  posgen train --list-pe
   posgen train --data out/posgen-v1 --config recursive --pe resonance --out runs/rec-res
   posgen train --data out/paper --config cot --pe yarn --preset cpu --seed 42 --epochs 5 \\
       --out runs/cot-yarn-42
+  posgen train --data out/paper --config cot --pe linear --pe-param factor=2 \\
+      --pe-param scale_at=train --out runs/cot-linear2
+  posgen train --data out/paper --config cot --pe alibi --randomized-positions auto \\
+      --out runs/cot-alibi-rand
   posgen score --data out/posgen-v1 --config recursive \\
       --predictions runs/rec-res/predictions.parquet
 """,
@@ -101,7 +124,34 @@ Examples:
     help="Dataset folder written by `posgen generate`.",
 )
 @click.option("--config", help="Config (task) to train on (may be left out when there is one).")
-@click.option("--pe", required=True, type=click.Choice(PES), help="Position embedding.")
+@click.option(
+    "--list-pe",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=list_encodings,
+    help="List every position encoding (built in and plugins) and exit.",
+)
+@click.option(
+    "--pe",
+    required=True,
+    help="Position encoding: a name from --list-pe or package.module:name.",
+)
+@click.option(
+    "--pe-param",
+    "pe_params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter of the position encoding (repeatable). [defaults from L and L']",
+)
+@click.option(
+    "--randomized-positions",
+    "randomized",
+    metavar="R|auto",
+    help="Randomized positions (Ruoss et al.): position ids drawn sorted from 0..R-1 "
+    "(auto: R = L'+1).",
+)
+@click.option("--save-model", is_flag=True, help="Also save the selected weights in OUT/model.")
 @click.option(
     "--preset",
     "preset_name",
@@ -134,7 +184,8 @@ Examples:
     default=1,
     show_default=True,
     type=click.IntRange(min=1, max=MAX_THREADS),
-    help="torch CPU threads (keep 1 when runs go in parallel; 1 is byte-identical run to run).",
+    help="torch CPU threads (keep 1 when runs go in parallel; 1 and 2 are byte-identical "
+    "run to run).",
 )
 @click.option(
     "--force",
@@ -146,6 +197,9 @@ def train_command(
     data: Path,
     config: str | None,
     pe: str,
+    pe_params: tuple[str, ...],
+    randomized: str | None,
+    save_model: bool,
     preset_name: str,
     seed: int | None,
     out: Path,
@@ -163,9 +217,15 @@ def train_command(
     `posgen score`). A run that would not fit in memory is refused (see --force).
     """
     train_config = resolve_train_config(preset_name, overrides)
+    try:
+        request = PERequest.parse(pe, pe_params, randomized)
+    except ValidationError as error:
+        raise UsageProblems([f"--pe: {line}" for line in problem_lines(error)]) from None
+    except ValueError as error:
+        raise UsageProblems([str(error)]) from None
     check_out(out, data)
     name = resolve_config(data, config)
-    estimate = memory_estimate(data, name, train_config)
+    spec, estimate = memory_estimate(data, name, train_config)
     if not force and (problem := refusal(estimate, available_bytes())) is not None:
         raise UsageProblems([problem])
     with signals.deferred():  # an exception inside `import torch` can be lost or mangled
@@ -174,28 +234,39 @@ def train_command(
         import torch
         from tqdm.auto import tqdm
 
-        from posgen.train.trainer import RunData, pick_device, train_runs
+        from posgen.train.registry import PEError
+        from posgen.train.trainer import RunData, pick_device, resolve_pe, train_runs
     torch.set_num_threads(threads)
     target = pick_device(device)
     if target.type == "cuda" and not torch.cuda.is_available():
         raise UsageProblems(["--device cuda: no CUDA device is available"])
     run_seed = train_config.seeds[0] if seed is None else seed
+    lengths_only = ReferenceSplit(name, "train", spec, np.empty((0, 0), np.uint8))
+    try:
+        resolved = resolve_pe(request, train_config, lengths_only)
+    except PEError as error:
+        raise UsageProblems([str(error)]) from None
     try:
         signals.point("load")
         run_data = RunData.load(data, name)
         summary = train_runs(
             data,
             name,
-            [pe],
+            [resolved],
             train_config,
             run_seed,
             [out],
             preset_name,
             device=target,
             progress=lambda total: tqdm(
-                total=total, unit="step", file=sys.stderr, disable=quiet, desc=f"{name} {pe}"
+                total=total,
+                unit="step",
+                file=sys.stderr,
+                disable=quiet,
+                desc=f"{name} {resolved.label}",
             ),
             run_data=run_data,
+            save=save_model,
             memory_estimate=estimate.total,
         )[0]
     except Interrupted as stop:
@@ -229,14 +300,15 @@ def check_out(out: Path, data: Path) -> None:
         raise UsageProblems(problems)
 
 
-def memory_estimate(data: Path, config: str, train_config: TrainConfig) -> RunEstimate:
-    """The run's memory estimate from the manifest (its spec and largest file)."""
+def memory_estimate(data: Path, config: str, train_config: TrainConfig) -> tuple[Any, RunEstimate]:
+    """The config's spec and the run's memory estimate, from the manifest (no data read)."""
     manifest = read_manifest(data)
     if config not in manifest.configs:
         known = ", ".join(manifest.configs)
         raise UsageProblems([f"--config: no config {config!r} in {data}; configs: {known}"])
+    spec = manifest.configs[config].spec
     largest = max((file.bytes for _, _, file in manifest.files([config])), default=0)
-    return estimate_run(train_config, manifest.configs[config].spec, largest_file=largest)
+    return spec, estimate_run(train_config, spec, largest_file=largest)
 
 
 def _shown(value: float | None) -> str:

@@ -69,8 +69,9 @@ Examples:
     "--max-shortcut-share",
     type=click.FloatRange(0, 1),
     help="Fail the audit when a shortcut covers a larger share of the ID or OOD targets: "
-    "copy-the-period, a k- or w-token context copy, the linear rule, or positions with a "
-    "shorter effective look-back than the task's rule.",
+    "copy-the-period, a k- or w-token context copy, the linear rule, positions with a "
+    "shorter effective look-back than the task's rule, or targets whose far operands the "
+    "k + 2 tokens before them pin down (question-consistency look-back).",
 )
 @click.option(
     "--min-operand-sensitivity",

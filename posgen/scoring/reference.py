@@ -33,6 +33,8 @@ class ReferenceSplit:
     split: str
     spec: TaskSpec
     tokens: np.ndarray
+    files: tuple[tuple[str, str], ...] = ()
+    """``(path, sha256)`` of the files read, each checked against the manifest as read."""
 
     @property
     def ids(self) -> np.ndarray:
@@ -91,7 +93,8 @@ def _load_splits(
         for file in info.files:
             buffer = read_listed(root, fmt, where, file)
             _fill(tokens, fmt.batches(buffer, max(1, min(file.rows, 1 << 16))), file, root, entry)
-        out[split] = ReferenceSplit(config=config, split=split, spec=entry.spec, tokens=tokens)
+        files = tuple((file.path, file.sha256) for file in info.files)
+        out[split] = ReferenceSplit(config, split, entry.spec, tokens, files)
     return out
 
 

@@ -2,8 +2,8 @@
 
 ``paper`` is the authors' setup (their code: a t5-small-sized decoder, AdamW, one-cycle
 cosine schedule stepped per batch, 150 epochs, 5 seeds), meant for a GPU. ``cpu`` is
-sized so that ``make results`` (2 data folders x 3 tasks x 4 position embeddings x 3 seeds)
-runs in about 40 minutes on two CPU cores.
+sized so that the paper's four position embeddings (2 data folders x 3 tasks x 3 seeds, 2
+trainings each) ran in about 40 minutes on two CPU cores.
 
 A Llama block differs from the authors' T5 decoder block: attention logits are scaled by
 ``1/sqrt(d_head)`` (T5 folds that into its initialisation), the feed-forward is SwiGLU

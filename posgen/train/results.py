@@ -37,7 +37,12 @@ from posgen.scoring.metrics import ScoreReport
 from posgen.scoring.plot import save_figure
 from posgen.store.layout import OLD_TAG, TMP_TAG
 from posgen.train.config import PES
-from posgen.train.run_files import FILES, RunConfig, RunScores, last_epoch, read_config, read_scores
+from posgen.train.ranking import EFFECTIVE_FRACTION, effective_length, ranking_lines
+from posgen.train.run_files import FILES, read_run
+from posgen.train.run_record import RunRecord
+
+RUN_FILES = ("config.json", "scores.json")
+"""Files that mark a finished run folder written before ``results.json`` existed."""
 
 
 class ResultsError(UsageError, ValueError):
@@ -46,34 +51,38 @@ class ResultsError(UsageError, ValueError):
 
 @dataclass(frozen=True)
 class Run:
-    """One finished run: its resolved config and its test score report, both checked."""
+    """One finished run: its resolved config and its test score report (from its record)."""
 
     path: Path
-    config: RunConfig
-    report: RunScores
+    config: dict[str, Any]
+    report: ScoreReport
+    record: RunRecord | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
         """``(data folder name, task, pe)``."""
-        return self.config.key
+        return (Path(self.config["data"]).name, self.config["config"], self.config["pe"])
 
 
 def is_run(path: Path) -> bool:
-    """Whether ``path`` holds a finished run's files (all of them; a damaged one is read, and
-    refused, by :mod:`posgen.train.run_files`)."""
-    return all(os.path.lexists(Path(path) / name) for name in FILES)
+    """Whether ``path`` is a finished run folder: it has ``config.json`` and ``scores.json``
+    (and ``results.json``, unless written before it existed). A damaged file is read, and
+    refused, by :mod:`posgen.train.run_files`."""
+    return all(os.path.lexists(Path(path) / name) for name in RUN_FILES)
 
 
-def _run_like(path: Path, names: Iterable[str]) -> bool:
+def _run_like(names: Iterable[str]) -> bool:
     return any(name in FILES for name in names)
 
 
 def _unfinished(path: Path) -> str | None:
-    """Why ``path`` is a run folder that is not finished (None when it is not one)."""
+    """Why ``path`` is a run folder that is not finished (None when it is one)."""
     if TMP_TAG in path.name or OLD_TAG in path.name:
         return f"{path}: the build folder of a run that was killed or is still running"
-    missing = [name for name in FILES if not os.path.lexists(path / name)]
-    return f"{path}: not a finished run (no {', '.join(missing)})" if missing else None
+    if is_run(path):
+        return None
+    missing = [name for name in RUN_FILES if not os.path.lexists(path / name)]
+    return f"{path}: not a finished run (no {', '.join(missing)})"
 
 
 def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
@@ -90,7 +99,7 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
     for path in map(Path, paths):
         if not path.is_dir():
             raise ResultsError(f"{path}: no such folder")
-        if _run_like(path, os.listdir(path)) and (why := _unfinished(path)) is not None:
+        if _run_like(os.listdir(path)) and (why := _unfinished(path)) is not None:
             raise ResultsError(f"{why}; it cannot be counted")
         for folder, dirs, files in os.walk(path, followlinks=True):
             here = Path(folder)
@@ -100,10 +109,10 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
                 continue
             seen.add(real)
             for name in sorted(d for d in dirs if d.startswith(".")):
-                if _run_like(here / name, os.listdir(here / name)):
+                if _run_like(os.listdir(here / name)):
                     skipped.append(f"skipped {_unfinished(here / name)} (not counted)")
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            if not _run_like(here, files):
+            if not _run_like(files):
                 continue
             why = _unfinished(here)
             if why is not None:
@@ -114,9 +123,9 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
 
 
 def load_run(path: Path) -> Run:
-    """Read a run folder's ``config.json`` and ``scores.json`` (:mod:`run_files`)."""
-    config = read_config(path)
-    return Run(path=path, config=config, report=read_scores(path, config))
+    """Read a run folder's record, bounded and checked (:func:`posgen.train.run_files.read_run`)."""
+    record = read_run(path)
+    return Run(path=path, config=record.config_view(), report=record.scores, record=record)
 
 
 def check_distinct(runs: Sequence[Run]) -> None:
@@ -124,21 +133,25 @@ def check_distinct(runs: Sequence[Run]) -> None:
     by_seed: dict[tuple[Any, ...], Run] = {}
     by_cell: dict[tuple[str, str, str], Run] = {}
     for run in runs:
-        seed = (*run.key, run.config.seed)
+        seed = (*run.key, run.config["seed"])
         if seed in by_seed:
             first = by_seed[seed]
             raise ResultsError(
                 f"{first.path} and {run.path} are the same run ({'/'.join(run.key)}, seed "
-                f"{run.config.seed}): copies are never averaged; give one of them"
+                f"{run.config['seed']}): copies are never averaged; give one of them"
             )
         by_seed[seed] = run
         other = by_cell.setdefault(run.key, run)
-        settings = (run.config.preset, run.config.train.model_dump(exclude={"seeds"}))
-        if settings != (other.config.preset, other.config.train.model_dump(exclude={"seeds"})):
+        if _settings(run) != _settings(other):
             raise ResultsError(
                 f"{other.path} and {run.path} are in one cell ({'/'.join(run.key)}) but were "
                 "trained with different settings (preset or --flags); give runs of one setting"
             )
+
+
+def _settings(run: Run) -> tuple[Any, ...]:
+    train = {k: v for k, v in run.config["train"].items() if k != "seeds"}
+    return (run.config["preset"], json.dumps(train, sort_keys=True))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -186,8 +199,9 @@ def cell(runs: Sequence[Run]) -> dict[str, Any]:
     positions, curve = mean_curve(reports)
     id_positions = [p for p in positions if p < boundary]
     id_curve = curve[: len(id_positions)]
+    encoding = runs[0].config.get("position_encoding", {})
     return {
-        "seeds": sorted(run.config.seed for run in runs),
+        "seeds": sorted(run.config["seed"] for run in runs),
         "n": len(runs),
         "id_mean": id_mean,
         "id_std": id_std,
@@ -195,7 +209,10 @@ def cell(runs: Sequence[Run]) -> dict[str, Any]:
         "ood_std": ood_std,
         "id_curve_range": max(id_curve) - min(id_curve) if id_curve else None,
         "id_curve_trend": trend(id_positions, id_curve) if id_curve else None,
-        "best_epochs": [run.config.best_epoch for run in runs],
+        "best_epochs": [run.config["best_epoch"] for run in runs],
+        "effective_length": effective_length(positions, curve, EFFECTIVE_FRACTION * id_mean),
+        "when": encoding.get("when"),
+        "confound": encoding.get("confound"),
         "curve": {"position": positions, "accuracy": curve},
     }
 
@@ -210,7 +227,7 @@ def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
         groups[run.key].append(run)
     out: dict[str, Any] = {}
     for (data, task, pe), members in sorted(groups.items()):
-        spec_ids = {run.config.spec_id for run in members}
+        spec_ids = {run.config["spec_id"] for run in members}
         if len(spec_ids) > 1:
             raise ResultsError(f"{data}/{task}/{pe}: runs on different data ({sorted(spec_ids)})")
         entry = out.setdefault(data, {"spec_ids": {}, "tasks": {}})
@@ -229,17 +246,23 @@ def run_settings(runs: Sequence[Run]) -> dict[str, Any]:
         return [json.loads(v) for v in sorted(values)]
 
     return {
-        "presets": distinct(lambda c: {"preset": c.preset, **c.train.model_dump(mode="json")}),
-        "devices": distinct(lambda c: c.device),
-        "torch_threads": distinct(lambda c: c.torch_threads),
-        "versions": distinct(lambda c: c.versions),
-        "train_seconds": sum(_train_seconds(run.path) for run in runs),
+        "presets": distinct(lambda c: {"preset": c["preset"], **c["train"]}),
+        "devices": distinct(lambda c: c["device"]),
+        "torch_threads": distinct(lambda c: c["torch_threads"]),
+        "versions": distinct(lambda c: c["versions"]),
+        "train_seconds": sum(_train_seconds(run) for run in runs),
     }
 
 
-def _train_seconds(path: Path) -> float:
-    record = last_epoch(path)
-    return record.seconds if record is not None else 0.0
+def _train_seconds(run: Run) -> float:
+    if run.record is not None and run.record.wall_seconds is not None:
+        return run.record.wall_seconds
+    return 0.0
+
+
+def pe_order(pe: str) -> tuple[int, str]:
+    """Table order: the paper's four first, then by name."""
+    return (PES.index(pe), "") if pe in PES else (len(PES), pe)
 
 
 def hardware() -> dict[str, Any]:
@@ -276,7 +299,7 @@ def tables(results: dict[str, Any]) -> list[str]:
             "|---|---|---|---|---|---|---|",
         ]
         for task, pes in entry["tasks"].items():
-            for pe in sorted(pes, key=lambda p: PES.index(p) if p in PES else len(PES)):
+            for pe in sorted(pes, key=pe_order):
                 c = pes[pe]
                 lines.append(
                     f"| {task} | {pe} | {c['n']} | {_pm(c['id_mean'], c['id_std'])} | "
@@ -333,10 +356,7 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
             ax = axes[row][col]
             ax.set_visible(True)
             entry = results[data]
-            for pe, c in sorted(
-                entry["tasks"][task].items(),
-                key=lambda item: PES.index(item[0]) if item[0] in PES else len(PES),
-            ):
+            for pe, c in sorted(entry["tasks"][task].items(), key=lambda item: pe_order(item[0])):
                 ax.plot(c["curve"]["position"], c["curve"]["accuracy"], lw=0.9, label=pe)
             ax.axvline(entry["ood_boundary"], color="k", ls="--", lw=0.8)
             ax.set_ylim(0, 1.05)
@@ -400,7 +420,7 @@ def results_markdown(
             f"{len(short)} cells: {', '.join(short)}. Rerun the command to train the "
             "missing runs (finished ones are kept).",
         ]
-    lines += ["", *tables(results)]
+    lines += ["", *ranking_lines(results), "## Tables by data folder", "", *tables(results)]
     if plot:
         lines += [f"![accuracy against position]({plot})", ""]
     return "\n".join(lines)

@@ -1,37 +1,25 @@
-"""The paper's four position embeddings as ``transformers`` rope types.
+"""Rotary frequencies: Resonance variants of transformers' rope types, registered with it.
 
-=================  ==============================  ======================================
-``--pe``           training frequencies            evaluation frequencies (val and test)
-=================  ==============================  ======================================
-``rope``           ``default`` (base 10000)        ``default``
-``resonance``      ``resonance``                   ``resonance``
-``yarn``           ``default``                     ``yarn`` (transformers' own)
-``resonance_yarn`` ``resonance``                   ``resonance_yarn``
-=================  ==============================  ======================================
+The rope *encodings* of ``--pe`` (the paper's four and every other rope type, with their
+parameters) are in :mod:`posgen.train.rope_types`; this module holds the frequencies.
 
-* ``resonance`` (Resonance RoPE): every rotary wavelength ``2*pi/theta_i`` rounded to the
-  nearest integer, ``theta_i = 2*pi/round(2*pi/theta_i)``. Like the authors' code, *every*
-  dimension is rounded, also those whose wavelength exceeds the train length.
-* ``yarn``: transformers' YaRN with the authors' POSGEN settings: factor ``s = (L'+1)/(L+1)``
-  (positions include BOS), ``beta_fast`` 2, ``beta_slow`` 1, attention factor
-  ``0.1 ln(s) + 1`` (transformers' default for ``s``), multiplied on cos and sin, and the
-  ramp computed with ``L'+1`` as the context length (``original_max_position_embeddings``),
-  as the authors' code does.
-* ``resonance_yarn``: the YaRN frequencies, then rounded as in ``resonance``.
+* Resonance RoPE: every rotary wavelength ``2*pi/theta_i`` rounded to the nearest integer,
+  ``theta_i = 2*pi/round(2*pi/theta_i)``. Like the authors' code, *every* dimension is
+  rounded, also those whose wavelength exceeds the train length.
+* ``resonance_<type>`` (:data:`RESONANCE_TYPES`): transformers' own frequencies of rope type
+  ``<type>``, then rounded; ``resonance`` is the rounded ``default``.
 
-As in the authors' code, the YaRN variants are applied at evaluation only: a model trains
-with the unscaled frequencies and validation and test use the scaled ones
-(:func:`use_frequencies` swaps them; the weights are untouched).
-
-The two Resonance types are registered in ``transformers.modeling_rope_utils.ROPE_INIT_FUNCTIONS``
+They are registered in ``transformers.modeling_rope_utils.ROPE_INIT_FUNCTIONS``
 (transformers' mechanism for custom rope initialisation) on import of this module, so a
-model built, re-initialised or loaded with them computes the same frequencies.
+model built, re-initialised or loaded with them computes the same frequencies, and
+``resonance_dynamic`` is still updated by transformers' dynamic-rope hook (it matches on
+``"dynamic" in rope_type``).
 
 Worked example (head dim 8, base 10000; wavelengths 2*pi*10000^(2i/8)):
 
 >>> from transformers import LlamaConfig
->>> config = LlamaConfig(hidden_size=16, num_attention_heads=2, rope_parameters=rope_parameters(
-...     "resonance", train_length=64, test_length=256, evaluation=False))
+>>> config = LlamaConfig(hidden_size=16, num_attention_heads=2,
+...                      rope_parameters={"rope_type": "resonance", "rope_theta": 10000.0})
 >>> inv_freq, scale = resonance_frequencies(config)
 >>> [round(2 * math.pi / f) for f in inv_freq.tolist()], scale
 ([6, 63, 628, 6283], 1.0)
@@ -40,13 +28,12 @@ Worked example (head dim 8, base 10000; wavelengths 2*pi*10000^(2i/8)):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-
-from posgen.train.config import PES
 
 YARN_BETA_FAST = 2.0
 YARN_BETA_SLOW = 1.0
@@ -77,57 +64,45 @@ def round_wavelengths(inv_freq: torch.Tensor) -> torch.Tensor:
     return 2 * math.pi / wavelengths
 
 
-def resonance_frequencies(
-    config: PreTrainedConfig, device: Any = None, seq_len: int | None = None, **_: Any
-) -> tuple[torch.Tensor, float]:
-    """Rope init function of ``resonance``: RoPE with integer wavelengths, no scaling."""
-    return round_wavelengths(default_frequencies(config)).to(device), 1.0
+def resonance_of(rope_type: str) -> Callable[..., tuple[torch.Tensor, float]]:
+    """The rope init function of ``resonance_<rope_type>``: transformers' own init function of
+    ``rope_type`` (``default``: :func:`default_frequencies`), wavelengths rounded.
 
-
-def resonance_yarn_frequencies(
-    config: PreTrainedConfig, device: Any = None, seq_len: int | None = None, **kwargs: Any
-) -> tuple[torch.Tensor, float]:
-    """Rope init function of ``resonance_yarn``: transformers' YaRN, wavelengths rounded."""
-    inv_freq, attention_factor = ROPE_INIT_FUNCTIONS["yarn"](config, device, seq_len, **kwargs)
-    return round_wavelengths(inv_freq), attention_factor
-
-
-ROPE_INIT_FUNCTIONS.setdefault("resonance", resonance_frequencies)
-ROPE_INIT_FUNCTIONS.setdefault("resonance_yarn", resonance_yarn_frequencies)
-
-
-def yarn_factor(train_length: int, test_length: int) -> float:
-    """The authors' YaRN scale ``(L'+1)/(L+1)`` (model positions count BOS).
-
-    >>> yarn_factor(64, 256)
-    3.953846153846154
+    Zero frequencies (the unrotated pairs of ``proportional``) stay zero.
     """
-    return (test_length + 1) / (train_length + 1)
+
+    def frequencies(
+        config: PreTrainedConfig, device: Any = None, seq_len: int | None = None, **kwargs: Any
+    ) -> tuple[torch.Tensor, float]:
+        if rope_type == "default":
+            inv_freq, attention_factor = default_frequencies(config), 1.0
+        else:
+            init = ROPE_INIT_FUNCTIONS[rope_type]
+            inv_freq, attention_factor = init(config, device, seq_len, **kwargs)
+        return round_wavelengths(inv_freq).to(device), attention_factor
+
+    frequencies.__name__ = f"resonance_{rope_type}_frequencies"
+    return frequencies
 
 
-def rope_parameters(
-    pe: str, train_length: int, test_length: int, evaluation: bool, theta: float = 10_000.0
-) -> dict[str, Any]:
-    """A Llama config's ``rope_parameters`` for ``pe``, in training or in evaluation.
+RESONANCE_TYPES = {
+    "default": "resonance",
+    "linear": "resonance_linear",
+    "dynamic": "resonance_dynamic",
+    "yarn": "resonance_yarn",
+    "llama3": "resonance_llama3",
+    "proportional": "resonance_proportional",
+}
+"""Resonance variant (registered rope type) of each transformers rope type that has one.
 
-    >>> rope_parameters("yarn", 64, 256, evaluation=False)
-    {'rope_type': 'default', 'rope_theta': 10000.0}
-    >>> rope_parameters("yarn", 64, 256, evaluation=True)["original_max_position_embeddings"]
-    257
-    """
-    if pe not in PES:
-        raise ValueError(f"unknown position embedding {pe!r}; use one of {', '.join(PES)}")
-    rounded = pe.startswith("resonance")
-    if not (evaluation and pe.endswith("yarn")):
-        return {"rope_type": "resonance" if rounded else "default", "rope_theta": theta}
-    return {
-        "rope_type": "resonance_yarn" if rounded else "yarn",
-        "rope_theta": theta,
-        "factor": yarn_factor(train_length, test_length),
-        "original_max_position_embeddings": test_length + 1,
-        "beta_fast": YARN_BETA_FAST,
-        "beta_slow": YARN_BETA_SLOW,
-    }
+``longrope`` has none: transformers switches longrope's short and long factors only for the
+rope type named exactly ``longrope``, so a renamed variant would never switch.
+"""
+
+for _base, _name in RESONANCE_TYPES.items():
+    ROPE_INIT_FUNCTIONS.setdefault(_name, resonance_of(_base))
+resonance_frequencies = ROPE_INIT_FUNCTIONS["resonance"]
+resonance_yarn_frequencies = ROPE_INIT_FUNCTIONS["resonance_yarn"]
 
 
 def use_frequencies(model: PreTrainedModel, parameters: dict[str, Any]) -> None:

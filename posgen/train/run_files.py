@@ -1,14 +1,15 @@
 """The files of a run folder, read through typed models with bounded reads (no torch needed).
 
-A run folder (written by :mod:`posgen.train.trainer`) holds ``config.json`` (the resolved run:
-:class:`RunConfig`), ``metrics.jsonl`` (one line per epoch: :class:`EpochRecord`),
-``predictions.parquet`` and ``scores.json`` (the :class:`~posgen.scoring.metrics.ScoreReport`
-of those predictions on ``test``: :class:`RunScores`). This module is the one reader of
-them: every read is bounded (a file larger than its limit is refused unread), JSON is
-parsed without NaN or Infinity and with bounded nesting, and the values must fit the
-models and agree with each other (the scores are of the config's test split, the counts add
-up, each accuracy is its ratio). A problem is :class:`DamagedRun`: one line naming the file
-and the field, exit status 1.
+A run folder (written by :mod:`posgen.train.trainer`) holds ``config.json`` (the resolved
+run: :class:`RunConfig`), ``metrics.jsonl`` (one line per epoch: :class:`EpochRecord`),
+``predictions.parquet``, ``scores.json`` (the :class:`~posgen.scoring.metrics.ScoreReport`
+of those predictions on ``test``: :class:`RunScores`) and ``results.json`` (the run record,
+:class:`~posgen.train.run_record.RunRecord`). This module is the one reader of them: every
+read is bounded (a file larger than its limit is refused unread), JSON is parsed without NaN
+or Infinity and with bounded nesting, and the values must fit the models and agree with each
+other (the scores are of the config's test split, the counts add up, each accuracy is its
+ratio). A problem is :class:`DamagedRun`: one line naming the file and the field, exit
+status 1.
 
 Other parts of posgen extend these models (new fields, new files) here, in one place.
 
@@ -36,14 +37,15 @@ from pydantic_core import from_json
 from posgen.errors import DataError, problem_lines, shown
 from posgen.scoring.metrics import ScoreReport
 from posgen.spec import MAX_LENGTH, MAX_ROWS, ConfigName, TaskSpec
-from posgen.train.config import PES, PRESETS, TrainConfig
+from posgen.train.config import PRESETS, TrainConfig
+from posgen.train.run_record import RESULTS, PositionEncodingRecord, RunRecord, build_record
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 PREDICTIONS = "predictions.parquet"
 SCORES = "scores.json"
-FILES = (CONFIG, METRICS, PREDICTIONS, SCORES)
-"""What a finished run folder holds."""
+FILES = (CONFIG, METRICS, PREDICTIONS, SCORES, RESULTS)
+"""What a finished run folder holds (folders written before ``results.json`` lack it)."""
 MAX_CONFIG_BYTES = 1 << 20
 """A run's ``config.json`` is about 3 KB; larger ones are refused unread."""
 MAX_SCORES_BYTES = 128 << 20
@@ -83,7 +85,10 @@ class RopeParameters(_Model):
 class RunConfig(_Model):
     """``config.json``: what a run was, resolved (preset fields, data, versions, outcome)."""
 
-    pe: str = Field(description="Position embedding (one of posgen.train.config.PES).")
+    pe: str = Field(min_length=1, max_length=500, description="The position encoding's label.")
+    position_encoding: PositionEncodingRecord | None = Field(
+        None, description="The encoding with every parameter (absent in older run folders)."
+    )
     preset: str
     seed: int = Field(ge=0, lt=2**63)
     train: TrainConfig
@@ -99,13 +104,6 @@ class RunConfig(_Model):
     torch_threads: int = Field(ge=1, le=MAX_THREADS)
     memory_estimate: int | None = Field(None, ge=0, description="Bytes estimated up front.")
     versions: dict[str, str] = Field(max_length=64)
-
-    @field_validator("pe")
-    @classmethod
-    def _known_pe(cls, value: str) -> str:
-        if value not in PES:
-            raise ValueError(f"unknown position embedding; known: {', '.join(PES)}")
-        return value
 
     @field_validator("preset")
     @classmethod
@@ -260,6 +258,10 @@ def read_config(folder: Path) -> RunConfig:
     """The run's ``config.json``, checked (:class:`DamagedRun` naming the field if not)."""
     path = Path(folder) / CONFIG
     config = _validated(RunConfig, path, _read_json(path, MAX_CONFIG_BYTES))
+    encoding = config.position_encoding
+    if encoding is not None and encoding.label != config.pe:
+        raise DamagedRun(f"{shown(path)}: pe: {shown(config.pe, 60)} is not the label of its "
+                         f"position_encoding ({shown(encoding.label, 60)})")  # fmt: skip
     if config.spec.spec_id != config.spec_id:
         raise DamagedRun(f"{shown(path)}: spec_id: {config.spec_id} is not the id of its spec "
                          f"({config.spec.spec_id})")  # fmt: skip
@@ -270,27 +272,36 @@ def read_scores(folder: Path, config: RunConfig) -> RunScores:
     """The run's ``scores.json``, checked whole and against the run's ``config``."""
     path = Path(folder) / SCORES
     scores = _validated(RunScores, path, _read_json(path, MAX_SCORES_BYTES))
-    spec = config.spec
-    facts = {
-        "spec_id": (scores.spec_id, config.spec_id),
-        "config": (scores.config, config.config),
+    check_scores(path, scores, config.spec_id, config.config, config.spec)
+    return scores
+
+
+def check_scores(
+    path: Path, scores: RunScores, spec_id: str, config: str, spec: TaskSpec | None
+) -> None:
+    """Refuse scores of other data than the run names, or whose counts do not add up."""
+    facts: dict[str, tuple[Any, Any]] = {
+        "spec_id": (scores.spec_id, spec_id),
+        "config": (scores.config, config),
         "split": (scores.split, "test"),
-        "modulus": (scores.modulus, spec.modulus),
-        "seed_window": (scores.seed_window, spec.window),
-        "ood_boundary": (scores.ood_boundary, spec.train_length),
-        "length": (scores.length, spec.test_lengths[0]),
-        "rows": (scores.rows, spec.test_size),
     }
+    if spec is not None:
+        facts |= {
+            "modulus": (scores.modulus, spec.modulus),
+            "seed_window": (scores.seed_window, spec.window),
+            "ood_boundary": (scores.ood_boundary, spec.train_length),
+            "length": (scores.length, spec.test_lengths[0]),
+            "rows": (scores.rows, spec.test_size),
+        }
     for name, (found, wanted) in facts.items():
         if found != wanted:
             raise DamagedRun(
-                f"{shown(path)}: {name}: {shown(found, 60)}, but {CONFIG} says the run was "
-                f"scored on {shown(wanted, 60)} (scores of other data)"
+                f"{shown(path)}: {name}: {shown(found, 60)}, but the run names "
+                f"{shown(wanted, 60)} (scores of other data)"
             )
     problems = scores.problems()
     if problems:
         raise _damaged(path, problems)
-    return scores
 
 
 def last_epoch(folder: Path) -> EpochRecord | None:
@@ -316,3 +327,60 @@ def last_epoch(folder: Path) -> EpochRecord | None:
     except ValueError as error:
         raise DamagedRun(f"{shown(path)}: last line is not JSON ({shown(error, 120)})") from None
     return _validated(EpochRecord, path, value)
+
+
+def read_record(folder: Path) -> RunRecord:
+    """The run's ``results.json`` (:class:`RunRecord`), read as bounded and checked as
+    ``config.json`` and ``scores.json`` are: its scores add up and are of its data, and its
+    headline figures are those of its scores."""
+    path = Path(folder) / RESULTS
+    value = _read_json(path, MAX_SCORES_BYTES)
+    record = _validated(RunRecord, path, value)
+    scores = _validated(RunScores, path, value["scores"])
+    check_scores(path, scores, record.data.spec_id, record.data.config, None)
+    figures = {
+        "id_accuracy": (record.id_accuracy, scores.id.accuracy),
+        "ood_accuracy": (record.ood_accuracy, scores.ood.accuracy),
+        "data.train_length": (record.data.train_length, scores.ood_boundary),
+        "data.test_length": (record.data.test_length, scores.length),
+        "per_position.position": (record.per_position.position, scores.curve.position),
+        "per_position.accuracy": (record.per_position.accuracy, scores.curve.accuracy),
+    }
+    for name, (found, wanted) in figures.items():
+        if found != wanted:
+            raise DamagedRun(f"{shown(path)}: {name}: not the figure of its scores")
+    return record.model_copy(update={"scores": scores})
+
+
+def read_run(folder: Path) -> RunRecord:
+    """A finished run's record, every file of it read (bounded) and checked.
+
+    ``config.json``, ``scores.json`` and the last line of ``metrics.jsonl`` are read and
+    checked whatever else the folder holds; ``results.json``, when present, must agree with
+    them (same scores, seed, data and encoding). Run folders written before it existed get a
+    record built from the other files (``legacy``).
+    """
+    folder = Path(folder)
+    config = read_config(folder)
+    scores = read_scores(folder, config)
+    epoch = last_epoch(folder) if os.path.lexists(folder / METRICS) else None
+    if not os.path.lexists(folder / RESULTS):
+        seconds = epoch.seconds if epoch is not None else None
+        body = config.model_dump(mode="json", by_alias=True)
+        return build_record(body, scores, Path(config.data), seconds, seconds, legacy=True)
+    record = read_record(folder)
+    agree = {
+        "scores": record.scores == scores,
+        "seed": record.seed == config.seed,
+        "data.spec_id": record.data.spec_id == config.spec_id,
+        "data.config": record.data.config == config.config,
+        "position_encoding.label": record.position_encoding.label == config.pe,
+        "preset": record.preset == config.preset,
+    }
+    for name, same in agree.items():
+        if not same:
+            raise DamagedRun(
+                f"{shown(folder / RESULTS)}: {name}: differs from the run's {CONFIG} and "
+                f"{SCORES} (files of different runs)"
+            )
+    return record

@@ -1,9 +1,10 @@
 """The ``make results`` sweep: every (data folder, task, pe, seed) run, in parallel processes.
 
-Each job trains once for a pair of position embeddings that share their training
-frequencies (``rope`` + ``yarn``, ``resonance`` + ``resonance_yarn``; see
-:func:`posgen.train.trainer.train_runs`), so the sweep trains half as many models as it
-writes run folders. Jobs run as ``--jobs`` processes with one torch thread each. A run
+Each job trains once for the position encodings that share their training (equal
+:meth:`~posgen.train.registry.ResolvedPE.training_key`: ``rope``, ``yarn``, ``linear``,
+``llama3``; ``resonance`` and its evaluation-time variants; see
+:func:`posgen.train.trainer.train_runs`), so the sweep trains fewer models than it writes
+run folders. Jobs run as ``--jobs`` processes with one torch thread each. A run
 folder that exists is finished (folders appear atomically) and is skipped, so a rerun
 after an interruption trains only what is missing, and a rerun after completion only
 re-aggregates.
@@ -11,6 +12,8 @@ re-aggregates.
 Layout: ``RUNS/<data folder name>/<task>/<pe>/seed<seed>``.
 
     python -m posgen.train.sweep --data out/posgen-v1 --data out/paper --runs runs --preset cpu
+    python -m posgen.train.sweep --data out/paper --runs runs --pe nope --pe alibi
+    python -m posgen.train.sweep --data out/paper --runs runs --all-pes
 """
 
 from __future__ import annotations
@@ -28,10 +31,7 @@ import click
 
 from posgen.scoring.reference import config_names
 from posgen.store.atomic import write_atomically
-from posgen.train.config import PES, PRESETS, preset
-
-PAIRS = (("rope", "yarn"), ("resonance", "resonance_yarn"))
-"""Position embeddings trained together (same training frequencies)."""
+from posgen.train.config import PES, PRESETS, TrainConfig, preset
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,41 @@ def run_folder(runs: Path, data: Path, task: str, pe: str, seed: int) -> Path:
     return runs / data.name / task / pe / f"seed{seed}"
 
 
-def plan(data_dirs: list[Path], runs: Path, seeds: list[int], pes: tuple[str, ...]) -> list[Job]:
+def shared_trainings(
+    pes: tuple[str, ...], data: Path, task: str, config: TrainConfig
+) -> list[tuple[str, ...]]:
+    """``pes`` grouped by their training (first appearance order): one training per group."""
+    from posgen.scoring.reference import load_reference
+    from posgen.train.encoding import Lengths, PERequest
+    from posgen.train.registry import resolve
+
+    spec = load_reference(data, task, "validation").spec
+    lengths = Lengths(
+        train=spec.train_length,
+        test=spec.test_lengths[0],
+        head_dim=config.hidden // config.heads,
+        heads=config.heads,
+    )
+    groups: dict[str, list[str]] = {}
+    for pe in pes:
+        groups.setdefault(resolve(PERequest(name=pe), lengths).training_key(), []).append(pe)
+    return [tuple(group) for group in groups.values()]
+
+
+def plan(
+    data_dirs: list[Path],
+    runs: Path,
+    seeds: list[int],
+    pes: tuple[str, ...],
+    config: TrainConfig | None = None,
+) -> list[Job]:
     """Jobs for the run folders still missing (finished ones are skipped)."""
+    config = config or preset("cpu")
     jobs = []
     for seed in seeds:  # seed outermost: an interrupted sweep has whole tables for fewer seeds
         for data in data_dirs:
             for task in config_names(data):
-                for pair in PAIRS:
+                for pair in shared_trainings(pes, data, task, config):
                     todo = [
                         pe
                         for pe in pair
@@ -89,7 +117,8 @@ def _run(job: Job, preset_name: str, overrides: dict[str, Any]) -> list[dict[str
 @click.option("--runs", required=True, type=click.Path(path_type=Path), help="Runs folder.")
 @click.option("--preset", "preset_name", default="cpu", type=click.Choice(list(PRESETS)))
 @click.option("--seeds", type=int, help="Number of the preset's seeds to run. [all]")
-@click.option("--pe", "pes", multiple=True, type=click.Choice(PES), help="PEs to run. [all]")
+@click.option("--pe", "pes", multiple=True, help="PEs to run (repeatable). [the paper's four]")
+@click.option("--all-pes", is_flag=True, help="Run every registered PE (built in and plugins).")
 @click.option("--jobs", default=2, type=click.IntRange(min=1), help="Parallel processes.")
 @click.option("--epochs", type=int, help="Override the preset's epochs.")
 def main(
@@ -98,13 +127,24 @@ def main(
     preset_name: str,
     seeds: int | None,
     pes: tuple[str, ...],
+    all_pes: bool,
     jobs: int,
     epochs: int | None,
 ) -> None:
     """Train every missing run of the sweep; print one line per finished job."""
     overrides = {"epochs": epochs}
-    seed_list = preset(preset_name, **overrides).seeds[:seeds]
-    todo = plan(list(data_dirs), runs, seed_list, pes or PES)
+    config = preset(preset_name, **overrides)
+    if all_pes:
+        from posgen.train.registry import available
+
+        pes = tuple(available())
+    from posgen.train.registry import PEError
+
+    try:
+        todo = plan(list(data_dirs), runs, config.seeds[:seeds], pes or PES, config)
+    except PEError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
     click.echo(f"{len(todo)} trainings to run ({jobs} processes)", err=True)
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:

@@ -10,11 +10,19 @@ Validation scores only ID positions ``[w, L)``; the model is causal and its freq
 do not depend on the row length, so validation rows are cut to length ``L`` (4x less
 work at L' = 4L) with the same predictions there (``tests/test_train.py`` checks it).
 
-Position embeddings that share their training frequencies (``rope`` and ``yarn``,
-``resonance`` and ``resonance_yarn``) train identically for a seed, so :func:`train_runs`
-can train once and serve several: each selects its own checkpoint by its own validation
-accuracy and gets its own complete run folder, byte for byte what a run of its own writes
-(also checked by the tests).
+Validation rows cut to L see the training lengths: encodings that scale themselves by the
+row length (``dynamic``, ``longrope``) are validated unscaled and tested scaled.
+
+Position encodings that share their training (equal
+:meth:`~posgen.train.registry.ResolvedPE.training_key`: ``rope``, ``yarn``, ``linear`` and
+``llama3``; ``resonance`` and its evaluation-time variants) train identically for a seed,
+so :func:`train_runs` can train once and serve several: each selects its own checkpoint by
+its own validation accuracy and gets its own complete run folder, byte for byte what a run
+of its own writes (also checked by the tests).
+
+Randomized positions (:mod:`posgen.train.randomized`) give the training batches, the
+validation and the test rows their drawn position ids (with an all-ones attention mask:
+transformers would otherwise read gapped position ids as packed sequences).
 
 Run folder::
 
@@ -24,6 +32,9 @@ Run folder::
                         seconds so far (all, and in training steps only)
     predictions.parquet test predictions (``posgen score --predictions`` reads them)
     scores.json         the ``posgen.scoring`` report of those predictions on ``test``
+    results.json        the run record (:mod:`posgen.train.run_record`): versions, data
+                        checksums, every position-encoding parameter, accuracies, wall time
+    model/              the selected weights (only with ``save_model``; :func:`load_model`)
 """
 
 from __future__ import annotations
@@ -41,8 +52,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-from transformers.utils import logging as hf_logging
+from transformers import LlamaForCausalLM
 
 from posgen import __version__, signals
 from posgen.scoring.folder import score_aligned, score_reference
@@ -51,18 +61,17 @@ from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reference import ReferenceSplit, load_splits
 from posgen.store.atomic import atomic_folder
 from posgen.train.config import TrainConfig
-from posgen.train.rope import rope_parameters, use_frequencies
+from posgen.train.encoding import Lengths, PERequest
+from posgen.train.model import llama_for, parameter_groups, save_model
+from posgen.train.randomized import RandomPositions
+from posgen.train.registry import ResolvedPE, as_request, resolve
+from posgen.train.rope import use_frequencies
 from posgen.train.run_files import CONFIG, METRICS, PREDICTIONS, SCORES, RunConfig
 from posgen.train.run_files import FILES as FILES
+from posgen.train.run_record import RESULTS, build_record
 
-
-def training_embedding(pe: str) -> str:
-    """The embedding ``pe`` trains with: YaRN variants train unscaled.
-
-    >>> training_embedding("resonance_yarn"), training_embedding("rope")
-    ('resonance', 'rope')
-    """
-    return pe.removesuffix("_yarn") if pe != "yarn" else "rope"
+MODEL = "model"
+"""The saved weights' subfolder (``save_model``)."""
 
 
 def versions() -> dict[str, str]:
@@ -92,29 +101,35 @@ def lengths(reference: ReferenceSplit) -> tuple[int, int]:
     return reference.spec.train_length, reference.spec.test_lengths[0]
 
 
-def build_model(
-    config: TrainConfig, reference: ReferenceSplit, pe: str, seed: int
-) -> LlamaForCausalLM:
-    """A freshly initialised Llama for ``reference``'s vocabulary, with ``pe``'s training rope."""
-    spec = reference.spec
-    hf_logging.set_verbosity_error()  # custom rope types have no transformers validator
-    llama = LlamaConfig(
-        vocab_size=vocab_size(spec),
-        hidden_size=config.hidden,
-        intermediate_size=config.intermediate,
-        num_hidden_layers=config.layers,
-        num_attention_heads=config.heads,
-        num_key_value_heads=config.heads,
-        max_position_embeddings=spec.test_lengths[0] + 1,
-        rope_parameters=rope_parameters(pe, *lengths(reference), evaluation=False),
-        bos_token_id=spec.modulus,
-        eos_token_id=None,
-        pad_token_id=None,
-        tie_word_embeddings=False,
-        use_cache=False,
+def resolve_pe(
+    pe: str | PERequest | ResolvedPE, config: TrainConfig, reference: ReferenceSplit
+) -> ResolvedPE:
+    """``pe`` (a name, a request or already resolved) for this data and model size."""
+    if isinstance(pe, ResolvedPE):
+        return pe
+    train, test = lengths(reference)
+    shape = Lengths(
+        train=train, test=test, head_dim=config.hidden // config.heads, heads=config.heads
     )
+    return resolve(as_request(pe), shape)
+
+
+def build_model(
+    config: TrainConfig, reference: ReferenceSplit, pe: str | PERequest | ResolvedPE, seed: int
+) -> LlamaForCausalLM:
+    """A freshly initialised Llama for ``reference``'s vocabulary, with ``pe``'s training setup."""
+    spec = reference.spec
+    resolved = resolve_pe(pe, config, reference)
     torch.manual_seed(seeds_for(seed)[0])
-    return LlamaForCausalLM(llama)
+    return llama_for(
+        resolved,
+        vocab=vocab_size(spec),
+        bos=spec.modulus,
+        hidden=config.hidden,
+        heads=config.heads,
+        layers=config.layers,
+        intermediate=config.intermediate,
+    )
 
 
 def lm_tensors(
@@ -128,6 +143,23 @@ def lm_tensors(
     return {name: torch.from_numpy(arrays[name]) for name in ("input_ids", "labels")}
 
 
+PositionIds = Callable[[int, int, int], torch.Tensor]
+"""``(first row, rows, length) -> position ids (rows, length)`` of an evaluation split."""
+
+
+def position_inputs(position_ids: torch.Tensor | None, device: torch.device) -> dict[str, Any]:
+    """Model keyword arguments for explicit position ids (none: transformers' 0 .. T-1).
+
+    The all-ones attention mask keeps transformers from reading gapped ids as packed rows.
+    """
+    if position_ids is None:
+        return {}
+    return {
+        "position_ids": position_ids.to(device),
+        "attention_mask": torch.ones_like(position_ids, device=device),
+    }
+
+
 @torch.no_grad()
 def predict(
     model: LlamaForCausalLM,
@@ -135,23 +167,31 @@ def predict(
     batch_size: int,
     device: torch.device,
     modulus: int,
+    positions: PositionIds | None = None,
 ) -> np.ndarray:
     """Teacher-forced argmax predictions ``(rows, L)`` of ``input_ids`` ``(rows, L + 1)``.
 
     The argmax runs over the m tokens only: BOS (id m) is never a target, and a prediction
-    of it would be outside the vocabulary that posgen scores.
+    of it would be outside the vocabulary that posgen scores. ``positions`` gives the rows'
+    position ids (randomized positions); by default transformers' ``0 .. L``.
     """
     model.eval()
     out = []
     for start in range(0, input_ids.shape[0], batch_size):
-        logits = model(input_ids=input_ids[start : start + batch_size].to(device)).logits
+        batch = input_ids[start : start + batch_size]
+        ids = None if positions is None else positions(start, batch.shape[0], batch.shape[1])
+        logits = model(input_ids=batch.to(device), **position_inputs(ids, device)).logits
         out.append(predictions_from_logits(logits[..., :modulus].float().cpu().numpy()))
     model.train()
     return np.concatenate(out).astype(np.int64, copy=False)
 
 
 def predict_split(
-    model: LlamaForCausalLM, reference: ReferenceSplit, batch_size: int, device: torch.device
+    model: LlamaForCausalLM,
+    reference: ReferenceSplit,
+    batch_size: int,
+    device: torch.device,
+    positions: PositionIds | None = None,
 ) -> np.ndarray:
     """:func:`predict` of a split's rows, inputs built one batch at a time; predictions at the
     split's stored width (the tokens are 0 .. m-1)."""
@@ -160,7 +200,10 @@ def predict_split(
     modulus = reference.spec.modulus
     for start in range(0, rows, batch_size):
         ids = lm_tensors(reference, rows=slice(start, start + batch_size))["input_ids"]
-        out[start : start + batch_size] = predict(model, ids, batch_size, device, modulus)
+        shifted = None
+        if positions is not None:
+            shifted = lambda first, n, length, at=start: positions(at + first, n, length)  # noqa: E731
+        out[start : start + batch_size] = predict(model, ids, batch_size, device, modulus, shifted)
     return out
 
 
@@ -184,7 +227,7 @@ def optimizer_and_schedule(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW and torch's one-cycle cosine schedule (the authors' choice), stepped per batch."""
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        parameter_groups(model, config.weight_decay), lr=config.lr, weight_decay=config.weight_decay
     )
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
@@ -200,7 +243,7 @@ def optimizer_and_schedule(
 class Selection:
     """The best validation ID accuracy of one position embedding so far, and its weights."""
 
-    pe: str
+    pe: ResolvedPE
     accuracy: float = -1.0
     epoch: int = 0
     state: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -214,12 +257,16 @@ class RunData:
     validation: ReferenceSplit
     test: ReferenceSplit
 
+    files: dict[str, str] = field(default_factory=dict)
+    """``path -> sha256`` of every file read (checked against the manifest as read)."""
+
     @classmethod
     def load(cls, data: Path, config: str) -> RunData:
         """Read the three splits once, checked and pinned (:func:`load_splits`), at their
         stored width; validation rows cut to L."""
         splits = load_splits(data, config, ("train", "validation", "test"), cut=("validation",))
-        return cls(**splits)
+        files = {path: digest for split in splits.values() for path, digest in split.files}
+        return cls(**splits, files=files)
 
 
 ProgressFactory = Callable[[int], Any]
@@ -232,7 +279,7 @@ def _null_progress(total: int) -> Any:
 def train_runs(
     data: Path,
     config_name: str,
-    pes: Sequence[str],
+    pes: Sequence[str | PERequest | ResolvedPE],
     config: TrainConfig,
     seed: int,
     outs: Sequence[Path],
@@ -240,30 +287,35 @@ def train_runs(
     device: torch.device | None = None,
     progress: ProgressFactory = _null_progress,
     run_data: RunData | None = None,
+    save: bool = False,
     memory_estimate: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Train once for ``pes`` (all with the same training embedding); write one folder each.
+    """Train once for ``pes`` (all with the same training); write one folder each.
 
-    Returns each run's summary (``{"pe", "out", "best_epoch", "id_accuracy", "ood_accuracy"}``).
-    A signal stops the loop between two steps (:class:`posgen.signals.Interrupted`).
+    ``save`` also writes each run's selected weights to ``<out>/model``. Returns each run's
+    summary (``{"pe", "out", "best_epoch", "id_accuracy", "ood_accuracy"}``). A signal stops
+    the loop between two steps (:class:`posgen.signals.Interrupted`).
     """
-    if len({training_embedding(pe) for pe in pes}) != 1:
-        raise ValueError(f"{', '.join(pes)} do not share their training frequencies")
     device = device or pick_device()
     run_data = run_data or RunData.load(data, config_name)
-    model = build_model(config, run_data.train, pes[0], seed).to(device)
+    resolved = [resolve_pe(pe, config, run_data.train) for pe in pes]
+    if len({pe.training_key() for pe in resolved}) != 1:
+        names = ", ".join(pe.label for pe in resolved)
+        raise ValueError(f"{names} do not share their training frequencies")
+    started = time.perf_counter()
+    model = build_model(config, run_data.train, resolved[0], seed).to(device)
     rows_total = run_data.train.tokens.shape[0]
     steps_per_epoch = math.ceil(rows_total / config.batch_size)
     total = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
     optimizer, schedule = optimizer_and_schedule(model, config, total)
-    train_rope = rope_parameters(pes[0], *lengths(run_data.train), evaluation=False)
-    selections = [Selection(pe) for pe in pes]
+    train_rope = resolved[0].rope(evaluation=False)
+    sampler = random_positions(resolved[0], seed)
+    selections = [Selection(pe) for pe in resolved]
     log: list[dict[str, Any]] = []
     step = 0
     bar = progress(total)
-    started = time.perf_counter()
     training = 0.0  # seconds in training steps only (no validation): the harness benchmark's
     model.train()
     for epoch, order in enumerate(epoch_order(rows_total, config.epochs, seed), 1):
@@ -272,12 +324,17 @@ def train_runs(
         for start in range(0, order.shape[0], config.batch_size):
             if step >= total:
                 break
-            batch = lm_tensors(
-                run_data.train, rows=order[start : start + config.batch_size].numpy()
-            )
+            rows = order[start : start + config.batch_size].numpy()
+            tensors = lm_tensors(run_data.train, rows=rows)
+            batch = tensors["input_ids"]
+            position_ids = None
+            if sampler is not None:
+                position_ids = sampler.training(step, batch.shape[0], batch.shape[1])
             with signals.deferred():  # a signal stops the run between steps, never within one
                 loss = model(
-                    input_ids=batch["input_ids"].to(device), labels=batch["labels"].to(device)
+                    input_ids=batch.to(device),
+                    labels=tensors["labels"].to(device),
+                    **position_inputs(position_ids, device),
                 ).loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -298,8 +355,8 @@ def train_runs(
         }
         if epoch % config.eval_every == 0 or last or epoch == config.epochs:
             for selection in selections:
-                accuracy = _validate(model, run_data, selection.pe, config, device)
-                record[f"val_id_accuracy/{selection.pe}"] = accuracy
+                accuracy = _validate(model, run_data, selection.pe, config, device, seed)
+                record[f"val_id_accuracy/{selection.pe.label}"] = accuracy
                 if accuracy > selection.accuracy:
                     selection.accuracy, selection.epoch = accuracy, epoch
                     selection.state = copy.deepcopy(model.state_dict())
@@ -313,91 +370,128 @@ def train_runs(
         bar.close()
     summaries = []
     for selection, out in zip(selections, outs, strict=True):
-        summaries.append(
-            _write_run(
-                model,
-                run_data,
-                selection,
-                config,
-                seed,
-                Path(out),
-                data,
-                preset_name,
-                log,
-                device,
-                memory_estimate,
-            )
+        job = RunJob(
+            run_data,
+            config,
+            seed,
+            Path(out),
+            data,
+            preset_name,
+            device,
+            started,
+            save,
+            memory_estimate,
         )
+        summaries.append(_write_run(model, selection, log, job))
     return summaries
 
 
+def random_positions(pe: ResolvedPE, seed: int) -> RandomPositions | None:
+    """The run's randomized position draws, if ``pe`` asks for them."""
+    return None if pe.randomized is None else RandomPositions(seed, pe.randomized)
+
+
+def evaluation_positions(pe: ResolvedPE, seed: int, split: str) -> PositionIds | None:
+    """Position ids of an evaluation split's rows (randomized positions only)."""
+    sampler = random_positions(pe, seed)
+    if sampler is None:
+        return None
+    return lambda start, rows, length: sampler.evaluation(split, start, rows, length)
+
+
 def _validate(
-    model: LlamaForCausalLM, run_data: RunData, pe: str, config: TrainConfig, device: torch.device
+    model: LlamaForCausalLM,
+    run_data: RunData,
+    pe: ResolvedPE,
+    config: TrainConfig,
+    device: torch.device,
+    seed: int,
 ) -> float:
     """Validation ID accuracy of ``model`` with ``pe``'s evaluation frequencies."""
-    use_frequencies(model, rope_parameters(pe, *lengths(run_data.train), evaluation=True))
-    predictions = predict_split(model, run_data.validation, config.eval_batch_size, device)
+    use_frequencies(model, pe.rope(evaluation=True))
+    positions = evaluation_positions(pe, seed, "validation")
+    predictions = predict_split(
+        model, run_data.validation, config.eval_batch_size, device, positions
+    )
     signals.point("validation")
     accuracy = score_aligned(run_data.validation, predictions).id.accuracy
     return float(accuracy or 0.0)
 
 
+@dataclass(frozen=True)
+class RunJob:
+    """What every run folder of one training shares."""
+
+    run_data: RunData
+    config: TrainConfig
+    seed: int
+    out: Path
+    data: Path
+    preset_name: str
+    device: torch.device
+    started: float
+    save: bool
+    memory_estimate: int | None = None
+
+
 def _write_run(
     model: LlamaForCausalLM,
-    run_data: RunData,
     selection: Selection,
-    config: TrainConfig,
-    seed: int,
-    out: Path,
-    data: Path,
-    preset_name: str,
     log: list[dict[str, Any]],
-    device: torch.device,
-    memory_estimate: int | None = None,
+    job: RunJob,
 ) -> dict[str, Any]:
     """Predict test with the selected weights and write the run folder atomically."""
+    run_data, config = job.run_data, job.config
     spec = run_data.train.spec
     pe = selection.pe
     model.load_state_dict(selection.state)
-    evaluation = rope_parameters(pe, *lengths(run_data.train), evaluation=True)
+    evaluation = pe.rope(evaluation=True)
     use_frequencies(model, evaluation)
     test = run_data.test
-    predictions = predict_split(model, test, config.eval_batch_size, device)
-    resolved = RunConfig.model_validate(
-        {
-            "pe": pe,
-            "preset": preset_name,
-            "seed": seed,
-            "train": config,
-            "data": str(data),
-            "config": test.config,
-            "spec_id": spec.spec_id,
-            "spec": spec,
-            "rope_parameters": {
-                "train": rope_parameters(pe, *lengths(run_data.train), evaluation=False),
-                "evaluation": evaluation,
-            },
-            "model": {"class": type(model).__name__, "parameters": model.num_parameters()},
-            "best_epoch": selection.epoch,
-            "best_val_id_accuracy": selection.accuracy,
-            "device": device.type,
-            "torch_threads": torch.get_num_threads(),
-            "memory_estimate": memory_estimate,
-            "versions": versions(),
-        }
-    ).model_dump(mode="json", by_alias=True, exclude_none=True)
-    with atomic_folder(out) as build:
+    positions = evaluation_positions(pe, job.seed, "test")
+    predictions = predict_split(model, test, config.eval_batch_size, job.device, positions)
+    resolved = {
+        "pe": pe.label,
+        "position_encoding": pe.record(),
+        "preset": job.preset_name,
+        "seed": job.seed,
+        "train": config.model_dump(mode="json"),
+        "data": str(job.data),
+        "config": test.config,
+        "spec_id": spec.spec_id,
+        "spec": spec.model_dump(mode="json"),
+        "rope_parameters": {"train": pe.rope(evaluation=False), "evaluation": evaluation},
+        "model": {"class": type(model).__name__, "parameters": model.num_parameters()},
+        "best_epoch": selection.epoch,
+        "best_val_id_accuracy": selection.accuracy,
+        "device": job.device.type,
+        "torch_threads": torch.get_num_threads(),
+        "memory_estimate": job.memory_estimate,
+        "versions": versions(),
+    }
+    # the typed model the readers use (posgen.train.run_files): what is written reads back
+    resolved = RunConfig.model_validate(resolved).model_dump(
+        mode="json", by_alias=True, exclude=set() if job.memory_estimate else {"memory_estimate"}
+    )
+    with atomic_folder(job.out) as build:
         (build / CONFIG).write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
-        lines = [json.dumps(_run_record(record, pe), sort_keys=True) + "\n" for record in log]
+        lines = [json.dumps(_run_record(record, pe.label), sort_keys=True) + "\n" for record in log]
         (build / METRICS).write_text("".join(lines))
         write_predictions(build / PREDICTIONS, test.ids, predictions, spec.modulus)
         signals.point("write")
         # scored on the test rows this run read (pinned), not on --data read again
         report = score_reference(test, build / PREDICTIONS)
         (build / SCORES).write_text(report.to_json())
+        if job.save:
+            save_model(model, pe, build / MODEL)
+        wall = time.perf_counter() - job.started
+        record = build_record(
+            resolved, report, job.data, log[-1]["train_seconds"], wall, files=run_data.files
+        )
+        (build / RESULTS).write_text(record.to_json())
     return {
-        "pe": pe,
-        "out": str(out),
+        "pe": pe.label,
+        "out": str(job.out),
         "best_epoch": selection.epoch,
         **report.summary(),
     }

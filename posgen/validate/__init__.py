@@ -9,8 +9,16 @@
 """
 
 from posgen.validate.api import validate
+from posgen.validate.lookback import QuestionLookbacks
 from posgen.validate.report import CheckResult, Report
 from posgen.validate.run import AuditThresholds
 from posgen.validate.sources import SourceError
 
-__all__ = ["AuditThresholds", "CheckResult", "Report", "SourceError", "validate"]
+__all__ = [
+    "AuditThresholds",
+    "CheckResult",
+    "QuestionLookbacks",
+    "Report",
+    "SourceError",
+    "validate",
+]

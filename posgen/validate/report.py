@@ -102,6 +102,8 @@ FACT_COLUMNS = (
     ("copy-k OOD", "copy_k_share_ood", "{:.3f}"),
     ("copy-w OOD", "copy_w_share_ood", "{:.3f}"),
     ("shortcut", "periodic_shortcut_share", "{:.4f}"),
+    ("q<=k+2 ID", "question_short_share_id", "{:.3f}"),
+    ("q<=k+2 OOD", "question_short_share_ood", "{:.3f}"),
     ("sensitivity", "operand_sensitivity", "{:.3f}"),
 )
 

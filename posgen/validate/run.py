@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from posgen.validate.audit import BalanceTally, operand_sensitivity, shortcut_hits
 from posgen.validate.copies import ShortcutTally
 from posgen.validate.hygiene import HygieneTally
+from posgen.validate.lookback import LookbackTally
 from posgen.validate.prefetch import prefetch
 from posgen.validate.schema import Decoded, decode_batch, type_problems
 from posgen.validate.sources import SplitData
@@ -34,8 +35,9 @@ class AuditThresholds(BaseModel):
         None,
         ge=0,
         le=1,
-        description="Fail when a shortcut (periodic or context copy, linear rule, or shorter "
-        "local rule) covers a larger share of the ID or OOD targets.",
+        description="Fail when a shortcut (periodic or context copy, linear rule, shorter "
+        "local rule, or a question-consistency look-back of at most k + 2 below the rule's) "
+        "covers a larger share of the ID or OOD targets.",
     )
     min_operand_sensitivity: float | None = Field(
         None, ge=0, le=1, description="Fail when fewer single-operand changes change h."
@@ -50,6 +52,7 @@ class SplitTally:
     hygiene: HygieneTally
     balance: BalanceTally | None
     shortcuts: ShortcutTally | None = None
+    lookbacks: LookbackTally | None = None
     rows: int = 0
     tokens: int = 0
     type_problems: list[str] = field(default_factory=list)
@@ -107,6 +110,8 @@ def _feed(tally: SplitTally, part_label: str, decoded: Decoded) -> None:
         tally.balance.add(tokens)
     if tally.shortcuts is not None:
         tally.shortcuts.add(tokens)
+    if tally.lookbacks is not None:
+        tally.lookbacks.add(tokens)
     hits, periodic = shortcut_hits(tokens, spec.train_length, spec.window)
     tally.shortcut_hits += hits
     tally.periodic_rows += periodic
@@ -114,12 +119,28 @@ def _feed(tally: SplitTally, part_label: str, decoded: Decoded) -> None:
         tally.sensitivity = operand_sensitivity(spec, tokens)
 
 
+def _row_count(data: SplitData) -> int | None:
+    """Rows of the split as its parts record them (manifest, in-memory table), else the
+    spec's size of that split, else None."""
+    counts = [part.table.num_rows if part.table is not None else part.rows for part in data.parts]
+    if counts and all(count is not None for count in counts):
+        return sum(counts)
+    if data.split in data.spec.split_names:
+        return data.spec.split_size(data.split)
+    return None
+
+
 def stream_split(data: SplitData) -> SplitTally:
     """Read every part of a split once, feeding every tally."""
     spec = data.spec
     balance = BalanceTally(spec, data.length) if data.length else None
+    lookbacks = LookbackTally(spec, data.length, _row_count(data)) if data.length else None
     tally = SplitTally(
-        data, HygieneTally(spec.modulus, spec.window), balance, ShortcutTally.for_spec(spec)
+        data,
+        HygieneTally(spec.modulus, spec.window),
+        balance,
+        ShortcutTally.for_spec(spec),
+        lookbacks,
     )
     next_id = 0
     for part in data.parts:

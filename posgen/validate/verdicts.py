@@ -166,6 +166,23 @@ def shortcut_facts(tally: SplitTally) -> dict[str, Any]:
         facts[f"linear_rule_share_{region}"] = (
             None if hits is None else _share(hits, targets[region])
         )
+    facts.update(question_facts(tally))
+    return facts
+
+
+def question_facts(tally: SplitTally) -> dict[str, Any]:
+    """The question-consistency audit (:mod:`posgen.validate.lookback`): the whole model
+    under ``question_lookback`` and its per-region figures flat (None when not computed)."""
+    audit = tally.lookbacks.result() if tally.lookbacks is not None else None
+    facts: dict[str, Any] = {
+        "question_lookback": audit.model_dump(mode="json") if audit else None,
+        "question_lookback_method": audit.method if audit else "no rows of a known length",
+    }
+    for region in ("id", "ood"):
+        figures = getattr(audit, region) if audit else None
+        facts[f"question_short_{region}"] = figures.short if figures else None
+        facts[f"question_short_share_{region}"] = figures.short_share if figures else None
+        facts[f"question_shortcut_share_{region}"] = figures.shortcut_share if figures else None
     return facts
 
 
@@ -186,6 +203,10 @@ SHARE_FACTS = {
     "linear_rule_share_ood": "linear-rule share (OOD)",
     "shorter_lookback_share_id": "share of positions with a shorter look-back (ID)",
     "shorter_lookback_share_ood": "share of positions with a shorter look-back (OOD)",
+    "question_shortcut_share_id": "share of targets whose question-consistency look-back is "
+    "at most k + 2 and below the rule's (ID)",
+    "question_shortcut_share_ood": "share of targets whose question-consistency look-back is "
+    "at most k + 2 and below the rule's (OOD)",
 }
 """Figures that ``--max-shortcut-share`` limits."""
 
@@ -229,7 +250,7 @@ def audit_result(tally: SplitTally, limits: AuditThresholds) -> tuple[CheckResul
         for name in ("k", "w")
     )
     shorter = (
-        "local rules not computed"
+        "local rules over all seed windows n/a (composite m, m^w too large, or window too wide)"
         if facts["shorter_lookback_id"] is None
         else f"{facts['shorter_lookback_id']}/{facts['positions_id']} ID and "
         f"{facts['shorter_lookback_ood']}/{facts['positions_ood']} OOD positions with a "
@@ -238,6 +259,21 @@ def audit_result(tally: SplitTally, limits: AuditThresholds) -> tuple[CheckResul
     message = (
         f"max target TV {tv:.3f} (chance ~{noise:.3f}), periodic shortcut share {share:.4f} "
         f"({tally.periodic_rows} periodic rows), {copies}, {shorter}, "
-        f"operand sensitivity {sensitivity:.3f}"
+        f"{_question_message(facts)}, operand sensitivity {sensitivity:.3f}"
     )
     return _result(tally, "audit", problems, message, len(problems)), facts
+
+
+def _question_message(facts: dict[str, Any]) -> str:
+    audit = facts["question_lookback"]
+    if audit is None or not audit["computed"]:
+        return f"question-consistency look-back {facts['question_lookback_method']}"
+    shares = " / ".join(
+        f"{audit[region]['short_share']:.3f} {region.upper()}"
+        for region in ("id", "ood")
+        if audit[region] is not None
+    )
+    return (
+        f"question-consistency look-back <= k + 2 at {shares} "
+        f"({audit['rows']} rows, {audit['candidates']:,} candidates)"
+    )

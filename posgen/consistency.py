@@ -1,0 +1,183 @@
+"""Question consistency: how far back a rule must look to pin a target's far operands down.
+
+A target x_t (t >= w) reads its far operands x_p .. x_{p+j-1} (p = far start of t) and its
+near operands x_{t-k} .. x_{t-1}. A rule that sees only x_{t-D} .. x_{t-1} (look-back D,
+k <= D <= t - p) knows the far operands once they are visible (D >= t - p). Before that it
+can still infer them: a candidate v in Z_m^j is *consistent* when h(v, near_s) = x_s for
+every visible target s that reads the same far operands (same far start p, near operands
+x_{s-k} .. x_{s-1} inside the window, so s in [max(w, t-D+k), t-1]); targets reading other
+far operands constrain nothing. The *question-consistency look-back* D*(t) of a row is the
+smallest D at which every consistent candidate gives the same h(v, near_t), and t - p when
+none below it does (the far operands themselves are needed). It is exact for any op, m, k
+and j: the op is only called through :meth:`posgen.ops.Op.apply`. A far operand partly
+inside the window (j > 1) counts as invisible until all of it is.
+
+* cot (p = 0): the question is shared by every target, so a few transitions pin it.
+  With mod_addition at prime m, one transition does: D*(t) = k + 1 for t > w.
+* semirecursive: only x_{t-1} can share t's far start, so D*(t) is k, k + 1 or t - p.
+* recursive: no other target shares t's far operands, so D*(t) is k (h ignores them at
+  this near context) or w.
+
+How it is computed: the true far operands are consistent on rows that follow the rule (the
+validator's window check proves that), so every consistent candidate gives x_t exactly when
+no consistent candidate v violates target t (h(v, near_t) != x_t). A violating v drops out
+once the window reaches its last earlier violation s (same far start), i.e. at
+D = t + k - s; if it has none, D*(t) = t - p. So D*(t) is the largest of k and those D,
+from one running maximum per candidate: m^j x (targets) x w operand reads a row.
+
+Worked example (cot, mod_addition, m = 17, k = 3, j = 1, row 0 1 2 3 6 11 3): at t = 6
+the candidates q with q + 1 + 2 + 3 = 6 (target 4) and q + 2 + 3 + 6 = 11 (target 5)
+are {0}; target 5 is visible from D = 4 (its near operands x_2 x_3 x_4), so D*(6) = 4.
+
+>>> import numpy as np
+>>> from posgen.spec import TaskSpec
+>>> question_lookbacks(TaskSpec(task="cot"), np.array([[0, 1, 2, 3, 6, 11, 3]])).tolist()
+[[4, 4, 4]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from posgen.ops import get_op
+from posgen.spec import TaskSpec
+from posgen.tasks import far_start
+
+MAX_CANDIDATES = 1 << 16
+"""Most far-operand candidates m^j the audit enumerates."""
+AUDIT_TARGETS = 1 << 13
+"""Targets the audit covers in a split: it reads enough rows (spread evenly over the split)
+for this many targets, unless :data:`AUDIT_OPERANDS` would be exceeded."""
+AUDIT_OPERANDS = 1 << 23
+"""Most operand reads (rows x m^j x targets x w) the audit spends on one split; above this
+for a single row, it is not computed."""
+CHUNK_OPERANDS = 1 << 19
+"""Operands handed to the op at once (int64: 4 MiB), which bounds the audit's memory."""
+
+
+def candidate_count(spec: TaskSpec) -> int:
+    """m^j, the number of far-operand candidates.
+
+    >>> candidate_count(TaskSpec(task="cot", modulus=101, far=2))
+    10201
+    """
+    return spec.modulus**spec.far
+
+
+def candidates(modulus: int, far: int) -> np.ndarray:
+    """Every v in Z_m^j as a ``(j, m^j)`` array (first operand most significant).
+
+    >>> candidates(3, 2).tolist()
+    [[0, 0, 0, 1, 1, 1, 2, 2, 2], [0, 1, 2, 0, 1, 2, 0, 1, 2]]
+    """
+    if far == 0:
+        return np.zeros((0, 1), dtype=np.int64)
+    return np.indices((modulus,) * far, dtype=np.int64).reshape(far, -1)
+
+
+def row_cost(spec: TaskSpec, length: int) -> int:
+    """Operand reads the audit spends on one row of ``length`` tokens: m^j x targets x w."""
+    return candidate_count(spec) * max(0, length - spec.window) * max(spec.window, 1)
+
+
+def refusal(spec: TaskSpec, length: int) -> str | None:
+    """Why the audit is not computed for rows of ``length`` tokens, or None.
+
+    >>> refusal(TaskSpec(task="cot", modulus=17, near=3, far=8), 256)
+    'not computed (m^j too large: 17^8 = 6,975,757,441 candidates > 65,536)'
+    """
+    m, j = spec.modulus, spec.far
+    count = candidate_count(spec)
+    if count > MAX_CANDIDATES:
+        value = f" = {count:,}" if count < 10**15 else ""
+        return f"not computed (m^j too large: {m}^{j}{value} candidates > {MAX_CANDIDATES:,})"
+    cost = row_cost(spec, length)
+    if cost > AUDIT_OPERANDS:
+        return (
+            f"not computed (m^j too large for this row: {count:,} candidates x "
+            f"{length - spec.window:,} targets x {spec.window:,} operands = {cost:,} "
+            f"operand reads > {AUDIT_OPERANDS:,})"
+        )
+    return None
+
+
+def sample_rows(spec: TaskSpec, length: int) -> int:
+    """How many rows of a split the audit reads: :data:`AUDIT_TARGETS` targets' worth, at
+    most :data:`AUDIT_OPERANDS` operand reads (0 when not computed).
+
+    >>> sample_rows(TaskSpec(task="cot"), 256)  # 8,192 targets / 252 a row, rounded up
+    33
+    """
+    if refusal(spec, length) is not None or length <= spec.window:
+        return 0
+    wanted = -(-AUDIT_TARGETS // (length - spec.window))
+    return max(1, min(wanted, AUDIT_OPERANDS // row_cost(spec, length)))
+
+
+def question_lookbacks(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
+    """D*(t) of every row and target: ``(rows, length - w)``, column i for t = w + i.
+
+    ``tokens`` are rows that follow the spec's rule. Memory is bounded by
+    :data:`CHUNK_OPERANDS` whatever the number of rows, candidates and targets.
+    """
+    tokens = np.asarray(tokens, dtype=np.int64)
+    rows, length = tokens.shape
+    m, k, j, w = spec.modulus, spec.near, spec.far, spec.window
+    targets = np.arange(w, length, dtype=np.int64)
+    out = np.full((rows, targets.size), k, dtype=np.int64)
+    if rows == 0 or targets.size == 0:
+        return out
+    starts = far_start(spec.task, targets, k, j)
+    order = np.lexsort((targets, starts))  # same far start together, in position order
+    every = candidates(m, j)
+    per_cell = max(w, 1)
+    cand_step = min(every.shape[1], max(1, CHUNK_OPERANDS // per_cell))
+    row_step = min(rows, max(1, CHUNK_OPERANDS // (per_cell * cand_step)))
+    for lo in range(0, rows, row_step):
+        block = tokens[lo : lo + row_step]
+        need = np.full((block.shape[0], targets.size), k, dtype=np.int64)
+        for first in range(0, every.shape[1], cand_step):
+            _violations(spec, block, every[:, first : first + cand_step], order, need)
+        out[lo : lo + row_step] = need
+    return out
+
+
+def _violations(
+    spec: TaskSpec, block: np.ndarray, chosen: np.ndarray, order: np.ndarray, need: np.ndarray
+) -> None:
+    """Raise ``need`` to the look-back at which every candidate of ``chosen`` that gets a
+    target wrong is ruled out (t - p where one never is), in far-start order."""
+    op = get_op(spec.op)
+    m, k, j, w = spec.modulus, spec.near, spec.far, spec.window
+    rows, length = block.shape
+    count = chosen.shape[1]
+    base = length + 1  # encodes (far start p, position s) as p * base + s, ordered
+    kind = np.int32 if base * base < 2**31 else np.int64  # narrow codes: half the traffic
+    none = np.iinfo(kind).max
+    carry = np.full((1, rows, count), -1, dtype=kind)  # running max of the codes so far
+    step = max(1, CHUNK_OPERANDS // (max(w, 1) * rows * count))
+    offsets = np.arange(-k, 0, dtype=np.int64)
+    for lo in range(0, order.size, step):  # arrays are (targets, rows, candidates)
+        t = order[lo : lo + step] + w
+        p = far_start(spec.task, t, k, j)
+        operands = np.empty((w, t.size, rows, count), dtype=np.int64)
+        operands[:j] = chosen[:, None, None, :]
+        near = block[:, t[None, :] + offsets[:, None]]  # (rows, k, targets)
+        operands[j:] = near.transpose(1, 2, 0)[:, :, :, None]
+        made = op.apply(operands.reshape(w, -1), m, spec.op_key).reshape(t.size, rows, count)
+        right = made == block[:, t].T[:, :, None]
+        group = (p * base).astype(kind)[:, None, None]
+        code = np.where(right, group - 1, group + t.astype(kind)[:, None, None])
+        np.maximum.accumulate(code, axis=0, out=code)  # a violation's code: its position
+        np.maximum(code, carry, out=code)  # running max, this chunk included
+        before = np.empty_like(code)  # the running max before each target
+        before[:1] = carry
+        before[1:] = code[:-1]
+        carry = code[-1:].copy()
+        before -= group  # the last earlier violation with the same far start (< 0: none)
+        before[right] = none  # only the candidates that get x_t wrong must be ruled out
+        last = before.min(axis=2).T.astype(np.int64)  # < 0: one of them never was wrong before
+        reach = np.where(last == none, k, np.maximum(t + k - last, k))
+        found = np.where(last < 0, t - p, reach)
+        columns = t - w
+        need[:, columns] = np.maximum(need[:, columns], found)

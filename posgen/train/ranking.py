@@ -1,0 +1,119 @@
+"""Compare position encodings: ranking by OOD accuracy, effective length, CSV (no torch).
+
+The cells are :func:`posgen.train.results.aggregate`'s (data folder x task x PE, mean and
+sample std over seeds). Per task, PEs are ranked by mean OOD accuracy (ties: by name).
+
+*Effective length*: the largest position t such that the seed-pooled test accuracy at every
+scored position from w up to t is at least ``EFFECTIVE_FRACTION`` x the cell's mean ID
+accuracy (0.9 x ID). It is L - 1 or more when accuracy holds through the ID range, and
+``-`` when it fails at position w already.
+
+>>> effective_length([4, 5, 6, 7], [0.9, 0.95, 0.7, 0.99], 0.8)
+5
+>>> effective_length([4, 5], [0.5, 0.9], 0.8) is None
+True
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+EFFECTIVE_FRACTION = 0.9
+"""Effective length threshold, as a fraction of the cell's ID accuracy."""
+
+CSV_COLUMNS = (
+    "data",
+    "task",
+    "pe",
+    "rank",
+    "n",
+    "seeds",
+    "ood_mean",
+    "ood_std",
+    "id_mean",
+    "id_std",
+    "effective_length",
+    "when",
+    "confound",
+)
+
+
+def effective_length(
+    positions: Sequence[int], accuracy: Sequence[float], threshold: float
+) -> int | None:
+    """The last position of the leading run of positions with accuracy >= ``threshold``."""
+    last = None
+    for position, value in zip(positions, accuracy, strict=True):
+        if value is None or math.isnan(value) or value < threshold:
+            break
+        last = position
+    return last
+
+
+def ranked(pes: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """``(pe, cell)`` by mean OOD accuracy, best first (cells without OOD last)."""
+
+    def key(item: tuple[str, dict[str, Any]]) -> tuple[float, str]:
+        ood = item[1]["ood_mean"]
+        return (-(ood if ood is not None else -1.0), item[0])
+
+    return sorted(pes.items(), key=key)
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+def ranking_lines(results: dict[str, Any]) -> list[str]:
+    """Markdown: per data folder and task, the PEs ranked by OOD accuracy."""
+    lines = [
+        "## Position encodings ranked by OOD accuracy",
+        "",
+        f"Mean ± sample std over n seeds. Effective length: the largest position up to which "
+        f"the test accuracy stays at or above {EFFECTIVE_FRACTION} x the PE's ID accuracy "
+        "at every position (from w). When: train-time PEs use the same rope in training and "
+        "evaluation; evaluation-time PEs train unscaled.",
+        "",
+    ]
+    for data, entry in results.items():
+        for task, pes in entry["tasks"].items():
+            lines += [
+                f"### {data} / {task} (L = {entry['ood_boundary']}, L' = {entry['length']})",
+                "",
+                "| rank | PE | n | OOD accuracy | ID accuracy | effective length | when |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for rank, (pe, cell) in enumerate(ranked(pes), 1):
+                length = cell.get("effective_length")
+                lines.append(
+                    f"| {rank} | {pe} | {cell['n']} | {_pm(cell['ood_mean'], cell['ood_std'])} | "
+                    f"{_pm(cell['id_mean'], cell['id_std'])} | "
+                    f"{'-' if length is None else length} | {cell.get('when') or '-'} |"
+                )
+            confounds = [
+                f"{pe}: {cell['confound']}" for pe, cell in pes.items() if cell.get("confound")
+            ]
+            if confounds:
+                lines += ["", "Not the Llama block: " + "; ".join(confounds) + "."]
+            lines.append("")
+    return lines
+
+
+def csv_text(results: dict[str, Any]) -> str:
+    """One CSV row per (data, task, pe) cell, ranked within each task."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for data, entry in results.items():
+        for task, pes in entry["tasks"].items():
+            for rank, (pe, cell) in enumerate(ranked(pes), 1):
+                values = {"data": data, "task": task, "pe": pe, "rank": rank, **cell}
+                values["seeds"] = " ".join(map(str, cell["seeds"]))
+                writer.writerow(["" if values.get(c) is None else values[c] for c in CSV_COLUMNS])
+    return out.getvalue()
