@@ -317,11 +317,20 @@ def test_a_dataset_replaced_during_training_does_not_change_what_the_run_scores_
         "score", "--data", original, "--predictions", out / "predictions.parquet", "--json", "-"
     )
     new_id = json.loads((ds / "posgen.json").read_text())["configs"]["recursive"]["spec_id"]
+    read = {
+        file["path"]: file["sha256"]
+        for split in json.loads((original / "posgen.json").read_text())["configs"]["recursive"][
+            "splits"
+        ].values()
+        for file in split["files"]
+    }
+    recorded = json.loads((out / "results.json").read_text())["data"]["files"]
     ok = (
         (tmp_path / "replaced").exists()
         and new_id != config["spec_id"]
         and scores["spec_id"] == config["spec_id"]
         and rescored.output == (out / "scores.json").read_text()
+        and recorded == read
     )
     record("race", "dataset replaced mid-run", ok)
     assert ok
@@ -755,6 +764,21 @@ DAMAGED_RUNS = {
         "seed",
     ),
     "results.json a list": (_text("results.json", "[]"), "results.json", "JSON object"),
+    "config.json a FIFO nobody writes": (
+        lambda f: ((f / "config.json").unlink(), os.mkfifo(f / "config.json")),
+        "config.json",
+        "not a regular file",
+    ),
+    "scores.json a link to /dev/zero": (
+        lambda f: ((f / "scores.json").unlink(), (f / "scores.json").symlink_to("/dev/zero")),
+        "scores.json",
+        "not a regular file",
+    ),
+    "metrics.jsonl a FIFO nobody writes": (
+        lambda f: ((f / "metrics.jsonl").unlink(), os.mkfifo(f / "metrics.jsonl")),
+        "metrics.jsonl",
+        "not a regular file",
+    ),
     "config.json train batch 0": (
         _edit_json("config.json", _with(("train", "batch_size"), 0)),
         "config.json",

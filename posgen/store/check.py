@@ -151,6 +151,8 @@ def read_listed(root: Path, fmt: Format, where: Where, entry: FileEntry) -> pa.B
         raise damaged([f"file is missing (listed in {MANIFEST_NAME})"])
     try:
         raw = read_bounded(path, entry.bytes)
+    except PermissionError:
+        raise  # not damage: the user may not read it (the CLI says so, exit 2)
     except OSError as error:
         raise damaged([f"unreadable ({error.strerror or error})"]) from None
     if len(raw) != entry.bytes:

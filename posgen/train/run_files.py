@@ -25,11 +25,12 @@ pe: Field required (and 14 more problems)
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import stat
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import from_json
@@ -212,21 +213,32 @@ def _read_json(path: Path, limit: int) -> Any:
     return value
 
 
+def _open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading, if it is a regular file (links followed). A FIFO or a
+    device is refused without blocking on it or reading it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    info = os.fstat(fd)
+    if stat.S_ISDIR(info.st_mode):
+        os.close(fd)
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise DamagedRun(f"{shown(path)}: not a regular file (a pipe or a device); not read")
+    return open(fd, "rb")
+
+
 def _read_limited(path: Path, limit: int) -> bytes:
-    """The bytes of ``path``, refused when longer than ``limit`` (unread when its size says
-    so; a pipe is read a chunk at a time up to the limit)."""
-    too_long = DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
-    with open(path, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if stat.S_ISREG(info.st_mode) and info.st_size > limit:
-            raise too_long
-        parts, size = [], 0
-        while size <= limit and (block := handle.read(1 << 20)):
-            parts.append(block)
-            size += len(block)
-    if size > limit:
-        raise too_long
-    return b"".join(parts)
+    """The bytes of ``path``, refused unread when its size is over ``limit``."""
+    with _open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > limit:
+            raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
+        raw = handle.read(size + 1)
+        if len(raw) > size:  # the file grows while it is read: read on, up to the limit
+            raw += handle.read(limit + 1 - len(raw))
+    if len(raw) > limit:
+        raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
+    return raw
 
 
 def _non_finite(value: Any, where: str = "") -> str | None:
@@ -309,7 +321,7 @@ def last_epoch(folder: Path) -> EpochRecord | None:
     :data:`MAX_METRICS_LINE` bytes), or None when the file is empty."""
     path = Path(folder) / METRICS
     try:
-        with open(path, "rb") as handle:
+        with _open_regular(path) as handle:
             size = handle.seek(0, os.SEEK_END)
             handle.seek(max(0, size - MAX_METRICS_LINE - 1))
             tail = handle.read(MAX_METRICS_LINE + 1)

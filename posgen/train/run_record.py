@@ -1,13 +1,14 @@
 """``results.json``: the record every ``posgen train`` run writes (no torch needed).
 
 One file holds what it takes to compare a run with any other: the posgen version, the
-dataset (folder name, config, spec id, and the sha256 of every file of that config from
-the manifest), the position encoding with *every* parameter (defaults included) and its
-rope parameters in training and evaluation, the preset and its fields, the seed, ID and
-OOD accuracy, accuracy at every position, the full ``posgen score`` report, and the wall
-time. ``posgen results`` reads these (:func:`load_record`), and for run folders written
-before this file existed it builds the same record from ``config.json`` and
-``scores.json`` (``legacy`` true, no checksums).
+dataset (folder name, config, spec id, and the sha256 of every file the run read, each
+checked against the manifest as it was read), the position encoding with *every* parameter
+(defaults included) and its rope parameters in training and evaluation, the preset and its
+fields, the seed, ID and OOD accuracy, accuracy at every position, the full ``posgen score``
+report, and the wall time. ``posgen results`` reads these
+(:func:`posgen.train.run_files.read_run`, bounded and checked with the run's other files),
+and for run folders written before this file existed builds the same record from
+``config.json`` and ``scores.json`` (``legacy`` true, no checksums).
 
 The JSON Schema is exported to ``posgen/train/run_record.schema.json``
 (``python -m posgen.train.run_record`` rewrites it; a test checks it for drift).
@@ -47,7 +48,8 @@ class DataRecord(_Record):
     train_length: int = Field(ge=1, description="L.")
     test_length: int = Field(ge=1, description="L'.")
     files: dict[str, str] = Field(
-        description="sha256 of every file of the config (path -> hex digest), from the manifest."
+        description="sha256 of every file the run read (path -> hex digest), each checked "
+        "against the manifest as read."
     )
 
 
@@ -199,14 +201,6 @@ def build_record(
         versions=config["versions"],
         scores=report,
     )
-
-
-def load_record(path: Path) -> RunRecord:
-    """A run folder's record: ``results.json``, else built from the older files (read
-    bounded and checked by :func:`posgen.train.run_files.read_run`)."""
-    from posgen.train.run_files import read_run
-
-    return read_run(Path(path))
 
 
 def schema_text() -> str:
