@@ -554,6 +554,12 @@ MODEL_BOMBS = {
         "65536",
     ],
     "wide model": ["--hidden", "8192", "--heads", "64"],
+    "learned table of 10^11 randomized positions": [
+        "--pe",
+        "learned",
+        "--randomized-positions",
+        "100000000000",
+    ],
     "wide feed-forward": ["--intermediate", "65536", "--hidden", "4096", "--heads", "32"],
     "deep model": [
         "--layers",
@@ -589,6 +595,18 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_up_front(tmp_path, data, cas
     result = cli(*train_args(data, out), *MODEL_BOMBS[case])
     ok = clean_error(result, 2, "memory", "--force") and imported == [] and not out.exists()
     record("bomb", f"train:{case}", ok)
+    assert ok, result.output
+
+
+def test_memory_that_runs_out_anyway_is_one_line(tmp_path, data, monkeypatch):
+    def exhausted(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
+
+    monkeypatch.setattr("posgen.train.trainer.train_runs", exhausted)
+    out = tmp_path / "run"
+    result = cli(*train_args(data, out), "--force")
+    ok = clean_error(result, 1, "out of memory", "estimate") and not out.exists()
+    record("resources", "train out of memory past --force", ok)
     assert ok, result.output
 
 

@@ -20,7 +20,7 @@ from posgen.cli.common import RunFailure, UsageProblems
 from posgen.cli.outputs import output_problems
 from posgen.cli.paths import PathArg
 from posgen.errors import problem_lines
-from posgen.resources import unwritable
+from posgen.resources import human_bytes, unwritable
 from posgen.scoring.reference import ReferenceSplit, resolve_config
 from posgen.signals import Interrupted
 from posgen.store.atomic import OutputExistsError, WriteFailed
@@ -225,7 +225,8 @@ def train_command(
         raise UsageProblems([str(error)]) from None
     check_out(out, data)
     name = resolve_config(data, config)
-    spec, estimate = memory_estimate(data, name, train_config)
+    positions = request.randomized if isinstance(request.randomized, int) else None
+    spec, estimate = memory_estimate(data, name, train_config, positions)
     if not force and (problem := refusal(estimate, available_bytes())) is not None:
         raise UsageProblems([problem])
     with signals.deferred():  # an exception inside `import torch` can be lost or mangled
@@ -281,6 +282,16 @@ def train_command(
         ) from None
     except WriteFailed as error:
         raise RunFailure(f"{error}; no partial run folder was left") from None
+    except (MemoryError, RuntimeError) as error:
+        if not isinstance(error, MemoryError | torch.OutOfMemoryError) and (
+            "allocate" not in str(error)
+        ):
+            raise
+        raise RunFailure(
+            f"out of memory ({type(error).__name__}) with an estimate of "
+            f"{human_bytes(estimate.total)}; no partial run folder was left; lower "
+            "--batch-size, --eval-batch-size or the model size"
+        ) from None
     if not quiet:
         click.echo(
             f"{out}: best epoch {summary['best_epoch']}, test ID {_shown(summary['id_accuracy'])}, "
@@ -300,15 +311,18 @@ def check_out(out: Path, data: Path) -> None:
         raise UsageProblems(problems)
 
 
-def memory_estimate(data: Path, config: str, train_config: TrainConfig) -> tuple[Any, RunEstimate]:
-    """The config's spec and the run's memory estimate, from the manifest (no data read)."""
+def memory_estimate(
+    data: Path, config: str, train_config: TrainConfig, positions: int | None = None
+) -> tuple[Any, RunEstimate]:
+    """The config's spec and the run's memory estimate, from the manifest (no data read);
+    ``positions``: the range of randomized position ids, if given."""
     manifest = read_manifest(data)
     if config not in manifest.configs:
         known = ", ".join(manifest.configs)
         raise UsageProblems([f"--config: no config {config!r} in {data}; configs: {known}"])
     spec = manifest.configs[config].spec
     largest = max((file.bytes for _, _, file in manifest.files([config])), default=0)
-    return spec, estimate_run(train_config, spec, largest_file=largest)
+    return spec, estimate_run(train_config, spec, largest_file=largest, positions=positions)
 
 
 def _shown(value: float | None) -> str:

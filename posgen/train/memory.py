@@ -3,7 +3,8 @@
 The estimate adds up, in bytes (fp32 everywhere, as the run trains):
 
 - the process: Python, torch, transformers, numpy and pyarrow loaded (:data:`BASE_BYTES`);
-- the model: P parameters x (weights 4 + gradients 4 + AdamW moments 8 + a 4-byte copy for
+- the model: P parameters (the Llama's, and a table of position ids x d, as absolute
+  encodings learn) x (weights 4 + gradients 4 + AdamW moments 8 + a 4-byte copy for
   the best checkpoint of each position embedding served + 4 while a copy is taken);
 - training activations of one batch of B rows of S = L + 1 ids, kept for the backward pass:
   per layer ``B S (12 d + 6 d_ff)`` values, the attention matrices ``B H S^2`` three times
@@ -25,10 +26,10 @@ test 1,000 x 256 (V = 18 ids; evaluation attention dominates)::
     >>> from posgen.train.config import preset
     >>> spec = TaskSpec(task="recursive")
     >>> estimate = estimate_run(preset("cpu"), spec, pes=1, largest_file=10**6)
-    >>> estimate.parameters
-    133696
+    >>> estimate.parameters  # the Llama's 133,696 and a table of 257 positions x 64
+    150144
     >>> round(estimate.total / 2**20)
-    1732
+    1733
 
 The figures are upper bounds on the peak resident memory of real runs (measured on CPU,
 ``--max-steps 3``, peak / estimate in MiB: 459 / 805 on a tiny config, 831 / 1,731 for the
@@ -91,11 +92,20 @@ def parameter_count(config: TrainConfig, vocab: int) -> int:
 
 
 def estimate_run(
-    config: TrainConfig, spec: TaskSpec, pes: int = 1, largest_file: int = 0
+    config: TrainConfig,
+    spec: TaskSpec,
+    pes: int = 1,
+    largest_file: int = 0,
+    positions: int | None = None,
 ) -> RunEstimate:
-    """The memory a run of ``config`` on ``spec``'s splits needs (see the module notes)."""
+    """The memory a run of ``config`` on ``spec``'s splits needs (see the module notes).
+
+    ``positions`` is the range of position ids (``--randomized-positions R``; L'+1 when
+    None): a table of that many rows x d is counted, as absolute encodings learn one.
+    """
     vocab = spec.modulus + 1
-    params = parameter_count(config, vocab)
+    table = max(positions or 0, max(spec.test_lengths) + 1) * config.hidden
+    params = parameter_count(config, vocab) + table
     model = params * FLOAT * (4 + pes + 1)
     d, ff, heads, layers = config.hidden, config.intermediate, config.heads, config.layers
     rows, seq = min(config.batch_size, spec.train_size), spec.train_length + 1
