@@ -62,11 +62,12 @@ def report_table(report: ScoreReport) -> str:
 
 
 def plot_available() -> bool:
-    """Whether matplotlib can be imported."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
+    """Whether matplotlib can be imported (a signal meanwhile is raised once it is)."""
+    with signals.deferred():
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            return False
     return True
 
 

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from posgen import signals
 from posgen.errors import UsageError
 from posgen.scoring.metrics import ScoreReport
 from posgen.store.atomic import write_atomically
@@ -45,15 +46,23 @@ def plot_format_problem(path: Path) -> str | None:
     )
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend, imported with signals held (a signal
+    meanwhile is raised once the import is done); :class:`PlotUnavailable` without it."""
+    with signals.deferred():
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise PlotUnavailable(PLOT_HINT) from None
+    return plt
+
+
 def plot_curve(report: ScoreReport, path: Path, title: str | None = None) -> Path:
     """Draw the per-position and per-bucket accuracy of ``report`` into ``path`` (PNG, SVG...)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise PlotUnavailable(PLOT_HINT) from None
+    plt = pyplot()
     curve = report.curve
     accuracy = [float("nan") if a is None else a for a in curve.accuracy]
     figure, axes = plt.subplots(figsize=(8, 4), dpi=120)

@@ -332,15 +332,9 @@ def summary_json(results: dict[str, Any]) -> dict[str, Any]:
 
 def plot_results(results: dict[str, Any], path: Path) -> Path:
     """Accuracy against position: one panel per (data, task), one line per pe, L marked."""
-    from posgen.scoring.plot import PLOT_HINT, PlotUnavailable
+    from posgen.scoring.plot import pyplot
 
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise PlotUnavailable(PLOT_HINT) from None
+    plt = pyplot()
     panels = [(d, t) for d, entry in results.items() for t in entry["tasks"]]
     columns = max(len(entry["tasks"]) for entry in results.values())
     rows = len(results)
