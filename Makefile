@@ -20,11 +20,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,plot]"
 	touch $@
 
-# the train extra (torch, transformers) for `make test` and `make results`; `make data` stays light
+# the train and slurm extras (torch, transformers, submitit) for `make test` and `make results`;
+# `make data` stays light
 install-train: $(VENV)/.installed-train
 
 $(VENV)/.installed-train: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,plot,train]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,plot,train,slurm]"
 	touch $@
 
 data: install
@@ -62,19 +63,18 @@ format: install
 clean:
 	rm -rf $(VENV) out build *.egg-info
 
-# Reference baselines (not a test): regenerate both official datasets, train the cpu preset
-# (3 tasks x RESULTS_PES x 3 seeds each, 2 processes of one torch thread), aggregate.
-# Finished run folders in $(RUNS_DIR) are kept: a rerun trains only what is missing.
-RUNS_DIR ?= runs
-RESULTS_DATA ?= out/results
+# Reference baselines (not a test): regenerate both official datasets, sweep $(RESULTS_GRID)
+# (grids/results.toml: 3 tasks x 11 position encodings x 3 seeds each, cpu preset; 2 workers of
+# one torch thread) into $(SWEEP_DIR), aggregate. Finished runs in $(SWEEP_DIR) are kept and
+# interrupted ones resume from their checkpoints: a rerun trains only what is missing.
+RESULTS_GRID ?= grids/results.toml
+SWEEP_DIR ?= runs/results
+RESULTS_DATA := out/results
 RESULTS_SETS := posgen-v1 paper
-# the paper's four, NoPE, ALiBi, learned absolute, PI (linear), dynamic NTK, their Resonance variants
-RESULTS_PES ?= rope resonance yarn resonance_yarn nope alibi learned linear resonance_linear \
-	dynamic resonance_dynamic
-# `make results-all`: every registered PE (built in and plugins)
-RESULTS_PE_FLAGS ?= $(foreach pe,$(RESULTS_PES),--pe $(pe))
 
-results-all: RESULTS_PE_FLAGS = --all-pes
+# `make results-all`: every registered PE (built in and plugins), in a sweep folder of its own
+results-all: RESULTS_GRID = grids/results-all.toml
+results-all: SWEEP_DIR = runs/results-all
 results-all: results
 
 results: install-train
@@ -82,9 +82,10 @@ results: install-train
 	  $(BIN)/posgen generate --spec task_specs/$$name.toml --out $(RESULTS_DATA)/$$name --overwrite -q \
 	  || exit 1; \
 	done
-	wall=$$($(BIN)/python -m posgen.train.sweep --runs $(RUNS_DIR) --preset cpu --jobs 2 \
-	  $(RESULTS_PE_FLAGS) $(foreach name,$(RESULTS_SETS),--data $(RESULTS_DATA)/$(name))) && \
-	$(BIN)/posgen results $(RUNS_DIR) --out RESULTS.md --plot results/curves.png \
+	$(BIN)/posgen sweep $(RESULTS_GRID) --out $(SWEEP_DIR) --jobs 2
+	wall=$$($(BIN)/python -c "import json, sys; print(json.load(open(sys.argv[1]))['wall_seconds'])" \
+	  $(SWEEP_DIR)/sweep.json) && \
+	$(BIN)/posgen results $(SWEEP_DIR)/runs --out RESULTS.md --plot results/curves.png \
 	  --json posgen/card/reference_results.json --command "make results" --wall-seconds $$wall
 
 # Benchmarks (benchmarks/, not in the wheel): `make bench` runs the timing checks (pytest marker

@@ -1,4 +1,4 @@
-"""``posgen results`` and the ``make results`` sweep: aggregation of run folders."""
+"""``posgen results``: aggregation of run folders."""
 
 from __future__ import annotations
 
@@ -16,8 +16,12 @@ from posgen.cli import main  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store import write_dataset  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
-from posgen.train.sweep import plan, run_folder  # noqa: E402
 from posgen.train.trainer import train_runs  # noqa: E402
+
+
+def run_folder(runs: Path, data: Path, task: str, pe: str, seed: int) -> Path:
+    return runs / data.name / task / pe / f"seed{seed}"
+
 
 TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
 
@@ -65,18 +69,6 @@ def test_results_without_run_folders_is_one_error_line(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"error: no finished run folders in {tmp_path}"]
     assert not (tmp_path / "R.md").exists()
-
-
-def test_sweep_plans_pairs_and_skips_finished_runs(runs, tmp_path):
-    data, folder = runs
-    todo = plan([data], folder, [1, 2, 3], ("rope", "resonance", "yarn", "resonance_yarn"))
-    planned = {(job.seed, job.pes) for job in todo}
-    assert planned == {
-        (1, ("resonance", "resonance_yarn")),
-        (2, ("resonance", "resonance_yarn")),
-        (3, ("rope", "yarn")),
-        (3, ("resonance", "resonance_yarn")),
-    }
 
 
 def test_card_shows_reference_results_only_for_the_data_they_were_trained_on(runs):

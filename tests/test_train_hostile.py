@@ -166,10 +166,13 @@ def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
     before = snapshot(data)
     monkeypatch.setenv(posgen.signals.HOOK_ENV, f"{point}:{signame}")
     result = cli(*train_args(data, out))
+    left = sorted(p.name for p in tmp_path.iterdir())
+    resume = tmp_path / ".run.posgen-resume"  # the checkpoint a rerun resumes from (issue 19)
     ok = (
         clean_error(result, CODES[signame], f"interrupted by {signame}")
         and not os.path.lexists(out)
-        and sorted(p.name for p in tmp_path.iterdir()) == []
+        and left in ([], [resume.name])
+        and (str(resume) in result.output) == (left == [resume.name])
         and snapshot(data) == before
     )
     record("kill", f"train:{point}:{signame}", ok)

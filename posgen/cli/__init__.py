@@ -17,6 +17,7 @@ from posgen.cli.publish import publish_command
 from posgen.cli.results import results_command
 from posgen.cli.score import score_command
 from posgen.cli.spec_cmd import spec_command
+from posgen.cli.sweep import sweep_command
 from posgen.cli.train import train_command
 from posgen.cli.validate import validate_command
 from posgen.errors import PosgenError, shown
@@ -126,6 +127,7 @@ def main() -> None:
       posgen publish task_specs/posgen-v1.toml --out out/hub/posgen-v1
       posgen card out/posgen-v1
       posgen train --data out/posgen-v1 --config cot --pe resonance --out runs/cot-res
+      posgen sweep grids/results.toml --out runs/results
     """
 
 
@@ -139,3 +141,4 @@ main.add_command(publish_command)
 main.add_command(validate_command)
 main.add_command(train_command)
 main.add_command(results_command)
+main.add_command(sweep_command)

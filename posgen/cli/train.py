@@ -7,7 +7,9 @@ encodings (the ``train`` extra), so ``posgen -h`` and every other command stay t
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,14 @@ from posgen.resources import human_bytes, unwritable
 from posgen.scoring.reference import ReferenceSplit, resolve_config
 from posgen.signals import Interrupted
 from posgen.store.atomic import OutputExistsError, WriteFailed
+from posgen.store.lock import exclusive, owner_alive
 from posgen.store.manifest import read_manifest
 from posgen.train import TRAIN_HINT
 from posgen.train.config import PRESETS, TrainConfig, preset
 from posgen.train.encoding import PERequest
+from posgen.train.grid import identity, stable_hash
 from posgen.train.memory import RunEstimate, available_bytes, estimate_run, refusal
+from posgen.train.progress import resume_folder
 
 # flag -> (TrainConfig field, click type)
 OVERRIDES: dict[str, tuple[str, Any]] = {
@@ -247,51 +252,54 @@ def train_command(
         resolved = resolve_pe(request, train_config, lengths_only)
     except PEError as error:
         raise UsageProblems([str(error)]) from None
-    try:
-        signals.point("load")
-        run_data = RunData.load(data, name)
-        summary = train_runs(
-            data,
+    from posgen.train.checkpoint import Checkpoints
+
+    key = stable_hash(
+        identity(
+            data.resolve().name,
+            spec.spec_id,
             name,
-            [resolved],
+            preset_name,
             train_config,
             run_seed,
-            [out],
-            preset_name,
-            device=target,
-            progress=lambda total: tqdm(
-                total=total,
-                unit="step",
-                file=sys.stderr,
-                disable=quiet,
-                desc=f"{name} {resolved.label}",
-            ),
-            run_data=run_data,
-            save=save_model,
-            memory_estimate=estimate.total,
-        )[0]
-    except Interrupted as stop:
-        state = f"{out} was complete" if stop.completed else f"{out} was not created"
-        raise RunFailure(
-            f"{stop}; no partial run folder was left; {state}", stop.exit_code
-        ) from None
-    except OutputExistsError:
-        raise RunFailure(
-            f"--out {out} appeared while the run trained (made by something else); it was "
-            "kept, and this run was not written"
-        ) from None
-    except WriteFailed as error:
-        raise RunFailure(f"{error}; no partial run folder was left") from None
-    except (MemoryError, RuntimeError) as error:
-        if not isinstance(error, MemoryError | torch.OutOfMemoryError) and (
-            "allocate" not in str(error)
-        ):
-            raise
-        raise RunFailure(
-            f"out of memory ({type(error).__name__}) with an estimate of "
-            f"{human_bytes(estimate.total)}; no partial run folder was left; lower "
-            "--batch-size, --eval-batch-size or the model size"
-        ) from None
+            training=resolved.training_key(),
+        )
+    )
+    resume = resume_folder(out)
+    if owner_alive(resume):
+        raise UsageProblems([f"--out {out}: another posgen train is training it now"])
+    resume.mkdir(parents=True, exist_ok=True)
+    checkpoints = Checkpoints(resume, key)
+    with exclusive(resume):
+        if checkpoints.progress() is not None and not quiet:
+            click.echo(f"{out}: resuming from its checkpoint ({resume})", err=True)
+
+        def train() -> dict[str, Any]:
+            signals.point("load")
+            run_data = RunData.load(data, name)
+            return train_runs(
+                data,
+                name,
+                [resolved],
+                train_config,
+                run_seed,
+                [out],
+                preset_name,
+                device=target,
+                progress=lambda total: tqdm(
+                    total=total,
+                    unit="step",
+                    file=sys.stderr,
+                    disable=quiet,
+                    desc=f"{name} {resolved.label}",
+                ),
+                run_data=run_data,
+                save=save_model,
+                checkpoints=checkpoints,
+                memory_estimate=estimate.total,
+            )[0]
+
+        summary = _train_resumably(out, resume, checkpoints, estimate, train)
     if not quiet:
         click.echo(
             f"{out}: best epoch {summary['best_epoch']}, test ID {_shown(summary['id_accuracy'])}, "
@@ -323,6 +331,75 @@ def memory_estimate(
     spec = manifest.configs[config].spec
     largest = max((file.bytes for _, _, file in manifest.files([config])), default=0)
     return spec, estimate_run(train_config, spec, largest_file=largest, positions=positions)
+
+
+def _train_resumably(
+    out: Path,
+    resume: Path,
+    checkpoints: Any,
+    estimate: RunEstimate,
+    train: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """Run ``train``; a signal leaves its checkpoint in ``resume`` (exit 128 + signal, one
+    line), success removes it, and a failure before any checkpoint leaves nothing. Every
+    failure is one line: a folder that appeared at ``out``, a failed write, memory that
+    ran out past the estimate."""
+    from posgen.train.checkpoint import CheckpointMismatch
+
+    try:
+        summary = train()
+    except CheckpointMismatch:
+        raise UsageProblems(
+            [
+                f"--out {out}: its checkpoint {resume} is of a run with other flags; rerun "
+                "with those, or remove it to start over"
+            ]
+        ) from None
+    except Interrupted as stop:
+        if stop.completed:
+            shutil.rmtree(resume, ignore_errors=True)
+            raise RunFailure(
+                f"interrupted by {stop.name} once {out} was complete", stop.exit_code
+            ) from None
+        if checkpoints.progress() is None:
+            raise RunFailure(
+                f"interrupted by {stop.name}; no partial run folder was left; {out} was not "
+                "created",
+                stop.exit_code,
+            ) from None
+        raise RunFailure(
+            f"interrupted by {stop.name}; checkpoint kept in {resume}: rerun the same "
+            "command to resume",
+            stop.exit_code,
+        ) from None
+    except OutputExistsError:
+        shutil.rmtree(resume, ignore_errors=True)  # this run cannot be resumed into it
+        raise RunFailure(
+            f"--out {out} appeared while the run trained (made by something else); it was "
+            "kept, and this run was not written"
+        ) from None
+    except WriteFailed as error:
+        raise RunFailure(f"{error}; no partial run folder was left") from None
+    except (MemoryError, RuntimeError) as error:
+        if not _out_of_memory(error):
+            raise
+        raise RunFailure(
+            f"out of memory ({type(error).__name__}) with an estimate of "
+            f"{human_bytes(estimate.total)}; no partial run folder was left; lower "
+            "--batch-size, --eval-batch-size or the model size"
+        ) from None
+    finally:
+        if checkpoints.progress() is None:  # nothing to resume from: leave nothing
+            shutil.rmtree(resume, ignore_errors=True)
+    shutil.rmtree(resume, ignore_errors=True)
+    return summary
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says an allocation failed (torch's own error, or its message)."""
+    import torch
+
+    return isinstance(error, MemoryError | torch.OutOfMemoryError) or "allocate" in str(error)
 
 
 def _shown(value: float | None) -> str:

@@ -175,3 +175,46 @@ def remove_unowned(path: Path) -> bool:
                 path.unlink()
             return True
     return False
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[int]:
+    """Hold the only lock on the existing folder ``path``, waiting while others hold it.
+
+    What a worker holds on the work folder of the job it runs: a second worker of the same
+    job waits, then finds the job done. :func:`owner_alive` probes it without waiting. On a
+    file system without locks the holder goes on unlocked.
+    """
+    fd = _open(path)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in NO_LOCKS:
+                raise
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def owner_alive(path: Path) -> bool | None:
+    """Whether a live process holds :func:`exclusive` on ``path`` (None: no locks here).
+
+    Takes a shared lock without waiting and drops it at once: a holder of
+    :func:`exclusive` makes it fail; a missing ``path`` has no owner.
+    """
+    try:
+        fd = _open(path)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError as error:
+        if error.errno in NO_LOCKS:
+            return None
+        raise
+    finally:
+        os.close(fd)
+    return False

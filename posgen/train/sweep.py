@@ -1,182 +1,311 @@
-"""The ``make results`` sweep: every (data folder, task, pe, seed) run, in parallel processes.
+"""A sweep folder: the runs of a grid, their trainings, their state, and one training's job.
 
-Each job trains once for the position encodings that share their training (equal
-:meth:`~posgen.train.registry.ResolvedPE.training_key`: ``rope``, ``yarn``, ``linear``,
-``llama3``; ``resonance`` and its evaluation-time variants; see
-:func:`posgen.train.trainer.train_runs`), so the sweep trains fewer models than it writes
-run folders. Jobs run as ``--jobs`` processes with one torch thread each. A run
-folder that exists is finished (folders appear atomically) and is skipped, so a rerun
-after an interruption trains only what is missing, and a rerun after completion only
-re-aggregates.
+Layout (``posgen sweep GRID --out SWEEP``)::
 
-Layout: ``RUNS/<data folder name>/<task>/<pe>/seed<seed>``.
+    SWEEP/sweep.json          the runs (every grid swept into this folder), wall seconds
+    SWEEP/runs/<run hash>/    finished run folders (``posgen results SWEEP/runs``)
+    SWEEP/work/<job hash>/    an unfinished training: its checkpoint; locked while it runs
+    SWEEP/failed/<job hash>   the one-line reason of a training's last failure
+    SWEEP/logs/               each training's output (local) or submitit's files (Slurm)
 
-    python -m posgen.train.sweep --data out/posgen-v1 --data out/paper --runs runs --preset cpu
-    python -m posgen.train.sweep --data out/paper --runs runs --pe nope --pe alibi
-    python -m posgen.train.sweep --data out/paper --runs runs --all-pes
+A run folder appears only when complete (:func:`posgen.store.atomic.atomic_folder`), so a
+run whose folder exists is done and never trained again. A training holds the exclusive
+lock on its work folder (:func:`posgen.store.lock.exclusive`) while it runs: a second
+worker of the same training waits and then finds it done, and :func:`run_states` tells
+``running`` from a live lock, never from a PID. A training stopped by a signal keeps its
+checkpoint and resumes from it; one killed outright (SIGKILL, a lost node) leaves no run
+folder, at most a checkpoint and a build folder that the next run removes.
+
+``python -m posgen.train.sweep SWEEP JOB`` runs one training (what the local executor's
+workers run); :class:`SweepJob` is the same for submitit.
 """
 
 from __future__ import annotations
 
-import json
+import shutil
+import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
-import click
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from posgen.scoring.reference import config_names
-from posgen.store.atomic import write_atomically
-from posgen.train.config import PES, PRESETS, TrainConfig, preset
+from posgen.errors import PosgenError, UsageError, shown
+from posgen.store.atomic import Interrupted, write_atomically
+from posgen.store.lock import claim, exclusive, owner_alive
+from posgen.train.config import preset
+from posgen.train.grid import JobSpec, RunSpec, jobs_of
+from posgen.train.progress import read_progress
+from posgen.train.results import is_run
+
+RECORD = "sweep.json"
+MAX_RECORD_BYTES = 256 << 20
+"""Largest ``sweep.json`` read (a run takes about 700 bytes: ~380,000 runs)."""
+MAX_REASON_CHARS = 500
+
+State = Literal["done", "running", "failed", "waiting"]
+
+
+class SweepError(UsageError, ValueError):
+    """A sweep folder that cannot be used (exit status 2)."""
+
+
+class SweepRecord(BaseModel):
+    """``sweep.json``: the runs of a sweep folder and the wall time its local workers took."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal[1] = 1
+    runs: list[RunSpec] = Field(default_factory=list)
+    wall_seconds: float = Field(0.0, ge=0, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
-class Job:
-    """One training: a data folder's task, a seed, the pes it serves and their run folders."""
+class Sweep:
+    """The paths of a sweep folder."""
 
-    data: Path
-    task: str
-    seed: int
-    pes: tuple[str, ...]
-    outs: tuple[Path, ...]
+    root: Path
+
+    @property
+    def record(self) -> Path:
+        return self.root / RECORD
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def run_folder(self, run: RunSpec) -> Path:
+        return self.root / run.folder
+
+    def work(self, job: str) -> Path:
+        return self.root / "work" / job
+
+    def failure(self, job: str) -> Path:
+        return self.root / "failed" / job
+
+    def read(self) -> SweepRecord:
+        """``sweep.json``; :class:`SweepError` naming it when missing or damaged."""
+        try:
+            with open(self.record, "rb") as handle:
+                raw = handle.read(MAX_RECORD_BYTES + 1)
+        except FileNotFoundError:
+            raise SweepError(f"{self.root} is not a sweep folder (no {RECORD})") from None
+        if len(raw) > MAX_RECORD_BYTES:
+            raise SweepError(f"{self.record} is larger than {MAX_RECORD_BYTES:,} bytes")
+        try:
+            return SweepRecord.model_validate_json(raw)
+        except ValidationError as error:
+            first = error.errors(include_url=False)[0]
+            where = ".".join(map(str, first["loc"]))
+            raise SweepError(f"{self.record}: damaged ({where}: {first['msg']})") from None
+
+    @contextmanager
+    def updating(self) -> Iterator[SweepRecord]:
+        """The record, locked against other sweeps of this folder, written back after."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with exclusive(self.root):
+            record = self.read() if self.record.exists() else SweepRecord()
+            yield record
+            write_atomically(self.record, (record.model_dump_json(indent=1) + "\n").encode())
+
+    def add(self, runs: list[RunSpec]) -> SweepRecord:
+        """Record ``runs`` (those already recorded are kept once)."""
+        with self.updating() as record:
+            known = {run.key for run in record.runs}
+            record.runs += [run for run in runs if run.key not in known]
+        return record
+
+    def add_wall_seconds(self, seconds: float) -> None:
+        with self.updating() as record:
+            record.wall_seconds += seconds
+
+    def unfinished(self, runs: list[RunSpec]) -> list[JobSpec]:
+        """Trainings with a run folder still missing that no live worker runs now (each
+        listing all its runs)."""
+        return [
+            job
+            for job in jobs_of(runs)
+            if not all(is_run(self.run_folder(run)) for run in job.runs)
+            and not owner_alive(self.work(job.key))
+        ]
+
+    def tidy(self, runs: list[RunSpec]) -> None:
+        """Remove the work folders of finished trainings that no live worker holds."""
+        for job in jobs_of(runs):
+            work = self.work(job.key)
+            if work.exists() and all(is_run(self.run_folder(run)) for run in job.runs):
+                with claim(work) as state:
+                    if state == "claimed":
+                        shutil.rmtree(work, ignore_errors=True)
+
+    def record_failure(self, job: str, reason: str) -> None:
+        line = shown(" ".join(reason.split()), MAX_REASON_CHARS)
+        write_atomically(self.failure(job), (line + "\n").encode())
 
 
-def run_folder(runs: Path, data: Path, task: str, pe: str, seed: int) -> Path:
-    """Where a run goes.
+@dataclass(frozen=True)
+class RunState:
+    """Where one run of a sweep stands, with a one-line detail."""
 
-    >>> run_folder(Path("runs"), Path("out/paper"), "cot", "yarn", 42).as_posix()
-    'runs/paper/cot/yarn/seed42'
+    run: RunSpec
+    state: State
+    detail: str = ""
+
+
+def run_states(sweep: Sweep) -> list[RunState]:
+    """Each recorded run: done (its folder exists), running (a live worker holds its
+    training's lock), failed (the last attempt's one-line reason) or waiting.
+
+    The lock is probed before the folder is looked at: a worker writes the run folder (or
+    its failure) before it lets go of the lock, so a run is never reported waiting after
+    it finished.
     """
-    return runs / data.name / task / pe / f"seed{seed}"
+    states = []
+    for run in sweep.read().runs:
+        work = sweep.work(run.job)
+        alive = owner_alive(work)
+        progress = read_progress(work)
+        if is_run(sweep.run_folder(run)):
+            states.append(RunState(run, "done", run.folder))
+        elif alive or alive is None:
+            where = _where(progress) or "before its first checkpoint"
+            note = " (no file locks here: or a worker that died)" if alive is None else ""
+            states.append(RunState(run, "running", where + note))
+        elif sweep.failure(run.job).is_file():
+            states.append(RunState(run, "failed", _reason(sweep.failure(run.job))))
+        else:
+            where = _where(progress)
+            states.append(RunState(run, "waiting", f"resumes at {where}" if where else ""))
+    return states
 
 
-def shared_trainings(
-    pes: tuple[str, ...], data: Path, task: str, config: TrainConfig
-) -> list[tuple[str, ...]]:
-    """``pes`` grouped by their training (first appearance order): one training per group."""
-    from posgen.scoring.reference import load_reference
-    from posgen.train.encoding import Lengths, PERequest
-    from posgen.train.registry import resolve
-
-    spec = load_reference(data, task, "validation").spec
-    lengths = Lengths(
-        train=spec.train_length,
-        test=spec.test_lengths[0],
-        head_dim=config.hidden // config.heads,
-        heads=config.heads,
-    )
-    groups: dict[str, list[str]] = {}
-    for pe in pes:
-        groups.setdefault(resolve(PERequest(name=pe), lengths).training_key(), []).append(pe)
-    return [tuple(group) for group in groups.values()]
+def _where(progress: dict[str, object] | None) -> str:
+    if not progress:
+        return ""
+    if progress.get("done"):
+        return "the final write (training done)"
+    return f"epoch {progress.get('epoch')}, step {progress.get('step')}"
 
 
-def plan(
-    data_dirs: list[Path],
-    runs: Path,
-    seeds: list[int],
-    pes: tuple[str, ...],
-    config: TrainConfig | None = None,
-) -> list[Job]:
-    """Jobs for the run folders still missing (finished ones are skipped)."""
-    config = config or preset("cpu")
-    jobs = []
-    for seed in seeds:  # seed outermost: an interrupted sweep has whole tables for fewer seeds
-        for data in data_dirs:
-            for task in config_names(data):
-                for pair in shared_trainings(pes, data, task, config):
-                    todo = [
-                        pe
-                        for pe in pair
-                        if pe in pes and not run_folder(runs, data, task, pe, seed).exists()
-                    ]
-                    if todo:
-                        outs = tuple(run_folder(runs, data, task, pe, seed) for pe in todo)
-                        jobs.append(Job(data, task, seed, tuple(todo), outs))
-    return jobs
+def _reason(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(4 * MAX_REASON_CHARS).decode("utf-8", "replace")
+    except OSError as error:
+        return f"(failure record unreadable: {error.strerror})"
+    return shown(" ".join(text.split()), MAX_REASON_CHARS) or "(no reason recorded)"
 
 
-def _run(job: Job, preset_name: str, overrides: dict[str, Any]) -> list[dict[str, Any]]:
+def label(job: JobSpec) -> str:
+    """A training as people read it.
+
+    ``posgen-v1/cot rope+yarn seed 42 (cpu)``
+    """
+    first = job.runs[0]
+    pes = "+".join(run.pe for run in job.runs)
+    return f"{first.dataset}/{first.config} {pes} seed {first.seed} ({first.preset})"
+
+
+def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
+    """Run one training of the sweep at ``root``; returns the run folders it wrote.
+
+    Waits for the training's lock, trains what is still missing (resuming from the
+    checkpoint), writes each run folder, then removes the work folder. A failure is
+    recorded (one line) and raised; a signal checkpoints and raises :class:`Interrupted`.
+    """
     import torch
 
+    from posgen.train.checkpoint import Checkpoints
     from posgen.train.trainer import train_runs
 
-    torch.set_num_threads(1)
-    config = preset(preset_name, **overrides)
-    return train_runs(
-        job.data, job.task, list(job.pes), config, job.seed, list(job.outs), preset_name
-    )
+    torch.set_num_threads(threads)
+    sweep = Sweep(Path(root))
+    jobs = {job.key: job for job in jobs_of(sweep.read().runs)}
+    if job_key not in jobs:
+        raise SweepError(f"{sweep.record} has no training {job_key}")
+    job = jobs[job_key]
+    work = sweep.work(job.key)
+    work.mkdir(parents=True, exist_ok=True)
+    with exclusive(work):
+        if not work.exists():  # a worker of the same training finished while we waited
+            return []
+        todo = [run for run in job.runs if not is_run(sweep.run_folder(run))]
+        if not todo:
+            shutil.rmtree(work, ignore_errors=True)
+            return []
+        sweep.failure(job.key).unlink(missing_ok=True)
+        first = todo[0]
+        config = preset(first.preset, **first.train)
+        outs = [sweep.run_folder(run) for run in todo]
+        try:
+            train_runs(
+                Path(first.data),
+                first.config,
+                [run.pe_request for run in todo],
+                config,
+                first.seed,
+                outs,
+                first.preset,
+                checkpoints=Checkpoints(work, job.key),
+            )
+        except Interrupted:
+            raise
+        except Exception as error:
+            sweep.record_failure(job.key, _failure_line(error))
+            raise
+        shutil.rmtree(work, ignore_errors=True)
+    return [str(out) for out in outs]
 
 
-@click.command()
-@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(path_type=Path))
-@click.option("--runs", required=True, type=click.Path(path_type=Path), help="Runs folder.")
-@click.option("--preset", "preset_name", default="cpu", type=click.Choice(list(PRESETS)))
-@click.option("--seeds", type=int, help="Number of the preset's seeds to run. [all]")
-@click.option("--pe", "pes", multiple=True, help="PEs to run (repeatable). [the paper's four]")
-@click.option("--all-pes", is_flag=True, help="Run every registered PE (built in and plugins).")
-@click.option("--jobs", default=2, type=click.IntRange(min=1), help="Parallel processes.")
-@click.option("--epochs", type=int, help="Override the preset's epochs.")
-def main(
-    data_dirs: tuple[Path, ...],
-    runs: Path,
-    preset_name: str,
-    seeds: int | None,
-    pes: tuple[str, ...],
-    all_pes: bool,
-    jobs: int,
-    epochs: int | None,
-) -> None:
-    """Train every missing run of the sweep; print one line per finished job."""
-    overrides = {"epochs": epochs}
-    config = preset(preset_name, **overrides)
-    if all_pes:
-        from posgen.train.registry import available
+def _failure_line(error: BaseException) -> str:
+    if isinstance(error, PosgenError):
+        return "; ".join(error.lines)
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename or ''}: {error.strerror}".lstrip(": ")
+    return f"{type(error).__name__}: {error}"
 
-        pes = tuple(available())
-    from posgen.train.registry import PEError
 
-    try:
-        todo = plan(list(data_dirs), runs, config.seeds[:seeds], pes or PES, config)
-    except PEError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(2)
-    click.echo(f"{len(todo)} trainings to run ({jobs} processes)", err=True)
+def job_main(argv: list[str]) -> int:
+    """``python -m posgen.train.sweep SWEEP JOB [THREADS]``: one training; exit 0 done,
+    1 failed, 128 + signal when stopped by a signal (its checkpoint saved)."""
+    root, job_key = Path(argv[0]), argv[1]
+    threads = int(argv[2]) if len(argv) > 2 else 1
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_run, job, preset_name, overrides): job for job in todo}
-        failed = []
-        for done, future in enumerate(as_completed(futures), 1):
-            job = futures[future]
-            try:
-                summaries = future.result()
-            except Exception as error:  # one failed job must not stop the others
-                failed.append(job)
-                click.echo(f"error: {job.data.name}/{job.task}/seed{job.seed}: {error}", err=True)
-                continue
-            for summary in summaries:
-                click.echo(
-                    f"[{done}/{len(todo)} {time.perf_counter() - started:.0f}s] "
-                    f"{job.data.name}/{job.task}/{summary['pe']}/seed{job.seed}: "
-                    f"ID {summary['id_accuracy']:.3f} OOD {summary['ood_accuracy']:.3f} "
-                    f"(epoch {summary['best_epoch']})",
-                    err=True,
-                )
-    wall = time.perf_counter() - started
-    record = runs / "sweep.json"
-    previous = json.loads(record.read_text()) if record.exists() else {"wall_seconds": 0.0}
-    if todo:
-        previous["wall_seconds"] = previous["wall_seconds"] + wall
-        write_atomically(record, (json.dumps(previous) + "\n").encode())
-    click.echo(f"{previous['wall_seconds']:.0f}")
-    if failed:
-        click.echo(f"error: {len(failed)} of {len(todo)} trainings failed", err=True)
-        sys.exit(1)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_interrupted)  # before training starts; it checkpoints
+    try:
+        written = run_job(root, job_key, threads)
+    except Interrupted as stop:
+        print(f"error: {job_key}: interrupted by {stop.name}; checkpoint kept", file=sys.stderr)
+        return stop.exit_code
+    except PosgenError as error:
+        for line in error.lines:
+            print(f"error: {job_key}: {line}", file=sys.stderr)
+        return error.exit_code
+    except Exception as error:
+        print(f"error: {job_key}: {_failure_line(error)}", file=sys.stderr)
+        return 1
+    for folder in written:
+        print(f"{folder}: written ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    return 0
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def signal_name(code: int) -> str:
+    """``SIGKILL`` for an exit status -9 or 137."""
+    number = -code if code < 0 else code - 128
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(job_main(sys.argv[1:]))

@@ -60,6 +60,7 @@ from posgen.scoring.lm_inputs import lm_arrays, predictions_from_logits, vocab_s
 from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reference import ReferenceSplit, load_splits
 from posgen.store.atomic import atomic_folder
+from posgen.train.checkpoint import Checkpoints, Position, kill_point, stop_requests
 from posgen.train.config import TrainConfig
 from posgen.train.encoding import Lengths, PERequest
 from posgen.train.model import llama_for, parameter_groups, save_model
@@ -288,12 +289,16 @@ def train_runs(
     progress: ProgressFactory = _null_progress,
     run_data: RunData | None = None,
     save: bool = False,
+    checkpoints: Checkpoints | None = None,
     memory_estimate: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train once for ``pes`` (all with the same training); write one folder each.
 
-    ``save`` also writes each run's selected weights to ``<out>/model``. Returns each run's
-    summary (``{"pe", "out", "best_epoch", "id_accuracy", "ood_accuracy"}``). A signal stops
+    ``save`` also writes each run's selected weights to ``<out>/model``. With
+    ``checkpoints`` the training resumes from the checkpoint there, saves one at the end of
+    every epoch, and on a signal saves one and stops (:mod:`posgen.train.checkpoint`); the
+    run folders are the same bytes either way. Returns each run's summary (``{"pe", "out",
+    "best_epoch", "id_accuracy", "ood_accuracy"}``). Without ``checkpoints`` a signal stops
     the loop between two steps (:class:`posgen.signals.Interrupted`).
     """
     device = device or pick_device()
@@ -302,70 +307,89 @@ def train_runs(
     if len({pe.training_key() for pe in resolved}) != 1:
         names = ", ".join(pe.label for pe in resolved)
         raise ValueError(f"{names} do not share their training frequencies")
-    started = time.perf_counter()
     model = build_model(config, run_data.train, resolved[0], seed).to(device)
-    rows_total = run_data.train.tokens.shape[0]
-    steps_per_epoch = math.ceil(rows_total / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
+    rows = run_data.train.tokens.shape[0]  # held at its stored width; batches widened one by one
+    total = total_steps(config, run_data)
     optimizer, schedule = optimizer_and_schedule(model, config, total)
     train_rope = resolved[0].rope(evaluation=False)
     sampler = random_positions(resolved[0], seed)
     selections = [Selection(pe) for pe in resolved]
-    log: list[dict[str, Any]] = []
-    step = 0
+    at = Position()
+    if checkpoints is not None:
+        at = checkpoints.load(selections, model, optimizer, schedule, device) or at
+    orders = epoch_order(rows, config.epochs, seed)
     bar = progress(total)
-    training = 0.0  # seconds in training steps only (no validation): the harness benchmark's
+    if bar is not None and at.step:
+        bar.update(at.step)
+    started = time.perf_counter() - at.seconds  # wall time counts every attempt
     model.train()
-    for epoch, order in enumerate(epoch_order(rows_total, config.epochs, seed), 1):
-        losses = []
-        epoch_started = time.perf_counter()
-        for start in range(0, order.shape[0], config.batch_size):
-            if step >= total:
-                break
-            rows = order[start : start + config.batch_size].numpy()
-            tensors = lm_tensors(run_data.train, rows=rows)
-            batch = tensors["input_ids"]
-            position_ids = None
-            if sampler is not None:
-                position_ids = sampler.training(step, batch.shape[0], batch.shape[1])
-            with signals.deferred():  # a signal stops the run between steps, never within one
-                loss = model(
-                    input_ids=batch.to(device),
-                    labels=tensors["labels"].to(device),
-                    **position_inputs(position_ids, device),
-                ).loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                step += 1
-                losses.append(loss.detach())
-                signals.point("step")
-            if bar is not None:
-                bar.update(1)
-        training += time.perf_counter() - epoch_started
-        last = step >= total
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "step": step,
-            "train_loss": float(torch.stack(losses).mean()) if losses else None,
-            "lr": schedule.get_last_lr()[0],
-        }
-        if epoch % config.eval_every == 0 or last or epoch == config.epochs:
-            for selection in selections:
-                accuracy = _validate(model, run_data, selection.pe, config, device, seed)
-                record[f"val_id_accuracy/{selection.pe.label}"] = accuracy
-                if accuracy > selection.accuracy:
-                    selection.accuracy, selection.epoch = accuracy, epoch
-                    selection.state = copy.deepcopy(model.state_dict())
-            use_frequencies(model, train_rope)
-        record["seconds"] = round(time.perf_counter() - started, 3)
-        record["train_seconds"] = round(training, 3)
-        log.append(record)
-        if last:
-            break
+
+    def save_checkpoint() -> None:
+        if checkpoints is not None:
+            at.seconds = time.perf_counter() - started
+            checkpoints.save(at, selections, model, optimizer, schedule)
+
+    with stop_requests(checkpoints is not None) as stop:
+        while not at.done:
+            order = orders[at.epoch - 1]
+            for begin in range(at.offset, rows, config.batch_size):
+                if at.step >= total:
+                    break
+                step_started = time.perf_counter()
+                batch_rows = order[begin : begin + config.batch_size].numpy()
+                tensors = lm_tensors(run_data.train, rows=batch_rows)
+                batch = tensors["input_ids"]
+                position_ids = None
+                if sampler is not None:
+                    position_ids = sampler.training(at.step, batch.shape[0], batch.shape[1])
+                with signals.deferred():  # without checkpoints: stop between steps, not within
+                    loss = model(
+                        input_ids=batch.to(device),
+                        labels=tensors["labels"].to(device),
+                        **position_inputs(position_ids, device),
+                    ).loss
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    schedule.step()
+                    at.step, at.offset = at.step + 1, begin + config.batch_size
+                    at.losses.append(loss.detach())
+                    signals.point("step")
+                # seconds in training steps only (no validation): the harness benchmark's
+                at.train_seconds += time.perf_counter() - step_started
+                if bar is not None:
+                    bar.update(1)
+                kill_point("step", at.step)
+                if stop is not None and stop.requested:
+                    save_checkpoint()
+                    stop.stop()
+            record: dict[str, Any] = {
+                "epoch": at.epoch,
+                "step": at.step,
+                "train_loss": float(torch.stack(at.losses).mean()) if at.losses else None,
+                "lr": schedule.get_last_lr()[0],
+            }
+            record.update(
+                _validated(
+                    model,
+                    run_data,
+                    selections,
+                    config,
+                    device,
+                    at,
+                    seed,
+                    train_rope,
+                    total,
+                )
+            )
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            record["train_seconds"] = round(at.train_seconds, 3)
+            at.log.append(record)
+            at.done = at.step >= total or at.epoch == config.epochs
+            at.epoch, at.offset, at.losses = at.epoch + 1, 0, []
+            save_checkpoint()
+            if stop is not None and stop.requested:
+                stop.stop()
     if bar is not None and hasattr(bar, "close"):
         bar.close()
     summaries = []
@@ -382,8 +406,42 @@ def train_runs(
             save,
             memory_estimate,
         )
-        summaries.append(_write_run(model, selection, log, job))
+        summaries.append(_write_run(model, selection, at.log, job))
     return summaries
+
+
+def _validated(
+    model: LlamaForCausalLM,
+    run_data: RunData,
+    selections: list[Selection],
+    config: TrainConfig,
+    device: torch.device,
+    at: Position,
+    seed: int,
+    train_rope: dict[str, Any],
+    total: int,
+) -> dict[str, float]:
+    """Validate every selection when the epoch is due (every ``eval_every`` epochs, and the
+    last), keeping the weights of each one's best epoch; their accuracies by label."""
+    epoch = at.epoch
+    if not (epoch % config.eval_every == 0 or at.step >= total or epoch == config.epochs):
+        return {}
+    accuracies = {}
+    for selection in selections:
+        accuracy = _validate(model, run_data, selection.pe, config, device, seed)
+        accuracies[f"val_id_accuracy/{selection.pe.label}"] = accuracy
+        if accuracy > selection.accuracy:
+            selection.accuracy, selection.epoch = accuracy, epoch
+            selection.state = copy.deepcopy(model.state_dict())
+    use_frequencies(model, train_rope)
+    return accuracies
+
+
+def total_steps(config: TrainConfig, run_data: RunData) -> int:
+    """Optimiser steps of the run: every batch of every epoch, or ``max_steps`` if fewer."""
+    rows = run_data.train.tokens.shape[0]
+    total = math.ceil(rows / config.batch_size) * config.epochs
+    return total if config.max_steps is None else min(total, config.max_steps)
 
 
 def random_positions(pe: ResolvedPE, seed: int) -> RandomPositions | None:
@@ -479,6 +537,7 @@ def _write_run(
         (build / METRICS).write_text("".join(lines))
         write_predictions(build / PREDICTIONS, test.ids, predictions, spec.modulus)
         signals.point("write")
+        kill_point("final")
         # scored on the test rows this run read (pinned), not on --data read again
         report = score_reference(test, build / PREDICTIONS)
         (build / SCORES).write_text(report.to_json())

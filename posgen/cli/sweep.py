@@ -1,0 +1,255 @@
+"""``posgen sweep``: train a grid of runs on local workers or a Slurm cluster, resumably."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from pydantic import ValidationError
+
+from posgen.cli.common import RunFailure, UsageProblems
+from posgen.cli.paths import PathArg
+from posgen.cli.train import require_extra
+from posgen.errors import problem_lines, shown
+from posgen.scoring.reference import ReferenceSplit
+from posgen.train.config import TrainConfig
+from posgen.train.grid import ResolvedEncoding, SlurmSettings, expand, jobs_of, read_grid
+from posgen.train.sweep import RECORD, Sweep, label, run_states
+
+EXECUTORS = ("local", "slurm", "submitit-local")
+# flag -> SlurmSettings field
+SLURM_FLAGS = {
+    "partition": "partition",
+    "account": "account",
+    "time_min": "time_min",
+    "gpus": "gpus",
+    "cpus": "cpus",
+    "mem_gb": "mem_gb",
+    "max_parallel": "max_parallel",
+}
+
+
+@click.command(
+    "sweep",
+    epilog="""\b
+Examples:
+  posgen sweep grids/results.toml --out runs/results --jobs 2
+  posgen sweep --status runs/results
+  posgen results runs/results/runs --out RESULTS.md
+  posgen sweep grids/results.toml --out /shared/sweep --executor slurm --partition gpu \\
+      --time-min 600 --gpus 1 --max-parallel 20
+""",
+)
+@click.argument("grid", required=False, type=PathArg(dir_okay=False, path_type=Path))
+@click.option(
+    "--out", type=PathArg(file_okay=False, path_type=Path), help="Sweep folder (made or added to)."
+)
+@click.option(
+    "--status",
+    "status_dir",
+    type=PathArg(file_okay=False, path_type=Path),
+    help="Print what a sweep folder's runs are doing (done, running, failed, waiting).",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --status: one JSON object a run.")
+@click.option(
+    "--executor",
+    default="local",
+    show_default=True,
+    type=click.Choice(EXECUTORS),
+    help="local: worker processes here; slurm: a job array (submitit); "
+    "submitit-local: the slurm path run here by submitit's local executor.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 1024),
+    help="local: trainings at once. [GPUs present, else 1]",
+)
+@click.option("--partition", help="slurm: partition. [grid]")
+@click.option("--account", help="slurm: account. [grid]")
+@click.option("--time-min", type=int, help="slurm: minutes per training. [grid, 240]")
+@click.option("--gpus", type=int, help="slurm: GPUs per training. [grid, 1]")
+@click.option("--cpus", type=int, help="slurm: CPUs per training. [grid, 2]")
+@click.option("--mem-gb", type=int, help="slurm: memory per training in GB. [grid, 16]")
+@click.option("--max-parallel", type=int, help="slurm: array elements at once. [grid, 32]")
+@click.option("--wait", is_flag=True, help="slurm: wait for the array to finish.")
+def sweep_command(
+    grid: Path | None,
+    out: Path | None,
+    status_dir: Path | None,
+    as_json: bool,
+    executor: str,
+    jobs: int | None,
+    wait: bool,
+    **slurm_flags: Any,
+) -> None:
+    """Train every run of GRID (a grid file) into the sweep folder --out, skipping finished
+    runs and resuming interrupted ones from their checkpoints.
+
+    Each run's folder is SWEEP/runs/<hash of its resolved config>; SWEEP/sweep.json lists
+    the runs. Position encodings that train alike (rope, yarn and linear; resonance and
+    its evaluation-time variants) share one training.
+    """
+    if status_dir is not None:
+        if grid is not None or out is not None:
+            raise UsageProblems(["--status takes only the sweep folder: no GRID, no --out"])
+        _print_status(Sweep(status_dir), as_json)
+        return
+    if grid is None or out is None:
+        raise UsageProblems(["give a GRID file and --out SWEEP_DIR, or --status SWEEP_DIR"])
+    _check_out(out)
+    _check_flags(executor, jobs, wait, slurm_flags)
+    spec = read_grid(grid)
+    settings = _slurm_settings(spec.slurm, slurm_flags)
+    if executor != "local":
+        from posgen.train.slurm import require_submitit
+
+        require_submitit()
+    require_extra()
+    from posgen.train.registry import available
+
+    runs = expand(spec, resolve_encoding, lambda: list(available()))
+    sweep = Sweep(out)
+    sweep.add(runs)
+    sweep.tidy(runs)
+    todo = sweep.unfinished(runs)
+    click.echo(
+        f"{out}: {len(runs)} runs in {len(jobs_of(runs))} trainings; {len(todo)} to train",
+        err=True,
+    )
+    if executor == "local":
+        _run_local(sweep, todo, jobs)
+    else:
+        _run_submitit(sweep, todo, settings, executor, wait)
+
+
+def resolve_encoding(request: Any, spec: Any, train: TrainConfig) -> ResolvedEncoding:
+    """The trainer's resolution of a grid's encoding for a config's spec and a model size."""
+    from posgen.train.registry import PEError
+    from posgen.train.trainer import resolve_pe
+
+    split = ReferenceSplit(config="", split="train", spec=spec, tokens=np.zeros((0, 0)))
+    try:
+        resolved = resolve_pe(request, train, split)
+    except PEError as error:
+        raise ValueError(str(error)) from None
+    return ResolvedEncoding(
+        label=resolved.label,
+        parameters=resolved.parameters,
+        training_key=resolved.training_key(),
+    )
+
+
+def _check_flags(executor: str, jobs: int | None, wait: bool, slurm_flags: dict[str, Any]) -> None:
+    """Flags of one executor are refused with another (they would be ignored)."""
+    if executor == "local":
+        given = [name for name, value in slurm_flags.items() if value is not None]
+        given += ["wait"] if wait else []
+        if given:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+            raise UsageProblems([f"{flags}: for --executor slurm or submitit-local only"])
+    elif jobs is not None:
+        raise UsageProblems(["--jobs: for --executor local only (slurm: --max-parallel)"])
+
+
+def _check_out(out: Path) -> None:
+    """--out must be a new or empty folder, or a sweep folder (never another folder)."""
+    if out.exists() and any(out.iterdir()) and not (out / RECORD).is_file():
+        raise UsageProblems([f"--out {out} is a folder but not a sweep folder (no {RECORD})"])
+
+
+def _slurm_settings(grid_settings: SlurmSettings, flags: dict[str, Any]) -> SlurmSettings:
+    given = {SLURM_FLAGS[name]: value for name, value in flags.items() if value is not None}
+    try:
+        return SlurmSettings(**{**grid_settings.model_dump(), **given})
+    except ValidationError as error:
+        lines = problem_lines(error)
+        raise UsageProblems([f"--{line.replace('_', '-', 1)}" for line in lines]) from None
+
+
+def _run_local(sweep: Sweep, todo: list[Any], jobs: int | None) -> None:
+    from posgen.train.local import run_local, visible_gpus
+
+    gpus = visible_gpus()
+    workers = jobs or max(len(gpus), 1)
+    outcome = run_local(sweep, todo, workers, gpus, lambda line: click.echo(line, err=True))
+    if todo:
+        sweep.add_wall_seconds(outcome.seconds)
+    if outcome.signal is not None:
+        from posgen.train.sweep import signal_name
+
+        raise RunFailure(
+            f"interrupted by {signal_name(-outcome.signal)}: {len(outcome.interrupted)} "
+            "trainings stopped; rerun the same command to resume them from their checkpoints",
+            exit_code=128 + outcome.signal,
+        )
+    if outcome.failed or outcome.interrupted:
+        stopped = f", {len(outcome.interrupted)} stopped by a signal" if outcome.interrupted else ""
+        raise RunFailure(
+            f"{len(outcome.failed)} of {len(todo)} trainings failed{stopped}; see posgen sweep "
+            f"--status {sweep.root}; rerun to retry and resume them"
+        )
+
+
+def _run_submitit(
+    sweep: Sweep, todo: list[Any], settings: SlurmSettings, executor: str, wait: bool
+) -> None:
+    from posgen.train.slurm import submit
+
+    cluster = "local" if executor == "submitit-local" else "slurm"
+    try:
+        submitted = submit(sweep, todo, settings, cluster=cluster)
+    except (RuntimeError, OSError) as error:  # no sbatch here, sbatch refused the job
+        reason = " ".join(str(error).split())
+        raise RunFailure(f"submitting to Slurm failed: {shown(reason, 600)}") from None
+    if not submitted:
+        return
+    first = str(submitted[0].job_id).split("_")[0]
+    click.echo(
+        f"submitted {len(submitted)} trainings as job {first} (logs: {sweep.logs / 'slurm'}); "
+        f"watch with: posgen sweep --status {sweep.root}",
+        err=True,
+    )
+    if not (wait or cluster == "local"):
+        return
+    failed = 0
+    for job, element in zip(todo, submitted, strict=True):
+        try:
+            element.result()
+            click.echo(f"{label(job)}: done", err=True)
+        except Exception as error:
+            failed += 1
+            reason = " ".join(str(error).split())[-300:]
+            click.echo(f"{label(job)}: failed: {reason}", err=True)
+    if failed:
+        raise RunFailure(
+            f"{failed} of {len(todo)} trainings failed; see posgen sweep --status {sweep.root}"
+        )
+
+
+def _print_status(sweep: Sweep, as_json: bool) -> None:
+    states = run_states(sweep)
+    for entry in states:
+        run = entry.run
+        if as_json:
+            item = {
+                "run": run.key,
+                "state": entry.state,
+                "detail": entry.detail,
+                "dataset": run.dataset,
+                "config": run.config,
+                "pe": run.pe,
+                "preset": run.preset,
+                "seed": run.seed,
+            }
+            click.echo(json.dumps(item, sort_keys=True))
+            continue
+        name = f"{run.dataset}/{run.config} {run.pe} seed {run.seed} ({run.preset})"
+        click.echo(f"{entry.state:<8} {name}" + (f": {entry.detail}" if entry.detail else ""))
+    if not as_json:
+        counts = Counter(entry.state for entry in states)
+        summary = ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "failed", "waiting"))
+        click.echo(f"{len(states)} runs: {summary}")
