@@ -96,10 +96,23 @@ def install() -> dict[int, Any]:
 
 
 def restore(previous: dict[int, Any]) -> None:
-    """Put back the handlers :func:`install` replaced; forget any signal received."""
+    """Put back the handlers :func:`install` replaced and forget any signal received; when
+    they were posgen's own (the entry point's), keep them and hold later signals instead,
+    for the entry point to see (:func:`received`) once the command is done."""
+    if previous and all(handler is _handle for handler in previous.values()):
+        hold()
+        return
     for signum, handler in previous.items():
         signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
     _State.received, _State.depth, _State.raised = None, 0, False
+
+
+def ignore() -> None:
+    """Ignore the three signals from now on: the process is exiting with its status set
+    (Python restores their default actions while it shuts down, but not an ignored one)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in CAUGHT_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def received() -> int | None:

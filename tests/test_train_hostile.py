@@ -202,6 +202,28 @@ def test_a_signal_before_the_commands_or_torch_are_imported_is_one_line(
 
 
 @pytest.mark.parametrize("signame", SIGNALS)
+def test_a_signal_after_the_command_finished_still_sets_the_exit_status(tmp_path, run, signame):
+    """Sent once the command has printed its last line, before the interpreter exits (a
+    real process: Python restores the default actions while it shuts down)."""
+    out = tmp_path / "R.md"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), posgen.signals.HOOK_ENV: f"exit:{signame}"}
+    command = [sys.executable, "-m", "posgen", "results", str(run), "--out", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    ok = (
+        done.returncode == CODES[signame]
+        and lines
+        == [
+            f"error: interrupted by {signame} after the command had finished; its "
+            "outputs are complete"
+        ]
+        and out.is_file()
+    )
+    record("kill", f"results:exit:{signame}", ok)
+    assert ok, (done.returncode, done.stderr)
+
+
+@pytest.mark.parametrize("signame", SIGNALS)
 def test_a_signal_while_results_or_score_write_leaves_no_output(
     tmp_path, data, run, monkeypatch, signame
 ):
@@ -648,7 +670,11 @@ def test_a_real_run_stays_within_its_memory_estimate(tmp_path, data):
     proc = subprocess.Popen(command, env=env, cwd=tmp_path, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.stderr.close()
-    estimate = json.loads((out / "config.json").read_text())["memory_estimate"]
+    from posgen.cli.train import memory_estimate
+
+    config = json.loads((out / "config.json").read_text())
+    train = preset("cpu", **{k: v for k, v in config["train"].items() if k != "seeds"})
+    estimate = memory_estimate(data, "recursive", train)[1].total
     ok = os.waitstatus_to_exitcode(status) == 0 and usage.ru_maxrss * 1024 <= estimate
     record("resources", "train peak within estimate", ok)
     assert ok, (usage.ru_maxrss * 1024, estimate)

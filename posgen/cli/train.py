@@ -296,7 +296,6 @@ def train_command(
                 run_data=run_data,
                 save=save_model,
                 checkpoints=checkpoints,
-                memory_estimate=estimate.total,
             )[0]
 
         summary = _train_resumably(out, resume, checkpoints, estimate, train)

@@ -103,7 +103,6 @@ class RunConfig(_Model):
     best_val_id_accuracy: float = Field(ge=0.0, le=1.0)
     device: Literal["cpu", "cuda"]
     torch_threads: int = Field(ge=1, le=MAX_THREADS)
-    memory_estimate: int | None = Field(None, ge=0, description="Bytes estimated up front.")
     versions: dict[str, str] = Field(max_length=64)
 
     @field_validator("preset")

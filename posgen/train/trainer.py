@@ -290,7 +290,6 @@ def train_runs(
     run_data: RunData | None = None,
     save: bool = False,
     checkpoints: Checkpoints | None = None,
-    memory_estimate: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train once for ``pes`` (all with the same training); write one folder each.
 
@@ -394,18 +393,7 @@ def train_runs(
         bar.close()
     summaries = []
     for selection, out in zip(selections, outs, strict=True):
-        job = RunJob(
-            run_data,
-            config,
-            seed,
-            Path(out),
-            data,
-            preset_name,
-            device,
-            started,
-            save,
-            memory_estimate,
-        )
+        job = RunJob(run_data, config, seed, Path(out), data, preset_name, device, started, save)
         summaries.append(_write_run(model, selection, at.log, job))
     return summaries
 
@@ -489,7 +477,6 @@ class RunJob:
     device: torch.device
     started: float
     save: bool
-    memory_estimate: int | None = None
 
 
 def _write_run(
@@ -524,13 +511,10 @@ def _write_run(
         "best_val_id_accuracy": selection.accuracy,
         "device": job.device.type,
         "torch_threads": torch.get_num_threads(),
-        "memory_estimate": job.memory_estimate,
         "versions": versions(),
     }
     # the typed model the readers use (posgen.train.run_files): what is written reads back
-    resolved = RunConfig.model_validate(resolved).model_dump(
-        mode="json", by_alias=True, exclude=set() if job.memory_estimate else {"memory_estimate"}
-    )
+    resolved = RunConfig.model_validate(resolved).model_dump(mode="json", by_alias=True)
     with atomic_folder(job.out) as build:
         (build / CONFIG).write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
         lines = [json.dumps(_run_record(record, pe.label), sort_keys=True) + "\n" for record in log]
