@@ -37,6 +37,7 @@ from pydantic_core import from_json
 
 from posgen.errors import DataError, problem_lines, shown
 from posgen.scoring.metrics import ScoreReport
+from posgen.scoring.reliance import RelianceReport
 from posgen.spec import MAX_LENGTH, MAX_ROWS, ConfigName, TaskSpec
 from posgen.train.config import PRESETS, TrainConfig
 from posgen.train.run_record import RESULTS, PositionEncodingRecord, RunRecord, build_record
@@ -45,8 +46,12 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 PREDICTIONS = "predictions.parquet"
 SCORES = "scores.json"
-FILES = (CONFIG, METRICS, PREDICTIONS, SCORES, RESULTS)
-"""What a finished run folder holds (folders written before ``results.json`` lack it)."""
+PROBE_PREDICTIONS = "probe_predictions.parquet"
+PROBE_SCORES = "probe_scores.json"
+"""The far-reliance report on the probe split (absent in runs older than probe splits)."""
+FILES = (CONFIG, METRICS, PREDICTIONS, SCORES, PROBE_PREDICTIONS, PROBE_SCORES, RESULTS)
+"""What a finished run folder holds (folders written before ``results.json`` or the probe
+split lack those)."""
 MAX_CONFIG_BYTES = 1 << 20
 """A run's ``config.json`` is about 3 KB; larger ones are refused unread."""
 MAX_SCORES_BYTES = 128 << 20
@@ -395,3 +400,11 @@ def read_run(folder: Path) -> RunRecord:
                 f"{SCORES} (files of different runs)"
             )
     return record
+
+
+def read_probe(folder: Path) -> RelianceReport | None:
+    """The run's ``probe_scores.json`` (bounded, typed), or None when the run has none."""
+    path = Path(folder) / PROBE_SCORES
+    if not os.path.lexists(path):
+        return None
+    return _validated(RelianceReport, path, _read_json(path, MAX_SCORES_BYTES))

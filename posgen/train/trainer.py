@@ -32,6 +32,8 @@ Run folder::
                         seconds so far (all, and in training steps only)
     predictions.parquet test predictions (``posgen score --predictions`` reads them)
     scores.json         the ``posgen.scoring`` report of those predictions on ``test``
+    probe_predictions.parquet  predictions of the ``probe`` split, same weights
+    probe_scores.json   their far-reliance report (``posgen score --split probe``)
     results.json        the run record (:mod:`posgen.train.run_record`): versions, data
                         checksums, every position-encoding parameter, accuracies, wall time
     model/              the selected weights (only with ``save_model``; :func:`load_model`)
@@ -59,7 +61,11 @@ from posgen.scoring.folder import score_aligned, score_reference
 from posgen.scoring.lm_inputs import lm_arrays, predictions_from_logits, vocab_size
 from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reference import ReferenceSplit, load_splits
+from posgen.scoring.reliance import ProbeSplit, RelianceReport, load_probe, score_probe
+from posgen.spec import PROBE_SPLIT
 from posgen.store.atomic import atomic_folder
+from posgen.store.manifest import read_manifest
+from posgen.store.pinned import read_whole
 from posgen.train.checkpoint import Checkpoints, Position, kill_point, stop_requests
 from posgen.train.config import TrainConfig
 from posgen.train.encoding import Lengths, PERequest
@@ -67,7 +73,15 @@ from posgen.train.model import llama_for, parameter_groups, save_model
 from posgen.train.randomized import RandomPositions
 from posgen.train.registry import ResolvedPE, as_request, resolve
 from posgen.train.rope import use_frequencies
-from posgen.train.run_files import CONFIG, METRICS, PREDICTIONS, SCORES, RunConfig
+from posgen.train.run_files import (
+    CONFIG,
+    METRICS,
+    PREDICTIONS,
+    PROBE_PREDICTIONS,
+    PROBE_SCORES,
+    SCORES,
+    RunConfig,
+)
 from posgen.train.run_files import FILES as FILES
 from posgen.train.run_record import RESULTS, build_record
 
@@ -134,7 +148,7 @@ def build_model(
 
 
 def lm_tensors(
-    reference: ReferenceSplit, length: int | None = None, rows: Any = None
+    reference: ReferenceSplit | ProbeSplit, length: int | None = None, rows: Any = None
 ) -> dict[str, torch.Tensor]:
     """``input_ids`` and ``labels`` (int64) of a split's rows (all, or those in ``rows``;
     cut to ``length`` tokens if given). Built per batch: the split stays at its stored width."""
@@ -260,14 +274,27 @@ class RunData:
 
     files: dict[str, str] = field(default_factory=dict)
     """``path -> sha256`` of every file read (checked against the manifest as read)."""
+    probe: ProbeSplit | None = None
+    """The ``probe`` split, read in the same pinned read (None when the config has none)."""
 
     @classmethod
     def load(cls, data: Path, config: str) -> RunData:
-        """Read the three splits once, checked and pinned (:func:`load_splits`), at their
-        stored width; validation rows cut to L."""
-        splits = load_splits(data, config, ("train", "validation", "test"), cut=("validation",))
-        files = {path: digest for split in splits.values() for path, digest in split.files}
-        return cls(**splits, files=files)
+        """Read the three splits and the probe split once, checked and pinned
+        (:func:`load_splits`, :func:`posgen.store.pinned.read_whole`), at their stored
+        width; validation rows cut to L."""
+
+        def read() -> RunData:
+            names = ("train", "validation", "test")
+            splits = load_splits(data, config, names, cut=("validation",))
+            files = {path: digest for split in splits.values() for path, digest in split.files}
+            entry = read_manifest(data).configs[config]
+            probe = None
+            if PROBE_SPLIT in entry.splits:
+                probe = load_probe(data, config, PROBE_SPLIT)
+                files |= {file.path: file.sha256 for file in entry.splits[PROBE_SPLIT].files}
+            return cls(**splits, files=files, probe=probe)
+
+        return read_whole(Path(data), read)
 
 
 ProgressFactory = Callable[[int], Any]
@@ -525,6 +552,7 @@ def _write_run(
         # scored on the test rows this run read (pinned), not on --data read again
         report = score_reference(test, build / PREDICTIONS)
         (build / SCORES).write_text(report.to_json())
+        probe = _write_probe(build, model, job, test.config, positions)
         if job.save:
             save_model(model, pe, build / MODEL)
         wall = time.perf_counter() - job.started
@@ -537,7 +565,26 @@ def _write_run(
         "out": str(job.out),
         "best_epoch": selection.epoch,
         **report.summary(),
+        **probe.summary(),
     }
+
+
+def _write_probe(
+    build: Path,
+    model: LlamaForCausalLM,
+    job: RunJob,
+    config_name: str,
+    positions: PositionIds | None,
+) -> RelianceReport:
+    """Predict the ``probe`` split with the current weights (and the test rows' position
+    ids: probe row i is test row i altered); write the predictions and their far-reliance
+    report into the run folder ``build``."""
+    probe = job.run_data.probe or load_probe(job.data, config_name, PROBE_SPLIT)
+    predictions = predict_split(model, probe, job.config.eval_batch_size, job.device, positions)
+    write_predictions(build / PROBE_PREDICTIONS, probe.ids, predictions, probe.spec.modulus)
+    report = score_probe(probe, predictions)
+    (build / PROBE_SCORES).write_text(report.to_json())
+    return report
 
 
 def _run_record(record: dict[str, Any], pe: str) -> dict[str, Any]:
