@@ -11,7 +11,7 @@ DATA_DIR ?= out/posgen-v1
 CARDS_DIR ?= out/cards
 OFFICIAL_CARDS := paper posgen-v1 posgen-v2
 
-.PHONY: install install-train results results-all data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train
+.PHONY: install install-train results results-all results-data probe-check data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train search
 
 install: $(VENV)/.installed
 
@@ -78,11 +78,23 @@ results-all: RESULTS_GRID = grids/results-all.toml
 results-all: SWEEP_DIR = runs/results-all
 results-all: results
 
-results: install-train
+results-data: install
 	for name in $(RESULTS_SETS); do \
 	  $(BIN)/posgen generate --spec task_specs/$$name.toml --out $(RESULTS_DATA)/$$name --overwrite -q \
 	  || exit 1; \
 	done
+
+# `make probe-check`: do trained models read the far operand? (grids/probe-check.toml: one seed,
+# RoPE and YaRN, every task of the official specs, scored on the probe splits; about 8 min on
+# 2 cores.) Writes docs/probe-check.md and posgen/card/probe_check.json, from which the cards'
+# "What each task measures" sentences are rendered (`make cards` after it).
+PROBE_DIR ?= runs/probe-check
+probe-check: install-train results-data
+	$(BIN)/posgen sweep grids/probe-check.toml --out $(PROBE_DIR) --jobs 2
+	$(BIN)/posgen results $(PROBE_DIR)/runs --out docs/probe-check.md \
+	  --json posgen/card/probe_check.json --command "make probe-check"
+
+results: install-train results-data
 	$(BIN)/posgen sweep $(RESULTS_GRID) --out $(SWEEP_DIR) --jobs 2
 	wall=$$($(BIN)/python -c "import json, sys; print(json.load(open(sys.argv[1]))['wall_seconds'])" \
 	  $(SWEEP_DIR)/sweep.json) && \
@@ -109,3 +121,14 @@ bench-train: install-train
 
 bench-parquet: install
 	$(BIN)/python -m benchmarks.bench --parquet-settings $(BENCH_ARGS)
+
+# Issue 17's spec search (research, not a test): per candidate, generate its data, train the
+# search model (2-layer Llama, hidden 128, RoPE, one torch thread) and score the test split and
+# its counterfactual probe; one JSON line per run in docs/search/runs.jsonl. All candidates by
+# default (about 3-8 minutes each on one idle core); `make search SEARCH="qperm-cot v1-cot"`
+# runs some; `python -m benchmarks.probe_search --list` lists them.
+SEARCH ?=
+
+search: install-train
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.probe_search $(SEARCH)
+	$(BIN)/python -m benchmarks.probe_search --table docs/search/runs.jsonl --out docs/validity.md

@@ -164,7 +164,8 @@ def _violations(
         operands[:j] = chosen[:, None, None, :]
         near = block[:, t[None, :] + offsets[:, None]]  # (rows, k, targets)
         operands[j:] = near.transpose(1, 2, 0)[:, :, :, None]
-        made = op.apply(operands.reshape(w, -1), m, spec.op_key).reshape(t.size, rows, count)
+        made = op.apply(operands.reshape(w, -1), m, spec.op_key, far=j)
+        made = made.reshape(t.size, rows, count)
         right = made == block[:, t].T[:, :, None]
         group = (p * base).astype(kind)[:, None, None]
         code = np.where(right, group - 1, group + t.astype(kind)[:, None, None])

@@ -93,7 +93,7 @@ def _grow_generic(spec: TaskSpec, columns: np.ndarray) -> None:
     starts = far_start(spec.task, np.arange(spec.window, columns.shape[0]), k, j)
     for t, start in zip(range(spec.window, columns.shape[0]), starts.tolist(), strict=True):
         operands = np.concatenate([columns[start : start + j], columns[t - k : t]])
-        columns[t] = op.apply(operands, m, spec.op_key)
+        columns[t] = op.apply(operands, m, spec.op_key, far=j)
 
 
 def _grow_additive(spec: TaskSpec, columns: np.ndarray) -> None:

@@ -43,7 +43,16 @@ from functools import lru_cache
 
 import numpy as np
 
-from posgen.ops import get_op, hash_table, keyed_hash, sum_table
+from posgen.ops import (
+    far_perm,
+    get_op,
+    hash_table,
+    keyed_hash,
+    perm_table,
+    select_perm,
+    slot_perm,
+    sum_table,
+)
 from posgen.spec import TaskSpec
 from posgen.tasks import far_start
 
@@ -258,8 +267,91 @@ def _fill_tuple(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
         yield t
 
 
+def _fill_perm(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_t = pi_F((near sum) mod m): the far tuple's base-m code by Horner steps and the near
+    sum, then one lookup in the op's table of permutations (:func:`posgen.ops.perm_table`),
+    or the direct definition when the table would be too large."""
+    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
+    length = cols.shape[0]
+    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
+    table = perm_table(m, far, spec.op_key)
+    flat = None if table is None else table.reshape(-1)
+    views = list(cols)
+    code = np.empty(cols.shape[1], dtype=np.int64)
+    total = np.empty(cols.shape[1], dtype=np.int64)
+    for t, start in enumerate(starts, start=window):
+        far_rows = [views[p] for p in range(start, start + far)]
+        near_rows = [views[p] for p in range(t - near, t)]
+        if flat is None:
+            views[t][...] = far_perm(far_rows, near_rows, m, spec.op_key)
+            yield t
+            continue
+        code[...] = 0
+        for row in far_rows:
+            np.multiply(code, m, out=code)
+            np.add(code, row, out=code)
+        total[...] = 0
+        for row in near_rows:
+            np.add(total, row, out=total)
+        np.remainder(total, m, out=total)
+        np.multiply(code, m, out=code)
+        np.add(code, total, out=code)
+        np.take(flat, code, out=views[t], mode="clip")
+        yield t
+
+
+def _fill_slot(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_t = sum_i pi_{f_(i mod j)}(n_i) mod m: per near slot one lookup in the op's m x m
+    table of permutations (f * m + n), summed; the direct definition above the table cap."""
+    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
+    length = cols.shape[0]
+    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
+    table = perm_table(m, 1, spec.op_key)
+    views = list(cols)
+    zero = np.zeros(cols.shape[1], dtype=cols.dtype)
+    if table is None:
+        for t, start in enumerate(starts, start=window):
+            far_rows = [views[p] for p in range(start, start + far)]
+            views[t][...] = slot_perm(
+                far_rows, [views[p] for p in range(t - near, t)], m, spec.op_key
+            )
+            yield t
+        return
+    flat = table.reshape(-1).astype(np.int64)
+    code = np.empty(cols.shape[1], dtype=np.int64)
+    total = np.empty(cols.shape[1], dtype=np.int64)
+    for t, start in enumerate(starts, start=window):
+        total[...] = 0
+        for i in range(near):
+            f = views[start + i % far] if far else zero
+            code[...] = f
+            code *= m
+            code += views[t - near + i]
+            total += flat[code]
+        np.remainder(total, m, out=total)
+        views[t][...] = total
+        yield t
+
+
+def _fill_select(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_t = pi_{f_c}(near sum mod m), c = x_{t-1} mod j: the plain definition per position
+    (:func:`posgen.ops.select_perm`, one table lookup for the whole block)."""
+    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
+    length = cols.shape[0]
+    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
+    views = list(cols)
+    for t, start in enumerate(starts, start=window):
+        far_rows = [views[p] for p in range(start, start + far)]
+        near_rows = [views[p] for p in range(t - near, t)]
+        views[t][...] = select_perm(far_rows, near_rows, m, spec.op_key)
+        yield t
+
+
 _FILLERS: dict[str, Callable[[TaskSpec, np.ndarray], Iterator[int]]] = {
     "additive": _fill_additive,
     "sum": _fill_sum,
     "tuple": _fill_tuple,
+    "perm": _fill_perm,
+    "slot": _fill_slot,
+    "select": _fill_select,
 }

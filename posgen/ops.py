@@ -10,6 +10,9 @@ order) to a token of Z_m. Three kinds, each with a fast path in :mod:`posgen.ker
   and ``square_sum`` (S^2 mod m: x_{t-1} no longer reveals S_{t-1}).
 * ``tuple``: ``keyed_hash``, a keyed hash of the *ordered* operand tuple, uniform on Z_m,
   keyed by the spec's ``op_key`` (see :func:`keyed_hash`).
+* ``perm``: ``far_perm``, pi_F((sum of near operands) mod m), pi_F a keyed random
+  permutation of Z_m for every far tuple F (see :func:`perm_table`). The far operands pick
+  the permutation, so a rule that never reads them must infer F from earlier transitions.
 
 >>> import numpy as np
 >>> MOD_ADDITION.apply(np.array([[1], [3], [6], [11]]), 17).tolist()
@@ -38,7 +41,7 @@ HASH_TABLE_MAX = 1 << 22
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
-Kind = Literal["additive", "sum", "tuple"]
+Kind = Literal["additive", "sum", "tuple", "perm", "slot", "select"]
 
 
 @dataclass(frozen=True)
@@ -60,13 +63,20 @@ class Op:
         """True for (sum of all operands) mod m, which the generator updates incrementally."""
         return self.kind == "additive"
 
-    def apply(self, operands: np.ndarray, modulus: int, key: int = 0) -> np.ndarray:
+    def apply(self, operands: np.ndarray, modulus: int, key: int = 0, far: int = 0) -> np.ndarray:
         """h of every column of ``operands`` (``(w, n)`` integers in [0, m), position order).
 
+        ``far``: how many of the w rows are far operands (read by ``perm`` ops only).
         The plain reference: the validator and the slow generator path use it.
         """
         if self.kind == "tuple":
             return keyed_hash(np.asarray(operands, dtype=np.int64), modulus, key)
+        if self.kind == "perm":
+            return far_perm(operands[:far], operands[far:], modulus, key)
+        if self.kind == "slot":
+            return slot_perm(operands[:far], operands[far:], modulus, key)
+        if self.kind == "select":
+            return select_perm(operands[:far], operands[far:], modulus, key)
         operands = np.asarray(operands)
         narrow = operands.shape[0] * (modulus - 1) < 2**31  # int32 sums: several times faster
         total = operands.sum(axis=0, dtype=np.int32 if narrow else np.int64)
@@ -77,6 +87,11 @@ class Op:
 
     def problem(self, modulus: int, window: int) -> str | None:
         """Why this op cannot run at (m, w), or None: a table too large or leaving Z_m."""
+        if self.kind in ("perm", "slot", "select") and modulus * modulus > PERM_TABLE_MAX:
+            return (
+                f"op {self.name} draws a permutation of Z_m per far value; at most "
+                f"m = {math.isqrt(PERM_TABLE_MAX)} (m^2 = {PERM_TABLE_MAX:,} table entries)"
+            )
         if self.kind != "sum":
             return None
         size = window * (modulus - 1) + 1
@@ -154,6 +169,23 @@ def chunk_size(modulus: int) -> int:
     return c
 
 
+def keyed_state(operands: Sequence[np.ndarray], modulus: int, key: int) -> np.ndarray:
+    """The 64-bit state of :func:`keyed_hash` after absorbing ``operands`` (uint64 array)."""
+    window = len(operands)
+    shape = np.shape(operands[0]) if window else (0,)
+    step = chunk_size(modulus)
+    base = np.uint64(modulus)
+    state = np.full(shape, hash_key(key), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for first in range(0, max(window, 1), step):
+            word = np.zeros(shape, dtype=np.uint64)
+            for i in range(first, min(window, first + step)):
+                word *= base
+                word += np.asarray(operands[i]).astype(np.uint64)
+            state = mix64(state ^ word)
+    return state
+
+
 def keyed_hash(operands: Sequence[np.ndarray], modulus: int, key: int) -> np.ndarray:
     """Keyed hash of each ordered operand tuple, on Z_m.
 
@@ -169,19 +201,9 @@ def keyed_hash(operands: Sequence[np.ndarray], modulus: int, key: int) -> np.nda
     >>> keyed_hash(np.array([[1, 2], [2, 1]]), 17, key=0).tolist()  # order matters
     [13, 9]
     """
-    window = len(operands)
-    shape = np.shape(operands[0]) if window else (0,)
-    step = chunk_size(modulus)
-    base = np.uint64(modulus)
-    state = np.full(shape, hash_key(key), dtype=np.uint64)
+    state = keyed_state(operands, modulus, key)
     with np.errstate(over="ignore"):
-        for first in range(0, max(window, 1), step):
-            word = np.zeros(shape, dtype=np.uint64)
-            for i in range(first, min(window, first + step)):
-                word *= base
-                word += np.asarray(operands[i]).astype(np.uint64)
-            state = mix64(state ^ word)
-        return ((state >> np.uint64(32)) * base) >> np.uint64(32)
+        return ((state >> np.uint64(32)) * np.uint64(modulus)) >> np.uint64(32)
 
 
 @lru_cache(maxsize=16)
@@ -201,6 +223,135 @@ def hash_table(modulus: int, window: int, key: int) -> np.ndarray | None:
     out = table.astype(dtype)
     out.flags.writeable = False
     return out
+
+
+def permutations(states: np.ndarray, modulus: int) -> np.ndarray:
+    """The permutation of each far state: ``out[i, s] = pi(s)``, an ``(n, m)`` int64 array.
+
+    pi lists Z_m in increasing order of the keys ``mix64(state ^ s)`` (ties broken by s):
+    ``pi(s)`` is the token with the s-th smallest key.
+
+    >>> states = keyed_state([np.array([0, 5])], 17, key=0)
+    >>> sorted(permutations(states, 17)[1].tolist()) == list(range(17))
+    True
+    """
+    with np.errstate(over="ignore"):
+        keys = mix64(
+            np.asarray(states, dtype=np.uint64)[:, None] ^ np.arange(modulus, dtype=np.uint64)
+        )
+    return np.argsort(keys, axis=1, kind="stable").astype(np.int64)
+
+
+def far_perm(
+    far_operands: Sequence[np.ndarray], near_operands: Sequence[np.ndarray], modulus: int, key: int
+) -> np.ndarray:
+    """``far_perm``: pi_F((sum of near operands) mod m), pi_F keyed by the far tuple F.
+
+    F's state is :func:`keyed_state` of the far operands (the keyed hash's chain); pi_F is
+    :func:`permutations` of that state. Operands as in :func:`keyed_hash` (position order,
+    arrays of one shape, at least one near operand).
+
+    >>> far = [np.array([3, 3, 4])]
+    >>> near = [np.array([1, 0, 1]), np.array([2, 3, 2])]  # near sums 3, 3, 3
+    >>> out = far_perm(far, near, 17, key=0).tolist()
+    >>> out[0] == out[1], out[0] == int(perm_table(17, 1, 0)[3, 3])
+    (True, True)
+    """
+    shape = np.shape(near_operands[0])
+    total = np.zeros(shape, dtype=np.int64)
+    for operand in near_operands:
+        total += np.asarray(operand, dtype=np.int64)
+    total %= modulus
+    far = [np.broadcast_to(np.asarray(operand), shape) for operand in far_operands]
+    if far:
+        states = keyed_state(far, modulus, key)
+    else:  # no far operand: one empty word, as the keyed hash absorbs for an empty tuple
+        states = np.full(shape, mix64(np.array([hash_key(key)], dtype=np.uint64))[0])
+    unique, inverse = np.unique(states.reshape(-1), return_inverse=True)
+    table = permutations(unique, modulus)
+    return table[inverse.reshape(-1), total.reshape(-1)].reshape(shape)
+
+
+PERM_TABLE_MAX = 1 << 22
+"""Largest far_perm table (m^j permutations of m tokens) the kernel builds."""
+
+
+@lru_cache(maxsize=16)
+def perm_table(modulus: int, far: int, key: int) -> np.ndarray | None:
+    """All of far_perm's permutations, row F = pi_F (None above :data:`PERM_TABLE_MAX`).
+
+    >>> int(perm_table(17, 1, 0)[3, 5]) == int(far_perm([np.array([3])], [np.array([5])], 17, 0)[0])
+    True
+    """
+    if modulus**far * modulus > PERM_TABLE_MAX:
+        return None
+    codes = np.arange(modulus**far, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        states = mix64(np.full(codes.size, hash_key(key), dtype=np.uint64) ^ codes)
+    table = permutations(states, modulus)
+    dtype = np.uint8 if modulus <= 256 else np.uint16
+    out = table.astype(dtype)
+    out.flags.writeable = False
+    return out
+
+
+def slot_perm(
+    far_operands: Sequence[np.ndarray], near_operands: Sequence[np.ndarray], modulus: int, key: int
+) -> np.ndarray:
+    """``slot_perm``: (sum over i of pi_{f_(i mod j)}(n_i)) mod m, n_i the i-th near operand.
+
+    pi_v is far_perm's permutation for the one-token far tuple (v) (:func:`perm_table` row
+    v); with no far operand every slot uses pi_0. Operands as in :func:`keyed_hash`.
+
+    >>> pi = perm_table(17, 1, 0).tolist()  # row v: pi_v
+    >>> f, n = [np.array([2]), np.array([5])], [np.array([1]), np.array([7]), np.array([3])]
+    >>> int(slot_perm(f, n, 17, 0)[0]) == (pi[2][1] + pi[5][7] + pi[2][3]) % 17
+    True
+    """
+    table = perm_table(modulus, 1, key)  # None when m * m is above the cap: direct far_perm
+    shape = np.shape(near_operands[0])
+    total = np.zeros(shape, dtype=np.int64)
+    for i, operand in enumerate(near_operands):
+        f = far_operands[i % len(far_operands)] if len(far_operands) else np.zeros(shape, np.int64)
+        f = np.broadcast_to(np.asarray(f, dtype=np.int64), shape)
+        n = np.asarray(operand, dtype=np.int64)
+        if table is not None:
+            total += table[f, n]
+        else:
+            total += far_perm([f], [n], modulus, key)
+    return total % modulus
+
+
+def select_perm(
+    far_operands: Sequence[np.ndarray], near_operands: Sequence[np.ndarray], modulus: int, key: int
+) -> np.ndarray:
+    """``select_perm``: pi_{f_c}((sum of near operands) mod m), c = (last near operand) mod j.
+
+    pi_v as in :func:`slot_perm`; with no far operand pi_0. Operands as in :func:`keyed_hash`.
+
+    >>> pi = perm_table(17, 1, 0).tolist()
+    >>> f = [np.array([4]), np.array([9])]
+    >>> n = [np.array([2]), np.array([6]), np.array([3])]  # 3 mod 2 = 1: f_1 = 9 keys it
+    >>> int(select_perm(f, n, 17, 0)[0]) == pi[9][11]
+    True
+    """
+    shape = np.shape(near_operands[0])
+    total = np.zeros(shape, dtype=np.int64)
+    for operand in near_operands:
+        total += np.asarray(operand, dtype=np.int64)
+    total %= modulus
+    if len(far_operands):
+        stacked = np.stack(
+            [np.broadcast_to(np.asarray(f, dtype=np.int64), shape) for f in far_operands]
+        )
+        choice = np.asarray(near_operands[-1], dtype=np.int64) % len(far_operands)
+        chosen = np.take_along_axis(stacked, choice[None, ...], axis=0)[0]
+    else:
+        chosen = np.zeros(shape, dtype=np.int64)
+    table = perm_table(modulus, 1, key)
+    if table is None:
+        return far_perm([chosen], [total], modulus, key)
+    return table[chosen, total].astype(np.int64)
 
 
 MOD_ADDITION = Op(
@@ -257,6 +408,32 @@ register_op(
         "keyed_hash",
         "keyed hash of the ordered operand tuple (far then near), uniform on Z_m, key op_key",
         "tuple",
+        keyed=True,
+    )
+)
+register_op(
+    Op(
+        "far_perm",
+        "pi_F((sum of near operands) mod m): a keyed random permutation of Z_m per far tuple F",
+        "perm",
+        keyed=True,
+    )
+)
+register_op(
+    Op(
+        "slot_perm",
+        "(sum over near slots i of pi_{f_(i mod j)}(n_i)) mod m: each far token keys the "
+        "permutation of its near slots (the permutations of far_perm)",
+        "slot",
+        keyed=True,
+    )
+)
+register_op(
+    Op(
+        "select_perm",
+        "pi_{f_c}((sum of near operands) mod m), c = (last near operand) mod j: the last near "
+        "token selects the far token that keys the permutation (far_perm's permutations)",
+        "select",
         keyed=True,
     )
 )

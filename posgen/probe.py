@@ -183,7 +183,7 @@ def far_rule_answers(
         last = min(positions.size, first + FAR_RULE_PAIRS)
         index = deps[:, (positions[first:last] - spec.window).astype(kind)]
         index += (rows[first:last] * length).astype(kind)
-        out[first:last] = op.apply(flat[index], spec.modulus, spec.op_key)
+        out[first:last] = op.apply(flat[index], spec.modulus, spec.op_key, far=spec.far)
     return out
 
 
@@ -210,7 +210,7 @@ def shared_far_rule(
         columns = np.empty((window, chosen.shape[0], p), dtype=tokens.dtype)
         for i, (row, run) in enumerate(zip(deps, runs, strict=True)):
             columns[i] = chosen[:, run] if run is not None else chosen[:, row]
-        answers = op.apply(columns.reshape(window, -1), spec.modulus, spec.op_key)
+        answers = op.apply(columns.reshape(window, -1), spec.modulus, spec.op_key, far=spec.far)
         out[first : first + step] = answers.reshape(chosen.shape[0], p)
     return out
 

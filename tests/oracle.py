@@ -34,8 +34,8 @@ def splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def keyed_hash(operands: list[int], m: int, key: int) -> int:
-    """The keyed hash as specified: base-m words of as many operands as fit 2^64, chained."""
+def keyed_state(operands: list[int], m: int, key: int) -> int:
+    """The keyed hash's state: base-m words of as many operands as fit 2^64, chained."""
     per_word = max(c for c in range(1, 65) if m**c <= 2**64)
     state = int.from_bytes(
         hashlib.sha256(f"posgen keyed_hash {key}".encode()).digest()[:8], "little"
@@ -45,11 +45,41 @@ def keyed_hash(operands: list[int], m: int, key: int) -> int:
         for value in operands[first : first + per_word]:
             word = word * m + value
         state = splitmix64(state ^ word)
-    return ((state >> 32) * m) >> 32
+    return state
 
 
-def op_value(op: str, operands: list[int], m: int, key: int = 0) -> int:
-    """h(operands) from each op's definition (operands in position order)."""
+def keyed_hash(operands: list[int], m: int, key: int) -> int:
+    """The keyed hash as specified: the chained state's top 32 bits scaled to Z_m."""
+    return ((keyed_state(operands, m, key) >> 32) * m) >> 32
+
+
+def far_perm(far_operands: list[int], near_operands: list[int], m: int, key: int) -> int:
+    """far_perm as specified: the far tuple's keyed state picks the permutation that lists
+    Z_m by the keys splitmix64(state ^ s); the near sum mod m indexes it."""
+    state = keyed_state(far_operands, m, key)
+    order = sorted(range(m), key=lambda s: (splitmix64(state ^ s), s))
+    return order[sum(near_operands) % m]
+
+
+def slot_perm(far_operands: list[int], near_operands: list[int], m: int, key: int) -> int:
+    """slot_perm as specified: near operand i through far_perm's permutation of the one-token
+    far tuple (far operand i mod j; 0 when there is none), summed mod m."""
+    total = 0
+    for i, value in enumerate(near_operands):
+        f = far_operands[i % len(far_operands)] if far_operands else 0
+        total += far_perm([f], [value], m, key)
+    return total % m
+
+
+def select_perm(far_operands: list[int], near_operands: list[int], m: int, key: int) -> int:
+    """select_perm as specified: the far operand at index (last near operand) mod j (0 when
+    there is none) picks far_perm's one-token permutation; the near sum mod m indexes it."""
+    f = far_operands[near_operands[-1] % len(far_operands)] if far_operands else 0
+    return far_perm([f], [sum(near_operands)], m, key)
+
+
+def op_value(op: str, operands: list[int], m: int, key: int = 0, far: int = 0) -> int:
+    """h(operands) from each op's definition (operands in position order, ``far`` of them far)."""
     total = sum(operands)
     if op == "mod_addition":
         return total % m
@@ -61,6 +91,12 @@ def op_value(op: str, operands: list[int], m: int, key: int = 0) -> int:
         return total * total % m
     if op == "keyed_hash":
         return keyed_hash(operands, m, key)
+    if op == "far_perm":
+        return far_perm(operands[:far], operands[far:], m, key)
+    if op == "slot_perm":
+        return slot_perm(operands[:far], operands[far:], m, key)
+    if op == "select_perm":
+        return select_perm(operands[:far], operands[far:], m, key)
     raise ValueError(op)
 
 
@@ -78,7 +114,7 @@ def grow_row(
     row = list(window)
     for t in range(len(window), length):
         operands = [row[p] for p in far_positions(task, t, near, far)] + row[t - near : t]
-        row.append(op_value(op, operands, m, key))
+        row.append(op_value(op, operands, m, key, far))
     return row
 
 
@@ -179,7 +215,11 @@ def probe_row(
         row[p] = (source[p] + 1 + draw) % m
     far_rule = [
         op_value(
-            op, [row[p] for p in far_positions(task, t, near, far)] + row[t - near : t], m, key
+            op,
+            [row[p] for p in far_positions(task, t, near, far)] + row[t - near : t],
+            m,
+            key,
+            far,
         )
         for t in probed
     ]

@@ -25,7 +25,7 @@ from posgen.consistency import (
 )
 from posgen.generator import grow
 from posgen.hf import to_dataset_dict
-from posgen.ops import op_names
+from posgen.ops import get_op, op_names
 from posgen.spec import TaskSpec
 from posgen.tasks import register_task
 from posgen.validate import AuditThresholds, QuestionLookbacks, validate
@@ -35,8 +35,8 @@ BRUTE_TASKS = ("cot", "semirecursive", "recursive")
 
 
 @functools.cache
-def h(op: str, operands: tuple[int, ...], m: int, key: int) -> int:
-    return op_value(op, list(operands), m, key)
+def h(op: str, operands: tuple[int, ...], m: int, key: int, far: int) -> int:
+    return op_value(op, list(operands), m, key, far)
 
 
 def brute_force(task, row: list[int], m: int, near: int, far: int, op: str, key: int):
@@ -54,8 +54,8 @@ def brute_force(task, row: list[int], m: int, near: int, far: int, op: str, key:
             visible = [s for s in range(max(w, t - d + near), t) if start_of(s) == start]
             answers = set()
             for q in itertools.product(range(m), repeat=far):
-                if all(h(op, q + tuple(row[s - near : s]), m, key) == row[s] for s in visible):
-                    answers.add(h(op, q + tuple(row[t - near : t]), m, key))
+                if all(h(op, q + tuple(row[s - near : s]), m, key, far) == row[s] for s in visible):
+                    answers.add(h(op, q + tuple(row[t - near : t]), m, key, far))
             if len(answers) == 1:
                 lookback = d
                 break
@@ -85,7 +85,7 @@ def make_spec(**fields) -> TaskSpec:
 )
 def test_lookbacks_equal_brute_force_on_random_specs(task, op, m, near, far, extra, key, data):
     assume(m**far <= 64)
-    key = key if op == "keyed_hash" else 0
+    key = key if get_op(op).keyed else 0
     spec = make_spec(task=task, op=op, modulus=m, near=near, far=far, op_key=key)
     w = near + far
     windows = data.draw(
@@ -115,7 +115,7 @@ def test_lookbacks_of_a_registered_task_equal_brute_force(zigzag, op):
         row = list(window)
         for t in range(w, 20):
             start = (t - w) % 3
-            row.append(h(op, tuple(row[start : start + far] + row[t - near : t]), m, 0))
+            row.append(h(op, tuple(row[start : start + far] + row[t - near : t]), m, 0, far))
         rows.append(row)
     fast = question_lookbacks(spec, np.array(rows)).tolist()
     start_of = lambda t: (t - w) % 3  # noqa: E731

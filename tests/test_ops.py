@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from posgen.generator import generate_split, grow
-from posgen.ops import keyed_hash, op_names, sum_table
+from posgen.ops import get_op, keyed_hash, op_names, sum_table
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.tasks import TASKS
 from posgen.validate import validate
@@ -98,7 +98,7 @@ op_cases = st.fixed_dictionaries(
 def test_every_op_equals_the_plain_loop_oracle_and_the_validator_recomputes_it(case):
     op, m, near, far = case["op"], case["modulus"], case["near"], case["far"]
     length = near + far + case["extra"]
-    key = case["key"] if op == "keyed_hash" else 0
+    key = case["key"] if get_op(op).keyed else 0
     assume(m ** (near + far) >= 3)
     try:
         spec = TaskSpec(task=case["task"], op=op, op_key=key, modulus=m, near=near, far=far,
@@ -190,7 +190,7 @@ def test_keyed_hash_data_is_the_same_bytes_with_one_or_two_workers(tmp_path):
     assert digests[0] == digests[1] and len(digests[0]) > 2
 
 
-@pytest.mark.parametrize("op", [*SUM_OPS, "keyed_hash"])
+@pytest.mark.parametrize("op", [*SUM_OPS, "keyed_hash", "far_perm", "slot_perm", "select_perm"])
 def test_generated_data_of_every_op_validates_and_a_flipped_token_fails(op):
     from posgen.hf import to_dataset_dict
 

@@ -22,12 +22,13 @@ from posgen.generator import generate_rows
 from posgen.probe import probe_rows
 from posgen.spec import BenchmarkSpec, TaskSpec, default_benchmark
 from posgen.store import write_dataset
-from posgen.store.manifest import read_manifest, sha256_file
+from posgen.store.manifest import DamagedDataset, read_manifest, sha256_file
 from posgen.tasks import _RULES
 from posgen.validate import validate
 from tests.oracle import grow_row, op_value, probe_row
 
-OPS = ["mod_addition", "square_sum", "pow_sin", "pow_sin_2pi", "keyed_hash"]
+OPS = ["mod_addition", "square_sum", "pow_sin", "pow_sin_2pi", "keyed_hash", "far_perm",
+       "slot_perm", "select_perm"]  # fmt: skip
 BUILT_IN = ["recursive", "cot", "semirecursive"]
 
 specs = st.builds(
@@ -327,3 +328,17 @@ def test_far_rule_answers_do_not_depend_on_how_targets_are_chunked(task, monkeyp
     whole = _as_rows(probe_rows(spec, "probe", 0, spec.test_size))
     monkeypatch.setattr(posgen.probe, "FAR_RULE_PAIRS", 7)
     assert _as_rows(probe_rows(spec, "probe", 0, spec.test_size)) == whole
+
+
+def test_a_folder_written_before_probe_splits_is_named_as_such(folder, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    manifest = json.loads((old / "posgen.json").read_text())
+    for config in manifest["configs"].values():
+        for split in [name for name in config["splits"] if name.startswith("probe")]:
+            del config["splits"][split]
+    (old / "posgen.json").write_text(json.dumps(manifest))
+    with pytest.raises(DamagedDataset, match="written by a posgen older than the probe"):
+        read_manifest(old)

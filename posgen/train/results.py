@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from posgen.card.task_measures import measure_sentences
 from posgen.errors import UsageError
 from posgen.scoring.metrics import ScoreReport
 from posgen.scoring.plot import save_figure
@@ -465,6 +466,9 @@ def results_markdown(
             f"{len(short)} cells: {', '.join(short)}. Rerun the command to train the "
             "missing runs (finished ones are kept).",
         ]
+    measures = [s for data, entry in results.items() for s in measure_sentences(data, entry)]
+    if measures:
+        lines += ["", "## What each task measures", "", *[f"- {s}" for s in measures]]
     lines += ["", *ranking_lines(results), "## Tables by data folder", "", *tables(results)]
     if plot:
         lines += [f"![accuracy against position]({plot})", ""]

@@ -132,7 +132,7 @@ def operand_sensitivity(spec: TaskSpec, tokens: np.ndarray) -> tuple[float, int]
         column = np.broadcast_to(_take(sample, slot), (take, per_row)).reshape(-1)
         operands[i] = column[: operands.shape[1]]
     op = get_op(spec.op)
-    base = op.apply(operands, m, spec.op_key)
+    base = op.apply(operands, m, spec.op_key, far=spec.far)
     shifts = np.unique(np.linspace(1, m - 1, min(m - 1, SENSITIVITY_SHIFTS)).astype(np.int64))
     probed = np.unique(np.linspace(0, window - 1, min(window, SENSITIVITY_SLOTS)).astype(np.int64))
     changed = tried = 0
@@ -140,7 +140,7 @@ def operand_sensitivity(spec: TaskSpec, tokens: np.ndarray) -> tuple[float, int]
         original = operands[slot].copy()
         for shift in shifts.tolist():
             operands[slot] = (original + shift) % m
-            out = op.apply(operands, m, spec.op_key)
+            out = op.apply(operands, m, spec.op_key, far=spec.far)
             changed += int(np.count_nonzero(out != base))
             tried += out.size
         operands[slot] = original

@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from posgen.ops import get_op, keyed_hash, sum_table
+from posgen.ops import far_perm, get_op, keyed_hash, select_perm, slot_perm, sum_table
 from posgen.spec import TaskSpec
 from posgen.tasks import far_start
 
@@ -101,6 +101,15 @@ def expected_targets(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
     columns = [np.broadcast_to(_take(wide, s), (rows, positions)) for s in slots]
     if op.kind == "tuple":
         return keyed_hash(columns, spec.modulus, spec.op_key).astype(np.int64)
+    if op.kind == "perm":
+        far = spec.far
+        return far_perm(columns[:far], columns[far:], spec.modulus, spec.op_key)
+    if op.kind == "slot":
+        far = spec.far
+        return slot_perm(columns[:far], columns[far:], spec.modulus, spec.op_key)
+    if op.kind == "select":
+        far = spec.far
+        return select_perm(columns[:far], columns[far:], spec.modulus, spec.op_key)
     total = np.zeros((rows, positions), dtype=np.int64)
     for column in columns:
         total += column
