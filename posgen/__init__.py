@@ -17,15 +17,31 @@ The entry points the README uses, importable from ``posgen`` directly:
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from posgen.generator import generate_rows, generate_split, grow
-from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.tasks import TASKS, dependencies, far_start, register_task
+if TYPE_CHECKING:  # for type checkers and editors; at run time through __getattr__
+    from posgen.generator import generate_rows as generate_rows
+    from posgen.generator import generate_split as generate_split
+    from posgen.generator import grow as grow
+    from posgen.spec import BenchmarkSpec as BenchmarkSpec
+    from posgen.spec import TaskSpec as TaskSpec
+    from posgen.tasks import TASKS as TASKS
+    from posgen.tasks import dependencies as dependencies
+    from posgen.tasks import far_start as far_start
+    from posgen.tasks import register_task as register_task
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "generate_rows": "posgen.generator",
+    "generate_split": "posgen.generator",
+    "grow": "posgen.generator",
+    "BenchmarkSpec": "posgen.spec",
+    "TaskSpec": "posgen.spec",
+    "TASKS": "posgen.tasks",
+    "dependencies": "posgen.tasks",
+    "far_start": "posgen.tasks",
+    "register_task": "posgen.tasks",
     "write_dataset": "posgen.store",
     "read_manifest": "posgen.store",
     "load": "posgen.hf",
@@ -33,21 +49,10 @@ _LAZY = {
     "score": "posgen.scoring",
     "score_file": "posgen.scoring",
 }
-"""Entry points imported on first use (they pull in pyarrow, datasets or the validator)."""
+"""Names imported on first use: ``import posgen`` loads nothing else, so the ``posgen``
+script catches signals within milliseconds of starting (:mod:`posgen.__main__`)."""
 
-__all__ = [
-    "TASKS",
-    "BenchmarkSpec",
-    "TaskSpec",
-    "__version__",
-    "dependencies",
-    "far_start",
-    "generate_rows",
-    "generate_split",
-    "grow",
-    "register_task",
-    *_LAZY,
-]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

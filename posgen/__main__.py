@@ -1,6 +1,41 @@
-"""``python -m posgen``."""
+"""``python -m posgen`` and the ``posgen`` script.
 
-from posgen.cli import main
+:func:`run` catches SIGINT, SIGTERM and SIGHUP before the commands are imported (about half
+a second), so a signal at any moment after the interpreter starts ends in one line and
+exit 130, 143 or 129 (:mod:`posgen.signals`), never a traceback or a silent death; a signal
+after the command has finished (while the interpreter shuts down) is ignored, and one that
+came after the command's last line but before that still sets the exit status.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def run() -> None:
+    """Install the signal handlers, then import and run the command line."""
+    from posgen import signals
+
+    signals.install()
+    signals.hold()  # a signal while the commands are imported is raised once the CLI runs
+    signals.point("startup")
+    from posgen.cli import main
+
+    try:
+        main(prog_name="posgen")
+        code: int = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else int(done.code is not None)
+    signals.point("exit")
+    late = signals.received()  # held since the command reported its outcome
+    signals.ignore()  # nothing after this point dies of a signal
+    if late is not None and code == 0:
+        name = signals.Interrupted(late).name
+        print(f"error: interrupted by {name} after the command had finished; its outputs "
+              "are complete", file=sys.stderr)  # fmt: skip
+        code = 128 + late
+    sys.exit(code)
+
 
 if __name__ == "__main__":
-    main(prog_name="posgen")
+    run()

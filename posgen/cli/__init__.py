@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from posgen import __version__
+from posgen import __version__, signals
 from posgen.cli.baseline import baseline_command
 from posgen.cli.card import card_command
 from posgen.cli.generate import generate
@@ -21,9 +21,13 @@ from posgen.cli.sweep import sweep_command
 from posgen.cli.train import train_command
 from posgen.cli.validate import validate_command
 from posgen.errors import PosgenError, shown
+from posgen.signals import Interrupted
 
 MAX_ERROR_CHARS = 1000
 """Longest ``error:`` line printed: a value given by the user is never echoed whole."""
+INTERRUPTED_STATE = "no partial output was left"
+"""What a command stopped by a signal left, unless it says more itself (every output is
+written whole or not at all)."""
 
 
 def say(line: str) -> None:
@@ -48,35 +52,59 @@ class PosgenGroup(click.Group):
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         PosgenGroup.debug = False
+        previous = signals.install()
         try:
+            self._run(*args, **kwargs)
+        finally:
+            signals.restore(previous)
+
+    def _run(self, *args: Any, **kwargs: Any) -> None:
+        """Run the command; every way it ends becomes an exit status (and one line)."""
+        try:
+            signals.check()  # a signal that arrived while the commands were imported
+            signals.point("cli")
             result = super().main(*args, standalone_mode=False, **kwargs)
-        except PosgenError as error:
+            signals.check()  # a signal Python swallowed (in __del__, say) still ends the run
+        except SystemExit:
+            raise
+        except BaseException as error:
+            signals.hold()  # a second signal must not interrupt the report of the first
+            sys.exit(self._report(error))
+        signals.hold()
+        sys.exit(result if isinstance(result, int) else 0)
+
+    def _report(self, error: BaseException) -> int:
+        """Print the one line for ``error``; its exit status."""
+        if isinstance(error, Interrupted):
+            say(f"{error}; {INTERRUPTED_STATE}")
+            return error.exit_code
+        if isinstance(error, KeyboardInterrupt) or (
+            isinstance(error, click.Abort) and isinstance(error.__context__, KeyboardInterrupt)
+        ):  # SIGINT before posgen's handler was installed
+            say(f"interrupted by SIGINT; {INTERRUPTED_STATE}")
+            return 130
+        if isinstance(error, PosgenError):
             for line in error.printed:
                 say(line)
-            sys.exit(error.exit_code)
-        except click.UsageError as error:
+            return error.exit_code
+        if isinstance(error, click.UsageError):
             where = f" (see '{error.ctx.command_path} -h')" if error.ctx is not None else ""
-            message = " ".join(error.format_message().split())
-            say(f"{message}{where}")
-            sys.exit(error.exit_code)
-        except click.ClickException as error:
+            say(f"{' '.join(error.format_message().split())}{where}")
+            return error.exit_code
+        if isinstance(error, click.ClickException):
             error.show()
-            sys.exit(error.exit_code)
-        except click.Abort:
+            return error.exit_code
+        if isinstance(error, click.Abort):
             click.echo("error: aborted", err=True)
-            sys.exit(1)
-        except OSError as error:
-            if debugging(PosgenGroup.debug):
-                click.echo(traceback_text(error), err=True)
+            return 1
+        if debugging(PosgenGroup.debug):
+            click.echo(traceback_text(error), err=True)
+        if isinstance(error, OSError):
             line, code = os_error_problem(error)
             say(line)
-            sys.exit(code)
-        except Exception as error:
-            if debugging(PosgenGroup.debug):
-                click.echo(traceback_text(error), err=True)
-            say(unexpected_problem(error, PosgenGroup.debug))
-            sys.exit(1)
-        sys.exit(result if isinstance(result, int) else 0)
+            return code
+        say(unexpected_problem(error, PosgenGroup.debug))
+        return 1
 
 
 @click.group(cls=PosgenGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
+from posgen import signals
 from posgen.cli.common import UsageProblems
+from posgen.cli.outputs import output_problems
 from posgen.cli.paths import PathArg
 from posgen.cli.score import plot_available
 from posgen.scoring.plot import PLOT_HINT
@@ -17,6 +19,7 @@ from posgen.train.ranking import csv_text
 from posgen.train.results import (
     ResultsError,
     aggregate,
+    check_distinct,
     find_runs,
     load_run,
     plot_results,
@@ -24,6 +27,7 @@ from posgen.train.results import (
     run_settings,
     summary_json,
 )
+from posgen.train.run_files import FILES
 
 
 @click.command(
@@ -83,17 +87,27 @@ def results_command(
     and task, and tables of ID and OOD accuracy.
 
     RUN_DIRS are run folders written by `posgen train` (their results.json; older folders
-    without one are read from config.json and scores.json), or folders holding them.
+    without one are read from config.json and scores.json), or folders holding them (links
+    followed; each run counts once). Copies of one run are refused, never averaged; build
+    folders of killed runs and half-copied folders are skipped with a note. No output may
+    name a run's file or another output.
     """
     if plot_out is not None and not plot_available():
         raise UsageProblems([f"--plot: {PLOT_HINT}"])
-    try:
-        runs = [load_run(path) for path in find_runs(run_dirs)]
-        if not runs:
-            raise ResultsError(f"no finished run folders in {', '.join(map(str, run_dirs))}")
-        results = aggregate(runs)
-    except ResultsError as error:
-        raise UsageProblems([str(error)]) from None
+    folders, skipped = find_runs(run_dirs)
+    if not folders:
+        raise ResultsError(f"no finished run folders in {', '.join(map(str, run_dirs))}")
+    run_files = [folder / name for folder in folders for name in FILES]
+    problems = output_problems(
+        {"--out": out, "--json": json_out, "--plot": plot_out}, {"a run's file": run_files}
+    )
+    if problems:
+        raise UsageProblems(problems)
+    for line in skipped:
+        click.echo(f"note: {line}", err=True)
+    runs = [load_run(path) for path in folders]
+    check_distinct(runs)
+    results = aggregate(runs)
     plot_link = None
     if plot_out is not None:
         plot_link = os.path.relpath(plot_out, out.parent if str(out.parent) else ".")
@@ -105,10 +119,13 @@ def results_command(
     elif out_format == "csv":
         text = csv_text(results)
     else:
-        text = json.dumps({"settings": settings, "results": results}, indent=2) + "\n"
+        text = json.dumps({"settings": settings, "results": results}, indent=2, allow_nan=False)
+        text += "\n"
+    summary = json.dumps(summary_json(results), indent=2, allow_nan=False) + "\n"
+    signals.point("results-write")
     if plot_out is not None:  # every file written atomically; WriteFailed: exit 1
         plot_results(results, plot_out)
     if json_out is not None:
-        write_atomically(json_out, (json.dumps(summary_json(results), indent=2) + "\n").encode())
+        write_atomically(json_out, summary.encode())
     write_atomically(out, text.encode())
     click.echo(f"{out}: {len(runs)} runs, {sum(len(e['tasks']) for e in results.values())} tasks")

@@ -7,7 +7,9 @@ from pathlib import Path
 import click
 import pyarrow as pa
 
+from posgen import signals
 from posgen.cli.common import UsageProblems
+from posgen.cli.outputs import output_problems
 from posgen.cli.paths import PathArg
 from posgen.errors import PosgenError
 from posgen.scoring.errors import ScoringError
@@ -113,11 +115,12 @@ def reliance_table(report: RelianceReport) -> str:
 
 
 def plot_available() -> bool:
-    """Whether matplotlib can be imported."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
+    """Whether matplotlib can be imported (a signal meanwhile is raised once it is)."""
+    with signals.deferred():
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            return False
     return True
 
 
@@ -185,6 +188,11 @@ def score_command(
         raise UsageProblems([f"--plot: {PLOT_HINT}"])
     if plot_out is not None and (problem := plot_format_problem(plot_out)) is not None:
         raise UsageProblems([f"--plot: {problem}"])
+    problems = output_problems(
+        {"--json": json_out, "--plot": plot_out}, {"the --predictions file": [predictions]}
+    )
+    if problems:
+        raise UsageProblems(problems)
     if is_probe_split(split):
         report: ScoreReport | RelianceReport
         report = score_probe_file(data, config, split, predictions, bucket_width)
@@ -200,6 +208,7 @@ def score_command(
         click.echo(report.to_json(), nl=False)
     else:
         click.echo(table)
+    signals.point("score-write")
     try:
         if json_out is not None and str(json_out) != "-":
             write_atomically(json_out, report.to_json().encode())

@@ -6,6 +6,7 @@ encodings (the ``train`` extra), so ``posgen -h`` and every other command stay t
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -13,20 +14,25 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 from pydantic import ValidationError
 
+from posgen import signals
 from posgen.cli.common import RunFailure, UsageProblems
+from posgen.cli.outputs import output_problems
 from posgen.cli.paths import PathArg
-from posgen.cli.score import load_split
 from posgen.errors import problem_lines
-from posgen.scoring.reference import resolve_config
-from posgen.store.atomic import Interrupted
+from posgen.resources import human_bytes, unwritable
+from posgen.scoring.reference import ReferenceSplit, resolve_config
+from posgen.signals import Interrupted
+from posgen.store.atomic import OutputExistsError, WriteFailed
 from posgen.store.lock import exclusive, owner_alive
 from posgen.store.manifest import read_manifest
 from posgen.train import TRAIN_HINT
 from posgen.train.config import PRESETS, TrainConfig, preset
 from posgen.train.encoding import PERequest
 from posgen.train.grid import identity, stable_hash
+from posgen.train.memory import RunEstimate, available_bytes, estimate_run, refusal
 from posgen.train.progress import resume_folder
 
 # flag -> (TrainConfig field, click type)
@@ -46,12 +52,26 @@ OVERRIDES: dict[str, tuple[str, Any]] = {
 }
 
 
+FLAGS = {name: flag for flag, (name, _) in OVERRIDES.items()}
+"""TrainConfig field -> the flag that sets it."""
+MODEL_FLAGS = "--hidden/--heads"
+"""What a problem of the whole model (not of one field) is about: the head dimension."""
+MAX_THREADS = 256
+"""Most ``--threads`` accepted (more is never faster, and 10^9 aborts inside OpenMP)."""
+
+
 def resolve_train_config(preset_name: str, overrides: dict[str, Any]) -> TrainConfig:
-    """The preset with the flags' overrides, every problem an :class:`UsageProblems` line."""
+    """The preset with the flags' overrides, every problem an :class:`UsageProblems` line
+    naming its flag as it is spelled (``--batch-size``)."""
     try:
         return preset(preset_name, **overrides)
     except ValidationError as error:
-        raise UsageProblems([f"--{line}" for line in problem_lines(error)]) from None
+        lines = []
+        for line in problem_lines(error):
+            field, _, message = line.partition(": ")
+            flag = FLAGS.get(field, MODEL_FLAGS if field == "spec" else f"--{field}")
+            lines.append(f"{flag}: {message}")
+        raise UsageProblems(lines) from None
 
 
 def require_extra() -> None:
@@ -145,12 +165,16 @@ Examples:
     type=click.Choice(list(PRESETS)),
     help="Model and schedule: cpu (small, minutes) or paper (the authors' setup, a GPU).",
 )
-@click.option("--seed", type=int, help="Run seed. [the preset's first seed]")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0, max=2**63 - 1),
+    help="Run seed. [the preset's first seed]",
+)
 @click.option(
     "--out",
     required=True,
     type=PathArg(file_okay=False, path_type=Path),
-    help="Run folder to create (must not exist).",
+    help="Run folder to create (must not exist; never inside a dataset folder).",
 )
 @_override_options
 @click.option(
@@ -164,8 +188,14 @@ Examples:
     "--threads",
     default=1,
     show_default=True,
-    type=click.IntRange(min=1),
-    help="torch CPU threads (keep 1 when runs go in parallel).",
+    type=click.IntRange(min=1, max=MAX_THREADS),
+    help="torch CPU threads (keep 1 when runs go in parallel; 1 and 2 are byte-identical "
+    "run to run).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Train even when the memory estimate exceeds the memory available.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
 def train_command(
@@ -180,13 +210,16 @@ def train_command(
     out: Path,
     device: str,
     threads: int,
+    force: bool,
     quiet: bool,
     **overrides: Any,
 ) -> None:
     """Train a Llama from scratch on one config; write config, log, predictions and scores.
 
-    The checkpoint with the best validation ID accuracy predicts the test split; the
-    predictions are scored by posgen's scoring (the same figures as `posgen score`).
+    The dataset is read once, checked against its manifest, and the run trains, validates
+    and scores on those bytes. The checkpoint with the best validation ID accuracy predicts
+    the test split; the predictions are scored by posgen's scoring (the same figures as
+    `posgen score`). A run that would not fit in memory is refused (see --force).
     """
     train_config = resolve_train_config(preset_name, overrides)
     try:
@@ -195,39 +228,41 @@ def train_command(
         raise UsageProblems([f"--pe: {line}" for line in problem_lines(error)]) from None
     except ValueError as error:
         raise UsageProblems([str(error)]) from None
-    if out.exists():
-        raise UsageProblems([f"--out {out} exists; choose a new run folder"])
-    reference = load_split(data, config, "train")
-    require_extra()
-    import torch
-    from tqdm.auto import tqdm
+    check_out(out, data)
+    name = resolve_config(data, config)
+    positions = request.randomized if isinstance(request.randomized, int) else None
+    spec, estimate = memory_estimate(data, name, train_config, positions)
+    if not force and (problem := refusal(estimate, available_bytes())) is not None:
+        raise UsageProblems([problem])
+    with signals.deferred():  # an exception inside `import torch` can be lost or mangled
+        signals.point("import")
+        require_extra()
+        import torch
+        from tqdm.auto import tqdm
 
-    from posgen.train.registry import PEError
-    from posgen.train.trainer import RunData, pick_device, resolve_pe, train_runs
-
+        from posgen.train.registry import PEError
+        from posgen.train.trainer import RunData, pick_device, resolve_pe, train_runs
     torch.set_num_threads(threads)
     target = pick_device(device)
     if target.type == "cuda" and not torch.cuda.is_available():
         raise UsageProblems(["--device cuda: no CUDA device is available"])
-    name = resolve_config(data, reference.config)
     run_seed = train_config.seeds[0] if seed is None else seed
+    lengths_only = ReferenceSplit(name, "train", spec, np.empty((0, 0), np.uint8))
     try:
-        resolved = resolve_pe(request, train_config, reference)
+        resolved = resolve_pe(request, train_config, lengths_only)
     except PEError as error:
         raise UsageProblems([str(error)]) from None
     from posgen.train.checkpoint import Checkpoints
 
-    spec_id = read_manifest(data).configs[name].spec_id
-    training = resolved.training_key()
     key = stable_hash(
         identity(
             data.resolve().name,
-            spec_id,
+            spec.spec_id,
             name,
             preset_name,
             train_config,
             run_seed,
-            training=training,
+            training=resolved.training_key(),
         )
     )
     resume = resume_folder(out)
@@ -238,11 +273,11 @@ def train_command(
     with exclusive(resume):
         if checkpoints.progress() is not None and not quiet:
             click.echo(f"{out}: resuming from its checkpoint ({resume})", err=True)
-        summary = _train_resumably(
-            out,
-            resume,
-            checkpoints,
-            lambda: train_runs(
+
+        def train() -> dict[str, Any]:
+            signals.point("load")
+            run_data = RunData.load(data, name)
+            return train_runs(
                 data,
                 name,
                 [resolved],
@@ -258,11 +293,12 @@ def train_command(
                     disable=quiet,
                     desc=f"{name} {resolved.label}",
                 ),
-                run_data=RunData.load(data, name),
+                run_data=run_data,
                 save=save_model,
                 checkpoints=checkpoints,
-            )[0],
-        )
+            )[0]
+
+        summary = _train_resumably(out, resume, checkpoints, estimate, train)
     if not quiet:
         click.echo(
             f"{out}: best epoch {summary['best_epoch']}, test ID {_shown(summary['id_accuracy'])}, "
@@ -270,11 +306,43 @@ def train_command(
         )
 
 
+def check_out(out: Path, data: Path) -> None:
+    """Refuse an ``--out`` that exists, cannot be created or sits inside a dataset folder."""
+    if os.path.lexists(out):
+        raise UsageProblems([f"--out {out} exists; choose a new run folder"])
+    problems = output_problems({"--out": out}, {"--data": []})
+    blocked = unwritable(out)
+    if blocked is not None:
+        problems.append(f"--out: {blocked}")
+    if problems:
+        raise UsageProblems(problems)
+
+
+def memory_estimate(
+    data: Path, config: str, train_config: TrainConfig, positions: int | None = None
+) -> tuple[Any, RunEstimate]:
+    """The config's spec and the run's memory estimate, from the manifest (no data read);
+    ``positions``: the range of randomized position ids, if given."""
+    manifest = read_manifest(data)
+    if config not in manifest.configs:
+        known = ", ".join(manifest.configs)
+        raise UsageProblems([f"--config: no config {config!r} in {data}; configs: {known}"])
+    spec = manifest.configs[config].spec
+    largest = max((file.bytes for _, _, file in manifest.files([config])), default=0)
+    return spec, estimate_run(train_config, spec, largest_file=largest, positions=positions)
+
+
 def _train_resumably(
-    out: Path, resume: Path, checkpoints: Any, train: Callable[[], dict[str, Any]]
+    out: Path,
+    resume: Path,
+    checkpoints: Any,
+    estimate: RunEstimate,
+    train: Callable[[], dict[str, Any]],
 ) -> dict[str, Any]:
     """Run ``train``; a signal leaves its checkpoint in ``resume`` (exit 128 + signal, one
-    line), success removes it, and a failure before any checkpoint leaves nothing."""
+    line), success removes it, and a failure before any checkpoint leaves nothing. Every
+    failure is one line: a folder that appeared at ``out``, a failed write, memory that
+    ran out past the estimate."""
     from posgen.train.checkpoint import CheckpointMismatch
 
     try:
@@ -292,18 +360,45 @@ def _train_resumably(
             raise RunFailure(
                 f"interrupted by {stop.name} once {out} was complete", stop.exit_code
             ) from None
+        if checkpoints.progress() is None:
+            raise RunFailure(
+                f"interrupted by {stop.name}; no partial run folder was left; {out} was not "
+                "created",
+                stop.exit_code,
+            ) from None
         raise RunFailure(
             f"interrupted by {stop.name}; checkpoint kept in {resume}: rerun the same "
             "command to resume",
             stop.exit_code,
         ) from None
-    except OSError as error:
-        raise RunFailure(f"writing {out} failed: {error}") from None
+    except OutputExistsError:
+        shutil.rmtree(resume, ignore_errors=True)  # this run cannot be resumed into it
+        raise RunFailure(
+            f"--out {out} appeared while the run trained (made by something else); it was "
+            "kept, and this run was not written"
+        ) from None
+    except WriteFailed as error:
+        raise RunFailure(f"{error}; no partial run folder was left") from None
+    except (MemoryError, RuntimeError) as error:
+        if not _out_of_memory(error):
+            raise
+        raise RunFailure(
+            f"out of memory ({type(error).__name__}) with an estimate of "
+            f"{human_bytes(estimate.total)}; no partial run folder was left; lower "
+            "--batch-size, --eval-batch-size or the model size"
+        ) from None
     finally:
         if checkpoints.progress() is None:  # nothing to resume from: leave nothing
             shutil.rmtree(resume, ignore_errors=True)
     shutil.rmtree(resume, ignore_errors=True)
     return summary
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says an allocation failed (torch's own error, or its message)."""
+    import torch
+
+    return isinstance(error, MemoryError | torch.OutOfMemoryError) or "allocate" in str(error)
 
 
 def _shown(value: float | None) -> str:

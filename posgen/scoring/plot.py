@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from posgen import signals
 from posgen.errors import UsageError
 from posgen.scoring.metrics import ScoredSplit, ScoreReport
 from posgen.scoring.reliance import RelianceReport
@@ -49,14 +50,16 @@ def plot_format_problem(path: Path) -> str | None:
 
 
 def pyplot() -> Any:
-    """``matplotlib.pyplot`` on the Agg backend, or :class:`PlotUnavailable`."""
-    try:
-        import matplotlib
+    """``matplotlib.pyplot`` on the Agg backend, imported with signals held (a signal
+    meanwhile is raised once the import is done); :class:`PlotUnavailable` without it."""
+    with signals.deferred():
+        try:
+            import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise PlotUnavailable(PLOT_HINT) from None
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise PlotUnavailable(PLOT_HINT) from None
     return plt
 
 

@@ -39,9 +39,9 @@ from posgen.scoring.metrics import (
     checked_arrays,
 )
 from posgen.spec import TaskSpec, is_probe_split
-from posgen.store.check import inside
+from posgen.store.check import read_listed
 from posgen.store.formats import manifest_format
-from posgen.store.manifest import DamagedDataset, read_manifest
+from posgen.store.manifest import read_manifest
 
 PROBE_COLUMNS = ("id", "tokens", "probed", "far_rule")
 
@@ -248,7 +248,8 @@ def probe_from_table(
 
 
 def load_probe(dataset_dir: Path, config: str, split: str = "probe") -> ProbeSplit:
-    """The probe split ``config``/``split`` of a posgen folder, checked against the manifest."""
+    """The probe split ``config``/``split`` of a posgen folder, every file checked against the
+    manifest on the bytes read (:func:`posgen.store.check.read_listed`)."""
     root = Path(dataset_dir)
     manifest = read_manifest(root)
     if config not in manifest.configs:
@@ -259,11 +260,10 @@ def load_probe(dataset_dir: Path, config: str, split: str = "probe") -> ProbeSpl
         known = ", ".join(entry.spec.probe_names)
         raise ScoringError(f"no probe split {split!r} in config {config!r}; probe splits: {known}")
     fmt, info, tables = manifest_format(manifest), entry.splits[split], []
+    where = (config, split, entry.spec_id, info.length)
     for file in info.files:
-        path = inside(root, file.path)
-        if path is None:
-            raise DamagedDataset(root, [f"{root / file.path}: leads outside the dataset folder"])
-        batches = list(fmt.batches(path, max(1, file.rows), PROBE_COLUMNS))
+        buffer = read_listed(root, fmt, where, file)  # checked against the manifest as read
+        batches = list(fmt.batches(buffer, max(1, file.rows), PROBE_COLUMNS))
         tables.append(pa.Table.from_batches(batches).select(list(PROBE_COLUMNS)))
     if not tables:
         raise ScoringError(f"{config}/{split} has no files")

@@ -41,6 +41,7 @@ from types import FrameType
 from typing import Any, BinaryIO
 
 from posgen.errors import RunError, UsageError
+from posgen.signals import CAUGHT_SIGNALS, Interrupted
 from posgen.store.layout import (
     MANIFEST_NAME,
     OLD_TAG,
@@ -53,9 +54,6 @@ from posgen.store.layout import (
 from posgen.store.lock import claim, fresh_file, fresh_folder, owned, remove_unowned
 
 MARKER = MANIFEST_NAME
-CAUGHT_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
 
 
 class OutputExistsError(UsageError, FileExistsError):
@@ -84,28 +82,6 @@ class WriteFailed(RunError, OSError):
     def __reduce__(self) -> tuple[type[WriteFailed], tuple[Path, OSError]]:
         # raised in worker processes too: rebuild from (path, error), not OSError's args
         return (WriteFailed, (self.path, self.reason))
-
-
-class Interrupted(BaseException):
-    """A signal stopped the build; the build folder was removed, the target left as it was.
-
-    A ``BaseException`` like ``KeyboardInterrupt``, so ``except Exception`` does not swallow it.
-
-    >>> Interrupted(signal.SIGTERM).name, Interrupted(signal.SIGTERM).exit_code
-    ('SIGTERM', 143)
-    """
-
-    def __init__(self, signum: int, completed: bool = False) -> None:
-        self.signum = int(signum)
-        self.completed = completed
-        """True when the signal arrived during the final rename: the target is complete."""
-        self.name = signal.Signals(signum).name
-        super().__init__(f"interrupted by {self.name}")
-
-    @property
-    def exit_code(self) -> int:
-        """The shell convention for a death by signal: 128 + signal number."""
-        return 128 + self.signum
 
 
 class HashingFile:

@@ -19,18 +19,20 @@ Tokens are not recomputed here; ``posgen validate`` does that.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
-from posgen.store.formats import DATA_SUFFIXES, FileFacts, Format, manifest_format
+from posgen.store.formats import DATA_SUFFIXES, FileFacts, Format, Source, manifest_format
 from posgen.store.layout import MANIFEST_NAME, PARTS_DIR
 from posgen.store.manifest import (
     DamagedDataset,
     FileEntry,
     Manifest,
+    read_bounded,
     read_manifest,
     sha256_file,
 )
@@ -65,7 +67,7 @@ def inside(root: Path, relative: str) -> Path | None:
     return path
 
 
-def read_facts(fmt: Format, path: Path) -> FileFacts | str:
+def read_facts(fmt: Format, path: Source) -> FileFacts | str:
     """The file's facts, or why it cannot be read as ``fmt``."""
     try:
         return fmt.facts(path)
@@ -74,7 +76,7 @@ def read_facts(fmt: Format, path: Path) -> FileFacts | str:
         return f"not readable as {fmt.name.capitalize()} ({reason})"
 
 
-def _content_problems(fmt: Format, path: Path, where: Where, entry: FileEntry) -> list[str]:
+def _content_problems(fmt: Format, path: Source, where: Where, entry: FileEntry) -> list[str]:
     facts = read_facts(fmt, path)
     if isinstance(facts, str):
         return [facts]
@@ -127,6 +129,44 @@ def file_problems(
         return [problem(f"unreadable ({error.strerror or error})")]
     lines += _content_problems(fmt, path, where, entry)
     return [problem(line) for line in lines]
+
+
+def read_listed(root: Path, fmt: Format, where: Where, entry: FileEntry) -> pa.Buffer:
+    """The bytes of one listed file, read once and checked against its entry.
+
+    Size, sha256 and footer are checked on the bytes in memory, so what the caller parses
+    is exactly what the manifest lists, even if the file changes afterwards. Raises
+    :class:`DamagedDataset` with one line per problem (the lines :func:`file_problems`
+    gives for the file on disk).
+    """
+    shown = str(Path(root) / entry.path)
+
+    def damaged(messages: list[str]) -> DamagedDataset:
+        return DamagedDataset(Path(root), [f"{shown}: {message}" for message in messages])
+
+    path = inside(root, entry.path)
+    if path is None:
+        raise damaged(["leads outside the dataset folder (a symlink or ..); not read"])
+    if not path.is_file():
+        raise damaged([f"file is missing (listed in {MANIFEST_NAME})"])
+    try:
+        raw = read_bounded(path, entry.bytes)
+    except PermissionError:
+        raise  # not damage: the user may not read it (the CLI says so, exit 2)
+    except OSError as error:
+        raise damaged([f"unreadable ({error.strerror or error})"]) from None
+    if len(raw) != entry.bytes:
+        state = "truncated" if len(raw) < entry.bytes else "longer than recorded"
+        raise damaged([f"{MANIFEST_NAME} records {entry.bytes:,} bytes ({state})"])
+    if hashlib.sha256(raw).hexdigest() != entry.sha256:
+        raise damaged(
+            [f"sha256 differs from the manifest {MANIFEST_NAME} (bytes changed, or files swapped)"]
+        )
+    buffer = pa.py_buffer(raw)
+    problems = _content_problems(fmt, buffer, where, entry)
+    if problems:
+        raise damaged(problems)
+    return buffer
 
 
 def data_files(root: Path) -> list[str]:

@@ -45,6 +45,8 @@ from posgen.store.manifest import FileEntry, Manifest
 if TYPE_CHECKING:
     import datasets
 
+Source = Path | pa.Buffer
+"""A shard to read: its path, or its bytes already read (and checked) into memory."""
 Progress = Callable[[int], None]
 """Called with the number of tokens just written."""
 
@@ -124,7 +126,7 @@ class Format:
         """Generate and write one shard (temporary name, fsync, rename); its manifest entry."""
         raise NotImplementedError
 
-    def facts(self, path: Path) -> FileFacts:
+    def facts(self, path: Source) -> FileFacts:
         """Schema, rows, tokens and provenance of one shard (raises on unreadable files)."""
         raise NotImplementedError
 
@@ -133,7 +135,7 @@ class Format:
         raise NotImplementedError
 
     def batches(
-        self, path: Path, rows: int, columns: tuple[str, ...] = ("id", "tokens")
+        self, path: Source, rows: int, columns: tuple[str, ...] = ("id", "tokens")
     ) -> Iterator[pa.RecordBatch]:
         """The shard's ``columns`` (those it has) as record batches of at most ``rows`` rows."""
         raise NotImplementedError
@@ -173,8 +175,8 @@ class ParquetFormat(Format):
                 del table
         return file_entry(shard, sink)
 
-    def facts(self, path: Path) -> FileFacts:
-        meta = pq.read_metadata(path)
+    def facts(self, path: Source) -> FileFacts:
+        meta = pq.read_metadata(_readable(path))
         schema = meta.schema.to_arrow_schema()
         column = schema.get_field_index("tokens")
         tokens = 0
@@ -189,7 +191,7 @@ class ParquetFormat(Format):
         return pq.read_schema(path)
 
     def batches(self, path, rows, columns=("id", "tokens")):  # fmt: skip
-        handle = pq.ParquetFile(path)
+        handle = pq.ParquetFile(_readable(path))
         present = [n for n in columns if n in handle.schema_arrow.names]
         yield from handle.iter_batches(batch_size=rows, columns=present)
 
@@ -202,12 +204,18 @@ class ParquetFormat(Format):
         return datasets.load_dataset(str(root), config)
 
 
-def open_ipc(path: Path) -> Any:
-    """An Arrow IPC file or stream reader over ``path`` (memory-mapped)."""
+def _readable(source: Source) -> Any:
+    """What pyarrow's readers take: the path, or a reader over bytes already in memory."""
+    return pa.BufferReader(source) if isinstance(source, pa.Buffer) else source
+
+
+def open_ipc(path: Source) -> Any:
+    """An Arrow IPC file or stream reader over ``path`` (memory-mapped) or bytes in memory."""
+    source = path if isinstance(path, pa.Buffer) else pa.memory_map(str(path))
     try:
-        return pa.ipc.open_file(pa.memory_map(str(path)))
+        return pa.ipc.open_file(source)
     except pa.ArrowInvalid:
-        return pa.ipc.open_stream(pa.memory_map(str(path)))
+        return pa.ipc.open_stream(source)
 
 
 class ArrowFormat(Format):
@@ -236,7 +244,7 @@ class ArrowFormat(Format):
                     progress(table.num_rows * length)
         return file_entry(shard, sink)
 
-    def facts(self, path: Path) -> FileFacts:
+    def facts(self, path: Source) -> FileFacts:
         reader = open_ipc(path)
         rows = tokens = 0
         for batch in reader:

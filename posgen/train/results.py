@@ -7,6 +7,12 @@ deviation (ddof 1) over seeds, with the number of seeds. The per-position ID cur
 per-token difficulty: its range (max - min) and its least-squares trend (accuracy change
 from position w to L - 1) should both be small for a trained model.
 
+Runs are read through :mod:`posgen.train.run_files` (typed, bounded, checked). Each run
+counts once: a folder reached through a link counts as the folder it names, copies of one run
+(same cell and seed) and cells mixing settings are refused (:class:`ResultsError`, exit 2),
+and build folders of killed runs (``.NAME.posgen-tmp-*``) and folders holding only some of a
+run's files are skipped and named, never counted.
+
 Worked example (two seeds of one cell)::
 
     runs/posgen-v1/cot/rope/seed42/scores.json    ID 1.000  OOD 0.512
@@ -27,21 +33,22 @@ from pathlib import Path
 from typing import Any
 
 from posgen.card.task_measures import measure_sentences
+from posgen.errors import UsageError
 from posgen.scoring.metrics import ScoreReport
 from posgen.scoring.plot import save_figure
 from posgen.scoring.reliance import RelianceReport
+from posgen.store.layout import OLD_TAG, TMP_TAG
 from posgen.train.config import PES
 from posgen.train.ranking import EFFECTIVE_FRACTION, effective_length, ranking_lines
-from posgen.train.run_record import RESULTS, RunRecord, load_record
+from posgen.train.run_files import FILES, read_probe, read_run
+from posgen.train.run_record import RunRecord
 
 RUN_FILES = ("config.json", "scores.json")
 """Files that mark a finished run folder written before ``results.json`` existed."""
-PROBE_SCORES = "probe_scores.json"
-"""A run's far-reliance report on the probe split (absent in runs older than probe splits)."""
 
 
-class ResultsError(ValueError):
-    """A run folder is missing or unreadable."""
+class ResultsError(UsageError, ValueError):
+    """The run folders given cannot be aggregated as they are (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -62,37 +69,96 @@ class Run:
 
 
 def is_run(path: Path) -> bool:
-    """Whether ``path`` is a finished run folder (``results.json``, or the older files)."""
-    path = Path(path)
-    return (path / RESULTS).is_file() or all((path / name).is_file() for name in RUN_FILES)
+    """Whether ``path`` is a finished run folder: it has ``config.json`` and ``scores.json``
+    (and ``results.json``, unless written before it existed). A damaged file is read, and
+    refused, by :mod:`posgen.train.run_files`."""
+    return all(os.path.lexists(Path(path) / name) for name in RUN_FILES)
 
 
-def find_runs(paths: Iterable[Path]) -> list[Path]:
-    """Run folders among ``paths`` and below them, sorted."""
-    found: set[Path] = set()
+def _run_like(names: Iterable[str]) -> bool:
+    return any(name in FILES for name in names)
+
+
+def _unfinished(path: Path) -> str | None:
+    """Why ``path`` is a run folder that is not finished (None when it is one)."""
+    if TMP_TAG in path.name or OLD_TAG in path.name:
+        return f"{path}: the build folder of a run that was killed or is still running"
+    if is_run(path):
+        return None
+    missing = [name for name in RUN_FILES if not os.path.lexists(path / name)]
+    return f"{path}: not a finished run (no {', '.join(missing)})"
+
+
+def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
+    """Run folders among ``paths`` and below them, sorted, and what was skipped and why.
+
+    Links to folders are followed, and a folder reached twice (through a link and by its
+    own name, or named twice) counts once, under the first name found. Hidden folders
+    (build folders of runs still running or killed, ``.NAME.posgen-tmp-*``) and folders
+    holding only some of a run's files are skipped and named; given by name, refused.
+    """
+    found: list[Path] = []
+    seen: set[str] = set()
+    skipped: list[str] = []
     for path in map(Path, paths):
         if not path.is_dir():
             raise ResultsError(f"{path}: no such folder")
-        if is_run(path):
-            found.add(path)
-            continue
-        for marker in (RESULTS, "scores.json"):
-            found.update(p.parent for p in path.rglob(marker) if is_run(p.parent))
-    return sorted(found)
+        if _run_like(os.listdir(path)) and (why := _unfinished(path)) is not None:
+            raise ResultsError(f"{why}; it cannot be counted")
+        for folder, dirs, files in os.walk(path, followlinks=True):
+            here = Path(folder)
+            real = os.path.realpath(here)
+            if real in seen:  # named twice, or a link loop
+                dirs[:] = []
+                continue
+            seen.add(real)
+            for name in sorted(d for d in dirs if d.startswith(".")):
+                if _run_like(os.listdir(here / name)):
+                    skipped.append(f"skipped {_unfinished(here / name)} (not counted)")
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            if not _run_like(files):
+                continue
+            why = _unfinished(here)
+            if why is not None:
+                skipped.append(f"skipped {why} (not counted)")
+            else:
+                found.append(here)
+    return sorted(found), skipped
 
 
 def load_run(path: Path) -> Run:
-    """Read a run folder's record (``results.json``, else ``config.json`` and ``scores.json``)."""
-    try:
-        record = load_record(path)
-        probe_file = path / PROBE_SCORES
-        probe = None
-        if probe_file.is_file():
-            probe = RelianceReport.model_validate_json(probe_file.read_text())
-    except (OSError, ValueError, KeyError) as error:
-        raise ResultsError(f"{path}: unreadable run ({str(error).splitlines()[0]})") from None
+    """Read a run folder's record (and its probe report, if any), bounded and checked
+    (:mod:`posgen.train.run_files`)."""
+    record = read_run(path)
+    probe = read_probe(path)
     config = record.config_view()
     return Run(path=path, config=config, report=record.scores, record=record, probe=probe)
+
+
+def check_distinct(runs: Sequence[Run]) -> None:
+    """Refuse copies of one run (same cell and seed) and cells that mix settings."""
+    by_seed: dict[tuple[Any, ...], Run] = {}
+    by_cell: dict[tuple[str, str, str], Run] = {}
+    for run in runs:
+        seed = (*run.key, run.config["seed"])
+        if seed in by_seed:
+            first = by_seed[seed]
+            raise ResultsError(
+                f"{first.path} and {run.path} are the same run ({'/'.join(run.key)}, seed "
+                f"{run.config['seed']}): copies are never averaged; give one of them"
+            )
+        by_seed[seed] = run
+        other = by_cell.setdefault(run.key, run)
+        if _settings(run) != _settings(other):
+            raise ResultsError(
+                f"{other.path} and {run.path} are in one cell ({'/'.join(run.key)}) but were "
+                "trained with different settings (preset or --flags); give runs of one setting"
+            )
+
+
+def _settings(run: Run) -> tuple[Any, ...]:
+    train = {k: v for k, v in run.config["train"].items() if k != "seeds"}
+    return (run.config["preset"], json.dumps(train, sort_keys=True))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -310,15 +376,9 @@ def summary_json(results: dict[str, Any]) -> dict[str, Any]:
 def plot_results(results: dict[str, Any], path: Path) -> Path:
     """Accuracy against position: one panel per (data, task), one line per pe, L marked;
     under each data folder's row, a row of far-reliance against position (when measured)."""
-    from posgen.scoring.plot import PLOT_HINT, PlotUnavailable
+    from posgen.scoring.plot import pyplot
 
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise PlotUnavailable(PLOT_HINT) from None
+    plt = pyplot()
     panels = [(d, t) for d, entry in results.items() for t in entry["tasks"]]
     columns = max(len(entry["tasks"]) for entry in results.values())
     rows = 2 * len(results)

@@ -1,13 +1,14 @@
 """``results.json``: the record every ``posgen train`` run writes (no torch needed).
 
 One file holds what it takes to compare a run with any other: the posgen version, the
-dataset (folder name, config, spec id, and the sha256 of every file of that config from
-the manifest), the position encoding with *every* parameter (defaults included) and its
-rope parameters in training and evaluation, the preset and its fields, the seed, ID and
-OOD accuracy, accuracy at every position, the full ``posgen score`` report, and the wall
-time. ``posgen results`` reads these (:func:`load_record`), and for run folders written
-before this file existed it builds the same record from ``config.json`` and
-``scores.json`` (``legacy`` true, no checksums).
+dataset (folder name, config, spec id, and the sha256 of every file the run read, each
+checked against the manifest as it was read), the position encoding with *every* parameter
+(defaults included) and its rope parameters in training and evaluation, the preset and its
+fields, the seed, ID and OOD accuracy, accuracy at every position, the full ``posgen score``
+report, and the wall time. ``posgen results`` reads these
+(:func:`posgen.train.run_files.read_run`, bounded and checked with the run's other files),
+and for run folders written before this file existed builds the same record from
+``config.json`` and ``scores.json`` (``legacy`` true, no checksums).
 
 The JSON Schema is exported to ``posgen/train/run_record.schema.json``
 (``python -m posgen.train.run_record`` rewrites it; a test checks it for drift).
@@ -47,7 +48,8 @@ class DataRecord(_Record):
     train_length: int = Field(ge=1, description="L.")
     test_length: int = Field(ge=1, description="L'.")
     files: dict[str, str] = Field(
-        description="sha256 of every file of the config (path -> hex digest), from the manifest."
+        description="sha256 of every file the run read (path -> hex digest), each checked "
+        "against the manifest as read."
     )
 
 
@@ -161,8 +163,13 @@ def build_record(
     train_seconds: float | None,
     wall_seconds: float | None,
     legacy: bool = False,
+    files: dict[str, str] | None = None,
 ) -> RunRecord:
-    """The record of a run from its resolved ``config.json`` and its test report."""
+    """The record of a run from its resolved ``config.json`` and its test report.
+
+    ``files`` (path -> sha256) are the data files the run read; without them, those of the
+    config in ``data``'s manifest now.
+    """
     encoding = config.get("position_encoding")
     return RunRecord(
         posgen_version=config.get("versions", {}).get("posgen", __version__),
@@ -174,7 +181,7 @@ def build_record(
             spec_id=config["spec_id"],
             train_length=report.ood_boundary,
             test_length=report.length,
-            files={} if legacy else data_files(data, config["config"]),
+            files={} if legacy else files or data_files(data, config["config"]),
         ),
         position_encoding=(
             PositionEncodingRecord(**encoding) if encoding else _legacy_encoding(config)
@@ -194,21 +201,6 @@ def build_record(
         versions=config["versions"],
         scores=report,
     )
-
-
-def load_record(path: Path) -> RunRecord:
-    """A run folder's record: ``results.json``, else built from the older files."""
-    path = Path(path)
-    if (path / RESULTS).is_file():
-        return RunRecord.model_validate_json((path / RESULTS).read_text())
-    config = json.loads((path / "config.json").read_text())
-    report = ScoreReport.model_validate_json((path / "scores.json").read_text())
-    seconds = None
-    metrics = path / "metrics.jsonl"
-    if metrics.is_file():
-        lines = metrics.read_text().splitlines()
-        seconds = float(json.loads(lines[-1]).get("seconds", 0.0)) if lines else None
-    return build_record(config, report, Path(config["data"]), seconds, seconds, legacy=True)
 
 
 def schema_text() -> str:

@@ -56,14 +56,16 @@ import numpy as np
 import torch
 from transformers import LlamaForCausalLM
 
-from posgen import __version__
-from posgen.scoring.folder import score_aligned, score_file
+from posgen import __version__, signals
+from posgen.scoring.folder import score_aligned, score_reference
 from posgen.scoring.lm_inputs import lm_arrays, predictions_from_logits, vocab_size
 from posgen.scoring.prediction_files import write_predictions
-from posgen.scoring.reference import ReferenceSplit, load_reference
+from posgen.scoring.reference import ReferenceSplit, load_splits
 from posgen.scoring.reliance import ProbeSplit, RelianceReport, load_probe, score_probe
 from posgen.spec import PROBE_SPLIT
 from posgen.store.atomic import atomic_folder
+from posgen.store.manifest import read_manifest
+from posgen.store.pinned import read_whole
 from posgen.train.checkpoint import Checkpoints, Position, kill_point, stop_requests
 from posgen.train.config import TrainConfig
 from posgen.train.encoding import Lengths, PERequest
@@ -71,21 +73,18 @@ from posgen.train.model import llama_for, parameter_groups, save_model
 from posgen.train.randomized import RandomPositions
 from posgen.train.registry import ResolvedPE, as_request, resolve
 from posgen.train.rope import use_frequencies
-from posgen.train.run_record import RESULTS, build_record
-
-PREDICTIONS = "predictions.parquet"
-PROBE_PREDICTIONS = "probe_predictions.parquet"
-PROBE_SCORES = "probe_scores.json"
-FILES = (
-    "config.json",
-    "metrics.jsonl",
+from posgen.train.run_files import (
+    CONFIG,
+    METRICS,
     PREDICTIONS,
-    "scores.json",
     PROBE_PREDICTIONS,
     PROBE_SCORES,
-    RESULTS,
+    SCORES,
+    RunConfig,
 )
-"""What a finished run folder holds."""
+from posgen.train.run_files import FILES as FILES
+from posgen.train.run_record import RESULTS, build_record
+
 MODEL = "model"
 """The saved weights' subfolder (``save_model``)."""
 
@@ -149,10 +148,12 @@ def build_model(
 
 
 def lm_tensors(
-    reference: ReferenceSplit | ProbeSplit, length: int | None = None
+    reference: ReferenceSplit | ProbeSplit, length: int | None = None, rows: Any = None
 ) -> dict[str, torch.Tensor]:
-    """``input_ids`` and ``labels`` of a split's rows (cut to ``length`` tokens if given)."""
-    tokens = reference.tokens if length is None else reference.tokens[:, :length]
+    """``input_ids`` and ``labels`` (int64) of a split's rows (all, or those in ``rows``;
+    cut to ``length`` tokens if given). Built per batch: the split stays at its stored width."""
+    tokens = reference.tokens if rows is None else reference.tokens[rows]
+    tokens = tokens if length is None else tokens[:, :length]
     arrays = lm_arrays(tokens, reference.spec.modulus, reference.spec.window)
     return {name: torch.from_numpy(arrays[name]) for name in ("input_ids", "labels")}
 
@@ -198,6 +199,27 @@ def predict(
         out.append(predictions_from_logits(logits[..., :modulus].float().cpu().numpy()))
     model.train()
     return np.concatenate(out).astype(np.int64, copy=False)
+
+
+def predict_split(
+    model: LlamaForCausalLM,
+    reference: ReferenceSplit,
+    batch_size: int,
+    device: torch.device,
+    positions: PositionIds | None = None,
+) -> np.ndarray:
+    """:func:`predict` of a split's rows, inputs built one batch at a time; predictions at the
+    split's stored width (the tokens are 0 .. m-1)."""
+    rows = reference.tokens.shape[0]
+    out = np.empty(reference.tokens.shape, dtype=reference.tokens.dtype)
+    modulus = reference.spec.modulus
+    for start in range(0, rows, batch_size):
+        ids = lm_tensors(reference, rows=slice(start, start + batch_size))["input_ids"]
+        shifted = None
+        if positions is not None:
+            shifted = lambda first, n, length, at=start: positions(at + first, n, length)  # noqa: E731
+        out[start : start + batch_size] = predict(model, ids, batch_size, device, modulus, shifted)
+    return out
 
 
 def epoch_order(rows: int, epochs: int, seed: int) -> list[torch.Tensor]:
@@ -250,19 +272,29 @@ class RunData:
     validation: ReferenceSplit
     test: ReferenceSplit
 
+    files: dict[str, str] = field(default_factory=dict)
+    """``path -> sha256`` of every file read (checked against the manifest as read)."""
+    probe: ProbeSplit | None = None
+    """The ``probe`` split, read in the same pinned read (None when the config has none)."""
+
     @classmethod
     def load(cls, data: Path, config: str) -> RunData:
-        """Read the splits through :func:`posgen.scoring.load_reference`."""
-        train = load_reference(data, config, "train")
-        validation = load_reference(data, config, "validation")
-        length = train.spec.train_length
-        cut = ReferenceSplit(
-            config=config,
-            split="validation",
-            spec=validation.spec,
-            tokens=np.ascontiguousarray(validation.tokens[:, :length]),
-        )
-        return cls(train=train, validation=cut, test=load_reference(data, config, "test"))
+        """Read the three splits and the probe split once, checked and pinned
+        (:func:`load_splits`, :func:`posgen.store.pinned.read_whole`), at their stored
+        width; validation rows cut to L."""
+
+        def read() -> RunData:
+            names = ("train", "validation", "test")
+            splits = load_splits(data, config, names, cut=("validation",))
+            files = {path: digest for split in splits.values() for path, digest in split.files}
+            entry = read_manifest(data).configs[config]
+            probe = None
+            if PROBE_SPLIT in entry.splits:
+                probe = load_probe(data, config, PROBE_SPLIT)
+                files |= {file.path: file.sha256 for file in entry.splits[PROBE_SPLIT].files}
+            return cls(**splits, files=files, probe=probe)
+
+        return read_whole(Path(data), read)
 
 
 ProgressFactory = Callable[[int], Any]
@@ -292,7 +324,8 @@ def train_runs(
     ``checkpoints`` the training resumes from the checkpoint there, saves one at the end of
     every epoch, and on a signal saves one and stops (:mod:`posgen.train.checkpoint`); the
     run folders are the same bytes either way. Returns each run's summary (``{"pe", "out",
-    "best_epoch", "id_accuracy", "ood_accuracy"}``).
+    "best_epoch", "id_accuracy", "ood_accuracy"}``). Without ``checkpoints`` a signal stops
+    the loop between two steps (:class:`posgen.signals.Interrupted`).
     """
     device = device or pick_device()
     run_data = run_data or RunData.load(data, config_name)
@@ -301,9 +334,7 @@ def train_runs(
         names = ", ".join(pe.label for pe in resolved)
         raise ValueError(f"{names} do not share their training frequencies")
     model = build_model(config, run_data.train, resolved[0], seed).to(device)
-    train = lm_tensors(run_data.train)
-    validation_ids = lm_tensors(run_data.validation)["input_ids"]
-    rows = train["input_ids"].shape[0]
+    rows = run_data.train.tokens.shape[0]  # held at its stored width; batches widened one by one
     total = total_steps(config, run_data)
     optimizer, schedule = optimizer_and_schedule(model, config, total)
     train_rope = resolved[0].rope(evaluation=False)
@@ -331,22 +362,25 @@ def train_runs(
                 if at.step >= total:
                     break
                 step_started = time.perf_counter()
-                batch_rows = order[begin : begin + config.batch_size]
-                batch = train["input_ids"][batch_rows]
+                batch_rows = order[begin : begin + config.batch_size].numpy()
+                tensors = lm_tensors(run_data.train, rows=batch_rows)
+                batch = tensors["input_ids"]
                 position_ids = None
                 if sampler is not None:
                     position_ids = sampler.training(at.step, batch.shape[0], batch.shape[1])
-                loss = model(
-                    input_ids=batch.to(device),
-                    labels=train["labels"][batch_rows].to(device),
-                    **position_inputs(position_ids, device),
-                ).loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                at.step, at.offset = at.step + 1, begin + config.batch_size
-                at.losses.append(loss.detach())
+                with signals.deferred():  # without checkpoints: stop between steps, not within
+                    loss = model(
+                        input_ids=batch.to(device),
+                        labels=tensors["labels"].to(device),
+                        **position_inputs(position_ids, device),
+                    ).loss
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    schedule.step()
+                    at.step, at.offset = at.step + 1, begin + config.batch_size
+                    at.losses.append(loss.detach())
+                    signals.point("step")
                 # seconds in training steps only (no validation): the harness benchmark's
                 at.train_seconds += time.perf_counter() - step_started
                 if bar is not None:
@@ -365,7 +399,6 @@ def train_runs(
                 _validated(
                     model,
                     run_data,
-                    validation_ids,
                     selections,
                     config,
                     device,
@@ -395,7 +428,6 @@ def train_runs(
 def _validated(
     model: LlamaForCausalLM,
     run_data: RunData,
-    validation_ids: torch.Tensor,
     selections: list[Selection],
     config: TrainConfig,
     device: torch.device,
@@ -411,7 +443,7 @@ def _validated(
         return {}
     accuracies = {}
     for selection in selections:
-        accuracy = _validate(model, run_data, validation_ids, selection.pe, config, device, seed)
+        accuracy = _validate(model, run_data, selection.pe, config, device, seed)
         accuracies[f"val_id_accuracy/{selection.pe.label}"] = accuracy
         if accuracy > selection.accuracy:
             selection.accuracy, selection.epoch = accuracy, epoch
@@ -443,7 +475,6 @@ def evaluation_positions(pe: ResolvedPE, seed: int, split: str) -> PositionIds |
 def _validate(
     model: LlamaForCausalLM,
     run_data: RunData,
-    validation_ids: torch.Tensor,
     pe: ResolvedPE,
     config: TrainConfig,
     device: torch.device,
@@ -451,9 +482,11 @@ def _validate(
 ) -> float:
     """Validation ID accuracy of ``model`` with ``pe``'s evaluation frequencies."""
     use_frequencies(model, pe.rope(evaluation=True))
-    modulus = run_data.train.spec.modulus
     positions = evaluation_positions(pe, seed, "validation")
-    predictions = predict(model, validation_ids, config.eval_batch_size, device, modulus, positions)
+    predictions = predict_split(
+        model, run_data.validation, config.eval_batch_size, device, positions
+    )
+    signals.point("validation")
     accuracy = score_aligned(run_data.validation, predictions).id.accuracy
     return float(accuracy or 0.0)
 
@@ -487,9 +520,8 @@ def _write_run(
     evaluation = pe.rope(evaluation=True)
     use_frequencies(model, evaluation)
     test = run_data.test
-    ids = lm_tensors(test)["input_ids"]
     positions = evaluation_positions(pe, job.seed, "test")
-    predictions = predict(model, ids, config.eval_batch_size, job.device, spec.modulus, positions)
+    predictions = predict_split(model, test, config.eval_batch_size, job.device, positions)
     resolved = {
         "pe": pe.label,
         "position_encoding": pe.record(),
@@ -508,19 +540,25 @@ def _write_run(
         "torch_threads": torch.get_num_threads(),
         "versions": versions(),
     }
+    # the typed model the readers use (posgen.train.run_files): what is written reads back
+    resolved = RunConfig.model_validate(resolved).model_dump(mode="json", by_alias=True)
     with atomic_folder(job.out) as build:
-        (build / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+        (build / CONFIG).write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
         lines = [json.dumps(_run_record(record, pe.label), sort_keys=True) + "\n" for record in log]
-        (build / "metrics.jsonl").write_text("".join(lines))
+        (build / METRICS).write_text("".join(lines))
         write_predictions(build / PREDICTIONS, test.ids, predictions, spec.modulus)
+        signals.point("write")
         kill_point("final")
-        report = score_file(job.data, test.config, "test", build / PREDICTIONS)
-        (build / "scores.json").write_text(report.to_json())
+        # scored on the test rows this run read (pinned), not on --data read again
+        report = score_reference(test, build / PREDICTIONS)
+        (build / SCORES).write_text(report.to_json())
         probe = _write_probe(build, model, job, test.config, positions)
         if job.save:
             save_model(model, pe, build / MODEL)
         wall = time.perf_counter() - job.started
-        record = build_record(resolved, report, job.data, log[-1]["train_seconds"], wall)
+        record = build_record(
+            resolved, report, job.data, log[-1]["train_seconds"], wall, files=run_data.files
+        )
         (build / RESULTS).write_text(record.to_json())
     return {
         "pe": pe.label,
@@ -541,11 +579,9 @@ def _write_probe(
     """Predict the ``probe`` split with the current weights (and the test rows' position
     ids: probe row i is test row i altered); write the predictions and their far-reliance
     report into the run folder ``build``."""
-    probe = load_probe(job.data, config_name, PROBE_SPLIT)
-    modulus = probe.spec.modulus
-    ids = lm_tensors(probe)["input_ids"]
-    predictions = predict(model, ids, job.config.eval_batch_size, job.device, modulus, positions)
-    write_predictions(build / PROBE_PREDICTIONS, probe.ids, predictions, modulus)
+    probe = job.run_data.probe or load_probe(job.data, config_name, PROBE_SPLIT)
+    predictions = predict_split(model, probe, job.config.eval_batch_size, job.device, positions)
+    write_predictions(build / PROBE_PREDICTIONS, probe.ids, predictions, probe.spec.modulus)
     report = score_probe(probe, predictions)
     (build / PROBE_SCORES).write_text(report.to_json())
     return report
