@@ -12,18 +12,24 @@ the test signals it exactly there, however fast or loaded the machine is:
 - ``first shard``: the first shard file is complete, the others are not written;
 - ``half the bytes``: a shard is being written and the build folder holds at least half of
   ``TOTAL_BYTES`` (the size of the complete dataset);
-- ``manifest``: ``posgen.json`` is written, the card is not.
+- ``manifest``: ``posgen.json`` is written, the card is not;
+- ``worker writing``: with ``--num-proc``, each worker process holds once it has written
+  part of its first shard (its temporary file is open); the parent runs on, waiting for them.
+  Workers are spawned and import this module as ``__mp_main__``, which installs the hook
+  in them (``WORKER_ENV`` names the point).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-POINTS = ("start", "build folder", "first shard", "half the bytes", "manifest")
+POINTS = ("start", "build folder", "first shard", "half the bytes", "manifest", "worker writing")
+WORKER_ENV = "POSGEN_TEST_HOLD_WORKERS"
 
 
 def hold(point: str) -> None:
@@ -66,8 +72,9 @@ def install(point: str, out: Path, total: int) -> None:
             return entry
 
         parquet.write_shard = write_shard
-    elif point == "half the bytes":
+    elif point in ("half the bytes", "worker writing"):
         real_writer = formats.open_writer
+        reached = half_written if point == "half the bytes" else lambda: True
 
         def open_writer(where, schema):
             opened = real_writer(where, schema)
@@ -75,7 +82,7 @@ def install(point: str, out: Path, total: int) -> None:
 
             def write_table(table, *args, **kwargs):
                 real_write(table, *args, **kwargs)
-                if half_written():
+                if reached():
                     hold(point)
 
             opened.write_table = write_table
@@ -96,7 +103,10 @@ def install(point: str, out: Path, total: int) -> None:
 
 def main() -> None:
     point, out, total, *args = sys.argv[1:]
-    install(point, Path(out), int(total))
+    if point.startswith("worker "):
+        os.environ[WORKER_ENV] = point  # for the spawned workers (see the module's end)
+    else:
+        install(point, Path(out), int(total))
     from posgen.cli import main as posgen
 
     posgen(args, prog_name="posgen")
@@ -104,3 +114,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+elif __name__ == "__mp_main__" and WORKER_ENV in os.environ:  # a worker of a held run
+    install(os.environ[WORKER_ENV], Path(), 0)
