@@ -27,8 +27,8 @@ from tests.hardening_counts import recorded
 ROOT = Path(__file__).resolve().parents[1]
 GUARD = 600  # seconds: only a hung run waits this long; nothing asserts how long a run took
 # 2 configs, 6 shards: every kill point falls mid-run
-SPEC = ["--task", "cot", "--task", "semirecursive", "-m", "97", "--train-size", "30000",
-        "--val-size", "2000", "--test-size", "2000", "--seed", "7"]  # fmt: skip
+SPEC = ["--task", "cot", "--task", "semirecursive", "-m", "97", "--train-size", "3000",
+        "--val-size", "200", "--test-size", "200", "--seed", "7"]  # fmt: skip
 OLD_SPEC = [*SPEC[:-1], "8"]
 
 
