@@ -12,19 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from posgen.cli import main
 from posgen.generator import generate_split
 from posgen.hf import load
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import FORMATS, DamagedDataset, read_manifest, write_dataset
+from tests.cli_support import invoke as run
 
 SPEC = TaskSpec(task="cot", train_size=120, val_size=10, test_size=12)
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module", params=list(FORMATS))

@@ -6,14 +6,13 @@ import hashlib
 
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from posgen.cli import main
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import write_dataset
 from posgen.store.layout import parse_part, plan_benchmark
 from posgen.store.parts import PARTS_DIR, IncompleteError, PartsError, finish_parts, write_part
 from posgen.tasks import TASKS
+from tests.cli_support import invoke
 
 SHARD_BYTES, GROUP_BYTES = 20_000, 4_096
 
@@ -63,9 +62,8 @@ def test_three_parts_in_any_order_equal_a_single_run(tmp_path, single):
 def test_parts_in_separate_folders_merge_into_a_single_run(tmp_path, single):
     for i in range(3):
         write_part(bench(), tmp_path / f"p{i}", i, 3, SHARD_BYTES, GROUP_BYTES, num_proc=2)
-    runner = CliRunner()
     args = ["merge", str(tmp_path / "ds"), *(str(tmp_path / f"p{i}") for i in range(3))]
-    result = runner.invoke(main, args)
+    result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert checksums(tmp_path / "ds") == checksums(single)
 
@@ -95,12 +93,9 @@ def test_rows_and_row_groups_do_not_depend_on_the_block_size(tmp_path, single):
 def test_cli_parts_in_one_folder_equal_a_single_cli_run(tmp_path):
     args = ["--task", "cot", "--train-size", "3000", "--val-size", "300", "--test-size", "300",
             "--shard-mb", "1", "-q"]  # fmt: skip
-    runner = CliRunner()
-    assert runner.invoke(main, ["generate", "--out", str(tmp_path / "a"), *args]).exit_code == 0
+    assert invoke("generate", "--out", tmp_path / "a", *args).exit_code == 0
     for i in (1, 0):
-        result = runner.invoke(
-            main, ["generate", "--out", str(tmp_path / "b"), "--shard", f"{i}/2", *args]
-        )
+        result = invoke("generate", "--out", tmp_path / "b", "--shard", f"{i}/2", *args)
         assert result.exit_code == 0, result.output
     assert checksums(tmp_path / "a") == checksums(tmp_path / "b")
 
@@ -115,7 +110,7 @@ def test_cli_parts_in_one_folder_equal_a_single_cli_run(tmp_path):
     ],
 )
 def test_bad_scale_flags_exit_2_with_one_line_each(tmp_path, flags, message):
-    result = CliRunner().invoke(main, ["generate", "--out", str(tmp_path / "x"), *flags])
+    result = invoke("generate", "--out", str(tmp_path / "x"), *flags)
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
@@ -123,9 +118,7 @@ def test_bad_scale_flags_exit_2_with_one_line_each(tmp_path, flags, message):
 
 
 def test_shard_into_a_finished_dataset_is_refused(tmp_path, single):
-    result = CliRunner().invoke(
-        main, ["generate", "--out", str(single), "--task", "cot", "--shard", "0/2"]
-    )
+    result = invoke("generate", "--out", str(single), "--task", "cot", "--shard", "0/2")
     assert result.exit_code == 2
     assert "holds a finished dataset" in result.output
 

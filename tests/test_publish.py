@@ -14,14 +14,13 @@ from pathlib import Path
 import datasets
 import pytest
 import yaml
-from click.testing import CliRunner
 
 import posgen
 import posgen.publish
-from posgen.cli import main
 from posgen.publish import publish_benchmark
 from posgen.spec_files import resolve_benchmark
 from posgen.store.manifest import read_manifest, sha256_file
+from tests.cli_support import invoke as run
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_SPEC = """\
@@ -39,10 +38,6 @@ test_length = [96, 128]
 
 CHECKS = 2 * 4 * 6 + 1
 """Checks of the tiny spec: 2 configs x 4 splits x 6 kinds, and one for unlisted files."""
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture

@@ -8,19 +8,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from posgen.cli import main
 from posgen.scoring import baseline_scores, load_reference, write_predictions
 from posgen.spec import default_benchmark
 from posgen.store import write_dataset
 from posgen.store.manifest import read_manifest
+from tests.cli_support import invoke as run
 
 ROWS = 40
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
