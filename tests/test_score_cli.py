@@ -13,6 +13,7 @@ from posgen.scoring import baseline_scores, load_reference, write_predictions
 from posgen.spec import default_benchmark
 from posgen.store import write_dataset
 from posgen.store.manifest import read_manifest
+from tests.cli_support import assert_clean_error
 from tests.cli_support import invoke as run
 
 ROWS = 40
@@ -157,9 +158,8 @@ def test_bad_prediction_files_exit_2_with_one_line(data, tmp_path, test_tokens, 
     path = tmp_path / "bad.parquet"
     parquet_with(path, ids, rows)
     result = run("score", "--data", data, "--config", "cot", "--predictions", path)
-    assert result.exit_code == 2, result.output
-    assert result.output.count("\n") == 1 and result.output.startswith(f"error: {path}: ")
-    assert expected in result.output and "Traceback" not in result.output
+    assert assert_clean_error(result, 2, expected).startswith(f"error: {path}: ")
+    assert result.output.count("\n") == 1, result.output
 
 
 @pytest.mark.parametrize(

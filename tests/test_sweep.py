@@ -28,7 +28,7 @@ from posgen.store.lock import exclusive  # noqa: E402
 from posgen.train import progress  # noqa: E402
 from posgen.train.grid import Grid, expand, jobs_of, read_grid, stable_hash  # noqa: E402
 from posgen.train.sweep import Sweep, run_job, run_states  # noqa: E402
-from tests.cli_support import invoke  # noqa: E402
+from tests.cli_support import assert_clean_error, invoke  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
@@ -199,11 +199,8 @@ def test_every_registered_pe_is_all(data):
 def test_bad_grid_is_one_error_line_exit_2_and_nothing_written(data, tmp_path, change, message):
     grid = write_grid(tmp_path / "g.json", {**grid_dict(data, ["rope"]), **change})
     result = invoke("sweep", str(grid), "--out", str(tmp_path / "S"))
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 2
-    assert len(lines) == 1
-    assert lines[0].startswith("error: ")
-    assert message in lines[0]
+    assert_clean_error(result, 2, message)
+    assert result.stdout == ""
     assert not (tmp_path / "S").exists()
 
 
@@ -211,8 +208,8 @@ def test_grid_file_that_is_not_toml_is_one_error_line(tmp_path):
     grid = tmp_path / "g.toml"
     grid.write_text("pes = [")
     result = invoke("sweep", str(grid), "--out", str(tmp_path / "S"))
-    assert result.exit_code == 2
-    assert result.output.startswith(f"error: grid file {grid} is not valid TOML")
+    line = assert_clean_error(result, 2)
+    assert line.startswith(f"error: grid file {grid} is not valid TOML")
 
 
 @pytest.mark.parametrize(
@@ -227,9 +224,8 @@ def test_executor_flags_are_checked_before_anything_is_written(data, tmp_path, f
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope"]))
     args = ["sweep", str(grid), "--out", str(tmp_path / "S"), *flags]
     result = invoke(*args)
-    (line,) = result.output.strip().splitlines()
-    assert result.exit_code == 2
-    assert line.startswith(f"error: {message}")
+    assert assert_clean_error(result, 2).startswith(f"error: {message}")
+    assert result.stdout == ""
     assert not (tmp_path / "S").exists()
 
 
@@ -238,8 +234,7 @@ def test_out_that_is_some_other_folder_is_refused(data, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     result = invoke("sweep", str(grid), "--out", str(tmp_path / "mine"))
-    assert result.exit_code == 2
-    assert "not a sweep folder" in result.output
+    assert_clean_error(result, 2, "not a sweep folder")
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
@@ -258,7 +253,7 @@ def test_missing_extra_is_one_error_line_exit_2(data, tmp_path, hidden, executor
         f"'--executor', {executor!r}])"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert result.returncode == 2
+    assert_clean_error(result, 2)
     assert result.stderr.strip().splitlines() == [
         f"error: {hint}: pip install "
         + ("'posgen[slurm]'" if hidden == "submitit" else "'posgen[train]'")
@@ -434,10 +429,9 @@ def test_posgen_train_sigterm_is_one_error_line_143_and_the_rerun_resumes(
     args = ["train", "--data", str(data), "--pe", "yarn", "--seed", "3", *flags, "--out", str(out)]
     monkeypatch.setenv(progress.KILL_ENV, "step:2:SIGTERM")
     stopped = invoke(*args, "-q")
-    assert stopped.exit_code == 143
-    lines = stopped.output.strip().splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith("error: interrupted by SIGTERM; checkpoint kept in ")
+    line = assert_clean_error(stopped, 143)
+    assert line.startswith("error: interrupted by SIGTERM; checkpoint kept in ")
+    assert stopped.stdout == ""
     assert not out.exists()
     monkeypatch.delenv(progress.KILL_ENV)
     resumed = invoke(*args)
