@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+GUARD = 600
+"""Seconds a held run waits for its signal before SIGALRM ends it (only if the test died)."""
 POINTS = ("start", "build folder", "first shard", "half the bytes", "manifest", "worker writing")
 WORKER_ENV = "POSGEN_TEST_HOLD_WORKERS"
 
@@ -35,6 +37,7 @@ WORKER_ENV = "POSGEN_TEST_HOLD_WORKERS"
 def hold(point: str) -> None:
     """Say ``point`` on stdout, then wait for signals until one ends the run."""
     print(point, flush=True)
+    signal.alarm(GUARD)
     while True:
         signal.pause()
 
@@ -103,6 +106,11 @@ def install(point: str, out: Path, total: int) -> None:
 
 def main() -> None:
     point, out, total, *args = sys.argv[1:]
+    # the dispositions of a run started from a terminal, whatever this process inherited (a
+    # background job starts with SIGINT ignored, and Python then leaves it ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
     if point.startswith("worker "):
         os.environ[WORKER_ENV] = point  # for the spawned workers (see the module's end)
     else:
