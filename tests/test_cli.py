@@ -30,7 +30,9 @@ def test_flags_override_the_spec_file(cli, tmp_path):
                  "-m", "19", "--out", str(out), *SMALL)  # fmt: skip
     assert result.exit_code == 0, result.output
     spec = json.loads((out / "posgen.json").read_text())["configs"]["recursive"]["spec"]
-    assert spec["modulus"] == 19 and spec["seeding"] == "paper" and spec["train_size"] == 50
+    assert spec["modulus"] == 19
+    assert spec["seeding"] == "paper"
+    assert spec["train_size"] == 50
 
 
 @pytest.mark.parametrize(

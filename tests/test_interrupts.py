@@ -119,7 +119,8 @@ def test_the_next_run_reports_the_leftovers_it_cleans_up(tmp_path, reference):
     result = cli(out, SPEC)
     assert result.exit_code == 0
     assert f"note: removed leftover {stale}" in result.output
-    assert not stale.exists() and snapshot(out) == reference["new"]
+    assert not stale.exists()
+    assert snapshot(out) == reference["new"]
 
 
 def test_a_parked_dataset_is_restored_when_a_run_died_between_its_renames(tmp_path):
@@ -157,7 +158,8 @@ def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(
         monkeypatch.setattr(posgen.store.atomic.os, "rename", rename_then_signal)
     with pytest.raises(Interrupted) as stopped, atomic_folder(out, overwrite=True) as build:
         (build / "posgen.json").write_text("new")
-    assert stopped.value.exit_code == 128 + signal.SIGTERM and stopped.value.completed
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert stopped.value.completed
     assert (out / "posgen.json").read_text() == "new"
     assert leftovers(out) == []
 

@@ -35,7 +35,8 @@ def test_cli_format_arrow_writes_a_manifest_marked_arrow_ipc(tmp_path):
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "posgen.json").read_text())
-    assert manifest["storage"].startswith("arrow-ipc") and "parquet" not in manifest
+    assert manifest["storage"].startswith("arrow-ipc")
+    assert "parquet" not in manifest
     assert datasets.load_from_disk(str(out / "cot"))["validation"].num_rows == 5
 
 

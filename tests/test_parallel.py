@@ -53,7 +53,8 @@ def test_two_processes_write_the_same_bytes_as_one(tmp_path, single):
 def test_three_parts_in_any_order_equal_a_single_run(tmp_path, single):
     out = tmp_path / "ds"
     results = [write_part(bench(), out, i, 3, SHARD_BYTES, GROUP_BYTES) for i in (2, 0, 1)]
-    assert results[0] is None and results[1] is None  # parts still missing
+    assert results[0] is None  # parts still missing
+    assert results[1] is None
     assert results[2].to_json() == (single / "posgen.json").read_text()
     assert not (out / PARTS_DIR).exists()
     assert checksums(out) == checksums(single)
@@ -132,7 +133,9 @@ def test_tokens_are_byte_stream_split_with_zstd_and_ids_are_plain(single):
     group = pq.ParquetFile(path).metadata.row_group(0)
     ids, tokens = group.column(0), group.column(1)
     assert tokens.path_in_schema == "tokens.list.element"
-    assert "BYTE_STREAM_SPLIT" in tokens.encodings and tokens.compression == "ZSTD"
+    assert "BYTE_STREAM_SPLIT" in tokens.encodings
+    assert tokens.compression == "ZSTD"
     assert "RLE_DICTIONARY" not in tokens.encodings
-    assert "RLE_DICTIONARY" not in ids.encodings and ids.statistics is not None
+    assert "RLE_DICTIONARY" not in ids.encodings
+    assert ids.statistics is not None
     assert not tokens.is_stats_set

@@ -330,7 +330,8 @@ def test_results_json_holds_checksums_parameters_and_accuracies(data, tmp_path):
     }
     assert record["position_encoding"]["label"] == "linear(factor=2)"
     assert len(record["per_position"]["accuracy"]) == L_TEST - 4
-    assert record["seed"] == 2 and record["preset"] == "cpu"
+    assert record["seed"] == 2
+    assert record["preset"] == "cpu"
 
 
 def test_list_pe_names_every_built_in_with_train_or_evaluation_time():
