@@ -37,7 +37,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-def cli(out: Path, args: list[str], overwrite: bool = False):
+def generate(out: Path, args: list[str], overwrite: bool = False):
     """``posgen generate --out out -q *args`` in-process."""
     return invoke("generate", "--out", out, "-q", *(["--overwrite"] if overwrite else []), *args)
 
@@ -46,17 +46,13 @@ def cli(out: Path, args: list[str], overwrite: bool = False):
 def reference(tmp_path_factory) -> dict[str, dict[str, bytes]]:
     """The files a complete run writes, for the spec and for the 'old' dataset."""
     base = tmp_path_factory.mktemp("reference")
-    assert cli(base / "new", SPEC).exit_code == 0
-    assert cli(base / "old", OLD_SPEC).exit_code == 0
+    assert generate(base / "new", SPEC).exit_code == 0
+    assert generate(base / "old", OLD_SPEC).exit_code == 0
     return {"new": snapshot(base / "new"), "old": snapshot(base / "old")}
 
 
 def builds(out: Path) -> list[Path]:
     return [p for p in leftovers(out) if posgen.store.atomic.TMP_TAG in p.name]
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def kill_at(out: Path, point: str, signum: int, total: int, overwrite: bool,
@@ -94,7 +90,7 @@ def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identi
     out = tmp_path / "ds"
     expected = reference["new"]
     if overwrite:
-        assert cli(out, OLD_SPEC).exit_code == 0
+        assert generate(out, OLD_SPEC).exit_code == 0
     total = sum(len(data) for data in expected.values())
     killed = kill_at(out, point, signum, total, overwrite)
     key = f"{point}/{signal.Signals(signum).name}/{'replace' if overwrite else 'new'}"
@@ -105,7 +101,7 @@ def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identi
         assert state in (before, expected), f"target neither absent/old nor complete after {key}"
         if signum != signal.SIGKILL:  # SIGTERM/SIGINT clean up themselves
             assert not builds(out), f"{signal.Signals(signum).name} left {builds(out)}"
-        rerun = cli(out, SPEC, overwrite=overwrite)
+        rerun = generate(out, SPEC, overwrite=overwrite)
         assert rerun.exit_code == 0, rerun.output
         assert snapshot(out) == expected
         assert not leftovers(out)
@@ -116,7 +112,7 @@ def test_the_next_run_reports_the_leftovers_it_cleans_up(tmp_path, reference):
     out = tmp_path / "ds"
     stale = tmp_path / f".ds{posgen.store.atomic.TMP_TAG}999999999-deadbeef"
     (stale / "data").mkdir(parents=True)
-    result = cli(out, SPEC)
+    result = generate(out, SPEC)
     assert result.exit_code == 0
     assert f"note: removed leftover {stale}" in result.output
     assert not stale.exists()
