@@ -1,7 +1,8 @@
 # posgen: `make data` generates the default benchmark, `make validate` checks it,
 # `make test` runs the suite, `make cards` re-renders the official data cards in data_cards/
 # (checked for drift by the tests), `make results` trains the reference baselines (a long job:
-# 7 trainings per task and seed, estimated 2.5 hours on two idle cores) and writes RESULTS.md;
+# 7 trainings per task and seed, estimated 2.5 hours on two idle cores for posgen-v1 and paper;
+# posgen-v2 adds a third dataset) and writes RESULTS.md;
 # `make results-all` trains every registered position encoding.
 PYTHON ?= python3
 VENV ?= .venv
@@ -63,14 +64,14 @@ format: install
 clean:
 	rm -rf $(VENV) out build *.egg-info
 
-# Reference baselines (not a test): regenerate both official datasets, sweep $(RESULTS_GRID)
+# Reference baselines (not a test): regenerate the official datasets, sweep $(RESULTS_GRID)
 # (grids/results.toml: 3 tasks x 11 position encodings x 3 seeds each, cpu preset; 2 workers of
 # one torch thread) into $(SWEEP_DIR), aggregate. Finished runs in $(SWEEP_DIR) are kept and
 # interrupted ones resume from their checkpoints: a rerun trains only what is missing.
 RESULTS_GRID ?= grids/results.toml
 SWEEP_DIR ?= runs/results
 RESULTS_DATA := out/results
-RESULTS_SETS := posgen-v1 paper
+RESULTS_SETS := posgen-v1 posgen-v2 paper
 
 # `make results-all`: every registered PE (built in and plugins), in a sweep folder of its own
 results-all: RESULTS_GRID = grids/results-all.toml

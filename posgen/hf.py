@@ -13,6 +13,7 @@ from posgen.spec import TaskSpec
 from posgen.store.check import verify_dataset
 from posgen.store.formats import folder_format, manifest_format
 from posgen.store.layout import DEFAULT_ROW_GROUP_BYTES, generation_rows, rows_per
+from posgen.store.manifest import read_manifest
 from posgen.store.pinned import read_whole
 
 if TYPE_CHECKING:
@@ -60,7 +61,8 @@ def to_dataset_dict(spec: TaskSpec) -> datasets.DatasetDict:
 
 
 def load(path: str | Path, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
-    """Every split of ``config`` (the first config when None) of a posgen folder, offline.
+    """Every split of ``config`` (the first config when None) of a posgen folder, offline;
+    ``<config>-probe`` holds the config's probe splits.
 
     Parquet folders load with ``datasets.load_dataset``, Arrow IPC ones with
     ``datasets.load_from_disk``. With ``verify`` (the default) every file of ``config`` (of
@@ -73,7 +75,9 @@ def load(path: str | Path, config: str | None = None, verify: bool = True) -> da
 
     def read() -> datasets.DatasetDict:
         if verify:
-            manifest = verify_dataset(root, [config] if config else None)
+            sources = {name: source for name, source, _ in read_manifest(root).hf_configs()}
+            checked = sources.get(config, config) if config else None  # cot-probe: cot's files
+            manifest = verify_dataset(root, [checked] if checked else None)
             return manifest_format(manifest).load(root, config or next(iter(manifest.configs)))
         return folder_format(root, config).load(root, config)
 

@@ -1,19 +1,20 @@
 """Up-front estimates: refuse runs whose output cannot fit on disk or would take absurdly long.
 
 The estimate is exact for the raw tokens: the sum over every split of
-rows x length x bytes per token (1 byte for m <= 256, else 2). The Parquet files are
-usually smaller (zstd), so a refusal means the data surely cannot be stored uncompressed;
+rows x length x bytes per token (1 byte for m <= 256, else 2); a probe split counts at
+most a probed position (4 bytes) and a far-rule answer per token on top. The Parquet files
+are usually smaller (zstd), so a refusal means the data surely cannot be stored uncompressed;
 ``--force`` runs anyway. Time is estimated at :data:`PLANNING_RATE` tokens per second.
 
 Worked example, the paper preset (3 configs; train 10,000 x 64, validation and test
-1,000 x 256 each, m = 17 so 1 byte a token)::
+1,000 x 256 each, and a probe split of 1,000 x 256; m = 17 so 1 byte a token)::
 
-    3 x (10,000 x 64 + 1,000 x 256 + 1,000 x 256) x 1 B = 3,456,000 B
+    3 x (10,000 x 64 + 1,000 x 256 + 1,000 x 256 + 1,000 x 256 x (1 + 4 + 1)) B = 8,064,000 B
 
 >>> from posgen.spec import default_benchmark
 >>> estimate = estimate_benchmark(default_benchmark())
 >>> estimate.tokens, estimate.raw_bytes, estimate.largest
-(3456000, 3456000, 'recursive/train: 10,000 rows x 64 tokens x 1 B')
+(4224000, 8064000, 'recursive/probe: 1,000 rows x 256 tokens x 6 B')
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from posgen.spec import BenchmarkSpec
+from posgen.spec import BenchmarkSpec, is_probe_split
 
 PLANNING_RATE = 5_000_000
 """Tokens per second assumed for the estimate: the slowest whole-pipeline rate (generate,
@@ -57,16 +58,19 @@ def estimate_benchmark(bench: BenchmarkSpec) -> Estimate:
     tokens = raw = 0
     largest, largest_bytes, splits = "", -1, 0
     for config, spec in bench.configs.items():
-        for split in spec.split_names:
+        for split in (*spec.split_names, *spec.probe_names):
             rows, length = spec.split_size(split), spec.split_length(split)
-            size = rows * length * spec.token_bytes
+            per_token = spec.token_bytes
+            if is_probe_split(split):  # at most one probed position (4 B) and answer a token
+                per_token += 4 + spec.token_bytes
+            size = rows * length * per_token
             tokens += rows * length
             raw += size
             splits += 1
             if size > largest_bytes:
                 largest_bytes = size
                 largest = f"{config}/{split}: {rows:,} rows x {length:,} tokens x "
-                largest += f"{spec.token_bytes} B"
+                largest += f"{per_token} B"
     return Estimate(tokens=tokens, raw_bytes=raw, splits=splits, largest=largest)
 
 

@@ -174,15 +174,30 @@ class TaskSpec(BaseModel):
         extra = tuple(f"test_{length}" for length in self.test_lengths[1:])
         return ("train", "validation", "test", *extra)
 
+    @property
+    def probe_names(self) -> tuple[str, ...]:
+        """Counterfactual probe splits: ``probe`` (from ``test``), ``probe_<L'>`` per extra test.
+
+        Probe row i is test row i with far operands replaced (:mod:`posgen.probe`); the probe
+        splits live in a companion ``datasets`` config (:func:`probe_config`).
+
+        >>> TaskSpec(task="cot", test_length=[256, 512]).probe_names
+        ('probe', 'probe_512')
+        """
+        return tuple(probe_split(split) for split in self.split_names[2:])
+
     def split_length(self, split: str) -> int:
-        """Row length of ``split``."""
+        """Row length of ``split`` (a probe split has its source split's length)."""
+        if split.startswith(PROBE_SPLIT) and split in self.probe_names:
+            return self.split_length(probe_source(split))
         if split == "train":
             return self.train_length
         if split in ("validation", "test"):
             return self.test_lengths[0]
         if split.startswith("test_") and int(split[5:]) in self.test_lengths[1:]:
             return int(split[5:])
-        raise KeyError(f"no split {split!r} in this spec; splits: {', '.join(self.split_names)}")
+        names = ", ".join((*self.split_names, *self.probe_names))
+        raise KeyError(f"no split {split!r} in this spec; splits: {names}")
 
     def split_size(self, split: str) -> int:
         """Row count of ``split``."""
@@ -229,6 +244,48 @@ class TaskSpec(BaseModel):
 
 ConfigName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 
+PROBE_SPLIT = "probe"
+"""Name of the probe split made from ``test``; ``probe_<L'>`` is made from ``test_<L'>``."""
+PROBE_CONFIG_SUFFIX = "-probe"
+"""A config's probe splits form the ``datasets`` config ``<config>-probe`` (their columns
+differ from the other splits', and ``datasets`` gives one config one feature set)."""
+
+
+def probe_split(source: str) -> str:
+    """The probe split made from the test split ``source``.
+
+    >>> probe_split("test"), probe_split("test_512")
+    ('probe', 'probe_512')
+    """
+    return PROBE_SPLIT + source[len("test") :]
+
+
+def probe_source(split: str) -> str:
+    """The test split the probe split ``split`` is made from.
+
+    >>> probe_source("probe"), probe_source("probe_512")
+    ('test', 'test_512')
+    """
+    return "test" + split[len(PROBE_SPLIT) :]
+
+
+def is_probe_split(split: str) -> bool:
+    """Whether ``split`` names a probe split (``probe`` or ``probe_<L'>``).
+
+    >>> is_probe_split("probe_512"), is_probe_split("test")
+    (True, False)
+    """
+    return split == PROBE_SPLIT or split.startswith(PROBE_SPLIT + "_")
+
+
+def probe_config(config: str) -> str:
+    """The ``datasets`` config holding ``config``'s probe splits.
+
+    >>> probe_config("cot")
+    'cot-probe'
+    """
+    return config + PROBE_CONFIG_SUFFIX
+
 
 class BenchmarkSpec(BaseModel):
     """Several task specs published together, one ``datasets`` config each.
@@ -245,6 +302,17 @@ class BenchmarkSpec(BaseModel):
     configs: dict[ConfigName, TaskSpec] = Field(
         min_length=1, max_length=64, description="Config name -> task spec."
     )
+
+    @model_validator(mode="after")
+    def _probe_configs_free(self) -> BenchmarkSpec:
+        """No config may be named like another config's probe config (``<config>-probe``)."""
+        for name in self.configs:
+            if probe_config(name) in self.configs:
+                raise ValueError(
+                    f"config {probe_config(name)!r} would clash with the probe splits of "
+                    f"config {name!r} (published as config {probe_config(name)!r}); rename it"
+                )
+        return self
 
     @property
     def spec_id(self) -> str:

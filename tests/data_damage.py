@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from posgen.arrow_io import open_writer, rows_to_table, table_tokens
+from posgen.spec import is_probe_split
 from posgen.store.manifest import read_manifest, sha256_file
 
 
@@ -24,11 +25,13 @@ def _record(root: Path, change: Callable[[dict], None]) -> None:
 
 
 def rewrite_rows(root: Path, change: Callable[[object], object], first_only: bool = False) -> None:
-    """Apply ``change`` to the tokens of every Parquet file (or the first) and record the new
-    bytes in the manifest, so that only the change itself is wrong."""
+    """Apply ``change`` to the tokens of every Parquet file (or the first) of the splits that
+    are not probe splits, and record the new bytes in the manifest, so that only the change
+    itself is wrong."""
     manifest = read_manifest(root)
     new: dict[str, tuple[str, int]] = {}
-    for _, _, entry in manifest.files()[:1] if first_only else manifest.files():
+    files = [entry for _, split, entry in manifest.files() if not is_probe_split(split)]
+    for entry in files[:1] if first_only else files:
         path = root / entry.path
         table = pq.read_table(path)
         tokens = change(table_tokens(table).copy())

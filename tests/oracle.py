@@ -106,3 +106,81 @@ def authors_splits(
         "validation": [row[:test_length] for row in complete[:val_size]],
         "test": [row[:test_length] for row in complete[val_size : val_size + test_size]],
     }
+
+
+PROBE_STREAM = 0x70726F6265
+"""The probe stream's spawn-key word (posgen.probe, README "Probe splits")."""
+
+
+def _name_code(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+
+
+def probe_stream_key(seed: int, task: str, split: str) -> int:
+    """Key of a probe split's replacement stream: numpy's SeedSequence over
+    (seed; task code, split code, PROBE_STREAM), as the README defines it."""
+    import numpy as np  # numpy's SeedSequence is part of the definition, not posgen
+
+    key = (_name_code(task), _name_code(split), PROBE_STREAM)
+    state = np.random.SeedSequence(seed, spawn_key=key).generate_state(1, np.uint64)
+    return int(state[0])
+
+
+def probe_positions(
+    task: str, length: int, near: int, far: int, index: int
+) -> tuple[list[int], list[int]]:
+    """(replaced, probed) of probe row ``index``, from the definition, with plain loops."""
+    w = near + far
+    replaced: set[int] = set()
+    if far and length > w:
+        if task == "cot":
+            replaced = set(range(far))
+        else:
+            offset = index % (length - w)
+            guarded: set[int] = set()
+            order = list(range(w + offset, length)) + list(range(w + offset - 1, w - 1, -1))
+            for t in order:
+                first = far_positions(task, t, near, far)[0]
+                if first in guarded or any(p in replaced for p in range(t - near, t + 1)):
+                    continue
+                replaced.add(first)
+                guarded.update(range(t - near, t + 1))
+    probed = [
+        t
+        for t in range(w, length)
+        if t not in replaced
+        and any(p in replaced for p in far_positions(task, t, near, far))
+        and not any(p in replaced for p in range(t - near, t))
+    ]
+    return sorted(replaced), probed
+
+
+def probe_row(
+    task: str,
+    source: list[int],
+    index: int,
+    m: int,
+    near: int,
+    far: int,
+    seed: int,
+    split: str,
+    op: str = "mod_addition",
+    key: int = 0,
+) -> dict[str, list[int]]:
+    """Probe row ``index`` of ``split`` made from the test row ``source``: the replaced
+    positions get (x + 1 + u) mod m, u = splitmix64(splitmix64(index * L' + p) ^ key) mod
+    (m - 1); far_rule is h of the stored operands at each probed position."""
+    length = len(source)
+    replaced, probed = probe_positions(task, length, near, far, index)
+    stream = probe_stream_key(seed, task, split)
+    row = list(source)
+    for p in replaced:
+        draw = splitmix64(splitmix64(index * length + p) ^ stream) % (m - 1)
+        row[p] = (source[p] + 1 + draw) % m
+    far_rule = [
+        op_value(
+            op, [row[p] for p in far_positions(task, t, near, far)] + row[t - near : t], m, key
+        )
+        for t in probed
+    ]
+    return {"tokens": row, "replaced": replaced, "probed": probed, "far_rule": far_rule}

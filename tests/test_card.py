@@ -67,11 +67,13 @@ def test_front_matter_has_the_hub_fields_and_one_config_per_task(folder):
     assert header["size_categories"] == ["n<1K"]  # 3 x 190 rows
     assert "length-generalization" in header["tags"]
     configs = {c["config_name"]: c for c in header["configs"]}
-    assert list(configs) == list(TASKS)  # spec order
+    assert list(configs) == [name for task in TASKS for name in (task, f"{task}-probe")]
     assert configs["recursive"].get("default") is True  # first in the spec
     assert not any(c.get("default") for c in header["configs"][1:])
     splits = [f["split"] for f in configs["cot"]["data_files"]]
     assert splits == ["train", "validation", "test", "test_128"]
+    probe_splits = [f["split"] for f in configs["cot-probe"]["data_files"]]
+    assert probe_splits == ["probe", "probe_128"]
 
 
 def test_dataset_info_is_read_from_the_files(folder):
@@ -79,18 +81,26 @@ def test_dataset_info_is_read_from_the_files(folder):
     info = {
         c["config_name"]: c for c in header_of((folder / "README.md").read_text())["dataset_info"]
     }
-    for config, entry in manifest.configs.items():
+    probe_columns = [
+        {"name": "source_id", "dtype": "int64"},
+        {"name": "replaced", "list": "uint32"},
+        {"name": "probed", "list": "uint32"},
+        {"name": "far_rule", "list": "uint8"},
+    ]
+    for config, source, splits in manifest.hf_configs():
         block = info[config]
+        extra = probe_columns if config != source else []
         assert block["features"] == [
             {"name": "id", "dtype": "int64"},
             {"name": "tokens", "list": "uint8"},
+            *extra,
         ]
         for split in block["splits"]:
-            files = entry.splits[split["name"]].files
+            files = splits[split["name"]].files
             tables = [pq.read_table(folder / f.path) for f in files]
             assert split["num_examples"] == sum(t.num_rows for t in tables)
             assert split["num_bytes"] == sum(t.nbytes for t in tables)
-        everything = [f for s in entry.splits.values() for f in s.files]
+        everything = [f for s in splits.values() for f in s.files]
         assert block["download_size"] == sum((folder / f.path).stat().st_size for f in everything)
         assert block["dataset_size"] == sum(s["num_bytes"] for s in block["splits"])
 
@@ -108,16 +118,17 @@ def test_dataset_info_matches_what_datasets_records_when_loading(folder):
 
 def test_a_card_without_a_folder_leaves_dataset_info_out(folder):
     header = header_of(render_card(read_manifest(folder)))
-    assert "dataset_info" not in header and len(header["configs"]) == 3
+    assert "dataset_info" not in header and len(header["configs"]) == 6  # 3 + 3 probe configs
 
 
 def test_card_facts_equal_the_manifest(folder, report):
     manifest = read_manifest(folder)
     card = render_card(manifest, report, root=folder)
     assert f"`{manifest.benchmark.spec_id}`" in card
-    for name, entry in manifest.configs.items():
+    for entry in manifest.configs.values():
         assert f"`{entry.spec_id}`" in card
-        for split, info in entry.splits.items():
+    for name, _, splits in manifest.hf_configs():
+        for split, info in splits.items():
             w, L, n = info.seed_window, info.ood_boundary, info.length
             ood = f"[{L}, {n})" if n > L else "none"
             assert (
@@ -168,7 +179,8 @@ def test_an_unvalidated_card_says_so_and_a_validated_one_shows_the_audit(folder,
     assert "**Not validated.**" in render_card(manifest)
     card = render_card(manifest, report)
     assert "Not validated" not in card
-    assert "**Validated: all 73 checks passed**" in card  # 3 configs x 4 splits x 6 kinds, + 1
+    # 3 configs x 4 splits x 6 kinds, 3 configs x 2 probe splits x (integrity, probe), + 1
+    assert "**Validated: all 85 checks passed**" in card
     assert "| window | 12 | 0 | 0 |" in card
     facts = report["facts"]["cot"]["test"]
     assert (
@@ -181,7 +193,7 @@ def test_a_failed_validation_is_shown_with_the_failing_checks(folder, failed_rep
     card = render_card(read_manifest(folder), failed_report)
     (failed,) = [c for c in failed_report["checks"] if not c["ok"]]
     assert (failed["check"], failed["config"], failed["split"]) == ("hygiene", "recursive", "train")
-    assert "**Validation FAILED: 1 of 73 checks failed**" in card
+    assert "**Validation FAILED: 1 of 85 checks failed**" in card
     assert f"| hygiene | 11 | 1 | {failed['failures']} |" in card
     assert f"| hygiene | recursive | train | {failed['failures']} | {failed['message']} |" in card
 
@@ -261,7 +273,7 @@ def test_dataset_info_is_in_the_form_datasets_serializes(folder):
     from datasets.info import DatasetInfosDict
     from huggingface_hub import DatasetCardData
 
-    from posgen.arrow_io import row_schema
+    from posgen.arrow_io import probe_schema, row_schema
     from posgen.card.dataset_info import dataset_info
 
     manifest = read_manifest(folder)
@@ -271,8 +283,9 @@ def test_dataset_info_is_in_the_form_datasets_serializes(folder):
         splits = SplitDict()
         for split in block["splits"]:
             splits.add(SplitInfo(**split))
+        schema = probe_schema(17) if block["config_name"].endswith("-probe") else row_schema(17)
         infos[block["config_name"]] = DatasetInfo(
-            features=Features.from_arrow_schema(row_schema(17)),
+            features=Features.from_arrow_schema(schema),
             splits=splits,
             download_size=block["download_size"],
             dataset_size=block["dataset_size"],

@@ -101,9 +101,10 @@ def test_an_unwritable_target_fails_with_exit_1_naming_the_path(tmp_path, case):
 def test_the_estimate_is_rows_times_length_times_bytes():
     bench = default_benchmark(("cot",), modulus=300, train_size=7, val_size=3, test_size=2)
     estimate = estimate_benchmark(bench)
-    assert estimate.raw_bytes == (7 * 64 + 3 * 256 + 2 * 256) * 2
-    assert estimate.tokens == estimate.raw_bytes // 2
-    assert estimate.largest == "cot/validation: 3 rows x 256 tokens x 2 B"
+    probe = 2 * 256 * (2 + 4 + 2)  # at most a probed position (4 B) and answer per token
+    assert estimate.raw_bytes == (7 * 64 + 3 * 256 + 2 * 256) * 2 + probe
+    assert estimate.tokens == 7 * 64 + 3 * 256 + 2 * 256 + 2 * 256
+    assert estimate.largest == "cot/probe: 2 rows x 256 tokens x 8 B"
 
 
 HUGE = ["-m", "65536", "--train-size", "10000000000", "--train-length", "1048576",

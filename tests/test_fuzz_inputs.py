@@ -19,7 +19,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from posgen.arrow_io import table_tokens
-from posgen.spec import MAX_LENGTH, MAX_ROWS, MAX_SEED, TaskSpec
+from posgen.spec import MAX_LENGTH, MAX_ROWS, MAX_SEED, TaskSpec, is_probe_split
 from posgen.spec_files import read_spec_file
 from posgen.store import check_dataset
 from tests.cli_support import invoke
@@ -289,6 +289,8 @@ def test_valid_random_specs_generate_data_that_validates(fields):
             assert check_dataset(out) == []
             manifest = json.loads((out / "posgen.json").read_text())
             for split, info in manifest["configs"][spec.task]["splits"].items():
+                if is_probe_split(split):  # altered test rows: the validator rebuilds them
+                    continue
                 rows = np.concatenate([table_tokens(pq.read_table(out / f["path"]))
                                        for f in info["files"]])  # fmt: skip
                 assert rows.shape == (spec.split_size(split), spec.split_length(split))

@@ -18,6 +18,7 @@ import yaml
 import posgen
 import posgen.publish
 from posgen.publish import publish_benchmark
+from posgen.spec import is_probe_split, probe_config
 from posgen.spec_files import resolve_benchmark
 from posgen.store.manifest import read_manifest, sha256_file
 from tests.cli_support import invoke as run
@@ -36,8 +37,9 @@ test_length = [96, 128]
 """
 
 
-CHECKS = 2 * 4 * 6 + 1
-"""Checks of the tiny spec: 2 configs x 4 splits x 6 kinds, and one for unlisted files."""
+CHECKS = 2 * 4 * 6 + 2 * 2 * 2 + 1
+"""Checks of the tiny spec: 2 configs x 4 splits x 6 kinds, 2 configs x 2 probe splits x
+(integrity, probe), and one for unlisted files."""
 
 
 @pytest.fixture
@@ -63,24 +65,28 @@ def test_published_posgen_v1_loads_every_config_and_split_as_the_card_declares(p
     out, published = posgen_v1
     header = header_of((out / "README.md").read_text())
     declared = {c["config_name"]: c for c in header["dataset_info"]}
-    assert sorted(declared) == ["cot", "recursive", "semirecursive"]
-    for config, entry in published.manifest.configs.items():
+    tasks = ["cot", "recursive", "semirecursive"]
+    assert sorted(declared) == sorted([*tasks, *(f"{t}-probe" for t in tasks)])
+    for config, _, splits in published.manifest.hf_configs():
         loaded = datasets.load_dataset(str(out), config)
-        assert list(loaded) == list(entry.splits)
+        assert list(loaded) == list(splits)
         for split in declared[config]["splits"]:
             data = loaded[split["name"]]
-            assert data.num_rows == split["num_examples"] == entry.splits[split["name"]].rows
+            assert data.num_rows == split["num_examples"] == splits[split["name"]].rows
             assert data.info.splits[split["name"]].num_bytes == split["num_bytes"]
-            assert len(data[-1]["tokens"]) == entry.splits[split["name"]].length
+            assert len(data[-1]["tokens"]) == splits[split["name"]].length
 
 
 @pytest.mark.parametrize("config", ["recursive", "cot", "semirecursive"])
 def test_published_posgen_v1_streams_every_split(posgen_v1, config):
     out, published = posgen_v1
-    streams = datasets.load_dataset(str(out), config, streaming=True)
-    for split, info in published.manifest.configs[config].splits.items():
-        first = next(iter(streams[split]))
-        assert first["id"] == 0 and len(first["tokens"]) == info.length
+    for name, source, splits in published.manifest.hf_configs():
+        if source != config:
+            continue
+        streams = datasets.load_dataset(str(out), name, streaming=True)
+        for split, info in splits.items():
+            first = next(iter(streams[split]))
+            assert first["id"] == 0 and len(first["tokens"]) == info.length
 
 
 def test_published_card_records_the_validation_report(posgen_v1):
@@ -105,7 +111,7 @@ def test_the_regenerate_command_in_the_card_reproduces_every_checksum(posgen_v1,
     result = run(*args, "-q")
     assert result.exit_code == 0, result.output
     lines = sums.splitlines()
-    assert len(lines) == 9  # 3 configs x (train, validation, test)
+    assert len(lines) == 12  # 3 configs x (train, validation, test, probe)
     for line in lines:
         digest, path = line.split("  ")
         assert sha256_file(tmp_path / "regenerated" / path) == digest, path
@@ -289,7 +295,8 @@ def test_manifest_and_card_agree_on_split_sizes(posgen_v1):
     card = (out / "README.md").read_text()
     for name, entry in manifest["configs"].items():
         for split, info in entry["splits"].items():
-            assert f"| {name} | {split} | {info['rows']:,} | {info['length']:,} |" in card
+            shown = probe_config(name) if is_probe_split(split) else name
+            assert f"| {shown} | {split} | {info['rows']:,} | {info['length']:,} |" in card
 
 
 def test_publish_without_a_validator_exits_2_and_creates_nothing(tmp_path, spec_file, monkeypatch):

@@ -13,10 +13,11 @@ torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
 
 from posgen.cli import main  # noqa: E402
+from posgen.scoring import RelianceReport, load_probe, read_predictions, score_probe  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store import write_dataset  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
-from posgen.train.trainer import train_runs  # noqa: E402
+from posgen.train.trainer import PROBE_PREDICTIONS, PROBE_SCORES, train_runs  # noqa: E402
 
 
 def run_folder(runs: Path, data: Path, task: str, pe: str, seed: int) -> Path:
@@ -64,6 +65,33 @@ def test_results_table_holds_mean_std_and_seed_count_per_task_and_pe(runs, tmp_p
     assert plot.stat().st_size > 0 and "![accuracy against position](c.png)" in text
 
 
+def test_every_run_scores_the_probe_split_with_the_same_weights(runs):
+    data, folder = runs
+    run = run_folder(folder, data, "cot", "rope", 1)
+    report = RelianceReport.model_validate_json((run / PROBE_SCORES).read_text())
+    predictions = read_predictions(run / PROBE_PREDICTIONS)
+    again = score_probe(load_probe(data, "cot", "probe"), predictions.tokens, ids=predictions.ids)
+    assert report == again
+
+
+def test_results_show_far_reliance_id_and_ood_next_to_accuracy(runs, tmp_path):
+    data, folder = runs
+    out, js = tmp_path / "R.md", tmp_path / "r.json"
+    args = ["results", str(folder), "--out", str(out), "--json", str(js)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    reports = [
+        RelianceReport.model_validate_json(
+            (run_folder(folder, data, "cot", "yarn", s) / PROBE_SCORES).read_text()
+        )
+        for s in (1, 2)
+    ]
+    far_ood = [r.ood.far_reliance for r in reports]
+    cell = json.loads(js.read_text())["tiny"]["tasks"]["cot"]["yarn"]
+    assert cell["far_ood_mean"] == pytest.approx(statistics.mean(far_ood))
+    header = "| task | PE | n | ID accuracy | OOD accuracy | ID far-reliance | OOD far-reliance"
+    assert header in out.read_text()
+
+
 def test_results_without_run_folders_is_one_error_line(tmp_path):
     result = CliRunner().invoke(main, ["results", str(tmp_path), "--out", str(tmp_path / "R.md")])
     assert result.exit_code == 2
@@ -81,7 +109,8 @@ def test_card_shows_reference_results_only_for_the_data_they_were_trained_on(run
     spec_ids = {"cot": manifest.configs["cot"].spec_id}
     entry = {"spec_ids": spec_ids, "tasks": {"cot": {"rope": cell}}}
     section = results_section(manifest, {manifest.benchmark.name: entry})
-    assert section.splitlines()[-1] == "| cot | rope | 3 | 1.000 ± 0.000 | 0.500 ± 0.100 |"
+    row = "| cot | rope | 3 | 1.000 ± 0.000 | 0.500 ± 0.100 | - | - |"
+    assert section.splitlines()[-1] == row
     other = {**entry, "spec_ids": {"cot": "0" * 16}}
     assert results_section(manifest, {manifest.benchmark.name: other}) == ""
 

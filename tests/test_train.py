@@ -23,7 +23,7 @@ from posgen.store import write_dataset  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
 from posgen.train.rope import use_frequencies  # noqa: E402
 from posgen.train.rope_types import rope_parameters  # noqa: E402
-from posgen.train.trainer import PREDICTIONS, RunData, lm_tensors, predict, train_runs  # noqa: E402
+from posgen.train.trainer import FILES, PREDICTIONS, RunData, lm_tensors, predict, train_runs  # noqa: E402
 
 L, L_TEST, HEAD_DIM = 64, 256, 16
 
@@ -238,9 +238,7 @@ def test_smoke_training_loss_falls_and_predictions_score_like_the_run_report(dat
     args += [*TINY_FLAGS, "--epochs", "6", "--lr", "1e-2", "--out", str(out), "-q"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["config.json", "metrics.jsonl", "predictions.parquet", "scores.json", "results.json"]
-    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [line["train_loss"] for line in log]
     assert len(losses) == 6 and losses[-1] < 0.99 * losses[0] and losses[-1] == min(losses)

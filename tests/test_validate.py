@@ -93,10 +93,11 @@ def test_clean_data_of_every_task_and_both_seedings_passes(clean):
     report = validate(clean)
     assert report.ok, report.summary()
     assert {c.check for c in report.checks} == {
-        "integrity", "schema", "window", "bounded_window", "hygiene", "audit",
+        "integrity", "schema", "window", "bounded_window", "hygiene", "audit", "probe",
     }  # fmt: skip
     assert report.tokens_checked == sum(
-        s.total_tokens for s in small_bench(clean.name).configs.values()
+        s.total_tokens + sum(s.split_size(p) * s.split_length(p) for p in s.probe_names)
+        for s in small_bench(clean.name).configs.values()
     )
     for config in TASKS:
         for split in ("train", "validation", "test", "test_128"):

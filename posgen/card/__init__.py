@@ -20,6 +20,7 @@ from typing import Any
 from posgen.card.dataset_info import DataMismatch, dataset_info
 from posgen.card.facts import files_section, spec_section, splits_section
 from posgen.card.front_matter import front_matter, render_front_matter
+from posgen.card.probe_text import probe_section
 from posgen.card.reference_results import results_section
 from posgen.card.task_text import MEASURES, tasks_section
 from posgen.card.usage import (
@@ -70,6 +71,7 @@ def render_card(
         tasks_section(manifest),
         spec_section(manifest),
         splits_section(manifest),
+        probe_section(manifest),
         validation_section(report),
         load_section(manifest),
         score_section(manifest, baselines),

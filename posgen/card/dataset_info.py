@@ -34,10 +34,25 @@ def arrow_row_bytes(schema: pa.Schema) -> tuple[int, int]:
     >>> arrow_row_bytes(row_schema(17)), arrow_row_bytes(row_schema(1000))
     ((12, 1), (12, 2))
     """
-    id_bytes = schema.field("id").type.bit_width // 8
+    id_bytes = sum(f.type.bit_width // 8 for f in schema if pa.types.is_integer(f.type))
     tokens = schema.field("tokens").type
     offset_bytes = 8 if pa.types.is_large_list(tokens) else 4
     return id_bytes + offset_bytes, tokens.value_type.bit_width // 8
+
+
+def extra_list_bytes(fmt: Any, path: Path, schema: pa.Schema) -> int:
+    """In-memory bytes of list columns besides ``tokens`` (the probe splits' positions and
+    answers): an int32 offset per row and the values, read from the file."""
+    names = [f.name for f in schema if f.name != "tokens" and pa.types.is_list(f.type)]
+    if not names:
+        return 0
+    total = 0
+    for batch in fmt.batches(path, 1 << 16, tuple(names)):
+        for name in names:
+            column = batch.column(batch.schema.get_field_index(name))
+            width = column.type.value_type.bit_width // 8
+            total += 4 * len(column) + width * len(column.flatten())
+    return total
 
 
 def feature_entry(field: pa.Field) -> dict[str, str]:
@@ -69,12 +84,12 @@ def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:
         raise DamagedDataset(root, [str(p) for p in problems])
     fmt = manifest_format(manifest)
     block = []
-    for config, entry in sorted(manifest.configs.items()):
+    for config, _, split_entries in sorted(manifest.hf_configs()):
         splits = []
         schemas = set()
         download = size = 0
         features: list[dict[str, str]] = []
-        for split, info in entry.ordered_splits.items():
+        for split, info in split_entries.items():
             num_bytes = 0
             for item in info.files:
                 facts = fmt.facts(root / item.path)
@@ -86,6 +101,7 @@ def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:
                 features = [feature_entry(field) for field in schema]
                 per_row, per_token = arrow_row_bytes(schema)
                 num_bytes += facts.rows * per_row + facts.tokens * per_token
+                num_bytes += extra_list_bytes(fmt, root / item.path, schema)
                 download += item.bytes
             splits.append({"name": split, "num_bytes": num_bytes, "num_examples": info.rows})
             size += num_bytes

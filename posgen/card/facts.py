@@ -10,7 +10,7 @@ from typing import Any
 
 from posgen.card.markdown import table
 from posgen.seeding import disjoint_offset, paper_row_offset
-from posgen.spec import TaskSpec
+from posgen.spec import TaskSpec, is_probe_split, probe_source
 from posgen.store.manifest import Manifest
 
 
@@ -64,22 +64,18 @@ def seed_windows_text(spec: TaskSpec, split: str, rows: int) -> str:
 def splits_section(manifest: Manifest) -> str:
     """Rows, length, scored positions and seed windows of every split."""
     rows = []
-    for name, entry in manifest.configs.items():
-        spec = entry.spec
-        for split, info in entry.ordered_splits.items():
+    for name, config, splits in manifest.hf_configs():
+        spec = manifest.configs[config].spec
+        for split, info in splits.items():
             w, boundary, length = info.seed_window, info.ood_boundary, info.length
             ood = f"[{boundary}, {length})" if length > boundary else "none"
+            source = (
+                f"rows of {config}/{probe_source(split)}, far operands replaced"
+                if is_probe_split(split)
+                else seed_windows_text(spec, split, info.rows)
+            )
             rows.append(
-                [
-                    name,
-                    split,
-                    info.rows,
-                    length,
-                    w,
-                    f"[{w}, {min(boundary, length)})",
-                    ood,
-                    seed_windows_text(spec, split, info.rows),
-                ]
+                [name, split, info.rows, length, w, f"[{w}, {min(boundary, length)})", ood, source]
             )
     return "\n".join(
         [
@@ -117,7 +113,9 @@ def files_section(manifest: Manifest) -> str:
             "## Files and checksums",
             "",
             "Columns: `id` (int64, the row's index in its split) and `tokens` (list of uint8; "
-            "uint16 when m > 256). The manifest `posgen.json` holds the same facts.",
+            "uint16 when m > 256); probe splits add `source_id`, `replaced`, `probed` "
+            "(lists of uint32 positions) and `far_rule` (one token per probed position). "
+            "The manifest `posgen.json` holds the same facts.",
             "",
             table(["file", "rows", "first id", "bytes", "sha256"], rows),
         ]

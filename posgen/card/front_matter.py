@@ -57,15 +57,15 @@ def total_rows(manifest: Manifest) -> int:
 
 
 def configs_block(manifest: Manifest) -> list[dict[str, Any]]:
-    """``configs``: the data files of each split, the first config marked default."""
+    """``configs``: the data files of each split, the first config marked default; each
+    config's probe splits form the config ``<config>-probe``."""
     fmt = manifest_format(manifest)
     configs = []
-    for index, (name, entry) in enumerate(manifest.configs.items()):
+    for index, (name, source, splits) in enumerate(manifest.hf_configs()):
         config: dict[str, Any] = {
             "config_name": name,
             "data_files": [
-                {"split": split, "path": fmt.split_glob(name, split)}
-                for split in entry.ordered_splits
+                {"split": split, "path": fmt.split_glob(source, split)} for split in splits
             ],
         }
         if index == 0:

@@ -18,6 +18,15 @@ from posgen.store.manifest import Manifest
 RESULTS_FILE = Path(__file__).with_name("reference_results.json")
 
 PE_ORDER = ("rope", "resonance", "yarn", "resonance_yarn")
+HEADER = [
+    "config",
+    "position embedding",
+    "n",
+    "ID accuracy",
+    "OOD accuracy",
+    "ID far-reliance",
+    "OOD far-reliance",
+]
 
 
 def load_results(path: Path = RESULTS_FILE) -> dict[str, Any]:
@@ -44,7 +53,15 @@ def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -
     if not entry or entry["spec_ids"] != spec_ids:
         return ""
     rows = [
-        [task, pe, c["n"], _pm(c["id_mean"], c["id_std"]), _pm(c["ood_mean"], c["ood_std"])]
+        [
+            task,
+            pe,
+            c["n"],
+            _pm(c["id_mean"], c["id_std"]),
+            _pm(c["ood_mean"], c["ood_std"]),
+            _pm(c.get("far_id_mean"), c.get("far_id_std")),
+            _pm(c.get("far_ood_mean"), c.get("far_ood_std")),
+        ]
         for task, pes in entry["tasks"].items()
         for pe in sorted(pes, key=lambda p: PE_ORDER.index(p) if p in PE_ORDER else 99)
         for c in [pes[pe]]
@@ -55,8 +72,10 @@ def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -
             "",
             "Stock `transformers` Llama models trained from scratch on this data with the "
             "paper's four position embeddings (`make results` in the posgen repository: cpu "
-            "preset, test split, mean ± std over n seeds; see its RESULTS.md).",
+            "preset, test split, mean ± std over n seeds; see its RESULTS.md). Far-reliance: "
+            "share of the probe split's probed targets predicted as the far-rule answer "
+            "(see the probe splits above; - where not measured).",
             "",
-            table(["config", "position embedding", "n", "ID accuracy", "OOD accuracy"], rows),
+            table(HEADER, rows),
         ]
     )

@@ -9,10 +9,12 @@ import click
 from posgen.cli.common import RunFailure, UsageProblems
 from posgen.cli.paths import PathArg
 from posgen.cli.score import load_split
-from posgen.scoring.baselines import BASELINES, baseline_predictions
+from posgen.scoring.baselines import BASELINES, PROBE_BASELINES, baseline_predictions
 from posgen.scoring.errors import ScoringError
 from posgen.scoring.folder import score_aligned
 from posgen.scoring.prediction_files import file_format, write_predictions
+from posgen.scoring.reliance import load_probe, score_probe
+from posgen.spec import is_probe_split
 
 
 @click.command(
@@ -24,7 +26,12 @@ Examples:
   posgen score --data out/paper --config recursive --predictions near.jsonl
 """,
 )
-@click.option("--kind", required=True, type=click.Choice(BASELINES), help="Which predictor.")
+@click.option(
+    "--kind",
+    required=True,
+    type=click.Choice(list(dict.fromkeys((*BASELINES, *PROBE_BASELINES)))),
+    help="Which predictor (local: probe splits only).",
+)
 @click.option(
     "--data",
     required=True,
@@ -60,9 +67,11 @@ def baseline_command(
     """Write a reference predictor's predictions in the format `posgen score` reads.
 
     \b
-    oracle     regrows each row from its seed window: the ceiling (100%)
+    oracle     h of the true preceding operands at each position: the ceiling (100%);
+               on a probe split it follows the far rule (far-reliance 1)
     near-only  best guess from the k near tokens alone (fitted on --fit-split): ~1/m
     majority   most common token per position of --fit-split
+    local      probe splits only: the stored, unaltered token (far-reliance 0)
     """
     try:
         file_format(out)
@@ -70,9 +79,13 @@ def baseline_command(
         raise UsageProblems([f"--out: {error}"]) from None
     if out.exists() and not overwrite:
         raise UsageProblems([f"{out} exists; pass --overwrite to replace it"])
+    if kind == "local" and not is_probe_split(split):
+        raise UsageProblems([f"--kind local predicts probe splits only, not {split!r}"])
     reference = load_split(data, config, split)
     spec = reference.spec
-    fit = None if kind == "oracle" else load_split(data, reference.config, fit_split).tokens
+    fit = None
+    if kind not in PROBE_BASELINES:
+        fit = load_split(data, reference.config, fit_split).tokens
     try:
         predictions = baseline_predictions(kind, spec, reference.tokens, fit)
     except ScoringError as error:
@@ -81,10 +94,17 @@ def baseline_command(
         raise RunFailure(f"{reference.config}/{split} holds invalid rows: {error}") from None
     write_predictions(out, reference.ids, predictions, spec.modulus)  # WriteFailed: exit 1
     if not quiet:
-        report = score_aligned(reference, predictions)
+        if is_probe_split(split):
+            probe = score_probe(load_probe(data, reference.config, split), predictions)
+            shown = (
+                ("ID far-reliance", probe.id.far_reliance),
+                ("OOD far-reliance", probe.ood.far_reliance),
+            )
+        else:
+            report = score_aligned(reference, predictions)
+            shown = (("ID", report.id.accuracy), ("OOD", report.ood.accuracy))
         figures = ", ".join(
-            f"{name} {'-' if value is None else f'{100 * value:.2f}%'}"
-            for name, value in (("ID", report.id.accuracy), ("OOD", report.ood.accuracy))
+            f"{name} {'-' if value is None else f'{100 * value:.2f}%'}" for name, value in shown
         )
         click.echo(
             f"wrote {out}: {kind} predictions for {reference.config}/{split} "

@@ -13,8 +13,17 @@ from posgen.errors import PosgenError
 from posgen.scoring.errors import ScoringError
 from posgen.scoring.folder import score_reference
 from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport
-from posgen.scoring.plot import PLOT_HINT, PlotUnavailable, plot_curve, plot_format_problem
+from posgen.scoring.plot import (
+    PLOT_HINT,
+    PlotUnavailable,
+    plot_curve,
+    plot_format_problem,
+    plot_reliance,
+)
+from posgen.scoring.prediction_files import align_to_ids, read_predictions
 from posgen.scoring.reference import ReferenceSplit, load_reference, resolve_config
+from posgen.scoring.reliance import Reliance, RelianceReport, load_probe, score_probe
+from posgen.spec import is_probe_split
 from posgen.store.atomic import write_atomically
 from posgen.store.manifest import DamagedDataset
 
@@ -27,6 +36,27 @@ def load_split(data: Path, config: str | None, split: str) -> ReferenceSplit:
         raise  # not a dataset, bad arguments, a path that cannot be read: exit 2; damage: 1
     except (pa.ArrowException, ValueError) as error:
         raise DamagedDataset(data, [f"{data}: {' '.join(str(error).split())}"]) from None
+
+
+def score_probe_file(
+    data: Path, config: str | None, split: str, predictions: Path, bucket_width: int
+) -> RelianceReport:
+    """Far-reliance of a predictions file on a probe split of a folder."""
+    try:
+        probe = load_probe(data, resolve_config(data, config), split)
+    except (PosgenError, OSError):
+        raise
+    except (pa.ArrowException, ValueError) as error:
+        raise DamagedDataset(data, [f"{data}: {' '.join(str(error).split())}"]) from None
+    try:
+        read = read_predictions(predictions)
+    except ScoringError as error:
+        raise UsageProblems([str(error)]) from None
+    try:
+        aligned = align_to_ids(read.ids, read.tokens, probe.ids)
+        return score_probe(probe, aligned, bucket_width=bucket_width)
+    except ScoringError as error:
+        raise UsageProblems([f"{predictions}: {error}"]) from None
 
 
 def _percent(value: float | None) -> str:
@@ -59,6 +89,29 @@ def report_table(report: ScoreReport) -> str:
     return "\n".join(lines)
 
 
+def reliance_table(report: RelianceReport) -> str:
+    """Far- and local-reliance, ID and OOD, then one line per bucket, with counts."""
+    w, boundary, length = report.seed_window, report.ood_boundary, report.length
+    lines = [
+        f"config {report.config}, split {report.split}, spec {report.spec_id}: "
+        f"{report.rows:,} probe rows of {length} tokens (seed window {w}, OOD from {boundary})",
+        f"  {'positions':<18}{'far-rel.':>9}{'local-rel.':>11}  {'counted':>10}  {'probed':>10}",
+    ]
+
+    def line(name: str, item: Reliance, mark: str = "") -> str:
+        return (
+            f"  {name:<18}{_percent(item.far_reliance):>9}{_percent(item.local_reliance):>11}  "
+            f"{item.counted:>10,}  {item.probed:>10,}{mark}"
+        )
+
+    lines.append(line(f"ID  [{w}, {min(boundary, length)})", report.id))
+    if length > boundary:
+        lines.append(line(f"OOD [{boundary}, {length})", report.ood))
+    lines += [line(f"[{b.start}, {b.stop})", b, " OOD" if b.ood else "") for b in report.buckets]
+    lines.append("  counted: probed targets whose far-rule answer differs from the stored token")
+    return "\n".join(lines)
+
+
 def plot_available() -> bool:
     """Whether matplotlib can be imported."""
     try:
@@ -75,6 +128,7 @@ Examples:
   posgen score --data out/posgen-v1 --config cot --predictions preds.parquet
   posgen score --data out/paper --config recursive --split test --predictions p.npy \\
       --json scores.json --plot curve.png --bucket-width 32
+  posgen score --data out/posgen-v1 --config cot --split probe --predictions probe.parquet
 """,
 )
 @click.option(
@@ -123,24 +177,35 @@ def score_command(
 
     The prediction for position t is the model's argmax given the true tokens before t.
     Rows hold every position (seed window ignored) or only positions w .. L'-1.
+    On a probe split (probe, probe_<L'>) it reports far-reliance and local-reliance
+    instead: the share of probed targets (where the far-rule answer differs from the
+    stored token) predicted as the far-rule answer, and as the stored token.
     """
     if plot_out is not None and not plot_available():
         raise UsageProblems([f"--plot: {PLOT_HINT}"])
     if plot_out is not None and (problem := plot_format_problem(plot_out)) is not None:
         raise UsageProblems([f"--plot: {problem}"])
-    reference = load_split(data, config, split)
-    try:
-        report = score_reference(reference, predictions, bucket_width)
-    except ScoringError as error:
-        raise UsageProblems([str(error)]) from None
+    if is_probe_split(split):
+        report: ScoreReport | RelianceReport
+        report = score_probe_file(data, config, split, predictions, bucket_width)
+        table = reliance_table(report)
+    else:
+        reference = load_split(data, config, split)
+        try:
+            report = score_reference(reference, predictions, bucket_width)
+        except ScoringError as error:
+            raise UsageProblems([str(error)]) from None
+        table = report_table(report)
     if json_out is not None and str(json_out) == "-":
         click.echo(report.to_json(), nl=False)
     else:
-        click.echo(report_table(report))
+        click.echo(table)
     try:
         if json_out is not None and str(json_out) != "-":
             write_atomically(json_out, report.to_json().encode())
-        if plot_out is not None:
+        if plot_out is not None and isinstance(report, RelianceReport):
+            plot_reliance(report, plot_out)
+        elif plot_out is not None:
             plot_curve(report, plot_out)
     except PlotUnavailable as error:
         raise UsageProblems([str(error)]) from None

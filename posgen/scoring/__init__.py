@@ -7,10 +7,19 @@
 >>> test = generate_split(spec, "test")
 >>> score(test, baseline_predictions("oracle", spec, test), spec).summary()
 {'id_accuracy': 1.0, 'ood_accuracy': 1.0}
+
+On a probe split, :func:`score_probe` reports far-reliance (the oracle follows the far rule):
+
+>>> from posgen.probe import probe_rows
+>>> from posgen.arrow_io import probe_schema, probe_table
+>>> probe = probe_from_table(probe_table(probe_rows(spec, "probe", 0, 5), probe_schema(17)), spec)
+>>> score_probe(probe, baseline_predictions("oracle", spec, probe.tokens)).overall.far_reliance
+1.0
 """
 
 from posgen.scoring.baselines import (
     BASELINES,
+    PROBE_BASELINES,
     baseline_predictions,
     baseline_scores,
     folder_baseline,
@@ -32,13 +41,24 @@ from posgen.scoring.prediction_files import (
     write_predictions,
 )
 from posgen.scoring.reference import ReferenceSplit, load_reference
+from posgen.scoring.reliance import (
+    ProbeSplit,
+    RelianceReport,
+    load_probe,
+    probe_from_table,
+    reliance_arrays,
+    score_probe,
+)
 
 __all__ = [
     "BASELINES",
     "IGNORE_INDEX",
+    "PROBE_BASELINES",
     "LMInputs",
     "Predictions",
+    "ProbeSplit",
     "ReferenceSplit",
+    "RelianceReport",
     "ScoreReport",
     "ScoringError",
     "align_to_ids",
@@ -46,12 +66,16 @@ __all__ = [
     "baseline_scores",
     "folder_baseline",
     "lm_arrays",
+    "load_probe",
     "load_reference",
     "predictions_from_logits",
+    "probe_from_table",
     "read_predictions",
+    "reliance_arrays",
     "score",
     "score_arrays",
     "score_file",
+    "score_probe",
     "score_reference",
     "vocab_size",
     "write_predictions",

@@ -1,7 +1,8 @@
 """Reference predictors: a ceiling and two floors that every user can reproduce.
 
-* ``oracle``: regrows every row from its seed window with posgen's own generator
-  (:func:`posgen.generator.grow`): 100% on valid data, ID and OOD.
+* ``oracle``: h of the stored operands at every position (teacher-forced, what the rule
+  says): 100% on valid data, ID and OOD, where it equals regrowing each row from its seed
+  window; on a probe split it predicts the far-rule answers (far-reliance 1).
 * ``near-only``: the best predictor that sees only the k near tokens x_{t-k} .. x_{t-1}:
   for each near context, the target most often seen after it in the fit split (train by
   default); an unseen context gets the fit split's most common target. With the far
@@ -9,6 +10,9 @@
 * ``majority``: the most common token at each position of the fit split; positions the
   fit split does not reach (the OOD ones, when fitted on train) get its overall most
   common target.
+* ``local`` (probe splits only): the stored token itself, i.e. at a probed position the
+  unaltered source token (the local answer): a rule that never reads the far operand
+  (far-reliance 0, local-reliance 1).
 
 Ties go to the smallest token. Every predictor returns whole rows ``(rows, L')`` whose
 seed window columns are the seed window itself (never scored).
@@ -28,7 +32,8 @@ from typing import Literal
 
 import numpy as np
 
-from posgen.generator import DEFAULT_BLOCK_ROWS, grow, storage_dtype
+from posgen.generator import storage_dtype
+from posgen.probe import FAR_RULE_PAIRS, far_rule_answers
 from posgen.scoring.errors import ScoringError
 from posgen.scoring.folder import score_aligned
 from posgen.scoring.reference import load_reference
@@ -36,15 +41,29 @@ from posgen.spec import TaskSpec
 
 BaselineKind = Literal["oracle", "near-only", "majority"]
 BASELINES: tuple[str, ...] = ("oracle", "near-only", "majority")
+PROBE_BASELINES: tuple[str, ...] = ("oracle", "local")
+"""Predictors for probe splits: the far rule (far-reliance 1) and the local answer (0)."""
 
 
 def oracle_predictions(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
-    """Every row regrown from its seed window ``tokens[:, :w]`` by the generator."""
+    """h of the stored operands at every position ``t >= w`` (seed window copied).
+
+    >>> spec = TaskSpec(task="cot", train_length=8, test_length=8)
+    >>> oracle_predictions(spec, np.array([[5, 1, 2, 3, 6, 0, 0, 0]])).tolist()
+    [[5, 1, 2, 3, 11, 16, 14, 11]]
+    """
     rows, length = tokens.shape
-    out = np.empty((rows, length), dtype=storage_dtype(spec.modulus))
-    for first in range(0, rows, DEFAULT_BLOCK_ROWS):
-        block = tokens[first : first + DEFAULT_BLOCK_ROWS, : spec.window].astype(np.int64)
-        out[first : first + block.shape[0]] = grow(spec, block, length)
+    out = np.array(tokens, dtype=storage_dtype(spec.modulus), copy=True)
+    positions = np.arange(spec.window, length)
+    if rows == 0 or positions.size == 0:
+        return out
+    step = max(1, FAR_RULE_PAIRS // positions.size)
+    for first in range(0, rows, step):
+        block = tokens[first : first + step]
+        n = block.shape[0]
+        which = np.repeat(np.arange(n), positions.size)
+        answers = far_rule_answers(spec, block, which, np.tile(positions, n))
+        out[first : first + n, spec.window :] = answers.reshape(n, positions.size)
     return out
 
 
@@ -135,8 +154,11 @@ def baseline_predictions(
     """
     if kind == "oracle":
         return oracle_predictions(spec, tokens)
+    if kind == "local":
+        return np.array(tokens, dtype=storage_dtype(spec.modulus), copy=True)
     if kind not in BASELINES:
-        raise ScoringError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
+        known = ", ".join(dict.fromkeys((*BASELINES, *PROBE_BASELINES)))
+        raise ScoringError(f"unknown baseline {kind!r}; known: {known}")
     if fit_tokens is None:
         raise ScoringError(f"the {kind} baseline needs fit tokens (e.g. the train split)")
     if kind == "near-only":
@@ -158,7 +180,7 @@ def folder_baseline(
     """``(spec, reference tokens, predictions)`` of a baseline on a folder's split."""
     reference = load_reference(dataset_dir, config, split)
     fit = None
-    if kind != "oracle":
+    if kind not in PROBE_BASELINES:
         fit = load_reference(dataset_dir, config, fit_split).tokens
     predictions = baseline_predictions(kind, reference.spec, reference.tokens, fit)
     return reference.spec, reference.tokens, predictions

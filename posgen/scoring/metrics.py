@@ -79,8 +79,8 @@ class FirstError(_Frozen):
     median: float | None = Field(description="Median first wrong position over rows with one.")
 
 
-class ScoreReport(_Frozen):
-    """Every POSGEN figure for one split's predictions, with the counts behind it."""
+class ScoredSplit(_Frozen):
+    """What was scored: the split, its shape, its OOD boundary and the bucket width."""
 
     spec_id: str | None = Field(description="Spec id of the data scored.")
     config: str | None = Field(None, description="Config scored (when read from a folder).")
@@ -91,6 +91,15 @@ class ScoreReport(_Frozen):
     ood_boundary: int = Field(ge=1, description="L: first OOD position (the train length).")
     modulus: int = Field(ge=2, description="m: tokens are 0 .. m-1.")
     bucket_width: int = Field(ge=1)
+
+    def to_json(self) -> str:
+        """The report as stable JSON: sorted keys, two-space indent, trailing newline."""
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+class ScoreReport(ScoredSplit):
+    """Every POSGEN figure for one split's predictions, with the counts behind it."""
+
     id: Accuracy = Field(description="Positions [w, L).")
     ood: Accuracy = Field(description="Positions [L, L'); tokens 0 when L' <= L.")
     overall: Accuracy = Field(description="Positions [w, L').")
@@ -99,10 +108,6 @@ class ScoreReport(_Frozen):
     buckets: list[Bucket]
     curve: Curve
     first_error: FirstError
-
-    def to_json(self) -> str:
-        """The report as stable JSON: sorted keys, two-space indent, trailing newline."""
-        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
     def summary(self) -> dict[str, float | None]:
         """The two headline figures: ``{"id_accuracy": ..., "ood_accuracy": ...}``."""
@@ -144,6 +149,30 @@ def check_predictions(
     return scored
 
 
+def checked_arrays(
+    reference: Any,
+    predictions: Any,
+    window: int,
+    ood_boundary: int,
+    modulus: int,
+    bucket_width: int,
+    what: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(reference (rows, L'), predictions at [w, L'))``, or :class:`ScoringError` naming
+    the first argument that cannot be scored."""
+    ref = np.asarray(reference)
+    if ref.ndim != 2:
+        raise ScoringError(f"{what} tokens must be (rows, length), got shape {ref.shape}")
+    rows, length = ref.shape
+    if bucket_width < 1:
+        raise ScoringError(f"bucket width must be at least 1, got {bucket_width}")
+    if not 1 <= window < length:
+        raise ScoringError(f"seed window {window} must be in [1, {length}) for rows of {length}")
+    if ood_boundary <= window:
+        raise ScoringError(f"OOD boundary {ood_boundary} must exceed the seed window {window}")
+    return ref, check_predictions(predictions, rows, length, window, modulus)
+
+
 def score_arrays(
     reference: np.ndarray,
     predictions: np.ndarray,
@@ -160,17 +189,10 @@ def score_arrays(
 
     ``window`` is w (never scored), ``ood_boundary`` is L, ``modulus`` is m.
     """
-    ref = np.asarray(reference)
-    if ref.ndim != 2:
-        raise ScoringError(f"reference tokens must be (rows, length), got shape {ref.shape}")
+    ref, scored = checked_arrays(
+        reference, predictions, window, ood_boundary, modulus, bucket_width, "reference"
+    )
     rows, length = ref.shape
-    if bucket_width < 1:
-        raise ScoringError(f"bucket width must be at least 1, got {bucket_width}")
-    if not 1 <= window < length:
-        raise ScoringError(f"seed window {window} must be in [1, {length}) for rows of {length}")
-    if ood_boundary <= window:
-        raise ScoringError(f"OOD boundary {ood_boundary} must exceed the seed window {window}")
-    scored = check_predictions(predictions, rows, length, window, modulus)
     correct = scored == ref[:, window:]
     per_position = np.count_nonzero(correct, axis=0).astype(np.int64)
     split_at = min(ood_boundary, length) - window

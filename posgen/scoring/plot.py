@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from posgen.errors import UsageError
-from posgen.scoring.metrics import ScoreReport
+from posgen.scoring.metrics import ScoredSplit, ScoreReport
+from posgen.scoring.reliance import RelianceReport
 from posgen.store.atomic import write_atomically
 
 
@@ -45,8 +48,8 @@ def plot_format_problem(path: Path) -> str | None:
     )
 
 
-def plot_curve(report: ScoreReport, path: Path, title: str | None = None) -> Path:
-    """Draw the per-position and per-bucket accuracy of ``report`` into ``path`` (PNG, SVG...)."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend, or :class:`PlotUnavailable`."""
     try:
         import matplotlib
 
@@ -54,30 +57,70 @@ def plot_curve(report: ScoreReport, path: Path, title: str | None = None) -> Pat
         import matplotlib.pyplot as plt
     except ImportError:
         raise PlotUnavailable(PLOT_HINT) from None
-    curve = report.curve
-    accuracy = [float("nan") if a is None else a for a in curve.accuracy]
+    return plt
+
+
+@contextmanager
+def position_figure(
+    report: ScoredSplit, path: Path, ylabel: str, title: str, legend: str
+) -> Iterator[Any]:
+    """Axes of a figure against position (OOD boundary marked), saved to ``path`` when the
+    caller has drawn its lines."""
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(8, 4), dpi=120)
     try:
+        yield axes
+        if report.ood_boundary < report.length:
+            axes.axvline(report.ood_boundary, color="k", ls="--", lw=1)
+            axes.text(report.ood_boundary, 1.02, f" OOD from L={report.ood_boundary}", va="bottom")
+        axes.set_xlim(0, report.length)
+        axes.set_ylim(0, 1.08)
+        axes.set_xlabel("position t")
+        axes.set_ylabel(ylabel)
+        axes.set_title(title, fontsize=10)
+        axes.legend(loc=legend, fontsize=8)
+        figure.tight_layout()
+        save_figure(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def _name(report: ScoredSplit) -> str:
+    return " / ".join(part for part in (report.config, report.split) if part)
+
+
+def plot_curve(report: ScoreReport, path: Path, title: str | None = None) -> Path:
+    """Draw the per-position and per-bucket accuracy of ``report`` into ``path`` (PNG, SVG...)."""
+    curve = report.curve
+    accuracy = [float("nan") if a is None else a for a in curve.accuracy]
+    title = title or f"POSGEN {_name(report)} (spec {report.spec_id})"
+    with position_figure(report, path, "teacher-forced accuracy", title, "upper right") as axes:
         axes.plot(curve.position, accuracy, lw=0.8, alpha=0.6, label="per position")
         for bucket in report.buckets:
             if bucket.accuracy is not None:
                 axes.hlines(bucket.accuracy, bucket.start, bucket.stop - 1, color="C1", lw=2)
         axes.plot([], [], color="C1", lw=2, label=f"per {report.bucket_width} positions")
-        if report.ood_boundary < report.length:
-            axes.axvline(report.ood_boundary, color="k", ls="--", lw=1)
-            axes.text(report.ood_boundary, 1.02, f" OOD from L={report.ood_boundary}", va="bottom")
         axes.axhline(1 / report.modulus, color="grey", ls=":", lw=1, label="chance 1/m")
-        axes.set_xlim(0, report.length)
-        axes.set_ylim(0, 1.08)
-        axes.set_xlabel("position t")
-        axes.set_ylabel("teacher-forced accuracy")
-        name = " / ".join(part for part in (report.config, report.split) if part)
-        axes.set_title(title or f"POSGEN {name} (spec {report.spec_id})", fontsize=10)
-        axes.legend(loc="upper right", fontsize=8)
-        figure.tight_layout()
-        save_figure(figure, path)
-    finally:
-        plt.close(figure)
+    return Path(path)
+
+
+def plot_reliance(report: RelianceReport, path: Path, title: str | None = None) -> Path:
+    """Draw far- and local-reliance against position (per position and per bucket)."""
+    curve = report.curve
+    title = title or f"POSGEN {_name(report)}: what the predictions follow"
+    ylabel = "share of probed targets (answers differ)"
+    with position_figure(report, path, ylabel, title, "center right") as axes:
+        for name, values, color in (
+            ("far_reliance", curve.far_reliance, "C0"),
+            ("local_reliance", curve.local_reliance, "C3"),
+        ):
+            shown = [float("nan") if v is None else v for v in values]
+            axes.plot(curve.position, shown, lw=0.8, alpha=0.5, color=color)
+            for bucket in report.buckets:
+                value = getattr(bucket, name)
+                if value is not None:
+                    axes.hlines(value, bucket.start, bucket.stop - 1, color=color, lw=2)
+            axes.plot([], [], color=color, lw=2, label=name.replace("_", "-"))
     return Path(path)
 
 

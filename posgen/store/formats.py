@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import posgen
-from posgen.arrow_io import PARQUET_OPTIONS, open_writer, row_schema, row_tables
+from posgen.arrow_io import PARQUET_OPTIONS, open_writer, row_tables, split_schema
 from posgen.errors import UsageError
 from posgen.generator import DEFAULT_BLOCK_ROWS
-from posgen.spec import TaskSpec
+from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.atomic import HashingFile, durable_file, write_atomically
 from posgen.store.layout import (
     ARROW_DATASET_DICT,
@@ -37,6 +37,7 @@ from posgen.store.layout import (
     SPLIT_GLOBS,
     Shard,
     generation_rows,
+    hf_config,
     rows_per,
 )
 from posgen.store.manifest import FileEntry, Manifest
@@ -85,13 +86,20 @@ def file_entry(shard: Shard, sink: HashingFile) -> FileEntry:
     )
 
 
-def hf_features(spec: TaskSpec) -> dict[str, Any]:
-    """The ``datasets`` features of a POSGEN table, as ``dataset_info.json`` spells them."""
+def hf_features(spec: TaskSpec, split: str = "train") -> dict[str, Any]:
+    """The ``datasets`` features of a split's table, as ``dataset_info.json`` spells them."""
     token = "uint8" if spec.token_bytes == 1 else "uint16"
-    return {
-        "id": {"dtype": "int64", "_type": "Value"},
-        "tokens": {"feature": {"dtype": token, "_type": "Value"}, "_type": "List"},
-    }
+
+    def values(dtype: str) -> dict[str, Any]:
+        return {"feature": {"dtype": dtype, "_type": "Value"}, "_type": "List"}
+
+    features = {"id": {"dtype": "int64", "_type": "Value"}, "tokens": values(token)}
+    if is_probe_split(split):
+        features["source_id"] = {"dtype": "int64", "_type": "Value"}
+        features["replaced"] = values("uint32")
+        features["probed"] = values("uint32")
+        features["far_rule"] = values(token)
+    return features
 
 
 class Format:
@@ -102,7 +110,7 @@ class Format:
 
     def split_glob(self, config: str, split: str) -> str:
         """The ``data_files`` pattern of a split in the card (matches exactly its shards)."""
-        return SPLIT_GLOBS[self.name].format(config=config, split=split)
+        return SPLIT_GLOBS[self.name].format(config=hf_config(config, split), split=split)
 
     def write_shard(
         self,
@@ -124,8 +132,10 @@ class Format:
         """The file's Arrow schema, without reading its data."""
         raise NotImplementedError
 
-    def batches(self, path: Path, rows: int) -> Iterator[pa.RecordBatch]:
-        """The shard's ``id`` and ``tokens`` as record batches of at most ``rows`` rows."""
+    def batches(
+        self, path: Path, rows: int, columns: tuple[str, ...] = ("id", "tokens")
+    ) -> Iterator[pa.RecordBatch]:
+        """The shard's ``columns`` (those it has) as record batches of at most ``rows`` rows."""
         raise NotImplementedError
 
     def write_sidecars(self, root: Path, manifest: Manifest) -> None:
@@ -150,7 +160,7 @@ class ParquetFormat(Format):
                     progress=None):  # fmt: skip
         """Row groups start at ``shard.start`` + multiples of the group size, whatever the
         block, so the bytes depend on the shard and the spec only."""
-        schema = row_schema(spec.modulus, shard_metadata(shard, spec))
+        schema = split_schema(spec, shard.split, shard_metadata(shard, spec))
         length = spec.split_length(shard.split)
         per_group = rows_per(row_group_bytes, spec, shard.split)
         step = generation_rows(spec, shard.split, per_group, block_rows)
@@ -178,10 +188,10 @@ class ParquetFormat(Format):
     def schema(self, path: Path) -> pa.Schema:
         return pq.read_schema(path)
 
-    def batches(self, path: Path, rows: int) -> Iterator[pa.RecordBatch]:
+    def batches(self, path, rows, columns=("id", "tokens")):  # fmt: skip
         handle = pq.ParquetFile(path)
-        columns = [n for n in ("id", "tokens") if n in handle.schema_arrow.names]
-        yield from handle.iter_batches(batch_size=rows, columns=columns)
+        present = [n for n in columns if n in handle.schema_arrow.names]
+        yield from handle.iter_batches(batch_size=rows, columns=present)
 
     def parquet_options(self) -> dict[str, Any] | None:
         return PARQUET_OPTIONS
@@ -214,8 +224,8 @@ class ArrowFormat(Format):
     def write_shard(self, root, shard, spec, row_group_bytes, block_rows=DEFAULT_BLOCK_ROWS,
                     progress=None):  # fmt: skip
         """Record batches of at most :data:`~posgen.store.layout.GENERATION_BYTES`."""
-        info = json.dumps({"info": {"features": hf_features(spec)}})
-        schema = row_schema(spec.modulus, {"huggingface": info})
+        info = json.dumps({"info": {"features": hf_features(spec, shard.split)}})
+        schema = split_schema(spec, shard.split, {"huggingface": info})
         length = spec.split_length(shard.split)
         step = max(1, min(block_rows, rows_per(GENERATION_BYTES, spec, shard.split)))
         with durable_file(root / shard.path) as sink, pa.ipc.new_stream(sink, schema) as writer:
@@ -239,23 +249,26 @@ class ArrowFormat(Format):
     def schema(self, path: Path) -> pa.Schema:
         return open_ipc(path).schema
 
-    def batches(self, path: Path, rows: int) -> Iterator[pa.RecordBatch]:
+    def batches(self, path, rows, columns=("id", "tokens")):  # fmt: skip
         reader = open_ipc(path)
         many = getattr(reader, "num_record_batches", None)
         chunks = (reader.get_batch(i) for i in range(many)) if many is not None else reader
         for batch in chunks:
+            present = [n for n in columns if n in batch.schema.names]
+            if present != batch.schema.names:
+                batch = batch.select(present)
             for start in range(0, batch.num_rows, rows):
                 yield batch.slice(start, rows)
 
     def write_sidecars(self, root: Path, manifest: Manifest) -> None:
-        for config, entry in manifest.configs.items():
-            spec = entry.spec
-            _dump(root / ARROW_DATASET_DICT.format(config=config),
-                  {"splits": list(spec.split_names)})  # fmt: skip
-            for split in spec.split_names:
-                names = [Path(f.path).name for f in entry.splits[split].files]
-                where = {"config": config, "split": split}
-                _dump(root / ARROW_SPLIT_INFO.format(**where), {"features": hf_features(spec)})
+        for folder, config, splits in manifest.hf_configs():
+            spec = manifest.configs[config].spec
+            _dump(root / ARROW_DATASET_DICT.format(config=folder), {"splits": list(splits)})
+            for split, info in splits.items():
+                names = [Path(f.path).name for f in info.files]
+                where = {"config": folder, "split": split}
+                features = hf_features(spec, split)
+                _dump(root / ARROW_SPLIT_INFO.format(**where), {"features": features})
                 _dump(
                     root / ARROW_SPLIT_STATE.format(**where),
                     {

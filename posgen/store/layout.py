@@ -30,7 +30,7 @@ from pathlib import Path
 
 from posgen.errors import shown
 from posgen.generator import BLOCK_BYTES
-from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.spec import BenchmarkSpec, TaskSpec, is_probe_split, probe_config
 
 MANIFEST_NAME = "posgen.json"
 """The manifest: its presence marks a finished dataset folder."""
@@ -60,6 +60,16 @@ ARROW_DATASET_DICT = "{config}/dataset_dict.json"
 ARROW_SPLIT_INFO = "{config}/{split}/dataset_info.json"
 ARROW_SPLIT_STATE = "{config}/{split}/state.json"
 """The sidecars ``datasets.load_from_disk(DIR/CONFIG)`` reads next to Arrow IPC shards."""
+
+
+def hf_config(config: str, split: str) -> str:
+    """The ``datasets`` config (and folder name) that holds ``split`` of ``config``: the
+    config itself, or ``<config>-probe`` for probe splits.
+
+    >>> hf_config("cot", "test"), hf_config("cot", "probe_512")
+    ('cot', 'cot-probe')
+    """
+    return probe_config(config) if is_probe_split(split) else config
 
 
 def part_record_name(index: int, count: int) -> str:
@@ -201,7 +211,7 @@ def part_of(shards: list[Shard], index: int, count: int) -> list[Shard]:
     >>> from posgen.spec import BenchmarkSpec
     >>> plan = plan_benchmark(BenchmarkSpec(name="b", configs={"cot": TaskSpec(task="cot")}))
     >>> [s.path for s in part_of(plan, 1, 2)]
-    ['data/cot/validation-00000-of-00001.parquet']
+    ['data/cot/validation-00000-of-00001.parquet', 'data/cot-probe/probe-00000-of-00001.parquet']
     """
     return shards[index::count]
 
@@ -225,7 +235,9 @@ def plan_split(
             count=count,
             start=i * per_shard,
             stop=min(size, (i + 1) * per_shard),
-            path=SHARD_PATHS[storage].format(config=config, split=split, index=i, count=count),
+            path=SHARD_PATHS[storage].format(
+                config=hf_config(config, split), split=split, index=i, count=count
+            ),
         )
         for i in range(count)
     ]
@@ -243,6 +255,6 @@ def plan_benchmark(
     return [
         shard
         for config, spec in bench.configs.items()
-        for split in spec.split_names
+        for split in (*spec.split_names, *spec.probe_names)
         for shard in plan_split(config, spec, split, shard_bytes, storage)
     ]

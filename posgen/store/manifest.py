@@ -39,7 +39,7 @@ from pydantic import (
 
 import posgen
 from posgen.errors import DataError, UsageError, problem_lines
-from posgen.spec import MAX_LENGTH, MAX_ROWS, BenchmarkSpec, ConfigName, TaskSpec
+from posgen.spec import MAX_LENGTH, MAX_ROWS, BenchmarkSpec, ConfigName, TaskSpec, probe_config
 from posgen.store.atomic import write_atomically
 from posgen.store.layout import MANIFEST_NAME
 
@@ -169,10 +169,10 @@ class ConfigEntry(_Model):
                 f"spec_id {self.spec_id!r} does not match its spec ({spec.spec_id}); "
                 "the manifest was edited"
             )
-        if set(self.splits) != set(spec.split_names):
+        names = (*spec.split_names, *spec.probe_names)
+        if set(self.splits) != set(names):
             raise ValueError(
-                f"splits {', '.join(self.splits)} are not the spec's "
-                f"({', '.join(spec.split_names)})"
+                f"splits {', '.join(self.splits)} are not the spec's ({', '.join(names)})"
             )
         for name, split in self.splits.items():
             want = (spec.split_size(name), spec.split_length(name), spec.window)
@@ -186,8 +186,15 @@ class ConfigEntry(_Model):
 
     @property
     def ordered_splits(self) -> dict[str, SplitEntry]:
-        """The splits in spec order (train, validation, test, test_<L'>)."""
-        return {name: self.splits[name] for name in self.spec.split_names}
+        """The splits in spec order (train, validation, test, test_<L'>, probe, probe_<L'>)."""
+        return {
+            name: self.splits[name] for name in (*self.spec.split_names, *self.spec.probe_names)
+        }
+
+    def hf_splits(self, probe: bool) -> dict[str, SplitEntry]:
+        """The splits of the config itself (``probe=False``) or of its probe config."""
+        names = self.spec.probe_names if probe else self.spec.split_names
+        return {name: self.splits[name] for name in names}
 
 
 class BenchmarkEntry(_Model):
@@ -242,6 +249,19 @@ class Manifest(_Model):
             configs={name: entry.spec for name, entry in self.configs.items()},
         )
 
+    def hf_configs(self) -> list[tuple[str, str, dict[str, SplitEntry]]]:
+        """``(datasets config, posgen config, splits)``: each config, then its probe config.
+
+        A config's probe splits have other columns, and ``datasets`` gives all splits of one
+        config one feature set, so they form the config ``<config>-probe``.
+        """
+        return [
+            (probe_config(name) if probe else name, name, splits)
+            for name, entry in self.configs.items()
+            for probe in (False, True)
+            if (splits := entry.hf_splits(probe))
+        ]
+
     def files(self, configs: list[str] | None = None) -> list[tuple[str, str, FileEntry]]:
         """``(config, split, entry)`` of every listed file, in output order."""
         return [
@@ -288,7 +308,7 @@ def build_manifest(
                         ood_boundary=spec.train_length,
                         files=files[(config, split)],
                     )
-                    for split in spec.split_names
+                    for split in (*spec.split_names, *spec.probe_names)
                 },
             )
             for config, spec in bench.configs.items()

@@ -240,7 +240,9 @@ def finish_folder(
     ``plan`` with manifest ``entries``."""
     fmt = FORMATS[storage]
     files: dict[tuple[str, str], list[FileEntry]] = {
-        (config, split): [] for config, spec in bench.configs.items() for split in spec.split_names
+        (config, split): []
+        for config, spec in bench.configs.items()
+        for split in (*spec.split_names, *spec.probe_names)
     }
     for shard, entry in zip(plan, entries, strict=True):
         files[(shard.config, shard.split)].append(entry)

@@ -97,7 +97,7 @@ def run_local(
                 running[process.pid] = (process, job, slot)
             if not running:
                 break
-            pid, status = os.waitpid(-1, 0)
+            pid, status = _wait_any()
             if pid not in running:
                 continue
             process, job, slot = running.pop(pid)
@@ -109,6 +109,21 @@ def run_local(
             signal.signal(signum, handler)
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def _wait_any(poll: float = 0.05) -> tuple[int, int]:
+    """``os.waitpid(-1, 0)`` that lets signal handlers run while it waits.
+
+    A signal sent to this process may be delivered to any of its threads (torch and
+    others start some); only the main thread runs Python handlers, and a blocking
+    ``waitpid`` there is not interrupted by a signal another thread took. Polling keeps
+    the handler's delay under ``poll`` seconds.
+    """
+    while True:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid:
+            return pid, status
+        time.sleep(poll)
 
 
 def _start(sweep: Sweep, job: JobSpec, slot: int, gpus: list[str]) -> subprocess.Popen[bytes]:

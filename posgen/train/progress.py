@@ -53,11 +53,27 @@ def kill_point(name: str, number: int | None = None) -> None:
     _passes[name] += 1
     if (_passes[name] if number is None else number) == int(count):
         signame, _, whom = signame.partition("@")
-        if whom == "parent":  # signal the sweep, then wait for what it passes on to us
-            os.kill(os.getppid(), getattr(signal, signame))
-            signal.pause()
+        if whom == "parent":
+            _signal_parent_and_wait(getattr(signal, signame))
         else:
             os.kill(os.getpid(), getattr(signal, signame))
+
+
+def _signal_parent_and_wait(signum: int, limit: float = 600.0) -> None:
+    """Send ``signum`` to the sweep, wait until it passes the signal back, then take it here.
+
+    The signal is blocked before the parent is told, so a parent that forwards it at once
+    cannot slip in before the wait (``signal.pause`` would then wait forever). A parent
+    that never forwards it ends this process after ``limit`` seconds.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+    try:
+        os.kill(os.getppid(), signum)
+        if signal.sigtimedwait({signum}, limit) is None:
+            os._exit(128 + signum)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    signal.raise_signal(signum)  # the handler runs as if the parent's signal arrived now
 
 
 def read_progress(folder: Path) -> dict[str, Any] | None:

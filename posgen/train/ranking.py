@@ -39,6 +39,10 @@ CSV_COLUMNS = (
     "effective_length",
     "when",
     "confound",
+    "far_id_mean",
+    "far_id_std",
+    "far_ood_mean",
+    "far_ood_std",
 )
 
 

@@ -28,12 +28,15 @@ from typing import Any
 
 from posgen.scoring.metrics import ScoreReport
 from posgen.scoring.plot import save_figure
+from posgen.scoring.reliance import RelianceReport
 from posgen.train.config import PES
 from posgen.train.ranking import EFFECTIVE_FRACTION, effective_length, ranking_lines
 from posgen.train.run_record import RESULTS, RunRecord, load_record
 
 RUN_FILES = ("config.json", "scores.json")
 """Files that mark a finished run folder written before ``results.json`` existed."""
+PROBE_SCORES = "probe_scores.json"
+"""A run's far-reliance report on the probe split (absent in runs older than probe splits)."""
 
 
 class ResultsError(ValueError):
@@ -42,12 +45,14 @@ class ResultsError(ValueError):
 
 @dataclass(frozen=True)
 class Run:
-    """One finished run: its resolved config and its test score report (from its record)."""
+    """One finished run: its resolved config, its test score report (from its record) and
+    (runs since probe splits exist) its probe split's far-reliance report."""
 
     path: Path
     config: dict[str, Any]
     report: ScoreReport
     record: RunRecord | None = None
+    probe: RelianceReport | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -79,9 +84,14 @@ def load_run(path: Path) -> Run:
     """Read a run folder's record (``results.json``, else ``config.json`` and ``scores.json``)."""
     try:
         record = load_record(path)
+        probe_file = path / PROBE_SCORES
+        probe = None
+        if probe_file.is_file():
+            probe = RelianceReport.model_validate_json(probe_file.read_text())
     except (OSError, ValueError, KeyError) as error:
         raise ResultsError(f"{path}: unreadable run ({str(error).splitlines()[0]})") from None
-    return Run(path=path, config=record.config_view(), report=record.scores, record=record)
+    config = record.config_view()
+    return Run(path=path, config=config, report=record.scores, record=record, probe=probe)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -102,6 +112,30 @@ def mean_curve(reports: Sequence[ScoreReport]) -> tuple[list[int], list[float]]:
     correct = [sum(r.curve.correct[i] for r in reports) for i in range(len(positions))]
     tokens = [sum(r.curve.tokens[i] for r in reports) for i in range(len(positions))]
     return positions, [c / t if t else math.nan for c, t in zip(correct, tokens, strict=True)]
+
+
+def far_reliance(runs: Sequence[Run]) -> dict[str, Any]:
+    """Far-reliance of a cell's runs: ID and OOD mean ± std over seeds, and the per-position
+    curve pooled over seeds (runs without a probe report are left out).
+
+    Far-reliance is the share of probed targets (far-rule answer unlike the stored token)
+    predicted as the far-rule answer: 1 for a model that reads the far operand, 0 for one
+    that computes the target from near tokens alone.
+    """
+    reports = [run.probe for run in runs if run.probe is not None]
+    out: dict[str, Any] = {"far_n": len(reports)}
+    for region in ("id", "ood"):
+        values = [getattr(r, region).far_reliance for r in reports]
+        values = [v for v in values if v is not None]
+        mean, std = mean_std(values) if values else (None, None)
+        out[f"far_{region}_mean"], out[f"far_{region}_std"] = mean, std
+    if reports:
+        positions = reports[0].curve.position
+        far = [sum(r.curve.far[i] for r in reports) for i in range(len(positions))]
+        counted = [sum(r.curve.counted[i] for r in reports) for i in range(len(positions))]
+        shares = [f / c if c else math.nan for f, c in zip(far, counted, strict=True)]
+        out["far_curve"] = {"position": positions, "far_reliance": shares}
+    return out
 
 
 def trend(positions: Sequence[int], values: Sequence[float]) -> float:
@@ -144,6 +178,7 @@ def cell(runs: Sequence[Run]) -> dict[str, Any]:
         "when": encoding.get("when"),
         "confound": encoding.get("confound"),
         "curve": {"position": positions, "accuracy": curve},
+        **far_reliance(runs),
     }
 
 
@@ -223,17 +258,24 @@ def tables(results: dict[str, Any]) -> list[str]:
             "",
             f"Test split, L = {entry['ood_boundary']}, L' = {entry['length']}; mean ± std "
             "over n seeds. ID-curve range and trend: max - min and fitted change of the "
-            "per-position ID accuracy across [w, L).",
+            "per-position ID accuracy across [w, L). Far-reliance (probe split, same "
+            "weights): share of probed targets predicted as the far-rule answer where it "
+            "differs from the stored token (1: the model reads the far operand; 0: it "
+            "predicts from near tokens alone).",
             "",
-            "| task | PE | n | ID accuracy | OOD accuracy | ID-curve range | ID-curve trend |",
-            "|---|---|---|---|---|---|---|",
+            "| task | PE | n | ID accuracy | OOD accuracy | ID far-reliance | OOD far-reliance "
+            "| ID-curve range | ID-curve trend |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for task, pes in entry["tasks"].items():
             for pe in sorted(pes, key=pe_order):
                 c = pes[pe]
                 lines.append(
                     f"| {task} | {pe} | {c['n']} | {_pm(c['id_mean'], c['id_std'])} | "
-                    f"{_pm(c['ood_mean'], c['ood_std'])} | {_num(c['id_curve_range'])} | "
+                    f"{_pm(c['ood_mean'], c['ood_std'])} | "
+                    f"{_pm(c.get('far_id_mean'), c.get('far_id_std'))} | "
+                    f"{_pm(c.get('far_ood_mean'), c.get('far_ood_std'))} | "
+                    f"{_num(c['id_curve_range'])} | "
                     f"{_num(c['id_curve_trend'], signed=True)} |"
                 )
         lines.append("")
@@ -246,13 +288,17 @@ def _num(value: float | None, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
+CURVES = ("curve", "far_curve")
+"""Per-position curves: in the plot, not in the summary the cards read."""
+
+
 def summary_json(results: dict[str, Any]) -> dict[str, Any]:
     """The results without the curves (what the data cards read)."""
     return {
         data: {
             **{k: v for k, v in entry.items() if k != "tasks"},
             "tasks": {
-                task: {pe: {k: v for k, v in c.items() if k != "curve"} for pe, c in pes.items()}
+                task: {pe: {k: v for k, v in c.items() if k not in CURVES} for pe, c in pes.items()}
                 for task, pes in entry["tasks"].items()
             },
         }
@@ -261,7 +307,8 @@ def summary_json(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def plot_results(results: dict[str, Any], path: Path) -> Path:
-    """Accuracy against position: one panel per (data, task), one line per pe, L marked."""
+    """Accuracy against position: one panel per (data, task), one line per pe, L marked;
+    under each data folder's row, a row of far-reliance against position (when measured)."""
     from posgen.scoring.plot import PLOT_HINT, PlotUnavailable
 
     try:
@@ -273,7 +320,7 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
         raise PlotUnavailable(PLOT_HINT) from None
     panels = [(d, t) for d, entry in results.items() for t in entry["tasks"]]
     columns = max(len(entry["tasks"]) for entry in results.values())
-    rows = len(results)
+    rows = 2 * len(results)
     figure, axes = plt.subplots(
         rows, columns, figsize=(4.5 * columns, 3.2 * rows), dpi=110, squeeze=False
     )
@@ -281,21 +328,29 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
         for ax in axes.flat:
             ax.set_visible(False)
         for index, (data, task) in enumerate(panels):
-            row = list(results).index(data)
+            row = 2 * list(results).index(data)
             col = list(results[data]["tasks"]).index(task)
-            ax = axes[row][col]
-            ax.set_visible(True)
             entry = results[data]
-            for pe, c in sorted(entry["tasks"][task].items(), key=lambda item: pe_order(item[0])):
-                ax.plot(c["curve"]["position"], c["curve"]["accuracy"], lw=0.9, label=pe)
-            ax.axvline(entry["ood_boundary"], color="k", ls="--", lw=0.8)
-            ax.set_ylim(0, 1.05)
-            ax.set_title(f"{data} / {task}", fontsize=9)
-            ax.set_xlabel("position t", fontsize=8)
-            if col == 0:
-                ax.set_ylabel("test accuracy (mean over seeds)", fontsize=8)
-            if index == 0:
-                ax.legend(fontsize=7, loc="lower left")
+            cells = sorted(entry["tasks"][task].items(), key=lambda item: pe_order(item[0]))
+            for offset, key, value, label in (
+                (0, "curve", "accuracy", "test accuracy (mean over seeds)"),
+                (1, "far_curve", "far_reliance", "far-reliance (probe split)"),
+            ):
+                ax = axes[row + offset][col]
+                drawn = [(pe, c[key]) for pe, c in cells if key in c]
+                if not drawn:
+                    continue
+                ax.set_visible(True)
+                for pe, curve in drawn:
+                    ax.plot(curve["position"], curve[value], lw=0.9, label=pe)
+                ax.axvline(entry["ood_boundary"], color="k", ls="--", lw=0.8)
+                ax.set_ylim(0, 1.05)
+                ax.set_title(f"{data} / {task}" + (" / far-reliance" if offset else ""), fontsize=9)
+                ax.set_xlabel("position t", fontsize=8)
+                if col == 0:
+                    ax.set_ylabel(label, fontsize=8)
+                if index == 0 and offset == 0:
+                    ax.legend(fontsize=7, loc="lower left")
         figure.tight_layout()
         save_figure(figure, path)
     finally:

@@ -32,6 +32,8 @@ Run folder::
                         seconds so far (all, and in training steps only)
     predictions.parquet test predictions (``posgen score --predictions`` reads them)
     scores.json         the ``posgen.scoring`` report of those predictions on ``test``
+    probe_predictions.parquet  predictions of the ``probe`` split, same weights
+    probe_scores.json   their far-reliance report (``posgen score --split probe``)
     results.json        the run record (:mod:`posgen.train.run_record`): versions, data
                         checksums, every position-encoding parameter, accuracies, wall time
     model/              the selected weights (only with ``save_model``; :func:`load_model`)
@@ -59,6 +61,8 @@ from posgen.scoring.folder import score_aligned, score_file
 from posgen.scoring.lm_inputs import lm_arrays, predictions_from_logits, vocab_size
 from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reference import ReferenceSplit, load_reference
+from posgen.scoring.reliance import ProbeSplit, RelianceReport, load_probe, score_probe
+from posgen.spec import PROBE_SPLIT
 from posgen.store.atomic import atomic_folder
 from posgen.train.checkpoint import Checkpoints, Position, kill_point, stop_requests
 from posgen.train.config import TrainConfig
@@ -70,7 +74,17 @@ from posgen.train.rope import use_frequencies
 from posgen.train.run_record import RESULTS, build_record
 
 PREDICTIONS = "predictions.parquet"
-FILES = ("config.json", "metrics.jsonl", PREDICTIONS, "scores.json", RESULTS)
+PROBE_PREDICTIONS = "probe_predictions.parquet"
+PROBE_SCORES = "probe_scores.json"
+FILES = (
+    "config.json",
+    "metrics.jsonl",
+    PREDICTIONS,
+    "scores.json",
+    PROBE_PREDICTIONS,
+    PROBE_SCORES,
+    RESULTS,
+)
 """What a finished run folder holds."""
 MODEL = "model"
 """The saved weights' subfolder (``save_model``)."""
@@ -134,7 +148,9 @@ def build_model(
     )
 
 
-def lm_tensors(reference: ReferenceSplit, length: int | None = None) -> dict[str, torch.Tensor]:
+def lm_tensors(
+    reference: ReferenceSplit | ProbeSplit, length: int | None = None
+) -> dict[str, torch.Tensor]:
     """``input_ids`` and ``labels`` of a split's rows (cut to ``length`` tokens if given)."""
     tokens = reference.tokens if length is None else reference.tokens[:, :length]
     arrays = lm_arrays(tokens, reference.spec.modulus, reference.spec.window)
@@ -500,6 +516,7 @@ def _write_run(
         kill_point("final")
         report = score_file(job.data, test.config, "test", build / PREDICTIONS)
         (build / "scores.json").write_text(report.to_json())
+        probe = _write_probe(build, model, job, test.config, positions)
         if job.save:
             save_model(model, pe, build / MODEL)
         wall = time.perf_counter() - job.started
@@ -510,7 +527,28 @@ def _write_run(
         "out": str(job.out),
         "best_epoch": selection.epoch,
         **report.summary(),
+        **probe.summary(),
     }
+
+
+def _write_probe(
+    build: Path,
+    model: LlamaForCausalLM,
+    job: RunJob,
+    config_name: str,
+    positions: PositionIds | None,
+) -> RelianceReport:
+    """Predict the ``probe`` split with the current weights (and the test rows' position
+    ids: probe row i is test row i altered); write the predictions and their far-reliance
+    report into the run folder ``build``."""
+    probe = load_probe(job.data, config_name, PROBE_SPLIT)
+    modulus = probe.spec.modulus
+    ids = lm_tensors(probe)["input_ids"]
+    predictions = predict(model, ids, job.config.eval_batch_size, job.device, modulus, positions)
+    write_predictions(build / PROBE_PREDICTIONS, probe.ids, predictions, modulus)
+    report = score_probe(probe, predictions)
+    (build / PROBE_SCORES).write_text(report.to_json())
+    return report
 
 
 def _run_record(record: dict[str, Any], pe: str) -> dict[str, Any]:

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from posgen.shortcuts import near_determined_counts
-from posgen.spec import TaskSpec
+from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.manifest import DamagedDataset, NotADataset
 from posgen.store.pinned import read_whole
 from posgen.validate.integrity import check_integrity, damaged_result
+from posgen.validate.probe_check import check_probe_split
 from posgen.validate.report import Report
 from posgen.validate.run import AuditThresholds, stream_split
 from posgen.validate.sources import SourceError, resolve
@@ -64,8 +65,12 @@ def _validate(
         return Report(checks=[damaged_result(error)], seconds=time.perf_counter() - started)
     report = Report(checks=check_integrity(resolved))
     by_config: dict[str, list] = {}
+    probes = []
     for data in resolved.splits:
-        by_config.setdefault(data.config, []).append(stream_split(data))
+        if is_probe_split(data.split):
+            probes.append(data)
+        else:
+            by_config.setdefault(data.config, []).append(stream_split(data))
     for config_name, tallies in by_config.items():
         facts = report.facts.setdefault(config_name, {})
         hygiene, hygiene_facts = hygiene_results(tallies)
@@ -89,5 +94,9 @@ def _validate(
                 **audit_facts,
                 **near_determined_counts(tally.data.spec, tally.data.length or 0),
             }
+    for data in probes:  # checked against the regenerated source rows (no audit facts)
+        result, tally = check_probe_split(data)
+        report.checks.append(result)
+        report.tokens_checked += tally.tokens
     report.seconds = time.perf_counter() - started
     return report

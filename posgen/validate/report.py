@@ -12,8 +12,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CheckName = Literal["integrity", "schema", "window", "bounded_window", "hygiene", "audit"]
-CHECKS: tuple[str, ...] = ("integrity", "schema", "window", "bounded_window", "hygiene", "audit")
+CheckName = Literal["integrity", "schema", "window", "bounded_window", "hygiene", "audit", "probe"]
+CHECKS: tuple[str, ...] = (
+    "integrity",
+    "schema",
+    "window",
+    "bounded_window",
+    "hygiene",
+    "audit",
+    "probe",
+)
 
 
 class CheckResult(BaseModel):

@@ -56,13 +56,16 @@ class Part:
             return self.table.schema
         return self.fmt.schema(self.path)
 
-    def batches(self, length: int) -> Iterator[pa.RecordBatch]:
-        """Record batches of about :data:`BATCH_TOKENS` tokens (rows of ``length``)."""
+    def batches(
+        self, length: int, columns: tuple[str, ...] = ("id", "tokens")
+    ) -> Iterator[pa.RecordBatch]:
+        """Record batches of about :data:`BATCH_TOKENS` tokens (rows of ``length``); files
+        are read for ``columns`` only."""
         rows = max(1, BATCH_TOKENS // max(1, length))
         if self.table is not None:
             yield from self.table.to_batches(max_chunksize=rows)
         else:
-            yield from self.fmt.batches(self.path, rows)
+            yield from self.fmt.batches(self.path, rows, columns)
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,13 @@ def _first_length(part: Part) -> int | None:
     return None
 
 
+def known_splits(spec: TaskSpec) -> tuple[str, ...]:
+    """Every split of ``spec``, probe splits included."""
+    return (*spec.split_names, *spec.probe_names)
+
+
 def _split_of(spec: TaskSpec, name: str | None, part: Part) -> tuple[str, int | None]:
-    if name is not None and name in spec.split_names:
+    if name is not None and name in known_splits(spec):
         return name, spec.split_length(name)
     try:
         length = _first_length(part)
@@ -175,7 +183,7 @@ def _from_manifest(
                 )
                 for f in entry[split_name].files
             ]
-            length = used.split_length(split_name) if split_name in used.split_names else None
+            length = used.split_length(split_name) if split_name in known_splits(used) else None
             splits.append(SplitData(name, split_name, used, length, parts, from_manifest=True))
     return Source(splits=splits, root=root, manifest=manifest, bench=bench, given_spec=spec)
 
@@ -189,9 +197,9 @@ def _from_folder(root: Path, spec: TaskSpec, config: str | None, split: str | No
 
 def _check_split(spec: TaskSpec, split: str | None) -> None:
     """Refuse a ``split`` the spec does not have (``test_999`` of a spec without L'=999)."""
-    if split is not None and split not in spec.split_names:
+    if split is not None and split not in known_splits(spec):
         raise SourceError(
-            f"the spec has no split {shown(split, 60)!r}; splits: {', '.join(spec.split_names)}"
+            f"the spec has no split {shown(split, 60)!r}; splits: {', '.join(known_splits(spec))}"
         )
 
 
@@ -203,7 +211,7 @@ def _from_files(
     for path in files:
         part = Part(label=str(path.relative_to(root)), path=path)
         named = split or path.stem.split("-")[0]
-        split_name, length = _split_of(spec, named if named in spec.split_names else split, part)
+        split_name, length = _split_of(spec, named if named in known_splits(spec) else split, part)
         if split is not None and split_name != split:
             continue
         data = grouped.setdefault(
@@ -212,7 +220,7 @@ def _from_files(
         data.parts.append(part)
     if not grouped:
         raise SourceError(f"no file of {root} holds split {split!r}")
-    order = {name: i for i, name in enumerate(spec.split_names)}
+    order = {name: i for i, name in enumerate(known_splits(spec))}
     splits = sorted(grouped.values(), key=lambda d: order.get(d.split, len(order)))
     return Source(splits=splits, root=root, given_spec=spec)
 

@@ -1,0 +1,325 @@
+"""Counterfactual probe rows: a test row with far operands replaced, nothing recomputed.
+
+Probe row i of split ``probe`` (``probe_<L'>``) is row i of ``test`` (``test_<L'>``) with
+some positions R (``replaced``) holding another token. A target ``t >= w`` is *probed* when
+its far positions include a replaced one, its near positions include none, and ``t`` itself
+is not replaced. At a probed ``t`` two answers differ in what they read:
+
+- the *far-rule answer* h(operands as stored in the probe row): what the task's rule says;
+- the *local answer*: the stored token ``x_t`` (the unaltered one, since nothing after a
+  replacement is recomputed): what a rule that never reads the far operand predicts.
+
+Which positions are replaced:
+
+- ``cot``: the question x_0 .. x_{j-1}; every target ``t >= w`` is probed.
+- any other task (through :func:`posgen.tasks.far_start` alone): targets are taken in the
+  order ``w + o, w + o + 1, .., L'-1, w, .., w + o - 1`` (``o = i mod (L' - w)`` for row i,
+  so across rows every position leads once). A target is accepted when no replaced position
+  lies among its near operands or on itself, and its first far position ``s(t)`` is no near
+  operand of (nor equal to) an accepted target; ``s(t)`` is then replaced. Every accepted
+  target is probed, and so is any other target the definition above admits.
+
+Worked example (recursive, m = 17, k = 3, j = 1, a row of length 12 with o = 0): target 4
+is accepted and its far operand x_0 replaced; targets 5 .. 8 are refused (their far operand
+is a near operand of 4, or 4 itself); target 9 is accepted and x_5 replaced:
+
+>>> from posgen.spec import TaskSpec
+>>> plan = probe_plan(TaskSpec(task="recursive"), length=12, offset=0)
+>>> plan.replaced.tolist(), plan.probed.tolist()
+([0, 5], [4, 9])
+
+The replacement token is drawn uniformly from the m - 1 other values by a counter-based
+stream keyed by (seed, task, split, row index, position) (:mod:`posgen.seeding`'s mix).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from posgen.generator import DEFAULT_BLOCK_ROWS, generate_rows
+from posgen.kernel import storage_dtype
+from posgen.ops import get_op
+from posgen.seeding import mix64, task_key
+from posgen.spec import TaskSpec, probe_source
+from posgen.tasks import dependency_matrix, far_start
+
+PROBE_STREAM = 0x70726F6265
+"""Spawn-key word that separates the probe stream from every other stream of a seed."""
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """Replaced and probed positions of one row (int64, ascending)."""
+
+    replaced: np.ndarray
+    probed: np.ndarray
+
+
+def probe_offset(index: np.ndarray | int, length: int, window: int) -> np.ndarray:
+    """The leading target's offset ``o`` of row ``index``: ``index mod (L' - w)``.
+
+    >>> probe_offset(np.array([0, 1, 252, 253]), 256, 4).tolist()
+    [0, 1, 0, 1]
+    """
+    return np.asarray(index, dtype=np.int64) % max(1, length - window)
+
+
+def probe_plan(spec: TaskSpec, length: int, offset: int) -> ProbePlan:
+    """Replaced and probed positions of a row of ``length`` whose offset is ``offset``
+    (cot's plan is the same for every offset)."""
+    return _plan(spec.task, spec.near, spec.far, length, _plan_offset(spec, offset))
+
+
+def _plan_offset(spec: TaskSpec, offset: int) -> int:
+    return 0 if spec.task == "cot" or not spec.far else int(offset)
+
+
+@lru_cache(maxsize=4096)
+def _plan(task: str, near: int, far: int, length: int, offset: int) -> ProbePlan:
+    window = near + far
+    replaced = bytearray(length)
+    if far and length > window:
+        if task == "cot":
+            replaced[:far] = b"\x01" * far
+        else:
+            _choose_generic(task, near, far, length, offset, replaced)
+    mask = np.frombuffer(bytes(replaced), dtype=np.uint8).astype(bool)
+    plan = ProbePlan(np.flatnonzero(mask), probed_positions(task, near, far, mask))
+    plan.replaced.flags.writeable = False
+    plan.probed.flags.writeable = False
+    return plan
+
+
+def _choose_generic(
+    task: str, near: int, far: int, length: int, offset: int, replaced: bytearray
+) -> None:
+    """The greedy rule of the module docstring, written into ``replaced`` (0/1 per position)."""
+    window = near + far
+    starts = _starts(task, near, far, length)
+    guarded = bytearray(length)  # near operands and position of accepted targets
+    order = [*range(window + offset, length), *range(window + offset - 1, window - 1, -1)]
+    for t in order:
+        first = starts[t - window]
+        if guarded[first] or any(replaced[t - near : t + 1]):
+            continue
+        replaced[first] = 1
+        guarded[t - near : t + 1] = b"\x01" * (near + 1)
+
+
+@lru_cache(maxsize=64)
+def _starts(task: str, near: int, far: int, length: int) -> list[int]:
+    window = near + far
+    return far_start(task, np.arange(window, length), near, far).tolist()
+
+
+def probed_positions(task: str, near: int, far: int, replaced: np.ndarray) -> np.ndarray:
+    """Targets whose far positions include a replaced one and whose near positions and
+    own position do not (``replaced``: a boolean mask over the row).
+
+    >>> mask = np.zeros(10, dtype=bool); mask[0] = True
+    >>> probed_positions("cot", 3, 1, mask).tolist()
+    [4, 5, 6, 7, 8, 9]
+    """
+    length, window = replaced.shape[0], near + far
+    if length <= window or not far:
+        return np.empty(0, dtype=np.int64)
+    deps = dependency_matrix(task, length, near, far)
+    hit = replaced[deps]
+    targets = np.arange(window, length)
+    keep = hit[:, :far].any(axis=1) & ~hit[:, far:].any(axis=1) & ~replaced[window:]
+    return targets[keep]
+
+
+def stream_key(spec: TaskSpec, split: str) -> np.uint64:
+    """Key of the replacement stream of ``split``: (seed, task, split) through SeedSequence."""
+    code = int.from_bytes(hashlib.sha256(split.encode()).digest()[:4], "little")
+    state = np.random.SeedSequence(
+        spec.seed, spawn_key=(*task_key(spec), code, PROBE_STREAM)
+    ).generate_state(1, dtype=np.uint64)
+    return state[0]
+
+
+def replacements(
+    spec: TaskSpec, split: str, rows: np.ndarray, positions: np.ndarray, original: np.ndarray
+) -> np.ndarray:
+    """New tokens for (row index, position) pairs: uniform over the m - 1 values that differ
+    from ``original``, from counter ``index * L' + position`` of :func:`stream_key`."""
+    length = spec.split_length(split)
+    counter = rows.astype(np.uint64) * np.uint64(length) + positions.astype(np.uint64)
+    draw = mix64(mix64(counter) ^ stream_key(spec, split)) % np.uint64(spec.modulus - 1)
+    return (original.astype(np.int64) + 1 + draw.astype(np.int64)) % spec.modulus
+
+
+FAR_RULE_PAIRS = 1 << 20
+"""Probed targets whose operands are gathered at once (bounds memory: 8 w bytes each)."""
+
+
+def far_rule_answers(
+    spec: TaskSpec, tokens: np.ndarray, rows: np.ndarray, positions: np.ndarray
+) -> np.ndarray:
+    """h of the operands stored in ``tokens`` (``(n, L')``) for each target
+    ``(rows[i], positions[i])``: int64, one per target.
+
+    >>> spec = TaskSpec(task="cot", train_length=8, test_length=8)
+    >>> row = np.array([[5, 1, 2, 3, 11, 0, 0, 0]])
+    >>> far_rule_answers(spec, row, np.array([0, 0]), np.array([4, 5])).tolist()
+    [11, 4]
+    """
+    out = np.empty(positions.size, dtype=np.int64)
+    if positions.size == 0:
+        return out
+    length = tokens.shape[1]
+    # (w, L') operand positions, transposed so that the gather below is one flat take
+    small = tokens.size < 2**31  # int32 indices: half the memory traffic
+    kind = np.int32 if small else np.int64
+    deps = dependency_matrix(spec.task, length, spec.near, spec.far).T.astype(kind)
+    flat = np.ascontiguousarray(tokens).reshape(-1)
+    op = get_op(spec.op)
+    for first in range(0, positions.size, FAR_RULE_PAIRS):
+        last = min(positions.size, first + FAR_RULE_PAIRS)
+        index = deps[:, (positions[first:last] - spec.window).astype(kind)]
+        index += (rows[first:last] * length).astype(kind)
+        out[first:last] = op.apply(flat[index], spec.modulus, spec.op_key)
+    return out
+
+
+def shared_far_rule(
+    spec: TaskSpec, tokens: np.ndarray, members: np.ndarray, positions: np.ndarray
+) -> np.ndarray:
+    """Far-rule answers ``(len(members), len(positions))`` of rows ``members`` of
+    ``tokens``, which share their probed ``positions`` (gathered by slices, not pairs)."""
+    window, p = spec.window, positions.size
+    deps = dependency_matrix(spec.task, tokens.shape[1], spec.near, spec.far)[positions - window].T
+    runs = [_as_slice(row) for row in deps]  # near operands of consecutive targets: slices
+    out = np.empty((members.size, p), dtype=np.int64)
+    if p == 0:
+        return out
+    op = get_op(spec.op)
+    step = max(1, FAR_RULE_PAIRS // p)
+    start = int(members[0]) if members.size else 0
+    contiguous = bool(np.all(members == np.arange(start, start + members.size)))
+    for first in range(0, members.size, step):
+        if contiguous:
+            chosen = tokens[start + first : start + min(members.size, first + step)]
+        else:
+            chosen = tokens[members[first : first + step]]
+        columns = np.empty((window, chosen.shape[0], p), dtype=tokens.dtype)
+        for i, (row, run) in enumerate(zip(deps, runs, strict=True)):
+            columns[i] = chosen[:, run] if run is not None else chosen[:, row]
+        answers = op.apply(columns.reshape(window, -1), spec.modulus, spec.op_key)
+        out[first : first + step] = answers.reshape(chosen.shape[0], p)
+    return out
+
+
+def _as_slice(positions: np.ndarray) -> slice | None:
+    """``positions`` as a slice when they are consecutive, else None."""
+    if positions.size and np.all(np.diff(positions) == 1):
+        return slice(int(positions[0]), int(positions[-1]) + 1)
+    return None
+
+
+@dataclass(frozen=True)
+class ProbeBlock:
+    """Probe rows ``[start, start + n)`` of a probe split, with ragged columns flattened.
+
+    ``replaced_offsets`` and ``probed_offsets`` (n + 1 each) delimit row i's entries of
+    ``replaced`` and of ``probed`` / ``far_rule``.
+    """
+
+    start: int
+    tokens: np.ndarray
+    replaced: np.ndarray
+    replaced_offsets: np.ndarray
+    probed: np.ndarray
+    far_rule: np.ndarray
+    probed_offsets: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return self.tokens.shape[0]
+
+
+def probe_rows(
+    spec: TaskSpec, split: str, start: int, stop: int, block_rows: int = DEFAULT_BLOCK_ROWS
+) -> ProbeBlock:
+    """Probe rows ``[start, stop)`` of ``split``: the source rows regenerated, then altered.
+
+    >>> sizes = {"train_size": 4, "val_size": 2, "test_size": 3}
+    >>> spec = TaskSpec(task="cot", train_length=8, test_length=16, **sizes)
+    >>> block = probe_rows(spec, "probe", 0, 3)
+    >>> source = generate_rows(spec, "test", 0, 3)
+    >>> same_after = bool((block.tokens[:, 1:] == source[:, 1:]).all())
+    >>> same_after, bool((block.tokens[:, 0] != source[:, 0]).all()), block.probed[:3].tolist()
+    (True, True, [4, 5, 6])
+    """
+    tokens = generate_rows(spec, probe_source(split), start, stop, block_rows)
+    return alter_rows(spec, split, start, tokens)
+
+
+def alter_rows(spec: TaskSpec, split: str, start: int, tokens: np.ndarray) -> ProbeBlock:
+    """Probe rows made from source rows ``tokens`` (rows ``start ..``), altered in place."""
+    rows, length = tokens.shape
+    index = np.arange(start, start + rows, dtype=np.int64)
+    offsets = [_plan_offset(spec, o) for o in probe_offset(index, length, spec.window).tolist()]
+    plans = [probe_plan(spec, length, o) for o in offsets]
+    replaced, replaced_offsets, replaced_rows = _flatten([p.replaced for p in plans])
+    cells = (replaced_rows, replaced)
+    tokens[cells] = replacements(spec, split, index[replaced_rows], replaced, tokens[cells])
+    if len(set(offsets)) == 1:  # one plan for every row (cot): slices, no scatter
+        plan = plans[0]
+        answers = shared_far_rule(spec, tokens, np.arange(rows), plan.probed)
+        return ProbeBlock(
+            start=start,
+            tokens=tokens,
+            replaced=replaced,
+            replaced_offsets=replaced_offsets,
+            probed=np.tile(plan.probed, rows),
+            far_rule=answers.reshape(-1).astype(storage_dtype(spec.modulus)),
+            probed_offsets=np.arange(rows + 1, dtype=np.int64) * plan.probed.size,
+        )
+    probed, probed_offsets, probed_rows = _flatten([p.probed for p in plans])
+    if 4 * probed.size >= rows * (length - spec.window):  # dense: every target, then pick
+        far_rule = _far_rule_by_rows(spec, tokens, probed_offsets, probed)
+    else:
+        far_rule = far_rule_answers(spec, tokens, probed_rows, probed)
+    return ProbeBlock(
+        start=start,
+        tokens=tokens,
+        replaced=replaced,
+        replaced_offsets=replaced_offsets,
+        probed=probed,
+        far_rule=far_rule.astype(storage_dtype(spec.modulus)),
+        probed_offsets=probed_offsets,
+    )
+
+
+def _far_rule_by_rows(
+    spec: TaskSpec, tokens: np.ndarray, offsets: np.ndarray, probed: np.ndarray
+) -> np.ndarray:
+    """Far-rule answers at ``probed`` (row i's at ``offsets[i]:offsets[i + 1]``), from h at
+    every target of a chunk of rows (slices and column gathers: faster than pairs when most
+    targets are probed)."""
+    rows, length = tokens.shape
+    targets = np.arange(spec.window, length)
+    out = np.empty(probed.size, dtype=np.int64)
+    step = max(1, FAR_RULE_PAIRS // max(1, targets.size))
+    for first in range(0, rows, step):
+        last = min(rows, first + step)
+        every = shared_far_rule(spec, tokens, np.arange(first, last), targets)
+        lo, hi = int(offsets[first]), int(offsets[last])
+        which = np.repeat(np.arange(last - first), np.diff(offsets[first : last + 1]))
+        out[lo:hi] = every[which, probed[lo:hi] - spec.window]
+    return out
+
+
+def _flatten(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenated values, row offsets (n + 1) and the row of each value."""
+    counts = np.array([p.size for p in parts], dtype=np.int64)
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    values = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    return values.astype(np.int64, copy=False), offsets, np.repeat(np.arange(len(parts)), counts)

@@ -1,0 +1,325 @@
+"""Far-reliance: does a model's prediction follow the far operand when it is replaced?
+
+On a probe split (:mod:`posgen.probe`) every probed target has two answers: the *far-rule
+answer* (h of the operands as stored, the ``far_rule`` column) and the *local answer* (the
+stored token, unaltered). Where the two differ, *far-reliance* is the share of predictions
+equal to the far-rule answer and *local-reliance* the share equal to the local answer
+(targets where they agree say nothing and are not counted). Both are reported for ID
+positions ``[w, L)``, OOD positions ``[L, L')``, per bucket and per position, with counts.
+
+Worked example (one row, w = 4, L = 6; probed targets 4, 5 and 6, far-rule answers 9, 7
+and 3 against stored tokens 9, 2 and 5): target 4 is not counted (both answers are 9);
+the prediction follows the far rule at 5 and the stored token at 6.
+
+>>> tokens = np.array([[0, 1, 2, 3, 9, 2, 5, 8]])
+>>> report = reliance_arrays(tokens, np.array([[0, 1, 2, 3, 9, 7, 5, 8]]), np.array([0, 0, 0]),
+...                          np.array([4, 5, 6]), np.array([9, 7, 3]), window=4,
+...                          ood_boundary=6, modulus=17)
+>>> report.id.counted, report.id.far_reliance, report.ood.local_reliance
+(1, 1.0, 1.0)
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from posgen.arrow_io import table_tokens
+from posgen.scoring.errors import ScoringError
+from posgen.scoring.metrics import (
+    DEFAULT_BUCKET_WIDTH,
+    ScoredSplit,
+    bucket_edges,
+    checked_arrays,
+)
+from posgen.spec import TaskSpec, is_probe_split
+from posgen.store.check import inside
+from posgen.store.formats import manifest_format
+from posgen.store.manifest import DamagedDataset, read_manifest
+
+PROBE_COLUMNS = ("id", "tokens", "probed", "far_rule")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Reliance(_Frozen):
+    """Probed targets, those where the two answers differ, and the predictions matching each."""
+
+    probed: int = Field(ge=0, description="Probed targets.")
+    counted: int = Field(
+        ge=0, description="Probed targets whose far-rule and local answers differ."
+    )
+    far: int = Field(ge=0, description="Counted targets predicted as the far-rule answer.")
+    local: int = Field(ge=0, description="Counted targets predicted as the local answer.")
+    far_reliance: float | None = Field(ge=0.0, le=1.0, description="far / counted.")
+    local_reliance: float | None = Field(ge=0.0, le=1.0, description="local / counted.")
+
+
+class RelianceBucket(Reliance):
+    """Reliance over positions ``[start, stop)``; ``ood`` marks buckets at or past L."""
+
+    start: int = Field(ge=0)
+    stop: int = Field(ge=1)
+    ood: bool
+
+
+class RelianceCurve(_Frozen):
+    """Counts and shares at every position ``w .. L'-1``."""
+
+    position: list[int]
+    counted: list[int]
+    far: list[int]
+    local: list[int]
+    far_reliance: list[float | None]
+    local_reliance: list[float | None]
+
+
+class RelianceReport(ScoredSplit):
+    """Far- and local-reliance of one probe split's predictions, with the counts behind them."""
+
+    id: Reliance = Field(description="Probed positions in [w, L).")
+    ood: Reliance = Field(description="Probed positions in [L, L').")
+    overall: Reliance = Field(description="Every probed position.")
+    buckets: list[RelianceBucket]
+    curve: RelianceCurve
+
+    def summary(self) -> dict[str, float | None]:
+        """The headline figures: far- and local-reliance, ID and OOD."""
+        return {
+            "id_far_reliance": self.id.far_reliance,
+            "ood_far_reliance": self.ood.far_reliance,
+            "id_local_reliance": self.id.local_reliance,
+            "ood_local_reliance": self.ood.local_reliance,
+        }
+
+
+def _ratio(part: int, total: int) -> float | None:
+    return part / total if total else None
+
+
+def _shares(part: np.ndarray, total: np.ndarray) -> list[float | None]:
+    return [_ratio(p, t) for p, t in zip(part.tolist(), total.tolist(), strict=True)]
+
+
+def _reliance(probed: int, counted: int, far: int, local: int) -> dict[str, Any]:
+    return {
+        "probed": int(probed),
+        "counted": int(counted),
+        "far": int(far),
+        "local": int(local),
+        "far_reliance": _ratio(far, counted),
+        "local_reliance": _ratio(local, counted),
+    }
+
+
+def reliance_arrays(
+    tokens: np.ndarray,
+    predictions: np.ndarray,
+    rows: np.ndarray,
+    positions: np.ndarray,
+    far_rule: np.ndarray,
+    *,
+    window: int,
+    ood_boundary: int,
+    modulus: int,
+    bucket_width: int = DEFAULT_BUCKET_WIDTH,
+    spec_id: str | None = None,
+    config: str | None = None,
+    split: str | None = None,
+) -> RelianceReport:
+    """Score ``predictions`` (``(rows, L')`` or ``(rows, L' - w)``) on probe rows ``tokens``.
+
+    Target i is row ``rows[i]`` at position ``positions[i]`` with far-rule answer
+    ``far_rule[i]``; its local answer is ``tokens[rows[i], positions[i]]``.
+    """
+    ref, scored = checked_arrays(
+        tokens, predictions, window, ood_boundary, modulus, bucket_width, "probe"
+    )
+    n, length = ref.shape
+    rows = np.asarray(rows, dtype=np.int64)
+    positions = np.asarray(positions, dtype=np.int64)
+    far_rule = np.asarray(far_rule, dtype=np.int64)
+    if not rows.shape == positions.shape == far_rule.shape:
+        raise ScoringError("probed rows, positions and far-rule answers must be equally long")
+    if positions.size and (positions.min() < window or positions.max() >= length):
+        raise ScoringError(f"probed positions must lie in [{window}, {length})")
+    local = ref[rows, positions].astype(np.int64)
+    predicted = scored[rows, positions - window].astype(np.int64)
+    counted = far_rule != local
+
+    def per_position(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(positions[mask], minlength=length)[window:].astype(np.int64)
+
+    probed_at = per_position(np.ones(positions.shape, dtype=bool))
+    counted_at = per_position(counted)
+    far_at = per_position(counted & (predicted == far_rule))
+    local_at = per_position(counted & (predicted == local))
+    split_at = max(0, min(ood_boundary, length) - window)
+
+    def region(lo: int, hi: int) -> dict[str, Any]:
+        return _reliance(*(int(a[lo:hi].sum()) for a in (probed_at, counted_at, far_at, local_at)))
+
+    buckets = [
+        RelianceBucket(start=a, stop=b, ood=a >= ood_boundary, **region(a - window, b - window))
+        for a, b in itertools.pairwise(bucket_edges(window, length, ood_boundary, bucket_width))
+    ]
+    return RelianceReport(
+        spec_id=spec_id,
+        config=config,
+        split=split,
+        rows=n,
+        length=length,
+        seed_window=window,
+        ood_boundary=ood_boundary,
+        modulus=modulus,
+        bucket_width=bucket_width,
+        id=Reliance(**region(0, split_at)),
+        ood=Reliance(**region(split_at, length - window)),
+        overall=Reliance(**region(0, length - window)),
+        buckets=buckets,
+        curve=RelianceCurve(
+            position=list(range(window, length)),
+            counted=counted_at.tolist(),
+            far=far_at.tolist(),
+            local=local_at.tolist(),
+            far_reliance=_shares(far_at, counted_at),
+            local_reliance=_shares(local_at, counted_at),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class ProbeSplit:
+    """A probe split: tokens in id order, and the probed targets with their far-rule answers."""
+
+    config: str | None
+    split: str | None
+    spec: TaskSpec
+    tokens: np.ndarray
+    probed_rows: np.ndarray
+    probed: np.ndarray
+    far_rule: np.ndarray
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Row ids ``0 .. rows-1``."""
+        return np.arange(self.tokens.shape[0], dtype=np.int64)
+
+
+def _list_values(column: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(lengths, values)`` of a list column."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = array.offsets.to_numpy().astype(np.int64)
+    values = array.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+    return np.diff(offsets), values.astype(np.int64)
+
+
+def probe_from_table(
+    table: pa.Table, spec: TaskSpec, config: str | None = None, split: str | None = None
+) -> ProbeSplit:
+    """A :class:`ProbeSplit` from a table with the probe columns, rows in id order."""
+    missing = [name for name in PROBE_COLUMNS if name not in table.column_names]
+    if missing:
+        raise ScoringError(f"not a probe split: no {', '.join(missing)} column")
+    ids = table.column("id").to_numpy()
+    if not np.array_equal(ids, np.arange(ids.size)):
+        order = np.argsort(ids, kind="stable")
+        if not np.array_equal(ids[order], np.arange(ids.size)):
+            raise ScoringError("probe ids must be 0 .. rows-1")
+        table = table.take(pa.array(order))
+    try:
+        tokens = table_tokens(table)
+    except ValueError as error:
+        raise ScoringError(f"probe tokens: {error}") from None
+    counts, probed = _list_values(table.column("probed"))
+    far_counts, far_rule = _list_values(table.column("far_rule"))
+    if not np.array_equal(counts, far_counts):
+        raise ScoringError("probe rows whose far_rule and probed lists differ in length")
+    rows = np.repeat(np.arange(tokens.shape[0]), counts)
+    return ProbeSplit(config, split, spec, tokens, rows, probed, far_rule)
+
+
+def load_probe(dataset_dir: Path, config: str, split: str = "probe") -> ProbeSplit:
+    """The probe split ``config``/``split`` of a posgen folder, checked against the manifest."""
+    root = Path(dataset_dir)
+    manifest = read_manifest(root)
+    if config not in manifest.configs:
+        known = ", ".join(manifest.configs)
+        raise ScoringError(f"no config {config!r} in {root}; configs: {known}")
+    entry = manifest.configs[config]
+    if not is_probe_split(split) or split not in entry.splits:
+        known = ", ".join(entry.spec.probe_names)
+        raise ScoringError(f"no probe split {split!r} in config {config!r}; probe splits: {known}")
+    fmt, info, tables = manifest_format(manifest), entry.splits[split], []
+    for file in info.files:
+        path = inside(root, file.path)
+        if path is None:
+            raise DamagedDataset(root, [f"{root / file.path}: leads outside the dataset folder"])
+        batches = list(fmt.batches(path, max(1, file.rows), PROBE_COLUMNS))
+        tables.append(pa.Table.from_batches(batches).select(list(PROBE_COLUMNS)))
+    if not tables:
+        raise ScoringError(f"{config}/{split} has no files")
+    probe = probe_from_table(pa.concat_tables(tables), entry.spec, config, split)
+    if probe.tokens.shape != (info.rows, info.length):
+        raise ScoringError(
+            f"{config}/{split} holds tokens of shape {probe.tokens.shape}; the manifest says "
+            f"({info.rows}, {info.length})"
+        )
+    return probe
+
+
+def score_probe(
+    probe: Any,
+    predictions: Any,
+    spec: TaskSpec | None = None,
+    *,
+    ids: Any = None,
+    bucket_width: int = DEFAULT_BUCKET_WIDTH,
+) -> RelianceReport:
+    """Far- and local-reliance of ``predictions`` on a probe split: the API for training loops.
+
+    ``probe`` is a :class:`ProbeSplit`, or a ``datasets.Dataset`` / ``pyarrow.Table`` with the
+    probe columns (then ``spec`` is needed). ``predictions`` are ``(rows, L')`` or
+    ``(rows, L' - w)`` in id order, or in the order of ``ids`` when given.
+
+    >>> from posgen.probe import probe_rows
+    >>> from posgen.arrow_io import probe_schema, probe_table
+    >>> spec = TaskSpec(task="cot", train_size=8, val_size=4, test_size=4)
+    >>> table = probe_table(probe_rows(spec, "probe", 0, 4), probe_schema(17))
+    >>> probe = probe_from_table(table, spec)
+    >>> score_probe(probe, probe.tokens).overall.local_reliance
+    1.0
+    """
+    if not isinstance(probe, ProbeSplit):
+        if spec is None:
+            raise ScoringError("score_probe needs the spec for a table or dataset")
+        table = probe if isinstance(probe, pa.Table) else probe.with_format("arrow")[:]
+        probe = probe_from_table(table, spec)
+    preds = np.asarray(predictions)
+    if ids is not None:
+        from posgen.scoring.prediction_files import align_to_ids
+
+        preds = align_to_ids(np.asarray(ids), preds, probe.ids)
+    spec = probe.spec
+    return reliance_arrays(
+        probe.tokens,
+        preds,
+        probe.probed_rows,
+        probe.probed,
+        probe.far_rule,
+        window=spec.window,
+        ood_boundary=spec.train_length,
+        modulus=spec.modulus,
+        bucket_width=bucket_width,
+        spec_id=spec.spec_id,
+        config=probe.config,
+        split=probe.split,
+    )

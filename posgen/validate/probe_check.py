@@ -1,0 +1,244 @@
+"""The probe check: every probe row is its source test row altered exactly as the rule says.
+
+For each probe row (read in bounded batches) the source test row is regenerated and the
+probe row rebuilt (:func:`posgen.probe.alter_rows`); then:
+
+- ``source_id`` equals ``id`` (probe row i is made from test row i), ids run 0 .. rows-1;
+- ``replaced`` and ``probed`` are the positions the rule defines for that row;
+- every token equals the regenerated source token, except at replaced positions, which hold
+  the rule's replacement (a token different from the source's);
+- every ``far_rule`` entry equals h of the operands stored in the probe row.
+
+Types follow :func:`posgen.arrow_io.probe_schema`. One :class:`CheckResult` per split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from posgen.arrow_io import probe_schema
+from posgen.generator import generate_rows
+from posgen.probe import ProbeBlock, alter_rows, far_rule_answers
+from posgen.spec import probe_source
+from posgen.validate.prefetch import prefetch
+from posgen.validate.report import CheckResult
+from posgen.validate.schema import _flat
+from posgen.validate.sources import SplitData
+
+COLUMNS = ("id", "tokens", "source_id", "replaced", "probed", "far_rule")
+SHOWN = 3
+
+
+@dataclass
+class ProbeTally:
+    """Counts of each kind of problem, with the first example of each."""
+
+    rows: int = 0
+    tokens: int = 0
+    probed: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    first: dict[str, str] = field(default_factory=dict)
+
+    def add(self, kind: str, count: int, example: str) -> None:
+        if count:
+            self.counts[kind] = self.counts.get(kind, 0) + int(count)
+            self.first.setdefault(kind, example)
+
+    def problems(self) -> list[str]:
+        return [f"{self.counts[k]} {k}; first: {self.first[k]}" for k in self.counts]
+
+
+def check_probe_split(data: SplitData) -> tuple[CheckResult, ProbeTally]:
+    """Check one probe split of ``data`` (its parts, in row order)."""
+    spec, tally = data.spec, ProbeTally()
+    want = probe_schema(spec.modulus)
+    next_id = 0
+    for part in data.parts:
+        if part.path is not None and not part.path.is_file():
+            tally.add("file(s) missing", 1, f"{part.label}: not read")
+            continue
+        try:
+            schema = part.schema()
+            wrong = [
+                f"'{f.name}' is {_type(schema, f.name)}, expected {f.type}"
+                for f in want
+                if _type(schema, f.name) != f.type
+            ]
+            if wrong:
+                tally.add("column type problem(s)", len(wrong), f"{part.label}: {wrong[0]}")
+                continue
+            first = part.first_id if part.first_id is not None else next_id
+            for batch in prefetch(part.batches(data.length or 1, COLUMNS)):
+                _check_batch(data, part.label, batch, first, tally)
+                first += batch.num_rows
+            next_id = first
+        except (pa.ArrowException, OSError) as error:
+            reason = " ".join(str(error).split())
+            tally.add("unreadable part(s)", 1, f"{part.label}: {reason}")
+    problems = tally.problems()
+    if not problems:
+        message = (
+            f"{tally.rows} probe rows match their {probe_source(data.split)} rows and the "
+            f"rule's replacements; {tally.probed:,} far-rule answers recomputed"
+        )
+        result = CheckResult(
+            check="probe", config=data.config, split=data.split, ok=True, message=message
+        )
+        return result, tally
+    more = f" (+{len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
+    result = CheckResult(
+        check="probe",
+        config=data.config,
+        split=data.split,
+        ok=False,
+        message="; ".join(problems[:SHOWN]) + more,
+        failures=sum(tally.counts.values()),
+    )
+    return result, tally
+
+
+def _type(schema: pa.Schema, name: str) -> pa.DataType | str:
+    return schema.field(name).type if name in schema.names else "missing"
+
+
+def _column(batch: pa.RecordBatch, name: str) -> pa.Array:
+    return batch.column(batch.schema.get_field_index(name))
+
+
+def _check_batch(
+    data: SplitData, label: str, batch: pa.RecordBatch, first: int, tally: ProbeTally
+) -> None:
+    spec, length, n = data.spec, data.length, batch.num_rows
+    tally.rows += n
+    if n == 0:
+        return
+    null_columns = [name for name in COLUMNS if _column(batch, name).null_count]
+    if null_columns:
+        tally.add("column(s) with nulls", len(null_columns), f"{label}: {null_columns[0]}")
+        return
+    ids = _column(batch, "id").to_numpy()
+    expected_ids = np.arange(first, first + n, dtype=np.int64)
+    bad = np.flatnonzero(ids != expected_ids)
+    tally.add(
+        "id(s) out of sequence",
+        bad.size,
+        f"{label} has id {ids[bad[0]]} where {first + bad[0]} belongs" if bad.size else "",
+    )
+    source_ids = _column(batch, "source_id").to_numpy()
+    bad = np.flatnonzero(source_ids != expected_ids)
+    tally.add(
+        "source id(s) not the row's own index",
+        bad.size,
+        f"{label} row {first + bad[0]} says {source_ids[bad[0]]}" if bad.size else "",
+    )
+    offsets, values, _ = _flat(_column(batch, "tokens"))
+    lengths = np.diff(offsets)
+    if length is None or (lengths != length).any():
+        row = int(np.argmax(lengths != length)) if length is not None else 0
+        tally.add(
+            "row(s) of the wrong length",
+            int(np.count_nonzero(lengths != length)) or n,
+            f"{label} row {first + row} has {lengths[row]} tokens, not {length}",
+        )
+        return
+    tokens = values[offsets[0] : offsets[-1]].reshape(n, length)
+    tally.tokens += int(tokens.size)
+    source = generate_rows(spec, probe_source(data.split), first, first + n)
+    expected = alter_rows(spec, data.split, first, source.copy())
+    _compare_lists(
+        label, first, batch, "replaced", expected.replaced, expected.replaced_offsets, tally
+    )
+    _compare_lists(label, first, batch, "probed", expected.probed, expected.probed_offsets, tally)
+    altered = source != expected.tokens
+    wrong = tokens != expected.tokens
+    for kind, where in (
+        ("token(s) differ from the source row", wrong & ~altered),
+        ("replaced token(s) not the rule's replacement", wrong & altered),
+    ):
+        cells = np.argwhere(where)
+        if cells.size:
+            row, t = (int(v) for v in cells[0])
+            example = (
+                f"{label} row {first + row} position {t} holds {tokens[row, t]}, "
+                f"expected {expected.tokens[row, t]}"
+            )
+            tally.add(kind, cells.shape[0], example)
+    _check_far_rule(data, label, batch, first, tokens, tally, None if wrong.any() else expected)
+
+
+def _relative(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (from 0) and values of list column ``name``."""
+    offsets, values, _ = _flat(_column(batch, name))
+    return offsets - offsets[0], values[offsets[0] : offsets[-1]]
+
+
+def _check_far_rule(
+    data: SplitData,
+    label: str,
+    batch: pa.RecordBatch,
+    first: int,
+    tokens: np.ndarray,
+    tally: ProbeTally,
+    rebuilt: ProbeBlock | None,
+) -> None:
+    """Every stored far-rule answer is h of the operands stored, at its stored position.
+
+    ``rebuilt`` is the probe block rebuilt from the source rows when the stored tokens equal
+    its tokens: at its own probed positions its answers are then those of the stored tokens.
+    """
+    spec, length = data.spec, tokens.shape[1]
+    probed_offsets, probed = _relative(batch, "probed")
+    far_offsets, stored = _relative(batch, "far_rule")
+    uneven = np.flatnonzero(np.diff(probed_offsets) != np.diff(far_offsets))
+    if uneven.size:
+        example = f"{label} row {first + uneven[0]}"
+        tally.add("row(s) with a far_rule list unlike their probed list", uneven.size, example)
+        return
+    rows_of = np.repeat(np.arange(tokens.shape[0]), np.diff(probed_offsets))
+    outside = np.flatnonzero((probed < spec.window) | (probed >= length))
+    if outside.size:
+        example = f"{label} row {first + rows_of[outside[0]]} lists {probed[outside[0]]}"
+        tally.add(f"probed position(s) outside [{spec.window}, {length})", outside.size, example)
+        return
+    same = rebuilt is not None and np.array_equal(probed_offsets, rebuilt.probed_offsets)
+    if same and np.array_equal(probed, rebuilt.probed):
+        answers = rebuilt.far_rule
+    else:
+        answers = far_rule_answers(spec, tokens, rows_of, probed)
+    tally.probed += int(answers.size)
+    bad = np.flatnonzero(stored != answers)
+    if bad.size:
+        row, t = int(rows_of[bad[0]]), int(probed[bad[0]])
+        example = (
+            f"{label} row {first + row} position {t} says {stored[bad[0]]}, "
+            f"h gives {answers[bad[0]]}"
+        )
+        tally.add("far-rule answer(s) not h of the stored operands", bad.size, example)
+
+
+def _compare_lists(
+    label: str,
+    first: int,
+    batch: pa.RecordBatch,
+    name: str,
+    values: np.ndarray,
+    offsets: np.ndarray,
+    tally: ProbeTally,
+) -> bool:
+    """Whether list column ``name`` holds exactly ``values`` split at ``offsets``."""
+    got_offsets, got = _relative(batch, name)
+    if np.array_equal(got_offsets, offsets) and np.array_equal(got, values):
+        return True
+    kind = f"row(s) whose {name} positions are not the rule's"
+    for row in range(offsets.size - 1):
+        mine = got[got_offsets[row] : got_offsets[row + 1]]
+        rule = values[offsets[row] : offsets[row + 1]]
+        if not np.array_equal(mine, rule):
+            example = (
+                f"{label} row {first + row} lists {mine[:6].tolist()}, the rule {rule[:6].tolist()}"
+            )
+            tally.add(kind, 1, example)
+    return False

@@ -1,0 +1,164 @@
+"""Far-reliance scoring: the oracle follows the far rule, the local predictor never does, and a
+prediction file that mixes them (and wrong tokens) is scored exactly, per position and ID/OOD,
+through the API, ``posgen score --split probe`` (table, --json, --plot) and the baselines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from posgen.cli import main
+from posgen.scoring import (
+    RelianceReport,
+    baseline_predictions,
+    load_probe,
+    reliance_arrays,
+    score_probe,
+    write_predictions,
+)
+from posgen.spec import default_benchmark
+from posgen.store import write_dataset
+
+TASKS = ["recursive", "cot", "semirecursive"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reliance") / "ds"
+    bench = default_benchmark(
+        TASKS,
+        op="square_sum",
+        modulus=31,
+        train_length=24,
+        test_length=[80, 100],
+        train_size=30,
+        val_size=5,
+        test_size=25,
+    )
+    write_dataset(bench, out)
+    return out
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("split", ["probe", "probe_100"])
+def test_the_oracle_scores_far_reliance_one_and_the_local_predictor_zero(folder, task, split):
+    probe = load_probe(folder, task, split)
+    oracle = score_probe(probe, baseline_predictions("oracle", probe.spec, probe.tokens))
+    local = score_probe(probe, baseline_predictions("local", probe.spec, probe.tokens))
+    assert oracle.id.counted > 0 and oracle.ood.counted > 0
+    assert (oracle.id.far_reliance, oracle.ood.far_reliance) == (1.0, 1.0)
+    assert (oracle.id.local_reliance, oracle.ood.local_reliance) == (0.0, 0.0)
+    assert (local.id.far_reliance, local.ood.far_reliance) == (0.0, 0.0)
+    assert (local.id.local_reliance, local.ood.local_reliance) == (1.0, 1.0)
+
+
+def _mixed(probe, seed: int) -> tuple[np.ndarray, dict]:
+    """Predictions following the far rule, the stored token or neither, chosen at random per
+    probed target, and the counts a plain loop expects (per position and ID/OOD)."""
+    rng = np.random.default_rng(seed)
+    spec = probe.spec
+    m, boundary = spec.modulus, spec.train_length
+    predictions = probe.tokens.astype(np.int64).copy()
+    expected: dict = {}
+    for row, t, far in zip(
+        probe.probed_rows.tolist(), probe.probed.tolist(), probe.far_rule.tolist(), strict=True
+    ):
+        local = int(probe.tokens[row, t])
+        choice = rng.integers(3)
+        if choice == 0:
+            predictions[row, t] = far
+        elif choice == 2:
+            predictions[row, t] = next(v for v in range(m) if v not in (far, local))
+        counts = expected.setdefault(t, [0, 0, 0, 0])  # probed, counted, far, local
+        counts[0] += 1
+        if far != local:
+            counts[1] += 1
+            counts[2] += int(predictions[row, t] == far)
+            counts[3] += int(predictions[row, t] == local)
+    regions = {"id": [0, 0, 0, 0], "ood": [0, 0, 0, 0]}
+    for t, counts in expected.items():
+        region = regions["id" if t < boundary else "ood"]
+        for i in range(4):
+            region[i] += counts[i]
+    return predictions, {"positions": expected, "regions": regions}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_mixed_prediction_file_is_scored_exactly(folder, tmp_path, task):
+    probe = load_probe(folder, task, "probe")
+    predictions, expected = _mixed(probe, seed=len(task))
+    path = tmp_path / "p.parquet"
+    order = np.random.default_rng(1).permutation(probe.tokens.shape[0])  # any row order
+    write_predictions(path, probe.ids[order], predictions[order], probe.spec.modulus)
+    args = ["score", "--data", str(folder), "--config", task, "--split", "probe"]
+    result = CliRunner().invoke(main, [*args, "--predictions", str(path), "--json", "-"])
+    assert result.exit_code == 0, result.output
+    report = RelianceReport.model_validate_json(result.output)
+    for name in ("id", "ood"):
+        probed, counted, far, local = expected["regions"][name]
+        got = getattr(report, name)
+        assert (got.probed, got.counted, got.far, got.local) == (probed, counted, far, local)
+        assert got.far_reliance == far / counted
+    curve = report.curve
+    for i, t in enumerate(curve.position):
+        _, counted, far, local = expected["positions"].get(t, [0, 0, 0, 0])
+        assert (curve.counted[i], curve.far[i], curve.local[i]) == (counted, far, local)
+
+
+def test_reliance_arrays_counts_only_targets_whose_answers_differ():
+    tokens = np.array([[0, 1, 2, 3, 9, 2, 5, 8]])
+    predicted = np.array([[0, 1, 2, 3, 9, 7, 5, 8]])
+    report = reliance_arrays(
+        tokens,
+        predicted,
+        np.array([0, 0, 0]),
+        np.array([4, 5, 6]),
+        np.array([9, 7, 3]),
+        window=4,
+        ood_boundary=6,
+        modulus=17,
+    )
+    assert (report.id.probed, report.id.counted, report.id.far) == (2, 1, 1)
+    assert (report.ood.counted, report.ood.local, report.ood.far) == (1, 1, 0)
+    assert report.curve.far_reliance == [None, 1.0, 0.0, None]
+
+
+def test_score_table_json_and_plot_of_a_probe_split(folder, tmp_path):
+    pytest.importorskip("matplotlib")
+    probe = load_probe(folder, "cot", "probe")
+    path = tmp_path / "oracle.npy"
+    predictions = baseline_predictions("oracle", probe.spec, probe.tokens)
+    write_predictions(path, probe.ids, predictions, probe.spec.modulus)
+    js, plot = tmp_path / "r.json", tmp_path / "r.png"
+    args = ["score", "--data", str(folder), "--config", "cot", "--split", "probe"]
+    args += ["--predictions", str(path), "--json", str(js), "--plot", str(plot)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "far-rel." in result.output and "100.00%" in result.output
+    assert json.loads(js.read_text())["ood"]["far_reliance"] == 1.0
+    assert plot.stat().st_size > 0
+
+
+def test_baseline_cli_writes_local_predictions_for_probe_splits_only(folder, tmp_path):
+    out = tmp_path / "local.parquet"
+    args = ["baseline", "--kind", "local", "--data", str(folder), "--config", "recursive"]
+    result = CliRunner().invoke(main, [*args, "--split", "probe", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ID far-reliance 0.00%" in result.output
+    refused = CliRunner().invoke(main, [*args, "--split", "test", "--out", str(tmp_path / "x.npy")])
+    assert refused.exit_code == 2
+    assert refused.output.startswith("error: --kind local predicts probe splits only")
+
+
+def test_predictions_for_the_wrong_rows_are_one_error_line(folder, tmp_path):
+    probe = load_probe(folder, "cot", "probe")
+    path = tmp_path / "short.npy"
+    write_predictions(path, probe.ids[:3], probe.tokens[:3], probe.spec.modulus)
+    args = ["score", "--data", str(folder), "--config", "cot", "--split", "probe"]
+    result = CliRunner().invoke(main, [*args, "--predictions", str(path)])
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith("error: ")
