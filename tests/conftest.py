@@ -1,4 +1,5 @@
-"""Test setup: `datasets` works offline, in a temporary cache; hypothesis profiles."""
+"""Test setup: `datasets` works offline, in a temporary cache; hypothesis profiles; the
+``cli`` fixture that runs posgen's command line in-process."""
 
 from __future__ import annotations
 
@@ -18,6 +19,17 @@ settings.register_profile(
     "posgen", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=60
 )
 settings.load_profile("posgen")
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """``cli("generate", "--out", path, ...)``: posgen's CLI in-process, a click ``Result``.
+
+    The same function as ``tests.cli_support.invoke``, for helpers and module fixtures.
+    """
+    from tests.cli_support import invoke
+
+    return invoke
 
 
 @pytest.fixture

@@ -7,21 +7,16 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
 from posgen import __version__
-from posgen.cli import main
+from tests.cli_support import assert_clean_error
 
 SMALL = ["--train-size", "50", "--val-size", "10", "--test-size", "10", "-q"]
 
 
-def run(*args):
-    return CliRunner().invoke(main, list(args))
-
-
-def test_generate_writes_a_dataset_and_reports_speed(tmp_path):
+def test_generate_writes_a_dataset_and_reports_speed(cli, tmp_path):
     out = tmp_path / "ds"
-    result = run("generate", "--out", str(out), "--task", "cot", "--train-size", "50",
+    result = cli("generate", "--out", str(out), "--task", "cot", "--train-size", "50",
                  "--val-size", "10", "--test-size", "10")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "M tokens/s" in result.output
@@ -29,13 +24,15 @@ def test_generate_writes_a_dataset_and_reports_speed(tmp_path):
     assert list(manifest["configs"]) == ["cot"]
 
 
-def test_flags_override_the_spec_file(tmp_path):
+def test_flags_override_the_spec_file(cli, tmp_path):
     out = tmp_path / "ds"
-    result = run("generate", "--spec", "task_specs/paper.toml", "--task", "recursive",
+    result = cli("generate", "--spec", "task_specs/paper.toml", "--task", "recursive",
                  "-m", "19", "--out", str(out), *SMALL)  # fmt: skip
     assert result.exit_code == 0, result.output
     spec = json.loads((out / "posgen.json").read_text())["configs"]["recursive"]["spec"]
-    assert spec["modulus"] == 19 and spec["seeding"] == "paper" and spec["train_size"] == 50
+    assert spec["modulus"] == 19
+    assert spec["seeding"] == "paper"
+    assert spec["train_size"] == 50
 
 
 @pytest.mark.parametrize(
@@ -53,17 +50,17 @@ def test_flags_override_the_spec_file(tmp_path):
         (["--seeding", "random"], "Invalid value for '--seeding'"),
     ],
 )
-def test_bad_input_exits_2_with_a_readable_line_and_creates_nothing(tmp_path, args, expected):
+def test_bad_input_exits_2_with_a_readable_line_and_creates_nothing(cli, tmp_path, args, expected):
     out = tmp_path / "ds"
-    result = run("generate", "--out", str(out), *args)
+    result = cli("generate", "--out", str(out), *args)
     assert result.exit_code == 2, result.output
     assert expected in result.output
     assert "Traceback" not in result.output
     assert not out.exists()
 
 
-def test_one_line_per_problem_when_several_fields_are_wrong(tmp_path):
-    result = run("generate", "--out", str(tmp_path / "ds"), "--task", "cot", "-m", "1", "-k", "0")
+def test_one_line_per_problem_when_several_fields_are_wrong(cli, tmp_path):
+    result = cli("generate", "--out", str(tmp_path / "ds"), "--task", "cot", "-m", "1", "-k", "0")
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2
     assert lines == [
@@ -72,26 +69,26 @@ def test_one_line_per_problem_when_several_fields_are_wrong(tmp_path):
     ]
 
 
-def test_existing_output_needs_overwrite(tmp_path):
+def test_existing_output_needs_overwrite(cli, tmp_path):
     out = tmp_path / "ds"
-    assert run("generate", "--out", str(out), "--task", "cot", *SMALL).exit_code == 0
-    result = run("generate", "--out", str(out), "--task", "cot", *SMALL)
-    assert result.exit_code == 2 and "pass --overwrite" in result.output
-    again = run("generate", "--out", str(out), "--task", "cot", "--overwrite", *SMALL)
+    assert cli("generate", "--out", str(out), "--task", "cot", *SMALL).exit_code == 0
+    result = cli("generate", "--out", str(out), "--task", "cot", *SMALL)
+    assert_clean_error(result, 2, "pass --overwrite")
+    again = cli("generate", "--out", str(out), "--task", "cot", "--overwrite", *SMALL)
     assert again.exit_code == 0
 
 
-def test_version_help_and_python_dash_m():
-    assert __version__ in run("--version").output
-    assert "Examples:" in run("generate", "-h").output
+def test_version_help_and_python_dash_m(cli):
+    assert __version__ in cli("--version").output
+    assert "Examples:" in cli("generate", "-h").output
     proc = subprocess.run(
         [sys.executable, "-m", "posgen", "--version"], capture_output=True, text=True, check=True
     )
     assert __version__ in proc.stdout
 
 
-def test_spec_command_prints_ids_without_generating():
-    result = run("spec", "--spec", "task_specs/posgen-v1.toml")
+def test_spec_command_prints_ids_without_generating(cli):
+    result = cli("spec", "--spec", "task_specs/posgen-v1.toml")
     assert result.exit_code == 0
     body = json.loads(result.output)
     assert list(body["configs"]) == ["recursive", "cot", "semirecursive"]
@@ -107,16 +104,14 @@ def test_spec_command_prints_ids_without_generating():
         (["frobnicate"], "No such command 'frobnicate'"),
     ],
 )
-def test_clicks_own_usage_errors_are_one_error_line_naming_the_flag(args, expected):
-    result = run(*args)
-    assert result.exit_code == 2
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
-    assert "-h')" in lines[0]
+def test_clicks_own_usage_errors_are_one_error_line_naming_the_flag(cli, args, expected):
+    result = cli(*args)
+    assert_clean_error(result, 2, expected, "-h')")
+    assert result.stdout == ""
 
 
-def test_every_broken_cross_field_rule_is_reported_under_its_field(tmp_path):
-    result = run("generate", "--out", str(tmp_path / "ds"), "--task", "cot",
+def test_every_broken_cross_field_rule_is_reported_under_its_field(cli, tmp_path):
+    result = cli("generate", "--out", str(tmp_path / "ds"), "--task", "cot",
                  "--train-length", "4", "--test-length", "3")  # fmt: skip
     assert result.exit_code == 2
     assert result.output.splitlines() == [

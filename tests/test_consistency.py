@@ -218,7 +218,8 @@ def test_max_shortcut_share_fails_on_a_question_shortcut_only():
     failed = validate(to_dataset_dict(cot), cot, split="test", thresholds=limits)
     passed = validate(to_dataset_dict(recursive), recursive, split="test", thresholds=limits)
     audit = next(check for check in failed.checks if check.check == "audit")
-    assert "question-consistency look-back" in audit.message and not audit.ok
+    assert "question-consistency look-back" in audit.message
+    assert not audit.ok
     assert passed.ok  # recursive reads w = k + 1 tokens by design: no shortcut
 
 

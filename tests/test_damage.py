@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +18,8 @@ import pytest
 from posgen.hf import load
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset, write_dataset
-from tests.hardening_counts import record
+from tests.cli_support import invoke
+from tests.hardening_counts import recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN0 = "data/cot/train-00000-of-00003.parquet"
@@ -185,12 +184,11 @@ def test_the_pristine_dataset_passes_and_loads(pristine):
 def test_damage_is_caught_before_loading_naming_the_file(damaged, request):
     root, name = damaged
     lines = check_dataset(root)
-    named = any(str(root) in line and name in line for line in lines)
-    with pytest.raises(DamagedDataset) as caught:
-        load(root, "cot")
-    ok = named and name in str(caught.value)
-    record("damage", request.node.callspec.id, ok)
-    assert ok, lines
+    with recorded("damage", request.node.callspec.id):
+        assert any(str(root) in line and name in line for line in lines), lines
+        with pytest.raises(DamagedDataset) as caught:
+            load(root, "cot")
+        assert name in str(caught.value)
 
 
 @pytest.mark.parametrize("damaged", ["manifest: spec field edited"], indirect=True)
@@ -204,13 +202,12 @@ def test_only_the_verified_load_notices_an_edited_manifest(damaged):
 @pytest.mark.parametrize("damaged", list(DAMAGE), indirect=True)
 def test_posgen_validate_exits_1_naming_the_damaged_file(damaged, request):
     root, name = damaged
-    proc = subprocess.run([sys.executable, "-m", "posgen", "validate", str(root)], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
-    text = proc.stdout + proc.stderr
+    result = invoke("validate", root)  # in-process: the CLI's own exit code and output
+    text = result.output
     # a folder without posgen.json is not a dataset at all: a usage error (2) is fair too
-    assert proc.returncode in ((1, 2) if not (root / "posgen.json").exists() else (1,)), text
+    assert result.exit_code in ((1, 2) if not (root / "posgen.json").exists() else (1,)), text
     assert "Traceback" not in text
+    assert isinstance(result.exception, SystemExit | type(None)), repr(result.exception)
     # an edited file entry may be blamed on the file it describes rather than on posgen.json
     entry_edit = request.node.callspec.id in ENTRY_EDITS
     assert Path(name).name in text or (entry_edit and Path(TRAIN1).name in text), text

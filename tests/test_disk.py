@@ -15,16 +15,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import posgen.resources
-from posgen.cli import main
 from posgen.resources import estimate_benchmark, refusals
 from posgen.spec import default_benchmark
 from posgen.store.atomic import leftovers
-from tests.hardening_counts import record
+from tests.cli_support import assert_clean_error, error_lines
+from tests.cli_support import invoke as cli
+from tests.hardening_counts import recorded
 
 ROOT = Path(__file__).resolve().parents[1]
+GUARD = 600  # seconds: only a hung run waits this long; nothing asserts how long a run took
 SPEC = ["--task", "cot", "-m", "97", "--train-size", "20000", "--val-size", "500",
         "--test-size", "500"]  # fmt: skip
 
@@ -38,43 +39,30 @@ def limited_run(out: Path, limit: int, *extra: str) -> subprocess.CompletedProce
 
     command = [sys.executable, "-m", "posgen", "generate", "--out", str(out), "-q", *SPEC, *extra]
     return subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          preexec_fn=cap, capture_output=True, text=True, timeout=60)  # fmt: skip
-
-
-def errors(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("error")]
+                          preexec_fn=cap, capture_output=True, text=True,
+                          timeout=GUARD)  # fmt: skip
 
 
 @pytest.mark.parametrize("limit", [0, 4096, 200_000])
 def test_a_full_disk_fails_with_exit_1_naming_the_file_and_leaves_nothing(tmp_path, limit):
     out = tmp_path / "ds"
     proc = limited_run(out, limit)
-    lines = errors(proc.stderr)
-    ok = (
-        proc.returncode == 1
-        and len(lines) == 1
-        and f"writing {out}/data/cot/" in lines[0]
-        and "File too large" in lines[0]
-        and "needs about" in lines[0]
-        and "Traceback" not in proc.stderr
-        and not out.exists()
-        and leftovers(out) == []
-    )
-    record("disk", f"file-size limit {limit}", ok)
-    assert ok, proc.stderr
+    with recorded("disk", f"file-size limit {limit}"):
+        assert_clean_error(proc, 1, f"writing {out}/data/cot/", "File too large", "needs about")
+        assert not out.exists()
+        assert leftovers(out) == []
 
 
 def test_a_full_disk_while_replacing_keeps_the_old_dataset(tmp_path):
     out = tmp_path / "ds"
-    assert CliRunner().invoke(main, ["generate", "--out", str(out), "-q", "--task", "cot",
-                                     "--train-size", "50"]).exit_code == 0  # fmt: skip
+    assert cli("generate", "--out", out, "-q", "--task", "cot", "--train-size", "50").exit_code == 0
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     proc = limited_run(out, 4096, "--overwrite")
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    ok = proc.returncode == 1 and after == before and leftovers(out) == []
-    ok = ok and "the previous dataset at" in errors(proc.stderr)[0]
-    record("disk", "file-size limit while replacing", ok)
-    assert ok, proc.stderr
+    with recorded("disk", "file-size limit while replacing"):
+        assert_clean_error(proc, 1, "the previous dataset at")
+        assert after == before
+        assert leftovers(out) == []
 
 
 def test_no_space_for_the_manifest_names_the_manifest(tmp_path, monkeypatch):
@@ -83,13 +71,12 @@ def test_no_space_for_the_manifest_names_the_manifest(tmp_path, monkeypatch):
 
     monkeypatch.setattr("posgen.store.writer.write_manifest", no_space)
     out = tmp_path / "ds"
-    result = CliRunner().invoke(main, ["generate", "--out", str(out), "--task", "cot", "-q"])
-    lines = errors(result.output)
+    result = cli("generate", "--out", out, "--task", "cot", "-q")
     expected = f"error: writing {out / 'posgen.json'} failed: No space left on device"
-    ok = result.exit_code == 1 and len(lines) == 1 and lines[0].startswith(expected)
-    ok = ok and not out.exists() and leftovers(out) == []
-    record("disk", "ENOSPC on posgen.json", ok)
-    assert ok, result.output
+    with recorded("disk", "ENOSPC on posgen.json"):
+        assert assert_clean_error(result, 1).startswith(expected)
+        assert not out.exists()
+        assert leftovers(out) == []
 
 
 @pytest.mark.parametrize("case", ["file in the way", "missing mount", "read-only folder"])
@@ -105,12 +92,10 @@ def test_an_unwritable_target_fails_with_exit_1_naming_the_path(tmp_path, case):
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o555)
         out, named = locked / "ds", locked
-    result = CliRunner().invoke(main, ["generate", "--out", str(out), "--task", "cot", "-q"])
-    lines = errors(result.output)
-    ok = result.exit_code == 1 and len(lines) == 1 and f"{named} " in lines[0]
-    ok = ok and not out.exists()
-    record("disk", f"unwritable: {case}", ok)
-    assert ok, result.output
+    result = cli("generate", "--out", out, "--task", "cot", "-q")
+    with recorded("disk", f"unwritable: {case}"):
+        assert_clean_error(result, 1, f"{named} ")
+        assert not out.exists()
 
 
 def test_the_estimate_is_rows_times_length_times_bytes():
@@ -128,26 +113,29 @@ HUGE = ["-m", "65536", "--train-size", "10000000000", "--train-length", "1048576
 
 def test_a_spec_too_big_for_any_disk_or_day_is_refused_with_the_estimate(tmp_path):
     out = tmp_path / "ds"
-    result = CliRunner().invoke(main, ["generate", "--out", str(out), "--task", "cot", *HUGE])
-    lines = errors(result.output)
-    ok = result.exit_code == 2 and len(lines) == 2 and not out.exists()
-    ok = ok and "10,000,000,000 rows x 1,048,576 tokens x 2 B" in lines[0]
-    ok = ok and "are free on" in lines[0] and "--force" in lines[0]
-    ok = ok and "would take about" in lines[1] and "limit 24.0 h" in lines[1]
-    record("resources", "larger than disk and day", ok)
-    assert ok, result.output
+    result = cli("generate", "--out", out, "--task", "cot", *HUGE)
+    lines = error_lines(result.stderr)
+    with recorded("resources", "larger than disk and day"):  # one line per problem: two
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert len(lines) == 2, result.stderr
+        assert "10,000,000,000 rows x 1,048,576 tokens x 2 B" in lines[0]
+        assert "are free on" in lines[0]
+        assert "--force" in lines[0]
+        assert "would take about" in lines[1]
+        assert "limit 24.0 h" in lines[1]
+        assert not out.exists()
 
 
 def test_force_runs_what_the_estimate_would_refuse(tmp_path, monkeypatch):
     monkeypatch.setattr(posgen.resources, "free_bytes", lambda path: 1000)
-    args = ["generate", "--out", str(tmp_path / "ds"), "--task", "cot", "-q", "--train-size", "9"]
-    refused = CliRunner().invoke(main, args)
-    ok = refused.exit_code == 2 and "only 1000 B are free" in refused.output
-    record("resources", "larger than free space", ok)
-    assert ok, refused.output
-    assert not (tmp_path / "ds").exists()
-    forced = CliRunner().invoke(main, [*args, "--force"])
-    assert forced.exit_code == 0 and (tmp_path / "ds" / "posgen.json").is_file()
+    args = ["generate", "--out", tmp_path / "ds", "--task", "cot", "-q", "--train-size", "9"]
+    with recorded("resources", "larger than free space"):
+        assert_clean_error(cli(*args), 2, "only 1000 B are free")
+        assert not (tmp_path / "ds").exists()
+    forced = cli(*args, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert (tmp_path / "ds" / "posgen.json").is_file()
 
 
 def test_the_paper_preset_is_not_refused(tmp_path):

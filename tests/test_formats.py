@@ -12,19 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from posgen.cli import main
 from posgen.generator import generate_split
 from posgen.hf import load
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import FORMATS, DamagedDataset, read_manifest, write_dataset
+from tests.cli_support import invoke as run
 
 SPEC = TaskSpec(task="cot", train_size=120, val_size=10, test_size=12)
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module", params=list(FORMATS))
@@ -40,10 +35,12 @@ def test_every_command_works_on_both_formats(folder, tmp_path):
     validated = run("validate", folder)
     assert validated.exit_code == 0, validated.output
     carded = run("card", folder)
-    assert carded.exit_code == 0 and "(validated)" in carded.output, carded.output
+    assert carded.exit_code == 0, carded.output
+    assert "(validated)" in carded.output, carded.output
     preds = tmp_path / "oracle.npy"
     made = run("baseline", "--kind", "oracle", "--data", folder, "--out", preds)
-    assert made.exit_code == 0 and "ID 100.00%, OOD 100.00%" in made.output, made.output
+    assert made.exit_code == 0, made.output
+    assert "ID 100.00%, OOD 100.00%" in made.output, made.output
     scored = run("score", "--data", folder, "--predictions", preds)
     assert scored.exit_code == 0, scored.output
     merged = run("merge", folder)
@@ -72,10 +69,12 @@ def test_a_damaged_file_reads_the_same_in_load_validate_and_merge(folder, tmp_pa
     with pytest.raises(DamagedDataset) as caught:
         load(root, "cot")
     lines = caught.value.lines
-    assert lines[0].startswith(f"{victim}: ") and "truncated" in lines[0]
+    assert lines[0].startswith(f"{victim}: ")
+    assert "truncated" in lines[0]
     validated = run("validate", root)
     merged = run("merge", root)
-    assert validated.exit_code == 1 and merged.exit_code == 1
+    assert validated.exit_code == 1
+    assert merged.exit_code == 1
     for line in lines:
         assert line in " ".join(validated.output.split()), validated.output
         assert f"error: {line}" in merged.output, merged.output
@@ -90,6 +89,7 @@ def test_publish_writes_a_validated_card_in_both_formats(tmp_path, storage):
     result = run("publish", spec_file, "--out", out, "--format", storage, "--baselines", "-q")
     assert result.exit_code == 0, result.output
     card = (out / "README.md").read_text()
-    assert "**Validated: all" in card and "| cot | oracle |" in card
+    assert "**Validated: all" in card
+    assert "| cot | oracle |" in card
     assert read_manifest(out).storage_format == storage
     assert load(out)["validation"].num_rows == 8

@@ -15,16 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from click.testing import CliRunner
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from posgen.arrow_io import table_tokens
-from posgen.cli import main
 from posgen.spec import MAX_LENGTH, MAX_ROWS, MAX_SEED, TaskSpec, is_probe_split
 from posgen.spec_files import read_spec_file
 from posgen.store import check_dataset
-from tests.hardening_counts import record
+from tests.cli_support import invoke
+from tests.hardening_counts import recorded
 from tests.oracle import grow_row
 
 # flag -> (spec field, lowest valid, highest valid)
@@ -48,7 +47,7 @@ names = st.text(string.ascii_lowercase + "_", min_size=1, max_size=12)
 def generate(tmp: Path, args: list[str]) -> tuple[int, list[str], Path]:
     """Run ``posgen generate`` into ``tmp/ds``; exit code, output lines, target."""
     out = tmp / "ds"
-    result = CliRunner().invoke(main, ["generate", "--out", str(out), "-q", *args])
+    result = invoke("generate", "--out", out, "-q", *args)
     return result.exit_code, result.output.splitlines(), out
 
 
@@ -56,16 +55,13 @@ def assert_rejected(kind: str, key: str, args: list[str], tmp: Path, *names: str
     """Exit 2, a one-line reason naming one of ``names``, no traceback, nothing created."""
     code, lines, out = generate(tmp, args)
     problems = [line for line in lines if line.lower().startswith("error:")]
-    ok = (
-        code == 2
-        and bool(problems)
-        and any(name in line for line in problems for name in names)
-        and not any("Traceback" in line for line in lines)
-        and not out.exists()
-        and sorted(p.name for p in tmp.iterdir() if p.name.startswith(".ds")) == []
-    )
-    record("bad_input", f"{kind}:{key}", ok)
-    assert ok, (args, code, lines)
+    with recorded("bad_input", f"{kind}:{key}"):
+        assert code == 2, (args, lines)
+        assert problems, (args, lines)  # one line per problem: several problems, several lines
+        assert any(name in line for line in problems for name in names), (args, names, lines)
+        assert not any("Traceback" in line for line in lines), lines
+        assert not out.exists()
+        assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".ds")) == []
 
 
 def spec_file(tmp: Path, suffix: str, text: str) -> Path:
@@ -288,21 +284,19 @@ def test_valid_random_specs_generate_data_that_validates(fields):
     with tempfile.TemporaryDirectory() as tmp:
         path = spec_file(Path(tmp), ".json", json.dumps(fields))
         code, lines, out = generate(Path(tmp), ["--spec", str(path)])
-        assert code == 0, lines
-        ok = check_dataset(out) == []
-        manifest = json.loads((out / "posgen.json").read_text())
-        for split, info in manifest["configs"][spec.task]["splits"].items():
-            if is_probe_split(split):  # altered test rows: the validator rebuilds them
-                continue
-            rows = np.concatenate([table_tokens(pq.read_table(out / f["path"]))
-                                   for f in info["files"]])  # fmt: skip
-            assert rows.shape == (spec.split_size(split), spec.split_length(split))
-            w = spec.window
-            expected = [grow_row(spec.task, list(r[:w]), rows.shape[1], spec.modulus,
-                                 spec.near, spec.far) for r in rows.tolist()]  # fmt: skip
-            ok = ok and rows.tolist() == expected
-        if "validate" in main.commands:  # once the validator is merged
-            checked = CliRunner().invoke(main, ["validate", str(out)])
-            ok = ok and checked.exit_code == 0
-        record("valid_spec", spec.spec_id, ok)
-        assert ok
+        with recorded("valid_spec", spec.spec_id):
+            assert code == 0, lines
+            assert check_dataset(out) == []
+            manifest = json.loads((out / "posgen.json").read_text())
+            for split, info in manifest["configs"][spec.task]["splits"].items():
+                if is_probe_split(split):  # altered test rows: the validator rebuilds them
+                    continue
+                rows = np.concatenate([table_tokens(pq.read_table(out / f["path"]))
+                                       for f in info["files"]])  # fmt: skip
+                assert rows.shape == (spec.split_size(split), spec.split_length(split))
+                w = spec.window
+                expected = [grow_row(spec.task, list(r[:w]), rows.shape[1], spec.modulus,
+                                     spec.near, spec.far) for r in rows.tolist()]  # fmt: skip
+                assert rows.tolist() == expected, split
+            checked = invoke("validate", out)
+            assert checked.exit_code == 0, checked.output

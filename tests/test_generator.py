@@ -76,7 +76,8 @@ def test_dependency_rule_names_exactly_j_plus_k_earlier_positions(task, near, fa
         t = near + far + offset
         assert positions == far_positions(task, t, near, far) + list(range(t - near, t))
         assert len(set(positions)) == near + far
-        assert max(positions) < t and min(positions) >= 0
+        assert max(positions) < t
+        assert min(positions) >= 0
 
 
 @given(st.sampled_from(TASKS), st.integers(1, 40), st.integers(1, 40), st.integers(0, 200))

@@ -22,38 +22,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from posgen.cli import main
 from posgen.hf import to_dataset_dict
 from posgen.spec import TaskSpec, default_benchmark
 from posgen.store import write_dataset
 from posgen.validate import SourceError, validate
-from tests.hardening_counts import record
+from tests.cli_support import assert_clean_error, error_lines
+from tests.cli_support import invoke as cli
+from tests.hardening_counts import record, recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"train_size": 50, "val_size": 10, "test_size": 10}
 SMALL_FLAGS = ["--task", "cot", "--train-size", "50", "--val-size", "10", "--test-size", "10"]
-
-
-def cli(*args: object, env: dict[str, str] | None = None):
-    return CliRunner().invoke(main, [os.fspath(a) if isinstance(a, Path) else a for a in args],
-                              env=env)  # fmt: skip
-
-
-def clean_error(result, code: int | tuple[int, ...], *names: str) -> bool:
-    """Exit ``code``, exactly one ``error:`` line naming one of ``names``, no traceback."""
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    codes = code if isinstance(code, tuple) else (code,)
-    return (
-        result.exit_code in codes
-        and len(lines) == 1
-        and (not names or any(name in lines[0] for name in names))
-        and "Traceback" not in result.output
-        and isinstance(result.exception, SystemExit | type(None))
-    )
 
 
 @pytest.fixture(scope="module")
@@ -151,11 +133,10 @@ def test_bad_prediction_files_are_one_error_line(data, tmp_path, case):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    ok = clean_error(result, 2, fragment) and str(path) in result.output
-    bounded = peak < 200 * 2**20  # the lying headers ask for 512 MB and more: never allocated
-    record("bomb" if "claims" in case or "deep" in case else "hostile", f"predictions:{case}",
-           ok and bounded)  # fmt: skip
-    assert ok and bounded, (result.output, peak)
+    with recorded("bomb" if "claims" in case or "deep" in case else "hostile",
+                  f"predictions:{case}"):  # fmt: skip
+        assert_clean_error(result, 2, fragment, str(path))
+        assert peak < 200 * 2**20  # the lying headers ask for 512 MB and more: never allocated
 
 
 @given(
@@ -171,13 +152,13 @@ def test_npy_headers_are_checked_against_the_file_before_reading(rows, width, he
         _npy_header((rows, width), descr, b"\1" * held)(path)
         dtype = np.dtype(descr)
         honest = rows * width * dtype.itemsize == held and dtype.kind in "iu"
-        try:
-            tokens = read_predictions(path).tokens
-            ok = honest and tokens.shape == (rows, width)
-        except ScoringError as error:
-            ok = not honest and str(path) in str(error)
-    record("bomb", f"npy:{rows}x{width}:{descr}:{held}", ok)
-    assert ok
+        with recorded("bomb", f"npy:{rows}x{width}:{descr}:{held}"):
+            if honest:
+                assert read_predictions(path).tokens.shape == (rows, width)
+            else:
+                with pytest.raises(ScoringError) as error:
+                    read_predictions(path)
+                assert str(path) in str(error.value)
 
 
 # --- bare data given to validate -------------------------------------------------------
@@ -212,12 +193,14 @@ def test_bare_parquet_with_wrong_types_fails_validation_cleanly(tmp_path, case):
     path = tmp_path / "bare.parquet"
     pq.write_table(pa.table(BARE[case]), path)
     result = cli("validate", path, *BARE_FLAGS)
-    failed = "FAIL schema" in result.output and "bare.parquet" in result.output
-    ok = (result.exit_code == 1 and failed and "Traceback" not in result.output) or clean_error(
-        result, 2, "bare.parquet"
-    )
-    record("hostile", f"bare parquet:{case}", ok)
-    assert ok, result.output
+    with recorded("hostile", f"bare parquet:{case}"):
+        if result.exit_code == 2:  # refused as input
+            assert_clean_error(result, 2, "bare.parquet")
+        else:  # read, and failed validation
+            assert result.exit_code == 1, result.output
+            assert "FAIL schema" in result.output
+            assert "bare.parquet" in result.output
+            assert "Traceback" not in result.output
 
 
 # --- spec files that are bombs ---------------------------------------------------------
@@ -267,19 +250,19 @@ def test_spec_file_bombs_are_refused_with_bounded_work(tmp_path, case):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    ok = clean_error(result, 2, fragment) and str(path) in result.output
-    ok = ok and not (tmp_path / "ds").exists() and peak < 256 * 2**20
-    record("bomb", f"spec:{case}", ok)
-    assert ok, (result.output[-500:], peak)
+    with recorded("bomb", f"spec:{case}"):
+        assert_clean_error(result, 2, fragment, str(path))
+        assert not (tmp_path / "ds").exists()
+        assert peak < 256 * 2**20
 
 
 def test_errors_about_huge_values_show_a_bounded_excerpt(tmp_path):
     path = tmp_path / "spec.json"
     path.write_text(json.dumps({"task": "cot", "modulus": [[list(range(40))] * 40] * 40}))
     result = cli("generate", "--out", tmp_path / "ds", "--spec", path)
-    ok = clean_error(result, 2, "modulus") and len(result.output) < 400
-    record("hostile", "spec:huge value in an error", ok)
-    assert ok, result.output
+    with recorded("hostile", "spec:huge value in an error"):
+        assert_clean_error(result, 2, "modulus")
+        assert len(result.output) < 400, result.output
 
 
 @pytest.mark.parametrize("stem", ["my spec", "a+b (copy)", "été", "-lead", "x" * 80])
@@ -288,9 +271,10 @@ def test_a_spec_without_name_is_named_after_a_valid_form_of_its_stem(tmp_path, s
     path.write_text('task = "cot"\n')
     result = cli("generate", "--out", tmp_path / "ds", "--spec", path, *SMALL_FLAGS[2:], "-q")
     name = json.loads((tmp_path / "ds" / "posgen.json").read_text())["benchmark"]["name"]
-    ok = result.exit_code == 0 and 1 <= len(name) <= 64 and " " not in name
-    record("hostile", f"spec stem:{stem}", ok)
-    assert ok, result.output
+    with recorded("hostile", f"spec stem:{stem}"):
+        assert result.exit_code == 0, result.output
+        assert 1 <= len(name) <= 64
+        assert " " not in name
 
 
 # --- names the file system or UTF-8 cannot hold ----------------------------------------
@@ -327,18 +311,18 @@ def test_output_names_too_long_or_not_utf8_are_refused_up_front(data, oracle, tm
         "validate": ["validate", data],
     }[command]
     result = cli(*args, flag, out)
-    ok = clean_error(result, 2, flag) and list(tmp_path.iterdir()) == []
-    record("hostile", f"name:{cmd}:{name[:3]}{len(name)}", ok)
-    assert ok, result.output
+    with recorded("hostile", f"name:{cmd}:{name[:3]}{len(name)}"):
+        assert_clean_error(result, 2, flag)
+        assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("suffix", [".xyz", "", ".parquet", ".png.tmp"])
 def test_a_plot_file_of_no_image_format_is_refused_before_scoring(data, oracle, tmp_path, suffix):
     out = tmp_path / f"curve{suffix}"
     result = cli("score", "--data", data, "--predictions", oracle, "--plot", out)
-    ok = clean_error(result, 2, "--plot") and not out.exists()
-    record("hostile", f"plot suffix:{suffix}", ok)
-    assert ok, result.output
+    with recorded("hostile", f"plot suffix:{suffix}"):
+        assert_clean_error(result, 2, "--plot")
+        assert not out.exists()
 
 
 # --- Python API misuse -----------------------------------------------------------------
@@ -439,7 +423,7 @@ def run_permission_cases(cases_file: str) -> None:
     base = Path(cases_file).parent
     os.chdir(base)
     for label, argv, *_ in json.loads(Path(cases_file).read_text()):
-        result = CliRunner().invoke(main, argv)
+        result = cli(*argv)
         print(json.dumps([label, result.exit_code, result.output]), flush=True)
 
 
@@ -502,17 +486,13 @@ def test_unexpected_errors_become_one_error_line_with_the_traceback_on_request(
     args = ["score", "--data", data, "--predictions", oracle]
     env = {"POSGEN_DEBUG": "1"} if debug == "env" else None
     result = cli(*(["--debug"] if debug == "flag" else []), *args, env=env)
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    lines = error_lines(result.stderr)
     name = type(error).__name__
-    is_os = isinstance(error, OSError)
-    ok = (
-        result.exit_code == (2 if isinstance(error, IsADirectoryError) else 1)
-        and len(lines) == 1
-        and (error.filename in lines[0] if is_os else f"({name})" in lines[0])
-        and ("Traceback" in result.output) == bool(debug)
-    )
-    record("unexpected", f"{name}:{debug or 'plain'}", ok)
-    assert ok, result.output
+    with recorded("unexpected", f"{name}:{debug or 'plain'}"):
+        assert result.exit_code == (2 if isinstance(error, IsADirectoryError) else 1)
+        assert len(lines) == 1, result.stderr
+        assert (error.filename if isinstance(error, OSError) else f"({name})") in lines[0]
+        assert ("Traceback" in result.output) == bool(debug), result.output
 
 
 # --- every output file is written atomically --------------------------------------------
@@ -560,13 +540,10 @@ def test_a_failed_write_leaves_the_previous_output_whole(data, oracle, tmp_path,
     }[command]
     monkeypatch.setattr(HashingFile, "write", _fail_after(limit))
     result = cli(*args)
-    ok = (
-        clean_error(result, 1, str(out))
-        and out.read_bytes() == b"the user's previous file\n"
-        and sorted(p.name for p in tmp_path.iterdir()) == [name]
-    )
-    record("disk", f"output:{case}:{limit}", ok)
-    assert ok, result.output
+    with recorded("disk", f"output:{case}:{limit}"):
+        assert_clean_error(result, 1, str(out))
+        assert out.read_bytes() == b"the user's previous file\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
 # --- parts: N bounded, ASCII digits ------------------------------------------------------
@@ -595,10 +572,10 @@ def test_parts_are_bounded_and_ascii(tmp_path, part):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    ok = clean_error(result, 2, "--part") and not (tmp_path / "ds").exists()
-    ok = ok and peak < 64 * 2**20
-    record(PARTS[part], f"part:{part[:30]!a}", ok)
-    assert ok, result.output
+    with recorded(PARTS[part], f"part:{part[:30]!a}"):
+        assert_clean_error(result, 2, "--part")
+        assert not (tmp_path / "ds").exists()
+        assert peak < 64 * 2**20
 
 
 def test_a_part_record_claiming_a_huge_count_is_refused(tmp_path):
@@ -610,9 +587,9 @@ def test_a_part_record_claiming_a_huge_count_is_refused(tmp_path):
     body["count"] = 10**20
     record_path.write_text(json.dumps(body))
     result = cli("merge", out)
-    ok = clean_error(result, (1, 2), "count") and not (out / "posgen.json").exists()
-    record("bomb", "part record count 10^20", ok)
-    assert ok, result.output
+    with recorded("bomb", "part record count 10^20"):
+        assert_clean_error(result, (1, 2), "count")
+        assert not (out / "posgen.json").exists()
 
 
 # --- the longest names the file system allows ----------------------------------------------
@@ -625,10 +602,11 @@ def test_output_names_up_to_the_file_system_limit_work(data, tmp_path, length):
     preds = tmp_path / ("p" * (length - 6) + ".jsonl")
     scored = cli("baseline", "--kind", "oracle", "--data", out, "--out", preds, "-q")
     again = cli("generate", "--out", out, *SMALL_FLAGS, "-q", "--overwrite")
-    ok = made.exit_code == 0 and scored.exit_code == 0 and again.exit_code == 0
-    ok = ok and sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, preds.name])
-    record("hostile", f"name of {length} bytes", ok)
-    assert ok, (made.output, scored.output, again.output)
+    with recorded("hostile", f"name of {length} bytes"):
+        assert made.exit_code == 0, made.output
+        assert scored.exit_code == 0, scored.output
+        assert again.exit_code == 0, again.output
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, preds.name])
 
 
 @pytest.mark.parametrize("kind", ["link to a file", "dangling link", "link in another folder",
@@ -650,15 +628,16 @@ def test_outputs_through_links_and_pipes_replace_what_they_name(data, oracle, tm
             real.write_text("old\n")
         out.symlink_to(real)
     result = cli("score", "--data", data, "--predictions", oracle, "--json", out)
-    if kind == "fifo":
-        reader.join(timeout=30)
-        ok = result.exit_code == 0 and json.loads(received[0])["rows"] == SMALL["test_size"]
-    else:
-        ok = result.exit_code == 0 and out.is_symlink() and out.resolve() == real
-        ok = ok and json.loads(real.read_text())["rows"] == SMALL["test_size"]
-        ok = ok and sorted(p.name for p in real.parent.iterdir() if p.name.startswith(".")) == []
-    record("hostile", f"output through {kind}", ok)
-    assert ok, result.output
+    with recorded("hostile", f"output through {kind}"):
+        assert result.exit_code == 0, result.output
+        if kind == "fifo":
+            reader.join(timeout=300)  # the writer has closed the pipe: only a hang waits here
+            assert json.loads(received[0])["rows"] == SMALL["test_size"]
+        else:
+            assert out.is_symlink()
+            assert out.resolve() == real
+            assert json.loads(real.read_text())["rows"] == SMALL["test_size"]
+            assert sorted(p.name for p in real.parent.iterdir() if p.name.startswith(".")) == []
 
 
 HUGE_FLAGS = ["validate --config", "validate --split", "score --config", "score --split",
@@ -676,7 +655,6 @@ def test_huge_flag_values_are_never_echoed_whole(data, oracle, tmp_path, flag):
         "baseline": ["baseline", "--kind", "majority", "--data", data, "--out", tmp_path / "b.npy"],
     }[command]
     result = cli(*args, option, value)
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    ok = clean_error(result, 2) and max(map(len, lines)) <= 1010
-    record("bomb", f"huge value:{flag}", ok)
-    assert ok, result.output[:300]
+    with recorded("bomb", f"huge value:{flag}"):
+        line = assert_clean_error(result, 2)
+        assert len(line) <= 1010

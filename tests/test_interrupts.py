@@ -1,9 +1,11 @@
 """Killed runs never lose data: real ``posgen generate`` subprocesses stopped by signals.
 
-Each case starts a run, waits for a kill point (a moment after start, the build folder, the
-first shard file, half the bytes, the manifest), sends SIGKILL, SIGTERM or SIGINT, and checks
-that the target is absent or complete, an old dataset is intact, SIGTERM/SIGINT left nothing
-behind, and the next run cleans up whatever SIGKILL left and writes the same bytes.
+Each case starts a run held at a kill point (started, the build folder, the first shard
+file, half the bytes, the manifest: see ``tests/kill_points.py``, which stops the real run
+there until the signal comes, so no case depends on the machine's speed), sends SIGKILL,
+SIGTERM or SIGINT, and checks that the target is absent or complete, an old dataset is
+intact, SIGTERM/SIGINT left nothing behind, and the next run cleans up whatever SIGKILL left
+and writes the same bytes.
 """
 
 from __future__ import annotations
@@ -12,22 +14,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import posgen.store.atomic
-from posgen.cli import main
 from posgen.store import check_dataset
 from posgen.store.atomic import Interrupted, atomic_folder, leftovers, recover
-from tests.hardening_counts import record
+from tests.cli_support import assert_clean_error, invoke
+from tests.hardening_counts import recorded
 
 ROOT = Path(__file__).resolve().parents[1]
-# ~4.9 M tokens over 2 configs: long enough (about a second) to be stopped mid-run
-SPEC = ["--task", "cot", "--task", "semirecursive", "-m", "97", "--train-size", "30000",
-        "--val-size", "2000", "--test-size", "2000", "--seed", "7"]  # fmt: skip
+GUARD = 600  # seconds: only a hung run waits this long; nothing asserts how long a run took
+# 2 configs, 6 shards: every kill point falls mid-run
+SPEC = ["--task", "cot", "--task", "semirecursive", "-m", "97", "--train-size", "3000",
+        "--val-size", "200", "--test-size", "200", "--seed", "7"]  # fmt: skip
 OLD_SPEC = [*SPEC[:-1], "8"]
 
 
@@ -36,17 +37,17 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-def cli(out: Path, args: list[str], overwrite: bool = False):
-    extra = ["--overwrite"] if overwrite else []
-    return CliRunner().invoke(main, ["generate", "--out", str(out), "-q", *extra, *args])
+def generate(out: Path, args: list[str], overwrite: bool = False):
+    """``posgen generate --out out -q *args`` in-process."""
+    return invoke("generate", "--out", out, "-q", *(["--overwrite"] if overwrite else []), *args)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict[str, dict[str, bytes]]:
     """The files a complete run writes, for the spec and for the 'old' dataset."""
     base = tmp_path_factory.mktemp("reference")
-    assert cli(base / "new", SPEC).exit_code == 0
-    assert cli(base / "old", OLD_SPEC).exit_code == 0
+    assert generate(base / "new", SPEC).exit_code == 0
+    assert generate(base / "old", OLD_SPEC).exit_code == 0
     return {"new": snapshot(base / "new"), "old": snapshot(base / "old")}
 
 
@@ -54,39 +55,21 @@ def builds(out: Path) -> list[Path]:
     return [p for p in leftovers(out) if posgen.store.atomic.TMP_TAG in p.name]
 
 
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-def reached(point: str, out: Path, started: float, total: int) -> bool:
-    """Whether the run writing ``out`` has reached the kill point."""
-    if point == "start":
-        return time.monotonic() - started > 0.3
-    found = builds(out)
-    if point == "build folder":
-        return bool(found)
-    if point == "first shard":
-        return any(any(b.rglob("*.parquet")) for b in found)
-    if point == "half the bytes":
-        return any(folder_bytes(b) >= total // 2 for b in found)
-    if point == "manifest":
-        return any((b / "posgen.json").exists() for b in found)
-    raise ValueError(point)
-
-
-def kill_at(out: Path, point: str, signum: int, total: int, overwrite: bool) -> int:
-    """Run ``posgen generate`` in a subprocess, signal it at ``point``; its return code."""
-    command = [sys.executable, "-m", "posgen", "generate", "--out", str(out), "-q", *SPEC]
+def kill_at(out: Path, point: str, signum: int, total: int, overwrite: bool,
+            stderr: int = subprocess.STDOUT) -> subprocess.CompletedProcess:  # fmt: skip
+    """Run ``posgen generate`` in a subprocess held at ``point`` and signal it there; the
+    finished run (stderr apart from stdout with ``stderr=subprocess.PIPE``)."""
+    args = ["generate", "--out", str(out), "-q", *SPEC, *(["--overwrite"] if overwrite else [])]
+    command = [sys.executable, "-m", "tests.kill_points", point, str(out), str(total), *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(command + (["--overwrite"] if overwrite else []), cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-    started = time.monotonic()
-    while proc.poll() is None and not reached(point, out, started, total):
-        time.sleep(0.002)
-    if proc.poll() is None:
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr,
+                            text=True)  # fmt: skip
+    said = proc.stdout.readline().strip()  # the run holds here until signalled
+    if said == point:
         proc.send_signal(signum)
-    proc.communicate(timeout=60)
-    return proc.returncode
+    output, errors = proc.communicate(timeout=GUARD)
+    assert said == point, f"the run never reached {point!r}: {said} {output}"
+    return subprocess.CompletedProcess(command, proc.returncode, output, errors)
 
 
 POINTS = ["start", "build folder", "first shard", "half the bytes", "manifest"]
@@ -107,35 +90,33 @@ def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identi
     out = tmp_path / "ds"
     expected = reference["new"]
     if overwrite:
-        assert cli(out, OLD_SPEC).exit_code == 0
+        assert generate(out, OLD_SPEC).exit_code == 0
     total = sum(len(data) for data in expected.values())
-    code = kill_at(out, point, signum, total, overwrite)
+    killed = kill_at(out, point, signum, total, overwrite)
     key = f"{point}/{signal.Signals(signum).name}/{'replace' if overwrite else 'new'}"
-    if code == 0:  # finished before the kill point was seen: must simply be complete
-        record("kill_finished", key, snapshot(out) == expected)
+    with recorded("kill", key):
+        assert killed.returncode != 0, killed.stdout  # stopped mid-run, at the point
+        state = snapshot(out) if out.exists() else None
+        before = reference["old"] if overwrite else None
+        assert state in (before, expected), f"target neither absent/old nor complete after {key}"
+        if signum != signal.SIGKILL:  # SIGTERM/SIGINT clean up themselves
+            assert not builds(out), f"{signal.Signals(signum).name} left {builds(out)}"
+        rerun = generate(out, SPEC, overwrite=overwrite)
+        assert rerun.exit_code == 0, rerun.output
         assert snapshot(out) == expected
-        return
-
-    state = snapshot(out) if out.exists() else None
-    intact = state in (None, expected) if not overwrite else state in (reference["old"], expected)
-    clean = signum == signal.SIGKILL or not builds(out)  # SIGTERM/SIGINT clean up themselves
-    rerun = cli(out, SPEC, overwrite=overwrite)
-    identical = rerun.exit_code == 0 and snapshot(out) == expected and not leftovers(out)
-    record("kill", key, intact and clean and identical)
-    assert intact, f"target neither absent/old nor complete after {key}"
-    assert clean, f"{signal.Signals(signum).name} left {builds(out)}"
-    assert identical, rerun.output
-    assert check_dataset(out) == []
+        assert not leftovers(out)
+        assert check_dataset(out) == []
 
 
 def test_the_next_run_reports_the_leftovers_it_cleans_up(tmp_path, reference):
     out = tmp_path / "ds"
     stale = tmp_path / f".ds{posgen.store.atomic.TMP_TAG}999999999-deadbeef"
     (stale / "data").mkdir(parents=True)
-    result = cli(out, SPEC)
+    result = generate(out, SPEC)
     assert result.exit_code == 0
     assert f"note: removed leftover {stale}" in result.output
-    assert not stale.exists() and snapshot(out) == reference["new"]
+    assert not stale.exists()
+    assert snapshot(out) == reference["new"]
 
 
 def test_a_parked_dataset_is_restored_when_a_run_died_between_its_renames(tmp_path):
@@ -173,7 +154,8 @@ def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(
         monkeypatch.setattr(posgen.store.atomic.os, "rename", rename_then_signal)
     with pytest.raises(Interrupted) as stopped, atomic_folder(out, overwrite=True) as build:
         (build / "posgen.json").write_text("new")
-    assert stopped.value.exit_code == 128 + signal.SIGTERM and stopped.value.completed
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert stopped.value.completed
     assert (out / "posgen.json").read_text() == "new"
     assert leftovers(out) == []
 
@@ -203,18 +185,10 @@ def test_a_failure_between_the_renames_puts_the_old_dataset_back(tmp_path, monke
 def test_sigterm_exits_143_with_one_line_saying_nothing_was_left(tmp_path, reference):
     out = tmp_path / "ds"
     total = sum(len(data) for data in reference["new"].values())
-    command = [sys.executable, "-m", "posgen", "generate", "--out", str(out), "-q", *SPEC]
-    proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    started = time.monotonic()
-    while proc.poll() is None and not reached("first shard", out, started, total):
-        time.sleep(0.002)
-    if proc.poll() is not None:
-        pytest.skip("the run finished before the first shard was seen (machine too fast)")
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143, stderr
-    assert [line for line in stderr.splitlines() if line.startswith("error")] == [
-        f"error: interrupted by SIGTERM; no partial dataset was left; {out} was not created"
-    ]
-    assert not out.exists() and leftovers(out) == []
+    proc = kill_at(out, "first shard", signal.SIGTERM, total, False, stderr=subprocess.PIPE)
+    line = assert_clean_error(proc, 143)
+    assert (
+        line == f"error: interrupted by SIGTERM; no partial dataset was left; {out} was not created"
+    )
+    assert not out.exists()
+    assert leftovers(out) == []

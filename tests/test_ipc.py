@@ -6,12 +6,11 @@ import json
 
 import datasets
 import numpy as np
-from click.testing import CliRunner
 
-from posgen.cli import main
 from posgen.generator import generate_split
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import write_dataset
+from tests.cli_support import invoke
 
 
 def test_arrow_folders_load_from_disk_with_the_generated_rows(tmp_path):
@@ -33,15 +32,16 @@ def test_cli_format_arrow_writes_a_manifest_marked_arrow_ipc(tmp_path):
     out = tmp_path / "ds"
     args = ["generate", "--out", str(out), "--task", "cot", "--format", "arrow", "-q",
             "--train-size", "40", "--val-size", "5", "--test-size", "5"]  # fmt: skip
-    result = CliRunner().invoke(main, args)
+    result = invoke(*args)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "posgen.json").read_text())
-    assert manifest["storage"].startswith("arrow-ipc") and "parquet" not in manifest
+    assert manifest["storage"].startswith("arrow-ipc")
+    assert "parquet" not in manifest
     assert datasets.load_from_disk(str(out / "cot"))["validation"].num_rows == 5
 
 
 def test_shard_with_arrow_format_is_refused(tmp_path):
     args = ["generate", "--out", str(tmp_path / "x"), "--format", "arrow", "--shard", "0/2"]
-    result = CliRunner().invoke(main, args)
+    result = invoke(*args)
     assert result.exit_code == 2
     assert "error: --shard writes Parquet only" in result.output

@@ -75,7 +75,8 @@ def test_parquet_files_carry_an_explicit_schema_and_provenance(written):
     assert schema.field("tokens").type.value_type == pa.uint8()
     assert not schema.field("id").nullable
     meta = {k.decode(): v.decode() for k, v in schema.metadata.items()}
-    assert meta["posgen.split"] == "train" and meta["posgen.config"] == "recursive"
+    assert meta["posgen.split"] == "train"
+    assert meta["posgen.config"] == "recursive"
     assert meta["posgen.spec_id"] == manifest.configs["recursive"].spec_id
 
 

@@ -16,11 +16,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from click.testing import CliRunner  # noqa: E402
 
-from posgen.cli import main  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store import write_dataset  # noqa: E402
+from tests.cli_support import invoke  # noqa: E402
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -74,21 +73,22 @@ def test_readme_plugin_declares_the_documented_entry_point_group(installed):
 
 
 def test_installed_plugin_shows_in_list_pe(installed):
-    result = CliRunner().invoke(main, ["train", "--list-pe"])
+    result = invoke("train", "--list-pe")
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if line.startswith("base500 "))
-    assert "train-time" in line and "entry point mype:BASE500 (mype)" in line
+    assert "train-time" in line
+    assert "entry point mype:BASE500 (mype)" in line
 
 
 def test_installed_plugin_trains_and_ranks_in_the_results(installed, data, tmp_path):
     out = tmp_path / "runs" / "ds" / "cot" / "base500" / "seed1"
     args = ["train", "--data", str(data), "--pe", "base500", "--out", str(out), *FAST]
-    result = CliRunner().invoke(main, args)
+    result = invoke(*args)
     assert result.exit_code == 0, result.output
     record = json.loads((out / "results.json").read_text())
     assert record["position_encoding"]["rope_parameters"]["train"]["rope_type"] == "base500"
     report = tmp_path / "R.md"
-    result = CliRunner().invoke(main, ["results", str(tmp_path / "runs"), "--out", str(report)])
+    result = invoke("results", str(tmp_path / "runs"), "--out", str(report))
     assert result.exit_code == 0, result.output
     assert "| 1 | base500 | 1 |" in report.read_text()
 
@@ -96,7 +96,7 @@ def test_installed_plugin_trains_and_ranks_in_the_results(installed, data, tmp_p
 def test_plugin_frequencies_are_what_its_rope_function_returns(installed, data, tmp_path):
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--pe", "mype:BASE500", "--out", str(out)]
-    result = CliRunner().invoke(main, [*args, *FAST, "--save-model"])
+    result = invoke(*args, *FAST, "--save-model")
     assert result.exit_code == 0, result.output
     from posgen.train.model import load_model
 
@@ -107,7 +107,7 @@ def test_plugin_frequencies_are_what_its_rope_function_returns(installed, data, 
 
 def test_a_module_reference_that_is_not_an_encoding_is_one_error_line(data, tmp_path):
     args = ["train", "--data", str(data), "--pe", "json:dumps", "--out", str(tmp_path / "r")]
-    result = CliRunner().invoke(main, args)
+    result = invoke(*args)
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         "error: --pe json:dumps is a function, not a posgen PositionEncoding"

@@ -12,11 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from click.testing import CliRunner  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
 
-from posgen.cli import main  # noqa: E402
 from posgen.scoring.prediction_files import read_predictions  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store import write_dataset  # noqa: E402
@@ -39,6 +37,7 @@ from posgen.train.trainer import (  # noqa: E402
     predict,
     train_runs,
 )
+from tests.cli_support import invoke  # noqa: E402
 
 L, L_TEST, HEADS, HEAD_DIM = 64, 256, 2, 16
 LENGTHS = Lengths(train=L, test=L_TEST, head_dim=HEAD_DIM, heads=HEADS)
@@ -331,11 +330,12 @@ def test_results_json_holds_checksums_parameters_and_accuracies(data, tmp_path):
     }
     assert record["position_encoding"]["label"] == "linear(factor=2)"
     assert len(record["per_position"]["accuracy"]) == L_TEST - 4
-    assert record["seed"] == 2 and record["preset"] == "cpu"
+    assert record["seed"] == 2
+    assert record["preset"] == "cpu"
 
 
 def test_list_pe_names_every_built_in_with_train_or_evaluation_time():
-    result = CliRunner().invoke(main, ["train", "--list-pe"])
+    result = invoke("train", "--list-pe")
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert [line.split()[0] for line in lines] == list(BUILT_IN)

@@ -14,15 +14,14 @@ from pathlib import Path
 import datasets
 import pytest
 import yaml
-from click.testing import CliRunner
 
 import posgen
 import posgen.publish
-from posgen.cli import main
 from posgen.publish import publish_benchmark
 from posgen.spec import is_probe_split, probe_config
 from posgen.spec_files import resolve_benchmark
 from posgen.store.manifest import read_manifest, sha256_file
+from tests.cli_support import invoke as run
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_SPEC = """\
@@ -41,10 +40,6 @@ test_length = [96, 128]
 CHECKS = 2 * 4 * 6 + 2 * 2 * 2 + 1
 """Checks of the tiny spec: 2 configs x 4 splits x 6 kinds, 2 configs x 2 probe splits x
 (integrity, probe), and one for unlisted files."""
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture

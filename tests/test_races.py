@@ -11,30 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import posgen.store.check
 import posgen.store.formats
 import posgen.validate.run
-from posgen.cli import main
 from posgen.hf import load
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import check_dataset, write_dataset
 from posgen.store.atomic import TMP_TAG, leftovers, recover
 from posgen.store.pinned import DatasetReplaced
 from posgen.validate import validate
-from tests.hardening_counts import record
+from tests.cli_support import assert_clean_error, invoke
+from tests.hardening_counts import recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-GUARD = 120
+GUARD = 600
 """Seconds after which a wait counts as hung (a failure guard, never a timing check)."""
 
 
@@ -89,14 +88,15 @@ def test_a_build_folder_is_left_alone_while_its_owner_lives_whatever_its_name(tm
     busy.mkdir()
     owner = start_owner(busy)
     try:
-        kept = recover(out) == [f"left {busy} alone: a running process still owns it"]
-        kept = kept and busy.is_dir()
+        notes = recover(out)
+        kept = busy.is_dir()
     finally:
         stop(owner)
-    removed = recover(out) == [f"removed leftover {busy} of an interrupted run"]
-    ok = kept and removed and not busy.exists()
-    record("race", f"owned build folder named with {case}", ok)
-    assert ok
+    with recorded("race", f"owned build folder named with {case}"):
+        assert notes == [f"left {busy} alone: a running process still owns it"]
+        assert kept
+        assert recover(out) == [f"removed leftover {busy} of an interrupted run"]
+        assert not busy.exists()
 
 
 def test_a_dataset_being_replaced_is_neither_restored_nor_removed_by_another_run(tmp_path):
@@ -106,13 +106,16 @@ def test_a_dataset_being_replaced_is_neither_restored_nor_removed_by_another_run
     os.rename(out, parked)  # a run between its two renames (the fallback commit)
     owner = start_owner(parked)
     try:
-        kept = recover(out) == [f"left {parked} alone: a running process still owns it"]
-        kept = kept and parked.is_dir() and not out.exists()
+        notes = recover(out)
+        kept, absent = parked.is_dir(), not out.exists()
     finally:
         stop(owner)
-    restored = recover(out)[0].startswith(f"restored {out}") and check_dataset(out) == []
-    record("race", "parked dataset owned by a live run", kept and restored)
-    assert kept and restored
+    with recorded("race", "parked dataset owned by a live run"):
+        assert notes == [f"left {parked} alone: a running process still owns it"]
+        assert kept
+        assert absent
+        assert recover(out)[0].startswith(f"restored {out}")
+        assert check_dataset(out) == []
 
 
 def _unshare_works() -> bool:
@@ -151,12 +154,15 @@ def test_two_runs_that_are_both_pid_1_keep_their_own_build_folders(tmp_path):
          "--task", "cot", "--train-size", "50", "--val-size", "10", "--test-size", "10"],
         env=ENV, capture_output=True, text=True, timeout=GUARD,
     )  # fmt: skip
-    kept = build.is_dir() and second.returncode == 0 and check_dataset(out) == []
+    kept, problems = build.is_dir(), check_dataset(out)  # while the first run still holds
     first.stdin.close()
-    committed = first.wait(timeout=GUARD) == 0 and first.stdout.read().strip() == "committed"
-    ok = kept and committed and leftovers(out) == []
-    record("race", "two runs, both PID 1 in their namespaces", ok)
-    assert ok, second.stderr
+    with recorded("race", "two runs, both PID 1 in their namespaces"):
+        assert first.wait(timeout=GUARD) == 0
+        assert first.stdout.read().strip() == "committed"
+        assert kept
+        assert second.returncode == 0, second.stderr
+        assert problems == []
+        assert leftovers(out) == []
 
 
 def _state(pid: int) -> str:
@@ -182,6 +188,25 @@ def _children(pid: int) -> list[int]:
 
 def _dead(pid: int) -> bool:
     return _state(pid) in ("Z", "X", "gone")
+
+
+def _end_events(pids: list[int]) -> list[int]:
+    """A pidfd per process still running: readable once the process has ended."""
+    fds = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            fds.append(os.pidfd_open(pid))
+    return fds
+
+
+def _wait_ended(fds: list[int]) -> None:
+    """Wait until every process of ``fds`` has ended (bounded only against a hang)."""
+    try:
+        for fd in fds:
+            select.select([fd], [], [], GUARD)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _removed_under(pid: int, folder: Path) -> list[str]:
@@ -217,38 +242,37 @@ BIG = ["--task", "cot", "--task", "semirecursive", "-m", "97", "--train-size", "
 def test_sigkill_of_a_parallel_run_ends_its_workers_and_keeps_their_folder(tmp_path, part):
     out = tmp_path / "ds"
     extra = ["--part", part] if part else []
-    proc = subprocess.Popen([sys.executable, "-m", "posgen", "generate", "--out", str(out), "-q",
-                             *BIG, *extra], env=ENV, cwd=ROOT)  # fmt: skip
-    deadline = time.monotonic() + GUARD
-    written = (lambda: any(out.glob(".posgen-parts/data/*/.*.tmp-*"))) if part else (
-        lambda: any(tmp_path.glob(f".ds{TMP_TAG}*/data/*/.*.tmp-*")))  # fmt: skip
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len(_children(proc.pid)) >= 3 and written():  # two workers and the resource tracker
-            break
-        time.sleep(0.01)
-    if proc.poll() is not None:
-        pytest.skip("the run finished before its workers were seen")
-    children = _children(proc.pid)
+    # both workers hold mid-shard (tests/kill_points.py) until the parent is killed
+    command = [sys.executable, "-m", "tests.kill_points", "worker writing", str(out), "0",
+               "generate", "--out", str(out), "-q", *BIG, *extra]  # fmt: skip
+    proc = subprocess.Popen(command, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        held = [proc.stdout.readline().strip() for _ in range(2)]
+        children = _children(proc.pid)
+        ends = _end_events(children)  # opened while they live: no PID reuse can fool them
+    finally:
+        proc.kill()  # whatever happened: a held run never goes on
+        proc.wait(timeout=GUARD)
+    assert held == ["worker writing"] * 2, held
+    written = out.glob(".posgen-parts/data/*/.*.tmp-*") if part else (
+        tmp_path.glob(f".ds{TMP_TAG}*/data/*/.*.tmp-*"))  # fmt: skip
+    assert len(list(written)) == 2  # one open temporary shard per worker
     workers = [pid for pid in children if _worker(pid)]
     builds = list(tmp_path.glob(f".ds{TMP_TAG}*"))
-    proc.kill()
-    proc.wait(timeout=GUARD)
     safe, notes = True, []
     if not part:  # the build folder is removed only once no worker lives
         notes += recover(out)  # a worker still writing keeps it; a starting one owns nothing
         lost = [held for pid in workers for b in builds for held in _removed_under(pid, b)]
         safe = not lost
         notes.append(f"removed while a worker held them: {lost}")
-    while time.monotonic() < deadline and not all(_dead(pid) for pid in children):
-        time.sleep(0.05)
+    _wait_ended(ends)  # the workers end as their parent died (they are not our children)
     ended = all(_dead(pid) for pid in children)
     if not part:
         notes += recover(out)
-        safe = safe and leftovers(out) == []
-    ok = ended and safe
-    record("race", f"SIGKILL of generate --num-proc 2{' --part ' + part if part else ''}", ok)
-    assert ended, [(pid, _state(pid)) for pid in children]
-    assert safe, (notes, workers, children)
+    with recorded("race", f"SIGKILL of generate --num-proc 2{' --part ' + part if part else ''}"):
+        assert ended, [(pid, _state(pid)) for pid in children]
+        assert safe, (notes, workers, children)
+        assert part or leftovers(out) == [], notes
 
 
 def _replace_during(monkeypatch, module, name: str, root: Path, times: int = 1) -> list[int]:
@@ -281,18 +305,19 @@ def test_validate_during_a_replace_reports_on_one_whole_dataset(tmp_path, monkey
     module, name = READS[case]
     replaced = _replace_during(monkeypatch, module, name, root)
     report = validate(root)
-    ok = replaced == [2] and report.ok and spec_seed(root) == 2
-    record("race", case, ok)
-    assert ok, [c.message for c in report.checks if not c.ok]
+    with recorded("race", case):
+        assert replaced == [2]
+        assert report.ok, [c.message for c in report.checks if not c.ok]
+        assert spec_seed(root) == 2
 
 
 def test_the_integrity_check_during_a_replace_checks_one_whole_dataset(tmp_path, monkeypatch):
     root = tmp_path / "ds"
     write_dataset(bench(1), root)
     replaced = _replace_during(monkeypatch, posgen.store.check, "sha256_file", root)
-    ok = check_dataset(root) == [] and replaced == [2]
-    record("race", "integrity check, replaced at the first file hash", ok)
-    assert ok
+    with recorded("race", "integrity check, replaced at the first file hash"):
+        assert check_dataset(root) == []
+        assert replaced == [2]
 
 
 def test_load_during_a_replace_returns_the_new_dataset_whole(tmp_path, monkeypatch):
@@ -302,9 +327,9 @@ def test_load_during_a_replace_returns_the_new_dataset_whole(tmp_path, monkeypat
     replaced = _replace_during(monkeypatch, type(fmt), "load", root)
     loaded = load(root, "cot")
     fresh = load(root, "cot")
-    ok = replaced == [2] and loaded["train"]["tokens"][:5] == fresh["train"]["tokens"][:5]
-    record("race", "load, replaced between the check and the load", ok)
-    assert ok
+    with recorded("race", "load, replaced between the check and the load"):
+        assert replaced == [2]
+        assert loaded["train"]["tokens"][:5] == fresh["train"]["tokens"][:5]
 
 
 def test_a_folder_replaced_during_every_read_is_one_error_line(tmp_path, monkeypatch):
@@ -313,11 +338,8 @@ def test_a_folder_replaced_during_every_read_is_one_error_line(tmp_path, monkeyp
     _replace_during(monkeypatch, posgen.store.check, "sha256_file", root, times=100)
     with pytest.raises(DatasetReplaced):
         validate(root)
-    result = CliRunner().invoke(main, ["validate", str(root)])
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    ok = result.exit_code == 1 and len(lines) == 1 and "was replaced" in lines[0]
-    record("race", "validate, replaced during every read", ok)
-    assert ok, result.output
+    with recorded("race", "validate, replaced during every read"):
+        assert_clean_error(invoke("validate", root), 1, "was replaced")
 
 
 WRITER = """
@@ -345,6 +367,7 @@ def test_validate_beside_a_real_writer_never_reports_a_false_failure(tmp_path):
             failures += [c.message for c in report.checks if not c.ok]
     finally:
         writer.wait(timeout=GUARD)
-    ok = writer.returncode == 0 and not failures and check_dataset(root) == []
-    record("race", "validate beside a real generate --overwrite loop", ok)
-    assert ok, failures[:3]
+    with recorded("race", "validate beside a real generate --overwrite loop"):
+        assert writer.returncode == 0
+        assert not failures, failures[:3]
+        assert check_dataset(root) == []

@@ -8,19 +8,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from posgen.cli import main
 from posgen.scoring import baseline_scores, load_reference, write_predictions
 from posgen.spec import default_benchmark
 from posgen.store import write_dataset
 from posgen.store.manifest import read_manifest
+from tests.cli_support import assert_clean_error
+from tests.cli_support import invoke as run
 
 ROWS = 40
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +53,8 @@ def test_near_only_and_majority_baselines_score_near_chance(data, tmp_path):
         preds = tmp_path / f"{kind}.parquet"
         made = run("baseline", "--kind", kind, "--data", data, "--config", "recursive",
                    "--out", preds, "-q")  # fmt: skip
-        assert made.exit_code == 0 and made.output == ""
+        assert made.exit_code == 0
+        assert made.output == ""
         out = tmp_path / f"{kind}.json"
         run("score", "--data", data, "--config", "recursive", "--predictions", preds,
             "--json", out)  # fmt: skip
@@ -80,7 +77,8 @@ def test_json_to_stdout_is_the_full_sorted_report(data, tmp_path, test_tokens):
                  "--json", "-", "--bucket-width", "64")  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert list(report) == sorted(report) and report["bucket_width"] == 64
+    assert list(report) == sorted(report)
+    assert report["bucket_width"] == 64
     assert [b["start"] for b in report["buckets"]] == [4, 64, 128, 192]
     assert report["spec_id"] == read_manifest(data).configs["cot"].spec_id
 
@@ -162,9 +160,8 @@ def test_bad_prediction_files_exit_2_with_one_line(data, tmp_path, test_tokens, 
     path = tmp_path / "bad.parquet"
     parquet_with(path, ids, rows)
     result = run("score", "--data", data, "--config", "cot", "--predictions", path)
-    assert result.exit_code == 2, result.output
-    assert result.output.count("\n") == 1 and result.output.startswith(f"error: {path}: ")
-    assert expected in result.output and "Traceback" not in result.output
+    assert assert_clean_error(result, 2, expected).startswith(f"error: {path}: ")
+    assert result.output.count("\n") == 1, result.output
 
 
 @pytest.mark.parametrize(
@@ -191,7 +188,8 @@ def test_unreadable_prediction_files_exit_2(data, tmp_path, name, content, expec
     path.write_text(content)
     result = run("score", "--data", data, "--config", "cot", "--predictions", path)
     assert result.exit_code == 2, result.output
-    assert result.output.count("\n") == 1 and expected in result.output
+    assert result.output.count("\n") == 1
+    assert expected in result.output
 
 
 @pytest.mark.parametrize(
@@ -210,19 +208,23 @@ def test_unknown_config_or_split_exits_2(data, tmp_path, test_tokens, args, expe
     np.save(path, test_tokens)
     config = [] if "--config" in args or not args else ["--config", "cot"]
     result = run("score", "--data", data, *config, *args, "--predictions", path)
-    assert result.exit_code == 2 and expected in result.output
+    assert result.exit_code == 2
+    assert expected in result.output
 
 
 def test_a_folder_without_a_manifest_exits_2(tmp_path):
     result = run("score", "--data", tmp_path, "--predictions", tmp_path / "p.npy")
-    assert result.exit_code == 2 and "has no posgen.json: not a posgen dataset" in result.output
+    assert result.exit_code == 2
+    assert "has no posgen.json: not a posgen dataset" in result.output
 
 
 def test_baseline_refuses_to_overwrite_and_unknown_formats(data, tmp_path, test_tokens):
     path = tmp_path / "p.parquet"
     write_predictions(path, np.arange(ROWS), test_tokens, modulus=17)
     again = run("baseline", "--kind", "oracle", "--data", data, "--config", "cot", "--out", path)
-    assert again.exit_code == 2 and "exists; pass --overwrite" in again.output
+    assert again.exit_code == 2
+    assert "exists; pass --overwrite" in again.output
     csv = run("baseline", "--kind", "oracle", "--data", data, "--config", "cot", "--out",
               tmp_path / "p.csv")  # fmt: skip
-    assert csv.exit_code == 2 and "unknown predictions format '.csv'" in csv.output
+    assert csv.exit_code == 2
+    assert "unknown predictions format '.csv'" in csv.output

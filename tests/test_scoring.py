@@ -60,7 +60,8 @@ def test_hand_built_errors_give_the_known_figures():
     assert (report.ood_exact_match.correct, report.ood_exact_match.tokens) == (1, 3)
     assert (report.exact_match.correct, report.exact_match.tokens) == (1, 3)
     assert (report.first_error.position, report.first_error.rows) == ([5, 10], [1, 1])
-    assert report.first_error.never == 1 and report.first_error.median == 7.5
+    assert report.first_error.never == 1
+    assert report.first_error.median == 7.5
 
 
 def test_buckets_never_straddle_the_ood_boundary_and_skip_the_seed_window():
@@ -82,14 +83,17 @@ def test_the_seed_window_is_never_scored():
     predictions = reference.copy()
     predictions[:, :4] = 16 - reference[:, :4]
     report = score_arrays(reference, predictions, **KW)
-    assert report.overall.accuracy == 1.0 and report.overall.tokens == 3 * 8
+    assert report.overall.accuracy == 1.0
+    assert report.overall.tokens == 3 * 8
 
 
 def test_train_split_has_no_ood_figures():
     reference, predictions = hand_built()
     report = score_arrays(reference[:, :8], predictions[:, :8], **KW)
-    assert report.ood.tokens == 0 and report.ood.accuracy is None
-    assert report.ood_exact_match.tokens == 0 and report.id.tokens == 12
+    assert report.ood.tokens == 0
+    assert report.ood.accuracy is None
+    assert report.ood_exact_match.tokens == 0
+    assert report.id.tokens == 12
 
 
 @pytest.mark.parametrize(
@@ -106,7 +110,8 @@ def test_bad_predictions_raise_one_clear_error(predictions, message):
     reference, _ = hand_built()
     with pytest.raises(ScoringError) as caught:
         score_arrays(reference, predictions, **KW)
-    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
 
 
 def test_out_of_range_tokens_in_the_seed_window_are_ignored():
@@ -133,8 +138,10 @@ def test_oracle_scores_exactly_one_id_and_ood_on_every_task(task, fields, seedin
     )  # fmt: skip
     test = generate_split(spec, "test")
     report = score(test, baseline_predictions("oracle", spec, test), spec)
-    assert report.id.accuracy == 1.0 and report.ood.accuracy == 1.0
-    assert report.ood.tokens == 20 * 24 and report.spec_id == spec.spec_id
+    assert report.id.accuracy == 1.0
+    assert report.ood.accuracy == 1.0
+    assert report.ood.tokens == 20 * 24
+    assert report.spec_id == spec.spec_id
 
 
 def test_oracle_catches_a_corrupted_reference_token():
@@ -186,7 +193,8 @@ def test_json_report_is_stable_and_names_the_spec():
     text = score(test, test, spec, split="test").to_json()
     assert text == score(test, test, spec, split="test").to_json()
     body = json.loads(text)
-    assert body["spec_id"] == spec.spec_id and body["split"] == "test"
+    assert body["spec_id"] == spec.spec_id
+    assert body["split"] == "test"
     assert list(body) == sorted(body)
     assert body["ood"] == {"accuracy": 1.0, "correct": 5 * 192, "tokens": 5 * 192}
 
@@ -219,7 +227,8 @@ def test_prediction_files_round_trip_in_every_format(tmp_path, suffix):
     ids = np.array([0, 1, 2]) if suffix == ".npy" else np.array([2, 0, 1])
     write_predictions(tmp_path / f"p{suffix}", ids, tokens, modulus=17)
     read = read_predictions(tmp_path / f"p{suffix}")
-    assert read.ids.tolist() == ids.tolist() and read.tokens.tolist() == tokens.tolist()
+    assert read.ids.tolist() == ids.tolist()
+    assert read.tokens.tolist() == tokens.tolist()
 
 
 def test_a_datasets_split_is_a_reference():
@@ -229,7 +238,8 @@ def test_a_datasets_split_is_a_reference():
     test = to_dataset_dict(spec)["test"]
     tokens = generate_split(spec, "test")
     report = score(test, baseline_predictions("oracle", spec, tokens), spec)
-    assert report.ood.accuracy == 1.0 and report.rows == 6
+    assert report.ood.accuracy == 1.0
+    assert report.rows == 6
 
 
 def test_lm_inputs_map_over_a_dataset_and_perfect_logits_score_one():
@@ -241,13 +251,16 @@ def test_lm_inputs_map_over_a_dataset_and_perfect_logits_score_one():
     row = mapped[0]
     tokens = generate_split(spec, "test")
     assert row["input_ids"] == [17, *tokens[0].tolist()]
-    assert row["labels"][:5] == [IGNORE_INDEX] * 5 and row["labels"][5:] == tokens[0, 4:].tolist()
-    assert row["attention_mask"] == [1] * 257 and mapped.column_names[0] == "id"
+    assert row["labels"][:5] == [IGNORE_INDEX] * 5
+    assert row["labels"][5:] == tokens[0, 4:].tolist()
+    assert row["attention_mask"] == [1] * 257
+    assert mapped.column_names[0] == "id"
     input_ids = np.array(mapped["input_ids"])
     logits = np.zeros((*input_ids.shape, spec.modulus + 1), dtype=np.float32)
     np.put_along_axis(logits[:, :-1], input_ids[:, 1:, None], 1.0, axis=-1)  # predicts next id
     report = score(test, predictions_from_logits(logits), spec)
-    assert report.id.accuracy == 1.0 and report.ood.accuracy == 1.0
+    assert report.id.accuracy == 1.0
+    assert report.ood.accuracy == 1.0
 
 
 def test_reference_that_does_not_fit_the_spec_is_refused():

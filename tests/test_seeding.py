@@ -127,7 +127,8 @@ def test_disjoint_windows_cover_the_whole_space_not_only_sorted_ones():
 def test_disjoint_windows_of_a_space_beyond_2_pow_63_stay_distinct():
     spec = TaskSpec(task="recursive", modulus=65536, near=4, far=2, train_size=20_000)
     windows = seed_windows(spec, "train", 0, 20_000)
-    assert windows.max() < 65536 and windows.min() >= 0
+    assert windows.max() < 65536
+    assert windows.min() >= 0
     assert len(np.unique(windows, axis=0)) == 20_000
 
 

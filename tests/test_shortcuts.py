@@ -50,7 +50,8 @@ def test_audit_equals_brute_force_over_all_windows(task, m, near, far, extra):
 def test_semirecursive_has_near_determined_positions_in_the_paper_setup():
     spec = TaskSpec(task="semirecursive")
     positions = near_determined_positions(spec, 256)
-    assert positions[:4] == [6, 7, 22, 23] and len(positions) == 28
+    assert positions[:4] == [6, 7, 22, 23]
+    assert len(positions) == 28
     assert near_determined_positions(TaskSpec(task="recursive"), 256) == []
     assert near_determined_positions(TaskSpec(task="cot"), 256) == []
     assert near_determined_counts(spec, 64) == {"near_determined_id": 12, "near_determined_ood": 0}
@@ -189,8 +190,10 @@ def test_cot_rows_under_mod_addition_are_copyable_and_the_validator_says_so():
     spec = TaskSpec(task="cot", train_size=200, val_size=50, test_size=200)
     report = validate(to_dataset_dict(spec), spec)
     facts = report.facts["cot"]["test"]
-    assert facts["shorter_lookback_id"] == 59 and facts["shorter_lookback_ood"] == 192
-    assert facts["effective_lookback_max"] == 4 and facts["max_lookback"] == 255
+    assert facts["shorter_lookback_id"] == 59
+    assert facts["shorter_lookback_ood"] == 192
+    assert facts["effective_lookback_max"] == 4
+    assert facts["max_lookback"] == 255
     assert facts["linear_rule_share_id"] == pytest.approx(59 / 60)
     assert facts["copy_k_share_ood"] > 0.5  # rows repeat themselves: an induction head copies
     strict = validate(
@@ -203,7 +206,8 @@ def test_recursive_rows_under_mod_addition_have_no_shortcut_the_audit_sees():
     spec = TaskSpec(task="recursive", train_size=200, val_size=50, test_size=200)
     facts = validate(to_dataset_dict(spec), spec).facts["recursive"]["test"]
     assert facts["shorter_lookback_id"] == facts["shorter_lookback_ood"] == 0
-    assert facts["copy_k_share_ood"] < 0.01 and facts["linear_rule_hits_ood"] == 0
+    assert facts["copy_k_share_ood"] < 0.01
+    assert facts["linear_rule_hits_ood"] == 0
 
 
 def test_a_non_additive_op_closes_the_linear_shortcut_of_cot():

@@ -92,7 +92,8 @@ def test_benchmark_files_load_from_toml_yaml_and_json(tmp_path, suffix):
         path.write_text(json.dumps(data))
     bench = resolve_benchmark(path)
     assert list(bench.configs) == ["recursive", "cot"]
-    assert bench.configs["cot"].near == 2 and bench.configs["recursive"].near == 3
+    assert bench.configs["cot"].near == 2
+    assert bench.configs["recursive"].near == 3
     assert bench.configs["cot"].modulus == 11
 
 
@@ -100,14 +101,16 @@ def test_flags_override_the_file_and_tasks_select_configs(tmp_path):
     path = tmp_path / "b.toml"
     path.write_text(BENCH_TOML)
     bench = resolve_benchmark(path, ("cot",), {"modulus": 13})
-    assert list(bench.configs) == ["cot"] and bench.configs["cot"].modulus == 13
+    assert list(bench.configs) == ["cot"]
+    assert bench.configs["cot"].modulus == 13
 
 
 def test_a_single_task_spec_file_is_a_one_config_benchmark(tmp_path):
     path = tmp_path / "one.json"
     path.write_text(json.dumps({"task": "semirecursive", "modulus": 23}))
     bench = resolve_benchmark(path)
-    assert list(bench.configs) == ["semirecursive"] and bench.name == "one"
+    assert list(bench.configs) == ["semirecursive"]
+    assert bench.name == "one"
 
 
 @pytest.mark.parametrize(
@@ -134,4 +137,5 @@ def test_official_specs_load_and_differ_only_in_seeding():
     for name in paper.configs:
         a, b = paper.configs[name].canonical(), v1.configs[name].canonical()
         assert {k for k in a if a[k] != b[k]} == {"seeding"}
-        assert a["seeding"] == "paper" and b["seeding"] == "disjoint"
+        assert a["seeding"] == "paper"
+        assert b["seeding"] == "disjoint"

@@ -19,9 +19,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from click.testing import CliRunner  # noqa: E402
 
-from posgen.cli import main  # noqa: E402
 from posgen.cli.sweep import resolve_encoding  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store import write_dataset  # noqa: E402
@@ -30,6 +28,7 @@ from posgen.store.lock import exclusive  # noqa: E402
 from posgen.train import progress  # noqa: E402
 from posgen.train.grid import Grid, expand, jobs_of, read_grid, stable_hash  # noqa: E402
 from posgen.train.sweep import Sweep, run_job, run_states  # noqa: E402
+from tests.cli_support import assert_clean_error, invoke  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
@@ -199,21 +198,18 @@ def test_every_registered_pe_is_all(data):
 )
 def test_bad_grid_is_one_error_line_exit_2_and_nothing_written(data, tmp_path, change, message):
     grid = write_grid(tmp_path / "g.json", {**grid_dict(data, ["rope"]), **change})
-    result = CliRunner().invoke(main, ["sweep", str(grid), "--out", str(tmp_path / "S")])
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 2
-    assert len(lines) == 1
-    assert lines[0].startswith("error: ")
-    assert message in lines[0]
+    result = invoke("sweep", str(grid), "--out", str(tmp_path / "S"))
+    assert_clean_error(result, 2, message)
+    assert result.stdout == ""
     assert not (tmp_path / "S").exists()
 
 
 def test_grid_file_that_is_not_toml_is_one_error_line(tmp_path):
     grid = tmp_path / "g.toml"
     grid.write_text("pes = [")
-    result = CliRunner().invoke(main, ["sweep", str(grid), "--out", str(tmp_path / "S")])
-    assert result.exit_code == 2
-    assert result.output.startswith(f"error: grid file {grid} is not valid TOML")
+    result = invoke("sweep", str(grid), "--out", str(tmp_path / "S"))
+    line = assert_clean_error(result, 2)
+    assert line.startswith(f"error: grid file {grid} is not valid TOML")
 
 
 @pytest.mark.parametrize(
@@ -227,10 +223,9 @@ def test_grid_file_that_is_not_toml_is_one_error_line(tmp_path):
 def test_executor_flags_are_checked_before_anything_is_written(data, tmp_path, flags, message):
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope"]))
     args = ["sweep", str(grid), "--out", str(tmp_path / "S"), *flags]
-    result = CliRunner().invoke(main, args)
-    (line,) = result.output.strip().splitlines()
-    assert result.exit_code == 2
-    assert line.startswith(f"error: {message}")
+    result = invoke(*args)
+    assert assert_clean_error(result, 2).startswith(f"error: {message}")
+    assert result.stdout == ""
     assert not (tmp_path / "S").exists()
 
 
@@ -238,9 +233,8 @@ def test_out_that_is_some_other_folder_is_refused(data, tmp_path):
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope"]))
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    result = CliRunner().invoke(main, ["sweep", str(grid), "--out", str(tmp_path / "mine")])
-    assert result.exit_code == 2
-    assert "not a sweep folder" in result.output
+    result = invoke("sweep", str(grid), "--out", str(tmp_path / "mine"))
+    assert_clean_error(result, 2, "not a sweep folder")
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
@@ -259,7 +253,7 @@ def test_missing_extra_is_one_error_line_exit_2(data, tmp_path, hidden, executor
         f"'--executor', {executor!r}])"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert result.returncode == 2
+    assert_clean_error(result, 2)
     assert result.stderr.strip().splitlines() == [
         f"error: {hint}: pip install "
         + ("'posgen[slurm]'" if hidden == "submitit" else "'posgen[train]'")
@@ -276,7 +270,7 @@ def test_local_sweep_stopped_by_sigterm_exits_1_resumes_on_rerun_then_skips_fini
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope", "yarn"]))
     args = ["sweep", str(grid), "--out", str(tmp_path / "S")]
     monkeypatch.setenv(progress.KILL_ENV, "step:5:SIGTERM")  # in the worker, mid-epoch 2
-    stopped = CliRunner().invoke(main, args)
+    stopped = invoke(*args)
     assert stopped.exit_code == 1
     assert stopped.output.strip().splitlines()[-1] == (
         f"error: 0 of 1 trainings failed, 1 stopped by a signal; see posgen sweep --status "
@@ -285,11 +279,11 @@ def test_local_sweep_stopped_by_sigterm_exits_1_resumes_on_rerun_then_skips_fini
     sweep = Sweep(tmp_path / "S")
     assert states(sweep)["rope"] == ("waiting", "resumes at epoch 2, step 5")
     monkeypatch.delenv(progress.KILL_ENV)
-    resumed = CliRunner().invoke(main, [*args, "--jobs", "2"])
+    resumed = invoke(*args, "--jobs", "2")
     assert resumed.exit_code == 0, resumed.output
     assert sweep_bytes(sweep) == reference
     inodes = {run.key: sweep.run_folder(run).stat().st_ino for run in sweep.read().runs}
-    again = CliRunner().invoke(main, args)
+    again = invoke(*args)
     assert again.exit_code == 0
     assert "0 to train" in again.output
     assert {r.key: sweep.run_folder(r).stat().st_ino for r in sweep.read().runs} == inodes
@@ -301,7 +295,7 @@ def test_sigterm_to_a_local_sweep_stops_its_workers_with_their_checkpoints(
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope", "yarn"]))
     args = ["sweep", str(grid), "--out", str(tmp_path / "S")]
     monkeypatch.setenv(progress.KILL_ENV, "step:3:SIGTERM@parent")  # the worker signals us
-    stopped = CliRunner().invoke(main, args)
+    stopped = invoke(*args)
     assert stopped.exit_code == 143
     assert stopped.output.strip().splitlines()[-1] == (
         "error: interrupted by SIGTERM: 1 trainings stopped; rerun the same command to resume "
@@ -310,7 +304,7 @@ def test_sigterm_to_a_local_sweep_stops_its_workers_with_their_checkpoints(
     sweep = Sweep(tmp_path / "S")
     assert states(sweep)["yarn"] == ("waiting", "resumes at epoch 1, step 3")
     monkeypatch.delenv(progress.KILL_ENV)
-    resumed = CliRunner().invoke(main, args)
+    resumed = invoke(*args)
     assert resumed.exit_code == 0, resumed.output
     assert sweep_bytes(sweep) == reference
 
@@ -324,15 +318,15 @@ def test_submitit_local_executor_runs_a_two_run_grid_end_to_end_through_a_preemp
     # submitit's preemption signal after step 2: checkpoint, requeue, resume, finish
     monkeypatch.setenv(progress.KILL_ENV, "step:2:SIGUSR2")
     args = ["sweep", str(grid), "--out", str(out), "--executor", "submitit-local"]
-    result = CliRunner().invoke(main, [*args, "--time-min", "30"])
+    result = invoke(*args, "--time-min", "30")
     assert result.exit_code == 0, result.output
     assert "submitted 1 trainings as job" in result.output
     assert sweep_bytes(Sweep(out)) == reference
     logs = "".join(path.read_text() for path in (out / "logs" / "slurm").glob("*_log.err"))
     assert "this job is preempted" in logs  # and it still finished: requeued, resumed
-    status = CliRunner().invoke(main, ["sweep", "--status", str(out)])
+    status = invoke("sweep", "--status", str(out))
     assert status.output.splitlines()[-1] == "2 runs: 2 done, 0 running, 0 failed, 0 waiting"
-    as_json = CliRunner().invoke(main, ["sweep", "--status", str(out), "--json"])
+    as_json = invoke("sweep", "--status", str(out), "--json")
     assert [json.loads(line)["state"] for line in as_json.output.splitlines()] == ["done"] * 2
 
 
@@ -434,14 +428,13 @@ def test_posgen_train_sigterm_is_one_error_line_143_and_the_rerun_resumes(
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, "epochs": 2}.items()]
     args = ["train", "--data", str(data), "--pe", "yarn", "--seed", "3", *flags, "--out", str(out)]
     monkeypatch.setenv(progress.KILL_ENV, "step:2:SIGTERM")
-    stopped = CliRunner().invoke(main, [*args, "-q"])
-    assert stopped.exit_code == 143
-    lines = stopped.output.strip().splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith("error: interrupted by SIGTERM; checkpoint kept in ")
+    stopped = invoke(*args, "-q")
+    line = assert_clean_error(stopped, 143)
+    assert line.startswith("error: interrupted by SIGTERM; checkpoint kept in ")
+    assert stopped.stdout == ""
     assert not out.exists()
     monkeypatch.delenv(progress.KILL_ENV)
-    resumed = CliRunner().invoke(main, args)
+    resumed = invoke(*args)
     assert resumed.exit_code == 0, resumed.output
     assert f"{out}: resuming from its checkpoint" in resumed.output
     assert run_bytes(out) == reference[run.key]

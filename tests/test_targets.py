@@ -16,16 +16,16 @@ from pathlib import Path
 
 import datasets
 import pytest
-from click.testing import CliRunner
 
 import posgen.store.parts
-from posgen.cli import main
 from posgen.hf import load
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset, write_dataset
 from posgen.store.atomic import leftovers
 from posgen.store.parts import PARTS_DIR, write_part
-from tests.hardening_counts import record
+from tests.cli_support import assert_clean_error
+from tests.cli_support import invoke as cli
+from tests.hardening_counts import recorded
 
 FIELDS = dict(train_size=300, val_size=20, test_size=20, test_length=[96])
 SHARD = 8000
@@ -49,20 +49,6 @@ def tree(folder: Path) -> dict[str, str]:
         elif path.is_file():
             found[key] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
-
-
-def cli(*args: object):
-    return CliRunner().invoke(main, [os.fspath(a) if isinstance(a, Path) else a for a in args])
-
-
-def one_error(result, code: int, *words: str) -> bool:
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    return (
-        result.exit_code == code
-        and len(lines) == 1
-        and all(word in lines[0] for word in words)
-        and "Traceback" not in result.output
-    )
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +131,9 @@ def test_merge_refuses_a_target_that_is_not_its_own_and_changes_nothing(tmp_path
     before = {folder: tree(folder) for folder in [tmp_path, *parts]}
     result = cli("merge", target, *parts)
     after = {folder: tree(folder) for folder in [tmp_path, *parts]}
-    ok = one_error(result, code, words) and after == before
-    record("target", f"merge into: {case}", ok)
-    assert ok, result.output
+    with recorded("target", f"merge into: {case}"):
+        assert_clean_error(result, code, words)
+        assert after == before
 
 
 MERGE_TARGETS = ["missing", "empty folder", "symlink to an empty folder", "one of the parts"]
@@ -166,10 +152,11 @@ def test_merge_into_its_own_kind_of_target_equals_a_single_run(tmp_path, parts, 
         target, sources = parts[0], parts[1:]
     result = cli("merge", target, *sources)
     real = target.resolve()
-    ok = result.exit_code == 0 and tree(real) == tree(single) and target.exists()
-    ok = ok and (case != "symlink to an empty folder" or target.is_symlink())
-    record("target", f"merge into: {case}", ok)
-    assert ok, result.output
+    with recorded("target", f"merge into: {case}"):
+        assert result.exit_code == 0, result.output
+        assert tree(real) == tree(single)
+        assert target.exists()
+        assert case != "symlink to an empty folder" or target.is_symlink()
 
 
 def _loads(folder: Path) -> dict[str, int] | str:
@@ -217,21 +204,18 @@ def test_an_unfinished_part_folder_never_loads_wrong_data_and_merge_completes_it
         monkeypatch.undo()
     full = _loads(single)
     seen = _loads(out)
-    whole_or_nothing = isinstance(seen, str) or seen == full
-    try:
-        load(out)
-        named = False
-    except DamagedDataset as error:  # what load says of any folder it cannot use
-        named = "unfinished --part run" in error.lines[0]
-    refused = one_error(cli("validate", out), 2, "unfinished --part run")
-    merged = cli("merge", out)
-    finished = merged.exit_code == 0 and tree(out) == tree(single)
-    ok = whole_or_nothing and named and refused and (finished or written < 3)
-    if written < 3:  # merge names the missing parts and changes nothing
-        ok = ok and one_error(merged, 2, "parts missing")
-    record("kill", f"parts: {case}", ok)
-    assert whole_or_nothing, seen
-    assert ok, merged.output
+    with recorded("kill", f"parts: {case}"):
+        assert isinstance(seen, str) or seen == full, seen  # whole or nothing
+        with pytest.raises(DamagedDataset) as error:  # what load says of a folder it cannot use
+            load(out)
+        assert "unfinished --part run" in error.value.lines[0]
+        assert_clean_error(cli("validate", out), 2, "unfinished --part run")
+        merged = cli("merge", out)
+        if written < 3:  # merge names the missing parts and changes nothing
+            assert_clean_error(merged, 2, "parts missing")
+        else:
+            assert merged.exit_code == 0, merged.output
+            assert tree(out) == tree(single)
 
 
 def test_parts_finishing_at_once_finish_the_folder_once(tmp_path, single):
@@ -243,9 +227,10 @@ def test_parts_finishing_at_once_finish_the_folder_once(tmp_path, single):
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda i: write_part(bench(), out, i, 3, SHARD), (1, 2)))
     finished = [r for r in results if r is not None]
-    ok = len(finished) >= 1 and tree(out) == tree(single) and check_dataset(out) == []
-    record("race", "two parts finishing at once", ok)
-    assert ok
+    with recorded("race", "two parts finishing at once"):
+        assert len(finished) >= 1
+        assert tree(out) == tree(single)
+        assert check_dataset(out) == []
 
 
 def _link_to_dataset(base: Path) -> tuple[Path, Path]:
@@ -298,18 +283,15 @@ def test_a_symlink_out_is_followed_kept_and_leaves_nothing_behind(tmp_path, case
     result = cli("generate", "--out", link, *FLAGS, "--seed", "3", "--overwrite")
     again = cli("generate", "--out", link, *FLAGS, "--seed", "4", "--overwrite")
     links = sorted(p.name for p in base.iterdir() if p.is_symlink())
-    ok = (
-        result.exit_code == 0
-        and again.exit_code == 0
-        and link.is_symlink()
-        and check_dataset(real) == []
-        and '"seed": 4' in (real / "posgen.json").read_text()
-        and not any(".posgen-" in name for name in links)
-        and leftovers(real) == []
-        and leftovers(link) == []
-    )
-    record("target", f"--out: {case}", ok)
-    assert ok, result.output + again.output
+    with recorded("target", f"--out: {case}"):
+        assert result.exit_code == 0, result.output
+        assert again.exit_code == 0, again.output
+        assert link.is_symlink()
+        assert check_dataset(real) == []
+        assert '"seed": 4' in (real / "posgen.json").read_text()
+        assert not any(".posgen-" in name for name in links)
+        assert leftovers(real) == []
+        assert leftovers(link) == []
 
 
 def test_a_symlink_to_a_user_folder_is_refused_and_kept(tmp_path):
@@ -318,18 +300,18 @@ def test_a_symlink_to_a_user_folder_is_refused_and_kept(tmp_path):
     (tmp_path / "link").symlink_to(tmp_path / "mine")
     before = tree(tmp_path)
     result = cli("generate", "--out", tmp_path / "link", *FLAGS, "--overwrite")
-    ok = one_error(result, 2, "not a posgen dataset") and tree(tmp_path) == before
-    record("target", "--out: symlink to a user folder", ok)
-    assert ok, result.output
+    with recorded("target", "--out: symlink to a user folder"):
+        assert_clean_error(result, 2, "not a posgen dataset")
+        assert tree(tmp_path) == before
 
 
 def test_a_looping_symlink_out_is_refused_up_front(tmp_path):
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")
     result = cli("generate", "--out", tmp_path / "a", *FLAGS)
-    ok = one_error(result, 2, "loops") and sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
-    record("target", "--out: symlink loop", ok)
-    assert ok, result.output
+    with recorded("target", "--out: symlink loop"):
+        assert_clean_error(result, 2, "loops")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
 def test_parts_through_a_symlink_land_where_it_points(tmp_path, single):
@@ -337,6 +319,6 @@ def test_parts_through_a_symlink_land_where_it_points(tmp_path, single):
     (tmp_path / "link").symlink_to(tmp_path / "real")
     for i in range(3):
         write_part(bench(), tmp_path / "link", i, 3, SHARD)
-    ok = (tmp_path / "link").is_symlink() and tree(tmp_path / "real") == tree(single)
-    record("target", "--part into a symlink", ok)
-    assert ok
+    with recorded("target", "--part into a symlink"):
+        assert (tmp_path / "link").is_symlink()
+        assert tree(tmp_path / "real") == tree(single)

@@ -11,13 +11,11 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from posgen.arrow_io import open_writer, row_schema, rows_to_table
-from posgen.cli import main
 from posgen.generator import generate_split, grow
 from posgen.hf import split_table, to_dataset_dict
 from posgen.seeding import seed_windows
@@ -26,6 +24,7 @@ from posgen.store import write_dataset
 from posgen.store.manifest import sha256_file
 from posgen.tasks import TASKS
 from posgen.validate import AuditThresholds, SourceError, validate
+from tests.cli_support import invoke as run
 
 CONTRACT_FACTS = {
     "rows", "length", "dependency_count", "max_lookback", "repeated_rows", "shared_windows",
@@ -351,10 +350,6 @@ def test_validation_matches_the_generated_arrays_row_for_row():
 
 
 # CLI ---------------------------------------------------------------------------------------
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 def test_cli_exits_0_on_clean_data_and_writes_the_json_report(clean, tmp_path):
     result = run("validate", clean, "--json", tmp_path / "r.json")
     assert result.exit_code == 0, result.output

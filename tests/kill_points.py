@@ -1,0 +1,126 @@
+"""``posgen generate`` held at a named point until a signal arrives, for the interrupt tests.
+
+    python -m tests.kill_points POINT OUT TOTAL_BYTES generate --out OUT ...
+
+runs the real CLI with hooks around the store's own functions. When the run reaches
+``POINT`` it prints the point's name on stdout and waits for a signal (``signal.pause``), so
+the test signals it exactly there, however fast or loaded the machine is:
+
+- ``start``: in ``generate``, before the target is checked or anything is written
+  (posgen's signal handlers are not installed yet);
+- ``build folder``: the build folder exists, no shard is written;
+- ``first shard``: the first shard file is complete, the others are not written;
+- ``half the bytes``: a shard is being written and the build folder holds at least half of
+  ``TOTAL_BYTES`` (the size of the complete dataset);
+- ``manifest``: ``posgen.json`` is written, the card is not;
+- ``worker writing``: with ``--num-proc``, each worker process holds once it has written
+  part of its first shard (its temporary file is open); the parent runs on, waiting for them.
+  Workers are spawned and import this module as ``__mp_main__``, which installs the hook
+  in them (``WORKER_ENV`` names the point).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+GUARD = 600
+"""Seconds a held run waits for its signal before SIGALRM ends it (only if the test died)."""
+POINTS = ("start", "build folder", "first shard", "half the bytes", "manifest", "worker writing")
+WORKER_ENV = "POSGEN_TEST_HOLD_WORKERS"
+
+
+def hold(point: str) -> None:
+    """Say ``point`` on stdout, then wait for signals until one ends the run."""
+    print(point, flush=True)
+    signal.alarm(GUARD)
+    while True:
+        signal.pause()
+
+
+def install(point: str, out: Path, total: int) -> None:
+    """Patch the store so that the run holds at ``point``."""
+    import posgen.store.formats as formats
+    import posgen.store.writer as writer
+    from posgen.store.atomic import TMP_TAG, leftovers
+
+    def half_written() -> bool:
+        builds = [p for p in leftovers(out) if TMP_TAG in p.name]
+        held = sum(f.stat().st_size for b in builds for f in b.rglob("*") if f.is_file())
+        return held >= total // 2
+
+    if point in ("start", "build folder"):
+        real_folder = writer.atomic_folder
+
+        @contextmanager
+        def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
+            if point == "start":
+                hold(point)
+            with real_folder(target, overwrite) as build:
+                hold(point)
+                yield build
+
+        writer.atomic_folder = atomic_folder
+    elif point == "first shard":
+        parquet = type(formats.FORMATS["parquet"])
+        real_shard = parquet.write_shard
+
+        def write_shard(self, *args, **kwargs):
+            entry = real_shard(self, *args, **kwargs)
+            hold(point)
+            return entry
+
+        parquet.write_shard = write_shard
+    elif point in ("half the bytes", "worker writing"):
+        real_writer = formats.open_writer
+        reached = half_written if point == "half the bytes" else lambda: True
+
+        def open_writer(where, schema):
+            opened = real_writer(where, schema)
+            real_write = opened.write_table
+
+            def write_table(table, *args, **kwargs):
+                real_write(table, *args, **kwargs)
+                if reached():
+                    hold(point)
+
+            opened.write_table = write_table
+            return opened
+
+        formats.open_writer = open_writer
+    elif point == "manifest":
+        real_manifest = writer.write_manifest
+
+        def write_manifest(root, manifest):
+            real_manifest(root, manifest)
+            hold(point)
+
+        writer.write_manifest = write_manifest
+    else:
+        raise ValueError(f"unknown kill point {point!r}; known: {', '.join(POINTS)}")
+
+
+def main() -> None:
+    point, out, total, *args = sys.argv[1:]
+    # the dispositions of a run started from a terminal, whatever this process inherited (a
+    # background job starts with SIGINT ignored, and Python then leaves it ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    if point.startswith("worker "):
+        os.environ[WORKER_ENV] = point  # for the spawned workers (see the module's end)
+    else:
+        install(point, Path(out), int(total))
+    from posgen.cli import main as posgen
+
+    posgen(args, prog_name="posgen")
+
+
+if __name__ == "__main__":
+    main()
+elif __name__ == "__mp_main__" and WORKER_ENV in os.environ:  # a worker of a held run
+    install(os.environ[WORKER_ENV], Path(), 0)
