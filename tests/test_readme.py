@@ -1,9 +1,9 @@
-"""The README's command lines parse with the current CLI (no drift between docs and flags).
+"""The README's and docs' command lines parse with the current CLI (no drift from the flags).
 
-Every ``posgen ...`` line of the README's shell blocks, and of each command's ``Examples``
-epilog, is parsed by click exactly as the shell would pass it: unknown commands or flags,
-wrong types and missing required options fail here. Paths are not checked for existence
-(the examples name folders the reader creates).
+Every ``posgen ...`` line of the shell blocks of README.md and docs/*.md, and of each
+command's ``Examples`` epilog, is parsed by click exactly as the shell would pass it: unknown
+commands or flags, wrong types and missing required options fail here. Paths are not checked
+for existence (the examples name folders the reader creates).
 """
 
 from __future__ import annotations
@@ -55,6 +55,14 @@ def epilog_lines() -> list[str]:
     ]
 
 
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+"""The README and every page of docs/ (their shell blocks are checked)."""
+
+DOCUMENTED_LINES = [
+    pytest.param(line, id=f"{document.relative_to(ROOT)}: {line}")
+    for document in DOCUMENTS
+    for line in command_lines(document.read_text())
+]
 README_LINES = command_lines((ROOT / "README.md").read_text())
 
 
@@ -79,12 +87,16 @@ def parse(line: str) -> None:
             raise
 
 
-def test_the_readme_shows_commands():
-    assert len(README_LINES) >= 10
-    assert {shlex.split(line)[1] for line in README_LINES} >= {"generate", "validate", "score"}
+def test_the_readme_shows_the_commands_a_newcomer_needs():
+    commands = {shlex.split(line)[1] for line in README_LINES}
+    assert commands >= {"generate", "validate", "score", "train", "sweep", "results"}
 
 
-@pytest.mark.parametrize("line", README_LINES + epilog_lines())
+def test_every_docs_page_is_checked():
+    assert {document.name for document in DOCUMENTS} >= {"README.md", "tasks.md", "training.md"}
+
+
+@pytest.mark.parametrize("line", DOCUMENTED_LINES + epilog_lines())
 def test_every_documented_command_line_parses(line, monkeypatch):
     for kind in (click.Path, PathArg):  # existence is the reader's business, not the parser's
         monkeypatch.setattr(kind, "convert", lambda self, value, param, ctx: value)
@@ -94,12 +106,38 @@ def test_every_documented_command_line_parses(line, monkeypatch):
         pytest.fail(f"{line!r}: {error.format_message()}")
 
 
-def test_the_readme_states_what_each_task_measures_as_the_cards_do():
+@pytest.mark.parametrize("name", ["posgen-v1", "posgen-v2", "paper"])
+def test_the_docs_state_what_each_task_measures_as_the_cards_do(name):
     from posgen.card.task_measures import load_measures, measure_sentences
 
-    measures = load_measures()
-    readme = (ROOT / "README.md").read_text()
-    for name in ("posgen-v1", "posgen-v2", "paper"):
-        for sentence in measure_sentences(name, measures[name]):
-            assert f"- {sentence}" in readme
-            assert f"- {sentence}" in (ROOT / "data_cards" / f"{name}.md").read_text()
+    sentences = [f"- {s}" for s in measure_sentences(name, load_measures()[name])]
+    docs = (ROOT / "docs" / "tasks.md").read_text()
+    card = (ROOT / "data_cards" / f"{name}.md").read_text()
+    assert [s for s in sentences if s not in docs] == []
+    assert [s for s in sentences if s not in card] == []
+
+
+def anchors(text: str) -> set[str]:
+    """GitHub's anchors of a Markdown page's headings (``## What POSGEN tests`` ->
+    ``what-posgen-tests``)."""
+    headings = re.findall(r"^#+ (.*)$", re.sub(r"^```.*?^```", "", text, flags=re.M | re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+LINKS = [
+    (document, target, anchor)
+    for document in DOCUMENTS
+    for target, anchor in re.findall(r"\]\(([^)#:]*)(?:#([^)]*))?\)", document.read_text())
+]
+
+
+@pytest.mark.parametrize(
+    ("document", "target", "anchor"),
+    LINKS,
+    ids=[f"{d.name} -> {t}#{a}" for d, t, a in LINKS],
+)
+def test_every_link_of_the_docs_leads_to_a_file_and_heading_that_exist(document, target, anchor):
+    page = (document.parent / target).resolve() if target else document
+    assert page.exists(), f"{document.name} -> {target}"
+    if anchor and page.suffix == ".md":
+        assert anchor in anchors(page.read_text()), f"{document.name} -> {target}#{anchor}"
