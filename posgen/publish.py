@@ -125,7 +125,7 @@ def upload_folder(folder: Path, repo_id: str, token: str, message: str) -> str:
     try:
         from huggingface_hub import HfApi
     except ImportError:  # pragma: no cover - depends on the environment
-        raise HubUnavailable("--push needs huggingface_hub: pip install 'posgen[hub]'") from None
+        raise HubUnavailable("--push needs huggingface_hub: reinstall posgen") from None
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
     commit = api.upload_folder(

@@ -13,8 +13,9 @@ cot            0                           far x_0, near x_3 x_4 x_5
 semirecursive  floor((t - w) / 2)          far x_1, near x_3 x_4 x_5
 =============  ==========================  ====================================
 
-The generator and the validator both use :func:`far_start` and :func:`dependencies`;
-nothing else differs between tasks.
+The generator and the validator both use :func:`far_start` (the probe reads
+:func:`dependency_matrix`, the card draws :func:`dependencies`); nothing else differs between
+tasks.
 
 >>> dependencies("semirecursive", t=6, near=3, far=1).tolist()
 [1, 3, 4, 5]

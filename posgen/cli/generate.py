@@ -88,7 +88,7 @@ def generate(
     quiet: bool,
     **fields: Any,
 ) -> None:
-    """Generate POSGEN splits (train, validation, test) as Parquet that `datasets` loads.
+    """Generate POSGEN splits (train, validation, test) that `datasets` loads.
 
     One config per task. Flags override the fields of --spec; without --spec the
     paper's setup with disjoint seeding is used.

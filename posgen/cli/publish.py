@@ -43,7 +43,7 @@ Examples:
     "--push",
     "repo_id",
     metavar="REPO_ID",
-    help="Upload the folder to this Hub dataset repo (needs posgen[hub] and HF_TOKEN).",
+    help="Upload the folder to this Hub dataset repo (needs HF_TOKEN).",
 )
 @click.option("--baselines", is_flag=True, help="Add baseline scores (posgen.scoring).")
 @click.option(

@@ -1,4 +1,4 @@
-"""The one writer: a benchmark into a dataset folder, whole or one part of N, in any format.
+"""The one writer: a benchmark into a dataset folder, whole or one part of N, Parquet or Arrow.
 
 :func:`write_dataset` is what ``posgen generate``, ``posgen publish`` and the Python API call.
 A whole run builds in a hidden sibling and renames it into place when complete

@@ -1,7 +1,7 @@
 """Checks 3 and 4: every target recomputed from its window, and the window rule itself.
 
 Targets are recomputed for a whole batch at once from the stored tokens, with the task's
-own dependency rule (:func:`posgen.tasks.dependency_matrix`) and op (:mod:`posgen.ops`).
+own far-start rule (:func:`posgen.tasks.far_start`) and op (:mod:`posgen.ops`).
 Worked example (semirecursive, m = 17, k = 3, j = 1), row ``0 1 2 3 6 11 4``: position 6
 reads x_1 (far) and x_3 x_4 x_5 (near), so its target is (1 + 3 + 6 + 11) mod 17 = 4.
 
