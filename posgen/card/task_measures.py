@@ -4,7 +4,7 @@ A task's OOD accuracy only measures a far dependency surviving unseen positions 
 models read the far operand. The counterfactual probe (:mod:`posgen.probe`) says whether they
 do: far-reliance is the share of probed targets predicted as the far-rule answer. This module
 turns the aggregated figures of ``posgen results --json`` (one cell per data folder, task and
-position encoding) into one plain sentence per task, for the cards, RESULTS.md and the README.
+position encoding) into one plain sentence per task, for the cards, RESULTS.md and docs/tasks.md.
 
 ``make probe-check`` writes :data:`MEASURES_FILE`; a card shows the sentences only when every
 config's spec id matches the one the models were trained on.
