@@ -28,6 +28,21 @@ from posgen.spec import TaskSpec, is_probe_split
 TOKENS_LEAF = "tokens.list.element"
 """Parquet path of the token values (the leaf of the list column)."""
 
+READ_BATCH_TOKENS = 1 << 22
+"""Tokens per record batch read back (validation, scoring): bounds the decode buffers and
+the readers' work arrays (a few tens of MB) whatever the row length."""
+
+
+def read_batch_rows(length: int) -> int:
+    """Rows of ``length`` tokens per record batch read back: :data:`READ_BATCH_TOKENS`
+    tokens, at least one row.
+
+    >>> read_batch_rows(64), read_batch_rows(4096), read_batch_rows(10**8)
+    (65536, 1024, 1)
+    """
+    return max(1, READ_BATCH_TOKENS // max(1, length))
+
+
 PARQUET_OPTIONS: dict[str, Any] = {
     # Chosen by measurement (`python -m benchmarks.bench --parquet-settings`; one core, m = 17,
     # disjoint windows, 262k rows x 256 tokens, write / bytes per token / read, in M tokens/s):

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from posgen.kernel import grow_into, storage_dtype, work_dtype
-from posgen.ops import get_op
+from posgen.kernel import grow_into, storage_dtype
 from posgen.seeding import seed_windows
 from posgen.spec import TaskSpec
-from posgen.tasks import far_start
 
 DEFAULT_BLOCK_ROWS = 65_536
 """Rows grown together: enough to amortize numpy's per-call cost (~1 us a call). Measured
@@ -52,7 +50,7 @@ def grow(
 
     Returns an array ``(rows, length)`` of :func:`storage_dtype` (``out`` when given); the
     first ``w`` columns are the windows themselves. Every op runs in the fast kernel
-    (:mod:`posgen.kernel`); :func:`grow_reference` is the plain path it is tested against.
+    (:mod:`posgen.kernel`), tested against the plain-loop oracle ``tests/oracle.py``.
     """
     _check_windows(spec, windows, length)
     if out is None:
@@ -70,67 +68,6 @@ def _check_windows(spec: TaskSpec, windows: np.ndarray, length: int) -> None:
         raise ValueError(f"length {length} is shorter than the seed window {window}")
     if rows and (windows.min() < 0 or windows.max() >= spec.modulus):
         raise ValueError(f"seed window values must lie in [0, {spec.modulus})")
-
-
-def grow_reference(spec: TaskSpec, windows: np.ndarray, length: int) -> np.ndarray:
-    """The plain vectorized path (one position at a time, then a numpy transpose).
-
-    Slower than the kernel; kept as the reference the kernel is tested against.
-    """
-    _check_windows(spec, windows, length)
-    columns = np.empty((length, windows.shape[0]), dtype=work_dtype(spec.modulus))
-    window = spec.window
-    columns[:window] = windows.T
-    if get_op(spec.op).additive:
-        _grow_additive(spec, columns)
-    else:
-        _grow_generic(spec, columns)
-    return columns.astype(storage_dtype(spec.modulus), copy=False).T.copy()
-
-
-def _grow_generic(spec: TaskSpec, columns: np.ndarray) -> None:
-    op, m, k, j = get_op(spec.op), spec.modulus, spec.near, spec.far
-    starts = far_start(spec.task, np.arange(spec.window, columns.shape[0]), k, j)
-    for t, start in zip(range(spec.window, columns.shape[0]), starts.tolist(), strict=True):
-        operands = np.concatenate([columns[start : start + j], columns[t - k : t]])
-        columns[t] = op.apply(operands, m, spec.op_key, far=j)
-
-
-def _grow_additive(spec: TaskSpec, columns: np.ndarray) -> None:
-    """(sum far + sum near) mod m, updated from the previous token.
-
-    x_{t+1} = x_t + (tokens entering the operand set) - (tokens leaving it)  (mod m).
-    The near window always gains x_t and loses x_{t-k}; the far window gains and loses
-    what its start's move implies (recursive: x_{t+1} = 2 x_t - x_{t-w}). Positions that
-    both enter and leave cancel. Each modular step is an add (or subtract) and a
-    conditional correction ``min(v, v -/+ m)`` on unsigned values, never a division.
-    """
-    m, k, j, window = spec.modulus, spec.near, spec.far, spec.window
-    length, rows = columns.shape
-    if length == window:
-        return
-    columns[window] = columns[:window].sum(axis=0, dtype=np.int64) % m
-    starts = far_start(spec.task, np.arange(window, length), k, j).tolist()
-    modulus = columns.dtype.type(m)
-    scratch = np.empty(rows, dtype=columns.dtype)
-    for t in range(window, length - 1):
-        entering, leaving = [t], [t - k]
-        old, new = starts[t - window], starts[t - window + 1]
-        entering += range(new, new + j)
-        leaving += range(old, old + j)
-        for position in set(entering) & set(leaving):
-            entering.remove(position)
-            leaving.remove(position)
-        out = columns[t + 1]
-        out[...] = columns[t]
-        for position in entering:
-            np.add(out, columns[position], out=out)
-            np.subtract(out, modulus, out=scratch)
-            np.minimum(out, scratch, out=out)
-        for position in leaving:
-            np.subtract(out, columns[position], out=out)
-            np.add(out, modulus, out=scratch)
-            np.minimum(out, scratch, out=out)
 
 
 def generate_rows(

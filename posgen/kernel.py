@@ -26,8 +26,8 @@ core (``python -m benchmarks.bench``, kernel column), 3-4x the plain numpy loop 
 1 G target, while Parquet encoding (~130-200 M tokens/s per core) bounds every end-to-end path;
 a C extension or numba would add an install-time dependency for no end-to-end gain.
 
-The output is identical, bit for bit, to :func:`posgen.generator.grow_reference` (the tests
-check it on many specs). Measured with ``python -m benchmarks.bench``; see BENCHMARKS.md.
+The output is identical, bit for bit, to the plain-loop oracle ``tests/oracle.py`` (the
+tests check it on many specs). Measured with ``python -m benchmarks.bench``; see BENCHMARKS.md.
 
 >>> import numpy as np
 >>> from posgen.spec import TaskSpec

@@ -149,7 +149,14 @@ def hash_key(key: int) -> np.uint64:
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finalizer: a bijective avalanche mix of uint64 values (in place when it can)."""
+    """SplitMix64 finalizer: a bijective avalanche mix of uint64 values.
+
+    The one mix of the package: keyed ops here, seed windows (:mod:`posgen.seeding`), probe
+    draws and the validator's row hashes.
+
+    >>> int(mix64(np.uint64(1)))
+    6238072747940578789
+    """
     with np.errstate(over="ignore"):
         x = np.asarray(x, dtype=np.uint64)
         x = (x ^ (x >> np.uint64(30))) * _M1

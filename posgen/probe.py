@@ -42,8 +42,8 @@ import numpy as np
 
 from posgen.generator import DEFAULT_BLOCK_ROWS, generate_rows
 from posgen.kernel import storage_dtype
-from posgen.ops import get_op
-from posgen.seeding import mix64, task_key
+from posgen.ops import get_op, mix64
+from posgen.seeding import task_key
 from posgen.spec import TaskSpec, probe_source
 from posgen.tasks import dependency_matrix, far_start
 

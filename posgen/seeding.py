@@ -28,14 +28,13 @@ from functools import lru_cache
 
 import numpy as np
 
+from posgen.ops import mix64
 from posgen.spec import TaskSpec
 
 FEISTEL_ROUNDS = 8
 MAX_PERMUTED = 2**63
 PAPER_TABLE_MAX = 1 << 16
 """Paper spaces up to this many windows are unranked once and indexed (~20x faster)."""
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
 
 
 def seed_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.ndarray:
@@ -140,14 +139,6 @@ def disjoint_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.nd
         counters = index[:, None] * np.uint64(w) + np.arange(w - digits, dtype=np.uint64)
         out[:, : w - digits] = (mix64(mix64(counters) ^ keys[-1]) % np.uint64(m)).astype(np.int64)
     return out
-
-
-def mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finalizer: a bijective avalanche mix of uint64 values."""
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * _M1
-        x = (x ^ (x >> np.uint64(27))) * _M2
-        return x ^ (x >> np.uint64(31))
 
 
 def feistel_permute(index: np.ndarray, domain: int, keys: np.ndarray) -> np.ndarray:

@@ -332,8 +332,22 @@ def _digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:SPEC_ID_CHARS]
 
 
+DEFAULT_BENCHMARK_NAME = "posgen"
+"""The name of the default benchmark (one config per task)."""
+
+
+def default_benchmark_mapping(tasks: Sequence[str] = TASKS, **fields: Any) -> dict[str, Any]:
+    """The raw mapping of the default benchmark: one config per task, each given ``fields``.
+
+    >>> default_benchmark_mapping(("cot",), train_length=64)
+    {'name': 'posgen', 'configs': {'cot': {'task': 'cot', 'train_length': 64}}}
+    """
+    return {
+        "name": DEFAULT_BENCHMARK_NAME,
+        "configs": {task: {"task": task, **fields} for task in tasks},
+    }
+
+
 def default_benchmark(tasks: Sequence[str] = TASKS, **fields: Any) -> BenchmarkSpec:
     """A benchmark with one config per task, every config given ``fields``."""
-    return BenchmarkSpec(
-        name="posgen", configs={task: TaskSpec(task=task, **fields) for task in tasks}
-    )
+    return BenchmarkSpec.model_validate(default_benchmark_mapping(tasks, **fields))

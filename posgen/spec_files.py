@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from posgen.errors import UsageError, not_utf8, shown
-from posgen.spec import BenchmarkSpec
+from posgen.spec import DEFAULT_BENCHMARK_NAME, BenchmarkSpec, default_benchmark_mapping
 from posgen.tasks import TASKS
 
 if sys.version_info >= (3, 11):
@@ -146,7 +146,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
 def stem_name(stem: str) -> str:
     """A valid benchmark name from a file stem: runs of other characters become ``-``."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:64].rstrip("-._")
-    return name or "posgen"
+    return name or DEFAULT_BENCHMARK_NAME
 
 
 def benchmark_mapping(data: dict[str, Any], default_name: str) -> dict[str, Any]:
@@ -187,7 +187,7 @@ def resolve_benchmark(
     """
     overrides = overrides or {}
     if spec_file is None:
-        raw = {"name": "posgen", "configs": {task: {"task": task} for task in tasks or TASKS}}
+        raw = default_benchmark_mapping(tasks or TASKS)
     else:
         raw = benchmark_mapping(read_spec_file(spec_file), stem_name(Path(spec_file).stem))
         if tasks:

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from posgen.card.markdown import table
+from posgen.card.result_cells import mean_std_cell, pe_order
 from posgen.store.manifest import Manifest
 
 RESULTS_FILE = Path(__file__).with_name("reference_results.json")
 
-PE_ORDER = ("rope", "resonance", "yarn", "resonance_yarn")
 HEADER = [
     "config",
     "position embedding",
@@ -32,12 +32,6 @@ HEADER = [
 def load_results(path: Path = RESULTS_FILE) -> dict[str, Any]:
     """The committed results, or ``{}`` when there are none."""
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _pm(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
 
 
 def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -> str:
@@ -57,13 +51,13 @@ def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -
             task,
             pe,
             c["n"],
-            _pm(c["id_mean"], c["id_std"]),
-            _pm(c["ood_mean"], c["ood_std"]),
-            _pm(c.get("far_id_mean"), c.get("far_id_std")),
-            _pm(c.get("far_ood_mean"), c.get("far_ood_std")),
+            mean_std_cell(c["id_mean"], c["id_std"]),
+            mean_std_cell(c["ood_mean"], c["ood_std"]),
+            mean_std_cell(c.get("far_id_mean"), c.get("far_id_std")),
+            mean_std_cell(c.get("far_ood_mean"), c.get("far_ood_std")),
         ]
         for task, pes in entry["tasks"].items()
-        for pe in sorted(pes, key=lambda p: PE_ORDER.index(p) if p in PE_ORDER else 99)
+        for pe in sorted(pes, key=pe_order)
         for c in [pes[pe]]
     ]
     return "\n".join(

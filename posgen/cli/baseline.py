@@ -8,12 +8,12 @@ import click
 
 from posgen.cli.common import RunFailure, UsageProblems
 from posgen.cli.paths import PathArg
-from posgen.cli.score import load_split
+from posgen.cli.split_loading import load_probe_split, load_split
 from posgen.scoring.baselines import BASELINES, PROBE_BASELINES, baseline_predictions
 from posgen.scoring.errors import ScoringError
 from posgen.scoring.folder import score_aligned
 from posgen.scoring.prediction_files import file_format, write_predictions
-from posgen.scoring.reliance import load_probe, score_probe
+from posgen.scoring.reliance import score_probe
 from posgen.spec import is_probe_split
 
 
@@ -95,7 +95,7 @@ def baseline_command(
     write_predictions(out, reference.ids, predictions, spec.modulus)  # WriteFailed: exit 1
     if not quiet:
         if is_probe_split(split):
-            probe = score_probe(load_probe(data, reference.config, split), predictions)
+            probe = score_probe(load_probe_split(data, reference.config, split), predictions)
             shown = (
                 ("ID far-reliance", probe.id.far_reliance),
                 ("OOD far-reliance", probe.ood.far_reliance),

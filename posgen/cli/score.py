@@ -5,51 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import pyarrow as pa
 
 from posgen import signals
 from posgen.cli.common import UsageProblems
 from posgen.cli.outputs import output_problems
 from posgen.cli.paths import PathArg
-from posgen.errors import PosgenError
+from posgen.cli.split_loading import load_probe_split, load_split
 from posgen.scoring.errors import ScoringError
 from posgen.scoring.folder import score_reference
 from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport
 from posgen.scoring.plot import (
     PLOT_HINT,
     PlotUnavailable,
+    plot_available,
     plot_curve,
     plot_format_problem,
     plot_reliance,
 )
 from posgen.scoring.prediction_files import align_to_ids, read_predictions
-from posgen.scoring.reference import ReferenceSplit, load_reference, resolve_config
-from posgen.scoring.reliance import Reliance, RelianceReport, load_probe, score_probe
+from posgen.scoring.reliance import Reliance, RelianceReport, score_probe
 from posgen.spec import is_probe_split
 from posgen.store.atomic import write_atomically
-from posgen.store.manifest import DamagedDataset
-
-
-def load_split(data: Path, config: str | None, split: str) -> ReferenceSplit:
-    """A folder's split, every problem turned into :class:`UsageProblems`."""
-    try:
-        return load_reference(data, resolve_config(data, config), split)
-    except (PosgenError, OSError):
-        raise  # not a dataset, bad arguments, a path that cannot be read: exit 2; damage: 1
-    except (pa.ArrowException, ValueError) as error:
-        raise DamagedDataset(data, [f"{data}: {' '.join(str(error).split())}"]) from None
 
 
 def score_probe_file(
     data: Path, config: str | None, split: str, predictions: Path, bucket_width: int
 ) -> RelianceReport:
     """Far-reliance of a predictions file on a probe split of a folder."""
-    try:
-        probe = load_probe(data, resolve_config(data, config), split)
-    except (PosgenError, OSError):
-        raise
-    except (pa.ArrowException, ValueError) as error:
-        raise DamagedDataset(data, [f"{data}: {' '.join(str(error).split())}"]) from None
+    probe = load_probe_split(data, config, split)
     try:
         read = read_predictions(predictions)
     except ScoringError as error:
@@ -112,16 +95,6 @@ def reliance_table(report: RelianceReport) -> str:
     lines += [line(f"[{b.start}, {b.stop})", b, " OOD" if b.ood else "") for b in report.buckets]
     lines.append("  counted: probed targets whose far-rule answer differs from the stored token")
     return "\n".join(lines)
-
-
-def plot_available() -> bool:
-    """Whether matplotlib can be imported (a signal meanwhile is raised once it is)."""
-    with signals.deferred():
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            return False
-    return True
 
 
 @click.command(

@@ -6,6 +6,7 @@ import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from posgen import signals
@@ -22,12 +23,31 @@ class PlotUnavailable(UsageError, RuntimeError):
 PLOT_HINT = "plotting needs matplotlib: pip install 'posgen[plot]'"
 
 
+def matplotlib_module() -> ModuleType:
+    """``matplotlib``, imported with signals held (a signal meanwhile is raised once the
+    import is done); :class:`PlotUnavailable` without it. The one guard of the package."""
+    with signals.deferred():
+        try:
+            import matplotlib
+        except ImportError:
+            raise PlotUnavailable(PLOT_HINT) from None
+    return matplotlib
+
+
+def plot_available() -> bool:
+    """Whether matplotlib can be imported (checked before any work starts)."""
+    try:
+        matplotlib_module()
+    except PlotUnavailable:
+        return False
+    return True
+
+
 def plot_formats() -> list[str]:
     """File suffixes matplotlib can draw into (``png``, ``svg``, ``pdf``...)."""
-    try:
-        from matplotlib.backend_bases import FigureCanvasBase
-    except ImportError:
-        raise PlotUnavailable(PLOT_HINT) from None
+    matplotlib_module()
+    from matplotlib.backend_bases import FigureCanvasBase
+
     return sorted(FigureCanvasBase.get_supported_filetypes())
 
 
@@ -52,14 +72,10 @@ def plot_format_problem(path: Path) -> str | None:
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg backend, imported with signals held (a signal
     meanwhile is raised once the import is done); :class:`PlotUnavailable` without it."""
+    matplotlib = matplotlib_module()
     with signals.deferred():
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise PlotUnavailable(PLOT_HINT) from None
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
     return plt
 
 

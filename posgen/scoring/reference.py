@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from posgen.arrow_io import table_tokens
+from posgen.arrow_io import read_batch_rows, table_tokens
 from posgen.generator import storage_dtype
 from posgen.scoring.errors import ScoringError
 from posgen.spec import TaskSpec
@@ -90,9 +90,10 @@ def _load_splits(
         where = (config, split, entry.spec_id, info.length)
         length = min(info.length, entry.spec.train_length) if split in cut else info.length
         tokens = np.empty((info.rows, length), dtype=storage_dtype(entry.spec.modulus))
+        batch = read_batch_rows(info.length)
         for file in info.files:
             buffer = read_listed(root, fmt, where, file)
-            _fill(tokens, fmt.batches(buffer, max(1, min(file.rows, 1 << 16))), file, root, entry)
+            _fill(tokens, fmt.batches(buffer, max(1, min(file.rows, batch))), file, root, entry)
         files = tuple((file.path, file.sha256) for file in info.files)
         out[split] = ReferenceSplit(config, split, entry.spec, tokens, files)
     return out

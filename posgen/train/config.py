@@ -23,10 +23,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-PES = ("rope", "resonance", "yarn", "resonance_yarn")
-"""The paper's four position embeddings (``--pe``)."""
-
-
 PAPER_SEEDS = [5549, 4955, 42, 3701, 49]
 """The authors' five seeds."""
 

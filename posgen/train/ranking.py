@@ -27,6 +27,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from posgen.card.result_cells import mean_std_cell
+
 EFFECTIVE_FRACTION = 0.9
 """Effective length threshold, as a fraction of the cell's ID accuracy."""
 
@@ -75,12 +77,6 @@ def ranked(pes: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     return sorted(pes.items(), key=key)
 
 
-def _pm(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
-
-
 def ranking_lines(results: dict[str, Any]) -> list[str]:
     """Markdown: per data folder and task, the PEs ranked by OOD accuracy."""
     lines = [
@@ -103,8 +99,9 @@ def ranking_lines(results: dict[str, Any]) -> list[str]:
             for rank, (pe, cell) in enumerate(ranked(pes), 1):
                 length = cell.get("effective_length")
                 lines.append(
-                    f"| {rank} | {pe} | {cell['n']} | {_pm(cell['ood_mean'], cell['ood_std'])} | "
-                    f"{_pm(cell['id_mean'], cell['id_std'])} | "
+                    f"| {rank} | {pe} | {cell['n']} | "
+                    f"{mean_std_cell(cell['ood_mean'], cell['ood_std'])} | "
+                    f"{mean_std_cell(cell['id_mean'], cell['id_std'])} | "
                     f"{'-' if length is None else length} | {cell.get('when') or '-'} |"
                 )
             confounds = [

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+from posgen.card.result_cells import PES
 from posgen.train.absolute import LEARNED, SINUSOIDAL
 from posgen.train.alibi import ALIBI
-from posgen.train.config import PES
 from posgen.train.encoding import (
     ENTRY_POINT_GROUP,
     NO_ROPE,

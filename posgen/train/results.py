@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from posgen.card.result_cells import mean_std_cell, pe_order
 from posgen.card.task_measures import measure_sentences
 from posgen.errors import UsageError
 from posgen.scoring.metrics import ScoreReport
 from posgen.scoring.plot import save_figure
 from posgen.scoring.reliance import RelianceReport
 from posgen.store.layout import OLD_TAG, TMP_TAG
-from posgen.train.config import PES
 from posgen.train.ranking import EFFECTIVE_FRACTION, effective_length, ranking_lines
 from posgen.train.run_files import FILES, read_probe, read_run
 from posgen.train.run_record import RunRecord
@@ -292,11 +292,6 @@ def _train_seconds(run: Run) -> float:
     return 0.0
 
 
-def pe_order(pe: str) -> tuple[int, str]:
-    """Table order: the paper's four first, then by name."""
-    return (PES.index(pe), "") if pe in PES else (len(PES), pe)
-
-
 def hardware() -> dict[str, Any]:
     """This machine: CPU model, logical cores, OS."""
     model = platform.processor() or platform.machine()
@@ -308,12 +303,6 @@ def hardware() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpu": model, "cores": os.cpu_count(), "os": platform.platform()}
-
-
-def _pm(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
 
 
 def tables(results: dict[str, Any]) -> list[str]:
@@ -338,10 +327,10 @@ def tables(results: dict[str, Any]) -> list[str]:
             for pe in sorted(pes, key=pe_order):
                 c = pes[pe]
                 lines.append(
-                    f"| {task} | {pe} | {c['n']} | {_pm(c['id_mean'], c['id_std'])} | "
-                    f"{_pm(c['ood_mean'], c['ood_std'])} | "
-                    f"{_pm(c.get('far_id_mean'), c.get('far_id_std'))} | "
-                    f"{_pm(c.get('far_ood_mean'), c.get('far_ood_std'))} | "
+                    f"| {task} | {pe} | {c['n']} | {mean_std_cell(c['id_mean'], c['id_std'])} | "
+                    f"{mean_std_cell(c['ood_mean'], c['ood_std'])} | "
+                    f"{mean_std_cell(c.get('far_id_mean'), c.get('far_id_std'))} | "
+                    f"{mean_std_cell(c.get('far_ood_mean'), c.get('far_ood_std'))} | "
                     f"{_num(c['id_curve_range'])} | "
                     f"{_num(c['id_curve_trend'], signed=True)} |"
                 )

@@ -52,7 +52,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from posgen.train.config import PES
+from posgen.card.result_cells import PES
 from posgen.train.encoding import Lengths, PositionEncoding
 from posgen.train.rope import RESONANCE_TYPES, YARN_BETA_FAST, YARN_BETA_SLOW
 

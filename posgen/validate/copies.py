@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from posgen.seeding import mix64
+from posgen.ops import mix64
 from posgen.shortcuts import is_prime, local_rules
 from posgen.spec import TaskSpec
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from posgen.seeding import mix64
+from posgen.ops import mix64
 
 _SALT = np.random.SeedSequence(0x9E3779B97F4A7C15).generate_state(2, dtype=np.uint64)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from posgen.arrow_io import read_batch_rows
 from posgen.errors import UsageError, shown
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.check import inside
@@ -25,9 +26,6 @@ from posgen.store.formats import DATA_SUFFIXES, Format, format_of, manifest_form
 from posgen.store.layout import MANIFEST_NAME
 from posgen.store.manifest import Manifest, read_manifest
 from posgen.store.parts import unfinished
-
-BATCH_TOKENS = 1 << 22
-"""Tokens per streamed batch: bounds memory (a few tens of MB of work arrays)."""
 
 
 class SourceError(UsageError, ValueError):
@@ -59,9 +57,9 @@ class Part:
     def batches(
         self, length: int, columns: tuple[str, ...] = ("id", "tokens")
     ) -> Iterator[pa.RecordBatch]:
-        """Record batches of about :data:`BATCH_TOKENS` tokens (rows of ``length``); files
-        are read for ``columns`` only."""
-        rows = max(1, BATCH_TOKENS // max(1, length))
+        """Record batches of :func:`posgen.arrow_io.read_batch_rows` rows of ``length``;
+        files are read for ``columns`` only."""
+        rows = read_batch_rows(length)
         if self.table is not None:
             yield from self.table.to_batches(max_chunksize=rows)
         else:

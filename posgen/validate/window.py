@@ -21,6 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from posgen.kernel import work_dtype
 from posgen.ops import far_perm, get_op, keyed_hash, select_perm, slot_perm, sum_table
 from posgen.spec import TaskSpec
 from posgen.tasks import far_start
@@ -64,13 +65,6 @@ def _take(tokens: np.ndarray, slot: object) -> np.ndarray:
     return np.take(tokens, slot.starts + slot.offset, axis=1)
 
 
-def _work_dtype(modulus: int) -> np.dtype:
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if 2 * modulus - 1 <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    return np.dtype(np.uint64)  # pragma: no cover - modulus is at most 65536
-
-
 def expected_targets(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
     """Targets of positions ``w .. length-1`` recomputed from ``tokens`` (``(rows, length)``).
 
@@ -84,7 +78,7 @@ def expected_targets(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
     in_range = tokens.size == 0 or (tokens.min() >= 0 and int(tokens.max()) < spec.modulus)
     if op.additive and in_range:
         # (sum of operands) mod m, one conditional subtract per operand (see generator.py).
-        dtype = _work_dtype(spec.modulus)
+        dtype = work_dtype(spec.modulus)
         work = tokens if tokens.dtype == dtype else tokens.astype(dtype)
         modulus = dtype.type(spec.modulus)
         acc = np.zeros((rows, length - window), dtype=dtype)
