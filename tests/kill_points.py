@@ -44,6 +44,7 @@ def hold(point: str) -> None:
 
 def install(point: str, out: Path, total: int) -> None:
     """Patch the store so that the run holds at ``point``."""
+    import posgen.store.finish as finishing
     import posgen.store.formats as formats
     import posgen.store.writer as writer
     from posgen.store.atomic import TMP_TAG, leftovers
@@ -93,13 +94,13 @@ def install(point: str, out: Path, total: int) -> None:
 
         formats.open_writer = open_writer
     elif point == "manifest":
-        real_manifest = writer.write_manifest
+        real_manifest = finishing.write_manifest
 
         def write_manifest(root, manifest):
             real_manifest(root, manifest)
             hold(point)
 
-        writer.write_manifest = write_manifest
+        finishing.write_manifest = write_manifest
     else:
         raise ValueError(f"unknown kill point {point!r}; known: {', '.join(POINTS)}")
 
