@@ -36,7 +36,10 @@ WORKER_ENV = "POSGEN_TEST_HOLD_WORKERS"
 
 def hold(point: str) -> None:
     """Say ``point`` on stdout, then wait for signals until one ends the run."""
-    print(point, flush=True)
+    sys.stdout.flush()
+    # one write of the whole line: two workers holding at once never interleave their lines
+    # (``print`` writes the text and the newline separately when Python runs unbuffered)
+    os.write(sys.stdout.fileno(), f"{point}\n".encode())
     signal.alarm(GUARD)
     while True:
         signal.pause()

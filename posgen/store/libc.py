@@ -1,5 +1,8 @@
 """The C library, for the calls Python lacks: ``renameat2`` and ``prctl`` (Linux).
 
+Loaded once, at import, so a child between ``fork`` and ``exec`` calls it without loading
+anything (:func:`die_with_parent` runs there).
+
 >>> function("no_such_call") is None
 True
 """
@@ -7,6 +10,7 @@ True
 from __future__ import annotations
 
 import ctypes
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -25,3 +29,17 @@ LIBC = _load()
 def function(name: str) -> Callable[..., Any] | None:
     """The C function ``name``; None where the library or the function is missing."""
     return getattr(LIBC, name, None) if LIBC is not None else None
+
+
+PR_SET_PDEATHSIG = 1
+"""``prctl`` option (Linux): the signal this process gets when its parent dies."""
+
+
+def die_with_parent(parent: int, signum: int) -> None:
+    """Have the kernel send ``signum`` to this process when its parent dies (Linux); end at
+    once (exit ``128 + signum``) when the parent, PID ``parent``, died before that was set."""
+    prctl = function("prctl")
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(128 + signum)

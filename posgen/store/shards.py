@@ -20,12 +20,9 @@ from posgen.generator import DEFAULT_BLOCK_ROWS
 from posgen.spec import TaskSpec
 from posgen.store.formats import FORMATS, Progress
 from posgen.store.layout import DEFAULT_ROW_GROUP_BYTES, Shard
-from posgen.store.libc import function
+from posgen.store.libc import die_with_parent
 from posgen.store.lock import hold
 from posgen.store.manifest import FileEntry
-
-PR_SET_PDEATHSIG = 1
-"""``prctl`` option (Linux): the signal this process gets when its parent dies."""
 
 
 def write_shards(
@@ -114,11 +111,7 @@ def watch_parent(alive: Connection, parent: int, owner: Path | None) -> None:
     means the parent is gone. Either way a killed run's workers do not go on writing into
     a folder the next run may remove.
     """
-    prctl = function("prctl")
-    if prctl is not None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(1)
+    die_with_parent(parent, signal.SIGKILL)
 
     def wait() -> None:
         with suppress(EOFError, OSError):
