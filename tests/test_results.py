@@ -148,6 +148,10 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(runs, tm
     cells = json.loads(out_json.read_text())["results"]["tiny"]["tasks"]["cot"]
     for pe, cell in cells.items():
         positions, accuracy = cell["curve"]["position"], cell["curve"]["accuracy"]
-        failing = [i for i, a in enumerate(accuracy) if a < 0.9 * cell["id_mean"]]
-        end = failing[0] if failing else len(positions)
-        assert cell["effective_length"] == (positions[end - 1] if end else None), pe
+        holding = [a >= 0.9 * cell["id_mean"] for a in accuracy]
+        start = holding.index(True) if True in holding else None
+        if start is None:
+            assert cell["effective_length"] is None, pe
+            continue
+        end = holding.index(False, start) if False in holding[start:] else len(positions)
+        assert cell["effective_length"] == positions[end - 1], pe

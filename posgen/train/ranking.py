@@ -4,13 +4,18 @@ The cells are :func:`posgen.train.results.aggregate`'s (data folder x task x PE,
 sample std over seeds). Per task, PEs are ranked by mean OOD accuracy (ties: by name).
 
 *Effective length*: the largest position t such that the seed-pooled test accuracy at every
-scored position from w up to t is at least ``EFFECTIVE_FRACTION`` x the cell's mean ID
-accuracy (0.9 x ID). It is L - 1 or more when accuracy holds through the ID range, and
-``-`` when it fails at position w already.
+scored position from s up to t is at least ``EFFECTIVE_FRACTION`` x the cell's mean ID
+accuracy (0.9 x ID), where s is the first scored position that reaches it. Positions before
+s are skipped: on POSGEN the first targets can sit at chance for every model (at t = w no
+transition is visible yet, so a rule read from near tokens cannot apply), and counting them
+would give ``-`` to every PE. It is L - 1 or more when accuracy holds through the ID range,
+and ``-`` when no position reaches the threshold.
 
 >>> effective_length([4, 5, 6, 7], [0.9, 0.95, 0.7, 0.99], 0.8)
 5
->>> effective_length([4, 5], [0.5, 0.9], 0.8) is None
+>>> effective_length([4, 5, 6, 7], [0.06, 0.9, 0.95, 0.5], 0.8)  # t = w at chance: skipped
+6
+>>> effective_length([4, 5], [0.5, 0.7], 0.8) is None
 True
 """
 
@@ -49,11 +54,13 @@ CSV_COLUMNS = (
 def effective_length(
     positions: Sequence[int], accuracy: Sequence[float], threshold: float
 ) -> int | None:
-    """The last position of the leading run of positions with accuracy >= ``threshold``."""
+    """The last position of the first run of positions with accuracy >= ``threshold``."""
     last = None
     for position, value in zip(positions, accuracy, strict=True):
         if value is None or math.isnan(value) or value < threshold:
-            break
+            if last is not None:
+                break
+            continue
         last = position
     return last
 
@@ -81,8 +88,8 @@ def ranking_lines(results: dict[str, Any]) -> list[str]:
         "",
         f"Mean ± sample std over n seeds. Effective length: the largest position up to which "
         f"the test accuracy stays at or above {EFFECTIVE_FRACTION} x the PE's ID accuracy "
-        "at every position (from w). When: train-time PEs use the same rope in training and "
-        "evaluation; evaluation-time PEs train unscaled.",
+        "at every position from the first one that reaches it. When: train-time PEs use the "
+        "same rope in training and evaluation; evaluation-time PEs train unscaled.",
         "",
     ]
     for data, entry in results.items():
