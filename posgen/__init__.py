@@ -20,6 +20,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time through __getattr__
+    from posgen.dataset import write_dataset as write_dataset
     from posgen.generator import generate_rows as generate_rows
     from posgen.generator import generate_split as generate_split
     from posgen.generator import grow as grow
@@ -42,7 +43,7 @@ _LAZY = {
     "dependencies": "posgen.tasks",
     "far_start": "posgen.tasks",
     "register_task": "posgen.tasks",
-    "write_dataset": "posgen.store",
+    "write_dataset": "posgen.dataset",
     "read_manifest": "posgen.store",
     "load": "posgen.hf",
     "to_dataset_dict": "posgen.hf",

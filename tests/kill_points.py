@@ -36,7 +36,10 @@ WORKER_ENV = "POSGEN_TEST_HOLD_WORKERS"
 
 def hold(point: str) -> None:
     """Say ``point`` on stdout, then wait for signals until one ends the run."""
-    print(point, flush=True)
+    sys.stdout.flush()
+    # one write of the whole line: two workers holding at once never interleave their lines
+    # (``print`` writes the text and the newline separately when Python runs unbuffered)
+    os.write(sys.stdout.fileno(), f"{point}\n".encode())
     signal.alarm(GUARD)
     while True:
         signal.pause()
@@ -44,6 +47,7 @@ def hold(point: str) -> None:
 
 def install(point: str, out: Path, total: int) -> None:
     """Patch the store so that the run holds at ``point``."""
+    import posgen.store.finish as finishing
     import posgen.store.formats as formats
     import posgen.store.writer as writer
     from posgen.store.atomic import TMP_TAG, leftovers
@@ -93,13 +97,13 @@ def install(point: str, out: Path, total: int) -> None:
 
         formats.open_writer = open_writer
     elif point == "manifest":
-        real_manifest = writer.write_manifest
+        real_manifest = finishing.write_manifest
 
         def write_manifest(root, manifest):
             real_manifest(root, manifest)
             hold(point)
 
-        writer.write_manifest = write_manifest
+        finishing.write_manifest = write_manifest
     else:
         raise ValueError(f"unknown kill point {point!r}; known: {', '.join(POINTS)}")
 

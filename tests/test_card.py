@@ -13,8 +13,8 @@ import yaml
 
 from posgen.card import DataMismatch, render_card, write_card
 from posgen.card.diagram import dependency_diagram
+from posgen.dataset import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.store import write_dataset
 from posgen.store.manifest import Manifest, read_manifest
 from posgen.tasks import TASKS
 from posgen.validate import validate

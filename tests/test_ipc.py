@@ -7,9 +7,9 @@ import json
 import datasets
 import numpy as np
 
+from posgen.dataset import write_dataset
 from posgen.generator import generate_split
 from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.store import write_dataset
 from tests.cli_support import invoke
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from posgen.dataset import write_dataset
 from posgen.hf import load
 from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.store import DamagedDataset, check_dataset, read_manifest, write_dataset
+from posgen.store import DamagedDataset, check_dataset, read_manifest
 from posgen.store.manifest import sha256_file
 from tests.cli_support import error_lines
 from tests.cli_support import invoke as run

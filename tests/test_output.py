@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from posgen.dataset import write_dataset
 from posgen.generator import generate_split
 from posgen.hf import to_dataset_dict
 from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.store import write_dataset
 from posgen.store.atomic import OutputExistsError
 from posgen.store.manifest import read_manifest, sha256_file
 from posgen.tasks import TASKS

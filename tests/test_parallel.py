@@ -7,10 +7,19 @@ import hashlib
 import pyarrow.parquet as pq
 import pytest
 
+from posgen.card import unvalidated_card
+from posgen.dataset import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.store import write_dataset
-from posgen.store.layout import parse_part, plan_benchmark
-from posgen.store.parts import PARTS_DIR, IncompleteError, PartsError, finish_parts, write_part
+from posgen.store import writer
+from posgen.store.layout import CARD_NAME, parse_part, plan_benchmark
+from posgen.store.parts import (
+    PARTS_DIR,
+    IncompleteError,
+    PartsError,
+    finish_parts,
+    merge_parts,
+    write_part,
+)
 from posgen.tasks import TASKS
 from tests.cli_support import assert_clean_error, invoke
 
@@ -52,7 +61,10 @@ def test_two_processes_write_the_same_bytes_as_one(tmp_path, single):
 
 def test_three_parts_in_any_order_equal_a_single_run(tmp_path, single):
     out = tmp_path / "ds"
-    results = [write_part(bench(), out, i, 3, SHARD_BYTES, GROUP_BYTES) for i in (2, 0, 1)]
+    results = [
+        write_part(bench(), out, i, 3, SHARD_BYTES, GROUP_BYTES, finish=unvalidated_card)
+        for i in (2, 0, 1)
+    ]
     assert results[0] is None  # parts still missing
     assert results[1] is None
     assert results[2].to_json() == (single / "posgen.json").read_text()
@@ -139,3 +151,30 @@ def test_tokens_are_byte_stream_split_with_zstd_and_ids_are_plain(single):
     assert "RLE_DICTIONARY" not in ids.encodings
     assert ids.statistics is not None
     assert not tokens.is_stats_set
+
+
+def custom_card(root, manifest):
+    (root / CARD_NAME).write_text(f"custom card of {manifest.benchmark.name}\n")
+
+
+def test_the_part_that_finishes_the_run_uses_the_finish_step_it_was_handed(tmp_path):
+    out = tmp_path / "ds"
+    for i in range(3):
+        write_part(bench(), out, i, 3, SHARD_BYTES, GROUP_BYTES, finish=custom_card)
+    assert (out / CARD_NAME).read_text() == "custom card of par\n"
+
+
+def test_merging_parts_uses_the_finish_step_it_was_handed(tmp_path):
+    for i in range(3):
+        write_part(bench(), tmp_path / f"p{i}", i, 3, SHARD_BYTES, GROUP_BYTES)
+    merge_parts(tmp_path / "ds", [tmp_path / f"p{i}" for i in range(3)], custom_card)
+    assert (tmp_path / "ds" / CARD_NAME).read_text() == "custom card of par\n"
+
+
+@pytest.mark.parametrize("part", [None, (0, 1)], ids=["whole run", "one part of one"])
+def test_the_store_alone_writes_no_card(tmp_path, single, part):
+    out = tmp_path / "ds"
+    writer.write_dataset(
+        bench(), out, part=part, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES
+    )
+    assert checksums(out) == {k: v for k, v in checksums(single).items() if k != CARD_NAME}

@@ -17,8 +17,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
+from posgen.dataset import write_dataset  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
-from posgen.store import write_dataset  # noqa: E402
 from tests.cli_support import invoke  # noqa: E402
 
 if sys.version_info >= (3, 11):

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from posgen.cli import main
+from posgen.dataset import write_dataset
 from posgen.scoring import (
     RelianceReport,
     baseline_predictions,
@@ -20,7 +21,6 @@ from posgen.scoring import (
     write_predictions,
 )
 from posgen.spec import default_benchmark
-from posgen.store import write_dataset
 
 TASKS = ["recursive", "cot", "semirecursive"]
 

@@ -13,9 +13,9 @@ torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
 
 from posgen.cli import main  # noqa: E402
+from posgen.dataset import write_dataset  # noqa: E402
 from posgen.scoring import RelianceReport, load_probe, read_predictions, score_probe  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
-from posgen.store import write_dataset  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
 from posgen.train.trainer import PROBE_PREDICTIONS, PROBE_SCORES, train_runs  # noqa: E402
 

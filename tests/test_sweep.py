@@ -21,8 +21,8 @@ torch = pytest.importorskip("torch")
 
 
 from posgen.cli.sweep import resolve_encoding  # noqa: E402
+from posgen.dataset import write_dataset  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
-from posgen.store import write_dataset  # noqa: E402
 from posgen.store.atomic import Interrupted  # noqa: E402
 from posgen.store.lock import exclusive  # noqa: E402
 from posgen.train import progress  # noqa: E402

@@ -18,9 +18,11 @@ import datasets
 import pytest
 
 import posgen.store.parts
+from posgen.card import unvalidated_card
+from posgen.dataset import write_dataset
 from posgen.hf import load
 from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.store import DamagedDataset, check_dataset, write_dataset
+from posgen.store import DamagedDataset, check_dataset
 from posgen.store.atomic import leftovers
 from posgen.store.parts import PARTS_DIR, write_part
 from tests.cli_support import assert_clean_error
@@ -192,15 +194,15 @@ def test_an_unfinished_part_folder_never_loads_wrong_data_and_merge_completes_it
     out = tmp_path / "ds"
     written = {"1 of 3 parts": 1, "2 of 3 parts": 2}.get(case, 3)
     for i in range(written - 1):
-        write_part(bench(), out, i, 3, SHARD)
+        write_part(bench(), out, i, 3, SHARD, finish=unvalidated_card)
     if written < 3:
-        write_part(bench(), out, written - 1, 3, SHARD)
+        write_part(bench(), out, written - 1, 3, SHARD, finish=unvalidated_card)
     else:
         renames = ["before the card", "after the card", "after the data"]
         killed_after = next(i for i, when in enumerate(renames) if case.endswith(when))
         monkeypatch.setattr(posgen.store.parts.os, "rename", _finish_killed_after(killed_after))
         with pytest.raises(KeyboardInterrupt):
-            write_part(bench(), out, 2, 3, SHARD)
+            write_part(bench(), out, 2, 3, SHARD, finish=unvalidated_card)
         monkeypatch.undo()
     full = _loads(single)
     seen = _loads(out)
@@ -222,10 +224,14 @@ def test_parts_finishing_at_once_finish_the_folder_once(tmp_path, single):
     from concurrent.futures import ThreadPoolExecutor
 
     out = tmp_path / "ds"
-    write_part(bench(), out, 0, 3, SHARD)
+    write_part(bench(), out, 0, 3, SHARD, finish=unvalidated_card)
+
+    def last(i: int):
+        return write_part(bench(), out, i, 3, SHARD, finish=unvalidated_card)
+
     # the two last parts write and finish at the same time, in threads of one process
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda i: write_part(bench(), out, i, 3, SHARD), (1, 2)))
+        results = list(pool.map(last, (1, 2)))
     finished = [r for r in results if r is not None]
     with recorded("race", "two parts finishing at once"):
         assert len(finished) >= 1
@@ -318,7 +324,7 @@ def test_parts_through_a_symlink_land_where_it_points(tmp_path, single):
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     for i in range(3):
-        write_part(bench(), tmp_path / "link", i, 3, SHARD)
+        write_part(bench(), tmp_path / "link", i, 3, SHARD, finish=unvalidated_card)
     with recorded("target", "--part into a symlink"):
         assert (tmp_path / "link").is_symlink()
         assert tree(tmp_path / "real") == tree(single)

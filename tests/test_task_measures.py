@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from posgen.card.task_measures import measure_sentence, measures_section
+from posgen.dataset import write_dataset
 from posgen.spec import default_benchmark
-from posgen.store import write_dataset
 from posgen.store.manifest import read_manifest
 
 

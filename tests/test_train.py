@@ -18,8 +18,8 @@ from click.testing import CliRunner  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from posgen.cli import main  # noqa: E402
+from posgen.dataset import write_dataset  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
-from posgen.store import write_dataset  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
 from posgen.train.rope import use_frequencies  # noqa: E402
 from posgen.train.rope_types import rope_parameters  # noqa: E402

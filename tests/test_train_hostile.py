@@ -28,9 +28,9 @@ torch = pytest.importorskip("torch")
 
 import posgen.signals  # noqa: E402
 from posgen.cli import main  # noqa: E402
+from posgen.dataset import write_dataset  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
-from posgen.store import write_dataset  # noqa: E402
 from posgen.store.layout import TMP_TAG  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
 from posgen.train.memory import estimate_run, refusal  # noqa: E402

@@ -96,3 +96,10 @@ def write_card(
     root = Path(root)
     text = render_card(manifest or read_manifest(root), report, baselines, root=root)
     return write_atomically(root / CARD_NAME, text.encode())
+
+
+def unvalidated_card(root: Path, manifest: Manifest) -> None:
+    """The ``finish`` step of a dataset written without validation (``posgen generate``,
+    ``posgen merge``, :func:`posgen.dataset.write_dataset`): a card saying it was not
+    validated."""
+    write_card(root, manifest=manifest)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from posgen.card import unvalidated_card
 from posgen.cli.common import (
     RunFailure,
     UsageProblems,
@@ -144,6 +145,7 @@ def generate(
                 shard_bytes=shard_mb * 2**20,
                 num_proc=num_proc,
                 progress=bar.update,
+                finish=unvalidated_card,
             )
     except Interrupted as stop:
         state = f"{out} was already complete" if stop.completed else _untouched(out, overwrite)

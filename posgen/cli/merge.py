@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from posgen.card import unvalidated_card
 from posgen.cli.common import RunFailure
 from posgen.cli.guard import os_error_problem
 from posgen.cli.paths import PathArg
@@ -29,7 +30,7 @@ def merge(out: Path, parts: tuple[Path, ...], quiet: bool) -> None:
     The result is byte-identical to a single-process `posgen generate` of the same spec.
     """
     try:
-        manifest = merge_parts(out, list(parts))
+        manifest = merge_parts(out, list(parts), unvalidated_card)
     except PosgenError:
         raise
     except OSError as error:

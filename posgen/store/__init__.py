@@ -8,10 +8,17 @@ One module per job:
 - :mod:`~posgen.store.formats`: Parquet and Arrow IPC behind one interface;
 - :mod:`~posgen.store.writer`: :func:`write_dataset`, the one writer entry point;
 - :mod:`~posgen.store.parts`: ``--part I/N`` runs and ``posgen merge``;
+- :mod:`~posgen.store.shards`: shard files, by one process or a pool of workers;
+- :mod:`~posgen.store.finish`: a written folder's manifest and sidecars, then the caller's
+  ``finish`` step (the store knows nothing of cards: the caller hands the card down);
 - :mod:`~posgen.store.check`: the one file-versus-manifest check;
 - :mod:`~posgen.store.atomic`: files and folders that appear only when complete;
 - :mod:`~posgen.store.lock`: which live process owns a hidden folder or file (a lock, not a PID);
-- :mod:`~posgen.store.pinned`: readers see one dataset while it is being replaced.
+- :mod:`~posgen.store.pinned`: readers see one dataset while it is being replaced;
+- :mod:`~posgen.store.libc`: the C calls Python lacks (``renameat2``, ``prctl``).
+
+Modules import one way, in this order: writer; parts; check, finish and shards; formats;
+manifest; atomic; lock and layout (``libc`` and ``pinned`` import nothing of the store).
 """
 
 from posgen.store.atomic import OutputExistsError, WriteFailed, write_atomically

@@ -51,6 +51,7 @@ from posgen.store.layout import (
     temporaries_of,
     temporary_name,
 )
+from posgen.store.libc import function
 from posgen.store.lock import claim, fresh_file, fresh_folder, owned, remove_unowned
 
 MARKER = MANIFEST_NAME
@@ -369,7 +370,7 @@ RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 
 def _renameat2(src: Path, dst: Path, flags: int) -> bool:
     """``renameat2(src, dst, flags)``; False where the system or file system lacks it."""
-    call = getattr(_LIBC, "renameat2", None) if _LIBC is not None else None
+    call = function("renameat2")
     if call is None:
         return False
     at_cwd = -100
@@ -392,16 +393,6 @@ def rename_new(src: Path, dst: Path) -> None:
         if os.path.lexists(dst):
             raise OutputExistsError(f"{dst} appeared while the dataset was built; it was kept")
         os.rename(src, dst)
-
-
-def _load_libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-_LIBC = _load_libc()
 
 
 def _fsync_tree(root: Path) -> None:

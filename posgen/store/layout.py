@@ -3,7 +3,7 @@
 A dataset folder (``DIR``) holds, whatever the format::
 
     DIR/posgen.json         the manifest (MANIFEST_NAME)
-    DIR/README.md           the data card (CARD_NAME)
+    DIR/README.md           the data card (CARD_NAME), written by the caller's finish step
     DIR/<shard files>       SHARD_PATHS[format]: Parquet under data/, Arrow IPC per config
     DIR/.posgen-parts/      everything an unfinished --part I/N run wrote (PARTS_DIR)
 
@@ -257,3 +257,21 @@ def plan_benchmark(
         for split in (*spec.split_names, *spec.probe_names)
         for shard in plan_split(config, spec, split, shard_bytes, storage)
     ]
+
+
+def unfinished(root: Path) -> str | None:
+    """Why ``root`` is not loadable yet when it is an unfinished part folder, else None.
+
+    >>> unfinished(Path("/nonexistent")) is None
+    True
+    """
+    staging = Path(root) / PARTS_DIR
+    if (Path(root) / MANIFEST_NAME).exists() or not staging.is_dir():
+        return None
+    names = sorted(p.name for p in staging.glob("part-*-of-*.json"))
+    count = names[0].removesuffix(".json").rpartition("-of-")[2].lstrip("0") if names else ""
+    done = f" ({len(names)} of {count} parts written)" if count.isdigit() else ""
+    return (
+        f"{root} is an unfinished --part run{done}: write the missing parts, then "
+        f"`posgen merge {root}`"
+    )

@@ -41,7 +41,7 @@ import posgen
 from posgen.errors import DataError, UsageError, problem_lines
 from posgen.spec import MAX_LENGTH, MAX_ROWS, BenchmarkSpec, ConfigName, TaskSpec, probe_config
 from posgen.store.atomic import write_atomically
-from posgen.store.layout import MANIFEST_NAME
+from posgen.store.layout import MANIFEST_NAME, unfinished
 
 FORMAT_VERSION = 1
 MAX_MANIFEST_BYTES = 64 * 2**20
@@ -350,8 +350,6 @@ def read_manifest(root: str | Path) -> Manifest:
     try:
         raw = read_bounded(path, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
-        from posgen.store.parts import unfinished
-
         why = unfinished(root) or f"{root} has no {MANIFEST_NAME}: not a posgen dataset"
         raise NotADataset(root, [why]) from None
     except NotADirectoryError:

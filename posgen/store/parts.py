@@ -9,8 +9,9 @@ relative paths they end up at) and its manifest entries in ``part-IIIII-of-NNNNN
 load (it skips hidden folders), and posgen names it as unfinished.
 
 When the last record is present the folder is *finished*, once, under a lock
-(:mod:`posgen.store.lock`): ``posgen.json`` and ``README.md`` are rendered into
-``.posgen-parts/`` exactly as a single-process run renders them, then the card, ``data/``
+(:mod:`posgen.store.lock`): ``posgen.json`` and (by the caller's ``finish`` step)
+``README.md`` are rendered into ``.posgen-parts/`` exactly as a single-process run renders
+them, then the card, ``data/``
 and last the manifest are renamed into ``OUT``, and ``.posgen-parts`` is removed. A run
 killed at any step leaves a folder that either loads nothing or loads exactly the finished
 data; ``posgen merge OUT`` completes it. The result is byte-identical to ``posgen generate``
@@ -25,17 +26,16 @@ folder of the same run: merge never writes over anything else.
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import json
 import os
 import shutil
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
-from posgen.arrow_io import PARQUET_OPTIONS
 from posgen.errors import UsageError, problem_lines
 from posgen.spec import BenchmarkSpec
 from posgen.store.atomic import (
@@ -46,6 +46,7 @@ from posgen.store.atomic import (
     write_atomically,
 )
 from posgen.store.check import check_files, verify_dataset
+from posgen.store.finish import Finish, finish_folder, shards_manifest
 from posgen.store.formats import Progress
 from posgen.store.layout import (
     CARD_NAME,
@@ -58,17 +59,16 @@ from posgen.store.layout import (
     part_record_name,
     plan_benchmark,
 )
-from posgen.store.lock import remove_unowned
+from posgen.store.lock import exclusive, remove_unowned
 from posgen.store.manifest import (
     DamagedDataset,
     FileEntry,
     Manifest,
-    build_manifest,
     read_bounded,
     read_manifest,
     sha256_file,
 )
-from posgen.store.writer import finish_folder, write_shards
+from posgen.store.shards import write_shards
 
 PART_FORMAT = "posgen-part"
 MAX_RECORD_BYTES = 256 * 2**20
@@ -143,24 +143,6 @@ def check_part_target(out: Path, bench: BenchmarkSpec) -> None:
             )
 
 
-def unfinished(root: Path) -> str | None:
-    """Why ``root`` is not loadable yet when it is an unfinished part folder, else None.
-
-    >>> unfinished(Path("/nonexistent")) is None
-    True
-    """
-    staging = Path(root) / PARTS_DIR
-    if (Path(root) / MARKER).exists() or not staging.is_dir():
-        return None
-    names = sorted(p.name for p in staging.glob("part-*-of-*.json"))
-    count = names[0].removesuffix(".json").rpartition("-of-")[2].lstrip("0") if names else ""
-    done = f" ({len(names)} of {count} parts written)" if count.isdigit() else ""
-    return (
-        f"{root} is an unfinished --part run{done}: write the missing parts, then "
-        f"`posgen merge {root}`"
-    )
-
-
 def write_part(
     bench: BenchmarkSpec,
     out: Path,
@@ -170,10 +152,12 @@ def write_part(
     row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
     num_proc: int = 1,
     progress: Progress | None = None,
+    finish: Finish | None = None,
 ) -> Manifest | None:
     """Write part ``index`` of ``count`` into ``out``; the manifest if this finished the folder.
 
-    Returns ``None`` while other parts are still missing.
+    Returns ``None`` while other parts are still missing. The part that finishes the folder
+    calls ``finish`` on it (:func:`finish_parts`).
     """
     if not 0 <= index < count:
         raise PartsError(f"part {index}/{count}: need 0 <= I < N")
@@ -197,7 +181,7 @@ def write_part(
     )
     write_atomically(staging / part_record_name(index, count), _record_bytes(record))
     try:
-        return finish_parts(out)
+        return finish_parts(out, finish)
     except IncompleteError:
         return None
 
@@ -212,8 +196,9 @@ PUBLISHED = (CARD_NAME, "data", MARKER)
 first (its configs name exactly the finished files), the data, the manifest last."""
 
 
-def finish_parts(out: Path) -> Manifest:
-    """Write the manifest and card of a folder whose parts are all present; the manifest.
+def finish_parts(out: Path, finish: Finish | None = None) -> Manifest:
+    """Write the manifest of a folder whose parts are all present, then call ``finish`` on it
+    (it writes the card); the manifest.
 
     Raises :class:`IncompleteError` while parts are missing, :class:`PartsError` when the
     records disagree, and :class:`~posgen.store.manifest.DamagedDataset` when a file does
@@ -222,18 +207,17 @@ def finish_parts(out: Path) -> Manifest:
     """
     out = resolve_target(out)
     staging = out / PARTS_DIR
-    try:
-        fd = os.open(staging, os.O_RDONLY)
-    except FileNotFoundError:
-        if (out / MARKER).exists():  # finished already (perhaps by a concurrent part)
-            return verify_dataset(out)
-        raise PartsError(f"{out} holds no posgen parts ({PARTS_DIR}/ is missing)") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # one finisher at a time
+    with ExitStack() as stack:
+        try:
+            fd = stack.enter_context(exclusive(staging))  # one finisher at a time
+        except FileNotFoundError:
+            if (out / MARKER).exists():  # finished already (perhaps by a concurrent part)
+                return verify_dataset(out)
+            raise PartsError(f"{out} holds no posgen parts ({PARTS_DIR}/ is missing)") from None
         if not staging.exists() or os.stat(staging).st_ino != os.fstat(fd).st_ino:
             return verify_dataset(out)  # another part finished it while we waited
         if not (staging / MARKER).exists():
-            _render(out, staging)
+            _render(out, staging, finish)
         for name in PUBLISHED:
             if (staging / name).exists():
                 if os.path.lexists(out / name):
@@ -241,13 +225,11 @@ def finish_parts(out: Path) -> Manifest:
                 os.rename(staging / name, out / name)
         fsync_dir(out)
         shutil.rmtree(staging, ignore_errors=True)
-    finally:
-        os.close(fd)
     return read_manifest(out)
 
 
-def _render(out: Path, staging: Path) -> None:
-    """Check the records and files in ``staging``; write its manifest and card there."""
+def _render(out: Path, staging: Path, finish: Finish | None) -> None:
+    """Check the records and files in ``staging``; write its manifest there, then ``finish``."""
     records = _records(out)
     if not records:
         raise PartsError(f"{out} holds no posgen parts ({PARTS_DIR}/ is empty)")
@@ -269,15 +251,11 @@ def _render(out: Path, staging: Path) -> None:
         entries.append(entry)
     for stale in (staging / "data").rglob(f".*{FILE_TMP_TAG}*"):
         remove_unowned(stale)
-    files: dict[tuple[str, str], list[FileEntry]] = {}
-    for shard, entry in zip(plan, entries, strict=True):
-        files.setdefault((shard.config, shard.split), []).append(entry)
-    problems = check_files(
-        staging, build_manifest(bench, files, "parquet", PARQUET_OPTIONS), hashes=False
-    )
+    manifest = shards_manifest(bench, plan, entries)
+    problems = check_files(staging, manifest, hashes=False)
     if problems:  # not finished: rerun the damaged part, then merge again
         raise DamagedDataset(out, [str(p).replace(f"/{PARTS_DIR}/", "/", 1) for p in problems])
-    finish_folder(staging, bench, plan, entries, "parquet")
+    finish_folder(staging, manifest, finish)
 
 
 def _agreeing(records: list[PartRecord]) -> PartRecord:
@@ -293,8 +271,9 @@ def _agreeing(records: list[PartRecord]) -> PartRecord:
     return first
 
 
-def merge_parts(out: Path, sources: list[Path]) -> Manifest:
-    """Move the files and part records of folders ``sources`` into ``out``, then finish it.
+def merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -> Manifest:
+    """Move the files and part records of folders ``sources`` into ``out``, then finish it
+    (:func:`finish_parts`, which calls ``finish``).
 
     Everything is checked before anything moves: every source is a part folder, all parts
     belong to one run, ``out`` is missing, empty or an unfinished folder of that run, and no
@@ -330,7 +309,7 @@ def merge_parts(out: Path, sources: list[Path]) -> Manifest:
         target.parent.mkdir(parents=True, exist_ok=True)
         if not os.path.lexists(target):
             shutil.move(str(source), str(target))
-    return finish_parts(out)
+    return finish_parts(out, finish)
 
 
 def _same_bytes(a: Path, b: Path) -> bool:

@@ -13,7 +13,6 @@ gets a failure record naming the signal; the next sweep resumes it from its chec
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -26,10 +25,10 @@ from functools import partial
 from pathlib import Path
 from types import FrameType
 
+from posgen.store.libc import die_with_parent
 from posgen.train.grid import JobSpec
 from posgen.train.sweep import Sweep, label, signal_name
 
-PR_SET_PDEATHSIG = 1
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -52,19 +51,6 @@ def visible_gpus() -> list[str]:
     import torch
 
     return [str(index) for index in range(torch.cuda.device_count())]
-
-
-def _die_with_parent(parent: int) -> None:
-    """In the worker, before it runs: SIGTERM when the sweep dies (Linux); a sweep that
-    died before that was set is seen by the worker's parent having changed."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return
-    if hasattr(libc, "prctl"):
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(128 + signal.SIGTERM)
 
 
 def run_local(
@@ -138,7 +124,8 @@ def _start(sweep: Sweep, job: JobSpec, slot: int, gpus: list[str]) -> subprocess
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=partial(_die_with_parent, os.getpid()),  # no locks held in other threads
+            # no locks held in other threads; the C library is loaded already
+            preexec_fn=partial(die_with_parent, os.getpid(), signal.SIGTERM),
         )
 
 

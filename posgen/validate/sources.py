@@ -23,9 +23,8 @@ from posgen.errors import UsageError, shown
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.check import inside
 from posgen.store.formats import DATA_SUFFIXES, Format, format_of, manifest_format
-from posgen.store.layout import MANIFEST_NAME
+from posgen.store.layout import MANIFEST_NAME, unfinished
 from posgen.store.manifest import Manifest, read_manifest
-from posgen.store.parts import unfinished
 
 
 class SourceError(UsageError, ValueError):
