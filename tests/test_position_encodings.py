@@ -38,18 +38,11 @@ from posgen.train.trainer import (  # noqa: E402
     train_runs,
 )
 from tests.cli_support import invoke  # noqa: E402
+from tests.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
 L, L_TEST, HEADS, HEAD_DIM = 64, 256, 2, 16
 LENGTHS = Lengths(train=L, test=L_TEST, head_dim=HEAD_DIM, heads=HEADS)
 TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(pe: str, evaluation: bool = False, **request) -> LlamaForCausalLM:

@@ -24,17 +24,9 @@ from posgen.train.config import preset  # noqa: E402
 from posgen.train.rope import use_frequencies  # noqa: E402
 from posgen.train.rope_types import rope_parameters  # noqa: E402
 from posgen.train.trainer import FILES, PREDICTIONS, RunData, lm_tensors, predict, train_runs  # noqa: E402
+from tests.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
 L, L_TEST, HEAD_DIM = 64, 256, 16
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One torch thread, as posgen train uses: oversubscribed threads crawl on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 TINY = {"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "batch_size": 32}
