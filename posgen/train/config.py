@@ -92,9 +92,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 PresetName = Literal["paper", "cpu"]
 
 
-def preset(name: str, **overrides: Any) -> TrainConfig:
-    """The preset ``name`` with fields overridden (``None`` values are ignored)."""
+def known_preset(name: str) -> str:
+    """``name`` if it names a preset, else a ValueError listing the presets."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
+    return name
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """The preset ``name`` with fields overridden (``None`` values are ignored)."""
+    known_preset(name)
     fields = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
     return TrainConfig(**fields)

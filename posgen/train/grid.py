@@ -49,7 +49,7 @@ from posgen.errors import PosgenError, UsageError, problem_lines
 from posgen.spec import TaskSpec
 from posgen.spec_files import SpecFileError, read_spec_file
 from posgen.store.manifest import read_manifest
-from posgen.train.config import PRESETS, TrainConfig, preset
+from posgen.train.config import TrainConfig, known_preset, preset
 from posgen.train.encoding import PERequest
 
 HASH_CHARS = 16
@@ -73,9 +73,7 @@ class PresetEntry(BaseModel):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
-        return name
+        return known_preset(name)
 
     @field_validator("overrides")
     @classmethod
