@@ -34,6 +34,16 @@ def load_results(path: Path = RESULTS_FILE) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def matching_entry(manifest: Manifest, results: dict[str, Any]) -> dict[str, Any] | None:
+    """``results``' entry for the manifest's benchmark, or None when it has none or its spec
+    ids differ from the manifest's (a different benchmark under the same name)."""
+    entry = results.get(manifest.benchmark.name)
+    spec_ids = {name: config.spec_id for name, config in manifest.configs.items()}
+    if not entry or entry.get("spec_ids") != spec_ids:
+        return None
+    return entry
+
+
 def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -> str:
     """A Markdown section with the benchmark's reference results, or ``""``.
 
@@ -41,10 +51,8 @@ def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -
     ``| cot | rope | 3 | 1.000 ± 0.000 | 0.500 ± 0.100 |``; ``""`` when ``results`` has no
     entry for the benchmark's name or its spec ids differ from the manifest's.
     """
-    results = load_results() if results is None else results
-    entry = results.get(manifest.benchmark.name)
-    spec_ids = {name: config.spec_id for name, config in manifest.configs.items()}
-    if not entry or entry["spec_ids"] != spec_ids:
+    entry = matching_entry(manifest, load_results() if results is None else results)
+    if entry is None:
         return ""
     rows = [
         [

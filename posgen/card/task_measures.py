@@ -19,10 +19,10 @@ trained with rope do not read the far operand (far-reliance 0.001 ID, 0.035 OOD;
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from posgen.card.reference_results import load_results, matching_entry
 from posgen.store.manifest import Manifest
 
 MEASURES_FILE = Path(__file__).with_name("probe_check.json")
@@ -73,7 +73,7 @@ def measure_sentence(name: str, task: str, pe: str, cell: dict[str, Any]) -> str
 
 def load_measures(path: Path = MEASURES_FILE) -> dict[str, Any]:
     """The committed probe-check figures, or ``{}`` when there are none."""
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return load_results(path)
 
 
 def measure_sentences(name: str, entry: dict[str, Any], pe: str = REFERENCE_PE) -> list[str]:
@@ -87,13 +87,10 @@ def measure_sentences(name: str, entry: dict[str, Any], pe: str = REFERENCE_PE) 
 
 def measures_section(manifest: Manifest, measures: dict[str, Any] | None = None) -> str:
     """The card's "What each task measures" section, or ``""`` (no figures, other spec ids)."""
-    measures = load_measures() if measures is None else measures
-    name = manifest.benchmark.name
-    entry = measures.get(name)
-    spec_ids = {config: value.spec_id for config, value in manifest.configs.items()}
-    if not entry or entry.get("spec_ids") != spec_ids:
+    entry = matching_entry(manifest, load_measures() if measures is None else measures)
+    if entry is None:
         return ""
-    sentences = measure_sentences(name, entry)
+    sentences = measure_sentences(manifest.benchmark.name, entry)
     if not sentences:
         return ""
     return "\n".join(
