@@ -24,7 +24,7 @@ from posgen.consistency import (
     sample_rows,
 )
 from posgen.generator import grow
-from posgen.hf import to_dataset_dict
+from posgen.in_memory import to_dataset_dict
 from posgen.ops import get_op, op_names
 from posgen.spec import TaskSpec
 from posgen.tasks import register_task

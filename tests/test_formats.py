@@ -1,7 +1,7 @@
 """Both storage formats through every command, and one wording for a damaged file.
 
 The same commands run on a Parquet and on an Arrow IPC folder of the same spec: ``validate``,
-``card``, ``score``, ``baseline``, ``merge`` (of a finished folder) and ``posgen.hf.load``
+``card``, ``score``, ``baseline``, ``merge`` (of a finished folder) and ``posgen.load``
 all work, and a damaged file is reported in the same words by load, validate and merge.
 """
 
@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posgen.dataset import write_dataset
+from posgen.dataset import load, write_dataset
 from posgen.generator import generate_split
-from posgen.hf import load
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import FORMATS, DamagedDataset, read_manifest
 from tests.cli_support import invoke as run

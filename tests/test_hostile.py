@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from posgen.dataset import write_dataset
-from posgen.hf import to_dataset_dict
+from posgen.in_memory import to_dataset_dict
 from posgen.spec import TaskSpec, default_benchmark
 from posgen.validate import SourceError, validate
 from tests.cli_support import assert_clean_error, error_lines

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from posgen.arrow_io import open_writer, row_schema, rows_to_table
 from posgen.dataset import write_dataset
 from posgen.generator import generate_split, grow
-from posgen.hf import split_table, to_dataset_dict
+from posgen.in_memory import split_table, to_dataset_dict
 from posgen.seeding import seed_windows
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.manifest import sha256_file

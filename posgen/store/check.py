@@ -1,6 +1,6 @@
 """The one check that a dataset folder holds what its manifest lists, file by file.
 
-Used by ``posgen.hf.load`` (before loading), ``posgen validate`` (its integrity check),
+Used by ``posgen.load`` (before loading), ``posgen validate`` (its integrity check),
 ``posgen merge`` (after finishing) and the card (before reading ``dataset_info``), so a
 damaged file is reported in the same words everywhere:
 

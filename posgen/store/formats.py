@@ -3,7 +3,7 @@
 A :class:`Format` knows its shard suffix and path template (from :mod:`posgen.store.layout`),
 how to write one shard, how to read a shard's facts and record batches back, which sidecar
 files it needs, and how ``datasets`` loads it. Everything else (the writer, the check, the
-card, validate, scoring, ``posgen.hf.load``) is written once against this interface, so a
+card, validate, scoring, ``posgen.load``) is written once against this interface, so a
 command works on both formats or on neither.
 
 >>> FORMATS["parquet"].suffix, FORMATS["arrow"].suffix

@@ -1,8 +1,7 @@
-"""Hugging Face ``datasets`` objects: in memory from a spec, or loaded from a folder."""
+"""A spec's splits in memory, no disk: one Arrow table per split, or a ``datasets.DatasetDict``."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -10,11 +9,7 @@ import pyarrow as pa
 from posgen.arrow_io import row_schema, row_tables
 from posgen.generator import DEFAULT_BLOCK_ROWS
 from posgen.spec import TaskSpec
-from posgen.store.check import verify_dataset
-from posgen.store.formats import folder_format, manifest_format
 from posgen.store.layout import DEFAULT_ROW_GROUP_BYTES, generation_rows, rows_per
-from posgen.store.manifest import read_manifest
-from posgen.store.pinned import read_whole
 
 if TYPE_CHECKING:
     import datasets
@@ -58,27 +53,3 @@ def to_dataset_dict(spec: TaskSpec) -> datasets.DatasetDict:
             for split in spec.split_names
         }
     )
-
-
-def load(path: str | Path, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
-    """Every split of ``config`` (the first config when None) of a posgen folder, offline;
-    ``<config>-probe`` holds the config's probe splits.
-
-    Parquet folders load with ``datasets.load_dataset``, Arrow IPC ones with
-    ``datasets.load_from_disk``. With ``verify`` (the default) every file of ``config`` (of
-    all configs when ``None``) is first checked against ``posgen.json``
-    (:func:`posgen.store.check.verify_dataset`: size, sha256, rows, footer) and
-    :class:`posgen.store.DamagedDataset` is raised, naming each damaged file. Loading sees
-    one dataset even while ``generate --overwrite`` replaces it (the old one or the new one).
-    """
-    root = Path(path)
-
-    def read() -> datasets.DatasetDict:
-        if verify:
-            sources = {name: source for name, source, _ in read_manifest(root).hf_configs()}
-            checked = sources.get(config, config) if config else None  # cot-probe: cot's files
-            manifest = verify_dataset(root, [checked] if checked else None)
-            return manifest_format(manifest).load(root, config or next(iter(manifest.configs)))
-        return folder_format(root, config).load(root, config)
-
-    return read_whole(root, read)  # a folder replaced meanwhile is loaded again, whole
