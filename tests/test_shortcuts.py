@@ -9,12 +9,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from posgen.hf import to_dataset_dict
-from posgen.shortcuts import local_rules, near_determined_counts, near_determined_positions
+from posgen.in_memory import to_dataset_dict
 from posgen.spec import TaskSpec
 from posgen.tasks import TASKS
 from posgen.validate import AuditThresholds, validate
 from posgen.validate.copies import copy_hits
+from posgen.validate.shortcuts import local_rules, near_determined_counts, near_determined_positions
 from tests.oracle import far_positions, grow_row
 
 

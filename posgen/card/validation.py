@@ -73,9 +73,9 @@ AUDIT_NOTES = """\
 - *periodic shortcut share*: share of targets that a short-period copy rule would predict.
 - *operand sensitivity*: share of single-operand changes that change the target.
 - *near-determined positions*: positions t whose target is a fixed function of its k near
-  tokens alone, for every seed window (`posgen.shortcuts`: exact for additive h and prime m;
-  n/a otherwise). There the far operands are redundant, so the position does not test
-  long-range dependency. In the paper's setup only semirecursive has such positions
+  tokens alone, for every seed window (`posgen.validate.shortcuts`: exact for additive h and
+  prime m; n/a otherwise). There the far operands are redundant, so the position does not
+  test long-range dependency. In the paper's setup only semirecursive has such positions
   (e.g. x_6 = x_3 + 3 x_4 mod 17), recursive and cot have none."""
 
 

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from posgen.shortcuts import near_determined_counts
 from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.manifest import DamagedDataset, NotADataset
 from posgen.store.pinned import read_whole
@@ -14,6 +13,7 @@ from posgen.validate.integrity import check_integrity, damaged_result
 from posgen.validate.probe_check import check_probe_split
 from posgen.validate.report import Report
 from posgen.validate.run import AuditThresholds, stream_split
+from posgen.validate.shortcuts import near_determined_counts
 from posgen.validate.sources import SourceError, resolve
 from posgen.validate.verdicts import (
     audit_result,

@@ -5,8 +5,8 @@
   (K = 2): row ``3 5 9 3 5 ?`` predicts 9, the token after the earlier ``3 5``; below,
   x_5 = 9 is predicted (a hit) and x_6 = 1 is not (``5 9`` was followed by 3).
 * **Linear rule**: the shortest rule of the additive skeleton of the spec (same task, m, k, j,
-  h = mod_addition; :func:`posgen.shortcuts.local_rules`) at positions where it is shorter
-  than the task's rule, applied to the stored tokens. For mod_addition it always holds
+  h = mod_addition; :func:`posgen.validate.shortcuts.local_rules`) at positions where it is
+  shorter than the task's rule, applied to the stored tokens. For mod_addition it always holds
   there; for another h it says how often that shortcut still works.
 
 Each figure is counted over in-distribution targets (t in [w, L)) and out-of-distribution
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from posgen.ops import mix64
-from posgen.shortcuts import is_prime, local_rules
 from posgen.spec import TaskSpec
+from posgen.validate.shortcuts import is_prime, local_rules
 
 AUDIT_TOKENS = 1 << 18
 """Tokens of a split (its first rows) that the copy and linear rules are measured on: rows

@@ -26,8 +26,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from posgen.consistency import candidate_count, question_lookbacks, refusal, sample_rows
-from posgen.shortcuts import rule_lookbacks
 from posgen.spec import TaskSpec
+from posgen.validate.shortcuts import rule_lookbacks
 
 
 class LookbackRegion(BaseModel):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from posgen.shortcuts import local_rules
 from posgen.validate.report import CheckResult
 from posgen.validate.run import AuditThresholds, SplitTally
+from posgen.validate.shortcuts import local_rules
 from posgen.validate.window import rule_facts
 
 
