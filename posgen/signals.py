@@ -3,7 +3,7 @@
 :func:`install` (called first thing by the ``posgen`` entry point, before the commands are
 even imported, and again by :class:`posgen.cli.PosgenGroup`) turns each of the three into
 :class:`Interrupted`, a ``BaseException`` that unwinds the command: build folders are
-removed on the way (:mod:`posgen.store.atomic`), and the CLI prints
+removed on the way (:mod:`posgen.store.transaction`), and the CLI prints
 ``error: interrupted by SIGTERM; ...`` and exits ``128 + signal``.
 
 Where an exception must not appear (inside a lazy ``import torch``, where Python can turn
@@ -149,3 +149,48 @@ def point(name: str) -> None:
     where, _, which = wanted.partition(":")
     if where == name and which in signal.Signals.__members__:
         os.kill(os.getpid(), signal.Signals[which])
+
+
+class SignalGuard:
+    """Turn SIGINT/SIGTERM/SIGHUP into :class:`Interrupted` while installed, or hold them
+    while :meth:`deferred` runs; :meth:`restore` puts back the handlers it replaced.
+
+    Scoped to one block (a dataset folder being built, :mod:`posgen.store.transaction`),
+    where :func:`install` is for the whole command.
+    """
+
+    def __init__(self) -> None:
+        self.deferring = False
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        # Remembered as well as raised: Python swallows exceptions raised inside __del__
+        # and weakref callbacks, where a handler can run, so the commit checks it again.
+        self.received = self.received or signum
+        if not self.deferring:
+            raise Interrupted(signum)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # handlers can only be set from the main thread; errors still clean up
+        for signum in CAUGHT_SIGNALS:
+            self.previous[signum] = signal.signal(signum, self.handle)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    @contextmanager
+    def deferred(self, completed: bool = True) -> Iterator[None]:
+        """Hold signals back for the duration; raise the first one received, before or after
+        (``completed``: whether the target is complete once the block has run)."""
+        if self.received is not None:
+            raise Interrupted(self.received)
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.received is not None:
+            raise Interrupted(self.received, completed=completed)

@@ -19,7 +19,7 @@ import pytest
 import posgen.resources
 from posgen.resources import estimate_benchmark, refusals
 from posgen.spec import default_benchmark
-from posgen.store.atomic import leftovers
+from posgen.store.recovery import leftovers
 from tests.cli_support import assert_clean_error, error_lines
 from tests.cli_support import invoke as cli
 from tests.hardening_counts import recorded

@@ -18,9 +18,12 @@ from pathlib import Path
 
 import pytest
 
-import posgen.store.atomic
+import posgen.store.layout
+import posgen.store.transaction
+from posgen.signals import Interrupted
 from posgen.store import check_dataset
-from posgen.store.atomic import Interrupted, atomic_folder, leftovers, recover
+from posgen.store.recovery import leftovers, recover
+from posgen.store.transaction import atomic_folder
 from tests.cli_support import assert_clean_error, invoke
 from tests.hardening_counts import recorded
 
@@ -52,7 +55,7 @@ def reference(tmp_path_factory) -> dict[str, dict[str, bytes]]:
 
 
 def builds(out: Path) -> list[Path]:
-    return [p for p in leftovers(out) if posgen.store.atomic.TMP_TAG in p.name]
+    return [p for p in leftovers(out) if posgen.store.layout.TMP_TAG in p.name]
 
 
 def kill_at(out: Path, point: str, signum: int, total: int, overwrite: bool,
@@ -110,7 +113,7 @@ def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identi
 
 def test_the_next_run_reports_the_leftovers_it_cleans_up(tmp_path, reference):
     out = tmp_path / "ds"
-    stale = tmp_path / f".ds{posgen.store.atomic.TMP_TAG}999999999-deadbeef"
+    stale = tmp_path / f".ds{posgen.store.layout.TMP_TAG}999999999-deadbeef"
     (stale / "data").mkdir(parents=True)
     result = generate(out, SPEC)
     assert result.exit_code == 0
@@ -120,7 +123,7 @@ def test_the_next_run_reports_the_leftovers_it_cleans_up(tmp_path, reference):
 
 
 def test_a_parked_dataset_is_restored_when_a_run_died_between_its_renames(tmp_path):
-    parked = tmp_path / f".ds{posgen.store.atomic.OLD_TAG}1a2b3c4d"
+    parked = tmp_path / f".ds{posgen.store.layout.OLD_TAG}1a2b3c4d"
     parked.mkdir()
     (parked / "posgen.json").write_text("{}")
     assert recover(tmp_path / "ds") == [
@@ -136,7 +139,7 @@ def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(
     out = tmp_path / "ds"
     out.mkdir()
     (out / "posgen.json").write_text("old")
-    real_rename, real_exchange = os.rename, posgen.store.atomic.exchange
+    real_rename, real_exchange = os.rename, posgen.store.transaction.exchange
 
     def rename_then_signal(src, dst):
         real_rename(src, dst)
@@ -148,10 +151,10 @@ def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(
         return True
 
     if commit == "exchange":
-        monkeypatch.setattr(posgen.store.atomic, "exchange", exchange_then_signal)
+        monkeypatch.setattr(posgen.store.transaction, "exchange", exchange_then_signal)
     else:
-        monkeypatch.setattr(posgen.store.atomic, "exchange", lambda a, b: False)
-        monkeypatch.setattr(posgen.store.atomic.os, "rename", rename_then_signal)
+        monkeypatch.setattr(posgen.store.transaction, "exchange", lambda a, b: False)
+        monkeypatch.setattr(posgen.store.transaction.os, "rename", rename_then_signal)
     with pytest.raises(Interrupted) as stopped, atomic_folder(out, overwrite=True) as build:
         (build / "posgen.json").write_text("new")
     assert stopped.value.exit_code == 128 + signal.SIGTERM
@@ -173,8 +176,8 @@ def test_a_failure_between_the_renames_puts_the_old_dataset_back(tmp_path, monke
             raise OSError(5, "Input/output error")
         real_rename(src, dst)
 
-    monkeypatch.setattr(posgen.store.atomic, "exchange", lambda a, b: False)  # no renameat2
-    monkeypatch.setattr(posgen.store.atomic.os, "rename", fail_second)
+    monkeypatch.setattr(posgen.store.transaction, "exchange", lambda a, b: False)  # no renameat2
+    monkeypatch.setattr(posgen.store.transaction.os, "rename", fail_second)
     with pytest.raises(OSError), atomic_folder(out, overwrite=True) as build:
         (build / "posgen.json").write_text("new")
     monkeypatch.undo()

@@ -10,10 +10,10 @@ import pytest
 
 from posgen.dataset import write_dataset
 from posgen.generator import generate_split
-from posgen.hf import to_dataset_dict
+from posgen.in_memory import to_dataset_dict
 from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.store.atomic import OutputExistsError
 from posgen.store.manifest import read_manifest, sha256_file
+from posgen.store.targets import OutputExistsError
 from posgen.tasks import TASKS
 
 

@@ -2,7 +2,7 @@
 
 Issue 13, items 7, 8 and 9: build folders owned by live processes whatever PID their name
 carries (and runs in separate PID namespaces, both PID 1), readers (``validate``,
-``posgen.hf.load``, the integrity check) while ``generate --overwrite`` replaces the folder,
+``posgen.load``, the integrity check) while ``generate --overwrite`` replaces the folder,
 and the workers of a ``generate --num-proc 2`` killed with SIGKILL. Every wait is bounded by
 a generous timeout that only guards against a hang; no test asserts how long anything took.
 """
@@ -22,12 +22,12 @@ import pytest
 import posgen.store.check
 import posgen.store.formats
 import posgen.validate.run
-from posgen.dataset import write_dataset
-from posgen.hf import load
+from posgen.dataset import load, write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import check_dataset
-from posgen.store.atomic import TMP_TAG, leftovers, recover
+from posgen.store.layout import TMP_TAG
 from posgen.store.pinned import DatasetReplaced
+from posgen.store.recovery import leftovers, recover
 from posgen.validate import validate
 from tests.cli_support import assert_clean_error, invoke
 from tests.hardening_counts import recorded
@@ -134,7 +134,7 @@ def _unshare_works() -> bool:
 HOLD_BUILD = """
 import sys
 from pathlib import Path
-from posgen.store.atomic import atomic_folder
+from posgen.store.transaction import atomic_folder
 with atomic_folder(Path(sys.argv[1]), overwrite=True) as build:
     (build / "posgen.json").write_text("{}")
     print(build, flush=True)

@@ -22,8 +22,8 @@ torch = pytest.importorskip("torch")
 
 from posgen.cli.sweep import resolve_encoding  # noqa: E402
 from posgen.dataset import write_dataset  # noqa: E402
+from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
-from posgen.store.atomic import Interrupted  # noqa: E402
 from posgen.store.lock import exclusive  # noqa: E402
 from posgen.train import progress  # noqa: E402
 from posgen.train.grid import Grid, expand, jobs_of, read_grid, stable_hash  # noqa: E402

@@ -2,7 +2,7 @@
 
 Issue 13, items 1, 5 and 6: ``posgen merge`` into folders that are not its own (user files,
 finished datasets, symlinks, parts of another run), unfinished ``--part`` folders at every
-step (parts missing, finishing killed half-way) as ``datasets``, ``posgen.hf.load`` and
+step (parts missing, finishing killed half-way) as ``datasets``, ``posgen.load`` and
 ``posgen validate`` see them, and ``--out`` given as a symlink (to a dataset, dangling,
 chained, looping). Each case checks that no file outside the target changed and that the
 answer is one error line or a correct dataset.
@@ -19,12 +19,11 @@ import pytest
 
 import posgen.store.parts
 from posgen.card import unvalidated_card
-from posgen.dataset import write_dataset
-from posgen.hf import load
+from posgen.dataset import load, write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset
-from posgen.store.atomic import leftovers
 from posgen.store.parts import PARTS_DIR, write_part
+from posgen.store.recovery import leftovers
 from tests.cli_support import assert_clean_error
 from tests.cli_support import invoke as cli
 from tests.hardening_counts import recorded

@@ -32,7 +32,7 @@ from posgen.card.usage import (
     seeding_section,
 )
 from posgen.card.validation import validation_section
-from posgen.store.atomic import write_atomically
+from posgen.store.durable import write_atomically
 from posgen.store.layout import CARD_NAME
 from posgen.store.manifest import Manifest, read_manifest
 

@@ -19,10 +19,13 @@ from posgen.cli.common import (
 from posgen.cli.paths import PathArg
 from posgen.errors import UsageError
 from posgen.resources import estimate_benchmark, free_bytes, human_bytes, refusals, unwritable
-from posgen.store.atomic import Interrupted, WriteFailed, check_target, recover
+from posgen.signals import Interrupted
+from posgen.store.durable import WriteFailed
 from posgen.store.formats import FORMATS, check_features
 from posgen.store.layout import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
 from posgen.store.parts import check_part_target
+from posgen.store.recovery import recover
+from posgen.store.targets import check_target
 from posgen.store.writer import write_dataset
 
 

@@ -18,8 +18,8 @@ from posgen.publish import (
     push_folder,
     scoring_baselines,
 )
-from posgen.store.atomic import OutputExistsError, check_target
 from posgen.store.formats import FORMATS
+from posgen.store.targets import OutputExistsError, check_target
 
 
 @click.command(

@@ -13,7 +13,7 @@ from posgen.cli.common import UsageProblems
 from posgen.cli.outputs import output_problems
 from posgen.cli.paths import PathArg
 from posgen.scoring.plot import PLOT_HINT, plot_available
-from posgen.store.atomic import write_atomically
+from posgen.store.durable import write_atomically
 from posgen.train.ranking import csv_text
 from posgen.train.results import (
     ResultsError,

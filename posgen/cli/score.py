@@ -25,7 +25,7 @@ from posgen.scoring.plot import (
 from posgen.scoring.prediction_files import align_to_ids, read_predictions
 from posgen.scoring.reliance import Reliance, RelianceReport, score_probe
 from posgen.spec import is_probe_split
-from posgen.store.atomic import write_atomically
+from posgen.store.durable import write_atomically
 
 
 def score_probe_file(

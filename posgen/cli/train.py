@@ -25,9 +25,10 @@ from posgen.errors import problem_lines
 from posgen.resources import human_bytes, unwritable
 from posgen.scoring.reference import ReferenceSplit, resolve_config
 from posgen.signals import Interrupted
-from posgen.store.atomic import OutputExistsError, WriteFailed
+from posgen.store.durable import WriteFailed
 from posgen.store.lock import exclusive, owner_alive
 from posgen.store.manifest import read_manifest
+from posgen.store.targets import OutputExistsError
 from posgen.train import TRAIN_HINT
 from posgen.train.config import PRESETS, TrainConfig, preset
 from posgen.train.encoding import PERequest

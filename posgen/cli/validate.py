@@ -19,7 +19,7 @@ from posgen.cli.common import (
 from posgen.cli.paths import PathArg
 from posgen.errors import problem_lines
 from posgen.spec import TaskSpec
-from posgen.store.atomic import write_atomically
+from posgen.store.durable import write_atomically
 from posgen.validate import AuditThresholds, SourceError, validate
 
 

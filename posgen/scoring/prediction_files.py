@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from posgen.arrow_io import PARQUET_OPTIONS, token_type
 from posgen.errors import not_utf8
 from posgen.scoring.errors import ScoringError
-from posgen.store.atomic import durable_file
+from posgen.store.durable import durable_file
 
 FORMATS: dict[str, str] = {
     ".parquet": "parquet",
@@ -296,7 +296,7 @@ def predictions_table(ids: np.ndarray, tokens: np.ndarray, modulus: int) -> pa.T
 def write_predictions(path: Path, ids: np.ndarray, tokens: np.ndarray, modulus: int) -> None:
     """Write predictions in the format of ``path``'s extension (``.npy``: ids must be 0..n-1).
 
-    Atomically (:func:`posgen.store.atomic.durable_file`): ``path`` holds the old file or the
+    Atomically (:func:`posgen.store.durable.durable_file`): ``path`` holds the old file or the
     new one, never a partial one.
     """
     path = Path(path)

@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 import posgen
 from posgen.arrow_io import PARQUET_OPTIONS, open_writer, row_tables, split_schema
 from posgen.errors import UsageError
-from posgen.generator import DEFAULT_BLOCK_ROWS
+from posgen.generator import DEFAULT_BLOCK_ROWS, block_rows_for
 from posgen.spec import TaskSpec, is_probe_split
-from posgen.store.atomic import HashingFile, durable_file, write_atomically
+from posgen.store.durable import HashingFile, durable_file, write_atomically
 from posgen.store.layout import (
     ARROW_DATASET_DICT,
     ARROW_SPLIT_INFO,

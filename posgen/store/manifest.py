@@ -40,7 +40,7 @@ from pydantic import (
 import posgen
 from posgen.errors import DataError, UsageError, problem_lines
 from posgen.spec import MAX_LENGTH, MAX_ROWS, BenchmarkSpec, ConfigName, TaskSpec, probe_config
-from posgen.store.atomic import write_atomically
+from posgen.store.durable import write_atomically
 from posgen.store.layout import MANIFEST_NAME, unfinished
 
 FORMAT_VERSION = 1

@@ -38,14 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 
 from posgen.errors import UsageError, problem_lines
 from posgen.spec import BenchmarkSpec
-from posgen.store.atomic import (
-    MARKER,
-    OutputExistsError,
-    fsync_dir,
-    resolve_target,
-    write_atomically,
-)
 from posgen.store.check import check_files, verify_dataset
+from posgen.store.durable import write_atomically
 from posgen.store.finish import Finish, finish_folder, shards_manifest
 from posgen.store.formats import Progress
 from posgen.store.layout import (
@@ -68,7 +62,9 @@ from posgen.store.manifest import (
     read_manifest,
     sha256_file,
 )
+from posgen.store.rename import fsync_dir
 from posgen.store.shards import write_shards
+from posgen.store.targets import MARKER, OutputExistsError, resolve_target
 
 PART_FORMAT = "posgen-part"
 MAX_RECORD_BYTES = 256 * 2**20

@@ -1,6 +1,6 @@
 """Readers see one dataset: the old one or the new one, never files of both.
 
-``posgen generate --overwrite`` replaces a dataset folder whole (:mod:`posgen.store.atomic`),
+``posgen generate --overwrite`` replaces a dataset folder whole (:mod:`posgen.store.transaction`),
 but a reader that takes seconds (validate, load) could read the manifest of the old folder
 and files of the new one. :func:`read_whole` runs a read with the folder pinned: a
 descriptor of the folder is held (so its identity cannot be reused), and when the path

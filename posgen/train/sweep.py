@@ -8,7 +8,7 @@ Layout (``posgen sweep GRID --out SWEEP``)::
     SWEEP/failed/<job hash>   the one-line reason of a training's last failure
     SWEEP/logs/               each training's output (local) or submitit's files (Slurm)
 
-A run folder appears only when complete (:func:`posgen.store.atomic.atomic_folder`), so a
+A run folder appears only when complete (:func:`posgen.store.transaction.atomic_folder`), so a
 run whose folder exists is done and never trained again. A training holds the exclusive
 lock on its work folder (:func:`posgen.store.lock.exclusive`) while it runs: a second
 worker of the same training waits and then finds it done, and :func:`run_states` tells
@@ -35,7 +35,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from posgen.errors import PosgenError, UsageError, shown
-from posgen.store.atomic import Interrupted, write_atomically
+from posgen.signals import Interrupted
+from posgen.store.durable import write_atomically
 from posgen.store.lock import claim, exclusive, owner_alive
 from posgen.train.config import preset
 from posgen.train.grid import JobSpec, RunSpec, jobs_of

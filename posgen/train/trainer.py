@@ -63,9 +63,9 @@ from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reference import ReferenceSplit, load_splits
 from posgen.scoring.reliance import ProbeSplit, RelianceReport, load_probe, score_probe
 from posgen.spec import PROBE_SPLIT
-from posgen.store.atomic import atomic_folder
 from posgen.store.manifest import read_manifest
 from posgen.store.pinned import read_whole
+from posgen.store.transaction import atomic_folder
 from posgen.train.checkpoint import Checkpoints, Position, kill_point, stop_requests
 from posgen.train.config import TrainConfig
 from posgen.train.encoding import Lengths, PERequest
