@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from posgen.card import write_card
 from posgen.errors import RunError, UsageError
@@ -22,6 +22,9 @@ from posgen.spec import BenchmarkSpec
 from posgen.store.formats import Progress
 from posgen.store.manifest import Manifest, read_manifest
 from posgen.store.writer import write_dataset
+
+if TYPE_CHECKING:
+    from posgen.validate.report import Report
 
 TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 """Environment variables read for the Hub token, first found wins."""
@@ -36,16 +39,16 @@ Baselines = Callable[[Path, str], dict[str, dict[str, float]]]
 class PublishRefused(RunError, RuntimeError):
     """The generated data failed validation; nothing was published."""
 
-    def __init__(self, report: dict[str, Any]) -> None:
-        failed = [c for c in report["checks"] if not c["ok"]]
+    def __init__(self, report: Report) -> None:
+        failed = [c for c in report.checks if not c.ok]
         lines = [
-            f"{c['check']} {c.get('config') or '-'}/{c.get('split') or '-'}: {c['message']}"
+            f"{c.check} {c.config or '-'}/{c.split or '-'}: {c.message}"
             for c in failed[:SHOWN_FAILURES]
         ]
         if len(failed) > SHOWN_FAILURES:
             lines.append(f"and {len(failed) - SHOWN_FAILURES} more")
         super().__init__(
-            f"validation failed ({len(failed)} of {len(report['checks'])} checks); "
+            f"validation failed ({len(failed)} of {len(report.checks)} checks); "
             "nothing was published: " + "; ".join(lines)
         )
         self.report = report
@@ -61,14 +64,14 @@ class Published:
 
     folder: Path
     manifest: Manifest
-    report: dict[str, Any]
+    report: Report
 
 
-def validate_folder(folder: Path) -> dict[str, Any]:
-    """Run the validator on a folder; its report as a plain dict."""
+def validate_folder(folder: Path) -> Report:
+    """Run the validator on a folder; its report."""
     from posgen.validate import validate
 
-    return validate(folder).to_dict()
+    return validate(folder)
 
 
 def scoring_baselines(folder: Path, config: str) -> dict[str, dict[str, float]]:
@@ -89,11 +92,11 @@ def publish_benchmark(
     """Generate, validate and card ``bench`` into ``out`` (format ``storage``); refuse data
     that fails."""
     out = Path(out)
-    reports: list[dict[str, Any]] = []
+    reports: list[Report] = []
 
     def validated_card(build: Path, manifest: Manifest) -> None:
         report = validate_folder(build)
-        if not report["ok"]:
+        if not report.ok:
             raise PublishRefused(report)
         scores = None
         if baselines is not None:

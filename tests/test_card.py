@@ -47,7 +47,7 @@ def header_of(card: str) -> dict:
 @pytest.fixture(scope="module")
 def report(folder):
     """The real validator's report of the folder."""
-    return validate(folder).to_dict()
+    return validate(folder)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def failed_report(folder, tmp_path_factory):
     copy = tmp_path_factory.mktemp("failed") / "small"
     shutil.copytree(folder, copy)
     BREAKS["hygiene"](copy)
-    return validate(copy).to_dict()
+    return validate(copy)
 
 
 def test_front_matter_has_the_hub_fields_and_one_config_per_task(folder):
@@ -182,7 +182,7 @@ def test_an_unvalidated_card_says_so_and_a_validated_one_shows_the_audit(folder,
     # 3 configs x 4 splits x 6 kinds, 3 configs x 2 probe splits x (integrity, probe), + 1
     assert "**Validated: all 85 checks passed**" in card
     assert "| window | 12 | 0 | 0 |" in card
-    facts = report["facts"]["cot"]["test"]
+    facts = report.facts["cot"]["test"]
     assert (
         f"| cot | test | 20 | 96 | 4 | {facts['max_lookback']} | 0 | test_128: 0, train: 0, "
         f"validation: 0 | {facts['target_balance_max_tv']:.4f} |" in card
@@ -191,18 +191,18 @@ def test_an_unvalidated_card_says_so_and_a_validated_one_shows_the_audit(folder,
 
 def test_a_failed_validation_is_shown_with_the_failing_checks(folder, failed_report):
     card = render_card(read_manifest(folder), failed_report)
-    (failed,) = [c for c in failed_report["checks"] if not c["ok"]]
-    assert (failed["check"], failed["config"], failed["split"]) == ("hygiene", "recursive", "train")
+    (failed,) = [c for c in failed_report.checks if not c.ok]
+    assert (failed.check, failed.config, failed.split) == ("hygiene", "recursive", "train")
     assert "**Validation FAILED: 1 of 85 checks failed**" in card
-    assert f"| hygiene | 11 | 1 | {failed['failures']} |" in card
-    assert f"| hygiene | recursive | train | {failed['failures']} | {failed['message']} |" in card
+    assert f"| hygiene | 11 | 1 | {failed.failures} |" in card
+    assert f"| hygiene | recursive | train | {failed.failures} | {failed.message} |" in card
 
 
 def test_the_card_is_deterministic_and_holds_no_timings(folder, report):
     manifest = read_manifest(folder)
     first = render_card(manifest, report, root=folder)
     again = Manifest.model_validate_json(manifest.to_json())
-    timed = {**report, "seconds": 12.3456789}
+    timed = report.model_copy(update={"seconds": 12.3456789})
     assert first == render_card(again, timed, root=folder)
     assert "12.3456789" not in first and "12.3457" not in first
 

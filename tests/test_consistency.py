@@ -230,13 +230,13 @@ def test_an_unaudited_split_says_why_in_the_report_and_the_card():
     facts = report.facts["cot"]["test"]
     assert facts["question_lookback_method"].startswith("not computed (m^j too large")
     assert facts["question_short_share_id"] is None
-    assert "| cot | test | n/a |" in validation_section(report.to_dict())
+    assert "| cot | test | n/a |" in validation_section(report)
 
 
 def test_the_card_shows_the_question_lookbacks():
     spec = small_v2("cot")
-    report = validate(to_dataset_dict(spec), spec, split="test").to_dict()
-    audit = report["facts"]["cot"]["test"]["question_lookback"]
+    report = validate(to_dataset_dict(spec), spec, split="test")
+    audit = report.facts["cot"]["test"]["question_lookback"]
     section = validation_section(report)
     share = f"{audit['ood']['short_share']:.4f} ({audit['ood']['short']:,})"
     assert f"| cot | test | {audit['rows']} | 101 |" in section

@@ -92,9 +92,9 @@ def test_published_posgen_v1_streams_every_split(posgen_v1, config):
 def test_published_card_records_the_validation_report(posgen_v1):
     out, published = posgen_v1
     card = (out / "README.md").read_text()
-    assert published.report["ok"]
-    assert f"**Validated: all {len(published.report['checks'])} checks passed**" in card
-    assert f"{published.report['tokens_checked']:,} tokens were recomputed" in card
+    assert published.report.ok
+    assert f"**Validated: all {len(published.report.checks)} checks passed**" in card
+    assert f"{published.report.tokens_checked:,} tokens were recomputed" in card
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "posgen.json"]
 
 

@@ -15,7 +15,7 @@ cards in ``data_cards/`` are checked for drift. Sections:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from posgen.card.dataset_info import DataMismatch, dataset_info
 from posgen.card.facts import files_section, spec_section, splits_section
@@ -36,6 +36,9 @@ from posgen.store.durable import write_atomically
 from posgen.store.layout import CARD_NAME
 from posgen.store.manifest import Manifest, read_manifest
 
+if TYPE_CHECKING:
+    from posgen.validate.report import Report
+
 __all__ = [
     "CARD_NAME",
     "DataMismatch",
@@ -46,13 +49,13 @@ __all__ = [
 
 def render_card(
     manifest: Manifest,
-    report: dict[str, Any] | None = None,
+    report: Report | None = None,
     baselines: dict[str, dict[str, dict[str, float]]] | None = None,
     root: Path | None = None,
 ) -> str:
     """The whole card.
 
-    ``report`` is ``Report.to_dict()`` of :func:`posgen.validate.validate` (None: the card
+    ``report`` is the report of :func:`posgen.validate.validate` (None: the card
     says the data was not validated); ``baselines`` maps config -> baseline kind ->
     ``{"id_accuracy", "ood_accuracy"}``; with ``root`` (the folder) the front matter gets a
     ``dataset_info`` block read from its data files (raises :class:`DataMismatch` when
@@ -88,7 +91,7 @@ def render_card(
 
 def write_card(
     root: Path,
-    report: dict[str, Any] | None = None,
+    report: Report | None = None,
     baselines: dict[str, dict[str, dict[str, float]]] | None = None,
     manifest: Manifest | None = None,
 ) -> Path:

@@ -1,15 +1,18 @@
 """The card's validation section, from a report of :func:`posgen.validate.validate`.
 
-The report is used as ``Report.to_dict()`` returns it. Only deterministic parts are
-rendered (never ``seconds``, never the messages of passing checks), so the same data
-always gives the same card. Without a report the card says the data was not validated.
+Only deterministic parts of the :class:`~posgen.validate.report.Report` are rendered (never
+``seconds``, never the messages of passing checks), so the same data always gives the same
+card. Without a report the card says the data was not validated.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from posgen.card.markdown import table
+
+if TYPE_CHECKING:
+    from posgen.validate.report import CheckResult, Report
 
 NOT_VALIDATED = (
     "**Not validated.** This card was rendered without a validation report. Run "
@@ -85,24 +88,20 @@ def _shared(value: Any) -> str:
     return ", ".join(f"{split}: {count:,}" for split, count in sorted(value.items()))
 
 
-def checks_table(checks: list[dict[str, Any]]) -> str:
+def checks_table(checks: list[CheckResult]) -> str:
     """One row per kind of check: how many passed, how many failed, total failures."""
     kinds: dict[str, list[int]] = {}
     for check in checks:
-        tally = kinds.setdefault(check["check"], [0, 0, 0])
-        tally[0 if check["ok"] else 1] += 1
-        tally[2] += int(check["failures"])
+        tally = kinds.setdefault(check.check, [0, 0, 0])
+        tally[0 if check.ok else 1] += 1
+        tally[2] += check.failures
     rows = [[kind, passed, failed, failures] for kind, (passed, failed, failures) in kinds.items()]
     return table(["check", "passed", "failed", "failures"], rows)
 
 
-def failed_checks(checks: list[dict[str, Any]]) -> str:
+def failed_checks(checks: list[CheckResult]) -> str:
     """The failing checks with their messages."""
-    rows = [
-        [c["check"], c.get("config"), c.get("split"), c["failures"], c["message"]]
-        for c in checks
-        if not c["ok"]
-    ]
+    rows = [[c.check, c.config, c.split, c.failures, c.message] for c in checks if not c.ok]
     return table(["check", "config", "split", "failures", "message"], rows)
 
 
@@ -194,22 +193,22 @@ def question_table(facts: dict[str, dict[str, dict[str, Any]]]) -> str:
     return table(header, rows)
 
 
-def validation_section(report: dict[str, Any] | None) -> str:
+def validation_section(report: Report | None) -> str:
     """The whole section: status, checks, failures (if any) and audit figures."""
     parts = ["## Validation and audit", ""]
     if report is None:
         return "\n".join([*parts, NOT_VALIDATED])
-    checks = report["checks"]
-    failed = sum(not c["ok"] for c in checks)
-    if report["ok"]:
+    checks = report.checks
+    failed = sum(not c.ok for c in checks)
+    if report.ok:
         status = (
             f"**Validated: all {len(checks):,} checks passed**; "
-            f"{report['tokens_checked']:,} tokens were recomputed from their windows."
+            f"{report.tokens_checked:,} tokens were recomputed from their windows."
         )
     else:
         status = (
             f"**Validation FAILED: {failed:,} of {len(checks):,} checks failed** "
-            f"({report['tokens_checked']:,} tokens checked). Do not use this data."
+            f"({report.tokens_checked:,} tokens checked). Do not use this data."
         )
     parts += [status, "", checks_table(checks)]
     if failed:
@@ -218,13 +217,13 @@ def validation_section(report: dict[str, Any] | None) -> str:
         "",
         "Audit figures (from `posgen validate`):",
         "",
-        facts_table(report.get("facts", {})),
+        facts_table(report.facts),
         "",
         AUDIT_NOTES,
         "",
         "Question-consistency look-backs (from `posgen validate`):",
         "",
-        question_table(report.get("facts", {})),
+        question_table(report.facts),
         "",
         QUESTION_NOTES,
     ]

@@ -56,8 +56,8 @@ def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: boo
         raise RunFailure(
             f"the card of {folder} was not written: {os_error_problem(error)[0]}"
         ) from None
-    if report is not None and not report["ok"]:
-        failed = sum(not check["ok"] for check in report["checks"])
+    if report is not None and not report.ok:
+        failed = sum(not check.ok for check in report.checks)
         raise RunFailure(f"wrote {path}, but validation failed: {failed} check(s) (see the card)")
     if not quiet:
         state = "validated" if report is not None else "not validated"

@@ -105,7 +105,7 @@ def publish_command(
         ) from None
     seconds = time.perf_counter() - started
     if not quiet:
-        checks = len(published.report["checks"])
+        checks = len(published.report.checks)
         click.echo(
             f"published {out} ({', '.join(published.manifest.configs)}): {total:,} tokens, "
             f"{checks} checks passed, in {seconds:.2f} s"
