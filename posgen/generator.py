@@ -32,15 +32,23 @@ WINDOW_BYTES = 64 * 2**20
 """Most bytes of int64 seed windows held at once (bounds memory when w is large)."""
 
 
-def block_rows_for(spec: TaskSpec, length: int, block_rows: int = DEFAULT_BLOCK_ROWS) -> int:
-    """Rows per block: ``block_rows``, capped by :data:`BLOCK_BYTES` and :data:`WINDOW_BYTES`.
+def block_rows_for(
+    spec: TaskSpec, length: int, block_rows: int = DEFAULT_BLOCK_ROWS, per_group: int = 1
+) -> int:
+    """Rows of ``length`` tokens generated at once, the one place this is decided: at most
+    ``block_rows`` rows, :data:`BLOCK_BYTES` of tokens and :data:`WINDOW_BYTES` of seed
+    windows, rounded down to whole groups of ``per_group`` rows (at least one group; the
+    storage formats pass their row group or record batch).
 
     >>> block_rows_for(TaskSpec(task="cot"), 4096)
     16384
+    >>> block_rows_for(TaskSpec(task="cot"), 64, per_group=1000)
+    65000
     """
     by_tokens = BLOCK_BYTES // (length * spec.token_bytes)
     by_windows = WINDOW_BYTES // (8 * spec.window)
-    return max(1, min(block_rows, by_tokens, by_windows))
+    want = max(1, min(block_rows, by_tokens, by_windows))
+    return max(1, want // per_group) * per_group
 
 
 def grow(

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from posgen.arrow_io import row_schema, row_tables
-from posgen.generator import DEFAULT_BLOCK_ROWS
+from posgen.generator import block_rows_for
 from posgen.spec import TaskSpec
-from posgen.store.layout import DEFAULT_ROW_GROUP_BYTES, generation_rows, rows_per
+from posgen.store.layout import DEFAULT_ROW_GROUP_BYTES, rows_per
 
 if TYPE_CHECKING:
     import datasets
@@ -19,7 +19,7 @@ def split_table(spec: TaskSpec, split: str) -> pa.Table:
     """A whole split as one Arrow table (in row-group sized chunks)."""
     schema = row_schema(spec.modulus, {"posgen.spec_id": spec.spec_id, "posgen.split": split})
     per_group = rows_per(DEFAULT_ROW_GROUP_BYTES, spec, split)
-    step = generation_rows(spec, split, per_group, DEFAULT_BLOCK_ROWS)
+    step = block_rows_for(spec, spec.split_length(split), per_group=per_group)
     return pa.concat_tables(row_tables(spec, split, 0, spec.split_size(split), step, schema))
 
 

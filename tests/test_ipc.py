@@ -45,3 +45,14 @@ def test_shard_with_arrow_format_is_refused(tmp_path):
     result = invoke(*args)
     assert result.exit_code == 2
     assert "error: --shard writes Parquet only" in result.output
+
+
+def test_arrow_files_are_the_same_bytes_whatever_the_block_size(tmp_path):
+    spec = TaskSpec(task="cot", train_size=300, val_size=20, test_size=20, train_length=16)
+    bench = BenchmarkSpec(name="ipc", configs={"cot": spec})
+    write_dataset(bench, tmp_path / "a", storage="arrow", finish=None)
+    write_dataset(bench, tmp_path / "b", storage="arrow", block_rows=7, finish=None)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.arrow"))
+    assert files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.arrow"))
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

@@ -33,10 +33,8 @@ from posgen.store.layout import (
     ARROW_DATASET_DICT,
     ARROW_SPLIT_INFO,
     ARROW_SPLIT_STATE,
-    GENERATION_BYTES,
     SPLIT_GLOBS,
     Shard,
-    generation_rows,
     hf_config,
     rows_per,
 )
@@ -165,7 +163,7 @@ class ParquetFormat(Format):
         schema = split_schema(spec, shard.split, shard_metadata(shard, spec))
         length = spec.split_length(shard.split)
         per_group = rows_per(row_group_bytes, spec, shard.split)
-        step = generation_rows(spec, shard.split, per_group, block_rows)
+        step = block_rows_for(spec, length, block_rows, per_group)
         with durable_file(root / shard.path) as sink, open_writer(sink, schema) as writer:
             for table in row_tables(spec, shard.split, shard.start, shard.stop, step, schema,
                                     block_rows):  # fmt: skip
@@ -231,15 +229,18 @@ class ArrowFormat(Format):
 
     def write_shard(self, root, shard, spec, row_group_bytes, block_rows=DEFAULT_BLOCK_ROWS,
                     progress=None):  # fmt: skip
-        """Record batches of at most :data:`~posgen.store.layout.GENERATION_BYTES`."""
+        """Record batches of one generator block (:func:`~posgen.generator.block_rows_for`
+        at the default block size) from ``shard.start``, whatever ``block_rows``, so the
+        bytes depend on the shard and the spec only."""
         info = json.dumps({"info": {"features": hf_features(spec, shard.split)}})
         schema = split_schema(spec, shard.split, {"huggingface": info})
         length = spec.split_length(shard.split)
-        step = max(1, min(block_rows, rows_per(GENERATION_BYTES, spec, shard.split)))
+        per_batch = block_rows_for(spec, length)
+        step = block_rows_for(spec, length, block_rows, per_batch)
         with durable_file(root / shard.path) as sink, pa.ipc.new_stream(sink, schema) as writer:
             for table in row_tables(spec, shard.split, shard.start, shard.stop, step, schema,
                                     block_rows):  # fmt: skip
-                writer.write_table(table)
+                writer.write_table(table, max_chunksize=per_batch)
                 if progress is not None:
                     progress(table.num_rows * length)
         return file_entry(shard, sink)

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from posgen.errors import shown
-from posgen.generator import BLOCK_BYTES
 from posgen.spec import BenchmarkSpec, TaskSpec, is_probe_split, probe_config
 
 MANIFEST_NAME = "posgen.json"
@@ -137,11 +136,6 @@ DEFAULT_ROW_GROUP_BYTES = 4 * 2**20
 """Raw token bytes per row group (`make bench-parquet` compares it with 64 Mi-token groups)."""
 
 
-GENERATION_BYTES = BLOCK_BYTES
-"""Most raw token bytes generated at once (bounds memory for any length): the generator's
-block budget."""
-
-
 @dataclass(frozen=True)
 class Shard:
     """Rows ``[start, stop)`` of one split, stored in the file ``path`` (relative)."""
@@ -162,18 +156,6 @@ class Shard:
 def rows_per(byte_budget: int, spec: TaskSpec, split: str) -> int:
     """How many rows of ``split`` fit ``byte_budget`` raw token bytes (at least one)."""
     return max(1, byte_budget // (spec.split_length(split) * spec.token_bytes))
-
-
-def generation_rows(spec: TaskSpec, split: str, per_group: int, block_rows: int) -> int:
-    """Rows generated at once: whole row groups, at most ``block_rows`` rows and
-    :data:`GENERATION_BYTES` when a group allows it (the kernel wants >= 8-16k rows).
-
-    >>> generation_rows(TaskSpec(task="cot"), "train", per_group=1000, block_rows=65536)
-    65000
-    """
-    row_bytes = spec.split_length(split) * spec.token_bytes
-    want = min(max(1, block_rows), max(1, GENERATION_BYTES // row_bytes))
-    return max(1, want // per_group) * per_group
 
 
 MAX_PARTS = 99_999
