@@ -181,3 +181,14 @@ def test_results_name_the_cells_that_miss_a_seed_other_cells_have(runs, tmp_path
     assert result.exit_code == 0, result.output
     line = "the runs use 2 seeds (1, 2); fewer finished for 1 cells: tiny/cot/yarn (1)."
     assert line in out.read_text()
+
+
+def test_run_predictions_name_the_spec_and_split_they_were_made_for(runs):
+    from posgen.store.manifest import read_manifest
+    from posgen.train.trainer import PREDICTIONS
+
+    data, folder = runs
+    run = run_folder(folder, data, "cot", "rope", 1)
+    spec_id = read_manifest(data).configs["cot"].spec_id
+    assert read_predictions(run / PREDICTIONS).made_for == (spec_id, "test")
+    assert read_predictions(run / PROBE_PREDICTIONS).made_for == (spec_id, "probe")
