@@ -89,7 +89,8 @@ def baseline_command(
         raise UsageProblems([str(error)]) from None
     except ValueError as error:
         raise RunFailure(f"{reference.config}/{split} holds invalid rows: {error}") from None
-    write_predictions(out, reference.ids, predictions, spec.modulus)  # WriteFailed: exit 1
+    made_for = (spec.spec_id, split)
+    write_predictions(out, reference.ids, predictions, spec.modulus, made_for)  # WriteFailed: 1
     if not quiet:
         if is_probe_split(split):
             probe = score_probe(load_probe_split(data, reference.config, split), predictions)
