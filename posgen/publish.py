@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from posgen import signals
 from posgen.card import write_card
 from posgen.errors import RunError, UsageError
 from posgen.spec import BenchmarkSpec
@@ -95,6 +96,7 @@ def publish_benchmark(
     reports: list[Report] = []
 
     def validated_card(build: Path, manifest: Manifest) -> None:
+        signals.point("validate")
         report = validate_folder(build)
         if not report.ok:
             raise PublishRefused(report)
