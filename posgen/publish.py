@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from posgen import signals
 from posgen.card import write_card
 from posgen.errors import RunError, UsageError
 from posgen.spec import BenchmarkSpec
@@ -92,6 +93,7 @@ def publish_benchmark(
     reports: list[dict[str, Any]] = []
 
     def validated_card(build: Path, manifest: Manifest) -> None:
+        signals.point("validate")
         report = validate_folder(build)
         if not report["ok"]:
             raise PublishRefused(report)

@@ -55,6 +55,8 @@ class Interrupted(BaseException):
         self.completed = completed
         """True when the signal arrived during the final rename: the target is complete."""
         self.name = signal.Signals(signum).name
+        self.left: str | None = None
+        """What the command left, said after the signal (set by the command on the way up)."""
         super().__init__(f"interrupted by {self.name}")
 
     @property

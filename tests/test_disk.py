@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-import posgen.resources
-from posgen.resources import estimate_benchmark, refusals
+import posgen.cli.preflight
+from posgen.cli.preflight import estimate_benchmark, refusals
 from posgen.spec import default_benchmark
 from posgen.store.atomic import leftovers
 from tests.cli_support import assert_clean_error, error_lines
@@ -128,7 +128,7 @@ def test_a_spec_too_big_for_any_disk_or_day_is_refused_with_the_estimate(tmp_pat
 
 
 def test_force_runs_what_the_estimate_would_refuse(tmp_path, monkeypatch):
-    monkeypatch.setattr(posgen.resources, "free_bytes", lambda path: 1000)
+    monkeypatch.setattr(posgen.cli.preflight, "free_bytes", lambda path: 1000)
     args = ["generate", "--out", tmp_path / "ds", "--task", "cot", "-q", "--train-size", "9"]
     with recorded("resources", "larger than free space"):
         assert_clean_error(cli(*args), 2, "only 1000 B are free")

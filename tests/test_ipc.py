@@ -40,8 +40,8 @@ def test_cli_format_arrow_writes_a_manifest_marked_arrow_ipc(tmp_path):
     assert datasets.load_from_disk(str(out / "cot"))["validation"].num_rows == 5
 
 
-def test_shard_with_arrow_format_is_refused(tmp_path):
-    args = ["generate", "--out", str(tmp_path / "x"), "--format", "arrow", "--shard", "0/2"]
+def test_a_part_with_arrow_format_is_refused(tmp_path):
+    args = ["generate", "--out", str(tmp_path / "x"), "--format", "arrow", "--part", "0/2"]
     result = invoke(*args)
     assert result.exit_code == 2
-    assert "error: --shard writes Parquet only" in result.output
+    assert "error: --part writes Parquet only" in result.output

@@ -108,7 +108,7 @@ def test_cli_parts_in_one_folder_equal_a_single_cli_run(tmp_path):
             "--shard-mb", "1", "-q"]  # fmt: skip
     assert invoke("generate", "--out", tmp_path / "a", *args).exit_code == 0
     for i in (1, 0):
-        result = invoke("generate", "--out", tmp_path / "b", "--shard", f"{i}/2", *args)
+        result = invoke("generate", "--out", tmp_path / "b", "--part", f"{i}/2", *args)
         assert result.exit_code == 0, result.output
     assert checksums(tmp_path / "a") == checksums(tmp_path / "b")
 
@@ -116,8 +116,8 @@ def test_cli_parts_in_one_folder_equal_a_single_cli_run(tmp_path):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--shard", "3/3"], "error: --shard: part '3/3': need 0 <= I < N <= 99,999"),
-        (["--shard", "x"], "error: --shard: expected I/N (e.g. 0/4), got 'x'"),
+        (["--part", "3/3"], "error: --part: part '3/3': need 0 <= I < N <= 99,999"),
+        (["--part", "x"], "error: --part: expected I/N (e.g. 0/4), got 'x'"),
         (["--num-proc", "0"], "error: --num-proc must be >= 1, got 0"),
         (["--shard-mb", "0"], "error: --shard-mb must be >= 1, got 0"),
     ],
@@ -128,8 +128,8 @@ def test_bad_scale_flags_exit_2_with_one_line_each(tmp_path, flags, message):
     assert not (tmp_path / "x").exists()
 
 
-def test_shard_into_a_finished_dataset_is_refused(tmp_path, single):
-    result = invoke("generate", "--out", str(single), "--task", "cot", "--shard", "0/2")
+def test_a_part_into_a_finished_dataset_is_refused(tmp_path, single):
+    result = invoke("generate", "--out", str(single), "--task", "cot", "--part", "0/2")
     assert result.exit_code == 2
     assert "holds a finished dataset" in result.output
 

@@ -154,3 +154,36 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(runs, tm
             continue
         end = holding.index(False, start) if False in holding[start:] else len(positions)
         assert cell["effective_length"] == positions[end - 1], pe
+
+
+def test_results_call_every_cell_complete_when_each_has_all_seeds_the_runs_use(runs, tmp_path):
+    _, folder = runs
+    out = tmp_path / "R.md"
+    result = invoke("results", folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "Incomplete" not in out.read_text()
+
+
+def test_results_name_the_cells_that_miss_a_seed_other_cells_have(runs, tmp_path):
+    import shutil
+
+    data, folder = runs
+    partial = tmp_path / "runs"
+    shutil.copytree(folder, partial)
+    shutil.rmtree(run_folder(partial, data, "cot", "yarn", 2))
+    out = tmp_path / "R.md"
+    result = invoke("results", partial, "--out", out)
+    assert result.exit_code == 0, result.output
+    line = "the runs use 2 seeds (1, 2); fewer finished for 1 cells: tiny/cot/yarn (1)."
+    assert line in out.read_text()
+
+
+def test_run_predictions_name_the_spec_and_split_they_were_made_for(runs):
+    from posgen.store.manifest import read_manifest
+    from posgen.train.trainer import PREDICTIONS
+
+    data, folder = runs
+    run = run_folder(folder, data, "cot", "rope", 1)
+    spec_id = read_manifest(data).configs["cot"].spec_id
+    assert read_predictions(run / PREDICTIONS).made_for == (spec_id, "test")
+    assert read_predictions(run / PROBE_PREDICTIONS).made_for == (spec_id, "probe")

@@ -228,3 +228,26 @@ def test_baseline_refuses_to_overwrite_and_unknown_formats(data, tmp_path, test_
               tmp_path / "p.csv")  # fmt: skip
     assert csv.exit_code == 2
     assert "unknown predictions format '.csv'" in csv.output
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
+def test_predictions_made_for_other_data_are_refused_not_scored_at_chance(data, tmp_path, suffix):
+    other = tmp_path / "other"
+    write_dataset(
+        default_benchmark(("cot",), seed=1, train_size=3000, val_size=20, test_size=ROWS), other
+    )
+    preds = tmp_path / f"oracle{suffix}"
+    made = run("baseline", "--kind", "oracle", "--data", other, "--config", "cot", "--out", preds)
+    assert made.exit_code == 0, made.output
+    result = run("score", "--data", data, "--config", "cot", "--predictions", preds)
+    theirs = read_manifest(other).configs["cot"].spec_id
+    line = assert_clean_error(result, 2, f"made for split test of spec {theirs}")
+    assert read_manifest(data).configs["cot"].spec_id in line
+
+
+def test_test_predictions_are_refused_on_the_probe_split(data, tmp_path):
+    preds = tmp_path / "oracle.parquet"
+    made = run("baseline", "--kind", "oracle", "--data", data, "--config", "cot", "--out", preds)
+    assert made.exit_code == 0, made.output
+    args = ("--data", data, "--config", "cot", "--split", "probe", "--predictions", preds)
+    assert_clean_error(run("score", *args), 2, "made for split test", "not split probe")

@@ -300,7 +300,7 @@ def test_sigterm_to_a_local_sweep_stops_its_workers_with_their_checkpoints(
     line = assert_clean_error(stopped, 143)
     assert stopped.output.strip().splitlines()[-1] == line
     assert line == (
-        "error: interrupted by SIGTERM: 1 trainings stopped; rerun the same command to resume "
+        "error: interrupted by SIGTERM; 1 trainings stopped; rerun the same command to resume "
         "them from their checkpoints"
     )
     sweep = Sweep(tmp_path / "S")

@@ -26,8 +26,9 @@ from posgen.signals import Interrupted
 MAX_ERROR_CHARS = 1000
 """Longest ``error:`` line printed: a value given by the user is never echoed whole."""
 INTERRUPTED_STATE = "no partial output was left"
-"""What a command stopped by a signal left, unless it says more itself (every output is
-written whole or not at all)."""
+"""What a command stopped by a signal left, unless it says more itself
+(:attr:`posgen.signals.Interrupted.left`, set by :func:`posgen.cli.runner.leaving`; every
+output is written whole or not at all)."""
 
 
 def say(line: str) -> None:
@@ -76,7 +77,7 @@ class PosgenGroup(click.Group):
     def _report(self, error: BaseException) -> int:
         """Print the one line for ``error``; its exit status."""
         if isinstance(error, Interrupted):
-            say(f"{error}; {INTERRUPTED_STATE}")
+            say(f"{error}; {error.left or INTERRUPTED_STATE}")
             return error.exit_code
         if isinstance(error, KeyboardInterrupt) or (
             isinstance(error, click.Abort) and isinstance(error.__context__, KeyboardInterrupt)

@@ -7,7 +7,14 @@ from pathlib import Path
 import click
 
 from posgen.cli.common import RunFailure, UsageProblems
-from posgen.cli.paths import PathArg
+from posgen.cli.options import (
+    config_option,
+    data_option,
+    out_option,
+    overwrite_option,
+    quiet_option,
+    split_option,
+)
 from posgen.cli.split_loading import load_probe_split, load_split
 from posgen.scoring.baselines import BASELINES, PROBE_BASELINES, baseline_predictions
 from posgen.scoring.errors import ScoringError
@@ -32,28 +39,18 @@ Examples:
     type=click.Choice(list(dict.fromkeys((*BASELINES, *PROBE_BASELINES)))),
     help="Which predictor (local: probe splits only).",
 )
-@click.option(
-    "--data",
-    required=True,
-    type=PathArg(file_okay=False, path_type=Path),
-    help="Dataset folder written by `posgen generate`.",
-)
-@click.option("--config", help="Config (may be left out when the folder has one).")
-@click.option("--split", default="test", show_default=True, help="Split to predict.")
+@data_option()
+@config_option("Config (may be left out when the folder has one).")
+@split_option("Split to predict.", default="test")
 @click.option(
     "--fit-split",
     default="train",
     show_default=True,
     help="Split near-only and majority learn from (the oracle learns nothing).",
 )
-@click.option(
-    "--out",
-    required=True,
-    type=PathArg(dir_okay=False, path_type=Path),
-    help="Predictions file to write: .parquet, .arrow, .jsonl or .npy.",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@out_option("Predictions file to write: .parquet, .arrow, .jsonl or .npy.", folder=False)
+@overwrite_option("Replace an existing --out file.")
+@quiet_option()
 def baseline_command(
     kind: str,
     data: Path,
@@ -92,7 +89,8 @@ def baseline_command(
         raise UsageProblems([str(error)]) from None
     except ValueError as error:
         raise RunFailure(f"{reference.config}/{split} holds invalid rows: {error}") from None
-    write_predictions(out, reference.ids, predictions, spec.modulus)  # WriteFailed: exit 1
+    made_for = (spec.spec_id, split)
+    write_predictions(out, reference.ids, predictions, spec.modulus, made_for)  # WriteFailed: 1
     if not quiet:
         if is_probe_split(split):
             probe = score_probe(load_probe_split(data, reference.config, split), predictions)

@@ -10,6 +10,7 @@ from posgen import publish
 from posgen.card import write_card
 from posgen.cli.common import RunFailure, UsageProblems
 from posgen.cli.guard import os_error_problem
+from posgen.cli.options import quiet_option
 from posgen.cli.paths import PathArg
 from posgen.errors import PosgenError
 from posgen.store.manifest import read_manifest
@@ -33,7 +34,7 @@ Examples:
     help="Validate the folder and put the report in the card (else the card says it was not).",
 )
 @click.option("--baselines", is_flag=True, help="Add baseline scores (posgen.scoring).")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@quiet_option()
 def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: bool) -> None:
     """Re-render FOLDER/README.md from its manifest, its files and a validation report.
 

@@ -1,21 +1,20 @@
-"""Pieces shared by the commands: spec flags, and errors that exit cleanly."""
+"""Pieces shared by the commands: the benchmark the spec flags name, errors that exit
+cleanly, and the progress bar (the shared flags themselves: :mod:`posgen.cli.options`)."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
-from posgen.cli.paths import PathArg
+from posgen.cli.options import SPEC_FLAGS
 from posgen.errors import RunError, UsageError, problem_lines
-from posgen.ops import op_names
 from posgen.spec import BenchmarkSpec
 from posgen.spec_files import resolve_benchmark
-from posgen.tasks import TASKS
+from posgen.train import TRAIN_HINT
 
 
 class UsageProblems(UsageError):
@@ -31,89 +30,8 @@ class UsageProblems(UsageError):
 
 
 class RunFailure(RunError):
-    """The run failed (I/O, disk, a signal): one line, exit status 1 (or 128 + signal)."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class TaskChoice(click.Choice):
-    """``--task`` choices: the registered tasks when the command line is parsed, so a task
-    registered with :func:`posgen.tasks.register_task` is accepted too."""
-
-    def __init__(self) -> None:
-        super().__init__(())
-
-    @property
-    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
-        return tuple(TASKS)
-
-    @choices.setter
-    def choices(self, value: object) -> None:
-        pass
-
-
-# flag name -> spec field
-SPEC_FLAGS: dict[str, str] = {
-    "modulus": "modulus",
-    "near": "near",
-    "far": "far",
-    "op": "op",
-    "train_length": "train_length",
-    "test_length": "test_length",
-    "train_size": "train_size",
-    "val_size": "val_size",
-    "test_size": "test_size",
-    "seeding": "seeding",
-    "seed": "seed",
-    "op_key": "op_key",
-}
-
-
-def spec_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--spec``, ``--task`` and one flag per spec field (flags override the file)."""
-    options = [
-        click.option(
-            "--spec",
-            "spec_file",
-            type=PathArg(dir_okay=False, path_type=Path),
-            help="Spec file (.toml, .yaml, .json): a task spec or a benchmark of configs.",
-        ),
-        click.option(
-            "--task",
-            "tasks",
-            multiple=True,
-            type=TaskChoice(),
-            help="Task to include, repeatable (one config each). Default: all in the spec.",
-        ),
-        click.option("-m", "--modulus", type=int, help="Vocabulary size m. [17]"),
-        click.option("-k", "--near", type=int, help="Near operands k. [3]"),
-        click.option("-j", "--far", type=int, help="Far operands j. [1]"),
-        click.option(
-            "--op", type=str, help=f"Generation function h: {', '.join(op_names())}. [mod_addition]"
-        ),
-        click.option("--op-key", type=int, help="Key of a keyed op (keyed_hash). [0]"),
-        click.option("--train-length", type=int, help="Train row length L. [64]"),
-        click.option(
-            "--test-length",
-            type=int,
-            multiple=True,
-            help="Test row length L', repeatable: extra lengths add test_<L'> splits. [256]",
-        ),
-        click.option("--train-size", type=int, help="Train rows. [10000]"),
-        click.option("--val-size", type=int, help="Validation rows. [1000]"),
-        click.option("--test-size", type=int, help="Rows of each test split. [1000]"),
-        click.option(
-            "--seeding",
-            type=click.Choice(["disjoint", "paper"]),
-            help="disjoint (distinct windows, no overlap) or paper (authors' code). [disjoint]",
-        ),
-        click.option("--seed", type=int, help="Seed of the disjoint windows. [0]"),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+    """The run failed (I/O, a full disk): one line, exit status 1. A signal is never one:
+    it stays :class:`~posgen.signals.Interrupted` up to :class:`posgen.cli.PosgenGroup`."""
 
 
 def benchmark_from_options(
@@ -131,6 +49,15 @@ def benchmark_from_options(
         return resolve_benchmark(spec_file, tasks, overrides)
     except ValidationError as error:
         raise UsageProblems(problem_lines(error)) from None
+
+
+def require_extra() -> None:
+    """:class:`UsageProblems` unless torch and transformers can be imported."""
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        raise UsageProblems([TRAIN_HINT]) from None
 
 
 class _NoBar:

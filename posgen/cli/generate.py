@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from posgen.card import unvalidated_card
-from posgen.cli.common import (
-    RunFailure,
-    UsageProblems,
-    benchmark_from_options,
-    progress_bar,
+from posgen.cli.common import UsageProblems, benchmark_from_options
+from posgen.cli.options import (
+    force_option,
+    out_option,
+    overwrite_option,
+    quiet_option,
     spec_options,
 )
-from posgen.cli.paths import PathArg
-from posgen.errors import UsageError
-from posgen.resources import estimate_benchmark, free_bytes, human_bytes, refusals, unwritable
-from posgen.store.atomic import Interrupted, WriteFailed, check_target, recover
+from posgen.cli.runner import DatasetRun, check_dataset_target
 from posgen.store.formats import FORMATS, check_features
 from posgen.store.layout import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
-from posgen.store.parts import check_part_target
 from posgen.store.writer import write_dataset
 
 
@@ -37,18 +33,9 @@ Examples:
 """
 )
 @spec_options
-@click.option(
-    "--out",
-    required=True,
-    type=PathArg(file_okay=False, path_type=Path),
-    help="Folder to create (load it with datasets.load_dataset(OUT, CONFIG)).",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Run even when the estimate (rows x length x bytes) exceeds the free disk or 24 h.",
-)
+@out_option("Folder to create (load it with datasets.load_dataset(OUT, CONFIG)).", folder=True)
+@overwrite_option()
+@force_option()
 @click.option(
     "--num-proc", type=int, default=1, show_default=True, help="Processes writing shards."
 )
@@ -59,7 +46,6 @@ Examples:
     help="Write only part I of N (every N-th Parquet file); the last part to finish writes "
     "the manifest. Parts in one folder equal a single run byte for byte.",
 )
-@click.option("--shard", "shard_part", metavar="I/N", hidden=True, help="Deprecated: --part.")
 @click.option(
     "--shard-mb",
     type=int,
@@ -76,14 +62,13 @@ Examples:
     help="parquet (load_dataset, the Hub) or arrow: Arrow IPC save_to_disk folders per config "
     "(datasets.load_from_disk(OUT/CONFIG)), several times faster to write.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@quiet_option()
 def generate(
     out: Path,
     overwrite: bool,
     force: bool,
     num_proc: int,
     part: str | None,
-    shard_part: str | None,
     shard_mb: int,
     storage: str,
     quiet: bool,
@@ -100,91 +85,44 @@ def generate(
         problems.append(f"--num-proc must be >= 1, got {num_proc}")
     if shard_mb < 1:
         problems.append(f"--shard-mb must be >= 1, got {shard_mb}")
-    flag = "--part"
-    if shard_part is not None:
-        click.echo("note: --shard is deprecated; use --part (same meaning)", err=True)
-        if part is not None and part != shard_part:
-            problems.append("--shard and --part disagree; give --part only")
-        part, flag = part or shard_part, "--shard"
     index, count = 0, 1
     if part is not None:
         try:
             index, count = parse_part(part)
         except ValueError as error:
-            problems.append(f"{flag}: {error}")
+            problems.append(f"--part: {error}")
     if problems:
         raise UsageProblems(problems)
-    check_features(storage, None if part is None else (index, count), flag)
-    if part is None:
-        check_target(out, overwrite)
-    else:
-        check_part_target(out, bench)
-    blocked = unwritable(out)
-    if blocked:
-        raise RunFailure(f"{blocked}; nothing was written")
-    refused = [] if force else refusals(bench, out)
-    if refused:
-        raise UsageProblems(refused)
+    piece = None if part is None else (index, count)
+    check_features(storage, piece)
+    check_dataset_target(bench, out, overwrite=overwrite, force=force, part=piece)
     total = sum(
         bench.configs[s.config].split_length(s.split) * s.rows
         for s in part_of(plan_benchmark(bench, shard_mb * 2**20), index, count)
     )
-    started = time.perf_counter()
     label = f"generating {bench.name}" + (f" part {index}/{count}" if part else "")
-    try:
-        if part is None:
-            for action in recover(out):
-                click.echo(f"note: {action}", err=True)
-        with progress_bar(total, label, quiet) as bar:
-            manifest = write_dataset(
-                bench,
-                out,
-                storage=storage,
-                part=None if part is None else (index, count),
-                overwrite=overwrite,
-                shard_bytes=shard_mb * 2**20,
-                num_proc=num_proc,
-                progress=bar.update,
-                finish=unvalidated_card,
-            )
-    except Interrupted as stop:
-        state = f"{out} was already complete" if stop.completed else _untouched(out, overwrite)
-        raise RunFailure(f"{stop}; {state}", stop.exit_code) from None
-    except UsageError:
-        raise
-    except OSError as error:
-        raise RunFailure(f"{_failure(error, bench, out)}; {_untouched(out, overwrite)}") from None
-    seconds = time.perf_counter() - started
+    written = DatasetRun(out, overwrite, piece, bench).write(
+        lambda progress: write_dataset(
+            bench,
+            out,
+            storage=storage,
+            part=piece,
+            overwrite=overwrite,
+            shard_bytes=shard_mb * 2**20,
+            num_proc=num_proc,
+            progress=progress,
+            finish=unvalidated_card,
+        ),
+        label,
+        total,
+        quiet,
+    )
     if quiet:
         return
-    rate = (
-        f"{total:,} tokens in {seconds:.2f} s ({total / max(seconds, 1e-9) / 1e6:.1f} M tokens/s)"
-    )
+    rate, manifest = written.rate(total), written.value
     if part is not None and manifest is None:
         click.echo(f"wrote part {index}/{count} into {out}: {rate}; other parts still missing")
     elif part is not None:
         click.echo(f"wrote part {index}/{count} into {out} and finished it: {rate}")
     else:
         click.echo(f"wrote {out} ({', '.join(manifest.configs)}): {rate}")
-
-
-def _untouched(out: Path, overwrite: bool) -> str:
-    """What is left at ``out`` after a failed run (the build folder is always removed)."""
-    if overwrite and out.exists():
-        return f"no partial dataset was left; the previous dataset at {out} is unchanged"
-    return f"no partial dataset was left; {out} was not created"
-
-
-def _failure(error: OSError, bench: Any, out: Path) -> str:
-    """Which path failed, why, and how much space the run needed."""
-    if isinstance(error, WriteFailed):
-        message = str(error)
-    else:
-        where = f" {error.filename}" if error.filename else f" {out}"
-        message = f"writing{where} failed: {error.strerror or error}"
-    needed = estimate_benchmark(bench).raw_bytes
-    try:
-        free = f", {human_bytes(free_bytes(out))} free now"
-    except OSError:
-        free = ""
-    return f"{message} (the dataset needs about {human_bytes(needed)} uncompressed{free})"

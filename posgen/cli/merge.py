@@ -1,4 +1,4 @@
-"""``posgen merge``: finish a folder written by ``posgen generate --shard I/N`` parts."""
+"""``posgen merge``: finish a folder written by ``posgen generate --part I/N`` runs."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from pathlib import Path
 import click
 
 from posgen.card import unvalidated_card
-from posgen.cli.common import RunFailure
-from posgen.cli.guard import os_error_problem
+from posgen.cli.options import quiet_option
 from posgen.cli.paths import PathArg
-from posgen.errors import PosgenError
+from posgen.cli.runner import os_failure, reported
 from posgen.store.parts import merge_parts
 
 
@@ -23,18 +22,24 @@ Examples:
 )
 @click.argument("out", type=PathArg(file_okay=False, path_type=Path))
 @click.argument("parts", nargs=-1, type=PathArg(exists=True, file_okay=False, path_type=Path))
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@quiet_option()
 def merge(out: Path, parts: tuple[Path, ...], quiet: bool) -> None:
     """Combine the parts of a sharded run into one dataset folder.
 
     The result is byte-identical to a single-process `posgen generate` of the same spec.
     """
-    try:
+    with reported(
+        lambda completed: _left(out, completed), lambda e: os_failure(e, f"merging into {out}")
+    ):
         manifest = merge_parts(out, list(parts), unvalidated_card)
-    except PosgenError:
-        raise
-    except OSError as error:
-        raise RunFailure(f"merging into {out} failed: {os_error_problem(error)[0]}") from None
     if not quiet:
         files = len(manifest.files())
         click.echo(f"finished {out}: {files} files, manifest and card written")
+
+
+def _left(out: Path, completed: bool) -> str:
+    """What a stopped or failed merge left: no file is lost, each part's files are in
+    ``OUT/.posgen-parts`` once moved, or still in their part folder."""
+    if completed:
+        return f"{out} was already complete"
+    return f"{out} is not finished; each part's files are in it or still in their part folder"

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
 
-from posgen.cli.common import RunFailure, UsageProblems, benchmark_from_options, progress_bar
-from posgen.cli.guard import os_error_problem
+from posgen.cli.common import RunFailure, UsageProblems, benchmark_from_options
+from posgen.cli.options import force_option, out_option, overwrite_option, quiet_option
 from posgen.cli.paths import PathArg
-from posgen.errors import PosgenError
+from posgen.cli.runner import DatasetRun, check_dataset_target
 from posgen.publish import (
     HubUnavailable,
     hub_token,
@@ -18,7 +17,6 @@ from posgen.publish import (
     push_folder,
     scoring_baselines,
 )
-from posgen.store.atomic import OutputExistsError, check_target
 from posgen.store.formats import FORMATS
 
 
@@ -32,13 +30,9 @@ Examples:
 """,
 )
 @click.argument("spec_file", metavar="SPEC", type=PathArg(path_type=Path))
-@click.option(
-    "--out",
-    required=True,
-    type=PathArg(file_okay=False, path_type=Path),
-    help="Folder to create: every config, the card README.md and posgen.json.",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")
+@out_option("Folder to create: every config, the card README.md and posgen.json.", folder=True)
+@overwrite_option()
+@force_option()
 @click.option(
     "--push",
     "repo_id",
@@ -54,11 +48,12 @@ Examples:
     show_default=True,
     help="parquet (the Hub's) or arrow (Arrow IPC save_to_disk folders).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@quiet_option()
 def publish_command(
     spec_file: Path,
     out: Path,
     overwrite: bool,
+    force: bool,
     repo_id: str | None,
     baselines: bool,
     storage: str,
@@ -70,45 +65,35 @@ def publish_command(
     replaced) and the failing checks are printed.
     """
     bench = benchmark_from_options(spec_file, (), {})
-    problems = []
-    try:
-        check_target(out, overwrite)
-    except OutputExistsError as error:
-        problems.append(str(error))
-    token = None
+    problems, token = [], None
     if repo_id is not None:
         try:
             token = hub_token()
         except HubUnavailable as error:
             problems.append(str(error))
-    if problems:
-        raise UsageProblems(problems)
+    check_dataset_target(bench, out, overwrite=overwrite, force=force, problems=problems)
     total = sum(spec.total_tokens for spec in bench.configs.values())
-    started = time.perf_counter()
     try:
-        with progress_bar(total, f"publishing {bench.name}", quiet) as bar:
-            published = publish_benchmark(
+        written = DatasetRun(out, overwrite, bench=bench).write(
+            lambda progress: publish_benchmark(
                 bench,
                 out,
                 overwrite=overwrite,
                 baselines=scoring_baselines if baselines else None,
-                progress=bar.update,
+                progress=progress,
                 storage=storage,
-            )
-    except PosgenError:
-        raise
+            ),
+            f"publishing {bench.name}",
+            total,
+            quiet,
+        )
     except ImportError as error:
         raise UsageProblems([f"{error.name or error} is not available: {error}"]) from None
-    except OSError as error:
-        raise RunFailure(
-            f"writing {out} failed: {os_error_problem(error)[0]}; nothing was written"
-        ) from None
-    seconds = time.perf_counter() - started
     if not quiet:
-        checks = len(published.report["checks"])
+        checks = len(written.value.report["checks"])
         click.echo(
-            f"published {out} ({', '.join(published.manifest.configs)}): {total:,} tokens, "
-            f"{checks} checks passed, in {seconds:.2f} s"
+            f"published {out} ({', '.join(written.value.manifest.configs)}): {total:,} tokens, "
+            f"{checks} checks passed, in {written.seconds:.2f} s"
         )
     if repo_id is not None and token is not None:
         try:

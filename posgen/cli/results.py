@@ -10,6 +10,7 @@ import click
 
 from posgen import signals
 from posgen.cli.common import UsageProblems
+from posgen.cli.options import json_option, out_option, plot_option
 from posgen.cli.outputs import output_problems
 from posgen.cli.paths import PathArg
 from posgen.scoring.plot import PLOT_HINT, plot_available
@@ -40,12 +41,7 @@ Examples:
 """,
 )
 @click.argument("run_dirs", nargs=-1, required=True, type=PathArg(path_type=Path))
-@click.option(
-    "--out",
-    required=True,
-    type=PathArg(dir_okay=False, path_type=Path),
-    help="File to write (replaced if it exists).",
-)
+@out_option("File to write (replaced if it exists).", folder=False)
 @click.option(
     "--format",
     "out_format",
@@ -55,18 +51,8 @@ Examples:
     help="--out's format: the RESULTS.md document, every cell with its curve, or one CSV "
     "row per cell.",
 )
-@click.option(
-    "--plot",
-    "plot_out",
-    type=PathArg(dir_okay=False, path_type=Path),
-    help="Accuracy-vs-position curves (PNG; needs the `plot` extra).",
-)
-@click.option(
-    "--json",
-    "json_out",
-    type=PathArg(dir_okay=False, path_type=Path),
-    help="Write the aggregated figures (no curves) as JSON here.",
-)
+@plot_option("Accuracy-vs-position curves (PNG; needs the `plot` extra).")
+@json_option("Write the aggregated figures (no curves) as JSON here.")
 @click.option("--command", "command_line", help="Command to credit in the document.")
 @click.option("--note", "notes", multiple=True, help="A line about the run, repeatable.")
 @click.option(

@@ -8,6 +8,7 @@ import click
 
 from posgen import signals
 from posgen.cli.common import UsageProblems
+from posgen.cli.options import config_option, data_option, json_option, plot_option, split_option
 from posgen.cli.outputs import output_problems
 from posgen.cli.paths import PathArg
 from posgen.cli.split_loading import load_probe_split, load_split
@@ -22,7 +23,7 @@ from posgen.scoring.plot import (
     plot_format_problem,
     plot_reliance,
 )
-from posgen.scoring.prediction_files import align_to_ids, read_predictions
+from posgen.scoring.prediction_files import align_to_ids, check_made_for, read_predictions
 from posgen.scoring.reliance import Reliance, RelianceReport, score_probe
 from posgen.spec import is_probe_split
 from posgen.store.atomic import write_atomically
@@ -38,6 +39,7 @@ def score_probe_file(
     except ScoringError as error:
         raise UsageProblems([str(error)]) from None
     try:
+        check_made_for(read, probe.spec.spec_id, split)
         aligned = align_to_ids(read.ids, read.tokens, probe.ids)
         return score_probe(probe, aligned, bucket_width=bucket_width)
     except ScoringError as error:
@@ -107,32 +109,17 @@ Examples:
   posgen score --data out/posgen-v1 --config cot --split probe --predictions probe.parquet
 """,
 )
-@click.option(
-    "--data",
-    required=True,
-    type=PathArg(file_okay=False, path_type=Path),
-    help="Dataset folder written by `posgen generate`.",
-)
-@click.option("--config", help="Config to score (may be left out when the folder has one).")
-@click.option("--split", default="test", show_default=True, help="Split the predictions are for.")
+@data_option()
+@config_option("Config to score (may be left out when the folder has one).")
+@split_option("Split the predictions are for.", default="test")
 @click.option(
     "--predictions",
     required=True,
     type=PathArg(dir_okay=False, path_type=Path),
     help="Predictions file: .parquet, .arrow, .jsonl (rows matched by id) or .npy (row i = id i).",
 )
-@click.option(
-    "--json",
-    "json_out",
-    type=PathArg(dir_okay=False, allow_dash=True, path_type=Path),
-    help="Write the full report as JSON here ('-': standard output, no table).",
-)
-@click.option(
-    "--plot",
-    "plot_out",
-    type=PathArg(dir_okay=False, path_type=Path),
-    help="Draw accuracy against position here (PNG; needs the `plot` extra).",
-)
+@json_option("Write the full report as JSON here ('-': standard output, no table).", stdout=True)
+@plot_option("Draw accuracy against position here (PNG; needs the `plot` extra).")
 @click.option(
     "--bucket-width",
     type=click.IntRange(min=1),

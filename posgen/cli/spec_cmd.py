@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from posgen.cli.common import benchmark_from_options, spec_options
+from posgen.cli.common import benchmark_from_options
+from posgen.cli.options import spec_options
 
 
 @click.command(

@@ -11,9 +11,11 @@ import click
 import numpy as np
 from pydantic import ValidationError
 
-from posgen.cli.common import RunFailure, UsageProblems
+from posgen.cli.common import RunFailure, UsageProblems, require_extra
+from posgen.cli.options import out_option
 from posgen.cli.paths import PathArg
-from posgen.cli.train import require_extra
+from posgen.cli.preflight import unwritable
+from posgen.cli.runner import interrupted
 from posgen.errors import problem_lines, shown
 from posgen.scoring.reference import ReferenceSplit
 from posgen.train.config import TrainConfig
@@ -45,9 +47,7 @@ Examples:
 """,
 )
 @click.argument("grid", required=False, type=PathArg(dir_okay=False, path_type=Path))
-@click.option(
-    "--out", type=PathArg(file_okay=False, path_type=Path), help="Sweep folder (made or added to)."
-)
+@out_option("Sweep folder (made or added to).", folder=True, required=False)
 @click.option(
     "--status",
     "status_dir",
@@ -156,9 +156,12 @@ def _check_flags(executor: str, jobs: int | None, wait: bool, slurm_flags: dict[
 
 
 def _check_out(out: Path) -> None:
-    """--out must be a new or empty folder, or a sweep folder (never another folder)."""
+    """--out must be a new folder that can be created, an empty folder, or a sweep folder
+    (never another folder)."""
     if out.exists() and any(out.iterdir()) and not (out / RECORD).is_file():
         raise UsageProblems([f"--out {out} is a folder but not a sweep folder (no {RECORD})"])
+    if not out.exists() and (blocked := unwritable(out)) is not None:
+        raise UsageProblems([f"--out: {blocked}"])
 
 
 def _slurm_settings(grid_settings: SlurmSettings, flags: dict[str, Any]) -> SlurmSettings:
@@ -179,12 +182,10 @@ def _run_local(sweep: Sweep, todo: list[Any], jobs: int | None) -> None:
     if todo:
         sweep.add_wall_seconds(outcome.seconds)
     if outcome.signal is not None:
-        from posgen.train.sweep import signal_name
-
-        raise RunFailure(
-            f"interrupted by {signal_name(-outcome.signal)}: {len(outcome.interrupted)} "
-            "trainings stopped; rerun the same command to resume them from their checkpoints",
-            exit_code=128 + outcome.signal,
+        raise interrupted(
+            outcome.signal,
+            f"{len(outcome.interrupted)} trainings stopped; rerun the same command to resume "
+            "them from their checkpoints",
         )
     if outcome.failed or outcome.interrupted:
         stopped = f", {len(outcome.interrupted)} stopped by a signal" if outcome.interrupted else ""

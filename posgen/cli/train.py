@@ -6,7 +6,6 @@ encodings (the ``train`` extra), so ``posgen -h`` and every other command stay t
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -18,22 +17,22 @@ import numpy as np
 from pydantic import ValidationError
 
 from posgen import signals
-from posgen.cli.common import RunFailure, UsageProblems
-from posgen.cli.outputs import output_problems
-from posgen.cli.paths import PathArg
+from posgen.cli.common import RunFailure, UsageProblems, require_extra
+from posgen.cli.options import config_option, data_option, force_option, out_option, quiet_option
+from posgen.cli.runner import check_run_target, reported
 from posgen.errors import problem_lines
-from posgen.resources import human_bytes, unwritable
-from posgen.scoring.reference import ReferenceSplit, resolve_config
+from posgen.scoring.reference import ReferenceSplit
 from posgen.signals import Interrupted
-from posgen.store.atomic import OutputExistsError, WriteFailed
+from posgen.spec import TaskSpec
+from posgen.store.atomic import OutputExistsError
 from posgen.store.lock import exclusive, owner_alive
 from posgen.store.manifest import read_manifest
-from posgen.train import TRAIN_HINT
 from posgen.train.config import PRESETS, TrainConfig, preset
 from posgen.train.encoding import PERequest
 from posgen.train.grid import identity, stable_hash
 from posgen.train.memory import RunEstimate, available_bytes, estimate_run, refusal
 from posgen.train.progress import resume_folder
+from posgen.units import human_bytes
 
 # flag -> (TrainConfig field, click type)
 OVERRIDES: dict[str, tuple[str, Any]] = {
@@ -72,15 +71,6 @@ def resolve_train_config(preset_name: str, overrides: dict[str, Any]) -> TrainCo
             flag = FLAGS.get(field, MODEL_FLAGS if field == "spec" else f"--{field}")
             lines.append(f"{flag}: {message}")
         raise UsageProblems(lines) from None
-
-
-def require_extra() -> None:
-    """:class:`UsageProblems` unless torch and transformers can be imported."""
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
-        raise UsageProblems([TRAIN_HINT]) from None
 
 
 def _override_options(function: Any) -> Any:
@@ -122,13 +112,8 @@ Examples:
       --predictions runs/rec-res/predictions.parquet
 """,
 )
-@click.option(
-    "--data",
-    required=True,
-    type=PathArg(file_okay=False, path_type=Path),
-    help="Dataset folder written by `posgen generate`.",
-)
-@click.option("--config", help="Config (task) to train on (may be left out when there is one).")
+@data_option()
+@config_option("Config (task) to train on (may be left out when there is one).")
 @click.option(
     "--list-pe",
     is_flag=True,
@@ -170,12 +155,7 @@ Examples:
     type=click.IntRange(min=0, max=2**63 - 1),
     help="Run seed. [the preset's first seed]",
 )
-@click.option(
-    "--out",
-    required=True,
-    type=PathArg(file_okay=False, path_type=Path),
-    help="Run folder to create (must not exist; never inside a dataset folder).",
-)
+@out_option("Run folder to create (must not exist; never inside a dataset folder).", folder=True)
 @_override_options
 @click.option(
     "--device",
@@ -192,12 +172,8 @@ Examples:
     help="torch CPU threads (keep 1 when runs go in parallel; 1 and 2 are byte-identical "
     "run to run).",
 )
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Train even when the memory estimate exceeds the memory available.",
-)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
+@force_option("Train even when the memory estimate exceeds the memory available.")
+@quiet_option("No progress bar, no summary.")
 def train_command(
     data: Path,
     config: str | None,
@@ -228,10 +204,9 @@ def train_command(
         raise UsageProblems([f"--pe: {line}" for line in problem_lines(error)]) from None
     except ValueError as error:
         raise UsageProblems([str(error)]) from None
-    check_out(out, data)
-    name = resolve_config(data, config)
+    check_run_target(out)
     positions = request.randomized if isinstance(request.randomized, int) else None
-    spec, estimate = memory_estimate(data, name, train_config, positions)
+    name, spec, estimate = memory_estimate(data, config, train_config, positions)
     if not force and (problem := refusal(estimate, available_bytes())) is not None:
         raise UsageProblems([problem])
     with signals.deferred():  # an exception inside `import torch` can be lost or mangled
@@ -306,30 +281,22 @@ def train_command(
         )
 
 
-def check_out(out: Path, data: Path) -> None:
-    """Refuse an ``--out`` that exists, cannot be created or sits inside a dataset folder."""
-    if os.path.lexists(out):
-        raise UsageProblems([f"--out {out} exists; choose a new run folder"])
-    problems = output_problems({"--out": out}, {"--data": []})
-    blocked = unwritable(out)
-    if blocked is not None:
-        problems.append(f"--out: {blocked}")
-    if problems:
-        raise UsageProblems(problems)
-
-
 def memory_estimate(
-    data: Path, config: str, train_config: TrainConfig, positions: int | None = None
-) -> tuple[Any, RunEstimate]:
-    """The config's spec and the run's memory estimate, from the manifest (no data read);
+    data: Path, config: str | None, train_config: TrainConfig, positions: int | None = None
+) -> tuple[str, TaskSpec, RunEstimate]:
+    """The config (the only one when ``config`` is None), its spec and the run's memory
+    estimate, from one read of the manifest (no data read; the run reads the data once);
     ``positions``: the range of randomized position ids, if given."""
     manifest = read_manifest(data)
-    if config not in manifest.configs:
-        known = ", ".join(manifest.configs)
-        raise UsageProblems([f"--config: no config {config!r} in {data}; configs: {known}"])
-    spec = manifest.configs[config].spec
-    largest = max((file.bytes for _, _, file in manifest.files([config])), default=0)
-    return spec, estimate_run(train_config, spec, largest_file=largest, positions=positions)
+    known = ", ".join(manifest.configs)
+    if config is None and len(manifest.configs) != 1:
+        raise UsageProblems([f"{data} has configs {known}: pick one with --config"])
+    name = next(iter(manifest.configs)) if config is None else config
+    if name not in manifest.configs:
+        raise UsageProblems([f"--config: no config {name!r} in {data}; configs: {known}"])
+    spec = manifest.configs[name].spec
+    largest = max((file.bytes for _, _, file in manifest.files([name])), default=0)
+    return name, spec, estimate_run(train_config, spec, largest_file=largest, positions=positions)
 
 
 def _train_resumably(
@@ -345,8 +312,16 @@ def _train_resumably(
     ran out past the estimate."""
     from posgen.train.checkpoint import CheckpointMismatch
 
+    def left(completed: bool) -> str:
+        if completed:
+            return f"{out} was already complete"
+        if checkpoints.progress() is None:
+            return f"no partial run folder was left; {out} was not created"
+        return f"checkpoint kept in {resume}: rerun the same command to resume"
+
     try:
-        summary = train()
+        with reported(left, str):
+            summary = train()
     except CheckpointMismatch:
         raise UsageProblems(
             [
@@ -357,28 +332,13 @@ def _train_resumably(
     except Interrupted as stop:
         if stop.completed:
             shutil.rmtree(resume, ignore_errors=True)
-            raise RunFailure(
-                f"interrupted by {stop.name} once {out} was complete", stop.exit_code
-            ) from None
-        if checkpoints.progress() is None:
-            raise RunFailure(
-                f"interrupted by {stop.name}; no partial run folder was left; {out} was not "
-                "created",
-                stop.exit_code,
-            ) from None
-        raise RunFailure(
-            f"interrupted by {stop.name}; checkpoint kept in {resume}: rerun the same "
-            "command to resume",
-            stop.exit_code,
-        ) from None
+        raise
     except OutputExistsError:
         shutil.rmtree(resume, ignore_errors=True)  # this run cannot be resumed into it
         raise RunFailure(
             f"--out {out} appeared while the run trained (made by something else); it was "
             "kept, and this run was not written"
         ) from None
-    except WriteFailed as error:
-        raise RunFailure(f"{error}; no partial run folder was left") from None
     except (MemoryError, RuntimeError) as error:
         if not _out_of_memory(error):
             raise

@@ -10,12 +10,8 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from posgen.cli.common import (
-    SPEC_FLAGS,
-    UsageProblems,
-    benchmark_from_options,
-    spec_options,
-)
+from posgen.cli.common import UsageProblems, benchmark_from_options
+from posgen.cli.options import SPEC_FLAGS, config_option, json_option, spec_options, split_option
 from posgen.cli.paths import PathArg
 from posgen.errors import problem_lines
 from posgen.spec import TaskSpec
@@ -51,14 +47,9 @@ Examples:
 """,
 )
 @click.argument("source", type=PathArg(exists=True, path_type=Path))
-@click.option("--config", help="Check only this config.")
-@click.option("--split", help="Check only this split (train, validation, test, test_<L'>).")
-@click.option(
-    "--json",
-    "json_path",
-    type=PathArg(dir_okay=False, allow_dash=True),
-    help="Write the full report as JSON to this file ('-': stdout).",
-)
+@config_option("Check only this config.")
+@split_option("Check only this split (train, validation, test, test_<L'>).")
+@json_option("Write the full report as JSON to this file ('-': stdout).", stdout=True)
 @click.option("-v", "--verbose", is_flag=True, help="List every check, not only the failures.")
 @click.option(
     "--max-balance-tv",
@@ -83,7 +74,7 @@ def validate_command(
     source: Path,
     config: str | None,
     split: str | None,
-    json_path: str | None,
+    json_out: Path | None,
     verbose: bool,
     max_balance_tv: float | None,
     max_shortcut_share: float | None,
@@ -110,10 +101,10 @@ def validate_command(
     except SourceError as error:
         raise UsageProblems([str(error)]) from None
     body = json.dumps(report.to_dict(), indent=2)
-    if json_path == "-":
+    if json_out is not None and str(json_out) == "-":
         click.echo(body)
     else:
-        if json_path is not None:
-            write_atomically(Path(json_path), (body + "\n").encode())  # WriteFailed: exit 1
+        if json_out is not None:
+            write_atomically(json_out, (body + "\n").encode())  # WriteFailed: exit 1
         click.echo(report.summary(verbose=verbose))
     sys.exit(0 if report.ok else 1)

@@ -10,6 +10,11 @@ Formats, chosen by the file's extension:
 Each row holds the predictions for the whole row (``L'`` tokens, seed window ignored) or
 for the generated positions only (``L' - w`` tokens).
 
+Parquet and Arrow files written by posgen (``posgen train``, ``posgen baseline``) also name
+the data they were made for (schema metadata ``posgen.spec_id`` and ``posgen.split``);
+scoring them on other data is refused (:func:`check_made_for`) instead of giving
+chance-level figures. JSON Lines and ``.npy`` files carry no such record.
+
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "p.jsonl"
 >>> write_predictions(path, np.array([1, 0]), np.array([[4, 5], [6, 7]]), modulus=17)
@@ -47,12 +52,38 @@ PREDICTION_COLUMNS = ("predictions", "tokens")
 """Accepted names of the predictions column, in order of preference."""
 
 
+MADE_FOR_KEYS = (b"posgen.spec_id", b"posgen.split")
+"""Schema metadata naming the data a Parquet or Arrow predictions file was made for."""
+
+
 @dataclass(frozen=True)
 class Predictions:
     """Rows of predictions (``tokens``, ``(rows, width)``) and the data id of each row."""
 
     ids: np.ndarray
     tokens: np.ndarray
+    made_for: tuple[str, str] | None = None
+    """``(spec id, split)`` of the data the file says it was made for (None: not said)."""
+
+
+def check_made_for(predictions: Predictions, spec_id: str, split: str) -> None:
+    """Refuse predictions that say they were made for other data than ``spec_id``/``split``.
+
+    >>> made = Predictions(np.arange(1), np.zeros((1, 4)), made_for=("abc", "test"))
+    >>> check_made_for(made, "abc", "test")
+    >>> check_made_for(made, "def", "probe")
+    Traceback (most recent call last):
+    ...
+    posgen.scoring.errors.ScoringError: the predictions were made for split test of spec abc, \
+not split probe of spec def; score them on the data they were made for
+    """
+    if predictions.made_for is None or predictions.made_for == (spec_id, split):
+        return
+    made_spec, made_split = predictions.made_for
+    raise ScoringError(
+        f"the predictions were made for split {made_split} of spec {made_spec}, "
+        f"not split {split} of spec {spec_id}; score them on the data they were made for"
+    )
 
 
 def file_format(path: Path) -> str:
@@ -226,7 +257,20 @@ def _from_table(table: pa.Table, path: Path) -> Predictions:
         )
     width = int(lengths[0]) if lengths.size else 0
     tokens = values.to_numpy(zero_copy_only=False).reshape(len(column), width)
-    return Predictions(ids=id_column.to_numpy().astype(np.int64, copy=False), tokens=tokens)
+    ids = id_column.to_numpy().astype(np.int64, copy=False)
+    return Predictions(ids=ids, tokens=tokens, made_for=_made_for(table.schema.metadata or {}))
+
+
+def _made_for(metadata: dict[bytes, bytes]) -> tuple[str, str] | None:
+    """The ``(spec id, split)`` a table's metadata names (None unless it names both)."""
+    values = [metadata.get(key) for key in MADE_FOR_KEYS]
+    if any(value is None for value in values):
+        return None
+    try:
+        spec_id, split = (value.decode("utf-8") for value in values)
+    except UnicodeDecodeError:
+        raise ScoringError("its posgen.spec_id or posgen.split metadata is not UTF-8") from None
+    return spec_id, split
 
 
 def align_to_ids(ids: np.ndarray, predictions: np.ndarray, reference_ids: np.ndarray) -> np.ndarray:
@@ -272,19 +316,24 @@ def _examples(values: np.ndarray, count: int = 3) -> str:
     return shown + (", ..." if values.size > count else "")
 
 
-def prediction_schema(modulus: int) -> pa.Schema:
-    """Schema of written prediction files: ``id`` int64, ``predictions`` list of tokens."""
+def prediction_schema(modulus: int, made_for: tuple[str, str] | None = None) -> pa.Schema:
+    """Schema of written prediction files: ``id`` int64, ``predictions`` list of tokens, and
+    the ``(spec id, split)`` they were made for, when given, as metadata."""
+    metadata = None if made_for is None else dict(zip(MADE_FOR_KEYS, made_for, strict=True))
     return pa.schema(
         [
             pa.field("id", pa.int64(), nullable=False),
             pa.field("predictions", pa.list_(token_type(modulus)), nullable=False),
-        ]
+        ],
+        metadata=metadata,
     )
 
 
-def predictions_table(ids: np.ndarray, tokens: np.ndarray, modulus: int) -> pa.Table:
+def predictions_table(
+    ids: np.ndarray, tokens: np.ndarray, modulus: int, made_for: tuple[str, str] | None = None
+) -> pa.Table:
     """An Arrow table of predictions with :func:`prediction_schema`."""
-    schema = prediction_schema(modulus)
+    schema = prediction_schema(modulus, made_for)
     rows, width = tokens.shape
     value_type = schema.field("predictions").type.value_type
     values = pa.array(np.ascontiguousarray(tokens).reshape(-1), type=value_type)
@@ -293,8 +342,16 @@ def predictions_table(ids: np.ndarray, tokens: np.ndarray, modulus: int) -> pa.T
     return pa.Table.from_arrays([pa.array(ids, type=pa.int64()), column], schema=schema)
 
 
-def write_predictions(path: Path, ids: np.ndarray, tokens: np.ndarray, modulus: int) -> None:
+def write_predictions(
+    path: Path,
+    ids: np.ndarray,
+    tokens: np.ndarray,
+    modulus: int,
+    made_for: tuple[str, str] | None = None,
+) -> None:
     """Write predictions in the format of ``path``'s extension (``.npy``: ids must be 0..n-1).
+
+    ``made_for``, the ``(spec id, split)`` predicted, is recorded in Parquet and Arrow files.
 
     Atomically (:func:`posgen.store.atomic.durable_file`): ``path`` holds the old file or the
     new one, never a partial one.
@@ -315,7 +372,8 @@ def write_predictions(path: Path, ids: np.ndarray, tokens: np.ndarray, modulus: 
             for row_id, row in zip(ids.tolist(), tokens.tolist(), strict=True):
                 sink.write((json.dumps({"id": row_id, "predictions": row}) + "\n").encode())
         elif kind == "parquet":
-            pq.write_table(predictions_table(ids, tokens, modulus), sink, **PARQUET_OPTIONS)
+            table = predictions_table(ids, tokens, modulus, made_for)
+            pq.write_table(table, sink, **PARQUET_OPTIONS)
         else:
-            table = predictions_table(ids, tokens, modulus)
+            table = predictions_table(ids, tokens, modulus, made_for)
             feather.write_feather(table, sink, compression="uncompressed")

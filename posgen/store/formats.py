@@ -324,12 +324,12 @@ def manifest_format(manifest: Manifest) -> Format:
     return FORMATS[manifest.storage_format]
 
 
-def check_features(storage: str, part: tuple[int, int] | None, flag: str = "--part") -> None:
+def check_features(storage: str, part: tuple[int, int] | None) -> None:
     """Refuse what a format cannot do, in one place: ``--part`` runs write Parquet only."""
     if storage not in FORMATS:
         raise FormatUnsupported(f"unknown format {storage!r}; formats: {', '.join(FORMATS)}")
     if part is not None and storage != "parquet":
-        raise FormatUnsupported(f"{flag} writes Parquet only; drop --format {storage}")
+        raise FormatUnsupported(f"--part writes Parquet only; drop --format {storage}")
 
 
 def folder_format(root: Path, config: str | None) -> Format:

@@ -434,14 +434,14 @@ def results_markdown(
         lines.append("- Versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v)))
     for p in settings["presets"]:
         lines.append("- Preset: " + ", ".join(f"{k} {p[k]}" for k in p if k != "seeds"))
-    expected = max(len(p.get("seeds", [])) for p in settings["presets"])
-    short = [
-        f"{data}/{task}/{pe} ({c['n']})"
+    cells = [
+        (f"{data}/{task}/{pe}", c)
         for data, entry in results.items()
         for task, pes in entry["tasks"].items()
         for pe, c in pes.items()
-        if c["n"] < expected
     ]
+    seeds = sorted({seed for _, c in cells for seed in c["seeds"]})
+    short = [f"{name} ({c['n']})" for name, c in cells if c["n"] < len(seeds)]
     lines += [
         "",
         "YaRN variants train with the unscaled frequencies and use the scaled ones for "
@@ -451,7 +451,8 @@ def results_markdown(
     if short:
         lines += [
             "",
-            f"**Incomplete:** the preset has {expected} seeds; fewer finished for "
+            f"**Incomplete:** the runs use {len(seeds)} seeds "
+            f"({', '.join(map(str, seeds))}); fewer finished for "
             f"{len(short)} cells: {', '.join(short)}. Rerun the command to train the "
             "missing runs (finished ones are kept).",
         ]

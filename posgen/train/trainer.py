@@ -546,7 +546,9 @@ def _write_run(
         (build / CONFIG).write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
         lines = [json.dumps(_run_record(record, pe.label), sort_keys=True) + "\n" for record in log]
         (build / METRICS).write_text("".join(lines))
-        write_predictions(build / PREDICTIONS, test.ids, predictions, spec.modulus)
+        write_predictions(
+            build / PREDICTIONS, test.ids, predictions, spec.modulus, (spec.spec_id, test.split)
+        )
         signals.point("write")
         kill_point("final")
         # scored on the test rows this run read (pinned), not on --data read again
@@ -581,7 +583,10 @@ def _write_probe(
     report into the run folder ``build``."""
     probe = job.run_data.probe or load_probe(job.data, config_name, PROBE_SPLIT)
     predictions = predict_split(model, probe, job.config.eval_batch_size, job.device, positions)
-    write_predictions(build / PROBE_PREDICTIONS, probe.ids, predictions, probe.spec.modulus)
+    made_for = (probe.spec.spec_id, PROBE_SPLIT)
+    write_predictions(
+        build / PROBE_PREDICTIONS, probe.ids, predictions, probe.spec.modulus, made_for
+    )
     report = score_probe(probe, predictions)
     (build / PROBE_SCORES).write_text(report.to_json())
     return report

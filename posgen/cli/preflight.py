@@ -1,4 +1,5 @@
-"""Up-front estimates: refuse runs whose output cannot fit on disk or would take absurdly long.
+"""Up-front estimates for the runner (:mod:`posgen.cli.runner`): refuse runs whose output
+cannot fit on disk or would take absurdly long, and targets no folder can be created at.
 
 The estimate is exact for the raw tokens: the sum over every split of
 rows x length x bytes per token (1 byte for m <= 256, else 2); a probe split counts at
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from posgen.spec import BenchmarkSpec, is_probe_split
+from posgen.units import human_bytes, human_seconds
 
 PLANNING_RATE = 5_000_000
 """Tokens per second assumed for the estimate: the slowest whole-pipeline rate (generate,
@@ -105,28 +107,6 @@ def free_bytes(path: Path) -> int:
     """Bytes available to this user on the file system that will hold ``path``."""
     base = existing_ancestor(path)
     return shutil.disk_usage(base if base.is_dir() else base.parent).free
-
-
-def human_bytes(size: float) -> str:
-    """``1536`` -> ``'1.5 KiB'``.
-
-    >>> human_bytes(3_456_000), human_bytes(12)
-    ('3.3 MiB', '12 B')
-    """
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if size < 1024 or unit == "PiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def human_seconds(seconds: float) -> str:
-    """``5400`` -> ``'1.5 h'``."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def refusals(bench: BenchmarkSpec, out: Path) -> list[str]:
