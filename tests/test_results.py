@@ -176,6 +176,11 @@ def test_results_name_the_cells_that_miss_a_seed_other_cells_have(runs, tmp_path
     assert result.exit_code == 0, result.output
     line = "the runs use 2 seeds (1, 2); fewer finished for 1 cells: tiny/cot/yarn (1)."
     assert line in out.read_text()
+    assert "then run `posgen results` again" in out.read_text()
+    made = tmp_path / "M.md"
+    result = invoke("results", partial, "--out", made, "--command", "make results")
+    assert result.exit_code == 0, result.output
+    assert "Rerun `make results` to train the missing runs" in made.read_text()
 
 
 def test_run_predictions_name_the_spec_and_split_they_were_made_for(runs):
