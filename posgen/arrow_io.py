@@ -46,7 +46,7 @@ def read_batch_rows(length: int) -> int:
 PARQUET_OPTIONS: dict[str, Any] = {
     # Chosen by measurement (`python -m benchmarks.bench --parquet-settings`; one core, m = 17,
     # disjoint windows, 262k rows x 256 tokens, write / bytes per token / read, in M tokens/s):
-    #   dictionary + lz4 (the earlier choice) 110 / 0.65 / 168
+    #   dictionary + lz4                       110 / 0.65 / 168
     #   plain + lz4                            133 / 1.47 / 245
     #   byte stream split + lz4                179 / 1.03 / 212
     #   byte stream split + zstd-1 (chosen)    206 / 0.52 / 250

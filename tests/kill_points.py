@@ -6,8 +6,8 @@ runs the real CLI with hooks around the store's own functions. When the run reac
 ``POINT`` it prints the point's name on stdout and waits for a signal (``signal.pause``), so
 the test signals it exactly there, however fast or loaded the machine is:
 
-- ``start``: in ``generate``, before the target is checked or anything is written
-  (posgen's signal handlers are not installed yet);
+- ``start``: the command's checks have passed and the writer is about to make the build
+  folder: nothing is written yet;
 - ``build folder``: the build folder exists, no shard is written;
 - ``first shard``: the first shard file is complete, the others are not written;
 - ``half the bytes``: a shard is being written and the build folder holds at least half of

@@ -1,5 +1,6 @@
-"""Slow, obviously-correct references written from README.md ("The tasks", "Generation
-functions h"), independent of posgen; ``make bench`` times posgen against them too.
+"""Slow, obviously-correct references written from docs/tasks.md ("The tasks", "Generation
+functions h", "Seeding", "Probe splits"), independent of posgen; ``make bench`` times posgen
+against them too.
 
 Nothing here imports posgen's generator or seeding: plain loops over plain lists.
 """
@@ -14,7 +15,8 @@ MASK = (1 << 64) - 1
 
 
 def far_positions(task: str, t: int, near: int, far: int) -> list[int]:
-    """The far operand positions of x_t, straight from the task table in README.md."""
+    """The far operand positions of x_t, straight from the task table (README.md, "The tasks";
+    docs/tasks.md, "The tasks")."""
     w = near + far
     if task == "recursive":
         start = t - w
@@ -145,7 +147,7 @@ def authors_splits(
 
 
 PROBE_STREAM = 0x70726F6265
-"""The probe stream's spawn-key word (posgen.probe, README "Probe splits")."""
+"""The probe stream's spawn-key word (posgen.probe; docs/tasks.md, "Probe splits")."""
 
 
 def _name_code(name: str) -> int:
@@ -154,7 +156,8 @@ def _name_code(name: str) -> int:
 
 def probe_stream_key(seed: int, task: str, split: str) -> int:
     """Key of a probe split's replacement stream: numpy's SeedSequence over
-    (seed; task code, split code, PROBE_STREAM), as the README defines it."""
+    (seed; task code, split code, PROBE_STREAM): the stream "keyed by seed, task, split and
+    row" of docs/tasks.md, "Probe splits", with posgen.probe's key layout."""
     import numpy as np  # numpy's SeedSequence is part of the definition, not posgen
 
     key = (_name_code(task), _name_code(split), PROBE_STREAM)

@@ -32,6 +32,7 @@ from posgen.validate import SourceError, validate
 from tests.cli_support import assert_clean_error, error_lines
 from tests.cli_support import invoke as cli
 from tests.hardening_counts import record, recorded
+from tests.kill_points import GUARD
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"train_size": 50, "val_size": 10, "test_size": 10}
@@ -442,7 +443,7 @@ def test_permission_errors_are_one_error_line_naming_the_path(data, oracle):
         driver = "from tests.test_hostile import run_permission_cases as r; r(%r)"
         command = [*prefix, sys.executable, "-c", driver % str(base / "cases.json")]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(base)}
-        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=GUARD,
                               env=env)  # fmt: skip
         results = {json.loads(line)[0]: json.loads(line)[1:] for line in proc.stdout.splitlines()}
         failures = []
@@ -453,10 +454,14 @@ def test_permission_errors_are_one_error_line_naming_the_path(data, oracle):
             reported = "FAIL" in output and named in output and exit_code == 1
             # one line, or a damage headline and the one problem, naming the file
             named_once = 1 <= len(lines) <= 2 and named in lines[-1]
-            ok = "Traceback" not in output and exit_code in wanted and (named_once or reported)
-            record("hostile", f"permission:{label}", ok)
-            if not ok:
-                failures.append(f"{label}: exit {exit_code}: {output[-300:]}")
+            wrong = [
+                *(["a traceback"] if "Traceback" in output else []),
+                *([f"exit {exit_code}, not {wanted}"] if exit_code not in wanted else []),
+                *([f"{named} not named in one error line"] if not (named_once or reported) else []),
+            ]
+            record("hostile", f"permission:{label}", not wrong)
+            if wrong:
+                failures.append(f"{label}: {'; '.join(wrong)}: {output[-300:]}")
         assert not failures, "\n".join(failures)
     finally:
         for path in [base, *base.rglob("*")]:
@@ -631,7 +636,7 @@ def test_outputs_through_links_and_pipes_replace_what_they_name(data, oracle, tm
     with recorded("hostile", f"output through {kind}"):
         assert result.exit_code == 0, result.output
         if kind == "fifo":
-            reader.join(timeout=300)  # the writer has closed the pipe: only a hang waits here
+            reader.join(timeout=GUARD)  # the writer has closed the pipe: only a hang waits here
             assert json.loads(received[0])["rows"] == SMALL["test_size"]
         else:
             assert out.is_symlink()

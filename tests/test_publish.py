@@ -21,6 +21,7 @@ from posgen.publish import publish_benchmark
 from posgen.spec import is_probe_split, probe_config
 from posgen.spec_files import resolve_benchmark
 from posgen.store.manifest import read_manifest, sha256_file
+from tests.cli_support import assert_clean_error, error_lines
 from tests.cli_support import invoke as run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +87,8 @@ def test_published_posgen_v1_streams_every_split(posgen_v1, config):
         streams = datasets.load_dataset(str(out), name, streaming=True)
         for split, info in splits.items():
             first = next(iter(streams[split]))
-            assert first["id"] == 0 and len(first["tokens"]) == info.length
+            assert first["id"] == 0
+            assert len(first["tokens"]) == info.length
 
 
 def test_published_card_records_the_validation_report(posgen_v1):
@@ -122,9 +124,11 @@ def test_publish_writes_a_validated_folder(tmp_path, spec_file, validator):
     out = tmp_path / "hub"
     result = run("publish", spec_file, "--out", out)
     assert result.exit_code == 0, result.output
-    assert "published" in result.output and "checks passed" in result.output
+    assert "published" in result.output
+    assert "checks passed" in result.output
     assert len(validator.calls) == 1  # validated before the folder was moved in place
-    assert validator.calls[0] != out and not validator.calls[0].exists()
+    assert validator.calls[0] != out
+    assert not validator.calls[0].exists()
     card = (out / "README.md").read_text()
     assert f"**Validated: all {CHECKS} checks passed**" in card
     assert list(read_manifest(out).configs) == ["cot", "recursive"]
@@ -134,12 +138,10 @@ def test_publish_refuses_data_that_fails_validation(tmp_path, spec_file, validat
     validator.break_data("window")
     out = tmp_path / "hub"
     result = run("publish", spec_file, "--out", out)
-    assert result.exit_code == 1
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1
+    line = assert_clean_error(result, 1)
     start = f"error: validation failed (8 of {CHECKS} checks); nothing was published"
-    assert errors[0].startswith(start)
-    assert errors[0].endswith("and 3 more")
+    assert line.startswith(start)
+    assert line.endswith("and 3 more")
     assert "window cot/train: split train row 0 position 4: expected" in result.output
     assert list(tmp_path.iterdir()) == [spec_file]
 
@@ -150,7 +152,7 @@ def test_a_refused_publish_leaves_the_previous_folder_intact(tmp_path, spec_file
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     validator.break_data("integrity")
     result = run("publish", spec_file, "--out", out, "--overwrite")
-    assert result.exit_code == 1
+    assert_clean_error(result, 1, "validation failed")
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hub", "tiny.toml"]
 
@@ -169,8 +171,9 @@ def test_publish_bad_input_exits_2_and_creates_nothing(
         monkeypatch.delenv(name, raising=False)
     args = [str(spec_file) if a == "{spec}" else a for a in args]
     result = run("publish", *args, "--out", tmp_path / "hub")
-    assert result.exit_code == 2, result.output
-    assert result.output.splitlines() == [expected + result.output.split(expected)[1].rstrip()]
+    line = assert_clean_error(result, 2)
+    assert line.startswith(expected)
+    assert result.output.strip() == line  # nothing but the error line
     assert not (tmp_path / "hub").exists()
 
 
@@ -179,16 +182,21 @@ def test_publish_with_a_bad_spec_reports_every_problem(tmp_path, validator):
     bad.write_text("[defaults]\nmodulus = 1\nnear = 0\n[configs.cot]\n")
     result = run("publish", bad, "--out", tmp_path / "hub")
     assert result.exit_code == 2
+    assert "Traceback" not in result.output
     lines = result.output.splitlines()
-    assert all(line.startswith("error: configs.cot.") for line in lines) and len(lines) == 2
+    assert len(lines) == 2  # one line per problem: the modulus and near
+    assert error_lines(result.stderr) == lines
+    for line in lines:
+        assert line.startswith("error: configs.cot.")
 
 
 def test_publish_into_an_existing_folder_needs_overwrite(tmp_path, spec_file, validator):
     (tmp_path / "hub").mkdir()
     (tmp_path / "hub" / "notes.txt").write_text("mine")
     result = run("publish", spec_file, "--out", tmp_path / "hub")
-    assert result.exit_code == 2
+    assert_clean_error(result, 2)
     assert result.output == f"error: {tmp_path / 'hub'} exists; pass --overwrite to replace it\n"
+    assert (tmp_path / "hub" / "notes.txt").read_text() == "mine"
 
 
 def test_push_uploads_the_published_folder_with_the_environment_token(
@@ -213,7 +221,8 @@ def test_push_uploads_the_published_folder_with_the_environment_token(
     assert message == f"POSGEN tiny (spec {manifest.benchmark.spec_id}, posgen 0.1.0)"
     expected = {"README.md", "posgen.json"} | {item.path for _, _, item in manifest.files()}
     assert set(files) == expected
-    assert "pushed" in result.output and "commit/abc" in result.output
+    assert "pushed" in result.output
+    assert "commit/abc" in result.output
 
 
 def test_a_failed_push_exits_1_and_keeps_the_published_folder(
@@ -226,8 +235,8 @@ def test_a_failed_push_exits_1_and_keeps_the_published_folder(
     monkeypatch.setenv("HF_TOKEN", "bad")
     out = tmp_path / "hub"
     result = run("publish", spec_file, "--out", out, "--push", "me/x")
-    assert result.exit_code == 1
-    assert "error: pushing" in result.output and "Unauthorized" in result.output
+    line = assert_clean_error(result, 1, "Unauthorized")
+    assert line.startswith("error: pushing")
     assert (out / "posgen.json").is_file()
 
 
@@ -274,8 +283,8 @@ def test_card_command_with_baselines_asks_the_scoring_module(tmp_path, spec_file
 )
 def test_card_command_on_a_folder_that_is_not_a_dataset_exits_2(tmp_path, make, code, expected):
     result = run("card", make(tmp_path), "--no-validate")
-    assert result.exit_code == code
-    assert len(result.output.splitlines()) == 1 and expected in result.output
+    line = assert_clean_error(result, code, expected)
+    assert result.output.strip() == line  # nothing but the error line
 
 
 def test_card_command_on_a_damaged_folder_exits_1_and_keeps_the_card(tmp_path, spec_file):
@@ -285,7 +294,9 @@ def test_card_command_on_a_damaged_folder_exits_1_and_keeps_the_card(tmp_path, s
     next((out / "data" / "cot").glob("train-*.parquet")).unlink()
     result = run("card", out, "--no-validate")
     assert result.exit_code == 1
-    assert "is damaged" in result.output and "missing" in result.output
+    assert "Traceback" not in result.output
+    assert "is damaged" in result.output
+    assert "missing" in result.output
     assert (out / "README.md").read_text() == before
 
 
@@ -302,6 +313,6 @@ def test_manifest_and_card_agree_on_split_sizes(posgen_v1):
 def test_publish_without_a_validator_exits_2_and_creates_nothing(tmp_path, spec_file, monkeypatch):
     monkeypatch.setitem(sys.modules, "posgen.validate", None)  # import fails
     result = run("publish", spec_file, "--out", tmp_path / "hub", "-q")
-    assert result.exit_code == 2
-    assert result.output.startswith("error: posgen.validate is not available")
+    line = assert_clean_error(result, 2)
+    assert line.startswith("error: posgen.validate is not available")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]

@@ -141,3 +141,39 @@ def test_every_link_of_the_docs_leads_to_a_file_and_heading_that_exist(document,
     assert page.exists(), f"{document.name} -> {target}"
     if anchor and page.suffix == ".md":
         assert anchor in anchors(page.read_text()), f"{document.name} -> {target}#{anchor}"
+
+
+def fenced_blocks(text: str, *languages: str) -> list[str]:
+    """The fenced blocks of ``text`` tagged with one of ``languages`` ("" for untagged)."""
+    pattern = r"^```(\w*)\n(.*?)^```"
+    return [body for tag, body in re.findall(pattern, text, re.M | re.S) if tag in languages]
+
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_the_readmes_loading_example_runs_as_pasted(tmp_path, monkeypatch):
+    """The README's Python block, pasted after ``make data`` (here the default benchmark at
+    small sizes in ``out/posgen-v1``): every name it uses is imported in the block."""
+    from posgen.dataset import write_dataset
+    from posgen.spec import default_benchmark
+
+    write_dataset(
+        default_benchmark(train_size=8, val_size=4, test_size=4), tmp_path / "out" / "posgen-v1"
+    )
+    monkeypatch.chdir(tmp_path)
+    (block,) = [b for b in fenced_blocks(README, "python") if "load_dataset" in b]
+    namespace: dict[str, object] = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert len(namespace["probe"]) == 4  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("block", fenced_blocks(README, "", "bash", "sh"))
+def test_every_prediction_file_the_readme_scores_is_written_by_an_earlier_line(block):
+    written: list[str] = []
+    for line in command_lines(f"```\n{block}```"):
+        words = shlex.split(line)
+        read = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--predictions"]
+        for path in read:
+            assert any(path == out or path.startswith(out + "/") for out in written), (path, line)
+        written += [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--out"]

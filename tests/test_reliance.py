@@ -8,9 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from posgen.cli import main
 from posgen.dataset import write_dataset
 from posgen.scoring import (
     RelianceReport,
@@ -21,6 +19,7 @@ from posgen.scoring import (
     write_predictions,
 )
 from posgen.spec import default_benchmark
+from tests.cli_support import assert_clean_error, invoke
 
 TASKS = ["recursive", "cot", "semirecursive"]
 
@@ -48,7 +47,8 @@ def test_the_oracle_scores_far_reliance_one_and_the_local_predictor_zero(folder,
     probe = load_probe(folder, task, split)
     oracle = score_probe(probe, baseline_predictions("oracle", probe.spec, probe.tokens))
     local = score_probe(probe, baseline_predictions("local", probe.spec, probe.tokens))
-    assert oracle.id.counted > 0 and oracle.ood.counted > 0
+    assert oracle.id.counted > 0
+    assert oracle.ood.counted > 0
     assert (oracle.id.far_reliance, oracle.ood.far_reliance) == (1.0, 1.0)
     assert (oracle.id.local_reliance, oracle.ood.local_reliance) == (0.0, 0.0)
     assert (local.id.far_reliance, local.ood.far_reliance) == (0.0, 0.0)
@@ -93,10 +93,10 @@ def test_a_mixed_prediction_file_is_scored_exactly(folder, tmp_path, task):
     path = tmp_path / "p.parquet"
     order = np.random.default_rng(1).permutation(probe.tokens.shape[0])  # any row order
     write_predictions(path, probe.ids[order], predictions[order], probe.spec.modulus)
-    args = ["score", "--data", str(folder), "--config", task, "--split", "probe"]
-    result = CliRunner().invoke(main, [*args, "--predictions", str(path), "--json", "-"])
+    args = ["score", "--data", folder, "--config", task, "--split", "probe"]
+    result = invoke(*args, "--predictions", path, "--json", "-")
     assert result.exit_code == 0, result.output
-    report = RelianceReport.model_validate_json(result.output)
+    report = RelianceReport.model_validate_json(result.stdout)
     for name in ("id", "ood"):
         probed, counted, far, local = expected["regions"][name]
         got = getattr(report, name)
@@ -133,32 +133,32 @@ def test_score_table_json_and_plot_of_a_probe_split(folder, tmp_path):
     predictions = baseline_predictions("oracle", probe.spec, probe.tokens)
     write_predictions(path, probe.ids, predictions, probe.spec.modulus)
     js, plot = tmp_path / "r.json", tmp_path / "r.png"
-    args = ["score", "--data", str(folder), "--config", "cot", "--split", "probe"]
-    args += ["--predictions", str(path), "--json", str(js), "--plot", str(plot)]
-    result = CliRunner().invoke(main, args)
+    args = ["score", "--data", folder, "--config", "cot", "--split", "probe"]
+    result = invoke(*args, "--predictions", path, "--json", js, "--plot", plot)
     assert result.exit_code == 0, result.output
-    assert "far-rel." in result.output and "100.00%" in result.output
+    assert "far-rel." in result.stdout
+    assert "100.00%" in result.stdout
     assert json.loads(js.read_text())["ood"]["far_reliance"] == 1.0
     assert plot.stat().st_size > 0
 
 
 def test_baseline_cli_writes_local_predictions_for_probe_splits_only(folder, tmp_path):
     out = tmp_path / "local.parquet"
-    args = ["baseline", "--kind", "local", "--data", str(folder), "--config", "recursive"]
-    result = CliRunner().invoke(main, [*args, "--split", "probe", "--out", str(out)])
+    args = ["baseline", "--kind", "local", "--data", folder, "--config", "recursive"]
+    result = invoke(*args, "--split", "probe", "--out", out)
     assert result.exit_code == 0, result.output
     assert "ID far-reliance 0.00%" in result.output
-    refused = CliRunner().invoke(main, [*args, "--split", "test", "--out", str(tmp_path / "x.npy")])
-    assert refused.exit_code == 2
-    assert refused.output.startswith("error: --kind local predicts probe splits only")
+    refused = invoke(*args, "--split", "test", "--out", tmp_path / "x.npy")
+    line = assert_clean_error(refused, 2)
+    assert line.startswith("error: --kind local predicts probe splits only")
+    assert not (tmp_path / "x.npy").exists()
 
 
 def test_predictions_for_the_wrong_rows_are_one_error_line(folder, tmp_path):
     probe = load_probe(folder, "cot", "probe")
     path = tmp_path / "short.npy"
     write_predictions(path, probe.ids[:3], probe.tokens[:3], probe.spec.modulus)
-    args = ["score", "--data", str(folder), "--config", "cot", "--split", "probe"]
-    result = CliRunner().invoke(main, [*args, "--predictions", str(path)])
-    assert result.exit_code == 2
-    assert len(result.output.strip().splitlines()) == 1
-    assert result.output.startswith("error: ")
+    args = ["score", "--data", folder, "--config", "cot", "--split", "probe"]
+    result = invoke(*args, "--predictions", path)
+    line = assert_clean_error(result, 2)
+    assert result.output.strip() == line  # nothing but the error line

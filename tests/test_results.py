@@ -10,14 +10,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from click.testing import CliRunner  # noqa: E402
-
-from posgen.cli import main  # noqa: E402
 from posgen.dataset import write_dataset  # noqa: E402
 from posgen.scoring import RelianceReport, load_probe, read_predictions, score_probe  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
 from posgen.train.trainer import PROBE_PREDICTIONS, PROBE_SCORES, train_runs  # noqa: E402
+from tests.cli_support import assert_clean_error, invoke  # noqa: E402
 
 
 def run_folder(runs: Path, data: Path, task: str, pe: str, seed: int) -> Path:
@@ -46,8 +44,8 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
 def test_results_table_holds_mean_std_and_seed_count_per_task_and_pe(runs, tmp_path):
     data, folder = runs
     out, js, plot = tmp_path / "R.md", tmp_path / "r.json", tmp_path / "c.png"
-    args = ["results", str(folder), "--out", str(out), "--json", str(js), "--plot", str(plot)]
-    result = CliRunner().invoke(main, [*args, "--command", "make results"])
+    args = ["results", folder, "--out", out, "--json", js, "--plot", plot]
+    result = invoke(*args, "--command", "make results")
     assert result.exit_code == 0, result.output
     scores = [
         json.loads((run_folder(folder, data, "cot", "yarn", s) / "scores.json").read_text())
@@ -55,14 +53,16 @@ def test_results_table_holds_mean_std_and_seed_count_per_task_and_pe(runs, tmp_p
     ]
     ids = [s["id"]["accuracy"] for s in scores]
     cell = json.loads(js.read_text())["tiny"]["tasks"]["cot"]["yarn"]
-    assert cell["n"] == 2 and cell["seeds"] == [1, 2]
+    assert cell["n"] == 2
+    assert cell["seeds"] == [1, 2]
     assert cell["id_mean"] == pytest.approx(statistics.mean(ids))
     assert cell["id_std"] == pytest.approx(statistics.stdev(ids))
     text = out.read_text()
     assert "Produced by `make results`." in text
     row = f"| cot | yarn | 2 | {statistics.mean(ids):.3f} ± {statistics.stdev(ids):.3f} |"
     assert row in text
-    assert plot.stat().st_size > 0 and "![accuracy against position](c.png)" in text
+    assert plot.stat().st_size > 0
+    assert "![accuracy against position](c.png)" in text
 
 
 def test_every_run_scores_the_probe_split_with_the_same_weights(runs):
@@ -77,8 +77,8 @@ def test_every_run_scores_the_probe_split_with_the_same_weights(runs):
 def test_results_show_far_reliance_id_and_ood_next_to_accuracy(runs, tmp_path):
     data, folder = runs
     out, js = tmp_path / "R.md", tmp_path / "r.json"
-    args = ["results", str(folder), "--out", str(out), "--json", str(js)]
-    assert CliRunner().invoke(main, args).exit_code == 0
+    result = invoke("results", folder, "--out", out, "--json", js)
+    assert result.exit_code == 0, result.output
     reports = [
         RelianceReport.model_validate_json(
             (run_folder(folder, data, "cot", "yarn", s) / PROBE_SCORES).read_text()
@@ -93,9 +93,10 @@ def test_results_show_far_reliance_id_and_ood_next_to_accuracy(runs, tmp_path):
 
 
 def test_results_without_run_folders_is_one_error_line(tmp_path):
-    result = CliRunner().invoke(main, ["results", str(tmp_path), "--out", str(tmp_path / "R.md")])
-    assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [f"error: no finished run folders in {tmp_path}"]
+    result = invoke("results", tmp_path, "--out", tmp_path / "R.md")
+    line = assert_clean_error(result, 2)
+    assert line == f"error: no finished run folders in {tmp_path}"
+    assert result.output.strip() == line  # nothing but the error line
     assert not (tmp_path / "R.md").exists()
 
 
@@ -125,7 +126,7 @@ def test_results_reads_old_run_folders_without_results_json(runs, tmp_path):
     )
     (old / "tiny" / "cot" / "rope" / "s1" / "results.json").unlink()
     out = tmp_path / "R.csv"
-    result = CliRunner().invoke(main, ["results", str(old), "--format", "csv", "--out", str(out)])
+    result = invoke("results", old, "--format", "csv", "--out", out)
     assert result.exit_code == 0, result.output
     row = out.read_text().splitlines()[1].split(",")
     assert row[:5] == ["tiny", "cot", "rope", "1", "1"]
@@ -137,9 +138,7 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(runs, tm
     _, folder = runs
     out_csv, out_json = tmp_path / "r.csv", tmp_path / "r.json"
     for fmt, out in (("csv", out_csv), ("json", out_json)):
-        result = CliRunner().invoke(
-            main, ["results", str(folder), "--format", fmt, "--out", str(out)]
-        )
+        result = invoke("results", folder, "--format", fmt, "--out", out)
         assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out_csv.read_text().splitlines()))
     oods = [float(row["ood_mean"]) for row in rows]
@@ -158,8 +157,6 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(runs, tm
 
 
 def test_results_call_every_cell_complete_when_each_has_all_seeds_the_runs_use(runs, tmp_path):
-    from tests.cli_support import invoke
-
     _, folder = runs
     out = tmp_path / "R.md"
     result = invoke("results", folder, "--out", out)
@@ -170,8 +167,6 @@ def test_results_call_every_cell_complete_when_each_has_all_seeds_the_runs_use(r
 def test_results_name_the_cells_that_miss_a_seed_other_cells_have(runs, tmp_path):
     import shutil
 
-    from tests.cli_support import invoke
-
     data, folder = runs
     partial = tmp_path / "runs"
     shutil.copytree(folder, partial)
@@ -181,6 +176,11 @@ def test_results_name_the_cells_that_miss_a_seed_other_cells_have(runs, tmp_path
     assert result.exit_code == 0, result.output
     line = "the runs use 2 seeds (1, 2); fewer finished for 1 cells: tiny/cot/yarn (1)."
     assert line in out.read_text()
+    assert "then run `posgen results` again" in out.read_text()
+    made = tmp_path / "M.md"
+    result = invoke("results", partial, "--out", made, "--command", "make results")
+    assert result.exit_code == 0, result.output
+    assert "Rerun `make results` to train the missing runs" in made.read_text()
 
 
 def test_run_predictions_name_the_spec_and_split_they_were_made_for(runs):

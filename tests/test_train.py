@@ -14,16 +14,15 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from click.testing import CliRunner  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from posgen.cli import main  # noqa: E402
 from posgen.dataset import write_dataset  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
 from posgen.train.rope import use_frequencies  # noqa: E402
 from posgen.train.rope_types import rope_parameters  # noqa: E402
 from posgen.train.trainer import FILES, PREDICTIONS, RunData, lm_tensors, predict, train_runs  # noqa: E402
+from tests.cli_support import assert_clean_error, invoke  # noqa: E402
 from tests.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
 L, L_TEST, HEAD_DIM = 64, 256, 16
@@ -144,9 +143,11 @@ def test_switching_to_the_evaluation_embedding_changes_only_the_frequencies():
     use_frequencies(model, rope_parameters("resonance_yarn", L, L_TEST, evaluation=True))
     after = model.state_dict()
     assert before.keys() == after.keys()
-    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert [name for name in before if not torch.equal(before[name], after[name])] == []
     new = frequencies(model)
-    assert not np.array_equal(old[0], new[0]) and new[1] > old[1] == 1.0
+    assert not np.array_equal(old[0], new[0])
+    assert old[1] == 1.0
+    assert new[1] > old[1]
     np.testing.assert_array_equal(new[0], frequencies(tiny_model("resonance_yarn", True))[0])
 
 
@@ -228,21 +229,22 @@ def test_smoke_training_loss_falls_and_predictions_score_like_the_run_report(dat
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--pe", "resonance_yarn", "--seed", "3"]
     args += [*TINY_FLAGS, "--epochs", "6", "--lr", "1e-2", "--out", str(out), "-q"]
-    result = CliRunner().invoke(main, args)
+    result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [line["train_loss"] for line in log]
-    assert len(losses) == 6 and losses[-1] < 0.99 * losses[0] and losses[-1] == min(losses)
+    assert len(losses) == 6
+    assert losses[-1] < 0.99 * losses[0]
+    assert losses[-1] == min(losses)
     config = json.loads((out / "config.json").read_text())
-    assert config["spec_id"] and config["versions"]["torch"] and config["seed"] == 3
+    assert config["spec_id"]
+    assert config["versions"]["torch"]
+    assert config["seed"] == 3
     assert config["rope_parameters"]["evaluation"]["rope_type"] == "resonance_yarn"
-    scored = CliRunner().invoke(
-        main,
-        ["score", "--data", str(data), "--predictions", str(out / PREDICTIONS), "--json", "-"],
-    )
-    assert scored.exit_code == 0
-    assert scored.output == (out / "scores.json").read_text()
+    scored = invoke("score", "--data", data, "--predictions", out / PREDICTIONS, "--json", "-")
+    assert scored.exit_code == 0, scored.output
+    assert scored.stdout == (out / "scores.json").read_text()
 
 
 def test_training_is_deterministic_on_cpu_for_a_seed(data, tmp_path):
@@ -271,18 +273,16 @@ def test_training_is_deterministic_on_cpu_for_a_seed(data, tmp_path):
 def test_bad_flags_are_one_error_line_exit_2_nothing_written(data, tmp_path, flags, message):
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--pe", "rope", "--out", str(out), *flags]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    result = invoke(*args)
+    line = assert_clean_error(result, 2, message)
+    assert result.output.strip() == line  # nothing but the error line
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_folder_that_is_not_a_posgen_dataset_is_refused(tmp_path):
     (tmp_path / "ds").mkdir()
     args = ["train", "--data", str(tmp_path / "ds"), "--pe", "rope", "--out", str(tmp_path / "r")]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2 and result.output.startswith("error: ")
+    assert_clean_error(invoke(*args), 2, str(tmp_path / "ds"))
     assert not (tmp_path / "r").exists()
 
 

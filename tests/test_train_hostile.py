@@ -22,12 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 torch = pytest.importorskip("torch")
 
 import posgen.signals  # noqa: E402
-from posgen.cli import main  # noqa: E402
 from posgen.dataset import write_dataset  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
@@ -35,8 +33,9 @@ from posgen.store.layout import TMP_TAG  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
 from posgen.train.memory import estimate_run, refusal  # noqa: E402
 from posgen.train.trainer import RunData  # noqa: E402
+from tests.cli_support import assert_clean_error, error_lines, invoke  # noqa: E402
 from tests.data_damage import rewrite_rows  # noqa: E402
-from tests.hardening_counts import record  # noqa: E402
+from tests.hardening_counts import recorded  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -69,28 +68,6 @@ def _one_torch_thread_and_memory_unknown(monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def cli(*args: object, env: dict[str, str] | None = None):
-    return CliRunner().invoke(
-        main, [os.fspath(a) if isinstance(a, Path) else a for a in args], env=env
-    )
-
-
-def error_lines(output: str) -> list[str]:
-    return [line for line in output.splitlines() if line.startswith("error:")]
-
-
-def clean_error(result, code: int, *names: str) -> bool:
-    """Exit ``code``, one ``error:`` line naming every one of ``names``, no traceback."""
-    lines = error_lines(result.output)
-    return (
-        result.exit_code == code
-        and len(lines) == 1
-        and all(name in lines[0] for name in names)
-        and "Traceback" not in result.output
-        and isinstance(result.exception, SystemExit | type(None))
-    )
 
 
 def snapshot(*folders: Path) -> dict[str, str]:
@@ -136,7 +113,7 @@ def data(base) -> Path:
 def run(base, data) -> Path:
     """One finished run folder (never changed by the tests: they copy it)."""
     out = base / "runs" / "r0"
-    result = cli(*train_args(data, out))
+    result = invoke(*train_args(data, out))
     assert result.exit_code == 0, result.output
     return out
 
@@ -165,18 +142,15 @@ def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
     out = tmp_path / "run"
     before = snapshot(data)
     monkeypatch.setenv(posgen.signals.HOOK_ENV, f"{point}:{signame}")
-    result = cli(*train_args(data, out))
+    result = invoke(*train_args(data, out))
     left = sorted(p.name for p in tmp_path.iterdir())
     resume = tmp_path / ".run.posgen-resume"  # the checkpoint a rerun resumes from (issue 19)
-    ok = (
-        clean_error(result, CODES[signame], f"interrupted by {signame}")
-        and not os.path.lexists(out)
-        and left in ([], [resume.name])
-        and (str(resume) in result.output) == (left == [resume.name])
-        and snapshot(data) == before
-    )
-    record("kill", f"train:{point}:{signame}", ok)
-    assert ok, result.output
+    with recorded("kill", f"train:{point}:{signame}"):
+        line = assert_clean_error(result, CODES[signame], f"interrupted by {signame}")
+        assert not os.path.lexists(out)
+        assert left in ([], [resume.name])
+        assert (str(resume) in line) == (left == [resume.name])
+        assert snapshot(data) == before
 
 
 @pytest.mark.parametrize(
@@ -192,13 +166,10 @@ def test_a_signal_before_the_commands_or_torch_are_imported_is_one_line(
     command = [sys.executable, "-m", "posgen", *map(str, train_args(data, out))]
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    ok = (
-        done.returncode == CODES[signame]
-        and lines == [f"error: interrupted by {signame}; no partial output was left"]
-        and not os.path.lexists(out)
-    )
-    record("kill", f"train:{point}:{signame}", ok)
-    assert ok, done.stderr
+    with recorded("kill", f"train:{point}:{signame}"):
+        assert done.returncode == CODES[signame], done.stderr
+        assert lines == [f"error: interrupted by {signame}; no partial output was left"]
+        assert not os.path.lexists(out)
 
 
 @pytest.mark.parametrize("signame", SIGNALS)
@@ -210,17 +181,13 @@ def test_a_signal_after_the_command_finished_still_sets_the_exit_status(tmp_path
     command = [sys.executable, "-m", "posgen", "results", str(run), "--out", str(out)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    ok = (
-        done.returncode == CODES[signame]
-        and lines
-        == [
+    with recorded("kill", f"results:exit:{signame}"):
+        assert done.returncode == CODES[signame], done.stderr
+        assert lines == [
             f"error: interrupted by {signame} after the command had finished; its "
             "outputs are complete"
         ]
-        and out.is_file()
-    )
-    record("kill", f"results:exit:{signame}", ok)
-    assert ok, (done.returncode, done.stderr)
+        assert out.is_file()
 
 
 @pytest.mark.parametrize("signame", SIGNALS)
@@ -229,17 +196,14 @@ def test_a_signal_while_results_or_score_write_leaves_no_output(
 ):
     outs = [tmp_path / "R.md", tmp_path / "r.json", tmp_path / "s.json"]
     monkeypatch.setenv(posgen.signals.HOOK_ENV, f"results-write:{signame}")
-    results = cli("results", run, "--out", outs[0], "--json", outs[1])
+    results = invoke("results", run, "--out", outs[0], "--json", outs[1])
     monkeypatch.setenv(posgen.signals.HOOK_ENV, f"score-write:{signame}")
     predictions = run / "predictions.parquet"
-    scored = cli("score", "--data", data, "--predictions", predictions, "--json", outs[2])
-    ok = (
-        clean_error(results, CODES[signame], f"interrupted by {signame}")
-        and clean_error(scored, CODES[signame], f"interrupted by {signame}")
-        and list(tmp_path.iterdir()) == []
-    )
-    record("kill", f"results+score:write:{signame}", ok)
-    assert ok, results.output + scored.output
+    scored = invoke("score", "--data", data, "--predictions", predictions, "--json", outs[2])
+    with recorded("kill", f"results+score:write:{signame}"):
+        assert_clean_error(results, CODES[signame], f"interrupted by {signame}")
+        assert_clean_error(scored, CODES[signame], f"interrupted by {signame}")
+        assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -259,8 +223,8 @@ def test_a_signal_python_swallows_still_ends_the_command_with_its_code():
             posgen.signals.check()
     finally:
         posgen.signals.restore(previous)
-    record("kill", "swallowed-in-__del__", caught.value.exit_code == 143)
-    assert caught.value.exit_code == 143
+    with recorded("kill", "swallowed-in-__del__"):
+        assert caught.value.exit_code == 143
 
 
 def test_a_keyboard_interrupt_from_inside_a_command_is_exit_130(run, tmp_path, monkeypatch):
@@ -268,10 +232,10 @@ def test_a_keyboard_interrupt_from_inside_a_command_is_exit_130(run, tmp_path, m
         raise KeyboardInterrupt
 
     monkeypatch.setattr("posgen.cli.results.load_run", interrupt)
-    result = cli("results", run, "--out", tmp_path / "R.md")
-    ok = clean_error(result, 130, "interrupted by SIGINT") and not (tmp_path / "R.md").exists()
-    record("kill", "KeyboardInterrupt-in-command", ok)
-    assert ok, result.output
+    result = invoke("results", run, "--out", tmp_path / "R.md")
+    with recorded("kill", "KeyboardInterrupt-in-command"):
+        assert_clean_error(result, 130, "interrupted by SIGINT")
+        assert not (tmp_path / "R.md").exists()
 
 
 def test_the_training_loop_sees_a_signal_between_steps(tmp_path, data, monkeypatch):
@@ -314,7 +278,7 @@ def test_a_dataset_replaced_during_training_does_not_change_what_the_run_scores_
     def replace_once(name):
         if name == "step" and not (tmp_path / "replaced").exists():
             (tmp_path / "replaced").touch()
-            made = cli(
+            made = invoke(
                 "generate",
                 "--task",
                 "recursive",
@@ -334,11 +298,11 @@ def test_a_dataset_replaced_during_training_does_not_change_what_the_run_scores_
             assert made.exit_code == 0, made.output
 
     monkeypatch.setattr(posgen.signals, "point", replace_once)
-    result = cli(*train_args(ds, out))
+    result = invoke(*train_args(ds, out))
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     scores = json.loads((out / "scores.json").read_text())
-    rescored = cli(
+    rescored = invoke(
         "score", "--data", original, "--predictions", out / "predictions.parquet", "--json", "-"
     )
     new_id = json.loads((ds / "posgen.json").read_text())["configs"]["recursive"]["spec_id"]
@@ -349,16 +313,13 @@ def test_a_dataset_replaced_during_training_does_not_change_what_the_run_scores_
         ].values()
         for file in split["files"]
     }
-    recorded = json.loads((out / "results.json").read_text())["data"]["files"]
-    ok = (
-        (tmp_path / "replaced").exists()
-        and new_id != config["spec_id"]
-        and scores["spec_id"] == config["spec_id"]
-        and rescored.output == (out / "scores.json").read_text()
-        and recorded == read
-    )
-    record("race", "dataset replaced mid-run", ok)
-    assert ok
+    files = json.loads((out / "results.json").read_text())["data"]["files"]
+    with recorded("race", "dataset replaced mid-run"):
+        assert (tmp_path / "replaced").exists()
+        assert new_id != config["spec_id"]
+        assert scores["spec_id"] == config["spec_id"]
+        assert rescored.stdout == (out / "scores.json").read_text()
+        assert files == read
 
 
 def test_results_refuses_a_run_whose_scores_are_of_other_data(tmp_path, run):
@@ -366,13 +327,10 @@ def test_results_refuses_a_run_whose_scores_are_of_other_data(tmp_path, run):
     scores = json.loads((bad / "scores.json").read_text())
     scores["spec_id"] = "0123abcd"
     (bad / "scores.json").write_text(json.dumps(scores))
-    result = cli("results", bad, "--out", tmp_path / "R.md")
-    ok = (
-        clean_error(result, 1, str(bad / "scores.json"), "spec_id")
-        and not (tmp_path / "R.md").exists()
-    )
-    record("damage", "run:scores of other data", ok)
-    assert ok, result.output
+    result = invoke("results", bad, "--out", tmp_path / "R.md")
+    with recorded("damage", "run:scores of other data"):
+        assert_clean_error(result, 1, str(bad / "scores.json"), "spec_id")
+        assert not (tmp_path / "R.md").exists()
 
 
 # --- 3. damaged training data is refused before training ---------------------------------
@@ -431,10 +389,11 @@ def test_damaged_data_is_refused_before_training_naming_the_file(tmp_path, data,
     damage(ds)
     before = snapshot(ds)
     out = tmp_path / "run"
-    result = cli(*train_args(ds, out))
-    ok = clean_error(result, 1, str(ds), words) and not out.exists() and snapshot(ds) == before
-    record("damage", f"train:{case}", ok)
-    assert ok, result.output
+    result = invoke(*train_args(ds, out))
+    with recorded("damage", f"train:{case}"):
+        assert_clean_error(result, 1, str(ds), words)
+        assert not out.exists()
+        assert snapshot(ds) == before
 
 
 @pytest.mark.parametrize("case", ["16 bytes flipped in train", "test missing"])
@@ -444,10 +403,9 @@ def test_score_refuses_damaged_reference_data(tmp_path, data, run, case):
         _flip_bytes(_shard(ds, "test"), 16)
     else:
         _shard(ds, "test").unlink()
-    result = cli("score", "--data", ds, "--predictions", run / "predictions.parquet")
-    ok = clean_error(result, 1, str(ds / "data" / "recursive"))
-    record("damage", f"score:{case}", ok)
-    assert ok, result.output
+    result = invoke("score", "--data", ds, "--predictions", run / "predictions.parquet")
+    with recorded("damage", f"score:{case}"):
+        assert_clean_error(result, 1, str(ds / "data" / "recursive"))
 
 
 # --- 4. results: duplicates, unfinished build folders, links -----------------------------
@@ -457,13 +415,10 @@ def test_copies_of_one_run_are_refused_never_averaged(tmp_path, run):
     runs = tmp_path / "runs"
     for name in ("a", "b", "c"):
         copy_run(run, runs / name)
-    result = cli("results", runs, "--out", tmp_path / "R.md")
-    ok = (
-        clean_error(result, 2, str(runs / "a"), str(runs / "b"), "same run")
-        and not (tmp_path / "R.md").exists()
-    )
-    record("target", "results:three copies", ok)
-    assert ok, result.output
+    result = invoke("results", runs, "--out", tmp_path / "R.md")
+    with recorded("target", "results:three copies"):
+        assert_clean_error(result, 2, str(runs / "a"), str(runs / "b"), "same run")
+        assert not (tmp_path / "R.md").exists()
 
 
 def test_a_killed_runs_build_folder_is_named_and_not_counted(tmp_path, run):
@@ -471,26 +426,22 @@ def test_a_killed_runs_build_folder_is_named_and_not_counted(tmp_path, run):
     copy_run(run, runs / "r0")
     build = copy_run(run, runs / f".r1.{TMP_TAG}-1a2b3c4d")
     out, js = tmp_path / "R.md", tmp_path / "r.json"
-    result = cli("results", runs, "--out", out, "--json", js)
+    result = invoke("results", runs, "--out", out, "--json", js)
     cell = json.loads(js.read_text())["ds"]["tasks"]["recursive"]["rope"]
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
-    ok = (
-        result.exit_code == 0
-        and cell["n"] == 1
-        and len(notes) == 1
-        and str(build) in notes[0]
-        and error_lines(result.output) == []
-    )
-    record("target", "results:build folder of a killed run", ok)
-    assert ok, result.output
+    with recorded("target", "results:build folder of a killed run"):
+        assert result.exit_code == 0, result.output
+        assert cell["n"] == 1
+        assert len(notes) == 1, notes
+        assert str(build) in notes[0]
+        assert error_lines(result.output) == []
 
 
 def test_a_build_folder_named_directly_is_refused(tmp_path, run):
     build = copy_run(run, tmp_path / f".r1.{TMP_TAG}-1a2b3c4d")
-    result = cli("results", build, "--out", tmp_path / "R.md")
-    ok = clean_error(result, 2, str(build), "killed")
-    record("target", "results:build folder given", ok)
-    assert ok, result.output
+    result = invoke("results", build, "--out", tmp_path / "R.md")
+    with recorded("target", "results:build folder given"):
+        assert_clean_error(result, 2, str(build), "killed")
 
 
 def test_a_folder_with_only_some_run_files_is_named_and_skipped(tmp_path, run):
@@ -501,11 +452,12 @@ def test_a_folder_with_only_some_run_files_is_named_and_skipped(tmp_path, run):
     (half / "config.json").write_text(
         json.dumps({**json.loads((half / "config.json").read_text()), "seed": 9})
     )
-    result = cli("results", runs, "--out", tmp_path / "R.md")
+    result = invoke("results", runs, "--out", tmp_path / "R.md")
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
-    ok = result.exit_code == 0 and len(notes) == 1 and "scores.json" in notes[0]
-    record("target", "results:unfinished folder", ok)
-    assert ok, result.output
+    with recorded("target", "results:unfinished folder"):
+        assert result.exit_code == 0, result.output
+        assert len(notes) == 1, notes
+        assert "scores.json" in notes[0]
 
 
 @pytest.mark.parametrize("layout", ["link only", "link and folder", "link loop"])
@@ -520,11 +472,11 @@ def test_run_folders_behind_links_count_once(tmp_path, run, layout):
     if layout == "link loop":
         (real.parent / "loop").symlink_to(real.parent, target_is_directory=True)
     js = tmp_path / "r.json"
-    result = cli("results", runs, tmp_path / "elsewhere", "--out", tmp_path / "R.md", "--json", js)
-    cell = json.loads(js.read_text())["ds"]["tasks"]["recursive"]["rope"]
-    ok = result.exit_code == 0 and cell["n"] == 1
-    record("target", f"results:{layout}", ok)
-    assert ok, result.output
+    out = tmp_path / "R.md"
+    result = invoke("results", runs, tmp_path / "elsewhere", "--out", out, "--json", js)
+    with recorded("target", f"results:{layout}"):
+        assert result.exit_code == 0, result.output
+        assert json.loads(js.read_text())["ds"]["tasks"]["recursive"]["rope"]["n"] == 1
 
 
 # --- 5. bounded memory and time ----------------------------------------------------------
@@ -559,12 +511,12 @@ def test_oversized_run_files_are_refused_unread(tmp_path, run, case):
     bad = copy_run(run, tmp_path / "r")
     damage(bad)
     tracemalloc.start()
-    result = cli("results", bad, "--out", tmp_path / "R.md")
+    result = invoke("results", bad, "--out", tmp_path / "R.md")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    ok = clean_error(result, 1, str(bad / name), words) and peak < 8 * 2**20
-    record("bomb", f"results:{case}", ok)
-    assert ok, (result.output, peak)
+    with recorded("bomb", f"results:{case}"):
+        assert_clean_error(result, 1, str(bad / name), words)
+        assert peak < 8 * 2**20
 
 
 MODEL_BOMBS = {
@@ -617,10 +569,11 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_up_front(tmp_path, data, cas
     imported: list[int] = []
     monkeypatch.setattr("posgen.cli.train.require_extra", no_torch(imported))
     out = tmp_path / "run"
-    result = cli(*train_args(data, out), *MODEL_BOMBS[case])
-    ok = clean_error(result, 2, "memory", "--force") and imported == [] and not out.exists()
-    record("bomb", f"train:{case}", ok)
-    assert ok, result.output
+    result = invoke(*train_args(data, out), *MODEL_BOMBS[case])
+    with recorded("bomb", f"train:{case}"):
+        assert_clean_error(result, 2, "memory", "--force")
+        assert imported == []
+        assert not out.exists()
 
 
 def test_memory_that_runs_out_anyway_is_one_line(tmp_path, data, monkeypatch):
@@ -629,17 +582,17 @@ def test_memory_that_runs_out_anyway_is_one_line(tmp_path, data, monkeypatch):
 
     monkeypatch.setattr("posgen.train.trainer.train_runs", exhausted)
     out = tmp_path / "run"
-    result = cli(*train_args(data, out), "--force")
-    ok = clean_error(result, 1, "out of memory", "estimate") and not out.exists()
-    record("resources", "train out of memory past --force", ok)
-    assert ok, result.output
+    result = invoke(*train_args(data, out), "--force")
+    with recorded("resources", "train out of memory past --force"):
+        assert_clean_error(result, 1, "out of memory", "estimate")
+        assert not out.exists()
 
 
 def test_force_trains_past_the_estimate(tmp_path, data, monkeypatch):
     monkeypatch.setattr("posgen.cli.train.available_bytes", lambda: 1)
-    refused = cli(*train_args(data, tmp_path / "a"))
-    forced = cli(*train_args(data, tmp_path / "b", "--force"))
-    assert clean_error(refused, 2, "--force")
+    refused = invoke(*train_args(data, tmp_path / "a"))
+    forced = invoke(*train_args(data, tmp_path / "b", "--force"))
+    assert_clean_error(refused, 2, "--force")
     assert forced.exit_code == 0, forced.output
 
 
@@ -685,10 +638,9 @@ def test_a_real_run_stays_within_its_memory_estimate(tmp_path, data):
     config = json.loads((out / "config.json").read_text())
     train = preset("cpu", **{k: v for k, v in config["train"].items() if k != "seeds"})
     estimate = memory_estimate(data, "recursive", train)[-1].total
-    ok = code == 0 and peak_kib * 1024 <= estimate
-    record("resources", "train peak within estimate", ok)
-    assert code == 0, done.stderr
-    assert peak_kib * 1024 <= estimate
+    with recorded("resources", "train peak within estimate"):
+        assert code == 0, done.stderr
+        assert peak_kib * 1024 <= estimate
 
 
 @pytest.mark.parametrize(
@@ -710,11 +662,12 @@ def test_bad_flags_name_the_flag_as_spelled_before_any_work(
 ):
     imported: list[int] = []
     monkeypatch.setattr("posgen.cli.train.require_extra", no_torch(imported))
-    result = cli(*train_args(data, tmp_path / "run"), *flags)
-    ok = clean_error(result, 2, *names) and "_" not in error_lines(result.output)[0].split(":")[1]
-    ok = ok and imported == [] and list(tmp_path.iterdir()) == []
-    record("bad_input", f"train:{' '.join(flags)}", ok)
-    assert ok, result.output
+    result = invoke(*train_args(data, tmp_path / "run"), *flags)
+    with recorded("bad_input", f"train:{' '.join(flags)}"):
+        line = assert_clean_error(result, 2, *names)
+        assert "_" not in line.split(":")[1]  # the flag as spelled, not its field's name
+        assert imported == []
+        assert list(tmp_path.iterdir()) == []
 
 
 # --- 6. damaged run files: one line naming the run and the field -------------------------
@@ -911,10 +864,11 @@ def test_a_damaged_run_file_is_one_line_naming_the_run_and_the_field(tmp_path, r
     bad = copy_run(run, tmp_path / "runs" / "bad")
     damage(bad)
     out, js = tmp_path / "R.md", tmp_path / "r.json"
-    result = cli("results", tmp_path / "runs", "--out", out, "--json", js)
-    ok = clean_error(result, 1, str(bad / name), field) and not out.exists() and not js.exists()
-    record("damage", f"run:{case}", ok)
-    assert ok, result.output
+    result = invoke("results", tmp_path / "runs", "--out", out, "--json", js)
+    with recorded("damage", f"run:{case}"):
+        assert_clean_error(result, 1, str(bad / name), field)
+        assert not out.exists()
+        assert not js.exists()
 
 
 # --- 7. no output over an input, none into a dataset -------------------------------------
@@ -976,10 +930,10 @@ def test_no_output_is_written_over_an_input_or_into_a_dataset(tmp_path, data, ru
     (tmp_path / "link.parquet").symlink_to(runs / "predictions.parquet")
     make, words = OVER_INPUTS[case]
     before = snapshot(tmp_path)
-    result = cli(*make(ds, runs, tmp_path))
-    ok = clean_error(result, 2, words) and snapshot(tmp_path) == before
-    record("target", case, ok)
-    assert ok, result.output
+    result = invoke(*make(ds, runs, tmp_path))
+    with recorded("target", case):
+        assert_clean_error(result, 2, words)
+        assert snapshot(tmp_path) == before
 
 
 # --- 8. errors early and right -----------------------------------------------------------
@@ -989,10 +943,10 @@ def test_out_under_a_file_is_refused_before_training(tmp_path, data, monkeypatch
     (tmp_path / "afile").write_text("mine")
     imported: list[int] = []
     monkeypatch.setattr("posgen.cli.train.require_extra", no_torch(imported))
-    result = cli(*train_args(data, tmp_path / "afile" / "run"))
-    ok = clean_error(result, 2, "afile", "not a folder") and imported == []
-    record("bad_input", "train --out under a file", ok)
-    assert ok, result.output
+    result = invoke(*train_args(data, tmp_path / "afile" / "run"))
+    with recorded("bad_input", "train --out under a file"):
+        assert_clean_error(result, 2, "afile", "not a folder")
+        assert imported == []
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
@@ -1003,12 +957,12 @@ def test_out_under_a_read_only_folder_is_refused_before_training(tmp_path, data,
     imported: list[int] = []
     monkeypatch.setattr("posgen.cli.train.require_extra", no_torch(imported))
     try:
-        result = cli(*train_args(data, locked / "run"))
+        result = invoke(*train_args(data, locked / "run"))
     finally:
         locked.chmod(0o755)
-    ok = clean_error(result, 2, str(locked), "not writable") and imported == []
-    record("bad_input", "train --out under a read-only folder", ok)
-    assert ok, result.output
+    with recorded("bad_input", "train --out under a read-only folder"):
+        assert_clean_error(result, 2, str(locked), "not writable")
+        assert imported == []
 
 
 @pytest.mark.parametrize("existing", ["folder", "file", "dangling link"])
@@ -1020,10 +974,9 @@ def test_an_existing_out_is_refused_whatever_it_is(tmp_path, data, existing):
         out.write_text("mine")
     else:
         out.symlink_to(tmp_path / "nowhere")
-    result = cli(*train_args(data, out))
-    ok = clean_error(result, 2, "--out", "exists") or clean_error(result, 2, str(out))
-    record("bad_input", f"train --out an existing {existing}", ok)
-    assert ok, result.output
+    result = invoke(*train_args(data, out))
+    with recorded("bad_input", f"train --out an existing {existing}"):
+        assert_clean_error(result, 2, "--out", str(out))
 
 
 def test_a_folder_appearing_at_out_during_the_run_is_kept_and_named(tmp_path, data, monkeypatch):
@@ -1035,19 +988,16 @@ def test_a_folder_appearing_at_out_during_the_run_is_kept_and_named(tmp_path, da
             (out / "theirs.txt").write_text("someone else's")
 
     monkeypatch.setattr(posgen.signals, "point", squat)
-    result = cli(*train_args(data, out))
-    ok = (
-        clean_error(result, 1, "--out", str(out), "appeared")
-        and "--overwrite" not in result.output
-        and sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
-    )
-    record("target", "train --out appearing mid-run", ok)
-    assert ok, result.output
+    result = invoke(*train_args(data, out))
+    with recorded("target", "train --out appearing mid-run"):
+        assert_clean_error(result, 1, "--out", str(out), "appeared")
+        assert "--overwrite" not in result.output
+        assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
 
 
 def test_a_config_the_data_lacks_is_named(tmp_path, data):
-    result = cli(*train_args(data, tmp_path / "run"), "--config", "cot")
-    assert clean_error(result, 2, "--config", "no config 'cot'")
+    result = invoke(*train_args(data, tmp_path / "run"), "--config", "cot")
+    assert_clean_error(result, 2, "--config", "no config 'cot'")
 
 
 # --- 9. determinism ----------------------------------------------------------------------
@@ -1057,7 +1007,7 @@ def test_a_config_the_data_lacks_is_named(tmp_path, data):
 def test_runs_with_one_or_two_threads_are_byte_identical(tmp_path, data, threads):
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:
-        result = cli(*train_args(data, out), "--threads", threads)
+        result = invoke(*train_args(data, out), "--threads", threads)
         assert result.exit_code == 0, result.output
     for name in ("predictions.parquet", "scores.json"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -62,18 +64,32 @@ def kill_point(name: str, number: int | None = None) -> None:
 def _signal_parent_and_wait(signum: int, limit: float = 600.0) -> None:
     """Send ``signum`` to the sweep, wait until it passes the signal back, then take it here.
 
-    The signal is blocked before the parent is told, so a parent that forwards it at once
-    cannot slip in before the wait (``signal.pause`` would then wait forever). A parent
-    that never forwards it ends this process after ``limit`` seconds.
+    The signal the sweep passes back may reach any thread of this process (torch starts
+    some); Python runs the handler in the main thread whichever thread took it, so a
+    ``sigtimedwait`` in the main thread would miss it. A stand-in handler notes it instead,
+    and Python's wakeup file descriptor ends the wait, however early or late the sweep
+    answers. A parent that never passes it back ends this process after ``limit`` seconds.
     """
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+    arrived: list[int] = []
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    previous = signal.signal(signum, lambda number, frame: arrived.append(number))
+    wakeup = signal.set_wakeup_fd(write)
     try:
         os.kill(os.getppid(), signum)
-        if signal.sigtimedwait({signum}, limit) is None:
-            os._exit(128 + signum)
+        deadline = time.monotonic() + limit
+        while not arrived and time.monotonic() < deadline:
+            ready, _, _ = select.select([read], [], [], max(0.0, deadline - time.monotonic()))
+            if ready:
+                os.read(read, 64)  # the handler runs at the next instruction
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
-    signal.raise_signal(signum)  # the handler runs as if the parent's signal arrived now
+        signal.set_wakeup_fd(wakeup)
+        signal.signal(signum, previous)
+        os.close(read)
+        os.close(write)
+    if not arrived:
+        os._exit(128 + signum)
+    signal.raise_signal(signum)  # the real handler runs as if the parent's signal arrived now
 
 
 def read_progress(folder: Path) -> dict[str, Any] | None:

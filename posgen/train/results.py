@@ -453,8 +453,13 @@ def results_markdown(
             "",
             f"**Incomplete:** the runs use {len(seeds)} seeds "
             f"({', '.join(map(str, seeds))}); fewer finished for "
-            f"{len(short)} cells: {', '.join(short)}. Rerun the command to train the "
-            "missing runs (finished ones are kept).",
+            f"{len(short)} cells: {', '.join(short)}. "
+            + (
+                f"Rerun `{command}` to train the missing runs (finished ones are kept)."
+                if command
+                else "Train the missing runs (`posgen sweep` on the same grid and --out "
+                "keeps the finished ones), then run `posgen results` again."
+            ),
         ]
     measures = [s for data, entry in results.items() for s in measure_sentences(data, entry)]
     if measures:
