@@ -20,7 +20,7 @@ LABELS = {
     "kill": "kill points signalled mid-run, {ok} survived with nothing lost "
     "(target absent or complete, old dataset intact, rerun byte-identical)",
     "kill_finished": "kill points reached after the run had finished (dataset complete)",
-    "disk": "disk-full / unwritable cases, {ok} failed cleanly (exit 1, path named, nothing left)",
+    "disk": "disk-full / unwritable cases, {ok} failed cleanly (path named, nothing left)",
     "resources": "oversized specs, {ok} refused up front with the estimate",
     "damage": "damage cases on real files, {ok} detected with the file named",
     "hostile": "hostile inputs outside the spec flags (permissions, names, prediction and "

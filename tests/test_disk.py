@@ -80,7 +80,7 @@ def test_no_space_for_the_manifest_names_the_manifest(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["file in the way", "missing mount", "read-only folder"])
-def test_an_unwritable_target_fails_with_exit_1_naming_the_path(tmp_path, case):
+def test_a_target_that_cannot_be_used_is_refused_with_exit_2_naming_the_path(tmp_path, case):
     if case == "file in the way":
         (tmp_path / "blocker").write_text("")
         out, named = tmp_path / "blocker" / "ds", tmp_path / "blocker"
@@ -94,7 +94,24 @@ def test_an_unwritable_target_fails_with_exit_1_naming_the_path(tmp_path, case):
         out, named = locked / "ds", locked
     result = cli("generate", "--out", out, "--task", "cot", "-q")
     with recorded("disk", f"unwritable: {case}"):
-        assert_clean_error(result, 1, f"{named} ")
+        assert_clean_error(result, 2, f"{named} ", "nothing was written")
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["generate", "train"])
+def test_a_read_only_file_system_at_the_target_fails_the_run_with_exit_1(
+    tmp_path, monkeypatch, command
+):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(posgen.cli.preflight.tempfile, "TemporaryFile", read_only)
+    out = tmp_path / "out"
+    train = ["--data", tmp_path, "--config", "cot", "--pe", "rope"]
+    args = train if command == "train" else ["--task", "cot"]
+    result = cli(command, "--out", out, *args, "-q")
+    with recorded("disk", f"read-only file system: {command}"):
+        assert_clean_error(result, 1, "read-only file system", "nothing was written")
         assert not out.exists()
 
 

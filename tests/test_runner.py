@@ -112,8 +112,8 @@ def test_publish_into_an_unwritable_place_fails_like_generate(tmp_path, spec_fil
     out = tmp_path / "blocker" / "hub"
     published = invoke("publish", spec_file, "--out", out, "-q")
     generated = invoke("generate", "--out", out, "--task", "cot", "-q")
-    line = assert_clean_error(published, 1, f"{tmp_path / 'blocker'} is a file")
-    assert assert_clean_error(generated, 1) == line
+    line = assert_clean_error(published, 2, f"{tmp_path / 'blocker'} is a file")
+    assert assert_clean_error(generated, 2) == line
 
 
 def test_publish_cleans_up_what_a_killed_run_left_with_a_note(tmp_path, spec_file):

@@ -25,6 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from posgen.cli.guard import BAD_PATH_ERRNOS
 from posgen.spec import BenchmarkSpec, is_probe_split
 from posgen.units import human_bytes, human_seconds
 
@@ -85,7 +86,17 @@ def existing_ancestor(path: Path) -> Path:
     return Path(path.anchor)
 
 
-def unwritable(out: Path) -> str | None:
+@dataclass(frozen=True)
+class Blocked:
+    """Why no folder can be created at a target, and the exit status that says so: 2 when
+    the path given cannot be used (a file in the way, no permission), 1 when the file system
+    failed (a read-only mount, an I/O error), by the rule of :mod:`posgen.cli.guard`."""
+
+    line: str
+    exit_code: int
+
+
+def unwritable(out: Path) -> Blocked | None:
     """Why no folder can be created at ``out`` (None when one can), found by trying.
 
     A file is created and removed in the nearest existing folder above ``out``, so
@@ -94,12 +105,14 @@ def unwritable(out: Path) -> str | None:
     out = Path(out)
     base = existing_ancestor(out.parent)
     if not base.is_dir():
-        return f"cannot create {out}: {base} is a file, not a folder"
+        return Blocked(f"cannot create {out}: {base} is a file, not a folder", 2)
     try:
         with tempfile.TemporaryFile(dir=base, prefix=".posgen-probe-"):
             pass
     except OSError as error:
-        return f"cannot create {out}: {base} is not writable ({error.strerror or error})"
+        reason = str(error.strerror or error)
+        line = f"cannot create {out}: {base} is not writable ({reason[:1].lower()}{reason[1:]})"
+        return Blocked(line, 2 if error.errno in BAD_PATH_ERRNOS else 1)
     return None
 
 

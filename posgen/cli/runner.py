@@ -123,9 +123,7 @@ def check_dataset_target(
         problems.append(str(error))
     if problems:
         raise UsageProblems(problems)
-    blocked = unwritable(out)
-    if blocked:
-        raise RunFailure(f"{blocked}; nothing was written")
+    refuse_unwritable(out)
     refused = [] if force else refusals(bench, out)
     if refused:
         raise UsageProblems(refused)
@@ -136,15 +134,26 @@ def check_dataset_target(
 
 def check_run_target(out: Path) -> None:
     """Refuse a run folder ``out`` that exists, sits inside a dataset folder or cannot be
-    created (one line each, exit 2)."""
+    created (one line each; :func:`refuse_unwritable`)."""
     if os.path.lexists(out):
         raise UsageProblems([f"--out {out} exists; choose a new run folder"])
     problems = output_problems({"--out": out}, {})
-    blocked = unwritable(out)
-    if blocked is not None:
-        problems.append(f"--out: {blocked}")
     if problems:
         raise UsageProblems(problems)
+    refuse_unwritable(out, "--out: ")
+
+
+def refuse_unwritable(out: Path, flag: str = "") -> None:
+    """Refuse a target no folder can be created at, before anything is read or written:
+    exit 2 when the path given cannot be used, 1 when the file system failed
+    (:class:`~posgen.cli.preflight.Blocked`)."""
+    blocked = unwritable(out)
+    if blocked is None:
+        return
+    line = f"{flag}{blocked.line}; nothing was written"
+    if blocked.exit_code == 2:
+        raise UsageProblems([line])
+    raise RunFailure(line)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ from pydantic import ValidationError
 from posgen.cli.common import RunFailure, UsageProblems, require_extra
 from posgen.cli.options import out_option
 from posgen.cli.paths import PathArg
-from posgen.cli.preflight import unwritable
-from posgen.cli.runner import interrupted
+from posgen.cli.runner import interrupted, refuse_unwritable
 from posgen.errors import problem_lines, shown
 from posgen.scoring.reference import ReferenceSplit
 from posgen.train.config import TrainConfig
@@ -160,8 +159,8 @@ def _check_out(out: Path) -> None:
     (never another folder)."""
     if out.exists() and any(out.iterdir()) and not (out / RECORD).is_file():
         raise UsageProblems([f"--out {out} is a folder but not a sweep folder (no {RECORD})"])
-    if not out.exists() and (blocked := unwritable(out)) is not None:
-        raise UsageProblems([f"--out: {blocked}"])
+    if not out.exists():
+        refuse_unwritable(out, "--out: ")
 
 
 def _slurm_settings(grid_settings: SlurmSettings, flags: dict[str, Any]) -> SlurmSettings:
