@@ -5,7 +5,7 @@
 passes renders the card with the report (once) and moves the folder into place; data that
 fails is never published (the build folder is
 removed and :class:`PublishRefused` carries the report). :func:`push_folder` uploads a
-published folder with ``huggingface_hub`` (the optional ``hub`` extra).
+published folder with ``huggingface_hub``.
 """
 
 from __future__ import annotations

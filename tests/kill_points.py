@@ -29,7 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 GUARD = 600
-"""Seconds a held run waits for its signal before SIGALRM ends it (only if the test died)."""
+"""Seconds after which a wait counts as hung, here and in the tests that start processes:
+a held run waiting for its signal, a subprocess, a pipe. A failure guard, never a timing
+check (only a hung run waits this long)."""
 POINTS = ("start", "build folder", "first shard", "half the bytes", "manifest", "worker writing")
 WORKER_ENV = "POSGEN_TEST_HOLD_WORKERS"
 

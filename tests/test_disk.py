@@ -23,9 +23,9 @@ from posgen.store.recovery import leftovers
 from tests.cli_support import assert_clean_error, error_lines
 from tests.cli_support import invoke as cli
 from tests.hardening_counts import recorded
+from tests.kill_points import GUARD
 
 ROOT = Path(__file__).resolve().parents[1]
-GUARD = 600  # seconds: only a hung run waits this long; nothing asserts how long a run took
 SPEC = ["--task", "cot", "-m", "97", "--train-size", "20000", "--val-size", "500",
         "--test-size", "500"]  # fmt: skip
 

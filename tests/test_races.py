@@ -31,11 +31,10 @@ from posgen.store.recovery import leftovers, recover
 from posgen.validate import validate
 from tests.cli_support import assert_clean_error, invoke
 from tests.hardening_counts import recorded
+from tests.kill_points import GUARD
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-GUARD = 600
-"""Seconds after which a wait counts as hung (a failure guard, never a timing check)."""
 
 
 def bench(seed: int) -> BenchmarkSpec:
