@@ -15,9 +15,10 @@ from posgen.cli.options import (
     overwrite_option,
     quiet_option,
     spec_options,
+    storage_option,
 )
 from posgen.cli.runner import DatasetRun, check_dataset_target
-from posgen.store.formats import FORMATS, check_features
+from posgen.store.formats import check_features
 from posgen.store.layout import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
 from posgen.store.writer import write_dataset
 
@@ -53,14 +54,9 @@ Examples:
     show_default=True,
     help="Raw token MiB per Parquet file.",
 )
-@click.option(
-    "--format",
-    "storage",
-    type=click.Choice(list(FORMATS)),
-    default="parquet",
-    show_default=True,
-    help="parquet (load_dataset, the Hub) or arrow: Arrow IPC save_to_disk folders per config "
-    "(datasets.load_from_disk(OUT/CONFIG)), several times faster to write.",
+@storage_option(
+    "parquet (load_dataset, the Hub) or arrow: Arrow IPC save_to_disk folders per config "
+    "(datasets.load_from_disk(OUT/CONFIG)), several times faster to write."
 )
 @quiet_option()
 def generate(

@@ -25,6 +25,7 @@ import click
 
 from posgen.cli.paths import PathArg
 from posgen.ops import op_names
+from posgen.store.formats import FORMATS
 from posgen.tasks import TASKS
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -161,3 +162,15 @@ def force_option(help: str = FORCE_HELP) -> Decorator:
 def quiet_option(help: str = QUIET_HELP) -> Decorator:
     """``-q``/``--quiet``."""
     return click.option("-q", "--quiet", is_flag=True, help=help)
+
+
+def storage_option(help: str) -> Decorator:
+    """``--format`` of a written dataset (``parquet`` or ``arrow``), as ``storage``."""
+    return click.option(
+        "--format",
+        "storage",
+        type=click.Choice(list(FORMATS)),
+        default="parquet",
+        show_default=True,
+        help=help,
+    )

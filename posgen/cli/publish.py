@@ -7,7 +7,13 @@ from pathlib import Path
 import click
 
 from posgen.cli.common import RunFailure, UsageProblems, benchmark_from_options
-from posgen.cli.options import force_option, out_option, overwrite_option, quiet_option
+from posgen.cli.options import (
+    force_option,
+    out_option,
+    overwrite_option,
+    quiet_option,
+    storage_option,
+)
 from posgen.cli.paths import PathArg
 from posgen.cli.runner import DatasetRun, check_dataset_target
 from posgen.publish import (
@@ -17,7 +23,6 @@ from posgen.publish import (
     push_folder,
     scoring_baselines,
 )
-from posgen.store.formats import FORMATS
 
 
 @click.command(
@@ -40,14 +45,7 @@ Examples:
     help="Upload the folder to this Hub dataset repo (needs HF_TOKEN).",
 )
 @click.option("--baselines", is_flag=True, help="Add baseline scores (posgen.scoring).")
-@click.option(
-    "--format",
-    "storage",
-    type=click.Choice(list(FORMATS)),
-    default="parquet",
-    show_default=True,
-    help="parquet (the Hub's) or arrow (Arrow IPC save_to_disk folders).",
-)
+@storage_option("parquet (the Hub's) or arrow (Arrow IPC save_to_disk folders).")
 @quiet_option()
 def publish_command(
     spec_file: Path,
