@@ -588,6 +588,21 @@ def test_memory_that_runs_out_anyway_is_one_line(tmp_path, data, monkeypatch):
         assert not out.exists()
 
 
+def test_memory_that_runs_out_after_a_checkpoint_says_the_checkpoint_was_kept(
+    tmp_path, data, monkeypatch
+):
+    def exhausted(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
+
+    monkeypatch.setattr("posgen.train.trainer.train_runs", exhausted)
+    monkeypatch.setattr("posgen.train.checkpoint.Checkpoints.progress", lambda self: {"step": 1})
+    out = tmp_path / "run"
+    result = invoke(*train_args(data, out), "--force")
+    line = assert_clean_error(result, 1, "out of memory", "checkpoint kept in", "or remove it")
+    assert "no partial run folder" not in line
+    assert not out.exists()
+
+
 def test_force_trains_past_the_estimate(tmp_path, data, monkeypatch):
     monkeypatch.setattr("posgen.cli.train.available_bytes", lambda: 1)
     refused = invoke(*train_args(data, tmp_path / "a"))

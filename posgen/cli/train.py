@@ -342,10 +342,17 @@ def _train_resumably(
     except (MemoryError, RuntimeError) as error:
         if not _out_of_memory(error):
             raise
+        smaller = "--batch-size, --eval-batch-size or the model size"
+        kept = checkpoints.progress() is not None
+        advice = (
+            f"checkpoint kept in {resume}: rerun the same command to resume, or remove it "
+            f"and lower {smaller}"
+            if kept
+            else f"no partial run folder was left; lower {smaller}"
+        )
         raise RunFailure(
             f"out of memory ({type(error).__name__}) with an estimate of "
-            f"{human_bytes(estimate.total)}; no partial run folder was left; lower "
-            "--batch-size, --eval-batch-size or the model size"
+            f"{human_bytes(estimate.total)}; {advice}"
         ) from None
     finally:
         if checkpoints.progress() is None:  # nothing to resume from: leave nothing
