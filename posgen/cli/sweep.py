@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 from pydantic import ValidationError
 
 from posgen.cli.common import RunFailure, UsageProblems, require_extra
@@ -16,7 +15,6 @@ from posgen.cli.options import out_option
 from posgen.cli.paths import PathArg
 from posgen.cli.runner import interrupted, refuse_unwritable
 from posgen.errors import problem_lines, shown
-from posgen.scoring.reference import ReferenceSplit
 from posgen.train.config import TrainConfig
 from posgen.train.grid import ResolvedEncoding, SlurmSettings, expand, jobs_of, read_grid
 from posgen.train.sweep import RECORD, Sweep, label, run_states
@@ -130,9 +128,8 @@ def resolve_encoding(request: Any, spec: Any, train: TrainConfig) -> ResolvedEnc
     from posgen.train.registry import PEError
     from posgen.train.trainer import resolve_pe
 
-    split = ReferenceSplit(config="", split="train", spec=spec, tokens=np.zeros((0, 0)))
     try:
-        resolved = resolve_pe(request, train, split)
+        resolved = resolve_pe(request, train, spec)
     except PEError as error:
         raise ValueError(str(error)) from None
     return ResolvedEncoding(

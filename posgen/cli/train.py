@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 from pydantic import ValidationError
 
 from posgen import signals
@@ -21,7 +20,6 @@ from posgen.cli.common import RunFailure, UsageProblems, require_extra
 from posgen.cli.options import config_option, data_option, force_option, out_option, quiet_option
 from posgen.cli.runner import check_run_target, reported
 from posgen.errors import problem_lines
-from posgen.scoring.reference import ReferenceSplit
 from posgen.signals import Interrupted
 from posgen.spec import TaskSpec
 from posgen.store.lock import exclusive, owner_alive
@@ -222,9 +220,8 @@ def train_command(
     if target.type == "cuda" and not torch.cuda.is_available():
         raise UsageProblems(["--device cuda: no CUDA device is available"])
     run_seed = train_config.seeds[0] if seed is None else seed
-    lengths_only = ReferenceSplit(name, "train", spec, np.empty((0, 0), np.uint8))
     try:
-        resolved = resolve_pe(request, train_config, lengths_only)
+        resolved = resolve_pe(request, train_config, spec)
     except PEError as error:
         raise UsageProblems([str(error)]) from None
     from posgen.train.checkpoint import Checkpoints

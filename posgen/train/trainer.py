@@ -62,7 +62,7 @@ from posgen.scoring.lm_inputs import lm_arrays, predictions_from_logits, vocab_s
 from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reference import ReferenceSplit, load_splits
 from posgen.scoring.reliance import ProbeSplit, RelianceReport, load_probe, score_probe
-from posgen.spec import PROBE_SPLIT
+from posgen.spec import PROBE_SPLIT, TaskSpec
 from posgen.store.manifest import read_manifest
 from posgen.store.pinned import read_whole
 from posgen.store.transaction import atomic_folder
@@ -111,20 +111,16 @@ def seeds_for(seed: int) -> tuple[int, int]:
     return int(init) >> 1, int(order) >> 1
 
 
-def lengths(reference: ReferenceSplit) -> tuple[int, int]:
-    """``(L, L')``: the train length and the validation/test length of a split's spec."""
-    return reference.spec.train_length, reference.spec.test_lengths[0]
-
-
-def resolve_pe(
-    pe: str | PERequest | ResolvedPE, config: TrainConfig, reference: ReferenceSplit
-) -> ResolvedPE:
-    """``pe`` (a name, a request or already resolved) for this data and model size."""
+def resolve_pe(pe: str | PERequest | ResolvedPE, config: TrainConfig, spec: TaskSpec) -> ResolvedPE:
+    """``pe`` (a name, a request or already resolved) for the data of ``spec`` (its train
+    length L and validation/test length L') and the model size of ``config``."""
     if isinstance(pe, ResolvedPE):
         return pe
-    train, test = lengths(reference)
     shape = Lengths(
-        train=train, test=test, head_dim=config.hidden // config.heads, heads=config.heads
+        train=spec.train_length,
+        test=spec.test_lengths[0],
+        head_dim=config.hidden // config.heads,
+        heads=config.heads,
     )
     return resolve(as_request(pe), shape)
 
@@ -134,7 +130,7 @@ def build_model(
 ) -> LlamaForCausalLM:
     """A freshly initialised Llama for ``reference``'s vocabulary, with ``pe``'s training setup."""
     spec = reference.spec
-    resolved = resolve_pe(pe, config, reference)
+    resolved = resolve_pe(pe, config, spec)
     torch.manual_seed(seeds_for(seed)[0])
     return llama_for(
         resolved,
@@ -329,7 +325,7 @@ def train_runs(
     """
     device = device or pick_device()
     run_data = run_data or RunData.load(data, config_name)
-    resolved = [resolve_pe(pe, config, run_data.train) for pe in pes]
+    resolved = [resolve_pe(pe, config, run_data.train.spec) for pe in pes]
     if len({pe.training_key() for pe in resolved}) != 1:
         names = ", ".join(pe.label for pe in resolved)
         raise ValueError(f"{names} do not share their training frequencies")
