@@ -23,7 +23,7 @@ from posgen.scoring.plot import (
     plot_format_problem,
     plot_reliance,
 )
-from posgen.scoring.prediction_files import align_to_ids, check_made_for, read_predictions
+from posgen.scoring.prediction_files import predictions_for
 from posgen.scoring.reliance import Reliance, RelianceReport, score_probe
 from posgen.spec import is_probe_split
 from posgen.store.durable import write_atomically
@@ -35,12 +35,10 @@ def score_probe_file(
     """Far-reliance of a predictions file on a probe split of a folder."""
     probe = load_probe_split(data, config, split)
     try:
-        read = read_predictions(predictions)
+        aligned = predictions_for(predictions, probe.ids, probe.spec.spec_id, split)
     except ScoringError as error:
         raise UsageProblems([str(error)]) from None
     try:
-        check_made_for(read, probe.spec.spec_id, split)
-        aligned = align_to_ids(read.ids, read.tokens, probe.ids)
         return score_probe(probe, aligned, bucket_width=bucket_width)
     except ScoringError as error:
         raise UsageProblems([f"{predictions}: {error}"]) from None

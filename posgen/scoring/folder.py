@@ -17,12 +17,7 @@ from pathlib import Path
 
 from posgen.scoring.errors import ScoringError
 from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport, score_arrays
-from posgen.scoring.prediction_files import (
-    align_to_ids,
-    check_made_for,
-    read_predictions,
-    write_predictions,
-)
+from posgen.scoring.prediction_files import predictions_for, write_predictions
 from posgen.scoring.reference import ReferenceSplit, load_reference
 
 __all__ = ["load_reference", "score_file", "score_reference", "write_predictions"]
@@ -32,10 +27,8 @@ def score_reference(
     reference: ReferenceSplit, predictions: Path, bucket_width: int = DEFAULT_BUCKET_WIDTH
 ) -> ScoreReport:
     """Score the predictions file ``predictions`` (rows matched by id) on ``reference``."""
-    read = read_predictions(predictions)
+    aligned = predictions_for(predictions, reference.ids, reference.spec.spec_id, reference.split)
     try:
-        check_made_for(read, reference.spec.spec_id, reference.split)
-        aligned = align_to_ids(read.ids, read.tokens, reference.ids)
         return score_aligned(reference, aligned, bucket_width)
     except ScoringError as error:
         raise ScoringError(f"{predictions}: {error}") from None

@@ -273,6 +273,19 @@ def _made_for(metadata: dict[bytes, bytes]) -> tuple[str, str] | None:
     return spec_id, split
 
 
+def predictions_for(path: Path, ids: np.ndarray, spec_id: str, split: str) -> np.ndarray:
+    """The predictions file ``path`` for split ``split`` of spec ``spec_id``, in the order of
+    its row ``ids``: read, refused if made for other data (:func:`check_made_for`), and
+    matched by id (:func:`align_to_ids`). Every problem is one :class:`ScoringError` that
+    names ``path``."""
+    read = read_predictions(path)
+    try:
+        check_made_for(read, spec_id, split)
+        return align_to_ids(read.ids, read.tokens, ids)
+    except ScoringError as error:
+        raise ScoringError(f"{path}: {error}") from None
+
+
 def align_to_ids(ids: np.ndarray, predictions: np.ndarray, reference_ids: np.ndarray) -> np.ndarray:
     """``predictions`` reordered to ``reference_ids``; every data row exactly once.
 
