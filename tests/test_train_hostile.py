@@ -603,6 +603,20 @@ def test_memory_that_runs_out_after_a_checkpoint_says_the_checkpoint_was_kept(
     assert not out.exists()
 
 
+def test_train_without_config_on_a_folder_of_several_names_them_before_importing_torch(
+    tmp_path, monkeypatch
+):
+    imported: list[int] = []
+    monkeypatch.setattr("posgen.cli.train.require_extra", no_torch(imported))
+    several = tmp_path / "ds"
+    bench = default_benchmark(("cot", "recursive"), train_size=8, val_size=2, test_size=2)
+    write_dataset(bench, several)
+    result = invoke(*train_args(several, tmp_path / "run"))
+    assert_clean_error(result, 2, "has configs cot, recursive: pick one with --config")
+    assert imported == []
+    assert not (tmp_path / "run").exists()
+
+
 def test_force_trains_past_the_estimate(tmp_path, data, monkeypatch):
     monkeypatch.setattr("posgen.cli.train.available_bytes", lambda: 1)
     refused = invoke(*train_args(data, tmp_path / "a"))

@@ -20,6 +20,7 @@ from posgen.cli.common import RunFailure, UsageProblems, require_extra
 from posgen.cli.options import config_option, data_option, force_option, out_option, quiet_option
 from posgen.cli.runner import check_run_target, reported
 from posgen.errors import problem_lines
+from posgen.scoring.reference import pick_config
 from posgen.signals import Interrupted
 from posgen.spec import TaskSpec
 from posgen.store.lock import exclusive, owner_alive
@@ -285,11 +286,9 @@ def memory_estimate(
     estimate, from one read of the manifest (no data read; the run reads the data once);
     ``positions``: the range of randomized position ids, if given."""
     manifest = read_manifest(data)
-    known = ", ".join(manifest.configs)
-    if config is None and len(manifest.configs) != 1:
-        raise UsageProblems([f"{data} has configs {known}: pick one with --config"])
-    name = next(iter(manifest.configs)) if config is None else config
+    name = pick_config(list(manifest.configs), config, data)
     if name not in manifest.configs:
+        known = ", ".join(manifest.configs)
         raise UsageProblems([f"--config: no config {name!r} in {data}; configs: {known}"])
     spec = manifest.configs[name].spec
     largest = max((file.bytes for _, _, file in manifest.files([name])), default=0)

@@ -164,7 +164,15 @@ def reference_arrays(reference: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def resolve_config(dataset_dir: Path, config: str | None) -> str:
     """``config``, or the folder's only config when ``config`` is None."""
-    names = config_names(dataset_dir)
+    return pick_config(config_names(dataset_dir), config, dataset_dir)
+
+
+def pick_config(names: Sequence[str], config: str | None, dataset_dir: Path) -> str:
+    """``config``, or the only one of a folder's config ``names`` when ``config`` is None.
+
+    >>> pick_config(["cot"], None, Path("ds")), pick_config(["cot", "recursive"], "cot", Path("ds"))
+    ('cot', 'cot')
+    """
     if config is not None:
         return config
     if len(names) != 1:
