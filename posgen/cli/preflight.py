@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from posgen.cli.guard import BAD_PATH_ERRNOS
+from posgen.cli.guard import os_error_problem
 from posgen.spec import BenchmarkSpec, is_probe_split
 from posgen.units import human_bytes, human_seconds
 
@@ -112,7 +112,7 @@ def unwritable(out: Path) -> Blocked | None:
     except OSError as error:
         reason = str(error.strerror or error)
         line = f"cannot create {out}: {base} is not writable ({reason[:1].lower()}{reason[1:]})"
-        return Blocked(line, 2 if error.errno in BAD_PATH_ERRNOS else 1)
+        return Blocked(line, os_error_problem(error)[1])
     return None
 
 
