@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from posgen.scoring.errors import ScoringError
-from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport, score_arrays
+from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport, score_arrays, spec_frame
 from posgen.scoring.prediction_files import predictions_for, write_predictions
 from posgen.scoring.reference import ReferenceSplit, load_reference
 
@@ -38,15 +38,11 @@ def score_aligned(
     reference: ReferenceSplit, aligned: object, bucket_width: int = DEFAULT_BUCKET_WIDTH
 ) -> ScoreReport:
     """Score predictions already in the reference's row order (shape as :func:`score_arrays`)."""
-    spec = reference.spec
     return score_arrays(
         reference.tokens,
         aligned,
-        window=spec.window,
-        ood_boundary=spec.train_length,
-        modulus=spec.modulus,
+        **spec_frame(reference.spec),
         bucket_width=bucket_width,
-        spec_id=spec.spec_id,
         config=reference.config,
         split=reference.split,
     )

@@ -173,6 +173,23 @@ def checked_arrays(
     return ref, check_predictions(predictions, rows, length, window, modulus)
 
 
+def spec_frame(spec: TaskSpec) -> dict[str, Any]:
+    """What scoring takes from a spec: the seed window w (never scored), the ID/OOD boundary
+    L (the train length), m, and the spec id to name in the report.
+
+    >>> from posgen.spec import TaskSpec
+    >>> frame = spec_frame(TaskSpec(task="cot"))
+    >>> frame["window"], frame["ood_boundary"], frame["modulus"]
+    (4, 64, 17)
+    """
+    return {
+        "window": spec.window,
+        "ood_boundary": spec.train_length,
+        "modulus": spec.modulus,
+        "spec_id": spec.spec_id,
+    }
+
+
 def score_arrays(
     reference: np.ndarray,
     predictions: np.ndarray,
@@ -328,13 +345,5 @@ def score(
 
         preds = align_to_ids(np.asarray(ids), preds, ref_ids)
     return score_arrays(
-        ref_tokens,
-        preds,
-        window=spec.window,
-        ood_boundary=spec.train_length,
-        modulus=spec.modulus,
-        bucket_width=bucket_width,
-        spec_id=spec.spec_id,
-        config=config,
-        split=split,
+        ref_tokens, preds, **spec_frame(spec), bucket_width=bucket_width, config=config, split=split
     )

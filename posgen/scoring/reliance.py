@@ -37,6 +37,7 @@ from posgen.scoring.metrics import (
     ScoredSplit,
     bucket_edges,
     checked_arrays,
+    spec_frame,
 )
 from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.check import read_listed
@@ -308,18 +309,14 @@ def score_probe(
         from posgen.scoring.prediction_files import align_to_ids
 
         preds = align_to_ids(np.asarray(ids), preds, probe.ids)
-    spec = probe.spec
     return reliance_arrays(
         probe.tokens,
         preds,
         probe.probed_rows,
         probe.probed,
         probe.far_rule,
-        window=spec.window,
-        ood_boundary=spec.train_length,
-        modulus=spec.modulus,
+        **spec_frame(probe.spec),
         bucket_width=bucket_width,
-        spec_id=spec.spec_id,
         config=probe.config,
         split=probe.split,
     )
