@@ -1,7 +1,9 @@
-"""Sizes and durations as people read them, for the lines the commands print.
+"""Sizes, durations and table cells as people read them, for what the commands print.
 
 >>> human_bytes(8_064_000), human_seconds(9000)
 ('7.7 MiB', '2.5 h')
+>>> mean_std_cell(0.5, 0.1), mean_std_cell(1.0, None), mean_std_cell(None, None)
+('0.500 ± 0.100', '1.000', '-')
 """
 
 from __future__ import annotations
@@ -31,3 +33,11 @@ def human_seconds(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def mean_std_cell(mean: float | None, std: float | None) -> str:
+    """A result table's cell: mean ± std to 3 decimals, the mean alone without a std, ``-``
+    without a mean."""
+    if mean is None:
+        return "-"
+    return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")

@@ -167,7 +167,7 @@ def test_stable_hash_is_sha256_of_canonical_json():
 
 
 def test_every_registered_pe_is_all(data):
-    from posgen.train.registry import available
+    from posgen.encodings import available
 
     grid = Grid.model_validate({**grid_dict(data, "all")})
     runs = expand(grid, resolve_encoding, lambda: list(available()))

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from posgen.card.markdown import table
-from posgen.card.result_cells import mean_std_cell, pe_order
+from posgen.encodings import pe_order
 from posgen.store.manifest import Manifest
+from posgen.units import mean_std_cell
 
 RESULTS_FILE = Path(__file__).with_name("reference_results.json")
 

@@ -106,7 +106,7 @@ def sweep_command(
 
         require_submitit()
     require_extra()
-    from posgen.train.registry import available
+    from posgen.encodings import available
 
     runs = expand(spec, resolve_encoding, lambda: list(available()))
     sweep = Sweep(out)
@@ -125,7 +125,7 @@ def sweep_command(
 
 def resolve_encoding(request: Any, spec: Any, train: TrainConfig) -> ResolvedEncoding:
     """The trainer's resolution of a grid's encoding for a config's spec and a model size."""
-    from posgen.train.registry import PEError
+    from posgen.encodings import PEError
     from posgen.train.trainer import resolve_pe
 
     try:

@@ -19,6 +19,7 @@ from posgen import signals
 from posgen.cli.common import RunFailure, UsageProblems, require_extra
 from posgen.cli.options import config_option, data_option, force_option, out_option, quiet_option
 from posgen.cli.runner import check_run_target, reported
+from posgen.encodings import PERequest
 from posgen.errors import problem_lines
 from posgen.scoring.reference import pick_config
 from posgen.signals import Interrupted
@@ -27,7 +28,6 @@ from posgen.store.lock import exclusive, owner_alive
 from posgen.store.manifest import read_manifest
 from posgen.store.targets import OutputExistsError
 from posgen.train.config import PRESETS, TrainConfig, preset
-from posgen.train.encoding import PERequest
 from posgen.train.grid import identity, stable_hash
 from posgen.train.memory import RunEstimate, available_bytes, estimate_run, refusal
 from posgen.train.progress import resume_folder
@@ -84,8 +84,7 @@ def list_encodings(context: click.Context, _: click.Parameter, value: bool) -> N
     if not value or context.resilient_parsing:
         return
     require_extra()
-    from posgen.train.encoding import Lengths
-    from posgen.train.registry import PEError, listing
+    from posgen.encodings import Lengths, PEError, listing
 
     try:
         lines = listing(Lengths(train=64, test=256, head_dim=16, heads=4))
@@ -214,7 +213,7 @@ def train_command(
         import torch
         from tqdm.auto import tqdm
 
-        from posgen.train.registry import PEError
+        from posgen.encodings import PEError
         from posgen.train.trainer import RunData, pick_device, resolve_pe, train_runs
     torch.set_num_threads(threads)
     target = pick_device(device)

@@ -45,12 +45,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from posgen.encodings import PERequest
 from posgen.errors import PosgenError, UsageError, problem_lines
 from posgen.spec import TaskSpec
 from posgen.spec_files import SpecFileError, read_spec_file
 from posgen.store.manifest import read_manifest
 from posgen.train.config import TrainConfig, known_preset, preset
-from posgen.train.encoding import PERequest
 
 HASH_CHARS = 16
 """Hex digits of a run's hash (64 bits: a collision needs ~4 billion runs)."""

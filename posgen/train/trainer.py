@@ -57,6 +57,9 @@ import torch
 from transformers import LlamaForCausalLM
 
 from posgen import __version__, signals
+from posgen.encodings import Lengths, PERequest, ResolvedPE, as_request, resolve
+from posgen.encodings.builtin import RandomPositions
+from posgen.encodings.model import llama_for, parameter_groups, save_model, use_frequencies
 from posgen.scoring.folder import score_aligned, score_reference
 from posgen.scoring.lm_inputs import lm_arrays, predictions_from_logits, vocab_size
 from posgen.scoring.prediction_files import write_predictions
@@ -68,11 +71,6 @@ from posgen.store.pinned import read_whole
 from posgen.store.transaction import atomic_folder
 from posgen.train.checkpoint import Checkpoints, Position, kill_point, stop_requests
 from posgen.train.config import TrainConfig
-from posgen.train.encoding import Lengths, PERequest
-from posgen.train.model import llama_for, parameter_groups, save_model
-from posgen.train.randomized import RandomPositions
-from posgen.train.registry import ResolvedPE, as_request, resolve
-from posgen.train.rope import use_frequencies
 from posgen.train.run_files import (
     CONFIG,
     METRICS,

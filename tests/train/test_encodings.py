@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +18,26 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
 
 from posgen.dataset import write_dataset  # noqa: E402
+from posgen.encodings import (  # noqa: E402
+    ENCODINGS,
+    Lengths,
+    PEError,
+    PERequest,
+    PositionEncoding,
+    Registry,
+    resolve,
+)
+from posgen.encodings.builtin import (  # noqa: E402
+    RESONANCE_TYPES,
+    ROPE_TYPES,
+    RandomPositions,
+    alibi_bias,
+    alibi_slopes,
+)
+from posgen.encodings.model import ATTRIBUTE, llama_for, load_model  # noqa: E402
 from posgen.scoring.prediction_files import read_predictions  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
-from posgen.train import absolute  # noqa: E402
-from posgen.train.alibi import alibi_bias, alibi_slopes  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
-from posgen.train.encoding import Lengths, PERequest  # noqa: E402
-from posgen.train.model import llama_for, load_model  # noqa: E402
-from posgen.train.randomized import RandomPositions  # noqa: E402
-from posgen.train.registry import BUILT_IN, resolve  # noqa: E402
-from posgen.train.rope import RESONANCE_TYPES  # noqa: E402
 from posgen.train.run_record import SCHEMA_FILE, schema_text  # noqa: E402
 from posgen.train.trainer import (  # noqa: E402
     MODEL,
@@ -60,6 +72,75 @@ def logits(model, ids, positions=None):
 IDS = torch.randint(0, 17, (2, 12), generator=torch.Generator().manual_seed(1))
 SHIFTED = torch.arange(40, 52)[None].expand(2, -1)
 GAPPED = torch.tensor([[0, 3, 4, 9, 20, 21, 30, 41, 42, 50, 60, 61]] * 2)
+
+
+# --- the registry: one way in for built-ins and plugins ------------------------------------
+
+
+def test_built_ins_are_registered_in_table_order_with_a_resonance_twin_per_rope_row():
+    names = list(ENCODINGS)
+    assert names[:4] == ["rope", "resonance", "yarn", "resonance_yarn"]
+    assert len(names) == 17 and names[-4:] == ["nope", "alibi", "learned", "sinusoidal"]
+    assert "resonance_longrope" not in names  # transformers switches only the type "longrope"
+    for row in ROPE_TYPES:
+        plain = ENCODINGS[row.name]
+        assert plain.rope(plain.defaults(LENGTHS), LENGTHS, True)["rope_type"] == row.rope_type
+        if not row.resonance:
+            continue
+        twin = ENCODINGS[row.twin]
+        parameters = twin.defaults(LENGTHS)
+        assert parameters == plain.defaults(LENGTHS) and twin.optional == plain.optional
+        assert twin.max_positions is plain.max_positions
+        assert twin.rope(parameters, LENGTHS, True)["rope_type"] == row.twin
+        assert twin.rope(parameters, LENGTHS, False)["rope_type"] in ("resonance", row.twin)
+
+
+def test_register_takes_encodings_and_lazy_references_and_refuses_a_name_twice():
+    registry = Registry(builtin="json")  # a module that registers nothing
+    registry.register(ENCODINGS["rope"])
+    registry.register("posgen.encodings.builtin:nothing", name="lazy")
+    assert list(registry) == ["rope", "lazy"]
+    with pytest.raises(PEError, match="'rope' is already registered"):
+        registry.register(PositionEncoding(name="rope", summary="again"))
+    with pytest.raises(PEError, match=r"lazy: cannot import \(AttributeError"):
+        registry["lazy"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (PERequest(name="bogus"), "unknown position encoding 'bogus'; use one of rope, resonance,"),
+        (
+            PERequest(name="rope", parameters={"fator": 2}),
+            "--pe-param fator: rope has no such parameter (parameters: rope_theta)",
+        ),
+        (
+            PERequest(name="linear", parameters={"scale_at": "never"}),
+            "--pe linear: scale_at 'never': use one of evaluation, train",
+        ),
+        (
+            PERequest(name="rope", randomized=100),
+            "--randomized-positions 100: the range must hold the test rows' 257 positions (L'+1)",
+        ),
+        (PERequest(name="json:dumps"), "--pe json:dumps is a function, not a posgen Position"),
+        (PERequest(name="no_such_mod:X"), "--pe no_such_mod:X: cannot import (ModuleNotFound"),
+    ],
+    ids=["unknown", "parameter", "scale_at", "range", "not-an-encoding", "no-module"],
+)
+def test_a_bad_request_is_one_pe_error_line(request_, message):
+    with pytest.raises(PEError) as error:
+        resolve(request_, LENGTHS)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_the_registry_and_the_table_order_import_without_torch():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import posgen.card, posgen.encodings\n"
+        "print(sorted(['alibi', 'yarn', 'rope'], key=posgen.encodings.pe_order))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "['rope', 'yarn', 'alibi']", done.stderr
 
 
 # --- NoPE and partial rope: what the Llama block does, tested, not assumed ----------------
@@ -148,8 +229,8 @@ def test_alibi_attention_in_the_llama_block_adds_exactly_that_bias():
 # --- rope types: transformers' own frequencies, Resonance rounded --------------------------
 
 
-ROPE_PES = [name for name, encoding in BUILT_IN.items() if encoding.attention is None]
-ROPE_PES = [name for name in ROPE_PES if BUILT_IN[name].input_positions is None]
+ROPE_PES = [name for name, encoding in ENCODINGS.items() if encoding.attention is None]
+ROPE_PES = [name for name in ROPE_PES if ENCODINGS[name].input_positions is None]
 
 
 def transformers_own(config) -> tuple[torch.Tensor, float]:
@@ -185,7 +266,7 @@ def test_every_transformers_rope_type_is_in_the_vocabulary():
         if function.__module__ == "transformers.modeling_rope_utils"
     }
     used = {
-        BUILT_IN[pe].rope(BUILT_IN[pe].defaults(LENGTHS), LENGTHS, True)["rope_type"]
+        ENCODINGS[pe].rope(ENCODINGS[pe].defaults(LENGTHS), LENGTHS, True)["rope_type"]
         for pe in ROPE_PES
     }
     assert shipped <= used
@@ -193,8 +274,7 @@ def test_every_transformers_rope_type_is_in_the_vocabulary():
 
 @pytest.mark.parametrize("rope_type", sorted(RESONANCE_TYPES.values()))
 def test_resonance_wavelengths_are_integers(rope_type):
-    pe = rope_type if rope_type != "resonance" else "resonance"
-    rotary = tiny(pe, evaluation=True).model.rotary_emb
+    rotary = tiny(rope_type, evaluation=True).model.rotary_emb
     inv_freq = rotary.inv_freq.double()
     wavelengths = 2 * math.pi / inv_freq[inv_freq > 0]
     np.testing.assert_allclose(wavelengths.numpy(), np.round(wavelengths.numpy()), atol=1e-3)
@@ -228,8 +308,8 @@ def test_learned_positions_past_l_are_untouched_by_training(data, tmp_path):
     train_runs(data, "recursive", ["learned"], config, 3, [tmp_path / "run"], "cpu", save=True)
     trained, _ = load_model(tmp_path / "run" / MODEL)
     fresh = build_model(config, RunData.load(data, "recursive").train, "learned", 3)
-    before = getattr(fresh.model, absolute.ATTRIBUTE).weight
-    after = getattr(trained.model, absolute.ATTRIBUTE).weight
+    before = getattr(fresh.model, ATTRIBUTE).weight
+    after = getattr(trained.model, ATTRIBUTE).weight
     assert before.shape[0] == L_TEST + 1
     assert torch.equal(after[L + 1 :], before[L + 1 :])
     assert not torch.equal(after[: L + 1], before[: L + 1])
@@ -281,8 +361,8 @@ def test_randomized_positions_reach_the_model_in_training(data, tmp_path, monkey
 
 @pytest.mark.parametrize(
     "request_",
-    [PERequest(name=name) for name in BUILT_IN] + [PERequest(name="alibi", randomized="auto")],
-    ids=[*BUILT_IN, "alibi+randomized"],
+    [PERequest(name=name) for name in ENCODINGS] + [PERequest(name="alibi", randomized="auto")],
+    ids=[*ENCODINGS, "alibi+randomized"],
 )
 def test_every_pe_trains_saves_and_reloads_to_the_same_predictions(data, tmp_path, request_):
     config = preset("cpu", **TINY, epochs=1, max_steps=2)
@@ -331,5 +411,5 @@ def test_list_pe_names_every_built_in_with_train_or_evaluation_time():
     result = invoke("train", "--list-pe")
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
-    assert [line.split()[0] for line in lines] == list(BUILT_IN)
+    assert [line.split()[0] for line in lines] == list(ENCODINGS)
     assert all(line.split()[1] in ("train-time", "evaluation-time") for line in lines)

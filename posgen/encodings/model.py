@@ -1,12 +1,12 @@
-"""Build, save and load the one model of every run: a stock ``LlamaForCausalLM``.
+"""Build, save and load the one model of every run: a stock ``LlamaForCausalLM`` with an encoding.
 
-:func:`llama_for` builds it from a config (nothing downloaded) for a resolved position
-encoding: its training ``rope_parameters``, its attention implementation (``sdpa`` unless
-the encoding registers one), and its input-position module attached
-(:mod:`posgen.train.absolute`). :func:`save_model` writes transformers' ``save_pretrained``
-folder plus ``position_encoding.json``; :func:`load_model` rebuilds the same model from
-them, so a saved run predicts exactly what it predicted before saving (tested for every
-built-in encoding).
+:func:`llama_for` builds it from a config (nothing downloaded) with the encoding's training
+``rope_parameters``, its attention implementation (``sdpa`` unless it registers one) and its
+input-position module, attached to the ``LlamaModel`` as ``position_embedding`` (saved with
+its weights) and added to the token embeddings by a forward pre-hook. :func:`save_model`
+writes transformers' ``save_pretrained`` folder plus ``position_encoding.json``;
+:func:`load_model` rebuilds the same model, so a saved run predicts exactly what it predicted
+before saving (tested for every built-in encoding).
 """
 
 from __future__ import annotations
@@ -16,16 +16,35 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from posgen.train import absolute
-from posgen.train.alibi import PARAMETERS_ATTRIBUTE
-from posgen.train.encoding import Lengths, PERequest
-from posgen.train.registry import ResolvedPE, resolve
-from posgen.train.rope import use_frequencies
+from posgen.encodings.builtin import PARAMETERS_ATTRIBUTE
+from posgen.encodings.registry import Lengths, PERequest, ResolvedPE, resolve
 
 PE_FILE = "position_encoding.json"
+ATTRIBUTE = "position_embedding"
+"""Name of the input-position module on the ``LlamaModel``."""
+
+
+def _add_positions(
+    module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    kwargs = dict(kwargs)
+    if args:  # LlamaModel(input_ids, ...) called positionally
+        kwargs["input_ids"], args = args[0], args[1:]
+    input_ids = kwargs.pop("input_ids", None)
+    embeds = kwargs.get("inputs_embeds")
+    if embeds is None:
+        embeds = module.embed_tokens(input_ids)
+    position_ids = kwargs.get("position_ids")
+    if position_ids is None:
+        position_ids = torch.arange(embeds.shape[1], device=embeds.device)[None]
+    added = getattr(module, ATTRIBUTE)(position_ids).to(embeds.dtype)
+    kwargs["inputs_embeds"] = embeds + added
+    kwargs["input_ids"] = None
+    return args, kwargs
 
 
 def llama_for(
@@ -63,9 +82,23 @@ def llama_for(
     model = LlamaForCausalLM(config)
     factory = pe.encoding.input_positions
     if factory is not None:
-        module = factory(pe.parameters, pe.lengths, hidden, pe.table_positions)
-        absolute.attach(model, module)
+        base = model.base_model
+        setattr(base, ATTRIBUTE, factory(pe.parameters, pe.lengths, hidden, pe.table_positions))
+        base.register_forward_pre_hook(_add_positions, with_kwargs=True)
     return model
+
+
+def use_frequencies(model: PreTrainedModel, parameters: dict[str, Any]) -> None:
+    """Give ``model`` the rotary frequencies of ``parameters``; weights stay as they are (the
+    rotary embedding is rebuilt from the updated config on the old one's device)."""
+    base = model.base_model
+    old = base.rotary_emb
+    device = old.inv_freq.device
+    base.config.rope_parameters = dict(parameters)
+    base.config.max_position_embeddings = max(
+        base.config.max_position_embeddings, parameters.get("original_max_position_embeddings", 0)
+    )
+    base.rotary_emb = type(old)(config=base.config).to(device)
 
 
 def save_model(model: LlamaForCausalLM, pe: ResolvedPE, folder: Path) -> None:
@@ -102,20 +135,17 @@ def load_model(folder: Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
         layers=config.num_hidden_layers,
         intermediate=config.intermediate_size,
     )
-    state = load_file(folder / "model.safetensors")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
     use_frequencies(model, spec["evaluation_rope"])
     model.eval()
     return model, pe
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: input-position tables without weight decay, everything else with it.
-
-    Without the exemption, decoupled weight decay would shrink table rows that training
-    never reaches (positions past L).
-    """
-    exempt = {id(p) for p in absolute.no_decay_parameters(model)}
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: the input-position table without weight decay (else decay would shrink
+    rows training never reaches, positions past L), everything else with it."""
+    table = getattr(model.base_model, ATTRIBUTE, None)
+    exempt = {id(p) for p in table.parameters()} if table is not None else set()
     decayed = [p for p in model.parameters() if id(p) not in exempt]
     groups: list[dict[str, Any]] = [{"params": decayed, "weight_decay": weight_decay}]
     if exempt:

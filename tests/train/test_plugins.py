@@ -26,7 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--layers", "1", "--hidden", "16", "--heads", "2", "--intermediate", "32"]
 FAST = [*TINY, "--epochs", "1", "--max-steps", "2", "--seed", "1", "-q"]
 
@@ -98,7 +98,7 @@ def test_plugin_frequencies_are_what_its_rope_function_returns(installed, data, 
     args = ["train", "--data", str(data), "--pe", "mype:BASE500", "--out", str(out)]
     result = invoke(*args, *FAST, "--save-model")
     assert result.exit_code == 0, result.output
-    from posgen.train.model import load_model
+    from posgen.encodings.model import load_model
 
     model, _ = load_model(out / "model")
     want = 500.0 ** (-torch.arange(0, 8, 2, dtype=torch.float) / 8)

@@ -1,0 +1,520 @@
+"""Every built-in position encoding, in table order, and the constructors plugins use too.
+
+Rope encodings are rows of :data:`ROPE_TYPES`; each row with ``resonance=True`` also gives
+its Resonance twin (``resonance`` for ``rope``, else ``resonance_<name>``): the same
+parameters, every rotary wavelength ``2*pi/theta_i`` rounded to the nearest integer
+(like the authors' code, *every* dimension, also those longer than L). Defaults come from
+the data's lengths (``s = (L'+1)/(L+1)``, positions count BOS); ``--pe-param key=value``
+changes any of them:
+
+=========================  ================  =================================================
+``--pe``                   rope type         defaults (``rope_theta`` 10000 for all)
+=========================  ================  =================================================
+``rope``                   ``default``       -
+``yarn`` (paper)           ``yarn``          ``factor`` s, ``original_max_position_embeddings``
+                                             L'+1, ``beta_fast`` 2, ``beta_slow`` 1,
+                                             ``scale_at`` evaluation
+``linear`` (PI)            ``linear``        ``factor`` s, ``scale_at`` evaluation
+``dynamic`` (dynamic NTK)  ``dynamic``       ``factor`` 1; ``max_position_embeddings`` L+1
+``longrope``               ``longrope``      ``factor`` s, ``original_max_position_embeddings``
+                                             L+1, ``short_factor`` 1, ``long_factor`` s
+``llama3``                 ``llama3``        ``factor`` s, ``original_max_position_embeddings``
+                                             L+1, ``low_freq_factor`` 1, ``high_freq_factor``
+                                             4, ``scale_at`` evaluation
+``proportional`` (partial) ``proportional``  ``partial_rotary_factor`` 0.5, ``factor`` 1
+``nope``                   ``proportional``  ``partial_rotary_factor`` 0 (nothing rotates)
+=========================  ================  =================================================
+
+``scale_at=evaluation`` trains with the unscaled ``default`` frequencies (``resonance`` for the
+twins) and validates and tests with the scaled ones; ``train`` scales throughout. ``dynamic``
+and ``longrope`` scale themselves by the row length (train-time). transformers' ``default``
+type *ignores* ``partial_rotary_factor``, so partial RoPE and NoPE use ``proportional``: the
+first ``partial_rotary_factor * d/2`` pairs keep RoPE's frequencies, the others get 0.
+``longrope`` has no twin: transformers switches its factors only for the type named
+``longrope``. Then ALiBi (a bias in the attention), learned and sinusoidal absolute
+positions (added to the input embeddings), and :class:`RandomPositions`, which combine with
+any of them.
+
+>>> lengths = Lengths(train=64, test=256, head_dim=16, heads=4)
+>>> LINEAR = ENCODINGS["linear"]
+>>> LINEAR.rope(LINEAR.defaults(lengths), lengths, True)
+{'rope_type': 'linear', 'rope_theta': 10000.0, 'factor': 3.953846153846154}
+>>> LINEAR.when(LINEAR.defaults(lengths), lengths)
+'evaluation-time'
+>>> [round(s, 6) for s in alibi_slopes(4).tolist()]
+[0.25, 0.0625, 0.015625, 0.003906]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AttentionInterface, PreTrainedConfig
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+from posgen.encodings.registry import ENCODINGS, PES, Lengths, PositionEncoding, register
+
+THETA = 10_000.0
+SCALE_AT = ("evaluation", "train")
+"""Values of ``scale_at``."""
+
+Defaults = Callable[[Lengths], dict[str, Any]]
+Frequencies = Callable[..., tuple[torch.Tensor, float]]
+"""transformers' rope init function: ``(config, device, seq_len, **kwargs) -> (inv_freq,
+attention scaling)``; it reads ``config.rope_parameters``."""
+
+
+# --- rope -------------------------------------------------------------------------------------
+
+
+def rope_of(rope_type: str, unscaled: str) -> Callable[..., dict[str, Any]]:
+    """``rope(parameters, lengths, evaluation)`` of a rope encoding of ``rope_type``.
+
+    With ``scale_at=evaluation`` training uses ``{"rope_type": unscaled, "rope_theta": ...}``.
+    Scalar ``short_factor``/``long_factor`` (longrope) become one per rotary pair.
+    """
+
+    def rope(parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool) -> dict[str, Any]:
+        scale_at = parameters.get("scale_at", "train")
+        if scale_at not in SCALE_AT:
+            raise ValueError(f"scale_at {scale_at!r}: use one of {', '.join(SCALE_AT)}")
+        if scale_at == "evaluation" and not evaluation:
+            return {"rope_type": unscaled, "rope_theta": parameters["rope_theta"]}
+        out: dict[str, Any] = {"rope_type": rope_type}
+        for key, value in parameters.items():
+            if key == "scale_at":
+                continue
+            if key in ("short_factor", "long_factor") and not isinstance(value, list):
+                value = [float(value)] * (lengths.head_dim // 2)
+            out[key] = value
+        return out
+
+    return rope
+
+
+def _base(lengths: Lengths) -> dict[str, Any]:
+    return {"rope_theta": THETA}
+
+
+def rope_encoding(
+    name: str,
+    summary: str,
+    frequencies: Frequencies | None,
+    defaults: Defaults | None = None,
+    *,
+    rope_type: str | None = None,
+    unscaled: str = "default",
+    optional: tuple[str, ...] = (),
+    max_positions: Callable[[Mapping[str, Any], Lengths], int] | None = None,
+) -> PositionEncoding:
+    """A rope init function as a position encoding (what a rope plugin calls).
+
+    ``frequencies`` (transformers' signature, see :data:`Frequencies`) is registered in
+    ``ROPE_INIT_FUNCTIONS`` as rope type ``rope_type`` (default: ``name``); None uses a type
+    transformers has. ``defaults(lengths)`` gives its parameters (``rope_theta`` 10000
+    unless given); a ``scale_at`` of ``evaluation`` there trains with ``unscaled``.
+    """
+    rope_type = rope_type or name
+    if frequencies is not None:
+        ROPE_INIT_FUNCTIONS[rope_type] = frequencies
+    return PositionEncoding(
+        name=name,
+        summary=summary,
+        defaults=defaults or _base,
+        rope=rope_of(rope_type, unscaled),
+        optional=optional,
+        max_positions=max_positions,
+    )
+
+
+def default_frequencies(config: PreTrainedConfig) -> torch.Tensor:
+    """RoPE's inverse frequencies ``base^(-2i/d)`` (Llama's ``default`` type)."""
+    parameters = config.rope_parameters
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    dim = int(head_dim * parameters.get("partial_rotary_factor", 1.0))
+    return 1.0 / (parameters["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+
+
+def resonance_of(rope_type: str) -> Frequencies:
+    """transformers' frequencies of ``rope_type`` with every wavelength rounded to an integer
+    (zero frequencies, the unrotated pairs of ``proportional``, stay zero).
+
+    >>> from transformers import LlamaConfig
+    >>> config = LlamaConfig(hidden_size=16, num_attention_heads=2,
+    ...                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    >>> inv_freq, scale = resonance_of("default")(config)
+    >>> [round(2 * math.pi / f) for f in inv_freq.tolist()], scale
+    ([6, 63, 628, 6283], 1.0)
+    """
+
+    def frequencies(
+        config: PreTrainedConfig, device: Any = None, seq_len: int | None = None, **kwargs: Any
+    ) -> tuple[torch.Tensor, float]:
+        if rope_type == "default":
+            inv_freq, attention_factor = default_frequencies(config), 1.0
+        else:
+            init = ROPE_INIT_FUNCTIONS[rope_type]
+            inv_freq, attention_factor = init(config, device, seq_len, **kwargs)
+        return (2 * math.pi / torch.round(2 * math.pi / inv_freq)).to(device), attention_factor
+
+    frequencies.__name__ = f"resonance_{rope_type}_frequencies"
+    return frequencies
+
+
+def scale(lengths: Lengths) -> float:
+    return lengths.scale
+
+
+def train_positions(lengths: Lengths) -> int:
+    """L+1: the positions of a training row (BOS included)."""
+    return lengths.train + 1
+
+
+def test_positions(lengths: Lengths) -> int:
+    """L'+1: the positions of a test row."""
+    return lengths.test + 1
+
+
+def _dynamic_positions(parameters: Mapping[str, Any], lengths: Lengths) -> int:
+    return lengths.train + 1  # dynamic NTK grows its base past max_position_embeddings
+
+
+class RopeType(NamedTuple):
+    """One rope encoding: its name, transformers' rope type, its parameters after
+    ``rope_theta`` (a function of :class:`Lengths` or a value), and its Resonance twin."""
+
+    name: str
+    rope_type: str
+    parameters: dict[str, Any]
+    summary: str
+    optional: tuple[str, ...] = ()
+    resonance: bool = True
+    max_positions: Callable[[Mapping[str, Any], Lengths], int] | None = None
+
+    def defaults(self, lengths: Lengths) -> dict[str, Any]:
+        values = {k: v(lengths) if callable(v) else v for k, v in self.parameters.items()}
+        return {"rope_theta": THETA, **values}
+
+    @property
+    def twin(self) -> str:
+        """The Resonance twin's name, which is also its rope type."""
+        return "resonance" if self.rope_type == "default" else f"resonance_{self.rope_type}"
+
+    def encodings(self) -> list[PositionEncoding]:
+        """The row's encoding, then its Resonance twin: the same parameters, rounded."""
+        shared: dict[str, Any] = {"optional": self.optional, "max_positions": self.max_positions}
+        plain = rope_encoding(
+            self.name, self.summary, None, self.defaults, rope_type=self.rope_type, **shared
+        )
+        if not self.resonance:
+            return [plain]
+        summary = f"Resonance RoPE of {self.name}: its wavelengths rounded to integers"
+        frequencies = resonance_of(self.rope_type)
+        twin = rope_encoding(
+            self.twin, summary, frequencies, self.defaults, unscaled="resonance", **shared
+        )
+        return [plain, twin]
+
+
+AT_EVALUATION = {"scale_at": "evaluation"}
+ROPE_TYPES = (
+    RopeType("rope", "default", {}, "RoPE, base 10000 (transformers' default rope type)"),
+    RopeType(
+        "yarn",
+        "yarn",
+        # the authors' ramp for POSGEN: beta 2 and 1 (transformers' defaults: 32 and 1)
+        {
+            "factor": scale,
+            "original_max_position_embeddings": test_positions,
+            "beta_fast": 2.0,
+            "beta_slow": 1.0,
+            **AT_EVALUATION,
+        },
+        "YaRN with the paper's settings (beta 2 and 1, ramp over L'+1); at evaluation",
+        optional=("attention_factor", "mscale", "mscale_all_dim", "truncate"),
+    ),
+    RopeType(
+        "linear",
+        "linear",
+        {"factor": scale, **AT_EVALUATION},
+        "position interpolation (PI): frequencies / factor; at evaluation by default",
+    ),
+    RopeType(
+        "dynamic",
+        "dynamic",
+        {"factor": 1.0},
+        "dynamic NTK: the base grows with the row length past L+1 positions",
+        max_positions=_dynamic_positions,
+    ),
+    RopeType(
+        "longrope",
+        "longrope",
+        {
+            "factor": scale,
+            "original_max_position_embeddings": train_positions,
+            "short_factor": 1.0,
+            "long_factor": scale,
+        },
+        "LongRoPE: short factors up to L+1 positions, long factors past it (no Resonance "
+        "variant: transformers switches factors only for the type named longrope)",
+        optional=("attention_factor",),
+        resonance=False,
+    ),
+    RopeType(
+        "llama3",
+        "llama3",
+        {
+            "factor": scale,
+            "original_max_position_embeddings": train_positions,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            **AT_EVALUATION,
+        },
+        "Llama 3.1 scaling: long wavelengths / factor, smooth between; at evaluation",
+    ),
+    RopeType(
+        "proportional",
+        "proportional",
+        {"partial_rotary_factor": 0.5, "factor": 1.0},
+        "partial RoPE: a fraction of the rotary pairs rotated (partial_rotary_factor)",
+    ),
+    RopeType(
+        "nope",
+        "proportional",
+        {"partial_rotary_factor": 0.0},
+        "NoPE: no position encoding (proportional with partial_rotary_factor 0)",
+        resonance=False,
+    ),
+)
+"""The rope encodings, in table order (the paper's four first)."""
+
+RESONANCE_TYPES = {row.rope_type: row.twin for row in ROPE_TYPES if row.resonance}
+"""Resonance twin (a registered rope type) of each transformers rope type that has one."""
+
+
+def rope_parameters(
+    pe: str, train_length: int, test_length: int, evaluation: bool, theta: float = THETA
+) -> dict[str, Any]:
+    """A Llama config's ``rope_parameters`` for one of the paper's four, with its defaults.
+
+    >>> rope_parameters("resonance_yarn", 64, 256, evaluation=False)
+    {'rope_type': 'resonance', 'rope_theta': 10000.0}
+    >>> rope_parameters("yarn", 64, 256, evaluation=True)["original_max_position_embeddings"]
+    257
+    """
+    if pe not in PES:
+        raise ValueError(f"unknown position embedding {pe!r}; use one of {', '.join(PES)}")
+    encoding = ENCODINGS[pe]
+    lengths = Lengths(train=train_length, test=test_length, head_dim=2, heads=1)
+    return encoding.rope({**encoding.defaults(lengths), "rope_theta": theta}, lengths, evaluation)
+
+
+# --- attention bias (ALiBi) -------------------------------------------------------------------
+
+Bias = Callable[[torch.Tensor, int, Mapping[str, Any]], torch.Tensor]
+"""``(position_ids (batch, T), heads, parameters) -> additive bias (batch, heads, T, T)``."""
+
+PARAMETERS_ATTRIBUTE = "posgen_pe_parameters"
+"""Config attribute holding a bias encoding's parameters (saved with the config)."""
+
+
+def bias_encoding(
+    name: str, summary: str, bias: Bias, defaults: Defaults | None = None
+) -> PositionEncoding:
+    """A position encoding that adds ``bias`` to the attention logits of a Llama block (what
+    a bias plugin calls); rope is off.
+
+    An attention function ``posgen_bias_<name>`` is registered in transformers'
+    ``AttentionInterface`` (with SDPA's mask): it hands the bias to transformers' own SDPA
+    attention, added to the logits with the causal mask. ``bias`` reads the parameters
+    (``defaults(lengths)`` with the overrides) as its third argument.
+    """
+
+    def attention(
+        module: nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, None]:
+        if position_ids is None:
+            position_ids = torch.arange(query.shape[2], device=query.device)[None]
+        parameters = getattr(module.config, PARAMETERS_ATTRIBUTE, None) or {}
+        heads = module.config.num_attention_heads
+        position_bias = bias(position_ids, heads, parameters).to(query.dtype)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, position_bias=position_bias, **kwargs
+        )
+
+    implementation = f"posgen_bias_{name}"
+    AttentionInterface.register(implementation, attention)
+    AttentionMaskInterface.register(implementation, sdpa_mask)
+    extra = {"defaults": defaults} if defaults is not None else {}
+    return PositionEncoding(name=name, summary=summary, attention=implementation, **extra)
+
+
+def _power_of_two_slopes(heads: int) -> list[float]:
+    start = 2.0 ** (-8.0 / heads)
+    return [start ** (h + 1) for h in range(heads)]
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """ALiBi's per-head slopes (Press et al.): ``2^(-8h/H)`` for H a power of two, else those
+    of the power of two below H followed by every other slope of twice that (their
+    ``get_slopes``).
+
+    >>> [round(s, 4) for s in alibi_slopes(6).tolist()]
+    [0.25, 0.0625, 0.0156, 0.0039, 0.5, 0.125]
+    """
+    if heads < 1:
+        raise ValueError(f"heads must be positive, got {heads}")
+    lower = 2 ** math.floor(math.log2(heads))
+    slopes = _power_of_two_slopes(lower)
+    if lower < heads:
+        slopes += _power_of_two_slopes(2 * lower)[0::2][: heads - lower]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def alibi_bias(
+    position_ids: torch.Tensor, heads: int, parameters: Mapping[str, Any] | None = None
+) -> torch.Tensor:
+    """ALiBi's bias ``-m_h (p_i - p_j)`` for position ids ``(batch, T)``: ``(batch, H, T, T)``
+    (future keys are masked by the attention anyway). Randomized positions change it too.
+
+    >>> alibi_bias(torch.tensor([[0, 1, 3]]), heads=1)[0, 0, 2].tolist()
+    [-0.01171875, -0.0078125, -0.0]
+    """
+    positions = position_ids.to(torch.float32)
+    distance = positions[:, None, :, None] - positions[:, None, None, :]
+    slopes = alibi_slopes(heads).to(position_ids.device)
+    return -slopes[None, :, None, None] * distance
+
+
+# --- absolute positions added to the input embeddings -------------------------------------------
+
+
+def sinusoidal_table(positions: int, hidden: int, base: float = 10_000.0) -> torch.Tensor:
+    """Vaswani et al.'s ``PE[p, 2i] = sin(p / base^(2i/d))``, ``PE[p, 2i+1] = cos(...)``.
+
+    >>> [round(v, 4) for v in sinusoidal_table(3, 4)[1].tolist()]
+    [0.8415, 0.5403, 0.01, 0.9999]
+    """
+    position = torch.arange(positions, dtype=torch.float64)[:, None]
+    inv_freq = base ** (-torch.arange(0, hidden, 2, dtype=torch.float64) / hidden)
+    table = torch.zeros(positions, hidden, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq)[:, : hidden // 2]
+    return table.float()
+
+
+class SinusoidalPositions(nn.Module):
+    """A fixed sinusoidal table looked up by position id (a buffer, not saved: recomputed)."""
+
+    def __init__(self, positions: int, hidden: int) -> None:
+        super().__init__()
+        self.table = nn.Buffer(sinusoidal_table(positions, hidden), persistent=False)
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        return self.table[position_ids]
+
+
+def learned_positions(
+    parameters: Mapping[str, Any], lengths: Lengths, hidden: int, positions: int
+) -> nn.Module:
+    """A learned table, one row per position the model can meet (GPT-2's normal(0, 0.02)).
+    Training reaches rows ``0 .. L`` only, and the table has no weight decay, so rows past L
+    stay exactly as initialised (tested)."""
+    table = nn.Embedding(positions, hidden)
+    nn.init.normal_(table.weight, std=0.02)
+    return table
+
+
+def sinusoidal_positions(
+    parameters: Mapping[str, Any], lengths: Lengths, hidden: int, positions: int
+) -> nn.Module:
+    """The fixed sinusoidal table."""
+    return SinusoidalPositions(positions, hidden)
+
+
+# --- randomized positions (Ruoss et al. 2023) ----------------------------------------------------
+
+SPLITS = {"validation": 1, "test": 2}
+"""Counter keys of the evaluation splits."""
+
+
+def sorted_positions(key: list[int], count: int, range_size: int) -> np.ndarray:
+    """``count`` distinct positions from ``0 .. range_size-1``, ascending, keyed by ``key``."""
+    if count > range_size:
+        raise ValueError(f"cannot draw {count} distinct positions from {range_size}")
+    rng = np.random.default_rng(np.random.SeedSequence(key))
+    return np.sort(rng.choice(range_size, size=count, replace=False))
+
+
+@dataclass(frozen=True)
+class RandomPositions:
+    """The randomized position ids of one run (``seed``) over ``0 .. range_size-1``.
+
+    Every row of T tokens, in training *and* in evaluation (posgen's choice: a model never
+    meets positions of another distribution), gets T ids drawn without replacement and
+    sorted, from a generator keyed by ``(seed, phase, step or split, row)``: they do not
+    depend on batch size, order or device.
+
+    >>> positions = RandomPositions(seed=7, range_size=20)
+    >>> ids = positions.training(step=0, rows=2, length=5)
+    >>> ids.shape, bool((ids[:, 1:] > ids[:, :-1]).all()), int(ids.max()) < 20
+    (torch.Size([2, 5]), True, True)
+    """
+
+    seed: int
+    range_size: int
+
+    def _rows(self, keys: list[list[int]], length: int) -> torch.Tensor:
+        out = np.stack([sorted_positions(key, length, self.range_size) for key in keys])
+        return torch.from_numpy(out.astype(np.int64))
+
+    def training(self, step: int, rows: int, length: int) -> torch.Tensor:
+        """Position ids ``(rows, length)`` of training step ``step``'s batch."""
+        return self._rows([[self.seed, 0, step, row] for row in range(rows)], length)
+
+    def evaluation(self, split: str, start: int, rows: int, length: int) -> torch.Tensor:
+        """Position ids of rows ``start .. start+rows-1`` of an evaluation split."""
+        keys = [[self.seed, 1, SPLITS[split], start + row] for row in range(rows)]
+        return self._rows(keys, length)
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+for _row in ROPE_TYPES:
+    for _encoding in _row.encodings():
+        register(_encoding)
+register(
+    bias_encoding(
+        "alibi",
+        "ALiBi: per-head linear distance bias with Press et al.'s geometric slopes; rope off",
+        alibi_bias,
+    )
+)
+register(
+    PositionEncoding(
+        name="learned",
+        summary="learned absolute positions added to the input embeddings; rows past L untrained",
+        input_positions=learned_positions,
+    )
+)
+register(
+    PositionEncoding(
+        name="sinusoidal",
+        summary="sinusoidal absolute positions (Vaswani et al.) added to the input embeddings",
+        input_positions=sinusoidal_positions,
+    )
+)
