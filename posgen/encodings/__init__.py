@@ -1,51 +1,401 @@
-"""Position encodings: one registry of every ``--pe``, built in or a plugin.
+"""Position encodings: what a ``--pe`` is, the one registry of them, and a run's resolution.
 
-- :mod:`posgen.encodings.registry` (no torch): what an encoding is, the registry
-  :data:`ENCODINGS`, the resolution of a run's request, the table order of results;
-- :mod:`posgen.encodings.builtin`: every built-in encoding (rope types and their Resonance
-  twins, NoPE, ALiBi, learned, sinusoidal, randomized positions) and the constructors a plugin
-  uses, ``rope_encoding`` and ``bias_encoding``;
-- :mod:`posgen.encodings.model`: the Llama built, saved and loaded with an encoding.
+This module needs no torch. :mod:`posgen.encodings.builtin` holds every built-in and the
+constructors a plugin uses; :mod:`posgen.encodings.model` builds the Llama with an encoding.
 
-A new built-in is one ``register(...)`` in ``builtin.py``; a plugin publishes its encoding
-under the entry point group ``posgen.position_encodings`` (README, "Your own position
-encoding") or is named ``--pe package.module:NAME``.
+Every position encoding, built in or a plugin, is a :class:`PositionEncoding`, and every one
+enters the *same* stock ``LlamaForCausalLM`` through one or more of three doors:
+
+- ``rope``: the config's ``rope_parameters`` in training and in evaluation (a rope type of
+  ``transformers.modeling_rope_utils.ROPE_INIT_FUNCTIONS``). Encodings that do not rotate
+  use :data:`NO_ROPE` (``proportional`` with ``partial_rotary_factor`` 0: cos = 1, sin = 0);
+- ``attention``: an attention function registered in transformers' ``AttentionInterface``
+  (ALiBi adds its bias there);
+- ``input_positions``: a module mapping position ids ``(batch, T)`` to vectors
+  ``(batch, T, hidden)`` added to the token embeddings (learned, sinusoidal).
+
+:data:`ENCODINGS` maps every name to its encoding. Built-ins (imported on first use) and
+plugins enter it through the same :func:`register`; the entry points of the group
+``posgen.position_encodings`` and any ``package.module:NAME`` are lazy entries, imported when
+asked for. Parameters are ``key=value`` pairs over defaults computed from the data's
+:class:`Lengths`. An encoding is *train-time* when it trains and evaluates with the same rope
+parameters, *evaluation-time* when training uses other (unscaled) ones, as the paper's YaRN.
+
+>>> lengths = Lengths(train=64, test=256, head_dim=16, heads=4)
+>>> resolve(PERequest.parse("linear", ["factor=2"], None), lengths).label
+'linear(factor=2)'
+>>> resolve(PERequest(name="alibi", randomized="auto"), lengths).randomized
+257
+>>> sorted(["yarn", "alibi", "rope"], key=pe_order)
+['rope', 'yarn', 'alibi']
 """
 
-from posgen.encodings.registry import (
-    ENCODINGS,
-    ENTRY_POINT_GROUP,
-    NO_ROPE,
-    PES,
-    Lengths,
-    PEError,
-    PERequest,
-    PositionEncoding,
-    Registry,
-    ResolvedPE,
-    as_request,
-    available,
-    listing,
-    pe_order,
-    register,
-    resolve,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ENCODINGS",
-    "ENTRY_POINT_GROUP",
-    "NO_ROPE",
-    "PES",
-    "Lengths",
-    "PEError",
-    "PERequest",
-    "PositionEncoding",
-    "Registry",
-    "ResolvedPE",
-    "as_request",
-    "available",
-    "listing",
-    "pe_order",
-    "register",
-    "resolve",
-]
+import importlib
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from torch import nn
+
+ENTRY_POINT_GROUP = "posgen.position_encodings"
+"""The entry point group a package registers its position encodings under."""
+
+PES = ("rope", "resonance", "yarn", "resonance_yarn")
+"""The paper's four position encodings, in table order."""
+
+NO_ROPE: dict[str, Any] = {
+    "rope_type": "proportional",
+    "rope_theta": 10_000.0,
+    "partial_rotary_factor": 0.0,
+}
+"""Rope parameters that rotate nothing (tested: logits do not depend on the positions)."""
+
+When = Literal["train-time", "evaluation-time"]
+
+
+def pe_order(pe: str) -> tuple[int, str]:
+    """Table order of result tables: the paper's four first, then by name."""
+    return (PES.index(pe), "") if pe in PES else (len(PES), pe)
+
+
+class PEError(ValueError):
+    """An unknown position encoding, a bad parameter or a broken plugin (one line)."""
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """The data's lengths and the model's head shape: what defaults are computed from.
+
+    ``train`` is L and ``test`` is L' (row lengths, BOS excluded); a model sees positions
+    ``0 .. L`` in training (BOS at 0) and ``0 .. L'`` in the test split. ``scale`` is
+    ``(L'+1)/(L+1)``, the paper's YaRN factor.
+
+    >>> Lengths(train=64, test=256, head_dim=16, heads=4).scale
+    3.953846153846154
+    """
+
+    train: int
+    test: int
+    head_dim: int
+    heads: int
+
+    @property
+    def scale(self) -> float:
+        return (self.test + 1) / (self.train + 1)
+
+
+def _no_parameters(lengths: Lengths) -> dict[str, Any]:
+    return {}
+
+
+def _no_rope(parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool) -> dict[str, Any]:
+    return dict(NO_ROPE)
+
+
+InputPositions = Callable[[Mapping[str, Any], Lengths, int, int], "nn.Module"]
+"""``(parameters, lengths, hidden size, number of positions) -> module`` for input positions."""
+
+
+@dataclass(frozen=True)
+class PositionEncoding:
+    """One entry of the ``--pe`` vocabulary.
+
+    ``defaults(lengths)`` gives every parameter and its default (the keys a user may set,
+    plus ``optional``); ``rope(parameters, lengths, evaluation)`` the Llama config's
+    ``rope_parameters``; ``attention`` a registered attention implementation (None: sdpa);
+    ``input_positions`` a module factory for positions added to the input embeddings;
+    ``max_positions(parameters, lengths)`` the config's ``max_position_embeddings`` (L'+1 by
+    default; dynamic NTK needs L+1); ``confound`` a line for the results table when the
+    encoding is not the plain Llama block.
+    """
+
+    name: str
+    summary: str
+    defaults: Callable[[Lengths], dict[str, Any]] = _no_parameters
+    rope: Callable[[Mapping[str, Any], Lengths, bool], dict[str, Any]] = _no_rope
+    attention: str | None = None
+    input_positions: InputPositions | None = None
+    optional: tuple[str, ...] = ()
+    max_positions: Callable[[Mapping[str, Any], Lengths], int] | None = None
+    confound: str | None = None
+    source: str = field(default="built-in", compare=False)
+
+    def when(self, parameters: Mapping[str, Any], lengths: Lengths) -> When:
+        """Train-time when training and evaluation use the same rope parameters."""
+        same = self.rope(parameters, lengths, False) == self.rope(parameters, lengths, True)
+        return "train-time" if same else "evaluation-time"
+
+
+@dataclass(frozen=True)
+class _Lazy:
+    """A ``package.module:NAME`` entry, imported when asked for."""
+
+    reference: str
+    where: str
+    source: str
+
+    def load(self) -> PositionEncoding:
+        module, _, attribute = self.reference.partition(":")
+        try:
+            found: Any = importlib.import_module(module)
+            for part in attribute.split("."):
+                found = getattr(found, part)
+        except Exception as error:  # a broken plugin is one error line, not a traceback
+            raise PEError(
+                f"{self.where}: cannot import ({type(error).__name__}: {error})"
+            ) from None
+        if not isinstance(found, PositionEncoding):
+            raise PEError(
+                f"{self.where} is a {type(found).__name__}, not a posgen PositionEncoding"
+            )
+        return replace(found, source=self.source)
+
+
+class Registry(Mapping[str, PositionEncoding]):
+    """Every position encoding by name: built-ins first (in table order), then the entry
+    points of :data:`ENTRY_POINT_GROUP` by name (a built-in name wins). ``package.module:NAME``
+    looks up that object without registering it. Entry points are read on every use, so a
+    package installed meanwhile is found."""
+
+    def __init__(self, builtin: str) -> None:
+        self._builtin = builtin
+        self._loaded = False
+        self._entries: dict[str, PositionEncoding | _Lazy] = {}
+
+    def register(self, encoding: PositionEncoding | str, name: str | None = None) -> None:
+        """Add an encoding under its name, or a lazy ``package.module:NAME`` under ``name``."""
+        if isinstance(encoding, str):
+            if name is None:
+                raise PEError(f"register {encoding!r}: a reference needs a name")
+            entry: PositionEncoding | _Lazy = _Lazy(encoding, name, f"module {encoding}")
+        else:
+            name, entry = encoding.name, encoding
+        if name in self._entries:
+            raise PEError(f"position encoding {name!r} is already registered")
+        self._entries[name] = entry
+
+    def _all(self) -> dict[str, PositionEncoding | _Lazy]:
+        if not self._loaded:
+            self._loaded = True
+            importlib.import_module(self._builtin)  # registers the built-ins
+        out = dict(self._entries)
+        for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+            dist = getattr(point, "dist", None)
+            source = f"entry point {point.value}" + (f" ({dist.name})" if dist else "")
+            where = f"entry point {point.name} ({point.value})"
+            out.setdefault(point.name, _Lazy(point.value, where, source))
+        return out
+
+    def __getitem__(self, name: str) -> PositionEncoding:
+        entries = self._all()
+        if name in entries:
+            entry = entries[name]
+            return entry.load() if isinstance(entry, _Lazy) else entry
+        if ":" in name:
+            return _Lazy(name, f"--pe {name}", f"module {name}").load()
+        raise PEError(
+            f"unknown position encoding {name!r}; use one of {', '.join(entries)}, "
+            "or package.module:name"
+        )
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._all()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+ENCODINGS = Registry(builtin="posgen.encodings.builtin")
+"""The ``--pe`` vocabulary."""
+
+register = ENCODINGS.register
+
+
+def available() -> dict[str, PositionEncoding]:
+    """Every registered encoding, imported (a broken plugin fails here)."""
+    return dict(ENCODINGS.items())
+
+
+def parse_value(text: str) -> Any:
+    """A ``key=value`` value: JSON when it parses (numbers, lists, true), else the text.
+
+    >>> parse_value("2.5"), parse_value("[1, 2]"), parse_value("train")
+    (2.5, [1, 2], 'train')
+    """
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class PERequest(BaseModel):
+    """What the user asked for: a name (built in, entry point, or ``module:attr``),
+    parameter overrides, and randomized positions (a range size R, ``auto`` = L'+1).
+
+    >>> PERequest.parse("rope", [], "auto").label_suffix
+    '+randomized'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    randomized: int | Literal["auto"] | None = None
+
+    @classmethod
+    def parse(cls, name: str, pairs: list[str] | tuple[str, ...], randomized: str | None):
+        """From ``--pe``, ``--pe-param key=value`` (repeatable), ``--randomized-positions``."""
+        parameters: dict[str, Any] = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"--pe-param {pair!r}: use key=value")
+            parameters[key.strip()] = parse_value(value.strip())
+        chosen: int | str | None = randomized
+        if randomized is not None and randomized != "auto":
+            try:
+                chosen = int(randomized)
+            except ValueError:
+                raise ValueError(
+                    f"--randomized-positions {randomized!r}: use a range size or auto"
+                ) from None
+        return cls(name=name, parameters=parameters, randomized=chosen)
+
+    @property
+    def label_suffix(self) -> str:
+        """``+randomized`` (with its range when given) for randomized positions."""
+        if self.randomized is None:
+            return ""
+        return "+randomized" if self.randomized == "auto" else f"+randomized{self.randomized}"
+
+
+@dataclass(frozen=True)
+class ResolvedPE:
+    """One run's position encoding: every parameter, for the run's lengths."""
+
+    encoding: PositionEncoding
+    request: PERequest
+    parameters: dict[str, Any]
+    lengths: Lengths
+    randomized: int | None
+
+    @property
+    def name(self) -> str:
+        return self.encoding.name
+
+    @property
+    def label(self) -> str:
+        """The name, the parameters set on the command line, ``+randomized``."""
+        overrides = ",".join(
+            f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
+            for key, value in sorted(self.request.parameters.items())
+        )
+        return self.name + (f"({overrides})" if overrides else "") + self.request.label_suffix
+
+    def rope(self, evaluation: bool) -> dict[str, Any]:
+        """The Llama config's ``rope_parameters`` in training or in evaluation."""
+        return self.encoding.rope(self.parameters, self.lengths, evaluation)
+
+    @property
+    def when(self) -> str:
+        return self.encoding.when(self.parameters, self.lengths)
+
+    @property
+    def max_positions(self) -> int:
+        """``max_position_embeddings`` of the Llama config."""
+        if self.encoding.max_positions is not None:
+            return self.encoding.max_positions(self.parameters, self.lengths)
+        return self.table_positions
+
+    @property
+    def table_positions(self) -> int:
+        """Rows of an input-position table: every position the model can meet."""
+        return max(self.lengths.test + 1, self.randomized or 0)
+
+    def training_key(self) -> str:
+        """What training depends on: runs with equal keys train identically."""
+        return json.dumps(
+            {
+                "rope": self.rope(evaluation=False),
+                "attention": self.encoding.attention,
+                "input_positions": self.encoding.input_positions is not None
+                and [self.name, self.parameters],
+                "max_positions": self.max_positions,
+                "randomized": self.randomized,
+            },
+            sort_keys=True,
+        )
+
+    def record(self) -> dict[str, Any]:
+        """Everything about the encoding a run folder records."""
+        module = self.encoding.input_positions
+        return {
+            "name": self.name,
+            "label": self.label,
+            "source": self.encoding.source,
+            "summary": self.encoding.summary,
+            "when": self.when,
+            "parameters": dict(self.parameters),
+            "rope_parameters": {"train": self.rope(False), "evaluation": self.rope(True)},
+            "attention": self.encoding.attention,
+            "input_positions": None if module is None else getattr(module, "__name__", "module"),
+            "randomized_positions": self.randomized,
+            "confound": self.encoding.confound,
+        }
+
+
+def as_request(pe: str | PERequest) -> PERequest:
+    """A bare name is a request with the defaults."""
+    return pe if isinstance(pe, PERequest) else PERequest(name=pe)
+
+
+def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
+    """``request`` for a run with ``lengths``; every problem a :class:`PEError` line."""
+    encoding = ENCODINGS[request.name]
+    defaults = encoding.defaults(lengths)
+    allowed = {*defaults, *encoding.optional}
+    unknown = sorted(set(request.parameters) - allowed)
+    if unknown:
+        accepted = ", ".join(sorted(allowed)) or "none"
+        raise PEError(
+            f"--pe-param {unknown[0]}: {encoding.name} has no such parameter "
+            f"(parameters: {accepted})"
+        )
+    parameters = {**defaults, **request.parameters}
+    randomized = request.randomized
+    if randomized == "auto":
+        randomized = lengths.test + 1
+    if randomized is not None and randomized < lengths.test + 1:
+        raise PEError(
+            f"--randomized-positions {randomized}: the range must hold the test rows' "
+            f"{lengths.test + 1} positions (L'+1)"
+        )
+    resolved = ResolvedPE(encoding, request, parameters, lengths, randomized)
+    try:
+        resolved.rope(False), resolved.rope(True)
+    except (ValueError, TypeError, KeyError) as error:
+        raise PEError(f"--pe {request.name}: {error}") from None
+    return resolved
+
+
+def listing(lengths: Lengths) -> list[str]:
+    """``--list-pe``: one line per registered encoding: name, train- or evaluation-time,
+    where it comes from, summary."""
+    encodings = available()
+    width = max(map(len, encodings))
+    lines = []
+    for name, encoding in encodings.items():
+        when = encoding.when(encoding.defaults(lengths), lengths)
+        source = "" if encoding.source == "built-in" else f" [{encoding.source}]"
+        lines.append(f"{name:<{width}}  {when:<15}  {encoding.summary}{source}")
+    return lines

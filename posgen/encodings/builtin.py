@@ -1,39 +1,18 @@
-"""Every built-in position encoding, in table order, and the constructors plugins use too.
+"""Every built-in position encoding, registered in table order, and the constructors
+(:func:`rope_encoding`, :func:`bias_encoding`) that plugins use too.
 
-Rope encodings are rows of :data:`ROPE_TYPES`; each row with ``resonance=True`` also gives
-its Resonance twin (``resonance`` for ``rope``, else ``resonance_<name>``): the same
-parameters, every rotary wavelength ``2*pi/theta_i`` rounded to the nearest integer
-(like the authors' code, *every* dimension, also those longer than L). Defaults come from
-the data's lengths (``s = (L'+1)/(L+1)``, positions count BOS); ``--pe-param key=value``
-changes any of them:
-
-=========================  ================  =================================================
-``--pe``                   rope type         defaults (``rope_theta`` 10000 for all)
-=========================  ================  =================================================
-``rope``                   ``default``       -
-``yarn`` (paper)           ``yarn``          ``factor`` s, ``original_max_position_embeddings``
-                                             L'+1, ``beta_fast`` 2, ``beta_slow`` 1,
-                                             ``scale_at`` evaluation
-``linear`` (PI)            ``linear``        ``factor`` s, ``scale_at`` evaluation
-``dynamic`` (dynamic NTK)  ``dynamic``       ``factor`` 1; ``max_position_embeddings`` L+1
-``longrope``               ``longrope``      ``factor`` s, ``original_max_position_embeddings``
-                                             L+1, ``short_factor`` 1, ``long_factor`` s
-``llama3``                 ``llama3``        ``factor`` s, ``original_max_position_embeddings``
-                                             L+1, ``low_freq_factor`` 1, ``high_freq_factor``
-                                             4, ``scale_at`` evaluation
-``proportional`` (partial) ``proportional``  ``partial_rotary_factor`` 0.5, ``factor`` 1
-``nope``                   ``proportional``  ``partial_rotary_factor`` 0 (nothing rotates)
-=========================  ================  =================================================
-
-``scale_at=evaluation`` trains with the unscaled ``default`` frequencies (``resonance`` for the
-twins) and validates and tests with the scaled ones; ``train`` scales throughout. ``dynamic``
-and ``longrope`` scale themselves by the row length (train-time). transformers' ``default``
-type *ignores* ``partial_rotary_factor``, so partial RoPE and NoPE use ``proportional``: the
-first ``partial_rotary_factor * d/2`` pairs keep RoPE's frequencies, the others get 0.
-``longrope`` has no twin: transformers switches its factors only for the type named
-``longrope``. Then ALiBi (a bias in the attention), learned and sinusoidal absolute
-positions (added to the input embeddings), and :class:`RandomPositions`, which combine with
-any of them.
+Rope encodings are rows of :data:`ROPE_TYPES`: a parameter table over ``rope_theta`` 10000,
+with defaults from the data's lengths (``s = (L'+1)/(L+1)``, positions count BOS), each
+changed by ``--pe-param key=value``. A row with ``resonance=True`` also gives its Resonance
+twin (``resonance`` for ``rope``, else ``resonance_<type>``): the same parameters, every
+rotary wavelength ``2*pi/theta_i`` rounded to an integer (like the authors' code, *every*
+dimension, also those longer than L). ``scale_at=evaluation`` trains with the unscaled
+``default`` frequencies (``resonance`` for the twins) and validates and tests with the scaled
+ones; ``train`` scales throughout. transformers' ``default`` type *ignores*
+``partial_rotary_factor``, so partial RoPE and NoPE use ``proportional``. ``longrope`` has no
+twin: transformers switches its factors only for the type named ``longrope``. Then ALiBi (a
+bias in the attention), learned and sinusoidal positions (added to the input embeddings), and
+:class:`RandomPositions`, which combine with any of them.
 
 >>> lengths = Lengths(train=64, test=256, head_dim=16, heads=4)
 >>> LINEAR = ENCODINGS["linear"]
@@ -60,7 +39,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from posgen.encodings.registry import ENCODINGS, PES, Lengths, PositionEncoding, register
+from posgen.encodings import ENCODINGS, PES, Lengths, PositionEncoding, register
 
 THETA = 10_000.0
 SCALE_AT = ("evaluation", "train")

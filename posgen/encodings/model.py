@@ -20,8 +20,8 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
+from posgen.encodings import Lengths, PERequest, ResolvedPE, resolve
 from posgen.encodings.builtin import PARAMETERS_ATTRIBUTE
-from posgen.encodings.registry import Lengths, PERequest, ResolvedPE, resolve
 
 PE_FILE = "position_encoding.json"
 ATTRIBUTE = "position_embedding"
