@@ -181,11 +181,14 @@ class Registry(Mapping[str, PositionEncoding]):
             raise PEError(f"position encoding {name!r} is already registered")
         self._entries[name] = entry
 
-    def _all(self) -> dict[str, PositionEncoding | _Lazy]:
+    def _all(self, name: str | None = None) -> dict[str, PositionEncoding | _Lazy]:
+        """The entries; entry points are read unless ``name`` is registered already."""
         if not self._loaded:
             self._loaded = True
             importlib.import_module(self._builtin)  # registers the built-ins
         out = dict(self._entries)
+        if name in out:
+            return out
         for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
             dist = getattr(point, "dist", None)
             source = f"entry point {point.value}" + (f" ({dist.name})" if dist else "")
@@ -194,7 +197,7 @@ class Registry(Mapping[str, PositionEncoding]):
         return out
 
     def __getitem__(self, name: str) -> PositionEncoding:
-        entries = self._all()
+        entries = self._all(name)
         if name in entries:
             entry = entries[name]
             return entry.load() if isinstance(entry, _Lazy) else entry
@@ -206,7 +209,7 @@ class Registry(Mapping[str, PositionEncoding]):
         )
 
     def __contains__(self, name: object) -> bool:
-        return name in self._all()
+        return name in self._all(name if isinstance(name, str) else None)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._all())

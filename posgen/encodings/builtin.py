@@ -431,14 +431,6 @@ SPLITS = {"validation": 1, "test": 2}
 """Counter keys of the evaluation splits."""
 
 
-def sorted_positions(key: list[int], count: int, range_size: int) -> np.ndarray:
-    """``count`` distinct positions from ``0 .. range_size-1``, ascending, keyed by ``key``."""
-    if count > range_size:
-        raise ValueError(f"cannot draw {count} distinct positions from {range_size}")
-    rng = np.random.default_rng(np.random.SeedSequence(key))
-    return np.sort(rng.choice(range_size, size=count, replace=False))
-
-
 @dataclass(frozen=True)
 class RandomPositions:
     """The randomized position ids of one run (``seed``) over ``0 .. range_size-1``.
@@ -458,8 +450,15 @@ class RandomPositions:
     range_size: int
 
     def _rows(self, keys: list[list[int]], length: int) -> torch.Tensor:
-        out = np.stack([sorted_positions(key, length, self.range_size) for key in keys])
-        return torch.from_numpy(out.astype(np.int64))
+        if length > self.range_size:
+            raise ValueError(f"cannot draw {length} distinct positions from {self.range_size}")
+        rows = [
+            np.random.default_rng(np.random.SeedSequence(key)).choice(
+                self.range_size, size=length, replace=False
+            )
+            for key in keys
+        ]
+        return torch.from_numpy(np.sort(np.stack(rows), axis=1).astype(np.int64))
 
     def training(self, step: int, rows: int, length: int) -> torch.Tensor:
         """Position ids ``(rows, length)`` of training step ``step``'s batch."""
