@@ -14,10 +14,10 @@ enters the *same* stock ``LlamaForCausalLM`` through one or more of three doors:
 - ``input_positions``: a module mapping position ids ``(batch, T)`` to vectors
   ``(batch, T, hidden)`` added to the token embeddings (learned, sinusoidal).
 
-:data:`ENCODINGS` maps every name to its encoding. Built-ins (imported on first use) and
-plugins enter it through the same :func:`register`; the entry points of the group
-``posgen.position_encodings`` and any ``package.module:NAME`` are lazy entries, imported when
-asked for. Parameters are ``key=value`` pairs over defaults computed from the data's
+:data:`ENCODINGS` maps every name to its encoding. The built-ins (imported on first use)
+enter it through :func:`register`, built by the constructors plugins use; a plugin's entry
+point (group ``posgen.position_encodings``) and any ``package.module:NAME`` are lazy entries,
+imported when asked for. Parameters are ``key=value`` pairs over defaults computed from the data's
 :class:`Lengths`. An encoding is *train-time* when it trains and evaluates with the same rope
 parameters, *evaluation-time* when training uses other (unscaled) ones, as the paper's YaRN.
 
@@ -159,10 +159,10 @@ class _Lazy:
 
 
 class Registry(Mapping[str, PositionEncoding]):
-    """Every position encoding by name: built-ins first (in table order), then the entry
-    points of :data:`ENTRY_POINT_GROUP` by name (a built-in name wins). ``package.module:NAME``
-    looks up that object without registering it. Entry points are read on every use, so a
-    package installed meanwhile is found."""
+    """Every position encoding by name: what :meth:`register` added (the built-ins in table
+    order), then the entry points of :data:`ENTRY_POINT_GROUP` by name (a registered name
+    wins), read whenever a name is not registered, so a package installed meanwhile is found.
+    ``package.module:NAME`` looks up that object without registering it."""
 
     def __init__(self, builtin: str) -> None:
         self._builtin = builtin
