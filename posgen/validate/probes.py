@@ -23,9 +23,8 @@ from posgen.arrow_io import probe_schema
 from posgen.generator import generate_rows
 from posgen.probe import ProbeBlock, alter_rows, far_rule_answers
 from posgen.spec import probe_source
-from posgen.validate.prefetch import prefetch
 from posgen.validate.report import CheckResult
-from posgen.validate.schema import _flat
+from posgen.validate.schema import _flat, prefetch
 from posgen.validate.sources import SplitData
 
 COLUMNS = ("id", "tokens", "source_id", "replaced", "probed", "far_rule")
