@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from posgen.card.result_cells import mean_std_cell, pe_order
-from posgen.card.task_measures import measure_sentences
+from posgen.card.tasks import measure_sentences
 from posgen.errors import UsageError
 from posgen.scoring.metrics import ScoreReport
 from posgen.scoring.plot import save_figure
