@@ -24,20 +24,17 @@ from posgen.scoring.baselines import (
     baseline_scores,
     folder_baseline,
 )
-from posgen.scoring.errors import ScoringError
 from posgen.scoring.folder import score_file, score_reference
-from posgen.scoring.lm_inputs import (
+from posgen.scoring.metrics import ScoreReport, ScoringError, score, score_arrays
+from posgen.scoring.prediction_files import (
     IGNORE_INDEX,
     LMInputs,
-    lm_arrays,
-    predictions_from_logits,
-    vocab_size,
-)
-from posgen.scoring.metrics import ScoreReport, score, score_arrays
-from posgen.scoring.prediction_files import (
     Predictions,
     align_to_ids,
+    lm_arrays,
+    predictions_from_logits,
     read_predictions,
+    vocab_size,
     write_predictions,
 )
 from posgen.scoring.reference import ReferenceSplit, load_reference

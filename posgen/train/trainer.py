@@ -58,8 +58,12 @@ from transformers import LlamaForCausalLM
 
 from posgen import __version__, signals
 from posgen.scoring.folder import score_aligned, score_reference
-from posgen.scoring.lm_inputs import lm_arrays, predictions_from_logits, vocab_size
-from posgen.scoring.prediction_files import write_predictions
+from posgen.scoring.prediction_files import (
+    lm_arrays,
+    predictions_from_logits,
+    vocab_size,
+    write_predictions,
+)
 from posgen.scoring.reference import ReferenceSplit, load_splits
 from posgen.scoring.reliance import ProbeSplit, RelianceReport, load_probe, score_probe
 from posgen.spec import PROBE_SPLIT, TaskSpec
