@@ -313,43 +313,5 @@ def check_reference(tokens: np.ndarray, spec: TaskSpec) -> None:
         )
 
 
-def score(
-    reference: Any,
-    predictions: Any,
-    spec: TaskSpec,
-    *,
-    ids: Any = None,
-    bucket_width: int = DEFAULT_BUCKET_WIDTH,
-    config: str | None = None,
-    split: str | None = None,
-) -> ScoreReport:
-    """Score predictions of one split of ``spec``: the API for training loops.
-
-    ``reference`` is a ``(rows, L')`` array or a ``datasets.Dataset`` / ``pyarrow.Table``
-    with ``id`` and ``tokens`` columns. ``predictions`` is ``(rows, L')`` or
-    ``(rows, L' - w)``, in the reference's row order, or in the order of ``ids`` when given.
-
-    >>> import numpy as np
-    >>> from posgen.spec import TaskSpec
-    >>> from posgen.generator import generate_split
-    >>> spec = TaskSpec(task="cot", train_size=8, val_size=4, test_size=4)
-    >>> tokens = generate_split(spec, "test")
-    >>> score(tokens, tokens, spec).summary()
-    {'id_accuracy': 1.0, 'ood_accuracy': 1.0}
-    """
-    from posgen.scoring.reference import reference_arrays
-
-    ref_ids, ref_tokens = reference_arrays(reference)
-    check_reference(ref_tokens, spec)
-    preds = np.asarray(predictions)
-    if ids is not None:
-        from posgen.scoring.prediction_files import align_to_ids
-
-        preds = align_to_ids(np.asarray(ids), preds, ref_ids)
-    return score_arrays(
-        ref_tokens, preds, **spec_frame(spec), bucket_width=bucket_width, config=config, split=split
-    )
-
-
 class ScoringError(UsageError, ValueError):
     """Predictions, ids or a reference that cannot be scored together (one line)."""
