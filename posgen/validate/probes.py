@@ -28,7 +28,6 @@ from posgen.validate.schema import _flat, prefetch
 from posgen.validate.sources import SplitData
 
 COLUMNS = ("id", "tokens", "source_id", "replaced", "probed", "far_rule")
-SHOWN = 3
 
 
 @dataclass
@@ -78,22 +77,16 @@ def check_probe_split(data: SplitData) -> tuple[CheckResult, ProbeTally]:
             reason = " ".join(str(error).split())
             tally.add("unreadable part(s)", 1, f"{part.label}: {reason}")
     problems = tally.problems()
-    if not problems:
-        message = (
-            f"{tally.rows} probe rows match their {probe_source(data.split)} rows and the "
-            f"rule's replacements; {tally.probed:,} far-rule answers recomputed"
-        )
-        result = CheckResult(
-            check="probe", config=data.config, split=data.split, ok=True, message=message
-        )
-        return result, tally
-    more = f" (+{len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
-    result = CheckResult(
-        check="probe",
+    message = (
+        f"{tally.rows} probe rows match their {probe_source(data.split)} rows and the "
+        f"rule's replacements; {tally.probed:,} far-rule answers recomputed"
+    )
+    result = CheckResult.of(
+        "probe",
+        problems,
+        message,
         config=data.config,
         split=data.split,
-        ok=False,
-        message="; ".join(problems[:SHOWN]) + more,
         failures=sum(tally.counts.values()),
     )
     return result, tally

@@ -189,17 +189,12 @@ def _result(
     tally: SplitTally, check: str, problems: list[str], ok_message: str, failures: int
 ) -> CheckResult:
     data = tally.data
-    if not problems:
-        return CheckResult(
-            check=check, config=data.config, split=data.split, ok=True, message=ok_message
-        )
-    more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-    return CheckResult(
-        check=check,
+    return CheckResult.of(
+        check,
+        problems,
+        ok_message,
         config=data.config,
         split=data.split,
-        ok=False,
-        message="; ".join(problems[:3]) + more,
         failures=max(1, failures),
     )
 

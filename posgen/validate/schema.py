@@ -125,10 +125,6 @@ def decode_batch(batch: pa.RecordBatch, length: int | None, modulus: int, first_
     return decoded
 
 
-SHOWN = 3
-"""Problems spelled out in one result's message (the rest are counted)."""
-
-
 def check_integrity(source: Source) -> list[CheckResult]:
     """One result per (config, split) of the manifest, and one for unlisted files."""
     if source.manifest is None or source.root is None:
@@ -150,7 +146,10 @@ def check_integrity(source: Source) -> list[CheckResult]:
                 continue
             mine = [str(p) for p in problems if (p.config, p.split) == (config, data.split)]
             files = len(source.manifest.configs[config].splits[data.split].files)
-            results.append(_result(config, data.split, head + mine, files))
+            message = f"{files} file(s) match the manifest (sha256, rows, spec id)"
+            results.append(
+                CheckResult.of("integrity", head + mine, message, config=config, split=data.split)
+            )
             head = []
     results.append(_unlisted([p for p in problems if p.config is None]))
     return results
@@ -158,11 +157,7 @@ def check_integrity(source: Source) -> list[CheckResult]:
 
 def damaged_result(error: DamagedDataset) -> CheckResult:
     """The one failing result of a folder whose manifest cannot be used."""
-    lines = error.lines
-    more = f" (+{len(lines) - SHOWN} more)" if len(lines) > SHOWN else ""
-    return CheckResult(
-        check="integrity", ok=False, message="; ".join(lines[:SHOWN]) + more, failures=len(lines)
-    )
+    return CheckResult.of("integrity", list(error.lines) or [str(error)], "")
 
 
 def _spec_difference(given: TaskSpec, recorded: TaskSpec) -> str:
@@ -172,37 +167,8 @@ def _spec_difference(given: TaskSpec, recorded: TaskSpec) -> str:
 
 
 def _unlisted(problems: list[Problem]) -> CheckResult:
-    if not problems:
-        return CheckResult(check="integrity", ok=True, message="no unlisted data files")
-    more = f" (+{len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
-    return CheckResult(
-        check="integrity",
-        ok=False,
-        message=f"{len(problems)} data file(s) not in the manifest: "
-        + "; ".join(str(p) for p in problems[:SHOWN])
-        + more,
-        failures=len(problems),
-    )
-
-
-def _result(config: str, split: str, problems: list[str], files: int) -> CheckResult:
-    if not problems:
-        return CheckResult(
-            check="integrity",
-            config=config,
-            split=split,
-            ok=True,
-            message=f"{files} file(s) match the manifest (sha256, rows, spec id)",
-        )
-    more = f" (+{len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
-    return CheckResult(
-        check="integrity",
-        config=config,
-        split=split,
-        ok=False,
-        message="; ".join(problems[:SHOWN]) + more,
-        failures=len(problems),
-    )
+    prefix = f"{len(problems)} data file(s) not in the manifest: "
+    return CheckResult.of("integrity", problems, "no unlisted data files", prefix=prefix)
 
 
 T = TypeVar("T")
