@@ -53,7 +53,7 @@ from posgen.consistency import candidate_count, question_lookbacks, refusal, sam
 from posgen.ops import get_op, mix64
 from posgen.spec import TaskSpec
 from posgen.validate.shortcuts import is_prime, local_rules, rule_lookbacks
-from posgen.validate.window import _operands, _take
+from posgen.validate.window import operand_slots, take_slot
 
 AUDIT_TOKENS = 1 << 18
 """Tokens of a split (its first rows) that the copy and linear rules are measured on: rows
@@ -320,10 +320,10 @@ def operand_sensitivity(spec: TaskSpec, tokens: np.ndarray) -> tuple[float, int]
     samples = max(1, min(SENSITIVITY_SAMPLES, SENSITIVITY_CELLS // window))
     take = max(1, min(rows, -(-samples // per_row)))
     sample = tokens[:take]
-    slots = _operands(spec.task, length, spec.near, spec.far)
+    slots = operand_slots(spec.task, length, spec.near, spec.far)
     operands = np.empty((window, min(samples, take * per_row)), dtype=np.int64)
     for i, slot in enumerate(slots):
-        column = np.broadcast_to(_take(sample, slot), (take, per_row)).reshape(-1)
+        column = np.broadcast_to(take_slot(sample, slot), (take, per_row)).reshape(-1)
         operands[i] = column[: operands.shape[1]]
     op = get_op(spec.op)
     base = op.apply(operands, m, spec.op_key, far=spec.far)

@@ -24,7 +24,7 @@ from posgen.generator import generate_rows
 from posgen.probe import ProbeBlock, alter_rows, far_rule_answers
 from posgen.spec import probe_source
 from posgen.validate.report import CheckResult
-from posgen.validate.schema import _flat, prefetch
+from posgen.validate.schema import list_column, prefetch
 from posgen.validate.sources import SplitData
 
 COLUMNS = ("id", "tokens", "source_id", "replaced", "probed", "far_rule")
@@ -126,7 +126,7 @@ def _check_batch(
         bad.size,
         f"{label} row {first + bad[0]} says {source_ids[bad[0]]}" if bad.size else "",
     )
-    offsets, values, _ = _flat(_column(batch, "tokens"))
+    offsets, values, _ = list_column(_column(batch, "tokens"))
     lengths = np.diff(offsets)
     if length is None or (lengths != length).any():
         row = int(np.argmax(lengths != length)) if length is not None else 0
@@ -163,7 +163,7 @@ def _check_batch(
 
 def _relative(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Offsets (from 0) and values of list column ``name``."""
-    offsets, values, _ = _flat(_column(batch, name))
+    offsets, values, _ = list_column(_column(batch, name))
     return offsets - offsets[0], values[offsets[0] : offsets[-1]]
 
 

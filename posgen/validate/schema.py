@@ -70,7 +70,7 @@ def type_problems(schema: pa.Schema, modulus: int, exact: bool) -> list[str]:
     return problems
 
 
-def _flat(column: pa.Array) -> tuple[np.ndarray, np.ndarray, int]:
+def list_column(column: pa.Array) -> tuple[np.ndarray, np.ndarray, int]:
     """(offsets, values, null rows) of a list column, whatever its list type."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
@@ -98,7 +98,7 @@ def decode_batch(batch: pa.RecordBatch, length: int | None, modulus: int, first_
         ids = id_column.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     else:
         ids = expected_ids
-    offsets, values, nulls = _flat(batch.column(names.index("tokens")))
+    offsets, values, nulls = list_column(batch.column(names.index("tokens")))
     lengths = np.diff(offsets)
     good = lengths == length if length is not None else np.zeros(n, dtype=bool)
     if good.all():
