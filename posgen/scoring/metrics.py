@@ -124,6 +124,12 @@ def _accuracy(correct: int, total: int) -> Accuracy:
     return Accuracy(correct=int(correct), tokens=int(total), accuracy=ratio(correct, total))
 
 
+def require_integers(dtype: np.dtype) -> None:
+    """Token ids are plain integers: not bool, float, timedelta64, datetime64 or objects."""
+    if dtype.kind not in "iu":
+        raise ScoringError(f"predictions must be integer token ids, got dtype {dtype}")
+
+
 def check_predictions(
     predictions: np.ndarray, rows: int, length: int, window: int, modulus: int
 ) -> np.ndarray:
@@ -133,8 +139,7 @@ def check_predictions(
     :class:`ScoringError` on any other shape, non-integer values or tokens outside [0, m).
     """
     array = np.asarray(predictions)
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
-        raise ScoringError(f"predictions must be integer token ids, got dtype {array.dtype}")
+    require_integers(array.dtype)
     if array.ndim != 2 or array.shape[0] != rows or array.shape[1] not in (length, length - window):
         raise ScoringError(
             f"predictions have shape {array.shape}; expected ({rows}, {length}) "

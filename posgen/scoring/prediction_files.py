@@ -66,7 +66,7 @@ import pyarrow.parquet as pq
 
 from posgen.arrow_io import PARQUET_OPTIONS, token_type
 from posgen.errors import not_utf8
-from posgen.scoring.metrics import ScoringError
+from posgen.scoring.metrics import ScoringError, require_integers
 from posgen.spec import TaskSpec
 from posgen.store.durable import durable_file
 
@@ -186,7 +186,7 @@ def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
         offset = handle.tell()
     if len(shape) != 2:
         raise ScoringError(f"expected a 2-D array (rows, positions), got shape {shape}")
-    _check_integer(dtype, path)
+    require_integers(dtype)
     need = shape[0] * shape[1] * dtype.itemsize
     if need != size - offset:
         raise ScoringError(
@@ -253,12 +253,6 @@ def _read_jsonl(path: Path) -> Predictions:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_integer(dtype: np.dtype, path: Path) -> None:
-    """Token ids are plain integers: not bool, float, timedelta64, datetime64 or objects."""
-    if dtype.kind not in "iu":
-        raise ScoringError(f"predictions must be integer token ids, got {dtype}")
 
 
 def _from_table(table: pa.Table, path: Path) -> Predictions:
