@@ -145,7 +145,7 @@ def test_bad_prediction_files_are_one_error_line(data, tmp_path, case):
     descr=st.sampled_from(["<u1", "<i2", "<i8", ">u2", "<f4", "<m8[s]", "|b1"]),
 )  # fmt: skip
 def test_npy_headers_are_checked_against_the_file_before_reading(rows, width, held, descr):
-    from posgen.scoring.errors import ScoringError
+    from posgen.scoring.metrics import ScoringError
     from posgen.scoring.prediction_files import read_predictions
 
     with tempfile.TemporaryDirectory() as tmp:

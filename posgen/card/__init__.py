@@ -6,10 +6,9 @@ cards in ``data_cards/`` are checked for drift. Sections:
 
 - YAML front matter the Hub and ``datasets`` read (:mod:`posgen.card.front_matter`);
 - what POSGEN measures, the tasks with worked examples and pictures
-  (:mod:`posgen.card.task_text`);
-- the spec, split and file tables (:mod:`posgen.card.facts`);
-- validation and audit (:mod:`posgen.card.validation`);
-- loading, scoring, regenerating, seeding, citation (:mod:`posgen.card.usage`).
+  (:mod:`posgen.card.tasks`);
+- the spec, split and file tables, validation and audit, loading, scoring, regenerating,
+  seeding, citation (:mod:`posgen.card.facts`).
 """
 
 from __future__ import annotations
@@ -17,21 +16,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from posgen.card.dataset_info import DataMismatch, dataset_info
-from posgen.card.facts import files_section, spec_section, splits_section
-from posgen.card.front_matter import front_matter, render_front_matter
-from posgen.card.probe_text import probe_section
-from posgen.card.reference_results import results_section
-from posgen.card.task_measures import measures_section
-from posgen.card.task_text import MEASURES, tasks_section
-from posgen.card.usage import (
+from posgen.card.facts import (
     citation_section,
+    files_section,
     load_section,
     regenerate_section,
     score_section,
     seeding_section,
+    spec_section,
+    splits_section,
+    validation_section,
 )
-from posgen.card.validation import validation_section
+from posgen.card.front_matter import DataMismatch, dataset_info, front_matter, render_front_matter
+from posgen.card.reference_results import results_section
+from posgen.card.tasks import MEASURES, measures_section, probe_section, tasks_section
 from posgen.store.durable import write_atomically
 from posgen.store.layout import CARD_NAME
 from posgen.store.manifest import Manifest, read_manifest

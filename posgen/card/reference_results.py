@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from posgen.card.markdown import table
+from posgen.card.facts import table
 from posgen.encodings import pe_order
 from posgen.store.manifest import Manifest
 from posgen.units import mean_std_cell

@@ -17,8 +17,8 @@ from posgen.cli.options import (
 )
 from posgen.cli.split_loading import load_probe_split, load_split
 from posgen.scoring.baselines import BASELINES, PROBE_BASELINES, baseline_predictions
-from posgen.scoring.errors import ScoringError
 from posgen.scoring.folder import score_aligned
+from posgen.scoring.metrics import ScoringError
 from posgen.scoring.prediction_files import file_format, write_predictions
 from posgen.scoring.reliance import score_probe
 from posgen.spec import is_probe_split

@@ -12,9 +12,8 @@ from posgen.cli.options import config_option, data_option, json_option, plot_opt
 from posgen.cli.outputs import output_problems
 from posgen.cli.paths import PathArg
 from posgen.cli.split_loading import load_probe_split, load_split
-from posgen.scoring.errors import ScoringError
 from posgen.scoring.folder import score_reference
-from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport
+from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport, ScoringError
 from posgen.scoring.plot import (
     PLOT_HINT,
     PlotUnavailable,

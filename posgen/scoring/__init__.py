@@ -17,6 +17,10 @@ On a probe split, :func:`score_probe` reports far-reliance (the oracle follows t
 1.0
 """
 
+from typing import Any
+
+import numpy as np
+
 from posgen.scoring.baselines import (
     BASELINES,
     PROBE_BASELINES,
@@ -24,23 +28,27 @@ from posgen.scoring.baselines import (
     baseline_scores,
     folder_baseline,
 )
-from posgen.scoring.errors import ScoringError
 from posgen.scoring.folder import score_file, score_reference
-from posgen.scoring.lm_inputs import (
+from posgen.scoring.metrics import (
+    DEFAULT_BUCKET_WIDTH,
+    ScoreReport,
+    ScoringError,
+    check_reference,
+    score_arrays,
+    spec_frame,
+)
+from posgen.scoring.prediction_files import (
     IGNORE_INDEX,
     LMInputs,
-    lm_arrays,
-    predictions_from_logits,
-    vocab_size,
-)
-from posgen.scoring.metrics import ScoreReport, score, score_arrays
-from posgen.scoring.prediction_files import (
     Predictions,
     align_to_ids,
+    lm_arrays,
+    predictions_from_logits,
     read_predictions,
+    vocab_size,
     write_predictions,
 )
-from posgen.scoring.reference import ReferenceSplit, load_reference
+from posgen.scoring.reference import ReferenceSplit, load_reference, reference_arrays
 from posgen.scoring.reliance import (
     ProbeSplit,
     RelianceReport,
@@ -49,6 +57,40 @@ from posgen.scoring.reliance import (
     reliance_arrays,
     score_probe,
 )
+from posgen.spec import TaskSpec
+
+
+def score(
+    reference: Any,
+    predictions: Any,
+    spec: TaskSpec,
+    *,
+    ids: Any = None,
+    bucket_width: int = DEFAULT_BUCKET_WIDTH,
+    config: str | None = None,
+    split: str | None = None,
+) -> ScoreReport:
+    """Score predictions of one split of ``spec``: the API for training loops.
+
+    ``reference`` is a ``(rows, L')`` array or a ``datasets.Dataset`` / ``pyarrow.Table``
+    with ``id`` and ``tokens`` columns. ``predictions`` is ``(rows, L')`` or
+    ``(rows, L' - w)``, in the reference's row order, or in the order of ``ids`` when given.
+
+    >>> from posgen.generator import generate_split
+    >>> spec = TaskSpec(task="cot", train_size=8, val_size=4, test_size=4)
+    >>> tokens = generate_split(spec, "test")
+    >>> score(tokens, tokens, spec).summary()
+    {'id_accuracy': 1.0, 'ood_accuracy': 1.0}
+    """
+    ref_ids, ref_tokens = reference_arrays(reference)
+    check_reference(ref_tokens, spec)
+    preds = np.asarray(predictions)
+    if ids is not None:
+        preds = align_to_ids(np.asarray(ids), preds, ref_ids)
+    return score_arrays(
+        ref_tokens, preds, **spec_frame(spec), bucket_width=bucket_width, config=config, split=split
+    )
+
 
 __all__ = [
     "BASELINES",

@@ -15,8 +15,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from posgen.scoring.errors import ScoringError
-from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport, score_arrays, spec_frame
+from posgen.scoring.metrics import (
+    DEFAULT_BUCKET_WIDTH,
+    ScoreReport,
+    ScoringError,
+    score_arrays,
+    spec_frame,
+)
 from posgen.scoring.prediction_files import predictions_for, write_predictions
 from posgen.scoring.reference import ReferenceSplit, load_reference
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from posgen.scoring.errors import ScoringError
+from posgen.errors import UsageError
 
 if TYPE_CHECKING:
     from posgen.spec import TaskSpec
@@ -38,11 +38,13 @@ DEFAULT_BUCKET_WIDTH = 16
 """Positions per bucket of the bucketed curve."""
 
 
-class _Frozen(BaseModel):
+class Frozen(BaseModel):
+    """A frozen pydantic model that refuses unknown fields: every report of scoring."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Accuracy(_Frozen):
+class Accuracy(Frozen):
     """``correct`` out of ``tokens`` (or rows, for exact match); accuracy None when 0."""
 
     correct: int = Field(ge=0, description="Correct predictions (or fully correct rows).")
@@ -50,7 +52,7 @@ class Accuracy(_Frozen):
     accuracy: float | None = Field(ge=0.0, le=1.0, description="correct / tokens.")
 
 
-class Bucket(_Frozen):
+class Bucket(Frozen):
     """Accuracy over positions ``[start, stop)``; ``ood`` marks buckets at or past L."""
 
     start: int = Field(ge=0)
@@ -61,7 +63,7 @@ class Bucket(_Frozen):
     accuracy: float | None = Field(ge=0.0, le=1.0)
 
 
-class Curve(_Frozen):
+class Curve(Frozen):
     """Accuracy at every scored position (``tokens`` = rows at each one)."""
 
     position: list[int] = Field(description="Positions w .. L'-1.")
@@ -70,7 +72,7 @@ class Curve(_Frozen):
     accuracy: list[float | None] = Field(description="correct / tokens at each position.")
 
 
-class FirstError(_Frozen):
+class FirstError(Frozen):
     """Where each row first goes wrong: rows per first wrong position, and rows never wrong."""
 
     position: list[int] = Field(description="First wrong positions that occur, ascending.")
@@ -79,7 +81,7 @@ class FirstError(_Frozen):
     median: float | None = Field(description="Median first wrong position over rows with one.")
 
 
-class ScoredSplit(_Frozen):
+class ScoredSplit(Frozen):
     """What was scored: the split, its shape, its OOD boundary and the bucket width."""
 
     spec_id: str | None = Field(description="Spec id of the data scored.")
@@ -114,12 +116,18 @@ class ScoreReport(ScoredSplit):
         return {"id_accuracy": self.id.accuracy, "ood_accuracy": self.ood.accuracy}
 
 
-def _ratio(correct: int, total: int) -> float | None:
+def ratio(correct: int, total: int) -> float | None:
     return correct / total if total else None
 
 
 def _accuracy(correct: int, total: int) -> Accuracy:
-    return Accuracy(correct=int(correct), tokens=int(total), accuracy=_ratio(correct, total))
+    return Accuracy(correct=int(correct), tokens=int(total), accuracy=ratio(correct, total))
+
+
+def require_integers(dtype: np.dtype) -> None:
+    """Token ids are plain integers: not bool, float, timedelta64, datetime64 or objects."""
+    if dtype.kind not in "iu":
+        raise ScoringError(f"predictions must be integer token ids, got dtype {dtype}")
 
 
 def check_predictions(
@@ -131,8 +139,7 @@ def check_predictions(
     :class:`ScoringError` on any other shape, non-integer values or tokens outside [0, m).
     """
     array = np.asarray(predictions)
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
-        raise ScoringError(f"predictions must be integer token ids, got dtype {array.dtype}")
+    require_integers(array.dtype)
     if array.ndim != 2 or array.shape[0] != rows or array.shape[1] not in (length, length - window):
         raise ScoringError(
             f"predictions have shape {array.shape}; expected ({rows}, {length}) "
@@ -242,7 +249,7 @@ def score_arrays(
             position=positions.tolist(),
             correct=per_position.tolist(),
             tokens=[rows] * positions.size,
-            accuracy=[_ratio(int(c), rows) for c in per_position.tolist()],
+            accuracy=[ratio(int(c), rows) for c in per_position.tolist()],
         ),
         first_error=FirstError(
             position=np.flatnonzero(counts).tolist(),
@@ -282,7 +289,7 @@ def _buckets(
                 ood=start >= boundary,
                 correct=correct,
                 tokens=tokens,
-                accuracy=_ratio(correct, tokens),
+                accuracy=ratio(correct, tokens),
             )
         )
     return buckets
@@ -296,7 +303,7 @@ def check_reference(tokens: np.ndarray, spec: TaskSpec) -> None:
     >>> check_reference(rows, TaskSpec(task="cot"))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    posgen.scoring.errors.ScoringError: reference rows have 30 tokens; spec ... has rows of 64, 256
+    posgen.scoring.metrics.ScoringError: reference rows have 30 tokens; spec ... has rows of 64, 256
     """
     lengths = (spec.train_length, *spec.test_lengths)
     if tokens.shape[0] and tokens.shape[1] not in lengths:
@@ -311,39 +318,5 @@ def check_reference(tokens: np.ndarray, spec: TaskSpec) -> None:
         )
 
 
-def score(
-    reference: Any,
-    predictions: Any,
-    spec: TaskSpec,
-    *,
-    ids: Any = None,
-    bucket_width: int = DEFAULT_BUCKET_WIDTH,
-    config: str | None = None,
-    split: str | None = None,
-) -> ScoreReport:
-    """Score predictions of one split of ``spec``: the API for training loops.
-
-    ``reference`` is a ``(rows, L')`` array or a ``datasets.Dataset`` / ``pyarrow.Table``
-    with ``id`` and ``tokens`` columns. ``predictions`` is ``(rows, L')`` or
-    ``(rows, L' - w)``, in the reference's row order, or in the order of ``ids`` when given.
-
-    >>> import numpy as np
-    >>> from posgen.spec import TaskSpec
-    >>> from posgen.generator import generate_split
-    >>> spec = TaskSpec(task="cot", train_size=8, val_size=4, test_size=4)
-    >>> tokens = generate_split(spec, "test")
-    >>> score(tokens, tokens, spec).summary()
-    {'id_accuracy': 1.0, 'ood_accuracy': 1.0}
-    """
-    from posgen.scoring.reference import reference_arrays
-
-    ref_ids, ref_tokens = reference_arrays(reference)
-    check_reference(ref_tokens, spec)
-    preds = np.asarray(predictions)
-    if ids is not None:
-        from posgen.scoring.prediction_files import align_to_ids
-
-        preds = align_to_ids(np.asarray(ids), preds, ref_ids)
-    return score_arrays(
-        ref_tokens, preds, **spec_frame(spec), bucket_width=bucket_width, config=config, split=split
-    )
+class ScoringError(UsageError, ValueError):
+    """Predictions, ids or a reference that cannot be scored together (one line)."""

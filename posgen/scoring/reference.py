@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from posgen.arrow_io import read_batch_rows, table_tokens
 from posgen.generator import storage_dtype
-from posgen.scoring.errors import ScoringError
+from posgen.scoring.metrics import ScoringError
 from posgen.spec import TaskSpec
 from posgen.store.check import read_listed
 from posgen.store.formats import manifest_format

@@ -28,15 +28,17 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from posgen.arrow_io import table_tokens
-from posgen.scoring.errors import ScoringError
 from posgen.scoring.metrics import (
     DEFAULT_BUCKET_WIDTH,
+    Frozen,
     ScoredSplit,
+    ScoringError,
     bucket_edges,
     checked_arrays,
+    ratio,
     spec_frame,
 )
 from posgen.spec import TaskSpec, is_probe_split
@@ -47,11 +49,7 @@ from posgen.store.manifest import read_manifest
 PROBE_COLUMNS = ("id", "tokens", "probed", "far_rule")
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Reliance(_Frozen):
+class Reliance(Frozen):
     """Probed targets, those where the two answers differ, and the predictions matching each."""
 
     probed: int = Field(ge=0, description="Probed targets.")
@@ -72,7 +70,7 @@ class RelianceBucket(Reliance):
     ood: bool
 
 
-class RelianceCurve(_Frozen):
+class RelianceCurve(Frozen):
     """Counts and shares at every position ``w .. L'-1``."""
 
     position: list[int]
@@ -102,12 +100,8 @@ class RelianceReport(ScoredSplit):
         }
 
 
-def _ratio(part: int, total: int) -> float | None:
-    return part / total if total else None
-
-
 def _shares(part: np.ndarray, total: np.ndarray) -> list[float | None]:
-    return [_ratio(p, t) for p, t in zip(part.tolist(), total.tolist(), strict=True)]
+    return [ratio(p, t) for p, t in zip(part.tolist(), total.tolist(), strict=True)]
 
 
 def _reliance(probed: int, counted: int, far: int, local: int) -> dict[str, Any]:
@@ -116,8 +110,8 @@ def _reliance(probed: int, counted: int, far: int, local: int) -> dict[str, Any]
         "counted": int(counted),
         "far": int(far),
         "local": int(local),
-        "far_reliance": _ratio(far, counted),
-        "local_reliance": _ratio(local, counted),
+        "far_reliance": ratio(far, counted),
+        "local_reliance": ratio(local, counted),
     }
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from posgen.card.task_measures import measure_sentences
+from posgen.card.tasks import measure_sentences
 from posgen.encodings import pe_order
 from posgen.errors import UsageError
 from posgen.scoring.metrics import ScoreReport

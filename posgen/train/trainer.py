@@ -61,8 +61,12 @@ from posgen.encodings import Lengths, PERequest, ResolvedPE, as_request, resolve
 from posgen.encodings.builtin import RandomPositions
 from posgen.encodings.model import llama_for, parameter_groups, save_model, use_frequencies
 from posgen.scoring.folder import score_aligned, score_reference
-from posgen.scoring.lm_inputs import lm_arrays, predictions_from_logits, vocab_size
-from posgen.scoring.prediction_files import write_predictions
+from posgen.scoring.prediction_files import (
+    lm_arrays,
+    predictions_from_logits,
+    vocab_size,
+    write_predictions,
+)
 from posgen.scoring.reference import ReferenceSplit, load_splits
 from posgen.scoring.reliance import ProbeSplit, RelianceReport, load_probe, score_probe
 from posgen.spec import PROBE_SPLIT, TaskSpec

@@ -8,10 +8,9 @@
 (True, 255)
 """
 
-from posgen.validate.api import validate
-from posgen.validate.lookback import QuestionLookbacks
+from posgen.validate.audits import QuestionLookbacks
 from posgen.validate.report import CheckResult, Report
-from posgen.validate.run import AuditThresholds
+from posgen.validate.run import AuditThresholds, validate
 from posgen.validate.sources import SourceError
 
 __all__ = [

@@ -36,6 +36,36 @@ class CheckResult(BaseModel):
     message: str = Field(max_length=4000, description="One readable line.")
     failures: int = Field(0, ge=0, description="How many items failed (files, rows, positions).")
 
+    @classmethod
+    def of(
+        cls,
+        check: str,
+        problems: list[Any],
+        ok_message: str,
+        *,
+        config: str | None = None,
+        split: str | None = None,
+        failures: int | None = None,
+        prefix: str = "",
+    ) -> CheckResult:
+        """Passed with ``ok_message`` when there are no ``problems``; else failed, spelling out
+        the first three problems and counting the rest.
+
+        >>> CheckResult.of("schema", ["a", "b", "c", "d"], "fine").message
+        'a; b; c (+1 more)'
+        """
+        if not problems:
+            return cls(check=check, config=config, split=split, ok=True, message=ok_message)
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        return cls(
+            check=check,
+            config=config,
+            split=split,
+            ok=False,
+            message=prefix + "; ".join(str(p) for p in problems[:3]) + more,
+            failures=len(problems) if failures is None else failures,
+        )
+
 
 class Report(BaseModel):
     """Every check's result and the facts measured on the data."""

@@ -1,26 +1,47 @@
-"""The validation run: stream every split once, feeding every per-row check.
+"""``validate(source, spec)``: every check on a dataset, as one :class:`Report`.
 
-One pass per split reads bounded batches (:func:`posgen.arrow_io.read_batch_rows`)
-and feeds the schema tally, the window recomputation, the hygiene keys and the audit
-counters; cross-split hygiene is settled once all splits of a config are read.
+One pass per split reads bounded batches and feeds the schema tally, the window
+recomputation, the hygiene keys and the audit counters; cross-split hygiene is settled once
+all splits of a config are read, and the tallies become check results and facts. Failure
+messages say where: the file for integrity and schema, and for a window failure the split,
+row id, position, expected and found token, and the total count.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from posgen.validate.audit import BalanceTally, operand_sensitivity, shortcut_hits
-from posgen.validate.copies import ShortcutTally
-from posgen.validate.hygiene import HygieneTally
-from posgen.validate.lookback import LookbackTally
-from posgen.validate.prefetch import prefetch
-from posgen.validate.schema import Decoded, decode_batch, type_problems
-from posgen.validate.sources import SplitData
-from posgen.validate.window import expected_targets
+from posgen.spec import TaskSpec, is_probe_split
+from posgen.store.manifest import DamagedDataset, NotADataset
+from posgen.store.pinned import read_whole
+from posgen.validate.audits import (
+    BalanceTally,
+    HygieneTally,
+    LookbackTally,
+    ShortcutTally,
+    operand_sensitivity,
+    shortcut_hits,
+)
+from posgen.validate.probes import check_probe_split
+from posgen.validate.report import CheckResult, Report
+from posgen.validate.schema import (
+    Decoded,
+    check_integrity,
+    damaged_result,
+    decode_batch,
+    prefetch,
+    type_problems,
+)
+from posgen.validate.shortcuts import local_rules, near_determined_counts
+from posgen.validate.sources import SourceError, SplitData, resolve
+from posgen.validate.window import expected_targets, rule_facts
 
 
 class AuditThresholds(BaseModel):
@@ -162,3 +183,341 @@ def stream_split(data: SplitData) -> SplitTally:
         except (pa.ArrowException, OSError) as error:
             tally.read_problems.append(f"{part.label}: unreadable ({' '.join(str(error).split())})")
     return tally
+
+
+def _result(
+    tally: SplitTally, check: str, problems: list[str], ok_message: str, failures: int
+) -> CheckResult:
+    data = tally.data
+    return CheckResult.of(
+        check,
+        problems,
+        ok_message,
+        config=data.config,
+        split=data.split,
+        failures=max(1, failures),
+    )
+
+
+def schema_result(tally: SplitTally) -> CheckResult:
+    """Types, row length, ids, nulls and token range of one split."""
+    data, spec = tally.data, tally.data.spec
+    problems = list(tally.type_problems) + list(tally.read_problems)
+    if data.length is None:
+        lengths = ", ".join(str(spec.split_length(s)) for s in spec.split_names)
+        problems.append(
+            f"split {data.split}: rows do not have any of the spec's lengths ({lengths})"
+        )
+    if tally.bad_length:
+        label, row, length = tally.first_bad_length
+        problems.append(
+            f"{tally.bad_length} row(s) not {data.length} tokens long; "
+            f"first: {label} row {row} has {length}"
+        )
+    if tally.out_of_range:
+        label, row, position, value = tally.first_out_of_range
+        problems.append(
+            f"{tally.out_of_range} token(s) outside [0, {spec.modulus}); "
+            f"first: {label} row {row} position {position} holds {value}"
+        )
+    if tally.nulls:
+        problems.append(f"{tally.nulls} null value(s) in 'tokens'")
+    if tally.bad_ids:
+        label, expected, found = tally.first_bad_id
+        problems.append(
+            f"{tally.bad_ids} id(s) out of sequence; first: {label} has id {found} "
+            f"where {expected} belongs"
+        )
+    failures = len(tally.type_problems) + len(tally.read_problems) + tally.bad_length
+    failures += tally.out_of_range + tally.nulls + tally.bad_ids + (data.length is None)
+    message = f"{tally.rows} rows of {data.length} tokens in [0, {spec.modulus}), ids in order"
+    return _result(tally, "schema", problems, message, failures)
+
+
+def window_result(tally: SplitTally) -> CheckResult:
+    """Every target equals h of the positions the rule names."""
+    spec, data = tally.data.spec, tally.data
+    checked = (data.length - spec.window) * (tally.tokens // data.length) if data.length else 0
+    if tally.first_window is None:
+        ok = checked > 0 or tally.rows == 0
+        message = (
+            f"{checked:,} targets equal {spec.op} of their {spec.window} dependencies"
+            if ok
+            else "no row could be checked"
+        )
+        return _result(tally, "window", [] if ok else [message], message, 1)
+    row, position, expected, found = tally.first_window
+    problem = (
+        f"split {data.split} row {row} position {position}: expected {expected}, found {found} "
+        f"({tally.window_failures} position(s) failed in all, in {tally.window_rows} row(s))"
+    )
+    return _result(tally, "window", [problem], "", tally.window_failures)
+
+
+def bounded_result(tally: SplitTally) -> tuple[CheckResult, int, int]:
+    """The rule names exactly w earlier positions for every t < the split's length."""
+    spec, data = tally.data.spec, tally.data
+    length = data.length or max(spec.split_length(s) for s in spec.split_names)
+    ok, message, count, lookback = rule_facts(spec, length)
+    if ok and count != spec.window:
+        ok, message = False, f"the rule names {count} positions, not w = {spec.window}"
+    return _result(tally, "bounded_window", [] if ok else [message], message, 1), count, lookback
+
+
+def hygiene_results(tallies: list[SplitTally]) -> tuple[list[CheckResult], dict[str, Any]]:
+    """Repeated rows per split and seed windows shared between splits (errors if disjoint)."""
+    results, facts = [], {}
+    for tally in tallies:
+        shared = {
+            other.data.split: tally.hygiene.shared_with(other.hygiene)
+            for other in tallies
+            if other is not tally
+        }
+        repeated = tally.hygiene.repeated_rows()
+        repeated_windows = tally.hygiene.repeated_windows()
+        facts[tally.data.split] = {
+            "repeated_rows": repeated,
+            "repeated_windows": repeated_windows,
+            "shared_windows": shared,
+        }
+        numbers = [f"{repeated} repeated row(s)", f"{repeated_windows} repeated seed window(s)"]
+        numbers += [f"{n} window(s) shared with {s}" for s, n in shared.items() if n]
+        bad = repeated + repeated_windows + sum(shared.values())
+        if tally.data.spec.seeding == "paper":
+            message = ", ".join(numbers) + " (expected for paper seeding)"
+            results.append(_result(tally, "hygiene", [], message, 0))
+        else:
+            message = ", ".join(numbers)
+            results.append(_result(tally, "hygiene", [message] if bad else [], message, bad))
+    return results, facts
+
+
+def shortcut_facts(tally: SplitTally) -> dict[str, Any]:
+    """Local rules, copy rules and linear rules of one split, each share with its counts.
+
+    Shares are over the targets of a region (ID t in [w, L), OOD t in [L, L')) of the rows
+    audited (the split's first :data:`posgen.validate.audits.AUDIT_TOKENS` tokens).
+    """
+    spec, length = tally.data.spec, tally.data.length or 0
+    boundary = min(spec.train_length, length)
+    facts: dict[str, Any] = {}
+    rules = local_rules(spec, length) if length > spec.window else None
+    facts["local_rule_method"] = rules.method if rules else NOT_COMPUTED
+    for region, lo, hi in (("id", spec.window, boundary), ("ood", boundary, length)):
+        facts[f"positions_{region}"] = max(0, hi - lo)
+        facts[f"shorter_lookback_{region}"] = rules.shorter(lo, hi) if rules else None
+    facts["effective_lookback_max"] = rules.largest(spec.window, length) if rules else None
+    shortcuts = tally.shortcuts
+    audited = shortcuts.rows if shortcuts else 0
+    targets = {  # the rows the copy and linear rules were measured on
+        "id": audited * max(0, boundary - spec.window),
+        "ood": audited * max(0, length - boundary),
+    }
+    facts.update(audited_rows=audited, targets_id=targets["id"], targets_ood=targets["ood"])
+    for context in shortcuts.contexts if shortcuts else ():
+        name = "k" if context == spec.near else "w"
+        for region in ("id", "ood"):
+            hits, found = shortcuts.copies.get((context, region), (0, 0))
+            facts[f"copy_{name}_hits_{region}"] = hits
+            facts[f"copy_{name}_found_{region}"] = found
+            facts[f"copy_{name}_share_{region}"] = _share(hits, targets[region])
+    if spec.far == 0:  # k = w: one context
+        for key in [key for key in facts if key.startswith("copy_k_")]:
+            facts[key.replace("copy_k_", "copy_w_")] = facts[key]
+    linear = shortcuts.linear if shortcuts and shortcuts.linear_known else None
+    for region in ("id", "ood"):
+        hits, covered = linear[region] if linear else (None, None)
+        facts[f"linear_rule_hits_{region}"] = hits
+        facts[f"linear_rule_covered_{region}"] = covered
+        facts[f"linear_rule_share_{region}"] = (
+            None if hits is None else _share(hits, targets[region])
+        )
+    facts.update(question_facts(tally))
+    return facts
+
+
+def question_facts(tally: SplitTally) -> dict[str, Any]:
+    """The question-consistency audit (:mod:`posgen.validate.audits`): the whole model
+    under ``question_lookback`` and its per-region figures flat (None when not computed)."""
+    audit = tally.lookbacks.result() if tally.lookbacks is not None else None
+    facts: dict[str, Any] = {
+        "question_lookback": audit.model_dump(mode="json") if audit else None,
+        "question_lookback_method": audit.method if audit else "no rows of a known length",
+    }
+    for region in ("id", "ood"):
+        figures = getattr(audit, region) if audit else None
+        facts[f"question_short_{region}"] = figures.short if figures else None
+        facts[f"question_short_share_{region}"] = figures.short_share if figures else None
+        facts[f"question_shortcut_share_{region}"] = figures.shortcut_share if figures else None
+    return facts
+
+
+NOT_COMPUTED = "not computed (composite m or m^w too large to enumerate, or window too wide)"
+
+
+def _share(hits: int, total: int) -> float:
+    return hits / total if total else 0.0
+
+
+SHARE_FACTS = {
+    "periodic_shortcut_share": "periodic copy share",
+    "copy_k_share_id": "k-context copy share (ID)",
+    "copy_k_share_ood": "k-context copy share (OOD)",
+    "copy_w_share_id": "w-context copy share (ID)",
+    "copy_w_share_ood": "w-context copy share (OOD)",
+    "linear_rule_share_id": "linear-rule share (ID)",
+    "linear_rule_share_ood": "linear-rule share (OOD)",
+    "shorter_lookback_share_id": "share of positions with a shorter look-back (ID)",
+    "shorter_lookback_share_ood": "share of positions with a shorter look-back (OOD)",
+    "question_shortcut_share_id": "share of targets whose question-consistency look-back is "
+    "at most k + 2 and below the rule's (ID)",
+    "question_shortcut_share_ood": "share of targets whose question-consistency look-back is "
+    "at most k + 2 and below the rule's (OOD)",
+}
+"""Figures that ``--max-shortcut-share`` limits."""
+
+
+def audit_result(tally: SplitTally, limits: AuditThresholds) -> tuple[CheckResult, dict[str, Any]]:
+    """Balance, shortcuts (periodic, copy, linear, local rules) and operand sensitivity."""
+    spec, data = tally.data.spec, tally.data
+    tv = tally.balance.max_tv() if tally.balance else 0.0
+    noise = tally.balance.noise_tv() if tally.balance else 0.0
+    ood_rows = tally.tokens // data.length if data.length else 0
+    ood = max(0, (data.length or 0) - spec.train_length) * ood_rows
+    share = tally.shortcut_hits / ood if ood else 0.0
+    sensitivity, probes = tally.sensitivity or (1.0, 0)
+    facts = {
+        "target_balance_max_tv": tv,
+        "target_balance_noise_tv": noise,
+        "periodic_shortcut_share": share,
+        "periodic_rows": tally.periodic_rows,
+        "operand_sensitivity": sensitivity,
+        "operand_probes": probes,
+        **shortcut_facts(tally),
+    }
+    for region in ("id", "ood"):
+        shorter, positions = facts[f"shorter_lookback_{region}"], facts[f"positions_{region}"]
+        facts[f"shorter_lookback_share_{region}"] = (
+            None if shorter is None else _share(shorter, positions)
+        )
+    problems = []
+    if limits.max_balance_tv is not None and tv > limits.max_balance_tv:
+        problems.append(f"target balance TV {tv:.4f} > {limits.max_balance_tv}")
+    if limits.max_shortcut_share is not None:
+        for key, title in SHARE_FACTS.items():
+            value = facts.get(key)
+            if value is not None and value > limits.max_shortcut_share:
+                problems.append(f"{title} {value:.4f} > {limits.max_shortcut_share}")
+    if limits.min_operand_sensitivity is not None and sensitivity < limits.min_operand_sensitivity:
+        problems.append(f"operand sensitivity {sensitivity:.4f} < {limits.min_operand_sensitivity}")
+    copies = ", ".join(
+        f"{name}-context copy share {facts.get(f'copy_{name}_share_id', 0):.3f} ID / "
+        f"{facts.get(f'copy_{name}_share_ood', 0):.3f} OOD"
+        for name in ("k", "w")
+    )
+    shorter = (
+        "local rules over all seed windows n/a (composite m, m^w too large, or window too wide)"
+        if facts["shorter_lookback_id"] is None
+        else f"{facts['shorter_lookback_id']}/{facts['positions_id']} ID and "
+        f"{facts['shorter_lookback_ood']}/{facts['positions_ood']} OOD positions with a "
+        f"shorter look-back"
+    )
+    message = (
+        f"max target TV {tv:.3f} (chance ~{noise:.3f}), periodic shortcut share {share:.4f} "
+        f"({tally.periodic_rows} periodic rows), {copies}, {shorter}, "
+        f"{_question_message(facts)}, operand sensitivity {sensitivity:.3f}"
+    )
+    return _result(tally, "audit", problems, message, len(problems)), facts
+
+
+def _question_message(facts: dict[str, Any]) -> str:
+    audit = facts["question_lookback"]
+    if audit is None or not audit["computed"]:
+        return f"question-consistency look-back {facts['question_lookback_method']}"
+    shares = " / ".join(
+        f"{audit[region]['short_share']:.3f} {region.upper()}"
+        for region in ("id", "ood")
+        if audit[region] is not None
+    )
+    return (
+        f"question-consistency look-back <= k + 2 at {shares} "
+        f"({audit['rows']} rows, {audit['candidates']:,} candidates)"
+    )
+
+
+def validate(
+    source: Any,
+    spec: TaskSpec | None = None,
+    config: str | None = None,
+    split: str | None = None,
+    *,
+    thresholds: AuditThresholds | None = None,
+) -> Report:
+    """Validate a dataset folder, a Parquet/Arrow file or a ``datasets`` object.
+
+    ``spec`` is needed when there is no manifest (``posgen.json``); with a manifest it
+    must match the data's spec (integrity fails otherwise). ``config`` and ``split``
+    restrict the run. Raises :class:`posgen.validate.SourceError` for unusable input. A
+    folder replaced while it is read (``generate --overwrite``) is read again, so the report
+    is about one dataset (:func:`posgen.store.pinned.read_whole`).
+    """
+    if isinstance(source, (str, Path)):  # a folder: the old or the new dataset, never both
+        return read_whole(
+            source, lambda: _validate(source, spec, config, split, thresholds=thresholds)
+        )
+    return _validate(source, spec, config, split, thresholds=thresholds)
+
+
+def _validate(
+    source: Any,
+    spec: TaskSpec | None,
+    config: str | None,
+    split: str | None,
+    *,
+    thresholds: AuditThresholds | None,
+) -> Report:
+    started = time.perf_counter()
+    limits = thresholds or AuditThresholds()
+    try:
+        resolved = resolve(source, spec, config, split)
+    except NotADataset as error:
+        raise SourceError(str(error.lines[0])) from None
+    except DamagedDataset as error:  # damaged data (exit 1), not a usage error
+        return Report(checks=[damaged_result(error)], seconds=time.perf_counter() - started)
+    report = Report(checks=check_integrity(resolved))
+    by_config: dict[str, list] = {}
+    probes = []
+    for data in resolved.splits:
+        if is_probe_split(data.split):
+            probes.append(data)
+        else:
+            by_config.setdefault(data.config, []).append(stream_split(data))
+    for config_name, tallies in by_config.items():
+        facts = report.facts.setdefault(config_name, {})
+        hygiene, hygiene_facts = hygiene_results(tallies)
+        for tally, hygiene_check in zip(tallies, hygiene, strict=True):
+            bounded, count, lookback = bounded_result(tally)
+            audit, audit_facts = audit_result(tally, limits)
+            report.checks += [
+                schema_result(tally),
+                window_result(tally),
+                bounded,
+                hygiene_check,
+                audit,
+            ]
+            report.tokens_checked += tally.tokens
+            facts[tally.data.split] = {
+                "rows": tally.rows,
+                "length": tally.data.length or 0,
+                "dependency_count": count,
+                "max_lookback": lookback,
+                **hygiene_facts[tally.data.split],
+                **audit_facts,
+                **near_determined_counts(tally.data.spec, tally.data.length or 0),
+            }
+    for data in probes:  # checked against the regenerated source rows (no audit facts)
+        result, tally = check_probe_split(data)
+        report.checks.append(result)
+        report.tokens_checked += tally.tokens
+    report.seconds = time.perf_counter() - started
+    return report

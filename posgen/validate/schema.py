@@ -1,7 +1,13 @@
-"""Check 2, schema: column types, one fixed row length per split, ids, tokens in [0, m).
+"""Checks 1 and 2: integrity (the listed files, unchanged, nothing else) and schema.
 
+Integrity groups the problems of :func:`posgen.store.check.check_files` (the lines
+``posgen.load`` and ``posgen merge`` print) into one result per (config, split), adds whether
+the spec the user gave is the data's spec, and one result for unlisted data files.
+
+Schema: column types, one fixed row length per split, ids, tokens in [0, m).
 :func:`decode_batch` turns an Arrow batch into a ``(rows, length)`` array of the rows that
-have the split's length, and tallies what is wrong with the others.
+have the split's length, and tallies what is wrong with the others; :func:`prefetch` decodes
+the next batch in a thread while the checks run on this one.
 
 >>> import pyarrow as pa
 >>> batch = pa.record_batch({"tokens": pa.array([[0, 1, 2], [3, 4], [5, 17, 6]],
@@ -13,12 +19,21 @@ have the split's length, and tallies what is wrong with the others.
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
 
 from posgen.arrow_io import token_type
+from posgen.spec import TaskSpec
+from posgen.store.check import Problem, check_files
+from posgen.store.manifest import DamagedDataset
+from posgen.validate.report import CheckResult
+from posgen.validate.sources import Source
 
 
 @dataclass
@@ -55,7 +70,7 @@ def type_problems(schema: pa.Schema, modulus: int, exact: bool) -> list[str]:
     return problems
 
 
-def _flat(column: pa.Array) -> tuple[np.ndarray, np.ndarray, int]:
+def list_column(column: pa.Array) -> tuple[np.ndarray, np.ndarray, int]:
     """(offsets, values, null rows) of a list column, whatever its list type."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
@@ -83,7 +98,7 @@ def decode_batch(batch: pa.RecordBatch, length: int | None, modulus: int, first_
         ids = id_column.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     else:
         ids = expected_ids
-    offsets, values, nulls = _flat(batch.column(names.index("tokens")))
+    offsets, values, nulls = list_column(batch.column(names.index("tokens")))
     lengths = np.diff(offsets)
     good = lengths == length if length is not None else np.zeros(n, dtype=bool)
     if good.all():
@@ -108,3 +123,90 @@ def decode_batch(batch: pa.RecordBatch, length: int | None, modulus: int, first_
         decoded.bad_ids = int(mismatch.size)
         decoded.first_bad_id = (int(expected_ids[mismatch[0]]), int(ids[mismatch[0]]))
     return decoded
+
+
+def check_integrity(source: Source) -> list[CheckResult]:
+    """One result per (config, split) of the manifest, and one for unlisted files."""
+    if source.manifest is None or source.root is None:
+        return []
+    configs = list(dict.fromkeys(data.config for data in source.splits))
+    problems = check_files(source.root, source.manifest, configs)
+    results = []
+    for config in configs:
+        recorded = source.manifest.configs[config].spec
+        given = source.given_spec
+        head = []
+        if given is not None and given.spec_id != recorded.spec_id:
+            head.append(
+                f"the given spec ({given.spec_id}) does not match the data's spec "
+                f"({recorded.spec_id})" + _spec_difference(given, recorded)
+            )
+        for data in source.splits:
+            if data.config != config:
+                continue
+            mine = [str(p) for p in problems if (p.config, p.split) == (config, data.split)]
+            files = len(source.manifest.configs[config].splits[data.split].files)
+            message = f"{files} file(s) match the manifest (sha256, rows, spec id)"
+            results.append(
+                CheckResult.of("integrity", head + mine, message, config=config, split=data.split)
+            )
+            head = []
+    results.append(_unlisted([p for p in problems if p.config is None]))
+    return results
+
+
+def damaged_result(error: DamagedDataset) -> CheckResult:
+    """The one failing result of a folder whose manifest cannot be used."""
+    return CheckResult.of("integrity", list(error.lines) or [str(error)], "")
+
+
+def _spec_difference(given: TaskSpec, recorded: TaskSpec) -> str:
+    a, b = given.canonical(), recorded.canonical()
+    diff = [f"{key} {a[key]!r} vs {b[key]!r}" for key in a if a[key] != b[key]]
+    return ": " + ", ".join(diff) if diff else ""
+
+
+def _unlisted(problems: list[Problem]) -> CheckResult:
+    prefix = f"{len(problems)} data file(s) not in the manifest: "
+    return CheckResult.of("integrity", problems, "no unlisted data files", prefix=prefix)
+
+
+T = TypeVar("T")
+_DONE = object()
+
+
+def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Yield ``items`` in order, produced by a background thread up to ``depth`` ahead.
+
+    An exception raised by ``items`` is raised here, at the point it occurred.
+    """
+    waiting: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        waiting.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            waiting.put((_DONE, None))
+        except Exception as error:  # handed to the consumer, re-raised there
+            waiting.put((_DONE, error))
+
+    worker = threading.Thread(target=produce, name="posgen-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = waiting.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()

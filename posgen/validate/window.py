@@ -36,7 +36,7 @@ class FarSlot:
 
 
 @lru_cache(maxsize=64)
-def _operands(task: str, length: int, near: int, far: int) -> tuple[object, ...]:
+def operand_slots(task: str, length: int, near: int, far: int) -> tuple[object, ...]:
     """Per operand slot (far ones, then near ones): a ``slice`` of columns when the positions
     run consecutively (near operands, recursive's far ones) or stay put (cot: one column,
     broadcast), else a :class:`FarSlot` gathered on use. Memory O(length), not O(length w)."""
@@ -58,7 +58,7 @@ def _operands(task: str, length: int, near: int, far: int) -> tuple[object, ...]
     return tuple(slots)
 
 
-def _take(tokens: np.ndarray, slot: object) -> np.ndarray:
+def take_slot(tokens: np.ndarray, slot: object) -> np.ndarray:
     if isinstance(slot, slice):
         return tokens[:, slot]
     assert isinstance(slot, FarSlot)
@@ -73,7 +73,7 @@ def expected_targets(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
     """
     rows, length = tokens.shape
     window = spec.window
-    slots = _operands(spec.task, length, spec.near, spec.far)
+    slots = operand_slots(spec.task, length, spec.near, spec.far)
     op = get_op(spec.op)
     in_range = tokens.size == 0 or (tokens.min() >= 0 and int(tokens.max()) < spec.modulus)
     if op.additive and in_range:
@@ -84,7 +84,7 @@ def expected_targets(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
         acc = np.zeros((rows, length - window), dtype=dtype)
         scratch = np.empty_like(acc)
         for slot in slots:
-            np.add(acc, _take(work, slot), out=acc)
+            np.add(acc, take_slot(work, slot), out=acc)
             np.subtract(acc, modulus, out=scratch)
             np.minimum(acc, scratch, out=acc)
         return acc
@@ -92,7 +92,7 @@ def expected_targets(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
     # read them): per operand slot, one (rows, positions) array at a time, never w of them.
     positions = length - window
     wide = np.clip(tokens, 0, spec.modulus - 1).astype(np.int64)
-    columns = [np.broadcast_to(_take(wide, s), (rows, positions)) for s in slots]
+    columns = [np.broadcast_to(take_slot(wide, s), (rows, positions)) for s in slots]
     if op.kind == "tuple":
         return keyed_hash(columns, spec.modulus, spec.op_key).astype(np.int64)
     if op.kind == "perm":

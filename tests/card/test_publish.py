@@ -24,7 +24,7 @@ from posgen.store.manifest import read_manifest, sha256_file
 from tests.cli_support import assert_clean_error, error_lines
 from tests.cli_support import invoke as run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMALL_SPEC = """\
 name = "tiny"
 description = "Tiny benchmark for the publish tests."

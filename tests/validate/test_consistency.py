@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import posgen.tasks
-from posgen.card.validation import validation_section
+from posgen.card.facts import validation_section
 from posgen.consistency import (
     AUDIT_OPERANDS,
     AUDIT_TARGETS,

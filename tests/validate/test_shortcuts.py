@@ -13,7 +13,7 @@ from posgen.in_memory import to_dataset_dict
 from posgen.spec import TaskSpec
 from posgen.tasks import TASKS
 from posgen.validate import AuditThresholds, validate
-from posgen.validate.copies import copy_hits
+from posgen.validate.audits import copy_hits
 from posgen.validate.shortcuts import local_rules, near_determined_counts, near_determined_positions
 from tests.oracle import far_positions, grow_row
 
@@ -174,7 +174,7 @@ def test_copy_shares_equal_plain_loops(m, context, rows, length, seed, hashed):
     tokens = np.random.default_rng(seed).integers(0, m, size=(rows, length))
     first, boundary = min(length, 3), length // 2
     if hashed:  # the polynomial hash path gives the same counts
-        import posgen.validate.copies as copies
+        import posgen.validate.audits as copies
 
         saved, copies.EXACT_CONTEXT = copies.EXACT_CONTEXT, 0
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from posgen.card.task_measures import measure_sentence, measures_section
+from posgen.card.tasks import measure_sentence, measures_section
 from posgen.dataset import write_dataset
 from posgen.spec import default_benchmark
 from posgen.store.manifest import read_manifest

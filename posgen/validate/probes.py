@@ -23,13 +23,11 @@ from posgen.arrow_io import probe_schema
 from posgen.generator import generate_rows
 from posgen.probe import ProbeBlock, alter_rows, far_rule_answers
 from posgen.spec import probe_source
-from posgen.validate.prefetch import prefetch
 from posgen.validate.report import CheckResult
-from posgen.validate.schema import _flat
+from posgen.validate.schema import list_column, prefetch
 from posgen.validate.sources import SplitData
 
 COLUMNS = ("id", "tokens", "source_id", "replaced", "probed", "far_rule")
-SHOWN = 3
 
 
 @dataclass
@@ -79,22 +77,16 @@ def check_probe_split(data: SplitData) -> tuple[CheckResult, ProbeTally]:
             reason = " ".join(str(error).split())
             tally.add("unreadable part(s)", 1, f"{part.label}: {reason}")
     problems = tally.problems()
-    if not problems:
-        message = (
-            f"{tally.rows} probe rows match their {probe_source(data.split)} rows and the "
-            f"rule's replacements; {tally.probed:,} far-rule answers recomputed"
-        )
-        result = CheckResult(
-            check="probe", config=data.config, split=data.split, ok=True, message=message
-        )
-        return result, tally
-    more = f" (+{len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
-    result = CheckResult(
-        check="probe",
+    message = (
+        f"{tally.rows} probe rows match their {probe_source(data.split)} rows and the "
+        f"rule's replacements; {tally.probed:,} far-rule answers recomputed"
+    )
+    result = CheckResult.of(
+        "probe",
+        problems,
+        message,
         config=data.config,
         split=data.split,
-        ok=False,
-        message="; ".join(problems[:SHOWN]) + more,
         failures=sum(tally.counts.values()),
     )
     return result, tally
@@ -134,7 +126,7 @@ def _check_batch(
         bad.size,
         f"{label} row {first + bad[0]} says {source_ids[bad[0]]}" if bad.size else "",
     )
-    offsets, values, _ = _flat(_column(batch, "tokens"))
+    offsets, values, _ = list_column(_column(batch, "tokens"))
     lengths = np.diff(offsets)
     if length is None or (lengths != length).any():
         row = int(np.argmax(lengths != length)) if length is not None else 0
@@ -171,7 +163,7 @@ def _check_batch(
 
 def _relative(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Offsets (from 0) and values of list column ``name``."""
-    offsets, values, _ = _flat(_column(batch, name))
+    offsets, values, _ = list_column(_column(batch, name))
     return offsets - offsets[0], values[offsets[0] : offsets[-1]]
 
 

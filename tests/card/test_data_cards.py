@@ -9,7 +9,7 @@ import pytest
 from posgen.publish import publish_benchmark, scoring_baselines
 from posgen.spec_files import resolve_benchmark
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OFFICIAL = ["paper", "posgen-v1", "posgen-v2"]
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from posgen.card import DataMismatch, render_card, write_card
-from posgen.card.diagram import dependency_diagram
+from posgen.card.tasks import dependency_diagram
 from posgen.dataset import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.manifest import Manifest, read_manifest
@@ -231,7 +231,7 @@ def test_the_card_has_loading_scoring_seeding_and_citation_sections(folder):
 
 
 def test_paper_seeding_is_explained_with_its_flaws():
-    from posgen.card.usage import seeding_section
+    from posgen.card.facts import seeding_section
 
     text = seeding_section([TaskSpec(task="cot", seeding="paper")])
     assert "every validation row begins with a training row" in text
@@ -279,7 +279,7 @@ def test_dataset_info_is_in_the_form_datasets_serializes(folder):
     from huggingface_hub import DatasetCardData
 
     from posgen.arrow_io import probe_schema, row_schema
-    from posgen.card.dataset_info import dataset_info
+    from posgen.card.front_matter import dataset_info
 
     manifest = read_manifest(folder)
     ours = dataset_info(folder, manifest)

@@ -1,0 +1,583 @@
+"""Check 5 (split hygiene) and check 6 (audit): facts about the targets, streamed per split.
+
+* **Hygiene**: repeated rows inside a split, seed windows shared between splits. Rows are
+  reduced to 64-bit keys and seed windows to base-m integers (a hash when m^w exceeds
+  2^64), so a tally holds 16 bytes per row, never the rows.
+* **Target balance**: per position t >= w, the total-variation distance between the
+  observed targets and uniform over Z_m (the largest, beside the distance chance shows).
+* **Periodic shortcut**: the share of OOD targets that "copy the period" predicts, for rows
+  whose prefix already ends in a repeat of ``max(p, w)`` tokens. Example (p = 2, w = 2):
+  prefix ``.. 5 9 5 9`` with L = 8 predicts ``5 9 5 9 ..`` for t >= 8.
+* **Operand sensitivity**: the share of (target, operand, other value) triples where
+  changing that one operand changes h's output; 1.0 for modular addition.
+* **Copy rule** (an induction head): predict x_t by the token that followed the most recent
+  earlier occurrence, in the same row, of the K tokens before t (K = k and K = w).
+* **Linear rule**: the shortest rule of the spec's additive skeleton
+  (:func:`posgen.validate.shortcuts.local_rules`) where it is shorter than the task's rule,
+  applied to the stored tokens.
+* **Question-consistency look-backs** (:mod:`posgen.consistency`) on an even sample of
+  rows: the distribution of D*, the share with D* <= k + 2 (*short*) and the share also
+  below the rule's own look-back t - p (*shortcut*).
+
+Figures are counted over ID targets (t in [w, L)) and OOD ones (t in [L, L')) separately.
+
+>>> import numpy as np
+>>> copy_hits(np.array([[3, 5, 9, 3, 5, 9, 1]]), context=2, first=2, boundary=5)
+{'id': (0, 0), 'ood': (1, 2)}
+>>> shortcut_hits(np.array([[1, 2, 5, 9, 5, 9, 5, 9, 5, 9, 0]]), train_length=8, window=2)
+(2, 1)
+>>> rows = np.array([[0, 1, 2, 3, 6], [0, 1, 2, 3, 6], [0, 1, 2, 4, 7]], dtype=np.uint8)
+>>> tally = HygieneTally(modulus=17, window=4)
+>>> tally.add(rows)
+>>> tally.repeated_rows(), tally.repeated_windows()
+(1, 1)
+>>> from posgen.spec import TaskSpec
+>>> spec = TaskSpec(task="cot", train_length=6, test_length=7, train_size=1, val_size=1,
+...                 test_size=1)
+>>> tally = LookbackTally(spec, 7)
+>>> tally.add(np.array([[0, 1, 2, 3, 6, 11, 3]]))
+>>> audit = tally.result()
+>>> audit.id.histogram, audit.ood.histogram, audit.short_by_position
+({4: 2}, {4: 1}, [1, 1, 1])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from posgen.consistency import candidate_count, question_lookbacks, refusal, sample_rows
+from posgen.ops import get_op, mix64
+from posgen.spec import TaskSpec
+from posgen.validate.shortcuts import is_prime, local_rules, rule_lookbacks
+from posgen.validate.window import operand_slots, take_slot
+
+AUDIT_TOKENS = 1 << 18
+"""Tokens of a split (its first rows) that the copy and linear rules are measured on: rows
+are independent, so this bounds the audit's cost; every share says how many targets it
+counts."""
+COPY_TOKENS = 1 << 20
+"""Tokens whose contexts are sorted at once (about 10 arrays of 8 bytes each)."""
+_HASH_BASE = np.uint64(0x9E3779B97F4A7C15)
+"""Odd multiplier of the polynomial context hash (invertible mod 2^64)."""
+_HASH_INVERSE = np.uint64(pow(int(_HASH_BASE), -1, 2**64))
+EXACT_CONTEXT = 16
+"""Contexts up to this long get exact base-m codes."""
+
+
+def context_codes(tokens: np.ndarray, context: int, modulus: int) -> np.ndarray:
+    """``codes[:, t]`` identifies x_{t-K} .. x_{t-1} (t >= K; columns below K are 0).
+
+    Exact base-m codes when K <= :data:`EXACT_CONTEXT` and m^K <= 2^64 (K vectorized
+    steps); else a 64-bit polynomial hash from prefix sums (O(tokens) whatever K; distinct
+    contexts collide with probability about 2^-64 a pair).
+
+    >>> context_codes(np.array([[1, 2, 3]]), 2, 10).tolist()
+    [[0, 0, 12]]
+    """
+    rows, length = tokens.shape
+    codes = np.zeros((rows, length), dtype=np.uint64)
+    if length <= context:
+        return codes
+    count = length - context
+    tokens = tokens.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        if context <= EXACT_CONTEXT and modulus**context <= 2**64:
+            base = np.uint64(modulus)
+            code = np.zeros((rows, count), dtype=np.uint64)
+            for i in range(context):
+                code *= base
+                code += tokens[:, i : i + count]
+            codes[:, context:] = code
+            return codes
+        powers = np.cumprod(np.full(length, _HASH_BASE, dtype=np.uint64)) * _HASH_INVERSE
+        inverse = np.cumprod(np.full(length, _HASH_INVERSE, dtype=np.uint64)) * _HASH_BASE
+        prefix = np.zeros((rows, length + 1), dtype=np.uint64)
+        np.cumsum(tokens * powers, axis=1, out=prefix[:, 1:])
+        codes[:, context:] = (prefix[:, context:length] - prefix[:, :count]) * inverse[:count]
+    return codes
+
+
+def copy_hits(
+    tokens: np.ndarray, context: int, first: int, boundary: int, modulus: int = 1 << 16
+) -> dict[str, tuple[int, int]]:
+    """Per region (``id``: t in [first, boundary), ``ood``: t >= boundary): (hits, found).
+
+    ``found`` counts targets whose K-token context occurred earlier in the row; ``hits``
+    those where the token after the most recent earlier occurrence equals x_t.
+    """
+    rows, length = tokens.shape
+    out = {"id": (0, 0), "ood": (0, 0)}
+    start = max(context, 1)
+    if rows == 0 or length <= max(first, start):
+        return out
+    step = max(1, COPY_TOKENS // length)
+    if rows > step:  # rows are independent: bounded memory in row chunks
+        for lo in range(0, rows, step):
+            part = copy_hits(tokens[lo : lo + step], context, first, boundary, modulus)
+            for name in out:
+                out[name] = (out[name][0] + part[name][0], out[name][1] + part[name][1])
+        return out
+    codes = context_codes(tokens, context, modulus)[:, start:].reshape(-1)
+    row_of = np.repeat(np.arange(rows, dtype=np.uint64), length - start)
+    exact = context <= EXACT_CONTEXT and modulus**context <= 2**64
+    code_bits = (modulus**context - 1).bit_length() if exact else 64
+    if code_bits + max(1, (rows - 1).bit_length()) <= 64:  # (row, code) packed exactly
+        key = (row_of << np.uint64(code_bits)) | codes
+    else:  # mixed with the row: equal only for equal rows, up to 64-bit collisions
+        key = codes ^ mix64(row_of + np.uint64(1))
+    order = np.argsort(key, kind="stable")  # stable: equal keys stay in t order
+    ordered = key[order]
+    same = ordered[1:] == ordered[:-1]
+    later, earlier = order[1:][same], order[:-1][same]
+    t = later % (length - start) + start
+    source = earlier % (length - start) + start
+    row = later // (length - start)
+    hit = tokens[row, source] == tokens[row, t]
+    for name, lo, hi in (("id", first, boundary), ("ood", max(first, boundary), length)):
+        inside = (t >= lo) & (t < hi)
+        out[name] = (int(np.count_nonzero(hit & inside)), int(np.count_nonzero(inside)))
+    return out
+
+
+def linear_rule_hits(
+    spec: TaskSpec, tokens: np.ndarray, boundary: int
+) -> dict[str, tuple[int, int]] | None:
+    """Per region: (targets the skeleton's shorter linear rules predict, targets they cover).
+
+    None when the skeleton's rules are not computed (composite m, or too large).
+    """
+    rows, length = tokens.shape
+    if not is_prime(spec.modulus):
+        return None
+    skeleton = TaskSpec(**{**spec.canonical(), "op": "mod_addition", "op_key": 0})
+    rules = local_rules(skeleton, length)
+    if rules is None or not rules.coefficients:
+        return None
+    m = spec.modulus
+    wide = tokens.T.astype(np.int64)  # position-major: each column read is contiguous
+    counts = {"id": [0, 0], "ood": [0, 0]}
+    for i in np.flatnonzero(rules.effective < rules.rule).tolist():
+        t = rules.first + i
+        predicted = np.zeros(rows, dtype=np.int64)
+        for d, a in enumerate(rules.coefficients[i], start=1):
+            if a:
+                predicted += a * wide[t - d]
+        region = counts["id" if t < boundary else "ood"]
+        region[0] += int(np.count_nonzero(predicted % m == wide[t]))
+        region[1] += rows
+    return {name: (hits, total) for name, (hits, total) in counts.items()}
+
+
+@dataclass
+class ShortcutTally:
+    """Copy and linear-rule counts of one split, streamed batch by batch."""
+
+    spec: TaskSpec
+    contexts: tuple[int, ...]
+    copies: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+    linear: dict[str, list[int]] | None = None
+    linear_known: bool = True
+    rows: int = 0
+    tokens: int = 0
+
+    @classmethod
+    def for_spec(cls, spec: TaskSpec) -> ShortcutTally:
+        """Contexts K = k and K = w (once when j = 0)."""
+        contexts = tuple(sorted({spec.near, spec.window}))
+        return cls(spec, contexts)
+
+    def add(self, tokens: np.ndarray) -> None:
+        """Count one batch of rows (``(rows, length)``): the first :data:`AUDIT_TOKENS` only."""
+        spec = self.spec
+        room = max(0, AUDIT_TOKENS - self.tokens) // max(1, tokens.shape[1])
+        if room == 0:
+            return
+        tokens = tokens[:room]
+        self.rows += tokens.shape[0]
+        self.tokens += tokens.size
+        boundary = min(spec.train_length, tokens.shape[1])
+        for context in self.contexts:
+            found = copy_hits(tokens, context, spec.window, boundary, spec.modulus)
+            for region, (hits, seen) in found.items():
+                tally = self.copies.setdefault((context, region), [0, 0])
+                tally[0] += hits
+                tally[1] += seen
+        if not self.linear_known:
+            return
+        linear = linear_rule_hits(spec, tokens, boundary)
+        if linear is None:
+            self.linear_known = False
+            self.linear = None
+            return
+        if self.linear is None:
+            self.linear = {"id": [0, 0], "ood": [0, 0]}
+        for region, (hits, covered) in linear.items():
+            self.linear[region][0] += hits
+            self.linear[region][1] += covered
+
+
+MAX_BALANCE_CELLS = 1 << 22
+"""Positions x m counters kept for the balance (positions are thinned beyond this)."""
+MAX_PERIOD = 512
+"""Longest period the shortcut looks for."""
+SENSITIVITY_SAMPLES = 4096
+"""Targets probed for operand sensitivity (the first ones of the split)."""
+SENSITIVITY_SHIFTS = 16
+"""Other values tried per operand (all of them when m - 1 is smaller)."""
+SENSITIVITY_SLOTS = 16
+"""Operand slots probed (evenly spaced over the window; all of them when w is smaller)."""
+SENSITIVITY_CELLS = 1 << 16
+"""Most operands (targets x w) sampled: the probe's cost does not grow with w^2."""
+
+
+class BalanceTally:
+    """Counts of target values per position, streamed."""
+
+    def __init__(self, spec: TaskSpec, length: int) -> None:
+        self.modulus = spec.modulus
+        positions = np.arange(spec.window, length)
+        cap = max(1, MAX_BALANCE_CELLS // spec.modulus)
+        if positions.size > cap:
+            positions = positions[np.linspace(0, positions.size - 1, cap).astype(np.int64)]
+        self.positions = positions
+        self.counts = np.zeros(positions.size * spec.modulus, dtype=np.int64)
+        self.rows = 0
+
+    def add(self, tokens: np.ndarray) -> None:
+        """Count a batch's targets per position (cells as narrow ints: ~7x faster)."""
+        if tokens.shape[0] == 0 or self.positions.size == 0:
+            return
+        dtype = np.uint16 if self.counts.size <= 1 << 16 else np.uint32
+        if self.positions.size == tokens.shape[1] - self.positions[0]:
+            cells = tokens[:, self.positions[0] :].astype(dtype)
+        else:
+            cells = tokens[:, self.positions].astype(dtype)
+        cells += (np.arange(self.positions.size) * self.modulus).astype(dtype)[None, :]
+        self.counts += np.bincount(cells.reshape(-1), minlength=self.counts.size)
+        self.rows += tokens.shape[0]
+
+    def max_tv(self) -> float:
+        """Largest total-variation distance from uniform over the positions."""
+        if self.rows == 0 or self.positions.size == 0:
+            return 0.0
+        share = self.counts.reshape(-1, self.modulus) / self.rows
+        return float((0.5 * np.abs(share - 1 / self.modulus).sum(axis=1)).max())
+
+    def noise_tv(self) -> float:
+        """About what TV a uniform sample of this many rows shows at one position."""
+        if self.rows == 0:
+            return 0.0
+        p = 1 / self.modulus
+        return 0.5 * self.modulus * math.sqrt(2 * p * (1 - p) / (math.pi * self.rows))
+
+
+def shortcut_hits(tokens: np.ndarray, train_length: int, window: int) -> tuple[int, int]:
+    """(OOD targets the copy-the-period shortcut gets right, rows found periodic)."""
+    rows, length = tokens.shape
+    big = train_length
+    if length <= big or rows == 0:
+        return 0, 0
+    period = np.zeros(rows, dtype=np.int64)
+    for p in range(1, min(MAX_PERIOD, big // 2) + 1):
+        span = max(p, window)
+        if span + p > big:
+            break
+        open_rows = np.flatnonzero(period == 0)
+        if open_rows.size == 0:
+            break
+        tail = tokens[open_rows, big - window : big]
+        back = tokens[open_rows, big - window - p : big - p]
+        found = open_rows[(tail == back).all(axis=1)]
+        if found.size and span > window:
+            same = tokens[found, big - span : big] == tokens[found, big - span - p : big - p]
+            found = found[same.all(axis=1)]
+        period[found] = p
+    hits = 0
+    ood = np.arange(big, length)
+    for p in np.unique(period[period > 0]).tolist():
+        members = np.flatnonzero(period == p)
+        source = big - p + (ood - big) % p
+        hits += int((tokens[np.ix_(members, source)] == tokens[np.ix_(members, ood)]).sum())
+    return hits, int(np.count_nonzero(period))
+
+
+def operand_sensitivity(spec: TaskSpec, tokens: np.ndarray) -> tuple[float, int]:
+    """(share of single-operand changes that change h's output, changes tried).
+
+    Bounded whatever the window: at most :data:`SENSITIVITY_CELLS` operands are sampled
+    (the first targets of the split), at most :data:`SENSITIVITY_SLOTS` operand slots
+    (evenly spaced) are probed, each changed in place and restored.
+    """
+    rows, length = tokens.shape
+    if rows == 0 or length <= spec.window or tokens.max() >= spec.modulus:
+        return 1.0, 0
+    m, window = spec.modulus, spec.window
+    per_row = length - window
+    samples = max(1, min(SENSITIVITY_SAMPLES, SENSITIVITY_CELLS // window))
+    take = max(1, min(rows, -(-samples // per_row)))
+    sample = tokens[:take]
+    slots = operand_slots(spec.task, length, spec.near, spec.far)
+    operands = np.empty((window, min(samples, take * per_row)), dtype=np.int64)
+    for i, slot in enumerate(slots):
+        column = np.broadcast_to(take_slot(sample, slot), (take, per_row)).reshape(-1)
+        operands[i] = column[: operands.shape[1]]
+    op = get_op(spec.op)
+    base = op.apply(operands, m, spec.op_key, far=spec.far)
+    shifts = np.unique(np.linspace(1, m - 1, min(m - 1, SENSITIVITY_SHIFTS)).astype(np.int64))
+    probed = np.unique(np.linspace(0, window - 1, min(window, SENSITIVITY_SLOTS)).astype(np.int64))
+    changed = tried = 0
+    for slot in probed.tolist():
+        original = operands[slot].copy()
+        for shift in shifts.tolist():
+            operands[slot] = (original + shift) % m
+            out = op.apply(operands, m, spec.op_key, far=spec.far)
+            changed += int(np.count_nonzero(out != base))
+            tried += out.size
+        operands[slot] = original
+    return (changed / tried if tried else 1.0), tried
+
+
+_SALT = np.random.SeedSequence(0x9E3779B97F4A7C15).generate_state(2, dtype=np.uint64)
+
+
+def row_keys(tokens: np.ndarray) -> np.ndarray:
+    """One uint64 key per row, from its bytes (position-dependent mixing)."""
+    rows = tokens.shape[0]
+    raw = np.ascontiguousarray(tokens).view(np.uint8).reshape(rows, -1)
+    pad = (-raw.shape[1]) % 8
+    if pad:
+        raw = np.concatenate([raw, np.zeros((rows, pad), dtype=np.uint8)], axis=1)
+    words = raw.view(np.uint64)
+    positions = np.arange(words.shape[1], dtype=np.uint64)[None, :]
+    with np.errstate(over="ignore"):
+        mixed = mix64(words ^ mix64(positions + _SALT[0]))
+        return mix64(np.add.reduce(mixed, axis=1, dtype=np.uint64) ^ _SALT[1])
+
+
+def window_keys(windows: np.ndarray, modulus: int) -> np.ndarray:
+    """One uint64 per seed window: exact base-m digits when m^w < 2^64, else a hash."""
+    width = windows.shape[1]
+    if modulus**width < 2**64:
+        key = np.zeros(windows.shape[0], dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for column in windows.T:
+                key = key * np.uint64(modulus) + column.astype(np.uint64)
+        return key
+    return row_keys(windows.astype(np.uint32))
+
+
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of a uint64 array (a sort: faster than hashing here)."""
+    ordered = np.sort(keys)
+    if ordered.size == 0:
+        return ordered
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+
+
+class HygieneTally:
+    """Streams row and window keys of one split (16 bytes per row)."""
+
+    def __init__(self, modulus: int, window: int) -> None:
+        self.modulus, self.window = modulus, window
+        self._rows: list[np.ndarray] = []
+        self._windows: list[np.ndarray] = []
+        self._distinct: np.ndarray | None = None
+        self._sorted: np.ndarray | None = None
+
+    def add(self, tokens: np.ndarray) -> None:
+        """Tally a batch of rows (``(rows, length)``)."""
+        if tokens.shape[0] == 0:
+            return
+        self._rows.append(row_keys(tokens))
+        self._windows.append(window_keys(tokens[:, : self.window], self.modulus))
+        self._distinct = self._sorted = None
+
+    def rows(self) -> int:
+        return sum(len(k) for k in self._rows)
+
+    def repeated_rows(self) -> int:
+        """Rows equal to an earlier row of the split (64-bit keys: for n rows a false
+        repeat has probability about n^2 / 2^65, 3e-6 at ten million rows)."""
+        keys = np.concatenate(self._rows) if self._rows else np.empty(0, np.uint64)
+        return len(keys) - len(_distinct(keys))
+
+    def distinct_windows(self) -> np.ndarray:
+        """Sorted distinct seed-window keys."""
+        if self._distinct is None:
+            ordered = self._sorted_windows()
+            keep = np.concatenate(([True], ordered[1:] != ordered[:-1])) if ordered.size else []
+            self._distinct = ordered[keep]
+        return self._distinct
+
+    def _sorted_windows(self) -> np.ndarray:
+        """All window keys, sorted (sorted probes make the searches cache-friendly)."""
+        if self._sorted is None:
+            keys = np.concatenate(self._windows) if self._windows else np.empty(0, np.uint64)
+            self._sorted = np.sort(keys)
+        return self._sorted
+
+    def repeated_windows(self) -> int:
+        """Rows whose seed window starts an earlier row of the split."""
+        return self.rows() - len(self.distinct_windows())
+
+    def shared_with(self, other: HygieneTally) -> int:
+        """Rows of this split whose seed window also starts a row of ``other``."""
+        keys = self._sorted_windows()
+        theirs = other.distinct_windows()
+        if theirs.size == 0 or keys.size == 0:
+            return 0
+        where = np.minimum(np.searchsorted(theirs, keys), theirs.size - 1)
+        return int(np.count_nonzero(theirs[where] == keys))
+
+
+class LookbackRegion(BaseModel):
+    """D* over the audited targets of one region (ID or OOD)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    targets: int = Field(ge=0, description="Targets audited: rows x positions of the region.")
+    short: int = Field(ge=0, description="Targets whose look-back D* is at most k + 2.")
+    short_share: float = Field(ge=0, le=1, description="short / targets (0 when none).")
+    shortcut: int = Field(
+        ge=0, description="Targets with D* <= k + 2 and below the rule's look-back t - p."
+    )
+    shortcut_share: float = Field(ge=0, le=1, description="shortcut / targets.")
+    p10: int | None = Field(None, ge=0, description="10th percentile of D* (lower).")
+    median: int | None = Field(None, ge=0, description="Median D* (lower; None: no target).")
+    p90: int | None = Field(None, ge=0, description="90th percentile of D* (lower).")
+    max: int | None = Field(None, ge=0, description="Largest D* (None when no target).")
+    histogram: dict[int, int] = Field(
+        default_factory=dict, description="D* -> number of targets with that look-back."
+    )
+
+
+class QuestionLookbacks(BaseModel):
+    """The question-consistency audit of one split (``posgen.consistency``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    computed: bool = Field(description="False when m^j or one row's cost is above the bound.")
+    method: str = Field(max_length=400, description="What was computed, or why not.")
+    candidates: int | None = Field(None, ge=1, description="m^j far-operand candidates.")
+    rows: int = Field(0, ge=0, description="Rows audited, spread evenly over the split.")
+    short_lookback: int = Field(ge=1, description="k + 2: the look-back counted as short.")
+    id: LookbackRegion | None = Field(None, description="Positions [w, L).")
+    ood: LookbackRegion | None = Field(None, description="Positions [L, L') (None in train).")
+    short_by_position: list[int] = Field(
+        default_factory=list, description="Rows with D* <= k + 2 at t = w + i."
+    )
+    mean_by_position: list[float] = Field(
+        default_factory=list, description="Mean D* over the audited rows at t = w + i."
+    )
+
+
+class LookbackTally:
+    """D* of a sample of a split's rows, streamed batch by batch (memory: a few counters a
+    position).
+
+    The sample: n = :func:`posgen.consistency.sample_rows` rows, row floor(i N / n) for
+    i < n of a split of N rows (every row when N <= n; the first n rows when N is unknown).
+    """
+
+    def __init__(self, spec: TaskSpec, length: int, total_rows: int | None = None) -> None:
+        self.spec, self.length = spec, length
+        self.refusal = refusal(spec, length)
+        self.wanted = sample_rows(spec, length)
+        self.picks = None  # row numbers sampled (None: the first ones)
+        if total_rows is not None and total_rows > self.wanted > 0:
+            self.picks = np.arange(self.wanted, dtype=np.int64) * total_rows // self.wanted
+        self.seen = 0
+        self.rule = rule_lookbacks(spec, max(length, spec.window))
+        positions = self.rule.size
+        self.boundary = max(0, min(spec.train_length, length) - spec.window)
+        self.short = spec.near + 2
+        self.histograms = {name: np.zeros(length + 1, dtype=np.int64) for name in REGIONS}
+        self.shortcuts = dict.fromkeys(REGIONS, 0)
+        self.short_by_position = np.zeros(positions, dtype=np.int64)
+        self.sum_by_position = np.zeros(positions, dtype=np.int64)
+        self.rows = 0
+
+    def add(self, tokens: np.ndarray) -> None:
+        """Audit the rows of ``tokens`` (``(rows, length)``) still within the sample
+        (rows holding a token outside Z_m are skipped: the schema check reports them)."""
+        first, self.seen = self.seen, self.seen + tokens.shape[0]
+        room = self.wanted - self.rows
+        if room <= 0 or tokens.shape[0] == 0 or tokens.shape[1] != self.length:
+            return
+        if self.picks is not None:
+            lo, hi = np.searchsorted(self.picks, [first, self.seen])
+            tokens = tokens[self.picks[lo:hi] - first]
+        in_range = ((tokens >= 0) & (tokens < self.spec.modulus)).all(axis=1)
+        found = question_lookbacks(self.spec, tokens[in_range][:room])  # others fail schema
+        self.rows += found.shape[0]
+        short = found <= self.short
+        self.short_by_position += short.sum(axis=0)
+        self.sum_by_position += found.sum(axis=0)
+        shortcut = (short & (found < self.rule[None, :])).sum(axis=0)
+        for name, part in (("id", slice(0, self.boundary)), ("ood", slice(self.boundary, None))):
+            values = found[:, part].reshape(-1)
+            self.histograms[name] += np.bincount(values, minlength=self.length + 1)
+            self.shortcuts[name] += int(shortcut[part].sum())
+
+    def result(self) -> QuestionLookbacks:
+        """The audit's figures (:class:`QuestionLookbacks`)."""
+        spec = self.spec
+        if self.refusal is not None:
+            return QuestionLookbacks(computed=False, method=self.refusal, short_lookback=self.short)
+        count = candidate_count(spec)
+        method = (
+            f"exact: all {count:,} far-operand candidates (m^j) checked against the visible "
+            f"transitions, {self.rows:,} rows spread over the split"
+        )
+        sizes = {"id": self.boundary, "ood": self.rule.size - self.boundary}
+        regions = {
+            name: _region(self.histograms[name], self.shortcuts[name], self.short)
+            if sizes[name]
+            else None
+            for name in REGIONS
+        }
+        means = self.sum_by_position / max(self.rows, 1)
+        return QuestionLookbacks(
+            computed=True,
+            method=method,
+            candidates=count,
+            rows=self.rows,
+            short_lookback=self.short,
+            id=regions["id"],
+            ood=regions["ood"],
+            short_by_position=self.short_by_position.tolist(),
+            mean_by_position=[round(float(v), 4) for v in means],
+        )
+
+
+REGIONS = ("id", "ood")
+
+
+def _region(histogram: np.ndarray, shortcut: int, short: int) -> LookbackRegion:
+    """Summary of one region's histogram of D*."""
+    targets = int(histogram.sum())
+    if targets == 0:
+        return LookbackRegion(targets=0, short=0, short_share=0.0, shortcut=0, shortcut_share=0.0)
+    short_count = int(histogram[: short + 1].sum())
+    cumulative = np.cumsum(histogram)
+
+    def quantile(share: float) -> int:  # the smallest D* with at least that share at or below
+        return int(np.searchsorted(cumulative, share * targets))
+
+    present = np.flatnonzero(histogram)
+    return LookbackRegion(
+        targets=targets,
+        short=short_count,
+        short_share=short_count / targets,
+        shortcut=shortcut,
+        shortcut_share=shortcut / targets,
+        p10=quantile(0.1),
+        median=quantile(0.5),
+        p90=quantile(0.9),
+        max=int(present[-1]),
+        histogram={int(d): int(histogram[d]) for d in present},
+    )
