@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import posgen.cli.preflight
+import posgen.cli.runner
 import posgen.signals
 from posgen.store.recovery import leftovers
 from tests.cli_support import assert_clean_error, invoke
@@ -97,7 +97,7 @@ def test_sigterm_during_generate_names_what_was_left_like_publish(tmp_path):
 def test_publish_refuses_a_spec_larger_than_the_free_disk_unless_forced(
     tmp_path, spec_file, monkeypatch
 ):
-    monkeypatch.setattr(posgen.cli.preflight, "free_bytes", lambda path: 1000)
+    monkeypatch.setattr(posgen.cli.runner, "free_bytes", lambda path: 1000)
     out = tmp_path / "hub"
     refused = invoke("publish", spec_file, "--out", out, "-q")
     assert_clean_error(refused, 2, "only 1000 B are free", "--force")
