@@ -35,7 +35,7 @@ from tests.cli_support import invoke as cli
 from tests.hardening_counts import record, recorded
 from tests.kill_points import GUARD
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"train_size": 50, "val_size": 10, "test_size": 10}
 SMALL_FLAGS = ["--task", "cot", "--train-size", "50", "--val-size", "10", "--test-size", "10"]
 

@@ -21,7 +21,7 @@ import posgen.signals
 from posgen.store.recovery import leftovers
 from tests.cli_support import assert_clean_error, invoke
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = """\
 name = "tiny"
 description = "Tiny benchmark for the runner tests."
