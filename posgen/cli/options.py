@@ -79,12 +79,6 @@ class PathArg(click.Path):
         return super().convert(value, param, ctx)
 
 
-DATA_HELP = "Dataset folder written by `posgen generate`."
-QUIET_HELP = "Print nothing on success."
-OVERWRITE_HELP = "Replace an existing dataset at --out."
-FORCE_HELP = "Run even when the estimate (rows x length x bytes) exceeds the free disk or 24 h."
-
-
 class TaskChoice(click.Choice):
     """``--task`` choices: the registered tasks when the command line is parsed, so a task
     registered with :func:`posgen.tasks.register_task` is accepted too."""
@@ -101,21 +95,9 @@ class TaskChoice(click.Choice):
         pass
 
 
-# flag name -> spec field
-SPEC_FLAGS: dict[str, str] = {
-    "modulus": "modulus",
-    "near": "near",
-    "far": "far",
-    "op": "op",
-    "train_length": "train_length",
-    "test_length": "test_length",
-    "train_size": "train_size",
-    "val_size": "val_size",
-    "test_size": "test_size",
-    "seeding": "seeding",
-    "seed": "seed",
-    "op_key": "op_key",
-}
+SPEC_FLAGS = ("modulus", "near", "far", "op", "train_length", "test_length", "train_size",
+              "val_size", "test_size", "seeding", "seed", "op_key")  # fmt: skip
+"""The spec fields that have a flag of the same name."""
 
 
 def spec_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -163,7 +145,7 @@ def spec_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-def data_option(help: str = DATA_HELP) -> Decorator:
+def data_option(help: str = "Dataset folder written by `posgen generate`.") -> Decorator:
     """``--data FOLDER`` (required): the dataset folder a command reads."""
     return click.option(
         "--data", required=True, type=PathArg(file_okay=False, path_type=Path), help=help
@@ -198,17 +180,19 @@ def plot_option(help: str) -> Decorator:
     return click.option("--plot", "plot_out", type=kind, help=help)
 
 
-def overwrite_option(help: str = OVERWRITE_HELP) -> Decorator:
+def overwrite_option(help: str = "Replace an existing dataset at --out.") -> Decorator:
     """``--overwrite``: replace what ``--out`` names."""
     return click.option("--overwrite", is_flag=True, help=help)
 
 
-def force_option(help: str = FORCE_HELP) -> Decorator:
+def force_option(
+    help: str = "Run even when the estimate (rows x length x bytes) exceeds the free disk or 24 h.",
+) -> Decorator:
     """``--force``: run although the up-front estimate would refuse the run."""
     return click.option("--force", is_flag=True, help=help)
 
 
-def quiet_option(help: str = QUIET_HELP) -> Decorator:
+def quiet_option(help: str = "Print nothing on success.") -> Decorator:
     """``-q``/``--quiet``."""
     return click.option("-q", "--quiet", is_flag=True, help=help)
 
@@ -230,7 +214,7 @@ def benchmark_from_options(
 ) -> BenchmarkSpec:
     """Resolve the benchmark, turning every spec problem into :class:`UsageProblems`."""
     overrides = {
-        SPEC_FLAGS[name]: value
+        name: value
         for name, value in fields.items()
         if name in SPEC_FLAGS and value is not None and value != ()
     }

@@ -5,7 +5,7 @@ can fail as one line that says what was left behind.
 
 - Targets (:func:`check_dataset_target`, :func:`check_run_target`): the target may be
   (re)created (``--overwrite``) or take this part of a run (``--part``); a folder can be
-  created there (:func:`unwritable`); the spec fits on the disk and in a day
+  created there (:func:`refuse_unwritable`); the spec fits on the disk and in a day
   (:func:`refusals`; ``--force`` runs anyway); then leftovers of killed runs next to it are
   cleaned up, each with a ``note:`` line.
 - Outputs (:func:`output_problems`): no command writes over a file it reads, writes one
@@ -46,9 +46,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Generic, TypeVar
 
 import click
@@ -135,36 +136,6 @@ def existing_ancestor(path: Path) -> Path:
         if candidate.exists():
             return candidate
     return Path(path.anchor)
-
-
-@dataclass(frozen=True)
-class Blocked:
-    """Why no folder can be created at a target, and the exit status that says so: 2 when
-    the path given cannot be used (a file in the way, no permission), 1 when the file system
-    failed (a read-only mount, an I/O error) (:func:`~posgen.errors.os_error_problem`)."""
-
-    line: str
-    exit_code: int
-
-
-def unwritable(out: Path) -> Blocked | None:
-    """Why no folder can be created at ``out`` (None when one can), found by trying.
-
-    A file is created and removed in the nearest existing folder above ``out``, so
-    read-only mounts, missing permissions and a file in the way are all caught up front.
-    """
-    out = Path(out)
-    base = existing_ancestor(out.parent)
-    if not base.is_dir():
-        return Blocked(f"cannot create {out}: {base} is a file, not a folder", 2)
-    try:
-        with tempfile.TemporaryFile(dir=base, prefix=".posgen-probe-"):
-            pass
-    except OSError as error:
-        reason = str(error.strerror or error)
-        line = f"cannot create {out}: {base} is not writable ({reason[:1].lower()}{reason[1:]})"
-        return Blocked(line, os_error_problem(error)[1])
-    return None
 
 
 def free_bytes(path: Path) -> int:
@@ -355,16 +326,23 @@ def check_run_target(out: Path) -> None:
 
 
 def refuse_unwritable(out: Path, flag: str = "") -> None:
-    """Refuse a target no folder can be created at, before anything is read or written:
-    exit 2 when the path given cannot be used, 1 when the file system failed
-    (:class:`Blocked`)."""
-    blocked = unwritable(out)
-    if blocked is None:
-        return
-    line = f"{flag}{blocked.line}; nothing was written"
-    if blocked.exit_code == 2:
-        raise UsageProblems([line])
-    raise RunError(line)
+    """Refuse a target no folder can be created at, found by creating a file in the nearest
+    existing folder above it: exit 2 when the path given cannot be used (a file in the way,
+    no permission), 1 when the file system failed (a read-only mount, an I/O error)."""
+    base = existing_ancestor(Path(out).parent)
+    if not base.is_dir():
+        raise UsageProblems([f"{flag}cannot create {out}: {base} is a file, not a folder; "
+                             "nothing was written"])  # fmt: skip
+    try:
+        with tempfile.TemporaryFile(dir=base, prefix=".posgen-probe-"):
+            pass
+    except OSError as error:
+        reason = str(error.strerror or error)
+        line = f"{flag}cannot create {out}: {base} is not writable "
+        line += f"({reason[:1].lower()}{reason[1:]}); nothing was written"
+        raise (
+            UsageProblems([line]) if os_error_problem(error)[1] == 2 else RunError(line)
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -436,23 +414,10 @@ def require_extra() -> None:
         raise UsageProblems([TRAIN_HINT]) from None
 
 
-class _NoBar:
-    """Stands in for a progress bar where none is drawn."""
-
-    def __enter__(self) -> _NoBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, n_steps: int) -> None:
-        return None
-
-
 def progress_bar(total: int, label: str, quiet: bool = False) -> Any:
     """A click progress bar on stderr, drawn only on a terminal and never when ``quiet``."""
     if quiet or not sys.stderr.isatty():
-        return _NoBar()
+        return nullcontext(SimpleNamespace(update=lambda tokens: None))
     return click.progressbar(
         length=total, label=label, file=sys.stderr, show_eta=True, show_percent=True
     )
