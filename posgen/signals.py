@@ -8,8 +8,10 @@ command: build folders are removed on the way, and the CLI prints
 Where an exception must not appear (a lazy ``import torch``, an optimiser step, the rename
 that commits a dataset), code runs :func:`deferred`: the signal is remembered and raised
 when the block ends. A signal raised where Python swallows exceptions (``__del__``, weakref
-callbacks) is remembered too, and :func:`check` raises it at the next step boundary; the
-CLI checks once more when the command returns, so no signal ever ends in exit 0.
+callbacks) is remembered too (Python hands it to ``sys.unraisablehook``), and :func:`check`
+raises it at the next step boundary; the CLI checks once more when the command returns, so
+no signal ever ends in exit 0. A signal is raised once: code that catches
+:class:`Interrupted` and goes on (a test) does not see it again.
 
 Test hook (the only one): ``POSGEN_SIGNAL_AT=POINT:SIGNAL`` or ``POINT:N:SIGNAL`` makes the
 process send itself SIGNAL at :func:`point` ``POINT`` (its N-th pass, or the pass numbered
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -59,14 +62,22 @@ class _State:
     received: int | None = None  # the first signal not yet raised
     depth = 0  # open deferred()/held() blocks
     raised = False  # later signals wait, so a second Ctrl-C cannot break the clean-up
+    unraisable_hook: Any = None  # the sys.unraisablehook install() wrapped
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
-    if _State.received is None:
-        _State.received = signum
     if _State.depth == 0 and not _State.raised:
         _State.raised = True
-        raise Interrupted(_State.received)
+        raise Interrupted(signum)
+    if _State.received is None:
+        _State.received = signum
+
+
+def _swallowed(unraisable: Any) -> None:
+    """Remember an :class:`Interrupted` Python dropped (raised in ``__del__``, say)."""
+    if isinstance(unraisable.exc_value, Interrupted) and _State.received is None:
+        _State.received = unraisable.exc_value.signum
+    _State.unraisable_hook(unraisable)
 
 
 def install() -> dict[int, Any]:
@@ -75,6 +86,8 @@ def install() -> dict[int, Any]:
     if threading.current_thread() is not threading.main_thread():
         return {}
     previous = {signum: signal.signal(signum, _handle) for signum in CAUGHT_SIGNALS}
+    if sys.unraisablehook is not _swallowed:
+        _State.unraisable_hook, sys.unraisablehook = sys.unraisablehook, _swallowed
     _State.received, _State.depth, _State.raised = None, 0, False
     return previous
 
@@ -83,6 +96,9 @@ def restore(previous: dict[int, Any]) -> None:
     """Put back the handlers :func:`install` replaced and forget any signal received."""
     for signum, handler in previous.items():
         signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    outermost = any(handler is not _handle for handler in previous.values())
+    if outermost and sys.unraisablehook is _swallowed:
+        sys.unraisablehook = _State.unraisable_hook
     _State.received, _State.depth, _State.raised = None, 0, False
 
 
@@ -101,8 +117,8 @@ def received() -> int | None:
 def check(completed: bool = False) -> None:
     """Raise :class:`Interrupted` for a signal that arrived and was not raised yet."""
     if _State.received is not None and _State.depth == 0:
-        _State.raised = True
-        raise Interrupted(_State.received, completed)
+        signum, _State.received, _State.raised = _State.received, None, True
+        raise Interrupted(signum, completed)
 
 
 def hold() -> None:

@@ -1,27 +1,13 @@
-"""One runner for the commands that write (``generate``, ``publish``, ``merge``, ``train``,
-``sweep``, and the files of ``score``, ``baseline``, ``validate`` and ``results``): every
-check made before anything is written, the write with its progress bar, and every way it
-can fail as one line that says what was left behind.
+"""One runner for every command that writes: the checks made before anything is written
+(:func:`check_dataset_target`, :func:`check_run_target`, :func:`refuse_unwritable`,
+:func:`output_problems`: never over an input, twice, or inside a dataset), the write under a
+progress bar (:meth:`DatasetRun.write`), and what a failure left (:func:`reported`: an
+``OSError`` becomes one :class:`~posgen.errors.RunError` line; a signal stays
+:class:`~posgen.signals.Interrupted`, with what was left said after it).
 
-- Targets (:func:`check_dataset_target`, :func:`check_run_target`): the target may be
-  (re)created (``--overwrite``) or take this part of a run (``--part``); a folder can be
-  created there (:func:`refuse_unwritable`); the spec fits on the disk and in a day
-  (:func:`refusals`; ``--force`` runs anyway); then leftovers of killed runs next to it are
-  cleaned up, each with a ``note:`` line.
-- Outputs (:func:`output_problems`): no command writes over a file it reads, writes one
-  file twice, or writes into a dataset folder. Paths are compared as the files they name
-  (links resolved); streams (``-``, a FIFO) never clash.
-- The write (:meth:`DatasetRun.write`) runs under the progress bar; an ``OSError`` becomes
-  :class:`~posgen.errors.RunError` (exit 1) naming the path and what was left; a signal
-  stays :class:`~posgen.signals.Interrupted`, with what was left added
-  (:func:`reported`, :func:`interrupted`). :func:`posgen.errors.error_exit` maps both to
-  the exit status.
-
-The disk estimate is exact for the raw tokens: the sum over every split of
-rows x length x bytes per token (1 byte for m <= 256, else 2); a probe split counts at
-most a probed position (4 bytes) and a far-rule answer per token on top. Worked example,
-the paper preset (3 configs; train 10,000 x 64, validation and test 1,000 x 256 each, and
-a probe split of 1,000 x 256; m = 17 so 1 byte a token)::
+The disk estimate sums rows x length x bytes per token over every split (1 byte for
+m <= 256, else 2; a probe split adds a probed position, 4 B, and a far-rule answer). The
+paper preset (3 configs; train 10,000 x 64, validation, test and probe 1,000 x 256 each)::
 
     3 x (10,000 x 64 + 1,000 x 256 + 1,000 x 256 + 1,000 x 256 x (1 + 4 + 1)) B = 8,064,000 B
 

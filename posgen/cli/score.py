@@ -267,9 +267,7 @@ def baseline_command(
         else:
             report = score_aligned(reference, predictions)
             shown = (("ID", report.id.accuracy), ("OOD", report.ood.accuracy))
-        figures = ", ".join(
-            f"{name} {'-' if value is None else f'{100 * value:.2f}%'}" for name, value in shown
-        )
+        figures = ", ".join(f"{name} {_percent(value)}" for name, value in shown)
         click.echo(
             f"wrote {out}: {kind} predictions for {reference.config}/{split} "
             f"({reference.tokens.shape[0]:,} rows); {figures}"
