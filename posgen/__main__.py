@@ -1,4 +1,4 @@
-"""``python -m posgen`` and the ``posgen`` script.
+"""``python -m posgen`` and the ``posgen`` script: the one place signal handlers are installed.
 
 :func:`run` catches SIGINT, SIGTERM and SIGHUP before the commands are imported (about half
 a second), so a signal at any moment after the interpreter starts ends in one line and
@@ -12,17 +12,17 @@ from __future__ import annotations
 import sys
 
 
-def run() -> None:
+def run(args: list[str] | None = None) -> None:
     """Install the signal handlers, then import and run the command line."""
     from posgen import signals
 
     signals.install()
-    signals.hold()  # a signal while the commands are imported is raised once the CLI runs
-    signals.point("startup")
-    from posgen.cli import main
+    with signals.held():  # a signal while the commands are imported is raised once the CLI runs
+        signals.point("startup")
+        from posgen.cli import main
 
     try:
-        main(prog_name="posgen")
+        main(args, prog_name="posgen")
         code: int = 0
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else int(done.code is not None)

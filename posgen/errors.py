@@ -1,13 +1,14 @@
-"""posgen's errors: three kinds, each with its exit status, and readable validation lines.
+"""posgen's errors, grouped by what the user must do, and the one map to exit statuses.
 
-- :class:`UsageError` (exit 2): bad input the user can fix (a spec, a flag, a path that is
-  not a dataset, predictions that do not fit);
-- :class:`DataError` (exit 1): data that fails its integrity check (a damaged file, an
-  edited manifest);
-- :class:`RunError` (exit 1): the run itself failed (a write, a refused publish).
+- :class:`UsageError` (exit 2): fix the input (a spec, a flag, a path that is not a
+  dataset, predictions that do not fit);
+- :class:`DataError` (exit 1): repair the data (a damaged file, an edited manifest);
+- :class:`RunError` (exit 1): retry the run (a write failed, a publish was refused).
 
-The CLI maps every :class:`PosgenError` to ``error: ...`` lines and its ``exit_code`` in one
-place (:class:`posgen.cli.PosgenGroup`).
+:func:`error_exit` turns any exception (these, a signal's
+:class:`~posgen.signals.Interrupted`, click's usage errors, an ``OSError``, anything
+unexpected) into its ``error:`` lines and exit status; the CLI and the sweep worker both
+call it. Tracebacks are shown only with ``posgen --debug`` or ``POSGEN_DEBUG=1``.
 
 >>> from pydantic import ValidationError
 >>> from posgen.spec import TaskSpec
@@ -22,10 +23,16 @@ modulus: Input should be greater than or equal to 2 (given: 1)
 
 from __future__ import annotations
 
+import errno
+import os
 import reprlib
+import traceback
 from typing import Any
 
+import click
 from pydantic import ValidationError
+
+from posgen.signals import Interrupted
 
 SHOWN_CHARS = 200
 """Longest text of one value shown in an error line."""
@@ -100,6 +107,13 @@ class UsageError(PosgenError):
     exit_code = 2
 
 
+class UsageProblems(UsageError):
+    """Bad input, several problems: one line each."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+
+
 class DataError(PosgenError):
     """Data that fails its integrity check: exit status 1."""
 
@@ -123,3 +137,142 @@ def problem_lines(error: ValidationError) -> list[str]:
             line += f" (given: {shown_value(given)})"
         lines.append(" ".join(line.split()))
     return lines
+
+
+# --- the one map from an exception to its error: lines and exit status ------------------
+
+DEBUG_ENV = "POSGEN_DEBUG"
+"""Set to a non-empty value other than ``0`` to see tracebacks of unexpected errors."""
+INTERRUPTED_STATE = "no partial output was left"
+"""What a command stopped by a signal left, unless it says more
+(:attr:`posgen.signals.Interrupted.left`; every output is written whole or not at all)."""
+BAD_PATH_ERRNOS = frozenset(
+    code
+    for code in (
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+        errno.EEXIST,
+        getattr(errno, "EILSEQ", None),
+    )
+    if code is not None
+)
+"""Errors that say the named path cannot be used as given: bad input, exit status 2."""
+
+
+def os_error_problem(error: OSError) -> tuple[str, int]:
+    """One line (``PATH: reason``) and the exit status for an operating-system error: 2 when
+    the path given cannot be used, 1 when the run failed on the way (disk full, I/O error).
+
+    >>> os_error_problem(PermissionError(13, "Permission denied", "ds/posgen.json"))
+    ('ds/posgen.json: permission denied', 2)
+    >>> os_error_problem(OSError(28, "No space left on device", "out/x.json"))
+    ('out/x.json: no space left on device', 1)
+    """
+    reason = (error.strerror or str(error) or type(error).__name__).strip()
+    reason = reason[:1].lower() + reason[1:]
+    paths = [p for p in (error.filename, error.filename2) if p is not None]
+    where = " -> ".join(shown(os.fsdecode(p) if isinstance(p, bytes) else p) for p in paths)
+    line = f"{where}: {reason}" if where else reason
+    if error.errno is None and not paths:
+        line = shown(str(error)) or type(error).__name__
+    return line, 2 if error.errno in BAD_PATH_ERRNOS else 1
+
+
+def debugging(flag: bool = False) -> bool:
+    """Whether tracebacks are wanted (``--debug`` or :data:`DEBUG_ENV`)."""
+    return flag or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def unexpected_problem(error: BaseException, debug: bool = False) -> str:
+    """One line for an error nobody anticipated.
+
+    >>> unexpected_problem(KeyError("x"))
+    "internal error (KeyError): 'x' (rerun with --debug or POSGEN_DEBUG=1 for the traceback)"
+    """
+    line = f"internal error ({type(error).__name__}): {shown(str(error)) or '(no message)'}"
+    return (
+        line
+        if debugging(debug)
+        else f"{line} (rerun with --debug or {DEBUG_ENV}=1 for the traceback)"
+    )
+
+
+def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], int]:
+    """The ``error:`` lines (without the prefix) and the exit status for ``error``.
+
+    >>> import signal
+    >>> error_exit(Interrupted(signal.SIGTERM))
+    (['interrupted by SIGTERM; no partial output was left'], 143)
+    >>> error_exit(UsageError("no such config"))
+    (['no such config'], 2)
+    """
+    if isinstance(error, Interrupted):
+        return [f"{error}; {error.left or INTERRUPTED_STATE}"], error.exit_code
+    if isinstance(error, KeyboardInterrupt) or (
+        isinstance(error, click.Abort) and isinstance(error.__context__, KeyboardInterrupt)
+    ):  # SIGINT before posgen's handler was installed
+        return [f"interrupted by SIGINT; {INTERRUPTED_STATE}"], 130
+    if isinstance(error, PosgenError):
+        return error.printed, error.exit_code
+    if isinstance(error, click.UsageError):
+        where = f" (see '{error.ctx.command_path} -h')" if error.ctx is not None else ""
+        return [f"{' '.join(error.format_message().split())}{where}"], error.exit_code
+    if isinstance(error, click.ClickException):
+        return [error.format_message()], error.exit_code
+    if isinstance(error, click.Abort):
+        return ["aborted"], 1
+    if isinstance(error, OSError):
+        line, code = os_error_problem(error)
+        return [line], code
+    return [unexpected_problem(error, debug)], 1
+
+
+def traceback_text(error: BaseException) -> str:
+    """The full traceback of ``error``, for ``--debug``."""
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
+
+
+# --- sizes and durations as people read them --------------------------------------------
+
+
+def human_bytes(size: float) -> str:
+    """``1536`` -> ``'1.5 KiB'``.
+
+    >>> human_bytes(3_456_000), human_bytes(12)
+    ('3.3 MiB', '12 B')
+    """
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024 or unit == "PiB":
+            break
+        size /= 1024
+    return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+
+
+def human_seconds(seconds: float) -> str:
+    """``9000`` -> ``'2.5 h'``.
+
+    >>> human_seconds(90), human_seconds(600), human_seconds(9000)
+    ('90 s', '10 min', '2.5 h')
+    """
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def mean_std_cell(mean: float | None, std: float | None) -> str:
+    """A result table's cell: mean ± std to 3 decimals, the mean alone without a std, ``-``
+    without a mean.
+
+    >>> mean_std_cell(0.5, 0.1), mean_std_cell(1.0, None), mean_std_cell(None, None)
+    ('0.500 ± 0.100', '1.000', '-')
+    """
+    if mean is None:
+        return "-"
+    return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")

@@ -10,15 +10,21 @@ from click.testing import CliRunner, Result
 
 
 def invoke(*args: object, env: dict[str, str] | None = None, **kwargs) -> Result:
-    """Run ``posgen *args`` in-process; the click ``Result`` (paths and numbers become text).
+    """Run ``posgen *args`` in-process, with the entry point's signal handlers; the click
+    ``Result`` (paths and numbers become text).
 
     Since click 8.2 ``CliRunner`` keeps the streams apart: ``result.stdout``,
     ``result.stderr``, and ``result.output`` with both interleaved as a terminal shows them.
     """
+    from posgen import signals
     from posgen.cli import main
 
     argv = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args]
-    return CliRunner().invoke(main, argv, env=env, **kwargs)
+    previous = signals.install()  # as the entry point (posgen.__main__) does
+    try:
+        return CliRunner().invoke(main, argv, env=env, **kwargs)
+    finally:
+        signals.restore(previous)
 
 
 def error_lines(text: str) -> list[str]:

@@ -32,6 +32,24 @@ def cli():
     return invoke
 
 
+# --- cli: the signal handlers posgen's processes run with ------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def posgen_signal_handlers():
+    """SIGINT, SIGTERM and SIGHUP become ``Interrupted`` in every test, as in posgen's own
+    processes: the ``posgen`` entry point and the sweep worker install the handlers once, and
+    in-process code (``run_job``, ``atomic_folder``) is tested under the same model."""
+    from posgen import signals
+
+    previous = signals.install()
+    yield
+    signals.restore(previous)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
 @pytest.fixture
 def validator(monkeypatch):
     """The real validator (``posgen.publish.validate_folder``), watched.

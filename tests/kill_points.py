@@ -122,9 +122,9 @@ def main() -> None:
         os.environ[WORKER_ENV] = point  # for the spawned workers (see the module's end)
     else:
         install(point, Path(out), int(total))
-    from posgen.cli import main as posgen
+    from posgen.__main__ import run
 
-    posgen(args, prog_name="posgen")
+    run(args)
 
 
 if __name__ == "__main__":

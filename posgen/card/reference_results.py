@@ -14,8 +14,8 @@ from typing import Any
 
 from posgen.card.facts import table
 from posgen.encodings import pe_order
+from posgen.errors import mean_std_cell
 from posgen.store.manifest import Manifest
-from posgen.units import mean_std_cell
 
 RESULTS_FILE = Path(__file__).with_name("reference_results.json")
 

@@ -1,10 +1,15 @@
-"""The flags several commands share, spelled once: ``--spec`` and the spec fields
-(:func:`spec_options`), and ``--data``, ``--config``, ``--split``, ``--out``, ``--json``,
-``--plot``, ``--overwrite``, ``--force`` and ``-q``.
+"""The flags the commands share, spelled once, and the path type they all take.
 
-Each is a decorator factory; what a flag means differs a little per command, so the help
-text is the command's own:
+- :class:`PathArg`: ``click.Path`` that also refuses, before any work starts, a path that
+  is not UTF-8 (Parquet, Arrow and JSON store names as UTF-8) or has a name longer than the
+  file system allows;
+- :func:`spec_options` (``--spec``, ``--task`` and one flag per spec field) and
+  :func:`benchmark_from_options`, which resolves them into a benchmark;
+- ``--data``, ``--config``, ``--split``, ``--out``, ``--json``, ``--plot``, ``--overwrite``,
+  ``--force``, ``--format`` and ``-q``: decorator factories, the help text the command's own.
 
+>>> path_problem("out/" + "a" * 300)
+'has a name of 300 bytes; the file system allows 255'
 >>> import click
 >>> @click.command()
 ... @config_option("Config to score.")
@@ -17,23 +22,61 @@ text is the command's own:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
-from posgen.cli.paths import PathArg
+from posgen.errors import UsageProblems, not_utf8, problem_lines, shown
 from posgen.ops import op_names
+from posgen.spec import BenchmarkSpec
+from posgen.spec_files import resolve_benchmark
 from posgen.store.formats import FORMATS
 from posgen.tasks import TASKS
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
-DATA_HELP = "Dataset folder written by `posgen generate`."
-QUIET_HELP = "Print nothing on success."
-OVERWRITE_HELP = "Replace an existing dataset at --out."
-FORCE_HELP = "Run even when the estimate (rows x length x bytes) exceeds the free disk or 24 h."
+DEFAULT_NAME_MAX = 255
+
+
+def name_max(path: Path) -> int:
+    """Longest file name (bytes) in the nearest existing folder of ``path``."""
+    folder = path.parent if str(path.parent) else Path(".")
+    for candidate in (folder, *folder.parents):
+        try:
+            return os.pathconf(candidate, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            continue
+    return DEFAULT_NAME_MAX
+
+
+def path_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a file posgen reads or writes, or ``None``."""
+    raw = os.fsencode(value)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"is {not_utf8(raw, error)}"
+    path = Path(value)
+    limit = name_max(path)
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            return f"has a name of {len(os.fsencode(part))} bytes; the file system allows {limit}"
+    return None
+
+
+class PathArg(click.Path):
+    """``click.Path`` that also refuses non-UTF-8 paths and over-long names (usage error)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str | os.PathLike) and str(value) != "-":
+            problem = path_problem(os.fspath(value))
+            if problem is not None:
+                self.fail(f"'{shown(os.fspath(value), 60)}' {problem}", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class TaskChoice(click.Choice):
@@ -52,21 +95,9 @@ class TaskChoice(click.Choice):
         pass
 
 
-# flag name -> spec field
-SPEC_FLAGS: dict[str, str] = {
-    "modulus": "modulus",
-    "near": "near",
-    "far": "far",
-    "op": "op",
-    "train_length": "train_length",
-    "test_length": "test_length",
-    "train_size": "train_size",
-    "val_size": "val_size",
-    "test_size": "test_size",
-    "seeding": "seeding",
-    "seed": "seed",
-    "op_key": "op_key",
-}
+SPEC_FLAGS = ("modulus", "near", "far", "op", "train_length", "test_length", "train_size",
+              "val_size", "test_size", "seeding", "seed", "op_key")  # fmt: skip
+"""The spec fields that have a flag of the same name."""
 
 
 def spec_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -114,7 +145,7 @@ def spec_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-def data_option(help: str = DATA_HELP) -> Decorator:
+def data_option(help: str = "Dataset folder written by `posgen generate`.") -> Decorator:
     """``--data FOLDER`` (required): the dataset folder a command reads."""
     return click.option(
         "--data", required=True, type=PathArg(file_okay=False, path_type=Path), help=help
@@ -149,17 +180,19 @@ def plot_option(help: str) -> Decorator:
     return click.option("--plot", "plot_out", type=kind, help=help)
 
 
-def overwrite_option(help: str = OVERWRITE_HELP) -> Decorator:
+def overwrite_option(help: str = "Replace an existing dataset at --out.") -> Decorator:
     """``--overwrite``: replace what ``--out`` names."""
     return click.option("--overwrite", is_flag=True, help=help)
 
 
-def force_option(help: str = FORCE_HELP) -> Decorator:
+def force_option(
+    help: str = "Run even when the estimate (rows x length x bytes) exceeds the free disk or 24 h.",
+) -> Decorator:
     """``--force``: run although the up-front estimate would refuse the run."""
     return click.option("--force", is_flag=True, help=help)
 
 
-def quiet_option(help: str = QUIET_HELP) -> Decorator:
+def quiet_option(help: str = "Print nothing on success.") -> Decorator:
     """``-q``/``--quiet``."""
     return click.option("-q", "--quiet", is_flag=True, help=help)
 
@@ -174,3 +207,20 @@ def storage_option(help: str) -> Decorator:
         show_default=True,
         help=help,
     )
+
+
+def benchmark_from_options(
+    spec_file: Path | None, tasks: tuple[str, ...], fields: dict[str, Any]
+) -> BenchmarkSpec:
+    """Resolve the benchmark, turning every spec problem into :class:`UsageProblems`."""
+    overrides = {
+        name: value
+        for name, value in fields.items()
+        if name in SPEC_FLAGS and value is not None and value != ()
+    }
+    if "test_length" in overrides:
+        overrides["test_length"] = list(overrides["test_length"])
+    try:
+        return resolve_benchmark(spec_file, tasks, overrides)
+    except ValidationError as error:
+        raise UsageProblems(problem_lines(error)) from None

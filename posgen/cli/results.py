@@ -9,10 +9,9 @@ from pathlib import Path
 import click
 
 from posgen import signals
-from posgen.cli.common import UsageProblems
-from posgen.cli.options import json_option, out_option, plot_option
-from posgen.cli.outputs import output_problems
-from posgen.cli.paths import PathArg
+from posgen.cli.options import PathArg, json_option, out_option, plot_option
+from posgen.cli.runner import output_problems
+from posgen.errors import UsageProblems
 from posgen.scoring.plot import PLOT_HINT, plot_available
 from posgen.store.durable import write_atomically
 from posgen.train.ranking import csv_text

@@ -1,4 +1,6 @@
-"""``posgen score``: a model's predictions in, POSGEN metrics (table, JSON, plot) out."""
+"""The commands that score predictions: ``score`` (a model's predictions in; ID/OOD
+accuracy, or far-reliance on a probe split, out as a table, JSON and a plot) and
+``baseline`` (reference predictions: oracle, near-only, majority, local)."""
 
 from __future__ import annotations
 
@@ -7,12 +9,22 @@ from pathlib import Path
 import click
 
 from posgen import signals
-from posgen.cli.common import UsageProblems
-from posgen.cli.options import config_option, data_option, json_option, plot_option, split_option
-from posgen.cli.outputs import output_problems
-from posgen.cli.paths import PathArg
+from posgen.cli.options import (
+    PathArg,
+    config_option,
+    data_option,
+    json_option,
+    out_option,
+    overwrite_option,
+    plot_option,
+    quiet_option,
+    split_option,
+)
+from posgen.cli.runner import output_problems
 from posgen.cli.split_loading import load_probe_split, load_split
-from posgen.scoring.folder import score_reference
+from posgen.errors import RunError, UsageProblems
+from posgen.scoring.baselines import BASELINES, PROBE_BASELINES, baseline_predictions
+from posgen.scoring.folder import score_aligned, score_reference
 from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport, ScoringError
 from posgen.scoring.plot import (
     PLOT_HINT,
@@ -22,7 +34,7 @@ from posgen.scoring.plot import (
     plot_format_problem,
     plot_reliance,
 )
-from posgen.scoring.prediction_files import predictions_for
+from posgen.scoring.prediction_files import file_format, predictions_for, write_predictions
 from posgen.scoring.reliance import Reliance, RelianceReport, score_probe
 from posgen.spec import is_probe_split
 from posgen.store.durable import write_atomically
@@ -175,3 +187,87 @@ def score_command(
             plot_curve(report, plot_out)
     except PlotUnavailable as error:
         raise UsageProblems([str(error)]) from None
+
+
+@click.command(
+    "baseline",
+    epilog="""\b
+Examples:
+  posgen baseline --kind oracle --data out/posgen-v1 --config cot --out oracle.parquet
+  posgen baseline --kind near-only --data out/paper --config recursive --out near.jsonl
+  posgen score --data out/paper --config recursive --predictions near.jsonl
+""",
+)
+@click.option(
+    "--kind",
+    required=True,
+    type=click.Choice(list(dict.fromkeys((*BASELINES, *PROBE_BASELINES)))),
+    help="Which predictor (local: probe splits only).",
+)
+@data_option()
+@config_option("Config (may be left out when the folder has one).")
+@split_option("Split to predict.", default="test")
+@click.option(
+    "--fit-split",
+    default="train",
+    show_default=True,
+    help="Split near-only and majority learn from (the oracle learns nothing).",
+)
+@out_option("Predictions file to write: .parquet, .arrow, .jsonl or .npy.", folder=False)
+@overwrite_option("Replace an existing --out file.")
+@quiet_option()
+def baseline_command(
+    kind: str,
+    data: Path,
+    config: str | None,
+    split: str,
+    fit_split: str,
+    out: Path,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    """Write a reference predictor's predictions in the format `posgen score` reads.
+
+    \b
+    oracle     h of the true preceding operands at each position: the ceiling (100%);
+               on a probe split it follows the far rule (far-reliance 1)
+    near-only  best guess from the k near tokens alone (fitted on --fit-split): ~1/m
+    majority   most common token per position of --fit-split
+    local      probe splits only: the stored, unaltered token (far-reliance 0)
+    """
+    try:
+        file_format(out)
+    except ScoringError as error:
+        raise UsageProblems([f"--out: {error}"]) from None
+    if out.exists() and not overwrite:
+        raise UsageProblems([f"{out} exists; pass --overwrite to replace it"])
+    if kind == "local" and not is_probe_split(split):
+        raise UsageProblems([f"--kind local predicts probe splits only, not {split!r}"])
+    reference = load_split(data, config, split)
+    spec = reference.spec
+    fit = None
+    if kind not in PROBE_BASELINES:
+        fit = load_split(data, reference.config, fit_split).tokens
+    try:
+        predictions = baseline_predictions(kind, spec, reference.tokens, fit)
+    except ScoringError as error:
+        raise UsageProblems([str(error)]) from None
+    except ValueError as error:
+        raise RunError(f"{reference.config}/{split} holds invalid rows: {error}") from None
+    made_for = (spec.spec_id, split)
+    write_predictions(out, reference.ids, predictions, spec.modulus, made_for)  # WriteFailed: 1
+    if not quiet:
+        if is_probe_split(split):
+            probe = score_probe(load_probe_split(data, reference.config, split), predictions)
+            shown = (
+                ("ID far-reliance", probe.id.far_reliance),
+                ("OOD far-reliance", probe.ood.far_reliance),
+            )
+        else:
+            report = score_aligned(reference, predictions)
+            shown = (("ID", report.id.accuracy), ("OOD", report.ood.accuracy))
+        figures = ", ".join(f"{name} {_percent(value)}" for name, value in shown)
+        click.echo(
+            f"wrote {out}: {kind} predictions for {reference.config}/{split} "
+            f"({reference.tokens.shape[0]:,} rows); {figures}"
+        )

@@ -10,11 +10,9 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from posgen.cli.common import RunFailure, UsageProblems, require_extra
-from posgen.cli.options import out_option
-from posgen.cli.paths import PathArg
-from posgen.cli.runner import interrupted, refuse_unwritable
-from posgen.errors import problem_lines, shown
+from posgen.cli.options import PathArg, out_option
+from posgen.cli.runner import interrupted, refuse_unwritable, require_extra
+from posgen.errors import RunError, UsageProblems, problem_lines, shown
 from posgen.train.config import TrainConfig
 from posgen.train.grid import ResolvedEncoding, SlurmSettings, expand, jobs_of, read_grid
 from posgen.train.sweep import RECORD, Sweep, label, run_states
@@ -185,7 +183,7 @@ def _run_local(sweep: Sweep, todo: list[Any], jobs: int | None) -> None:
         )
     if outcome.failed or outcome.interrupted:
         stopped = f", {len(outcome.interrupted)} stopped by a signal" if outcome.interrupted else ""
-        raise RunFailure(
+        raise RunError(
             f"{len(outcome.failed)} of {len(todo)} trainings failed{stopped}; see posgen sweep "
             f"--status {sweep.root}; rerun to retry and resume them"
         )
@@ -201,7 +199,7 @@ def _run_submitit(
         submitted = submit(sweep, todo, settings, cluster=cluster)
     except (RuntimeError, OSError) as error:  # no sbatch here, sbatch refused the job
         reason = " ".join(str(error).split())
-        raise RunFailure(f"submitting to Slurm failed: {shown(reason, 600)}") from None
+        raise RunError(f"submitting to Slurm failed: {shown(reason, 600)}") from None
     if not submitted:
         return
     first = str(submitted[0].job_id).split("_")[0]
@@ -222,7 +220,7 @@ def _run_submitit(
             reason = " ".join(str(error).split())[-300:]
             click.echo(f"{label(job)}: failed: {reason}", err=True)
     if failed:
-        raise RunFailure(
+        raise RunError(
             f"{failed} of {len(todo)} trainings failed; see posgen sweep --status {sweep.root}"
         )
 

@@ -16,11 +16,10 @@ import click
 from pydantic import ValidationError
 
 from posgen import signals
-from posgen.cli.common import RunFailure, UsageProblems, require_extra
 from posgen.cli.options import config_option, data_option, force_option, out_option, quiet_option
-from posgen.cli.runner import check_run_target, reported
+from posgen.cli.runner import check_run_target, reported, require_extra
 from posgen.encodings import PERequest
-from posgen.errors import problem_lines
+from posgen.errors import RunError, UsageProblems, human_bytes, problem_lines
 from posgen.scoring.reference import pick_config
 from posgen.signals import Interrupted
 from posgen.spec import TaskSpec
@@ -31,7 +30,6 @@ from posgen.train.config import PRESETS, TrainConfig, preset
 from posgen.train.grid import identity, stable_hash
 from posgen.train.memory import RunEstimate, available_bytes, estimate_run, refusal
 from posgen.train.progress import resume_folder
-from posgen.units import human_bytes
 
 # flag -> (TrainConfig field, click type)
 OVERRIDES: dict[str, tuple[str, Any]] = {
@@ -330,7 +328,7 @@ def _train_resumably(
         raise
     except OutputExistsError:
         shutil.rmtree(resume, ignore_errors=True)  # this run cannot be resumed into it
-        raise RunFailure(
+        raise RunError(
             f"--out {out} appeared while the run trained (made by something else); it was "
             "kept, and this run was not written"
         ) from None
@@ -345,7 +343,7 @@ def _train_resumably(
             if kept
             else f"no partial run folder was left; lower {smaller}"
         )
-        raise RunFailure(
+        raise RunError(
             f"out of memory ({type(error).__name__}) with an estimate of "
             f"{human_bytes(estimate.total)}; {advice}"
         ) from None

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from posgen.signals import SignalGuard
+from posgen import signals
 from posgen.store.layout import OLD_TAG, TMP_TAG, hidden_sibling
 from posgen.store.lock import fresh_folder, owned
 from posgen.store.recovery import recover
@@ -42,30 +42,27 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
     check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     recover(target)
-    guard = SignalGuard()
-    guard.install()
     build, owner = None, -1
     try:
-        with guard.deferred(completed=False):  # a signal now waits until the folder has a name
+        with signals.deferred():  # a signal now waits until the folder has a name
             build, owner = fresh_folder(lambda: hidden_sibling(target, TMP_TAG, pid=False))
         yield build
         fsync_tree(build)
         check_target(target, overwrite)
-        with guard.deferred():
+        with signals.deferred(completed=True):
             _commit(build, target)
     except BaseException:
-        guard.deferring = True  # a second Ctrl-C must not stop the clean-up half-way
-        if build is not None and os.path.lexists(build):
-            shutil.rmtree(build, ignore_errors=True)
-        if owner >= 0:
-            os.close(owner)
-        owner = -1
-        recover(target)  # puts a parked dataset back if the commit failed half-way
+        with signals.held():  # a second Ctrl-C must not stop the clean-up half-way
+            if build is not None and os.path.lexists(build):
+                shutil.rmtree(build, ignore_errors=True)
+            if owner >= 0:
+                os.close(owner)
+            owner = -1
+            recover(target)  # puts a parked dataset back if the commit failed half-way
         raise
     finally:
         if owner >= 0:
             os.close(owner)
-        guard.restore()
 
 
 def _commit(build: Path, target: Path) -> None:

@@ -46,9 +46,9 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from posgen.errors import human_bytes
 from posgen.spec import TaskSpec
 from posgen.train.config import TrainConfig
-from posgen.units import human_bytes
 
 BASE_BYTES = 768 * 2**20
 """Resident memory of the process before any data or model (measured: about 380 MiB)."""

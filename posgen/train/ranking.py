@@ -27,7 +27,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from posgen.units import mean_std_cell
+from posgen.errors import mean_std_cell
 
 EFFECTIVE_FRACTION = 0.9
 """Effective length threshold, as a fraction of the cell's ID accuracy."""

@@ -34,7 +34,7 @@ from typing import Any
 
 from posgen.card.tasks import measure_sentences
 from posgen.encodings import pe_order
-from posgen.errors import UsageError
+from posgen.errors import UsageError, mean_std_cell
 from posgen.scoring.metrics import ScoreReport
 from posgen.scoring.plot import save_figure
 from posgen.scoring.reliance import RelianceReport
@@ -42,7 +42,6 @@ from posgen.store.layout import OLD_TAG, TMP_TAG
 from posgen.train.ranking import EFFECTIVE_FRACTION, effective_length, ranking_lines
 from posgen.train.run_files import FILES, read_probe, read_run
 from posgen.train.run_record import RunRecord
-from posgen.units import mean_std_cell
 
 RUN_FILES = ("config.json", "scores.json")
 """Files that mark a finished run folder written before ``results.json`` existed."""

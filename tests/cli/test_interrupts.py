@@ -28,7 +28,7 @@ from tests.cli_support import assert_clean_error, invoke
 from tests.hardening_counts import recorded
 from tests.kill_points import GUARD
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # 2 configs, 6 shards: every kill point falls mid-run
 SPEC = ["--task", "cot", "--task", "semirecursive", "-m", "97", "--train-size", "3000",
         "--val-size", "200", "--test-size", "200", "--seed", "7"]  # fmt: skip

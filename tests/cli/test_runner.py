@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-import posgen.cli.preflight
+import posgen.cli.runner
 import posgen.signals
 from posgen.store.recovery import leftovers
 from tests.cli_support import assert_clean_error, invoke
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = """\
 name = "tiny"
 description = "Tiny benchmark for the runner tests."
@@ -57,47 +57,39 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize("point", ["progress", "validate"])
-def test_sigterm_during_publish_exits_143_with_one_line_and_leaves_nothing(
-    tmp_path, spec_file, point
+NOT_CREATED = "no partial dataset was left; {out} was not created"
+STOPPED = [  # (command, moment of the SIGTERM, whether --out holds a dataset already, left)
+    ("publish", "progress", False, NOT_CREATED),
+    ("publish", "validate", False, NOT_CREATED),
+    ("publish", "progress", True, "no partial dataset was left; the previous dataset at {out} "
+     "is unchanged"),
+    ("generate", "progress", False, NOT_CREATED),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "point", "existing", "left"), STOPPED)
+def test_sigterm_while_writing_a_dataset_exits_143_with_one_line_saying_what_was_left(
+    tmp_path, spec_file, command, point, existing, left
 ):
-    out = tmp_path / "hub"
-    done = posgen_stopped_at(point, "publish", spec_file, "--out", out, "-q", cwd=tmp_path)
+    out = tmp_path / "out"
+    args = ["publish", spec_file] if command == "publish" else ["generate", "--spec", spec_file]
+    args += ["--out", out, "-q"]
+    if existing:
+        assert invoke(*args).exit_code == 0
+        args.append("--overwrite")
+    before = snapshot(out) if existing else None
+    done = posgen_stopped_at(point, *args, cwd=tmp_path)
     line = assert_clean_error(done, 143)
-    assert (
-        line == f"error: interrupted by SIGTERM; no partial dataset was left; {out} was not created"
-    )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+    assert line == f"error: interrupted by SIGTERM; {left.format(out=out)}"
+    assert (snapshot(out) if out.exists() else None) == before
+    assert {p.name for p in tmp_path.iterdir()} == {"tiny.toml", *(["out"] if existing else [])}
     assert leftovers(out) == []
-
-
-def test_sigterm_during_publish_overwrite_keeps_the_previous_folder(tmp_path, spec_file):
-    out = tmp_path / "hub"
-    assert invoke("publish", spec_file, "--out", out, "-q").exit_code == 0
-    before = snapshot(out)
-    done = posgen_stopped_at(
-        "progress", "publish", spec_file, "--out", out, "--overwrite", "-q", cwd=tmp_path
-    )
-    assert_clean_error(done, 143, f"the previous dataset at {out} is unchanged")
-    assert snapshot(out) == before
-    assert leftovers(out) == []
-
-
-def test_sigterm_during_generate_names_what_was_left_like_publish(tmp_path):
-    out = tmp_path / "ds"
-    args = ["generate", "--out", out, "--task", "cot", "--train-size", "40", "-q"]
-    done = posgen_stopped_at("progress", *args, cwd=tmp_path)
-    line = assert_clean_error(done, 143)
-    assert (
-        line == f"error: interrupted by SIGTERM; no partial dataset was left; {out} was not created"
-    )
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_publish_refuses_a_spec_larger_than_the_free_disk_unless_forced(
     tmp_path, spec_file, monkeypatch
 ):
-    monkeypatch.setattr(posgen.cli.preflight, "free_bytes", lambda path: 1000)
+    monkeypatch.setattr(posgen.cli.runner, "free_bytes", lambda path: 1000)
     out = tmp_path / "hub"
     refused = invoke("publish", spec_file, "--out", out, "-q")
     assert_clean_error(refused, 2, "only 1000 B are free", "--force")

@@ -16,9 +16,9 @@ import click
 import pytest
 
 from posgen.cli import main
-from posgen.cli.paths import PathArg
+from posgen.cli.options import PathArg
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMMAND = re.compile(r"^\s*(?:[A-Z_]+=\S*\s+)*posgen(?:\s|$)")
 """A shell line that runs posgen (environment assignments before it allowed)."""
 

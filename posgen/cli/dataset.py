@@ -1,0 +1,428 @@
+"""The commands that make or check a dataset folder: ``generate`` (whole, or one part of N),
+``merge`` (finish the parts), ``spec`` (show the resolved spec), ``publish`` (generate,
+validate and card for the Hub), ``card`` (re-render a card) and ``validate``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from posgen import publish
+from posgen.card import unvalidated_card, write_card
+from posgen.cli.options import (
+    SPEC_FLAGS,
+    PathArg,
+    benchmark_from_options,
+    config_option,
+    force_option,
+    json_option,
+    out_option,
+    overwrite_option,
+    quiet_option,
+    spec_options,
+    split_option,
+    storage_option,
+)
+from posgen.cli.runner import DatasetRun, check_dataset_target, os_failure, reported
+from posgen.errors import (
+    PosgenError,
+    RunError,
+    UsageProblems,
+    os_error_problem,
+    problem_lines,
+)
+from posgen.publish import HubUnavailable, hub_token, publish_benchmark, push_folder
+from posgen.spec import TaskSpec
+from posgen.store.durable import write_atomically
+from posgen.store.formats import check_features
+from posgen.store.layout import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
+from posgen.store.manifest import read_manifest
+from posgen.store.parts import merge_parts
+from posgen.store.writer import write_dataset
+from posgen.validate import AuditThresholds, SourceError, validate
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  posgen generate --out out/posgen-v1 --spec task_specs/posgen-v1.toml
+  posgen generate --out out/cot --task cot -m 17 -k 3 -j 1 --test-length 256 --test-length 512
+  posgen generate --out out/paper --spec task_specs/paper.toml --overwrite
+  posgen generate --out out/big --spec big.toml --num-proc 2 --shard-mb 256
+  posgen generate --out out/big --spec big.toml --part 3/8   # job 3 of 8; any order
+"""
+)
+@spec_options
+@out_option("Folder to create (load it with datasets.load_dataset(OUT, CONFIG)).", folder=True)
+@overwrite_option()
+@force_option()
+@click.option(
+    "--num-proc", type=int, default=1, show_default=True, help="Processes writing shards."
+)
+@click.option(
+    "--part",
+    "part",
+    metavar="I/N",
+    help="Write only part I of N (every N-th Parquet file); the last part to finish writes "
+    "the manifest. Parts in one folder equal a single run byte for byte.",
+)
+@click.option(
+    "--shard-mb",
+    type=int,
+    default=DEFAULT_SHARD_BYTES // 2**20,
+    show_default=True,
+    help="Raw token MiB per Parquet file.",
+)
+@storage_option(
+    "parquet (load_dataset, the Hub) or arrow: Arrow IPC save_to_disk folders per config "
+    "(datasets.load_from_disk(OUT/CONFIG)), several times faster to write."
+)
+@quiet_option()
+def generate(
+    out: Path,
+    overwrite: bool,
+    force: bool,
+    num_proc: int,
+    part: str | None,
+    shard_mb: int,
+    storage: str,
+    quiet: bool,
+    **fields: Any,
+) -> None:
+    """Generate POSGEN splits (train, validation, test) that `datasets` loads.
+
+    One config per task. Flags override the fields of --spec; without --spec the
+    paper's setup with disjoint seeding is used.
+    """
+    bench = benchmark_from_options(fields.pop("spec_file"), fields.pop("tasks"), fields)
+    problems = []
+    if num_proc < 1:
+        problems.append(f"--num-proc must be >= 1, got {num_proc}")
+    if shard_mb < 1:
+        problems.append(f"--shard-mb must be >= 1, got {shard_mb}")
+    index, count = 0, 1
+    if part is not None:
+        try:
+            index, count = parse_part(part)
+        except ValueError as error:
+            problems.append(f"--part: {error}")
+    if problems:
+        raise UsageProblems(problems)
+    piece = None if part is None else (index, count)
+    check_features(storage, piece)
+    check_dataset_target(bench, out, overwrite=overwrite, force=force, part=piece)
+    total = sum(
+        bench.configs[s.config].split_length(s.split) * s.rows
+        for s in part_of(plan_benchmark(bench, shard_mb * 2**20), index, count)
+    )
+    label = f"generating {bench.name}" + (f" part {index}/{count}" if part else "")
+    written = DatasetRun(out, overwrite, piece, bench).write(
+        lambda progress: write_dataset(
+            bench,
+            out,
+            storage=storage,
+            part=piece,
+            overwrite=overwrite,
+            shard_bytes=shard_mb * 2**20,
+            num_proc=num_proc,
+            progress=progress,
+            finish=unvalidated_card,
+        ),
+        label,
+        total,
+        quiet,
+    )
+    if quiet:
+        return
+    rate, manifest = written.rate(total), written.value
+    if part is not None and manifest is None:
+        click.echo(f"wrote part {index}/{count} into {out}: {rate}; other parts still missing")
+    elif part is not None:
+        click.echo(f"wrote part {index}/{count} into {out} and finished it: {rate}")
+    else:
+        click.echo(f"wrote {out} ({', '.join(manifest.configs)}): {rate}")
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  posgen merge out/big                       # parts were written into (or copied to) out/big
+  posgen merge out/big part0/ part1/ part2/  # move the parts' files into out/big first
+"""
+)
+@click.argument("out", type=PathArg(file_okay=False, path_type=Path))
+@click.argument("parts", nargs=-1, type=PathArg(exists=True, file_okay=False, path_type=Path))
+@quiet_option()
+def merge(out: Path, parts: tuple[Path, ...], quiet: bool) -> None:
+    """Combine the parts of a sharded run into one dataset folder.
+
+    The result is byte-identical to a single-process `posgen generate` of the same spec.
+    """
+    with reported(
+        lambda completed: _left(out, completed), lambda e: os_failure(e, f"merging into {out}")
+    ):
+        manifest = merge_parts(out, list(parts), unvalidated_card)
+    if not quiet:
+        files = len(manifest.files())
+        click.echo(f"finished {out}: {files} files, manifest and card written")
+
+
+def _left(out: Path, completed: bool) -> str:
+    """What a stopped or failed merge left: no file is lost, each part's files are in
+    ``OUT/.posgen-parts`` once moved, or still in their part folder."""
+    if completed:
+        return f"{out} was already complete"
+    return f"{out} is not finished; each part's files are in it or still in their part folder"
+
+
+@click.command(
+    "spec",
+    epilog="""\b
+Examples:
+  posgen spec --spec task_specs/posgen-v1.toml
+  posgen spec --task recursive -m 23 --test-length 512
+""",
+)
+@spec_options
+def spec_command(**fields: Any) -> None:
+    """Print the resolved benchmark spec as JSON, with spec ids, rows and tokens."""
+    bench = benchmark_from_options(fields.pop("spec_file"), fields.pop("tasks"), fields)
+    body = {
+        "name": bench.name,
+        "spec_id": bench.spec_id,
+        "configs": {
+            name: {
+                "spec_id": spec.spec_id,
+                "spec": spec.canonical(),
+                "rows": spec.total_rows,
+                "tokens": spec.total_tokens,
+                "seed_space": str(spec.seed_space),
+            }
+            for name, spec in bench.configs.items()
+        },
+    }
+    click.echo(json.dumps(body, indent=2))
+
+
+@click.command(
+    "publish",
+    epilog="""\b
+Examples:
+  posgen publish task_specs/posgen-v1.toml --out out/hub/posgen-v1
+  posgen publish task_specs/paper.toml --out out/hub/paper --overwrite
+  HF_TOKEN=... posgen publish task_specs/posgen-v1.toml --out out/hub/posgen-v1 --push me/posgen
+""",
+)
+@click.argument("spec_file", metavar="SPEC", type=PathArg(path_type=Path))
+@out_option("Folder to create: every config, the card README.md and posgen.json.", folder=True)
+@overwrite_option()
+@force_option()
+@click.option(
+    "--push",
+    "repo_id",
+    metavar="REPO_ID",
+    help="Upload the folder to this Hub dataset repo (needs HF_TOKEN).",
+)
+@click.option("--baselines", is_flag=True, help="Add baseline scores (posgen.scoring).")
+@storage_option("parquet (the Hub's) or arrow (Arrow IPC save_to_disk folders).")
+@quiet_option()
+def publish_command(
+    spec_file: Path,
+    out: Path,
+    overwrite: bool,
+    force: bool,
+    repo_id: str | None,
+    baselines: bool,
+    storage: str,
+    quiet: bool,
+) -> None:
+    """Generate every config of SPEC, validate it, and write one Hub-ready folder.
+
+    Data that fails validation is never published: the folder is not created (or not
+    replaced) and the failing checks are printed.
+    """
+    bench = benchmark_from_options(spec_file, (), {})
+    problems, token = [], None
+    if repo_id is not None:
+        try:
+            token = hub_token()
+        except HubUnavailable as error:
+            problems.append(str(error))
+    check_dataset_target(bench, out, overwrite=overwrite, force=force, problems=problems)
+    total = sum(spec.total_tokens for spec in bench.configs.values())
+    try:
+        written = DatasetRun(out, overwrite, bench=bench).write(
+            lambda progress: publish_benchmark(
+                bench,
+                out,
+                overwrite=overwrite,
+                baselines=publish.scoring_baselines if baselines else None,
+                progress=progress,
+                storage=storage,
+            ),
+            f"publishing {bench.name}",
+            total,
+            quiet,
+        )
+    except ImportError as error:
+        raise UsageProblems([f"{error.name or error} is not available: {error}"]) from None
+    if not quiet:
+        checks = len(written.value.report.checks)
+        click.echo(
+            f"published {out} ({', '.join(written.value.manifest.configs)}): {total:,} tokens, "
+            f"{checks} checks passed, in {written.seconds:.2f} s"
+        )
+    if repo_id is not None and token is not None:
+        try:
+            url = push_folder(out, repo_id, token)
+        except HubUnavailable as error:
+            raise UsageProblems([str(error)]) from None
+        except Exception as error:  # httpx, hub and OS errors share no base: one line, exit 1
+            raise RunError(f"pushing {out} to {repo_id} failed: {error}") from None
+        if not quiet:
+            click.echo(f"pushed {out} to {repo_id}: {url}")
+
+
+@click.command(
+    "card",
+    epilog="""\b
+Examples:
+  posgen card out/posgen-v1
+  posgen card out/posgen-v1 --no-validate
+  posgen card out/posgen-v1 --baselines
+""",
+)
+@click.argument("folder", type=PathArg(path_type=Path))
+@click.option(
+    "--validate/--no-validate",
+    "run_validation",
+    default=True,
+    show_default=True,
+    help="Validate the folder and put the report in the card (else the card says it was not).",
+)
+@click.option("--baselines", is_flag=True, help="Add baseline scores (posgen.scoring).")
+@quiet_option()
+def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: bool) -> None:
+    """Re-render FOLDER/README.md from its manifest, its files and a validation report.
+
+    Exits 1 (after writing the card, which lists the failures) when validation fails.
+    """
+    manifest = read_manifest(folder)  # not a dataset: exit 2; a damaged manifest: exit 1
+    try:
+        report = publish.validate_folder(folder) if run_validation else None
+        scores = None
+        if baselines:
+            scores = {
+                config: publish.scoring_baselines(folder, config) for config in manifest.configs
+            }
+        path = write_card(folder, report, scores)  # the manifest as it is now
+    except ImportError as error:
+        raise UsageProblems([f"{error.name or error} is not available: {error}"]) from None
+    except PosgenError:
+        raise
+    except OSError as error:
+        raise RunError(
+            f"the card of {folder} was not written: {os_error_problem(error)[0]}"
+        ) from None
+    if report is not None and not report.ok:
+        failed = sum(not check.ok for check in report.checks)
+        raise RunError(f"wrote {path}, but validation failed: {failed} check(s) (see the card)")
+    if not quiet:
+        state = "validated" if report is not None else "not validated"
+        click.echo(f"wrote {path} ({state})")
+
+
+def _given_spec(fields: dict[str, Any], config: str | None) -> TaskSpec | None:
+    """The spec named by --spec/--task/field flags, or None when no flag was given."""
+    spec_file, tasks = fields.pop("spec_file"), fields.pop("tasks")
+    given = any(fields.get(name) not in (None, ()) for name in SPEC_FLAGS)
+    if spec_file is None and not tasks and not given:
+        return None
+    bench = benchmark_from_options(spec_file, tasks, fields)
+    if len(bench.configs) == 1:
+        return next(iter(bench.configs.values()))
+    if config is not None and config in bench.configs:
+        return bench.configs[config]
+    names = ", ".join(bench.configs)
+    raise UsageProblems(
+        [f"the spec names {len(bench.configs)} configs ({names}); pick one with --task or --config"]
+    )
+
+
+@click.command(
+    "validate",
+    epilog="""\b
+Examples:
+  posgen validate out/posgen-v1
+  posgen validate out/posgen-v1 --config cot --split test --json report.json
+  posgen validate shard.parquet --task recursive -m 17 -k 3 -j 1 --split test
+  posgen validate out/paper --max-shortcut-share 0.01
+""",
+)
+@click.argument("source", type=PathArg(exists=True, path_type=Path))
+@config_option("Check only this config.")
+@split_option("Check only this split (train, validation, test, test_<L'>).")
+@json_option("Write the full report as JSON to this file ('-': stdout).", stdout=True)
+@click.option("-v", "--verbose", is_flag=True, help="List every check, not only the failures.")
+@click.option(
+    "--max-balance-tv",
+    type=click.FloatRange(0, 1),
+    help="Fail the audit when a position's target TV distance from uniform is larger.",
+)
+@click.option(
+    "--max-shortcut-share",
+    type=click.FloatRange(0, 1),
+    help="Fail the audit when a shortcut covers a larger share of the ID or OOD targets: "
+    "copy-the-period, a k- or w-token context copy, the linear rule, positions with a "
+    "shorter effective look-back than the task's rule, or targets whose far operands the "
+    "k + 2 tokens before them pin down (question-consistency look-back).",
+)
+@click.option(
+    "--min-operand-sensitivity",
+    type=click.FloatRange(0, 1),
+    help="Fail the audit when fewer single-operand changes change the target.",
+)
+@spec_options
+def validate_command(
+    source: Path,
+    config: str | None,
+    split: str | None,
+    json_out: Path | None,
+    verbose: bool,
+    max_balance_tv: float | None,
+    max_shortcut_share: float | None,
+    min_operand_sensitivity: float | None,
+    **fields: Any,
+) -> None:
+    """Check a POSGEN dataset: integrity, schema, every target against its window,
+    the window rule, split hygiene, and an audit of the targets.
+
+    SOURCE is a dataset folder (with posgen.json), or a folder or .parquet/.arrow file
+    without one; then give the spec with --spec or the spec flags. Exit status: 0 when
+    every check passes, 1 when any fails, 2 for bad input.
+    """
+    spec = _given_spec(fields, config)
+    try:
+        thresholds = AuditThresholds(
+            max_balance_tv=max_balance_tv,
+            max_shortcut_share=max_shortcut_share,
+            min_operand_sensitivity=min_operand_sensitivity,
+        )
+        report = validate(source, spec, config, split, thresholds=thresholds)
+    except ValidationError as error:
+        raise UsageProblems(problem_lines(error)) from None
+    except SourceError as error:
+        raise UsageProblems([str(error)]) from None
+    body = json.dumps(report.to_dict(), indent=2)
+    if json_out is not None and str(json_out) == "-":
+        click.echo(body)
+    else:
+        if json_out is not None:
+            write_atomically(json_out, (body + "\n").encode())  # WriteFailed: exit 1
+        click.echo(report.summary(verbose=verbose))
+    sys.exit(0 if report.ok else 1)
