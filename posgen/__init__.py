@@ -20,7 +20,6 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time through __getattr__
-    from posgen.dataset import load as load
     from posgen.dataset import write_dataset as write_dataset
     from posgen.generator import generate_rows as generate_rows
     from posgen.generator import generate_split as generate_split
@@ -29,6 +28,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time through __getatt
     from posgen.spec import BenchmarkSpec as BenchmarkSpec
     from posgen.spec import TaskSpec as TaskSpec
     from posgen.store import read_manifest as read_manifest
+    from posgen.store.dataset import load as load
     from posgen.tasks import TASKS as TASKS
     from posgen.tasks import dependencies as dependencies
     from posgen.tasks import far_start as far_start
@@ -48,7 +48,7 @@ _LAZY = {
     "register_task": "posgen.tasks",
     "write_dataset": "posgen.dataset",
     "read_manifest": "posgen.store",
-    "load": "posgen.dataset",
+    "load": "posgen.store.dataset",
     "to_dataset_dict": "posgen.in_memory",
     "score": "posgen.scoring",
     "score_file": "posgen.scoring",

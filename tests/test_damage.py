@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from posgen.dataset import load, write_dataset
+from posgen.dataset import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset
+from posgen.store.dataset import load
 from tests.cli_support import invoke
 from tests.hardening_counts import recorded
 

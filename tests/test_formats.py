@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posgen.dataset import load, write_dataset
+from posgen.dataset import write_dataset
 from posgen.generator import generate_split
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import FORMATS, DamagedDataset, read_manifest
+from posgen.store.dataset import load
 from tests.cli_support import invoke as run
 
 SPEC = TaskSpec(task="cot", train_size=120, val_size=10, test_size=12)

@@ -19,9 +19,10 @@ import pytest
 
 import posgen.store.parts
 from posgen.card import unvalidated_card
-from posgen.dataset import load, write_dataset
+from posgen.dataset import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset
+from posgen.store.dataset import load
 from posgen.store.parts import PARTS_DIR, write_part
 from posgen.store.recovery import leftovers
 from tests.cli_support import assert_clean_error

@@ -4,7 +4,7 @@
 features are cast to), so nothing here is copied from the spec: the features come from
 each file's Arrow schema, the row and token counts from each file (a Parquet footer, the
 batches of an Arrow IPC stream), and the sizes from the files on disk. The files are first
-checked against the manifest (:func:`posgen.store.check.check_files`, sizes, rows and
+checked against the manifest (:func:`posgen.store.dataset.check_files`, sizes, rows and
 footers), so a card can never describe data the folder does not hold.
 
 ``num_bytes`` is the in-memory Arrow size ``datasets`` records for a split: per row an
@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from posgen.store.check import check_files
+from posgen.store.dataset import check_files
 from posgen.store.formats import manifest_format
 from posgen.store.manifest import DamagedDataset, Manifest
 

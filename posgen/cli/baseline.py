@@ -15,13 +15,13 @@ from posgen.cli.options import (
     quiet_option,
     split_option,
 )
-from posgen.cli.split_loading import load_probe_split, load_split
 from posgen.scoring.baselines import BASELINES, PROBE_BASELINES, baseline_predictions
 from posgen.scoring.errors import ScoringError
 from posgen.scoring.folder import score_aligned
 from posgen.scoring.prediction_files import file_format, write_predictions
 from posgen.scoring.reliance import score_probe
 from posgen.spec import is_probe_split
+from posgen.store.dataset import Dataset
 
 
 @click.command(
@@ -78,11 +78,12 @@ def baseline_command(
         raise UsageProblems([f"{out} exists; pass --overwrite to replace it"])
     if kind == "local" and not is_probe_split(split):
         raise UsageProblems([f"--kind local predicts probe splits only, not {split!r}"])
-    reference = load_split(data, config, split)
+    dataset = Dataset.open(data)
+    reference = dataset.split(config, split)
     spec = reference.spec
     fit = None
     if kind not in PROBE_BASELINES:
-        fit = load_split(data, reference.config, fit_split).tokens
+        fit = dataset.split(reference.config, fit_split).tokens
     try:
         predictions = baseline_predictions(kind, spec, reference.tokens, fit)
     except ScoringError as error:
@@ -93,7 +94,7 @@ def baseline_command(
     write_predictions(out, reference.ids, predictions, spec.modulus, made_for)  # WriteFailed: 1
     if not quiet:
         if is_probe_split(split):
-            probe = score_probe(load_probe_split(data, reference.config, split), predictions)
+            probe = score_probe(dataset.probe(reference.config, split), predictions)
             shown = (
                 ("ID far-reliance", probe.id.far_reliance),
                 ("OOD far-reliance", probe.ood.far_reliance),

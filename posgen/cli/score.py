@@ -11,7 +11,6 @@ from posgen.cli.common import UsageProblems
 from posgen.cli.options import config_option, data_option, json_option, plot_option, split_option
 from posgen.cli.outputs import output_problems
 from posgen.cli.paths import PathArg
-from posgen.cli.split_loading import load_probe_split, load_split
 from posgen.scoring.errors import ScoringError
 from posgen.scoring.folder import score_reference
 from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport
@@ -26,6 +25,7 @@ from posgen.scoring.plot import (
 from posgen.scoring.prediction_files import predictions_for
 from posgen.scoring.reliance import Reliance, RelianceReport, score_probe
 from posgen.spec import is_probe_split
+from posgen.store.dataset import Dataset
 from posgen.store.durable import write_atomically
 
 
@@ -33,7 +33,7 @@ def score_probe_file(
     data: Path, config: str | None, split: str, predictions: Path, bucket_width: int
 ) -> RelianceReport:
     """Far-reliance of a predictions file on a probe split of a folder."""
-    probe = load_probe_split(data, config, split)
+    probe = Dataset.open(data).probe(config, split)
     try:
         aligned = predictions_for(predictions, probe.ids, probe.spec.spec_id, split)
     except ScoringError as error:
@@ -156,7 +156,7 @@ def score_command(
         report = score_probe_file(data, config, split, predictions, bucket_width)
         table = reliance_table(report)
     else:
-        reference = load_split(data, config, split)
+        reference = Dataset.open(data).split(config, split)
         try:
             report = score_reference(reference, predictions, bucket_width)
         except ScoringError as error:

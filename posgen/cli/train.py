@@ -20,11 +20,10 @@ from posgen.cli.common import RunFailure, UsageProblems, require_extra
 from posgen.cli.options import config_option, data_option, force_option, out_option, quiet_option
 from posgen.cli.runner import check_run_target, reported
 from posgen.errors import problem_lines
-from posgen.scoring.reference import pick_config
 from posgen.signals import Interrupted
 from posgen.spec import TaskSpec
+from posgen.store.dataset import Dataset
 from posgen.store.lock import exclusive, owner_alive
-from posgen.store.manifest import read_manifest
 from posgen.store.targets import OutputExistsError
 from posgen.train.config import PRESETS, TrainConfig, preset
 from posgen.train.encoding import PERequest
@@ -285,8 +284,8 @@ def memory_estimate(
     """The config (the only one when ``config`` is None), its spec and the run's memory
     estimate, from one read of the manifest (no data read; the run reads the data once);
     ``positions``: the range of randomized position ids, if given."""
-    manifest = read_manifest(data)
-    name = pick_config(list(manifest.configs), config, data)
+    dataset = Dataset.open(data)
+    manifest, name = dataset.manifest, dataset.resolve_config(config)
     if name not in manifest.configs:
         known = ", ".join(manifest.configs)
         raise UsageProblems([f"--config: no config {name!r} in {data}; configs: {known}"])

@@ -25,7 +25,7 @@ from posgen.scoring.baselines import (
     folder_baseline,
 )
 from posgen.scoring.errors import ScoringError
-from posgen.scoring.folder import score_file, score_reference
+from posgen.scoring.folder import load_probe, load_reference, score_file, score_reference
 from posgen.scoring.lm_inputs import (
     IGNORE_INDEX,
     LMInputs,
@@ -40,15 +40,8 @@ from posgen.scoring.prediction_files import (
     read_predictions,
     write_predictions,
 )
-from posgen.scoring.reference import ReferenceSplit, load_reference
-from posgen.scoring.reliance import (
-    ProbeSplit,
-    RelianceReport,
-    load_probe,
-    probe_from_table,
-    reliance_arrays,
-    score_probe,
-)
+from posgen.scoring.reliance import RelianceReport, reliance_arrays, score_probe
+from posgen.store.dataset import ProbeSplit, ReferenceSplit, probe_from_table
 
 __all__ = [
     "BASELINES",

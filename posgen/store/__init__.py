@@ -26,7 +26,7 @@ manifest; transaction; recovery; targets; durable and rename; lock and layout (`
 ``pinned`` import nothing of the store).
 """
 
-from posgen.store.check import check_dataset, verify_dataset
+from posgen.store.dataset import Dataset, check_dataset, verify_dataset
 from posgen.store.durable import WriteFailed, write_atomically
 from posgen.store.formats import FORMATS, Format, FormatUnsupported
 from posgen.store.manifest import DamagedDataset, Manifest, NotADataset, read_manifest
@@ -36,6 +36,7 @@ from posgen.store.writer import write_dataset
 __all__ = [
     "FORMATS",
     "DamagedDataset",
+    "Dataset",
     "Format",
     "FormatUnsupported",
     "Manifest",

@@ -8,7 +8,7 @@ only writer (atomic): every command sees the same :class:`Manifest` or the same
 :class:`DamagedDataset` lines.
 
 File paths are relative POSIX paths that stay inside the folder (no absolute path, no
-``..``, no backslash); :func:`posgen.store.check.inside` also refuses symlinks that lead out.
+``..``, no backslash); :func:`posgen.store.dataset.inside` also refuses symlinks that lead out.
 
 >>> FileEntry(path="/etc/passwd", rows=1, first_id=0, bytes=1, sha256="0" * 64)
 Traceback (most recent call last):

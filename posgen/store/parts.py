@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 
 from posgen.errors import UsageError, problem_lines
 from posgen.spec import BenchmarkSpec
-from posgen.store.check import check_files, verify_dataset
+from posgen.store.dataset import check_files, verify_dataset
 from posgen.store.durable import write_atomically
 from posgen.store.finish import Finish, finish_folder, shards_manifest
 from posgen.store.formats import Progress

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from posgen.spec import TaskSpec, is_probe_split
+from posgen.store.dataset import pinned
 from posgen.store.manifest import DamagedDataset, NotADataset
-from posgen.store.pinned import read_whole
 from posgen.validate.integrity import check_integrity, damaged_result
 from posgen.validate.probe_check import check_probe_split
 from posgen.validate.report import Report
@@ -38,12 +38,10 @@ def validate(
     must match the data's spec (integrity fails otherwise). ``config`` and ``split``
     restrict the run. Raises :class:`posgen.validate.SourceError` for unusable input. A
     folder replaced while it is read (``generate --overwrite``) is read again, so the report
-    is about one dataset (:func:`posgen.store.pinned.read_whole`).
+    is about one dataset (:func:`posgen.store.dataset.pinned`).
     """
     if isinstance(source, (str, Path)):  # a folder: the old or the new dataset, never both
-        return read_whole(
-            source, lambda: _validate(source, spec, config, split, thresholds=thresholds)
-        )
+        return pinned(source, lambda: _validate(source, spec, config, split, thresholds=thresholds))
     return _validate(source, spec, config, split, thresholds=thresholds)
 
 

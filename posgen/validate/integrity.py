@@ -1,6 +1,6 @@
 """Check 1, integrity: the files a manifest lists are there, unchanged, and nothing else is.
 
-The file-versus-manifest check is :mod:`posgen.store.check` (the same lines ``posgen.load``
+The file-versus-manifest check is :mod:`posgen.store.dataset` (the same lines ``posgen.load``
 and ``posgen merge`` print); this module groups its problems into one result per (config,
 split), adds whether the spec the user gave is the data's spec, and one result for unlisted
 data files. A manifest that cannot be read at all is one failing result
@@ -10,7 +10,7 @@ data files. A manifest that cannot be read at all is one failing result
 from __future__ import annotations
 
 from posgen.spec import TaskSpec
-from posgen.store.check import Problem, check_files
+from posgen.store.dataset import Problem, check_files
 from posgen.store.manifest import DamagedDataset
 from posgen.validate.report import CheckResult
 from posgen.validate.sources import Source
