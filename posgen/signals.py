@@ -3,7 +3,7 @@
 :func:`install` (called first thing by the ``posgen`` entry point, before the commands are
 even imported, and again by :class:`posgen.cli.PosgenGroup`) turns each of the three into
 :class:`Interrupted`, a ``BaseException`` that unwinds the command: build folders are
-removed on the way (:mod:`posgen.store.transaction`), and the CLI prints
+removed on the way (:mod:`posgen.store.safety`), and the CLI prints
 ``error: interrupted by SIGTERM; ...`` and exits ``128 + signal``.
 
 Where an exception must not appear (inside a lazy ``import torch``, where Python can turn
@@ -157,7 +157,7 @@ class SignalGuard:
     """Turn SIGINT/SIGTERM/SIGHUP into :class:`Interrupted` while installed, or hold them
     while :meth:`deferred` runs; :meth:`restore` puts back the handlers it replaced.
 
-    Scoped to one block (a dataset folder being built, :mod:`posgen.store.transaction`),
+    Scoped to one block (a dataset folder being built, :mod:`posgen.store.safety`),
     where :func:`install` is for the whole command.
     """
 

@@ -19,7 +19,7 @@ import pytest
 import posgen.cli.preflight
 from posgen.cli.preflight import estimate_benchmark, refusals
 from posgen.spec import default_benchmark
-from posgen.store.recovery import leftovers
+from posgen.store.safety import leftovers
 from tests.cli_support import assert_clean_error, error_lines
 from tests.cli_support import invoke as cli
 from tests.hardening_counts import recorded

@@ -27,7 +27,7 @@ from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import check_dataset
 from posgen.store.dataset import DatasetReplaced, load
 from posgen.store.layout import TMP_TAG
-from posgen.store.recovery import leftovers, recover
+from posgen.store.safety import leftovers, recover
 from posgen.validate import validate
 from tests.cli_support import assert_clean_error, invoke
 from tests.hardening_counts import recorded
@@ -53,7 +53,7 @@ def spec_seed(root: Path) -> int:
 OWNER = """
 import sys
 from pathlib import Path
-from posgen.store.lock import owned
+from posgen.store.safety import owned
 with owned(Path(sys.argv[1])):
     print("owned", flush=True)
     sys.stdin.read()
@@ -133,7 +133,7 @@ def _unshare_works() -> bool:
 HOLD_BUILD = """
 import sys
 from pathlib import Path
-from posgen.store.transaction import atomic_folder
+from posgen.store.safety import atomic_folder
 with atomic_folder(Path(sys.argv[1]), overwrite=True) as build:
     (build / "posgen.json").write_text("{}")
     print(build, flush=True)

@@ -18,7 +18,7 @@ import pytest
 
 import posgen.cli.preflight
 import posgen.signals
-from posgen.store.recovery import leftovers
+from posgen.store.safety import leftovers
 from tests.cli_support import assert_clean_error, invoke
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset
 from posgen.store.dataset import load
 from posgen.store.parts import PARTS_DIR, write_part
-from posgen.store.recovery import leftovers
+from posgen.store.safety import leftovers
 from tests.cli_support import assert_clean_error
 from tests.cli_support import invoke as cli
 from tests.hardening_counts import recorded

@@ -32,9 +32,9 @@ from posgen.card.usage import (
     seeding_section,
 )
 from posgen.card.validation import validation_section
-from posgen.store.durable import write_atomically
 from posgen.store.layout import CARD_NAME
 from posgen.store.manifest import Manifest, read_manifest
+from posgen.store.safety import write_atomically
 
 if TYPE_CHECKING:
     from posgen.validate.report import Report

@@ -43,11 +43,9 @@ from posgen.cli.preflight import estimate_benchmark, free_bytes, refusals, unwri
 from posgen.errors import UsageError
 from posgen.signals import Interrupted
 from posgen.spec import BenchmarkSpec
-from posgen.store.durable import WriteFailed
 from posgen.store.formats import Progress
 from posgen.store.parts import check_part_target
-from posgen.store.recovery import recover
-from posgen.store.targets import OutputExistsError, check_target
+from posgen.store.safety import OutputExistsError, WriteFailed, check_target, recover
 from posgen.units import human_bytes
 
 T = TypeVar("T")

@@ -26,7 +26,7 @@ from posgen.scoring.prediction_files import predictions_for
 from posgen.scoring.reliance import Reliance, RelianceReport, score_probe
 from posgen.spec import is_probe_split
 from posgen.store.dataset import Dataset
-from posgen.store.durable import write_atomically
+from posgen.store.safety import write_atomically
 
 
 def score_probe_file(

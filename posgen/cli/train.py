@@ -23,8 +23,7 @@ from posgen.errors import problem_lines
 from posgen.signals import Interrupted
 from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset
-from posgen.store.lock import exclusive, owner_alive
-from posgen.store.targets import OutputExistsError
+from posgen.store.safety import OutputExistsError, exclusive, owner_alive
 from posgen.train.config import PRESETS, TrainConfig, preset
 from posgen.train.encoding import PERequest
 from posgen.train.grid import identity, stable_hash

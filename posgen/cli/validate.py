@@ -15,7 +15,7 @@ from posgen.cli.options import SPEC_FLAGS, config_option, json_option, spec_opti
 from posgen.cli.paths import PathArg
 from posgen.errors import problem_lines
 from posgen.spec import TaskSpec
-from posgen.store.durable import write_atomically
+from posgen.store.safety import write_atomically
 from posgen.validate import AuditThresholds, SourceError, validate
 
 

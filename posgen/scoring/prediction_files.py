@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from posgen.arrow_io import PARQUET_OPTIONS, token_type
 from posgen.errors import not_utf8
 from posgen.scoring.errors import ScoringError
-from posgen.store.durable import durable_file
+from posgen.store.safety import durable_file
 
 FORMATS: dict[str, str] = {
     ".parquet": "parquet",
@@ -366,7 +366,7 @@ def write_predictions(
 
     ``made_for``, the ``(spec id, split)`` predicted, is recorded in Parquet and Arrow files.
 
-    Atomically (:func:`posgen.store.durable.durable_file`): ``path`` holds the old file or the
+    Atomically (:func:`posgen.store.safety.durable_file`): ``path`` holds the old file or the
     new one, never a partial one.
     """
     path = Path(path)

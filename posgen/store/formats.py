@@ -28,7 +28,6 @@ from posgen.arrow_io import PARQUET_OPTIONS, open_writer, row_tables, split_sche
 from posgen.errors import UsageError
 from posgen.generator import DEFAULT_BLOCK_ROWS, block_rows_for
 from posgen.spec import TaskSpec, is_probe_split
-from posgen.store.durable import HashingFile, durable_file, write_atomically
 from posgen.store.layout import (
     ARROW_DATASET_DICT,
     ARROW_SPLIT_INFO,
@@ -39,6 +38,7 @@ from posgen.store.layout import (
     rows_per,
 )
 from posgen.store.manifest import FileEntry, Manifest
+from posgen.store.safety import HashingFile, durable_file, write_atomically
 
 if TYPE_CHECKING:
     import datasets

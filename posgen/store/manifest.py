@@ -40,8 +40,8 @@ from pydantic import (
 import posgen
 from posgen.errors import DataError, UsageError, problem_lines
 from posgen.spec import MAX_LENGTH, MAX_ROWS, BenchmarkSpec, ConfigName, TaskSpec, probe_config
-from posgen.store.durable import write_atomically
 from posgen.store.layout import MANIFEST_NAME, unfinished
+from posgen.store.safety import write_atomically
 
 FORMAT_VERSION = 1
 MAX_MANIFEST_BYTES = 64 * 2**20

@@ -9,7 +9,7 @@ relative paths they end up at) and its manifest entries in ``part-IIIII-of-NNNNN
 load (it skips hidden folders), and posgen names it as unfinished.
 
 When the last record is present the folder is *finished*, once, under a lock
-(:mod:`posgen.store.lock`): ``posgen.json`` and (by the caller's ``finish`` step)
+(:mod:`posgen.store.safety`): ``posgen.json`` and (by the caller's ``finish`` step)
 ``README.md`` are rendered into ``.posgen-parts/`` exactly as a single-process run renders
 them, then the card, ``data/``
 and last the manifest are renamed into ``OUT``, and ``.posgen-parts`` is removed. A run
@@ -39,7 +39,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from posgen.errors import UsageError, problem_lines
 from posgen.spec import BenchmarkSpec
 from posgen.store.dataset import check_files, verify_dataset
-from posgen.store.durable import write_atomically
 from posgen.store.finish import Finish, finish_folder, shards_manifest
 from posgen.store.formats import Progress
 from posgen.store.layout import (
@@ -53,7 +52,6 @@ from posgen.store.layout import (
     part_record_name,
     plan_benchmark,
 )
-from posgen.store.lock import exclusive, remove_unowned
 from posgen.store.manifest import (
     DamagedDataset,
     FileEntry,
@@ -62,9 +60,16 @@ from posgen.store.manifest import (
     read_manifest,
     sha256_file,
 )
-from posgen.store.rename import fsync_dir
+from posgen.store.safety import (
+    MARKER,
+    OutputExistsError,
+    exclusive,
+    fsync_dir,
+    remove_unowned,
+    resolve_target,
+    write_atomically,
+)
 from posgen.store.shards import write_shards
-from posgen.store.targets import MARKER, OutputExistsError, resolve_target
 
 PART_FORMAT = "posgen-part"
 MAX_RECORD_BYTES = 256 * 2**20

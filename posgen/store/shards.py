@@ -20,9 +20,8 @@ from posgen.generator import DEFAULT_BLOCK_ROWS
 from posgen.spec import TaskSpec
 from posgen.store.formats import FORMATS, Progress
 from posgen.store.layout import DEFAULT_ROW_GROUP_BYTES, Shard
-from posgen.store.libc import die_with_parent
-from posgen.store.lock import hold
 from posgen.store.manifest import FileEntry
+from posgen.store.safety import die_with_parent, hold
 
 
 def write_shards(
@@ -39,7 +38,7 @@ def write_shards(
     """Write ``shards`` with ``num_proc`` processes; their entries, in the order given.
 
     Worker processes end as soon as this process dies, however it dies, and each holds the
-    owner's lock (:mod:`posgen.store.lock`) on the folder ``owner`` while it lives.
+    owner's lock (:mod:`posgen.store.safety`) on the folder ``owner`` while it lives.
 
     Every shard's bytes depend only on the shard and the spec, so the worker count changes
     nothing in the files (tests compare checksums of 1, 2 and 3 processes). Workers are

@@ -2,7 +2,7 @@
 
 :func:`write_dataset` is what ``posgen generate``, ``posgen publish`` and the Python API call.
 A whole run builds in a hidden sibling and renames it into place when complete
-(:mod:`posgen.store.transaction`); a part run (:mod:`posgen.store.parts`) writes its shards and
+(:mod:`posgen.store.safety`); a part run (:mod:`posgen.store.parts`) writes its shards and
 a part record, and the last part writes the manifest. Either way the folder is finished by
 :func:`~posgen.store.finish.finish_folder`: shards, sidecars, manifest, then the caller's
 ``finish`` step (the card; the store knows nothing of cards), once.
@@ -32,7 +32,6 @@ from pathlib import Path
 
 from posgen.generator import DEFAULT_BLOCK_ROWS
 from posgen.spec import BenchmarkSpec
-from posgen.store.durable import WriteFailed
 from posgen.store.finish import Finish, finish_folder, shards_manifest
 from posgen.store.formats import Progress, check_features
 from posgen.store.layout import (
@@ -43,8 +42,8 @@ from posgen.store.layout import (
 )
 from posgen.store.manifest import Manifest
 from posgen.store.parts import write_part
+from posgen.store.safety import WriteFailed, atomic_folder
 from posgen.store.shards import write_shards
-from posgen.store.transaction import atomic_folder
 
 
 def write_dataset(
@@ -67,7 +66,7 @@ def write_dataset(
     N-th shard) into ``out``, and the last part to finish writes the manifest and calls
     ``finish``. A whole run's folder appears only when complete; ``finish`` renders its card
     (publish validates there first; None writes no card). An ``OSError`` (disk full, file
-    too large) becomes :class:`~posgen.store.durable.WriteFailed` naming the file by its path
+    too large) becomes :class:`~posgen.store.safety.WriteFailed` naming the file by its path
     under ``out``.
     """
     check_features(storage, part)

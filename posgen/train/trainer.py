@@ -63,7 +63,7 @@ from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reliance import RelianceReport, score_probe
 from posgen.spec import PROBE_SPLIT, TaskSpec
 from posgen.store.dataset import Dataset, ProbeSplit, ReferenceSplit
-from posgen.store.transaction import atomic_folder
+from posgen.store.safety import atomic_folder
 from posgen.train.checkpoint import Checkpoints, Position, kill_point, stop_requests
 from posgen.train.config import TrainConfig
 from posgen.train.encoding import Lengths, PERequest
