@@ -49,8 +49,8 @@ def hold(point: str) -> None:
 
 def install(point: str, out: Path, total: int) -> None:
     """Patch the store so that the run holds at ``point``."""
-    import posgen.store.finish as finishing
     import posgen.store.formats as formats
+    import posgen.store.writer as finishing
     import posgen.store.writer as writer
     from posgen.store.layout import TMP_TAG
     from posgen.store.safety import leftovers

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from posgen import write_dataset
 from posgen.card import DataMismatch, render_card, write_card
 from posgen.card.diagram import dependency_diagram
-from posgen.dataset import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.manifest import Manifest, read_manifest
 from posgen.tasks import TASKS

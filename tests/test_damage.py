@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from posgen.dataset import write_dataset
+from posgen import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset
 from posgen.store.dataset import load

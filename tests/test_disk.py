@@ -69,7 +69,7 @@ def test_no_space_for_the_manifest_names_the_manifest(tmp_path, monkeypatch):
     def no_space(root, manifest):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("posgen.store.finish.write_manifest", no_space)
+    monkeypatch.setattr("posgen.store.writer.write_manifest", no_space)
     out = tmp_path / "ds"
     result = cli("generate", "--out", out, "--task", "cot", "-q")
     expected = f"error: writing {out / 'posgen.json'} failed: No space left on device"

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from posgen.dataset import write_dataset
+from posgen import write_dataset
 from posgen.in_memory import to_dataset_dict
 from posgen.spec import TaskSpec, default_benchmark
 from posgen.validate import SourceError, validate

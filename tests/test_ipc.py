@@ -7,7 +7,7 @@ import json
 import datasets
 import numpy as np
 
-from posgen.dataset import write_dataset
+from posgen import write_dataset
 from posgen.generator import generate_split
 from posgen.spec import BenchmarkSpec, TaskSpec
 from tests.cli_support import invoke

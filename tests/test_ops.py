@@ -177,7 +177,7 @@ def test_keyed_hash_gives_the_same_bytes_in_two_fresh_processes():
 
 
 def test_keyed_hash_data_is_the_same_bytes_with_one_or_two_workers(tmp_path):
-    from posgen.dataset import write_dataset
+    from posgen import write_dataset
 
     bench = BenchmarkSpec(name="keyed", configs={"cot": small(op="keyed_hash", op_key=9,
                           train_size=3000, train_length=96)})  # fmt: skip

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from posgen.dataset import write_dataset
+from posgen import write_dataset
 from posgen.generator import generate_split
 from posgen.in_memory import to_dataset_dict
 from posgen.spec import BenchmarkSpec, TaskSpec

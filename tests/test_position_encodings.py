@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
 
-from posgen.dataset import write_dataset  # noqa: E402
+from posgen import write_dataset  # noqa: E402
 from posgen.scoring.prediction_files import read_predictions  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train import absolute  # noqa: E402

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 import posgen
 import posgen.probe
+from posgen import write_dataset
 from posgen.arrow_io import open_writer, probe_schema, probe_table
-from posgen.dataset import write_dataset
 from posgen.generator import generate_rows
 from posgen.probe import probe_rows
 from posgen.spec import BenchmarkSpec, TaskSpec, default_benchmark

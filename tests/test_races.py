@@ -22,7 +22,7 @@ import pytest
 import posgen.store.dataset
 import posgen.store.formats
 import posgen.validate.run
-from posgen.dataset import write_dataset
+from posgen import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import check_dataset
 from posgen.store.dataset import DatasetReplaced, load
@@ -345,7 +345,7 @@ def test_a_folder_replaced_during_every_read_is_one_error_line(tmp_path, monkeyp
 WRITER = """
 import sys
 from pathlib import Path
-from posgen.dataset import write_dataset
+from posgen import write_dataset
 from tests.test_races import bench
 for seed in range(2, 2 + int(sys.argv[2])):
     write_dataset(bench(seed), Path(sys.argv[1]), overwrite=True)

@@ -143,7 +143,7 @@ checkpoint at the step's end) and while the run folder is being written."""
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     pytest.importorskip("torch")
-    from posgen.dataset import write_dataset
+    from posgen import write_dataset
     from posgen.spec import default_benchmark
 
     root = tmp_path_factory.mktemp("runner") / "ds"

@@ -20,8 +20,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
+from posgen import write_dataset  # noqa: E402
 from posgen.cli.sweep import resolve_encoding  # noqa: E402
-from posgen.dataset import write_dataset  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store.safety import exclusive  # noqa: E402

@@ -103,6 +103,6 @@ def write_card(
 
 def unvalidated_card(root: Path, manifest: Manifest) -> None:
     """The ``finish`` step of a dataset written without validation (``posgen generate``,
-    ``posgen merge``, :func:`posgen.dataset.write_dataset`): a card saying it was not
+    ``posgen merge``, :func:`posgen.write_dataset`): a card saying it was not
     validated."""
     write_card(root, manifest=manifest)

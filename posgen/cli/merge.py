@@ -10,7 +10,7 @@ from posgen.card import unvalidated_card
 from posgen.cli.options import quiet_option
 from posgen.cli.paths import PathArg
 from posgen.cli.runner import os_failure, reported
-from posgen.store.parts import merge_parts
+from posgen.store.writer import write_dataset
 
 
 @click.command(
@@ -31,7 +31,7 @@ def merge(out: Path, parts: tuple[Path, ...], quiet: bool) -> None:
     with reported(
         lambda completed: _left(out, completed), lambda e: os_failure(e, f"merging into {out}")
     ):
-        manifest = merge_parts(out, list(parts), unvalidated_card)
+        manifest = write_dataset(None, out, merge=parts, finish=unvalidated_card)
     if not quiet:
         files = len(manifest.files())
         click.echo(f"finished {out}: {files} files, manifest and card written")

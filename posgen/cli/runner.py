@@ -44,8 +44,8 @@ from posgen.errors import UsageError
 from posgen.signals import Interrupted
 from posgen.spec import BenchmarkSpec
 from posgen.store.formats import Progress
-from posgen.store.parts import check_part_target
 from posgen.store.safety import OutputExistsError, WriteFailed, check_target, recover
+from posgen.store.writer import check_part_target
 from posgen.units import human_bytes
 
 T = TypeVar("T")
