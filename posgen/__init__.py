@@ -24,11 +24,11 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time through __getatt
     from posgen.generator import generate_rows as generate_rows
     from posgen.generator import generate_split as generate_split
     from posgen.generator import grow as grow
-    from posgen.in_memory import to_dataset_dict as to_dataset_dict
     from posgen.spec import BenchmarkSpec as BenchmarkSpec
     from posgen.spec import TaskSpec as TaskSpec
     from posgen.store import read_manifest as read_manifest
     from posgen.store.dataset import load as load
+    from posgen.store.formats import to_dataset_dict as to_dataset_dict
     from posgen.store.writer import write_dataset as write_dataset
     from posgen.tasks import TASKS as TASKS
     from posgen.tasks import dependencies as dependencies
@@ -49,7 +49,7 @@ _LAZY = {
     "register_task": "posgen.tasks",
     "read_manifest": "posgen.store",
     "load": "posgen.store.dataset",
-    "to_dataset_dict": "posgen.in_memory",
+    "to_dataset_dict": "posgen.store.formats",
     "score": "posgen.scoring",
     "score_file": "posgen.scoring",
 }

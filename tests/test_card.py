@@ -278,8 +278,8 @@ def test_dataset_info_is_in_the_form_datasets_serializes(folder):
     from datasets.info import DatasetInfosDict
     from huggingface_hub import DatasetCardData
 
-    from posgen.arrow_io import probe_schema, row_schema
     from posgen.card.dataset_info import dataset_info
+    from posgen.store.formats import probe_schema, row_schema
 
     manifest = read_manifest(folder)
     ours = dataset_info(folder, manifest)

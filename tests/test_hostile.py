@@ -26,8 +26,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from posgen import write_dataset
-from posgen.in_memory import to_dataset_dict
 from posgen.spec import TaskSpec, default_benchmark
+from posgen.store.formats import to_dataset_dict
 from posgen.validate import SourceError, validate
 from tests.cli_support import assert_clean_error, error_lines
 from tests.cli_support import invoke as cli

@@ -16,11 +16,16 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from posgen import write_dataset
-from posgen.arrow_io import open_writer, row_schema, rows_to_table
 from posgen.generator import generate_split, grow
-from posgen.in_memory import split_table, to_dataset_dict
 from posgen.seeding import seed_windows
 from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.store.formats import (
+    open_writer,
+    row_schema,
+    rows_to_table,
+    split_table,
+    to_dataset_dict,
+)
 from posgen.store.manifest import sha256_file
 from posgen.tasks import TASKS
 from posgen.validate import AuditThresholds, SourceError, validate

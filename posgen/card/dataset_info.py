@@ -30,7 +30,7 @@ DataMismatch = DamagedDataset
 def arrow_row_bytes(schema: pa.Schema) -> tuple[int, int]:
     """In-memory Arrow bytes ``(per row, per token)`` of a POSGEN schema.
 
-    >>> from posgen.arrow_io import row_schema
+    >>> from posgen.store.formats import row_schema
     >>> arrow_row_bytes(row_schema(17)), arrow_row_bytes(row_schema(1000))
     ((12, 1), (12, 2))
     """
@@ -58,7 +58,7 @@ def extra_list_bytes(fmt: Any, path: Path, schema: pa.Schema) -> int:
 def feature_entry(field: pa.Field) -> dict[str, str]:
     """The ``datasets`` YAML form of one column (ints and lists of ints, as POSGEN writes).
 
-    >>> from posgen.arrow_io import row_schema
+    >>> from posgen.store.formats import row_schema
     >>> [feature_entry(f) for f in row_schema(17)]
     [{'name': 'id', 'dtype': 'int64'}, {'name': 'tokens', 'list': 'uint8'}]
     """

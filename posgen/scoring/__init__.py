@@ -11,7 +11,7 @@
 On a probe split, :func:`score_probe` reports far-reliance (the oracle follows the far rule):
 
 >>> from posgen.probe import probe_rows
->>> from posgen.arrow_io import probe_schema, probe_table
+>>> from posgen.store.formats import probe_schema, probe_table
 >>> probe = probe_from_table(probe_table(probe_rows(spec, "probe", 0, 5), probe_schema(17)), spec)
 >>> score_probe(probe, baseline_predictions("oracle", spec, probe.tokens)).overall.far_reliance
 1.0

@@ -34,9 +34,9 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from posgen.arrow_io import PARQUET_OPTIONS, token_type
 from posgen.errors import not_utf8
 from posgen.scoring.errors import ScoringError
+from posgen.store.formats import PARQUET_OPTIONS, token_type
 from posgen.store.safety import durable_file
 
 FORMATS: dict[str, str] = {

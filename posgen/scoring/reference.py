@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from posgen.arrow_io import table_tokens
 from posgen.scoring.errors import ScoringError
 from posgen.store.dataset import ReferenceSplit
+from posgen.store.formats import table_tokens
 
 
 def reference_arrays(reference: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -205,7 +205,7 @@ def score_probe(
     ``(rows, L' - w)`` in id order, or in the order of ``ids`` when given.
 
     >>> from posgen.probe import probe_rows
-    >>> from posgen.arrow_io import probe_schema, probe_table
+    >>> from posgen.store.formats import probe_schema, probe_table
     >>> spec = TaskSpec(task="cot", train_size=8, val_size=4, test_size=4)
     >>> table = probe_table(probe_rows(spec, "probe", 0, 4), probe_schema(17))
     >>> probe = probe_from_table(table, spec)

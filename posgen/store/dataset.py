@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import pyarrow as pa
 
-from posgen.arrow_io import read_batch_rows, table_tokens
 from posgen.errors import PosgenError, RunError, UsageError
 from posgen.generator import storage_dtype
 from posgen.spec import TaskSpec, is_probe_split
@@ -36,6 +35,8 @@ from posgen.store.formats import (
     Source,
     folder_format,
     manifest_format,
+    read_batch_rows,
+    table_tokens,
 )
 from posgen.store.layout import MANIFEST_NAME, PARTS_DIR
 from posgen.store.manifest import (

@@ -1,6 +1,6 @@
 """The validation run: stream every split once, feeding every per-row check.
 
-One pass per split reads bounded batches (:func:`posgen.arrow_io.read_batch_rows`)
+One pass per split reads bounded batches (:func:`posgen.store.formats.read_batch_rows`)
 and feeds the schema tally, the window recomputation, the hygiene keys and the audit
 counters; cross-split hygiene is settled once all splits of a config are read.
 """

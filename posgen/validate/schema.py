@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from posgen.arrow_io import token_type
+from posgen.store.formats import token_type
 
 
 @dataclass

@@ -18,11 +18,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from posgen.arrow_io import read_batch_rows
 from posgen.errors import UsageError, shown
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.dataset import Dataset, inside
-from posgen.store.formats import DATA_SUFFIXES, Format, format_of, manifest_format
+from posgen.store.formats import DATA_SUFFIXES, Format, format_of, manifest_format, read_batch_rows
 from posgen.store.layout import MANIFEST_NAME, unfinished
 from posgen.store.manifest import Manifest
 
@@ -56,7 +55,7 @@ class Part:
     def batches(
         self, length: int, columns: tuple[str, ...] = ("id", "tokens")
     ) -> Iterator[pa.RecordBatch]:
-        """Record batches of :func:`posgen.arrow_io.read_batch_rows` rows of ``length``;
+        """Record batches of :func:`posgen.store.formats.read_batch_rows` rows of ``length``;
         files are read for ``columns`` only."""
         rows = read_batch_rows(length)
         if self.table is not None:
