@@ -33,7 +33,7 @@ from tests.cli_support import assert_clean_error, invoke
 from tests.hardening_counts import recorded
 from tests.kill_points import GUARD
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
@@ -346,7 +346,7 @@ WRITER = """
 import sys
 from pathlib import Path
 from posgen import write_dataset
-from tests.test_races import bench
+from tests.dataset.test_concurrent_readers_and_writers import bench
 for seed in range(2, 2 + int(sys.argv[2])):
     write_dataset(bench(seed), Path(sys.argv[1]), overwrite=True)
 """

@@ -22,7 +22,7 @@ from posgen.store.dataset import load
 from tests.cli_support import invoke
 from tests.hardening_counts import recorded
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN0 = "data/cot/train-00000-of-00003.parquet"
 TRAIN1 = "data/cot/train-00001-of-00003.parquet"
 TRAIN2 = "data/cot/train-00002-of-00003.parquet"

@@ -25,7 +25,7 @@ from tests.cli_support import invoke as cli
 from tests.hardening_counts import recorded
 from tests.kill_points import GUARD
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = ["--task", "cot", "-m", "97", "--train-size", "20000", "--val-size", "500",
         "--test-size", "500"]  # fmt: skip
 
