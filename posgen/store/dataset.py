@@ -373,21 +373,26 @@ class Dataset:
 
     # --- verification and the datasets view ----------------------------------------------
 
-    def problems(self, configs: list[str] | None = None, hashes: bool = True) -> list[Problem]:
-        """Every problem of the files of ``configs`` (all when None), then unlisted files."""
-        return check_files(self.root, self.manifest, configs, hashes)
+    def lines(self, configs: list[str] | None = None, hashes: bool = True) -> list[str]:
+        """One line per problem of the files of ``configs`` (all when None) and per unlisted
+        data file; ``hashes=False`` skips the sha256 pass."""
+        known = ", ".join(self.configs)
+        unknown = [c for c in configs or [] if c not in self.manifest.configs]
+        if unknown:
+            return [f"{self.root / MANIFEST_NAME}: no config {c!r}; has {known}" for c in unknown]
+        return [str(p) for p in check_files(self.root, self.manifest, configs, hashes)]
 
-    def verify(self, configs: list[str] | None = None) -> None:
-        """Raise :class:`DamagedDataset` naming each damaged file of ``configs`` (all when
-        None), pinned."""
+    def verify(self, configs: list[str] | None = None) -> Manifest:
+        """The manifest, once every file of ``configs`` (all when None) matches it, pinned;
+        else :class:`DamagedDataset` naming each damaged file."""
 
-        def check(handle: Dataset) -> None:
-            lines = _config_problems(handle.root, handle.manifest, configs)
-            lines = lines or [str(p) for p in handle.problems(configs)]
+        def check(handle: Dataset) -> Manifest:
+            lines = handle.lines(configs)
             if lines:
                 raise DamagedDataset(handle.root, lines)
+            return handle.manifest
 
-        self.read(check)
+        return self.read(check)
 
     def load(self, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
         """Every split of ``config`` (the first config when None) as ``datasets`` objects
@@ -554,39 +559,20 @@ def check_files(
     ]
 
 
-def _config_problems(root: Path, manifest: Manifest, configs: list[str] | None) -> list[str]:
-    known = ", ".join(manifest.configs)
-    return [
-        f"{root / MANIFEST_NAME}: no config {c!r}; has {known}"
-        for c in configs or []
-        if c not in manifest.configs
-    ]
-
-
 def check_dataset(
     root: str | Path, configs: list[str] | None = None, hashes: bool = True
 ) -> list[str]:
     """Problems found in the dataset at ``root`` (empty when it matches its manifest), one
-    line each; ``hashes=False`` skips the sha256 pass. Pinned like every read."""
+    line each, the manifest's own included (:meth:`Dataset.lines`)."""
     root = Path(root)
-
-    def check() -> list[str]:
-        try:
-            manifest = read_manifest(root)
-        except DamagedDataset as error:
-            return error.lines
-        except OSError as error:
-            return [f"{root / MANIFEST_NAME}: unreadable ({error.strerror or error})"]
-        lines = _config_problems(root, manifest, configs)
-        return lines or [str(p) for p in check_files(root, manifest, configs, hashes)]
-
-    return pinned(root, check)
+    try:
+        return Dataset.open(root).read(lambda handle: handle.lines(configs, hashes))
+    except DamagedDataset as error:
+        return error.lines
+    except OSError as error:
+        return [f"{root / MANIFEST_NAME}: unreadable ({error.strerror or error})"]
 
 
 def verify_dataset(root: str | Path, configs: list[str] | None = None) -> Manifest:
-    """The manifest of ``root``; :class:`DamagedDataset` if :func:`check_dataset` finds
-    anything."""
-    lines = check_dataset(root, configs)
-    if lines:
-        raise DamagedDataset(Path(root), lines)
-    return read_manifest(root)
+    """The manifest of ``root`` once its files match it (:meth:`Dataset.verify`)."""
+    return Dataset.open(root).verify(configs)
