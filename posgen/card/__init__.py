@@ -32,8 +32,9 @@ from posgen.card.usage import (
     seeding_section,
 )
 from posgen.card.validation import validation_section
+from posgen.store.dataset import Dataset
 from posgen.store.layout import CARD_NAME
-from posgen.store.manifest import Manifest, read_manifest
+from posgen.store.manifest import Manifest
 from posgen.store.safety import write_atomically
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def write_card(
 ) -> Path:
     """Re-render ``root/README.md`` from the folder's manifest and files (atomic replace)."""
     root = Path(root)
-    text = render_card(manifest or read_manifest(root), report, baselines, root=root)
+    text = render_card(manifest or Dataset.open(root).manifest, report, baselines, root=root)
     return write_atomically(root / CARD_NAME, text.encode())
 
 

@@ -13,7 +13,7 @@ from posgen.cli.guard import os_error_problem
 from posgen.cli.options import quiet_option
 from posgen.cli.paths import PathArg
 from posgen.errors import PosgenError
-from posgen.store.manifest import read_manifest
+from posgen.store.dataset import Dataset
 
 
 @click.command(
@@ -40,7 +40,7 @@ def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: boo
 
     Exits 1 (after writing the card, which lists the failures) when validation fails.
     """
-    manifest = read_manifest(folder)  # not a dataset: exit 2; a damaged manifest: exit 1
+    manifest = Dataset.open(folder).manifest  # not a dataset: exit 2; a damaged manifest: exit 1
     try:
         report = publish.validate_folder(folder) if run_validation else None
         scores = None
