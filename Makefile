@@ -51,7 +51,9 @@ test: install-train
 # bad input, kill points, disk full and damaged files only; counts in the summary
 harden: install
 	$(BIN)/python -m pytest -q tests/cli/test_bad_specs.py tests/cli/test_interrupts.py \
-		tests/test_disk.py tests/test_damage.py tests/cli/test_hostile_inputs.py tests/test_train_hostile.py
+		tests/dataset/test_failed_writes_leave_nothing.py \
+		tests/dataset/test_damaged_files_are_named.py tests/cli/test_hostile_inputs.py \
+		tests/test_train_hostile.py
 
 lint: install
 	$(BIN)/ruff check .

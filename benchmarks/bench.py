@@ -16,7 +16,7 @@ For every task and lengths 64, 256, 1024 and 4096 it prints tokens/s for
 with the ratios ours/oracle and ours/copy (machines are noisy: compare ratios within one run).
 Then how the cost grows with rows and with length (4x each). ``--write`` saves the output to
 ``BENCHMARKS.md``. ``--parquet-settings`` measures the Parquet codecs behind
-:data:`posgen.arrow_io.PARQUET_OPTIONS`; ``--big TOKENS`` runs one large generation and reports
+:data:`posgen.store.formats.PARQUET_OPTIONS`; ``--big TOKENS`` runs one large generation and reports
 its peak memory; ``--ops`` measures every generation function h (:mod:`posgen.ops`) in memory;
 with ``--write`` each appends a section.
 
@@ -202,10 +202,9 @@ def validate_rate(folder: Path, spec: Any) -> float:
     """Tokens/s of reading a dataset folder and recomputing every row from its seed window."""
     import pyarrow as pa
 
-    from posgen.arrow_io import table_tokens
     from posgen.generator import grow
     from posgen.spec import is_probe_split
-    from posgen.store.formats import manifest_format
+    from posgen.store.formats import manifest_format, table_tokens
     from posgen.store.manifest import read_manifest
 
     manifest = read_manifest(folder)
@@ -334,9 +333,9 @@ def parquet_settings(tokens: int, repeat: int, emit: Callable[[str], None]) -> N
     """Write speed and size of Parquet codecs on one table (what PARQUET_OPTIONS is chosen by)."""
     import pyarrow.parquet as pq
 
-    from posgen.arrow_io import row_schema, rows_to_table
     from posgen.generator import generate_rows
     from posgen.spec import TaskSpec
+    from posgen.store.formats import row_schema, rows_to_table
 
     rows = max(1, tokens // 256)
     spec = TaskSpec(task="cot", near=7, train_length=256, test_length=256, train_size=rows)

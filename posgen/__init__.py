@@ -16,19 +16,20 @@ The entry points the README uses, importable from ``posgen`` directly:
 
 from __future__ import annotations
 
+from functools import partial
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time through __getattr__
-    from posgen.dataset import load as load
-    from posgen.dataset import write_dataset as write_dataset
     from posgen.generator import generate_rows as generate_rows
     from posgen.generator import generate_split as generate_split
     from posgen.generator import grow as grow
-    from posgen.in_memory import to_dataset_dict as to_dataset_dict
     from posgen.spec import BenchmarkSpec as BenchmarkSpec
     from posgen.spec import TaskSpec as TaskSpec
     from posgen.store import read_manifest as read_manifest
+    from posgen.store.dataset import load as load
+    from posgen.store.formats import to_dataset_dict as to_dataset_dict
+    from posgen.store.writer import write_dataset as write_dataset
     from posgen.tasks import TASKS as TASKS
     from posgen.tasks import dependencies as dependencies
     from posgen.tasks import far_start as far_start
@@ -46,20 +47,27 @@ _LAZY = {
     "dependencies": "posgen.tasks",
     "far_start": "posgen.tasks",
     "register_task": "posgen.tasks",
-    "write_dataset": "posgen.dataset",
     "read_manifest": "posgen.store",
-    "load": "posgen.dataset",
-    "to_dataset_dict": "posgen.in_memory",
+    "load": "posgen.store.dataset",
+    "to_dataset_dict": "posgen.store.formats",
     "score": "posgen.scoring",
     "score_file": "posgen.scoring",
 }
 """Names imported on first use: ``import posgen`` loads nothing else, so the ``posgen``
 script catches signals within milliseconds of starting (:mod:`posgen.__main__`)."""
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", "write_dataset", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "write_dataset":  # the store's one writer, finished by the card by default
+        from posgen.card import unvalidated_card
+        from posgen.store.writer import write_dataset
+
+        value = partial(write_dataset, finish=unvalidated_card)
+        value.__doc__ = write_dataset.__doc__
+        globals()[name] = value
+        return value
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value

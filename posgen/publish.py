@@ -20,8 +20,9 @@ from posgen import signals
 from posgen.card import write_card
 from posgen.errors import RunError, UsageError
 from posgen.spec import BenchmarkSpec
+from posgen.store.dataset import Dataset
 from posgen.store.formats import Progress
-from posgen.store.manifest import Manifest, read_manifest
+from posgen.store.manifest import Manifest
 from posgen.store.writer import write_dataset
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def upload_folder(folder: Path, repo_id: str, token: str, message: str) -> str:
 
 def push_folder(folder: Path, repo_id: str, token: str) -> str:
     """Upload a published folder to the Hub dataset repo ``repo_id``."""
-    manifest = read_manifest(folder)
+    manifest = Dataset.open(folder).manifest
     bench = manifest.benchmark
     message = f"POSGEN {bench.name} (spec {bench.spec_id}, posgen {manifest.posgen_version})"
     return upload_folder(Path(folder), repo_id, token, message)

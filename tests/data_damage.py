@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from posgen.arrow_io import open_writer, rows_to_table, table_tokens
 from posgen.spec import is_probe_split
+from posgen.store.formats import open_writer, rows_to_table, table_tokens
 from posgen.store.manifest import read_manifest, sha256_file
 
 

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from posgen.dataset import write_dataset  # noqa: E402
+from posgen import write_dataset  # noqa: E402
 from posgen.scoring import RelianceReport, load_probe, read_predictions, score_probe  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train.config import preset  # noqa: E402

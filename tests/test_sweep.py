@@ -20,11 +20,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
+from posgen import write_dataset  # noqa: E402
 from posgen.cli.sweep import resolve_encoding  # noqa: E402
-from posgen.dataset import write_dataset  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
-from posgen.store.lock import exclusive  # noqa: E402
+from posgen.store.safety import exclusive  # noqa: E402
 from posgen.train import progress  # noqa: E402
 from posgen.train.grid import Grid, expand, jobs_of, read_grid, stable_hash  # noqa: E402
 from posgen.train.sweep import Sweep, run_job, run_states  # noqa: E402

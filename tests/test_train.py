@@ -16,7 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from posgen.dataset import write_dataset  # noqa: E402
+from posgen import write_dataset  # noqa: E402
 from posgen.encodings.builtin import rope_parameters  # noqa: E402
 from posgen.encodings.model import use_frequencies  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402

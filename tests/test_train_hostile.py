@@ -26,7 +26,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import posgen.signals  # noqa: E402
-from posgen.dataset import write_dataset  # noqa: E402
+from posgen import write_dataset  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store.layout import TMP_TAG  # noqa: E402

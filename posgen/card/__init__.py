@@ -30,9 +30,10 @@ from posgen.card.facts import (
 from posgen.card.front_matter import DataMismatch, dataset_info, front_matter, render_front_matter
 from posgen.card.reference_results import results_section
 from posgen.card.tasks import MEASURES, measures_section, probe_section, tasks_section
-from posgen.store.durable import write_atomically
+from posgen.store.dataset import Dataset
 from posgen.store.layout import CARD_NAME
-from posgen.store.manifest import Manifest, read_manifest
+from posgen.store.manifest import Manifest
+from posgen.store.safety import write_atomically
 
 if TYPE_CHECKING:
     from posgen.validate.report import Report
@@ -95,12 +96,12 @@ def write_card(
 ) -> Path:
     """Re-render ``root/README.md`` from the folder's manifest and files (atomic replace)."""
     root = Path(root)
-    text = render_card(manifest or read_manifest(root), report, baselines, root=root)
+    text = render_card(manifest or Dataset.open(root).manifest, report, baselines, root=root)
     return write_atomically(root / CARD_NAME, text.encode())
 
 
 def unvalidated_card(root: Path, manifest: Manifest) -> None:
     """The ``finish`` step of a dataset written without validation (``posgen generate``,
-    ``posgen merge``, :func:`posgen.dataset.write_dataset`): a card saying it was not
+    ``posgen merge``, :func:`posgen.write_dataset`): a card saying it was not
     validated."""
     write_card(root, manifest=manifest)

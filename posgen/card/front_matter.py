@@ -7,7 +7,7 @@ default), so ``load_dataset(DIR, "<config>")`` needs no loading script; huggingf
 ``dataset_info`` is read from the data files themselves, because ``datasets`` enforces it at
 load time: features from each file's Arrow schema, row and token counts from each file, sizes
 from the disk, after the files are checked against the manifest
-(:func:`posgen.store.check.check_files`). ``num_bytes`` is the in-memory Arrow size: per row
+(:func:`posgen.store.dataset.check_files`). ``num_bytes`` is the in-memory Arrow size: per row
 an int64 id and an int32 list offset, plus the token bytes. For 300 train rows of 64 uint8
 tokens: ``300 * (8 + 4) + 300 * 64 = 22,800``.
 """
@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 from huggingface_hub import DatasetCardData
 
-from posgen.store.check import check_files
+from posgen.store.dataset import check_files
 from posgen.store.formats import manifest_format
 from posgen.store.manifest import DamagedDataset, Manifest
 
@@ -108,7 +108,7 @@ DataMismatch = DamagedDataset
 def arrow_row_bytes(schema: pa.Schema) -> tuple[int, int]:
     """In-memory Arrow bytes ``(per row, per token)`` of a POSGEN schema.
 
-    >>> from posgen.arrow_io import row_schema
+    >>> from posgen.store.formats import row_schema
     >>> arrow_row_bytes(row_schema(17)), arrow_row_bytes(row_schema(1000))
     ((12, 1), (12, 2))
     """
@@ -136,7 +136,7 @@ def extra_list_bytes(fmt: Any, path: Path, schema: pa.Schema) -> int:
 def feature_entry(field: pa.Field) -> dict[str, str]:
     """The ``datasets`` YAML form of one column (ints and lists of ints, as POSGEN writes).
 
-    >>> from posgen.arrow_io import row_schema
+    >>> from posgen.store.formats import row_schema
     >>> [feature_entry(f) for f in row_schema(17)]
     [{'name': 'id', 'dtype': 'int64'}, {'name': 'tokens', 'list': 'uint8'}]
     """

@@ -38,11 +38,10 @@ from posgen.errors import (
 )
 from posgen.publish import HubUnavailable, hub_token, publish_benchmark, push_folder
 from posgen.spec import TaskSpec
-from posgen.store.durable import write_atomically
+from posgen.store.dataset import Dataset
 from posgen.store.formats import check_features
 from posgen.store.layout import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
-from posgen.store.manifest import read_manifest
-from posgen.store.parts import merge_parts
+from posgen.store.safety import write_atomically
 from posgen.store.writer import write_dataset
 from posgen.validate import AuditThresholds, SourceError, validate
 
@@ -166,7 +165,7 @@ def merge(out: Path, parts: tuple[Path, ...], quiet: bool) -> None:
     with reported(
         lambda completed: _left(out, completed), lambda e: os_failure(e, f"merging into {out}")
     ):
-        manifest = merge_parts(out, list(parts), unvalidated_card)
+        manifest = write_dataset(None, out, merge=parts, finish=unvalidated_card)
     if not quiet:
         files = len(manifest.files())
         click.echo(f"finished {out}: {files} files, manifest and card written")
@@ -312,7 +311,7 @@ def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: boo
 
     Exits 1 (after writing the card, which lists the failures) when validation fails.
     """
-    manifest = read_manifest(folder)  # not a dataset: exit 2; a damaged manifest: exit 1
+    manifest = Dataset.open(folder).manifest  # not a dataset: exit 2; a damaged manifest: exit 1
     try:
         report = publish.validate_folder(folder) if run_validation else None
         scores = None

@@ -13,7 +13,7 @@ from posgen.cli.options import PathArg, json_option, out_option, plot_option
 from posgen.cli.runner import output_problems
 from posgen.errors import UsageProblems
 from posgen.scoring.plot import PLOT_HINT, plot_available
-from posgen.store.durable import write_atomically
+from posgen.store.safety import write_atomically
 from posgen.train.ranking import csv_text
 from posgen.train.results import (
     ResultsError,

@@ -52,12 +52,10 @@ from posgen.errors import (
 )
 from posgen.signals import Interrupted
 from posgen.spec import BenchmarkSpec, is_probe_split
-from posgen.store.durable import WriteFailed
 from posgen.store.formats import Progress
 from posgen.store.layout import MANIFEST_NAME
-from posgen.store.parts import check_part_target
-from posgen.store.recovery import recover
-from posgen.store.targets import OutputExistsError, check_target
+from posgen.store.safety import OutputExistsError, WriteFailed, check_target, recover
+from posgen.store.writer import check_part_target
 from posgen.train import TRAIN_HINT
 
 T = TypeVar("T")

@@ -21,7 +21,6 @@ from posgen.cli.options import (
     split_option,
 )
 from posgen.cli.runner import output_problems
-from posgen.cli.split_loading import load_probe_split, load_split
 from posgen.errors import RunError, UsageProblems
 from posgen.scoring.baselines import BASELINES, PROBE_BASELINES, baseline_predictions
 from posgen.scoring.folder import score_aligned, score_reference
@@ -37,14 +36,15 @@ from posgen.scoring.plot import (
 from posgen.scoring.prediction_files import file_format, predictions_for, write_predictions
 from posgen.scoring.reliance import Reliance, RelianceReport, score_probe
 from posgen.spec import is_probe_split
-from posgen.store.durable import write_atomically
+from posgen.store.dataset import Dataset
+from posgen.store.safety import write_atomically
 
 
 def score_probe_file(
     data: Path, config: str | None, split: str, predictions: Path, bucket_width: int
 ) -> RelianceReport:
     """Far-reliance of a predictions file on a probe split of a folder."""
-    probe = load_probe_split(data, config, split)
+    probe = Dataset.open(data).probe(config, split)
     try:
         aligned = predictions_for(predictions, probe.ids, probe.spec.spec_id, split)
     except ScoringError as error:
@@ -167,7 +167,7 @@ def score_command(
         report = score_probe_file(data, config, split, predictions, bucket_width)
         table = reliance_table(report)
     else:
-        reference = load_split(data, config, split)
+        reference = Dataset.open(data).split(config, split)
         try:
             report = score_reference(reference, predictions, bucket_width)
         except ScoringError as error:
@@ -243,11 +243,12 @@ def baseline_command(
         raise UsageProblems([f"{out} exists; pass --overwrite to replace it"])
     if kind == "local" and not is_probe_split(split):
         raise UsageProblems([f"--kind local predicts probe splits only, not {split!r}"])
-    reference = load_split(data, config, split)
+    dataset = Dataset.open(data)
+    reference = dataset.split(config, split)
     spec = reference.spec
     fit = None
     if kind not in PROBE_BASELINES:
-        fit = load_split(data, reference.config, fit_split).tokens
+        fit = dataset.split(reference.config, fit_split).tokens
     try:
         predictions = baseline_predictions(kind, spec, reference.tokens, fit)
     except ScoringError as error:
@@ -258,7 +259,7 @@ def baseline_command(
     write_predictions(out, reference.ids, predictions, spec.modulus, made_for)  # WriteFailed: 1
     if not quiet:
         if is_probe_split(split):
-            probe = score_probe(load_probe_split(data, reference.config, split), predictions)
+            probe = score_probe(dataset.probe(reference.config, split), predictions)
             shown = (
                 ("ID far-reliance", probe.id.far_reliance),
                 ("OOD far-reliance", probe.ood.far_reliance),

@@ -20,12 +20,10 @@ from posgen.cli.options import config_option, data_option, force_option, out_opt
 from posgen.cli.runner import check_run_target, reported, require_extra
 from posgen.encodings import PERequest
 from posgen.errors import RunError, UsageProblems, human_bytes, problem_lines
-from posgen.scoring.reference import pick_config
 from posgen.signals import Interrupted
 from posgen.spec import TaskSpec
-from posgen.store.lock import exclusive, owner_alive
-from posgen.store.manifest import read_manifest
-from posgen.store.targets import OutputExistsError
+from posgen.store.dataset import Dataset
+from posgen.store.safety import OutputExistsError, exclusive, owner_alive
 from posgen.train.config import PRESETS, TrainConfig, preset
 from posgen.train.grid import identity, stable_hash
 from posgen.train.memory import RunEstimate, available_bytes, estimate_run, refusal
@@ -282,8 +280,8 @@ def memory_estimate(
     """The config (the only one when ``config`` is None), its spec and the run's memory
     estimate, from one read of the manifest (no data read; the run reads the data once);
     ``positions``: the range of randomized position ids, if given."""
-    manifest = read_manifest(data)
-    name = pick_config(list(manifest.configs), config, data)
+    dataset = Dataset.open(data)
+    manifest, name = dataset.manifest, dataset.resolve_config(config)
     if name not in manifest.configs:
         known = ", ".join(manifest.configs)
         raise UsageProblems([f"--config: no config {name!r} in {data}; configs: {known}"])

@@ -11,7 +11,7 @@
 On a probe split, :func:`score_probe` reports far-reliance (the oracle follows the far rule):
 
 >>> from posgen.probe import probe_rows
->>> from posgen.arrow_io import probe_schema, probe_table
+>>> from posgen.store.formats import probe_schema, probe_table
 >>> probe = probe_from_table(probe_table(probe_rows(spec, "probe", 0, 5), probe_schema(17)), spec)
 >>> score_probe(probe, baseline_predictions("oracle", spec, probe.tokens)).overall.far_reliance
 1.0
@@ -28,7 +28,7 @@ from posgen.scoring.baselines import (
     baseline_scores,
     folder_baseline,
 )
-from posgen.scoring.folder import score_file, score_reference
+from posgen.scoring.folder import load_probe, load_reference, score_file, score_reference
 from posgen.scoring.metrics import (
     DEFAULT_BUCKET_WIDTH,
     ScoreReport,
@@ -48,16 +48,10 @@ from posgen.scoring.prediction_files import (
     vocab_size,
     write_predictions,
 )
-from posgen.scoring.reference import ReferenceSplit, load_reference, reference_arrays
-from posgen.scoring.reliance import (
-    ProbeSplit,
-    RelianceReport,
-    load_probe,
-    probe_from_table,
-    reliance_arrays,
-    score_probe,
-)
+from posgen.scoring.reference import reference_arrays
+from posgen.scoring.reliance import RelianceReport, reliance_arrays, score_probe
 from posgen.spec import TaskSpec
+from posgen.store.dataset import ProbeSplit, ReferenceSplit, probe_from_table
 
 
 def score(

@@ -34,9 +34,8 @@ import numpy as np
 
 from posgen.generator import storage_dtype
 from posgen.probe import FAR_RULE_PAIRS, far_rule_answers
-from posgen.scoring.folder import score_aligned
+from posgen.scoring.folder import load_reference, score_aligned
 from posgen.scoring.metrics import ScoringError
-from posgen.scoring.reference import load_reference
 from posgen.spec import TaskSpec
 
 BaselineKind = Literal["oracle", "near-only", "majority"]

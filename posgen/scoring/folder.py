@@ -23,9 +23,19 @@ from posgen.scoring.metrics import (
     spec_frame,
 )
 from posgen.scoring.prediction_files import predictions_for, write_predictions
-from posgen.scoring.reference import ReferenceSplit, load_reference
+from posgen.store.dataset import Dataset, ProbeSplit, ReferenceSplit
 
-__all__ = ["load_reference", "score_file", "score_reference", "write_predictions"]
+__all__ = ["load_probe", "load_reference", "score_file", "score_reference", "write_predictions"]
+
+
+def load_reference(dataset_dir: Path, config: str, split: str = "test") -> ReferenceSplit:
+    """The tokens of ``config``/``split`` of a posgen folder (:meth:`Dataset.split`)."""
+    return Dataset.open(dataset_dir).split(config, split)
+
+
+def load_probe(dataset_dir: Path, config: str, split: str = "probe") -> ProbeSplit:
+    """The probe split ``config``/``split`` of a posgen folder (:meth:`Dataset.probe`)."""
+    return Dataset.open(dataset_dir).probe(config, split)
 
 
 def score_reference(

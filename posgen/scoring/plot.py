@@ -13,7 +13,7 @@ from posgen import signals
 from posgen.errors import UsageError
 from posgen.scoring.metrics import ScoredSplit, ScoreReport
 from posgen.scoring.reliance import RelianceReport
-from posgen.store.durable import write_atomically
+from posgen.store.safety import write_atomically
 
 
 class PlotUnavailable(UsageError, RuntimeError):
@@ -146,7 +146,7 @@ def plot_reliance(report: RelianceReport, path: Path, title: str | None = None) 
 def save_figure(figure: Any, path: Path) -> Path:
     """Save a matplotlib figure atomically, in the format of ``path``'s suffix.
 
-    Drawn in memory, then written by :func:`posgen.store.durable.write_atomically`: a failed
+    Drawn in memory, then written by :func:`posgen.store.safety.write_atomically`: a failed
     write leaves an existing image whole.
     """
     buffer = io.BytesIO()

@@ -64,11 +64,11 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from posgen.arrow_io import PARQUET_OPTIONS, token_type
 from posgen.errors import not_utf8
 from posgen.scoring.metrics import ScoringError, require_integers
 from posgen.spec import TaskSpec
-from posgen.store.durable import durable_file
+from posgen.store.formats import PARQUET_OPTIONS, token_type
+from posgen.store.safety import durable_file
 
 FORMATS: dict[str, str] = {
     ".parquet": "parquet",
@@ -391,7 +391,7 @@ def write_predictions(
 
     ``made_for``, the ``(spec id, split)`` predicted, is recorded in Parquet and Arrow files.
 
-    Atomically (:func:`posgen.store.durable.durable_file`): ``path`` holds the old file or the
+    Atomically (:func:`posgen.store.safety.durable_file`): ``path`` holds the old file or the
     new one, never a partial one.
     """
     path = Path(path)

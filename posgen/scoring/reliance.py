@@ -22,15 +22,12 @@ the prediction follows the far rule at 5 and the stored token at 6.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from posgen.arrow_io import table_tokens
 from posgen.scoring.metrics import (
     DEFAULT_BUCKET_WIDTH,
     Frozen,
@@ -41,12 +38,8 @@ from posgen.scoring.metrics import (
     ratio,
     spec_frame,
 )
-from posgen.spec import TaskSpec, is_probe_split
-from posgen.store.check import read_listed
-from posgen.store.formats import manifest_format
-from posgen.store.manifest import read_manifest
-
-PROBE_COLUMNS = ("id", "tokens", "probed", "far_rule")
+from posgen.spec import TaskSpec
+from posgen.store.dataset import ProbeSplit, probe_from_table
 
 
 class Reliance(Frozen):
@@ -191,86 +184,6 @@ def reliance_arrays(
     )
 
 
-@dataclass(frozen=True)
-class ProbeSplit:
-    """A probe split: tokens in id order, and the probed targets with their far-rule answers."""
-
-    config: str | None
-    split: str | None
-    spec: TaskSpec
-    tokens: np.ndarray
-    probed_rows: np.ndarray
-    probed: np.ndarray
-    far_rule: np.ndarray
-
-    @property
-    def ids(self) -> np.ndarray:
-        """Row ids ``0 .. rows-1``."""
-        return np.arange(self.tokens.shape[0], dtype=np.int64)
-
-
-def _list_values(column: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(lengths, values)`` of a list column."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    offsets = array.offsets.to_numpy().astype(np.int64)
-    values = array.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
-    return np.diff(offsets), values.astype(np.int64)
-
-
-def probe_from_table(
-    table: pa.Table, spec: TaskSpec, config: str | None = None, split: str | None = None
-) -> ProbeSplit:
-    """A :class:`ProbeSplit` from a table with the probe columns, rows in id order."""
-    missing = [name for name in PROBE_COLUMNS if name not in table.column_names]
-    if missing:
-        raise ScoringError(f"not a probe split: no {', '.join(missing)} column")
-    ids = table.column("id").to_numpy()
-    if not np.array_equal(ids, np.arange(ids.size)):
-        order = np.argsort(ids, kind="stable")
-        if not np.array_equal(ids[order], np.arange(ids.size)):
-            raise ScoringError("probe ids must be 0 .. rows-1")
-        table = table.take(pa.array(order))
-    try:
-        tokens = table_tokens(table)
-    except ValueError as error:
-        raise ScoringError(f"probe tokens: {error}") from None
-    counts, probed = _list_values(table.column("probed"))
-    far_counts, far_rule = _list_values(table.column("far_rule"))
-    if not np.array_equal(counts, far_counts):
-        raise ScoringError("probe rows whose far_rule and probed lists differ in length")
-    rows = np.repeat(np.arange(tokens.shape[0]), counts)
-    return ProbeSplit(config, split, spec, tokens, rows, probed, far_rule)
-
-
-def load_probe(dataset_dir: Path, config: str, split: str = "probe") -> ProbeSplit:
-    """The probe split ``config``/``split`` of a posgen folder, every file checked against the
-    manifest on the bytes read (:func:`posgen.store.check.read_listed`)."""
-    root = Path(dataset_dir)
-    manifest = read_manifest(root)
-    if config not in manifest.configs:
-        known = ", ".join(manifest.configs)
-        raise ScoringError(f"no config {config!r} in {root}; configs: {known}")
-    entry = manifest.configs[config]
-    if not is_probe_split(split) or split not in entry.splits:
-        known = ", ".join(entry.spec.probe_names)
-        raise ScoringError(f"no probe split {split!r} in config {config!r}; probe splits: {known}")
-    fmt, info, tables = manifest_format(manifest), entry.splits[split], []
-    where = (config, split, entry.spec_id, info.length)
-    for file in info.files:
-        buffer = read_listed(root, fmt, where, file)  # checked against the manifest as read
-        batches = list(fmt.batches(buffer, max(1, file.rows), PROBE_COLUMNS))
-        tables.append(pa.Table.from_batches(batches).select(list(PROBE_COLUMNS)))
-    if not tables:
-        raise ScoringError(f"{config}/{split} has no files")
-    probe = probe_from_table(pa.concat_tables(tables), entry.spec, config, split)
-    if probe.tokens.shape != (info.rows, info.length):
-        raise ScoringError(
-            f"{config}/{split} holds tokens of shape {probe.tokens.shape}; the manifest says "
-            f"({info.rows}, {info.length})"
-        )
-    return probe
-
-
 def score_probe(
     probe: Any,
     predictions: Any,
@@ -286,7 +199,7 @@ def score_probe(
     ``(rows, L' - w)`` in id order, or in the order of ``ids`` when given.
 
     >>> from posgen.probe import probe_rows
-    >>> from posgen.arrow_io import probe_schema, probe_table
+    >>> from posgen.store.formats import probe_schema, probe_table
     >>> spec = TaskSpec(task="cot", train_size=8, val_size=4, test_size=4)
     >>> table = probe_table(probe_rows(spec, "probe", 0, 4), probe_schema(17))
     >>> probe = probe_from_table(table, spec)

@@ -8,7 +8,7 @@ only writer (atomic): every command sees the same :class:`Manifest` or the same
 :class:`DamagedDataset` lines.
 
 File paths are relative POSIX paths that stay inside the folder (no absolute path, no
-``..``, no backslash); :func:`posgen.store.check.inside` also refuses symlinks that lead out.
+``..``, no backslash); :func:`posgen.store.dataset.inside` also refuses symlinks that lead out.
 
 >>> FileEntry(path="/etc/passwd", rows=1, first_id=0, bytes=1, sha256="0" * 64)
 Traceback (most recent call last):
@@ -40,8 +40,8 @@ from pydantic import (
 import posgen
 from posgen.errors import DataError, UsageError, problem_lines
 from posgen.spec import MAX_LENGTH, MAX_ROWS, BenchmarkSpec, ConfigName, TaskSpec, probe_config
-from posgen.store.durable import write_atomically
 from posgen.store.layout import MANIFEST_NAME, unfinished
+from posgen.store.safety import write_atomically
 
 FORMAT_VERSION = 1
 MAX_MANIFEST_BYTES = 64 * 2**20

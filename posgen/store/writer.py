@@ -1,11 +1,15 @@
-"""The one writer: a benchmark into a dataset folder, whole or one part of N, Parquet or Arrow.
+"""The one writer: :func:`write_dataset` writes a benchmark into a dataset folder, whole or
+one part of N (``--part I/N``), or merges the parts into one (``posgen merge``).
 
-:func:`write_dataset` is what ``posgen generate``, ``posgen publish`` and the Python API call.
 A whole run builds in a hidden sibling and renames it into place when complete
-(:mod:`posgen.store.transaction`); a part run (:mod:`posgen.store.parts`) writes its shards and
-a part record, and the last part writes the manifest. Either way the folder is finished by
-:func:`~posgen.store.finish.finish_folder`: shards, sidecars, manifest, then the caller's
-``finish`` step (the card; the store knows nothing of cards), once.
+(:func:`~posgen.store.safety.atomic_folder`). A part writes every N-th shard of the plan
+(:func:`~posgen.store.layout.part_of`) into ``OUT/.posgen-parts/`` with a part record; the
+last part (or ``posgen merge``) finishes the folder once, under a lock: ``posgen.json`` and the
+card are rendered there as a whole run renders them, then the card, ``data/`` and last the
+manifest are renamed into ``OUT``. An unfinished folder loads nothing (``datasets`` skips
+hidden folders) and the result is byte-identical to a run without ``--part``. Either way the
+folder is finished by :func:`finish_folder`: sidecars, manifest, then the caller's ``finish``
+step (the card; the store knows nothing of cards).
 
 Layout (file names in :mod:`posgen.store.layout`)::
 
@@ -28,29 +32,71 @@ False
 
 from __future__ import annotations
 
+import itertools
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import ExitStack, suppress
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
+
+from posgen.errors import UsageError, problem_lines
 from posgen.generator import DEFAULT_BLOCK_ROWS
-from posgen.spec import BenchmarkSpec
-from posgen.store.durable import WriteFailed
-from posgen.store.finish import Finish, finish_folder, shards_manifest
-from posgen.store.formats import Progress, check_features
+from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.store.dataset import check_files, verify_dataset
+from posgen.store.formats import FORMATS, Progress, check_features
 from posgen.store.layout import (
+    CARD_NAME,
     DEFAULT_ROW_GROUP_BYTES,
     DEFAULT_SHARD_BYTES,
+    FILE_TMP_TAG,
     MANIFEST_NAME,
+    MAX_PARTS,
+    PARTS_DIR,
+    Shard,
+    part_of,
+    part_record_name,
     plan_benchmark,
 )
-from posgen.store.manifest import Manifest
-from posgen.store.parts import write_part
-from posgen.store.shards import write_shards
-from posgen.store.transaction import atomic_folder
+from posgen.store.manifest import (
+    DamagedDataset,
+    FileEntry,
+    Manifest,
+    build_manifest,
+    read_bounded,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+from posgen.store.safety import (
+    MARKER,
+    OutputExistsError,
+    WriteFailed,
+    atomic_folder,
+    die_with_parent,
+    exclusive,
+    fsync_dir,
+    hold,
+    remove_unowned,
+    resolve_target,
+    write_atomically,
+)
 
 
 def write_dataset(
-    bench: BenchmarkSpec,
+    bench: BenchmarkSpec | None,
     out: Path,
     *,
+    merge: Sequence[Path] | None = None,
     storage: str = "parquet",
     part: tuple[int, int] | None = None,
     overwrite: bool = False,
@@ -65,16 +111,22 @@ def write_dataset(
 
     ``storage`` is ``"parquet"`` or ``"arrow"``; ``part=(I, N)`` writes part I of N (every
     N-th shard) into ``out``, and the last part to finish writes the manifest and calls
-    ``finish``. A whole run's folder appears only when complete; ``finish`` renders its card
-    (publish validates there first; None writes no card). An ``OSError`` (disk full, file
-    too large) becomes :class:`~posgen.store.durable.WriteFailed` naming the file by its path
+    ``finish``; ``merge=[DIR, ...]`` moves the parts written in those folders into ``out``
+    and finishes it (``bench`` is then None: the part records hold it). A whole run's folder
+    appears only when complete; ``finish`` renders its card (publish validates there first;
+    None writes no card). An ``OSError`` (disk full, file
+    too large) becomes :class:`~posgen.store.safety.WriteFailed` naming the file by its path
     under ``out``.
     """
-    check_features(storage, part)
     out = Path(out)
+    if merge is not None:
+        return _merge_parts(out, list(merge), finish)
+    if bench is None:
+        raise TypeError("write_dataset needs a benchmark unless it merges parts (merge=)")
+    check_features(storage, part)
     if part is not None:
         index, count = part
-        return write_part(bench, out, index, count, shard_bytes, row_group_bytes, num_proc,
+        return _write_part(bench, out, index, count, shard_bytes, row_group_bytes, num_proc,
                           progress, finish)  # fmt: skip
     plan = plan_benchmark(bench, shard_bytes, storage)
     with atomic_folder(out, overwrite) as build:
@@ -90,3 +142,396 @@ def write_dataset(
             raise WriteFailed(out / name, error.reason) from error
         except OSError as error:  # raised outside any one file's write
             raise WriteFailed(out / MANIFEST_NAME, error) from error
+
+
+Finish = Callable[[Path, Manifest], None]
+"""Called on the complete folder (shards, sidecars, manifest) before it is published; writes
+the card (``README.md``, the only file it may add). Raising leaves no finished folder."""
+
+
+def shards_manifest(
+    bench: BenchmarkSpec, plan: list[Shard], entries: list[FileEntry], storage: str = "parquet"
+) -> Manifest:
+    """The manifest of ``bench`` stored as the shards ``plan``, whose files have ``entries``."""
+    files: dict[tuple[str, str], list[FileEntry]] = {
+        (config, split): []
+        for config, spec in bench.configs.items()
+        for split in (*spec.split_names, *spec.probe_names)
+    }
+    for shard, entry in zip(plan, entries, strict=True):
+        files[(shard.config, shard.split)].append(entry)
+    return build_manifest(bench, files, storage, FORMATS[storage].parquet_options())
+
+
+def finish_folder(root: Path, manifest: Manifest, finish: Finish | None = None) -> Manifest:
+    """Write the sidecars and ``posgen.json`` of ``manifest`` into ``root``, then ``finish``."""
+    fmt = FORMATS[manifest.storage_format]
+    fmt.write_sidecars(root, manifest)
+    write_manifest(root, manifest)
+    if finish is not None:
+        finish(root, manifest)
+    return manifest
+
+
+def write_shards(
+    root: Path,
+    shards: list[Shard],
+    specs: dict[str, TaskSpec],
+    num_proc: int = 1,
+    row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    progress: Progress | None = None,
+    storage: str = "parquet",
+    owner: Path | None = None,
+) -> list[FileEntry]:
+    """Write ``shards`` with ``num_proc`` processes; their entries, in the order given.
+
+    Worker processes end as soon as this process dies, however it dies, and each holds the
+    owner's lock (:mod:`posgen.store.safety`) on the folder ``owner`` while it lives.
+
+    Every shard's bytes depend only on the shard and the spec, so the worker count changes
+    nothing in the files (tests compare checksums of 1, 2 and 3 processes). Workers are
+    spawned, so a script calling this with ``num_proc > 1`` needs the usual
+    ``if __name__ == "__main__":`` guard (the CLI has it).
+    """
+    if num_proc < 1:
+        raise ValueError(f"num_proc must be >= 1, got {num_proc}")
+    job = FORMATS[storage].write_shard
+    if num_proc == 1 or len(shards) <= 1:
+        return [
+            job(root, s, specs[s.config], row_group_bytes, block_rows, progress) for s in shards
+        ]
+    entries: dict[int, FileEntry] = {}
+
+    def tokens(i: int) -> int:
+        return shards[i].rows * specs[shards[i].config].split_length(shards[i].split)
+
+    # Largest shards first (longest-processing-time order), so the last shards to finish
+    # are small ones and the processes end together.
+    queue = deque(sorted(range(len(shards)), key=lambda i: -tokens(i)))
+    running: dict[Future[FileEntry], int] = {}
+
+    def collect(block: bool) -> None:
+        done = [f for f in running if f.done()]
+        if block and not done:
+            done = list(wait(running, return_when=FIRST_COMPLETED).done)
+        for future in done:
+            i = running.pop(future)
+            entries[i] = future.result()
+            if progress is not None:
+                progress(tokens(i))
+
+    # num_proc spawned workers (spawned: no forked pyarrow thread pools) pull shards from
+    # the pool's queue as they free up; the parent only collects, so no worker ever waits
+    # for it. At most 2 * num_proc shards are queued at once to bound the pending futures.
+    context = multiprocessing.get_context("spawn")
+    workers = min(num_proc, len(shards))
+    # Workers end when this process dies (their read end of `alive` sees EOF), and hold
+    # `owner`'s lock while they live, so no run removes the folder under them.
+    alive, keep_alive = context.Pipe(duplex=False)
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=watch_parent,
+        initargs=(alive, os.getpid(), owner),
+    )
+    with keep_alive, alive, pool:
+        while queue or running:
+            while queue and len(running) < 2 * workers:
+                i = queue.popleft()
+                s = shards[i]
+                args = (root, s, specs[s.config], row_group_bytes, block_rows)
+                running[pool.submit(job, *args)] = i
+            collect(block=True)
+    return [entries[i] for i in range(len(shards))]
+
+
+_HELD: list[int] = []
+"""Descriptors a worker keeps open for its lifetime (its lock on the folder it writes)."""
+
+
+def watch_parent(alive: Connection, parent: int, owner: Path | None) -> None:
+    """Worker initializer: end when the parent process dies; hold ``owner``'s lock.
+
+    On Linux the kernel kills the worker when its parent dies (``PR_SET_PDEATHSIG``); a
+    parent that died before that was set is seen by its PID having changed. Elsewhere a
+    thread waits on ``alive``, a pipe whose only write end the parent holds: end-of-file
+    means the parent is gone. Either way a killed run's workers do not go on writing into
+    a folder the next run may remove.
+    """
+    die_with_parent(parent, signal.SIGKILL)
+
+    def wait() -> None:
+        with suppress(EOFError, OSError):
+            while True:
+                alive.recv_bytes()
+        os._exit(1)
+
+    if owner is not None:
+        fd = os.open(owner, os.O_RDONLY)
+        hold(fd, owner)
+        _HELD.append(fd)
+    threading.Thread(target=wait, name="posgen-parent-watch", daemon=True).start()
+
+
+PART_FORMAT = "posgen-part"
+MAX_RECORD_BYTES = 256 * 2**20
+
+
+class PartsError(UsageError, ValueError):
+    """Parts that do not belong together, or a folder that cannot take a part."""
+
+
+class IncompleteError(PartsError):
+    """Some parts of the run have not been written yet."""
+
+    def __init__(self, have: set[int], count: int) -> None:
+        # never one entry per part: N comes from a flag or a record file
+        number = count - sum(1 for i in have if 0 <= i < count)
+        first = list(itertools.islice((i for i in range(count) if i not in have), 10))
+        shown = ", ".join(f"{i}/{count}" for i in first)
+        more = f" and {number - len(first)} more" if number > len(first) else ""
+        super().__init__(f"{number} of {count} parts missing: {shown}{more}")
+        self.missing_count = number
+
+
+class PartRecord(BaseModel):
+    """What one finished part wrote: its place in the run and its files' manifest entries."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["posgen-part"] = PART_FORMAT
+    spec_id: str = Field(pattern=r"^[0-9a-f]{16}$")
+    benchmark: BenchmarkSpec
+    index: int = Field(ge=0, lt=MAX_PARTS)
+    count: int = Field(ge=1, le=MAX_PARTS)
+    shard_bytes: int = Field(ge=1)
+    row_group_bytes: int = Field(ge=1)
+    files: list[FileEntry]
+
+    @field_serializer("benchmark")
+    def _canonical(self, benchmark: BenchmarkSpec) -> dict[str, Any]:
+        return benchmark.canonical()
+
+
+def check_part_target(out: Path, bench: BenchmarkSpec) -> None:
+    """Refuse a folder holding a finished dataset, other files, or parts of another run.
+
+    A part may only write into a missing or empty folder, or an unfinished part folder of
+    the same benchmark (it holds nothing but ``.posgen-parts/``).
+    """
+    out = resolve_target(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is not a folder; nothing was written")
+    if (out / MARKER).exists():
+        raise OutputExistsError(
+            f"{out} holds a finished dataset ({MARKER}); refusing to write parts into it"
+        )
+    if (out / PARTS_DIR / MARKER).exists():
+        raise PartsError(f"{out}: every part is written; finish it with `posgen merge {out}`")
+    others = sorted(p.name for p in out.iterdir() if p.name != PARTS_DIR)
+    if others:
+        raise OutputExistsError(
+            f"{out} holds files that are not posgen parts ({', '.join(others[:3])}); "
+            "refusing to write into it"
+        )
+    for record in _records(out):
+        if record.spec_id != bench.spec_id:
+            raise PartsError(
+                f"{out} holds parts of another benchmark (spec id {record.spec_id}, "
+                f"this one is {bench.spec_id})"
+            )
+
+
+def _write_part(
+    bench: BenchmarkSpec,
+    out: Path,
+    index: int,
+    count: int,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
+    num_proc: int = 1,
+    progress: Progress | None = None,
+    finish: Finish | None = None,
+) -> Manifest | None:
+    """Write part ``index`` of ``count`` into ``out``; the manifest if this finished the folder.
+
+    Returns ``None`` while other parts are still missing. The part that finishes the folder
+    calls ``finish`` on it (:func:`_finish_parts`).
+    """
+    if not 0 <= index < count:
+        raise PartsError(f"part {index}/{count}: need 0 <= I < N")
+    out = resolve_target(out)
+    check_part_target(out, bench)
+    plan = plan_benchmark(bench, shard_bytes)
+    mine = part_of(plan, index, count)
+    staging = out / PARTS_DIR
+    staging.mkdir(parents=True, exist_ok=True)
+    entries = write_shards(
+        staging, mine, dict(bench.configs), num_proc, row_group_bytes, progress=progress
+    )
+    record = PartRecord(
+        spec_id=bench.spec_id,
+        benchmark=bench,
+        index=index,
+        count=count,
+        shard_bytes=shard_bytes,
+        row_group_bytes=row_group_bytes,
+        files=entries,
+    )
+    write_atomically(staging / part_record_name(index, count), _record_bytes(record))
+    try:
+        return _finish_parts(out, finish)
+    except IncompleteError:
+        return None
+
+
+def _record_bytes(record: PartRecord) -> bytes:
+    # Keys unsorted: the order of the configs is the order of the card's configs.
+    return (json.dumps(record.model_dump(mode="json"), indent=2) + "\n").encode()
+
+
+PUBLISHED = (CARD_NAME, "data", MARKER)
+"""What finishing renames from ``.posgen-parts/`` into the folder, in this order: the card
+first (its configs name exactly the finished files), the data, the manifest last."""
+
+
+def _finish_parts(out: Path, finish: Finish | None = None) -> Manifest:
+    """Write the manifest of a folder whose parts are all present, then call ``finish`` on it
+    (it writes the card); the manifest.
+
+    Raises :class:`IncompleteError` while parts are missing, :class:`PartsError` when the
+    records disagree, and :class:`~posgen.store.manifest.DamagedDataset` when a file does
+    not match its record (the same lines ``posgen validate`` prints). Parts finishing at
+    once take turns (a lock on ``.posgen-parts``); the later ones find it finished.
+    """
+    out = resolve_target(out)
+    staging = out / PARTS_DIR
+    with ExitStack() as stack:
+        try:
+            fd = stack.enter_context(exclusive(staging))  # one finisher at a time
+        except FileNotFoundError:
+            if (out / MARKER).exists():  # finished already (perhaps by a concurrent part)
+                return verify_dataset(out)
+            raise PartsError(f"{out} holds no posgen parts ({PARTS_DIR}/ is missing)") from None
+        if not staging.exists() or os.stat(staging).st_ino != os.fstat(fd).st_ino:
+            return verify_dataset(out)  # another part finished it while we waited
+        if not (staging / MARKER).exists():
+            _render(out, staging, finish)
+        for name in PUBLISHED:
+            if (staging / name).exists():
+                if os.path.lexists(out / name):
+                    raise PartsError(f"{out / name} is in the way of the finished dataset")
+                os.rename(staging / name, out / name)
+        fsync_dir(out)
+        shutil.rmtree(staging, ignore_errors=True)
+    return read_manifest(out)
+
+
+def _render(out: Path, staging: Path, finish: Finish | None) -> None:
+    """Check the records and files in ``staging``; write its manifest there, then ``finish``."""
+    records = _records(out)
+    if not records:
+        raise PartsError(f"{out} holds no posgen parts ({PARTS_DIR}/ is empty)")
+    first = _agreeing(records)
+    count = first.count
+    have = {record.index for record in records}
+    if any(i not in have for i in range(count)):
+        raise IncompleteError(have, count)
+    bench = first.benchmark
+    if bench.spec_id != first.spec_id:
+        raise PartsError("a part record's benchmark does not match its spec id")
+    by_path = {entry.path: entry for record in records for entry in record.files}
+    plan = plan_benchmark(bench, first.shard_bytes)
+    entries = []
+    for shard in plan:
+        entry = by_path.get(shard.path)
+        if entry is None:
+            raise PartsError(f"no part recorded {shard.path}")
+        entries.append(entry)
+    for stale in (staging / "data").rglob(f".*{FILE_TMP_TAG}*"):
+        remove_unowned(stale)
+    manifest = shards_manifest(bench, plan, entries)
+    problems = check_files(staging, manifest, hashes=False)
+    if problems:  # not finished: rerun the damaged part, then merge again
+        raise DamagedDataset(out, [str(p).replace(f"/{PARTS_DIR}/", "/", 1) for p in problems])
+    finish_folder(staging, manifest, finish)
+
+
+def _agreeing(records: list[PartRecord]) -> PartRecord:
+    """The first record, once every record agrees with it on the run's shape."""
+    first = records[0]
+    for record in records[1:]:
+        for key in ("spec_id", "count", "shard_bytes", "row_group_bytes"):
+            if getattr(record, key) != getattr(first, key):
+                raise PartsError(
+                    f"parts disagree on {key}: {getattr(first, key)!r} (part {first.index}) vs "
+                    f"{getattr(record, key)!r} (part {record.index})"
+                )
+    return first
+
+
+def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -> Manifest:
+    """Move the files and part records of folders ``sources`` into ``out``, then finish it
+    (:func:`_finish_parts`, which calls ``finish``).
+
+    Everything is checked before anything moves: every source is a part folder, all parts
+    belong to one run, ``out`` is missing, empty or an unfinished folder of that run, and no
+    file already in ``out`` differs from the one that would replace it (merge never writes
+    over a file; an identical one is left as it is).
+    """
+    out = resolve_target(out)
+    moves: dict[Path, Path] = {}
+    records: list[PartRecord] = []
+    for source in map(resolve_target, map(Path, sources)):
+        if out.exists() and source.exists() and os.path.samefile(source, out):
+            continue
+        found = _records(source)
+        if not found:
+            raise PartsError(f"{source} holds no posgen parts ({PARTS_DIR}/ is missing or empty)")
+        for record in found:
+            staged = source / PARTS_DIR
+            for entry in record.files:
+                moves[staged / entry.path] = out / PARTS_DIR / entry.path
+            moves[staged / part_record_name(record.index, record.count)] = (
+                out / PARTS_DIR / part_record_name(record.index, record.count)
+            )
+        records += found
+    if records:
+        check_part_target(out, _agreeing(records).benchmark)
+        _agreeing(records + _records(out))
+    for source, target in moves.items():
+        if not source.is_file():
+            raise PartsError(f"{source} is listed in its part record but missing")
+        if os.path.lexists(target) and not _same_bytes(source, target):
+            raise PartsError(f"{target} exists and differs from {source}; nothing was moved")
+    for source, target in moves.items():  # records last: a part counts once its files are in
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not os.path.lexists(target):
+            shutil.move(str(source), str(target))
+    return _finish_parts(out, finish)
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    return b.is_file() and a.stat().st_size == b.stat().st_size and sha256_file(a) == sha256_file(b)
+
+
+def _records(out: Path) -> list[PartRecord]:
+    folder = out / PARTS_DIR
+    if not folder.is_dir():
+        return []
+    records = []
+    for path in sorted(folder.glob("part-*.json")):
+        try:
+            body = json.loads(read_bounded(path, MAX_RECORD_BYTES))
+        except (OSError, ValueError, RecursionError) as error:
+            raise PartsError(f"{path} is unreadable: {error}") from None
+        if not isinstance(body, dict) or body.get("format") != PART_FORMAT:
+            raise PartsError(f"{path} is not a posgen part record")
+        try:
+            records.append(PartRecord.model_validate(body))
+        except ValidationError as error:
+            raise PartsError(f"{path}: " + "; ".join(problem_lines(error)[:3])) from None
+    return records

@@ -7,7 +7,7 @@ optimiser and schedule states, torch's RNG states, where the run stands (epoch, 
 within it, step, the epoch's losses so far), the log of finished epochs and every position
 encoding's best validation selection (accuracy, epoch, weights). It is written at the end
 of every epoch, and mid-epoch when a signal asks the run to stop, to a temporary file that is
-renamed over the old one (:func:`posgen.store.durable.durable_file`): a kill at any moment
+renamed over the old one (:func:`posgen.store.safety.durable_file`): a kill at any moment
 leaves the previous checkpoint or the new one, never a torn one. On CPU a resumed run writes
 the same bytes as an uninterrupted one (``tests/test_sweep.py`` kills runs and compares).
 
@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from posgen.signals import Interrupted
-from posgen.store.durable import durable_file, write_atomically
+from posgen.store.safety import durable_file, write_atomically
 from posgen.train.progress import PROGRESS, kill_point, read_progress
 
 CHECKPOINT = "checkpoint.pt"

@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 from types import FrameType
 
-from posgen.store.libc import die_with_parent
+from posgen.store.safety import die_with_parent
 from posgen.train.grid import JobSpec
 from posgen.train.sweep import Sweep, label, signal_name
 

@@ -8,9 +8,9 @@ Layout (``posgen sweep GRID --out SWEEP``)::
     SWEEP/failed/<job hash>   the one-line reason of a training's last failure
     SWEEP/logs/               each training's output (local) or submitit's files (Slurm)
 
-A run folder appears only when complete (:func:`posgen.store.transaction.atomic_folder`), so a
+A run folder appears only when complete (:func:`posgen.store.safety.atomic_folder`), so a
 run whose folder exists is done and never trained again. A training holds the exclusive
-lock on its work folder (:func:`posgen.store.lock.exclusive`) while it runs: a second
+lock on its work folder (:func:`posgen.store.safety.exclusive`) while it runs: a second
 worker of the same training waits and then finds it done, and :func:`run_states` tells
 ``running`` from a live lock, never from a PID. A training stopped by a signal keeps its
 checkpoint and resumes from it; one killed outright (SIGKILL, a lost node) leaves no run
@@ -36,8 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from posgen.errors import PosgenError, UsageError, shown
 from posgen.signals import Interrupted
-from posgen.store.durable import write_atomically
-from posgen.store.lock import claim, exclusive, owner_alive
+from posgen.store.safety import claim, exclusive, owner_alive, write_atomically
 from posgen.train.config import preset
 from posgen.train.grid import JobSpec, RunSpec, jobs_of
 from posgen.train.progress import read_progress

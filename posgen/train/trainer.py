@@ -60,19 +60,17 @@ from posgen import __version__, signals
 from posgen.encodings import Lengths, PERequest, ResolvedPE, as_request, resolve
 from posgen.encodings.builtin import RandomPositions
 from posgen.encodings.model import llama_for, parameter_groups, save_model, use_frequencies
-from posgen.scoring.folder import score_aligned, score_reference
+from posgen.scoring.folder import load_probe, score_aligned, score_reference
 from posgen.scoring.prediction_files import (
     lm_arrays,
     predictions_from_logits,
     vocab_size,
     write_predictions,
 )
-from posgen.scoring.reference import ReferenceSplit, load_splits
-from posgen.scoring.reliance import ProbeSplit, RelianceReport, load_probe, score_probe
+from posgen.scoring.reliance import RelianceReport, score_probe
 from posgen.spec import PROBE_SPLIT, TaskSpec
-from posgen.store.manifest import read_manifest
-from posgen.store.pinned import read_whole
-from posgen.store.transaction import atomic_folder
+from posgen.store.dataset import Dataset, ProbeSplit, ReferenceSplit
+from posgen.store.safety import atomic_folder
 from posgen.train.checkpoint import Checkpoints, Position, kill_point, stop_requests
 from posgen.train.config import TrainConfig
 from posgen.train.run_files import (
@@ -276,23 +274,24 @@ class RunData:
     """The ``probe`` split, read in the same pinned read (None when the config has none)."""
 
     @classmethod
-    def load(cls, data: Path, config: str) -> RunData:
-        """Read the three splits and the probe split once, checked and pinned
-        (:func:`load_splits`, :func:`posgen.store.pinned.read_whole`), at their stored
-        width; validation rows cut to L."""
+    def load(cls, data: Path | Dataset, config: str) -> RunData:
+        """Read the three splits and the probe split once, checked and pinned, through the
+        dataset handle ``data`` (a path is opened), at their stored width; validation rows
+        cut to L."""
 
-        def read() -> RunData:
+        def read(dataset: Dataset) -> RunData:
             names = ("train", "validation", "test")
-            splits = load_splits(data, config, names, cut=("validation",))
+            splits = dataset.splits(config, names, cut=("validation",))
             files = {path: digest for split in splits.values() for path, digest in split.files}
-            entry = read_manifest(data).configs[config]
+            entry = dataset.manifest.configs[config]
             probe = None
             if PROBE_SPLIT in entry.splits:
-                probe = load_probe(data, config, PROBE_SPLIT)
+                probe = dataset.probe(config, PROBE_SPLIT)
                 files |= {file.path: file.sha256 for file in entry.splits[PROBE_SPLIT].files}
             return cls(**splits, files=files, probe=probe)
 
-        return read_whole(Path(data), read)
+        dataset = data if isinstance(data, Dataset) else Dataset.open(data)
+        return dataset.read(read)
 
 
 ProgressFactory = Callable[[int], Any]

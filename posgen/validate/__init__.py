@@ -1,6 +1,6 @@
 """Validators: prove on the data that every target depends only on its bounded window.
 
->>> from posgen.in_memory import to_dataset_dict
+>>> from posgen.store.formats import to_dataset_dict
 >>> from posgen.spec import TaskSpec
 >>> spec = TaskSpec(task="cot", train_size=20, val_size=5, test_size=5)
 >>> report = validate(to_dataset_dict(spec), spec)

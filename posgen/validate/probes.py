@@ -9,7 +9,7 @@ probe row rebuilt (:func:`posgen.probe.alter_rows`); then:
   the rule's replacement (a token different from the source's);
 - every ``far_rule`` entry equals h of the operands stored in the probe row.
 
-Types follow :func:`posgen.arrow_io.probe_schema`. One :class:`CheckResult` per split.
+Types follow :func:`posgen.store.formats.probe_schema`. One :class:`CheckResult` per split.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from posgen.arrow_io import probe_schema
 from posgen.generator import generate_rows
 from posgen.probe import ProbeBlock, alter_rows, far_rule_answers
 from posgen.spec import probe_source
+from posgen.store.formats import probe_schema
 from posgen.validate.report import CheckResult
 from posgen.validate.schema import list_column, prefetch
 from posgen.validate.sources import SplitData

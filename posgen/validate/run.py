@@ -1,8 +1,9 @@
 """``validate(source, spec)``: every check on a dataset, as one :class:`Report`.
 
-One pass per split reads bounded batches and feeds the schema tally, the window
-recomputation, the hygiene keys and the audit counters; cross-split hygiene is settled once
-all splits of a config are read, and the tallies become check results and facts. Failure
+One pass per split reads bounded batches (:func:`posgen.store.formats.read_batch_rows`)
+and feeds the schema tally, the window recomputation, the hygiene keys and the audit
+counters; cross-split hygiene is settled once all splits of a config are read, and the
+tallies become check results and facts. Failure
 messages say where: the file for integrity and schema, and for a window failure the split,
 row id, position, expected and found token, and the total count.
 """
@@ -19,8 +20,8 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from posgen.spec import TaskSpec, is_probe_split
+from posgen.store.dataset import pinned
 from posgen.store.manifest import DamagedDataset, NotADataset
-from posgen.store.pinned import read_whole
 from posgen.validate.audits import (
     BalanceTally,
     HygieneTally,
@@ -459,12 +460,10 @@ def validate(
     must match the data's spec (integrity fails otherwise). ``config`` and ``split``
     restrict the run. Raises :class:`posgen.validate.SourceError` for unusable input. A
     folder replaced while it is read (``generate --overwrite``) is read again, so the report
-    is about one dataset (:func:`posgen.store.pinned.read_whole`).
+    is about one dataset (:func:`posgen.store.dataset.pinned`).
     """
     if isinstance(source, (str, Path)):  # a folder: the old or the new dataset, never both
-        return read_whole(
-            source, lambda: _validate(source, spec, config, split, thresholds=thresholds)
-        )
+        return pinned(source, lambda: _validate(source, spec, config, split, thresholds=thresholds))
     return _validate(source, spec, config, split, thresholds=thresholds)
 
 

@@ -1,6 +1,6 @@
 """Checks 1 and 2: integrity (the listed files, unchanged, nothing else) and schema.
 
-Integrity groups the problems of :func:`posgen.store.check.check_files` (the lines
+Integrity groups the problems of :func:`posgen.store.dataset.check_files` (the lines
 ``posgen.load`` and ``posgen merge`` print) into one result per (config, split), adds whether
 the spec the user gave is the data's spec, and one result for unlisted data files.
 
@@ -28,9 +28,9 @@ from typing import TypeVar
 import numpy as np
 import pyarrow as pa
 
-from posgen.arrow_io import token_type
 from posgen.spec import TaskSpec
-from posgen.store.check import Problem, check_files
+from posgen.store.dataset import Problem, check_files
+from posgen.store.formats import token_type
 from posgen.store.manifest import DamagedDataset
 from posgen.validate.report import CheckResult
 from posgen.validate.sources import Source

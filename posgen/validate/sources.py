@@ -18,13 +18,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from posgen.arrow_io import read_batch_rows
 from posgen.errors import UsageError, shown
 from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.store.check import inside
-from posgen.store.formats import DATA_SUFFIXES, Format, format_of, manifest_format
+from posgen.store.dataset import Dataset, inside
+from posgen.store.formats import DATA_SUFFIXES, Format, format_of, manifest_format, read_batch_rows
 from posgen.store.layout import MANIFEST_NAME, unfinished
-from posgen.store.manifest import Manifest, read_manifest
+from posgen.store.manifest import Manifest
 
 
 class SourceError(UsageError, ValueError):
@@ -56,7 +55,7 @@ class Part:
     def batches(
         self, length: int, columns: tuple[str, ...] = ("id", "tokens")
     ) -> Iterator[pa.RecordBatch]:
-        """Record batches of :func:`posgen.arrow_io.read_batch_rows` rows of ``length``;
+        """Record batches of :func:`posgen.store.formats.read_batch_rows` rows of ``length``;
         files are read for ``columns`` only."""
         rows = read_batch_rows(length)
         if self.table is not None:
@@ -150,7 +149,7 @@ def resolve(source: Any, spec: TaskSpec | None, config: str | None, split: str |
 def _from_manifest(
     root: Path, spec: TaskSpec | None, config: str | None, split: str | None
 ) -> Source:
-    manifest = read_manifest(root)  # DamagedDataset: the report's one integrity failure
+    manifest = Dataset.open(root).manifest  # DamagedDataset: the one integrity failure
     bench = manifest.bench
     fmt = manifest_format(manifest)
     configs = list(bench.configs)

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from posgen import write_dataset
 from posgen.card import DataMismatch, render_card, write_card
 from posgen.card.tasks import dependency_diagram
-from posgen.dataset import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.manifest import Manifest, read_manifest
 from posgen.tasks import TASKS
@@ -278,8 +278,8 @@ def test_dataset_info_is_in_the_form_datasets_serializes(folder):
     from datasets.info import DatasetInfosDict
     from huggingface_hub import DatasetCardData
 
-    from posgen.arrow_io import probe_schema, row_schema
     from posgen.card.front_matter import dataset_info
+    from posgen.store.formats import probe_schema, row_schema
 
     manifest = read_manifest(folder)
     ours = dataset_info(folder, manifest)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from posgen import write_dataset
 from posgen.card.tasks import measure_sentence, measures_section
-from posgen.dataset import write_dataset
 from posgen.spec import default_benchmark
 from posgen.store.manifest import read_manifest
 

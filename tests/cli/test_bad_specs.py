@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from posgen.arrow_io import table_tokens
 from posgen.spec import MAX_LENGTH, MAX_ROWS, MAX_SEED, TaskSpec, is_probe_split
 from posgen.spec_files import read_spec_file
 from posgen.store import check_dataset
+from posgen.store.formats import table_tokens
 from tests.cli_support import invoke
 from tests.hardening_counts import recorded
 from tests.oracle import grow_row

@@ -26,9 +26,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import posgen
-from posgen.dataset import write_dataset
-from posgen.in_memory import to_dataset_dict
+from posgen import write_dataset
 from posgen.spec import TaskSpec, default_benchmark
+from posgen.store.formats import to_dataset_dict
 from posgen.validate import SourceError, validate
 from tests.cli_support import assert_clean_error, error_lines
 from tests.cli_support import invoke as cli
@@ -518,7 +518,7 @@ def test_unexpected_errors_become_one_error_line_with_the_traceback_on_request(
 
 def _fail_after(limit: int):
     """A ``HashingFile.write`` that fails like a full disk once ``limit`` bytes are written."""
-    from posgen.store.durable import HashingFile
+    from posgen.store.safety import HashingFile
 
     original = HashingFile.write
 
@@ -545,7 +545,7 @@ OUTPUTS = {
 @pytest.mark.parametrize("limit", [0, 100])
 def test_a_failed_write_leaves_the_previous_output_whole(data, oracle, tmp_path, monkeypatch,
                                                          case, limit):  # fmt: skip
-    from posgen.store.durable import HashingFile
+    from posgen.store.safety import HashingFile
 
     command, name = OUTPUTS[case]
     out = tmp_path / name

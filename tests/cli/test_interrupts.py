@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 
 import posgen.store.layout
-import posgen.store.transaction
+import posgen.store.safety
 from posgen.signals import Interrupted
 from posgen.store import check_dataset
-from posgen.store.recovery import leftovers, recover
-from posgen.store.transaction import atomic_folder
+from posgen.store.safety import atomic_folder, leftovers, recover
 from tests.cli_support import assert_clean_error, invoke
 from tests.hardening_counts import recorded
 from tests.kill_points import GUARD
@@ -139,7 +138,7 @@ def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(
     out = tmp_path / "ds"
     out.mkdir()
     (out / "posgen.json").write_text("old")
-    real_rename, real_exchange = os.rename, posgen.store.transaction.exchange
+    real_rename, real_exchange = os.rename, posgen.store.safety.exchange
 
     def rename_then_signal(src, dst):
         real_rename(src, dst)
@@ -151,10 +150,10 @@ def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(
         return True
 
     if commit == "exchange":
-        monkeypatch.setattr(posgen.store.transaction, "exchange", exchange_then_signal)
+        monkeypatch.setattr(posgen.store.safety, "exchange", exchange_then_signal)
     else:
-        monkeypatch.setattr(posgen.store.transaction, "exchange", lambda a, b: False)
-        monkeypatch.setattr(posgen.store.transaction.os, "rename", rename_then_signal)
+        monkeypatch.setattr(posgen.store.safety, "exchange", lambda a, b: False)
+        monkeypatch.setattr(posgen.store.safety.os, "rename", rename_then_signal)
     with pytest.raises(Interrupted) as stopped, atomic_folder(out, overwrite=True) as build:
         (build / "posgen.json").write_text("new")
     assert stopped.value.exit_code == 128 + signal.SIGTERM
@@ -176,8 +175,8 @@ def test_a_failure_between_the_renames_puts_the_old_dataset_back(tmp_path, monke
             raise OSError(5, "Input/output error")
         real_rename(src, dst)
 
-    monkeypatch.setattr(posgen.store.transaction, "exchange", lambda a, b: False)  # no renameat2
-    monkeypatch.setattr(posgen.store.transaction.os, "rename", fail_second)
+    monkeypatch.setattr(posgen.store.safety, "exchange", lambda a, b: False)  # no renameat2
+    monkeypatch.setattr(posgen.store.safety.os, "rename", fail_second)
     with pytest.raises(OSError), atomic_folder(out, overwrite=True) as build:
         (build / "posgen.json").write_text("new")
     monkeypatch.undo()

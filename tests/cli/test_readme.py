@@ -155,7 +155,7 @@ README = (ROOT / "README.md").read_text()
 def test_the_readmes_loading_example_runs_as_pasted(tmp_path, monkeypatch):
     """The README's Python block, pasted after ``make data`` (here the default benchmark at
     small sizes in ``out/posgen-v1``): every name it uses is imported in the block."""
-    from posgen.dataset import write_dataset
+    from posgen import write_dataset
     from posgen.spec import default_benchmark
 
     write_dataset(

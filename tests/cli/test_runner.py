@@ -18,7 +18,7 @@ import pytest
 
 import posgen.cli.runner
 import posgen.signals
-from posgen.store.recovery import leftovers
+from posgen.store.safety import leftovers
 from tests.cli_support import assert_clean_error, invoke
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,7 +135,7 @@ checkpoint at the step's end) and while the run folder is being written."""
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     pytest.importorskip("torch")
-    from posgen.dataset import write_dataset
+    from posgen import write_dataset
     from posgen.spec import default_benchmark
 
     root = tmp_path_factory.mktemp("runner") / "ds"

@@ -8,12 +8,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from posgen.dataset import write_dataset
+from posgen import write_dataset
 from posgen.generator import generate_split
-from posgen.in_memory import to_dataset_dict
 from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.store.formats import to_dataset_dict
 from posgen.store.manifest import read_manifest, sha256_file
-from posgen.store.targets import OutputExistsError
+from posgen.store.safety import OutputExistsError
 from posgen.tasks import TASKS
 
 

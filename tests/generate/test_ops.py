@@ -177,7 +177,7 @@ def test_keyed_hash_gives_the_same_bytes_in_two_fresh_processes():
 
 
 def test_keyed_hash_data_is_the_same_bytes_with_one_or_two_workers(tmp_path):
-    from posgen.dataset import write_dataset
+    from posgen import write_dataset
 
     bench = BenchmarkSpec(name="keyed", configs={"cot": small(op="keyed_hash", op_key=9,
                           train_size=3000, train_length=96)})  # fmt: skip
@@ -192,7 +192,7 @@ def test_keyed_hash_data_is_the_same_bytes_with_one_or_two_workers(tmp_path):
 
 @pytest.mark.parametrize("op", [*SUM_OPS, "keyed_hash", "far_perm", "slot_perm", "select_perm"])
 def test_generated_data_of_every_op_validates_and_a_flipped_token_fails(op):
-    from posgen.in_memory import to_dataset_dict
+    from posgen.store.formats import to_dataset_dict
 
     spec = TaskSpec(task="cot", op=op, modulus=101, train_size=20, val_size=5, test_size=5)
     data = to_dataset_dict(spec)

@@ -17,11 +17,11 @@ from pydantic import ValidationError
 
 import posgen
 import posgen.probe
-from posgen.arrow_io import open_writer, probe_schema, probe_table
-from posgen.dataset import write_dataset
+from posgen import write_dataset
 from posgen.generator import generate_rows
 from posgen.probe import probe_rows
 from posgen.spec import BenchmarkSpec, TaskSpec, default_benchmark
+from posgen.store.formats import open_writer, probe_schema, probe_table
 from posgen.store.manifest import DamagedDataset, read_manifest, sha256_file
 from posgen.tasks import _RULES
 from posgen.validate import validate

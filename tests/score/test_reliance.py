@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from posgen.dataset import write_dataset
+from posgen import write_dataset
 from posgen.scoring import (
     RelianceReport,
     baseline_predictions,

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from posgen.dataset import write_dataset
+from posgen import write_dataset
 from posgen.scoring import baseline_scores, load_reference, write_predictions
 from posgen.spec import default_benchmark
 from posgen.store.manifest import read_manifest

@@ -232,7 +232,7 @@ def test_prediction_files_round_trip_in_every_format(tmp_path, suffix):
 
 
 def test_a_datasets_split_is_a_reference():
-    from posgen.in_memory import to_dataset_dict
+    from posgen.store.formats import to_dataset_dict
 
     spec = TaskSpec(task="semirecursive", train_size=8, val_size=4, test_size=6)
     test = to_dataset_dict(spec)["test"]
@@ -243,7 +243,7 @@ def test_a_datasets_split_is_a_reference():
 
 
 def test_lm_inputs_map_over_a_dataset_and_perfect_logits_score_one():
-    from posgen.in_memory import to_dataset_dict
+    from posgen.store.formats import to_dataset_dict
 
     spec = TaskSpec(task="cot", train_size=6, val_size=3, test_size=3)
     test = to_dataset_dict(spec)["test"]

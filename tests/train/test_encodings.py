@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
 
-from posgen.dataset import write_dataset  # noqa: E402
+from posgen import write_dataset  # noqa: E402
 from posgen.encodings import (  # noqa: E402
     ENCODINGS,
     Lengths,

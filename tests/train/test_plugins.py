@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
-from posgen.dataset import write_dataset  # noqa: E402
+from posgen import write_dataset  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from tests.cli_support import invoke  # noqa: E402
 

@@ -24,9 +24,9 @@ from posgen.consistency import (
     sample_rows,
 )
 from posgen.generator import grow
-from posgen.in_memory import to_dataset_dict
 from posgen.ops import get_op, op_names
 from posgen.spec import TaskSpec
+from posgen.store.formats import to_dataset_dict
 from posgen.tasks import register_task
 from posgen.validate import AuditThresholds, QuestionLookbacks, validate
 from tests.oracle import far_positions, grow_row, op_value

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from posgen.in_memory import to_dataset_dict
 from posgen.spec import TaskSpec
+from posgen.store.formats import to_dataset_dict
 from posgen.tasks import TASKS
 from posgen.validate import AuditThresholds, validate
 from posgen.validate.audits import copy_hits

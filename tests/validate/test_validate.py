@@ -15,12 +15,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from posgen.arrow_io import open_writer, row_schema, rows_to_table
-from posgen.dataset import write_dataset
+from posgen import write_dataset
 from posgen.generator import generate_split, grow
-from posgen.in_memory import split_table, to_dataset_dict
 from posgen.seeding import seed_windows
 from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.store.formats import (
+    open_writer,
+    row_schema,
+    rows_to_table,
+    split_table,
+    to_dataset_dict,
+)
 from posgen.store.manifest import sha256_file
 from posgen.tasks import TASKS
 from posgen.validate import AuditThresholds, SourceError, validate
@@ -407,7 +412,7 @@ def test_cli_validates_a_bare_parquet_file_given_spec_flags(tmp_path):
 
 
 def test_arrow_ipc_folders_validate_and_a_damaged_one_fails_integrity(tmp_path):
-    from posgen.dataset import write_dataset
+    from posgen import write_dataset
     from posgen.spec import BenchmarkSpec, TaskSpec
 
     spec = TaskSpec(task="cot", train_size=200, val_size=20, test_size=20)

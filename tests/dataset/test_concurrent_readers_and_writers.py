@@ -19,21 +19,21 @@ from pathlib import Path
 
 import pytest
 
-import posgen.store.check
+import posgen.store.dataset
 import posgen.store.formats
 import posgen.validate.run
-from posgen.dataset import load, write_dataset
+from posgen import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import check_dataset
+from posgen.store.dataset import DatasetReplaced, load
 from posgen.store.layout import TMP_TAG
-from posgen.store.pinned import DatasetReplaced
-from posgen.store.recovery import leftovers, recover
+from posgen.store.safety import leftovers, recover
 from posgen.validate import validate
 from tests.cli_support import assert_clean_error, invoke
 from tests.hardening_counts import recorded
 from tests.kill_points import GUARD
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
@@ -53,7 +53,7 @@ def spec_seed(root: Path) -> int:
 OWNER = """
 import sys
 from pathlib import Path
-from posgen.store.lock import owned
+from posgen.store.safety import owned
 with owned(Path(sys.argv[1])):
     print("owned", flush=True)
     sys.stdin.read()
@@ -133,7 +133,7 @@ def _unshare_works() -> bool:
 HOLD_BUILD = """
 import sys
 from pathlib import Path
-from posgen.store.transaction import atomic_folder
+from posgen.store.safety import atomic_folder
 with atomic_folder(Path(sys.argv[1]), overwrite=True) as build:
     (build / "posgen.json").write_text("{}")
     print(build, flush=True)
@@ -293,7 +293,7 @@ def _replace_during(monkeypatch, module, name: str, root: Path, times: int = 1) 
 
 
 READS = {
-    "validate, replaced at the first file hash": (posgen.store.check, "sha256_file"),
+    "validate, replaced at the first file hash": (posgen.store.dataset, "sha256_file"),
     "validate, replaced while streaming tokens": (posgen.validate.run, "decode_batch"),
 }
 
@@ -314,7 +314,7 @@ def test_validate_during_a_replace_reports_on_one_whole_dataset(tmp_path, monkey
 def test_the_integrity_check_during_a_replace_checks_one_whole_dataset(tmp_path, monkeypatch):
     root = tmp_path / "ds"
     write_dataset(bench(1), root)
-    replaced = _replace_during(monkeypatch, posgen.store.check, "sha256_file", root)
+    replaced = _replace_during(monkeypatch, posgen.store.dataset, "sha256_file", root)
     with recorded("race", "integrity check, replaced at the first file hash"):
         assert check_dataset(root) == []
         assert replaced == [2]
@@ -335,7 +335,7 @@ def test_load_during_a_replace_returns_the_new_dataset_whole(tmp_path, monkeypat
 def test_a_folder_replaced_during_every_read_is_one_error_line(tmp_path, monkeypatch):
     root = tmp_path / "ds"
     write_dataset(bench(1), root)
-    _replace_during(monkeypatch, posgen.store.check, "sha256_file", root, times=100)
+    _replace_during(monkeypatch, posgen.store.dataset, "sha256_file", root, times=100)
     with pytest.raises(DatasetReplaced):
         validate(root)
     with recorded("race", "validate, replaced during every read"):
@@ -345,8 +345,8 @@ def test_a_folder_replaced_during_every_read_is_one_error_line(tmp_path, monkeyp
 WRITER = """
 import sys
 from pathlib import Path
-from posgen.dataset import write_dataset
-from tests.test_races import bench
+from posgen import write_dataset
+from tests.dataset.test_concurrent_readers_and_writers import bench
 for seed in range(2, 2 + int(sys.argv[2])):
     write_dataset(bench(seed), Path(sys.argv[1]), overwrite=True)
 """

@@ -2,7 +2,7 @@
 every command, and no listed path leads outside the dataset folder (issue 13, items 4, 14).
 
 Each case edits a copy of a real folder. Every reader (validate, score, card, merge, load)
-goes through :func:`posgen.store.read_manifest` and :mod:`posgen.store.check`, so each case
+goes through :func:`posgen.store.read_manifest` and :mod:`posgen.store.dataset`, so each case
 must give a clean error there: exit 1 with ``error:`` lines or a failed integrity check,
 never a traceback, and never a card that says "(validated)".
 """
@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from posgen.dataset import load, write_dataset
+from posgen import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset, read_manifest
+from posgen.store.dataset import load
 from posgen.store.manifest import sha256_file
 from tests.cli_support import error_lines
 from tests.cli_support import invoke as run

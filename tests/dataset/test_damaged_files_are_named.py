@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from posgen.dataset import load, write_dataset
+from posgen import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset
+from posgen.store.dataset import load
 from tests.cli_support import invoke
 from tests.hardening_counts import recorded
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN0 = "data/cot/train-00000-of-00003.parquet"
 TRAIN1 = "data/cot/train-00001-of-00003.parquet"
 TRAIN2 = "data/cot/train-00002-of-00003.parquet"

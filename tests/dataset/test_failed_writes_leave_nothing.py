@@ -19,13 +19,13 @@ import pytest
 import posgen.cli.runner
 from posgen.cli.runner import estimate_benchmark, refusals
 from posgen.spec import default_benchmark
-from posgen.store.recovery import leftovers
+from posgen.store.safety import leftovers
 from tests.cli_support import assert_clean_error, error_lines
 from tests.cli_support import invoke as cli
 from tests.hardening_counts import recorded
 from tests.kill_points import GUARD
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = ["--task", "cot", "-m", "97", "--train-size", "20000", "--val-size", "500",
         "--test-size", "500"]  # fmt: skip
 
@@ -69,7 +69,7 @@ def test_no_space_for_the_manifest_names_the_manifest(tmp_path, monkeypatch):
     def no_space(root, manifest):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("posgen.store.finish.write_manifest", no_space)
+    monkeypatch.setattr("posgen.store.writer.write_manifest", no_space)
     out = tmp_path / "ds"
     result = cli("generate", "--out", out, "--task", "cot", "-q")
     expected = f"error: writing {out / 'posgen.json'} failed: No space left on device"

@@ -7,18 +7,15 @@ import hashlib
 import pyarrow.parquet as pq
 import pytest
 
+from posgen import write_dataset
 from posgen.card import unvalidated_card
-from posgen.dataset import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import writer
 from posgen.store.layout import CARD_NAME, parse_part, plan_benchmark
-from posgen.store.parts import (
+from posgen.store.writer import (
     PARTS_DIR,
     IncompleteError,
     PartsError,
-    finish_parts,
-    merge_parts,
-    write_part,
 )
 from posgen.tasks import TASKS
 from tests.cli_support import assert_clean_error, invoke
@@ -62,7 +59,14 @@ def test_two_processes_write_the_same_bytes_as_one(tmp_path, single):
 def test_three_parts_in_any_order_equal_a_single_run(tmp_path, single):
     out = tmp_path / "ds"
     results = [
-        write_part(bench(), out, i, 3, SHARD_BYTES, GROUP_BYTES, finish=unvalidated_card)
+        writer.write_dataset(
+            bench(),
+            out,
+            part=(i, 3),
+            shard_bytes=SHARD_BYTES,
+            row_group_bytes=GROUP_BYTES,
+            finish=unvalidated_card,
+        )
         for i in (2, 0, 1)
     ]
     assert results[0] is None  # parts still missing
@@ -74,7 +78,14 @@ def test_three_parts_in_any_order_equal_a_single_run(tmp_path, single):
 
 def test_parts_in_separate_folders_merge_into_a_single_run(tmp_path, single):
     for i in range(3):
-        write_part(bench(), tmp_path / f"p{i}", i, 3, SHARD_BYTES, GROUP_BYTES, num_proc=2)
+        writer.write_dataset(
+            bench(),
+            tmp_path / f"p{i}",
+            part=(i, 3),
+            shard_bytes=SHARD_BYTES,
+            row_group_bytes=GROUP_BYTES,
+            num_proc=2,
+        )
     args = ["merge", str(tmp_path / "ds"), *(str(tmp_path / f"p{i}") for i in range(3))]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
@@ -82,15 +93,25 @@ def test_parts_in_separate_folders_merge_into_a_single_run(tmp_path, single):
 
 
 def test_finishing_with_a_missing_part_names_it(tmp_path):
-    write_part(bench(), tmp_path / "ds", 0, 3, SHARD_BYTES, GROUP_BYTES)
+    writer.write_dataset(
+        bench(), tmp_path / "ds", part=(0, 3), shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES
+    )
     with pytest.raises(IncompleteError, match="2 of 3 parts missing: 1/3, 2/3"):
-        finish_parts(tmp_path / "ds")
+        writer.write_dataset(None, tmp_path / "ds", merge=[])
 
 
 def test_parts_of_another_spec_are_refused(tmp_path):
-    write_part(bench(), tmp_path / "ds", 0, 2, SHARD_BYTES, GROUP_BYTES)
+    writer.write_dataset(
+        bench(), tmp_path / "ds", part=(0, 2), shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES
+    )
     with pytest.raises(PartsError, match="another benchmark"):
-        write_part(bench(seed=5), tmp_path / "ds", 1, 2, SHARD_BYTES, GROUP_BYTES)
+        writer.write_dataset(
+            bench(seed=5),
+            tmp_path / "ds",
+            part=(1, 2),
+            shard_bytes=SHARD_BYTES,
+            row_group_bytes=GROUP_BYTES,
+        )
 
 
 def test_rows_and_row_groups_do_not_depend_on_the_block_size(tmp_path, single):
@@ -160,14 +181,29 @@ def custom_card(root, manifest):
 def test_the_part_that_finishes_the_run_uses_the_finish_step_it_was_handed(tmp_path):
     out = tmp_path / "ds"
     for i in range(3):
-        write_part(bench(), out, i, 3, SHARD_BYTES, GROUP_BYTES, finish=custom_card)
+        writer.write_dataset(
+            bench(),
+            out,
+            part=(i, 3),
+            shard_bytes=SHARD_BYTES,
+            row_group_bytes=GROUP_BYTES,
+            finish=custom_card,
+        )
     assert (out / CARD_NAME).read_text() == "custom card of par\n"
 
 
 def test_merging_parts_uses_the_finish_step_it_was_handed(tmp_path):
     for i in range(3):
-        write_part(bench(), tmp_path / f"p{i}", i, 3, SHARD_BYTES, GROUP_BYTES)
-    merge_parts(tmp_path / "ds", [tmp_path / f"p{i}" for i in range(3)], custom_card)
+        writer.write_dataset(
+            bench(),
+            tmp_path / f"p{i}",
+            part=(i, 3),
+            shard_bytes=SHARD_BYTES,
+            row_group_bytes=GROUP_BYTES,
+        )
+    writer.write_dataset(
+        None, tmp_path / "ds", merge=[tmp_path / f"p{i}" for i in range(3)], finish=custom_card
+    )
     assert (tmp_path / "ds" / CARD_NAME).read_text() == "custom card of par\n"
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 import datasets
 import pytest
 
-import posgen.store.parts
+import posgen.store.writer
+from posgen import write_dataset
 from posgen.card import unvalidated_card
-from posgen.dataset import load, write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset
-from posgen.store.parts import PARTS_DIR, write_part
-from posgen.store.recovery import leftovers
+from posgen.store.dataset import load
+from posgen.store.safety import leftovers
+from posgen.store.writer import PARTS_DIR
 from tests.cli_support import assert_clean_error
 from tests.cli_support import invoke as cli
 from tests.hardening_counts import recorded
@@ -64,7 +65,10 @@ def parts(tmp_path) -> list[Path]:
     """Three parts of one run, each in its own folder."""
     folders = [tmp_path / f"p{i}" for i in range(3)]
     for i, folder in enumerate(folders):
-        assert write_part(bench(), folder, i, 3, SHARD) is None
+        assert (
+            posgen.store.writer.write_dataset(bench(), folder, part=(i, 3), shard_bytes=SHARD)
+            is None
+        )
     return folders
 
 
@@ -97,11 +101,11 @@ def _link_to_user_folder(target: Path) -> None:
 
 
 def _parts_of_another_run(target: Path) -> None:
-    write_part(bench(seed=5), target, 0, 3, SHARD)
+    posgen.store.writer.write_dataset(bench(seed=5), target, part=(0, 3), shard_bytes=SHARD)
 
 
 def _a_different_staged_file(target: Path) -> None:
-    write_part(bench(), target, 1, 3, SHARD)
+    posgen.store.writer.write_dataset(bench(), target, part=(1, 3), shard_bytes=SHARD)
     staged = next((target / PARTS_DIR / "data").rglob("*.parquet"))
     staged.write_bytes(staged.read_bytes()[::-1])
 
@@ -170,7 +174,7 @@ def _loads(folder: Path) -> dict[str, int] | str:
 
 
 def _finish_killed_after(renames: int):
-    """An ``os.rename`` for :mod:`posgen.store.parts` that dies after ``renames`` calls."""
+    """An ``os.rename`` for :mod:`posgen.store.writer` that dies after ``renames`` calls."""
     real, calls = os.rename, []
 
     def rename(src, dst):
@@ -193,15 +197,21 @@ def test_an_unfinished_part_folder_never_loads_wrong_data_and_merge_completes_it
     out = tmp_path / "ds"
     written = {"1 of 3 parts": 1, "2 of 3 parts": 2}.get(case, 3)
     for i in range(written - 1):
-        write_part(bench(), out, i, 3, SHARD, finish=unvalidated_card)
+        posgen.store.writer.write_dataset(
+            bench(), out, part=(i, 3), shard_bytes=SHARD, finish=unvalidated_card
+        )
     if written < 3:
-        write_part(bench(), out, written - 1, 3, SHARD, finish=unvalidated_card)
+        posgen.store.writer.write_dataset(
+            bench(), out, part=(written - 1, 3), shard_bytes=SHARD, finish=unvalidated_card
+        )
     else:
         renames = ["before the card", "after the card", "after the data"]
         killed_after = next(i for i, when in enumerate(renames) if case.endswith(when))
-        monkeypatch.setattr(posgen.store.parts.os, "rename", _finish_killed_after(killed_after))
+        monkeypatch.setattr(posgen.store.writer.os, "rename", _finish_killed_after(killed_after))
         with pytest.raises(KeyboardInterrupt):
-            write_part(bench(), out, 2, 3, SHARD, finish=unvalidated_card)
+            posgen.store.writer.write_dataset(
+                bench(), out, part=(2, 3), shard_bytes=SHARD, finish=unvalidated_card
+            )
         monkeypatch.undo()
     full = _loads(single)
     seen = _loads(out)
@@ -223,10 +233,14 @@ def test_parts_finishing_at_once_finish_the_folder_once(tmp_path, single):
     from concurrent.futures import ThreadPoolExecutor
 
     out = tmp_path / "ds"
-    write_part(bench(), out, 0, 3, SHARD, finish=unvalidated_card)
+    posgen.store.writer.write_dataset(
+        bench(), out, part=(0, 3), shard_bytes=SHARD, finish=unvalidated_card
+    )
 
     def last(i: int):
-        return write_part(bench(), out, i, 3, SHARD, finish=unvalidated_card)
+        return posgen.store.writer.write_dataset(
+            bench(), out, part=(i, 3), shard_bytes=SHARD, finish=unvalidated_card
+        )
 
     # the two last parts write and finish at the same time, in threads of one process
     with ThreadPoolExecutor(2) as pool:
@@ -323,7 +337,9 @@ def test_parts_through_a_symlink_land_where_it_points(tmp_path, single):
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     for i in range(3):
-        write_part(bench(), tmp_path / "link", i, 3, SHARD, finish=unvalidated_card)
+        posgen.store.writer.write_dataset(
+            bench(), tmp_path / "link", part=(i, 3), shard_bytes=SHARD, finish=unvalidated_card
+        )
     with recorded("target", "--part into a symlink"):
         assert (tmp_path / "link").is_symlink()
         assert tree(tmp_path / "real") == tree(single)

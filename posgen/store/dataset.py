@@ -1,0 +1,578 @@
+"""The one handle on a dataset folder: :class:`Dataset`, opened with :meth:`Dataset.open`.
+
+Opening parses and checks ``posgen.json`` once (the typed :class:`Manifest`). The handle
+then gives a config's spec, a split's ids and tokens (:class:`ReferenceSplit`), a probe split
+(:class:`ProbeSplit`), the check of the files against the manifest (size, sha256, rows,
+footer: :class:`DamagedDataset` names each damaged file) and the ``datasets`` view
+(:meth:`Dataset.load`, what ``posgen.load`` returns). Every reader of a folder goes through
+it. Reads are pinned: a folder replaced meanwhile (``generate --overwrite``) is read again,
+whole, from its new manifest, so a read sees the old dataset or the new one, never both.
+
+>>> check_dataset(Path("/nonexistent/ds"))
+['/nonexistent/ds has no posgen.json: not a posgen dataset']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from posgen.errors import PosgenError, RunError, UsageError
+from posgen.generator import storage_dtype
+from posgen.spec import TaskSpec, is_probe_split
+from posgen.store.formats import (
+    DATA_SUFFIXES,
+    FileFacts,
+    Format,
+    Source,
+    folder_format,
+    manifest_format,
+    read_batch_rows,
+    table_tokens,
+)
+from posgen.store.layout import MANIFEST_NAME, PARTS_DIR
+from posgen.store.manifest import (
+    DamagedDataset,
+    FileEntry,
+    Manifest,
+    read_bounded,
+    read_manifest,
+    sha256_file,
+)
+
+if TYPE_CHECKING:
+    import datasets
+
+T = TypeVar("T")
+ATTEMPTS = 3
+"""Reads tried before giving up on a folder that is replaced again and again."""
+PROBE_COLUMNS = ("id", "tokens", "probed", "far_rule")
+SHA_CHANGED = f"sha256 differs from the manifest {MANIFEST_NAME} (bytes changed, or files swapped)"
+Where = tuple[str, str, str, int]
+"""A file's place: ``(config, split, spec id, row length)``."""
+
+
+class SplitError(UsageError, ValueError):
+    """A config or split the folder does not have, or a table that is no probe split."""
+
+
+class DatasetReplaced(RunError):
+    """The folder was replaced during every attempt to read it (a failed run, exit 1)."""
+
+
+@dataclass(frozen=True)
+class ReferenceSplit:
+    """One split of a dataset folder: its spec and its tokens in id order."""
+
+    config: str
+    split: str
+    spec: TaskSpec
+    tokens: np.ndarray
+    files: tuple[tuple[str, str], ...] = ()
+    """``(path, sha256)`` of the files read, each checked against the manifest as read."""
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Row ids ``0 .. rows-1``."""
+        return np.arange(self.tokens.shape[0], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class ProbeSplit:
+    """A probe split: tokens in id order, and the probed targets with their far-rule answers."""
+
+    config: str | None
+    split: str | None
+    spec: TaskSpec
+    tokens: np.ndarray
+    probed_rows: np.ndarray
+    probed: np.ndarray
+    far_rule: np.ndarray
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Row ids ``0 .. rows-1``."""
+        return np.arange(self.tokens.shape[0], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem with one file; ``str()`` gives the line every command prints."""
+
+    shown: str
+    message: str
+    config: str | None = None
+    split: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.shown}: {self.message}"
+
+
+def _identity(path: Path | int) -> tuple[int, int] | None:
+    try:
+        stat = os.fstat(path) if isinstance(path, int) else os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def pinned(root: str | Path, read: Callable[[], T], attempts: int = ATTEMPTS) -> T:
+    """``read()`` of the folder ``root``, run again if ``root`` was replaced meanwhile.
+
+    A descriptor of the folder is held during the read (its identity cannot be reused). An
+    error raised by a read that saw a replacement is dropped with that read; raises
+    :class:`DatasetReplaced` after ``attempts`` replaced reads. A ``root`` that is not a
+    folder is read once, as it is.
+
+    >>> pinned("/nonexistent", lambda: 1)
+    1
+    """
+    root = Path(root)
+    for _ in range(attempts):
+        try:
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return read()
+        try:
+            pin = _identity(fd)
+            try:
+                result = read()
+            except Exception:
+                if _identity(root) == pin:
+                    raise
+                continue
+            if _identity(root) == pin:
+                return result
+        finally:
+            os.close(fd)
+    raise DatasetReplaced(
+        f"{root} was replaced {attempts} times while being read (a run is rewriting it); "
+        "nothing was checked: run again once it is done"
+    )
+
+
+@contextmanager
+def _undecodable_is_damage(root: Path) -> Iterator[None]:
+    """Files that cannot be decoded are damage (exit 1); bad arguments and unreadable paths
+    keep their own errors (exit 2)."""
+    try:
+        yield
+    except (PosgenError, OSError):
+        raise
+    except (pa.ArrowException, ValueError) as error:
+        raise DamagedDataset(root, [f"{root}: {' '.join(str(error).split())}"]) from None
+
+
+class Dataset:
+    """A dataset folder, its manifest parsed and checked once.
+
+    >>> import tempfile
+    >>> from posgen.spec import default_benchmark
+    >>> from posgen.store.writer import write_dataset
+    >>> root = Path(tempfile.mkdtemp()) / "ds"
+    >>> _ = write_dataset(default_benchmark(("cot",), train_size=8, val_size=2, test_size=2), root)
+    >>> data = Dataset.open(root)
+    >>> data.configs, data.split("cot", "test").tokens.shape
+    (['cot'], (2, 256))
+    """
+
+    def __init__(self, root: Path, manifest: Manifest, pin: tuple[int, int] | None) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.format: Format = manifest_format(manifest)
+        self._pin = pin  # the folder the manifest was read from
+
+    @classmethod
+    def open(cls, path: str | Path) -> Dataset:
+        """Open the folder ``path``: :class:`~posgen.store.manifest.NotADataset` when it holds
+        no ``posgen.json``, :class:`DamagedDataset` when that does not fit the model."""
+        root = Path(path)
+
+        def opened() -> Dataset:
+            pin = _identity(root)  # before the manifest is read: a swap after it is seen
+            return cls(root, read_manifest(root), pin)
+
+        return pinned(root, opened)
+
+    def read(self, read: Callable[[Dataset], T]) -> T:
+        """``read(handle)``, pinned (:func:`pinned`): a folder replaced since it was opened
+        or during the read is opened again and read again, whole."""
+        current = [self]
+
+        def attempt() -> T:
+            if _identity(self.root) != current[0]._pin:
+                current[0] = Dataset.open(self.root)
+            return read(current[0])
+
+        return pinned(self.root, attempt)
+
+    # --- configs -------------------------------------------------------------------------
+
+    @property
+    def configs(self) -> list[str]:
+        """Config names, in manifest order."""
+        return list(self.manifest.configs)
+
+    def resolve_config(self, config: str | None) -> str:
+        """``config``, or the folder's only config when ``config`` is None."""
+        if config is not None:
+            return config
+        if len(self.configs) != 1:
+            raise SplitError(
+                f"{self.root} has configs {', '.join(self.configs)}: pick one with --config"
+            )
+        return self.configs[0]
+
+    def spec(self, config: str | None = None) -> TaskSpec:
+        """The spec of ``config`` (the only config when None)."""
+        return self._entry(self.resolve_config(config)).spec
+
+    def _entry(self, config: str) -> Any:
+        if config not in self.manifest.configs:
+            known = ", ".join(self.configs)
+            raise SplitError(f"no config {config!r} in {self.root}; configs: {known}")
+        return self.manifest.configs[config]
+
+    # --- splits --------------------------------------------------------------------------
+
+    def split(self, config: str | None, split: str = "test") -> ReferenceSplit:
+        """The tokens of ``config``/``split`` (see :meth:`splits`)."""
+        return self.splits(config, [split])[split]
+
+    def splits(
+        self, config: str | None, splits: Sequence[str], cut: Collection[str] = ()
+    ) -> dict[str, ReferenceSplit]:
+        """The tokens of several splits of ``config``, read once, pinned.
+
+        Every file is read into memory once and checked there against the manifest (size,
+        sha256, footer) before its rows are parsed, so damaged files are refused
+        (:class:`DamagedDataset`, exit 1). Tokens outside ``0 .. m-1`` are refused too. Tokens
+        keep their stored width (uint8 for m <= 256); the rows of the splits in ``cut`` keep
+        only their first L tokens (the train length: what validation scores).
+        """
+        with _undecodable_is_damage(self.root):
+            return self.read(lambda handle: handle._splits(config, splits, cut))
+
+    def _splits(
+        self, config: str | None, splits: Sequence[str], cut: Collection[str]
+    ) -> dict[str, ReferenceSplit]:
+        config = self.resolve_config(config)
+        entry = self._entry(config)
+        for split in splits:
+            if split not in entry.splits:
+                known = ", ".join(entry.ordered_splits)
+                raise SplitError(f"no split {split!r} in config {config!r}; splits: {known}")
+        out = {}
+        for split in splits:
+            info = entry.splits[split]
+            length = min(info.length, entry.spec.train_length) if split in cut else info.length
+            tokens = np.empty((info.rows, length), dtype=storage_dtype(entry.spec.modulus))
+            batch = read_batch_rows(info.length)
+            for file in info.files:
+                buffer = self._read_file((config, split, entry.spec_id, info.length), file)
+                batches = self.format.batches(buffer, max(1, min(file.rows, batch)))
+                self._fill(tokens, batches, file, entry.spec.modulus)
+            files = tuple((file.path, file.sha256) for file in info.files)
+            out[split] = ReferenceSplit(config, split, entry.spec, tokens, files)
+        return out
+
+    def _fill(self, tokens: np.ndarray, batches: Any, file: FileEntry, modulus: int) -> None:
+        """Copy one file's rows into ``tokens[first_id:]``, checking ids and the vocabulary."""
+        row, shown = file.first_id, self.root / file.path
+
+        def damaged(message: str) -> DamagedDataset:
+            return DamagedDataset(self.root, [f"{shown}: {message}"])
+
+        for batch in batches:
+            table = pa.Table.from_batches([batch]).select(["id", "tokens"])
+            ids = table.column("id").to_numpy()
+            if not np.array_equal(ids, np.arange(row, row + len(ids))):
+                raise damaged(f"does not hold rows {row}.. in order")
+            try:
+                values = table_tokens(table)
+            except ValueError as error:
+                raise damaged(str(error)) from None
+            if values.shape[0] and values.shape[1] < tokens.shape[1]:
+                raise damaged("rows shorter than the manifest's")
+            if values.size and int(values.max()) >= modulus:
+                at = int(np.argmax(values.max(axis=1) >= modulus))
+                raise damaged(
+                    f"row {row + at} holds token {int(values[at].max())}, "
+                    f"outside the vocabulary 0..{modulus - 1}"
+                )
+            tokens[row : row + len(ids)] = values[:, : tokens.shape[1]]
+            row += len(ids)
+        if row != file.first_id + file.rows:
+            raise damaged(f"{row - file.first_id} rows, the manifest records {file.rows}")
+
+    def probe(self, config: str | None, split: str = "probe") -> ProbeSplit:
+        """The probe split ``config``/``split``, every file checked as read, pinned."""
+        with _undecodable_is_damage(self.root):
+            return self.read(lambda handle: handle._probe(config, split))
+
+    def _probe(self, config: str | None, split: str) -> ProbeSplit:
+        config = self.resolve_config(config)
+        entry = self._entry(config)
+        if not is_probe_split(split) or split not in entry.splits:
+            known = ", ".join(entry.spec.probe_names)
+            raise SplitError(
+                f"no probe split {split!r} in config {config!r}; probe splits: {known}"
+            )
+        info, tables = entry.splits[split], []
+        for file in info.files:
+            buffer = self._read_file((config, split, entry.spec_id, info.length), file)
+            batches = list(self.format.batches(buffer, max(1, file.rows), PROBE_COLUMNS))
+            tables.append(pa.Table.from_batches(batches).select(list(PROBE_COLUMNS)))
+        if not tables:
+            raise SplitError(f"{config}/{split} has no files")
+        probe = probe_from_table(pa.concat_tables(tables), entry.spec, config, split)
+        if probe.tokens.shape != (info.rows, info.length):
+            raise SplitError(
+                f"{config}/{split} holds tokens of shape {probe.tokens.shape}; the manifest says "
+                f"({info.rows}, {info.length})"
+            )
+        return probe
+
+    def _read_file(self, where: Where, entry: FileEntry) -> pa.Buffer:
+        """The bytes of one listed file, read once and checked against its entry on the
+        bytes in memory (what the caller parses is what the manifest lists)."""
+        shown = str(self.root / entry.path)
+
+        def damaged(messages: list[str]) -> DamagedDataset:
+            return DamagedDataset(self.root, [f"{shown}: {message}" for message in messages])
+
+        path = inside(self.root, entry.path)
+        if path is None:
+            raise damaged(["leads outside the dataset folder (a symlink or ..); not read"])
+        if not path.is_file():
+            raise damaged([f"file is missing (listed in {MANIFEST_NAME})"])
+        try:
+            raw = read_bounded(path, entry.bytes)
+        except PermissionError:
+            raise  # not damage: the user may not read it (the CLI says so, exit 2)
+        except OSError as error:
+            raise damaged([f"unreadable ({error.strerror or error})"]) from None
+        if len(raw) != entry.bytes:
+            state = "truncated" if len(raw) < entry.bytes else "longer than recorded"
+            raise damaged([f"{MANIFEST_NAME} records {entry.bytes:,} bytes ({state})"])
+        if hashlib.sha256(raw).hexdigest() != entry.sha256:
+            raise damaged([SHA_CHANGED])
+        buffer = pa.py_buffer(raw)
+        problems = _content_problems(self.format, buffer, where, entry)
+        if problems:
+            raise damaged(problems)
+        return buffer
+
+    # --- verification and the datasets view ----------------------------------------------
+
+    def lines(self, configs: list[str] | None = None, hashes: bool = True) -> list[str]:
+        """One line per problem of the files of ``configs`` (all when None) and per unlisted
+        data file; ``hashes=False`` skips the sha256 pass."""
+        known = ", ".join(self.configs)
+        unknown = [c for c in configs or [] if c not in self.manifest.configs]
+        if unknown:
+            return [f"{self.root / MANIFEST_NAME}: no config {c!r}; has {known}" for c in unknown]
+        return [str(p) for p in check_files(self.root, self.manifest, configs, hashes)]
+
+    def verify(self, configs: list[str] | None = None) -> Manifest:
+        """The manifest, once every file of ``configs`` (all when None) matches it, pinned;
+        else :class:`DamagedDataset` naming each damaged file."""
+
+        def check(handle: Dataset) -> Manifest:
+            lines = handle.lines(configs)
+            if lines:
+                raise DamagedDataset(handle.root, lines)
+            return handle.manifest
+
+        return self.read(check)
+
+    def load(self, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
+        """Every split of ``config`` (the first config when None) as ``datasets`` objects
+        (``<config>-probe`` holds the config's probe splits): Parquet through
+        ``datasets.load_dataset``, Arrow IPC through ``datasets.load_from_disk``. With
+        ``verify`` the files of ``config`` (of every config when None) are checked first."""
+
+        def read(handle: Dataset) -> datasets.DatasetDict:
+            if verify:
+                sources = {name: source for name, source, _ in handle.manifest.hf_configs()}
+                checked = sources.get(config, config) if config else None  # cot-probe: cot
+                handle.verify([checked] if checked else None)
+            return handle.format.load(handle.root, config or handle.configs[0])
+
+        return self.read(read)
+
+
+def load(path: str | Path, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
+    """Every split of ``config`` (the first config when None) of a posgen folder, offline
+    (``posgen.load``; see :meth:`Dataset.load`). ``verify=False`` loads a folder without
+    reading its manifest."""
+    if verify:
+        return Dataset.open(path).load(config)
+    root = Path(path)
+    return pinned(root, lambda: folder_format(root, config).load(root, config))
+
+
+def _list_values(column: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(lengths, values)`` of a list column."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = array.offsets.to_numpy().astype(np.int64)
+    values = array.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+    return np.diff(offsets), values.astype(np.int64)
+
+
+def probe_from_table(
+    table: pa.Table, spec: TaskSpec, config: str | None = None, split: str | None = None
+) -> ProbeSplit:
+    """A :class:`ProbeSplit` from a table with the probe columns, rows in id order."""
+    missing = [name for name in PROBE_COLUMNS if name not in table.column_names]
+    if missing:
+        raise SplitError(f"not a probe split: no {', '.join(missing)} column")
+    ids = table.column("id").to_numpy()
+    if not np.array_equal(ids, np.arange(ids.size)):
+        order = np.argsort(ids, kind="stable")
+        if not np.array_equal(ids[order], np.arange(ids.size)):
+            raise SplitError("probe ids must be 0 .. rows-1")
+        table = table.take(pa.array(order))
+    try:
+        tokens = table_tokens(table)
+    except ValueError as error:
+        raise SplitError(f"probe tokens: {error}") from None
+    counts, probed = _list_values(table.column("probed"))
+    far_counts, far_rule = _list_values(table.column("far_rule"))
+    if not np.array_equal(counts, far_counts):
+        raise SplitError("probe rows whose far_rule and probed lists differ in length")
+    rows = np.repeat(np.arange(tokens.shape[0]), counts)
+    return ProbeSplit(config, split, spec, tokens, rows, probed, far_rule)
+
+
+# --- the file-versus-manifest check --------------------------------------------------------
+
+
+def inside(root: Path, relative: str) -> Path | None:
+    """``root / relative`` if it resolves inside ``root`` (symlinks followed), else None.
+
+    >>> inside(Path("/tmp"), "x/y") == Path("/tmp/x/y")
+    True
+    """
+    path = Path(root) / relative
+    try:
+        if not path.resolve().is_relative_to(Path(root).resolve()):
+            return None
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+    return path
+
+
+def read_facts(fmt: Format, path: Source) -> FileFacts | str:
+    """The file's facts, or why it cannot be read as ``fmt``."""
+    try:
+        return fmt.facts(path)
+    except (OSError, pa.ArrowException, ValueError, KeyError) as error:
+        reason = " ".join(str(error).split())[:200]
+        return f"not readable as {fmt.name.capitalize()} ({reason})"
+
+
+def _content_problems(fmt: Format, path: Source, where: Where, entry: FileEntry) -> list[str]:
+    facts = read_facts(fmt, path)
+    if isinstance(facts, str):
+        return [facts]
+    config, split, spec_id, _ = where
+    lines = []
+    if facts.rows != entry.rows:
+        lines.append(f"{facts.rows} rows, {MANIFEST_NAME} records {entry.rows}")
+    if facts.metadata:  # Parquet footers name their place; IPC shards carry no provenance
+        rows = f"{entry.first_id}:{entry.first_id + entry.rows}"
+        found = tuple(facts.metadata.get(f"posgen.{k}") for k in ("config", "split", "spec_id"))
+        found += (facts.metadata.get("posgen.rows"),)
+        if found != (config, split, spec_id, rows):
+            lines.append(
+                f"holds config/split/spec/rows {'/'.join(map(str, found))}, {MANIFEST_NAME} "
+                f"lists it as {config}/{split}/{spec_id}/{rows} (files swapped or replaced)"
+            )
+    return lines
+
+
+def file_problems(
+    root: Path, fmt: Format, where: Where, entry: FileEntry, hashes: bool = True
+) -> list[Problem]:
+    """What is wrong with one listed file on disk (empty when it matches its entry)."""
+    shown = str(Path(root) / entry.path)
+
+    def problem(message: str) -> Problem:
+        return Problem(shown, message, where[0], where[1])
+
+    path = inside(root, entry.path)
+    if path is None:
+        return [problem("leads outside the dataset folder (a symlink or ..); not read")]
+    if not path.is_file():
+        return [problem(f"file is missing (listed in {MANIFEST_NAME})")]
+    try:
+        size = path.stat().st_size
+        lines = []
+        if size != entry.bytes:
+            state = "truncated" if size < entry.bytes else "longer than recorded"
+            lines.append(f"{size:,} bytes, {MANIFEST_NAME} records {entry.bytes:,} ({state})")
+        if hashes and sha256_file(path) != entry.sha256:
+            lines.append(SHA_CHANGED)
+    except OSError as error:
+        return [problem(f"unreadable ({error.strerror or error})")]
+    lines += _content_problems(fmt, path, where, entry)
+    return [problem(line) for line in lines]
+
+
+def data_files(root: Path) -> list[str]:
+    """Relative paths of every data file in ``root`` (hidden folders skipped, links not
+    followed)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and Path(name).suffix.lower() in DATA_SUFFIXES:
+                found.append(str((Path(folder) / name).relative_to(root)))
+    return found
+
+
+def check_files(
+    root: Path, manifest: Manifest, configs: list[str] | None = None, hashes: bool = True
+) -> list[Problem]:
+    """Every problem of the files of ``configs`` (all when None), then the data files the
+    manifest does not list (``datasets`` would load them too)."""
+    fmt = manifest_format(manifest)
+    problems = []
+    for config, split, entry in manifest.files(configs):
+        info = manifest.configs[config]
+        where = (config, split, info.spec_id, info.splits[split].length)
+        problems += file_problems(root, fmt, where, entry, hashes)
+    listed = {entry.path for _, _, entry in manifest.files()}
+    return problems + [
+        Problem(str(Path(root) / path), f"not listed in {MANIFEST_NAME} (datasets would load it)")
+        for path in data_files(root)
+        if path not in listed and not path.startswith(PARTS_DIR)
+    ]
+
+
+def check_dataset(
+    root: str | Path, configs: list[str] | None = None, hashes: bool = True
+) -> list[str]:
+    """Problems found in the dataset at ``root`` (empty when it matches its manifest), one
+    line each, the manifest's own included (:meth:`Dataset.lines`)."""
+    root = Path(root)
+    try:
+        return Dataset.open(root).read(lambda handle: handle.lines(configs, hashes))
+    except DamagedDataset as error:
+        return error.lines
+    except OSError as error:
+        return [f"{root / MANIFEST_NAME}: unreadable ({error.strerror or error})"]
+
+
+def verify_dataset(root: str | Path, configs: list[str] | None = None) -> Manifest:
+    """The manifest of ``root`` once its files match it (:meth:`Dataset.verify`)."""
+    return Dataset.open(root).verify(configs)
