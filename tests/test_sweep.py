@@ -26,7 +26,7 @@ from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store.lock import exclusive  # noqa: E402
 from posgen.train import progress  # noqa: E402
-from posgen.train.grid import Grid, expand, jobs_of, read_grid, stable_hash  # noqa: E402
+from posgen.train.config import Grid, expand, jobs_of, read_grid, stable_hash  # noqa: E402
 from posgen.train.sweep import Sweep, run_job, run_states  # noqa: E402
 from tests.cli_support import assert_clean_error, invoke  # noqa: E402
 

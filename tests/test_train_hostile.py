@@ -30,8 +30,11 @@ from posgen.dataset import write_dataset  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store.layout import TMP_TAG  # noqa: E402
-from posgen.train.config import preset  # noqa: E402
-from posgen.train.memory import estimate_run, refusal  # noqa: E402
+from posgen.train.config import (  # noqa: E402
+    estimate_run,
+    preset,
+    refusal,
+)
 from posgen.train.trainer import RunData  # noqa: E402
 from tests.cli_support import assert_clean_error, error_lines, invoke  # noqa: E402
 from tests.data_damage import rewrite_rows  # noqa: E402
@@ -634,7 +637,7 @@ def test_the_estimate_names_its_parts_and_grows_with_the_batch():
 
 
 def test_the_estimate_counts_the_parameters_the_run_built(run):
-    from posgen.train.memory import parameter_count
+    from posgen.train.config import parameter_count
 
     config = json.loads((run / "config.json").read_text())
     train = preset("cpu", **{k: v for k, v in config["train"].items() if k != "seeds"})

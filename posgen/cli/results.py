@@ -15,11 +15,11 @@ from posgen.cli.outputs import output_problems
 from posgen.cli.paths import PathArg
 from posgen.scoring.plot import PLOT_HINT, plot_available
 from posgen.store.durable import write_atomically
-from posgen.train.ranking import csv_text
 from posgen.train.results import (
     ResultsError,
     aggregate,
     check_distinct,
+    csv_text,
     find_runs,
     load_run,
     plot_results,
@@ -27,7 +27,7 @@ from posgen.train.results import (
     run_settings,
     summary_json,
 )
-from posgen.train.run_files import FILES
+from posgen.train.run_record import FILES
 
 
 @click.command(

@@ -26,10 +26,18 @@ from posgen.spec import TaskSpec
 from posgen.store.lock import exclusive, owner_alive
 from posgen.store.manifest import read_manifest
 from posgen.store.targets import OutputExistsError
-from posgen.train.config import PRESETS, TrainConfig, preset
+from posgen.train.config import (
+    PRESETS,
+    RunEstimate,
+    TrainConfig,
+    available_bytes,
+    estimate_run,
+    identity,
+    preset,
+    refusal,
+    stable_hash,
+)
 from posgen.train.encoding import PERequest
-from posgen.train.grid import identity, stable_hash
-from posgen.train.memory import RunEstimate, available_bytes, estimate_run, refusal
 from posgen.train.progress import resume_folder
 from posgen.units import human_bytes
 

@@ -7,7 +7,7 @@ deviation (ddof 1) over seeds, with the number of seeds. The per-position ID cur
 per-token difficulty: its range (max - min) and its least-squares trend (accuracy change
 from position w to L - 1) should both be small for a trained model.
 
-Runs are read through :mod:`posgen.train.run_files` (typed, bounded, checked). Each run
+Runs are read through :mod:`posgen.train.run_record` (typed, bounded, checked). Each run
 counts once: a folder reached through a link counts as the folder it names, copies of one run
 (same cell and seed) and cells mixing settings are refused (:class:`ResultsError`, exit 2),
 and build folders of killed runs (``.NAME.posgen-tmp-*``) and folders holding only some of a
@@ -22,6 +22,8 @@ Worked example (two seeds of one cell)::
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -39,9 +41,7 @@ from posgen.scoring.metrics import ScoreReport
 from posgen.scoring.plot import save_figure
 from posgen.scoring.reliance import RelianceReport
 from posgen.store.layout import OLD_TAG, TMP_TAG
-from posgen.train.ranking import EFFECTIVE_FRACTION, effective_length, ranking_lines
-from posgen.train.run_files import FILES, read_probe, read_run
-from posgen.train.run_record import RunRecord
+from posgen.train.run_record import FILES, RunRecord, read_probe, read_run
 
 RUN_FILES = ("config.json", "scores.json")
 """Files that mark a finished run folder written before ``results.json`` existed."""
@@ -71,7 +71,7 @@ class Run:
 def is_run(path: Path) -> bool:
     """Whether ``path`` is a finished run folder: it has ``config.json`` and ``scores.json``
     (and ``results.json``, unless written before it existed). A damaged file is read, and
-    refused, by :mod:`posgen.train.run_files`."""
+    refused, by :mod:`posgen.train.run_record`."""
     return all(os.path.lexists(Path(path) / name) for name in RUN_FILES)
 
 
@@ -128,7 +128,7 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
 
 def load_run(path: Path) -> Run:
     """Read a run folder's record (and its probe report, if any), bounded and checked
-    (:mod:`posgen.train.run_files`)."""
+    (:mod:`posgen.train.run_record`)."""
     record = read_run(path)
     probe = read_probe(path)
     config = record.config_view()
@@ -468,3 +468,101 @@ def results_markdown(
     if plot:
         lines += [f"![accuracy against position]({plot})", ""]
     return "\n".join(lines)
+
+
+EFFECTIVE_FRACTION = 0.9
+"""Effective length threshold, as a fraction of the cell's ID accuracy."""
+
+CSV_COLUMNS = (
+    "data",
+    "task",
+    "pe",
+    "rank",
+    "n",
+    "seeds",
+    "ood_mean",
+    "ood_std",
+    "id_mean",
+    "id_std",
+    "effective_length",
+    "when",
+    "confound",
+    "far_id_mean",
+    "far_id_std",
+    "far_ood_mean",
+    "far_ood_std",
+)
+
+
+def effective_length(
+    positions: Sequence[int], accuracy: Sequence[float], threshold: float
+) -> int | None:
+    """The last position of the first run of positions with accuracy >= ``threshold``."""
+    last = None
+    for position, value in zip(positions, accuracy, strict=True):
+        if value is None or math.isnan(value) or value < threshold:
+            if last is not None:
+                break
+            continue
+        last = position
+    return last
+
+
+def ranked(pes: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """``(pe, cell)`` by mean OOD accuracy, best first (cells without OOD last)."""
+
+    def key(item: tuple[str, dict[str, Any]]) -> tuple[float, str]:
+        ood = item[1]["ood_mean"]
+        return (-(ood if ood is not None else -1.0), item[0])
+
+    return sorted(pes.items(), key=key)
+
+
+def ranking_lines(results: dict[str, Any]) -> list[str]:
+    """Markdown: per data folder and task, the PEs ranked by OOD accuracy."""
+    lines = [
+        "## Position encodings ranked by OOD accuracy",
+        "",
+        f"Mean ± sample std over n seeds. Effective length: the largest position up to which "
+        f"the test accuracy stays at or above {EFFECTIVE_FRACTION} x the PE's ID accuracy "
+        "at every position from the first one that reaches it. When: train-time PEs use the "
+        "same rope in training and evaluation; evaluation-time PEs train unscaled.",
+        "",
+    ]
+    for data, entry in results.items():
+        for task, pes in entry["tasks"].items():
+            lines += [
+                f"### {data} / {task} (L = {entry['ood_boundary']}, L' = {entry['length']})",
+                "",
+                "| rank | PE | n | OOD accuracy | ID accuracy | effective length | when |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for rank, (pe, cell) in enumerate(ranked(pes), 1):
+                length = cell.get("effective_length")
+                lines.append(
+                    f"| {rank} | {pe} | {cell['n']} | "
+                    f"{mean_std_cell(cell['ood_mean'], cell['ood_std'])} | "
+                    f"{mean_std_cell(cell['id_mean'], cell['id_std'])} | "
+                    f"{'-' if length is None else length} | {cell.get('when') or '-'} |"
+                )
+            confounds = [
+                f"{pe}: {cell['confound']}" for pe, cell in pes.items() if cell.get("confound")
+            ]
+            if confounds:
+                lines += ["", "Not the Llama block: " + "; ".join(confounds) + "."]
+            lines.append("")
+    return lines
+
+
+def csv_text(results: dict[str, Any]) -> str:
+    """One CSV row per (data, task, pe) cell, ranked within each task."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for data, entry in results.items():
+        for task, pes in entry["tasks"].items():
+            for rank, (pe, cell) in enumerate(ranked(pes), 1):
+                values = {"data": data, "task": task, "pe": pe, "rank": rank, **cell}
+                values["seeds"] = " ".join(map(str, cell["seeds"]))
+                writer.writerow(["" if values.get(c) is None else values[c] for c in CSV_COLUMNS])
+    return out.getvalue()

@@ -22,24 +22,29 @@ workers run); :class:`SweepJob` is the same for submitit.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from types import FrameType
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from posgen.errors import PosgenError, UsageError, shown
 from posgen.signals import Interrupted
 from posgen.store.durable import write_atomically
+from posgen.store.libc import die_with_parent
 from posgen.store.lock import claim, exclusive, owner_alive
-from posgen.train.config import preset
-from posgen.train.grid import JobSpec, RunSpec, jobs_of
+from posgen.train.config import JobSpec, RunSpec, SlurmSettings, jobs_of, preset
 from posgen.train.progress import read_progress
 from posgen.train.results import is_run
 
@@ -306,6 +311,189 @@ def signal_name(code: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass
+class Outcome:
+    """What a local sweep did: trainings done, failed (with reasons), stopped by a signal."""
+
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    interrupted: list[str] = field(default_factory=list)
+    signal: int | None = None
+    seconds: float = 0.0
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids workers may be given: ``CUDA_VISIBLE_DEVICES`` if set, else torch's count."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [gpu for gpu in listed.split(",") if gpu.strip()]
+    import torch
+
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def run_local(
+    sweep: Sweep,
+    jobs: list[JobSpec],
+    workers: int,
+    gpus: list[str],
+    say: Callable[[str], None],
+) -> Outcome:
+    """Run ``jobs`` in at most ``workers`` processes at once; ``say`` gets one line per
+    finished training."""
+    sweep.logs.mkdir(parents=True, exist_ok=True)
+    outcome = Outcome()
+    pending = deque(jobs)
+    running: dict[int, tuple[subprocess.Popen[bytes], JobSpec, int]] = {}
+    free = list(range(workers))[::-1]
+    started = time.perf_counter()
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        outcome.signal = outcome.signal or signum
+        for process, _, _ in running.values():
+            process.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
+    try:
+        while (pending and outcome.signal is None) or running:
+            while pending and free and outcome.signal is None:
+                job, slot = pending.popleft(), free.pop()
+                process = _start(sweep, job, slot, gpus)
+                running[process.pid] = (process, job, slot)
+            if not running:
+                break
+            pid, status = _wait_any()
+            if pid not in running:
+                continue
+            process, job, slot = running.pop(pid)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            free.append(slot)
+            _settle(sweep, job, process.returncode, outcome, say)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _wait_any(poll: float = 0.05) -> tuple[int, int]:
+    """``os.waitpid(-1, 0)`` that lets signal handlers run while it waits.
+
+    A signal sent to this process may be delivered to any of its threads (torch and
+    others start some); only the main thread runs Python handlers, and a blocking
+    ``waitpid`` there is not interrupted by a signal another thread took. Polling keeps
+    the handler's delay under ``poll`` seconds.
+    """
+    while True:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid:
+            return pid, status
+        time.sleep(poll)
+
+
+def _start(sweep: Sweep, job: JobSpec, slot: int, gpus: list[str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    command = [sys.executable, "-m", "posgen.train.sweep", str(sweep.root), job.key, "1"]
+    with open(sweep.logs / f"{job.key}.log", "ab") as log:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            # no locks held in other threads; the C library is loaded already
+            preexec_fn=partial(die_with_parent, os.getpid(), signal.SIGTERM),
+        )
+
+
+def _settle(
+    sweep: Sweep, job: JobSpec, code: int, outcome: Outcome, say: Callable[[str], None]
+) -> None:
+    name = label(job)
+    if code == 0:
+        outcome.done.append(job.key)
+        say(f"{name}: done")
+        return
+    stopped = code > 128 or outcome.signal is not None  # a signal, ours or its own
+    if stopped and code != -signal.SIGKILL:
+        outcome.interrupted.append(job.key)
+        say(f"{name}: stopped by {signal_name(code)}; a rerun resumes it from its last checkpoint")
+        return
+    if code < 0:
+        sweep.record_failure(job.key, f"killed by {signal_name(code)}")
+    outcome.failed[job.key] = _last_error(sweep, job)
+    say(f"{name}: failed: {outcome.failed[job.key]}")
+
+
+def _last_error(sweep: Sweep, job: JobSpec) -> str:
+    path: Path = sweep.failure(job.key)
+    try:
+        return path.read_text(errors="replace").strip() or "failed"
+    except OSError:
+        return f"failed (see {sweep.logs / (job.key + '.log')})"
+
+
+try:
+    from submitit.helpers import Checkpointable
+except ImportError:  # the extra is missing: submit() says so before anything uses this
+    Checkpointable = object
+
+SLURM_HINT = "the slurm executor needs submitit: pip install 'posgen[slurm]'"
+
+
+def require_submitit() -> Any:
+    """The ``submitit`` module, or :class:`UsageError` with the install hint."""
+    try:
+        import submitit
+    except ImportError:
+        raise UsageError(SLURM_HINT) from None
+    return submitit
+
+
+class SweepJob(Checkpointable):  # type: ignore[misc,valid-type]
+    """One training of a sweep for submitit; requeued as it is (it resumes from its
+    checkpoint: submitit's default ``checkpoint`` resubmits the same call)."""
+
+    def __init__(self, root: str, threads: int) -> None:
+        self.root, self.threads = root, threads
+
+    def __call__(self, job_key: str) -> list[str]:
+        return run_job(Path(self.root), job_key, self.threads)
+
+
+def submit(
+    sweep: Sweep, jobs: list[JobSpec], settings: SlurmSettings, cluster: str = "slurm"
+) -> list[Any]:
+    """Submit ``jobs`` as one array; returns submitit's job objects (empty when none)."""
+    submitit = require_submitit()
+    if not jobs:
+        return []
+    folder = sweep.logs / "slurm"
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    parameters: dict[str, Any] = {
+        "name": f"posgen-sweep-{sweep.root.name}",
+        "timeout_min": settings.time_min,
+        "mem_gb": settings.mem_gb,
+        "cpus_per_task": settings.cpus,
+        "gpus_per_node": settings.gpus,
+        "tasks_per_node": 1,
+        "slurm_array_parallelism": settings.max_parallel,
+    }
+    if settings.partition:
+        parameters["slurm_partition"] = settings.partition
+    if settings.account:
+        parameters["slurm_account"] = settings.account
+    executor.update_parameters(**parameters)
+    threads = settings.cpus if settings.gpus == 0 else 1  # a GPU run: one thread, as locally
+    callable_job = SweepJob(str(sweep.root.resolve()), threads)
+    return list(executor.map_array(callable_job, [job.key for job in jobs]))
 
 
 if __name__ == "__main__":

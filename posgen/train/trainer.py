@@ -73,17 +73,18 @@ from posgen.train.model import llama_for, parameter_groups, save_model
 from posgen.train.randomized import RandomPositions
 from posgen.train.registry import ResolvedPE, as_request, resolve
 from posgen.train.rope import use_frequencies
-from posgen.train.run_files import (
+from posgen.train.run_record import (
     CONFIG,
     METRICS,
     PREDICTIONS,
     PROBE_PREDICTIONS,
     PROBE_SCORES,
+    RESULTS,
     SCORES,
     RunConfig,
+    build_record,
 )
-from posgen.train.run_files import FILES as FILES
-from posgen.train.run_record import RESULTS, build_record
+from posgen.train.run_record import FILES as FILES
 
 MODEL = "model"
 """The saved weights' subfolder (``save_model``)."""
@@ -536,7 +537,7 @@ def _write_run(
         "torch_threads": torch.get_num_threads(),
         "versions": versions(),
     }
-    # the typed model the readers use (posgen.train.run_files): what is written reads back
+    # the typed model the readers use (posgen.train.run_record): what is written reads back
     resolved = RunConfig.model_validate(resolved).model_dump(mode="json", by_alias=True)
     with atomic_folder(job.out) as build:
         (build / CONFIG).write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
