@@ -22,20 +22,19 @@ from posgen.train import absolute  # noqa: E402
 from posgen.train.alibi import alibi_bias, alibi_slopes  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
 from posgen.train.encoding import Lengths, PERequest  # noqa: E402
+from posgen.train.job import MODEL, train_runs  # noqa: E402
 from posgen.train.model import llama_for, load_model  # noqa: E402
 from posgen.train.randomized import RandomPositions  # noqa: E402
 from posgen.train.registry import BUILT_IN, resolve  # noqa: E402
 from posgen.train.rope import RESONANCE_TYPES  # noqa: E402
 from posgen.train.run_record import SCHEMA_FILE, schema_text  # noqa: E402
 from posgen.train.trainer import (  # noqa: E402
-    MODEL,
     RunData,
     build_model,
     evaluation_positions,
     lm_tensors,
     position_inputs,
     predict,
-    train_runs,
 )
 from tests.cli_support import invoke  # noqa: E402
 from tests.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)

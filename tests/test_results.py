@@ -14,7 +14,8 @@ from posgen.dataset import write_dataset  # noqa: E402
 from posgen.scoring import RelianceReport, load_probe, read_predictions, score_probe  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
-from posgen.train.trainer import PROBE_PREDICTIONS, PROBE_SCORES, train_runs  # noqa: E402
+from posgen.train.job import train_runs  # noqa: E402
+from posgen.train.run_record import PROBE_PREDICTIONS, PROBE_SCORES  # noqa: E402
 from tests.cli_support import assert_clean_error, invoke  # noqa: E402
 
 
@@ -185,7 +186,7 @@ def test_results_name_the_cells_that_miss_a_seed_other_cells_have(runs, tmp_path
 
 def test_run_predictions_name_the_spec_and_split_they_were_made_for(runs):
     from posgen.store.manifest import read_manifest
-    from posgen.train.trainer import PREDICTIONS
+    from posgen.train.run_record import PREDICTIONS
 
     data, folder = runs
     run = run_folder(folder, data, "cot", "rope", 1)

@@ -19,9 +19,11 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from posgen.dataset import write_dataset  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
+from posgen.train.job import train_runs  # noqa: E402
 from posgen.train.rope import use_frequencies  # noqa: E402
 from posgen.train.rope_types import rope_parameters  # noqa: E402
-from posgen.train.trainer import FILES, PREDICTIONS, RunData, lm_tensors, predict, train_runs  # noqa: E402
+from posgen.train.run_record import FILES, PREDICTIONS  # noqa: E402
+from posgen.train.trainer import RunData, lm_tensors, predict  # noqa: E402
 from tests.cli_support import assert_clean_error, invoke  # noqa: E402
 from tests.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 

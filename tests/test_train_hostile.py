@@ -244,10 +244,9 @@ def test_a_keyboard_interrupt_from_inside_a_command_is_exit_130(run, tmp_path, m
 def test_the_training_loop_sees_a_signal_between_steps(tmp_path, data, monkeypatch):
     """What a checkpoint-on-SIGTERM builds on: Interrupted at a step boundary, after the
     step the signal arrived in has finished."""
-    from posgen.train.trainer import train_runs
+    from posgen.train.job import train_runs
 
     steps = []
-    monkeypatch.setattr(posgen.signals, "point", lambda name: steps.append(name))
     config = preset(
         "cpu", layers=1, hidden=16, heads=2, intermediate=32, batch_size=16, epochs=1, max_steps=3
     )
@@ -256,7 +255,9 @@ def test_the_training_loop_sees_a_signal_between_steps(tmp_path, data, monkeypat
 
     def step_then_signal(self, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of the first step
-        return real_step(self, *args, **kwargs)
+        result = real_step(self, *args, **kwargs)
+        steps.append("step")
+        return result
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step_then_signal)
     try:
@@ -583,7 +584,7 @@ def test_memory_that_runs_out_anyway_is_one_line(tmp_path, data, monkeypatch):
     def exhausted(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
 
-    monkeypatch.setattr("posgen.train.trainer.train_runs", exhausted)
+    monkeypatch.setattr("posgen.train.trainer.train", exhausted)
     out = tmp_path / "run"
     result = invoke(*train_args(data, out), "--force")
     with recorded("resources", "train out of memory past --force"):
@@ -597,8 +598,8 @@ def test_memory_that_runs_out_after_a_checkpoint_says_the_checkpoint_was_kept(
     def exhausted(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
 
-    monkeypatch.setattr("posgen.train.trainer.train_runs", exhausted)
-    monkeypatch.setattr("posgen.train.checkpoint.Checkpoints.progress", lambda self: {"step": 1})
+    monkeypatch.setattr("posgen.train.trainer.train", exhausted)
+    monkeypatch.setattr("posgen.train.job.read_progress", lambda folder: {"step": 1})
     out = tmp_path / "run"
     result = invoke(*train_args(data, out), "--force")
     line = assert_clean_error(result, 1, "out of memory", "checkpoint kept in", "or remove it")

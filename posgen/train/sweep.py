@@ -30,22 +30,22 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from types import FrameType
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from posgen import signals
 from posgen.errors import PosgenError, UsageError, shown
 from posgen.signals import Interrupted
 from posgen.store.durable import write_atomically
 from posgen.store.libc import die_with_parent
 from posgen.store.lock import claim, exclusive, owner_alive
 from posgen.train.config import JobSpec, RunSpec, SlurmSettings, jobs_of, preset
-from posgen.train.progress import read_progress
+from posgen.train.job import read_progress
 from posgen.train.results import is_run
 
 RECORD = "sweep.json"
@@ -54,6 +54,8 @@ MAX_RECORD_BYTES = 256 << 20
 MAX_REASON_CHARS = 500
 
 State = Literal["done", "running", "failed", "waiting"]
+PREEMPTION = signal.SIGUSR2
+"""submitit's preemption and time-out signal (its handler requeues the job)."""
 
 
 class SweepError(UsageError, ValueError):
@@ -217,16 +219,16 @@ def label(job: JobSpec) -> str:
 
 
 def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
-    """Run one training of the sweep at ``root``; returns the run folders it wrote.
+    """Run one training of the sweep at ``root``: what every worker (local or Slurm) runs.
 
-    Waits for the training's lock, trains what is still missing (resuming from the
-    checkpoint), writes each run folder, then removes the work folder. A failure is
-    recorded (one line) and raised; a signal checkpoints and raises :class:`Interrupted`.
+    The job (:func:`posgen.train.job.train_runs`) waits for the training's lock, resumes
+    from its checkpoint and writes the run folders still missing; returns those it wrote. A
+    failure is recorded (one line) and raised. The signal model (:mod:`posgen.signals`) is
+    installed here, the worker's entry: a signal checkpoints and raises ``Interrupted``.
     """
     import torch
 
-    from posgen.train.checkpoint import Checkpoints
-    from posgen.train.trainer import train_runs
+    from posgen.train.job import train_runs
 
     torch.set_num_threads(threads)
     sweep = Sweep(Path(root))
@@ -234,37 +236,38 @@ def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
     if job_key not in jobs:
         raise SweepError(f"{sweep.record} has no training {job_key}")
     job = jobs[job_key]
-    work = sweep.work(job.key)
-    work.mkdir(parents=True, exist_ok=True)
-    with exclusive(work):
-        if not work.exists():  # a worker of the same training finished while we waited
-            return []
-        todo = [run for run in job.runs if not is_run(sweep.run_folder(run))]
-        if not todo:
-            shutil.rmtree(work, ignore_errors=True)
-            return []
+    first = job.runs[0]
+    previous = signals.install()
+    # submitit's preemption signal stops the loop like SIGTERM; its own handler then requeues
+    submitit_handler = (
+        signal.signal(PREEMPTION, signal.getsignal(signal.SIGTERM)) if previous else None
+    )
+    try:
         sweep.failure(job.key).unlink(missing_ok=True)
-        first = todo[0]
-        config = preset(first.preset, **first.train)
-        outs = [sweep.run_folder(run) for run in todo]
-        try:
-            train_runs(
-                Path(first.data),
-                first.config,
-                [run.pe_request for run in todo],
-                config,
-                first.seed,
-                outs,
-                first.preset,
-                checkpoints=Checkpoints(work, job.key),
-            )
-        except Interrupted:
-            raise
-        except Exception as error:
-            sweep.record_failure(job.key, _failure_line(error))
-            raise
-        shutil.rmtree(work, ignore_errors=True)
-    return [str(out) for out in outs]
+        written = train_runs(
+            Path(first.data),
+            first.config,
+            [run.pe_request for run in job.runs],
+            preset(first.preset, **first.train),
+            first.seed,
+            [sweep.run_folder(run) for run in job.runs],
+            first.preset,
+            work=sweep.work(job.key),
+            key=job.key,
+            name=label(job),
+        )
+    except Interrupted as stop:
+        if stop.signum == PREEMPTION and callable(submitit_handler):
+            submitit_handler(stop.signum, None)  # the checkpoint is saved: requeue and exit
+        raise
+    except Exception as error:
+        sweep.record_failure(job.key, _failure_line(error))
+        raise
+    finally:
+        signals.restore(previous)
+        if previous:
+            signal.signal(PREEMPTION, submitit_handler)
+    return [summary["out"] for summary in written]
 
 
 def _failure_line(error: BaseException) -> str:
@@ -281,8 +284,6 @@ def job_main(argv: list[str]) -> int:
     root, job_key = Path(argv[0]), argv[1]
     threads = int(argv[2]) if len(argv) > 2 else 1
     started = time.perf_counter()
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _raise_interrupted)  # before training starts; it checkpoints
     try:
         written = run_job(root, job_key, threads)
     except Interrupted as stop:
@@ -300,10 +301,6 @@ def job_main(argv: list[str]) -> int:
     return 0
 
 
-def _raise_interrupted(signum: int, frame: object) -> None:
-    raise Interrupted(signum)
-
-
 def signal_name(code: int) -> str:
     """``SIGKILL`` for an exit status -9 or 137."""
     number = -code if code < 0 else code - 128
@@ -311,9 +308,6 @@ def signal_name(code: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -353,30 +347,30 @@ def run_local(
     free = list(range(workers))[::-1]
     started = time.perf_counter()
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        outcome.signal = outcome.signal or signum
-        for process, _, _ in running.values():
-            process.send_signal(signum)
-
-    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
-    try:
-        while (pending and outcome.signal is None) or running:
-            while pending and free and outcome.signal is None:
-                job, slot = pending.popleft(), free.pop()
-                process = _start(sweep, job, slot, gpus)
-                running[process.pid] = (process, job, slot)
+    while (pending and outcome.signal is None) or running:
+        # a signal (posgen.signals) is passed to every worker: each checkpoints and exits
+        held = signals.deferred if outcome.signal is None else nullcontext
+        try:
+            with held():
+                while pending and free and outcome.signal is None:
+                    job, slot = pending.popleft(), free.pop()
+                    process = _start(sweep, job, slot, gpus)
+                    running[process.pid] = (process, job, slot)
             if not running:
                 break
             pid, status = _wait_any()
-            if pid not in running:
-                continue
-            process, job, slot = running.pop(pid)
-            process.returncode = os.waitstatus_to_exitcode(status)
-            free.append(slot)
-            _settle(sweep, job, process.returncode, outcome, say)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            with held():
+                if pid not in running:
+                    continue
+                process, job, slot = running.pop(pid)
+                process.returncode = os.waitstatus_to_exitcode(status)
+                free.append(slot)
+                _settle(sweep, job, process.returncode, outcome, say)
+        except Interrupted as stop:
+            if outcome.signal is None:
+                outcome.signal = stop.signum
+                for process, _, _ in running.values():
+                    process.send_signal(stop.signum)
     outcome.seconds = time.perf_counter() - started
     return outcome
 
