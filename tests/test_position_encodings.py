@@ -321,7 +321,7 @@ def test_results_json_holds_checksums_parameters_and_accuracies(data, tmp_path):
         "scale_at": "evaluation",
     }
     assert record["position_encoding"]["label"] == "linear(factor=2)"
-    assert len(record["per_position"]["accuracy"]) == L_TEST - 4
+    assert len(record["scores"]["curve"]["accuracy"]) == L_TEST - 4
     assert record["seed"] == 2
     assert record["preset"] == "cpu"
 

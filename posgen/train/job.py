@@ -16,15 +16,12 @@ The loop (:func:`posgen.train.trainer.train`) trains; the job holds the rest:
 
 Run folder::
 
-    config.json         resolved run config: preset fields, pe, rope parameters, data spec id,
-                        versions, device, best epoch
+    results.json        the run record (:mod:`posgen.train.run_record`): config, data
+                        checksums, test scores, probe scores, wall time
     metrics.jsonl       one line per epoch: train loss, learning rate, validation ID accuracy,
                         seconds so far (all, and in training steps only)
     predictions.parquet test predictions (``posgen score --predictions`` reads them)
-    scores.json         the ``posgen.scoring`` report of those predictions on ``test``
     probe_predictions.parquet  predictions of the ``probe`` split, same weights
-    probe_scores.json   their far-reliance report (``posgen score --split probe``)
-    results.json        the run record (:mod:`posgen.train.run_record`)
     model/              the selected weights (only with ``save_model``)
 
 Tests stop a job at exact points with ``POSGEN_TEST_KILL`` (:func:`kill_point`):
@@ -59,17 +56,16 @@ from posgen.store.targets import OutputExistsError
 from posgen.store.transaction import atomic_folder
 from posgen.train.config import TrainConfig
 from posgen.train.encoding import PERequest
-from posgen.train.results import is_run
 from posgen.train.run_record import (
-    CONFIG,
     METRICS,
     PREDICTIONS,
     PROBE_PREDICTIONS,
-    PROBE_SCORES,
     RESULTS,
-    SCORES,
-    RunConfig,
-    build_record,
+    DataRecord,
+    ModelInfo,
+    PositionEncodingRecord,
+    RunRecord,
+    is_run,
 )
 from posgen.units import human_bytes
 
@@ -371,37 +367,15 @@ def _write_run(
     from posgen.train.rope import use_frequencies
     from posgen.train.trainer import evaluation_positions, predict_split, versions
 
-    spec = run_data.train.spec
     pe = selection.pe
     model.load_state_dict(selection.state)
-    evaluation = pe.rope(evaluation=True)
-    use_frequencies(model, evaluation)
+    use_frequencies(model, pe.rope(evaluation=True))
     test = run_data.test
+    spec = test.spec
     positions = evaluation_positions(pe, seed, "test")
     predictions = predict_split(model, test, config.eval_batch_size, device, positions)
-    resolved = {
-        "pe": pe.label,
-        "position_encoding": pe.record(),
-        "preset": preset_name,
-        "seed": seed,
-        "train": config.model_dump(mode="json"),
-        "data": str(data),
-        "config": test.config,
-        "spec_id": spec.spec_id,
-        "spec": spec.model_dump(mode="json"),
-        "rope_parameters": {"train": pe.rope(evaluation=False), "evaluation": evaluation},
-        "model": {"class": type(model).__name__, "parameters": model.num_parameters()},
-        "best_epoch": selection.epoch,
-        "best_val_id_accuracy": selection.accuracy,
-        "device": device.type,
-        "torch_threads": torch.get_num_threads(),
-        "versions": versions(),
-    }
-    # the typed model the readers use (posgen.train.run_record): what is written reads back
-    resolved = RunConfig.model_validate(resolved).model_dump(mode="json", by_alias=True)
     with atomic_folder(out) as build:
-        (build / CONFIG).write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
-        lines = [json.dumps(_run_record(record, pe.label), sort_keys=True) + "\n" for record in log]
+        lines = [json.dumps(_epoch_line(record, pe.label), sort_keys=True) + "\n" for record in log]
         (build / METRICS).write_text("".join(lines))
         write_predictions(
             build / PREDICTIONS, test.ids, predictions, spec.modulus, (spec.spec_id, test.split)
@@ -410,22 +384,30 @@ def _write_run(
         kill_point("final")
         # scored on the test rows this run read (pinned), not on --data read again
         report = score_reference(test, build / PREDICTIONS)
-        (build / SCORES).write_text(report.to_json())
         probe = _write_probe(build, model, run_data, config, data, device, positions)
         if save:
             save_model(model, pe, build / MODEL)
-        wall = time.perf_counter() - started
-        record = build_record(
-            resolved, report, data, log[-1]["train_seconds"], wall, files=run_data.files
+        record = RunRecord(
+            data=DataRecord(folder=str(data), config=test.config, files=run_data.files),
+            spec=spec,
+            position_encoding=PositionEncodingRecord(**pe.record()),
+            preset=preset_name,
+            train=config,
+            seed=seed,
+            model=ModelInfo(class_name=type(model).__name__, parameters=model.num_parameters()),
+            best_epoch=selection.epoch,
+            best_val_id_accuracy=selection.accuracy,
+            wall_seconds=time.perf_counter() - started,
+            train_seconds=log[-1]["train_seconds"],
+            device=device.type,
+            torch_threads=torch.get_num_threads(),
+            versions=versions(),
+            scores=report.model_dump(),
+            probe_scores=probe,
         )
         (build / RESULTS).write_text(record.to_json())
-    return {
-        "pe": pe.label,
-        "out": str(out),
-        "best_epoch": selection.epoch,
-        **report.summary(),
-        **probe.summary(),
-    }
+    summary = {"pe": pe.label, "out": str(out), "best_epoch": selection.epoch}
+    return {**summary, **report.summary(), **probe.summary()}
 
 
 def _write_probe(
@@ -439,7 +421,7 @@ def _write_probe(
 ) -> RelianceReport:
     """Predict the ``probe`` split with the current weights (and the test rows' position
     ids: probe row i is test row i altered); write the predictions and their far-reliance
-    report into the run folder ``build``."""
+    report (for the record) into the run folder ``build``."""
     from posgen.train.trainer import predict_split
 
     probe = run_data.probe or load_probe(data, run_data.test.config, PROBE_SPLIT)
@@ -448,12 +430,10 @@ def _write_probe(
     write_predictions(
         build / PROBE_PREDICTIONS, probe.ids, predictions, probe.spec.modulus, made_for
     )
-    report = score_probe(probe, predictions)
-    (build / PROBE_SCORES).write_text(report.to_json())
-    return report
+    return score_probe(probe, predictions)
 
 
-def _run_record(record: dict[str, Any], pe: str) -> dict[str, Any]:
+def _epoch_line(record: dict[str, Any], pe: str) -> dict[str, Any]:
     """One epoch's log line for ``pe``: its own validation accuracy, no other embedding's."""
     line = {k: v for k, v in record.items() if not k.startswith("val_id_accuracy/")}
     key = f"val_id_accuracy/{pe}"

@@ -41,10 +41,7 @@ from posgen.scoring.metrics import ScoreReport
 from posgen.scoring.plot import save_figure
 from posgen.scoring.reliance import RelianceReport
 from posgen.store.layout import OLD_TAG, TMP_TAG
-from posgen.train.run_record import FILES, RunRecord, read_probe, read_run
-
-RUN_FILES = ("config.json", "scores.json")
-"""Files that mark a finished run folder written before ``results.json`` existed."""
+from posgen.train.run_record import FILES, RESULTS, RunRecord, is_run, read_run
 
 
 class ResultsError(UsageError, ValueError):
@@ -53,26 +50,23 @@ class ResultsError(UsageError, ValueError):
 
 @dataclass(frozen=True)
 class Run:
-    """One finished run: its resolved config, its test score report (from its record) and
-    (runs since probe splits exist) its probe split's far-reliance report."""
+    """One finished run folder and its record."""
 
     path: Path
-    config: dict[str, Any]
-    report: ScoreReport
-    record: RunRecord | None = None
-    probe: RelianceReport | None = None
+    record: RunRecord
+
+    @property
+    def report(self) -> ScoreReport:
+        return self.record.scores
+
+    @property
+    def probe(self) -> RelianceReport | None:
+        return self.record.probe_scores
 
     @property
     def key(self) -> tuple[str, str, str]:
         """``(data folder name, task, pe)``."""
-        return (Path(self.config["data"]).name, self.config["config"], self.config["pe"])
-
-
-def is_run(path: Path) -> bool:
-    """Whether ``path`` is a finished run folder: it has ``config.json`` and ``scores.json``
-    (and ``results.json``, unless written before it existed). A damaged file is read, and
-    refused, by :mod:`posgen.train.run_record`."""
-    return all(os.path.lexists(Path(path) / name) for name in RUN_FILES)
+        return self.record.key
 
 
 def _run_like(names: Iterable[str]) -> bool:
@@ -85,8 +79,7 @@ def _unfinished(path: Path) -> str | None:
         return f"{path}: the build folder of a run that was killed or is still running"
     if is_run(path):
         return None
-    missing = [name for name in RUN_FILES if not os.path.lexists(path / name)]
-    return f"{path}: not a finished run (no {', '.join(missing)})"
+    return f"{path}: not a finished run (no {RESULTS})"
 
 
 def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
@@ -127,12 +120,8 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
 
 
 def load_run(path: Path) -> Run:
-    """Read a run folder's record (and its probe report, if any), bounded and checked
-    (:mod:`posgen.train.run_record`)."""
-    record = read_run(path)
-    probe = read_probe(path)
-    config = record.config_view()
-    return Run(path=path, config=config, report=record.scores, record=record, probe=probe)
+    """Read a run folder's record, bounded and checked (:mod:`posgen.train.run_record`)."""
+    return Run(path=path, record=read_run(path))
 
 
 def check_distinct(runs: Sequence[Run]) -> None:
@@ -140,12 +129,12 @@ def check_distinct(runs: Sequence[Run]) -> None:
     by_seed: dict[tuple[Any, ...], Run] = {}
     by_cell: dict[tuple[str, str, str], Run] = {}
     for run in runs:
-        seed = (*run.key, run.config["seed"])
+        seed = (*run.key, run.record.seed)
         if seed in by_seed:
             first = by_seed[seed]
             raise ResultsError(
                 f"{first.path} and {run.path} are the same run ({'/'.join(run.key)}, seed "
-                f"{run.config['seed']}): copies are never averaged; give one of them"
+                f"{run.record.seed}): copies are never averaged; give one of them"
             )
         by_seed[seed] = run
         other = by_cell.setdefault(run.key, run)
@@ -157,8 +146,8 @@ def check_distinct(runs: Sequence[Run]) -> None:
 
 
 def _settings(run: Run) -> tuple[Any, ...]:
-    train = {k: v for k, v in run.config["train"].items() if k != "seeds"}
-    return (run.config["preset"], json.dumps(train, sort_keys=True))
+    train = run.record.train.model_dump(mode="json", exclude={"seeds"})
+    return (run.record.preset, json.dumps(train, sort_keys=True))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -230,9 +219,9 @@ def cell(runs: Sequence[Run]) -> dict[str, Any]:
     positions, curve = mean_curve(reports)
     id_positions = [p for p in positions if p < boundary]
     id_curve = curve[: len(id_positions)]
-    encoding = runs[0].config.get("position_encoding", {})
+    encoding = runs[0].record.position_encoding
     return {
-        "seeds": sorted(run.config["seed"] for run in runs),
+        "seeds": sorted(run.record.seed for run in runs),
         "n": len(runs),
         "id_mean": id_mean,
         "id_std": id_std,
@@ -240,10 +229,10 @@ def cell(runs: Sequence[Run]) -> dict[str, Any]:
         "ood_std": ood_std,
         "id_curve_range": max(id_curve) - min(id_curve) if id_curve else None,
         "id_curve_trend": trend(id_positions, id_curve) if id_curve else None,
-        "best_epochs": [run.config["best_epoch"] for run in runs],
+        "best_epochs": [run.record.best_epoch for run in runs],
         "effective_length": effective_length(positions, curve, EFFECTIVE_FRACTION * id_mean),
-        "when": encoding.get("when"),
-        "confound": encoding.get("confound"),
+        "when": encoding.when,
+        "confound": encoding.confound,
         "curve": {"position": positions, "accuracy": curve},
         **far_reliance(runs),
     }
@@ -259,7 +248,7 @@ def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
         groups[run.key].append(run)
     out: dict[str, Any] = {}
     for (data, task, pe), members in sorted(groups.items()):
-        spec_ids = {run.config["spec_id"] for run in members}
+        spec_ids = {run.record.spec.spec_id for run in members}
         if len(spec_ids) > 1:
             raise ResultsError(f"{data}/{task}/{pe}: runs on different data ({sorted(spec_ids)})")
         entry = out.setdefault(data, {"spec_ids": {}, "tasks": {}})
@@ -274,22 +263,16 @@ def run_settings(runs: Sequence[Run]) -> dict[str, Any]:
     """Presets, model sizes, devices, threads and versions the runs used (distinct values)."""
 
     def distinct(getter: Any) -> list[Any]:
-        values = {json.dumps(getter(run.config), sort_keys=True) for run in runs}
+        values = {json.dumps(getter(run.record), sort_keys=True) for run in runs}
         return [json.loads(v) for v in sorted(values)]
 
     return {
-        "presets": distinct(lambda c: {"preset": c["preset"], **c["train"]}),
-        "devices": distinct(lambda c: c["device"]),
-        "torch_threads": distinct(lambda c: c["torch_threads"]),
-        "versions": distinct(lambda c: c["versions"]),
-        "train_seconds": sum(_train_seconds(run) for run in runs),
+        "presets": distinct(lambda r: {"preset": r.preset, **r.train.model_dump(mode="json")}),
+        "devices": distinct(lambda r: r.device),
+        "torch_threads": distinct(lambda r: r.torch_threads),
+        "versions": distinct(lambda r: r.versions),
+        "train_seconds": sum(run.record.wall_seconds or 0.0 for run in runs),
     }
-
-
-def _train_seconds(run: Run) -> float:
-    if run.record is not None and run.record.wall_seconds is not None:
-        return run.record.wall_seconds
-    return 0.0
 
 
 def hardware() -> dict[str, Any]:

@@ -46,7 +46,7 @@ from posgen.store.libc import die_with_parent
 from posgen.store.lock import claim, exclusive, owner_alive
 from posgen.train.config import JobSpec, RunSpec, SlurmSettings, jobs_of, preset
 from posgen.train.job import read_progress
-from posgen.train.results import is_run
+from posgen.train.run_record import is_run
 
 RECORD = "sweep.json"
 MAX_RECORD_BYTES = 256 << 20
