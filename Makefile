@@ -51,7 +51,7 @@ test: install-train
 # bad input, kill points, disk full and damaged files only; counts in the summary
 harden: install
 	$(BIN)/python -m pytest -q tests/test_fuzz_inputs.py tests/test_interrupts.py \
-		tests/test_disk.py tests/test_damage.py tests/test_hostile.py tests/test_train_hostile.py
+		tests/test_disk.py tests/test_damage.py tests/test_hostile.py tests/train/test_train_guarantees.py
 
 lint: install
 	$(BIN)/ruff check .

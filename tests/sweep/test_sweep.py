@@ -30,7 +30,7 @@ from posgen.train.config import Grid, expand, jobs_of, read_grid, stable_hash  #
 from posgen.train.sweep import Sweep, run_job, run_states  # noqa: E402
 from tests.cli_support import assert_clean_error, invoke  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
 TIMING = ("seconds", "train_seconds", "wall_seconds")
 """Wall-clock fields (metrics.jsonl, results.json): the only bytes that differ between runs."""

@@ -41,7 +41,7 @@ from tests.cli_support import assert_clean_error, error_lines, invoke  # noqa: E
 from tests.data_damage import rewrite_rows  # noqa: E402
 from tests.hardening_counts import recorded  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     "--layers",
     "1",
