@@ -1,4 +1,4 @@
-"""Training presets: the model and schedule of a ``posgen train`` run (no torch needed).
+"""What a run is (no torch needed): its preset, the grids of a sweep, its memory estimate.
 
 ``paper`` is the authors' setup (their code: a t5-small-sized decoder, AdamW, one-cycle
 cosine schedule stepped per batch, 150 epochs, 5 seeds), meant for a GPU. ``cpu`` is
@@ -15,6 +15,18 @@ permutation of the head dimensions that leaves the embedding's frequencies uncha
 1
 >>> preset("paper").seeds
 [5549, 4955, 42, 3701, 49]
+
+A sweep's grid file (TOML, YAML or JSON; :class:`Grid`) crosses datasets x configs x
+position encodings x presets x seeds; each run is named by :func:`stable_hash` of its
+resolved config (not the dataset's path), and runs whose encodings train alike share one
+:class:`JobSpec`::
+
+    datasets = ["out/posgen-v1"]
+    pes = ["rope", "yarn", { name = "linear", parameters = { factor = 2 } }]
+    seeds = [5549, 4955]                 # 2 seeds x 3 pes -> 6 runs in 2 trainings
+    [[presets]]
+    name = "cpu"
+    overrides = { epochs = 2 }
 """
 
 from __future__ import annotations
@@ -454,7 +466,17 @@ def estimate_run(
     largest_file: int = 0,
     positions: int | None = None,
 ) -> RunEstimate:
-    """The memory a run of ``config`` on ``spec``'s splits needs (see the module notes).
+    """The memory a run of ``config`` on ``spec``'s splits needs, in bytes (fp32): the
+    process, the model (weights, gradients, AdamW moments, a best-checkpoint copy per
+    encoding served), one training batch's activations, one evaluation batch's, and the data
+    at its stored width. An upper bound on measured peaks (``docs/training.md``).
+
+    >>> from posgen.spec import TaskSpec
+    >>> estimate = estimate_run(preset("cpu"), TaskSpec(task="recursive"), largest_file=10**6)
+    >>> estimate.parameters  # the Llama's 133,696 and a table of 257 positions x 64
+    150144
+    >>> round(estimate.total / 2**20)
+    1733
 
     ``positions`` is the range of position ids (``--randomized-positions R``; L'+1 when
     None): a table of that many rows x d is counted, as absolute encodings learn one.

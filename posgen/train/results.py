@@ -480,7 +480,17 @@ CSV_COLUMNS = (
 def effective_length(
     positions: Sequence[int], accuracy: Sequence[float], threshold: float
 ) -> int | None:
-    """The last position of the first run of positions with accuracy >= ``threshold``."""
+    """*Effective length*: the last position of the first run of positions whose
+    seed-pooled accuracy is at least ``threshold`` (0.9 x the cell's ID accuracy). Positions
+    before the run are skipped: the first targets can sit at chance for every model.
+
+    >>> effective_length([4, 5, 6, 7], [0.9, 0.95, 0.7, 0.99], 0.8)
+    5
+    >>> effective_length([4, 5, 6, 7], [0.06, 0.9, 0.95, 0.5], 0.8)  # t = w at chance: skipped
+    6
+    >>> effective_length([4, 5], [0.5, 0.7], 0.8) is None
+    True
+    """
     last = None
     for position, value in zip(positions, accuracy, strict=True):
         if value is None or math.isnan(value) or value < threshold:

@@ -16,8 +16,13 @@ worker of the same training waits and then finds it done, and :func:`run_states`
 checkpoint and resumes from it; one killed outright (SIGKILL, a lost node) leaves no run
 folder, at most a checkpoint and a build folder that the next run removes.
 
-``python -m posgen.train.sweep SWEEP JOB`` runs one training (what the local executor's
-workers run); :class:`SweepJob` is the same for submitit.
+Executors: :func:`run_local` runs N worker processes (``python -m posgen.train.sweep SWEEP
+JOB``, one torch thread each, or one GPU each through ``CUDA_VISIBLE_DEVICES``; output in
+``SWEEP/logs/<job>.log``); a signal to the sweep is passed to every worker, each checkpoints
+and exits, and the kernel sends them SIGTERM if the sweep dies. :func:`submit` sends the
+trainings to Slurm as one submitit job array (``--executor submitit-local`` runs the same
+path on this machine); Slurm's preemption signal (SIGUSR2) checkpoints, then submitit
+requeues the element. Both run :func:`run_job`, the worker's entry.
 """
 
 from __future__ import annotations
