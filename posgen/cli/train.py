@@ -192,7 +192,7 @@ def train_command(
     quiet: bool,
     **overrides: Any,
 ) -> None:
-    """Train a Llama from scratch on one config; write config, log, predictions and scores.
+    """Train a Llama from scratch on one config; write its record, log and predictions.
 
     The dataset is read once, checked against its manifest, and the run trains, validates
     and scores on those bytes. The checkpoint with the best validation ID accuracy predicts

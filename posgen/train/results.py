@@ -15,8 +15,8 @@ run's files are skipped and named, never counted.
 
 Worked example (two seeds of one cell)::
 
-    runs/posgen-v1/cot/rope/seed42/scores.json    ID 1.000  OOD 0.512
-    runs/posgen-v1/cot/rope/seed49/scores.json    ID 0.998  OOD 0.488
+    runs/posgen-v1/cot/rope/seed42/results.json   ID 1.000  OOD 0.512
+    runs/posgen-v1/cot/rope/seed49/results.json   ID 0.998  OOD 0.488
     -> posgen-v1 | cot | rope | 2 | 0.999 ± 0.001 | 0.500 ± 0.017
 """
 
