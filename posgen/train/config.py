@@ -115,8 +115,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-PresetName = Literal["paper", "cpu"]
-
 
 def known_preset(name: str) -> str:
     """``name`` if it names a preset, else a ValueError listing the presets."""
