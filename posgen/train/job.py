@@ -40,6 +40,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,9 +141,8 @@ def train_runs(
     if work is None:
         signals.point("load")
         run_data = run_data or RunData.load(data, config_name)
-        return _train_and_write(
-            data, pes, config, seed, outs, preset_name, device, run_data, save, progress
-        )
+        job = _Training(data, run_data, config, seed, preset_name, device, save)
+        return _train_and_write(job, pes, outs, progress)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     with exclusive(work):
@@ -155,21 +155,9 @@ def train_runs(
         try:
             signals.point("load")
             run_data = run_data or RunData.load(data, config_name)
-            summaries = _train_and_write(
-                data,
-                [pe for pe, _ in todo],
-                config,
-                seed,
-                [out for _, out in todo],
-                preset_name,
-                device,
-                run_data,
-                save,
-                progress,
-                work,
-                key,
-                name,
-            )
+            job = _Training(data, run_data, config, seed, preset_name, device, save)
+            pes, outs = [pe for pe, _ in todo], [out for _, out in todo]
+            summaries = _train_and_write(job, pes, outs, progress, work, key, name)
         except signals.Interrupted as stop:
             if stop.completed:
                 shutil.rmtree(work, ignore_errors=True)
@@ -191,16 +179,23 @@ def train_runs(
     return summaries
 
 
+@dataclass(frozen=True)
+class _Training:
+    """What every run folder of one training shares."""
+
+    data: Path
+    run_data: RunData
+    config: TrainConfig
+    seed: int
+    preset_name: str
+    device: torch.device
+    save: bool
+
+
 def _train_and_write(
-    data: Path,
+    job: _Training,
     pes: Sequence[str | PERequest | ResolvedPE],
-    config: TrainConfig,
-    seed: int,
     outs: Sequence[Path],
-    preset_name: str,
-    device: torch.device,
-    run_data: RunData,
-    save: bool,
     progress: Callable[[int], Any] | None,
     work: Path | None = None,
     key: str = "",
@@ -208,8 +203,8 @@ def _train_and_write(
 ) -> list[dict[str, Any]]:
     from posgen.train.trainer import total_steps, train
 
-    resume = None if work is None else _load_checkpoint(work, key, name, device)
-    bar = None if progress is None else progress(total_steps(config, run_data))
+    resume = None if work is None else _load_checkpoint(work, key, name, job.device)
+    bar = None if progress is None else progress(total_steps(job.config, job.run_data))
     if bar is not None and resume is not None:
         bar.update(resume["position"]["step"])
 
@@ -221,24 +216,11 @@ def _train_and_write(
             kill_point("step", step)
 
     checkpoint = None if work is None else lambda state: _save_checkpoint(work, key, state)
-    trained = train(run_data, pes, config, seed, device, resume, checkpoint, events)
+    trained = train(job.run_data, pes, job.config, job.seed, job.device, resume, checkpoint, events)
     if bar is not None and hasattr(bar, "close"):
         bar.close()
     return [
-        _write_run(
-            trained.model,
-            selection,
-            trained.log,
-            run_data,
-            config,
-            seed,
-            Path(out),
-            data,
-            preset_name,
-            device,
-            trained.started,
-            save,
-        )
+        _write_run(job, trained.model, selection, trained.log, trained.started, Path(out))
         for selection, out in zip(trained.selections, outs, strict=True)
     ]
 
@@ -347,18 +329,12 @@ def _signal_parent_and_wait(signum: int, limit: float = 600.0) -> None:
 
 
 def _write_run(
+    job: _Training,
     model: LlamaForCausalLM,
     selection: Selection,
     log: list[dict[str, Any]],
-    run_data: RunData,
-    config: TrainConfig,
-    seed: int,
-    out: Path,
-    data: Path,
-    preset_name: str,
-    device: torch.device,
     started: float,
-    save: bool,
+    out: Path,
 ) -> dict[str, Any]:
     """Predict test with the selected weights and write the run folder atomically."""
     import torch
@@ -367,12 +343,12 @@ def _write_run(
     from posgen.train.rope import use_frequencies
     from posgen.train.trainer import evaluation_positions, predict_split, versions
 
-    pe = selection.pe
+    pe, run_data, config, device = selection.pe, job.run_data, job.config, job.device
     model.load_state_dict(selection.state)
     use_frequencies(model, pe.rope(evaluation=True))
     test = run_data.test
     spec = test.spec
-    positions = evaluation_positions(pe, seed, "test")
+    positions = evaluation_positions(pe, job.seed, "test")
     predictions = predict_split(model, test, config.eval_batch_size, device, positions)
     with atomic_folder(out) as build:
         lines = [json.dumps(_epoch_line(record, pe.label), sort_keys=True) + "\n" for record in log]
@@ -384,16 +360,16 @@ def _write_run(
         kill_point("final")
         # scored on the test rows this run read (pinned), not on --data read again
         report = score_reference(test, build / PREDICTIONS)
-        probe = _write_probe(build, model, run_data, config, data, device, positions)
-        if save:
+        probe = _write_probe(job, build, model, positions)
+        if job.save:
             save_model(model, pe, build / MODEL)
         record = RunRecord(
-            data=DataRecord(folder=str(data), config=test.config, files=run_data.files),
+            data=DataRecord(folder=str(job.data), config=test.config, files=run_data.files),
             spec=spec,
             position_encoding=PositionEncodingRecord(**pe.record()),
-            preset=preset_name,
+            preset=job.preset_name,
             train=config,
-            seed=seed,
+            seed=job.seed,
             model=ModelInfo(class_name=type(model).__name__, parameters=model.num_parameters()),
             best_epoch=selection.epoch,
             best_val_id_accuracy=selection.accuracy,
@@ -411,21 +387,15 @@ def _write_run(
 
 
 def _write_probe(
-    build: Path,
-    model: LlamaForCausalLM,
-    run_data: RunData,
-    config: TrainConfig,
-    data: Path,
-    device: torch.device,
-    positions: PositionIds | None,
+    job: _Training, build: Path, model: LlamaForCausalLM, positions: PositionIds | None
 ) -> RelianceReport:
     """Predict the ``probe`` split with the current weights (and the test rows' position
     ids: probe row i is test row i altered); write the predictions and their far-reliance
     report (for the record) into the run folder ``build``."""
     from posgen.train.trainer import predict_split
 
-    probe = run_data.probe or load_probe(data, run_data.test.config, PROBE_SPLIT)
-    predictions = predict_split(model, probe, config.eval_batch_size, device, positions)
+    probe = job.run_data.probe or load_probe(job.data, job.run_data.test.config, PROBE_SPLIT)
+    predictions = predict_split(model, probe, job.config.eval_batch_size, job.device, positions)
     made_for = (probe.spec.spec_id, PROBE_SPLIT)
     write_predictions(
         build / PROBE_PREDICTIONS, probe.ids, predictions, probe.spec.modulus, made_for
