@@ -53,7 +53,7 @@ harden: install
 	$(BIN)/python -m pytest -q tests/cli/test_bad_specs.py tests/cli/test_interrupts.py \
 		tests/dataset/test_failed_writes_leave_nothing.py \
 		tests/dataset/test_damaged_files_are_named.py tests/cli/test_hostile_inputs.py \
-		tests/test_train_hostile.py
+		tests/train/test_train_guarantees.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -58,7 +58,7 @@ def plain_loop(run_data: Any, config: TrainConfig, seed: int, steps: int) -> flo
 
 def harness(data: Path, run_data: Any, config: TrainConfig, seed: int, out: Path) -> float:
     """Training seconds ``posgen train`` logs for the same steps (validation excluded)."""
-    from posgen.train.trainer import train_runs
+    from posgen.train.job import train_runs
 
     train_runs(data, "recursive", ["rope"], config, seed, [out], "cpu", run_data=run_data)
     lines = (out / "metrics.jsonl").read_text().splitlines()

@@ -14,11 +14,11 @@ from posgen.cli.runner import output_problems
 from posgen.errors import UsageProblems
 from posgen.scoring.plot import PLOT_HINT, plot_available
 from posgen.store.safety import write_atomically
-from posgen.train.ranking import csv_text
 from posgen.train.results import (
     ResultsError,
     aggregate,
     check_distinct,
+    csv_text,
     find_runs,
     load_run,
     plot_results,
@@ -26,7 +26,7 @@ from posgen.train.results import (
     run_settings,
     summary_json,
 )
-from posgen.train.run_files import FILES
+from posgen.train.run_record import FILES
 
 
 @click.command(
@@ -70,11 +70,10 @@ def results_command(
     """PEs ranked by OOD accuracy (mean ± std over seeds, effective length) per data folder
     and task, and tables of ID and OOD accuracy.
 
-    RUN_DIRS are run folders written by `posgen train` (their results.json; older folders
-    without one are read from config.json and scores.json), or folders holding them (links
-    followed; each run counts once). Copies of one run are refused, never averaged; build
-    folders of killed runs and half-copied folders are skipped with a note. No output may
-    name a run's file or another output.
+    RUN_DIRS are run folders written by `posgen train` (their results.json), or folders
+    holding them (links followed; each run counts once). Copies of one run are refused,
+    never averaged; build folders of killed runs and half-copied folders are skipped with a
+    note. No output may name a run's file or another output.
     """
     if plot_out is not None and not plot_available():
         raise UsageProblems([f"--plot: {PLOT_HINT}"])

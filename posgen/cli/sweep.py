@@ -13,8 +13,14 @@ from pydantic import ValidationError
 from posgen.cli.options import PathArg, out_option
 from posgen.cli.runner import interrupted, refuse_unwritable, require_extra
 from posgen.errors import RunError, UsageProblems, problem_lines, shown
-from posgen.train.config import TrainConfig
-from posgen.train.grid import ResolvedEncoding, SlurmSettings, expand, jobs_of, read_grid
+from posgen.train.config import (
+    ResolvedEncoding,
+    SlurmSettings,
+    TrainConfig,
+    expand,
+    jobs_of,
+    read_grid,
+)
 from posgen.train.sweep import RECORD, Sweep, label, run_states
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -100,7 +106,7 @@ def sweep_command(
     spec = read_grid(grid)
     settings = _slurm_settings(spec.slurm, slurm_flags)
     if executor != "local":
-        from posgen.train.slurm import require_submitit
+        from posgen.train.sweep import require_submitit
 
         require_submitit()
     require_extra()
@@ -168,7 +174,7 @@ def _slurm_settings(grid_settings: SlurmSettings, flags: dict[str, Any]) -> Slur
 
 
 def _run_local(sweep: Sweep, todo: list[Any], jobs: int | None) -> None:
-    from posgen.train.local import run_local, visible_gpus
+    from posgen.train.sweep import run_local, visible_gpus
 
     gpus = visible_gpus()
     workers = jobs or max(len(gpus), 1)
@@ -192,7 +198,7 @@ def _run_local(sweep: Sweep, todo: list[Any], jobs: int | None) -> None:
 def _run_submitit(
     sweep: Sweep, todo: list[Any], settings: SlurmSettings, executor: str, wait: bool
 ) -> None:
-    from posgen.train.slurm import submit
+    from posgen.train.sweep import submit
 
     cluster = "local" if executor == "submitit-local" else "slurm"
     try:

@@ -6,9 +6,7 @@ encodings (the ``train`` extra), so ``posgen -h`` and every other command stay t
 
 from __future__ import annotations
 
-import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +17,22 @@ from posgen import signals
 from posgen.cli.options import config_option, data_option, force_option, out_option, quiet_option
 from posgen.cli.runner import check_run_target, reported, require_extra
 from posgen.encodings import PERequest
-from posgen.errors import RunError, UsageProblems, human_bytes, problem_lines
-from posgen.signals import Interrupted
+from posgen.errors import RunError, UsageProblems, problem_lines
 from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset
-from posgen.store.safety import OutputExistsError, exclusive, owner_alive
-from posgen.train.config import PRESETS, TrainConfig, preset
-from posgen.train.grid import identity, stable_hash
-from posgen.train.memory import RunEstimate, available_bytes, estimate_run, refusal
-from posgen.train.progress import resume_folder
+from posgen.store.safety import owner_alive
+from posgen.train.config import (
+    PRESETS,
+    RunEstimate,
+    TrainConfig,
+    available_bytes,
+    estimate_run,
+    identity,
+    preset,
+    refusal,
+    stable_hash,
+)
+from posgen.train.job import resume_folder
 
 # flag -> (TrainConfig field, click type)
 OVERRIDES: dict[str, tuple[str, Any]] = {
@@ -184,7 +189,7 @@ def train_command(
     quiet: bool,
     **overrides: Any,
 ) -> None:
-    """Train a Llama from scratch on one config; write config, log, predictions and scores.
+    """Train a Llama from scratch on one config; write its record, log and predictions.
 
     The dataset is read once, checked against its manifest, and the run trains, validates
     and scores on those bytes. The checkpoint with the best validation ID accuracy predicts
@@ -210,7 +215,8 @@ def train_command(
         from tqdm.auto import tqdm
 
         from posgen.encodings import PEError
-        from posgen.train.trainer import RunData, pick_device, resolve_pe, train_runs
+        from posgen.train.job import read_progress, train_runs
+        from posgen.train.trainer import pick_device, resolve_pe
     torch.set_num_threads(threads)
     target = pick_device(device)
     if target.type == "cuda" and not torch.cuda.is_available():
@@ -220,8 +226,6 @@ def train_command(
         resolved = resolve_pe(request, train_config, spec)
     except PEError as error:
         raise UsageProblems([str(error)]) from None
-    from posgen.train.checkpoint import Checkpoints
-
     key = stable_hash(
         identity(
             data.resolve().name,
@@ -236,38 +240,41 @@ def train_command(
     resume = resume_folder(out)
     if owner_alive(resume):
         raise UsageProblems([f"--out {out}: another posgen train is training it now"])
-    resume.mkdir(parents=True, exist_ok=True)
-    checkpoints = Checkpoints(resume, key)
-    with exclusive(resume):
-        if checkpoints.progress() is not None and not quiet:
-            click.echo(f"{out}: resuming from its checkpoint ({resume})", err=True)
+    if read_progress(resume) is not None and not quiet:
+        click.echo(f"{out}: resuming from its checkpoint ({resume})", err=True)
 
-        def train() -> dict[str, Any]:
-            signals.point("load")
-            run_data = RunData.load(data, name)
-            return train_runs(
-                data,
-                name,
-                [resolved],
-                train_config,
-                run_seed,
-                [out],
-                preset_name,
-                device=target,
-                progress=lambda total: tqdm(
-                    total=total,
-                    unit="step",
-                    file=sys.stderr,
-                    disable=quiet,
-                    desc=f"{name} {resolved.label}",
-                ),
-                run_data=run_data,
-                save=save_model,
-                checkpoints=checkpoints,
-            )[0]
+    def left(completed: bool) -> str:
+        if completed:
+            return f"{out} was already complete"
+        if read_progress(resume) is None:
+            return f"no partial run folder was left; {out} was not created"
+        return f"checkpoint kept in {resume}: rerun the same command to resume"
 
-        summary = _train_resumably(out, resume, checkpoints, estimate, train)
+    def bar(total: int) -> Any:
+        label = f"{name} {resolved.label}"
+        return tqdm(total=total, unit="step", file=sys.stderr, disable=quiet, desc=label)
+
+    with reported(left, str):
+        summaries = train_runs(
+            data,
+            name,
+            [resolved],
+            train_config,
+            run_seed,
+            [out],
+            preset_name,
+            device=target,
+            progress=bar,
+            save=save_model,
+            work=resume,
+            key=key,
+            name=f"--out {out}",
+            estimate=estimate.total,
+        )
+    if not summaries:
+        raise RunError(f"--out {out} appeared while the run trained (made by something else)")
     if not quiet:
+        summary = summaries[0]
         click.echo(
             f"{out}: best epoch {summary['best_epoch']}, test ID {_shown(summary['id_accuracy'])}, "
             f"OOD {_shown(summary['ood_accuracy'])}"
@@ -288,75 +295,6 @@ def memory_estimate(
     spec = manifest.configs[name].spec
     largest = max((file.bytes for _, _, file in manifest.files([name])), default=0)
     return name, spec, estimate_run(train_config, spec, largest_file=largest, positions=positions)
-
-
-def _train_resumably(
-    out: Path,
-    resume: Path,
-    checkpoints: Any,
-    estimate: RunEstimate,
-    train: Callable[[], dict[str, Any]],
-) -> dict[str, Any]:
-    """Run ``train``; a signal leaves its checkpoint in ``resume`` (exit 128 + signal, one
-    line), success removes it, and a failure before any checkpoint leaves nothing. Every
-    failure is one line: a folder that appeared at ``out``, a failed write, memory that
-    ran out past the estimate."""
-    from posgen.train.checkpoint import CheckpointMismatch
-
-    def left(completed: bool) -> str:
-        if completed:
-            return f"{out} was already complete"
-        if checkpoints.progress() is None:
-            return f"no partial run folder was left; {out} was not created"
-        return f"checkpoint kept in {resume}: rerun the same command to resume"
-
-    try:
-        with reported(left, str):
-            summary = train()
-    except CheckpointMismatch:
-        raise UsageProblems(
-            [
-                f"--out {out}: its checkpoint {resume} is of a run with other flags; rerun "
-                "with those, or remove it to start over"
-            ]
-        ) from None
-    except Interrupted as stop:
-        if stop.completed:
-            shutil.rmtree(resume, ignore_errors=True)
-        raise
-    except OutputExistsError:
-        shutil.rmtree(resume, ignore_errors=True)  # this run cannot be resumed into it
-        raise RunError(
-            f"--out {out} appeared while the run trained (made by something else); it was "
-            "kept, and this run was not written"
-        ) from None
-    except (MemoryError, RuntimeError) as error:
-        if not _out_of_memory(error):
-            raise
-        smaller = "--batch-size, --eval-batch-size or the model size"
-        kept = checkpoints.progress() is not None
-        advice = (
-            f"checkpoint kept in {resume}: rerun the same command to resume, or remove it "
-            f"and lower {smaller}"
-            if kept
-            else f"no partial run folder was left; lower {smaller}"
-        )
-        raise RunError(
-            f"out of memory ({type(error).__name__}) with an estimate of "
-            f"{human_bytes(estimate.total)}; {advice}"
-        ) from None
-    finally:
-        if checkpoints.progress() is None:  # nothing to resume from: leave nothing
-            shutil.rmtree(resume, ignore_errors=True)
-    shutil.rmtree(resume, ignore_errors=True)
-    return summary
-
-
-def _out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` says an allocation failed (torch's own error, or its message)."""
-    import torch
-
-    return isinstance(error, MemoryError | torch.OutOfMemoryError) or "allocate" in str(error)
 
 
 def _shown(value: float | None) -> str:

@@ -7,7 +7,7 @@ deviation (ddof 1) over seeds, with the number of seeds. The per-position ID cur
 per-token difficulty: its range (max - min) and its least-squares trend (accuracy change
 from position w to L - 1) should both be small for a trained model.
 
-Runs are read through :mod:`posgen.train.run_files` (typed, bounded, checked). Each run
+Runs are read through :mod:`posgen.train.run_record` (typed, bounded, checked). Each run
 counts once: a folder reached through a link counts as the folder it names, copies of one run
 (same cell and seed) and cells mixing settings are refused (:class:`ResultsError`, exit 2),
 and build folders of killed runs (``.NAME.posgen-tmp-*``) and folders holding only some of a
@@ -15,13 +15,15 @@ run's files are skipped and named, never counted.
 
 Worked example (two seeds of one cell)::
 
-    runs/posgen-v1/cot/rope/seed42/scores.json    ID 1.000  OOD 0.512
-    runs/posgen-v1/cot/rope/seed49/scores.json    ID 0.998  OOD 0.488
+    runs/posgen-v1/cot/rope/seed42/results.json   ID 1.000  OOD 0.512
+    runs/posgen-v1/cot/rope/seed49/results.json   ID 0.998  OOD 0.488
     -> posgen-v1 | cot | rope | 2 | 0.999 ± 0.001 | 0.500 ± 0.017
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -39,12 +41,7 @@ from posgen.scoring.metrics import ScoreReport
 from posgen.scoring.plot import save_figure
 from posgen.scoring.reliance import RelianceReport
 from posgen.store.layout import OLD_TAG, TMP_TAG
-from posgen.train.ranking import EFFECTIVE_FRACTION, effective_length, ranking_lines
-from posgen.train.run_files import FILES, read_probe, read_run
-from posgen.train.run_record import RunRecord
-
-RUN_FILES = ("config.json", "scores.json")
-"""Files that mark a finished run folder written before ``results.json`` existed."""
+from posgen.train.run_record import FILES, RESULTS, RunRecord, is_run, read_run
 
 
 class ResultsError(UsageError, ValueError):
@@ -53,26 +50,23 @@ class ResultsError(UsageError, ValueError):
 
 @dataclass(frozen=True)
 class Run:
-    """One finished run: its resolved config, its test score report (from its record) and
-    (runs since probe splits exist) its probe split's far-reliance report."""
+    """One finished run folder and its record."""
 
     path: Path
-    config: dict[str, Any]
-    report: ScoreReport
-    record: RunRecord | None = None
-    probe: RelianceReport | None = None
+    record: RunRecord
+
+    @property
+    def report(self) -> ScoreReport:
+        return self.record.scores
+
+    @property
+    def probe(self) -> RelianceReport | None:
+        return self.record.probe_scores
 
     @property
     def key(self) -> tuple[str, str, str]:
         """``(data folder name, task, pe)``."""
-        return (Path(self.config["data"]).name, self.config["config"], self.config["pe"])
-
-
-def is_run(path: Path) -> bool:
-    """Whether ``path`` is a finished run folder: it has ``config.json`` and ``scores.json``
-    (and ``results.json``, unless written before it existed). A damaged file is read, and
-    refused, by :mod:`posgen.train.run_files`."""
-    return all(os.path.lexists(Path(path) / name) for name in RUN_FILES)
+        return self.record.key
 
 
 def _run_like(names: Iterable[str]) -> bool:
@@ -85,8 +79,7 @@ def _unfinished(path: Path) -> str | None:
         return f"{path}: the build folder of a run that was killed or is still running"
     if is_run(path):
         return None
-    missing = [name for name in RUN_FILES if not os.path.lexists(path / name)]
-    return f"{path}: not a finished run (no {', '.join(missing)})"
+    return f"{path}: not a finished run (no {RESULTS})"
 
 
 def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
@@ -127,12 +120,8 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
 
 
 def load_run(path: Path) -> Run:
-    """Read a run folder's record (and its probe report, if any), bounded and checked
-    (:mod:`posgen.train.run_files`)."""
-    record = read_run(path)
-    probe = read_probe(path)
-    config = record.config_view()
-    return Run(path=path, config=config, report=record.scores, record=record, probe=probe)
+    """Read a run folder's record, bounded and checked (:mod:`posgen.train.run_record`)."""
+    return Run(path=path, record=read_run(path))
 
 
 def check_distinct(runs: Sequence[Run]) -> None:
@@ -140,12 +129,12 @@ def check_distinct(runs: Sequence[Run]) -> None:
     by_seed: dict[tuple[Any, ...], Run] = {}
     by_cell: dict[tuple[str, str, str], Run] = {}
     for run in runs:
-        seed = (*run.key, run.config["seed"])
+        seed = (*run.key, run.record.seed)
         if seed in by_seed:
             first = by_seed[seed]
             raise ResultsError(
                 f"{first.path} and {run.path} are the same run ({'/'.join(run.key)}, seed "
-                f"{run.config['seed']}): copies are never averaged; give one of them"
+                f"{run.record.seed}): copies are never averaged; give one of them"
             )
         by_seed[seed] = run
         other = by_cell.setdefault(run.key, run)
@@ -157,8 +146,8 @@ def check_distinct(runs: Sequence[Run]) -> None:
 
 
 def _settings(run: Run) -> tuple[Any, ...]:
-    train = {k: v for k, v in run.config["train"].items() if k != "seeds"}
-    return (run.config["preset"], json.dumps(train, sort_keys=True))
+    train = run.record.train.model_dump(mode="json", exclude={"seeds"})
+    return (run.record.preset, json.dumps(train, sort_keys=True))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -230,9 +219,9 @@ def cell(runs: Sequence[Run]) -> dict[str, Any]:
     positions, curve = mean_curve(reports)
     id_positions = [p for p in positions if p < boundary]
     id_curve = curve[: len(id_positions)]
-    encoding = runs[0].config.get("position_encoding", {})
+    encoding = runs[0].record.position_encoding
     return {
-        "seeds": sorted(run.config["seed"] for run in runs),
+        "seeds": sorted(run.record.seed for run in runs),
         "n": len(runs),
         "id_mean": id_mean,
         "id_std": id_std,
@@ -240,10 +229,10 @@ def cell(runs: Sequence[Run]) -> dict[str, Any]:
         "ood_std": ood_std,
         "id_curve_range": max(id_curve) - min(id_curve) if id_curve else None,
         "id_curve_trend": trend(id_positions, id_curve) if id_curve else None,
-        "best_epochs": [run.config["best_epoch"] for run in runs],
+        "best_epochs": [run.record.best_epoch for run in runs],
         "effective_length": effective_length(positions, curve, EFFECTIVE_FRACTION * id_mean),
-        "when": encoding.get("when"),
-        "confound": encoding.get("confound"),
+        "when": encoding.when,
+        "confound": encoding.confound,
         "curve": {"position": positions, "accuracy": curve},
         **far_reliance(runs),
     }
@@ -259,7 +248,7 @@ def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
         groups[run.key].append(run)
     out: dict[str, Any] = {}
     for (data, task, pe), members in sorted(groups.items()):
-        spec_ids = {run.config["spec_id"] for run in members}
+        spec_ids = {run.record.spec.spec_id for run in members}
         if len(spec_ids) > 1:
             raise ResultsError(f"{data}/{task}/{pe}: runs on different data ({sorted(spec_ids)})")
         entry = out.setdefault(data, {"spec_ids": {}, "tasks": {}})
@@ -274,22 +263,16 @@ def run_settings(runs: Sequence[Run]) -> dict[str, Any]:
     """Presets, model sizes, devices, threads and versions the runs used (distinct values)."""
 
     def distinct(getter: Any) -> list[Any]:
-        values = {json.dumps(getter(run.config), sort_keys=True) for run in runs}
+        values = {json.dumps(getter(run.record), sort_keys=True) for run in runs}
         return [json.loads(v) for v in sorted(values)]
 
     return {
-        "presets": distinct(lambda c: {"preset": c["preset"], **c["train"]}),
-        "devices": distinct(lambda c: c["device"]),
-        "torch_threads": distinct(lambda c: c["torch_threads"]),
-        "versions": distinct(lambda c: c["versions"]),
-        "train_seconds": sum(_train_seconds(run) for run in runs),
+        "presets": distinct(lambda r: {"preset": r.preset, **r.train.model_dump(mode="json")}),
+        "devices": distinct(lambda r: r.device),
+        "torch_threads": distinct(lambda r: r.torch_threads),
+        "versions": distinct(lambda r: r.versions),
+        "train_seconds": sum(run.record.wall_seconds or 0.0 for run in runs),
     }
-
-
-def _train_seconds(run: Run) -> float:
-    if run.record is not None and run.record.wall_seconds is not None:
-        return run.record.wall_seconds
-    return 0.0
 
 
 def hardware() -> dict[str, Any]:
@@ -468,3 +451,111 @@ def results_markdown(
     if plot:
         lines += [f"![accuracy against position]({plot})", ""]
     return "\n".join(lines)
+
+
+EFFECTIVE_FRACTION = 0.9
+"""Effective length threshold, as a fraction of the cell's ID accuracy."""
+
+CSV_COLUMNS = (
+    "data",
+    "task",
+    "pe",
+    "rank",
+    "n",
+    "seeds",
+    "ood_mean",
+    "ood_std",
+    "id_mean",
+    "id_std",
+    "effective_length",
+    "when",
+    "confound",
+    "far_id_mean",
+    "far_id_std",
+    "far_ood_mean",
+    "far_ood_std",
+)
+
+
+def effective_length(
+    positions: Sequence[int], accuracy: Sequence[float], threshold: float
+) -> int | None:
+    """*Effective length*: the last position of the first run of positions whose
+    seed-pooled accuracy is at least ``threshold`` (0.9 x the cell's ID accuracy). Positions
+    before the run are skipped: the first targets can sit at chance for every model.
+
+    >>> effective_length([4, 5, 6, 7], [0.9, 0.95, 0.7, 0.99], 0.8)
+    5
+    >>> effective_length([4, 5, 6, 7], [0.06, 0.9, 0.95, 0.5], 0.8)  # t = w at chance: skipped
+    6
+    >>> effective_length([4, 5], [0.5, 0.7], 0.8) is None
+    True
+    """
+    last = None
+    for position, value in zip(positions, accuracy, strict=True):
+        if value is None or math.isnan(value) or value < threshold:
+            if last is not None:
+                break
+            continue
+        last = position
+    return last
+
+
+def ranked(pes: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """``(pe, cell)`` by mean OOD accuracy, best first (cells without OOD last)."""
+
+    def key(item: tuple[str, dict[str, Any]]) -> tuple[float, str]:
+        ood = item[1]["ood_mean"]
+        return (-(ood if ood is not None else -1.0), item[0])
+
+    return sorted(pes.items(), key=key)
+
+
+def ranking_lines(results: dict[str, Any]) -> list[str]:
+    """Markdown: per data folder and task, the PEs ranked by OOD accuracy."""
+    lines = [
+        "## Position encodings ranked by OOD accuracy",
+        "",
+        f"Mean ± sample std over n seeds. Effective length: the largest position up to which "
+        f"the test accuracy stays at or above {EFFECTIVE_FRACTION} x the PE's ID accuracy "
+        "at every position from the first one that reaches it. When: train-time PEs use the "
+        "same rope in training and evaluation; evaluation-time PEs train unscaled.",
+        "",
+    ]
+    for data, entry in results.items():
+        for task, pes in entry["tasks"].items():
+            lines += [
+                f"### {data} / {task} (L = {entry['ood_boundary']}, L' = {entry['length']})",
+                "",
+                "| rank | PE | n | OOD accuracy | ID accuracy | effective length | when |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for rank, (pe, cell) in enumerate(ranked(pes), 1):
+                length = cell.get("effective_length")
+                lines.append(
+                    f"| {rank} | {pe} | {cell['n']} | "
+                    f"{mean_std_cell(cell['ood_mean'], cell['ood_std'])} | "
+                    f"{mean_std_cell(cell['id_mean'], cell['id_std'])} | "
+                    f"{'-' if length is None else length} | {cell.get('when') or '-'} |"
+                )
+            confounds = [
+                f"{pe}: {cell['confound']}" for pe, cell in pes.items() if cell.get("confound")
+            ]
+            if confounds:
+                lines += ["", "Not the Llama block: " + "; ".join(confounds) + "."]
+            lines.append("")
+    return lines
+
+
+def csv_text(results: dict[str, Any]) -> str:
+    """One CSV row per (data, task, pe) cell, ranked within each task."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for data, entry in results.items():
+        for task, pes in entry["tasks"].items():
+            for rank, (pe, cell) in enumerate(ranked(pes), 1):
+                values = {"data": data, "task": task, "pe": pe, "rank": rank, **cell}
+                values["seeds"] = " ".join(map(str, cell["seeds"]))
+                writer.writerow(["" if values.get(c) is None else values[c] for c in CSV_COLUMNS])
+    return out.getvalue()

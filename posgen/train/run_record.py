@@ -1,56 +1,93 @@
-"""``results.json``: the record every ``posgen train`` run writes (no torch needed).
+"""The run record: one typed file, ``results.json``, per run folder (no torch needed).
 
-One file holds what it takes to compare a run with any other: the posgen version, the
-dataset (folder name, config, spec id, and the sha256 of every file the run read, each
-checked against the manifest as it was read), the position encoding with *every* parameter
-(defaults included) and its rope parameters in training and evaluation, the preset and its
-fields, the seed, ID and OOD accuracy, accuracy at every position, the full ``posgen score``
-report, and the wall time. ``posgen results`` reads these
-(:func:`posgen.train.run_files.read_run`, bounded and checked with the run's other files),
-and for run folders written before this file existed builds the same record from
-``config.json`` and ``scores.json`` (``legacy`` true, no checksums).
+A run folder (written by :mod:`posgen.train.job`) holds ``results.json``, the
+:class:`RunRecord` (what the run was: data folder, config and spec, the sha256 of every file
+it read, the position encoding with every parameter, preset fields, seed, model, versions,
+device; what it found: best epoch, the ``posgen score`` report of its test predictions and the
+far-reliance report of its probe predictions; its wall time), beside ``metrics.jsonl`` (one
+line per epoch), ``predictions.parquet`` and ``probe_predictions.parquet``. Every fact is
+stored once.
+
+:func:`read_run` is the one reader: the read is bounded (a file larger than its limit is
+refused unread), JSON is parsed without NaN or Infinity, and the values must fit the model
+and add up (the scores are of the record's own spec and test split, the counts add up, each
+accuracy is its ratio). A problem is :class:`DamagedRun`: one line naming the file and the
+field, exit status 1.
 
 The JSON Schema is exported to ``posgen/train/run_record.schema.json``
 (``python -m posgen.train.run_record`` rewrites it; a test checks it for drift).
 
->>> RunRecord.model_json_schema()["properties"]["schema_version"]["const"]
-1
+>>> import tempfile
+>>> folder = Path(tempfile.mkdtemp())
+>>> _ = (folder / "results.json").write_text('{"seed": -1}')
+>>> try:
+...     read_run(folder)
+... except DamagedRun as error:
+...     print(error.lines[0].split(": ", 1)[1])
+data: Field required (and 14 more problems)
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
+import stat
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import from_json
 
-from posgen import __version__
+from posgen.errors import DataError, problem_lines, shown
 from posgen.scoring.metrics import ScoreReport
+from posgen.scoring.reliance import RelianceReport
+from posgen.spec import MAX_LENGTH, MAX_ROWS, ConfigName, TaskSpec
+from posgen.train.config import PRESETS, TrainConfig
 
 RESULTS = "results.json"
-"""The run record's file name in a run folder."""
+METRICS = "metrics.jsonl"
+PREDICTIONS = "predictions.parquet"
+PROBE_PREDICTIONS = "probe_predictions.parquet"
+FILES = (RESULTS, METRICS, PREDICTIONS, PROBE_PREDICTIONS)
+"""What a finished run folder holds (and ``model/`` with ``--save-model``)."""
+MAX_RECORD_BYTES = 128 << 20
+"""The scores grow with the row length (about 60 bytes a position): 1 M positions fit."""
+MAX_COUNT = 2**53
+"""Largest count a report may hold (exact as a float): more than any split has tokens."""
+MAX_THREADS = 1024
+"""Most torch threads a run may name (``--threads`` is bounded lower)."""
 SCHEMA_FILE = Path(__file__).with_name("run_record.schema.json")
 
 
+class DamagedRun(DataError, ValueError):
+    """A run folder's record that cannot be read or does not fit its model (exit 1)."""
+
+
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataRecord(_Record):
     """The data a run trained and was tested on."""
 
-    folder: str = Field(description="Dataset folder as given to posgen train.")
-    name: str = Field(description="The folder's name (how results group runs).")
-    config: str = Field(description="Config (task) trained on.")
-    spec_id: str = Field(description="Spec id of the config.")
-    train_length: int = Field(ge=1, description="L.")
-    test_length: int = Field(ge=1, description="L'.")
+    folder: str = Field(max_length=4096, description="Dataset folder as given to posgen train.")
+    config: ConfigName = Field(description="Config (task) trained on.")
     files: dict[str, str] = Field(
         description="sha256 of every file the run read (path -> hex digest), each checked "
         "against the manifest as read."
     )
+
+
+class ModelInfo(_Record):
+    """The model a run trained."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    class_name: str = Field(alias="class", max_length=200)
+    parameters: int = Field(ge=1, le=10**13)
 
 
 class PositionEncodingRecord(_Record):
@@ -71,136 +108,220 @@ class PositionEncodingRecord(_Record):
     confound: str | None = Field(None, description="How the model differs from the Llama block.")
 
 
-class PerPosition(_Record):
-    """Test accuracy at every scored position (w .. L'-1)."""
+def _ratio_problems(name: str, correct: int, tokens: int, accuracy: float | None) -> list[str]:
+    if not 0 <= correct <= tokens <= MAX_COUNT:
+        given = f"{shown(correct, 30)} of {shown(tokens, 30)}"
+        return [f"{name}: counts must satisfy 0 <= correct <= tokens <= 2^53 (given {given})"]
+    expected = correct / tokens if tokens else None
+    if (expected is None) != (accuracy is None) or (
+        expected is not None and accuracy is not None and not math.isclose(expected, accuracy)
+    ):
+        return [f"{name}.accuracy: {accuracy} is not correct / tokens ({correct} / {tokens})"]
+    return []
 
-    position: list[int]
-    accuracy: list[float | None]
+
+class RunScores(ScoreReport):
+    """``scores.json``: a :class:`ScoreReport` whose counts add up.
+
+    Every position ``w .. L'-1`` is in the curve once, with one prediction per row; ID,
+    OOD and overall are the curve's sums; each accuracy is its ratio.
+    """
+
+    def problems(self) -> list[str]:
+        """What does not add up (empty when everything does)."""
+        lines: list[str] = []
+        curve = self.curve
+        expected = list(range(self.seed_window, self.length))
+        if len(expected) > MAX_LENGTH or self.rows > MAX_ROWS:
+            return [f"rows/length: larger than any split ({self.rows} x {self.length})"]
+        if curve.position != expected:
+            return [f"curve.position: must be {self.seed_window} .. {self.length - 1}"]
+        sizes = {len(curve.correct), len(curve.tokens), len(curve.accuracy)}
+        if sizes != {len(expected)}:
+            return ["curve: correct, tokens and accuracy must each have one value per position"]
+        if any(t != self.rows for t in curve.tokens):
+            return [f"curve.tokens: every position has {self.rows} predictions (one per row)"]
+        for i, (c, t, a) in enumerate(
+            zip(curve.correct, curve.tokens, curve.accuracy, strict=True)
+        ):
+            lines += _ratio_problems(f"curve[{expected[i]}]", c, t, a)
+            if lines:
+                return lines
+        boundary = min(self.ood_boundary, self.length) - self.seed_window
+        sums = {
+            "id": (sum(curve.correct[:boundary]), sum(curve.tokens[:boundary])),
+            "ood": (sum(curve.correct[boundary:]), sum(curve.tokens[boundary:])),
+            "overall": (sum(curve.correct), sum(curve.tokens)),
+        }
+        for name, (correct, tokens) in sums.items():
+            part = getattr(self, name)
+            if (part.correct, part.tokens) != (correct, tokens):
+                lines.append(f"{name}: {part.correct} of {part.tokens} does not match the curve "
+                             f"({correct} of {tokens})")  # fmt: skip
+            lines += _ratio_problems(name, part.correct, part.tokens, part.accuracy)
+        for name in ("ood_exact_match", "exact_match"):
+            part = getattr(self, name)
+            lines += _ratio_problems(name, part.correct, part.tokens, part.accuracy)
+        return lines
 
 
 class RunRecord(_Record):
     """One run's ``results.json``."""
 
     schema_version: Literal[1] = 1
-    posgen_version: str
-    legacy: bool = Field(False, description="Built from an older run folder's files.")
     data: DataRecord
+    spec: TaskSpec
     position_encoding: PositionEncodingRecord
     preset: str
-    train: dict[str, Any] = Field(description="The preset's fields with overrides.")
-    seed: int
-    best_epoch: int = Field(ge=0)
-    best_val_id_accuracy: float
-    id_accuracy: float | None = Field(description="Test accuracy at positions [w, L).")
-    ood_accuracy: float | None = Field(description="Test accuracy at positions [L, L').")
-    per_position: PerPosition
+    train: TrainConfig = Field(description="The preset's fields with overrides.")
+    seed: int = Field(ge=0, lt=2**63)
+    model: ModelInfo
+    best_epoch: int = Field(ge=1, le=10_000)
+    best_val_id_accuracy: float = Field(ge=0.0, le=1.0)
     wall_seconds: float | None = Field(
         ge=0,
         description="From the start of training to the written run (shared trainings "
         "count their training once per run).",
     )
     train_seconds: float | None = Field(ge=0, description="Seconds in training steps.")
-    device: str
-    torch_threads: int | None
-    versions: dict[str, str]
-    scores: ScoreReport = Field(description="The posgen score report of the test predictions.")
+    device: Literal["cpu", "cuda"]
+    torch_threads: int = Field(ge=1, le=MAX_THREADS)
+    versions: dict[str, str] = Field(max_length=64)
+    scores: RunScores = Field(description="The posgen score report of the test predictions.")
+    probe_scores: RelianceReport | None = Field(
+        None, description="The far-reliance report of the probe predictions (None: no probe)."
+    )
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(f"unknown preset; known: {', '.join(PRESETS)}")
+        return value
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """``(data folder name, task, pe)``: the results cell the run belongs to."""
+        return (Path(self.data.folder).name, self.data.config, self.position_encoding.label)
 
     def to_json(self) -> str:
         """Stable JSON: sorted keys, two-space indent, trailing newline."""
-        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        return (
+            json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n"
+        )
 
-    def config_view(self) -> dict[str, Any]:
-        """The fields ``posgen results`` reads from a run's ``config.json``."""
-        return {
-            "pe": self.position_encoding.label,
-            "position_encoding": self.position_encoding.model_dump(mode="json"),
-            "data": self.data.folder,
-            "config": self.data.config,
-            "spec_id": self.data.spec_id,
-            "seed": self.seed,
-            "best_epoch": self.best_epoch,
-            "preset": self.preset,
-            "train": self.train,
-            "device": self.device,
-            "torch_threads": self.torch_threads,
-            "versions": self.versions,
+    def problems(self) -> list[str]:
+        """Scores of other data than the record names, or whose counts do not add up."""
+        scores, spec = self.scores, self.spec
+        facts: dict[str, tuple[Any, Any]] = {
+            "spec_id": (scores.spec_id, spec.spec_id),
+            "config": (scores.config, self.data.config),
+            "split": (scores.split, "test"),
+            "modulus": (scores.modulus, spec.modulus),
+            "seed_window": (scores.seed_window, spec.window),
+            "ood_boundary": (scores.ood_boundary, spec.train_length),
+            "length": (scores.length, spec.test_lengths[0]),
+            "rows": (scores.rows, spec.test_size),
         }
+        for name, (found, wanted) in facts.items():
+            if found != wanted:
+                return [f"scores.{name}: {shown(found, 60)}, but the run names "
+                        f"{shown(wanted, 60)} (scores of other data)"]  # fmt: skip
+        return [f"scores.{line}" for line in scores.problems()]
 
 
-def data_files(data: Path, config: str) -> dict[str, str]:
-    """``path -> sha256`` of every file of ``config`` in the folder's manifest."""
-    from posgen.store.manifest import read_manifest
-
-    manifest = read_manifest(Path(data))
-    return {entry.path: entry.sha256 for _, _, entry in manifest.files([config])}
+def _damaged(path: Path, lines: list[str]) -> DamagedRun:
+    more = f" (and {len(lines) - 1} more problems)" if len(lines) > 1 else ""
+    return DamagedRun(f"{shown(path)}: {lines[0]}{more}")
 
 
-def _per_position(report: ScoreReport) -> PerPosition:
-    return PerPosition(position=report.curve.position, accuracy=report.curve.accuracy)
+def _read_json(path: Path, limit: int) -> Any:
+    """The JSON value of ``path``: bounded read, UTF-8, no NaN or Infinity, bounded nesting."""
+    try:
+        raw = _read_limited(path, limit)
+    except FileNotFoundError:
+        raise DamagedRun(f"{shown(path)}: missing (not a finished run folder)") from None
+    except IsADirectoryError:
+        raise DamagedRun(f"{shown(path)}: is a folder, not a file") from None
+    except OSError as error:
+        raise DamagedRun(f"{shown(path)}: unreadable ({error.strerror or error})") from None
+    try:
+        value = from_json(raw, allow_inf_nan=False)
+    except ValueError as error:
+        raise DamagedRun(f"{shown(path)}: not valid JSON ({shown(error, 120)})") from None
+    where = _non_finite(value)
+    if where is not None:
+        raise DamagedRun(f"{shown(path)}: {where or 'value'}: not a finite number")
+    return value
 
 
-def _legacy_encoding(config: dict[str, Any]) -> PositionEncodingRecord:
-    rope = config.get("rope_parameters", {})
-    when = "train-time" if rope.get("train") == rope.get("evaluation") else "evaluation-time"
-    return PositionEncodingRecord(
-        name=config["pe"],
-        label=config["pe"],
-        source="built-in",
-        summary="",
-        when=when,
-        parameters={},
-        rope_parameters=rope,
-        attention=None,
-        input_positions=None,
-        randomized_positions=None,
-    )
+def _open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading, if it is a regular file (links followed). A FIFO or a
+    device is refused without blocking on it or reading it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    info = os.fstat(fd)
+    if stat.S_ISDIR(info.st_mode):
+        os.close(fd)
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise DamagedRun(f"{shown(path)}: not a regular file (a pipe or a device); not read")
+    return open(fd, "rb")
 
 
-def build_record(
-    config: dict[str, Any],
-    report: ScoreReport,
-    data: Path,
-    train_seconds: float | None,
-    wall_seconds: float | None,
-    legacy: bool = False,
-    files: dict[str, str] | None = None,
-) -> RunRecord:
-    """The record of a run from its resolved ``config.json`` and its test report.
+def _read_limited(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, refused unread when its size is over ``limit``."""
+    with _open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > limit:
+            raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
+        raw = handle.read(size + 1)
+        if len(raw) > size:  # the file grows while it is read: read on, up to the limit
+            raw += handle.read(limit + 1 - len(raw))
+    if len(raw) > limit:
+        raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
+    return raw
 
-    ``files`` (path -> sha256) are the data files the run read; without them, those of the
-    config in ``data``'s manifest now.
-    """
-    encoding = config.get("position_encoding")
-    return RunRecord(
-        posgen_version=config.get("versions", {}).get("posgen", __version__),
-        legacy=legacy,
-        data=DataRecord(
-            folder=str(config["data"]),
-            name=Path(config["data"]).name,
-            config=config["config"],
-            spec_id=config["spec_id"],
-            train_length=report.ood_boundary,
-            test_length=report.length,
-            files={} if legacy else files or data_files(data, config["config"]),
-        ),
-        position_encoding=(
-            PositionEncodingRecord(**encoding) if encoding else _legacy_encoding(config)
-        ),
-        preset=config["preset"],
-        train=config["train"],
-        seed=config["seed"],
-        best_epoch=config["best_epoch"],
-        best_val_id_accuracy=config["best_val_id_accuracy"],
-        id_accuracy=report.id.accuracy,
-        ood_accuracy=report.ood.accuracy,
-        per_position=_per_position(report),
-        wall_seconds=wall_seconds,
-        train_seconds=train_seconds,
-        device=config["device"],
-        torch_threads=config.get("torch_threads"),
-        versions=config["versions"],
-        scores=report,
-    )
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """Where a float that is not finite sits in ``value`` (None when there is none)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    items: Any = ()
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    for key, item in items:
+        found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _validated(model: type[BaseModel], path: Path, value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise DamagedRun(f"{shown(path)}: must be a JSON object, not {type(value).__name__}")
+    try:
+        return model.model_validate(value)
+    except ValidationError as error:
+        raise _damaged(path, problem_lines(error)) from None
+
+
+def is_run(path: Path) -> bool:
+    """Whether ``path`` is a finished run folder (it has its record; a damaged one is read,
+    and refused, by :func:`read_run`)."""
+    return os.path.lexists(Path(path) / RESULTS)
+
+
+def read_run(folder: Path) -> RunRecord:
+    """A finished run's record, read (bounded) and checked whole."""
+    path = Path(folder) / RESULTS
+    record = _validated(RunRecord, path, _read_json(path, MAX_RECORD_BYTES))
+    problems = record.problems()
+    if problems:
+        raise _damaged(path, problems)
+    return record
 
 
 def schema_text() -> str:

@@ -16,31 +16,40 @@ worker of the same training waits and then finds it done, and :func:`run_states`
 checkpoint and resumes from it; one killed outright (SIGKILL, a lost node) leaves no run
 folder, at most a checkpoint and a build folder that the next run removes.
 
-``python -m posgen.train.sweep SWEEP JOB`` runs one training (what the local executor's
-workers run); :class:`SweepJob` is the same for submitit.
+Executors: :func:`run_local` runs N worker processes (``python -m posgen.train.sweep SWEEP
+JOB``, one torch thread each, or one GPU each through ``CUDA_VISIBLE_DEVICES``; output in
+``SWEEP/logs/<job>.log``); a signal to the sweep is passed to every worker, each checkpoints
+and exits, and the kernel sends them SIGTERM if the sweep dies. :func:`submit` sends the
+trainings to Slurm as one submitit job array (``--executor submitit-local`` runs the same
+path on this machine); Slurm's preemption signal (SIGUSR2) checkpoints, then submitit
+requeues the element. Both run :func:`run_job`, the worker's entry.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from posgen import signals
 from posgen.errors import PosgenError, UsageError, shown
 from posgen.signals import Interrupted
-from posgen.store.safety import claim, exclusive, owner_alive, write_atomically
-from posgen.train.config import preset
-from posgen.train.grid import JobSpec, RunSpec, jobs_of
-from posgen.train.progress import read_progress
-from posgen.train.results import is_run
+from posgen.store.safety import claim, die_with_parent, exclusive, owner_alive, write_atomically
+from posgen.train.config import JobSpec, RunSpec, SlurmSettings, jobs_of, preset
+from posgen.train.job import read_progress
+from posgen.train.run_record import is_run
 
 RECORD = "sweep.json"
 MAX_RECORD_BYTES = 256 << 20
@@ -48,6 +57,8 @@ MAX_RECORD_BYTES = 256 << 20
 MAX_REASON_CHARS = 500
 
 State = Literal["done", "running", "failed", "waiting"]
+PREEMPTION = signal.SIGUSR2
+"""submitit's preemption and time-out signal (its handler requeues the job)."""
 
 
 class SweepError(UsageError, ValueError):
@@ -211,16 +222,16 @@ def label(job: JobSpec) -> str:
 
 
 def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
-    """Run one training of the sweep at ``root``; returns the run folders it wrote.
+    """Run one training of the sweep at ``root``: what every worker (local or Slurm) runs.
 
-    Waits for the training's lock, trains what is still missing (resuming from the
-    checkpoint), writes each run folder, then removes the work folder. A failure is
-    recorded (one line) and raised; a signal checkpoints and raises :class:`Interrupted`.
+    The job (:func:`posgen.train.job.train_runs`) waits for the training's lock, resumes
+    from its checkpoint and writes the run folders still missing; returns those it wrote. A
+    failure is recorded (one line) and raised. The signal model (:mod:`posgen.signals`) is
+    installed here, the worker's entry: a signal checkpoints and raises ``Interrupted``.
     """
     import torch
 
-    from posgen.train.checkpoint import Checkpoints
-    from posgen.train.trainer import train_runs
+    from posgen.train.job import train_runs
 
     torch.set_num_threads(threads)
     sweep = Sweep(Path(root))
@@ -228,37 +239,38 @@ def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
     if job_key not in jobs:
         raise SweepError(f"{sweep.record} has no training {job_key}")
     job = jobs[job_key]
-    work = sweep.work(job.key)
-    work.mkdir(parents=True, exist_ok=True)
-    with exclusive(work):
-        if not work.exists():  # a worker of the same training finished while we waited
-            return []
-        todo = [run for run in job.runs if not is_run(sweep.run_folder(run))]
-        if not todo:
-            shutil.rmtree(work, ignore_errors=True)
-            return []
+    first = job.runs[0]
+    previous = signals.install()
+    # submitit's preemption signal stops the loop like SIGTERM; its own handler then requeues
+    submitit_handler = (
+        signal.signal(PREEMPTION, signal.getsignal(signal.SIGTERM)) if previous else None
+    )
+    try:
         sweep.failure(job.key).unlink(missing_ok=True)
-        first = todo[0]
-        config = preset(first.preset, **first.train)
-        outs = [sweep.run_folder(run) for run in todo]
-        try:
-            train_runs(
-                Path(first.data),
-                first.config,
-                [run.pe_request for run in todo],
-                config,
-                first.seed,
-                outs,
-                first.preset,
-                checkpoints=Checkpoints(work, job.key),
-            )
-        except Interrupted:
-            raise
-        except Exception as error:
-            sweep.record_failure(job.key, _failure_line(error))
-            raise
-        shutil.rmtree(work, ignore_errors=True)
-    return [str(out) for out in outs]
+        written = train_runs(
+            Path(first.data),
+            first.config,
+            [run.pe_request for run in job.runs],
+            preset(first.preset, **first.train),
+            first.seed,
+            [sweep.run_folder(run) for run in job.runs],
+            first.preset,
+            work=sweep.work(job.key),
+            key=job.key,
+            name=label(job),
+        )
+    except Interrupted as stop:
+        if stop.signum == PREEMPTION and callable(submitit_handler):
+            submitit_handler(stop.signum, None)  # the checkpoint is saved: requeue and exit
+        raise
+    except Exception as error:
+        sweep.record_failure(job.key, _failure_line(error))
+        raise
+    finally:
+        signals.restore(previous)
+        if previous:
+            signal.signal(PREEMPTION, submitit_handler)
+    return [summary["out"] for summary in written]
 
 
 def _failure_line(error: BaseException) -> str:
@@ -275,8 +287,6 @@ def job_main(argv: list[str]) -> int:
     root, job_key = Path(argv[0]), argv[1]
     threads = int(argv[2]) if len(argv) > 2 else 1
     started = time.perf_counter()
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _raise_interrupted)  # before training starts; it checkpoints
     try:
         written = run_job(root, job_key, threads)
     except Interrupted as stop:
@@ -294,10 +304,6 @@ def job_main(argv: list[str]) -> int:
     return 0
 
 
-def _raise_interrupted(signum: int, frame: object) -> None:
-    raise Interrupted(signum)
-
-
 def signal_name(code: int) -> str:
     """``SIGKILL`` for an exit status -9 or 137."""
     number = -code if code < 0 else code - 128
@@ -305,6 +311,186 @@ def signal_name(code: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+@dataclass
+class Outcome:
+    """What a local sweep did: trainings done, failed (with reasons), stopped by a signal."""
+
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    interrupted: list[str] = field(default_factory=list)
+    signal: int | None = None
+    seconds: float = 0.0
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids workers may be given: ``CUDA_VISIBLE_DEVICES`` if set, else torch's count."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [gpu for gpu in listed.split(",") if gpu.strip()]
+    import torch
+
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def run_local(
+    sweep: Sweep,
+    jobs: list[JobSpec],
+    workers: int,
+    gpus: list[str],
+    say: Callable[[str], None],
+) -> Outcome:
+    """Run ``jobs`` in at most ``workers`` processes at once; ``say`` gets one line per
+    finished training."""
+    sweep.logs.mkdir(parents=True, exist_ok=True)
+    outcome = Outcome()
+    pending = deque(jobs)
+    running: dict[int, tuple[subprocess.Popen[bytes], JobSpec, int]] = {}
+    free = list(range(workers))[::-1]
+    started = time.perf_counter()
+
+    while (pending and outcome.signal is None) or running:
+        # a signal (posgen.signals) is passed to every worker: each checkpoints and exits
+        held = signals.deferred if outcome.signal is None else nullcontext
+        try:
+            with held():
+                while pending and free and outcome.signal is None:
+                    job, slot = pending.popleft(), free.pop()
+                    process = _start(sweep, job, slot, gpus)
+                    running[process.pid] = (process, job, slot)
+            if not running:
+                break
+            pid, status = _wait_any()
+            with held():
+                if pid not in running:
+                    continue
+                process, job, slot = running.pop(pid)
+                process.returncode = os.waitstatus_to_exitcode(status)
+                free.append(slot)
+                _settle(sweep, job, process.returncode, outcome, say)
+        except Interrupted as stop:
+            if outcome.signal is None:
+                outcome.signal = stop.signum
+                for process, _, _ in running.values():
+                    process.send_signal(stop.signum)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _wait_any(poll: float = 0.05) -> tuple[int, int]:
+    """``os.waitpid(-1, 0)`` that lets signal handlers run while it waits.
+
+    A signal sent to this process may be delivered to any of its threads (torch and
+    others start some); only the main thread runs Python handlers, and a blocking
+    ``waitpid`` there is not interrupted by a signal another thread took. Polling keeps
+    the handler's delay under ``poll`` seconds.
+    """
+    while True:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid:
+            return pid, status
+        time.sleep(poll)
+
+
+def _start(sweep: Sweep, job: JobSpec, slot: int, gpus: list[str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    command = [sys.executable, "-m", "posgen.train.sweep", str(sweep.root), job.key, "1"]
+    with open(sweep.logs / f"{job.key}.log", "ab") as log:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            # no locks held in other threads; the C library is loaded already
+            preexec_fn=partial(die_with_parent, os.getpid(), signal.SIGTERM),
+        )
+
+
+def _settle(
+    sweep: Sweep, job: JobSpec, code: int, outcome: Outcome, say: Callable[[str], None]
+) -> None:
+    name = label(job)
+    if code == 0:
+        outcome.done.append(job.key)
+        say(f"{name}: done")
+        return
+    stopped = code > 128 or outcome.signal is not None  # a signal, ours or its own
+    if stopped and code != -signal.SIGKILL:
+        outcome.interrupted.append(job.key)
+        say(f"{name}: stopped by {signal_name(code)}; a rerun resumes it from its last checkpoint")
+        return
+    if code < 0:
+        sweep.record_failure(job.key, f"killed by {signal_name(code)}")
+    outcome.failed[job.key] = _last_error(sweep, job)
+    say(f"{name}: failed: {outcome.failed[job.key]}")
+
+
+def _last_error(sweep: Sweep, job: JobSpec) -> str:
+    path: Path = sweep.failure(job.key)
+    try:
+        return path.read_text(errors="replace").strip() or "failed"
+    except OSError:
+        return f"failed (see {sweep.logs / (job.key + '.log')})"
+
+
+try:
+    from submitit.helpers import Checkpointable
+except ImportError:  # the extra is missing: submit() says so before anything uses this
+    Checkpointable = object
+
+SLURM_HINT = "the slurm executor needs submitit: pip install 'posgen[slurm]'"
+
+
+def require_submitit() -> Any:
+    """The ``submitit`` module, or :class:`UsageError` with the install hint."""
+    try:
+        import submitit
+    except ImportError:
+        raise UsageError(SLURM_HINT) from None
+    return submitit
+
+
+class SweepJob(Checkpointable):  # type: ignore[misc,valid-type]
+    """One training of a sweep for submitit; requeued as it is (it resumes from its
+    checkpoint: submitit's default ``checkpoint`` resubmits the same call)."""
+
+    def __init__(self, root: str, threads: int) -> None:
+        self.root, self.threads = root, threads
+
+    def __call__(self, job_key: str) -> list[str]:
+        return run_job(Path(self.root), job_key, self.threads)
+
+
+def submit(
+    sweep: Sweep, jobs: list[JobSpec], settings: SlurmSettings, cluster: str = "slurm"
+) -> list[Any]:
+    """Submit ``jobs`` as one array; returns submitit's job objects (empty when none)."""
+    submitit = require_submitit()
+    if not jobs:
+        return []
+    folder = sweep.logs / "slurm"
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    parameters: dict[str, Any] = {
+        "name": f"posgen-sweep-{sweep.root.name}",
+        "timeout_min": settings.time_min,
+        "mem_gb": settings.mem_gb,
+        "cpus_per_task": settings.cpus,
+        "gpus_per_node": settings.gpus,
+        "tasks_per_node": 1,
+        "slurm_array_parallelism": settings.max_parallel,
+    }
+    if settings.partition:
+        parameters["slurm_partition"] = settings.partition
+    if settings.account:
+        parameters["slurm_account"] = settings.account
+    executor.update_parameters(**parameters)
+    threads = settings.cpus if settings.gpus == 0 else 1  # a GPU run: one thread, as locally
+    callable_job = SweepJob(str(sweep.root.resolve()), threads)
+    return list(executor.map_array(callable_job, [job.key for job in jobs]))
 
 
 if __name__ == "__main__":

@@ -1,42 +1,26 @@
-"""Train a stock ``transformers`` Llama on one POSGEN config and write its run folder.
+"""The training loop: train a stock ``transformers`` Llama on one POSGEN config.
 
-A run: build ``LlamaForCausalLM`` from a config (nothing downloaded), train on ``train``
-with AdamW and a one-cycle cosine schedule stepped per batch, validate every
-``eval_every`` epochs with the evaluation frequencies (:mod:`posgen.train.rope`), keep the
-weights with the best validation ID accuracy, predict ``test`` with them and score the
-predictions with :mod:`posgen.scoring` (the one metric implementation).
+:func:`train` builds ``LlamaForCausalLM`` from a config (nothing downloaded), trains on
+``train`` with AdamW and a one-cycle cosine schedule stepped per batch, validates every
+``eval_every`` epochs with the evaluation frequencies
+(:func:`posgen.encodings.model.use_frequencies`) and keeps the weights with the best
+validation ID accuracy. It writes no files: the job around it
+(:mod:`posgen.train.job`) holds the lock, the checkpoint file and the run folders.
 
 Validation scores only ID positions ``[w, L)``; the model is causal and its frequencies
 do not depend on the row length, so validation rows are cut to length ``L`` (4x less
-work at L' = 4L) with the same predictions there (``tests/test_train.py`` checks it).
-
-Validation rows cut to L see the training lengths: encodings that scale themselves by the
-row length (``dynamic``, ``longrope``) are validated unscaled and tested scaled.
+work at L' = 4L) with the same predictions there. Encodings that scale themselves by the
+row length (``dynamic``, ``longrope``) are thus validated unscaled and tested scaled.
 
 Position encodings that share their training (equal
-:meth:`~posgen.train.registry.ResolvedPE.training_key`: ``rope``, ``yarn``, ``linear`` and
+:meth:`~posgen.encodings.ResolvedPE.training_key`: ``rope``, ``yarn``, ``linear`` and
 ``llama3``; ``resonance`` and its evaluation-time variants) train identically for a seed,
-so :func:`train_runs` can train once and serve several: each selects its own checkpoint by
-its own validation accuracy and gets its own complete run folder, byte for byte what a run
-of its own writes (also checked by the tests).
+so one :func:`train` can serve several: each selects its own checkpoint by its own
+validation accuracy, byte for byte what a training of its own selects.
 
-Randomized positions (:mod:`posgen.train.randomized`) give the training batches, the
-validation and the test rows their drawn position ids (with an all-ones attention mask:
+Randomized positions (:class:`posgen.encodings.builtin.RandomPositions`) give the training
+batches, the validation and the test rows their drawn position ids (with an all-ones attention mask:
 transformers would otherwise read gapped position ids as packed sequences).
-
-Run folder::
-
-    config.json         resolved run config: preset fields, pe, rope parameters, data spec id,
-                        versions, device, best epoch
-    metrics.jsonl       one line per epoch: train loss, learning rate, validation ID accuracy,
-                        seconds so far (all, and in training steps only)
-    predictions.parquet test predictions (``posgen score --predictions`` reads them)
-    scores.json         the ``posgen.scoring`` report of those predictions on ``test``
-    probe_predictions.parquet  predictions of the ``probe`` split, same weights
-    probe_scores.json   their far-reliance report (``posgen score --split probe``)
-    results.json        the run record (:mod:`posgen.train.run_record`): versions, data
-                        checksums, every position-encoding parameter, accuracies, wall time
-    model/              the selected weights (only with ``save_model``; :func:`load_model`)
 """
 
 from __future__ import annotations
@@ -59,34 +43,12 @@ from transformers import LlamaForCausalLM
 from posgen import __version__, signals
 from posgen.encodings import Lengths, PERequest, ResolvedPE, as_request, resolve
 from posgen.encodings.builtin import RandomPositions
-from posgen.encodings.model import llama_for, parameter_groups, save_model, use_frequencies
-from posgen.scoring.folder import load_probe, score_aligned, score_reference
-from posgen.scoring.prediction_files import (
-    lm_arrays,
-    predictions_from_logits,
-    vocab_size,
-    write_predictions,
-)
-from posgen.scoring.reliance import RelianceReport, score_probe
+from posgen.encodings.model import llama_for, parameter_groups, use_frequencies
+from posgen.scoring.folder import score_aligned
+from posgen.scoring.prediction_files import lm_arrays, predictions_from_logits, vocab_size
 from posgen.spec import PROBE_SPLIT, TaskSpec
 from posgen.store.dataset import Dataset, ProbeSplit, ReferenceSplit
-from posgen.store.safety import atomic_folder
-from posgen.train.checkpoint import Checkpoints, Position, kill_point, stop_requests
 from posgen.train.config import TrainConfig
-from posgen.train.run_files import (
-    CONFIG,
-    METRICS,
-    PREDICTIONS,
-    PROBE_PREDICTIONS,
-    PROBE_SCORES,
-    SCORES,
-    RunConfig,
-)
-from posgen.train.run_files import FILES as FILES
-from posgen.train.run_record import RESULTS, build_record
-
-MODEL = "model"
-"""The saved weights' subfolder (``save_model``)."""
 
 
 def versions() -> dict[str, str]:
@@ -294,38 +256,57 @@ class RunData:
         return dataset.read(read)
 
 
-ProgressFactory = Callable[[int], Any]
+Events = Callable[[str, int], None]
+"""``(moment, step)``: called after every step (``"step"``) and validation (``"validation"``);
+the job uses it for its progress and test hooks."""
 
 
-def _null_progress(total: int) -> Any:
-    return None
+def _no_events(moment: str, step: int) -> None:
+    pass
 
 
-def train_runs(
-    data: Path,
-    config_name: str,
+@dataclass
+class Position:
+    """Where a training stands: the next batch is ``offset`` rows into epoch ``epoch``."""
+
+    epoch: int = 1
+    offset: int = 0
+    step: int = 0
+    losses: list[torch.Tensor] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    train_seconds: float = 0.0
+    done: bool = False
+
+
+@dataclass
+class Trained:
+    """A finished training: its model (last weights), each encoding's selection, the log."""
+
+    model: LlamaForCausalLM
+    selections: list[Selection]
+    log: list[dict[str, Any]]
+    started: float
+
+
+def train(
+    run_data: RunData,
     pes: Sequence[str | PERequest | ResolvedPE],
     config: TrainConfig,
     seed: int,
-    outs: Sequence[Path],
-    preset_name: str,
-    device: torch.device | None = None,
-    progress: ProgressFactory = _null_progress,
-    run_data: RunData | None = None,
-    save: bool = False,
-    checkpoints: Checkpoints | None = None,
-) -> list[dict[str, Any]]:
-    """Train once for ``pes`` (all with the same training); write one folder each.
+    device: torch.device,
+    resume: dict[str, Any] | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    events: Events = _no_events,
+) -> Trained:
+    """Train once for ``pes`` (all with the same training), validating every ``eval_every``
+    epochs and keeping each encoding's best weights.
 
-    ``save`` also writes each run's selected weights to ``<out>/model``. With
-    ``checkpoints`` the training resumes from the checkpoint there, saves one at the end of
-    every epoch, and on a signal saves one and stops (:mod:`posgen.train.checkpoint`); the
-    run folders are the same bytes either way. Returns each run's summary (``{"pe", "out",
-    "best_epoch", "id_accuracy", "ood_accuracy"}``). Without ``checkpoints`` a signal stops
-    the loop between two steps (:class:`posgen.signals.Interrupted`).
+    ``resume`` is a checkpoint dict this loop handed to ``checkpoint`` (at the end of every
+    epoch, and when a signal stops the run: :class:`posgen.signals.Interrupted` is raised at a
+    step boundary, never inside a step). A resumed run takes the very step an uninterrupted
+    one would (same bytes on CPU). The loop writes no files.
     """
-    device = device or pick_device()
-    run_data = run_data or RunData.load(data, config_name)
     resolved = [resolve_pe(pe, config, run_data.train.spec) for pe in pes]
     if len({pe.training_key() for pe in resolved}) != 1:
         names = ", ".join(pe.label for pe in resolved)
@@ -337,39 +318,35 @@ def train_runs(
     train_rope = resolved[0].rope(evaluation=False)
     sampler = random_positions(resolved[0], seed)
     selections = [Selection(pe) for pe in resolved]
-    at = Position()
-    if checkpoints is not None:
-        at = checkpoints.load(selections, model, optimizer, schedule, device) or at
+    at = Position() if resume is None else restore(resume, selections, model, optimizer, schedule)
     orders = epoch_order(rows, config.epochs, seed)
-    bar = progress(total)
-    if bar is not None and at.step:
-        bar.update(at.step)
     started = time.perf_counter() - at.seconds  # wall time counts every attempt
     model.train()
 
-    def save_checkpoint() -> None:
-        if checkpoints is not None:
+    def save() -> None:
+        if checkpoint is not None:
             at.seconds = time.perf_counter() - started
-            checkpoints.save(at, selections, model, optimizer, schedule)
+            checkpoint(state(at, selections, model, optimizer, schedule))
 
-    with stop_requests(checkpoints is not None) as stop:
+    try:
         while not at.done:
             order = orders[at.epoch - 1]
             for begin in range(at.offset, rows, config.batch_size):
                 if at.step >= total:
                     break
                 step_started = time.perf_counter()
-                batch_rows = order[begin : begin + config.batch_size].numpy()
-                tensors = lm_tensors(run_data.train, rows=batch_rows)
+                tensors = lm_tensors(
+                    run_data.train, rows=order[begin : begin + config.batch_size].numpy()
+                )
                 batch = tensors["input_ids"]
-                position_ids = None
+                positions = None
                 if sampler is not None:
-                    position_ids = sampler.training(at.step, batch.shape[0], batch.shape[1])
-                with signals.deferred():  # without checkpoints: stop between steps, not within
+                    positions = sampler.training(at.step, batch.shape[0], batch.shape[1])
+                with signals.deferred():  # a signal stops the run between steps, not within
                     loss = model(
                         input_ids=batch.to(device),
                         labels=tensors["labels"].to(device),
-                        **position_inputs(position_ids, device),
+                        **position_inputs(positions, device),
                     ).loss
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -377,76 +354,96 @@ def train_runs(
                     schedule.step()
                     at.step, at.offset = at.step + 1, begin + config.batch_size
                     at.losses.append(loss.detach())
-                    signals.point("step")
                 # seconds in training steps only (no validation): the harness benchmark's
                 at.train_seconds += time.perf_counter() - step_started
-                if bar is not None:
-                    bar.update(1)
-                kill_point("step", at.step)
-                if stop is not None and stop.requested:
-                    save_checkpoint()
-                    stop.stop()
-            record: dict[str, Any] = {
-                "epoch": at.epoch,
-                "step": at.step,
-                "train_loss": float(torch.stack(at.losses).mean()) if at.losses else None,
-                "lr": schedule.get_last_lr()[0],
-            }
-            record.update(
-                _validated(
-                    model,
-                    run_data,
-                    selections,
-                    config,
-                    device,
-                    at,
-                    seed,
-                    train_rope,
-                    total,
-                )
-            )
-            record["seconds"] = round(time.perf_counter() - started, 3)
-            record["train_seconds"] = round(at.train_seconds, 3)
-            at.log.append(record)
-            at.done = at.step >= total or at.epoch == config.epochs
-            at.epoch, at.offset, at.losses = at.epoch + 1, 0, []
-            save_checkpoint()
-            if stop is not None and stop.requested:
-                stop.stop()
-    if bar is not None and hasattr(bar, "close"):
-        bar.close()
-    summaries = []
-    for selection, out in zip(selections, outs, strict=True):
-        job = RunJob(run_data, config, seed, Path(out), data, preset_name, device, started, save)
-        summaries.append(_write_run(model, selection, at.log, job))
-    return summaries
+                events("step", at.step)
+            with signals.deferred():
+                record: dict[str, Any] = {
+                    "epoch": at.epoch,
+                    "step": at.step,
+                    "train_loss": float(torch.stack(at.losses).mean()) if at.losses else None,
+                    "lr": schedule.get_last_lr()[0],
+                }
+                last = at.step >= total or at.epoch == config.epochs
+                if at.epoch % config.eval_every == 0 or last:
+                    for selection in selections:
+                        accuracy = _validate(model, run_data, selection.pe, config, device, seed)
+                        record[f"val_id_accuracy/{selection.pe.label}"] = accuracy
+                        if accuracy > selection.accuracy:
+                            selection.accuracy, selection.epoch = accuracy, at.epoch
+                            selection.state = copy.deepcopy(model.state_dict())
+                    use_frequencies(model, train_rope)
+                    events("validation", at.step)
+                record["seconds"] = round(time.perf_counter() - started, 3)
+                record["train_seconds"] = round(at.train_seconds, 3)
+                at.log.append(record)
+                at.done = last
+                at.epoch, at.offset, at.losses = at.epoch + 1, 0, []
+                save()
+    except signals.Interrupted:
+        save()  # at a step or epoch boundary: the state is whole
+        raise
+    return Trained(model, selections, at.log, started)
 
 
-def _validated(
-    model: LlamaForCausalLM,
-    run_data: RunData,
-    selections: list[Selection],
-    config: TrainConfig,
-    device: torch.device,
+def state(
     at: Position,
-    seed: int,
-    train_rope: dict[str, Any],
-    total: int,
-) -> dict[str, float]:
-    """Validate every selection when the epoch is due (every ``eval_every`` epochs, and the
-    last), keeping the weights of each one's best epoch; their accuracies by label."""
-    epoch = at.epoch
-    if not (epoch % config.eval_every == 0 or at.step >= total or epoch == config.epochs):
-        return {}
-    accuracies = {}
+    selections: list[Selection],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+) -> dict[str, Any]:
+    """The checkpoint dict: everything a resumed run needs to take the next step."""
+    return {
+        "position": {
+            "epoch": at.epoch,
+            "offset": at.offset,
+            "step": at.step,
+            "losses": torch.stack(at.losses).cpu() if at.losses else None,
+            "log": json.dumps(at.log),
+            "seconds": at.seconds,
+            "train_seconds": at.train_seconds,
+            "done": at.done,
+        },
+        "selections": {
+            s.pe.label: {"accuracy": s.accuracy, "epoch": s.epoch, "state": s.state}
+            for s in selections
+        },
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "rng": {
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+    }
+
+
+def restore(
+    saved: dict[str, Any],
+    selections: list[Selection],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+) -> Position:
+    """Load a :func:`state` dict into the training; where it stands. A ``KeyError`` names an
+    encoding the checkpoint has no selection for."""
     for selection in selections:
-        accuracy = _validate(model, run_data, selection.pe, config, device, seed)
-        accuracies[f"val_id_accuracy/{selection.pe.label}"] = accuracy
-        if accuracy > selection.accuracy:
-            selection.accuracy, selection.epoch = accuracy, epoch
-            selection.state = copy.deepcopy(model.state_dict())
-    use_frequencies(model, train_rope)
-    return accuracies
+        entry = saved["selections"][selection.pe.label]
+        selection.accuracy, selection.epoch = entry["accuracy"], entry["epoch"]
+        selection.state = entry["state"]
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["schedule"])
+    torch.set_rng_state(saved["rng"]["cpu"].cpu())
+    cuda = saved["rng"]["cuda"]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([rng.cpu() for rng in cuda])
+    at = dict(saved["position"])
+    device = next(model.parameters()).device
+    at["losses"] = [] if at["losses"] is None else list(at["losses"].to(device).unbind())
+    at["log"] = json.loads(at["log"])
+    return Position(**at)
 
 
 def total_steps(config: TrainConfig, run_data: RunData) -> int:
@@ -483,116 +480,5 @@ def _validate(
     predictions = predict_split(
         model, run_data.validation, config.eval_batch_size, device, positions
     )
-    signals.point("validation")
     accuracy = score_aligned(run_data.validation, predictions).id.accuracy
     return float(accuracy or 0.0)
-
-
-@dataclass(frozen=True)
-class RunJob:
-    """What every run folder of one training shares."""
-
-    run_data: RunData
-    config: TrainConfig
-    seed: int
-    out: Path
-    data: Path
-    preset_name: str
-    device: torch.device
-    started: float
-    save: bool
-
-
-def _write_run(
-    model: LlamaForCausalLM,
-    selection: Selection,
-    log: list[dict[str, Any]],
-    job: RunJob,
-) -> dict[str, Any]:
-    """Predict test with the selected weights and write the run folder atomically."""
-    run_data, config = job.run_data, job.config
-    spec = run_data.train.spec
-    pe = selection.pe
-    model.load_state_dict(selection.state)
-    evaluation = pe.rope(evaluation=True)
-    use_frequencies(model, evaluation)
-    test = run_data.test
-    positions = evaluation_positions(pe, job.seed, "test")
-    predictions = predict_split(model, test, config.eval_batch_size, job.device, positions)
-    resolved = {
-        "pe": pe.label,
-        "position_encoding": pe.record(),
-        "preset": job.preset_name,
-        "seed": job.seed,
-        "train": config.model_dump(mode="json"),
-        "data": str(job.data),
-        "config": test.config,
-        "spec_id": spec.spec_id,
-        "spec": spec.model_dump(mode="json"),
-        "rope_parameters": {"train": pe.rope(evaluation=False), "evaluation": evaluation},
-        "model": {"class": type(model).__name__, "parameters": model.num_parameters()},
-        "best_epoch": selection.epoch,
-        "best_val_id_accuracy": selection.accuracy,
-        "device": job.device.type,
-        "torch_threads": torch.get_num_threads(),
-        "versions": versions(),
-    }
-    # the typed model the readers use (posgen.train.run_files): what is written reads back
-    resolved = RunConfig.model_validate(resolved).model_dump(mode="json", by_alias=True)
-    with atomic_folder(job.out) as build:
-        (build / CONFIG).write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
-        lines = [json.dumps(_run_record(record, pe.label), sort_keys=True) + "\n" for record in log]
-        (build / METRICS).write_text("".join(lines))
-        write_predictions(
-            build / PREDICTIONS, test.ids, predictions, spec.modulus, (spec.spec_id, test.split)
-        )
-        signals.point("write")
-        kill_point("final")
-        # scored on the test rows this run read (pinned), not on --data read again
-        report = score_reference(test, build / PREDICTIONS)
-        (build / SCORES).write_text(report.to_json())
-        probe = _write_probe(build, model, job, test.config, positions)
-        if job.save:
-            save_model(model, pe, build / MODEL)
-        wall = time.perf_counter() - job.started
-        record = build_record(
-            resolved, report, job.data, log[-1]["train_seconds"], wall, files=run_data.files
-        )
-        (build / RESULTS).write_text(record.to_json())
-    return {
-        "pe": pe.label,
-        "out": str(job.out),
-        "best_epoch": selection.epoch,
-        **report.summary(),
-        **probe.summary(),
-    }
-
-
-def _write_probe(
-    build: Path,
-    model: LlamaForCausalLM,
-    job: RunJob,
-    config_name: str,
-    positions: PositionIds | None,
-) -> RelianceReport:
-    """Predict the ``probe`` split with the current weights (and the test rows' position
-    ids: probe row i is test row i altered); write the predictions and their far-reliance
-    report into the run folder ``build``."""
-    probe = job.run_data.probe or load_probe(job.data, config_name, PROBE_SPLIT)
-    predictions = predict_split(model, probe, job.config.eval_batch_size, job.device, positions)
-    made_for = (probe.spec.spec_id, PROBE_SPLIT)
-    write_predictions(
-        build / PROBE_PREDICTIONS, probe.ids, predictions, probe.spec.modulus, made_for
-    )
-    report = score_probe(probe, predictions)
-    (build / PROBE_SCORES).write_text(report.to_json())
-    return report
-
-
-def _run_record(record: dict[str, Any], pe: str) -> dict[str, Any]:
-    """One epoch's log line for ``pe``: its own validation accuracy, no other embedding's."""
-    line = {k: v for k, v in record.items() if not k.startswith("val_id_accuracy/")}
-    key = f"val_id_accuracy/{pe}"
-    if key in record:
-        line["val_id_accuracy"] = record[key]
-    return line

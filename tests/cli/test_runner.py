@@ -161,7 +161,7 @@ def test_sigterm_before_trains_first_checkpoint_exits_143_and_leaves_nothing(tmp
 def test_sigterm_during_train_leaves_only_its_checkpoint_which_a_rerun_resumes(
     tmp_path, data, point
 ):
-    from posgen.train.progress import read_progress, resume_folder
+    from posgen.train.job import read_progress, resume_folder
 
     out, resume = tmp_path / "run", resume_folder(tmp_path / "run")
     done = posgen_stopped_at(point, *train_args(data, out), "-q", cwd=tmp_path)

@@ -38,16 +38,15 @@ from posgen.encodings.model import ATTRIBUTE, llama_for, load_model  # noqa: E40
 from posgen.scoring.prediction_files import read_predictions  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
+from posgen.train.job import MODEL, train_runs  # noqa: E402
 from posgen.train.run_record import SCHEMA_FILE, schema_text  # noqa: E402
 from posgen.train.trainer import (  # noqa: E402
-    MODEL,
     RunData,
     build_model,
     evaluation_positions,
     lm_tensors,
     position_inputs,
     predict,
-    train_runs,
 )
 from tests.cli_support import invoke  # noqa: E402
 from tests.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
@@ -402,7 +401,7 @@ def test_results_json_holds_checksums_parameters_and_accuracies(data, tmp_path):
         "scale_at": "evaluation",
     }
     assert record["position_encoding"]["label"] == "linear(factor=2)"
-    assert len(record["per_position"]["accuracy"]) == L_TEST - 4
+    assert len(record["scores"]["curve"]["accuracy"]) == L_TEST - 4
     assert record["seed"] == 2
     assert record["preset"] == "cpu"
 

@@ -11,10 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from posgen import write_dataset  # noqa: E402
-from posgen.scoring import RelianceReport, load_probe, read_predictions, score_probe  # noqa: E402
+from posgen.scoring import load_probe, read_predictions, score_probe  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
-from posgen.train.trainer import PROBE_PREDICTIONS, PROBE_SCORES, train_runs  # noqa: E402
+from posgen.train.job import train_runs  # noqa: E402
+from posgen.train.run_record import PROBE_PREDICTIONS, RESULTS, read_run  # noqa: E402
 from tests.cli_support import assert_clean_error, invoke  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def test_results_table_holds_mean_std_and_seed_count_per_task_and_pe(runs, tmp_p
     result = invoke(*args, "--command", "make results")
     assert result.exit_code == 0, result.output
     scores = [
-        json.loads((run_folder(folder, data, "cot", "yarn", s) / "scores.json").read_text())
+        json.loads((run_folder(folder, data, "cot", "yarn", s) / RESULTS).read_text())["scores"]
         for s in (1, 2)
     ]
     ids = [s["id"]["accuracy"] for s in scores]
@@ -68,7 +69,7 @@ def test_results_table_holds_mean_std_and_seed_count_per_task_and_pe(runs, tmp_p
 def test_every_run_scores_the_probe_split_with_the_same_weights(runs):
     data, folder = runs
     run = run_folder(folder, data, "cot", "rope", 1)
-    report = RelianceReport.model_validate_json((run / PROBE_SCORES).read_text())
+    report = read_run(run).probe_scores
     predictions = read_predictions(run / PROBE_PREDICTIONS)
     again = score_probe(load_probe(data, "cot", "probe"), predictions.tokens, ids=predictions.ids)
     assert report == again
@@ -79,12 +80,7 @@ def test_results_show_far_reliance_id_and_ood_next_to_accuracy(runs, tmp_path):
     out, js = tmp_path / "R.md", tmp_path / "r.json"
     result = invoke("results", folder, "--out", out, "--json", js)
     assert result.exit_code == 0, result.output
-    reports = [
-        RelianceReport.model_validate_json(
-            (run_folder(folder, data, "cot", "yarn", s) / PROBE_SCORES).read_text()
-        )
-        for s in (1, 2)
-    ]
+    reports = [read_run(run_folder(folder, data, "cot", "yarn", s)).probe_scores for s in (1, 2)]
     far_ood = [r.ood.far_reliance for r in reports]
     cell = json.loads(js.read_text())["tiny"]["tasks"]["cot"]["yarn"]
     assert cell["far_ood_mean"] == pytest.approx(statistics.mean(far_ood))
@@ -114,22 +110,6 @@ def test_card_shows_reference_results_only_for_the_data_they_were_trained_on(run
     assert section.splitlines()[-1] == row
     other = {**entry, "spec_ids": {"cot": "0" * 16}}
     assert results_section(manifest, {manifest.benchmark.name: other}) == ""
-
-
-def test_results_reads_old_run_folders_without_results_json(runs, tmp_path):
-    import shutil
-
-    data, folder = runs
-    old = tmp_path / "old"
-    shutil.copytree(
-        run_folder(folder, data, "cot", "rope", 1), old / "tiny" / "cot" / "rope" / "s1"
-    )
-    (old / "tiny" / "cot" / "rope" / "s1" / "results.json").unlink()
-    out = tmp_path / "R.csv"
-    result = invoke("results", old, "--format", "csv", "--out", out)
-    assert result.exit_code == 0, result.output
-    row = out.read_text().splitlines()[1].split(",")
-    assert row[:5] == ["tiny", "cot", "rope", "1", "1"]
 
 
 def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(runs, tmp_path):
@@ -185,7 +165,7 @@ def test_results_name_the_cells_that_miss_a_seed_other_cells_have(runs, tmp_path
 
 def test_run_predictions_name_the_spec_and_split_they_were_made_for(runs):
     from posgen.store.manifest import read_manifest
-    from posgen.train.trainer import PREDICTIONS
+    from posgen.train.run_record import PREDICTIONS
 
     data, folder = runs
     run = run_folder(folder, data, "cot", "rope", 1)

@@ -21,7 +21,9 @@ from posgen.encodings.builtin import rope_parameters  # noqa: E402
 from posgen.encodings.model import use_frequencies  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
-from posgen.train.trainer import FILES, PREDICTIONS, RunData, lm_tensors, predict, train_runs  # noqa: E402
+from posgen.train.job import train_runs  # noqa: E402
+from posgen.train.run_record import FILES, PREDICTIONS  # noqa: E402
+from posgen.train.trainer import RunData, lm_tensors, predict  # noqa: E402
 from tests.cli_support import assert_clean_error, invoke  # noqa: E402
 from tests.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
@@ -193,17 +195,14 @@ def test_validation_on_rows_cut_to_L_gives_the_same_id_predictions(data):
 
 
 def _run_files(folder: Path) -> dict[str, object]:
-    config = json.loads((folder / "config.json").read_text())
     log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     for line in log:
         line.pop("seconds"), line.pop("train_seconds")
     record = json.loads((folder / "results.json").read_text())
     record.pop("wall_seconds"), record.pop("train_seconds")
     return {
-        "config": config,
         "log": log,
         "predictions": (folder / "predictions.parquet").read_bytes(),
-        "scores": (folder / "scores.json").read_text(),
         "record": record,
     }
 
@@ -237,14 +236,15 @@ def test_smoke_training_loss_falls_and_predictions_score_like_the_run_report(dat
     assert len(losses) == 6
     assert losses[-1] < 0.99 * losses[0]
     assert losses[-1] == min(losses)
-    config = json.loads((out / "config.json").read_text())
-    assert config["spec_id"]
-    assert config["versions"]["torch"]
-    assert config["seed"] == 3
-    assert config["rope_parameters"]["evaluation"]["rope_type"] == "resonance_yarn"
+    record = json.loads((out / "results.json").read_text())
+    assert record["spec"]["task"] == "recursive"
+    assert record["versions"]["torch"]
+    assert record["seed"] == 3
+    rope = record["position_encoding"]["rope_parameters"]
+    assert rope["evaluation"]["rope_type"] == "resonance_yarn"
     scored = invoke("score", "--data", data, "--predictions", out / PREDICTIONS, "--json", "-")
     assert scored.exit_code == 0, scored.output
-    assert scored.stdout == (out / "scores.json").read_text()
+    assert json.loads(scored.stdout) == record["scores"]
 
 
 def test_training_is_deterministic_on_cpu_for_a_seed(data, tmp_path):

@@ -1,6 +1,6 @@
 """``posgen sweep``: grids, run hashes, executors, status, and runs that survive being killed.
 
-Runs are stopped at exact points (``POSGEN_TEST_KILL``, :func:`posgen.train.progress.kill_point`),
+Runs are stopped at exact points (``POSGEN_TEST_KILL``, :func:`posgen.train.job.kill_point`),
 never by timing: SIGTERM in this process (the handlers see it as they would from outside),
 SIGKILL and SIGSTOP in worker processes.
 """
@@ -25,12 +25,12 @@ from posgen.cli.sweep import resolve_encoding  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store.safety import exclusive  # noqa: E402
-from posgen.train import progress  # noqa: E402
-from posgen.train.grid import Grid, expand, jobs_of, read_grid, stable_hash  # noqa: E402
+from posgen.train import job as progress  # noqa: E402
+from posgen.train.config import Grid, expand, jobs_of, read_grid, stable_hash  # noqa: E402
 from posgen.train.sweep import Sweep, run_job, run_states  # noqa: E402
 from tests.cli_support import assert_clean_error, invoke  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
 TIMING = ("seconds", "train_seconds", "wall_seconds")
 """Wall-clock fields (metrics.jsonl, results.json): the only bytes that differ between runs."""
@@ -313,7 +313,7 @@ def test_sigterm_to_a_local_sweep_stops_its_workers_with_their_checkpoints(
 
 PASSED_BACK_AT_ONCE = """
 import os, signal, threading
-from posgen.train import progress
+from posgen.train import job as progress
 ask, answered = threading.Event(), threading.Event()
 
 def other_thread():  # like torch's threads: it may take a signal sent to the process

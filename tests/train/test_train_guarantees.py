@@ -30,14 +30,18 @@ from posgen import write_dataset  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store.layout import TMP_TAG  # noqa: E402
-from posgen.train.config import preset  # noqa: E402
-from posgen.train.memory import estimate_run, refusal  # noqa: E402
+from posgen.train.config import (  # noqa: E402
+    estimate_run,
+    preset,
+    refusal,
+)
+from posgen.train.run_record import PREDICTIONS  # noqa: E402
 from posgen.train.trainer import RunData  # noqa: E402
 from tests.cli_support import assert_clean_error, error_lines, invoke  # noqa: E402
 from tests.data_damage import rewrite_rows  # noqa: E402
 from tests.hardening_counts import recorded  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     "--layers",
     "1",
@@ -241,10 +245,9 @@ def test_a_keyboard_interrupt_from_inside_a_command_is_exit_130(run, tmp_path, m
 def test_the_training_loop_sees_a_signal_between_steps(tmp_path, data, monkeypatch):
     """What a checkpoint-on-SIGTERM builds on: Interrupted at a step boundary, after the
     step the signal arrived in has finished."""
-    from posgen.train.trainer import train_runs
+    from posgen.train.job import train_runs
 
     steps = []
-    monkeypatch.setattr(posgen.signals, "point", lambda name: steps.append(name))
     config = preset(
         "cpu", layers=1, hidden=16, heads=2, intermediate=32, batch_size=16, epochs=1, max_steps=3
     )
@@ -253,7 +256,9 @@ def test_the_training_loop_sees_a_signal_between_steps(tmp_path, data, monkeypat
 
     def step_then_signal(self, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of the first step
-        return real_step(self, *args, **kwargs)
+        result = real_step(self, *args, **kwargs)
+        steps.append("step")
+        return result
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step_then_signal)
     try:
@@ -300,8 +305,7 @@ def test_a_dataset_replaced_during_training_does_not_change_what_the_run_scores_
     monkeypatch.setattr(posgen.signals, "point", replace_once)
     result = invoke(*train_args(ds, out))
     assert result.exit_code == 0, result.output
-    config = json.loads((out / "config.json").read_text())
-    scores = json.loads((out / "scores.json").read_text())
+    record = json.loads((out / "results.json").read_text())
     rescored = invoke(
         "score", "--data", original, "--predictions", out / "predictions.parquet", "--json", "-"
     )
@@ -313,24 +317,11 @@ def test_a_dataset_replaced_during_training_does_not_change_what_the_run_scores_
         ].values()
         for file in split["files"]
     }
-    files = json.loads((out / "results.json").read_text())["data"]["files"]
     with recorded("race", "dataset replaced mid-run"):
         assert (tmp_path / "replaced").exists()
-        assert new_id != config["spec_id"]
-        assert scores["spec_id"] == config["spec_id"]
-        assert rescored.stdout == (out / "scores.json").read_text()
-        assert files == read
-
-
-def test_results_refuses_a_run_whose_scores_are_of_other_data(tmp_path, run):
-    bad = copy_run(run, tmp_path / "r")
-    scores = json.loads((bad / "scores.json").read_text())
-    scores["spec_id"] = "0123abcd"
-    (bad / "scores.json").write_text(json.dumps(scores))
-    result = invoke("results", bad, "--out", tmp_path / "R.md")
-    with recorded("damage", "run:scores of other data"):
-        assert_clean_error(result, 1, str(bad / "scores.json"), "spec_id")
-        assert not (tmp_path / "R.md").exists()
+        assert new_id != record["scores"]["spec_id"]
+        assert json.loads(rescored.stdout) == record["scores"]
+        assert record["data"]["files"] == read
 
 
 # --- 3. damaged training data is refused before training ---------------------------------
@@ -448,16 +439,13 @@ def test_a_folder_with_only_some_run_files_is_named_and_skipped(tmp_path, run):
     runs = tmp_path / "runs"
     copy_run(run, runs / "r0")
     half = copy_run(run, runs / "half")
-    (half / "scores.json").unlink()
-    (half / "config.json").write_text(
-        json.dumps({**json.loads((half / "config.json").read_text()), "seed": 9})
-    )
+    (half / "results.json").unlink()
     result = invoke("results", runs, "--out", tmp_path / "R.md")
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
     with recorded("target", "results:unfinished folder"):
         assert result.exit_code == 0, result.output
         assert len(notes) == 1, notes
-        assert "scores.json" in notes[0]
+        assert "results.json" in notes[0]
 
 
 @pytest.mark.parametrize("layout", ["link only", "link and folder", "link loop"])
@@ -482,27 +470,13 @@ def test_run_folders_behind_links_count_once(tmp_path, run, layout):
 # --- 5. bounded memory and time ----------------------------------------------------------
 
 
-def _config_bomb(folder: Path) -> None:
-    with open(folder / "config.json", "wb") as handle:
-        handle.write(b"[" + b"[]," * 3_000_000 + b"[]]")
-
-
-def _metrics_bomb(folder: Path) -> None:
-    with open(folder / "metrics.jsonl", "ab") as handle:
-        handle.write(b"x" * 20_000_000)
-
-
-def _scores_bomb(folder: Path) -> None:
-    with open(folder / "scores.json", "wb") as handle:
+def _record_bomb(folder: Path) -> None:
+    with open(folder / "results.json", "wb") as handle:
         handle.seek(300 * 2**20)
         handle.write(b"}")
 
 
-BOMBS = {
-    "config.json of 9 MB": (_config_bomb, "config.json", "larger than"),
-    "metrics.jsonl last line of 20 MB": (_metrics_bomb, "metrics.jsonl", "longer than"),
-    "scores.json of 300 MB (sparse)": (_scores_bomb, "scores.json", "larger than"),
-}
+BOMBS = {"results.json of 300 MB (sparse)": (_record_bomb, "results.json", "larger than")}
 
 
 @pytest.mark.parametrize("case", sorted(BOMBS))
@@ -580,7 +554,7 @@ def test_memory_that_runs_out_anyway_is_one_line(tmp_path, data, monkeypatch):
     def exhausted(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
 
-    monkeypatch.setattr("posgen.train.trainer.train_runs", exhausted)
+    monkeypatch.setattr("posgen.train.trainer.train", exhausted)
     out = tmp_path / "run"
     result = invoke(*train_args(data, out), "--force")
     with recorded("resources", "train out of memory past --force"):
@@ -594,8 +568,8 @@ def test_memory_that_runs_out_after_a_checkpoint_says_the_checkpoint_was_kept(
     def exhausted(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
 
-    monkeypatch.setattr("posgen.train.trainer.train_runs", exhausted)
-    monkeypatch.setattr("posgen.train.checkpoint.Checkpoints.progress", lambda self: {"step": 1})
+    monkeypatch.setattr("posgen.train.trainer.train", exhausted)
+    monkeypatch.setattr("posgen.train.job.read_progress", lambda folder: {"step": 1})
     out = tmp_path / "run"
     result = invoke(*train_args(data, out), "--force")
     line = assert_clean_error(result, 1, "out of memory", "checkpoint kept in", "or remove it")
@@ -634,9 +608,9 @@ def test_the_estimate_names_its_parts_and_grows_with_the_batch():
 
 
 def test_the_estimate_counts_the_parameters_the_run_built(run):
-    from posgen.train.memory import parameter_count
+    from posgen.train.config import parameter_count
 
-    config = json.loads((run / "config.json").read_text())
+    config = json.loads((run / "results.json").read_text())
     train = preset("cpu", **{k: v for k, v in config["train"].items() if k != "seeds"})
     assert parameter_count(train, config["spec"]["modulus"] + 1) == config["model"]["parameters"]
 
@@ -664,7 +638,7 @@ def test_a_real_run_stays_within_its_memory_estimate(tmp_path, data):
     code, peak_kib = json.loads(done.stdout.strip().splitlines()[-1])
     from posgen.cli.train import memory_estimate
 
-    config = json.loads((out / "config.json").read_text())
+    config = json.loads((out / "results.json").read_text())
     train = preset("cpu", **{k: v for k, v in config["train"].items() if k != "seeds"})
     estimate = memory_estimate(data, "recursive", train)[-1].total
     with recorded("resources", "train peak within estimate"):
@@ -702,31 +676,23 @@ def test_bad_flags_name_the_flag_as_spelled_before_any_work(
 # --- 6. damaged run files: one line naming the run and the field -------------------------
 
 
-def _edit_json(name: str, change):
+RECORD = "results.json"
+
+
+def _edit(change):
     def damage(folder: Path) -> None:
-        body = json.loads((folder / name).read_text())
-        (folder / name).write_text(json.dumps(change(body)))
+        body = json.loads((folder / RECORD).read_text())
+        (folder / RECORD).write_text(json.dumps(change(body)))
 
     return damage
 
 
-def _text(name: str, text: str | bytes):
+def _text(text: str | bytes):
     def damage(folder: Path) -> None:
         raw = text if isinstance(text, bytes) else text.encode()
-        (folder / name).write_bytes(raw)
+        (folder / RECORD).write_bytes(raw)
 
     return damage
-
-
-def _short_curve(body):
-    for key in ("correct", "tokens", "accuracy", "position"):
-        body["curve"][key] = body["curve"][key][:-3]
-    return body
-
-
-def _huge_counts(body):
-    body["id"]["correct"] = body["id"]["tokens"] = 10**400
-    return body
 
 
 def _with(path: tuple[str, ...], value):
@@ -740,162 +706,66 @@ def _with(path: tuple[str, ...], value):
     return change
 
 
-def _drop(key: str):
-    def change(body):
-        body.pop(key)
-        return body
-
-    return change
+def _short_curve(body):
+    for key in ("correct", "tokens", "accuracy", "position"):
+        body["scores"]["curve"][key] = body["scores"]["curve"][key][:-3]
+    return body
 
 
+def _replaced(make):
+    def damage(folder: Path) -> None:
+        (folder / RECORD).unlink()
+        make(folder / RECORD)
+
+    return damage
+
+
+ROPE_THETA = ("position_encoding", "rope_parameters", "train", "rope_theta")
+# case -> (damage, what the error line names)
 DAMAGED_RUNS = {
-    "config.json a list": (_text("config.json", "[1, 2]"), "config.json", "JSON object"),
-    "config.json {}": (_text("config.json", "{}"), "config.json", "Field required"),
-    "config.json 100k deep": (
-        _text("config.json", '{"seed": ' + "[" * 100_000 + "]" * 100_000 + "}"),
-        "config.json",
-        "JSON",
+    "a list": (_text("[1, 2]"), "JSON object"),
+    "{}": (_text("{}"), "Field required"),
+    "empty": (_text(""), "JSON"),
+    "100k deep": (_text('{"seed": ' + "[" * 100_000 + "]" * 100_000 + "}"), "JSON"),
+    "not UTF-8": (_text(b'{"preset": "\xff"}'), "JSON"),
+    "seed a string": (_edit(_with(("seed",), "x")), "seed"),
+    "seed missing": (_edit(lambda body: {k: v for k, v in body.items() if k != "seed"}), "seed"),
+    "extra key": (_edit(_with(("hacked",), 1)), "hacked"),
+    "NaN accuracy": (_edit(_with(("best_val_id_accuracy",), float("nan"))), "JSON"),
+    "Infinity in rope": (_edit(_with(ROPE_THETA, float("inf"))), "JSON"),
+    "1e400 in rope": (
+        _text('{"position_encoding": {"rope_parameters": {"train": {"rope_theta": 1e400}}}}'),
+        "position_encoding.rope_parameters.train.rope_theta",
     ),
-    "config.json not UTF-8": (_text("config.json", b'{"pe": "\xff"}'), "config.json", "JSON"),
-    "config.json seed a string": (
-        _edit_json("config.json", _with(("seed",), "x")),
-        "config.json",
-        "seed",
+    "train batch 0": (_edit(_with(("train", "batch_size"), 0)), "train.batch_size"),
+    "a FIFO nobody writes": (_replaced(os.mkfifo), "not a regular file"),
+    "a link to /dev/zero": (_replaced(lambda p: p.symlink_to("/dev/zero")), "not a regular file"),
+    "a folder": (_replaced(Path.mkdir), "folder"),
+    "scores of other data": (_edit(_with(("scores", "spec_id"), "0123abcd")), "spec_id"),
+    "scores short curve": (_edit(_short_curve), "curve"),
+    "scores counts of 10^400": (_edit(_with(("scores", "id", "correct"), 10**400)), "id"),
+    "scores NaN accuracy": (_edit(_with(("scores", "curve", "accuracy", 0), float("nan"))), "JSON"),
+    "scores accuracy not its ratio": (
+        _edit(_with(("scores", "id", "accuracy"), 0.999)),
+        "scores.id.accuracy",
     ),
-    "config.json seed missing": (_edit_json("config.json", _drop("seed")), "config.json", "seed"),
-    "config.json extra key": (
-        _edit_json("config.json", _with(("hacked",), 1)),
-        "config.json",
-        "hacked",
-    ),
-    "config.json NaN accuracy": (
-        _edit_json("config.json", _with(("best_val_id_accuracy",), float("nan"))),
-        "config.json",
-        "JSON",
-    ),
-    "config.json Infinity in rope": (
-        _edit_json("config.json", _with(("rope_parameters", "train", "rope_theta"), float("inf"))),
-        "config.json",
-        "JSON",
-    ),
-    "config.json 1e400 in rope": (
-        _text("config.json", '{"rope_parameters": {"train": {"rope_theta": 1e400}}}'),
-        "config.json",
-        "rope_parameters.train.rope_theta",
-    ),
-    "config.json pe not its encoding's label": (
-        _edit_json("config.json", _with(("pe",), "alibi")),
-        "config.json",
-        "pe",
-    ),
-    "results.json NaN accuracy": (
-        _edit_json("results.json", _with(("id_accuracy",), float("nan"))),
-        "results.json",
-        "JSON",
-    ),
-    "results.json id_accuracy not its scores": (
-        _edit_json("results.json", _with(("id_accuracy",), 0.123)),
-        "results.json",
-        "id_accuracy",
-    ),
-    "results.json seed of another run": (
-        _edit_json("results.json", _with(("seed",), 77)),
-        "results.json",
-        "seed",
-    ),
-    "results.json a list": (_text("results.json", "[]"), "results.json", "JSON object"),
-    "config.json a FIFO nobody writes": (
-        lambda f: ((f / "config.json").unlink(), os.mkfifo(f / "config.json")),
-        "config.json",
-        "not a regular file",
-    ),
-    "scores.json a link to /dev/zero": (
-        lambda f: ((f / "scores.json").unlink(), (f / "scores.json").symlink_to("/dev/zero")),
-        "scores.json",
-        "not a regular file",
-    ),
-    "metrics.jsonl a FIFO nobody writes": (
-        lambda f: ((f / "metrics.jsonl").unlink(), os.mkfifo(f / "metrics.jsonl")),
-        "metrics.jsonl",
-        "not a regular file",
-    ),
-    "config.json train batch 0": (
-        _edit_json("config.json", _with(("train", "batch_size"), 0)),
-        "config.json",
-        "train.batch_size",
-    ),
-    "config.json spec_id not its spec": (
-        _edit_json("config.json", _with(("spec_id",), "0123abcd")),
-        "config.json",
-        "spec_id",
-    ),
-    "config.json is a folder": (
-        lambda f: ((f / "config.json").unlink(), (f / "config.json").mkdir()),
-        "config.json",
-        "folder",
-    ),
-    "scores.json short curve": (_edit_json("scores.json", _short_curve), "scores.json", "curve"),
-    "scores.json counts of 10^400": (
-        _edit_json("scores.json", _huge_counts),
-        "scores.json",
-        "id",
-    ),
-    "scores.json NaN accuracy": (
-        _edit_json("scores.json", _with(("curve", "accuracy", 0), float("nan"))),
-        "scores.json",
-        "JSON",
-    ),
-    "scores.json accuracy not its ratio": (
-        _edit_json("scores.json", _with(("id", "accuracy"), 0.999)),
-        "scores.json",
-        "id.accuracy",
-    ),
-    "scores.json counts not the curve": (
-        _edit_json("scores.json", _with(("ood", "correct"), 0)),
-        "scores.json",
-        "ood",
-    ),
-    "scores.json empty": (_text("scores.json", ""), "scores.json", "JSON"),
-    "metrics.jsonl last line garbage": (
-        _text("metrics.jsonl", '{"epoch": 1}\n}{garbage\n'),
-        "metrics.jsonl",
-        "last line",
-    ),
-    "metrics.jsonl seconds NaN": (
-        _text("metrics.jsonl", '{"epoch": 1, "seconds": NaN}\n'),
-        "metrics.jsonl",
-        "JSON",
-    ),
-    "metrics.jsonl negative seconds": (
-        _text(
-            "metrics.jsonl",
-            json.dumps(
-                {
-                    "epoch": 1,
-                    "step": 2,
-                    "train_loss": 1.0,
-                    "lr": 0.1,
-                    "seconds": -5,
-                    "train_seconds": 1,
-                }
-            )
-            + "\n",
-        ),
-        "metrics.jsonl",
-        "seconds",
+    "scores counts not the curve": (_edit(_with(("scores", "ood", "correct"), 0)), "ood"),
+    "probe scores of the wrong type": (
+        _edit(_with(("probe_scores", "id"), "x")),
+        "probe_scores.id",
     ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(DAMAGED_RUNS))
 def test_a_damaged_run_file_is_one_line_naming_the_run_and_the_field(tmp_path, run, case):
-    damage, name, field = DAMAGED_RUNS[case]
+    damage, field = DAMAGED_RUNS[case]
     bad = copy_run(run, tmp_path / "runs" / "bad")
     damage(bad)
     out, js = tmp_path / "R.md", tmp_path / "r.json"
     result = invoke("results", tmp_path / "runs", "--out", out, "--json", js)
     with recorded("damage", f"run:{case}"):
-        assert_clean_error(result, 1, str(bad / name), field)
+        assert_clean_error(result, 1, str(bad / RECORD), field)
         assert not out.exists()
         assert not js.exists()
 
@@ -924,13 +794,13 @@ OVER_INPUTS = {
         lambda d, r, t: _score(d, r, t, "--json", d / "report.json"),
         "dataset",
     ),
-    "results --out onto a run's scores.json": (
-        lambda d, r, t: ["results", r, "--out", r / "scores.json"],
-        "scores.json",
+    "results --out onto a run's results.json": (
+        lambda d, r, t: ["results", r, "--out", r / "results.json"],
+        "results.json",
     ),
-    "results --json onto a run's config.json": (
-        lambda d, r, t: ["results", r, "--out", t / "R.md", "--json", r / "config.json"],
-        "config.json",
+    "results --json onto a run's metrics.jsonl": (
+        lambda d, r, t: ["results", r, "--out", t / "R.md", "--json", r / "metrics.jsonl"],
+        "metrics.jsonl",
     ),
     "results --out X --json X": (
         lambda d, r, t: ["results", r, "--out", t / "X", "--json", t / "X"],
@@ -1038,5 +908,6 @@ def test_runs_with_one_or_two_threads_are_byte_identical(tmp_path, data, threads
     for out in outs:
         result = invoke(*train_args(data, out), "--threads", threads)
         assert result.exit_code == 0, result.output
-    for name in ("predictions.parquet", "scores.json"):
-        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
+    assert (outs[0] / PREDICTIONS).read_bytes() == (outs[1] / PREDICTIONS).read_bytes()
+    scores = [json.loads((out / "results.json").read_text())["scores"] for out in outs]
+    assert scores[0] == scores[1]

@@ -1,0 +1,413 @@
+"""One training job: what ``posgen train`` and every sweep worker run around the loop.
+
+The loop (:func:`posgen.train.trainer.train`) trains; the job holds the rest:
+
+- the lock: a job holds :func:`posgen.store.safety.exclusive` on its work folder while it runs
+  (a second worker of the same training waits, then finds it done);
+- the work folder (``posgen train --out RUN``: the hidden sibling ``.RUN.posgen-resume``;
+  a sweep: ``SWEEP/work/<job>``) with the loop's checkpoint dict (``checkpoint.pt``,
+  replaced whole) and ``progress.json`` (``{"epoch": 2, "step": 37, "done": false}``,
+  readable without torch);
+- the data, read once (:class:`posgen.train.trainer.RunData`);
+- the run folders, each written whole (:func:`posgen.store.safety.atomic_folder`);
+- the out-of-memory message and the clean-up: success removes the work folder, a signal
+  keeps it when it holds a checkpoint (a rerun resumes to the same bytes), a failure
+  before the first checkpoint leaves nothing.
+
+Run folder::
+
+    results.json        the run record (:mod:`posgen.train.run_record`): config, data
+                        checksums, test scores, probe scores, wall time
+    metrics.jsonl       one line per epoch: train loss, learning rate, validation ID accuracy,
+                        seconds so far (all, and in training steps only)
+    predictions.parquet test predictions (``posgen score --predictions`` reads them)
+    probe_predictions.parquet  predictions of the ``probe`` split, same weights
+    model/              the selected weights (only with ``save_model``)
+
+Tests stop a job at exact points with ``POSGEN_TEST_KILL`` (:func:`kill_point`):
+``step:5:SIGTERM`` sends SIGTERM right after the run's 5th step; ``checkpoint`` (a
+checkpoint written, not yet renamed into place), ``final`` (a run folder's predictions
+written, its scores not).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from posgen import signals
+from posgen.encodings import PERequest
+from posgen.errors import RunError, UsageError, human_bytes
+from posgen.scoring.folder import load_probe, score_reference
+from posgen.scoring.prediction_files import write_predictions
+from posgen.scoring.reliance import RelianceReport, score_probe
+from posgen.spec import PROBE_SPLIT
+from posgen.store.layout import hidden_stem
+from posgen.store.safety import (
+    OutputExistsError,
+    atomic_folder,
+    durable_file,
+    exclusive,
+    write_atomically,
+)
+from posgen.train.config import TrainConfig
+from posgen.train.run_record import (
+    METRICS,
+    PREDICTIONS,
+    PROBE_PREDICTIONS,
+    RESULTS,
+    DataRecord,
+    ModelInfo,
+    PositionEncodingRecord,
+    RunRecord,
+    is_run,
+)
+
+if TYPE_CHECKING:  # torch is imported when a job runs: `posgen sweep --status` needs none
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from posgen.encodings import ResolvedPE
+    from posgen.train.trainer import PositionIds, RunData, Selection
+
+CHECKPOINT = "checkpoint.pt"
+PROGRESS = "progress.json"
+RESUME_TAG = ".posgen-resume"
+MODEL = "model"
+"""The saved weights' subfolder (``save_model``)."""
+KILL_ENV = "POSGEN_TEST_KILL"
+"""``POINT:N:SIGNAL``: send SIGNAL to this process at point N of POINT (tests only);
+``SIGNAL@parent`` sends it to the parent (a local sweep) instead and waits for a signal."""
+
+_passes: Counter[str] = Counter()
+
+
+def resume_folder(out: Path) -> Path:
+    """Where ``posgen train --out OUT`` keeps its checkpoint until OUT is written.
+
+    >>> resume_folder(Path("runs/rec-res")).as_posix()
+    'runs/.rec-res.posgen-resume'
+    """
+    out = Path(out)
+    return out.with_name(hidden_stem(out.name) + RESUME_TAG)
+
+
+def read_progress(folder: Path) -> dict[str, Any] | None:
+    """A work folder's ``progress.json`` (None when absent or unreadable); no torch needed."""
+    try:
+        with open(Path(folder) / PROGRESS, "rb") as handle:
+            value = json.loads(handle.read(4096))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def train_runs(
+    data: Path,
+    config_name: str,
+    pes: Sequence[str | PERequest | ResolvedPE],
+    config: TrainConfig,
+    seed: int,
+    outs: Sequence[Path],
+    preset_name: str,
+    device: torch.device | None = None,
+    progress: Callable[[int], Any] | None = None,
+    run_data: RunData | None = None,
+    save: bool = False,
+    work: Path | None = None,
+    key: str = "",
+    name: str = "",
+    estimate: int | None = None,
+) -> list[dict[str, Any]]:
+    """Train once for ``pes`` (all with the same training) and write run folder ``outs[i]``
+    for ``pes[i]``; returns each written run's summary (``{"pe", "out", "best_epoch",
+    "id_accuracy", "ood_accuracy", ...}``).
+
+    With a ``work`` folder the job is resumable: it takes the folder's lock, resumes from
+    its checkpoint of training ``key``, writes only the runs still missing, and removes the
+    folder when done. ``name`` is how messages name the job (``--out runs/x``);
+    ``estimate`` is the memory estimate an out-of-memory message quotes.
+    """
+    from posgen.train.trainer import RunData, pick_device
+
+    device = device or pick_device()
+    if work is None:
+        signals.point("load")
+        run_data = run_data or RunData.load(data, config_name)
+        job = _Training(data, run_data, config, seed, preset_name, device, save)
+        return _train_and_write(job, pes, outs, progress)
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    with exclusive(work):
+        if not work.exists():  # a worker of the same training finished while we waited
+            return []
+        todo = [(pe, Path(out)) for pe, out in zip(pes, outs, strict=True) if not is_run(out)]
+        if not todo:
+            shutil.rmtree(work, ignore_errors=True)
+            return []
+        try:
+            signals.point("load")
+            run_data = run_data or RunData.load(data, config_name)
+            job = _Training(data, run_data, config, seed, preset_name, device, save)
+            pes, outs = [pe for pe, _ in todo], [out for _, out in todo]
+            summaries = _train_and_write(job, pes, outs, progress, work, key, name)
+        except signals.Interrupted as stop:
+            if stop.completed:
+                shutil.rmtree(work, ignore_errors=True)
+            raise
+        except OutputExistsError:
+            shutil.rmtree(work, ignore_errors=True)  # this run cannot be resumed into it
+            raise RunError(
+                f"{name} appeared while the run trained (made by something else); it was "
+                "kept, and this run was not written"
+            ) from None
+        except (MemoryError, RuntimeError) as error:
+            if not out_of_memory(error):
+                raise
+            raise RunError(_memory_message(error, work, estimate)) from None
+        finally:
+            if read_progress(work) is None:  # nothing to resume from: leave nothing
+                shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return summaries
+
+
+@dataclass(frozen=True)
+class _Training:
+    """What every run folder of one training shares."""
+
+    data: Path
+    run_data: RunData
+    config: TrainConfig
+    seed: int
+    preset_name: str
+    device: torch.device
+    save: bool
+
+
+def _train_and_write(
+    job: _Training,
+    pes: Sequence[str | PERequest | ResolvedPE],
+    outs: Sequence[Path],
+    progress: Callable[[int], Any] | None,
+    work: Path | None = None,
+    key: str = "",
+    name: str = "",
+) -> list[dict[str, Any]]:
+    from posgen.train.trainer import total_steps, train
+
+    resume = None if work is None else _load_checkpoint(work, key, name, job.device)
+    bar = None if progress is None else progress(total_steps(job.config, job.run_data))
+    if bar is not None and resume is not None:
+        bar.update(resume["position"]["step"])
+
+    def events(moment: str, step: int) -> None:
+        signals.point(moment)
+        if moment == "step":
+            if bar is not None:
+                bar.update(1)
+            kill_point("step", step)
+
+    checkpoint = None if work is None else lambda state: _save_checkpoint(work, key, state)
+    trained = train(job.run_data, pes, job.config, job.seed, job.device, resume, checkpoint, events)
+    if bar is not None and hasattr(bar, "close"):
+        bar.close()
+    return [
+        _write_run(job, trained.model, selection, trained.log, trained.started, Path(out))
+        for selection, out in zip(trained.selections, outs, strict=True)
+    ]
+
+
+def _save_checkpoint(work: Path, key: str, state: dict[str, Any]) -> None:
+    """Replace the checkpoint whole (a kill leaves the old one or the new one), then
+    ``progress.json``."""
+    import torch
+
+    with durable_file(work / CHECKPOINT) as sink:
+        torch.save({"key": key, **state}, sink)
+        kill_point("checkpoint")
+    at = state["position"]
+    summary = {"epoch": at["epoch"], "step": at["step"], "done": at["done"]}
+    write_atomically(work / PROGRESS, (json.dumps(summary) + "\n").encode())
+
+
+def _load_checkpoint(
+    work: Path, key: str, name: str, device: torch.device
+) -> dict[str, Any] | None:
+    import torch
+
+    path = work / CHECKPOINT
+    if not path.is_file():
+        return None
+    saved = torch.load(path, map_location=device, weights_only=True)
+    if saved.get("key") != key:
+        raise UsageError(
+            f"{name}: its checkpoint {work} is of a run with other flags; rerun with those, or "
+            "remove it to start over"
+        )
+    return saved
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says an allocation failed (torch's own error, or its message)."""
+    import torch
+
+    return isinstance(error, MemoryError | torch.OutOfMemoryError) or "allocate" in str(error)
+
+
+def _memory_message(error: BaseException, work: Path, estimate: int | None) -> str:
+    smaller = "--batch-size, --eval-batch-size or the model size"
+    if read_progress(work) is not None:
+        advice = (
+            f"checkpoint kept in {work}: rerun the same command to resume, or remove it "
+            f"and lower {smaller}"
+        )
+    else:
+        advice = f"no partial run folder was left; lower {smaller}"
+    quoted = "" if estimate is None else f" with an estimate of {human_bytes(estimate)}"
+    return f"out of memory ({type(error).__name__}){quoted}; {advice}"
+
+
+def kill_point(name: str, number: int | None = None) -> None:
+    """Signal this process here if :data:`KILL_ENV` (``POINT:N:SIGNAL``) names this point.
+
+    ``N`` is ``number`` where the point has one (``step``: the run's step, counted across
+    resumptions, so a resumed or requeued run is not stopped again), else the count of
+    this process's passes through the point.
+    """
+    wanted = os.environ.get(KILL_ENV)
+    if not wanted:
+        return
+    point, count, signame = wanted.split(":")
+    if point != name:
+        return
+    _passes[name] += 1
+    if (_passes[name] if number is None else number) == int(count):
+        signame, _, whom = signame.partition("@")
+        if whom == "parent":
+            _signal_parent_and_wait(getattr(signal, signame))
+        else:
+            os.kill(os.getpid(), getattr(signal, signame))
+
+
+def _signal_parent_and_wait(signum: int, limit: float = 600.0) -> None:
+    """Send ``signum`` to the sweep, wait until it passes the signal back, then take it here.
+
+    The signal the sweep passes back may reach any thread of this process (torch starts
+    some); Python runs the handler in the main thread whichever thread took it, so a
+    ``sigtimedwait`` in the main thread would miss it. A stand-in handler notes it instead,
+    and Python's wakeup file descriptor ends the wait, however early or late the sweep
+    answers. A parent that never passes it back ends this process after ``limit`` seconds.
+    """
+    arrived: list[int] = []
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    previous = signal.signal(signum, lambda number, frame: arrived.append(number))
+    wakeup = signal.set_wakeup_fd(write)
+    try:
+        os.kill(os.getppid(), signum)
+        deadline = time.monotonic() + limit
+        while not arrived and time.monotonic() < deadline:
+            ready, _, _ = select.select([read], [], [], max(0.0, deadline - time.monotonic()))
+            if ready:
+                os.read(read, 64)  # the handler runs at the next instruction
+    finally:
+        signal.set_wakeup_fd(wakeup)
+        signal.signal(signum, previous)
+        os.close(read)
+        os.close(write)
+    if not arrived:
+        os._exit(128 + signum)
+    signal.raise_signal(signum)  # the real handler runs as if the parent's signal arrived now
+
+
+def _write_run(
+    job: _Training,
+    model: LlamaForCausalLM,
+    selection: Selection,
+    log: list[dict[str, Any]],
+    started: float,
+    out: Path,
+) -> dict[str, Any]:
+    """Predict test with the selected weights and write the run folder atomically."""
+    import torch
+
+    from posgen.encodings.model import save_model, use_frequencies
+    from posgen.train.trainer import evaluation_positions, predict_split, versions
+
+    pe, run_data, config, device = selection.pe, job.run_data, job.config, job.device
+    model.load_state_dict(selection.state)
+    use_frequencies(model, pe.rope(evaluation=True))
+    test = run_data.test
+    spec = test.spec
+    positions = evaluation_positions(pe, job.seed, "test")
+    predictions = predict_split(model, test, config.eval_batch_size, device, positions)
+    with atomic_folder(out) as build:
+        lines = [json.dumps(_epoch_line(record, pe.label), sort_keys=True) + "\n" for record in log]
+        (build / METRICS).write_text("".join(lines))
+        write_predictions(
+            build / PREDICTIONS, test.ids, predictions, spec.modulus, (spec.spec_id, test.split)
+        )
+        signals.point("write")
+        kill_point("final")
+        # scored on the test rows this run read (pinned), not on --data read again
+        report = score_reference(test, build / PREDICTIONS)
+        probe = _write_probe(job, build, model, positions)
+        if job.save:
+            save_model(model, pe, build / MODEL)
+        record = RunRecord(
+            data=DataRecord(folder=str(job.data), config=test.config, files=run_data.files),
+            spec=spec,
+            position_encoding=PositionEncodingRecord(**pe.record()),
+            preset=job.preset_name,
+            train=config,
+            seed=job.seed,
+            model=ModelInfo(class_name=type(model).__name__, parameters=model.num_parameters()),
+            best_epoch=selection.epoch,
+            best_val_id_accuracy=selection.accuracy,
+            wall_seconds=time.perf_counter() - started,
+            train_seconds=log[-1]["train_seconds"],
+            device=device.type,
+            torch_threads=torch.get_num_threads(),
+            versions=versions(),
+            scores=report.model_dump(),
+            probe_scores=probe,
+        )
+        (build / RESULTS).write_text(record.to_json())
+    summary = {"pe": pe.label, "out": str(out), "best_epoch": selection.epoch}
+    return {**summary, **report.summary(), **probe.summary()}
+
+
+def _write_probe(
+    job: _Training, build: Path, model: LlamaForCausalLM, positions: PositionIds | None
+) -> RelianceReport:
+    """Predict the ``probe`` split with the current weights (and the test rows' position
+    ids: probe row i is test row i altered); write the predictions and their far-reliance
+    report (for the record) into the run folder ``build``."""
+    from posgen.train.trainer import predict_split
+
+    probe = job.run_data.probe or load_probe(job.data, job.run_data.test.config, PROBE_SPLIT)
+    predictions = predict_split(model, probe, job.config.eval_batch_size, job.device, positions)
+    made_for = (probe.spec.spec_id, PROBE_SPLIT)
+    write_predictions(
+        build / PROBE_PREDICTIONS, probe.ids, predictions, probe.spec.modulus, made_for
+    )
+    return score_probe(probe, predictions)
+
+
+def _epoch_line(record: dict[str, Any], pe: str) -> dict[str, Any]:
+    """One epoch's log line for ``pe``: its own validation accuracy, no other embedding's."""
+    line = {k: v for k, v in record.items() if not k.startswith("val_id_accuracy/")}
+    key = f"val_id_accuracy/{pe}"
+    if key in record:
+        line["val_id_accuracy"] = record[key]
+    return line
