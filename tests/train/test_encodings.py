@@ -17,7 +17,6 @@ transformers = pytest.importorskip("transformers")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
 
-from posgen.dataset import write_dataset  # noqa: E402
 from posgen.encodings import (  # noqa: E402
     ENCODINGS,
     Lengths,
@@ -36,7 +35,6 @@ from posgen.encodings.builtin import (  # noqa: E402
 )
 from posgen.encodings.model import ATTRIBUTE, llama_for, load_model  # noqa: E402
 from posgen.scoring.prediction_files import read_predictions  # noqa: E402
-from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
 from posgen.train.run_record import SCHEMA_FILE, schema_text  # noqa: E402
 from posgen.train.trainer import (  # noqa: E402
@@ -296,11 +294,9 @@ def test_dynamic_ntk_scales_only_past_l_plus_1_positions():
 # --- absolute and randomized positions -----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pe") / "ds"
-    write_dataset(default_benchmark(("recursive",), train_size=64, val_size=8, test_size=8), root)
-    return root
+@pytest.fixture
+def data(tiny_training_dataset) -> Path:
+    return tiny_training_dataset
 
 
 def test_learned_positions_past_l_are_untouched_by_training(data, tmp_path):
