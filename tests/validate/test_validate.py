@@ -143,10 +143,9 @@ def unlist(root: Path, entry: None) -> None:
 
 
 DAMAGE = {
-    # case: (config, split, file, damage(root, entry), --config given, the failing check,
-    #        fragments of its message from the entry e and the old tokens t ("^": a prefix),
-    #        a fact (keys..., value) of the damaged split); checks: the failed kinds, the first
-    #        inspected
+    # case: (config, split, file index, damage(root, entry), --config, the failed kinds (the
+    #        first one inspected), fragments of its message given the file entry e and the old
+    #        tokens t ("^": a prefix), a fact of the split as (keys..., value))
     "a flipped token": ("cot", "test", 0, rewrite(set_token(7, 80, lambda v: (v + 1) % 17)),
                         None, "window",
                         lambda e, t: [f"^split test row {e['first_id'] + 7} position 80: "
