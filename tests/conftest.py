@@ -91,3 +91,56 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("hardening")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+# --- validate, card, score fixtures (tests2) ---
+def _small_benchmark(seeding: str):
+    from posgen.spec import BenchmarkSpec, TaskSpec
+    from posgen.tasks import TASKS
+
+    base = dict(train_size=120, val_size=30, test_size=20, test_length=[96, 128], seeding=seeding)
+    configs = {task: TaskSpec(task=task, **base) for task in TASKS}
+    return BenchmarkSpec(name="small", description="A small benchmark for tests.", configs=configs)
+
+
+def _write_small(tmp_path_factory, seeding: str) -> Path:
+    from posgen import write_dataset
+
+    out = tmp_path_factory.mktemp(seeding) / "small"
+    write_dataset(_small_benchmark(seeding), out, shard_bytes=3000, row_group_bytes=1024)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    """A dataset folder "small": the three tasks, 120/30/20 rows, L = 64, L' = 96 and 128,
+    probe splits, two or more files per split, several row groups per file, disjoint seeding.
+    Shared: read it, never change it (``small_copy`` is yours to damage)."""
+    return _write_small(tmp_path_factory, "disjoint")
+
+
+@pytest.fixture(scope="session")
+def small_paper_dataset(tmp_path_factory) -> Path:
+    """``small_dataset`` with the paper's seeding (validation and test rows begin with train
+    rows)."""
+    return _write_small(tmp_path_factory, "paper")
+
+
+@pytest.fixture
+def small_copy(small_dataset, tmp_path) -> Path:
+    """A fresh copy of ``small_dataset`` for this test to damage."""
+    import shutil
+
+    return Path(shutil.copytree(small_dataset, tmp_path / "small"))
+
+
+@pytest.fixture(scope="session")
+def tiny_training_dataset(tmp_path_factory) -> Path:
+    """recursive and cot, 64/8/8 rows (m = 17, L = 64, L' = 256): a few training steps' worth."""
+    from posgen import write_dataset
+    from posgen.spec import default_benchmark
+
+    out = tmp_path_factory.mktemp("training") / "ds"
+    bench = default_benchmark(("recursive", "cot"), train_size=64, val_size=8, test_size=8)
+    write_dataset(bench, out)
+    return out

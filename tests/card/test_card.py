@@ -1,9 +1,10 @@
-"""Data cards: front matter `datasets` accepts, facts equal to the manifest and the files."""
+"""Data cards: front matter `datasets` accepts, facts equal to the manifest and the files, what
+each task measures, and the official cards in data_cards/ (run `make cards`)."""
 
 from __future__ import annotations
 
 import re
-import shutil
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -13,8 +14,10 @@ import yaml
 
 from posgen import write_dataset
 from posgen.card import DataMismatch, render_card, write_card
-from posgen.card.tasks import dependency_diagram
+from posgen.card.tasks import dependency_diagram, measure_sentence, measures_section
+from posgen.publish import publish_benchmark, scoring_baselines
 from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.spec_files import resolve_benchmark
 from posgen.store.manifest import Manifest, read_manifest
 from posgen.tasks import TASKS
 from posgen.validate import validate
@@ -22,20 +25,9 @@ from tests import oracle
 from tests.data_damage import BREAKS
 
 
-def small_bench(**fields):
-    base = dict(train_size=120, val_size=30, test_size=20, test_length=[96, 128])
-    return BenchmarkSpec(
-        name="small",
-        description="A small benchmark for tests.",
-        configs={task: TaskSpec(task=task, **{**base, **fields}) for task in TASKS},
-    )
-
-
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cards") / "small"
-    write_dataset(small_bench(), out, shard_bytes=3000)
-    return out
+def folder(small_dataset):
+    return small_dataset
 
 
 def header_of(card: str) -> dict:
@@ -50,13 +42,11 @@ def report(folder):
     return validate(folder)
 
 
-@pytest.fixture(scope="module")
-def failed_report(folder, tmp_path_factory):
+@pytest.fixture
+def failed_report(small_copy):
     """The real report of a copy whose first train file repeats a row (hygiene fails)."""
-    copy = tmp_path_factory.mktemp("failed") / "small"
-    shutil.copytree(folder, copy)
-    BREAKS["hygiene"](copy)
-    return validate(copy)
+    BREAKS["hygiene"](small_copy)
+    return validate(small_copy)
 
 
 def test_front_matter_has_the_hub_fields_and_one_config_per_task(folder):
@@ -103,17 +93,6 @@ def test_dataset_info_is_read_from_the_files(folder):
         everything = [f for s in splits.values() for f in s.files]
         assert block["download_size"] == sum((folder / f.path).stat().st_size for f in everything)
         assert block["dataset_size"] == sum(s["num_bytes"] for s in block["splits"])
-
-
-def test_dataset_info_matches_what_datasets_records_when_loading(folder):
-    loaded = datasets.load_dataset(str(folder), "semirecursive")
-    info = {
-        c["config_name"]: c for c in header_of((folder / "README.md").read_text())["dataset_info"]
-    }
-    declared = {s["name"]: s for s in info["semirecursive"]["splits"]}
-    for split, data in loaded.items():
-        assert data.info.splits[split].num_examples == declared[split]["num_examples"]
-        assert data.info.splits[split].num_bytes == declared[split]["num_bytes"]
 
 
 def test_a_card_without_a_folder_leaves_dataset_info_out(folder):
@@ -238,13 +217,12 @@ def test_paper_seeding_is_explained_with_its_flaws():
     assert "disjoint" not in text.split("\n", 2)[2].split("`")[0]
 
 
-def test_write_card_refuses_a_folder_whose_files_disagree_with_the_manifest(tmp_path):
-    out = tmp_path / "ds"
-    write_dataset(small_bench(train_size=10, val_size=5, test_size=5), out)
+def test_write_card_refuses_a_folder_whose_files_disagree_with_the_manifest(small_copy):
+    out = small_copy
     before = (out / "README.md").read_text()
     victim = next((out / "data" / "cot").glob("validation-*.parquet"))
     victim.write_bytes(victim.read_bytes()[:-10])
-    with pytest.raises(DataMismatch, match=r"validation-00000-of-00001\.parquet: [\d,]+ bytes"):
+    with pytest.raises(DataMismatch, match=r"validation-\d{5}-of-\d{5}\.parquet: [\d,]+ bytes"):
         write_card(out)
     assert (out / "README.md").read_text() == before
     victim.unlink()
@@ -265,9 +243,8 @@ def test_uint16_tokens_are_declared_as_uint16(tmp_path):
     assert np.asarray(loaded[0]["tokens"]).max() < 300
 
 
-def test_rerendering_from_disk_gives_the_card_written_at_generation(tmp_path):
-    out = tmp_path / "ds"
-    write_dataset(small_bench(train_size=10, val_size=5, test_size=5), out)
+def test_rerendering_from_disk_gives_the_card_written_at_generation(small_copy):
+    out = small_copy
     written = (out / "README.md").read_text()
     (out / "README.md").unlink()
     assert write_card(out).read_text() == written
@@ -299,3 +276,51 @@ def test_dataset_info_is_in_the_form_datasets_serializes(folder):
     card_data = DatasetCardData()
     DatasetInfosDict(infos).to_dataset_card_data(card_data)
     assert card_data.to_dict()["dataset_info"] == ours
+
+
+def _cell(accuracy_id: float, far_id: float | None) -> dict:
+    cell = {"n": 1, "id_mean": accuracy_id, "ood_mean": 0.3}
+    if far_id is not None:
+        cell |= {"far_id_mean": far_id, "far_ood_mean": 0.01}
+    return cell
+
+
+@pytest.mark.parametrize(
+    ("accuracy_id", "far_id", "verdict"),
+    [
+        (0.98, 0.001, "measures whether a local rule keeps working at unseen positions"),
+        (0.98, 0.85, "measures a far dependency at unseen positions"),
+        (0.90, 0.50, "measures a mix of a local rule and a far read"),
+        (0.05, 0.02, "measures little at this training budget"),
+        (0.98, None, "has no probe figures yet"),
+    ],
+)
+def test_the_sentence_follows_far_reliance_and_accuracy(accuracy_id, far_id, verdict):
+    sentence = measure_sentence("bench", "cot", "rope", _cell(accuracy_id, far_id))
+    assert sentence.startswith(f"cot on bench {verdict}")
+    assert f"accuracy {accuracy_id:.3f} ID" in sentence
+
+
+def test_the_card_section_appears_only_for_the_spec_ids_the_models_were_trained_on(folder):
+    manifest = read_manifest(folder)
+    spec_ids = {name: config.spec_id for name, config in manifest.configs.items()}
+    entry = {"spec_ids": spec_ids, "tasks": {"cot": {"rope": _cell(0.98, 0.001)}}}
+    section = measures_section(manifest, {manifest.benchmark.name: entry})
+    assert section.splitlines()[0] == "## What each task measures"
+    assert f"- cot on {manifest.benchmark.name} measures whether a local rule" in section
+    other = {**entry, "spec_ids": {**spec_ids, "cot": "0" * 16}}
+    assert measures_section(manifest, {manifest.benchmark.name: other}) == ""
+
+
+ROOT = Path(__file__).resolve().parents[2]
+OFFICIAL = ["paper", "posgen-v1", "posgen-v2"]
+
+
+@pytest.mark.parametrize("name", OFFICIAL)
+def test_official_card_matches_what_the_code_renders(name, tmp_path):
+    assert (ROOT / "data_cards" / f"{name}.md").is_file(), "run `make cards`"
+    bench = resolve_benchmark(ROOT / "task_specs" / f"{name}.toml")
+    published = publish_benchmark(bench, tmp_path / name, baselines=scoring_baselines)
+    rendered = (published.folder / "README.md").read_text()
+    committed = (ROOT / "data_cards" / f"{name}.md").read_text()
+    assert rendered == committed, f"data_cards/{name}.md is stale: run `make cards`"

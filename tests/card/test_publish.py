@@ -6,7 +6,6 @@ Publishing runs the real validator; failures come from really damaged data
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -18,7 +17,6 @@ import yaml
 import posgen
 import posgen.publish
 from posgen.publish import publish_benchmark
-from posgen.spec import is_probe_split, probe_config
 from posgen.spec_files import resolve_benchmark
 from posgen.store.manifest import read_manifest, sha256_file
 from tests.cli_support import assert_clean_error, error_lines
@@ -157,26 +155,6 @@ def test_a_refused_publish_leaves_the_previous_folder_intact(tmp_path, spec_file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hub", "tiny.toml"]
 
 
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["missing.toml"], "error: spec file missing.toml does not exist"),
-        (["{spec}", "--push", "me/posgen"], "error: --push needs a Hub token in the environment"),
-    ],
-)
-def test_publish_bad_input_exits_2_and_creates_nothing(
-    tmp_path, spec_file, validator, monkeypatch, args, expected
-):
-    for name in posgen.publish.TOKEN_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    args = [str(spec_file) if a == "{spec}" else a for a in args]
-    result = run("publish", *args, "--out", tmp_path / "hub")
-    line = assert_clean_error(result, 2)
-    assert line.startswith(expected)
-    assert result.output.strip() == line  # nothing but the error line
-    assert not (tmp_path / "hub").exists()
-
-
 def test_publish_with_a_bad_spec_reports_every_problem(tmp_path, validator):
     bad = tmp_path / "bad.toml"
     bad.write_text("[defaults]\nmodulus = 1\nnear = 0\n[configs.cot]\n")
@@ -188,15 +166,6 @@ def test_publish_with_a_bad_spec_reports_every_problem(tmp_path, validator):
     assert error_lines(result.stderr) == lines
     for line in lines:
         assert line.startswith("error: configs.cot.")
-
-
-def test_publish_into_an_existing_folder_needs_overwrite(tmp_path, spec_file, validator):
-    (tmp_path / "hub").mkdir()
-    (tmp_path / "hub" / "notes.txt").write_text("mine")
-    result = run("publish", spec_file, "--out", tmp_path / "hub")
-    assert_clean_error(result, 2)
-    assert result.output == f"error: {tmp_path / 'hub'} exists; pass --overwrite to replace it\n"
-    assert (tmp_path / "hub" / "notes.txt").read_text() == "mine"
 
 
 def test_push_uploads_the_published_folder_with_the_environment_token(
@@ -274,19 +243,6 @@ def test_card_command_with_baselines_asks_the_scoring_module(tmp_path, spec_file
     assert "| recursive | oracle | 1.0000 | 1.0000 |" in card
 
 
-@pytest.mark.parametrize(
-    ("make", "code", "expected"),
-    [
-        (lambda p: p, 2, "has no posgen.json: not a posgen dataset"),
-        (lambda p: p / "missing", 2, "has no posgen.json: not a posgen dataset"),
-    ],
-)
-def test_card_command_on_a_folder_that_is_not_a_dataset_exits_2(tmp_path, make, code, expected):
-    result = run("card", make(tmp_path), "--no-validate")
-    line = assert_clean_error(result, code, expected)
-    assert result.output.strip() == line  # nothing but the error line
-
-
 def test_card_command_on_a_damaged_folder_exits_1_and_keeps_the_card(tmp_path, spec_file):
     out = tmp_path / "ds"
     run("generate", "--spec", spec_file, "--out", out, "-q")
@@ -300,19 +256,42 @@ def test_card_command_on_a_damaged_folder_exits_1_and_keeps_the_card(tmp_path, s
     assert (out / "README.md").read_text() == before
 
 
-def test_manifest_and_card_agree_on_split_sizes(posgen_v1):
-    out, _ = posgen_v1
-    manifest = json.loads((out / "posgen.json").read_text())
-    card = (out / "README.md").read_text()
-    for name, entry in manifest["configs"].items():
-        for split, info in entry["splits"].items():
-            shown = probe_config(name) if is_probe_split(split) else name
-            assert f"| {shown} | {split} | {info['rows']:,} | {info['length']:,} |" in card
-
-
-def test_publish_without_a_validator_exits_2_and_creates_nothing(tmp_path, spec_file, monkeypatch):
+def hide_the_validator(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "posgen.validate", None)  # import fails
-    result = run("publish", spec_file, "--out", tmp_path / "hub", "-q")
+
+
+def a_folder_of_mine(tmp_path, monkeypatch):
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "hub" / "notes.txt").write_text("mine")
+
+
+BAD_USAGE = [
+    # (arguments: {spec} the tiny spec, {tmp} the test's folder; the error line or a fragment;
+    #  what the user's machine holds before)
+    ("publish missing.toml --out {tmp}/hub", "error: spec file missing.toml does not exist", None),
+    ("publish {spec} --push me/posgen --out {tmp}/hub",
+     "error: --push needs a Hub token in the environment", None),
+    ("publish {spec} --out {tmp}/hub",
+     "error: {tmp}/hub exists; pass --overwrite to replace it", a_folder_of_mine),
+    ("publish {spec} --out {tmp}/hub -q", "error: posgen.validate is not available",
+     hide_the_validator),
+    ("card {tmp} --no-validate", "has no posgen.json: not a posgen dataset", None),
+    ("card {tmp}/missing --no-validate", "has no posgen.json: not a posgen dataset", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "expected", "before"), BAD_USAGE)
+def test_bad_usage_exits_2_with_one_line_and_changes_nothing(
+    tmp_path, spec_file, monkeypatch, args, expected, before
+):
+    for name in posgen.publish.TOKEN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    if before is not None:
+        before(tmp_path, monkeypatch)
+    files = {p: p.is_file() and p.read_bytes() for p in tmp_path.rglob("*")}
+    result = run(*[word.format(spec=spec_file, tmp=tmp_path) for word in args.split()])
     line = assert_clean_error(result, 2)
-    assert line.startswith("error: posgen.validate is not available")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+    assert result.output == line + "\n"  # nothing but the error line
+    expected = expected.format(tmp=tmp_path)
+    assert line.startswith(expected) if expected.startswith("error: ") else expected in line
+    assert {p: p.is_file() and p.read_bytes() for p in tmp_path.rglob("*")} == files

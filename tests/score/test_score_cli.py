@@ -1,8 +1,9 @@
-"""`posgen score` and `posgen baseline`: tables, JSON, plots, and bad files that exit 2."""
+"""`posgen score` and `posgen baseline`: tables, JSON, plots, and bad input that exits 2."""
 
 from __future__ import annotations
 
 import json
+from importlib.util import find_spec
 
 import numpy as np
 import pyarrow as pa
@@ -10,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from posgen import write_dataset
-from posgen.scoring import baseline_scores, load_reference, write_predictions
+from posgen.scoring import baseline_scores, load_reference
 from posgen.spec import default_benchmark
 from posgen.store.manifest import read_manifest
 from tests.cli_support import assert_clean_error
@@ -32,13 +33,17 @@ def test_tokens(data):
     return load_reference(data, "cot", "test").tokens
 
 
+def score(data, predictions, *args):
+    return run("score", "--data", data, "--config", "cot", "--predictions", predictions, *args)
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".arrow", ".jsonl", ".npy"])
 def test_oracle_baseline_file_scores_exactly_one(data, tmp_path, suffix):
     preds = tmp_path / f"oracle{suffix}"
     made = run("baseline", "--kind", "oracle", "--data", data, "--config", "cot", "--out", preds)
     assert made.exit_code == 0, made.output
     assert "ID 100.00%, OOD 100.00%" in made.output
-    result = run("score", "--data", data, "--config", "cot", "--predictions", preds)
+    result = score(data, preds)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     spec_id = read_manifest(data).configs["cot"].spec_id
@@ -48,19 +53,16 @@ def test_oracle_baseline_file_scores_exactly_one(data, tmp_path, suffix):
     assert len([line for line in lines if line.strip().startswith("[")]) == 16
 
 
-def test_near_only_and_majority_baselines_score_near_chance(data, tmp_path):
-    for kind in ("near-only", "majority"):
-        preds = tmp_path / f"{kind}.parquet"
-        made = run("baseline", "--kind", kind, "--data", data, "--config", "recursive",
-                   "--out", preds, "-q")  # fmt: skip
-        assert made.exit_code == 0
-        assert made.output == ""
-        out = tmp_path / f"{kind}.json"
-        run("score", "--data", data, "--config", "recursive", "--predictions", preds,
-            "--json", out)  # fmt: skip
-        report = json.loads(out.read_text())
-        assert report["ood"]["tokens"] == ROWS * 192
-        assert 0.02 < report["ood"]["accuracy"] < 0.12  # 1/17 = 0.059
+@pytest.mark.parametrize("kind", ["near-only", "majority"])
+def test_near_only_and_majority_baselines_score_near_chance(data, tmp_path, kind):
+    preds, out = tmp_path / f"{kind}.parquet", tmp_path / f"{kind}.json"
+    made = run("baseline", "--kind", kind, "--data", data, "--config", "recursive",
+               "--out", preds, "-q")  # fmt: skip
+    assert (made.exit_code, made.output) == (0, "")
+    run("score", "--data", data, "--config", "recursive", "--predictions", preds, "--json", out)
+    report = json.loads(out.read_text())
+    assert report["ood"]["tokens"] == ROWS * 192
+    assert 0.02 < report["ood"]["accuracy"] < 0.12  # 1/17 = 0.059
 
 
 def test_baseline_scores_gives_id_and_ood_accuracy_per_kind(data):
@@ -71,10 +73,8 @@ def test_baseline_scores_gives_id_and_ood_accuracy_per_kind(data):
 
 
 def test_json_to_stdout_is_the_full_sorted_report(data, tmp_path, test_tokens):
-    preds = tmp_path / "p.npy"
-    np.save(preds, test_tokens)
-    result = run("score", "--data", data, "--config", "cot", "--predictions", preds,
-                 "--json", "-", "--bucket-width", "64")  # fmt: skip
+    np.save(tmp_path / "p.npy", test_tokens)
+    result = score(data, tmp_path / "p.npy", "--json", "-", "--bucket-width", "64")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert list(report) == sorted(report)
@@ -83,15 +83,16 @@ def test_json_to_stdout_is_the_full_sorted_report(data, tmp_path, test_tokens):
     assert report["spec_id"] == read_manifest(data).configs["cot"].spec_id
 
 
-def test_known_errors_show_in_the_table_and_the_first_error_distribution(
+def test_known_errors_show_in_the_table_the_first_error_and_the_png_plot(
     data, tmp_path, test_tokens
 ):
     preds = test_tokens.copy()
     preds[0, 100] = (preds[0, 100] + 1) % 17
     preds[1, 10] = (preds[1, 10] + 1) % 17
     np.save(tmp_path / "p.npy", preds)
-    result = run("score", "--data", data, "--config", "cot", "--predictions",
-                 tmp_path / "p.npy", "--json", tmp_path / "r.json")  # fmt: skip
+    plot = ["--plot", tmp_path / "curve.png"] if find_spec("matplotlib") else []
+    result = score(data, tmp_path / "p.npy", "--json", tmp_path / "r.json", *plot)
+    assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["id"]["correct"] == report["id"]["tokens"] - 1
     assert report["ood"]["correct"] == report["ood"]["tokens"] - 1
@@ -100,134 +101,83 @@ def test_known_errors_show_in_the_table_and_the_first_error_distribution(
     assert report["ood_exact_match"] == {"accuracy": (ROWS - 1) / ROWS, "correct": ROWS - 1,
                                          "tokens": ROWS}  # fmt: skip
     assert "[96, 112)" in result.output
-
-
-def test_plot_draws_a_png(data, tmp_path, test_tokens):
-    pytest.importorskip("matplotlib")
-    np.save(tmp_path / "p.npy", test_tokens)
-    result = run("score", "--data", data, "--config", "cot", "--predictions",
-                 tmp_path / "p.npy", "--plot", tmp_path / "curve.png")  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if plot:
+        assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_without_matplotlib_exits_2_with_the_install_hint(data, tmp_path, monkeypatch):
     monkeypatch.setattr("posgen.cli.score.plot_available", lambda: False)
-    result = run("score", "--data", data, "--config", "cot", "--predictions",
-                 tmp_path / "p.npy", "--plot", tmp_path / "curve.png")  # fmt: skip
+    result = score(data, tmp_path / "p.npy", "--plot", tmp_path / "curve.png")
     assert result.exit_code == 2
     assert result.output == "error: --plot: plotting needs matplotlib: pip install 'posgen[plot]'\n"
 
 
-def parquet_with(path, ids, rows, name="predictions"):
-    column = pa.array([list(map(int, row)) for row in rows], type=pa.list_(pa.int64()))
-    pq.write_table(pa.table({"id": pa.array(ids, type=pa.int64()), name: column}), path)
+BAD_FILES = [
+    # (file name, its text or a function of the true tokens giving (ids, rows), the message)
+    ("p.parquet", lambda t: (list(range(ROWS)), t[:, :100]),
+     "have shape (40, 100); expected (40, 256) (whole rows) or (40, 252)"),
+    ("p.parquet", lambda t: (list(range(1, ROWS + 1)), t),
+     "1 prediction ids are not in the data (e.g. 40); the data has 40 rows, ids 0..39"),
+    ("p.parquet", lambda t: (list(range(ROWS)), t + 17), "outside the vocabulary 0..16 (m = 17)"),
+    ("p.parquet", lambda t: (list(range(ROWS - 2)), t[:-2]),
+     "predictions miss 2 of 40 rows (e.g. ids 38, 39)"),
+    ("p.parquet", lambda t: ([0, *range(ROWS - 1)], t),
+     "1 ids appear more than once in the predictions (e.g. 0)"),
+    ("p.parquet", lambda t: (list(range(ROWS)), [*t[:-1].tolist(), t[-1, :-3].tolist()]),
+     "row id 39 has 253 predictions, row id 0 has 256"),
+    ("p.jsonl", '{"id": 0, "predictions": [1, 2]}\n{"id": 1', "p.jsonl: line 2: not valid JSON"),
+    ("p.jsonl", '{"id": 0, "predictions": [1.5]}\n',
+     "p.jsonl: line 1: predictions must be integers"),
+    ("p.jsonl", '{"predictions": [1]}\n', "p.jsonl: line 1: expected an object with 'id'"),
+    ("p.csv", "0,1,2\n", "unknown predictions format '.csv'"),
+    ("p.parquet", "not parquet", "p.parquet: not a readable parquet file"),
+    ("p.npy", "not npy", "p.npy: not a readable npy file"),
+]  # fmt: skip
 
 
-BAD_FILES = {
-    # case: (ids and rows from the true test tokens, the message expected)
-    "wrong length": (
-        lambda t: (list(range(ROWS)), t[:, :100]),
-        "have shape (40, 100); expected (40, 256) (whole rows) or (40, 252)",
-    ),
-    "unknown ids": (
-        lambda t: (list(range(1, ROWS + 1)), t),
-        "1 prediction ids are not in the data (e.g. 40); the data has 40 rows, ids 0..39",
-    ),
-    "out-of-range tokens": (
-        lambda t: (list(range(ROWS)), t + 17),
-        "outside the vocabulary 0..16 (m = 17)",
-    ),
-    "missing rows": (
-        lambda t: (list(range(ROWS - 2)), t[:-2]),
-        "predictions miss 2 of 40 rows (e.g. ids 38, 39)",
-    ),
-    "repeated ids": (
-        lambda t: ([0, *range(ROWS - 1)], t),
-        "1 ids appear more than once in the predictions (e.g. 0)",
-    ),
-    "ragged rows": (
-        lambda t: (list(range(ROWS)), [*t[:-1].tolist(), t[-1, :-3].tolist()]),
-        "row id 39 has 253 predictions, row id 0 has 256",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_FILES))
-def test_bad_prediction_files_exit_2_with_one_line(data, tmp_path, test_tokens, case):
-    build, expected = BAD_FILES[case]
-    ids, rows = build(test_tokens.astype(np.int64))
-    path = tmp_path / "bad.parquet"
-    parquet_with(path, ids, rows)
-    result = run("score", "--data", data, "--config", "cot", "--predictions", path)
-    assert assert_clean_error(result, 2, expected).startswith(f"error: {path}: ")
-    assert result.output.count("\n") == 1, result.output
-
-
-@pytest.mark.parametrize(
-    ("name", "content", "expected"),
-    [
-        (
-            "p.jsonl",
-            '{"id": 0, "predictions": [1, 2]}\n{"id": 1',
-            "p.jsonl: line 2: not valid JSON",
-        ),
-        (
-            "p.jsonl",
-            '{"id": 0, "predictions": [1.5]}\n',
-            "p.jsonl: line 1: predictions must be integers",
-        ),
-        ("p.jsonl", '{"predictions": [1]}\n', "p.jsonl: line 1: expected an object with 'id'"),
-        ("p.csv", "0,1,2\n", "unknown predictions format '.csv'"),
-        ("p.parquet", "not parquet", "p.parquet: not a readable parquet file"),
-        ("p.npy", "not npy", "p.npy: not a readable npy file"),
-    ],
-)
-def test_unreadable_prediction_files_exit_2(data, tmp_path, name, content, expected):
+@pytest.mark.parametrize(("name", "content", "expected"), BAD_FILES)
+def test_a_bad_prediction_file_exits_2_with_one_line(data, tmp_path, test_tokens, name,
+                                                     content, expected):  # fmt: skip
     path = tmp_path / name
-    path.write_text(content)
-    result = run("score", "--data", data, "--config", "cot", "--predictions", path)
-    assert result.exit_code == 2, result.output
-    assert result.output.count("\n") == 1
-    assert expected in result.output
+    if callable(content):
+        ids, rows = content(test_tokens.astype(np.int64))
+        column = pa.array([list(map(int, row)) for row in rows], type=pa.list_(pa.int64()))
+        pq.write_table(pa.table({"id": pa.array(ids, type=pa.int64()), "predictions": column}),
+                       path)  # fmt: skip
+    else:
+        path.write_text(content)
+    result = score(data, path)
+    line = assert_clean_error(result, 2, expected)
+    assert result.output == line + "\n"
+    assert not callable(content) or line.startswith(f"error: {path}: ")
 
 
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["--config", "nope"], "error: no config 'nope' in"),
-        (
-            ["--split", "dev"],
-            "error: no split 'dev' in config 'cot'; splits: train, validation, test",
-        ),
-        ([], "configs cot, recursive: pick one with --config"),
-    ],
-)
-def test_unknown_config_or_split_exits_2(data, tmp_path, test_tokens, args, expected):
-    path = tmp_path / "p.npy"
-    np.save(path, test_tokens)
-    config = [] if "--config" in args or not args else ["--config", "cot"]
-    result = run("score", "--data", data, *config, *args, "--predictions", path)
-    assert result.exit_code == 2
-    assert expected in result.output
+BAD_USAGE = [
+    # (arguments: {data} the dataset, {p} an existing test prediction file, {tmp} a folder)
+    ("score --data {data} --config nope --predictions {p}", "error: no config 'nope' in"),
+    ("score --data {data} --config cot --split dev --predictions {p}",
+     "error: no split 'dev' in config 'cot'; splits: train, validation, test"),
+    ("score --data {data} --predictions {p}", "configs cot, recursive: pick one with --config"),
+    ("score --data {tmp} --predictions {p}", "has no posgen.json: not a posgen dataset"),
+    ("baseline --kind oracle --data {data} --config cot --out {p}", "exists; pass --overwrite"),
+    ("baseline --kind oracle --data {data} --config cot --out {tmp}/new.csv",
+     "unknown predictions format '.csv'"),
+    ("baseline --kind local --data {data} --config recursive --split test --out {tmp}/new.npy",
+     "error: --kind local predicts probe splits only"),
+]  # fmt: skip
 
 
-def test_a_folder_without_a_manifest_exits_2(tmp_path):
-    result = run("score", "--data", tmp_path, "--predictions", tmp_path / "p.npy")
-    assert result.exit_code == 2
-    assert "has no posgen.json: not a posgen dataset" in result.output
-
-
-def test_baseline_refuses_to_overwrite_and_unknown_formats(data, tmp_path, test_tokens):
-    path = tmp_path / "p.parquet"
-    write_predictions(path, np.arange(ROWS), test_tokens, modulus=17)
-    again = run("baseline", "--kind", "oracle", "--data", data, "--config", "cot", "--out", path)
-    assert again.exit_code == 2
-    assert "exists; pass --overwrite" in again.output
-    csv = run("baseline", "--kind", "oracle", "--data", data, "--config", "cot", "--out",
-              tmp_path / "p.csv")  # fmt: skip
-    assert csv.exit_code == 2
-    assert "unknown predictions format '.csv'" in csv.output
+@pytest.mark.parametrize(("args", "expected"), BAD_USAGE)
+def test_bad_usage_exits_2_with_one_line_and_writes_nothing(data, tmp_path, test_tokens, args,
+                                                            expected):  # fmt: skip
+    np.save(tmp_path / "p.npy", test_tokens)
+    before = (tmp_path / "p.npy").read_bytes()
+    places = {"data": data, "p": tmp_path / "p.npy", "tmp": tmp_path}
+    result = run(*[word.format(**places) for word in args.split()])
+    line = assert_clean_error(result, 2, expected)
+    assert result.output == line + "\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["p.npy"]
+    assert (tmp_path / "p.npy").read_bytes() == before
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
@@ -239,9 +189,8 @@ def test_predictions_made_for_other_data_are_refused_not_scored_at_chance(data, 
     preds = tmp_path / f"oracle{suffix}"
     made = run("baseline", "--kind", "oracle", "--data", other, "--config", "cot", "--out", preds)
     assert made.exit_code == 0, made.output
-    result = run("score", "--data", data, "--config", "cot", "--predictions", preds)
     theirs = read_manifest(other).configs["cot"].spec_id
-    line = assert_clean_error(result, 2, f"made for split test of spec {theirs}")
+    line = assert_clean_error(score(data, preds), 2, f"made for split test of spec {theirs}")
     assert read_manifest(data).configs["cot"].spec_id in line
 
 
@@ -249,5 +198,5 @@ def test_test_predictions_are_refused_on_the_probe_split(data, tmp_path):
     preds = tmp_path / "oracle.parquet"
     made = run("baseline", "--kind", "oracle", "--data", data, "--config", "cot", "--out", preds)
     assert made.exit_code == 0, made.output
-    args = ("--data", data, "--config", "cot", "--split", "probe", "--predictions", preds)
-    assert_clean_error(run("score", *args), 2, "made for split test", "not split probe")
+    result = score(data, preds, "--split", "probe")
+    assert_clean_error(result, 2, "made for split test", "not split probe")

@@ -17,7 +17,6 @@ transformers = pytest.importorskip("transformers")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
 
-from posgen import write_dataset  # noqa: E402
 from posgen.encodings import (  # noqa: E402
     ENCODINGS,
     Lengths,
@@ -36,7 +35,6 @@ from posgen.encodings.builtin import (  # noqa: E402
 )
 from posgen.encodings.model import ATTRIBUTE, llama_for, load_model  # noqa: E402
 from posgen.scoring.prediction_files import read_predictions  # noqa: E402
-from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
 from posgen.train.job import MODEL, train_runs  # noqa: E402
 from posgen.train.run_record import SCHEMA_FILE, schema_text  # noqa: E402
@@ -156,16 +154,6 @@ def test_rope_logits_do_depend_on_the_distances_between_positions():
     assert not torch.allclose(logits(model, IDS, GAPPED), logits(model, IDS))
 
 
-def test_llama_default_rope_ignores_partial_rotary_factor_so_nope_uses_proportional():
-    config = LlamaConfig(
-        hidden_size=32,
-        num_attention_heads=2,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.0},
-    )
-    inv_freq = LlamaForCausalLM(config).model.rotary_emb.inv_freq
-    assert bool((inv_freq > 0).all())
-
-
 def test_partial_rope_rotates_the_first_pairs_only():
     inv_freq = tiny("proportional").model.rotary_emb.inv_freq
     expected = 10_000.0 ** (-np.arange(0, HEAD_DIM, 2) / HEAD_DIM)
@@ -190,10 +178,6 @@ def published_slopes(heads: int) -> list[float]:
 @pytest.mark.parametrize("heads", [1, 2, 4, 6, 8, 12])
 def test_alibi_slopes_are_the_published_ones(heads):
     np.testing.assert_allclose(alibi_slopes(heads).numpy(), published_slopes(heads), rtol=1e-6)
-
-
-def test_alibi_slopes_of_eight_heads_are_halves_to_1_over_256():
-    assert alibi_slopes(8).tolist() == [2.0**-k for k in range(1, 9)]
 
 
 def test_alibi_bias_is_minus_slope_times_distance_of_the_position_ids():
@@ -295,11 +279,9 @@ def test_dynamic_ntk_scales_only_past_l_plus_1_positions():
 # --- absolute and randomized positions -----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pe") / "ds"
-    write_dataset(default_benchmark(("recursive",), train_size=64, val_size=8, test_size=8), root)
-    return root
+@pytest.fixture
+def data(tiny_training_dataset) -> Path:
+    return tiny_training_dataset
 
 
 def test_learned_positions_past_l_are_untouched_by_training(data, tmp_path):

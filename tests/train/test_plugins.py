@@ -17,8 +17,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
-from posgen import write_dataset  # noqa: E402
-from posgen.spec import default_benchmark  # noqa: E402
 from tests.cli_support import invoke  # noqa: E402
 
 if sys.version_info >= (3, 11):
@@ -61,18 +59,13 @@ def installed(tmp_path, monkeypatch) -> dict:
     sys.modules.pop("mype", None)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("plugin") / "ds"
-    write_dataset(default_benchmark(("cot",), train_size=64, val_size=8, test_size=8), root)
-    return root
+@pytest.fixture
+def data(tiny_training_dataset) -> list[str]:
+    return ["--data", str(tiny_training_dataset), "--config", "cot"]
 
 
-def test_readme_plugin_declares_the_documented_entry_point_group(installed):
+def test_the_readme_plugin_installed_under_the_documented_group_shows_in_list_pe(installed):
     assert list(installed["entry-points"]) == ["posgen.position_encodings"]
-
-
-def test_installed_plugin_shows_in_list_pe(installed):
     result = invoke("train", "--list-pe")
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if line.startswith("base500 "))
@@ -82,7 +75,7 @@ def test_installed_plugin_shows_in_list_pe(installed):
 
 def test_installed_plugin_trains_and_ranks_in_the_results(installed, data, tmp_path):
     out = tmp_path / "runs" / "ds" / "cot" / "base500" / "seed1"
-    args = ["train", "--data", str(data), "--pe", "base500", "--out", str(out), *FAST]
+    args = ["train", *data, "--pe", "base500", "--out", str(out), *FAST]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     record = json.loads((out / "results.json").read_text())
@@ -95,7 +88,7 @@ def test_installed_plugin_trains_and_ranks_in_the_results(installed, data, tmp_p
 
 def test_plugin_frequencies_are_what_its_rope_function_returns(installed, data, tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--data", str(data), "--pe", "mype:BASE500", "--out", str(out)]
+    args = ["train", *data, "--pe", "mype:BASE500", "--out", str(out)]
     result = invoke(*args, *FAST, "--save-model")
     assert result.exit_code == 0, result.output
     from posgen.encodings.model import load_model
@@ -106,7 +99,7 @@ def test_plugin_frequencies_are_what_its_rope_function_returns(installed, data, 
 
 
 def test_a_module_reference_that_is_not_an_encoding_is_one_error_line(data, tmp_path):
-    args = ["train", "--data", str(data), "--pe", "json:dumps", "--out", str(tmp_path / "r")]
+    args = ["train", *data, "--pe", "json:dumps", "--out", str(tmp_path / "r")]
     result = invoke(*args)
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
