@@ -18,7 +18,6 @@ from posgen.cli.options import config_option, data_option, force_option, out_opt
 from posgen.cli.runner import check_run_target, reported, require_extra
 from posgen.encodings import PERequest
 from posgen.errors import RunError, UsageProblems, problem_lines
-from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset
 from posgen.store.safety import owner_alive
 from posgen.train.config import (
@@ -205,7 +204,8 @@ def train_command(
         raise UsageProblems([str(error)]) from None
     check_run_target(out)
     positions = request.randomized if isinstance(request.randomized, int) else None
-    name, spec, estimate = memory_estimate(data, config, train_config, positions)
+    dataset, name, estimate = memory_estimate(data, config, train_config, positions)
+    spec = dataset.manifest.configs[name].spec
     if not force and (problem := refusal(estimate, available_bytes())) is not None:
         raise UsageProblems([problem])
     with signals.deferred():  # an exception inside `import torch` can be lost or mangled
@@ -256,7 +256,7 @@ def train_command(
 
     with reported(left, str):
         summaries = train_runs(
-            data,
+            dataset,
             name,
             [resolved],
             train_config,
@@ -283,10 +283,10 @@ def train_command(
 
 def memory_estimate(
     data: Path, config: str | None, train_config: TrainConfig, positions: int | None = None
-) -> tuple[str, TaskSpec, RunEstimate]:
-    """The config (the only one when ``config`` is None), its spec and the run's memory
-    estimate, from one read of the manifest (no data read; the run reads the data once);
-    ``positions``: the range of randomized position ids, if given."""
+) -> tuple[Dataset, str, RunEstimate]:
+    """The open dataset (``posgen.json`` parsed once, for the whole run), the config (the
+    only one when ``config`` is None) and the run's memory estimate (no data read; the run
+    reads the data once); ``positions``: the range of randomized position ids, if given."""
     dataset = Dataset.open(data)
     manifest, name = dataset.manifest, dataset.resolve_config(config)
     if name not in manifest.configs:
@@ -294,7 +294,11 @@ def memory_estimate(
         raise UsageProblems([f"--config: no config {name!r} in {data}; configs: {known}"])
     spec = manifest.configs[name].spec
     largest = max((file.bytes for _, _, file in manifest.files([name])), default=0)
-    return name, spec, estimate_run(train_config, spec, largest_file=largest, positions=positions)
+    return (
+        dataset,
+        name,
+        estimate_run(train_config, spec, largest_file=largest, positions=positions),
+    )
 
 
 def _shown(value: float | None) -> str:

@@ -51,6 +51,7 @@ from posgen.scoring.folder import load_probe, score_reference
 from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reliance import RelianceReport, score_probe
 from posgen.spec import PROBE_SPLIT
+from posgen.store.dataset import Dataset
 from posgen.store.layout import hidden_stem
 from posgen.store.safety import (
     OutputExistsError,
@@ -112,7 +113,7 @@ def read_progress(folder: Path) -> dict[str, Any] | None:
 
 
 def train_runs(
-    data: Path,
+    data: Path | Dataset,
     config_name: str,
     pes: Sequence[str | PERequest | ResolvedPE],
     config: TrainConfig,
@@ -135,15 +136,18 @@ def train_runs(
     With a ``work`` folder the job is resumable: it takes the folder's lock, resumes from
     its checkpoint of training ``key``, writes only the runs still missing, and removes the
     folder when done. ``name`` is how messages name the job (``--out runs/x``);
-    ``estimate`` is the memory estimate an out-of-memory message quotes.
+    ``estimate`` is the memory estimate an out-of-memory message quotes. ``data`` is the
+    folder or its open :class:`~posgen.store.dataset.Dataset` (then ``posgen.json`` is not
+    parsed again).
     """
     from posgen.train.trainer import RunData, pick_device
 
     device = device or pick_device()
+    folder = data.root if isinstance(data, Dataset) else Path(data)
     if work is None:
         signals.point("load")
         run_data = run_data or RunData.load(data, config_name)
-        job = _Training(data, run_data, config, seed, preset_name, device, save)
+        job = _Training(folder, run_data, config, seed, preset_name, device, save)
         return _train_and_write(job, pes, outs, progress)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -157,7 +161,7 @@ def train_runs(
         try:
             signals.point("load")
             run_data = run_data or RunData.load(data, config_name)
-            job = _Training(data, run_data, config, seed, preset_name, device, save)
+            job = _Training(folder, run_data, config, seed, preset_name, device, save)
             pes, outs = [pe for pe, _ in todo], [out for _, out in todo]
             summaries = _train_and_write(job, pes, outs, progress, work, key, name)
         except signals.Interrupted as stop:

@@ -113,6 +113,22 @@ def data(base) -> Path:
     return root
 
 
+def test_posgen_train_parses_posgen_json_once(tmp_path, data, monkeypatch):
+    from posgen.store.manifest import Manifest
+
+    parses = []
+    validate = Manifest.model_validate.__func__
+
+    def counted(cls, *args, **kwargs):
+        parses.append(1)
+        return validate(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Manifest, "model_validate", classmethod(counted))
+    result = invoke(*train_args(data, tmp_path / "once"))
+    assert result.exit_code == 0, result.output
+    assert len(parses) == 1
+
+
 @pytest.fixture(scope="module")
 def run(base, data) -> Path:
     """One finished run folder (never changed by the tests: they copy it)."""
