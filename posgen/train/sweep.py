@@ -44,7 +44,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from posgen import signals
-from posgen.errors import PosgenError, UsageError, shown
+from posgen.errors import UsageError, error_exit, shown
 from posgen.signals import Interrupted
 from posgen.store.safety import claim, die_with_parent, exclusive, owner_alive, write_atomically
 from posgen.train.config import JobSpec, RunSpec, SlurmSettings, jobs_of, preset
@@ -274,11 +274,8 @@ def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
 
 
 def _failure_line(error: BaseException) -> str:
-    if isinstance(error, PosgenError):
-        return "; ".join(error.lines)
-    if isinstance(error, OSError) and error.strerror:
-        return f"{error.filename or ''}: {error.strerror}".lstrip(": ")
-    return f"{type(error).__name__}: {error}"
+    """What a failed job's record says: its ``error:`` lines (:func:`posgen.errors.error_exit`)."""
+    return "; ".join(error_exit(error)[0])
 
 
 def job_main(argv: list[str]) -> int:
@@ -289,16 +286,13 @@ def job_main(argv: list[str]) -> int:
     started = time.perf_counter()
     try:
         written = run_job(root, job_key, threads)
-    except Interrupted as stop:
-        print(f"error: {job_key}: interrupted by {stop.name}; checkpoint kept", file=sys.stderr)
-        return stop.exit_code
-    except PosgenError as error:
-        for line in error.lines:
+    except (Interrupted, Exception) as error:
+        if isinstance(error, Interrupted):
+            error.left = error.left or "checkpoint kept"
+        lines, code = error_exit(error)
+        for line in lines:
             print(f"error: {job_key}: {line}", file=sys.stderr)
-        return error.exit_code
-    except Exception as error:
-        print(f"error: {job_key}: {_failure_line(error)}", file=sys.stderr)
-        return 1
+        return code
     for folder in written:
         print(f"{folder}: written ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     return 0
