@@ -1,7 +1,7 @@
 """Generation functions h: how the operands of a position become its token.
 
 An op maps the w operands of a position (far ones first, then near ones, i.e. in position
-order) to a token of Z_m. Three kinds, each with a fast path in :mod:`posgen.kernel`:
+order) to a token of Z_m. Three kinds, each with a fast path in :mod:`posgen.generator`:
 
 * ``additive``: ``mod_addition``, the paper's op, (sum of operands) mod m.
 * ``sum``: a function f of the *unreduced* operand sum S in [0, w(m-1)], tabulated exactly
@@ -63,27 +63,27 @@ class Op:
         """True for (sum of all operands) mod m, which the generator updates incrementally."""
         return self.kind == "additive"
 
-    def apply(self, operands: np.ndarray, modulus: int, key: int = 0, far: int = 0) -> np.ndarray:
-        """h of every column of ``operands`` (``(w, n)`` integers in [0, m), position order).
+    def apply(
+        self, operands: Sequence[np.ndarray], modulus: int, key: int = 0, far: int = 0
+    ) -> np.ndarray:
+        """h of every operand tuple: ``operands[i]`` holds operand i (position order) of every
+        tuple, w arrays of one shape (a ``(w, n)`` array works), integers in [0, m).
 
-        ``far``: how many of the w rows are far operands (read by ``perm`` ops only).
-        The plain reference: the validator and the slow generator path use it.
+        ``far``: how many of the w are far operands (read by the permutation ops only).
+        The plain reference: the validator, the probe and the slow generator path use it.
         """
+        if self.kind in ("perm", "slot", "select"):
+            perm = {"perm": far_perm, "slot": slot_perm, "select": select_perm}[self.kind]
+            return perm(operands[:far], operands[far:], modulus, key)
         if self.kind == "tuple":
-            return keyed_hash(np.asarray(operands, dtype=np.int64), modulus, key)
-        if self.kind == "perm":
-            return far_perm(operands[:far], operands[far:], modulus, key)
-        if self.kind == "slot":
-            return slot_perm(operands[:far], operands[far:], modulus, key)
-        if self.kind == "select":
-            return select_perm(operands[:far], operands[far:], modulus, key)
-        operands = np.asarray(operands)
-        narrow = operands.shape[0] * (modulus - 1) < 2**31  # int32 sums: several times faster
-        total = operands.sum(axis=0, dtype=np.int32 if narrow else np.int64)
+            return keyed_hash(operands, modulus, key)
+        narrow = len(operands) * (modulus - 1) < 2**31  # int32 sums: several times faster
+        total = np.zeros(np.shape(operands[0]), dtype=np.int32 if narrow else np.int64)
+        for column in operands:
+            total += column
         if self.kind == "additive":
             return (total % modulus).astype(np.int64)
-        table = sum_table(self.name, modulus, operands.shape[0])
-        return table[total].astype(np.int64)
+        return sum_table(self.name, modulus, len(operands))[total].astype(np.int64)
 
     def problem(self, modulus: int, window: int) -> str | None:
         """Why this op cannot run at (m, w), or None: a table too large or leaving Z_m."""

@@ -40,8 +40,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from posgen.generator import DEFAULT_BLOCK_ROWS, generate_rows
-from posgen.kernel import storage_dtype
+from posgen.generator import DEFAULT_BLOCK_ROWS, expected_targets, generate_rows, storage_dtype
 from posgen.ops import get_op, mix64
 from posgen.seeding import task_key
 from posgen.spec import TaskSpec, probe_source
@@ -187,41 +186,6 @@ def far_rule_answers(
     return out
 
 
-def shared_far_rule(
-    spec: TaskSpec, tokens: np.ndarray, members: np.ndarray, positions: np.ndarray
-) -> np.ndarray:
-    """Far-rule answers ``(len(members), len(positions))`` of rows ``members`` of
-    ``tokens``, which share their probed ``positions`` (gathered by slices, not pairs)."""
-    window, p = spec.window, positions.size
-    deps = dependency_matrix(spec.task, tokens.shape[1], spec.near, spec.far)[positions - window].T
-    runs = [_as_slice(row) for row in deps]  # near operands of consecutive targets: slices
-    out = np.empty((members.size, p), dtype=np.int64)
-    if p == 0:
-        return out
-    op = get_op(spec.op)
-    step = max(1, FAR_RULE_PAIRS // p)
-    start = int(members[0]) if members.size else 0
-    contiguous = bool(np.all(members == np.arange(start, start + members.size)))
-    for first in range(0, members.size, step):
-        if contiguous:
-            chosen = tokens[start + first : start + min(members.size, first + step)]
-        else:
-            chosen = tokens[members[first : first + step]]
-        columns = np.empty((window, chosen.shape[0], p), dtype=tokens.dtype)
-        for i, (row, run) in enumerate(zip(deps, runs, strict=True)):
-            columns[i] = chosen[:, run] if run is not None else chosen[:, row]
-        answers = op.apply(columns.reshape(window, -1), spec.modulus, spec.op_key, far=spec.far)
-        out[first : first + step] = answers.reshape(chosen.shape[0], p)
-    return out
-
-
-def _as_slice(positions: np.ndarray) -> slice | None:
-    """``positions`` as a slice when they are consecutive, else None."""
-    if positions.size and np.all(np.diff(positions) == 1):
-        return slice(int(positions[0]), int(positions[-1]) + 1)
-    return None
-
-
 @dataclass(frozen=True)
 class ProbeBlock:
     """Probe rows ``[start, start + n)`` of a probe split, with ragged columns flattened.
@@ -269,20 +233,8 @@ def alter_rows(spec: TaskSpec, split: str, start: int, tokens: np.ndarray) -> Pr
     replaced, replaced_offsets, replaced_rows = _flatten([p.replaced for p in plans])
     cells = (replaced_rows, replaced)
     tokens[cells] = replacements(spec, split, index[replaced_rows], replaced, tokens[cells])
-    if len(set(offsets)) == 1:  # one plan for every row (cot): slices, no scatter
-        plan = plans[0]
-        answers = shared_far_rule(spec, tokens, np.arange(rows), plan.probed)
-        return ProbeBlock(
-            start=start,
-            tokens=tokens,
-            replaced=replaced,
-            replaced_offsets=replaced_offsets,
-            probed=np.tile(plan.probed, rows),
-            far_rule=answers.reshape(-1).astype(storage_dtype(spec.modulus)),
-            probed_offsets=np.arange(rows + 1, dtype=np.int64) * plan.probed.size,
-        )
     probed, probed_offsets, probed_rows = _flatten([p.probed for p in plans])
-    if 4 * probed.size >= rows * (length - spec.window):  # dense: every target, then pick
+    if len(set(offsets)) == 1 or 4 * probed.size >= rows * (length - spec.window):  # dense
         far_rule = _far_rule_by_rows(spec, tokens, probed_offsets, probed)
     else:
         far_rule = far_rule_answers(spec, tokens, probed_rows, probed)
@@ -301,15 +253,13 @@ def _far_rule_by_rows(
     spec: TaskSpec, tokens: np.ndarray, offsets: np.ndarray, probed: np.ndarray
 ) -> np.ndarray:
     """Far-rule answers at ``probed`` (row i's at ``offsets[i]:offsets[i + 1]``), from h at
-    every target of a chunk of rows (slices and column gathers: faster than pairs when most
-    targets are probed)."""
+    every target of a chunk of rows (faster than pairs when most targets are probed)."""
     rows, length = tokens.shape
-    targets = np.arange(spec.window, length)
     out = np.empty(probed.size, dtype=np.int64)
-    step = max(1, FAR_RULE_PAIRS // max(1, targets.size))
+    step = max(1, FAR_RULE_PAIRS // max(1, length - spec.window))
     for first in range(0, rows, step):
         last = min(rows, first + step)
-        every = shared_far_rule(spec, tokens, np.arange(first, last), targets)
+        every = expected_targets(spec, tokens[first:last])
         lo, hi = int(offsets[first]), int(offsets[last])
         which = np.repeat(np.arange(last - first), np.diff(offsets[first : last + 1]))
         out[lo:hi] = every[which, probed[lo:hi] - spec.window]

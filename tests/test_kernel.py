@@ -9,9 +9,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-import posgen.kernel
-from posgen.generator import generate_rows, grow, storage_dtype
-from posgen.kernel import additive_steps, transpose_tiles
+import posgen.generator
+from posgen.generator import additive_steps, generate_rows, grow, storage_dtype, transpose_tiles
 from posgen.spec import TaskSpec
 from posgen.tasks import TASKS
 from tests.oracle import grow_row
@@ -53,7 +52,7 @@ def test_kernel_equals_the_plain_loop_oracle_on_random_specs(case):
 def test_kernel_is_exact_for_big_blocks_whatever_the_slab_size(
     monkeypatch, task, modulus, slab_bytes
 ):
-    monkeypatch.setattr(posgen.kernel, "SLAB_BYTES", slab_bytes)
+    monkeypatch.setattr(posgen.generator, "SLAB_BYTES", slab_bytes)
     spec = TaskSpec(task=task, modulus=modulus, train_length=300, test_length=300)
     windows = np.random.default_rng(modulus).integers(0, modulus, size=(1003, 4))
     assert grow(spec, windows, 300).tolist() == big_block_oracle(task, modulus)

@@ -51,15 +51,10 @@ def render_card(
     baselines: dict[str, dict[str, dict[str, float]]] | None = None,
     root: Path | None = None,
 ) -> str:
-    """The whole card.
-
-    ``report`` is the report of :func:`posgen.validate.validate` (None: the card
-    says the data was not validated); ``baselines`` maps config -> baseline kind ->
-    ``{"id_accuracy", "ood_accuracy"}``; with ``root`` (the folder) the front matter gets a
-    ``dataset_info`` block read from its data files (raises :class:`DataMismatch` when
-    they disagree with the manifest). Configs keep the manifest's order (the first is the
-    default config), splits the spec's order.
-    """
+    """The whole card: ``report`` from :func:`posgen.validate.validate` (None: not validated),
+    ``baselines`` config -> kind -> ``{"id_accuracy", "ood_accuracy"}``, and with ``root``
+    a ``dataset_info`` block read from the data files (:class:`DataMismatch` if they disagree
+    with the manifest)."""
     info = dataset_info(Path(root), manifest) if root is not None else None
     bench = manifest.benchmark
     sections = [
@@ -100,7 +95,5 @@ def write_card(
 
 
 def unvalidated_card(root: Path, manifest: Manifest) -> None:
-    """The ``finish`` step of a dataset written without validation (``posgen generate``,
-    ``posgen merge``, :func:`posgen.dataset.write_dataset`): a card saying it was not
-    validated."""
+    """The ``finish`` step of a dataset written without validation: a card that says so."""
     write_card(root, manifest=manifest)

@@ -101,8 +101,7 @@ def render_front_matter(header: DatasetCardData) -> str:
     return "---\n" + header.to_yaml() + "\n---"
 
 
-DataMismatch = DamagedDataset
-"""The files of a folder disagree with its manifest (the name the card module used)."""
+DataMismatch = DamagedDataset  # the files of a folder disagree with its manifest
 
 
 def arrow_row_bytes(schema: pa.Schema) -> tuple[int, int]:
@@ -149,13 +148,9 @@ def feature_entry(field: pa.Field) -> dict[str, str]:
 
 
 def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:
-    """The ``dataset_info`` YAML entries (one per config) of the folder ``root``.
-
-    Written in the form ``datasets`` serializes itself (the tests compare the two), without
-    importing ``datasets``, which would double the time of a small ``posgen generate``.
-    Entries are sorted by config name, as ``datasets`` writes them. Raises
-    :class:`~posgen.store.manifest.DamagedDataset` when a file disagrees with the manifest.
-    """
+    """The ``dataset_info`` YAML entries of ``root``, sorted by config, in the form ``datasets``
+    writes (without importing it: that would double a small ``posgen generate``); raises
+    :class:`DamagedDataset` when a file disagrees with the manifest."""
     root = Path(root)
     problems = check_files(root, manifest, hashes=False)
     if problems:

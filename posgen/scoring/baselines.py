@@ -32,8 +32,8 @@ from typing import Literal
 
 import numpy as np
 
-from posgen.generator import storage_dtype
-from posgen.probe import FAR_RULE_PAIRS, far_rule_answers
+from posgen.generator import expected_targets, storage_dtype
+from posgen.probe import FAR_RULE_PAIRS
 from posgen.scoring.folder import score_aligned
 from posgen.scoring.metrics import ScoringError
 from posgen.scoring.reference import load_reference
@@ -52,18 +52,11 @@ def oracle_predictions(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
     >>> oracle_predictions(spec, np.array([[5, 1, 2, 3, 6, 0, 0, 0]])).tolist()
     [[5, 1, 2, 3, 11, 16, 14, 11]]
     """
-    rows, length = tokens.shape
     out = np.array(tokens, dtype=storage_dtype(spec.modulus), copy=True)
-    positions = np.arange(spec.window, length)
-    if rows == 0 or positions.size == 0:
-        return out
-    step = max(1, FAR_RULE_PAIRS // positions.size)
-    for first in range(0, rows, step):
+    step = max(1, FAR_RULE_PAIRS // max(1, tokens.shape[1] - spec.window))
+    for first in range(0, tokens.shape[0], step):
         block = tokens[first : first + step]
-        n = block.shape[0]
-        which = np.repeat(np.arange(n), positions.size)
-        answers = far_rule_answers(spec, block, which, np.tile(positions, n))
-        out[first : first + n, spec.window :] = answers.reshape(n, positions.size)
+        out[first : first + step, spec.window :] = expected_targets(spec, block)
     return out
 
 

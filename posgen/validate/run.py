@@ -18,9 +18,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from posgen.generator import expected_targets
 from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.manifest import DamagedDataset, NotADataset
 from posgen.store.pinned import read_whole
+from posgen.tasks import far_start
 from posgen.validate.audits import (
     BalanceTally,
     HygieneTally,
@@ -41,7 +43,6 @@ from posgen.validate.schema import (
 )
 from posgen.validate.shortcuts import local_rules, near_determined_counts
 from posgen.validate.sources import SourceError, SplitData, resolve
-from posgen.validate.window import expected_targets, rule_facts
 
 
 class AuditThresholds(BaseModel):
@@ -252,6 +253,36 @@ def window_result(tally: SplitTally) -> CheckResult:
         f"({tally.window_failures} position(s) failed in all, in {tally.window_rows} row(s))"
     )
     return _result(tally, "window", [problem], "", tally.window_failures)
+
+
+def rule_facts(spec: TaskSpec, length: int) -> tuple[bool, str, int, int]:
+    """Check 4, the dependency rule for every ``t < length``: exactly w distinct positions,
+    all earlier than t (from the far start s alone: memory O(length)). Returns (ok, message,
+    dependency count, largest look-back).
+
+    >>> rule_facts(TaskSpec(task="semirecursive"), 256)
+    (True, '4 dependencies per target, all earlier; largest look-back 130', 4, 130)
+    """
+    window, near, far = spec.window, spec.near, spec.far
+    t = np.arange(window, length, dtype=np.int64)
+    problems = []
+    starts = far_start(spec.task, t, near, far) if t.size else t
+    if starts.shape != t.shape:
+        problems.append(f"rule gives {starts.shape} far starts, expected {t.shape}")
+    elif t.size and far:
+        early = np.flatnonzero((starts + far - 1 >= t) | (starts < 0))
+        if early.size:
+            problems.append(f"position {window + early[0]} depends on itself, later or negative")
+        repeated = np.flatnonzero(starts + far > t - near)
+        if repeated.size:
+            problems.append(f"position {window + repeated[0]} names a position twice")
+    lookback = 0
+    if t.size:
+        lookback = int(np.maximum(t - starts, near).max()) if far else near
+    if problems:
+        return False, "; ".join(problems), window, lookback
+    message = f"{window} dependencies per target, all earlier; largest look-back {lookback}"
+    return True, message, window, lookback
 
 
 def bounded_result(tally: SplitTally) -> tuple[CheckResult, int, int]:

@@ -35,11 +35,17 @@ from posgen.tasks import far_start
 def near_determined_positions(spec: TaskSpec, length: int) -> list[int] | None:
     """Positions t in [w, length) whose target is a function of x_{t-k} .. x_{t-1} alone.
 
-    ``None`` when the audit does not apply: a non-additive op, a composite modulus (module
-    spans over Z_m are not computed), or length x w^2 above :data:`MAX_RULE_WORK`.
+    Exactly those whose effective look-back is at most k. ``None`` when the audit does not
+    apply: a non-additive op, a composite modulus, or length x w^2 above :data:`MAX_RULE_WORK`.
     """
-    found = _near_determined(spec, length)
-    return None if found is None else list(found)
+    if not get_op(spec.op).additive or not is_prime(spec.modulus):
+        return None
+    if length <= spec.window or spec.far == 0:  # j = 0: nothing but near operands
+        return list(range(spec.window, length))
+    rules = local_rules(spec, length)
+    if rules is None:
+        return None
+    return (np.flatnonzero(rules.effective <= spec.near) + spec.window).tolist()
 
 
 def is_prime(n: int) -> bool:
@@ -49,20 +55,6 @@ def is_prime(n: int) -> bool:
     [2, 3, 5, 7, 11, 13, 17, 19]
     """
     return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
-
-
-def _near_determined(spec: TaskSpec, length: int) -> tuple[int, ...] | None:
-    """Near-determined exactly when the effective look-back is at most k (linear rules)."""
-    if not get_op(spec.op).additive or not is_prime(spec.modulus):
-        return None
-    if length <= spec.window:
-        return ()
-    if spec.far == 0:
-        return tuple(range(spec.window, length))  # nothing but near operands
-    rules = local_rules(spec, length)
-    if rules is None:
-        return None
-    return tuple((np.flatnonzero(rules.effective <= spec.near) + spec.window).tolist())
 
 
 def near_determined_counts(spec: TaskSpec, length: int) -> dict[str, int | None]:
@@ -83,12 +75,9 @@ def near_determined_counts(spec: TaskSpec, length: int) -> dict[str, int | None]
 
 
 # Local rules -------------------------------------------------------------------------------
-MAX_RULE_WORK = 1 << 24
-"""Largest length x w^2 for the GF(m) local-rule audit (an elimination step per look-back)."""
-SMALL_WINDOW = 16
-"""Windows up to this wide are searched with Python ints (numpy's per-call cost dominates)."""
-MAX_ENUMERATED = 1 << 22
-"""Largest m^w x length for the audit that grows every seed window (any op)."""
+MAX_RULE_WORK = 1 << 24  # largest length x w^2 for the GF(m) local-rule audit
+SMALL_WINDOW = 16  # windows up to this wide are searched with Python ints (faster there)
+MAX_ENUMERATED = 1 << 22  # largest m^w x length for growing every seed window (any op)
 
 
 @dataclass(frozen=True)
