@@ -41,7 +41,7 @@ from functools import lru_cache
 import numpy as np
 
 from posgen.generator import DEFAULT_BLOCK_ROWS, expected_targets, generate_rows, storage_dtype
-from posgen.ops import get_op, mix64
+from posgen.ops import mix64
 from posgen.seeding import task_key
 from posgen.spec import TaskSpec, probe_source
 from posgen.tasks import dependency_matrix, far_start
@@ -154,14 +154,14 @@ def replacements(
 
 
 FAR_RULE_PAIRS = 1 << 20
-"""Probed targets whose operands are gathered at once (bounds memory: 8 w bytes each)."""
+"""Targets recomputed at once (bounds memory whatever the row length)."""
 
 
 def far_rule_answers(
     spec: TaskSpec, tokens: np.ndarray, rows: np.ndarray, positions: np.ndarray
 ) -> np.ndarray:
     """h of the operands stored in ``tokens`` (``(n, L')``) for each target
-    ``(rows[i], positions[i])``: int64, one per target.
+    ``(rows[i], positions[i])``, ``rows`` ascending: int64, one per target.
 
     >>> spec = TaskSpec(task="cot", train_length=8, test_length=8)
     >>> row = np.array([[5, 1, 2, 3, 11, 0, 0, 0]])
@@ -169,20 +169,11 @@ def far_rule_answers(
     [11, 4]
     """
     out = np.empty(positions.size, dtype=np.int64)
-    if positions.size == 0:
-        return out
-    length = tokens.shape[1]
-    # (w, L') operand positions, transposed so that the gather below is one flat take
-    small = tokens.size < 2**31  # int32 indices: half the memory traffic
-    kind = np.int32 if small else np.int64
-    deps = dependency_matrix(spec.task, length, spec.near, spec.far).T.astype(kind)
-    flat = np.ascontiguousarray(tokens).reshape(-1)
-    op = get_op(spec.op)
-    for first in range(0, positions.size, FAR_RULE_PAIRS):
-        last = min(positions.size, first + FAR_RULE_PAIRS)
-        index = deps[:, (positions[first:last] - spec.window).astype(kind)]
-        index += (rows[first:last] * length).astype(kind)
-        out[first:last] = op.apply(flat[index], spec.modulus, spec.op_key, far=spec.far)
+    step = max(1, FAR_RULE_PAIRS // max(1, tokens.shape[1] - spec.window))
+    for first in range(0, tokens.shape[0] if positions.size else 0, step):
+        lo, hi = np.searchsorted(rows, [first, first + step])
+        every = expected_targets(spec, tokens[first : first + step])
+        out[lo:hi] = every[rows[lo:hi] - first, positions[lo:hi] - spec.window]
     return out
 
 
@@ -228,16 +219,12 @@ def alter_rows(spec: TaskSpec, split: str, start: int, tokens: np.ndarray) -> Pr
     """Probe rows made from source rows ``tokens`` (rows ``start ..``), altered in place."""
     rows, length = tokens.shape
     index = np.arange(start, start + rows, dtype=np.int64)
-    offsets = [_plan_offset(spec, o) for o in probe_offset(index, length, spec.window).tolist()]
-    plans = [probe_plan(spec, length, o) for o in offsets]
+    plans = [probe_plan(spec, length, o) for o in probe_offset(index, length, spec.window).tolist()]
     replaced, replaced_offsets, replaced_rows = _flatten([p.replaced for p in plans])
     cells = (replaced_rows, replaced)
     tokens[cells] = replacements(spec, split, index[replaced_rows], replaced, tokens[cells])
     probed, probed_offsets, probed_rows = _flatten([p.probed for p in plans])
-    if len(set(offsets)) == 1 or 4 * probed.size >= rows * (length - spec.window):  # dense
-        far_rule = _far_rule_by_rows(spec, tokens, probed_offsets, probed)
-    else:
-        far_rule = far_rule_answers(spec, tokens, probed_rows, probed)
+    far_rule = far_rule_answers(spec, tokens, probed_rows, probed)
     return ProbeBlock(
         start=start,
         tokens=tokens,
@@ -247,23 +234,6 @@ def alter_rows(spec: TaskSpec, split: str, start: int, tokens: np.ndarray) -> Pr
         far_rule=far_rule.astype(storage_dtype(spec.modulus)),
         probed_offsets=probed_offsets,
     )
-
-
-def _far_rule_by_rows(
-    spec: TaskSpec, tokens: np.ndarray, offsets: np.ndarray, probed: np.ndarray
-) -> np.ndarray:
-    """Far-rule answers at ``probed`` (row i's at ``offsets[i]:offsets[i + 1]``), from h at
-    every target of a chunk of rows (faster than pairs when most targets are probed)."""
-    rows, length = tokens.shape
-    out = np.empty(probed.size, dtype=np.int64)
-    step = max(1, FAR_RULE_PAIRS // max(1, length - spec.window))
-    for first in range(0, rows, step):
-        last = min(rows, first + step)
-        every = expected_targets(spec, tokens[first:last])
-        lo, hi = int(offsets[first]), int(offsets[last])
-        which = np.repeat(np.arange(last - first), np.diff(offsets[first : last + 1]))
-        out[lo:hi] = every[which, probed[lo:hi] - spec.window]
-    return out
 
 
 def _flatten(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
