@@ -34,10 +34,8 @@ from typing import Literal
 
 import numpy as np
 
-MAX_SUM_TABLE = 1 << 21
-"""Largest sum table (w(m-1) + 1 entries) a ``sum`` op tabulates (~0.5 s of Python math)."""
-HASH_TABLE_MAX = 1 << 22
-"""Tuple spaces m^w up to this size are hashed once into a table (the kernel indexes it)."""
+MAX_SUM_TABLE = 1 << 21  # largest sum table (w(m-1) + 1 entries) of a ``sum`` op (~0.5 s)
+HASH_TABLE_MAX = 1 << 22  # tuple spaces m^w up to this size are hashed once into a table
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
@@ -265,10 +263,7 @@ def far_perm(
     (True, True)
     """
     shape = np.shape(near_operands[0])
-    total = np.zeros(shape, dtype=np.int64)
-    for operand in near_operands:
-        total += np.asarray(operand, dtype=np.int64)
-    total %= modulus
+    total = _near_sum(near_operands, modulus)
     far = [np.broadcast_to(np.asarray(operand), shape) for operand in far_operands]
     if far:
         states = keyed_state(far, modulus, key)
@@ -279,8 +274,14 @@ def far_perm(
     return table[inverse.reshape(-1), total.reshape(-1)].reshape(shape)
 
 
-PERM_TABLE_MAX = 1 << 22
-"""Largest far_perm table (m^j permutations of m tokens) the kernel builds."""
+def _near_sum(near_operands: Sequence[np.ndarray], modulus: int) -> np.ndarray:
+    total = np.zeros(np.shape(near_operands[0]), dtype=np.int64)
+    for operand in near_operands:
+        total += np.asarray(operand, dtype=np.int64)
+    return total % modulus
+
+
+PERM_TABLE_MAX = 1 << 22  # largest far_perm table (m^j permutations of m tokens) built
 
 
 @lru_cache(maxsize=16)
@@ -343,10 +344,7 @@ def select_perm(
     True
     """
     shape = np.shape(near_operands[0])
-    total = np.zeros(shape, dtype=np.int64)
-    for operand in near_operands:
-        total += np.asarray(operand, dtype=np.int64)
-    total %= modulus
+    total = _near_sum(near_operands, modulus)
     if len(far_operands):
         stacked = np.stack(
             [np.broadcast_to(np.asarray(f, dtype=np.int64), shape) for f in far_operands]
@@ -392,55 +390,46 @@ def op_names() -> tuple[str, ...]:
     return tuple(_OPS)
 
 
-register_op(MOD_ADDITION)
-register_op(
+for _op in (
+    MOD_ADDITION,
     Op(
         "pow_sin",
         "floor(sin(S)^2 * m), S = unreduced sum of the operands in radians (the authors' op)",
         "sum",
         _pow_sin,
-    )
-)
-register_op(
+    ),
     Op(
         "pow_sin_2pi",
         "floor(|sin(2 pi s / m)| * m), s = (sum of the operands) mod m (the authors' op)",
         "sum",
         _pow_sin_2pi,
-    )
-)
-register_op(Op("square_sum", "S^2 mod m, S = sum of the operands", "sum", _square_sum))
-register_op(
+    ),
+    Op("square_sum", "S^2 mod m, S = sum of the operands", "sum", _square_sum),
     Op(
         "keyed_hash",
         "keyed hash of the ordered operand tuple (far then near), uniform on Z_m, key op_key",
         "tuple",
         keyed=True,
-    )
-)
-register_op(
+    ),
     Op(
         "far_perm",
         "pi_F((sum of near operands) mod m): a keyed random permutation of Z_m per far tuple F",
         "perm",
         keyed=True,
-    )
-)
-register_op(
+    ),
     Op(
         "slot_perm",
         "(sum over near slots i of pi_{f_(i mod j)}(n_i)) mod m: each far token keys the "
         "permutation of its near slots (the permutations of far_perm)",
         "slot",
         keyed=True,
-    )
-)
-register_op(
+    ),
     Op(
         "select_perm",
         "pi_{f_c}((sum of near operands) mod m), c = (last near operand) mod j: the last near "
         "token selects the far token that keys the permutation (far_perm's permutations)",
         "select",
         keyed=True,
-    )
-)
+    ),
+):
+    register_op(_op)

@@ -28,7 +28,6 @@ Worked example (near-only, k = 1): after the context 3 the fit data shows 5 twic
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -39,7 +38,6 @@ from posgen.scoring.metrics import ScoringError
 from posgen.scoring.reference import load_reference
 from posgen.spec import TaskSpec
 
-BaselineKind = Literal["oracle", "near-only", "majority"]
 BASELINES: tuple[str, ...] = ("oracle", "near-only", "majority")
 PROBE_BASELINES: tuple[str, ...] = ("oracle", "local")
 """Predictors for probe splits: the far rule (far-reliance 1) and the local answer (0)."""
@@ -135,9 +133,8 @@ def majority_predictions(
 def baseline_predictions(
     kind: str, spec: TaskSpec, tokens: np.ndarray, fit_tokens: np.ndarray | None = None
 ) -> np.ndarray:
-    """Whole-row predictions ``(rows, L')`` of baseline ``kind`` for ``tokens``.
-
-    ``fit_tokens`` (needed by near-only and majority) are the rows the predictor learns from.
+    """Whole-row predictions ``(rows, L')`` of baseline ``kind`` for ``tokens``; near-only and
+    majority learn from ``fit_tokens``.
 
     >>> from posgen.generator import generate_split
     >>> spec = TaskSpec(task="recursive", train_size=50, val_size=5, test_size=5)
@@ -154,17 +151,10 @@ def baseline_predictions(
         raise ScoringError(f"unknown baseline {kind!r}; known: {known}")
     if fit_tokens is None:
         raise ScoringError(f"the {kind} baseline needs fit tokens (e.g. the train split)")
+    frame = {"window": spec.window, "modulus": spec.modulus, "fit_tokens": fit_tokens}
     if kind == "near-only":
-        return near_only_predictions(
-            tokens,
-            near=spec.near,
-            window=spec.window,
-            modulus=spec.modulus,
-            fit_tokens=fit_tokens,
-        )
-    return majority_predictions(
-        tokens, window=spec.window, modulus=spec.modulus, fit_tokens=fit_tokens
-    )
+        return near_only_predictions(tokens, near=spec.near, **frame)
+    return majority_predictions(tokens, **frame)
 
 
 def folder_baseline(
@@ -182,10 +172,8 @@ def folder_baseline(
 def baseline_scores(
     dataset_dir: Path, config: str, split: str = "test"
 ) -> dict[str, dict[str, float | None]]:
-    """ID and OOD accuracy of every baseline (fitted on train) on ``config``/``split``.
-
-    Returns ``{kind: {"id_accuracy": ..., "ood_accuracy": ...}}`` for the data card.
-    """
+    """``{kind: {"id_accuracy", "ood_accuracy"}}`` of every baseline (fitted on train) on
+    ``config``/``split``, for the data card."""
     reference = load_reference(dataset_dir, config, split)
     spec = reference.spec
     fit = load_reference(dataset_dir, config, "train").tokens

@@ -49,11 +49,9 @@ EXACT_CONTEXT = 16  # contexts up to this long get exact base-m codes
 
 
 def context_codes(tokens: np.ndarray, context: int, modulus: int) -> np.ndarray:
-    """``codes[:, t]`` identifies x_{t-K} .. x_{t-1} (t >= K; columns below K are 0).
-
-    Exact base-m codes when K <= :data:`EXACT_CONTEXT` and m^K <= 2^64 (K vectorized
-    steps); else a 64-bit polynomial hash from prefix sums (O(tokens) whatever K; distinct
-    contexts collide with probability about 2^-64 a pair).
+    """``codes[:, t]`` identifies x_{t-K} .. x_{t-1} (t >= K; columns below K are 0): exact
+    base-m codes when K <= :data:`EXACT_CONTEXT` and m^K <= 2^64, else a 64-bit polynomial
+    hash from prefix sums (O(tokens) whatever K).
 
     >>> context_codes(np.array([[1, 2, 3]]), 2, 10).tolist()
     [[0, 0, 12]]
@@ -84,11 +82,9 @@ def context_codes(tokens: np.ndarray, context: int, modulus: int) -> np.ndarray:
 def copy_hits(
     tokens: np.ndarray, context: int, first: int, boundary: int, modulus: int = 1 << 16
 ) -> dict[str, tuple[int, int]]:
-    """Per region (``id``: t in [first, boundary), ``ood``: t >= boundary): (hits, found).
-
-    ``found`` counts targets whose K-token context occurred earlier in the row; ``hits``
-    those where the token after the most recent earlier occurrence equals x_t.
-    """
+    """Per region (``id``: t in [first, boundary), ``ood``: t >= boundary): (hits, found):
+    targets whose K-token context occurred earlier in the row, and those where the token
+    after its most recent earlier occurrence equals x_t."""
     rows, length = tokens.shape
     out = {"id": (0, 0), "ood": (0, 0)}
     start = max(context, 1)
@@ -126,10 +122,8 @@ def copy_hits(
 def linear_rule_hits(
     spec: TaskSpec, tokens: np.ndarray, boundary: int
 ) -> dict[str, tuple[int, int]] | None:
-    """Per region: (targets the skeleton's shorter linear rules predict, targets they cover).
-
-    None when the skeleton's rules are not computed (composite m, or too large).
-    """
+    """Per region: (targets the skeleton's shorter linear rules predict, targets they cover);
+    None when those rules are not computed (composite m, or too large)."""
     rows, length = tokens.shape
     if not is_prime(spec.modulus):
         return None

@@ -82,14 +82,12 @@ MAX_ENUMERATED = 1 << 22  # largest m^w x length for growing every seed window (
 
 @dataclass(frozen=True)
 class LocalRules:
-    """The shortest rule determining each x_t (t = first .. first + n - 1) from earlier tokens.
+    """The shortest rule determining each x_t (t = first ..) from earlier tokens.
 
-    ``effective[i]``: the smallest look-back D such that x_t is a function of
-    x_{t-D} .. x_{t-1} for every seed window of Z_m^w; ``rule[i]``: the task's own
-    look-back (t minus its earliest operand). Linear method only: ``coefficients[i]`` is a
-    rule x_t = sum_d a_d x_{t-d} (mod m) of that look-back (a_1 first), ``support[i]`` its
-    count of nonzero a_d, and ``unique[i]`` whether it is the only rule of that look-back
-    (then no rule of look-back D reads fewer tokens); ``support`` is -1 otherwise.
+    ``effective[i]``: the smallest D with x_t a function of x_{t-D} .. x_{t-1} for every seed
+    window; ``rule[i]``: the task's look-back. Linear method only (else ``support`` -1):
+    ``coefficients[i]`` a rule x_t = sum_d a_d x_{t-d} (mod m), a_1 first, ``support[i]`` its
+    nonzero count, ``unique[i]`` whether it is the only rule of that look-back.
     """
 
     method: str
@@ -126,11 +124,9 @@ def rule_lookbacks(spec: TaskSpec, length: int) -> np.ndarray:
 def local_rules(spec: TaskSpec, length: int) -> LocalRules | None:
     """Shortest local rules of every position below ``length``; None where not computed.
 
-    Additive op, prime m: exact GF(m) linear algebra on the coefficient vectors (x_t is a
-    linear form of the seed window, and it is a function of some earlier tokens exactly
-    when its vector lies in their span). Any op with m^w x length up to
-    :data:`MAX_ENUMERATED`: exact over all functions, by growing every seed window.
-    Otherwise None.
+    Additive op, prime m: GF(m) linear algebra (x_t is a function of earlier tokens exactly
+    when its coefficient vector lies in their span). Any op with m^w x length up to
+    :data:`MAX_ENUMERATED`: every seed window grown. Otherwise None.
 
     Worked example (cot, m = 17, k = 3, j = 1): x_t - x_{t-1} = x_{t-1} - x_{t-4} for
     t >= 5 (x_0 cancels), so D = k + 1 = 4 with support 2 where the rule says t.
@@ -189,12 +185,9 @@ def _linear_rules(spec: TaskSpec, length: int, rule: np.ndarray) -> LocalRules:
 def _span_search(
     vectors: np.ndarray, t: int, reach: int, p: int, track: int
 ) -> tuple[int, np.ndarray, bool]:
-    """Smallest D <= reach with c_t in span(c_{t-1} .. c_{t-D}) over GF(p).
-
-    Also the coefficients a_1 .. a_track of one rule (valid when D <= track) and whether
-    the vectors were independent (the rule unique). Rows are kept in reduced echelon form,
-    augmented with the combination of c_{t-1} .. c_{t-track} they stand for.
-    """
+    """Smallest D <= reach with c_t in span(c_{t-1} .. c_{t-D}) over GF(p), the coefficients
+    a_1 .. a_track of one rule (valid when D <= track) and whether it is unique; rows in
+    reduced echelon form, augmented with the combination of c_{t-1} .. they stand for."""
     width = vectors.shape[1]
     basis = np.zeros((width, width + track), dtype=np.int64)
     pivots: list[int] = []
