@@ -43,8 +43,7 @@ from posgen.ops import get_op
 from posgen.spec import TaskSpec
 from posgen.tasks import far_start
 
-MAX_CANDIDATES = 1 << 16
-"""Most far-operand candidates m^j the audit enumerates."""
+MAX_CANDIDATES = 1 << 16  # most far-operand candidates m^j the audit enumerates
 AUDIT_TARGETS = 1 << 13
 """Targets the audit covers in a split: it reads enough rows (spread evenly over the split)
 for this many targets, unless :data:`AUDIT_OPERANDS` would be exceeded."""

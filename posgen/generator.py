@@ -42,23 +42,17 @@ from posgen.seeding import seed_windows
 from posgen.spec import TaskSpec
 from posgen.tasks import far_start
 
-DEFAULT_BLOCK_ROWS = 65_536
-"""Rows grown together: enough to amortize numpy's per-call cost (~1 us a call). Measured
-(kernel, one core, L = 64): 16k rows 1.1-1.2 G tokens/s, 32k 1.4, 64k 1.5; long rows are
-capped by :data:`BLOCK_BYTES` instead (16k rows at L = 4096 run at 1.1-1.3 G)."""
-BLOCK_BYTES = 64 * 2**20
-"""Most token bytes of one block (bounds the kernel's working arrays for any length)."""
-WINDOW_BYTES = 64 * 2**20
-"""Most bytes of int64 seed windows held at once (bounds memory when w is large)."""
+DEFAULT_BLOCK_ROWS = 65_536  # rows grown together: amortizes numpy's ~1 us per call
+BLOCK_BYTES = 64 * 2**20  # most token bytes of one block, whatever the length
+WINDOW_BYTES = 64 * 2**20  # most bytes of int64 seed windows held at once
 
 
 def block_rows_for(
     spec: TaskSpec, length: int, block_rows: int = DEFAULT_BLOCK_ROWS, per_group: int = 1
 ) -> int:
-    """Rows of ``length`` tokens generated at once, the one place this is decided: at most
-    ``block_rows`` rows, :data:`BLOCK_BYTES` of tokens and :data:`WINDOW_BYTES` of seed
-    windows, rounded down to whole groups of ``per_group`` rows (at least one group; the
-    storage formats pass their row group or record batch).
+    """Rows of ``length`` tokens generated at once (the one place this is decided): within
+    ``block_rows``, :data:`BLOCK_BYTES` and :data:`WINDOW_BYTES`, in whole groups of
+    ``per_group`` rows (a format's row group or record batch), at least one.
 
     >>> block_rows_for(TaskSpec(task="cot"), 4096)
     16384
@@ -74,11 +68,8 @@ def block_rows_for(
 def grow(
     spec: TaskSpec, windows: np.ndarray, length: int, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Rows of ``length`` tokens grown from ``windows`` (``(rows, w)``), row-major.
-
-    Returns an array ``(rows, length)`` of :func:`storage_dtype` (``out`` when given); the
-    first ``w`` columns are the windows themselves.
-    """
+    """Rows ``(rows, length)`` of :func:`storage_dtype` (``out`` when given) grown from
+    ``windows`` (``(rows, w)``, its first columns)."""
     _check_windows(spec, windows, length)
     if out is None:
         out = np.empty((windows.shape[0], length), dtype=storage_dtype(spec.modulus))
@@ -123,8 +114,7 @@ def generate_split(spec: TaskSpec, split: str, block_rows: int = DEFAULT_BLOCK_R
 
 
 # The kernel: blocks grown position-major, transposed by tiles ---------------------------------
-SLAB_BYTES = 1 << 20
-"""Work bytes per transposed slab of positions: stays in L2 (measured best of 256 KiB-4 MiB)."""
+SLAB_BYTES = 1 << 20  # work bytes per transposed slab of positions: stays in L2
 
 Step = tuple[tuple[int, ...], tuple[int, ...]]
 
@@ -208,12 +198,9 @@ def transpose_tiles(words: np.ndarray, tile: int, itemsize: int, out: np.ndarray
 
 
 def grow_into(spec: TaskSpec, windows: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Grow ``windows`` (``(rows, w)``, values in [0, m)) into ``out`` (``(rows, length)``).
-
-    ``out`` must be C-contiguous of :func:`storage_dtype`; it is returned filled. Every op
-    kind has its own per-position step (:data:`_FILLERS`); blocking and the tile transpose
-    are shared.
-    """
+    """Grow ``windows`` (``(rows, w)``, values in [0, m)) into ``out`` (C-contiguous
+    ``(rows, length)`` of :func:`storage_dtype`), returned filled; each op kind has its
+    per-position step (:data:`_FILLERS`)."""
     m, window = spec.modulus, spec.window
     op = get_op(spec.op)
     rows, length = out.shape

@@ -46,8 +46,7 @@ from posgen.seeding import task_key
 from posgen.spec import TaskSpec, probe_source
 from posgen.tasks import dependency_matrix, far_start
 
-PROBE_STREAM = 0x70726F6265
-"""Spawn-key word that separates the probe stream from every other stream of a seed."""
+PROBE_STREAM = 0x70726F6265  # spawn-key word of the probe stream ("probe")
 
 
 @dataclass(frozen=True)
@@ -153,8 +152,7 @@ def replacements(
     return (original.astype(np.int64) + 1 + draw.astype(np.int64)) % spec.modulus
 
 
-FAR_RULE_PAIRS = 1 << 20
-"""Targets recomputed at once (bounds memory whatever the row length)."""
+FAR_RULE_PAIRS = 1 << 20  # targets recomputed at once (bounds memory whatever the row length)
 
 
 def far_rule_answers(
@@ -179,11 +177,8 @@ def far_rule_answers(
 
 @dataclass(frozen=True)
 class ProbeBlock:
-    """Probe rows ``[start, start + n)`` of a probe split, with ragged columns flattened.
-
-    ``replaced_offsets`` and ``probed_offsets`` (n + 1 each) delimit row i's entries of
-    ``replaced`` and of ``probed`` / ``far_rule``.
-    """
+    """Probe rows ``[start, start + n)``, ragged columns flattened: ``replaced_offsets`` and
+    ``probed_offsets`` (n + 1 each) delimit row i's ``replaced`` and ``probed``/``far_rule``."""
 
     start: int
     tokens: np.ndarray

@@ -98,14 +98,8 @@ class TaskSpec(BaseModel):
         window = self.window
         problems: list[tuple[str | None, str, Any]] = []
         if self.train_length <= window:
-            problems.append(
-                (
-                    "train_length",
-                    f"train_length ({self.train_length}) must exceed the seed window "
-                    f"far + near = {window}",
-                    self.train_length,
-                )
-            )
+            message = f"train_length ({self.train_length}) must exceed the seed window far + near"
+            problems.append(("train_length", f"{message} = {window}", self.train_length))
         for length in self.test_lengths:
             if length < self.train_length:
                 message = f"test_length ({length}) must be >= train_length ({self.train_length})"
@@ -122,25 +116,18 @@ class TaskSpec(BaseModel):
             problems.append(("op", op_problem, self.op))
         space = self.seed_space
         if self.seeding == "paper" and space == 0:
-            problems.append(
-                (
-                    "modulus",
-                    f"paper seeding needs modulus >= far + near ({window}): "
-                    f"there are no sorted windows of {window} distinct tokens below "
-                    f"{self.modulus}",
-                    self.modulus,
-                )
+            message = (
+                f"paper seeding needs modulus >= far + near ({window}): there are no sorted "
+                f"windows of {window} distinct tokens below {self.modulus}"
             )
+            problems.append(("modulus", message, self.modulus))
         if self.seeding == "disjoint" and self.total_rows > space:
-            problems.append(
-                (
-                    None,
-                    f"disjoint seeding needs {self.total_rows:,} distinct seed windows but only "
-                    f"{space:,} exist (modulus**(far + near) = {self.modulus}**{window}); "
-                    "lower train_size, val_size or test_size, or raise modulus, near or far",
-                    self.total_rows,
-                )
+            message = (
+                f"disjoint seeding needs {self.total_rows:,} distinct seed windows but only "
+                f"{space:,} exist (modulus**(far + near) = {self.modulus}**{window}); "
+                "lower train_size, val_size or test_size, or raise modulus, near or far"
             )
+            problems.append((None, message, self.total_rows))
         if problems:
             raise ValidationError.from_exception_data(
                 type(self).__name__,

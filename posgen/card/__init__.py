@@ -1,14 +1,9 @@
 """The data card (``README.md``) of a dataset folder.
 
-Rendered from the manifest, the files (``dataset_info``) and the validation report, so it
-cannot disagree with the data; deterministic (no timestamps, no timings), so the official
-cards in ``data_cards/`` are checked for drift. Sections:
-
-- YAML front matter the Hub and ``datasets`` read (:mod:`posgen.card.front_matter`);
-- what POSGEN measures, the tasks with worked examples and pictures
-  (:mod:`posgen.card.tasks`);
-- the spec, split and file tables, validation and audit, loading, scoring, regenerating,
-  seeding, citation (:mod:`posgen.card.facts`).
+Rendered from the manifest, the files and the validation report, deterministically (the
+official cards in ``data_cards/`` are checked for drift): the YAML front matter
+(:mod:`~posgen.card.front_matter`), the tasks (:mod:`~posgen.card.tasks`) and the fact
+tables (:mod:`~posgen.card.facts`).
 """
 
 from __future__ import annotations

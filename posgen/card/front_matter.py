@@ -4,12 +4,9 @@
 default), so ``load_dataset(DIR, "<config>")`` needs no loading script; huggingface_hub's
 ``DatasetCardData`` orders and writes the header as the Hub does.
 
-``dataset_info`` is read from the data files themselves, because ``datasets`` enforces it at
-load time: features from each file's Arrow schema, row and token counts from each file, sizes
-from the disk, after the files are checked against the manifest
-(:func:`posgen.store.check.check_files`). ``num_bytes`` is the in-memory Arrow size: per row
-an int64 id and an int32 list offset, plus the token bytes. For 300 train rows of 64 uint8
-tokens: ``300 * (8 + 4) + 300 * 64 = 22,800``.
+``dataset_info`` (which ``datasets`` enforces at load time) is read from the checked data
+files. ``num_bytes`` is the in-memory Arrow size: per row an int64 id and an int32 list
+offset, plus the token bytes; 300 rows of 64 uint8 tokens: ``300 * (8 + 4) + 300 * 64``.
 """
 
 from __future__ import annotations

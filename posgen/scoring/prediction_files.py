@@ -409,21 +409,12 @@ class LMInputs:
         """The inputs of ``spec``'s data: BOS id m, labels ignored on the first w tokens."""
         return cls(modulus=spec.modulus, window=spec.window)
 
-    def row(self, tokens: Any) -> dict[str, list[int]]:
-        """The inputs of one row of tokens."""
-        values = np.asarray(tokens).tolist()
-        input_ids = [self.modulus, *values]
-        labels = [IGNORE_INDEX] * (self.window + 1) + values[self.window :]
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": [1] * len(input_ids)}
-
     def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
         tokens = example["tokens"]
-        if len(tokens) == 0 or np.isscalar(tokens[0]):
-            return self.row(tokens)
-        rows = [self.row(row) for row in tokens]
-        return {
-            name: [row[name] for row in rows] for name in ("input_ids", "labels", "attention_mask")
-        }
+        single = len(tokens) == 0 or np.isscalar(tokens[0])  # one row, or a batch of rows
+        rows = np.atleast_2d(np.asarray(tokens, dtype=np.int64))
+        arrays = lm_arrays(rows, self.modulus, self.window)
+        return {name: (array[0] if single else array).tolist() for name, array in arrays.items()}
 
 
 def predictions_from_logits(logits: Any) -> np.ndarray:

@@ -76,7 +76,6 @@ def near_determined_counts(spec: TaskSpec, length: int) -> dict[str, int | None]
 
 # Local rules -------------------------------------------------------------------------------
 MAX_RULE_WORK = 1 << 24  # largest length x w^2 for the GF(m) local-rule audit
-SMALL_WINDOW = 16  # windows up to this wide are searched with Python ints (faster there)
 MAX_ENUMERATED = 1 << 22  # largest m^w x length for growing every seed window (any op)
 
 
@@ -166,10 +165,9 @@ def _linear_rules(spec: TaskSpec, length: int, rule: np.ndarray) -> LocalRules:
     for t in range(window, length):
         reach = int(rule[t - window])
         track = min(reach, 2 * window + 2)  # rules are usually this short: one pass
-        search = _span_search_small if window <= SMALL_WINDOW else _span_search
-        depth, a, independent = search(vectors, t, reach, p, track)
+        depth, a, independent = _span_search(vectors, t, reach, p, track)
         if depth > track:
-            depth, a, independent = search(vectors, t, depth, p, depth)
+            depth, a, independent = _span_search(vectors, t, depth, p, depth)
         effective.append(depth)
         coefficients.append(tuple(int(v) for v in a[:depth]))
         support.append(int(np.count_nonzero(a[:depth])))
@@ -216,44 +214,6 @@ def _span_search(
         if not residual[:width].any():
             return d, (-residual[width:]) % p, independent
     return reach, np.zeros(track, dtype=np.int64), independent  # pragma: no cover
-
-
-def _span_search_small(
-    vectors: np.ndarray, t: int, reach: int, p: int, track: int
-) -> tuple[int, np.ndarray, bool]:
-    """:func:`_span_search` on Python ints: several times faster for narrow windows."""
-    width = vectors.shape[1]
-    size = width + track
-    basis: list[list[int]] = []
-    pivots: list[int] = []
-    residual = [int(v) for v in vectors[t]] + [0] * track
-    independent = True
-    for d in range(1, reach + 1):
-        row = [int(v) for v in vectors[t - d]] + [0] * track
-        if d <= track:
-            row[width + d - 1] = 1
-        for q, base in zip(pivots, basis, strict=True):
-            factor = row[q]
-            if factor:
-                row = [(x - factor * y) % p for x, y in zip(row, base, strict=True)]
-        q = next((i for i in range(width) if row[i]), -1)
-        if q < 0:
-            independent = False
-            continue
-        inverse = pow(row[q], -1, p)
-        row = [x * inverse % p for x in row]
-        for i, base in enumerate(basis):
-            factor = base[q]
-            if factor:
-                basis[i] = [(x - factor * y) % p for x, y in zip(base, row, strict=True)]
-        basis.append(row)
-        pivots.append(q)
-        factor = residual[q]
-        if factor:
-            residual = [(x - factor * y) % p for x, y in zip(residual, row, strict=True)]
-        if not any(residual[:width]):
-            return d, np.array([(-x) % p for x in residual[width:]], dtype=np.int64), independent
-    return reach, np.zeros(size - width, dtype=np.int64), independent  # pragma: no cover
 
 
 def _enumerated_rules(spec: TaskSpec, length: int, rule: np.ndarray) -> LocalRules:
