@@ -1,18 +1,12 @@
 """Generation functions h: how the operands of a position become its token.
 
-An op maps the w operands of a position (far ones first, then near ones, i.e. in position
-order) to a token of Z_m. Three kinds, each with a fast path in :mod:`posgen.generator`:
-
-* ``additive``: ``mod_addition``, the paper's op, (sum of operands) mod m.
-* ``sum``: a function f of the *unreduced* operand sum S in [0, w(m-1)], tabulated exactly
-  once per (op, m, w) from its Python formula: ``pow_sin`` (floor(sin(S)^2 m), S in radians,
-  the authors' definition), ``pow_sin_2pi`` (floor(|sin(2 pi (S mod m) / m)| m), also theirs)
-  and ``square_sum`` (S^2 mod m: x_{t-1} no longer reveals S_{t-1}).
-* ``tuple``: ``keyed_hash``, a keyed hash of the *ordered* operand tuple, uniform on Z_m,
-  keyed by the spec's ``op_key`` (see :func:`keyed_hash`).
-* ``perm``: ``far_perm``, pi_F((sum of near operands) mod m), pi_F a keyed random
-  permutation of Z_m for every far tuple F (see :func:`perm_table`). The far operands pick
-  the permutation, so a rule that never reads them must infer F from earlier transitions.
+An op maps the w operands of a position (far ones first, i.e. in position order) to a token
+of Z_m. Kinds (each with a fast path in :mod:`posgen.generator`; every op's formula is in
+its registration at the end): ``additive`` (``mod_addition``, the paper's op), ``sum`` (a
+function of the *unreduced* operand sum S, tabulated once per (op, m, w) from its Python
+formula), ``tuple`` (``keyed_hash`` of the ordered tuple, keyed by ``op_key``), and the
+keyed permutations of Z_m picked by far operands (``perm``, ``slot``, ``select``), which a
+rule that never reads the far operands must infer from earlier transitions.
 
 >>> import numpy as np
 >>> MOD_ADDITION.apply(np.array([[1], [3], [6], [11]]), 17).tolist()
@@ -44,11 +38,8 @@ Kind = Literal["additive", "sum", "tuple", "perm", "slot", "select"]
 
 @dataclass(frozen=True)
 class Op:
-    """A generation function h over Z_m.
-
-    ``value(S, m)`` is the exact per-sum formula of a ``sum`` op (plain Python ints and
-    floats: the definition the table is built from). ``keyed`` ops read the spec's ``op_key``.
-    """
+    """A generation function h over Z_m: ``value(S, m)`` is a ``sum`` op's exact formula (the
+    definition its table is built from); ``keyed`` ops read the spec's ``op_key``."""
 
     name: str
     description: str
@@ -147,10 +138,8 @@ def hash_key(key: int) -> np.uint64:
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finalizer: a bijective avalanche mix of uint64 values.
-
-    The one mix of the package: keyed ops here, seed windows (:mod:`posgen.seeding`), probe
-    draws and the validator's row hashes.
+    """SplitMix64 finalizer, the package's one mix (keyed ops, seed windows, probe draws, row
+    hashes): a bijective avalanche mix of uint64 values.
 
     >>> int(mix64(np.uint64(1)))
     6238072747940578789
