@@ -149,8 +149,8 @@ def probe_rows(spec: Any, tokens: np.ndarray, seed: int) -> dict[str, np.ndarray
     operands were altered and near operands not), ``far`` (far-rule answers, recomputed
     from the altered rows) and ``local`` (the unaltered targets).
     """
+    from posgen.generator import expected_targets
     from posgen.tasks import dependency_matrix
-    from posgen.validate.window import expected_targets
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9E0BE]))
     m, w, k, j = spec.modulus, spec.window, spec.near, spec.far

@@ -43,16 +43,10 @@ from posgen.ops import get_op
 from posgen.spec import TaskSpec
 from posgen.tasks import far_start
 
-MAX_CANDIDATES = 1 << 16
-"""Most far-operand candidates m^j the audit enumerates."""
-AUDIT_TARGETS = 1 << 13
-"""Targets the audit covers in a split: it reads enough rows (spread evenly over the split)
-for this many targets, unless :data:`AUDIT_OPERANDS` would be exceeded."""
-AUDIT_OPERANDS = 1 << 23
-"""Most operand reads (rows x m^j x targets x w) the audit spends on one split; above this
-for a single row, it is not computed."""
-CHUNK_OPERANDS = 1 << 19
-"""Operands handed to the op at once (int64: 4 MiB), which bounds the audit's memory."""
+MAX_CANDIDATES = 1 << 16  # most far-operand candidates m^j the audit enumerates
+AUDIT_TARGETS = 1 << 13  # targets audited per split (rows spread evenly over it)
+AUDIT_OPERANDS = 1 << 23  # most operand reads (rows x m^j x targets x w) per split
+CHUNK_OPERANDS = 1 << 19  # operands handed to the op at once (int64: 4 MiB)
 
 
 def candidate_count(spec: TaskSpec) -> int:
@@ -115,11 +109,8 @@ def sample_rows(spec: TaskSpec, length: int) -> int:
 
 
 def question_lookbacks(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
-    """D*(t) of every row and target: ``(rows, length - w)``, column i for t = w + i.
-
-    ``tokens`` are rows that follow the spec's rule. Memory is bounded by
-    :data:`CHUNK_OPERANDS` whatever the number of rows, candidates and targets.
-    """
+    """D*(t) of every row and target of ``tokens`` (rows that follow the spec's rule):
+    ``(rows, length - w)``, column i for t = w + i; memory bounded by :data:`CHUNK_OPERANDS`."""
     tokens = np.asarray(tokens, dtype=np.int64)
     rows, length = tokens.shape
     m, k, j, w = spec.modulus, spec.near, spec.far, spec.window

@@ -1,12 +1,18 @@
-"""The vectorized POSGEN generator: seed windows in, whole rows out.
+"""The POSGEN generator: seed windows in, whole rows out, and targets recomputed from rows.
 
-Rows are grown position by position, every position computed for a whole block of rows
-at once (arrays of shape ``(length, rows)``), then laid out row-major. The task's
-dependency rule (:mod:`posgen.tasks`) and the op (:mod:`posgen.ops`) are the only inputs
-that differ between tasks.
+Rows are grown position-major, every position computed for a whole block of rows at once.
+For an additive op, x_{t+1} = x_t + (tokens entering the operand set) - (tokens leaving it)
+(mod m): a few in-place operations on one ``rows``-long vector per position, with a
+conditional correction ``min(v, v -/+ m)`` instead of a division. Worked example (recursive,
+m = 17, k = 3, j = 1, seed window 0 1 2 3): x_4 = 0 + 1 + 2 + 3 = 6, x_5 = 2 x_4 - x_0 = 12.
+Other ops share the blocking and differ in their per-position step (a ``sum`` op looks
+x_t = f(S) up in its table; ``keyed_hash`` looks each tuple's base-m code up in a table).
 
-Worked example (recursive, m = 17, k = 3, j = 1, seed window 0 1 2 3):
-x_4 = (0 + 1 + 2 + 3) mod 17 = 6, x_5 = (1 + 2 + 3 + 6) mod 17 = 12.
+Each finished slab of positions ``(length, rows)`` is turned row-major while still in cache,
+as 8x8 byte tiles in uint64 words (4x4 for uint16 tokens): three rounds of masked shift/xor
+swaps. numpy alone so reaches 1.0-1.4 G tokens/s a core, above what Parquet encoding allows,
+so there is no compiled accelerator (BENCHMARKS.md). The output equals the plain-loop oracle
+``tests/oracle.py`` bit for bit.
 
 >>> import numpy as np
 >>> from posgen.spec import TaskSpec
@@ -16,29 +22,37 @@ x_4 = (0 + 1 + 2 + 3) mod 17 = 6, x_5 = (1 + 2 + 3 + 6) mod 17 = 12.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
 import numpy as np
 
-from posgen.kernel import grow_into, storage_dtype
+from posgen.ops import (
+    far_perm,
+    get_op,
+    hash_table,
+    keyed_hash,
+    perm_table,
+    select_perm,
+    slot_perm,
+    sum_table,
+)
 from posgen.seeding import seed_windows
 from posgen.spec import TaskSpec
+from posgen.tasks import far_start
 
-DEFAULT_BLOCK_ROWS = 65_536
-"""Rows grown together: enough to amortize numpy's per-call cost (~1 us a call). Measured
-(kernel, one core, L = 64): 16k rows 1.1-1.2 G tokens/s, 32k 1.4, 64k 1.5; long rows are
-capped by :data:`BLOCK_BYTES` instead (16k rows at L = 4096 run at 1.1-1.3 G)."""
-BLOCK_BYTES = 64 * 2**20
-"""Most token bytes of one block (bounds the kernel's working arrays for any length)."""
-WINDOW_BYTES = 64 * 2**20
-"""Most bytes of int64 seed windows held at once (bounds memory when w is large)."""
+DEFAULT_BLOCK_ROWS = 65_536  # rows grown together: amortizes numpy's ~1 us per call
+BLOCK_BYTES = 64 * 2**20  # most token bytes of one block, whatever the length
+WINDOW_BYTES = 64 * 2**20  # most bytes of int64 seed windows held at once
 
 
 def block_rows_for(
     spec: TaskSpec, length: int, block_rows: int = DEFAULT_BLOCK_ROWS, per_group: int = 1
 ) -> int:
-    """Rows of ``length`` tokens generated at once, the one place this is decided: at most
-    ``block_rows`` rows, :data:`BLOCK_BYTES` of tokens and :data:`WINDOW_BYTES` of seed
-    windows, rounded down to whole groups of ``per_group`` rows (at least one group; the
-    storage formats pass their row group or record batch).
+    """Rows of ``length`` tokens generated at once (the one place this is decided): within
+    ``block_rows``, :data:`BLOCK_BYTES` and :data:`WINDOW_BYTES`, in whole groups of
+    ``per_group`` rows (a format's row group or record batch), at least one.
 
     >>> block_rows_for(TaskSpec(task="cot"), 4096)
     16384
@@ -54,12 +68,8 @@ def block_rows_for(
 def grow(
     spec: TaskSpec, windows: np.ndarray, length: int, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Rows of ``length`` tokens grown from ``windows`` (``(rows, w)``), row-major.
-
-    Returns an array ``(rows, length)`` of :func:`storage_dtype` (``out`` when given); the
-    first ``w`` columns are the windows themselves. Every op runs in the fast kernel
-    (:mod:`posgen.kernel`), tested against the plain-loop oracle ``tests/oracle.py``.
-    """
+    """Rows ``(rows, length)`` of :func:`storage_dtype` (``out`` when given) grown from
+    ``windows`` (``(rows, w)``, its first columns)."""
     _check_windows(spec, windows, length)
     if out is None:
         out = np.empty((windows.shape[0], length), dtype=storage_dtype(spec.modulus))
@@ -101,3 +111,374 @@ def generate_split(spec: TaskSpec, split: str, block_rows: int = DEFAULT_BLOCK_R
     [0, 1, 2, 3, 6, 11, 4, 5]
     """
     return generate_rows(spec, split, 0, spec.split_size(split), block_rows)
+
+
+# The kernel: blocks grown position-major, transposed by tiles ---------------------------------
+SLAB_BYTES = 1 << 20  # work bytes per transposed slab of positions: stays in L2
+
+Step = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+def storage_dtype(modulus: int) -> np.dtype:
+    """uint8 when every token fits a byte (m <= 256), else uint16."""
+    return np.dtype(np.uint8 if modulus <= 256 else np.uint16)
+
+
+def work_dtype(modulus: int) -> np.dtype:
+    """Smallest unsigned type holding 2m - 1, the largest value before a correction."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if 2 * modulus - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ValueError(f"modulus {modulus} is too large")  # pragma: no cover
+
+
+@lru_cache(maxsize=64)
+def additive_steps(task: str, near: int, far: int, length: int) -> tuple[Step, ...]:
+    """``(leaving, entering)`` positions that turn x_t into x_{t+1}, for t = w .. length-2.
+
+    Positions that both enter and leave the operand set cancel.
+
+    >>> additive_steps("recursive", 3, 1, 7)
+    (((0,), (4,)), ((1,), (5,)))
+    >>> additive_steps("semirecursive", 3, 1, 7)
+    (((1,), (4,)), ((2, 0), (5, 1)))
+    """
+    window = near + far
+    if length <= window + 1:
+        return ()
+    starts = far_start(task, np.arange(window, length), near, far).tolist()
+    steps = []
+    for t in range(window, length - 1):
+        old, new = starts[t - window], starts[t - window + 1]
+        # the far range moves from [old, old + far) to [new, new + far): O(moved) per t
+        far_in = set(range(new, new + far)).difference(range(old, old + far)) if new < old else ()
+        entering = [t, *(far_in or range(max(old + far, new), new + far))]
+        far_out = set(range(old, old + far)).difference(range(new, new + far)) if new < old else ()
+        leaving = [t - near, *(far_out or range(old, min(new, old + far)))]
+        if t - near in entering[1:]:  # leaves the near window, enters the far one
+            entering.remove(t - near)
+            leaving.remove(t - near)
+        steps.append((tuple(leaving), tuple(entering)))
+    return tuple(steps)
+
+
+def _tile_masks(tile: int, itemsize: int) -> list[tuple[int, np.uint64, np.uint64]]:
+    """``(half, shift, mask)`` per swap round: blocks of tile/2, ..., 1 elements."""
+    rounds = []
+    half = tile // 2
+    bits = 8 * itemsize
+    while half >= 1:
+        mask = sum(((1 << bits) - 1) << (bits * e) for e in range(tile) if (e // half) % 2 == 0)
+        rounds.append((half, np.uint64(half * bits), np.uint64(mask)))
+        half //= 2
+    return rounds
+
+
+def transpose_tiles(words: np.ndarray, tile: int, itemsize: int, out: np.ndarray) -> None:
+    """Transpose every ``tile x tile`` element block held in ``words`` (P, tile, G) into ``out``.
+
+    ``words[p, i, g]`` holds elements ``(i, 0..tile-1)`` of tile ``(p, g)``; afterwards
+    ``out[p, b, g]`` holds elements ``(0..tile-1, b)``. ``words`` is left unchanged.
+    """
+    scratch = np.empty(words.size // 2, dtype=np.uint64)
+    source = words
+    for half, shift, mask in _tile_masks(tile, itemsize):
+        shape = (words.shape[0], tile // (2 * half), 2, half, words.shape[2])
+        src = source.reshape(shape)
+        dst = out.reshape(shape)
+        a, b = src[:, :, 0], src[:, :, 1]
+        t = scratch.reshape(a.shape)
+        np.right_shift(a, shift, out=t)
+        np.bitwise_xor(t, b, out=t)
+        np.bitwise_and(t, mask, out=t)
+        np.bitwise_xor(b, t, out=dst[:, :, 1])
+        np.left_shift(t, shift, out=t)
+        np.bitwise_xor(a, t, out=dst[:, :, 0])
+        source = out
+
+
+def grow_into(spec: TaskSpec, windows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Grow ``windows`` (``(rows, w)``, values in [0, m)) into ``out`` (C-contiguous
+    ``(rows, length)`` of :func:`storage_dtype`), returned filled; each op kind has its
+    per-position step (:data:`_FILLERS`)."""
+    m, window = spec.modulus, spec.window
+    op = get_op(spec.op)
+    rows, length = out.shape
+    store = storage_dtype(m)
+    work = work_dtype(m) if op.additive else store
+    tile = 8 // store.itemsize
+    rows_pad, len_pad = -(-rows // tile) * tile, -(-length // tile) * tile
+    cols = np.zeros((len_pad, rows_pad), dtype=work)
+    cols[:window, :rows] = windows.T
+    direct = (rows_pad, len_pad) == (rows, length) and out.flags.c_contiguous
+    target = out if direct else np.empty((rows_pad, len_pad), dtype=store)
+    placed = target.view(np.uint64).reshape(rows_pad // tile, tile, len_pad // tile)
+
+    slab = max(tile, SLAB_BYTES // (rows_pad * work.itemsize) // tile * tile)
+    slab_words = np.empty((slab // tile, tile, rows_pad // tile), dtype=np.uint64)
+    narrow = None if work == store else np.empty((slab, rows_pad), dtype=store)
+
+    def flush(first: int, stop: int) -> None:
+        block = cols[first:stop]
+        if narrow is not None:
+            block = narrow[: stop - first]
+            np.copyto(block, cols[first:stop], casting="unsafe")
+        words = block.view(np.uint64).reshape((stop - first) // tile, tile, rows_pad // tile)
+        moved = slab_words[: (stop - first) // tile]
+        transpose_tiles(words, tile, store.itemsize, moved)
+        np.copyto(placed[:, :, first // tile : stop // tile], moved.transpose(2, 1, 0))
+
+    flushed = 0
+    if len_pad > window:
+        for t in _FILLERS[op.kind](spec, cols):
+            if t + 1 - flushed >= slab:
+                flush(flushed, flushed + slab)
+                flushed += slab
+    while flushed < len_pad:
+        stop = min(len_pad, flushed + slab)
+        flush(flushed, stop)
+        flushed = stop
+    if not direct:
+        out[...] = target[:rows, :length]
+    return out
+
+
+def _fill_additive(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_{t+1} = x_t + entering - leaving (mod m): an add or subtract and a conditional
+    correction ``min(v, v -/+ m)`` per operand that moves. Yields each position filled."""
+    m, window = spec.modulus, spec.window
+    cols[window] = cols[:window].sum(axis=0, dtype=np.int64) % m
+    yield window
+    modulus = cols.dtype.type(m)
+    scratch = np.empty(cols.shape[1], dtype=cols.dtype)
+    add, sub, low = np.add, np.subtract, np.minimum
+    views = list(cols)
+    steps = additive_steps(spec.task, spec.near, spec.far, cols.shape[0])
+    for t, (leaving, entering) in enumerate(steps, start=window):
+        value, nxt = views[t], views[t + 1]
+        for position in leaving:
+            sub(value, views[position], out=nxt)
+            add(nxt, modulus, out=scratch)
+            low(nxt, scratch, out=nxt)
+            value = nxt
+        for position in entering:
+            add(value, views[position], out=nxt)
+            sub(nxt, modulus, out=scratch)
+            low(nxt, scratch, out=nxt)
+            value = nxt
+        yield t + 1
+
+
+@lru_cache(maxsize=16)
+def _stored_sum_table(name: str, modulus: int, window: int) -> np.ndarray:
+    return sum_table(name, modulus, window).astype(storage_dtype(modulus))
+
+
+def _fill_sum(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_t = f(S_t): the unreduced sum S moves like the additive token (entering minus
+    leaving tokens, exact in wrapping unsigned arithmetic since S itself fits), then one
+    table lookup. Worked example (pow_sin, m = 17, window 0 1 2 3): S_4 = 6,
+    x_4 = floor(sin(6)^2 * 17) = 1."""
+    m, window = spec.modulus, spec.window
+    table = _stored_sum_table(spec.op, m, window)
+    dtype = np.uint8 if table.size <= 1 << 8 else np.uint16 if table.size <= 1 << 16 else np.uint32
+    total = cols[:window].sum(axis=0, dtype=np.int64).astype(dtype)
+    views = list(cols)
+    np.take(table, total, out=views[window], mode="clip")
+    yield window
+    steps = additive_steps(spec.task, spec.near, spec.far, cols.shape[0])
+    for t, (leaving, entering) in enumerate(steps, start=window):
+        for position in entering:
+            np.add(total, views[position], out=total)
+        for position in leaving:
+            np.subtract(total, views[position], out=total)
+        np.take(table, total, out=views[t + 1], mode="clip")
+        yield t + 1
+
+
+def _fill_tuple(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_t = keyed hash of (far operands, near operands): the tuple's base-m code by Horner
+    steps, then one lookup in the op's table (:func:`posgen.ops.hash_table`), or the direct
+    hash when m^w is too large to tabulate."""
+    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
+    length = cols.shape[0]
+    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
+    table = hash_table(m, window, spec.op_key)
+    views = list(cols)
+    code = np.empty(cols.shape[1], dtype=np.uint32)
+    base = np.uint32(m)
+    for t, start in enumerate(starts, start=window):
+        positions = [*range(start, start + far), *range(t - near, t)]
+        if table is None:
+            operands = np.stack([views[p] for p in positions])
+            views[t][...] = keyed_hash(operands, m, spec.op_key)
+        else:
+            np.copyto(code, views[positions[0]])
+            for position in positions[1:]:
+                np.multiply(code, base, out=code)
+                np.add(code, views[position], out=code)
+            np.take(table, code, out=views[t], mode="clip")
+        yield t
+
+
+def _fill_perm(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_t = pi_F((near sum) mod m): the far tuple's base-m code by Horner steps and the near
+    sum, then one lookup in the op's table of permutations (:func:`posgen.ops.perm_table`),
+    or the direct definition when the table would be too large."""
+    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
+    length = cols.shape[0]
+    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
+    table = perm_table(m, far, spec.op_key)
+    flat = None if table is None else table.reshape(-1)
+    views = list(cols)
+    code = np.empty(cols.shape[1], dtype=np.int64)
+    total = np.empty(cols.shape[1], dtype=np.int64)
+    for t, start in enumerate(starts, start=window):
+        far_rows = [views[p] for p in range(start, start + far)]
+        near_rows = [views[p] for p in range(t - near, t)]
+        if flat is None:
+            views[t][...] = far_perm(far_rows, near_rows, m, spec.op_key)
+            yield t
+            continue
+        code[...] = 0
+        for row in far_rows:
+            np.multiply(code, m, out=code)
+            np.add(code, row, out=code)
+        total[...] = 0
+        for row in near_rows:
+            np.add(total, row, out=total)
+        np.remainder(total, m, out=total)
+        np.multiply(code, m, out=code)
+        np.add(code, total, out=code)
+        np.take(flat, code, out=views[t], mode="clip")
+        yield t
+
+
+def _fill_slot(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_t = sum_i pi_{f_(i mod j)}(n_i) mod m: per near slot one lookup in the op's m x m
+    table of permutations (f * m + n), summed; the direct definition above the table cap."""
+    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
+    length = cols.shape[0]
+    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
+    table = perm_table(m, 1, spec.op_key)
+    views = list(cols)
+    zero = np.zeros(cols.shape[1], dtype=cols.dtype)
+    if table is None:
+        for t, start in enumerate(starts, start=window):
+            far_rows = [views[p] for p in range(start, start + far)]
+            views[t][...] = slot_perm(
+                far_rows, [views[p] for p in range(t - near, t)], m, spec.op_key
+            )
+            yield t
+        return
+    flat = table.reshape(-1).astype(np.int64)
+    code = np.empty(cols.shape[1], dtype=np.int64)
+    total = np.empty(cols.shape[1], dtype=np.int64)
+    for t, start in enumerate(starts, start=window):
+        total[...] = 0
+        for i in range(near):
+            f = views[start + i % far] if far else zero
+            code[...] = f
+            code *= m
+            code += views[t - near + i]
+            total += flat[code]
+        np.remainder(total, m, out=total)
+        views[t][...] = total
+        yield t
+
+
+def _fill_select(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_t = pi_{f_c}(near sum mod m), c = x_{t-1} mod j: the plain definition per position
+    (:func:`posgen.ops.select_perm`, one table lookup for the whole block)."""
+    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
+    length = cols.shape[0]
+    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
+    views = list(cols)
+    for t, start in enumerate(starts, start=window):
+        far_rows = [views[p] for p in range(start, start + far)]
+        near_rows = [views[p] for p in range(t - near, t)]
+        views[t][...] = select_perm(far_rows, near_rows, m, spec.op_key)
+        yield t
+
+
+_FILLERS: dict[str, Callable[[TaskSpec, np.ndarray], Iterator[int]]] = {
+    "additive": _fill_additive,
+    "sum": _fill_sum,
+    "tuple": _fill_tuple,
+    "perm": _fill_perm,
+    "slot": _fill_slot,
+    "select": _fill_select,
+}
+
+
+# Targets recomputed from stored rows (the validator, the probe, the oracle) -----------------
+@dataclass(frozen=True)
+class FarSlot:
+    """Far operand ``offset`` of every target: position ``starts[t - w] + offset``."""
+
+    starts: np.ndarray
+    offset: int
+
+
+@lru_cache(maxsize=64)
+def operand_slots(task: str, length: int, near: int, far: int) -> tuple[object, ...]:
+    """Per operand slot (far ones, then near ones): a ``slice`` of columns when the positions
+    run consecutively (near operands, recursive's far ones) or stay put (cot: one column,
+    broadcast), else a :class:`FarSlot` gathered on use. Memory O(length), not O(length w)."""
+    window = near + far
+    t = np.arange(window, length, dtype=np.int64)
+    count = t.size
+    slots: list[object] = []
+    if far:
+        starts = far_start(task, t, near, far) if count else t
+        first = int(starts[0]) if count else 0
+        for offset in range(far):
+            if count == 0 or np.array_equal(starts, first + np.arange(count)):
+                slots.append(slice(first + offset, first + offset + count))
+            elif np.all(starts == first):
+                slots.append(slice(first + offset, first + offset + 1))  # broadcast (cot)
+            else:
+                slots.append(FarSlot(starts, offset))
+    slots += [slice(window - near + i, window - near + i + count) for i in range(near)]
+    return tuple(slots)
+
+
+def take_slot(tokens: np.ndarray, slot: object) -> np.ndarray:
+    if isinstance(slot, slice):
+        return tokens[:, slot]
+    assert isinstance(slot, FarSlot)
+    return np.take(tokens, slot.starts + slot.offset, axis=1)
+
+
+def expected_targets(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
+    """h at positions ``w .. length-1`` of ``tokens`` (``(rows, length)``), from the operands
+    as stored (check 3 of ``posgen validate``, the probe's far rule, the oracle); memory a
+    few ``(rows, positions)`` arrays whatever the window. Semirecursive, m = 17, k = 3, j = 1:
+    position 6 reads x_1 (far) and x_3 x_4 x_5, so (1 + 3 + 6 + 11) mod 17 = 4.
+
+    >>> spec = TaskSpec(task="semirecursive")
+    >>> expected_targets(spec, np.array([[0, 1, 2, 3, 6, 11, 4]], dtype=np.uint8)).tolist()
+    [[6, 11, 4]]
+    """
+    rows, length = tokens.shape
+    window = spec.window
+    slots = operand_slots(spec.task, length, spec.near, spec.far)
+    op = get_op(spec.op)
+    in_range = tokens.size == 0 or (tokens.min() >= 0 and int(tokens.max()) < spec.modulus)
+    if op.additive and in_range:
+        # (sum of operands) mod m, one conditional subtract per operand (see generator.py).
+        dtype = work_dtype(spec.modulus)
+        work = tokens if tokens.dtype == dtype else tokens.astype(dtype)
+        modulus = dtype.type(spec.modulus)
+        acc = np.zeros((rows, length - window), dtype=dtype)
+        scratch = np.empty_like(acc)
+        for slot in slots:
+            np.add(acc, take_slot(work, slot), out=acc)
+            np.subtract(acc, modulus, out=scratch)
+            np.minimum(acc, scratch, out=acc)
+        return acc
+    # Other ops, or tokens outside Z_m (reported elsewhere; clipped here so every op can
+    # read them): per operand slot, one (rows, positions) array at a time, never w of them.
+    wide = np.clip(tokens, 0, spec.modulus - 1).astype(np.int64)
+    columns = [np.broadcast_to(take_slot(wide, s), (rows, length - window)) for s in slots]
+    return op.apply(columns, spec.modulus, spec.op_key, far=spec.far)

@@ -1,18 +1,12 @@
 """Generation functions h: how the operands of a position become its token.
 
-An op maps the w operands of a position (far ones first, then near ones, i.e. in position
-order) to a token of Z_m. Three kinds, each with a fast path in :mod:`posgen.kernel`:
-
-* ``additive``: ``mod_addition``, the paper's op, (sum of operands) mod m.
-* ``sum``: a function f of the *unreduced* operand sum S in [0, w(m-1)], tabulated exactly
-  once per (op, m, w) from its Python formula: ``pow_sin`` (floor(sin(S)^2 m), S in radians,
-  the authors' definition), ``pow_sin_2pi`` (floor(|sin(2 pi (S mod m) / m)| m), also theirs)
-  and ``square_sum`` (S^2 mod m: x_{t-1} no longer reveals S_{t-1}).
-* ``tuple``: ``keyed_hash``, a keyed hash of the *ordered* operand tuple, uniform on Z_m,
-  keyed by the spec's ``op_key`` (see :func:`keyed_hash`).
-* ``perm``: ``far_perm``, pi_F((sum of near operands) mod m), pi_F a keyed random
-  permutation of Z_m for every far tuple F (see :func:`perm_table`). The far operands pick
-  the permutation, so a rule that never reads them must infer F from earlier transitions.
+An op maps the w operands of a position (far ones first, i.e. in position order) to a token
+of Z_m. Kinds (each with a fast path in :mod:`posgen.generator`; every op's formula is in
+its registration at the end): ``additive`` (``mod_addition``, the paper's op), ``sum`` (a
+function of the *unreduced* operand sum S, tabulated once per (op, m, w) from its Python
+formula), ``tuple`` (``keyed_hash`` of the ordered tuple, keyed by ``op_key``), and the
+keyed permutations of Z_m picked by far operands (``perm``, ``slot``, ``select``), which a
+rule that never reads the far operands must infer from earlier transitions.
 
 >>> import numpy as np
 >>> MOD_ADDITION.apply(np.array([[1], [3], [6], [11]]), 17).tolist()
@@ -34,10 +28,8 @@ from typing import Literal
 
 import numpy as np
 
-MAX_SUM_TABLE = 1 << 21
-"""Largest sum table (w(m-1) + 1 entries) a ``sum`` op tabulates (~0.5 s of Python math)."""
-HASH_TABLE_MAX = 1 << 22
-"""Tuple spaces m^w up to this size are hashed once into a table (the kernel indexes it)."""
+MAX_SUM_TABLE = 1 << 21  # largest sum table (w(m-1) + 1 entries) of a ``sum`` op (~0.5 s)
+HASH_TABLE_MAX = 1 << 22  # tuple spaces m^w up to this size are hashed once into a table
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
@@ -46,11 +38,8 @@ Kind = Literal["additive", "sum", "tuple", "perm", "slot", "select"]
 
 @dataclass(frozen=True)
 class Op:
-    """A generation function h over Z_m.
-
-    ``value(S, m)`` is the exact per-sum formula of a ``sum`` op (plain Python ints and
-    floats: the definition the table is built from). ``keyed`` ops read the spec's ``op_key``.
-    """
+    """A generation function h over Z_m: ``value(S, m)`` is a ``sum`` op's exact formula (the
+    definition its table is built from); ``keyed`` ops read the spec's ``op_key``."""
 
     name: str
     description: str
@@ -63,27 +52,27 @@ class Op:
         """True for (sum of all operands) mod m, which the generator updates incrementally."""
         return self.kind == "additive"
 
-    def apply(self, operands: np.ndarray, modulus: int, key: int = 0, far: int = 0) -> np.ndarray:
-        """h of every column of ``operands`` (``(w, n)`` integers in [0, m), position order).
+    def apply(
+        self, operands: Sequence[np.ndarray], modulus: int, key: int = 0, far: int = 0
+    ) -> np.ndarray:
+        """h of every operand tuple: ``operands[i]`` holds operand i (position order) of every
+        tuple, w arrays of one shape (a ``(w, n)`` array works), integers in [0, m).
 
-        ``far``: how many of the w rows are far operands (read by ``perm`` ops only).
-        The plain reference: the validator and the slow generator path use it.
+        ``far``: how many of the w are far operands (read by the permutation ops only).
+        The plain reference: the validator, the probe and the slow generator path use it.
         """
+        if self.kind in ("perm", "slot", "select"):
+            perm = {"perm": far_perm, "slot": slot_perm, "select": select_perm}[self.kind]
+            return perm(operands[:far], operands[far:], modulus, key)
         if self.kind == "tuple":
-            return keyed_hash(np.asarray(operands, dtype=np.int64), modulus, key)
-        if self.kind == "perm":
-            return far_perm(operands[:far], operands[far:], modulus, key)
-        if self.kind == "slot":
-            return slot_perm(operands[:far], operands[far:], modulus, key)
-        if self.kind == "select":
-            return select_perm(operands[:far], operands[far:], modulus, key)
-        operands = np.asarray(operands)
-        narrow = operands.shape[0] * (modulus - 1) < 2**31  # int32 sums: several times faster
-        total = operands.sum(axis=0, dtype=np.int32 if narrow else np.int64)
+            return keyed_hash(operands, modulus, key)
+        narrow = len(operands) * (modulus - 1) < 2**31  # int32 sums: several times faster
+        total = np.zeros(np.shape(operands[0]), dtype=np.int32 if narrow else np.int64)
+        for column in operands:
+            total += column
         if self.kind == "additive":
             return (total % modulus).astype(np.int64)
-        table = sum_table(self.name, modulus, operands.shape[0])
-        return table[total].astype(np.int64)
+        return sum_table(self.name, modulus, len(operands))[total].astype(np.int64)
 
     def problem(self, modulus: int, window: int) -> str | None:
         """Why this op cannot run at (m, w), or None: a table too large or leaving Z_m."""
@@ -149,10 +138,8 @@ def hash_key(key: int) -> np.uint64:
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finalizer: a bijective avalanche mix of uint64 values.
-
-    The one mix of the package: keyed ops here, seed windows (:mod:`posgen.seeding`), probe
-    draws and the validator's row hashes.
+    """SplitMix64 finalizer, the package's one mix (keyed ops, seed windows, probe draws, row
+    hashes): a bijective avalanche mix of uint64 values.
 
     >>> int(mix64(np.uint64(1)))
     6238072747940578789
@@ -265,10 +252,7 @@ def far_perm(
     (True, True)
     """
     shape = np.shape(near_operands[0])
-    total = np.zeros(shape, dtype=np.int64)
-    for operand in near_operands:
-        total += np.asarray(operand, dtype=np.int64)
-    total %= modulus
+    total = _near_sum(near_operands, modulus)
     far = [np.broadcast_to(np.asarray(operand), shape) for operand in far_operands]
     if far:
         states = keyed_state(far, modulus, key)
@@ -279,8 +263,14 @@ def far_perm(
     return table[inverse.reshape(-1), total.reshape(-1)].reshape(shape)
 
 
-PERM_TABLE_MAX = 1 << 22
-"""Largest far_perm table (m^j permutations of m tokens) the kernel builds."""
+def _near_sum(near_operands: Sequence[np.ndarray], modulus: int) -> np.ndarray:
+    total = np.zeros(np.shape(near_operands[0]), dtype=np.int64)
+    for operand in near_operands:
+        total += np.asarray(operand, dtype=np.int64)
+    return total % modulus
+
+
+PERM_TABLE_MAX = 1 << 22  # largest far_perm table (m^j permutations of m tokens) built
 
 
 @lru_cache(maxsize=16)
@@ -343,10 +333,7 @@ def select_perm(
     True
     """
     shape = np.shape(near_operands[0])
-    total = np.zeros(shape, dtype=np.int64)
-    for operand in near_operands:
-        total += np.asarray(operand, dtype=np.int64)
-    total %= modulus
+    total = _near_sum(near_operands, modulus)
     if len(far_operands):
         stacked = np.stack(
             [np.broadcast_to(np.asarray(f, dtype=np.int64), shape) for f in far_operands]
@@ -392,55 +379,46 @@ def op_names() -> tuple[str, ...]:
     return tuple(_OPS)
 
 
-register_op(MOD_ADDITION)
-register_op(
+for _op in (
+    MOD_ADDITION,
     Op(
         "pow_sin",
         "floor(sin(S)^2 * m), S = unreduced sum of the operands in radians (the authors' op)",
         "sum",
         _pow_sin,
-    )
-)
-register_op(
+    ),
     Op(
         "pow_sin_2pi",
         "floor(|sin(2 pi s / m)| * m), s = (sum of the operands) mod m (the authors' op)",
         "sum",
         _pow_sin_2pi,
-    )
-)
-register_op(Op("square_sum", "S^2 mod m, S = sum of the operands", "sum", _square_sum))
-register_op(
+    ),
+    Op("square_sum", "S^2 mod m, S = sum of the operands", "sum", _square_sum),
     Op(
         "keyed_hash",
         "keyed hash of the ordered operand tuple (far then near), uniform on Z_m, key op_key",
         "tuple",
         keyed=True,
-    )
-)
-register_op(
+    ),
     Op(
         "far_perm",
         "pi_F((sum of near operands) mod m): a keyed random permutation of Z_m per far tuple F",
         "perm",
         keyed=True,
-    )
-)
-register_op(
+    ),
     Op(
         "slot_perm",
         "(sum over near slots i of pi_{f_(i mod j)}(n_i)) mod m: each far token keys the "
         "permutation of its near slots (the permutations of far_perm)",
         "slot",
         keyed=True,
-    )
-)
-register_op(
+    ),
     Op(
         "select_perm",
         "pi_{f_c}((sum of near operands) mod m), c = (last near operand) mod j: the last near "
         "token selects the far token that keys the permutation (far_perm's permutations)",
         "select",
         keyed=True,
-    )
-)
+    ),
+):
+    register_op(_op)

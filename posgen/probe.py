@@ -40,15 +40,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from posgen.generator import DEFAULT_BLOCK_ROWS, generate_rows
-from posgen.kernel import storage_dtype
-from posgen.ops import get_op, mix64
+from posgen.generator import DEFAULT_BLOCK_ROWS, expected_targets, generate_rows, storage_dtype
+from posgen.ops import mix64
 from posgen.seeding import task_key
 from posgen.spec import TaskSpec, probe_source
 from posgen.tasks import dependency_matrix, far_start
 
-PROBE_STREAM = 0x70726F6265
-"""Spawn-key word that separates the probe stream from every other stream of a seed."""
+PROBE_STREAM = 0x70726F6265  # spawn-key word of the probe stream ("probe")
 
 
 @dataclass(frozen=True)
@@ -154,15 +152,14 @@ def replacements(
     return (original.astype(np.int64) + 1 + draw.astype(np.int64)) % spec.modulus
 
 
-FAR_RULE_PAIRS = 1 << 20
-"""Probed targets whose operands are gathered at once (bounds memory: 8 w bytes each)."""
+FAR_RULE_PAIRS = 1 << 20  # targets recomputed at once (bounds memory whatever the row length)
 
 
 def far_rule_answers(
     spec: TaskSpec, tokens: np.ndarray, rows: np.ndarray, positions: np.ndarray
 ) -> np.ndarray:
     """h of the operands stored in ``tokens`` (``(n, L')``) for each target
-    ``(rows[i], positions[i])``: int64, one per target.
+    ``(rows[i], positions[i])``, ``rows`` ascending: int64, one per target.
 
     >>> spec = TaskSpec(task="cot", train_length=8, test_length=8)
     >>> row = np.array([[5, 1, 2, 3, 11, 0, 0, 0]])
@@ -170,65 +167,18 @@ def far_rule_answers(
     [11, 4]
     """
     out = np.empty(positions.size, dtype=np.int64)
-    if positions.size == 0:
-        return out
-    length = tokens.shape[1]
-    # (w, L') operand positions, transposed so that the gather below is one flat take
-    small = tokens.size < 2**31  # int32 indices: half the memory traffic
-    kind = np.int32 if small else np.int64
-    deps = dependency_matrix(spec.task, length, spec.near, spec.far).T.astype(kind)
-    flat = np.ascontiguousarray(tokens).reshape(-1)
-    op = get_op(spec.op)
-    for first in range(0, positions.size, FAR_RULE_PAIRS):
-        last = min(positions.size, first + FAR_RULE_PAIRS)
-        index = deps[:, (positions[first:last] - spec.window).astype(kind)]
-        index += (rows[first:last] * length).astype(kind)
-        out[first:last] = op.apply(flat[index], spec.modulus, spec.op_key, far=spec.far)
+    step = max(1, FAR_RULE_PAIRS // max(1, tokens.shape[1] - spec.window))
+    for first in range(0, tokens.shape[0] if positions.size else 0, step):
+        lo, hi = np.searchsorted(rows, [first, first + step])
+        every = expected_targets(spec, tokens[first : first + step])
+        out[lo:hi] = every[rows[lo:hi] - first, positions[lo:hi] - spec.window]
     return out
-
-
-def shared_far_rule(
-    spec: TaskSpec, tokens: np.ndarray, members: np.ndarray, positions: np.ndarray
-) -> np.ndarray:
-    """Far-rule answers ``(len(members), len(positions))`` of rows ``members`` of
-    ``tokens``, which share their probed ``positions`` (gathered by slices, not pairs)."""
-    window, p = spec.window, positions.size
-    deps = dependency_matrix(spec.task, tokens.shape[1], spec.near, spec.far)[positions - window].T
-    runs = [_as_slice(row) for row in deps]  # near operands of consecutive targets: slices
-    out = np.empty((members.size, p), dtype=np.int64)
-    if p == 0:
-        return out
-    op = get_op(spec.op)
-    step = max(1, FAR_RULE_PAIRS // p)
-    start = int(members[0]) if members.size else 0
-    contiguous = bool(np.all(members == np.arange(start, start + members.size)))
-    for first in range(0, members.size, step):
-        if contiguous:
-            chosen = tokens[start + first : start + min(members.size, first + step)]
-        else:
-            chosen = tokens[members[first : first + step]]
-        columns = np.empty((window, chosen.shape[0], p), dtype=tokens.dtype)
-        for i, (row, run) in enumerate(zip(deps, runs, strict=True)):
-            columns[i] = chosen[:, run] if run is not None else chosen[:, row]
-        answers = op.apply(columns.reshape(window, -1), spec.modulus, spec.op_key, far=spec.far)
-        out[first : first + step] = answers.reshape(chosen.shape[0], p)
-    return out
-
-
-def _as_slice(positions: np.ndarray) -> slice | None:
-    """``positions`` as a slice when they are consecutive, else None."""
-    if positions.size and np.all(np.diff(positions) == 1):
-        return slice(int(positions[0]), int(positions[-1]) + 1)
-    return None
 
 
 @dataclass(frozen=True)
 class ProbeBlock:
-    """Probe rows ``[start, start + n)`` of a probe split, with ragged columns flattened.
-
-    ``replaced_offsets`` and ``probed_offsets`` (n + 1 each) delimit row i's entries of
-    ``replaced`` and of ``probed`` / ``far_rule``.
-    """
+    """Probe rows ``[start, start + n)``, ragged columns flattened: ``replaced_offsets`` and
+    ``probed_offsets`` (n + 1 each) delimit row i's ``replaced`` and ``probed``/``far_rule``."""
 
     start: int
     tokens: np.ndarray
@@ -264,28 +214,12 @@ def alter_rows(spec: TaskSpec, split: str, start: int, tokens: np.ndarray) -> Pr
     """Probe rows made from source rows ``tokens`` (rows ``start ..``), altered in place."""
     rows, length = tokens.shape
     index = np.arange(start, start + rows, dtype=np.int64)
-    offsets = [_plan_offset(spec, o) for o in probe_offset(index, length, spec.window).tolist()]
-    plans = [probe_plan(spec, length, o) for o in offsets]
+    plans = [probe_plan(spec, length, o) for o in probe_offset(index, length, spec.window).tolist()]
     replaced, replaced_offsets, replaced_rows = _flatten([p.replaced for p in plans])
     cells = (replaced_rows, replaced)
     tokens[cells] = replacements(spec, split, index[replaced_rows], replaced, tokens[cells])
-    if len(set(offsets)) == 1:  # one plan for every row (cot): slices, no scatter
-        plan = plans[0]
-        answers = shared_far_rule(spec, tokens, np.arange(rows), plan.probed)
-        return ProbeBlock(
-            start=start,
-            tokens=tokens,
-            replaced=replaced,
-            replaced_offsets=replaced_offsets,
-            probed=np.tile(plan.probed, rows),
-            far_rule=answers.reshape(-1).astype(storage_dtype(spec.modulus)),
-            probed_offsets=np.arange(rows + 1, dtype=np.int64) * plan.probed.size,
-        )
     probed, probed_offsets, probed_rows = _flatten([p.probed for p in plans])
-    if 4 * probed.size >= rows * (length - spec.window):  # dense: every target, then pick
-        far_rule = _far_rule_by_rows(spec, tokens, probed_offsets, probed)
-    else:
-        far_rule = far_rule_answers(spec, tokens, probed_rows, probed)
+    far_rule = far_rule_answers(spec, tokens, probed_rows, probed)
     return ProbeBlock(
         start=start,
         tokens=tokens,
@@ -295,25 +229,6 @@ def alter_rows(spec: TaskSpec, split: str, start: int, tokens: np.ndarray) -> Pr
         far_rule=far_rule.astype(storage_dtype(spec.modulus)),
         probed_offsets=probed_offsets,
     )
-
-
-def _far_rule_by_rows(
-    spec: TaskSpec, tokens: np.ndarray, offsets: np.ndarray, probed: np.ndarray
-) -> np.ndarray:
-    """Far-rule answers at ``probed`` (row i's at ``offsets[i]:offsets[i + 1]``), from h at
-    every target of a chunk of rows (slices and column gathers: faster than pairs when most
-    targets are probed)."""
-    rows, length = tokens.shape
-    targets = np.arange(spec.window, length)
-    out = np.empty(probed.size, dtype=np.int64)
-    step = max(1, FAR_RULE_PAIRS // max(1, targets.size))
-    for first in range(0, rows, step):
-        last = min(rows, first + step)
-        every = shared_far_rule(spec, tokens, np.arange(first, last), targets)
-        lo, hi = int(offsets[first]), int(offsets[last])
-        which = np.repeat(np.arange(last - first), np.diff(offsets[first : last + 1]))
-        out[lo:hi] = every[which, probed[lo:hi] - spec.window]
-    return out
 
 
 def _flatten(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -98,14 +98,8 @@ class TaskSpec(BaseModel):
         window = self.window
         problems: list[tuple[str | None, str, Any]] = []
         if self.train_length <= window:
-            problems.append(
-                (
-                    "train_length",
-                    f"train_length ({self.train_length}) must exceed the seed window "
-                    f"far + near = {window}",
-                    self.train_length,
-                )
-            )
+            message = f"train_length ({self.train_length}) must exceed the seed window far + near"
+            problems.append(("train_length", f"{message} = {window}", self.train_length))
         for length in self.test_lengths:
             if length < self.train_length:
                 message = f"test_length ({length}) must be >= train_length ({self.train_length})"
@@ -122,25 +116,18 @@ class TaskSpec(BaseModel):
             problems.append(("op", op_problem, self.op))
         space = self.seed_space
         if self.seeding == "paper" and space == 0:
-            problems.append(
-                (
-                    "modulus",
-                    f"paper seeding needs modulus >= far + near ({window}): "
-                    f"there are no sorted windows of {window} distinct tokens below "
-                    f"{self.modulus}",
-                    self.modulus,
-                )
+            message = (
+                f"paper seeding needs modulus >= far + near ({window}): there are no sorted "
+                f"windows of {window} distinct tokens below {self.modulus}"
             )
+            problems.append(("modulus", message, self.modulus))
         if self.seeding == "disjoint" and self.total_rows > space:
-            problems.append(
-                (
-                    None,
-                    f"disjoint seeding needs {self.total_rows:,} distinct seed windows but only "
-                    f"{space:,} exist (modulus**(far + near) = {self.modulus}**{window}); "
-                    "lower train_size, val_size or test_size, or raise modulus, near or far",
-                    self.total_rows,
-                )
+            message = (
+                f"disjoint seeding needs {self.total_rows:,} distinct seed windows but only "
+                f"{space:,} exist (modulus**(far + near) = {self.modulus}**{window}); "
+                "lower train_size, val_size or test_size, or raise modulus, near or far"
             )
+            problems.append((None, message, self.total_rows))
         if problems:
             raise ValidationError.from_exception_data(
                 type(self).__name__,
@@ -176,10 +163,7 @@ class TaskSpec(BaseModel):
 
     @property
     def probe_names(self) -> tuple[str, ...]:
-        """Counterfactual probe splits: ``probe`` (from ``test``), ``probe_<L'>`` per extra test.
-
-        Probe row i is test row i with far operands replaced (:mod:`posgen.probe`); the probe
-        splits live in a companion ``datasets`` config (:func:`probe_config`).
+        """Counterfactual probe splits (:mod:`posgen.probe`), one per test split.
 
         >>> TaskSpec(task="cot", test_length=[256, 512]).probe_names
         ('probe', 'probe_512')
@@ -227,10 +211,8 @@ class TaskSpec(BaseModel):
         return 1 if self.modulus <= 256 else 2
 
     def canonical(self) -> dict[str, Any]:
-        """Every field as plain JSON values, in declaration order.
-
-        ``op_key`` appears only for keyed ops, so specs of the other ops keep their ids.
-        """
+        """Every field as plain JSON values, in declaration order (``op_key`` for keyed ops
+        only, so specs of the other ops keep their ids)."""
         body = self.model_dump(mode="json")
         if not get_op(self.op).keyed:
             del body["op_key"]
@@ -244,46 +226,31 @@ class TaskSpec(BaseModel):
 
 ConfigName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 
-PROBE_SPLIT = "probe"
-"""Name of the probe split made from ``test``; ``probe_<L'>`` is made from ``test_<L'>``."""
-PROBE_CONFIG_SUFFIX = "-probe"
-"""A config's probe splits form the ``datasets`` config ``<config>-probe`` (their columns
-differ from the other splits', and ``datasets`` gives one config one feature set)."""
+PROBE_SPLIT = "probe"  # made from ``test``; ``probe_<L'>`` from ``test_<L'>``
+PROBE_CONFIG_SUFFIX = "-probe"  # the datasets config of a config's probe splits (own columns)
 
 
 def probe_split(source: str) -> str:
-    """The probe split made from the test split ``source``.
+    """The probe split made from the test split ``source``; the names the other way round:
 
-    >>> probe_split("test"), probe_split("test_512")
-    ('probe', 'probe_512')
+    >>> probe_split("test_512"), probe_source("probe"), is_probe_split("test"), probe_config("cot")
+    ('probe_512', 'test', False, 'cot-probe')
     """
     return PROBE_SPLIT + source[len("test") :]
 
 
 def probe_source(split: str) -> str:
-    """The test split the probe split ``split`` is made from.
-
-    >>> probe_source("probe"), probe_source("probe_512")
-    ('test', 'test_512')
-    """
+    """The test split the probe split ``split`` is made from."""
     return "test" + split[len(PROBE_SPLIT) :]
 
 
 def is_probe_split(split: str) -> bool:
-    """Whether ``split`` names a probe split (``probe`` or ``probe_<L'>``).
-
-    >>> is_probe_split("probe_512"), is_probe_split("test")
-    (True, False)
-    """
+    """Whether ``split`` names a probe split (``probe`` or ``probe_<L'>``)."""
     return split == PROBE_SPLIT or split.startswith(PROBE_SPLIT + "_")
 
 
 def probe_config(config: str) -> str:
-    """The ``datasets`` config holding ``config``'s probe splits.
-
-    >>> probe_config("cot")
-    'cot-probe'
-    """
+    """The ``datasets`` config holding ``config``'s probe splits (``<config>-probe``)."""
     return config + PROBE_CONFIG_SUFFIX
 
 
@@ -332,8 +299,7 @@ def _digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:SPEC_ID_CHARS]
 
 
-DEFAULT_BENCHMARK_NAME = "posgen"
-"""The name of the default benchmark (one config per task)."""
+DEFAULT_BENCHMARK_NAME = "posgen"  # the default benchmark: one config per task
 
 
 def default_benchmark_mapping(tasks: Sequence[str] = TASKS, **fields: Any) -> dict[str, Any]:

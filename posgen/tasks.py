@@ -28,8 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-"""What a task name may look like (it names configs, folders and spec fields)."""
+TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # it names configs, folders, spec fields
 
 FarStartRule = Callable[[np.ndarray, int], np.ndarray]
 """Maps positions ``t`` (int64 array, each ``>= w``) and the window ``w`` to far starts."""
@@ -38,12 +37,9 @@ _RULES: dict[str, FarStartRule] = {}
 
 
 def register_task(name: str, rule: FarStartRule) -> None:
-    """Register a task's far-start rule; a name can be registered once only.
-
-    A registered task is usable everywhere at once: in specs (``TaskSpec(task=name)``), the
-    generator, the validator and ``--task``. The rule must keep far operands before the near
-    ones (``0 <= s <= t - w``); the validator proves it on the data.
-    """
+    """Register a task's far-start rule (once per name), usable at once in specs, the
+    generator, the validator and ``--task``; it must keep ``0 <= s <= t - w`` (the validator
+    proves it on the data)."""
     if not isinstance(name, str) or not TASK_NAME.match(name):
         raise ValueError(f"task name {name!r} must match {TASK_NAME.pattern}")
     if name in _RULES:

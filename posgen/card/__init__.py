@@ -1,14 +1,9 @@
 """The data card (``README.md``) of a dataset folder.
 
-Rendered from the manifest, the files (``dataset_info``) and the validation report, so it
-cannot disagree with the data; deterministic (no timestamps, no timings), so the official
-cards in ``data_cards/`` are checked for drift. Sections:
-
-- YAML front matter the Hub and ``datasets`` read (:mod:`posgen.card.front_matter`);
-- what POSGEN measures, the tasks with worked examples and pictures
-  (:mod:`posgen.card.tasks`);
-- the spec, split and file tables, validation and audit, loading, scoring, regenerating,
-  seeding, citation (:mod:`posgen.card.facts`).
+Rendered from the manifest, the files and the validation report, deterministically (the
+official cards in ``data_cards/`` are checked for drift): the YAML front matter
+(:mod:`~posgen.card.front_matter`), the tasks (:mod:`~posgen.card.tasks`) and the fact
+tables (:mod:`~posgen.card.facts`).
 """
 
 from __future__ import annotations
@@ -52,15 +47,10 @@ def render_card(
     baselines: dict[str, dict[str, dict[str, float]]] | None = None,
     root: Path | None = None,
 ) -> str:
-    """The whole card.
-
-    ``report`` is the report of :func:`posgen.validate.validate` (None: the card
-    says the data was not validated); ``baselines`` maps config -> baseline kind ->
-    ``{"id_accuracy", "ood_accuracy"}``; with ``root`` (the folder) the front matter gets a
-    ``dataset_info`` block read from its data files (raises :class:`DataMismatch` when
-    they disagree with the manifest). Configs keep the manifest's order (the first is the
-    default config), splits the spec's order.
-    """
+    """The whole card: ``report`` from :func:`posgen.validate.validate` (None: not validated),
+    ``baselines`` config -> kind -> ``{"id_accuracy", "ood_accuracy"}``, and with ``root``
+    a ``dataset_info`` block read from the data files (:class:`DataMismatch` if they disagree
+    with the manifest)."""
     info = dataset_info(Path(root), manifest) if root is not None else None
     bench = manifest.benchmark
     sections = [
@@ -101,7 +91,5 @@ def write_card(
 
 
 def unvalidated_card(root: Path, manifest: Manifest) -> None:
-    """The ``finish`` step of a dataset written without validation (``posgen generate``,
-    ``posgen merge``, :func:`posgen.write_dataset`): a card saying it was not
-    validated."""
+    """The ``finish`` step of a dataset written without validation: a card that says so."""
     write_card(root, manifest=manifest)

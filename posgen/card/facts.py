@@ -422,9 +422,8 @@ from datasets import load_from_disk
 # Arrow IPC (save_to_disk) folders, one per config, memory-mapped
 ds = load_from_disk("path/to/this/folder/{first}")
 ds["train"][0]["tokens"]  # seed window + generated tokens"""
-        configs = f"Configs: {names}; splits and row lengths are in the split table."
-        return "\n".join(["## How to load it", "", configs, "", code(snippet, "python")])
-    snippet = f"""\
+    else:
+        snippet = f"""\
 from datasets import load_dataset
 
 # a local folder or the Hub repo id; one config per task

@@ -4,12 +4,9 @@
 default), so ``load_dataset(DIR, "<config>")`` needs no loading script; huggingface_hub's
 ``DatasetCardData`` orders and writes the header as the Hub does.
 
-``dataset_info`` is read from the data files themselves, because ``datasets`` enforces it at
-load time: features from each file's Arrow schema, row and token counts from each file, sizes
-from the disk, after the files are checked against the manifest
-(:func:`posgen.store.dataset.check_files`). ``num_bytes`` is the in-memory Arrow size: per row
-an int64 id and an int32 list offset, plus the token bytes. For 300 train rows of 64 uint8
-tokens: ``300 * (8 + 4) + 300 * 64 = 22,800``.
+``dataset_info`` (which ``datasets`` enforces at load time) is read from the checked data
+files. ``num_bytes`` is the in-memory Arrow size: per row an int64 id and an int32 list
+offset, plus the token bytes; 300 rows of 64 uint8 tokens: ``300 * (8 + 4) + 300 * 64``.
 """
 
 from __future__ import annotations
@@ -101,8 +98,7 @@ def render_front_matter(header: DatasetCardData) -> str:
     return "---\n" + header.to_yaml() + "\n---"
 
 
-DataMismatch = DamagedDataset
-"""The files of a folder disagree with its manifest (the name the card module used)."""
+DataMismatch = DamagedDataset  # the files of a folder disagree with its manifest
 
 
 def arrow_row_bytes(schema: pa.Schema) -> tuple[int, int]:
@@ -149,13 +145,9 @@ def feature_entry(field: pa.Field) -> dict[str, str]:
 
 
 def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:
-    """The ``dataset_info`` YAML entries (one per config) of the folder ``root``.
-
-    Written in the form ``datasets`` serializes itself (the tests compare the two), without
-    importing ``datasets``, which would double the time of a small ``posgen generate``.
-    Entries are sorted by config name, as ``datasets`` writes them. Raises
-    :class:`~posgen.store.manifest.DamagedDataset` when a file disagrees with the manifest.
-    """
+    """The ``dataset_info`` YAML entries of ``root``, sorted by config, in the form ``datasets``
+    writes (without importing it: that would double a small ``posgen generate``); raises
+    :class:`DamagedDataset` when a file disagrees with the manifest."""
     root = Path(root)
     problems = check_files(root, manifest, hashes=False)
     if problems:

@@ -1,9 +1,5 @@
-"""The reference baselines' table (``make results``) in the official data cards.
-
-``make results`` writes ``posgen/card/reference_results.json`` (the aggregate of
-:func:`posgen.train.results.summary_json`, keyed by data folder name). A card shows the
-table of its benchmark only when every config's spec id matches the one the results were
-trained on, so a different benchmark under the same name never shows them.
+"""The reference results table (``make results`` writes ``reference_results.json``, keyed by
+data folder name) in the official data cards, shown only when every config's spec id matches.
 """
 
 from __future__ import annotations
@@ -46,12 +42,8 @@ def matching_entry(manifest: Manifest, results: dict[str, Any]) -> dict[str, Any
 
 
 def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -> str:
-    """A Markdown section with the benchmark's reference results, or ``""``.
-
-    One row per config and position embedding, e.g.
-    ``| cot | rope | 3 | 1.000 ± 0.000 | 0.500 ± 0.100 |``; ``""`` when ``results`` has no
-    entry for the benchmark's name or its spec ids differ from the manifest's.
-    """
+    """The benchmark's reference results, one row per config and position embedding, or
+    ``""`` (no entry for the benchmark, or other spec ids)."""
     entry = matching_entry(manifest, load_results() if results is None else results)
     if entry is None:
         return ""

@@ -134,8 +134,7 @@ def tasks_section(manifest: Manifest) -> str:
     return "\n".join(parts)
 
 
-MAX_DRAWN_WINDOW = 48
-"""Windows longer than this are described, not drawn (the lines would not fit)."""
+MAX_DRAWN_WINDOW = 48  # windows longer than this are described, not drawn (the lines would not fit)
 
 
 def default_targets(window: int, length: int, count: int = 6) -> list[int]:
@@ -244,8 +243,7 @@ posgen score --data path/to/this/folder --config {first} --split probe \\
 
 
 MEASURES_FILE = Path(__file__).with_name("probe_check.json")
-READS_FAR = 0.8
-"""Far-reliance (ID) at which a task counts as read long-range (issue bar: 0.8)."""
+READS_FAR = 0.8  # far-reliance (ID) at which a task counts as read long-range (issue bar: 0.8)
 PARTLY_READS_FAR = 0.2
 """Far-reliance (ID) above which a model counts as reading the far operand in part."""
 LEARNT = 0.2

@@ -28,17 +28,15 @@ Worked example (near-only, k = 1): after the context 3 the fit data shows 5 twic
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from posgen.generator import storage_dtype
-from posgen.probe import FAR_RULE_PAIRS, far_rule_answers
+from posgen.generator import expected_targets, storage_dtype
+from posgen.probe import FAR_RULE_PAIRS
 from posgen.scoring.folder import load_reference, score_aligned
 from posgen.scoring.metrics import ScoringError
 from posgen.spec import TaskSpec
 
-BaselineKind = Literal["oracle", "near-only", "majority"]
 BASELINES: tuple[str, ...] = ("oracle", "near-only", "majority")
 PROBE_BASELINES: tuple[str, ...] = ("oracle", "local")
 """Predictors for probe splits: the far rule (far-reliance 1) and the local answer (0)."""
@@ -51,18 +49,11 @@ def oracle_predictions(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
     >>> oracle_predictions(spec, np.array([[5, 1, 2, 3, 6, 0, 0, 0]])).tolist()
     [[5, 1, 2, 3, 11, 16, 14, 11]]
     """
-    rows, length = tokens.shape
     out = np.array(tokens, dtype=storage_dtype(spec.modulus), copy=True)
-    positions = np.arange(spec.window, length)
-    if rows == 0 or positions.size == 0:
-        return out
-    step = max(1, FAR_RULE_PAIRS // positions.size)
-    for first in range(0, rows, step):
+    step = max(1, FAR_RULE_PAIRS // max(1, tokens.shape[1] - spec.window))
+    for first in range(0, tokens.shape[0], step):
         block = tokens[first : first + step]
-        n = block.shape[0]
-        which = np.repeat(np.arange(n), positions.size)
-        answers = far_rule_answers(spec, block, which, np.tile(positions, n))
-        out[first : first + n, spec.window :] = answers.reshape(n, positions.size)
+        out[first : first + step, spec.window :] = expected_targets(spec, block)
     return out
 
 
@@ -141,9 +132,8 @@ def majority_predictions(
 def baseline_predictions(
     kind: str, spec: TaskSpec, tokens: np.ndarray, fit_tokens: np.ndarray | None = None
 ) -> np.ndarray:
-    """Whole-row predictions ``(rows, L')`` of baseline ``kind`` for ``tokens``.
-
-    ``fit_tokens`` (needed by near-only and majority) are the rows the predictor learns from.
+    """Whole-row predictions ``(rows, L')`` of baseline ``kind`` for ``tokens``; near-only and
+    majority learn from ``fit_tokens``.
 
     >>> from posgen.generator import generate_split
     >>> spec = TaskSpec(task="recursive", train_size=50, val_size=5, test_size=5)
@@ -160,17 +150,10 @@ def baseline_predictions(
         raise ScoringError(f"unknown baseline {kind!r}; known: {known}")
     if fit_tokens is None:
         raise ScoringError(f"the {kind} baseline needs fit tokens (e.g. the train split)")
+    frame = {"window": spec.window, "modulus": spec.modulus, "fit_tokens": fit_tokens}
     if kind == "near-only":
-        return near_only_predictions(
-            tokens,
-            near=spec.near,
-            window=spec.window,
-            modulus=spec.modulus,
-            fit_tokens=fit_tokens,
-        )
-    return majority_predictions(
-        tokens, window=spec.window, modulus=spec.modulus, fit_tokens=fit_tokens
-    )
+        return near_only_predictions(tokens, near=spec.near, **frame)
+    return majority_predictions(tokens, **frame)
 
 
 def folder_baseline(
@@ -188,10 +171,8 @@ def folder_baseline(
 def baseline_scores(
     dataset_dir: Path, config: str, split: str = "test"
 ) -> dict[str, dict[str, float | None]]:
-    """ID and OOD accuracy of every baseline (fitted on train) on ``config``/``split``.
-
-    Returns ``{kind: {"id_accuracy": ..., "ood_accuracy": ...}}`` for the data card.
-    """
+    """``{kind: {"id_accuracy", "ood_accuracy"}}`` of every baseline (fitted on train) on
+    ``config``/``split``, for the data card."""
     reference = load_reference(dataset_dir, config, split)
     spec = reference.spec
     fit = load_reference(dataset_dir, config, "train").tokens

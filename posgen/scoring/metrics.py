@@ -34,8 +34,7 @@ from posgen.errors import UsageError
 if TYPE_CHECKING:
     from posgen.spec import TaskSpec
 
-DEFAULT_BUCKET_WIDTH = 16
-"""Positions per bucket of the bucketed curve."""
+DEFAULT_BUCKET_WIDTH = 16  # positions per bucket of the bucketed curve
 
 
 class Frozen(BaseModel):
@@ -133,11 +132,8 @@ def require_integers(dtype: np.dtype) -> None:
 def check_predictions(
     predictions: np.ndarray, rows: int, length: int, window: int, modulus: int
 ) -> np.ndarray:
-    """Predictions for positions ``[w, L')`` as an integer ``(rows, L' - w)`` array.
-
-    Accepts ``(rows, L')`` (seed window columns ignored) or ``(rows, L' - w)``; raises
-    :class:`ScoringError` on any other shape, non-integer values or tokens outside [0, m).
-    """
+    """Predictions ``(rows, L')`` (seed window ignored) or ``(rows, L' - w)`` as the integer
+    ``(rows, L' - w)`` array of positions ``[w, L')``; :class:`ScoringError` otherwise."""
     array = np.asarray(predictions)
     require_integers(array.dtype)
     if array.ndim != 2 or array.shape[0] != rows or array.shape[1] not in (length, length - window):
@@ -181,8 +177,7 @@ def checked_arrays(
 
 
 def spec_frame(spec: TaskSpec) -> dict[str, Any]:
-    """What scoring takes from a spec: the seed window w (never scored), the ID/OOD boundary
-    L (the train length), m, and the spec id to name in the report.
+    """What scoring takes from a spec: w (never scored), the OOD boundary L, m, the spec id.
 
     >>> from posgen.spec import TaskSpec
     >>> frame = spec_frame(TaskSpec(task="cot"))
@@ -209,10 +204,7 @@ def score_arrays(
     config: str | None = None,
     split: str | None = None,
 ) -> ScoreReport:
-    """Score ``predictions`` against ``reference`` (``(rows, L')`` token arrays).
-
-    ``window`` is w (never scored), ``ood_boundary`` is L, ``modulus`` is m.
-    """
+    """Score ``predictions`` against ``reference`` (``(rows, L')``); w, L and m as named."""
     ref, scored = checked_arrays(
         reference, predictions, window, ood_boundary, modulus, bucket_width, "reference"
     )
@@ -261,9 +253,8 @@ def score_arrays(
 
 
 def bucket_edges(window: int, length: int, ood_boundary: int, width: int) -> list[int]:
-    """Bucket edges: multiples of ``width`` in ``(w, L')``, plus w, L (if inside) and L'.
-
-    No bucket straddles the OOD boundary.
+    """Bucket edges: multiples of ``width`` in ``(w, L')``, plus w, L (if inside) and L', so
+    that no bucket straddles the OOD boundary.
 
     >>> bucket_edges(window=4, length=40, ood_boundary=20, width=16)
     [4, 16, 20, 32, 40]

@@ -144,11 +144,8 @@ def plot_reliance(report: RelianceReport, path: Path, title: str | None = None) 
 
 
 def save_figure(figure: Any, path: Path) -> Path:
-    """Save a matplotlib figure atomically, in the format of ``path``'s suffix.
-
-    Drawn in memory, then written by :func:`posgen.store.safety.write_atomically`: a failed
-    write leaves an existing image whole.
-    """
+    """Save a matplotlib figure atomically (drawn in memory, then written whole), in the
+    format of ``path``'s suffix."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format=Path(path).suffix[1:].lower() or "png")
     return write_atomically(Path(path), buffer.getvalue())

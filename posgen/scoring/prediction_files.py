@@ -1,19 +1,11 @@
-"""Predictions: a model's inputs and logits, prediction files, and matching rows by ``id``.
+"""Prediction files (read, written, matched to data rows by ``id``) and model inputs.
 
-Formats, chosen by the file's extension:
-
-* ``.parquet`` and ``.arrow`` / ``.feather`` (Arrow IPC file): an integer ``id`` column
-  and one list-of-integers column, ``predictions`` (or ``tokens``);
-* ``.jsonl``: one object per line, ``{"id": 0, "predictions": [0, 1, 2, 3, 6, ...]}``;
-* ``.npy``: a 2-D integer array whose row ``i`` is the prediction for id ``i``.
-
-Each row holds the predictions for the whole row (``L'`` tokens, seed window ignored) or
-for the generated positions only (``L' - w`` tokens).
-
-Parquet and Arrow files written by posgen (``posgen train``, ``posgen baseline``) also name
-the data they were made for (schema metadata ``posgen.spec_id`` and ``posgen.split``);
-scoring them on other data is refused (:func:`check_made_for`) instead of giving
-chance-level figures. JSON Lines and ``.npy`` files carry no such record.
+Formats, by extension: ``.parquet`` and ``.arrow``/``.feather`` (an integer ``id`` column and
+a list-of-integers ``predictions`` or ``tokens`` column), ``.jsonl`` (``{"id": 0,
+"predictions": [...]}`` per line), ``.npy`` (2-D integers, row ``i`` for id ``i``). A row
+holds ``L'`` predictions (seed window ignored) or ``L' - w``. Parquet and Arrow files that
+posgen writes name the data they were made for (metadata ``posgen.spec_id``,
+``posgen.split``); scoring them on other data is refused (:func:`check_made_for`).
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "p.jsonl"
@@ -21,32 +13,14 @@ chance-level figures. JSON Lines and ``.npy`` files carry no such record.
 >>> read_predictions(path).tokens.tolist(), read_predictions(path).ids.tolist()
 ([[4, 5], [6, 7]], [1, 0])
 
-Model inputs (:class:`LMInputs`) from POSGEN rows, the way the field trains on POSGEN.
-
-Token id layout (vocabulary size ``m + 1``):
-
-=========  ===========  =====================================================
-id         meaning      in ``labels``
-=========  ===========  =====================================================
-0 .. m-1   the tokens   the token itself from position w on; -100 in the window
-m          BOS          -100 (never predicted)
--100       ignore       the label of BOS and of the seed window x_0 .. x_{w-1}
-=========  ===========  =====================================================
-
-A row x_0 .. x_{L-1} becomes ``input_ids = [m, x_0, ..., x_{L-1}]`` (L + 1 ids),
-``labels`` the same ids with -100 on BOS and the seed window, and ``attention_mask``
-all ones. A Hugging Face causal LM shifts labels itself, so the logits at index i
-predict ``input_ids[i + 1]``: ``logits[:, :-1].argmax(-1)`` is one prediction per row
-position, aligned with ``tokens``, ready for :func:`posgen.scoring.score`
-(:func:`predictions_from_logits` does exactly that).
-
-Worked example (m = 17, w = 4):
+Model inputs (vocabulary ``m + 1``, BOS = m): a row x_0 .. x_{L-1} becomes ``input_ids =
+[m, x_0, ..., x_{L-1}]``, ``labels`` the same with -100 on BOS and the seed window, and
+``attention_mask`` all ones; ``logits[:, :-1].argmax(-1)`` then predicts ``tokens``
+(:func:`predictions_from_logits`).
 
 >>> inputs = LMInputs(modulus=17, window=4)({"tokens": [0, 1, 2, 3, 6, 12]})
->>> inputs["input_ids"]
-[17, 0, 1, 2, 3, 6, 12]
->>> inputs["labels"]
-[-100, -100, -100, -100, -100, 6, 12]
+>>> inputs["input_ids"], inputs["labels"]
+([17, 0, 1, 2, 3, 6, 12], [-100, -100, -100, -100, -100, 6, 12])
 
 With ``datasets``: ``ds.map(LMInputs.for_spec(spec), batched=True, remove_columns=["tokens"])``.
 """
@@ -70,19 +44,15 @@ from posgen.spec import TaskSpec
 from posgen.store.formats import PARQUET_OPTIONS, token_type
 from posgen.store.safety import durable_file
 
-FORMATS: dict[str, str] = {
+FORMATS: dict[str, str] = {  # file extension -> format
     ".parquet": "parquet",
     ".arrow": "arrow",
     ".feather": "arrow",
     ".jsonl": "jsonl",
     ".npy": "npy",
 }
-"""File extension -> format."""
 
-PREDICTION_COLUMNS = ("predictions", "tokens")
-"""Accepted names of the predictions column, in order of preference."""
-
-
+PREDICTION_COLUMNS = ("predictions", "tokens")  # accepted names, preferred first
 MADE_FOR_KEYS = (b"posgen.spec_id", b"posgen.split")
 """Schema metadata naming the data a Parquet or Arrow predictions file was made for."""
 
@@ -93,8 +63,7 @@ class Predictions:
 
     ids: np.ndarray
     tokens: np.ndarray
-    made_for: tuple[str, str] | None = None
-    """``(spec id, split)`` of the data the file says it was made for (None: not said)."""
+    made_for: tuple[str, str] | None = None  # (spec id, split) the file names, if any
 
 
 def check_made_for(predictions: Predictions, spec_id: str, split: str) -> None:
@@ -129,27 +98,25 @@ def file_format(path: Path) -> str:
 
 
 def read_predictions(path: Path) -> Predictions:
-    """Read a predictions file (see the module docstring for the formats)."""
+    """Read a predictions file (formats: the module docstring); errors name ``path``."""
     path = Path(path)
     try:
-        return _read(path)
+        kind = file_format(path)
+        if not path.is_file():
+            raise ScoringError("no such file")
+        try:
+            if kind == "npy":
+                npy_layout(path)
+                tokens = np.load(path, allow_pickle=False)
+                return Predictions(np.arange(tokens.shape[0], dtype=np.int64), tokens)
+            if kind == "jsonl":
+                return _read_jsonl(path)
+            table = pq.read_table(path) if kind == "parquet" else feather.read_table(path)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise ScoringError(f"not a readable {kind} file: {_first_line(error)}") from None
+        return _from_table(table)
     except ScoringError as error:
         raise ScoringError(f"{path}: {error}") from None
-
-
-def _read(path: Path) -> Predictions:
-    kind = file_format(path)
-    if not path.is_file():
-        raise ScoringError("no such file")
-    try:
-        if kind == "npy":
-            return _read_npy(path)
-        if kind == "jsonl":
-            return _read_jsonl(path)
-        table = pq.read_table(path) if kind == "parquet" else feather.read_table(path)
-    except (pa.ArrowInvalid, OSError) as error:
-        raise ScoringError(f"not a readable {kind} file: {_first_line(error)}") from None
-    return _from_table(table, path)
 
 
 def _first_line(error: Exception) -> str:
@@ -161,10 +128,8 @@ INT64 = (-(2**63), 2**63 - 1)
 
 def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     """The header of a ``.npy`` file (shape, dtype, Fortran order, data offset), checked
-    against the file's size before anything is allocated.
-
-    A 1 KB file whose header claims ``(10**6, 256)`` is refused here, not read.
-    """
+    against the file's size before anything is allocated (a 1 KB file claiming
+    ``(10**6, 256)`` is refused, not read)."""
     size = path.stat().st_size
     with open(path, "rb") as handle:
         start = handle.read(12)
@@ -194,12 +159,6 @@ def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
             f"the file holds {size - offset:,}"
         )
     return shape, dtype, fortran, offset
-
-
-def _read_npy(path: Path) -> Predictions:
-    npy_layout(path)
-    tokens = np.load(path, allow_pickle=False)
-    return Predictions(ids=np.arange(tokens.shape[0], dtype=np.int64), tokens=tokens)
 
 
 def _json_line(raw: bytes, number: int) -> object:
@@ -255,7 +214,7 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _from_table(table: pa.Table, path: Path) -> Predictions:
+def _from_table(table: pa.Table) -> Predictions:
     names = table.column_names
     name = next((c for c in PREDICTION_COLUMNS if c in names), None)
     if "id" not in names or name is None:
@@ -299,10 +258,8 @@ def _made_for(metadata: dict[bytes, bytes]) -> tuple[str, str] | None:
 
 
 def predictions_for(path: Path, ids: np.ndarray, spec_id: str, split: str) -> np.ndarray:
-    """The predictions file ``path`` for split ``split`` of spec ``spec_id``, in the order of
-    its row ``ids``: read, refused if made for other data (:func:`check_made_for`), and
-    matched by id (:func:`align_to_ids`). Every problem is one :class:`ScoringError` that
-    names ``path``."""
+    """The predictions file ``path`` for ``split`` of ``spec_id``, in the order of ``ids``
+    (:func:`check_made_for`, :func:`align_to_ids`); every problem names ``path``."""
     read = read_predictions(path)
     try:
         check_made_for(read, spec_id, split)
@@ -387,13 +344,8 @@ def write_predictions(
     modulus: int,
     made_for: tuple[str, str] | None = None,
 ) -> None:
-    """Write predictions in the format of ``path``'s extension (``.npy``: ids must be 0..n-1).
-
-    ``made_for``, the ``(spec id, split)`` predicted, is recorded in Parquet and Arrow files.
-
-    Atomically (:func:`posgen.store.safety.durable_file`): ``path`` holds the old file or the
-    new one, never a partial one.
-    """
+    """Write predictions in the format of ``path``'s extension (``.npy``: ids 0..n-1),
+    atomically; Parquet and Arrow files record ``made_for`` (spec id, split)."""
     path = Path(path)
     try:
         kind = file_format(path)
@@ -417,8 +369,7 @@ def write_predictions(
             feather.write_feather(table, sink, compression="uncompressed")
 
 
-IGNORE_INDEX = -100
-"""Label value the Hugging Face losses skip."""
+IGNORE_INDEX = -100  # the label Hugging Face losses skip
 
 
 def vocab_size(spec: TaskSpec) -> int:
@@ -447,11 +398,8 @@ def lm_arrays(tokens: np.ndarray, modulus: int, window: int) -> dict[str, np.nda
 
 @dataclass(frozen=True)
 class LMInputs:
-    """A ``datasets.map``-able function: rows with ``tokens`` -> language-model inputs.
-
-    Works on single examples and on batches (``batched=True``); other columns are kept
-    by ``datasets`` (drop ``tokens`` with ``remove_columns`` if wanted).
-    """
+    """A ``datasets.map``-able function (single rows or ``batched=True``): ``tokens`` ->
+    language-model inputs."""
 
     modulus: int
     window: int
@@ -461,28 +409,17 @@ class LMInputs:
         """The inputs of ``spec``'s data: BOS id m, labels ignored on the first w tokens."""
         return cls(modulus=spec.modulus, window=spec.window)
 
-    def row(self, tokens: Any) -> dict[str, list[int]]:
-        """The inputs of one row of tokens."""
-        values = np.asarray(tokens).tolist()
-        input_ids = [self.modulus, *values]
-        labels = [IGNORE_INDEX] * (self.window + 1) + values[self.window :]
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": [1] * len(input_ids)}
-
     def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
         tokens = example["tokens"]
-        if len(tokens) == 0 or np.isscalar(tokens[0]):
-            return self.row(tokens)
-        rows = [self.row(row) for row in tokens]
-        return {
-            name: [row[name] for row in rows] for name in ("input_ids", "labels", "attention_mask")
-        }
+        single = len(tokens) == 0 or np.isscalar(tokens[0])  # one row, or a batch of rows
+        rows = np.atleast_2d(np.asarray(tokens, dtype=np.int64))
+        arrays = lm_arrays(rows, self.modulus, self.window)
+        return {name: (array[0] if single else array).tolist() for name, array in arrays.items()}
 
 
 def predictions_from_logits(logits: Any) -> np.ndarray:
-    """Teacher-forced argmax predictions ``(rows, L)`` from logits over ``input_ids``.
-
-    ``logits`` is ``(rows, L + 1, vocab)`` (a numpy array or anything ``np.asarray``
-    accepts, e.g. a CPU tensor); index i predicts ``input_ids[i + 1]`` = x_i.
+    """Teacher-forced argmax predictions ``(rows, L)`` from logits ``(rows, L + 1, vocab)``
+    (anything ``np.asarray`` accepts); index i predicts ``input_ids[i + 1]`` = x_i.
 
     >>> logits = np.zeros((1, 3, 18)); logits[0, 0, 5] = logits[0, 1, 9] = 1
     >>> predictions_from_logits(logits).tolist()

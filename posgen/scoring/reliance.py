@@ -123,11 +123,9 @@ def reliance_arrays(
     config: str | None = None,
     split: str | None = None,
 ) -> RelianceReport:
-    """Score ``predictions`` (``(rows, L')`` or ``(rows, L' - w)``) on probe rows ``tokens``.
-
-    Target i is row ``rows[i]`` at position ``positions[i]`` with far-rule answer
-    ``far_rule[i]``; its local answer is ``tokens[rows[i], positions[i]]``.
-    """
+    """Score ``predictions`` (``(rows, L')`` or ``(rows, L' - w)``) on probe rows ``tokens``:
+    target i is (``rows[i]``, ``positions[i]``), far-rule answer ``far_rule[i]``, local answer
+    the stored token."""
     ref, scored = checked_arrays(
         tokens, predictions, window, ood_boundary, modulus, bucket_width, "probe"
     )

@@ -1,25 +1,11 @@
 """Check 5 (split hygiene) and check 6 (audit): facts about the targets, streamed per split.
 
-* **Hygiene**: repeated rows inside a split, seed windows shared between splits. Rows are
-  reduced to 64-bit keys and seed windows to base-m integers (a hash when m^w exceeds
-  2^64), so a tally holds 16 bytes per row, never the rows.
-* **Target balance**: per position t >= w, the total-variation distance between the
-  observed targets and uniform over Z_m (the largest, beside the distance chance shows).
-* **Periodic shortcut**: the share of OOD targets that "copy the period" predicts, for rows
-  whose prefix already ends in a repeat of ``max(p, w)`` tokens. Example (p = 2, w = 2):
-  prefix ``.. 5 9 5 9`` with L = 8 predicts ``5 9 5 9 ..`` for t >= 8.
-* **Operand sensitivity**: the share of (target, operand, other value) triples where
-  changing that one operand changes h's output; 1.0 for modular addition.
-* **Copy rule** (an induction head): predict x_t by the token that followed the most recent
-  earlier occurrence, in the same row, of the K tokens before t (K = k and K = w).
-* **Linear rule**: the shortest rule of the spec's additive skeleton
-  (:func:`posgen.validate.shortcuts.local_rules`) where it is shorter than the task's rule,
-  applied to the stored tokens.
-* **Question-consistency look-backs** (:mod:`posgen.consistency`) on an even sample of
-  rows: the distribution of D*, the share with D* <= k + 2 (*short*) and the share also
-  below the rule's own look-back t - p (*shortcut*).
-
-Figures are counted over ID targets (t in [w, L)) and OOD ones (t in [L, L')) separately.
+Hygiene keeps 16 bytes a row (a 64-bit row key, a base-m or hashed window key). The audit:
+target balance (TV from uniform per position), the periodic shortcut (copy the period of a
+prefix ending in a repeat of ``max(p, w)`` tokens), operand sensitivity, the copy rule (an
+induction head over the K = k and K = w tokens before t), the linear rule (the shorter
+rules of the additive skeleton, :func:`posgen.validate.shortcuts.local_rules`) and the
+question-consistency look-backs (:mod:`posgen.consistency`), ID and OOD apart.
 
 >>> import numpy as np
 >>> copy_hits(np.array([[3, 5, 9, 3, 5, 9, 1]]), context=2, first=2, boundary=5)
@@ -50,30 +36,22 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from posgen.consistency import candidate_count, question_lookbacks, refusal, sample_rows
+from posgen.generator import operand_slots, take_slot
 from posgen.ops import get_op, mix64
 from posgen.spec import TaskSpec
 from posgen.validate.shortcuts import is_prime, local_rules, rule_lookbacks
-from posgen.validate.window import operand_slots, take_slot
 
-AUDIT_TOKENS = 1 << 18
-"""Tokens of a split (its first rows) that the copy and linear rules are measured on: rows
-are independent, so this bounds the audit's cost; every share says how many targets it
-counts."""
-COPY_TOKENS = 1 << 20
-"""Tokens whose contexts are sorted at once (about 10 arrays of 8 bytes each)."""
-_HASH_BASE = np.uint64(0x9E3779B97F4A7C15)
-"""Odd multiplier of the polynomial context hash (invertible mod 2^64)."""
+AUDIT_TOKENS = 1 << 18  # tokens (first rows) the copy and linear rules are measured on
+COPY_TOKENS = 1 << 20  # tokens whose contexts are sorted at once
+_HASH_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: invertible mod 2^64
 _HASH_INVERSE = np.uint64(pow(int(_HASH_BASE), -1, 2**64))
-EXACT_CONTEXT = 16
-"""Contexts up to this long get exact base-m codes."""
+EXACT_CONTEXT = 16  # contexts up to this long get exact base-m codes
 
 
 def context_codes(tokens: np.ndarray, context: int, modulus: int) -> np.ndarray:
-    """``codes[:, t]`` identifies x_{t-K} .. x_{t-1} (t >= K; columns below K are 0).
-
-    Exact base-m codes when K <= :data:`EXACT_CONTEXT` and m^K <= 2^64 (K vectorized
-    steps); else a 64-bit polynomial hash from prefix sums (O(tokens) whatever K; distinct
-    contexts collide with probability about 2^-64 a pair).
+    """``codes[:, t]`` identifies x_{t-K} .. x_{t-1} (t >= K; columns below K are 0): exact
+    base-m codes when K <= :data:`EXACT_CONTEXT` and m^K <= 2^64, else a 64-bit polynomial
+    hash from prefix sums (O(tokens) whatever K).
 
     >>> context_codes(np.array([[1, 2, 3]]), 2, 10).tolist()
     [[0, 0, 12]]
@@ -104,11 +82,9 @@ def context_codes(tokens: np.ndarray, context: int, modulus: int) -> np.ndarray:
 def copy_hits(
     tokens: np.ndarray, context: int, first: int, boundary: int, modulus: int = 1 << 16
 ) -> dict[str, tuple[int, int]]:
-    """Per region (``id``: t in [first, boundary), ``ood``: t >= boundary): (hits, found).
-
-    ``found`` counts targets whose K-token context occurred earlier in the row; ``hits``
-    those where the token after the most recent earlier occurrence equals x_t.
-    """
+    """Per region (``id``: t in [first, boundary), ``ood``: t >= boundary): (hits, found):
+    targets whose K-token context occurred earlier in the row, and those where the token
+    after its most recent earlier occurrence equals x_t."""
     rows, length = tokens.shape
     out = {"id": (0, 0), "ood": (0, 0)}
     start = max(context, 1)
@@ -146,10 +122,8 @@ def copy_hits(
 def linear_rule_hits(
     spec: TaskSpec, tokens: np.ndarray, boundary: int
 ) -> dict[str, tuple[int, int]] | None:
-    """Per region: (targets the skeleton's shorter linear rules predict, targets they cover).
-
-    None when the skeleton's rules are not computed (composite m, or too large).
-    """
+    """Per region: (targets the skeleton's shorter linear rules predict, targets they cover);
+    None when those rules are not computed (composite m, or too large)."""
     rows, length = tokens.shape
     if not is_prime(spec.modulus):
         return None
@@ -220,18 +194,12 @@ class ShortcutTally:
             self.linear[region][1] += covered
 
 
-MAX_BALANCE_CELLS = 1 << 22
-"""Positions x m counters kept for the balance (positions are thinned beyond this)."""
-MAX_PERIOD = 512
-"""Longest period the shortcut looks for."""
-SENSITIVITY_SAMPLES = 4096
-"""Targets probed for operand sensitivity (the first ones of the split)."""
-SENSITIVITY_SHIFTS = 16
-"""Other values tried per operand (all of them when m - 1 is smaller)."""
-SENSITIVITY_SLOTS = 16
-"""Operand slots probed (evenly spaced over the window; all of them when w is smaller)."""
-SENSITIVITY_CELLS = 1 << 16
-"""Most operands (targets x w) sampled: the probe's cost does not grow with w^2."""
+MAX_BALANCE_CELLS = 1 << 22  # positions x m counters (positions thinned beyond)
+MAX_PERIOD = 512  # longest period the periodic shortcut looks for
+SENSITIVITY_SAMPLES = 4096  # targets probed for operand sensitivity (the first ones)
+SENSITIVITY_SHIFTS = 16  # other values tried per operand
+SENSITIVITY_SLOTS = 16  # operand slots probed, evenly spaced over the window
+SENSITIVITY_CELLS = 1 << 16  # most operands (targets x w) sampled
 
 
 class BalanceTally:
@@ -306,12 +274,8 @@ def shortcut_hits(tokens: np.ndarray, train_length: int, window: int) -> tuple[i
 
 
 def operand_sensitivity(spec: TaskSpec, tokens: np.ndarray) -> tuple[float, int]:
-    """(share of single-operand changes that change h's output, changes tried).
-
-    Bounded whatever the window: at most :data:`SENSITIVITY_CELLS` operands are sampled
-    (the first targets of the split), at most :data:`SENSITIVITY_SLOTS` operand slots
-    (evenly spaced) are probed, each changed in place and restored.
-    """
+    """(share of single-operand changes that change h's output, changes tried); bounded
+    by :data:`SENSITIVITY_CELLS` operands and :data:`SENSITIVITY_SLOTS` slots."""
     rows, length = tokens.shape
     if rows == 0 or length <= spec.window or tokens.max() >= spec.modulus:
         return 1.0, 0
@@ -370,12 +334,11 @@ def window_keys(windows: np.ndarray, modulus: int) -> np.ndarray:
     return row_keys(windows.astype(np.uint32))
 
 
-def _distinct(keys: np.ndarray) -> np.ndarray:
-    """Sorted distinct values of a uint64 array (a sort: faster than hashing here)."""
-    ordered = np.sort(keys)
-    if ordered.size == 0:
-        return ordered
-    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+def _distinct(ordered: np.ndarray) -> np.ndarray:
+    """Distinct values of a sorted uint64 array (a sort is faster than hashing here)."""
+    return (
+        ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if ordered.size else ordered
+    )
 
 
 class HygieneTally:
@@ -403,14 +366,12 @@ class HygieneTally:
         """Rows equal to an earlier row of the split (64-bit keys: for n rows a false
         repeat has probability about n^2 / 2^65, 3e-6 at ten million rows)."""
         keys = np.concatenate(self._rows) if self._rows else np.empty(0, np.uint64)
-        return len(keys) - len(_distinct(keys))
+        return len(keys) - len(_distinct(np.sort(keys)))
 
     def distinct_windows(self) -> np.ndarray:
         """Sorted distinct seed-window keys."""
         if self._distinct is None:
-            ordered = self._sorted_windows()
-            keep = np.concatenate(([True], ordered[1:] != ordered[:-1])) if ordered.size else []
-            self._distinct = ordered[keep]
+            self._distinct = _distinct(self._sorted_windows())
         return self._distinct
 
     def _sorted_windows(self) -> np.ndarray:
@@ -476,12 +437,8 @@ class QuestionLookbacks(BaseModel):
 
 
 class LookbackTally:
-    """D* of a sample of a split's rows, streamed batch by batch (memory: a few counters a
-    position).
-
-    The sample: n = :func:`posgen.consistency.sample_rows` rows, row floor(i N / n) for
-    i < n of a split of N rows (every row when N <= n; the first n rows when N is unknown).
-    """
+    """D* of a sample of a split's rows, streamed: n = :func:`~posgen.consistency.sample_rows`
+    rows, row floor(i N / n) of N rows (the first n when N is unknown)."""
 
     def __init__(self, spec: TaskSpec, length: int, total_rows: int | None = None) -> None:
         self.spec, self.length = spec, length

@@ -1,15 +1,9 @@
 """The probe check: every probe row is its source test row altered exactly as the rule says.
 
-For each probe row (read in bounded batches) the source test row is regenerated and the
-probe row rebuilt (:func:`posgen.probe.alter_rows`); then:
-
-- ``source_id`` equals ``id`` (probe row i is made from test row i), ids run 0 .. rows-1;
-- ``replaced`` and ``probed`` are the positions the rule defines for that row;
-- every token equals the regenerated source token, except at replaced positions, which hold
-  the rule's replacement (a token different from the source's);
-- every ``far_rule`` entry equals h of the operands stored in the probe row.
-
-Types follow :func:`posgen.store.formats.probe_schema`. One :class:`CheckResult` per split.
+Per batch the source rows are regenerated and the probe rows rebuilt
+(:func:`posgen.probe.alter_rows`); ids and ``source_id`` run 0 .. rows-1, ``replaced`` and
+``probed`` are the rule's, tokens equal the rebuilt ones, and every ``far_rule`` entry is h
+of the operands stored. One :class:`CheckResult` per split.
 """
 
 from __future__ import annotations
@@ -176,11 +170,8 @@ def _check_far_rule(
     tally: ProbeTally,
     rebuilt: ProbeBlock | None,
 ) -> None:
-    """Every stored far-rule answer is h of the operands stored, at its stored position.
-
-    ``rebuilt`` is the probe block rebuilt from the source rows when the stored tokens equal
-    its tokens: at its own probed positions its answers are then those of the stored tokens.
-    """
+    """Every stored far-rule answer is h of the operands stored, at its stored position
+    (``rebuilt``'s answers when its tokens and positions are the stored ones)."""
     spec, length = data.spec, tokens.shape[1]
     probed_offsets, probed = _relative(batch, "probed")
     far_offsets, stored = _relative(batch, "far_rule")

@@ -8,20 +8,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 CheckName = Literal["integrity", "schema", "window", "bounded_window", "hygiene", "audit", "probe"]
-CHECKS: tuple[str, ...] = (
-    "integrity",
-    "schema",
-    "window",
-    "bounded_window",
-    "hygiene",
-    "audit",
-    "probe",
-)
+CHECKS: tuple[str, ...] = get_args(CheckName)
 
 
 class CheckResult(BaseModel):
@@ -146,12 +138,7 @@ FACT_COLUMNS = (
 )
 
 
-def _cell(form: str, value: Any) -> str:
-    return "n/a" if value is None else form.format(value)
-
-
 def _facts_table(facts: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
-    """The facts as an aligned text table, one line per config/split."""
     header = ["config/split", *(title for title, _, _ in FACT_COLUMNS), "shared windows"]
     rows = [header]
     for config, splits in facts.items():
@@ -160,7 +147,10 @@ def _facts_table(facts: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
             rows.append(
                 [
                     f"{config}/{split}",
-                    *(_cell(form, fact.get(key, 0)) for _, key, form in FACT_COLUMNS),
+                    *(
+                        "n/a" if fact.get(key, 0) is None else form.format(fact.get(key, 0))
+                        for _, key, form in FACT_COLUMNS
+                    ),
                     ", ".join(f"{n} with {s}" for s, n in shared.items() if n) or "0",
                 ]
             )

@@ -1,11 +1,8 @@
 """``validate(source, spec)``: every check on a dataset, as one :class:`Report`.
 
-One pass per split reads bounded batches (:func:`posgen.store.formats.read_batch_rows`)
-and feeds the schema tally, the window recomputation, the hygiene keys and the audit
-counters; cross-split hygiene is settled once all splits of a config are read, and the
-tallies become check results and facts. Failure
-messages say where: the file for integrity and schema, and for a window failure the split,
-row id, position, expected and found token, and the total count.
+One pass per split reads bounded batches and feeds every tally (schema, window, hygiene,
+audit); cross-split hygiene is settled once a config's splits are read. Failure messages say
+where: the file, or the split, row id, position, expected and found token.
 """
 
 from __future__ import annotations
@@ -19,9 +16,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from posgen.generator import expected_targets
 from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.dataset import pinned
 from posgen.store.manifest import DamagedDataset, NotADataset
+from posgen.tasks import far_start
 from posgen.validate.audits import (
     BalanceTally,
     HygieneTally,
@@ -42,7 +41,6 @@ from posgen.validate.schema import (
 )
 from posgen.validate.shortcuts import local_rules, near_determined_counts
 from posgen.validate.sources import SourceError, SplitData, resolve
-from posgen.validate.window import expected_targets, rule_facts
 
 
 class AuditThresholds(BaseModel):
@@ -79,13 +77,8 @@ class SplitTally:
     tokens: int = 0
     type_problems: list[str] = field(default_factory=list)
     read_problems: list[str] = field(default_factory=list)
-    bad_length: int = 0
-    first_bad_length: tuple[str, int, int] | None = None
-    out_of_range: int = 0
-    first_out_of_range: tuple[str, int, int, int] | None = None
+    problems: dict[str, list] = field(default_factory=dict)  # kind -> [count, (part, *first)]
     nulls: int = 0
-    bad_ids: int = 0
-    first_bad_id: tuple[str, int, int] | None = None
     window_failures: int = 0
     window_rows: int = 0
     first_window: tuple[int, int, int, int] | None = None  # (row id, t, expected, found)
@@ -99,18 +92,8 @@ def _feed(tally: SplitTally, part_label: str, decoded: Decoded) -> None:
     tally.rows += decoded.rows
     tally.tokens += int(tokens.size)
     tally.nulls += decoded.nulls
-    if decoded.bad_length:
-        tally.bad_length += decoded.bad_length
-        if tally.first_bad_length is None:
-            tally.first_bad_length = (part_label, *decoded.first_bad_length)
-    if decoded.out_of_range:
-        tally.out_of_range += decoded.out_of_range
-        if tally.first_out_of_range is None:
-            tally.first_out_of_range = (part_label, *decoded.first_out_of_range)
-    if decoded.bad_ids:
-        tally.bad_ids += decoded.bad_ids
-        if tally.first_bad_id is None:
-            tally.first_bad_id = (part_label, *decoded.first_bad_id)
+    for kind, (count, first) in decoded.problems.items():
+        tally.problems.setdefault(kind, [0, (part_label, *first)])[0] += count
     if tokens.shape[0] == 0 or tokens.shape[1] <= spec.window:
         return
     expected = expected_targets(spec, tokens)
@@ -189,15 +172,8 @@ def stream_split(data: SplitData) -> SplitTally:
 def _result(
     tally: SplitTally, check: str, problems: list[str], ok_message: str, failures: int
 ) -> CheckResult:
-    data = tally.data
-    return CheckResult.of(
-        check,
-        problems,
-        ok_message,
-        config=data.config,
-        split=data.split,
-        failures=max(1, failures),
-    )
+    where = {"config": tally.data.config, "split": tally.data.split}
+    return CheckResult.of(check, problems, ok_message, **where, failures=max(1, failures))
 
 
 def schema_result(tally: SplitTally) -> CheckResult:
@@ -209,28 +185,27 @@ def schema_result(tally: SplitTally) -> CheckResult:
         problems.append(
             f"split {data.split}: rows do not have any of the spec's lengths ({lengths})"
         )
-    if tally.bad_length:
-        label, row, length = tally.first_bad_length
+    found = tally.problems
+    if "bad_length" in found:
+        count, (label, row, length) = found["bad_length"]
         problems.append(
-            f"{tally.bad_length} row(s) not {data.length} tokens long; "
-            f"first: {label} row {row} has {length}"
+            f"{count} row(s) not {data.length} tokens long; first: {label} row {row} has {length}"
         )
-    if tally.out_of_range:
-        label, row, position, value = tally.first_out_of_range
+    if "out_of_range" in found:
+        count, (label, row, position, value) = found["out_of_range"]
         problems.append(
-            f"{tally.out_of_range} token(s) outside [0, {spec.modulus}); "
+            f"{count} token(s) outside [0, {spec.modulus}); "
             f"first: {label} row {row} position {position} holds {value}"
         )
     if tally.nulls:
         problems.append(f"{tally.nulls} null value(s) in 'tokens'")
-    if tally.bad_ids:
-        label, expected, found = tally.first_bad_id
+    if "bad_ids" in found:
+        count, (label, expected, got) = found["bad_ids"]
         problems.append(
-            f"{tally.bad_ids} id(s) out of sequence; first: {label} has id {found} "
-            f"where {expected} belongs"
+            f"{count} id(s) out of sequence; first: {label} has id {got} where {expected} belongs"
         )
-    failures = len(tally.type_problems) + len(tally.read_problems) + tally.bad_length
-    failures += tally.out_of_range + tally.nulls + tally.bad_ids + (data.length is None)
+    failures = len(tally.type_problems) + len(tally.read_problems) + tally.nulls
+    failures += sum(count for count, _ in found.values()) + (data.length is None)
     message = f"{tally.rows} rows of {data.length} tokens in [0, {spec.modulus}), ids in order"
     return _result(tally, "schema", problems, message, failures)
 
@@ -253,6 +228,36 @@ def window_result(tally: SplitTally) -> CheckResult:
         f"({tally.window_failures} position(s) failed in all, in {tally.window_rows} row(s))"
     )
     return _result(tally, "window", [problem], "", tally.window_failures)
+
+
+def rule_facts(spec: TaskSpec, length: int) -> tuple[bool, str, int, int]:
+    """Check 4, the dependency rule for every ``t < length``: exactly w distinct positions,
+    all earlier than t (from the far start s alone: memory O(length)). Returns (ok, message,
+    dependency count, largest look-back).
+
+    >>> rule_facts(TaskSpec(task="semirecursive"), 256)
+    (True, '4 dependencies per target, all earlier; largest look-back 130', 4, 130)
+    """
+    window, near, far = spec.window, spec.near, spec.far
+    t = np.arange(window, length, dtype=np.int64)
+    problems = []
+    starts = far_start(spec.task, t, near, far) if t.size else t
+    if starts.shape != t.shape:
+        problems.append(f"rule gives {starts.shape} far starts, expected {t.shape}")
+    elif t.size and far:
+        early = np.flatnonzero((starts + far - 1 >= t) | (starts < 0))
+        if early.size:
+            problems.append(f"position {window + early[0]} depends on itself, later or negative")
+        repeated = np.flatnonzero(starts + far > t - near)
+        if repeated.size:
+            problems.append(f"position {window + repeated[0]} names a position twice")
+    lookback = 0
+    if t.size:
+        lookback = int(np.maximum(t - starts, near).max()) if far else near
+    if problems:
+        return False, "; ".join(problems), window, lookback
+    message = f"{window} dependencies per target, all earlier; largest look-back {lookback}"
+    return True, message, window, lookback
 
 
 def bounded_result(tally: SplitTally) -> tuple[CheckResult, int, int]:
@@ -294,11 +299,8 @@ def hygiene_results(tallies: list[SplitTally]) -> tuple[list[CheckResult], dict[
 
 
 def shortcut_facts(tally: SplitTally) -> dict[str, Any]:
-    """Local rules, copy rules and linear rules of one split, each share with its counts.
-
-    Shares are over the targets of a region (ID t in [w, L), OOD t in [L, L')) of the rows
-    audited (the split's first :data:`posgen.validate.audits.AUDIT_TOKENS` tokens).
-    """
+    """Local, copy and linear rules of one split: each share (over the targets of a region
+    in the audited rows, :data:`~posgen.validate.audits.AUDIT_TOKENS`) with its counts."""
     spec, length = tally.data.spec, tally.data.length or 0
     boundary = min(spec.train_length, length)
     facts: dict[str, Any] = {}
@@ -456,11 +458,9 @@ def validate(
 ) -> Report:
     """Validate a dataset folder, a Parquet/Arrow file or a ``datasets`` object.
 
-    ``spec`` is needed when there is no manifest (``posgen.json``); with a manifest it
-    must match the data's spec (integrity fails otherwise). ``config`` and ``split``
-    restrict the run. Raises :class:`posgen.validate.SourceError` for unusable input. A
-    folder replaced while it is read (``generate --overwrite``) is read again, so the report
-    is about one dataset (:func:`posgen.store.dataset.pinned`).
+    ``spec`` is needed without a manifest; with one it must match (integrity fails
+    otherwise). ``config`` and ``split`` restrict the run. :class:`SourceError` for unusable
+    input. A folder replaced while read is read again (:func:`~posgen.store.dataset.pinned`).
     """
     if isinstance(source, (str, Path)):  # a folder: the old or the new dataset, never both
         return pinned(source, lambda: _validate(source, spec, config, split, thresholds=thresholds))

@@ -1,20 +1,16 @@
 """Checks 1 and 2: integrity (the listed files, unchanged, nothing else) and schema.
 
-Integrity groups the problems of :func:`posgen.store.dataset.check_files` (the lines
-``posgen.load`` and ``posgen merge`` print) into one result per (config, split), adds whether
-the spec the user gave is the data's spec, and one result for unlisted data files.
-
-Schema: column types, one fixed row length per split, ids, tokens in [0, m).
-:func:`decode_batch` turns an Arrow batch into a ``(rows, length)`` array of the rows that
-have the split's length, and tallies what is wrong with the others; :func:`prefetch` decodes
-the next batch in a thread while the checks run on this one.
+Integrity: the problems of :func:`posgen.store.dataset.check_files` per (config, split),
+whether the given spec is the data's, and unlisted data files. Schema: column types, one
+row length per split, ids, tokens in [0, m); :func:`decode_batch` keeps the rows of the
+split's length and tallies the others.
 
 >>> import pyarrow as pa
 >>> batch = pa.record_batch({"tokens": pa.array([[0, 1, 2], [3, 4], [5, 17, 6]],
 ...                                              pa.list_(pa.uint8()))})
 >>> d = decode_batch(batch, length=3, modulus=17, first_id=0)
->>> d.tokens.tolist(), d.bad_length, d.out_of_range, d.first_out_of_range
-([[0, 1, 2], [5, 17, 6]], 1, 1, (2, 1, 17))
+>>> d.tokens.tolist(), d.problems["bad_length"], d.problems["out_of_range"]
+([[0, 1, 2], [5, 17, 6]], (1, (1, 2)), (1, (2, 1, 17)))
 """
 
 from __future__ import annotations
@@ -22,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -38,18 +34,15 @@ from posgen.validate.sources import Source
 
 @dataclass
 class Decoded:
-    """One batch: ids and tokens of the rows with the right length, and what was wrong."""
+    """One batch: ids and tokens of the rows with the right length, and what was wrong:
+    ``problems`` maps ``bad_length`` (first: row id, length), ``out_of_range`` (row id,
+    position, value) and ``bad_ids`` (expected, found) to (count, first example)."""
 
     ids: np.ndarray
     tokens: np.ndarray
     rows: int
-    bad_length: int = 0
-    first_bad_length: tuple[int, int] | None = None  # (row id, length)
-    out_of_range: int = 0
-    first_out_of_range: tuple[int, int, int] | None = None  # (row id, position, value)
     nulls: int = 0
-    bad_ids: int = 0
-    first_bad_id: tuple[int, int] | None = None  # (expected, found)
+    problems: dict[str, tuple[int, tuple[int, ...]]] = field(default_factory=dict)
 
 
 def type_problems(schema: pa.Schema, modulus: int, exact: bool) -> list[str]:
@@ -109,19 +102,18 @@ def decode_batch(batch: pa.RecordBatch, length: int | None, modulus: int, first_
     decoded = Decoded(ids=ids[good], tokens=tokens, rows=n, nulls=nulls)
     bad = np.flatnonzero(~good)
     if bad.size:
-        decoded.bad_length = int(bad.size)
-        decoded.first_bad_length = (int(ids[bad[0]]), int(lengths[bad[0]]))
+        decoded.problems["bad_length"] = (int(bad.size), (int(ids[bad[0]]), int(lengths[bad[0]])))
     live = values[offsets[0] : offsets[-1]]
     if live.size and (live.min() < 0 or live.max() >= modulus):
         wrong = np.flatnonzero((live < 0) | (live >= modulus))
         row = int(np.searchsorted(offsets, wrong[0] + offsets[0], side="right") - 1)
         position = int(wrong[0] + offsets[0] - offsets[row])
-        decoded.out_of_range = int(wrong.size)
-        decoded.first_out_of_range = (int(ids[row]), position, int(live[wrong[0]]))
+        first = (int(ids[row]), position, int(live[wrong[0]]))
+        decoded.problems["out_of_range"] = (int(wrong.size), first)
     mismatch = np.flatnonzero(ids != expected_ids)
     if mismatch.size:
-        decoded.bad_ids = int(mismatch.size)
-        decoded.first_bad_id = (int(expected_ids[mismatch[0]]), int(ids[mismatch[0]]))
+        first = (int(expected_ids[mismatch[0]]), int(ids[mismatch[0]]))
+        decoded.problems["bad_ids"] = (int(mismatch.size), first)
     return decoded
 
 
@@ -176,10 +168,8 @@ _DONE = object()
 
 
 def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Yield ``items`` in order, produced by a background thread up to ``depth`` ahead.
-
-    An exception raised by ``items`` is raised here, at the point it occurred.
-    """
+    """Yield ``items`` in order, produced by a background thread up to ``depth`` ahead (an
+    exception raised by ``items`` is raised here, at the point it occurred)."""
     waiting: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 

@@ -35,11 +35,17 @@ from posgen.tasks import far_start
 def near_determined_positions(spec: TaskSpec, length: int) -> list[int] | None:
     """Positions t in [w, length) whose target is a function of x_{t-k} .. x_{t-1} alone.
 
-    ``None`` when the audit does not apply: a non-additive op, a composite modulus (module
-    spans over Z_m are not computed), or length x w^2 above :data:`MAX_RULE_WORK`.
+    Exactly those whose effective look-back is at most k. ``None`` when the audit does not
+    apply: a non-additive op, a composite modulus, or length x w^2 above :data:`MAX_RULE_WORK`.
     """
-    found = _near_determined(spec, length)
-    return None if found is None else list(found)
+    if not get_op(spec.op).additive or not is_prime(spec.modulus):
+        return None
+    if length <= spec.window or spec.far == 0:  # j = 0: nothing but near operands
+        return list(range(spec.window, length))
+    rules = local_rules(spec, length)
+    if rules is None:
+        return None
+    return (np.flatnonzero(rules.effective <= spec.near) + spec.window).tolist()
 
 
 def is_prime(n: int) -> bool:
@@ -49,20 +55,6 @@ def is_prime(n: int) -> bool:
     [2, 3, 5, 7, 11, 13, 17, 19]
     """
     return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
-
-
-def _near_determined(spec: TaskSpec, length: int) -> tuple[int, ...] | None:
-    """Near-determined exactly when the effective look-back is at most k (linear rules)."""
-    if not get_op(spec.op).additive or not is_prime(spec.modulus):
-        return None
-    if length <= spec.window:
-        return ()
-    if spec.far == 0:
-        return tuple(range(spec.window, length))  # nothing but near operands
-    rules = local_rules(spec, length)
-    if rules is None:
-        return None
-    return tuple((np.flatnonzero(rules.effective <= spec.near) + spec.window).tolist())
 
 
 def near_determined_counts(spec: TaskSpec, length: int) -> dict[str, int | None]:
@@ -83,24 +75,18 @@ def near_determined_counts(spec: TaskSpec, length: int) -> dict[str, int | None]
 
 
 # Local rules -------------------------------------------------------------------------------
-MAX_RULE_WORK = 1 << 24
-"""Largest length x w^2 for the GF(m) local-rule audit (an elimination step per look-back)."""
-SMALL_WINDOW = 16
-"""Windows up to this wide are searched with Python ints (numpy's per-call cost dominates)."""
-MAX_ENUMERATED = 1 << 22
-"""Largest m^w x length for the audit that grows every seed window (any op)."""
+MAX_RULE_WORK = 1 << 24  # largest length x w^2 for the GF(m) local-rule audit
+MAX_ENUMERATED = 1 << 22  # largest m^w x length for growing every seed window (any op)
 
 
 @dataclass(frozen=True)
 class LocalRules:
-    """The shortest rule determining each x_t (t = first .. first + n - 1) from earlier tokens.
+    """The shortest rule determining each x_t (t = first ..) from earlier tokens.
 
-    ``effective[i]``: the smallest look-back D such that x_t is a function of
-    x_{t-D} .. x_{t-1} for every seed window of Z_m^w; ``rule[i]``: the task's own
-    look-back (t minus its earliest operand). Linear method only: ``coefficients[i]`` is a
-    rule x_t = sum_d a_d x_{t-d} (mod m) of that look-back (a_1 first), ``support[i]`` its
-    count of nonzero a_d, and ``unique[i]`` whether it is the only rule of that look-back
-    (then no rule of look-back D reads fewer tokens); ``support`` is -1 otherwise.
+    ``effective[i]``: the smallest D with x_t a function of x_{t-D} .. x_{t-1} for every seed
+    window; ``rule[i]``: the task's look-back. Linear method only (else ``support`` -1):
+    ``coefficients[i]`` a rule x_t = sum_d a_d x_{t-d} (mod m), a_1 first, ``support[i]`` its
+    nonzero count, ``unique[i]`` whether it is the only rule of that look-back.
     """
 
     method: str
@@ -137,11 +123,9 @@ def rule_lookbacks(spec: TaskSpec, length: int) -> np.ndarray:
 def local_rules(spec: TaskSpec, length: int) -> LocalRules | None:
     """Shortest local rules of every position below ``length``; None where not computed.
 
-    Additive op, prime m: exact GF(m) linear algebra on the coefficient vectors (x_t is a
-    linear form of the seed window, and it is a function of some earlier tokens exactly
-    when its vector lies in their span). Any op with m^w x length up to
-    :data:`MAX_ENUMERATED`: exact over all functions, by growing every seed window.
-    Otherwise None.
+    Additive op, prime m: GF(m) linear algebra (x_t is a function of earlier tokens exactly
+    when its coefficient vector lies in their span). Any op with m^w x length up to
+    :data:`MAX_ENUMERATED`: every seed window grown. Otherwise None.
 
     Worked example (cot, m = 17, k = 3, j = 1): x_t - x_{t-1} = x_{t-1} - x_{t-4} for
     t >= 5 (x_0 cancels), so D = k + 1 = 4 with support 2 where the rule says t.
@@ -181,10 +165,9 @@ def _linear_rules(spec: TaskSpec, length: int, rule: np.ndarray) -> LocalRules:
     for t in range(window, length):
         reach = int(rule[t - window])
         track = min(reach, 2 * window + 2)  # rules are usually this short: one pass
-        search = _span_search_small if window <= SMALL_WINDOW else _span_search
-        depth, a, independent = search(vectors, t, reach, p, track)
+        depth, a, independent = _span_search(vectors, t, reach, p, track)
         if depth > track:
-            depth, a, independent = search(vectors, t, depth, p, depth)
+            depth, a, independent = _span_search(vectors, t, depth, p, depth)
         effective.append(depth)
         coefficients.append(tuple(int(v) for v in a[:depth]))
         support.append(int(np.count_nonzero(a[:depth])))
@@ -200,12 +183,9 @@ def _linear_rules(spec: TaskSpec, length: int, rule: np.ndarray) -> LocalRules:
 def _span_search(
     vectors: np.ndarray, t: int, reach: int, p: int, track: int
 ) -> tuple[int, np.ndarray, bool]:
-    """Smallest D <= reach with c_t in span(c_{t-1} .. c_{t-D}) over GF(p).
-
-    Also the coefficients a_1 .. a_track of one rule (valid when D <= track) and whether
-    the vectors were independent (the rule unique). Rows are kept in reduced echelon form,
-    augmented with the combination of c_{t-1} .. c_{t-track} they stand for.
-    """
+    """Smallest D <= reach with c_t in span(c_{t-1} .. c_{t-D}) over GF(p), the coefficients
+    a_1 .. a_track of one rule (valid when D <= track) and whether it is unique; rows in
+    reduced echelon form, augmented with the combination of c_{t-1} .. they stand for."""
     width = vectors.shape[1]
     basis = np.zeros((width, width + track), dtype=np.int64)
     pivots: list[int] = []
@@ -234,44 +214,6 @@ def _span_search(
         if not residual[:width].any():
             return d, (-residual[width:]) % p, independent
     return reach, np.zeros(track, dtype=np.int64), independent  # pragma: no cover
-
-
-def _span_search_small(
-    vectors: np.ndarray, t: int, reach: int, p: int, track: int
-) -> tuple[int, np.ndarray, bool]:
-    """:func:`_span_search` on Python ints: several times faster for narrow windows."""
-    width = vectors.shape[1]
-    size = width + track
-    basis: list[list[int]] = []
-    pivots: list[int] = []
-    residual = [int(v) for v in vectors[t]] + [0] * track
-    independent = True
-    for d in range(1, reach + 1):
-        row = [int(v) for v in vectors[t - d]] + [0] * track
-        if d <= track:
-            row[width + d - 1] = 1
-        for q, base in zip(pivots, basis, strict=True):
-            factor = row[q]
-            if factor:
-                row = [(x - factor * y) % p for x, y in zip(row, base, strict=True)]
-        q = next((i for i in range(width) if row[i]), -1)
-        if q < 0:
-            independent = False
-            continue
-        inverse = pow(row[q], -1, p)
-        row = [x * inverse % p for x in row]
-        for i, base in enumerate(basis):
-            factor = base[q]
-            if factor:
-                basis[i] = [(x - factor * y) % p for x, y in zip(base, row, strict=True)]
-        basis.append(row)
-        pivots.append(q)
-        factor = residual[q]
-        if factor:
-            residual = [(x - factor * y) % p for x, y in zip(residual, row, strict=True)]
-        if not any(residual[:width]):
-            return d, np.array([(-x) % p for x in residual[width:]], dtype=np.int64), independent
-    return reach, np.zeros(size - width, dtype=np.int64), independent  # pragma: no cover
 
 
 def _enumerated_rules(spec: TaskSpec, length: int, rule: np.ndarray) -> LocalRules:

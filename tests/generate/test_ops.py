@@ -14,12 +14,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from posgen.generator import generate_split, grow
+from posgen.generator import expected_targets, generate_split, grow
 from posgen.ops import get_op, keyed_hash, op_names, sum_table
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.tasks import TASKS
 from posgen.validate import validate
-from posgen.validate.window import expected_targets
 from tests.oracle import grow_row
 from tests.oracle import keyed_hash as oracle_hash
 

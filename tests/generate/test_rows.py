@@ -10,9 +10,15 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import posgen.kernel
-from posgen.generator import generate_rows, generate_split, grow, storage_dtype
-from posgen.kernel import additive_steps, transpose_tiles
+import posgen.generator
+from posgen.generator import (
+    additive_steps,
+    generate_rows,
+    generate_split,
+    grow,
+    storage_dtype,
+    transpose_tiles,
+)
 from posgen.spec import TaskSpec
 from posgen.tasks import TASKS, dependencies, dependency_matrix
 from tests.oracle import far_positions, grow_row
@@ -115,7 +121,7 @@ def test_kernel_equals_the_plain_loop_oracle_on_random_specs(case):
 def test_kernel_is_exact_for_big_blocks_whatever_the_slab_size(
     monkeypatch, task, modulus, slab_bytes
 ):
-    monkeypatch.setattr(posgen.kernel, "SLAB_BYTES", slab_bytes)
+    monkeypatch.setattr(posgen.generator, "SLAB_BYTES", slab_bytes)
     spec = TaskSpec(task=task, modulus=modulus, train_length=300, test_length=300)
     windows = np.random.default_rng(modulus).integers(0, modulus, size=(1003, 4))
     assert grow(spec, windows, 300).tolist() == big_block_oracle(task, modulus)
