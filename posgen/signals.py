@@ -24,9 +24,11 @@ N by the caller), so tests stop a run at a named moment without sleeping.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -155,14 +157,50 @@ def point(name: str, number: int | None = None) -> None:
     """A named moment for the test hook :data:`HOOK_ENV` (a no-op unless it names ``name``).
 
     ``POINT:N:SIGNAL`` fires at pass ``number`` where the caller numbers its passes (a
-    training step, counted across resumptions), else at this process's N-th pass.
+    training step, counted across resumptions), else at this process's N-th pass;
+    ``SIGNAL@parent`` sends it to the parent (a sweep) and takes it when passed back.
     """
     wanted = os.environ.get(HOOK_ENV)
     if not wanted:
         return
     where, *count, which = wanted.split(":")
+    which, _, whom = which.partition("@")
     if where != name or which not in signal.Signals.__members__:
         return
     _passes[name] += 1
     if not count or int(count[0]) == (_passes[name] if number is None else number):
-        os.kill(os.getpid(), signal.Signals[which])
+        if whom == "parent":
+            _signal_parent_and_wait(signal.Signals[which])
+        else:
+            os.kill(os.getpid(), signal.Signals[which])
+
+
+def _signal_parent_and_wait(signum: int, limit: float = 600.0) -> None:
+    """Send ``signum`` to the sweep, wait until it passes the signal back, then take it here.
+
+    The signal the sweep passes back may reach any thread of this process (torch starts
+    some); Python runs the handler in the main thread whichever thread took it, so a
+    ``sigtimedwait`` in the main thread would miss it. A stand-in handler notes it instead,
+    and Python's wakeup file descriptor ends the wait, however early or late the sweep
+    answers. A parent that never passes it back ends this process after ``limit`` seconds.
+    """
+    arrived: list[int] = []
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    previous = signal.signal(signum, lambda number, frame: arrived.append(number))
+    wakeup = signal.set_wakeup_fd(write)
+    try:
+        os.kill(os.getppid(), signum)
+        deadline = time.monotonic() + limit
+        while not arrived and time.monotonic() < deadline:
+            ready, _, _ = select.select([read], [], [], max(0.0, deadline - time.monotonic()))
+            if ready:
+                os.read(read, 64)  # the handler runs at the next instruction
+    finally:
+        signal.set_wakeup_fd(wakeup)
+        signal.signal(signum, previous)
+        os.close(read)
+        os.close(write)
+    if not arrived:
+        os._exit(128 + signum)
+    signal.raise_signal(signum)  # the real handler runs as if the parent's signal arrived now

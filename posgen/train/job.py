@@ -24,21 +24,18 @@ Run folder::
     probe_predictions.parquet  predictions of the ``probe`` split, same weights
     model/              the selected weights (only with ``save_model``)
 
-Tests stop a job at exact points with ``POSGEN_TEST_KILL`` (:func:`kill_point`):
-``step:5:SIGTERM`` sends SIGTERM right after the run's 5th step; ``checkpoint`` (a
-checkpoint written, not yet renamed into place), ``final`` (a run folder's predictions
-written, its scores not).
+Tests stop a job at exact points with posgen's one test hook, ``POSGEN_SIGNAL_AT``
+(:func:`posgen.signals.point`): ``step:5:SIGTERM`` sends SIGTERM right after the run's 5th
+step (counted across resumptions), ``step:3:SIGTERM@parent`` sends it to the sweep;
+``checkpoint`` (a checkpoint written, not yet renamed into place), ``final`` (a run
+folder's predictions written, its scores not).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import select
 import shutil
-import signal
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,11 +82,6 @@ PROGRESS = "progress.json"
 RESUME_TAG = ".posgen-resume"
 MODEL = "model"
 """The saved weights' subfolder (``save_model``)."""
-KILL_ENV = "POSGEN_TEST_KILL"
-"""``POINT:N:SIGNAL``: send SIGNAL to this process at point N of POINT (tests only);
-``SIGNAL@parent`` sends it to the parent (a local sweep) instead and waits for a signal."""
-
-_passes: Counter[str] = Counter()
 
 
 def resume_folder(out: Path) -> Path:
@@ -215,11 +207,9 @@ def _train_and_write(
         bar.update(resume["position"]["step"])
 
     def events(moment: str, step: int) -> None:
-        signals.point(moment)
-        if moment == "step":
-            if bar is not None:
-                bar.update(1)
-            kill_point("step", step)
+        signals.point(moment, step if moment == "step" else None)
+        if moment == "step" and bar is not None:
+            bar.update(1)
 
     checkpoint = None if work is None else lambda state: _save_checkpoint(work, key, state)
     trained = train(job.run_data, pes, job.config, job.seed, job.device, resume, checkpoint, events)
@@ -238,7 +228,7 @@ def _save_checkpoint(work: Path, key: str, state: dict[str, Any]) -> None:
 
     with durable_file(work / CHECKPOINT) as sink:
         torch.save({"key": key, **state}, sink)
-        kill_point("checkpoint")
+        signals.point("checkpoint")
     at = state["position"]
     summary = {"epoch": at["epoch"], "step": at["step"], "done": at["done"]}
     write_atomically(work / PROGRESS, (json.dumps(summary) + "\n").encode())
@@ -281,59 +271,6 @@ def _memory_message(error: BaseException, work: Path, estimate: int | None) -> s
     return f"out of memory ({type(error).__name__}){quoted}; {advice}"
 
 
-def kill_point(name: str, number: int | None = None) -> None:
-    """Signal this process here if :data:`KILL_ENV` (``POINT:N:SIGNAL``) names this point.
-
-    ``N`` is ``number`` where the point has one (``step``: the run's step, counted across
-    resumptions, so a resumed or requeued run is not stopped again), else the count of
-    this process's passes through the point.
-    """
-    wanted = os.environ.get(KILL_ENV)
-    if not wanted:
-        return
-    point, count, signame = wanted.split(":")
-    if point != name:
-        return
-    _passes[name] += 1
-    if (_passes[name] if number is None else number) == int(count):
-        signame, _, whom = signame.partition("@")
-        if whom == "parent":
-            _signal_parent_and_wait(getattr(signal, signame))
-        else:
-            os.kill(os.getpid(), getattr(signal, signame))
-
-
-def _signal_parent_and_wait(signum: int, limit: float = 600.0) -> None:
-    """Send ``signum`` to the sweep, wait until it passes the signal back, then take it here.
-
-    The signal the sweep passes back may reach any thread of this process (torch starts
-    some); Python runs the handler in the main thread whichever thread took it, so a
-    ``sigtimedwait`` in the main thread would miss it. A stand-in handler notes it instead,
-    and Python's wakeup file descriptor ends the wait, however early or late the sweep
-    answers. A parent that never passes it back ends this process after ``limit`` seconds.
-    """
-    arrived: list[int] = []
-    read, write = os.pipe()
-    os.set_blocking(write, False)
-    previous = signal.signal(signum, lambda number, frame: arrived.append(number))
-    wakeup = signal.set_wakeup_fd(write)
-    try:
-        os.kill(os.getppid(), signum)
-        deadline = time.monotonic() + limit
-        while not arrived and time.monotonic() < deadline:
-            ready, _, _ = select.select([read], [], [], max(0.0, deadline - time.monotonic()))
-            if ready:
-                os.read(read, 64)  # the handler runs at the next instruction
-    finally:
-        signal.set_wakeup_fd(wakeup)
-        signal.signal(signum, previous)
-        os.close(read)
-        os.close(write)
-    if not arrived:
-        os._exit(128 + signum)
-    signal.raise_signal(signum)  # the real handler runs as if the parent's signal arrived now
-
-
 def _write_run(
     job: _Training,
     model: LlamaForCausalLM,
@@ -362,7 +299,7 @@ def _write_run(
             build / PREDICTIONS, test.ids, predictions, spec.modulus, (spec.spec_id, test.split)
         )
         signals.point("write")
-        kill_point("final")
+        signals.point("final")
         # scored on the test rows this run read (pinned), not on --data read again
         report = score_reference(test, build / PREDICTIONS)
         probe = _write_probe(job, build, model, positions)

@@ -1,6 +1,6 @@
 """``posgen sweep``: grids, run hashes, executors, status, and runs that survive being killed.
 
-Runs are stopped at exact points (``POSGEN_TEST_KILL``, :func:`posgen.train.job.kill_point`),
+Runs are stopped at exact points (``POSGEN_SIGNAL_AT``, :func:`posgen.signals.point`),
 never by timing: SIGTERM in this process (the handlers see it as they would from outside),
 SIGKILL and SIGSTOP in worker processes.
 """
@@ -20,12 +20,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
-from posgen import write_dataset  # noqa: E402
+from posgen import signals, write_dataset  # noqa: E402
 from posgen.cli.sweep import resolve_encoding  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store.safety import exclusive  # noqa: E402
-from posgen.train import job as progress  # noqa: E402
 from posgen.train.config import Grid, expand, jobs_of, read_grid, stable_hash  # noqa: E402
 from posgen.train.sweep import Sweep, run_job, run_states  # noqa: E402
 from tests.cli_support import assert_clean_error, invoke  # noqa: E402
@@ -40,7 +39,7 @@ TIMING = ("seconds", "train_seconds", "wall_seconds")
 def _one_thread_and_fresh_kill_counts():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    progress._passes.clear()
+    signals._passes.clear()
     yield
     torch.set_num_threads(threads)
 
@@ -103,7 +102,7 @@ def sweep_bytes(sweep: Sweep) -> dict[str, dict[str, object]]:
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory) -> dict[str, dict[str, object]]:
     """An uninterrupted rope + yarn training (one job, two run folders)."""
-    progress._passes.clear()
+    signals._passes.clear()
     torch.set_num_threads(1)
     sweep = new_sweep(tmp_path_factory.mktemp("reference") / "S", grid_dict(data, ["rope", "yarn"]))
     run_job(sweep.root, only_job(sweep))
@@ -269,7 +268,7 @@ def test_local_sweep_stopped_by_sigterm_exits_1_resumes_on_rerun_then_skips_fini
 ):
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope", "yarn"]))
     args = ["sweep", str(grid), "--out", str(tmp_path / "S")]
-    monkeypatch.setenv(progress.KILL_ENV, "step:5:SIGTERM")  # in the worker, mid-epoch 2
+    monkeypatch.setenv(signals.HOOK_ENV, "step:5:SIGTERM")  # in the worker, mid-epoch 2
     stopped = invoke(*args)
     line = assert_clean_error(stopped, 1)
     assert stopped.output.strip().splitlines()[-1] == line
@@ -279,7 +278,7 @@ def test_local_sweep_stopped_by_sigterm_exits_1_resumes_on_rerun_then_skips_fini
     )
     sweep = Sweep(tmp_path / "S")
     assert states(sweep)["rope"] == ("waiting", "resumes at epoch 2, step 5")
-    monkeypatch.delenv(progress.KILL_ENV)
+    monkeypatch.delenv(signals.HOOK_ENV)
     resumed = invoke(*args, "--jobs", "2")
     assert resumed.exit_code == 0, resumed.output
     assert sweep_bytes(sweep) == reference
@@ -295,7 +294,7 @@ def test_sigterm_to_a_local_sweep_stops_its_workers_with_their_checkpoints(
 ):
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope", "yarn"]))
     args = ["sweep", str(grid), "--out", str(tmp_path / "S")]
-    monkeypatch.setenv(progress.KILL_ENV, "step:3:SIGTERM@parent")  # the worker signals us
+    monkeypatch.setenv(signals.HOOK_ENV, "step:3:SIGTERM@parent")  # the worker signals us
     stopped = invoke(*args)
     line = assert_clean_error(stopped, 143)
     assert stopped.output.strip().splitlines()[-1] == line
@@ -305,7 +304,7 @@ def test_sigterm_to_a_local_sweep_stops_its_workers_with_their_checkpoints(
     )
     sweep = Sweep(tmp_path / "S")
     assert states(sweep)["yarn"] == ("waiting", "resumes at epoch 1, step 3")
-    monkeypatch.delenv(progress.KILL_ENV)
+    monkeypatch.delenv(signals.HOOK_ENV)
     resumed = invoke(*args)
     assert resumed.exit_code == 0, resumed.output
     assert sweep_bytes(sweep) == reference
@@ -313,7 +312,7 @@ def test_sigterm_to_a_local_sweep_stops_its_workers_with_their_checkpoints(
 
 PASSED_BACK_AT_ONCE = """
 import os, signal, threading
-from posgen.train import job as progress
+from posgen import signals
 ask, answered = threading.Event(), threading.Event()
 
 def other_thread():  # like torch's threads: it may take a signal sent to the process
@@ -326,7 +325,7 @@ taken = []
 signal.signal(signal.SIGTERM, lambda number, frame: taken.append(number))
 # the sweep answers before the worker waits, and another of its threads takes the signal
 os.kill = lambda pid, signum: (ask.set(), answered.wait())
-progress.kill_point("step", 1)
+signals.point("step", 1)
 print(taken)
 """
 
@@ -335,7 +334,7 @@ def test_a_worker_sees_the_signal_its_sweep_passes_back_however_early_it_comes()
     """The ``SIGNAL@parent`` hook: the sweep's answer may come before the worker waits (a
     loaded machine makes that likely) and be taken by any of the worker's threads; the
     worker's handler still runs, once."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), progress.KILL_ENV: "step:1:SIGTERM@parent"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), signals.HOOK_ENV: "step:1:SIGTERM@parent"}
     done = subprocess.run(
         [sys.executable, "-c", PASSED_BACK_AT_ONCE], env=env, capture_output=True, text=True
     )
@@ -350,7 +349,7 @@ def test_submitit_local_executor_runs_a_two_run_grid_end_to_end_through_a_preemp
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope", "yarn"]))
     out = tmp_path / "S"
     # submitit's preemption signal after step 2: checkpoint, requeue, resume, finish
-    monkeypatch.setenv(progress.KILL_ENV, "step:2:SIGUSR2")
+    monkeypatch.setenv(signals.HOOK_ENV, "step:2:SIGUSR2")
     args = ["sweep", str(grid), "--out", str(out), "--executor", "submitit-local"]
     result = invoke(*args, "--time-min", "30")
     assert result.exit_code == 0, result.output
@@ -373,12 +372,12 @@ def test_sigterm_checkpoints_and_the_rerun_writes_the_same_bytes(
 ):
     sweep = new_sweep(tmp_path / "S", grid_dict(data, ["rope", "yarn"]))
     job = only_job(sweep)
-    monkeypatch.setenv(progress.KILL_ENV, f"{point}:SIGTERM")
+    monkeypatch.setenv(signals.HOOK_ENV, f"{point}:SIGTERM")
     with pytest.raises(Interrupted):
         run_job(sweep.root, job)
     assert (sweep.work(job) / "checkpoint.pt").is_file()
     assert {state for state, _ in states(sweep).values()} <= {"waiting", "done"}
-    monkeypatch.delenv(progress.KILL_ENV)
+    monkeypatch.delenv(signals.HOOK_ENV)
     run_job(sweep.root, job)
     assert sweep_bytes(sweep) == reference
     assert not sweep.work(job).exists()
@@ -392,16 +391,16 @@ def test_resumed_runs_match_for_encodings_with_their_own_state(data, tmp_path, m
     whole = new_sweep(tmp_path / "whole", grid)
     run_job(whole.root, only_job(whole))
     sweep = new_sweep(tmp_path / "S", grid)
-    monkeypatch.setenv(progress.KILL_ENV, "step:4:SIGTERM")
+    monkeypatch.setenv(signals.HOOK_ENV, "step:4:SIGTERM")
     with pytest.raises(Interrupted):
         run_job(sweep.root, only_job(sweep))
-    monkeypatch.delenv(progress.KILL_ENV)
+    monkeypatch.delenv(signals.HOOK_ENV)
     run_job(sweep.root, only_job(sweep))
     assert sweep_bytes(sweep) == sweep_bytes(whole)
 
 
 def _worker(sweep: Sweep, job: str, kill: str) -> subprocess.Popen:
-    env = {**os.environ, progress.KILL_ENV: kill, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, signals.HOOK_ENV: kill, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "posgen.train.sweep", str(sweep.root), job]
     return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
 
@@ -461,13 +460,13 @@ def test_posgen_train_sigterm_is_one_error_line_143_and_the_rerun_resumes(
     out = tmp_path / "run"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, "epochs": 2}.items()]
     args = ["train", "--data", str(data), "--pe", "yarn", "--seed", "3", *flags, "--out", str(out)]
-    monkeypatch.setenv(progress.KILL_ENV, "step:2:SIGTERM")
+    monkeypatch.setenv(signals.HOOK_ENV, "step:2:SIGTERM")
     stopped = invoke(*args, "-q")
     line = assert_clean_error(stopped, 143)
     assert line.startswith("error: interrupted by SIGTERM; checkpoint kept in ")
     assert stopped.stdout == ""
     assert not out.exists()
-    monkeypatch.delenv(progress.KILL_ENV)
+    monkeypatch.delenv(signals.HOOK_ENV)
     resumed = invoke(*args)
     assert resumed.exit_code == 0, resumed.output
     assert f"{out}: resuming from its checkpoint" in resumed.output
