@@ -1,5 +1,5 @@
 """The command line: generation, publishing, help, and bad input that exits 2 and creates
-nothing."""
+nothing (a spec's field rules are checked here, through the CLI, with the exact line)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,9 @@ BAD_INPUT = [  # flags of one config, fragments of the one error line
     (["--task", "copy"], "Invalid value for '--task'", "-h')"),
     (["-m", "abc"], "'abc' is not a valid integer", "-h')"),
     (["--shard", "0/2"], "No such option '--shard'"),  # the removed alias of --part
+    (["--test-length", "256", "--test-length", "256"], "test_length values must be distinct"),
+    (["-m", "3", "--seeding", "paper"], "modulus: paper seeding needs modulus >= far + near (4)"),
+    (["-m", "70000"], "configs.recursive.modulus: Input should be less than or equal to 65536"),
 ]
 
 
