@@ -29,7 +29,7 @@ def test_generate_writes_a_dataset_reports_speed_and_replaces_it_only_with_overw
     assert again.exit_code == 0, again.output
 
 
-def test_flags_override_the_tiny_spec_file(cli, tmp_path):
+def test_flags_override_the_spec_file(cli, tmp_path):
     out = tmp_path / "ds"
     result = cli("generate", "--spec", "task_specs/paper.toml", "--task", "recursive",
                  "-m", "19", "--out", str(out), *SMALL)  # fmt: skip
