@@ -136,14 +136,20 @@ def test_publish_into_an_unwritable_place_fails_like_generate(cli, tmp_path, tin
     assert assert_clean_error(generated, 2) == line
 
 
-def test_publish_cleans_up_what_a_killed_run_left_with_a_note(cli, tmp_path, tiny_spec_file):
+@pytest.mark.parametrize("command", ["generate", "publish"])
+def test_the_next_run_removes_what_a_killed_run_left_with_a_note(
+    cli, tmp_path, tiny_spec_file, command
+):
     out = tmp_path / "hub"
-    stale = tmp_path / ".hub.posgen-tmp-dead"
-    stale.mkdir()
-    published = cli("publish", tiny_spec_file, "--out", out, "-q")
-    assert published.exit_code == 0, published.output
-    assert f"note: removed leftover {stale}" in published.stderr
+    stale = tmp_path / ".hub.posgen-tmp-999999999-deadbeef"  # a build of a dead process
+    (stale / "data").mkdir(parents=True)
+    spec = tiny_spec_file
+    args = ["publish", spec] if command == "publish" else ["generate", "--spec", spec]
+    done = cli(*args, "--out", out, "-q")
+    assert done.exit_code == 0, done.output
+    assert f"note: removed leftover {stale}" in done.stderr
     assert not stale.exists()
+    assert (out / "posgen.json").is_file()
 
 
 def test_a_sweep_into_an_unwritable_place_is_refused_before_the_grid_is_read(cli, tmp_path):

@@ -119,17 +119,6 @@ def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identi
         assert check_dataset(out) == []
 
 
-def test_the_next_run_reports_the_leftovers_it_cleans_up(tmp_path, reference):
-    out = tmp_path / "ds"
-    stale = tmp_path / f".ds{posgen.store.layout.TMP_TAG}999999999-deadbeef"
-    (stale / "data").mkdir(parents=True)
-    result = generate(out, SPEC)
-    assert result.exit_code == 0
-    assert f"note: removed leftover {stale}" in result.output
-    assert not stale.exists()
-    assert snapshot(out) == reference["new"]
-
-
 def test_a_parked_dataset_is_restored_when_a_run_died_between_its_renames(tmp_path):
     parked = tmp_path / f".ds{posgen.store.layout.OLD_TAG}1a2b3c4d"
     parked.mkdir()
