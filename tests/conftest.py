@@ -144,3 +144,49 @@ def tiny_training_dataset(tmp_path_factory) -> Path:
     bench = default_benchmark(("recursive", "cot"), train_size=64, val_size=8, test_size=8)
     write_dataset(bench, out)
     return out
+
+
+# --- cli and generate fixtures (tests3) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_cot(tmp_path_factory) -> Path:
+    """A complete cot dataset of 50/10/10 rows, written once per session: read it, never change
+    it (copy it first)."""
+    from posgen import write_dataset
+    from posgen.spec import default_benchmark
+
+    out = tmp_path_factory.mktemp("tiny-cot") / "ds"
+    write_dataset(default_benchmark(("cot",), train_size=50, val_size=10, test_size=10), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_oracle(tiny_cot, tmp_path_factory, cli) -> Path:
+    """The oracle's predictions for ``tiny_cot`` (``posgen baseline --kind oracle``), JSON lines."""
+    path = tmp_path_factory.mktemp("tiny-cot-oracle") / "oracle.jsonl"
+    made = cli("baseline", "--kind", "oracle", "--data", tiny_cot, "--out", path, "-q")
+    assert made.exit_code == 0, made.output
+    return path
+
+
+@pytest.fixture
+def third_task(monkeypatch) -> str:
+    """A task registered for one test: far operands start a third of the way,
+    s = (t - w) // 3; the registry is restored afterwards."""
+    import posgen.tasks
+
+    monkeypatch.setattr(posgen.tasks, "_RULES", dict(posgen.tasks._RULES))
+    posgen.tasks.register_task("third", lambda t, w: (t - w) // 3)
+    return "third"
+
+
+@pytest.fixture
+def tiny_spec_file(tmp_path) -> Path:
+    """``tmp_path/tiny.toml``: a one-config benchmark (cot, 40/10/10 rows, test length 96)."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(
+        'name = "tiny"\ndescription = "Tiny benchmark for the CLI tests."\n[defaults]\n'
+        "train_size = 40\nval_size = 10\ntest_size = 10\ntest_length = 96\n[configs.cot]\n"
+    )
+    return path

@@ -51,8 +51,22 @@ def generate(tmp: Path, args: list[str]) -> tuple[int, list[str], Path]:
     return result.exit_code, result.output.splitlines(), out
 
 
-def assert_rejected(kind: str, key: str, args: list[str], tmp: Path, *names: str) -> None:
-    """Exit 2, a one-line reason naming one of ``names``, no traceback, nothing created."""
+SPEC = "<the spec file>"
+
+
+def assert_rejected(kind: str, key: str, args: list[str], *names: str, spec=None, tmp=None):
+    """Exit 2, a one-line reason naming one of ``names``, no traceback, nothing created.
+
+    Runs in ``tmp`` or a fresh folder; ``spec=(suffix, text)`` is written there and passed as
+    ``--spec`` (the name ``SPEC`` stands for its path).
+    """
+    if tmp is None:
+        with tempfile.TemporaryDirectory() as fresh:
+            return assert_rejected(kind, key, args, *names, spec=spec, tmp=Path(fresh))
+    if spec is not None:
+        path = tmp / f"spec{spec[0]}"
+        path.write_text(spec[1])
+        args, names = [*args, "--spec", str(path)], [str(path) if n is SPEC else n for n in names]
     code, lines, out = generate(tmp, args)
     problems = [line for line in lines if line.lower().startswith("error:")]
     with recorded("bad_input", f"{kind}:{key}"):
@@ -62,12 +76,6 @@ def assert_rejected(kind: str, key: str, args: list[str], tmp: Path, *names: str
         assert not any("Traceback" in line for line in lines), lines
         assert not out.exists()
         assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".ds")) == []
-
-
-def spec_file(tmp: Path, suffix: str, text: str) -> Path:
-    path = tmp / f"spec{suffix}"
-    path.write_text(text)
-    return path
 
 
 def dump(suffix: str, body: dict) -> str:
@@ -103,10 +111,8 @@ out_of_range = st.sampled_from(sorted(INT_FLAGS)).flatmap(
 @given(out_of_range)
 def test_out_of_range_flags_are_rejected_naming_the_field(case):
     flag, value = case
-    with tempfile.TemporaryDirectory() as tmp:
-        field = INT_FLAGS[flag][0]
-        assert_rejected("range", f"{flag}={value}", ["--task", "cot", flag, str(value)],
-                        Path(tmp), field)  # fmt: skip
+    args = ["--task", "cot", flag, str(value)]
+    assert_rejected("range", f"{flag}={value}", args, INT_FLAGS[flag][0])
 
 
 not_an_int = st.one_of(
@@ -118,8 +124,7 @@ not_an_int = st.one_of(
 @given(st.sampled_from(sorted(INT_FLAGS)), not_an_int)
 def test_wrong_type_flags_are_rejected_naming_the_flag(flag, text):
     assume("\x00" not in text and not text.startswith("-"))
-    with tempfile.TemporaryDirectory() as tmp:
-        assert_rejected("type-flag", f"{flag}={text!r}", [flag, text], Path(tmp), flag)
+    assert_rejected("type-flag", f"{flag}={text!r}", [flag, text], flag)
 
 
 wrong_type_value = st.one_of(
@@ -133,28 +138,20 @@ wrong_type_value = st.one_of(
 @given(st.sampled_from(FIELDS), wrong_type_value, st.sampled_from([".toml", ".yaml", ".json"]))
 def test_wrong_type_fields_in_spec_files_are_rejected_naming_the_field(field, value, suffix):
     assume(field != "test_length" or not isinstance(value, list))
-    with tempfile.TemporaryDirectory() as tmp:
-        body = {"task": "cot", **SMALL, field: value}
-        path = spec_file(Path(tmp), suffix, dump(suffix, body))
-        assert_rejected("type-file", f"{suffix}:{field}={value!r}", ["--spec", str(path)],
-                        Path(tmp), field)  # fmt: skip
+    text = dump(suffix, {"task": "cot", **SMALL, field: value})
+    assert_rejected("type-file", f"{suffix}:{field}={value!r}", [], field, spec=(suffix, text))
 
 
 @given(names, st.sampled_from([".toml", ".yaml", ".json"]), st.booleans())
 def test_unknown_keys_are_rejected_naming_the_key(key, suffix, in_config):
     assume(key not in TaskSpec.model_fields and key not in ("defaults", "configs", "name"))
-    with tempfile.TemporaryDirectory() as tmp:
-        config = {"task": "cot", **SMALL}
-        body = {"configs": {"cot": {**config, key: 1}}} if in_config else {**config, key: 1}
-        if suffix == ".toml" and in_config:
-            text = "[configs.cot]\n" + "".join(
-                f"{k} = {json.dumps(v)}\n" for k, v in body["configs"]["cot"].items()
-            )
-        else:
-            text = dump(suffix, body)
-        path = spec_file(Path(tmp), suffix, text)
-        assert_rejected("unknown-key", f"{suffix}:{in_config}:{key}", ["--spec", str(path)],
-                        Path(tmp), key)  # fmt: skip
+    config = {"task": "cot", **SMALL, key: 1}
+    if suffix == ".toml" and in_config:
+        text = "[configs.cot]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items())
+    else:
+        text = dump(suffix, {"configs": {"cot": config}} if in_config else config)
+    key_case = f"{suffix}:{in_config}:{key}"
+    assert_rejected("unknown-key", key_case, [], key, spec=(suffix, text))
 
 
 @given(st.integers(1, 40), st.integers(0, 40), st.data())
@@ -163,16 +160,14 @@ def test_train_length_not_beyond_the_window_is_rejected(near, far, data):
     length = data.draw(st.integers(2, near + far), label="train_length")
     args = ["-m", "97", "-k", str(near), "-j", str(far), "--train-length", str(length),
             "--test-length", str(near + far + 1)]  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        assert_rejected("window", " ".join(args), args, Path(tmp), "train_length")
+    assert_rejected("window", " ".join(args), args, "train_length")
 
 
 @given(st.integers(6, 5000), st.data())
 def test_test_length_below_train_length_is_rejected(train_length, data):
     test_length = data.draw(st.integers(2, train_length - 1), label="test_length")
     args = ["--train-length", str(train_length), "--test-length", str(test_length)]
-    with tempfile.TemporaryDirectory() as tmp:
-        assert_rejected("short-test", " ".join(args), args, Path(tmp), "test_length")
+    assert_rejected("short-test", " ".join(args), args, "test_length")
 
 
 @given(st.integers(2, 12), st.integers(1, 3), st.integers(0, 2), st.data())
@@ -183,8 +178,7 @@ def test_more_rows_than_seed_windows_is_rejected(m, near, far, data):
     args = ["--task", "recursive", "-m", str(m), "-k", str(near), "-j", str(far),
             "--train-length", str(near + far + 2), "--test-length", str(near + far + 2),
             "--train-size", str(rows)]  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        assert_rejected("seed-space", " ".join(args), args, Path(tmp), "train_size")
+    assert_rejected("seed-space", " ".join(args), args, "train_size")
 
 
 VALID = {
@@ -201,15 +195,8 @@ def test_malformed_spec_files_are_rejected_naming_the_file(suffix, data):
     cut = data.draw(st.integers(0, len(text)), label="cut")
     junk = data.draw(st.text(JUNK, min_size=1, max_size=4), label="junk")
     broken = text[:cut] + junk + text[cut:]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = spec_file(Path(tmp), suffix, broken)
-        try:
-            parsed = read_spec_file(path)
-        except ValueError:
-            parsed = None
-        assume(parsed is None)  # still-valid mutations are not bad input
-        assert_rejected("malformed", f"{suffix}:{broken!r}", ["--spec", str(path)], Path(tmp),
-                        str(path))  # fmt: skip
+    assume(parses_as(suffix, broken) is None)  # still-valid mutations are not bad input
+    assert_rejected("malformed", f"{suffix}:{broken!r}", [], SPEC, spec=(suffix, broken))
 
 
 @given(st.sampled_from([".json", ".yaml"]), st.one_of(
@@ -217,30 +204,29 @@ def test_malformed_spec_files_are_rejected_naming_the_file(suffix, data):
 ))  # fmt: skip
 def test_spec_files_that_are_not_mappings_are_rejected(suffix, value):
     text = json.dumps(value)
+    assume(not isinstance(parses_as(suffix, text), dict))
+    assert_rejected("not-mapping", f"{suffix}:{text}", [], SPEC, spec=(suffix, text))
+
+
+def parses_as(suffix: str, text: str):
+    """What ``read_spec_file`` makes of ``text`` in a ``spec{suffix}`` file; None if refused."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = spec_file(Path(tmp), suffix, text)
-        assume(not isinstance(read_spec_file_or_none(path), dict))
-        assert_rejected("not-mapping", f"{suffix}:{text}", ["--spec", str(path)], Path(tmp),
-                        str(path))  # fmt: skip
-
-
-def read_spec_file_or_none(path: Path):
-    try:
-        return read_spec_file(path)
-    except ValueError:
-        return None
+        path = Path(tmp) / f"spec{suffix}"
+        path.write_text(text)
+        try:
+            return read_spec_file(path)
+        except ValueError:
+            return None
 
 
 @given(names.filter(lambda n: n not in ("recursive", "cot", "semirecursive")), st.booleans())
 def test_unknown_task_and_op_names_are_rejected(name, as_op):
-    with tempfile.TemporaryDirectory() as tmp:
-        if as_op:
-            assume(name != "mod_addition")
-            args, field = ["--task", "cot", "--op", name], "op"
-        else:
-            path = spec_file(Path(tmp), ".toml", f'task = "{name}"\n')
-            args, field = ["--spec", str(path)], "task"
-        assert_rejected("unknown-name", f"{field}:{name}", args, Path(tmp), field)
+    if as_op:
+        assume(name != "mod_addition")
+        assert_rejected("unknown-name", f"op:{name}", ["--task", "cot", "--op", name], "op")
+    else:
+        spec = (".toml", f'task = "{name}"\n')
+        assert_rejected("unknown-name", f"task:{name}", [], "task", spec=spec)
 
 
 @given(names, st.sampled_from([".toml", ".yaml", ".json", ".txt", ""]), st.booleans())
@@ -251,8 +237,8 @@ def test_missing_or_unusable_spec_files_are_rejected_naming_the_path(name, suffi
             path.mkdir()
         elif suffix in (".txt", ""):
             path.write_text("task = 'cot'\n")  # exists, but of no known format
-        assert_rejected("missing-file", f"{folder}:{name}{suffix}", ["--spec", str(path)],
-                        Path(tmp), str(path))  # fmt: skip
+        case = f"{folder}:{name}{suffix}"
+        assert_rejected("missing-file", case, ["--spec", str(path)], str(path), tmp=Path(tmp))
 
 
 valid_specs = st.builds(
@@ -282,7 +268,8 @@ def test_valid_random_specs_generate_data_that_validates(fields):
     except ValueError:
         assume(False)
     with tempfile.TemporaryDirectory() as tmp:
-        path = spec_file(Path(tmp), ".json", json.dumps(fields))
+        path = Path(tmp) / "spec.json"
+        path.write_text(json.dumps(fields))
         code, lines, out = generate(Path(tmp), ["--spec", str(path)])
         with recorded("valid_spec", spec.spec_id):
             assert code == 0, lines

@@ -1,4 +1,5 @@
-"""The command line: generation, help, and bad input that exits 2 and creates nothing."""
+"""The command line: generation, publishing, help, and bad input that exits 2 and creates
+nothing (a spec's field rules are checked here, through the CLI, with the exact line)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,24 @@ import sys
 
 import pytest
 
+import posgen.cli.runner
 from posgen import __version__
 from tests.cli_support import assert_clean_error
 
 SMALL = ["--train-size", "50", "--val-size", "10", "--test-size", "10", "-q"]
 
 
-def test_generate_writes_a_dataset_and_reports_speed(cli, tmp_path):
+def test_generate_writes_a_dataset_reports_speed_and_replaces_it_only_with_overwrite(cli, tmp_path):
     out = tmp_path / "ds"
-    result = cli("generate", "--out", str(out), "--task", "cot", "--train-size", "50",
-                 "--val-size", "10", "--test-size", "10")  # fmt: skip
+    args = ["generate", "--out", out, "--task", "cot", "--train-size", "50", "--val-size", "10",
+            "--test-size", "10"]  # fmt: skip
+    result = cli(*args)
     assert result.exit_code == 0, result.output
     assert "M tokens/s" in result.output
-    manifest = json.loads((out / "posgen.json").read_text())
-    assert list(manifest["configs"]) == ["cot"]
+    assert list(json.loads((out / "posgen.json").read_text())["configs"]) == ["cot"]
+    assert_clean_error(cli(*args, "-q"), 2, "pass --overwrite")
+    again = cli(*args, "--overwrite", "-q")
+    assert again.exit_code == 0, again.output
 
 
 def test_flags_override_the_spec_file(cli, tmp_path):
@@ -46,6 +51,10 @@ BAD_INPUT = [  # flags of one config, fragments of the one error line
     (["--seeding", "random"], "Invalid value for '--seeding'", "-h')"),
     (["--task", "copy"], "Invalid value for '--task'", "-h')"),
     (["-m", "abc"], "'abc' is not a valid integer", "-h')"),
+    (["--shard", "0/2"], "No such option '--shard'"),  # the removed alias of --part
+    (["--test-length", "256", "--test-length", "256"], "test_length values must be distinct"),
+    (["-m", "3", "--seeding", "paper"], "modulus: paper seeding needs modulus >= far + near (4)"),
+    (["-m", "70000"], "configs.recursive.modulus: Input should be less than or equal to 65536"),
 ]
 
 
@@ -88,15 +97,6 @@ def test_each_problem_is_one_error_line_under_its_field(cli, tmp_path, args, exp
     assert result.stderr.splitlines() == [f"error: {line}" for line in expected]
 
 
-def test_existing_output_needs_overwrite(cli, tmp_path):
-    out = tmp_path / "ds"
-    assert cli("generate", "--out", str(out), "--task", "cot", *SMALL).exit_code == 0
-    result = cli("generate", "--out", str(out), "--task", "cot", *SMALL)
-    assert_clean_error(result, 2, "pass --overwrite")
-    again = cli("generate", "--out", str(out), "--task", "cot", "--overwrite", *SMALL)
-    assert again.exit_code == 0, again.output
-
-
 def test_version_help_and_python_dash_m(cli):
     assert __version__ in cli("--version").output
     assert "Examples:" in cli("generate", "-h").output
@@ -112,3 +112,49 @@ def test_spec_command_prints_ids_without_generating(cli):
     body = json.loads(result.output)
     assert list(body["configs"]) == ["recursive", "cot", "semirecursive"]
     assert body["configs"]["cot"]["seed_space"] == str(17**4)
+
+
+def test_publish_refuses_a_spec_larger_than_the_free_disk_unless_forced(
+    cli, tmp_path, tiny_spec_file, monkeypatch
+):
+    monkeypatch.setattr(posgen.cli.runner, "free_bytes", lambda path: 1000)
+    out = tmp_path / "hub"
+    refused = cli("publish", tiny_spec_file, "--out", out, "-q")
+    assert_clean_error(refused, 2, "only 1000 B are free", "--force")
+    assert not out.exists()
+    forced = cli("publish", tiny_spec_file, "--out", out, "-q", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert (out / "posgen.json").is_file()
+
+
+def test_publish_into_an_unwritable_place_fails_like_generate(cli, tmp_path, tiny_spec_file):
+    (tmp_path / "blocker").write_text("")
+    out = tmp_path / "blocker" / "hub"
+    published = cli("publish", tiny_spec_file, "--out", out, "-q")
+    generated = cli("generate", "--out", out, "--task", "cot", "-q")
+    line = assert_clean_error(published, 2, f"{tmp_path / 'blocker'} is a file")
+    assert assert_clean_error(generated, 2) == line
+
+
+@pytest.mark.parametrize("command", ["generate", "publish"])
+def test_the_next_run_removes_what_a_killed_run_left_with_a_note(
+    cli, tmp_path, tiny_spec_file, command
+):
+    out = tmp_path / "hub"
+    stale = tmp_path / ".hub.posgen-tmp-999999999-deadbeef"  # a build of a dead process
+    (stale / "data").mkdir(parents=True)
+    spec = tiny_spec_file
+    args = ["publish", spec] if command == "publish" else ["generate", "--spec", spec]
+    done = cli(*args, "--out", out, "-q")
+    assert done.exit_code == 0, done.output
+    assert f"note: removed leftover {stale}" in done.stderr
+    assert not stale.exists()
+    assert (out / "posgen.json").is_file()
+
+
+def test_a_sweep_into_an_unwritable_place_is_refused_before_the_grid_is_read(cli, tmp_path):
+    (tmp_path / "blocker").write_text("")
+    out = tmp_path / "blocker" / "sweep"
+    result = cli("sweep", tmp_path / "no-grid.toml", "--out", out)
+    assert_clean_error(result, 2, f"--out: cannot create {out}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]

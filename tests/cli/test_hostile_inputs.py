@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 import posgen
 from posgen import write_dataset
+from posgen.store.formats import to_dataset_dict
 from posgen.spec import TaskSpec, default_benchmark
 from posgen.store.formats import to_dataset_dict
 from posgen.validate import SourceError, validate
@@ -36,23 +37,17 @@ from tests.hardening_counts import record, recorded
 from tests.kill_points import GUARD
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = {"train_size": 50, "val_size": 10, "test_size": 10}
+SMALL = {"train_size": 50, "val_size": 10, "test_size": 10}  # tiny_cot (tests/conftest.py)
 SMALL_FLAGS = ["--task", "cot", "--train-size", "50", "--val-size", "10", "--test-size", "10"]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("hostile") / "ds"
-    write_dataset(default_benchmark(("cot",), **SMALL), out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def oracle(data, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("preds") / "oracle.jsonl"
-    made = cli("baseline", "--kind", "oracle", "--data", data, "--out", path, "-q")
-    assert made.exit_code == 0, made.output
-    return path
+def peak_memory(*args: object):
+    """``posgen *args`` in-process: its click ``Result`` and the peak bytes Python allocated."""
+    tracemalloc.start()
+    try:
+        return cli(*args), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 # --- prediction files that lie, overflow or are not UTF-8 text (score) ------------------
@@ -125,16 +120,11 @@ BAD_PREDICTIONS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_PREDICTIONS))
-def test_bad_prediction_files_are_one_error_line(data, tmp_path, case):
+def test_bad_prediction_files_are_one_error_line(tiny_cot, tmp_path, case):
     name, write, fragment = BAD_PREDICTIONS[case]
     path = tmp_path / name
     write(path)
-    tracemalloc.start()
-    try:
-        result = cli("score", "--data", data, "--predictions", path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    result, peak = peak_memory("score", "--data", tiny_cot, "--predictions", path)
     with recorded("bomb" if "claims" in case or "deep" in case else "hostile",
                   f"predictions:{case}"):  # fmt: skip
         assert_clean_error(result, 2, fragment, str(path))
@@ -246,12 +236,7 @@ def test_spec_file_bombs_are_refused_with_bounded_work(tmp_path, case):
     suffix, text, fragment = SPEC_BOMBS[case]
     path = tmp_path / f"spec{suffix}"
     path.write_bytes(text.encode("utf-8", "surrogateescape"))
-    tracemalloc.start()
-    try:
-        result = cli("generate", "--out", tmp_path / "ds", "--spec", path, "-q")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    result, peak = peak_memory("generate", "--out", tmp_path / "ds", "--spec", path, "-q")
     with recorded("bomb", f"spec:{case}"):
         assert_clean_error(result, 2, fragment, str(path))
         assert not (tmp_path / "ds").exists()
@@ -293,8 +278,8 @@ NAME_CASES = [
 
 
 @pytest.mark.parametrize("cmd, name", NAME_CASES, ids=[f"{c}:{n[:3]}" for c, n in NAME_CASES])
-def test_output_names_too_long_or_not_utf8_are_refused_up_front(data, oracle, tmp_path, cmd,
-                                                                 name):  # fmt: skip
+def test_output_names_too_long_or_not_utf8_are_refused_up_front(tiny_cot, tiny_oracle, tmp_path,
+                                                                 cmd, name):  # fmt: skip
     out = tmp_path / (
         name
         + {
@@ -308,9 +293,9 @@ def test_output_names_too_long_or_not_utf8_are_refused_up_front(data, oracle, tm
     args = {
         "generate": ["generate", *SMALL_FLAGS],
         "publish": ["publish", ROOT / "task_specs" / "paper.toml"],
-        "baseline": ["baseline", "--kind", "oracle", "--data", data],
-        "score": ["score", "--data", data, "--predictions", oracle],
-        "validate": ["validate", data],
+        "baseline": ["baseline", "--kind", "oracle", "--data", tiny_cot],
+        "score": ["score", "--data", tiny_cot, "--predictions", tiny_oracle],
+        "validate": ["validate", tiny_cot],
     }[command]
     result = cli(*args, flag, out)
     with recorded("hostile", f"name:{cmd}:{name[:3]}{len(name)}"):
@@ -319,9 +304,11 @@ def test_output_names_too_long_or_not_utf8_are_refused_up_front(data, oracle, tm
 
 
 @pytest.mark.parametrize("suffix", [".xyz", "", ".parquet", ".png.tmp"])
-def test_a_plot_file_of_no_image_format_is_refused_before_scoring(data, oracle, tmp_path, suffix):
+def test_a_plot_file_of_no_image_format_is_refused_before_scoring(
+    tiny_cot, tiny_oracle, tmp_path, suffix
+):
     out = tmp_path / f"curve{suffix}"
-    result = cli("score", "--data", data, "--predictions", oracle, "--plot", out)
+    result = cli("score", "--data", tiny_cot, "--predictions", tiny_oracle, "--plot", out)
     with recorded("hostile", f"plot suffix:{suffix}"):
         assert_clean_error(result, 2, "--plot")
         assert not out.exists()
@@ -341,14 +328,14 @@ def test_to_dataset_dict_refuses_anything_but_a_task_spec(given):
 
 @pytest.mark.parametrize("split", ["test_999", "", "train/../test", "TEST"])
 @pytest.mark.parametrize("kind", ["Dataset", "DatasetDict", "parquet file", "folder"])
-def test_validate_refuses_a_split_the_data_does_not_have(data, tmp_path, kind, split):
+def test_validate_refuses_a_split_the_data_does_not_have(tiny_cot, tmp_path, kind, split):
     spec = TaskSpec(task="cot", **SMALL)
     dd = to_dataset_dict(spec)
     source = {
         "Dataset": dd["test"],
         "DatasetDict": dd,
-        "parquet file": next((data / "data" / "cot").glob("test-*.parquet")),
-        "folder": data,
+        "parquet file": next((tiny_cot / "data" / "cot").glob("test-*.parquet")),
+        "folder": tiny_cot,
     }[kind]
     with pytest.raises(SourceError, match="split") as caught:
         validate(source, spec, split=split)
@@ -433,7 +420,7 @@ for label, argv, *_ in json.load(open(sys.argv[1])):
 nothing from tests/ and imports a copy of posgen, so the clone may sit in a private folder."""
 
 
-def test_permission_errors_are_one_error_line_naming_the_path(data, oracle):
+def test_permission_errors_are_one_error_line_naming_the_path(tiny_cot, tiny_oracle):
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
         pytest.skip("running as root without setpriv: permissions cannot be tested")
     base = Path(tempfile.mkdtemp(prefix="posgen-perm-"))
@@ -442,7 +429,7 @@ def test_permission_errors_are_one_error_line_naming_the_path(data, oracle):
         shutil.copytree(Path(posgen.__file__).parent, lib / "posgen",
                         ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
         shutil.copy(ROOT / "task_specs" / "paper.toml", base / "paper.toml")
-        _prepare_permissions(base, data, oracle)
+        _prepare_permissions(base, tiny_cot, tiny_oracle)
         cases = _permission_cases(base)
         (base / "cases.json").write_text(json.dumps(cases))
         (base / "cases.json").chmod(0o644)
@@ -494,14 +481,14 @@ SURPRISES = [KeyError("config"), TypeError("unsupported operand"), RecursionErro
 @pytest.mark.parametrize("error", SURPRISES, ids=lambda e: type(e).__name__)
 @pytest.mark.parametrize("debug", ["", "flag", "env"])
 def test_unexpected_errors_become_one_error_line_with_the_traceback_on_request(
-    data, oracle, monkeypatch, error, debug
+    tiny_cot, tiny_oracle, monkeypatch, error, debug
 ):
     def explode(*args, **kwargs):
         raise error
 
     monkeypatch.setattr("posgen.cli.score.score_reference", explode)
     monkeypatch.delenv("POSGEN_DEBUG", raising=False)
-    args = ["score", "--data", data, "--predictions", oracle]
+    args = ["score", "--data", tiny_cot, "--predictions", tiny_oracle]
     env = {"POSGEN_DEBUG": "1"} if debug == "env" else None
     result = cli(*(["--debug"] if debug == "flag" else []), *args, env=env)
     lines = error_lines(result.stderr)
@@ -543,18 +530,27 @@ OUTPUTS = {
 
 @pytest.mark.parametrize("case", sorted(OUTPUTS))
 @pytest.mark.parametrize("limit", [0, 100])
-def test_a_failed_write_leaves_the_previous_output_whole(data, oracle, tmp_path, monkeypatch,
-                                                         case, limit):  # fmt: skip
+def test_a_failed_write_leaves_the_previous_output_whole(tiny_cot, tiny_oracle, tmp_path,
+                                                         monkeypatch, case, limit):  # fmt: skip
     from posgen.store.safety import HashingFile
 
     command, name = OUTPUTS[case]
     out = tmp_path / name
     out.write_bytes(b"the user's previous file\n")
     args = {
-        "baseline": ["baseline", "--kind", "oracle", "--data", data, "--out", out, "--overwrite"],
-        "score --json": ["score", "--data", data, "--predictions", oracle, "--json", out],
-        "score --plot": ["score", "--data", data, "--predictions", oracle, "--plot", out],
-        "validate --json": ["validate", data, "--json", out],
+        "baseline": [
+            "baseline",
+            "--kind",
+            "oracle",
+            "--data",
+            tiny_cot,
+            "--out",
+            out,
+            "--overwrite",
+        ],
+        "score --json": ["score", "--data", tiny_cot, "--predictions", tiny_oracle, "--json", out],
+        "score --plot": ["score", "--data", tiny_cot, "--predictions", tiny_oracle, "--plot", out],
+        "validate --json": ["validate", tiny_cot, "--json", out],
     }[command]
     monkeypatch.setattr(HashingFile, "write", _fail_after(limit))
     result = cli(*args)
@@ -584,12 +580,9 @@ PARTS = {
 
 @pytest.mark.parametrize("part", sorted(PARTS), ids=ascii)
 def test_parts_are_bounded_and_ascii(tmp_path, part):
-    tracemalloc.start()
-    try:
-        result = cli("generate", "--out", tmp_path / "ds", *SMALL_FLAGS, "--part", part, "-q")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    result, peak = peak_memory(
+        "generate", "--out", tmp_path / "ds", *SMALL_FLAGS, "--part", part, "-q"
+    )
     with recorded(PARTS[part], f"part:{part[:30]!a}"):
         assert_clean_error(result, 2, "--part")
         assert not (tmp_path / "ds").exists()
@@ -614,7 +607,7 @@ def test_a_part_record_claiming_a_huge_count_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("length", [233, 240, 255])
-def test_output_names_up_to_the_file_system_limit_work(data, tmp_path, length):
+def test_output_names_up_to_the_file_system_limit_work(tiny_cot, tmp_path, length):
     out = tmp_path / ("d" * length)
     made = cli("generate", "--out", out, *SMALL_FLAGS, "-q")
     preds = tmp_path / ("p" * (length - 6) + ".jsonl")
@@ -629,7 +622,9 @@ def test_output_names_up_to_the_file_system_limit_work(data, tmp_path, length):
 
 @pytest.mark.parametrize("kind", ["link to a file", "dangling link", "link in another folder",
                                   "fifo"])  # fmt: skip
-def test_outputs_through_links_and_pipes_replace_what_they_name(data, oracle, tmp_path, kind):
+def test_outputs_through_links_and_pipes_replace_what_they_name(
+    tiny_cot, tiny_oracle, tmp_path, kind
+):
     import threading
 
     real, out = tmp_path / "real.json", tmp_path / "out.json"
@@ -645,7 +640,7 @@ def test_outputs_through_links_and_pipes_replace_what_they_name(data, oracle, tm
         if kind != "dangling link":
             real.write_text("old\n")
         out.symlink_to(real)
-    result = cli("score", "--data", data, "--predictions", oracle, "--json", out)
+    result = cli("score", "--data", tiny_cot, "--predictions", tiny_oracle, "--json", out)
     with recorded("hostile", f"output through {kind}"):
         assert result.exit_code == 0, result.output
         if kind == "fifo":
@@ -663,14 +658,22 @@ HUGE_FLAGS = ["validate --config", "validate --split", "score --config", "score 
 
 
 @pytest.mark.parametrize("flag", HUGE_FLAGS)
-def test_huge_flag_values_are_never_echoed_whole(data, oracle, tmp_path, flag):
+def test_huge_flag_values_are_never_echoed_whole(tiny_cot, tiny_oracle, tmp_path, flag):
     command, option = flag.split()
     value = "x" * 20_000
     args = {
-        "validate": ["validate", data],
-        "score": ["score", "--data", data, "--predictions", oracle],
+        "validate": ["validate", tiny_cot],
+        "score": ["score", "--data", tiny_cot, "--predictions", tiny_oracle],
         "generate": ["generate", "--out", tmp_path / "ds", *SMALL_FLAGS],
-        "baseline": ["baseline", "--kind", "majority", "--data", data, "--out", tmp_path / "b.npy"],
+        "baseline": [
+            "baseline",
+            "--kind",
+            "majority",
+            "--data",
+            tiny_cot,
+            "--out",
+            tmp_path / "b.npy",
+        ],
     }[command]
     result = cli(*args, option, value)
     with recorded("bomb", f"huge value:{flag}"):

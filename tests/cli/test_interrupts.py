@@ -1,4 +1,4 @@
-"""Killed runs never lose data: real ``posgen generate`` subprocesses stopped by signals.
+"""Killed runs never lose data: real ``posgen`` subprocesses stopped by signals.
 
 Each case starts a run held at a kill point (started, the build folder, the first shard
 file, half the bytes, the manifest: see ``tests/kill_points.py``, which stops the real run
@@ -6,6 +6,12 @@ there until the signal comes, so no case depends on the machine's speed), sends 
 SIGTERM or SIGINT, and checks that the target is absent or complete, an old dataset is
 intact, SIGTERM/SIGINT left nothing behind, and the next run cleans up whatever SIGKILL left
 and writes the same bytes.
+
+The one-line message and exit status of a stopped command (``generate``, ``publish``,
+``train``) come from a subprocess that sends itself SIGTERM at a named moment
+(``POSGEN_SIGNAL_AT=POINT:SIGNAL``, :func:`posgen.signals.point`): ``progress``, a shard is
+being written; ``validate``, ``publish`` validates the build folder before it is renamed;
+``load``, before ``train``'s first checkpoint; ``step``/``write``, after it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+import posgen.signals
 import posgen.store.layout
 import posgen.store.safety
 from posgen.signals import Interrupted
@@ -57,21 +64,22 @@ def builds(out: Path) -> list[Path]:
     return [p for p in leftovers(out) if posgen.store.layout.TMP_TAG in p.name]
 
 
-def kill_at(out: Path, point: str, signum: int, total: int, overwrite: bool,
-            stderr: int = subprocess.STDOUT) -> subprocess.CompletedProcess:  # fmt: skip
+def kill_at(
+    out: Path, point: str, signum: int, total: int, overwrite: bool
+) -> subprocess.CompletedProcess:
     """Run ``posgen generate`` in a subprocess held at ``point`` and signal it there; the
-    finished run (stderr apart from stdout with ``stderr=subprocess.PIPE``)."""
+    finished run, stderr merged into stdout."""
     args = ["generate", "--out", str(out), "-q", *SPEC, *(["--overwrite"] if overwrite else [])]
     command = [sys.executable, "-m", "tests.kill_points", point, str(out), str(total), *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr,
-                            text=True)  # fmt: skip
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, **pipes)
     said = proc.stdout.readline().strip()  # the run holds here until signalled
     if said == point:
         proc.send_signal(signum)
-    output, errors = proc.communicate(timeout=GUARD)
+    output, _ = proc.communicate(timeout=GUARD)
     assert said == point, f"the run never reached {point!r}: {said} {output}"
-    return subprocess.CompletedProcess(command, proc.returncode, output, errors)
+    return subprocess.CompletedProcess(command, proc.returncode, output)
 
 
 POINTS = ["start", "build folder", "first shard", "half the bytes", "manifest"]
@@ -108,17 +116,6 @@ def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identi
         assert snapshot(out) == expected
         assert not leftovers(out)
         assert check_dataset(out) == []
-
-
-def test_the_next_run_reports_the_leftovers_it_cleans_up(tmp_path, reference):
-    out = tmp_path / "ds"
-    stale = tmp_path / f".ds{posgen.store.layout.TMP_TAG}999999999-deadbeef"
-    (stale / "data").mkdir(parents=True)
-    result = generate(out, SPEC)
-    assert result.exit_code == 0
-    assert f"note: removed leftover {stale}" in result.output
-    assert not stale.exists()
-    assert snapshot(out) == reference["new"]
 
 
 def test_a_parked_dataset_is_restored_when_a_run_died_between_its_renames(tmp_path):
@@ -184,13 +181,100 @@ def test_a_failure_between_the_renames_puts_the_old_dataset_back(tmp_path, monke
     assert leftovers(out) == []
 
 
-def test_sigterm_exits_143_with_one_line_saying_nothing_was_left(tmp_path, reference):
-    out = tmp_path / "ds"
-    total = sum(len(data) for data in reference["new"].values())
-    proc = kill_at(out, "first shard", signal.SIGTERM, total, False, stderr=subprocess.PIPE)
-    line = assert_clean_error(proc, 143)
-    assert (
-        line == f"error: interrupted by SIGTERM; no partial dataset was left; {out} was not created"
-    )
-    assert not out.exists()
+# --- the line a stopped command leaves (POSGEN_SIGNAL_AT) -------------------------------
+
+
+def posgen_stopped_at(point: str, *args: object, cwd: Path) -> subprocess.CompletedProcess:
+    """``posgen *args`` in a subprocess that sends itself SIGTERM at ``point``."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        posgen.signals.HOOK_ENV: f"{point}:SIGTERM",
+    }
+    command = [sys.executable, "-m", "posgen", *map(str, args)]
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+
+
+NOT_CREATED = "no partial dataset was left; {out} was not created"
+STOPPED = [  # (command, moment of the SIGTERM, whether --out holds a dataset already, left)
+    ("publish", "progress", False, NOT_CREATED),
+    ("publish", "validate", False, NOT_CREATED),
+    ("publish", "progress", True, "no partial dataset was left; the previous dataset at {out} "
+     "is unchanged"),
+    ("generate", "progress", False, NOT_CREATED),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "point", "existing", "left"), STOPPED)
+def test_sigterm_while_writing_a_dataset_exits_143_with_one_line_saying_what_was_left(
+    tmp_path, tiny_spec_file, command, point, existing, left
+):
+    out = tmp_path / "out"
+    spec = tiny_spec_file
+    args = ["publish", spec] if command == "publish" else ["generate", "--spec", spec]
+    args += ["--out", out, "-q"]
+    if existing:
+        assert invoke(*args).exit_code == 0
+        args.append("--overwrite")
+    before = snapshot(out) if existing else None
+    done = posgen_stopped_at(point, *args, cwd=tmp_path)
+    line = assert_clean_error(done, 143)
+    assert line == f"error: interrupted by SIGTERM; {left.format(out=out)}"
+    assert (snapshot(out) if out.exists() else None) == before
+    assert {p.name for p in tmp_path.iterdir()} == {"tiny.toml", *(["out"] if existing else [])}
     assert leftovers(out) == []
+
+
+TINY = ["--layers", "1", "--hidden", "16", "--heads", "2", "--intermediate", "32",
+        "--batch-size", "16", "--eval-batch-size", "8", "--epochs", "2",
+        "--max-steps", "4"]  # fmt: skip
+CHECKPOINTED = ["step", "write"]
+"""Moments of ``posgen train`` after its first checkpoint: mid-epoch (the signal makes it
+checkpoint at the step's end) and while the run folder is being written."""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    pytest.importorskip("torch")
+    from posgen import write_dataset
+    from posgen.spec import default_benchmark
+
+    root = tmp_path_factory.mktemp("runner") / "ds"
+    write_dataset(default_benchmark(("recursive",), train_size=48, val_size=8, test_size=8), root)
+    return root
+
+
+def train_args(data: Path, out: Path) -> list[object]:
+    return ["train", "--data", data, "--pe", "rope", "--seed", "0", "--out", out, *TINY]
+
+
+def test_sigterm_before_trains_first_checkpoint_exits_143_and_leaves_nothing(tmp_path, data):
+    out = tmp_path / "run"
+    done = posgen_stopped_at("load", *train_args(data, out), "-q", cwd=tmp_path)
+    line = assert_clean_error(done, 143)
+    assert line == (
+        f"error: interrupted by SIGTERM; no partial run folder was left; {out} was not created"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("point", CHECKPOINTED)
+def test_sigterm_during_train_leaves_only_its_checkpoint_which_a_rerun_resumes(
+    tmp_path, data, point
+):
+    from posgen.train.job import read_progress, resume_folder
+
+    out, resume = tmp_path / "run", resume_folder(tmp_path / "run")
+    done = posgen_stopped_at(point, *train_args(data, out), "-q", cwd=tmp_path)
+    line = assert_clean_error(done, 143)
+    assert line == (
+        f"error: interrupted by SIGTERM; checkpoint kept in {resume}: rerun the same command "
+        "to resume"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [resume.name]  # no run folder
+    assert (resume / "checkpoint.pt").is_file()
+    assert read_progress(resume) is not None
+    resumed = invoke(*train_args(data, out))
+    assert "resuming from its checkpoint" in resumed.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -23,9 +23,8 @@ from posgen.probe import probe_rows
 from posgen.spec import BenchmarkSpec, TaskSpec, default_benchmark
 from posgen.store.formats import open_writer, probe_schema, probe_table
 from posgen.store.manifest import DamagedDataset, read_manifest, sha256_file
-from posgen.tasks import _RULES
 from posgen.validate import validate
-from tests.oracle import grow_row, op_value, probe_row
+from tests.oracle import grow_row, probe_row
 
 OPS = ["mod_addition", "square_sum", "pow_sin", "pow_sin_2pi", "keyed_hash", "far_perm",
        "slot_perm", "select_perm"]  # fmt: skip
@@ -58,21 +57,8 @@ def _spec(params: dict) -> TaskSpec:
 
 
 def _expected(spec: TaskSpec, split: str, source: np.ndarray) -> list[dict]:
-    return [
-        probe_row(
-            spec.task,
-            row.tolist(),
-            i,
-            spec.modulus,
-            spec.near,
-            spec.far,
-            spec.seed,
-            split,
-            spec.op,
-            spec.op_key,
-        )
-        for i, row in enumerate(source)
-    ]
+    rule = (spec.modulus, spec.near, spec.far, spec.seed, split, spec.op, spec.op_key)
+    return [probe_row(spec.task, row.tolist(), i, *rule) for i, row in enumerate(source)]
 
 
 def _as_rows(block) -> list[dict]:
@@ -87,18 +73,9 @@ def test_probe_rows_equal_the_plain_loop_definition_on_any_spec(params):
     spec = _spec(params)
     for split in spec.probe_names:
         source = generate_rows(spec, "test" + split[len("probe") :], 0, spec.test_size)
-        window = spec.window
+        rule = (spec.modulus, spec.near, spec.far, spec.op, spec.op_key)
         for row in source:  # the source rows are the task's rows
-            assert row.tolist() == grow_row(
-                spec.task,
-                row[:window].tolist(),
-                row.size,
-                spec.modulus,
-                spec.near,
-                spec.far,
-                spec.op,
-                spec.op_key,
-            )
+            assert row.tolist() == grow_row(spec.task, row[: spec.window].tolist(), row.size, *rule)
         got = _as_rows(probe_rows(spec, split, 0, spec.test_size))
         assert got == _expected(spec, split, source)
 
@@ -142,39 +119,6 @@ def test_across_rows_every_id_and_ood_position_is_probed(task):
     block = probe_rows(spec, "probe", 0, spec.test_size)
     counts = np.bincount(block.probed, minlength=128)[spec.window :]
     assert counts.min() > 0
-
-
-@pytest.fixture
-def third(monkeypatch):
-    """A task registered later: far operands start a third of the way, s = (t - w) // 3."""
-    monkeypatch.setattr(posgen.tasks, "_RULES", dict(_RULES))
-    posgen.register_task("probethird", lambda t, w: (t - w) // 3)
-    return "probethird"
-
-
-def test_a_registered_task_gets_probe_rows_from_its_dependency_rule(third):
-    spec = TaskSpec(task=third, modulus=31, train_size=1, val_size=1, test_size=60)
-    block = probe_rows(spec, "probe", 0, spec.test_size)
-    assert block.probed.size > 0
-    w = spec.window
-    tokens = block.tokens.astype(int)
-    for i in range(spec.test_size):
-        replaced = set(block.replaced[block.replaced_offsets[i] : block.replaced_offsets[i + 1]])
-        probed = block.probed[block.probed_offsets[i] : block.probed_offsets[i + 1]].tolist()
-        far = block.far_rule[block.probed_offsets[i] : block.probed_offsets[i + 1]].tolist()
-        want = [
-            t
-            for t in range(w, 256)
-            if (t - w) // 3 in replaced
-            and t not in replaced
-            and not replaced & set(range(t - spec.near, t))
-        ]
-        assert probed == want
-        assert far == [
-            op_value("mod_addition", [tokens[i, (t - w) // 3], *tokens[i, t - 3 : t]], 31)
-            for t in probed
-        ]
-    assert np.bincount(block.probed, minlength=256)[w:].min() > 0
 
 
 SMALL = {"train_size": 40, "val_size": 6, "test_size": 12, "test_length": [96, 128]}

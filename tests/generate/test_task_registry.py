@@ -1,6 +1,6 @@
 """The task registry is open: a task registered through the public function is usable in a
-spec, the generator, the validator and ``--task``; the top-level package exports what the
-README uses."""
+spec, the generator, probe splits, the validator and ``--task``; the top-level package exports
+what the README uses. ``third_task`` (tests/conftest.py) registers s = (t - w) // 3."""
 
 from __future__ import annotations
 
@@ -9,25 +9,16 @@ import pytest
 
 import posgen
 from posgen import TASKS, TaskSpec, generate_split, register_task
-from posgen.tasks import _RULES
-from tests.cli_support import invoke
-from tests.oracle import far_positions
+from posgen.probe import probe_rows
+from tests.oracle import far_positions, op_value
 
 
-@pytest.fixture
-def third(monkeypatch):
-    """A task whose far operands start a third of the way: s = floor((t - w) / 3)."""
-    monkeypatch.setattr(posgen.tasks, "_RULES", dict(_RULES))
-    register_task("third", lambda t, w: (t - w) // 3)
-    return "third"
-
-
-def test_a_registered_task_is_usable_in_a_spec_the_generator_and_the_validator(third):
+def test_a_registered_task_is_usable_in_a_spec_the_generator_and_the_validator(third_task):
     from posgen.validate import validate
 
-    assert third in TASKS
-    assert TASKS[-1] == third
-    spec = TaskSpec(task=third, train_size=50, val_size=10, test_size=10)
+    assert third_task in TASKS
+    assert TASKS[-1] == third_task
+    spec = TaskSpec(task=third_task, train_size=50, val_size=10, test_size=10)
     test = generate_split(spec, "test")
     w = spec.window
     for t in (w, 40, 255):
@@ -37,13 +28,12 @@ def test_a_registered_task_is_usable_in_a_spec_the_generator_and_the_validator(t
     assert validate(posgen.to_dataset_dict(spec), spec).ok
 
 
-def test_a_registered_task_is_a_cli_choice(third, tmp_path):
+def test_a_registered_task_is_a_cli_choice(cli, third_task, tmp_path):
     out = tmp_path / "ds"
-    args = ["generate", "--out", out, "--task", third, "--train-size", "20", "--val-size", "4",
-            "--test-size", "4", "-q"]  # fmt: skip
-    result = invoke(*args)
+    sizes = ["--train-size", "20", "--val-size", "4", "--test-size", "4", "-q"]
+    result = cli("generate", "--out", out, "--task", third_task, *sizes)
     assert result.exit_code == 0, result.output
-    assert posgen.read_manifest(out).configs[third].spec.task == third
+    assert posgen.read_manifest(out).configs[third_task].spec.task == third_task
 
 
 def test_an_unregistered_task_is_refused_naming_the_registered_ones():
@@ -66,3 +56,28 @@ def test_the_package_exports_the_readme_entry_points(tmp_path):
     assert posgen.score(test, test, bench.configs["cot"]).summary()["ood_accuracy"] == 1.0
     assert far_positions("cot", 9, 3, 1) == [0]
     assert set(posgen.__all__) >= {"write_dataset", "load", "read_manifest", "score"}
+
+
+def test_a_registered_task_gets_probe_rows_from_its_dependency_rule(third_task):
+    spec = TaskSpec(task=third_task, modulus=31, train_size=1, val_size=1, test_size=60)
+    block = probe_rows(spec, "probe", 0, spec.test_size)
+    assert block.probed.size > 0
+    w = spec.window
+    tokens = block.tokens.astype(int)
+    for i in range(spec.test_size):
+        replaced = set(block.replaced[block.replaced_offsets[i] : block.replaced_offsets[i + 1]])
+        probed = block.probed[block.probed_offsets[i] : block.probed_offsets[i + 1]].tolist()
+        far = block.far_rule[block.probed_offsets[i] : block.probed_offsets[i + 1]].tolist()
+        want = [
+            t
+            for t in range(w, 256)
+            if (t - w) // 3 in replaced
+            and t not in replaced
+            and not replaced & set(range(t - spec.near, t))
+        ]
+        assert probed == want
+        assert far == [
+            op_value("mod_addition", [tokens[i, (t - w) // 3], *tokens[i, t - 3 : t]], 31)
+            for t in probed
+        ]
+    assert np.bincount(block.probed, minlength=256)[w:].min() > 0

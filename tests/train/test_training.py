@@ -34,7 +34,7 @@ TINY = {"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "batch_size":
 TINY_FLAGS = ["--layers", "1", "--hidden", "32", "--heads", "2", "--intermediate", "64"]
 
 
-# --- the authors' formulas, written out independently of posgen.train.rope ---------------
+# --- the authors' formulas, written out independently of posgen.encodings ---------------
 
 
 def authors_rope(dim: int, base: float = 10_000.0) -> np.ndarray:
