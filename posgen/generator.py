@@ -8,11 +8,9 @@ m = 17, k = 3, j = 1, seed window 0 1 2 3): x_4 = 0 + 1 + 2 + 3 = 6, x_5 = 2 x_4
 Other ops share the blocking and differ in their per-position step (a ``sum`` op looks
 x_t = f(S) up in its table; ``keyed_hash`` looks each tuple's base-m code up in a table).
 
-Each finished slab of positions ``(length, rows)`` is turned row-major while still in cache,
-as 8x8 byte tiles in uint64 words (4x4 for uint16 tokens): three rounds of masked shift/xor
-swaps. numpy alone so reaches 1.0-1.4 G tokens/s a core, above what Parquet encoding allows,
-so there is no compiled accelerator (BENCHMARKS.md). The output equals the plain-loop oracle
-``tests/oracle.py`` bit for bit.
+Each finished slab of positions is turned row-major while still in cache, as 8x8 byte tiles
+in uint64 words (4x4 for uint16): masked shift/xor swaps. numpy alone so outruns Parquet
+encoding (BENCHMARKS.md). The output equals the plain-loop oracle ``tests/oracle.py``.
 
 >>> import numpy as np
 >>> from posgen.spec import TaskSpec
@@ -28,16 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from posgen.ops import (
-    far_perm,
-    get_op,
-    hash_table,
-    keyed_hash,
-    perm_table,
-    select_perm,
-    slot_perm,
-    sum_table,
-)
+from posgen.ops import get_op, hash_table, perm_table, sum_table
 from posgen.seeding import seed_windows
 from posgen.spec import TaskSpec
 from posgen.tasks import far_start
@@ -50,9 +39,8 @@ WINDOW_BYTES = 64 * 2**20  # most bytes of int64 seed windows held at once
 def block_rows_for(
     spec: TaskSpec, length: int, block_rows: int = DEFAULT_BLOCK_ROWS, per_group: int = 1
 ) -> int:
-    """Rows of ``length`` tokens generated at once (the one place this is decided): within
-    ``block_rows``, :data:`BLOCK_BYTES` and :data:`WINDOW_BYTES`, in whole groups of
-    ``per_group`` rows (a format's row group or record batch), at least one.
+    """Rows of ``length`` tokens generated at once, within ``block_rows`` and the byte caps,
+    in whole groups of ``per_group`` rows (a format's row group or record batch).
 
     >>> block_rows_for(TaskSpec(task="cot"), 4096)
     16384
@@ -70,15 +58,6 @@ def grow(
 ) -> np.ndarray:
     """Rows ``(rows, length)`` of :func:`storage_dtype` (``out`` when given) grown from
     ``windows`` (``(rows, w)``, its first columns)."""
-    _check_windows(spec, windows, length)
-    if out is None:
-        out = np.empty((windows.shape[0], length), dtype=storage_dtype(spec.modulus))
-    elif out.shape != (windows.shape[0], length) or out.dtype != storage_dtype(spec.modulus):
-        raise ValueError(f"out must be {(windows.shape[0], length)} of storage dtype")
-    return grow_into(spec, windows, out)
-
-
-def _check_windows(spec: TaskSpec, windows: np.ndarray, length: int) -> None:
     rows, window = windows.shape
     if window != spec.window:
         raise ValueError(f"windows have {window} columns, the spec's window is {spec.window}")
@@ -86,6 +65,12 @@ def _check_windows(spec: TaskSpec, windows: np.ndarray, length: int) -> None:
         raise ValueError(f"length {length} is shorter than the seed window {window}")
     if rows and (windows.min() < 0 or windows.max() >= spec.modulus):
         raise ValueError(f"seed window values must lie in [0, {spec.modulus})")
+    dtype = storage_dtype(spec.modulus)
+    if out is None:
+        out = np.empty((rows, length), dtype=dtype)
+    elif out.shape != (rows, length) or out.dtype != dtype:
+        raise ValueError(f"out must be {(rows, length)} of storage dtype")
+    return grow_into(spec, windows, out)
 
 
 def generate_rows(
@@ -97,15 +82,13 @@ def generate_rows(
     step = block_rows_for(spec, length, block_rows)
     for first in range(start, stop, step):
         last = min(stop, first + step)
-        windows = seed_windows(spec, split, first, last)
-        grow(spec, windows, length, out=out[first - start : last - start])
+        grow_into(spec, seed_windows(spec, split, first, last), out[first - start : last - start])
     return out
 
 
 def generate_split(spec: TaskSpec, split: str, block_rows: int = DEFAULT_BLOCK_ROWS) -> np.ndarray:
     """Every row of ``split``: ``(split_size, split_length)``.
 
-    >>> from posgen.spec import TaskSpec
     >>> spec = TaskSpec(task="semirecursive", seeding="paper", train_size=3, train_length=8)
     >>> generate_split(spec, "train").tolist()[0]
     [0, 1, 2, 3, 6, 11, 4, 5]
@@ -198,9 +181,8 @@ def transpose_tiles(words: np.ndarray, tile: int, itemsize: int, out: np.ndarray
 
 
 def grow_into(spec: TaskSpec, windows: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Grow ``windows`` (``(rows, w)``, values in [0, m)) into ``out`` (C-contiguous
-    ``(rows, length)`` of :func:`storage_dtype`), returned filled; each op kind has its
-    per-position step (:data:`_FILLERS`)."""
+    """Grow ``windows`` (``(rows, w)``, values in [0, m)) into ``out`` (``(rows, length)`` of
+    :func:`storage_dtype`), returned filled, by the op kind's filler (:data:`_FILLERS`)."""
     m, window = spec.modulus, spec.window
     op = get_op(spec.op)
     rows, length = out.shape
@@ -296,56 +278,61 @@ def _fill_sum(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
         yield t + 1
 
 
+def _starts(spec: TaskSpec, length: int) -> list[int]:
+    return far_start(spec.task, np.arange(spec.window, length), spec.near, spec.far).tolist()
+
+
+def _fill_direct(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_t = the op's plain definition (:meth:`posgen.ops.Op.apply`) per position: the
+    ``select`` kind, and the table ops when their table would be too large."""
+    op, near, far = get_op(spec.op), spec.near, spec.far
+    views = list(cols)
+    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
+        operands = [views[p] for p in (*range(start, start + far), *range(t - near, t))]
+        views[t][...] = op.apply(operands, spec.modulus, spec.op_key, far=far)
+        yield t
+
+
 def _fill_tuple(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
     """x_t = keyed hash of (far operands, near operands): the tuple's base-m code by Horner
-    steps, then one lookup in the op's table (:func:`posgen.ops.hash_table`), or the direct
-    hash when m^w is too large to tabulate."""
-    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
-    length = cols.shape[0]
-    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
-    table = hash_table(m, window, spec.op_key)
+    steps, then one lookup in the op's table (:func:`posgen.ops.hash_table`)."""
+    table = hash_table(spec.modulus, spec.window, spec.op_key)
+    if table is None:
+        yield from _fill_direct(spec, cols)
+        return
+    near, far = spec.near, spec.far
     views = list(cols)
     code = np.empty(cols.shape[1], dtype=np.uint32)
-    base = np.uint32(m)
-    for t, start in enumerate(starts, start=window):
+    base = np.uint32(spec.modulus)
+    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
         positions = [*range(start, start + far), *range(t - near, t)]
-        if table is None:
-            operands = np.stack([views[p] for p in positions])
-            views[t][...] = keyed_hash(operands, m, spec.op_key)
-        else:
-            np.copyto(code, views[positions[0]])
-            for position in positions[1:]:
-                np.multiply(code, base, out=code)
-                np.add(code, views[position], out=code)
-            np.take(table, code, out=views[t], mode="clip")
+        np.copyto(code, views[positions[0]])
+        for position in positions[1:]:
+            np.multiply(code, base, out=code)
+            np.add(code, views[position], out=code)
+        np.take(table, code, out=views[t], mode="clip")
         yield t
 
 
 def _fill_perm(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
     """x_t = pi_F((near sum) mod m): the far tuple's base-m code by Horner steps and the near
-    sum, then one lookup in the op's table of permutations (:func:`posgen.ops.perm_table`),
-    or the direct definition when the table would be too large."""
-    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
-    length = cols.shape[0]
-    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
+    sum, then one lookup in the op's table of permutations (:func:`posgen.ops.perm_table`)."""
+    m, near, far = spec.modulus, spec.near, spec.far
     table = perm_table(m, far, spec.op_key)
-    flat = None if table is None else table.reshape(-1)
+    if table is None:
+        yield from _fill_direct(spec, cols)
+        return
+    flat = table.reshape(-1)
     views = list(cols)
     code = np.empty(cols.shape[1], dtype=np.int64)
     total = np.empty(cols.shape[1], dtype=np.int64)
-    for t, start in enumerate(starts, start=window):
-        far_rows = [views[p] for p in range(start, start + far)]
-        near_rows = [views[p] for p in range(t - near, t)]
-        if flat is None:
-            views[t][...] = far_perm(far_rows, near_rows, m, spec.op_key)
-            yield t
-            continue
+    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
         code[...] = 0
-        for row in far_rows:
+        for row in views[start : start + far]:
             np.multiply(code, m, out=code)
             np.add(code, row, out=code)
         total[...] = 0
-        for row in near_rows:
+        for row in views[t - near : t]:
             np.add(total, row, out=total)
         np.remainder(total, m, out=total)
         np.multiply(code, m, out=code)
@@ -356,48 +343,26 @@ def _fill_perm(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
 
 def _fill_slot(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
     """x_t = sum_i pi_{f_(i mod j)}(n_i) mod m: per near slot one lookup in the op's m x m
-    table of permutations (f * m + n), summed; the direct definition above the table cap."""
-    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
-    length = cols.shape[0]
-    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
+    table of permutations (f * m + n), summed."""
+    m, near, far = spec.modulus, spec.near, spec.far
     table = perm_table(m, 1, spec.op_key)
+    if table is None:
+        yield from _fill_direct(spec, cols)
+        return
     views = list(cols)
     zero = np.zeros(cols.shape[1], dtype=cols.dtype)
-    if table is None:
-        for t, start in enumerate(starts, start=window):
-            far_rows = [views[p] for p in range(start, start + far)]
-            views[t][...] = slot_perm(
-                far_rows, [views[p] for p in range(t - near, t)], m, spec.op_key
-            )
-            yield t
-        return
     flat = table.reshape(-1).astype(np.int64)
     code = np.empty(cols.shape[1], dtype=np.int64)
     total = np.empty(cols.shape[1], dtype=np.int64)
-    for t, start in enumerate(starts, start=window):
+    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
         total[...] = 0
         for i in range(near):
-            f = views[start + i % far] if far else zero
-            code[...] = f
+            code[...] = views[start + i % far] if far else zero
             code *= m
             code += views[t - near + i]
             total += flat[code]
         np.remainder(total, m, out=total)
         views[t][...] = total
-        yield t
-
-
-def _fill_select(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_t = pi_{f_c}(near sum mod m), c = x_{t-1} mod j: the plain definition per position
-    (:func:`posgen.ops.select_perm`, one table lookup for the whole block)."""
-    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
-    length = cols.shape[0]
-    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
-    views = list(cols)
-    for t, start in enumerate(starts, start=window):
-        far_rows = [views[p] for p in range(start, start + far)]
-        near_rows = [views[p] for p in range(t - near, t)]
-        views[t][...] = select_perm(far_rows, near_rows, m, spec.op_key)
         yield t
 
 
@@ -407,7 +372,7 @@ _FILLERS: dict[str, Callable[[TaskSpec, np.ndarray], Iterator[int]]] = {
     "tuple": _fill_tuple,
     "perm": _fill_perm,
     "slot": _fill_slot,
-    "select": _fill_select,
+    "select": _fill_direct,
 }
 
 

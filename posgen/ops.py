@@ -55,12 +55,8 @@ class Op:
     def apply(
         self, operands: Sequence[np.ndarray], modulus: int, key: int = 0, far: int = 0
     ) -> np.ndarray:
-        """h of every operand tuple: ``operands[i]`` holds operand i (position order) of every
-        tuple, w arrays of one shape (a ``(w, n)`` array works), integers in [0, m).
-
-        ``far``: how many of the w are far operands (read by the permutation ops only).
-        The plain reference: the validator, the probe and the slow generator path use it.
-        """
+        """h of every operand tuple (the plain reference): ``operands[i]`` holds operand i of
+        every tuple, w arrays of one shape, in [0, m); the first ``far`` are far operands."""
         if self.kind in ("perm", "slot", "select"):
             perm = {"perm": far_perm, "slot": slot_perm, "select": select_perm}[self.kind]
             return perm(operands[:far], operands[far:], modulus, key)
@@ -212,9 +208,12 @@ def hash_table(modulus: int, window: int, key: int) -> np.ndarray | None:
     codes = np.arange(modulus**window, dtype=np.uint64)
     with np.errstate(over="ignore"):
         state = mix64(np.full(codes.size, hash_key(key), dtype=np.uint64) ^ codes)
-        table = ((state >> np.uint64(32)) * np.uint64(modulus)) >> np.uint64(32)
-    dtype = np.uint8 if modulus <= 256 else np.uint16
-    out = table.astype(dtype)
+        return _tokens(((state >> np.uint64(32)) * np.uint64(modulus)) >> np.uint64(32), modulus)
+
+
+def _tokens(table: np.ndarray, modulus: int) -> np.ndarray:
+    """``table`` as read-only tokens of the storage type."""
+    out = table.astype(np.uint8 if modulus <= 256 else np.uint16)
     out.flags.writeable = False
     return out
 
@@ -239,11 +238,8 @@ def permutations(states: np.ndarray, modulus: int) -> np.ndarray:
 def far_perm(
     far_operands: Sequence[np.ndarray], near_operands: Sequence[np.ndarray], modulus: int, key: int
 ) -> np.ndarray:
-    """``far_perm``: pi_F((sum of near operands) mod m), pi_F keyed by the far tuple F.
-
-    F's state is :func:`keyed_state` of the far operands (the keyed hash's chain); pi_F is
-    :func:`permutations` of that state. Operands as in :func:`keyed_hash` (position order,
-    arrays of one shape, at least one near operand).
+    """``far_perm``: pi_F((sum of near operands) mod m), pi_F the :func:`permutations` of the
+    :func:`keyed_state` of the far tuple F. Operands as in :func:`keyed_hash`.
 
     >>> far = [np.array([3, 3, 4])]
     >>> near = [np.array([1, 0, 1]), np.array([2, 3, 2])]  # near sums 3, 3, 3
@@ -285,11 +281,7 @@ def perm_table(modulus: int, far: int, key: int) -> np.ndarray | None:
     codes = np.arange(modulus**far, dtype=np.uint64)
     with np.errstate(over="ignore"):
         states = mix64(np.full(codes.size, hash_key(key), dtype=np.uint64) ^ codes)
-    table = permutations(states, modulus)
-    dtype = np.uint8 if modulus <= 256 else np.uint16
-    out = table.astype(dtype)
-    out.flags.writeable = False
-    return out
+    return _tokens(permutations(states, modulus), modulus)
 
 
 def slot_perm(

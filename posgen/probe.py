@@ -67,13 +67,9 @@ def probe_offset(index: np.ndarray | int, length: int, window: int) -> np.ndarra
 
 
 def probe_plan(spec: TaskSpec, length: int, offset: int) -> ProbePlan:
-    """Replaced and probed positions of a row of ``length`` whose offset is ``offset``
-    (cot's plan is the same for every offset)."""
-    return _plan(spec.task, spec.near, spec.far, length, _plan_offset(spec, offset))
-
-
-def _plan_offset(spec: TaskSpec, offset: int) -> int:
-    return 0 if spec.task == "cot" or not spec.far else int(offset)
+    """Replaced and probed positions of a row of ``length`` whose offset is ``offset``."""
+    offset = 0 if spec.task == "cot" or not spec.far else int(offset)  # one plan for all rows
+    return _plan(spec.task, spec.near, spec.far, length, offset)
 
 
 @lru_cache(maxsize=4096)
@@ -83,29 +79,21 @@ def _plan(task: str, near: int, far: int, length: int, offset: int) -> ProbePlan
     if far and length > window:
         if task == "cot":
             replaced[:far] = b"\x01" * far
-        else:
-            _choose_generic(task, near, far, length, offset, replaced)
+        else:  # the greedy rule of the module docstring
+            starts = _starts(task, near, far, length)
+            guarded = bytearray(length)  # near operands and position of accepted targets
+            order = [*range(window + offset, length), *range(window + offset - 1, window - 1, -1)]
+            for t in order:
+                first = starts[t - window]
+                if guarded[first] or any(replaced[t - near : t + 1]):
+                    continue
+                replaced[first] = 1
+                guarded[t - near : t + 1] = b"\x01" * (near + 1)
     mask = np.frombuffer(bytes(replaced), dtype=np.uint8).astype(bool)
     plan = ProbePlan(np.flatnonzero(mask), probed_positions(task, near, far, mask))
     plan.replaced.flags.writeable = False
     plan.probed.flags.writeable = False
     return plan
-
-
-def _choose_generic(
-    task: str, near: int, far: int, length: int, offset: int, replaced: bytearray
-) -> None:
-    """The greedy rule of the module docstring, written into ``replaced`` (0/1 per position)."""
-    window = near + far
-    starts = _starts(task, near, far, length)
-    guarded = bytearray(length)  # near operands and position of accepted targets
-    order = [*range(window + offset, length), *range(window + offset - 1, window - 1, -1)]
-    for t in order:
-        first = starts[t - window]
-        if guarded[first] or any(replaced[t - near : t + 1]):
-            continue
-        replaced[first] = 1
-        guarded[t - near : t + 1] = b"\x01" * (near + 1)
 
 
 @lru_cache(maxsize=64)

@@ -135,9 +135,8 @@ def disjoint_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.nd
         return decode_digits(permuted, m, digits)
     out = np.empty((w, index.shape[0]), dtype=np.int64).T  # digit-major, like decode_digits
     out[:, w - digits :] = decode_digits(permuted, m, digits)
-    if digits < w:
-        counters = index[:, None] * np.uint64(w) + np.arange(w - digits, dtype=np.uint64)
-        out[:, : w - digits] = (mix64(mix64(counters) ^ keys[-1]) % np.uint64(m)).astype(np.int64)
+    counters = index[:, None] * np.uint64(w) + np.arange(w - digits, dtype=np.uint64)
+    out[:, : w - digits] = (mix64(mix64(counters) ^ keys[-1]) % np.uint64(m)).astype(np.int64)
     return out
 
 
