@@ -119,8 +119,6 @@ def work_dtype(modulus: int) -> np.dtype:
 def additive_steps(task: str, near: int, far: int, length: int) -> tuple[Step, ...]:
     """``(leaving, entering)`` positions that turn x_t into x_{t+1}, for t = w .. length-2.
 
-    Positions that both enter and leave the operand set cancel.
-
     >>> additive_steps("recursive", 3, 1, 7)
     (((0,), (4,)), ((1,), (5,)))
     >>> additive_steps("semirecursive", 3, 1, 7)
@@ -158,11 +156,7 @@ def _tile_masks(tile: int, itemsize: int) -> list[tuple[int, np.uint64, np.uint6
 
 
 def transpose_tiles(words: np.ndarray, tile: int, itemsize: int, out: np.ndarray) -> None:
-    """Transpose every ``tile x tile`` element block held in ``words`` (P, tile, G) into ``out``.
-
-    ``words[p, i, g]`` holds elements ``(i, 0..tile-1)`` of tile ``(p, g)``; afterwards
-    ``out[p, b, g]`` holds elements ``(0..tile-1, b)``. ``words`` is left unchanged.
-    """
+    """Transpose every ``tile x tile`` element block of ``words`` (P, tile, G) into ``out``."""
     scratch = np.empty(words.size // 2, dtype=np.uint64)
     source = words
     for half, shift, mask in _tile_masks(tile, itemsize):
@@ -226,8 +220,7 @@ def grow_into(spec: TaskSpec, windows: np.ndarray, out: np.ndarray) -> np.ndarra
 
 
 def _fill_additive(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_{t+1} = x_t + entering - leaving (mod m): an add or subtract and a conditional
-    correction ``min(v, v -/+ m)`` per operand that moves. Yields each position filled."""
+    """x_{t+1} = x_t + entering - leaving (mod m); yields each position filled."""
     m, window = spec.modulus, spec.window
     cols[window] = cols[:window].sum(axis=0, dtype=np.int64) % m
     yield window
@@ -257,10 +250,7 @@ def _stored_sum_table(name: str, modulus: int, window: int) -> np.ndarray:
 
 
 def _fill_sum(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_t = f(S_t): the unreduced sum S moves like the additive token (entering minus
-    leaving tokens, exact in wrapping unsigned arithmetic since S itself fits), then one
-    table lookup. Worked example (pow_sin, m = 17, window 0 1 2 3): S_4 = 6,
-    x_4 = floor(sin(6)^2 * 17) = 1."""
+    """x_t = f(S_t): the unreduced sum S moves like the additive token, then one lookup."""
     m, window = spec.modulus, spec.window
     table = _stored_sum_table(spec.op, m, window)
     dtype = np.uint8 if table.size <= 1 << 8 else np.uint16 if table.size <= 1 << 16 else np.uint32
@@ -387,9 +377,8 @@ class FarSlot:
 
 @lru_cache(maxsize=64)
 def operand_slots(task: str, length: int, near: int, far: int) -> tuple[object, ...]:
-    """Per operand slot (far ones, then near ones): a ``slice`` of columns when the positions
-    run consecutively (near operands, recursive's far ones) or stay put (cot: one column,
-    broadcast), else a :class:`FarSlot` gathered on use. Memory O(length), not O(length w)."""
+    """Per operand slot (far, then near): a ``slice`` of columns when the positions run
+    consecutively or stay put (cot: broadcast), else a :class:`FarSlot` gathered on use."""
     window = near + far
     t = np.arange(window, length, dtype=np.int64)
     count = t.size
@@ -416,10 +405,8 @@ def take_slot(tokens: np.ndarray, slot: object) -> np.ndarray:
 
 
 def expected_targets(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
-    """h at positions ``w .. length-1`` of ``tokens`` (``(rows, length)``), from the operands
-    as stored (check 3 of ``posgen validate``, the probe's far rule, the oracle); memory a
-    few ``(rows, positions)`` arrays whatever the window. Semirecursive, m = 17, k = 3, j = 1:
-    position 6 reads x_1 (far) and x_3 x_4 x_5, so (1 + 3 + 6 + 11) mod 17 = 4.
+    """h at positions ``w .. length-1`` of ``tokens`` ``(rows, length)`` from the operands as
+    stored. Semirecursive: position 6 reads x_1 and x_3 x_4 x_5, (1 + 3 + 6 + 11) mod 17 = 4.
 
     >>> spec = TaskSpec(task="semirecursive")
     >>> expected_targets(spec, np.array([[0, 1, 2, 3, 6, 11, 4]], dtype=np.uint8)).tolist()
