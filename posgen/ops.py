@@ -177,9 +177,16 @@ def keyed_hash(operands: Sequence[np.ndarray], modulus: int, key: int) -> np.nda
     >>> keyed_hash(np.array([[1, 2], [2, 1]]), 17, key=0).tolist()  # order matters
     [13, 9]
     """
-    state = keyed_state(operands, modulus, key)
-    with np.errstate(over="ignore"):
-        return ((state >> np.uint64(32)) * np.uint64(modulus)) >> np.uint64(32)
+    return _token(keyed_state(operands, modulus, key), modulus)
+
+
+def _token(state: np.ndarray, modulus: int) -> np.ndarray:
+    return ((state >> np.uint64(32)) * np.uint64(modulus)) >> np.uint64(32)  # < 2^49: exact
+
+
+def _code_states(count: int, key: int) -> np.ndarray:
+    """:func:`keyed_state` of the one-word tuples with base-m codes ``0 .. count-1``."""
+    return mix64(np.full(count, hash_key(key), dtype=np.uint64) ^ np.arange(count, dtype=np.uint64))
 
 
 @lru_cache(maxsize=16)
@@ -191,10 +198,7 @@ def hash_table(modulus: int, window: int, key: int) -> np.ndarray | None:
     """
     if modulus**window > HASH_TABLE_MAX:
         return None
-    codes = np.arange(modulus**window, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        state = mix64(np.full(codes.size, hash_key(key), dtype=np.uint64) ^ codes)
-        return _tokens(((state >> np.uint64(32)) * np.uint64(modulus)) >> np.uint64(32), modulus)
+    return _tokens(_token(_code_states(modulus**window, key), modulus), modulus)
 
 
 def _tokens(table: np.ndarray, modulus: int) -> np.ndarray:
@@ -261,10 +265,7 @@ def perm_table(modulus: int, far: int, key: int) -> np.ndarray | None:
     """
     if modulus**far * modulus > PERM_TABLE_MAX:
         return None
-    codes = np.arange(modulus**far, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        states = mix64(np.full(codes.size, hash_key(key), dtype=np.uint64) ^ codes)
-    return _tokens(permutations(states, modulus), modulus)
+    return _tokens(permutations(_code_states(modulus**far, key), modulus), modulus)
 
 
 def slot_perm(

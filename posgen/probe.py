@@ -43,15 +43,6 @@ class ProbePlan:
     probed: np.ndarray
 
 
-def probe_offset(index: np.ndarray | int, length: int, window: int) -> np.ndarray:
-    """The leading target's offset ``o`` of row ``index``: ``index mod (L' - w)``.
-
-    >>> probe_offset(np.array([0, 1, 252, 253]), 256, 4).tolist()
-    [0, 1, 0, 1]
-    """
-    return np.asarray(index, dtype=np.int64) % max(1, length - window)
-
-
 def probe_plan(spec: TaskSpec, length: int, offset: int) -> ProbePlan:
     """Replaced and probed positions of a row of ``length`` whose offset is ``offset``."""
     offset = 0 if spec.task == "cot" or not spec.far else int(offset)  # one plan for all rows
@@ -188,7 +179,8 @@ def alter_rows(spec: TaskSpec, split: str, start: int, tokens: np.ndarray) -> Pr
     """Probe rows made from source rows ``tokens`` (rows ``start ..``), altered in place."""
     rows, length = tokens.shape
     index = np.arange(start, start + rows, dtype=np.int64)
-    plans = [probe_plan(spec, length, o) for o in probe_offset(index, length, spec.window).tolist()]
+    offsets = index % max(1, length - spec.window)  # across rows every target leads once
+    plans = [probe_plan(spec, length, o) for o in offsets.tolist()]
     replaced, replaced_offsets, replaced_rows = _flatten([p.replaced for p in plans])
     cells = (replaced_rows, replaced)
     tokens[cells] = replacements(spec, split, index[replaced_rows], replaced, tokens[cells])

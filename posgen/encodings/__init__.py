@@ -233,13 +233,6 @@ class PERequest(BaseModel):
                 ) from None
         return cls(name=name, parameters=parameters, randomized=chosen)
 
-    @property
-    def label_suffix(self) -> str:
-        """``+randomized`` (with its range when given) for randomized positions."""
-        if self.randomized is None:
-            return ""
-        return "+randomized" if self.randomized == "auto" else f"+randomized{self.randomized}"
-
 
 @dataclass(frozen=True)
 class ResolvedPE:
@@ -257,20 +250,18 @@ class ResolvedPE:
 
     @property
     def label(self) -> str:
-        """The name, the parameters set on the command line, ``+randomized``."""
+        """The name, the parameters set on the command line, ``+randomized`` (and its range)."""
         overrides = ",".join(
             f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
             for key, value in sorted(self.request.parameters.items())
         )
-        return self.name + (f"({overrides})" if overrides else "") + self.request.label_suffix
+        randomized = self.request.randomized
+        suffix = "" if randomized is None else "+randomized" + str(randomized).replace("auto", "")
+        return self.name + (f"({overrides})" if overrides else "") + suffix
 
     def rope(self, evaluation: bool) -> dict[str, Any]:
         """The Llama config's ``rope_parameters`` in training or in evaluation."""
         return self.encoding.rope(self.parameters, self.lengths, evaluation)
-
-    @property
-    def when(self) -> str:
-        return self.encoding.when(self.parameters, self.lengths)
 
     @property
     def max_positions(self) -> int:
@@ -306,7 +297,7 @@ class ResolvedPE:
             "label": self.label,
             "source": self.encoding.source,
             "summary": self.encoding.summary,
-            "when": self.when,
+            "when": self.encoding.when(self.parameters, self.lengths),
             "parameters": dict(self.parameters),
             "rope_parameters": {"train": self.rope(False), "evaluation": self.rope(True)},
             "attention": self.encoding.attention,
