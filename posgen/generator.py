@@ -109,10 +109,7 @@ def storage_dtype(modulus: int) -> np.dtype:
 
 def work_dtype(modulus: int) -> np.dtype:
     """Smallest unsigned type holding 2m - 1, the largest value before a correction."""
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if 2 * modulus - 1 <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    raise ValueError(f"modulus {modulus} is too large")  # pragma: no cover
+    return np.dtype(np.uint8 if modulus <= 128 else np.uint16 if modulus <= 32768 else np.uint32)
 
 
 @lru_cache(maxsize=64)
