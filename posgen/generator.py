@@ -8,11 +8,9 @@ m = 17, k = 3, j = 1, seed window 0 1 2 3): x_4 = 0 + 1 + 2 + 3 = 6, x_5 = 2 x_4
 Other ops share the blocking and differ in their per-position step (a ``sum`` op looks
 x_t = f(S) up in its table; ``keyed_hash`` looks each tuple's base-m code up in a table).
 
-Each finished slab of positions ``(length, rows)`` is turned row-major while still in cache,
-as 8x8 byte tiles in uint64 words (4x4 for uint16 tokens): three rounds of masked shift/xor
-swaps. numpy alone so reaches 1.0-1.4 G tokens/s a core, above what Parquet encoding allows,
-so there is no compiled accelerator (BENCHMARKS.md). The output equals the plain-loop oracle
-``tests/oracle.py`` bit for bit.
+Each finished slab of positions is turned row-major while still in cache, as 8x8 byte tiles
+in uint64 words (4x4 for uint16): masked shift/xor swaps. numpy alone so outruns Parquet
+encoding (BENCHMARKS.md). The output equals the plain-loop oracle ``tests/oracle.py``.
 
 >>> import numpy as np
 >>> from posgen.spec import TaskSpec
@@ -28,16 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from posgen.ops import (
-    far_perm,
-    get_op,
-    hash_table,
-    keyed_hash,
-    perm_table,
-    select_perm,
-    slot_perm,
-    sum_table,
-)
+from posgen.ops import get_op, hash_table, perm_table, sum_table
 from posgen.seeding import seed_windows
 from posgen.spec import TaskSpec
 from posgen.tasks import far_start
@@ -50,9 +39,8 @@ WINDOW_BYTES = 64 * 2**20  # most bytes of int64 seed windows held at once
 def block_rows_for(
     spec: TaskSpec, length: int, block_rows: int = DEFAULT_BLOCK_ROWS, per_group: int = 1
 ) -> int:
-    """Rows of ``length`` tokens generated at once (the one place this is decided): within
-    ``block_rows``, :data:`BLOCK_BYTES` and :data:`WINDOW_BYTES`, in whole groups of
-    ``per_group`` rows (a format's row group or record batch), at least one.
+    """Rows of ``length`` tokens generated at once, within ``block_rows`` and the byte caps,
+    in whole groups of ``per_group`` rows (a format's row group or record batch).
 
     >>> block_rows_for(TaskSpec(task="cot"), 4096)
     16384
@@ -70,15 +58,6 @@ def grow(
 ) -> np.ndarray:
     """Rows ``(rows, length)`` of :func:`storage_dtype` (``out`` when given) grown from
     ``windows`` (``(rows, w)``, its first columns)."""
-    _check_windows(spec, windows, length)
-    if out is None:
-        out = np.empty((windows.shape[0], length), dtype=storage_dtype(spec.modulus))
-    elif out.shape != (windows.shape[0], length) or out.dtype != storage_dtype(spec.modulus):
-        raise ValueError(f"out must be {(windows.shape[0], length)} of storage dtype")
-    return grow_into(spec, windows, out)
-
-
-def _check_windows(spec: TaskSpec, windows: np.ndarray, length: int) -> None:
     rows, window = windows.shape
     if window != spec.window:
         raise ValueError(f"windows have {window} columns, the spec's window is {spec.window}")
@@ -86,6 +65,12 @@ def _check_windows(spec: TaskSpec, windows: np.ndarray, length: int) -> None:
         raise ValueError(f"length {length} is shorter than the seed window {window}")
     if rows and (windows.min() < 0 or windows.max() >= spec.modulus):
         raise ValueError(f"seed window values must lie in [0, {spec.modulus})")
+    dtype = storage_dtype(spec.modulus)
+    if out is None:
+        out = np.empty((rows, length), dtype=dtype)
+    elif out.shape != (rows, length) or out.dtype != dtype:
+        raise ValueError(f"out must be {(rows, length)} of storage dtype")
+    return grow_into(spec, windows, out)
 
 
 def generate_rows(
@@ -97,15 +82,13 @@ def generate_rows(
     step = block_rows_for(spec, length, block_rows)
     for first in range(start, stop, step):
         last = min(stop, first + step)
-        windows = seed_windows(spec, split, first, last)
-        grow(spec, windows, length, out=out[first - start : last - start])
+        grow_into(spec, seed_windows(spec, split, first, last), out[first - start : last - start])
     return out
 
 
 def generate_split(spec: TaskSpec, split: str, block_rows: int = DEFAULT_BLOCK_ROWS) -> np.ndarray:
     """Every row of ``split``: ``(split_size, split_length)``.
 
-    >>> from posgen.spec import TaskSpec
     >>> spec = TaskSpec(task="semirecursive", seeding="paper", train_size=3, train_length=8)
     >>> generate_split(spec, "train").tolist()[0]
     [0, 1, 2, 3, 6, 11, 4, 5]
@@ -126,17 +109,12 @@ def storage_dtype(modulus: int) -> np.dtype:
 
 def work_dtype(modulus: int) -> np.dtype:
     """Smallest unsigned type holding 2m - 1, the largest value before a correction."""
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if 2 * modulus - 1 <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    raise ValueError(f"modulus {modulus} is too large")  # pragma: no cover
+    return np.dtype(np.uint8 if modulus <= 128 else np.uint16 if modulus <= 32768 else np.uint32)
 
 
 @lru_cache(maxsize=64)
 def additive_steps(task: str, near: int, far: int, length: int) -> tuple[Step, ...]:
     """``(leaving, entering)`` positions that turn x_t into x_{t+1}, for t = w .. length-2.
-
-    Positions that both enter and leave the operand set cancel.
 
     >>> additive_steps("recursive", 3, 1, 7)
     (((0,), (4,)), ((1,), (5,)))
@@ -175,11 +153,7 @@ def _tile_masks(tile: int, itemsize: int) -> list[tuple[int, np.uint64, np.uint6
 
 
 def transpose_tiles(words: np.ndarray, tile: int, itemsize: int, out: np.ndarray) -> None:
-    """Transpose every ``tile x tile`` element block held in ``words`` (P, tile, G) into ``out``.
-
-    ``words[p, i, g]`` holds elements ``(i, 0..tile-1)`` of tile ``(p, g)``; afterwards
-    ``out[p, b, g]`` holds elements ``(0..tile-1, b)``. ``words`` is left unchanged.
-    """
+    """Transpose every ``tile x tile`` element block of ``words`` (P, tile, G) into ``out``."""
     scratch = np.empty(words.size // 2, dtype=np.uint64)
     source = words
     for half, shift, mask in _tile_masks(tile, itemsize):
@@ -198,9 +172,8 @@ def transpose_tiles(words: np.ndarray, tile: int, itemsize: int, out: np.ndarray
 
 
 def grow_into(spec: TaskSpec, windows: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Grow ``windows`` (``(rows, w)``, values in [0, m)) into ``out`` (C-contiguous
-    ``(rows, length)`` of :func:`storage_dtype`), returned filled; each op kind has its
-    per-position step (:data:`_FILLERS`)."""
+    """Grow ``windows`` (``(rows, w)``, values in [0, m)) into ``out`` (``(rows, length)`` of
+    :func:`storage_dtype`), returned filled, by the op kind's filler (:data:`_FILLERS`)."""
     m, window = spec.modulus, spec.window
     op = get_op(spec.op)
     rows, length = out.shape
@@ -244,8 +217,7 @@ def grow_into(spec: TaskSpec, windows: np.ndarray, out: np.ndarray) -> np.ndarra
 
 
 def _fill_additive(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_{t+1} = x_t + entering - leaving (mod m): an add or subtract and a conditional
-    correction ``min(v, v -/+ m)`` per operand that moves. Yields each position filled."""
+    """x_{t+1} = x_t + entering - leaving (mod m); yields each position filled."""
     m, window = spec.modulus, spec.window
     cols[window] = cols[:window].sum(axis=0, dtype=np.int64) % m
     yield window
@@ -275,10 +247,7 @@ def _stored_sum_table(name: str, modulus: int, window: int) -> np.ndarray:
 
 
 def _fill_sum(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_t = f(S_t): the unreduced sum S moves like the additive token (entering minus
-    leaving tokens, exact in wrapping unsigned arithmetic since S itself fits), then one
-    table lookup. Worked example (pow_sin, m = 17, window 0 1 2 3): S_4 = 6,
-    x_4 = floor(sin(6)^2 * 17) = 1."""
+    """x_t = f(S_t): the unreduced sum S moves like the additive token, then one lookup."""
     m, window = spec.modulus, spec.window
     table = _stored_sum_table(spec.op, m, window)
     dtype = np.uint8 if table.size <= 1 << 8 else np.uint16 if table.size <= 1 << 16 else np.uint32
@@ -296,56 +265,61 @@ def _fill_sum(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
         yield t + 1
 
 
+def _starts(spec: TaskSpec, length: int) -> list[int]:
+    return far_start(spec.task, np.arange(spec.window, length), spec.near, spec.far).tolist()
+
+
+def _fill_direct(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
+    """x_t = the op's plain definition (:meth:`posgen.ops.Op.apply`) per position: the
+    ``select`` kind, and the table ops when their table would be too large."""
+    op, near, far = get_op(spec.op), spec.near, spec.far
+    views = list(cols)
+    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
+        operands = [views[p] for p in (*range(start, start + far), *range(t - near, t))]
+        views[t][...] = op.apply(operands, spec.modulus, spec.op_key, far=far)
+        yield t
+
+
 def _fill_tuple(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
     """x_t = keyed hash of (far operands, near operands): the tuple's base-m code by Horner
-    steps, then one lookup in the op's table (:func:`posgen.ops.hash_table`), or the direct
-    hash when m^w is too large to tabulate."""
-    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
-    length = cols.shape[0]
-    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
-    table = hash_table(m, window, spec.op_key)
+    steps, then one lookup in the op's table (:func:`posgen.ops.hash_table`)."""
+    table = hash_table(spec.modulus, spec.window, spec.op_key)
+    if table is None:
+        yield from _fill_direct(spec, cols)
+        return
+    near, far = spec.near, spec.far
     views = list(cols)
     code = np.empty(cols.shape[1], dtype=np.uint32)
-    base = np.uint32(m)
-    for t, start in enumerate(starts, start=window):
+    base = np.uint32(spec.modulus)
+    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
         positions = [*range(start, start + far), *range(t - near, t)]
-        if table is None:
-            operands = np.stack([views[p] for p in positions])
-            views[t][...] = keyed_hash(operands, m, spec.op_key)
-        else:
-            np.copyto(code, views[positions[0]])
-            for position in positions[1:]:
-                np.multiply(code, base, out=code)
-                np.add(code, views[position], out=code)
-            np.take(table, code, out=views[t], mode="clip")
+        np.copyto(code, views[positions[0]])
+        for position in positions[1:]:
+            np.multiply(code, base, out=code)
+            np.add(code, views[position], out=code)
+        np.take(table, code, out=views[t], mode="clip")
         yield t
 
 
 def _fill_perm(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
     """x_t = pi_F((near sum) mod m): the far tuple's base-m code by Horner steps and the near
-    sum, then one lookup in the op's table of permutations (:func:`posgen.ops.perm_table`),
-    or the direct definition when the table would be too large."""
-    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
-    length = cols.shape[0]
-    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
+    sum, then one lookup in the op's table of permutations (:func:`posgen.ops.perm_table`)."""
+    m, near, far = spec.modulus, spec.near, spec.far
     table = perm_table(m, far, spec.op_key)
-    flat = None if table is None else table.reshape(-1)
+    if table is None:
+        yield from _fill_direct(spec, cols)
+        return
+    flat = table.reshape(-1)
     views = list(cols)
     code = np.empty(cols.shape[1], dtype=np.int64)
     total = np.empty(cols.shape[1], dtype=np.int64)
-    for t, start in enumerate(starts, start=window):
-        far_rows = [views[p] for p in range(start, start + far)]
-        near_rows = [views[p] for p in range(t - near, t)]
-        if flat is None:
-            views[t][...] = far_perm(far_rows, near_rows, m, spec.op_key)
-            yield t
-            continue
+    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
         code[...] = 0
-        for row in far_rows:
+        for row in views[start : start + far]:
             np.multiply(code, m, out=code)
             np.add(code, row, out=code)
         total[...] = 0
-        for row in near_rows:
+        for row in views[t - near : t]:
             np.add(total, row, out=total)
         np.remainder(total, m, out=total)
         np.multiply(code, m, out=code)
@@ -356,48 +330,26 @@ def _fill_perm(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
 
 def _fill_slot(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
     """x_t = sum_i pi_{f_(i mod j)}(n_i) mod m: per near slot one lookup in the op's m x m
-    table of permutations (f * m + n), summed; the direct definition above the table cap."""
-    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
-    length = cols.shape[0]
-    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
+    table of permutations (f * m + n), summed."""
+    m, near, far = spec.modulus, spec.near, spec.far
     table = perm_table(m, 1, spec.op_key)
+    if table is None:
+        yield from _fill_direct(spec, cols)
+        return
     views = list(cols)
     zero = np.zeros(cols.shape[1], dtype=cols.dtype)
-    if table is None:
-        for t, start in enumerate(starts, start=window):
-            far_rows = [views[p] for p in range(start, start + far)]
-            views[t][...] = slot_perm(
-                far_rows, [views[p] for p in range(t - near, t)], m, spec.op_key
-            )
-            yield t
-        return
     flat = table.reshape(-1).astype(np.int64)
     code = np.empty(cols.shape[1], dtype=np.int64)
     total = np.empty(cols.shape[1], dtype=np.int64)
-    for t, start in enumerate(starts, start=window):
+    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
         total[...] = 0
         for i in range(near):
-            f = views[start + i % far] if far else zero
-            code[...] = f
+            code[...] = views[start + i % far] if far else zero
             code *= m
             code += views[t - near + i]
             total += flat[code]
         np.remainder(total, m, out=total)
         views[t][...] = total
-        yield t
-
-
-def _fill_select(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_t = pi_{f_c}(near sum mod m), c = x_{t-1} mod j: the plain definition per position
-    (:func:`posgen.ops.select_perm`, one table lookup for the whole block)."""
-    m, window, near, far = spec.modulus, spec.window, spec.near, spec.far
-    length = cols.shape[0]
-    starts = far_start(spec.task, np.arange(window, length), near, far).tolist()
-    views = list(cols)
-    for t, start in enumerate(starts, start=window):
-        far_rows = [views[p] for p in range(start, start + far)]
-        near_rows = [views[p] for p in range(t - near, t)]
-        views[t][...] = select_perm(far_rows, near_rows, m, spec.op_key)
         yield t
 
 
@@ -407,7 +359,7 @@ _FILLERS: dict[str, Callable[[TaskSpec, np.ndarray], Iterator[int]]] = {
     "tuple": _fill_tuple,
     "perm": _fill_perm,
     "slot": _fill_slot,
-    "select": _fill_select,
+    "select": _fill_direct,
 }
 
 
@@ -422,9 +374,8 @@ class FarSlot:
 
 @lru_cache(maxsize=64)
 def operand_slots(task: str, length: int, near: int, far: int) -> tuple[object, ...]:
-    """Per operand slot (far ones, then near ones): a ``slice`` of columns when the positions
-    run consecutively (near operands, recursive's far ones) or stay put (cot: one column,
-    broadcast), else a :class:`FarSlot` gathered on use. Memory O(length), not O(length w)."""
+    """Per operand slot (far, then near): a ``slice`` of columns when the positions run
+    consecutively or stay put (cot: broadcast), else a :class:`FarSlot` gathered on use."""
     window = near + far
     t = np.arange(window, length, dtype=np.int64)
     count = t.size
@@ -451,10 +402,8 @@ def take_slot(tokens: np.ndarray, slot: object) -> np.ndarray:
 
 
 def expected_targets(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
-    """h at positions ``w .. length-1`` of ``tokens`` (``(rows, length)``), from the operands
-    as stored (check 3 of ``posgen validate``, the probe's far rule, the oracle); memory a
-    few ``(rows, positions)`` arrays whatever the window. Semirecursive, m = 17, k = 3, j = 1:
-    position 6 reads x_1 (far) and x_3 x_4 x_5, so (1 + 3 + 6 + 11) mod 17 = 4.
+    """h at positions ``w .. length-1`` of ``tokens`` ``(rows, length)`` from the operands as
+    stored. Semirecursive: position 6 reads x_1 and x_3 x_4 x_5, (1 + 3 + 6 + 11) mod 17 = 4.
 
     >>> spec = TaskSpec(task="semirecursive")
     >>> expected_targets(spec, np.array([[0, 1, 2, 3, 6, 11, 4]], dtype=np.uint8)).tolist()

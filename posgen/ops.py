@@ -1,20 +1,15 @@
 """Generation functions h: how the operands of a position become its token.
 
-An op maps the w operands of a position (far ones first, i.e. in position order) to a token
-of Z_m. Kinds (each with a fast path in :mod:`posgen.generator`; every op's formula is in
-its registration at the end): ``additive`` (``mod_addition``, the paper's op), ``sum`` (a
-function of the *unreduced* operand sum S, tabulated once per (op, m, w) from its Python
-formula), ``tuple`` (``keyed_hash`` of the ordered tuple, keyed by ``op_key``), and the
-keyed permutations of Z_m picked by far operands (``perm``, ``slot``, ``select``), which a
-rule that never reads the far operands must infer from earlier transitions.
+An op maps the w operands of a position (in position order) to a token of Z_m. Kinds (each
+with a fast path in :mod:`posgen.generator`): ``additive`` (the paper's ``mod_addition``),
+``sum`` (a function of the unreduced operand sum S, tabulated), ``tuple`` (``keyed_hash``),
+and keyed permutations of Z_m picked by the far operands (``perm``, ``slot``, ``select``).
 
 >>> import numpy as np
 >>> MOD_ADDITION.apply(np.array([[1], [3], [6], [11]]), 17).tolist()
 [4]
 >>> sum_table("pow_sin", 17, 4)[:6].tolist()  # floor(sin(S)^2 * 17), S = 0..5
 [0, 12, 14, 0, 9, 15]
-
-Ops are registered once by name; a spec picks one with ``op = "<name>"``.
 """
 
 from __future__ import annotations
@@ -55,12 +50,8 @@ class Op:
     def apply(
         self, operands: Sequence[np.ndarray], modulus: int, key: int = 0, far: int = 0
     ) -> np.ndarray:
-        """h of every operand tuple: ``operands[i]`` holds operand i (position order) of every
-        tuple, w arrays of one shape (a ``(w, n)`` array works), integers in [0, m).
-
-        ``far``: how many of the w are far operands (read by the permutation ops only).
-        The plain reference: the validator, the probe and the slow generator path use it.
-        """
+        """h of every operand tuple (the plain reference): ``operands[i]`` holds operand i of
+        every tuple, w arrays of one shape, in [0, m); the first ``far`` are far operands."""
         if self.kind in ("perm", "slot", "select"):
             perm = {"perm": far_perm, "slot": slot_perm, "select": select_perm}[self.kind]
             return perm(operands[:far], operands[far:], modulus, key)
@@ -115,9 +106,7 @@ def _square_sum(total: int, modulus: int) -> int:
 
 @lru_cache(maxsize=64)
 def sum_table(name: str, modulus: int, window: int) -> np.ndarray:
-    """``f(S)`` for every operand sum S in [0, w(m-1)], from the op's exact formula.
-
-    int64 values (read-only); the spec refuses (m, w) where a value leaves Z_m.
+    """``f(S)`` for every operand sum S in [0, w(m-1)], from the op's formula (read-only).
 
     >>> sum_table("pow_sin_2pi", 8, 1).tolist()  # s = 2: |sin(pi/2)| * 8 = 8, outside Z_8
     [0, 5, 8, 5, 0, 5, 8, 5]
@@ -138,8 +127,7 @@ def hash_key(key: int) -> np.uint64:
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finalizer, the package's one mix (keyed ops, seed windows, probe draws, row
-    hashes): a bijective avalanche mix of uint64 values.
+    """SplitMix64's finalizer, the package's one bijective mix of uint64 values.
 
     >>> int(mix64(np.uint64(1)))
     6238072747940578789
@@ -181,23 +169,24 @@ def keyed_state(operands: Sequence[np.ndarray], modulus: int, key: int) -> np.nd
 
 
 def keyed_hash(operands: Sequence[np.ndarray], modulus: int, key: int) -> np.ndarray:
-    """Keyed hash of each ordered operand tuple, on Z_m.
-
-    ``operands[i]`` holds operand i (position order) of every tuple: arrays of one shape
-    (a ``(w, n)`` array works), integers in [0, m). Definition (integer operations only, so
-    identical on every machine and numpy version): the operands are packed base m into
-    words of :func:`chunk_size` operands each (first operand most significant; exact, so
-    distinct tuples give distinct words); ``state = hash_key(key)``, then per word
-    ``state = mix64(state ^ word)``; the token is ``((state >> 32) * m) >> 32``, uniform on
-    Z_m up to a bias below m / 2^32. With one word (m^w <= 2^64) the map is injective up
-    to that last reduction.
+    """Keyed hash of each ordered operand tuple (``operands[i]``: operand i of every tuple), on
+    Z_m, in integer operations only: the operands packed base m into words of
+    :func:`chunk_size`, ``state = hash_key(key)``, per word ``state = mix64(state ^ word)``,
+    then the token ``((state >> 32) * m) >> 32``.
 
     >>> keyed_hash(np.array([[1, 2], [2, 1]]), 17, key=0).tolist()  # order matters
     [13, 9]
     """
-    state = keyed_state(operands, modulus, key)
-    with np.errstate(over="ignore"):
-        return ((state >> np.uint64(32)) * np.uint64(modulus)) >> np.uint64(32)
+    return _token(keyed_state(operands, modulus, key), modulus)
+
+
+def _token(state: np.ndarray, modulus: int) -> np.ndarray:
+    return ((state >> np.uint64(32)) * np.uint64(modulus)) >> np.uint64(32)  # < 2^49: exact
+
+
+def _code_states(count: int, key: int) -> np.ndarray:
+    """:func:`keyed_state` of the one-word tuples with base-m codes ``0 .. count-1``."""
+    return mix64(np.full(count, hash_key(key), dtype=np.uint64) ^ np.arange(count, dtype=np.uint64))
 
 
 @lru_cache(maxsize=16)
@@ -209,21 +198,18 @@ def hash_table(modulus: int, window: int, key: int) -> np.ndarray | None:
     """
     if modulus**window > HASH_TABLE_MAX:
         return None
-    codes = np.arange(modulus**window, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        state = mix64(np.full(codes.size, hash_key(key), dtype=np.uint64) ^ codes)
-        table = ((state >> np.uint64(32)) * np.uint64(modulus)) >> np.uint64(32)
-    dtype = np.uint8 if modulus <= 256 else np.uint16
-    out = table.astype(dtype)
+    return _tokens(_token(_code_states(modulus**window, key), modulus), modulus)
+
+
+def _tokens(table: np.ndarray, modulus: int) -> np.ndarray:
+    """``table`` as read-only tokens of the storage type."""
+    out = table.astype(np.uint8 if modulus <= 256 else np.uint16)
     out.flags.writeable = False
     return out
 
 
 def permutations(states: np.ndarray, modulus: int) -> np.ndarray:
-    """The permutation of each far state: ``out[i, s] = pi(s)``, an ``(n, m)`` int64 array.
-
-    pi lists Z_m in increasing order of the keys ``mix64(state ^ s)`` (ties broken by s):
-    ``pi(s)`` is the token with the s-th smallest key.
+    """The permutation pi of each far state ``(n, m)``: Z_m sorted by ``mix64(state ^ s)``.
 
     >>> states = keyed_state([np.array([0, 5])], 17, key=0)
     >>> sorted(permutations(states, 17)[1].tolist()) == list(range(17))
@@ -239,11 +225,8 @@ def permutations(states: np.ndarray, modulus: int) -> np.ndarray:
 def far_perm(
     far_operands: Sequence[np.ndarray], near_operands: Sequence[np.ndarray], modulus: int, key: int
 ) -> np.ndarray:
-    """``far_perm``: pi_F((sum of near operands) mod m), pi_F keyed by the far tuple F.
-
-    F's state is :func:`keyed_state` of the far operands (the keyed hash's chain); pi_F is
-    :func:`permutations` of that state. Operands as in :func:`keyed_hash` (position order,
-    arrays of one shape, at least one near operand).
+    """``far_perm``: pi_F((sum of near operands) mod m), pi_F the :func:`permutations` of the
+    :func:`keyed_state` of the far tuple F. Operands as in :func:`keyed_hash`.
 
     >>> far = [np.array([3, 3, 4])]
     >>> near = [np.array([1, 0, 1]), np.array([2, 3, 2])]  # near sums 3, 3, 3
@@ -282,23 +265,14 @@ def perm_table(modulus: int, far: int, key: int) -> np.ndarray | None:
     """
     if modulus**far * modulus > PERM_TABLE_MAX:
         return None
-    codes = np.arange(modulus**far, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        states = mix64(np.full(codes.size, hash_key(key), dtype=np.uint64) ^ codes)
-    table = permutations(states, modulus)
-    dtype = np.uint8 if modulus <= 256 else np.uint16
-    out = table.astype(dtype)
-    out.flags.writeable = False
-    return out
+    return _tokens(permutations(_code_states(modulus**far, key), modulus), modulus)
 
 
 def slot_perm(
     far_operands: Sequence[np.ndarray], near_operands: Sequence[np.ndarray], modulus: int, key: int
 ) -> np.ndarray:
-    """``slot_perm``: (sum over i of pi_{f_(i mod j)}(n_i)) mod m, n_i the i-th near operand.
-
-    pi_v is far_perm's permutation for the one-token far tuple (v) (:func:`perm_table` row
-    v); with no far operand every slot uses pi_0. Operands as in :func:`keyed_hash`.
+    """``slot_perm``: (sum over i of pi_{f_(i mod j)}(n_i)) mod m, pi_v the :func:`perm_table`
+    row v (pi_0 without far operands).
 
     >>> pi = perm_table(17, 1, 0).tolist()  # row v: pi_v
     >>> f, n = [np.array([2]), np.array([5])], [np.array([1]), np.array([7]), np.array([3])]
@@ -323,8 +297,6 @@ def select_perm(
     far_operands: Sequence[np.ndarray], near_operands: Sequence[np.ndarray], modulus: int, key: int
 ) -> np.ndarray:
     """``select_perm``: pi_{f_c}((sum of near operands) mod m), c = (last near operand) mod j.
-
-    pi_v as in :func:`slot_perm`; with no far operand pi_0. Operands as in :func:`keyed_hash`.
 
     >>> pi = perm_table(17, 1, 0).tolist()
     >>> f = [np.array([4]), np.array([9])]

@@ -1,35 +1,21 @@
 """Counterfactual probe rows: a test row with far operands replaced, nothing recomputed.
 
-Probe row i of split ``probe`` (``probe_<L'>``) is row i of ``test`` (``test_<L'>``) with
-some positions R (``replaced``) holding another token. A target ``t >= w`` is *probed* when
-its far positions include a replaced one, its near positions include none, and ``t`` itself
-is not replaced. At a probed ``t`` two answers differ in what they read:
-
-- the *far-rule answer* h(operands as stored in the probe row): what the task's rule says;
-- the *local answer*: the stored token ``x_t`` (the unaltered one, since nothing after a
-  replacement is recomputed): what a rule that never reads the far operand predicts.
-
-Which positions are replaced:
-
-- ``cot``: the question x_0 .. x_{j-1}; every target ``t >= w`` is probed.
-- any other task (through :func:`posgen.tasks.far_start` alone): targets are taken in the
-  order ``w + o, w + o + 1, .., L'-1, w, .., w + o - 1`` (``o = i mod (L' - w)`` for row i,
-  so across rows every position leads once). A target is accepted when no replaced position
-  lies among its near operands or on itself, and its first far position ``s(t)`` is no near
-  operand of (nor equal to) an accepted target; ``s(t)`` is then replaced. Every accepted
-  target is probed, and so is any other target the definition above admits.
-
-Worked example (recursive, m = 17, k = 3, j = 1, a row of length 12 with o = 0): target 4
-is accepted and its far operand x_0 replaced; targets 5 .. 8 are refused (their far operand
-is a near operand of 4, or 4 itself); target 9 is accepted and x_5 replaced:
+Probe row i of ``probe`` (``probe_<L'>``) is row i of ``test`` (``test_<L'>``) with some
+positions replaced. A target is *probed* when a far position of it is replaced and no near
+one nor itself: there the *far-rule answer* h(stored operands) and the *local answer* (the
+unaltered stored token) differ. ``cot`` replaces the question x_0 .. x_{j-1}. Other tasks take
+targets from ``w + o`` on (``o = i mod (L' - w)``), then downwards from ``w + o - 1``, accepting
+a target when nothing replaced touches its near operands or itself and its first far position
+is no near operand of an accepted target; that far position is replaced. Recursive, m = 17,
+k = 3, j = 1, length 12, o = 0:
 
 >>> from posgen.spec import TaskSpec
 >>> plan = probe_plan(TaskSpec(task="recursive"), length=12, offset=0)
 >>> plan.replaced.tolist(), plan.probed.tolist()
 ([0, 5], [4, 9])
 
-The replacement token is drawn uniformly from the m - 1 other values by a counter-based
-stream keyed by (seed, task, split, row index, position) (:mod:`posgen.seeding`'s mix).
+Replacement tokens are uniform over the m - 1 other values, keyed by (seed, task, split,
+row, position).
 """
 
 from __future__ import annotations
@@ -57,23 +43,10 @@ class ProbePlan:
     probed: np.ndarray
 
 
-def probe_offset(index: np.ndarray | int, length: int, window: int) -> np.ndarray:
-    """The leading target's offset ``o`` of row ``index``: ``index mod (L' - w)``.
-
-    >>> probe_offset(np.array([0, 1, 252, 253]), 256, 4).tolist()
-    [0, 1, 0, 1]
-    """
-    return np.asarray(index, dtype=np.int64) % max(1, length - window)
-
-
 def probe_plan(spec: TaskSpec, length: int, offset: int) -> ProbePlan:
-    """Replaced and probed positions of a row of ``length`` whose offset is ``offset``
-    (cot's plan is the same for every offset)."""
-    return _plan(spec.task, spec.near, spec.far, length, _plan_offset(spec, offset))
-
-
-def _plan_offset(spec: TaskSpec, offset: int) -> int:
-    return 0 if spec.task == "cot" or not spec.far else int(offset)
+    """Replaced and probed positions of a row of ``length`` whose offset is ``offset``."""
+    offset = 0 if spec.task == "cot" or not spec.far else int(offset)  # one plan for all rows
+    return _plan(spec.task, spec.near, spec.far, length, offset)
 
 
 @lru_cache(maxsize=4096)
@@ -83,29 +56,21 @@ def _plan(task: str, near: int, far: int, length: int, offset: int) -> ProbePlan
     if far and length > window:
         if task == "cot":
             replaced[:far] = b"\x01" * far
-        else:
-            _choose_generic(task, near, far, length, offset, replaced)
+        else:  # the greedy rule of the module docstring
+            starts = _starts(task, near, far, length)
+            guarded = bytearray(length)  # near operands and position of accepted targets
+            order = [*range(window + offset, length), *range(window + offset - 1, window - 1, -1)]
+            for t in order:
+                first = starts[t - window]
+                if guarded[first] or any(replaced[t - near : t + 1]):
+                    continue
+                replaced[first] = 1
+                guarded[t - near : t + 1] = b"\x01" * (near + 1)
     mask = np.frombuffer(bytes(replaced), dtype=np.uint8).astype(bool)
     plan = ProbePlan(np.flatnonzero(mask), probed_positions(task, near, far, mask))
     plan.replaced.flags.writeable = False
     plan.probed.flags.writeable = False
     return plan
-
-
-def _choose_generic(
-    task: str, near: int, far: int, length: int, offset: int, replaced: bytearray
-) -> None:
-    """The greedy rule of the module docstring, written into ``replaced`` (0/1 per position)."""
-    window = near + far
-    starts = _starts(task, near, far, length)
-    guarded = bytearray(length)  # near operands and position of accepted targets
-    order = [*range(window + offset, length), *range(window + offset - 1, window - 1, -1)]
-    for t in order:
-        first = starts[t - window]
-        if guarded[first] or any(replaced[t - near : t + 1]):
-            continue
-        replaced[first] = 1
-        guarded[t - near : t + 1] = b"\x01" * (near + 1)
 
 
 @lru_cache(maxsize=64)
@@ -214,7 +179,8 @@ def alter_rows(spec: TaskSpec, split: str, start: int, tokens: np.ndarray) -> Pr
     """Probe rows made from source rows ``tokens`` (rows ``start ..``), altered in place."""
     rows, length = tokens.shape
     index = np.arange(start, start + rows, dtype=np.int64)
-    plans = [probe_plan(spec, length, o) for o in probe_offset(index, length, spec.window).tolist()]
+    offsets = index % max(1, length - spec.window)  # across rows every target leads once
+    plans = [probe_plan(spec, length, o) for o in offsets.tolist()]
     replaced, replaced_offsets, replaced_rows = _flatten([p.replaced for p in plans])
     cells = (replaced_rows, replaced)
     tokens[cells] = replacements(spec, split, index[replaced_rows], replaced, tokens[cells])

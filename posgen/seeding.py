@@ -1,23 +1,17 @@
-"""Seed windows: the first w = j + k tokens of every row, per split and row index.
+"""Seed windows: the first w = j + k tokens of every row, pure functions of (spec, split, row).
 
-Two seedings, both pure functions of ``(spec, split, row index)``, so a row is the same
-whatever the chunk size, worker count or shard count.
-
-``paper`` reproduces the authors' code: row r of their "complete" list starts with the
-r-th window of ``itertools.combinations(range(m), w)`` (cycled); train takes rows
-``[0, train_size)``, validation ``[0, val_size)`` and test
-``[val_size, val_size + test_size)``. So every validation row starts like a train row.
+``paper`` reproduces the authors' code: row r starts with the r-th (cycled) window of
+``itertools.combinations(range(m), w)``; train and validation take rows from 0, test from
+``val_size`` on (so every validation row starts like a train row).
 
 >>> from posgen.spec import TaskSpec
 >>> paper_windows(TaskSpec(task="cot", seeding="paper"), "test", 0, 2).tolist()
 [[1, 11, 13, 15], [1, 11, 13, 16]]
 
-``disjoint`` draws distinct points of Z_m^w: index i of one keyed pseudorandom
-permutation of ``[0, m^w)`` (a Feistel cipher with cycle walking, keyed by
-``SeedSequence(seed, spawn_key=(task,))``) is decoded into w base-m digits. Each split
-owns a contiguous range of permutation indices (test first, then validation, the extra
-test lengths, and train last), so no window repeats inside a split or appears in two
-splits, and the test split does not move when train_size changes.
+``disjoint`` decodes index i of a keyed permutation of ``[0, m^w)`` (Feistel with cycle
+walking) into w base-m digits. Each split owns a contiguous range of indices (test,
+validation, the extra tests, train last): no window repeats within or across splits, and
+test does not move when train_size changes.
 """
 
 from __future__ import annotations
@@ -76,9 +70,7 @@ def _paper_table(m: int, w: int) -> np.ndarray:
 
 
 def unrank_combinations(ranks: np.ndarray, m: int, w: int) -> np.ndarray:
-    """The ``ranks``-th w-subsets of range(m) in lexicographic (itertools) order.
-
-    Vectorized over ranks; exact for any size (Python integers where int64 would overflow).
+    """The ``ranks``-th w-subsets of range(m) in itertools order (exact for any size).
 
     >>> unrank_combinations(np.array([0, 1, 2379]), 17, 4).tolist()
     [[0, 1, 2, 3], [0, 1, 2, 4], [13, 14, 15, 16]]
@@ -114,12 +106,8 @@ def task_key(spec: TaskSpec) -> list[int]:
 
 
 def disjoint_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.ndarray:
-    """Distinct windows of Z_m^w from a keyed permutation; see the module docstring.
-
-    When m^w exceeds 2^63, the last d digits (m^d <= 2^63) come from the permutation,
-    which keeps windows distinct, and the first w - d digits from a counter-based hash
-    of (key, permutation index).
-    """
+    """Distinct windows of Z_m^w; past m^w = 2^63 only the last d digits (m^d <= 2^63) are
+    permuted, and the first ones hashed from (key, index)."""
     m, w = spec.modulus, spec.window
     digits = w
     while m**digits > MAX_PERMUTED:
@@ -135,19 +123,14 @@ def disjoint_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.nd
         return decode_digits(permuted, m, digits)
     out = np.empty((w, index.shape[0]), dtype=np.int64).T  # digit-major, like decode_digits
     out[:, w - digits :] = decode_digits(permuted, m, digits)
-    if digits < w:
-        counters = index[:, None] * np.uint64(w) + np.arange(w - digits, dtype=np.uint64)
-        out[:, : w - digits] = (mix64(mix64(counters) ^ keys[-1]) % np.uint64(m)).astype(np.int64)
+    counters = index[:, None] * np.uint64(w) + np.arange(w - digits, dtype=np.uint64)
+    out[:, : w - digits] = (mix64(mix64(counters) ^ keys[-1]) % np.uint64(m)).astype(np.int64)
     return out
 
 
 def feistel_permute(index: np.ndarray, domain: int, keys: np.ndarray) -> np.ndarray:
-    """A keyed bijection of ``[0, domain)`` applied to ``index`` (uint64 values < domain).
-
-    A balanced Feistel network over the smallest even bit width covering ``domain``;
-    values that land outside the domain are encrypted again (cycle walking), which keeps
-    the map a bijection of ``[0, domain)``.
-    """
+    """A keyed bijection of ``[0, domain)``: a balanced Feistel network, re-encrypting values
+    that land outside the domain (cycle walking)."""
     bits = max(2, (domain - 1).bit_length())
     bits += bits % 2
     half = np.uint64(bits // 2)
@@ -168,10 +151,8 @@ def feistel_permute(index: np.ndarray, domain: int, keys: np.ndarray) -> np.ndar
 
 
 def decode_digits(values: np.ndarray, m: int, digits: int) -> np.ndarray:
-    """Base-m digits of ``values`` (each < m**digits), most significant first.
-
-    Returns int64 ``(n, digits)``. Values are split once by a power of m into halves that
-    fit 32 bits, whose digits come from uint32 division (several times faster than uint64).
+    """Base-m digits ``(n, digits)`` of ``values``, most significant first (by uint32 division
+    of two halves where they fit: several times faster than uint64).
 
     >>> decode_digits(np.array([0, 17**4 - 1, 5 * 17**3 + 2], dtype=np.uint64), 17, 4).tolist()
     [[0, 0, 0, 0], [16, 16, 16, 16], [5, 0, 0, 2]]

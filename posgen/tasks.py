@@ -24,7 +24,7 @@ tasks.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -60,19 +60,8 @@ class _Registered(Sequence[str]):
     def __len__(self) -> int:
         return len(_RULES)
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(tuple(_RULES))
-
     def __contains__(self, name: object) -> bool:
         return name in _RULES
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence) and not isinstance(other, str):
-            return tuple(self) == tuple(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(tuple(self))
 
     def __repr__(self) -> str:
         return repr(tuple(self))
@@ -116,9 +105,7 @@ def dependencies(task: str, t: int, near: int, far: int) -> np.ndarray:
 
 
 def dependency_matrix(task: str, length: int, near: int, far: int) -> np.ndarray:
-    """``(length - w, w)`` positions feeding each generated position ``w .. length-1``.
-
-    Row ``i`` lists the far positions then the near positions of ``t = w + i``.
+    """``(length - w, w)``: row ``i`` lists the far, then the near positions feeding ``w + i``.
 
     >>> dependency_matrix("recursive", 6, near=3, far=1).tolist()
     [[0, 1, 2, 3], [1, 2, 3, 4]]

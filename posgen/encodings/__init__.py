@@ -1,25 +1,12 @@
-"""Position encodings: what a ``--pe`` is, the one registry of them, and a run's resolution.
+"""Position encodings: what a ``--pe`` is, the one registry of them, and a run's resolution
+(no torch here: :mod:`.builtin` holds the built-ins, :mod:`.model` builds the Llama).
 
-This module needs no torch. :mod:`posgen.encodings.builtin` holds every built-in and the
-constructors a plugin uses; :mod:`posgen.encodings.model` builds the Llama with an encoding.
-
-Every position encoding, built in or a plugin, is a :class:`PositionEncoding`, and every one
-enters the *same* stock ``LlamaForCausalLM`` through one or more of three doors:
-
-- ``rope``: the config's ``rope_parameters`` in training and in evaluation (a rope type of
-  ``transformers.modeling_rope_utils.ROPE_INIT_FUNCTIONS``). Encodings that do not rotate
-  use :data:`NO_ROPE` (``proportional`` with ``partial_rotary_factor`` 0: cos = 1, sin = 0);
-- ``attention``: an attention function registered in transformers' ``AttentionInterface``
-  (ALiBi adds its bias there);
-- ``input_positions``: a module mapping position ids ``(batch, T)`` to vectors
-  ``(batch, T, hidden)`` added to the token embeddings (learned, sinusoidal).
-
-:data:`ENCODINGS` maps every name to its encoding. The built-ins (imported on first use)
-enter it through :func:`register`, built by the constructors plugins use; a plugin's entry
-point (group ``posgen.position_encodings``) and any ``package.module:NAME`` are lazy entries,
-imported when asked for. Parameters are ``key=value`` pairs over defaults computed from the data's
-:class:`Lengths`. An encoding is *train-time* when it trains and evaluates with the same rope
-parameters, *evaluation-time* when training uses other (unscaled) ones, as the paper's YaRN.
+A :class:`PositionEncoding` enters the stock ``LlamaForCausalLM`` through up to three doors:
+``rope`` (the config's ``rope_parameters``; :data:`NO_ROPE` rotates nothing), ``attention``
+(a registered attention function, as ALiBi's bias) and ``input_positions`` (a module whose
+vectors are added to the token embeddings). Built-ins, entry points (group
+``posgen.position_encodings``) and ``package.module:NAME`` all live in :data:`ENCODINGS`.
+An encoding is *evaluation-time* when training uses other (unscaled) rope parameters.
 
 >>> lengths = Lengths(train=64, test=256, head_dim=16, heads=4)
 >>> resolve(PERequest.parse("linear", ["factor=2"], None), lengths).label
@@ -71,11 +58,8 @@ class PEError(ValueError):
 
 @dataclass(frozen=True)
 class Lengths:
-    """The data's lengths and the model's head shape: what defaults are computed from.
-
-    ``train`` is L and ``test`` is L' (row lengths, BOS excluded); a model sees positions
-    ``0 .. L`` in training (BOS at 0) and ``0 .. L'`` in the test split. ``scale`` is
-    ``(L'+1)/(L+1)``, the paper's YaRN factor.
+    """L (``train``) and L' (``test``), BOS excluded, and the model's head shape; ``scale``
+    is the paper's YaRN factor ``(L'+1)/(L+1)``.
 
     >>> Lengths(train=64, test=256, head_dim=16, heads=4).scale
     3.953846153846154
@@ -91,37 +75,21 @@ class Lengths:
         return (self.test + 1) / (self.train + 1)
 
 
-def _no_parameters(lengths: Lengths) -> dict[str, Any]:
-    return {}
-
-
-def _no_rope(parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool) -> dict[str, Any]:
-    return dict(NO_ROPE)
-
-
-InputPositions = Callable[[Mapping[str, Any], Lengths, int, int], "nn.Module"]
-"""``(parameters, lengths, hidden size, number of positions) -> module`` for input positions."""
-
-
 @dataclass(frozen=True)
 class PositionEncoding:
-    """One entry of the ``--pe`` vocabulary.
-
-    ``defaults(lengths)`` gives every parameter and its default (the keys a user may set,
-    plus ``optional``); ``rope(parameters, lengths, evaluation)`` the Llama config's
-    ``rope_parameters``; ``attention`` a registered attention implementation (None: sdpa);
-    ``input_positions`` a module factory for positions added to the input embeddings;
-    ``max_positions(parameters, lengths)`` the config's ``max_position_embeddings`` (L'+1 by
-    default; dynamic NTK needs L+1); ``confound`` a line for the results table when the
-    encoding is not the plain Llama block.
-    """
+    """One entry of the ``--pe`` vocabulary: ``defaults(lengths)`` (the parameters a user may
+    set, plus ``optional``), ``rope(parameters, lengths, evaluation)``, an attention
+    implementation (None: sdpa), ``input_positions(parameters, lengths, hidden, positions)``
+    (a module), ``max_positions`` (default L'+1) and a results-table ``confound`` line."""
 
     name: str
     summary: str
-    defaults: Callable[[Lengths], dict[str, Any]] = _no_parameters
-    rope: Callable[[Mapping[str, Any], Lengths, bool], dict[str, Any]] = _no_rope
+    defaults: Callable[[Lengths], dict[str, Any]] = lambda lengths: {}
+    rope: Callable[[Mapping[str, Any], Lengths, bool], dict[str, Any]] = (
+        lambda parameters, lengths, evaluation: dict(NO_ROPE)
+    )
     attention: str | None = None
-    input_positions: InputPositions | None = None
+    input_positions: Callable[[Mapping[str, Any], Lengths, int, int], nn.Module] | None = None
     optional: tuple[str, ...] = ()
     max_positions: Callable[[Mapping[str, Any], Lengths], int] | None = None
     confound: str | None = None
@@ -159,10 +127,9 @@ class _Lazy:
 
 
 class Registry(Mapping[str, PositionEncoding]):
-    """Every position encoding by name: what :meth:`register` added (the built-ins in table
-    order), then the entry points of :data:`ENTRY_POINT_GROUP` by name (a registered name
-    wins), read whenever a name is not registered, so a package installed meanwhile is found.
-    ``package.module:NAME`` looks up that object without registering it."""
+    """Every position encoding by name: the registered ones (built-ins in table order), then
+    the entry points by name, re-read for a name not registered; ``package.module:NAME`` is
+    looked up without registering it."""
 
     def __init__(self, builtin: str) -> None:
         self._builtin = builtin
@@ -229,24 +196,12 @@ def available() -> dict[str, PositionEncoding]:
     return dict(ENCODINGS.items())
 
 
-def parse_value(text: str) -> Any:
-    """A ``key=value`` value: JSON when it parses (numbers, lists, true), else the text.
-
-    >>> parse_value("2.5"), parse_value("[1, 2]"), parse_value("train")
-    (2.5, [1, 2], 'train')
-    """
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 class PERequest(BaseModel):
-    """What the user asked for: a name (built in, entry point, or ``module:attr``),
-    parameter overrides, and randomized positions (a range size R, ``auto`` = L'+1).
+    """A name (built in, entry point or ``module:attr``), parameter overrides and randomized
+    positions (a range size, ``auto`` = L'+1).
 
-    >>> PERequest.parse("rope", [], "auto").label_suffix
-    '+randomized'
+    >>> PERequest.parse("rope", ["factor=2.5", "scale_at=train"], "auto").parameters
+    {'factor': 2.5, 'scale_at': 'train'}
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -257,13 +212,17 @@ class PERequest(BaseModel):
 
     @classmethod
     def parse(cls, name: str, pairs: list[str] | tuple[str, ...], randomized: str | None):
-        """From ``--pe``, ``--pe-param key=value`` (repeatable), ``--randomized-positions``."""
+        """From ``--pe``, ``--pe-param key=value`` (a JSON value, else text), and
+        ``--randomized-positions``."""
         parameters: dict[str, Any] = {}
         for pair in pairs:
             key, sep, value = pair.partition("=")
             if not sep or not key.strip():
                 raise ValueError(f"--pe-param {pair!r}: use key=value")
-            parameters[key.strip()] = parse_value(value.strip())
+            try:
+                parameters[key.strip()] = json.loads(value.strip())
+            except ValueError:
+                parameters[key.strip()] = value.strip()
         chosen: int | str | None = randomized
         if randomized is not None and randomized != "auto":
             try:
@@ -273,13 +232,6 @@ class PERequest(BaseModel):
                     f"--randomized-positions {randomized!r}: use a range size or auto"
                 ) from None
         return cls(name=name, parameters=parameters, randomized=chosen)
-
-    @property
-    def label_suffix(self) -> str:
-        """``+randomized`` (with its range when given) for randomized positions."""
-        if self.randomized is None:
-            return ""
-        return "+randomized" if self.randomized == "auto" else f"+randomized{self.randomized}"
 
 
 @dataclass(frozen=True)
@@ -298,20 +250,18 @@ class ResolvedPE:
 
     @property
     def label(self) -> str:
-        """The name, the parameters set on the command line, ``+randomized``."""
+        """The name, the parameters set on the command line, ``+randomized`` (and its range)."""
         overrides = ",".join(
             f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
             for key, value in sorted(self.request.parameters.items())
         )
-        return self.name + (f"({overrides})" if overrides else "") + self.request.label_suffix
+        randomized = self.request.randomized
+        suffix = "" if randomized is None else "+randomized" + str(randomized).replace("auto", "")
+        return self.name + (f"({overrides})" if overrides else "") + suffix
 
     def rope(self, evaluation: bool) -> dict[str, Any]:
         """The Llama config's ``rope_parameters`` in training or in evaluation."""
         return self.encoding.rope(self.parameters, self.lengths, evaluation)
-
-    @property
-    def when(self) -> str:
-        return self.encoding.when(self.parameters, self.lengths)
 
     @property
     def max_positions(self) -> int:
@@ -347,7 +297,7 @@ class ResolvedPE:
             "label": self.label,
             "source": self.encoding.source,
             "summary": self.encoding.summary,
-            "when": self.when,
+            "when": self.encoding.when(self.parameters, self.lengths),
             "parameters": dict(self.parameters),
             "rope_parameters": {"train": self.rope(False), "evaluation": self.rope(True)},
             "attention": self.encoding.attention,
@@ -392,8 +342,7 @@ def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
 
 
 def listing(lengths: Lengths) -> list[str]:
-    """``--list-pe``: one line per registered encoding: name, train- or evaluation-time,
-    where it comes from, summary."""
+    """``--list-pe``: name, train- or evaluation-time, summary and source, one line each."""
     encodings = available()
     width = max(map(len, encodings))
     lines = []

@@ -1,18 +1,12 @@
 """Every built-in position encoding, registered in table order, and the constructors
 (:func:`rope_encoding`, :func:`bias_encoding`) that plugins use too.
 
-Rope encodings are rows of :data:`ROPE_TYPES`: a parameter table over ``rope_theta`` 10000,
-with defaults from the data's lengths (``s = (L'+1)/(L+1)``, positions count BOS), each
-changed by ``--pe-param key=value``. A row with ``resonance=True`` also gives its Resonance
-twin (``resonance`` for ``rope``, else ``resonance_<type>``): the same parameters, every
-rotary wavelength ``2*pi/theta_i`` rounded to an integer (like the authors' code, *every*
-dimension, also those longer than L). ``scale_at=evaluation`` trains with the unscaled
-``default`` frequencies (``resonance`` for the twins) and validates and tests with the scaled
-ones; ``train`` scales throughout. transformers' ``default`` type *ignores*
-``partial_rotary_factor``, so partial RoPE and NoPE use ``proportional``. ``longrope`` has no
-twin: transformers switches its factors only for the type named ``longrope``. Then ALiBi (a
-bias in the attention), learned and sinusoidal positions (added to the input embeddings), and
-:class:`RandomPositions`, which combine with any of them.
+Rope encodings are rows of :data:`ROPE_TYPES` (defaults from the data's lengths, ``s =
+(L'+1)/(L+1)``). A row with ``resonance=True`` also gives its Resonance twin: every rotary
+wavelength rounded to an integer (every dimension, as the authors' code). ``scale_at=evaluation``
+trains with the unscaled frequencies and evaluates with the scaled ones. Partial RoPE and
+NoPE use ``proportional`` (``default`` ignores ``partial_rotary_factor``). Then ALiBi, learned
+and sinusoidal input positions, and :class:`RandomPositions`, which combine with any of them.
 
 >>> lengths = Lengths(train=64, test=256, head_dim=16, heads=4)
 >>> LINEAR = ENCODINGS["linear"]
@@ -43,7 +37,6 @@ from posgen.encodings import ENCODINGS, PES, Lengths, PositionEncoding, register
 
 THETA = 10_000.0
 SCALE_AT = ("evaluation", "train")
-"""Values of ``scale_at``."""
 
 Defaults = Callable[[Lengths], dict[str, Any]]
 Frequencies = Callable[..., tuple[torch.Tensor, float]]
@@ -55,11 +48,8 @@ attention scaling)``; it reads ``config.rope_parameters``."""
 
 
 def rope_of(rope_type: str, unscaled: str) -> Callable[..., dict[str, Any]]:
-    """``rope(parameters, lengths, evaluation)`` of a rope encoding of ``rope_type``.
-
-    With ``scale_at=evaluation`` training uses ``{"rope_type": unscaled, "rope_theta": ...}``.
-    Scalar ``short_factor``/``long_factor`` (longrope) become one per rotary pair.
-    """
+    """``rope(parameters, lengths, evaluation)`` of ``rope_type``; scalar longrope factors
+    become one per rotary pair."""
 
     def rope(parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool) -> dict[str, Any]:
         scale_at = parameters.get("scale_at", "train")
@@ -79,10 +69,6 @@ def rope_of(rope_type: str, unscaled: str) -> Callable[..., dict[str, Any]]:
     return rope
 
 
-def _base(lengths: Lengths) -> dict[str, Any]:
-    return {"rope_theta": THETA}
-
-
 def rope_encoding(
     name: str,
     summary: str,
@@ -94,20 +80,16 @@ def rope_encoding(
     optional: tuple[str, ...] = (),
     max_positions: Callable[[Mapping[str, Any], Lengths], int] | None = None,
 ) -> PositionEncoding:
-    """A rope init function as a position encoding (what a rope plugin calls).
-
-    ``frequencies`` (transformers' signature, see :data:`Frequencies`) is registered in
-    ``ROPE_INIT_FUNCTIONS`` as rope type ``rope_type`` (default: ``name``); None uses a type
-    transformers has. ``defaults(lengths)`` gives its parameters (``rope_theta`` 10000
-    unless given); a ``scale_at`` of ``evaluation`` there trains with ``unscaled``.
-    """
+    """A rope init function as a position encoding (what a rope plugin calls): ``frequencies``
+    (None: a type transformers has) is registered as rope type ``rope_type`` (default
+    ``name``); a ``scale_at`` of ``evaluation`` in ``defaults`` trains with ``unscaled``."""
     rope_type = rope_type or name
     if frequencies is not None:
         ROPE_INIT_FUNCTIONS[rope_type] = frequencies
     return PositionEncoding(
         name=name,
         summary=summary,
-        defaults=defaults or _base,
+        defaults=defaults or (lambda lengths: {"rope_theta": THETA}),
         rope=rope_of(rope_type, unscaled),
         optional=optional,
         max_positions=max_positions,
@@ -123,8 +105,7 @@ def default_frequencies(config: PreTrainedConfig) -> torch.Tensor:
 
 
 def resonance_of(rope_type: str) -> Frequencies:
-    """transformers' frequencies of ``rope_type`` with every wavelength rounded to an integer
-    (zero frequencies, the unrotated pairs of ``proportional``, stay zero).
+    """transformers' frequencies of ``rope_type``, every wavelength rounded to an integer.
 
     >>> from transformers import LlamaConfig
     >>> config = LlamaConfig(hidden_size=16, num_attention_heads=2,
@@ -153,22 +134,13 @@ def scale(lengths: Lengths) -> float:
 
 
 def train_positions(lengths: Lengths) -> int:
-    """L+1: the positions of a training row (BOS included)."""
+    """L+1: the positions of a training row (BOS included); L'+1 those of a test row."""
     return lengths.train + 1
 
 
-def test_positions(lengths: Lengths) -> int:
-    """L'+1: the positions of a test row."""
-    return lengths.test + 1
-
-
-def _dynamic_positions(parameters: Mapping[str, Any], lengths: Lengths) -> int:
-    return lengths.train + 1  # dynamic NTK grows its base past max_position_embeddings
-
-
 class RopeType(NamedTuple):
-    """One rope encoding: its name, transformers' rope type, its parameters after
-    ``rope_theta`` (a function of :class:`Lengths` or a value), and its Resonance twin."""
+    """One rope encoding: transformers' rope type, its parameters after ``rope_theta`` (values
+    or functions of :class:`Lengths`), and whether it has a Resonance twin."""
 
     name: str
     rope_type: str
@@ -183,12 +155,10 @@ class RopeType(NamedTuple):
         return {"rope_theta": THETA, **values}
 
     @property
-    def twin(self) -> str:
-        """The Resonance twin's name, which is also its rope type."""
+    def twin(self) -> str:  # the twin's name and rope type
         return "resonance" if self.rope_type == "default" else f"resonance_{self.rope_type}"
 
     def encodings(self) -> list[PositionEncoding]:
-        """The row's encoding, then its Resonance twin: the same parameters, rounded."""
         shared: dict[str, Any] = {"optional": self.optional, "max_positions": self.max_positions}
         plain = rope_encoding(
             self.name, self.summary, None, self.defaults, rope_type=self.rope_type, **shared
@@ -212,7 +182,7 @@ ROPE_TYPES = (
         # the authors' ramp for POSGEN: beta 2 and 1 (transformers' defaults: 32 and 1)
         {
             "factor": scale,
-            "original_max_position_embeddings": test_positions,
+            "original_max_position_embeddings": lambda lengths: lengths.test + 1,
             "beta_fast": 2.0,
             "beta_slow": 1.0,
             **AT_EVALUATION,
@@ -231,7 +201,7 @@ ROPE_TYPES = (
         "dynamic",
         {"factor": 1.0},
         "dynamic NTK: the base grows with the row length past L+1 positions",
-        max_positions=_dynamic_positions,
+        max_positions=lambda parameters, lengths: train_positions(lengths),
     ),
     RopeType(
         "longrope",
@@ -275,14 +245,11 @@ ROPE_TYPES = (
 )
 """The rope encodings, in table order (the paper's four first)."""
 
-RESONANCE_TYPES = {row.rope_type: row.twin for row in ROPE_TYPES if row.resonance}
-"""Resonance twin (a registered rope type) of each transformers rope type that has one."""
-
 
 def rope_parameters(
     pe: str, train_length: int, test_length: int, evaluation: bool, theta: float = THETA
 ) -> dict[str, Any]:
-    """A Llama config's ``rope_parameters`` for one of the paper's four, with its defaults.
+    """A Llama config's ``rope_parameters`` for one of the paper's four.
 
     >>> rope_parameters("resonance_yarn", 64, 256, evaluation=False)
     {'rope_type': 'resonance', 'rope_theta': 10000.0}
@@ -308,14 +275,9 @@ PARAMETERS_ATTRIBUTE = "posgen_pe_parameters"
 def bias_encoding(
     name: str, summary: str, bias: Bias, defaults: Defaults | None = None
 ) -> PositionEncoding:
-    """A position encoding that adds ``bias`` to the attention logits of a Llama block (what
-    a bias plugin calls); rope is off.
-
-    An attention function ``posgen_bias_<name>`` is registered in transformers'
-    ``AttentionInterface`` (with SDPA's mask): it hands the bias to transformers' own SDPA
-    attention, added to the logits with the causal mask. ``bias`` reads the parameters
-    (``defaults(lengths)`` with the overrides) as its third argument.
-    """
+    """A position encoding adding ``bias(position_ids, heads, parameters)`` to the attention
+    logits (what a bias plugin calls), through transformers' SDPA as attention
+    ``posgen_bias_<name>``; rope is off."""
 
     def attention(
         module: nn.Module,
@@ -348,9 +310,8 @@ def _power_of_two_slopes(heads: int) -> list[float]:
 
 
 def alibi_slopes(heads: int) -> torch.Tensor:
-    """ALiBi's per-head slopes (Press et al.): ``2^(-8h/H)`` for H a power of two, else those
-    of the power of two below H followed by every other slope of twice that (their
-    ``get_slopes``).
+    """ALiBi's per-head slopes (Press et al.'s ``get_slopes``): ``2^(-8h/H)`` for H a power of
+    two, else those of the power below, then every other slope of twice that.
 
     >>> [round(s, 4) for s in alibi_slopes(6).tolist()]
     [0.25, 0.0625, 0.0156, 0.0039, 0.5, 0.125]
@@ -367,8 +328,7 @@ def alibi_slopes(heads: int) -> torch.Tensor:
 def alibi_bias(
     position_ids: torch.Tensor, heads: int, parameters: Mapping[str, Any] | None = None
 ) -> torch.Tensor:
-    """ALiBi's bias ``-m_h (p_i - p_j)`` for position ids ``(batch, T)``: ``(batch, H, T, T)``
-    (future keys are masked by the attention anyway). Randomized positions change it too.
+    """ALiBi's bias ``-m_h (p_i - p_j)`` ``(batch, H, T, T)`` for position ids ``(batch, T)``.
 
     >>> alibi_bias(torch.tensor([[0, 1, 3]]), heads=1)[0, 0, 2].tolist()
     [-0.01171875, -0.0078125, -0.0]
@@ -397,7 +357,7 @@ def sinusoidal_table(positions: int, hidden: int, base: float = 10_000.0) -> tor
 
 
 class SinusoidalPositions(nn.Module):
-    """A fixed sinusoidal table looked up by position id (a buffer, not saved: recomputed)."""
+    """The sinusoidal table by position id (a buffer, recomputed rather than saved)."""
 
     def __init__(self, positions: int, hidden: int) -> None:
         super().__init__()
@@ -410,9 +370,7 @@ class SinusoidalPositions(nn.Module):
 def learned_positions(
     parameters: Mapping[str, Any], lengths: Lengths, hidden: int, positions: int
 ) -> nn.Module:
-    """A learned table, one row per position the model can meet (GPT-2's normal(0, 0.02)).
-    Training reaches rows ``0 .. L`` only, and the table has no weight decay, so rows past L
-    stay exactly as initialised (tested)."""
+    """A learned table, GPT-2's normal(0, 0.02); rows past L are never trained (no decay)."""
     table = nn.Embedding(positions, hidden)
     nn.init.normal_(table.weight, std=0.02)
     return table
@@ -421,24 +379,17 @@ def learned_positions(
 def sinusoidal_positions(
     parameters: Mapping[str, Any], lengths: Lengths, hidden: int, positions: int
 ) -> nn.Module:
-    """The fixed sinusoidal table."""
     return SinusoidalPositions(positions, hidden)
 
 
 # --- randomized positions (Ruoss et al. 2023) ----------------------------------------------------
 
-SPLITS = {"validation": 1, "test": 2}
-"""Counter keys of the evaluation splits."""
-
 
 @dataclass(frozen=True)
 class RandomPositions:
-    """The randomized position ids of one run (``seed``) over ``0 .. range_size-1``.
-
-    Every row of T tokens, in training *and* in evaluation (posgen's choice: a model never
-    meets positions of another distribution), gets T ids drawn without replacement and
-    sorted, from a generator keyed by ``(seed, phase, step or split, row)``: they do not
-    depend on batch size, order or device.
+    """Randomized position ids over ``0 .. range_size-1``, in training and evaluation: each
+    row's ids drawn without replacement and sorted, keyed by ``(seed, phase, step or split,
+    row)``, so independent of batch size, order and device.
 
     >>> positions = RandomPositions(seed=7, range_size=20)
     >>> ids = positions.training(step=0, rows=2, length=5)
@@ -466,7 +417,8 @@ class RandomPositions:
 
     def evaluation(self, split: str, start: int, rows: int, length: int) -> torch.Tensor:
         """Position ids of rows ``start .. start+rows-1`` of an evaluation split."""
-        keys = [[self.seed, 1, SPLITS[split], start + row] for row in range(rows)]
+        split_key = {"validation": 1, "test": 2}[split]
+        keys = [[self.seed, 1, split_key, start + row] for row in range(rows)]
         return self._rows(keys, length)
 
 

@@ -1,17 +1,14 @@
 """Build, save and load the one model of every run: a stock ``LlamaForCausalLM`` with an encoding.
 
-:func:`llama_for` builds it from a config (nothing downloaded) with the encoding's training
-``rope_parameters``, its attention implementation (``sdpa`` unless it registers one) and its
-input-position module, attached to the ``LlamaModel`` as ``position_embedding`` (saved with
-its weights) and added to the token embeddings by a forward pre-hook. :func:`save_model`
-writes transformers' ``save_pretrained`` folder plus ``position_encoding.json``;
-:func:`load_model` rebuilds the same model, so a saved run predicts exactly what it predicted
-before saving (tested for every built-in encoding).
+An input-position module sits on the ``LlamaModel`` as ``position_embedding`` (saved with its
+weights), added to the token embeddings by a forward pre-hook. A loaded model predicts exactly
+what it predicted before saving.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +104,7 @@ def save_model(model: LlamaForCausalLM, pe: ResolvedPE, folder: Path) -> None:
     model.save_pretrained(folder)
     spec = {
         "request": pe.request.model_dump(mode="json"),
-        "lengths": {
-            "train": pe.lengths.train,
-            "test": pe.lengths.test,
-            "head_dim": pe.lengths.head_dim,
-            "heads": pe.lengths.heads,
-        },
+        "lengths": asdict(pe.lengths),
         "evaluation_rope": pe.rope(True),
     }
     (Path(folder) / PE_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
@@ -142,17 +134,12 @@ def load_model(folder: Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: the input-position table without weight decay (else decay would shrink
-    rows training never reaches, positions past L), everything else with it."""
+    """AdamW groups: the input-position table without weight decay (decay would shrink the
+    rows past L that training never reaches), everything else with it."""
     table = getattr(model.base_model, ATTRIBUTE, None)
-    exempt = {id(p) for p in table.parameters()} if table is not None else set()
-    decayed = [p for p in model.parameters() if id(p) not in exempt]
+    exempt = list(table.parameters()) if table is not None else []
+    decayed = [p for p in model.parameters() if all(p is not q for q in exempt)]
     groups: list[dict[str, Any]] = [{"params": decayed, "weight_decay": weight_decay}]
     if exempt:
-        groups.append(
-            {
-                "params": [p for p in model.parameters() if id(p) in exempt],
-                "weight_decay": 0.0,
-            }
-        )
+        groups.append({"params": exempt, "weight_decay": 0.0})
     return groups

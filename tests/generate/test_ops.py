@@ -14,7 +14,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from posgen.generator import expected_targets, generate_split, grow
+from posgen.generator import expected_targets, generate_split, grow, storage_dtype
 from posgen.ops import get_op, keyed_hash, op_names, sum_table
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.tasks import TASKS
@@ -81,9 +81,11 @@ op_cases = st.fixed_dictionaries(
     {
         "op": st.sampled_from(OPS),
         "task": st.sampled_from(TASKS),
-        "modulus": st.one_of(st.integers(2, 300), st.sampled_from([1009, 40000, 65536])),
-        "near": st.integers(1, 6),
-        "far": st.integers(0, 5),
+        "modulus": st.one_of(
+            st.integers(2, 128), st.integers(129, 256), st.integers(257, 40000), st.just(65536)
+        ),
+        "near": st.integers(1, 9),
+        "far": st.integers(0, 9),
         "extra": st.integers(1, 40),
         "rows": st.integers(1, 20),
         "key": st.integers(0, 2**63 - 1),
@@ -92,9 +94,9 @@ op_cases = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=150)
+@settings(max_examples=200)
 @given(op_cases)
-def test_every_op_equals_the_plain_loop_oracle_and_the_validator_recomputes_it(case):
+def test_every_op_and_kernel_equal_the_plain_loop_oracle_and_the_validator_recomputes_them(case):
     op, m, near, far = case["op"], case["modulus"], case["near"], case["far"]
     length = near + far + case["extra"]
     key = case["key"] if get_op(op).keyed else 0
@@ -107,6 +109,7 @@ def test_every_op_equals_the_plain_loop_oracle_and_the_validator_recomputes_it(c
     windows = np.random.default_rng(case["seed"]).integers(0, m, size=(case["rows"], near + far))
     fast = grow(spec, windows, length)
     slow = [grow_row(spec.task, w.tolist(), length, m, near, far, op, key) for w in windows]
+    assert fast.dtype == storage_dtype(m)
     assert fast.tolist() == slow
     assert np.array_equal(expected_targets(spec, fast), fast[:, near + far :])
 

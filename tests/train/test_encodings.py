@@ -27,7 +27,6 @@ from posgen.encodings import (  # noqa: E402
     resolve,
 )
 from posgen.encodings.builtin import (  # noqa: E402
-    RESONANCE_TYPES,
     ROPE_TYPES,
     RandomPositions,
     alibi_bias,
@@ -255,7 +254,7 @@ def test_every_transformers_rope_type_is_in_the_vocabulary():
     assert shipped <= used
 
 
-@pytest.mark.parametrize("rope_type", sorted(RESONANCE_TYPES.values()))
+@pytest.mark.parametrize("rope_type", sorted(row.twin for row in ROPE_TYPES if row.resonance))
 def test_resonance_wavelengths_are_integers(rope_type):
     rotary = tiny(rope_type, evaluation=True).model.rotary_emb
     inv_freq = rotary.inv_freq.double()
