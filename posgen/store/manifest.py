@@ -1,14 +1,7 @@
-"""The manifest ``posgen.json``, typed: what a dataset folder holds and how to check it.
-
-It records the full spec and spec id of every config, the package and library versions,
-the storage format, and for every split its rows, row length, OOD boundary and files
-(path, rows, first id, bytes, sha256). It holds no timestamps, so the same spec gives the
-same manifest bytes. :func:`read_manifest` is the only reader and :func:`write_manifest` the
-only writer (atomic): every command sees the same :class:`Manifest` or the same
-:class:`DamagedDataset` lines.
-
-File paths are relative POSIX paths that stay inside the folder (no absolute path, no
-``..``, no backslash); :func:`posgen.store.dataset.inside` also refuses symlinks that lead out.
+"""The manifest ``posgen.json``, typed: every config's spec, the versions, the storage format,
+and per split its rows, row length, OOD boundary and files (path, rows, first id, bytes,
+sha256). No timestamps: the same spec gives the same bytes. :func:`read_manifest` is the only
+reader; file paths stay inside the folder.
 
 >>> FileEntry(path="/etc/passwd", rows=1, first_id=0, bytes=1, sha256="0" * 64)
 Traceback (most recent call last):
@@ -40,7 +33,7 @@ from pydantic import (
 import posgen
 from posgen.errors import DataError, UsageError, problem_lines
 from posgen.spec import MAX_LENGTH, MAX_ROWS, BenchmarkSpec, ConfigName, TaskSpec, probe_config
-from posgen.store.layout import MANIFEST_NAME, unfinished
+from posgen.store.layout import MANIFEST_NAME, Shard, unfinished
 from posgen.store.safety import write_atomically
 
 FORMAT_VERSION = 1
@@ -288,11 +281,15 @@ class Manifest(_Model):
 
 def build_manifest(
     bench: BenchmarkSpec,
-    files: dict[tuple[str, str], list[FileEntry]],
-    storage: str = "parquet",
-    parquet_options: dict[str, Any] | None = None,
+    plan: list[Shard],
+    entries: list[FileEntry],
+    storage: str,
+    parquet_options: dict[str, Any],
 ) -> Manifest:
-    """The manifest of ``bench`` whose split ``(config, split)`` has the entries ``files``."""
+    """The manifest of ``bench`` stored as the shards ``plan``, whose files have ``entries``."""
+    files: dict[tuple[str, str], list[FileEntry]] = {}
+    for shard, entry in zip(plan, entries, strict=True):
+        files.setdefault((shard.config, shard.split), []).append(entry)
     return Manifest(
         posgen_version=posgen.__version__,
         libraries={"numpy": np.__version__, "pyarrow": pa.__version__},
@@ -311,7 +308,7 @@ def build_manifest(
                         length=spec.split_length(split),
                         seed_window=spec.window,
                         ood_boundary=spec.train_length,
-                        files=files[(config, split)],
+                        files=files.get((config, split), []),
                     )
                     for split in (*spec.split_names, *spec.probe_names)
                 },
