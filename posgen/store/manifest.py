@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
     field_serializer,
-    field_validator,
     model_validator,
 )
 
@@ -93,14 +93,11 @@ def relative_path(value: str) -> str:
     ...
     ValueError: must be a relative path inside the dataset folder, got 'data/../../x'
     """
-    parts = PurePosixPath(value).parts
     if (
-        not value
-        or value.startswith("/")
+        value.startswith("/")
         or "\\" in value
         or ":" in value
         or any(part in ("..", ".", "") for part in value.split("/"))
-        or not parts
     ):
         raise ValueError(f"must be a relative path inside the dataset folder, got {value!r}")
     return value
@@ -109,16 +106,11 @@ def relative_path(value: str) -> str:
 class FileEntry(_Model):
     """One data file: where it is, which rows it holds, its size and checksum."""
 
-    path: Annotated[str, Field(min_length=1, max_length=4096)]
+    path: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(relative_path)]
     rows: int = Field(ge=0, le=MAX_ROWS)
     first_id: int = Field(ge=0, le=MAX_ROWS)
     bytes: int = Field(ge=0, le=2**62)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-    @field_validator("path")
-    @classmethod
-    def _relative(cls, value: str) -> str:
-        return relative_path(value)
 
 
 class SplitEntry(_Model):
@@ -189,11 +181,6 @@ class ConfigEntry(_Model):
             name: self.splits[name] for name in (*self.spec.split_names, *self.spec.probe_names)
         }
 
-    def hf_splits(self, probe: bool) -> dict[str, SplitEntry]:
-        """The splits of the config itself (``probe=False``) or of its probe config."""
-        names = self.spec.probe_names if probe else self.spec.split_names
-        return {name: self.splits[name] for name in names}
-
 
 class BenchmarkEntry(_Model):
     """The benchmark's name, description and spec id."""
@@ -254,10 +241,10 @@ class Manifest(_Model):
         config one feature set, so they form the config ``<config>-probe``.
         """
         return [
-            (probe_config(name) if probe else name, name, splits)
+            (probe_config(name) if probe else name, name, {n: entry.splits[n] for n in names})
             for name, entry in self.configs.items()
-            for probe in (False, True)
-            if (splits := entry.hf_splits(probe))
+            for probe, names in ((False, entry.spec.split_names), (True, entry.spec.probe_names))
+            if names
         ]
 
     def files(self, configs: list[str] | None = None) -> list[tuple[str, str, FileEntry]]:

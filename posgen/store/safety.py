@@ -33,13 +33,12 @@ from typing import BinaryIO, Literal
 from posgen import signals
 from posgen.errors import RunError, UsageError
 from posgen.store.layout import (
+    FILE_TMP_TAG,
     MANIFEST_NAME,
     OLD_TAG,
     TMP_TAG,
     hidden_sibling,
     hidden_siblings,
-    temporaries_of,
-    temporary_name,
 )
 
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -341,9 +340,9 @@ def durable_file(path: Path) -> Iterator[HashingFile]:
     temporary = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in temporaries_of(target):
+        for stale in hidden_siblings(target, (FILE_TMP_TAG,)):
             remove_unowned(stale)
-        temporary, fd = fresh(lambda: temporary_name(target), folder=False)
+        temporary, fd = fresh(lambda: hidden_sibling(target, FILE_TMP_TAG), folder=False)
         with open(fd, "wb") as handle:
             sink = HashingFile(handle)
             yield sink
