@@ -48,8 +48,6 @@ PR_SET_PDEATHSIG = 1
 ATTEMPTS = 20
 """Fresh names tried before giving up (each fails only if another run claimed it at once)."""
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-MARKER = MANIFEST_NAME
-"""The file that makes a folder a posgen dataset, one ``--overwrite`` may replace."""
 ClaimState = Literal["claimed", "busy", "gone"]
 """``claimed``: no live owner, the caller holds it now; ``busy``: a live process owns it
 (or the file system has no locks); ``gone``: it no longer exists."""
@@ -393,9 +391,9 @@ def check_target(target: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"{target} exists and is not a folder; nothing was written")
     if not overwrite:
         raise OutputExistsError(f"{target} exists; pass --overwrite to replace it")
-    if any(target.iterdir()) and not (target / MARKER).is_file():
+    if any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
         raise OutputExistsError(
-            f"{target} is not a posgen dataset (no {MARKER}); refusing to replace it"
+            f"{target} is not a posgen dataset (no {MANIFEST_NAME}); refusing to replace it"
         )
 
 

@@ -66,7 +66,6 @@ from posgen.store.manifest import (
     write_manifest,
 )
 from posgen.store.safety import (
-    MARKER,
     OutputExistsError,
     WriteFailed,
     atomic_folder,
@@ -273,11 +272,11 @@ def check_part_target(out: Path, bench: BenchmarkSpec) -> None:
         return
     if not out.is_dir():
         raise OutputExistsError(f"{out} exists and is not a folder; nothing was written")
-    if (out / MARKER).exists():
+    if (out / MANIFEST_NAME).exists():
         raise OutputExistsError(
-            f"{out} holds a finished dataset ({MARKER}); refusing to write parts into it"
+            f"{out} holds a finished dataset ({MANIFEST_NAME}); refusing to write parts into it"
         )
-    if (out / PARTS_DIR / MARKER).exists():
+    if (out / PARTS_DIR / MANIFEST_NAME).exists():
         raise PartsError(f"{out}: every part is written; finish it with `posgen merge {out}`")
     others = sorted(p.name for p in out.iterdir() if p.name != PARTS_DIR)
     if others:
@@ -335,7 +334,7 @@ def _write_part(
         return None
 
 
-PUBLISHED = (CARD_NAME, "data", MARKER)
+PUBLISHED = (CARD_NAME, "data", MANIFEST_NAME)
 """What finishing renames from ``.posgen-parts/`` into the folder, in this order: the card
 first (its configs name exactly the finished files), the data, the manifest last."""
 
@@ -350,12 +349,12 @@ def _finish_parts(out: Path, finish: Finish | None = None) -> Manifest:
         try:
             fd = stack.enter_context(exclusive(staging))  # one finisher at a time
         except FileNotFoundError:
-            if (out / MARKER).exists():  # finished already (perhaps by a concurrent part)
+            if (out / MANIFEST_NAME).exists():  # finished already (perhaps by a concurrent part)
                 return verify_dataset(out)
             raise PartsError(f"{out} holds no posgen parts ({PARTS_DIR}/ is missing)") from None
         if not staging.exists() or os.stat(staging).st_ino != os.fstat(fd).st_ino:
             return verify_dataset(out)  # another part finished it while we waited
-        if not (staging / MARKER).exists():
+        if not (staging / MANIFEST_NAME).exists():
             _render(out, staging, finish)
         for name in PUBLISHED:
             if (staging / name).exists():
