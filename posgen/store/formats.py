@@ -259,19 +259,18 @@ class FileFacts:
 
 
 def hf_features(spec: TaskSpec, split: str = "train") -> dict[str, Any]:
-    """The ``datasets`` features of a split's table, as ``dataset_info.json`` spells them."""
-    token = "uint8" if spec.token_bytes == 1 else "uint16"
+    """The ``datasets`` features of a split's table, as ``dataset_info.json`` spells them.
 
-    def values(dtype: str) -> dict[str, Any]:
-        return {"feature": {"dtype": dtype, "_type": "Value"}, "_type": "List"}
+    >>> hf_features(TaskSpec(task="cot"))["tokens"]
+    {'feature': {'dtype': 'uint8', '_type': 'Value'}, '_type': 'List'}
+    """
 
-    features = {"id": {"dtype": "int64", "_type": "Value"}, "tokens": values(token)}
-    if is_probe_split(split):
-        features["source_id"] = {"dtype": "int64", "_type": "Value"}
-        features["replaced"] = values("uint32")
-        features["probed"] = values("uint32")
-        features["far_rule"] = values(token)
-    return features
+    def feature(kind: pa.DataType) -> dict[str, Any]:
+        if pa.types.is_list(kind):
+            return {"feature": feature(kind.value_type), "_type": "List"}
+        return {"dtype": str(kind), "_type": "Value"}
+
+    return {field.name: feature(field.type) for field in split_schema(spec, split)}
 
 
 class Format:
