@@ -250,6 +250,11 @@ def _renameat2(src: Path, dst: Path, flags: int) -> bool:
     raise OSError(code, os.strerror(code), str(src), None, str(dst))
 
 
+def exchange(a: Path, b: Path) -> bool:
+    """Swap the folders ``a`` and ``b`` in one step; False where that is unsupported."""
+    return _renameat2(a, b, RENAME_EXCHANGE)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a folder's entries (renames, new files) durable; a no-op where unsupported."""
     with suppress(OSError):
@@ -444,7 +449,7 @@ def _commit(build: Path, target: Path) -> None:
         fsync_dir(target.parent)
         return
     with owned(target):
-        if _renameat2(build, target, RENAME_EXCHANGE):
+        if exchange(build, target):
             old = build  # the old dataset now sits at the build folder's name
         else:
             old = hidden_sibling(target, OLD_TAG, pid=False)
