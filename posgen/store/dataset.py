@@ -1,12 +1,8 @@
 """The one handle on a dataset folder: :class:`Dataset`, opened with :meth:`Dataset.open`.
 
-Opening parses and checks ``posgen.json`` once (the typed :class:`Manifest`). The handle
-then gives a config's spec, a split's ids and tokens (:class:`ReferenceSplit`), a probe split
-(:class:`ProbeSplit`), the check of the files against the manifest (size, sha256, rows,
-footer: :class:`DamagedDataset` names each damaged file) and the ``datasets`` view
-(:meth:`Dataset.load`, what ``posgen.load`` returns). Every reader of a folder goes through
-it. Reads are pinned: a folder replaced meanwhile (``generate --overwrite``) is read again,
-whole, from its new manifest, so a read sees the old dataset or the new one, never both.
+Opening parses and checks ``posgen.json`` once; the handle gives a config's spec, a split's
+tokens, a probe split, the check of the files and the ``datasets`` view. Reads are pinned: a
+folder replaced meanwhile is read again, whole, so a read sees the old dataset or the new one.
 
 >>> check_dataset(Path("/nonexistent/ds"))
 ['/nonexistent/ds has no posgen.json: not a posgen dataset']
@@ -30,9 +26,7 @@ from posgen.generator import storage_dtype
 from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.formats import (
     DATA_SUFFIXES,
-    FileFacts,
     Format,
-    Source,
     folder_format,
     manifest_format,
     read_batch_rows,
@@ -125,12 +119,8 @@ def _identity(path: Path | int) -> tuple[int, int] | None:
 
 
 def pinned(root: str | Path, read: Callable[[], T], attempts: int = ATTEMPTS) -> T:
-    """``read()`` of the folder ``root``, run again if ``root`` was replaced meanwhile.
-
-    A descriptor of the folder is held during the read (its identity cannot be reused). An
-    error raised by a read that saw a replacement is dropped with that read; raises
-    :class:`DatasetReplaced` after ``attempts`` replaced reads. A ``root`` that is not a
-    folder is read once, as it is.
+    """``read()`` of the folder ``root``, run again (its errors dropped) if ``root`` was
+    replaced meanwhile; :class:`DatasetReplaced` after ``attempts`` replaced reads.
 
     >>> pinned("/nonexistent", lambda: 1)
     1
@@ -250,14 +240,9 @@ class Dataset:
     def splits(
         self, config: str | None, splits: Sequence[str], cut: Collection[str] = ()
     ) -> dict[str, ReferenceSplit]:
-        """The tokens of several splits of ``config``, read once, pinned.
-
-        Every file is read into memory once and checked there against the manifest (size,
-        sha256, footer) before its rows are parsed, so damaged files are refused
-        (:class:`DamagedDataset`, exit 1). Tokens outside ``0 .. m-1`` are refused too. Tokens
-        keep their stored width (uint8 for m <= 256); the rows of the splits in ``cut`` keep
-        only their first L tokens (the train length: what validation scores).
-        """
+        """The tokens of several splits of ``config``, pinned, each file checked against the
+        manifest as read (:class:`DamagedDataset`); the rows of the splits in ``cut`` keep
+        only their first train-length tokens."""
         with _undecodable_is_damage(self.root):
             return self.read(lambda handle: handle._splits(config, splits, cut))
 
@@ -342,34 +327,20 @@ class Dataset:
         return probe
 
     def _read_file(self, where: Where, entry: FileEntry) -> pa.Buffer:
-        """The bytes of one listed file, read once and checked against its entry on the
-        bytes in memory (what the caller parses is what the manifest lists)."""
-        shown = str(self.root / entry.path)
-
-        def damaged(messages: list[str]) -> DamagedDataset:
-            return DamagedDataset(self.root, [f"{shown}: {message}" for message in messages])
-
-        path = inside(self.root, entry.path)
-        if path is None:
-            raise damaged(["leads outside the dataset folder (a symlink or ..); not read"])
-        if not path.is_file():
-            raise damaged([f"file is missing (listed in {MANIFEST_NAME})"])
-        try:
-            raw = read_bounded(path, entry.bytes)
-        except PermissionError:
-            raise  # not damage: the user may not read it (the CLI says so, exit 2)
-        except OSError as error:
-            raise damaged([f"unreadable ({error.strerror or error})"]) from None
-        if len(raw) != entry.bytes:
-            state = "truncated" if len(raw) < entry.bytes else "longer than recorded"
-            raise damaged([f"{MANIFEST_NAME} records {entry.bytes:,} bytes ({state})"])
-        if hashlib.sha256(raw).hexdigest() != entry.sha256:
-            raise damaged([SHA_CHANGED])
-        buffer = pa.py_buffer(raw)
-        problems = _content_problems(self.format, buffer, where, entry)
-        if problems:
-            raise damaged(problems)
-        return buffer
+        """The bytes of one listed file, read once and checked in memory (what the caller
+        parses is what the manifest lists)."""
+        path, data = inside(self.root, entry.path), None
+        if path is not None and path.is_file():
+            try:
+                data = read_bounded(path, entry.bytes)
+            except PermissionError:
+                raise  # not damage: the user may not read it (the CLI says so, exit 2)
+            except OSError:
+                pass  # file_problems names it
+        problems = file_problems(self.root, self.format, where, entry, data=data)
+        if problems or data is None:
+            raise DamagedDataset(self.root, [str(p) for p in problems] or [f"{path}: unreadable"])
+        return pa.py_buffer(data)
 
     # --- verification and the datasets view ----------------------------------------------
 
@@ -471,21 +442,44 @@ def inside(root: Path, relative: str) -> Path | None:
     return path
 
 
-def read_facts(fmt: Format, path: Source) -> FileFacts | str:
-    """The file's facts, or why it cannot be read as ``fmt``."""
+def file_problems(
+    root: Path,
+    fmt: Format,
+    where: Where,
+    entry: FileEntry,
+    hashes: bool = True,
+    data: bytes | None = None,
+) -> list[Problem]:
+    """What is wrong with one listed file (empty when it matches its entry); ``data``: its
+    bytes, already read (at most one byte more than the entry's)."""
+    config, split, spec_id, _ = where
+
+    def problems(*messages: str) -> list[Problem]:
+        return [Problem(str(Path(root) / entry.path), m, config, split) for m in messages]
+
+    path = inside(root, entry.path)
+    if path is None:
+        return problems("leads outside the dataset folder (a symlink or ..); not read")
+    if not path.is_file():
+        return problems(f"file is missing (listed in {MANIFEST_NAME})")
+    lines = []
     try:
-        return fmt.facts(path)
+        size = path.stat().st_size
+        if size != entry.bytes:
+            state = "truncated" if size < entry.bytes else "longer than recorded"
+            lines.append(f"{size:,} bytes, {MANIFEST_NAME} records {entry.bytes:,} ({state})")
+        digest = hashlib.sha256(data).hexdigest() if data is not None else None
+        if hashes and (digest or sha256_file(path)) != entry.sha256:
+            lines.append(SHA_CHANGED)
+    except OSError as error:
+        return problems(f"unreadable ({error.strerror or error})")
+    if lines and data is not None:  # the bytes read are not the listed ones: not parsed
+        return problems(*lines)
+    try:
+        facts = fmt.facts(pa.py_buffer(data) if data is not None else path)
     except (OSError, pa.ArrowException, ValueError, KeyError) as error:
         reason = " ".join(str(error).split())[:200]
-        return f"not readable as {fmt.name.capitalize()} ({reason})"
-
-
-def _content_problems(fmt: Format, path: Source, where: Where, entry: FileEntry) -> list[str]:
-    facts = read_facts(fmt, path)
-    if isinstance(facts, str):
-        return [facts]
-    config, split, spec_id, _ = where
-    lines = []
+        return problems(*lines, f"not readable as {fmt.name.capitalize()} ({reason})")
     if facts.rows != entry.rows:
         lines.append(f"{facts.rows} rows, {MANIFEST_NAME} records {entry.rows}")
     if facts.metadata:  # Parquet footers name their place; IPC shards carry no provenance
@@ -497,35 +491,7 @@ def _content_problems(fmt: Format, path: Source, where: Where, entry: FileEntry)
                 f"holds config/split/spec/rows {'/'.join(map(str, found))}, {MANIFEST_NAME} "
                 f"lists it as {config}/{split}/{spec_id}/{rows} (files swapped or replaced)"
             )
-    return lines
-
-
-def file_problems(
-    root: Path, fmt: Format, where: Where, entry: FileEntry, hashes: bool = True
-) -> list[Problem]:
-    """What is wrong with one listed file on disk (empty when it matches its entry)."""
-    shown = str(Path(root) / entry.path)
-
-    def problem(message: str) -> Problem:
-        return Problem(shown, message, where[0], where[1])
-
-    path = inside(root, entry.path)
-    if path is None:
-        return [problem("leads outside the dataset folder (a symlink or ..); not read")]
-    if not path.is_file():
-        return [problem(f"file is missing (listed in {MANIFEST_NAME})")]
-    try:
-        size = path.stat().st_size
-        lines = []
-        if size != entry.bytes:
-            state = "truncated" if size < entry.bytes else "longer than recorded"
-            lines.append(f"{size:,} bytes, {MANIFEST_NAME} records {entry.bytes:,} ({state})")
-        if hashes and sha256_file(path) != entry.sha256:
-            lines.append(SHA_CHANGED)
-    except OSError as error:
-        return [problem(f"unreadable ({error.strerror or error})")]
-    lines += _content_problems(fmt, path, where, entry)
-    return [problem(line) for line in lines]
+    return problems(*lines)
 
 
 def data_files(root: Path) -> list[str]:

@@ -1,23 +1,11 @@
 """Storage formats behind one interface: Parquet (the Hub's) and Arrow IPC (``save_to_disk``).
 
-A :class:`Format` knows its shard suffix and path template (from :mod:`posgen.store.layout`),
-how to write one shard, how to read a shard's facts and record batches back, which sidecar
-files it needs, and how ``datasets`` loads it. Everything else (the writer, the check, the
-card, validate, scoring, ``posgen.load``) is written once against this interface, so a
-command works on both formats or on neither.
+Every table has ``id`` (int64) and ``tokens`` (a list of uint8, or uint16 when m > 256;
+variable-length because ``datasets`` gives all splits of a config one feature set); probe
+splits add ``source_id``, ``replaced``, ``probed`` and ``far_rule`` (:func:`probe_schema`).
 
->>> FORMATS["parquet"].suffix, FORMATS["arrow"].suffix
-('.parquet', '.arrow')
 >>> format_of(Path("data/cot/train-00000-of-00001.parquet")).name
 'parquet'
-
-Every split of every config has the same explicit Arrow schema: ``id`` (int64, the row's
-index in its split) and ``tokens`` (a variable-length list of uint8, or uint16 when m > 256;
-variable-length because ``datasets`` gives all splits of a config one feature set while train
-and test rows differ in length). Probe splits (:mod:`posgen.probe`) add ``source_id``,
-``replaced`` and ``probed`` (lists of uint32 positions) and ``far_rule`` (a list of tokens,
-one per probed position): :func:`probe_schema`. :func:`to_dataset_dict` gives a spec's splits
-in memory, no disk.
 """
 
 from __future__ import annotations
@@ -57,13 +45,11 @@ TOKENS_LEAF = "tokens.list.element"
 """Parquet path of the token values (the leaf of the list column)."""
 
 READ_BATCH_TOKENS = 1 << 22
-"""Tokens per record batch read back (validation, scoring): bounds the decode buffers and
-the readers' work arrays (a few tens of MB) whatever the row length."""
+"""Tokens per record batch read back: bounds the readers' memory whatever the row length."""
 
 
 def read_batch_rows(length: int) -> int:
-    """Rows of ``length`` tokens per record batch read back: :data:`READ_BATCH_TOKENS`
-    tokens, at least one row.
+    """Rows of ``length`` tokens per record batch read back (at least one).
 
     >>> read_batch_rows(64), read_batch_rows(4096), read_batch_rows(10**8)
     (65536, 1024, 1)
@@ -78,18 +64,13 @@ PARQUET_OPTIONS: dict[str, Any] = {
     #   plain + lz4                            133 / 1.47 / 245
     #   byte stream split + lz4                179 / 1.03 / 212
     #   byte stream split + zstd-1 (chosen)    206 / 0.52 / 250
-    # Parquet stores uint8 as INT32, so a plain token costs 4 bytes, three of them zero.
-    # BYTE_STREAM_SPLIT puts each byte position of the column in its own stream: the three
-    # zero streams cost zstd almost nothing and the token stream compresses to ~4 bits for
-    # m = 17. It beats a dictionary (which hashes every value) on speed, size and reads.
-    # Integer byte stream split needs a reader from 2024 on (pyarrow >= 16, the floor in
-    # pyproject.toml). Statistics only on `id` (tokens always span 0..m-1).
+    # Parquet stores uint8 as INT32; BYTE_STREAM_SPLIT gives each byte position its own
+    # stream, so the three zero streams cost zstd almost nothing (needs pyarrow >= 16).
+    # Statistics only on `id` (tokens always span 0..m-1).
     "compression": "zstd",
     "compression_level": 1,
     "use_dictionary": False,
-    # Probe splits: positions ascend within a row, so their deltas pack into a few bits
-    # (cot's `probed`: 2x smaller and 2x faster to write than plain + zstd); `far_rule`
-    # holds tokens. Same bytes as `use_byte_stream_split=[TOKENS_LEAF]` for the other splits.
+    # Probe positions ascend within a row: their deltas pack into a few bits.
     "column_encoding": {
         TOKENS_LEAF: "BYTE_STREAM_SPLIT",
         "far_rule.list.element": "BYTE_STREAM_SPLIT",
@@ -105,40 +86,26 @@ def token_type(modulus: int) -> pa.DataType:
     return pa.uint8() if storage_dtype(modulus) == np.uint8 else pa.uint16()
 
 
-def row_schema(modulus: int, metadata: dict[str, str] | None = None) -> pa.Schema:
-    """The explicit schema of every POSGEN table."""
-    return pa.schema(
-        [
-            pa.field("id", pa.int64(), nullable=False),
-            pa.field("tokens", pa.list_(token_type(modulus)), nullable=False),
-        ],
-        metadata=metadata,
-    )
-
-
-POSITION = pa.uint32()
-"""Arrow type of a stored position (positions are below MAX_LENGTH = 2**20)."""
+def row_schema(
+    modulus: int, metadata: dict[str, str] | None = None, probe: bool = False
+) -> pa.Schema:
+    """The explicit schema of every POSGEN table (``probe``: of a probe split)."""
+    token, position = pa.list_(token_type(modulus)), pa.list_(pa.uint32())
+    columns = [("id", pa.int64()), ("tokens", token)]
+    if probe:
+        columns += [("source_id", pa.int64()), ("replaced", position)]
+        columns += [("probed", position), ("far_rule", token)]
+    return pa.schema([pa.field(n, t, nullable=False) for n, t in columns], metadata=metadata)
 
 
 def probe_schema(modulus: int, metadata: dict[str, str] | None = None) -> pa.Schema:
     """The explicit schema of probe splits."""
-    return pa.schema(
-        [
-            pa.field("id", pa.int64(), nullable=False),
-            pa.field("tokens", pa.list_(token_type(modulus)), nullable=False),
-            pa.field("source_id", pa.int64(), nullable=False),
-            pa.field("replaced", pa.list_(POSITION), nullable=False),
-            pa.field("probed", pa.list_(POSITION), nullable=False),
-            pa.field("far_rule", pa.list_(token_type(modulus)), nullable=False),
-        ],
-        metadata=metadata,
-    )
+    return row_schema(modulus, metadata, probe=True)
 
 
 def split_schema(spec: TaskSpec, split: str, metadata: dict[str, str] | None = None) -> pa.Schema:
-    """The schema of ``split``: :func:`probe_schema` for probe splits, else :func:`row_schema`."""
-    make = probe_schema if is_probe_split(split) else row_schema
-    return make(spec.modulus, metadata)
+    """The schema of ``split``."""
+    return row_schema(spec.modulus, metadata, is_probe_split(split))
 
 
 def _list_array(values: np.ndarray, offsets: np.ndarray, kind: pa.DataType) -> pa.ListArray:
@@ -291,53 +258,29 @@ class FileFacts:
     metadata: dict[str, str]
 
 
-def shard_metadata(shard: Shard, spec: TaskSpec) -> dict[str, str]:
-    """Provenance stored in every Parquet file's schema metadata."""
-    return {
-        "posgen.version": posgen.__version__,
-        "posgen.config": shard.config,
-        "posgen.split": shard.split,
-        "posgen.spec_id": spec.spec_id,
-        "posgen.shard": f"{shard.index}/{shard.count}",
-        "posgen.rows": f"{shard.start}:{shard.stop}",
-    }
-
-
-def file_entry(shard: Shard, sink: HashingFile) -> FileEntry:
-    """The manifest entry of a shard written through ``sink``."""
-    return FileEntry(
-        path=shard.path,
-        rows=shard.rows,
-        first_id=shard.start,
-        bytes=sink.size,
-        sha256=sink.digest.hexdigest(),
-    )
-
-
 def hf_features(spec: TaskSpec, split: str = "train") -> dict[str, Any]:
-    """The ``datasets`` features of a split's table, as ``dataset_info.json`` spells them."""
-    token = "uint8" if spec.token_bytes == 1 else "uint16"
+    """The ``datasets`` features of a split's table, as ``dataset_info.json`` spells them.
 
-    def values(dtype: str) -> dict[str, Any]:
-        return {"feature": {"dtype": dtype, "_type": "Value"}, "_type": "List"}
+    >>> hf_features(TaskSpec(task="cot"))["tokens"]
+    {'feature': {'dtype': 'uint8', '_type': 'Value'}, '_type': 'List'}
+    """
 
-    features = {"id": {"dtype": "int64", "_type": "Value"}, "tokens": values(token)}
-    if is_probe_split(split):
-        features["source_id"] = {"dtype": "int64", "_type": "Value"}
-        features["replaced"] = values("uint32")
-        features["probed"] = values("uint32")
-        features["far_rule"] = values(token)
-    return features
+    def feature(kind: pa.DataType) -> dict[str, Any]:
+        if pa.types.is_list(kind):
+            return {"feature": feature(kind.value_type), "_type": "List"}
+        return {"dtype": str(kind), "_type": "Value"}
+
+    return {field.name: feature(field.type) for field in split_schema(spec, split)}
 
 
 class Format:
-    """One storage format; subclasses fill in the file-level parts."""
+    """One storage format: how a shard is written and read back, and how ``datasets`` loads it."""
 
     name: ClassVar[str]
     suffix: ClassVar[str]
 
     def split_glob(self, config: str, split: str) -> str:
-        """The ``data_files`` pattern of a split in the card (matches exactly its shards)."""
+        """The card's ``data_files`` pattern of a split (matches exactly its shards)."""
         return SPLIT_GLOBS[self.name].format(config=hf_config(config, split), split=split)
 
     def write_shard(
@@ -349,7 +292,32 @@ class Format:
         block_rows: int = DEFAULT_BLOCK_ROWS,
         progress: Progress | None = None,
     ) -> FileEntry:
-        """Generate and write one shard (temporary name, fsync, rename); its manifest entry."""
+        """Generate and write one shard atomically; its manifest entry. Chunks (row groups,
+        record batches) start at ``shard.start`` + multiples of a size fixed by the spec, so
+        the bytes do not depend on ``block_rows``."""
+        length = spec.split_length(shard.split)
+        with durable_file(root / shard.path) as sink:
+            writer, schema, chunk = self.writer_for(sink, shard, spec, row_group_bytes)
+            step = block_rows_for(spec, length, block_rows, chunk)
+            with writer:
+                for table in row_tables(spec, shard.split, shard.start, shard.stop, step, schema,
+                                        block_rows):  # fmt: skip
+                    writer.write_table(table, chunk)
+                    if progress is not None:
+                        progress(table.num_rows * length)
+                    del table
+        return FileEntry(
+            path=shard.path,
+            rows=shard.rows,
+            first_id=shard.start,
+            bytes=sink.size,
+            sha256=sink.digest.hexdigest(),
+        )
+
+    def writer_for(
+        self, sink: HashingFile, shard: Shard, spec: TaskSpec, row_group_bytes: int
+    ) -> tuple[Any, pa.Schema, int]:
+        """A writer of ``shard`` into ``sink``, its schema, and the rows per chunk."""
         raise NotImplementedError
 
     def facts(self, path: Source) -> FileFacts:
@@ -369,10 +337,6 @@ class Format:
     def write_sidecars(self, root: Path, manifest: Manifest) -> None:
         """Files besides the shards, manifest and card that the format needs."""
 
-    def parquet_options(self) -> dict[str, Any] | None:
-        """What the manifest records of the encoding (Parquet only)."""
-        return None
-
     def load(self, root: Path, config: str | None) -> datasets.DatasetDict:
         """Every split of ``config`` as ``datasets`` loads it from ``root``."""
         raise NotImplementedError
@@ -384,22 +348,17 @@ class ParquetFormat(Format):
     name = "parquet"
     suffix = ".parquet"
 
-    def write_shard(self, root, shard, spec, row_group_bytes, block_rows=DEFAULT_BLOCK_ROWS,
-                    progress=None):  # fmt: skip
-        """Row groups start at ``shard.start`` + multiples of the group size, whatever the
-        block, so the bytes depend on the shard and the spec only."""
-        schema = split_schema(spec, shard.split, shard_metadata(shard, spec))
-        length = spec.split_length(shard.split)
-        per_group = rows_per(row_group_bytes, spec, shard.split)
-        step = block_rows_for(spec, length, block_rows, per_group)
-        with durable_file(root / shard.path) as sink, open_writer(sink, schema) as writer:
-            for table in row_tables(spec, shard.split, shard.start, shard.stop, step, schema,
-                                    block_rows):  # fmt: skip
-                writer.write_table(table, row_group_size=per_group)
-                if progress is not None:
-                    progress(table.num_rows * length)
-                del table
-        return file_entry(shard, sink)
+    def writer_for(self, sink, shard, spec, row_group_bytes):  # fmt: skip
+        provenance = {
+            "posgen.version": posgen.__version__,
+            "posgen.config": shard.config,
+            "posgen.split": shard.split,
+            "posgen.spec_id": spec.spec_id,
+            "posgen.shard": f"{shard.index}/{shard.count}",
+            "posgen.rows": f"{shard.start}:{shard.stop}",
+        }
+        schema = split_schema(spec, shard.split, provenance)
+        return open_writer(sink, schema), schema, rows_per(row_group_bytes, spec, shard.split)
 
     def facts(self, path: Source) -> FileFacts:
         meta = pq.read_metadata(_readable(path))
@@ -420,9 +379,6 @@ class ParquetFormat(Format):
         handle = pq.ParquetFile(_readable(path))
         present = [n for n in columns if n in handle.schema_arrow.names]
         yield from handle.iter_batches(batch_size=rows, columns=present)
-
-    def parquet_options(self) -> dict[str, Any] | None:
-        return PARQUET_OPTIONS
 
     def load(self, root: Path, config: str | None) -> datasets.DatasetDict:
         import datasets
@@ -445,33 +401,17 @@ def open_ipc(path: Source) -> Any:
 
 
 class ArrowFormat(Format):
-    """Arrow IPC streams in ``save_to_disk`` folders, one per config (``load_from_disk``).
-
-    Writing IPC is a copy of the token buffer (no Parquet encoding), faster than Parquet
-    (see ``make bench``); files hold 1 byte per uint8 token, uncompressed (Parquet with byte
-    stream split and zstd-1: about 0.5 for m = 17).
-    """
+    """Arrow IPC streams in ``save_to_disk`` folders, one per config (``load_from_disk``):
+    faster to write than Parquet, about twice the bytes."""
 
     name = "arrow"
     suffix = ".arrow"
 
-    def write_shard(self, root, shard, spec, row_group_bytes, block_rows=DEFAULT_BLOCK_ROWS,
-                    progress=None):  # fmt: skip
-        """Record batches of one generator block (:func:`~posgen.generator.block_rows_for`
-        at the default block size) from ``shard.start``, whatever ``block_rows``, so the
-        bytes depend on the shard and the spec only."""
+    def writer_for(self, sink, shard, spec, row_group_bytes):  # fmt: skip
         info = json.dumps({"info": {"features": hf_features(spec, shard.split)}})
         schema = split_schema(spec, shard.split, {"huggingface": info})
-        length = spec.split_length(shard.split)
-        per_batch = block_rows_for(spec, length)
-        step = block_rows_for(spec, length, block_rows, per_batch)
-        with durable_file(root / shard.path) as sink, pa.ipc.new_stream(sink, schema) as writer:
-            for table in row_tables(spec, shard.split, shard.start, shard.stop, step, schema,
-                                    block_rows):  # fmt: skip
-                writer.write_table(table, max_chunksize=per_batch)
-                if progress is not None:
-                    progress(table.num_rows * length)
-        return file_entry(shard, sink)
+        chunk = block_rows_for(spec, spec.split_length(shard.split))
+        return pa.ipc.new_stream(sink, schema), schema, chunk
 
     def facts(self, path: Source) -> FileFacts:
         reader = open_ipc(path)
@@ -541,11 +481,9 @@ DATA_SUFFIXES = (".parquet", ".arrow", ".feather")
 def format_of(path: Path) -> Format:
     """The format of one data file, by its suffix."""
     suffix = Path(path).suffix.lower()
-    if suffix == ".parquet":
-        return FORMATS["parquet"]
-    if suffix in (".arrow", ".feather"):
-        return FORMATS["arrow"]
-    raise FormatUnsupported(f"{path} is not a .parquet, .arrow or .feather file")
+    if suffix not in DATA_SUFFIXES:
+        raise FormatUnsupported(f"{path} is not a .parquet, .arrow or .feather file")
+    return FORMATS["parquet" if suffix == ".parquet" else "arrow"]
 
 
 def manifest_format(manifest: Manifest) -> Format:

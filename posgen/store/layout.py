@@ -1,15 +1,9 @@
 """Every file name and path template of a dataset folder, and where every row goes.
 
-A dataset folder (``DIR``) holds, whatever the format::
-
-    DIR/posgen.json         the manifest (MANIFEST_NAME)
-    DIR/README.md           the data card (CARD_NAME), written by the caller's finish step
-    DIR/<shard files>       SHARD_PATHS[format]: Parquet under data/, Arrow IPC per config
-    DIR/.posgen-parts/      everything an unfinished --part I/N run wrote (PARTS_DIR)
-
-and is built in a hidden sibling ``.DIR.posgen-tmp-*`` (TMP_TAG) that is renamed into place.
-The row layout is a function of the spec and two sizes (shard and row-group bytes), never of
-block size or worker count, so the files are the same bytes however they are produced.
+A folder holds ``posgen.json`` (the manifest), ``README.md`` (the card), the shards
+(:data:`SHARD_PATHS`) and, while a ``--part`` run is unfinished, ``.posgen-parts/``. The row
+layout depends on the spec and two sizes only (shard and row-group bytes), never on block
+size or worker count, so the files are the same bytes however they are produced.
 
 >>> from posgen.spec import TaskSpec
 >>> plan = plan_split("cot", TaskSpec(task="cot"), "train", shard_bytes=300_000)
@@ -32,14 +26,10 @@ from posgen.errors import shown
 from posgen.spec import BenchmarkSpec, TaskSpec, is_probe_split, probe_config
 
 MANIFEST_NAME = "posgen.json"
-"""The manifest: its presence marks a finished dataset folder."""
 CARD_NAME = "README.md"
-"""The data card the Hub shows."""
 PARTS_DIR = ".posgen-parts"
-"""Part records and data of an unfinished ``--part I/N`` run (hidden: nothing loads it)."""
-PART_RECORD = "part-{index:05d}-of-{count:05d}.json"
 TMP_TAG = ".posgen-tmp-"
-"""Build folders: ``.NAME.posgen-tmp-PID-XXXX``, siblings of the target."""
+"""Build folders: ``.NAME.posgen-tmp-XXXX``, siblings of the target."""
 OLD_TAG = ".posgen-old-"
 """A replaced dataset, parked while the new one is renamed in."""
 FILE_TMP_TAG = ".tmp-"
@@ -77,7 +67,7 @@ def part_record_name(index: int, count: int) -> str:
     >>> part_record_name(2, 3)
     'part-00002-of-00003.json'
     """
-    return PART_RECORD.format(index=index, count=count)
+    return f"part-{index:05d}-of-{count:05d}.json"
 
 
 HIDDEN_STEM_BYTES = 224
@@ -87,8 +77,6 @@ HIDDEN_STEM_BYTES = 224
 
 def hidden_stem(name: str) -> str:
     """``.NAME``, or for a name too long to take a tag, its start and a hash of the whole.
-
-    Temporary and parked siblings of a 255-byte name must fit in 255 bytes too.
 
     >>> hidden_stem("ds")
     '.ds'
@@ -120,20 +108,10 @@ def hidden_siblings(path: Path, tags: tuple[str, ...]) -> list[Path]:
     return sorted(p for p in path.parent.iterdir() if p.name.startswith(prefixes))
 
 
-def temporary_name(path: Path) -> Path:
-    """Where ``path`` is written before it is renamed into place (a hidden sibling)."""
-    return hidden_sibling(path, FILE_TMP_TAG)
-
-
-def temporaries_of(path: Path) -> list[Path]:
-    """Unfinished copies of ``path`` left by killed writers."""
-    return hidden_siblings(path, (FILE_TMP_TAG,))
-
-
 DEFAULT_SHARD_BYTES = 256 * 2**20
 """Raw token bytes per Parquet shard (the Hub recommends shards of a few hundred MB)."""
 DEFAULT_ROW_GROUP_BYTES = 4 * 2**20
-"""Raw token bytes per row group (`make bench-parquet` compares it with 64 Mi-token groups)."""
+"""Raw token bytes per row group."""
 
 
 @dataclass(frozen=True)

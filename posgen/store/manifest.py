@@ -1,14 +1,7 @@
-"""The manifest ``posgen.json``, typed: what a dataset folder holds and how to check it.
-
-It records the full spec and spec id of every config, the package and library versions,
-the storage format, and for every split its rows, row length, OOD boundary and files
-(path, rows, first id, bytes, sha256). It holds no timestamps, so the same spec gives the
-same manifest bytes. :func:`read_manifest` is the only reader and :func:`write_manifest` the
-only writer (atomic): every command sees the same :class:`Manifest` or the same
-:class:`DamagedDataset` lines.
-
-File paths are relative POSIX paths that stay inside the folder (no absolute path, no
-``..``, no backslash); :func:`posgen.store.dataset.inside` also refuses symlinks that lead out.
+"""The manifest ``posgen.json``, typed: every config's spec, the versions, the storage format,
+and per split its rows, row length, OOD boundary and files (path, rows, first id, bytes,
+sha256). No timestamps: the same spec gives the same bytes. :func:`read_manifest` is the only
+reader; file paths stay inside the folder.
 
 >>> FileEntry(path="/etc/passwd", rows=1, first_id=0, bytes=1, sha256="0" * 64)
 Traceback (most recent call last):
@@ -22,25 +15,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
     field_serializer,
-    field_validator,
     model_validator,
 )
 
 import posgen
 from posgen.errors import DataError, UsageError, problem_lines
 from posgen.spec import MAX_LENGTH, MAX_ROWS, BenchmarkSpec, ConfigName, TaskSpec, probe_config
-from posgen.store.layout import MANIFEST_NAME, unfinished
+from posgen.store.layout import MANIFEST_NAME, Shard, unfinished
 from posgen.store.safety import write_atomically
 
 FORMAT_VERSION = 1
@@ -100,14 +93,11 @@ def relative_path(value: str) -> str:
     ...
     ValueError: must be a relative path inside the dataset folder, got 'data/../../x'
     """
-    parts = PurePosixPath(value).parts
     if (
-        not value
-        or value.startswith("/")
+        value.startswith("/")
         or "\\" in value
         or ":" in value
         or any(part in ("..", ".", "") for part in value.split("/"))
-        or not parts
     ):
         raise ValueError(f"must be a relative path inside the dataset folder, got {value!r}")
     return value
@@ -116,16 +106,11 @@ def relative_path(value: str) -> str:
 class FileEntry(_Model):
     """One data file: where it is, which rows it holds, its size and checksum."""
 
-    path: Annotated[str, Field(min_length=1, max_length=4096)]
+    path: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(relative_path)]
     rows: int = Field(ge=0, le=MAX_ROWS)
     first_id: int = Field(ge=0, le=MAX_ROWS)
     bytes: int = Field(ge=0, le=2**62)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-    @field_validator("path")
-    @classmethod
-    def _relative(cls, value: str) -> str:
-        return relative_path(value)
 
 
 class SplitEntry(_Model):
@@ -196,11 +181,6 @@ class ConfigEntry(_Model):
             name: self.splits[name] for name in (*self.spec.split_names, *self.spec.probe_names)
         }
 
-    def hf_splits(self, probe: bool) -> dict[str, SplitEntry]:
-        """The splits of the config itself (``probe=False``) or of its probe config."""
-        names = self.spec.probe_names if probe else self.spec.split_names
-        return {name: self.splits[name] for name in names}
-
 
 class BenchmarkEntry(_Model):
     """The benchmark's name, description and spec id."""
@@ -261,10 +241,10 @@ class Manifest(_Model):
         config one feature set, so they form the config ``<config>-probe``.
         """
         return [
-            (probe_config(name) if probe else name, name, splits)
+            (probe_config(name) if probe else name, name, {n: entry.splits[n] for n in names})
             for name, entry in self.configs.items()
-            for probe in (False, True)
-            if (splits := entry.hf_splits(probe))
+            for probe, names in ((False, entry.spec.split_names), (True, entry.spec.probe_names))
+            if names
         ]
 
     def files(self, configs: list[str] | None = None) -> list[tuple[str, str, FileEntry]]:
@@ -288,11 +268,15 @@ class Manifest(_Model):
 
 def build_manifest(
     bench: BenchmarkSpec,
-    files: dict[tuple[str, str], list[FileEntry]],
-    storage: str = "parquet",
-    parquet_options: dict[str, Any] | None = None,
+    plan: list[Shard],
+    entries: list[FileEntry],
+    storage: str,
+    parquet_options: dict[str, Any],
 ) -> Manifest:
-    """The manifest of ``bench`` whose split ``(config, split)`` has the entries ``files``."""
+    """The manifest of ``bench`` stored as the shards ``plan``, whose files have ``entries``."""
+    files: dict[tuple[str, str], list[FileEntry]] = {}
+    for shard, entry in zip(plan, entries, strict=True):
+        files.setdefault((shard.config, shard.split), []).append(entry)
     return Manifest(
         posgen_version=posgen.__version__,
         libraries={"numpy": np.__version__, "pyarrow": pa.__version__},
@@ -311,7 +295,7 @@ def build_manifest(
                         length=spec.split_length(split),
                         seed_window=spec.window,
                         ood_boundary=spec.train_length,
-                        files=files[(config, split)],
+                        files=files.get((config, split), []),
                     )
                     for split in (*spec.split_names, *spec.probe_names)
                 },

@@ -1,21 +1,12 @@
 """The store's safety primitives: an atomic file, an atomic folder and one lock.
 
-- :func:`durable_file` / :func:`write_atomically`: a file written to a hidden temporary
-  sibling, fsynced, then renamed over its name: readers see the old file or the new one.
-- :func:`atomic_folder`: a dataset (or run) folder built in a hidden sibling
-  ``.NAME.posgen-tmp-RUNID`` and renamed into place when complete; on any error or signal
-  the sibling is removed and the target is untouched. With ``overwrite`` an existing dataset
-  is replaced only once the new one is complete: the two folders are exchanged in one step
-  (``renameat2``), or where the file system cannot, the old one is parked as
-  ``.NAME.posgen-old-XXXX`` and the build renamed in.
-- The lock: whoever works on a hidden folder or file holds a shared ``flock`` on it (a
-  folder through a descriptor of the folder itself). The kernel drops it when the owner dies,
-  however it dies. Before removing a leftover, a run *claims* it (an exclusive lock, taken
-  without waiting); a busy lock means a live process owns it: it is left alone.
-  :func:`recover` cleans up after runs killed outright that way.
-
-Signals become :class:`~posgen.signals.Interrupted` while a folder is built, and wait while
-it gets its name.
+- :func:`durable_file`: a file written to a hidden sibling, fsynced, renamed over its name.
+- :func:`atomic_folder`: a folder built in a hidden sibling and renamed into place when
+  complete; with ``overwrite`` the old one is exchanged for it in one step (``renameat2``),
+  or parked as ``.NAME.posgen-old-*`` where the file system cannot.
+- The lock: whoever works on a hidden folder or file holds a shared ``flock`` on it, which
+  the kernel drops when the owner dies. A run removes a leftover only once it *claims* it
+  (an exclusive lock, not waited for): :func:`recover`.
 
 >>> import tempfile
 >>> target = Path(tempfile.mkdtemp()) / "ds"
@@ -42,13 +33,12 @@ from typing import BinaryIO, Literal
 from posgen import signals
 from posgen.errors import RunError, UsageError
 from posgen.store.layout import (
+    FILE_TMP_TAG,
     MANIFEST_NAME,
     OLD_TAG,
     TMP_TAG,
     hidden_sibling,
     hidden_siblings,
-    temporaries_of,
-    temporary_name,
 )
 
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -58,8 +48,6 @@ PR_SET_PDEATHSIG = 1
 ATTEMPTS = 20
 """Fresh names tried before giving up (each fails only if another run claimed it at once)."""
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-MARKER = MANIFEST_NAME
-"""The file that makes a folder a posgen dataset, one ``--overwrite`` may replace."""
 ClaimState = Literal["claimed", "busy", "gone"]
 """``claimed``: no live owner, the caller holds it now; ``busy``: a live process owns it
 (or the file system has no locks); ``gone``: it no longer exists."""
@@ -114,9 +102,7 @@ def _flock(fd: int, operation: int) -> bool:
     """``flock``; False where the file system has no locks (the caller goes on unlocked)."""
     try:
         fcntl.flock(fd, operation)
-    except BlockingIOError:
-        raise
-    except OSError as error:
+    except OSError as error:  # BlockingIOError (EAGAIN) is raised
         if error.errno not in (errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
             raise
         return False
@@ -142,15 +128,23 @@ def owned(path: Path) -> Iterator[int]:
         os.close(fd)
 
 
-def fresh(make: Callable[[], Path], create: Callable[[Path], int]) -> tuple[Path, int]:
-    """A new path from ``make()``, created by ``create`` (a descriptor; ``FileExistsError``
-    when taken) and locked by us while the path still names it."""
+def fresh(make: Callable[[], Path], folder: bool) -> tuple[Path, int]:
+    """A new folder (or empty file, open for writing) named by ``make()``, created and
+    locked by us while the path still names it; its path and descriptor."""
     for _ in range(ATTEMPTS):
         path = make()
         try:
-            fd = create(path)
+            if folder:
+                path.mkdir()
+            flags = OPEN_FLAGS if folder else os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            fd = os.open(path, flags, 0o666)
         except FileExistsError:
             continue
+        except OSError:
+            if folder:
+                with suppress(OSError):
+                    path.rmdir()
+            raise
         try:
             hold(fd, path)
         except LostOwnership:
@@ -161,27 +155,6 @@ def fresh(make: Callable[[], Path], create: Callable[[Path], int]) -> tuple[Path
             raise
         return path, fd
     raise LostOwnership(errno.EEXIST, "no fresh name could be taken", str(make()))
-
-
-def fresh_folder(make: Callable[[], Path]) -> tuple[Path, int]:
-    """A new folder (named by ``make()``) that we own; its path and locked descriptor."""
-
-    def create(path: Path) -> int:
-        path.mkdir()
-        try:
-            return os.open(path, OPEN_FLAGS)
-        except OSError:
-            with suppress(OSError):
-                path.rmdir()
-            raise
-
-    return fresh(make, create)
-
-
-def fresh_file(make: Callable[[], Path]) -> tuple[Path, int]:
-    """A new empty file (named by ``make()``) that we own, open for writing."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-    return fresh(make, lambda path: os.open(path, flags, 0o666))
 
 
 @contextmanager
@@ -282,14 +255,6 @@ def exchange(a: Path, b: Path) -> bool:
     return _renameat2(a, b, RENAME_EXCHANGE)
 
 
-def rename_new(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst``; ``FileExistsError`` if something is at ``dst``."""
-    if not _renameat2(src, dst, RENAME_NOREPLACE):
-        if os.path.lexists(dst):
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
-        os.rename(src, dst)
-
-
 def fsync_dir(path: Path) -> None:
     """Make a folder's entries (renames, new files) durable; a no-op where unsupported."""
     with suppress(OSError):
@@ -363,14 +328,9 @@ def write_target(path: Path) -> tuple[Path, bool]:
 
 @contextmanager
 def durable_file(path: Path) -> Iterator[HashingFile]:
-    """A sink for the bytes of ``path``: hashed as written, fsynced, then renamed into place.
-
-    ``path`` only ever holds a complete file. An ``OSError`` (disk full, file too large)
-    becomes :class:`WriteFailed` naming ``path``; on any failure the temporary file is
-    removed. A device or pipe (``/dev/stdout``, a FIFO) is written in place. The temporary
-    is locked by this process while it writes: unfinished copies left by killed writers are
-    removed, those of live writers left alone.
-    """
+    """A sink for the bytes of ``path``: hashed as written, fsynced, then renamed into place
+    (a device or pipe is written in place). An ``OSError`` becomes :class:`WriteFailed`
+    naming ``path``; unfinished copies left by killed writers are removed."""
     path = Path(path)
     target, streamed = write_target(path)
     if streamed:
@@ -383,9 +343,9 @@ def durable_file(path: Path) -> Iterator[HashingFile]:
     temporary = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in temporaries_of(target):
+        for stale in hidden_siblings(target, (FILE_TMP_TAG,)):
             remove_unowned(stale)
-        temporary, fd = fresh_file(lambda: temporary_name(target))
+        temporary, fd = fresh(lambda: hidden_sibling(target, FILE_TMP_TAG), folder=False)
         with open(fd, "wb") as handle:
             sink = HashingFile(handle)
             yield sink
@@ -436,18 +396,17 @@ def check_target(target: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"{target} exists and is not a folder; nothing was written")
     if not overwrite:
         raise OutputExistsError(f"{target} exists; pass --overwrite to replace it")
-    if any(target.iterdir()) and not (target / MARKER).is_file():
+    if any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
         raise OutputExistsError(
-            f"{target} is not a posgen dataset (no {MARKER}); refusing to replace it"
+            f"{target} is not a posgen dataset (no {MANIFEST_NAME}); refusing to replace it"
         )
 
 
 @contextmanager
 def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh build folder, owned (locked) by this process; on success it becomes
-    ``target`` (the folder a symlink ``target`` names). SIGINT, SIGTERM and SIGHUP end the
-    build (:class:`~posgen.signals.Interrupted`, the build removed); those that arrive while
-    it gets its name are held until it has it (``.completed``)."""
+    """Yield a fresh build folder, locked by this process; on success it becomes ``target``
+    (the folder a symlink ``target`` names). A signal removes the build; one that arrives
+    while it gets its name waits until it has it."""
     target = resolve_target(Path(target))
     check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -455,7 +414,7 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
     build, owner = None, -1
     try:
         with signals.deferred():  # a signal now waits until the folder has a name
-            build, owner = fresh_folder(lambda: hidden_sibling(target, TMP_TAG, pid=False))
+            build, owner = fresh(lambda: hidden_sibling(target, TMP_TAG, pid=False), True)
         yield build
         fsync_tree(build)
         check_target(target, overwrite)
@@ -479,12 +438,14 @@ def _commit(build: Path, target: Path) -> None:
     """Put ``build`` at ``target``; a dataset there is replaced whole, then deleted. The old
     dataset stays locked by this run until it is deleted."""
     if not os.path.lexists(target):
+        appeared = f"{target} appeared while the dataset was built; it was kept"
         try:
-            rename_new(build, target)
+            if not _renameat2(build, target, RENAME_NOREPLACE):
+                if os.path.lexists(target):
+                    raise OutputExistsError(appeared)
+                os.rename(build, target)
         except FileExistsError as error:
-            raise OutputExistsError(
-                f"{target} appeared while the dataset was built; it was kept"
-            ) from error
+            raise OutputExistsError(appeared) from error
         fsync_dir(target.parent)
         return
     with owned(target):
@@ -504,16 +465,9 @@ def leftovers(target: Path) -> list[Path]:
 
 
 def recover(target: Path) -> list[str]:
-    """Clean up after killed runs; returns what was done, one line per leftover.
-
-    A leftover a live process still owns (a running build, a dataset being replaced) is left
-    alone. A dataset parked as ``.NAME.posgen-old-*`` is moved back when ``target`` is
-    missing (the run died between its two renames); the rest is removed. Worked example::
-
-        out/.ds.posgen-old-1a2b3c4d   (the previous dataset, parked)
-        out/ds                        (absent)
-        -> recover(out/ds) renames the parked dataset back to out/ds
-    """
+    """Clean up after killed runs; one line per leftover. Those a live process owns are left
+    alone; a parked ``.NAME.posgen-old-*`` dataset is renamed back when ``target`` is missing
+    (the run died between its two renames); the rest is removed."""
     target = Path(target)
     actions = []
     for name in dict.fromkeys([target, resolve_target(target)]):

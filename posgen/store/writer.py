@@ -1,22 +1,10 @@
 """The one writer: :func:`write_dataset` writes a benchmark into a dataset folder, whole or
 one part of N (``--part I/N``), or merges the parts into one (``posgen merge``).
 
-A whole run builds in a hidden sibling and renames it into place when complete
-(:func:`~posgen.store.safety.atomic_folder`). A part writes every N-th shard of the plan
-(:func:`~posgen.store.layout.part_of`) into ``OUT/.posgen-parts/`` with a part record; the
-last part (or ``posgen merge``) finishes the folder once, under a lock: ``posgen.json`` and the
-card are rendered there as a whole run renders them, then the card, ``data/`` and last the
-manifest are renamed into ``OUT``. An unfinished folder loads nothing (``datasets`` skips
-hidden folders) and the result is byte-identical to a run without ``--part``. Either way the
-folder is finished by :func:`finish_folder`: sidecars, manifest, then the caller's ``finish``
-step (the card; the store knows nothing of cards).
-
-Layout (file names in :mod:`posgen.store.layout`)::
-
-    DIR/README.md                                  data card with the `configs` YAML
-    DIR/posgen.json                                manifest (spec, versions, sha256s)
-    DIR/data/<config>/<split>-NNNNN-of-NNNNN.parquet      (--format parquet)
-    DIR/<config>/<split>/data-NNNNN-of-NNNNN.arrow        (--format arrow, + sidecars)
+A whole run builds in a hidden sibling renamed into place when complete. A part writes every
+N-th shard into ``OUT/.posgen-parts/`` with a part record; the last part (or ``posgen
+merge``) finishes the folder there under a lock, then renames the card, ``data/`` and last
+the manifest into ``OUT``: byte-identical to a run without ``--part``.
 
 >>> import tempfile
 >>> from posgen.spec import TaskSpec
@@ -53,7 +41,7 @@ from posgen.errors import UsageError, problem_lines
 from posgen.generator import DEFAULT_BLOCK_ROWS
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.dataset import check_files, verify_dataset
-from posgen.store.formats import FORMATS, Progress, check_features
+from posgen.store.formats import FORMATS, PARQUET_OPTIONS, Progress, check_features
 from posgen.store.layout import (
     CARD_NAME,
     DEFAULT_ROW_GROUP_BYTES,
@@ -78,7 +66,6 @@ from posgen.store.manifest import (
     write_manifest,
 )
 from posgen.store.safety import (
-    MARKER,
     OutputExistsError,
     WriteFailed,
     atomic_folder,
@@ -109,14 +96,11 @@ def write_dataset(
 ) -> Manifest | None:
     """Generate ``bench`` into ``out``; the manifest (None while other parts are missing).
 
-    ``storage`` is ``"parquet"`` or ``"arrow"``; ``part=(I, N)`` writes part I of N (every
-    N-th shard) into ``out``, and the last part to finish writes the manifest and calls
-    ``finish``; ``merge=[DIR, ...]`` moves the parts written in those folders into ``out``
-    and finishes it (``bench`` is then None: the part records hold it). A whole run's folder
-    appears only when complete; ``finish`` renders its card (publish validates there first;
-    None writes no card). An ``OSError`` (disk full, file
-    too large) becomes :class:`~posgen.store.safety.WriteFailed` naming the file by its path
-    under ``out``.
+    ``part=(I, N)`` writes part I of N, and the last part to finish writes the manifest;
+    ``merge=[DIR, ...]`` moves the parts written in those folders into ``out`` and finishes
+    it (``bench`` is then None). ``finish`` writes the card into the complete folder before
+    it is published. An ``OSError`` becomes :class:`~posgen.store.safety.WriteFailed`
+    naming the file by its path under ``out``.
     """
     out = Path(out)
     if merge is not None:
@@ -135,7 +119,7 @@ def write_dataset(
                 build, plan, dict(bench.configs), num_proc, row_group_bytes, block_rows,
                 progress, storage, owner=build,
             )  # fmt: skip
-            manifest = shards_manifest(bench, plan, entries, storage)
+            manifest = build_manifest(bench, plan, entries, storage, PARQUET_OPTIONS)
             return finish_folder(build, manifest, finish)
         except WriteFailed as error:
             name = error.path.relative_to(build) if error.path.is_relative_to(build) else error.path
@@ -147,20 +131,6 @@ def write_dataset(
 Finish = Callable[[Path, Manifest], None]
 """Called on the complete folder (shards, sidecars, manifest) before it is published; writes
 the card (``README.md``, the only file it may add). Raising leaves no finished folder."""
-
-
-def shards_manifest(
-    bench: BenchmarkSpec, plan: list[Shard], entries: list[FileEntry], storage: str = "parquet"
-) -> Manifest:
-    """The manifest of ``bench`` stored as the shards ``plan``, whose files have ``entries``."""
-    files: dict[tuple[str, str], list[FileEntry]] = {
-        (config, split): []
-        for config, spec in bench.configs.items()
-        for split in (*spec.split_names, *spec.probe_names)
-    }
-    for shard, entry in zip(plan, entries, strict=True):
-        files[(shard.config, shard.split)].append(entry)
-    return build_manifest(bench, files, storage, FORMATS[storage].parquet_options())
 
 
 def finish_folder(root: Path, manifest: Manifest, finish: Finish | None = None) -> Manifest:
@@ -184,18 +154,9 @@ def write_shards(
     storage: str = "parquet",
     owner: Path | None = None,
 ) -> list[FileEntry]:
-    """Write ``shards`` with ``num_proc`` processes; their entries, in the order given.
-
-    Worker processes end as soon as this process dies, however it dies, and each holds the
-    owner's lock (:mod:`posgen.store.safety`) on the folder ``owner`` while it lives.
-
-    Every shard's bytes depend only on the shard and the spec, so the worker count changes
-    nothing in the files (tests compare checksums of 1, 2 and 3 processes). Workers are
-    spawned, so a script calling this with ``num_proc > 1`` needs the usual
-    ``if __name__ == "__main__":`` guard (the CLI has it).
-    """
-    if num_proc < 1:
-        raise ValueError(f"num_proc must be >= 1, got {num_proc}")
+    """Write ``shards`` with ``num_proc`` spawned processes (the bytes do not depend on it);
+    their entries, in the order given. Workers end when this process dies and hold the
+    owner's lock on the folder ``owner`` while they live."""
     job = FORMATS[storage].write_shard
     if num_proc == 1 or len(shards) <= 1:
         return [
@@ -206,8 +167,7 @@ def write_shards(
     def tokens(i: int) -> int:
         return shards[i].rows * specs[shards[i].config].split_length(shards[i].split)
 
-    # Largest shards first (longest-processing-time order), so the last shards to finish
-    # are small ones and the processes end together.
+    # Largest shards first, so the processes end together.
     queue = deque(sorted(range(len(shards)), key=lambda i: -tokens(i)))
     running: dict[Future[FileEntry], int] = {}
 
@@ -221,13 +181,9 @@ def write_shards(
             if progress is not None:
                 progress(tokens(i))
 
-    # num_proc spawned workers (spawned: no forked pyarrow thread pools) pull shards from
-    # the pool's queue as they free up; the parent only collects, so no worker ever waits
-    # for it. At most 2 * num_proc shards are queued at once to bound the pending futures.
+    # Spawned (no forked pyarrow thread pools); at most 2 * workers shards queued at once.
     context = multiprocessing.get_context("spawn")
     workers = min(num_proc, len(shards))
-    # Workers end when this process dies (their read end of `alive` sees EOF), and hold
-    # `owner`'s lock while they live, so no run removes the folder under them.
     alive, keep_alive = context.Pipe(duplex=False)
     pool = ProcessPoolExecutor(
         max_workers=workers,
@@ -251,14 +207,8 @@ _HELD: list[int] = []
 
 
 def watch_parent(alive: Connection, parent: int, owner: Path | None) -> None:
-    """Worker initializer: end when the parent process dies; hold ``owner``'s lock.
-
-    On Linux the kernel kills the worker when its parent dies (``PR_SET_PDEATHSIG``); a
-    parent that died before that was set is seen by its PID having changed. Elsewhere a
-    thread waits on ``alive``, a pipe whose only write end the parent holds: end-of-file
-    means the parent is gone. Either way a killed run's workers do not go on writing into
-    a folder the next run may remove.
-    """
+    """Worker initializer: end when the parent dies (``PR_SET_PDEATHSIG``, or end-of-file
+    on ``alive``, whose only write end the parent holds); hold ``owner``'s lock."""
     die_with_parent(parent, signal.SIGKILL)
 
     def wait() -> None:
@@ -315,21 +265,18 @@ class PartRecord(BaseModel):
 
 
 def check_part_target(out: Path, bench: BenchmarkSpec) -> None:
-    """Refuse a folder holding a finished dataset, other files, or parts of another run.
-
-    A part may only write into a missing or empty folder, or an unfinished part folder of
-    the same benchmark (it holds nothing but ``.posgen-parts/``).
-    """
+    """Refuse a folder that is not missing, empty, or an unfinished part folder of
+    ``bench``."""
     out = resolve_target(out)
     if not out.exists():
         return
     if not out.is_dir():
         raise OutputExistsError(f"{out} exists and is not a folder; nothing was written")
-    if (out / MARKER).exists():
+    if (out / MANIFEST_NAME).exists():
         raise OutputExistsError(
-            f"{out} holds a finished dataset ({MARKER}); refusing to write parts into it"
+            f"{out} holds a finished dataset ({MANIFEST_NAME}); refusing to write parts into it"
         )
-    if (out / PARTS_DIR / MARKER).exists():
+    if (out / PARTS_DIR / MANIFEST_NAME).exists():
         raise PartsError(f"{out}: every part is written; finish it with `posgen merge {out}`")
     others = sorted(p.name for p in out.iterdir() if p.name != PARTS_DIR)
     if others:
@@ -356,11 +303,8 @@ def _write_part(
     progress: Progress | None = None,
     finish: Finish | None = None,
 ) -> Manifest | None:
-    """Write part ``index`` of ``count`` into ``out``; the manifest if this finished the folder.
-
-    Returns ``None`` while other parts are still missing. The part that finishes the folder
-    calls ``finish`` on it (:func:`_finish_parts`).
-    """
+    """Write part ``index`` of ``count`` into ``out``; the manifest if this finished the
+    folder, else None."""
     if not 0 <= index < count:
         raise PartsError(f"part {index}/{count}: need 0 <= I < N")
     out = resolve_target(out)
@@ -381,44 +325,36 @@ def _write_part(
         row_group_bytes=row_group_bytes,
         files=entries,
     )
-    write_atomically(staging / part_record_name(index, count), _record_bytes(record))
+    # keys unsorted: the order of the configs is the order of the card's configs
+    body = json.dumps(record.model_dump(mode="json"), indent=2) + "\n"
+    write_atomically(staging / part_record_name(index, count), body.encode())
     try:
         return _finish_parts(out, finish)
     except IncompleteError:
         return None
 
 
-def _record_bytes(record: PartRecord) -> bytes:
-    # Keys unsorted: the order of the configs is the order of the card's configs.
-    return (json.dumps(record.model_dump(mode="json"), indent=2) + "\n").encode()
-
-
-PUBLISHED = (CARD_NAME, "data", MARKER)
+PUBLISHED = (CARD_NAME, "data", MANIFEST_NAME)
 """What finishing renames from ``.posgen-parts/`` into the folder, in this order: the card
 first (its configs name exactly the finished files), the data, the manifest last."""
 
 
 def _finish_parts(out: Path, finish: Finish | None = None) -> Manifest:
-    """Write the manifest of a folder whose parts are all present, then call ``finish`` on it
-    (it writes the card); the manifest.
-
-    Raises :class:`IncompleteError` while parts are missing, :class:`PartsError` when the
-    records disagree, and :class:`~posgen.store.manifest.DamagedDataset` when a file does
-    not match its record (the same lines ``posgen validate`` prints). Parts finishing at
-    once take turns (a lock on ``.posgen-parts``); the later ones find it finished.
-    """
+    """Finish a folder whose parts are all present (:class:`IncompleteError` otherwise) and
+    publish it; the manifest. Parts finishing at once take turns (a lock on
+    ``.posgen-parts``); the later ones find it finished."""
     out = resolve_target(out)
     staging = out / PARTS_DIR
     with ExitStack() as stack:
         try:
             fd = stack.enter_context(exclusive(staging))  # one finisher at a time
         except FileNotFoundError:
-            if (out / MARKER).exists():  # finished already (perhaps by a concurrent part)
+            if (out / MANIFEST_NAME).exists():  # finished already (perhaps by a concurrent part)
                 return verify_dataset(out)
             raise PartsError(f"{out} holds no posgen parts ({PARTS_DIR}/ is missing)") from None
         if not staging.exists() or os.stat(staging).st_ino != os.fstat(fd).st_ino:
             return verify_dataset(out)  # another part finished it while we waited
-        if not (staging / MARKER).exists():
+        if not (staging / MANIFEST_NAME).exists():
             _render(out, staging, finish)
         for name in PUBLISHED:
             if (staging / name).exists():
@@ -453,7 +389,7 @@ def _render(out: Path, staging: Path, finish: Finish | None) -> None:
         entries.append(entry)
     for stale in (staging / "data").rglob(f".*{FILE_TMP_TAG}*"):
         remove_unowned(stale)
-    manifest = shards_manifest(bench, plan, entries)
+    manifest = build_manifest(bench, plan, entries, "parquet", PARQUET_OPTIONS)
     problems = check_files(staging, manifest, hashes=False)
     if problems:  # not finished: rerun the damaged part, then merge again
         raise DamagedDataset(out, [str(p).replace(f"/{PARTS_DIR}/", "/", 1) for p in problems])
@@ -474,14 +410,9 @@ def _agreeing(records: list[PartRecord]) -> PartRecord:
 
 
 def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -> Manifest:
-    """Move the files and part records of folders ``sources`` into ``out``, then finish it
-    (:func:`_finish_parts`, which calls ``finish``).
-
-    Everything is checked before anything moves: every source is a part folder, all parts
-    belong to one run, ``out`` is missing, empty or an unfinished folder of that run, and no
-    file already in ``out`` differs from the one that would replace it (merge never writes
-    over a file; an identical one is left as it is).
-    """
+    """Move the files and part records of folders ``sources`` into ``out``, then finish it.
+    Everything is checked before anything moves; merge never writes over a file that
+    differs (an identical one is left as it is)."""
     out = resolve_target(out)
     moves: dict[Path, Path] = {}
     records: list[PartRecord] = []
@@ -505,17 +436,15 @@ def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -
     for source, target in moves.items():
         if not source.is_file():
             raise PartsError(f"{source} is listed in its part record but missing")
-        if os.path.lexists(target) and not _same_bytes(source, target):
+        if os.path.lexists(target) and not (
+            target.is_file() and sha256_file(source) == sha256_file(target)
+        ):
             raise PartsError(f"{target} exists and differs from {source}; nothing was moved")
     for source, target in moves.items():  # records last: a part counts once its files are in
         target.parent.mkdir(parents=True, exist_ok=True)
         if not os.path.lexists(target):
             shutil.move(str(source), str(target))
     return _finish_parts(out, finish)
-
-
-def _same_bytes(a: Path, b: Path) -> bool:
-    return b.is_file() and a.stat().st_size == b.stat().st_size and sha256_file(a) == sha256_file(b)
 
 
 def _records(out: Path) -> list[PartRecord]:

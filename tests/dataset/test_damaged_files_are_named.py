@@ -1,9 +1,5 @@
-"""Damaged files on disk are caught, at load time and by ``posgen validate``, naming the file.
-
-Every case copies a real dataset folder and damages it the way disks and copies do:
-truncation, flipped bytes, appended bytes, swapped, missing or extra shards, and edits to
-``posgen.json``.
-"""
+"""Damaged files on disk (truncated, flipped, swapped, missing, extra, an edited
+``posgen.json``) are caught at load time and by ``posgen validate``, naming the file."""
 
 from __future__ import annotations
 
@@ -42,25 +38,22 @@ def pristine(tmp_path_factory) -> Path:
     return out
 
 
-def flip(offset_of: Callable[[int], int]) -> Callable[[Path], str]:
+def rewrite(change: Callable[[bytes], bytes], name: str = TRAIN1) -> Callable[[Path], str]:
+    """Damage: the file ``name`` rewritten as ``change`` of its bytes."""
+
     def damage(root: Path) -> str:
-        path = root / TRAIN1
-        data = bytearray(path.read_bytes())
-        data[offset_of(len(data))] ^= 0x01
-        path.write_bytes(bytes(data))
-        return TRAIN1
+        (root / name).write_bytes(change((root / name).read_bytes()))
+        return name
 
     return damage
 
 
-def truncate(keep: Callable[[int], int]) -> Callable[[Path], str]:
-    def damage(root: Path) -> str:
-        path = root / TRAIN1
-        data = path.read_bytes()
-        path.write_bytes(data[: keep(len(data))])
-        return TRAIN1
+def flipped(offset_of: Callable[[int], int]) -> Callable[[bytes], bytes]:
+    def change(data: bytes) -> bytes:
+        at = offset_of(len(data))
+        return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
 
-    return damage
+    return change
 
 
 def swap(a: str, b: str) -> Callable[[Path], str]:
@@ -104,12 +97,6 @@ def set_spec_and_id(manifest: dict) -> None:
     manifest["benchmark"]["spec_id"] = bench.spec_id
 
 
-def append(root: Path) -> str:
-    with open(root / TRAIN1, "ab") as handle:
-        handle.write(b"\0" * 7)
-    return TRAIN1
-
-
 def delete(root: Path) -> str:
     (root / TRAIN1).unlink()
     return TRAIN1
@@ -118,12 +105,6 @@ def delete(root: Path) -> str:
 def extra(root: Path) -> str:
     shutil.copy(root / TRAIN1, root / "data/cot/train-00003-of-00003.parquet")
     return "data/cot/train-00003-of-00003.parquet"
-
-
-def corrupt_json(root: Path) -> str:
-    path = root / "posgen.json"
-    path.write_text(path.read_text()[:-40])
-    return "posgen.json"
 
 
 def no_manifest(root: Path) -> str:
@@ -143,13 +124,13 @@ def same_size_swap(root: Path) -> str:
 
 
 DAMAGE: dict[str, Callable[[Path], str]] = {
-    "truncated to half": truncate(lambda n: n // 2),
-    "truncated by one byte": truncate(lambda n: n - 1),
-    "truncated to nothing": truncate(lambda n: 0),
-    "extended by 7 bytes": append,
-    "byte flipped in the header": flip(lambda n: 4),
-    "byte flipped in the data": flip(lambda n: n // 2),
-    "byte flipped in the footer": flip(lambda n: n - 12),
+    "truncated to half": rewrite(lambda data: data[: len(data) // 2]),
+    "truncated by one byte": rewrite(lambda data: data[:-1]),
+    "truncated to nothing": rewrite(lambda data: b""),
+    "extended by 7 bytes": rewrite(lambda data: data + b"\0" * 7),
+    "byte flipped in the header": rewrite(flipped(lambda n: 4)),
+    "byte flipped in the data": rewrite(flipped(lambda n: n // 2)),
+    "byte flipped in the footer": rewrite(flipped(lambda n: n - 12)),
     "shards of one split swapped": swap(TRAIN1, TRAIN2),
     "shards of two configs swapped": swap(TRAIN0, OTHER),
     "swapped with the manifest fixed up": same_size_swap,
@@ -161,7 +142,7 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "manifest: bytes edited": edit_manifest(lambda m: first_file(m).update(bytes=1)),
     "manifest: rows edited": edit_manifest(lambda m: first_file(m).update(rows=99)),
     "manifest: path removed": edit_manifest(lambda m: first_file(m).pop("path")),
-    "manifest: not JSON": corrupt_json,
+    "manifest: not JSON": rewrite(lambda data: data[:-40], "posgen.json"),
     "manifest: deleted": no_manifest,
 }
 

@@ -1,9 +1,5 @@
-"""Both storage formats through every command, and one wording for a damaged file.
-
-The same commands run on a Parquet and on an Arrow IPC folder of the same spec: ``validate``,
-``card``, ``score``, ``baseline``, ``merge`` (of a finished folder) and ``posgen.load``
-all work, and a damaged file is reported in the same words by load, validate and merge.
-"""
+"""Both storage formats through every command (validate, card, score, baseline, merge, load),
+and one wording for a damaged file."""
 
 from __future__ import annotations
 
@@ -54,14 +50,9 @@ def test_every_command_works_on_both_formats(folder, tmp_path):
 
 
 def test_both_formats_load_with_load_dataset_through_the_card(folder):
-    import datasets
-
     loaded = datasets.load_dataset(str(folder), "cot")
-    assert {name: data.num_rows for name, data in loaded.items()} == {
-        "train": 120,
-        "validation": 10,
-        "test": 12,
-    }
+    rows = {name: data.num_rows for name, data in loaded.items()}
+    assert rows == {"train": 120, "validation": 10, "test": 12}
 
 
 def test_a_damaged_file_reads_the_same_in_load_validate_and_merge(folder, tmp_path):

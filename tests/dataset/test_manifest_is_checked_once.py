@@ -1,11 +1,6 @@
-"""The typed manifest: edited or hostile ``posgen.json`` files are one integrity error in
-every command, and no listed path leads outside the dataset folder (issue 13, items 4, 14).
-
-Each case edits a copy of a real folder. Every reader (validate, score, card, merge, load)
-goes through :func:`posgen.store.read_manifest` and :mod:`posgen.store.dataset`, so each case
-must give a clean error there: exit 1 with ``error:`` lines or a failed integrity check,
-never a traceback, and never a card that says "(validated)".
-"""
+"""The typed manifest: an edited or hostile ``posgen.json`` is one clean integrity error in
+every reader (validate, score, card, merge, load), and no listed path leads outside the
+folder."""
 
 from __future__ import annotations
 
@@ -126,23 +121,14 @@ def _outside_copy(root: Path) -> Path:
     return outside
 
 
-def absolute_path(root: Path) -> None:
-    outside = _outside_copy(root)
-    edit(lambda b: file0(b).update(path=str(outside)))(root)
+def escaping(path_of: Callable[[Path], str]) -> Callable[[Path], None]:
+    """The test file's entry points to ``path_of(a copy of it outside the folder)``."""
 
+    def damage(root: Path) -> None:
+        outside = _outside_copy(root)
+        edit(lambda b: file0(b).update(path=path_of(outside)))(root)
 
-def dotdot_path(root: Path) -> None:
-    _outside_copy(root)
-    edit(lambda b: file0(b).update(path="../outside/x.parquet"))(root)
-
-
-def inner_dotdot_path(root: Path) -> None:
-    _outside_copy(root)
-    edit(lambda b: file0(b).update(path="data/../../outside/x.parquet"))(root)
-
-
-def backslash_path(root: Path) -> None:
-    edit(lambda b: file0(b).update(path="data\\cot\\test-00000-of-00001.parquet"))(root)
+    return damage
 
 
 def symlinked_file(root: Path) -> None:
@@ -160,10 +146,10 @@ def symlinked_folder(root: Path) -> None:
 
 
 ESCAPES: dict[str, Callable[[Path], None]] = {
-    "absolute path": absolute_path,
-    "../ path": dotdot_path,
-    "data/../../ path": inner_dotdot_path,
-    "backslash path": backslash_path,
+    "absolute path": escaping(str),
+    "../ path": escaping(lambda _: "../outside/x.parquet"),
+    "data/../../ path": escaping(lambda _: "data/../../outside/x.parquet"),
+    "backslash path": edit(lambda b: file0(b).update(path=TEST_FILE.replace("/", "\\"))),
     "file symlinked outside": symlinked_file,
     "folder symlinked outside": symlinked_folder,
 }
@@ -177,11 +163,7 @@ def copy(pristine, tmp_path) -> Path:
 
 
 def clean_failure(result) -> bool:
-    """Exit 1 and no traceback, with ``error:`` lines or a report of failed integrity.
-
-    A damaged folder may have several problems: a reader says a headline and one line per
-    problem; the validator may instead report the damage as a failed check.
-    """
+    """Exit 1 and no traceback, with ``error:`` lines or a report of failed integrity."""
     said = bool(error_lines(result.stderr)) or "FAIL integrity" in result.stdout
     crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
     return result.exit_code == 1 and said and not crashed and "Traceback" not in result.output

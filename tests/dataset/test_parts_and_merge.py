@@ -12,11 +12,7 @@ from posgen.card import unvalidated_card
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import writer
 from posgen.store.layout import CARD_NAME, parse_part, plan_benchmark
-from posgen.store.writer import (
-    PARTS_DIR,
-    IncompleteError,
-    PartsError,
-)
+from posgen.store.writer import PARTS_DIR, IncompleteError, PartsError
 from posgen.tasks import TASKS
 from tests.cli_support import assert_clean_error, invoke
 
@@ -28,6 +24,12 @@ def bench(**fields):
     return BenchmarkSpec(
         name="par", configs={task: TaskSpec(task=task, **{**base, **fields}) for task in TASKS}
     )
+
+
+def write(out, spec=None, **options):
+    """The store's ``write_dataset`` (no card unless ``finish``) at this file's sizes."""
+    sizes = dict(shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES)
+    return writer.write_dataset(spec or bench(), out, **sizes, **options)
 
 
 def checksums(folder):
@@ -58,17 +60,7 @@ def test_two_processes_write_the_same_bytes_as_one(tmp_path, single):
 
 def test_three_parts_in_any_order_equal_a_single_run(tmp_path, single):
     out = tmp_path / "ds"
-    results = [
-        writer.write_dataset(
-            bench(),
-            out,
-            part=(i, 3),
-            shard_bytes=SHARD_BYTES,
-            row_group_bytes=GROUP_BYTES,
-            finish=unvalidated_card,
-        )
-        for i in (2, 0, 1)
-    ]
+    results = [write(out, part=(i, 3), finish=unvalidated_card) for i in (2, 0, 1)]
     assert results[0] is None  # parts still missing
     assert results[1] is None
     assert results[2].to_json() == (single / "posgen.json").read_text()
@@ -78,14 +70,7 @@ def test_three_parts_in_any_order_equal_a_single_run(tmp_path, single):
 
 def test_parts_in_separate_folders_merge_into_a_single_run(tmp_path, single):
     for i in range(3):
-        writer.write_dataset(
-            bench(),
-            tmp_path / f"p{i}",
-            part=(i, 3),
-            shard_bytes=SHARD_BYTES,
-            row_group_bytes=GROUP_BYTES,
-            num_proc=2,
-        )
+        write(tmp_path / f"p{i}", part=(i, 3), num_proc=2)
     args = ["merge", str(tmp_path / "ds"), *(str(tmp_path / f"p{i}") for i in range(3))]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
@@ -93,25 +78,15 @@ def test_parts_in_separate_folders_merge_into_a_single_run(tmp_path, single):
 
 
 def test_finishing_with_a_missing_part_names_it(tmp_path):
-    writer.write_dataset(
-        bench(), tmp_path / "ds", part=(0, 3), shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES
-    )
+    write(tmp_path / "ds", part=(0, 3))
     with pytest.raises(IncompleteError, match="2 of 3 parts missing: 1/3, 2/3"):
         writer.write_dataset(None, tmp_path / "ds", merge=[])
 
 
 def test_parts_of_another_spec_are_refused(tmp_path):
-    writer.write_dataset(
-        bench(), tmp_path / "ds", part=(0, 2), shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES
-    )
+    write(tmp_path / "ds", part=(0, 2))
     with pytest.raises(PartsError, match="another benchmark"):
-        writer.write_dataset(
-            bench(seed=5),
-            tmp_path / "ds",
-            part=(1, 2),
-            shard_bytes=SHARD_BYTES,
-            row_group_bytes=GROUP_BYTES,
-        )
+        write(tmp_path / "ds", bench(seed=5), part=(1, 2))
 
 
 def test_rows_and_row_groups_do_not_depend_on_the_block_size(tmp_path, single):
@@ -181,26 +156,13 @@ def custom_card(root, manifest):
 def test_the_part_that_finishes_the_run_uses_the_finish_step_it_was_handed(tmp_path):
     out = tmp_path / "ds"
     for i in range(3):
-        writer.write_dataset(
-            bench(),
-            out,
-            part=(i, 3),
-            shard_bytes=SHARD_BYTES,
-            row_group_bytes=GROUP_BYTES,
-            finish=custom_card,
-        )
+        write(out, part=(i, 3), finish=custom_card)
     assert (out / CARD_NAME).read_text() == "custom card of par\n"
 
 
 def test_merging_parts_uses_the_finish_step_it_was_handed(tmp_path):
     for i in range(3):
-        writer.write_dataset(
-            bench(),
-            tmp_path / f"p{i}",
-            part=(i, 3),
-            shard_bytes=SHARD_BYTES,
-            row_group_bytes=GROUP_BYTES,
-        )
+        write(tmp_path / f"p{i}", part=(i, 3))
     writer.write_dataset(
         None, tmp_path / "ds", merge=[tmp_path / f"p{i}" for i in range(3)], finish=custom_card
     )
@@ -210,7 +172,5 @@ def test_merging_parts_uses_the_finish_step_it_was_handed(tmp_path):
 @pytest.mark.parametrize("part", [None, (0, 1)], ids=["whole run", "one part of one"])
 def test_the_store_alone_writes_no_card(tmp_path, single, part):
     out = tmp_path / "ds"
-    writer.write_dataset(
-        bench(), out, part=part, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES
-    )
+    write(out, part=part)
     assert checksums(out) == {k: v for k, v in checksums(single).items() if k != CARD_NAME}

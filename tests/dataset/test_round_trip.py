@@ -80,16 +80,6 @@ def test_parquet_files_carry_an_explicit_schema_and_provenance(written):
     assert meta["posgen.spec_id"] == manifest.configs["recursive"].spec_id
 
 
-def test_same_spec_gives_identical_files_whatever_the_block_size(tmp_path, written):
-    out, _ = written
-    again = tmp_path / "again"
-    write_dataset(small_bench(), again, shard_bytes=4096, row_group_bytes=1024, block_rows=7)
-    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
-    for name in files:
-        assert (out / name).read_bytes() == (again / name).read_bytes(), name
-
-
 def test_existing_output_is_never_touched_without_overwrite(tmp_path):
     out = tmp_path / "ds"
     write_dataset(small_bench(), out)

@@ -1,12 +1,5 @@
-"""Targets that already hold something: merge, parts and ``--out`` never lose a user's file.
-
-Issue 13, items 1, 5 and 6: ``posgen merge`` into folders that are not its own (user files,
-finished datasets, symlinks, parts of another run), unfinished ``--part`` folders at every
-step (parts missing, finishing killed half-way) as ``datasets``, ``posgen.load`` and
-``posgen validate`` see them, and ``--out`` given as a symlink (to a dataset, dangling,
-chained, looping). Each case checks that no file outside the target changed and that the
-answer is one error line or a correct dataset.
-"""
+"""Targets that already hold something: merge, parts and ``--out`` never lose a user's file;
+the answer is one error line or a correct dataset."""
 
 from __future__ import annotations
 
@@ -19,7 +12,6 @@ import pytest
 
 import posgen.store.writer
 from posgen import write_dataset
-from posgen.card import unvalidated_card
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset
 from posgen.store.dataset import load
@@ -39,6 +31,11 @@ def bench(seed: int = 0) -> BenchmarkSpec:
         name="targets",
         configs={t: TaskSpec(task=t, seed=seed, **FIELDS) for t in ("cot", "recursive")},
     )
+
+
+def part(out: Path, i: int, seed: int = 0):
+    """Part ``i`` of 3 of :func:`bench` into ``out``, with its card."""
+    return write_dataset(bench(seed), out, part=(i, 3), shard_bytes=SHARD)
 
 
 def tree(folder: Path) -> dict[str, str]:
@@ -65,10 +62,7 @@ def parts(tmp_path) -> list[Path]:
     """Three parts of one run, each in its own folder."""
     folders = [tmp_path / f"p{i}" for i in range(3)]
     for i, folder in enumerate(folders):
-        assert (
-            posgen.store.writer.write_dataset(bench(), folder, part=(i, 3), shard_bytes=SHARD)
-            is None
-        )
+        assert part(folder, i) is None
     return folders
 
 
@@ -76,14 +70,6 @@ def _user_folder(target: Path) -> None:
     target.mkdir()
     (target / "README.md").write_text("my notes\n")
     (target / "posgen.json").write_text("{}\n")
-
-
-def _other_dataset(target: Path) -> None:
-    write_dataset(bench(seed=5), target, shard_bytes=SHARD)
-
-
-def _same_dataset(target: Path) -> None:
-    write_dataset(bench(), target, shard_bytes=SHARD)
 
 
 def _user_data(target: Path) -> None:
@@ -100,12 +86,8 @@ def _link_to_user_folder(target: Path) -> None:
     target.symlink_to(target.parent / "elsewhere")
 
 
-def _parts_of_another_run(target: Path) -> None:
-    posgen.store.writer.write_dataset(bench(seed=5), target, part=(0, 3), shard_bytes=SHARD)
-
-
 def _a_different_staged_file(target: Path) -> None:
-    posgen.store.writer.write_dataset(bench(), target, part=(1, 3), shard_bytes=SHARD)
+    part(target, 1)
     staged = next((target / PARTS_DIR / "data").rglob("*.parquet"))
     staged.write_bytes(staged.read_bytes()[::-1])
 
@@ -117,12 +99,20 @@ def _a_loop(target: Path) -> None:
 
 MERGE_REFUSALS = {
     "user folder with README.md and posgen.json": (_user_folder, 2, "posgen.json"),
-    "finished dataset of another spec": (_other_dataset, 2, "finished dataset"),
-    "finished dataset of the same spec": (_same_dataset, 2, "finished dataset"),
+    "finished dataset of another spec": (
+        lambda t: write_dataset(bench(5), t, shard_bytes=SHARD),
+        2,
+        "finished dataset",
+    ),
+    "finished dataset of the same spec": (
+        lambda t: write_dataset(bench(), t, shard_bytes=SHARD),
+        2,
+        "finished dataset",
+    ),
     "user files under data/": (_user_data, 2, "not posgen parts"),
     "a file": (_a_file, 2, "file"),
     "symlink to a user folder": (_link_to_user_folder, 2, "posgen.json"),
-    "parts of another run": (_parts_of_another_run, 2, "another benchmark"),
+    "parts of another run": (lambda t: part(t, 0, seed=5), 2, "another benchmark"),
     "a staged file that differs": (_a_different_staged_file, 2, "differs"),
     "a symlink loop": (_a_loop, 2, "loops"),
 }
@@ -196,22 +186,14 @@ def test_an_unfinished_part_folder_never_loads_wrong_data_and_merge_completes_it
 ):
     out = tmp_path / "ds"
     written = {"1 of 3 parts": 1, "2 of 3 parts": 2}.get(case, 3)
-    for i in range(written - 1):
-        posgen.store.writer.write_dataset(
-            bench(), out, part=(i, 3), shard_bytes=SHARD, finish=unvalidated_card
-        )
-    if written < 3:
-        posgen.store.writer.write_dataset(
-            bench(), out, part=(written - 1, 3), shard_bytes=SHARD, finish=unvalidated_card
-        )
-    else:
+    for i in range(min(written, 2)):
+        part(out, i)
+    if written == 3:
         renames = ["before the card", "after the card", "after the data"]
         killed_after = next(i for i, when in enumerate(renames) if case.endswith(when))
         monkeypatch.setattr(posgen.store.writer.os, "rename", _finish_killed_after(killed_after))
         with pytest.raises(KeyboardInterrupt):
-            posgen.store.writer.write_dataset(
-                bench(), out, part=(2, 3), shard_bytes=SHARD, finish=unvalidated_card
-            )
+            part(out, 2)
         monkeypatch.undo()
     full = _loads(single)
     seen = _loads(out)
@@ -233,18 +215,9 @@ def test_parts_finishing_at_once_finish_the_folder_once(tmp_path, single):
     from concurrent.futures import ThreadPoolExecutor
 
     out = tmp_path / "ds"
-    posgen.store.writer.write_dataset(
-        bench(), out, part=(0, 3), shard_bytes=SHARD, finish=unvalidated_card
-    )
-
-    def last(i: int):
-        return posgen.store.writer.write_dataset(
-            bench(), out, part=(i, 3), shard_bytes=SHARD, finish=unvalidated_card
-        )
-
-    # the two last parts write and finish at the same time, in threads of one process
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(last, (1, 2)))
+    part(out, 0)
+    with ThreadPoolExecutor(2) as pool:  # the two last parts finish at once
+        results = list(pool.map(lambda i: part(out, i), (1, 2)))
     finished = [r for r in results if r is not None]
     with recorded("race", "two parts finishing at once"):
         assert len(finished) >= 1
@@ -337,9 +310,7 @@ def test_parts_through_a_symlink_land_where_it_points(tmp_path, single):
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     for i in range(3):
-        posgen.store.writer.write_dataset(
-            bench(), tmp_path / "link", part=(i, 3), shard_bytes=SHARD, finish=unvalidated_card
-        )
+        part(tmp_path / "link", i)
     with recorded("target", "--part into a symlink"):
         assert (tmp_path / "link").is_symlink()
         assert tree(tmp_path / "real") == tree(single)
