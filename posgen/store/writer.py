@@ -157,6 +157,8 @@ def write_shards(
     """Write ``shards`` with ``num_proc`` spawned processes (the bytes do not depend on it);
     their entries, in the order given. Workers end when this process dies and hold the
     owner's lock on the folder ``owner`` while they live."""
+    if num_proc < 1:
+        raise ValueError(f"num_proc must be >= 1, got {num_proc}")
     job = FORMATS[storage].write_shard
     if num_proc == 1 or len(shards) <= 1:
         return [
