@@ -26,7 +26,6 @@ from __future__ import annotations
 import errno
 import os
 import reprlib
-import traceback
 from typing import Any
 
 import click
@@ -122,18 +121,15 @@ class RunError(PosgenError):
     """The run failed (writing, publishing): exit status 1."""
 
 
-def _location(loc: tuple[Any, ...]) -> str:
-    return shown(".".join(str(part) for part in loc), 120) or "spec"
-
-
 def problem_lines(error: ValidationError) -> list[str]:
     """One line per problem: ``field.path: message (given: value)``."""
     lines = []
     for item in error.errors(include_url=False):
         message = item["msg"].removeprefix("Value error, ")
         given = item.get("input")
-        line = f"{_location(item['loc'])}: {message}"
-        if item["type"] not in ("missing",) and not isinstance(given, dict):
+        where = shown(".".join(str(part) for part in item["loc"]), 120) or "spec"
+        line = f"{where}: {message}"
+        if item["type"] != "missing" and not isinstance(given, dict):
             line += f" (given: {shown_value(given)})"
         lines.append(" ".join(line.split()))
     return lines
@@ -147,20 +143,9 @@ INTERRUPTED_STATE = "no partial output was left"
 """What a command stopped by a signal left, unless it says more
 (:attr:`posgen.signals.Interrupted.left`; every output is written whole or not at all)."""
 BAD_PATH_ERRNOS = frozenset(
-    code
-    for code in (
-        errno.EACCES,
-        errno.EPERM,
-        errno.ENOENT,
-        errno.ENOTDIR,
-        errno.EISDIR,
-        errno.ENAMETOOLONG,
-        errno.ELOOP,
-        errno.EEXIST,
-        getattr(errno, "EILSEQ", None),
-    )
-    if code is not None
-)
+    (errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG,
+     errno.ELOOP, errno.EEXIST, errno.EILSEQ)
+)  # fmt: skip
 """Errors that say the named path cannot be used as given: bad input, exit status 2."""
 
 
@@ -188,20 +173,6 @@ def debugging(flag: bool = False) -> bool:
     return flag or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
-def unexpected_problem(error: BaseException, debug: bool = False) -> str:
-    """One line for an error nobody anticipated.
-
-    >>> unexpected_problem(KeyError("x"))
-    "internal error (KeyError): 'x' (rerun with --debug or POSGEN_DEBUG=1 for the traceback)"
-    """
-    line = f"internal error ({type(error).__name__}): {shown(str(error)) or '(no message)'}"
-    return (
-        line
-        if debugging(debug)
-        else f"{line} (rerun with --debug or {DEBUG_ENV}=1 for the traceback)"
-    )
-
-
 def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], int]:
     """The ``error:`` lines (without the prefix) and the exit status for ``error``.
 
@@ -210,6 +181,8 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
     (['interrupted by SIGTERM; no partial output was left'], 143)
     >>> error_exit(UsageError("no such config"))
     (['no such config'], 2)
+    >>> error_exit(KeyError("x"))[0]
+    ["internal error (KeyError): 'x' (rerun with --debug or POSGEN_DEBUG=1 for the traceback)"]
     """
     if isinstance(error, Interrupted):
         return [f"{error}; {error.left or INTERRUPTED_STATE}"], error.exit_code
@@ -229,15 +202,13 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
     if isinstance(error, OSError):
         line, code = os_error_problem(error)
         return [line], code
-    return [unexpected_problem(error, debug)], 1
+    line = f"internal error ({type(error).__name__}): {shown(str(error)) or '(no message)'}"
+    if not debugging(debug):
+        line += f" (rerun with --debug or {DEBUG_ENV}=1 for the traceback)"
+    return [line], 1
 
 
-def traceback_text(error: BaseException) -> str:
-    """The full traceback of ``error``, for ``--debug``."""
-    return "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
-
-
-# --- sizes and durations as people read them --------------------------------------------
+# --- sizes and cells as people read them --------------------------------------------
 
 
 def human_bytes(size: float) -> str:
@@ -251,19 +222,6 @@ def human_bytes(size: float) -> str:
             break
         size /= 1024
     return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-
-
-def human_seconds(seconds: float) -> str:
-    """``9000`` -> ``'2.5 h'``.
-
-    >>> human_seconds(90), human_seconds(600), human_seconds(9000)
-    ('90 s', '10 min', '2.5 h')
-    """
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def mean_std_cell(mean: float | None, std: float | None) -> str:

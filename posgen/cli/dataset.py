@@ -120,7 +120,7 @@ def generate(
         for s in part_of(plan_benchmark(bench, shard_mb * 2**20), index, count)
     )
     label = f"generating {bench.name}" + (f" part {index}/{count}" if part else "")
-    written = DatasetRun(out, overwrite, piece, bench).write(
+    manifest, seconds = DatasetRun(out, overwrite, piece, bench).write(
         lambda progress: write_dataset(
             bench,
             out,
@@ -138,7 +138,9 @@ def generate(
     )
     if quiet:
         return
-    rate, manifest = written.rate(total), written.value
+    rate = (
+        f"{total:,} tokens in {seconds:.2f} s ({total / max(seconds, 1e-9) / 1e6:.1f} M tokens/s)"
+    )
     if part is not None and manifest is None:
         click.echo(f"wrote part {index}/{count} into {out}: {rate}; other parts still missing")
     elif part is not None:
@@ -162,21 +164,16 @@ def merge(out: Path, parts: tuple[Path, ...], quiet: bool) -> None:
 
     The result is byte-identical to a single-process `posgen generate` of the same spec.
     """
-    with reported(
-        lambda completed: _left(out, completed), lambda e: os_failure(e, f"merging into {out}")
-    ):
+
+    def left(completed: bool) -> str:  # no file is lost: each is in OUT or its part folder
+        if completed:
+            return f"{out} was already complete"
+        return f"{out} is not finished; each part's files are in it or still in their part folder"
+
+    with reported(left, lambda error: os_failure(error, f"merging into {out}")):
         manifest = write_dataset(None, out, merge=parts, finish=unvalidated_card)
     if not quiet:
-        files = len(manifest.files())
-        click.echo(f"finished {out}: {files} files, manifest and card written")
-
-
-def _left(out: Path, completed: bool) -> str:
-    """What a stopped or failed merge left: no file is lost, each part's files are in
-    ``OUT/.posgen-parts`` once moved, or still in their part folder."""
-    if completed:
-        return f"{out} was already complete"
-    return f"{out} is not finished; each part's files are in it or still in their part folder"
+        click.echo(f"finished {out}: {len(manifest.files())} files, manifest and card written")
 
 
 @click.command(
@@ -255,7 +252,7 @@ def publish_command(
     check_dataset_target(bench, out, overwrite=overwrite, force=force, problems=problems)
     total = sum(spec.total_tokens for spec in bench.configs.values())
     try:
-        written = DatasetRun(out, overwrite, bench=bench).write(
+        published, seconds = DatasetRun(out, overwrite, bench=bench).write(
             lambda progress: publish_benchmark(
                 bench,
                 out,
@@ -271,10 +268,9 @@ def publish_command(
     except ImportError as error:
         raise UsageProblems([f"{error.name or error} is not available: {error}"]) from None
     if not quiet:
-        checks = len(written.value.report.checks)
         click.echo(
-            f"published {out} ({', '.join(written.value.manifest.configs)}): {total:,} tokens, "
-            f"{checks} checks passed, in {written.seconds:.2f} s"
+            f"published {out} ({', '.join(published.manifest.configs)}): {total:,} tokens, "
+            f"{len(published.report.checks)} checks passed, in {seconds:.2f} s"
         )
     if repo_id is not None and token is not None:
         try:

@@ -26,8 +26,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import posgen
-from posgen import write_dataset
-from posgen.store.formats import to_dataset_dict
 from posgen.spec import TaskSpec, default_benchmark
 from posgen.store.formats import to_dataset_dict
 from posgen.validate import SourceError, validate
