@@ -40,21 +40,6 @@ from posgen.store.dataset import Dataset
 from posgen.store.safety import write_atomically
 
 
-def score_probe_file(
-    data: Path, config: str | None, split: str, predictions: Path, bucket_width: int
-) -> RelianceReport:
-    """Far-reliance of a predictions file on a probe split of a folder."""
-    probe = Dataset.open(data).probe(config, split)
-    try:
-        aligned = predictions_for(predictions, probe.ids, probe.spec.spec_id, split)
-    except ScoringError as error:
-        raise UsageProblems([str(error)]) from None
-    try:
-        return score_probe(probe, aligned, bucket_width=bucket_width)
-    except ScoringError as error:
-        raise UsageProblems([f"{predictions}: {error}"]) from None
-
-
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
@@ -153,18 +138,26 @@ def score_command(
     instead: the share of probed targets (where the far-rule answer differs from the
     stored token) predicted as the far-rule answer, and as the stored token.
     """
-    if plot_out is not None and not plot_available():
-        raise UsageProblems([f"--plot: {PLOT_HINT}"])
-    if plot_out is not None and (problem := plot_format_problem(plot_out)) is not None:
-        raise UsageProblems([f"--plot: {problem}"])
+    if plot_out is not None:
+        problem = PLOT_HINT if not plot_available() else plot_format_problem(plot_out)
+        if problem is not None:
+            raise UsageProblems([f"--plot: {problem}"])
     problems = output_problems(
         {"--json": json_out, "--plot": plot_out}, {"the --predictions file": [predictions]}
     )
     if problems:
         raise UsageProblems(problems)
+    report: ScoreReport | RelianceReport
     if is_probe_split(split):
-        report: ScoreReport | RelianceReport
-        report = score_probe_file(data, config, split, predictions, bucket_width)
+        probe = Dataset.open(data).probe(config, split)
+        try:
+            aligned = predictions_for(predictions, probe.ids, probe.spec.spec_id, split)
+        except ScoringError as error:
+            raise UsageProblems([str(error)]) from None
+        try:
+            report = score_probe(probe, aligned, bucket_width=bucket_width)
+        except ScoringError as error:
+            raise UsageProblems([f"{predictions}: {error}"]) from None
         table = reliance_table(report)
     else:
         reference = Dataset.open(data).split(config, split)
@@ -173,18 +166,15 @@ def score_command(
         except ScoringError as error:
             raise UsageProblems([str(error)]) from None
         table = report_table(report)
-    if json_out is not None and str(json_out) == "-":
-        click.echo(report.to_json(), nl=False)
-    else:
-        click.echo(table)
+    to_stdout = json_out is not None and str(json_out) == "-"
+    click.echo(report.to_json() if to_stdout else table, nl=not to_stdout)
     signals.point("score-write")
+    if json_out is not None and not to_stdout:
+        write_atomically(json_out, report.to_json().encode())
     try:
-        if json_out is not None and str(json_out) != "-":
-            write_atomically(json_out, report.to_json().encode())
-        if plot_out is not None and isinstance(report, RelianceReport):
-            plot_reliance(report, plot_out)
-        elif plot_out is not None:
-            plot_curve(report, plot_out)
+        if plot_out is not None:
+            plot = plot_reliance if isinstance(report, RelianceReport) else plot_curve
+            plot(report, plot_out)  # type: ignore[arg-type]
     except PlotUnavailable as error:
         raise UsageProblems([str(error)]) from None
 
