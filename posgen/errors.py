@@ -1,14 +1,6 @@
-"""posgen's errors, grouped by what the user must do, and the one map to exit statuses.
-
-- :class:`UsageError` (exit 2): fix the input (a spec, a flag, a path that is not a
-  dataset, predictions that do not fit);
-- :class:`DataError` (exit 1): repair the data (a damaged file, an edited manifest);
-- :class:`RunError` (exit 1): retry the run (a write failed, a publish was refused).
-
-:func:`error_exit` turns any exception (these, a signal's
-:class:`~posgen.signals.Interrupted`, click's usage errors, an ``OSError``, anything
-unexpected) into its ``error:`` lines and exit status; the CLI and the sweep worker both
-call it. Tracebacks are shown only with ``posgen --debug`` or ``POSGEN_DEBUG=1``.
+"""posgen's errors, by what the user must do: :class:`UsageError` (exit 2) fix the input,
+:class:`DataError` (exit 1) repair the data, :class:`RunError` (exit 1) retry the run; and
+:func:`error_exit`, the one map from any exception to ``error:`` lines and an exit status.
 
 >>> from pydantic import ValidationError
 >>> from posgen.spec import TaskSpec
@@ -26,7 +18,6 @@ from __future__ import annotations
 import errno
 import os
 import reprlib
-from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -56,24 +47,8 @@ def shown(text: object, limit: int = SHOWN_CHARS) -> str:
 
 
 def not_utf8(raw: bytes, error: UnicodeDecodeError) -> str:
-    """Where ``raw`` stops being UTF-8, for an error line.
-
-    >>> try:
-    ...     b"caf\\xe9".decode("utf-8")
-    ... except UnicodeDecodeError as error:
-    ...     print(not_utf8(b"caf\\xe9", error))
-    not UTF-8 (byte 3 is b'\\xe9')
-    """
+    """Where ``raw`` stops being UTF-8, for an error line: ``not UTF-8 (byte 3 is b'\\xe9')``."""
     return f"not UTF-8 (byte {error.start} is {raw[error.start : error.start + 1]!r})"
-
-
-def shown_value(value: Any) -> str:
-    """A bounded ``repr`` of any input: never walks more than a few levels and items.
-
-    >>> shown_value([[[[[1]]]]] * 1000)
-    '[[[[...]]], [[[...]]], [[[...]]], [[[...]]], ...]'
-    """
-    return shown(_REPR.repr(value), 60)
 
 
 class PosgenError(Exception):
@@ -130,7 +105,7 @@ def problem_lines(error: ValidationError) -> list[str]:
         where = shown(".".join(str(part) for part in item["loc"]), 120) or "spec"
         line = f"{where}: {message}"
         if item["type"] != "missing" and not isinstance(given, dict):
-            line += f" (given: {shown_value(given)})"
+            line += f" (given: {shown(_REPR.repr(given), 60)})"  # bounded: never walks it all
         lines.append(" ".join(line.split()))
     return lines
 

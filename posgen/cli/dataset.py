@@ -104,15 +104,15 @@ def generate(
         problems.append(f"--num-proc must be >= 1, got {num_proc}")
     if shard_mb < 1:
         problems.append(f"--shard-mb must be >= 1, got {shard_mb}")
-    index, count = 0, 1
+    piece = None
     if part is not None:
         try:
-            index, count = parse_part(part)
+            piece = parse_part(part)
         except ValueError as error:
             problems.append(f"--part: {error}")
     if problems:
         raise UsageProblems(problems)
-    piece = None if part is None else (index, count)
+    index, count = piece or (0, 1)
     check_features(storage, piece)
     check_dataset_target(bench, out, overwrite=overwrite, force=force, part=piece)
     total = sum(
@@ -310,11 +310,11 @@ def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: boo
     manifest = Dataset.open(folder).manifest  # not a dataset: exit 2; a damaged manifest: exit 1
     try:
         report = publish.validate_folder(folder) if run_validation else None
-        scores = None
-        if baselines:
-            scores = {
-                config: publish.scoring_baselines(folder, config) for config in manifest.configs
-            }
+        scores = (
+            {c: publish.scoring_baselines(folder, c) for c in manifest.configs}
+            if baselines
+            else None
+        )
         path = write_card(folder, report, scores)  # the manifest as it is now
     except ImportError as error:
         raise UsageProblems([f"{error.name or error} is not available: {error}"]) from None
