@@ -44,40 +44,37 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def _heading(report: ScoreReport | RelianceReport, rows: str) -> tuple[str, str, str]:
+    """A table's first line, and the labels of its ID and OOD lines."""
+    w, boundary, length = report.seed_window, report.ood_boundary, report.length
+    title = f"config {report.config}, split {report.split}, spec {report.spec_id}: "
+    title += f"{report.rows:,} {rows} of {length} tokens (seed window {w}, OOD from {boundary})"
+    return title, f"ID  [{w}, {min(boundary, length)})", f"OOD [{boundary}, {length})"
+
+
 def report_table(report: ScoreReport) -> str:
     """The short text table: ID, OOD, exact match, then one line per bucket."""
-    w, boundary, length = report.seed_window, report.ood_boundary, report.length
-    lines = [
-        f"config {report.config}, split {report.split}, spec {report.spec_id}: "
-        f"{report.rows:,} rows of {length} tokens (seed window {w}, OOD from {boundary})",
-        f"  {'ID  [' + str(w) + ', ' + str(min(boundary, length)) + ')':<18}"
-        f"{_percent(report.id.accuracy):>9}  {report.id.tokens:>12,} tokens",
-    ]
+    title, id_label, ood_label = _heading(report, "rows")
+
+    def line(name: str, accuracy: float | None, count: int, unit: str = "") -> str:
+        return f"  {name:<18}{_percent(accuracy):>9}  {count:>12,}{unit}"
+
+    lines = [title, line(id_label, report.id.accuracy, report.id.tokens, " tokens")]
     if report.ood.tokens:
-        lines += [
-            f"  {'OOD [' + str(boundary) + ', ' + str(length) + ')':<18}"
-            f"{_percent(report.ood.accuracy):>9}  {report.ood.tokens:>12,} tokens",
-            f"  {'OOD exact match':<18}{_percent(report.ood_exact_match.accuracy):>9}  "
-            f"{report.ood_exact_match.tokens:>12,} rows",
-        ]
+        exact = report.ood_exact_match
+        lines.append(line(ood_label, report.ood.accuracy, report.ood.tokens, " tokens"))
+        lines.append(line("OOD exact match", exact.accuracy, exact.tokens, " rows"))
     lines.append(f"  {'positions':<18}{'accuracy':>9}  {'tokens':>12}")
-    for bucket in report.buckets:
-        mark = " OOD" if bucket.ood else ""
-        lines.append(
-            f"  {f'[{bucket.start}, {bucket.stop})':<18}{_percent(bucket.accuracy):>9}  "
-            f"{bucket.tokens:>12,}{mark}"
-        )
+    lines += [
+        line(f"[{b.start}, {b.stop})", b.accuracy, b.tokens, " OOD" if b.ood else "")
+        for b in report.buckets
+    ]
     return "\n".join(lines)
 
 
 def reliance_table(report: RelianceReport) -> str:
     """Far- and local-reliance, ID and OOD, then one line per bucket, with counts."""
-    w, boundary, length = report.seed_window, report.ood_boundary, report.length
-    lines = [
-        f"config {report.config}, split {report.split}, spec {report.spec_id}: "
-        f"{report.rows:,} probe rows of {length} tokens (seed window {w}, OOD from {boundary})",
-        f"  {'positions':<18}{'far-rel.':>9}{'local-rel.':>11}  {'counted':>10}  {'probed':>10}",
-    ]
+    title, id_label, ood_label = _heading(report, "probe rows")
 
     def line(name: str, item: Reliance, mark: str = "") -> str:
         return (
@@ -85,9 +82,13 @@ def reliance_table(report: RelianceReport) -> str:
             f"{item.counted:>10,}  {item.probed:>10,}{mark}"
         )
 
-    lines.append(line(f"ID  [{w}, {min(boundary, length)})", report.id))
-    if length > boundary:
-        lines.append(line(f"OOD [{boundary}, {length})", report.ood))
+    lines = [
+        title,
+        f"  {'positions':<18}{'far-rel.':>9}{'local-rel.':>11}  {'counted':>10}  {'probed':>10}",
+        line(id_label, report.id),
+    ]
+    if report.length > report.ood_boundary:
+        lines.append(line(ood_label, report.ood))
     lines += [line(f"[{b.start}, {b.stop})", b, " OOD" if b.ood else "") for b in report.buckets]
     lines.append("  counted: probed targets whose far-rule answer differs from the stored token")
     return "\n".join(lines)
