@@ -125,8 +125,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
             f"spec file {path} is not a usable spec: nested more than {MAX_DEPTH} levels deep"
         ) from None
     except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as error:
-        reason = shown(error)
-        raise SpecFileError(f"spec file {path} is not valid {kind}: {reason}") from None
+        raise SpecFileError(f"spec file {path} is not valid {kind}: {shown(error)}") from None
     if not isinstance(data, dict):
         raise SpecFileError(f"spec file {path} must hold a mapping, not {type(data).__name__}")
     return data

@@ -22,10 +22,8 @@ from posgen.cli.options import (
     force_option,
     json_option,
     out_option,
-    overwrite_option,
     quiet_option,
     spec_options,
-    split_option,
     storage_option,
 )
 from posgen.cli.runner import DatasetRun, check_dataset_target, os_failure, reported
@@ -58,7 +56,7 @@ Examples:
 )
 @spec_options
 @out_option("Folder to create (load it with datasets.load_dataset(OUT, CONFIG)).", folder=True)
-@overwrite_option()
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")
 @force_option()
 @click.option(
     "--num-proc", type=int, default=1, show_default=True, help="Processes writing shards."
@@ -216,7 +214,7 @@ Examples:
 )
 @click.argument("spec_file", metavar="SPEC", type=PathArg(path_type=Path))
 @out_option("Folder to create: every config, the card README.md and posgen.json.", folder=True)
-@overwrite_option()
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")
 @force_option()
 @click.option(
     "--push",
@@ -361,7 +359,7 @@ Examples:
 )
 @click.argument("source", type=PathArg(exists=True, path_type=Path))
 @config_option("Check only this config.")
-@split_option("Check only this split (train, validation, test, test_<L'>).")
+@click.option("--split", help="Check only this split (train, validation, test, test_<L'>).")
 @json_option("Write the full report as JSON to this file ('-': stdout).", stdout=True)
 @click.option("-v", "--verbose", is_flag=True, help="List every check, not only the failures.")
 @click.option(

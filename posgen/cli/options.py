@@ -143,10 +143,6 @@ def config_option(help: str) -> Decorator:
     return click.option("--config", help=help)
 
 
-def split_option(help: str, default: str | None = None) -> Decorator:
-    return click.option("--split", default=default, show_default=default is not None, help=help)
-
-
 def out_option(help: str, *, folder: bool, required: bool = True) -> Decorator:
     kind = PathArg(file_okay=not folder, dir_okay=folder, path_type=Path)
     return click.option("--out", required=required, type=kind, help=help)
@@ -160,10 +156,6 @@ def json_option(help: str, *, stdout: bool = False) -> Decorator:
 def plot_option(help: str) -> Decorator:
     kind = PathArg(dir_okay=False, path_type=Path)
     return click.option("--plot", "plot_out", type=kind, help=help)
-
-
-def overwrite_option(help: str = "Replace an existing dataset at --out.") -> Decorator:
-    return click.option("--overwrite", is_flag=True, help=help)
 
 
 def force_option(

@@ -15,10 +15,8 @@ from posgen.cli.options import (
     data_option,
     json_option,
     out_option,
-    overwrite_option,
     plot_option,
     quiet_option,
-    split_option,
 )
 from posgen.cli.runner import output_problems
 from posgen.errors import RunError, UsageProblems
@@ -106,7 +104,7 @@ Examples:
 )
 @data_option()
 @config_option("Config to score (may be left out when the folder has one).")
-@split_option("Split the predictions are for.", default="test")
+@click.option("--split", default="test", show_default=True, help="Split the predictions are for.")
 @click.option(
     "--predictions",
     required=True,
@@ -197,7 +195,7 @@ Examples:
 )
 @data_option()
 @config_option("Config (may be left out when the folder has one).")
-@split_option("Split to predict.", default="test")
+@click.option("--split", default="test", show_default=True, help="Split to predict.")
 @click.option(
     "--fit-split",
     default="train",
@@ -205,7 +203,7 @@ Examples:
     help="Split near-only and majority learn from (the oracle learns nothing).",
 )
 @out_option("Predictions file to write: .parquet, .arrow, .jsonl or .npy.", folder=False)
-@overwrite_option("Replace an existing --out file.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @quiet_option()
 def baseline_command(
     kind: str,
