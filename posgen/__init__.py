@@ -38,20 +38,17 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time through __getatt
 __version__ = "0.1.0"
 
 _LAZY = {
-    "generate_rows": "posgen.generator",
-    "generate_split": "posgen.generator",
-    "grow": "posgen.generator",
-    "BenchmarkSpec": "posgen.spec",
-    "TaskSpec": "posgen.spec",
-    "TASKS": "posgen.tasks",
-    "dependencies": "posgen.tasks",
-    "far_start": "posgen.tasks",
-    "register_task": "posgen.tasks",
-    "read_manifest": "posgen.store",
-    "load": "posgen.store.dataset",
-    "to_dataset_dict": "posgen.store.formats",
-    "score": "posgen.scoring",
-    "score_file": "posgen.scoring",
+    name: module
+    for module, names in {
+        "posgen.generator": ("generate_rows", "generate_split", "grow"),
+        "posgen.spec": ("BenchmarkSpec", "TaskSpec"),
+        "posgen.tasks": ("TASKS", "dependencies", "far_start", "register_task"),
+        "posgen.store": ("read_manifest",),
+        "posgen.store.dataset": ("load",),
+        "posgen.store.formats": ("to_dataset_dict",),
+        "posgen.scoring": ("score", "score_file"),
+    }.items()
+    for name in names
 }
 """Names imported on first use: ``import posgen`` loads nothing else, so the ``posgen``
 script catches signals within milliseconds of starting (:mod:`posgen.__main__`)."""
@@ -66,10 +63,9 @@ def __getattr__(name: str) -> Any:
 
         value = partial(write_dataset, finish=unvalidated_card)
         value.__doc__ = write_dataset.__doc__
-        globals()[name] = value
-        return value
-    if name in _LAZY:
+    elif name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'posgen' has no attribute {name!r}")
+    else:
+        raise AttributeError(f"module 'posgen' has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -1,10 +1,6 @@
-"""``python -m posgen`` and the ``posgen`` script: the one place signal handlers are installed.
-
-:func:`run` catches SIGINT, SIGTERM and SIGHUP before the commands are imported (about half
-a second), so a signal at any moment after the interpreter starts ends in one line and
-exit 130, 143 or 129 (:mod:`posgen.signals`), never a traceback or a silent death; a signal
-after the command has finished (while the interpreter shuts down) is ignored, and one that
-came after the command's last line but before that still sets the exit status.
+"""``python -m posgen`` and the ``posgen`` script: the one place signal handlers are installed,
+before the commands are imported, so a signal at any moment ends in one line and 130, 143 or
+129; one after the command's last line still sets the exit status, one later is ignored.
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
-"""posgen's errors, grouped by what the user must do, and the one map to exit statuses.
-
-- :class:`UsageError` (exit 2): fix the input (a spec, a flag, a path that is not a
-  dataset, predictions that do not fit);
-- :class:`DataError` (exit 1): repair the data (a damaged file, an edited manifest);
-- :class:`RunError` (exit 1): retry the run (a write failed, a publish was refused).
-
-:func:`error_exit` turns any exception (these, a signal's
-:class:`~posgen.signals.Interrupted`, click's usage errors, an ``OSError``, anything
-unexpected) into its ``error:`` lines and exit status; the CLI and the sweep worker both
-call it. Tracebacks are shown only with ``posgen --debug`` or ``POSGEN_DEBUG=1``.
+"""posgen's errors, by what the user must do: :class:`UsageError` (exit 2) fix the input,
+:class:`DataError` (exit 1) repair the data, :class:`RunError` (exit 1) retry the run; and
+:func:`error_exit`, the one map from any exception to ``error:`` lines and an exit status.
 
 >>> from pydantic import ValidationError
 >>> from posgen.spec import TaskSpec
@@ -26,8 +18,6 @@ from __future__ import annotations
 import errno
 import os
 import reprlib
-import traceback
-from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -57,24 +47,8 @@ def shown(text: object, limit: int = SHOWN_CHARS) -> str:
 
 
 def not_utf8(raw: bytes, error: UnicodeDecodeError) -> str:
-    """Where ``raw`` stops being UTF-8, for an error line.
-
-    >>> try:
-    ...     b"caf\\xe9".decode("utf-8")
-    ... except UnicodeDecodeError as error:
-    ...     print(not_utf8(b"caf\\xe9", error))
-    not UTF-8 (byte 3 is b'\\xe9')
-    """
+    """Where ``raw`` stops being UTF-8, for an error line: ``not UTF-8 (byte 3 is b'\\xe9')``."""
     return f"not UTF-8 (byte {error.start} is {raw[error.start : error.start + 1]!r})"
-
-
-def shown_value(value: Any) -> str:
-    """A bounded ``repr`` of any input: never walks more than a few levels and items.
-
-    >>> shown_value([[[[[1]]]]] * 1000)
-    '[[[[...]]], [[[...]]], [[[...]]], [[[...]]], ...]'
-    """
-    return shown(_REPR.repr(value), 60)
 
 
 class PosgenError(Exception):
@@ -122,19 +96,16 @@ class RunError(PosgenError):
     """The run failed (writing, publishing): exit status 1."""
 
 
-def _location(loc: tuple[Any, ...]) -> str:
-    return shown(".".join(str(part) for part in loc), 120) or "spec"
-
-
 def problem_lines(error: ValidationError) -> list[str]:
     """One line per problem: ``field.path: message (given: value)``."""
     lines = []
     for item in error.errors(include_url=False):
         message = item["msg"].removeprefix("Value error, ")
         given = item.get("input")
-        line = f"{_location(item['loc'])}: {message}"
-        if item["type"] not in ("missing",) and not isinstance(given, dict):
-            line += f" (given: {shown_value(given)})"
+        where = shown(".".join(str(part) for part in item["loc"]), 120) or "spec"
+        line = f"{where}: {message}"
+        if item["type"] != "missing" and not isinstance(given, dict):
+            line += f" (given: {shown(_REPR.repr(given), 60)})"  # bounded: never walks it all
         lines.append(" ".join(line.split()))
     return lines
 
@@ -147,20 +118,9 @@ INTERRUPTED_STATE = "no partial output was left"
 """What a command stopped by a signal left, unless it says more
 (:attr:`posgen.signals.Interrupted.left`; every output is written whole or not at all)."""
 BAD_PATH_ERRNOS = frozenset(
-    code
-    for code in (
-        errno.EACCES,
-        errno.EPERM,
-        errno.ENOENT,
-        errno.ENOTDIR,
-        errno.EISDIR,
-        errno.ENAMETOOLONG,
-        errno.ELOOP,
-        errno.EEXIST,
-        getattr(errno, "EILSEQ", None),
-    )
-    if code is not None
-)
+    (errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG,
+     errno.ELOOP, errno.EEXIST, errno.EILSEQ)
+)  # fmt: skip
 """Errors that say the named path cannot be used as given: bad input, exit status 2."""
 
 
@@ -188,20 +148,6 @@ def debugging(flag: bool = False) -> bool:
     return flag or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
-def unexpected_problem(error: BaseException, debug: bool = False) -> str:
-    """One line for an error nobody anticipated.
-
-    >>> unexpected_problem(KeyError("x"))
-    "internal error (KeyError): 'x' (rerun with --debug or POSGEN_DEBUG=1 for the traceback)"
-    """
-    line = f"internal error ({type(error).__name__}): {shown(str(error)) or '(no message)'}"
-    return (
-        line
-        if debugging(debug)
-        else f"{line} (rerun with --debug or {DEBUG_ENV}=1 for the traceback)"
-    )
-
-
 def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], int]:
     """The ``error:`` lines (without the prefix) and the exit status for ``error``.
 
@@ -210,6 +156,8 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
     (['interrupted by SIGTERM; no partial output was left'], 143)
     >>> error_exit(UsageError("no such config"))
     (['no such config'], 2)
+    >>> error_exit(KeyError("x"))[0]
+    ["internal error (KeyError): 'x' (rerun with --debug or POSGEN_DEBUG=1 for the traceback)"]
     """
     if isinstance(error, Interrupted):
         return [f"{error}; {error.left or INTERRUPTED_STATE}"], error.exit_code
@@ -229,15 +177,13 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
     if isinstance(error, OSError):
         line, code = os_error_problem(error)
         return [line], code
-    return [unexpected_problem(error, debug)], 1
+    line = f"internal error ({type(error).__name__}): {shown(str(error)) or '(no message)'}"
+    if not debugging(debug):
+        line += f" (rerun with --debug or {DEBUG_ENV}=1 for the traceback)"
+    return [line], 1
 
 
-def traceback_text(error: BaseException) -> str:
-    """The full traceback of ``error``, for ``--debug``."""
-    return "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
-
-
-# --- sizes and durations as people read them --------------------------------------------
+# --- sizes and cells as people read them --------------------------------------------
 
 
 def human_bytes(size: float) -> str:
@@ -251,19 +197,6 @@ def human_bytes(size: float) -> str:
             break
         size /= 1024
     return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-
-
-def human_seconds(seconds: float) -> str:
-    """``9000`` -> ``'2.5 h'``.
-
-    >>> human_seconds(90), human_seconds(600), human_seconds(9000)
-    ('90 s', '10 min', '2.5 h')
-    """
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def mean_std_cell(mean: float | None, std: float | None) -> str:

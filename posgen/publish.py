@@ -1,11 +1,6 @@
-"""Publishing: generate a whole benchmark, validate it, and write one Hub-ready folder.
-
-:func:`publish_benchmark` builds every config into a hidden sibling of the target
-(:func:`posgen.store.write_dataset`), runs the validator on it, and only when every check
-passes renders the card with the report (once) and moves the folder into place; data that
-fails is never published (the build folder is
-removed and :class:`PublishRefused` carries the report). :func:`push_folder` uploads a
-published folder with ``huggingface_hub``.
+"""Publishing: generate a whole benchmark, validate it, render its card and move it into
+place only when every check passes (:func:`publish_benchmark`); upload it to the Hub
+(:func:`push_folder`).
 """
 
 from __future__ import annotations
@@ -91,8 +86,8 @@ def publish_benchmark(
     progress: Progress | None = None,
     storage: str = "parquet",
 ) -> Published:
-    """Generate, validate and card ``bench`` into ``out`` (format ``storage``); refuse data
-    that fails."""
+    """Generate, validate and card ``bench`` into ``out``; :class:`PublishRefused` when the
+    data fails validation."""
     out = Path(out)
     reports: list[Report] = []
 
@@ -124,10 +119,7 @@ def hub_token() -> str:
 
 
 def upload_folder(folder: Path, repo_id: str, token: str, message: str) -> str:
-    """Create the dataset repo if needed and upload ``folder``; returns the commit URL.
-
-    The only function that talks to the network.
-    """
+    """Create the dataset repo if needed and upload ``folder`` (the only network call)."""
     try:
         from huggingface_hub import HfApi
     except ImportError:  # pragma: no cover - depends on the environment

@@ -1,21 +1,14 @@
 """One signal model: SIGINT, SIGTERM and SIGHUP end a command with one line and 130, 143 or 129.
 
-:func:`install` runs once, first thing in the ``posgen`` entry point (:mod:`posgen.__main__`),
-and turns each of the three into :class:`Interrupted`, a ``BaseException`` that unwinds the
-command: build folders are removed on the way, and the CLI prints
-``error: interrupted by SIGTERM; ...`` and exits ``128 + signal``.
-
-Where an exception must not appear (a lazy ``import torch``, an optimiser step, the rename
-that commits a dataset), code runs :func:`deferred`: the signal is remembered and raised
-when the block ends. A signal raised where Python swallows exceptions (``__del__``, weakref
-callbacks) is remembered too (Python hands it to ``sys.unraisablehook``), and :func:`check`
-raises it at the next step boundary; the CLI checks once more when the command returns, so
-no signal ever ends in exit 0. A signal is raised once: code that catches
-:class:`Interrupted` and goes on (a test) does not see it again.
+:func:`install` runs once, first thing in the ``posgen`` entry point, and turns each of the
+three into :class:`Interrupted`, a ``BaseException`` that unwinds the command (build folders
+are removed on the way). Where an exception must not appear (a lazy ``import torch``, an
+optimiser step, the rename that commits a dataset), code runs :func:`deferred`: the signal
+is raised when the block ends. One Python swallowed (in ``__del__``) is remembered and
+raised by the next :func:`check`. A signal is raised once.
 
 Test hook (the only one): ``POSGEN_SIGNAL_AT=POINT:SIGNAL`` or ``POINT:N:SIGNAL`` makes the
-process send itself SIGNAL at :func:`point` ``POINT`` (its N-th pass, or the pass numbered
-N by the caller), so tests stop a run at a named moment without sleeping.
+process send itself SIGNAL at :func:`point` ``POINT`` (its N-th pass).
 
 >>> Interrupted(signal.SIGTERM).exit_code, Interrupted(signal.SIGHUP).name
 (143, 'SIGHUP')
@@ -40,12 +33,8 @@ HOOK_ENV = "POSGEN_SIGNAL_AT"
 
 
 class Interrupted(BaseException):
-    """A signal stopped the command; whatever it was building was removed.
-
-    A ``BaseException`` like ``KeyboardInterrupt``, so ``except Exception`` does not swallow it.
-    ``completed``: the signal arrived while the target was committed, and it is complete;
-    ``left``: what the command left, said after the signal (set on the way up).
-    """
+    """A signal stopped the command. ``completed``: it arrived while the target was committed,
+    which is complete; ``left``: what the command left, said after the signal."""
 
     def __init__(self, signum: int, completed: bool = False) -> None:
         self.signum = int(signum)
@@ -56,7 +45,6 @@ class Interrupted(BaseException):
 
     @property
     def exit_code(self) -> int:
-        """The shell convention for a death by signal: 128 + signal number."""
         return 128 + self.signum
 
 
@@ -76,15 +64,13 @@ def _handle(signum: int, frame: FrameType | None) -> None:
 
 
 def _swallowed(unraisable: Any) -> None:
-    """Remember an :class:`Interrupted` Python dropped (raised in ``__del__``, say)."""
     if isinstance(unraisable.exc_value, Interrupted) and _State.received is None:
         _State.received = unraisable.exc_value.signum
     _State.unraisable_hook(unraisable)
 
 
 def install() -> dict[int, Any]:
-    """Catch the three signals from now on; returns the handlers they replaced (for
-    :func:`restore`). Only the main thread can set handlers; elsewhere this is a no-op."""
+    """Catch the three signals (in the main thread); returns the handlers replaced."""
     if threading.current_thread() is not threading.main_thread():
         return {}
     previous = {signum: signal.signal(signum, _handle) for signum in CAUGHT_SIGNALS}
@@ -95,7 +81,7 @@ def install() -> dict[int, Any]:
 
 
 def restore(previous: dict[int, Any]) -> None:
-    """Put back the handlers :func:`install` replaced and forget any signal received."""
+    """Put back the handlers :func:`install` replaced; forget any signal received."""
     for signum, handler in previous.items():
         signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
     outermost = any(handler is not _handle for handler in previous.values())
@@ -105,14 +91,14 @@ def restore(previous: dict[int, Any]) -> None:
 
 
 def ignore() -> None:
-    """Ignore the three signals from now on: the process is exiting with its status set."""
+    """Ignore the three signals: the process is exiting with its status set."""
     if threading.current_thread() is threading.main_thread():
         for signum in CAUGHT_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
 
 
 def received() -> int | None:
-    """The signal received and not yet raised (None when there is none)."""
+    """The signal received and not yet raised, if any."""
     return _State.received
 
 
@@ -124,7 +110,7 @@ def check(completed: bool = False) -> None:
 
 
 def hold() -> None:
-    """Hold every later signal for good (while the command prints its last line)."""
+    """Hold every later signal for good (the command is printing its last line)."""
     _State.depth += 1
 
 
@@ -140,10 +126,8 @@ def held() -> Iterator[None]:
 
 @contextmanager
 def deferred(completed: bool = False) -> Iterator[None]:
-    """Hold signals while the block runs; raise the first one when it ends (not on errors).
-
-    ``completed``: whether the target is complete once the block has run (a commit).
-    """
+    """Hold signals while the block runs; raise the first when it ends (not on errors).
+    ``completed``: the target is complete once the block has run (a commit)."""
     check()
     with held():
         yield
@@ -155,11 +139,8 @@ _passes: Counter[str] = Counter()
 
 def point(name: str, number: int | None = None) -> None:
     """A named moment for the test hook :data:`HOOK_ENV` (a no-op unless it names ``name``).
-
-    ``POINT:N:SIGNAL`` fires at pass ``number`` where the caller numbers its passes (a
-    training step, counted across resumptions), else at this process's N-th pass;
-    ``SIGNAL@parent`` sends it to the parent (a sweep) and takes it when passed back.
-    """
+    ``N`` counts this process's passes, or is the caller's ``number`` (a training step across
+    resumptions); ``SIGNAL@parent`` sends it to the sweep and takes it when passed back."""
     wanted = os.environ.get(HOOK_ENV)
     if not wanted:
         return
@@ -178,11 +159,9 @@ def point(name: str, number: int | None = None) -> None:
 def _signal_parent_and_wait(signum: int, limit: float = 600.0) -> None:
     """Send ``signum`` to the sweep, wait until it passes the signal back, then take it here.
 
-    The signal the sweep passes back may reach any thread of this process (torch starts
-    some); Python runs the handler in the main thread whichever thread took it, so a
-    ``sigtimedwait`` in the main thread would miss it. A stand-in handler notes it instead,
-    and Python's wakeup file descriptor ends the wait, however early or late the sweep
-    answers. A parent that never passes it back ends this process after ``limit`` seconds.
+    The signal may reach any thread (torch starts some), so ``sigtimedwait`` would miss it: a
+    stand-in handler notes it and Python's wakeup fd ends the wait. A parent that never
+    passes it back ends this process after ``limit`` seconds.
     """
     arrived: list[int] = []
     read, write = os.pipe()

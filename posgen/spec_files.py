@@ -1,21 +1,10 @@
 """Reading specs from TOML, YAML or JSON files, and merging command-line overrides.
 
-A benchmark file names shared ``defaults`` and one table per config; a config's ``task``
-defaults to its name::
-
-    name = "posgen-v1"
-    [defaults]
-    seeding = "disjoint"
-    [configs.recursive]
-    [configs.cot]
-
-A file with a top-level ``task`` key is a single task spec (one config, named after it).
-Everything is validated in one go, so every problem is reported with its field path.
-
-Spec files are small, so what is parsed is bounded before and while parsing: at most
-:data:`MAX_SPEC_BYTES` bytes, :data:`MAX_DEPTH` levels of nesting and :data:`MAX_VALUES`
-values once YAML aliases are expanded (a 352-byte "billion laughs" file is refused, not
-expanded). A file without ``name`` is named after its file stem, made valid:
+A benchmark file names shared ``defaults`` and one table per config (whose ``task`` defaults
+to its name); a file with a top-level ``task`` key is a single task spec. What is parsed is
+bounded: :data:`MAX_SPEC_BYTES`, :data:`MAX_DEPTH` and :data:`MAX_VALUES` once YAML aliases
+are expanded (a "billion laughs" file is refused). A file without ``name`` is named after its
+stem:
 
 >>> stem_name("my spec (v2)")
 'my-spec-v2'
@@ -80,8 +69,8 @@ def _parse(text: str, suffix: str) -> Any:
 
 
 def check_size(data: Any) -> None:
-    """Refuse parsed data nested deeper than :data:`MAX_DEPTH` or holding more than
-    :data:`MAX_VALUES` values (shared YAML aliases counted at every use); stops early.
+    """Refuse data nested deeper than :data:`MAX_DEPTH` or holding more than :data:`MAX_VALUES`
+    values (a YAML alias counted at every use).
 
     >>> check_size({"a": [[1, 2]]})
     >>> check_size([[[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]]])
@@ -136,15 +125,14 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
             f"spec file {path} is not a usable spec: nested more than {MAX_DEPTH} levels deep"
         ) from None
     except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as error:
-        reason = shown(error)
-        raise SpecFileError(f"spec file {path} is not valid {kind}: {reason}") from None
+        raise SpecFileError(f"spec file {path} is not valid {kind}: {shown(error)}") from None
     if not isinstance(data, dict):
         raise SpecFileError(f"spec file {path} must hold a mapping, not {type(data).__name__}")
     return data
 
 
 def stem_name(stem: str) -> str:
-    """A valid benchmark name from a file stem: runs of other characters become ``-``."""
+    """A valid benchmark name from a file stem."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:64].rstrip("-._")
     return name or DEFAULT_BENCHMARK_NAME
 
@@ -180,11 +168,8 @@ def resolve_benchmark(
     tasks: tuple[str, ...] = (),
     overrides: dict[str, Any] | None = None,
 ) -> BenchmarkSpec:
-    """The benchmark from a file (or the defaults), filtered to ``tasks``, with overrides.
-
-    Without a file: one config per task in ``tasks`` (all three when empty).
-    Raises ``pydantic.ValidationError`` or :class:`SpecFileError`.
-    """
+    """The benchmark from a file (else one config per task in ``tasks``, all when empty),
+    filtered to ``tasks``, with overrides; ``ValidationError`` or :class:`SpecFileError`."""
     overrides = overrides or {}
     if spec_file is None:
         raw = default_benchmark_mapping(tasks or TASKS)

@@ -1,14 +1,12 @@
-"""The ``posgen`` command line: the click group, and every command registered on :data:`main`.
-
-Commands live by what they do: :mod:`~posgen.cli.dataset` (generate, merge, spec, publish,
-card, validate), :mod:`~posgen.cli.score` (score, baseline), :mod:`~posgen.cli.train`,
-:mod:`~posgen.cli.sweep` and :mod:`~posgen.cli.results`; the flags they share are in
-:mod:`~posgen.cli.options`, the checks and writes in :mod:`~posgen.cli.runner`.
-"""
+"""The ``posgen`` command line: the click group :data:`main` and its commands, which live by
+what they do (:mod:`~posgen.cli.dataset`, :mod:`~posgen.cli.score`, ``train``, ``sweep``,
+``results``); shared flags are in :mod:`~posgen.cli.options`, checks and writes in
+:mod:`~posgen.cli.runner`."""
 
 from __future__ import annotations
 
 import sys
+import traceback
 from typing import Any
 
 import click
@@ -26,7 +24,7 @@ from posgen.cli.results import results_command
 from posgen.cli.score import baseline_command, score_command
 from posgen.cli.sweep import sweep_command
 from posgen.cli.train import train_command
-from posgen.errors import PosgenError, debugging, error_exit, shown, traceback_text
+from posgen.errors import PosgenError, debugging, error_exit, shown
 from posgen.signals import Interrupted
 
 MAX_ERROR_CHARS = 1000
@@ -35,18 +33,10 @@ EXPECTED = (Interrupted, KeyboardInterrupt, PosgenError, click.ClickException, c
 """Errors that are the command's answer: never a traceback, even with ``--debug``."""
 
 
-def say(line: str) -> None:
-    """Print one ``error:`` line on stderr, bounded and on one line."""
-    click.echo(f"error: {shown(line, MAX_ERROR_CHARS)}", err=True)
-
-
 class PosgenGroup(click.Group):
     """A click group whose every way to end is an exit status and ``error:`` lines
     (:func:`posgen.errors.error_exit`); ``--debug`` adds the traceback of an unexpected one.
-
-    Signals are caught by the entry point (:mod:`posgen.__main__`); here they are checked
-    before and after the command, so one that Python swallowed still ends the run.
-    """
+    Signals caught by the entry point are checked before and after the command."""
 
     debug = False
 
@@ -64,10 +54,10 @@ class PosgenGroup(click.Group):
         except BaseException as error:
             signals.hold()  # a second signal must not interrupt the report of the first
             if not isinstance(error, EXPECTED) and debugging(PosgenGroup.debug):
-                click.echo(traceback_text(error), err=True)
+                click.echo("".join(traceback.format_exception(error)).rstrip(), err=True)
             lines, code = error_exit(error, PosgenGroup.debug)
             for line in lines:
-                say(line)
+                click.echo(f"error: {shown(line, MAX_ERROR_CHARS)}", err=True)
             sys.exit(code)
         signals.hold()
         sys.exit(result if isinstance(result, int) else 0)

@@ -22,10 +22,8 @@ from posgen.cli.options import (
     force_option,
     json_option,
     out_option,
-    overwrite_option,
     quiet_option,
     spec_options,
-    split_option,
     storage_option,
 )
 from posgen.cli.runner import DatasetRun, check_dataset_target, os_failure, reported
@@ -58,7 +56,7 @@ Examples:
 )
 @spec_options
 @out_option("Folder to create (load it with datasets.load_dataset(OUT, CONFIG)).", folder=True)
-@overwrite_option()
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")
 @force_option()
 @click.option(
     "--num-proc", type=int, default=1, show_default=True, help="Processes writing shards."
@@ -104,15 +102,15 @@ def generate(
         problems.append(f"--num-proc must be >= 1, got {num_proc}")
     if shard_mb < 1:
         problems.append(f"--shard-mb must be >= 1, got {shard_mb}")
-    index, count = 0, 1
+    piece = None
     if part is not None:
         try:
-            index, count = parse_part(part)
+            piece = parse_part(part)
         except ValueError as error:
             problems.append(f"--part: {error}")
     if problems:
         raise UsageProblems(problems)
-    piece = None if part is None else (index, count)
+    index, count = piece or (0, 1)
     check_features(storage, piece)
     check_dataset_target(bench, out, overwrite=overwrite, force=force, part=piece)
     total = sum(
@@ -120,7 +118,7 @@ def generate(
         for s in part_of(plan_benchmark(bench, shard_mb * 2**20), index, count)
     )
     label = f"generating {bench.name}" + (f" part {index}/{count}" if part else "")
-    written = DatasetRun(out, overwrite, piece, bench).write(
+    manifest, seconds = DatasetRun(out, overwrite, piece, bench).write(
         lambda progress: write_dataset(
             bench,
             out,
@@ -138,7 +136,9 @@ def generate(
     )
     if quiet:
         return
-    rate, manifest = written.rate(total), written.value
+    rate = (
+        f"{total:,} tokens in {seconds:.2f} s ({total / max(seconds, 1e-9) / 1e6:.1f} M tokens/s)"
+    )
     if part is not None and manifest is None:
         click.echo(f"wrote part {index}/{count} into {out}: {rate}; other parts still missing")
     elif part is not None:
@@ -162,21 +162,16 @@ def merge(out: Path, parts: tuple[Path, ...], quiet: bool) -> None:
 
     The result is byte-identical to a single-process `posgen generate` of the same spec.
     """
-    with reported(
-        lambda completed: _left(out, completed), lambda e: os_failure(e, f"merging into {out}")
-    ):
+
+    def left(completed: bool) -> str:  # no file is lost: each is in OUT or its part folder
+        if completed:
+            return f"{out} was already complete"
+        return f"{out} is not finished; each part's files are in it or still in their part folder"
+
+    with reported(left, lambda error: os_failure(error, f"merging into {out}")):
         manifest = write_dataset(None, out, merge=parts, finish=unvalidated_card)
     if not quiet:
-        files = len(manifest.files())
-        click.echo(f"finished {out}: {files} files, manifest and card written")
-
-
-def _left(out: Path, completed: bool) -> str:
-    """What a stopped or failed merge left: no file is lost, each part's files are in
-    ``OUT/.posgen-parts`` once moved, or still in their part folder."""
-    if completed:
-        return f"{out} was already complete"
-    return f"{out} is not finished; each part's files are in it or still in their part folder"
+        click.echo(f"finished {out}: {len(manifest.files())} files, manifest and card written")
 
 
 @click.command(
@@ -219,7 +214,7 @@ Examples:
 )
 @click.argument("spec_file", metavar="SPEC", type=PathArg(path_type=Path))
 @out_option("Folder to create: every config, the card README.md and posgen.json.", folder=True)
-@overwrite_option()
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")
 @force_option()
 @click.option(
     "--push",
@@ -255,7 +250,7 @@ def publish_command(
     check_dataset_target(bench, out, overwrite=overwrite, force=force, problems=problems)
     total = sum(spec.total_tokens for spec in bench.configs.values())
     try:
-        written = DatasetRun(out, overwrite, bench=bench).write(
+        published, seconds = DatasetRun(out, overwrite, bench=bench).write(
             lambda progress: publish_benchmark(
                 bench,
                 out,
@@ -271,10 +266,9 @@ def publish_command(
     except ImportError as error:
         raise UsageProblems([f"{error.name or error} is not available: {error}"]) from None
     if not quiet:
-        checks = len(written.value.report.checks)
         click.echo(
-            f"published {out} ({', '.join(written.value.manifest.configs)}): {total:,} tokens, "
-            f"{checks} checks passed, in {written.seconds:.2f} s"
+            f"published {out} ({', '.join(published.manifest.configs)}): {total:,} tokens, "
+            f"{len(published.report.checks)} checks passed, in {seconds:.2f} s"
         )
     if repo_id is not None and token is not None:
         try:
@@ -314,11 +308,11 @@ def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: boo
     manifest = Dataset.open(folder).manifest  # not a dataset: exit 2; a damaged manifest: exit 1
     try:
         report = publish.validate_folder(folder) if run_validation else None
-        scores = None
-        if baselines:
-            scores = {
-                config: publish.scoring_baselines(folder, config) for config in manifest.configs
-            }
+        scores = (
+            {c: publish.scoring_baselines(folder, c) for c in manifest.configs}
+            if baselines
+            else None
+        )
         path = write_card(folder, report, scores)  # the manifest as it is now
     except ImportError as error:
         raise UsageProblems([f"{error.name or error} is not available: {error}"]) from None
@@ -365,7 +359,7 @@ Examples:
 )
 @click.argument("source", type=PathArg(exists=True, path_type=Path))
 @config_option("Check only this config.")
-@split_option("Check only this split (train, validation, test, test_<L'>).")
+@click.option("--split", help="Check only this split (train, validation, test, test_<L'>).")
 @json_option("Write the full report as JSON to this file ('-': stdout).", stdout=True)
 @click.option("-v", "--verbose", is_flag=True, help="List every check, not only the failures.")
 @click.option(

@@ -1,12 +1,5 @@
-"""The flags the commands share, spelled once, and the path type they all take.
-
-- :class:`PathArg`: ``click.Path`` that also refuses, before any work starts, a path that
-  is not UTF-8 (Parquet, Arrow and JSON store names as UTF-8) or has a name longer than the
-  file system allows;
-- :func:`spec_options` (``--spec``, ``--task`` and one flag per spec field) and
-  :func:`benchmark_from_options`, which resolves them into a benchmark;
-- ``--data``, ``--config``, ``--split``, ``--out``, ``--json``, ``--plot``, ``--overwrite``,
-  ``--force``, ``--format`` and ``-q``: decorator factories, the help text the command's own.
+"""The flags the commands share, spelled once (the help text the command's own), and
+:class:`PathArg`, the path type they all take.
 
 >>> path_problem("out/" + "a" * 300)
 'has a name of 300 bytes; the file system allows 255'
@@ -39,22 +32,19 @@ from posgen.tasks import TASKS
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
-DEFAULT_NAME_MAX = 255
-
 
 def name_max(path: Path) -> int:
     """Longest file name (bytes) in the nearest existing folder of ``path``."""
-    folder = path.parent if str(path.parent) else Path(".")
-    for candidate in (folder, *folder.parents):
+    for folder in (path.parent, *path.parent.parents):
         try:
-            return os.pathconf(candidate, "PC_NAME_MAX")
+            return os.pathconf(folder, "PC_NAME_MAX")
         except (OSError, ValueError):
             continue
-    return DEFAULT_NAME_MAX
+    return 255
 
 
 def path_problem(value: str) -> str | None:
-    """Why ``value`` cannot name a file posgen reads or writes, or ``None``."""
+    """Why ``value`` cannot name a file (not UTF-8, a name too long), or ``None``."""
     raw = os.fsencode(value)
     try:
         raw.decode("utf-8")
@@ -69,7 +59,7 @@ def path_problem(value: str) -> str | None:
 
 
 class PathArg(click.Path):
-    """``click.Path`` that also refuses non-UTF-8 paths and over-long names (usage error)."""
+    """``click.Path`` that also refuses non-UTF-8 paths and over-long names."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str | os.PathLike) and str(value) != "-":
@@ -80,8 +70,7 @@ class PathArg(click.Path):
 
 
 class TaskChoice(click.Choice):
-    """``--task`` choices: the registered tasks when the command line is parsed, so a task
-    registered with :func:`posgen.tasks.register_task` is accepted too."""
+    """``--task``: the tasks registered when the command line is parsed (plugins too)."""
 
     def __init__(self) -> None:
         super().__init__(())
@@ -97,7 +86,6 @@ class TaskChoice(click.Choice):
 
 SPEC_FLAGS = ("modulus", "near", "far", "op", "train_length", "test_length", "train_size",
               "val_size", "test_size", "seeding", "seed", "op_key")  # fmt: skip
-"""The spec fields that have a flag of the same name."""
 
 
 def spec_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -146,59 +134,41 @@ def spec_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def data_option(help: str = "Dataset folder written by `posgen generate`.") -> Decorator:
-    """``--data FOLDER`` (required): the dataset folder a command reads."""
     return click.option(
         "--data", required=True, type=PathArg(file_okay=False, path_type=Path), help=help
     )
 
 
 def config_option(help: str) -> Decorator:
-    """``--config NAME``: one config (task) of the dataset."""
     return click.option("--config", help=help)
 
 
-def split_option(help: str, default: str | None = None) -> Decorator:
-    """``--split NAME``, shown with its default when it has one."""
-    return click.option("--split", default=default, show_default=default is not None, help=help)
-
-
 def out_option(help: str, *, folder: bool, required: bool = True) -> Decorator:
-    """``--out PATH``: the folder (``folder=True``) or the file the command writes."""
     kind = PathArg(file_okay=not folder, dir_okay=folder, path_type=Path)
     return click.option("--out", required=required, type=kind, help=help)
 
 
 def json_option(help: str, *, stdout: bool = False) -> Decorator:
-    """``--json FILE`` (``json_out``); with ``stdout``, ``-`` is standard output."""
     kind = PathArg(dir_okay=False, allow_dash=stdout, path_type=Path)
     return click.option("--json", "json_out", type=kind, help=help)
 
 
 def plot_option(help: str) -> Decorator:
-    """``--plot FILE`` (``plot_out``): a figure (the ``plot`` extra)."""
     kind = PathArg(dir_okay=False, path_type=Path)
     return click.option("--plot", "plot_out", type=kind, help=help)
-
-
-def overwrite_option(help: str = "Replace an existing dataset at --out.") -> Decorator:
-    """``--overwrite``: replace what ``--out`` names."""
-    return click.option("--overwrite", is_flag=True, help=help)
 
 
 def force_option(
     help: str = "Run even when the estimate (rows x length x bytes) exceeds the free disk or 24 h.",
 ) -> Decorator:
-    """``--force``: run although the up-front estimate would refuse the run."""
     return click.option("--force", is_flag=True, help=help)
 
 
 def quiet_option(help: str = "Print nothing on success.") -> Decorator:
-    """``-q``/``--quiet``."""
     return click.option("-q", "--quiet", is_flag=True, help=help)
 
 
 def storage_option(help: str) -> Decorator:
-    """``--format`` of a written dataset (``parquet`` or ``arrow``), as ``storage``."""
     return click.option(
         "--format",
         "storage",

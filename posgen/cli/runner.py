@@ -1,15 +1,10 @@
 """One runner for every command that writes: the checks made before anything is written
-(:func:`check_dataset_target`, :func:`check_run_target`, :func:`refuse_unwritable`,
-:func:`output_problems`: never over an input, twice, or inside a dataset), the write under a
-progress bar (:meth:`DatasetRun.write`), and what a failure left (:func:`reported`: an
-``OSError`` becomes one :class:`~posgen.errors.RunError` line; a signal stays
-:class:`~posgen.signals.Interrupted`, with what was left said after it).
+(never over an input, twice, or inside a dataset; room on disk), the write under a progress
+bar (:meth:`DatasetRun.write`), and what a failure left (:func:`reported`).
 
 The disk estimate sums rows x length x bytes per token over every split (1 byte for
 m <= 256, else 2; a probe split adds a probed position, 4 B, and a far-rule answer). The
-paper preset (3 configs; train 10,000 x 64, validation, test and probe 1,000 x 256 each)::
-
-    3 x (10,000 x 64 + 1,000 x 256 + 1,000 x 256 + 1,000 x 256 x (1 + 4 + 1)) B = 8,064,000 B
+paper preset: 3 x (10,000 x 64 + 2 x 1,000 x 256 + 1,000 x 256 x 6) B = 8,064,000 B.
 
 >>> from posgen.spec import default_benchmark
 >>> estimate = estimate_benchmark(default_benchmark())
@@ -17,8 +12,6 @@ paper preset (3 configs; train 10,000 x 64, validation, test and probe 1,000 x 2
 (4224000, 8064000, 'recursive/probe: 1,000 rows x 256 tokens x 6 B')
 >>> output_problems({"--out": Path("r.md"), "--json": Path("./r.md")}, {})
 ['--out r.md and --json r.md name the same file; give each output its own name']
->>> DatasetRun(Path("out/ds")).left()
-'no partial dataset was left; out/ds was not created'
 >>> DatasetRun(Path("out/ds"), part=(1, 4)).left()
 'part 1/4 was not finished; rerun it to write it'
 """
@@ -35,8 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import click
 
@@ -46,7 +38,6 @@ from posgen.errors import (
     UsageError,
     UsageProblems,
     human_bytes,
-    human_seconds,
     os_error_problem,
     shown,
 )
@@ -58,68 +49,45 @@ from posgen.store.safety import OutputExistsError, WriteFailed, check_target, re
 from posgen.store.writer import check_part_target
 from posgen.train import TRAIN_HINT
 
-T = TypeVar("T")
-Left = Callable[[bool], str]
-"""What a failed or stopped run left, given whether its target was complete already."""
-
-
-# --- estimates: refuse runs that cannot fit on disk or would take absurdly long -------
-
 PLANNING_RATE = 5_000_000
-"""Tokens per second assumed for the estimate: the slowest whole-pipeline rate (generate,
-encode, write, fsync) seen on a shared 2-core machine, so estimates err on the long side."""
-MAX_SECONDS = 24 * 3600
-"""Runs estimated to take longer than this are refused without ``--force``."""
+"""Tokens per second assumed for the estimate: the slowest whole-pipeline rate seen on a
+shared 2-core machine, so estimates err on the long side."""
+MAX_HOURS = 24
+"""Runs estimated to take longer are refused without ``--force``."""
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """What a benchmark costs: tokens, raw bytes and planned seconds."""
+    """What a benchmark costs: tokens, raw bytes, and where most of them go."""
 
     tokens: int
     raw_bytes: int
     splits: int
     largest: str
 
-    @property
-    def seconds(self) -> float:
-        """Planned run time at :data:`PLANNING_RATE`."""
-        return self.tokens / PLANNING_RATE
-
-    @property
-    def formula(self) -> str:
-        """The estimate spelled out, e.g. ``9 splits of rows x length x bytes, largest ...``."""
-        return f"sum over {self.splits} splits of rows x length x bytes; largest {self.largest}"
-
 
 def estimate_benchmark(bench: BenchmarkSpec) -> Estimate:
     """Tokens and raw bytes of every split of every config of ``bench``."""
-    tokens = raw = 0
-    largest, largest_bytes, splits = "", -1, 0
+    tokens = raw = splits = 0
+    largest, largest_bytes = "", -1
     for config, spec in bench.configs.items():
         for split in (*spec.split_names, *spec.probe_names):
             rows, length = spec.split_size(split), spec.split_length(split)
             per_token = spec.token_bytes
-            if is_probe_split(split):  # at most one probed position (4 B) and answer a token
+            if is_probe_split(split):
                 per_token += 4 + spec.token_bytes
             size = rows * length * per_token
-            tokens += rows * length
-            raw += size
-            splits += 1
+            tokens, raw, splits = tokens + rows * length, raw + size, splits + 1
             if size > largest_bytes:
                 largest_bytes = size
-                largest = f"{config}/{split}: {rows:,} rows x {length:,} tokens x "
-                largest += f"{per_token} B"
-    return Estimate(tokens=tokens, raw_bytes=raw, splits=splits, largest=largest)
+                largest = f"{config}/{split}: {rows:,} rows x {length:,} tokens x {per_token} B"
+    return Estimate(tokens, raw, splits, largest)
 
 
 def existing_ancestor(path: Path) -> Path:
     """The nearest path at or above ``path`` that exists (where the output will live)."""
     path = Path(path).absolute()
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return candidate
-    return Path(path.anchor)
+    return next((p for p in (path, *path.parents) if p.exists()), Path(path.anchor))
 
 
 def free_bytes(path: Path) -> int:
@@ -129,96 +97,73 @@ def free_bytes(path: Path) -> int:
 
 
 def refusals(bench: BenchmarkSpec, out: Path) -> list[str]:
-    """Why ``bench`` should not be generated into ``out`` (empty when it may).
-
-    One line per reason, each with the estimate, ending in how to override it.
-    """
+    """Why ``bench`` should not be generated into ``out``, one line each (empty: it may)."""
     estimate = estimate_benchmark(bench)
+    formula = f"sum over {estimate.splits} splits of rows x length x bytes; largest "
+    formula += estimate.largest
     lines = []
-    where = existing_ancestor(out)
     free = free_bytes(out)
     if estimate.raw_bytes > free:
         lines.append(
             f"{out} would need about {human_bytes(estimate.raw_bytes)} "
-            f"({estimate.raw_bytes:,} bytes: {estimate.formula}) but only "
-            f"{human_bytes(free)} are free on {where}; pass --force to try anyway"
+            f"({estimate.raw_bytes:,} bytes: {formula}) but only {human_bytes(free)} are free "
+            f"on {existing_ancestor(out)}; pass --force to try anyway"
         )
-    if estimate.seconds > MAX_SECONDS:
+    hours = estimate.tokens / PLANNING_RATE / 3600
+    if hours > MAX_HOURS:
         lines.append(
-            f"generating {estimate.tokens:,} tokens would take about "
-            f"{human_seconds(estimate.seconds)} at {PLANNING_RATE / 1e6:.0f} M tokens/s "
-            f"(limit {human_seconds(MAX_SECONDS)}; {estimate.formula}); "
+            f"generating {estimate.tokens:,} tokens would take about {hours:.1f} h at "
+            f"{PLANNING_RATE / 1e6:.0f} M tokens/s (limit {MAX_HOURS:.1f} h; {formula}); "
             "pass --force to run it anyway"
         )
     return lines
 
 
-# --- outputs: never over an input, twice, or inside a dataset ---------------------------
-
-
-def _real(path: Path) -> str:
-    return os.path.realpath(path)
-
-
 def _streamed(path: Path) -> bool:
-    if str(path) == "-":
-        return True
+    """``-`` or a pipe, a device: nothing is replaced there."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
-        return False
-    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
-
-
-def dataset_holding(path: Path) -> Path | None:
-    """The dataset folder (it holds ``posgen.json``) that ``path`` is in or is, if any."""
-    real = Path(_real(path))
-    for folder in (real, *real.parents):
-        if (folder / MANIFEST_NAME).is_file():
-            return folder
-    return None
+        return str(path) == "-"
+    return str(path) == "-" or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def output_problems(
     outputs: Mapping[str, Path | None], inputs: Mapping[str, Iterable[Path]]
 ) -> list[str]:
-    """Why these outputs may not be written (empty when they may): one line each.
+    """Why these outputs may not be written, one line each (empty: they may).
 
     ``outputs`` maps a flag to the path given (None: not given); ``inputs`` maps what is
     read (a flag, or a description such as ``a run's scores.json``) to the paths read.
     """
     lines = []
-    given = {flag: Path(path) for flag, path in outputs.items() if path is not None}
-    files = {flag: path for flag, path in given.items() if not _streamed(path)}
+    files = {flag: Path(p) for flag, p in outputs.items() if p is not None and not _streamed(p)}
     first: dict[str, str] = {}
+    read = {os.path.realpath(p): (what, p) for what, paths in inputs.items() for p in paths}
     for flag, path in files.items():
-        real = _real(path)
-        if real in first:
-            other = first[real]
+        real = Path(os.path.realpath(path))
+        if str(real) in first:
+            other = first[str(real)]
             lines.append(
-                f"{other} {shown(given[other])} and {flag} {shown(path)} name the same file; "
+                f"{other} {shown(files[other])} and {flag} {shown(path)} name the same file; "
                 "give each output its own name"
             )
-        first.setdefault(real, flag)
-    read = {_real(path): (what, path) for what, paths in inputs.items() for path in paths}
+        first.setdefault(str(real), flag)
     for flag, path in files.items():
-        if _real(path) in read:
-            what, source = read[_real(path)]
+        real = Path(os.path.realpath(path))
+        dataset = next((d for d in (real, *real.parents) if (d / MANIFEST_NAME).is_file()), None)
+        if str(real) in read:
+            what, source = read[str(real)]
             lines.append(
                 f"{flag} {shown(path)} is {what} {shown(source)}, which this command reads; "
                 "choose another output"
             )
-            continue
-        dataset = dataset_holding(path)
-        if dataset is not None:
+        elif dataset is not None:
             lines.append(
                 f"{flag} {shown(path)} is inside the dataset folder {shown(dataset)}; write "
                 "outside it (a dataset holds only what its manifest lists)"
             )
     return lines
-
-
-# --- the runner: checks, the write, what a failure left --------------------------------
 
 
 def note(line: str) -> None:
@@ -238,11 +183,9 @@ def os_failure(error: OSError, doing: str) -> str:
 
 
 @contextmanager
-def reported(left: Left, describe: Callable[[OSError], str]) -> Iterator[None]:
-    """Run the write; a signal gets ``left`` said after it, an ``OSError`` becomes one line.
-
-    A usage error (the target appeared meanwhile, say) passes as it is.
-    """
+def reported(left: Callable[[bool], str], describe: Callable[[OSError], str]) -> Iterator[None]:
+    """Run the write: a signal gets ``left(completed)`` said after it, an ``OSError`` becomes
+    one :class:`RunError` line; a usage error (the target appeared meanwhile) passes as it is."""
     try:
         yield
     except Interrupted as stop:
@@ -277,21 +220,17 @@ def check_dataset_target(
     part: tuple[int, int] | None = None,
     problems: list[str] | None = None,
 ) -> None:
-    """Every check made before a dataset is written into ``out``; raise on the first kind
-    of problem found, with ``problems`` (the command's own) said with the target's."""
+    """Every check made before a dataset is written into ``out``: the target (said with the
+    command's own ``problems``), then whether it can be created, then the estimate."""
     problems = list(problems or [])
     try:
-        if part is None:
-            check_target(out, overwrite)
-        else:
-            check_part_target(out, bench)
+        check_target(out, overwrite) if part is None else check_part_target(out, bench)
     except OutputExistsError as error:
         problems.append(str(error))
     if problems:
         raise UsageProblems(problems)
     refuse_unwritable(out)
-    refused = [] if force else refusals(bench, out)
-    if refused:
+    if refused := ([] if force else refusals(bench, out)):
         raise UsageProblems(refused)
     if part is None:
         for action in recover(out):
@@ -299,12 +238,10 @@ def check_dataset_target(
 
 
 def check_run_target(out: Path) -> None:
-    """Refuse a run folder ``out`` that exists, sits inside a dataset folder or cannot be
-    created (one line each; :func:`refuse_unwritable`)."""
+    """Refuse a run folder ``out`` that exists, sits inside a dataset or cannot be created."""
     if os.path.lexists(out):
         raise UsageProblems([f"--out {out} exists; choose a new run folder"])
-    problems = output_problems({"--out": out}, {})
-    if problems:
+    if problems := output_problems({"--out": out}, {}):
         raise UsageProblems(problems)
     refuse_unwritable(out, "--out: ")
 
@@ -324,22 +261,8 @@ def refuse_unwritable(out: Path, flag: str = "") -> None:
         reason = str(error.strerror or error)
         line = f"{flag}cannot create {out}: {base} is not writable "
         line += f"({reason[:1].lower()}{reason[1:]}); nothing was written"
-        raise (
-            UsageProblems([line]) if os_error_problem(error)[1] == 2 else RunError(line)
-        ) from None
-
-
-@dataclass(frozen=True)
-class Written(Generic[T]):
-    """What a write returned, and how long it took."""
-
-    value: T
-    seconds: float
-
-    def rate(self, tokens: int) -> str:
-        """``'1,000 tokens in 0.50 s (0.0 M tokens/s)'``."""
-        per_second = tokens / max(self.seconds, 1e-9) / 1e6
-        return f"{tokens:,} tokens in {self.seconds:.2f} s ({per_second:.1f} M tokens/s)"
+        bad_path = os_error_problem(error)[1] == 2
+        raise (UsageProblems([line]) if bad_path else RunError(line)) from None
 
 
 @dataclass(frozen=True)
@@ -366,27 +289,31 @@ class DatasetRun:
         message = os_failure(error, f"writing {self.out}")
         if self.bench is None:
             return message
-        needed = estimate_benchmark(self.bench).raw_bytes
+        needed = human_bytes(estimate_benchmark(self.bench).raw_bytes)
         try:
             free = f", {human_bytes(free_bytes(self.out))} free now"
         except OSError:
             free = ""
-        return f"{message} (the dataset needs about {human_bytes(needed)} uncompressed{free})"
+        return f"{message} (the dataset needs about {needed} uncompressed{free})"
 
     def write(
-        self, write: Callable[[Progress], T], label: str, total: int, quiet: bool = False
-    ) -> Written[T]:
-        """Run ``write(progress)`` under a progress bar of ``total`` tokens; every failure
-        one line saying what was left."""
+        self, write: Callable[[Progress], Any], label: str, total: int, quiet: bool = False
+    ) -> tuple[Any, float]:
+        """``write(progress)``'s value and seconds, under a progress bar of ``total`` tokens
+        (on a terminal, unless ``quiet``); every failure one line saying what was left."""
         started = time.perf_counter()
-        with reported(self.left, self.failure), progress_bar(total, label, quiet) as bar:
+        bar: Any = None
+        if not quiet and sys.stderr.isatty():
+            bar = click.progressbar(length=total, label=label, file=sys.stderr, show_eta=True)
 
-            def progress(tokens: int) -> None:
+        def progress(tokens: int) -> None:
+            if bar is not None:
                 bar.update(tokens)
-                signals.point("progress")
+            signals.point("progress")
 
+        with reported(self.left, self.failure), bar if bar is not None else nullcontext():
             value = write(progress)
-        return Written(value, time.perf_counter() - started)
+        return value, time.perf_counter() - started
 
 
 def require_extra() -> None:
@@ -396,12 +323,3 @@ def require_extra() -> None:
         import transformers  # noqa: F401
     except ImportError:
         raise UsageProblems([TRAIN_HINT]) from None
-
-
-def progress_bar(total: int, label: str, quiet: bool = False) -> Any:
-    """A click progress bar on stderr, drawn only on a terminal and never when ``quiet``."""
-    if quiet or not sys.stderr.isatty():
-        return nullcontext(SimpleNamespace(update=lambda tokens: None))
-    return click.progressbar(
-        length=total, label=label, file=sys.stderr, show_eta=True, show_percent=True
-    )

@@ -15,10 +15,8 @@ from posgen.cli.options import (
     data_option,
     json_option,
     out_option,
-    overwrite_option,
     plot_option,
     quiet_option,
-    split_option,
 )
 from posgen.cli.runner import output_problems
 from posgen.errors import RunError, UsageProblems
@@ -40,59 +38,41 @@ from posgen.store.dataset import Dataset
 from posgen.store.safety import write_atomically
 
 
-def score_probe_file(
-    data: Path, config: str | None, split: str, predictions: Path, bucket_width: int
-) -> RelianceReport:
-    """Far-reliance of a predictions file on a probe split of a folder."""
-    probe = Dataset.open(data).probe(config, split)
-    try:
-        aligned = predictions_for(predictions, probe.ids, probe.spec.spec_id, split)
-    except ScoringError as error:
-        raise UsageProblems([str(error)]) from None
-    try:
-        return score_probe(probe, aligned, bucket_width=bucket_width)
-    except ScoringError as error:
-        raise UsageProblems([f"{predictions}: {error}"]) from None
-
-
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def _heading(report: ScoreReport | RelianceReport, rows: str) -> tuple[str, str, str]:
+    """A table's first line, and the labels of its ID and OOD lines."""
+    w, boundary, length = report.seed_window, report.ood_boundary, report.length
+    title = f"config {report.config}, split {report.split}, spec {report.spec_id}: "
+    title += f"{report.rows:,} {rows} of {length} tokens (seed window {w}, OOD from {boundary})"
+    return title, f"ID  [{w}, {min(boundary, length)})", f"OOD [{boundary}, {length})"
+
+
 def report_table(report: ScoreReport) -> str:
     """The short text table: ID, OOD, exact match, then one line per bucket."""
-    w, boundary, length = report.seed_window, report.ood_boundary, report.length
-    lines = [
-        f"config {report.config}, split {report.split}, spec {report.spec_id}: "
-        f"{report.rows:,} rows of {length} tokens (seed window {w}, OOD from {boundary})",
-        f"  {'ID  [' + str(w) + ', ' + str(min(boundary, length)) + ')':<18}"
-        f"{_percent(report.id.accuracy):>9}  {report.id.tokens:>12,} tokens",
-    ]
+    title, id_label, ood_label = _heading(report, "rows")
+
+    def line(name: str, accuracy: float | None, count: int, unit: str = "") -> str:
+        return f"  {name:<18}{_percent(accuracy):>9}  {count:>12,}{unit}"
+
+    lines = [title, line(id_label, report.id.accuracy, report.id.tokens, " tokens")]
     if report.ood.tokens:
-        lines += [
-            f"  {'OOD [' + str(boundary) + ', ' + str(length) + ')':<18}"
-            f"{_percent(report.ood.accuracy):>9}  {report.ood.tokens:>12,} tokens",
-            f"  {'OOD exact match':<18}{_percent(report.ood_exact_match.accuracy):>9}  "
-            f"{report.ood_exact_match.tokens:>12,} rows",
-        ]
+        exact = report.ood_exact_match
+        lines.append(line(ood_label, report.ood.accuracy, report.ood.tokens, " tokens"))
+        lines.append(line("OOD exact match", exact.accuracy, exact.tokens, " rows"))
     lines.append(f"  {'positions':<18}{'accuracy':>9}  {'tokens':>12}")
-    for bucket in report.buckets:
-        mark = " OOD" if bucket.ood else ""
-        lines.append(
-            f"  {f'[{bucket.start}, {bucket.stop})':<18}{_percent(bucket.accuracy):>9}  "
-            f"{bucket.tokens:>12,}{mark}"
-        )
+    lines += [
+        line(f"[{b.start}, {b.stop})", b.accuracy, b.tokens, " OOD" if b.ood else "")
+        for b in report.buckets
+    ]
     return "\n".join(lines)
 
 
 def reliance_table(report: RelianceReport) -> str:
     """Far- and local-reliance, ID and OOD, then one line per bucket, with counts."""
-    w, boundary, length = report.seed_window, report.ood_boundary, report.length
-    lines = [
-        f"config {report.config}, split {report.split}, spec {report.spec_id}: "
-        f"{report.rows:,} probe rows of {length} tokens (seed window {w}, OOD from {boundary})",
-        f"  {'positions':<18}{'far-rel.':>9}{'local-rel.':>11}  {'counted':>10}  {'probed':>10}",
-    ]
+    title, id_label, ood_label = _heading(report, "probe rows")
 
     def line(name: str, item: Reliance, mark: str = "") -> str:
         return (
@@ -100,9 +80,13 @@ def reliance_table(report: RelianceReport) -> str:
             f"{item.counted:>10,}  {item.probed:>10,}{mark}"
         )
 
-    lines.append(line(f"ID  [{w}, {min(boundary, length)})", report.id))
-    if length > boundary:
-        lines.append(line(f"OOD [{boundary}, {length})", report.ood))
+    lines = [
+        title,
+        f"  {'positions':<18}{'far-rel.':>9}{'local-rel.':>11}  {'counted':>10}  {'probed':>10}",
+        line(id_label, report.id),
+    ]
+    if report.length > report.ood_boundary:
+        lines.append(line(ood_label, report.ood))
     lines += [line(f"[{b.start}, {b.stop})", b, " OOD" if b.ood else "") for b in report.buckets]
     lines.append("  counted: probed targets whose far-rule answer differs from the stored token")
     return "\n".join(lines)
@@ -120,7 +104,7 @@ Examples:
 )
 @data_option()
 @config_option("Config to score (may be left out when the folder has one).")
-@split_option("Split the predictions are for.", default="test")
+@click.option("--split", default="test", show_default=True, help="Split the predictions are for.")
 @click.option(
     "--predictions",
     required=True,
@@ -153,18 +137,26 @@ def score_command(
     instead: the share of probed targets (where the far-rule answer differs from the
     stored token) predicted as the far-rule answer, and as the stored token.
     """
-    if plot_out is not None and not plot_available():
-        raise UsageProblems([f"--plot: {PLOT_HINT}"])
-    if plot_out is not None and (problem := plot_format_problem(plot_out)) is not None:
-        raise UsageProblems([f"--plot: {problem}"])
+    if plot_out is not None:
+        problem = PLOT_HINT if not plot_available() else plot_format_problem(plot_out)
+        if problem is not None:
+            raise UsageProblems([f"--plot: {problem}"])
     problems = output_problems(
         {"--json": json_out, "--plot": plot_out}, {"the --predictions file": [predictions]}
     )
     if problems:
         raise UsageProblems(problems)
+    report: ScoreReport | RelianceReport
     if is_probe_split(split):
-        report: ScoreReport | RelianceReport
-        report = score_probe_file(data, config, split, predictions, bucket_width)
+        probe = Dataset.open(data).probe(config, split)
+        try:
+            aligned = predictions_for(predictions, probe.ids, probe.spec.spec_id, split)
+        except ScoringError as error:
+            raise UsageProblems([str(error)]) from None
+        try:
+            report = score_probe(probe, aligned, bucket_width=bucket_width)
+        except ScoringError as error:
+            raise UsageProblems([f"{predictions}: {error}"]) from None
         table = reliance_table(report)
     else:
         reference = Dataset.open(data).split(config, split)
@@ -173,18 +165,15 @@ def score_command(
         except ScoringError as error:
             raise UsageProblems([str(error)]) from None
         table = report_table(report)
-    if json_out is not None and str(json_out) == "-":
-        click.echo(report.to_json(), nl=False)
-    else:
-        click.echo(table)
+    to_stdout = json_out is not None and str(json_out) == "-"
+    click.echo(report.to_json() if to_stdout else table, nl=not to_stdout)
     signals.point("score-write")
+    if json_out is not None and not to_stdout:
+        write_atomically(json_out, report.to_json().encode())
     try:
-        if json_out is not None and str(json_out) != "-":
-            write_atomically(json_out, report.to_json().encode())
-        if plot_out is not None and isinstance(report, RelianceReport):
-            plot_reliance(report, plot_out)
-        elif plot_out is not None:
-            plot_curve(report, plot_out)
+        if plot_out is not None:
+            plot = plot_reliance if isinstance(report, RelianceReport) else plot_curve
+            plot(report, plot_out)  # type: ignore[arg-type]
     except PlotUnavailable as error:
         raise UsageProblems([str(error)]) from None
 
@@ -206,7 +195,7 @@ Examples:
 )
 @data_option()
 @config_option("Config (may be left out when the folder has one).")
-@split_option("Split to predict.", default="test")
+@click.option("--split", default="test", show_default=True, help="Split to predict.")
 @click.option(
     "--fit-split",
     default="train",
@@ -214,7 +203,7 @@ Examples:
     help="Split near-only and majority learn from (the oracle learns nothing).",
 )
 @out_option("Predictions file to write: .parquet, .arrow, .jsonl or .npy.", folder=False)
-@overwrite_option("Replace an existing --out file.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @quiet_option()
 def baseline_command(
     kind: str,

@@ -275,27 +275,24 @@ NAME_CASES = [
 ]  # fmt: skip
 
 
+def command_args(command: str, data: Path, predictions: Path) -> list[object]:
+    """A valid ``posgen COMMAND`` reading ``data`` (and ``predictions``), output flags left out."""
+    return {
+        "generate": ["generate", *SMALL_FLAGS],
+        "publish": ["publish", ROOT / "task_specs" / "paper.toml"],
+        "baseline": ["baseline", "--kind", "majority", "--data", data],
+        "score": ["score", "--data", data, "--predictions", predictions],
+        "validate": ["validate", data],
+    }[command]
+
+
 @pytest.mark.parametrize("cmd, name", NAME_CASES, ids=[f"{c}:{n[:3]}" for c, n in NAME_CASES])
 def test_output_names_too_long_or_not_utf8_are_refused_up_front(tiny_cot, tiny_oracle, tmp_path,
                                                                  cmd, name):  # fmt: skip
-    out = tmp_path / (
-        name
-        + {
-            "baseline --out": ".jsonl",
-            "score --json": ".json",
-            "score --plot": ".png",
-            "validate --json": ".json",
-        }.get(cmd, "")
-    )
     command, flag = cmd.split()
-    args = {
-        "generate": ["generate", *SMALL_FLAGS],
-        "publish": ["publish", ROOT / "task_specs" / "paper.toml"],
-        "baseline": ["baseline", "--kind", "oracle", "--data", tiny_cot],
-        "score": ["score", "--data", tiny_cot, "--predictions", tiny_oracle],
-        "validate": ["validate", tiny_cot],
-    }[command]
-    result = cli(*args, flag, out)
+    suffix = {"baseline": ".jsonl", "--json": ".json", "--plot": ".png"}
+    out = tmp_path / (name + suffix.get(command, suffix.get(flag, "")))
+    result = cli(*command_args(command, tiny_cot, tiny_oracle), flag, out)
     with recorded("hostile", f"name:{cmd}:{name[:3]}{len(name)}"):
         assert_clean_error(result, 2, flag)
         assert list(tmp_path.iterdir()) == []
@@ -658,22 +655,9 @@ HUGE_FLAGS = ["validate --config", "validate --split", "score --config", "score 
 @pytest.mark.parametrize("flag", HUGE_FLAGS)
 def test_huge_flag_values_are_never_echoed_whole(tiny_cot, tiny_oracle, tmp_path, flag):
     command, option = flag.split()
-    value = "x" * 20_000
-    args = {
-        "validate": ["validate", tiny_cot],
-        "score": ["score", "--data", tiny_cot, "--predictions", tiny_oracle],
-        "generate": ["generate", "--out", tmp_path / "ds", *SMALL_FLAGS],
-        "baseline": [
-            "baseline",
-            "--kind",
-            "majority",
-            "--data",
-            tiny_cot,
-            "--out",
-            tmp_path / "b.npy",
-        ],
-    }[command]
-    result = cli(*args, option, value)
+    out = {"generate": ["--out", tmp_path / "ds"], "baseline": ["--out", tmp_path / "b.npy"]}
+    args = [*command_args(command, tiny_cot, tiny_oracle), *out.get(command, [])]
+    result = cli(*args, option, "x" * 20_000)
     with recorded("bomb", f"huge value:{flag}"):
         line = assert_clean_error(result, 2)
         assert len(line) <= 1010
