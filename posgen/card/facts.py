@@ -33,7 +33,10 @@ def spec_section(manifest: Manifest) -> str:
     rows = [["spec_id", *(f"`{entry.spec_id}`" for entry in configs.values())]]
     for field in TaskSpec.model_fields:
         if any(field in spec for spec in specs):  # op_key only for keyed ops
-            rows.append([field, *(_spec_value(spec.get(field, "-")) for spec in specs)])
+            values = [spec.get(field, "-") for spec in specs]
+            rows.append(
+                [field, *(", ".join(map(str, v)) if isinstance(v, list) else v for v in values)]
+            )
     bench = manifest.benchmark
     return "\n".join(
         [
@@ -44,12 +47,6 @@ def spec_section(manifest: Manifest) -> str:
             table(["field", *configs], rows),
         ]
     )
-
-
-def _spec_value(value: Any) -> Any:
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return value
 
 
 def seed_windows_text(spec: TaskSpec, split: str, rows: int) -> str:

@@ -119,8 +119,12 @@ def ratio(correct: int, total: int) -> float | None:
     return correct / total if total else None
 
 
+def _counts(correct: int, total: int) -> dict[str, Any]:
+    return {"correct": int(correct), "tokens": int(total), "accuracy": ratio(correct, total)}
+
+
 def _accuracy(correct: int, total: int) -> Accuracy:
-    return Accuracy(correct=int(correct), tokens=int(total), accuracy=ratio(correct, total))
+    return Accuracy(**_counts(correct, total))
 
 
 def require_integers(dtype: np.dtype) -> None:
@@ -236,7 +240,15 @@ def score_arrays(
         overall=_accuracy(id_correct + ood_correct, rows * (length - window)),
         ood_exact_match=_accuracy(ood_rows_ok, rows if ood_width else 0),
         exact_match=_accuracy(rows - int(np.count_nonzero(any_wrong)), rows),
-        buckets=_buckets(per_position, rows, window, length, ood_boundary, bucket_width),
+        buckets=[
+            Bucket(
+                start=a,
+                stop=b,
+                ood=a >= ood_boundary,
+                **_counts(per_position[a - window : b - window].sum(), rows * (b - a)),
+            )
+            for a, b in itertools.pairwise(bucket_edges(window, length, ood_boundary, bucket_width))
+        ],
         curve=Curve(
             position=positions.tolist(),
             correct=per_position.tolist(),
@@ -263,27 +275,6 @@ def bucket_edges(window: int, length: int, ood_boundary: int, width: int) -> lis
     if window < ood_boundary < length:
         edges.add(ood_boundary)
     return sorted(edges)
-
-
-def _buckets(
-    per_position: np.ndarray, rows: int, window: int, length: int, boundary: int, width: int
-) -> list[Bucket]:
-    edges = bucket_edges(window, length, boundary, width)
-    buckets = []
-    for start, stop in itertools.pairwise(edges):
-        correct = int(per_position[start - window : stop - window].sum())
-        tokens = rows * (stop - start)
-        buckets.append(
-            Bucket(
-                start=start,
-                stop=stop,
-                ood=start >= boundary,
-                correct=correct,
-                tokens=tokens,
-                accuracy=ratio(correct, tokens),
-            )
-        )
-    return buckets
 
 
 def check_reference(tokens: np.ndarray, spec: TaskSpec) -> None:

@@ -110,13 +110,9 @@ def _feed(tally: SplitTally, part_label: str, decoded: Decoded) -> None:
                 int(expected[row, column]),
                 int(tokens[row, spec.window + column]),
             )
-    tally.hygiene.add(tokens)
-    if tally.balance is not None:
-        tally.balance.add(tokens)
-    if tally.shortcuts is not None:
-        tally.shortcuts.add(tokens)
-    if tally.lookbacks is not None:
-        tally.lookbacks.add(tokens)
+    for streamed in (tally.hygiene, tally.balance, tally.shortcuts, tally.lookbacks):
+        if streamed is not None:
+            streamed.add(tokens)
     hits, periodic = shortcut_hits(tokens, spec.train_length, spec.window)
     tally.shortcut_hits += hits
     tally.periodic_rows += periodic
@@ -288,13 +284,10 @@ def hygiene_results(tallies: list[SplitTally]) -> tuple[list[CheckResult], dict[
         }
         numbers = [f"{repeated} repeated row(s)", f"{repeated_windows} repeated seed window(s)"]
         numbers += [f"{n} window(s) shared with {s}" for s, n in shared.items() if n]
-        bad = repeated + repeated_windows + sum(shared.values())
+        message, bad = ", ".join(numbers), repeated + repeated_windows + sum(shared.values())
         if tally.data.spec.seeding == "paper":
-            message = ", ".join(numbers) + " (expected for paper seeding)"
-            results.append(_result(tally, "hygiene", [], message, 0))
-        else:
-            message = ", ".join(numbers)
-            results.append(_result(tally, "hygiene", [message] if bad else [], message, bad))
+            message, bad = message + " (expected for paper seeding)", 0
+        results.append(_result(tally, "hygiene", [message] if bad else [], message, bad))
     return results, facts
 
 
@@ -463,18 +456,11 @@ def validate(
     input. A folder replaced while read is read again (:func:`~posgen.store.dataset.pinned`).
     """
     if isinstance(source, (str, Path)):  # a folder: the old or the new dataset, never both
-        return pinned(source, lambda: _validate(source, spec, config, split, thresholds=thresholds))
-    return _validate(source, spec, config, split, thresholds=thresholds)
+        return pinned(source, lambda: _validate(source, spec, config, split, thresholds))
+    return _validate(source, spec, config, split, thresholds)
 
 
-def _validate(
-    source: Any,
-    spec: TaskSpec | None,
-    config: str | None,
-    split: str | None,
-    *,
-    thresholds: AuditThresholds | None,
-) -> Report:
+def _validate(source: Any, spec: TaskSpec | None, config, split, thresholds) -> Report:
     started = time.perf_counter()
     limits = thresholds or AuditThresholds()
     try:
