@@ -133,11 +133,28 @@ def require_integers(dtype: np.dtype) -> None:
         raise ScoringError(f"predictions must be integer token ids, got dtype {dtype}")
 
 
-def check_predictions(
-    predictions: np.ndarray, rows: int, length: int, window: int, modulus: int
-) -> np.ndarray:
-    """Predictions ``(rows, L')`` (seed window ignored) or ``(rows, L' - w)`` as the integer
-    ``(rows, L' - w)`` array of positions ``[w, L')``; :class:`ScoringError` otherwise."""
+def checked_arrays(
+    reference: Any,
+    predictions: Any,
+    window: int,
+    ood_boundary: int,
+    modulus: int,
+    bucket_width: int,
+    what: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(reference (rows, L'), predictions at [w, L'))``, or :class:`ScoringError` naming
+    the first argument that cannot be scored; predictions are integer ``(rows, L')`` (seed
+    window ignored) or ``(rows, L' - w)``."""
+    ref = np.asarray(reference)
+    if ref.ndim != 2:
+        raise ScoringError(f"{what} tokens must be (rows, length), got shape {ref.shape}")
+    rows, length = ref.shape
+    if bucket_width < 1:
+        raise ScoringError(f"bucket width must be at least 1, got {bucket_width}")
+    if not 1 <= window < length:
+        raise ScoringError(f"seed window {window} must be in [1, {length}) for rows of {length}")
+    if ood_boundary <= window:
+        raise ScoringError(f"OOD boundary {ood_boundary} must exceed the seed window {window}")
     array = np.asarray(predictions)
     require_integers(array.dtype)
     if array.ndim != 2 or array.shape[0] != rows or array.shape[1] not in (length, length - window):
@@ -153,31 +170,7 @@ def check_predictions(
             raise ScoringError(
                 f"prediction {bad} is outside the vocabulary 0..{modulus - 1} (m = {modulus})"
             )
-    return scored
-
-
-def checked_arrays(
-    reference: Any,
-    predictions: Any,
-    window: int,
-    ood_boundary: int,
-    modulus: int,
-    bucket_width: int,
-    what: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(reference (rows, L'), predictions at [w, L'))``, or :class:`ScoringError` naming
-    the first argument that cannot be scored."""
-    ref = np.asarray(reference)
-    if ref.ndim != 2:
-        raise ScoringError(f"{what} tokens must be (rows, length), got shape {ref.shape}")
-    rows, length = ref.shape
-    if bucket_width < 1:
-        raise ScoringError(f"bucket width must be at least 1, got {bucket_width}")
-    if not 1 <= window < length:
-        raise ScoringError(f"seed window {window} must be in [1, {length}) for rows of {length}")
-    if ood_boundary <= window:
-        raise ScoringError(f"OOD boundary {ood_boundary} must exceed the seed window {window}")
-    return ref, check_predictions(predictions, rows, length, window, modulus)
+    return ref, scored
 
 
 def spec_frame(spec: TaskSpec) -> dict[str, Any]:

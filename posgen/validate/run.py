@@ -120,22 +120,16 @@ def _feed(tally: SplitTally, part_label: str, decoded: Decoded) -> None:
         tally.sensitivity = operand_sensitivity(spec, tokens)
 
 
-def _row_count(data: SplitData) -> int | None:
-    """Rows of the split as its parts record them (manifest, in-memory table), else the
-    spec's size of that split, else None."""
-    counts = [part.table.num_rows if part.table is not None else part.rows for part in data.parts]
-    if counts and all(count is not None for count in counts):
-        return sum(counts)
-    if data.split in data.spec.split_names:
-        return data.spec.split_size(data.split)
-    return None
-
-
 def stream_split(data: SplitData) -> SplitTally:
     """Read every part of a split once, feeding every tally."""
     spec = data.spec
+    # rows as the parts record them (manifest, in-memory table), else the spec's split size
+    counts = [part.table.num_rows if part.table is not None else part.rows for part in data.parts]
+    rows = sum(counts) if counts and None not in counts else None
+    if rows is None and data.split in spec.split_names:
+        rows = spec.split_size(data.split)
     balance = BalanceTally(spec, data.length) if data.length else None
-    lookbacks = LookbackTally(spec, data.length, _row_count(data)) if data.length else None
+    lookbacks = LookbackTally(spec, data.length, rows) if data.length else None
     tally = SplitTally(
         data,
         HygieneTally(spec.modulus, spec.window),
