@@ -1,17 +1,10 @@
 """Scoring POSGEN predictions: metrics, prediction files, baselines and model inputs.
 
->>> import numpy as np
->>> from posgen.spec import TaskSpec
->>> from posgen.generator import generate_split
->>> spec = TaskSpec(task="semirecursive", train_size=20, val_size=5, test_size=5)
->>> test = generate_split(spec, "test")
->>> score(test, baseline_predictions("oracle", spec, test), spec).summary()
-{'id_accuracy': 1.0, 'ood_accuracy': 1.0}
-
 On a probe split, :func:`score_probe` reports far-reliance (the oracle follows the far rule):
 
 >>> from posgen.probe import probe_rows
 >>> from posgen.store.formats import probe_schema, probe_table
+>>> spec = TaskSpec(task="semirecursive", train_size=20, val_size=5, test_size=5)
 >>> probe = probe_from_table(probe_table(probe_rows(spec, "probe", 0, 5), probe_schema(17)), spec)
 >>> score_probe(probe, baseline_predictions("oracle", spec, probe.tokens)).overall.far_reliance
 1.0

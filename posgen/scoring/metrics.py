@@ -13,11 +13,6 @@ Worked example (m = 17, w = 4, L = 6, one row of length 8; the model gets x_5 wr
 >>> report = score_arrays(reference, predicted, window=4, ood_boundary=6, modulus=17)
 >>> report.id.accuracy, report.id.tokens, report.ood.accuracy, report.first_error.position
 (0.5, 2, 1.0, [5])
-
-Predictions may also cover only the generated positions ``[w, L')``:
-
->>> score_arrays(reference, predicted[:, 4:], window=4, ood_boundary=6, modulus=17).id.correct
-1
 """
 
 from __future__ import annotations

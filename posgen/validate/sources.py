@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from posgen.errors import UsageError, shown
-from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset, inside
 from posgen.store.formats import DATA_SUFFIXES, Format, format_of, manifest_format, read_batch_rows
 from posgen.store.layout import MANIFEST_NAME, unfinished
@@ -83,7 +83,6 @@ class Source:
     splits: list[SplitData]
     root: Path | None = None
     manifest: Manifest | None = None
-    bench: BenchmarkSpec | None = None
     given_spec: TaskSpec | None = None
 
 
@@ -178,7 +177,7 @@ def _from_manifest(
             ]
             length = used.split_length(split_name) if split_name in known_splits(used) else None
             splits.append(SplitData(name, split_name, used, length, parts, from_manifest=True))
-    return Source(splits=splits, root=root, manifest=manifest, bench=bench, given_spec=spec)
+    return Source(splits=splits, root=root, manifest=manifest, given_spec=spec)
 
 
 def _check_split(spec: TaskSpec, split: str | None) -> None:
