@@ -71,8 +71,8 @@ class SplitTally:
     data: SplitData
     hygiene: HygieneTally
     balance: BalanceTally | None
-    shortcuts: ShortcutTally | None = None
-    lookbacks: LookbackTally | None = None
+    shortcuts: ShortcutTally
+    lookbacks: LookbackTally | None
     rows: int = 0
     tokens: int = 0
     type_problems: list[str] = field(default_factory=list)
@@ -298,13 +298,13 @@ def shortcut_facts(tally: SplitTally) -> dict[str, Any]:
         facts[f"shorter_lookback_{region}"] = rules.shorter(lo, hi) if rules else None
     facts["effective_lookback_max"] = rules.largest(spec.window, length) if rules else None
     shortcuts = tally.shortcuts
-    audited = shortcuts.rows if shortcuts else 0
+    audited = shortcuts.rows
     targets = {  # the rows the copy and linear rules were measured on
         "id": audited * max(0, boundary - spec.window),
         "ood": audited * max(0, length - boundary),
     }
     facts.update(audited_rows=audited, targets_id=targets["id"], targets_ood=targets["ood"])
-    for context in shortcuts.contexts if shortcuts else ():
+    for context in shortcuts.contexts:
         name = "k" if context == spec.near else "w"
         for region in ("id", "ood"):
             hits, found = shortcuts.copies.get((context, region), (0, 0))
@@ -314,7 +314,7 @@ def shortcut_facts(tally: SplitTally) -> dict[str, Any]:
     if spec.far == 0:  # k = w: one context
         for key in [key for key in facts if key.startswith("copy_k_")]:
             facts[key.replace("copy_k_", "copy_w_")] = facts[key]
-    linear = shortcuts.linear if shortcuts and shortcuts.linear_known else None
+    linear = shortcuts.linear if shortcuts.linear_known else None
     for region in ("id", "ood"):
         hits, covered = linear[region] if linear else (None, None)
         facts[f"linear_rule_hits_{region}"] = hits
