@@ -22,7 +22,7 @@ from posgen.card.facts import (
     splits_section,
     validation_section,
 )
-from posgen.card.front_matter import DataMismatch, dataset_info, front_matter, render_front_matter
+from posgen.card.front_matter import DataMismatch, dataset_info, front_matter
 from posgen.card.reference_results import results_section
 from posgen.card.tasks import MEASURES, measures_section, probe_section, tasks_section
 from posgen.store.dataset import Dataset
@@ -54,7 +54,7 @@ def render_card(
     info = dataset_info(Path(root), manifest) if root is not None else None
     bench = manifest.benchmark
     sections = [
-        render_front_matter(front_matter(manifest, info)),
+        front_matter(manifest, info),
         f"# POSGEN: {bench.name}",
         (bench.description or "").strip()
         + f"\n\nConfigs: {', '.join(f'`{name}`' for name in manifest.configs)}. "

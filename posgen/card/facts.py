@@ -33,23 +33,16 @@ def spec_section(manifest: Manifest) -> str:
     rows = [["spec_id", *(f"`{entry.spec_id}`" for entry in configs.values())]]
     for field in TaskSpec.model_fields:
         if any(field in spec for spec in specs):  # op_key only for keyed ops
-            rows.append([field, *(_spec_value(spec.get(field, "-")) for spec in specs)])
+            values = [spec.get(field, "-") for spec in specs]
+            rows.append(
+                [field, *(", ".join(map(str, v)) if isinstance(v, list) else v for v in values)]
+            )
     bench = manifest.benchmark
-    return "\n".join(
-        [
-            "## Spec",
-            "",
-            f"Benchmark `{bench.name}`, benchmark spec id `{bench.spec_id}`.",
-            "",
-            table(["field", *configs], rows),
-        ]
+    return section(
+        "Spec",
+        f"Benchmark `{bench.name}`, benchmark spec id `{bench.spec_id}`.",
+        table(["field", *configs], rows),
     )
-
-
-def _spec_value(value: Any) -> Any:
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return value
 
 
 def seed_windows_text(spec: TaskSpec, split: str, rows: int) -> str:
@@ -89,28 +82,13 @@ def splits_section(manifest: Manifest) -> str:
             rows.append(
                 [name, split, info.rows, length, w, f"[{w}, {min(boundary, length)})", ood, source]
             )
-    return "\n".join(
-        [
-            "## Splits",
-            "",
-            "Rows of a split all have its length. The first w tokens are the seed window; "
-            "positions [w, L) are in distribution (L = train length = the OOD boundary) and "
-            "positions [L, L') are out of distribution.",
-            "",
-            table(
-                [
-                    "config",
-                    "split",
-                    "rows",
-                    "length",
-                    "seed window w",
-                    "ID positions",
-                    "OOD positions",
-                    "seed windows",
-                ],
-                rows,
-            ),
-        ]
+    header = ["config", "split", "rows", "length", "seed window w", "ID positions"]
+    return section(
+        "Splits",
+        "Rows of a split all have its length. The first w tokens are the seed window; "
+        "positions [w, L) are in distribution (L = train length = the OOD boundary) and "
+        "positions [L, L') are out of distribution.",
+        table([*header, "OOD positions", "seed windows"], rows),
     )
 
 
@@ -120,18 +98,19 @@ def files_section(manifest: Manifest) -> str:
         [item.path, item.rows, item.first_id, item.bytes, f"`{item.sha256}`"]
         for _, _, item in manifest.files()
     ]
-    return "\n".join(
-        [
-            "## Files and checksums",
-            "",
-            "Columns: `id` (int64, the row's index in its split) and `tokens` (list of uint8; "
-            "uint16 when m > 256); probe splits add `source_id`, `replaced`, `probed` "
-            "(lists of uint32 positions) and `far_rule` (one token per probed position). "
-            "The manifest `posgen.json` holds the same facts.",
-            "",
-            table(["file", "rows", "first id", "bytes", "sha256"], rows),
-        ]
+    return section(
+        "Files and checksums",
+        "Columns: `id` (int64, the row's index in its split) and `tokens` (list of uint8; "
+        "uint16 when m > 256); probe splits add `source_id`, `replaced`, `probed` "
+        "(lists of uint32 positions) and `far_rule` (one token per probed position). "
+        "The manifest `posgen.json` holds the same facts.",
+        table(["file", "rows", "first id", "bytes", "sha256"], rows),
     )
+
+
+def section(title: str, *blocks: str) -> str:
+    """A ``## title`` section: the title and ``blocks``, a blank line between each."""
+    return "\n\n".join([f"## {title}", *blocks])
 
 
 def cell(value: Any) -> str:
@@ -344,9 +323,8 @@ def question_table(facts: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 def validation_section(report: Report | None) -> str:
     """The whole section: status, checks, failures (if any) and audit figures."""
-    parts = ["## Validation and audit", ""]
     if report is None:
-        return "\n".join([*parts, NOT_VALIDATED])
+        return section("Validation and audit", NOT_VALIDATED)
     checks = report.checks
     failed = sum(not c.ok for c in checks)
     if report.ok:
@@ -359,29 +337,20 @@ def validation_section(report: Report | None) -> str:
             f"**Validation FAILED: {failed:,} of {len(checks):,} checks failed** "
             f"({report.tokens_checked:,} tokens checked). Do not use this data."
         )
-    parts += [status, "", checks_table(checks)]
-    if failed:
-        parts += ["", "Failing checks:", "", failed_checks(checks)]
-    parts += [
-        "",
+    failures = ["Failing checks:", failed_checks(checks)] if failed else []
+    return section(
+        "Validation and audit",
+        status,
+        checks_table(checks),
+        *failures,
         "Audit figures (from `posgen validate`):",
-        "",
         facts_table(report.facts),
-        "",
         AUDIT_NOTES,
-        "",
         "Question-consistency look-backs (from `posgen validate`):",
-        "",
         question_table(report.facts),
-        "",
         QUESTION_NOTES,
-    ]
-    return "\n".join(parts)
+    )
 
-
-SPEC_FILE = "spec.json"
-SPEC_END = "SPEC"
-SUMS_END = "SUMS"
 
 CITATION = """\
 @inproceedings{wang2024resonance,
@@ -432,7 +401,7 @@ ds["train"][0]["tokens"]  # seed window + generated tokens
 stream = load_dataset("path/to/this/folder", "{first}", split="test", streaming=True)
 next(iter(stream))["id"]  # 0"""
     configs = f"Configs: {names}; splits and row lengths are in the split table."
-    return "\n".join(["## How to load it", "", configs, "", code(snippet, "python")])
+    return section("How to load it", configs, code(snippet, "python"))
 
 
 def score_section(manifest: Manifest, baselines: dict[str, Any] | None) -> str:
@@ -459,13 +428,10 @@ hit = pred == tokens
 id_accuracy = hit[:, w:L].mean()  # in distribution: positions [w, L)
 ood_accuracy = hit[:, L:].mean()  # out of distribution: positions [L, L')"""
     parts = [
-        "## How to score a model",
-        "",
         "Teacher-forced next-token accuracy: the model reads the true prefix x_0 .. x_{t-1} and "
         "its argmax at position t is compared with x_t. Report it separately for positions "
         "[w, L) (in distribution) and [L, L') (out of distribution) of the test split(s); the "
         "seed window is never scored. Take w and L of each config from the split table.",
-        "",
         code(snippet, "python"),
     ]
     if baselines:
@@ -475,22 +441,10 @@ ood_accuracy = hit[:, L:].mean()  # out of distribution: positions [L, L')"""
             for kind, scores in kinds.items()
         ]
         parts += [
-            "",
             "Baselines on the test split (from `posgen.scoring.baseline_scores`):",
-            "",
             table(["config", "baseline", "ID accuracy [w, L)", "OOD accuracy [L, L')"], rows),
         ]
-    return "\n".join(parts)
-
-
-def spec_json(manifest: Manifest) -> str:
-    """The benchmark spec as the JSON file ``posgen generate --spec`` reads."""
-    return json.dumps(manifest.bench.canonical(), indent=2)
-
-
-def checksum_lines(manifest: Manifest) -> str:
-    """``sha256sum --check`` input for every data file."""
-    return "\n".join(f"{item.sha256}  {item.path}" for _, _, item in manifest.files())
+    return section("How to score a model", *parts)
 
 
 def regenerate_section(manifest: Manifest) -> str:
@@ -504,39 +458,32 @@ def regenerate_section(manifest: Manifest) -> str:
     script = "\n".join(
         [
             f"pip install {' '.join(pins)}",
-            f"cat > {SPEC_FILE} <<'{SPEC_END}'",
-            spec_json(manifest),
-            SPEC_END,
-            f"posgen generate --spec {SPEC_FILE} --out regenerated{storage}",
-            f"cd regenerated && sha256sum --check <<'{SUMS_END}'",
-            checksum_lines(manifest),
-            SUMS_END,
+            "cat > spec.json <<'SPEC'",
+            json.dumps(manifest.bench.canonical(), indent=2),
+            "SPEC",
+            f"posgen generate --spec spec.json --out regenerated{storage}",
+            "cd regenerated && sha256sum --check <<'SUMS'",
+            *(f"{item.sha256}  {item.path}" for _, _, item in manifest.files()),
+            "SUMS",
         ]
     )
-    return "\n".join(
-        [
-            "## How to regenerate it byte for byte",
-            "",
-            f"Generated by posgen {manifest.posgen_version}. The {kind} bytes depend on the "
-            f"spec, the posgen version and the {kind} writer (pyarrow) version only: same "
-            "versions, same files. `posgen validate regenerated` then recomputes every target.",
-            "",
-            code(script, "bash"),
-        ]
+    return section(
+        "How to regenerate it byte for byte",
+        f"Generated by posgen {manifest.posgen_version}. The {kind} bytes depend on the "
+        f"spec, the posgen version and the {kind} writer (pyarrow) version only: same "
+        "versions, same files. `posgen validate regenerated` then recomputes every target.",
+        code(script, "bash"),
     )
 
 
 def seeding_section(specs: list[TaskSpec]) -> str:
     """How the seed windows of ``specs`` relate to the authors' original code."""
     seedings = {spec.seeding for spec in specs}
-    parts = ["## Seeding and the authors' original code", ""]
-    if "disjoint" in seedings:
-        parts.append(DISJOINT_SEEDING)
-    if "paper" in seedings:
-        parts += ["", PAPER_SEEDING] if len(parts) > 2 else [PAPER_SEEDING]
-    return "\n".join(parts)
+    texts = {"disjoint": DISJOINT_SEEDING, "paper": PAPER_SEEDING}
+    used = [text for seeding, text in texts.items() if seeding in seedings]
+    return section("Seeding and the authors' original code", *used)
 
 
 def citation_section() -> str:
     """BibTeX of the Resonance RoPE paper, which introduced POSGEN."""
-    return "\n".join(["## Citation", "", code(CITATION, "bibtex")])
+    return section("Citation", code(CITATION, "bibtex"))

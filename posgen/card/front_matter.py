@@ -57,44 +57,29 @@ def size_category(rows: int) -> str:
     return "n>1T"
 
 
-def total_rows(manifest: Manifest) -> int:
-    """Rows over every split of every config."""
-    return sum(info.rows for entry in manifest.configs.values() for info in entry.splits.values())
-
-
-def configs_block(manifest: Manifest) -> list[dict[str, Any]]:
-    """``configs``: the data files of each split, the first config marked default; each
-    config's probe splits form the config ``<config>-probe``."""
+def front_matter(manifest: Manifest, info: list[dict[str, Any]] | None = None) -> str:
+    """The whole YAML header between ``---`` lines, as ``huggingface_hub`` writes it;
+    ``dataset_info`` only when read from the data (``info``). Each config's data files per
+    split, the first config marked default; its probe splits form ``<config>-probe``."""
     fmt = manifest_format(manifest)
-    configs = []
-    for index, (name, source, splits) in enumerate(manifest.hf_configs()):
-        config: dict[str, Any] = {
+    configs = [
+        {
             "config_name": name,
-            "data_files": [
-                {"split": split, "path": fmt.split_glob(source, split)} for split in splits
-            ],
+            "data_files": [{"split": s, "path": fmt.split_glob(source, s)} for s in splits],
+            **({"default": True} if index == 0 else {}),
         }
-        if index == 0:
-            config["default"] = True
-        configs.append(config)
-    return configs
-
-
-def front_matter(manifest: Manifest, info: list[dict[str, Any]] | None = None) -> DatasetCardData:
-    """The whole YAML header; ``dataset_info`` only when read from the data (``info``)."""
-    return DatasetCardData(
+        for index, (name, source, splits) in enumerate(manifest.hf_configs())
+    ]
+    rows = sum(s.rows for entry in manifest.configs.values() for s in entry.splits.values())
+    header = DatasetCardData(
         pretty_name=f"POSGEN ({manifest.benchmark.name})",
         license=LICENSE,
         task_categories=list(TASK_CATEGORIES),
-        size_categories=[size_category(total_rows(manifest))],
+        size_categories=[size_category(rows)],
         tags=list(TAGS),
-        configs=configs_block(manifest),
+        configs=configs,
         dataset_info=info,
     )
-
-
-def render_front_matter(header: DatasetCardData) -> str:
-    """The header between ``---`` lines, as ``huggingface_hub`` writes a card's metadata."""
     return "---\n" + header.to_yaml() + "\n---"
 
 

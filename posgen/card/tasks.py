@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from posgen.card.facts import code, table
+from posgen.card.facts import code, section, table
 from posgen.card.reference_results import load_results, matching_entry
 from posgen.generator import generate_rows
 from posgen.ops import get_op
@@ -122,16 +122,12 @@ def config_section(name: str, spec: TaskSpec) -> str:
 
 def tasks_section(manifest: Manifest) -> str:
     """The tasks of this folder: the rules table, then one subsection per config."""
-    parts = [
-        "## The tasks",
-        "",
+    return section(
+        "The tasks",
         "The tasks differ only in *which earlier positions feed position t*:",
-        "",
         rules_table(manifest),
-    ]
-    for name, entry in manifest.configs.items():
-        parts += ["", config_section(name, entry.spec)]
-    return "\n".join(parts)
+        *(config_section(name, entry.spec) for name, entry in manifest.configs.items()),
+    )
 
 
 MAX_DRAWN_WINDOW = 48  # windows longer than this are described, not drawn (the lines would not fit)
@@ -227,18 +223,12 @@ def probe_section(manifest: Manifest) -> str:
     snippet = f"""\
 posgen score --data path/to/this/folder --config {first} --split probe \\
     --predictions probe_predictions.parquet"""
-    return "\n".join(
-        [
-            "## Probe splits: does a model read the far operand?",
-            "",
-            INTRO,
-            "",
-            table(HEADER, rows),
-            "",
-            "Predict the probe split (teacher-forced, as for test) and score it:",
-            "",
-            code(snippet, "bash"),
-        ]
+    return section(
+        "Probe splits: does a model read the far operand?",
+        INTRO,
+        table(HEADER, rows),
+        "Predict the probe split (teacher-forced, as for test) and score it:",
+        code(snippet, "bash"),
     )
 
 
@@ -309,15 +299,10 @@ def measures_section(manifest: Manifest, measures: dict[str, Any] | None = None)
     sentences = measure_sentences(manifest.benchmark.name, entry)
     if not sentences:
         return ""
-    return "\n".join(
-        [
-            "## What each task measures",
-            "",
-            "From the counterfactual probe (`make probe-check` in the posgen repository: cpu "
-            "preset, one seed, each model scored on the probe split). Far-reliance near 1 means "
-            "the model reads the far operand; near 0, it predicts from near tokens alone.",
-            "",
-            *[f"- {sentence}" for sentence in sentences],
-            "",
-        ]
+    return section(
+        "What each task measures",
+        "From the counterfactual probe (`make probe-check` in the posgen repository: cpu "
+        "preset, one seed, each model scored on the probe split). Far-reliance near 1 means "
+        "the model reads the far operand; near 0, it predicts from near tokens alone.",
+        "\n".join(f"- {sentence}" for sentence in sentences),
     )

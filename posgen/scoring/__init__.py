@@ -1,17 +1,10 @@
 """Scoring POSGEN predictions: metrics, prediction files, baselines and model inputs.
 
->>> import numpy as np
->>> from posgen.spec import TaskSpec
->>> from posgen.generator import generate_split
->>> spec = TaskSpec(task="semirecursive", train_size=20, val_size=5, test_size=5)
->>> test = generate_split(spec, "test")
->>> score(test, baseline_predictions("oracle", spec, test), spec).summary()
-{'id_accuracy': 1.0, 'ood_accuracy': 1.0}
-
 On a probe split, :func:`score_probe` reports far-reliance (the oracle follows the far rule):
 
 >>> from posgen.probe import probe_rows
 >>> from posgen.store.formats import probe_schema, probe_table
+>>> spec = TaskSpec(task="semirecursive", train_size=20, val_size=5, test_size=5)
 >>> probe = probe_from_table(probe_table(probe_rows(spec, "probe", 0, 5), probe_schema(17)), spec)
 >>> score_probe(probe, baseline_predictions("oracle", spec, probe.tokens)).overall.far_reliance
 1.0
@@ -20,6 +13,7 @@ On a probe split, :func:`score_probe` reports far-reliance (the oracle follows t
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from posgen.scoring.baselines import (
     BASELINES,
@@ -48,10 +42,10 @@ from posgen.scoring.prediction_files import (
     vocab_size,
     write_predictions,
 )
-from posgen.scoring.reference import reference_arrays
 from posgen.scoring.reliance import RelianceReport, reliance_arrays, score_probe
 from posgen.spec import TaskSpec
 from posgen.store.dataset import ProbeSplit, ReferenceSplit, probe_from_table
+from posgen.store.formats import table_tokens
 
 
 def score(
@@ -76,7 +70,26 @@ def score(
     >>> score(tokens, tokens, spec).summary()
     {'id_accuracy': 1.0, 'ood_accuracy': 1.0}
     """
-    ref_ids, ref_tokens = reference_arrays(reference)
+    if isinstance(reference, ReferenceSplit):
+        ref_ids, ref_tokens = reference.ids, reference.tokens
+    elif isinstance(reference, pa.Table) or hasattr(reference, "with_format"):
+        table = reference if isinstance(reference, pa.Table) else reference.with_format("arrow")[:]
+        if "tokens" not in table.column_names:
+            raise ScoringError(f"reference has no 'tokens' column; columns: {table.column_names}")
+        try:
+            ref_tokens = table_tokens(table)
+        except ValueError as error:
+            raise ScoringError(f"reference tokens: {error}") from None
+        ref_ids = np.arange(ref_tokens.shape[0], dtype=np.int64)
+        if "id" in table.column_names:
+            ref_ids = table.column("id").to_numpy().astype(np.int64, copy=False)
+    else:
+        ref_tokens = np.asarray(reference)
+        if ref_tokens.ndim != 2:
+            raise ScoringError(
+                f"reference tokens must be (rows, length), got shape {ref_tokens.shape}"
+            )
+        ref_ids = np.arange(ref_tokens.shape[0], dtype=np.int64)
     check_reference(ref_tokens, spec)
     preds = np.asarray(predictions)
     if ids is not None:

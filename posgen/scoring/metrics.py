@@ -13,11 +13,6 @@ Worked example (m = 17, w = 4, L = 6, one row of length 8; the model gets x_5 wr
 >>> report = score_arrays(reference, predicted, window=4, ood_boundary=6, modulus=17)
 >>> report.id.accuracy, report.id.tokens, report.ood.accuracy, report.first_error.position
 (0.5, 2, 1.0, [5])
-
-Predictions may also cover only the generated positions ``[w, L')``:
-
->>> score_arrays(reference, predicted[:, 4:], window=4, ood_boundary=6, modulus=17).id.correct
-1
 """
 
 from __future__ import annotations
@@ -119,8 +114,12 @@ def ratio(correct: int, total: int) -> float | None:
     return correct / total if total else None
 
 
+def _counts(correct: int, total: int) -> dict[str, Any]:
+    return {"correct": int(correct), "tokens": int(total), "accuracy": ratio(correct, total)}
+
+
 def _accuracy(correct: int, total: int) -> Accuracy:
-    return Accuracy(correct=int(correct), tokens=int(total), accuracy=ratio(correct, total))
+    return Accuracy(**_counts(correct, total))
 
 
 def require_integers(dtype: np.dtype) -> None:
@@ -129,11 +128,28 @@ def require_integers(dtype: np.dtype) -> None:
         raise ScoringError(f"predictions must be integer token ids, got dtype {dtype}")
 
 
-def check_predictions(
-    predictions: np.ndarray, rows: int, length: int, window: int, modulus: int
-) -> np.ndarray:
-    """Predictions ``(rows, L')`` (seed window ignored) or ``(rows, L' - w)`` as the integer
-    ``(rows, L' - w)`` array of positions ``[w, L')``; :class:`ScoringError` otherwise."""
+def checked_arrays(
+    reference: Any,
+    predictions: Any,
+    window: int,
+    ood_boundary: int,
+    modulus: int,
+    bucket_width: int,
+    what: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(reference (rows, L'), predictions at [w, L'))``, or :class:`ScoringError` naming
+    the first argument that cannot be scored; predictions are integer ``(rows, L')`` (seed
+    window ignored) or ``(rows, L' - w)``."""
+    ref = np.asarray(reference)
+    if ref.ndim != 2:
+        raise ScoringError(f"{what} tokens must be (rows, length), got shape {ref.shape}")
+    rows, length = ref.shape
+    if bucket_width < 1:
+        raise ScoringError(f"bucket width must be at least 1, got {bucket_width}")
+    if not 1 <= window < length:
+        raise ScoringError(f"seed window {window} must be in [1, {length}) for rows of {length}")
+    if ood_boundary <= window:
+        raise ScoringError(f"OOD boundary {ood_boundary} must exceed the seed window {window}")
     array = np.asarray(predictions)
     require_integers(array.dtype)
     if array.ndim != 2 or array.shape[0] != rows or array.shape[1] not in (length, length - window):
@@ -149,31 +165,7 @@ def check_predictions(
             raise ScoringError(
                 f"prediction {bad} is outside the vocabulary 0..{modulus - 1} (m = {modulus})"
             )
-    return scored
-
-
-def checked_arrays(
-    reference: Any,
-    predictions: Any,
-    window: int,
-    ood_boundary: int,
-    modulus: int,
-    bucket_width: int,
-    what: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(reference (rows, L'), predictions at [w, L'))``, or :class:`ScoringError` naming
-    the first argument that cannot be scored."""
-    ref = np.asarray(reference)
-    if ref.ndim != 2:
-        raise ScoringError(f"{what} tokens must be (rows, length), got shape {ref.shape}")
-    rows, length = ref.shape
-    if bucket_width < 1:
-        raise ScoringError(f"bucket width must be at least 1, got {bucket_width}")
-    if not 1 <= window < length:
-        raise ScoringError(f"seed window {window} must be in [1, {length}) for rows of {length}")
-    if ood_boundary <= window:
-        raise ScoringError(f"OOD boundary {ood_boundary} must exceed the seed window {window}")
-    return ref, check_predictions(predictions, rows, length, window, modulus)
+    return ref, scored
 
 
 def spec_frame(spec: TaskSpec) -> dict[str, Any]:
@@ -236,7 +228,15 @@ def score_arrays(
         overall=_accuracy(id_correct + ood_correct, rows * (length - window)),
         ood_exact_match=_accuracy(ood_rows_ok, rows if ood_width else 0),
         exact_match=_accuracy(rows - int(np.count_nonzero(any_wrong)), rows),
-        buckets=_buckets(per_position, rows, window, length, ood_boundary, bucket_width),
+        buckets=[
+            Bucket(
+                start=a,
+                stop=b,
+                ood=a >= ood_boundary,
+                **_counts(per_position[a - window : b - window].sum(), rows * (b - a)),
+            )
+            for a, b in itertools.pairwise(bucket_edges(window, length, ood_boundary, bucket_width))
+        ],
         curve=Curve(
             position=positions.tolist(),
             correct=per_position.tolist(),
@@ -263,27 +263,6 @@ def bucket_edges(window: int, length: int, ood_boundary: int, width: int) -> lis
     if window < ood_boundary < length:
         edges.add(ood_boundary)
     return sorted(edges)
-
-
-def _buckets(
-    per_position: np.ndarray, rows: int, window: int, length: int, boundary: int, width: int
-) -> list[Bucket]:
-    edges = bucket_edges(window, length, boundary, width)
-    buckets = []
-    for start, stop in itertools.pairwise(edges):
-        correct = int(per_position[start - window : stop - window].sum())
-        tokens = rows * (stop - start)
-        buckets.append(
-            Bucket(
-                start=start,
-                stop=stop,
-                ood=start >= boundary,
-                correct=correct,
-                tokens=tokens,
-                accuracy=ratio(correct, tokens),
-            )
-        )
-    return buckets
 
 
 def check_reference(tokens: np.ndarray, spec: TaskSpec) -> None:

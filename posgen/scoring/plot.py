@@ -43,14 +43,6 @@ def plot_available() -> bool:
     return True
 
 
-def plot_formats() -> list[str]:
-    """File suffixes matplotlib can draw into (``png``, ``svg``, ``pdf``...)."""
-    matplotlib_module()
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    return sorted(FigureCanvasBase.get_supported_filetypes())
-
-
 def plot_format_problem(path: Path) -> str | None:
     """Why ``path`` cannot be drawn into (its suffix is no image format), or ``None``.
 
@@ -59,8 +51,11 @@ def plot_format_problem(path: Path) -> str | None:
     >>> plot_format_problem(Path("curve.xyz"))[:52]
     "'.xyz' is not an image format matplotlib writes; use"
     """
+    matplotlib_module()
+    from matplotlib.backend_bases import FigureCanvasBase
+
     suffix = Path(path).suffix.lower()
-    formats = plot_formats()
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
     if suffix[1:] in formats:
         return None
     return (

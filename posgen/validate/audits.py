@@ -180,15 +180,11 @@ class ShortcutTally:
                 tally = self.copies.setdefault((context, region), [0, 0])
                 tally[0] += hits
                 tally[1] += seen
-        if not self.linear_known:
-            return
-        linear = linear_rule_hits(spec, tokens, boundary)
+        linear = linear_rule_hits(spec, tokens, boundary) if self.linear_known else None
         if linear is None:
-            self.linear_known = False
-            self.linear = None
+            self.linear_known, self.linear = False, None
             return
-        if self.linear is None:
-            self.linear = {"id": [0, 0], "ood": [0, 0]}
+        self.linear = self.linear or {"id": [0, 0], "ood": [0, 0]}
         for region, (hits, covered) in linear.items():
             self.linear[region][0] += hits
             self.linear[region][1] += covered

@@ -71,8 +71,8 @@ class SplitTally:
     data: SplitData
     hygiene: HygieneTally
     balance: BalanceTally | None
-    shortcuts: ShortcutTally | None = None
-    lookbacks: LookbackTally | None = None
+    shortcuts: ShortcutTally
+    lookbacks: LookbackTally | None
     rows: int = 0
     tokens: int = 0
     type_problems: list[str] = field(default_factory=list)
@@ -110,13 +110,9 @@ def _feed(tally: SplitTally, part_label: str, decoded: Decoded) -> None:
                 int(expected[row, column]),
                 int(tokens[row, spec.window + column]),
             )
-    tally.hygiene.add(tokens)
-    if tally.balance is not None:
-        tally.balance.add(tokens)
-    if tally.shortcuts is not None:
-        tally.shortcuts.add(tokens)
-    if tally.lookbacks is not None:
-        tally.lookbacks.add(tokens)
+    for streamed in (tally.hygiene, tally.balance, tally.shortcuts, tally.lookbacks):
+        if streamed is not None:
+            streamed.add(tokens)
     hits, periodic = shortcut_hits(tokens, spec.train_length, spec.window)
     tally.shortcut_hits += hits
     tally.periodic_rows += periodic
@@ -124,22 +120,16 @@ def _feed(tally: SplitTally, part_label: str, decoded: Decoded) -> None:
         tally.sensitivity = operand_sensitivity(spec, tokens)
 
 
-def _row_count(data: SplitData) -> int | None:
-    """Rows of the split as its parts record them (manifest, in-memory table), else the
-    spec's size of that split, else None."""
-    counts = [part.table.num_rows if part.table is not None else part.rows for part in data.parts]
-    if counts and all(count is not None for count in counts):
-        return sum(counts)
-    if data.split in data.spec.split_names:
-        return data.spec.split_size(data.split)
-    return None
-
-
 def stream_split(data: SplitData) -> SplitTally:
     """Read every part of a split once, feeding every tally."""
     spec = data.spec
+    # rows as the parts record them (manifest, in-memory table), else the spec's split size
+    counts = [part.table.num_rows if part.table is not None else part.rows for part in data.parts]
+    rows = sum(counts) if counts and None not in counts else None
+    if rows is None and data.split in spec.split_names:
+        rows = spec.split_size(data.split)
     balance = BalanceTally(spec, data.length) if data.length else None
-    lookbacks = LookbackTally(spec, data.length, _row_count(data)) if data.length else None
+    lookbacks = LookbackTally(spec, data.length, rows) if data.length else None
     tally = SplitTally(
         data,
         HygieneTally(spec.modulus, spec.window),
@@ -288,13 +278,10 @@ def hygiene_results(tallies: list[SplitTally]) -> tuple[list[CheckResult], dict[
         }
         numbers = [f"{repeated} repeated row(s)", f"{repeated_windows} repeated seed window(s)"]
         numbers += [f"{n} window(s) shared with {s}" for s, n in shared.items() if n]
-        bad = repeated + repeated_windows + sum(shared.values())
+        message, bad = ", ".join(numbers), repeated + repeated_windows + sum(shared.values())
         if tally.data.spec.seeding == "paper":
-            message = ", ".join(numbers) + " (expected for paper seeding)"
-            results.append(_result(tally, "hygiene", [], message, 0))
-        else:
-            message = ", ".join(numbers)
-            results.append(_result(tally, "hygiene", [message] if bad else [], message, bad))
+            message, bad = message + " (expected for paper seeding)", 0
+        results.append(_result(tally, "hygiene", [message] if bad else [], message, bad))
     return results, facts
 
 
@@ -311,13 +298,13 @@ def shortcut_facts(tally: SplitTally) -> dict[str, Any]:
         facts[f"shorter_lookback_{region}"] = rules.shorter(lo, hi) if rules else None
     facts["effective_lookback_max"] = rules.largest(spec.window, length) if rules else None
     shortcuts = tally.shortcuts
-    audited = shortcuts.rows if shortcuts else 0
+    audited = shortcuts.rows
     targets = {  # the rows the copy and linear rules were measured on
         "id": audited * max(0, boundary - spec.window),
         "ood": audited * max(0, length - boundary),
     }
     facts.update(audited_rows=audited, targets_id=targets["id"], targets_ood=targets["ood"])
-    for context in shortcuts.contexts if shortcuts else ():
+    for context in shortcuts.contexts:
         name = "k" if context == spec.near else "w"
         for region in ("id", "ood"):
             hits, found = shortcuts.copies.get((context, region), (0, 0))
@@ -327,7 +314,7 @@ def shortcut_facts(tally: SplitTally) -> dict[str, Any]:
     if spec.far == 0:  # k = w: one context
         for key in [key for key in facts if key.startswith("copy_k_")]:
             facts[key.replace("copy_k_", "copy_w_")] = facts[key]
-    linear = shortcuts.linear if shortcuts and shortcuts.linear_known else None
+    linear = shortcuts.linear if shortcuts.linear_known else None
     for region in ("id", "ood"):
         hits, covered = linear[region] if linear else (None, None)
         facts[f"linear_rule_hits_{region}"] = hits
@@ -463,18 +450,11 @@ def validate(
     input. A folder replaced while read is read again (:func:`~posgen.store.dataset.pinned`).
     """
     if isinstance(source, (str, Path)):  # a folder: the old or the new dataset, never both
-        return pinned(source, lambda: _validate(source, spec, config, split, thresholds=thresholds))
-    return _validate(source, spec, config, split, thresholds=thresholds)
+        return pinned(source, lambda: _validate(source, spec, config, split, thresholds))
+    return _validate(source, spec, config, split, thresholds)
 
 
-def _validate(
-    source: Any,
-    spec: TaskSpec | None,
-    config: str | None,
-    split: str | None,
-    *,
-    thresholds: AuditThresholds | None,
-) -> Report:
+def _validate(source: Any, spec: TaskSpec | None, config, split, thresholds) -> Report:
     started = time.perf_counter()
     limits = thresholds or AuditThresholds()
     try:

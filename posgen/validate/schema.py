@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from posgen.spec import TaskSpec
-from posgen.store.dataset import Problem, check_files
+from posgen.store.dataset import check_files
 from posgen.store.formats import token_type
 from posgen.store.manifest import DamagedDataset
 from posgen.validate.report import CheckResult
@@ -143,7 +143,9 @@ def check_integrity(source: Source) -> list[CheckResult]:
                 CheckResult.of("integrity", head + mine, message, config=config, split=data.split)
             )
             head = []
-    results.append(_unlisted([p for p in problems if p.config is None]))
+    unlisted = [p for p in problems if p.config is None]
+    prefix = f"{len(unlisted)} data file(s) not in the manifest: "
+    results.append(CheckResult.of("integrity", unlisted, "no unlisted data files", prefix=prefix))
     return results
 
 
@@ -156,11 +158,6 @@ def _spec_difference(given: TaskSpec, recorded: TaskSpec) -> str:
     a, b = given.canonical(), recorded.canonical()
     diff = [f"{key} {a[key]!r} vs {b[key]!r}" for key in a if a[key] != b[key]]
     return ": " + ", ".join(diff) if diff else ""
-
-
-def _unlisted(problems: list[Problem]) -> CheckResult:
-    prefix = f"{len(problems)} data file(s) not in the manifest: "
-    return CheckResult.of("integrity", problems, "no unlisted data files", prefix=prefix)
 
 
 T = TypeVar("T")

@@ -84,17 +84,14 @@ class LocalRules:
     """The shortest rule determining each x_t (t = first ..) from earlier tokens.
 
     ``effective[i]``: the smallest D with x_t a function of x_{t-D} .. x_{t-1} for every seed
-    window; ``rule[i]``: the task's look-back. Linear method only (else ``support`` -1):
-    ``coefficients[i]`` a rule x_t = sum_d a_d x_{t-d} (mod m), a_1 first, ``support[i]`` its
-    nonzero count, ``unique[i]`` whether it is the only rule of that look-back.
+    window; ``rule[i]``: the task's look-back; linear method only: ``coefficients[i]`` a rule
+    x_t = sum_d a_d x_{t-d} (mod m), a_1 first.
     """
 
     method: str
     first: int
     effective: np.ndarray
     rule: np.ndarray
-    support: np.ndarray
-    unique: np.ndarray
     coefficients: tuple[tuple[int, ...], ...] = ()
 
     def shorter(self, start: int, stop: int) -> int:
@@ -128,11 +125,11 @@ def local_rules(spec: TaskSpec, length: int) -> LocalRules | None:
     :data:`MAX_ENUMERATED`: every seed window grown. Otherwise None.
 
     Worked example (cot, m = 17, k = 3, j = 1): x_t - x_{t-1} = x_{t-1} - x_{t-4} for
-    t >= 5 (x_0 cancels), so D = k + 1 = 4 with support 2 where the rule says t.
+    t >= 5 (x_0 cancels), so D = k + 1 = 4 where the rule says t.
 
     >>> rules = local_rules(TaskSpec(task="cot"), 10)
-    >>> rules.effective.tolist(), rules.rule.tolist(), rules.support.tolist()
-    ([4, 4, 4, 4, 4, 4], [4, 5, 6, 7, 8, 9], [4, 2, 2, 2, 2, 2])
+    >>> rules.effective.tolist(), rules.rule.tolist()
+    ([4, 4, 4, 4, 4, 4], [4, 5, 6, 7, 8, 9])
     >>> rules.coefficients[1]  # x_5 = 2 x_4 - x_1
     (2, 0, 0, 16)
     """
@@ -143,7 +140,7 @@ def local_rules(spec: TaskSpec, length: int) -> LocalRules | None:
     count = max(0, length - spec.window)
     return LocalRules(
         rules.method, rules.first, rules.effective[:count], rules.rule[:count],
-        rules.support[:count], rules.unique[:count], rules.coefficients[:count],
+        rules.coefficients[:count],
     )  # fmt: skip
 
 
@@ -161,37 +158,32 @@ def _local_rules(spec: TaskSpec, length: int) -> LocalRules | None:
 def _linear_rules(spec: TaskSpec, length: int, rule: np.ndarray) -> LocalRules:
     p, window = spec.modulus, spec.window
     vectors = grow(spec, np.eye(window, dtype=np.int64), length).astype(np.int64).T % p
-    effective, support, unique, coefficients = [], [], [], []
+    effective, coefficients = [], []
     for t in range(window, length):
         reach = int(rule[t - window])
         track = min(reach, 2 * window + 2)  # rules are usually this short: one pass
-        depth, a, independent = _span_search(vectors, t, reach, p, track)
+        depth, a = _span_search(vectors, t, reach, p, track)
         if depth > track:
-            depth, a, independent = _span_search(vectors, t, depth, p, depth)
+            depth, a = _span_search(vectors, t, depth, p, depth)
         effective.append(depth)
         coefficients.append(tuple(int(v) for v in a[:depth]))
-        support.append(int(np.count_nonzero(a[:depth])))
-        unique.append(independent)
-    as_array = functools.partial(np.array, dtype=np.int64)
     method = f"exact: linear algebra over GF({p}) on the seed-window coefficients"
     return LocalRules(
-        method, window, as_array(effective), rule, as_array(support), np.array(unique, bool),
-        tuple(coefficients),
-    )  # fmt: skip
+        method, window, np.array(effective, dtype=np.int64), rule, tuple(coefficients)
+    )
 
 
 def _span_search(
     vectors: np.ndarray, t: int, reach: int, p: int, track: int
-) -> tuple[int, np.ndarray, bool]:
-    """Smallest D <= reach with c_t in span(c_{t-1} .. c_{t-D}) over GF(p), the coefficients
-    a_1 .. a_track of one rule (valid when D <= track) and whether it is unique; rows in
-    reduced echelon form, augmented with the combination of c_{t-1} .. they stand for."""
+) -> tuple[int, np.ndarray]:
+    """Smallest D <= reach with c_t in span(c_{t-1} .. c_{t-D}) over GF(p) and the
+    coefficients a_1 .. a_track of one rule (valid when D <= track); rows in reduced echelon
+    form, augmented with the combination of c_{t-1} .. they stand for."""
     width = vectors.shape[1]
     basis = np.zeros((width, width + track), dtype=np.int64)
     pivots: list[int] = []
     residual = np.zeros(width + track, dtype=np.int64)
     residual[:width] = vectors[t]
-    independent = True
     for d in range(1, reach + 1):
         row = np.zeros(width + track, dtype=np.int64)
         row[:width] = vectors[t - d]
@@ -202,7 +194,6 @@ def _span_search(
             row = (row - row[pivots] @ basis[:rank]) % p
         nonzero = np.flatnonzero(row[:width])
         if nonzero.size == 0:
-            independent = False
             continue
         q = int(nonzero[0])
         row = row * pow(int(row[q]), -1, p) % p
@@ -212,8 +203,8 @@ def _span_search(
         pivots.append(q)
         residual = (residual - residual[q] * row) % p
         if not residual[:width].any():
-            return d, (-residual[width:]) % p, independent
-    return reach, np.zeros(track, dtype=np.int64), independent  # pragma: no cover
+            return d, (-residual[width:]) % p
+    return reach, np.zeros(track, dtype=np.int64)  # pragma: no cover
 
 
 def _enumerated_rules(spec: TaskSpec, length: int, rule: np.ndarray) -> LocalRules:
@@ -233,9 +224,5 @@ def _enumerated_rules(spec: TaskSpec, length: int, rule: np.ndarray) -> LocalRul
                 depth = d
                 break
         effective.append(depth)
-    none = np.full(len(effective), -1, dtype=np.int64)
     method = f"exact: every function of earlier tokens, over all {m**window:,} seed windows"
-    return LocalRules(
-        method, window, np.array(effective, dtype=np.int64), rule, none,
-        np.zeros(len(effective), dtype=bool),
-    )  # fmt: skip
+    return LocalRules(method, window, np.array(effective, dtype=np.int64), rule)

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from posgen.errors import UsageError, shown
-from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset, inside
 from posgen.store.formats import DATA_SUFFIXES, Format, format_of, manifest_format, read_batch_rows
 from posgen.store.layout import MANIFEST_NAME, unfinished
@@ -83,7 +83,6 @@ class Source:
     splits: list[SplitData]
     root: Path | None = None
     manifest: Manifest | None = None
-    bench: BenchmarkSpec | None = None
     given_spec: TaskSpec | None = None
 
 
@@ -95,15 +94,6 @@ def infer_split(spec: TaskSpec, length: int) -> str | None:
     return None
 
 
-def _first_length(part: Part) -> int | None:
-    for batch in part.batches(1 << 16):
-        if batch.num_rows:
-            column = batch.column(batch.schema.get_field_index("tokens"))
-            value = column[0]
-            return None if not value.is_valid else len(value)
-    return None
-
-
 def known_splits(spec: TaskSpec) -> tuple[str, ...]:
     """Every split of ``spec``, probe splits included."""
     return (*spec.split_names, *spec.probe_names)
@@ -112,10 +102,13 @@ def known_splits(spec: TaskSpec) -> tuple[str, ...]:
 def _split_of(spec: TaskSpec, name: str | None, part: Part) -> tuple[str, int | None]:
     if name is not None and name in known_splits(spec):
         return name, spec.split_length(name)
-    try:
-        length = _first_length(part)
+    length = None
+    try:  # the first row's length
+        batch = next((b for b in part.batches(1 << 16) if b.num_rows), None)
+        first = batch.column(batch.schema.get_field_index("tokens"))[0] if batch else None
+        length = len(first) if first is not None and first.is_valid else None
     except (pa.ArrowException, OSError, KeyError):
-        length = None
+        pass
     inferred = infer_split(spec, length) if length is not None else None
     if inferred is not None and name is None:
         return inferred, spec.split_length(inferred)
@@ -137,7 +130,10 @@ def resolve(source: Any, spec: TaskSpec | None, config: str | None, split: str |
         if path.is_dir() and unfinished(path):
             raise SourceError(unfinished(path))
         if path.is_dir():
-            return _from_folder(path, _need_spec(spec, str(path)), config, split)
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES)
+            if not files:
+                raise SourceError(f"{path} holds no .parquet, .arrow or .feather files")
+            return _from_files(files, _need_spec(spec, str(path)), config, split, path)
         if path.is_file():
             if path.suffix.lower() not in DATA_SUFFIXES:
                 raise SourceError(f"{path} is not a .parquet, .arrow or .feather file")
@@ -181,14 +177,7 @@ def _from_manifest(
             ]
             length = used.split_length(split_name) if split_name in known_splits(used) else None
             splits.append(SplitData(name, split_name, used, length, parts, from_manifest=True))
-    return Source(splits=splits, root=root, manifest=manifest, bench=bench, given_spec=spec)
-
-
-def _from_folder(root: Path, spec: TaskSpec, config: str | None, split: str | None) -> Source:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES)
-    if not files:
-        raise SourceError(f"{root} holds no .parquet, .arrow or .feather files")
-    return _from_files(files, spec, config, split, root)
+    return Source(splits=splits, root=root, manifest=manifest, given_spec=spec)
 
 
 def _check_split(spec: TaskSpec, split: str | None) -> None:
