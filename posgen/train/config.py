@@ -208,7 +208,7 @@ class Grid(BaseModel):
         requests = []
         for index, pe in enumerate(pes):
             try:
-                requests.append(_request(pe if not isinstance(pe, str) else {"name": pe}))
+                requests.append(_request(pe))
             except ValidationError as error:
                 raise ValueError(f"{index}.{problem_lines(error)[0]}") from None
         _unique([request.model_dump_json() for request in requests], "pes")
@@ -251,22 +251,15 @@ def read_grid(path: Path) -> Grid:
         raise GridError(str(error).replace("spec file", "grid file", 1)) from None
     try:
         grid = Grid.model_validate(data)
-        for index, entry in enumerate(grid.presets):
-            _resolve(entry, f"presets.{index}")
     except ValidationError as error:
         raise GridError("\n".join(f"{path}: {line}" for line in problem_lines(error))) from None
-    except GridError as error:
-        raise GridError(f"{path}: {error}") from None
+    for index, entry in enumerate(grid.presets):
+        try:
+            entry.resolved()
+        except ValidationError as error:
+            where = f"{path}: presets.{index}.overrides"
+            raise GridError("\n".join(f"{where}.{line}" for line in problem_lines(error))) from None
     return grid
-
-
-def _resolve(entry: PresetEntry, where: str) -> TrainConfig:
-    try:
-        return entry.resolved()
-    except ValidationError as error:
-        raise GridError(
-            "\n".join(f"{where}.overrides.{line}" for line in problem_lines(error))
-        ) from None
 
 
 def stable_hash(payload: dict[str, Any]) -> str:

@@ -29,14 +29,13 @@ data: Field required (and 14 more problems)
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
 import stat
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import from_json
@@ -236,15 +235,29 @@ def _damaged(path: Path, lines: list[str]) -> DamagedRun:
 
 
 def _read_json(path: Path, limit: int) -> Any:
-    """The JSON value of ``path``: bounded read, UTF-8, no NaN or Infinity, bounded nesting."""
+    """The JSON value of ``path``: a regular file (a folder, FIFO or device is refused
+    unread), at most ``limit`` bytes, UTF-8, no NaN or Infinity."""
     try:
-        raw = _read_limited(path, limit)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        info = os.fstat(fd)
+        mode, size = info.st_mode, info.st_size
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            kind = "a folder" if stat.S_ISDIR(mode) else "a pipe or a device"
+            raise DamagedRun(f"{shown(path)}: not a regular file ({kind}); not read")
+        if size > limit:
+            os.close(fd)
+            raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
+        with open(fd, "rb") as handle:
+            raw = handle.read(size + 1)
+            if len(raw) > size:  # it grows while it is read: read on, up to the limit
+                raw += handle.read(limit + 1 - len(raw))
     except FileNotFoundError:
         raise DamagedRun(f"{shown(path)}: missing (not a finished run folder)") from None
-    except IsADirectoryError:
-        raise DamagedRun(f"{shown(path)}: is a folder, not a file") from None
     except OSError as error:
         raise DamagedRun(f"{shown(path)}: unreadable ({error.strerror or error})") from None
+    if len(raw) > limit:
+        raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
     try:
         value = from_json(raw, allow_inf_nan=False)
     except ValueError as error:
@@ -253,34 +266,6 @@ def _read_json(path: Path, limit: int) -> Any:
     if where is not None:
         raise DamagedRun(f"{shown(path)}: {where or 'value'}: not a finite number")
     return value
-
-
-def _open_regular(path: Path) -> BinaryIO:
-    """``path`` opened for reading, if it is a regular file (links followed). A FIFO or a
-    device is refused without blocking on it or reading it."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    info = os.fstat(fd)
-    if stat.S_ISDIR(info.st_mode):
-        os.close(fd)
-        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise DamagedRun(f"{shown(path)}: not a regular file (a pipe or a device); not read")
-    return open(fd, "rb")
-
-
-def _read_limited(path: Path, limit: int) -> bytes:
-    """The bytes of ``path``, refused unread when its size is over ``limit``."""
-    with _open_regular(path) as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size > limit:
-            raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
-        raw = handle.read(size + 1)
-        if len(raw) > size:  # the file grows while it is read: read on, up to the limit
-            raw += handle.read(limit + 1 - len(raw))
-    if len(raw) > limit:
-        raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
-    return raw
 
 
 def _non_finite(value: Any, where: str = "") -> str | None:
@@ -299,15 +284,6 @@ def _non_finite(value: Any, where: str = "") -> str | None:
     return None
 
 
-def _validated(model: type[BaseModel], path: Path, value: Any) -> Any:
-    if not isinstance(value, dict):
-        raise DamagedRun(f"{shown(path)}: must be a JSON object, not {type(value).__name__}")
-    try:
-        return model.model_validate(value)
-    except ValidationError as error:
-        raise _damaged(path, problem_lines(error)) from None
-
-
 def is_run(path: Path) -> bool:
     """Whether ``path`` is a finished run folder (it has its record; a damaged one is read,
     and refused, by :func:`read_run`)."""
@@ -317,7 +293,13 @@ def is_run(path: Path) -> bool:
 def read_run(folder: Path) -> RunRecord:
     """A finished run's record, read (bounded) and checked whole."""
     path = Path(folder) / RESULTS
-    record = _validated(RunRecord, path, _read_json(path, MAX_RECORD_BYTES))
+    value = _read_json(path, MAX_RECORD_BYTES)
+    if not isinstance(value, dict):
+        raise DamagedRun(f"{shown(path)}: must be a JSON object, not {type(value).__name__}")
+    try:
+        record = RunRecord.model_validate(value)
+    except ValidationError as error:
+        raise _damaged(path, problem_lines(error)) from None
     problems = record.problems()
     if problems:
         raise _damaged(path, problems)

@@ -264,18 +264,13 @@ def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
             submitit_handler(stop.signum, None)  # the checkpoint is saved: requeue and exit
         raise
     except Exception as error:
-        sweep.record_failure(job.key, _failure_line(error))
+        sweep.record_failure(job.key, "; ".join(error_exit(error)[0]))
         raise
     finally:
         signals.restore(previous)
         if previous:
             signal.signal(PREEMPTION, submitit_handler)
     return [summary["out"] for summary in written]
-
-
-def _failure_line(error: BaseException) -> str:
-    """What a failed job's record says: its ``error:`` lines (:func:`posgen.errors.error_exit`)."""
-    return "; ".join(error_exit(error)[0])
 
 
 def job_main(argv: list[str]) -> int:
@@ -419,16 +414,12 @@ def _settle(
         return
     if code < 0:
         sweep.record_failure(job.key, f"killed by {signal_name(code)}")
-    outcome.failed[job.key] = _last_error(sweep, job)
-    say(f"{name}: failed: {outcome.failed[job.key]}")
-
-
-def _last_error(sweep: Sweep, job: JobSpec) -> str:
-    path: Path = sweep.failure(job.key)
     try:
-        return path.read_text(errors="replace").strip() or "failed"
+        reason = sweep.failure(job.key).read_text(errors="replace").strip() or "failed"
     except OSError:
-        return f"failed (see {sweep.logs / (job.key + '.log')})"
+        reason = f"failed (see {sweep.logs / (job.key + '.log')})"
+    outcome.failed[job.key] = reason
+    say(f"{name}: failed: {reason}")
 
 
 try:

@@ -251,7 +251,7 @@ def test_a_keyboard_interrupt_from_inside_a_command_is_exit_130(run, tmp_path, m
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("posgen.cli.results.load_run", interrupt)
+    monkeypatch.setattr("posgen.cli.results.read_run", interrupt)
     result = invoke("results", run, "--out", tmp_path / "R.md")
     with recorded("kill", "KeyboardInterrupt-in-command"):
         assert_clean_error(result, 130, "interrupted by SIGINT")
@@ -296,7 +296,7 @@ def test_a_dataset_replaced_during_training_does_not_change_what_the_run_scores_
     shutil.copytree(ds, original)
     out = tmp_path / "run"
 
-    def replace_once(name):
+    def replace_once(name, number=None):
         if name == "step" and not (tmp_path / "replaced").exists():
             (tmp_path / "replaced").touch()
             made = invoke(
@@ -897,7 +897,7 @@ def test_an_existing_out_is_refused_whatever_it_is(tmp_path, data, existing):
 def test_a_folder_appearing_at_out_during_the_run_is_kept_and_named(tmp_path, data, monkeypatch):
     out = tmp_path / "run"
 
-    def squat(name):
+    def squat(name, number=None):
         if name == "step":
             out.mkdir(exist_ok=True)
             (out / "theirs.txt").write_text("someone else's")
