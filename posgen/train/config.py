@@ -1,15 +1,7 @@
 """What a run is (no torch needed): its preset, the grids of a sweep, its memory estimate.
 
-``paper`` is the authors' setup (their code: a t5-small-sized decoder, AdamW, one-cycle
-cosine schedule stepped per batch, 150 epochs, 5 seeds), meant for a GPU. ``cpu`` is
-sized so that the paper's four position embeddings (2 data folders x 3 tasks x 3 seeds, 2
-trainings each) ran in about 40 minutes on two CPU cores.
-
-A Llama block differs from the authors' T5 decoder block: attention logits are scaled by
-``1/sqrt(d_head)`` (T5 folds that into its initialisation), the feed-forward is SwiGLU
-(three matrices) instead of ReLU (two), there is no dropout (t5-small has 0.1), and the
-rotary pairs are dimensions ``(i, i + d/2)`` (rotate-half) instead of adjacent ones, a fixed
-permutation of the head dimensions that leaves the embedding's frequencies unchanged.
+``paper`` is the authors' setup (a GPU); ``cpu`` trains the paper's four encodings on two CPU
+cores in about 40 minutes. How a Llama block differs from their T5 decoder: docs/training.md.
 
 >>> preset("cpu", epochs=1).epochs
 1

@@ -1,17 +1,10 @@
 """Aggregate ``posgen train`` run folders into the results table (no torch needed).
 
-Runs are grouped by data folder (its name and the config's spec id), task and position
-embedding; each cell holds the test ID and OOD accuracy as mean and sample standard
-deviation (ddof 1) over seeds, with the number of seeds. The per-position ID curve
-(positions ``[w, L)``, averaged over seeds) checks the benchmark's claim of fixed
-per-token difficulty: its range (max - min) and its least-squares trend (accuracy change
-from position w to L - 1) should both be small for a trained model.
-
-Runs are read through :mod:`posgen.train.run_record` (typed, bounded, checked). Each run
-counts once: a folder reached through a link counts as the folder it names, copies of one run
-(same cell and seed) and cells mixing settings are refused (:class:`ResultsError`, exit 2),
-and build folders of killed runs (``.NAME.posgen-tmp-*``) and folders holding only some of a
-run's files are skipped and named, never counted.
+Runs are grouped by (data folder, task, position encoding); a cell holds test ID and OOD
+accuracy as mean and sample std over seeds, the seed-pooled per-position curve, its range
+and trend over ``[w, L)``, and far-reliance from the probe split. Each run counts once: links
+are followed once, copies of a run and cells mixing settings are refused
+(:class:`ResultsError`), build folders of killed runs and half-copied folders are skipped.
 
 Worked example (two seeds of one cell)::
 
@@ -68,13 +61,8 @@ def _unfinished(path: Path) -> str | None:
 
 
 def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
-    """Run folders among ``paths`` and below them, sorted, and what was skipped and why.
-
-    Links to folders are followed, and a folder reached twice (through a link and by its
-    own name, or named twice) counts once, under the first name found. Hidden folders
-    (build folders of runs still running or killed, ``.NAME.posgen-tmp-*``) and folders
-    holding only some of a run's files are skipped and named; given by name, refused.
-    """
+    """Run folders among ``paths`` and below them (links followed, each folder once), sorted,
+    and the skipped ones (hidden build folders, half-copied folders) with why."""
     found: list[Path] = []
     seen: set[str] = set()
     skipped: list[str] = []
@@ -156,13 +144,8 @@ def pooled(curves: Sequence[Any], hits: str, counts: str) -> list[float]:
 
 
 def far_reliance(runs: Sequence[Run]) -> dict[str, Any]:
-    """Far-reliance of a cell's runs: ID and OOD mean ± std over seeds, and the per-position
-    curve pooled over seeds (runs without a probe report are left out).
-
-    Far-reliance is the share of probed targets (far-rule answer unlike the stored token)
-    predicted as the far-rule answer: 1 for a model that reads the far operand, 0 for one
-    that computes the target from near tokens alone.
-    """
+    """Far-reliance of a cell's runs (the share of probed targets predicted as the far-rule
+    answer): ID and OOD mean ± std over seeds, and the curve pooled over seeds."""
     reports = [run.record.probe_scores for run in runs if run.record.probe_scores is not None]
     out: dict[str, Any] = {"far_n": len(reports)}
     for region in ("id", "ood"):

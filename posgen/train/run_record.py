@@ -1,21 +1,11 @@
 """The run record: one typed file, ``results.json``, per run folder (no torch needed).
 
-A run folder (written by :mod:`posgen.train.job`) holds ``results.json``, the
-:class:`RunRecord` (what the run was: data folder, config and spec, the sha256 of every file
-it read, the position encoding with every parameter, preset fields, seed, model, versions,
-device; what it found: best epoch, the ``posgen score`` report of its test predictions and the
-far-reliance report of its probe predictions; its wall time), beside ``metrics.jsonl`` (one
-line per epoch), ``predictions.parquet`` and ``probe_predictions.parquet``. Every fact is
-stored once.
-
-:func:`read_run` is the one reader: the read is bounded (a file larger than its limit is
-refused unread), JSON is parsed without NaN or Infinity, and the values must fit the model
-and add up (the scores are of the record's own spec and test split, the counts add up, each
-accuracy is its ratio). A problem is :class:`DamagedRun`: one line naming the file and the
-field, exit status 1.
-
-The JSON Schema is exported to ``posgen/train/run_record.schema.json``
-(``python -m posgen.train.run_record`` rewrites it; a test checks it for drift).
+:class:`RunRecord` states once what the run was (data, spec, file checksums, position
+encoding, preset, seed, model, versions, device) and what it found (best epoch, test scores,
+probe scores, wall time). :func:`read_run` is the one reader: bounded, no NaN or Infinity,
+checked whole (the scores are of the record's own spec and add up); a problem is one
+:class:`DamagedRun` line naming the file and the field (exit 1). ``python -m
+posgen.train.run_record`` rewrites ``run_record.schema.json``.
 
 >>> import tempfile
 >>> folder = Path(tempfile.mkdtemp())
