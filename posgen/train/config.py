@@ -419,15 +419,6 @@ class RunEstimate:
         """Everything, the process included."""
         return BASE_BYTES + self.model + self.activations + self.data
 
-    @property
-    def formula(self) -> str:
-        """The parts spelled out for an error line."""
-        return (
-            f"{self.parameters:,} parameters with AdamW state {human_bytes(self.model)}, "
-            f"activations {human_bytes(self.activations)}, data {human_bytes(self.data)}, "
-            f"process {human_bytes(BASE_BYTES)}"
-        )
-
 
 def parameter_count(config: TrainConfig, vocab: int) -> int:
     """Parameters of the Llama :func:`posgen.train.trainer.build_model` builds.
@@ -523,8 +514,11 @@ def refusal(estimate: RunEstimate, available: int | None) -> str | None:
     """Why the run should not start (None when it fits or nothing is known), with the figures."""
     if available is None or estimate.total <= available:
         return None
+    e = estimate
     return (
-        f"the run would need about {human_bytes(estimate.total)} of memory "
-        f"({estimate.formula}) but only {human_bytes(available)} is available; "
+        f"the run would need about {human_bytes(e.total)} of memory ({e.parameters:,} "
+        f"parameters with AdamW state {human_bytes(e.model)}, activations "
+        f"{human_bytes(e.activations)}, data {human_bytes(e.data)}, process "
+        f"{human_bytes(BASE_BYTES)}) but only {human_bytes(available)} is available; "
         "lower --batch-size, --eval-batch-size or the model size, or pass --force to try anyway"
     )
