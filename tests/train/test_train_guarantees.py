@@ -283,23 +283,8 @@ def test_a_dataset_replaced_during_training_does_not_change_what_the_run_scores_
     def replace_once(name, number=None):
         if name == "step" and not (tmp_path / "replaced").exists():
             (tmp_path / "replaced").touch()
-            made = invoke(
-                "generate",
-                "--task",
-                "recursive",
-                "--train-size",
-                "48",
-                "--val-size",
-                "8",
-                "--test-size",
-                "8",
-                "--seed",
-                "1",
-                "--out",
-                ds,
-                "--overwrite",
-                "-q",
-            )
+            sizes = ["--train-size=48", "--val-size=8", "--test-size=8", "--seed=1"]
+            made = invoke("generate", "--task=recursive", *sizes, "--out", ds, "--overwrite", "-q")
             assert made.exit_code == 0, made.output
 
     monkeypatch.setattr(posgen.signals, "point", replace_once)
@@ -310,13 +295,8 @@ def test_a_dataset_replaced_during_training_does_not_change_what_the_run_scores_
         "score", "--data", original, "--predictions", out / "predictions.parquet", "--json", "-"
     )
     new_id = json.loads((ds / "posgen.json").read_text())["configs"]["recursive"]["spec_id"]
-    read = {
-        file["path"]: file["sha256"]
-        for split in json.loads((original / "posgen.json").read_text())["configs"]["recursive"][
-            "splits"
-        ].values()
-        for file in split["files"]
-    }
+    splits = json.loads((original / "posgen.json").read_text())["configs"]["recursive"]["splits"]
+    read = {file["path"]: file["sha256"] for split in splits.values() for file in split["files"]}
     with recorded("race", "dataset replaced mid-run"):
         assert (tmp_path / "replaced").exists()
         assert new_id != record["scores"]["spec_id"]
@@ -869,11 +849,6 @@ def test_a_folder_appearing_at_out_during_the_run_is_kept_and_named(tmp_path, da
         assert_clean_error(result, 1, "--out", str(out), "appeared")
         assert "--overwrite" not in result.output
         assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
-
-
-def test_a_config_the_data_lacks_is_named(tmp_path, data):
-    result = invoke(*train_args(data, tmp_path / "run"), "--config", "cot")
-    assert_clean_error(result, 2, "--config", "no config 'cot'")
 
 
 # --- 9. determinism ----------------------------------------------------------------------
