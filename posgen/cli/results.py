@@ -16,17 +16,17 @@ from posgen.scoring.plot import PLOT_HINT, plot_available
 from posgen.store.safety import write_atomically
 from posgen.train.results import (
     ResultsError,
+    Run,
     aggregate,
     check_distinct,
     csv_text,
     find_runs,
-    load_run,
     plot_results,
     results_markdown,
     run_settings,
     summary_json,
 )
-from posgen.train.run_record import FILES
+from posgen.train.run_record import FILES, read_run
 
 
 @click.command(
@@ -88,7 +88,7 @@ def results_command(
         raise UsageProblems(problems)
     for line in skipped:
         click.echo(f"note: {line}", err=True)
-    runs = [load_run(path) for path in folders]
+    runs = [Run(path, read_run(path)) for path in folders]
     check_distinct(runs)
     results = aggregate(runs)
     plot_link = None

@@ -24,16 +24,6 @@ from posgen.train.config import (
 from posgen.train.sweep import RECORD, Sweep, label, run_states
 
 EXECUTORS = ("local", "slurm", "submitit-local")
-# flag -> SlurmSettings field
-SLURM_FLAGS = {
-    "partition": "partition",
-    "account": "account",
-    "time_min": "time_min",
-    "gpus": "gpus",
-    "cpus": "cpus",
-    "mem_gb": "mem_gb",
-    "max_parallel": "max_parallel",
-}
 
 
 @click.command(
@@ -165,7 +155,7 @@ def _check_out(out: Path) -> None:
 
 
 def _slurm_settings(grid_settings: SlurmSettings, flags: dict[str, Any]) -> SlurmSettings:
-    given = {SLURM_FLAGS[name]: value for name, value in flags.items() if value is not None}
+    given = {name: value for name, value in flags.items() if value is not None}
     try:
         return SlurmSettings(**{**grid_settings.model_dump(), **given})
     except ValidationError as error:

@@ -33,25 +33,9 @@ from posgen.train.config import (
 )
 from posgen.train.job import resume_folder
 
-# flag -> (TrainConfig field, click type)
-OVERRIDES: dict[str, tuple[str, Any]] = {
-    "--layers": ("layers", int),
-    "--hidden": ("hidden", int),
-    "--heads": ("heads", int),
-    "--intermediate": ("intermediate", int),
-    "--lr": ("lr", float),
-    "--weight-decay": ("weight_decay", float),
-    "--warmup": ("warmup", float),
-    "--batch-size": ("batch_size", int),
-    "--eval-batch-size": ("eval_batch_size", int),
-    "--epochs": ("epochs", int),
-    "--eval-every": ("eval_every", int),
-    "--max-steps": ("max_steps", int),
-}
-
-
-FLAGS = {name: flag for flag, (name, _) in OVERRIDES.items()}
-"""TrainConfig field -> the flag that sets it."""
+OVERRIDES = ("layers", "hidden", "heads", "intermediate", "lr", "weight_decay", "warmup")
+OVERRIDES += ("batch_size", "eval_batch_size", "epochs", "eval_every", "max_steps")
+"""TrainConfig fields a flag overrides (``--batch-size`` sets ``batch_size``)."""
 MODEL_FLAGS = "--hidden/--heads"
 """What a problem of the whole model (not of one field) is about: the head dimension."""
 MAX_THREADS = 256
@@ -67,15 +51,18 @@ def resolve_train_config(preset_name: str, overrides: dict[str, Any]) -> TrainCo
         lines = []
         for line in problem_lines(error):
             field, _, message = line.partition(": ")
-            flag = FLAGS.get(field, MODEL_FLAGS if field == "spec" else f"--{field}")
+            flag = MODEL_FLAGS if field == "spec" else "--" + field.replace("_", "-")
             lines.append(f"{flag}: {message}")
         raise UsageProblems(lines) from None
 
 
 def _override_options(function: Any) -> Any:
-    for flag, (name, kind) in reversed(OVERRIDES.items()):
-        help_text = TrainConfig.model_fields[name].description
-        function = click.option(flag, name, type=kind, help=f"{help_text} [preset]")(function)
+    for name in reversed(OVERRIDES):
+        field = TrainConfig.model_fields[name]
+        kind = float if field.annotation is float else int
+        flag = "--" + name.replace("_", "-")
+        option = click.option(flag, name, type=kind, help=f"{field.description} [preset]")
+        function = option(function)
     return function
 
 

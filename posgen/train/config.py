@@ -1,15 +1,7 @@
 """What a run is (no torch needed): its preset, the grids of a sweep, its memory estimate.
 
-``paper`` is the authors' setup (their code: a t5-small-sized decoder, AdamW, one-cycle
-cosine schedule stepped per batch, 150 epochs, 5 seeds), meant for a GPU. ``cpu`` is
-sized so that the paper's four position embeddings (2 data folders x 3 tasks x 3 seeds, 2
-trainings each) ran in about 40 minutes on two CPU cores.
-
-A Llama block differs from the authors' T5 decoder block: attention logits are scaled by
-``1/sqrt(d_head)`` (T5 folds that into its initialisation), the feed-forward is SwiGLU
-(three matrices) instead of ReLU (two), there is no dropout (t5-small has 0.1), and the
-rotary pairs are dimensions ``(i, i + d/2)`` (rotate-half) instead of adjacent ones, a fixed
-permutation of the head dimensions that leaves the embedding's frequencies unchanged.
+``paper`` is the authors' setup (a GPU); ``cpu`` trains the paper's four encodings on two CPU
+cores in about 40 minutes. How a Llama block differs from their T5 decoder: docs/training.md.
 
 >>> preset("cpu", epochs=1).epochs
 1
@@ -208,7 +200,7 @@ class Grid(BaseModel):
         requests = []
         for index, pe in enumerate(pes):
             try:
-                requests.append(_request(pe if not isinstance(pe, str) else {"name": pe}))
+                requests.append(_request(pe))
             except ValidationError as error:
                 raise ValueError(f"{index}.{problem_lines(error)[0]}") from None
         _unique([request.model_dump_json() for request in requests], "pes")
@@ -251,22 +243,15 @@ def read_grid(path: Path) -> Grid:
         raise GridError(str(error).replace("spec file", "grid file", 1)) from None
     try:
         grid = Grid.model_validate(data)
-        for index, entry in enumerate(grid.presets):
-            _resolve(entry, f"presets.{index}")
     except ValidationError as error:
         raise GridError("\n".join(f"{path}: {line}" for line in problem_lines(error))) from None
-    except GridError as error:
-        raise GridError(f"{path}: {error}") from None
+    for index, entry in enumerate(grid.presets):
+        try:
+            entry.resolved()
+        except ValidationError as error:
+            where = f"{path}: presets.{index}.overrides"
+            raise GridError("\n".join(f"{where}.{line}" for line in problem_lines(error))) from None
     return grid
-
-
-def _resolve(entry: PresetEntry, where: str) -> TrainConfig:
-    try:
-        return entry.resolved()
-    except ValidationError as error:
-        raise GridError(
-            "\n".join(f"{where}.overrides.{line}" for line in problem_lines(error))
-        ) from None
 
 
 def stable_hash(payload: dict[str, Any]) -> str:
@@ -434,15 +419,6 @@ class RunEstimate:
         """Everything, the process included."""
         return BASE_BYTES + self.model + self.activations + self.data
 
-    @property
-    def formula(self) -> str:
-        """The parts spelled out for an error line."""
-        return (
-            f"{self.parameters:,} parameters with AdamW state {human_bytes(self.model)}, "
-            f"activations {human_bytes(self.activations)}, data {human_bytes(self.data)}, "
-            f"process {human_bytes(BASE_BYTES)}"
-        )
-
 
 def parameter_count(config: TrainConfig, vocab: int) -> int:
     """Parameters of the Llama :func:`posgen.train.trainer.build_model` builds.
@@ -538,8 +514,11 @@ def refusal(estimate: RunEstimate, available: int | None) -> str | None:
     """Why the run should not start (None when it fits or nothing is known), with the figures."""
     if available is None or estimate.total <= available:
         return None
+    e = estimate
     return (
-        f"the run would need about {human_bytes(estimate.total)} of memory "
-        f"({estimate.formula}) but only {human_bytes(available)} is available; "
+        f"the run would need about {human_bytes(e.total)} of memory ({e.parameters:,} "
+        f"parameters with AdamW state {human_bytes(e.model)}, activations "
+        f"{human_bytes(e.activations)}, data {human_bytes(e.data)}, process "
+        f"{human_bytes(BASE_BYTES)}) but only {human_bytes(available)} is available; "
         "lower --batch-size, --eval-batch-size or the model size, or pass --force to try anyway"
     )

@@ -1,34 +1,13 @@
 """One training job: what ``posgen train`` and every sweep worker run around the loop.
 
-The loop (:func:`posgen.train.trainer.train`) trains; the job holds the rest:
-
-- the lock: a job holds :func:`posgen.store.safety.exclusive` on its work folder while it runs
-  (a second worker of the same training waits, then finds it done);
-- the work folder (``posgen train --out RUN``: the hidden sibling ``.RUN.posgen-resume``;
-  a sweep: ``SWEEP/work/<job>``) with the loop's checkpoint dict (``checkpoint.pt``,
-  replaced whole) and ``progress.json`` (``{"epoch": 2, "step": 37, "done": false}``,
-  readable without torch);
-- the data, read once (:class:`posgen.train.trainer.RunData`);
-- the run folders, each written whole (:func:`posgen.store.safety.atomic_folder`);
-- the out-of-memory message and the clean-up: success removes the work folder, a signal
-  keeps it when it holds a checkpoint (a rerun resumes to the same bytes), a failure
-  before the first checkpoint leaves nothing.
-
-Run folder::
-
-    results.json        the run record (:mod:`posgen.train.run_record`): config, data
-                        checksums, test scores, probe scores, wall time
-    metrics.jsonl       one line per epoch: train loss, learning rate, validation ID accuracy,
-                        seconds so far (all, and in training steps only)
-    predictions.parquet test predictions (``posgen score --predictions`` reads them)
-    probe_predictions.parquet  predictions of the ``probe`` split, same weights
-    model/              the selected weights (only with ``save_model``)
-
-Tests stop a job at exact points with posgen's one test hook, ``POSGEN_SIGNAL_AT``
-(:func:`posgen.signals.point`): ``step:5:SIGTERM`` sends SIGTERM right after the run's 5th
-step (counted across resumptions), ``step:3:SIGTERM@parent`` sends it to the sweep;
-``checkpoint`` (a checkpoint written, not yet renamed into place), ``final`` (a run
-folder's predictions written, its scores not).
+The loop (:func:`posgen.train.trainer.train`) trains; the job holds the lock on its work
+folder, the checkpoint (``checkpoint.pt``, replaced whole, and ``progress.json``, readable
+without torch), the data read once, the run folders (each written whole), the out-of-memory
+message and the clean-up. A run folder holds ``results.json``
+(:mod:`posgen.train.run_record`), ``metrics.jsonl``, ``predictions.parquet``,
+``probe_predictions.parquet`` and, with ``save_model``, ``model/`` (``docs/training.md``).
+Tests stop a job with the hook ``POSGEN_SIGNAL_AT`` (:func:`posgen.signals.point`) at
+``step:N`` (across resumptions), ``checkpoint``, ``write`` and ``final``.
 """
 
 from __future__ import annotations
@@ -121,41 +100,30 @@ def train_runs(
     name: str = "",
     estimate: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Train once for ``pes`` (all with the same training) and write run folder ``outs[i]``
-    for ``pes[i]``; returns each written run's summary (``{"pe", "out", "best_epoch",
-    "id_accuracy", "ood_accuracy", ...}``).
-
-    With a ``work`` folder the job is resumable: it takes the folder's lock, resumes from
-    its checkpoint of training ``key``, writes only the runs still missing, and removes the
-    folder when done. ``name`` is how messages name the job (``--out runs/x``);
-    ``estimate`` is the memory estimate an out-of-memory message quotes. ``data`` is the
-    folder or its open :class:`~posgen.store.dataset.Dataset` (then ``posgen.json`` is not
-    parsed again).
-    """
+    """Train once for ``pes`` (one training) and write run folder ``outs[i]`` for ``pes[i]``;
+    returns each written run's summary. With a ``work`` folder the job is resumable: it locks
+    it, resumes from its checkpoint of training ``key``, writes only the missing runs and
+    removes it when done (``name`` names the job in messages; ``estimate`` is quoted when
+    memory runs out). ``data`` is a folder or its open :class:`~posgen.store.dataset.Dataset`."""
     from posgen.train.trainer import RunData, pick_device
 
-    device = device or pick_device()
-    folder = data.root if isinstance(data, Dataset) else Path(data)
-    if work is None:
+    def run(pes: Sequence[Any], outs: Sequence[Path]) -> list[dict[str, Any]]:
         signals.point("load")
-        run_data = run_data or RunData.load(data, config_name)
-        job = _Training(folder, run_data, config, seed, preset_name, device, save)
-        return _train_and_write(job, pes, outs, progress)
+        folder = data.root if isinstance(data, Dataset) else Path(data)
+        loaded = run_data or RunData.load(data, config_name)
+        job = _Training(folder, loaded, config, seed, preset_name, device or pick_device(), save)
+        return _train_and_write(job, pes, outs, progress, work, key, name)
+
+    if work is None:
+        return run(pes, outs)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     with exclusive(work):
         if not work.exists():  # a worker of the same training finished while we waited
             return []
         todo = [(pe, Path(out)) for pe, out in zip(pes, outs, strict=True) if not is_run(out)]
-        if not todo:
-            shutil.rmtree(work, ignore_errors=True)
-            return []
         try:
-            signals.point("load")
-            run_data = run_data or RunData.load(data, config_name)
-            job = _Training(folder, run_data, config, seed, preset_name, device, save)
-            pes, outs = [pe for pe, _ in todo], [out for _, out in todo]
-            summaries = _train_and_write(job, pes, outs, progress, work, key, name)
+            summaries = run(*zip(*todo, strict=True)) if todo else []
         except signals.Interrupted as stop:
             if stop.completed:
                 shutil.rmtree(work, ignore_errors=True)

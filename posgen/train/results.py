@@ -1,17 +1,10 @@
 """Aggregate ``posgen train`` run folders into the results table (no torch needed).
 
-Runs are grouped by data folder (its name and the config's spec id), task and position
-embedding; each cell holds the test ID and OOD accuracy as mean and sample standard
-deviation (ddof 1) over seeds, with the number of seeds. The per-position ID curve
-(positions ``[w, L)``, averaged over seeds) checks the benchmark's claim of fixed
-per-token difficulty: its range (max - min) and its least-squares trend (accuracy change
-from position w to L - 1) should both be small for a trained model.
-
-Runs are read through :mod:`posgen.train.run_record` (typed, bounded, checked). Each run
-counts once: a folder reached through a link counts as the folder it names, copies of one run
-(same cell and seed) and cells mixing settings are refused (:class:`ResultsError`, exit 2),
-and build folders of killed runs (``.NAME.posgen-tmp-*``) and folders holding only some of a
-run's files are skipped and named, never counted.
+Runs are grouped by (data folder, task, position encoding); a cell holds test ID and OOD
+accuracy as mean and sample std over seeds, the seed-pooled per-position curve, its range
+and trend over ``[w, L)``, and far-reliance from the probe split. Each run counts once: links
+are followed once, copies of a run and cells mixing settings are refused
+(:class:`ResultsError`), build folders of killed runs and half-copied folders are skipped.
 
 Worked example (two seeds of one cell)::
 
@@ -37,11 +30,9 @@ from typing import Any
 from posgen.card.tasks import measure_sentences
 from posgen.encodings import pe_order
 from posgen.errors import UsageError, mean_std_cell
-from posgen.scoring.metrics import ScoreReport
 from posgen.scoring.plot import save_figure
-from posgen.scoring.reliance import RelianceReport
 from posgen.store.layout import OLD_TAG, TMP_TAG
-from posgen.train.run_record import FILES, RESULTS, RunRecord, is_run, read_run
+from posgen.train.run_record import FILES, RESULTS, RunRecord, is_run
 
 
 class ResultsError(UsageError, ValueError):
@@ -54,19 +45,6 @@ class Run:
 
     path: Path
     record: RunRecord
-
-    @property
-    def report(self) -> ScoreReport:
-        return self.record.scores
-
-    @property
-    def probe(self) -> RelianceReport | None:
-        return self.record.probe_scores
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        """``(data folder name, task, pe)``."""
-        return self.record.key
 
 
 def _run_like(names: Iterable[str]) -> bool:
@@ -83,13 +61,8 @@ def _unfinished(path: Path) -> str | None:
 
 
 def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
-    """Run folders among ``paths`` and below them, sorted, and what was skipped and why.
-
-    Links to folders are followed, and a folder reached twice (through a link and by its
-    own name, or named twice) counts once, under the first name found. Hidden folders
-    (build folders of runs still running or killed, ``.NAME.posgen-tmp-*``) and folders
-    holding only some of a run's files are skipped and named; given by name, refused.
-    """
+    """Run folders among ``paths`` and below them (links followed, each folder once), sorted,
+    and the skipped ones (hidden build folders, half-copied folders) with why."""
     found: list[Path] = []
     seen: set[str] = set()
     skipped: list[str] = []
@@ -119,28 +92,22 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
     return sorted(found), skipped
 
 
-def load_run(path: Path) -> Run:
-    """Read a run folder's record, bounded and checked (:mod:`posgen.train.run_record`)."""
-    return Run(path=path, record=read_run(path))
-
-
 def check_distinct(runs: Sequence[Run]) -> None:
     """Refuse copies of one run (same cell and seed) and cells that mix settings."""
     by_seed: dict[tuple[Any, ...], Run] = {}
     by_cell: dict[tuple[str, str, str], Run] = {}
     for run in runs:
-        seed = (*run.key, run.record.seed)
+        seed, cell = (*run.record.key, run.record.seed), "/".join(run.record.key)
         if seed in by_seed:
-            first = by_seed[seed]
             raise ResultsError(
-                f"{first.path} and {run.path} are the same run ({'/'.join(run.key)}, seed "
+                f"{by_seed[seed].path} and {run.path} are the same run ({cell}, seed "
                 f"{run.record.seed}): copies are never averaged; give one of them"
             )
         by_seed[seed] = run
-        other = by_cell.setdefault(run.key, run)
+        other = by_cell.setdefault(run.record.key, run)
         if _settings(run) != _settings(other):
             raise ResultsError(
-                f"{other.path} and {run.path} are in one cell ({'/'.join(run.key)}) but were "
+                f"{other.path} and {run.path} are in one cell ({cell}) but were "
                 "trained with different settings (preset or --flags); give runs of one setting"
             )
 
@@ -162,23 +129,24 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def mean_curve(reports: Sequence[ScoreReport]) -> tuple[list[int], list[float]]:
-    """Positions and per-position accuracy pooled over reports (same positions each)."""
-    positions = reports[0].curve.position
-    correct = [sum(r.curve.correct[i] for r in reports) for i in range(len(positions))]
-    tokens = [sum(r.curve.tokens[i] for r in reports) for i in range(len(positions))]
-    return positions, [c / t if t else math.nan for c, t in zip(correct, tokens, strict=True)]
+def pooled(curves: Sequence[Any], hits: str, counts: str) -> list[float]:
+    """Per-position ratio of ``hits`` to ``counts`` summed over ``curves`` (same positions).
+
+    >>> from types import SimpleNamespace as C
+    >>> pooled([C(c=[1, 0], t=[2, 0]), C(c=[1, 0], t=[2, 0])], "c", "t")
+    [0.5, nan]
+    """
+    hit, count = (
+        [sum(values) for values in zip(*(getattr(c, name) for c in curves), strict=True)]
+        for name in (hits, counts)
+    )
+    return [h / n if n else math.nan for h, n in zip(hit, count, strict=True)]
 
 
 def far_reliance(runs: Sequence[Run]) -> dict[str, Any]:
-    """Far-reliance of a cell's runs: ID and OOD mean ± std over seeds, and the per-position
-    curve pooled over seeds (runs without a probe report are left out).
-
-    Far-reliance is the share of probed targets (far-rule answer unlike the stored token)
-    predicted as the far-rule answer: 1 for a model that reads the far operand, 0 for one
-    that computes the target from near tokens alone.
-    """
-    reports = [run.probe for run in runs if run.probe is not None]
+    """Far-reliance of a cell's runs (the share of probed targets predicted as the far-rule
+    answer): ID and OOD mean ± std over seeds, and the curve pooled over seeds."""
+    reports = [run.record.probe_scores for run in runs if run.record.probe_scores is not None]
     out: dict[str, Any] = {"far_n": len(reports)}
     for region in ("id", "ood"):
         values = [getattr(r, region).far_reliance for r in reports]
@@ -186,11 +154,8 @@ def far_reliance(runs: Sequence[Run]) -> dict[str, Any]:
         mean, std = mean_std(values) if values else (None, None)
         out[f"far_{region}_mean"], out[f"far_{region}_std"] = mean, std
     if reports:
-        positions = reports[0].curve.position
-        far = [sum(r.curve.far[i] for r in reports) for i in range(len(positions))]
-        counted = [sum(r.curve.counted[i] for r in reports) for i in range(len(positions))]
-        shares = [f / c if c else math.nan for f, c in zip(far, counted, strict=True)]
-        out["far_curve"] = {"position": positions, "far_reliance": shares}
+        shares = pooled([r.curve for r in reports], "far", "counted")
+        out["far_curve"] = {"position": reports[0].curve.position, "far_reliance": shares}
     return out
 
 
@@ -211,12 +176,13 @@ def trend(positions: Sequence[int], values: Sequence[float]) -> float:
 
 def cell(runs: Sequence[Run]) -> dict[str, Any]:
     """The aggregate of one (data, task, pe) cell."""
-    reports = [run.report for run in runs]
+    reports = [run.record.scores for run in runs]
     id_mean, id_std = mean_std([r.id.accuracy or 0.0 for r in reports])
     ood = [r.ood.accuracy for r in reports if r.ood.accuracy is not None]
     ood_mean, ood_std = mean_std(ood) if ood else (None, None)
     boundary = reports[0].ood_boundary
-    positions, curve = mean_curve(reports)
+    positions = reports[0].curve.position
+    curve = pooled([r.curve for r in reports], "correct", "tokens")
     id_positions = [p for p in positions if p < boundary]
     id_curve = curve[: len(id_positions)]
     encoding = runs[0].record.position_encoding
@@ -245,7 +211,7 @@ def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
     """
     groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     for run in runs:
-        groups[run.key].append(run)
+        groups[run.record.key].append(run)
     out: dict[str, Any] = {}
     for (data, task, pe), members in sorted(groups.items()):
         spec_ids = {run.record.spec.spec_id for run in members}
@@ -253,8 +219,8 @@ def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
             raise ResultsError(f"{data}/{task}/{pe}: runs on different data ({sorted(spec_ids)})")
         entry = out.setdefault(data, {"spec_ids": {}, "tasks": {}})
         entry["spec_ids"][task] = spec_ids.pop()
-        entry["ood_boundary"] = members[0].report.ood_boundary
-        entry["length"] = members[0].report.length
+        entry["ood_boundary"] = members[0].record.scores.ood_boundary
+        entry["length"] = members[0].record.scores.length
         entry["tasks"].setdefault(task, {})[pe] = cell(sorted(members, key=lambda r: r.path))
     return out
 
@@ -456,25 +422,10 @@ def results_markdown(
 EFFECTIVE_FRACTION = 0.9
 """Effective length threshold, as a fraction of the cell's ID accuracy."""
 
-CSV_COLUMNS = (
-    "data",
-    "task",
-    "pe",
-    "rank",
-    "n",
-    "seeds",
-    "ood_mean",
-    "ood_std",
-    "id_mean",
-    "id_std",
-    "effective_length",
-    "when",
-    "confound",
-    "far_id_mean",
-    "far_id_std",
-    "far_ood_mean",
-    "far_ood_std",
-)
+CSV_COLUMNS = (  # noqa: SIM905 (one line per column would be 17 lines)
+    "data task pe rank n seeds ood_mean ood_std id_mean id_std effective_length when confound "
+    "far_id_mean far_id_std far_ood_mean far_ood_std"
+).split()
 
 
 def effective_length(
@@ -504,11 +455,9 @@ def effective_length(
 def ranked(pes: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """``(pe, cell)`` by mean OOD accuracy, best first (cells without OOD last)."""
 
-    def key(item: tuple[str, dict[str, Any]]) -> tuple[float, str]:
-        ood = item[1]["ood_mean"]
-        return (-(ood if ood is not None else -1.0), item[0])
-
-    return sorted(pes.items(), key=key)
+    return sorted(
+        pes.items(), key=lambda kv: (kv[1]["ood_mean"] is None, -(kv[1]["ood_mean"] or 0), kv[0])
+    )
 
 
 def ranking_lines(results: dict[str, Any]) -> list[str]:

@@ -1,21 +1,11 @@
 """The run record: one typed file, ``results.json``, per run folder (no torch needed).
 
-A run folder (written by :mod:`posgen.train.job`) holds ``results.json``, the
-:class:`RunRecord` (what the run was: data folder, config and spec, the sha256 of every file
-it read, the position encoding with every parameter, preset fields, seed, model, versions,
-device; what it found: best epoch, the ``posgen score`` report of its test predictions and the
-far-reliance report of its probe predictions; its wall time), beside ``metrics.jsonl`` (one
-line per epoch), ``predictions.parquet`` and ``probe_predictions.parquet``. Every fact is
-stored once.
-
-:func:`read_run` is the one reader: the read is bounded (a file larger than its limit is
-refused unread), JSON is parsed without NaN or Infinity, and the values must fit the model
-and add up (the scores are of the record's own spec and test split, the counts add up, each
-accuracy is its ratio). A problem is :class:`DamagedRun`: one line naming the file and the
-field, exit status 1.
-
-The JSON Schema is exported to ``posgen/train/run_record.schema.json``
-(``python -m posgen.train.run_record`` rewrites it; a test checks it for drift).
+:class:`RunRecord` states once what the run was (data, spec, file checksums, position
+encoding, preset, seed, model, versions, device) and what it found (best epoch, test scores,
+probe scores, wall time). :func:`read_run` is the one reader: bounded, no NaN or Infinity,
+checked whole (the scores are of the record's own spec and add up); a problem is one
+:class:`DamagedRun` line naming the file and the field (exit 1). ``python -m
+posgen.train.run_record`` rewrites ``run_record.schema.json``.
 
 >>> import tempfile
 >>> folder = Path(tempfile.mkdtemp())
@@ -29,14 +19,13 @@ data: Field required (and 14 more problems)
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
 import stat
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import from_json
@@ -236,15 +225,29 @@ def _damaged(path: Path, lines: list[str]) -> DamagedRun:
 
 
 def _read_json(path: Path, limit: int) -> Any:
-    """The JSON value of ``path``: bounded read, UTF-8, no NaN or Infinity, bounded nesting."""
+    """The JSON value of ``path``: a regular file (a folder, FIFO or device is refused
+    unread), at most ``limit`` bytes, UTF-8, no NaN or Infinity."""
     try:
-        raw = _read_limited(path, limit)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        info = os.fstat(fd)
+        mode, size = info.st_mode, info.st_size
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            kind = "a folder" if stat.S_ISDIR(mode) else "a pipe or a device"
+            raise DamagedRun(f"{shown(path)}: not a regular file ({kind}); not read")
+        if size > limit:
+            os.close(fd)
+            raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
+        with open(fd, "rb") as handle:
+            raw = handle.read(size + 1)
+            if len(raw) > size:  # it grows while it is read: read on, up to the limit
+                raw += handle.read(limit + 1 - len(raw))
     except FileNotFoundError:
         raise DamagedRun(f"{shown(path)}: missing (not a finished run folder)") from None
-    except IsADirectoryError:
-        raise DamagedRun(f"{shown(path)}: is a folder, not a file") from None
     except OSError as error:
         raise DamagedRun(f"{shown(path)}: unreadable ({error.strerror or error})") from None
+    if len(raw) > limit:
+        raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
     try:
         value = from_json(raw, allow_inf_nan=False)
     except ValueError as error:
@@ -253,34 +256,6 @@ def _read_json(path: Path, limit: int) -> Any:
     if where is not None:
         raise DamagedRun(f"{shown(path)}: {where or 'value'}: not a finite number")
     return value
-
-
-def _open_regular(path: Path) -> BinaryIO:
-    """``path`` opened for reading, if it is a regular file (links followed). A FIFO or a
-    device is refused without blocking on it or reading it."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    info = os.fstat(fd)
-    if stat.S_ISDIR(info.st_mode):
-        os.close(fd)
-        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise DamagedRun(f"{shown(path)}: not a regular file (a pipe or a device); not read")
-    return open(fd, "rb")
-
-
-def _read_limited(path: Path, limit: int) -> bytes:
-    """The bytes of ``path``, refused unread when its size is over ``limit``."""
-    with _open_regular(path) as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size > limit:
-            raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
-        raw = handle.read(size + 1)
-        if len(raw) > size:  # the file grows while it is read: read on, up to the limit
-            raw += handle.read(limit + 1 - len(raw))
-    if len(raw) > limit:
-        raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
-    return raw
 
 
 def _non_finite(value: Any, where: str = "") -> str | None:
@@ -299,15 +274,6 @@ def _non_finite(value: Any, where: str = "") -> str | None:
     return None
 
 
-def _validated(model: type[BaseModel], path: Path, value: Any) -> Any:
-    if not isinstance(value, dict):
-        raise DamagedRun(f"{shown(path)}: must be a JSON object, not {type(value).__name__}")
-    try:
-        return model.model_validate(value)
-    except ValidationError as error:
-        raise _damaged(path, problem_lines(error)) from None
-
-
 def is_run(path: Path) -> bool:
     """Whether ``path`` is a finished run folder (it has its record; a damaged one is read,
     and refused, by :func:`read_run`)."""
@@ -317,7 +283,13 @@ def is_run(path: Path) -> bool:
 def read_run(folder: Path) -> RunRecord:
     """A finished run's record, read (bounded) and checked whole."""
     path = Path(folder) / RESULTS
-    record = _validated(RunRecord, path, _read_json(path, MAX_RECORD_BYTES))
+    value = _read_json(path, MAX_RECORD_BYTES)
+    if not isinstance(value, dict):
+        raise DamagedRun(f"{shown(path)}: must be a JSON object, not {type(value).__name__}")
+    try:
+        record = RunRecord.model_validate(value)
+    except ValidationError as error:
+        raise _damaged(path, problem_lines(error)) from None
     problems = record.problems()
     if problems:
         raise _damaged(path, problems)

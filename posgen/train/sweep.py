@@ -8,21 +8,10 @@ Layout (``posgen sweep GRID --out SWEEP``)::
     SWEEP/failed/<job hash>   the one-line reason of a training's last failure
     SWEEP/logs/               each training's output (local) or submitit's files (Slurm)
 
-A run folder appears only when complete (:func:`posgen.store.safety.atomic_folder`), so a
-run whose folder exists is done and never trained again. A training holds the exclusive
-lock on its work folder (:func:`posgen.store.safety.exclusive`) while it runs: a second
-worker of the same training waits and then finds it done, and :func:`run_states` tells
-``running`` from a live lock, never from a PID. A training stopped by a signal keeps its
-checkpoint and resumes from it; one killed outright (SIGKILL, a lost node) leaves no run
-folder, at most a checkpoint and a build folder that the next run removes.
-
-Executors: :func:`run_local` runs N worker processes (``python -m posgen.train.sweep SWEEP
-JOB``, one torch thread each, or one GPU each through ``CUDA_VISIBLE_DEVICES``; output in
-``SWEEP/logs/<job>.log``); a signal to the sweep is passed to every worker, each checkpoints
-and exits, and the kernel sends them SIGTERM if the sweep dies. :func:`submit` sends the
-trainings to Slurm as one submitit job array (``--executor submitit-local`` runs the same
-path on this machine); Slurm's preemption signal (SIGUSR2) checkpoints, then submitit
-requeues the element. Both run :func:`run_job`, the worker's entry.
+A run folder appears only when complete; a training holds its work folder's lock while it
+runs (``running`` is a live lock, never a PID). :func:`run_local` runs worker processes
+(``python -m posgen.train.sweep SWEEP JOB``) and passes a signal on to them; :func:`submit`
+sends the trainings to Slurm as one submitit array. Both run :func:`run_job`.
 """
 
 from __future__ import annotations
@@ -168,13 +157,9 @@ class RunState:
 
 
 def run_states(sweep: Sweep) -> list[RunState]:
-    """Each recorded run: done (its folder exists), running (a live worker holds its
-    training's lock), failed (the last attempt's one-line reason) or waiting.
-
-    The lock is probed before the folder is looked at: a worker writes the run folder (or
-    its failure) before it lets go of the lock, so a run is never reported waiting after
-    it finished.
-    """
+    """Each recorded run: done, running (a live lock), failed (with its reason) or waiting.
+    The lock is probed before the folder: a worker writes its run folder or failure before it
+    lets the lock go, so a finished run never reads as waiting."""
     states = []
     for run in sweep.read().runs:
         work = sweep.work(run.job)
@@ -222,13 +207,8 @@ def label(job: JobSpec) -> str:
 
 
 def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
-    """Run one training of the sweep at ``root``: what every worker (local or Slurm) runs.
-
-    The job (:func:`posgen.train.job.train_runs`) waits for the training's lock, resumes
-    from its checkpoint and writes the run folders still missing; returns those it wrote. A
-    failure is recorded (one line) and raised. The signal model (:mod:`posgen.signals`) is
-    installed here, the worker's entry: a signal checkpoints and raises ``Interrupted``.
-    """
+    """Run one training of the sweep at ``root`` (every worker's entry; it installs the
+    signal model): returns the run folders it wrote; a failure is recorded and raised."""
     import torch
 
     from posgen.train.job import train_runs
@@ -264,18 +244,13 @@ def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
             submitit_handler(stop.signum, None)  # the checkpoint is saved: requeue and exit
         raise
     except Exception as error:
-        sweep.record_failure(job.key, _failure_line(error))
+        sweep.record_failure(job.key, "; ".join(error_exit(error)[0]))
         raise
     finally:
         signals.restore(previous)
         if previous:
             signal.signal(PREEMPTION, submitit_handler)
     return [summary["out"] for summary in written]
-
-
-def _failure_line(error: BaseException) -> str:
-    """What a failed job's record says: its ``error:`` lines (:func:`posgen.errors.error_exit`)."""
-    return "; ".join(error_exit(error)[0])
 
 
 def job_main(argv: list[str]) -> int:
@@ -419,16 +394,12 @@ def _settle(
         return
     if code < 0:
         sweep.record_failure(job.key, f"killed by {signal_name(code)}")
-    outcome.failed[job.key] = _last_error(sweep, job)
-    say(f"{name}: failed: {outcome.failed[job.key]}")
-
-
-def _last_error(sweep: Sweep, job: JobSpec) -> str:
-    path: Path = sweep.failure(job.key)
     try:
-        return path.read_text(errors="replace").strip() or "failed"
+        reason = sweep.failure(job.key).read_text(errors="replace").strip() or "failed"
     except OSError:
-        return f"failed (see {sweep.logs / (job.key + '.log')})"
+        reason = f"failed (see {sweep.logs / (job.key + '.log')})"
+    outcome.failed[job.key] = reason
+    say(f"{name}: failed: {reason}")
 
 
 try:

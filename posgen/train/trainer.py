@@ -1,26 +1,11 @@
 """The training loop: train a stock ``transformers`` Llama on one POSGEN config.
 
-:func:`train` builds ``LlamaForCausalLM`` from a config (nothing downloaded), trains on
-``train`` with AdamW and a one-cycle cosine schedule stepped per batch, validates every
-``eval_every`` epochs with the evaluation frequencies
-(:func:`posgen.encodings.model.use_frequencies`) and keeps the weights with the best
-validation ID accuracy. It writes no files: the job around it
-(:mod:`posgen.train.job`) holds the lock, the checkpoint file and the run folders.
-
-Validation scores only ID positions ``[w, L)``; the model is causal and its frequencies
-do not depend on the row length, so validation rows are cut to length ``L`` (4x less
-work at L' = 4L) with the same predictions there. Encodings that scale themselves by the
-row length (``dynamic``, ``longrope``) are thus validated unscaled and tested scaled.
-
-Position encodings that share their training (equal
-:meth:`~posgen.encodings.ResolvedPE.training_key`: ``rope``, ``yarn``, ``linear`` and
-``llama3``; ``resonance`` and its evaluation-time variants) train identically for a seed,
-so one :func:`train` can serve several: each selects its own checkpoint by its own
-validation accuracy, byte for byte what a training of its own selects.
-
-Randomized positions (:class:`posgen.encodings.builtin.RandomPositions`) give the training
-batches, the validation and the test rows their drawn position ids (with an all-ones attention mask:
-transformers would otherwise read gapped position ids as packed sequences).
+:func:`train` trains with AdamW and a one-cycle cosine schedule stepped per batch, validates
+every ``eval_every`` epochs with the evaluation frequencies and keeps the weights with the
+best validation ID accuracy. It writes no files (the job around it does:
+:mod:`posgen.train.job`). Validation rows are cut to L (only ID positions are scored; the
+model is causal). Encodings with one :meth:`~posgen.encodings.ResolvedPE.training_key` train
+identically, so one :func:`train` serves them all, each selecting its own checkpoint.
 """
 
 from __future__ import annotations
@@ -142,12 +127,8 @@ def predict(
     modulus: int,
     positions: PositionIds | None = None,
 ) -> np.ndarray:
-    """Teacher-forced argmax predictions ``(rows, L)`` of ``input_ids`` ``(rows, L + 1)``.
-
-    The argmax runs over the m tokens only: BOS (id m) is never a target, and a prediction
-    of it would be outside the vocabulary that posgen scores. ``positions`` gives the rows'
-    position ids (randomized positions); by default transformers' ``0 .. L``.
-    """
+    """Teacher-forced argmax predictions ``(rows, L)`` of ``input_ids`` ``(rows, L + 1)``, over
+    the m tokens only (BOS is never a target); ``positions``: explicit position ids."""
     model.eval()
     out = []
     for start in range(0, input_ids.shape[0], batch_size):
@@ -299,14 +280,10 @@ def train(
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     events: Events = _no_events,
 ) -> Trained:
-    """Train once for ``pes`` (all with the same training), validating every ``eval_every``
-    epochs and keeping each encoding's best weights.
+    """Train once for ``pes`` (one shared training), keeping each encoding's best weights.
 
-    ``resume`` is a checkpoint dict this loop handed to ``checkpoint`` (at the end of every
-    epoch, and when a signal stops the run: :class:`posgen.signals.Interrupted` is raised at a
-    step boundary, never inside a step). A resumed run takes the very step an uninterrupted
-    one would (same bytes on CPU). The loop writes no files.
-    """
+    ``checkpoint`` gets the state dict at every epoch's end and when a signal stops the run
+    (between steps); resuming from it takes the very step an uninterrupted run would."""
     resolved = [resolve_pe(pe, config, run_data.train.spec) for pe in pes]
     if len({pe.training_key() for pe in resolved}) != 1:
         names = ", ".join(pe.label for pe in resolved)

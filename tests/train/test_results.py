@@ -42,7 +42,7 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     return data, root / "runs"
 
 
-def test_results_table_holds_mean_std_and_seed_count_per_task_and_pe(runs, tmp_path):
+def test_results_table_holds_accuracy_and_far_reliance_mean_std_and_seed_count(runs, tmp_path):
     data, folder = runs
     out, js, plot = tmp_path / "R.md", tmp_path / "r.json", tmp_path / "c.png"
     args = ["results", folder, "--out", out, "--json", js, "--plot", plot]
@@ -53,13 +53,19 @@ def test_results_table_holds_mean_std_and_seed_count_per_task_and_pe(runs, tmp_p
         for s in (1, 2)
     ]
     ids = [s["id"]["accuracy"] for s in scores]
+    reports = [read_run(run_folder(folder, data, "cot", "yarn", s)).probe_scores for s in (1, 2)]
     cell = json.loads(js.read_text())["tiny"]["tasks"]["cot"]["yarn"]
     assert cell["n"] == 2
     assert cell["seeds"] == [1, 2]
     assert cell["id_mean"] == pytest.approx(statistics.mean(ids))
     assert cell["id_std"] == pytest.approx(statistics.stdev(ids))
+    assert cell["far_ood_mean"] == pytest.approx(
+        statistics.mean(r.ood.far_reliance for r in reports)
+    )
     text = out.read_text()
     assert "Produced by `make results`." in text
+    header = "| task | PE | n | ID accuracy | OOD accuracy | ID far-reliance | OOD far-reliance"
+    assert header in text
     row = f"| cot | yarn | 2 | {statistics.mean(ids):.3f} ± {statistics.stdev(ids):.3f} |"
     assert row in text
     assert plot.stat().st_size > 0
@@ -73,19 +79,6 @@ def test_every_run_scores_the_probe_split_with_the_same_weights(runs):
     predictions = read_predictions(run / PROBE_PREDICTIONS)
     again = score_probe(load_probe(data, "cot", "probe"), predictions.tokens, ids=predictions.ids)
     assert report == again
-
-
-def test_results_show_far_reliance_id_and_ood_next_to_accuracy(runs, tmp_path):
-    data, folder = runs
-    out, js = tmp_path / "R.md", tmp_path / "r.json"
-    result = invoke("results", folder, "--out", out, "--json", js)
-    assert result.exit_code == 0, result.output
-    reports = [read_run(run_folder(folder, data, "cot", "yarn", s)).probe_scores for s in (1, 2)]
-    far_ood = [r.ood.far_reliance for r in reports]
-    cell = json.loads(js.read_text())["tiny"]["tasks"]["cot"]["yarn"]
-    assert cell["far_ood_mean"] == pytest.approx(statistics.mean(far_ood))
-    header = "| task | PE | n | ID accuracy | OOD accuracy | ID far-reliance | OOD far-reliance"
-    assert header in out.read_text()
 
 
 def test_results_without_run_folders_is_one_error_line(tmp_path):
@@ -136,18 +129,13 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(runs, tm
         assert cell["effective_length"] == positions[end - 1], pe
 
 
-def test_results_call_every_cell_complete_when_each_has_all_seeds_the_runs_use(runs, tmp_path):
-    _, folder = runs
-    out = tmp_path / "R.md"
-    result = invoke("results", folder, "--out", out)
-    assert result.exit_code == 0, result.output
-    assert "Incomplete" not in out.read_text()
-
-
-def test_results_name_the_cells_that_miss_a_seed_other_cells_have(runs, tmp_path):
+def test_results_call_cells_complete_or_name_those_missing_a_seed_others_have(runs, tmp_path):
     import shutil
 
     data, folder = runs
+    complete = tmp_path / "C.md"
+    assert invoke("results", folder, "--out", complete).exit_code == 0
+    assert "Incomplete" not in complete.read_text()
     partial = tmp_path / "runs"
     shutil.copytree(folder, partial)
     shutil.rmtree(run_folder(partial, data, "cot", "yarn", 2))

@@ -42,24 +42,8 @@ from tests.data_damage import rewrite_rows  # noqa: E402
 from tests.hardening_counts import recorded  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = [
-    "--layers",
-    "1",
-    "--hidden",
-    "16",
-    "--heads",
-    "2",
-    "--intermediate",
-    "32",
-    "--batch-size",
-    "16",
-    "--eval-batch-size",
-    "8",
-    "--epochs",
-    "1",
-    "--max-steps",
-    "2",
-]
+TINY_MODEL = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32"]
+TINY = [*TINY_MODEL, "--batch-size=16", "--eval-batch-size=8", "--epochs=1", "--max-steps=2"]
 SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"]
 CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 
@@ -251,7 +235,7 @@ def test_a_keyboard_interrupt_from_inside_a_command_is_exit_130(run, tmp_path, m
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("posgen.cli.results.load_run", interrupt)
+    monkeypatch.setattr("posgen.cli.results.read_run", interrupt)
     result = invoke("results", run, "--out", tmp_path / "R.md")
     with recorded("kill", "KeyboardInterrupt-in-command"):
         assert_clean_error(result, 130, "interrupted by SIGINT")
@@ -299,23 +283,8 @@ def test_a_dataset_replaced_during_training_does_not_change_what_the_run_scores_
     def replace_once(name, number=None):
         if name == "step" and not (tmp_path / "replaced").exists():
             (tmp_path / "replaced").touch()
-            made = invoke(
-                "generate",
-                "--task",
-                "recursive",
-                "--train-size",
-                "48",
-                "--val-size",
-                "8",
-                "--test-size",
-                "8",
-                "--seed",
-                "1",
-                "--out",
-                ds,
-                "--overwrite",
-                "-q",
-            )
+            sizes = ["--train-size=48", "--val-size=8", "--test-size=8", "--seed=1"]
+            made = invoke("generate", "--task=recursive", *sizes, "--out", ds, "--overwrite", "-q")
             assert made.exit_code == 0, made.output
 
     monkeypatch.setattr(posgen.signals, "point", replace_once)
@@ -326,13 +295,8 @@ def test_a_dataset_replaced_during_training_does_not_change_what_the_run_scores_
         "score", "--data", original, "--predictions", out / "predictions.parquet", "--json", "-"
     )
     new_id = json.loads((ds / "posgen.json").read_text())["configs"]["recursive"]["spec_id"]
-    read = {
-        file["path"]: file["sha256"]
-        for split in json.loads((original / "posgen.json").read_text())["configs"]["recursive"][
-            "splits"
-        ].values()
-        for file in split["files"]
-    }
+    splits = json.loads((original / "posgen.json").read_text())["configs"]["recursive"]["splits"]
+    read = {file["path"]: file["sha256"] for split in splits.values() for file in split["files"]}
     with recorded("race", "dataset replaced mid-run"):
         assert (tmp_path / "replaced").exists()
         assert new_id != record["scores"]["spec_id"]
@@ -510,34 +474,14 @@ def test_oversized_run_files_are_refused_unread(tmp_path, run, case):
 
 
 MODEL_BOMBS = {
-    "480 GB model": [
-        "--layers",
-        "64",
-        "--hidden",
-        "8192",
-        "--heads",
-        "64",
-        "--intermediate",
-        "65536",
-    ],
-    "wide model": ["--hidden", "8192", "--heads", "64"],
+    "480 GB model": ["--layers=64", "--hidden=8192", "--heads=64", "--intermediate=65536"],
+    "wide model": ["--hidden=8192", "--heads=64"],
     "learned table of 10^11 randomized positions": [
-        "--pe",
-        "learned",
-        "--randomized-positions",
-        "100000000000",
+        "--pe=learned",
+        "--randomized-positions=100000000000",
     ],
-    "wide feed-forward": ["--intermediate", "65536", "--hidden", "4096", "--heads", "32"],
-    "deep model": [
-        "--layers",
-        "64",
-        "--hidden",
-        "2048",
-        "--heads",
-        "16",
-        "--intermediate",
-        "8192",
-    ],
+    "wide feed-forward": ["--intermediate=65536", "--hidden=4096", "--heads=32"],
+    "deep model": ["--layers=64", "--hidden=2048", "--heads=16", "--intermediate=8192"],
 }
 AVAILABLE = 2 * 2**30
 """The memory the refusal tests pretend is available (the same on every machine)."""
@@ -566,31 +510,28 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_up_front(tmp_path, data, cas
         assert not out.exists()
 
 
-def test_memory_that_runs_out_anyway_is_one_line(tmp_path, data, monkeypatch):
-    def exhausted(*args, **kwargs):
-        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
-
-    monkeypatch.setattr("posgen.train.trainer.train", exhausted)
-    out = tmp_path / "run"
-    result = invoke(*train_args(data, out), "--force")
-    with recorded("resources", "train out of memory past --force"):
-        assert_clean_error(result, 1, "out of memory", "estimate")
-        assert not out.exists()
-
-
-def test_memory_that_runs_out_after_a_checkpoint_says_the_checkpoint_was_kept(
-    tmp_path, data, monkeypatch
+@pytest.mark.parametrize(
+    ("progress", "words"),
+    [
+        (None, ["estimate", "no partial run folder"]),
+        ({"step": 1}, ["checkpoint kept in", "or remove it"]),
+    ],
+)
+def test_memory_that_runs_out_anyway_is_one_line_naming_what_was_kept(
+    tmp_path, data, monkeypatch, progress, words
 ):
     def exhausted(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
 
     monkeypatch.setattr("posgen.train.trainer.train", exhausted)
-    monkeypatch.setattr("posgen.train.job.read_progress", lambda folder: {"step": 1})
+    if progress is not None:
+        monkeypatch.setattr("posgen.train.job.read_progress", lambda folder: progress)
     out = tmp_path / "run"
     result = invoke(*train_args(data, out), "--force")
-    line = assert_clean_error(result, 1, "out of memory", "checkpoint kept in", "or remove it")
-    assert "no partial run folder" not in line
-    assert not out.exists()
+    with recorded("resources", f"train out of memory past --force ({words[0]})"):
+        line = assert_clean_error(result, 1, "out of memory", *words)
+        assert ("checkpoint kept" in line) == (progress is not None)
+        assert not out.exists()
 
 
 def test_train_without_config_on_a_folder_of_several_names_them_before_importing_torch(
@@ -908,11 +849,6 @@ def test_a_folder_appearing_at_out_during_the_run_is_kept_and_named(tmp_path, da
         assert_clean_error(result, 1, "--out", str(out), "appeared")
         assert "--overwrite" not in result.output
         assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
-
-
-def test_a_config_the_data_lacks_is_named(tmp_path, data):
-    result = invoke(*train_args(data, tmp_path / "run"), "--config", "cot")
-    assert_clean_error(result, 2, "--config", "no config 'cot'")
 
 
 # --- 9. determinism ----------------------------------------------------------------------

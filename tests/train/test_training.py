@@ -181,15 +181,8 @@ def data(tmp_path_factory) -> Path:
 def test_validation_on_rows_cut_to_L_gives_the_same_id_predictions(data):
     run_data = RunData.load(data, "recursive")
     model = tiny_model("yarn", evaluation=True)
-    full = predict(
-        model,
-        lm_tensors(RunData.load(data, "recursive").test)["input_ids"],
-        8,
-        torch.device("cpu"),
-        17,
-    )
-    cut_rows = lm_tensors(run_data.test, length=L)["input_ids"]
-    cut = predict(model, cut_rows, 8, torch.device("cpu"), 17)
+    full = predict(model, lm_tensors(run_data.test)["input_ids"], 8, torch.device("cpu"), 17)
+    cut = predict(model, lm_tensors(run_data.test, length=L)["input_ids"], 8, "cpu", 17)
     np.testing.assert_array_equal(full[:, :L], cut)
     assert run_data.validation.tokens.shape[1] == L
 
