@@ -338,8 +338,10 @@ class Dataset:
             except OSError:
                 pass  # file_problems names it
         problems = file_problems(self.root, self.format, where, entry, data=data)
-        if problems or data is None:
-            raise DamagedDataset(self.root, [str(p) for p in problems] or [f"{path}: unreadable"])
+        if problems or data is None:  # the first problem names the file: one line, as before
+            raise DamagedDataset(
+                self.root, [str(problems[0]) if problems else f"{path}: unreadable"]
+            )
         return pa.py_buffer(data)
 
     # --- verification and the datasets view ----------------------------------------------
