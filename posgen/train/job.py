@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from posgen import signals
 from posgen.encodings import PERequest
 from posgen.errors import RunError, UsageError, human_bytes
-from posgen.scoring.folder import load_probe, score_reference
+from posgen.scoring.folder import score_reference
 from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reliance import RelianceReport, score_probe
 from posgen.spec import PROBE_SPLIT
@@ -304,7 +304,7 @@ def _write_probe(
     report (for the record) into the run folder ``build``."""
     from posgen.train.trainer import predict_split
 
-    probe = job.run_data.probe or load_probe(job.data, job.run_data.test.config, PROBE_SPLIT)
+    probe = job.run_data.probe
     predictions = predict_split(model, probe, job.config.eval_batch_size, job.device, positions)
     made_for = (probe.spec.spec_id, PROBE_SPLIT)
     write_predictions(

@@ -210,11 +210,11 @@ class RunData:
     train: ReferenceSplit
     validation: ReferenceSplit
     test: ReferenceSplit
+    probe: ProbeSplit
+    """The ``probe`` split (every spec has one), read in the same pinned read."""
 
     files: dict[str, str] = field(default_factory=dict)
     """``path -> sha256`` of every file read (checked against the manifest as read)."""
-    probe: ProbeSplit | None = None
-    """The ``probe`` split, read in the same pinned read (None when the config has none)."""
 
     @classmethod
     def load(cls, data: Path | Dataset, config: str) -> RunData:
@@ -227,10 +227,8 @@ class RunData:
             splits = dataset.splits(config, names, cut=("validation",))
             files = {path: digest for split in splits.values() for path, digest in split.files}
             entry = dataset.manifest.configs[config]
-            probe = None
-            if PROBE_SPLIT in entry.splits:
-                probe = dataset.probe(config, PROBE_SPLIT)
-                files |= {file.path: file.sha256 for file in entry.splits[PROBE_SPLIT].files}
+            probe = dataset.probe(config, PROBE_SPLIT)
+            files |= {file.path: file.sha256 for file in entry.splits[PROBE_SPLIT].files}
             return cls(**splits, files=files, probe=probe)
 
         dataset = data if isinstance(data, Dataset) else Dataset.open(data)
