@@ -34,7 +34,8 @@ from posgen.train.config import (
 from posgen.train.job import resume_folder
 
 OVERRIDES = ("layers", "hidden", "heads", "intermediate", "lr", "weight_decay", "warmup")
-OVERRIDES += ("batch_size", "eval_batch_size", "epochs", "eval_every", "max_steps")
+OVERRIDES += ("batch_size", "eval_batch_size", "epochs", "eval_every", "max_steps", "probe_every")
+OVERRIDES += ("question_ids",)
 """TrainConfig fields a flag overrides (``--batch-size`` sets ``batch_size``)."""
 MODEL_FLAGS = "--hidden/--heads"
 """What a problem of the whole model (not of one field) is about: the head dimension."""
@@ -59,9 +60,12 @@ def resolve_train_config(preset_name: str, overrides: dict[str, Any]) -> TrainCo
 def _override_options(function: Any) -> Any:
     for name in reversed(OVERRIDES):
         field = TrainConfig.model_fields[name]
-        kind = float if field.annotation is float else int
         flag = "--" + name.replace("_", "-")
-        option = click.option(flag, name, type=kind, help=f"{field.description} [preset]")
+        if field.annotation is bool:
+            option = click.option(flag, name, is_flag=True, default=None, help=field.description)
+        else:
+            kind = float if field.annotation is float else int
+            option = click.option(flag, name, type=kind, help=f"{field.description} [preset]")
         function = option(function)
     return function
 

@@ -63,6 +63,19 @@ class TrainConfig(BaseModel):
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many steps (smoke runs); the schedule spans them."
     )
+    probe_every: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="Score far-reliance on the probe split every this many epochs, with each "
+        "validation (0: only the kept model's, at the end).",
+    )
+    question_ids: bool = Field(
+        False,
+        strict=True,
+        description="Give the question tokens x_0 .. x_{j-1} input ids of their own (m + 1 + x), "
+        "so a model can tell them apart from the chain (cot).",
+    )
     seeds: list[int] = Field(min_length=1, description="Seeds `make results` runs.")
 
     @model_validator(mode="after")

@@ -259,7 +259,9 @@ def _write_run(
     test = run_data.test
     spec = test.spec
     positions = evaluation_positions(pe, job.seed, "test")
-    predictions = predict_split(model, test, config.eval_batch_size, device, positions)
+    predictions = predict_split(
+        model, test, config.eval_batch_size, device, positions, config.question_ids
+    )
     with atomic_folder(out) as build:
         lines = [json.dumps(_epoch_line(record, pe.label), sort_keys=True) + "\n" for record in log]
         (build / METRICS).write_text("".join(lines))
@@ -305,7 +307,10 @@ def _write_probe(
     from posgen.train.trainer import predict_split
 
     probe = job.run_data.probe
-    predictions = predict_split(model, probe, job.config.eval_batch_size, job.device, positions)
+    config = job.config
+    predictions = predict_split(
+        model, probe, config.eval_batch_size, job.device, positions, config.question_ids
+    )
     made_for = (probe.spec.spec_id, PROBE_SPLIT)
     write_predictions(
         build / PROBE_PREDICTIONS, probe.ids, predictions, probe.spec.modulus, made_for
@@ -314,9 +319,14 @@ def _write_probe(
 
 
 def _epoch_line(record: dict[str, Any], pe: str) -> dict[str, Any]:
-    """One epoch's log line for ``pe``: its own validation accuracy, no other embedding's."""
-    line = {k: v for k, v in record.items() if not k.startswith("val_id_accuracy/")}
-    key = f"val_id_accuracy/{pe}"
-    if key in record:
-        line["val_id_accuracy"] = record[key]
+    """One epoch's log line for ``pe``: its own validation accuracy (and far-reliance, with
+    ``probe_every``), no other embedding's."""
+    line = {k: v for k, v in record.items() if "/" not in k}
+    for name in PER_ENCODING:
+        if f"{name}/{pe}" in record:
+            line[name] = record[f"{name}/{pe}"]
     return line
+
+
+PER_ENCODING = ("val_id_accuracy", "far_reliance_id", "far_reliance_ood")
+"""Epoch-log figures the training records per encoding (``name/label``)."""

@@ -31,6 +31,7 @@ from posgen.encodings.builtin import RandomPositions
 from posgen.encodings.model import llama_for, parameter_groups, use_frequencies
 from posgen.scoring.folder import score_aligned
 from posgen.scoring.prediction_files import lm_arrays, predictions_from_logits, vocab_size
+from posgen.scoring.reliance import RelianceReport, score_probe
 from posgen.spec import PROBE_SPLIT, TaskSpec
 from posgen.store.dataset import Dataset, ProbeSplit, ReferenceSplit
 from posgen.train.config import TrainConfig
@@ -81,7 +82,7 @@ def build_model(
     torch.manual_seed(seeds_for(seed)[0])
     return llama_for(
         resolved,
-        vocab=vocab_size(spec),
+        vocab=vocab_size(spec) + (spec.modulus if config.question_ids else 0),
         bos=spec.modulus,
         hidden=config.hidden,
         heads=config.heads,
@@ -91,13 +92,22 @@ def build_model(
 
 
 def lm_tensors(
-    reference: ReferenceSplit | ProbeSplit, length: int | None = None, rows: Any = None
+    reference: ReferenceSplit | ProbeSplit,
+    length: int | None = None,
+    rows: Any = None,
+    question_ids: bool = False,
 ) -> dict[str, torch.Tensor]:
     """``input_ids`` and ``labels`` (int64) of a split's rows (all, or those in ``rows``;
-    cut to ``length`` tokens if given). Built per batch: the split stays at its stored width."""
+    cut to ``length`` tokens if given). Built per batch: the split stays at its stored width.
+
+    ``question_ids``: the question tokens x_0 .. x_{j-1} (inputs 1 .. j, after BOS = m) get
+    ids m + 1 + x of their own, e.g. m 17, j 1: ``BOS 5 ...`` -> ``17 23 ...``."""
     tokens = reference.tokens if rows is None else reference.tokens[rows]
     tokens = tokens if length is None else tokens[:, :length]
-    arrays = lm_arrays(tokens, reference.spec.modulus, reference.spec.window)
+    spec = reference.spec
+    arrays = lm_arrays(tokens, spec.modulus, spec.window)
+    if question_ids:
+        arrays["input_ids"][:, 1 : 1 + spec.far] += spec.modulus + 1
     return {name: torch.from_numpy(arrays[name]) for name in ("input_ids", "labels")}
 
 
@@ -146,14 +156,16 @@ def predict_split(
     batch_size: int,
     device: torch.device,
     positions: PositionIds | None = None,
+    question_ids: bool = False,
 ) -> np.ndarray:
-    """:func:`predict` of a split's rows, inputs built one batch at a time; predictions at the
-    split's stored width (the tokens are 0 .. m-1)."""
+    """:func:`predict` of a split's rows, inputs built one batch at a time (``question_ids``:
+    see :func:`lm_tensors`); predictions at the split's stored width (tokens 0 .. m-1)."""
     rows = reference.tokens.shape[0]
     out = np.empty(reference.tokens.shape, dtype=reference.tokens.dtype)
     modulus = reference.spec.modulus
     for start in range(0, rows, batch_size):
-        ids = lm_tensors(reference, rows=slice(start, start + batch_size))["input_ids"]
+        batch_rows = slice(start, start + batch_size)
+        ids = lm_tensors(reference, rows=batch_rows, question_ids=question_ids)["input_ids"]
         shifted = None
         if positions is not None:
             shifted = lambda first, n, length, at=start: positions(at + first, n, length)  # noqa: E731
@@ -311,7 +323,9 @@ def train(
                     break
                 step_started = time.perf_counter()
                 tensors = lm_tensors(
-                    run_data.train, rows=order[begin : begin + config.batch_size].numpy()
+                    run_data.train,
+                    rows=order[begin : begin + config.batch_size].numpy(),
+                    question_ids=config.question_ids,
                 )
                 batch = tensors["input_ids"]
                 positions = None
@@ -347,6 +361,14 @@ def train(
                         if accuracy > selection.accuracy:
                             selection.accuracy, selection.epoch = accuracy, at.epoch
                             selection.state = copy.deepcopy(model.state_dict())
+                        if config.probe_every and (at.epoch % config.probe_every == 0 or last):
+                            reliance = _probe(model, run_data, selection.pe, config, device, seed)
+                            record[f"far_reliance_id/{selection.pe.label}"] = (
+                                reliance.id.far_reliance
+                            )
+                            record[f"far_reliance_ood/{selection.pe.label}"] = (
+                                reliance.ood.far_reliance
+                            )
                     use_frequencies(model, train_rope)
                     events("validation", at.step)
                 record["seconds"] = round(time.perf_counter() - started, 3)
@@ -453,7 +475,27 @@ def _validate(
     use_frequencies(model, pe.rope(evaluation=True))
     positions = evaluation_positions(pe, seed, "validation")
     predictions = predict_split(
-        model, run_data.validation, config.eval_batch_size, device, positions
+        model, run_data.validation, config.eval_batch_size, device, positions, config.question_ids
     )
     accuracy = score_aligned(run_data.validation, predictions).id.accuracy
     return float(accuracy or 0.0)
+
+
+def _probe(
+    model: LlamaForCausalLM,
+    run_data: RunData,
+    pe: ResolvedPE,
+    config: TrainConfig,
+    device: torch.device,
+    seed: int,
+) -> RelianceReport:
+    """Far-reliance of ``model`` now on the probe split (``probe_every``), with ``pe``'s
+    evaluation frequencies and the test rows' position ids (probe row i is test row i
+    altered), as the run's final probe scores are taken."""
+    use_frequencies(model, pe.rope(evaluation=True))
+    positions = evaluation_positions(pe, seed, "test")
+    probe = run_data.probe
+    predictions = predict_split(
+        model, probe, config.eval_batch_size, device, positions, config.question_ids
+    )
+    return score_probe(probe, predictions)

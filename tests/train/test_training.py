@@ -317,3 +317,53 @@ def test_predictions_never_name_bos_even_when_its_logit_is_largest():
 
     predictions = predict(BosLover(), torch.zeros((2, 6), dtype=torch.long), 1, "cpu", 17)
     assert predictions.tolist() == [[5] * 5] * 2
+
+
+def test_probe_every_logs_far_reliance_per_epoch_and_the_kept_epoch_matches_the_run(
+    tiny_training_dataset, tmp_path
+):
+    out = tmp_path / "run"
+    config = preset("cpu", **TINY, epochs=3, probe_every=1)
+    train_runs(tiny_training_dataset, "cot", ["rope"], config, 5, [out], "cpu")
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in log] == [1, 2, 3]
+    assert all(0 <= line["far_reliance_id"] <= 1 for line in log)
+    assert all(0 <= line["far_reliance_ood"] <= 1 for line in log)
+    record = json.loads((out / "results.json").read_text())
+    kept = log[record["best_epoch"] - 1]
+    # the kept weights are the weights of that epoch: the same probe predictions
+    assert kept["far_reliance_id"] == record["probe_scores"]["id"]["far_reliance"]
+    assert kept["far_reliance_ood"] == record["probe_scores"]["ood"]["far_reliance"]
+
+
+def test_without_probe_every_the_epoch_log_has_no_far_reliance(data, tmp_path):
+    out = tmp_path / "run"
+    train_runs(data, "recursive", ["rope"], preset("cpu", **TINY, epochs=1), 5, [out], "cpu")
+    (line,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert not any(key.startswith("far_reliance") for key in line)
+
+
+def test_question_ids_move_only_the_question_tokens_to_ids_of_their_own(tiny_training_dataset):
+    run_data = RunData.load(tiny_training_dataset, "cot")
+    spec = run_data.train.spec
+    plain = lm_tensors(run_data.train, rows=slice(0, 4))
+    tagged = lm_tensors(run_data.train, rows=slice(0, 4), question_ids=True)
+    question = slice(1, 1 + spec.far)  # after BOS: x_0 .. x_{j-1}
+    assert (tagged["input_ids"][:, question] == plain["input_ids"][:, question] + 18).all()
+    assert (tagged["input_ids"][:, 1 + spec.far :] == plain["input_ids"][:, 1 + spec.far :]).all()
+    assert (tagged["input_ids"][:, 0] == plain["input_ids"][:, 0]).all()
+    assert (tagged["labels"] == plain["labels"]).all()
+
+
+def test_a_question_ids_run_trains_a_wider_vocabulary_and_scores_its_predictions(
+    tiny_training_dataset, tmp_path
+):
+    out = tmp_path / "run"
+    args = ["train", "--data", tiny_training_dataset, "--config", "cot", "--pe", "rope"]
+    args += [*TINY_FLAGS, "--epochs", "1", "--question-ids", "--save-model", "--out", out, "-q"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "results.json").read_text())
+    assert record["train"]["question_ids"] is True
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["vocab_size"] == 17 + 1 + 17
