@@ -11,7 +11,7 @@ DATA_DIR ?= out/posgen-v1
 CARDS_DIR ?= out/cards
 OFFICIAL_CARDS := paper posgen-v1 posgen-v2
 
-.PHONY: install install-train results results-all results-data probe-check data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train search
+.PHONY: install install-train results results-all results-data probe-check data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train search far-read
 
 install: $(VENV)/.installed
 
@@ -134,3 +134,18 @@ SEARCH ?=
 search: install-train
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.probe_search $(SEARCH)
 	$(BIN)/python -m benchmarks.probe_search --table docs/search/runs.jsonl --out docs/validity.md
+
+# Issue 28's far-read map (research, not a test): the sweeps of grids/far-read-*.toml (2-layer
+# Llama at hidden 128, RoPE, weight decay 1.0 and 0.1, lr 2e-4 and 1e-3, 20 epochs, far-reliance
+# on the probe split after every epoch) on posgen-v1 cot and semirecursive and far_perm cot with
+# question ids; then one JSON line per run in docs/search/runs.jsonl and the map in
+# docs/validity.md. About 20-25 minutes of one idle core per run (10 runs).
+FAR_READ_DATA := out/map
+far-read: install-train
+	$(BIN)/posgen generate --spec task_specs/posgen-v1.toml --out $(FAR_READ_DATA)/posgen-v1 --overwrite -q
+	$(BIN)/posgen generate --spec task_specs/posgen-v3-candidate-qperm.toml --out $(FAR_READ_DATA)/qperm --overwrite -q
+	OMP_NUM_THREADS=1 $(BIN)/posgen sweep grids/far-read-cot.toml --out runs/far-read --jobs 2
+	OMP_NUM_THREADS=1 $(BIN)/posgen sweep grids/far-read-wd01.toml --out runs/far-read --jobs 2
+	OMP_NUM_THREADS=1 $(BIN)/posgen sweep grids/far-read-qperm.toml --out runs/far-read-qperm --jobs 2
+	OMP_NUM_THREADS=1 $(BIN)/posgen sweep grids/far-read-semirecursive.toml --out runs/far-read-semirecursive --jobs 2
+	$(BIN)/python -m benchmarks.far_read_map runs/far-read runs/far-read-qperm runs/far-read-semirecursive

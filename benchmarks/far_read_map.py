@@ -1,0 +1,188 @@
+"""Issue 28's far-read map: when does a trained model read the far operand?
+
+A research script (not in the wheel). The runs are ordinary ``posgen sweep`` runs of the
+grids ``grids/far-read-*.toml`` (``make far-read``), trained with ``probe_every = 1`` so that
+every epoch's log holds the far-reliance of the weights of that epoch on the probe split.
+This script reads the finished run folders through posgen's checked reader
+(:func:`posgen.train.run_record.read_run`) and
+
+* upserts one JSON line per run into ``docs/search/runs.jsonl`` (key ``run``: the sweep's run
+  hash; the issue-17 lines already there are kept), with the training settings, the test and
+  probe figures and the per-epoch history;
+* renders the map (one line per setting) and the far-reliance curve of the best setting
+  between the ``<!-- far-read map -->`` markers of ``docs/validity.md``.
+
+    python -m benchmarks.far_read_map runs/far-read runs/far-read-qperm ...
+
+Every figure in the map is read from a line of the log, and every line names its run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG = ROOT / "docs" / "search" / "runs.jsonl"
+DOC = ROOT / "docs" / "validity.md"
+BEGIN, END = "<!-- far-read map -->\n", "<!-- end far-read map -->"
+PASSES = 0.2
+"""The far-reliance whose first crossing (ID, per epoch) the map reports."""
+READS = 0.5
+"""The issue's bar: a setting whose ID far-reliance reaches it reads the far operand."""
+
+
+def record_line(folder: Path) -> dict[str, Any]:
+    """The log line of one finished run folder (``results.json`` + ``metrics.jsonl``)."""
+    from posgen.train.run_record import METRICS, read_run
+
+    record = read_run(folder)
+    history = []
+    for text in (folder / METRICS).read_text().splitlines():
+        epoch = json.loads(text)
+        history.append(
+            {
+                "epoch": epoch["epoch"],
+                "loss": epoch["train_loss"],
+                "val_id": epoch.get("val_id_accuracy"),
+                "far_id": epoch.get("far_reliance_id"),
+                "far_ood": epoch.get("far_reliance_ood"),
+                "seconds": epoch["seconds"],
+            }
+        )
+    spec, train, probe = record.spec, record.train, record.probe_scores
+    passes = next((h["epoch"] for h in history if (h["far_id"] or 0) > PASSES), None)
+    return {
+        "run": folder.name,
+        "folder": _relative(folder),
+        "name": f"map-{Path(record.data.folder).name}-{record.data.config}"
+        + ("-qids" if train.question_ids else "")
+        + f"-wd{train.weight_decay:g}-lr{train.lr:g}-e{train.epochs}-s{record.seed}",
+        "issue": 28,
+        "spec_id": spec.spec_id,
+        "dataset": Path(record.data.folder).name,
+        "config": record.data.config,
+        "op": spec.op,
+        "m": spec.modulus,
+        "k": spec.near,
+        "j": spec.far,
+        "pe": record.position_encoding.label,
+        "seed": record.seed,
+        "train": train.model_dump(mode="json"),
+        "epochs": train.epochs,
+        "best_epoch": record.best_epoch,
+        "train_seconds": record.train_seconds,
+        "accuracy": {"id": record.scores.id.accuracy, "ood": record.scores.ood.accuracy},
+        "reliance": {
+            part: {
+                "far": getattr(probe, part).far_reliance,
+                "local": getattr(probe, part).local_reliance,
+                "counted": getattr(probe, part).counted,
+            }
+            for part in ("id", "ood")
+        }
+        if probe is not None
+        else None,
+        "first_epoch_far_id_over_0.2": passes,
+        "max_far_id": max((h["far_id"] or 0.0 for h in history), default=None),
+        "history": history,
+    }
+
+
+def _relative(folder: Path) -> str:
+    """``folder`` relative to the repository when inside it (``runs/far-read/runs/<hash>``)."""
+    try:
+        return str(folder.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(folder)
+
+
+def upsert(lines: list[dict[str, Any]], log: Path) -> list[dict[str, Any]]:
+    """The log with ``lines`` replacing earlier lines of the same run (others kept, in order)."""
+    old = [json.loads(text) for text in log.read_text().splitlines() if text] if log.exists() else []
+    new = {line["run"]: line for line in lines}
+    kept = [line for line in old if line.get("run") not in new]
+    return kept + sorted(new.values(), key=lambda line: line["name"])
+
+
+def _f(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def render(records: list[dict[str, Any]]) -> str:
+    """The map (issue-28 lines of the log) and the best setting's curve, as Markdown."""
+    runs = [r for r in records if r.get("issue") == 28]
+    head = (
+        "| setting | data (task) | question ids | wd | lr | epochs | seed | ID acc | OOD acc "
+        "| far-rel ID | far-rel OOD | kept unaltered ID | kept unaltered OOD "
+        "| max far-rel ID (epoch) | first epoch far-rel ID > 0.2 | train min | run |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in runs:
+        tr, rel, acc = r["train"], r["reliance"] or {}, r["accuracy"]
+        best = max(r["history"], key=lambda h: h["far_id"] or 0.0)
+        cells = [
+            r["name"],
+            f"{r['dataset']} ({r['config']})",
+            "yes" if tr["question_ids"] else "no",
+            f"{tr['weight_decay']:g}",
+            f"{tr['lr']:g}",
+            r["epochs"],
+            r["seed"],
+            acc["id"],
+            acc["ood"],
+            rel.get("id", {}).get("far"),
+            rel.get("ood", {}).get("far"),
+            rel.get("id", {}).get("local"),
+            rel.get("ood", {}).get("local"),
+            f"{_f(best['far_id'])} ({best['epoch']})",
+            r["first_epoch_far_id_over_0.2"] or "never",
+            f"{(r['train_seconds'] or 0) / 60:.0f}",
+            f"`{r['run']}`",
+        ]
+        lines.append("| " + " | ".join(_f(c) for c in cells) + " |")
+    if not runs:
+        return "\n".join(lines) + "\n"
+    top = max(runs, key=lambda r: (r["max_far_id"] or 0.0, r["accuracy"]["id"] or 0.0))
+    lines += [
+        "",
+        f"Far-reliance per epoch of the setting with the highest ID far-reliance, `{top['name']}`"
+        " (weights of that epoch, probe split; chance is about 1/m):",
+        "",
+        "| epoch | train loss | val ID acc | far-rel ID | far-rel OOD |",
+        "|---|---|---|---|---|",
+    ]
+    for h in top["history"]:
+        cells = [h["epoch"], h["loss"], h["val_id"], h["far_id"], h["far_ood"]]
+        lines.append("| " + " | ".join(_f(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("sweeps", nargs="*", type=Path, help="sweep folders (their runs/)")
+    parser.add_argument("--log", type=Path, default=LOG)
+    parser.add_argument("--doc", type=Path, default=DOC)
+    args = parser.parse_args(argv)
+    from posgen.train.run_record import is_run
+
+    folders = sorted(
+        run for sweep in args.sweeps for run in (sweep / "runs").glob("*") if is_run(run)
+    )
+    records = upsert([record_line(folder) for folder in folders], args.log)
+    args.log.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    doc = args.doc.read_text()
+    if BEGIN not in doc or END not in doc:
+        print(f"error: {args.doc} has no {BEGIN.strip()} ... {END} markers", file=sys.stderr)
+        return 2
+    before, rest = doc.split(BEGIN, 1)
+    args.doc.write_text(before + BEGIN + render(records) + END + rest.split(END, 1)[1])
+    print(f"{len(folders)} runs -> {args.log}, map in {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
