@@ -90,7 +90,8 @@ class PositionEncoding:
     attention function finds as ``module.position_module``: one per layer, or one for all
     layers when ``shared_module``), ``input_positions(parameters, lengths, hidden, positions)``
     (a module), ``max_positions`` (default L'+1), a results-table ``confound`` line and
-    ``check(parameters, lengths)``, which raises ``ValueError`` on an unusable setup."""
+    ``check(parameters, lengths)``, which raises ``ValueError`` on an unusable setup, and
+    ``randomized``: randomized positions unless the request sets a range (``auto``: L'+1)."""
 
     name: str
     summary: str
@@ -103,6 +104,7 @@ class PositionEncoding:
     attention_module: Callable[[Mapping[str, Any], Lengths], nn.Module] | None = None
     shared_module: bool = False
     check: Callable[[Mapping[str, Any], Lengths], None] | None = None
+    randomized: Literal["auto"] | None = None
     optional: tuple[str, ...] = ()
     max_positions: Callable[[Mapping[str, Any], Lengths], int] | None = None
     confound: str | None = None
@@ -343,7 +345,7 @@ def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
             f"(parameters: {accepted})"
         )
     parameters = {**defaults, **request.parameters}
-    randomized = request.randomized
+    randomized = request.randomized if request.randomized is not None else encoding.randomized
     if randomized == "auto":
         randomized = lengths.test + 1
     if randomized is not None and randomized < lengths.test + 1:

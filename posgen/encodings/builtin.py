@@ -690,6 +690,15 @@ register(
     )
 )
 register(
+    replace(
+        ENCODINGS["fire"],
+        name="fire-random",
+        summary="randomized FIRE (McLeish et al. 2024): FIRE with randomized position ids "
+        "(Ruoss et al. 2023) over L'+1 by default (--randomized-positions sets the range)",
+        randomized="auto",
+    )
+)
+register(
     bias_encoding(
         "kerple",
         "KERPLE log (Chi et al. 2022): -r1 log(1 + r2 |i - j|), r1, r2 > 0 learned per head "

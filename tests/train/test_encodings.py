@@ -76,8 +76,8 @@ GAPPED = torch.tensor([[0, 3, 4, 9, 20, 21, 30, 41, 42, 50, 60, 61]] * 2)
 def test_built_ins_are_registered_in_table_order_with_a_resonance_twin_per_rope_row():
     names = list(ENCODINGS)
     assert names[:4] == ["rope", "resonance", "yarn", "resonance_yarn"]
-    assert len(names) == 23 and names[14:17] == ["alibi", "learned", "sinusoidal"]
-    assert names[17:] == ["t5", "fire", "kerple", "xpos", "cope", "logn"]
+    assert len(names) == 24 and names[14:17] == ["alibi", "learned", "sinusoidal"]
+    assert names[17:] == ["t5", "fire", "fire-random", "kerple", "xpos", "cope", "logn"]
     assert "resonance_longrope" not in names  # transformers switches only the type "longrope"
     for row in ROPE_TYPES:
         plain = ENCODINGS[row.name]

@@ -18,7 +18,7 @@ from tests.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 L, L_TEST, HEADS, HEAD_DIM = 64, 256, 2, 8
 LENGTHS = Lengths(train=L, test=L_TEST, head_dim=HEAD_DIM, heads=HEADS)
 POSITIONS = [0, 1, 3, 4, 9, 20, 70, 300]  # gapped, past L and past the T5 max distance
-NEW = ["t5", "fire", "kerple", "xpos", "cope", "logn"]
+NEW = ["t5", "fire", "fire-random", "kerple", "xpos", "cope", "logn"]
 
 
 def tiny(pe: str, **parameters):
@@ -310,6 +310,7 @@ def test_every_new_encoding_says_who_proposed_it():
     authors = {
         "t5": "Raffel et al. 2020",
         "fire": "Li et al. 2023",
+        "fire-random": "McLeish et al. 2024",
         "kerple": "Chi et al. 2022",
         "xpos": "Sun et al. 2023",
         "cope": "Golovneva et al. 2024",
@@ -317,3 +318,12 @@ def test_every_new_encoding_says_who_proposed_it():
     }
     assert all(authors[pe] in lines[pe] for pe in NEW)
     assert len(lines) >= 23 and set(NEW) <= set(ENCODINGS)
+
+
+def test_fire_random_is_fire_with_randomized_positions_over_l_prime_plus_1_by_default():
+    default = resolve(PERequest(name="fire-random"), LENGTHS)
+    assert default.randomized == L_TEST + 1 and default.label == "fire-random"
+    assert default.encoding.attention == ENCODINGS["fire"].attention
+    wider = resolve(PERequest(name="fire-random", randomized=400), LENGTHS)
+    assert wider.randomized == 400 and wider.label == "fire-random+randomized400"
+    assert resolve(PERequest(name="fire"), LENGTHS).randomized is None
