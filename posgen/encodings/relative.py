@@ -223,7 +223,7 @@ def logn_scale(position_ids: torch.Tensor, train_positions: int) -> torch.Tensor
     up to and including the query at position ``p``.
 
     >>> [round(v, 4) for v in logn_scale(torch.tensor([[0, 64, 65, 256]]), 65)[0].tolist()]
-    [1.0, 1.0, 1.0037, 1.3288]
+    [1.0, 1.0, 1.0037, 1.3293]
     """
     n = position_ids.to(torch.float32) + 1
     return (torch.log(n) / math.log(train_positions)).clamp(min=1.0)

@@ -342,8 +342,9 @@ def test_randomized_positions_reach_the_model_in_training(data, tmp_path, monkey
 
 @pytest.mark.parametrize(
     "request_",
-    [PERequest(name=name) for name in ENCODINGS] + [PERequest(name="alibi", randomized="auto")],
-    ids=[*ENCODINGS, "alibi+randomized"],
+    [PERequest(name=name) for name in ENCODINGS]
+    + [PERequest(name="alibi", randomized="auto"), PERequest(name="yarn+logn")],
+    ids=[*ENCODINGS, "alibi+randomized", "yarn+logn"],
 )
 def test_every_pe_trains_saves_and_reloads_to_the_same_predictions(data, tmp_path, request_):
     config = preset("cpu", **TINY, epochs=1, max_steps=2)
