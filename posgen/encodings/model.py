@@ -149,9 +149,14 @@ def load_model(folder: str | Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
         raise UsageError(
             f"{folder}: no saved model here (train with --save-model; it writes RUN/model)"
         )
-    spec = json.loads((folder / PE_FILE).read_text())
     try:
-        pe = resolve(PERequest.model_validate(spec["request"]), Lengths(**spec["lengths"]))
+        spec = json.loads((folder / PE_FILE).read_text())
+        request, lengths = PERequest.model_validate(spec["request"]), Lengths(**spec["lengths"])
+    except (ValueError, KeyError, TypeError) as error:
+        problem = f"{type(error).__name__}: {error}".splitlines()[0]
+        raise UsageError(f"{folder / PE_FILE}: not a posgen model's encoding ({problem})") from None
+    try:
+        pe = resolve(request, lengths)
     except PEError as error:
         raise UsageError(f"{folder}: {error}") from None
     config = LlamaConfig.from_pretrained(folder)

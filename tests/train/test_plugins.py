@@ -249,3 +249,25 @@ def test_posgen_imports_without_torch_and_load_model_is_documented():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "True None", done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{", "JSONDecodeError"),
+        ("{}", "KeyError"),
+        ('{"request": {"name": "rope"}, "lengths": 1}', "TypeError"),
+    ],
+    ids=["not-json", "no-request", "bad-lengths"],
+)
+def test_load_model_of_a_damaged_encoding_file_is_one_usage_error(text, problem, tmp_path):
+    import posgen
+    from posgen.errors import UsageError
+
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "model" / "position_encoding.json").write_text(text)
+    with pytest.raises(UsageError) as error:
+        posgen.load_model(tmp_path / "run")
+    where = tmp_path / "run" / "model" / "position_encoding.json"
+    assert str(error.value).startswith(f"{where}: not a posgen model's encoding ({problem}")
+    assert "\n" not in str(error.value)
