@@ -6,7 +6,9 @@ The entry points the README uses, importable from ``posgen`` directly:
 - rows in memory: :func:`generate_split`, :func:`generate_rows`, :func:`to_dataset_dict`;
 - datasets on disk: :func:`write_dataset`, :func:`load`, :func:`read_manifest`;
 - metrics: :func:`score`, :func:`score_file` (the validator: ``from posgen.validate import
-  validate``; ``posgen.validate`` is its subpackage).
+  validate``; ``posgen.validate`` is its subpackage);
+- trained models: :func:`load_model` (``posgen train --save-model``'s model with its position
+  encoding; imports torch when called, the ``train`` extra).
 
 >>> from posgen import TaskSpec, generate_split
 >>> generate_split(TaskSpec(task="recursive", seeding="paper", train_size=1,
@@ -21,6 +23,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time through __getattr__
+    from posgen.encodings.model import load_model as load_model
     from posgen.generator import generate_rows as generate_rows
     from posgen.generator import generate_split as generate_split
     from posgen.generator import grow as grow
@@ -47,6 +50,7 @@ _LAZY = {
         "posgen.store.dataset": ("load",),
         "posgen.store.formats": ("to_dataset_dict",),
         "posgen.scoring": ("score", "score_file"),
+        "posgen.encodings.model": ("load_model",),
     }.items()
     for name in names
 }

@@ -1,11 +1,14 @@
 """Position encodings: what a ``--pe`` is, the one registry of them, and a run's resolution
 (no torch here: :mod:`.builtin` holds the built-ins, :mod:`.model` builds the Llama).
 
-A :class:`PositionEncoding` enters the stock ``LlamaForCausalLM`` through up to three doors:
+A :class:`PositionEncoding` enters the stock ``LlamaForCausalLM`` through up to four doors:
 ``rope`` (the config's ``rope_parameters``; :data:`NO_ROPE` rotates nothing), ``attention``
-(a registered attention function, as ALiBi's bias) and ``input_positions`` (a module whose
-vectors are added to the token embeddings). Built-ins, entry points (group
-``posgen.position_encodings``) and ``package.module:NAME`` all live in :data:`ENCODINGS`.
+(a registered attention function, as ALiBi's bias), ``attention_module`` (a module with the
+attention's learned weights, e.g. T5's bias table, one per layer or one shared) and
+``input_positions`` (a module whose vectors are added to the token embeddings). A name
+``BASE+logn`` is ``BASE`` (a rope encoding) with log-n query scaling (:data:`MODIFIERS`).
+Built-ins, entry points (group ``posgen.position_encodings``) and ``package.module:NAME`` all
+live in :data:`ENCODINGS`.
 An encoding is *evaluation-time* when training uses other (unscaled) rope parameters.
 
 >>> lengths = Lengths(train=64, test=256, head_dim=16, heads=4)
@@ -52,6 +55,10 @@ def pe_order(pe: str) -> tuple[int, str]:
     return (PES.index(pe), "") if pe in PES else (len(PES), pe)
 
 
+MODIFIERS: dict[str, Callable[[PositionEncoding], PositionEncoding]] = {}
+"""``NAME+MODIFIER`` is ``MODIFIERS[MODIFIER](ENCODINGS[NAME])`` (the built-ins add ``logn``)."""
+
+
 class PEError(ValueError):
     """An unknown position encoding, a bad parameter or a broken plugin (one line)."""
 
@@ -79,8 +86,12 @@ class Lengths:
 class PositionEncoding:
     """One entry of the ``--pe`` vocabulary: ``defaults(lengths)`` (the parameters a user may
     set, plus ``optional``), ``rope(parameters, lengths, evaluation)``, an attention
-    implementation (None: sdpa), ``input_positions(parameters, lengths, hidden, positions)``
-    (a module), ``max_positions`` (default L'+1) and a results-table ``confound`` line."""
+    implementation (None: sdpa), ``attention_module(parameters, lengths)`` (a module the
+    attention function finds as ``module.position_module``: one per layer, or one for all
+    layers when ``shared_module``), ``input_positions(parameters, lengths, hidden, positions)``
+    (a module), ``max_positions`` (default L'+1), a results-table ``confound`` line and
+    ``check(parameters, lengths)``, which raises ``ValueError`` on an unusable setup, and
+    ``randomized``: randomized positions unless the request sets a range (``auto``: L'+1)."""
 
     name: str
     summary: str
@@ -90,6 +101,10 @@ class PositionEncoding:
     )
     attention: str | None = None
     input_positions: Callable[[Mapping[str, Any], Lengths, int, int], nn.Module] | None = None
+    attention_module: Callable[[Mapping[str, Any], Lengths], nn.Module] | None = None
+    shared_module: bool = False
+    check: Callable[[Mapping[str, Any], Lengths], None] | None = None
+    randomized: Literal["auto"] | None = None
     optional: tuple[str, ...] = ()
     max_positions: Callable[[Mapping[str, Any], Lengths], int] | None = None
     confound: str | None = None
@@ -168,6 +183,9 @@ class Registry(Mapping[str, PositionEncoding]):
         if name in entries:
             entry = entries[name]
             return entry.load() if isinstance(entry, _Lazy) else entry
+        base, plus, modifier = name.rpartition("+")
+        if plus and modifier in MODIFIERS:
+            return MODIFIERS[modifier](self[base])
         if ":" in name:
             return _Lazy(name, f"--pe {name}", f"module {name}").load()
         raise PEError(
@@ -277,17 +295,19 @@ class ResolvedPE:
 
     def training_key(self) -> str:
         """What training depends on: runs with equal keys train identically."""
-        return json.dumps(
-            {
-                "rope": self.rope(evaluation=False),
-                "attention": self.encoding.attention,
-                "input_positions": self.encoding.input_positions is not None
-                and [self.name, self.parameters],
-                "max_positions": self.max_positions,
-                "randomized": self.randomized,
-            },
-            sort_keys=True,
-        )
+        key: dict[str, Any] = {
+            "rope": self.rope(evaluation=False),
+            "attention": self.encoding.attention,
+            "input_positions": self.encoding.input_positions is not None
+            and [self.name, self.parameters],
+            "max_positions": self.max_positions,
+            "randomized": self.randomized,
+        }
+        if self.encoding.attention_module is not None or (
+            self.encoding.attention is not None and self.parameters
+        ):  # only then: the keys of earlier encodings stay as they were
+            key["attention_parameters"] = [self.name, self.parameters]
+        return json.dumps(key, sort_keys=True)
 
     def record(self) -> dict[str, Any]:
         """Everything about the encoding a run folder records."""
@@ -325,7 +345,7 @@ def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
             f"(parameters: {accepted})"
         )
     parameters = {**defaults, **request.parameters}
-    randomized = request.randomized
+    randomized = request.randomized if request.randomized is not None else encoding.randomized
     if randomized == "auto":
         randomized = lengths.test + 1
     if randomized is not None and randomized < lengths.test + 1:
@@ -336,6 +356,8 @@ def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
     resolved = ResolvedPE(encoding, request, parameters, lengths, randomized)
     try:
         resolved.rope(False), resolved.rope(True)
+        if encoding.check is not None:
+            encoding.check(parameters, lengths)
     except (ValueError, TypeError, KeyError) as error:
         raise PEError(f"--pe {request.name}: {error}") from None
     return resolved

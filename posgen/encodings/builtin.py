@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -30,10 +30,29 @@ import torch
 from torch import nn
 from transformers import AttentionInterface, PreTrainedConfig
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from posgen.encodings import ENCODINGS, PES, Lengths, PositionEncoding, register
+from posgen.encodings import (
+    ENCODINGS,
+    MODIFIERS,
+    PES,
+    Lengths,
+    PEError,
+    PositionEncoding,
+    register,
+)
+from posgen.encodings.relative import (
+    cope_attention,
+    cope_module,
+    fire_check,
+    fire_module,
+    kerple_module,
+    logn_scale,
+    t5_check,
+    t5_module,
+    xpos_scale,
+)
 
 THETA = 10_000.0
 SCALE_AT = ("evaluation", "train")
@@ -263,24 +282,78 @@ def rope_parameters(
     return encoding.rope({**encoding.defaults(lengths), "rope_theta": theta}, lengths, evaluation)
 
 
-# --- attention bias (ALiBi) -------------------------------------------------------------------
+# --- attention bias (ALiBi, T5, FIRE, KERPLE) --------------------------------------------------
 
 Bias = Callable[[torch.Tensor, int, Mapping[str, Any]], torch.Tensor]
 """``(position_ids (batch, T), heads, parameters) -> additive bias (batch, heads, T, T)``."""
+BiasModule = Callable[[Mapping[str, Any], Lengths], nn.Module]
+"""``(parameters, lengths) -> module`` whose ``forward(position_ids)`` is the bias."""
 
 PARAMETERS_ATTRIBUTE = "posgen_pe_parameters"
 """Config attribute holding a bias encoding's parameters (saved with the config)."""
 
 
+def _bias_shape(out: Any, heads: int, what: str) -> None:
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, heads, 3, 3):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{what} of position ids (1, 3) is {shape}, not (1, {heads}, 3, 3)")
+
+
+def bias_check(bias: Bias | None, module: BiasModule | None) -> Callable[..., None]:
+    """``check(parameters, lengths)`` of a bias encoding, on position ids ``[[0, 1, 2]]``: a
+    bias function must not return a tensor that needs gradients (its weights would live
+    outside the model: never trained by the optimizer, never saved), a bias module must own
+    trainable parameters (a fixed bias is a function), and either must give one value per
+    head, query and key. The torch RNG is left as it was."""
+
+    def check(parameters: Mapping[str, Any], lengths: Lengths) -> None:
+        positions = torch.arange(3)[None]
+        with torch.random.fork_rng(devices=[]):
+            if module is None:
+                assert bias is not None
+                out = bias(positions, lengths.heads, parameters)
+                _bias_shape(out, lengths.heads, "its bias")
+                if out.requires_grad:
+                    raise ValueError(
+                        "its bias function returns a tensor that needs gradients: weights "
+                        "outside the model are never trained or saved; pass the weights as "
+                        "bias_encoding(..., module=...)"
+                    )
+                return
+            built = module(parameters, lengths)
+            if not isinstance(built, nn.Module):
+                raise ValueError(f"its bias module factory returned a {type(built).__name__}")
+            if not any(p.requires_grad for p in built.parameters()):
+                raise ValueError(
+                    "its bias module owns no trainable parameters, so nothing would be learned; "
+                    "a fixed bias is a function: bias_encoding(name, summary, bias)"
+                )
+            _bias_shape(built(positions), lengths.heads, "its bias module")
+
+    return check
+
+
 def bias_encoding(
-    name: str, summary: str, bias: Bias, defaults: Defaults | None = None
+    name: str,
+    summary: str,
+    bias: Bias | None = None,
+    defaults: Defaults | None = None,
+    *,
+    module: BiasModule | None = None,
+    shared: bool = False,
+    check: Callable[[Mapping[str, Any], Lengths], None] | None = None,
 ) -> PositionEncoding:
-    """A position encoding adding ``bias(position_ids, heads, parameters)`` to the attention
-    logits (what a bias plugin calls), through transformers' SDPA as attention
-    ``posgen_bias_<name>``; rope is off."""
+    """A position encoding adding a bias to the attention logits (what a bias plugin calls),
+    through transformers' SDPA as attention ``posgen_bias_<name>``; rope is off. Either a
+    fixed ``bias(position_ids, heads, parameters)``, or a learned one: ``module(parameters,
+    lengths)`` builds an ``nn.Module`` whose ``forward(position_ids)`` is the bias; the model
+    owns it (trained without weight decay, saved, reloaded): one per layer, or one for every
+    layer with ``shared``. ``check(parameters, lengths)`` may refuse parameters (ValueError)."""
+    if (bias is None) == (module is None):
+        raise ValueError(f"bias_encoding {name!r}: give a bias function or module=, not both")
 
     def attention(
-        module: nn.Module,
+        module_: nn.Module,
         query: torch.Tensor,
         key: torch.Tensor,
         value: torch.Tensor,
@@ -290,18 +363,40 @@ def bias_encoding(
     ) -> tuple[torch.Tensor, None]:
         if position_ids is None:
             position_ids = torch.arange(query.shape[2], device=query.device)[None]
-        parameters = getattr(module.config, PARAMETERS_ATTRIBUTE, None) or {}
-        heads = module.config.num_attention_heads
-        position_bias = bias(position_ids, heads, parameters).to(query.dtype)
+        if bias is not None:
+            parameters = getattr(module_.config, PARAMETERS_ATTRIBUTE, None) or {}
+            position_bias = bias(position_ids, module_.config.num_attention_heads, parameters)
+        else:
+            position_bias = module_.position_module(position_ids)
         return sdpa_attention_forward(
-            module, query, key, value, attention_mask, position_bias=position_bias, **kwargs
+            module_,
+            query,
+            key,
+            value,
+            attention_mask,
+            position_bias=position_bias.to(query.dtype),
+            **kwargs,
         )
 
     implementation = f"posgen_bias_{name}"
     AttentionInterface.register(implementation, attention)
     AttentionMaskInterface.register(implementation, sdpa_mask)
-    extra = {"defaults": defaults} if defaults is not None else {}
-    return PositionEncoding(name=name, summary=summary, attention=implementation, **extra)
+    own = bias_check(bias, module)
+
+    def checks(parameters: Mapping[str, Any], lengths: Lengths) -> None:
+        if check is not None:
+            check(parameters, lengths)
+        own(parameters, lengths)
+
+    return PositionEncoding(
+        name=name,
+        summary=summary,
+        attention=implementation,
+        attention_module=module,
+        shared_module=shared,
+        check=checks,
+        **({"defaults": defaults} if defaults is not None else {}),
+    )
 
 
 def _power_of_two_slopes(heads: int) -> list[float]:
@@ -422,6 +517,131 @@ class RandomPositions:
         return self._rows(keys, length)
 
 
+# --- attention functions of their own: xPos, CoPE, log-n ----------------------------------------
+
+
+def _parameters(module: nn.Module) -> Mapping[str, Any]:
+    return getattr(module.config, PARAMETERS_ATTRIBUTE, None) or {}
+
+
+def _positions(query: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:
+    if position_ids is None:
+        return torch.arange(query.shape[2], device=query.device)[None]
+    return position_ids
+
+
+def xpos_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """SDPA on the rotated q and k scaled by xPos: q by ``zeta^(p/scale_base)``, k by its
+    inverse, so the logit of query i and key j decays as ``zeta^((p_i - p_j)/scale_base)``."""
+    parameters = _parameters(module)
+    scale = xpos_scale(
+        _positions(query, position_ids),
+        query.shape[-1],
+        float(parameters["gamma"]),
+        float(parameters["scale_base"]),
+    ).to(query.dtype)
+    return sdpa_attention_forward(
+        module, query * scale, key / scale, value, attention_mask, **kwargs
+    )
+
+
+def logn_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """SDPA with each query scaled by ``max(1, log(p + 1) / log(train_positions))``."""
+    positions = _positions(query, position_ids)
+    scale = logn_scale(positions, int(_parameters(module)["train_positions"]))
+    return sdpa_attention_forward(
+        module,
+        query * scale[:, None, :, None].to(query.dtype),
+        key,
+        value,
+        attention_mask,
+        **kwargs,
+    )
+
+
+for _name, _function, _mask in (
+    ("posgen_xpos", xpos_attention, sdpa_mask),
+    ("posgen_logn", logn_attention, sdpa_mask),
+    ("posgen_cope", cope_attention, eager_mask),  # its own softmax: a mask always arrives
+):
+    AttentionInterface.register(_name, _function)
+    AttentionMaskInterface.register(_name, _mask)
+
+LOGN = "train_positions"
+"""log-n's parameter: L_train, the positions of a training row (L+1)."""
+
+
+def _logn_check(parameters: Mapping[str, Any], lengths: Lengths) -> None:
+    value = parameters[LOGN]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise ValueError(f"{LOGN} {value!r}: use an integer of at least 2")
+
+
+def with_logn(base: PositionEncoding) -> PositionEncoding:
+    """``BASE+logn``: a rope encoding (sdpa attention) with log-n query scaling added; its
+    parameters are the base's plus ``train_positions`` (default L+1)."""
+    if base.attention is not None:
+        raise PEError(
+            f"--pe {base.name}+logn: log-n scaling combines with rope encodings only "
+            f"({base.name} has its own attention)"
+        )
+
+    def rope(parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool) -> dict[str, Any]:
+        own = {key: value for key, value in parameters.items() if key != LOGN}
+        return base.rope(own, lengths, evaluation)
+
+    def check(parameters: Mapping[str, Any], lengths: Lengths) -> None:
+        _logn_check(parameters, lengths)
+        if base.check is not None:
+            base.check({k: v for k, v in parameters.items() if k != LOGN}, lengths)
+
+    return replace(
+        base,
+        name=f"{base.name}+logn",
+        summary=f"{base.summary}; with log-n query scaling",
+        defaults=lambda lengths: {**base.defaults(lengths), LOGN: train_positions(lengths)},
+        rope=rope,
+        attention="posgen_logn",
+        check=check,
+    )
+
+
+MODIFIERS["logn"] = with_logn
+
+
+def _rope_only(parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool) -> dict[str, Any]:
+    return {"rope_type": "default", "rope_theta": parameters["rope_theta"]}
+
+
+def _xpos_check(parameters: Mapping[str, Any], lengths: Lengths) -> None:
+    gamma, scale_base = parameters["gamma"], parameters["scale_base"]
+    for key, value in (("gamma", gamma), ("scale_base", scale_base)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"{key} {value!r}: use a positive number")
+
+
+def _cope_check(parameters: Mapping[str, Any], lengths: Lengths) -> None:
+    value = parameters["positions"]
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 1_000_000:
+        raise ValueError(f"positions {value!r}: use an integer from 2 to 1000000")
+
+
 # --- the table -----------------------------------------------------------------------------------
 
 for _row in ROPE_TYPES:
@@ -446,5 +666,73 @@ register(
         name="sinusoidal",
         summary="sinusoidal absolute positions (Vaswani et al.) added to the input embeddings",
         input_positions=sinusoidal_positions,
+    )
+)
+register(
+    bias_encoding(
+        "t5",
+        "T5 bias (Raffel et al. 2020): a learned bias per head and bucket of the distance "
+        "(buckets/2 exact, then log-spaced to max_distance); one table for all layers; rope off",
+        module=t5_module,
+        defaults=lambda lengths: {"buckets": 32, "max_distance": 128},
+        shared=True,
+        check=t5_check,
+    )
+)
+register(
+    bias_encoding(
+        "fire",
+        "FIRE (Li et al. 2023): a learned MLP of log(c d + 1) / log(c max(i, L) + 1), c and the "
+        "threshold L learned (start L+1); one per layer; rope off",
+        module=fire_module,
+        defaults=lambda lengths: {"width": 32, "c": 0.1, "threshold": train_positions(lengths)},
+        check=fire_check,
+    )
+)
+register(
+    replace(
+        ENCODINGS["fire"],
+        name="fire-random",
+        summary="randomized FIRE (McLeish et al. 2024): FIRE with randomized position ids "
+        "(Ruoss et al. 2023) over L'+1 by default (--randomized-positions sets the range)",
+        randomized="auto",
+    )
+)
+register(
+    bias_encoding(
+        "kerple",
+        "KERPLE log (Chi et al. 2022): -r1 log(1 + r2 |i - j|), r1, r2 > 0 learned per head "
+        "and layer; rope off",
+        module=kerple_module,
+    )
+)
+register(
+    PositionEncoding(
+        name="xpos",
+        summary="xPos (Sun et al. 2023): RoPE with q scaled by zeta^(n/scale_base) and k by "
+        "zeta^(-n/scale_base) per rotary pair (gamma 0.4, scale_base 512)",
+        defaults=lambda lengths: {"rope_theta": THETA, "gamma": 0.4, "scale_base": 512.0},
+        rope=_rope_only,
+        attention="posgen_xpos",
+        check=_xpos_check,
+    )
+)
+register(
+    PositionEncoding(
+        name="cope",
+        summary="CoPE (Golovneva et al. 2024): contextual positions, sigmoid gates summed over "
+        "the causal window, interpolated learned embeddings; rope off; eager attention (slower)",
+        defaults=lambda lengths: {"positions": train_positions(lengths)},
+        attention="posgen_cope",
+        attention_module=cope_module,
+        check=_cope_check,
+    )
+)
+register(
+    replace(
+        with_logn(ENCODINGS["rope"]),
+        name="logn",
+        summary="log-n scaling (as Qwen): RoPE with queries scaled by max(1, log n / log L_train); "
+        "with any rope encoding as --pe NAME+logn",
     )
 )

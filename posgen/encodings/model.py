@@ -1,8 +1,10 @@
 """Build, save and load the one model of every run: a stock ``LlamaForCausalLM`` with an encoding.
 
 An input-position module sits on the ``LlamaModel`` as ``position_embedding`` (saved with its
-weights), added to the token embeddings by a forward pre-hook. A loaded model predicts exactly
-what it predicted before saving.
+weights), added to the token embeddings by a forward pre-hook. An attention module (a learned
+bias, CoPE's embeddings) sits on each attention layer as ``position_module``, or, shared, once
+on the ``LlamaModel`` (each layer holds it unregistered, so it is saved once). A loaded model
+predicts exactly what it predicted before saving; :func:`load_model` is ``posgen.load_model``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from posgen.encodings import Lengths, PERequest, ResolvedPE, resolve
+from posgen.encodings import Lengths, PEError, PERequest, ResolvedPE, resolve
 from posgen.encodings.builtin import PARAMETERS_ATTRIBUTE
+from posgen.errors import UsageError
 
 PE_FILE = "position_encoding.json"
 ATTRIBUTE = "position_embedding"
 """Name of the input-position module on the ``LlamaModel``."""
+MODULE = "position_module"
+"""Name of an encoding's attention module on each attention layer (and, shared, the model)."""
+MODEL_FOLDER = "model"
+"""A run folder's saved model (``--save-model``)."""
 
 
 def _add_positions(
@@ -82,7 +89,25 @@ def llama_for(
         base = model.base_model
         setattr(base, ATTRIBUTE, factory(pe.parameters, pe.lengths, hidden, pe.table_positions))
         base.register_forward_pre_hook(_add_positions, with_kwargs=True)
+    attach_modules(model, pe)
     return model
+
+
+def attach_modules(model: LlamaForCausalLM, pe: ResolvedPE) -> None:
+    """Give every attention layer the encoding's attention module (if it has one): its own,
+    or the one module registered on the ``LlamaModel`` when the encoding shares it."""
+    factory = pe.encoding.attention_module
+    if factory is None:
+        return
+    attentions = [layer.self_attn for layer in model.base_model.layers]
+    if pe.encoding.shared_module:
+        shared = factory(pe.parameters, pe.lengths)
+        setattr(model.base_model, MODULE, shared)
+        for attention in attentions:  # unregistered: saved and trained once, through the model
+            attention.__dict__[MODULE] = shared
+        return
+    for attention in attentions:
+        setattr(attention, MODULE, factory(pe.parameters, pe.lengths))
 
 
 def use_frequencies(model: PreTrainedModel, parameters: dict[str, Any]) -> None:
@@ -110,13 +135,30 @@ def save_model(model: LlamaForCausalLM, pe: ResolvedPE, folder: Path) -> None:
     (Path(folder) / PE_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
 
 
-def load_model(folder: Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
-    """The model :func:`save_model` wrote, with its evaluation frequencies, in eval mode."""
+def load_model(folder: str | Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
+    """The model :func:`save_model` wrote, in a run folder's ``model/`` (``folder`` is the run
+    folder or ``model/`` itself), with its encoding (plugins and learned weights included)
+    and its evaluation frequencies, in eval mode: it predicts what the run predicted. A
+    folder without a saved model, or whose encoding cannot be built, is a UsageError line."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    spec = json.loads((folder / PE_FILE).read_text())
-    pe = resolve(PERequest.model_validate(spec["request"]), Lengths(**spec["lengths"]))
+    if not (folder / PE_FILE).is_file() and (folder / MODEL_FOLDER / PE_FILE).is_file():
+        folder = folder / MODEL_FOLDER
+    if not (folder / PE_FILE).is_file():
+        raise UsageError(
+            f"{folder}: no saved model here (train with --save-model; it writes RUN/model)"
+        )
+    try:
+        spec = json.loads((folder / PE_FILE).read_text())
+        request, lengths = PERequest.model_validate(spec["request"]), Lengths(**spec["lengths"])
+    except (ValueError, KeyError, TypeError) as error:
+        problem = f"{type(error).__name__}: {error}".splitlines()[0]
+        raise UsageError(f"{folder / PE_FILE}: not a posgen model's encoding ({problem})") from None
+    try:
+        pe = resolve(request, lengths)
+    except PEError as error:
+        raise UsageError(f"{folder}: {error}") from None
     config = LlamaConfig.from_pretrained(folder)
     model = llama_for(
         pe,
@@ -134,10 +176,16 @@ def load_model(folder: Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: the input-position table without weight decay (decay would shrink the
-    rows past L that training never reaches), everything else with it."""
-    table = getattr(model.base_model, ATTRIBUTE, None)
-    exempt = list(table.parameters()) if table is not None else []
+    """AdamW groups: the encoding's own weights without weight decay, everything else with
+    it. Decay would shrink the input-position rows past L and the bias buckets of distances
+    that training never reaches, and pull KERPLE's r1, r2, FIRE's c and threshold and CoPE's
+    embeddings towards values that mean another encoding, not a smaller model."""
+    exempt = [
+        parameter
+        for name, module in model.named_modules()
+        if name.rpartition(".")[2] in (ATTRIBUTE, MODULE)
+        for parameter in module.parameters()
+    ]
     decayed = [p for p in model.parameters() if all(p is not q for q in exempt)]
     groups: list[dict[str, Any]] = [{"params": decayed, "weight_decay": weight_decay}]
     if exempt:

@@ -76,7 +76,8 @@ GAPPED = torch.tensor([[0, 3, 4, 9, 20, 21, 30, 41, 42, 50, 60, 61]] * 2)
 def test_built_ins_are_registered_in_table_order_with_a_resonance_twin_per_rope_row():
     names = list(ENCODINGS)
     assert names[:4] == ["rope", "resonance", "yarn", "resonance_yarn"]
-    assert len(names) == 17 and names[-4:] == ["nope", "alibi", "learned", "sinusoidal"]
+    assert len(names) == 24 and names[14:17] == ["alibi", "learned", "sinusoidal"]
+    assert names[17:] == ["t5", "fire", "fire-random", "kerple", "xpos", "cope", "logn"]
     assert "resonance_longrope" not in names  # transformers switches only the type "longrope"
     for row in ROPE_TYPES:
         plain = ENCODINGS[row.name]
@@ -341,8 +342,9 @@ def test_randomized_positions_reach_the_model_in_training(data, tmp_path, monkey
 
 @pytest.mark.parametrize(
     "request_",
-    [PERequest(name=name) for name in ENCODINGS] + [PERequest(name="alibi", randomized="auto")],
-    ids=[*ENCODINGS, "alibi+randomized"],
+    [PERequest(name=name) for name in ENCODINGS]
+    + [PERequest(name="alibi", randomized="auto"), PERequest(name="yarn+logn")],
+    ids=[*ENCODINGS, "alibi+randomized", "yarn+logn"],
 )
 def test_every_pe_trains_saves_and_reloads_to_the_same_predictions(data, tmp_path, request_):
     config = preset("cpu", **TINY, epochs=1, max_steps=2)

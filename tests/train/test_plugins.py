@@ -105,3 +105,169 @@ def test_a_module_reference_that_is_not_an_encoding_is_one_error_line(data, tmp_
     assert result.output.strip().splitlines() == [
         "error: --pe json:dumps is a function, not a posgen PositionEncoding"
     ]
+
+
+# --- the README's learned-bias plugin: trains, moves its weights, saves, reloads -------------
+
+
+@pytest.fixture
+def mybias(tmp_path, monkeypatch) -> str:
+    """The README's learned-bias plugin as a module on ``sys.path``; its ``--pe`` reference."""
+    site = tmp_path / "bias-site"
+    (site / "mybias").mkdir(parents=True)
+    (site / "mybias" / "__init__.py").write_text(readme_block("# mybias/__init__.py"))
+    monkeypatch.syspath_prepend(str(site))
+    yield "mybias:LOGBIAS"
+    sys.modules.pop("mybias", None)
+
+
+def test_readme_learned_bias_trains_saves_and_reloads_to_the_same_predictions(
+    mybias, data, tiny_training_dataset, tmp_path
+):
+    import numpy as np
+    from safetensors.torch import load_file
+
+    import posgen
+    from posgen.scoring.prediction_files import read_predictions
+    from posgen.train.config import preset
+    from posgen.train.trainer import RunData, build_model, lm_tensors, predict
+
+    out = tmp_path / "run"
+    args = ["train", *data, "--pe", mybias, "--out", str(out), *TINY]
+    result = invoke(
+        *args,
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--seed",
+        "1",
+        "-q",
+        "--lr",
+        "0.01",
+        "--save-model",
+    )
+    assert result.exit_code == 0, result.output
+    saved = load_file(out / "model" / "model.safetensors")
+    own = sorted(key for key in saved if ".position_module." in key)
+    assert own == [
+        f"model.layers.0.self_attn.position_module.mlp.{n}.{w}"
+        for n in (0, 2)
+        for w in ("bias", "weight")
+    ]
+    reference = RunData.load(tiny_training_dataset, "cot").train
+    config = preset("cpu", layers=1, hidden=16, heads=2, intermediate=32)
+    fresh = build_model(config, reference, mybias, 1).state_dict()
+    moved = [key for key in own if not torch.equal(saved[key], fresh[key])]
+    assert moved == [key for key in own if not key.endswith("mlp.2.bias")]  # softmax-invariant
+
+    model, pe = posgen.load_model(out)
+    assert pe.name == "logbias" and not model.training
+    test = RunData.load(tiny_training_dataset, "cot").test
+    again = predict(model, lm_tensors(test)["input_ids"], 3, torch.device("cpu"), test.spec.modulus)
+    np.testing.assert_array_equal(again, read_predictions(out / "predictions.parquet").tokens)
+
+
+LEAKED = """
+import torch
+from torch import nn
+
+from posgen.encodings.builtin import bias_encoding
+
+SLOPE = nn.Parameter(torch.tensor(0.5))  # outside any model: never trained, never saved
+
+
+def bias(position_ids, heads, parameters):
+    p = position_ids.float()
+    return (-SLOPE * (p[:, :, None] - p[:, None, :]))[:, None].expand(-1, heads, -1, -1)
+
+
+class Fixed(nn.Module):
+    def __init__(self, parameters, lengths):
+        super().__init__()
+        self.heads = lengths.heads
+
+    def forward(self, position_ids):
+        t = position_ids.shape[1]
+        return torch.zeros(position_ids.shape[0], self.heads, t, t)
+
+
+GLOBAL = bias_encoding("global", "weights outside the model", bias)
+EMPTY = bias_encoding("empty", "a module without weights", module=Fixed)
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("GLOBAL", "--pe leaked:GLOBAL: its bias function returns a tensor that needs gradients"),
+        ("EMPTY", "--pe leaked:EMPTY: its bias module owns no trainable parameters"),
+    ],
+    ids=["weights-outside-the-model", "module-without-weights"],
+)
+def test_a_bias_that_cannot_learn_what_it_claims_is_one_error_line(
+    name, message, data, tmp_path, monkeypatch
+):
+    (tmp_path / "leaked.py").write_text(LEAKED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = invoke("train", *data, "--pe", f"leaked:{name}", "--out", str(tmp_path / "r"), *FAST)
+    sys.modules.pop("leaked", None)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
+    assert not (tmp_path / "r").exists()
+
+
+def test_bias_encoding_takes_a_function_or_a_module_not_both():
+    from posgen.encodings.builtin import alibi_bias, bias_encoding
+
+    with pytest.raises(ValueError, match="give a bias function or module=, not both"):
+        bias_encoding("both", "x", alibi_bias, module=lambda parameters, lengths: None)
+
+
+@pytest.mark.parametrize("where", ["run", "run/model", "nothing"])
+def test_load_model_of_a_folder_without_a_saved_model_is_one_usage_error(where, tmp_path):
+    import posgen
+    from posgen.errors import UsageError
+
+    (tmp_path / "run").mkdir()
+    with pytest.raises(UsageError) as error:
+        posgen.load_model(tmp_path / where)
+    assert (
+        str(error.value)
+        == f"{tmp_path / where}: no saved model here (train with --save-model; it writes RUN/model)"
+    )
+
+
+def test_posgen_imports_without_torch_and_load_model_is_documented():
+    import subprocess
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import posgen\n"
+        "print('load_model' in posgen.__all__, 'torch' in sys.modules and sys.modules['torch'])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "True None", done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{", "JSONDecodeError"),
+        ("{}", "KeyError"),
+        ('{"request": {"name": "rope"}, "lengths": 1}', "TypeError"),
+    ],
+    ids=["not-json", "no-request", "bad-lengths"],
+)
+def test_load_model_of_a_damaged_encoding_file_is_one_usage_error(text, problem, tmp_path):
+    import posgen
+    from posgen.errors import UsageError
+
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "model" / "position_encoding.json").write_text(text)
+    with pytest.raises(UsageError) as error:
+        posgen.load_model(tmp_path / "run")
+    where = tmp_path / "run" / "model" / "position_encoding.json"
+    assert str(error.value).startswith(f"{where}: not a posgen model's encoding ({problem}")
+    assert "\n" not in str(error.value)
