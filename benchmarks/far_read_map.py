@@ -102,7 +102,8 @@ def _relative(folder: Path) -> str:
 
 def upsert(lines: list[dict[str, Any]], log: Path) -> list[dict[str, Any]]:
     """The log with ``lines`` replacing earlier lines of the same run (others kept, in order)."""
-    old = [json.loads(text) for text in log.read_text().splitlines() if text] if log.exists() else []
+    text = log.read_text() if log.exists() else ""
+    old = [json.loads(line) for line in text.splitlines() if line]
     new = {line["run"]: line for line in lines}
     kept = [line for line in old if line.get("run") not in new]
     return kept + sorted(new.values(), key=lambda line: line["name"])
