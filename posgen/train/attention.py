@@ -33,6 +33,11 @@ ROWS = 8
 """Test rows of the diagnostic pass (the first ones of the split)."""
 
 
+class NotMeasurable(ValueError):
+    """An attention function that cannot be called with identity values (its output is not
+    ``softmax(...) @ values``, or it assumes the values' width)."""
+
+
 @contextmanager
 def _recording(model: LlamaForCausalLM, sink: list[torch.Tensor]) -> Iterator[None]:
     """Within it, every attention call of ``model`` also appends its probabilities
@@ -48,6 +53,8 @@ def _recording(model: LlamaForCausalLM, sink: list[torch.Tensor]) -> Iterator[No
         eye = torch.eye(length, dtype=query.dtype, device=query.device)
         probe, _ = original(module, query, key, eye.expand(batch, heads, length, length),
                             *args, **kwargs)  # fmt: skip
+        if tuple(probe.shape) != (batch, query.shape[2], heads, length):
+            raise NotMeasurable(f"its attention function returned {tuple(probe.shape)}")
         # (batch, T, heads, T) -> (batch, heads, T, T): row q holds query q's attention
         sink.append(probe.transpose(1, 2).float().cpu())
         return original(module, query, key, value, *args, **kwargs)

@@ -320,15 +320,21 @@ def _write_probe(
 
 def _attention(
     job: _Training, model: LlamaForCausalLM, positions: PositionIds | None
-) -> AttentionDiagnostics:
+) -> AttentionDiagnostics | None:
     """Attention diagnostics of the selected weights on the first test rows (the rows' own
-    position ids)."""
-    from posgen.train.attention import ROWS, attention_diagnostics
+    position ids); None when the encoding's attention function cannot be probed (a plugin
+    whose function assumes the values' width): the run is kept, unmeasured."""
+    from posgen.train.attention import ROWS, NotMeasurable, attention_diagnostics
 
     test = job.run_data.test
     rows = min(ROWS, test.tokens.shape[0])
     ids = None if positions is None else positions(0, rows, test.tokens.shape[1] + 1)
-    return attention_diagnostics(model, test.tokens[:rows], test.spec, job.device, ids, rows)
+    try:
+        return attention_diagnostics(model, test.tokens[:rows], test.spec, job.device, ids, rows)
+    except (NotMeasurable, RuntimeError) as error:
+        if out_of_memory(error):
+            raise
+        return None
 
 
 def _epoch_line(record: dict[str, Any], pe: str) -> dict[str, Any]:
