@@ -250,10 +250,15 @@ def test_effective_length_definition_is_in_the_tables_header(runs, tmp_path):
 # --- source column, model/ folders -----------------------------------------------------------
 
 
-def test_save_model_folders_are_not_reported_as_runs(runs, tmp_path):
+@pytest.mark.parametrize("inside", [None, "metrics.jsonl"])
+def test_save_model_folders_are_not_reported_as_runs(runs, tmp_path, inside):
     assert (runs / "rope-1" / "model").is_dir()
+    folder = tmp_path / "runs"
+    shutil.copytree(runs, folder)
+    if inside is not None:  # even a file named like a run's own is the run's, not a run
+        (folder / "rope-1" / "model" / inside).write_text("{}")
     out = tmp_path / "R.md"
-    result = invoke("results", runs, "--out", out)
+    result = invoke("results", folder, "--out", out)
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     assert f"{out}: 2 runs, 1 tasks" in result.stdout
