@@ -1,9 +1,10 @@
 # posgen: `make data` generates the default benchmark, `make validate` checks it,
 # `make test` runs the suite, `make cards` re-renders the official data cards in data_cards/
 # (checked for drift by the tests), `make results` trains the reference baselines (a long job:
-# 7 trainings per task and seed, estimated 2.5 hours on two idle cores for posgen-v1 and paper;
-# posgen-v2 adds a third dataset) and writes RESULTS.md;
-# `make results-all` trains every registered position encoding.
+# every built-in encoding x 3 tasks x posgen-v1 and paper x 3 seeds, cpu preset; see the time
+# estimate above the target) and writes RESULTS.md; `make results-all` adds posgen-v2 and
+# every registered position encoding (plugins too); `make results-gpu` trains
+# grids/paper-gpu.toml (the paper preset on cot, RoPE and Resonance RoPE) on one GPU.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ DATA_DIR ?= out/posgen-v1
 CARDS_DIR ?= out/cards
 OFFICIAL_CARDS := paper posgen-v1 posgen-v2
 
-.PHONY: install install-train results results-all results-data probe-check data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train search far-read
+.PHONY: install install-train results results-all results-gpu results-data probe-check data paper validate cards test harden lint format clean bench bench-big bench-parquet bench-train search far-read
 
 install: $(VENV)/.installed
 
@@ -67,9 +68,17 @@ clean:
 	rm -rf $(VENV) out build *.egg-info
 
 # Reference baselines (not a test): regenerate the official datasets, sweep $(RESULTS_GRID)
-# (grids/results.toml: 3 tasks x 11 position encodings x 3 seeds each, cpu preset; 2 workers of
-# one torch thread) into $(SWEEP_DIR), aggregate. Finished runs in $(SWEEP_DIR) are kept and
-# interrupted ones resume from their checkpoints: a rerun trains only what is missing.
+# (grids/results.toml: posgen-v1 and paper x 3 tasks x every built-in position encoding x 3
+# seeds, cpu preset; 2 workers of one torch thread) into $(SWEEP_DIR), aggregate. Finished runs
+# in $(SWEEP_DIR) are kept and interrupted ones resume from their checkpoints: a rerun trains
+# only what is missing.
+# Time: one cpu-preset training (posgen-v1, cot, rope, one torch thread) took 92.5 s of CPU
+# time (measured; 4.6 min of wall time on this 2-core machine under a load of about 5).
+# Encodings that train alike share a training: with the 17 built-ins of this writing the grid
+# is 198 trainings (306 runs), so about 198 x 92.5 s / 2 workers = 2.5 hours on two idle
+# cores; each built-in encoding with a training of its own adds 18 trainings (about 14 min),
+# so 23 built-ins with 6 new trainings take about 3.9 hours. posgen-v2 (`make results-all`)
+# adds half as much again.
 RESULTS_GRID ?= grids/results.toml
 SWEEP_DIR ?= runs/results
 RESULTS_DATA := out/results
@@ -95,6 +104,17 @@ probe-check: install-train results-data
 	$(BIN)/posgen sweep grids/probe-check.toml --out $(PROBE_DIR) --jobs 2
 	$(BIN)/posgen results $(PROBE_DIR)/runs --out docs/probe-check.md \
 	  --json posgen/card/probe_check.json --command "make probe-check"
+
+# `make results-gpu`: grids/paper-gpu.toml (cot, RoPE and Resonance RoPE, one seed, the paper
+# preset for 60 epochs in bf16) as two trainings sharing one GPU, into $(GPU_DIR); sized for
+# 8 minutes on one H100 (the estimate is in the grid file). Writes results/paper-gpu.md.
+GPU_DIR ?= runs/paper-gpu
+results-gpu: install-train results-data
+	$(BIN)/posgen sweep grids/paper-gpu.toml --out $(GPU_DIR) --jobs 2
+	wall=$$($(BIN)/python -c "import json, sys; print(json.load(open(sys.argv[1]))['wall_seconds'])" \
+	  $(GPU_DIR)/sweep.json) && \
+	$(BIN)/posgen results $(GPU_DIR)/runs --out results/paper-gpu.md --command "make results-gpu" \
+	  --wall-seconds $$wall
 
 results: install-train results-data
 	$(BIN)/posgen sweep $(RESULTS_GRID) --out $(SWEEP_DIR) --jobs 2

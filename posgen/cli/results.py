@@ -13,7 +13,8 @@ from posgen.cli.options import PathArg, json_option, out_option, plot_option
 from posgen.cli.runner import output_problems
 from posgen.errors import UsageProblems
 from posgen.scoring.plot import PLOT_HINT, plot_available
-from posgen.store.safety import write_atomically
+from posgen.store.safety import atomic_folder, write_atomically
+from posgen.train.exports import write_export
 from posgen.train.results import (
     ResultsError,
     Run,
@@ -28,6 +29,9 @@ from posgen.train.results import (
 )
 from posgen.train.run_record import FILES, read_run
 
+EXPORTS = ("eee", "hf")
+"""Formats whose --out is a new folder of files (posgen.train.exports)."""
+
 
 @click.command(
     "results",
@@ -36,19 +40,26 @@ Examples:
   posgen results runs/ --out RESULTS.md --plot results/curves.png --json results/results.json
   posgen results runs/ --format csv --out results/runs.csv
   posgen results runs/posgen-v1/cot --format json --out cot.json
+  posgen results runs/ --format eee --out results/eee
+  posgen results runs/ --format hf --out results/hub
   posgen results runs/posgen-v1/cot/rope/seed42 runs/posgen-v1/cot/rope/seed49 --out cot.md
 """,
 )
 @click.argument("run_dirs", nargs=-1, required=True, type=PathArg(path_type=Path))
-@out_option("File to write (replaced if it exists).", folder=False)
+@out_option(
+    "File to write (replaced if it exists); with --format eee or hf, a new folder to create.",
+    folder=False,
+)
 @click.option(
     "--format",
     "out_format",
     default="markdown",
     show_default=True,
-    type=click.Choice(["markdown", "json", "csv"]),
-    help="--out's format: the RESULTS.md document, every cell with its curve, or one CSV "
-    "row per cell.",
+    type=click.Choice(["markdown", "json", "csv", "eee", "hf"]),
+    help="--out's format: the RESULTS.md document, every cell with its curve, one CSV "
+    "row per cell, an Every Eval Ever record per cell (OUT/DATA/TASK/PE.json: one entry per "
+    "metric and length bucket), or Hugging Face Hub .eval_results/ YAML files per cell "
+    "(OUT/DATA/TASK/PE/.eval_results/METRIC.yaml).",
 )
 @plot_option("Accuracy-vs-position curves (PNG; needs the `plot` extra).")
 @json_option("Write the aggregated figures (no curves) as JSON here.")
@@ -75,6 +86,14 @@ def results_command(
     never averaged; build folders of killed runs and half-copied folders are skipped with a
     note. No output may name a run's file or another output.
     """
+    folder_out = out_format in EXPORTS
+    if folder_out and os.path.lexists(out):
+        raise UsageProblems(
+            [
+                f"--out: {out} exists; --format {out_format} writes a new folder (nothing was "
+                "written)"
+            ]
+        )
     if plot_out is not None and not plot_available():
         raise UsageProblems([f"--plot: {PLOT_HINT}"])
     folders, skipped = find_runs(run_dirs)
@@ -101,6 +120,8 @@ def results_command(
         )
     elif out_format == "csv":
         text = csv_text(results)
+    elif folder_out:
+        text = ""
     else:
         text = json.dumps({"settings": settings, "results": results}, indent=2, allow_nan=False)
         text += "\n"
@@ -110,5 +131,9 @@ def results_command(
         plot_results(results, plot_out)
     if json_out is not None:
         write_atomically(json_out, summary.encode())
-    write_atomically(out, text.encode())
+    if folder_out:
+        with atomic_folder(out) as build:
+            write_export(results, build, out_format)
+    else:
+        write_atomically(out, text.encode())
     click.echo(f"{out}: {len(runs)} runs, {sum(len(e['tasks']) for e in results.values())} tasks")

@@ -102,7 +102,12 @@ def sweep_command(
     require_extra()
     from posgen.encodings import available
 
-    runs = expand(spec, resolve_encoding, lambda: list(available()))
+    runs = expand(
+        spec,
+        resolve_encoding,
+        lambda: list(available()),
+        lambda: [name for name, pe in available().items() if pe.source == "built-in"],
+    )
     sweep = Sweep(out)
     sweep.add(runs)
     sweep.tidy(runs)

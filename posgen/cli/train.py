@@ -154,6 +154,12 @@ Examples:
     help="auto: CUDA when present, else CPU.",
 )
 @click.option(
+    "--bf16",
+    is_flag=True,
+    default=None,
+    help="bf16 autocast for the forward passes (needs CUDA; CPU runs are float32).",
+)
+@click.option(
     "--threads",
     default=1,
     show_default=True,
@@ -174,6 +180,7 @@ def train_command(
     seed: int | None,
     out: Path,
     device: str,
+    bf16: bool | None,
     threads: int,
     force: bool,
     quiet: bool,
@@ -186,7 +193,7 @@ def train_command(
     the test split; the predictions are scored by posgen's scoring (the same figures as
     `posgen score`). A run that would not fit in memory is refused (see --force).
     """
-    train_config = resolve_train_config(preset_name, overrides)
+    train_config = resolve_train_config(preset_name, {**overrides, "bf16": bf16 or None})
     try:
         request = PERequest.parse(pe, pe_params, randomized)
     except ValidationError as error:
@@ -212,6 +219,8 @@ def train_command(
     target = pick_device(device)
     if target.type == "cuda" and not torch.cuda.is_available():
         raise UsageProblems(["--device cuda: no CUDA device is available"])
+    if train_config.bf16 and target.type != "cuda":
+        raise UsageProblems(["--bf16: needs a CUDA device (CPU runs compute in float32)"])
     run_seed = train_config.seeds[0] if seed is None else seed
     try:
         resolved = resolve_pe(request, train_config, spec)

@@ -77,6 +77,11 @@ class TrainConfig(BaseModel):
         "so a model can tell them apart from the chain (cot).",
     )
     seeds: list[int] = Field(min_length=1, description="Seeds `make results` runs.")
+    bf16: bool = Field(
+        False,
+        description="bf16 autocast for the forward passes (CUDA only; CPU runs always "
+        "compute in float32).",
+    )
 
     @model_validator(mode="after")
     def _even_heads(self) -> TrainConfig:
@@ -195,7 +200,7 @@ class Grid(BaseModel):
 
     datasets: list[Path] = Field(min_length=1, max_length=64)
     configs: list[str] = Field(default_factory=list, max_length=256)
-    pes: list[PERequest] | Literal["all"] = Field(min_length=1, max_length=256)
+    pes: list[PERequest] | Literal["all", "builtin"] = Field(min_length=1, max_length=256)
     presets: list[PresetEntry] = Field(
         default_factory=lambda: [PresetEntry(name="cpu")], min_length=1, max_length=64
     )
@@ -206,10 +211,10 @@ class Grid(BaseModel):
     @classmethod
     def _pes(cls, pes: Any) -> list[PERequest] | str:
         """Names and tables become requests here, so each problem is one line."""
-        if pes == "all":
+        if pes in ("all", "builtin"):
             return pes
         if not isinstance(pes, list):
-            raise ValueError("use a list of encodings (names or tables) or 'all'")
+            raise ValueError("use a list of encodings (names or tables), 'all' or 'builtin'")
         requests = []
         for index, pe in enumerate(pes):
             try:
@@ -316,7 +321,8 @@ def identity(
         "spec_id": spec_id,
         "config": config,
         "preset": preset_name,
-        "train": train.model_dump(mode="json"),
+        # bf16 named only when on: the runs of every earlier sweep keep their names
+        "train": train.model_dump(mode="json", exclude=None if train.bf16 else {"bf16"}),
         "seed": seed,
         **encoding,
     }
@@ -337,10 +343,14 @@ Resolver = Callable[[PERequest, TaskSpec, TrainConfig], ResolvedEncoding]
 
 
 def expand(
-    grid: Grid, resolve: Resolver, every_pe: Callable[[], list[str]] = list
+    grid: Grid,
+    resolve: Resolver,
+    every_pe: Callable[[], list[str]] = list,
+    builtin_pe: Callable[[], list[str]] = list,
 ) -> list[RunSpec]:
     """Every run of ``grid`` (seeds outermost); ``resolve`` resolves each encoding as the
-    trainer does, ``every_pe`` lists the registered names (for ``pes = "all"``).
+    trainer does, ``every_pe`` lists the registered names (for ``pes = "all"``),
+    ``builtin_pe`` the built-in ones (``pes = "builtin"``: no plugins).
 
     Raises :class:`GridError` naming a dataset that is missing or lacks a config, or an
     encoding the trainer refuses.
@@ -361,7 +371,9 @@ def expand(
                 f"datasets.{index}: {folder} has no config {', '.join(missing)}; configs: {known}"
             )
         datasets.append((Path(folder), manifest, names))
-    requests = [_request(pe) for pe in (every_pe() if grid.pes == "all" else grid.pes)]
+    listed = {"all": every_pe, "builtin": builtin_pe}
+    names = listed[grid.pes]() if isinstance(grid.pes, str) else grid.pes
+    requests = [_request(pe) for pe in names]
     presets = [(entry.name, entry.resolved()) for entry in grid.presets]
     seeds = grid.seeds or list(dict.fromkeys(s for _, train in presets for s in train.seeds))
     runs: dict[str, RunSpec] = {}  # presets that resolve alike give the same runs, once

@@ -42,6 +42,7 @@ from posgen.train.run_record import (
     PREDICTIONS,
     PROBE_PREDICTIONS,
     RESULTS,
+    AttentionDiagnostics,
     DataRecord,
     ModelInfo,
     PositionEncodingRecord,
@@ -251,7 +252,7 @@ def _write_run(
     import torch
 
     from posgen.encodings.model import save_model, use_frequencies
-    from posgen.train.trainer import evaluation_positions, predict_split, versions
+    from posgen.train.trainer import evaluation_positions, precision, predict_split, versions
 
     pe, run_data, config, device = selection.pe, job.run_data, job.config, job.device
     model.load_state_dict(selection.state)
@@ -259,9 +260,10 @@ def _write_run(
     test = run_data.test
     spec = test.spec
     positions = evaluation_positions(pe, job.seed, "test")
-    predictions = predict_split(
-        model, test, config.eval_batch_size, device, positions, config.question_ids
-    )
+    with precision(config, device):
+        predictions = predict_split(
+            model, test, config.eval_batch_size, device, positions, config.question_ids
+        )
     with atomic_folder(out) as build:
         lines = [json.dumps(_epoch_line(record, pe.label), sort_keys=True) + "\n" for record in log]
         (build / METRICS).write_text("".join(lines))
@@ -273,6 +275,7 @@ def _write_run(
         # scored on the test rows this run read (pinned), not on --data read again
         report = score_reference(test, build / PREDICTIONS)
         probe = _write_probe(job, build, model, positions)
+        attention = _attention(job, model, positions)
         if job.save:
             save_model(model, pe, build / MODEL)
         record = RunRecord(
@@ -292,6 +295,7 @@ def _write_run(
             versions=versions(),
             scores=report.model_dump(),
             probe_scores=probe,
+            attention=attention,
         )
         (build / RESULTS).write_text(record.to_json())
     summary = {"pe": pe.label, "out": str(out), "best_epoch": selection.epoch}
@@ -304,18 +308,40 @@ def _write_probe(
     """Predict the ``probe`` split with the current weights (and the test rows' position
     ids: probe row i is test row i altered); write the predictions and their far-reliance
     report (for the record) into the run folder ``build``."""
-    from posgen.train.trainer import predict_split
+    from posgen.train.trainer import precision, predict_split
 
     probe = job.run_data.probe
     config = job.config
-    predictions = predict_split(
-        model, probe, config.eval_batch_size, job.device, positions, config.question_ids
-    )
+    with precision(config, job.device):
+        predictions = predict_split(
+            model, probe, config.eval_batch_size, job.device, positions, config.question_ids
+        )
     made_for = (probe.spec.spec_id, PROBE_SPLIT)
     write_predictions(
         build / PROBE_PREDICTIONS, probe.ids, predictions, probe.spec.modulus, made_for
     )
     return score_probe(probe, predictions)
+
+
+def _attention(
+    job: _Training, model: LlamaForCausalLM, positions: PositionIds | None
+) -> AttentionDiagnostics | None:
+    """Attention diagnostics of the selected weights on the first test rows (the rows' own
+    position ids); None when the encoding's attention function cannot be probed (a plugin
+    whose function assumes the values' width): the run is kept, unmeasured."""
+    from posgen.train.attention import ROWS, NotMeasurable, attention_diagnostics
+
+    test = job.run_data.test
+    rows = min(ROWS, test.tokens.shape[0])
+    ids = None if positions is None else positions(0, rows, test.tokens.shape[1] + 1)
+    try:
+        return attention_diagnostics(
+            model, test.tokens[:rows], test.spec, job.device, ids, rows, job.config.question_ids
+        )
+    except (NotMeasurable, RuntimeError) as error:
+        if out_of_memory(error):
+            raise
+        return None
 
 
 def _epoch_line(record: dict[str, Any], pe: str) -> dict[str, Any]:

@@ -62,7 +62,8 @@ def _unfinished(path: Path) -> str | None:
 
 def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
     """Run folders among ``paths`` and below them (links followed, each folder once), sorted,
-    and the skipped ones (hidden build folders, half-copied folders) with why."""
+    and the skipped ones (hidden build folders, half-copied folders) with why. A finished
+    run's subfolders (``model/``) are part of it, never looked into."""
     found: list[Path] = []
     seen: set[str] = set()
     skipped: list[str] = []
@@ -89,6 +90,7 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
                 skipped.append(f"skipped {why} (not counted)")
             else:
                 found.append(here)
+                dirs[:] = []  # a finished run's subfolders (--save-model's model/) are its own
     return sorted(found), skipped
 
 
@@ -159,6 +161,97 @@ def far_reliance(runs: Sequence[Run]) -> dict[str, Any]:
     return out
 
 
+ATTENTION_FIGURES = ("entropy", "normalized_entropy", "far_share")
+"""Per-layer attention figures of a run record (:mod:`posgen.train.attention`)."""
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def attention_summary(runs: Sequence[Run]) -> dict[str, Any]:
+    """A cell's attention diagnostics: per layer and region (ID, OOD), each figure's mean over
+    the seeds that measured it (``attention``), and the compact summary, the mean over
+    layers too: ``attn_flat_{id,ood}`` (normalized entropy) and ``attn_far_{id,ood}``
+    (far-operand share)."""
+    records = [run.record.attention for run in runs if run.record.attention is not None]
+    out: dict[str, Any] = {"attn_n": len(records)}
+    layers: list[dict[str, Any]] = []
+    for index in range(max((len(r.layers) for r in records), default=0)):
+        entry: dict[str, Any] = {"layer": index}
+        for region in ("id", "ood"):
+            parts = [getattr(r.layers[index], region) for r in records if index < len(r.layers)]
+            parts = [p for p in parts if p is not None]
+            entry[region] = (
+                {name: _mean(getattr(p, name) for p in parts) for name in ATTENTION_FIGURES}
+                if parts
+                else None
+            )
+        layers.append(entry)
+    if layers:
+        out["attention"] = layers
+    for region in ("id", "ood"):
+        regions = [layer[region] for layer in layers if layer[region] is not None]
+        out[f"attn_flat_{region}"] = _mean(r["normalized_entropy"] for r in regions)
+        out[f"attn_far_{region}"] = _mean(r["far_share"] for r in regions)
+    return out
+
+
+def length_buckets(window: int, boundary: int, length: int) -> list[tuple[int, int]]:
+    """The exports' length buckets: ID ``[w, L)``, then OOD in steps of L up to L'.
+
+    >>> length_buckets(4, 64, 256)
+    [(4, 64), (64, 128), (128, 192), (192, 256)]
+    """
+    out = [(window, min(boundary, length))] if boundary > window else []
+    start = max(boundary, window)
+    while start < length:
+        out.append((start, min(start + boundary, length)))
+        start += boundary
+    return out
+
+
+def _bucket_ratio(curve: Any, hits: str, counts: str, start: int, end: int) -> float | None:
+    columns = (curve.position, getattr(curve, hits), getattr(curve, counts))
+    pairs = [(h, n) for p, h, n in zip(*columns, strict=True) if start <= p < end]
+    total = sum(n for _, n in pairs)
+    return sum(h for h, _ in pairs) / total if total else None
+
+
+def buckets(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """Per metric (``accuracy``: test; ``far_reliance``: probe) and length bucket
+    (:func:`length_buckets`), the per-run ratio's mean and sample std over seeds, and n."""
+    scores = runs[0].record.scores
+    out = []
+    for start, end in length_buckets(scores.seed_window, scores.ood_boundary, scores.length):
+        for metric, curves, hits, counts in (
+            ("accuracy", [r.record.scores.curve for r in runs], "correct", "tokens"),
+            (
+                "far_reliance",
+                [r.record.probe_scores.curve for r in runs if r.record.probe_scores is not None],
+                "far",
+                "counted",
+            ),
+        ):
+            values = [_bucket_ratio(c, hits, counts, start, end) for c in curves]
+            values = [v for v in values if v is not None]
+            if not values:
+                continue
+            mean, std = mean_std(values)
+            out.append(
+                {
+                    "metric": metric,
+                    "start": start,
+                    "end": end,
+                    "mean": mean,
+                    "std": std,
+                    "n": len(values),
+                }
+            )
+    return out
+
+
 def trend(positions: Sequence[int], values: Sequence[float]) -> float:
     """Least-squares slope times the span of ``positions``: the fitted change across them.
 
@@ -196,11 +289,16 @@ def cell(runs: Sequence[Run]) -> dict[str, Any]:
         "id_curve_range": max(id_curve) - min(id_curve) if id_curve else None,
         "id_curve_trend": trend(id_positions, id_curve) if id_curve else None,
         "best_epochs": [run.record.best_epoch for run in runs],
-        "effective_length": effective_length(positions, curve, EFFECTIVE_FRACTION * id_mean),
+        "effective_length": effective_length(
+            positions, curve, reports[0].seed_window, boundary, 1 / reports[0].modulus
+        ),
         "when": encoding.when,
+        "source": encoding.source,
         "confound": encoding.confound,
         "curve": {"position": positions, "accuracy": curve},
         **far_reliance(runs),
+        **attention_summary(runs),
+        "buckets": buckets(runs),
     }
 
 
@@ -266,11 +364,14 @@ def tables(results: dict[str, Any]) -> list[str]:
             "per-position ID accuracy across [w, L). Far-reliance (probe split, same "
             "weights): share of probed targets predicted as the far-rule answer where it "
             "differs from the stored token (1: the model reads the far operand; 0: it "
-            "predicts from near tokens alone).",
+            "predicts from near tokens alone). Attention (one extra forward pass over the "
+            "first test rows, mean over layers, heads and seeds; per layer in the JSON), ID -> "
+            "OOD: flatness, the attention entropy / log(t + 1) (1: uniform over the inputs, 0: "
+            "on one input), and far share, the attention mass on the target's far operands.",
             "",
             "| task | PE | n | ID accuracy | OOD accuracy | ID far-reliance | OOD far-reliance "
-            "| ID-curve range | ID-curve trend |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| ID-curve range | ID-curve trend | attention flatness | attention far share |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for task, pes in entry["tasks"].items():
             for pe in sorted(pes, key=pe_order):
@@ -281,7 +382,9 @@ def tables(results: dict[str, Any]) -> list[str]:
                     f"{mean_std_cell(c.get('far_id_mean'), c.get('far_id_std'))} | "
                     f"{mean_std_cell(c.get('far_ood_mean'), c.get('far_ood_std'))} | "
                     f"{_num(c['id_curve_range'])} | "
-                    f"{_num(c['id_curve_trend'], signed=True)} |"
+                    f"{_num(c['id_curve_trend'], signed=True)} | "
+                    f"{_pair(c.get('attn_flat_id'), c.get('attn_flat_ood'))} | "
+                    f"{_pair(c.get('attn_far_id'), c.get('attn_far_ood'))} |"
                 )
         lines.append("")
     return lines
@@ -291,6 +394,17 @@ def _num(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "-"
     return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _pair(before: float | None, after: float | None) -> str:
+    """``ID -> OOD`` of one figure (``-`` when neither was measured).
+
+    >>> _pair(0.9, 0.5), _pair(None, None)
+    ('0.900 -> 0.500', '-')
+    """
+    if before is None and after is None:
+        return "-"
+    return f"{_num(before)} -> {_num(after)}"
 
 
 CURVES = ("curve", "far_curve")
@@ -419,37 +533,63 @@ def results_markdown(
     return "\n".join(lines)
 
 
-EFFECTIVE_FRACTION = 0.9
-"""Effective length threshold, as a fraction of the cell's ID accuracy."""
+EFFECTIVE_TOLERANCE = 0.05
+"""Effective length: how far (absolute accuracy) a block may fall below the ID reference."""
+EFFECTIVE_BLOCK = 8
+"""Effective length: positions averaged per block (smooths period-2 curves and noise)."""
+EFFECTIVE_DEFINITION = (
+    "Effective length E: the ID reference is the mean per-position test accuracy (pooled over "
+    "seeds) over [w + 1, L) (t = w is left out: every model holds it at chance); the positions "
+    f"from w + 1 on are cut into blocks of {EFFECTIVE_BLOCK} (from w + 1 up to L, from L on), "
+    "and E is the first position of the first block whose mean accuracy is more than "
+    f"{EFFECTIVE_TOLERANCE} below the reference (L' when none is: no drop measured); '-' "
+    f"when the reference is within {EFFECTIVE_TOLERANCE} of chance (1/m), where no drop "
+    "could show."
+)
 
 CSV_COLUMNS = (  # noqa: SIM905 (one line per column would be 17 lines)
     "data task pe rank n seeds ood_mean ood_std id_mean id_std effective_length when confound "
-    "far_id_mean far_id_std far_ood_mean far_ood_std"
+    "far_id_mean far_id_std far_ood_mean far_ood_std source"
 ).split()
 
 
 def effective_length(
-    positions: Sequence[int], accuracy: Sequence[float], threshold: float
+    positions: Sequence[int],
+    accuracy: Sequence[float],
+    window: int,
+    boundary: int,
+    chance: float,
+    tolerance: float = EFFECTIVE_TOLERANCE,
+    block: int = EFFECTIVE_BLOCK,
 ) -> int | None:
-    """*Effective length*: the last position of the first run of positions whose
-    seed-pooled accuracy is at least ``threshold`` (0.9 x the cell's ID accuracy). Positions
-    before the run are skipped: the first targets can sit at chance for every model.
+    """*Effective length* (:data:`EFFECTIVE_DEFINITION`): the first position of the first
+    block of positions whose mean accuracy falls more than ``tolerance`` below the mean over
+    ``[window + 1, boundary)``; one past the last position when none does; None when that
+    reference is within ``tolerance`` of ``chance``.
 
-    >>> effective_length([4, 5, 6, 7], [0.9, 0.95, 0.7, 0.99], 0.8)
-    5
-    >>> effective_length([4, 5, 6, 7], [0.06, 0.9, 0.95, 0.5], 0.8)  # t = w at chance: skipped
-    6
-    >>> effective_length([4, 5], [0.5, 0.7], 0.8) is None
+    >>> flat = [0.06] + [1.0] * 11
+    >>> effective_length(range(4, 16), flat, 4, 8, 1 / 17, block=2)
+    16
+    >>> effective_length(range(4, 16), flat[:6] + [0.3] * 6, 4, 8, 1 / 17, block=2)
+    10
+    >>> effective_length(range(4, 16), [0.06] * 12, 4, 8, 1 / 17, block=2) is None
     True
     """
-    last = None
-    for position, value in zip(positions, accuracy, strict=True):
-        if value is None or math.isnan(value) or value < threshold:
-            if last is not None:
-                break
-            continue
-        last = position
-    return last
+    pairs = [
+        (p, a)
+        for p, a in zip(positions, accuracy, strict=True)
+        if p > window and a is not None and not math.isnan(a)
+    ]
+    reference = _mean(a for p, a in pairs if p < boundary)
+    if reference is None or reference - tolerance <= chance or not pairs:
+        return None
+    blocks: list[list[tuple[int, float]]] = []
+    for part in ([x for x in pairs if x[0] < boundary], [x for x in pairs if x[0] >= boundary]):
+        blocks += [part[i : i + block] for i in range(0, len(part), block)]
+    for chunk in blocks:
+        if sum(a for _, a in chunk) / len(chunk) < reference - tolerance:
+            return chunk[0][0]
+    return positions[-1] + 1
 
 
 def ranked(pes: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -465,10 +605,9 @@ def ranking_lines(results: dict[str, Any]) -> list[str]:
     lines = [
         "## Position encodings ranked by OOD accuracy",
         "",
-        f"Mean ± sample std over n seeds. Effective length: the largest position up to which "
-        f"the test accuracy stays at or above {EFFECTIVE_FRACTION} x the PE's ID accuracy "
-        "at every position from the first one that reaches it. When: train-time PEs use the "
-        "same rope in training and evaluation; evaluation-time PEs train unscaled.",
+        f"Mean ± sample std over n seeds. {EFFECTIVE_DEFINITION} When: train-time PEs use the "
+        "same rope in training and evaluation; evaluation-time PEs train unscaled. Source: "
+        "where the encoding came from (built-in, a plugin's module:NAME or its entry point).",
         "",
     ]
     for data, entry in results.items():
@@ -476,8 +615,8 @@ def ranking_lines(results: dict[str, Any]) -> list[str]:
             lines += [
                 f"### {data} / {task} (L = {entry['ood_boundary']}, L' = {entry['length']})",
                 "",
-                "| rank | PE | n | OOD accuracy | ID accuracy | effective length | when |",
-                "|---|---|---|---|---|---|---|",
+                "| rank | PE | n | OOD accuracy | ID accuracy | effective length | when | source |",
+                "|---|---|---|---|---|---|---|---|",
             ]
             for rank, (pe, cell) in enumerate(ranked(pes), 1):
                 length = cell.get("effective_length")
@@ -485,7 +624,8 @@ def ranking_lines(results: dict[str, Any]) -> list[str]:
                     f"| {rank} | {pe} | {cell['n']} | "
                     f"{mean_std_cell(cell['ood_mean'], cell['ood_std'])} | "
                     f"{mean_std_cell(cell['id_mean'], cell['id_std'])} | "
-                    f"{'-' if length is None else length} | {cell.get('when') or '-'} |"
+                    f"{'-' if length is None else length} | {cell.get('when') or '-'} | "
+                    f"{cell.get('source') or '-'} |"
                 )
             confounds = [
                 f"{pe}: {cell['confound']}" for pe, cell in pes.items() if cell.get("confound")

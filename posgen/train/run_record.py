@@ -97,6 +97,47 @@ class PositionEncodingRecord(_Record):
     confound: str | None = Field(None, description="How the model differs from the Llama block.")
 
 
+MAX_LAYERS = 64
+"""Most decoder layers a run may have (:class:`~posgen.train.config.TrainConfig`'s bound)."""
+
+
+class AttentionRegion(_Record):
+    """One layer's attention over the targets of one region (ID or OOD), averaged over heads,
+    rows and targets."""
+
+    entropy: float = Field(
+        ge=0,
+        le=64,
+        description="Mean attention entropy in nats (uniform over t + 1 inputs: log(t + 1)).",
+    )
+    normalized_entropy: float = Field(
+        ge=0, le=1, description="Entropy / log(t + 1), averaged (1: flat, 0: on one input)."
+    )
+    far_share: float | None = Field(
+        ge=0,
+        le=1,
+        description="Attention mass on the inputs holding the target's far "
+        "operands (None: the task has none).",
+    )
+    targets: int = Field(ge=1, le=MAX_COUNT, description="Targets averaged (rows x positions).")
+
+
+class AttentionLayer(_Record):
+    """One decoder layer's attention figures, ID against OOD."""
+
+    layer: int = Field(ge=0, lt=MAX_LAYERS)
+    id: AttentionRegion | None
+    ood: AttentionRegion | None
+
+
+class AttentionDiagnostics(_Record):
+    """Attention entropy and far-operand share per layer, from one extra forward pass of the
+    selected weights over the first ``rows`` test rows (:mod:`posgen.train.attention`)."""
+
+    rows: int = Field(ge=1, le=MAX_ROWS)
+    layers: list[AttentionLayer] = Field(min_length=1, max_length=MAX_LAYERS)
+
+
 def _ratio_problems(name: str, correct: int, tokens: int, accuracy: float | None) -> list[str]:
     if not 0 <= correct <= tokens <= MAX_COUNT:
         given = f"{shown(correct, 30)} of {shown(tokens, 30)}"
@@ -179,6 +220,11 @@ class RunRecord(_Record):
     scores: RunScores = Field(description="The posgen score report of the test predictions.")
     probe_scores: RelianceReport | None = Field(
         None, description="The far-reliance report of the probe predictions (None: no probe)."
+    )
+    attention: AttentionDiagnostics | None = Field(
+        None,
+        description="Attention entropy and far-operand share per layer, ID and OOD "
+        "(None: a run from before they were measured).",
     )
 
     @field_validator("preset")

@@ -10,6 +10,7 @@ identically, so one :func:`train` serves them all, each selecting its own checkp
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -51,6 +52,16 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+def precision(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast when ``config.bf16`` (CUDA only: a CPU device raises ``ValueError``);
+    otherwise nothing at all, so float32 runs compute exactly what they computed before."""
+    if not config.bf16:
+        return contextlib.nullcontext()
+    if device.type != "cuda":
+        raise ValueError("bf16 needs a CUDA device (CPU runs compute in float32)")
+    return torch.autocast("cuda", dtype=torch.bfloat16)
 
 
 def seeds_for(seed: int) -> tuple[int, int]:
@@ -298,6 +309,7 @@ def train(
     if len({pe.training_key() for pe in resolved}) != 1:
         names = ", ".join(pe.label for pe in resolved)
         raise ValueError(f"{names} do not share their training frequencies")
+    precision(config, device)  # bf16 on a CPU is refused before anything is built
     model = build_model(config, run_data.train, resolved[0], seed).to(device)
     rows = run_data.train.tokens.shape[0]  # held at its stored width; batches widened one by one
     total = total_steps(config, run_data)
@@ -332,11 +344,12 @@ def train(
                 if sampler is not None:
                     positions = sampler.training(at.step, batch.shape[0], batch.shape[1])
                 with signals.deferred():  # a signal stops the run between steps, not within
-                    loss = model(
-                        input_ids=batch.to(device),
-                        labels=tensors["labels"].to(device),
-                        **position_inputs(positions, device),
-                    ).loss
+                    with precision(config, device):
+                        loss = model(
+                            input_ids=batch.to(device),
+                            labels=tensors["labels"].to(device),
+                            **position_inputs(positions, device),
+                        ).loss
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -474,9 +487,15 @@ def _validate(
     """Validation ID accuracy of ``model`` with ``pe``'s evaluation frequencies."""
     use_frequencies(model, pe.rope(evaluation=True))
     positions = evaluation_positions(pe, seed, "validation")
-    predictions = predict_split(
-        model, run_data.validation, config.eval_batch_size, device, positions, config.question_ids
-    )
+    with precision(config, device):
+        predictions = predict_split(
+            model,
+            run_data.validation,
+            config.eval_batch_size,
+            device,
+            positions,
+            config.question_ids,
+        )
     accuracy = score_aligned(run_data.validation, predictions).id.accuracy
     return float(accuracy or 0.0)
 
@@ -495,7 +514,8 @@ def _probe(
     use_frequencies(model, pe.rope(evaluation=True))
     positions = evaluation_positions(pe, seed, "test")
     probe = run_data.probe
-    predictions = predict_split(
-        model, probe, config.eval_batch_size, device, positions, config.question_ids
-    )
+    with precision(config, device):
+        predictions = predict_split(
+            model, probe, config.eval_batch_size, device, positions, config.question_ids
+        )
     return score_probe(probe, predictions)

@@ -15,6 +15,7 @@ from posgen.scoring import load_probe, read_predictions, score_probe  # noqa: E4
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
 from posgen.train.job import train_runs  # noqa: E402
+from posgen.train.results import effective_length  # noqa: E402
 from posgen.train.run_record import PROBE_PREDICTIONS, RESULTS, read_run  # noqa: E402
 from tests.cli_support import assert_clean_error, invoke  # noqa: E402
 
@@ -117,16 +118,14 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(runs, tm
     oods = [float(row["ood_mean"]) for row in rows]
     assert oods == sorted(oods, reverse=True)
     assert [row["rank"] for row in rows] == ["1", "2"]
-    cells = json.loads(out_json.read_text())["results"]["tiny"]["tasks"]["cot"]
-    for pe, cell in cells.items():
+    entry = json.loads(out_json.read_text())["results"]["tiny"]
+    for pe, cell in entry["tasks"]["cot"].items():
         positions, accuracy = cell["curve"]["position"], cell["curve"]["accuracy"]
-        holding = [a >= 0.9 * cell["id_mean"] for a in accuracy]
-        start = holding.index(True) if True in holding else None
-        if start is None:
-            assert cell["effective_length"] is None, pe
-            continue
-        end = holding.index(False, start) if False in holding[start:] else len(positions)
-        assert cell["effective_length"] == positions[end - 1], pe
+        expected = effective_length(positions, accuracy, 4, entry["ood_boundary"], 1 / 17)
+        assert cell["effective_length"] == expected, pe
+        assert [row["effective_length"] for row in rows if row["pe"] == pe] == [
+            "" if expected is None else str(expected)
+        ]
 
 
 def test_results_call_cells_complete_or_name_those_missing_a_seed_others_have(runs, tmp_path):

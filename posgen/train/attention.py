@@ -1,0 +1,159 @@
+"""Attention diagnostics of a trained model: one extra forward pass over a few test rows.
+
+Per layer, over the ID targets ``[w, L)`` and the OOD targets ``[L, L')`` of the first
+:data:`ROWS` test rows: the mean attention entropy (nats; uniform attention over the t + 1
+inputs a query sees has ``log(t + 1)``), the same entropy divided by ``log(t + 1)`` (1: flat,
+0: on one input) and the *far-operand share*, the attention mass on the input positions of the
+target's far operands (the generator's :func:`posgen.tasks.dependency_matrix`). Both are
+averaged over heads, rows and targets. A drop past L next to a flatter attention is the
+"distracted attention" reading of Wang et al. 2024; a drop with sharp attention is not.
+
+The probabilities come from the model's own attention function (sdpa, eager or an
+encoding's registered one) called a second time with the identity as its values: the
+output is then the attention matrix itself, so bias and custom-softmax encodings are
+measured as they attend, with no copy of their formulas here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import LlamaForCausalLM
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import eager_attention_forward
+
+from posgen.tasks import dependency_matrix
+from posgen.train.run_record import AttentionDiagnostics, AttentionLayer, AttentionRegion
+
+ROWS = 8
+"""Test rows of the diagnostic pass (the first ones of the split)."""
+
+
+class NotMeasurable(ValueError):
+    """An attention function that cannot be called with identity values (its output is not
+    ``softmax(...) @ values``, or it assumes the values' width)."""
+
+
+@contextmanager
+def _recording(model: LlamaForCausalLM, sink: list[torch.Tensor]) -> Iterator[None]:
+    """Within it, every attention call of ``model`` also appends its probabilities
+    ``(batch, heads, T, T)`` (float32, CPU) to ``sink``."""
+    name = model.config._attn_implementation
+    had_local = name in ALL_ATTENTION_FUNCTIONS._local_mapping
+    previous = ALL_ATTENTION_FUNCTIONS._local_mapping.get(name)
+    original: Callable[..., Any] = ALL_ATTENTION_FUNCTIONS.get(name, eager_attention_forward)
+
+    def recorded(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                 *args: Any, **kwargs: Any) -> Any:  # fmt: skip
+        batch, heads, length = value.shape[0], value.shape[1], key.shape[2]
+        eye = torch.eye(length, dtype=query.dtype, device=query.device)
+        probe, _ = original(module, query, key, eye.expand(batch, heads, length, length),
+                            *args, **kwargs)  # fmt: skip
+        if tuple(probe.shape) != (batch, query.shape[2], heads, length):
+            raise NotMeasurable(f"its attention function returned {tuple(probe.shape)}")
+        # (batch, T, heads, T) -> (batch, heads, T, T): row q holds query q's attention
+        sink.append(probe.transpose(1, 2).float().cpu())
+        return original(module, query, key, value, *args, **kwargs)
+
+    ALL_ATTENTION_FUNCTIONS[name] = recorded
+    try:
+        yield
+    finally:
+        if had_local:
+            ALL_ATTENTION_FUNCTIONS[name] = previous
+        else:
+            del ALL_ATTENTION_FUNCTIONS[name]
+
+
+def far_mask(task: str, near: int, far: int, length: int) -> np.ndarray:
+    """``(length, length + 1)`` bool: row t marks the model inputs holding target x_t's far
+    operands (input i + 1 holds x_i; input 0 is BOS); rows below the seed window are empty.
+
+    >>> far_mask("cot", near=1, far=1, length=4).astype(int)[2:].tolist()
+    [[0, 1, 0, 0, 0], [0, 1, 0, 0, 0]]
+    """
+    mask = np.zeros((length, length + 1), dtype=bool)
+    window = near + far
+    if far and length > window:
+        deps = dependency_matrix(task, length, near, far)[:, :far]
+        rows = np.repeat(np.arange(window, length), far)
+        mask[rows, deps.reshape(-1) + 1] = True
+    return mask
+
+
+def summarize(
+    probabilities: torch.Tensor,
+    far: np.ndarray,
+    start: int,
+    boundary: int,
+    end: int,
+) -> dict[str, AttentionRegion | None]:
+    """ID (targets ``[start, boundary)``) and OOD (``[boundary, end)``) figures of one layer's
+    attention ``(rows, heads, T, T)``; target x_t is predicted at query t."""
+    p = probabilities.double()
+    logs = torch.where(p > 0, p.clamp_min(1e-300).log(), torch.zeros_like(p))
+    entropy = -(p * logs).sum(-1).mean(dim=(0, 1))  # per query
+    share = (p * torch.from_numpy(far[:, : p.shape[-1]]).double()).sum(-1).mean(dim=(0, 1))
+    uniform = torch.log(torch.arange(1, p.shape[-1] + 1, dtype=torch.float64))
+    has_far = bool(far[start:end].any())
+    out: dict[str, AttentionRegion | None] = {}
+    for region, (lo, hi) in {"id": (start, boundary), "ood": (boundary, end)}.items():
+        hi = min(hi, p.shape[-2])
+        if hi <= lo:
+            out[region] = None
+            continue
+        values = entropy[lo:hi]
+        ratio = values / uniform[lo:hi].clamp_min(1e-12)
+        out[region] = AttentionRegion(
+            entropy=float(values.mean()),
+            normalized_entropy=min(1.0, max(0.0, float(ratio.mean()))),
+            far_share=min(1.0, max(0.0, float(share[lo:hi].mean()))) if has_far else None,
+            targets=int(p.shape[0] * (hi - lo)),
+        )
+    return out
+
+
+@torch.no_grad()
+def attention_diagnostics(
+    model: LlamaForCausalLM,
+    tokens: np.ndarray,
+    spec: Any,
+    device: torch.device,
+    position_ids: torch.Tensor | None = None,
+    rows: int = ROWS,
+    question_ids: bool = False,
+) -> AttentionDiagnostics:
+    """Per-layer attention entropy and far-operand share of ``model`` on the first ``rows``
+    rows of ``tokens`` (test rows of ``spec``), ID against OOD, in float32 (``question_ids``:
+    the inputs as the run trained on them, see :func:`posgen.train.trainer.lm_tensors`)."""
+    from posgen.scoring.prediction_files import lm_arrays
+    from posgen.train.trainer import position_inputs
+
+    tokens = np.asarray(tokens)[:rows]
+    ids = torch.from_numpy(lm_arrays(tokens, spec.modulus, spec.window)["input_ids"])
+    if question_ids:
+        ids[:, 1 : 1 + spec.far] += spec.modulus + 1
+    ids = ids[:, :-1]  # the last token is never an input of a scored prediction
+    length = ids.shape[1]
+    sink: list[torch.Tensor] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with _recording(model, sink), torch.autocast(device.type, enabled=False):
+            extra = position_inputs(None if position_ids is None else position_ids[:rows], device)
+            if "position_ids" in extra:
+                extra["position_ids"] = extra["position_ids"][:, :length]
+                extra["attention_mask"] = extra["attention_mask"][:, :length]
+            model(input_ids=ids.to(device), **extra)
+    finally:
+        model.train(was_training)
+    far = far_mask(spec.task, spec.near, spec.far, length)
+    layers = []
+    for index, probabilities in enumerate(sink):
+        regions = summarize(probabilities, far, spec.window, spec.train_length, length)
+        layers.append(AttentionLayer(layer=index, **regions))
+    return AttentionDiagnostics(rows=int(tokens.shape[0]), layers=layers)

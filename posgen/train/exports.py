@@ -1,0 +1,185 @@
+"""``posgen results --format eee|hf``: the results in the formats evaluation tools read.
+
+Each results cell (data folder, task, position encoding: one trained model setup, n seeds)
+becomes one model's record:
+
+- ``eee``: ``OUT/<data>/<task>/<pe>.json``, an `Every Eval Ever
+  <https://github.com/evaleval/every_eval_ever>`_ record (schema 0.2.1): one
+  ``evaluation_results`` entry per metric (test accuracy, probe far-reliance) and length
+  bucket (ID ``[w, L)``, then OOD in steps of L), each with ``metric_config`` and
+  ``score_details`` (the mean over seeds; its sample standard deviation and n in
+  ``uncertainty``).
+- ``hf``: ``OUT/<data>/<task>/<pe>/.eval_results/<metric>.yaml``, the Hugging Face Hub's
+  evaluation-results files (one per metric: ID and OOD accuracy and far-reliance), each a
+  list of one entry. ``dataset.id`` is the data folder's name: replace it with the Hub ID of
+  the dataset where it is published.
+
+No torch needed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from posgen import __version__
+
+EEE_SCHEMA_VERSION = "0.2.1"
+HF_METRICS = (
+    ("id_accuracy", "id_mean", "id_std", "test accuracy, ID positions [w, L)"),
+    ("ood_accuracy", "ood_mean", "ood_std", "test accuracy, OOD positions [L, L')"),
+    ("id_far_reliance", "far_id_mean", "far_id_std", "probe far-reliance, ID positions"),
+    ("ood_far_reliance", "far_ood_mean", "far_ood_std", "probe far-reliance, OOD positions"),
+)
+"""``(file stem, cell key of the mean, of the std, description)`` of the ``hf`` files."""
+
+DESCRIPTIONS = {
+    "accuracy": "Teacher-forced next-token accuracy on the test split",
+    "far_reliance": "Share of probed targets predicted as the far-rule answer (probe split; "
+    "1: the model reads the far operands, 0: it predicts from near tokens alone)",
+}
+
+
+def _cells(results: dict[str, Any]) -> Iterator[tuple[str, str, str, dict[str, Any], Any]]:
+    for data, entry in results.items():
+        for task, pes in entry["tasks"].items():
+            for pe, cell in pes.items():
+                yield data, task, pe, cell, entry
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe form of a label (``linear+factor=2`` stays readable).
+
+    >>> _safe("pkg.mod:NAME/x")
+    'pkg.mod_NAME_x'
+    """
+    return "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in name) or "_"
+
+
+def _strings(values: dict[str, Any]) -> dict[str, str]:
+    """``additional_details``: every value a string (the schema's rule)."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+
+
+def eee_record(
+    data: str, task: str, pe: str, cell: dict[str, Any], entry: dict[str, Any], now: float
+) -> dict[str, Any]:
+    """One cell as an Every Eval Ever record."""
+    model_id = f"posgen/{data}/{task}/{pe}"
+    stamp = f"{now:.0f}"
+    source = {
+        "dataset_name": data,
+        "source_type": "other",
+        "additional_details": _strings(
+            {"config": task, "split": "test", "spec_id": entry["spec_ids"][task]}
+        ),
+    }
+    results = []
+    for bucket in cell.get("buckets", []):
+        metric, start, end = bucket["metric"], bucket["start"], bucket["end"]
+        region = "ID" if end <= entry["ood_boundary"] else "OOD"
+        uncertainty: dict[str, Any] = {"num_samples": bucket["n"]}
+        if bucket["std"] is not None:
+            uncertainty["standard_deviation"] = bucket["std"]
+            uncertainty["standard_error"] = {
+                "value": bucket["std"] / bucket["n"] ** 0.5,
+                "method": "analytic (sample std over seeds / sqrt(n))",
+            }
+        results.append(
+            {
+                "evaluation_name": f"posgen {task} {metric} positions [{start}, {end})",
+                "source_data": source,
+                "metric_config": {
+                    "evaluation_description": f"{DESCRIPTIONS[metric]}, positions "
+                    f"[{start}, {end}) ({region}); mean over seeds",
+                    "lower_is_better": False,
+                    "score_type": "continuous",
+                    "min_score": 0.0,
+                    "max_score": 1.0,
+                    "additional_details": _strings(
+                        {
+                            "metric": metric,
+                            "bucket_start": start,
+                            "bucket_end": end,
+                            "region": region,
+                        }
+                    ),
+                },
+                "score_details": {
+                    "score": bucket["mean"],
+                    "uncertainty": uncertainty,
+                    "details": _strings({"seeds": " ".join(map(str, cell["seeds"]))}),
+                },
+            }
+        )
+    return {
+        "schema_version": EEE_SCHEMA_VERSION,
+        "evaluation_id": f"{model_id}/{stamp}",
+        "retrieved_timestamp": stamp,
+        "source_metadata": {
+            "source_name": "posgen results",
+            "source_type": "evaluation_run",
+            "source_organization_name": "posgen",
+            "evaluator_relationship": "first_party",
+        },
+        "model_info": {
+            "name": f"Llama, position encoding {pe}, trained on {data}/{task}",
+            "id": model_id,
+            "developer": "posgen",
+            "additional_details": _strings(
+                {"position_encoding": pe, "source": cell.get("source") or "", "n": cell["n"]}
+            ),
+        },
+        "eval_library": {"name": "posgen", "version": __version__},
+        "evaluation_results": results,
+    }
+
+
+def hf_entries(
+    data: str, task: str, cell: dict[str, Any], entry: dict[str, Any]
+) -> dict[str, list[dict[str, Any]]]:
+    """``{metric file stem: [entry]}`` of one cell (metrics without a value are left out)."""
+    out = {}
+    for stem, mean_key, std_key, description in HF_METRICS:
+        mean = cell.get(mean_key)
+        if mean is None:
+            continue
+        std = cell.get(std_key)
+        spread = "" if std is None else f" ± {std:.4f} (sample std)"
+        out[stem] = [
+            {
+                "dataset": {"id": data, "task_id": task, "config": task, "split": "test"},
+                "value": round(float(mean), 6),
+                "notes": f"{description}; mean over n = {cell['n']} seeds{spread}; "
+                f"L = {entry['ood_boundary']}, L' = {entry['length']}",
+            }
+        ]
+    return out
+
+
+def write_export(results: dict[str, Any], folder: Path, kind: str) -> int:
+    """Write the ``kind`` (``eee`` or ``hf``) files of ``results`` under ``folder`` (a fresh
+    build folder); the number of files written."""
+    now = time.time()
+    written = 0
+    for data, task, pe, cell, entry in _cells(results):
+        base = Path(folder) / _safe(data) / _safe(task)
+        if kind == "eee":
+            base.mkdir(parents=True, exist_ok=True)
+            record = eee_record(data, task, pe, cell, entry, now)
+            text = json.dumps(record, indent=2, allow_nan=False) + "\n"
+            (base / f"{_safe(pe)}.json").write_text(text)
+            written += 1
+            continue
+        target = base / _safe(pe) / ".eval_results"
+        target.mkdir(parents=True, exist_ok=True)
+        for stem, entries in hf_entries(data, task, cell, entry).items():
+            text = yaml.safe_dump(entries, sort_keys=False, allow_unicode=True)
+            (target / f"{stem}.yaml").write_text(text)
+            written += 1
+    return written

@@ -1,0 +1,94 @@
+"""The GPU path of sweeps (several runs on one device, bf16) and the shipped grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from posgen.cli.sweep import resolve_encoding  # noqa: E402
+from posgen.train import sweep as sweep_module  # noqa: E402
+from posgen.train.config import (  # noqa: E402
+    Grid,
+    expand,
+    identity,
+    jobs_of,
+    preset,
+    read_grid,
+    stable_hash,
+)
+
+GRIDS = Path(__file__).resolve().parents[2] / "grids"
+
+
+def test_several_workers_share_one_gpu(tmp_path, monkeypatch):
+    seen = []
+
+    class Popen:
+        def __init__(self, command, **kwargs):
+            seen.append(kwargs["env"].get("CUDA_VISIBLE_DEVICES"))
+
+    monkeypatch.setattr(sweep_module.subprocess, "Popen", Popen)
+    sweep = sweep_module.Sweep(tmp_path / "S")
+    sweep.logs.mkdir(parents=True)
+    job = type("Job", (), {"key": "k"})()
+    for slot in range(3):
+        sweep_module._start(sweep, job, slot, ["0"])
+    assert seen == ["0", "0", "0"]
+
+
+def test_bf16_off_leaves_every_run_name_as_it_was():
+    config = preset("cpu")
+    named = identity("d", "s", "cot", "cpu", config, 1, pe="rope")
+    assert "bf16" not in named["train"]
+    assert stable_hash(named) == stable_hash(
+        {**named, "train": config.model_dump(mode="json", exclude={"bf16"})}
+    )
+    on = identity("d", "s", "cot", "cpu", preset("cpu", bf16=True), 1, pe="rope")
+    assert on["train"]["bf16"] is True and stable_hash(on) != stable_hash(named)
+
+
+def test_builtin_pes_are_the_built_in_encodings_without_plugins(tiny_training_dataset):
+    grid = Grid.model_validate(
+        {
+            "datasets": [str(tiny_training_dataset)],
+            "configs": ["cot"],
+            "pes": "builtin",
+            "seeds": [1],
+        }
+    )
+    runs = expand(grid, resolve_encoding, lambda: ["rope", "nope", "alibi"], lambda: ["rope"])
+    assert [run.pe for run in runs] == ["rope"]
+
+
+def test_make_results_grid_leaves_posgen_v2_out_and_takes_every_built_in_encoding():
+    grid = read_grid(GRIDS / "results.toml")
+    assert [p.name for p in grid.datasets] == ["posgen-v1", "paper"]
+    assert grid.pes == "builtin"
+    assert [(p.name, p.overrides) for p in grid.presets] == [("cpu", {})]
+    assert preset("cpu").seeds == [5549, 4955, 42]
+    every = read_grid(GRIDS / "results-all.toml")
+    assert [p.name for p in every.datasets] == ["posgen-v1", "posgen-v2", "paper"]
+    assert every.pes == "all"
+
+
+def test_paper_gpu_grid_is_the_paper_preset_on_cot_rope_against_resonance_one_seed(
+    tiny_training_dataset,
+):
+    grid = read_grid(GRIDS / "paper-gpu.toml")
+    assert [p.name for p in grid.datasets] == ["paper"]
+    assert grid.configs == ["cot"]
+    assert [pe.name for pe in grid.pes] == ["rope", "resonance"]
+    assert grid.seeds == [5549]
+    (entry,) = grid.presets
+    config = entry.resolved()
+    paper = preset("paper")
+    assert entry.name == "paper" and config.bf16 and config.epochs == 60 < paper.epochs
+    assert config.model_dump(exclude={"epochs", "bf16"}) == paper.model_dump(
+        exclude={"epochs", "bf16"}
+    )
+    here = grid.model_copy(update={"datasets": [tiny_training_dataset]})
+    runs = expand(here, resolve_encoding)
+    assert len(runs) == 2 and len(jobs_of(runs)) == 2  # two trainings side by side

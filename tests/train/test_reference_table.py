@@ -1,0 +1,433 @@
+"""The reference table: attention diagnostics, effective length, the source column, the
+``eee`` and ``hf`` exports and the precision option."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+yaml = pytest.importorskip("yaml")
+
+from posgen.spec import default_benchmark  # noqa: E402
+from posgen.train.attention import _recording, far_mask, summarize  # noqa: E402
+from posgen.train.config import preset  # noqa: E402
+from posgen.train.job import train_runs  # noqa: E402
+from posgen.train.results import effective_length, length_buckets  # noqa: E402
+from posgen.train.run_record import RESULTS, read_run  # noqa: E402
+from posgen.train.trainer import build_model, precision  # noqa: E402
+from tests.cli_support import assert_clean_error, invoke  # noqa: E402
+
+TINY = {"layers": 2, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
+SEEDS = (1, 2)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """Two seeds of rope on cot (tiny data), each with --save-model's model/ folder."""
+    from posgen import write_dataset
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("table")
+    data = root / "tiny"
+    write_dataset(default_benchmark(("cot",), train_size=64, val_size=8, test_size=8), data)
+    config = preset("cpu", **TINY, epochs=1, max_steps=2)
+    for seed in SEEDS:
+        out = root / "runs" / f"rope-{seed}"
+        train_runs(data, "cot", ["rope"], config, seed, [out], "cpu", save=True)
+    torch.set_num_threads(threads)
+    return root / "runs"
+
+
+# --- attention diagnostics ----------------------------------------------------------------
+
+
+def _tiny_model(pe: str):
+    spec = default_benchmark(("cot",)).configs["cot"]
+    reference = type("Ref", (), {"spec": spec})()
+    return build_model(preset("cpu", **TINY), reference, pe, seed=3).eval()
+
+
+def test_recorded_attention_is_what_eager_attention_returns():
+    model = _tiny_model("rope")
+    ids = torch.randint(0, 17, (2, 12))
+    sink: list[torch.Tensor] = []
+    with torch.no_grad(), _recording(model, sink):
+        model(input_ids=ids)
+    model.config._attn_implementation = "eager"
+    with torch.no_grad():
+        eager = model(input_ids=ids, output_attentions=True).attentions
+    assert len(sink) == len(eager) == TINY["layers"]
+    for recorded, expected in zip(sink, eager, strict=True):
+        torch.testing.assert_close(recorded, expected.float(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pe", ["rope", "alibi", "nope", "learned"])
+def test_recorded_attention_is_causal_and_sums_to_one_and_leaves_outputs_alone(pe):
+    model = _tiny_model(pe)
+    ids = torch.randint(0, 17, (2, 12))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    sink: list[torch.Tensor] = []
+    with torch.no_grad(), _recording(model, sink):
+        during = model(input_ids=ids).logits
+    with torch.no_grad():
+        after = model(input_ids=ids).logits
+    assert torch.equal(before, during) and torch.equal(before, after)
+    for probabilities in sink:
+        torch.testing.assert_close(probabilities.sum(-1), torch.ones(2, 2, 12))
+        assert not probabilities.triu(diagonal=1).any()
+
+
+def _far_positions(task: str, t: int, near: int, far: int) -> list[int]:
+    """The README's table, written out: where the far operands of x_t sit."""
+    window = near + far
+    start = {"recursive": t - window, "cot": 0, "semirecursive": (t - window) // 2}[task]
+    return list(range(start, start + far))
+
+
+@pytest.mark.parametrize("task", ["recursive", "cot", "semirecursive"])
+@pytest.mark.parametrize(("near", "far"), [(3, 1), (2, 3)])
+def test_far_mask_marks_the_inputs_holding_each_targets_far_operands(task, near, far):
+    mask = far_mask(task, near, far, 40)
+    assert not mask[: near + far].any()
+    for t in range(near + far, 40):
+        inputs = [p + 1 for p in _far_positions(task, t, near, far)]  # input 0 is BOS
+        assert np.flatnonzero(mask[t]).tolist() == inputs, t
+
+
+def test_uniform_attention_has_normalized_entropy_one_and_far_share_far_over_t_plus_one():
+    length, window, boundary = 20, 4, 10
+    causal = torch.tril(torch.ones(length, length))
+    uniform = (causal / causal.sum(-1, keepdim=True))[None, None].expand(3, 2, -1, -1)
+    far = far_mask("cot", near=3, far=1, length=length)
+    regions = summarize(uniform, far, window, boundary, length)
+    for region, (lo, hi) in {"id": (window, boundary), "ood": (boundary, length)}.items():
+        figures = regions[region]
+        assert figures.normalized_entropy == pytest.approx(1.0)
+        expected = [math.log(t + 1) for t in range(lo, hi)]
+        assert figures.entropy == pytest.approx(sum(expected) / len(expected))
+        shares = [1 / (t + 1) for t in range(lo, hi)]
+        assert figures.far_share == pytest.approx(sum(shares) / len(shares))
+        assert figures.targets == 3 * (hi - lo)
+
+
+def test_attention_on_one_input_has_entropy_zero_and_far_share_one():
+    length = 12
+    on_first = torch.zeros(1, 1, length, length)
+    on_first[..., 1] = 1.0  # every query on input 1 (x_0: cot's far operand)
+    on_first[..., 0, :] = torch.eye(length)[0]
+    far = far_mask("cot", near=3, far=1, length=length)
+    regions = summarize(on_first, far, 4, 8, length)
+    assert regions["id"].entropy == pytest.approx(0.0, abs=1e-9)
+    assert regions["id"].far_share == pytest.approx(1.0)
+    assert regions["ood"].normalized_entropy == pytest.approx(0.0, abs=1e-9)
+
+
+def test_every_run_records_attention_per_layer_id_against_ood(runs):
+    record = read_run(runs / "rope-1")
+    attention = record.attention
+    assert attention is not None and attention.rows == 8
+    assert [layer.layer for layer in attention.layers] == list(range(TINY["layers"]))
+    spec = record.spec
+    for layer in attention.layers:
+        assert layer.id.targets == 8 * (spec.train_length - spec.window)
+        assert layer.ood.targets == 8 * (spec.test_lengths[0] - spec.train_length)
+        assert layer.id.far_share is not None and 0 <= layer.ood.far_share <= 1
+
+
+def test_results_table_shows_attention_per_cell_and_the_json_every_layer(runs, tmp_path):
+    out, js = tmp_path / "R.md", tmp_path / "r.json"
+    assert invoke("results", runs, "--out", out, "--json", js).exit_code == 0
+    cell = json.loads(js.read_text())["tiny"]["tasks"]["cot"]["rope"]
+    records = [read_run(runs / f"rope-{seed}").attention for seed in SEEDS]
+    assert len(cell["attention"]) == TINY["layers"]
+    for index, layer in enumerate(cell["attention"]):
+        for region in ("id", "ood"):
+            values = [getattr(r.layers[index], region).far_share for r in records]
+            assert layer[region]["far_share"] == pytest.approx(sum(values) / len(values))
+    flat = [layer["ood"]["normalized_entropy"] for layer in cell["attention"]]
+    assert cell["attn_flat_ood"] == pytest.approx(sum(flat) / len(flat))
+    text = out.read_text()
+    assert "| attention flatness | attention far share |" in text
+    shown = f"{cell['attn_far_id']:.3f} -> {cell['attn_far_ood']:.3f}"
+    assert f"| {shown} |" in text
+
+
+def test_an_attention_function_that_cannot_be_probed_is_refused_not_misread():
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from posgen.train.attention import NotMeasurable, attention_diagnostics
+
+    def narrow(module, query, key, value, *args, **kwargs):  # assumes the values' width
+        width = query.shape[-1]
+        return value[..., :width].transpose(1, 2).contiguous(), None
+
+    model = _tiny_model("rope")
+    model.config._attn_implementation = "posgen_test_narrow"
+    ALL_ATTENTION_FUNCTIONS["posgen_test_narrow"] = narrow
+    try:
+        spec = default_benchmark(("cot",)).configs["cot"]
+        tokens = np.zeros((2, 256), dtype=np.int64)
+        with pytest.raises(NotMeasurable):
+            attention_diagnostics(model, tokens, spec, torch.device("cpu"))
+    finally:
+        del ALL_ATTENTION_FUNCTIONS["posgen_test_narrow"]
+
+
+def test_runs_without_attention_figures_show_a_dash(runs, tmp_path):
+    old = tmp_path / "runs" / "old-1"
+    shutil.copytree(runs / "rope-1", old)
+    record = json.loads((old / RESULTS).read_text())
+    del record["attention"]  # a run from before the diagnostics
+    (old / RESULTS).write_text(json.dumps(record))
+    out = tmp_path / "R.md"
+    assert invoke("results", old.parent, "--out", out).exit_code == 0
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| cot | rope"))
+    assert row.endswith("| - | - |")
+
+
+# --- effective length ------------------------------------------------------------------------
+
+W, L, END, CHANCE = 4, 64, 256, 1 / 17
+POSITIONS = list(range(W, END))
+
+
+def curve(id_value: float, ood: dict[int, float] | None = None, first: float = 0.06):
+    """Accuracy per position: ``first`` at t = w, ``id_value`` after, ``ood`` from a
+    position on (``{position: value}``: that value from there to the next key)."""
+    values = [first] + [id_value] * (END - W - 1)
+    for start, value in sorted((ood or {}).items()):
+        values[start - W :] = [value] * (END - start)
+    return values
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "expected"),
+    [
+        (curve(0.98), END),  # no drop: L'
+        (curve(0.98, {L: 0.3}), L),  # drops at L
+        (curve(0.98, {128: 0.5}), 128),  # holds past L, then drops
+        (curve(0.98, {100: 0.95}), END),  # within the tolerance (0.05)
+        (curve(0.98, {100: 0.90}), 104),  # [96, 104) averages 0.94, [104, 112) 0.90 < 0.93
+        (curve(0.98, first=0.0), END),  # t = w at chance is left out
+        (curve(0.06), None),  # ID at chance: no drop could show
+        (curve(0.10), None),  # reference within 0.05 of chance
+        ([0.06] + [1.0, 0.06] * ((END - W - 1) // 2) + [1.0], END),  # period 2 is smoothed
+        (
+            [0.06] + [1.0, 0.06] * ((L - W) // 2) + [0.06] * (END - L - 1),
+            L,
+        ),  # period-2 ID, OOD at chance
+    ],
+)
+def test_effective_length_on_constructed_curves(accuracy, expected):
+    assert len(accuracy) == len(POSITIONS)
+    assert effective_length(POSITIONS, accuracy, W, L, CHANCE) == expected
+
+
+def test_effective_length_ignores_positions_without_a_value():
+    accuracy = curve(0.98, {200: 0.2})
+    accuracy[10] = math.nan
+    assert effective_length(POSITIONS, accuracy, W, L, CHANCE) == 200
+
+
+def test_effective_length_definition_is_in_the_tables_header(runs, tmp_path):
+    out = tmp_path / "R.md"
+    assert invoke("results", runs, "--out", out).exit_code == 0
+    text = out.read_text()
+    assert "Effective length E: the ID reference is the mean per-position test accuracy" in text
+    assert "blocks of 8" in text and "0.05 below the reference" in text
+
+
+# --- source column, model/ folders -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("inside", [None, "metrics.jsonl"])
+def test_save_model_folders_are_not_reported_as_runs(runs, tmp_path, inside):
+    assert (runs / "rope-1" / "model").is_dir()
+    folder = tmp_path / "runs"
+    shutil.copytree(runs, folder)
+    if inside is not None:  # even a file named like a run's own is the run's, not a run
+        (folder / "rope-1" / "model" / inside).write_text("{}")
+    out = tmp_path / "R.md"
+    result = invoke("results", folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert f"{out}: 2 runs, 1 tasks" in result.stdout
+
+
+def test_results_name_where_each_encoding_came_from(runs, tmp_path):
+    plugin = tmp_path / "runs"
+    shutil.copytree(runs / "rope-1", plugin / "plugin-1")
+    record = json.loads((plugin / "plugin-1" / RESULTS).read_text())
+    encoding = record["position_encoding"]
+    encoding.update(name="myrope", label="myrope", source="mypkg.encodings:MYROPE")
+    (plugin / "plugin-1" / RESULTS).write_text(json.dumps(record))
+    shutil.copytree(runs / "rope-1", plugin / "rope-1")
+    out, table = tmp_path / "R.md", tmp_path / "r.csv"
+    assert invoke("results", plugin, "--out", out).exit_code == 0
+    assert invoke("results", plugin, "--format", "csv", "--out", table).exit_code == 0
+    text = out.read_text()
+    assert "| when | source |" in text
+    assert "| train-time | mypkg.encodings:MYROPE |" in text
+    assert "| train-time | built-in |" in text
+    rows = {row["pe"]: row["source"] for row in csv.DictReader(table.open())}
+    assert rows == {"myrope": "mypkg.encodings:MYROPE", "rope": "built-in"}
+
+
+# --- eee and hf exports ----------------------------------------------------------------------
+
+
+def _required(value: dict, names: list[str], where: str) -> None:
+    missing = [name for name in names if name not in value]
+    assert not missing, f"{where}: missing {missing}"
+
+
+def check_eee(record: dict) -> None:
+    """The required fields of Every Eval Ever's eval.schema.json (version 0.2.1)."""
+    _required(
+        record,
+        ["schema_version", "evaluation_id", "retrieved_timestamp", "source_metadata",
+         "model_info", "eval_library", "evaluation_results"],
+        "record",
+    )  # fmt: skip
+    assert all(isinstance(record[k], str) for k in ("schema_version", "evaluation_id"))
+    assert isinstance(record["retrieved_timestamp"], str)
+    source = record["source_metadata"]
+    _required(source, ["source_type", "source_organization_name", "evaluator_relationship"], "sm")
+    assert source["source_type"] in ("documentation", "evaluation_run")
+    assert source["evaluator_relationship"] in (
+        "first_party", "third_party", "collaborative", "other"
+    )  # fmt: skip
+    _required(record["model_info"], ["name", "id"], "model_info")
+    _required(record["eval_library"], ["name", "version"], "eval_library")
+    for block in (source, record["model_info"], record["eval_library"]):
+        details = block.get("additional_details", {})
+        assert all(isinstance(v, str) for v in details.values())
+    assert isinstance(record["evaluation_results"], list)
+    for entry in record["evaluation_results"]:
+        _required(entry, ["evaluation_name", "source_data", "metric_config", "score_details"], "r")
+        data = entry["source_data"]
+        _required(data, ["dataset_name", "source_type"], "source_data")
+        assert data["source_type"] in ("url", "hf_dataset", "other")
+        metric = entry["metric_config"]
+        _required(metric, ["lower_is_better"], "metric_config")
+        assert isinstance(metric["lower_is_better"], bool)
+        if metric.get("score_type") == "continuous":
+            _required(metric, ["min_score", "max_score"], "metric_config")
+        score = entry["score_details"]
+        _required(score, ["score"], "score_details")
+        assert isinstance(score["score"], float)
+        uncertainty = score.get("uncertainty", {})
+        assert isinstance(uncertainty.get("num_samples", 0), int)
+        if "standard_error" in uncertainty:
+            _required(uncertainty["standard_error"], ["value"], "standard_error")
+
+
+def test_eee_export_is_one_record_per_cell_with_an_entry_per_metric_and_length_bucket(
+    runs, tmp_path
+):
+    out, js = tmp_path / "eee", tmp_path / "r.json"
+    result = invoke("results", runs, "--format", "eee", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert invoke("results", runs, "--format", "json", "--out", js).exit_code == 0
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["tiny/cot/rope.json"]
+    record = json.loads((out / files[0]).read_text())
+    check_eee(record)
+    buckets = length_buckets(4, 64, 256)
+    assert buckets == [(4, 64), (64, 128), (128, 192), (192, 256)]
+    entries = record["evaluation_results"]
+    keys = [
+        (e["metric_config"]["additional_details"]["metric"],
+         int(e["metric_config"]["additional_details"]["bucket_start"]),
+         int(e["metric_config"]["additional_details"]["bucket_end"]))
+        for e in entries
+    ]  # fmt: skip
+    assert keys == [(m, s, e) for s, e in buckets for m in ("accuracy", "far_reliance")]
+    runs_scores = [read_run(runs / f"rope-{seed}").scores for seed in SEEDS]
+    for entry, (metric, start, end) in zip(entries, keys, strict=True):
+        uncertainty = entry["score_details"]["uncertainty"]
+        assert uncertainty["num_samples"] == 2 and uncertainty["standard_deviation"] >= 0
+        if metric != "accuracy":
+            continue
+        per_run = []
+        for scores in runs_scores:
+            c = scores.curve
+            inside = [i for i, p in enumerate(c.position) if start <= p < end]
+            per_run.append(sum(c.correct[i] for i in inside) / sum(c.tokens[i] for i in inside))
+        assert entry["score_details"]["score"] == pytest.approx(sum(per_run) / 2)
+        assert uncertainty["standard_deviation"] == pytest.approx(np.std(per_run, ddof=1))
+    cell = json.loads(js.read_text())["results"]["tiny"]["tasks"]["cot"]["rope"]
+    id_entry = entries[0]["score_details"]["score"]
+    assert id_entry == pytest.approx(cell["id_mean"])  # the ID bucket is the ID accuracy
+
+
+def test_hf_export_is_an_eval_results_yaml_per_metric(runs, tmp_path):
+    out, js = tmp_path / "hub", tmp_path / "r.json"
+    assert invoke("results", runs, "--format", "hf", "--out", out).exit_code == 0
+    assert invoke("results", runs, "--json", js, "--out", tmp_path / "R.md").exit_code == 0
+    cell = json.loads(js.read_text())["tiny"]["tasks"]["cot"]["rope"]
+    folder = out / "tiny" / "cot" / "rope" / ".eval_results"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted(
+        f"{m}.yaml" for m in ("id_accuracy", "ood_accuracy", "id_far_reliance", "ood_far_reliance")
+    )
+    for name, key in (("id_accuracy", "id_mean"), ("ood_far_reliance", "far_ood_mean")):
+        entries = yaml.safe_load((folder / f"{name}.yaml").read_text())
+        assert isinstance(entries, list) and len(entries) == 1
+        (entry,) = entries
+        _required(entry, ["dataset", "value"], "entry")  # the Hub's required fields
+        _required(entry["dataset"], ["id", "task_id"], "dataset")
+        assert entry["dataset"]["task_id"] == "cot"
+        assert entry["value"] == pytest.approx(cell[key], abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["eee", "hf"])
+def test_export_to_a_path_that_exists_is_one_error_line_and_nothing_written(runs, tmp_path, kind):
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    result = invoke("results", runs, "--format", kind, "--out", taken)
+    line = assert_clean_error(result, 2)
+    assert "exists" in line
+    assert taken.read_text() == "mine"
+
+
+# --- precision -------------------------------------------------------------------------------
+
+
+def test_float32_runs_use_no_autocast_and_bf16_needs_cuda():
+    assert isinstance(precision(preset("cpu"), torch.device("cpu")), contextlib.nullcontext)
+    with pytest.raises(ValueError, match="bf16 needs a CUDA device"):
+        precision(preset("cpu", bf16=True), torch.device("cpu"))
+
+
+def test_bf16_on_cpu_is_one_error_line_exit_2(tiny_training_dataset, tmp_path):
+    out = tmp_path / "run"
+    result = invoke(
+        "train", "--data", tiny_training_dataset, "--config", "cot", "--pe", "rope",
+        "--device", "cpu", "--bf16", "--max-steps", "1", "--out", out, "-q",
+    )  # fmt: skip
+    line = assert_clean_error(result, 2)
+    assert line == "error: --bf16: needs a CUDA device (CPU runs compute in float32)"
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_run_trains_and_records_its_precision(tiny_training_dataset, tmp_path):
+    out = tmp_path / "run"
+    result = invoke(
+        "train", "--data", tiny_training_dataset, "--config", "cot", "--pe", "rope",
+        "--device", "cuda", "--bf16", "--max-steps", "2", "--epochs", "1", "--out", out, "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = read_run(out)
+    assert record.device == "cuda" and record.train.bf16 and record.attention is not None
