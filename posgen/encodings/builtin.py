@@ -33,7 +33,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from posgen.encodings import ENCODINGS, PES, Lengths, PositionEncoding, register
+from posgen.encodings import ENCODINGS, PES, Lengths, PEError, PositionEncoding, register
 
 THETA = 10_000.0
 SCALE_AT = ("evaluation", "train")
@@ -292,7 +292,15 @@ def bias_encoding(
             position_ids = torch.arange(query.shape[2], device=query.device)[None]
         parameters = getattr(module.config, PARAMETERS_ATTRIBUTE, None) or {}
         heads = module.config.num_attention_heads
-        position_bias = bias(position_ids, heads, parameters).to(query.dtype)
+        position_bias = bias(position_ids, heads, parameters)
+        length = query.shape[2]
+        shape = tuple(getattr(position_bias, "shape", ()))
+        if len(shape) != 4 or shape[1] not in (1, heads) or shape[2:] != (length, length):
+            raise PEError(
+                f"--pe {name}: its bias has shape {shape or type(position_bias).__name__}, not "
+                f"(batch, {heads} heads, {length}, {length}) for {length} positions"
+            )
+        position_bias = position_bias.to(query.dtype)
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, position_bias=position_bias, **kwargs
         )

@@ -196,7 +196,13 @@ class RunRecord(_Record):
     def to_json(self) -> str:
         """Stable JSON: sorted keys, two-space indent, trailing newline."""
         return (
-            json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n"
+            json.dumps(
+                self.model_dump(mode="json", by_alias=True),
+                indent=2,
+                sort_keys=True,
+                allow_nan=False,
+            )
+            + "\n"
         )
 
     def problems(self) -> list[str]:

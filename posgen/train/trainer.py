@@ -28,7 +28,8 @@ from transformers import LlamaForCausalLM
 from posgen import __version__, signals
 from posgen.encodings import Lengths, PERequest, ResolvedPE, as_request, resolve
 from posgen.encodings.builtin import RandomPositions
-from posgen.encodings.model import llama_for, parameter_groups, use_frequencies
+from posgen.encodings.model import check_encoding, llama_for, parameter_groups, use_frequencies
+from posgen.errors import RunError
 from posgen.scoring.folder import score_aligned
 from posgen.scoring.prediction_files import lm_arrays, predictions_from_logits, vocab_size
 from posgen.spec import PROBE_SPLIT, TaskSpec
@@ -69,7 +70,9 @@ def resolve_pe(pe: str | PERequest | ResolvedPE, config: TrainConfig, spec: Task
         head_dim=config.hidden // config.heads,
         heads=config.heads,
     )
-    return resolve(as_request(pe), shape)
+    resolved = resolve(as_request(pe), shape)
+    check_encoding(resolved)
+    return resolved
 
 
 def build_model(
@@ -235,6 +238,10 @@ class RunData:
         return dataset.read(read)
 
 
+class Diverged(RunError):
+    """The training loss is NaN or infinite: the run stops, nothing is written (exit 1)."""
+
+
 Events = Callable[[str, int], None]
 """``(moment, step)``: called after every step (``"step"``) and validation (``"validation"``);
 the job uses it for its progress and test hooks."""
@@ -323,6 +330,12 @@ def train(
                         labels=tensors["labels"].to(device),
                         **position_inputs(positions, device),
                     ).loss
+                    if not bool(torch.isfinite(loss.detach())):
+                        raise Diverged(
+                            f"training loss became {float(loss)} at step {at.step + 1} (epoch "
+                            f"{at.epoch}): the run diverged and no run folder was written; lower "
+                            "--lr or change the position encoding's parameters"
+                        )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
