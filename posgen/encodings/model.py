@@ -120,8 +120,8 @@ def check_encoding(pe: ResolvedPE) -> None:
     except Exception as error:
         what = "" if isinstance(error, PEError) else f"{type(error).__name__}: "
         raise PEError(
-            f"--pe {pe.label} ({pe.encoding.source}): the encoding fails on a {tokens}-token "
-            f"row before training: {what}{shown(str(error), 300) or '(no message)'}"
+            f"--pe {pe.label} ({pe.encoding.source}): the encoding fails on a row of {tokens} "
+            f"tokens before training: {what}{shown(str(error), 300) or '(no message)'}"
         ) from None
     _CHECKED.add(key)
 

@@ -145,7 +145,8 @@ class RunScores(ScoreReport):
         for name, (correct, tokens) in sums.items():
             part = getattr(self, name)
             if (part.correct, part.tokens) != (correct, tokens):
-                lines.append(f"{name}: {part.correct} of {part.tokens} does not match the curve "
+                given = f"{shown(part.correct, 30)} of {shown(part.tokens, 30)}"
+                lines.append(f"{name}: {given} does not match the curve "
                              f"({correct} of {tokens})")  # fmt: skip
             lines += _ratio_problems(name, part.correct, part.tokens, part.accuracy)
         for name in ("ood_exact_match", "exact_match"):

@@ -330,9 +330,10 @@ def train(
                         labels=tensors["labels"].to(device),
                         **position_inputs(positions, device),
                     ).loss
-                    if not bool(torch.isfinite(loss.detach())):
+                    value = loss.detach()
+                    if not bool(torch.isfinite(value)):
                         raise Diverged(
-                            f"training loss became {float(loss)} at step {at.step + 1} (epoch "
+                            f"training loss became {float(value)} at step {at.step + 1} (epoch "
                             f"{at.epoch}): the run diverged and no run folder was written; lower "
                             "--lr or change the position encoding's parameters"
                         )
