@@ -262,7 +262,7 @@ def run_count(grid: Grid, configs: list[int] | None = None, pes: int | None = No
         seeds_text = f"{seeds} preset seeds"
     formula = (
         f"{len(per_dataset)} datasets x {sum(per_dataset) / len(per_dataset):g} configs x "
-        f"{encodings} encodings x {seeds_text}"
+        f"{encodings if grid.pes != 'all' or pes else 'all'} encodings x {seeds_text}"
     )
     if count > MAX_RUNS:
         raise GridError(
