@@ -526,26 +526,30 @@ def estimate_run(
     )
 
 
-def _cgroup_files() -> list[tuple[str, str]]:
+PROC = Path("/proc")
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def _cgroup_files(proc: Path = PROC, cgroup: Path = CGROUP) -> list[tuple[Path, Path]]:
     """``(limit, usage)`` files of this process's memory cgroup (v2, then v1), its own folder
     (from ``/proc/self/cgroup``) first, then the mount's root."""
     own: dict[str, str] = {}
-    with suppress(OSError):
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
+    with suppress(OSError, ValueError):
+        for line in (proc / "self" / "cgroup").read_text().splitlines():
             _, controllers, where = line.split(":", 2)
             if controllers == "" or "memory" in controllers.split(","):
                 own["v2" if controllers == "" else "v1"] = where.strip("/")
     files = []
     for version, root, limit, usage in (
-        ("v2", "/sys/fs/cgroup", "memory.max", "memory.current"),
-        ("v1", "/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes"),
+        ("v2", cgroup, "memory.max", "memory.current"),
+        ("v1", cgroup / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"),
     ):
-        for folder in dict.fromkeys((Path(root) / own.get(version, ""), Path(root))):
-            files.append((str(folder / limit), str(folder / usage)))
+        for folder in dict.fromkeys((root / own.get(version, ""), root)):
+            files.append((folder / limit, folder / usage))
     return files
 
 
-def _address_space_left() -> int | None:
+def _address_space_left(proc: Path = PROC) -> int | None:
     """Bytes of address space left under ``RLIMIT_AS`` (``ulimit -v``; None: no limit)."""
     try:
         import resource
@@ -555,7 +559,7 @@ def _address_space_left() -> int | None:
             return None
         used = 0
         with suppress(OSError, ValueError, IndexError):
-            for line in Path("/proc/self/status").read_text().splitlines():
+            for line in (proc / "self" / "status").read_text().splitlines():
                 if line.startswith("VmSize:"):
                     used = int(line.split()[1]) * 1024
         return max(0, soft - used)
@@ -563,19 +567,20 @@ def _address_space_left() -> int | None:
         return None
 
 
-def available_bytes() -> int | None:
+def available_bytes(proc: Path = PROC, cgroup: Path = CGROUP) -> int | None:
     """Memory this process can still use: the least of ``MemAvailable``, what its memory
-    cgroup's limit leaves, and the address space its ``RLIMIT_AS`` leaves."""
+    cgroup's limit leaves, and the address space its ``RLIMIT_AS`` leaves (``proc`` and
+    ``cgroup``: where ``/proc`` and ``/sys/fs/cgroup`` are mounted)."""
     found = []
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in (proc / "meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    for limit, usage in _cgroup_files():
+    for limit, usage in _cgroup_files(proc, cgroup):
         try:
-            cap, used = (Path(name).read_text().strip() for name in (limit, usage))
+            cap, used = (name.read_text().strip() for name in (limit, usage))
         except OSError:
             continue
         if cap.isdigit() and used.isdigit() and int(cap) < 2**60:
@@ -583,7 +588,7 @@ def available_bytes() -> int | None:
     if not found and hasattr(os, "sysconf"):
         with suppress(ValueError, OSError):
             found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    if (left := _address_space_left()) is not None:
+    if (left := _address_space_left(proc)) is not None:
         found.append(left)
     return min(found) if found else None
 

@@ -119,6 +119,43 @@ def test_the_estimate_honours_the_address_space_limit(tmp_path):
     assert 0 < int(done.stdout) <= limit
 
 
+GIB = 2**30
+CGROUPS = {  # /proc/self/cgroup, the files under the cgroup mount, what is left (GiB)
+    "v2, the process's own cgroup": (
+        "0::/user.slice/job\n",
+        {"user.slice/job/memory.max": 2 * GIB, "user.slice/job/memory.current": GIB // 2},
+        1.5,
+    ),
+    "v2, at the mount's root": ("0::/\n", {"memory.max": GIB, "memory.current": 0}, 1.0),
+    "v1, the process's own cgroup": (
+        "4:memory:/batch/7\n0::/\n",
+        {
+            "memory/batch/7/memory.limit_in_bytes": 3 * GIB,
+            "memory/batch/7/memory.usage_in_bytes": GIB,
+        },
+        2.0,
+    ),
+    "v2 without a limit": ("0::/a\n", {"a/memory.max": "max", "a/memory.current": 5}, 16.0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CGROUPS))
+def test_the_estimate_honours_the_memory_cgroup_the_process_is_in(tmp_path, case):
+    from posgen.train.config import available_bytes
+
+    membership, files, left = CGROUPS[case]
+    proc, cgroup = tmp_path / "proc", tmp_path / "cgroup"
+    (proc / "self").mkdir(parents=True)
+    (proc / "meminfo").write_text(f"MemTotal: {32 * 2**20} kB\nMemAvailable: {16 * 2**20} kB\n")
+    (proc / "self" / "cgroup").write_text(membership)
+    (proc / "self" / "status").write_text("VmSize: 1000 kB\n")
+    for name, value in files.items():
+        (cgroup / name).parent.mkdir(parents=True, exist_ok=True)
+        (cgroup / name).write_text(f"{value}\n")
+    with recorded("resources", f"issue 27 class 10: memory cgroup {case}"):
+        assert available_bytes(proc, cgroup) == min(left * GIB, available_bytes(proc, tmp_path))
+
+
 def test_a_run_larger_than_the_address_space_limit_is_refused_up_front(tmp_path):
     data = tmp_path / "big"
     write_dataset(default_benchmark(("cot",), train_size=4000, val_size=8, test_size=8), data)
