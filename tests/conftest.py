@@ -234,10 +234,18 @@ class _Diverging(nn.Module):
         return torch.full((*position_ids.shape, self.hidden), value)
 
 
+def _late_bias(position_ids, heads, parameters):
+    length = position_ids.shape[-1]
+    if length > 8:
+        raise TypeError(f"a bug at {length} positions")
+    return torch.zeros(position_ids.shape[0], heads, length, length)
+
+
 WRONG_SHAPE = rope_encoding("h27_wrong_shape", "frequencies of the wrong shape", _wrong_shape)
 NONE = rope_encoding("h27_none", "frequencies that are None", _none)
 NAN = rope_encoding("h27_nan", "NaN frequencies", _nan)
 RANK = bias_encoding("h27_rank", "a bias of rank 2", _flat_bias)
+LATE = bias_encoding("h27_late", "a bias that fails past 8 positions", _late_bias)
 DIVERGE = PositionEncoding(
     name="h27_diverge",
     summary="NaN input positions in training",
@@ -249,7 +257,7 @@ DIVERGE = PositionEncoding(
 @pytest.fixture
 def hostile_plugins(tmp_path, monkeypatch) -> str:
     """A folder on ``sys.path`` with ``h27plugins`` (``WRONG_SHAPE``, ``NONE``, ``NAN``,
-    ``RANK``, ``DIVERGE``: each broken in one way), ``h27raises`` (raises on import) and
+    ``RANK``, ``LATE``, ``DIVERGE``: each broken in one way), ``h27raises`` (raises on import) and
     ``h27exits`` (calls ``sys.exit(3)`` on import); returns the folder."""
     import sys
 

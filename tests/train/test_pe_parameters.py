@@ -13,10 +13,12 @@ import math
 
 import pytest
 
-from posgen.encodings import PERequest
-from posgen.encodings.parameters import PARAMETERS, check_parameters
-from tests.cli_support import assert_clean_error, invoke
-from tests.hardening_counts import recorded
+torch = pytest.importorskip("torch")
+
+from posgen.encodings import PERequest  # noqa: E402
+from posgen.encodings.parameters import PARAMETERS, check_parameters  # noqa: E402
+from tests.cli_support import assert_clean_error, invoke  # noqa: E402
+from tests.hardening_counts import recorded  # noqa: E402
 
 TINY = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32", "--batch-size=16"]
 FAST = [*TINY, "--eval-batch-size=8", "--epochs=1", "--max-steps=2", "--seed=0", "-q"]
@@ -157,6 +159,27 @@ def test_a_training_loss_that_turns_nan_stops_the_run_exit_1_nothing_written(
     with recorded("hostile", "issue 27 class 4: training loss NaN"):
         assert_clean_error(result, 1, "training loss became nan at step 1", "no run folder")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["hostile-site"]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_loss_that_is_not_finite_stops_the_run_where_a_gpu_checks_it(value):
+    from posgen.train.trainer import Diverged, diverged
+
+    diverged(torch.tensor(2.5), "epoch 1")
+    with pytest.raises(Diverged, match=f"training loss became {value} at epoch 3"):
+        diverged(torch.tensor(value), "epoch 3 (its mean up to step 9)")
+
+
+def test_a_plugin_that_fails_only_in_training_is_named_as_the_plugin_exit_1(
+    tiny_training_dataset, tmp_path, hostile_plugins
+):
+    out = tmp_path / "run"
+    args = ["train", "--data", tiny_training_dataset, "--config", "cot", "--pe=h27plugins:LATE"]
+    result = invoke(*args, "--out", out, *FAST)
+    with recorded("hostile", "issue 27 class 10: a plugin's bug in training"):
+        line = assert_clean_error(result, 1, "plugin encoding h27_late", "a bug at 65 positions")
+        assert "internal error" not in line
+        assert not out.exists()
 
 
 def test_run_files_are_strict_json(tiny_training_dataset, tmp_path):
