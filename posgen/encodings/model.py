@@ -8,7 +8,7 @@ what it predicted before saving.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +105,11 @@ def check_encoding(pe: ResolvedPE) -> None:
     if key in _CHECKED:
         return
     tokens = min(CHECK_TOKENS, pe.max_positions)
+    small = replace(pe, randomized=None)  # an input table of L'+1 rows, not of R
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             model = llama_for(
-                pe, 4, 3, lengths.heads * lengths.head_dim, lengths.heads, 1, 8
+                small, 4, 3, lengths.heads * lengths.head_dim, lengths.heads, 1, 8
             ).eval()
             ids = torch.zeros(1, tokens, dtype=torch.long)
             for evaluation in (False, True):

@@ -204,3 +204,31 @@ def test_a_signal_while_waiting_on_submitit_says_the_trainings_go_on(
     with recorded("kill", f"issue 27 class 10: SIGTERM waiting on {executor}"):
         line = assert_clean_error(result, 143, "were not stopped", "posgen sweep --status")
         assert "no partial output" not in line
+
+
+# --- class 6 in a sweep: a damaged checkpoint is never resumed ------------------------------------
+
+CHECKPOINTS = {"empty": b"", "garbage without a checksum": b"PK\x03\x04 not a checkpoint" * 50}
+
+
+@pytest.mark.parametrize("case", sorted(CHECKPOINTS))
+def test_a_sweep_names_a_damaged_checkpoint_and_never_resumes_it(data, tmp_path, case):
+    from posgen.train.config import jobs_of
+    from posgen.train.job import CHECKPOINT, DamagedCheckpoint
+    from posgen.train.sweep import Sweep, run_job, run_states
+
+    sweep = Sweep(tmp_path / "S")
+    sweep.add(expand(read_grid(toml_grid(tmp_path / "g.toml", data, '["rope"]')), resolve_encoding))
+    (job,) = jobs_of(sweep.read().runs)
+    work = sweep.work(job.key)
+    work.mkdir(parents=True)
+    (work / CHECKPOINT).write_bytes(CHECKPOINTS[case])
+    (work / "progress.json").write_text('{"epoch": 1, "step": 1, "done": false}\n')
+    with recorded("damage", f"issue 27 class 6: sweep checkpoint {case}"):
+        with pytest.raises(DamagedCheckpoint, match="rm -r"):
+            run_job(sweep.root, job.key)
+        (state,) = run_states(sweep)
+        assert state.state == "failed"
+        assert str(work / CHECKPOINT) in state.detail and "not resumed" in state.detail
+        assert (work / CHECKPOINT).read_bytes() == CHECKPOINTS[case]
+        assert not sweep.run_folder(job.runs[0]).exists()
