@@ -145,6 +145,27 @@ def test_a_grid_with_a_bad_parameter_is_refused_when_read_before_any_training(
         assert not (tmp_path / "S").exists()
 
 
+REPEATED = {  # a grid file whose encoding gives one parameter twice (TOML refuses it itself)
+    "g.json": '{{"datasets": [{data}], "pes": [{{"name": "linear", '
+    '"parameters": {{"factor": 2, "factor": 3}}}}]}}',
+    "g.yaml": "datasets: [{data}]\npes:\n  - name: linear\n"
+    "    parameters: {{factor: 2, factor: 3}}\n",
+    "g.toml": 'datasets = [{data}]\npes = [{{ name = "linear", parameters = {{ factor = 2, '
+    "factor = 3 }} }}]\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPEATED))
+def test_a_parameter_given_twice_in_a_grid_is_refused(data, tmp_path, monkeypatch, name):
+    grid = tmp_path / name
+    grid.write_text(REPEATED[name].format(data=json.dumps(str(data))))
+    monkeypatch.setattr("posgen.cli.sweep.require_extra", _no_torch([]))
+    result = invoke("sweep", grid, "--out", tmp_path / "S")
+    with recorded("bad_input", f"issue 27 class 4: factor given twice in {name}"):
+        assert_clean_error(result, 2, str(grid), "factor")
+        assert not (tmp_path / "S").exists()
+
+
 AFTER_IMPORT = {  # refused when the grid is expanded: after the import, before any run
     "llama3 high_freq_factor = low_freq_factor": (
         '{ name = "llama3", parameters = { low_freq_factor = 2, high_freq_factor = 2 } }',
