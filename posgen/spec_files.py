@@ -55,12 +55,33 @@ class _BoundedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        """A mapping whose keys are each written once (TOML refuses a repeated key too)."""
+        if isinstance(node, yaml.MappingNode):
+            keys = [key for key, _ in node.value if isinstance(key, yaml.ScalarNode)]
+            _once([key.value for key in keys if key.tag != "tag:yaml.org,2002:merge"])
+        return super().construct_mapping(node, deep)
+
+
+def _once(keys: list[Any]) -> None:
+    """A :class:`SpecFileError` naming a key given twice in one mapping."""
+    seen: set[Any] = set()
+    for key in keys:
+        if key in seen:
+            raise SpecFileError(f"key {shown(key, 60)!r} is given twice in one table")
+        seen.add(key)
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    _once([key for key, _ in pairs])
+    return dict(pairs)
+
 
 def _parse(text: str, suffix: str) -> Any:
     if suffix == ".toml":
         return tomllib.loads(text)
     if suffix == ".json":
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_pairs)
     loader = _BoundedLoader(text)
     try:
         return loader.get_single_data()

@@ -190,3 +190,83 @@ def tiny_spec_file(tmp_path) -> Path:
         "train_size = 40\nval_size = 10\ntest_size = 10\ntest_length = 96\n[configs.cot]\n"
     )
     return path
+
+
+# --- hostile position-encoding plugins (issue 27) -----------------------------------------------
+
+HOSTILE_PLUGINS = '''
+"""Broken position encodings, each failing in one way (tests only)."""
+import math
+
+import torch
+from torch import nn
+
+from posgen.encodings import PositionEncoding
+from posgen.encodings.builtin import bias_encoding, rope_encoding
+
+
+def _wrong_shape(config, device=None, seq_len=None, **kwargs):
+    return torch.ones(3), 1.0
+
+
+def _none(config, device=None, seq_len=None, **kwargs):
+    return None, 1.0
+
+
+def _nan(config, device=None, seq_len=None, **kwargs):
+    return torch.full((config.hidden_size // config.num_attention_heads // 2,), math.nan), 1.0
+
+
+def _flat_bias(position_ids, heads, parameters):
+    length = position_ids.shape[-1]
+    return torch.zeros(length, length)
+
+
+class _Diverging(nn.Module):
+    """Zeros when evaluating, NaN when training: the training loss turns NaN."""
+
+    def __init__(self, hidden):
+        super().__init__()
+        self.hidden = hidden
+
+    def forward(self, position_ids):
+        value = math.nan if self.training else 0.0
+        return torch.full((*position_ids.shape, self.hidden), value)
+
+
+def _late_bias(position_ids, heads, parameters):
+    length = position_ids.shape[-1]
+    if length > 8:
+        raise TypeError(f"a bug at {length} positions")
+    return torch.zeros(position_ids.shape[0], heads, length, length)
+
+
+WRONG_SHAPE = rope_encoding("h27_wrong_shape", "frequencies of the wrong shape", _wrong_shape)
+NONE = rope_encoding("h27_none", "frequencies that are None", _none)
+NAN = rope_encoding("h27_nan", "NaN frequencies", _nan)
+RANK = bias_encoding("h27_rank", "a bias of rank 2", _flat_bias)
+LATE = bias_encoding("h27_late", "a bias that fails past 8 positions", _late_bias)
+DIVERGE = PositionEncoding(
+    name="h27_diverge",
+    summary="NaN input positions in training",
+    input_positions=lambda parameters, lengths, hidden, positions: _Diverging(hidden),
+)
+'''
+
+
+@pytest.fixture
+def hostile_plugins(tmp_path, monkeypatch) -> str:
+    """A folder on ``sys.path`` with ``h27plugins`` (``WRONG_SHAPE``, ``NONE``, ``NAN``,
+    ``RANK``, ``LATE``, ``DIVERGE``: each broken in one way), ``h27raises`` (raises on import) and
+    ``h27exits`` (calls ``sys.exit(3)`` on import); returns the folder."""
+    import sys
+
+    site = tmp_path / "hostile-site"
+    site.mkdir()
+    (site / "h27plugins.py").write_text(HOSTILE_PLUGINS)
+    (site / "h27raises.py").write_text('raise RuntimeError("boom at import")\nX = 1\n')
+    (site / "h27exits.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(site))
+    yield str(site)
+    for name in ("h27plugins", "h27raises", "h27exits"):
+        sys.modules.pop(name, None)

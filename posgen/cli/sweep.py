@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from posgen.cli.options import PathArg, out_option
 from posgen.cli.runner import interrupted, refuse_unwritable, require_extra
 from posgen.errors import RunError, UsageProblems, problem_lines, shown
+from posgen.signals import Interrupted
 from posgen.train.config import (
     ResolvedEncoding,
     SlurmSettings,
@@ -98,7 +99,7 @@ def sweep_command(
     if executor != "local":
         from posgen.train.sweep import require_submitit
 
-        require_submitit()
+        require_submitit(executor)
     require_extra()
     from posgen.encodings import available
 
@@ -177,11 +178,7 @@ def _run_local(sweep: Sweep, todo: list[Any], jobs: int | None) -> None:
     if todo:
         sweep.add_wall_seconds(outcome.seconds)
     if outcome.signal is not None:
-        raise interrupted(
-            outcome.signal,
-            f"{len(outcome.interrupted)} trainings stopped; rerun the same command to resume "
-            "them from their checkpoints",
-        )
+        raise interrupted(outcome.signal, stopped_line(outcome))
     if outcome.failed or outcome.interrupted:
         stopped = f", {len(outcome.interrupted)} stopped by a signal" if outcome.interrupted else ""
         raise RunError(
@@ -190,17 +187,53 @@ def _run_local(sweep: Sweep, todo: list[Any], jobs: int | None) -> None:
         )
 
 
+def stopped_line(outcome: Any) -> str:
+    """What a signal left of a local sweep's trainings: how many resume from a checkpoint,
+    how many start over (stopped before their first checkpoint).
+
+    >>> from posgen.train.sweep import Outcome
+    >>> stopped_line(Outcome(interrupted=["a", "b"], resumable=["a"])).split(";")[0]
+    '2 trainings stopped (1 with a checkpoint, 1 before its first)'
+    """
+    stopped, resumable = len(outcome.interrupted), len(outcome.resumable)
+    if resumable == stopped:
+        return (f"{stopped} trainings stopped; rerun the same command to resume them from their "
+                "checkpoints")  # fmt: skip
+    if resumable == 0:
+        return (f"{stopped} trainings stopped before their first checkpoint; rerun the same "
+                "command to start them over")  # fmt: skip
+    return (f"{stopped} trainings stopped ({resumable} with a checkpoint, {stopped - resumable} "
+            "before its first); rerun the same command to resume or start them over")  # fmt: skip
+
+
 def _run_submitit(
     sweep: Sweep, todo: list[Any], settings: SlurmSettings, executor: str, wait: bool
 ) -> None:
     from posgen.train.sweep import submit
 
     cluster = "local" if executor == "submitit-local" else "slurm"
+    watch = f"watch with: posgen sweep --status {sweep.root}"
     try:
         submitted = submit(sweep, todo, settings, cluster=cluster)
     except (RuntimeError, OSError) as error:  # no sbatch here, sbatch refused the job
         reason = " ".join(str(error).split())
         raise RunError(f"submitting to Slurm failed: {shown(reason, 600)}") from None
+    except Interrupted as stop:
+        stop.left = f"stopped while submitting: trainings already submitted go on; {watch}"
+        raise
+    where = "submitit's local processes" if cluster == "local" else "the Slurm array"
+    try:
+        _wait_submitted(sweep, todo, submitted, wait or cluster == "local")
+    except Interrupted as stop:  # the trainings run on their own: they are not stopped
+        stop.left = (
+            f"the {len(submitted)} submitted trainings were not stopped: they go on in {where} "
+            f"and write their run folders when done; {watch}"
+        )
+        raise
+
+
+def _wait_submitted(sweep: Sweep, todo: list[Any], submitted: list[Any], wait: bool) -> None:
+    """Say what was submitted; with ``wait``, wait for each training and say how it ended."""
     if not submitted:
         return
     first = str(submitted[0].job_id).split("_")[0]
@@ -209,7 +242,7 @@ def _run_submitit(
         f"watch with: posgen sweep --status {sweep.root}",
         err=True,
     )
-    if not (wait or cluster == "local"):
+    if not wait:
         return
     failed = 0
     for job, element in zip(todo, submitted, strict=True):

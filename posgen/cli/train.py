@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from posgen import signals
 from posgen.cli.options import config_option, data_option, force_option, out_option, quiet_option
 from posgen.cli.runner import check_run_target, reported, require_extra
-from posgen.encodings import PERequest
+from posgen.encodings import NO_TABLE, PERequest
 from posgen.errors import RunError, UsageProblems, problem_lines
 from posgen.store.dataset import Dataset
 from posgen.store.safety import owner_alive
@@ -202,7 +202,8 @@ def train_command(
         raise UsageProblems([str(error)]) from None
     check_run_target(out)
     positions = request.randomized if isinstance(request.randomized, int) else None
-    dataset, name, estimate = memory_estimate(data, config, train_config, positions)
+    table = request.name not in NO_TABLE  # a plugin's is known once it is imported
+    dataset, name, estimate = memory_estimate(data, config, train_config, positions, table)
     spec = dataset.manifest.configs[name].spec
     if not force and (problem := refusal(estimate, available_bytes())) is not None:
         raise UsageProblems([problem])
@@ -226,6 +227,9 @@ def train_command(
         resolved = resolve_pe(request, train_config, spec)
     except PEError as error:
         raise UsageProblems([str(error)]) from None
+    if table and resolved.encoding.input_positions is None:  # a plugin without a table
+        largest = max((file.bytes for _, _, file in dataset.manifest.files([name])), default=0)
+        estimate = estimate_run(train_config, spec, largest_file=largest, table=False)
     key = stable_hash(
         identity(
             data.resolve().name,
@@ -282,11 +286,16 @@ def train_command(
 
 
 def memory_estimate(
-    data: Path, config: str | None, train_config: TrainConfig, positions: int | None = None
+    data: Path,
+    config: str | None,
+    train_config: TrainConfig,
+    positions: int | None = None,
+    table: bool = True,
 ) -> tuple[Dataset, str, RunEstimate]:
     """The open dataset (``posgen.json`` parsed once, for the whole run), the config (the
     only one when ``config`` is None) and the run's memory estimate (no data read; the run
-    reads the data once); ``positions``: the range of randomized position ids, if given."""
+    reads the data once); ``positions``: the range of randomized position ids, if given;
+    ``table``: whether the encoding may have a table of input positions."""
     dataset = Dataset.open(data)
     manifest, name = dataset.manifest, dataset.resolve_config(config)
     if name not in manifest.configs:
@@ -297,7 +306,7 @@ def memory_estimate(
     return (
         dataset,
         name,
-        estimate_run(train_config, spec, largest_file=largest, positions=positions),
+        estimate_run(train_config, spec, largest_file=largest, positions=positions, table=table),
     )
 
 

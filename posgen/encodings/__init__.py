@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from posgen.encodings.parameters import check_parameters, check_relations
+from posgen.errors import shown
 
 if TYPE_CHECKING:
     from torch import nn
@@ -47,6 +51,35 @@ NO_ROPE: dict[str, Any] = {
 }
 """Rope parameters that rotate nothing (tested: logits do not depend on the positions)."""
 
+NO_TABLE = frozenset(
+    [
+        "rope",
+        "resonance",
+        "yarn",
+        "resonance_yarn",
+        "linear",
+        "resonance_linear",
+        "dynamic",
+        "resonance_dynamic",
+        "longrope",
+        "llama3",
+        "resonance_llama3",
+        "proportional",
+        "resonance_proportional",
+        "nope",
+        "alibi",
+        "t5",
+        "fire",
+        "fire-random",
+        "kerple",
+        "xpos",
+        "cope",
+        "logn",
+    ]
+)
+"""The built-ins without a table of input positions (known without importing them: the
+memory estimate counts a table of ``--randomized-positions`` rows for every other name)."""
+
 When = Literal["train-time", "evaluation-time"]
 
 
@@ -57,6 +90,23 @@ def pe_order(pe: str) -> tuple[int, str]:
 
 MODIFIERS: dict[str, Callable[[PositionEncoding], PositionEncoding]] = {}
 """``NAME+MODIFIER`` is ``MODIFIERS[MODIFIER](ENCODINGS[NAME])`` (the built-ins add ``logn``)."""
+
+
+DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+NAME = re.compile(r"[\w.+-]+")
+
+
+def check_reference(name: str) -> str:
+    """A registered name, or ``package.module:NAME`` (a module, never a file path)."""
+    module, colon, attribute = name.partition(":")
+    if colon and not (DOTTED.fullmatch(module) and DOTTED.fullmatch(attribute)):
+        raise ValueError(
+            f"--pe {shown(name, 100)}: use package.module:NAME (an importable module and an "
+            "attribute, not a file path)"
+        )
+    if not colon and not NAME.fullmatch(name):
+        raise ValueError(f"--pe {shown(name, 100)}: not a position encoding name (see --list-pe)")
+    return name
 
 
 class PEError(ValueError):
@@ -130,7 +180,7 @@ class _Lazy:
             found: Any = importlib.import_module(module)
             for part in attribute.split("."):
                 found = getattr(found, part)
-        except Exception as error:  # a broken plugin is one error line, not a traceback
+        except (Exception, SystemExit) as error:  # a broken plugin is one error line
             raise PEError(
                 f"{self.where}: cannot import ({type(error).__name__}: {error})"
             ) from None
@@ -228,6 +278,17 @@ class PERequest(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     randomized: int | Literal["auto"] | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _reference(cls, name: str) -> str:
+        return check_reference(name)
+
+    @model_validator(mode="after")
+    def _typed(self) -> PERequest:
+        """Every parameter of its type and in its range (:mod:`.parameters`)."""
+        check_parameters(self.name, self.parameters)
+        return self
+
     @classmethod
     def parse(cls, name: str, pairs: list[str] | tuple[str, ...], randomized: str | None):
         """From ``--pe``, ``--pe-param key=value`` (a JSON value, else text), and
@@ -235,12 +296,17 @@ class PERequest(BaseModel):
         parameters: dict[str, Any] = {}
         for pair in pairs:
             key, sep, value = pair.partition("=")
-            if not sep or not key.strip():
+            key = key.strip()
+            if not sep or not key:
                 raise ValueError(f"--pe-param {pair!r}: use key=value")
+            if key in parameters:
+                raise ValueError(f"--pe-param {key} is given twice; give each parameter once")
             try:
-                parameters[key.strip()] = json.loads(value.strip())
+                parameters[key] = json.loads(value.strip())
             except ValueError:
-                parameters[key.strip()] = value.strip()
+                parameters[key] = value.strip()
+        check_reference(name)
+        check_parameters(name, parameters)
         chosen: int | str | None = randomized
         if randomized is not None and randomized != "auto":
             try:
@@ -355,6 +421,7 @@ def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
         )
     resolved = ResolvedPE(encoding, request, parameters, lengths, randomized)
     try:
+        check_relations(encoding.name, parameters)
         resolved.rope(False), resolved.rope(True)
         if encoding.check is not None:
             encoding.check(parameters, lengths)

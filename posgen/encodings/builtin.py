@@ -368,6 +368,14 @@ def bias_encoding(
             position_bias = bias(position_ids, module_.config.num_attention_heads, parameters)
         else:
             position_bias = module_.position_module(position_ids)
+        heads = module_.config.num_attention_heads
+        length = query.shape[2]
+        shape = tuple(getattr(position_bias, "shape", ()))
+        if len(shape) != 4 or shape[1] not in (1, heads) or shape[2:] != (length, length):
+            raise PEError(
+                f"--pe {name}: its bias has shape {shape or type(position_bias).__name__}, not "
+                f"(batch, {heads} heads, {length}, {length}) for {length} positions"
+            )
         return sdpa_attention_forward(
             module_,
             query,

@@ -10,7 +10,7 @@ predicts exactly what it predicted before saving; :func:`load_model` is ``posgen
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from transformers.utils import logging as hf_logging
 
 from posgen.encodings import Lengths, PEError, PERequest, ResolvedPE, resolve
 from posgen.encodings.builtin import PARAMETERS_ATTRIBUTE
-from posgen.errors import UsageError
+from posgen.errors import UsageError, shown
 
 PE_FILE = "position_encoding.json"
 ATTRIBUTE = "position_embedding"
@@ -108,6 +108,47 @@ def attach_modules(model: LlamaForCausalLM, pe: ResolvedPE) -> None:
         return
     for attention in attentions:
         setattr(attention, MODULE, factory(pe.parameters, pe.lengths))
+
+
+CHECK_TOKENS = 8
+"""Tokens of the row :func:`check_encoding` runs through an encoding."""
+_CHECKED: set[str] = set()
+
+
+def check_encoding(pe: ResolvedPE) -> None:
+    """Build ``pe`` into a one-layer Llama of the run's head shape and run one short row
+    through it with its training and its evaluation frequencies, before any run trains: a
+    failure (a plugin's wrong-shaped or missing frequencies, a bias of the wrong shape,
+    outputs that are not finite) is one :class:`PEError` naming the encoding and its source."""
+    lengths = pe.lengths
+    key = json.dumps(
+        [pe.name, pe.encoding.source, pe.training_key(), pe.rope(True), asdict(lengths)],
+        sort_keys=True,
+        default=str,
+    )
+    if key in _CHECKED:
+        return
+    tokens = min(CHECK_TOKENS, pe.max_positions)
+    small = replace(pe, randomized=None)  # an input table of L'+1 rows, not of R
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model = llama_for(
+                small, 4, 3, lengths.heads * lengths.head_dim, lengths.heads, 1, 8
+            ).eval()
+            ids = torch.zeros(1, tokens, dtype=torch.long)
+            for evaluation in (False, True):
+                if evaluation:
+                    use_frequencies(model, pe.rope(True))
+                logits = model(input_ids=ids).logits
+                if not bool(torch.isfinite(logits).all()):
+                    raise ValueError("the model's outputs are not finite (NaN or Infinity)")
+    except Exception as error:
+        what = "" if isinstance(error, PEError) else f"{type(error).__name__}: "
+        raise PEError(
+            f"--pe {pe.label} ({pe.encoding.source}): the encoding fails on a row of {tokens} "
+            f"tokens before training: {what}{shown(str(error), 300) or '(no message)'}"
+        ) from None
+    _CHECKED.add(key)
 
 
 def use_frequencies(model: PreTrainedModel, parameters: dict[str, Any]) -> None:

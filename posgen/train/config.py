@@ -220,7 +220,9 @@ class Grid(BaseModel):
             try:
                 requests.append(_request(pe))
             except ValidationError as error:
-                raise ValueError(f"{index}.{problem_lines(error)[0]}") from None
+                line = problem_lines(error)[0]
+                where = "" if line.startswith("spec: ") else "."
+                raise ValueError(f"{index}{where or ': '}{line.removeprefix('spec: ')}") from None
         _unique([request.model_dump_json() for request in requests], "pes")
         return requests
 
@@ -253,6 +255,41 @@ def _unique(values: list[Any], name: str) -> list[Any]:
     return values
 
 
+MAX_RUNS = 20_000
+"""Most runs one grid may make (the benchmark's full table is about 1,000): counted when the
+grid is read, before any run is expanded."""
+
+
+def run_count(grid: Grid, configs: list[int] | None = None, pes: int | None = None) -> str:
+    """How many runs ``grid`` makes at most, as ``N (formula)``; ``configs``: the configs of
+    each dataset (default: the grid's list, or 1 per dataset), ``pes``: the encodings of
+    ``"all"`` (default 1). A :class:`GridError` when more than :data:`MAX_RUNS`.
+
+    >>> run_count(Grid(datasets=["a", "b"], pes=["rope", "yarn"], seeds=[1, 2, 3]))
+    '12 (2 datasets x 1 configs x 2 encodings x 1 presets x 3 seeds)'
+    """
+    per_dataset = configs or [max(1, len(grid.configs))] * len(grid.datasets)
+    encodings = len(grid.pes) if isinstance(grid.pes, list) else (pes or 1)
+    if grid.seeds is not None:
+        seeds = len(grid.seeds) * len(grid.presets)
+    else:
+        seeds = sum(len(PRESETS[entry.name]["seeds"]) for entry in grid.presets)
+    count = sum(per_dataset) * encodings * seeds
+    seeds_text = f"{len(grid.presets)} presets x {seeds // len(grid.presets)} seeds"
+    if grid.seeds is None:
+        seeds_text = f"{seeds} preset seeds"
+    formula = (
+        f"{len(per_dataset)} datasets x {sum(per_dataset) / len(per_dataset):g} configs x "
+        f"{encodings if isinstance(grid.pes, list) or pes else grid.pes} encodings x {seeds_text}"
+    )
+    if count > MAX_RUNS:
+        raise GridError(
+            f"the grid makes {count:,} runs ({formula}), more than the limit of {MAX_RUNS:,}; "
+            "split it into smaller grids (each can sweep into the same folder)"
+        )
+    return f"{count:,} ({formula})"
+
+
 def read_grid(path: Path) -> Grid:
     """Parse and check a grid file; every problem a :class:`GridError` line naming it."""
     try:
@@ -269,6 +306,10 @@ def read_grid(path: Path) -> Grid:
         except ValidationError as error:
             where = f"{path}: presets.{index}.overrides"
             raise GridError("\n".join(f"{where}.{line}" for line in problem_lines(error))) from None
+    try:
+        run_count(grid)
+    except GridError as error:
+        raise GridError(f"{path}: {error}") from None
     return grid
 
 
@@ -374,6 +415,7 @@ def expand(
     listed = {"all": every_pe, "builtin": builtin_pe}
     names = listed[grid.pes]() if isinstance(grid.pes, str) else grid.pes
     requests = [_request(pe) for pe in names]
+    run_count(grid, [len(names) for _, _, names in datasets], len(requests))
     presets = [(entry.name, entry.resolved()) for entry in grid.presets]
     seeds = grid.seeds or list(dict.fromkeys(s for _, train in presets for s in train.seeds))
     runs: dict[str, RunSpec] = {}  # presets that resolve alike give the same runs, once
@@ -463,6 +505,7 @@ def estimate_run(
     pes: int = 1,
     largest_file: int = 0,
     positions: int | None = None,
+    table: bool = True,
 ) -> RunEstimate:
     """The memory a run of ``config`` on ``spec``'s splits needs, in bytes (fp32): the
     process, the model (weights, gradients, AdamW moments, a best-checkpoint copy per
@@ -477,11 +520,12 @@ def estimate_run(
     1733
 
     ``positions`` is the range of position ids (``--randomized-positions R``; L'+1 when
-    None): a table of that many rows x d is counted, as absolute encodings learn one.
+    None): a table of that many rows x d is counted, as absolute encodings learn one
+    (``table``; without one, as rope's, nothing is).
     """
     vocab = spec.modulus + 1
-    table = max(positions or 0, max(spec.test_lengths) + 1) * config.hidden
-    params = parameter_count(config, vocab) + table
+    rows = max(positions or 0, max(spec.test_lengths) + 1) if table else 0
+    params = parameter_count(config, vocab) + rows * config.hidden
     model = params * FLOAT * (4 + pes + 1)
     d, ff, heads, layers = config.hidden, config.intermediate, config.heads, config.layers
     rows, seq = min(config.batch_size, spec.train_size), spec.train_length + 1
@@ -507,24 +551,61 @@ def estimate_run(
     )
 
 
-def available_bytes() -> int | None:
-    """Memory this process can still use: ``MemAvailable``, or the cgroup limit when lower."""
+PROC = Path("/proc")
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def _cgroup_files(proc: Path = PROC, cgroup: Path = CGROUP) -> list[tuple[Path, Path]]:
+    """``(limit, usage)`` files of this process's memory cgroup (v2, then v1), its own folder
+    (from ``/proc/self/cgroup``) first, then the mount's root."""
+    own: dict[str, str] = {}
+    with suppress(OSError, ValueError):
+        for line in (proc / "self" / "cgroup").read_text().splitlines():
+            _, controllers, where = line.split(":", 2)
+            if controllers == "" or "memory" in controllers.split(","):
+                own["v2" if controllers == "" else "v1"] = where.strip("/")
+    files = []
+    for version, root, limit, usage in (
+        ("v2", cgroup, "memory.max", "memory.current"),
+        ("v1", cgroup / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"),
+    ):
+        for folder in dict.fromkeys((root / own.get(version, ""), root)):
+            files.append((folder / limit, folder / usage))
+    return files
+
+
+def _address_space_left(proc: Path = PROC) -> int | None:
+    """Bytes of address space left under ``RLIMIT_AS`` (``ulimit -v``; None: no limit)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY or soft < 0:
+            return None
+        used = 0
+        with suppress(OSError, ValueError, IndexError):
+            for line in (proc / "self" / "status").read_text().splitlines():
+                if line.startswith("VmSize:"):
+                    used = int(line.split()[1]) * 1024
+        return max(0, soft - used)
+    except (ImportError, ValueError, OSError):
+        return None
+
+
+def available_bytes(proc: Path = PROC, cgroup: Path = CGROUP) -> int | None:
+    """Memory this process can still use: the least of ``MemAvailable``, what its memory
+    cgroup's limit leaves, and the address space its ``RLIMIT_AS`` leaves (``proc`` and
+    ``cgroup``: where ``/proc`` and ``/sys/fs/cgroup`` are mounted)."""
     found = []
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in (proc / "meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    for limit, usage in (
-        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-        (
-            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
-        ),
-    ):
+    for limit, usage in _cgroup_files(proc, cgroup):
         try:
-            cap, used = (Path(name).read_text().strip() for name in (limit, usage))
+            cap, used = (name.read_text().strip() for name in (limit, usage))
         except OSError:
             continue
         if cap.isdigit() and used.isdigit() and int(cap) < 2**60:
@@ -532,6 +613,8 @@ def available_bytes() -> int | None:
     if not found and hasattr(os, "sysconf"):
         with suppress(ValueError, OSError):
             found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    if (left := _address_space_left(proc)) is not None:
+        found.append(left)
     return min(found) if found else None
 
 

@@ -12,7 +12,10 @@ Tests stop a job with the hook ``POSGEN_SIGNAL_AT`` (:func:`posgen.signals.point
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import shlex
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from posgen import signals
 from posgen.encodings import PERequest
-from posgen.errors import RunError, UsageError, human_bytes
+from posgen.errors import DataError, RunError, UsageError, human_bytes, shown
 from posgen.scoring.folder import score_reference
 from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reliance import RelianceReport, score_probe
@@ -58,6 +61,9 @@ if TYPE_CHECKING:  # torch is imported when a job runs: `posgen sweep --status` 
     from posgen.train.trainer import PositionIds, RunData, Selection
 
 CHECKPOINT = "checkpoint.pt"
+TRAILER_TAG = b"\nposgen-checkpoint sha256 "
+TRAILER_BYTES = len(TRAILER_TAG) + 64 + 1 + 16 + 1
+"""A checkpoint ends with the sha256 and size of what precedes it (:func:`_trailer`)."""
 PROGRESS = "progress.json"
 RESUME_TAG = ".posgen-resume"
 MODEL = "model"
@@ -106,7 +112,7 @@ def train_runs(
     it, resumes from its checkpoint of training ``key``, writes only the missing runs and
     removes it when done (``name`` names the job in messages; ``estimate`` is quoted when
     memory runs out). ``data`` is a folder or its open :class:`~posgen.store.dataset.Dataset`."""
-    from posgen.train.trainer import RunData, pick_device
+    from posgen.train.trainer import Diverged, RunData, pick_device
 
     def run(pes: Sequence[Any], outs: Sequence[Path]) -> list[dict[str, Any]]:
         signals.point("load")
@@ -123,11 +129,18 @@ def train_runs(
         if not work.exists():  # a worker of the same training finished while we waited
             return []
         todo = [(pe, Path(out)) for pe, out in zip(pes, outs, strict=True) if not is_run(out)]
+        damaged = False
         try:
             summaries = run(*zip(*todo, strict=True)) if todo else []
+        except DamagedCheckpoint:
+            damaged = True  # kept as it is, for the user to look at and remove
+            raise
         except signals.Interrupted as stop:
             if stop.completed:
                 shutil.rmtree(work, ignore_errors=True)
+            raise
+        except Diverged:
+            shutil.rmtree(work, ignore_errors=True)  # a resume would diverge again
             raise
         except OutputExistsError:
             shutil.rmtree(work, ignore_errors=True)  # this run cannot be resumed into it
@@ -140,7 +153,7 @@ def train_runs(
                 raise
             raise RunError(_memory_message(error, work, estimate)) from None
         finally:
-            if read_progress(work) is None:  # nothing to resume from: leave nothing
+            if read_progress(work) is None and not damaged:  # nothing to resume: leave nothing
                 shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     return summaries
@@ -181,9 +194,14 @@ def _train_and_write(
             bar.update(1)
 
     checkpoint = None if work is None else lambda state: _save_checkpoint(work, key, state)
-    trained = train(job.run_data, pes, job.config, job.seed, job.device, resume, checkpoint, events)
-    if bar is not None and hasattr(bar, "close"):
-        bar.close()
+    try:
+        trained = train(
+            job.run_data, pes, job.config, job.seed, job.device, resume, checkpoint, events
+        )
+    finally:  # closed before any error line, so stderr ends with that line
+        if bar is not None and hasattr(bar, "close"):
+            with signals.held():
+                bar.close()
     return [
         _write_run(job, trained.model, selection, trained.log, trained.started, Path(out))
         for selection, out in zip(trained.selections, outs, strict=True)
@@ -197,21 +215,61 @@ def _save_checkpoint(work: Path, key: str, state: dict[str, Any]) -> None:
 
     with durable_file(work / CHECKPOINT) as sink:
         torch.save({"key": key, **state}, sink)
+        sink.handle.write(_trailer(sink.digest.hexdigest(), sink.size))
         signals.point("checkpoint")
     at = state["position"]
     summary = {"epoch": at["epoch"], "step": at["step"], "done": at["done"]}
     write_atomically(work / PROGRESS, (json.dumps(summary) + "\n").encode())
 
 
+def _trailer(sha256: str, size: int) -> bytes:
+    """The checksum line ending a checkpoint: the sha256 and size of the bytes before it."""
+    return TRAILER_TAG + f"{sha256} {size:016d}\n".encode()
+
+
+class DamagedCheckpoint(DataError):
+    """A checkpoint that cannot be read or checked: named, never resumed (exit 1)."""
+
+
+def _checked_payload(path: Path) -> bytes:
+    """The checkpoint's bytes before its checksum line, checked against it; else why not."""
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    if not raw:
+        raise ValueError("is empty")
+    payload, trailer = raw[:-TRAILER_BYTES], raw[-TRAILER_BYTES:]
+    fields = trailer.removeprefix(TRAILER_TAG).split()
+    if len(raw) < TRAILER_BYTES or not trailer.startswith(TRAILER_TAG) or len(fields) != 2:
+        raise ValueError("carries no checksum (truncated, or not written by posgen)")
+    if fields[1] != f"{len(payload):016d}".encode():
+        raise ValueError(f"is not whole ({len(payload):,} bytes, its checksum line says "
+                         f"{fields[1].decode(errors='replace').lstrip('0') or 0})")  # fmt: skip
+    if hashlib.sha256(payload).hexdigest().encode() != fields[0]:
+        raise ValueError("does not match the sha256 it carries (altered or damaged)")
+    return payload
+
+
 def _load_checkpoint(
     work: Path, key: str, name: str, device: torch.device
 ) -> dict[str, Any] | None:
+    """The checkpoint of ``work`` (None when there is none), checked against its checksum;
+    one that cannot be read or checked is a :class:`DamagedCheckpoint` naming it."""
     import torch
 
     path = work / CHECKPOINT
     if not path.is_file():
         return None
-    saved = torch.load(path, map_location=device, weights_only=True)
+    try:
+        payload = _checked_payload(path)
+        saved = torch.load(io.BytesIO(payload), map_location=device, weights_only=True)
+        if not isinstance(saved, dict):
+            raise ValueError(f"holds a {type(saved).__name__}, not a checkpoint")
+    except Exception as error:
+        why = str(error) if isinstance(error, ValueError) else f"cannot be read ({error})"
+        raise DamagedCheckpoint(
+            f"{name}: its checkpoint {path} {shown(why, 200)}; it was not resumed. To start "
+            f"over: rm -r {shlex.quote(str(work))}, then rerun the same command"
+        ) from None
     if saved.get("key") != key:
         raise UsageError(
             f"{name}: its checkpoint {work} is of a run with other flags; rerun with those, or "
@@ -265,7 +323,10 @@ def _write_run(
             model, test, config.eval_batch_size, device, positions, config.question_ids
         )
     with atomic_folder(out) as build:
-        lines = [json.dumps(_epoch_line(record, pe.label), sort_keys=True) + "\n" for record in log]
+        lines = [
+            json.dumps(_epoch_line(record, pe.label), sort_keys=True, allow_nan=False) + "\n"
+            for record in log
+        ]
         (build / METRICS).write_text("".join(lines))
         write_predictions(
             build / PREDICTIONS, test.ids, predictions, spec.modulus, (spec.spec_id, test.split)

@@ -95,23 +95,38 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
 
 
 def check_distinct(runs: Sequence[Run]) -> None:
-    """Refuse copies of one run (same cell and seed) and cells that mix settings."""
+    """Refuse a cell whose runs are of different datasets (folders that share a name), a
+    cell that mixes settings, and copies of one run (same data, settings and seed), in that
+    order: each refusal says what differs."""
     by_seed: dict[tuple[Any, ...], Run] = {}
     by_cell: dict[tuple[str, str, str], Run] = {}
     for run in runs:
         seed, cell = (*run.record.key, run.record.seed), "/".join(run.record.key)
+        other = by_cell.setdefault(run.record.key, run)
+        if _data(run) != _data(other):
+            ids = (other.record.spec.spec_id, run.record.spec.spec_id)
+            which = f"spec ids {ids[0]} and {ids[1]}" if ids[0] != ids[1] else "other files"
+            raise ResultsError(
+                f"{other.path} and {run.path} are in one cell ({cell}) but were trained on "
+                f"different datasets whose folders share the name {run.record.key[0]} "
+                f"({which}); give runs of one dataset per folder name"
+            )
+        if _settings(run) != _settings(other):
+            raise ResultsError(
+                f"{other.path} and {run.path} are in one cell ({cell}) but were "
+                "trained with different settings (preset or --flags); give runs of one setting"
+            )
         if seed in by_seed:
             raise ResultsError(
                 f"{by_seed[seed].path} and {run.path} are the same run ({cell}, seed "
                 f"{run.record.seed}): copies are never averaged; give one of them"
             )
         by_seed[seed] = run
-        other = by_cell.setdefault(run.record.key, run)
-        if _settings(run) != _settings(other):
-            raise ResultsError(
-                f"{other.path} and {run.path} are in one cell ({cell}) but were "
-                "trained with different settings (preset or --flags); give runs of one setting"
-            )
+
+
+def _data(run: Run) -> tuple[Any, ...]:
+    """What names a run's data: its spec and the files it read."""
+    return (run.record.spec.spec_id, tuple(sorted(run.record.data.files.items())))
 
 
 def _settings(run: Run) -> tuple[Any, ...]:

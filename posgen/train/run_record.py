@@ -186,7 +186,8 @@ class RunScores(ScoreReport):
         for name, (correct, tokens) in sums.items():
             part = getattr(self, name)
             if (part.correct, part.tokens) != (correct, tokens):
-                lines.append(f"{name}: {part.correct} of {part.tokens} does not match the curve "
+                given = f"{shown(part.correct, 30)} of {shown(part.tokens, 30)}"
+                lines.append(f"{name}: {given} does not match the curve "
                              f"({correct} of {tokens})")  # fmt: skip
             lines += _ratio_problems(name, part.correct, part.tokens, part.accuracy)
         for name in ("ood_exact_match", "exact_match"):
@@ -242,7 +243,13 @@ class RunRecord(_Record):
     def to_json(self) -> str:
         """Stable JSON: sorted keys, two-space indent, trailing newline."""
         return (
-            json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n"
+            json.dumps(
+                self.model_dump(mode="json", by_alias=True),
+                indent=2,
+                sort_keys=True,
+                allow_nan=False,
+            )
+            + "\n"
         )
 
     def problems(self) -> list[str]:

@@ -262,8 +262,9 @@ def job_main(argv: list[str]) -> int:
     try:
         written = run_job(root, job_key, threads)
     except (Interrupted, Exception) as error:
-        if isinstance(error, Interrupted):
-            error.left = error.left or "checkpoint kept"
+        if isinstance(error, Interrupted) and error.left is None:
+            kept = read_progress(Sweep(root).work(job_key)) is not None
+            error.left = "checkpoint kept" if kept else "no checkpoint yet: a rerun starts it over"
         lines, code = error_exit(error)
         for line in lines:
             print(f"error: {job_key}: {line}", file=sys.stderr)
@@ -289,6 +290,8 @@ class Outcome:
     done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     interrupted: list[str] = field(default_factory=list)
+    resumable: list[str] = field(default_factory=list)
+    """The interrupted trainings that left a checkpoint."""
     signal: int | None = None
     seconds: float = 0.0
 
@@ -390,7 +393,12 @@ def _settle(
     stopped = code > 128 or outcome.signal is not None  # a signal, ours or its own
     if stopped and code != -signal.SIGKILL:
         outcome.interrupted.append(job.key)
-        say(f"{name}: stopped by {signal_name(code)}; a rerun resumes it from its last checkpoint")
+        if read_progress(sweep.work(job.key)) is not None:
+            outcome.resumable.append(job.key)
+            say(f"{name}: stopped by {signal_name(code)}; a rerun resumes it from its checkpoint")
+        else:
+            say(f"{name}: stopped by {signal_name(code)} before its first checkpoint; a rerun "
+                "starts it over")  # fmt: skip
         return
     if code < 0:
         sweep.record_failure(job.key, f"killed by {signal_name(code)}")
@@ -407,15 +415,16 @@ try:
 except ImportError:  # the extra is missing: submit() says so before anything uses this
     Checkpointable = object
 
-SLURM_HINT = "the slurm executor needs submitit: pip install 'posgen[slurm]'"
+SLURM_HINT = "--executor {executor} needs submitit: pip install 'posgen[slurm]'"
 
 
-def require_submitit() -> Any:
-    """The ``submitit`` module, or :class:`UsageError` with the install hint."""
+def require_submitit(executor: str = "slurm") -> Any:
+    """The ``submitit`` module, or :class:`UsageError` with the install hint naming the
+    ``executor`` asked for."""
     try:
         import submitit
     except ImportError:
-        raise UsageError(SLURM_HINT) from None
+        raise UsageError(SLURM_HINT.format(executor=executor)) from None
     return submitit
 
 
@@ -434,7 +443,7 @@ def submit(
     sweep: Sweep, jobs: list[JobSpec], settings: SlurmSettings, cluster: str = "slurm"
 ) -> list[Any]:
     """Submit ``jobs`` as one array; returns submitit's job objects (empty when none)."""
-    submitit = require_submitit()
+    submitit = require_submitit("submitit-local" if cluster == "local" else "slurm")
     if not jobs:
         return []
     folder = sweep.logs / "slurm"

@@ -29,7 +29,8 @@ from transformers import LlamaForCausalLM
 from posgen import __version__, signals
 from posgen.encodings import Lengths, PERequest, ResolvedPE, as_request, resolve
 from posgen.encodings.builtin import RandomPositions
-from posgen.encodings.model import llama_for, parameter_groups, use_frequencies
+from posgen.encodings.model import check_encoding, llama_for, parameter_groups, use_frequencies
+from posgen.errors import PosgenError, RunError, shown
 from posgen.scoring.folder import score_aligned
 from posgen.scoring.prediction_files import lm_arrays, predictions_from_logits, vocab_size
 from posgen.scoring.reliance import RelianceReport, score_probe
@@ -81,7 +82,9 @@ def resolve_pe(pe: str | PERequest | ResolvedPE, config: TrainConfig, spec: Task
         head_dim=config.hidden // config.heads,
         heads=config.heads,
     )
-    return resolve(as_request(pe), shape)
+    resolved = resolve(as_request(pe), shape)
+    check_encoding(resolved)
+    return resolved
 
 
 def build_model(
@@ -258,6 +261,19 @@ class RunData:
         return dataset.read(read)
 
 
+class Diverged(RunError):
+    """The training loss is NaN or infinite: the run stops, nothing is written (exit 1)."""
+
+
+def diverged(loss: torch.Tensor, where: str) -> None:
+    """Raise :class:`Diverged` when ``loss`` is not finite, saying ``where``."""
+    if not bool(torch.isfinite(loss)):
+        raise Diverged(
+            f"training loss became {float(loss)} at {where}: the run diverged and no run folder "
+            "was written; lower --lr or change the position encoding's parameters"
+        )
+
+
 Events = Callable[[str, int], None]
 """``(moment, step)``: called after every step (``"step"``) and validation (``"validation"``);
 the job uses it for its progress and test hooks."""
@@ -350,6 +366,8 @@ def train(
                             labels=tensors["labels"].to(device),
                             **position_inputs(positions, device),
                         ).loss
+                    if device.type == "cpu":  # free here; a GPU is checked once an epoch
+                        diverged(loss.detach(), f"step {at.step + 1} (epoch {at.epoch})")
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -360,10 +378,13 @@ def train(
                 at.train_seconds += time.perf_counter() - step_started
                 events("step", at.step)
             with signals.deferred():
+                mean = torch.stack(at.losses).mean() if at.losses else None
+                if mean is not None:
+                    diverged(mean, f"epoch {at.epoch} (its mean up to step {at.step})")
                 record: dict[str, Any] = {
                     "epoch": at.epoch,
                     "step": at.step,
-                    "train_loss": float(torch.stack(at.losses).mean()) if at.losses else None,
+                    "train_loss": None if mean is None else float(mean),
                     "lr": schedule.get_last_lr()[0],
                 }
                 last = at.step >= total or at.epoch == config.epochs
@@ -393,7 +414,26 @@ def train(
     except signals.Interrupted:
         save()  # at a step or epoch boundary: the state is whole
         raise
+    except Exception as error:
+        plugin_failed(error, resolved)
+        raise
     return Trained(model, selections, at.log, started)
+
+
+def plugin_failed(error: Exception, resolved: Sequence[ResolvedPE]) -> None:
+    """Raise a :class:`RunError` naming the plugin encodings of a training that failed with an
+    unexpected ``error`` (not posgen's own, not memory): a plugin's bug is said as one."""
+    from posgen.train.job import out_of_memory
+
+    plugins = [pe for pe in resolved if pe.encoding.source != "built-in"]
+    if not plugins or isinstance(error, PosgenError) or out_of_memory(error):
+        return
+    named = ", ".join(f"{pe.label} ({pe.encoding.source})" for pe in plugins)
+    reason = shown(str(error), 300) or "(no message)"
+    raise RunError(
+        f"training failed with the plugin encoding {named}: {type(error).__name__}: {reason} "
+        "(most likely a bug in the plugin; no run folder was written)"
+    ) from None
 
 
 def state(

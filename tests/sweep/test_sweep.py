@@ -240,7 +240,8 @@ def test_out_that_is_some_other_folder_is_refused(data, tmp_path):
 @pytest.mark.parametrize(
     ("hidden", "executor", "hint"),
     [
-        ("submitit", "submitit-local", "the slurm executor needs submitit"),
+        ("submitit", "submitit-local", "--executor submitit-local needs submitit"),
+        ("submitit", "slurm", "--executor slurm needs submitit"),
         ("torch", "local", "training needs the train extra"),
     ],
 )

@@ -112,7 +112,8 @@ def test_register_takes_encodings_and_lazy_references_and_refuses_a_name_twice()
             "--pe-param fator: rope has no such parameter (parameters: rope_theta)",
         ),
         (
-            PERequest(name="linear", parameters={"scale_at": "never"}),
+            # built unchecked: a request refuses it itself (tests/train/test_pe_parameters.py)
+            PERequest.model_construct(name="linear", parameters={"scale_at": "never"}),
             "--pe linear: scale_at 'never': use one of evaluation, train",
         ),
         (

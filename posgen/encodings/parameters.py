@@ -1,0 +1,183 @@
+"""The type and range of every position-encoding parameter, as data (no torch here).
+
+A parameter named as one of transformers' ``rope_parameters`` keys means the same in every
+encoding, so :data:`PARAMETERS` gives each key one :class:`Parameter` (type and bounds);
+:data:`BY_ENCODING` narrows a key for one encoding (YaRN's factor is at least 1), and
+:data:`RELATIONS` states what two parameters of one encoding must satisfy together. A
+parameter no table names (a plugin's own) must still be plain JSON: finite numbers, text,
+booleans, lists of them. Booleans are never numbers, and NaN and Infinity are refused.
+
+>>> check_parameters("linear", {"factor": 2})
+{'factor': 2.0}
+>>> check_parameters("linear", {"factor": 0})
+Traceback (most recent call last):
+...
+ValueError: --pe linear --pe-param factor=0: must be at least 0.01
+>>> check_parameters("yarn", {"factor": True})
+Traceback (most recent call last):
+...
+ValueError: --pe yarn --pe-param factor=true: use a number, not true or false
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Kind = Literal["number", "integer", "choice", "boolean", "numbers"]
+"""``numbers``: a number or a list of numbers (longrope's per-pair factors)."""
+
+MAX_LIST = 4096
+"""Longest list a parameter may hold (one value per rotary pair: head dimensions are smaller)."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter's type and bounds (``ge``/``gt``/``le`` apply to every number)."""
+
+    kind: Kind
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    choices: tuple[str, ...] = ()
+    why: str = ""
+    """Why the bounds, said after a refusal."""
+
+    def check(self, value: Any) -> Any:
+        """``value`` as the run uses it (integers as floats for numbers), else ValueError."""
+        if self.kind == "boolean":
+            if not isinstance(value, bool):
+                raise ValueError("use true or false")
+            return value
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise ValueError(f"use one of {', '.join(self.choices)}")
+            return value
+        if self.kind == "numbers" and isinstance(value, list):
+            if not 1 <= len(value) <= MAX_LIST:
+                raise ValueError(f"use a number or a list of 1 to {MAX_LIST} numbers")
+            return [self._number(item) for item in value]
+        return self._number(value)
+
+    def _number(self, value: Any) -> float | int:
+        if isinstance(value, bool):
+            raise ValueError("use a number, not true or false")
+        if self.kind == "integer":
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int):
+                raise ValueError("use a whole number")
+        elif not isinstance(value, int | float):
+            raise ValueError("use a number")
+        if not math.isfinite(value):
+            raise ValueError("use a finite number")
+        number = value if self.kind == "integer" else float(value)
+        because = f" ({self.why})" if self.why else ""
+        if self.gt is not None and not number > self.gt:
+            raise ValueError(f"must be greater than {_shown(self.gt)}{because}")
+        if self.ge is not None and not number >= self.ge:
+            raise ValueError(f"must be at least {_shown(self.ge)}{because}")
+        if self.le is not None and not number <= self.le:
+            raise ValueError(f"must be at most {_shown(self.le)}{because}")
+        return number
+
+
+def _shown(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else repr(bound)
+
+
+FACTOR = Parameter("number", ge=0.01, le=10_000.0)
+POSITIONS = Parameter("integer", ge=1, le=10**8)
+PARAMETERS: dict[str, Parameter] = {
+    "rope_theta": Parameter(
+        "number", gt=1.0, le=1e12, why="the base must exceed 1 for wavelengths to grow"
+    ),
+    "factor": FACTOR,
+    "original_max_position_embeddings": POSITIONS,
+    "beta_fast": Parameter("number", gt=0.0, le=10_000.0),
+    "beta_slow": Parameter("number", gt=0.0, le=10_000.0),
+    "attention_factor": Parameter("number", gt=0.0, le=100.0),
+    "mscale": Parameter("number", ge=0.0, le=100.0),
+    "mscale_all_dim": Parameter("number", ge=0.0, le=100.0),
+    "truncate": Parameter("boolean"),
+    "low_freq_factor": Parameter("number", gt=0.0, le=10_000.0),
+    "high_freq_factor": Parameter("number", gt=0.0, le=10_000.0),
+    "partial_rotary_factor": Parameter("number", ge=0.0, le=1.0, why="a share of the pairs"),
+    "short_factor": Parameter("numbers", ge=0.01, le=10_000.0),
+    "long_factor": Parameter("numbers", ge=0.01, le=10_000.0),
+    "scale_at": Parameter("choice", choices=("evaluation", "train")),
+}
+"""transformers' rope parameters (and posgen's ``scale_at``): one type and range each."""
+
+YARN_FACTOR = Parameter("number", ge=1.0, le=10_000.0, why="YaRN only extends the context")
+BY_ENCODING: dict[str, dict[str, Parameter]] = {
+    "yarn": {"factor": YARN_FACTOR},
+    "resonance_yarn": {"factor": YARN_FACTOR},
+}
+"""Narrower ranges of one encoding's parameters."""
+
+Relation = tuple[tuple[str, ...], Callable[..., bool], str]
+RELATIONS: list[Relation] = [
+    (
+        ("low_freq_factor", "high_freq_factor"),
+        lambda low, high: high > low,
+        "high_freq_factor must be greater than low_freq_factor",
+    ),
+    (
+        ("beta_slow", "beta_fast"),
+        lambda slow, fast: fast > slow,
+        "beta_fast must be greater than beta_slow",
+    ),
+]
+"""What parameters of one encoding must satisfy together (checked on every value, defaults
+included, when both are present)."""
+
+
+def spelled(value: Any) -> str:
+    """A value as on the command line (JSON, text as it is), bounded."""
+    text = value if isinstance(value, str) else json.dumps(value, allow_nan=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` is plain, finite JSON (a plugin's own parameter)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list) and depth < 4:
+        return len(value) <= MAX_LIST and all(_plain(item, depth + 1) for item in value)
+    return value is None or isinstance(value, bool | int | str)
+
+
+def check_parameters(
+    encoding: str, parameters: Mapping[str, Any], own: Mapping[str, Parameter] | None = None
+) -> dict[str, Any]:
+    """``parameters`` of ``encoding`` checked against the tables (``own``: the encoding's own
+    types, a plugin's), numbers as floats; a ValueError names the first bad one."""
+    types = {**PARAMETERS, **BY_ENCODING.get(encoding, {}), **(own or {})}
+    out = {}
+    for key, value in parameters.items():
+        kind = types.get(key)
+        try:
+            if kind is not None:
+                out[key] = kind.check(value)
+            elif _plain(value):
+                out[key] = value
+            else:
+                raise ValueError("use a finite number, text, true/false or a list of them")
+        except ValueError as error:
+            raise ValueError(
+                f"--pe {encoding} --pe-param {key}={spelled(value)}: {error}"
+            ) from None
+    return out
+
+
+def check_relations(encoding: str, parameters: Mapping[str, Any]) -> None:
+    """Every relation whose parameters ``parameters`` (defaults included) hold."""
+    for names, holds, rule in RELATIONS:
+        present = all(isinstance(parameters.get(name), int | float) for name in names)
+        if present and not holds(*(parameters[name] for name in names)):
+            given = ", ".join(f"{name}={spelled(parameters[name])}" for name in names)
+            raise ValueError(f"--pe {encoding}: {rule} (given {given})")

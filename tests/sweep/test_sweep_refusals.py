@@ -1,0 +1,255 @@
+"""Grids refused when they are read, and what a stopped sweep says (issue 27, classes 5, 7, 8
+and 10).
+
+A grid's run count is computed before expansion and refused above
+:data:`posgen.train.config.MAX_RUNS`; a grid with a bad encoding parameter is refused when
+it is read (before torch, before the sweep folder exists), so a bad encoding never fails the
+healthy encodings that would share its training; a broken plugin is refused before any run.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from posgen import signals, write_dataset  # noqa: E402
+from posgen.cli.sweep import resolve_encoding  # noqa: E402
+from posgen.signals import Interrupted  # noqa: E402
+from posgen.spec import default_benchmark  # noqa: E402
+from posgen.train.config import MAX_RUNS, GridError, expand, read_grid  # noqa: E402
+from tests.cli_support import assert_clean_error, invoke  # noqa: E402
+from tests.hardening_counts import recorded  # noqa: E402
+
+TINY = "{ layers = 1, hidden = 16, heads = 2, intermediate = 32, batch_size = 32, epochs = 1 }"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sweep-refusals") / "tiny"
+    write_dataset(default_benchmark(("recursive",), train_size=64, val_size=8, test_size=8), root)
+    return root
+
+
+def toml_grid(path: Path, data: Path, pes: str, seeds: str = "[3]", extra: str = "") -> Path:
+    """A TOML grid: ``pes`` and ``seeds`` as TOML text, one cpu preset (tiny model)."""
+    path.write_text(
+        f"datasets = [{json.dumps(str(data))}]\npes = {pes}\nseeds = {seeds}\n{extra}"
+        f'[[presets]]\nname = "cpu"\noverrides = {TINY}\n'
+    )
+    return path
+
+
+def _no_torch(imported: list[int]):
+    def stop() -> None:
+        imported.append(1)
+        raise RuntimeError("the sweep got as far as importing torch")
+
+    return stop
+
+
+def _presets(count: int) -> str:
+    return "".join(
+        f'[[presets]]\nname = "cpu"\noverrides = {{ epochs = {n + 1} }}\n' for n in range(count)
+    )
+
+
+# --- class 7: a small grid that expands without bound --------------------------------------------
+
+BOMBS = {  # (datasets, configs, pes, seeds, presets): a grid of a few KB
+    "the issue's 1,000 seeds x 60 presets x all x 2 configs": (1, 2, '"all"', 1000, 60),
+    "1,000 seeds x 64 presets x 2 encodings": (1, 0, '["rope", "yarn"]', 1000, 64),
+    "64 datasets x 256 configs x 2 encodings": (64, 256, '["rope", "yarn"]', 1, 1),
+    "200 encodings x 101 seeds": (1, 0, None, 101, 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BOMBS))
+def test_a_grid_of_too_many_runs_is_refused_when_read(tmp_path, monkeypatch, case):
+    datasets, configs, pes, seeds, presets = BOMBS[case]
+    if pes is None:
+        pes = json.dumps([{"name": "linear", "parameters": {"factor": 1 + n}} for n in range(200)])
+        pes = pes.replace('"name":', "name =").replace('"parameters":', "parameters =")
+        pes = pes.replace('{"factor":', "{ factor =")
+    lines = [
+        "datasets = " + json.dumps([f"ds{n}" for n in range(datasets)]),
+        "configs = " + json.dumps([f"c{n}" for n in range(configs)]) if configs else "",
+        f"pes = {pes}",
+        "seeds = " + json.dumps(list(range(seeds))),
+    ]
+    grid = tmp_path / "g.toml"
+    grid.write_text("\n".join(lines) + "\n" + _presets(presets))
+    imported: list[int] = []
+    monkeypatch.setattr("posgen.cli.sweep.require_extra", _no_torch(imported))
+    result = invoke("sweep", grid, "--out", tmp_path / "S")
+    with recorded("bomb", f"issue 27 class 7: {case}"):
+        assert_clean_error(result, 2, str(grid), f"more than the limit of {MAX_RUNS:,}")
+        assert imported == []
+        assert not (tmp_path / "S").exists()
+
+
+def test_all_encodings_are_counted_before_expansion(data, tmp_path):
+    grid = toml_grid(tmp_path / "g.toml", data, '"all"', json.dumps(list(range(700))))
+    spec = read_grid(grid)  # 700 runs as read: "all" is counted once it is listed
+    calls: list[int] = []
+
+    def counted(*args):
+        calls.append(1)
+        return resolve_encoding(*args)
+
+    every = [f"pe{n}" for n in range(30)]
+    with recorded("bomb", "issue 27 class 7: all encodings x 700 seeds"):
+        with pytest.raises(GridError, match="21,000 runs"):
+            expand(spec, counted, lambda: every)
+        assert calls == []
+
+
+# --- classes 5 and 8: a bad parameter in a grid is refused when the grid is read -----------------
+
+BAD_PARAMETERS = {  # a TOML encoding table, a fragment of the error line
+    "llama3 low_freq_factor 0": ('{ name = "llama3", parameters = { low_freq_factor = 0 } }', ""),
+    "linear factor 0": ('{ name = "linear", parameters = { factor = 0 } }', "at least"),
+    "linear factor nan": ('{ name = "linear", parameters = { factor = nan } }', "finite"),
+    "linear factor inf": ('{ name = "linear", parameters = { factor = inf } }', "finite"),
+    "linear factor true": ('{ name = "linear", parameters = { factor = true } }', "true or"),
+    "linear factor abc": ('{ name = "linear", parameters = { factor = "abc" } }', "number"),
+    "linear factor [1, 2]": ('{ name = "linear", parameters = { factor = [1, 2] } }', "number"),
+    "yarn factor 0.5": ('{ name = "yarn", parameters = { factor = 0.5 } }', "at least 1"),
+    "yarn beta_fast -1": ('{ name = "yarn", parameters = { beta_fast = -1 } }', "greater"),
+    "rope rope_theta 0": ('{ name = "rope", parameters = { rope_theta = 0 } }', "greater"),
+    "proportional partial_rotary_factor 2": (
+        '{ name = "proportional", parameters = { partial_rotary_factor = 2 } }',
+        "at most 1",
+    ),
+    "--pe :NAME": ('":NAME"', "package.module:NAME"),
+    "--pe ../dir/mod:NAME": ('"../dir/mod:NAME"', "not a file path"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PARAMETERS))
+def test_a_grid_with_a_bad_parameter_is_refused_when_read_before_any_training(
+    data, tmp_path, monkeypatch, case
+):
+    table, fragment = BAD_PARAMETERS[case]
+    grid = toml_grid(tmp_path / "g.toml", data, f'["rope", {table}]')
+    imported: list[int] = []
+    monkeypatch.setattr("posgen.cli.sweep.require_extra", _no_torch(imported))
+    result = invoke("sweep", grid, "--out", tmp_path / "S")
+    with recorded("bad_input", f"issue 27 class 8: grid {case}"):
+        assert_clean_error(result, 2, str(grid), "pes: 1", fragment)
+        assert imported == []
+        assert not (tmp_path / "S").exists()
+
+
+REPEATED = {  # a grid file whose encoding gives one parameter twice (TOML refuses it itself)
+    "g.json": '{{"datasets": [{data}], "pes": [{{"name": "linear", '
+    '"parameters": {{"factor": 2, "factor": 3}}}}]}}',
+    "g.yaml": "datasets: [{data}]\npes:\n  - name: linear\n"
+    "    parameters: {{factor: 2, factor: 3}}\n",
+    "g.toml": 'datasets = [{data}]\npes = [{{ name = "linear", parameters = {{ factor = 2, '
+    "factor = 3 }} }}]\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPEATED))
+def test_a_parameter_given_twice_in_a_grid_is_refused(data, tmp_path, monkeypatch, name):
+    grid = tmp_path / name
+    grid.write_text(REPEATED[name].format(data=json.dumps(str(data))))
+    monkeypatch.setattr("posgen.cli.sweep.require_extra", _no_torch([]))
+    result = invoke("sweep", grid, "--out", tmp_path / "S")
+    with recorded("bad_input", f"issue 27 class 4: factor given twice in {name}"):
+        assert_clean_error(result, 2, str(grid), "factor")
+        assert not (tmp_path / "S").exists()
+
+
+AFTER_IMPORT = {  # refused when the grid is expanded: after the import, before any run
+    "llama3 high_freq_factor = low_freq_factor": (
+        '{ name = "llama3", parameters = { low_freq_factor = 2, high_freq_factor = 2 } }',
+        "high_freq_factor must be greater",
+    ),
+    "plugin returning None frequencies": ('"h27plugins:NONE"', "h27_none"),
+    "plugin with a bias of rank 2": ('"h27plugins:RANK"', "h27plugins:RANK"),
+    "plugin raising on import": ('"h27raises:X"', "boom"),
+    "plugin calling sys.exit(3) on import": ('"h27exits:X"', "SystemExit: 3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(AFTER_IMPORT))
+def test_a_grid_with_a_broken_encoding_is_refused_before_any_run(
+    data, tmp_path, hostile_plugins, case
+):
+    table, fragment = AFTER_IMPORT[case]
+    grid = toml_grid(tmp_path / "g.toml", data, f'["rope", {table}]')
+    result = invoke("sweep", grid, "--out", tmp_path / "S")
+    with recorded("hostile", f"issue 27 class 8: grid {case}"):
+        assert_clean_error(result, 2, "pes.1", fragment)
+        assert not (tmp_path / "S").exists()
+
+
+# --- class 10: what a stopped sweep says ----------------------------------------------------------
+
+
+def test_a_sweep_stopped_before_its_first_checkpoint_does_not_claim_one(
+    data, tmp_path, monkeypatch
+):
+    grid = toml_grid(tmp_path / "g.toml", data, '["rope"]')
+    monkeypatch.setenv(signals.HOOK_ENV, "load:SIGTERM@parent")  # before the first step
+    result = invoke("sweep", grid, "--out", tmp_path / "S")
+    with recorded("kill", "issue 27 class 10: sweep stopped before its first checkpoint"):
+        line = assert_clean_error(result, 143, "before their first checkpoint", "start them over")
+        assert "resume" not in line
+        assert "before its first checkpoint; a rerun starts it over" in result.stderr
+        assert "checkpoint kept" not in result.stderr
+        assert not any((tmp_path / "S" / "work").glob("*/checkpoint.pt"))
+
+
+@pytest.mark.parametrize("executor", ["submitit-local", "slurm"])
+def test_a_signal_while_waiting_on_submitit_says_the_trainings_go_on(
+    data, tmp_path, monkeypatch, executor
+):
+    class Stopping:
+        job_id = "42_0"
+
+        def result(self):
+            raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr("posgen.train.sweep.submit", lambda *args, **kwargs: [Stopping()])
+    monkeypatch.setattr("posgen.cli.sweep.require_extra", lambda: None)
+    grid = toml_grid(tmp_path / "g.toml", data, '["rope"]')
+    args = ["sweep", grid, "--out", tmp_path / "S", "--executor", executor, "--wait"]
+    result = invoke(*(args if executor == "slurm" else args[:-1]))
+    with recorded("kill", f"issue 27 class 10: SIGTERM waiting on {executor}"):
+        line = assert_clean_error(result, 143, "were not stopped", "posgen sweep --status")
+        assert "no partial output" not in line
+
+
+# --- class 6 in a sweep: a damaged checkpoint is never resumed ------------------------------------
+
+CHECKPOINTS = {"empty": b"", "garbage without a checksum": b"PK\x03\x04 not a checkpoint" * 50}
+
+
+@pytest.mark.parametrize("case", sorted(CHECKPOINTS))
+def test_a_sweep_names_a_damaged_checkpoint_and_never_resumes_it(data, tmp_path, case):
+    from posgen.train.config import jobs_of
+    from posgen.train.job import CHECKPOINT, DamagedCheckpoint
+    from posgen.train.sweep import Sweep, run_job, run_states
+
+    sweep = Sweep(tmp_path / "S")
+    sweep.add(expand(read_grid(toml_grid(tmp_path / "g.toml", data, '["rope"]')), resolve_encoding))
+    (job,) = jobs_of(sweep.read().runs)
+    work = sweep.work(job.key)
+    work.mkdir(parents=True)
+    (work / CHECKPOINT).write_bytes(CHECKPOINTS[case])
+    (work / "progress.json").write_text('{"epoch": 1, "step": 1, "done": false}\n')
+    with recorded("damage", f"issue 27 class 6: sweep checkpoint {case}"):
+        with pytest.raises(DamagedCheckpoint, match="rm -r"):
+            run_job(sweep.root, job.key)
+        (state,) = run_states(sweep)
+        assert state.state == "failed"
+        assert str(work / CHECKPOINT) in state.detail and "not resumed" in state.detail
+        assert (work / CHECKPOINT).read_bytes() == CHECKPOINTS[case]
+        assert not sweep.run_folder(job.runs[0]).exists()

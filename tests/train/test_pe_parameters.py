@@ -1,0 +1,197 @@
+"""Position-encoding parameters and plugins that cannot train (issue 27, classes 4 and 5).
+
+Every parameter has a type and a range (``posgen/encodings/parameters.py``): a nonsense value
+is one ``error:`` line, exit 2, before torch is imported and before anything is created. A
+plugin that breaks (at import, or on a short row before training) is one line naming it. A
+run whose training loss turns NaN stops with exit 1 and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from posgen.encodings import PERequest  # noqa: E402
+from posgen.encodings.parameters import PARAMETERS, check_parameters  # noqa: E402
+from tests.cli_support import assert_clean_error, invoke  # noqa: E402
+from tests.hardening_counts import recorded  # noqa: E402
+
+TINY = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32", "--batch-size=16"]
+FAST = [*TINY, "--eval-batch-size=8", "--epochs=1", "--max-steps=2", "--seed=0", "-q"]
+
+# (--pe, --pe-param values, a fragment of the error line)
+NONSENSE = {  # class 4: values that trained to NaN or were taken silently
+    "rope_theta=0": ("rope", ["rope_theta=0"], "greater than 1"),
+    "rope_theta=-1": ("rope", ["rope_theta=-1"], "greater than 1"),
+    "rope_theta=1e-300": ("rope", ["rope_theta=1e-300"], "greater than 1"),
+    "linear factor=0": ("linear", ["factor=0"], "at least 0.01"),
+    "linear factor=NaN": ("linear", ["factor=NaN"], "finite"),
+    "linear factor=Infinity": ("linear", ["factor=Infinity"], "finite"),
+    "linear factor=-Infinity": ("linear", ["factor=-Infinity"], "finite"),
+    "linear factor=true": ("linear", ["factor=true"], "not true or false"),
+    "linear factor=-2": ("linear", ["factor=-2"], "at least"),
+    "dynamic factor=-1": ("dynamic", ["factor=-1"], "at least"),
+    "longrope factor=-1": ("longrope", ["factor=-1"], "at least"),
+    "longrope long_factor=[1, NaN]": ("longrope", ["long_factor=[1, NaN]"], "finite"),
+    "yarn factor=0.5": ("yarn", ["factor=0.5"], "at least 1"),
+    "yarn truncate=1": ("yarn", ["truncate=1"], "true or false"),
+    "linear scale_at=never": ("linear", ["scale_at=never"], "evaluation, train"),
+    "factor=2 factor=3": ("linear", ["factor=2", "factor=3"], "given twice"),
+}
+INTERNAL = {  # class 5: values that gave internal errors
+    "factor=abc": ("linear", ["factor=abc"], "use a number"),
+    "factor=[1,2]": ("linear", ["factor=[1,2]"], "use a number"),
+    "rope_theta=nan": ("rope", ["rope_theta=nan"], "use a number"),
+    "yarn beta_fast=-1": ("yarn", ["beta_fast=-1"], "greater than 0"),
+    "original_max_position_embeddings=0": (
+        "yarn",
+        ["original_max_position_embeddings=0"],
+        "at least 1",
+    ),
+    "llama3 low_freq_factor=0": ("llama3", ["low_freq_factor=0"], "greater than 0"),
+    "proportional partial_rotary_factor=2": (
+        "proportional",
+        ["partial_rotary_factor=2"],
+        "at most 1",
+    ),
+    "proportional partial_rotary_factor=-0.5": (
+        "proportional",
+        ["partial_rotary_factor=-0.5"],
+        "at least 0",
+    ),
+    "--pe :NAME": (":NAME", [], "package.module:NAME"),
+    "--pe ../dir/mod:NAME": ("../dir/mod:NAME", [], "not a file path"),
+}
+
+
+def _no_torch(imported: list[int]):
+    def stop() -> None:
+        imported.append(1)
+        raise RuntimeError("the run got as far as importing torch")
+
+    return stop
+
+
+@pytest.mark.parametrize(
+    ("case", "kind"),
+    [(case, "class 4") for case in NONSENSE] + [(case, "class 5") for case in INTERNAL],
+)
+def test_a_bad_parameter_is_one_line_exit_2_before_torch(
+    tiny_training_dataset, tmp_path, monkeypatch, case, kind
+):
+    pe, params, fragment = {**NONSENSE, **INTERNAL}[case]
+    imported: list[int] = []
+    monkeypatch.setattr("posgen.cli.train.require_extra", _no_torch(imported))
+    out = tmp_path / "run"
+    flags = [f"--pe-param={param}" for param in params]
+    args = ["train", "--data", tiny_training_dataset, "--config", "cot", f"--pe={pe}", *flags]
+    result = invoke(*args, "--out", out, *FAST)
+    with recorded("bad_input", f"issue 27 {kind}: {case}"):
+        assert_clean_error(result, 2, fragment)
+        assert imported == []
+        assert not out.exists()
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_every_rope_parameter_of_the_table_refuses_nan_and_booleans():
+    for name, parameter in PARAMETERS.items():
+        if parameter.kind in ("number", "integer", "numbers"):
+            for value in (math.nan, math.inf, True):
+                with pytest.raises(ValueError, match=name):
+                    check_parameters("rope", {name: value})
+
+
+def test_the_defaults_of_every_built_in_pass_their_own_table():
+    from posgen.encodings import ENCODINGS, NO_TABLE, Lengths
+
+    lengths = Lengths(train=64, test=256, head_dim=16, heads=4)
+    for name, encoding in ENCODINGS.items():
+        check_parameters(name, encoding.defaults(lengths))
+        assert (name in NO_TABLE) == (encoding.input_positions is None), name
+
+
+def test_a_parameter_spelled_out_at_its_default_is_accepted():
+    assert PERequest.parse("rope", ["rope_theta=10000"], None).parameters == {"rope_theta": 10000}
+
+
+# --- plugins and relations: after the import, before any training -------------------------------
+
+BROKEN = {  # (--pe, --pe-param values, fragments of the error line)
+    "module raises on import": ("h27raises:X", [], ["h27raises:X", "RuntimeError: boom"]),
+    "module calls sys.exit(3) on import": ("h27exits:X", [], ["h27exits:X", "SystemExit: 3"]),
+    "frequencies of the wrong shape": ("h27plugins:WRONG_SHAPE", [], ["h27_wrong_shape"]),
+    "frequencies that are None": ("h27plugins:NONE", [], ["h27_none", "module h27plugins"]),
+    "NaN frequencies": ("h27plugins:NAN", [], ["h27_nan", "not finite"]),
+    "a bias of rank 2": ("h27plugins:RANK", [], ["h27plugins:RANK", "its bias of position ids"]),
+    "llama3 high_freq_factor = low_freq_factor": (
+        "llama3",
+        ["low_freq_factor=2", "high_freq_factor=2"],
+        ["high_freq_factor must be greater than low_freq_factor"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_plugin_or_encoding_is_one_line_naming_it_exit_2(
+    tiny_training_dataset, tmp_path, hostile_plugins, case
+):
+    pe, params, fragments = BROKEN[case]
+    out = tmp_path / "run"
+    flags = [f"--pe-param={param}" for param in params]
+    args = ["train", "--data", tiny_training_dataset, "--config", "cot", f"--pe={pe}", *flags]
+    result = invoke(*args, "--out", out, *FAST)
+    with recorded("hostile", f"issue 27 class 5: {case}"):
+        line = assert_clean_error(result, 2, *fragments)
+        assert "internal error" not in line
+        assert not out.exists()
+
+
+def test_a_training_loss_that_turns_nan_stops_the_run_exit_1_nothing_written(
+    tiny_training_dataset, tmp_path, hostile_plugins
+):
+    out = tmp_path / "run"
+    args = ["train", "--data", tiny_training_dataset, "--config", "cot", "--pe=h27plugins:DIVERGE"]
+    result = invoke(*args, "--out", out, *FAST)
+    with recorded("hostile", "issue 27 class 4: training loss NaN"):
+        assert_clean_error(result, 1, "training loss became nan at step 1", "no run folder")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["hostile-site"]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_loss_that_is_not_finite_stops_the_run_where_a_gpu_checks_it(value):
+    from posgen.train.trainer import Diverged, diverged
+
+    diverged(torch.tensor(2.5), "epoch 1")
+    with pytest.raises(Diverged, match=f"training loss became {value} at epoch 3"):
+        diverged(torch.tensor(value), "epoch 3 (its mean up to step 9)")
+
+
+def test_a_plugin_that_fails_only_in_training_is_named_as_the_plugin_exit_1(
+    tiny_training_dataset, tmp_path, hostile_plugins
+):
+    out = tmp_path / "run"
+    args = ["train", "--data", tiny_training_dataset, "--config", "cot", "--pe=h27plugins:LATE"]
+    result = invoke(*args, "--out", out, *FAST)
+    with recorded("hostile", "issue 27 class 10: a plugin's bug in training"):
+        line = assert_clean_error(result, 1, "plugin encoding h27_late", "a bug at 65 positions")
+        assert "internal error" not in line
+        assert not out.exists()
+
+
+def test_run_files_are_strict_json(tiny_training_dataset, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--data", tiny_training_dataset, "--config", "cot", "--pe=linear"]
+    result = invoke(*args, "--pe-param=factor=2", "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in a run file")
+
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=refuse)
+    record = json.loads((out / "results.json").read_text(), parse_constant=refuse)
+    assert record["position_encoding"]["parameters"]["factor"] == 2
