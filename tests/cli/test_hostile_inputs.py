@@ -2,7 +2,7 @@
 
 Each class of issue 13 is tried with several variants of its own: prediction files that lie
 or are not text, bare data with the wrong types, spec files that are bombs, names the file
-system or UTF-8 cannot hold, paths without permission (run as an unprivileged user), Python
+system or UTF-8 cannot hold, paths without permission (chmod 000 and friends), Python
 API misuse, and any unexpected exception reaching the top of the CLI. Counts go to the
 session summary (``tests/hardening_counts.py``).
 """
@@ -337,9 +337,7 @@ def test_validate_refuses_a_split_the_data_does_not_have(tiny_cot, tmp_path, kin
     record("hostile", f"validate split:{kind}:{split!r}", caught is not None)
 
 
-# --- permissions (run as an unprivileged user) -----------------------------------------
-
-NOBODY = 65534
+# --- permissions (chmod 000 files, folders without search or write permission) ----------
 
 
 def _permission_cases(base: Path) -> list[tuple[str, list[str], int, str]]:
@@ -411,39 +409,61 @@ for label, argv, *_ in json.load(open(sys.argv[1])):
     result = CliRunner().invoke(main, argv)
     print(json.dumps([label, result.exit_code, result.output]), flush=True)
 """
-"""Run as the unprivileged user: each case in-process, results as JSON lines. It needs
-nothing from tests/ and imports a copy of posgen, so the clone may sit in a private folder."""
+"""The cases in a child process as the same user, results as JSON lines; for root, whose
+permission checks apply only once it drops the two capabilities that bypass them."""
+
+DAC_CAPABILITIES = (1, 2)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH (linux/capability.h)
 
 
-def test_permission_errors_are_one_error_line_naming_the_path(tiny_cot, tiny_oracle):
-    if os.geteuid() == 0 and shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: permissions cannot be tested")
-    base = Path(tempfile.mkdtemp(prefix="posgen-perm-"))
+def _without_dac_override() -> None:
+    """In the child before exec: drop the capabilities that let root read any file."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in DAC_CAPABILITIES:
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _permission_results(base: Path, cases: list, monkeypatch) -> dict[str, tuple[int, str]]:
+    """Each case's exit status and output, run in ``base`` by this same user: in-process when
+    mode bits bind this process, else (root) in a child without the capabilities that bypass
+    them. Nothing needs another user, so the clone may sit anywhere."""
+    probe = base / "secret.toml"  # mode 000
     try:
-        lib = base / "lib"
-        shutil.copytree(Path(posgen.__file__).parent, lib / "posgen",
-                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        probe.read_bytes()
+    except PermissionError:  # mode bits bind this process: run in-process
+        monkeypatch.chdir(base)
+        results = {}
+        for label, argv, *_ in cases:
+            result = cli(*argv)
+            results[label] = (result.exit_code, result.output)
+        return results
+    (base / "cases.json").write_text(json.dumps(cases))
+    root = str(Path(posgen.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *sys.path[1:]])}
+    command = [sys.executable, "-c", PERMISSION_DRIVER, str(base / "cases.json")]
+    proc = subprocess.run(command, cwd=base, capture_output=True, text=True, timeout=GUARD,
+                          env=env, preexec_fn=_without_dac_override)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {json.loads(line)[0]: tuple(json.loads(line)[1:]) for line in proc.stdout.splitlines()}
+
+
+def test_permission_errors_are_one_error_line_naming_the_path(
+    tiny_cot, tiny_oracle, tmp_path, monkeypatch
+):
+    if sys.platform != "linux":
+        pytest.skip("file permissions as Linux enforces them")
+    base = tmp_path / "perm"
+    base.mkdir()
+    try:
         shutil.copy(ROOT / "task_specs" / "paper.toml", base / "paper.toml")
         _prepare_permissions(base, tiny_cot, tiny_oracle)
         cases = _permission_cases(base)
-        (base / "cases.json").write_text(json.dumps(cases))
-        (base / "cases.json").chmod(0o644)
-        prefix = []
-        if os.geteuid() == 0:
-            prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-        env = {**os.environ, "PYTHONPATH": str(lib), "HOME": str(base)}
-        reach = subprocess.run([*prefix, sys.executable, "-c", "import click, pydantic"],
-                               cwd=base, capture_output=True, text=True, env=env)  # fmt: skip
-        if reach.returncode != 0:
-            why = f"the unprivileged user cannot run {sys.executable} with its packages"
-            pytest.skip(f"{why} (a folder others cannot enter?): {reach.stderr[-200:]}")
-        command = [*prefix, sys.executable, "-c", PERMISSION_DRIVER, str(base / "cases.json")]
-        proc = subprocess.run(command, cwd=base, capture_output=True, text=True, timeout=GUARD,
-                              env=env)  # fmt: skip
-        results = {json.loads(line)[0]: json.loads(line)[1:] for line in proc.stdout.splitlines()}
+        results = _permission_results(base, cases, monkeypatch)
         failures = []
         for label, _argv, code_wanted, named in cases:
-            exit_code, output = results.get(label, (None, proc.stderr))
+            exit_code, output = results.get(label, (None, "no result"))
             lines = [line for line in output.splitlines() if line.startswith("error:")]
             wanted = code_wanted if isinstance(code_wanted, tuple) else (code_wanted,)
             reported = "FAIL" in output and named in output and exit_code == 1
@@ -462,7 +482,6 @@ def test_permission_errors_are_one_error_line_naming_the_path(tiny_cot, tiny_ora
         for path in [base, *base.rglob("*")]:
             if path.is_dir():
                 path.chmod(0o777)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 # --- anything unexpected ---------------------------------------------------------------
