@@ -34,8 +34,8 @@ GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
 
 ROOT = Path(__file__).resolve().parents[2]
 # 2 configs, 6 shards: every kill point falls mid-run
-SPEC = ["--task", "cot", "--task", "semirecursive", "-m", "97", "--train-size", "3000",
-        "--val-size", "200", "--test-size", "200", "--seed", "7"]  # fmt: skip
+SPEC = ["--task", "cot", "--task", "semirecursive", "-m", "97", "--train-size", "1000",
+        "--val-size", "100", "--test-size", "100", "--seed", "7"]  # fmt: skip
 OLD_SPEC = [*SPEC[:-1], "8"]
 
 

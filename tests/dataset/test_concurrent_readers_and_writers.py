@@ -264,15 +264,24 @@ def test_sigkill_of_a_parallel_run_ends_its_workers_and_keeps_their_folder(
 
 def _replace_during(monkeypatch, module, name: str, root: Path, times: int = 1) -> list[int]:
     """Patch ``module.name`` so that its first ``times`` calls first replace ``root`` (a
-    ``generate --overwrite`` landing mid-read) with a dataset of the next seed."""
+    ``generate --overwrite`` landing mid-read) with a dataset of the next seed; after the first
+    replacement, a copy of the first dataset takes its place (a new folder each time, cheaply)."""
     real = getattr(module, name)
     done: list[int] = []
+    kept = root.with_name(f"{root.name}-kept")
 
     def replacing(*args, **kwargs):
         if len(done) < times:
-            seed = spec_seed(root) + 1
-            write_dataset(bench(seed), root, overwrite=True)
-            done.append(seed)
+            if done:
+                shutil.copytree(kept, root.with_name("next"))
+                os.rename(root, root.with_name("old"))
+                os.rename(root.with_name("next"), root)
+                shutil.rmtree(root.with_name("old"))
+            else:
+                if times > 1:
+                    shutil.copytree(root, kept)
+                write_dataset(bench(spec_seed(root) + 1), root, overwrite=True)
+            done.append(spec_seed(root))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(module, name, replacing)
