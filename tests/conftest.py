@@ -93,17 +93,6 @@ def _assert_clean_error():
 
 
 @pytest.fixture(scope="session")
-def posgen_env() -> dict[str, str]:
-    """The environment for a ``python -m posgen`` subprocess: this checkout's posgen first,
-    one torch thread; no path inside tests/ is needed, so the clone may sit anywhere."""
-    import posgen
-
-    root = str(Path(posgen.__file__).resolve().parents[1])
-    path = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="session")
 def kill_points() -> list[str]:
     """The command that runs ``posgen`` held at a named point until a signal arrives:
     ``[*kill_points, POINT, OUT, TOTAL_BYTES, "generate", ...]`` (tests/kill_points.py, a
