@@ -2,7 +2,7 @@
 module of tests/): ``cli`` runs posgen's command line in-process, ``assert_clean_error`` says
 what "failed cleanly" means, ``recorded`` counts the hardening cases for the session summary,
 ``oracle`` holds the plain-loop references (tests/oracle.py), ``rewrite_rows`` and
-``validator`` damage real data; the tiny datasets and the tiny model are shared too.
+``validator`` damage real data; the tiny datasets and the official ones are shared too.
 ``datasets`` works offline, in a temporary cache; hypothesis has one profile."""
 
 from __future__ import annotations
