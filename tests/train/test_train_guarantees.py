@@ -154,52 +154,43 @@ def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
         assert snapshot(data) == before
 
 
-def posgen_processes(cases: dict[str, list[object]], hooks: dict[str, str], cwd: Path) -> dict:
-    """``python -m posgen *args`` per case, all started at once (each pays its imports) with
-    its ``POSGEN_SIGNAL_AT`` hook; every finished process by case, stderr captured."""
-    procs = {}
-    for case, args in cases.items():
-        env = {**os.environ, "PYTHONPATH": str(ROOT), posgen.signals.HOOK_ENV: hooks[case]}
-        command = [sys.executable, "-m", "posgen", *map(str, args)]
-        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-        procs[case] = subprocess.Popen(command, env=env, cwd=cwd, **pipes)
-    done = {}
-    for case, proc in procs.items():
-        stdout, stderr = proc.communicate()
-        done[case] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    return done
+@pytest.mark.parametrize(
+    ("point", "signame"), [("startup", name) for name in SIGNALS] + [("import", "SIGTERM")]
+)
+def test_a_signal_before_the_commands_or_torch_are_imported_is_one_line(
+    recorded, tmp_path, data, point, signame
+):
+    """A real process (the ``posgen`` entry point): the moments in-process tests cannot reach.
+    A signal while torch is imported is held until the import ends, then raised."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), posgen.signals.HOOK_ENV: f"{point}:{signame}"}
+    command = [sys.executable, "-m", "posgen", *map(str, train_args(data, out))]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    with recorded("kill", f"train:{point}:{signame}"):
+        assert done.returncode == CODES[signame], done.stderr
+        assert lines == [f"error: interrupted by {signame}; no partial output was left"]
+        assert not os.path.lexists(out)
 
 
-def test_a_signal_before_the_commands_or_torch_are_imported_is_one_line(recorded, tmp_path, data):
-    """Real processes (the ``posgen`` entry point): the moments in-process tests cannot
-    reach. A signal while torch is imported is held until the import ends, then raised."""
-    moments = [("startup", name) for name in SIGNALS] + [("import", "SIGTERM")]
-    outs = {moment: tmp_path / f"run-{i}" for i, moment in enumerate(moments)}
-    cases = {moment: train_args(data, out) for moment, out in outs.items()}
-    hooks = {(point, signame): f"{point}:{signame}" for point, signame in moments}
-    for (point, signame), done in posgen_processes(cases, hooks, tmp_path).items():
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        with recorded("kill", f"train:{point}:{signame}"):
-            assert done.returncode == CODES[signame], done.stderr
-            assert lines == [f"error: interrupted by {signame}; no partial output was left"]
-            assert not os.path.lexists(outs[point, signame])
-
-
-def test_a_signal_after_the_command_finished_still_sets_the_exit_status(recorded, tmp_path, run):
-    """Sent once the command has printed its last line, before the interpreter exits (real
-    processes: Python restores the default actions while it shuts down)."""
-    outs = {signame: tmp_path / f"R-{signame}.md" for signame in SIGNALS}
-    cases = {signame: ["results", run, "--out", out] for signame, out in outs.items()}
-    hooks = {signame: f"exit:{signame}" for signame in SIGNALS}
-    for signame, done in posgen_processes(cases, hooks, tmp_path).items():
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        with recorded("kill", f"results:exit:{signame}"):
-            assert done.returncode == CODES[signame], done.stderr
-            assert lines == [
-                f"error: interrupted by {signame} after the command had finished; its "
-                "outputs are complete"
-            ]
-            assert outs[signame].is_file()
+@pytest.mark.parametrize("signame", SIGNALS)
+def test_a_signal_after_the_command_finished_still_sets_the_exit_status(
+    recorded, tmp_path, run, signame
+):
+    """Sent once the command has printed its last line, before the interpreter exits (a
+    real process: Python restores the default actions while it shuts down)."""
+    out = tmp_path / "R.md"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), posgen.signals.HOOK_ENV: f"exit:{signame}"}
+    command = [sys.executable, "-m", "posgen", "results", str(run), "--out", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    with recorded("kill", f"results:exit:{signame}"):
+        assert done.returncode == CODES[signame], done.stderr
+        assert lines == [
+            f"error: interrupted by {signame} after the command had finished; its "
+            "outputs are complete"
+        ]
+        assert out.is_file()
 
 
 @pytest.mark.parametrize("signame", SIGNALS)
