@@ -1,10 +1,19 @@
-"""Test setup: `datasets` works offline, in a temporary cache; hypothesis profiles; the
-``cli`` fixture that runs posgen's command line in-process."""
+"""Test setup and the helpers every area shares, as fixtures (no test module imports another
+module of tests/): ``cli`` runs posgen's command line in-process, ``assert_clean_error`` says
+what "failed cleanly" means, ``recorded`` counts the hardening cases for the session summary,
+``oracle`` holds the plain-loop references (tests/oracle.py), ``rewrite_rows`` and
+``validator`` damage real data; the tiny datasets and the official ones are shared too.
+``datasets`` works offline, in a temporary cache; hypothesis has one profile."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,19 +29,78 @@ settings.register_profile(
 )
 settings.load_profile("posgen")
 
+# --- the command line, in-process, and what "failed cleanly" means ------------------------------
+
+
+def invoke(*args: object, env: dict[str, str] | None = None, **kwargs):
+    """Run ``posgen *args`` in-process, with the entry point's signal handlers; the click
+    ``Result`` (``stdout``, ``stderr``, and ``output`` with both as a terminal shows them)."""
+    from click.testing import CliRunner
+
+    from posgen import signals
+    from posgen.cli import main
+
+    argv = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args]
+    previous = signals.install()  # as the entry point (posgen.__main__) does
+    try:
+        return CliRunner().invoke(main, argv, env=env, **kwargs)
+    finally:
+        signals.restore(previous)
+
+
+def error_lines(text: str) -> list[str]:
+    """The ``error: ...`` lines of ``text``."""
+    return [line for line in text.splitlines() if line.startswith("error: ")]
+
+
+def assert_clean_error(result, code: int | tuple[int, ...], *fragments: str) -> str:
+    """Assert ``result`` (a click ``Result``, or a subprocess run with ``text=True`` and
+    stderr captured) failed cleanly and return its one error line: the exit ``code`` (or one
+    of a tuple), exactly one ``error: `` line on stderr holding every fragment, no traceback
+    and no exception escaped from the command."""
+    if isinstance(result, subprocess.CompletedProcess):
+        exit_code, stderr, output = result.returncode, result.stderr, result.stderr
+    else:
+        exit_code, stderr, output = result.exit_code, result.stderr, result.output
+        escaped = result.exception is not None and not isinstance(result.exception, SystemExit)
+        assert not escaped, repr(result.exception)
+    codes = code if isinstance(code, tuple) else (code,)
+    assert exit_code in codes, output
+    assert "Traceback" not in output, output
+    lines = error_lines(stderr)
+    assert len(lines) == 1, stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
 
 @pytest.fixture(scope="session")
 def cli():
-    """``cli("generate", "--out", path, ...)``: posgen's CLI in-process, a click ``Result``.
-
-    The same function as ``tests.cli_support.invoke``, for helpers and module fixtures.
-    """
-    from tests.cli_support import invoke
-
+    """``cli("generate", "--out", path, ...)``: posgen's CLI in-process, a click ``Result``."""
     return invoke
 
 
-# --- cli: the signal handlers posgen's processes run with ------------------------------------
+@pytest.fixture(scope="session", name="error_lines")
+def _error_lines():
+    """``error_lines(text)``: the ``error: ...`` lines of a text."""
+    return error_lines
+
+
+@pytest.fixture(scope="session", name="assert_clean_error")
+def _assert_clean_error():
+    """``assert_clean_error(result, code, *fragments)``: see the function of that name."""
+    return assert_clean_error
+
+
+@pytest.fixture(scope="session")
+def kill_points() -> list[str]:
+    """The command that runs ``posgen`` held at a named point until a signal arrives:
+    ``[*kill_points, POINT, OUT, TOTAL_BYTES, "generate", ...]`` (tests/kill_points.py, a
+    program that no test imports)."""
+    return [sys.executable, str(Path(__file__).with_name("kill_points.py"))]
+
+
+# --- signals, torch threads ------------------------------------------------------------------
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +113,195 @@ def posgen_signal_handlers():
     previous = signals.install()
     yield
     signals.restore(previous)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread in every test once torch is imported, as ``posgen train`` uses:
+    oversubscribed threads crawl on a shared CPU."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- hardening counts: what the hostile tests tried, printed in the session summary ----------
+
+CASES: dict[str, dict[str, bool]] = defaultdict(dict)
+LABELS = {
+    "bad_input": "distinct bad inputs tried, {ok} rejected cleanly "
+    "(exit 2, one error line per problem naming the field, no traceback, nothing created)",
+    "valid_spec": "random valid specs generated, {ok} validated against the oracle",
+    "kill": "kill points signalled mid-run, {ok} survived with nothing lost "
+    "(target absent or complete, old dataset intact, rerun byte-identical)",
+    "kill_finished": "kill points reached after the run had finished (dataset complete)",
+    "disk": "disk-full / unwritable cases, {ok} failed cleanly (path named, nothing left)",
+    "resources": "oversized specs, {ok} refused up front with the estimate",
+    "damage": "damage cases on real files, {ok} detected with the file named",
+    "hostile": "hostile inputs outside the spec flags (permissions, names, prediction and "
+    "data files, API misuse), {ok} answered with one error line or a clean result",
+    "bomb": "resource bombs (alias bombs, deep nesting, lying headers, huge counts), "
+    "{ok} refused before using the memory they ask for",
+    "path_escape": "path-escape attempts, {ok} refused without reading or writing outside",
+    "race": "concurrency races (readers during a replace, owners in other PID namespaces, "
+    "killed parents' workers, parts finishing at once), {ok} seen whole with nothing lost",
+    "target": "targets holding something else (user files, other datasets, symlinks), "
+    "{ok} refused or followed with no file outside the target changed",
+    "unexpected": "unexpected exceptions at the top of the CLI, {ok} shown as one error line",
+}
+
+
+def record(kind: str, key: str, ok: bool) -> None:
+    """Note one case (a bad input, a kill point, a damage); the same key twice counts once
+    (hypothesis replays examples). Tests still assert: the counts say how much was tried."""
+    CASES[kind][key] = CASES[kind].get(key, True) and ok
+
+
+@contextmanager
+def recorded(kind: str, key: str) -> Iterator[None]:
+    """Record the case as handled when the block's asserts pass, as not handled when one
+    fails: ``with recorded("disk", "file-size limit 0"): assert ...``."""
+    try:
+        yield
+    except BaseException:
+        record(kind, key, False)
+        raise
+    record(kind, key, True)
+
+
+@pytest.fixture(scope="session", name="record")
+def _record():
+    """``record(kind, key, ok)``: count one hardening case for the session summary."""
+    return record
+
+
+@pytest.fixture(scope="session", name="recorded")
+def _recorded():
+    """``with recorded(kind, key): ...``: count the case, handled when the block passes."""
+    return recorded
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print what the hardening tests tried (bad inputs, kill points, damage cases)."""
+    if CASES:
+        terminalreporter.section("hardening")
+    for kind, label in LABELS.items():
+        if CASES.get(kind):
+            ok = sum(CASES[kind].values())
+            terminalreporter.write_line(f"{len(CASES[kind])} {label.format(ok=ok)}")
+
+
+# --- the oracle and damaged data ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def oracle():
+    """The plain-loop references of tests/oracle.py (``grow_row``, ``probe_row``, ...),
+    independent of posgen; ``make bench`` times posgen against the same module."""
+    from tests import oracle
+
+    return oracle
+
+
+def _edit_record(root: Path, change: Callable[[dict], None]) -> None:
+    """Edit the raw ``posgen.json`` (as a careless user or a bad disk would)."""
+    import json
+
+    body = json.loads((root / "posgen.json").read_text())
+    change(body)
+    (root / "posgen.json").write_text(json.dumps(body, indent=2) + "\n")
+
+
+def rewrite_rows(root: Path, change: Callable[[object], object], first_only: bool = False) -> None:
+    """Apply ``change`` to the tokens of every Parquet file (or the first) of the splits that
+    are not probe splits, and record the new bytes in the manifest, so that only the change
+    itself is wrong."""
+    import pyarrow.parquet as pq
+
+    from posgen.spec import is_probe_split
+    from posgen.store.formats import open_writer, rows_to_table, table_tokens
+    from posgen.store.manifest import read_manifest, sha256_file
+
+    manifest = read_manifest(root)
+    new: dict[str, tuple[str, int]] = {}
+    files = [entry for _, split, entry in manifest.files() if not is_probe_split(split)]
+    for entry in files[:1] if first_only else files:
+        path = root / entry.path
+        table = pq.read_table(path)
+        tokens = change(table_tokens(table).copy())
+        with open_writer(path, table.schema) as writer:
+            writer.write_table(rows_to_table(entry.first_id, tokens, table.schema))
+        new[entry.path] = (sha256_file(path), path.stat().st_size)
+
+    def refresh(body: dict) -> None:
+        for config in body["configs"].values():
+            for split in config["splits"].values():
+                for item in split["files"]:
+                    if item["path"] in new:
+                        item["sha256"], item["bytes"] = new[item["path"]]
+
+    _edit_record(root, refresh)
+
+
+def break_window(root: Path) -> None:
+    """One target of row 0 of every file no longer follows its window."""
+    from posgen.store.manifest import read_manifest
+
+    configs = read_manifest(root).configs.values()
+    modulus = next(iter(configs)).spec.modulus
+    window = min(entry.spec.window for entry in configs)
+
+    def change(tokens):
+        tokens[0, window] = (int(tokens[0, window]) + 1) % modulus
+        return tokens
+
+    rewrite_rows(root, change)
+
+
+def break_hygiene(root: Path) -> None:
+    """Row 1 of the first file repeats row 0 (a repeated row in disjoint data)."""
+
+    def change(tokens):
+        tokens[1] = tokens[0]
+        return tokens
+
+    rewrite_rows(root, change, first_only=True)
+
+
+def break_integrity(root: Path) -> None:
+    """The manifest records another sha256 for the first file."""
+
+    def change(body: dict) -> None:
+        config = next(iter(body["configs"].values()))
+        next(iter(config["splits"].values()))["files"][0]["sha256"] = "0" * 64
+
+    _edit_record(root, change)
+
+
+BREAKS: dict[str, Callable[[Path], None]] = {
+    "window": break_window,
+    "hygiene": break_hygiene,
+    "integrity": break_integrity,
+}
+
+
+@pytest.fixture(scope="session", name="rewrite_rows")
+def _rewrite_rows():
+    """``rewrite_rows(root, change, first_only=False)``: change the tokens of a real dataset
+    and record the new bytes, so that only the change is wrong."""
+    return rewrite_rows
+
+
+@pytest.fixture(scope="session")
+def breaks() -> dict[str, Callable[[Path], None]]:
+    """Damage that makes one kind of validation check fail: ``breaks["window"](folder)``
+    (one target off its window), ``"hygiene"`` (a repeated row), ``"integrity"`` (a wrong
+    recorded sha256)."""
+    return BREAKS
 
 
 # ------------------------------------------------------------------------------------------------
@@ -60,7 +317,6 @@ def validator(monkeypatch):
     recorded sha256 instead.
     """
     import posgen.publish
-    from tests.data_damage import BREAKS
 
     real = posgen.publish.validate_folder
     state: dict = {"calls": [], "break": None}
@@ -82,15 +338,25 @@ def validator(monkeypatch):
     return Handle()
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """Print what the hardening tests tried (bad inputs, kill points, damage cases)."""
-    from tests.hardening_counts import summary_lines
+@pytest.fixture(scope="session")
+def official(tmp_path_factory) -> Callable[[str], tuple[Path, object]]:
+    """``official(name)``: task_specs/NAME.toml published once per session (generated,
+    validated, its card rendered with the baselines, as ``make cards`` does); the folder and
+    the ``Published`` record. Read it, never change it."""
+    from posgen.publish import publish_benchmark, scoring_baselines
+    from posgen.spec_files import resolve_benchmark
 
-    lines = summary_lines()
-    if lines:
-        terminalreporter.section("hardening")
-        for line in lines:
-            terminalreporter.write_line(line)
+    specs = Path(__file__).resolve().parents[1] / "task_specs"
+    made: dict[str, tuple[Path, object]] = {}
+
+    def published(name: str) -> tuple[Path, object]:
+        if name not in made:
+            out = tmp_path_factory.mktemp("official") / name
+            bench = resolve_benchmark(specs / f"{name}.toml")
+            made[name] = (out, publish_benchmark(bench, out, baselines=scoring_baselines))
+        return made[name]
+
+    return published
 
 
 # --- validate, card, score fixtures (tests2) ---

@@ -1,6 +1,7 @@
-"""``posgen generate`` held at a named point until a signal arrives, for the interrupt tests.
+"""``posgen generate`` held at a named point until a signal arrives, for the interrupt tests: a
+program (the ``kill_points`` fixture runs it; no test imports it).
 
-    python -m tests.kill_points POINT OUT TOTAL_BYTES generate --out OUT ...
+    python tests/kill_points.py POINT OUT TOTAL_BYTES generate --out OUT ...
 
 runs the real CLI with hooks around the store's own functions. When the run reaches
 ``POINT`` it prints the point's name on stdout and waits for a signal (``signal.pause``), so
@@ -29,9 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 GUARD = 600
-"""Seconds after which a wait counts as hung, here and in the tests that start processes:
-a held run waiting for its signal, a subprocess, a pipe. A failure guard, never a timing
-check (only a hung run waits this long)."""
+"""Seconds after which a held run stops waiting for its signal: a failure guard, never a
+timing check (only a hung test waits this long)."""
 POINTS = ("start", "build folder", "first shard", "half the bytes", "manifest", "worker writing")
 WORKER_ENV = "POSGEN_TEST_HOLD_WORKERS"
 

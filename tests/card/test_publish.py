@@ -1,7 +1,7 @@
 """`posgen publish` and `posgen card`: validated Hub-ready folders, refusal, push boundary.
 
 Publishing runs the real validator; failures come from really damaged data
-(tests/data_damage.py, through the ``validator`` fixture).
+(the ``validator`` fixture of tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -16,11 +16,7 @@ import yaml
 
 import posgen
 import posgen.publish
-from posgen.publish import publish_benchmark
-from posgen.spec_files import resolve_benchmark
 from posgen.store.manifest import read_manifest, sha256_file
-from tests.cli_support import assert_clean_error, error_lines
-from tests.cli_support import invoke as run
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_SPEC = """\
@@ -48,12 +44,10 @@ def spec_file(tmp_path):
     return path
 
 
-@pytest.fixture(scope="module")
-def posgen_v1(tmp_path_factory):
+@pytest.fixture
+def posgen_v1(official):
     """task_specs/posgen-v1.toml published (validated by the real validator)."""
-    out = tmp_path_factory.mktemp("hub") / "posgen-v1"
-    bench = resolve_benchmark(ROOT / "task_specs" / "posgen-v1.toml")
-    return out, publish_benchmark(bench, out)
+    return official("posgen-v1")
 
 
 def header_of(card):
@@ -98,7 +92,7 @@ def test_published_card_records_the_validation_report(posgen_v1):
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "posgen.json"]
 
 
-def test_the_regenerate_command_in_the_card_reproduces_every_checksum(posgen_v1, tmp_path):
+def test_the_regenerate_command_in_the_card_reproduces_every_checksum(cli, posgen_v1, tmp_path):
     out, _ = posgen_v1
     card = (out / "README.md").read_text()
     spec_text = re.search(r"cat > spec.json <<'SPEC'\n(.*?)\nSPEC\n", card, re.S).group(1)
@@ -108,7 +102,7 @@ def test_the_regenerate_command_in_the_card_reproduces_every_checksum(posgen_v1,
     args = command.split()[1:]
     args[args.index("spec.json")] = str(tmp_path / "spec.json")
     args[args.index("regenerated")] = str(tmp_path / "regenerated")
-    result = run(*args, "-q")
+    result = cli(*args, "-q")
     assert result.exit_code == 0, result.output
     lines = sums.splitlines()
     assert len(lines) == 12  # 3 configs x (train, validation, test, probe)
@@ -118,9 +112,9 @@ def test_the_regenerate_command_in_the_card_reproduces_every_checksum(posgen_v1,
     assert read_manifest(tmp_path / "regenerated") == read_manifest(out)
 
 
-def test_publish_writes_a_validated_folder(tmp_path, spec_file, validator):
+def test_publish_writes_a_validated_folder(cli, tmp_path, spec_file, validator):
     out = tmp_path / "hub"
-    result = run("publish", spec_file, "--out", out)
+    result = cli("publish", spec_file, "--out", out)
     assert result.exit_code == 0, result.output
     assert "published" in result.output
     assert "checks passed" in result.output
@@ -132,10 +126,12 @@ def test_publish_writes_a_validated_folder(tmp_path, spec_file, validator):
     assert list(read_manifest(out).configs) == ["cot", "recursive"]
 
 
-def test_publish_refuses_data_that_fails_validation(tmp_path, spec_file, validator):
+def test_publish_refuses_data_that_fails_validation(
+    assert_clean_error, cli, tmp_path, spec_file, validator
+):
     validator.break_data("window")
     out = tmp_path / "hub"
-    result = run("publish", spec_file, "--out", out)
+    result = cli("publish", spec_file, "--out", out)
     line = assert_clean_error(result, 1)
     start = f"error: validation failed (8 of {CHECKS} checks); nothing was published"
     assert line.startswith(start)
@@ -144,21 +140,23 @@ def test_publish_refuses_data_that_fails_validation(tmp_path, spec_file, validat
     assert list(tmp_path.iterdir()) == [spec_file]
 
 
-def test_a_refused_publish_leaves_the_previous_folder_intact(tmp_path, spec_file, validator):
+def test_a_refused_publish_leaves_the_previous_folder_intact(
+    assert_clean_error, cli, tmp_path, spec_file, validator
+):
     out = tmp_path / "hub"
-    assert run("publish", spec_file, "--out", out).exit_code == 0
+    assert cli("publish", spec_file, "--out", out).exit_code == 0
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     validator.break_data("integrity")
-    result = run("publish", spec_file, "--out", out, "--overwrite")
+    result = cli("publish", spec_file, "--out", out, "--overwrite")
     assert_clean_error(result, 1, "validation failed")
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hub", "tiny.toml"]
 
 
-def test_publish_with_a_bad_spec_reports_every_problem(tmp_path, validator):
+def test_publish_with_a_bad_spec_reports_every_problem(cli, error_lines, tmp_path, validator):
     bad = tmp_path / "bad.toml"
     bad.write_text("[defaults]\nmodulus = 1\nnear = 0\n[configs.cot]\n")
-    result = run("publish", bad, "--out", tmp_path / "hub")
+    result = cli("publish", bad, "--out", tmp_path / "hub")
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     lines = result.output.splitlines()
@@ -169,7 +167,7 @@ def test_publish_with_a_bad_spec_reports_every_problem(tmp_path, validator):
 
 
 def test_push_uploads_the_published_folder_with_the_environment_token(
-    tmp_path, spec_file, validator, monkeypatch
+    cli, tmp_path, spec_file, validator, monkeypatch
 ):
     calls = []
 
@@ -182,7 +180,7 @@ def test_push_uploads_the_published_folder_with_the_environment_token(
     monkeypatch.setattr(posgen.publish, "upload_folder", upload)
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     out = tmp_path / "hub"
-    result = run("publish", spec_file, "--out", out, "--push", "me/posgen-tiny")
+    result = cli("publish", spec_file, "--out", out, "--push", "me/posgen-tiny")
     assert result.exit_code == 0, result.output
     (folder, repo_id, token, message), files = calls
     assert (folder, repo_id, token) == (out, "me/posgen-tiny", "hf_test_token")
@@ -195,7 +193,7 @@ def test_push_uploads_the_published_folder_with_the_environment_token(
 
 
 def test_a_failed_push_exits_1_and_keeps_the_published_folder(
-    tmp_path, spec_file, validator, monkeypatch
+    assert_clean_error, cli, tmp_path, spec_file, validator, monkeypatch
 ):
     def upload(folder, repo_id, token, message):
         raise OSError("401 Client Error: Unauthorized")
@@ -203,52 +201,52 @@ def test_a_failed_push_exits_1_and_keeps_the_published_folder(
     monkeypatch.setattr(posgen.publish, "upload_folder", upload)
     monkeypatch.setenv("HF_TOKEN", "bad")
     out = tmp_path / "hub"
-    result = run("publish", spec_file, "--out", out, "--push", "me/x")
+    result = cli("publish", spec_file, "--out", out, "--push", "me/x")
     line = assert_clean_error(result, 1, "Unauthorized")
     assert line.startswith("error: pushing")
     assert (out / "posgen.json").is_file()
 
 
-def test_card_command_rerenders_the_published_card(tmp_path, spec_file, validator):
+def test_card_command_rerenders_the_published_card(cli, tmp_path, spec_file, validator):
     out = tmp_path / "hub"
-    run("publish", spec_file, "--out", out)
+    cli("publish", spec_file, "--out", out)
     published = (out / "README.md").read_text()
     (out / "README.md").write_text("stale")
-    result = run("card", out)
+    result = cli("card", out)
     assert result.exit_code == 0, result.output
     assert (out / "README.md").read_text() == published
-    result = run("card", out, "--no-validate")
+    result = cli("card", out, "--no-validate")
     assert result.output == f"wrote {out / 'README.md'} (not validated)\n"
     assert "**Not validated.**" in (out / "README.md").read_text()
 
 
 def test_card_command_exits_1_when_validation_fails_but_writes_the_failures(
-    tmp_path, spec_file, validator
+    cli, tmp_path, spec_file, validator
 ):
     out = tmp_path / "hub"
-    run("publish", spec_file, "--out", out)
+    cli("publish", spec_file, "--out", out)
     validator.break_data("window")
-    result = run("card", out)
+    result = cli("card", out)
     assert result.exit_code == 1
     assert "validation failed: 8 check(s)" in result.output
     assert f"**Validation FAILED: 8 of {CHECKS} checks failed**" in (out / "README.md").read_text()
 
 
-def test_card_command_with_baselines_asks_the_scoring_module(tmp_path, spec_file, validator):
+def test_card_command_with_baselines_asks_the_scoring_module(cli, tmp_path, spec_file, validator):
     out = tmp_path / "hub"
-    run("publish", spec_file, "--out", out)
-    result = run("card", out, "--baselines")
+    cli("publish", spec_file, "--out", out)
+    result = cli("card", out, "--baselines")
     assert result.exit_code == 0, result.output
     card = (out / "README.md").read_text()
     assert "| recursive | oracle | 1.0000 | 1.0000 |" in card
 
 
-def test_card_command_on_a_damaged_folder_exits_1_and_keeps_the_card(tmp_path, spec_file):
+def test_card_command_on_a_damaged_folder_exits_1_and_keeps_the_card(cli, tmp_path, spec_file):
     out = tmp_path / "ds"
-    run("generate", "--spec", spec_file, "--out", out, "-q")
+    cli("generate", "--spec", spec_file, "--out", out, "-q")
     before = (out / "README.md").read_text()
     next((out / "data" / "cot").glob("train-*.parquet")).unlink()
-    result = run("card", out, "--no-validate")
+    result = cli("card", out, "--no-validate")
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert "is damaged" in result.output
@@ -282,14 +280,14 @@ BAD_USAGE = [
 
 @pytest.mark.parametrize(("args", "expected", "before"), BAD_USAGE)
 def test_bad_usage_exits_2_with_one_line_and_changes_nothing(
-    tmp_path, spec_file, monkeypatch, args, expected, before
+    assert_clean_error, cli, tmp_path, spec_file, monkeypatch, args, expected, before
 ):
     for name in posgen.publish.TOKEN_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     if before is not None:
         before(tmp_path, monkeypatch)
     files = {p: p.is_file() and p.read_bytes() for p in tmp_path.rglob("*")}
-    result = run(*[word.format(spec=spec_file, tmp=tmp_path) for word in args.split()])
+    result = cli(*[word.format(spec=spec_file, tmp=tmp_path) for word in args.split()])
     line = assert_clean_error(result, 2)
     assert result.output == line + "\n"  # nothing but the error line
     expected = expected.format(tmp=tmp_path)

@@ -3,7 +3,7 @@
 Each property builds one class of bad input (out-of-range or wrong-type fields, unknown keys,
 L <= j + k, L' < L, more rows than seed windows, malformed files, unknown names, missing files)
 and runs ``posgen generate`` on it. Valid random specs, for contrast, must generate data that
-matches the oracle. Counts go to the session summary (``tests/hardening_counts.py``).
+matches the oracle. Counts go to the session summary (the ``recorded`` fixture).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -22,9 +23,6 @@ from posgen.spec import MAX_LENGTH, MAX_ROWS, MAX_SEED, TaskSpec, is_probe_split
 from posgen.spec_files import read_spec_file
 from posgen.store import check_dataset
 from posgen.store.formats import table_tokens
-from tests.cli_support import invoke
-from tests.hardening_counts import recorded
-from tests.oracle import grow_row
 
 # flag -> (spec field, lowest valid, highest valid)
 INT_FLAGS = {
@@ -44,38 +42,47 @@ SMALL = {"train_size": 20, "val_size": 5, "test_size": 5, "train_length": 16, "t
 names = st.text(string.ascii_lowercase + "_", min_size=1, max_size=12)
 
 
-def generate(tmp: Path, args: list[str]) -> tuple[int, list[str], Path]:
+def generate(cli, tmp: Path, args: list[str]) -> tuple[int, list[str], Path]:
     """Run ``posgen generate`` into ``tmp/ds``; exit code, output lines, target."""
     out = tmp / "ds"
-    result = invoke("generate", "--out", out, "-q", *args)
+    result = cli("generate", "--out", out, "-q", *args)
     return result.exit_code, result.output.splitlines(), out
 
 
 SPEC = "<the spec file>"
 
 
-def assert_rejected(kind: str, key: str, args: list[str], *names: str, spec=None, tmp=None):
-    """Exit 2, a one-line reason naming one of ``names``, no traceback, nothing created.
+@pytest.fixture(scope="session")
+def assert_rejected(cli, recorded):
+    """``assert_rejected(kind, key, args, *names, spec=None, tmp=None)``."""
 
-    Runs in ``tmp`` or a fresh folder; ``spec=(suffix, text)`` is written there and passed as
-    ``--spec`` (the name ``SPEC`` stands for its path).
-    """
-    if tmp is None:
-        with tempfile.TemporaryDirectory() as fresh:
-            return assert_rejected(kind, key, args, *names, spec=spec, tmp=Path(fresh))
-    if spec is not None:
-        path = tmp / f"spec{spec[0]}"
-        path.write_text(spec[1])
-        args, names = [*args, "--spec", str(path)], [str(path) if n is SPEC else n for n in names]
-    code, lines, out = generate(tmp, args)
-    problems = [line for line in lines if line.lower().startswith("error:")]
-    with recorded("bad_input", f"{kind}:{key}"):
-        assert code == 2, (args, lines)
-        assert problems, (args, lines)  # one line per problem: several problems, several lines
-        assert any(name in line for line in problems for name in names), (args, names, lines)
-        assert not any("Traceback" in line for line in lines), lines
-        assert not out.exists()
-        assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".ds")) == []
+    def assert_rejected(kind: str, key: str, args: list[str], *names: str, spec=None, tmp=None):
+        """Exit 2, a one-line reason naming one of ``names``, no traceback, nothing created.
+
+        Runs in ``tmp`` or a fresh folder; ``spec=(suffix, text)`` is written there and passed as
+        ``--spec`` (the name ``SPEC`` stands for its path).
+        """
+        if tmp is None:
+            with tempfile.TemporaryDirectory() as fresh:
+                return assert_rejected(kind, key, args, *names, spec=spec, tmp=Path(fresh))
+        if spec is not None:
+            path = tmp / f"spec{spec[0]}"
+            path.write_text(spec[1])
+            args, names = (
+                [*args, "--spec", str(path)],
+                [str(path) if n is SPEC else n for n in names],
+            )
+        code, lines, out = generate(cli, tmp, args)
+        problems = [line for line in lines if line.lower().startswith("error:")]
+        with recorded("bad_input", f"{kind}:{key}"):
+            assert code == 2, (args, lines)
+            assert problems, (args, lines)  # one line per problem: several problems, several lines
+            assert any(name in line for line in problems for name in names), (args, names, lines)
+            assert not any("Traceback" in line for line in lines), lines
+            assert not out.exists()
+            assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".ds")) == []
+
+    return assert_rejected
 
 
 def dump(suffix: str, body: dict) -> str:
@@ -109,7 +116,7 @@ out_of_range = st.sampled_from(sorted(INT_FLAGS)).flatmap(
 
 
 @given(out_of_range)
-def test_out_of_range_flags_are_rejected_naming_the_field(case):
+def test_out_of_range_flags_are_rejected_naming_the_field(assert_rejected, case):
     flag, value = case
     args = ["--task", "cot", flag, str(value)]
     assert_rejected("range", f"{flag}={value}", args, INT_FLAGS[flag][0])
@@ -122,7 +129,7 @@ not_an_int = st.one_of(
 
 
 @given(st.sampled_from(sorted(INT_FLAGS)), not_an_int)
-def test_wrong_type_flags_are_rejected_naming_the_flag(flag, text):
+def test_wrong_type_flags_are_rejected_naming_the_flag(assert_rejected, flag, text):
     assume("\x00" not in text and not text.startswith("-"))
     assert_rejected("type-flag", f"{flag}={text!r}", [flag, text], flag)
 
@@ -136,14 +143,16 @@ wrong_type_value = st.one_of(
 
 
 @given(st.sampled_from(FIELDS), wrong_type_value, st.sampled_from([".toml", ".yaml", ".json"]))
-def test_wrong_type_fields_in_spec_files_are_rejected_naming_the_field(field, value, suffix):
+def test_wrong_type_fields_in_spec_files_are_rejected_naming_the_field(
+    assert_rejected, field, value, suffix
+):
     assume(field != "test_length" or not isinstance(value, list))
     text = dump(suffix, {"task": "cot", **SMALL, field: value})
     assert_rejected("type-file", f"{suffix}:{field}={value!r}", [], field, spec=(suffix, text))
 
 
 @given(names, st.sampled_from([".toml", ".yaml", ".json"]), st.booleans())
-def test_unknown_keys_are_rejected_naming_the_key(key, suffix, in_config):
+def test_unknown_keys_are_rejected_naming_the_key(assert_rejected, key, suffix, in_config):
     assume(key not in TaskSpec.model_fields and key not in ("defaults", "configs", "name"))
     config = {"task": "cot", **SMALL, key: 1}
     if suffix == ".toml" and in_config:
@@ -155,7 +164,7 @@ def test_unknown_keys_are_rejected_naming_the_key(key, suffix, in_config):
 
 
 @given(st.integers(1, 40), st.integers(0, 40), st.data())
-def test_train_length_not_beyond_the_window_is_rejected(near, far, data):
+def test_train_length_not_beyond_the_window_is_rejected(assert_rejected, near, far, data):
     assume(near + far >= 2)
     length = data.draw(st.integers(2, near + far), label="train_length")
     args = ["-m", "97", "-k", str(near), "-j", str(far), "--train-length", str(length),
@@ -164,14 +173,14 @@ def test_train_length_not_beyond_the_window_is_rejected(near, far, data):
 
 
 @given(st.integers(6, 5000), st.data())
-def test_test_length_below_train_length_is_rejected(train_length, data):
+def test_test_length_below_train_length_is_rejected(assert_rejected, train_length, data):
     test_length = data.draw(st.integers(2, train_length - 1), label="test_length")
     args = ["--train-length", str(train_length), "--test-length", str(test_length)]
     assert_rejected("short-test", " ".join(args), args, "test_length")
 
 
 @given(st.integers(2, 12), st.integers(1, 3), st.integers(0, 2), st.data())
-def test_more_rows_than_seed_windows_is_rejected(m, near, far, data):
+def test_more_rows_than_seed_windows_is_rejected(assert_rejected, m, near, far, data):
     space = m ** (near + far)
     assume(space < 10**6)
     rows = data.draw(st.integers(space + 1, space + 5000), label="rows")
@@ -190,7 +199,7 @@ JUNK = "[]{}=:,\"'\t\n#-*&!%@`|>"
 
 
 @given(st.sampled_from(sorted(VALID)), st.data())
-def test_malformed_spec_files_are_rejected_naming_the_file(suffix, data):
+def test_malformed_spec_files_are_rejected_naming_the_file(assert_rejected, suffix, data):
     text = VALID[suffix]
     cut = data.draw(st.integers(0, len(text)), label="cut")
     junk = data.draw(st.text(JUNK, min_size=1, max_size=4), label="junk")
@@ -202,7 +211,7 @@ def test_malformed_spec_files_are_rejected_naming_the_file(suffix, data):
 @given(st.sampled_from([".json", ".yaml"]), st.one_of(
     st.lists(st.integers(), max_size=3), st.integers(), st.text(string.ascii_letters, max_size=5)
 ))  # fmt: skip
-def test_spec_files_that_are_not_mappings_are_rejected(suffix, value):
+def test_spec_files_that_are_not_mappings_are_rejected(assert_rejected, suffix, value):
     text = json.dumps(value)
     assume(not isinstance(parses_as(suffix, text), dict))
     assert_rejected("not-mapping", f"{suffix}:{text}", [], SPEC, spec=(suffix, text))
@@ -220,7 +229,7 @@ def parses_as(suffix: str, text: str):
 
 
 @given(names.filter(lambda n: n not in ("recursive", "cot", "semirecursive")), st.booleans())
-def test_unknown_task_and_op_names_are_rejected(name, as_op):
+def test_unknown_task_and_op_names_are_rejected(assert_rejected, name, as_op):
     if as_op:
         assume(name != "mod_addition")
         assert_rejected("unknown-name", f"op:{name}", ["--task", "cot", "--op", name], "op")
@@ -230,7 +239,9 @@ def test_unknown_task_and_op_names_are_rejected(name, as_op):
 
 
 @given(names, st.sampled_from([".toml", ".yaml", ".json", ".txt", ""]), st.booleans())
-def test_missing_or_unusable_spec_files_are_rejected_naming_the_path(name, suffix, folder):
+def test_missing_or_unusable_spec_files_are_rejected_naming_the_path(
+    assert_rejected, name, suffix, folder
+):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}{suffix}"
         if folder:
@@ -259,7 +270,7 @@ valid_specs = st.builds(
 
 @settings(max_examples=12)
 @given(valid_specs)
-def test_valid_random_specs_generate_data_that_validates(fields):
+def test_valid_random_specs_generate_data_that_validates(cli, oracle, recorded, fields):
     extra, longer = fields.pop("extra"), fields.pop("longer")
     fields["train_length"] = fields["near"] + fields["far"] + extra
     fields["test_length"] = [fields["train_length"] + d for d in sorted(longer or [0])]
@@ -270,7 +281,7 @@ def test_valid_random_specs_generate_data_that_validates(fields):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "spec.json"
         path.write_text(json.dumps(fields))
-        code, lines, out = generate(Path(tmp), ["--spec", str(path)])
+        code, lines, out = generate(cli, Path(tmp), ["--spec", str(path)])
         with recorded("valid_spec", spec.spec_id):
             assert code == 0, lines
             assert check_dataset(out) == []
@@ -282,8 +293,8 @@ def test_valid_random_specs_generate_data_that_validates(fields):
                                        for f in info["files"]])  # fmt: skip
                 assert rows.shape == (spec.split_size(split), spec.split_length(split))
                 w = spec.window
-                expected = [grow_row(spec.task, list(r[:w]), rows.shape[1], spec.modulus,
+                expected = [oracle.grow_row(spec.task, list(r[:w]), rows.shape[1], spec.modulus,
                                      spec.near, spec.far) for r in rows.tolist()]  # fmt: skip
                 assert rows.tolist() == expected, split
-            checked = invoke("validate", out)
+            checked = cli("validate", out)
             assert checked.exit_code == 0, checked.output

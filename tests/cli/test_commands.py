@@ -11,12 +11,13 @@ import pytest
 
 import posgen.cli.runner
 from posgen import __version__
-from tests.cli_support import assert_clean_error
 
 SMALL = ["--train-size", "50", "--val-size", "10", "--test-size", "10", "-q"]
 
 
-def test_generate_writes_a_dataset_reports_speed_and_replaces_it_only_with_overwrite(cli, tmp_path):
+def test_generate_writes_a_dataset_reports_speed_and_replaces_it_only_with_overwrite(
+    assert_clean_error, cli, tmp_path
+):
     out = tmp_path / "ds"
     args = ["generate", "--out", out, "--task", "cot", "--train-size", "50", "--val-size", "10",
             "--test-size", "10"]  # fmt: skip
@@ -59,7 +60,9 @@ BAD_INPUT = [  # flags of one config, fragments of the one error line
 
 
 @pytest.mark.parametrize(("args", "fragments"), [(a, f) for a, *f in BAD_INPUT])
-def test_bad_input_is_one_error_line_exit_2_and_creates_nothing(cli, tmp_path, args, fragments):
+def test_bad_input_is_one_error_line_exit_2_and_creates_nothing(
+    assert_clean_error, cli, tmp_path, args, fragments
+):
     out = tmp_path / "ds"
     result = cli("generate", "--out", out, "--task", "recursive", *args)
     assert_clean_error(result, 2, *fragments)
@@ -74,7 +77,9 @@ def test_bad_input_is_one_error_line_exit_2_and_creates_nothing(cli, tmp_path, a
         (["frobnicate"], "No such command 'frobnicate'"),
     ],
 )
-def test_clicks_own_usage_errors_are_one_error_line_naming_the_flag(cli, args, expected):
+def test_clicks_own_usage_errors_are_one_error_line_naming_the_flag(
+    assert_clean_error, cli, args, expected
+):
     assert_clean_error(cli(*args), 2, expected, "-h')")
 
 
@@ -115,7 +120,7 @@ def test_spec_command_prints_ids_without_generating(cli):
 
 
 def test_publish_refuses_a_spec_larger_than_the_free_disk_unless_forced(
-    cli, tmp_path, tiny_spec_file, monkeypatch
+    assert_clean_error, cli, tmp_path, tiny_spec_file, monkeypatch
 ):
     monkeypatch.setattr(posgen.cli.runner, "free_bytes", lambda path: 1000)
     out = tmp_path / "hub"
@@ -127,7 +132,9 @@ def test_publish_refuses_a_spec_larger_than_the_free_disk_unless_forced(
     assert (out / "posgen.json").is_file()
 
 
-def test_publish_into_an_unwritable_place_fails_like_generate(cli, tmp_path, tiny_spec_file):
+def test_publish_into_an_unwritable_place_fails_like_generate(
+    assert_clean_error, cli, tmp_path, tiny_spec_file
+):
     (tmp_path / "blocker").write_text("")
     out = tmp_path / "blocker" / "hub"
     published = cli("publish", tiny_spec_file, "--out", out, "-q")
@@ -152,7 +159,9 @@ def test_the_next_run_removes_what_a_killed_run_left_with_a_note(
     assert (out / "posgen.json").is_file()
 
 
-def test_a_sweep_into_an_unwritable_place_is_refused_before_the_grid_is_read(cli, tmp_path):
+def test_a_sweep_into_an_unwritable_place_is_refused_before_the_grid_is_read(
+    assert_clean_error, cli, tmp_path
+):
     (tmp_path / "blocker").write_text("")
     out = tmp_path / "blocker" / "sweep"
     result = cli("sweep", tmp_path / "no-grid.toml", "--out", out)

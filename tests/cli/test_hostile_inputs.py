@@ -2,9 +2,9 @@
 
 Each class of issue 13 is tried with several variants of its own: prediction files that lie
 or are not text, bare data with the wrong types, spec files that are bombs, names the file
-system or UTF-8 cannot hold, paths without permission (run as an unprivileged user), Python
+system or UTF-8 cannot hold, paths without permission (chmod 000 and friends), Python
 API misuse, and any unexpected exception reaching the top of the CLI. Counts go to the
-session summary (``tests/hardening_counts.py``).
+session summary (the ``recorded`` fixture).
 """
 
 from __future__ import annotations
@@ -29,17 +29,15 @@ import posgen
 from posgen.spec import TaskSpec, default_benchmark
 from posgen.store.formats import to_dataset_dict
 from posgen.validate import SourceError, validate
-from tests.cli_support import assert_clean_error, error_lines
-from tests.cli_support import invoke as cli
-from tests.hardening_counts import record, recorded
-from tests.kill_points import GUARD
+
+GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"train_size": 50, "val_size": 10, "test_size": 10}  # tiny_cot (tests/conftest.py)
 SMALL_FLAGS = ["--task", "cot", "--train-size", "50", "--val-size", "10", "--test-size", "10"]
 
 
-def peak_memory(*args: object):
+def peak_memory(cli, *args: object):
     """``posgen *args`` in-process: its click ``Result`` and the peak bytes Python allocated."""
     tracemalloc.start()
     try:
@@ -118,11 +116,13 @@ BAD_PREDICTIONS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_PREDICTIONS))
-def test_bad_prediction_files_are_one_error_line(tiny_cot, tmp_path, case):
+def test_bad_prediction_files_are_one_error_line(
+    cli, assert_clean_error, recorded, tiny_cot, tmp_path, case
+):
     name, write, fragment = BAD_PREDICTIONS[case]
     path = tmp_path / name
     write(path)
-    result, peak = peak_memory("score", "--data", tiny_cot, "--predictions", path)
+    result, peak = peak_memory(cli, "score", "--data", tiny_cot, "--predictions", path)
     with recorded("bomb" if "claims" in case or "deep" in case else "hostile",
                   f"predictions:{case}"):  # fmt: skip
         assert_clean_error(result, 2, fragment, str(path))
@@ -133,7 +133,9 @@ def test_bad_prediction_files_are_one_error_line(tiny_cot, tmp_path, case):
     rows=st.integers(0, 2**31), width=st.integers(0, 2**31), held=st.integers(0, 4096),
     descr=st.sampled_from(["<u1", "<i2", "<i8", ">u2", "<f4", "<m8[s]", "|b1"]),
 )  # fmt: skip
-def test_npy_headers_are_checked_against_the_file_before_reading(rows, width, held, descr):
+def test_npy_headers_are_checked_against_the_file_before_reading(
+    recorded, rows, width, held, descr
+):
     from posgen.scoring.metrics import ScoringError
     from posgen.scoring.prediction_files import read_predictions
 
@@ -179,7 +181,9 @@ BARE = {
 
 
 @pytest.mark.parametrize("case", sorted(BARE))
-def test_bare_parquet_with_wrong_types_fails_validation_cleanly(tmp_path, case):
+def test_bare_parquet_with_wrong_types_fails_validation_cleanly(
+    assert_clean_error, cli, recorded, tmp_path, case
+):
     path = tmp_path / "bare.parquet"
     pq.write_table(pa.table(BARE[case]), path)
     result = cli("validate", path, *BARE_FLAGS)
@@ -230,18 +234,22 @@ SPEC_BOMBS = {
 
 
 @pytest.mark.parametrize("case", sorted(SPEC_BOMBS))
-def test_spec_file_bombs_are_refused_with_bounded_work(tmp_path, case):
+def test_spec_file_bombs_are_refused_with_bounded_work(
+    cli, assert_clean_error, recorded, tmp_path, case
+):
     suffix, text, fragment = SPEC_BOMBS[case]
     path = tmp_path / f"spec{suffix}"
     path.write_bytes(text.encode("utf-8", "surrogateescape"))
-    result, peak = peak_memory("generate", "--out", tmp_path / "ds", "--spec", path, "-q")
+    result, peak = peak_memory(cli, "generate", "--out", tmp_path / "ds", "--spec", path, "-q")
     with recorded("bomb", f"spec:{case}"):
         assert_clean_error(result, 2, fragment, str(path))
         assert not (tmp_path / "ds").exists()
         assert peak < 256 * 2**20
 
 
-def test_errors_about_huge_values_show_a_bounded_excerpt(tmp_path):
+def test_errors_about_huge_values_show_a_bounded_excerpt(
+    assert_clean_error, cli, recorded, tmp_path
+):
     path = tmp_path / "spec.json"
     path.write_text(json.dumps({"task": "cot", "modulus": [[list(range(40))] * 40] * 40}))
     result = cli("generate", "--out", tmp_path / "ds", "--spec", path)
@@ -251,7 +259,7 @@ def test_errors_about_huge_values_show_a_bounded_excerpt(tmp_path):
 
 
 @pytest.mark.parametrize("stem", ["my spec", "a+b (copy)", "été", "-lead", "x" * 80])
-def test_a_spec_without_name_is_named_after_a_valid_form_of_its_stem(tmp_path, stem):
+def test_a_spec_without_name_is_named_after_a_valid_form_of_its_stem(cli, recorded, tmp_path, stem):
     path = tmp_path / f"{stem}.toml"
     path.write_text('task = "cot"\n')
     result = cli("generate", "--out", tmp_path / "ds", "--spec", path, *SMALL_FLAGS[2:], "-q")
@@ -287,8 +295,9 @@ def command_args(command: str, data: Path, predictions: Path) -> list[object]:
 
 
 @pytest.mark.parametrize("cmd, name", NAME_CASES, ids=[f"{c}:{n[:3]}" for c, n in NAME_CASES])
-def test_output_names_too_long_or_not_utf8_are_refused_up_front(tiny_cot, tiny_oracle, tmp_path,
-                                                                 cmd, name):  # fmt: skip
+def test_output_names_too_long_or_not_utf8_are_refused_up_front(
+    assert_clean_error, cli, recorded, tiny_cot, tiny_oracle, tmp_path, cmd, name
+):
     command, flag = cmd.split()
     suffix = {"baseline": ".jsonl", "--json": ".json", "--plot": ".png"}
     out = tmp_path / (name + suffix.get(command, suffix.get(flag, "")))
@@ -300,7 +309,7 @@ def test_output_names_too_long_or_not_utf8_are_refused_up_front(tiny_cot, tiny_o
 
 @pytest.mark.parametrize("suffix", [".xyz", "", ".parquet", ".png.tmp"])
 def test_a_plot_file_of_no_image_format_is_refused_before_scoring(
-    tiny_cot, tiny_oracle, tmp_path, suffix
+    assert_clean_error, cli, recorded, tiny_cot, tiny_oracle, tmp_path, suffix
 ):
     out = tmp_path / f"curve{suffix}"
     result = cli("score", "--data", tiny_cot, "--predictions", tiny_oracle, "--plot", out)
@@ -315,7 +324,7 @@ def test_a_plot_file_of_no_image_format_is_refused_before_scoring(
 @pytest.mark.parametrize(
     "given", [default_benchmark(("cot",)), {"task": "cot"}, "cot", None, 3], ids=repr
 )
-def test_to_dataset_dict_refuses_anything_but_a_task_spec(given):
+def test_to_dataset_dict_refuses_anything_but_a_task_spec(record, given):
     with pytest.raises(TypeError, match="takes a TaskSpec") as caught:
         to_dataset_dict(given)
     record("hostile", f"to_dataset_dict:{type(given).__name__}", caught is not None)
@@ -323,7 +332,7 @@ def test_to_dataset_dict_refuses_anything_but_a_task_spec(given):
 
 @pytest.mark.parametrize("split", ["test_999", "", "train/../test", "TEST"])
 @pytest.mark.parametrize("kind", ["Dataset", "DatasetDict", "parquet file", "folder"])
-def test_validate_refuses_a_split_the_data_does_not_have(tiny_cot, tmp_path, kind, split):
+def test_validate_refuses_a_split_the_data_does_not_have(record, tiny_cot, tmp_path, kind, split):
     spec = TaskSpec(task="cot", **SMALL)
     dd = to_dataset_dict(spec)
     source = {
@@ -337,9 +346,7 @@ def test_validate_refuses_a_split_the_data_does_not_have(tiny_cot, tmp_path, kin
     record("hostile", f"validate split:{kind}:{split!r}", caught is not None)
 
 
-# --- permissions (run as an unprivileged user) -----------------------------------------
-
-NOBODY = 65534
+# --- permissions (chmod 000 files, folders without search or write permission) ----------
 
 
 def _permission_cases(base: Path) -> list[tuple[str, list[str], int, str]]:
@@ -411,39 +418,61 @@ for label, argv, *_ in json.load(open(sys.argv[1])):
     result = CliRunner().invoke(main, argv)
     print(json.dumps([label, result.exit_code, result.output]), flush=True)
 """
-"""Run as the unprivileged user: each case in-process, results as JSON lines. It needs
-nothing from tests/ and imports a copy of posgen, so the clone may sit in a private folder."""
+"""The cases in a child process as the same user, results as JSON lines; for root, whose
+permission checks apply only once it drops the two capabilities that bypass them."""
+
+DAC_CAPABILITIES = (1, 2)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH (linux/capability.h)
 
 
-def test_permission_errors_are_one_error_line_naming_the_path(tiny_cot, tiny_oracle):
-    if os.geteuid() == 0 and shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: permissions cannot be tested")
-    base = Path(tempfile.mkdtemp(prefix="posgen-perm-"))
+def _without_dac_override() -> None:
+    """In the child before exec: drop the capabilities that let root read any file."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in DAC_CAPABILITIES:
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _permission_results(cli, base: Path, cases: list, monkeypatch) -> dict[str, tuple[int, str]]:
+    """Each case's exit status and output, run in ``base`` by this same user: in-process when
+    mode bits bind this process, else (root) in a child without the capabilities that bypass
+    them. Nothing needs another user, so the clone may sit anywhere."""
+    probe = base / "secret.toml"  # mode 000
     try:
-        lib = base / "lib"
-        shutil.copytree(Path(posgen.__file__).parent, lib / "posgen",
-                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        probe.read_bytes()
+    except PermissionError:  # mode bits bind this process: run in-process
+        monkeypatch.chdir(base)
+        results = {}
+        for label, argv, *_ in cases:
+            result = cli(*argv)
+            results[label] = (result.exit_code, result.output)
+        return results
+    (base / "cases.json").write_text(json.dumps(cases))
+    root = str(Path(posgen.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *sys.path[1:]])}
+    command = [sys.executable, "-c", PERMISSION_DRIVER, str(base / "cases.json")]
+    proc = subprocess.run(command, cwd=base, capture_output=True, text=True, timeout=GUARD,
+                          env=env, preexec_fn=_without_dac_override)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {json.loads(line)[0]: tuple(json.loads(line)[1:]) for line in proc.stdout.splitlines()}
+
+
+def test_permission_errors_are_one_error_line_naming_the_path(
+    cli, record, tiny_cot, tiny_oracle, tmp_path, monkeypatch
+):
+    if sys.platform != "linux":
+        pytest.skip("file permissions as Linux enforces them")
+    base = tmp_path / "perm"
+    base.mkdir()
+    try:
         shutil.copy(ROOT / "task_specs" / "paper.toml", base / "paper.toml")
         _prepare_permissions(base, tiny_cot, tiny_oracle)
         cases = _permission_cases(base)
-        (base / "cases.json").write_text(json.dumps(cases))
-        (base / "cases.json").chmod(0o644)
-        prefix = []
-        if os.geteuid() == 0:
-            prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-        env = {**os.environ, "PYTHONPATH": str(lib), "HOME": str(base)}
-        reach = subprocess.run([*prefix, sys.executable, "-c", "import click, pydantic"],
-                               cwd=base, capture_output=True, text=True, env=env)  # fmt: skip
-        if reach.returncode != 0:
-            why = f"the unprivileged user cannot run {sys.executable} with its packages"
-            pytest.skip(f"{why} (a folder others cannot enter?): {reach.stderr[-200:]}")
-        command = [*prefix, sys.executable, "-c", PERMISSION_DRIVER, str(base / "cases.json")]
-        proc = subprocess.run(command, cwd=base, capture_output=True, text=True, timeout=GUARD,
-                              env=env)  # fmt: skip
-        results = {json.loads(line)[0]: json.loads(line)[1:] for line in proc.stdout.splitlines()}
+        results = _permission_results(cli, base, cases, monkeypatch)
         failures = []
         for label, _argv, code_wanted, named in cases:
-            exit_code, output = results.get(label, (None, proc.stderr))
+            exit_code, output = results.get(label, (None, "no result"))
             lines = [line for line in output.splitlines() if line.startswith("error:")]
             wanted = code_wanted if isinstance(code_wanted, tuple) else (code_wanted,)
             reported = "FAIL" in output and named in output and exit_code == 1
@@ -462,7 +491,6 @@ def test_permission_errors_are_one_error_line_naming_the_path(tiny_cot, tiny_ora
         for path in [base, *base.rglob("*")]:
             if path.is_dir():
                 path.chmod(0o777)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 # --- anything unexpected ---------------------------------------------------------------
@@ -476,7 +504,7 @@ SURPRISES = [KeyError("config"), TypeError("unsupported operand"), RecursionErro
 @pytest.mark.parametrize("error", SURPRISES, ids=lambda e: type(e).__name__)
 @pytest.mark.parametrize("debug", ["", "flag", "env"])
 def test_unexpected_errors_become_one_error_line_with_the_traceback_on_request(
-    tiny_cot, tiny_oracle, monkeypatch, error, debug
+    cli, error_lines, recorded, tiny_cot, tiny_oracle, monkeypatch, error, debug
 ):
     def explode(*args, **kwargs):
         raise error
@@ -525,8 +553,9 @@ OUTPUTS = {
 
 @pytest.mark.parametrize("case", sorted(OUTPUTS))
 @pytest.mark.parametrize("limit", [0, 100])
-def test_a_failed_write_leaves_the_previous_output_whole(tiny_cot, tiny_oracle, tmp_path,
-                                                         monkeypatch, case, limit):  # fmt: skip
+def test_a_failed_write_leaves_the_previous_output_whole(
+    assert_clean_error, cli, recorded, tiny_cot, tiny_oracle, tmp_path, monkeypatch, case, limit
+):
     from posgen.store.safety import HashingFile
 
     command, name = OUTPUTS[case]
@@ -574,9 +603,9 @@ PARTS = {
 
 
 @pytest.mark.parametrize("part", sorted(PARTS), ids=ascii)
-def test_parts_are_bounded_and_ascii(tmp_path, part):
+def test_parts_are_bounded_and_ascii(cli, assert_clean_error, recorded, tmp_path, part):
     result, peak = peak_memory(
-        "generate", "--out", tmp_path / "ds", *SMALL_FLAGS, "--part", part, "-q"
+        cli, "generate", "--out", tmp_path / "ds", *SMALL_FLAGS, "--part", part, "-q"
     )
     with recorded(PARTS[part], f"part:{part[:30]!a}"):
         assert_clean_error(result, 2, "--part")
@@ -584,7 +613,9 @@ def test_parts_are_bounded_and_ascii(tmp_path, part):
         assert peak < 64 * 2**20
 
 
-def test_a_part_record_claiming_a_huge_count_is_refused(tmp_path):
+def test_a_part_record_claiming_a_huge_count_is_refused(
+    assert_clean_error, cli, recorded, tmp_path
+):
     out = tmp_path / "ds"
     made = cli("generate", "--out", out, *SMALL_FLAGS, "--part", "0/2", "-q")
     assert made.exit_code == 0, made.output
@@ -602,7 +633,7 @@ def test_a_part_record_claiming_a_huge_count_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("length", [233, 240, 255])
-def test_output_names_up_to_the_file_system_limit_work(tiny_cot, tmp_path, length):
+def test_output_names_up_to_the_file_system_limit_work(cli, recorded, tiny_cot, tmp_path, length):
     out = tmp_path / ("d" * length)
     made = cli("generate", "--out", out, *SMALL_FLAGS, "-q")
     preds = tmp_path / ("p" * (length - 6) + ".jsonl")
@@ -618,7 +649,7 @@ def test_output_names_up_to_the_file_system_limit_work(tiny_cot, tmp_path, lengt
 @pytest.mark.parametrize("kind", ["link to a file", "dangling link", "link in another folder",
                                   "fifo"])  # fmt: skip
 def test_outputs_through_links_and_pipes_replace_what_they_name(
-    tiny_cot, tiny_oracle, tmp_path, kind
+    cli, recorded, tiny_cot, tiny_oracle, tmp_path, kind
 ):
     import threading
 
@@ -653,7 +684,9 @@ HUGE_FLAGS = ["validate --config", "validate --split", "score --config", "score 
 
 
 @pytest.mark.parametrize("flag", HUGE_FLAGS)
-def test_huge_flag_values_are_never_echoed_whole(tiny_cot, tiny_oracle, tmp_path, flag):
+def test_huge_flag_values_are_never_echoed_whole(
+    assert_clean_error, cli, recorded, tiny_cot, tiny_oracle, tmp_path, flag
+):
     command, option = flag.split()
     out = {"generate": ["--out", tmp_path / "ds"], "baseline": ["--out", tmp_path / "b.npy"]}
     args = [*command_args(command, tiny_cot, tiny_oracle), *out.get(command, [])]

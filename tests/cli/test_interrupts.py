@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,14 +29,13 @@ import posgen.store.safety
 from posgen.signals import Interrupted
 from posgen.store import check_dataset
 from posgen.store.safety import atomic_folder, leftovers, recover
-from tests.cli_support import assert_clean_error, invoke
-from tests.hardening_counts import recorded
-from tests.kill_points import GUARD
+
+GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
 
 ROOT = Path(__file__).resolve().parents[2]
 # 2 configs, 6 shards: every kill point falls mid-run
-SPEC = ["--task", "cot", "--task", "semirecursive", "-m", "97", "--train-size", "3000",
-        "--val-size", "200", "--test-size", "200", "--seed", "7"]  # fmt: skip
+SPEC = ["--task", "cot", "--task", "semirecursive", "-m", "97", "--train-size", "1000",
+        "--val-size", "100", "--test-size", "100", "--seed", "7"]  # fmt: skip
 OLD_SPEC = [*SPEC[:-1], "8"]
 
 
@@ -46,17 +44,17 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-def generate(out: Path, args: list[str], overwrite: bool = False):
+def generate(cli, out: Path, args: list[str], overwrite: bool = False):
     """``posgen generate --out out -q *args`` in-process."""
-    return invoke("generate", "--out", out, "-q", *(["--overwrite"] if overwrite else []), *args)
+    return cli("generate", "--out", out, "-q", *(["--overwrite"] if overwrite else []), *args)
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict[str, dict[str, bytes]]:
+def reference(cli, tmp_path_factory) -> dict[str, dict[str, bytes]]:
     """The files a complete run writes, for the spec and for the 'old' dataset."""
     base = tmp_path_factory.mktemp("reference")
-    assert generate(base / "new", SPEC).exit_code == 0
-    assert generate(base / "old", OLD_SPEC).exit_code == 0
+    assert generate(cli, base / "new", SPEC).exit_code == 0
+    assert generate(cli, base / "old", OLD_SPEC).exit_code == 0
     return {"new": snapshot(base / "new"), "old": snapshot(base / "old")}
 
 
@@ -65,15 +63,15 @@ def builds(out: Path) -> list[Path]:
 
 
 def kill_at(
-    out: Path, point: str, signum: int, total: int, overwrite: bool
+    kill_points: list[str], out: Path, point: str, signum: int, total: int, overwrite: bool
 ) -> subprocess.CompletedProcess:
     """Run ``posgen generate`` in a subprocess held at ``point`` and signal it there; the
     finished run, stderr merged into stdout."""
     args = ["generate", "--out", str(out), "-q", *SPEC, *(["--overwrite"] if overwrite else [])]
-    command = [sys.executable, "-m", "tests.kill_points", point, str(out), str(total), *args]
+    command = [*kill_points, point, str(out), str(total), *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, **pipes)
+    proc = subprocess.Popen(command, env=env, **pipes)
     said = proc.stdout.readline().strip()  # the run holds here until signalled
     if said == point:
         proc.send_signal(signum)
@@ -83,9 +81,14 @@ def kill_at(
 
 
 POINTS = ["start", "build folder", "first shard", "half the bytes", "manifest"]
-SIGNALS = [signal.SIGKILL, signal.SIGTERM, signal.SIGINT]
-CASES = [(point, signum, False) for point in POINTS for signum in SIGNALS] + [
-    (point, signum, True) for point in ("first shard", "half the bytes") for signum in SIGNALS
+HANDLED = [signal.SIGTERM, signal.SIGINT]
+"""One handler takes both (posgen.signals): each point meets SIGKILL and one of them, in turn."""
+CASES = [
+    (point, signum, overwrite)
+    for i, (point, overwrite) in enumerate(
+        [(point, False) for point in POINTS] + [("first shard", True), ("half the bytes", True)]
+    )
+    for signum in (signal.SIGKILL, HANDLED[i % 2])
 ]
 
 
@@ -95,14 +98,14 @@ CASES = [(point, signum, False) for point in POINTS for signum in SIGNALS] + [
     ids=[f"{p}-{signal.Signals(s).name}-{'replace' if o else 'new'}" for p, s, o in CASES],
 )
 def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identical(
-    tmp_path, reference, point, signum, overwrite
+    cli, kill_points, recorded, tmp_path, reference, point, signum, overwrite
 ):
     out = tmp_path / "ds"
     expected = reference["new"]
     if overwrite:
-        assert generate(out, OLD_SPEC).exit_code == 0
+        assert generate(cli, out, OLD_SPEC).exit_code == 0
     total = sum(len(data) for data in expected.values())
-    killed = kill_at(out, point, signum, total, overwrite)
+    killed = kill_at(kill_points, out, point, signum, total, overwrite)
     key = f"{point}/{signal.Signals(signum).name}/{'replace' if overwrite else 'new'}"
     with recorded("kill", key):
         assert killed.returncode != 0, killed.stdout  # stopped mid-run, at the point
@@ -111,7 +114,7 @@ def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identi
         assert state in (before, expected), f"target neither absent/old nor complete after {key}"
         if signum != signal.SIGKILL:  # SIGTERM/SIGINT clean up themselves
             assert not builds(out), f"{signal.Signals(signum).name} left {builds(out)}"
-        rerun = generate(out, SPEC, overwrite=overwrite)
+        rerun = generate(cli, out, SPEC, overwrite=overwrite)
         assert rerun.exit_code == 0, rerun.output
         assert snapshot(out) == expected
         assert not leftovers(out)
@@ -184,16 +187,21 @@ def test_a_failure_between_the_renames_puts_the_old_dataset_back(tmp_path, monke
 # --- the line a stopped command leaves (POSGEN_SIGNAL_AT) -------------------------------
 
 
-def posgen_stopped_at(point: str, *args: object, cwd: Path) -> subprocess.CompletedProcess:
-    """``posgen *args`` in a subprocess that sends itself SIGTERM at ``point``."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "OMP_NUM_THREADS": "1",
-        posgen.signals.HOOK_ENV: f"{point}:SIGTERM",
-    }
-    command = [sys.executable, "-m", "posgen", *map(str, args)]
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+@pytest.fixture
+def stopped_at(cli, monkeypatch):
+    """``stopped_at(point, *args, cwd=folder)``: ``posgen *args`` in-process, run from
+    ``folder``, sending itself SIGTERM at ``point`` (``POSGEN_SIGNAL_AT``): the handlers the
+    entry point installs turn it into the command's one line, as in a real process."""
+
+    def run(point: str, *args: object, cwd: Path):
+        monkeypatch.chdir(cwd)
+        monkeypatch.setenv(posgen.signals.HOOK_ENV, f"{point}:SIGTERM")
+        try:
+            return cli(*args)
+        finally:
+            monkeypatch.delenv(posgen.signals.HOOK_ENV)
+
+    return run
 
 
 NOT_CREATED = "no partial dataset was left; {out} was not created"
@@ -208,17 +216,17 @@ STOPPED = [  # (command, moment of the SIGTERM, whether --out holds a dataset al
 
 @pytest.mark.parametrize(("command", "point", "existing", "left"), STOPPED)
 def test_sigterm_while_writing_a_dataset_exits_143_with_one_line_saying_what_was_left(
-    tmp_path, tiny_spec_file, command, point, existing, left
+    stopped_at, assert_clean_error, cli, tmp_path, tiny_spec_file, command, point, existing, left
 ):
     out = tmp_path / "out"
     spec = tiny_spec_file
     args = ["publish", spec] if command == "publish" else ["generate", "--spec", spec]
     args += ["--out", out, "-q"]
     if existing:
-        assert invoke(*args).exit_code == 0
+        assert cli(*args).exit_code == 0
         args.append("--overwrite")
     before = snapshot(out) if existing else None
-    done = posgen_stopped_at(point, *args, cwd=tmp_path)
+    done = stopped_at(point, *args, cwd=tmp_path)
     line = assert_clean_error(done, 143)
     assert line == f"error: interrupted by SIGTERM; {left.format(out=out)}"
     assert (snapshot(out) if out.exists() else None) == before
@@ -249,9 +257,11 @@ def train_args(data: Path, out: Path) -> list[object]:
     return ["train", "--data", data, "--pe", "rope", "--seed", "0", "--out", out, *TINY]
 
 
-def test_sigterm_before_trains_first_checkpoint_exits_143_and_leaves_nothing(tmp_path, data):
+def test_sigterm_before_trains_first_checkpoint_exits_143_and_leaves_nothing(
+    stopped_at, assert_clean_error, tmp_path, data
+):
     out = tmp_path / "run"
-    done = posgen_stopped_at("load", *train_args(data, out), "-q", cwd=tmp_path)
+    done = stopped_at("load", *train_args(data, out), "-q", cwd=tmp_path)
     line = assert_clean_error(done, 143)
     assert line == (
         f"error: interrupted by SIGTERM; no partial run folder was left; {out} was not created"
@@ -261,12 +271,12 @@ def test_sigterm_before_trains_first_checkpoint_exits_143_and_leaves_nothing(tmp
 
 @pytest.mark.parametrize("point", CHECKPOINTED)
 def test_sigterm_during_train_leaves_only_its_checkpoint_which_a_rerun_resumes(
-    tmp_path, data, point
+    stopped_at, assert_clean_error, cli, tmp_path, data, point
 ):
     from posgen.train.job import read_progress, resume_folder
 
     out, resume = tmp_path / "run", resume_folder(tmp_path / "run")
-    done = posgen_stopped_at(point, *train_args(data, out), "-q", cwd=tmp_path)
+    done = stopped_at(point, *train_args(data, out), "-q", cwd=tmp_path)
     line = assert_clean_error(done, 143)
     assert line == (
         f"error: interrupted by SIGTERM; checkpoint kept in {resume}: rerun the same command "
@@ -275,6 +285,6 @@ def test_sigterm_during_train_leaves_only_its_checkpoint_which_a_rerun_resumes(
     assert sorted(p.name for p in tmp_path.iterdir()) == [resume.name]  # no run folder
     assert (resume / "checkpoint.pt").is_file()
     assert read_progress(resume) is not None
-    resumed = invoke(*train_args(data, out))
+    resumed = cli(*train_args(data, out))
     assert "resuming from its checkpoint" in resumed.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

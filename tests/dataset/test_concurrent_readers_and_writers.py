@@ -25,9 +25,8 @@ from posgen.store.dataset import DatasetReplaced, load
 from posgen.store.layout import TMP_TAG
 from posgen.store.safety import leftovers, recover
 from posgen.validate import validate
-from tests.cli_support import assert_clean_error, invoke
-from tests.hardening_counts import recorded
-from tests.kill_points import GUARD
+
+GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -76,7 +75,9 @@ NAMES = {
 
 
 @pytest.mark.parametrize("case", list(NAMES))
-def test_a_build_folder_is_left_alone_while_its_owner_lives_whatever_its_name(tmp_path, case):
+def test_a_build_folder_is_left_alone_while_its_owner_lives_whatever_its_name(
+    recorded, tmp_path, case
+):
     out = tmp_path / "ds"
     busy = tmp_path / f".ds{TMP_TAG}{NAMES[case]()}-0badf00d"
     busy.mkdir()
@@ -93,7 +94,9 @@ def test_a_build_folder_is_left_alone_while_its_owner_lives_whatever_its_name(tm
         assert not busy.exists()
 
 
-def test_a_dataset_being_replaced_is_neither_restored_nor_removed_by_another_run(tmp_path):
+def test_a_dataset_being_replaced_is_neither_restored_nor_removed_by_another_run(
+    recorded, tmp_path
+):
     out = tmp_path / "ds"
     write_dataset(bench(1), out)
     parked = tmp_path / ".ds.posgen-old-1a2b3c4d"
@@ -137,7 +140,7 @@ print("committed", flush=True)
 
 
 @pytest.mark.skipif(not _unshare_works(), reason="needs unshare --pid (root, Linux)")
-def test_two_runs_that_are_both_pid_1_keep_their_own_build_folders(tmp_path):
+def test_two_runs_that_are_both_pid_1_keep_their_own_build_folders(recorded, tmp_path):
     out = tmp_path / "ds"
     ns = ["unshare", "--pid", "--fork", "--mount-proc"]
     first = subprocess.Popen([*ns, sys.executable, "-c", HOLD_BUILD, str(out)], env=ENV,
@@ -219,13 +222,15 @@ BIG = ["--task", "cot", "--task", "semirecursive", "-m", "97", "--train-size", "
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 @pytest.mark.parametrize("part", [None, "0/2"])
-def test_sigkill_of_a_parallel_run_ends_its_workers_and_keeps_their_folder(tmp_path, part):
+def test_sigkill_of_a_parallel_run_ends_its_workers_and_keeps_their_folder(
+    recorded, kill_points, tmp_path, part
+):
     out = tmp_path / "ds"
     extra = ["--part", part] if part else []
     # both workers hold mid-shard (tests/kill_points.py) until the parent is killed
-    command = [sys.executable, "-m", "tests.kill_points", "worker writing", str(out), "0",
+    command = [*kill_points, "worker writing", str(out), "0",
                "generate", "--out", str(out), "-q", *BIG, *extra]  # fmt: skip
-    proc = subprocess.Popen(command, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, text=True)
     try:
         held = [proc.stdout.readline().strip() for _ in range(2)]
         children = _children(proc.pid)
@@ -259,15 +264,24 @@ def test_sigkill_of_a_parallel_run_ends_its_workers_and_keeps_their_folder(tmp_p
 
 def _replace_during(monkeypatch, module, name: str, root: Path, times: int = 1) -> list[int]:
     """Patch ``module.name`` so that its first ``times`` calls first replace ``root`` (a
-    ``generate --overwrite`` landing mid-read) with a dataset of the next seed."""
+    ``generate --overwrite`` landing mid-read) with a dataset of the next seed; after the first
+    replacement, a copy of the first dataset takes its place (a new folder each time, cheaply)."""
     real = getattr(module, name)
     done: list[int] = []
+    kept = root.with_name(f"{root.name}-kept")
 
     def replacing(*args, **kwargs):
         if len(done) < times:
-            seed = spec_seed(root) + 1
-            write_dataset(bench(seed), root, overwrite=True)
-            done.append(seed)
+            if done:
+                shutil.copytree(kept, root.with_name("next"))
+                os.rename(root, root.with_name("old"))
+                os.rename(root.with_name("next"), root)
+                shutil.rmtree(root.with_name("old"))
+            else:
+                if times > 1:
+                    shutil.copytree(root, kept)
+                write_dataset(bench(spec_seed(root) + 1), root, overwrite=True)
+            done.append(spec_seed(root))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(module, name, replacing)
@@ -281,7 +295,9 @@ READS = {
 
 
 @pytest.mark.parametrize("case", list(READS))
-def test_validate_during_a_replace_reports_on_one_whole_dataset(tmp_path, monkeypatch, case):
+def test_validate_during_a_replace_reports_on_one_whole_dataset(
+    recorded, tmp_path, monkeypatch, case
+):
     root = tmp_path / "ds"
     write_dataset(bench(1), root)
     module, name = READS[case]
@@ -293,7 +309,9 @@ def test_validate_during_a_replace_reports_on_one_whole_dataset(tmp_path, monkey
         assert spec_seed(root) == 2
 
 
-def test_the_integrity_check_during_a_replace_checks_one_whole_dataset(tmp_path, monkeypatch):
+def test_the_integrity_check_during_a_replace_checks_one_whole_dataset(
+    recorded, tmp_path, monkeypatch
+):
     root = tmp_path / "ds"
     write_dataset(bench(1), root)
     replaced = _replace_during(monkeypatch, posgen.store.dataset, "sha256_file", root)
@@ -302,7 +320,7 @@ def test_the_integrity_check_during_a_replace_checks_one_whole_dataset(tmp_path,
         assert replaced == [2]
 
 
-def test_load_during_a_replace_returns_the_new_dataset_whole(tmp_path, monkeypatch):
+def test_load_during_a_replace_returns_the_new_dataset_whole(recorded, tmp_path, monkeypatch):
     root = tmp_path / "ds"
     write_dataset(bench(1), root)
     fmt = posgen.store.formats.FORMATS["parquet"]
@@ -314,30 +332,36 @@ def test_load_during_a_replace_returns_the_new_dataset_whole(tmp_path, monkeypat
         assert loaded["train"]["tokens"][:5] == fresh["train"]["tokens"][:5]
 
 
-def test_a_folder_replaced_during_every_read_is_one_error_line(tmp_path, monkeypatch):
+def test_a_folder_replaced_during_every_read_is_one_error_line(
+    assert_clean_error, cli, recorded, tmp_path, monkeypatch
+):
     root = tmp_path / "ds"
     write_dataset(bench(1), root)
     _replace_during(monkeypatch, posgen.store.dataset, "sha256_file", root, times=100)
     with pytest.raises(DatasetReplaced):
         validate(root)
     with recorded("race", "validate, replaced during every read"):
-        assert_clean_error(invoke("validate", root), 1, "was replaced")
+        assert_clean_error(cli("validate", root), 1, "was replaced")
 
 
 WRITER = """
-import sys
+import json, sys
 from pathlib import Path
 from posgen import write_dataset
-from tests.dataset.test_concurrent_readers_and_writers import bench
+from posgen.spec import BenchmarkSpec
+body = json.loads(sys.argv[3])  # bench(1) of this module
 for seed in range(2, 2 + int(sys.argv[2])):
-    write_dataset(bench(seed), Path(sys.argv[1]), overwrite=True)
+    for config in body["configs"].values():
+        config["seed"] = seed
+    write_dataset(BenchmarkSpec.model_validate(body), Path(sys.argv[1]), overwrite=True)
 """
 
 
-def test_validate_beside_a_real_writer_never_reports_a_false_failure(tmp_path):
+def test_validate_beside_a_real_writer_never_reports_a_false_failure(recorded, tmp_path):
     root = tmp_path / "ds"
     write_dataset(bench(1), root)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root), "6"], env=ENV, cwd=ROOT)
+    spec = bench(1).model_dump_json()
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root), "6", spec], env=ENV)
     failures, reads = [], 0
     try:
         while writer.poll() is None or reads == 0:

@@ -15,8 +15,6 @@ from posgen import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset
 from posgen.store.dataset import load
-from tests.cli_support import invoke
-from tests.hardening_counts import recorded
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN0 = "data/cot/train-00000-of-00003.parquet"
@@ -163,7 +161,7 @@ def test_the_pristine_dataset_passes_and_loads(pristine):
 
 
 @pytest.mark.parametrize("damaged", list(DAMAGE), indirect=True)
-def test_damage_is_caught_before_loading_naming_the_file(damaged, request):
+def test_damage_is_caught_before_loading_naming_the_file(recorded, damaged, request):
     root, name = damaged
     lines = check_dataset(root)
     with recorded("damage", request.node.callspec.id):
@@ -182,9 +180,9 @@ def test_only_the_verified_load_notices_an_edited_manifest(damaged):
 
 
 @pytest.mark.parametrize("damaged", list(DAMAGE), indirect=True)
-def test_posgen_validate_exits_1_naming_the_damaged_file(damaged, request):
+def test_posgen_validate_exits_1_naming_the_damaged_file(cli, damaged, request):
     root, name = damaged
-    result = invoke("validate", root)  # in-process: the CLI's own exit code and output
+    result = cli("validate", root)  # in-process: the CLI's own exit code and output
     text = result.output
     # a folder without posgen.json is not a dataset at all: a usage error (2) is fair too
     assert result.exit_code in ((1, 2) if not (root / "posgen.json").exists() else (1,)), text

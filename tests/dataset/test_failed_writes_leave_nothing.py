@@ -20,10 +20,8 @@ import posgen.cli.runner
 from posgen.cli.runner import estimate_benchmark, refusals
 from posgen.spec import default_benchmark
 from posgen.store.safety import leftovers
-from tests.cli_support import assert_clean_error, error_lines
-from tests.cli_support import invoke as cli
-from tests.hardening_counts import recorded
-from tests.kill_points import GUARD
+
+GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ["--task", "cot", "-m", "97", "--train-size", "20000", "--val-size", "500",
@@ -44,7 +42,9 @@ def limited_run(out: Path, limit: int, *extra: str) -> subprocess.CompletedProce
 
 
 @pytest.mark.parametrize("limit", [0, 4096, 200_000])
-def test_a_full_disk_fails_with_exit_1_naming_the_file_and_leaves_nothing(tmp_path, limit):
+def test_a_full_disk_fails_with_exit_1_naming_the_file_and_leaves_nothing(
+    assert_clean_error, recorded, tmp_path, limit
+):
     out = tmp_path / "ds"
     proc = limited_run(out, limit)
     with recorded("disk", f"file-size limit {limit}"):
@@ -53,7 +53,9 @@ def test_a_full_disk_fails_with_exit_1_naming_the_file_and_leaves_nothing(tmp_pa
         assert leftovers(out) == []
 
 
-def test_a_full_disk_while_replacing_keeps_the_old_dataset(tmp_path):
+def test_a_full_disk_while_replacing_keeps_the_old_dataset(
+    assert_clean_error, cli, recorded, tmp_path
+):
     out = tmp_path / "ds"
     assert cli("generate", "--out", out, "-q", "--task", "cot", "--train-size", "50").exit_code == 0
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -65,7 +67,9 @@ def test_a_full_disk_while_replacing_keeps_the_old_dataset(tmp_path):
         assert leftovers(out) == []
 
 
-def test_no_space_for_the_manifest_names_the_manifest(tmp_path, monkeypatch):
+def test_no_space_for_the_manifest_names_the_manifest(
+    assert_clean_error, cli, recorded, tmp_path, monkeypatch
+):
     def no_space(root, manifest):
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -80,7 +84,9 @@ def test_no_space_for_the_manifest_names_the_manifest(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["file in the way", "missing mount", "read-only folder"])
-def test_a_target_that_cannot_be_used_is_refused_with_exit_2_naming_the_path(tmp_path, case):
+def test_a_target_that_cannot_be_used_is_refused_with_exit_2_naming_the_path(
+    assert_clean_error, cli, recorded, tmp_path, case
+):
     if case == "file in the way":
         (tmp_path / "blocker").write_text("")
         out, named = tmp_path / "blocker" / "ds", tmp_path / "blocker"
@@ -100,7 +106,7 @@ def test_a_target_that_cannot_be_used_is_refused_with_exit_2_naming_the_path(tmp
 
 @pytest.mark.parametrize("command", ["generate", "train"])
 def test_a_read_only_file_system_at_the_target_fails_the_run_with_exit_1(
-    tmp_path, monkeypatch, command
+    assert_clean_error, cli, recorded, tmp_path, monkeypatch, command
 ):
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
@@ -128,7 +134,9 @@ HUGE = ["-m", "65536", "--train-size", "10000000000", "--train-length", "1048576
         "--test-length", "1048576"]  # fmt: skip
 
 
-def test_a_spec_too_big_for_any_disk_or_day_is_refused_with_the_estimate(tmp_path):
+def test_a_spec_too_big_for_any_disk_or_day_is_refused_with_the_estimate(
+    cli, error_lines, recorded, tmp_path
+):
     out = tmp_path / "ds"
     result = cli("generate", "--out", out, "--task", "cot", *HUGE)
     lines = error_lines(result.stderr)
@@ -144,7 +152,9 @@ def test_a_spec_too_big_for_any_disk_or_day_is_refused_with_the_estimate(tmp_pat
         assert not out.exists()
 
 
-def test_force_runs_what_the_estimate_would_refuse(tmp_path, monkeypatch):
+def test_force_runs_what_the_estimate_would_refuse(
+    assert_clean_error, cli, recorded, tmp_path, monkeypatch
+):
     monkeypatch.setattr(posgen.cli.runner, "free_bytes", lambda path: 1000)
     args = ["generate", "--out", tmp_path / "ds", "--task", "cot", "-q", "--train-size", "9"]
     with recorded("resources", "larger than free space"):

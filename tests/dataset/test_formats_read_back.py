@@ -16,7 +16,6 @@ from posgen.generator import generate_split
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import FORMATS, DamagedDataset, read_manifest
 from posgen.store.dataset import load
-from tests.cli_support import invoke as run
 
 SPEC = TaskSpec(task="cot", train_size=120, val_size=10, test_size=12)
 
@@ -29,20 +28,20 @@ def folder(request, tmp_path_factory) -> Path:
     return out
 
 
-def test_every_command_works_on_both_formats(folder, tmp_path):
+def test_every_command_works_on_both_formats(cli, folder, tmp_path):
     assert read_manifest(folder).storage_format in FORMATS
-    validated = run("validate", folder)
+    validated = cli("validate", folder)
     assert validated.exit_code == 0, validated.output
-    carded = run("card", folder)
+    carded = cli("card", folder)
     assert carded.exit_code == 0, carded.output
     assert "(validated)" in carded.output, carded.output
     preds = tmp_path / "oracle.npy"
-    made = run("baseline", "--kind", "oracle", "--data", folder, "--out", preds)
+    made = cli("baseline", "--kind", "oracle", "--data", folder, "--out", preds)
     assert made.exit_code == 0, made.output
     assert "ID 100.00%, OOD 100.00%" in made.output, made.output
-    scored = run("score", "--data", folder, "--predictions", preds)
+    scored = cli("score", "--data", folder, "--predictions", preds)
     assert scored.exit_code == 0, scored.output
-    merged = run("merge", folder)
+    merged = cli("merge", folder)
     assert merged.exit_code == 0, merged.output
     loaded = load(folder, "cot")
     tokens = np.stack(loaded["test"].with_format("numpy")["tokens"])
@@ -55,7 +54,7 @@ def test_both_formats_load_with_load_dataset_through_the_card(folder):
     assert rows == {"train": 120, "validation": 10, "test": 12}
 
 
-def test_a_damaged_file_reads_the_same_in_load_validate_and_merge(folder, tmp_path):
+def test_a_damaged_file_reads_the_same_in_load_validate_and_merge(cli, folder, tmp_path):
     root = tmp_path / "ds"
     shutil.copytree(folder, root)
     victim = root / read_manifest(root).configs["cot"].splits["train"].files[1].path
@@ -65,8 +64,8 @@ def test_a_damaged_file_reads_the_same_in_load_validate_and_merge(folder, tmp_pa
     lines = caught.value.lines
     assert lines[0].startswith(f"{victim}: ")
     assert "truncated" in lines[0]
-    validated = run("validate", root)
-    merged = run("merge", root)
+    validated = cli("validate", root)
+    merged = cli("merge", root)
     assert validated.exit_code == 1
     assert merged.exit_code == 1
     for line in lines:
@@ -75,12 +74,12 @@ def test_a_damaged_file_reads_the_same_in_load_validate_and_merge(folder, tmp_pa
 
 
 @pytest.mark.parametrize("storage", list(FORMATS))
-def test_publish_writes_a_validated_card_in_both_formats(tmp_path, storage):
+def test_publish_writes_a_validated_card_in_both_formats(cli, tmp_path, storage):
     spec_file = tmp_path / "tiny.toml"
     spec_file.write_text('name = "tiny"\n[defaults]\ntrain_size = 40\nval_size = 8\n'
                          'test_size = 8\n[configs.cot]\n')  # fmt: skip
     out = tmp_path / "hub"
-    result = run("publish", spec_file, "--out", out, "--format", storage, "--baselines", "-q")
+    result = cli("publish", spec_file, "--out", out, "--format", storage, "--baselines", "-q")
     assert result.exit_code == 0, result.output
     card = (out / "README.md").read_text()
     assert "**Validated: all" in card
@@ -104,11 +103,11 @@ def test_arrow_folders_load_from_disk_with_the_generated_rows(tmp_path):
         assert list(rows["id"]) == list(range(spec.split_size(split)))
 
 
-def test_cli_format_arrow_writes_a_manifest_marked_arrow_ipc(tmp_path):
+def test_cli_format_arrow_writes_a_manifest_marked_arrow_ipc(cli, tmp_path):
     out = tmp_path / "ds"
     args = ["generate", "--out", str(out), "--task", "cot", "--format", "arrow", "-q",
             "--train-size", "40", "--val-size", "5", "--test-size", "5"]  # fmt: skip
-    result = run(*args)
+    result = cli(*args)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "posgen.json").read_text())
     assert manifest["storage"].startswith("arrow-ipc")
@@ -116,9 +115,9 @@ def test_cli_format_arrow_writes_a_manifest_marked_arrow_ipc(tmp_path):
     assert datasets.load_from_disk(str(out / "cot"))["validation"].num_rows == 5
 
 
-def test_a_part_with_arrow_format_is_refused(tmp_path):
+def test_a_part_with_arrow_format_is_refused(cli, tmp_path):
     args = ["generate", "--out", str(tmp_path / "x"), "--format", "arrow", "--part", "0/2"]
-    result = run(*args)
+    result = cli(*args)
     assert result.exit_code == 2
     assert "error: --part writes Parquet only" in result.output
 

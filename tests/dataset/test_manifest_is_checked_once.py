@@ -17,9 +17,6 @@ from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset, read_manifest
 from posgen.store.dataset import load
 from posgen.store.manifest import sha256_file
-from tests.cli_support import error_lines
-from tests.cli_support import invoke as run
-from tests.hardening_counts import record
 
 TEST_FILE = "data/cot/test-00000-of-00001.parquet"
 
@@ -164,27 +161,27 @@ def copy(pristine, tmp_path) -> Path:
 
 def clean_failure(result) -> bool:
     """Exit 1 and no traceback, with ``error:`` lines or a report of failed integrity."""
-    said = bool(error_lines(result.stderr)) or "FAIL integrity" in result.stdout
+    said = "error: " in result.stderr or "FAIL integrity" in result.stdout
     crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
     return result.exit_code == 1 and said and not crashed and "Traceback" not in result.output
 
 
-def every_reader_refuses(root: Path) -> list[str]:
+def every_reader_refuses(root: Path, cli) -> list[str]:
     """The readers that did not refuse ``root`` cleanly (empty when all did)."""
     wrong = []
     before = (root / "README.md").read_bytes()
-    if not clean_failure(validate := run("validate", root)):
+    if not clean_failure(validate := cli("validate", root)):
         wrong.append(f"validate: {validate.exit_code} {validate.output[-300:]}")
     preds = root.parent / "preds.npy"
-    score = run("score", "--data", root, "--config", "cot", "--predictions", preds)
+    score = cli("score", "--data", root, "--config", "cot", "--predictions", preds)
     if not clean_failure(score):
         wrong.append(f"score: {score.exit_code} {score.output[-300:]}")
-    card = run("card", root)
+    card = cli("card", root)
     if not clean_failure(card) or "(validated)" in card.output:
         wrong.append(f"card: {card.exit_code} {card.output[-300:]}")
     if (root / "README.md").read_bytes() != before:
         wrong.append("card: the card was rewritten")
-    merge = run("merge", root)
+    merge = cli("merge", root)
     if not clean_failure(merge):
         wrong.append(f"merge: {merge.exit_code} {merge.output[-300:]}")
     try:
@@ -207,27 +204,29 @@ def preds(pristine, tmp_path_factory) -> Path:
     return path
 
 
-def test_the_pristine_folder_passes_every_reader(pristine, preds):
+def test_the_pristine_folder_passes_every_reader(cli, pristine, preds):
     assert check_dataset(pristine) == []
-    assert run("validate", pristine).exit_code == 0
-    scored = run("score", "--data", pristine, "--config", "cot", "--predictions", preds)
+    assert cli("validate", pristine).exit_code == 0
+    scored = cli("score", "--data", pristine, "--config", "cot", "--predictions", preds)
     assert scored.exit_code == 0, scored.output
 
 
 @pytest.mark.parametrize("name", list(EDITS))
-def test_an_edited_manifest_is_one_integrity_error_in_every_command(copy, preds, name, request):
+def test_an_edited_manifest_is_one_integrity_error_in_every_command(
+    cli, record, copy, preds, name, request
+):
     shutil.copy(preds, copy.parent / "preds.npy")
     EDITS[name](copy)
-    wrong = every_reader_refuses(copy)
+    wrong = every_reader_refuses(copy, cli)
     record("damage", f"manifest edit: {name}", not wrong)
     assert not wrong, wrong
 
 
 @pytest.mark.parametrize("name", list(ESCAPES))
-def test_a_path_leading_out_of_the_folder_is_refused_never_read(copy, preds, name):
+def test_a_path_leading_out_of_the_folder_is_refused_never_read(cli, record, copy, preds, name):
     shutil.copy(preds, copy.parent / "preds.npy")
     ESCAPES[name](copy)
-    wrong = every_reader_refuses(copy)
+    wrong = every_reader_refuses(copy, cli)
     lines = check_dataset(copy)
     named = any(ESCAPES_SHOWN in line or "relative path inside" in line for line in lines)
     record("path_escape", name, not wrong and named)

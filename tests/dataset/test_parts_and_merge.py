@@ -14,7 +14,6 @@ from posgen.store import writer
 from posgen.store.layout import CARD_NAME, parse_part, plan_benchmark
 from posgen.store.writer import PARTS_DIR, IncompleteError, PartsError
 from posgen.tasks import TASKS
-from tests.cli_support import assert_clean_error, invoke
 
 SHARD_BYTES, GROUP_BYTES = 20_000, 4_096
 
@@ -68,11 +67,11 @@ def test_three_parts_in_any_order_equal_a_single_run(tmp_path, single):
     assert checksums(out) == checksums(single)
 
 
-def test_parts_in_separate_folders_merge_into_a_single_run(tmp_path, single):
-    for i in range(3):
-        write(tmp_path / f"p{i}", part=(i, 3), num_proc=2)
+def test_parts_in_separate_folders_merge_into_a_single_run(cli, tmp_path, single):
+    for i in range(3):  # one part with worker processes: each pool costs a spawn
+        write(tmp_path / f"p{i}", part=(i, 3), num_proc=2 if i == 0 else 1)
     args = ["merge", str(tmp_path / "ds"), *(str(tmp_path / f"p{i}") for i in range(3))]
-    result = invoke(*args)
+    result = cli(*args)
     assert result.exit_code == 0, result.output
     assert checksums(tmp_path / "ds") == checksums(single)
 
@@ -99,12 +98,12 @@ def test_rows_and_row_groups_do_not_depend_on_the_block_size(tmp_path, single):
     assert sizes[:-1] == [GROUP_BYTES // 64] * (len(sizes) - 1)
 
 
-def test_cli_parts_in_one_folder_equal_a_single_cli_run(tmp_path):
+def test_cli_parts_in_one_folder_equal_a_single_cli_run(cli, tmp_path):
     args = ["--task", "cot", "--train-size", "3000", "--val-size", "300", "--test-size", "300",
             "--shard-mb", "1", "-q"]  # fmt: skip
-    assert invoke("generate", "--out", tmp_path / "a", *args).exit_code == 0
+    assert cli("generate", "--out", tmp_path / "a", *args).exit_code == 0
     for i in (1, 0):
-        result = invoke("generate", "--out", tmp_path / "b", "--part", f"{i}/2", *args)
+        result = cli("generate", "--out", tmp_path / "b", "--part", f"{i}/2", *args)
         assert result.exit_code == 0, result.output
     assert checksums(tmp_path / "a") == checksums(tmp_path / "b")
 
@@ -118,14 +117,16 @@ def test_cli_parts_in_one_folder_equal_a_single_cli_run(tmp_path):
         (["--shard-mb", "0"], "error: --shard-mb must be >= 1, got 0"),
     ],
 )
-def test_bad_scale_flags_exit_2_with_one_line_each(tmp_path, flags, message):
-    result = invoke("generate", "--out", str(tmp_path / "x"), *flags)
+def test_bad_scale_flags_exit_2_with_one_line_each(
+    assert_clean_error, cli, tmp_path, flags, message
+):
+    result = cli("generate", "--out", str(tmp_path / "x"), *flags)
     assert_clean_error(result, 2, message)
     assert not (tmp_path / "x").exists()
 
 
-def test_a_part_into_a_finished_dataset_is_refused(tmp_path, single):
-    result = invoke("generate", "--out", str(single), "--task", "cot", "--part", "0/2")
+def test_a_part_into_a_finished_dataset_is_refused(cli, tmp_path, single):
+    result = cli("generate", "--out", str(single), "--task", "cot", "--part", "0/2")
     assert result.exit_code == 2
     assert "holds a finished dataset" in result.output
 

@@ -17,9 +17,6 @@ from posgen.store import DamagedDataset, check_dataset
 from posgen.store.dataset import load
 from posgen.store.safety import leftovers
 from posgen.store.writer import PARTS_DIR
-from tests.cli_support import assert_clean_error
-from tests.cli_support import invoke as cli
-from tests.hardening_counts import recorded
 
 FIELDS = dict(train_size=300, val_size=20, test_size=20, test_length=[96])
 SHARD = 8000
@@ -119,7 +116,9 @@ MERGE_REFUSALS = {
 
 
 @pytest.mark.parametrize("case", list(MERGE_REFUSALS))
-def test_merge_refuses_a_target_that_is_not_its_own_and_changes_nothing(tmp_path, parts, case):
+def test_merge_refuses_a_target_that_is_not_its_own_and_changes_nothing(
+    assert_clean_error, cli, recorded, tmp_path, parts, case
+):
     prepare, code, words = MERGE_REFUSALS[case]
     target = tmp_path / "target"
     prepare(target)
@@ -135,7 +134,9 @@ MERGE_TARGETS = ["missing", "empty folder", "symlink to an empty folder", "one o
 
 
 @pytest.mark.parametrize("case", MERGE_TARGETS)
-def test_merge_into_its_own_kind_of_target_equals_a_single_run(tmp_path, parts, single, case):
+def test_merge_into_its_own_kind_of_target_equals_a_single_run(
+    cli, recorded, tmp_path, parts, single, case
+):
     target = tmp_path / "target"
     sources = parts
     if case == "empty folder":
@@ -182,7 +183,7 @@ UNFINISHED = ["1 of 3 parts", "2 of 3 parts", "finish killed before the card",
 
 @pytest.mark.parametrize("case", UNFINISHED)
 def test_an_unfinished_part_folder_never_loads_wrong_data_and_merge_completes_it(
-    tmp_path, single, monkeypatch, case
+    assert_clean_error, cli, recorded, tmp_path, single, monkeypatch, case
 ):
     out = tmp_path / "ds"
     written = {"1 of 3 parts": 1, "2 of 3 parts": 2}.get(case, 3)
@@ -211,7 +212,7 @@ def test_an_unfinished_part_folder_never_loads_wrong_data_and_merge_completes_it
             assert tree(out) == tree(single)
 
 
-def test_parts_finishing_at_once_finish_the_folder_once(tmp_path, single):
+def test_parts_finishing_at_once_finish_the_folder_once(recorded, tmp_path, single):
     from concurrent.futures import ThreadPoolExecutor
 
     out = tmp_path / "ds"
@@ -225,34 +226,34 @@ def test_parts_finishing_at_once_finish_the_folder_once(tmp_path, single):
         assert check_dataset(out) == []
 
 
-def _link_to_dataset(base: Path) -> tuple[Path, Path]:
+def _link_to_dataset(base: Path, cli) -> tuple[Path, Path]:
     real = base / "real"
     assert cli("generate", "--out", real, *FLAGS).exit_code == 0
     (base / "link").symlink_to(real)
     return base / "link", real
 
 
-def _dangling(base: Path) -> tuple[Path, Path]:
+def _dangling(base: Path, cli) -> tuple[Path, Path]:
     (base / "link").symlink_to(base / "nowhere" / "ds")
     return base / "link", base / "nowhere" / "ds"
 
 
-def _chain(base: Path) -> tuple[Path, Path]:
-    link, real = _link_to_dataset(base)
+def _chain(base: Path, cli) -> tuple[Path, Path]:
+    link, real = _link_to_dataset(base, cli)
     (base / "link2").symlink_to(link)
     return base / "link2", real
 
 
-def _relative(base: Path) -> tuple[Path, Path]:
+def _relative(base: Path, cli) -> tuple[Path, Path]:
     real = base / "sub" / "real"
     assert cli("generate", "--out", real, *FLAGS).exit_code == 0
     (base / "link").symlink_to(Path("sub") / "real")
     return base / "link", real
 
 
-def _old_parked_link(base: Path) -> tuple[Path, Path]:
+def _old_parked_link(base: Path, cli) -> tuple[Path, Path]:
     """What older versions left: the link replaced by a folder, the link parked beside it."""
-    link, real = _link_to_dataset(base)
+    link, real = _link_to_dataset(base, cli)
     parked = base / ".link.posgen-old-1a2b3c4d"
     parked.symlink_to(real)
     return link, real
@@ -268,10 +269,10 @@ LINKS = {
 
 
 @pytest.mark.parametrize("case", list(LINKS))
-def test_a_symlink_out_is_followed_kept_and_leaves_nothing_behind(tmp_path, case):
+def test_a_symlink_out_is_followed_kept_and_leaves_nothing_behind(cli, recorded, tmp_path, case):
     base = tmp_path / "base"
     base.mkdir()
-    link, real = LINKS[case](base)
+    link, real = LINKS[case](base, cli)
     result = cli("generate", "--out", link, *FLAGS, "--seed", "3", "--overwrite")
     again = cli("generate", "--out", link, *FLAGS, "--seed", "4", "--overwrite")
     links = sorted(p.name for p in base.iterdir() if p.is_symlink())
@@ -286,7 +287,9 @@ def test_a_symlink_out_is_followed_kept_and_leaves_nothing_behind(tmp_path, case
         assert leftovers(link) == []
 
 
-def test_a_symlink_to_a_user_folder_is_refused_and_kept(tmp_path):
+def test_a_symlink_to_a_user_folder_is_refused_and_kept(
+    assert_clean_error, cli, recorded, tmp_path
+):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me\n")
     (tmp_path / "link").symlink_to(tmp_path / "mine")
@@ -297,7 +300,7 @@ def test_a_symlink_to_a_user_folder_is_refused_and_kept(tmp_path):
         assert tree(tmp_path) == before
 
 
-def test_a_looping_symlink_out_is_refused_up_front(tmp_path):
+def test_a_looping_symlink_out_is_refused_up_front(assert_clean_error, cli, recorded, tmp_path):
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")
     result = cli("generate", "--out", tmp_path / "a", *FLAGS)
@@ -306,7 +309,7 @@ def test_a_looping_symlink_out_is_refused_up_front(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
-def test_parts_through_a_symlink_land_where_it_points(tmp_path, single):
+def test_parts_through_a_symlink_land_where_it_points(recorded, tmp_path, single):
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     for i in range(3):

@@ -19,8 +19,6 @@ from posgen.ops import get_op, keyed_hash, op_names, sum_table
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.tasks import TASKS
 from posgen.validate import validate
-from tests.oracle import grow_row
-from tests.oracle import keyed_hash as oracle_hash
 
 OPS = op_names()
 SUM_OPS = ("pow_sin", "pow_sin_2pi", "square_sum")
@@ -60,10 +58,10 @@ def test_op_key_belongs_to_keyed_ops_only_and_enters_their_spec_id():
 
 
 @given(st.integers(2, 65536), st.integers(1, 9), st.integers(0, 2**63 - 1), st.integers(0, 99))
-def test_keyed_hash_equals_its_definition_in_plain_python(m, window, key, seed):
+def test_keyed_hash_equals_its_definition_in_plain_python(oracle, m, window, key, seed):
     tuples = np.random.default_rng(seed).integers(0, m, size=(window, 16))
     fast = keyed_hash(tuples, m, key).tolist()
-    assert fast == [oracle_hash(list(map(int, column)), m, key) for column in tuples.T]
+    assert fast == [oracle.keyed_hash(list(map(int, column)), m, key) for column in tuples.T]
 
 
 def test_keyed_hash_reads_the_operands_in_order_and_is_near_uniform():
@@ -96,7 +94,9 @@ op_cases = st.fixed_dictionaries(
 
 @settings(max_examples=200)
 @given(op_cases)
-def test_every_op_and_kernel_equal_the_plain_loop_oracle_and_the_validator_recomputes_them(case):
+def test_every_op_and_kernel_equal_the_plain_loop_oracle_and_the_validator_recomputes_them(
+    oracle, case
+):
     op, m, near, far = case["op"], case["modulus"], case["near"], case["far"]
     length = near + far + case["extra"]
     key = case["key"] if get_op(op).keyed else 0
@@ -108,7 +108,7 @@ def test_every_op_and_kernel_equal_the_plain_loop_oracle_and_the_validator_recom
         assume(False)  # a sum table leaving Z_m or too large: refused (tested above)
     windows = np.random.default_rng(case["seed"]).integers(0, m, size=(case["rows"], near + far))
     fast = grow(spec, windows, length)
-    slow = [grow_row(spec.task, w.tolist(), length, m, near, far, op, key) for w in windows]
+    slow = [oracle.grow_row(spec.task, w.tolist(), length, m, near, far, op, key) for w in windows]
     assert fast.dtype == storage_dtype(m)
     assert fast.tolist() == slow
     assert np.array_equal(expected_targets(spec, fast), fast[:, near + far :])

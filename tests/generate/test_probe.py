@@ -24,7 +24,6 @@ from posgen.spec import BenchmarkSpec, TaskSpec, default_benchmark
 from posgen.store.formats import open_writer, probe_schema, probe_table
 from posgen.store.manifest import DamagedDataset, read_manifest, sha256_file
 from posgen.validate import validate
-from tests.oracle import grow_row, probe_row
 
 OPS = ["mod_addition", "square_sum", "pow_sin", "pow_sin_2pi", "keyed_hash", "far_perm",
        "slot_perm", "select_perm"]  # fmt: skip
@@ -56,9 +55,9 @@ def _spec(params: dict) -> TaskSpec:
         raise
 
 
-def _expected(spec: TaskSpec, split: str, source: np.ndarray) -> list[dict]:
+def _expected(oracle, spec: TaskSpec, split: str, source: np.ndarray) -> list[dict]:
     rule = (spec.modulus, spec.near, spec.far, spec.seed, split, spec.op, spec.op_key)
-    return [probe_row(spec.task, row.tolist(), i, *rule) for i, row in enumerate(source)]
+    return [oracle.probe_row(spec.task, row.tolist(), i, *rule) for i, row in enumerate(source)]
 
 
 def _as_rows(block) -> list[dict]:
@@ -69,15 +68,17 @@ def _as_rows(block) -> list[dict]:
 
 
 @given(specs)
-def test_probe_rows_equal_the_plain_loop_definition_on_any_spec(params):
+def test_probe_rows_equal_the_plain_loop_definition_on_any_spec(oracle, params):
     spec = _spec(params)
     for split in spec.probe_names:
         source = generate_rows(spec, "test" + split[len("probe") :], 0, spec.test_size)
         rule = (spec.modulus, spec.near, spec.far, spec.op, spec.op_key)
         for row in source:  # the source rows are the task's rows
-            assert row.tolist() == grow_row(spec.task, row[: spec.window].tolist(), row.size, *rule)
+            assert row.tolist() == oracle.grow_row(
+                spec.task, row[: spec.window].tolist(), row.size, *rule
+            )
         got = _as_rows(probe_rows(spec, split, 0, spec.test_size))
-        assert got == _expected(spec, split, source)
+        assert got == _expected(oracle, spec, split, source)
 
 
 @given(specs, st.integers(1, 4))
@@ -131,7 +132,7 @@ def folder(tmp_path_factory):
     return out
 
 
-def test_written_probe_splits_hold_the_oracle_rows_and_load_through_datasets(folder):
+def test_written_probe_splits_hold_the_oracle_rows_and_load_through_datasets(oracle, folder):
     import datasets
 
     manifest = read_manifest(folder)
@@ -144,7 +145,7 @@ def test_written_probe_splits_hold_the_oracle_rows_and_load_through_datasets(fol
             rows = loaded[split].to_list()
             assert [r["id"] for r in rows] == [r["source_id"] for r in rows] == list(range(12))
             got = [{k: r[k] for k in ("tokens", "replaced", "probed", "far_rule")} for r in rows]
-            assert got == _expected(spec, split, source)
+            assert got == _expected(oracle, spec, split, source)
         assert list(datasets.load_dataset(str(folder), config)) == list(spec.split_names)
         assert list(posgen.load(folder, f"{config}-probe")) == ["probe", "probe_128"]
 

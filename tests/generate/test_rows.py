@@ -20,7 +20,6 @@ from posgen.generator import (
 )
 from posgen.spec import TaskSpec
 from posgen.tasks import TASKS, dependencies, dependency_matrix
-from tests.oracle import far_positions, grow_row
 
 GOLDEN = {
     "recursive": [
@@ -55,12 +54,12 @@ def test_worked_example_semirecursive_x6_is_4():
 
 
 @given(st.sampled_from(TASKS), st.integers(1, 5), st.integers(0, 5), st.integers(1, 50))
-def test_dependency_rule_names_exactly_j_plus_k_earlier_positions(task, near, far, extra):
+def test_dependency_rule_names_exactly_j_plus_k_earlier_positions(oracle, task, near, far, extra):
     length = near + far + extra
     matrix = dependency_matrix(task, length, near, far)
     for offset, positions in enumerate(matrix.tolist()):
         t = near + far + offset
-        assert positions == far_positions(task, t, near, far) + list(range(t - near, t))
+        assert positions == oracle.far_positions(task, t, near, far) + list(range(t - near, t))
         assert len(set(positions)) == near + far
         assert max(positions) < t
         assert min(positions) >= 0
@@ -87,19 +86,19 @@ def test_windows_outside_the_vocabulary_are_refused():
 @pytest.mark.parametrize("modulus", [17, 200, 1000])
 @pytest.mark.parametrize("slab_bytes", [1, 4096, 1 << 20])
 def test_kernel_is_exact_for_big_blocks_whatever_the_slab_size(
-    monkeypatch, task, modulus, slab_bytes
+    oracle, monkeypatch, task, modulus, slab_bytes
 ):
     monkeypatch.setattr(posgen.generator, "SLAB_BYTES", slab_bytes)
     spec = TaskSpec(task=task, modulus=modulus, train_length=300, test_length=300)
     windows = np.random.default_rng(modulus).integers(0, modulus, size=(1003, 4))
-    assert grow(spec, windows, 300).tolist() == big_block_oracle(task, modulus)
+    assert grow(spec, windows, 300).tolist() == big_block_oracle(oracle, task, modulus)
 
 
 @functools.cache
-def big_block_oracle(task: str, modulus: int) -> list[list[int]]:
+def big_block_oracle(oracle, task: str, modulus: int) -> list[list[int]]:
     """The oracle's 1003 rows of length 300 (computed once per task and modulus)."""
     windows = np.random.default_rng(modulus).integers(0, modulus, size=(1003, 4))
-    return [grow_row(task, w.tolist(), 300, modulus, 3, 1) for w in windows]
+    return [oracle.grow_row(task, w.tolist(), 300, modulus, 3, 1) for w in windows]
 
 
 def test_kernel_writes_into_a_slice_of_a_larger_array():

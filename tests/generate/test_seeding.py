@@ -15,7 +15,6 @@ from posgen.generator import generate_split
 from posgen.seeding import feistel_permute, seed_windows, unrank_combinations
 from posgen.spec import TaskSpec
 from posgen.tasks import TASKS
-from tests.oracle import authors_splits
 
 
 @given(
@@ -27,7 +26,7 @@ from tests.oracle import authors_splits
     sizes=st.tuples(st.integers(1, 120), st.integers(1, 60), st.integers(1, 60)),
 )
 def test_paper_seeding_matches_the_authors_construction_row_for_row(
-    task, m, near, far, lengths, sizes
+    oracle, task, m, near, far, lengths, sizes
 ):
     w = near + far
     if math.comb(m, w) == 0:
@@ -39,7 +38,7 @@ def test_paper_seeding_matches_the_authors_construction_row_for_row(
         train_length=train_length, test_length=test_length,
         train_size=sizes[0], val_size=sizes[1], test_size=sizes[2],
     )  # fmt: skip
-    expected = authors_splits(task, m, near, far, train_length, test_length, *sizes)
+    expected = oracle.authors_splits(task, m, near, far, train_length, test_length, *sizes)
     for split, rows in expected.items():
         assert generate_split(spec, split).tolist() == rows, split
 

@@ -10,7 +10,6 @@ import pytest
 import posgen
 from posgen import TASKS, TaskSpec, generate_split, register_task
 from posgen.probe import probe_rows
-from tests.oracle import far_positions, op_value
 
 
 def test_a_registered_task_is_usable_in_a_spec_the_generator_and_the_validator(third_task):
@@ -45,7 +44,7 @@ def test_an_unregistered_task_is_refused_naming_the_registered_ones():
         register_task("Bad Name", lambda t, w: t)
 
 
-def test_the_package_exports_the_readme_entry_points(tmp_path):
+def test_the_package_exports_the_readme_entry_points(oracle, tmp_path):
     bench = posgen.BenchmarkSpec(
         name="api", configs={"cot": TaskSpec(task="cot", train_size=8, val_size=2, test_size=2)}
     )
@@ -54,11 +53,11 @@ def test_the_package_exports_the_readme_entry_points(tmp_path):
     loaded = posgen.load(tmp_path / "ds", "cot")
     test = np.stack(loaded["test"].with_format("numpy")["tokens"])
     assert posgen.score(test, test, bench.configs["cot"]).summary()["ood_accuracy"] == 1.0
-    assert far_positions("cot", 9, 3, 1) == [0]
+    assert oracle.far_positions("cot", 9, 3, 1) == [0]
     assert set(posgen.__all__) >= {"write_dataset", "load", "read_manifest", "score"}
 
 
-def test_a_registered_task_gets_probe_rows_from_its_dependency_rule(third_task):
+def test_a_registered_task_gets_probe_rows_from_its_dependency_rule(oracle, third_task):
     spec = TaskSpec(task=third_task, modulus=31, train_size=1, val_size=1, test_size=60)
     block = probe_rows(spec, "probe", 0, spec.test_size)
     assert block.probed.size > 0
@@ -77,7 +76,7 @@ def test_a_registered_task_gets_probe_rows_from_its_dependency_rule(third_task):
         ]
         assert probed == want
         assert far == [
-            op_value("mod_addition", [tokens[i, (t - w) // 3], *tokens[i, t - 3 : t]], 31)
+            oracle.op_value("mod_addition", [tokens[i, (t - w) // 3], *tokens[i, t - 3 : t]], 31)
             for t in probed
         ]
     assert np.bincount(block.probed, minlength=256)[w:].min() > 0

@@ -19,7 +19,6 @@ from posgen.scoring import (
     write_predictions,
 )
 from posgen.spec import default_benchmark
-from tests.cli_support import assert_clean_error, invoke
 
 TASKS = ["recursive", "cot", "semirecursive"]
 
@@ -87,14 +86,14 @@ def _mixed(probe, seed: int) -> tuple[np.ndarray, dict]:
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_a_mixed_prediction_file_is_scored_exactly(folder, tmp_path, task):
+def test_a_mixed_prediction_file_is_scored_exactly(cli, folder, tmp_path, task):
     probe = load_probe(folder, task, "probe")
     predictions, expected = _mixed(probe, seed=len(task))
     path = tmp_path / "p.parquet"
     order = np.random.default_rng(1).permutation(probe.tokens.shape[0])  # any row order
     write_predictions(path, probe.ids[order], predictions[order], probe.spec.modulus)
     args = ["score", "--data", folder, "--config", task, "--split", "probe"]
-    result = invoke(*args, "--predictions", path, "--json", "-")
+    result = cli(*args, "--predictions", path, "--json", "-")
     assert result.exit_code == 0, result.output
     report = RelianceReport.model_validate_json(result.stdout)
     for name in ("id", "ood"):
@@ -126,7 +125,7 @@ def test_reliance_arrays_counts_only_targets_whose_answers_differ():
     assert report.curve.far_reliance == [None, 1.0, 0.0, None]
 
 
-def test_score_table_json_and_plot_of_a_probe_split(folder, tmp_path):
+def test_score_table_json_and_plot_of_a_probe_split(cli, folder, tmp_path):
     pytest.importorskip("matplotlib")
     probe = load_probe(folder, "cot", "probe")
     path = tmp_path / "oracle.npy"
@@ -134,7 +133,7 @@ def test_score_table_json_and_plot_of_a_probe_split(folder, tmp_path):
     write_predictions(path, probe.ids, predictions, probe.spec.modulus)
     js, plot = tmp_path / "r.json", tmp_path / "r.png"
     args = ["score", "--data", folder, "--config", "cot", "--split", "probe"]
-    result = invoke(*args, "--predictions", path, "--json", js, "--plot", plot)
+    result = cli(*args, "--predictions", path, "--json", js, "--plot", plot)
     assert result.exit_code == 0, result.output
     assert "far-rel." in result.stdout
     assert "100.00%" in result.stdout
@@ -142,18 +141,20 @@ def test_score_table_json_and_plot_of_a_probe_split(folder, tmp_path):
     assert plot.stat().st_size > 0
 
 
-def test_baseline_cli_writes_local_predictions_for_a_probe_split(folder, tmp_path):
+def test_baseline_cli_writes_local_predictions_for_a_probe_split(cli, folder, tmp_path):
     args = ["baseline", "--kind", "local", "--data", folder, "--config", "recursive"]
-    result = invoke(*args, "--split", "probe", "--out", tmp_path / "local.parquet")
+    result = cli(*args, "--split", "probe", "--out", tmp_path / "local.parquet")
     assert result.exit_code == 0, result.output
     assert "ID far-reliance 0.00%" in result.output
 
 
-def test_predictions_for_the_wrong_rows_are_one_error_line(folder, tmp_path):
+def test_predictions_for_the_wrong_rows_are_one_error_line(
+    assert_clean_error, cli, folder, tmp_path
+):
     probe = load_probe(folder, "cot", "probe")
     path = tmp_path / "short.npy"
     write_predictions(path, probe.ids[:3], probe.tokens[:3], probe.spec.modulus)
     args = ["score", "--data", folder, "--config", "cot", "--split", "probe"]
-    result = invoke(*args, "--predictions", path)
+    result = cli(*args, "--predictions", path)
     line = assert_clean_error(result, 2)
     assert result.output.strip() == line  # nothing but the error line

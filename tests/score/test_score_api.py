@@ -21,17 +21,16 @@ from posgen.scoring import (
 )
 from posgen.spec import TaskSpec
 from posgen.tasks import TASKS
-from tests.oracle import grow_row
 
 # window 4, L = 8, L' = 12, m = 17: positions 4..7 are ID, 8..11 OOD.
 KW = {"window": 4, "ood_boundary": 8, "modulus": 17}
 
 
-def hand_built() -> tuple[np.ndarray, np.ndarray]:
+def hand_built(oracle) -> tuple[np.ndarray, np.ndarray]:
     """Three rows from the plain-loop oracle, with known errors planted in the predictions."""
     reference = np.array(
         [
-            grow_row("recursive", w, 12, 17, 3, 1)
+            oracle.grow_row("recursive", w, 12, 17, 3, 1)
             for w in ([0, 1, 2, 3], [5, 5, 5, 5], [1, 0, 16, 2])
         ]
     )
@@ -42,8 +41,8 @@ def hand_built() -> tuple[np.ndarray, np.ndarray]:
     return reference, predictions  # row 2: all correct
 
 
-def test_hand_built_errors_give_the_known_figures():
-    reference, predictions = hand_built()
+def test_hand_built_errors_give_the_known_figures(oracle):
+    reference, predictions = hand_built(oracle)
     report = score_arrays(reference, predictions, bucket_width=4, **KW)
     assert (report.id.correct, report.id.tokens, report.id.accuracy) == (11, 12, 11 / 12)
     assert (report.ood.correct, report.ood.tokens, report.ood.accuracy) == (10, 12, 10 / 12)
@@ -63,22 +62,22 @@ def test_hand_built_errors_give_the_known_figures():
     assert report.first_error.median == 7.5
 
 
-def test_buckets_never_straddle_the_ood_boundary_and_skip_the_seed_window():
-    reference, predictions = hand_built()
+def test_buckets_never_straddle_the_ood_boundary_and_skip_the_seed_window(oracle):
+    reference, predictions = hand_built(oracle)
     report = score_arrays(reference, predictions, bucket_width=5, **KW)
     assert [(b.start, b.stop) for b in report.buckets] == [(4, 5), (5, 8), (8, 10), (10, 12)]
     assert sum(b.tokens for b in report.buckets) == report.overall.tokens
 
 
-def test_predictions_of_generated_positions_only_score_the_same_as_whole_rows():
-    reference, predictions = hand_built()
+def test_predictions_of_generated_positions_only_score_the_same_as_whole_rows(oracle):
+    reference, predictions = hand_built(oracle)
     whole = score_arrays(reference, predictions, **KW)
     generated = score_arrays(reference, predictions[:, 4:], **KW)
     assert whole == generated
 
 
-def test_the_seed_window_is_never_scored_even_out_of_the_vocabulary():
-    reference, _ = hand_built()
+def test_the_seed_window_is_never_scored_even_out_of_the_vocabulary(oracle):
+    reference, _ = hand_built(oracle)
     predictions = reference.copy()
     predictions[:, :4] = 99
     report = score_arrays(reference, predictions, **KW)
@@ -86,8 +85,8 @@ def test_the_seed_window_is_never_scored_even_out_of_the_vocabulary():
     assert report.overall.tokens == 3 * 8
 
 
-def test_train_split_has_no_ood_figures():
-    reference, predictions = hand_built()
+def test_train_split_has_no_ood_figures(oracle):
+    reference, predictions = hand_built(oracle)
     report = score_arrays(reference[:, :8], predictions[:, :8], **KW)
     assert report.ood.tokens == 0
     assert report.ood.accuracy is None
@@ -105,8 +104,8 @@ def test_train_split_has_no_ood_figures():
         (np.zeros((3, 12), dtype=np.float32), "must be integer token ids"),
     ],
 )
-def test_bad_predictions_raise_one_clear_error(predictions, message):
-    reference, _ = hand_built()
+def test_bad_predictions_raise_one_clear_error(oracle, predictions, message):
+    reference, _ = hand_built(oracle)
     with pytest.raises(ScoringError) as caught:
         score_arrays(reference, predictions, **KW)
     assert message in str(caught.value)
@@ -191,8 +190,8 @@ def test_json_report_is_stable_and_names_the_spec():
     assert body["ood"] == {"accuracy": 1.0, "correct": 5 * 192, "tokens": 5 * 192}
 
 
-def test_predictions_in_any_order_are_matched_by_id():
-    reference, predictions = hand_built()
+def test_predictions_in_any_order_are_matched_by_id(oracle):
+    reference, predictions = hand_built(oracle)
     ids = np.array([2, 0, 1])
     aligned = score(reference, predictions[ids], TaskSpec(task="recursive", train_length=8,
                     test_length=12), ids=ids)  # fmt: skip

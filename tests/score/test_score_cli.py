@@ -14,8 +14,6 @@ from posgen import write_dataset
 from posgen.scoring import baseline_scores, load_reference
 from posgen.spec import default_benchmark
 from posgen.store.manifest import read_manifest
-from tests.cli_support import assert_clean_error
-from tests.cli_support import invoke as run
 
 ROWS = 40
 
@@ -33,17 +31,17 @@ def test_tokens(data):
     return load_reference(data, "cot", "test").tokens
 
 
-def score(data, predictions, *args):
-    return run("score", "--data", data, "--config", "cot", "--predictions", predictions, *args)
+def score(cli, data, predictions, *args):
+    return cli("score", "--data", data, "--config", "cot", "--predictions", predictions, *args)
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".arrow", ".jsonl", ".npy"])
-def test_oracle_baseline_file_scores_exactly_one(data, tmp_path, suffix):
+def test_oracle_baseline_file_scores_exactly_one(cli, data, tmp_path, suffix):
     preds = tmp_path / f"oracle{suffix}"
-    made = run("baseline", "--kind", "oracle", "--data", data, "--config", "cot", "--out", preds)
+    made = cli("baseline", "--kind", "oracle", "--data", data, "--config", "cot", "--out", preds)
     assert made.exit_code == 0, made.output
     assert "ID 100.00%, OOD 100.00%" in made.output
-    result = score(data, preds)
+    result = score(cli, data, preds)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     spec_id = read_manifest(data).configs["cot"].spec_id
@@ -54,12 +52,12 @@ def test_oracle_baseline_file_scores_exactly_one(data, tmp_path, suffix):
 
 
 @pytest.mark.parametrize("kind", ["near-only", "majority"])
-def test_near_only_and_majority_baselines_score_near_chance(data, tmp_path, kind):
+def test_near_only_and_majority_baselines_score_near_chance(cli, data, tmp_path, kind):
     preds, out = tmp_path / f"{kind}.parquet", tmp_path / f"{kind}.json"
-    made = run("baseline", "--kind", kind, "--data", data, "--config", "recursive",
+    made = cli("baseline", "--kind", kind, "--data", data, "--config", "recursive",
                "--out", preds, "-q")  # fmt: skip
     assert (made.exit_code, made.output) == (0, "")
-    run("score", "--data", data, "--config", "recursive", "--predictions", preds, "--json", out)
+    cli("score", "--data", data, "--config", "recursive", "--predictions", preds, "--json", out)
     report = json.loads(out.read_text())
     assert report["ood"]["tokens"] == ROWS * 192
     assert 0.02 < report["ood"]["accuracy"] < 0.12  # 1/17 = 0.059
@@ -72,9 +70,9 @@ def test_baseline_scores_gives_id_and_ood_accuracy_per_kind(data):
     assert all(0 < s["ood_accuracy"] < 0.15 for k, s in scores.items() if k != "oracle")
 
 
-def test_json_to_stdout_is_the_full_sorted_report(data, tmp_path, test_tokens):
+def test_json_to_stdout_is_the_full_sorted_report(cli, data, tmp_path, test_tokens):
     np.save(tmp_path / "p.npy", test_tokens)
-    result = score(data, tmp_path / "p.npy", "--json", "-", "--bucket-width", "64")
+    result = score(cli, data, tmp_path / "p.npy", "--json", "-", "--bucket-width", "64")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert list(report) == sorted(report)
@@ -84,14 +82,14 @@ def test_json_to_stdout_is_the_full_sorted_report(data, tmp_path, test_tokens):
 
 
 def test_known_errors_show_in_the_table_the_first_error_and_the_png_plot(
-    data, tmp_path, test_tokens
+    cli, data, tmp_path, test_tokens
 ):
     preds = test_tokens.copy()
     preds[0, 100] = (preds[0, 100] + 1) % 17
     preds[1, 10] = (preds[1, 10] + 1) % 17
     np.save(tmp_path / "p.npy", preds)
     plot = ["--plot", tmp_path / "curve.png"] if find_spec("matplotlib") else []
-    result = score(data, tmp_path / "p.npy", "--json", tmp_path / "r.json", *plot)
+    result = score(cli, data, tmp_path / "p.npy", "--json", tmp_path / "r.json", *plot)
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["id"]["correct"] == report["id"]["tokens"] - 1
@@ -105,9 +103,9 @@ def test_known_errors_show_in_the_table_the_first_error_and_the_png_plot(
         assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_plot_without_matplotlib_exits_2_with_the_install_hint(data, tmp_path, monkeypatch):
+def test_plot_without_matplotlib_exits_2_with_the_install_hint(cli, data, tmp_path, monkeypatch):
     monkeypatch.setattr("posgen.cli.score.plot_available", lambda: False)
-    result = score(data, tmp_path / "p.npy", "--plot", tmp_path / "curve.png")
+    result = score(cli, data, tmp_path / "p.npy", "--plot", tmp_path / "curve.png")
     assert result.exit_code == 2
     assert result.output == "error: --plot: plotting needs matplotlib: pip install 'posgen[plot]'\n"
 
@@ -136,8 +134,9 @@ BAD_FILES = [
 
 
 @pytest.mark.parametrize(("name", "content", "expected"), BAD_FILES)
-def test_a_bad_prediction_file_exits_2_with_one_line(data, tmp_path, test_tokens, name,
-                                                     content, expected):  # fmt: skip
+def test_a_bad_prediction_file_exits_2_with_one_line(
+    cli, assert_clean_error, data, tmp_path, test_tokens, name, content, expected
+):
     path = tmp_path / name
     if callable(content):
         ids, rows = content(test_tokens.astype(np.int64))
@@ -146,7 +145,7 @@ def test_a_bad_prediction_file_exits_2_with_one_line(data, tmp_path, test_tokens
                        path)  # fmt: skip
     else:
         path.write_text(content)
-    result = score(data, path)
+    result = score(cli, data, path)
     line = assert_clean_error(result, 2, expected)
     assert result.output == line + "\n"
     assert not callable(content) or line.startswith(f"error: {path}: ")
@@ -168,12 +167,13 @@ BAD_USAGE = [
 
 
 @pytest.mark.parametrize(("args", "expected"), BAD_USAGE)
-def test_bad_usage_exits_2_with_one_line_and_writes_nothing(data, tmp_path, test_tokens, args,
-                                                            expected):  # fmt: skip
+def test_bad_usage_exits_2_with_one_line_and_writes_nothing(
+    assert_clean_error, cli, data, tmp_path, test_tokens, args, expected
+):
     np.save(tmp_path / "p.npy", test_tokens)
     before = (tmp_path / "p.npy").read_bytes()
     places = {"data": data, "p": tmp_path / "p.npy", "tmp": tmp_path}
-    result = run(*[word.format(**places) for word in args.split()])
+    result = cli(*[word.format(**places) for word in args.split()])
     line = assert_clean_error(result, 2, expected)
     assert result.output == line + "\n"
     assert [p.name for p in tmp_path.iterdir()] == ["p.npy"]
@@ -181,22 +181,24 @@ def test_bad_usage_exits_2_with_one_line_and_writes_nothing(data, tmp_path, test
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
-def test_predictions_made_for_other_data_are_refused_not_scored_at_chance(data, tmp_path, suffix):
+def test_predictions_made_for_other_data_are_refused_not_scored_at_chance(
+    assert_clean_error, cli, data, tmp_path, suffix
+):
     other = tmp_path / "other"
     write_dataset(
         default_benchmark(("cot",), seed=1, train_size=3000, val_size=20, test_size=ROWS), other
     )
     preds = tmp_path / f"oracle{suffix}"
-    made = run("baseline", "--kind", "oracle", "--data", other, "--config", "cot", "--out", preds)
+    made = cli("baseline", "--kind", "oracle", "--data", other, "--config", "cot", "--out", preds)
     assert made.exit_code == 0, made.output
     theirs = read_manifest(other).configs["cot"].spec_id
-    line = assert_clean_error(score(data, preds), 2, f"made for split test of spec {theirs}")
+    line = assert_clean_error(score(cli, data, preds), 2, f"made for split test of spec {theirs}")
     assert read_manifest(data).configs["cot"].spec_id in line
 
 
-def test_test_predictions_are_refused_on_the_probe_split(data, tmp_path):
+def test_test_predictions_are_refused_on_the_probe_split(assert_clean_error, cli, data, tmp_path):
     preds = tmp_path / "oracle.parquet"
-    made = run("baseline", "--kind", "oracle", "--data", data, "--config", "cot", "--out", preds)
+    made = cli("baseline", "--kind", "oracle", "--data", data, "--config", "cot", "--out", preds)
     assert made.exit_code == 0, made.output
-    result = score(data, preds, "--split", "probe")
+    result = score(cli, data, preds, "--split", "probe")
     assert_clean_error(result, 2, "made for split test", "not split probe")

@@ -27,7 +27,6 @@ from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store.safety import exclusive  # noqa: E402
 from posgen.train.config import Grid, expand, jobs_of, read_grid, stable_hash  # noqa: E402
 from posgen.train.sweep import Sweep, run_job, run_states  # noqa: E402
-from tests.cli_support import assert_clean_error, invoke  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
@@ -195,18 +194,20 @@ def test_every_registered_pe_is_all(data):
         ({"configs": ["cot"]}, "has no config cot"),
     ],
 )
-def test_bad_grid_is_one_error_line_exit_2_and_nothing_written(data, tmp_path, change, message):
+def test_bad_grid_is_one_error_line_exit_2_and_nothing_written(
+    assert_clean_error, cli, data, tmp_path, change, message
+):
     grid = write_grid(tmp_path / "g.json", {**grid_dict(data, ["rope"]), **change})
-    result = invoke("sweep", str(grid), "--out", str(tmp_path / "S"))
+    result = cli("sweep", str(grid), "--out", str(tmp_path / "S"))
     assert_clean_error(result, 2, message)
     assert result.stdout == ""
     assert not (tmp_path / "S").exists()
 
 
-def test_grid_file_that_is_not_toml_is_one_error_line(tmp_path):
+def test_grid_file_that_is_not_toml_is_one_error_line(assert_clean_error, cli, tmp_path):
     grid = tmp_path / "g.toml"
     grid.write_text("pes = [")
-    result = invoke("sweep", str(grid), "--out", str(tmp_path / "S"))
+    result = cli("sweep", str(grid), "--out", str(tmp_path / "S"))
     line = assert_clean_error(result, 2)
     assert line.startswith(f"error: grid file {grid} is not valid TOML")
 
@@ -219,20 +220,22 @@ def test_grid_file_that_is_not_toml_is_one_error_line(tmp_path):
         (["--executor", "slurm", "--gpus", "-1"], "--gpus: Input should be greater than"),
     ],
 )
-def test_executor_flags_are_checked_before_anything_is_written(data, tmp_path, flags, message):
+def test_executor_flags_are_checked_before_anything_is_written(
+    assert_clean_error, cli, data, tmp_path, flags, message
+):
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope"]))
     args = ["sweep", str(grid), "--out", str(tmp_path / "S"), *flags]
-    result = invoke(*args)
+    result = cli(*args)
     assert assert_clean_error(result, 2).startswith(f"error: {message}")
     assert result.stdout == ""
     assert not (tmp_path / "S").exists()
 
 
-def test_out_that_is_some_other_folder_is_refused(data, tmp_path):
+def test_out_that_is_some_other_folder_is_refused(assert_clean_error, cli, data, tmp_path):
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope"]))
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    result = invoke("sweep", str(grid), "--out", str(tmp_path / "mine"))
+    result = cli("sweep", str(grid), "--out", str(tmp_path / "mine"))
     assert_clean_error(result, 2, "not a sweep folder")
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
@@ -245,7 +248,9 @@ def test_out_that_is_some_other_folder_is_refused(data, tmp_path):
         ("torch", "local", "training needs the train extra"),
     ],
 )
-def test_missing_extra_is_one_error_line_exit_2(data, tmp_path, hidden, executor, hint):
+def test_missing_extra_is_one_error_line_exit_2(
+    assert_clean_error, data, tmp_path, hidden, executor, hint
+):
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope"]))
     script = (
         f"import sys; sys.modules[{hidden!r}] = None; from posgen.cli import main; "
@@ -265,12 +270,12 @@ def test_missing_extra_is_one_error_line_exit_2(data, tmp_path, hidden, executor
 
 
 def test_local_sweep_stopped_by_sigterm_exits_1_resumes_on_rerun_then_skips_finished_runs(
-    data, tmp_path, reference, monkeypatch
+    assert_clean_error, cli, data, tmp_path, reference, monkeypatch
 ):
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope", "yarn"]))
     args = ["sweep", str(grid), "--out", str(tmp_path / "S")]
     monkeypatch.setenv(signals.HOOK_ENV, "step:5:SIGTERM")  # in the worker, mid-epoch 2
-    stopped = invoke(*args)
+    stopped = cli(*args)
     line = assert_clean_error(stopped, 1)
     assert stopped.output.strip().splitlines()[-1] == line
     assert line == (
@@ -280,23 +285,23 @@ def test_local_sweep_stopped_by_sigterm_exits_1_resumes_on_rerun_then_skips_fini
     sweep = Sweep(tmp_path / "S")
     assert states(sweep)["rope"] == ("waiting", "resumes at epoch 2, step 5")
     monkeypatch.delenv(signals.HOOK_ENV)
-    resumed = invoke(*args, "--jobs", "2")
+    resumed = cli(*args, "--jobs", "2")
     assert resumed.exit_code == 0, resumed.output
     assert sweep_bytes(sweep) == reference
     inodes = {run.key: sweep.run_folder(run).stat().st_ino for run in sweep.read().runs}
-    again = invoke(*args)
+    again = cli(*args)
     assert again.exit_code == 0, again.output
     assert "0 to train" in again.output
     assert {r.key: sweep.run_folder(r).stat().st_ino for r in sweep.read().runs} == inodes
 
 
 def test_sigterm_to_a_local_sweep_stops_its_workers_with_their_checkpoints(
-    data, tmp_path, reference, monkeypatch
+    assert_clean_error, cli, data, tmp_path, reference, monkeypatch
 ):
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope", "yarn"]))
     args = ["sweep", str(grid), "--out", str(tmp_path / "S")]
     monkeypatch.setenv(signals.HOOK_ENV, "step:3:SIGTERM@parent")  # the worker signals us
-    stopped = invoke(*args)
+    stopped = cli(*args)
     line = assert_clean_error(stopped, 143)
     assert stopped.output.strip().splitlines()[-1] == line
     assert line == (
@@ -306,8 +311,7 @@ def test_sigterm_to_a_local_sweep_stops_its_workers_with_their_checkpoints(
     sweep = Sweep(tmp_path / "S")
     assert states(sweep)["yarn"] == ("waiting", "resumes at epoch 1, step 3")
     monkeypatch.delenv(signals.HOOK_ENV)
-    resumed = invoke(*args)
-    assert resumed.exit_code == 0, resumed.output
+    run_job(sweep.root, only_job(sweep))  # in-process: the rerun of the command is tested above
     assert sweep_bytes(sweep) == reference
 
 
@@ -344,7 +348,7 @@ def test_a_worker_sees_the_signal_its_sweep_passes_back_however_early_it_comes()
 
 
 def test_submitit_local_executor_runs_a_two_run_grid_end_to_end_through_a_preemption(
-    data, tmp_path, reference, monkeypatch
+    cli, data, tmp_path, reference, monkeypatch
 ):
     pytest.importorskip("submitit")
     grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope", "yarn"]))
@@ -352,15 +356,15 @@ def test_submitit_local_executor_runs_a_two_run_grid_end_to_end_through_a_preemp
     # submitit's preemption signal after step 2: checkpoint, requeue, resume, finish
     monkeypatch.setenv(signals.HOOK_ENV, "step:2:SIGUSR2")
     args = ["sweep", str(grid), "--out", str(out), "--executor", "submitit-local"]
-    result = invoke(*args, "--time-min", "30")
+    result = cli(*args, "--time-min", "30")
     assert result.exit_code == 0, result.output
     assert "submitted 1 trainings as job" in result.output
     assert sweep_bytes(Sweep(out)) == reference
     logs = "".join(path.read_text() for path in (out / "logs" / "slurm").glob("*_log.err"))
     assert "this job is preempted" in logs  # and it still finished: requeued, resumed
-    status = invoke("sweep", "--status", str(out))
+    status = cli("sweep", "--status", str(out))
     assert status.output.splitlines()[-1] == "2 runs: 2 done, 0 running, 0 failed, 0 waiting"
-    as_json = invoke("sweep", "--status", str(out), "--json")
+    as_json = cli("sweep", "--status", str(out), "--json")
     assert [json.loads(line)["state"] for line in as_json.output.splitlines()] == ["done"] * 2
 
 
@@ -406,21 +410,25 @@ def _worker(sweep: Sweep, job: str, kill: str) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("point", ["step:4", "checkpoint:2", "final:2"])
 def test_sigkill_leaves_no_finished_looking_folder_and_the_next_run_resumes(
-    data, tmp_path, reference, point
+    data, tmp_path, reference
 ):
-    sweep = new_sweep(tmp_path / "S", grid_dict(data, ["rope", "yarn"]))
-    job = only_job(sweep)
-    worker = _worker(sweep, job, f"{point}:SIGKILL")
-    worker.communicate()
-    assert worker.returncode == -signal.SIGKILL
-    finished = {run.pe for run in sweep.read().runs if (sweep.run_folder(run)).exists()}
-    assert finished == ({"rope"} if point == "final:2" else set())
-    assert states(sweep)["yarn"][0] == "waiting"
-    run_job(sweep.root, job)
-    assert sweep_bytes(sweep) == reference
-    assert sorted(p.name for p in (sweep.root / "runs").iterdir()) == sorted(reference)
+    """Workers SIGKILLed mid-step, mid-checkpoint and while writing the second run folder
+    (three sweeps, their workers started at once: each pays torch's import)."""
+    points = ["step:4", "checkpoint:2", "final:2"]
+    sweeps = [new_sweep(tmp_path / f"S{i}", grid_dict(data, ["rope", "yarn"])) for i in range(3)]
+    workers = [_worker(sweep, only_job(sweep), f"{point}:SIGKILL")
+               for sweep, point in zip(sweeps, points, strict=True)]  # fmt: skip
+    for worker in workers:
+        worker.communicate()
+    for point, sweep, worker in zip(points, sweeps, workers, strict=True):
+        assert worker.returncode == -signal.SIGKILL, point
+        finished = {run.pe for run in sweep.read().runs if (sweep.run_folder(run)).exists()}
+        assert finished == ({"rope"} if point == "final:2" else set()), point
+        assert states(sweep)["yarn"][0] == "waiting", point
+        run_job(sweep.root, only_job(sweep))
+        assert sweep_bytes(sweep) == reference, point
+        assert sorted(p.name for p in (sweep.root / "runs").iterdir()) == sorted(reference)
 
 
 def test_status_is_true_while_a_worker_runs_stops_and_resumes(data, tmp_path, reference):
@@ -454,7 +462,7 @@ def test_status_names_a_failed_training_with_its_reason(data, tmp_path):
 
 
 def test_posgen_train_sigterm_is_one_error_line_143_and_the_rerun_resumes(
-    data, tmp_path, reference, monkeypatch
+    assert_clean_error, cli, data, tmp_path, reference, monkeypatch
 ):
     grid = grid_dict(data, ["yarn"])
     (run,) = expand_grid(grid)
@@ -462,13 +470,13 @@ def test_posgen_train_sigterm_is_one_error_line_143_and_the_rerun_resumes(
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, "epochs": 2}.items()]
     args = ["train", "--data", str(data), "--pe", "yarn", "--seed", "3", *flags, "--out", str(out)]
     monkeypatch.setenv(signals.HOOK_ENV, "step:2:SIGTERM")
-    stopped = invoke(*args, "-q")
+    stopped = cli(*args, "-q")
     line = assert_clean_error(stopped, 143)
     assert line.startswith("error: interrupted by SIGTERM; checkpoint kept in ")
     assert stopped.stdout == ""
     assert not out.exists()
     monkeypatch.delenv(signals.HOOK_ENV)
-    resumed = invoke(*args)
+    resumed = cli(*args)
     assert resumed.exit_code == 0, resumed.output
     assert f"{out}: resuming from its checkpoint" in resumed.output
     assert run_bytes(out) == reference[run.key]

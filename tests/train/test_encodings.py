@@ -45,8 +45,6 @@ from posgen.train.trainer import (  # noqa: E402
     position_inputs,
     predict,
 )
-from tests.cli_support import invoke  # noqa: E402
-from tests.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
 L, L_TEST, HEADS, HEAD_DIM = 64, 256, 2, 16
 LENGTHS = Lengths(train=L, test=L_TEST, head_dim=HEAD_DIM, heads=HEADS)
@@ -390,8 +388,8 @@ def test_results_json_holds_checksums_parameters_and_accuracies(data, tmp_path):
     assert record["preset"] == "cpu"
 
 
-def test_list_pe_names_every_built_in_with_train_or_evaluation_time():
-    result = invoke("train", "--list-pe")
+def test_list_pe_names_every_built_in_with_train_or_evaluation_time(cli):
+    result = cli("train", "--list-pe")
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert [line.split()[0] for line in lines] == list(ENCODINGS)

@@ -17,8 +17,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
-from tests.cli_support import invoke  # noqa: E402
-
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -64,32 +62,32 @@ def data(tiny_training_dataset) -> list[str]:
     return ["--data", str(tiny_training_dataset), "--config", "cot"]
 
 
-def test_the_readme_plugin_installed_under_the_documented_group_shows_in_list_pe(installed):
+def test_the_readme_plugin_installed_under_the_documented_group_shows_in_list_pe(cli, installed):
     assert list(installed["entry-points"]) == ["posgen.position_encodings"]
-    result = invoke("train", "--list-pe")
+    result = cli("train", "--list-pe")
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if line.startswith("base500 "))
     assert "train-time" in line
     assert "entry point mype:BASE500 (mype)" in line
 
 
-def test_installed_plugin_trains_and_ranks_in_the_results(installed, data, tmp_path):
+def test_installed_plugin_trains_and_ranks_in_the_results(cli, installed, data, tmp_path):
     out = tmp_path / "runs" / "ds" / "cot" / "base500" / "seed1"
     args = ["train", *data, "--pe", "base500", "--out", str(out), *FAST]
-    result = invoke(*args)
+    result = cli(*args)
     assert result.exit_code == 0, result.output
     record = json.loads((out / "results.json").read_text())
     assert record["position_encoding"]["rope_parameters"]["train"]["rope_type"] == "base500"
     report = tmp_path / "R.md"
-    result = invoke("results", str(tmp_path / "runs"), "--out", str(report))
+    result = cli("results", str(tmp_path / "runs"), "--out", str(report))
     assert result.exit_code == 0, result.output
     assert "| 1 | base500 | 1 |" in report.read_text()
 
 
-def test_plugin_frequencies_are_what_its_rope_function_returns(installed, data, tmp_path):
+def test_plugin_frequencies_are_what_its_rope_function_returns(cli, installed, data, tmp_path):
     out = tmp_path / "run"
     args = ["train", *data, "--pe", "mype:BASE500", "--out", str(out)]
-    result = invoke(*args, *FAST, "--save-model")
+    result = cli(*args, *FAST, "--save-model")
     assert result.exit_code == 0, result.output
     from posgen.encodings.model import load_model
 
@@ -98,9 +96,9 @@ def test_plugin_frequencies_are_what_its_rope_function_returns(installed, data, 
     torch.testing.assert_close(model.model.rotary_emb.inv_freq, want)
 
 
-def test_a_module_reference_that_is_not_an_encoding_is_one_error_line(data, tmp_path):
+def test_a_module_reference_that_is_not_an_encoding_is_one_error_line(cli, data, tmp_path):
     args = ["train", *data, "--pe", "json:dumps", "--out", str(tmp_path / "r")]
-    result = invoke(*args)
+    result = cli(*args)
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         "error: --pe json:dumps is a function, not a posgen PositionEncoding"

@@ -17,7 +17,6 @@ from posgen.train.config import preset  # noqa: E402
 from posgen.train.job import train_runs  # noqa: E402
 from posgen.train.results import effective_length  # noqa: E402
 from posgen.train.run_record import PROBE_PREDICTIONS, RESULTS, read_run  # noqa: E402
-from tests.cli_support import assert_clean_error, invoke  # noqa: E402
 
 
 def run_folder(runs: Path, data: Path, task: str, pe: str, seed: int) -> Path:
@@ -43,11 +42,11 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     return data, root / "runs"
 
 
-def test_results_table_holds_accuracy_and_far_reliance_mean_std_and_seed_count(runs, tmp_path):
+def test_results_table_holds_accuracy_and_far_reliance_mean_std_and_seed_count(cli, runs, tmp_path):
     data, folder = runs
     out, js, plot = tmp_path / "R.md", tmp_path / "r.json", tmp_path / "c.png"
     args = ["results", folder, "--out", out, "--json", js, "--plot", plot]
-    result = invoke(*args, "--command", "make results")
+    result = cli(*args, "--command", "make results")
     assert result.exit_code == 0, result.output
     scores = [
         json.loads((run_folder(folder, data, "cot", "yarn", s) / RESULTS).read_text())["scores"]
@@ -82,8 +81,8 @@ def test_every_run_scores_the_probe_split_with_the_same_weights(runs):
     assert report == again
 
 
-def test_results_without_run_folders_is_one_error_line(tmp_path):
-    result = invoke("results", tmp_path, "--out", tmp_path / "R.md")
+def test_results_without_run_folders_is_one_error_line(assert_clean_error, cli, tmp_path):
+    result = cli("results", tmp_path, "--out", tmp_path / "R.md")
     line = assert_clean_error(result, 2)
     assert line == f"error: no finished run folders in {tmp_path}"
     assert result.output.strip() == line  # nothing but the error line
@@ -106,13 +105,13 @@ def test_card_shows_reference_results_only_for_the_data_they_were_trained_on(run
     assert results_section(manifest, {manifest.benchmark.name: other}) == ""
 
 
-def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(runs, tmp_path):
+def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(cli, runs, tmp_path):
     import csv
 
     _, folder = runs
     out_csv, out_json = tmp_path / "r.csv", tmp_path / "r.json"
     for fmt, out in (("csv", out_csv), ("json", out_json)):
-        result = invoke("results", folder, "--format", fmt, "--out", out)
+        result = cli("results", folder, "--format", fmt, "--out", out)
         assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out_csv.read_text().splitlines()))
     oods = [float(row["ood_mean"]) for row in rows]
@@ -128,24 +127,24 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(runs, tm
         ]
 
 
-def test_results_call_cells_complete_or_name_those_missing_a_seed_others_have(runs, tmp_path):
+def test_results_call_cells_complete_or_name_those_missing_a_seed_others_have(cli, runs, tmp_path):
     import shutil
 
     data, folder = runs
     complete = tmp_path / "C.md"
-    assert invoke("results", folder, "--out", complete).exit_code == 0
+    assert cli("results", folder, "--out", complete).exit_code == 0
     assert "Incomplete" not in complete.read_text()
     partial = tmp_path / "runs"
     shutil.copytree(folder, partial)
     shutil.rmtree(run_folder(partial, data, "cot", "yarn", 2))
     out = tmp_path / "R.md"
-    result = invoke("results", partial, "--out", out)
+    result = cli("results", partial, "--out", out)
     assert result.exit_code == 0, result.output
     line = "the runs use 2 seeds (1, 2); fewer finished for 1 cells: tiny/cot/yarn (1)."
     assert line in out.read_text()
     assert "then run `posgen results` again" in out.read_text()
     made = tmp_path / "M.md"
-    result = invoke("results", partial, "--out", made, "--command", "make results")
+    result = cli("results", partial, "--out", made, "--command", "make results")
     assert result.exit_code == 0, result.output
     assert "Rerun `make results` to train the missing runs" in made.read_text()
 

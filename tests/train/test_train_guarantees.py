@@ -5,7 +5,7 @@ Each class is tried with several variants: signals at named moments (the
 and duplicated run folders, inputs that ask for unbounded memory, outputs named over inputs
 or into a dataset, flags wrong in ways the data side already refuses. Every case must end
 in one ``error:`` line with the right exit status (or a correct result), and no file but
-the named outputs may change. Counts go to the session summary (``tests/hardening_counts.py``).
+the named outputs may change. Counts go to the session summary (the ``recorded`` fixture).
 """
 
 from __future__ import annotations
@@ -37,9 +37,6 @@ from posgen.train.config import (  # noqa: E402
 )
 from posgen.train.run_record import PREDICTIONS  # noqa: E402
 from posgen.train.trainer import RunData  # noqa: E402
-from tests.cli_support import assert_clean_error, error_lines, invoke  # noqa: E402
-from tests.data_damage import rewrite_rows  # noqa: E402
-from tests.hardening_counts import recorded  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_MODEL = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32"]
@@ -97,7 +94,7 @@ def data(base) -> Path:
     return root
 
 
-def test_posgen_train_parses_posgen_json_once(tmp_path, data, monkeypatch):
+def test_posgen_train_parses_posgen_json_once(cli, tmp_path, data, monkeypatch):
     from posgen.store.manifest import Manifest
 
     parses = []
@@ -108,16 +105,16 @@ def test_posgen_train_parses_posgen_json_once(tmp_path, data, monkeypatch):
         return validate(cls, *args, **kwargs)
 
     monkeypatch.setattr(Manifest, "model_validate", classmethod(counted))
-    result = invoke(*train_args(data, tmp_path / "once"))
+    result = cli(*train_args(data, tmp_path / "once"))
     assert result.exit_code == 0, result.output
     assert len(parses) == 1
 
 
 @pytest.fixture(scope="module")
-def run(base, data) -> Path:
+def run(cli, base, data) -> Path:
     """One finished run folder (never changed by the tests: they copy it)."""
     out = base / "runs" / "r0"
-    result = invoke(*train_args(data, out))
+    result = cli(*train_args(data, out))
     assert result.exit_code == 0, result.output
     return out
 
@@ -141,12 +138,12 @@ TRAIN_POINTS = ["cli", "load", "step", "validation", "write"]
 @pytest.mark.parametrize("signame", SIGNALS)
 @pytest.mark.parametrize("point", TRAIN_POINTS)
 def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
-    tmp_path, data, monkeypatch, point, signame
+    assert_clean_error, cli, recorded, tmp_path, data, monkeypatch, point, signame
 ):
     out = tmp_path / "run"
     before = snapshot(data)
     monkeypatch.setenv(posgen.signals.HOOK_ENV, f"{point}:{signame}")
-    result = invoke(*train_args(data, out))
+    result = cli(*train_args(data, out))
     left = sorted(p.name for p in tmp_path.iterdir())
     resume = tmp_path / ".run.posgen-resume"  # the checkpoint a rerun resumes from (issue 19)
     with recorded("kill", f"train:{point}:{signame}"):
@@ -161,7 +158,7 @@ def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
     ("point", "signame"), [("startup", name) for name in SIGNALS] + [("import", "SIGTERM")]
 )
 def test_a_signal_before_the_commands_or_torch_are_imported_is_one_line(
-    tmp_path, data, point, signame
+    recorded, tmp_path, data, point, signame
 ):
     """A real process (the ``posgen`` entry point): the moments in-process tests cannot reach.
     A signal while torch is imported is held until the import ends, then raised."""
@@ -177,7 +174,9 @@ def test_a_signal_before_the_commands_or_torch_are_imported_is_one_line(
 
 
 @pytest.mark.parametrize("signame", SIGNALS)
-def test_a_signal_after_the_command_finished_still_sets_the_exit_status(tmp_path, run, signame):
+def test_a_signal_after_the_command_finished_still_sets_the_exit_status(
+    recorded, tmp_path, run, signame
+):
     """Sent once the command has printed its last line, before the interpreter exits (a
     real process: Python restores the default actions while it shuts down)."""
     out = tmp_path / "R.md"
@@ -196,14 +195,14 @@ def test_a_signal_after_the_command_finished_still_sets_the_exit_status(tmp_path
 
 @pytest.mark.parametrize("signame", SIGNALS)
 def test_a_signal_while_results_or_score_write_leaves_no_output(
-    tmp_path, data, run, monkeypatch, signame
+    assert_clean_error, cli, recorded, tmp_path, data, run, monkeypatch, signame
 ):
     outs = [tmp_path / "R.md", tmp_path / "r.json", tmp_path / "s.json"]
     monkeypatch.setenv(posgen.signals.HOOK_ENV, f"results-write:{signame}")
-    results = invoke("results", run, "--out", outs[0], "--json", outs[1])
+    results = cli("results", run, "--out", outs[0], "--json", outs[1])
     monkeypatch.setenv(posgen.signals.HOOK_ENV, f"score-write:{signame}")
     predictions = run / "predictions.parquet"
-    scored = invoke("score", "--data", data, "--predictions", predictions, "--json", outs[2])
+    scored = cli("score", "--data", data, "--predictions", predictions, "--json", outs[2])
     with recorded("kill", f"results+score:write:{signame}"):
         assert_clean_error(results, CODES[signame], f"interrupted by {signame}")
         assert_clean_error(scored, CODES[signame], f"interrupted by {signame}")
@@ -211,7 +210,7 @@ def test_a_signal_while_results_or_score_write_leaves_no_output(
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_a_signal_python_swallows_still_ends_the_command_with_its_code():
+def test_a_signal_python_swallows_still_ends_the_command_with_its_code(recorded):
     """Raised inside ``__del__``, an exception is printed and dropped by Python; the signal
     is remembered and raised at the next check point."""
 
@@ -231,12 +230,14 @@ def test_a_signal_python_swallows_still_ends_the_command_with_its_code():
         assert caught.value.exit_code == 143
 
 
-def test_a_keyboard_interrupt_from_inside_a_command_is_exit_130(run, tmp_path, monkeypatch):
+def test_a_keyboard_interrupt_from_inside_a_command_is_exit_130(
+    assert_clean_error, cli, recorded, run, tmp_path, monkeypatch
+):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("posgen.cli.results.read_run", interrupt)
-    result = invoke("results", run, "--out", tmp_path / "R.md")
+    result = cli("results", run, "--out", tmp_path / "R.md")
     with recorded("kill", "KeyboardInterrupt-in-command"):
         assert_clean_error(result, 130, "interrupted by SIGINT")
         assert not (tmp_path / "R.md").exists()
@@ -273,7 +274,7 @@ def test_the_training_loop_sees_a_signal_between_steps(tmp_path, data, monkeypat
 
 
 def test_a_dataset_replaced_during_training_does_not_change_what_the_run_scores_on(
-    tmp_path, data, monkeypatch
+    cli, recorded, tmp_path, data, monkeypatch
 ):
     ds = fresh_data(tmp_path, data)
     original = tmp_path / "original"
@@ -284,14 +285,14 @@ def test_a_dataset_replaced_during_training_does_not_change_what_the_run_scores_
         if name == "step" and not (tmp_path / "replaced").exists():
             (tmp_path / "replaced").touch()
             sizes = ["--train-size=48", "--val-size=8", "--test-size=8", "--seed=1"]
-            made = invoke("generate", "--task=recursive", *sizes, "--out", ds, "--overwrite", "-q")
+            made = cli("generate", "--task=recursive", *sizes, "--out", ds, "--overwrite", "-q")
             assert made.exit_code == 0, made.output
 
     monkeypatch.setattr(posgen.signals, "point", replace_once)
-    result = invoke(*train_args(ds, out))
+    result = cli(*train_args(ds, out))
     assert result.exit_code == 0, result.output
     record = json.loads((out / "results.json").read_text())
-    rescored = invoke(
+    rescored = cli(
         "score", "--data", original, "--predictions", out / "predictions.parquet", "--json", "-"
     )
     new_id = json.loads((ds / "posgen.json").read_text())["configs"]["recursive"]["spec_id"]
@@ -318,7 +319,7 @@ def _shard(ds: Path, split: str) -> Path:
     return next((ds / "data" / "recursive").glob(f"{split}-*"))
 
 
-def _oov(ds: Path) -> None:
+def _oov(ds: Path, rewrite_rows) -> None:
     def change(tokens):
         tokens[0, -1] = 200  # outside 0..16, manifest rewritten to match
         return tokens
@@ -327,20 +328,20 @@ def _oov(ds: Path) -> None:
 
 
 DAMAGE = {
-    "16 bytes flipped in train": (lambda ds: _flip_bytes(_shard(ds, "train"), 16), "sha256"),
-    "200 bytes flipped in train": (lambda ds: _flip_bytes(_shard(ds, "train"), 200), "sha256"),
+    "16 bytes flipped in train": (lambda ds, _: _flip_bytes(_shard(ds, "train"), 16), "sha256"),
+    "200 bytes flipped in train": (lambda ds, _: _flip_bytes(_shard(ds, "train"), 200), "sha256"),
     "train truncated": (
-        lambda ds: _shard(ds, "train").write_bytes(_shard(ds, "train").read_bytes()[:100]),
+        lambda ds, _: _shard(ds, "train").write_bytes(_shard(ds, "train").read_bytes()[:100]),
         "truncated",
     ),
     "train longer": (
-        lambda ds: _shard(ds, "train").write_bytes(_shard(ds, "train").read_bytes() + b"x"),
+        lambda ds, _: _shard(ds, "train").write_bytes(_shard(ds, "train").read_bytes() + b"x"),
         "longer",
     ),
-    "validation missing": (lambda ds: _shard(ds, "validation").unlink(), "missing"),
-    "test missing": (lambda ds: _shard(ds, "test").unlink(), "missing"),
+    "validation missing": (lambda ds, _: _shard(ds, "validation").unlink(), "missing"),
+    "test missing": (lambda ds, _: _shard(ds, "test").unlink(), "missing"),
     "train and test swapped": (
-        lambda ds: _swap(_shard(ds, "train"), _shard(ds, "test")),
+        lambda ds, _: _swap(_shard(ds, "train"), _shard(ds, "test")),
         "posgen.json",
     ),
     "token outside the vocabulary, manifest matching": (_oov, "outside the vocabulary"),
@@ -354,13 +355,15 @@ def _swap(a: Path, b: Path) -> None:
 
 
 @pytest.mark.parametrize("case", sorted(DAMAGE))
-def test_damaged_data_is_refused_before_training_naming_the_file(tmp_path, data, case):
+def test_damaged_data_is_refused_before_training_naming_the_file(
+    rewrite_rows, assert_clean_error, cli, recorded, tmp_path, data, case
+):
     ds = fresh_data(tmp_path, data)
     damage, words = DAMAGE[case]
-    damage(ds)
+    damage(ds, rewrite_rows)
     before = snapshot(ds)
     out = tmp_path / "run"
-    result = invoke(*train_args(ds, out))
+    result = cli(*train_args(ds, out))
     with recorded("damage", f"train:{case}"):
         assert_clean_error(result, 1, str(ds), words)
         assert not out.exists()
@@ -368,13 +371,15 @@ def test_damaged_data_is_refused_before_training_naming_the_file(tmp_path, data,
 
 
 @pytest.mark.parametrize("case", ["16 bytes flipped in train", "test missing"])
-def test_score_refuses_damaged_reference_data(tmp_path, data, run, case):
+def test_score_refuses_damaged_reference_data(
+    assert_clean_error, cli, recorded, tmp_path, data, run, case
+):
     ds = fresh_data(tmp_path, data)
     if case == "16 bytes flipped in train":
         _flip_bytes(_shard(ds, "test"), 16)
     else:
         _shard(ds, "test").unlink()
-    result = invoke("score", "--data", ds, "--predictions", run / "predictions.parquet")
+    result = cli("score", "--data", ds, "--predictions", run / "predictions.parquet")
     with recorded("damage", f"score:{case}"):
         assert_clean_error(result, 1, str(ds / "data" / "recursive"))
 
@@ -382,22 +387,26 @@ def test_score_refuses_damaged_reference_data(tmp_path, data, run, case):
 # --- 4. results: duplicates, unfinished build folders, links -----------------------------
 
 
-def test_copies_of_one_run_are_refused_never_averaged(tmp_path, run):
+def test_copies_of_one_run_are_refused_never_averaged(
+    assert_clean_error, cli, recorded, tmp_path, run
+):
     runs = tmp_path / "runs"
     for name in ("a", "b", "c"):
         copy_run(run, runs / name)
-    result = invoke("results", runs, "--out", tmp_path / "R.md")
+    result = cli("results", runs, "--out", tmp_path / "R.md")
     with recorded("target", "results:three copies"):
         assert_clean_error(result, 2, str(runs / "a"), str(runs / "b"), "same run")
         assert not (tmp_path / "R.md").exists()
 
 
-def test_a_killed_runs_build_folder_is_named_and_not_counted(tmp_path, run):
+def test_a_killed_runs_build_folder_is_named_and_not_counted(
+    cli, error_lines, recorded, tmp_path, run
+):
     runs = tmp_path / "runs"
     copy_run(run, runs / "r0")
     build = copy_run(run, runs / f".r1.{TMP_TAG}-1a2b3c4d")
     out, js = tmp_path / "R.md", tmp_path / "r.json"
-    result = invoke("results", runs, "--out", out, "--json", js)
+    result = cli("results", runs, "--out", out, "--json", js)
     cell = json.loads(js.read_text())["ds"]["tasks"]["recursive"]["rope"]
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
     with recorded("target", "results:build folder of a killed run"):
@@ -408,19 +417,19 @@ def test_a_killed_runs_build_folder_is_named_and_not_counted(tmp_path, run):
         assert error_lines(result.output) == []
 
 
-def test_a_build_folder_named_directly_is_refused(tmp_path, run):
+def test_a_build_folder_named_directly_is_refused(assert_clean_error, cli, recorded, tmp_path, run):
     build = copy_run(run, tmp_path / f".r1.{TMP_TAG}-1a2b3c4d")
-    result = invoke("results", build, "--out", tmp_path / "R.md")
+    result = cli("results", build, "--out", tmp_path / "R.md")
     with recorded("target", "results:build folder given"):
         assert_clean_error(result, 2, str(build), "killed")
 
 
-def test_a_folder_with_only_some_run_files_is_named_and_skipped(tmp_path, run):
+def test_a_folder_with_only_some_run_files_is_named_and_skipped(cli, recorded, tmp_path, run):
     runs = tmp_path / "runs"
     copy_run(run, runs / "r0")
     half = copy_run(run, runs / "half")
     (half / "results.json").unlink()
-    result = invoke("results", runs, "--out", tmp_path / "R.md")
+    result = cli("results", runs, "--out", tmp_path / "R.md")
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
     with recorded("target", "results:unfinished folder"):
         assert result.exit_code == 0, result.output
@@ -429,7 +438,7 @@ def test_a_folder_with_only_some_run_files_is_named_and_skipped(tmp_path, run):
 
 
 @pytest.mark.parametrize("layout", ["link only", "link and folder", "link loop"])
-def test_run_folders_behind_links_count_once(tmp_path, run, layout):
+def test_run_folders_behind_links_count_once(cli, recorded, tmp_path, run, layout):
     runs = tmp_path / "runs"
     runs.mkdir()
     real = copy_run(run, tmp_path / "elsewhere" / "r0")
@@ -441,7 +450,7 @@ def test_run_folders_behind_links_count_once(tmp_path, run, layout):
         (real.parent / "loop").symlink_to(real.parent, target_is_directory=True)
     js = tmp_path / "r.json"
     out = tmp_path / "R.md"
-    result = invoke("results", runs, tmp_path / "elsewhere", "--out", out, "--json", js)
+    result = cli("results", runs, tmp_path / "elsewhere", "--out", out, "--json", js)
     with recorded("target", f"results:{layout}"):
         assert result.exit_code == 0, result.output
         assert json.loads(js.read_text())["ds"]["tasks"]["recursive"]["rope"]["n"] == 1
@@ -460,12 +469,14 @@ BOMBS = {"results.json of 300 MB (sparse)": (_record_bomb, "results.json", "larg
 
 
 @pytest.mark.parametrize("case", sorted(BOMBS))
-def test_oversized_run_files_are_refused_unread(tmp_path, run, case):
+def test_oversized_run_files_are_refused_unread(
+    assert_clean_error, cli, recorded, tmp_path, run, case
+):
     damage, name, words = BOMBS[case]
     bad = copy_run(run, tmp_path / "r")
     damage(bad)
     tracemalloc.start()
-    result = invoke("results", bad, "--out", tmp_path / "R.md")
+    result = cli("results", bad, "--out", tmp_path / "R.md")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     with recorded("bomb", f"results:{case}"):
@@ -498,12 +509,14 @@ def no_torch(imported: list[int]):
 
 
 @pytest.mark.parametrize("case", sorted(MODEL_BOMBS))
-def test_a_run_that_cannot_fit_in_memory_is_refused_up_front(tmp_path, data, case, monkeypatch):
+def test_a_run_that_cannot_fit_in_memory_is_refused_up_front(
+    assert_clean_error, cli, recorded, tmp_path, data, case, monkeypatch
+):
     monkeypatch.setattr("posgen.cli.train.available_bytes", lambda: AVAILABLE)
     imported: list[int] = []
     monkeypatch.setattr("posgen.cli.train.require_extra", no_torch(imported))
     out = tmp_path / "run"
-    result = invoke(*train_args(data, out), *MODEL_BOMBS[case])
+    result = cli(*train_args(data, out), *MODEL_BOMBS[case])
     with recorded("bomb", f"train:{case}"):
         assert_clean_error(result, 2, "memory", "--force")
         assert imported == []
@@ -518,7 +531,7 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_up_front(tmp_path, data, cas
     ],
 )
 def test_memory_that_runs_out_anyway_is_one_line_naming_what_was_kept(
-    tmp_path, data, monkeypatch, progress, words
+    assert_clean_error, cli, recorded, tmp_path, data, monkeypatch, progress, words
 ):
     def exhausted(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
@@ -527,7 +540,7 @@ def test_memory_that_runs_out_anyway_is_one_line_naming_what_was_kept(
     if progress is not None:
         monkeypatch.setattr("posgen.train.job.read_progress", lambda folder: progress)
     out = tmp_path / "run"
-    result = invoke(*train_args(data, out), "--force")
+    result = cli(*train_args(data, out), "--force")
     with recorded("resources", f"train out of memory past --force ({words[0]})"):
         line = assert_clean_error(result, 1, "out of memory", *words)
         assert ("checkpoint kept" in line) == (progress is not None)
@@ -535,23 +548,23 @@ def test_memory_that_runs_out_anyway_is_one_line_naming_what_was_kept(
 
 
 def test_train_without_config_on_a_folder_of_several_names_them_before_importing_torch(
-    tmp_path, monkeypatch
+    assert_clean_error, cli, tmp_path, monkeypatch
 ):
     imported: list[int] = []
     monkeypatch.setattr("posgen.cli.train.require_extra", no_torch(imported))
     several = tmp_path / "ds"
     bench = default_benchmark(("cot", "recursive"), train_size=8, val_size=2, test_size=2)
     write_dataset(bench, several)
-    result = invoke(*train_args(several, tmp_path / "run"))
+    result = cli(*train_args(several, tmp_path / "run"))
     assert_clean_error(result, 2, "has configs cot, recursive: pick one with --config")
     assert imported == []
     assert not (tmp_path / "run").exists()
 
 
-def test_force_trains_past_the_estimate(tmp_path, data, monkeypatch):
+def test_force_trains_past_the_estimate(assert_clean_error, cli, tmp_path, data, monkeypatch):
     monkeypatch.setattr("posgen.cli.train.available_bytes", lambda: 1)
-    refused = invoke(*train_args(data, tmp_path / "a"))
-    forced = invoke(*train_args(data, tmp_path / "b", "--force"))
+    refused = cli(*train_args(data, tmp_path / "a"))
+    forced = cli(*train_args(data, tmp_path / "b", "--force"))
     assert_clean_error(refused, 2, "--force")
     assert forced.exit_code == 0, forced.output
 
@@ -576,7 +589,7 @@ def test_the_train_split_is_held_at_its_stored_width(data):
     assert RunData.load(data, "recursive").train.tokens.dtype == np.uint8
 
 
-def test_a_real_run_stays_within_its_memory_estimate(tmp_path, data):
+def test_a_real_run_stays_within_its_memory_estimate(recorded, tmp_path, data):
     out = tmp_path / "run"
     # A child's peak RSS counts the image it was forked from (the kernel keeps the pre-exec
     # high-water mark): forked from this test process, it would include the whole suite's
@@ -618,11 +631,11 @@ def test_a_real_run_stays_within_its_memory_estimate(tmp_path, data):
     ],
 )
 def test_bad_flags_name_the_flag_as_spelled_before_any_work(
-    tmp_path, data, monkeypatch, flags, names
+    assert_clean_error, cli, recorded, tmp_path, data, monkeypatch, flags, names
 ):
     imported: list[int] = []
     monkeypatch.setattr("posgen.cli.train.require_extra", no_torch(imported))
-    result = invoke(*train_args(data, tmp_path / "run"), *flags)
+    result = cli(*train_args(data, tmp_path / "run"), *flags)
     with recorded("bad_input", f"train:{' '.join(flags)}"):
         line = assert_clean_error(result, 2, *names)
         assert "_" not in line.split(":")[1]  # the flag as spelled, not its field's name
@@ -715,12 +728,14 @@ DAMAGED_RUNS = {
 
 
 @pytest.mark.parametrize("case", sorted(DAMAGED_RUNS))
-def test_a_damaged_run_file_is_one_line_naming_the_run_and_the_field(tmp_path, run, case):
+def test_a_damaged_run_file_is_one_line_naming_the_run_and_the_field(
+    assert_clean_error, cli, recorded, tmp_path, run, case
+):
     damage, field = DAMAGED_RUNS[case]
     bad = copy_run(run, tmp_path / "runs" / "bad")
     damage(bad)
     out, js = tmp_path / "R.md", tmp_path / "r.json"
-    result = invoke("results", tmp_path / "runs", "--out", out, "--json", js)
+    result = cli("results", tmp_path / "runs", "--out", out, "--json", js)
     with recorded("damage", f"run:{case}"):
         assert_clean_error(result, 1, str(bad / RECORD), field)
         assert not out.exists()
@@ -779,14 +794,16 @@ OVER_INPUTS = {
 
 
 @pytest.mark.parametrize("case", sorted(OVER_INPUTS))
-def test_no_output_is_written_over_an_input_or_into_a_dataset(tmp_path, data, run, case):
+def test_no_output_is_written_over_an_input_or_into_a_dataset(
+    assert_clean_error, cli, recorded, tmp_path, data, run, case
+):
     ds = fresh_data(tmp_path, data)
     shutil.copytree(data, tmp_path / "other")
     runs = copy_run(run, tmp_path / "r0")
     (tmp_path / "link.parquet").symlink_to(runs / "predictions.parquet")
     make, words = OVER_INPUTS[case]
     before = snapshot(tmp_path)
-    result = invoke(*make(ds, runs, tmp_path))
+    result = cli(*make(ds, runs, tmp_path))
     with recorded("target", case):
         assert_clean_error(result, 2, words)
         assert snapshot(tmp_path) == before
@@ -795,25 +812,29 @@ def test_no_output_is_written_over_an_input_or_into_a_dataset(tmp_path, data, ru
 # --- 8. errors early and right -----------------------------------------------------------
 
 
-def test_out_under_a_file_is_refused_before_training(tmp_path, data, monkeypatch):
+def test_out_under_a_file_is_refused_before_training(
+    assert_clean_error, cli, recorded, tmp_path, data, monkeypatch
+):
     (tmp_path / "afile").write_text("mine")
     imported: list[int] = []
     monkeypatch.setattr("posgen.cli.train.require_extra", no_torch(imported))
-    result = invoke(*train_args(data, tmp_path / "afile" / "run"))
+    result = cli(*train_args(data, tmp_path / "afile" / "run"))
     with recorded("bad_input", "train --out under a file"):
         assert_clean_error(result, 2, "afile", "not a folder")
         assert imported == []
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
-def test_out_under_a_read_only_folder_is_refused_before_training(tmp_path, data, monkeypatch):
+def test_out_under_a_read_only_folder_is_refused_before_training(
+    assert_clean_error, cli, recorded, tmp_path, data, monkeypatch
+):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
     imported: list[int] = []
     monkeypatch.setattr("posgen.cli.train.require_extra", no_torch(imported))
     try:
-        result = invoke(*train_args(data, locked / "run"))
+        result = cli(*train_args(data, locked / "run"))
     finally:
         locked.chmod(0o755)
     with recorded("bad_input", "train --out under a read-only folder"):
@@ -822,7 +843,9 @@ def test_out_under_a_read_only_folder_is_refused_before_training(tmp_path, data,
 
 
 @pytest.mark.parametrize("existing", ["folder", "file", "dangling link"])
-def test_an_existing_out_is_refused_whatever_it_is(tmp_path, data, existing):
+def test_an_existing_out_is_refused_whatever_it_is(
+    assert_clean_error, cli, recorded, tmp_path, data, existing
+):
     out = tmp_path / "run"
     if existing == "folder":
         out.mkdir()
@@ -830,12 +853,14 @@ def test_an_existing_out_is_refused_whatever_it_is(tmp_path, data, existing):
         out.write_text("mine")
     else:
         out.symlink_to(tmp_path / "nowhere")
-    result = invoke(*train_args(data, out))
+    result = cli(*train_args(data, out))
     with recorded("bad_input", f"train --out an existing {existing}"):
         assert_clean_error(result, 2, "--out", str(out))
 
 
-def test_a_folder_appearing_at_out_during_the_run_is_kept_and_named(tmp_path, data, monkeypatch):
+def test_a_folder_appearing_at_out_during_the_run_is_kept_and_named(
+    assert_clean_error, cli, recorded, tmp_path, data, monkeypatch
+):
     out = tmp_path / "run"
 
     def squat(name, number=None):
@@ -844,7 +869,7 @@ def test_a_folder_appearing_at_out_during_the_run_is_kept_and_named(tmp_path, da
             (out / "theirs.txt").write_text("someone else's")
 
     monkeypatch.setattr(posgen.signals, "point", squat)
-    result = invoke(*train_args(data, out))
+    result = cli(*train_args(data, out))
     with recorded("target", "train --out appearing mid-run"):
         assert_clean_error(result, 1, "--out", str(out), "appeared")
         assert "--overwrite" not in result.output
@@ -855,10 +880,10 @@ def test_a_folder_appearing_at_out_during_the_run_is_kept_and_named(tmp_path, da
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])
-def test_runs_with_one_or_two_threads_are_byte_identical(tmp_path, data, threads):
+def test_runs_with_one_or_two_threads_are_byte_identical(cli, tmp_path, data, threads):
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:
-        result = invoke(*train_args(data, out), "--threads", threads)
+        result = cli(*train_args(data, out), "--threads", threads)
         assert result.exit_code == 0, result.output
     assert (outs[0] / PREDICTIONS).read_bytes() == (outs[1] / PREDICTIONS).read_bytes()
     scores = [json.loads((out / "results.json").read_text())["scores"] for out in outs]

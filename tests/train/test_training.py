@@ -24,8 +24,6 @@ from posgen.train.config import preset  # noqa: E402
 from posgen.train.job import train_runs  # noqa: E402
 from posgen.train.run_record import FILES, PREDICTIONS  # noqa: E402
 from posgen.train.trainer import RunData, lm_tensors, predict  # noqa: E402
-from tests.cli_support import assert_clean_error, invoke  # noqa: E402
-from tests.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
 L, L_TEST, HEAD_DIM = 64, 256, 16
 
@@ -217,11 +215,11 @@ def test_pes_with_different_training_frequencies_cannot_share_a_training(data, t
     assert list(tmp_path.iterdir()) == []
 
 
-def test_smoke_training_loss_falls_and_predictions_score_like_the_run_report(data, tmp_path):
+def test_smoke_training_loss_falls_and_predictions_score_like_the_run_report(cli, data, tmp_path):
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--pe", "resonance_yarn", "--seed", "3"]
     args += [*TINY_FLAGS, "--epochs", "6", "--lr", "1e-2", "--out", str(out), "-q"]
-    result = invoke(*args)
+    result = cli(*args)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -235,7 +233,7 @@ def test_smoke_training_loss_falls_and_predictions_score_like_the_run_report(dat
     assert record["seed"] == 3
     rope = record["position_encoding"]["rope_parameters"]
     assert rope["evaluation"]["rope_type"] == "resonance_yarn"
-    scored = invoke("score", "--data", data, "--predictions", out / PREDICTIONS, "--json", "-")
+    scored = cli("score", "--data", data, "--predictions", out / PREDICTIONS, "--json", "-")
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.stdout) == record["scores"]
 
@@ -263,19 +261,21 @@ def test_training_is_deterministic_on_cpu_for_a_seed(data, tmp_path):
         (["--config", "cot"], "no config 'cot'"),
     ],
 )
-def test_bad_flags_are_one_error_line_exit_2_nothing_written(data, tmp_path, flags, message):
+def test_bad_flags_are_one_error_line_exit_2_nothing_written(
+    assert_clean_error, cli, data, tmp_path, flags, message
+):
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--pe", "rope", "--out", str(out), *flags]
-    result = invoke(*args)
+    result = cli(*args)
     line = assert_clean_error(result, 2, message)
     assert result.output.strip() == line  # nothing but the error line
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_folder_that_is_not_a_posgen_dataset_is_refused(tmp_path):
+def test_a_folder_that_is_not_a_posgen_dataset_is_refused(assert_clean_error, cli, tmp_path):
     (tmp_path / "ds").mkdir()
     args = ["train", "--data", str(tmp_path / "ds"), "--pe", "rope", "--out", str(tmp_path / "r")]
-    assert_clean_error(invoke(*args), 2, str(tmp_path / "ds"))
+    assert_clean_error(cli(*args), 2, str(tmp_path / "ds"))
     assert not (tmp_path / "r").exists()
 
 

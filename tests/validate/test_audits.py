@@ -32,23 +32,22 @@ from posgen.store.formats import to_dataset_dict
 from posgen.tasks import TASKS, register_task
 from posgen.validate import AuditThresholds, QuestionLookbacks, validate
 from posgen.validate.shortcuts import local_rules, near_determined_counts, near_determined_positions
-from tests.oracle import far_positions, grow_row, op_value
 
 BRUTE_TASKS = ("cot", "semirecursive", "recursive")
 
 
 @functools.cache
-def h(op: str, operands: tuple[int, ...], m: int, key: int, far: int) -> int:
-    return op_value(op, list(operands), m, key, far)
+def h(oracle, op: str, operands: tuple[int, ...], m: int, key: int, far: int) -> int:
+    return oracle.op_value(op, list(operands), m, key, far)
 
 
-def brute_force(task, row: list[int], m: int, near: int, far: int, op: str, key: int):
+def brute_force(oracle, task, row: list[int], m: int, near: int, far: int, op: str, key: int):
     """D*(t) for t = w .. len(row)-1: every look-back D tried, every question q enumerated.
 
     ``task`` is a task name of the README's table, or a function t -> far start.
     """
     w = near + far
-    start_of = task if callable(task) else lambda t: far_positions(task, t, near, far)[0]
+    start_of = task if callable(task) else lambda t: oracle.far_positions(task, t, near, far)[0]
     found = []
     for t in range(w, len(row)):
         start = start_of(t)
@@ -57,8 +56,11 @@ def brute_force(task, row: list[int], m: int, near: int, far: int, op: str, key:
             visible = [s for s in range(max(w, t - d + near), t) if start_of(s) == start]
             answers = set()
             for q in itertools.product(range(m), repeat=far):
-                if all(h(op, q + tuple(row[s - near : s]), m, key, far) == row[s] for s in visible):
-                    answers.add(h(op, q + tuple(row[t - near : t]), m, key, far))
+                if all(
+                    h(oracle, op, q + tuple(row[s - near : s]), m, key, far) == row[s]
+                    for s in visible
+                ):
+                    answers.add(h(oracle, op, q + tuple(row[t - near : t]), m, key, far))
             if len(answers) == 1:
                 lookback = d
                 break
@@ -86,7 +88,9 @@ def make_spec(**fields) -> TaskSpec:
     key=st.integers(0, 3),
     data=st.data(),
 )
-def test_lookbacks_equal_brute_force_on_random_specs(task, op, m, near, far, extra, key, data):
+def test_lookbacks_equal_brute_force_on_random_specs(
+    oracle, task, op, m, near, far, extra, key, data
+):
     assume(m**far <= 64)
     key = key if get_op(op).keyed else 0
     spec = make_spec(task=task, op=op, modulus=m, near=near, far=far, op_key=key)
@@ -94,10 +98,10 @@ def test_lookbacks_equal_brute_force_on_random_specs(task, op, m, near, far, ext
     windows = data.draw(
         st.lists(st.lists(st.integers(0, m - 1), min_size=w, max_size=w), min_size=1, max_size=3)
     )
-    rows = [grow_row(task, window, w + extra, m, near, far, op, key) for window in windows]
+    rows = [oracle.grow_row(task, window, w + extra, m, near, far, op, key) for window in windows]
     fast = question_lookbacks(spec, np.array(rows))
     for row, got in zip(rows, fast.tolist(), strict=True):
-        assert got == brute_force(task, row, m, near, far, op, key)
+        assert got == brute_force(oracle, task, row, m, near, far, op, key)
 
 
 @pytest.fixture
@@ -109,7 +113,7 @@ def zigzag(monkeypatch):
 
 
 @pytest.mark.parametrize("op", op_names())
-def test_lookbacks_of_a_registered_task_equal_brute_force(zigzag, op):
+def test_lookbacks_of_a_registered_task_equal_brute_force(oracle, zigzag, op):
     m, near, far = 3, 2, 2
     spec = make_spec(task=zigzag, op=op, modulus=m, near=near, far=far)
     w = near + far
@@ -118,11 +122,13 @@ def test_lookbacks_of_a_registered_task_equal_brute_force(zigzag, op):
         row = list(window)
         for t in range(w, 20):
             start = (t - w) % 3
-            row.append(h(op, tuple(row[start : start + far] + row[t - near : t]), m, 0, far))
+            row.append(
+                h(oracle, op, tuple(row[start : start + far] + row[t - near : t]), m, 0, far)
+            )
         rows.append(row)
     fast = question_lookbacks(spec, np.array(rows)).tolist()
     start_of = lambda t: (t - w) % 3  # noqa: E731
-    assert fast == [brute_force(start_of, row, m, near, far, op, 0) for row in rows]
+    assert fast == [brute_force(oracle, start_of, row, m, near, far, op, 0) for row in rows]
 
 
 @pytest.mark.parametrize(("m", "near", "far"), [(17, 3, 1), (16, 2, 1), (5, 4, 2), (3, 1, 3)])
@@ -235,9 +241,9 @@ def test_an_unaudited_split_says_why_in_the_report_and_the_card():
     assert "| cot | test | n/a |" in validation_section(report)
 
 
-def all_rows(task, op, m, near, far, length):
+def all_rows(oracle, task, op, m, near, far, length):
     return [
-        grow_row(task, list(window), length, m, near, far, op)
+        oracle.grow_row(task, list(window), length, m, near, far, op)
         for window in itertools.product(range(m), repeat=near + far)
     ]
 
@@ -247,9 +253,9 @@ def determines(rows, positions, t):
     return all(seen.setdefault(tuple(r[p] for p in positions), r[t]) == r[t] for r in rows)
 
 
-def near_determined_by_brute_force(task: str, m: int, near: int, far: int, length: int):
+def near_determined_by_brute_force(oracle, task: str, m: int, near: int, far: int, length: int):
     """Positions where rows that agree on the k near tokens always agree on the target."""
-    rows = all_rows(task, "mod_addition", m, near, far, length)
+    rows = all_rows(oracle, task, "mod_addition", m, near, far, length)
     return [t for t in range(near + far, length) if determines(rows, range(t - near, t), t)]
 
 
@@ -261,12 +267,12 @@ def near_determined_by_brute_force(task: str, m: int, near: int, far: int, lengt
     st.integers(1, 2),
     st.integers(1, 14),
 )
-def test_audit_equals_brute_force_over_all_windows(task, m, near, far, extra):
+def test_audit_equals_brute_force_over_all_windows(oracle, task, m, near, far, extra):
     length = near + far + extra
     spec = TaskSpec(task=task, modulus=m, near=near, far=far, train_length=length,
                     train_size=1, val_size=1, test_size=1)  # fmt: skip
     assert near_determined_positions(spec, length) == near_determined_by_brute_force(
-        task, m, near, far, length
+        oracle, task, m, near, far, length
     )
 
 
@@ -281,12 +287,12 @@ def test_semirecursive_has_near_determined_positions_in_the_paper_setup():
     assert near_determined_positions(TaskSpec(task="cot", modulus=16), 64) is None
 
 
-def brute_local_rules(task, op, m, near, far, length):
+def brute_local_rules(oracle, task, op, m, near, far, length):
     """Smallest look-back D, and smallest support inside it, by enumerating every window."""
-    rows = all_rows(task, op, m, near, far, length)
+    rows = all_rows(oracle, task, op, m, near, far, length)
     found = []
     for t in range(near + far, length):
-        rule = t - far_positions(task, t, near, far)[0] if far else near
+        rule = t - oracle.far_positions(task, t, near, far)[0] if far else near
         depth = next(d for d in range(1, rule + 1) if determines(rows, range(t - d, t), t))
         support = next(
             size
@@ -310,7 +316,7 @@ small_specs = st.tuples(
 
 @settings(max_examples=40, deadline=None)
 @given(small_specs)
-def test_local_rules_equal_brute_force_over_every_seed_window(params):
+def test_local_rules_equal_brute_force_over_every_seed_window(oracle, params):
     task, op, m, near, far, extra = params
     length = near + far + extra
     assume(m ** (near + far) <= 400)
@@ -320,12 +326,12 @@ def test_local_rules_equal_brute_force_over_every_seed_window(params):
     except ValueError:
         assume(False)
     rules = local_rules(spec, length)
-    expected = brute_local_rules(task, op, m, near, far, length)
+    expected = brute_local_rules(oracle, task, op, m, near, far, length)
     assert rules.effective.tolist() == [depth for depth, _, _ in expected]
     assert rules.rule.tolist() == [rule for _, rule, _ in expected]
     for coefficients, (_, _, smallest) in zip(rules.coefficients, expected, strict=False):
         assert sum(map(bool, coefficients)) >= smallest
-    wide = np.array(all_rows(task, op, m, near, far, length))
+    wide = np.array(all_rows(oracle, task, op, m, near, far, length))
     for i, coefficients in enumerate(rules.coefficients):
         t = near + far + i
         predicted = sum(a * wide[:, t - d] for d, a in enumerate(coefficients, start=1))

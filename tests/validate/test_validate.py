@@ -29,8 +29,6 @@ from posgen.store.formats import (
 from posgen.store.manifest import read_manifest, sha256_file
 from posgen.tasks import TASKS
 from posgen.validate import AuditThresholds, SourceError, validate
-from tests.cli_support import assert_clean_error
-from tests.cli_support import invoke as run
 
 CONTRACT_FACTS = {
     "rows", "length", "dependency_count", "max_lookback", "repeated_rows", "shared_windows",
@@ -329,8 +327,8 @@ def test_validation_matches_the_generated_arrays_row_for_row():
 
 
 # CLI ---------------------------------------------------------------------------------------
-def test_cli_exits_0_on_clean_data_and_writes_the_json_report(small_dataset, tmp_path):
-    result = run("validate", small_dataset, "--json", tmp_path / "r.json")
+def test_cli_exits_0_on_clean_data_and_writes_the_json_report(cli, small_dataset, tmp_path):
+    result = cli("validate", small_dataset, "--json", tmp_path / "r.json")
     assert result.exit_code == 0, result.output
     assert "all checks passed" in result.output
     assert "M tokens/s" in result.output
@@ -339,11 +337,11 @@ def test_cli_exits_0_on_clean_data_and_writes_the_json_report(small_dataset, tmp
     assert set(body["facts"]["cot"]["test"]) >= CONTRACT_FACTS
 
 
-def test_cli_exits_1_and_names_every_failed_check(small_copy):
+def test_cli_exits_1_and_names_every_failed_check(cli, small_copy):
     (small_copy / shard(small_copy, "recursive", "train")["path"]).unlink()
     flip = set_token(0, 70, lambda v: (v + 3) % 17)
     rewrite(flip)(small_copy, shard(small_copy, "cot", "test"))
-    result = run("validate", small_copy)
+    result = cli("validate", small_copy)
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert "FAILED: integrity, window" in result.output
@@ -359,14 +357,16 @@ def test_cli_exits_1_and_names_every_failed_check(small_copy):
         (["-m", "1", "--task", "cot"], "configs.cot.modulus: Input should be greater than"),
     ],
 )
-def test_cli_bad_input_exits_2_with_one_error_line(small_dataset, args, expected):
-    assert_clean_error(run("validate", small_dataset, *args), 2, expected)
+def test_cli_bad_input_exits_2_with_one_error_line(
+    assert_clean_error, cli, small_dataset, args, expected
+):
+    assert_clean_error(cli("validate", small_dataset, *args), 2, expected)
 
 
-def test_cli_validates_a_bare_parquet_file_given_spec_flags(tmp_path):
+def test_cli_validates_a_bare_parquet_file_given_spec_flags(assert_clean_error, cli, tmp_path):
     spec = TaskSpec(task="recursive", modulus=23, test_size=10)
     path = tmp_path / "test-00000-of-00001.parquet"
     pq.write_table(split_table(spec, "test"), path)
-    ok = run("validate", path, "--task", "recursive", "-m", "23", "--test-size", "10")
+    ok = cli("validate", path, "--task", "recursive", "-m", "23", "--test-size", "10")
     assert ok.exit_code == 0, ok.output
-    assert_clean_error(run("validate", path), 2, "give the spec")
+    assert_clean_error(cli("validate", path), 2, "give the spec")
