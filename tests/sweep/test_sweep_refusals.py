@@ -22,8 +22,6 @@ from posgen.cli.sweep import resolve_encoding  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train.config import MAX_RUNS, GridError, expand, read_grid  # noqa: E402
-from tests.cli_support import assert_clean_error, invoke  # noqa: E402
-from tests.hardening_counts import recorded  # noqa: E402
 
 TINY = "{ layers = 1, hidden = 16, heads = 2, intermediate = 32, batch_size = 32, epochs = 1 }"
 
@@ -69,7 +67,9 @@ BOMBS = {  # (datasets, configs, pes, seeds, presets): a grid of a few KB
 
 
 @pytest.mark.parametrize("case", sorted(BOMBS))
-def test_a_grid_of_too_many_runs_is_refused_when_read(tmp_path, monkeypatch, case):
+def test_a_grid_of_too_many_runs_is_refused_when_read(
+    assert_clean_error, cli, recorded, tmp_path, monkeypatch, case
+):
     datasets, configs, pes, seeds, presets = BOMBS[case]
     if pes is None:
         pes = json.dumps([{"name": "linear", "parameters": {"factor": 1 + n}} for n in range(200)])
@@ -85,14 +85,14 @@ def test_a_grid_of_too_many_runs_is_refused_when_read(tmp_path, monkeypatch, cas
     grid.write_text("\n".join(lines) + "\n" + _presets(presets))
     imported: list[int] = []
     monkeypatch.setattr("posgen.cli.sweep.require_extra", _no_torch(imported))
-    result = invoke("sweep", grid, "--out", tmp_path / "S")
+    result = cli("sweep", grid, "--out", tmp_path / "S")
     with recorded("bomb", f"issue 27 class 7: {case}"):
         assert_clean_error(result, 2, str(grid), f"more than the limit of {MAX_RUNS:,}")
         assert imported == []
         assert not (tmp_path / "S").exists()
 
 
-def test_all_encodings_are_counted_before_expansion(data, tmp_path):
+def test_all_encodings_are_counted_before_expansion(recorded, data, tmp_path):
     grid = toml_grid(tmp_path / "g.toml", data, '"all"', json.dumps(list(range(700))))
     spec = read_grid(grid)  # 700 runs as read: "all" is counted once it is listed
     calls: list[int] = []
@@ -132,13 +132,13 @@ BAD_PARAMETERS = {  # a TOML encoding table, a fragment of the error line
 
 @pytest.mark.parametrize("case", sorted(BAD_PARAMETERS))
 def test_a_grid_with_a_bad_parameter_is_refused_when_read_before_any_training(
-    data, tmp_path, monkeypatch, case
+    assert_clean_error, cli, recorded, data, tmp_path, monkeypatch, case
 ):
     table, fragment = BAD_PARAMETERS[case]
     grid = toml_grid(tmp_path / "g.toml", data, f'["rope", {table}]')
     imported: list[int] = []
     monkeypatch.setattr("posgen.cli.sweep.require_extra", _no_torch(imported))
-    result = invoke("sweep", grid, "--out", tmp_path / "S")
+    result = cli("sweep", grid, "--out", tmp_path / "S")
     with recorded("bad_input", f"issue 27 class 8: grid {case}"):
         assert_clean_error(result, 2, str(grid), "pes: 1", fragment)
         assert imported == []
@@ -156,11 +156,13 @@ REPEATED = {  # a grid file whose encoding gives one parameter twice (TOML refus
 
 
 @pytest.mark.parametrize("name", sorted(REPEATED))
-def test_a_parameter_given_twice_in_a_grid_is_refused(data, tmp_path, monkeypatch, name):
+def test_a_parameter_given_twice_in_a_grid_is_refused(
+    assert_clean_error, cli, recorded, data, tmp_path, monkeypatch, name
+):
     grid = tmp_path / name
     grid.write_text(REPEATED[name].format(data=json.dumps(str(data))))
     monkeypatch.setattr("posgen.cli.sweep.require_extra", _no_torch([]))
-    result = invoke("sweep", grid, "--out", tmp_path / "S")
+    result = cli("sweep", grid, "--out", tmp_path / "S")
     with recorded("bad_input", f"issue 27 class 4: factor given twice in {name}"):
         assert_clean_error(result, 2, str(grid), "factor")
         assert not (tmp_path / "S").exists()
@@ -180,11 +182,11 @@ AFTER_IMPORT = {  # refused when the grid is expanded: after the import, before 
 
 @pytest.mark.parametrize("case", sorted(AFTER_IMPORT))
 def test_a_grid_with_a_broken_encoding_is_refused_before_any_run(
-    data, tmp_path, hostile_plugins, case
+    assert_clean_error, cli, recorded, data, tmp_path, hostile_plugins, case
 ):
     table, fragment = AFTER_IMPORT[case]
     grid = toml_grid(tmp_path / "g.toml", data, f'["rope", {table}]')
-    result = invoke("sweep", grid, "--out", tmp_path / "S")
+    result = cli("sweep", grid, "--out", tmp_path / "S")
     with recorded("hostile", f"issue 27 class 8: grid {case}"):
         assert_clean_error(result, 2, "pes.1", fragment)
         assert not (tmp_path / "S").exists()
@@ -194,11 +196,11 @@ def test_a_grid_with_a_broken_encoding_is_refused_before_any_run(
 
 
 def test_a_sweep_stopped_before_its_first_checkpoint_does_not_claim_one(
-    data, tmp_path, monkeypatch
+    assert_clean_error, cli, recorded, data, tmp_path, monkeypatch
 ):
     grid = toml_grid(tmp_path / "g.toml", data, '["rope"]')
     monkeypatch.setenv(signals.HOOK_ENV, "load:SIGTERM@parent")  # before the first step
-    result = invoke("sweep", grid, "--out", tmp_path / "S")
+    result = cli("sweep", grid, "--out", tmp_path / "S")
     with recorded("kill", "issue 27 class 10: sweep stopped before its first checkpoint"):
         line = assert_clean_error(result, 143, "before their first checkpoint", "start them over")
         assert "resume" not in line
@@ -209,7 +211,7 @@ def test_a_sweep_stopped_before_its_first_checkpoint_does_not_claim_one(
 
 @pytest.mark.parametrize("executor", ["submitit-local", "slurm"])
 def test_a_signal_while_waiting_on_submitit_says_the_trainings_go_on(
-    data, tmp_path, monkeypatch, executor
+    assert_clean_error, cli, recorded, data, tmp_path, monkeypatch, executor
 ):
     class Stopping:
         job_id = "42_0"
@@ -221,7 +223,7 @@ def test_a_signal_while_waiting_on_submitit_says_the_trainings_go_on(
     monkeypatch.setattr("posgen.cli.sweep.require_extra", lambda: None)
     grid = toml_grid(tmp_path / "g.toml", data, '["rope"]')
     args = ["sweep", grid, "--out", tmp_path / "S", "--executor", executor, "--wait"]
-    result = invoke(*(args if executor == "slurm" else args[:-1]))
+    result = cli(*(args if executor == "slurm" else args[:-1]))
     with recorded("kill", f"issue 27 class 10: SIGTERM waiting on {executor}"):
         line = assert_clean_error(result, 143, "were not stopped", "posgen sweep --status")
         assert "no partial output" not in line
@@ -233,7 +235,7 @@ CHECKPOINTS = {"empty": b"", "garbage without a checksum": b"PK\x03\x04 not a ch
 
 
 @pytest.mark.parametrize("case", sorted(CHECKPOINTS))
-def test_a_sweep_names_a_damaged_checkpoint_and_never_resumes_it(data, tmp_path, case):
+def test_a_sweep_names_a_damaged_checkpoint_and_never_resumes_it(recorded, data, tmp_path, case):
     from posgen.train.config import jobs_of
     from posgen.train.job import CHECKPOINT, DamagedCheckpoint
     from posgen.train.sweep import Sweep, run_job, run_states

@@ -14,7 +14,6 @@ transformers = pytest.importorskip("transformers")
 
 from posgen.encodings import ENCODINGS, Lengths, PERequest, resolve  # noqa: E402
 from posgen.encodings.model import MODULE, llama_for  # noqa: E402
-from tests.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
 ROOT = Path(__file__).resolve().parents[2]
 LENGTHS = Lengths(train=16, test=32, head_dim=8, heads=2)

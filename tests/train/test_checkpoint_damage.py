@@ -15,8 +15,6 @@ torch = pytest.importorskip("torch")
 
 import posgen.signals  # noqa: E402
 from posgen.train.job import CHECKPOINT, TRAILER_BYTES, TRAILER_TAG  # noqa: E402
-from tests.cli_support import assert_clean_error, invoke  # noqa: E402
-from tests.hardening_counts import recorded  # noqa: E402
 
 TINY = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32", "--batch-size=16"]
 FAST = [*TINY, "--eval-batch-size=8", "--epochs=1", "--max-steps=3", "--seed=0", "-q"]
@@ -27,16 +25,16 @@ def train_args(data: Path, out: Path) -> list[object]:
 
 
 @pytest.fixture(scope="module")
-def stopped(tiny_training_dataset, tmp_path_factory) -> dict[str, Path]:
+def stopped(cli, tiny_training_dataset, tmp_path_factory) -> dict[str, Path]:
     """A run stopped by SIGTERM after step 1 (its work folder holds a checkpoint) and the same
     run trained without a stop (the reference)."""
     base = tmp_path_factory.mktemp("checkpoints")
     reference = base / "reference"
-    assert invoke(*train_args(tiny_training_dataset, reference)).exit_code == 0
+    assert cli(*train_args(tiny_training_dataset, reference)).exit_code == 0
     previous = os.environ.get(posgen.signals.HOOK_ENV)
     os.environ[posgen.signals.HOOK_ENV] = "step:1:SIGTERM"
     try:
-        result = invoke(*train_args(tiny_training_dataset, base / "run"))
+        result = cli(*train_args(tiny_training_dataset, base / "run"))
     finally:
         if previous is None:
             os.environ.pop(posgen.signals.HOOK_ENV)
@@ -73,7 +71,7 @@ DAMAGE = {  # what a damaged checkpoint.pt holds, and a fragment of the error li
 
 @pytest.mark.parametrize("case", sorted(DAMAGE))
 def test_a_damaged_checkpoint_is_named_with_the_command_that_starts_over(
-    tiny_training_dataset, tmp_path, stopped, case
+    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, stopped, case
 ):
     damage, fragment = DAMAGE[case]
     work = tmp_path / ".run.posgen-resume"
@@ -81,7 +79,7 @@ def test_a_damaged_checkpoint_is_named_with_the_command_that_starts_over(
     checkpoint = work / CHECKPOINT
     checkpoint.write_bytes(damage(checkpoint.read_bytes()))
     before = checkpoint.read_bytes()
-    result = invoke(*train_args(tiny_training_dataset, tmp_path / "run"))
+    result = cli(*train_args(tiny_training_dataset, tmp_path / "run"))
     with recorded("damage", f"issue 27 class 6: checkpoint {case}"):
         line = assert_clean_error(result, 1, str(checkpoint), fragment, "not resumed")
         assert f"rm -r {work}" in line
@@ -89,7 +87,9 @@ def test_a_damaged_checkpoint_is_named_with_the_command_that_starts_over(
         assert not (tmp_path / "run").exists()
 
 
-def test_the_checksum_digit_flip_is_caught_as_a_mismatch(tiny_training_dataset, tmp_path, stopped):
+def test_the_checksum_digit_flip_is_caught_as_a_mismatch(
+    assert_clean_error, cli, tiny_training_dataset, tmp_path, stopped
+):
     work = tmp_path / ".run.posgen-resume"
     shutil.copytree(stopped["work"], work)
     checkpoint = work / CHECKPOINT
@@ -97,29 +97,29 @@ def test_the_checksum_digit_flip_is_caught_as_a_mismatch(tiny_training_dataset, 
     at = len(raw) - TRAILER_BYTES + len(TRAILER_TAG)  # the sha256's first hex digit
     digit = b"0" if raw[at : at + 1] != b"0" else b"1"
     checkpoint.write_bytes(raw[:at] + digit + raw[at + 1 :])
-    result = invoke(*train_args(tiny_training_dataset, tmp_path / "run"))
+    result = cli(*train_args(tiny_training_dataset, tmp_path / "run"))
     assert_clean_error(result, 1, "does not match the sha256")
 
 
 def test_starting_over_as_told_trains_the_run_as_if_never_stopped(
-    tiny_training_dataset, tmp_path, stopped
+    cli, tiny_training_dataset, tmp_path, stopped
 ):
     work = tmp_path / ".run.posgen-resume"
     shutil.copytree(stopped["work"], work)
     (work / CHECKPOINT).write_bytes(b"")
     out = tmp_path / "run"
-    assert invoke(*train_args(tiny_training_dataset, out)).exit_code == 1
+    assert cli(*train_args(tiny_training_dataset, out)).exit_code == 1
     shutil.rmtree(work)  # what the error line says to run
-    result = invoke(*train_args(tiny_training_dataset, out))
+    result = cli(*train_args(tiny_training_dataset, out))
     assert result.exit_code == 0, result.output
     reference = stopped["reference"] / "predictions.parquet"
     assert (out / "predictions.parquet").read_bytes() == reference.read_bytes()
 
 
-def test_an_intact_checkpoint_resumes_byte_identical(tiny_training_dataset, tmp_path, stopped):
+def test_an_intact_checkpoint_resumes_byte_identical(cli, tiny_training_dataset, tmp_path, stopped):
     shutil.copytree(stopped["work"], tmp_path / ".run.posgen-resume")
     out = tmp_path / "run"
-    result = invoke(*train_args(tiny_training_dataset, out))
+    result = cli(*train_args(tiny_training_dataset, out))
     assert result.exit_code == 0, result.output
     reference = stopped["reference"] / "predictions.parquet"
     assert (out / "predictions.parquet").read_bytes() == reference.read_bytes()

@@ -120,7 +120,7 @@ def mybias(tmp_path, monkeypatch) -> str:
 
 
 def test_readme_learned_bias_trains_saves_and_reloads_to_the_same_predictions(
-    mybias, data, tiny_training_dataset, tmp_path
+    cli, mybias, data, tiny_training_dataset, tmp_path
 ):
     import numpy as np
     from safetensors.torch import load_file
@@ -132,7 +132,7 @@ def test_readme_learned_bias_trains_saves_and_reloads_to_the_same_predictions(
 
     out = tmp_path / "run"
     args = ["train", *data, "--pe", mybias, "--out", str(out), *TINY]
-    result = invoke(
+    result = cli(
         *args,
         "--epochs",
         "1",
@@ -204,11 +204,11 @@ EMPTY = bias_encoding("empty", "a module without weights", module=Fixed)
     ids=["weights-outside-the-model", "module-without-weights"],
 )
 def test_a_bias_that_cannot_learn_what_it_claims_is_one_error_line(
-    name, message, data, tmp_path, monkeypatch
+    cli, name, message, data, tmp_path, monkeypatch
 ):
     (tmp_path / "leaked.py").write_text(LEAKED)
     monkeypatch.syspath_prepend(str(tmp_path))
-    result = invoke("train", *data, "--pe", f"leaked:{name}", "--out", str(tmp_path / "r"), *FAST)
+    result = cli("train", *data, "--pe", f"leaked:{name}", "--out", str(tmp_path / "r"), *FAST)
     sys.modules.pop("leaked", None)
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()

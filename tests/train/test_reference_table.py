@@ -23,7 +23,6 @@ from posgen.train.job import train_runs  # noqa: E402
 from posgen.train.results import effective_length, length_buckets  # noqa: E402
 from posgen.train.run_record import RESULTS, read_run  # noqa: E402
 from posgen.train.trainer import build_model, precision  # noqa: E402
-from tests.cli_support import assert_clean_error, invoke  # noqa: E402
 
 TINY = {"layers": 2, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
 SEEDS = (1, 2)
@@ -56,7 +55,7 @@ def _tiny_model(pe: str):
     return build_model(preset("cpu", **TINY), reference, pe, seed=3).eval()
 
 
-def test_recorded_attention_is_what_eager_attention_returns():
+def test_recorded_attention_is_what_eager_attention_returns(recorded):
     model = _tiny_model("rope")
     ids = torch.randint(0, 17, (2, 12))
     sink: list[torch.Tensor] = []
@@ -144,9 +143,9 @@ def test_every_run_records_attention_per_layer_id_against_ood(runs):
         assert layer.id.far_share is not None and 0 <= layer.ood.far_share <= 1
 
 
-def test_results_table_shows_attention_per_cell_and_the_json_every_layer(runs, tmp_path):
+def test_results_table_shows_attention_per_cell_and_the_json_every_layer(cli, runs, tmp_path):
     out, js = tmp_path / "R.md", tmp_path / "r.json"
-    assert invoke("results", runs, "--out", out, "--json", js).exit_code == 0
+    assert cli("results", runs, "--out", out, "--json", js).exit_code == 0
     cell = json.loads(js.read_text())["tiny"]["tasks"]["cot"]["rope"]
     records = [read_run(runs / f"rope-{seed}").attention for seed in SEEDS]
     assert len(cell["attention"]) == TINY["layers"]
@@ -183,14 +182,14 @@ def test_an_attention_function_that_cannot_be_probed_is_refused_not_misread():
         del ALL_ATTENTION_FUNCTIONS["posgen_test_narrow"]
 
 
-def test_runs_without_attention_figures_show_a_dash(runs, tmp_path):
+def test_runs_without_attention_figures_show_a_dash(cli, runs, tmp_path):
     old = tmp_path / "runs" / "old-1"
     shutil.copytree(runs / "rope-1", old)
     record = json.loads((old / RESULTS).read_text())
     del record["attention"]  # a run from before the diagnostics
     (old / RESULTS).write_text(json.dumps(record))
     out = tmp_path / "R.md"
-    assert invoke("results", old.parent, "--out", out).exit_code == 0
+    assert cli("results", old.parent, "--out", out).exit_code == 0
     row = next(line for line in out.read_text().splitlines() if line.startswith("| cot | rope"))
     assert row.endswith("| - | - |")
 
@@ -239,9 +238,9 @@ def test_effective_length_ignores_positions_without_a_value():
     assert effective_length(POSITIONS, accuracy, W, L, CHANCE) == 200
 
 
-def test_effective_length_definition_is_in_the_tables_header(runs, tmp_path):
+def test_effective_length_definition_is_in_the_tables_header(cli, runs, tmp_path):
     out = tmp_path / "R.md"
-    assert invoke("results", runs, "--out", out).exit_code == 0
+    assert cli("results", runs, "--out", out).exit_code == 0
     text = out.read_text()
     assert "Effective length E: the ID reference is the mean per-position test accuracy" in text
     assert "blocks of 8" in text and "0.05 below the reference" in text
@@ -251,20 +250,20 @@ def test_effective_length_definition_is_in_the_tables_header(runs, tmp_path):
 
 
 @pytest.mark.parametrize("inside", [None, "metrics.jsonl"])
-def test_save_model_folders_are_not_reported_as_runs(runs, tmp_path, inside):
+def test_save_model_folders_are_not_reported_as_runs(cli, runs, tmp_path, inside):
     assert (runs / "rope-1" / "model").is_dir()
     folder = tmp_path / "runs"
     shutil.copytree(runs, folder)
     if inside is not None:  # even a file named like a run's own is the run's, not a run
         (folder / "rope-1" / "model" / inside).write_text("{}")
     out = tmp_path / "R.md"
-    result = invoke("results", folder, "--out", out)
+    result = cli("results", folder, "--out", out)
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     assert f"{out}: 2 runs, 1 tasks" in result.stdout
 
 
-def test_results_name_where_each_encoding_came_from(runs, tmp_path):
+def test_results_name_where_each_encoding_came_from(cli, runs, tmp_path):
     plugin = tmp_path / "runs"
     shutil.copytree(runs / "rope-1", plugin / "plugin-1")
     record = json.loads((plugin / "plugin-1" / RESULTS).read_text())
@@ -273,8 +272,8 @@ def test_results_name_where_each_encoding_came_from(runs, tmp_path):
     (plugin / "plugin-1" / RESULTS).write_text(json.dumps(record))
     shutil.copytree(runs / "rope-1", plugin / "rope-1")
     out, table = tmp_path / "R.md", tmp_path / "r.csv"
-    assert invoke("results", plugin, "--out", out).exit_code == 0
-    assert invoke("results", plugin, "--format", "csv", "--out", table).exit_code == 0
+    assert cli("results", plugin, "--out", out).exit_code == 0
+    assert cli("results", plugin, "--format", "csv", "--out", table).exit_code == 0
     text = out.read_text()
     assert "| when | source |" in text
     assert "| train-time | mypkg.encodings:MYROPE |" in text
@@ -333,12 +332,12 @@ def check_eee(record: dict) -> None:
 
 
 def test_eee_export_is_one_record_per_cell_with_an_entry_per_metric_and_length_bucket(
-    runs, tmp_path
+    cli, runs, tmp_path
 ):
     out, js = tmp_path / "eee", tmp_path / "r.json"
-    result = invoke("results", runs, "--format", "eee", "--out", out)
+    result = cli("results", runs, "--format", "eee", "--out", out)
     assert result.exit_code == 0, result.output
-    assert invoke("results", runs, "--format", "json", "--out", js).exit_code == 0
+    assert cli("results", runs, "--format", "json", "--out", js).exit_code == 0
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == ["tiny/cot/rope.json"]
     record = json.loads((out / files[0]).read_text())
@@ -371,10 +370,10 @@ def test_eee_export_is_one_record_per_cell_with_an_entry_per_metric_and_length_b
     assert id_entry == pytest.approx(cell["id_mean"])  # the ID bucket is the ID accuracy
 
 
-def test_hf_export_is_an_eval_results_yaml_per_metric(runs, tmp_path):
+def test_hf_export_is_an_eval_results_yaml_per_metric(cli, runs, tmp_path):
     out, js = tmp_path / "hub", tmp_path / "r.json"
-    assert invoke("results", runs, "--format", "hf", "--out", out).exit_code == 0
-    assert invoke("results", runs, "--json", js, "--out", tmp_path / "R.md").exit_code == 0
+    assert cli("results", runs, "--format", "hf", "--out", out).exit_code == 0
+    assert cli("results", runs, "--json", js, "--out", tmp_path / "R.md").exit_code == 0
     cell = json.loads(js.read_text())["tiny"]["tasks"]["cot"]["rope"]
     folder = out / "tiny" / "cot" / "rope" / ".eval_results"
     names = sorted(p.name for p in folder.iterdir())
@@ -392,10 +391,12 @@ def test_hf_export_is_an_eval_results_yaml_per_metric(runs, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["eee", "hf"])
-def test_export_to_a_path_that_exists_is_one_error_line_and_nothing_written(runs, tmp_path, kind):
+def test_export_to_a_path_that_exists_is_one_error_line_and_nothing_written(
+    assert_clean_error, cli, runs, tmp_path, kind
+):
     taken = tmp_path / "taken"
     taken.write_text("mine")
-    result = invoke("results", runs, "--format", kind, "--out", taken)
+    result = cli("results", runs, "--format", kind, "--out", taken)
     line = assert_clean_error(result, 2)
     assert "exists" in line
     assert taken.read_text() == "mine"
@@ -410,9 +411,11 @@ def test_float32_runs_use_no_autocast_and_bf16_needs_cuda():
         precision(preset("cpu", bf16=True), torch.device("cpu"))
 
 
-def test_bf16_on_cpu_is_one_error_line_exit_2(tiny_training_dataset, tmp_path):
+def test_bf16_on_cpu_is_one_error_line_exit_2(
+    assert_clean_error, cli, tiny_training_dataset, tmp_path
+):
     out = tmp_path / "run"
-    result = invoke(
+    result = cli(
         "train", "--data", tiny_training_dataset, "--config", "cot", "--pe", "rope",
         "--device", "cpu", "--bf16", "--max-steps", "1", "--out", out, "-q",
     )  # fmt: skip
@@ -422,9 +425,9 @@ def test_bf16_on_cpu_is_one_error_line_exit_2(tiny_training_dataset, tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_bf16_run_trains_and_records_its_precision(tiny_training_dataset, tmp_path):
+def test_cuda_bf16_run_trains_and_records_its_precision(cli, tiny_training_dataset, tmp_path):
     out = tmp_path / "run"
-    result = invoke(
+    result = cli(
         "train", "--data", tiny_training_dataset, "--config", "cot", "--pe", "rope",
         "--device", "cuda", "--bf16", "--max-steps", "2", "--epochs", "1", "--out", out, "-q",
     )  # fmt: skip

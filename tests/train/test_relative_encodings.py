@@ -12,8 +12,6 @@ transformers = pytest.importorskip("transformers")
 
 from posgen.encodings import ENCODINGS, Lengths, PEError, PERequest, resolve  # noqa: E402
 from posgen.encodings.model import MODULE, llama_for, parameter_groups  # noqa: E402
-from tests.cli_support import invoke  # noqa: E402
-from tests.torch_threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
 L, L_TEST, HEADS, HEAD_DIM = 64, 256, 2, 8
 LENGTHS = Lengths(train=L, test=L_TEST, head_dim=HEAD_DIM, heads=HEADS)
@@ -219,11 +217,9 @@ def test_cope_attention_interpolates_embeddings_at_the_summed_gates():
     torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
 
 
-def test_cope_is_listed_as_eager_and_slower():
+def test_cope_is_listed_as_eager_and_slower(cli):
     line = next(
-        line
-        for line in invoke("train", "--list-pe").output.splitlines()
-        if line.startswith("cope ")
+        line for line in cli("train", "--list-pe").output.splitlines() if line.startswith("cope ")
     )
     assert "Golovneva et al. 2024" in line and "slower" in line
 
@@ -305,8 +301,8 @@ def test_learned_encodings_own_their_weights_outside_weight_decay(pe):
     assert not own & {id(p) for p in groups[0]["params"]}
 
 
-def test_every_new_encoding_says_who_proposed_it():
-    lines = {line.split()[0]: line for line in invoke("train", "--list-pe").output.splitlines()}
+def test_every_new_encoding_says_who_proposed_it(cli):
+    lines = {line.split()[0]: line for line in cli("train", "--list-pe").output.splitlines()}
     authors = {
         "t5": "Raffel et al. 2020",
         "fire": "Li et al. 2023",

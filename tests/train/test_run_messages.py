@@ -23,8 +23,6 @@ torch = pytest.importorskip("torch")
 import posgen.signals  # noqa: E402
 from posgen import write_dataset  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
-from tests.cli_support import assert_clean_error, invoke  # noqa: E402
-from tests.hardening_counts import recorded  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32", "--batch-size=16"]
@@ -36,7 +34,7 @@ def train(data: Path, out: Path, *extra: object) -> list[object]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
+def runs(cli, tmp_path_factory) -> dict[str, Path]:
     """Runs of rope, seed 0: ``a`` on one dataset named ``ds``, ``other-data`` on another
     dataset also named ``ds``, ``other-settings`` on ``a``'s data with 3 steps, not 2."""
     base = tmp_path_factory.mktemp("messages")
@@ -49,7 +47,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         "other-settings": train(first, base / "runs" / "other-settings", "-q", "--max-steps=3"),
     }
     for args in made.values():
-        result = invoke(*args)
+        result = cli(*args)
         assert result.exit_code == 0, result.output
     return {name: base / "runs" / name for name in made} | {"data": first}
 
@@ -59,10 +57,10 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGINT"])
 def test_stderr_ends_with_the_error_line_after_the_progress_bar(
-    runs, tmp_path, monkeypatch, signame
+    assert_clean_error, cli, recorded, runs, tmp_path, monkeypatch, signame
 ):
     monkeypatch.setenv(posgen.signals.HOOK_ENV, f"step:1:{signame}")
-    result = invoke(*train(runs["data"], tmp_path / "run"))  # progress bar on
+    result = cli(*train(runs["data"], tmp_path / "run"))  # progress bar on
     with recorded("kill", f"issue 27 class 10: progress bar then {signame}"):
         line = assert_clean_error(result, (129, 130, 143), f"interrupted by {signame}")
         assert "step" in result.stderr  # the bar was drawn
@@ -79,24 +77,28 @@ CELLS = {  # the second run beside run a, and a fragment of the refusal
 
 
 @pytest.mark.parametrize("case", sorted(CELLS))
-def test_results_says_what_differs_between_two_runs_of_one_cell(runs, tmp_path, case):
+def test_results_says_what_differs_between_two_runs_of_one_cell(
+    assert_clean_error, cli, recorded, runs, tmp_path, case
+):
     other, fragment = CELLS[case]
     folder = tmp_path / "runs"
     shutil.copytree(runs["a"], folder / "a")
     shutil.copytree(runs[other] if other else runs["a"], folder / "b")
-    result = invoke("results", folder, "--out", tmp_path / "R.md")
+    result = cli("results", folder, "--out", tmp_path / "R.md")
     with recorded("target", f"issue 27 class 10: results {case}"):
         assert_clean_error(result, 2, fragment)
         assert not (tmp_path / "R.md").exists()
 
 
 @pytest.mark.parametrize("field", ["tokens", "correct"])
-def test_a_count_of_ten_to_the_400_is_refused_in_one_bounded_line(runs, tmp_path, field):
+def test_a_count_of_ten_to_the_400_is_refused_in_one_bounded_line(
+    assert_clean_error, cli, recorded, runs, tmp_path, field
+):
     folder = shutil.copytree(runs["a"], tmp_path / "a")
     record = json.loads((folder / "results.json").read_text())
     record["scores"]["id"][field] = 10**400
     (folder / "results.json").write_text(json.dumps(record))
-    result = invoke("results", folder, "--out", tmp_path / "R.md")
+    result = cli("results", folder, "--out", tmp_path / "R.md")
     with recorded("bomb", f"issue 27 class 10: results count 10^400 ({field})"):
         line = assert_clean_error(result, 1, "scores.id")
         assert len(line) < 400
@@ -140,7 +142,7 @@ CGROUPS = {  # /proc/self/cgroup, the files under the cgroup mount, what is left
 
 
 @pytest.mark.parametrize("case", sorted(CGROUPS))
-def test_the_estimate_honours_the_memory_cgroup_the_process_is_in(tmp_path, case):
+def test_the_estimate_honours_the_memory_cgroup_the_process_is_in(recorded, tmp_path, case):
     from posgen.train.config import available_bytes
 
     membership, files, left = CGROUPS[case]
@@ -156,7 +158,9 @@ def test_the_estimate_honours_the_memory_cgroup_the_process_is_in(tmp_path, case
         assert available_bytes(proc, cgroup) == min(left * GIB, available_bytes(proc, tmp_path))
 
 
-def test_a_run_larger_than_the_address_space_limit_is_refused_up_front(tmp_path):
+def test_a_run_larger_than_the_address_space_limit_is_refused_up_front(
+    assert_clean_error, recorded, tmp_path
+):
     data = tmp_path / "big"
     write_dataset(default_benchmark(("cot",), train_size=4000, val_size=8, test_size=8), data)
     limit = 4 * 2**30
@@ -183,7 +187,7 @@ RANDOMIZED = {  # --pe, whether 10^8 randomized positions need a table of 10^8 r
 
 @pytest.mark.parametrize("pe", sorted(RANDOMIZED))
 def test_randomized_positions_count_a_table_only_for_encodings_that_have_one(
-    runs, tmp_path, monkeypatch, pe
+    assert_clean_error, cli, recorded, runs, tmp_path, monkeypatch, pe
 ):
     monkeypatch.setattr("posgen.cli.train.available_bytes", lambda: 2 * 2**30)
     imported: list[int] = []
@@ -194,7 +198,7 @@ def test_randomized_positions_count_a_table_only_for_encodings_that_have_one(
 
     monkeypatch.setattr("posgen.cli.train.require_extra", stop)
     args = ["train", "--data", runs["data"], f"--pe={pe}", "--randomized-positions=100000000"]
-    result = invoke(*args, "--out", tmp_path / "run", "-q")
+    result = cli(*args, "--out", tmp_path / "run", "-q")
     with recorded("resources", f"issue 27 class 10: --randomized-positions 10^8 with {pe}"):
         if RANDOMIZED[pe]:
             assert_clean_error(result, 2, "memory", "--force")
