@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import reprlib
+import sys
 
 import click
 from pydantic import ValidationError
@@ -209,3 +210,12 @@ def mean_std_cell(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "-"
     return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says an allocation failed (torch's own error, or its message); torch
+    is looked up, never imported, so the core stays torch-free."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, MemoryError) or "allocate" in str(error)

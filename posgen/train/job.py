@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from posgen import signals
 from posgen.encodings import PERequest
-from posgen.errors import DataError, RunError, UsageError, human_bytes, shown
+from posgen.errors import DataError, RunError, UsageError, human_bytes, out_of_memory, shown
 from posgen.scoring.folder import score_reference
 from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reliance import RelianceReport, score_probe
@@ -276,13 +276,6 @@ def _load_checkpoint(
             "remove it to start over"
         )
     return saved
-
-
-def out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` says an allocation failed (torch's own error, or its message)."""
-    import torch
-
-    return isinstance(error, MemoryError | torch.OutOfMemoryError) or "allocate" in str(error)
 
 
 def _memory_message(error: BaseException, work: Path, estimate: int | None) -> str:

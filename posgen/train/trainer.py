@@ -30,7 +30,7 @@ from posgen import __version__, signals
 from posgen.encodings import Lengths, PERequest, ResolvedPE, as_request, resolve
 from posgen.encodings.builtin import RandomPositions
 from posgen.encodings.model import check_encoding, llama_for, parameter_groups, use_frequencies
-from posgen.errors import PosgenError, RunError, shown
+from posgen.errors import PosgenError, RunError, out_of_memory, shown
 from posgen.scoring.folder import score_aligned
 from posgen.scoring.prediction_files import lm_arrays, predictions_from_logits, vocab_size
 from posgen.scoring.reliance import RelianceReport, score_probe
@@ -423,8 +423,6 @@ def train(
 def plugin_failed(error: Exception, resolved: Sequence[ResolvedPE]) -> None:
     """Raise a :class:`RunError` naming the plugin encodings of a training that failed with an
     unexpected ``error`` (not posgen's own, not memory): a plugin's bug is said as one."""
-    from posgen.train.job import out_of_memory
-
     plugins = [pe for pe in resolved if pe.encoding.source != "built-in"]
     if not plugins or isinstance(error, PosgenError) or out_of_memory(error):
         return
