@@ -28,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 LOG = ROOT / "docs" / "search" / "runs.jsonl"
 DOC = ROOT / "docs" / "validity.md"
+SUMMARY = ROOT / "posgen" / "card" / "far_read.json"
 BEGIN, END = "<!-- far-read map -->\n", "<!-- end far-read map -->"
 PASSES = 0.2
 """The far-reliance whose first crossing (ID, per epoch) the map reports."""
@@ -162,11 +163,37 @@ def render(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the cards say of the search (:func:`posgen.card.tasks.far_read_sentence`)."""
+    runs = [r for r in records if r.get("issue") == 28]
+    if not runs:
+        return {"runs": 0}
+    top = max(runs, key=lambda r: r["max_far_id"] or 0.0)
+    return {
+        "runs": len(runs),
+        "tasks": sorted(
+            {
+                f"{r['dataset']}/{r['config']}"
+                + (" (question ids)" if r["train"]["question_ids"] else "")
+                for r in runs
+            }
+        ),
+        "layers": sorted({r["train"]["layers"] for r in runs}),
+        "hidden": sorted({r["train"]["hidden"] for r in runs}),
+        "weight_decays": sorted({r["train"]["weight_decay"] for r in runs}),
+        "lrs": sorted({r["train"]["lr"] for r in runs}),
+        "max_epochs": max(r["epochs"] for r in runs),
+        "max_far_id": top["max_far_id"],
+        "max_far_id_run": top["name"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("sweeps", nargs="*", type=Path, help="sweep folders (their runs/)")
     parser.add_argument("--log", type=Path, default=LOG)
     parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--summary", type=Path, default=SUMMARY)
     args = parser.parse_args(argv)
     from posgen.train.run_record import is_run
 
@@ -181,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     before, rest = doc.split(BEGIN, 1)
     args.doc.write_text(before + BEGIN + render(records) + END + rest.split(END, 1)[1])
-    print(f"{len(folders)} runs -> {args.log}, map in {args.doc}")
+    text = json.dumps(summary(records), indent=1, sort_keys=True) + "\n"
+    args.summary.write_text(text)
+    print(f"{len(folders)} runs -> {args.log}, map in {args.doc}, summary in {args.summary}")
     return 0
 
 

@@ -291,7 +291,56 @@ def measure_sentences(name: str, entry: dict[str, Any], pe: str = REFERENCE_PE) 
     ]
 
 
-def measures_section(manifest: Manifest, measures: dict[str, Any] | None = None) -> str:
+FAR_READ_FILE = Path(__file__).with_name("far_read.json")
+"""The far-read search's summary (``make far-read`` writes it from the runs' records)."""
+
+
+def far_read_sentence(search: dict[str, Any]) -> str:
+    """What the search of training recipes found, from its summary (``""`` without one).
+
+    >>> print(far_read_sentence({"runs": 4, "tasks": ["posgen-v1/cot"], "layers": [2],
+    ...     "hidden": [128], "weight_decays": [0.1, 1.0], "lrs": [0.0002, 0.001],
+    ...     "max_epochs": 20, "max_far_id": 0.061, "max_far_id_run": "map-x"}))
+    A search of training recipes for a far read (4 runs of a 2-layer, hidden-128 Llama with \
+RoPE on posgen-v1/cot; weight decay 0.1 and 1, lr 0.0002 and 0.001, up to 20 epochs, \
+far-reliance scored after every epoch) reached an ID far-reliance of at most 0.061 at any \
+epoch (docs/validity.md in the posgen repository): no recipe tried reads the far operand. \
+Untested: the paper preset (6 layers, hidden 512, lr 2e-4) at 150 epochs, on a GPU.
+    """
+    if not search.get("runs"):
+        return ""
+
+    def spoken(values: list[Any]) -> str:
+        return " and ".join(f"{value:g}" if isinstance(value, float) else str(value)
+                            for value in values)  # fmt: skip
+
+    recipe = (
+        f"{search['runs']} runs of a {spoken(search['layers'])}-layer, hidden-"
+        f"{spoken(search['hidden'])} Llama with RoPE on {', '.join(search['tasks'])}; weight "
+        f"decay {spoken(search['weight_decays'])}, lr {spoken(search['lrs'])}, up to "
+        f"{search['max_epochs']} epochs, far-reliance scored after every epoch"
+    )
+    found = (
+        f"reached an ID far-reliance of at most {search['max_far_id']:.3f} at any epoch "
+        "(docs/validity.md in the posgen repository)"
+    )
+    if search["max_far_id"] >= 0.5:
+        return (
+            f"A search of training recipes for a far read ({recipe}) {found}: "
+            f"`{search['max_far_id_run']}` reads the far operand in distribution."
+        )
+    return (
+        f"A search of training recipes for a far read ({recipe}) {found}: no recipe tried "
+        "reads the far operand. Untested: the paper preset (6 layers, hidden 512, lr 2e-4) at "
+        "150 epochs, on a GPU."
+    )
+
+
+def measures_section(
+    manifest: Manifest,
+    measures: dict[str, Any] | None = None,
+    search: dict[str, Any] | None = None,
+) -> str:
     """The card's "What each task measures" section, or ``""`` (no figures, other spec ids)."""
     entry = matching_entry(manifest, load_measures() if measures is None else measures)
     if entry is None:
@@ -299,10 +348,12 @@ def measures_section(manifest: Manifest, measures: dict[str, Any] | None = None)
     sentences = measure_sentences(manifest.benchmark.name, entry)
     if not sentences:
         return ""
+    searched = far_read_sentence(load_results(FAR_READ_FILE) if search is None else search)
     return section(
         "What each task measures",
         "From the counterfactual probe (`make probe-check` in the posgen repository: cpu "
         "preset, one seed, each model scored on the probe split). Far-reliance near 1 means "
         "the model reads the far operand; near 0, it predicts from near tokens alone.",
         "\n".join(f"- {sentence}" for sentence in sentences),
+        *([searched] if searched else []),
     )
