@@ -289,7 +289,7 @@ def _write_run(
             torch_threads=torch.get_num_threads(),
             versions=versions(),
             scores=report.model_dump(),
-            probe_scores=probe,
+            probe_scores=probe.model_dump(),
         )
         (build / RESULTS).write_text(record.to_json())
     summary = {"pe": pe.label, "out": str(out), "best_epoch": selection.epoch}
