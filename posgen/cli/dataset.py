@@ -26,7 +26,13 @@ from posgen.cli.options import (
     spec_options,
     storage_option,
 )
-from posgen.cli.runner import DatasetRun, check_dataset_target, os_failure, reported
+from posgen.cli.runner import (
+    DatasetRun,
+    check_dataset_target,
+    os_failure,
+    refuse_outputs,
+    reported,
+)
 from posgen.errors import (
     PosgenError,
     RunError,
@@ -168,6 +174,7 @@ def merge(out: Path, parts: tuple[Path, ...], quiet: bool) -> None:
             return f"{out} was already complete"
         return f"{out} is not finished; each part's files are in it or still in their part folder"
 
+    refuse_outputs({"OUT": out}, {"PARTS": parts}, datasets=("OUT",))
     with reported(left, lambda error: os_failure(error, f"merging into {out}")):
         manifest = write_dataset(None, out, merge=parts, finish=unvalidated_card)
     if not quiet:
@@ -399,6 +406,9 @@ def validate_command(
     without one; then give the spec with --spec or the spec flags. Exit status: 0 when
     every check passes, 1 when any fails, 2 for bad input.
     """
+    spec_file = fields.get("spec_file")
+    read = {"SOURCE": [source], "--spec": [spec_file] if spec_file is not None else []}
+    refuse_outputs({"--json": json_out}, read)
     spec = _given_spec(fields, config)
     try:
         thresholds = AuditThresholds(

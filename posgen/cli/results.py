@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from posgen import signals
-from posgen.cli.options import PathArg, json_option, out_option, plot_option
-from posgen.cli.runner import output_problems
+from posgen.cli.options import FiniteFloat, PathArg, json_option, out_option, plot_option
+from posgen.cli.runner import refuse_outputs
 from posgen.errors import UsageProblems
 from posgen.scoring.plot import PLOT_HINT, plot_available
 from posgen.store.safety import atomic_folder, write_atomically
@@ -65,9 +65,7 @@ Examples:
 @json_option("Write the aggregated figures (no curves) as JSON here.")
 @click.option("--command", "command_line", help="Command to credit in the document.")
 @click.option("--note", "notes", multiple=True, help="A line about the run, repeatable.")
-@click.option(
-    "--wall-seconds", type=click.FloatRange(min=0), help="Wall time of the runs to report."
-)
+@click.option("--wall-seconds", type=FiniteFloat(min=0), help="Wall time of the runs to report.")
 def results_command(
     run_dirs: tuple[Path, ...],
     out: Path,
@@ -100,11 +98,9 @@ def results_command(
     if not folders:
         raise ResultsError(f"no finished run folders in {', '.join(map(str, run_dirs))}")
     run_files = [folder / name for folder in folders for name in FILES]
-    problems = output_problems(
+    refuse_outputs(
         {"--out": out, "--json": json_out, "--plot": plot_out}, {"a run's file": run_files}
     )
-    if problems:
-        raise UsageProblems(problems)
     for line in skipped:
         click.echo(f"note: {line}", err=True)
     runs = [Run(path, read_run(path)) for path in folders]

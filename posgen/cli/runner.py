@@ -129,17 +129,30 @@ def _streamed(path: Path) -> bool:
 
 
 def output_problems(
-    outputs: Mapping[str, Path | None], inputs: Mapping[str, Iterable[Path]]
+    outputs: Mapping[str, Path | None],
+    inputs: Mapping[str, Iterable[Path]],
+    *,
+    datasets: Iterable[str] = (),
 ) -> list[str]:
-    """Why these outputs may not be written, one line each (empty: they may).
+    """Why these outputs may not be written, one line each (empty: they may): the one check
+    every command that writes makes, before any work.
 
     ``outputs`` maps a flag to the path given (None: not given); ``inputs`` maps what is
-    read (a flag, or a description such as ``a run's scores.json``) to the paths read.
+    read (a flag, or a description such as ``a run's scores.json``) to the paths read (a
+    folder read covers everything in it). An output may not be an input, sit inside a folder
+    read, share its file with another output, or lie inside a dataset folder (one holding
+    ``posgen.json``); the flags in ``datasets`` name a dataset folder to write, which may
+    replace a dataset but never sit inside one.
+
+    >>> output_problems({"--json": Path("-")}, {"SOURCE": [Path("-")]})
+    []
     """
     lines = []
     files = {flag: Path(p) for flag, p in outputs.items() if p is not None and not _streamed(p)}
     first: dict[str, str] = {}
     read = {os.path.realpath(p): (what, p) for what, paths in inputs.items() for p in paths}
+    folders = {real: item for real, item in read.items() if os.path.isdir(real)}
+    replaced = set(datasets)
     for flag, path in files.items():
         real = Path(os.path.realpath(path))
         if str(real) in first:
@@ -151,8 +164,10 @@ def output_problems(
         first.setdefault(str(real), flag)
     for flag, path in files.items():
         real = Path(os.path.realpath(path))
-        dataset = next((d for d in (real, *real.parents) if (d / MANIFEST_NAME).is_file()), None)
-        if str(real) in read:
+        above = real.parents if flag in replaced else (real, *real.parents)
+        dataset = next((d for d in above if _holds_manifest(d)), None)
+        folder = next((str(d) for d in real.parents if str(d) in folders), None)
+        if str(real) in read and flag not in replaced:
             what, source = read[str(real)]
             lines.append(
                 f"{flag} {shown(path)} is {what} {shown(source)}, which this command reads; "
@@ -163,7 +178,33 @@ def output_problems(
                 f"{flag} {shown(path)} is inside the dataset folder {shown(dataset)}; write "
                 "outside it (a dataset holds only what its manifest lists)"
             )
+        elif folder is not None:
+            what, source = folders[folder]
+            lines.append(
+                f"{flag} {shown(path)} is inside {what} {shown(source)}, which this command "
+                "reads; write outside it"
+            )
     return lines
+
+
+def _holds_manifest(folder: Path) -> bool:
+    """Whether ``folder`` is a dataset folder (an unreadable folder is not known to be one:
+    the write itself then names the path it cannot use)."""
+    try:
+        return (folder / MANIFEST_NAME).is_file()
+    except OSError:
+        return False
+
+
+def refuse_outputs(
+    outputs: Mapping[str, Path | None],
+    inputs: Mapping[str, Iterable[Path]] | None = None,
+    *,
+    datasets: Iterable[str] = (),
+) -> None:
+    """:class:`UsageProblems` (exit 2) with every line of :func:`output_problems`, if any."""
+    if problems := output_problems(outputs, inputs or {}, datasets=datasets):
+        raise UsageProblems(problems)
 
 
 def note(line: str) -> None:
@@ -221,12 +262,16 @@ def check_dataset_target(
     problems: list[str] | None = None,
 ) -> None:
     """Every check made before a dataset is written into ``out``: the target (said with the
-    command's own ``problems``), then whether it can be created, then the estimate."""
+    command's own ``problems``; never inside another dataset), then whether it can be
+    created, then the estimate."""
     problems = list(problems or [])
+    inside = output_problems({"--out": out}, {}, datasets=("--out",))
     try:
-        check_target(out, overwrite) if part is None else check_part_target(out, bench)
+        if not inside:  # what sits at a target inside a dataset does not matter
+            check_target(out, overwrite) if part is None else check_part_target(out, bench)
     except OutputExistsError as error:
         problems.append(str(error))
+    problems += inside
     if problems:
         raise UsageProblems(problems)
     refuse_unwritable(out)
@@ -241,8 +286,7 @@ def check_run_target(out: Path) -> None:
     """Refuse a run folder ``out`` that exists, sits inside a dataset or cannot be created."""
     if os.path.lexists(out):
         raise UsageProblems([f"--out {out} exists; choose a new run folder"])
-    if problems := output_problems({"--out": out}, {}):
-        raise UsageProblems(problems)
+    refuse_outputs({"--out": out})
     refuse_unwritable(out, "--out: ")
 
 

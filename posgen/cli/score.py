@@ -18,7 +18,7 @@ from posgen.cli.options import (
     plot_option,
     quiet_option,
 )
-from posgen.cli.runner import output_problems
+from posgen.cli.runner import refuse_outputs
 from posgen.errors import RunError, UsageProblems
 from posgen.scoring.baselines import BASELINES, PROBE_BASELINES, baseline_predictions
 from posgen.scoring.folder import score_aligned, score_reference
@@ -141,11 +141,9 @@ def score_command(
         problem = PLOT_HINT if not plot_available() else plot_format_problem(plot_out)
         if problem is not None:
             raise UsageProblems([f"--plot: {problem}"])
-    problems = output_problems(
+    refuse_outputs(
         {"--json": json_out, "--plot": plot_out}, {"the --predictions file": [predictions]}
     )
-    if problems:
-        raise UsageProblems(problems)
     report: ScoreReport | RelianceReport
     if is_probe_split(split):
         probe = Dataset.open(data).probe(config, split)
@@ -228,6 +226,7 @@ def baseline_command(
         file_format(out)
     except ScoringError as error:
         raise UsageProblems([f"--out: {error}"]) from None
+    refuse_outputs({"--out": out}, {"--data": [data]})
     if out.exists() and not overwrite:
         raise UsageProblems([f"{out} exists; pass --overwrite to replace it"])
     if kind == "local" and not is_probe_split(split):

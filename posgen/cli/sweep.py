@@ -11,7 +11,7 @@ import click
 from pydantic import ValidationError
 
 from posgen.cli.options import PathArg, out_option
-from posgen.cli.runner import interrupted, refuse_unwritable, require_extra
+from posgen.cli.runner import interrupted, refuse_outputs, refuse_unwritable, require_extra
 from posgen.errors import RunError, UsageProblems, problem_lines, shown
 from posgen.signals import Interrupted
 from posgen.train.config import (
@@ -92,7 +92,7 @@ def sweep_command(
         return
     if grid is None or out is None:
         raise UsageProblems(["give a GRID file and --out SWEEP_DIR, or --status SWEEP_DIR"])
-    _check_out(out)
+    _check_out(out, grid)
     _check_flags(executor, jobs, wait, slurm_flags)
     spec = read_grid(grid)
     settings = _slurm_settings(spec.slurm, slurm_flags)
@@ -111,6 +111,8 @@ def sweep_command(
     )
     sweep = Sweep(out)
     sweep.add(runs)
+    for line in sweep.set_aside(runs):
+        click.echo(f"note: {line}", err=True)
     sweep.tidy(runs)
     todo = sweep.unfinished(runs)
     click.echo(
@@ -151,9 +153,10 @@ def _check_flags(executor: str, jobs: int | None, wait: bool, slurm_flags: dict[
         raise UsageProblems(["--jobs: for --executor local only (slurm: --max-parallel)"])
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, grid: Path) -> None:
     """--out must be a new folder that can be created, an empty folder, or a sweep folder
-    (never another folder)."""
+    (never another folder), and never inside a dataset folder."""
+    refuse_outputs({"--out": out}, {"GRID": [grid]})
     if out.exists() and any(out.iterdir()) and not (out / RECORD).is_file():
         raise UsageProblems([f"--out {out} is a folder but not a sweep folder (no {RECORD})"])
     if not out.exists():

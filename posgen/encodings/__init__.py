@@ -180,6 +180,8 @@ class _Lazy:
             found: Any = importlib.import_module(module)
             for part in attribute.split("."):
                 found = getattr(found, part)
+        except PEError as error:  # a constructor refused it (a name clash): its own line
+            raise PEError(f"{self.where}: {error}") from None
         except (Exception, SystemExit) as error:  # a broken plugin is one error line
             raise PEError(
                 f"{self.where}: cannot import ({type(error).__name__}: {error})"
@@ -187,6 +189,11 @@ class _Lazy:
         if not isinstance(found, PositionEncoding):
             raise PEError(
                 f"{self.where} is a {type(found).__name__}, not a posgen PositionEncoding"
+            )
+        if found.name in ENCODINGS.builtin_names:
+            raise PEError(
+                f"{self.where} is named {found.name!r}, the name of a built-in position "
+                "encoding; a plugin needs a name of its own"
             )
         return replace(found, source=self.source)
 
@@ -200,6 +207,25 @@ class Registry(Mapping[str, PositionEncoding]):
         self._builtin = builtin
         self._loaded = False
         self._entries: dict[str, PositionEncoding | _Lazy] = {}
+        self._builtin_names: frozenset[str] | None = None
+
+    def seal(self) -> None:
+        """Mark every name registered so far as a built-in's (the built-in module calls it
+        last): no plugin may take one of these names."""
+        if self._builtin_names is None:
+            self._builtin_names = frozenset(self._entries)
+
+    @property
+    def sealed(self) -> bool:
+        """Whether the built-ins are all registered (constructors called now are plugins')."""
+        return self._builtin_names is not None
+
+    @property
+    def builtin_names(self) -> frozenset[str]:
+        """The built-in encodings' names (imports the built-ins when needed)."""
+        if self._builtin_names is None:
+            importlib.import_module(self._builtin)
+        return self._builtin_names or frozenset()
 
     def register(self, encoding: PositionEncoding | str, name: str | None = None) -> None:
         """Add an encoding under its name, or a lazy ``package.module:NAME`` under ``name``."""
@@ -334,7 +360,8 @@ class ResolvedPE:
 
     @property
     def label(self) -> str:
-        """The name, the parameters set on the command line, ``+randomized`` (and its range)."""
+        """The name, the parameters set on the command line (other than their defaults),
+        ``+randomized`` (and its range)."""
         overrides = ",".join(
             f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
             for key, value in sorted(self.request.parameters.items())
@@ -398,8 +425,29 @@ def as_request(pe: str | PERequest) -> PERequest:
     return pe if isinstance(pe, PERequest) else PERequest(name=pe)
 
 
+def same_value(given: Any, default: Any) -> bool:
+    """Whether a parameter as given is its default (10000 is 10000.0; ``true`` is not 1).
+
+    >>> same_value(10000, 10_000.0), same_value(True, 1), same_value([1, 2.0], [1.0, 2])
+    (True, False, True)
+    """
+    if isinstance(given, bool) or isinstance(default, bool):
+        return type(given) is type(default) and given == default
+    if isinstance(given, int | float) and isinstance(default, int | float):
+        return given == default
+    if isinstance(given, list) and isinstance(default, list):
+        return len(given) == len(default) and all(map(same_value, given, default))
+    return type(given) is type(default) and given == default
+
+
 def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
-    """``request`` for a run with ``lengths``; every problem a :class:`PEError` line."""
+    """``request`` for a run with ``lengths``; every problem a :class:`PEError` line. A
+    parameter given at its default is dropped from the request: ``--pe-param
+    rope_theta=10000`` is ``rope``, in its label, its run and its results cell.
+
+    >>> resolve(PERequest.parse("rope", ["rope_theta=10000"], None), Lengths(64, 256, 16, 4)).label
+    'rope'
+    """
     encoding = ENCODINGS[request.name]
     defaults = encoding.defaults(lengths)
     allowed = {*defaults, *encoding.optional}
@@ -410,7 +458,14 @@ def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
             f"--pe-param {unknown[0]}: {encoding.name} has no such parameter "
             f"(parameters: {accepted})"
         )
-    parameters = {**defaults, **request.parameters}
+    given = {
+        k: v
+        for k, v in request.parameters.items()
+        if not (k in defaults and same_value(v, defaults[k]))
+    }
+    if given != request.parameters:  # a default spelled out is the default: one label, one run
+        request = request.model_copy(update={"parameters": given})
+    parameters = {**defaults, **given}
     randomized = request.randomized if request.randomized is not None else encoding.randomized
     if randomized == "auto":
         randomized = lengths.test + 1

@@ -36,6 +36,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from posgen.encodings import (
     ENCODINGS,
     MODIFIERS,
+    NO_ROPE,
     PES,
     Lengths,
     PEError,
@@ -57,6 +58,17 @@ from posgen.encodings.relative import (
 THETA = 10_000.0
 SCALE_AT = ("evaluation", "train")
 
+TRANSFORMERS_ROPE_TYPES = frozenset({"default", *ROPE_INIT_FUNCTIONS})
+"""transformers' own rope types (``default``: Llama's RoPE, computed without the table): a
+plugin's frequencies never replace one."""
+_ROPE_FUNCTIONS: dict[str, Any] = {
+    kind: ROPE_INIT_FUNCTIONS.get(kind) for kind in TRANSFORMERS_ROPE_TYPES
+}
+"""Every rope type posgen uses and the function it had when posgen took it (None: Llama's
+own default): a built-in trains only with these, whatever a plugin does to the table."""
+_OWNERS: dict[str, str] = {}
+"""Rope types and attention functions posgen registered, and who registered each."""
+
 Defaults = Callable[[Lengths], dict[str, Any]]
 Frequencies = Callable[..., tuple[torch.Tensor, float]]
 """transformers' rope init function: ``(config, device, seq_len, **kwargs) -> (inv_freq,
@@ -66,11 +78,66 @@ attention scaling)``; it reads ``config.rope_parameters``."""
 # --- rope -------------------------------------------------------------------------------------
 
 
+def _owner(function: Callable[..., Any], name: str) -> str:
+    """Who registers ``function``: a built-in by name, a plugin by the function's own name
+    (a plugin module imported again registers the same function again)."""
+    if not ENCODINGS.sealed:
+        return f"the built-in encoding {name}"
+    module = getattr(function, "__module__", None) or "?"
+    return f"{module}.{getattr(function, '__qualname__', type(function).__name__)}"
+
+
+def _claim(kind: str, key: str, function: Callable[..., Any], name: str) -> None:
+    """Take ``key`` (a rope type or an attention function) for ``function`` of encoding
+    ``name``; a :class:`PEError` when it is transformers' own or another encoding's."""
+    if not ENCODINGS.sealed:
+        _OWNERS[key] = _owner(function, name)
+        return
+    if kind == "rope type" and key in TRANSFORMERS_ROPE_TYPES:
+        raise PEError(
+            f"{name}: rope type {key!r} is transformers' own; a plugin's frequencies need a "
+            f"rope type of their own (rope_encoding(..., rope_type=...), not one of "
+            f"{', '.join(sorted(TRANSFORMERS_ROPE_TYPES))})"
+        )
+    owner, held = _owner(function, name), _OWNERS.get(key)
+    if held is not None and held != owner:
+        raise PEError(f"{name}: {kind} {key!r} is taken by {held}; give the plugin its own")
+    _OWNERS[key] = owner
+
+
+def _own_name(name: str) -> None:
+    """A :class:`PEError` when a plugin (an encoding made after the built-ins) takes a
+    built-in's name."""
+    if ENCODINGS.sealed and name in ENCODINGS.builtin_names:
+        raise PEError(
+            f"a plugin named {name!r} would replace the built-in position encoding {name}; "
+            "give it a name of its own"
+        )
+
+
+def _intact(rope_type: str) -> None:
+    """A ValueError when transformers' table no longer holds the function posgen registered
+    or found for ``rope_type`` (replaced outside posgen's constructors)."""
+    if rope_type not in _ROPE_FUNCTIONS:
+        return
+    found = ROPE_INIT_FUNCTIONS.get(rope_type)
+    if found is not _ROPE_FUNCTIONS[rope_type]:
+        module = getattr(found, "__module__", "?")
+        name = getattr(found, "__qualname__", type(found).__name__)
+        by = "removed" if found is None else f"replaced by {module}.{name}"
+        raise ValueError(
+            f"rope type {rope_type!r} of transformers' ROPE_INIT_FUNCTIONS was {by}, not "
+            "through posgen's constructors; an encoding trains only with its own frequencies"
+        )
+
+
 def rope_of(rope_type: str, unscaled: str) -> Callable[..., dict[str, Any]]:
     """``rope(parameters, lengths, evaluation)`` of ``rope_type``; scalar longrope factors
-    become one per rotary pair."""
+    become one per rotary pair. It refuses a rope type whose frequencies were replaced."""
 
     def rope(parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool) -> dict[str, Any]:
+        _intact(rope_type)
+        _intact(unscaled)
         scale_at = parameters.get("scale_at", "train")
         if scale_at not in SCALE_AT:
             raise ValueError(f"scale_at {scale_at!r}: use one of {', '.join(SCALE_AT)}")
@@ -101,10 +168,16 @@ def rope_encoding(
 ) -> PositionEncoding:
     """A rope init function as a position encoding (what a rope plugin calls): ``frequencies``
     (None: a type transformers has) is registered as rope type ``rope_type`` (default
-    ``name``); a ``scale_at`` of ``evaluation`` in ``defaults`` trains with ``unscaled``."""
+    ``name``); a ``scale_at`` of ``evaluation`` in ``defaults`` trains with ``unscaled``.
+
+    A plugin may not take a built-in's name, nor register frequencies under one of
+    transformers' rope types (``default``, ``linear``, ``yarn``, ...) or another encoding's:
+    :class:`PEError`, and nothing is registered."""
     rope_type = rope_type or name
+    _own_name(name)
     if frequencies is not None:
-        ROPE_INIT_FUNCTIONS[rope_type] = frequencies
+        _claim("rope type", rope_type, frequencies, name)
+        ROPE_INIT_FUNCTIONS[rope_type] = _ROPE_FUNCTIONS[rope_type] = frequencies
     return PositionEncoding(
         name=name,
         summary=summary,
@@ -140,7 +213,7 @@ def resonance_of(rope_type: str) -> Frequencies:
         if rope_type == "default":
             inv_freq, attention_factor = default_frequencies(config), 1.0
         else:
-            init = ROPE_INIT_FUNCTIONS[rope_type]
+            init = _ROPE_FUNCTIONS[rope_type]  # transformers' own, whatever the table holds now
             inv_freq, attention_factor = init(config, device, seq_len, **kwargs)
         return (2 * math.pi / torch.round(2 * math.pi / inv_freq)).to(device), attention_factor
 
@@ -348,9 +421,14 @@ def bias_encoding(
     fixed ``bias(position_ids, heads, parameters)``, or a learned one: ``module(parameters,
     lengths)`` builds an ``nn.Module`` whose ``forward(position_ids)`` is the bias; the model
     owns it (trained without weight decay, saved, reloaded): one per layer, or one for every
-    layer with ``shared``. ``check(parameters, lengths)`` may refuse parameters (ValueError)."""
+    layer with ``shared``. ``check(parameters, lengths)`` may refuse parameters (ValueError).
+    A plugin may not take a built-in's name (``alibi``) or another bias encoding's:
+    :class:`PEError`, and nothing is registered."""
     if (bias is None) == (module is None):
         raise ValueError(f"bias_encoding {name!r}: give a bias function or module=, not both")
+    _own_name(name)
+    implementation = f"posgen_bias_{name}"
+    _claim("attention function", implementation, bias if bias is not None else module, name)
 
     def attention(
         module_: nn.Module,
@@ -386,7 +464,6 @@ def bias_encoding(
             **kwargs,
         )
 
-    implementation = f"posgen_bias_{name}"
     AttentionInterface.register(implementation, attention)
     AttentionMaskInterface.register(implementation, sdpa_mask)
     own = bias_check(bias, module)
@@ -396,9 +473,20 @@ def bias_encoding(
             check(parameters, lengths)
         own(parameters, lengths)
 
+    def no_rope(
+        parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool
+    ) -> dict[str, Any]:
+        if AttentionInterface().get(implementation) is not attention:
+            raise ValueError(
+                f"its attention function {implementation!r} was replaced outside posgen's "
+                "constructors; an encoding trains only with its own bias"
+            )
+        return dict(NO_ROPE)
+
     return PositionEncoding(
         name=name,
         summary=summary,
+        rope=no_rope,
         attention=implementation,
         attention_module=module,
         shared_module=shared,
@@ -744,3 +832,4 @@ register(
         "with any rope encoding as --pe NAME+logn",
     )
 )
+ENCODINGS.seal()  # every encoding constructed from here on is a plugin's

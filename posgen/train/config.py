@@ -32,7 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from posgen.encodings import PERequest
 from posgen.errors import PosgenError, UsageError, human_bytes, problem_lines
@@ -45,9 +53,11 @@ PAPER_SEEDS = [5549, 4955, 42, 3701, 49]
 
 
 class TrainConfig(BaseModel):
-    """Model size and optimisation of one run; every field can be overridden by a flag."""
+    """Model size and optimisation of one run; every field can be overridden by a flag.
+    Strict: ``"3"`` is no number and ``true`` no integer (a grid's ``epochs = "3"`` is refused).
+    """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     layers: int = Field(ge=1, le=64, description="Decoder layers.")
     hidden: int = Field(ge=8, le=8192, description="Model width d_model.")
@@ -141,6 +151,8 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
 
 HASH_CHARS = 16
 """Hex digits of a run's hash (64 bits: a collision needs ~4 billion runs)."""
+HASH_PATTERN = rf"^[0-9a-f]{{{HASH_CHARS}}}$"
+"""What a run's or a training's key is: it names a folder, so never ``..`` or a path."""
 
 
 class GridError(UsageError, ValueError):
@@ -180,7 +192,7 @@ class PresetEntry(BaseModel):
 class SlurmSettings(BaseModel):
     """Resources of one run on a Slurm cluster (``--executor slurm``); flags override them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     partition: str | None = Field(None, max_length=200, description="Slurm partition.")
     account: str | None = Field(None, max_length=200, description="Slurm account.")
@@ -204,7 +216,7 @@ class Grid(BaseModel):
     presets: list[PresetEntry] = Field(
         default_factory=lambda: [PresetEntry(name="cpu")], min_length=1, max_length=64
     )
-    seeds: list[int] | None = Field(None, min_length=1, max_length=1000)
+    seeds: list[StrictInt] | None = Field(None, min_length=1, max_length=1000)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
 
     @field_validator("pes", mode="before")
@@ -328,8 +340,8 @@ class RunSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    key: str
-    job: str
+    key: str = Field(pattern=HASH_PATTERN, description="The run's hash (its folder's name).")
+    job: str = Field(pattern=HASH_PATTERN, description="Its training's hash.")
     data: str = Field(description="The dataset folder, absolute.")
     dataset: str
     spec_id: str
@@ -338,7 +350,7 @@ class RunSpec(BaseModel):
     pe_request: PERequest
     preset: str
     train: dict[str, Any]
-    seed: int
+    seed: StrictInt = Field(ge=0, lt=2**63)
 
     @property
     def folder(self) -> str:

@@ -348,7 +348,7 @@ def _write_run(
             torch_threads=torch.get_num_threads(),
             versions=versions(),
             scores=report.model_dump(),
-            probe_scores=probe,
+            probe_scores=probe.model_dump(),
             attention=attention,
         )
         (build / RESULTS).write_text(record.to_json())

@@ -14,26 +14,28 @@ posgen.train.run_record`` rewrites ``run_record.schema.json``.
 ...     read_run(folder)
 ... except DamagedRun as error:
 ...     print(error.lines[0].split(": ", 1)[1])
-data: Field required (and 14 more problems)
+data: Field required (and 15 more problems)
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
+import re
 import stat
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import from_json
 
 from posgen.errors import DataError, problem_lines, shown
-from posgen.scoring.metrics import ScoreReport
+from posgen.scoring.metrics import ScoreReport, bucket_edges
 from posgen.scoring.reliance import RelianceReport
-from posgen.spec import MAX_LENGTH, MAX_ROWS, ConfigName, TaskSpec
+from posgen.spec import MAX_LENGTH, MAX_ROWS, PROBE_SPLIT, ConfigName, TaskSpec
 from posgen.train.config import PRESETS, TrainConfig
 
 RESULTS = "results.json"
@@ -49,6 +51,9 @@ MAX_COUNT = 2**53
 MAX_THREADS = 1024
 """Most torch threads a run may name (``--threads`` is bounded lower)."""
 SCHEMA_FILE = Path(__file__).with_name("run_record.schema.json")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+ZEROED = "0" * 64
+"""A zeroed digest: no file hashes to it; a record holding one was edited."""
 
 
 class DamagedRun(DataError, ValueError):
@@ -65,9 +70,20 @@ class DataRecord(_Record):
     folder: str = Field(max_length=4096, description="Dataset folder as given to posgen train.")
     config: ConfigName = Field(description="Config (task) trained on.")
     files: dict[str, str] = Field(
+        min_length=1,
         description="sha256 of every file the run read (path -> hex digest), each checked "
-        "against the manifest as read."
+        "against the manifest as read.",
     )
+
+    @field_validator("files")
+    @classmethod
+    def _digests(cls, files: dict[str, str]) -> dict[str, str]:
+        for path, digest in files.items():
+            if not SHA256.fullmatch(digest):
+                raise ValueError(f"{shown(path, 80)}: {shown(digest, 80)} is not a sha256 digest")
+            if digest == ZEROED:
+                raise ValueError(f"{shown(path, 80)}: an all-zero sha256 (a placeholder)")
+        return files
 
 
 class ModelInfo(_Record):
@@ -138,16 +154,38 @@ class AttentionDiagnostics(_Record):
     layers: list[AttentionLayer] = Field(min_length=1, max_length=MAX_LAYERS)
 
 
-def _ratio_problems(name: str, correct: int, tokens: int, accuracy: float | None) -> list[str]:
+def _ratio_problems(
+    name: str,
+    correct: int,
+    tokens: int,
+    accuracy: float | None,
+    words: tuple[str, str, str] = ("correct", "tokens", "accuracy"),
+) -> list[str]:
+    """Whether ``accuracy`` is ``correct / tokens`` (None for 0 tokens) and the counts fit;
+    ``words`` name the three (far-reliance: far, counted, far_reliance)."""
+    hits, total, share = words
     if not 0 <= correct <= tokens <= MAX_COUNT:
         given = f"{shown(correct, 30)} of {shown(tokens, 30)}"
-        return [f"{name}: counts must satisfy 0 <= correct <= tokens <= 2^53 (given {given})"]
+        return [f"{name}: counts must satisfy 0 <= {hits} <= {total} <= 2^53 (given {given})"]
     expected = correct / tokens if tokens else None
     if (expected is None) != (accuracy is None) or (
         expected is not None and accuracy is not None and not math.isclose(expected, accuracy)
     ):
-        return [f"{name}.accuracy: {accuracy} is not correct / tokens ({correct} / {tokens})"]
+        return [f"{name}.{share}: {accuracy} is not {hits} / {total} ({correct} / {tokens})"]
     return []
+
+
+def _reliance_problems(name: str, part: Any) -> list[str]:
+    """Far- and local-reliance of one :class:`~posgen.scoring.reliance.Reliance` (or curve
+    point given as a namespace) against its counts: each its share of the counted targets."""
+    if part.far + part.local > part.counted:
+        return [f"{name}: far {part.far} + local {part.local} exceed the {part.counted} counted"]
+    lines = _ratio_problems(
+        name, part.far, part.counted, part.far_reliance, ("far", "counted", "far_reliance")
+    )
+    return lines or _ratio_problems(
+        name, part.local, part.counted, part.local_reliance, ("local", "counted", "local_reliance")
+    )
 
 
 class RunScores(ScoreReport):
@@ -196,6 +234,73 @@ class RunScores(ScoreReport):
         return lines
 
 
+CURVE_COLUMNS = ("counted", "far", "local", "far_reliance", "local_reliance")
+"""A reliance curve's columns besides its positions."""
+
+
+class RunProbeScores(RelianceReport):
+    """The record's far-reliance report of the ``probe`` predictions, whose counts add up.
+
+    Every position ``w .. L'-1`` is in the curve once; at each, at most one probed target a
+    row, far and local predictions among the counted ones (never more than counted), each
+    share its ratio; ID, OOD, overall and the buckets are the curve's sums, with at least as
+    many probed targets as counted ones.
+    """
+
+    def problems(self) -> list[str]:
+        """What does not add up (empty when everything does)."""
+        curve, w, rows = self.curve, self.seed_window, self.rows
+        expected = list(range(w, self.length))
+        if len(expected) > MAX_LENGTH or rows > MAX_ROWS:
+            return [f"rows/length: larger than any split ({rows} x {self.length})"]
+        if curve.position != expected:
+            return [f"curve.position: must be {w} .. {self.length - 1}"]
+        if {len(getattr(curve, column)) for column in CURVE_COLUMNS} != {len(expected)}:
+            return [f"curve: {', '.join(CURVE_COLUMNS)} must each have one value per position"]
+        for index, position in enumerate(expected):
+            point = SimpleNamespace(**{c: getattr(curve, c)[index] for c in CURVE_COLUMNS})
+            if not 0 <= point.counted <= rows or point.far < 0 or point.local < 0:
+                counts = f"{point.counted} counted, far {point.far}, local {point.local}"
+                return [f"curve[{position}]: {counts}: at most one target a row ({rows} rows)"]
+            if lines := _reliance_problems(f"curve[{position}]", point):
+                return lines
+        boundary = min(self.ood_boundary, self.length) - w
+        regions = {"id": slice(0, boundary), "ood": slice(boundary, None), "overall": slice(None)}
+        lines = []
+        for name, region in regions.items():
+            lines += self._sums(name, getattr(self, name), region)
+        if self.overall.probed != self.id.probed + self.ood.probed:
+            lines.append(f"overall.probed: {self.overall.probed} is not ID + OOD "
+                         f"({self.id.probed} + {self.ood.probed})")  # fmt: skip
+        edges = bucket_edges(w, self.length, self.ood_boundary, self.bucket_width)
+        spans = list(itertools.pairwise(edges))
+        if [(b.start, b.stop) for b in self.buckets] != spans:
+            return [*lines, f"buckets: must span {spans[:3]}... ({len(spans)} buckets of "
+                            f"width {self.bucket_width})"]  # fmt: skip
+        for bucket in self.buckets:
+            name = f"buckets[{bucket.start}, {bucket.stop})"
+            if bucket.ood != (bucket.start >= self.ood_boundary):
+                lines.append(f"{name}.ood: {bucket.ood} for a bucket from {bucket.start}")
+            lines += self._sums(name, bucket, slice(bucket.start - w, bucket.stop - w))
+        if sum(b.probed for b in self.buckets) != self.overall.probed:
+            lines.append(f"buckets: {sum(b.probed for b in self.buckets)} probed in all, not "
+                         f"overall's {self.overall.probed}")  # fmt: skip
+        return lines
+
+    def _sums(self, name: str, part: Any, region: slice) -> list[str]:
+        """``part`` (a region or a bucket) against the curve's sums over ``region``."""
+        curve = self.curve
+        sums = tuple(sum(getattr(curve, column)[region]) for column in ("counted", "far", "local"))
+        if (part.counted, part.far, part.local) != sums:
+            return [f"{name}: counted {part.counted}, far {part.far}, local {part.local} do not "
+                    f"match the curve ({sums[0]}, {sums[1]}, {sums[2]})"]  # fmt: skip
+        positions = len(curve.counted[region])
+        if not part.counted <= part.probed <= self.rows * positions:
+            return [f"{name}.probed: {part.probed} probed targets for {part.counted} counted "
+                    f"ones over {positions} positions of {self.rows} rows"]  # fmt: skip
+        return _reliance_problems(name, part)
+
+
 class RunRecord(_Record):
     """One run's ``results.json``."""
 
@@ -219,8 +324,9 @@ class RunRecord(_Record):
     torch_threads: int = Field(ge=1, le=MAX_THREADS)
     versions: dict[str, str] = Field(max_length=64)
     scores: RunScores = Field(description="The posgen score report of the test predictions.")
-    probe_scores: RelianceReport | None = Field(
-        None, description="The far-reliance report of the probe predictions (None: no probe)."
+    probe_scores: RunProbeScores = Field(
+        description="The far-reliance report of the probe predictions (every spec has a probe "
+        "split, and every run scores it)."
     )
     attention: AttentionDiagnostics | None = Field(
         None,
@@ -253,23 +359,39 @@ class RunRecord(_Record):
         )
 
     def problems(self) -> list[str]:
-        """Scores of other data than the record names, or whose counts do not add up."""
-        scores, spec = self.scores, self.spec
+        """Scores (test and probe) of other data than the record names, or whose counts do
+        not add up; a best epoch past the epochs trained."""
+        if self.best_epoch > self.train.epochs:
+            return [f"best_epoch: {self.best_epoch}, but the run trained {self.train.epochs} "
+                    "epochs"]  # fmt: skip
+        lines: list[str] = []
+        for name, report, split in (
+            ("scores", self.scores, "test"),
+            ("probe_scores", self.probe_scores, PROBE_SPLIT),
+        ):
+            if wrong := self._other_data(name, report, split):
+                return wrong
+            lines += [f"{name}.{line}" for line in report.problems()]
+        return lines
+
+    def _other_data(self, name: str, report: Any, split: str) -> list[str]:
+        """A line when ``report`` is not of this run's data: its spec, config and ``split``."""
+        spec = self.spec
         facts: dict[str, tuple[Any, Any]] = {
-            "spec_id": (scores.spec_id, spec.spec_id),
-            "config": (scores.config, self.data.config),
-            "split": (scores.split, "test"),
-            "modulus": (scores.modulus, spec.modulus),
-            "seed_window": (scores.seed_window, spec.window),
-            "ood_boundary": (scores.ood_boundary, spec.train_length),
-            "length": (scores.length, spec.test_lengths[0]),
-            "rows": (scores.rows, spec.test_size),
+            "spec_id": (report.spec_id, spec.spec_id),
+            "config": (report.config, self.data.config),
+            "split": (report.split, split),
+            "modulus": (report.modulus, spec.modulus),
+            "seed_window": (report.seed_window, spec.window),
+            "ood_boundary": (report.ood_boundary, spec.train_length),
+            "length": (report.length, spec.split_length(split)),
+            "rows": (report.rows, spec.split_size(split)),
         }
-        for name, (found, wanted) in facts.items():
+        for field, (found, wanted) in facts.items():
             if found != wanted:
-                return [f"scores.{name}: {shown(found, 60)}, but the run names "
+                return [f"{name}.{field}: {shown(found, 60)}, but the run names "
                         f"{shown(wanted, 60)} (scores of other data)"]  # fmt: skip
-        return [f"scores.{line}" for line in scores.problems()]
+        return []
 
 
 def _damaged(path: Path, lines: list[str]) -> DamagedRun:
@@ -302,13 +424,31 @@ def _read_json(path: Path, limit: int) -> Any:
     if len(raw) > limit:
         raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
     try:
-        value = from_json(raw, allow_inf_nan=False)
-    except ValueError as error:
+        value = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant
+        )
+    except RecursionError:
+        raise DamagedRun(f"{shown(path)}: not valid JSON (nested too deeply)") from None
+    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError among them
         raise DamagedRun(f"{shown(path)}: not valid JSON ({shown(error, 120)})") from None
     where = _non_finite(value)
     if where is not None:
         raise DamagedRun(f"{shown(path)}: {where or 'value'}: not a finite number")
     return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when a key repeats (readers disagree on which one counts)."""
+    value: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in value:
+            raise ValueError(f"the key {shown(key, 60)!r} is repeated in one object")
+        value[key] = item
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
 
 
 def _non_finite(value: Any, where: str = "") -> str | None:
@@ -322,6 +462,35 @@ def _non_finite(value: Any, where: str = "") -> str | None:
         items = enumerate(value)
     for key, item in items:
         found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return {dict: "an object", list: "a list"}.get(type(value), "null")
+
+
+def _coerced(given: Any, held: Any, where: str = "") -> str | None:
+    """Where the record as written (``given``) holds a value of another JSON kind than the
+    record read from it (``held``): a string ``"0.5"`` read as a number, ``true`` as 1 (the
+    first such place, None when there is none). Integers and decimals are one kind."""
+    if _kind(given) != _kind(held):
+        value = shown(json.dumps(given), 40)
+        return f"{where or 'value'}: {_kind(given)} ({value}) where the record holds {_kind(held)}"
+    items: Any = ()
+    if isinstance(given, dict):
+        items = ((key, item, held.get(key)) for key, item in given.items() if key in held)
+    elif isinstance(given, list):
+        items = ((index, item, held[index]) for index, item in enumerate(given[: len(held)]))
+    for key, item, other in items:
+        found = _coerced(item, other, f"{where}.{key}" if where else str(key))
         if found is not None:
             return found
     return None
@@ -343,6 +512,9 @@ def read_run(folder: Path) -> RunRecord:
         record = RunRecord.model_validate(value)
     except ValidationError as error:
         raise _damaged(path, problem_lines(error)) from None
+    coerced = _coerced(value, record.model_dump(mode="json", by_alias=True))
+    if coerced is not None:
+        raise DamagedRun(f"{shown(path)}: {coerced}")
     problems = record.problems()
     if problems:
         raise _damaged(path, problems)

@@ -6,9 +6,11 @@ Layout (``posgen sweep GRID --out SWEEP``)::
     SWEEP/runs/<run hash>/    finished run folders (``posgen results SWEEP/runs``)
     SWEEP/work/<job hash>/    an unfinished training: its checkpoint; locked while it runs
     SWEEP/failed/<job hash>   the one-line reason of a training's last failure
+    SWEEP/discarded/<run hash>.N  run folders set aside: damaged, incomplete or another run's
     SWEEP/logs/               each training's output (local) or submitit's files (Slurm)
 
-A run folder appears only when complete; a training holds its work folder's lock while it
+A run folder appears only when complete, and a run is done only when its folder is checked
+whole and its own (:meth:`Sweep.not_done`); a training holds its work folder's lock while it
 runs (``running`` is a live lock, never a PID). :func:`run_local` runs worker processes
 (``python -m posgen.train.sweep SWEEP JOB``) and passes a signal on to them; :func:`submit`
 sends the trainings to Slurm as one submitit array. Both run :func:`run_job`.
@@ -30,7 +32,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from posgen import signals
 from posgen.errors import UsageError, error_exit, shown
@@ -38,7 +40,7 @@ from posgen.signals import Interrupted
 from posgen.store.safety import claim, die_with_parent, exclusive, owner_alive, write_atomically
 from posgen.train.config import JobSpec, RunSpec, SlurmSettings, jobs_of, preset
 from posgen.train.job import read_progress
-from posgen.train.run_record import is_run
+from posgen.train.run_record import FILES, DamagedRun, RunRecord, read_run
 
 RECORD = "sweep.json"
 MAX_RECORD_BYTES = 256 << 20
@@ -62,6 +64,26 @@ class SweepRecord(BaseModel):
     format: Literal[1] = 1
     runs: list[RunSpec] = Field(default_factory=list)
     wall_seconds: float = Field(0.0, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepRecord:
+        """Each run once, and the runs of one training alike in all but their encoding."""
+        seen: dict[str, int] = {}
+        shared: dict[str, tuple[int, tuple[Any, ...]]] = {}
+        for index, run in enumerate(self.runs):
+            if run.key in seen:
+                raise ValueError(
+                    f"runs.{index}: run {run.key} is listed again (first as runs.{seen[run.key]})"
+                )
+            seen[run.key] = index
+            trained = (run.data, run.spec_id, run.config, run.preset, run.train, run.seed)
+            first, alike = shared.setdefault(run.job, (index, trained))
+            if alike != trained:
+                raise ValueError(
+                    f"runs.{index}: training {run.job} is shared with runs.{first}, which "
+                    "trains other data, settings or seed"
+                )
+        return self
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,15 @@ class Sweep:
     def failure(self, job: str) -> Path:
         return self.root / "failed" / job
 
+    def discarded(self, key: str) -> Path:
+        """A new name in ``SWEEP/discarded/`` for a run folder set aside (``KEY.1``, ...)."""
+        folder = self.root / "discarded"
+        folder.mkdir(exist_ok=True)
+        number = 1
+        while os.path.lexists(folder / f"{key}.{number}"):
+            number += 1
+        return folder / f"{key}.{number}"
+
     def read(self) -> SweepRecord:
         """``sweep.json``; :class:`SweepError` naming it when missing or damaged."""
         try:
@@ -101,7 +132,11 @@ class Sweep:
         except ValidationError as error:
             first = error.errors(include_url=False)[0]
             where = ".".join(map(str, first["loc"]))
-            raise SweepError(f"{self.record}: damaged ({where}: {first['msg']})") from None
+            message = str(first["msg"]).removeprefix("Value error, ")
+            if first["type"] == "string_pattern_mismatch":
+                message = "not a hash of 16 hex digits (its keys name folders of the sweep)"
+            detail = f"{where}: {message}" if where else message
+            raise SweepError(f"{self.record}: damaged ({shown(detail, 300)})") from None
 
     @contextmanager
     def updating(self) -> Iterator[SweepRecord]:
@@ -113,9 +148,17 @@ class Sweep:
             write_atomically(self.record, (record.model_dump_json(indent=1) + "\n").encode())
 
     def add(self, runs: list[RunSpec]) -> SweepRecord:
-        """Record ``runs`` (those already recorded are kept once)."""
+        """Record ``runs`` (those already recorded are kept once); a recorded run whose key
+        names other settings than the grid's run of that key is refused (an edited record)."""
         with self.updating() as record:
-            known = {run.key for run in record.runs}
+            known = {run.key: run for run in record.runs}
+            for run in runs:
+                if run.key in known and _named(known[run.key]) != _named(run):
+                    raise SweepError(
+                        f"{self.record}: run {run.key} records other settings than the grid's "
+                        "run of that hash (the file was edited); restore it or sweep into a "
+                        "new folder"
+                    )
             record.runs += [run for run in runs if run.key not in known]
         return record
 
@@ -123,21 +166,60 @@ class Sweep:
         with self.updating() as record:
             record.wall_seconds += seconds
 
+    def not_done(self, run: RunSpec) -> str | None:
+        """Why ``run`` is not done (None when it is): done is a whole run folder of this very
+        run, checked, never a folder that merely exists. Missing: no folder; else every run
+        file present, ``results.json`` read whole (:func:`~posgen.train.run_record.read_run`)
+        and naming this run's data, encoding, settings and seed (not a copy of another)."""
+        folder = self.run_folder(run)
+        if not os.path.lexists(folder):
+            return "missing"
+        if folder.is_symlink() or not folder.is_dir():
+            return f"{folder} is not a run folder (a link or a file)"
+        missing = [name for name in FILES if not (folder / name).is_file()]
+        if missing:
+            return f"{folder} lacks {', '.join(missing)}"
+        try:
+            record = read_run(folder)
+        except DamagedRun as error:
+            return str(error)
+        other = _other_run(record, run)
+        if other is not None:
+            return f"{folder} holds another run ({other}): a copy"
+        return None
+
+    def done(self, run: RunSpec) -> bool:
+        return self.not_done(run) is None
+
+    def set_aside(self, runs: list[RunSpec]) -> list[str]:
+        """Move the run folders of ``runs`` that are not whole runs of their own (damaged,
+        incomplete, copied) into ``SWEEP/discarded/`` so their trainings run again; one line
+        for each. Folders of a training a live worker holds are left alone."""
+        lines = []
+        with exclusive(self.root):
+            for run in runs:
+                why = self.not_done(run)
+                if why in (None, "missing") or owner_alive(self.work(run.job)):
+                    continue
+                target = self.discarded(run.key)
+                os.rename(self.run_folder(run), target)
+                lines.append(f"{why}; moved to {target}, and {label_run(run)} is trained again")
+        return lines
+
     def unfinished(self, runs: list[RunSpec]) -> list[JobSpec]:
-        """Trainings with a run folder still missing that no live worker runs now (each
-        listing all its runs)."""
+        """Trainings with a run not done that no live worker runs now (each listing all its
+        runs)."""
         return [
             job
             for job in jobs_of(runs)
-            if not all(is_run(self.run_folder(run)) for run in job.runs)
-            and not owner_alive(self.work(job.key))
+            if not all(self.done(run) for run in job.runs) and not owner_alive(self.work(job.key))
         ]
 
     def tidy(self, runs: list[RunSpec]) -> None:
         """Remove the work folders of finished trainings that no live worker holds."""
         for job in jobs_of(runs):
             work = self.work(job.key)
-            if work.exists() and all(is_run(self.run_folder(run)) for run in job.runs):
+            if work.exists() and all(self.done(run) for run in job.runs):
                 with claim(work) as state:
                     if state == "claimed":
                         shutil.rmtree(work, ignore_errors=True)
@@ -145,6 +227,35 @@ class Sweep:
     def record_failure(self, job: str, reason: str) -> None:
         line = shown(" ".join(reason.split()), MAX_REASON_CHARS)
         write_atomically(self.failure(job), (line + "\n").encode())
+
+
+def _named(run: RunSpec) -> dict[str, Any]:
+    """What a run's hash names (not where its data lies, nor how its encoding was spelled)."""
+    return run.model_dump(exclude={"data", "pe_request"})
+
+
+def _other_run(record: RunRecord, run: RunSpec) -> str | None:
+    """What ``record`` says that ``run`` does not (None: it is this run's record)."""
+    facts: dict[str, tuple[Any, Any]] = {
+        "dataset": (Path(record.data.folder).name, run.dataset),
+        "spec": (record.spec.spec_id, run.spec_id),
+        "config": (record.data.config, run.config),
+        "encoding": (record.position_encoding.label, run.pe),
+        "preset": (record.preset, run.preset),
+        "seed": (record.seed, run.seed),
+        "settings": (record.train.model_dump(mode="json"), run.train),
+    }
+    for name, (found, wanted) in facts.items():
+        if found != wanted:
+            if name == "settings":
+                return "other training settings"
+            return f"{name} {shown(found, 60)}, not {shown(wanted, 60)}"
+    return None
+
+
+def label_run(run: RunSpec) -> str:
+    """A run as people read it: ``posgen-v1/cot rope seed 42 (cpu)``."""
+    return f"{run.dataset}/{run.config} {run.pe} seed {run.seed} ({run.preset})"
 
 
 @dataclass(frozen=True)
@@ -165,7 +276,8 @@ def run_states(sweep: Sweep) -> list[RunState]:
         work = sweep.work(run.job)
         alive = owner_alive(work)
         progress = read_progress(work)
-        if is_run(sweep.run_folder(run)):
+        why = sweep.not_done(run)
+        if why is None:
             states.append(RunState(run, "done", run.folder))
         elif alive or alive is None:
             where = _where(progress) or "before its first checkpoint"
@@ -173,6 +285,8 @@ def run_states(sweep: Sweep) -> list[RunState]:
             states.append(RunState(run, "running", where + note))
         elif sweep.failure(run.job).is_file():
             states.append(RunState(run, "failed", _reason(sweep.failure(run.job))))
+        elif why != "missing":
+            states.append(RunState(run, "waiting", f"{why}; a rerun sets it aside and trains it"))
         else:
             where = _where(progress)
             states.append(RunState(run, "waiting", f"resumes at {where}" if where else ""))

@@ -78,7 +78,7 @@ def test_every_run_scores_the_probe_split_with_the_same_weights(runs):
     report = read_run(run).probe_scores
     predictions = read_predictions(run / PROBE_PREDICTIONS)
     again = score_probe(load_probe(data, "cot", "probe"), predictions.tokens, ids=predictions.ids)
-    assert report == again
+    assert report.model_dump() == again.model_dump()
 
 
 def test_results_without_run_folders_is_one_error_line(assert_clean_error, cli, tmp_path):

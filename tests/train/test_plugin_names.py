@@ -1,0 +1,278 @@
+"""Issue 27, class 2: a plugin never replaces a built-in encoding.
+
+A plugin (``--pe package.module:NAME``, an entry point, a grid's ``pes``) whose name is a
+built-in encoding's, whose frequencies would take one of transformers' rope types
+(``default``, ``linear``, ``yarn``, ...) or a built-in's (``resonance``), or whose bias
+would take the built-in ALiBi's attention is refused with one ``error:`` line (exit 2), and
+registers nothing: after every case the built-ins' rope functions, ALiBi's attention and
+RoPE's frequencies are what they were. A frequency table replaced behind posgen's back is
+refused too, never trained with.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from transformers import AttentionInterface  # noqa: E402
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
+
+from posgen.encodings import ENCODINGS, Lengths, PEError, PERequest, resolve  # noqa: E402
+from posgen.encodings.builtin import TRANSFORMERS_ROPE_TYPES  # noqa: E402
+
+TINY = ["--layers", "1", "--hidden", "16", "--heads", "2", "--intermediate", "32"]
+FAST = [*TINY, "--epochs", "1", "--max-steps", "2", "--seed", "1", "-q"]
+LENGTHS = Lengths(train=64, test=256, head_dim=8, heads=2)
+
+HEADER = """
+import torch
+from posgen.encodings import PositionEncoding
+from posgen.encodings.builtin import bias_encoding, rope_encoding
+
+
+def freqs(config, device=None, seq_len=None, **kwargs):
+    dim = config.hidden_size // config.num_attention_heads
+    return (500.0 ** (-torch.arange(0, dim, 2, dtype=torch.float) / dim)).to(device), 1.0
+
+
+def zero_bias(position_ids, heads, parameters):
+    rows, length = position_ids.shape
+    return torch.zeros(rows, heads, length, length)
+"""
+
+BUILT_INS = ("rope", "yarn", "linear", "dynamic", "longrope", "llama3", "resonance")
+BUILT_INS += ("resonance_yarn", "proportional", "nope")
+
+# case -> (the plugin's line defining X; a fragment of the error line)
+NAME_CLASHES = {
+    **{
+        f"rope_encoding named {name}": (
+            f'X = rope_encoding("{name}", "mine", freqs, rope_type="mine_{name}")',
+            f"built-in position encoding {name}",
+        )
+        for name in BUILT_INS
+    },
+    "rope_encoding named rope, no frequencies of its own": (
+        'X = rope_encoding("rope", "mine", None, lambda lengths: {"rope_theta": 500.0})',
+        "built-in position encoding rope",
+    ),
+    "bias_encoding named alibi": (
+        'X = bias_encoding("alibi", "mine", zero_bias)',
+        "built-in position encoding alibi",
+    ),
+    "bias_encoding named rope": (
+        'X = bias_encoding("rope", "mine", zero_bias)',
+        "built-in position encoding rope",
+    ),
+    "PositionEncoding named rope": (
+        'X = PositionEncoding(name="rope", summary="mine")',
+        "the name of a built-in position encoding",
+    ),
+    "PositionEncoding named learned": (
+        'X = PositionEncoding(name="learned", summary="mine")',
+        "the name of a built-in position encoding",
+    ),
+    "PositionEncoding named sinusoidal": (
+        'X = PositionEncoding(name="sinusoidal", summary="mine")',
+        "the name of a built-in position encoding",
+    ),
+}
+TYPE_CLASHES = {
+    **{
+        f"frequencies as transformers' rope type {kind}": (
+            f'X = rope_encoding("mine_{kind}", "mine", freqs, rope_type="{kind}")',
+            f"rope type '{kind}' is transformers' own",
+        )
+        for kind in sorted(TRANSFORMERS_ROPE_TYPES)
+    },
+    "rope_encoding named default (rope type default)": (
+        'X = rope_encoding("default", "mine", freqs)',
+        "rope type 'default' is transformers' own",
+    ),
+    "rope_encoding named linear2 with rope type linear": (
+        'X = rope_encoding("linear2", "mine", freqs, rope_type="linear")',
+        "rope type 'linear' is transformers' own",
+    ),
+    **{
+        f"frequencies as the built-in rope type {kind}": (
+            f'X = rope_encoding("mine_{kind}", "mine", freqs, rope_type="{kind}")',
+            f"rope type '{kind}' is taken by the built-in encoding {kind}",
+        )
+        for kind in ("resonance", "resonance_yarn", "resonance_linear")
+    },
+}
+CASES = {**NAME_CLASHES, **TYPE_CLASHES}
+
+
+def intact() -> dict[str, object]:
+    """What no plugin may change: every rope function of transformers' table, ALiBi's
+    attention, and RoPE's and ALiBi's resolved parameters."""
+    return {
+        "rope functions": dict(ROPE_INIT_FUNCTIONS),
+        "alibi attention": AttentionInterface().get("posgen_bias_alibi"),
+        "rope": resolve(PERequest(name="rope"), LENGTHS).record(),
+        "alibi": resolve(PERequest(name="alibi"), LENGTHS).record(),
+    }
+
+
+@pytest.fixture
+def plugins(tmp_path, monkeypatch):
+    """``write(source) -> module name``: a plugin module on ``sys.path``, removed after."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    names: list[str] = []
+
+    def write(line: str) -> str:
+        name = f"clash_{len(names)}_{abs(hash(str(tmp_path))) % 10**6}"
+        (site / f"{name}.py").write_text(HEADER + "\n" + line + "\n")
+        names.append(name)
+        return name
+
+    yield write
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def data(tiny_training_dataset) -> list[str]:
+    return ["--data", str(tiny_training_dataset), "--config", "cot"]
+
+
+def rope_frequencies(cli, data: list[str], out: Path, pe: str = "rope") -> torch.Tensor:
+    result = cli("train", *data, "--pe", pe, "--out", out, *FAST, "--save-model")
+    assert result.exit_code == 0, result.output
+    from posgen.encodings.model import load_model
+
+    model, _ = load_model(out / "model")
+    return model.model.rotary_emb.inv_freq
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_plugin_clashing_with_a_built_in_is_one_error_line_and_changes_nothing(
+    assert_clean_error, cli, recorded, plugins, data, tmp_path, case
+):
+    line, fragment = CASES[case]
+    before = intact()
+    module = plugins(line)
+    result = cli("train", *data, "--pe", f"{module}:X", "--out", tmp_path / "run", *FAST)
+    with recorded("hostile", f"class 2: {case}"):
+        assert_clean_error(result, 2, f"--pe {module}:X", fragment)
+        assert not (tmp_path / "run").exists()
+        assert intact() == before
+
+
+GRID_CASES = {
+    "pes = [plugin named rope, rope]": ('X = rope_encoding("rope", "mine", freqs)', "pes.0"),
+    "pes = [plugin of rope type default, rope]": (
+        'X = rope_encoding("mine_default", "mine", freqs, rope_type="default")',
+        "pes.0",
+    ),
+    "pes = [plugin named linear, rope]": ('X = rope_encoding("linear", "mine", freqs)', "pes.0"),
+    "pes = [bias plugin named alibi, rope]": (
+        'X = bias_encoding("alibi", "mine", zero_bias)',
+        "pes.0",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GRID_CASES))
+def test_a_grid_with_a_clashing_plugin_is_refused_when_it_is_read(
+    assert_clean_error, cli, recorded, plugins, tiny_training_dataset, tmp_path, case
+):
+    line, fragment = GRID_CASES[case]
+    before = intact()
+    module = plugins(line)
+    grid = tmp_path / "grid.json"
+    pes = [f"{module}:X", "rope"]
+    body = {"datasets": [str(tiny_training_dataset)], "configs": ["cot"], "pes": pes, "seeds": [1]}
+    grid.write_text(json.dumps(body))
+    result = cli("sweep", grid, "--out", tmp_path / "sweep")
+    with recorded("hostile", f"class 2: {case}"):
+        assert_clean_error(result, 2, fragment, "built-in" if "named" in case else "own")
+        assert not (tmp_path / "sweep").exists()
+        assert intact() == before
+
+
+def test_rope_trains_with_its_own_frequencies_after_every_refused_plugin(
+    cli, recorded, plugins, data, tmp_path
+):
+    for number, (line, _) in enumerate(CASES.values()):
+        module = plugins(line)
+        cli("train", *data, "--pe", f"{module}:X", "--out", tmp_path / f"r{number}", *FAST)
+    frequencies = rope_frequencies(cli, data, tmp_path / "rope")
+    with recorded("hostile", "class 2: rope's frequencies after every refused plugin"):
+        torch.testing.assert_close(
+            frequencies, 10_000.0 ** (-torch.arange(0, 8, 2, dtype=torch.float) / 8)
+        )
+
+
+def test_a_plugin_of_its_own_name_and_rope_type_trains_and_leaves_rope_alone(
+    cli, recorded, plugins, data, tmp_path
+):
+    module = plugins('X = rope_encoding("mine500", "mine", freqs)')
+    mine = rope_frequencies(cli, data, tmp_path / "mine", f"{module}:X")
+    rope = rope_frequencies(cli, data, tmp_path / "rope")
+    record = json.loads((tmp_path / "rope" / "results.json").read_text())
+    with recorded("hostile", "class 2: a plugin of its own name beside rope"):
+        torch.testing.assert_close(mine, 500.0 ** (-torch.arange(0, 8, 2, dtype=torch.float) / 8))
+        torch.testing.assert_close(
+            rope, 10_000.0 ** (-torch.arange(0, 8, 2, dtype=torch.float) / 8)
+        )
+        assert record["position_encoding"]["source"] == "built-in"
+        # the same plugin module imported again (a new process, a reload) registers again
+        sys.modules.pop(module)
+        assert ENCODINGS[f"{module}:X"].name == "mine500"
+
+
+def test_a_second_plugin_taking_the_first_ones_rope_type_is_refused(recorded, plugins):
+    first = plugins('X = rope_encoding("shared_a", "mine", freqs, rope_type="shared_type")')
+    second = plugins('X = rope_encoding("shared_b", "mine", freqs, rope_type="shared_type")')
+    assert ENCODINGS[f"{first}:X"].name == "shared_a"
+    taken = f"rope type 'shared_type' is taken by {first}.freqs"
+    with (
+        recorded("hostile", "class 2: two plugins, one rope type"),
+        pytest.raises(PEError, match=taken),
+    ):
+        ENCODINGS[f"{second}:X"]
+    ROPE_INIT_FUNCTIONS.pop("shared_type", None)  # the test's own registration
+
+
+# case -> (the rope type replaced in transformers' table, the encoding trained)
+REPLACED = {
+    "transformers' linear frequencies": ("linear", "linear"),
+    "transformers' yarn frequencies": ("yarn", "yarn"),
+    "the Resonance frequencies": ("resonance", "resonance"),
+    "Llama's default rope type": ("default", "rope"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REPLACED))
+def test_a_frequency_table_replaced_behind_posgens_back_is_refused(
+    assert_clean_error, cli, recorded, monkeypatch, data, tmp_path, case
+):
+    kind, pe = REPLACED[case]
+
+    def fake(config, device=None, seq_len=None, **kwargs):  # pragma: no cover - never called
+        raise AssertionError("trained with replaced frequencies")
+
+    monkeypatch.setitem(ROPE_INIT_FUNCTIONS, kind, fake)
+    result = cli("train", *data, "--pe", pe, "--out", tmp_path / "run", *FAST)
+    with recorded("hostile", f"class 2: {case} replaced"):
+        assert_clean_error(result, 2, f"--pe {pe}", f"rope type '{kind}'", "was replaced")
+        assert not (tmp_path / "run").exists()
+
+
+def test_alibis_attention_replaced_behind_posgens_back_is_refused(
+    assert_clean_error, cli, recorded, monkeypatch, data, tmp_path
+):
+    monkeypatch.setitem(AttentionInterface._global_mapping, "posgen_bias_alibi", lambda *a: a)
+    result = cli("train", *data, "--pe", "alibi", "--out", tmp_path / "run", *FAST)
+    with recorded("hostile", "class 2: alibi's attention replaced"):
+        assert_clean_error(result, 2, "--pe alibi", "was replaced")
+        assert not (tmp_path / "run").exists()
