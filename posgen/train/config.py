@@ -325,6 +325,12 @@ def read_grid(path: Path) -> Grid:
     return grid
 
 
+def run_settings(train: TrainConfig) -> dict[str, Any]:
+    """The training settings a run is named and recognised by: every field, ``bf16`` only when
+    on (the runs of every earlier sweep keep their names)."""
+    return train.model_dump(mode="json", exclude=None if train.bf16 else {"bf16"})
+
+
 def stable_hash(payload: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of ``payload`` (sorted keys), first :data:`HASH_CHARS`.
 
@@ -374,8 +380,7 @@ def identity(
         "spec_id": spec_id,
         "config": config,
         "preset": preset_name,
-        # bf16 named only when on: the runs of every earlier sweep keep their names
-        "train": train.model_dump(mode="json", exclude=None if train.bf16 else {"bf16"}),
+        "train": run_settings(train),
         "seed": seed,
         **encoding,
     }

@@ -38,7 +38,7 @@ from posgen import signals
 from posgen.errors import UsageError, error_exit, shown
 from posgen.signals import Interrupted
 from posgen.store.safety import claim, die_with_parent, exclusive, owner_alive, write_atomically
-from posgen.train.config import JobSpec, RunSpec, SlurmSettings, jobs_of, preset
+from posgen.train.config import JobSpec, RunSpec, SlurmSettings, jobs_of, preset, run_settings
 from posgen.train.job import read_progress
 from posgen.train.run_record import FILES, DamagedRun, RunRecord, read_run
 
@@ -243,7 +243,7 @@ def _other_run(record: RunRecord, run: RunSpec) -> str | None:
         "encoding": (record.position_encoding.label, run.pe),
         "preset": (record.preset, run.preset),
         "seed": (record.seed, run.seed),
-        "settings": (record.train.model_dump(mode="json"), run.train),
+        "settings": (run_settings(record.train), run.train),
     }
     for name, (found, wanted) in facts.items():
         if found != wanted:
