@@ -63,6 +63,7 @@ def record_line(folder: Path) -> dict[str, Any]:
         + ("-qids" if train.question_ids else "")
         + f"-wd{train.weight_decay:g}-lr{train.lr:g}-e{train.epochs}-s{record.seed}",
         "issue": 28,
+        "finished": True,
         "spec_id": spec.spec_id,
         "dataset": Path(record.data.folder).name,
         "config": record.data.config,
@@ -87,6 +88,58 @@ def record_line(folder: Path) -> dict[str, Any]:
         }
         if probe is not None
         else None,
+        "first_epoch_far_id_over_0.2": passes,
+        "max_far_id": max((h["far_id"] or 0.0 for h in history), default=None),
+        "history": history,
+    }
+
+
+def unfinished_line(sweep: Path, run: dict[str, Any]) -> dict[str, Any] | None:
+    """The log line of a run of ``sweep`` stopped before its end (``finished: false``): its
+    settings from ``sweep.json`` and its epochs from the checkpoint's log; test and probe
+    figures exist only for finished runs. None when it has no checkpoint."""
+    checkpoint = sweep / "work" / run["job"] / "checkpoint.pt"
+    if not checkpoint.is_file():
+        return None
+    import io
+
+    import torch
+
+    # a checkpoint of the posgen that wrote it: the first torch.save'd object in the file
+    saved = torch.load(io.BytesIO(checkpoint.read_bytes()), weights_only=False, map_location="cpu")
+    log = json.loads(saved["position"]["log"])
+    label, train = run["pe"], run["train"]
+    history = [
+        {
+            "epoch": epoch["epoch"],
+            "loss": epoch["train_loss"],
+            "val_id": epoch.get(f"val_id_accuracy/{label}"),
+            "far_id": epoch.get(f"far_reliance_id/{label}"),
+            "far_ood": epoch.get(f"far_reliance_ood/{label}"),
+            "seconds": epoch["seconds"],
+        }
+        for epoch in log
+    ]
+    passes = next((h["epoch"] for h in history if (h["far_id"] or 0) > PASSES), None)
+    return {
+        "run": run["key"],
+        "folder": _relative(checkpoint.parent),
+        "finished": False,
+        "name": f"map-{run['dataset']}-{run['config']}"
+        + ("-qids" if train.get("question_ids") else "")
+        + f"-wd{train['weight_decay']:g}-lr{train['lr']:g}-e{train['epochs']}-s{run['seed']}",
+        "issue": 28,
+        "spec_id": run["spec_id"],
+        "dataset": run["dataset"],
+        "config": run["config"],
+        "pe": label,
+        "seed": run["seed"],
+        "train": train,
+        "epochs": train["epochs"],
+        "epochs_done": len(history),
+        "train_seconds": log[-1]["train_seconds"] if log else None,
+        "accuracy": None,
+        "reliance": None,
         "first_epoch_far_id_over_0.2": passes,
         "max_far_id": max((h["far_id"] or 0.0 for h in history), default=None),
         "history": history,
@@ -124,7 +177,7 @@ def render(records: list[dict[str, Any]]) -> str:
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in runs:
-        tr, rel, acc = r["train"], r["reliance"] or {}, r["accuracy"]
+        tr, rel, acc = r["train"], r["reliance"] or {}, r["accuracy"] or {}
         best = max(r["history"], key=lambda h: h["far_id"] or 0.0)
         cells = [
             r["name"],
@@ -132,10 +185,12 @@ def render(records: list[dict[str, Any]]) -> str:
             "yes" if tr["question_ids"] else "no",
             f"{tr['weight_decay']:g}",
             f"{tr['lr']:g}",
-            r["epochs"],
+            r["epochs"]
+            if r.get("finished", True)
+            else f"{r['epochs_done']} of {r['epochs']} (stopped)",
             r["seed"],
-            acc["id"],
-            acc["ood"],
+            acc.get("id"),
+            acc.get("ood"),
             rel.get("id", {}).get("far"),
             rel.get("ood", {}).get("far"),
             rel.get("id", {}).get("local"),
@@ -148,17 +203,20 @@ def render(records: list[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(_f(c) for c in cells) + " |")
     if not runs:
         return "\n".join(lines) + "\n"
-    top = max(runs, key=lambda r: (r["max_far_id"] or 0.0, r["accuracy"]["id"] or 0.0))
+    finished = [r for r in runs if r.get("finished", True)] or runs
+    top = max(finished, key=lambda r: (r["reliance"] or {}).get("id", {}).get("far") or 0.0)
     lines += [
         "",
-        f"Far-reliance per epoch of the setting with the highest ID far-reliance, `{top['name']}`"
-        " (weights of that epoch, probe split; chance is about 1/m):",
+        "Far-reliance ID per epoch of every setting (the weights of that epoch on the probe "
+        f"split; chance is about 1/m). Highest kept far-reliance: `{top['name']}`.",
         "",
-        "| epoch | train loss | val ID acc | far-rel ID | far-rel OOD |",
-        "|---|---|---|---|---|",
+        "| epoch | " + " | ".join(r["name"].removeprefix("map-") for r in runs) + " |",
+        "|---|" + "---|" * len(runs),
     ]
-    for h in top["history"]:
-        cells = [h["epoch"], h["loss"], h["val_id"], h["far_id"], h["far_ood"]]
+    for epoch in range(1, max(len(r["history"]) for r in runs) + 1):
+        cells = [epoch] + [
+            r["history"][epoch - 1]["far_id"] if epoch <= len(r["history"]) else None for r in runs
+        ]
         lines.append("| " + " | ".join(_f(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -200,7 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     folders = sorted(
         run for sweep in args.sweeps for run in (sweep / "runs").glob("*") if is_run(run)
     )
-    records = upsert([record_line(folder) for folder in folders], args.log)
+    lines = [record_line(folder) for folder in folders]
+    done = {line["run"] for line in lines}
+    for sweep in args.sweeps:
+        for run in json.loads((sweep / "sweep.json").read_text())["runs"]:
+            if run["key"] not in done and (line := unfinished_line(sweep, run)) is not None:
+                lines.append(line)
+    records = upsert(lines, args.log)
     args.log.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     doc = args.doc.read_text()
     if BEGIN not in doc or END not in doc:
