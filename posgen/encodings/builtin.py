@@ -439,8 +439,7 @@ def bias_encoding(
         position_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, None]:
-        if position_ids is None:
-            position_ids = torch.arange(query.shape[2], device=query.device)[None]
+        position_ids = _positions(query, position_ids)
         if bias is not None:
             parameters = getattr(module_.config, PARAMETERS_ATTRIBUTE, None) or {}
             position_bias = bias(position_ids, module_.config.num_attention_heads, parameters)

@@ -514,6 +514,23 @@ def evaluation_positions(pe: ResolvedPE, seed: int, split: str) -> PositionIds |
     return lambda start, rows, length: sampler.evaluation(split, start, rows, length)
 
 
+def _predict_now(
+    model: LlamaForCausalLM,
+    split: ReferenceSplit,
+    pe: ResolvedPE,
+    config: TrainConfig,
+    device: torch.device,
+    positions: PositionIds | None,
+) -> np.ndarray:
+    """Predictions of ``split`` by the current weights with ``pe``'s evaluation frequencies,
+    as the run's evaluations take them (precision, question ids)."""
+    use_frequencies(model, pe.rope(evaluation=True))
+    with precision(config, device):
+        return predict_split(
+            model, split, config.eval_batch_size, device, positions, config.question_ids
+        )
+
+
 def _validate(
     model: LlamaForCausalLM,
     run_data: RunData,
@@ -523,17 +540,8 @@ def _validate(
     seed: int,
 ) -> float:
     """Validation ID accuracy of ``model`` with ``pe``'s evaluation frequencies."""
-    use_frequencies(model, pe.rope(evaluation=True))
     positions = evaluation_positions(pe, seed, "validation")
-    with precision(config, device):
-        predictions = predict_split(
-            model,
-            run_data.validation,
-            config.eval_batch_size,
-            device,
-            positions,
-            config.question_ids,
-        )
+    predictions = _predict_now(model, run_data.validation, pe, config, device, positions)
     accuracy = score_aligned(run_data.validation, predictions).id.accuracy
     return float(accuracy or 0.0)
 
@@ -549,11 +557,6 @@ def _probe(
     """Far-reliance of ``model`` now on the probe split (``probe_every``), with ``pe``'s
     evaluation frequencies and the test rows' position ids (probe row i is test row i
     altered), as the run's final probe scores are taken."""
-    use_frequencies(model, pe.rope(evaluation=True))
     positions = evaluation_positions(pe, seed, "test")
-    probe = run_data.probe
-    with precision(config, device):
-        predictions = predict_split(
-            model, probe, config.eval_batch_size, device, positions, config.question_ids
-        )
-    return score_probe(probe, predictions)
+    predictions = _predict_now(model, run_data.probe, pe, config, device, positions)
+    return score_probe(run_data.probe, predictions)
