@@ -68,8 +68,8 @@ clean:
 	rm -rf $(VENV) out build *.egg-info
 
 # Reference baselines (not a test): regenerate the official datasets, sweep $(RESULTS_GRID)
-# (grids/results.toml: posgen-v1 and paper x 3 tasks x every built-in position encoding x 3
-# seeds, cpu preset; 2 workers of one torch thread) into $(SWEEP_DIR), aggregate. Finished runs
+# (grids/results.toml: posgen-v1 and paper x 3 tasks x every built-in position encoding x one
+# seed, cpu preset; 2 workers of one torch thread) into $(SWEEP_DIR), aggregate. Finished runs
 # in $(SWEEP_DIR) are kept and interrupted ones resume from their checkpoints: a rerun trains
 # only what is missing.
 # Time: one cpu-preset training (posgen-v1, cot, rope, one torch thread) took 92.5 s of CPU
@@ -77,8 +77,9 @@ clean:
 # Encodings that train alike share a training: with the 17 built-ins of this writing the grid
 # is 198 trainings (306 runs), so about 198 x 92.5 s / 2 workers = 2.5 hours on two idle
 # cores; each built-in encoding with a training of its own adds 18 trainings (about 14 min),
-# so 23 built-ins with 6 new trainings take about 3.9 hours. posgen-v2 (`make results-all`)
-# adds half as much again.
+# so the 24 built-ins of this writing (18 trainings per task and seed) take about 4.2 hours
+# with three seeds: the grid runs one seed, 108 trainings, about 1.4 hours. posgen-v2
+# (`make results-all`) adds half as much again.
 RESULTS_GRID ?= grids/results.toml
 SWEEP_DIR ?= runs/results
 RESULTS_DATA := out/results
