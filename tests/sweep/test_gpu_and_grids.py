@@ -63,12 +63,18 @@ def test_builtin_pes_are_the_built_in_encodings_without_plugins(tiny_training_da
     assert [run.pe for run in runs] == ["rope"]
 
 
-def test_make_results_grid_leaves_posgen_v2_out_and_takes_every_built_in_encoding_one_seed():
+def test_make_results_grids_take_every_built_in_on_posgen_v1_and_the_rope_families_on_paper():
     grid = read_grid(GRIDS / "results.toml")
-    assert [p.name for p in grid.datasets] == ["posgen-v1", "paper"]
+    assert [p.name for p in grid.datasets] == ["posgen-v1"]
     assert grid.pes == "builtin"
     assert grid.seeds == [5549]  # three seeds do not fit the 3-hour budget on 2 cores
     assert [(p.name, p.overrides) for p in grid.presets] == [("cpu", {})]
+    paper = read_grid(GRIDS / "results-paper.toml")
+    assert [p.name for p in paper.datasets] == ["paper"]
+    assert {pe.name for pe in paper.pes} == {"rope", "yarn", "linear", "llama3"} | {
+        f"resonance{suffix}" for suffix in ("", "_yarn", "_linear", "_llama3")
+    }
+    assert (paper.seeds, paper.presets) == (grid.seeds, grid.presets)
     assert preset("cpu").seeds == [5549, 4955, 42]
     every = read_grid(GRIDS / "results-all.toml")
     assert [p.name for p in every.datasets] == ["posgen-v1", "posgen-v2", "paper"]
