@@ -112,7 +112,31 @@ def test_the_regenerate_command_in_the_card_reproduces_every_checksum(cli, posge
     assert read_manifest(tmp_path / "regenerated") == read_manifest(out)
 
 
-def test_publish_writes_a_validated_folder(cli, tmp_path, spec_file, validator):
+def test_publish_refuses_failing_data_and_leaves_the_previous_folder_intact(
+    assert_clean_error, cli, tmp_path, spec_file, validator
+):
+    out = tmp_path / "hub"
+    validator.break_data("window")
+    line = assert_clean_error(cli("publish", spec_file, "--out", out), 1)
+    assert line.startswith(
+        f"error: validation failed (8 of {CHECKS} checks); nothing was published"
+    )
+    assert line.endswith("and 3 more")
+    assert "window cot/train: split train row 0 position 4: expected" in line
+    assert list(tmp_path.iterdir()) == [spec_file]
+    validator.break_data(None)
+    assert cli("publish", spec_file, "--out", out).exit_code == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    validator.break_data("integrity")
+    result = cli("publish", spec_file, "--out", out, "--overwrite")
+    assert_clean_error(result, 1, "validation failed")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub", "tiny.toml"]
+
+
+def test_publish_writes_a_validated_folder_whose_card_the_card_command_rerenders(
+    cli, tmp_path, spec_file, validator
+):
     out = tmp_path / "hub"
     result = cli("publish", spec_file, "--out", out)
     assert result.exit_code == 0, result.output
@@ -121,36 +145,23 @@ def test_publish_writes_a_validated_folder(cli, tmp_path, spec_file, validator):
     assert len(validator.calls) == 1  # validated before the folder was moved in place
     assert validator.calls[0] != out
     assert not validator.calls[0].exists()
-    card = (out / "README.md").read_text()
-    assert f"**Validated: all {CHECKS} checks passed**" in card
+    published = (out / "README.md").read_text()
+    assert f"**Validated: all {CHECKS} checks passed**" in published
     assert list(read_manifest(out).configs) == ["cot", "recursive"]
-
-
-def test_publish_refuses_data_that_fails_validation(
-    assert_clean_error, cli, tmp_path, spec_file, validator
-):
+    (out / "README.md").write_text("stale")
+    result = cli("card", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "README.md").read_text() == published
+    result = cli("card", out, "--no-validate")
+    assert result.output == f"wrote {out / 'README.md'} (not validated)\n"
+    assert "**Not validated.**" in (out / "README.md").read_text()
+    assert cli("card", out, "--baselines").exit_code == 0  # asks the scoring module
+    assert "| recursive | oracle | 1.0000 | 1.0000 |" in (out / "README.md").read_text()
     validator.break_data("window")
-    out = tmp_path / "hub"
-    result = cli("publish", spec_file, "--out", out)
-    line = assert_clean_error(result, 1)
-    start = f"error: validation failed (8 of {CHECKS} checks); nothing was published"
-    assert line.startswith(start)
-    assert line.endswith("and 3 more")
-    assert "window cot/train: split train row 0 position 4: expected" in result.output
-    assert list(tmp_path.iterdir()) == [spec_file]
-
-
-def test_a_refused_publish_leaves_the_previous_folder_intact(
-    assert_clean_error, cli, tmp_path, spec_file, validator
-):
-    out = tmp_path / "hub"
-    assert cli("publish", spec_file, "--out", out).exit_code == 0
-    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    validator.break_data("integrity")
-    result = cli("publish", spec_file, "--out", out, "--overwrite")
-    assert_clean_error(result, 1, "validation failed")
-    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub", "tiny.toml"]
+    result = cli("card", out)  # exits 1 but writes the failures
+    assert result.exit_code == 1
+    assert "validation failed: 8 check(s)" in result.output
+    assert f"**Validation FAILED: 8 of {CHECKS} checks failed**" in (out / "README.md").read_text()
 
 
 def test_publish_with_a_bad_spec_reports_every_problem(cli, error_lines, tmp_path, validator):
@@ -167,20 +178,26 @@ def test_publish_with_a_bad_spec_reports_every_problem(cli, error_lines, tmp_pat
 
 
 def test_push_uploads_the_published_folder_with_the_environment_token(
-    cli, tmp_path, spec_file, validator, monkeypatch
+    assert_clean_error, cli, tmp_path, spec_file, validator, monkeypatch
 ):
     calls = []
 
     def upload(folder, repo_id, token, message):  # the network boundary
+        if token == "bad":
+            raise OSError("401 Client Error: Unauthorized")
         calls.append((folder, repo_id, token, message))
-        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-        calls.append(files)
+        calls.append(sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()))
         return f"https://huggingface.co/datasets/{repo_id}/commit/abc"
 
     monkeypatch.setattr(posgen.publish, "upload_folder", upload)
-    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    monkeypatch.setenv("HF_TOKEN", "bad")
     out = tmp_path / "hub"
-    result = cli("publish", spec_file, "--out", out, "--push", "me/posgen-tiny")
+    result = cli("publish", spec_file, "--out", out, "--push", "me/x")
+    line = assert_clean_error(result, 1, "Unauthorized")
+    assert line.startswith("error: pushing")
+    assert (out / "posgen.json").is_file()  # a failed push keeps the published folder
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    result = cli("publish", spec_file, "--out", out, "--overwrite", "--push", "me/posgen-tiny")
     assert result.exit_code == 0, result.output
     (folder, repo_id, token, message), files = calls
     assert (folder, repo_id, token) == (out, "me/posgen-tiny", "hf_test_token")
@@ -190,55 +207,6 @@ def test_push_uploads_the_published_folder_with_the_environment_token(
     assert set(files) == expected
     assert "pushed" in result.output
     assert "commit/abc" in result.output
-
-
-def test_a_failed_push_exits_1_and_keeps_the_published_folder(
-    assert_clean_error, cli, tmp_path, spec_file, validator, monkeypatch
-):
-    def upload(folder, repo_id, token, message):
-        raise OSError("401 Client Error: Unauthorized")
-
-    monkeypatch.setattr(posgen.publish, "upload_folder", upload)
-    monkeypatch.setenv("HF_TOKEN", "bad")
-    out = tmp_path / "hub"
-    result = cli("publish", spec_file, "--out", out, "--push", "me/x")
-    line = assert_clean_error(result, 1, "Unauthorized")
-    assert line.startswith("error: pushing")
-    assert (out / "posgen.json").is_file()
-
-
-def test_card_command_rerenders_the_published_card(cli, tmp_path, spec_file, validator):
-    out = tmp_path / "hub"
-    cli("publish", spec_file, "--out", out)
-    published = (out / "README.md").read_text()
-    (out / "README.md").write_text("stale")
-    result = cli("card", out)
-    assert result.exit_code == 0, result.output
-    assert (out / "README.md").read_text() == published
-    result = cli("card", out, "--no-validate")
-    assert result.output == f"wrote {out / 'README.md'} (not validated)\n"
-    assert "**Not validated.**" in (out / "README.md").read_text()
-
-
-def test_card_command_exits_1_when_validation_fails_but_writes_the_failures(
-    cli, tmp_path, spec_file, validator
-):
-    out = tmp_path / "hub"
-    cli("publish", spec_file, "--out", out)
-    validator.break_data("window")
-    result = cli("card", out)
-    assert result.exit_code == 1
-    assert "validation failed: 8 check(s)" in result.output
-    assert f"**Validation FAILED: 8 of {CHECKS} checks failed**" in (out / "README.md").read_text()
-
-
-def test_card_command_with_baselines_asks_the_scoring_module(cli, tmp_path, spec_file, validator):
-    out = tmp_path / "hub"
-    cli("publish", spec_file, "--out", out)
-    result = cli("card", out, "--baselines")
-    assert result.exit_code == 0, result.output
-    card = (out / "README.md").read_text()
-    assert "| recursive | oracle | 1.0000 | 1.0000 |" in card
 
 
 def test_card_command_on_a_damaged_folder_exits_1_and_keeps_the_card(cli, tmp_path, spec_file):
