@@ -54,42 +54,27 @@ def header_of(card):
     return yaml.safe_load(re.match(r"---\n(.*?)\n---\n", card, re.S).group(1))
 
 
-def test_published_posgen_v1_loads_every_config_and_split_as_the_card_declares(posgen_v1):
-    out, published = posgen_v1
-    header = header_of((out / "README.md").read_text())
-    declared = {c["config_name"]: c for c in header["dataset_info"]}
-    tasks = ["cot", "recursive", "semirecursive"]
-    assert sorted(declared) == sorted([*tasks, *(f"{t}-probe" for t in tasks)])
-    for config, _, splits in published.manifest.hf_configs():
-        loaded = datasets.load_dataset(str(out), config)
-        assert list(loaded) == list(splits)
-        for split in declared[config]["splits"]:
-            data = loaded[split["name"]]
-            assert data.num_rows == split["num_examples"] == splits[split["name"]].rows
-            assert data.info.splits[split["name"]].num_bytes == split["num_bytes"]
-            assert len(data[-1]["tokens"]) == splits[split["name"]].length
-
-
-@pytest.mark.parametrize("config", ["recursive", "cot", "semirecursive"])
-def test_published_posgen_v1_streams_every_split(posgen_v1, config):
-    out, published = posgen_v1
-    for name, source, splits in published.manifest.hf_configs():
-        if source != config:
-            continue
-        streams = datasets.load_dataset(str(out), name, streaming=True)
-        for split, info in splits.items():
-            first = next(iter(streams[split]))
-            assert first["id"] == 0
-            assert len(first["tokens"]) == info.length
-
-
-def test_published_card_records_the_validation_report(posgen_v1):
+def test_published_posgen_v1_loads_and_streams_every_split_as_the_card_declares(posgen_v1):
     out, published = posgen_v1
     card = (out / "README.md").read_text()
     assert published.report.ok
     assert f"**Validated: all {len(published.report.checks)} checks passed**" in card
     assert f"{published.report.tokens_checked:,} tokens were recomputed" in card
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "posgen.json"]
+    declared = {c["config_name"]: c for c in header_of(card)["dataset_info"]}
+    tasks = ["cot", "recursive", "semirecursive"]
+    assert sorted(declared) == sorted([*tasks, *(f"{t}-probe" for t in tasks)])
+    for config, _, splits in published.manifest.hf_configs():
+        loaded = datasets.load_dataset(str(out), config)
+        streams = datasets.load_dataset(str(out), config, streaming=True)
+        assert list(loaded) == list(splits)
+        for split in declared[config]["splits"]:
+            info, data = splits[split["name"]], loaded[split["name"]]
+            assert data.num_rows == split["num_examples"] == info.rows
+            assert data.info.splits[split["name"]].num_bytes == split["num_bytes"]
+            assert len(data[-1]["tokens"]) == info.length
+            first = next(iter(streams[split["name"]]))
+            assert (first["id"], len(first["tokens"])) == (0, info.length)
 
 
 def test_the_regenerate_command_in_the_card_reproduces_every_checksum(cli, posgen_v1, tmp_path):

@@ -206,18 +206,13 @@ def test_validate_reports_and_the_card_shows_the_lookbacks_of_rows_spread_over_a
     assert facts["question_short_share_ood"] == np.mean(found[:, 59:] <= 6)
     assert facts["question_lookback_method"].startswith("exact")  # posgen-v2's cot is computed
     assert facts["question_short_share_id"] > 0.9
+    typed = QuestionLookbacks.model_validate(json.loads(json.dumps(report.to_dict()))["facts"]
+                                             ["cot"]["test"]["question_lookback"])  # fmt: skip
+    assert typed.ood.targets == sum(typed.ood.histogram.values())
+    assert len(typed.short_by_position) == 256 - 5
     section = validation_section(report)
     assert f"| cot | test | {audit['rows']} | 101 |" in section
     assert f"{audit['ood']['short_share']:.4f} ({audit['ood']['short']:,})" in section
-
-
-def test_the_reported_lookbacks_read_back_as_their_typed_model():
-    spec = small_v2("semirecursive")
-    report = validate(to_dataset_dict(spec), spec, split="test").to_dict()
-    stored = json.loads(json.dumps(report))["facts"]["semirecursive"]["test"]["question_lookback"]
-    audit = QuestionLookbacks.model_validate(stored)
-    assert audit.ood.targets == sum(audit.ood.histogram.values())
-    assert len(audit.short_by_position) == 256 - 5
 
 
 def test_max_shortcut_share_fails_on_a_question_shortcut_only():
@@ -276,12 +271,9 @@ def test_audit_equals_brute_force_over_all_windows(oracle, task, m, near, far, e
     )
 
 
-def test_semirecursive_has_near_determined_positions_in_the_paper_setup():
-    spec = TaskSpec(task="semirecursive")
-    positions = near_determined_positions(spec, 256)
-    assert positions[:4] == [6, 7, 22, 23]
-    assert len(positions) == 28
-    assert near_determined_positions(TaskSpec(task="recursive"), 256) == []
+def test_near_determined_positions_in_the_paper_setup_and_where_not_computed():
+    spec = TaskSpec(task="semirecursive")  # recursive: none (the module's doctest)
+    assert len(near_determined_positions(spec, 256)) == 28
     assert near_determined_positions(TaskSpec(task="cot"), 256) == []
     assert near_determined_counts(spec, 64) == {"near_determined_id": 12, "near_determined_ood": 0}
     assert near_determined_positions(TaskSpec(task="cot", modulus=16), 64) is None
@@ -349,13 +341,10 @@ def test_cot_with_mod_addition_has_look_back_k_plus_1_from_w_plus_1(m, near, far
     assert rules.shorter(near + far, 90) == 90 - near - far - 1
 
 
-@pytest.mark.parametrize("m, near, far", [(17, 3, 1), (101, 5, 2), (13, 2, 3)])
-def test_recursive_with_mod_addition_has_no_shorter_rule(m, near, far):
-    spec = TaskSpec(task="recursive", modulus=m, near=near, far=far, train_length=40)
-    assert local_rules(spec, 256).shorter(0, 256) == 0
-
-
-def test_local_rules_are_not_computed_where_no_exact_method_applies():
+def test_recursive_has_no_shorter_rule_and_rules_are_not_computed_without_an_exact_method():
+    for m, near, far in [(17, 3, 1), (101, 5, 2), (13, 2, 3)]:
+        spec = TaskSpec(task="recursive", modulus=m, near=near, far=far, train_length=40)
+        assert local_rules(spec, 256).shorter(0, 256) == 0
     spec = TaskSpec(task="cot", op="square_sum", modulus=101)
     assert local_rules(spec, 256) is None  # 101^4 windows: too many to enumerate
     assert local_rules(TaskSpec(task="cot", modulus=16), 256) is None  # composite, 16^4 x 256
