@@ -20,7 +20,6 @@ from posgen.scoring.baselines import (
     PROBE_BASELINES,
     baseline_predictions,
     baseline_scores,
-    folder_baseline,
 )
 from posgen.scoring.folder import load_probe, load_reference, score_file, score_reference
 from posgen.scoring.metrics import (
@@ -113,7 +112,6 @@ __all__ = [
     "align_to_ids",
     "baseline_predictions",
     "baseline_scores",
-    "folder_baseline",
     "lm_arrays",
     "load_probe",
     "load_reference",

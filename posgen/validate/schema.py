@@ -15,9 +15,9 @@ split's length and tallies the others.
 
 from __future__ import annotations
 
-import queue
-import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -165,35 +165,10 @@ _DONE = object()
 
 
 def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Yield ``items`` in order, produced by a background thread up to ``depth`` ahead (an
-    exception raised by ``items`` is raised here, at the point it occurred)."""
-    waiting: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        waiting.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            waiting.put((_DONE, None))
-        except Exception as error:  # handed to the consumer, re-raised there
-            waiting.put((_DONE, error))
-
-    worker = threading.Thread(target=produce, name="posgen-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item, error = waiting.get()
-            if error is not None:
-                raise error
-            if item is _DONE:
-                return
+    """Yield ``items`` in order, read by a background thread up to ``depth`` ahead (an
+    exception raised by ``items`` is raised here, in its place)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="posgen-prefetch") as reader:
+        pending = deque(reader.submit(next, items, _DONE) for _ in range(depth))
+        while (item := pending.popleft().result()) is not _DONE:
+            pending.append(reader.submit(next, items, _DONE))
             yield item
-    finally:
-        stop.set()
