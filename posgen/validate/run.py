@@ -1,9 +1,5 @@
-"""``validate(source, spec)``: every check on a dataset, as one :class:`Report`.
-
-One pass per split reads bounded batches and feeds every tally (schema, window, hygiene,
-audit); cross-split hygiene is settled once a config's splits are read. Failure messages say
-where: the file, or the split, row id, position, expected and found token.
-"""
+"""``validate(source, spec)``: every check on a dataset, as one :class:`Report`; one pass per
+split feeds every tally, and failure messages say where (file, or split, row, position)."""
 
 from __future__ import annotations
 

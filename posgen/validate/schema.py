@@ -1,9 +1,5 @@
-"""Checks 1 and 2: integrity (the listed files, unchanged, nothing else) and schema.
-
-Integrity: the problems of :func:`posgen.store.dataset.check_files` per (config, split),
-whether the given spec is the data's, and unlisted data files. Schema: column types, one
-row length per split, ids, tokens in [0, m); :func:`decode_batch` keeps the rows of the
-split's length and tallies the others.
+"""Checks 1 and 2: integrity (the listed files, unchanged, the given spec the data's, nothing
+unlisted) and schema (column types, one row length per split, ids, tokens in [0, m)).
 
 >>> import pyarrow as pa
 >>> batch = pa.record_batch({"tokens": pa.array([[0, 1, 2], [3, 4], [5, 17, 6]],
@@ -34,9 +30,7 @@ from posgen.validate.sources import Source
 
 @dataclass
 class Decoded:
-    """One batch: ids and tokens of the rows with the right length, and what was wrong:
-    ``problems`` maps ``bad_length`` (first: row id, length), ``out_of_range`` (row id,
-    position, value) and ``bad_ids`` (expected, found) to (count, first example)."""
+    """One batch's rows of the right length, and ``problems``: kind -> (count, first)."""
 
     ids: np.ndarray
     tokens: np.ndarray

@@ -1,7 +1,5 @@
-"""Where the rows come from: a dataset folder, a Parquet or Arrow file, or ``datasets`` objects.
-
-Everything is turned into :class:`SplitData` (one config's split, its spec and its parts);
-a :class:`Part` streams Arrow record batches of bounded size, never a whole split at once.
+"""Where the rows come from (a dataset folder, a Parquet or Arrow file, ``datasets`` objects),
+as :class:`SplitData` whose parts stream record batches of bounded size.
 
 >>> from posgen.spec import TaskSpec
 >>> spec = TaskSpec(task="cot", test_length=[256, 512])
