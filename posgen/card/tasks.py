@@ -186,7 +186,7 @@ answer. The probe splits form the `datasets` config `<config>-probe` (their colu
 from the other splits')."""
 
 
-HEADER = ["config", "split", "made from", "probed ID targets", "probed OOD targets"]
+PROBE_HEADER = ["config", "split", "made from", "probed ID targets", "probed OOD targets"]
 
 
 def probed_counts(spec: TaskSpec, split: str, rows: int) -> tuple[int, int]:
@@ -222,7 +222,7 @@ posgen score --data path/to/this/folder --config {first} --split probe \\
     return section(
         "Probe splits: does a model read the far operand?",
         INTRO,
-        table(HEADER, rows),
+        table(PROBE_HEADER, rows),
         "Predict the probe split (teacher-forced, as for test) and score it:",
         code(snippet, "bash"),
     )
@@ -357,7 +357,7 @@ def measures_section(
 
 RESULTS_FILE = Path(__file__).with_name("reference_results.json")
 
-HEADER = [
+RESULTS_HEADER = [
     "config",
     "position embedding",
     "n",
@@ -408,6 +408,6 @@ def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -
             "share of the probe split's probed targets predicted as the far-rule answer "
             "(see the probe splits above; - where not measured).",
             "",
-            table(HEADER, rows),
+            table(RESULTS_HEADER, rows),
         ]
     )
