@@ -108,8 +108,6 @@ def _split_of(spec: TaskSpec, name: str | None, part: Part) -> tuple[str, int | 
     except (pa.ArrowException, OSError, KeyError):
         pass
     inferred = infer_split(spec, length) if length is not None else None
-    if inferred is not None and name is None:
-        return inferred, spec.split_length(inferred)
     return name or inferred or "data", None if inferred is None else spec.split_length(inferred)
 
 

@@ -15,7 +15,6 @@ from posgen.scoring import (
     RelianceReport,
     baseline_predictions,
     load_probe,
-    reliance_arrays,
     score_probe,
     write_predictions,
 )
@@ -106,17 +105,6 @@ def test_a_mixed_prediction_file_is_scored_exactly(cli, folder, tmp_path, task):
     for i, t in enumerate(curve.position):
         _, counted, far, local = expected["positions"].get(t, [0, 0, 0, 0])
         assert (curve.counted[i], curve.far[i], curve.local[i]) == (counted, far, local)
-
-
-def test_reliance_arrays_counts_only_targets_whose_answers_differ():
-    tokens = np.array([[0, 1, 2, 3, 9, 2, 5, 8]])
-    predicted = np.array([[0, 1, 2, 3, 9, 7, 5, 8]])
-    rows, positions, far_rule = np.array([0, 0, 0]), np.array([4, 5, 6]), np.array([9, 7, 3])
-    frame = {"window": 4, "ood_boundary": 6, "modulus": 17}
-    report = reliance_arrays(tokens, predicted, rows, positions, far_rule, **frame)
-    assert (report.id.probed, report.id.counted, report.id.far) == (2, 1, 1)
-    assert (report.ood.counted, report.ood.local, report.ood.far) == (1, 1, 0)
-    assert report.curve.far_reliance == [None, 1.0, 0.0, None]
 
 
 def test_score_and_baseline_cli_on_a_probe_split(assert_clean_error, cli, folder, tmp_path):
