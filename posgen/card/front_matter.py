@@ -31,18 +31,7 @@ TAGS = [
     "rope",
     "train-short-test-long",
 ]
-_SIZE_STEPS = [
-    (1_000, "n<1K"),
-    (10_000, "1K<n<10K"),
-    (100_000, "10K<n<100K"),
-    (1_000_000, "100K<n<1M"),
-    (10_000_000, "1M<n<10M"),
-    (100_000_000, "10M<n<100M"),
-    (1_000_000_000, "100M<n<1B"),
-    (10_000_000_000, "1B<n<10B"),
-    (100_000_000_000, "10B<n<100B"),
-    (1_000_000_000_000, "100B<n<1T"),
-]
+SIZE_UNITS = ("1K", "10K", "100K", "1M", "10M", "100M", "1B", "10B", "100B", "1T")
 
 
 def size_category(rows: int) -> str:
@@ -51,9 +40,9 @@ def size_category(rows: int) -> str:
     >>> size_category(999), size_category(36_000), size_category(10**13)
     ('n<1K', '10K<n<100K', 'n>1T')
     """
-    for bound, name in _SIZE_STEPS:
-        if rows < bound:
-            return name
+    for power, unit in enumerate(SIZE_UNITS, start=3):
+        if rows < 10**power:
+            return f"{SIZE_UNITS[power - 4]}<n<{unit}" if power > 3 else f"n<{unit}"
     return "n>1T"
 
 

@@ -1,4 +1,5 @@
-"""Card sections on the tasks: what POSGEN measures, each config's task, its probe splits.
+"""Card sections on the tasks: what POSGEN measures, each config's task, its probe splits and
+the reference results (``make results`` writes ``reference_results.json``).
 
 The worked example of a config is computed from its spec: the first train row, and the
 target ``t = w + 2`` recomputed from its operands, e.g. (cot, m = 17, k = 3, j = 1)
@@ -12,19 +13,13 @@ t = 4     Fnnnx
 t = 13    ....F.....nnnx
 
 What a task measures is one sentence from trained models' far-reliance on the probe splits
-(``posgen results --json``; ``make probe-check`` writes :data:`MEASURES_FILE`), shown only
-when every config's spec id matches the one the models were trained on:
-
->>> cell = {"n": 1, "id_mean": 0.984, "ood_mean": 0.44, "far_id_mean": 0.001,
-...         "far_ood_mean": 0.035}
->>> print(measure_sentence("posgen-v1", "cot", "rope", cell))
-cot on posgen-v1 measures whether a local rule keeps working at unseen positions: models \
-trained with rope do not read the far operand (far-reliance 0.001 ID, 0.035 OOD; accuracy \
-0.984 ID, 0.440 OOD; n = 1).
+(``make probe-check`` writes :data:`MEASURES_FILE`), shown only when every config's spec id
+matches the one the models were trained on.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from posgen.card.facts import code, section, table
-from posgen.card.reference_results import load_results, matching_entry
+from posgen.encodings import pe_order
+from posgen.errors import mean_std_cell
 from posgen.generator import generate_rows
 from posgen.ops import get_op
 from posgen.probe import probe_plan
@@ -190,7 +186,7 @@ answer. The probe splits form the `datasets` config `<config>-probe` (their colu
 from the other splits')."""
 
 
-HEADER = ["config", "split", "made from", "probed ID targets", "probed OOD targets"]
+PROBE_HEADER = ["config", "split", "made from", "probed ID targets", "probed OOD targets"]
 
 
 def probed_counts(spec: TaskSpec, split: str, rows: int) -> tuple[int, int]:
@@ -226,7 +222,7 @@ posgen score --data path/to/this/folder --config {first} --split probe \\
     return section(
         "Probe splits: does a model read the far operand?",
         INTRO,
-        table(HEADER, rows),
+        table(PROBE_HEADER, rows),
         "Predict the probe split (teacher-forced, as for test) and score it:",
         code(snippet, "bash"),
     )
@@ -278,8 +274,8 @@ def measure_sentence(name: str, task: str, pe: str, cell: dict[str, Any]) -> str
 
 
 def load_measures(path: Path = MEASURES_FILE) -> dict[str, Any]:
-    """The committed probe-check figures, or ``{}`` when there are none."""
-    return load_results(path)
+    """A committed figures file (the probe check by default), or ``{}`` when there is none."""
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def measure_sentences(name: str, entry: dict[str, Any], pe: str = REFERENCE_PE) -> list[str]:
@@ -348,7 +344,7 @@ def measures_section(
     sentences = measure_sentences(manifest.benchmark.name, entry)
     if not sentences:
         return ""
-    searched = far_read_sentence(load_results(FAR_READ_FILE) if search is None else search)
+    searched = far_read_sentence(load_measures(FAR_READ_FILE) if search is None else search)
     return section(
         "What each task measures",
         "From the counterfactual probe (`make probe-check` in the posgen repository: cpu "
@@ -356,4 +352,62 @@ def measures_section(
         "the model reads the far operand; near 0, it predicts from near tokens alone.",
         "\n".join(f"- {sentence}" for sentence in sentences),
         *([searched] if searched else []),
+    )
+
+
+RESULTS_FILE = Path(__file__).with_name("reference_results.json")
+
+RESULTS_HEADER = [
+    "config",
+    "position embedding",
+    "n",
+    "ID accuracy",
+    "OOD accuracy",
+    "ID far-reliance",
+    "OOD far-reliance",
+]
+
+
+def matching_entry(manifest: Manifest, results: dict[str, Any]) -> dict[str, Any] | None:
+    """``results``' entry for the manifest's benchmark, or None when it has none or its spec
+    ids differ from the manifest's (a different benchmark under the same name)."""
+    entry = results.get(manifest.benchmark.name)
+    spec_ids = {name: config.spec_id for name, config in manifest.configs.items()}
+    if not entry or entry.get("spec_ids") != spec_ids:
+        return None
+    return entry
+
+
+def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -> str:
+    """The benchmark's reference results, one row per config and position embedding, or
+    ``""`` (no entry for the benchmark, or other spec ids)."""
+    entry = matching_entry(manifest, load_measures(RESULTS_FILE) if results is None else results)
+    if entry is None:
+        return ""
+    rows = [
+        [
+            task,
+            pe,
+            c["n"],
+            mean_std_cell(c["id_mean"], c["id_std"]),
+            mean_std_cell(c["ood_mean"], c["ood_std"]),
+            mean_std_cell(c.get("far_id_mean"), c.get("far_id_std")),
+            mean_std_cell(c.get("far_ood_mean"), c.get("far_ood_std")),
+        ]
+        for task, pes in entry["tasks"].items()
+        for pe in sorted(pes, key=pe_order)
+        for c in [pes[pe]]
+    ]
+    return "\n".join(
+        [
+            "## Reference results",
+            "",
+            "Stock `transformers` Llama models trained from scratch on this data with the "
+            "paper's four position embeddings (`make results` in the posgen repository: cpu "
+            "preset, test split, mean ± std over n seeds; see its RESULTS.md). Far-reliance: "
+            "share of the probe split's probed targets predicted as the far-rule answer "
+            "(see the probe splits above; - where not measured).",
+            "",
+            table(RESULTS_HEADER, rows),
+        ]
     )

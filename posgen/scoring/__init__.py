@@ -20,7 +20,6 @@ from posgen.scoring.baselines import (
     PROBE_BASELINES,
     baseline_predictions,
     baseline_scores,
-    folder_baseline,
 )
 from posgen.scoring.folder import load_probe, load_reference, score_file, score_reference
 from posgen.scoring.metrics import (
@@ -70,8 +69,9 @@ def score(
     >>> score(tokens, tokens, spec).summary()
     {'id_accuracy': 1.0, 'ood_accuracy': 1.0}
     """
+    ref_ids = None  # rows in order unless the table has ids
     if isinstance(reference, ReferenceSplit):
-        ref_ids, ref_tokens = reference.ids, reference.tokens
+        ref_tokens = reference.tokens
     elif isinstance(reference, pa.Table) or hasattr(reference, "with_format"):
         table = reference if isinstance(reference, pa.Table) else reference.with_format("arrow")[:]
         if "tokens" not in table.column_names:
@@ -80,20 +80,15 @@ def score(
             ref_tokens = table_tokens(table)
         except ValueError as error:
             raise ScoringError(f"reference tokens: {error}") from None
-        ref_ids = np.arange(ref_tokens.shape[0], dtype=np.int64)
         if "id" in table.column_names:
             ref_ids = table.column("id").to_numpy().astype(np.int64, copy=False)
     else:
         ref_tokens = np.asarray(reference)
-        if ref_tokens.ndim != 2:
-            raise ScoringError(
-                f"reference tokens must be (rows, length), got shape {ref_tokens.shape}"
-            )
-        ref_ids = np.arange(ref_tokens.shape[0], dtype=np.int64)
     check_reference(ref_tokens, spec)
     preds = np.asarray(predictions)
     if ids is not None:
-        preds = align_to_ids(np.asarray(ids), preds, ref_ids)
+        rows = np.arange(ref_tokens.shape[0], dtype=np.int64)
+        preds = align_to_ids(np.asarray(ids), preds, rows if ref_ids is None else ref_ids)
     return score_arrays(
         ref_tokens, preds, **spec_frame(spec), bucket_width=bucket_width, config=config, split=split
     )
@@ -113,7 +108,6 @@ __all__ = [
     "align_to_ids",
     "baseline_predictions",
     "baseline_scores",
-    "folder_baseline",
     "lm_arrays",
     "load_probe",
     "load_reference",

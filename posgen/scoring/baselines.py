@@ -156,18 +156,6 @@ def baseline_predictions(
     return majority_predictions(tokens, **frame)
 
 
-def folder_baseline(
-    dataset_dir: Path, config: str, split: str, kind: str, fit_split: str = "train"
-) -> tuple[TaskSpec, np.ndarray, np.ndarray]:
-    """``(spec, reference tokens, predictions)`` of a baseline on a folder's split."""
-    reference = load_reference(dataset_dir, config, split)
-    fit = None
-    if kind not in PROBE_BASELINES:
-        fit = load_reference(dataset_dir, config, fit_split).tokens
-    predictions = baseline_predictions(kind, reference.spec, reference.tokens, fit)
-    return reference.spec, reference.tokens, predictions
-
-
 def baseline_scores(
     dataset_dir: Path, config: str, split: str = "test"
 ) -> dict[str, dict[str, float | None]]:

@@ -275,6 +275,8 @@ def check_reference(tokens: np.ndarray, spec: TaskSpec) -> None:
     ...
     posgen.scoring.metrics.ScoringError: reference rows have 30 tokens; spec ... has rows of 64, 256
     """
+    if tokens.ndim != 2:
+        raise ScoringError(f"reference tokens must be (rows, length), got shape {tokens.shape}")
     lengths = (spec.train_length, *spec.test_lengths)
     if tokens.shape[0] and tokens.shape[1] not in lengths:
         raise ScoringError(

@@ -6,7 +6,6 @@ import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from posgen import signals
@@ -23,21 +22,24 @@ class PlotUnavailable(UsageError, RuntimeError):
 PLOT_HINT = "plotting needs matplotlib: pip install 'posgen[plot]'"
 
 
-def matplotlib_module() -> ModuleType:
-    """``matplotlib``, imported with signals held (a signal meanwhile is raised once the
-    import is done); :class:`PlotUnavailable` without it. The one guard of the package."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend, imported with signals held (a signal
+    meanwhile is raised once the import is done); :class:`PlotUnavailable` without it."""
     with signals.deferred():
         try:
             import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
         except ImportError:
             raise PlotUnavailable(PLOT_HINT) from None
-    return matplotlib
+    return plt
 
 
 def plot_available() -> bool:
     """Whether matplotlib can be imported (checked before any work starts)."""
     try:
-        matplotlib_module()
+        pyplot()
     except PlotUnavailable:
         return False
     return True
@@ -46,32 +48,20 @@ def plot_available() -> bool:
 def plot_format_problem(path: Path) -> str | None:
     """Why ``path`` cannot be drawn into (its suffix is no image format), or ``None``.
 
-    >>> plot_format_problem(Path("curve.png")) is None
-    True
     >>> plot_format_problem(Path("curve.xyz"))[:52]
     "'.xyz' is not an image format matplotlib writes; use"
     """
-    matplotlib_module()
+    pyplot()
     from matplotlib.backend_bases import FigureCanvasBase
 
-    suffix = Path(path).suffix.lower()
     formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    suffix = Path(path).suffix.lower()
     if suffix[1:] in formats:
         return None
     return (
         f"{suffix or '(no suffix)'!r} is not an image format matplotlib writes; use "
         + ", ".join(f".{name}" for name in formats)
     )
-
-
-def pyplot() -> Any:
-    """``matplotlib.pyplot`` on the Agg backend, imported with signals held (a signal
-    meanwhile is raised once the import is done); :class:`PlotUnavailable` without it."""
-    matplotlib = matplotlib_module()
-    with signals.deferred():
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    return plt
 
 
 @contextmanager

@@ -15,8 +15,10 @@ the prediction follows the far rule at 5 and the stored token at 6.
 >>> report = reliance_arrays(tokens, np.array([[0, 1, 2, 3, 9, 7, 5, 8]]), np.array([0, 0, 0]),
 ...                          np.array([4, 5, 6]), np.array([9, 7, 3]), window=4,
 ...                          ood_boundary=6, modulus=17)
->>> report.id.counted, report.id.far_reliance, report.ood.local_reliance
-(1, 1.0, 1.0)
+>>> report.id.probed, report.id.counted, report.id.far_reliance, report.ood.local_reliance
+(2, 1, 1.0, 1.0)
+>>> report.curve.far_reliance
+[None, 1.0, 0.0, None]
 """
 
 from __future__ import annotations

@@ -1,11 +1,5 @@
-"""Check 5 (split hygiene) and check 6 (audit): facts about the targets, streamed per split.
-
-Hygiene keeps 16 bytes a row (a 64-bit row key, a base-m or hashed window key). The audit:
-target balance (TV from uniform per position), the periodic shortcut (copy the period of a
-prefix ending in a repeat of ``max(p, w)`` tokens), operand sensitivity, the copy rule (an
-induction head over the K = k and K = w tokens before t), the linear rule (the shorter
-rules of the additive skeleton, :func:`posgen.validate.shortcuts.local_rules`) and the
-question-consistency look-backs (:mod:`posgen.consistency`), ID and OOD apart.
+"""Check 5 (split hygiene, 16 bytes a row) and check 6 (the audit: target balance, periodic,
+copy and linear shortcuts, operand sensitivity, question-consistency look-backs), streamed.
 
 >>> import numpy as np
 >>> copy_hits(np.array([[3, 5, 9, 3, 5, 9, 1]]), context=2, first=2, boundary=5)

@@ -1,10 +1,5 @@
-"""The probe check: every probe row is its source test row altered exactly as the rule says.
-
-Per batch the source rows are regenerated and the probe rows rebuilt
-(:func:`posgen.probe.alter_rows`); ids and ``source_id`` run 0 .. rows-1, ``replaced`` and
-``probed`` are the rule's, tokens equal the rebuilt ones, and every ``far_rule`` entry is h
-of the operands stored. One :class:`CheckResult` per split.
-"""
+"""The probe check: every probe row is its regenerated source row altered exactly as the rule
+says (:func:`posgen.probe.alter_rows`), and every ``far_rule`` entry is h of the operands."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""``validate(source, spec)``: every check on a dataset, as one :class:`Report`.
-
-One pass per split reads bounded batches and feeds every tally (schema, window, hygiene,
-audit); cross-split hygiene is settled once a config's splits are read. Failure messages say
-where: the file, or the split, row id, position, expected and found token.
-"""
+"""``validate(source, spec)``: every check on a dataset, as one :class:`Report`; one pass per
+split feeds every tally, and failure messages say where (file, or split, row, position)."""
 
 from __future__ import annotations
 
@@ -220,13 +216,13 @@ def window_result(tally: SplitTally) -> CheckResult:
     return _result(tally, "window", [problem], "", tally.window_failures)
 
 
-def rule_facts(spec: TaskSpec, length: int) -> tuple[bool, str, int, int]:
+def rule_facts(spec: TaskSpec, length: int) -> tuple[bool, str, int]:
     """Check 4, the dependency rule for every ``t < length``: exactly w distinct positions,
-    all earlier than t (from the far start s alone: memory O(length)). Returns (ok, message,
-    dependency count, largest look-back).
+    all earlier than t (from the far start alone: memory O(length)); (ok, message, largest
+    look-back).
 
     >>> rule_facts(TaskSpec(task="semirecursive"), 256)
-    (True, '4 dependencies per target, all earlier; largest look-back 130', 4, 130)
+    (True, '4 dependencies per target, all earlier; largest look-back 130', 130)
     """
     window, near, far = spec.window, spec.near, spec.far
     t = np.arange(window, length, dtype=np.int64)
@@ -245,19 +241,17 @@ def rule_facts(spec: TaskSpec, length: int) -> tuple[bool, str, int, int]:
     if t.size:
         lookback = int(np.maximum(t - starts, near).max()) if far else near
     if problems:
-        return False, "; ".join(problems), window, lookback
+        return False, "; ".join(problems), lookback
     message = f"{window} dependencies per target, all earlier; largest look-back {lookback}"
-    return True, message, window, lookback
+    return True, message, lookback
 
 
-def bounded_result(tally: SplitTally) -> tuple[CheckResult, int, int]:
+def bounded_result(tally: SplitTally) -> tuple[CheckResult, int]:
     """The rule names exactly w earlier positions for every t < the split's length."""
     spec, data = tally.data.spec, tally.data
     length = data.length or max(spec.split_length(s) for s in spec.split_names)
-    ok, message, count, lookback = rule_facts(spec, length)
-    if ok and count != spec.window:
-        ok, message = False, f"the rule names {count} positions, not w = {spec.window}"
-    return _result(tally, "bounded_window", [] if ok else [message], message, 1), count, lookback
+    ok, message, lookback = rule_facts(spec, length)
+    return _result(tally, "bounded_window", [] if ok else [message], message, 1), lookback
 
 
 def hygiene_results(tallies: list[SplitTally]) -> tuple[list[CheckResult], dict[str, Any]]:
@@ -475,7 +469,7 @@ def _validate(source: Any, spec: TaskSpec | None, config, split, thresholds) -> 
         facts = report.facts.setdefault(config_name, {})
         hygiene, hygiene_facts = hygiene_results(tallies)
         for tally, hygiene_check in zip(tallies, hygiene, strict=True):
-            bounded, count, lookback = bounded_result(tally)
+            bounded, lookback = bounded_result(tally)
             audit, audit_facts = audit_result(tally, limits)
             report.checks += [
                 schema_result(tally),
@@ -488,7 +482,7 @@ def _validate(source: Any, spec: TaskSpec | None, config, split, thresholds) -> 
             facts[tally.data.split] = {
                 "rows": tally.rows,
                 "length": tally.data.length or 0,
-                "dependency_count": count,
+                "dependency_count": tally.data.spec.window,
                 "max_lookback": lookback,
                 **hygiene_facts[tally.data.split],
                 **audit_facts,

@@ -1,9 +1,5 @@
-"""Checks 1 and 2: integrity (the listed files, unchanged, nothing else) and schema.
-
-Integrity: the problems of :func:`posgen.store.dataset.check_files` per (config, split),
-whether the given spec is the data's, and unlisted data files. Schema: column types, one
-row length per split, ids, tokens in [0, m); :func:`decode_batch` keeps the rows of the
-split's length and tallies the others.
+"""Checks 1 and 2: integrity (the listed files, unchanged, the given spec the data's, nothing
+unlisted) and schema (column types, one row length per split, ids, tokens in [0, m)).
 
 >>> import pyarrow as pa
 >>> batch = pa.record_batch({"tokens": pa.array([[0, 1, 2], [3, 4], [5, 17, 6]],
@@ -15,9 +11,9 @@ split's length and tallies the others.
 
 from __future__ import annotations
 
-import queue
-import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -34,9 +30,7 @@ from posgen.validate.sources import Source
 
 @dataclass
 class Decoded:
-    """One batch: ids and tokens of the rows with the right length, and what was wrong:
-    ``problems`` maps ``bad_length`` (first: row id, length), ``out_of_range`` (row id,
-    position, value) and ``bad_ids`` (expected, found) to (count, first example)."""
+    """One batch's rows of the right length, and ``problems``: kind -> (count, first)."""
 
     ids: np.ndarray
     tokens: np.ndarray
@@ -165,35 +159,10 @@ _DONE = object()
 
 
 def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Yield ``items`` in order, produced by a background thread up to ``depth`` ahead (an
-    exception raised by ``items`` is raised here, at the point it occurred)."""
-    waiting: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        waiting.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            waiting.put((_DONE, None))
-        except Exception as error:  # handed to the consumer, re-raised there
-            waiting.put((_DONE, error))
-
-    worker = threading.Thread(target=produce, name="posgen-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item, error = waiting.get()
-            if error is not None:
-                raise error
-            if item is _DONE:
-                return
+    """Yield ``items`` in order, read by a background thread up to ``depth`` ahead (an
+    exception raised by ``items`` is raised here, in its place)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="posgen-prefetch") as reader:
+        pending = deque(reader.submit(next, items, _DONE) for _ in range(depth))
+        while (item := pending.popleft().result()) is not _DONE:
+            pending.append(reader.submit(next, items, _DONE))
             yield item
-    finally:
-        stop.set()

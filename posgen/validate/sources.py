@@ -1,7 +1,5 @@
-"""Where the rows come from: a dataset folder, a Parquet or Arrow file, or ``datasets`` objects.
-
-Everything is turned into :class:`SplitData` (one config's split, its spec and its parts);
-a :class:`Part` streams Arrow record batches of bounded size, never a whole split at once.
+"""Where the rows come from (a dataset folder, a Parquet or Arrow file, ``datasets`` objects),
+as :class:`SplitData` whose parts stream record batches of bounded size.
 
 >>> from posgen.spec import TaskSpec
 >>> spec = TaskSpec(task="cot", test_length=[256, 512])
@@ -110,8 +108,6 @@ def _split_of(spec: TaskSpec, name: str | None, part: Part) -> tuple[str, int | 
     except (pa.ArrowException, OSError, KeyError):
         pass
     inferred = infer_split(spec, length) if length is not None else None
-    if inferred is not None and name is None:
-        return inferred, spec.split_length(inferred)
     return name or inferred or "data", None if inferred is None else spec.split_length(inferred)
 
 

@@ -14,6 +14,7 @@ import yaml
 
 from posgen import write_dataset
 from posgen.card import DataMismatch, render_card, write_card
+from posgen.card.facts import seeding_section
 from posgen.card.tasks import dependency_diagram, measure_sentence, measures_section
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.manifest import Manifest, read_manifest
@@ -60,62 +61,9 @@ def test_front_matter_has_the_hub_fields_and_one_config_per_task(folder):
     assert splits == ["train", "validation", "test", "test_128"]
     probe_splits = [f["split"] for f in configs["cot-probe"]["data_files"]]
     assert probe_splits == ["probe", "probe_128"]
-
-
-def test_dataset_info_is_read_from_the_files(folder):
-    manifest = read_manifest(folder)
-    info = {
-        c["config_name"]: c for c in header_of((folder / "README.md").read_text())["dataset_info"]
-    }
-    probe_columns = [
-        {"name": "source_id", "dtype": "int64"},
-        {"name": "replaced", "list": "uint32"},
-        {"name": "probed", "list": "uint32"},
-        {"name": "far_rule", "list": "uint8"},
-    ]
-    for config, source, splits in manifest.hf_configs():
-        block = info[config]
-        extra = probe_columns if config != source else []
-        assert block["features"] == [
-            {"name": "id", "dtype": "int64"},
-            {"name": "tokens", "list": "uint8"},
-            *extra,
-        ]
-        for split in block["splits"]:
-            files = splits[split["name"]].files
-            tables = [pq.read_table(folder / f.path) for f in files]
-            assert split["num_examples"] == sum(t.num_rows for t in tables)
-            assert split["num_bytes"] == sum(t.nbytes for t in tables)
-        everything = [f for s in splits.values() for f in s.files]
-        assert block["download_size"] == sum((folder / f.path).stat().st_size for f in everything)
-        assert block["dataset_size"] == sum(s["num_bytes"] for s in block["splits"])
-
-
-def test_a_card_without_a_folder_leaves_dataset_info_out(folder):
-    header = header_of(render_card(read_manifest(folder)))
-    assert "dataset_info" not in header
-    assert len(header["configs"]) == 6  # 3 + 3 probe configs
-
-
-def test_card_facts_equal_the_manifest(folder, report):
-    manifest = read_manifest(folder)
-    card = render_card(manifest, report, root=folder)
-    assert f"`{manifest.benchmark.spec_id}`" in card
-    for entry in manifest.configs.values():
-        assert f"`{entry.spec_id}`" in card
-    for name, _, splits in manifest.hf_configs():
-        for split, info in splits.items():
-            w, L, n = info.seed_window, info.ood_boundary, info.length
-            ood = f"[{L}, {n})" if n > L else "none"
-            assert (
-                f"| {name} | {split} | {info.rows:,} | {n:,} | {w:,} | [{w}, {L}) | {ood} |" in card
-            )
-            for item in info.files:
-                row = (
-                    f"| {item.path} | {item.rows:,} | {item.first_id:,} | "
-                    f"{item.bytes:,} | `{item.sha256}` |"
-                )
-                assert row in card
+    without_folder = header_of(render_card(read_manifest(folder)))
+    assert "dataset_info" not in without_folder
+    assert without_folder["configs"] == header["configs"]
 
 
 def test_the_worked_example_is_the_first_train_row_and_its_target_adds_up(oracle, folder):
@@ -151,11 +99,51 @@ def test_the_dependency_picture_marks_exactly_the_operands_of_each_target(oracle
         assert [p for p, c in enumerate(marks) if c == "n"] == list(range(t - near, t))
 
 
-def test_an_unvalidated_card_says_so_and_a_validated_one_shows_the_audit(folder, report):
+def test_an_unvalidated_card_says_so_and_has_every_other_section(folder):
     manifest = read_manifest(folder)
-    assert "**Not validated.**" in render_card(manifest)
-    card = render_card(manifest, report)
+    card = render_card(manifest)
+    assert "**Not validated.**" in card
+    assert "Baselines" not in card
+    assert 'load_dataset("path/to/this/folder", "recursive")' in card
+    assert "streaming=True" in card
+    assert "hit[:, w:L].mean()" in card
+    assert "hit[:, L:].mean()" in card
+    assert "Configs with `disjoint` seeding differ from the authors' code" in card
+    assert "Configs with `paper` seeding" not in card
+    assert "@inproceedings{wang2024resonance" in card
+    assert "2403.00071" in card
+    scores = {"cot": {"copy_previous": {"id_accuracy": 0.0588, "ood_accuracy": 0.05}}}
+    assert "| cot | copy_previous | 0.0588 | 0.0500 |" in render_card(manifest, baselines=scores)
+    paper = seeding_section([TaskSpec(task="cot", seeding="paper")])
+    assert "every validation row begins with a training row" in paper
+    assert "disjoint" not in paper.split("\n", 2)[2].split("`")[0]
+
+
+def test_a_validated_card_holds_the_manifest_facts_and_the_audit_and_no_timings(folder, report):
+    manifest = read_manifest(folder)
+    card = render_card(manifest, report, root=folder)
+    timed = report.model_copy(update={"seconds": 12.3456789})
+    again = Manifest.model_validate_json(manifest.to_json())
+    assert card == render_card(again, timed, root=folder)
+    assert "12.3456789" not in card
+    assert "12.3457" not in card
     assert "Not validated" not in card
+    assert f"`{manifest.benchmark.spec_id}`" in card
+    for entry in manifest.configs.values():
+        assert f"`{entry.spec_id}`" in card
+    for name, _, splits in manifest.hf_configs():
+        for split, info in splits.items():
+            w, L, n = info.seed_window, info.ood_boundary, info.length
+            ood = f"[{L}, {n})" if n > L else "none"
+            assert (
+                f"| {name} | {split} | {info.rows:,} | {n:,} | {w:,} | [{w}, {L}) | {ood} |" in card
+            )
+            for item in info.files:
+                row = (
+                    f"| {item.path} | {item.rows:,} | {item.first_id:,} | "
+                    f"{item.bytes:,} | `{item.sha256}` |"
+                )
+                assert row in card
     # 3 configs x 4 splits x 6 kinds, 3 configs x 2 probe splits x (integrity, probe), + 1
     assert "**Validated: all 85 checks passed**" in card
     assert "| window | 12 | 0 | 0 |" in card
@@ -175,52 +163,16 @@ def test_a_failed_validation_is_shown_with_the_failing_checks(folder, failed_rep
     assert f"| hygiene | recursive | train | {failed.failures} | {failed.message} |" in card
 
 
-def test_the_card_is_deterministic_and_holds_no_timings(folder, report):
-    manifest = read_manifest(folder)
-    first = render_card(manifest, report, root=folder)
-    again = Manifest.model_validate_json(manifest.to_json())
-    timed = report.model_copy(update={"seconds": 12.3456789})
-    assert first == render_card(again, timed, root=folder)
-    assert "12.3456789" not in first
-    assert "12.3457" not in first
-
-
-def test_baselines_appear_only_when_given(folder):
-    manifest = read_manifest(folder)
-    assert "Baselines" not in render_card(manifest)
-    scores = {"cot": {"copy_previous": {"id_accuracy": 0.0588, "ood_accuracy": 0.05}}}
-    card = render_card(manifest, baselines=scores)
-    assert "| cot | copy_previous | 0.0588 | 0.0500 |" in card
-
-
-def test_the_card_has_loading_scoring_seeding_and_citation_sections(folder):
-    card = render_card(read_manifest(folder))
-    assert 'load_dataset("path/to/this/folder", "recursive")' in card
-    assert "streaming=True" in card
-    assert "hit[:, w:L].mean()" in card
-    assert "hit[:, L:].mean()" in card
-    assert "Configs with `disjoint` seeding differ from the authors' code" in card
-    assert "Configs with `paper` seeding" not in card
-    assert "@inproceedings{wang2024resonance" in card
-    assert "2403.00071" in card
-
-
-def test_paper_seeding_is_explained_with_its_flaws():
-    from posgen.card.facts import seeding_section
-
-    text = seeding_section([TaskSpec(task="cot", seeding="paper")])
-    assert "every validation row begins with a training row" in text
-    assert "disjoint" not in text.split("\n", 2)[2].split("`")[0]
-
-
-def test_write_card_refuses_a_folder_whose_files_disagree_with_the_manifest(small_copy):
+def test_write_card_rerenders_the_card_and_refuses_files_unlike_the_manifest(small_copy):
     out = small_copy
-    before = (out / "README.md").read_text()
+    written = (out / "README.md").read_text()
+    (out / "README.md").unlink()
+    assert write_card(out).read_text() == written
     victim = next((out / "data" / "cot").glob("validation-*.parquet"))
     victim.write_bytes(victim.read_bytes()[:-10])
     with pytest.raises(DataMismatch, match=r"validation-\d{5}-of-\d{5}\.parquet: [\d,]+ bytes"):
         write_card(out)
-    assert (out / "README.md").read_text() == before
+    assert (out / "README.md").read_text() == written
     victim.unlink()
     with pytest.raises(DataMismatch, match="missing"):
         write_card(out)
@@ -239,35 +191,33 @@ def test_uint16_tokens_are_declared_as_uint16(tmp_path):
     assert np.asarray(loaded[0]["tokens"]).max() < 300
 
 
-def test_rerendering_from_disk_gives_the_card_written_at_generation(small_copy):
-    out = small_copy
-    written = (out / "README.md").read_text()
-    (out / "README.md").unlink()
-    assert write_card(out).read_text() == written
-
-
-def test_dataset_info_is_in_the_form_datasets_serializes(folder):
+def test_dataset_info_is_read_from_the_files_in_the_form_datasets_serializes(folder):
     from datasets import DatasetInfo, Features, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
     from huggingface_hub import DatasetCardData
 
-    from posgen.card.front_matter import dataset_info
     from posgen.store.formats import probe_schema, row_schema
 
     manifest = read_manifest(folder)
-    ours = dataset_info(folder, manifest)
+    ours = header_of((folder / "README.md").read_text())["dataset_info"]
+    files = {config: splits for config, _, splits in manifest.hf_configs()}
     infos = {}
     for block in ours:
-        splits = SplitDict()
+        config, splits = block["config_name"], SplitDict()
         for split in block["splits"]:
             splits.add(SplitInfo(**split))
-        schema = probe_schema(17) if block["config_name"].endswith("-probe") else row_schema(17)
-        infos[block["config_name"]] = DatasetInfo(
+            tables = [pq.read_table(folder / f.path) for f in files[config][split["name"]].files]
+            assert split["num_examples"] == sum(t.num_rows for t in tables)
+            assert split["num_bytes"] == sum(t.nbytes for t in tables)
+        listed = [f for split in files[config].values() for f in split.files]
+        assert block["download_size"] == sum((folder / f.path).stat().st_size for f in listed)
+        schema = probe_schema(17) if config.endswith("-probe") else row_schema(17)
+        infos[config] = DatasetInfo(
             features=Features.from_arrow_schema(schema),
             splits=splits,
             download_size=block["download_size"],
-            dataset_size=block["dataset_size"],
-            config_name=block["config_name"],
+            dataset_size=sum(s["num_bytes"] for s in block["splits"]),
+            config_name=config,
         )
     card_data = DatasetCardData()
     DatasetInfosDict(infos).to_dataset_card_data(card_data)

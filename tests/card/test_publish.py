@@ -54,42 +54,27 @@ def header_of(card):
     return yaml.safe_load(re.match(r"---\n(.*?)\n---\n", card, re.S).group(1))
 
 
-def test_published_posgen_v1_loads_every_config_and_split_as_the_card_declares(posgen_v1):
-    out, published = posgen_v1
-    header = header_of((out / "README.md").read_text())
-    declared = {c["config_name"]: c for c in header["dataset_info"]}
-    tasks = ["cot", "recursive", "semirecursive"]
-    assert sorted(declared) == sorted([*tasks, *(f"{t}-probe" for t in tasks)])
-    for config, _, splits in published.manifest.hf_configs():
-        loaded = datasets.load_dataset(str(out), config)
-        assert list(loaded) == list(splits)
-        for split in declared[config]["splits"]:
-            data = loaded[split["name"]]
-            assert data.num_rows == split["num_examples"] == splits[split["name"]].rows
-            assert data.info.splits[split["name"]].num_bytes == split["num_bytes"]
-            assert len(data[-1]["tokens"]) == splits[split["name"]].length
-
-
-@pytest.mark.parametrize("config", ["recursive", "cot", "semirecursive"])
-def test_published_posgen_v1_streams_every_split(posgen_v1, config):
-    out, published = posgen_v1
-    for name, source, splits in published.manifest.hf_configs():
-        if source != config:
-            continue
-        streams = datasets.load_dataset(str(out), name, streaming=True)
-        for split, info in splits.items():
-            first = next(iter(streams[split]))
-            assert first["id"] == 0
-            assert len(first["tokens"]) == info.length
-
-
-def test_published_card_records_the_validation_report(posgen_v1):
+def test_published_posgen_v1_loads_and_streams_every_split_as_the_card_declares(posgen_v1):
     out, published = posgen_v1
     card = (out / "README.md").read_text()
     assert published.report.ok
     assert f"**Validated: all {len(published.report.checks)} checks passed**" in card
     assert f"{published.report.tokens_checked:,} tokens were recomputed" in card
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "posgen.json"]
+    declared = {c["config_name"]: c for c in header_of(card)["dataset_info"]}
+    tasks = ["cot", "recursive", "semirecursive"]
+    assert sorted(declared) == sorted([*tasks, *(f"{t}-probe" for t in tasks)])
+    for config, _, splits in published.manifest.hf_configs():
+        loaded = datasets.load_dataset(str(out), config)
+        streams = datasets.load_dataset(str(out), config, streaming=True)
+        assert list(loaded) == list(splits)
+        for split in declared[config]["splits"]:
+            info, data = splits[split["name"]], loaded[split["name"]]
+            assert data.num_rows == split["num_examples"] == info.rows
+            assert data.info.splits[split["name"]].num_bytes == split["num_bytes"]
+            assert len(data[-1]["tokens"]) == info.length
+            first = next(iter(streams[split["name"]]))
+            assert (first["id"], len(first["tokens"])) == (0, info.length)
 
 
 def test_the_regenerate_command_in_the_card_reproduces_every_checksum(cli, posgen_v1, tmp_path):
@@ -112,7 +97,31 @@ def test_the_regenerate_command_in_the_card_reproduces_every_checksum(cli, posge
     assert read_manifest(tmp_path / "regenerated") == read_manifest(out)
 
 
-def test_publish_writes_a_validated_folder(cli, tmp_path, spec_file, validator):
+def test_publish_refuses_failing_data_and_leaves_the_previous_folder_intact(
+    assert_clean_error, cli, tmp_path, spec_file, validator
+):
+    out = tmp_path / "hub"
+    validator.break_data("window")
+    line = assert_clean_error(cli("publish", spec_file, "--out", out), 1)
+    assert line.startswith(
+        f"error: validation failed (8 of {CHECKS} checks); nothing was published"
+    )
+    assert line.endswith("and 3 more")
+    assert "window cot/train: split train row 0 position 4: expected" in line
+    assert list(tmp_path.iterdir()) == [spec_file]
+    validator.break_data(None)
+    assert cli("publish", spec_file, "--out", out).exit_code == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    validator.break_data("integrity")
+    result = cli("publish", spec_file, "--out", out, "--overwrite")
+    assert_clean_error(result, 1, "validation failed")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub", "tiny.toml"]
+
+
+def test_publish_writes_a_validated_folder_whose_card_the_card_command_rerenders(
+    cli, tmp_path, spec_file, validator
+):
     out = tmp_path / "hub"
     result = cli("publish", spec_file, "--out", out)
     assert result.exit_code == 0, result.output
@@ -121,36 +130,23 @@ def test_publish_writes_a_validated_folder(cli, tmp_path, spec_file, validator):
     assert len(validator.calls) == 1  # validated before the folder was moved in place
     assert validator.calls[0] != out
     assert not validator.calls[0].exists()
-    card = (out / "README.md").read_text()
-    assert f"**Validated: all {CHECKS} checks passed**" in card
+    published = (out / "README.md").read_text()
+    assert f"**Validated: all {CHECKS} checks passed**" in published
     assert list(read_manifest(out).configs) == ["cot", "recursive"]
-
-
-def test_publish_refuses_data_that_fails_validation(
-    assert_clean_error, cli, tmp_path, spec_file, validator
-):
+    (out / "README.md").write_text("stale")
+    result = cli("card", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "README.md").read_text() == published
+    result = cli("card", out, "--no-validate")
+    assert result.output == f"wrote {out / 'README.md'} (not validated)\n"
+    assert "**Not validated.**" in (out / "README.md").read_text()
+    assert cli("card", out, "--baselines").exit_code == 0  # asks the scoring module
+    assert "| recursive | oracle | 1.0000 | 1.0000 |" in (out / "README.md").read_text()
     validator.break_data("window")
-    out = tmp_path / "hub"
-    result = cli("publish", spec_file, "--out", out)
-    line = assert_clean_error(result, 1)
-    start = f"error: validation failed (8 of {CHECKS} checks); nothing was published"
-    assert line.startswith(start)
-    assert line.endswith("and 3 more")
-    assert "window cot/train: split train row 0 position 4: expected" in result.output
-    assert list(tmp_path.iterdir()) == [spec_file]
-
-
-def test_a_refused_publish_leaves_the_previous_folder_intact(
-    assert_clean_error, cli, tmp_path, spec_file, validator
-):
-    out = tmp_path / "hub"
-    assert cli("publish", spec_file, "--out", out).exit_code == 0
-    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    validator.break_data("integrity")
-    result = cli("publish", spec_file, "--out", out, "--overwrite")
-    assert_clean_error(result, 1, "validation failed")
-    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub", "tiny.toml"]
+    result = cli("card", out)  # exits 1 but writes the failures
+    assert result.exit_code == 1
+    assert "validation failed: 8 check(s)" in result.output
+    assert f"**Validation FAILED: 8 of {CHECKS} checks failed**" in (out / "README.md").read_text()
 
 
 def test_publish_with_a_bad_spec_reports_every_problem(cli, error_lines, tmp_path, validator):
@@ -167,20 +163,26 @@ def test_publish_with_a_bad_spec_reports_every_problem(cli, error_lines, tmp_pat
 
 
 def test_push_uploads_the_published_folder_with_the_environment_token(
-    cli, tmp_path, spec_file, validator, monkeypatch
+    assert_clean_error, cli, tmp_path, spec_file, validator, monkeypatch
 ):
     calls = []
 
     def upload(folder, repo_id, token, message):  # the network boundary
+        if token == "bad":
+            raise OSError("401 Client Error: Unauthorized")
         calls.append((folder, repo_id, token, message))
-        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-        calls.append(files)
+        calls.append(sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()))
         return f"https://huggingface.co/datasets/{repo_id}/commit/abc"
 
     monkeypatch.setattr(posgen.publish, "upload_folder", upload)
-    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    monkeypatch.setenv("HF_TOKEN", "bad")
     out = tmp_path / "hub"
-    result = cli("publish", spec_file, "--out", out, "--push", "me/posgen-tiny")
+    result = cli("publish", spec_file, "--out", out, "--push", "me/x")
+    line = assert_clean_error(result, 1, "Unauthorized")
+    assert line.startswith("error: pushing")
+    assert (out / "posgen.json").is_file()  # a failed push keeps the published folder
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    result = cli("publish", spec_file, "--out", out, "--overwrite", "--push", "me/posgen-tiny")
     assert result.exit_code == 0, result.output
     (folder, repo_id, token, message), files = calls
     assert (folder, repo_id, token) == (out, "me/posgen-tiny", "hf_test_token")
@@ -190,55 +192,6 @@ def test_push_uploads_the_published_folder_with_the_environment_token(
     assert set(files) == expected
     assert "pushed" in result.output
     assert "commit/abc" in result.output
-
-
-def test_a_failed_push_exits_1_and_keeps_the_published_folder(
-    assert_clean_error, cli, tmp_path, spec_file, validator, monkeypatch
-):
-    def upload(folder, repo_id, token, message):
-        raise OSError("401 Client Error: Unauthorized")
-
-    monkeypatch.setattr(posgen.publish, "upload_folder", upload)
-    monkeypatch.setenv("HF_TOKEN", "bad")
-    out = tmp_path / "hub"
-    result = cli("publish", spec_file, "--out", out, "--push", "me/x")
-    line = assert_clean_error(result, 1, "Unauthorized")
-    assert line.startswith("error: pushing")
-    assert (out / "posgen.json").is_file()
-
-
-def test_card_command_rerenders_the_published_card(cli, tmp_path, spec_file, validator):
-    out = tmp_path / "hub"
-    cli("publish", spec_file, "--out", out)
-    published = (out / "README.md").read_text()
-    (out / "README.md").write_text("stale")
-    result = cli("card", out)
-    assert result.exit_code == 0, result.output
-    assert (out / "README.md").read_text() == published
-    result = cli("card", out, "--no-validate")
-    assert result.output == f"wrote {out / 'README.md'} (not validated)\n"
-    assert "**Not validated.**" in (out / "README.md").read_text()
-
-
-def test_card_command_exits_1_when_validation_fails_but_writes_the_failures(
-    cli, tmp_path, spec_file, validator
-):
-    out = tmp_path / "hub"
-    cli("publish", spec_file, "--out", out)
-    validator.break_data("window")
-    result = cli("card", out)
-    assert result.exit_code == 1
-    assert "validation failed: 8 check(s)" in result.output
-    assert f"**Validation FAILED: 8 of {CHECKS} checks failed**" in (out / "README.md").read_text()
-
-
-def test_card_command_with_baselines_asks_the_scoring_module(cli, tmp_path, spec_file, validator):
-    out = tmp_path / "hub"
-    cli("publish", spec_file, "--out", out)
-    result = cli("card", out, "--baselines")
-    assert result.exit_code == 0, result.output
-    card = (out / "README.md").read_text()
-    assert "| recursive | oracle | 1.0000 | 1.0000 |" in card
 
 
 def test_card_command_on_a_damaged_folder_exits_1_and_keeps_the_card(cli, tmp_path, spec_file):

@@ -5,6 +5,7 @@ through the API, ``posgen score --split probe`` (table, --json, --plot) and the 
 from __future__ import annotations
 
 import json
+from importlib.util import find_spec
 
 import numpy as np
 import pytest
@@ -14,7 +15,6 @@ from posgen.scoring import (
     RelianceReport,
     baseline_predictions,
     load_probe,
-    reliance_arrays,
     score_probe,
     write_predictions,
 )
@@ -107,54 +107,24 @@ def test_a_mixed_prediction_file_is_scored_exactly(cli, folder, tmp_path, task):
         assert (curve.counted[i], curve.far[i], curve.local[i]) == (counted, far, local)
 
 
-def test_reliance_arrays_counts_only_targets_whose_answers_differ():
-    tokens = np.array([[0, 1, 2, 3, 9, 2, 5, 8]])
-    predicted = np.array([[0, 1, 2, 3, 9, 7, 5, 8]])
-    report = reliance_arrays(
-        tokens,
-        predicted,
-        np.array([0, 0, 0]),
-        np.array([4, 5, 6]),
-        np.array([9, 7, 3]),
-        window=4,
-        ood_boundary=6,
-        modulus=17,
-    )
-    assert (report.id.probed, report.id.counted, report.id.far) == (2, 1, 1)
-    assert (report.ood.counted, report.ood.local, report.ood.far) == (1, 1, 0)
-    assert report.curve.far_reliance == [None, 1.0, 0.0, None]
-
-
-def test_score_table_json_and_plot_of_a_probe_split(cli, folder, tmp_path):
-    pytest.importorskip("matplotlib")
+def test_score_and_baseline_cli_on_a_probe_split(assert_clean_error, cli, folder, tmp_path):
     probe = load_probe(folder, "cot", "probe")
     path = tmp_path / "oracle.npy"
     predictions = baseline_predictions("oracle", probe.spec, probe.tokens)
     write_predictions(path, probe.ids, predictions, probe.spec.modulus)
     js, plot = tmp_path / "r.json", tmp_path / "r.png"
+    plotting = ["--plot", plot] if find_spec("matplotlib") else []
     args = ["score", "--data", folder, "--config", "cot", "--split", "probe"]
-    result = cli(*args, "--predictions", path, "--json", js, "--plot", plot)
+    result = cli(*args, "--predictions", path, "--json", js, *plotting)
     assert result.exit_code == 0, result.output
     assert "far-rel." in result.stdout
     assert "100.00%" in result.stdout
     assert json.loads(js.read_text())["ood"]["far_reliance"] == 1.0
-    assert plot.stat().st_size > 0
-
-
-def test_baseline_cli_writes_local_predictions_for_a_probe_split(cli, folder, tmp_path):
-    args = ["baseline", "--kind", "local", "--data", folder, "--config", "recursive"]
-    result = cli(*args, "--split", "probe", "--out", tmp_path / "local.parquet")
+    assert not plotting or plot.stat().st_size > 0
+    write_predictions(path, probe.ids[:3], probe.tokens[:3], probe.spec.modulus)  # wrong rows
+    wrong = cli(*args, "--predictions", path)
+    assert wrong.output.strip() == assert_clean_error(wrong, 2)  # nothing but the error line
+    local = ["baseline", "--kind", "local", "--data", folder, "--config", "recursive"]
+    result = cli(*local, "--split", "probe", "--out", tmp_path / "local.parquet")
     assert result.exit_code == 0, result.output
     assert "ID far-reliance 0.00%" in result.output
-
-
-def test_predictions_for_the_wrong_rows_are_one_error_line(
-    assert_clean_error, cli, folder, tmp_path
-):
-    probe = load_probe(folder, "cot", "probe")
-    path = tmp_path / "short.npy"
-    write_predictions(path, probe.ids[:3], probe.tokens[:3], probe.spec.modulus)
-    args = ["score", "--data", folder, "--config", "cot", "--split", "probe"]
-    result = cli(*args, "--predictions", path)
-    line = assert_clean_error(result, 2)
-    assert result.output.strip() == line  # nothing but the error line

@@ -70,20 +70,7 @@ def test_baseline_scores_gives_id_and_ood_accuracy_per_kind(data):
     assert all(0 < s["ood_accuracy"] < 0.15 for k, s in scores.items() if k != "oracle")
 
 
-def test_json_to_stdout_is_the_full_sorted_report(cli, data, tmp_path, test_tokens):
-    np.save(tmp_path / "p.npy", test_tokens)
-    result = score(cli, data, tmp_path / "p.npy", "--json", "-", "--bucket-width", "64")
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
-    assert list(report) == sorted(report)
-    assert report["bucket_width"] == 64
-    assert [b["start"] for b in report["buckets"]] == [4, 64, 128, 192]
-    assert report["spec_id"] == read_manifest(data).configs["cot"].spec_id
-
-
-def test_known_errors_show_in_the_table_the_first_error_and_the_png_plot(
-    cli, data, tmp_path, test_tokens
-):
+def test_known_errors_show_in_the_table_the_json_and_the_png_plot(cli, data, tmp_path, test_tokens):
     preds = test_tokens.copy()
     preds[0, 100] = (preds[0, 100] + 1) % 17
     preds[1, 10] = (preds[1, 10] + 1) % 17
@@ -91,6 +78,7 @@ def test_known_errors_show_in_the_table_the_first_error_and_the_png_plot(
     plot = ["--plot", tmp_path / "curve.png"] if find_spec("matplotlib") else []
     result = score(cli, data, tmp_path / "p.npy", "--json", tmp_path / "r.json", *plot)
     assert result.exit_code == 0, result.output
+    assert "[96, 112)" in result.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["id"]["correct"] == report["id"]["tokens"] - 1
     assert report["ood"]["correct"] == report["ood"]["tokens"] - 1
@@ -98,9 +86,17 @@ def test_known_errors_show_in_the_table_the_first_error_and_the_png_plot(
                                      "rows": [1, 1]}  # fmt: skip
     assert report["ood_exact_match"] == {"accuracy": (ROWS - 1) / ROWS, "correct": ROWS - 1,
                                          "tokens": ROWS}  # fmt: skip
-    assert "[96, 112)" in result.output
     if plot:
         assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stdout = score(cli, data, tmp_path / "p.npy", "--json", "-", "--bucket-width", "64")
+    assert stdout.exit_code == 0, stdout.output
+    body = json.loads(stdout.output)  # the full report, sorted
+    assert list(body) == sorted(body)
+    assert (body["bucket_width"], [b["start"] for b in body["buckets"]]) == (64, [4, 64, 128, 192])
+    assert (body["first_error"], body["spec_id"]) == (
+        report["first_error"],
+        read_manifest(data).configs["cot"].spec_id,
+    )
 
 
 def test_plot_without_matplotlib_exits_2_with_the_install_hint(cli, data, tmp_path, monkeypatch):
@@ -185,20 +181,14 @@ def test_predictions_made_for_other_data_are_refused_not_scored_at_chance(
     assert_clean_error, cli, data, tmp_path, suffix
 ):
     other = tmp_path / "other"
-    write_dataset(
-        default_benchmark(("cot",), seed=1, train_size=3000, val_size=20, test_size=ROWS), other
-    )
-    preds = tmp_path / f"oracle{suffix}"
-    made = cli("baseline", "--kind", "oracle", "--data", other, "--config", "cot", "--out", preds)
-    assert made.exit_code == 0, made.output
-    theirs = read_manifest(other).configs["cot"].spec_id
-    line = assert_clean_error(score(cli, data, preds), 2, f"made for split test of spec {theirs}")
-    assert read_manifest(data).configs["cot"].spec_id in line
-
-
-def test_test_predictions_are_refused_on_the_probe_split(assert_clean_error, cli, data, tmp_path):
-    preds = tmp_path / "oracle.parquet"
-    made = cli("baseline", "--kind", "oracle", "--data", data, "--config", "cot", "--out", preds)
-    assert made.exit_code == 0, made.output
-    result = score(cli, data, preds, "--split", "probe")
-    assert_clean_error(result, 2, "made for split test", "not split probe")
+    write_dataset(default_benchmark(("cot",), seed=1, train_size=20, val_size=5, test_size=ROWS),
+                  other)  # fmt: skip
+    for source, split in ((other, "test"), (data, "probe")):
+        preds = tmp_path / f"oracle{suffix}"
+        made = cli("baseline", "--kind", "oracle", "--data", source, "--config", "cot",
+                   "--out", preds, "--overwrite")  # fmt: skip
+        assert made.exit_code == 0, made.output
+        theirs = read_manifest(source).configs["cot"].spec_id
+        result = score(cli, data, preds, "--split", split)
+        line = assert_clean_error(result, 2, f"made for split test of spec {theirs}")
+        assert f"not split {split} of spec {read_manifest(data).configs['cot'].spec_id}" in line

@@ -90,7 +90,7 @@ def test_results_without_run_folders_is_one_error_line(assert_clean_error, cli, 
 
 
 def test_card_shows_reference_results_only_for_the_data_they_were_trained_on(runs):
-    from posgen.card.reference_results import results_section
+    from posgen.card.tasks import results_section
     from posgen.store.manifest import read_manifest
 
     data, _ = runs
