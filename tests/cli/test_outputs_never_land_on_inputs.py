@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SHARD = "data/cot/test-00000-of-00001.parquet"
 BASELINE = "baseline --kind oracle --data {t}/ds --config cot --out "
-SCORE = "score --data {t}/ds --predictions {t}/oracle.parquet "
+SCORE = "score --data {t}/ds --predictions {t}/oracle.jsonl "
 GENERATE = "generate --task cot --train-size 32 --val-size 8 --test-size 8 "
 INSIDE = "dataset folder"
 CASES = {  # case -> (the command line, in the test's folder t; a fragment of the error line)
@@ -58,7 +58,7 @@ CASES = {  # case -> (the command line, in the test's folder t; a fragment of th
     "merge OUT inside a PART folder": ("merge {t}/plain/merged {t}/plain", "inside PARTS"),
     "score --json onto the dataset's test shard": (SCORE + "--json {t}/ds/{shard}", INSIDE),
     "score --plot inside the dataset": (SCORE + "--plot {t}/ds/curve.png", INSIDE),
-    "score --json onto --predictions": (SCORE + "--json {t}/oracle.parquet", "--predictions"),
+    "score --json onto --predictions": (SCORE + "--json {t}/oracle.jsonl", "--predictions"),
     "train --out inside the dataset through a link": (
         "train --data {t}/ds --pe rope --out {t}/link/run -q", INSIDE),
 }  # fmt: skip
@@ -86,10 +86,10 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def folder(cli, tmp_path, tiny_cot) -> Path:
+def folder(tmp_path, tiny_cot, tiny_oracle) -> Path:
     """The test's folder: the dataset ``ds``, another dataset ``other``, ``link`` (to
     ``ds/data``), ``dslink`` (to ``ds``), ``plain`` (a parquet file without a manifest), a
-    spec file, a grid and oracle predictions made outside."""
+    spec file, a grid and the oracle's predictions (made outside)."""
     shutil.copytree(tiny_cot, tmp_path / "ds")
     shutil.copytree(tiny_cot, tmp_path / "other")
     (tmp_path / "link").symlink_to(tmp_path / "ds" / "data")
@@ -98,8 +98,7 @@ def folder(cli, tmp_path, tiny_cot) -> Path:
     shutil.copy(tiny_cot / SHARD, tmp_path / "plain" / "x.parquet")
     shutil.copy(ROOT / "task_specs" / "posgen-v1.toml", tmp_path / "spec.toml")
     (tmp_path / "grid.toml").write_text(f'datasets = ["{tmp_path / "ds"}"]\npes = ["rope"]\n')
-    result = cli(*run(BASELINE + "{t}/oracle.parquet -q", tmp_path))
-    assert result.exit_code == 0, result.output
+    shutil.copy(tiny_oracle, tmp_path / "oracle.jsonl")
     return tmp_path
 
 
