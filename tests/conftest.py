@@ -277,24 +277,22 @@ def validator(monkeypatch):
     """
     import posgen.publish
 
-    real = posgen.publish.validate_folder
-    state: dict = {"calls": [], "break": None}
+    class Validator:
+        def __init__(self, real):
+            self.real, self.calls, self.broken = real, [], None
 
-    def watched(folder):
-        state["calls"].append(Path(folder))
-        if state["break"] is not None:
-            BREAKS[state["break"]](Path(folder))
-        return real(folder)
+        def break_data(self, kind: str) -> None:
+            self.broken = kind
 
+        def __call__(self, folder):
+            self.calls.append(Path(folder))
+            if self.broken is not None:
+                BREAKS[self.broken](Path(folder))
+            return self.real(folder)
+
+    watched = Validator(posgen.publish.validate_folder)
     monkeypatch.setattr(posgen.publish, "validate_folder", watched)
-
-    class Handle:
-        calls = state["calls"]
-
-        def break_data(self, kind):
-            state["break"] = kind
-
-    return Handle()
+    return watched
 
 
 @pytest.fixture(scope="session")

@@ -25,25 +25,21 @@ from posgen.tasks import TASKS
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def name_max(path: Path) -> int:
-    """Longest file name (bytes) in the nearest existing folder of ``path``."""
-    for folder in (path.parent, *path.parent.parents):
-        try:
-            return os.pathconf(folder, "PC_NAME_MAX")
-        except (OSError, ValueError):
-            continue
-    return 255
-
-
 def path_problem(value: str) -> str | None:
-    """Why ``value`` cannot name a file (not UTF-8, a name too long), or ``None``."""
+    """Why ``value`` cannot name a file (not UTF-8, a name longer than the nearest existing
+    folder allows), or ``None``."""
     raw = os.fsencode(value)
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as error:
         return f"is {not_utf8(raw, error)}"
-    path = Path(value)
-    limit = name_max(path)
+    path, limit = Path(value), 255
+    for folder in (path.parent, *path.parent.parents):
+        try:
+            limit = os.pathconf(folder, "PC_NAME_MAX")
+            break
+        except (OSError, ValueError):
+            continue
     for part in path.parts:
         if len(os.fsencode(part)) > limit:
             return f"has a name of {len(os.fsencode(part))} bytes; the file system allows {limit}"
