@@ -191,7 +191,11 @@ def refuse_outputs(
 
 
 def os_failure(error: OSError, doing: str) -> str:
-    """Which path failed and why (``doing`` failed, unless :class:`WriteFailed` says it)."""
+    """Which path failed and why (``doing`` failed, unless :class:`WriteFailed` says it).
+
+    >>> os_failure(OSError(28, "No space left on device", "out/x"), "merging into out")
+    'merging into out failed: out/x: no space left on device'
+    """
     if isinstance(error, WriteFailed):
         return str(error)
     return f"{doing} failed: {os_error_problem(error)[0]}"
