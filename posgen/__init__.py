@@ -1,14 +1,11 @@
 """posgen: the POSGEN benchmark (Resonance RoPE, Wang et al. 2024) as reproducible datasets.
 
-The entry points the README uses, importable from ``posgen`` directly:
-
-- specs: :class:`TaskSpec`, :class:`BenchmarkSpec`, :func:`register_task`;
-- rows in memory: :func:`generate_split`, :func:`generate_rows`, :func:`to_dataset_dict`;
-- datasets on disk: :func:`write_dataset`, :func:`load`, :func:`read_manifest`;
-- metrics: :func:`score`, :func:`score_file` (the validator: ``from posgen.validate import
-  validate``; ``posgen.validate`` is its subpackage);
-- trained models: :func:`load_model` (``posgen train --save-model``'s model with its position
-  encoding; imports torch when called, the ``train`` extra).
+Specs (:class:`TaskSpec`, :class:`BenchmarkSpec`, :func:`register_task`), rows in memory
+(:func:`generate_split`, :func:`generate_rows`, :func:`to_dataset_dict`), datasets on disk
+(:func:`write_dataset`, :func:`load`, :func:`read_manifest`), metrics (:func:`score`,
+:func:`score_file`) and trained models (:func:`load_model`, needs the ``train`` extra), all
+imported on first use, so ``import posgen`` loads nothing else and the ``posgen`` script
+catches signals within milliseconds of starting.
 
 >>> from posgen import TaskSpec, generate_split
 >>> generate_split(TaskSpec(task="recursive", seeding="paper", train_size=1,
@@ -20,23 +17,7 @@ from __future__ import annotations
 
 from functools import partial
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # for type checkers and editors; at run time through __getattr__
-    from posgen.encodings.model import load_model as load_model
-    from posgen.generator import generate_rows as generate_rows
-    from posgen.generator import generate_split as generate_split
-    from posgen.generator import grow as grow
-    from posgen.spec import BenchmarkSpec as BenchmarkSpec
-    from posgen.spec import TaskSpec as TaskSpec
-    from posgen.store import read_manifest as read_manifest
-    from posgen.store.dataset import load as load
-    from posgen.store.formats import to_dataset_dict as to_dataset_dict
-    from posgen.store.writer import write_dataset as write_dataset
-    from posgen.tasks import TASKS as TASKS
-    from posgen.tasks import dependencies as dependencies
-    from posgen.tasks import far_start as far_start
-    from posgen.tasks import register_task as register_task
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -54,8 +35,6 @@ _LAZY = {
     }.items()
     for name in names
 }
-"""Names imported on first use: ``import posgen`` loads nothing else, so the ``posgen``
-script catches signals within milliseconds of starting (:mod:`posgen.__main__`)."""
 
 __all__ = ["__version__", "write_dataset", *_LAZY]
 

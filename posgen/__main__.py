@@ -1,7 +1,6 @@
 """``python -m posgen`` and the ``posgen`` script: the one place signal handlers are installed,
 before the commands are imported, so a signal at any moment ends in one line and 130, 143 or
-129; one after the command's last line still sets the exit status, one later is ignored.
-"""
+129; one after the command's last line still sets the exit status, one later is ignored."""
 
 from __future__ import annotations
 

@@ -2,15 +2,12 @@
 :class:`DataError` (exit 1) repair the data, :class:`RunError` (exit 1) retry the run; and
 :func:`error_exit`, the one map from any exception to ``error:`` lines and an exit status.
 
->>> from pydantic import ValidationError
 >>> from posgen.spec import TaskSpec
 >>> try:
 ...     TaskSpec(task="cot", modulus=1)
 ... except ValidationError as error:
 ...     print(problem_lines(error)[0])
 modulus: Input should be greater than or equal to 2 (given: 1)
->>> UsageError("no such config").exit_code, DataError("bad bytes").lines
-(2, ['bad bytes'])
 """
 
 from __future__ import annotations
@@ -36,10 +33,8 @@ _REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
 def shown(text: object, limit: int = SHOWN_CHARS) -> str:
     """``text`` on one line, at most ``limit`` characters, undecodable bytes escaped.
 
-    >>> shown("a" * 300, 10)
-    'aaaaaaa...'
-    >>> shown("x\\udcff")
-    'x\\\\xff'
+    >>> shown("a" * 300, 10), shown("x\\udcff")
+    ('aaaaaaa...', 'x\\\\xff')
     """
     value = str(text)
     value = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -66,8 +61,8 @@ class PosgenError(Exception):
 
     @property
     def printed(self) -> list[str]:
-        """What the CLI prints, one ``error:`` line each: the headline (if any) joined to a
-        single problem, or on a line of its own before several."""
+        """The ``error:`` lines: the headline joined to a single problem, or on a line of its
+        own before several."""
         lines = self.lines
         if self.headline is None:
             return lines
@@ -116,8 +111,7 @@ def problem_lines(error: ValidationError) -> list[str]:
 DEBUG_ENV = "POSGEN_DEBUG"
 """Set to a non-empty value other than ``0`` to see tracebacks of unexpected errors."""
 INTERRUPTED_STATE = "no partial output was left"
-"""What a command stopped by a signal left, unless it says more
-(:attr:`posgen.signals.Interrupted.left`; every output is written whole or not at all)."""
+"""What a command stopped by a signal left, unless :attr:`Interrupted.left` says more."""
 BAD_PATH_ERRNOS = frozenset(
     (errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG,
      errno.ELOOP, errno.EEXIST, errno.EILSEQ)
@@ -126,8 +120,8 @@ BAD_PATH_ERRNOS = frozenset(
 
 
 def os_error_problem(error: OSError) -> tuple[str, int]:
-    """One line (``PATH: reason``) and the exit status for an operating-system error: 2 when
-    the path given cannot be used, 1 when the run failed on the way (disk full, I/O error).
+    """One line (``PATH: reason``) and the exit status: 2 when the path given cannot be used,
+    1 when the run failed on the way (disk full, I/O error).
 
     >>> os_error_problem(PermissionError(13, "Permission denied", "ds/posgen.json"))
     ('ds/posgen.json: permission denied', 2)
@@ -168,6 +162,10 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
         return [f"interrupted by SIGINT; {INTERRUPTED_STATE}"], 130
     if isinstance(error, PosgenError):
         return error.printed, error.exit_code
+    if isinstance(error, ValidationError):  # a spec or config the user gave
+        return problem_lines(error), 2
+    if isinstance(error, ImportError):  # an optional extra is not installed
+        return [f"{error.name or error} is not available: {error}"], 2
     if isinstance(error, click.UsageError):
         where = f" (see '{error.ctx.command_path} -h')" if error.ctx is not None else ""
         return [f"{' '.join(error.format_message().split())}{where}"], error.exit_code
@@ -188,7 +186,7 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
 
 
 def human_bytes(size: float) -> str:
-    """``1536`` -> ``'1.5 KiB'``.
+    """Bytes in the largest unit below 1024.
 
     >>> human_bytes(3_456_000), human_bytes(12)
     ('3.3 MiB', '12 B')
@@ -201,8 +199,7 @@ def human_bytes(size: float) -> str:
 
 
 def mean_std_cell(mean: float | None, std: float | None) -> str:
-    """A result table's cell: mean ± std to 3 decimals, the mean alone without a std, ``-``
-    without a mean.
+    """A result table's cell: mean ± std, the mean alone, or ``-`` without a mean.
 
     >>> mean_std_cell(0.5, 0.1), mean_std_cell(1.0, None), mean_std_cell(None, None)
     ('0.500 ± 0.100', '1.000', '-')
@@ -213,8 +210,7 @@ def mean_std_cell(mean: float | None, std: float | None) -> str:
 
 
 def out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` says an allocation failed (torch's own error, or its message); torch
-    is looked up, never imported, so the core stays torch-free."""
+    """Whether ``error`` says an allocation failed (torch is looked up, never imported)."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(error, torch.OutOfMemoryError):
         return True

@@ -1,14 +1,11 @@
 """One signal model: SIGINT, SIGTERM and SIGHUP end a command with one line and 130, 143 or 129.
 
-:func:`install` runs once, first thing in the ``posgen`` entry point, and turns each of the
-three into :class:`Interrupted`, a ``BaseException`` that unwinds the command (build folders
-are removed on the way). Where an exception must not appear (a lazy ``import torch``, an
-optimiser step, the rename that commits a dataset), code runs :func:`deferred`: the signal
-is raised when the block ends. One Python swallowed (in ``__del__``) is remembered and
-raised by the next :func:`check`. A signal is raised once.
+:func:`install` (once, in the ``posgen`` entry point) turns each into :class:`Interrupted`,
+which unwinds the command. Code that must not see an exception runs under :func:`deferred`:
+the signal is raised when the block ends. A signal is raised once.
 
-Test hook (the only one): ``POSGEN_SIGNAL_AT=POINT:SIGNAL`` or ``POINT:N:SIGNAL`` makes the
-process send itself SIGNAL at :func:`point` ``POINT`` (its N-th pass).
+Test hook (the only one): ``POSGEN_SIGNAL_AT=POINT[:N]:SIGNAL`` makes the process send itself
+SIGNAL at :func:`point` ``POINT`` (its N-th pass).
 
 >>> Interrupted(signal.SIGTERM).exit_code, Interrupted(signal.SIGHUP).name
 (143, 'SIGHUP')
@@ -33,8 +30,8 @@ HOOK_ENV = "POSGEN_SIGNAL_AT"
 
 
 class Interrupted(BaseException):
-    """A signal stopped the command. ``completed``: it arrived while the target was committed,
-    which is complete; ``left``: what the command left, said after the signal."""
+    """A signal stopped the command. ``completed``: the target was committed whole; ``left``:
+    what the command left, said after the signal."""
 
     def __init__(self, signum: int, completed: bool = False) -> None:
         self.signum = int(signum)
@@ -138,9 +135,8 @@ _passes: Counter[str] = Counter()
 
 
 def point(name: str, number: int | None = None) -> None:
-    """A named moment for the test hook :data:`HOOK_ENV` (a no-op unless it names ``name``).
-    ``N`` counts this process's passes, or is the caller's ``number`` (a training step across
-    resumptions); ``SIGNAL@parent`` sends it to the sweep and takes it when passed back."""
+    """A named moment for the test hook :data:`HOOK_ENV`. ``N`` counts this process's passes,
+    or is the caller's ``number`` (a training step); ``SIGNAL@parent`` goes to the sweep."""
     wanted = os.environ.get(HOOK_ENV)
     if not wanted:
         return
@@ -157,12 +153,8 @@ def point(name: str, number: int | None = None) -> None:
 
 
 def _signal_parent_and_wait(signum: int, limit: float = 600.0) -> None:
-    """Send ``signum`` to the sweep, wait until it passes the signal back, then take it here.
-
-    The signal may reach any thread (torch starts some), so ``sigtimedwait`` would miss it: a
-    stand-in handler notes it and Python's wakeup fd ends the wait. A parent that never
-    passes it back ends this process after ``limit`` seconds.
-    """
+    """Send ``signum`` to the sweep, wait until it passes the signal back, then take it here
+    (a stand-in handler and Python's wakeup fd: the signal may reach any thread)."""
     arrived: list[int] = []
     read, write = os.pipe()
     os.set_blocking(write, False)

@@ -1,9 +1,9 @@
 """Test setup and the helpers every area shares, as fixtures (no test module imports another
 module of tests/): ``cli`` runs posgen's command line in-process, ``assert_clean_error`` says
 what "failed cleanly" means, ``recorded`` counts the hardening cases for the session summary,
-``oracle`` holds the plain-loop references (tests/oracle.py), ``rewrite_rows`` and
-``validator`` damage real data; the tiny datasets and the official ones are shared too.
-``datasets`` works offline, in a temporary cache; hypothesis has one profile."""
+``oracle`` holds the plain-loop references, ``rewrite_rows``, ``breaks`` and ``validator``
+damage real data; the tiny datasets and the official ones are shared too. ``datasets`` works
+offline, in a temporary cache; hypothesis has one profile."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests import oracle
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="posgen-hf-cache-"))
@@ -32,9 +34,9 @@ settings.load_profile("posgen")
 # --- the command line, in-process, and what "failed cleanly" means ------------------------------
 
 
-def invoke(*args: object, env: dict[str, str] | None = None, **kwargs):
-    """Run ``posgen *args`` in-process, with the entry point's signal handlers; the click
-    ``Result`` (``stdout``, ``stderr``, and ``output`` with both as a terminal shows them)."""
+def cli(*args: object, env: dict[str, str] | None = None, **kwargs):
+    """``cli("generate", "--out", path, ...)``: ``posgen *args`` in-process, with the entry
+    point's signal handlers; the click ``Result`` (``stdout``, ``stderr``, ``output``)."""
     from click.testing import CliRunner
 
     from posgen import signals
@@ -72,32 +74,6 @@ def assert_clean_error(result, code: int | tuple[int, ...], *fragments: str) -> 
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
-
-
-@pytest.fixture(scope="session")
-def cli():
-    """``cli("generate", "--out", path, ...)``: posgen's CLI in-process, a click ``Result``."""
-    return invoke
-
-
-@pytest.fixture(scope="session", name="error_lines")
-def _error_lines():
-    """``error_lines(text)``: the ``error: ...`` lines of a text."""
-    return error_lines
-
-
-@pytest.fixture(scope="session", name="assert_clean_error")
-def _assert_clean_error():
-    """``assert_clean_error(result, code, *fragments)``: see the function of that name."""
-    return assert_clean_error
-
-
-@pytest.fixture(scope="session")
-def kill_points() -> list[str]:
-    """The command that runs ``posgen`` held at a named point until a signal arrives:
-    ``[*kill_points, POINT, OUT, TOTAL_BYTES, "generate", ...]`` (tests/kill_points.py, a
-    program that no test imports)."""
-    return [sys.executable, str(Path(__file__).with_name("kill_points.py"))]
 
 
 # --- signals, torch threads ------------------------------------------------------------------
@@ -173,18 +149,6 @@ def recorded(kind: str, key: str) -> Iterator[None]:
     record(kind, key, True)
 
 
-@pytest.fixture(scope="session", name="record")
-def _record():
-    """``record(kind, key, ok)``: count one hardening case for the session summary."""
-    return record
-
-
-@pytest.fixture(scope="session", name="recorded")
-def _recorded():
-    """``with recorded(kind, key): ...``: count the case, handled when the block passes."""
-    return recorded
-
-
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Print what the hardening tests tried (bad inputs, kill points, damage cases)."""
     if CASES:
@@ -196,15 +160,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 # --- the oracle and damaged data ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def oracle():
-    """The plain-loop references of tests/oracle.py (``grow_row``, ``probe_row``, ...),
-    independent of posgen; ``make bench`` times posgen against the same module."""
-    from tests import oracle
-
-    return oracle
 
 
 def _edit_record(root: Path, change: Callable[[dict], None]) -> None:
@@ -282,29 +237,33 @@ def break_integrity(root: Path) -> None:
     _edit_record(root, change)
 
 
-BREAKS: dict[str, Callable[[Path], None]] = {
-    "window": break_window,
-    "hygiene": break_hygiene,
-    "integrity": break_integrity,
-}
+BREAKS = {"window": break_window, "hygiene": break_hygiene, "integrity": break_integrity}
 
 
-@pytest.fixture(scope="session", name="rewrite_rows")
-def _rewrite_rows():
-    """``rewrite_rows(root, change, first_only=False)``: change the tokens of a real dataset
-    and record the new bytes, so that only the change is wrong."""
-    return rewrite_rows
+def _shared(name: str, value: object, doc: str | None = None):
+    """A session fixture named ``name`` that hands out ``value`` (a helper of this module)."""
+
+    def fixture():
+        return value
+
+    fixture.__doc__ = doc or value.__doc__
+    return pytest.fixture(scope="session", name=name)(fixture)
 
 
-@pytest.fixture(scope="session")
-def breaks() -> dict[str, Callable[[Path], None]]:
-    """Damage that makes one kind of validation check fail: ``breaks["window"](folder)``
-    (one target off its window), ``"hygiene"`` (a repeated row), ``"integrity"`` (a wrong
-    recorded sha256)."""
-    return BREAKS
-
-
-# ------------------------------------------------------------------------------------------------
+cli_fixture = _shared("cli", cli)
+error_lines_fixture = _shared("error_lines", error_lines)
+assert_clean_error_fixture = _shared("assert_clean_error", assert_clean_error)
+kill_points_fixture = _shared(
+    "kill_points",
+    [sys.executable, str(Path(__file__).with_name("kill_points.py"))],
+    "``[*kill_points, POINT, OUT, TOTAL_BYTES, 'generate', ...]``: posgen held at POINT until "
+    "a signal arrives (tests/kill_points.py).",
+)
+record_fixture = _shared("record", record)
+recorded_fixture = _shared("recorded", recorded)
+rewrite_rows_fixture = _shared("rewrite_rows", rewrite_rows)
+breaks_fixture = _shared("breaks", BREAKS, "``breaks[KIND](folder)``: one check fails.")
+oracle_fixture = _shared("oracle", oracle)  # plain-loop references, independent of posgen
 
 
 @pytest.fixture
@@ -318,24 +277,22 @@ def validator(monkeypatch):
     """
     import posgen.publish
 
-    real = posgen.publish.validate_folder
-    state: dict = {"calls": [], "break": None}
+    class Validator:
+        def __init__(self, real):
+            self.real, self.calls, self.broken = real, [], None
 
-    def watched(folder):
-        state["calls"].append(Path(folder))
-        if state["break"] is not None:
-            BREAKS[state["break"]](Path(folder))
-        return real(folder)
+        def break_data(self, kind: str) -> None:
+            self.broken = kind
 
+        def __call__(self, folder):
+            self.calls.append(Path(folder))
+            if self.broken is not None:
+                BREAKS[self.broken](Path(folder))
+            return self.real(folder)
+
+    watched = Validator(posgen.publish.validate_folder)
     monkeypatch.setattr(posgen.publish, "validate_folder", watched)
-
-    class Handle:
-        calls = state["calls"]
-
-        def break_data(self, kind):
-            state["break"] = kind
-
-    return Handle()
+    return watched
 
 
 @pytest.fixture(scope="session")
@@ -400,31 +357,26 @@ def small_copy(small_dataset, tmp_path) -> Path:
     return Path(shutil.copytree(small_dataset, tmp_path / "small"))
 
 
-@pytest.fixture(scope="session")
-def tiny_training_dataset(tmp_path_factory) -> Path:
-    """recursive and cot, 64/8/8 rows (m = 17, L = 64, L' = 256): a few training steps' worth."""
+def _write_default(tmp_path_factory, tasks: tuple[str, ...], **sizes: int) -> Path:
     from posgen import write_dataset
     from posgen.spec import default_benchmark
 
-    out = tmp_path_factory.mktemp("training") / "ds"
-    bench = default_benchmark(("recursive", "cot"), train_size=64, val_size=8, test_size=8)
-    write_dataset(bench, out)
+    out = tmp_path_factory.mktemp("-".join(tasks)) / "ds"
+    write_dataset(default_benchmark(tasks, **sizes), out)
     return out
 
 
-# --- cli and generate fixtures (tests3) ---------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_training_dataset(tmp_path_factory) -> Path:
+    """recursive and cot, 64/8/8 rows (m = 17, L = 64, L' = 256): a few training steps' worth."""
+    sizes = {"train_size": 64, "val_size": 8, "test_size": 8}
+    return _write_default(tmp_path_factory, ("recursive", "cot"), **sizes)
 
 
 @pytest.fixture(scope="session")
 def tiny_cot(tmp_path_factory) -> Path:
-    """A complete cot dataset of 50/10/10 rows, written once per session: read it, never change
-    it (copy it first)."""
-    from posgen import write_dataset
-    from posgen.spec import default_benchmark
-
-    out = tmp_path_factory.mktemp("tiny-cot") / "ds"
-    write_dataset(default_benchmark(("cot",), train_size=50, val_size=10, test_size=10), out)
-    return out
+    """A cot dataset of 50/10/10 rows (L = 64, L' = 256): read it, never change it."""
+    return _write_default(tmp_path_factory, ("cot",), train_size=50, val_size=10, test_size=10)
 
 
 @pytest.fixture(scope="session")
@@ -525,8 +477,6 @@ def hostile_plugins(tmp_path, monkeypatch) -> str:
     """A folder on ``sys.path`` with ``h27plugins`` (``WRONG_SHAPE``, ``NONE``, ``NAN``,
     ``RANK``, ``LATE``, ``DIVERGE``: each broken in one way), ``h27raises`` (raises on import) and
     ``h27exits`` (calls ``sys.exit(3)`` on import); returns the folder."""
-    import sys
-
     site = tmp_path / "hostile-site"
     site.mkdir()
     (site / "h27plugins.py").write_text(HOSTILE_PLUGINS)

@@ -1,23 +1,15 @@
-"""``posgen generate`` held at a named point until a signal arrives, for the interrupt tests: a
-program (the ``kill_points`` fixture runs it; no test imports it).
+"""``posgen generate`` held at a named point until a signal arrives (the ``kill_points``
+fixture runs this program; no test imports it):
 
     python tests/kill_points.py POINT OUT TOTAL_BYTES generate --out OUT ...
 
-runs the real CLI with hooks around the store's own functions. When the run reaches
-``POINT`` it prints the point's name on stdout and waits for a signal (``signal.pause``), so
-the test signals it exactly there, however fast or loaded the machine is:
-
-- ``start``: the command's checks have passed and the writer is about to make the build
-  folder: nothing is written yet;
-- ``build folder``: the build folder exists, no shard is written;
-- ``first shard``: the first shard file is complete, the others are not written;
-- ``half the bytes``: a shard is being written and the build folder holds at least half of
-  ``TOTAL_BYTES`` (the size of the complete dataset);
-- ``manifest``: ``posgen.json`` is written, the card is not;
-- ``worker writing``: with ``--num-proc``, each worker process holds once it has written
-  part of its first shard (its temporary file is open); the parent runs on, waiting for them.
-  Workers are spawned and import this module as ``__mp_main__``, which installs the hook
-  in them (``WORKER_ENV`` names the point).
+runs the real CLI with hooks around the store's functions; at ``POINT`` it prints the point's
+name and waits for a signal, so the test signals it exactly there however loaded the machine:
+``start`` (checks passed, nothing written), ``build folder`` (it exists, no shard),
+``first shard`` (one shard complete), ``half the bytes`` (a shard being written, the build
+holding half of ``TOTAL_BYTES``), ``manifest`` (``posgen.json`` written, the card not),
+``worker writing`` (each ``--num-proc`` worker, spawned and importing this module as
+``__mp_main__``, holds mid-shard; the parent waits for them).
 """
 
 from __future__ import annotations
@@ -50,7 +42,6 @@ def hold(point: str) -> None:
 def install(point: str, out: Path, total: int) -> None:
     """Patch the store so that the run holds at ``point``."""
     import posgen.store.formats as formats
-    import posgen.store.writer as finishing
     import posgen.store.writer as writer
     from posgen.store.layout import TMP_TAG
     from posgen.store.safety import leftovers
@@ -100,13 +91,13 @@ def install(point: str, out: Path, total: int) -> None:
 
         formats.open_writer = open_writer
     elif point == "manifest":
-        real_manifest = finishing.write_manifest
+        real_manifest = writer.write_manifest
 
         def write_manifest(root, manifest):
             real_manifest(root, manifest)
             hold(point)
 
-        finishing.write_manifest = write_manifest
+        writer.write_manifest = write_manifest
     else:
         raise ValueError(f"unknown kill point {point!r}; known: {', '.join(POINTS)}")
 

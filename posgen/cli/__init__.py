@@ -10,6 +10,7 @@ import traceback
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from posgen import __version__, signals
 from posgen.cli.dataset import (
@@ -29,7 +30,8 @@ from posgen.signals import Interrupted
 
 MAX_ERROR_CHARS = 1000
 """Longest ``error:`` line printed: a value given by the user is never echoed whole."""
-EXPECTED = (Interrupted, KeyboardInterrupt, PosgenError, click.ClickException, click.Abort)
+EXPECTED = (Interrupted, KeyboardInterrupt, PosgenError, ValidationError, ImportError,
+            click.ClickException, click.Abort)  # fmt: skip
 """Errors that are the command's answer: never a traceback, even with ``--debug``."""
 
 
@@ -40,9 +42,7 @@ class PosgenGroup(click.Group):
 
     debug = False
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         PosgenGroup.debug = False
         try:
             signals.check()  # a signal that arrived while the commands were imported

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
 from posgen import publish
 from posgen.card import unvalidated_card, write_card
@@ -18,7 +17,6 @@ from posgen.cli.options import (
     SPEC_FLAGS,
     PathArg,
     benchmark_from_options,
-    config_option,
     force_option,
     json_option,
     out_option,
@@ -33,13 +31,7 @@ from posgen.cli.runner import (
     refuse_outputs,
     reported,
 )
-from posgen.errors import (
-    PosgenError,
-    RunError,
-    UsageProblems,
-    os_error_problem,
-    problem_lines,
-)
+from posgen.errors import PosgenError, RunError, UsageError, UsageProblems, os_error_problem
 from posgen.publish import HubUnavailable, hub_token, publish_benchmark, push_folder
 from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset
@@ -47,7 +39,7 @@ from posgen.store.formats import check_features
 from posgen.store.layout import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
 from posgen.store.safety import write_atomically
 from posgen.store.writer import write_dataset
-from posgen.validate import AuditThresholds, SourceError, validate
+from posgen.validate import AuditThresholds, validate
 
 
 @click.command(
@@ -102,7 +94,7 @@ def generate(
     One config per task. Flags override the fields of --spec; without --spec the
     paper's setup with disjoint seeding is used.
     """
-    bench = benchmark_from_options(fields.pop("spec_file"), fields.pop("tasks"), fields)
+    bench = benchmark_from_options(**fields)
     problems = []
     if num_proc < 1:
         problems.append(f"--num-proc must be >= 1, got {num_proc}")
@@ -192,7 +184,7 @@ Examples:
 @spec_options
 def spec_command(**fields: Any) -> None:
     """Print the resolved benchmark spec as JSON, with spec ids, rows and tokens."""
-    bench = benchmark_from_options(fields.pop("spec_file"), fields.pop("tasks"), fields)
+    bench = benchmark_from_options(**fields)
     body = {
         "name": bench.name,
         "spec_id": bench.spec_id,
@@ -247,7 +239,7 @@ def publish_command(
     Data that fails validation is never published: the folder is not created (or not
     replaced) and the failing checks are printed.
     """
-    bench = benchmark_from_options(spec_file, (), {})
+    bench = benchmark_from_options(spec_file)
     problems, token = [], None
     if repo_id is not None:
         try:
@@ -256,22 +248,19 @@ def publish_command(
             problems.append(str(error))
     check_dataset_target(bench, out, overwrite=overwrite, force=force, problems=problems)
     total = sum(spec.total_tokens for spec in bench.configs.values())
-    try:
-        published, seconds = DatasetRun(out, overwrite, bench=bench).write(
-            lambda progress: publish_benchmark(
-                bench,
-                out,
-                overwrite=overwrite,
-                baselines=publish.scoring_baselines if baselines else None,
-                progress=progress,
-                storage=storage,
-            ),
-            f"publishing {bench.name}",
-            total,
-            quiet,
-        )
-    except ImportError as error:
-        raise UsageProblems([f"{error.name or error} is not available: {error}"]) from None
+    published, seconds = DatasetRun(out, overwrite, bench=bench).write(
+        lambda progress: publish_benchmark(
+            bench,
+            out,
+            overwrite=overwrite,
+            baselines=publish.scoring_baselines if baselines else None,
+            progress=progress,
+            storage=storage,
+        ),
+        f"publishing {bench.name}",
+        total,
+        quiet,
+    )
     if not quiet:
         click.echo(
             f"published {out} ({', '.join(published.manifest.configs)}): {total:,} tokens, "
@@ -280,8 +269,8 @@ def publish_command(
     if repo_id is not None and token is not None:
         try:
             url = push_folder(out, repo_id, token)
-        except HubUnavailable as error:
-            raise UsageProblems([str(error)]) from None
+        except UsageError:
+            raise
         except Exception as error:  # httpx, hub and OS errors share no base: one line, exit 1
             raise RunError(f"pushing {out} to {repo_id} failed: {error}") from None
         if not quiet:
@@ -321,8 +310,6 @@ def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: boo
             else None
         )
         path = write_card(folder, report, scores)  # the manifest as it is now
-    except ImportError as error:
-        raise UsageProblems([f"{error.name or error} is not available: {error}"]) from None
     except PosgenError:
         raise
     except OSError as error:
@@ -339,11 +326,10 @@ def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: boo
 
 def _given_spec(fields: dict[str, Any], config: str | None) -> TaskSpec | None:
     """The spec named by --spec/--task/field flags, or None when no flag was given."""
-    spec_file, tasks = fields.pop("spec_file"), fields.pop("tasks")
-    given = any(fields.get(name) not in (None, ()) for name in SPEC_FLAGS)
-    if spec_file is None and not tasks and not given:
+    names = ("spec_file", "tasks", *SPEC_FLAGS)
+    if all(fields.get(name) in (None, ()) for name in names):
         return None
-    bench = benchmark_from_options(spec_file, tasks, fields)
+    bench = benchmark_from_options(**fields)
     if len(bench.configs) == 1:
         return next(iter(bench.configs.values()))
     if config is not None and config in bench.configs:
@@ -365,7 +351,7 @@ Examples:
 """,
 )
 @click.argument("source", type=PathArg(exists=True, path_type=Path))
-@config_option("Check only this config.")
+@click.option("--config", help="Check only this config.")
 @click.option("--split", help="Check only this split (train, validation, test, test_<L'>).")
 @json_option("Write the full report as JSON to this file ('-': stdout).", stdout=True)
 @click.option("-v", "--verbose", is_flag=True, help="List every check, not only the failures.")
@@ -409,18 +395,12 @@ def validate_command(
     spec_file = fields.get("spec_file")
     read = {"SOURCE": [source], "--spec": [spec_file] if spec_file is not None else []}
     refuse_outputs({"--json": json_out}, read)
-    spec = _given_spec(fields, config)
-    try:
-        thresholds = AuditThresholds(
-            max_balance_tv=max_balance_tv,
-            max_shortcut_share=max_shortcut_share,
-            min_operand_sensitivity=min_operand_sensitivity,
-        )
-        report = validate(source, spec, config, split, thresholds=thresholds)
-    except ValidationError as error:
-        raise UsageProblems(problem_lines(error)) from None
-    except SourceError as error:
-        raise UsageProblems([str(error)]) from None
+    thresholds = AuditThresholds(
+        max_balance_tv=max_balance_tv,
+        max_shortcut_share=max_shortcut_share,
+        min_operand_sensitivity=min_operand_sensitivity,
+    )
+    report = validate(source, _given_spec(fields, config), config, split, thresholds=thresholds)
     body = json.dumps(report.to_dict(), indent=2)
     if json_out is not None and str(json_out) == "-":
         click.echo(body)

@@ -3,14 +3,6 @@
 
 >>> path_problem("out/" + "a" * 300)
 'has a name of 300 bytes; the file system allows 255'
->>> import click
->>> @click.command()
-... @config_option("Config to score.")
-... @quiet_option()
-... def show(config, quiet):
-...     pass
->>> [param.opts for param in show.params]
-[['--config'], ['-q', '--quiet']]
 """
 
 from __future__ import annotations
@@ -22,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
-from posgen.errors import UsageProblems, not_utf8, problem_lines, shown
+from posgen.errors import not_utf8, shown
 from posgen.ops import op_names
 from posgen.spec import BenchmarkSpec
 from posgen.spec_files import resolve_benchmark
@@ -34,25 +25,21 @@ from posgen.tasks import TASKS
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def name_max(path: Path) -> int:
-    """Longest file name (bytes) in the nearest existing folder of ``path``."""
-    for folder in (path.parent, *path.parent.parents):
-        try:
-            return os.pathconf(folder, "PC_NAME_MAX")
-        except (OSError, ValueError):
-            continue
-    return 255
-
-
 def path_problem(value: str) -> str | None:
-    """Why ``value`` cannot name a file (not UTF-8, a name too long), or ``None``."""
+    """Why ``value`` cannot name a file (not UTF-8, a name longer than the nearest existing
+    folder allows), or ``None``."""
     raw = os.fsencode(value)
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as error:
         return f"is {not_utf8(raw, error)}"
-    path = Path(value)
-    limit = name_max(path)
+    path, limit = Path(value), 255
+    for folder in (path.parent, *path.parent.parents):
+        try:
+            limit = os.pathconf(folder, "PC_NAME_MAX")
+            break
+        except (OSError, ValueError):
+            continue
     for part in path.parts:
         if len(os.fsencode(part)) > limit:
             return f"has a name of {len(os.fsencode(part))} bytes; the file system allows {limit}"
@@ -156,10 +143,6 @@ def data_option(help: str = "Dataset folder written by `posgen generate`.") -> D
     )
 
 
-def config_option(help: str) -> Decorator:
-    return click.option("--config", help=help)
-
-
 def out_option(help: str, *, folder: bool, required: bool = True) -> Decorator:
     kind = PathArg(file_okay=not folder, dir_okay=folder, path_type=Path)
     return click.option("--out", required=required, type=kind, help=help)
@@ -197,17 +180,12 @@ def storage_option(help: str) -> Decorator:
 
 
 def benchmark_from_options(
-    spec_file: Path | None, tasks: tuple[str, ...], fields: dict[str, Any]
+    spec_file: Path | None = None, tasks: tuple[str, ...] = (), **fields: Any
 ) -> BenchmarkSpec:
-    """Resolve the benchmark, turning every spec problem into :class:`UsageProblems`."""
+    """The benchmark of ``--spec`` and ``--task``, the spec flags given overriding it."""
     overrides = {
-        name: value
+        name: list(value) if name == "test_length" else value
         for name, value in fields.items()
-        if name in SPEC_FLAGS and value is not None and value != ()
+        if name in SPEC_FLAGS and value not in (None, ())
     }
-    if "test_length" in overrides:
-        overrides["test_length"] = list(overrides["test_length"])
-    try:
-        return resolve_benchmark(spec_file, tasks, overrides)
-    except ValidationError as error:
-        raise UsageProblems(problem_lines(error)) from None
+    return resolve_benchmark(spec_file, tasks, overrides)

@@ -1,15 +1,7 @@
 """One runner for every command that writes: the checks made before anything is written
-(never over an input, twice, or inside a dataset; room on disk), the write under a progress
-bar (:meth:`DatasetRun.write`), and what a failure left (:func:`reported`).
+(never over an input, twice, or inside a dataset; room on disk and time), the write under a
+progress bar (:meth:`DatasetRun.write`), and what a failure left (:func:`reported`).
 
-The disk estimate sums rows x length x bytes per token over every split (1 byte for
-m <= 256, else 2; a probe split adds a probed position, 4 B, and a far-rule answer). The
-paper preset: 3 x (10,000 x 64 + 2 x 1,000 x 256 + 1,000 x 256 x 6) B = 8,064,000 B.
-
->>> from posgen.spec import default_benchmark
->>> estimate = estimate_benchmark(default_benchmark())
->>> estimate.tokens, estimate.raw_bytes, estimate.largest
-(4224000, 8064000, 'recursive/probe: 1,000 rows x 256 tokens x 6 B')
 >>> output_problems({"--out": Path("r.md"), "--json": Path("./r.md")}, {})
 ['--out r.md and --json r.md name the same file; give each output its own name']
 >>> DatasetRun(Path("out/ds"), part=(1, 4)).left()
@@ -50,8 +42,7 @@ from posgen.store.writer import check_part_target
 from posgen.train import TRAIN_HINT
 
 PLANNING_RATE = 5_000_000
-"""Tokens per second assumed for the estimate: the slowest whole-pipeline rate seen on a
-shared 2-core machine, so estimates err on the long side."""
+"""Tokens per second assumed for the estimate (the slowest rate seen on 2 shared cores)."""
 MAX_HOURS = 24
 """Runs estimated to take longer are refused without ``--force``."""
 
@@ -67,7 +58,8 @@ class Estimate:
 
 
 def estimate_benchmark(bench: BenchmarkSpec) -> Estimate:
-    """Tokens and raw bytes of every split of every config of ``bench``."""
+    """Tokens and raw bytes of every split of every config of ``bench``: rows x length x bytes
+    per token (1 for m <= 256, else 2; a probe split adds a position, 4 B, and an answer)."""
     tokens = raw = splits = 0
     largest, largest_bytes = "", -1
     for config, spec in bench.configs.items():
@@ -134,19 +126,11 @@ def output_problems(
     *,
     datasets: Iterable[str] = (),
 ) -> list[str]:
-    """Why these outputs may not be written, one line each (empty: they may): the one check
-    every command that writes makes, before any work.
-
-    ``outputs`` maps a flag to the path given (None: not given); ``inputs`` maps what is
-    read (a flag, or a description such as ``a run's scores.json``) to the paths read (a
-    folder read covers everything in it). An output may not be an input, sit inside a folder
-    read, share its file with another output, or lie inside a dataset folder (one holding
-    ``posgen.json``); the flags in ``datasets`` name a dataset folder to write, which may
-    replace a dataset but never sit inside one.
-
-    >>> output_problems({"--json": Path("-")}, {"SOURCE": [Path("-")]})
-    []
-    """
+    """Why these outputs may not be written, one line each: the one check every command that
+    writes makes, before any work. ``outputs`` maps a flag to its path (None: not given),
+    ``inputs`` what is read to its paths. An output may not be an input, sit inside a folder
+    read, share its file with another output, or lie inside a dataset folder; the flags in
+    ``datasets`` name a dataset to write, which may replace a dataset, never sit inside one."""
     lines = []
     files = {flag: Path(p) for flag, p in outputs.items() if p is not None and not _streamed(p)}
     first: dict[str, str] = {}
@@ -188,8 +172,7 @@ def output_problems(
 
 
 def _holds_manifest(folder: Path) -> bool:
-    """Whether ``folder`` is a dataset folder (an unreadable folder is not known to be one:
-    the write itself then names the path it cannot use)."""
+    """Whether ``folder`` holds a manifest (an unreadable one is not known to)."""
     try:
         return (folder / MANIFEST_NAME).is_file()
     except OSError:
@@ -205,11 +188,6 @@ def refuse_outputs(
     """:class:`UsageProblems` (exit 2) with every line of :func:`output_problems`, if any."""
     if problems := output_problems(outputs, inputs or {}, datasets=datasets):
         raise UsageProblems(problems)
-
-
-def note(line: str) -> None:
-    """One ``note:`` line on stderr."""
-    click.echo(f"note: {line}", err=True)
 
 
 def os_failure(error: OSError, doing: str) -> str:
@@ -240,13 +218,7 @@ def reported(left: Callable[[bool], str], describe: Callable[[OSError], str]) ->
 
 
 def interrupted(signum: int, left: str) -> Interrupted:
-    """The :class:`Interrupted` to raise for signal ``signum``, saying what was left.
-
-    >>> import signal
-    >>> stop = interrupted(signal.SIGTERM, "2 trainings stopped")
-    >>> stop.exit_code, f"{stop}; {stop.left}"
-    (143, 'interrupted by SIGTERM; 2 trainings stopped')
-    """
+    """The :class:`Interrupted` to raise for signal ``signum``, saying what was left."""
     stop = Interrupted(signum)
     stop.left = left
     return stop
@@ -261,9 +233,8 @@ def check_dataset_target(
     part: tuple[int, int] | None = None,
     problems: list[str] | None = None,
 ) -> None:
-    """Every check made before a dataset is written into ``out``: the target (said with the
-    command's own ``problems``; never inside another dataset), then whether it can be
-    created, then the estimate."""
+    """Every check before a dataset is written into ``out``: the target (with the command's
+    own ``problems``), whether it can be created, the estimate."""
     problems = list(problems or [])
     inside = output_problems({"--out": out}, {}, datasets=("--out",))
     try:
@@ -279,7 +250,7 @@ def check_dataset_target(
         raise UsageProblems(refused)
     if part is None:
         for action in recover(out):
-            note(action)
+            click.echo(f"note: {action}", err=True)
 
 
 def check_run_target(out: Path) -> None:
@@ -291,9 +262,8 @@ def check_run_target(out: Path) -> None:
 
 
 def refuse_unwritable(out: Path, flag: str = "") -> None:
-    """Refuse a target no folder can be created at, found by creating a file in the nearest
-    existing folder above it: exit 2 when the path given cannot be used (a file in the way,
-    no permission), 1 when the file system failed (a read-only mount, an I/O error)."""
+    """Refuse a target where no folder can be created (a file made in the nearest folder above
+    it tells): exit 2 when the path cannot be used, 1 when the file system failed."""
     base = existing_ancestor(Path(out).parent)
     if not base.is_dir():
         raise UsageProblems([f"{flag}cannot create {out}: {base} is a file, not a folder; "
@@ -343,8 +313,8 @@ class DatasetRun:
     def write(
         self, write: Callable[[Progress], Any], label: str, total: int, quiet: bool = False
     ) -> tuple[Any, float]:
-        """``write(progress)``'s value and seconds, under a progress bar of ``total`` tokens
-        (on a terminal, unless ``quiet``); every failure one line saying what was left."""
+        """``write(progress)``'s value and seconds, under a progress bar of ``total`` tokens on
+        a terminal; every failure one line saying what was left."""
         started = time.perf_counter()
         bar: Any = None
         if not quiet and sys.stderr.isatty():

@@ -11,7 +11,6 @@ import click
 from posgen import signals
 from posgen.cli.options import (
     PathArg,
-    config_option,
     data_option,
     json_option,
     out_option,
@@ -25,7 +24,6 @@ from posgen.scoring.folder import score_aligned, score_reference
 from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport, ScoringError
 from posgen.scoring.plot import (
     PLOT_HINT,
-    PlotUnavailable,
     plot_available,
     plot_curve,
     plot_format_problem,
@@ -103,7 +101,7 @@ Examples:
 """,
 )
 @data_option()
-@config_option("Config to score (may be left out when the folder has one).")
+@click.option("--config", help="Config to score (may be left out when the folder has one).")
 @click.option("--split", default="test", show_default=True, help="Split the predictions are for.")
 @click.option(
     "--predictions",
@@ -147,10 +145,7 @@ def score_command(
     report: ScoreReport | RelianceReport
     if is_probe_split(split):
         probe = Dataset.open(data).probe(config, split)
-        try:
-            aligned = predictions_for(predictions, probe.ids, probe.spec.spec_id, split)
-        except ScoringError as error:
-            raise UsageProblems([str(error)]) from None
+        aligned = predictions_for(predictions, probe.ids, probe.spec.spec_id, split)
         try:
             report = score_probe(probe, aligned, bucket_width=bucket_width)
         except ScoringError as error:
@@ -158,22 +153,16 @@ def score_command(
         table = reliance_table(report)
     else:
         reference = Dataset.open(data).split(config, split)
-        try:
-            report = score_reference(reference, predictions, bucket_width)
-        except ScoringError as error:
-            raise UsageProblems([str(error)]) from None
+        report = score_reference(reference, predictions, bucket_width)
         table = report_table(report)
     to_stdout = json_out is not None and str(json_out) == "-"
     click.echo(report.to_json() if to_stdout else table, nl=not to_stdout)
     signals.point("score-write")
     if json_out is not None and not to_stdout:
         write_atomically(json_out, report.to_json().encode())
-    try:
-        if plot_out is not None:
-            plot = plot_reliance if isinstance(report, RelianceReport) else plot_curve
-            plot(report, plot_out)  # type: ignore[arg-type]
-    except PlotUnavailable as error:
-        raise UsageProblems([str(error)]) from None
+    if plot_out is not None:
+        plot = plot_reliance if isinstance(report, RelianceReport) else plot_curve
+        plot(report, plot_out)  # type: ignore[arg-type]
 
 
 @click.command(
@@ -192,7 +181,7 @@ Examples:
     help="Which predictor (local: probe splits only).",
 )
 @data_option()
-@config_option("Config (may be left out when the folder has one).")
+@click.option("--config", help="Config (may be left out when the folder has one).")
 @click.option("--split", default="test", show_default=True, help="Split to predict.")
 @click.option(
     "--fit-split",
@@ -239,8 +228,8 @@ def baseline_command(
         fit = dataset.split(reference.config, fit_split).tokens
     try:
         predictions = baseline_predictions(kind, spec, reference.tokens, fit)
-    except ScoringError as error:
-        raise UsageProblems([str(error)]) from None
+    except ScoringError:
+        raise
     except ValueError as error:
         raise RunError(f"{reference.config}/{split} holds invalid rows: {error}") from None
     made_for = (spec.spec_id, split)

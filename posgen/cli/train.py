@@ -1,8 +1,5 @@
-"""``posgen train``: train a stock Llama with any registered position encoding.
-
-torch and transformers are imported only when a run starts or ``--list-pe`` lists the
-encodings (the ``train`` extra), so ``posgen -h`` and every other command stay torch-free.
-"""
+"""``posgen train``: train a stock Llama with any registered position encoding. torch and
+transformers (the ``train`` extra) are imported only when a run starts or ``--list-pe`` runs."""
 
 from __future__ import annotations
 
@@ -14,7 +11,7 @@ import click
 from pydantic import ValidationError
 
 from posgen import signals
-from posgen.cli.options import config_option, data_option, force_option, out_option, quiet_option
+from posgen.cli.options import data_option, force_option, out_option, quiet_option
 from posgen.cli.runner import check_run_target, reported, require_extra
 from posgen.encodings import NO_TABLE, PERequest
 from posgen.errors import RunError, UsageProblems, problem_lines
@@ -102,7 +99,7 @@ Examples:
 """,
 )
 @data_option()
-@config_option("Config (task) to train on (may be left out when there is one).")
+@click.option("--config", help="Config (task) to train on (may be left out when there is one).")
 @click.option(
     "--list-pe",
     is_flag=True,
@@ -292,10 +289,9 @@ def memory_estimate(
     positions: int | None = None,
     table: bool = True,
 ) -> tuple[Dataset, str, RunEstimate]:
-    """The open dataset (``posgen.json`` parsed once, for the whole run), the config (the
-    only one when ``config`` is None) and the run's memory estimate (no data read; the run
-    reads the data once); ``positions``: the range of randomized position ids, if given;
-    ``table``: whether the encoding may have a table of input positions."""
+    """The open dataset (its manifest parsed once for the run), the config (the only one when
+    ``config`` is None) and the run's memory estimate; ``positions``: the range of randomized
+    position ids; ``table``: whether the encoding may have a table of input positions."""
     dataset = Dataset.open(data)
     manifest, name = dataset.manifest, dataset.resolve_config(config)
     if name not in manifest.configs:

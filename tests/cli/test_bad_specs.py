@@ -1,9 +1,8 @@
 """Fuzzed bad input: every invalid spec or flag exits 2 with a readable line and creates nothing.
 
-Each property builds one class of bad input (out-of-range or wrong-type fields, unknown keys,
-L <= j + k, L' < L, more rows than seed windows, malformed files, unknown names, missing files)
-and runs ``posgen generate`` on it. Valid random specs, for contrast, must generate data that
-matches the oracle. Counts go to the session summary (the ``recorded`` fixture).
+Each property builds one class of bad input and runs ``posgen generate`` on it; valid random
+specs, for contrast, must generate data that matches the oracle. Counts go to the session
+summary (the ``recorded`` fixture).
 """
 
 from __future__ import annotations
@@ -42,47 +41,35 @@ SMALL = {"train_size": 20, "val_size": 5, "test_size": 5, "train_length": 16, "t
 names = st.text(string.ascii_lowercase + "_", min_size=1, max_size=12)
 
 
-def generate(cli, tmp: Path, args: list[str]) -> tuple[int, list[str], Path]:
-    """Run ``posgen generate`` into ``tmp/ds``; exit code, output lines, target."""
-    out = tmp / "ds"
-    result = cli("generate", "--out", out, "-q", *args)
-    return result.exit_code, result.output.splitlines(), out
-
-
 SPEC = "<the spec file>"
 
 
 @pytest.fixture(scope="session")
 def assert_rejected(cli, recorded):
-    """``assert_rejected(kind, key, args, *names, spec=None, tmp=None)``."""
+    """``assert_rejected(kind, key, args, *names, spec=None, tmp=None)``: ``posgen generate
+    *args`` in ``tmp`` (or a fresh folder) exits 2 with one line per problem, one naming one of
+    ``names``, no traceback, nothing created. ``spec=(suffix, text)`` is written there and
+    passed as ``--spec`` (the name ``SPEC`` stands for its path)."""
 
-    def assert_rejected(kind: str, key: str, args: list[str], *names: str, spec=None, tmp=None):
-        """Exit 2, a one-line reason naming one of ``names``, no traceback, nothing created.
+    def check(kind: str, key: str, args: list[str], *names: str, spec=None, tmp=None):
+        with tempfile.TemporaryDirectory() as fresh:
+            tmp = tmp or Path(fresh)
+            if spec is not None:
+                path = tmp / f"spec{spec[0]}"
+                path.write_text(spec[1])
+                args = [*args, "--spec", str(path)]
+                names = tuple(str(path) if name is SPEC else name for name in names)
+            result = cli("generate", "--out", tmp / "ds", "-q", *args)
+            lines = result.output.splitlines()
+            problems = [line for line in lines if line.lower().startswith("error:")]
+            with recorded("bad_input", f"{kind}:{key}"):
+                assert result.exit_code == 2, (args, lines)
+                assert any(name in line for line in problems for name in names), (names, lines)
+                assert "Traceback" not in result.output, lines
+                assert not (tmp / "ds").exists()
+                assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".ds")) == []
 
-        Runs in ``tmp`` or a fresh folder; ``spec=(suffix, text)`` is written there and passed as
-        ``--spec`` (the name ``SPEC`` stands for its path).
-        """
-        if tmp is None:
-            with tempfile.TemporaryDirectory() as fresh:
-                return assert_rejected(kind, key, args, *names, spec=spec, tmp=Path(fresh))
-        if spec is not None:
-            path = tmp / f"spec{spec[0]}"
-            path.write_text(spec[1])
-            args, names = (
-                [*args, "--spec", str(path)],
-                [str(path) if n is SPEC else n for n in names],
-            )
-        code, lines, out = generate(cli, tmp, args)
-        problems = [line for line in lines if line.lower().startswith("error:")]
-        with recorded("bad_input", f"{kind}:{key}"):
-            assert code == 2, (args, lines)
-            assert problems, (args, lines)  # one line per problem: several problems, several lines
-            assert any(name in line for line in problems for name in names), (args, names, lines)
-            assert not any("Traceback" in line for line in lines), lines
-            assert not out.exists()
-            assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".ds")) == []
-
-    return assert_rejected
+    return check
 
 
 def dump(suffix: str, body: dict) -> str:
@@ -279,11 +266,11 @@ def test_valid_random_specs_generate_data_that_validates(cli, oracle, recorded, 
     except ValueError:
         assume(False)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "spec.json"
+        path, out = Path(tmp) / "spec.json", Path(tmp) / "ds"
         path.write_text(json.dumps(fields))
-        code, lines, out = generate(cli, Path(tmp), ["--spec", str(path)])
+        result = cli("generate", "--out", out, "-q", "--spec", path)
         with recorded("valid_spec", spec.spec_id):
-            assert code == 0, lines
+            assert result.exit_code == 0, result.output
             assert check_dataset(out) == []
             manifest = json.loads((out / "posgen.json").read_text())
             for split, info in manifest["configs"][spec.task]["splits"].items():

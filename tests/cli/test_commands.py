@@ -71,16 +71,13 @@ def test_bad_input_is_one_error_line_exit_2_and_creates_nothing(
 
 
 @pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["generate"], "Missing option '--out'"),
-        (["frobnicate"], "No such command 'frobnicate'"),
-    ],
+    ("command", "expected"),
+    [("generate", "Missing option '--out'"), ("frobnicate", "No such command 'frobnicate'")],
 )
 def test_clicks_own_usage_errors_are_one_error_line_naming_the_flag(
-    assert_clean_error, cli, args, expected
+    assert_clean_error, cli, command, expected
 ):
-    assert_clean_error(cli(*args), 2, expected, "-h')")
+    assert_clean_error(cli(command), 2, expected, "-h')")
 
 
 @pytest.mark.parametrize(
@@ -119,9 +116,15 @@ def test_spec_command_prints_ids_without_generating(cli):
     assert body["configs"]["cot"]["seed_space"] == str(17**4)
 
 
-def test_publish_refuses_a_spec_larger_than_the_free_disk_unless_forced(
+def test_publish_checks_its_target_as_generate_does(
     assert_clean_error, cli, tmp_path, tiny_spec_file, monkeypatch
 ):
+    (tmp_path / "blocker").write_text("")
+    blocked = tmp_path / "blocker" / "hub"
+    published = cli("publish", tiny_spec_file, "--out", blocked, "-q")
+    line = assert_clean_error(published, 2, f"{tmp_path / 'blocker'} is a file")
+    generated = cli("generate", "--out", blocked, "--task", "cot", "-q")
+    assert assert_clean_error(generated, 2) == line
     monkeypatch.setattr(posgen.cli.runner, "free_bytes", lambda path: 1000)
     out = tmp_path / "hub"
     refused = cli("publish", tiny_spec_file, "--out", out, "-q")
@@ -130,17 +133,6 @@ def test_publish_refuses_a_spec_larger_than_the_free_disk_unless_forced(
     forced = cli("publish", tiny_spec_file, "--out", out, "-q", "--force")
     assert forced.exit_code == 0, forced.output
     assert (out / "posgen.json").is_file()
-
-
-def test_publish_into_an_unwritable_place_fails_like_generate(
-    assert_clean_error, cli, tmp_path, tiny_spec_file
-):
-    (tmp_path / "blocker").write_text("")
-    out = tmp_path / "blocker" / "hub"
-    published = cli("publish", tiny_spec_file, "--out", out, "-q")
-    generated = cli("generate", "--out", out, "--task", "cot", "-q")
-    line = assert_clean_error(published, 2, f"{tmp_path / 'blocker'} is a file")
-    assert assert_clean_error(generated, 2) == line
 
 
 @pytest.mark.parametrize("command", ["generate", "publish"])

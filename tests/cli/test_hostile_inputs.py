@@ -200,26 +200,21 @@ def test_bare_parquet_with_wrong_types_fails_validation_cleanly(
 # --- spec files that are bombs ---------------------------------------------------------
 
 
-def _alias_bomb(levels: int, where: str) -> str:
+def _alias_bomb(levels: int, in_field: bool) -> str:
+    """A YAML billion laughs: each anchored list holds the previous one 9 times."""
+    if in_field:
+        items = [f"*b{i - 1}" if i else "1" for i in range(levels)]
+        lists = (f"&b{i} [" + ", ".join([item] * 9) + "]" for i, item in enumerate(items))
+        return f"task: cot\nmodulus: [{', '.join(lists)}]\n"
     lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
-    for i in range(1, levels):
-        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
-    if where == "config":
-        return (
-            "task: cot\nmodulus: ["
-            + ", ".join(
-                f"&b{i} [" + ", ".join([f"*b{i - 1}" if i else "1"] * 9) + "]"
-                for i in range(levels)
-            )
-            + "]\n"
-        )
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
     return "\n".join(lines) + "\nconfigs:\n  cot: {task: cot}\n"
 
 
 SPEC_BOMBS = {
-    "yaml alias bomb 9^9 at top level": (".yaml", _alias_bomb(9, "top"), "values"),
-    "yaml alias bomb 9^9 in a field": (".yaml", _alias_bomb(9, "config"), "values"),
-    "yaml alias bomb 9^6 in a field": (".yaml", _alias_bomb(6, "config"), "values"),
+    "yaml alias bomb 9^9 at top level": (".yaml", _alias_bomb(9, False), "values"),
+    "yaml alias bomb 9^9 in a field": (".yaml", _alias_bomb(9, True), "values"),
+    "yaml alias bomb 9^6 in a field": (".yaml", _alias_bomb(6, True), "values"),
     "json nested 100k deep": (".json", "[" * 100_000 + "]" * 100_000, "levels deep"),
     "json objects nested 100k deep": (".json", '{"a":' * 100_000 + "1" + "}" * 100_000, "deep"),
     "toml arrays nested 100k deep": (".toml", "a = " + "[" * 100_000 + "]" * 100_000, "deep"),
@@ -348,52 +343,42 @@ def test_validate_refuses_a_split_the_data_does_not_have(record, tiny_cot, tmp_p
 
 # --- permissions (chmod 000 files, folders without search or write permission) ----------
 
-
-def _permission_cases(base: Path) -> list[tuple[str, list[str], int, str]]:
-    """(label, argv, exit status, path the error must name) under a prepared ``base``."""
-    spec = "paper.toml"  # a copy in base: the clone itself may be out of reach
-    small = SMALL_FLAGS
-    return [
-        ("generate --out in a folder without search permission",
-         ["generate", "--out", "noexec/x", *small], 2, "noexec/x"),
-        ("generate --spec unreadable", ["generate", "--out", "g", "--spec", "secret.toml"],
-         2, "secret.toml"),
-        ("publish --out in a folder without search permission",
-         ["publish", spec, "--out", "noexec/x"], 2, "noexec/x"),
-        ("validate unreadable posgen.json", ["validate", "manifest"], 2, "manifest/posgen.json"),
-        ("validate unreadable shard", ["validate", "shard"], (1, 2), "shard/data/cot/test"),
-        ("validate unsearchable data folder", ["validate", "datadir"], (1, 2), "datadir/data"),
-        ("card unreadable posgen.json", ["card", "manifest"], 2, "manifest/posgen.json"),
-        ("card unreadable shard", ["card", "shard"], (1, 2), "shard/data/cot/test"),
-        ("card in a folder without search permission", ["card", "noexec/ds"], 2, "noexec/ds"),
-        ("score --data unreadable posgen.json",
-         ["score", "--data", "manifest", "--predictions", "o.jsonl"], 2, "manifest/posgen.json"),
-        ("score --data unreadable shard",
-         ["score", "--data", "shard", "--predictions", "o.jsonl"], 2, "shard/data/cot/test"),
-        ("score --data without search permission",
-         ["score", "--data", "noexec/ds", "--predictions", "o.jsonl"], 2, "noexec/ds"),
-        ("score --predictions unreadable",
-         ["score", "--data", "ds", "--predictions", "secret.jsonl"], 2, "secret.jsonl"),
-        ("score --predictions without search permission",
-         ["score", "--data", "ds", "--predictions", "noexec/p.jsonl"], 2, "noexec/p.jsonl"),
-        ("baseline --data unreadable posgen.json",
-         ["baseline", "--kind", "oracle", "--data", "manifest", "--out", "b.jsonl"], 2,
-         "manifest/posgen.json"),
-        ("baseline --out without search permission",
-         ["baseline", "--kind", "oracle", "--data", "ds", "--out", "noexec/b.jsonl"], 2,
-         "noexec/b.jsonl"),
-        ("baseline --out in a read-only folder",
-         ["baseline", "--kind", "oracle", "--data", "ds", "--out", "ro/b.jsonl"], (1, 2),
-         "ro/b.jsonl"),
-        ("score --json in a read-only folder",
-         ["score", "--data", "ds", "--predictions", "o.jsonl", "--json", "ro/r.json"], (1, 2),
-         "ro/r.json"),
-    ]  # fmt: skip
+SCORE_O = "score --predictions o.jsonl --data"
+ORACLE_OUT = "baseline --kind oracle --data"
+PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, the path named)
+    "generate --out in a folder without search permission": (
+        "generate --out noexec/x " + " ".join(SMALL_FLAGS), 2, "noexec/x"),
+    "generate --spec unreadable": ("generate --out g --spec secret.toml", 2, "secret.toml"),
+    "publish --out in a folder without search permission": ("publish paper.toml --out noexec/x",
+                                                            2, "noexec/x"),
+    "validate unreadable posgen.json": ("validate manifest", 2, "manifest/posgen.json"),
+    "validate unreadable shard": ("validate shard", (1, 2), "shard/data/cot/test"),
+    "validate unsearchable data folder": ("validate datadir", (1, 2), "datadir/data"),
+    "card unreadable posgen.json": ("card manifest", 2, "manifest/posgen.json"),
+    "card unreadable shard": ("card shard", (1, 2), "shard/data/cot/test"),
+    "card in a folder without search permission": ("card noexec/ds", 2, "noexec/ds"),
+    "score --data unreadable posgen.json": (f"{SCORE_O} manifest", 2, "manifest/posgen.json"),
+    "score --data unreadable shard": (f"{SCORE_O} shard", 2, "shard/data/cot/test"),
+    "score --data without search permission": (f"{SCORE_O} noexec/ds", 2, "noexec/ds"),
+    "score --predictions unreadable": ("score --data ds --predictions secret.jsonl", 2,
+                                       "secret.jsonl"),
+    "score --predictions without search permission": (
+        "score --data ds --predictions noexec/p.jsonl", 2, "noexec/p.jsonl"),
+    "baseline --data unreadable posgen.json": (f"{ORACLE_OUT} manifest --out b.jsonl", 2,
+                                               "manifest/posgen.json"),
+    "baseline --out without search permission": (f"{ORACLE_OUT} ds --out noexec/b.jsonl", 2,
+                                                 "noexec/b.jsonl"),
+    "baseline --out in a read-only folder": (f"{ORACLE_OUT} ds --out ro/b.jsonl", (1, 2),
+                                             "ro/b.jsonl"),
+    "score --json in a read-only folder": (f"{SCORE_O} ds --json ro/r.json", (1, 2),
+                                           "ro/r.json"),
+}  # fmt: skip
 
 
 def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     for name in ("ds", "manifest", "shard", "datadir"):
         shutil.copytree(data, base / name)
+    shutil.copy(ROOT / "task_specs" / "paper.toml", base / "paper.toml")
     shutil.copy(oracle, base / "o.jsonl")
     shutil.copy(oracle, base / "secret.jsonl")
     (base / "secret.toml").write_text('task = "cot"\n')
@@ -410,77 +395,55 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
 
 
 PERMISSION_DRIVER = """
-import json, os, sys
+import json, sys
 from click.testing import CliRunner
 from posgen.cli import main
-os.chdir(os.path.dirname(sys.argv[1]))
-for label, argv, *_ in json.load(open(sys.argv[1])):
-    result = CliRunner().invoke(main, argv)
+for label, (line, *_) in json.loads(sys.argv[1]).items():
+    result = CliRunner().invoke(main, line.split())
     print(json.dumps([label, result.exit_code, result.output]), flush=True)
 """
-"""The cases in a child process as the same user, results as JSON lines; for root, whose
-permission checks apply only once it drops the two capabilities that bypass them."""
-
-DAC_CAPABILITIES = (1, 2)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH (linux/capability.h)
+"""The cases in a child process as the same user, results as JSON lines."""
 
 
 def _without_dac_override() -> None:
-    """In the child before exec: drop the capabilities that let root read any file."""
+    """In root's child before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, which
+    bypass the mode bits (the same user runs the cases: the clone may sit anywhere)."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    for capability in DAC_CAPABILITIES:
+    for capability in (1, 2):
         if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
-def _permission_results(cli, base: Path, cases: list, monkeypatch) -> dict[str, tuple[int, str]]:
-    """Each case's exit status and output, run in ``base`` by this same user: in-process when
-    mode bits bind this process, else (root) in a child without the capabilities that bypass
-    them. Nothing needs another user, so the clone may sit anywhere."""
-    probe = base / "secret.toml"  # mode 000
-    try:
-        probe.read_bytes()
-    except PermissionError:  # mode bits bind this process: run in-process
-        monkeypatch.chdir(base)
-        results = {}
-        for label, argv, *_ in cases:
-            result = cli(*argv)
-            results[label] = (result.exit_code, result.output)
-        return results
-    (base / "cases.json").write_text(json.dumps(cases))
-    root = str(Path(posgen.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *sys.path[1:]])}
-    command = [sys.executable, "-c", PERMISSION_DRIVER, str(base / "cases.json")]
-    proc = subprocess.run(command, cwd=base, capture_output=True, text=True, timeout=GUARD,
-                          env=env, preexec_fn=_without_dac_override)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return {json.loads(line)[0]: tuple(json.loads(line)[1:]) for line in proc.stdout.splitlines()}
-
-
 def test_permission_errors_are_one_error_line_naming_the_path(
-    cli, record, tiny_cot, tiny_oracle, tmp_path, monkeypatch
+    record, tiny_cot, tiny_oracle, tmp_path
 ):
     if sys.platform != "linux":
         pytest.skip("file permissions as Linux enforces them")
     base = tmp_path / "perm"
     base.mkdir()
     try:
-        shutil.copy(ROOT / "task_specs" / "paper.toml", base / "paper.toml")
         _prepare_permissions(base, tiny_cot, tiny_oracle)
-        cases = _permission_cases(base)
-        results = _permission_results(cli, base, cases, monkeypatch)
+        root = str(Path(posgen.__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *sys.path[1:]])}
+        command = [sys.executable, "-c", PERMISSION_DRIVER, json.dumps(PERMISSIONS)]
+        drop = _without_dac_override if os.geteuid() == 0 else None
+        proc = subprocess.run(command, cwd=base, capture_output=True, text=True, timeout=GUARD,
+                              env=env, preexec_fn=drop)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results = {json.loads(line)[0]: json.loads(line)[1:] for line in proc.stdout.splitlines()}
         failures = []
-        for label, _argv, code_wanted, named in cases:
+        for label, (_, wanted, named) in PERMISSIONS.items():
             exit_code, output = results.get(label, (None, "no result"))
             lines = [line for line in output.splitlines() if line.startswith("error:")]
-            wanted = code_wanted if isinstance(code_wanted, tuple) else (code_wanted,)
             reported = "FAIL" in output and named in output and exit_code == 1
             # one line, or a damage headline and the one problem, naming the file
             named_once = 1 <= len(lines) <= 2 and named in lines[-1]
+            codes = wanted if isinstance(wanted, tuple) else (wanted,)
             wrong = [
                 *(["a traceback"] if "Traceback" in output else []),
-                *([f"exit {exit_code}, not {wanted}"] if exit_code not in wanted else []),
+                *([f"exit {exit_code}, not {wanted}"] if exit_code not in codes else []),
                 *([f"{named} not named in one error line"] if not (named_once or reported) else []),
             ]
             record("hostile", f"permission:{label}", not wrong)
@@ -523,13 +486,22 @@ def test_unexpected_errors_become_one_error_line_with_the_traceback_on_request(
         assert ("Traceback" in result.output) == bool(debug), result.output
 
 
-# --- every output file is written atomically --------------------------------------------
+OUTPUTS = ["baseline --out oracle.parquet", "baseline --out oracle.arrow",
+           "baseline --out oracle.jsonl", "baseline --out oracle.npy", "score --json report.json",
+           "score --plot curve.png", "validate --json report.json"]  # fmt: skip
 
 
-def _fail_after(limit: int):
-    """A ``HashingFile.write`` that fails like a full disk once ``limit`` bytes are written."""
+@pytest.mark.parametrize("case", OUTPUTS)
+@pytest.mark.parametrize("limit", [0, 100])
+def test_a_failed_write_leaves_the_previous_output_whole(
+    assert_clean_error, cli, recorded, tiny_cot, tiny_oracle, tmp_path, monkeypatch, case, limit
+):
+    """Every output file is written atomically: a disk full after ``limit`` bytes."""
     from posgen.store.safety import HashingFile
 
+    command, flag, name = case.split()
+    out = tmp_path / name
+    out.write_bytes(b"the user's previous file\n")
     original = HashingFile.write
 
     def write(self, data):
@@ -537,48 +509,10 @@ def _fail_after(limit: int):
             raise OSError(28, "No space left on device")
         return original(self, data)
 
-    return write
-
-
-OUTPUTS = {
-    "baseline --out .parquet": ("baseline", "oracle.parquet"),
-    "baseline --out .arrow": ("baseline", "oracle.arrow"),
-    "baseline --out .jsonl": ("baseline", "oracle.jsonl"),
-    "baseline --out .npy": ("baseline", "oracle.npy"),
-    "score --json": ("score --json", "report.json"),
-    "score --plot": ("score --plot", "curve.png"),
-    "validate --json": ("validate --json", "report.json"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(OUTPUTS))
-@pytest.mark.parametrize("limit", [0, 100])
-def test_a_failed_write_leaves_the_previous_output_whole(
-    assert_clean_error, cli, recorded, tiny_cot, tiny_oracle, tmp_path, monkeypatch, case, limit
-):
-    from posgen.store.safety import HashingFile
-
-    command, name = OUTPUTS[case]
-    out = tmp_path / name
-    out.write_bytes(b"the user's previous file\n")
-    args = {
-        "baseline": [
-            "baseline",
-            "--kind",
-            "oracle",
-            "--data",
-            tiny_cot,
-            "--out",
-            out,
-            "--overwrite",
-        ],
-        "score --json": ["score", "--data", tiny_cot, "--predictions", tiny_oracle, "--json", out],
-        "score --plot": ["score", "--data", tiny_cot, "--predictions", tiny_oracle, "--plot", out],
-        "validate --json": ["validate", tiny_cot, "--json", out],
-    }[command]
-    monkeypatch.setattr(HashingFile, "write", _fail_after(limit))
-    result = cli(*args)
-    with recorded("disk", f"output:{case}:{limit}"):
+    monkeypatch.setattr(HashingFile, "write", write)
+    overwrite = ["--overwrite"] if command == "baseline" else []
+    result = cli(*command_args(command, tiny_cot, tiny_oracle), flag, out, *overwrite)
+    with recorded("disk", f"output:{command} {flag} {name}:{limit}"):
         assert_clean_error(result, 1, str(out))
         assert out.read_bytes() == b"the user's previous file\n"
         assert sorted(p.name for p in tmp_path.iterdir()) == [name]

@@ -1,17 +1,10 @@
 """Killed runs never lose data: real ``posgen`` subprocesses stopped by signals.
 
-Each case starts a run held at a kill point (started, the build folder, the first shard
-file, half the bytes, the manifest: see ``tests/kill_points.py``, which stops the real run
-there until the signal comes, so no case depends on the machine's speed), sends SIGKILL,
-SIGTERM or SIGINT, and checks that the target is absent or complete, an old dataset is
-intact, SIGTERM/SIGINT left nothing behind, and the next run cleans up whatever SIGKILL left
-and writes the same bytes.
-
-The one-line message and exit status of a stopped command (``generate``, ``publish``,
-``train``) come from a subprocess that sends itself SIGTERM at a named moment
-(``POSGEN_SIGNAL_AT=POINT:SIGNAL``, :func:`posgen.signals.point`): ``progress``, a shard is
-being written; ``validate``, ``publish`` validates the build folder before it is renamed;
-``load``, before ``train``'s first checkpoint; ``step``/``write``, after it.
+Each case holds a run at a kill point (tests/kill_points.py: no case depends on the machine's
+speed), sends SIGKILL, SIGTERM or SIGINT, and checks that the target is absent or complete,
+an old dataset is intact, SIGTERM/SIGINT left nothing behind, and the next run cleans up
+whatever SIGKILL left and writes the same bytes. The one line and exit status of a stopped
+command come from the command sending itself SIGTERM at a named moment (``POSGEN_SIGNAL_AT``).
 """
 
 from __future__ import annotations
@@ -237,54 +230,31 @@ def test_sigterm_while_writing_a_dataset_exits_143_with_one_line_saying_what_was
 TINY = ["--layers", "1", "--hidden", "16", "--heads", "2", "--intermediate", "32",
         "--batch-size", "16", "--eval-batch-size", "8", "--epochs", "2",
         "--max-steps", "4"]  # fmt: skip
-CHECKPOINTED = ["step", "write"]
-"""Moments of ``posgen train`` after its first checkpoint: mid-epoch (the signal makes it
-checkpoint at the step's end) and while the run folder is being written."""
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    from posgen import write_dataset
-    from posgen.spec import default_benchmark
-
-    root = tmp_path_factory.mktemp("runner") / "ds"
-    write_dataset(default_benchmark(("recursive",), train_size=48, val_size=8, test_size=8), root)
-    return root
-
-
-def train_args(data: Path, out: Path) -> list[object]:
-    return ["train", "--data", data, "--pe", "rope", "--seed", "0", "--out", out, *TINY]
-
-
-def test_sigterm_before_trains_first_checkpoint_exits_143_and_leaves_nothing(
-    stopped_at, assert_clean_error, tmp_path, data
-):
-    out = tmp_path / "run"
-    done = stopped_at("load", *train_args(data, out), "-q", cwd=tmp_path)
-    line = assert_clean_error(done, 143)
-    assert line == (
-        f"error: interrupted by SIGTERM; no partial run folder was left; {out} was not created"
-    )
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("point", CHECKPOINTED)
+@pytest.mark.parametrize("point", ["load", "step", "write"])
 def test_sigterm_during_train_leaves_only_its_checkpoint_which_a_rerun_resumes(
-    stopped_at, assert_clean_error, cli, tmp_path, data, point
+    stopped_at, assert_clean_error, cli, tmp_path, tiny_training_dataset, point
 ):
+    """``load``: before the first checkpoint (nothing is left); ``step`` (mid-epoch: the run
+    checkpoints at the step's end) and ``write`` (the run folder being written): after it."""
+    pytest.importorskip("torch")
     from posgen.train.job import read_progress, resume_folder
 
     out, resume = tmp_path / "run", resume_folder(tmp_path / "run")
-    done = stopped_at(point, *train_args(data, out), "-q", cwd=tmp_path)
-    line = assert_clean_error(done, 143)
-    assert line == (
-        f"error: interrupted by SIGTERM; checkpoint kept in {resume}: rerun the same command "
-        "to resume"
-    )
+    args = ["train", "--data", tiny_training_dataset, "--config", "recursive", "--pe", "rope",
+            "--seed", "0", "--out", out, *TINY]  # fmt: skip
+    line = assert_clean_error(stopped_at(point, *args, "-q", cwd=tmp_path), 143)
+    left = f"checkpoint kept in {resume}: rerun the same command to resume"
+    if point == "load":
+        left = f"no partial run folder was left; {out} was not created"
+    assert line == f"error: interrupted by SIGTERM; {left}"
+    if point == "load":
+        assert list(tmp_path.iterdir()) == []
+        return
     assert sorted(p.name for p in tmp_path.iterdir()) == [resume.name]  # no run folder
     assert (resume / "checkpoint.pt").is_file()
     assert read_progress(resume) is not None
-    resumed = cli(*train_args(data, out))
+    resumed = cli(*args)
     assert "resuming from its checkpoint" in resumed.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
