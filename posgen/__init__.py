@@ -17,7 +17,23 @@ from __future__ import annotations
 
 from functools import partial
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time through __getattr__
+    from posgen.encodings.model import load_model as load_model
+    from posgen.generator import generate_rows as generate_rows
+    from posgen.generator import generate_split as generate_split
+    from posgen.generator import grow as grow
+    from posgen.spec import BenchmarkSpec as BenchmarkSpec
+    from posgen.spec import TaskSpec as TaskSpec
+    from posgen.store import read_manifest as read_manifest
+    from posgen.store.dataset import load as load
+    from posgen.store.formats import to_dataset_dict as to_dataset_dict
+    from posgen.store.writer import write_dataset as write_dataset
+    from posgen.tasks import TASKS as TASKS
+    from posgen.tasks import dependencies as dependencies
+    from posgen.tasks import far_start as far_start
+    from posgen.tasks import register_task as register_task
 
 __version__ = "0.1.0"
 
