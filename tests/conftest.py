@@ -536,3 +536,19 @@ def hostile_plugins(tmp_path, monkeypatch) -> str:
     yield str(site)
     for name in ("h27plugins", "h27raises", "h27exits"):
         sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="session")
+def readme_block() -> Callable[[str], str]:
+    """``readme_block(first_line)``: the one README code block whose first line is that."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"^```\w*\n(.*?)^```", text, re.M | re.S)
+
+    def block(first_line: str) -> str:
+        matches = [found for found in blocks if found.splitlines()[0] == first_line]
+        assert len(matches) == 1, first_line
+        return matches[0]
+
+    return block

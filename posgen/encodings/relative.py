@@ -1,18 +1,10 @@
-"""The torch side of the relative and contextual encodings that :mod:`.builtin` registers:
-T5's bucketed bias, FIRE, KERPLE (log), xPos's q/k scaling, CoPE and log-n query scaling.
+"""The torch side of T5, FIRE, KERPLE (log), xPos, CoPE and log-n (registered in :mod:`.builtin`).
 
 Every bias module maps position ids ``(batch, T)`` to an additive bias ``(batch, heads, T,
-T)`` (query i, key j); only ``j <= i`` is ever read (the attention is causal), so distances
-are ``i - j`` clamped at 0. Positions are the run's position ids, so randomized positions
-(gapped ids) give the distances between the ids.
+T)`` (query i, key j); only ``j <= i`` is read, so distances ``p_i - p_j`` are clamped at 0.
 
 >>> t5_buckets(torch.tensor([0, 1, 15, 16, 40, 127, 128, 10_000]), 32, 128).tolist()
 [0, 1, 15, 16, 23, 31, 31, 31]
->>> kerple = KerpleLog(heads=1)
->>> with torch.no_grad():
-...     _ = kerple.r1.fill_(2.0), kerple.r2.fill_(1.0)
->>> [round(v, 4) for v in kerple(torch.tensor([[0, 1, 3]]))[0, 0, 2].tolist()]
-[-2.7726, -2.1972, -0.0]
 """
 
 from __future__ import annotations
@@ -66,14 +58,6 @@ def t5_module(parameters: Mapping[str, Any], lengths: Any) -> nn.Module:
     return T5Bias(lengths.heads, int(parameters["buckets"]), int(parameters["max_distance"]))
 
 
-def t5_check(parameters: Mapping[str, Any], lengths: Any) -> None:
-    buckets, max_distance = parameters["buckets"], parameters["max_distance"]
-    if not isinstance(buckets, int) or not 2 <= buckets <= 4096:
-        raise ValueError(f"buckets {buckets!r}: use an integer from 2 to 4096")
-    if not isinstance(max_distance, int) or not buckets // 2 < max_distance <= 10**7:
-        raise ValueError(f"max_distance {max_distance!r}: use an integer above buckets // 2")
-
-
 # --- FIRE (Li et al. 2023) ----------------------------------------------------------------------
 
 
@@ -100,15 +84,6 @@ class Fire(nn.Module):
 
 def fire_module(parameters: Mapping[str, Any], lengths: Any) -> nn.Module:
     return Fire(lengths.heads, int(parameters["width"]), parameters["c"], parameters["threshold"])
-
-
-def fire_check(parameters: Mapping[str, Any], lengths: Any) -> None:
-    width, c, threshold = parameters["width"], parameters["c"], parameters["threshold"]
-    if not isinstance(width, int) or not 1 <= width <= 4096:
-        raise ValueError(f"width {width!r}: use an integer from 1 to 4096")
-    for key, value in (("c", c), ("threshold", threshold)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{key} {value!r}: use a positive number")
 
 
 # --- KERPLE, log variant (Chi et al. 2022) ------------------------------------------------------

@@ -39,6 +39,13 @@ NONSENSE = {  # class 4: values that trained to NaN or were taken silently
     "yarn truncate=1": ("yarn", ["truncate=1"], "true or false"),
     "linear scale_at=never": ("linear", ["scale_at=never"], "evaluation, train"),
     "factor=2 factor=3": ("linear", ["factor=2", "factor=3"], "given twice"),
+    "yarn+logn factor=0.5": ("yarn+logn", ["factor=0.5"], "at least 1"),
+    "logn train_positions=1": ("logn", ["train_positions=1"], "at least 2"),
+    "rope+logn train_positions=1.5": ("rope+logn", ["train_positions=1.5"], "whole number"),
+    "t5 buckets=1": ("t5", ["buckets=1"], "at least 2"),
+    "fire c=0": ("fire", ["c=0"], "greater than 0"),
+    "xpos gamma=x": ("xpos", ["gamma=x"], "use a number"),
+    "cope positions=1": ("cope", ["positions=1"], "at least 2"),
 }
 INTERNAL = {  # class 5: values that gave internal errors
     "factor=abc": ("linear", ["factor=abc"], "use a number"),
@@ -66,14 +73,6 @@ INTERNAL = {  # class 5: values that gave internal errors
 }
 
 
-def _no_torch(imported: list[int]):
-    def stop() -> None:
-        imported.append(1)
-        raise RuntimeError("the run got as far as importing torch")
-
-    return stop
-
-
 @pytest.mark.parametrize(
     ("case", "kind"),
     [(case, "class 4") for case in NONSENSE] + [(case, "class 5") for case in INTERNAL],
@@ -83,7 +82,12 @@ def test_a_bad_parameter_is_one_line_exit_2_before_torch(
 ):
     pe, params, fragment = {**NONSENSE, **INTERNAL}[case]
     imported: list[int] = []
-    monkeypatch.setattr("posgen.cli.train.require_extra", _no_torch(imported))
+
+    def stop() -> None:
+        imported.append(1)
+        raise RuntimeError("the run got as far as importing torch")
+
+    monkeypatch.setattr("posgen.cli.train.require_extra", stop)
     out = tmp_path / "run"
     flags = [f"--pe-param={param}" for param in params]
     args = ["train", "--data", tiny_training_dataset, "--config", "cot", f"--pe={pe}", *flags]
