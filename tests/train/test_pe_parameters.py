@@ -1,10 +1,5 @@
-"""Position-encoding parameters and plugins that cannot train (issue 27, classes 4 and 5).
-
-Every parameter has a type and a range (``posgen/encodings/parameters.py``): a nonsense value
-is one ``error:`` line, exit 2, before torch is imported and before anything is created. A
-plugin that breaks (at import, or on a short row before training) is one line naming it. A
-run whose training loss turns NaN stops with exit 1 and writes nothing.
-"""
+"""Issue 27, classes 4 and 5: a bad parameter is one ``error:`` line, exit 2, before torch is
+imported; a plugin that breaks is one line naming it; a loss that turns NaN stops the run."""
 
 from __future__ import annotations
 
