@@ -38,12 +38,12 @@ from posgen.encodings import (
     register,
 )
 from posgen.encodings.relative import (
+    CoPE,
+    Fire,
+    KerpleLog,
+    T5Bias,
     cope_attention,
-    cope_module,
-    fire_module,
-    kerple_module,
     logn_scale,
-    t5_module,
     xpos_scale,
 )
 
@@ -355,43 +355,37 @@ def _positions(query: torch.Tensor, position_ids: torch.Tensor | None) -> torch.
     return position_ids
 
 
-def _bias_shape(out: Any, heads: int, what: str) -> None:
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, heads, 3, 3):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"{what} of position ids (1, 3) is {shape}, not (1, {heads}, 3, 3)")
+def sdpa_with(
+    transform: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[Any, ...]],
+) -> Callable[..., tuple[torch.Tensor, None]]:
+    """SDPA on ``transform(module, query, key, position_ids) -> (query, key, sdpa keywords)``
+    (an attention function: ``position_bias`` is a bias added to the logits)."""
+
+    def attention(
+        module: nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, None]:
+        query, key, extra = transform(module, query, key, _positions(query, position_ids))
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **extra, **kwargs)
+
+    return attention
 
 
-def bias_check(bias: Bias | None, module: BiasModule | None) -> Callable[..., None]:
-    """``check(parameters, lengths)`` of a bias encoding, on position ids ``[[0, 1, 2]]``, the
-    torch RNG left as it was: one value per head, query and key; a bias function returns no
-    tensor that needs gradients (weights outside the model are never trained or saved); a
-    bias module owns trainable parameters (a fixed bias is a function)."""
-
-    def check(parameters: Mapping[str, Any], lengths: Lengths) -> None:
-        positions = torch.arange(3)[None]
-        with torch.random.fork_rng(devices=[]):
-            if module is None:
-                assert bias is not None
-                out = bias(positions, lengths.heads, parameters)
-                _bias_shape(out, lengths.heads, "its bias")
-                if out.requires_grad:
-                    raise ValueError(
-                        "its bias function returns a tensor that needs gradients: weights "
-                        "outside the model are never trained or saved; pass the weights as "
-                        "bias_encoding(..., module=...)"
-                    )
-                return
-            built = module(parameters, lengths)
-            if not isinstance(built, nn.Module):
-                raise ValueError(f"its bias module factory returned a {type(built).__name__}")
-            if not any(p.requires_grad for p in built.parameters()):
-                raise ValueError(
-                    "its bias module owns no trainable parameters, so nothing would be learned; "
-                    "a fixed bias is a function: bias_encoding(name, summary, bias)"
-                )
-            _bias_shape(built(positions), lengths.heads, "its bias module")
-
-    return check
+def _check_bias(bias: Any, position_ids: torch.Tensor, heads: int) -> None:
+    """A ValueError unless ``bias`` holds a value per head (or one for all), query and key."""
+    batch, length = position_ids.shape
+    shape = tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
+    fits = isinstance(bias, torch.Tensor) and bias.dim() == 4 and shape[2:] == (length, length)
+    if not (fits and shape[0] in (1, batch) and shape[1] in (1, heads)):
+        raise ValueError(
+            f"its bias of position ids {tuple(position_ids.shape)} is {shape}, not "
+            f"(batch, {heads}, {length}, {length})"
+        )
 
 
 def bias_encoding(
@@ -415,46 +409,50 @@ def bias_encoding(
     implementation = f"posgen_bias_{name}"
     _claim("attention function", implementation, bias if bias is not None else module, name)
 
-    def attention(
-        module_: nn.Module,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, None]:
-        position_ids = _positions(query, position_ids)
+    def with_bias(module_: nn.Module, query: torch.Tensor, key: torch.Tensor, positions: Any):
         heads = module_.config.num_attention_heads
         if bias is not None:
-            position_bias = bias(position_ids, heads, _parameters(module_))
+            position_bias = bias(positions, heads, _parameters(module_))
         else:
-            position_bias = module_.position_module(position_ids)
-        length = query.shape[2]
-        shape = tuple(getattr(position_bias, "shape", ()))
-        if len(shape) != 4 or shape[1] not in (1, heads) or shape[2:] != (length, length):
-            raise PEError(
-                f"--pe {name}: its bias has shape {shape or type(position_bias).__name__}, not "
-                f"(batch, {heads} heads, {length}, {length}) for {length} positions"
-            )
-        return sdpa_attention_forward(
-            module_,
-            query,
-            key,
-            value,
-            attention_mask,
-            position_bias=position_bias.to(query.dtype),
-            **kwargs,
-        )
+            position_bias = module_.position_module(positions)
+        try:
+            _check_bias(position_bias, positions, heads)
+        except ValueError as error:
+            raise PEError(f"--pe {name}: {error}") from None
+        return query, key, {"position_bias": position_bias.to(query.dtype)}
 
+    attention = sdpa_with(with_bias)
     AttentionInterface.register(implementation, attention)
     AttentionMaskInterface.register(implementation, sdpa_mask)
-    own = bias_check(bias, module)
 
     def checks(parameters: Mapping[str, Any], lengths: Lengths) -> None:
+        """``check``, then the bias of position ids ``[[0, 1, 2]]`` (the torch RNG left as it
+        was): a bias function's needs no gradients (weights outside the model are never
+        trained or saved), a bias module owns trainable parameters (a fixed bias is a
+        function), and either has the right shape."""
         if check is not None:
             check(parameters, lengths)
-        own(parameters, lengths)
+        positions = torch.arange(3)[None]
+        with torch.random.fork_rng(devices=[]):
+            if bias is not None:
+                out = bias(positions, lengths.heads, parameters)
+                if getattr(out, "requires_grad", False):
+                    raise ValueError(
+                        "its bias function returns a tensor that needs gradients: weights "
+                        "outside the model are never trained or saved; pass the weights as "
+                        "bias_encoding(..., module=...)"
+                    )
+            else:
+                built = module(parameters, lengths)
+                if not isinstance(built, nn.Module):
+                    raise ValueError(f"its bias module factory returned a {type(built).__name__}")
+                if not any(p.requires_grad for p in built.parameters()):
+                    raise ValueError(
+                        "its bias module owns no trainable parameters, so nothing would be "
+                        "learned; a fixed bias is a function: bias_encoding(name, summary, bias)"
+                    )
+                out = built(positions)
+        _check_bias(out, positions, lengths.heads)
 
     def no_rope(
         parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool
@@ -585,54 +583,24 @@ class RandomPositions:
 # --- attention functions of their own: xPos, CoPE, log-n ----------------------------------------
 
 
-def xpos_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    position_ids: torch.Tensor | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """SDPA on the rotated q and k scaled by xPos: q by ``zeta^(p/scale_base)``, k by its
-    inverse, so the logit of query i and key j decays as ``zeta^((p_i - p_j)/scale_base)``."""
+def xpos(module: nn.Module, query: torch.Tensor, key: torch.Tensor, positions: torch.Tensor):
+    """xPos on the rotated q and k: q times ``zeta^(p/scale_base)``, k divided by it, so the
+    logit of query i and key j decays as ``zeta^((p_i - p_j)/scale_base)``."""
     parameters = _parameters(module)
-    scale = xpos_scale(
-        _positions(query, position_ids),
-        query.shape[-1],
-        float(parameters["gamma"]),
-        float(parameters["scale_base"]),
-    ).to(query.dtype)
-    return sdpa_attention_forward(
-        module, query * scale, key / scale, value, attention_mask, **kwargs
-    )
+    gamma, scale_base = float(parameters["gamma"]), float(parameters["scale_base"])
+    scale = xpos_scale(positions, query.shape[-1], gamma, scale_base).to(query.dtype)
+    return query * scale, key / scale, {}
 
 
-def logn_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    position_ids: torch.Tensor | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """SDPA with each query scaled by ``max(1, log(p + 1) / log(train_positions))``."""
-    positions = _positions(query, position_ids)
+def logn(module: nn.Module, query: torch.Tensor, key: torch.Tensor, positions: torch.Tensor):
+    """Each query times ``max(1, log(p + 1) / log(train_positions))``."""
     scale = logn_scale(positions, int(_parameters(module)["train_positions"]))
-    return sdpa_attention_forward(
-        module,
-        query * scale[:, None, :, None].to(query.dtype),
-        key,
-        value,
-        attention_mask,
-        **kwargs,
-    )
+    return query * scale[:, None, :, None].to(query.dtype), key, {}
 
 
 for _name, _function, _mask in (
-    ("posgen_xpos", xpos_attention, sdpa_mask),
-    ("posgen_logn", logn_attention, sdpa_mask),
+    ("posgen_xpos", sdpa_with(xpos), sdpa_mask),
+    ("posgen_logn", sdpa_with(logn), sdpa_mask),
     ("posgen_cope", cope_attention, eager_mask),  # its own softmax: a mask always arrives
 ):
     AttentionInterface.register(_name, _function)
@@ -688,7 +656,7 @@ FIRE = bias_encoding(
     "fire",
     "FIRE (Li et al. 2023): a learned MLP of log(c d + 1) / log(c max(i, L) + 1), c and the "
     "threshold L learned (start L+1); one per layer; rope off",
-    module=fire_module,
+    module=Fire,
     defaults=lambda lengths: {"width": 32, "c": 0.1, "threshold": train_positions(lengths)},
 )
 for _encoding in (
@@ -711,7 +679,7 @@ for _encoding in (
         "t5",
         "T5 bias (Raffel et al. 2020): a learned bias per head and bucket of the distance "
         "(buckets/2 exact, then log-spaced to max_distance); one table for all layers; rope off",
-        module=t5_module,
+        module=T5Bias,
         defaults=lambda lengths: {"buckets": 32, "max_distance": 128},
         shared=True,
     ),
@@ -727,7 +695,7 @@ for _encoding in (
         "kerple",
         "KERPLE log (Chi et al. 2022): -r1 log(1 + r2 |i - j|), r1, r2 > 0 learned per head "
         "and layer; rope off",
-        module=kerple_module,
+        module=KerpleLog,
     ),
     PositionEncoding(
         name="xpos",
@@ -743,7 +711,7 @@ for _encoding in (
         "the causal window, interpolated learned embeddings; rope off; eager attention (slower)",
         defaults=lambda lengths: {"positions": train_positions(lengths)},
         attention="posgen_cope",
-        attention_module=cope_module,
+        attention_module=CoPE,
     ),
     replace(
         with_logn(ENCODINGS["rope"]),
