@@ -552,3 +552,16 @@ def readme_block() -> Callable[[str], str]:
         return matches[0]
 
     return block
+
+
+@pytest.fixture(scope="session")
+def train_tiny(cli, tiny_training_dataset) -> Callable[..., object]:
+    """``train_tiny(pe, out, *flags)``: ``posgen train --pe PE --out OUT`` of a one-layer model
+    for two steps on the tiny dataset's ``cot``, in-process; later ``flags`` override these."""
+
+    def train(pe: str, out: Path, *flags: object):
+        data = ["--data", tiny_training_dataset, "--config", "cot", f"--pe={pe}", "--out", out]
+        model = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32"]
+        return cli("train", *data, *model, "--epochs=1", "--max-steps=2", "--seed=1", "-q", *flags)
+
+    return train

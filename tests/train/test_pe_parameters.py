@@ -13,8 +13,7 @@ torch = pytest.importorskip("torch")
 from posgen.encodings import PERequest  # noqa: E402
 from posgen.encodings.parameters import PARAMETERS, check_parameters  # noqa: E402
 
-TINY = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32", "--batch-size=16"]
-FAST = [*TINY, "--eval-batch-size=8", "--epochs=1", "--max-steps=2", "--seed=0", "-q"]
+SMALL = ["--batch-size=16", "--eval-batch-size=8"]
 
 # (--pe, --pe-param values, a fragment of the error line)
 NONSENSE = {  # class 4: values that trained to NaN or were taken silently
@@ -73,7 +72,7 @@ INTERNAL = {  # class 5: values that gave internal errors
     [(case, "class 4") for case in NONSENSE] + [(case, "class 5") for case in INTERNAL],
 )
 def test_a_bad_parameter_is_one_line_exit_2_before_torch(
-    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, monkeypatch, case, kind
+    assert_clean_error, train_tiny, recorded, tmp_path, monkeypatch, case, kind
 ):
     pe, params, fragment = {**NONSENSE, **INTERNAL}[case]
     imported: list[int] = []
@@ -85,8 +84,7 @@ def test_a_bad_parameter_is_one_line_exit_2_before_torch(
     monkeypatch.setattr("posgen.cli.train.require_extra", stop)
     out = tmp_path / "run"
     flags = [f"--pe-param={param}" for param in params]
-    args = ["train", "--data", tiny_training_dataset, "--config", "cot", f"--pe={pe}", *flags]
-    result = cli(*args, "--out", out, *FAST)
+    result = train_tiny(pe, out, *flags, *SMALL)
     with recorded("bad_input", f"issue 27 {kind}: {case}"):
         assert_clean_error(result, 2, fragment)
         assert imported == []
@@ -134,13 +132,12 @@ BROKEN = {  # (--pe, --pe-param values, fragments of the error line)
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_a_broken_plugin_or_encoding_is_one_line_naming_it_exit_2(
-    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, hostile_plugins, case
+    assert_clean_error, train_tiny, recorded, tmp_path, hostile_plugins, case
 ):
     pe, params, fragments = BROKEN[case]
     out = tmp_path / "run"
     flags = [f"--pe-param={param}" for param in params]
-    args = ["train", "--data", tiny_training_dataset, "--config", "cot", f"--pe={pe}", *flags]
-    result = cli(*args, "--out", out, *FAST)
+    result = train_tiny(pe, out, *flags, *SMALL)
     with recorded("hostile", f"issue 27 class 5: {case}"):
         line = assert_clean_error(result, 2, *fragments)
         assert "internal error" not in line
@@ -148,11 +145,10 @@ def test_a_broken_plugin_or_encoding_is_one_line_naming_it_exit_2(
 
 
 def test_a_training_loss_that_turns_nan_stops_the_run_exit_1_nothing_written(
-    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, hostile_plugins
+    assert_clean_error, train_tiny, recorded, tmp_path, hostile_plugins
 ):
     out = tmp_path / "run"
-    args = ["train", "--data", tiny_training_dataset, "--config", "cot", "--pe=h27plugins:DIVERGE"]
-    result = cli(*args, "--out", out, *FAST)
+    result = train_tiny("h27plugins:DIVERGE", out, *SMALL)
     with recorded("hostile", "issue 27 class 4: training loss NaN"):
         assert_clean_error(result, 1, "training loss became nan at step 1", "no run folder")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["hostile-site"]
@@ -168,21 +164,19 @@ def test_a_loss_that_is_not_finite_stops_the_run_where_a_gpu_checks_it(value):
 
 
 def test_a_plugin_that_fails_only_in_training_is_named_as_the_plugin_exit_1(
-    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, hostile_plugins
+    assert_clean_error, train_tiny, recorded, tmp_path, hostile_plugins
 ):
     out = tmp_path / "run"
-    args = ["train", "--data", tiny_training_dataset, "--config", "cot", "--pe=h27plugins:LATE"]
-    result = cli(*args, "--out", out, *FAST)
+    result = train_tiny("h27plugins:LATE", out, *SMALL)
     with recorded("hostile", "issue 27 class 10: a plugin's bug in training"):
         line = assert_clean_error(result, 1, "plugin encoding h27_late", "a bug at 65 positions")
         assert "internal error" not in line
         assert not out.exists()
 
 
-def test_run_files_are_strict_json(cli, tiny_training_dataset, tmp_path):
+def test_run_files_are_strict_json(train_tiny, tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--data", tiny_training_dataset, "--config", "cot", "--pe=linear"]
-    result = cli(*args, "--pe-param=factor=2", "--out", out, *FAST)
+    result = train_tiny("linear", out, "--pe-param=factor=2", *SMALL)
     assert result.exit_code == 0, result.output
 
     def refuse(constant: str) -> None:

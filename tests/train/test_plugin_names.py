@@ -19,8 +19,6 @@ from posgen.encodings import ENCODINGS, Lengths, PEError, PERequest, resolve  # 
 from posgen.encodings.builtin import TRANSFORMERS_ROPE_TYPES  # noqa: E402
 from posgen.encodings.model import load_model  # noqa: E402
 
-TINY = ["--layers", "1", "--hidden", "16", "--heads", "2", "--intermediate", "32"]
-FAST = [*TINY, "--epochs", "1", "--max-steps", "2", "--seed", "1", "-q"]
 LENGTHS = Lengths(train=64, test=256, head_dim=8, heads=2)
 
 HEADER = """
@@ -133,19 +131,14 @@ def plugins(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
-@pytest.fixture
-def data(tiny_training_dataset) -> list[str]:
-    return ["--data", str(tiny_training_dataset), "--config", "cot"]
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_plugin_clashing_with_a_built_in_is_one_error_line_and_changes_nothing(
-    assert_clean_error, cli, recorded, plugins, data, tmp_path, case
+    assert_clean_error, train_tiny, recorded, plugins, tmp_path, case
 ):
     line, fragment = CASES[case]
     before = intact()
     module = plugins(line)
-    result = cli("train", *data, "--pe", f"{module}:X", "--out", tmp_path / "run", *FAST)
+    result = train_tiny(f"{module}:X", tmp_path / "run")
     with recorded("hostile", f"class 2: {case}"):
         assert_clean_error(result, 2, f"--pe {module}:X", fragment)
         assert not (tmp_path / "run").exists()
@@ -178,16 +171,16 @@ def test_a_grid_with_a_clashing_plugin_is_refused_when_it_is_read(
 
 
 def test_rope_and_a_plugin_of_its_own_name_train_with_their_own_frequencies_after_every_clash(
-    cli, recorded, plugins, data, tmp_path
+    train_tiny, recorded, plugins, tmp_path
 ):
     for number, (line, _) in enumerate(CASES.values()):
         module = plugins(line)
-        cli("train", *data, "--pe", f"{module}:X", "--out", tmp_path / f"r{number}", *FAST)
+        train_tiny(f"{module}:X", tmp_path / f"r{number}")
     module = plugins('X = rope_encoding("mine500", "mine", freqs)')
     frequencies = {}
     for pe in ("rope", f"{module}:X"):
         out = tmp_path / pe.replace(":", "-")
-        result = cli("train", *data, "--pe", pe, "--out", out, *FAST, "--save-model")
+        result = train_tiny(pe, out, "--save-model")
         assert result.exit_code == 0, result.output
         frequencies[pe] = load_model(out / "model")[0].model.rotary_emb.inv_freq
     record = json.loads((tmp_path / "rope" / "results.json").read_text())
@@ -226,7 +219,7 @@ REPLACED = {
 
 @pytest.mark.parametrize("case", sorted(REPLACED))
 def test_a_frequency_table_or_attention_replaced_behind_posgens_back_is_refused(
-    assert_clean_error, cli, recorded, monkeypatch, data, tmp_path, case
+    assert_clean_error, train_tiny, recorded, monkeypatch, tmp_path, case
 ):
     table, key, pe, fragment = REPLACED[case]
 
@@ -234,7 +227,7 @@ def test_a_frequency_table_or_attention_replaced_behind_posgens_back_is_refused(
         raise AssertionError("trained with a replaced function")
 
     monkeypatch.setitem(table, key, fake)
-    result = cli("train", *data, "--pe", pe, "--out", tmp_path / "run", *FAST)
+    result = train_tiny(pe, tmp_path / "run")
     with recorded("hostile", f"class 2: {case} replaced"):
         assert_clean_error(result, 2, f"--pe {pe}", fragment, "was replaced")
         assert not (tmp_path / "run").exists()

@@ -30,9 +30,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-TINY = ["--layers", "1", "--hidden", "16", "--heads", "2", "--intermediate", "32"]
-FAST = [*TINY, "--epochs", "1", "--max-steps", "2", "--seed", "1", "-q"]
-
 
 @pytest.fixture
 def installed(tmp_path, monkeypatch, readme_block) -> dict:
@@ -56,11 +53,6 @@ def installed(tmp_path, monkeypatch, readme_block) -> dict:
     sys.modules.pop("mype", None)
 
 
-@pytest.fixture
-def data(tiny_training_dataset) -> list[str]:
-    return ["--data", str(tiny_training_dataset), "--config", "cot"]
-
-
 def test_the_readme_plugin_installed_under_the_documented_group_shows_in_list_pe(cli, installed):
     assert list(installed["entry-points"]) == ["posgen.position_encodings"]
     result = cli("train", "--list-pe")
@@ -71,10 +63,10 @@ def test_the_readme_plugin_installed_under_the_documented_group_shows_in_list_pe
 
 
 def test_installed_plugin_trains_with_its_frequencies_and_ranks_in_the_results(
-    cli, installed, data, tmp_path
+    cli, train_tiny, installed, tmp_path
 ):
     out = tmp_path / "runs" / "ds" / "cot" / "base500" / "seed1"
-    result = cli("train", *data, "--pe", "base500", "--out", out, *FAST, "--save-model")
+    result = train_tiny("base500", out, "--save-model")
     assert result.exit_code == 0, result.output
     record = json.loads((out / "results.json").read_text())
     assert record["position_encoding"]["rope_parameters"]["train"]["rope_type"] == "base500"
@@ -102,11 +94,10 @@ def mybias(tmp_path, monkeypatch, readme_block) -> str:
 
 
 def test_readme_learned_bias_trains_saves_and_reloads_to_the_same_predictions(
-    cli, mybias, data, tiny_training_dataset, tmp_path
+    train_tiny, mybias, tiny_training_dataset, tmp_path
 ):
     out = tmp_path / "run"
-    steps = ["--epochs", "1", "--max-steps", "3", "--seed", "1", "-q", "--lr", "0.01"]
-    result = cli("train", *data, "--pe", mybias, "--out", out, *TINY, *steps, "--save-model")
+    result = train_tiny(mybias, out, "--max-steps=3", "--lr=0.01", "--save-model")
     assert result.exit_code == 0, result.output
     saved = load_file(out / "model" / "model.safetensors")
     own = sorted(key for key in saved if ".position_module." in key)
@@ -166,11 +157,11 @@ EMPTY = bias_encoding("empty", "a module without weights", module=Fixed)
     ids=["weights-outside-the-model", "module-without-weights"],
 )
 def test_a_bias_that_cannot_learn_what_it_claims_is_one_error_line(
-    cli, name, message, data, tmp_path, monkeypatch
+    train_tiny, name, message, tmp_path, monkeypatch
 ):
     (tmp_path / "leaked.py").write_text(LEAKED)
     monkeypatch.syspath_prepend(str(tmp_path))
-    result = cli("train", *data, "--pe", f"leaked:{name}", "--out", str(tmp_path / "r"), *FAST)
+    result = train_tiny(f"leaked:{name}", tmp_path / "r")
     sys.modules.pop("leaked", None)
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
