@@ -53,26 +53,20 @@ NAME_CLASHES = {
         'X = rope_encoding("rope", "mine", None, lambda lengths: {"rope_theta": 500.0})',
         "built-in position encoding rope",
     ),
-    "bias_encoding named alibi": (
-        'X = bias_encoding("alibi", "mine", zero_bias)',
-        "built-in position encoding alibi",
-    ),
-    "bias_encoding named rope": (
-        'X = bias_encoding("rope", "mine", zero_bias)',
-        "built-in position encoding rope",
-    ),
-    "PositionEncoding named rope": (
-        'X = PositionEncoding(name="rope", summary="mine")',
-        "the name of a built-in position encoding",
-    ),
-    "PositionEncoding named learned": (
-        'X = PositionEncoding(name="learned", summary="mine")',
-        "the name of a built-in position encoding",
-    ),
-    "PositionEncoding named sinusoidal": (
-        'X = PositionEncoding(name="sinusoidal", summary="mine")',
-        "the name of a built-in position encoding",
-    ),
+    **{
+        f"bias_encoding named {name}": (
+            f'X = bias_encoding("{name}", "mine", zero_bias)',
+            f"built-in position encoding {name}",
+        )
+        for name in ("alibi", "rope")
+    },
+    **{
+        f"PositionEncoding named {name}": (
+            f'X = PositionEncoding(name="{name}", summary="mine")',
+            "the name of a built-in position encoding",
+        )
+        for name in ("rope", "learned", "sinusoidal")
+    },
 }
 TYPE_CLASHES = {
     **{
@@ -85,10 +79,6 @@ TYPE_CLASHES = {
     "rope_encoding named default (rope type default)": (
         'X = rope_encoding("default", "mine", freqs)',
         "rope type 'default' is transformers' own",
-    ),
-    "rope_encoding named linear2 with rope type linear": (
-        'X = rope_encoding("linear2", "mine", freqs, rope_type="linear")',
-        "rope type 'linear' is transformers' own",
     ),
     **{
         f"frequencies as the built-in rope type {kind}": (
