@@ -486,3 +486,32 @@ def hostile_plugins(tmp_path, monkeypatch) -> str:
     yield str(site)
     for name in ("h27plugins", "h27raises", "h27exits"):
         sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="session")
+def readme_block() -> Callable[[str], str]:
+    """``readme_block(first_line)``: the one README code block whose first line is that."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"^```\w*\n(.*?)^```", text, re.M | re.S)
+
+    def block(first_line: str) -> str:
+        matches = [found for found in blocks if found.splitlines()[0] == first_line]
+        assert len(matches) == 1, first_line
+        return matches[0]
+
+    return block
+
+
+@pytest.fixture(scope="session")
+def train_tiny(cli, tiny_training_dataset) -> Callable[..., object]:
+    """``train_tiny(pe, out, *flags)``: ``posgen train --pe PE --out OUT`` of a one-layer model
+    for two steps on the tiny dataset's ``cot``, in-process; later ``flags`` override these."""
+
+    def train(pe: str, out: Path, *flags: object):
+        data = ["--data", tiny_training_dataset, "--config", "cot", f"--pe={pe}", "--out", out]
+        model = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32"]
+        return cli("train", *data, *model, "--epochs=1", "--max-steps=2", "--seed=1", "-q", *flags)
+
+    return train

@@ -1,23 +1,9 @@
-"""Position encodings: what a ``--pe`` is, the one registry of them, and a run's resolution
-(no torch here: :mod:`.builtin` holds the built-ins, :mod:`.model` builds the Llama).
+"""Position encodings: what a ``--pe`` is, the one registry :data:`ENCODINGS` (built-ins,
+entry points of ``posgen.position_encodings``, ``package.module:NAME``) and a run's
+resolution; no torch here (:mod:`.builtin` holds the built-ins, :mod:`.model` the Llama).
 
-A :class:`PositionEncoding` enters the stock ``LlamaForCausalLM`` through up to four doors:
-``rope`` (the config's ``rope_parameters``; :data:`NO_ROPE` rotates nothing), ``attention``
-(a registered attention function, as ALiBi's bias), ``attention_module`` (a module with the
-attention's learned weights, e.g. T5's bias table, one per layer or one shared) and
-``input_positions`` (a module whose vectors are added to the token embeddings). A name
-``BASE+logn`` is ``BASE`` (a rope encoding) with log-n query scaling (:data:`MODIFIERS`).
-Built-ins, entry points (group ``posgen.position_encodings``) and ``package.module:NAME`` all
-live in :data:`ENCODINGS`.
-An encoding is *evaluation-time* when training uses other (unscaled) rope parameters.
-
->>> lengths = Lengths(train=64, test=256, head_dim=16, heads=4)
->>> resolve(PERequest.parse("linear", ["factor=2"], None), lengths).label
+>>> resolve(PERequest.parse("linear", ["factor=2"], None), Lengths(64, 256, 16, 4)).label
 'linear(factor=2)'
->>> resolve(PERequest(name="alibi", randomized="auto"), lengths).randomized
-257
->>> sorted(["yarn", "alibi", "rope"], key=pe_order)
-['rope', 'yarn', 'alibi']
 """
 
 from __future__ import annotations
@@ -39,7 +25,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 ENTRY_POINT_GROUP = "posgen.position_encodings"
-"""The entry point group a package registers its position encodings under."""
 
 PES = ("rope", "resonance", "yarn", "resonance_yarn")
 """The paper's four position encodings, in table order."""
@@ -77,20 +62,23 @@ NO_TABLE = frozenset(
         "logn",
     ]
 )
-"""The built-ins without a table of input positions (known without importing them: the
-memory estimate counts a table of ``--randomized-positions`` rows for every other name)."""
+"""The built-ins without a table of input positions, known without importing them (the memory
+estimate counts a table of ``--randomized-positions`` rows for every other name)."""
 
 When = Literal["train-time", "evaluation-time"]
 
 
 def pe_order(pe: str) -> tuple[int, str]:
-    """Table order of result tables: the paper's four first, then by name."""
+    """Table order of result tables: the paper's four first, then by name.
+
+    >>> sorted(["yarn", "alibi", "rope"], key=pe_order)
+    ['rope', 'yarn', 'alibi']
+    """
     return (PES.index(pe), "") if pe in PES else (len(PES), pe)
 
 
 MODIFIERS: dict[str, Callable[[PositionEncoding], PositionEncoding]] = {}
 """``NAME+MODIFIER`` is ``MODIFIERS[MODIFIER](ENCODINGS[NAME])`` (the built-ins add ``logn``)."""
-
 
 DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 NAME = re.compile(r"[\w.+-]+")
@@ -115,12 +103,7 @@ class PEError(ValueError):
 
 @dataclass(frozen=True)
 class Lengths:
-    """L (``train``) and L' (``test``), BOS excluded, and the model's head shape; ``scale``
-    is the paper's YaRN factor ``(L'+1)/(L+1)``.
-
-    >>> Lengths(train=64, test=256, head_dim=16, heads=4).scale
-    3.953846153846154
-    """
+    """L (``train``) and L' (``test``), BOS excluded, and the model's head shape."""
 
     train: int
     test: int
@@ -129,19 +112,18 @@ class Lengths:
 
     @property
     def scale(self) -> float:
+        """The paper's YaRN factor ``(L'+1)/(L+1)``."""
         return (self.test + 1) / (self.train + 1)
 
 
 @dataclass(frozen=True)
 class PositionEncoding:
-    """One entry of the ``--pe`` vocabulary: ``defaults(lengths)`` (the parameters a user may
-    set, plus ``optional``), ``rope(parameters, lengths, evaluation)``, an attention
-    implementation (None: sdpa), ``attention_module(parameters, lengths)`` (a module the
-    attention function finds as ``module.position_module``: one per layer, or one for all
-    layers when ``shared_module``), ``input_positions(parameters, lengths, hidden, positions)``
-    (a module), ``max_positions`` (default L'+1), a results-table ``confound`` line and
-    ``check(parameters, lengths)``, which raises ``ValueError`` on an unusable setup, and
-    ``randomized``: randomized positions unless the request sets a range (``auto``: L'+1)."""
+    """One ``--pe``: ``defaults(lengths)`` (the parameters a user may set, plus ``optional``),
+    ``rope(parameters, lengths, evaluation)``, an attention function (None: sdpa), an
+    ``attention_module(parameters, lengths)`` (per layer, or one when ``shared_module``), an
+    ``input_positions(parameters, lengths, hidden, positions)`` module, ``max_positions``
+    (default L'+1), a results ``confound``, ``check(parameters, lengths)`` (ValueError on an
+    unusable setup) and ``randomized`` positions unless the request sets them (``auto``: L'+1)."""
 
     name: str
     summary: str
@@ -199,52 +181,30 @@ class _Lazy:
 
 
 class Registry(Mapping[str, PositionEncoding]):
-    """Every position encoding by name: the registered ones (built-ins in table order), then
-    the entry points by name, re-read for a name not registered; ``package.module:NAME`` is
-    looked up without registering it."""
+    """Every position encoding by name: the registered ones (built-ins in table order, from
+    the module ``builtin``, imported when first asked), then the entry points by name, re-read
+    for a name not registered; ``package.module:NAME`` is looked up without registering it."""
 
     def __init__(self, builtin: str) -> None:
         self._builtin = builtin
-        self._loaded = False
-        self._entries: dict[str, PositionEncoding | _Lazy] = {}
-        self._builtin_names: frozenset[str] | None = None
+        self._entries: dict[str, PositionEncoding] = {}
+        self.builtin_names: frozenset[str] = frozenset()
+        self.sealed = False
+        """Whether the built-ins are all registered (encodings made from now on are plugins')."""
 
     def seal(self) -> None:
-        """Mark every name registered so far as a built-in's (the built-in module calls it
-        last): no plugin may take one of these names."""
-        if self._builtin_names is None:
-            self._builtin_names = frozenset(self._entries)
+        """Mark every name registered so far as a built-in's: no plugin may take one."""
+        self.sealed, self.builtin_names = True, frozenset(self._entries)
 
-    @property
-    def sealed(self) -> bool:
-        """Whether the built-ins are all registered (constructors called now are plugins')."""
-        return self._builtin_names is not None
-
-    @property
-    def builtin_names(self) -> frozenset[str]:
-        """The built-in encodings' names (imports the built-ins when needed)."""
-        if self._builtin_names is None:
-            importlib.import_module(self._builtin)
-        return self._builtin_names or frozenset()
-
-    def register(self, encoding: PositionEncoding | str, name: str | None = None) -> None:
-        """Add an encoding under its name, or a lazy ``package.module:NAME`` under ``name``."""
-        if isinstance(encoding, str):
-            if name is None:
-                raise PEError(f"register {encoding!r}: a reference needs a name")
-            entry: PositionEncoding | _Lazy = _Lazy(encoding, name, f"module {encoding}")
-        else:
-            name, entry = encoding.name, encoding
-        if name in self._entries:
-            raise PEError(f"position encoding {name!r} is already registered")
-        self._entries[name] = entry
+    def register(self, encoding: PositionEncoding) -> None:
+        if encoding.name in self._entries:
+            raise PEError(f"position encoding {encoding.name!r} is already registered")
+        self._entries[encoding.name] = encoding
 
     def _all(self, name: str | None = None) -> dict[str, PositionEncoding | _Lazy]:
         """The entries; entry points are read unless ``name`` is registered already."""
-        if not self._loaded:
-            self._loaded = True
-            importlib.import_module(self._builtin)  # registers the built-ins
-        out = dict(self._entries)
+        importlib.import_module(self._builtin)  # registers the built-ins
+        out: dict[str, PositionEncoding | _Lazy] = dict(self._entries)
         if name in out:
             return out
         for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
@@ -292,11 +252,7 @@ def available() -> dict[str, PositionEncoding]:
 
 class PERequest(BaseModel):
     """A name (built in, entry point or ``module:attr``), parameter overrides and randomized
-    positions (a range size, ``auto`` = L'+1).
-
-    >>> PERequest.parse("rope", ["factor=2.5", "scale_at=train"], "auto").parameters
-    {'factor': 2.5, 'scale_at': 'train'}
-    """
+    positions (a range size, ``auto`` = L'+1)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -311,14 +267,17 @@ class PERequest(BaseModel):
 
     @model_validator(mode="after")
     def _typed(self) -> PERequest:
-        """Every parameter of its type and in its range (:mod:`.parameters`)."""
         check_parameters(self.name, self.parameters)
         return self
 
     @classmethod
     def parse(cls, name: str, pairs: list[str] | tuple[str, ...], randomized: str | None):
-        """From ``--pe``, ``--pe-param key=value`` (a JSON value, else text), and
-        ``--randomized-positions``."""
+        """From ``--pe``, ``--pe-param key=value`` (a JSON value, else text) and
+        ``--randomized-positions``; a problem is a one-line ValueError.
+
+        >>> PERequest.parse("rope", ["factor=2.5", "scale_at=train"], "auto").parameters
+        {'factor': 2.5, 'scale_at': 'train'}
+        """
         parameters: dict[str, Any] = {}
         for pair in pairs:
             key, sep, value = pair.partition("=")
@@ -360,8 +319,7 @@ class ResolvedPE:
 
     @property
     def label(self) -> str:
-        """The name, the parameters set on the command line (other than their defaults),
-        ``+randomized`` (and its range)."""
+        """The name, the parameters set on the command line and ``+randomized`` (its range)."""
         overrides = ",".join(
             f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
             for key, value in sorted(self.request.parameters.items())
@@ -431,23 +389,16 @@ def same_value(given: Any, default: Any) -> bool:
     >>> same_value(10000, 10_000.0), same_value(True, 1), same_value([1, 2.0], [1.0, 2])
     (True, False, True)
     """
-    if isinstance(given, bool) or isinstance(default, bool):
-        return type(given) is type(default) and given == default
-    if isinstance(given, int | float) and isinstance(default, int | float):
-        return given == default
     if isinstance(given, list) and isinstance(default, list):
         return len(given) == len(default) and all(map(same_value, given, default))
+    if type(given) in (int, float) and type(default) in (int, float):
+        return given == default
     return type(given) is type(default) and given == default
 
 
 def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
     """``request`` for a run with ``lengths``; every problem a :class:`PEError` line. A
-    parameter given at its default is dropped from the request: ``--pe-param
-    rope_theta=10000`` is ``rope``, in its label, its run and its results cell.
-
-    >>> resolve(PERequest.parse("rope", ["rope_theta=10000"], None), Lengths(64, 256, 16, 4)).label
-    'rope'
-    """
+    parameter given at its default is dropped from the request (one label, one run)."""
     encoding = ENCODINGS[request.name]
     defaults = encoding.defaults(lengths)
     allowed = {*defaults, *encoding.optional}
@@ -463,7 +414,7 @@ def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
         for k, v in request.parameters.items()
         if not (k in defaults and same_value(v, defaults[k]))
     }
-    if given != request.parameters:  # a default spelled out is the default: one label, one run
+    if given != request.parameters:
         request = request.model_copy(update={"parameters": given})
     parameters = {**defaults, **given}
     randomized = request.randomized if request.randomized is not None else encoding.randomized
@@ -476,7 +427,7 @@ def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
         )
     resolved = ResolvedPE(encoding, request, parameters, lengths, randomized)
     try:
-        check_relations(encoding.name, parameters)
+        check_relations(parameters)
         resolved.rope(False), resolved.rope(True)
         if encoding.check is not None:
             encoding.check(parameters, lengths)

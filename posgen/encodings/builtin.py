@@ -1,21 +1,14 @@
 """Every built-in position encoding, registered in table order, and the constructors
 (:func:`rope_encoding`, :func:`bias_encoding`) that plugins use too.
 
-Rope encodings are rows of :data:`ROPE_TYPES` (defaults from the data's lengths, ``s =
-(L'+1)/(L+1)``). A row with ``resonance=True`` also gives its Resonance twin: every rotary
-wavelength rounded to an integer (every dimension, as the authors' code). ``scale_at=evaluation``
-trains with the unscaled frequencies and evaluates with the scaled ones. Partial RoPE and
-NoPE use ``proportional`` (``default`` ignores ``partial_rotary_factor``). Then ALiBi, learned
-and sinusoidal input positions, and :class:`RandomPositions`, which combine with any of them.
+Rope encodings are rows of :data:`ROPE_TYPES`; a row with ``resonance=True`` also gives its
+Resonance twin (every rotary wavelength rounded to an integer, as the authors' code).
+``scale_at=evaluation`` trains with the unscaled frequencies and evaluates with the scaled ones.
 
 >>> lengths = Lengths(train=64, test=256, head_dim=16, heads=4)
 >>> LINEAR = ENCODINGS["linear"]
 >>> LINEAR.rope(LINEAR.defaults(lengths), lengths, True)
 {'rope_type': 'linear', 'rope_theta': 10000.0, 'factor': 3.953846153846154}
->>> LINEAR.when(LINEAR.defaults(lengths), lengths)
-'evaluation-time'
->>> [round(s, 6) for s in alibi_slopes(4).tolist()]
-[0.25, 0.0625, 0.015625, 0.003906]
 """
 
 from __future__ import annotations
@@ -32,6 +25,7 @@ from transformers import AttentionInterface, PreTrainedConfig
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from posgen.encodings import (
     ENCODINGS,
@@ -44,14 +38,12 @@ from posgen.encodings import (
     register,
 )
 from posgen.encodings.relative import (
+    CoPE,
+    Fire,
+    KerpleLog,
+    T5Bias,
     cope_attention,
-    cope_module,
-    fire_check,
-    fire_module,
-    kerple_module,
     logn_scale,
-    t5_check,
-    t5_module,
     xpos_scale,
 )
 
@@ -59,8 +51,8 @@ THETA = 10_000.0
 SCALE_AT = ("evaluation", "train")
 
 TRANSFORMERS_ROPE_TYPES = frozenset({"default", *ROPE_INIT_FUNCTIONS})
-"""transformers' own rope types (``default``: Llama's RoPE, computed without the table): a
-plugin's frequencies never replace one."""
+"""transformers' own rope types (``default``: Llama's RoPE): a plugin's frequencies never
+replace one."""
 _ROPE_FUNCTIONS: dict[str, Any] = {
     kind: ROPE_INIT_FUNCTIONS.get(kind) for kind in TRANSFORMERS_ROPE_TYPES
 }
@@ -72,26 +64,18 @@ _OWNERS: dict[str, str] = {}
 Defaults = Callable[[Lengths], dict[str, Any]]
 Frequencies = Callable[..., tuple[torch.Tensor, float]]
 """transformers' rope init function: ``(config, device, seq_len, **kwargs) -> (inv_freq,
-attention scaling)``; it reads ``config.rope_parameters``."""
+attention scaling)``."""
 
 
-# --- rope -------------------------------------------------------------------------------------
-
-
-def _owner(function: Callable[..., Any], name: str) -> str:
-    """Who registers ``function``: a built-in by name, a plugin by the function's own name
-    (a plugin module imported again registers the same function again)."""
-    if not ENCODINGS.sealed:
-        return f"the built-in encoding {name}"
-    module = getattr(function, "__module__", None) or "?"
-    return f"{module}.{getattr(function, '__qualname__', type(function).__name__)}"
+# --- who may register what ----------------------------------------------------------------------
 
 
 def _claim(kind: str, key: str, function: Callable[..., Any], name: str) -> None:
     """Take ``key`` (a rope type or an attention function) for ``function`` of encoding
-    ``name``; a :class:`PEError` when it is transformers' own or another encoding's."""
+    ``name``: a built-in by name, a plugin by the function's own name (a plugin module
+    imported again takes it again); a :class:`PEError` when it is transformers' or another's."""
     if not ENCODINGS.sealed:
-        _OWNERS[key] = _owner(function, name)
+        _OWNERS[key] = f"the built-in encoding {name}"
         return
     if kind == "rope type" and key in TRANSFORMERS_ROPE_TYPES:
         raise PEError(
@@ -99,15 +83,19 @@ def _claim(kind: str, key: str, function: Callable[..., Any], name: str) -> None
             f"rope type of their own (rope_encoding(..., rope_type=...), not one of "
             f"{', '.join(sorted(TRANSFORMERS_ROPE_TYPES))})"
         )
-    owner, held = _owner(function, name), _OWNERS.get(key)
+    owner = f"{getattr(function, '__module__', None) or '?'}.{_qualname(function)}"
+    held = _OWNERS.get(key)
     if held is not None and held != owner:
         raise PEError(f"{name}: {kind} {key!r} is taken by {held}; give the plugin its own")
     _OWNERS[key] = owner
 
 
+def _qualname(function: Any) -> str:
+    return getattr(function, "__qualname__", type(function).__name__)
+
+
 def _own_name(name: str) -> None:
-    """A :class:`PEError` when a plugin (an encoding made after the built-ins) takes a
-    built-in's name."""
+    """A :class:`PEError` when a plugin takes a built-in's name."""
     if ENCODINGS.sealed and name in ENCODINGS.builtin_names:
         raise PEError(
             f"a plugin named {name!r} would replace the built-in position encoding {name}; "
@@ -122,18 +110,19 @@ def _intact(rope_type: str) -> None:
         return
     found = ROPE_INIT_FUNCTIONS.get(rope_type)
     if found is not _ROPE_FUNCTIONS[rope_type]:
-        module = getattr(found, "__module__", "?")
-        name = getattr(found, "__qualname__", type(found).__name__)
-        by = "removed" if found is None else f"replaced by {module}.{name}"
+        by = "removed" if found is None else f"replaced by {found.__module__}.{_qualname(found)}"
         raise ValueError(
             f"rope type {rope_type!r} of transformers' ROPE_INIT_FUNCTIONS was {by}, not "
             "through posgen's constructors; an encoding trains only with its own frequencies"
         )
 
 
+# --- rope ---------------------------------------------------------------------------------------
+
+
 def rope_of(rope_type: str, unscaled: str) -> Callable[..., dict[str, Any]]:
     """``rope(parameters, lengths, evaluation)`` of ``rope_type``; scalar longrope factors
-    become one per rotary pair. It refuses a rope type whose frequencies were replaced."""
+    become one per rotary pair."""
 
     def rope(parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool) -> dict[str, Any]:
         _intact(rope_type)
@@ -145,11 +134,10 @@ def rope_of(rope_type: str, unscaled: str) -> Callable[..., dict[str, Any]]:
             return {"rope_type": unscaled, "rope_theta": parameters["rope_theta"]}
         out: dict[str, Any] = {"rope_type": rope_type}
         for key, value in parameters.items():
-            if key == "scale_at":
-                continue
             if key in ("short_factor", "long_factor") and not isinstance(value, list):
                 value = [float(value)] * (lengths.head_dim // 2)
-            out[key] = value
+            if key != "scale_at":
+                out[key] = value
         return out
 
     return rope
@@ -167,12 +155,9 @@ def rope_encoding(
     max_positions: Callable[[Mapping[str, Any], Lengths], int] | None = None,
 ) -> PositionEncoding:
     """A rope init function as a position encoding (what a rope plugin calls): ``frequencies``
-    (None: a type transformers has) is registered as rope type ``rope_type`` (default
-    ``name``); a ``scale_at`` of ``evaluation`` in ``defaults`` trains with ``unscaled``.
-
-    A plugin may not take a built-in's name, nor register frequencies under one of
-    transformers' rope types (``default``, ``linear``, ``yarn``, ...) or another encoding's:
-    :class:`PEError`, and nothing is registered."""
+    (None: a type transformers has) registered as rope type ``rope_type`` (default ``name``);
+    ``scale_at=evaluation`` trains with ``unscaled``. A plugin taking a built-in's name, one of
+    transformers' rope types or another encoding's is a :class:`PEError`, registering nothing."""
     rope_type = rope_type or name
     _own_name(name)
     if frequencies is not None:
@@ -186,14 +171,6 @@ def rope_encoding(
         optional=optional,
         max_positions=max_positions,
     )
-
-
-def default_frequencies(config: PreTrainedConfig) -> torch.Tensor:
-    """RoPE's inverse frequencies ``base^(-2i/d)`` (Llama's ``default`` type)."""
-    parameters = config.rope_parameters
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    dim = int(head_dim * parameters.get("partial_rotary_factor", 1.0))
-    return 1.0 / (parameters["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
 
 
 def resonance_of(rope_type: str) -> Frequencies:
@@ -211,7 +188,9 @@ def resonance_of(rope_type: str) -> Frequencies:
         config: PreTrainedConfig, device: Any = None, seq_len: int | None = None, **kwargs: Any
     ) -> tuple[torch.Tensor, float]:
         if rope_type == "default":
-            inv_freq, attention_factor = default_frequencies(config), 1.0
+            inv_freq, attention_factor = LlamaRotaryEmbedding.compute_default_rope_parameters(
+                config
+            )
         else:
             init = _ROPE_FUNCTIONS[rope_type]  # transformers' own, whatever the table holds now
             inv_freq, attention_factor = init(config, device, seq_len, **kwargs)
@@ -247,7 +226,8 @@ class RopeType(NamedTuple):
         return {"rope_theta": THETA, **values}
 
     @property
-    def twin(self) -> str:  # the twin's name and rope type
+    def twin(self) -> str:
+        """The Resonance twin's name and rope type."""
         return "resonance" if self.rope_type == "default" else f"resonance_{self.rope_type}"
 
     def encodings(self) -> list[PositionEncoding]:
@@ -335,7 +315,8 @@ ROPE_TYPES = (
         resonance=False,
     ),
 )
-"""The rope encodings, in table order (the paper's four first)."""
+"""The rope encodings, in table order (the paper's four first). Partial RoPE and NoPE use
+``proportional`` (``default`` ignores ``partial_rotary_factor``)."""
 
 
 def rope_parameters(
@@ -345,8 +326,6 @@ def rope_parameters(
 
     >>> rope_parameters("resonance_yarn", 64, 256, evaluation=False)
     {'rope_type': 'resonance', 'rope_theta': 10000.0}
-    >>> rope_parameters("yarn", 64, 256, evaluation=True)["original_max_position_embeddings"]
-    257
     """
     if pe not in PES:
         raise ValueError(f"unknown position embedding {pe!r}; use one of {', '.join(PES)}")
@@ -363,47 +342,50 @@ BiasModule = Callable[[Mapping[str, Any], Lengths], nn.Module]
 """``(parameters, lengths) -> module`` whose ``forward(position_ids)`` is the bias."""
 
 PARAMETERS_ATTRIBUTE = "posgen_pe_parameters"
-"""Config attribute holding a bias encoding's parameters (saved with the config)."""
+"""Config attribute holding an attention encoding's parameters (saved with the config)."""
 
 
-def _bias_shape(out: Any, heads: int, what: str) -> None:
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, heads, 3, 3):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"{what} of position ids (1, 3) is {shape}, not (1, {heads}, 3, 3)")
+def _parameters(module: nn.Module) -> Mapping[str, Any]:
+    return getattr(module.config, PARAMETERS_ATTRIBUTE, None) or {}
 
 
-def bias_check(bias: Bias | None, module: BiasModule | None) -> Callable[..., None]:
-    """``check(parameters, lengths)`` of a bias encoding, on position ids ``[[0, 1, 2]]``: a
-    bias function must not return a tensor that needs gradients (its weights would live
-    outside the model: never trained by the optimizer, never saved), a bias module must own
-    trainable parameters (a fixed bias is a function), and either must give one value per
-    head, query and key. The torch RNG is left as it was."""
+def _positions(query: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:
+    if position_ids is None:
+        return torch.arange(query.shape[2], device=query.device)[None]
+    return position_ids
 
-    def check(parameters: Mapping[str, Any], lengths: Lengths) -> None:
-        positions = torch.arange(3)[None]
-        with torch.random.fork_rng(devices=[]):
-            if module is None:
-                assert bias is not None
-                out = bias(positions, lengths.heads, parameters)
-                _bias_shape(out, lengths.heads, "its bias")
-                if out.requires_grad:
-                    raise ValueError(
-                        "its bias function returns a tensor that needs gradients: weights "
-                        "outside the model are never trained or saved; pass the weights as "
-                        "bias_encoding(..., module=...)"
-                    )
-                return
-            built = module(parameters, lengths)
-            if not isinstance(built, nn.Module):
-                raise ValueError(f"its bias module factory returned a {type(built).__name__}")
-            if not any(p.requires_grad for p in built.parameters()):
-                raise ValueError(
-                    "its bias module owns no trainable parameters, so nothing would be learned; "
-                    "a fixed bias is a function: bias_encoding(name, summary, bias)"
-                )
-            _bias_shape(built(positions), lengths.heads, "its bias module")
 
-    return check
+def sdpa_with(
+    transform: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[Any, ...]],
+) -> Callable[..., tuple[torch.Tensor, None]]:
+    """SDPA on ``transform(module, query, key, position_ids) -> (query, key, sdpa keywords)``
+    (an attention function: ``position_bias`` is a bias added to the logits)."""
+
+    def attention(
+        module: nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, None]:
+        query, key, extra = transform(module, query, key, _positions(query, position_ids))
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **extra, **kwargs)
+
+    return attention
+
+
+def _check_bias(bias: Any, position_ids: torch.Tensor, heads: int) -> None:
+    """A ValueError unless ``bias`` holds a value per head (or one for all), query and key."""
+    batch, length = position_ids.shape
+    shape = tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
+    fits = isinstance(bias, torch.Tensor) and bias.dim() == 4 and shape[2:] == (length, length)
+    if not (fits and shape[0] in (1, batch) and shape[1] in (1, heads)):
+        raise ValueError(
+            f"its bias of position ids {tuple(position_ids.shape)} is {shape}, not "
+            f"(batch, {heads}, {length}, {length})"
+        )
 
 
 def bias_encoding(
@@ -416,61 +398,61 @@ def bias_encoding(
     shared: bool = False,
     check: Callable[[Mapping[str, Any], Lengths], None] | None = None,
 ) -> PositionEncoding:
-    """A position encoding adding a bias to the attention logits (what a bias plugin calls),
-    through transformers' SDPA as attention ``posgen_bias_<name>``; rope is off. Either a
-    fixed ``bias(position_ids, heads, parameters)``, or a learned one: ``module(parameters,
-    lengths)`` builds an ``nn.Module`` whose ``forward(position_ids)`` is the bias; the model
-    owns it (trained without weight decay, saved, reloaded): one per layer, or one for every
-    layer with ``shared``. ``check(parameters, lengths)`` may refuse parameters (ValueError).
-    A plugin may not take a built-in's name (``alibi``) or another bias encoding's:
-    :class:`PEError`, and nothing is registered."""
+    """A bias added to the attention logits through SDPA as attention ``posgen_bias_<name>``,
+    rope off (what a bias plugin calls): a fixed ``bias(position_ids, heads, parameters)``, or
+    a learned ``module(parameters, lengths)`` whose ``forward(position_ids)`` is the bias, owned
+    by the model (one per layer, or one with ``shared``). ``check`` may refuse parameters. A
+    plugin taking a built-in's name or another's attention is a :class:`PEError`."""
     if (bias is None) == (module is None):
         raise ValueError(f"bias_encoding {name!r}: give a bias function or module=, not both")
     _own_name(name)
     implementation = f"posgen_bias_{name}"
     _claim("attention function", implementation, bias if bias is not None else module, name)
 
-    def attention(
-        module_: nn.Module,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, None]:
-        position_ids = _positions(query, position_ids)
-        if bias is not None:
-            parameters = getattr(module_.config, PARAMETERS_ATTRIBUTE, None) or {}
-            position_bias = bias(position_ids, module_.config.num_attention_heads, parameters)
-        else:
-            position_bias = module_.position_module(position_ids)
+    def with_bias(module_: nn.Module, query: torch.Tensor, key: torch.Tensor, positions: Any):
         heads = module_.config.num_attention_heads
-        length = query.shape[2]
-        shape = tuple(getattr(position_bias, "shape", ()))
-        if len(shape) != 4 or shape[1] not in (1, heads) or shape[2:] != (length, length):
-            raise PEError(
-                f"--pe {name}: its bias has shape {shape or type(position_bias).__name__}, not "
-                f"(batch, {heads} heads, {length}, {length}) for {length} positions"
-            )
-        return sdpa_attention_forward(
-            module_,
-            query,
-            key,
-            value,
-            attention_mask,
-            position_bias=position_bias.to(query.dtype),
-            **kwargs,
-        )
+        if bias is not None:
+            position_bias = bias(positions, heads, _parameters(module_))
+        else:
+            position_bias = module_.position_module(positions)
+        try:
+            _check_bias(position_bias, positions, heads)
+        except ValueError as error:
+            raise PEError(f"--pe {name}: {error}") from None
+        return query, key, {"position_bias": position_bias.to(query.dtype)}
 
+    attention = sdpa_with(with_bias)
     AttentionInterface.register(implementation, attention)
     AttentionMaskInterface.register(implementation, sdpa_mask)
-    own = bias_check(bias, module)
 
     def checks(parameters: Mapping[str, Any], lengths: Lengths) -> None:
+        """``check``, then the bias of position ids ``[[0, 1, 2]]`` (the torch RNG left as it
+        was): a bias function's needs no gradients (weights outside the model are never
+        trained or saved), a bias module owns trainable parameters (a fixed bias is a
+        function), and either has the right shape."""
         if check is not None:
             check(parameters, lengths)
-        own(parameters, lengths)
+        positions = torch.arange(3)[None]
+        with torch.random.fork_rng(devices=[]):
+            if bias is not None:
+                out = bias(positions, lengths.heads, parameters)
+                if getattr(out, "requires_grad", False):
+                    raise ValueError(
+                        "its bias function returns a tensor that needs gradients: weights "
+                        "outside the model are never trained or saved; pass the weights as "
+                        "bias_encoding(..., module=...)"
+                    )
+            else:
+                built = module(parameters, lengths)
+                if not isinstance(built, nn.Module):
+                    raise ValueError(f"its bias module factory returned a {type(built).__name__}")
+                if not any(p.requires_grad for p in built.parameters()):
+                    raise ValueError(
+                        "its bias module owns no trainable parameters, so nothing would be "
+                        "learned; a fixed bias is a function: bias_encoding(name, summary, bias)"
+                    )
+                out = built(positions)
+        _check_bias(out, positions, lengths.heads)
 
     def no_rope(
         parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool
@@ -518,11 +500,7 @@ def alibi_slopes(heads: int) -> torch.Tensor:
 def alibi_bias(
     position_ids: torch.Tensor, heads: int, parameters: Mapping[str, Any] | None = None
 ) -> torch.Tensor:
-    """ALiBi's bias ``-m_h (p_i - p_j)`` ``(batch, H, T, T)`` for position ids ``(batch, T)``.
-
-    >>> alibi_bias(torch.tensor([[0, 1, 3]]), heads=1)[0, 0, 2].tolist()
-    [-0.01171875, -0.0078125, -0.0]
-    """
+    """ALiBi's bias ``-m_h (p_i - p_j)`` ``(batch, H, T, T)`` for position ids ``(batch, T)``."""
     positions = position_ids.to(torch.float32)
     distance = positions[:, None, :, None] - positions[:, None, None, :]
     slopes = alibi_slopes(heads).to(position_ids.device)
@@ -533,11 +511,7 @@ def alibi_bias(
 
 
 def sinusoidal_table(positions: int, hidden: int, base: float = 10_000.0) -> torch.Tensor:
-    """Vaswani et al.'s ``PE[p, 2i] = sin(p / base^(2i/d))``, ``PE[p, 2i+1] = cos(...)``.
-
-    >>> [round(v, 4) for v in sinusoidal_table(3, 4)[1].tolist()]
-    [0.8415, 0.5403, 0.01, 0.9999]
-    """
+    """Vaswani et al.'s ``PE[p, 2i] = sin(p / base^(2i/d))``, ``PE[p, 2i+1] = cos(...)``."""
     position = torch.arange(positions, dtype=torch.float64)[:, None]
     inv_freq = base ** (-torch.arange(0, hidden, 2, dtype=torch.float64) / hidden)
     table = torch.zeros(positions, hidden, dtype=torch.float64)
@@ -579,13 +553,7 @@ def sinusoidal_positions(
 class RandomPositions:
     """Randomized position ids over ``0 .. range_size-1``, in training and evaluation: each
     row's ids drawn without replacement and sorted, keyed by ``(seed, phase, step or split,
-    row)``, so independent of batch size, order and device.
-
-    >>> positions = RandomPositions(seed=7, range_size=20)
-    >>> ids = positions.training(step=0, rows=2, length=5)
-    >>> ids.shape, bool((ids[:, 1:] > ids[:, :-1]).all()), int(ids.max()) < 20
-    (torch.Size([2, 5]), True, True)
-    """
+    row)``, so independent of batch size, order and device."""
 
     seed: int
     range_size: int
@@ -615,64 +583,24 @@ class RandomPositions:
 # --- attention functions of their own: xPos, CoPE, log-n ----------------------------------------
 
 
-def _parameters(module: nn.Module) -> Mapping[str, Any]:
-    return getattr(module.config, PARAMETERS_ATTRIBUTE, None) or {}
-
-
-def _positions(query: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:
-    if position_ids is None:
-        return torch.arange(query.shape[2], device=query.device)[None]
-    return position_ids
-
-
-def xpos_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    position_ids: torch.Tensor | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """SDPA on the rotated q and k scaled by xPos: q by ``zeta^(p/scale_base)``, k by its
-    inverse, so the logit of query i and key j decays as ``zeta^((p_i - p_j)/scale_base)``."""
+def xpos(module: nn.Module, query: torch.Tensor, key: torch.Tensor, positions: torch.Tensor):
+    """xPos on the rotated q and k: q times ``zeta^(p/scale_base)``, k divided by it, so the
+    logit of query i and key j decays as ``zeta^((p_i - p_j)/scale_base)``."""
     parameters = _parameters(module)
-    scale = xpos_scale(
-        _positions(query, position_ids),
-        query.shape[-1],
-        float(parameters["gamma"]),
-        float(parameters["scale_base"]),
-    ).to(query.dtype)
-    return sdpa_attention_forward(
-        module, query * scale, key / scale, value, attention_mask, **kwargs
-    )
+    gamma, scale_base = float(parameters["gamma"]), float(parameters["scale_base"])
+    scale = xpos_scale(positions, query.shape[-1], gamma, scale_base).to(query.dtype)
+    return query * scale, key / scale, {}
 
 
-def logn_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    position_ids: torch.Tensor | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """SDPA with each query scaled by ``max(1, log(p + 1) / log(train_positions))``."""
-    positions = _positions(query, position_ids)
+def logn(module: nn.Module, query: torch.Tensor, key: torch.Tensor, positions: torch.Tensor):
+    """Each query times ``max(1, log(p + 1) / log(train_positions))``."""
     scale = logn_scale(positions, int(_parameters(module)["train_positions"]))
-    return sdpa_attention_forward(
-        module,
-        query * scale[:, None, :, None].to(query.dtype),
-        key,
-        value,
-        attention_mask,
-        **kwargs,
-    )
+    return query * scale[:, None, :, None].to(query.dtype), key, {}
 
 
 for _name, _function, _mask in (
-    ("posgen_xpos", xpos_attention, sdpa_mask),
-    ("posgen_logn", logn_attention, sdpa_mask),
+    ("posgen_xpos", sdpa_with(xpos), sdpa_mask),
+    ("posgen_logn", sdpa_with(logn), sdpa_mask),
     ("posgen_cope", cope_attention, eager_mask),  # its own softmax: a mask always arrives
 ):
     AttentionInterface.register(_name, _function)
@@ -680,12 +608,6 @@ for _name, _function, _mask in (
 
 LOGN = "train_positions"
 """log-n's parameter: L_train, the positions of a training row (L+1)."""
-
-
-def _logn_check(parameters: Mapping[str, Any], lengths: Lengths) -> None:
-    value = parameters[LOGN]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-        raise ValueError(f"{LOGN} {value!r}: use an integer of at least 2")
 
 
 def with_logn(base: PositionEncoding) -> PositionEncoding:
@@ -697,14 +619,15 @@ def with_logn(base: PositionEncoding) -> PositionEncoding:
             f"({base.name} has its own attention)"
         )
 
+    def own(parameters: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in parameters.items() if key != LOGN}
+
     def rope(parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool) -> dict[str, Any]:
-        own = {key: value for key, value in parameters.items() if key != LOGN}
-        return base.rope(own, lengths, evaluation)
+        return base.rope(own(parameters), lengths, evaluation)
 
     def check(parameters: Mapping[str, Any], lengths: Lengths) -> None:
-        _logn_check(parameters, lengths)
         if base.check is not None:
-            base.check({k: v for k, v in parameters.items() if k != LOGN}, lengths)
+            base.check(own(parameters), lengths)
 
     return replace(
         base,
@@ -724,84 +647,56 @@ def _rope_only(parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool
     return {"rope_type": "default", "rope_theta": parameters["rope_theta"]}
 
 
-def _xpos_check(parameters: Mapping[str, Any], lengths: Lengths) -> None:
-    gamma, scale_base = parameters["gamma"], parameters["scale_base"]
-    for key, value in (("gamma", gamma), ("scale_base", scale_base)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{key} {value!r}: use a positive number")
-
-
-def _cope_check(parameters: Mapping[str, Any], lengths: Lengths) -> None:
-    value = parameters["positions"]
-    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 1_000_000:
-        raise ValueError(f"positions {value!r}: use an integer from 2 to 1000000")
-
-
 # --- the table -----------------------------------------------------------------------------------
 
 for _row in ROPE_TYPES:
     for _encoding in _row.encodings():
         register(_encoding)
-register(
+FIRE = bias_encoding(
+    "fire",
+    "FIRE (Li et al. 2023): a learned MLP of log(c d + 1) / log(c max(i, L) + 1), c and the "
+    "threshold L learned (start L+1); one per layer; rope off",
+    module=Fire,
+    defaults=lambda lengths: {"width": 32, "c": 0.1, "threshold": train_positions(lengths)},
+)
+for _encoding in (
     bias_encoding(
         "alibi",
         "ALiBi: per-head linear distance bias with Press et al.'s geometric slopes; rope off",
         alibi_bias,
-    )
-)
-register(
+    ),
     PositionEncoding(
         name="learned",
         summary="learned absolute positions added to the input embeddings; rows past L untrained",
         input_positions=learned_positions,
-    )
-)
-register(
+    ),
     PositionEncoding(
         name="sinusoidal",
         summary="sinusoidal absolute positions (Vaswani et al.) added to the input embeddings",
         input_positions=sinusoidal_positions,
-    )
-)
-register(
+    ),
     bias_encoding(
         "t5",
         "T5 bias (Raffel et al. 2020): a learned bias per head and bucket of the distance "
         "(buckets/2 exact, then log-spaced to max_distance); one table for all layers; rope off",
-        module=t5_module,
+        module=T5Bias,
         defaults=lambda lengths: {"buckets": 32, "max_distance": 128},
         shared=True,
-        check=t5_check,
-    )
-)
-register(
-    bias_encoding(
-        "fire",
-        "FIRE (Li et al. 2023): a learned MLP of log(c d + 1) / log(c max(i, L) + 1), c and the "
-        "threshold L learned (start L+1); one per layer; rope off",
-        module=fire_module,
-        defaults=lambda lengths: {"width": 32, "c": 0.1, "threshold": train_positions(lengths)},
-        check=fire_check,
-    )
-)
-register(
+    ),
+    FIRE,
     replace(
-        ENCODINGS["fire"],
+        FIRE,
         name="fire-random",
         summary="randomized FIRE (McLeish et al. 2024): FIRE with randomized position ids "
         "(Ruoss et al. 2023) over L'+1 by default (--randomized-positions sets the range)",
         randomized="auto",
-    )
-)
-register(
+    ),
     bias_encoding(
         "kerple",
         "KERPLE log (Chi et al. 2022): -r1 log(1 + r2 |i - j|), r1, r2 > 0 learned per head "
         "and layer; rope off",
-        module=kerple_module,
-    )
-)
-register(
+        module=KerpleLog,
+    ),
     PositionEncoding(
         name="xpos",
         summary="xPos (Sun et al. 2023): RoPE with q scaled by zeta^(n/scale_base) and k by "
@@ -809,26 +704,21 @@ register(
         defaults=lambda lengths: {"rope_theta": THETA, "gamma": 0.4, "scale_base": 512.0},
         rope=_rope_only,
         attention="posgen_xpos",
-        check=_xpos_check,
-    )
-)
-register(
+    ),
     PositionEncoding(
         name="cope",
         summary="CoPE (Golovneva et al. 2024): contextual positions, sigmoid gates summed over "
         "the causal window, interpolated learned embeddings; rope off; eager attention (slower)",
         defaults=lambda lengths: {"positions": train_positions(lengths)},
         attention="posgen_cope",
-        attention_module=cope_module,
-        check=_cope_check,
-    )
-)
-register(
+        attention_module=CoPE,
+    ),
     replace(
         with_logn(ENCODINGS["rope"]),
         name="logn",
         summary="log-n scaling (as Qwen): RoPE with queries scaled by max(1, log n / log L_train); "
         "with any rope encoding as --pe NAME+logn",
-    )
-)
+    ),
+):
+    register(_encoding)
 ENCODINGS.seal()  # every encoding constructed from here on is a plugin's

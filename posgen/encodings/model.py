@@ -1,11 +1,5 @@
-"""Build, save and load the one model of every run: a stock ``LlamaForCausalLM`` with an encoding.
-
-An input-position module sits on the ``LlamaModel`` as ``position_embedding`` (saved with its
-weights), added to the token embeddings by a forward pre-hook. An attention module (a learned
-bias, CoPE's embeddings) sits on each attention layer as ``position_module``, or, shared, once
-on the ``LlamaModel`` (each layer holds it unregistered, so it is saved once). A loaded model
-predicts exactly what it predicted before saving; :func:`load_model` is ``posgen.load_model``.
-"""
+"""Build, save and load the model of every run: a stock ``LlamaForCausalLM`` with an encoding
+(:func:`load_model` is ``posgen.load_model``)."""
 
 from __future__ import annotations
 
@@ -61,7 +55,10 @@ def llama_for(
     intermediate: int,
     evaluation: bool = False,
 ) -> LlamaForCausalLM:
-    """A freshly initialised Llama (from the current torch RNG) with ``pe`` built in."""
+    """A freshly initialised Llama (from the current torch RNG) with ``pe`` built in: an
+    input-position module on the ``LlamaModel`` as :data:`ATTRIBUTE`, added to the token
+    embeddings by a pre-hook; an attention module on each attention layer as :data:`MODULE`
+    (or, shared, once on the ``LlamaModel``)."""
     hf_logging.set_verbosity_error()  # custom rope types have no transformers validator
     extra: dict[str, Any] = {}
     if pe.encoding.attention is not None:
@@ -84,30 +81,20 @@ def llama_for(
         **extra,
     )
     model = LlamaForCausalLM(config)
-    factory = pe.encoding.input_positions
-    if factory is not None:
-        base = model.base_model
-        setattr(base, ATTRIBUTE, factory(pe.parameters, pe.lengths, hidden, pe.table_positions))
+    base = model.base_model
+    if pe.encoding.input_positions is not None:
+        table = pe.encoding.input_positions(pe.parameters, pe.lengths, hidden, pe.table_positions)
+        setattr(base, ATTRIBUTE, table)
         base.register_forward_pre_hook(_add_positions, with_kwargs=True)
-    attach_modules(model, pe)
-    return model
-
-
-def attach_modules(model: LlamaForCausalLM, pe: ResolvedPE) -> None:
-    """Give every attention layer the encoding's attention module (if it has one): its own,
-    or the one module registered on the ``LlamaModel`` when the encoding shares it."""
     factory = pe.encoding.attention_module
-    if factory is None:
-        return
-    attentions = [layer.self_attn for layer in model.base_model.layers]
-    if pe.encoding.shared_module:
-        shared = factory(pe.parameters, pe.lengths)
-        setattr(model.base_model, MODULE, shared)
-        for attention in attentions:  # unregistered: saved and trained once, through the model
-            attention.__dict__[MODULE] = shared
-        return
-    for attention in attentions:
-        setattr(attention, MODULE, factory(pe.parameters, pe.lengths))
+    if factory is not None and pe.encoding.shared_module:
+        setattr(base, MODULE, factory(pe.parameters, pe.lengths))
+        for layer in base.layers:  # unregistered: saved and trained once, through the model
+            layer.self_attn.__dict__[MODULE] = getattr(base, MODULE)
+    elif factory is not None:
+        for layer in base.layers:
+            setattr(layer.self_attn, MODULE, factory(pe.parameters, pe.lengths))
+    return model
 
 
 CHECK_TOKENS = 8
@@ -116,10 +103,9 @@ _CHECKED: set[str] = set()
 
 
 def check_encoding(pe: ResolvedPE) -> None:
-    """Build ``pe`` into a one-layer Llama of the run's head shape and run one short row
-    through it with its training and its evaluation frequencies, before any run trains: a
-    failure (a plugin's wrong-shaped or missing frequencies, a bias of the wrong shape,
-    outputs that are not finite) is one :class:`PEError` naming the encoding and its source."""
+    """Run one short row through a one-layer Llama with ``pe``, in training and evaluation
+    frequencies, before any run trains: a failure (wrong-shaped or missing frequencies or
+    bias, outputs not finite) is one :class:`PEError` naming the encoding and its source."""
     lengths = pe.lengths
     key = json.dumps(
         [pe.name, pe.encoding.source, pe.training_key(), pe.rope(True), asdict(lengths)],
@@ -177,10 +163,9 @@ def save_model(model: LlamaForCausalLM, pe: ResolvedPE, folder: Path) -> None:
 
 
 def load_model(folder: str | Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
-    """The model :func:`save_model` wrote, in a run folder's ``model/`` (``folder`` is the run
-    folder or ``model/`` itself), with its encoding (plugins and learned weights included)
-    and its evaluation frequencies, in eval mode: it predicts what the run predicted. A
-    folder without a saved model, or whose encoding cannot be built, is a UsageError line."""
+    """The model :func:`save_model` wrote in RUN/model (``folder``: RUN or RUN/model) and its
+    encoding, with evaluation frequencies, in eval mode: it predicts what the run predicted.
+    A folder without a saved model, or whose encoding cannot be built, is a UsageError line."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -217,10 +202,8 @@ def load_model(folder: str | Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: the encoding's own weights without weight decay, everything else with
-    it. Decay would shrink the input-position rows past L and the bias buckets of distances
-    that training never reaches, and pull KERPLE's r1, r2, FIRE's c and threshold and CoPE's
-    embeddings towards values that mean another encoding, not a smaller model."""
+    """AdamW groups: the encoding's own weights without weight decay (it would shrink rows and
+    buckets training never reaches and pull learned parameters towards another encoding)."""
     exempt = [
         parameter
         for name, module in model.named_modules()

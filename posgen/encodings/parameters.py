@@ -1,18 +1,9 @@
 """The type and range of every position-encoding parameter, as data (no torch here).
 
-A parameter named as one of transformers' ``rope_parameters`` keys means the same in every
-encoding, so :data:`PARAMETERS` gives each key one :class:`Parameter` (type and bounds);
-:data:`BY_ENCODING` narrows a key for one encoding (YaRN's factor is at least 1), and
-:data:`RELATIONS` states what two parameters of one encoding must satisfy together. A
-parameter no table names (a plugin's own) must still be plain JSON: finite numbers, text,
-booleans, lists of them. Booleans are never numbers, and NaN and Infinity are refused.
+A key of transformers' ``rope_parameters`` means the same in every encoding (:data:`PARAMETERS`);
+:data:`BY_ENCODING` holds one encoding's own or narrower ones and :data:`RELATIONS` what two
+parameters must satisfy together. Any other parameter (a plugin's) must be plain, finite JSON.
 
->>> check_parameters("linear", {"factor": 2})
-{'factor': 2.0}
->>> check_parameters("linear", {"factor": 0})
-Traceback (most recent call last):
-...
-ValueError: --pe linear --pe-param factor=0: must be at least 0.01
 >>> check_parameters("yarn", {"factor": True})
 Traceback (most recent call last):
 ...
@@ -113,11 +104,21 @@ PARAMETERS: dict[str, Parameter] = {
 """transformers' rope parameters (and posgen's ``scale_at``): one type and range each."""
 
 YARN_FACTOR = Parameter("number", ge=1.0, le=10_000.0, why="YaRN only extends the context")
+POSITIVE = Parameter("number", gt=0.0)
 BY_ENCODING: dict[str, dict[str, Parameter]] = {
     "yarn": {"factor": YARN_FACTOR},
     "resonance_yarn": {"factor": YARN_FACTOR},
+    "t5": {
+        "buckets": Parameter("integer", ge=2, le=4096),
+        "max_distance": Parameter("integer", ge=2, le=10**7),
+    },
+    "fire": {"width": Parameter("integer", ge=1, le=4096), "c": POSITIVE, "threshold": POSITIVE},
+    "xpos": {"gamma": POSITIVE, "scale_base": POSITIVE},
+    "cope": {"positions": Parameter("integer", ge=2, le=1_000_000)},
+    "logn": {"train_positions": Parameter("integer", ge=2, le=10**8)},
 }
-"""Narrower ranges of one encoding's parameters."""
+"""One encoding's own parameters, or narrower ranges; ``A+logn`` has those of A and logn."""
+BY_ENCODING["fire-random"] = BY_ENCODING["fire"]
 
 Relation = tuple[tuple[str, ...], Callable[..., bool], str]
 RELATIONS: list[Relation] = [
@@ -130,6 +131,11 @@ RELATIONS: list[Relation] = [
         ("beta_slow", "beta_fast"),
         lambda slow, fast: fast > slow,
         "beta_fast must be greater than beta_slow",
+    ),
+    (
+        ("buckets", "max_distance"),
+        lambda buckets, max_distance: max_distance > buckets // 2,
+        "max_distance must be greater than buckets // 2",
     ),
 ]
 """What parameters of one encoding must satisfy together (checked on every value, defaults
@@ -151,12 +157,16 @@ def _plain(value: Any, depth: int = 0) -> bool:
     return value is None or isinstance(value, bool | int | str)
 
 
-def check_parameters(
-    encoding: str, parameters: Mapping[str, Any], own: Mapping[str, Parameter] | None = None
-) -> dict[str, Any]:
-    """``parameters`` of ``encoding`` checked against the tables (``own``: the encoding's own
-    types, a plugin's), numbers as floats; a ValueError names the first bad one."""
-    types = {**PARAMETERS, **BY_ENCODING.get(encoding, {}), **(own or {})}
+def check_parameters(encoding: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """``parameters`` of ``encoding`` checked against the tables, numbers as floats; a
+    ValueError names the first bad one.
+
+    >>> check_parameters("linear", {"factor": 2})
+    {'factor': 2.0}
+    """
+    types = dict(PARAMETERS)
+    for part in encoding.split("+"):
+        types.update(BY_ENCODING.get(part, {}))
     out = {}
     for key, value in parameters.items():
         kind = types.get(key)
@@ -174,10 +184,10 @@ def check_parameters(
     return out
 
 
-def check_relations(encoding: str, parameters: Mapping[str, Any]) -> None:
+def check_relations(parameters: Mapping[str, Any]) -> None:
     """Every relation whose parameters ``parameters`` (defaults included) hold."""
     for names, holds, rule in RELATIONS:
         present = all(isinstance(parameters.get(name), int | float) for name in names)
         if present and not holds(*(parameters[name] for name in names)):
             given = ", ".join(f"{name}={spelled(parameters[name])}" for name in names)
-            raise ValueError(f"--pe {encoding}: {rule} (given {given})")
+            raise ValueError(f"{rule} (given {given})")

@@ -1,18 +1,10 @@
-"""The torch side of the relative and contextual encodings that :mod:`.builtin` registers:
-T5's bucketed bias, FIRE, KERPLE (log), xPos's q/k scaling, CoPE and log-n query scaling.
+"""The torch side of T5, FIRE, KERPLE (log), xPos, CoPE and log-n (registered in :mod:`.builtin`).
 
 Every bias module maps position ids ``(batch, T)`` to an additive bias ``(batch, heads, T,
-T)`` (query i, key j); only ``j <= i`` is ever read (the attention is causal), so distances
-are ``i - j`` clamped at 0. Positions are the run's position ids, so randomized positions
-(gapped ids) give the distances between the ids.
+T)`` (query i, key j); only ``j <= i`` is read, so distances ``p_i - p_j`` are clamped at 0.
 
 >>> t5_buckets(torch.tensor([0, 1, 15, 16, 40, 127, 128, 10_000]), 32, 128).tolist()
 [0, 1, 15, 16, 23, 31, 31, 31]
->>> kerple = KerpleLog(heads=1)
->>> with torch.no_grad():
-...     _ = kerple.r1.fill_(2.0), kerple.r2.fill_(1.0)
->>> [round(v, 4) for v in kerple(torch.tensor([[0, 1, 3]]))[0, 0, 2].tolist()]
-[-2.7726, -2.1972, -0.0]
 """
 
 from __future__ import annotations
@@ -23,6 +15,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from posgen.encodings import Lengths
 
 KERPLE_EPS = 1e-2
 """KERPLE's floor on r1 and r2 (the authors clamp both at 0.01)."""
@@ -51,27 +45,18 @@ def t5_buckets(distance: torch.Tensor, buckets: int, max_distance: int) -> torch
 class T5Bias(nn.Module):
     """A learned bias per head and distance bucket (T5's relative attention bias)."""
 
-    def __init__(self, heads: int, buckets: int, max_distance: int) -> None:
+    def __init__(self, parameters: Mapping[str, Any], lengths: Lengths) -> None:
         super().__init__()
-        self.buckets, self.max_distance = buckets, max_distance
-        self.bias = nn.Embedding(buckets, heads)
+        self.buckets, self.max_distance = (
+            int(parameters["buckets"]),
+            int(parameters["max_distance"]),
+        )
+        self.bias = nn.Embedding(self.buckets, lengths.heads)
         nn.init.normal_(self.bias.weight, std=0.02)
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
         bucket = t5_buckets(distances(position_ids), self.buckets, self.max_distance)
         return self.bias(bucket).permute(0, 3, 1, 2)
-
-
-def t5_module(parameters: Mapping[str, Any], lengths: Any) -> nn.Module:
-    return T5Bias(lengths.heads, int(parameters["buckets"]), int(parameters["max_distance"]))
-
-
-def t5_check(parameters: Mapping[str, Any], lengths: Any) -> None:
-    buckets, max_distance = parameters["buckets"], parameters["max_distance"]
-    if not isinstance(buckets, int) or not 2 <= buckets <= 4096:
-        raise ValueError(f"buckets {buckets!r}: use an integer from 2 to 4096")
-    if not isinstance(max_distance, int) or not buckets // 2 < max_distance <= 10**7:
-        raise ValueError(f"max_distance {max_distance!r}: use an integer above buckets // 2")
 
 
 # --- FIRE (Li et al. 2023) ----------------------------------------------------------------------
@@ -82,12 +67,13 @@ class Fire(nn.Module):
     ``f`` an MLP (1 -> width -> heads, ReLU), ``c`` learned and the threshold ``L`` learned
     (as a multiplier of its start value, the authors' parametrization)."""
 
-    def __init__(self, heads: int, width: int, c: float, threshold: float) -> None:
+    def __init__(self, parameters: Mapping[str, Any], lengths: Lengths) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(1, width), nn.ReLU(), nn.Linear(width, heads))
-        self.c = nn.Parameter(torch.tensor(float(c)))
+        width = int(parameters["width"])
+        self.mlp = nn.Sequential(nn.Linear(1, width), nn.ReLU(), nn.Linear(width, lengths.heads))
+        self.c = nn.Parameter(torch.tensor(float(parameters["c"])))
         self.threshold_scale = nn.Parameter(torch.tensor(1.0))
-        self.threshold_start = nn.Buffer(torch.tensor(float(threshold)))
+        self.threshold_start = nn.Buffer(torch.tensor(float(parameters["threshold"])))
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
         c = self.c.abs()
@@ -98,19 +84,6 @@ class Fire(nn.Module):
         return self.mlp(x[..., None]).permute(0, 3, 1, 2)
 
 
-def fire_module(parameters: Mapping[str, Any], lengths: Any) -> nn.Module:
-    return Fire(lengths.heads, int(parameters["width"]), parameters["c"], parameters["threshold"])
-
-
-def fire_check(parameters: Mapping[str, Any], lengths: Any) -> None:
-    width, c, threshold = parameters["width"], parameters["c"], parameters["threshold"]
-    if not isinstance(width, int) or not 1 <= width <= 4096:
-        raise ValueError(f"width {width!r}: use an integer from 1 to 4096")
-    for key, value in (("c", c), ("threshold", threshold)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{key} {value!r}: use a positive number")
-
-
 # --- KERPLE, log variant (Chi et al. 2022) ------------------------------------------------------
 
 
@@ -118,10 +91,10 @@ class KerpleLog(nn.Module):
     """KERPLE-log: ``-r1 log(1 + r2 |p_i - p_j|)``, ``r1, r2 > 0`` learned per head (clamped
     at :data:`KERPLE_EPS`; started uniform in (0, 2) and (0, 1), as the authors)."""
 
-    def __init__(self, heads: int) -> None:
+    def __init__(self, parameters: Mapping[str, Any], lengths: Lengths) -> None:
         super().__init__()
-        self.r1 = nn.Parameter(torch.rand(heads) * 2)
-        self.r2 = nn.Parameter(torch.rand(heads))
+        self.r1 = nn.Parameter(torch.rand(lengths.heads) * 2)
+        self.r2 = nn.Parameter(torch.rand(lengths.heads))
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
         r1 = self.r1.clamp(min=KERPLE_EPS)[None, :, None, None]
@@ -129,10 +102,6 @@ class KerpleLog(nn.Module):
         positions = position_ids.to(torch.float32)
         distance = (positions[:, :, None] - positions[:, None, :]).abs()[:, None]
         return -r1 * torch.log1p(r2 * distance)
-
-
-def kerple_module(parameters: Mapping[str, Any], lengths: Any) -> nn.Module:
-    return KerpleLog(lengths.heads)
 
 
 # --- xPos (Sun et al. 2023) ---------------------------------------------------------------------
@@ -156,9 +125,9 @@ class CoPE(nn.Module):
     """CoPE's position embeddings ``(head_dim, positions)`` of one layer (shared by its heads,
     zero at the start, as the authors); :meth:`forward` gives the position logits."""
 
-    def __init__(self, head_dim: int, positions: int) -> None:
+    def __init__(self, parameters: Mapping[str, Any], lengths: Lengths) -> None:
         super().__init__()
-        self.embedding = nn.Parameter(torch.zeros(head_dim, positions))
+        self.embedding = nn.Parameter(torch.zeros(lengths.head_dim, int(parameters["positions"])))
 
     def forward(self, query: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """``q_i . e[p_ij]`` of the contextual positions ``p_ij = sum_{t=j..i} sigmoid(l_it)``
@@ -172,10 +141,6 @@ class CoPE(nn.Module):
         high = at_integers.gather(-1, positions.ceil().long())
         weight = (positions - floor).to(query.dtype)
         return high * weight + low * (1 - weight)
-
-
-def cope_module(parameters: Mapping[str, Any], lengths: Any) -> nn.Module:
-    return CoPE(lengths.head_dim, int(parameters["positions"]))
 
 
 def allowed_keys(

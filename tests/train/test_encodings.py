@@ -1,4 +1,5 @@
-"""Every ``--pe``: checked against independent computations, trained, saved and reloaded."""
+"""Every ``--pe``: the registry, each formula against an independent computation in the Llama
+layer, and each encoding trained, saved and reloaded to the same predictions."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +14,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import LlamaConfig  # noqa: E402
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding  # noqa: E402
 
 from posgen.encodings import (  # noqa: E402
     ENCODINGS,
@@ -26,13 +27,15 @@ from posgen.encodings import (  # noqa: E402
     Registry,
     resolve,
 )
-from posgen.encodings.builtin import (  # noqa: E402
-    ROPE_TYPES,
-    RandomPositions,
-    alibi_bias,
-    alibi_slopes,
+from posgen.encodings.builtin import ROPE_TYPES, RandomPositions, alibi_slopes  # noqa: E402
+from posgen.encodings.model import (  # noqa: E402
+    ATTRIBUTE,
+    MODULE,
+    llama_for,
+    load_model,
+    parameter_groups,
 )
-from posgen.encodings.model import ATTRIBUTE, llama_for, load_model  # noqa: E402
+from posgen.encodings.relative import t5_buckets  # noqa: E402
 from posgen.scoring.prediction_files import read_predictions  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
 from posgen.train.job import MODEL, train_runs  # noqa: E402
@@ -46,26 +49,32 @@ from posgen.train.trainer import (  # noqa: E402
     predict,
 )
 
-L, L_TEST, HEADS, HEAD_DIM = 64, 256, 2, 16
+L, L_TEST, HEADS, HEAD_DIM = 64, 256, 2, 8
 LENGTHS = Lengths(train=L, test=L_TEST, head_dim=HEAD_DIM, heads=HEADS)
 TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
+POSITIONS = [0, 1, 3, 4, 9, 20, 70, 300]  # gapped, past L and past the T5 max distance
+SCALE = HEAD_DIM**-0.5
+IDS = torch.randint(0, 17, (2, 12), generator=torch.Generator().manual_seed(1))
+SHIFTED = torch.arange(40, 52)[None].expand(2, -1)
+GAPPED = torch.tensor([[0, 3, 4, 9, 20, 21, 30, 41, 42, 50, 60, 61]] * 2)
 
 
-def tiny(pe: str, evaluation: bool = False, **request) -> LlamaForCausalLM:
+def tiny(pe: str, evaluation: bool = False, **parameters):
+    """A two-layer model of ``pe``, its learned encoding weights moved off their start."""
     torch.manual_seed(0)
-    resolved = resolve(PERequest(name=pe, **request), LENGTHS)
-    model = llama_for(resolved, 18, 17, HEADS * HEAD_DIM, HEADS, 1, 32, evaluation=evaluation)
+    resolved = resolve(PERequest(name=pe, parameters=parameters), LENGTHS)
+    model = llama_for(resolved, 18, 17, HEADS * HEAD_DIM, HEADS, 2, 32, evaluation=evaluation)
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(3)
+        for name, parameter in model.named_parameters():
+            if MODULE in name:
+                parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator))
     return model.eval()
 
 
 def logits(model, ids, positions=None):
     with torch.no_grad():
         return model(input_ids=ids, **position_inputs(positions, torch.device("cpu"))).logits
-
-
-IDS = torch.randint(0, 17, (2, 12), generator=torch.Generator().manual_seed(1))
-SHIFTED = torch.arange(40, 52)[None].expand(2, -1)
-GAPPED = torch.tensor([[0, 3, 4, 9, 20, 21, 30, 41, 42, 50, 60, 61]] * 2)
 
 
 # --- the registry: one way in for built-ins and plugins ------------------------------------
@@ -80,25 +89,21 @@ def test_built_ins_are_registered_in_table_order_with_a_resonance_twin_per_rope_
     for row in ROPE_TYPES:
         plain = ENCODINGS[row.name]
         assert plain.rope(plain.defaults(LENGTHS), LENGTHS, True)["rope_type"] == row.rope_type
-        if not row.resonance:
-            continue
-        twin = ENCODINGS[row.twin]
-        parameters = twin.defaults(LENGTHS)
-        assert parameters == plain.defaults(LENGTHS) and twin.optional == plain.optional
-        assert twin.max_positions is plain.max_positions
-        assert twin.rope(parameters, LENGTHS, True)["rope_type"] == row.twin
-        assert twin.rope(parameters, LENGTHS, False)["rope_type"] in ("resonance", row.twin)
+        if row.resonance:
+            twin = ENCODINGS[row.twin]
+            parameters = twin.defaults(LENGTHS)
+            assert parameters == plain.defaults(LENGTHS) and twin.optional == plain.optional
+            assert twin.max_positions is plain.max_positions
+            assert twin.rope(parameters, LENGTHS, True)["rope_type"] == row.twin
+            assert twin.rope(parameters, LENGTHS, False)["rope_type"] in ("resonance", row.twin)
 
 
-def test_register_takes_encodings_and_lazy_references_and_refuses_a_name_twice():
+def test_register_refuses_a_name_twice():
     registry = Registry(builtin="json")  # a module that registers nothing
     registry.register(ENCODINGS["rope"])
-    registry.register("posgen.encodings.builtin:nothing", name="lazy")
-    assert list(registry) == ["rope", "lazy"]
+    assert list(registry) == ["rope"]
     with pytest.raises(PEError, match="'rope' is already registered"):
         registry.register(PositionEncoding(name="rope", summary="again"))
-    with pytest.raises(PEError, match=r"lazy: cannot import \(AttributeError"):
-        registry["lazy"]
 
 
 @pytest.mark.parametrize(
@@ -110,18 +115,31 @@ def test_register_takes_encodings_and_lazy_references_and_refuses_a_name_twice()
             "--pe-param fator: rope has no such parameter (parameters: rope_theta)",
         ),
         (
+            PERequest(name="kerple", parameters={"r1": 1}),
+            "--pe-param r1: kerple has no such parameter (parameters: none)",
+        ),
+        (
             # built unchecked: a request refuses it itself (tests/train/test_pe_parameters.py)
             PERequest.model_construct(name="linear", parameters={"scale_at": "never"}),
             "--pe linear: scale_at 'never': use one of evaluation, train",
+        ),
+        (
+            PERequest(name="t5", parameters={"max_distance": 16}),
+            "--pe t5: max_distance must be greater than buckets // 2 (given buckets=32, max",
+        ),
+        (
+            PERequest(name="alibi+logn"),
+            "--pe alibi+logn: log-n scaling combines with rope encodings only",
         ),
         (
             PERequest(name="rope", randomized=100),
             "--randomized-positions 100: the range must hold the test rows' 257 positions (L'+1)",
         ),
         (PERequest(name="json:dumps"), "--pe json:dumps is a function, not a posgen Position"),
+        (PERequest(name="json:nothing"), "--pe json:nothing: cannot import (AttributeError"),
         (PERequest(name="no_such_mod:X"), "--pe no_such_mod:X: cannot import (ModuleNotFound"),
     ],
-    ids=["unknown", "parameter", "scale_at", "range", "not-an-encoding", "no-module"],
+    ids=lambda value: None if isinstance(value, str) else value.name,
 )
 def test_a_bad_request_is_one_pe_error_line(request_, message):
     with pytest.raises(PEError) as error:
@@ -129,28 +147,44 @@ def test_a_bad_request_is_one_pe_error_line(request_, message):
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
-def test_the_registry_and_the_table_order_import_without_torch():
+def test_posgen_and_the_registry_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import posgen.card, posgen.encodings\n"
-        "print(sorted(['alibi', 'yarn', 'rope'], key=posgen.encodings.pe_order))"
+        "import posgen, posgen.card, posgen.encodings\n"
+        "print(sorted(['alibi', 'yarn', 'rope'], key=posgen.encodings.pe_order),"
+        " 'load_model' in posgen.__all__)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.stdout.strip() == "['rope', 'yarn', 'alibi']", done.stderr
+    assert done.stdout.strip() == "['rope', 'yarn', 'alibi'] True", done.stderr
+
+
+def test_list_pe_names_every_built_in_its_time_and_who_proposed_it(cli):
+    result = cli("train", "--list-pe")
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.strip().splitlines()}
+    assert list(lines) == list(ENCODINGS)
+    assert all(line.split()[1] in ("train-time", "evaluation-time") for line in lines.values())
+    authors = {
+        "t5": "Raffel et al. 2020",
+        "fire": "Li et al. 2023",
+        "fire-random": "McLeish et al. 2024",
+        "kerple": "Chi et al. 2022",
+        "xpos": "Sun et al. 2023",
+        "cope": "Golovneva et al. 2024",
+        "logn": "Qwen",
+    }
+    assert all(author in lines[pe] for pe, author in authors.items())
+    assert "slower" in lines["cope"]
 
 
 # --- NoPE and partial rope: what the Llama block does, tested, not assumed ----------------
 
 
-@pytest.mark.parametrize("positions", [SHIFTED, GAPPED], ids=["shifted", "gapped"])
-def test_nope_logits_do_not_depend_on_the_positions(positions):
-    model = tiny("nope")
-    torch.testing.assert_close(logits(model, IDS, positions), logits(model, IDS), rtol=0, atol=0)
-
-
-def test_rope_logits_do_depend_on_the_distances_between_positions():
-    model = tiny("rope")
-    assert not torch.allclose(logits(model, IDS, GAPPED), logits(model, IDS))
+def test_nope_logits_do_not_depend_on_the_positions_and_rope_logits_do_on_their_gaps():
+    nope, rope = tiny("nope"), tiny("rope")
+    for positions in (SHIFTED, GAPPED):
+        torch.testing.assert_close(logits(nope, IDS, positions), logits(nope, IDS), rtol=0, atol=0)
+    assert not torch.allclose(logits(rope, IDS, GAPPED), logits(rope, IDS))
 
 
 def test_partial_rope_rotates_the_first_pairs_only():
@@ -160,73 +194,27 @@ def test_partial_rope_rotates_the_first_pairs_only():
     np.testing.assert_allclose(inv_freq.double().numpy(), expected, rtol=1e-6)
 
 
-# --- ALiBi ---------------------------------------------------------------------------------
-
-
-def published_slopes(heads: int) -> list[float]:
-    """Press et al.: 2^(-8h/n) for n = the power of two <= heads, then the odd-indexed slopes
-    of 2n for the remaining heads (their get_slopes), written out independently."""
-    n = 1
-    while n * 2 <= heads:
-        n *= 2
-    slopes = [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
-    extra = [2.0 ** (-8.0 * h / (2 * n)) for h in range(1, 2 * n + 1, 2)]
-    return slopes + extra[: heads - n]
-
-
-@pytest.mark.parametrize("heads", [1, 2, 4, 6, 8, 12])
-def test_alibi_slopes_are_the_published_ones(heads):
-    np.testing.assert_allclose(alibi_slopes(heads).numpy(), published_slopes(heads), rtol=1e-6)
-
-
-def test_alibi_bias_is_minus_slope_times_distance_of_the_position_ids():
-    positions = torch.tensor([[0, 2, 7]])
-    bias = alibi_bias(positions, heads=4)
-    for h, slope in enumerate(published_slopes(4)):
-        for i, j in [(1, 0), (2, 0), (2, 1), (0, 0)]:
-            want = -slope * (positions[0, i] - positions[0, j]).item()
-            assert bias[0, h, i, j].item() == pytest.approx(want)
-
-
-def test_alibi_attention_in_the_llama_block_adds_exactly_that_bias():
-    model = tiny("alibi")
-    attention = model.model.layers[0].self_attn
-    torch.nn.init.zeros_(attention.q_proj.weight)  # logits = bias only
-    hidden = torch.randn(1, 5, HEADS * HEAD_DIM, generator=torch.Generator().manual_seed(2))
-    positions = torch.tensor([[0, 1, 3, 4, 8]])
-    cos_sin = model.model.rotary_emb(hidden, positions)
-    with torch.no_grad():
-        out, _ = attention(hidden, position_embeddings=cos_sin, position_ids=positions)
-        values = attention.v_proj(hidden).view(1, 5, HEADS, HEAD_DIM).transpose(1, 2)
-        heads = []
-        for h, slope in enumerate(published_slopes(HEADS)):
-            p = positions[0].double()
-            scores = -slope * (p[:, None] - p[None, :])
-            scores = scores.masked_fill(torch.ones(5, 5).triu(1).bool(), -math.inf)
-            heads.append(torch.softmax(scores, -1).float() @ values[0, h])
-        want = attention.o_proj(torch.cat(heads, dim=-1))[None]
-    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
-
-
 # --- rope types: transformers' own frequencies, Resonance rounded --------------------------
 
-
-ROPE_PES = [name for name, encoding in ENCODINGS.items() if encoding.attention is None]
-ROPE_PES = [name for name in ROPE_PES if ENCODINGS[name].input_positions is None]
+ROPE_PES = [
+    name
+    for name, encoding in ENCODINGS.items()
+    if encoding.attention is None and encoding.input_positions is None
+]
 
 
 def transformers_own(config) -> tuple[torch.Tensor, float]:
-    """What transformers computes for the config's rope type, through its own functions."""
+    """What transformers computes for the config's rope type, through its own functions; a
+    Resonance type's wavelengths rounded to integers here."""
     rope_type = config.rope_parameters["rope_type"]
     if rope_type == "default":
-        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-
         return LlamaRotaryEmbedding.compute_default_rope_parameters(config)
-    if rope_type == "resonance" or rope_type.startswith("resonance_"):
+    if rope_type.startswith("resonance"):
         base = "default" if rope_type == "resonance" else rope_type.removeprefix("resonance_")
         inner = dict(config.rope_parameters, rope_type=base)
-        other = LlamaConfig(**{**config.to_dict(), "rope_parameters": inner})
-        inv_freq, scaling = transformers_own(other)
+        inv_freq, scaling = transformers_own(
+            LlamaConfig(**{**config.to_dict(), "rope_parameters": inner})
+        )
         wavelengths = torch.round(2 * math.pi / inv_freq.double())
         return (2 * math.pi / wavelengths).float(), scaling
     return ROPE_INIT_FUNCTIONS[rope_type](config)
@@ -254,45 +242,207 @@ def test_every_transformers_rope_type_is_in_the_vocabulary():
     assert shipped <= used
 
 
-@pytest.mark.parametrize("rope_type", sorted(row.twin for row in ROPE_TYPES if row.resonance))
-def test_resonance_wavelengths_are_integers(rope_type):
-    rotary = tiny(rope_type, evaluation=True).model.rotary_emb
-    inv_freq = rotary.inv_freq.double()
-    wavelengths = 2 * math.pi / inv_freq[inv_freq > 0]
-    np.testing.assert_allclose(wavelengths.numpy(), np.round(wavelengths.numpy()), atol=1e-3)
-
-
 def test_dynamic_ntk_scales_only_past_l_plus_1_positions():
-    model = tiny("dynamic")
-    rotary = model.model.rotary_emb
+    rotary = tiny("dynamic").model.rotary_emb
     short = rotary(torch.zeros(1), torch.arange(L + 1)[None])[0]
     start = rotary.inv_freq.clone()
     rotary(torch.zeros(1), torch.arange(L_TEST + 1)[None])
-    assert torch.equal(
-        short[0, : L + 1],
-        tiny("rope").model.rotary_emb(torch.zeros(1), torch.arange(L + 1)[None])[0][0],
-    )
+    rope = tiny("rope").model.rotary_emb(torch.zeros(1), torch.arange(L + 1)[None])[0]
+    assert torch.equal(short[0, : L + 1], rope[0])
     assert bool((rotary.inv_freq[1:] < start[1:]).all())
 
 
+# --- attention: each Llama layer against a slow loop of the published formula ---------------
+
+
+def layer_against_loop(model, logit):
+    """The first attention layer's output at POSITIONS, and the same from ``logit(h, i, j, q,
+    k)`` (q, k: the projected, unrotated rows of head h) by a softmax loop over j <= i."""
+    attention = model.model.layers[0].self_attn
+    hidden = torch.randn(
+        1, len(POSITIONS), HEADS * HEAD_DIM, generator=torch.Generator().manual_seed(2)
+    )
+    positions = torch.tensor([POSITIONS])
+    cos_sin = model.model.rotary_emb(hidden, positions)
+    with torch.no_grad():
+        out, _ = attention(
+            hidden, position_embeddings=cos_sin, attention_mask=None, position_ids=positions
+        )
+        shape = (len(POSITIONS), HEADS, HEAD_DIM)
+        q, k, v = (
+            proj(hidden)[0].view(shape).double()
+            for proj in (attention.q_proj, attention.k_proj, attention.v_proj)
+        )
+        heads = []
+        for h in range(HEADS):
+            rows = []
+            for i in range(len(POSITIONS)):
+                scores = [logit(h, i, j, q[:, h], k[:, h]) for j in range(i + 1)]
+                weights = [math.exp(s - max(scores)) for s in scores]
+                rows.append(sum(w / sum(weights) * v[j, h] for j, w in enumerate(weights)))
+            heads.append(torch.stack(rows))
+        want = attention.o_proj(torch.cat(heads, dim=-1).float())[None]
+    return out, want
+
+
+def dot(a, b) -> float:
+    return float(sum(x * y for x, y in zip(a.tolist(), b.tolist(), strict=True)))
+
+
+def rotated(x, p: int):
+    """RoPE by hand: pair d is (x[d], x[d + D/2]) turned by p * 10000^(-2d/D)."""
+    half = HEAD_DIM // 2
+    out = x.clone()
+    for d in range(half):
+        angle = p * 10_000.0 ** (-2 * d / HEAD_DIM)
+        a, b = x[d].item(), x[d + half].item()
+        out[d] = a * math.cos(angle) - b * math.sin(angle)
+        out[d + half] = a * math.sin(angle) + b * math.cos(angle)
+    return out
+
+
+def published_slopes(heads: int) -> list[float]:
+    """Press et al.: 2^(-8h/n) for n = the power of two <= heads, then the odd-indexed slopes
+    of 2n for the remaining heads (their get_slopes)."""
+    n = 2 ** int(math.log2(heads))
+    slopes = [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
+    extra = [2.0 ** (-8.0 * h / (2 * n)) for h in range(1, 2 * n + 1, 2)]
+    return slopes + extra[: heads - n]
+
+
+def t5_bucket(d: int, buckets: int = 32, max_distance: int = 128) -> int:
+    """T5's causal bucket, from the paper's description: exact below n/2, log-spaced after."""
+    exact = buckets // 2
+    if d < exact:
+        return d
+    far = exact + int(math.log(d / exact) / math.log(max_distance / exact) * exact)
+    return min(buckets - 1, far)
+
+
+def alibi_bias(model):
+    slopes = published_slopes(HEADS)
+    return lambda h, i, j: -slopes[h] * (POSITIONS[i] - POSITIONS[j])
+
+
+def t5_bias(model):
+    table = model.model.position_module.bias.weight.double()
+    return lambda h, i, j: table[t5_bucket(POSITIONS[i] - POSITIONS[j]), h].item()
+
+
+def fire_bias(model):
+    """FIRE: an MLP of log(c d + 1) / log(c max(p_i, L) + 1)."""
+    fire = model.model.layers[0].self_attn.position_module
+    c, threshold = abs(fire.c.item()), abs(fire.threshold_scale.item() * (L + 1))
+    w1, b1 = fire.mlp[0].weight[:, 0].tolist(), fire.mlp[0].bias.tolist()
+    w2, b2 = fire.mlp[2].weight.tolist(), fire.mlp[2].bias.tolist()
+
+    def bias(h: int, i: int, j: int) -> float:
+        x = math.log(c * (POSITIONS[i] - POSITIONS[j]) + 1)
+        x /= math.log(c * max(POSITIONS[i], threshold) + 1) + 1e-6
+        hidden = [max(0.0, w * x + b) for w, b in zip(w1, b1, strict=True)]
+        return sum(w * a for w, a in zip(w2[h], hidden, strict=True)) + b2[h]
+
+    return bias
+
+
+def kerple_bias(model):
+    """KERPLE log: -r1 log(1 + r2 |p_i - p_j|), r1 and r2 at least 0.01."""
+    kerple = model.model.layers[0].self_attn.position_module
+    r1 = [max(v, 0.01) for v in kerple.r1.tolist()]
+    r2 = [max(v, 0.01) for v in kerple.r2.tolist()]
+    return lambda h, i, j: -r1[h] * math.log(1 + r2[h] * abs(POSITIONS[i] - POSITIONS[j]))
+
+
+def xpos_logit(model):
+    """xPos: rotated q scaled by zeta^(p_i/16), rotated k by zeta^(-p_j/16), per rotary pair."""
+    zeta = [(2 * d / HEAD_DIM + 0.4) / 1.4 for d in range(HEAD_DIM // 2)] * 2
+
+    def logit(h, i, j, q, k):
+        qi, kj = rotated(q[i], POSITIONS[i]), rotated(k[j], POSITIONS[j])
+        power = (POSITIONS[i] - POSITIONS[j]) / 16
+        return SCALE * sum(qi[d].item() * kj[d].item() * zeta[d] ** power for d in range(HEAD_DIM))
+
+    return logit
+
+
+def cope_logit(model):
+    """CoPE: q.e at the summed sigmoid gates p = sum_{t=j..i} g_it, interpolated, at most 5."""
+    embedding = model.model.layers[0].self_attn.position_module.embedding.double()
+
+    def logit(h, i, j, q, k):
+        gates = [1 / (1 + math.exp(-dot(q[i], k[t]) * SCALE)) for t in range(i + 1)]
+        p = min(sum(gates[j : i + 1]), 5.0)
+        low, frac = math.floor(p), p - math.floor(p)
+        at_low, at_high = dot(q[i], embedding[:, low]), dot(q[i], embedding[:, math.ceil(p)])
+        return dot(q[i], k[j]) * SCALE + (1 - frac) * at_low + frac * at_high
+
+    return logit
+
+
+def logn_logit(model):
+    """log-n: RoPE's logit times max(1, log(p_i + 1) / log(L + 1))."""
+
+    def logit(h, i, j, q, k):
+        s = max(1.0, math.log(POSITIONS[i] + 1) / math.log(L + 1))
+        return s * dot(rotated(q[i], POSITIONS[i]), rotated(k[j], POSITIONS[j])) * SCALE
+
+    return logit
+
+
+BIASES = {"alibi": alibi_bias, "t5": t5_bias, "fire": fire_bias, "kerple": kerple_bias}
+LOGITS = {"xpos": xpos_logit, "cope": cope_logit, "logn": logn_logit}
+LOGITS.update({"rope+logn": logn_logit, "yarn+logn": logn_logit})  # yarn scales at evaluation
+PARAMETERS = {"xpos": {"scale_base": 16.0}, "cope": {"positions": 6}}  # effects within 300
+
+
+@pytest.mark.parametrize("pe", [*BIASES, *LOGITS])
+def test_each_attention_is_its_published_formula_in_the_llama_layer(pe):
+    model = tiny(pe, **PARAMETERS.get(pe, {}))
+    if "logn" in pe:  # larger logits: a wrong scale shows
+        with torch.no_grad():
+            model.model.layers[0].self_attn.q_proj.weight.mul_(8)
+    if pe in BIASES:
+        bias = BIASES[pe](model)
+
+        def logit(h, i, j, q, k):
+            return dot(q[i], k[j]) * SCALE + bias(h, i, j)
+
+    else:
+        logit = LOGITS[pe](model)
+    out, want = layer_against_loop(model, logit)
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
+
+
+def test_alibi_slopes_and_t5_buckets_are_the_published_ones():
+    for heads in (1, 2, 4, 6, 8, 12):
+        np.testing.assert_allclose(alibi_slopes(heads).numpy(), published_slopes(heads), rtol=1e-6)
+    got = t5_buckets(torch.arange(400), 32, 128).tolist()
+    assert got == [t5_bucket(d) for d in range(400)]
+    assert got[:16] == list(range(16)) and set(got[128:]) == {31}
+
+
+def test_logn_within_training_length_is_rope():
+    ids = torch.randint(0, 17, (2, L + 1), generator=torch.Generator().manual_seed(1))
+    longer = torch.randint(0, 17, (1, L_TEST + 1), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        same = [tiny(pe)(input_ids=ids).logits for pe in ("rope", "logn")]
+        far = [tiny(pe)(input_ids=longer).logits for pe in ("rope", "logn")]
+    torch.testing.assert_close(same[0], same[1], rtol=0, atol=0)
+    assert not torch.allclose(far[0][:, L + 1 :], far[1][:, L + 1 :])
+
+
+@pytest.mark.parametrize("pe", ["t5", "fire", "kerple", "cope"])
+def test_learned_encodings_own_their_weights_outside_weight_decay(pe):
+    model = tiny(pe)
+    layers = [layer.self_attn.position_module for layer in model.model.layers]
+    assert (layers[0] is layers[1]) == (pe == "t5")  # T5: one table; the others one per layer
+    own = {id(p) for name, p in model.named_parameters() if MODULE in name}
+    groups = parameter_groups(model, 0.1)
+    assert own and {id(p) for p in groups[1]["params"]} == own
+    assert groups[1]["weight_decay"] == 0.0 and not own & {id(p) for p in groups[0]["params"]}
+
+
 # --- absolute and randomized positions -----------------------------------------------------
-
-
-@pytest.fixture
-def data(tiny_training_dataset) -> Path:
-    return tiny_training_dataset
-
-
-def test_learned_positions_past_l_are_untouched_by_training(data, tmp_path):
-    config = preset("cpu", **TINY, epochs=1, max_steps=3, lr=1e-2)
-    train_runs(data, "recursive", ["learned"], config, 3, [tmp_path / "run"], "cpu", save=True)
-    trained, _ = load_model(tmp_path / "run" / MODEL)
-    fresh = build_model(config, RunData.load(data, "recursive").train, "learned", 3)
-    before = getattr(fresh.model, ATTRIBUTE).weight
-    after = getattr(trained.model, ATTRIBUTE).weight
-    assert before.shape[0] == L_TEST + 1
-    assert torch.equal(after[L + 1 :], before[L + 1 :])
-    assert not torch.equal(after[: L + 1], before[: L + 1])
 
 
 def test_sinusoidal_table_is_vaswanis():
@@ -305,53 +455,76 @@ def test_sinusoidal_table_is_vaswanis():
     np.testing.assert_allclose(table[p].numpy(), want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("step", range(5))
-def test_randomized_training_positions_are_sorted_distinct_and_inside_their_range(step):
-    ids = RandomPositions(seed=11, range_size=L_TEST + 1).training(step, rows=8, length=L + 1)
-    assert bool((ids[:, 1:] > ids[:, :-1]).all())
-    assert int(ids.min()) >= 0
-    assert int(ids.max()) <= L_TEST
+def test_learned_positions_past_l_are_untouched_by_training(tiny_training_dataset, tmp_path):
+    config = preset("cpu", **TINY, epochs=1, max_steps=3, lr=1e-2)
+    out = tmp_path / "run"
+    train_runs(tiny_training_dataset, "recursive", ["learned"], config, 3, [out], "cpu", save=True)
+    trained, _ = load_model(out / MODEL)
+    reference = RunData.load(tiny_training_dataset, "recursive").train
+    before = getattr(build_model(config, reference, "learned", 3).model, ATTRIBUTE).weight
+    after = getattr(trained.model, ATTRIBUTE).weight
+    assert before.shape[0] == L_TEST + 1
+    assert torch.equal(after[L + 1 :], before[L + 1 :])
+    assert not torch.equal(after[: L + 1], before[: L + 1])
 
 
-def test_randomized_evaluation_positions_do_not_depend_on_the_batch():
+def test_randomized_positions_are_sorted_distinct_in_range_and_independent_of_the_batch():
+    for step in range(5):
+        ids = RandomPositions(seed=11, range_size=L_TEST + 1).training(step, rows=8, length=L + 1)
+        assert bool((ids[:, 1:] > ids[:, :-1]).all())
+        assert 0 <= int(ids.min()) <= int(ids.max()) <= L_TEST
     positions = RandomPositions(seed=11, range_size=300)
     whole = positions.evaluation("test", 0, 6, 257)
     assert torch.equal(whole[4:], positions.evaluation("test", 4, 2, 257))
 
 
-def test_randomized_positions_reach_the_model_in_training(data, tmp_path, monkeypatch):
+def test_fire_random_is_fire_with_randomized_positions_over_l_prime_plus_1_by_default():
+    default = resolve(PERequest(name="fire-random"), LENGTHS)
+    assert default.randomized == L_TEST + 1 and default.label == "fire-random"
+    assert default.encoding.attention == ENCODINGS["fire"].attention
+    wider = resolve(PERequest(name="fire-random", randomized=400), LENGTHS)
+    assert wider.randomized == 400 and wider.label == "fire-random+randomized400"
+    assert resolve(PERequest(name="fire"), LENGTHS).randomized is None
+
+
+def test_randomized_positions_reach_the_model_in_training(
+    tiny_training_dataset, tmp_path, monkeypatch
+):
     seen = []
-    real = position_inputs
 
     def spy(position_ids, device):
         seen.append(position_ids)
-        return real(position_ids, device)
+        return position_inputs(position_ids, device)
 
     monkeypatch.setattr("posgen.train.trainer.position_inputs", spy)
     config = preset("cpu", **TINY, epochs=1, max_steps=2)
     request = PERequest(name="rope", randomized=300)
-    train_runs(data, "recursive", [request], config, 5, [tmp_path / "run"], "cpu")
-    drawn = [ids for ids in seen if ids is not None]
-    assert len(drawn) == len(seen)
-    assert max(int(ids.max()) for ids in drawn) > L
+    train_runs(tiny_training_dataset, "recursive", [request], config, 5, [tmp_path / "r"], "cpu")
+    assert seen and all(ids is not None for ids in seen)
+    assert max(int(ids.max()) for ids in seen) > L
 
 
 # --- every PE: trains a few steps, saves, reloads to the same predictions ------------------
 
+REQUESTS = [PERequest(name=name) for name in ENCODINGS] + [
+    PERequest(name="alibi", randomized="auto"),
+    PERequest(name="yarn+logn"),
+    PERequest(name="linear", parameters={"factor": 2}),
+]
 
-@pytest.mark.parametrize(
-    "request_",
-    [PERequest(name=name) for name in ENCODINGS]
-    + [PERequest(name="alibi", randomized="auto"), PERequest(name="yarn+logn")],
-    ids=[*ENCODINGS, "alibi+randomized", "yarn+logn"],
-)
-def test_every_pe_trains_saves_and_reloads_to_the_same_predictions(data, tmp_path, request_):
+
+@pytest.mark.parametrize("request_", REQUESTS, ids=[*ENCODINGS, "alibi+auto", "yarn+logn", "pi2"])
+def test_every_pe_trains_saves_reloads_and_records_what_it_trained(
+    tiny_training_dataset, tmp_path, request_
+):
     config = preset("cpu", **TINY, epochs=1, max_steps=2)
     out = tmp_path / "run"
-    summary = train_runs(data, "recursive", [request_], config, 1, [out], "cpu", save=True)[0]
+    summary = train_runs(
+        tiny_training_dataset, "recursive", [request_], config, 1, [out], "cpu", save=True
+    )[0]
     assert summary["id_accuracy"] is not None
     model, pe = load_model(out / MODEL)
-    test = RunData.load(data, "recursive").test
+    test = RunData.load(tiny_training_dataset, "recursive").test
     positions = evaluation_positions(pe, 1, "test")
     again = predict(model, lm_tensors(test)["input_ids"], 3, torch.device("cpu"), 17, positions)
     saved = read_predictions(out / "predictions.parquet")
@@ -359,38 +532,10 @@ def test_every_pe_trains_saves_and_reloads_to_the_same_predictions(data, tmp_pat
     np.testing.assert_array_equal(again, saved.tokens)
     record = json.loads((out / "results.json").read_text())
     assert record["position_encoding"]["label"] == pe.label
-
-
-# --- results.json --------------------------------------------------------------------------
+    assert record["position_encoding"]["parameters"] == pe.parameters
+    assert len(record["scores"]["curve"]["accuracy"]) == L_TEST - 4
+    assert (record["seed"], record["preset"]) == (1, "cpu")
 
 
 def test_results_json_schema_file_matches_the_model():
     assert SCHEMA_FILE.read_text() == schema_text()
-
-
-def test_results_json_holds_checksums_parameters_and_accuracies(data, tmp_path):
-    config = preset("cpu", **TINY, epochs=1, max_steps=1)
-    request = PERequest(name="linear", parameters={"factor": 2})
-    train_runs(data, "recursive", [request], config, 2, [tmp_path / "run"], "cpu")
-    record = json.loads((tmp_path / "run" / "results.json").read_text())
-    manifest = json.loads((data / "posgen.json").read_text())
-    files = manifest["configs"]["recursive"]["splits"]
-    want = {f["path"]: f["sha256"] for split in files.values() for f in split["files"]}
-    assert record["data"]["files"] == want
-    assert record["position_encoding"]["parameters"] == {
-        "factor": 2,
-        "rope_theta": 10_000.0,
-        "scale_at": "evaluation",
-    }
-    assert record["position_encoding"]["label"] == "linear(factor=2)"
-    assert len(record["scores"]["curve"]["accuracy"]) == L_TEST - 4
-    assert record["seed"] == 2
-    assert record["preset"] == "cpu"
-
-
-def test_list_pe_names_every_built_in_with_train_or_evaluation_time(cli):
-    result = cli("train", "--list-pe")
-    assert result.exit_code == 0, result.output
-    lines = result.output.strip().splitlines()
-    assert [line.split()[0] for line in lines] == list(ENCODINGS)
-    assert all(line.split()[1] in ("train-time", "evaluation-time") for line in lines)

@@ -1,10 +1,5 @@
-"""Position-encoding parameters and plugins that cannot train (issue 27, classes 4 and 5).
-
-Every parameter has a type and a range (``posgen/encodings/parameters.py``): a nonsense value
-is one ``error:`` line, exit 2, before torch is imported and before anything is created. A
-plugin that breaks (at import, or on a short row before training) is one line naming it. A
-run whose training loss turns NaN stops with exit 1 and writes nothing.
-"""
+"""Issue 27, classes 4 and 5: a bad parameter is one ``error:`` line, exit 2, before torch is
+imported; a plugin that breaks is one line naming it; a loss that turns NaN stops the run."""
 
 from __future__ import annotations
 
@@ -18,8 +13,7 @@ torch = pytest.importorskip("torch")
 from posgen.encodings import PERequest  # noqa: E402
 from posgen.encodings.parameters import PARAMETERS, check_parameters  # noqa: E402
 
-TINY = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32", "--batch-size=16"]
-FAST = [*TINY, "--eval-batch-size=8", "--epochs=1", "--max-steps=2", "--seed=0", "-q"]
+SMALL = ["--batch-size=16", "--eval-batch-size=8"]
 
 # (--pe, --pe-param values, a fragment of the error line)
 NONSENSE = {  # class 4: values that trained to NaN or were taken silently
@@ -39,6 +33,13 @@ NONSENSE = {  # class 4: values that trained to NaN or were taken silently
     "yarn truncate=1": ("yarn", ["truncate=1"], "true or false"),
     "linear scale_at=never": ("linear", ["scale_at=never"], "evaluation, train"),
     "factor=2 factor=3": ("linear", ["factor=2", "factor=3"], "given twice"),
+    "yarn+logn factor=0.5": ("yarn+logn", ["factor=0.5"], "at least 1"),
+    "logn train_positions=1": ("logn", ["train_positions=1"], "at least 2"),
+    "rope+logn train_positions=1.5": ("rope+logn", ["train_positions=1.5"], "whole number"),
+    "t5 buckets=1": ("t5", ["buckets=1"], "at least 2"),
+    "fire c=0": ("fire", ["c=0"], "greater than 0"),
+    "xpos gamma=x": ("xpos", ["gamma=x"], "use a number"),
+    "cope positions=1": ("cope", ["positions=1"], "at least 2"),
 }
 INTERNAL = {  # class 5: values that gave internal errors
     "factor=abc": ("linear", ["factor=abc"], "use a number"),
@@ -66,28 +67,24 @@ INTERNAL = {  # class 5: values that gave internal errors
 }
 
 
-def _no_torch(imported: list[int]):
-    def stop() -> None:
-        imported.append(1)
-        raise RuntimeError("the run got as far as importing torch")
-
-    return stop
-
-
 @pytest.mark.parametrize(
     ("case", "kind"),
     [(case, "class 4") for case in NONSENSE] + [(case, "class 5") for case in INTERNAL],
 )
 def test_a_bad_parameter_is_one_line_exit_2_before_torch(
-    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, monkeypatch, case, kind
+    assert_clean_error, train_tiny, recorded, tmp_path, monkeypatch, case, kind
 ):
     pe, params, fragment = {**NONSENSE, **INTERNAL}[case]
     imported: list[int] = []
-    monkeypatch.setattr("posgen.cli.train.require_extra", _no_torch(imported))
+
+    def stop() -> None:
+        imported.append(1)
+        raise RuntimeError("the run got as far as importing torch")
+
+    monkeypatch.setattr("posgen.cli.train.require_extra", stop)
     out = tmp_path / "run"
     flags = [f"--pe-param={param}" for param in params]
-    args = ["train", "--data", tiny_training_dataset, "--config", "cot", f"--pe={pe}", *flags]
-    result = cli(*args, "--out", out, *FAST)
+    result = train_tiny(pe, out, *flags, *SMALL)
     with recorded("bad_input", f"issue 27 {kind}: {case}"):
         assert_clean_error(result, 2, fragment)
         assert imported == []
@@ -135,13 +132,12 @@ BROKEN = {  # (--pe, --pe-param values, fragments of the error line)
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_a_broken_plugin_or_encoding_is_one_line_naming_it_exit_2(
-    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, hostile_plugins, case
+    assert_clean_error, train_tiny, recorded, tmp_path, hostile_plugins, case
 ):
     pe, params, fragments = BROKEN[case]
     out = tmp_path / "run"
     flags = [f"--pe-param={param}" for param in params]
-    args = ["train", "--data", tiny_training_dataset, "--config", "cot", f"--pe={pe}", *flags]
-    result = cli(*args, "--out", out, *FAST)
+    result = train_tiny(pe, out, *flags, *SMALL)
     with recorded("hostile", f"issue 27 class 5: {case}"):
         line = assert_clean_error(result, 2, *fragments)
         assert "internal error" not in line
@@ -149,11 +145,10 @@ def test_a_broken_plugin_or_encoding_is_one_line_naming_it_exit_2(
 
 
 def test_a_training_loss_that_turns_nan_stops_the_run_exit_1_nothing_written(
-    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, hostile_plugins
+    assert_clean_error, train_tiny, recorded, tmp_path, hostile_plugins
 ):
     out = tmp_path / "run"
-    args = ["train", "--data", tiny_training_dataset, "--config", "cot", "--pe=h27plugins:DIVERGE"]
-    result = cli(*args, "--out", out, *FAST)
+    result = train_tiny("h27plugins:DIVERGE", out, *SMALL)
     with recorded("hostile", "issue 27 class 4: training loss NaN"):
         assert_clean_error(result, 1, "training loss became nan at step 1", "no run folder")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["hostile-site"]
@@ -169,21 +164,19 @@ def test_a_loss_that_is_not_finite_stops_the_run_where_a_gpu_checks_it(value):
 
 
 def test_a_plugin_that_fails_only_in_training_is_named_as_the_plugin_exit_1(
-    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, hostile_plugins
+    assert_clean_error, train_tiny, recorded, tmp_path, hostile_plugins
 ):
     out = tmp_path / "run"
-    args = ["train", "--data", tiny_training_dataset, "--config", "cot", "--pe=h27plugins:LATE"]
-    result = cli(*args, "--out", out, *FAST)
+    result = train_tiny("h27plugins:LATE", out, *SMALL)
     with recorded("hostile", "issue 27 class 10: a plugin's bug in training"):
         line = assert_clean_error(result, 1, "plugin encoding h27_late", "a bug at 65 positions")
         assert "internal error" not in line
         assert not out.exists()
 
 
-def test_run_files_are_strict_json(cli, tiny_training_dataset, tmp_path):
+def test_run_files_are_strict_json(train_tiny, tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--data", tiny_training_dataset, "--config", "cot", "--pe=linear"]
-    result = cli(*args, "--pe-param=factor=2", "--out", out, *FAST)
+    result = train_tiny("linear", out, "--pe-param=factor=2", *SMALL)
     assert result.exit_code == 0, result.output
 
     def refuse(constant: str) -> None:

@@ -1,19 +1,12 @@
-"""Issue 27, class 2: a plugin never replaces a built-in encoding.
-
-A plugin (``--pe package.module:NAME``, an entry point, a grid's ``pes``) whose name is a
-built-in encoding's, whose frequencies would take one of transformers' rope types
-(``default``, ``linear``, ``yarn``, ...) or a built-in's (``resonance``), or whose bias
-would take the built-in ALiBi's attention is refused with one ``error:`` line (exit 2), and
-registers nothing: after every case the built-ins' rope functions, ALiBi's attention and
-RoPE's frequencies are what they were. A frequency table replaced behind posgen's back is
-refused too, never trained with.
+"""Issue 27, class 2: a plugin never replaces a built-in encoding. A plugin named like a
+built-in, or taking transformers' rope types, a built-in's or ALiBi's attention, is one
+``error:`` line (exit 2) and changes nothing; a table replaced behind posgen's back is refused.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -24,9 +17,8 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
 
 from posgen.encodings import ENCODINGS, Lengths, PEError, PERequest, resolve  # noqa: E402
 from posgen.encodings.builtin import TRANSFORMERS_ROPE_TYPES  # noqa: E402
+from posgen.encodings.model import load_model  # noqa: E402
 
-TINY = ["--layers", "1", "--hidden", "16", "--heads", "2", "--intermediate", "32"]
-FAST = [*TINY, "--epochs", "1", "--max-steps", "2", "--seed", "1", "-q"]
 LENGTHS = Lengths(train=64, test=256, head_dim=8, heads=2)
 
 HEADER = """
@@ -61,26 +53,20 @@ NAME_CLASHES = {
         'X = rope_encoding("rope", "mine", None, lambda lengths: {"rope_theta": 500.0})',
         "built-in position encoding rope",
     ),
-    "bias_encoding named alibi": (
-        'X = bias_encoding("alibi", "mine", zero_bias)',
-        "built-in position encoding alibi",
-    ),
-    "bias_encoding named rope": (
-        'X = bias_encoding("rope", "mine", zero_bias)',
-        "built-in position encoding rope",
-    ),
-    "PositionEncoding named rope": (
-        'X = PositionEncoding(name="rope", summary="mine")',
-        "the name of a built-in position encoding",
-    ),
-    "PositionEncoding named learned": (
-        'X = PositionEncoding(name="learned", summary="mine")',
-        "the name of a built-in position encoding",
-    ),
-    "PositionEncoding named sinusoidal": (
-        'X = PositionEncoding(name="sinusoidal", summary="mine")',
-        "the name of a built-in position encoding",
-    ),
+    **{
+        f"bias_encoding named {name}": (
+            f'X = bias_encoding("{name}", "mine", zero_bias)',
+            f"built-in position encoding {name}",
+        )
+        for name in ("alibi", "rope")
+    },
+    **{
+        f"PositionEncoding named {name}": (
+            f'X = PositionEncoding(name="{name}", summary="mine")',
+            "the name of a built-in position encoding",
+        )
+        for name in ("rope", "learned", "sinusoidal")
+    },
 }
 TYPE_CLASHES = {
     **{
@@ -93,10 +79,6 @@ TYPE_CLASHES = {
     "rope_encoding named default (rope type default)": (
         'X = rope_encoding("default", "mine", freqs)',
         "rope type 'default' is transformers' own",
-    ),
-    "rope_encoding named linear2 with rope type linear": (
-        'X = rope_encoding("linear2", "mine", freqs, rope_type="linear")',
-        "rope type 'linear' is transformers' own",
     ),
     **{
         f"frequencies as the built-in rope type {kind}": (
@@ -139,45 +121,25 @@ def plugins(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
-@pytest.fixture
-def data(tiny_training_dataset) -> list[str]:
-    return ["--data", str(tiny_training_dataset), "--config", "cot"]
-
-
-def rope_frequencies(cli, data: list[str], out: Path, pe: str = "rope") -> torch.Tensor:
-    result = cli("train", *data, "--pe", pe, "--out", out, *FAST, "--save-model")
-    assert result.exit_code == 0, result.output
-    from posgen.encodings.model import load_model
-
-    model, _ = load_model(out / "model")
-    return model.model.rotary_emb.inv_freq
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_plugin_clashing_with_a_built_in_is_one_error_line_and_changes_nothing(
-    assert_clean_error, cli, recorded, plugins, data, tmp_path, case
+    assert_clean_error, train_tiny, recorded, plugins, tmp_path, case
 ):
     line, fragment = CASES[case]
     before = intact()
     module = plugins(line)
-    result = cli("train", *data, "--pe", f"{module}:X", "--out", tmp_path / "run", *FAST)
+    result = train_tiny(f"{module}:X", tmp_path / "run")
     with recorded("hostile", f"class 2: {case}"):
         assert_clean_error(result, 2, f"--pe {module}:X", fragment)
         assert not (tmp_path / "run").exists()
         assert intact() == before
 
 
-GRID_CASES = {
-    "pes = [plugin named rope, rope]": ('X = rope_encoding("rope", "mine", freqs)', "pes.0"),
-    "pes = [plugin of rope type default, rope]": (
-        'X = rope_encoding("mine_default", "mine", freqs, rope_type="default")',
-        "pes.0",
-    ),
-    "pes = [plugin named linear, rope]": ('X = rope_encoding("linear", "mine", freqs)', "pes.0"),
-    "pes = [bias plugin named alibi, rope]": (
-        'X = bias_encoding("alibi", "mine", zero_bias)',
-        "pes.0",
-    ),
+GRID_CASES = {  # pes = [the plugin, rope]
+    "plugin named rope": 'X = rope_encoding("rope", "mine", freqs)',
+    "plugin of rope type default": 'X = rope_encoding("mine", "m", freqs, rope_type="default")',
+    "plugin named linear": 'X = rope_encoding("linear", "mine", freqs)',
+    "bias plugin named alibi": 'X = bias_encoding("alibi", "mine", zero_bias)',
 }
 
 
@@ -185,45 +147,37 @@ GRID_CASES = {
 def test_a_grid_with_a_clashing_plugin_is_refused_when_it_is_read(
     assert_clean_error, cli, recorded, plugins, tiny_training_dataset, tmp_path, case
 ):
-    line, fragment = GRID_CASES[case]
     before = intact()
-    module = plugins(line)
+    module = plugins(GRID_CASES[case])
     grid = tmp_path / "grid.json"
     pes = [f"{module}:X", "rope"]
     body = {"datasets": [str(tiny_training_dataset)], "configs": ["cot"], "pes": pes, "seeds": [1]}
     grid.write_text(json.dumps(body))
     result = cli("sweep", grid, "--out", tmp_path / "sweep")
-    with recorded("hostile", f"class 2: {case}"):
-        assert_clean_error(result, 2, fragment, "built-in" if "named" in case else "own")
+    with recorded("hostile", f"class 2: pes = [{case}, rope]"):
+        assert_clean_error(result, 2, "pes.0", "built-in" if "named" in case else "own")
         assert not (tmp_path / "sweep").exists()
         assert intact() == before
 
 
-def test_rope_trains_with_its_own_frequencies_after_every_refused_plugin(
-    cli, recorded, plugins, data, tmp_path
+def test_rope_and_a_plugin_of_its_own_name_train_with_their_own_frequencies_after_every_clash(
+    train_tiny, recorded, plugins, tmp_path
 ):
     for number, (line, _) in enumerate(CASES.values()):
         module = plugins(line)
-        cli("train", *data, "--pe", f"{module}:X", "--out", tmp_path / f"r{number}", *FAST)
-    frequencies = rope_frequencies(cli, data, tmp_path / "rope")
-    with recorded("hostile", "class 2: rope's frequencies after every refused plugin"):
-        torch.testing.assert_close(
-            frequencies, 10_000.0 ** (-torch.arange(0, 8, 2, dtype=torch.float) / 8)
-        )
-
-
-def test_a_plugin_of_its_own_name_and_rope_type_trains_and_leaves_rope_alone(
-    cli, recorded, plugins, data, tmp_path
-):
+        train_tiny(f"{module}:X", tmp_path / f"r{number}")
     module = plugins('X = rope_encoding("mine500", "mine", freqs)')
-    mine = rope_frequencies(cli, data, tmp_path / "mine", f"{module}:X")
-    rope = rope_frequencies(cli, data, tmp_path / "rope")
+    frequencies = {}
+    for pe in ("rope", f"{module}:X"):
+        out = tmp_path / pe.replace(":", "-")
+        result = train_tiny(pe, out, "--save-model")
+        assert result.exit_code == 0, result.output
+        frequencies[pe] = load_model(out / "model")[0].model.rotary_emb.inv_freq
     record = json.loads((tmp_path / "rope" / "results.json").read_text())
-    with recorded("hostile", "class 2: a plugin of its own name beside rope"):
-        torch.testing.assert_close(mine, 500.0 ** (-torch.arange(0, 8, 2, dtype=torch.float) / 8))
-        torch.testing.assert_close(
-            rope, 10_000.0 ** (-torch.arange(0, 8, 2, dtype=torch.float) / 8)
-        )
+    with recorded("hostile", "class 2: rope's frequencies after every refused plugin"):
+        for pe, base in (("rope", 10_000.0), (f"{module}:X", 500.0)):
+            want = base ** (-torch.arange(0, 8, 2, dtype=torch.float) / 8)
+            torch.testing.assert_close(frequencies[pe], want)
         assert record["position_encoding"]["source"] == "built-in"
         # the same plugin module imported again (a new process, a reload) registers again
         sys.modules.pop(module)
@@ -243,36 +197,27 @@ def test_a_second_plugin_taking_the_first_ones_rope_type_is_refused(recorded, pl
     ROPE_INIT_FUNCTIONS.pop("shared_type", None)  # the test's own registration
 
 
-# case -> (the rope type replaced in transformers' table, the encoding trained)
+# case -> (the table, the entry replaced behind posgen's back, the encoding trained, fragment)
 REPLACED = {
-    "transformers' linear frequencies": ("linear", "linear"),
-    "transformers' yarn frequencies": ("yarn", "yarn"),
-    "the Resonance frequencies": ("resonance", "resonance"),
-    "Llama's default rope type": ("default", "rope"),
+    "transformers' linear frequencies": (ROPE_INIT_FUNCTIONS, "linear", "linear", "'linear'"),
+    "transformers' yarn frequencies": (ROPE_INIT_FUNCTIONS, "yarn", "yarn", "'yarn'"),
+    "the Resonance frequencies": (ROPE_INIT_FUNCTIONS, "resonance", "resonance", "'resonance'"),
+    "Llama's default rope type": (ROPE_INIT_FUNCTIONS, "default", "rope", "'default'"),
+    "alibi's attention": (AttentionInterface._global_mapping, "posgen_bias_alibi", "alibi", ""),
 }
 
 
 @pytest.mark.parametrize("case", sorted(REPLACED))
-def test_a_frequency_table_replaced_behind_posgens_back_is_refused(
-    assert_clean_error, cli, recorded, monkeypatch, data, tmp_path, case
+def test_a_frequency_table_or_attention_replaced_behind_posgens_back_is_refused(
+    assert_clean_error, train_tiny, recorded, monkeypatch, tmp_path, case
 ):
-    kind, pe = REPLACED[case]
+    table, key, pe, fragment = REPLACED[case]
 
-    def fake(config, device=None, seq_len=None, **kwargs):  # pragma: no cover - never called
-        raise AssertionError("trained with replaced frequencies")
+    def fake(*args, **kwargs):  # pragma: no cover - never called
+        raise AssertionError("trained with a replaced function")
 
-    monkeypatch.setitem(ROPE_INIT_FUNCTIONS, kind, fake)
-    result = cli("train", *data, "--pe", pe, "--out", tmp_path / "run", *FAST)
+    monkeypatch.setitem(table, key, fake)
+    result = train_tiny(pe, tmp_path / "run")
     with recorded("hostile", f"class 2: {case} replaced"):
-        assert_clean_error(result, 2, f"--pe {pe}", f"rope type '{kind}'", "was replaced")
-        assert not (tmp_path / "run").exists()
-
-
-def test_alibis_attention_replaced_behind_posgens_back_is_refused(
-    assert_clean_error, cli, recorded, monkeypatch, data, tmp_path
-):
-    monkeypatch.setitem(AttentionInterface._global_mapping, "posgen_bias_alibi", lambda *a: a)
-    result = cli("train", *data, "--pe", "alibi", "--out", tmp_path / "run", *FAST)
-    with recorded("hostile", "class 2: alibi's attention replaced"):
-        assert_clean_error(result, 2, "--pe alibi", "was replaced")
+        assert_clean_error(result, 2, f"--pe {pe}", fragment, "was replaced")
         assert not (tmp_path / "run").exists()

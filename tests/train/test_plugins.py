@@ -8,35 +8,31 @@ to a temporary folder on ``sys.path`` with a ``dist-info`` holding its entry poi
 from __future__ import annotations
 
 import json
-import re
 import sys
-from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
+import numpy as np  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+import posgen  # noqa: E402
+from posgen.encodings.builtin import alibi_bias, bias_encoding  # noqa: E402
+from posgen.encodings.model import load_model  # noqa: E402
+from posgen.errors import UsageError  # noqa: E402
+from posgen.scoring.prediction_files import read_predictions  # noqa: E402
+from posgen.train.config import preset  # noqa: E402
+from posgen.train.trainer import RunData, build_model, lm_tensors, predict  # noqa: E402
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ["--layers", "1", "--hidden", "16", "--heads", "2", "--intermediate", "32"]
-FAST = [*TINY, "--epochs", "1", "--max-steps", "2", "--seed", "1", "-q"]
-
-
-def readme_block(first_line: str) -> str:
-    """The README code block whose first line is ``first_line``."""
-    blocks = re.findall(r"^```\w*\n(.*?)^```", (ROOT / "README.md").read_text(), re.M | re.S)
-    matches = [block for block in blocks if block.splitlines()[0] == first_line]
-    assert len(matches) == 1, first_line
-    return matches[0]
-
 
 @pytest.fixture
-def installed(tmp_path, monkeypatch) -> dict:
+def installed(tmp_path, monkeypatch, readme_block) -> dict:
     """The README's plugin, "installed" into a temporary site folder."""
     site = tmp_path / "site"
     (site / "mype").mkdir(parents=True)
@@ -57,11 +53,6 @@ def installed(tmp_path, monkeypatch) -> dict:
     sys.modules.pop("mype", None)
 
 
-@pytest.fixture
-def data(tiny_training_dataset) -> list[str]:
-    return ["--data", str(tiny_training_dataset), "--config", "cot"]
-
-
 def test_the_readme_plugin_installed_under_the_documented_group_shows_in_list_pe(cli, installed):
     assert list(installed["entry-points"]) == ["posgen.position_encodings"]
     result = cli("train", "--list-pe")
@@ -71,45 +62,28 @@ def test_the_readme_plugin_installed_under_the_documented_group_shows_in_list_pe
     assert "entry point mype:BASE500 (mype)" in line
 
 
-def test_installed_plugin_trains_and_ranks_in_the_results(cli, installed, data, tmp_path):
+def test_installed_plugin_trains_with_its_frequencies_and_ranks_in_the_results(
+    cli, train_tiny, installed, tmp_path
+):
     out = tmp_path / "runs" / "ds" / "cot" / "base500" / "seed1"
-    args = ["train", *data, "--pe", "base500", "--out", str(out), *FAST]
-    result = cli(*args)
+    result = train_tiny("base500", out, "--save-model")
     assert result.exit_code == 0, result.output
     record = json.loads((out / "results.json").read_text())
     assert record["position_encoding"]["rope_parameters"]["train"]["rope_type"] == "base500"
-    report = tmp_path / "R.md"
-    result = cli("results", str(tmp_path / "runs"), "--out", str(report))
-    assert result.exit_code == 0, result.output
-    assert "| 1 | base500 | 1 |" in report.read_text()
-
-
-def test_plugin_frequencies_are_what_its_rope_function_returns(cli, installed, data, tmp_path):
-    out = tmp_path / "run"
-    args = ["train", *data, "--pe", "mype:BASE500", "--out", str(out)]
-    result = cli(*args, *FAST, "--save-model")
-    assert result.exit_code == 0, result.output
-    from posgen.encodings.model import load_model
-
     model, _ = load_model(out / "model")
     want = 500.0 ** (-torch.arange(0, 8, 2, dtype=torch.float) / 8)
     torch.testing.assert_close(model.model.rotary_emb.inv_freq, want)
-
-
-def test_a_module_reference_that_is_not_an_encoding_is_one_error_line(cli, data, tmp_path):
-    args = ["train", *data, "--pe", "json:dumps", "--out", str(tmp_path / "r")]
-    result = cli(*args)
-    assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [
-        "error: --pe json:dumps is a function, not a posgen PositionEncoding"
-    ]
+    report = tmp_path / "R.md"
+    result = cli("results", tmp_path / "runs", "--out", report)
+    assert result.exit_code == 0, result.output
+    assert "| 1 | base500 | 1 |" in report.read_text()
 
 
 # --- the README's learned-bias plugin: trains, moves its weights, saves, reloads -------------
 
 
 @pytest.fixture
-def mybias(tmp_path, monkeypatch) -> str:
+def mybias(tmp_path, monkeypatch, readme_block) -> str:
     """The README's learned-bias plugin as a module on ``sys.path``; its ``--pe`` reference."""
     site = tmp_path / "bias-site"
     (site / "mybias").mkdir(parents=True)
@@ -120,31 +94,10 @@ def mybias(tmp_path, monkeypatch) -> str:
 
 
 def test_readme_learned_bias_trains_saves_and_reloads_to_the_same_predictions(
-    cli, mybias, data, tiny_training_dataset, tmp_path
+    train_tiny, mybias, tiny_training_dataset, tmp_path
 ):
-    import numpy as np
-    from safetensors.torch import load_file
-
-    import posgen
-    from posgen.scoring.prediction_files import read_predictions
-    from posgen.train.config import preset
-    from posgen.train.trainer import RunData, build_model, lm_tensors, predict
-
     out = tmp_path / "run"
-    args = ["train", *data, "--pe", mybias, "--out", str(out), *TINY]
-    result = cli(
-        *args,
-        "--epochs",
-        "1",
-        "--max-steps",
-        "3",
-        "--seed",
-        "1",
-        "-q",
-        "--lr",
-        "0.01",
-        "--save-model",
-    )
+    result = train_tiny(mybias, out, "--max-steps=3", "--lr=0.01", "--save-model")
     assert result.exit_code == 0, result.output
     saved = load_file(out / "model" / "model.safetensors")
     own = sorted(key for key in saved if ".position_module." in key)
@@ -204,11 +157,11 @@ EMPTY = bias_encoding("empty", "a module without weights", module=Fixed)
     ids=["weights-outside-the-model", "module-without-weights"],
 )
 def test_a_bias_that_cannot_learn_what_it_claims_is_one_error_line(
-    cli, name, message, data, tmp_path, monkeypatch
+    train_tiny, name, message, tmp_path, monkeypatch
 ):
     (tmp_path / "leaked.py").write_text(LEAKED)
     monkeypatch.syspath_prepend(str(tmp_path))
-    result = cli("train", *data, "--pe", f"leaked:{name}", "--out", str(tmp_path / "r"), *FAST)
+    result = train_tiny(f"leaked:{name}", tmp_path / "r")
     sys.modules.pop("leaked", None)
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
@@ -217,55 +170,34 @@ def test_a_bias_that_cannot_learn_what_it_claims_is_one_error_line(
 
 
 def test_bias_encoding_takes_a_function_or_a_module_not_both():
-    from posgen.encodings.builtin import alibi_bias, bias_encoding
-
     with pytest.raises(ValueError, match="give a bias function or module=, not both"):
         bias_encoding("both", "x", alibi_bias, module=lambda parameters, lengths: None)
 
 
-@pytest.mark.parametrize("where", ["run", "run/model", "nothing"])
-def test_load_model_of_a_folder_without_a_saved_model_is_one_usage_error(where, tmp_path):
-    import posgen
-    from posgen.errors import UsageError
-
-    (tmp_path / "run").mkdir()
+@pytest.mark.parametrize(
+    ("where", "text", "problem"),
+    [
+        ("run", None, "no saved model here (train with --save-model; it writes RUN/model)"),
+        ("run/model", None, "no saved model here"),
+        ("nothing", None, "no saved model here"),
+        ("run", "{", "not a posgen model's encoding (JSONDecodeError"),
+        ("run", "{}", "not a posgen model's encoding (KeyError"),
+        (
+            "run",
+            '{"request": {"name": "rope"}, "lengths": 1}',
+            "not a posgen model's encoding (TypeE",
+        ),
+    ],
+    ids=["run", "run-model", "nothing", "not-json", "no-request", "bad-lengths"],
+)
+def test_load_model_of_a_folder_without_a_good_saved_model_is_one_usage_error(
+    where, text, problem, tmp_path
+):
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    shown = tmp_path / where
+    if text is not None:
+        shown = tmp_path / "run" / "model" / "position_encoding.json"
+        shown.write_text(text)
     with pytest.raises(UsageError) as error:
         posgen.load_model(tmp_path / where)
-    assert (
-        str(error.value)
-        == f"{tmp_path / where}: no saved model here (train with --save-model; it writes RUN/model)"
-    )
-
-
-def test_posgen_imports_without_torch_and_load_model_is_documented():
-    import subprocess
-
-    code = (
-        "import sys; sys.modules['torch'] = None\n"
-        "import posgen\n"
-        "print('load_model' in posgen.__all__, 'torch' in sys.modules and sys.modules['torch'])"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.stdout.strip() == "True None", done.stderr
-
-
-@pytest.mark.parametrize(
-    ("text", "problem"),
-    [
-        ("{", "JSONDecodeError"),
-        ("{}", "KeyError"),
-        ('{"request": {"name": "rope"}, "lengths": 1}', "TypeError"),
-    ],
-    ids=["not-json", "no-request", "bad-lengths"],
-)
-def test_load_model_of_a_damaged_encoding_file_is_one_usage_error(text, problem, tmp_path):
-    import posgen
-    from posgen.errors import UsageError
-
-    (tmp_path / "run" / "model").mkdir(parents=True)
-    (tmp_path / "run" / "model" / "position_encoding.json").write_text(text)
-    with pytest.raises(UsageError) as error:
-        posgen.load_model(tmp_path / "run")
-    where = tmp_path / "run" / "model" / "position_encoding.json"
-    assert str(error.value).startswith(f"{where}: not a posgen model's encoding ({problem}")
-    assert "\n" not in str(error.value)
+    assert str(error.value).startswith(f"{shown}: {problem}") and "\n" not in str(error.value)
