@@ -1,16 +1,9 @@
 """The POSGEN generator: seed windows in, whole rows out, and targets recomputed from rows.
 
-Rows are grown position-major, every position computed for a whole block of rows at once.
-For an additive op, x_{t+1} = x_t + (tokens entering the operand set) - (tokens leaving it)
-(mod m): a few in-place operations on one ``rows``-long vector per position, with a
-conditional correction ``min(v, v -/+ m)`` instead of a division. Worked example (recursive,
-m = 17, k = 3, j = 1, seed window 0 1 2 3): x_4 = 0 + 1 + 2 + 3 = 6, x_5 = 2 x_4 - x_0 = 12.
-Other ops share the blocking and differ in their per-position step (a ``sum`` op looks
-x_t = f(S) up in its table; ``keyed_hash`` looks each tuple's base-m code up in a table).
-
-Each finished slab of positions is turned row-major while still in cache, as 8x8 byte tiles
-in uint64 words (4x4 for uint16): masked shift/xor swaps. numpy alone so outruns Parquet
-encoding (BENCHMARKS.md). The output equals the plain-loop oracle ``tests/oracle.py``.
+Rows grow position-major, one position for a whole block of rows at once; an additive op
+moves x_t to x_{t+1} by adding the entering and subtracting the leaving operands (mod m).
+Each slab of positions is turned row-major in cache as 8x8 byte tiles in uint64 words.
+Recursive, m = 17, k = 3, j = 1: x_4 = 0 + 1 + 2 + 3 = 6, x_5 = 2 x_4 - x_0 = 12.
 
 >>> import numpy as np
 >>> from posgen.spec import TaskSpec
@@ -39,8 +32,7 @@ WINDOW_BYTES = 64 * 2**20  # most bytes of int64 seed windows held at once
 def block_rows_for(
     spec: TaskSpec, length: int, block_rows: int = DEFAULT_BLOCK_ROWS, per_group: int = 1
 ) -> int:
-    """Rows of ``length`` tokens generated at once, within ``block_rows`` and the byte caps,
-    in whole groups of ``per_group`` rows (a format's row group or record batch).
+    """Rows of ``length`` tokens generated at once, in whole groups of ``per_group`` rows.
 
     >>> block_rows_for(TaskSpec(task="cot"), 4096)
     16384
@@ -56,8 +48,7 @@ def block_rows_for(
 def grow(
     spec: TaskSpec, windows: np.ndarray, length: int, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Rows ``(rows, length)`` of :func:`storage_dtype` (``out`` when given) grown from
-    ``windows`` (``(rows, w)``, its first columns)."""
+    """Rows ``(rows, length)`` (into ``out`` when given) grown from ``windows`` ``(rows, w)``."""
     rows, window = windows.shape
     if window != spec.window:
         raise ValueError(f"windows have {window} columns, the spec's window is {spec.window}")
@@ -76,7 +67,7 @@ def grow(
 def generate_rows(
     spec: TaskSpec, split: str, start: int, stop: int, block_rows: int = DEFAULT_BLOCK_ROWS
 ) -> np.ndarray:
-    """Rows ``[start, stop)`` of ``split`` as ``(stop - start, length)``; blocks change nothing."""
+    """Rows ``[start, stop)`` of ``split``; ``block_rows`` changes no token."""
     length = spec.split_length(split)
     out = np.empty((stop - start, length), dtype=storage_dtype(spec.modulus))
     step = block_rows_for(spec, length, block_rows)
@@ -96,7 +87,6 @@ def generate_split(spec: TaskSpec, split: str, block_rows: int = DEFAULT_BLOCK_R
     return generate_rows(spec, split, 0, spec.split_size(split), block_rows)
 
 
-# The kernel: blocks grown position-major, transposed by tiles ---------------------------------
 SLAB_BYTES = 1 << 20  # work bytes per transposed slab of positions: stays in L2
 
 Step = tuple[tuple[int, ...], tuple[int, ...]]
@@ -108,7 +98,7 @@ def storage_dtype(modulus: int) -> np.dtype:
 
 
 def work_dtype(modulus: int) -> np.dtype:
-    """Smallest unsigned type holding 2m - 1, the largest value before a correction."""
+    """Smallest unsigned type holding 2m - 1."""
     return np.dtype(np.uint8 if modulus <= 128 else np.uint16 if modulus <= 32768 else np.uint32)
 
 
@@ -172,8 +162,7 @@ def transpose_tiles(words: np.ndarray, tile: int, itemsize: int, out: np.ndarray
 
 
 def grow_into(spec: TaskSpec, windows: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Grow ``windows`` (``(rows, w)``, values in [0, m)) into ``out`` (``(rows, length)`` of
-    :func:`storage_dtype`), returned filled, by the op kind's filler (:data:`_FILLERS`)."""
+    """Grow ``windows`` into ``out`` (returned) with the op kind's filler (:data:`_FILLERS`)."""
     m, window = spec.modulus, spec.window
     op = get_op(spec.op)
     rows, length = out.shape
@@ -217,7 +206,7 @@ def grow_into(spec: TaskSpec, windows: np.ndarray, out: np.ndarray) -> np.ndarra
 
 
 def _fill_additive(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_{t+1} = x_t + entering - leaving (mod m); yields each position filled."""
+    """x_{t+1} = x_t + entering - leaving (mod m); yields each position filled (so do all)."""
     m, window = spec.modulus, spec.window
     cols[window] = cols[:window].sum(axis=0, dtype=np.int64) % m
     yield window
@@ -270,8 +259,7 @@ def _starts(spec: TaskSpec, length: int) -> list[int]:
 
 
 def _fill_direct(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_t = the op's plain definition (:meth:`posgen.ops.Op.apply`) per position: the
-    ``select`` kind, and the table ops when their table would be too large."""
+    """x_t = :meth:`posgen.ops.Op.apply` per position (``select``, and tables too large)."""
     op, near, far = get_op(spec.op), spec.near, spec.far
     views = list(cols)
     for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
@@ -281,8 +269,7 @@ def _fill_direct(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
 
 
 def _fill_tuple(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_t = keyed hash of (far operands, near operands): the tuple's base-m code by Horner
-    steps, then one lookup in the op's table (:func:`posgen.ops.hash_table`)."""
+    """x_t = the keyed hash, the tuple's base-m code looked up in its table."""
     table = hash_table(spec.modulus, spec.window, spec.op_key)
     if table is None:
         yield from _fill_direct(spec, cols)
@@ -302,8 +289,7 @@ def _fill_tuple(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
 
 
 def _fill_perm(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_t = pi_F((near sum) mod m): the far tuple's base-m code by Horner steps and the near
-    sum, then one lookup in the op's table of permutations (:func:`posgen.ops.perm_table`)."""
+    """x_t = pi_F((near sum) mod m), looked up in :func:`~posgen.ops.perm_table`."""
     m, near, far = spec.modulus, spec.near, spec.far
     table = perm_table(m, far, spec.op_key)
     if table is None:
@@ -329,13 +315,9 @@ def _fill_perm(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
 
 
 def _fill_slot(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_t = sum_i pi_{f_(i mod j)}(n_i) mod m: per near slot one lookup in the op's m x m
-    table of permutations (f * m + n), summed."""
+    """x_t = sum_i pi_{f_(i mod j)}(n_i) mod m, one m x m table lookup per near slot."""
     m, near, far = spec.modulus, spec.near, spec.far
-    table = perm_table(m, 1, spec.op_key)
-    if table is None:
-        yield from _fill_direct(spec, cols)
-        return
+    table = perm_table(m, 1, spec.op_key)  # never None: Op.problem caps m * m
     views = list(cols)
     zero = np.zeros(cols.shape[1], dtype=cols.dtype)
     flat = table.reshape(-1).astype(np.int64)
@@ -363,7 +345,6 @@ _FILLERS: dict[str, Callable[[TaskSpec, np.ndarray], Iterator[int]]] = {
 }
 
 
-# Targets recomputed from stored rows (the validator, the probe, the oracle) -----------------
 @dataclass(frozen=True)
 class FarSlot:
     """Far operand ``offset`` of every target: position ``starts[t - w] + offset``."""

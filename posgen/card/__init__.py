@@ -26,8 +26,7 @@ from posgen.card.front_matter import DataMismatch, dataset_info, front_matter
 from posgen.card.reference_results import results_section
 from posgen.card.tasks import MEASURES, measures_section, probe_section, tasks_section
 from posgen.store.dataset import Dataset
-from posgen.store.layout import CARD_NAME
-from posgen.store.manifest import Manifest
+from posgen.store.manifest import CARD_NAME, Manifest
 from posgen.store.safety import write_atomically
 
 if TYPE_CHECKING:

@@ -32,8 +32,9 @@ from posgen.store.formats import (
     read_batch_rows,
     table_tokens,
 )
-from posgen.store.layout import MANIFEST_NAME, PARTS_DIR
 from posgen.store.manifest import (
+    MANIFEST_NAME,
+    PARTS_DIR,
     DamagedDataset,
     FileEntry,
     Manifest,

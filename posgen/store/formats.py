@@ -25,17 +25,18 @@ from posgen.errors import UsageError
 from posgen.generator import DEFAULT_BLOCK_ROWS, block_rows_for, generate_rows, storage_dtype
 from posgen.probe import ProbeBlock, probe_rows
 from posgen.spec import TaskSpec, is_probe_split
-from posgen.store.layout import (
+from posgen.store.manifest import (
     ARROW_DATASET_DICT,
     ARROW_SPLIT_INFO,
     ARROW_SPLIT_STATE,
     DEFAULT_ROW_GROUP_BYTES,
     SPLIT_GLOBS,
+    FileEntry,
+    Manifest,
     Shard,
     hf_config,
     rows_per,
 )
-from posgen.store.manifest import FileEntry, Manifest
 from posgen.store.safety import HashingFile, durable_file, write_atomically
 
 if TYPE_CHECKING:

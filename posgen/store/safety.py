@@ -25,6 +25,7 @@ import hashlib
 import os
 import shutil
 import stat
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -32,14 +33,48 @@ from typing import BinaryIO, Literal
 
 from posgen import signals
 from posgen.errors import RunError, UsageError
-from posgen.store.layout import (
-    FILE_TMP_TAG,
-    MANIFEST_NAME,
-    OLD_TAG,
-    TMP_TAG,
-    hidden_sibling,
-    hidden_siblings,
-)
+from posgen.store.manifest import MANIFEST_NAME
+
+TMP_TAG = ".posgen-tmp-"
+"""Build folders: ``.NAME.posgen-tmp-XXXX``, siblings of the target."""
+OLD_TAG = ".posgen-old-"
+"""A replaced dataset, parked while the new one is renamed in."""
+FILE_TMP_TAG = ".tmp-"
+"""A file being written: ``.NAME.tmp-PID-XXXX``, renamed to NAME when complete."""
+HIDDEN_STEM_BYTES = 224
+"""Longest ``.NAME`` kept whole in a hidden sibling's name (a tag, a PID and 8 hex digits
+still fit the 255 bytes of a file name)."""
+
+
+def hidden_stem(name: str) -> str:
+    """``.NAME``, or for a name too long to take a tag, its start and a hash of the whole.
+
+    >>> hidden_stem("ds"), len(hidden_stem("a" * 255)), hidden_stem("a" * 255)[-9:]
+    ('.ds', 224, '~b0f3323e')
+    """
+    stem = f".{name}"
+    if len(os.fsencode(stem)) <= HIDDEN_STEM_BYTES:
+        return stem
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    keep = stem
+    while len(os.fsencode(keep)) > HIDDEN_STEM_BYTES - 9:
+        keep = keep[:-1]
+    return f"{keep}~{digest}"
+
+
+def hidden_sibling(path: Path, tag: str, pid: bool = True) -> Path:
+    """A fresh hidden sibling of ``path``: ``.NAME`` + ``tag`` + ``PID-`` + 8 hex digits."""
+    owner = f"{os.getpid()}-" if pid else ""
+    return path.with_name(f"{hidden_stem(path.name)}{tag}{owner}{uuid.uuid4().hex[:8]}")
+
+
+def hidden_siblings(path: Path, tags: tuple[str, ...]) -> list[Path]:
+    """Existing hidden siblings of ``path`` with one of ``tags`` (no glob: names are literal)."""
+    if not path.parent.is_dir():
+        return []
+    prefixes = tuple(f"{hidden_stem(path.name)}{tag}" for tag in tags)
+    return sorted(p for p in path.parent.iterdir() if p.name.startswith(prefixes))
+
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 """The C library, loaded at import (a child between ``fork`` and ``exec`` calls it)."""

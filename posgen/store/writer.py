@@ -40,32 +40,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from posgen.errors import UsageError, problem_lines
 from posgen.generator import DEFAULT_BLOCK_ROWS
 from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.store.dataset import check_files, verify_dataset
+from posgen.store.dataset import Dataset, check_files
 from posgen.store.formats import FORMATS, PARQUET_OPTIONS, Progress, check_features
-from posgen.store.layout import (
+from posgen.store.manifest import (
     CARD_NAME,
     DEFAULT_ROW_GROUP_BYTES,
     DEFAULT_SHARD_BYTES,
-    FILE_TMP_TAG,
     MANIFEST_NAME,
     MAX_PARTS,
     PARTS_DIR,
-    Shard,
-    part_of,
-    part_record_name,
-    plan_benchmark,
-)
-from posgen.store.manifest import (
     DamagedDataset,
     FileEntry,
     Manifest,
+    Shard,
     build_manifest,
+    part_of,
+    part_record_name,
+    plan_benchmark,
     read_bounded,
     read_manifest,
     sha256_file,
-    write_manifest,
 )
 from posgen.store.safety import (
+    FILE_TMP_TAG,
     OutputExistsError,
     WriteFailed,
     atomic_folder,
@@ -133,10 +130,13 @@ Finish = Callable[[Path, Manifest], None]
 the card (``README.md``, the only file it may add). Raising leaves no finished folder."""
 
 
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    write_atomically(root / MANIFEST_NAME, manifest.to_json().encode())
+
+
 def finish_folder(root: Path, manifest: Manifest, finish: Finish | None = None) -> Manifest:
     """Write the sidecars and ``posgen.json`` of ``manifest`` into ``root``, then ``finish``."""
-    fmt = FORMATS[manifest.storage_format]
-    fmt.write_sidecars(root, manifest)
+    FORMATS[manifest.storage_format].write_sidecars(root, manifest)
     write_manifest(root, manifest)
     if finish is not None:
         finish(root, manifest)
@@ -352,10 +352,10 @@ def _finish_parts(out: Path, finish: Finish | None = None) -> Manifest:
             fd = stack.enter_context(exclusive(staging))  # one finisher at a time
         except FileNotFoundError:
             if (out / MANIFEST_NAME).exists():  # finished already (perhaps by a concurrent part)
-                return verify_dataset(out)
+                return Dataset.open(out).verify()
             raise PartsError(f"{out} holds no posgen parts ({PARTS_DIR}/ is missing)") from None
         if not staging.exists() or os.stat(staging).st_ino != os.fstat(fd).st_ino:
-            return verify_dataset(out)  # another part finished it while we waited
+            return Dataset.open(out).verify()  # another part finished it while we waited
         if not (staging / MANIFEST_NAME).exists():
             _render(out, staging, finish)
         for name in PUBLISHED:

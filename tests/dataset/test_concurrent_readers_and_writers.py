@@ -22,8 +22,7 @@ from posgen import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import check_dataset, read_manifest
 from posgen.store.dataset import DatasetReplaced, load
-from posgen.store.layout import TMP_TAG
-from posgen.store.safety import leftovers, recover
+from posgen.store.safety import TMP_TAG, leftovers, recover
 from posgen.validate import validate
 
 GUARD = 600  # seconds: only a hung process waits this long (a failure guard)

@@ -11,7 +11,7 @@ from posgen import write_dataset
 from posgen.card import unvalidated_card
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import writer
-from posgen.store.layout import CARD_NAME, parse_part, plan_benchmark
+from posgen.store.manifest import CARD_NAME, parse_part, plan_benchmark
 from posgen.store.writer import PARTS_DIR, IncompleteError, PartsError
 from posgen.tasks import TASKS
 
