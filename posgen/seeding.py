@@ -27,12 +27,11 @@ from posgen.spec import TaskSpec
 
 FEISTEL_ROUNDS = 8
 MAX_PERMUTED = 2**63
-PAPER_TABLE_MAX = 1 << 16
-"""Paper spaces up to this many windows are unranked once and indexed (~20x faster)."""
+PAPER_TABLE_MAX = 1 << 16  # paper spaces up to this size are unranked once and indexed
 
 
 def seed_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.ndarray:
-    """Seed windows of rows ``[start, stop)`` of ``split``: int64 array ``(stop - start, w)``."""
+    """Seed windows of rows ``[start, stop)`` of ``split``: int64 ``(stop - start, w)``."""
     size = spec.split_size(split)
     if not 0 <= start <= stop <= size:
         raise ValueError(f"rows [{start}, {stop}) out of range for {split} ({size} rows)")
@@ -41,7 +40,6 @@ def seed_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.ndarra
     return disjoint_windows(spec, split, start, stop)
 
 
-# paper -------------------------------------------------------------------------------
 def paper_row_offset(spec: TaskSpec, split: str) -> int:
     """Index in the authors' complete list of row 0 of ``split``."""
     if split in ("train", "validation"):
@@ -51,7 +49,6 @@ def paper_row_offset(spec: TaskSpec, split: str) -> int:
 
 
 def paper_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.ndarray:
-    """Windows of the authors' construction: sorted combinations, cycled."""
     offset = paper_row_offset(spec, split)
     if spec.seed_space <= PAPER_TABLE_MAX:
         table = _paper_table(spec.modulus, spec.window)
@@ -93,7 +90,6 @@ def unrank_combinations(ranks: np.ndarray, m: int, w: int) -> np.ndarray:
     return out
 
 
-# disjoint ----------------------------------------------------------------------------
 def disjoint_offset(spec: TaskSpec, split: str) -> int:
     """First permutation index of ``split``: test, validation, extra tests, then train."""
     order = ["test", "validation", *spec.split_names[3:], "train"]
@@ -101,7 +97,7 @@ def disjoint_offset(spec: TaskSpec, split: str) -> int:
 
 
 def task_key(spec: TaskSpec) -> list[int]:
-    """SeedSequence key material for ``(seed, task)``: a stable code of the task name."""
+    """SeedSequence key material of the task: a stable code of its name."""
     return [int.from_bytes(hashlib.sha256(spec.task.encode()).digest()[:4], "little")]
 
 
@@ -129,8 +125,7 @@ def disjoint_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.nd
 
 
 def feistel_permute(index: np.ndarray, domain: int, keys: np.ndarray) -> np.ndarray:
-    """A keyed bijection of ``[0, domain)``: a balanced Feistel network, re-encrypting values
-    that land outside the domain (cycle walking)."""
+    """A keyed bijection of ``[0, domain)``: a Feistel network with cycle walking."""
     bits = max(2, (domain - 1).bit_length())
     bits += bits % 2
     half = np.uint64(bits // 2)
@@ -151,8 +146,8 @@ def feistel_permute(index: np.ndarray, domain: int, keys: np.ndarray) -> np.ndar
 
 
 def decode_digits(values: np.ndarray, m: int, digits: int) -> np.ndarray:
-    """Base-m digits ``(n, digits)`` of ``values``, most significant first (by uint32 division
-    of two halves where they fit: several times faster than uint64).
+    """Base-m digits ``(n, digits)`` of ``values``, most significant first (uint32 division
+    of two halves where they fit).
 
     >>> decode_digits(np.array([0, 17**4 - 1, 5 * 17**3 + 2], dtype=np.uint64), 17, 4).tolist()
     [[0, 0, 0, 0], [16, 16, 16, 16], [5, 0, 0, 2]]

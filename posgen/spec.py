@@ -1,7 +1,5 @@
-"""Specs: what a POSGEN dataset is, as frozen pydantic models with a stable id.
-
-A :class:`TaskSpec` fixes one task's data exactly (task, m, k, j, op, lengths, sizes,
-seeding, seed). A :class:`BenchmarkSpec` names several task specs, one config each.
+"""Specs: a :class:`TaskSpec` fixes one task's data exactly; a :class:`BenchmarkSpec` names
+several, one config each. Both are frozen pydantic models with a stable id.
 
 >>> spec = TaskSpec(task="cot", seeding="paper")
 >>> spec.window, spec.test_lengths, spec.split_names
@@ -94,7 +92,7 @@ class TaskSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:
-        """Cross-field rules; every broken rule is reported, each under its field."""
+        """Cross-field rules; every broken rule is reported under its field."""
         window = self.window
         problems: list[tuple[str | None, str, Any]] = []
         if self.train_length <= window:
@@ -144,15 +142,14 @@ class TaskSpec(BaseModel):
             )
         return self
 
-    # Derived facts -------------------------------------------------------------------
     @property
     def window(self) -> int:
-        """w = j + k: the seed window length and the dependency count of every target."""
+        """w = j + k: the seed window and the operands of every target."""
         return self.near + self.far
 
     @property
     def test_lengths(self) -> tuple[int, ...]:
-        """All test lengths; the first one is that of validation and test."""
+        """All test lengths; the first is that of validation and test."""
         return self.test_length
 
     @property
@@ -163,7 +160,7 @@ class TaskSpec(BaseModel):
 
     @property
     def probe_names(self) -> tuple[str, ...]:
-        """Counterfactual probe splits (:mod:`posgen.probe`), one per test split.
+        """The probe splits (:mod:`posgen.probe`), one per test split.
 
         >>> TaskSpec(task="cot", test_length=[256, 512]).probe_names
         ('probe', 'probe_512')
@@ -184,35 +181,30 @@ class TaskSpec(BaseModel):
         raise KeyError(f"no split {split!r} in this spec; splits: {names}")
 
     def split_size(self, split: str) -> int:
-        """Row count of ``split``."""
         self.split_length(split)
         return {"train": self.train_size, "validation": self.val_size}.get(split, self.test_size)
 
     @property
     def total_rows(self) -> int:
-        """Rows over all splits."""
         return sum(self.split_size(s) for s in self.split_names)
 
     @property
     def total_tokens(self) -> int:
-        """Tokens over all splits."""
         return sum(self.split_size(s) * self.split_length(s) for s in self.split_names)
 
     @property
     def seed_space(self) -> int:
-        """How many seed windows the seeding can draw from (m^w, or C(m, w) for paper)."""
+        """Seed windows to draw from: m^w, or C(m, w) for paper."""
         if self.seeding == "paper":
             return math.comb(self.modulus, self.window)
         return self.modulus**self.window
 
     @property
     def token_bytes(self) -> int:
-        """Bytes per stored token: 1 for m <= 256, else 2."""
         return 1 if self.modulus <= 256 else 2
 
     def canonical(self) -> dict[str, Any]:
-        """Every field as plain JSON values, in declaration order (``op_key`` for keyed ops
-        only, so specs of the other ops keep their ids)."""
+        """Every field as JSON values (``op_key`` for keyed ops only: the others keep their ids)."""
         body = self.model_dump(mode="json")
         if not get_op(self.op).keyed:
             del body["op_key"]
@@ -220,7 +212,7 @@ class TaskSpec(BaseModel):
 
     @property
     def spec_id(self) -> str:
-        """Stable id: first hex digits of sha256 over the canonical JSON form."""
+        """First hex digits of sha256 over the canonical JSON form."""
         return _digest({"posgen_task_spec": 1, **self.canonical()})
 
 
@@ -240,17 +232,14 @@ def probe_split(source: str) -> str:
 
 
 def probe_source(split: str) -> str:
-    """The test split the probe split ``split`` is made from."""
     return "test" + split[len(PROBE_SPLIT) :]
 
 
 def is_probe_split(split: str) -> bool:
-    """Whether ``split`` names a probe split (``probe`` or ``probe_<L'>``)."""
     return split == PROBE_SPLIT or split.startswith(PROBE_SPLIT + "_")
 
 
 def probe_config(config: str) -> str:
-    """The ``datasets`` config holding ``config``'s probe splits (``<config>-probe``)."""
     return config + PROBE_CONFIG_SUFFIX
 
 
@@ -272,7 +261,6 @@ class BenchmarkSpec(BaseModel):
 
     @model_validator(mode="after")
     def _probe_configs_free(self) -> BenchmarkSpec:
-        """No config may be named like another config's probe config (``<config>-probe``)."""
         for name in self.configs:
             if probe_config(name) in self.configs:
                 raise ValueError(
@@ -283,12 +271,11 @@ class BenchmarkSpec(BaseModel):
 
     @property
     def spec_id(self) -> str:
-        """Stable id over the name and every config's spec."""
         body = {name: spec.canonical() for name, spec in self.configs.items()}
         return _digest({"posgen_benchmark_spec": 1, "name": self.name, "configs": body})
 
     def canonical(self) -> dict[str, Any]:
-        """The benchmark as plain JSON values (the form spec files hold, without defaults)."""
+        """The benchmark as JSON values (the form spec files hold)."""
         body = self.model_dump(mode="json")
         body["configs"] = {name: spec.canonical() for name, spec in self.configs.items()}
         return body

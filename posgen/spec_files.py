@@ -1,10 +1,8 @@
 """Reading specs from TOML, YAML or JSON files, and merging command-line overrides.
 
 A benchmark file names shared ``defaults`` and one table per config (whose ``task`` defaults
-to its name); a file with a top-level ``task`` key is a single task spec. What is parsed is
-bounded: :data:`MAX_SPEC_BYTES`, :data:`MAX_DEPTH` and :data:`MAX_VALUES` once YAML aliases
-are expanded (a "billion laughs" file is refused). A file without ``name`` is named after its
-stem:
+to its name); a file with a top-level ``task`` is a single task spec. Size, depth and values
+(YAML aliases expanded) are bounded. A file without ``name`` is named after its stem:
 
 >>> stem_name("my spec (v2)")
 'my-spec-v2'
@@ -30,12 +28,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
-MAX_SPEC_BYTES = 1 << 20
-"""Largest spec file read (the official specs are under 1 KB)."""
-MAX_DEPTH = 16
-"""Deepest nesting of tables and lists in a spec (a benchmark needs 3)."""
-MAX_VALUES = 100_000
-"""Most values in a parsed spec, counting every use of a YAML alias."""
+MAX_SPEC_BYTES = 1 << 20  # the official specs are under 1 KB
+MAX_DEPTH = 16  # nesting of tables and lists (a benchmark needs 3)
+MAX_VALUES = 100_000  # values in a parsed spec, every use of a YAML alias counted
 SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 
 
@@ -44,17 +39,6 @@ class SpecFileError(UsageError, ValueError):
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with nesting bounded while composing (before any expansion)."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        self._depth = getattr(self, "_depth", 0) + 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise SpecFileError(f"nested more than {MAX_DEPTH} levels deep")
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
         """A mapping whose keys are each written once (TOML refuses a repeated key too)."""
         if isinstance(node, yaml.MappingNode):
@@ -90,8 +74,7 @@ def _parse(text: str, suffix: str) -> Any:
 
 
 def check_size(data: Any) -> None:
-    """Refuse data nested deeper than :data:`MAX_DEPTH` or holding more than :data:`MAX_VALUES`
-    values (a YAML alias counted at every use).
+    """Refuse data nested deeper than :data:`MAX_DEPTH` or with more than :data:`MAX_VALUES`.
 
     >>> check_size({"a": [[1, 2]]})
     >>> check_size([[[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]]])
@@ -189,8 +172,8 @@ def resolve_benchmark(
     tasks: tuple[str, ...] = (),
     overrides: dict[str, Any] | None = None,
 ) -> BenchmarkSpec:
-    """The benchmark from a file (else one config per task in ``tasks``, all when empty),
-    filtered to ``tasks``, with overrides; ``ValidationError`` or :class:`SpecFileError`."""
+    """The benchmark of a file (else one config per task in ``tasks``), filtered to ``tasks``,
+    with ``overrides``."""
     overrides = overrides or {}
     if spec_file is None:
         raw = default_benchmark_mapping(tasks or TASKS)

@@ -180,16 +180,13 @@ def unfinished(root: Path) -> str | None:
 # --- the manifest --------------------------------------------------------------------------
 
 FORMAT_VERSION = 1
-MAX_MANIFEST_BYTES = 64 * 2**20
-"""A manifest larger than this is refused unread (a real one holds about 200 bytes a file)."""
-MAX_FILES = 1_000_000
-"""Files per split a manifest may list."""
+MAX_MANIFEST_BYTES = 64 * 2**20  # refused unread (a real one holds about 200 bytes a file)
+MAX_FILES = 1_000_000  # files per split
 STORAGE_NOTE = {"arrow": "arrow-ipc (datasets save_to_disk; load_from_disk(DIR/CONFIG))"}
 """The ``storage`` line of non-Parquet manifests (Parquet manifests record ``parquet``)."""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
@@ -227,15 +224,7 @@ class _Model(BaseModel):
 
 
 def relative_path(value: str) -> str:
-    """``value`` if it is a relative POSIX path without ``..``, else ``ValueError``.
-
-    >>> relative_path("data/cot/train-00000-of-00001.parquet")
-    'data/cot/train-00000-of-00001.parquet'
-    >>> relative_path("data/../../x")
-    Traceback (most recent call last):
-    ...
-    ValueError: must be a relative path inside the dataset folder, got 'data/../../x'
-    """
+    """``value`` if it is a relative POSIX path without ``..``, else ``ValueError``."""
     if (
         value.startswith("/")
         or "\\" in value
@@ -247,8 +236,6 @@ def relative_path(value: str) -> str:
 
 
 class FileEntry(_Model):
-    """One data file: where it is, which rows it holds, its size and checksum."""
-
     path: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(relative_path)]
     rows: int = Field(ge=0, le=MAX_ROWS)
     first_id: int = Field(ge=0, le=MAX_ROWS)
@@ -279,8 +266,6 @@ class SplitEntry(_Model):
 
 
 class ConfigEntry(_Model):
-    """One config: its task spec, spec id and splits (exactly the spec's splits)."""
-
     spec_id: str = Field(pattern=r"^[0-9a-f]{16}$")
     spec: TaskSpec
     splits: dict[str, SplitEntry] = Field(min_length=1, max_length=32)
@@ -319,22 +304,19 @@ class ConfigEntry(_Model):
 
     @property
     def ordered_splits(self) -> dict[str, SplitEntry]:
-        """The splits in spec order (train, validation, test, test_<L'>, probe, probe_<L'>)."""
         return {
             name: self.splits[name] for name in (*self.spec.split_names, *self.spec.probe_names)
         }
 
 
 class BenchmarkEntry(_Model):
-    """The benchmark's name, description and spec id."""
-
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     description: str = Field("", max_length=4000)
     spec_id: str = Field(pattern=r"^[0-9a-f]{16}$")
 
 
 class Manifest(_Model):
-    """The whole of ``posgen.json``; ``parquet`` for Parquet folders, ``storage`` otherwise."""
+    """``posgen.json``: ``parquet`` options for Parquet folders, a ``storage`` line otherwise."""
 
     format: Literal["posgen-dataset"] = "posgen-dataset"
     format_version: Literal[1] = FORMAT_VERSION
@@ -363,14 +345,12 @@ class Manifest(_Model):
 
     @property
     def storage_format(self) -> str:
-        """``"parquet"`` or ``"arrow"``: the format of the folder's data files."""
         if self.storage is None:
             return "parquet"
         return next(name for name, note in STORAGE_NOTE.items() if note == self.storage)
 
     @property
     def bench(self) -> BenchmarkSpec:
-        """The benchmark spec this manifest records."""
         return BenchmarkSpec(
             name=self.benchmark.name,
             description=self.benchmark.description,
@@ -378,11 +358,8 @@ class Manifest(_Model):
         )
 
     def hf_configs(self) -> list[tuple[str, str, dict[str, SplitEntry]]]:
-        """``(datasets config, posgen config, splits)``: each config, then its probe config.
-
-        A config's probe splits have other columns, and ``datasets`` gives all splits of one
-        config one feature set, so they form the config ``<config>-probe``.
-        """
+        """``(datasets config, posgen config, splits)``: each config, then ``<config>-probe``
+        (its probe splits have other columns)."""
         return [
             (probe_config(name) if probe else name, name, {n: entry.splits[n] for n in names})
             for name, entry in self.configs.items()
@@ -416,7 +393,7 @@ def build_manifest(
     storage: str,
     parquet_options: dict[str, Any],
 ) -> Manifest:
-    """The manifest of ``bench`` stored as the shards ``plan``, whose files have ``entries``."""
+    """The manifest of ``bench`` stored as the shards ``plan`` with file ``entries``."""
     files: dict[tuple[str, str], list[FileEntry]] = {}
     for shard, entry in zip(plan, entries, strict=True):
         files.setdefault((shard.config, shard.split), []).append(entry)
@@ -449,8 +426,7 @@ def build_manifest(
 
 
 def read_bounded(path: Path, limit: int, chunk: int = 1 << 20) -> bytes:
-    """At most ``limit + 1`` bytes of ``path``, read a chunk at a time (memory follows the
-    file's real size, not the limit)."""
+    """At most ``limit + 1`` bytes of ``path``, read a chunk at a time."""
     parts = []
     with open(path, "rb") as handle:
         while sum(map(len, parts)) <= limit and (block := handle.read(chunk)):
@@ -459,12 +435,8 @@ def read_bounded(path: Path, limit: int, chunk: int = 1 << 20) -> bytes:
 
 
 def read_manifest(root: str | Path) -> Manifest:
-    """The manifest of the dataset folder ``root``, checked whole.
-
-    Raises :class:`NotADataset` when ``root`` has no ``posgen.json`` and
-    :class:`DamagedDataset` (one line per problem, each naming the file) when it cannot be
-    read, is not JSON, does not fit the model, or records specs whose ids do not match.
-    """
+    """The manifest of ``root``, checked whole: :class:`NotADataset` without one,
+    :class:`DamagedDataset` (one line per problem) when it does not fit the model."""
     root = Path(root)
     path = root / MANIFEST_NAME
     try:
