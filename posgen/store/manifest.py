@@ -283,11 +283,6 @@ class ConfigEntry(_Model):
                 "the manifest was edited"
             )
         names = (*spec.split_names, *spec.probe_names)
-        if set(self.splits) == set(spec.split_names) and spec.probe_names:
-            raise ValueError(
-                "no probe splits: written by a posgen older than the probe splits; regenerate "
-                "it with `posgen generate --spec ... --overwrite`"
-            )
         if set(self.splits) != set(names):
             raise ValueError(
                 f"splits {', '.join(self.splits)} are not the spec's ({', '.join(names)})"
