@@ -26,9 +26,14 @@ from functools import lru_cache
 
 import numpy as np
 
-from posgen.generator import DEFAULT_BLOCK_ROWS, expected_targets, generate_rows, storage_dtype
+from posgen.generator import (
+    DEFAULT_BLOCK_ROWS,
+    expected_targets,
+    generate_rows,
+    storage_dtype,
+    task_key,
+)
 from posgen.ops import mix64
-from posgen.seeding import task_key
 from posgen.spec import TaskSpec, probe_source
 from posgen.tasks import dependency_matrix, far_start
 

@@ -26,8 +26,7 @@ from pydantic import ValidationError
 
 from posgen.errors import UsageProblems, not_utf8, problem_lines, shown
 from posgen.ops import op_names
-from posgen.spec import BenchmarkSpec
-from posgen.spec_files import resolve_benchmark
+from posgen.spec import BenchmarkSpec, resolve_benchmark
 from posgen.store.formats import FORMATS
 from posgen.tasks import TASKS
 

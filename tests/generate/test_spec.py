@@ -8,8 +8,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from posgen.spec import TaskSpec
-from posgen.spec_files import SpecFileError, resolve_benchmark
+from posgen.spec import SpecFileError, TaskSpec, resolve_benchmark
 
 
 def test_defaults_are_the_papers_setup_and_specs_are_frozen():
