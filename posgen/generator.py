@@ -266,6 +266,12 @@ def work_dtype(modulus: int) -> np.dtype:
 
 
 @lru_cache(maxsize=64)
+def far_starts(task: str, near: int, far: int, length: int) -> tuple[int, ...]:
+    """The far start of every position w .. length-1."""
+    return tuple(far_start(task, np.arange(near + far, length), near, far).tolist())
+
+
+@lru_cache(maxsize=64)
 def additive_steps(task: str, near: int, far: int, length: int) -> tuple[Step, ...]:
     """``(leaving, entering)`` positions that turn x_t into x_{t+1}, for t = w .. length-2.
 
@@ -277,7 +283,7 @@ def additive_steps(task: str, near: int, far: int, length: int) -> tuple[Step, .
     window = near + far
     if length <= window + 1:
         return ()
-    starts = far_start(task, np.arange(window, length), near, far).tolist()
+    starts = far_starts(task, near, far, length)
     steps = []
     for t in range(window, length - 1):
         old, new = starts[t - window], starts[t - window + 1]
@@ -417,15 +423,11 @@ def _fill_sum(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
         yield t + 1
 
 
-def _starts(spec: TaskSpec, length: int) -> list[int]:
-    return far_start(spec.task, np.arange(spec.window, length), spec.near, spec.far).tolist()
-
-
 def _fill_direct(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
     """x_t = :meth:`posgen.ops.Op.apply` per position (``select``, and tables too large)."""
     op, near, far = get_op(spec.op), spec.near, spec.far
     views = list(cols)
-    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
+    for t, start in enumerate(far_starts(spec.task, near, far, len(cols)), start=spec.window):
         operands = [views[p] for p in (*range(start, start + far), *range(t - near, t))]
         views[t][...] = op.apply(operands, spec.modulus, spec.op_key, far=far)
         yield t
@@ -441,7 +443,7 @@ def _fill_tuple(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
     views = list(cols)
     code = np.empty(cols.shape[1], dtype=np.uint32)
     base = np.uint32(spec.modulus)
-    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
+    for t, start in enumerate(far_starts(spec.task, near, far, len(cols)), start=spec.window):
         positions = [*range(start, start + far), *range(t - near, t)]
         np.copyto(code, views[positions[0]])
         for position in positions[1:]:
@@ -462,7 +464,7 @@ def _fill_perm(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
     views = list(cols)
     code = np.empty(cols.shape[1], dtype=np.int64)
     total = np.empty(cols.shape[1], dtype=np.int64)
-    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
+    for t, start in enumerate(far_starts(spec.task, near, far, len(cols)), start=spec.window):
         code[...] = 0
         for row in views[start : start + far]:
             np.multiply(code, m, out=code)
@@ -486,7 +488,7 @@ def _fill_slot(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
     flat = table.reshape(-1).astype(np.int64)
     code = np.empty(cols.shape[1], dtype=np.int64)
     total = np.empty(cols.shape[1], dtype=np.int64)
-    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
+    for t, start in enumerate(far_starts(spec.task, near, far, len(cols)), start=spec.window):
         total[...] = 0
         for i in range(near):
             code[...] = views[start + i % far] if far else zero

@@ -29,13 +29,14 @@ import numpy as np
 from posgen.generator import (
     DEFAULT_BLOCK_ROWS,
     expected_targets,
+    far_starts,
     generate_rows,
     storage_dtype,
     task_key,
 )
 from posgen.ops import mix64
 from posgen.spec import TaskSpec, probe_source
-from posgen.tasks import dependency_matrix, far_start
+from posgen.tasks import dependency_matrix
 
 PROBE_STREAM = 0x70726F6265  # spawn-key word of the probe stream ("probe")
 
@@ -61,7 +62,7 @@ def _plan(task: str, near: int, far: int, length: int, offset: int) -> ProbePlan
         if task == "cot":
             replaced[:far] = b"\x01" * far
         else:  # the greedy rule of the module docstring
-            starts = _starts(task, near, far, length)
+            starts = far_starts(task, near, far, length)
             guarded = bytearray(length)  # near operands and position of accepted targets
             order = [*range(window + offset, length), *range(window + offset - 1, window - 1, -1)]
             for t in order:
@@ -75,12 +76,6 @@ def _plan(task: str, near: int, far: int, length: int, offset: int) -> ProbePlan
     plan.replaced.flags.writeable = False
     plan.probed.flags.writeable = False
     return plan
-
-
-@lru_cache(maxsize=64)
-def _starts(task: str, near: int, far: int, length: int) -> list[int]:
-    window = near + far
-    return far_start(task, np.arange(window, length), near, far).tolist()
 
 
 def probed_positions(task: str, near: int, far: int, replaced: np.ndarray) -> np.ndarray:
