@@ -107,8 +107,7 @@ def copy_rate(nbytes: int, repeat: int) -> float:
 
 def generate_rate(spec: Any, repeat: int) -> tuple[float, float]:
     """Tokens/s of generate_rows (with seed windows) and of the kernel alone."""
-    from posgen.generator import block_rows_for, generate_rows, grow
-    from posgen.seeding import seed_windows
+    from posgen.generator import block_rows_for, generate_rows, grow, seed_windows
 
     rows, length = spec.train_size, spec.train_length
     out = np.empty((rows, length), dtype=np.uint8)

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import click
 
-from posgen.spec import TaskSpec
-from posgen.spec_files import resolve_benchmark
+from posgen.spec import TaskSpec, resolve_benchmark
 from posgen.store import write_dataset
 from posgen.validate import validate
 

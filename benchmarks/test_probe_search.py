@@ -60,7 +60,7 @@ def test_the_look_back_audit_finds_posgen_v1_cots_two_token_rule():
 
 def test_every_candidate_names_a_spec_file_and_a_config_in_it():
     from benchmarks.probe_search import ROOT
-    from posgen.spec_files import resolve_benchmark
+    from posgen.spec import resolve_benchmark
 
     for candidate in CANDIDATES.values():
         assert candidate.config in resolve_benchmark(ROOT / candidate.spec).configs

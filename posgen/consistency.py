@@ -50,11 +50,6 @@ CHUNK_OPERANDS = 1 << 19  # operands handed to the op at once (int64: 4 MiB)
 
 
 def candidate_count(spec: TaskSpec) -> int:
-    """m^j, the number of far-operand candidates.
-
-    >>> candidate_count(TaskSpec(task="cot", modulus=101, far=2))
-    10201
-    """
     return spec.modulus**spec.far
 
 
@@ -70,7 +65,7 @@ def candidates(modulus: int, far: int) -> np.ndarray:
 
 
 def row_cost(spec: TaskSpec, length: int) -> int:
-    """Operand reads the audit spends on one row of ``length`` tokens: m^j x targets x w."""
+    """Operand reads the audit spends on one row: m^j x targets x w."""
     return candidate_count(spec) * max(0, length - spec.window) * max(spec.window, 1)
 
 
@@ -96,8 +91,8 @@ def refusal(spec: TaskSpec, length: int) -> str | None:
 
 
 def sample_rows(spec: TaskSpec, length: int) -> int:
-    """How many rows of a split the audit reads: :data:`AUDIT_TARGETS` targets' worth, at
-    most :data:`AUDIT_OPERANDS` operand reads (0 when not computed).
+    """Rows of a split the audit reads: :data:`AUDIT_TARGETS` targets' worth, within
+    :data:`AUDIT_OPERANDS` (0 when not computed).
 
     >>> sample_rows(TaskSpec(task="cot"), 256)  # 8,192 targets / 252 a row, rounded up
     33
@@ -109,8 +104,8 @@ def sample_rows(spec: TaskSpec, length: int) -> int:
 
 
 def question_lookbacks(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
-    """D*(t) of every row and target of ``tokens`` (rows that follow the spec's rule):
-    ``(rows, length - w)``, column i for t = w + i; memory bounded by :data:`CHUNK_OPERANDS`."""
+    """D*(t) of every row and target of ``tokens``: ``(rows, length - w)``, column i for
+    t = w + i."""
     tokens = np.asarray(tokens, dtype=np.int64)
     rows, length = tokens.shape
     m, k, j, w = spec.modulus, spec.near, spec.far, spec.window

@@ -1,35 +1,191 @@
 """The POSGEN generator: seed windows in, whole rows out, and targets recomputed from rows.
 
-Rows are grown position-major, every position computed for a whole block of rows at once.
-For an additive op, x_{t+1} = x_t + (tokens entering the operand set) - (tokens leaving it)
-(mod m): a few in-place operations on one ``rows``-long vector per position, with a
-conditional correction ``min(v, v -/+ m)`` instead of a division. Worked example (recursive,
-m = 17, k = 3, j = 1, seed window 0 1 2 3): x_4 = 0 + 1 + 2 + 3 = 6, x_5 = 2 x_4 - x_0 = 12.
-Other ops share the blocking and differ in their per-position step (a ``sum`` op looks
-x_t = f(S) up in its table; ``keyed_hash`` looks each tuple's base-m code up in a table).
+Seed windows, the first w = j + k tokens of a row, are pure functions of (spec, split, row).
+``paper`` reproduces the authors' code: row r starts with the r-th (cycled) window of
+``itertools.combinations(range(m), w)``; train and validation take rows from 0, test from
+``val_size`` on. ``disjoint`` decodes index i of a keyed permutation of ``[0, m^w)`` (Feistel
+with cycle walking) into w base-m digits; each split owns a contiguous range of indices (test,
+validation, the extra tests, train last), so no window repeats within or across splits.
 
-Each finished slab of positions is turned row-major while still in cache, as 8x8 byte tiles
-in uint64 words (4x4 for uint16): masked shift/xor swaps. numpy alone so outruns Parquet
-encoding (BENCHMARKS.md). The output equals the plain-loop oracle ``tests/oracle.py``.
+Rows grow position-major, one position for a whole block of rows at once; an additive op
+moves x_t to x_{t+1} by adding the entering and subtracting the leaving operands (mod m).
+Each slab of positions is turned row-major in cache as 8x8 byte tiles in uint64 words.
+Recursive, m = 17, k = 3, j = 1: x_4 = 0 + 1 + 2 + 3 = 6, x_5 = 2 x_4 - x_0 = 12.
 
->>> import numpy as np
 >>> from posgen.spec import TaskSpec
+>>> paper_windows(TaskSpec(task="cot", seeding="paper"), "test", 0, 2).tolist()
+[[1, 11, 13, 15], [1, 11, 13, 16]]
 >>> grow(TaskSpec(task="recursive"), np.array([[0, 1, 2, 3]]), 8).tolist()
 [[0, 1, 2, 3, 6, 12, 6, 10]]
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from posgen.ops import get_op, hash_table, perm_table, sum_table
-from posgen.seeding import seed_windows
+from posgen.ops import get_op, hash_table, mix64, perm_table, sum_table
 from posgen.spec import TaskSpec
 from posgen.tasks import far_start
+
+FEISTEL_ROUNDS = 8
+MAX_PERMUTED = 2**63
+PAPER_TABLE_MAX = 1 << 16  # paper spaces up to this size are unranked once and indexed
+
+
+def seed_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.ndarray:
+    """Seed windows of rows ``[start, stop)`` of ``split``: int64 ``(stop - start, w)``."""
+    size = spec.split_size(split)
+    if not 0 <= start <= stop <= size:
+        raise ValueError(f"rows [{start}, {stop}) out of range for {split} ({size} rows)")
+    if spec.seeding == "paper":
+        return paper_windows(spec, split, start, stop)
+    return disjoint_windows(spec, split, start, stop)
+
+
+def paper_row_offset(spec: TaskSpec, split: str) -> int:
+    """Index in the authors' complete list of row 0 of ``split``."""
+    if split in ("train", "validation"):
+        return 0
+    extra = spec.split_names.index(split) - spec.split_names.index("test")
+    return spec.val_size + extra * spec.test_size
+
+
+def paper_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.ndarray:
+    offset = paper_row_offset(spec, split)
+    if spec.seed_space <= PAPER_TABLE_MAX:
+        table = _paper_table(spec.modulus, spec.window)
+        return table[np.arange(offset + start, offset + stop, dtype=np.int64) % len(table)]
+    exact = offset + stop < 2**62 and spec.seed_space < 2**62
+    ranks = np.arange(offset + start, offset + stop, dtype=np.int64 if exact else object)
+    ranks %= spec.seed_space
+    return unrank_combinations(ranks, spec.modulus, spec.window)
+
+
+@lru_cache(maxsize=8)
+def _paper_table(m: int, w: int) -> np.ndarray:
+    table = unrank_combinations(np.arange(math.comb(m, w), dtype=np.int64), m, w)
+    table.flags.writeable = False
+    return table
+
+
+def unrank_combinations(ranks: np.ndarray, m: int, w: int) -> np.ndarray:
+    """The ``ranks``-th w-subsets of range(m) in itertools order (exact for any size).
+
+    >>> unrank_combinations(np.array([0, 1, 2379]), 17, 4).tolist()
+    [[0, 1, 2, 3], [0, 1, 2, 4], [13, 14, 15, 16]]
+    """
+    total = math.comb(m, w)
+    exact = total < 2**62
+    dtype = np.int64 if exact else object
+    q = np.asarray(ranks).astype(dtype)
+    out = np.empty((q.shape[0], w), dtype=np.int64)
+    prev = np.full(q.shape[0], -1, dtype=np.int64)
+    for slot in range(w):
+        rest = w - slot  # comb(u, rest): windows whose remaining values lie in u candidates
+        table = np.array([math.comb(u, rest) for u in range(m + 1)], dtype=dtype)
+        target = table[m - 1 - prev] - q
+        u = np.searchsorted(table, target, side="left")
+        value = m - u
+        q = q - (table[m - 1 - prev] - table[u])
+        out[:, slot] = value
+        prev = value.astype(np.int64)
+    return out
+
+
+def disjoint_offset(spec: TaskSpec, split: str) -> int:
+    """First permutation index of ``split``: test, validation, extra tests, then train."""
+    order = ["test", "validation", *spec.split_names[3:], "train"]
+    return sum(spec.split_size(s) for s in order[: order.index(split)])
+
+
+def task_key(spec: TaskSpec) -> list[int]:
+    """SeedSequence key material of the task: a stable code of its name."""
+    return [int.from_bytes(hashlib.sha256(spec.task.encode()).digest()[:4], "little")]
+
+
+def disjoint_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.ndarray:
+    """Distinct windows of Z_m^w; past m^w = 2^63 only the last d digits (m^d <= 2^63) are
+    permuted, and the first ones hashed from (key, index)."""
+    m, w = spec.modulus, spec.window
+    digits = w
+    while m**digits > MAX_PERMUTED:
+        digits -= 1
+    domain = m**digits
+    keys = np.random.SeedSequence(spec.seed, spawn_key=task_key(spec)).generate_state(
+        FEISTEL_ROUNDS + 1, dtype=np.uint64
+    )
+    first = disjoint_offset(spec, split) + start
+    index = np.arange(first, first + (stop - start), dtype=np.uint64)
+    permuted = feistel_permute(index, domain, keys[:FEISTEL_ROUNDS])
+    if digits == w:
+        return decode_digits(permuted, m, digits)
+    out = np.empty((w, index.shape[0]), dtype=np.int64).T  # digit-major, like decode_digits
+    out[:, w - digits :] = decode_digits(permuted, m, digits)
+    counters = index[:, None] * np.uint64(w) + np.arange(w - digits, dtype=np.uint64)
+    out[:, : w - digits] = (mix64(mix64(counters) ^ keys[-1]) % np.uint64(m)).astype(np.int64)
+    return out
+
+
+def feistel_permute(index: np.ndarray, domain: int, keys: np.ndarray) -> np.ndarray:
+    """A keyed bijection of ``[0, domain)``: a Feistel network with cycle walking."""
+    bits = max(2, (domain - 1).bit_length())
+    bits += bits % 2
+    half = np.uint64(bits // 2)
+    mask = np.uint64((1 << (bits // 2)) - 1)
+
+    def encrypt(x: np.ndarray) -> np.ndarray:
+        left, right = x >> half, x & mask
+        for key in keys:
+            left, right = right, left ^ (mix64(right ^ key) & mask)
+        return (left << half) | right
+
+    out = encrypt(np.asarray(index, dtype=np.uint64))
+    outside = np.flatnonzero(out >= np.uint64(domain))
+    while outside.size:
+        out[outside] = encrypt(out[outside])
+        outside = outside[out[outside] >= np.uint64(domain)]
+    return out
+
+
+def decode_digits(values: np.ndarray, m: int, digits: int) -> np.ndarray:
+    """Base-m digits ``(n, digits)`` of ``values``, most significant first (uint32 division
+    of two halves where they fit).
+
+    >>> decode_digits(np.array([0, 17**4 - 1, 5 * 17**3 + 2], dtype=np.uint64), 17, 4).tolist()
+    [[0, 0, 0, 0], [16, 16, 16, 16], [5, 0, 0, 2]]
+    """
+    out = np.empty((digits, values.shape[0]), dtype=np.int64).T  # digit-major: fast writes
+    values = np.asarray(values, dtype=np.uint64)
+    if m**digits <= 2**32:
+        _decode_into(values.astype(np.uint32), m, out)
+        return out
+    low = digits // 2
+    while low < digits and m**low < 2**32 and m ** (digits - low) > 2**32:
+        low += 1
+    while low > 0 and m**low > 2**32:
+        low -= 1
+    if low == 0 or m ** (digits - low) > 2**32:  # halves too wide: plain uint64 division
+        _decode_into(values, m, out)
+        return out
+    high, rest = np.divmod(values, np.uint64(m**low))
+    _decode_into(high.astype(np.uint32), m, out[:, : digits - low])
+    _decode_into(rest.astype(np.uint32), m, out[:, digits - low :])
+    return out
+
+
+def _decode_into(values: np.ndarray, m: int, out: np.ndarray) -> None:
+    rest = values.copy()
+    base = rest.dtype.type(m)
+    for position in range(out.shape[1] - 1, -1, -1):
+        out[:, position] = rest % base
+        rest //= base
+
 
 DEFAULT_BLOCK_ROWS = 65_536  # rows grown together: amortizes numpy's ~1 us per call
 BLOCK_BYTES = 64 * 2**20  # most token bytes of one block, whatever the length
@@ -39,8 +195,7 @@ WINDOW_BYTES = 64 * 2**20  # most bytes of int64 seed windows held at once
 def block_rows_for(
     spec: TaskSpec, length: int, block_rows: int = DEFAULT_BLOCK_ROWS, per_group: int = 1
 ) -> int:
-    """Rows of ``length`` tokens generated at once, within ``block_rows`` and the byte caps,
-    in whole groups of ``per_group`` rows (a format's row group or record batch).
+    """Rows of ``length`` tokens generated at once, in whole groups of ``per_group`` rows.
 
     >>> block_rows_for(TaskSpec(task="cot"), 4096)
     16384
@@ -56,8 +211,7 @@ def block_rows_for(
 def grow(
     spec: TaskSpec, windows: np.ndarray, length: int, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Rows ``(rows, length)`` of :func:`storage_dtype` (``out`` when given) grown from
-    ``windows`` (``(rows, w)``, its first columns)."""
+    """Rows ``(rows, length)`` (into ``out`` when given) grown from ``windows`` ``(rows, w)``."""
     rows, window = windows.shape
     if window != spec.window:
         raise ValueError(f"windows have {window} columns, the spec's window is {spec.window}")
@@ -76,7 +230,7 @@ def grow(
 def generate_rows(
     spec: TaskSpec, split: str, start: int, stop: int, block_rows: int = DEFAULT_BLOCK_ROWS
 ) -> np.ndarray:
-    """Rows ``[start, stop)`` of ``split`` as ``(stop - start, length)``; blocks change nothing."""
+    """Rows ``[start, stop)`` of ``split``; ``block_rows`` changes no token."""
     length = spec.split_length(split)
     out = np.empty((stop - start, length), dtype=storage_dtype(spec.modulus))
     step = block_rows_for(spec, length, block_rows)
@@ -96,7 +250,6 @@ def generate_split(spec: TaskSpec, split: str, block_rows: int = DEFAULT_BLOCK_R
     return generate_rows(spec, split, 0, spec.split_size(split), block_rows)
 
 
-# The kernel: blocks grown position-major, transposed by tiles ---------------------------------
 SLAB_BYTES = 1 << 20  # work bytes per transposed slab of positions: stays in L2
 
 Step = tuple[tuple[int, ...], tuple[int, ...]]
@@ -108,8 +261,14 @@ def storage_dtype(modulus: int) -> np.dtype:
 
 
 def work_dtype(modulus: int) -> np.dtype:
-    """Smallest unsigned type holding 2m - 1, the largest value before a correction."""
+    """Smallest unsigned type holding 2m - 1."""
     return np.dtype(np.uint8 if modulus <= 128 else np.uint16 if modulus <= 32768 else np.uint32)
+
+
+@lru_cache(maxsize=64)
+def far_starts(task: str, near: int, far: int, length: int) -> tuple[int, ...]:
+    """The far start of every position w .. length-1."""
+    return tuple(far_start(task, np.arange(near + far, length), near, far).tolist())
 
 
 @lru_cache(maxsize=64)
@@ -124,7 +283,7 @@ def additive_steps(task: str, near: int, far: int, length: int) -> tuple[Step, .
     window = near + far
     if length <= window + 1:
         return ()
-    starts = far_start(task, np.arange(window, length), near, far).tolist()
+    starts = far_starts(task, near, far, length)
     steps = []
     for t in range(window, length - 1):
         old, new = starts[t - window], starts[t - window + 1]
@@ -172,8 +331,7 @@ def transpose_tiles(words: np.ndarray, tile: int, itemsize: int, out: np.ndarray
 
 
 def grow_into(spec: TaskSpec, windows: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Grow ``windows`` (``(rows, w)``, values in [0, m)) into ``out`` (``(rows, length)`` of
-    :func:`storage_dtype`), returned filled, by the op kind's filler (:data:`_FILLERS`)."""
+    """Grow ``windows`` into ``out`` (returned) with the op kind's filler (:data:`_FILLERS`)."""
     m, window = spec.modulus, spec.window
     op = get_op(spec.op)
     rows, length = out.shape
@@ -217,7 +375,7 @@ def grow_into(spec: TaskSpec, windows: np.ndarray, out: np.ndarray) -> np.ndarra
 
 
 def _fill_additive(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_{t+1} = x_t + entering - leaving (mod m); yields each position filled."""
+    """x_{t+1} = x_t + entering - leaving (mod m); yields each position filled (so do all)."""
     m, window = spec.modulus, spec.window
     cols[window] = cols[:window].sum(axis=0, dtype=np.int64) % m
     yield window
@@ -265,24 +423,18 @@ def _fill_sum(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
         yield t + 1
 
 
-def _starts(spec: TaskSpec, length: int) -> list[int]:
-    return far_start(spec.task, np.arange(spec.window, length), spec.near, spec.far).tolist()
-
-
 def _fill_direct(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_t = the op's plain definition (:meth:`posgen.ops.Op.apply`) per position: the
-    ``select`` kind, and the table ops when their table would be too large."""
+    """x_t = :meth:`posgen.ops.Op.apply` per position (``select``, and tables too large)."""
     op, near, far = get_op(spec.op), spec.near, spec.far
     views = list(cols)
-    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
+    for t, start in enumerate(far_starts(spec.task, near, far, len(cols)), start=spec.window):
         operands = [views[p] for p in (*range(start, start + far), *range(t - near, t))]
         views[t][...] = op.apply(operands, spec.modulus, spec.op_key, far=far)
         yield t
 
 
 def _fill_tuple(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_t = keyed hash of (far operands, near operands): the tuple's base-m code by Horner
-    steps, then one lookup in the op's table (:func:`posgen.ops.hash_table`)."""
+    """x_t = the keyed hash, the tuple's base-m code looked up in its table."""
     table = hash_table(spec.modulus, spec.window, spec.op_key)
     if table is None:
         yield from _fill_direct(spec, cols)
@@ -291,7 +443,7 @@ def _fill_tuple(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
     views = list(cols)
     code = np.empty(cols.shape[1], dtype=np.uint32)
     base = np.uint32(spec.modulus)
-    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
+    for t, start in enumerate(far_starts(spec.task, near, far, len(cols)), start=spec.window):
         positions = [*range(start, start + far), *range(t - near, t)]
         np.copyto(code, views[positions[0]])
         for position in positions[1:]:
@@ -302,8 +454,7 @@ def _fill_tuple(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
 
 
 def _fill_perm(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_t = pi_F((near sum) mod m): the far tuple's base-m code by Horner steps and the near
-    sum, then one lookup in the op's table of permutations (:func:`posgen.ops.perm_table`)."""
+    """x_t = pi_F((near sum) mod m), looked up in :func:`~posgen.ops.perm_table`."""
     m, near, far = spec.modulus, spec.near, spec.far
     table = perm_table(m, far, spec.op_key)
     if table is None:
@@ -313,7 +464,7 @@ def _fill_perm(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
     views = list(cols)
     code = np.empty(cols.shape[1], dtype=np.int64)
     total = np.empty(cols.shape[1], dtype=np.int64)
-    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
+    for t, start in enumerate(far_starts(spec.task, near, far, len(cols)), start=spec.window):
         code[...] = 0
         for row in views[start : start + far]:
             np.multiply(code, m, out=code)
@@ -329,19 +480,15 @@ def _fill_perm(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
 
 
 def _fill_slot(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_t = sum_i pi_{f_(i mod j)}(n_i) mod m: per near slot one lookup in the op's m x m
-    table of permutations (f * m + n), summed."""
+    """x_t = sum_i pi_{f_(i mod j)}(n_i) mod m, one m x m table lookup per near slot."""
     m, near, far = spec.modulus, spec.near, spec.far
-    table = perm_table(m, 1, spec.op_key)
-    if table is None:
-        yield from _fill_direct(spec, cols)
-        return
+    table = perm_table(m, 1, spec.op_key)  # never None: Op.problem caps m * m
     views = list(cols)
     zero = np.zeros(cols.shape[1], dtype=cols.dtype)
     flat = table.reshape(-1).astype(np.int64)
     code = np.empty(cols.shape[1], dtype=np.int64)
     total = np.empty(cols.shape[1], dtype=np.int64)
-    for t, start in enumerate(_starts(spec, cols.shape[0]), start=spec.window):
+    for t, start in enumerate(far_starts(spec.task, near, far, len(cols)), start=spec.window):
         total[...] = 0
         for i in range(near):
             code[...] = views[start + i % far] if far else zero
@@ -363,7 +510,6 @@ _FILLERS: dict[str, Callable[[TaskSpec, np.ndarray], Iterator[int]]] = {
 }
 
 
-# Targets recomputed from stored rows (the validator, the probe, the oracle) -----------------
 @dataclass(frozen=True)
 class FarSlot:
     """Far operand ``offset`` of every target: position ``starts[t - w] + offset``."""

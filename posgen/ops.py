@@ -1,9 +1,8 @@
-"""Generation functions h: how the operands of a position become its token.
+"""Generation functions h: the w operands of a position (far first) to a token of Z_m.
 
-An op maps the w operands of a position (in position order) to a token of Z_m. Kinds (each
-with a fast path in :mod:`posgen.generator`): ``additive`` (the paper's ``mod_addition``),
-``sum`` (a function of the unreduced operand sum S, tabulated), ``tuple`` (``keyed_hash``),
-and keyed permutations of Z_m picked by the far operands (``perm``, ``slot``, ``select``).
+Kinds, each with a fast path in :mod:`posgen.generator`: ``additive``, ``sum`` (a table of
+the unreduced sum S), ``tuple`` (``keyed_hash``) and keyed permutations (``perm``, ``slot``,
+``select``).
 
 >>> import numpy as np
 >>> MOD_ADDITION.apply(np.array([[1], [3], [6], [11]]), 17).tolist()
@@ -33,8 +32,7 @@ Kind = Literal["additive", "sum", "tuple", "perm", "slot", "select"]
 
 @dataclass(frozen=True)
 class Op:
-    """A generation function h over Z_m: ``value(S, m)`` is a ``sum`` op's exact formula (the
-    definition its table is built from); ``keyed`` ops read the spec's ``op_key``."""
+    """A generation function h over Z_m; ``value(S, m)``: a ``sum`` op's formula."""
 
     name: str
     description: str
@@ -44,14 +42,12 @@ class Op:
 
     @property
     def additive(self) -> bool:
-        """True for (sum of all operands) mod m, which the generator updates incrementally."""
         return self.kind == "additive"
 
     def apply(
         self, operands: Sequence[np.ndarray], modulus: int, key: int = 0, far: int = 0
     ) -> np.ndarray:
-        """h of every operand tuple (the plain reference): ``operands[i]`` holds operand i of
-        every tuple, w arrays of one shape, in [0, m); the first ``far`` are far operands."""
+        """h of every tuple: ``operands[i]`` holds operand i (the first ``far`` are far)."""
         if self.kind in ("perm", "slot", "select"):
             perm = {"perm": far_perm, "slot": slot_perm, "select": select_perm}[self.kind]
             return perm(operands[:far], operands[far:], modulus, key)
@@ -106,7 +102,7 @@ def _square_sum(total: int, modulus: int) -> int:
 
 @lru_cache(maxsize=64)
 def sum_table(name: str, modulus: int, window: int) -> np.ndarray:
-    """``f(S)`` for every operand sum S in [0, w(m-1)], from the op's formula (read-only).
+    """``f(S)`` for every operand sum S in [0, w(m-1)] (read-only).
 
     >>> sum_table("pow_sin_2pi", 8, 1).tolist()  # s = 2: |sin(pi/2)| * 8 = 8, outside Z_8
     [0, 5, 8, 5, 0, 5, 8, 5]
@@ -121,13 +117,13 @@ def sum_table(name: str, modulus: int, window: int) -> np.ndarray:
 
 
 def hash_key(key: int) -> np.uint64:
-    """The 64-bit key of ``op_key``: sha256 of a fixed text, the same on every machine."""
+    """The 64-bit key of ``op_key``: sha256 of a fixed text."""
     digest = hashlib.sha256(f"posgen keyed_hash {key}".encode()).digest()
     return np.uint64(int.from_bytes(digest[:8], "little"))
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finalizer, the package's one bijective mix of uint64 values.
+    """SplitMix64's finalizer, the package's one mix of uint64 values.
 
     >>> int(mix64(np.uint64(1)))
     6238072747940578789
@@ -169,10 +165,8 @@ def keyed_state(operands: Sequence[np.ndarray], modulus: int, key: int) -> np.nd
 
 
 def keyed_hash(operands: Sequence[np.ndarray], modulus: int, key: int) -> np.ndarray:
-    """Keyed hash of each ordered operand tuple (``operands[i]``: operand i of every tuple), on
-    Z_m, in integer operations only: the operands packed base m into words of
-    :func:`chunk_size`, ``state = hash_key(key)``, per word ``state = mix64(state ^ word)``,
-    then the token ``((state >> 32) * m) >> 32``.
+    """Keyed hash of each ordered operand tuple: the operands packed base m into words of
+    :func:`chunk_size`, ``state = mix64(state ^ word)`` per word, token ``(state >> 32) * m >> 32``.
 
     >>> keyed_hash(np.array([[1, 2], [2, 1]]), 17, key=0).tolist()  # order matters
     [13, 9]
@@ -225,8 +219,7 @@ def permutations(states: np.ndarray, modulus: int) -> np.ndarray:
 def far_perm(
     far_operands: Sequence[np.ndarray], near_operands: Sequence[np.ndarray], modulus: int, key: int
 ) -> np.ndarray:
-    """``far_perm``: pi_F((sum of near operands) mod m), pi_F the :func:`permutations` of the
-    :func:`keyed_state` of the far tuple F. Operands as in :func:`keyed_hash`.
+    """pi_F((sum of near operands) mod m), pi_F the permutation of the far tuple F's state.
 
     >>> far = [np.array([3, 3, 4])]
     >>> near = [np.array([1, 0, 1]), np.array([2, 3, 2])]  # near sums 3, 3, 3
@@ -271,32 +264,27 @@ def perm_table(modulus: int, far: int, key: int) -> np.ndarray | None:
 def slot_perm(
     far_operands: Sequence[np.ndarray], near_operands: Sequence[np.ndarray], modulus: int, key: int
 ) -> np.ndarray:
-    """``slot_perm``: (sum over i of pi_{f_(i mod j)}(n_i)) mod m, pi_v the :func:`perm_table`
-    row v (pi_0 without far operands).
+    """(sum over i of pi_{f_(i mod j)}(n_i)) mod m, pi_v row v of :func:`perm_table`.
 
     >>> pi = perm_table(17, 1, 0).tolist()  # row v: pi_v
     >>> f, n = [np.array([2]), np.array([5])], [np.array([1]), np.array([7]), np.array([3])]
     >>> int(slot_perm(f, n, 17, 0)[0]) == (pi[2][1] + pi[5][7] + pi[2][3]) % 17
     True
     """
-    table = perm_table(modulus, 1, key)  # None when m * m is above the cap: direct far_perm
+    table = perm_table(modulus, 1, key)  # never None: Op.problem caps m * m
     shape = np.shape(near_operands[0])
     total = np.zeros(shape, dtype=np.int64)
     for i, operand in enumerate(near_operands):
         f = far_operands[i % len(far_operands)] if len(far_operands) else np.zeros(shape, np.int64)
         f = np.broadcast_to(np.asarray(f, dtype=np.int64), shape)
-        n = np.asarray(operand, dtype=np.int64)
-        if table is not None:
-            total += table[f, n]
-        else:
-            total += far_perm([f], [n], modulus, key)
+        total += table[f, np.asarray(operand, dtype=np.int64)]
     return total % modulus
 
 
 def select_perm(
     far_operands: Sequence[np.ndarray], near_operands: Sequence[np.ndarray], modulus: int, key: int
 ) -> np.ndarray:
-    """``select_perm``: pi_{f_c}((sum of near operands) mod m), c = (last near operand) mod j.
+    """pi_{f_c}((sum of near operands) mod m), c = (last near operand) mod j.
 
     >>> pi = perm_table(17, 1, 0).tolist()
     >>> f = [np.array([4]), np.array([9])]
@@ -314,10 +302,7 @@ def select_perm(
         chosen = np.take_along_axis(stacked, choice[None, ...], axis=0)[0]
     else:
         chosen = np.zeros(shape, dtype=np.int64)
-    table = perm_table(modulus, 1, key)
-    if table is None:
-        return far_perm([chosen], [total], modulus, key)
-    return table[chosen, total].astype(np.int64)
+    return perm_table(modulus, 1, key)[chosen, total].astype(np.int64)
 
 
 MOD_ADDITION = Op(
@@ -339,7 +324,6 @@ def register_op(op: Op) -> None:
 
 
 def get_op(name: str) -> Op:
-    """The registered op called ``name``."""
     try:
         return _OPS[name]
     except KeyError:
@@ -347,7 +331,6 @@ def get_op(name: str) -> Op:
 
 
 def op_names() -> tuple[str, ...]:
-    """Names of the registered ops."""
     return tuple(_OPS)
 
 

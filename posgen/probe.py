@@ -26,11 +26,17 @@ from functools import lru_cache
 
 import numpy as np
 
-from posgen.generator import DEFAULT_BLOCK_ROWS, expected_targets, generate_rows, storage_dtype
+from posgen.generator import (
+    DEFAULT_BLOCK_ROWS,
+    expected_targets,
+    far_starts,
+    generate_rows,
+    storage_dtype,
+    task_key,
+)
 from posgen.ops import mix64
-from posgen.seeding import task_key
 from posgen.spec import TaskSpec, probe_source
-from posgen.tasks import dependency_matrix, far_start
+from posgen.tasks import dependency_matrix
 
 PROBE_STREAM = 0x70726F6265  # spawn-key word of the probe stream ("probe")
 
@@ -44,7 +50,6 @@ class ProbePlan:
 
 
 def probe_plan(spec: TaskSpec, length: int, offset: int) -> ProbePlan:
-    """Replaced and probed positions of a row of ``length`` whose offset is ``offset``."""
     offset = 0 if spec.task == "cot" or not spec.far else int(offset)  # one plan for all rows
     return _plan(spec.task, spec.near, spec.far, length, offset)
 
@@ -57,7 +62,7 @@ def _plan(task: str, near: int, far: int, length: int, offset: int) -> ProbePlan
         if task == "cot":
             replaced[:far] = b"\x01" * far
         else:  # the greedy rule of the module docstring
-            starts = _starts(task, near, far, length)
+            starts = far_starts(task, near, far, length)
             guarded = bytearray(length)  # near operands and position of accepted targets
             order = [*range(window + offset, length), *range(window + offset - 1, window - 1, -1)]
             for t in order:
@@ -73,15 +78,8 @@ def _plan(task: str, near: int, far: int, length: int, offset: int) -> ProbePlan
     return plan
 
 
-@lru_cache(maxsize=64)
-def _starts(task: str, near: int, far: int, length: int) -> list[int]:
-    window = near + far
-    return far_start(task, np.arange(window, length), near, far).tolist()
-
-
 def probed_positions(task: str, near: int, far: int, replaced: np.ndarray) -> np.ndarray:
-    """Targets whose far positions include a replaced one and whose near positions and
-    own position do not (``replaced``: a boolean mask over the row).
+    """Targets with a replaced far position, and no replaced near one nor themselves.
 
     >>> mask = np.zeros(10, dtype=bool); mask[0] = True
     >>> probed_positions("cot", 3, 1, mask).tolist()
@@ -98,7 +96,7 @@ def probed_positions(task: str, near: int, far: int, replaced: np.ndarray) -> np
 
 
 def stream_key(spec: TaskSpec, split: str) -> np.uint64:
-    """Key of the replacement stream of ``split``: (seed, task, split) through SeedSequence."""
+    """Key of the replacement stream of (seed, task, split)."""
     code = int.from_bytes(hashlib.sha256(split.encode()).digest()[:4], "little")
     state = np.random.SeedSequence(
         spec.seed, spawn_key=(*task_key(spec), code, PROBE_STREAM)
@@ -109,22 +107,20 @@ def stream_key(spec: TaskSpec, split: str) -> np.uint64:
 def replacements(
     spec: TaskSpec, split: str, rows: np.ndarray, positions: np.ndarray, original: np.ndarray
 ) -> np.ndarray:
-    """New tokens for (row index, position) pairs: uniform over the m - 1 values that differ
-    from ``original``, from counter ``index * L' + position`` of :func:`stream_key`."""
+    """New tokens for (row, position) pairs, uniform over the m - 1 values but ``original``."""
     length = spec.split_length(split)
     counter = rows.astype(np.uint64) * np.uint64(length) + positions.astype(np.uint64)
     draw = mix64(mix64(counter) ^ stream_key(spec, split)) % np.uint64(spec.modulus - 1)
     return (original.astype(np.int64) + 1 + draw.astype(np.int64)) % spec.modulus
 
 
-FAR_RULE_PAIRS = 1 << 20  # targets recomputed at once (bounds memory whatever the row length)
+FAR_RULE_PAIRS = 1 << 20  # targets recomputed at once: bounds memory
 
 
 def far_rule_answers(
     spec: TaskSpec, tokens: np.ndarray, rows: np.ndarray, positions: np.ndarray
 ) -> np.ndarray:
-    """h of the operands stored in ``tokens`` (``(n, L')``) for each target
-    ``(rows[i], positions[i])``, ``rows`` ascending: int64, one per target.
+    """h of the operands stored in ``tokens`` for each target ``(rows[i], positions[i])``.
 
     >>> spec = TaskSpec(task="cot", train_length=8, test_length=8)
     >>> row = np.array([[5, 1, 2, 3, 11, 0, 0, 0]])
@@ -142,8 +138,7 @@ def far_rule_answers(
 
 @dataclass(frozen=True)
 class ProbeBlock:
-    """Probe rows ``[start, start + n)``, ragged columns flattened: ``replaced_offsets`` and
-    ``probed_offsets`` (n + 1 each) delimit row i's ``replaced`` and ``probed``/``far_rule``."""
+    """Probe rows ``[start, start + n)``; ``*_offsets`` (n + 1) delimit row i's values."""
 
     start: int
     tokens: np.ndarray
@@ -161,7 +156,7 @@ class ProbeBlock:
 def probe_rows(
     spec: TaskSpec, split: str, start: int, stop: int, block_rows: int = DEFAULT_BLOCK_ROWS
 ) -> ProbeBlock:
-    """Probe rows ``[start, stop)`` of ``split``: the source rows regenerated, then altered.
+    """Probe rows ``[start, stop)`` of ``split``: the source rows, altered.
 
     >>> sizes = {"train_size": 4, "val_size": 2, "test_size": 3}
     >>> spec = TaskSpec(task="cot", train_length=8, test_length=16, **sizes)
@@ -176,7 +171,7 @@ def probe_rows(
 
 
 def alter_rows(spec: TaskSpec, split: str, start: int, tokens: np.ndarray) -> ProbeBlock:
-    """Probe rows made from source rows ``tokens`` (rows ``start ..``), altered in place."""
+    """Probe rows from source rows ``tokens`` (rows ``start ..``), altered in place."""
     rows, length = tokens.shape
     index = np.arange(start, start + rows, dtype=np.int64)
     offsets = index % max(1, length - spec.window)  # across rows every target leads once

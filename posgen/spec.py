@@ -1,13 +1,19 @@
-"""Specs: what a POSGEN dataset is, as frozen pydantic models with a stable id.
-
-A :class:`TaskSpec` fixes one task's data exactly (task, m, k, j, op, lengths, sizes,
-seeding, seed). A :class:`BenchmarkSpec` names several task specs, one config each.
+"""Specs: a :class:`TaskSpec` fixes one task's data exactly; a :class:`BenchmarkSpec` names
+several, one config each. Both are frozen pydantic models with a stable id.
 
 >>> spec = TaskSpec(task="cot", seeding="paper")
 >>> spec.window, spec.test_lengths, spec.split_names
 (4, (256,), ('train', 'validation', 'test'))
 >>> spec.spec_id == TaskSpec(task="cot", seeding="paper", test_length=[256]).spec_id
 True
+
+Spec files (TOML, YAML or JSON, :func:`resolve_benchmark`) name shared ``defaults`` and one
+table per config (whose ``task`` defaults to its name); a file with a top-level ``task`` is a
+single task spec. Size, depth and values (YAML aliases expanded) are bounded. A file without
+``name`` is named after its stem:
+
+>>> stem_name("my spec (v2)")
+'my-spec-v2'
 """
 
 from __future__ import annotations
@@ -15,9 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,8 +38,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from posgen.errors import UsageError, not_utf8, shown
 from posgen.ops import get_op, op_names
 from posgen.tasks import TASKS, expected_names
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 MAX_LENGTH = 1 << 20
 MAX_ROWS = 10**10
@@ -94,7 +110,7 @@ class TaskSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:
-        """Cross-field rules; every broken rule is reported, each under its field."""
+        """Cross-field rules; every broken rule is reported under its field."""
         window = self.window
         problems: list[tuple[str | None, str, Any]] = []
         if self.train_length <= window:
@@ -144,15 +160,14 @@ class TaskSpec(BaseModel):
             )
         return self
 
-    # Derived facts -------------------------------------------------------------------
     @property
     def window(self) -> int:
-        """w = j + k: the seed window length and the dependency count of every target."""
+        """w = j + k: the seed window and the operands of every target."""
         return self.near + self.far
 
     @property
     def test_lengths(self) -> tuple[int, ...]:
-        """All test lengths; the first one is that of validation and test."""
+        """All test lengths; the first is that of validation and test."""
         return self.test_length
 
     @property
@@ -163,7 +178,7 @@ class TaskSpec(BaseModel):
 
     @property
     def probe_names(self) -> tuple[str, ...]:
-        """Counterfactual probe splits (:mod:`posgen.probe`), one per test split.
+        """The probe splits (:mod:`posgen.probe`), one per test split.
 
         >>> TaskSpec(task="cot", test_length=[256, 512]).probe_names
         ('probe', 'probe_512')
@@ -184,35 +199,30 @@ class TaskSpec(BaseModel):
         raise KeyError(f"no split {split!r} in this spec; splits: {names}")
 
     def split_size(self, split: str) -> int:
-        """Row count of ``split``."""
         self.split_length(split)
         return {"train": self.train_size, "validation": self.val_size}.get(split, self.test_size)
 
     @property
     def total_rows(self) -> int:
-        """Rows over all splits."""
         return sum(self.split_size(s) for s in self.split_names)
 
     @property
     def total_tokens(self) -> int:
-        """Tokens over all splits."""
         return sum(self.split_size(s) * self.split_length(s) for s in self.split_names)
 
     @property
     def seed_space(self) -> int:
-        """How many seed windows the seeding can draw from (m^w, or C(m, w) for paper)."""
+        """Seed windows to draw from: m^w, or C(m, w) for paper."""
         if self.seeding == "paper":
             return math.comb(self.modulus, self.window)
         return self.modulus**self.window
 
     @property
     def token_bytes(self) -> int:
-        """Bytes per stored token: 1 for m <= 256, else 2."""
         return 1 if self.modulus <= 256 else 2
 
     def canonical(self) -> dict[str, Any]:
-        """Every field as plain JSON values, in declaration order (``op_key`` for keyed ops
-        only, so specs of the other ops keep their ids)."""
+        """Every field as JSON values (``op_key`` for keyed ops only: the others keep their ids)."""
         body = self.model_dump(mode="json")
         if not get_op(self.op).keyed:
             del body["op_key"]
@@ -220,7 +230,7 @@ class TaskSpec(BaseModel):
 
     @property
     def spec_id(self) -> str:
-        """Stable id: first hex digits of sha256 over the canonical JSON form."""
+        """First hex digits of sha256 over the canonical JSON form."""
         return _digest({"posgen_task_spec": 1, **self.canonical()})
 
 
@@ -240,17 +250,14 @@ def probe_split(source: str) -> str:
 
 
 def probe_source(split: str) -> str:
-    """The test split the probe split ``split`` is made from."""
     return "test" + split[len(PROBE_SPLIT) :]
 
 
 def is_probe_split(split: str) -> bool:
-    """Whether ``split`` names a probe split (``probe`` or ``probe_<L'>``)."""
     return split == PROBE_SPLIT or split.startswith(PROBE_SPLIT + "_")
 
 
 def probe_config(config: str) -> str:
-    """The ``datasets`` config holding ``config``'s probe splits (``<config>-probe``)."""
     return config + PROBE_CONFIG_SUFFIX
 
 
@@ -272,7 +279,6 @@ class BenchmarkSpec(BaseModel):
 
     @model_validator(mode="after")
     def _probe_configs_free(self) -> BenchmarkSpec:
-        """No config may be named like another config's probe config (``<config>-probe``)."""
         for name in self.configs:
             if probe_config(name) in self.configs:
                 raise ValueError(
@@ -283,12 +289,11 @@ class BenchmarkSpec(BaseModel):
 
     @property
     def spec_id(self) -> str:
-        """Stable id over the name and every config's spec."""
         body = {name: spec.canonical() for name, spec in self.configs.items()}
         return _digest({"posgen_benchmark_spec": 1, "name": self.name, "configs": body})
 
     def canonical(self) -> dict[str, Any]:
-        """The benchmark as plain JSON values (the form spec files hold, without defaults)."""
+        """The benchmark as JSON values (the form spec files hold)."""
         body = self.model_dump(mode="json")
         body["configs"] = {name: spec.canonical() for name, spec in self.configs.items()}
         return body
@@ -317,3 +322,169 @@ def default_benchmark_mapping(tasks: Sequence[str] = TASKS, **fields: Any) -> di
 def default_benchmark(tasks: Sequence[str] = TASKS, **fields: Any) -> BenchmarkSpec:
     """A benchmark with one config per task, every config given ``fields``."""
     return BenchmarkSpec.model_validate(default_benchmark_mapping(tasks, **fields))
+
+
+# --- spec files ----------------------------------------------------------------------------
+MAX_SPEC_BYTES = 1 << 20  # the official specs are under 1 KB
+MAX_DEPTH = 16  # nesting of tables and lists (a benchmark needs 3)
+MAX_VALUES = 100_000  # values in a parsed spec, every use of a YAML alias counted
+SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+
+
+class SpecFileError(UsageError, ValueError):
+    """A spec file is missing, unreadable, too big or deep, or not a mapping."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        """A mapping whose keys are each written once (TOML refuses a repeated key too)."""
+        if isinstance(node, yaml.MappingNode):
+            keys = [key for key, _ in node.value if isinstance(key, yaml.ScalarNode)]
+            _once([key.value for key in keys if key.tag != "tag:yaml.org,2002:merge"])
+        return super().construct_mapping(node, deep)
+
+
+def _once(keys: list[Any]) -> None:
+    """A :class:`SpecFileError` naming a key given twice in one mapping."""
+    seen: set[Any] = set()
+    for key in keys:
+        if key in seen:
+            raise SpecFileError(f"key {shown(key, 60)!r} is given twice in one table")
+        seen.add(key)
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    _once([key for key, _ in pairs])
+    return dict(pairs)
+
+
+def _parse(text: str, suffix: str) -> Any:
+    if suffix == ".toml":
+        return tomllib.loads(text)
+    if suffix == ".json":
+        return json.loads(text, object_pairs_hook=_pairs)
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def check_size(data: Any) -> None:
+    """Refuse data nested deeper than :data:`MAX_DEPTH` or with more than :data:`MAX_VALUES`.
+
+    >>> check_size({"a": [[1, 2]]})
+    >>> check_size([[[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]]])
+    Traceback (most recent call last):
+    ...
+    posgen.spec.SpecFileError: nested more than 16 levels deep
+    """
+    stack = [(data, 1)]
+    seen = 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise SpecFileError(f"holds more than {MAX_VALUES:,} values (YAML aliases expanded)")
+        if depth > MAX_DEPTH:
+            raise SpecFileError(f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, list | tuple):
+            stack.extend((item, depth + 1) for item in value)
+
+
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """Parse a spec file by its suffix (.toml, .yaml/.yml, .json) into a plain mapping."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise SpecFileError(
+            f"spec file {path} has suffix {shown(suffix)!r}; use .toml, .yaml, .yml or .json"
+        )
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_SPEC_BYTES + 1)
+    except FileNotFoundError:
+        raise SpecFileError(f"spec file {path} does not exist") from None
+    except OSError as error:
+        raise SpecFileError(f"spec file {path} cannot be read: {error.strerror or error}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecFileError(f"spec file {path} is larger than {MAX_SPEC_BYTES:,} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecFileError(f"spec file {path} is {not_utf8(raw, error)}") from None
+    kind = suffix[1:].upper().replace("YML", "YAML")
+    try:
+        data = _parse(text, suffix)
+        check_size(data)
+    except SpecFileError as error:
+        raise SpecFileError(f"spec file {path} is not a usable spec: {error}") from None
+    except RecursionError:
+        raise SpecFileError(
+            f"spec file {path} is not a usable spec: nested more than {MAX_DEPTH} levels deep"
+        ) from None
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as error:
+        raise SpecFileError(f"spec file {path} is not valid {kind}: {shown(error)}") from None
+    if not isinstance(data, dict):
+        raise SpecFileError(f"spec file {path} must hold a mapping, not {type(data).__name__}")
+    return data
+
+
+def stem_name(stem: str) -> str:
+    """A valid benchmark name from a file stem."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:64].rstrip("-._")
+    return name or DEFAULT_BENCHMARK_NAME
+
+
+def benchmark_mapping(data: dict[str, Any], default_name: str) -> dict[str, Any]:
+    """The raw mapping of a benchmark, from a benchmark file or a single task spec."""
+    if "task" in data and "configs" not in data:
+        task = data["task"]
+        config = shown(task, 64) if isinstance(task, str) else default_name
+        return {"name": default_name, "configs": {config: dict(data)}}
+    body = dict(data)
+    defaults = body.pop("defaults", {}) or {}
+    configs = body.get("configs")
+    if not isinstance(defaults, dict):
+        raise SpecFileError("'defaults' must be a table of spec fields")
+    if not isinstance(configs, dict):
+        raise SpecFileError("'configs' must be a table with one entry per config")
+    merged = {}
+    for name, fields in configs.items():
+        if not isinstance(fields, dict):
+            raise SpecFileError(f"config {shown(name)!r} must be a table of spec fields")
+        entry = {**defaults, **fields}
+        if "task" not in entry and name in TASKS:
+            entry["task"] = name
+        merged[name] = entry
+    body.setdefault("name", default_name)
+    body["configs"] = merged
+    return body
+
+
+def resolve_benchmark(
+    spec_file: str | Path | None = None,
+    tasks: tuple[str, ...] = (),
+    overrides: dict[str, Any] | None = None,
+) -> BenchmarkSpec:
+    """The benchmark of a file (else one config per task in ``tasks``), filtered to ``tasks``,
+    with ``overrides``."""
+    overrides = overrides or {}
+    if spec_file is None:
+        raw = default_benchmark_mapping(tasks or TASKS)
+    else:
+        raw = benchmark_mapping(read_spec_file(spec_file), stem_name(Path(spec_file).stem))
+        if tasks:
+            raw["configs"] = {
+                name: fields
+                for name, fields in raw["configs"].items()
+                if fields.get("task") in tasks
+            }
+            if not raw["configs"]:
+                raise SpecFileError(
+                    f"spec file {spec_file} has no config for task(s) {', '.join(tasks)}"
+                )
+    raw["configs"] = {name: {**fields, **overrides} for name, fields in raw["configs"].items()}
+    return BenchmarkSpec.model_validate(raw)

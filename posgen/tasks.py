@@ -1,9 +1,5 @@
-"""The three POSGEN tasks, each defined by one dependency rule.
-
-A task says only *which earlier positions feed position t*. With ``near = k`` and
-``far = j`` (window ``w = j + k``), every target ``x_t`` (``t >= w``) reads the ``k`` near
-positions ``t-k .. t-1`` and ``j`` far positions ``s .. s+j-1``, where the far start ``s``
-is the task's rule:
+"""The POSGEN tasks: each is one rule, the far start s(t). Every target x_t (t >= w = j + k)
+reads the k near positions t-k .. t-1 and the j far positions s .. s+j-1:
 
 =============  ==========================  ====================================
 task           far start s(t)              worked example (k=3, j=1, t=6)
@@ -12,10 +8,6 @@ recursive      t - w                       far x_2, near x_3 x_4 x_5
 cot            0                           far x_0, near x_3 x_4 x_5
 semirecursive  floor((t - w) / 2)          far x_1, near x_3 x_4 x_5
 =============  ==========================  ====================================
-
-The generator and the validator both use :func:`far_start` (the probe reads
-:func:`dependency_matrix`, the card draws :func:`dependencies`); nothing else differs between
-tasks.
 
 >>> dependencies("semirecursive", t=6, near=3, far=1).tolist()
 [1, 3, 4, 5]
@@ -30,16 +22,13 @@ import numpy as np
 
 TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # it names configs, folders, spec fields
 
-FarStartRule = Callable[[np.ndarray, int], np.ndarray]
-"""Maps positions ``t`` (int64 array, each ``>= w``) and the window ``w`` to far starts."""
+FarStartRule = Callable[[np.ndarray, int], np.ndarray]  # (positions t >= w, w) -> far starts
 
 _RULES: dict[str, FarStartRule] = {}
 
 
 def register_task(name: str, rule: FarStartRule) -> None:
-    """Register a task's far-start rule (once per name), usable at once in specs, the
-    generator, the validator and ``--task``; it must keep ``0 <= s <= t - w`` (the validator
-    proves it on the data)."""
+    """Register a task's far-start rule, keeping ``0 <= s <= t - w``; usable at once everywhere."""
     if not isinstance(name, str) or not TASK_NAME.match(name):
         raise ValueError(f"task name {name!r} must match {TASK_NAME.pattern}")
     if name in _RULES:
@@ -78,11 +67,10 @@ register_task("cot", lambda t, w: np.zeros_like(t))
 register_task("semirecursive", lambda t, w: (t - w) // 2)
 
 TASKS: Sequence[str] = _Registered()
-"""Registered task names, in registration order (a live view: tasks registered later appear)."""
 
 
 def far_start(task: str, t: np.ndarray | int, near: int, far: int) -> np.ndarray:
-    """First far position feeding each position ``t`` (``t >= near + far``).
+    """First far position feeding each position ``t``.
 
     >>> far_start("recursive", np.array([4, 5, 6]), near=3, far=1).tolist()
     [0, 1, 2]
@@ -95,7 +83,7 @@ def far_start(task: str, t: np.ndarray | int, near: int, far: int) -> np.ndarray
 
 
 def dependencies(task: str, t: int, near: int, far: int) -> np.ndarray:
-    """All ``far + near`` positions feeding position ``t``: far ones first, then near ones.
+    """The positions feeding ``t``: far ones first, then near ones.
 
     >>> dependencies("cot", t=9, near=3, far=2).tolist()
     [0, 1, 6, 7, 8]
@@ -105,7 +93,7 @@ def dependencies(task: str, t: int, near: int, far: int) -> np.ndarray:
 
 
 def dependency_matrix(task: str, length: int, near: int, far: int) -> np.ndarray:
-    """``(length - w, w)``: row ``i`` lists the far, then the near positions feeding ``w + i``.
+    """Row ``i``: the far, then the near positions feeding ``w + i``.
 
     >>> dependency_matrix("recursive", 6, near=3, far=1).tolist()
     [[0, 1, 2, 3], [1, 2, 3, 4]]

@@ -301,7 +301,7 @@ def official(tmp_path_factory) -> Callable[[str], tuple[Path, object]]:
     validated, its card rendered with the baselines, as ``make cards`` does); the folder and
     the ``Published`` record. Read it, never change it."""
     from posgen.publish import publish_benchmark, scoring_baselines
-    from posgen.spec_files import resolve_benchmark
+    from posgen.spec import resolve_benchmark
 
     specs = Path(__file__).resolve().parents[1] / "task_specs"
     made: dict[str, tuple[Path, object]] = {}

@@ -43,8 +43,7 @@ def install(point: str, out: Path, total: int) -> None:
     """Patch the store so that the run holds at ``point``."""
     import posgen.store.formats as formats
     import posgen.store.writer as writer
-    from posgen.store.layout import TMP_TAG
-    from posgen.store.safety import leftovers
+    from posgen.store.safety import TMP_TAG, leftovers
 
     def half_written() -> bool:
         builds = [p for p in leftovers(out) if TMP_TAG in p.name]

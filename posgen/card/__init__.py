@@ -31,8 +31,7 @@ from posgen.card.tasks import (
     tasks_section,
 )
 from posgen.store.dataset import Dataset
-from posgen.store.layout import CARD_NAME
-from posgen.store.manifest import Manifest
+from posgen.store.manifest import CARD_NAME, Manifest
 from posgen.store.safety import write_atomically
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from posgen.seeding import disjoint_offset, paper_row_offset
+from posgen.generator import disjoint_offset, paper_row_offset
 from posgen.spec import TaskSpec, is_probe_split, probe_source
 from posgen.store.manifest import Manifest
 

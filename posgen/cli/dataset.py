@@ -36,7 +36,7 @@ from posgen.publish import HubUnavailable, hub_token, publish_benchmark, push_fo
 from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset
 from posgen.store.formats import check_features
-from posgen.store.layout import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
+from posgen.store.manifest import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
 from posgen.store.safety import write_atomically
 from posgen.store.writer import write_dataset
 from posgen.validate import AuditThresholds, validate

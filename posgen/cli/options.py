@@ -17,8 +17,7 @@ import click
 
 from posgen.errors import not_utf8, shown
 from posgen.ops import op_names
-from posgen.spec import BenchmarkSpec
-from posgen.spec_files import resolve_benchmark
+from posgen.spec import BenchmarkSpec, resolve_benchmark
 from posgen.store.formats import FORMATS
 from posgen.tasks import TASKS
 

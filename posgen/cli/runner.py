@@ -36,7 +36,7 @@ from posgen.errors import (
 from posgen.signals import Interrupted
 from posgen.spec import BenchmarkSpec, is_probe_split
 from posgen.store.formats import Progress
-from posgen.store.layout import MANIFEST_NAME
+from posgen.store.manifest import MANIFEST_NAME
 from posgen.store.safety import OutputExistsError, WriteFailed, check_target, recover
 from posgen.store.writer import check_part_target
 from posgen.train import TRAIN_HINT

@@ -1,8 +1,7 @@
-"""The one handle on a dataset folder: :class:`Dataset`, opened with :meth:`Dataset.open`.
+"""The one handle on a dataset folder: :class:`Dataset`, which parses ``posgen.json`` once.
 
-Opening parses and checks ``posgen.json`` once; the handle gives a config's spec, a split's
-tokens, a probe split, the check of the files and the ``datasets`` view. Reads are pinned: a
-folder replaced meanwhile is read again, whole, so a read sees the old dataset or the new one.
+It gives a config's spec, a split's tokens, a probe split, the check of the files and the
+``datasets`` view. Reads are pinned: a folder replaced meanwhile is read again, whole.
 
 >>> check_dataset(Path("/nonexistent/ds"))
 ['/nonexistent/ds has no posgen.json: not a posgen dataset']
@@ -32,8 +31,9 @@ from posgen.store.formats import (
     read_batch_rows,
     table_tokens,
 )
-from posgen.store.layout import MANIFEST_NAME, PARTS_DIR
 from posgen.store.manifest import (
+    MANIFEST_NAME,
+    PARTS_DIR,
     DamagedDataset,
     FileEntry,
     Manifest,
@@ -46,12 +46,10 @@ if TYPE_CHECKING:
     import datasets
 
 T = TypeVar("T")
-ATTEMPTS = 3
-"""Reads tried before giving up on a folder that is replaced again and again."""
+ATTEMPTS = 3  # reads tried on a folder that is replaced again and again
 PROBE_COLUMNS = ("id", "tokens", "probed", "far_rule")
 SHA_CHANGED = f"sha256 differs from the manifest {MANIFEST_NAME} (bytes changed, or files swapped)"
-Where = tuple[str, str, str, int]
-"""A file's place: ``(config, split, spec id, row length)``."""
+Where = tuple[str, str, str, int]  # (config, split, spec id, row length)
 
 
 class SplitError(UsageError, ValueError):
@@ -59,7 +57,7 @@ class SplitError(UsageError, ValueError):
 
 
 class DatasetReplaced(RunError):
-    """The folder was replaced during every attempt to read it (a failed run, exit 1)."""
+    """The folder was replaced during every attempt to read it (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -70,12 +68,10 @@ class ReferenceSplit:
     split: str
     spec: TaskSpec
     tokens: np.ndarray
-    files: tuple[tuple[str, str], ...] = ()
-    """``(path, sha256)`` of the files read, each checked against the manifest as read."""
+    files: tuple[tuple[str, str], ...] = ()  # (path, sha256) of the files read
 
     @property
     def ids(self) -> np.ndarray:
-        """Row ids ``0 .. rows-1``."""
         return np.arange(self.tokens.shape[0], dtype=np.int64)
 
 
@@ -93,7 +89,6 @@ class ProbeSplit:
 
     @property
     def ids(self) -> np.ndarray:
-        """Row ids ``0 .. rows-1``."""
         return np.arange(self.tokens.shape[0], dtype=np.int64)
 
 
@@ -119,8 +114,7 @@ def _identity(path: Path | int) -> tuple[int, int] | None:
 
 
 def pinned(root: str | Path, read: Callable[[], T], attempts: int = ATTEMPTS) -> T:
-    """``read()`` of the folder ``root``, run again (its errors dropped) if ``root`` was
-    replaced meanwhile; :class:`DatasetReplaced` after ``attempts`` replaced reads.
+    """``read()`` of ``root``, run again (its errors dropped) if ``root`` was replaced meanwhile.
 
     >>> pinned("/nonexistent", lambda: 1)
     1
@@ -151,8 +145,7 @@ def pinned(root: str | Path, read: Callable[[], T], attempts: int = ATTEMPTS) ->
 
 @contextmanager
 def _undecodable_is_damage(root: Path) -> Iterator[None]:
-    """Files that cannot be decoded are damage (exit 1); bad arguments and unreadable paths
-    keep their own errors (exit 2)."""
+    """Files that cannot be decoded are damage (exit 1); other errors stay as they are."""
     try:
         yield
     except (PosgenError, OSError):
@@ -182,8 +175,7 @@ class Dataset:
 
     @classmethod
     def open(cls, path: str | Path) -> Dataset:
-        """Open the folder ``path``: :class:`~posgen.store.manifest.NotADataset` when it holds
-        no ``posgen.json``, :class:`DamagedDataset` when that does not fit the model."""
+        """Open ``path``: ``NotADataset`` without ``posgen.json``, else checked whole."""
         root = Path(path)
 
         def opened() -> Dataset:
@@ -193,8 +185,7 @@ class Dataset:
         return pinned(root, opened)
 
     def read(self, read: Callable[[Dataset], T]) -> T:
-        """``read(handle)``, pinned (:func:`pinned`): a folder replaced since it was opened
-        or during the read is opened again and read again, whole."""
+        """``read(handle)``, pinned: a folder replaced since it was opened is opened again."""
         current = [self]
 
         def attempt() -> T:
@@ -204,11 +195,8 @@ class Dataset:
 
         return pinned(self.root, attempt)
 
-    # --- configs -------------------------------------------------------------------------
-
     @property
     def configs(self) -> list[str]:
-        """Config names, in manifest order."""
         return list(self.manifest.configs)
 
     def resolve_config(self, config: str | None) -> str:
@@ -231,18 +219,14 @@ class Dataset:
             raise SplitError(f"no config {config!r} in {self.root}; configs: {known}")
         return self.manifest.configs[config]
 
-    # --- splits --------------------------------------------------------------------------
-
     def split(self, config: str | None, split: str = "test") -> ReferenceSplit:
-        """The tokens of ``config``/``split`` (see :meth:`splits`)."""
         return self.splits(config, [split])[split]
 
     def splits(
         self, config: str | None, splits: Sequence[str], cut: Collection[str] = ()
     ) -> dict[str, ReferenceSplit]:
-        """The tokens of several splits of ``config``, pinned, each file checked against the
-        manifest as read (:class:`DamagedDataset`); the rows of the splits in ``cut`` keep
-        only their first train-length tokens."""
+        """The tokens of ``splits``, each file checked as read; rows of the splits in ``cut``
+        keep their first train-length tokens."""
         with _undecodable_is_damage(self.root):
             return self.read(lambda handle: handle._splits(config, splits, cut))
 
@@ -299,7 +283,7 @@ class Dataset:
             raise damaged(f"{row - file.first_id} rows, the manifest records {file.rows}")
 
     def probe(self, config: str | None, split: str = "probe") -> ProbeSplit:
-        """The probe split ``config``/``split``, every file checked as read, pinned."""
+        """The probe split ``config``/``split``, every file checked as read."""
         with _undecodable_is_damage(self.root):
             return self.read(lambda handle: handle._probe(config, split))
 
@@ -327,8 +311,7 @@ class Dataset:
         return probe
 
     def _read_file(self, where: Where, entry: FileEntry) -> pa.Buffer:
-        """The bytes of one listed file, read once and checked in memory (what the caller
-        parses is what the manifest lists)."""
+        """The bytes of one listed file, read once and checked in memory."""
         path, data = inside(self.root, entry.path), None
         if path is not None and path.is_file():
             try:
@@ -344,11 +327,8 @@ class Dataset:
             )
         return pa.py_buffer(data)
 
-    # --- verification and the datasets view ----------------------------------------------
-
     def lines(self, configs: list[str] | None = None, hashes: bool = True) -> list[str]:
-        """One line per problem of the files of ``configs`` (all when None) and per unlisted
-        data file; ``hashes=False`` skips the sha256 pass."""
+        """One line per problem of the files of ``configs`` (all when None)."""
         known = ", ".join(self.configs)
         unknown = [c for c in configs or [] if c not in self.manifest.configs]
         if unknown:
@@ -356,8 +336,7 @@ class Dataset:
         return [str(p) for p in check_files(self.root, self.manifest, configs, hashes)]
 
     def verify(self, configs: list[str] | None = None) -> Manifest:
-        """The manifest, once every file of ``configs`` (all when None) matches it, pinned;
-        else :class:`DamagedDataset` naming each damaged file."""
+        """The manifest once every file of ``configs`` matches it, else :class:`DamagedDataset`."""
 
         def check(handle: Dataset) -> Manifest:
             lines = handle.lines(configs)
@@ -368,10 +347,8 @@ class Dataset:
         return self.read(check)
 
     def load(self, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
-        """Every split of ``config`` (the first config when None) as ``datasets`` objects
-        (``<config>-probe`` holds the config's probe splits): Parquet through
-        ``datasets.load_dataset``, Arrow IPC through ``datasets.load_from_disk``. With
-        ``verify`` the files of ``config`` (of every config when None) are checked first."""
+        """Every split of ``config`` (the first when None) as ``datasets`` loads it, the files
+        checked first with ``verify``."""
 
         def read(handle: Dataset) -> datasets.DatasetDict:
             if verify:
@@ -384,9 +361,7 @@ class Dataset:
 
 
 def load(path: str | Path, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
-    """Every split of ``config`` (the first config when None) of a posgen folder, offline
-    (``posgen.load``; see :meth:`Dataset.load`). ``verify=False`` loads a folder without
-    reading its manifest."""
+    """``posgen.load``: :meth:`Dataset.load`; ``verify=False`` reads no manifest."""
     if verify:
         return Dataset.open(path).load(config)
     root = Path(path)
@@ -426,15 +401,8 @@ def probe_from_table(
     return ProbeSplit(config, split, spec, tokens, rows, probed, far_rule)
 
 
-# --- the file-versus-manifest check --------------------------------------------------------
-
-
 def inside(root: Path, relative: str) -> Path | None:
-    """``root / relative`` if it resolves inside ``root`` (symlinks followed), else None.
-
-    >>> inside(Path("/tmp"), "x/y") == Path("/tmp/x/y")
-    True
-    """
+    """``root / relative`` if it resolves inside ``root`` (symlinks followed), else None."""
     path = Path(root) / relative
     try:
         if not path.resolve().is_relative_to(Path(root).resolve()):
@@ -452,8 +420,7 @@ def file_problems(
     hashes: bool = True,
     data: bytes | None = None,
 ) -> list[Problem]:
-    """What is wrong with one listed file (empty when it matches its entry); ``data``: its
-    bytes, already read (at most one byte more than the entry's)."""
+    """What is wrong with one listed file; ``data``: its bytes, when already read."""
     config, split, spec_id, _ = where
 
     def problems(*messages: str) -> list[Problem]:
@@ -497,8 +464,7 @@ def file_problems(
 
 
 def data_files(root: Path) -> list[str]:
-    """Relative paths of every data file in ``root`` (hidden folders skipped, links not
-    followed)."""
+    """Relative paths of every data file in ``root`` (hidden folders skipped)."""
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -511,8 +477,7 @@ def data_files(root: Path) -> list[str]:
 def check_files(
     root: Path, manifest: Manifest, configs: list[str] | None = None, hashes: bool = True
 ) -> list[Problem]:
-    """Every problem of the files of ``configs`` (all when None), then the data files the
-    manifest does not list (``datasets`` would load them too)."""
+    """Every problem of the files of ``configs``, then the data files not listed."""
     fmt = manifest_format(manifest)
     problems = []
     for config, split, entry in manifest.files(configs):
@@ -530,8 +495,7 @@ def check_files(
 def check_dataset(
     root: str | Path, configs: list[str] | None = None, hashes: bool = True
 ) -> list[str]:
-    """Problems found in the dataset at ``root`` (empty when it matches its manifest), one
-    line each, the manifest's own included (:meth:`Dataset.lines`)."""
+    """Problems of the dataset at ``root``, one line each, the manifest's own included."""
     root = Path(root)
     try:
         return Dataset.open(root).read(lambda handle: handle.lines(configs, hashes))
@@ -539,8 +503,3 @@ def check_dataset(
         return error.lines
     except OSError as error:
         return [f"{root / MANIFEST_NAME}: unreadable ({error.strerror or error})"]
-
-
-def verify_dataset(root: str | Path, configs: list[str] | None = None) -> Manifest:
-    """The manifest of ``root`` once its files match it (:meth:`Dataset.verify`)."""
-    return Dataset.open(root).verify(configs)

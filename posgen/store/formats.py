@@ -25,35 +25,28 @@ from posgen.errors import UsageError
 from posgen.generator import DEFAULT_BLOCK_ROWS, block_rows_for, generate_rows, storage_dtype
 from posgen.probe import ProbeBlock, probe_rows
 from posgen.spec import TaskSpec, is_probe_split
-from posgen.store.layout import (
+from posgen.store.manifest import (
     ARROW_DATASET_DICT,
     ARROW_SPLIT_INFO,
     ARROW_SPLIT_STATE,
     DEFAULT_ROW_GROUP_BYTES,
     SPLIT_GLOBS,
+    FileEntry,
+    Manifest,
     Shard,
     hf_config,
     rows_per,
 )
-from posgen.store.manifest import FileEntry, Manifest
 from posgen.store.safety import HashingFile, durable_file, write_atomically
 
 if TYPE_CHECKING:
     import datasets
 
-TOKENS_LEAF = "tokens.list.element"
-"""Parquet path of the token values (the leaf of the list column)."""
-
-READ_BATCH_TOKENS = 1 << 22
-"""Tokens per record batch read back: bounds the readers' memory whatever the row length."""
+READ_BATCH_TOKENS = 1 << 22  # tokens per record batch read back: bounds readers' memory
 
 
 def read_batch_rows(length: int) -> int:
-    """Rows of ``length`` tokens per record batch read back (at least one).
-
-    >>> read_batch_rows(64), read_batch_rows(4096), read_batch_rows(10**8)
-    (65536, 1024, 1)
-    """
+    """Rows of ``length`` tokens per record batch read back (at least one)."""
     return max(1, READ_BATCH_TOKENS // max(1, length))
 
 
@@ -72,7 +65,7 @@ PARQUET_OPTIONS: dict[str, Any] = {
     "use_dictionary": False,
     # Probe positions ascend within a row: their deltas pack into a few bits.
     "column_encoding": {
-        TOKENS_LEAF: "BYTE_STREAM_SPLIT",
+        "tokens.list.element": "BYTE_STREAM_SPLIT",
         "far_rule.list.element": "BYTE_STREAM_SPLIT",
         "replaced.list.element": "DELTA_BINARY_PACKED",
         "probed.list.element": "DELTA_BINARY_PACKED",
@@ -82,14 +75,13 @@ PARQUET_OPTIONS: dict[str, Any] = {
 
 
 def token_type(modulus: int) -> pa.DataType:
-    """Arrow type of one token."""
     return pa.uint8() if storage_dtype(modulus) == np.uint8 else pa.uint16()
 
 
 def row_schema(
     modulus: int, metadata: dict[str, str] | None = None, probe: bool = False
 ) -> pa.Schema:
-    """The explicit schema of every POSGEN table (``probe``: of a probe split)."""
+    """The schema of every POSGEN table (``probe``: of a probe split)."""
     token, position = pa.list_(token_type(modulus)), pa.list_(pa.uint32())
     columns = [("id", pa.int64()), ("tokens", token)]
     if probe:
@@ -99,12 +91,10 @@ def row_schema(
 
 
 def probe_schema(modulus: int, metadata: dict[str, str] | None = None) -> pa.Schema:
-    """The explicit schema of probe splits."""
     return row_schema(modulus, metadata, probe=True)
 
 
 def split_schema(spec: TaskSpec, split: str, metadata: dict[str, str] | None = None) -> pa.Schema:
-    """The schema of ``split``."""
     return row_schema(spec.modulus, metadata, is_probe_split(split))
 
 
@@ -114,7 +104,7 @@ def _list_array(values: np.ndarray, offsets: np.ndarray, kind: pa.DataType) -> p
 
 
 def probe_table(block: ProbeBlock, schema: pa.Schema) -> pa.Table:
-    """A table of the probe rows in ``block`` (ids = source ids = ``block.start ..``)."""
+    """A table of the probe rows in ``block`` (ids = source ids)."""
     ids = pa.array(np.arange(block.start, block.start + block.rows, dtype=np.int64))
     return pa.Table.from_arrays(
         [
@@ -130,7 +120,7 @@ def probe_table(block: ProbeBlock, schema: pa.Schema) -> pa.Table:
 
 
 def rows_to_table(first_id: int, rows: np.ndarray, schema: pa.Schema) -> pa.Table:
-    """A table over ``rows`` (``(n, length)``), ids ``first_id ..``, without copying tokens."""
+    """A table over ``rows`` ``(n, length)``, ids ``first_id ..``, tokens not copied."""
     n = rows.shape[0]
     ids = pa.array(np.arange(first_id, first_id + n, dtype=np.int64))
     return pa.Table.from_arrays(
@@ -139,7 +129,7 @@ def rows_to_table(first_id: int, rows: np.ndarray, schema: pa.Schema) -> pa.Tabl
 
 
 def token_lists(rows: np.ndarray, kind: pa.DataType) -> pa.ListArray:
-    """``rows`` (``(n, length)``) as a list array of type ``kind``, without copying tokens."""
+    """``rows`` ``(n, length)`` as a list array of type ``kind``, tokens not copied."""
     n, length = rows.shape
     if n * length >= 2**31:
         raise ValueError("a table holds fewer than 2**31 tokens; use smaller row groups")
@@ -166,7 +156,7 @@ def table_tokens(table: pa.Table) -> np.ndarray:
 
 
 def open_writer(where: Path | BinaryIO, schema: pa.Schema) -> pq.ParquetWriter:
-    """A Parquet writer with the project's settings, to a path or a writable file object."""
+    """A Parquet writer with the project's settings."""
     return pq.ParquetWriter(
         where if not isinstance(where, Path) else str(where), schema, **PARQUET_OPTIONS
     )
@@ -181,10 +171,7 @@ def row_tables(
     schema: pa.Schema,
     block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> Iterator[pa.Table]:
-    """Rows ``[start, stop)`` of ``split`` as tables of at most ``step`` rows each.
-
-    The one place rows are generated for storage (Parquet and Arrow shards, in-memory
-    ``datasets``): memory stays bounded by ``step`` rows whatever the split's size.
+    """Rows ``[start, stop)`` of ``split`` as tables of at most ``step`` rows (bounded memory).
 
     >>> spec = TaskSpec(task="cot", train_size=5)
     >>> [t.num_rows for t in row_tables(spec, "train", 0, 5, 2, row_schema(17))]
@@ -238,10 +225,8 @@ def to_dataset_dict(spec: TaskSpec) -> datasets.DatasetDict:
     )
 
 
-Source = Path | pa.Buffer
-"""A shard to read: its path, or its bytes already read (and checked) into memory."""
-Progress = Callable[[int], None]
-"""Called with the number of tokens just written."""
+Source = Path | pa.Buffer  # a shard's path, or its bytes already read and checked
+Progress = Callable[[int], None]  # called with the number of tokens just written
 
 
 class FormatUnsupported(UsageError, ValueError):
@@ -250,7 +235,7 @@ class FormatUnsupported(UsageError, ValueError):
 
 @dataclass(frozen=True)
 class FileFacts:
-    """What one shard holds, read from the file alone: schema, rows, tokens, provenance."""
+    """What one shard holds, read from the file alone."""
 
     schema: pa.Schema
     rows: int
@@ -259,7 +244,7 @@ class FileFacts:
 
 
 def hf_features(spec: TaskSpec, split: str = "train") -> dict[str, Any]:
-    """The ``datasets`` features of a split's table, as ``dataset_info.json`` spells them.
+    """The ``datasets`` features of a split, as ``dataset_info.json`` spells them.
 
     >>> hf_features(TaskSpec(task="cot"))["tokens"]
     {'feature': {'dtype': 'uint8', '_type': 'Value'}, '_type': 'List'}
@@ -274,13 +259,12 @@ def hf_features(spec: TaskSpec, split: str = "train") -> dict[str, Any]:
 
 
 class Format:
-    """One storage format: how a shard is written and read back, and how ``datasets`` loads it."""
+    """A storage format: how a shard is written and read back, and how ``datasets`` loads it."""
 
     name: ClassVar[str]
     suffix: ClassVar[str]
 
     def split_glob(self, config: str, split: str) -> str:
-        """The card's ``data_files`` pattern of a split (matches exactly its shards)."""
         return SPLIT_GLOBS[self.name].format(config=hf_config(config, split), split=split)
 
     def write_shard(
@@ -292,9 +276,8 @@ class Format:
         block_rows: int = DEFAULT_BLOCK_ROWS,
         progress: Progress | None = None,
     ) -> FileEntry:
-        """Generate and write one shard atomically; its manifest entry. Chunks (row groups,
-        record batches) start at ``shard.start`` + multiples of a size fixed by the spec, so
-        the bytes do not depend on ``block_rows``."""
+        """Generate and write one shard atomically; its manifest entry. Chunks start at
+        multiples of a size fixed by the spec: the bytes do not depend on ``block_rows``."""
         length = spec.split_length(shard.split)
         with durable_file(root / shard.path) as sink:
             writer, schema, chunk = self.writer_for(sink, shard, spec, row_group_bytes)
@@ -317,11 +300,11 @@ class Format:
     def writer_for(
         self, sink: HashingFile, shard: Shard, spec: TaskSpec, row_group_bytes: int
     ) -> tuple[Any, pa.Schema, int]:
-        """A writer of ``shard`` into ``sink``, its schema, and the rows per chunk."""
+        """A writer of ``shard`` into ``sink``, its schema and the rows per chunk."""
         raise NotImplementedError
 
     def facts(self, path: Source) -> FileFacts:
-        """Schema, rows, tokens and provenance of one shard (raises on unreadable files)."""
+        """Schema, rows, tokens and provenance of one shard."""
         raise NotImplementedError
 
     def schema(self, path: Path) -> pa.Schema:
@@ -331,11 +314,11 @@ class Format:
     def batches(
         self, path: Source, rows: int, columns: tuple[str, ...] = ("id", "tokens")
     ) -> Iterator[pa.RecordBatch]:
-        """The shard's ``columns`` (those it has) as record batches of at most ``rows`` rows."""
+        """The shard's ``columns`` (those it has) in batches of at most ``rows`` rows."""
         raise NotImplementedError
 
     def write_sidecars(self, root: Path, manifest: Manifest) -> None:
-        """Files besides the shards, manifest and card that the format needs."""
+        """Files besides the shards, manifest and card that ``datasets`` needs."""
 
     def load(self, root: Path, config: str | None) -> datasets.DatasetDict:
         """Every split of ``config`` as ``datasets`` loads it from ``root``."""
@@ -343,7 +326,7 @@ class Format:
 
 
 class ParquetFormat(Format):
-    """Parquet shards under ``data/``, found by ``load_dataset`` through the card's configs."""
+    """Parquet shards under ``data/``, found by ``load_dataset`` through the card."""
 
     name = "parquet"
     suffix = ".parquet"
@@ -387,12 +370,12 @@ class ParquetFormat(Format):
 
 
 def _readable(source: Source) -> Any:
-    """What pyarrow's readers take: the path, or a reader over bytes already in memory."""
+    """What pyarrow's readers take: the path, or a reader over bytes in memory."""
     return pa.BufferReader(source) if isinstance(source, pa.Buffer) else source
 
 
 def open_ipc(path: Source) -> Any:
-    """An Arrow IPC file or stream reader over ``path`` (memory-mapped) or bytes in memory."""
+    """An Arrow IPC file or stream reader over ``path`` (memory-mapped) or bytes."""
     source = path if isinstance(path, pa.Buffer) else pa.memory_map(str(path))
     try:
         return pa.ipc.open_file(source)
@@ -401,8 +384,7 @@ def open_ipc(path: Source) -> Any:
 
 
 class ArrowFormat(Format):
-    """Arrow IPC streams in ``save_to_disk`` folders, one per config (``load_from_disk``):
-    faster to write than Parquet, about twice the bytes."""
+    """Arrow IPC streams in ``save_to_disk`` folders, one per config (``load_from_disk``)."""
 
     name = "arrow"
     suffix = ".arrow"
@@ -473,9 +455,7 @@ def _dump(path: Path, body: dict[str, Any]) -> None:
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (ParquetFormat(), ArrowFormat())}
-"""Every storage format by name (the ``--format`` choices)."""
-DATA_SUFFIXES = (".parquet", ".arrow", ".feather")
-"""Data files a folder without a manifest may hold (``.feather`` is Arrow IPC too)."""
+DATA_SUFFIXES = (".parquet", ".arrow", ".feather")  # .feather is Arrow IPC too
 
 
 def format_of(path: Path) -> Format:
@@ -487,12 +467,11 @@ def format_of(path: Path) -> Format:
 
 
 def manifest_format(manifest: Manifest) -> Format:
-    """The format of a dataset folder's files."""
     return FORMATS[manifest.storage_format]
 
 
 def check_features(storage: str, part: tuple[int, int] | None) -> None:
-    """Refuse what a format cannot do, in one place: ``--part`` runs write Parquet only."""
+    """Refuse an unknown format, and ``--part`` with any but Parquet."""
     if storage not in FORMATS:
         raise FormatUnsupported(f"unknown format {storage!r}; formats: {', '.join(FORMATS)}")
     if part is not None and storage != "parquet":
@@ -500,7 +479,6 @@ def check_features(storage: str, part: tuple[int, int] | None) -> None:
 
 
 def folder_format(root: Path, config: str | None) -> Format:
-    """The format of an unchecked folder, by its files: Arrow IPC when ``config`` (or any
-    config) has a ``save_to_disk`` folder, else Parquet."""
+    """The format of an unchecked folder: Arrow IPC if it has a ``save_to_disk`` folder."""
     pattern = ARROW_DATASET_DICT.format(config=config or "*")
     return FORMATS["arrow"] if any(Path(root).glob(pattern)) else FORMATS["parquet"]

@@ -1,20 +1,22 @@
-"""The manifest ``posgen.json``, typed: every config's spec, the versions, the storage format,
-and per split its rows, row length, OOD boundary and files (path, rows, first id, bytes,
-sha256). No timestamps: the same spec gives the same bytes. :func:`read_manifest` is the only
-reader; file paths stay inside the folder.
+"""A dataset folder's layout and its typed manifest ``posgen.json``.
 
->>> FileEntry(path="/etc/passwd", rows=1, first_id=0, bytes=1, sha256="0" * 64)
-Traceback (most recent call last):
-...
-pydantic_core._pydantic_core.ValidationError: 1 validation error for FileEntry
-path
-  Value error, must be a relative path inside the dataset folder, got '/etc/passwd' ...
+The folder holds ``posgen.json``, ``README.md`` (the card), the shards (:data:`SHARD_PATHS`)
+and, while a ``--part`` run is unfinished, ``.posgen-parts/``. Where each row goes depends on
+the spec and the shard and row-group bytes only, never on block size or worker count. The
+manifest records every config's spec and, per split, its files (path, rows, first id, bytes,
+sha256); :func:`read_manifest` is its only reader.
+
+>>> plan = plan_split("cot", TaskSpec(task="cot"), "train", shard_bytes=300_000)
+>>> [(s.start, s.stop) for s in plan], plan[1].path
+([(0, 4687), (4687, 9374), (9374, 10000)], 'data/cot/train-00001-of-00003.parquet')
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,22 +33,160 @@ from pydantic import (
 )
 
 import posgen
-from posgen.errors import DataError, UsageError, problem_lines
-from posgen.spec import MAX_LENGTH, MAX_ROWS, BenchmarkSpec, ConfigName, TaskSpec, probe_config
-from posgen.store.layout import MANIFEST_NAME, Shard, unfinished
-from posgen.store.safety import write_atomically
+from posgen.errors import DataError, UsageError, problem_lines, shown
+from posgen.spec import (
+    MAX_LENGTH,
+    MAX_ROWS,
+    BenchmarkSpec,
+    ConfigName,
+    TaskSpec,
+    is_probe_split,
+    probe_config,
+)
+
+MANIFEST_NAME = "posgen.json"
+CARD_NAME = "README.md"
+PARTS_DIR = ".posgen-parts"
+SHARD_PATHS = {
+    "parquet": "data/{config}/{split}-{index:05d}-of-{count:05d}.parquet",
+    "arrow": "{config}/{split}/data-{index:05d}-of-{count:05d}.arrow",
+}
+"""Path of shard ``index`` of ``count`` of a split, per format."""
+SPLIT_GLOBS = {
+    "parquet": "data/{config}/{split}-*.parquet",
+    "arrow": "{config}/{split}/data-*.arrow",
+}
+"""The card's ``data_files`` pattern of a split."""
+ARROW_DATASET_DICT = "{config}/dataset_dict.json"
+ARROW_SPLIT_INFO = "{config}/{split}/dataset_info.json"
+ARROW_SPLIT_STATE = "{config}/{split}/state.json"
+"""The sidecars ``datasets.load_from_disk(DIR/CONFIG)`` reads next to Arrow IPC shards."""
+DEFAULT_SHARD_BYTES = 256 * 2**20
+"""Raw token bytes per shard (the Hub recommends shards of a few hundred MB)."""
+DEFAULT_ROW_GROUP_BYTES = 4 * 2**20
+MAX_PARTS = 99_999
+"""Most parts of one run: part records are named with five digits."""
+_PART = re.compile(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*")
+
+
+def hf_config(config: str, split: str) -> str:
+    """The ``datasets`` config holding ``split``: ``config``, or ``<config>-probe``."""
+    return probe_config(config) if is_probe_split(split) else config
+
+
+def part_record_name(index: int, count: int) -> str:
+    return f"part-{index:05d}-of-{count:05d}.json"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Rows ``[start, stop)`` of one split, stored in the file ``path`` (relative)."""
+
+    config: str
+    split: str
+    index: int
+    count: int
+    start: int
+    stop: int
+    path: str
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+def rows_per(byte_budget: int, spec: TaskSpec, split: str) -> int:
+    """How many rows of ``split`` fit ``byte_budget`` raw token bytes (at least one)."""
+    return max(1, byte_budget // (spec.split_length(split) * spec.token_bytes))
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N <= MAX_PARTS``; ASCII digits only.
+
+    >>> parse_part("2/3")
+    (2, 3)
+    >>> parse_part("\u0660/\u0662")  # Arabic-Indic digits are not ASCII
+    Traceback (most recent call last):
+    ...
+    ValueError: expected I/N (e.g. 0/4), got '\u0660/\u0662'
+    """
+    match = _PART.fullmatch(text)
+    if match is None:
+        raise ValueError(f"expected I/N (e.g. 0/4), got {shown(text, 40)!r}")
+    i, n = int(match[1]), int(match[2])
+    if not 1 <= n <= MAX_PARTS or not 0 <= i < n:
+        raise ValueError(f"part {text!r}: need 0 <= I < N <= {MAX_PARTS:,}")
+    return i, n
+
+
+def part_of(shards: list[Shard], index: int, count: int) -> list[Shard]:
+    """The shards part ``index`` of ``count`` writes: every count-th shard in output order."""
+    return shards[index::count]
+
+
+def plan_split(
+    config: str,
+    spec: TaskSpec,
+    split: str,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    storage: str = "parquet",
+) -> list[Shard]:
+    """The shards of one split, in order, named as format ``storage`` names them."""
+    size = spec.split_size(split)
+    per_shard = rows_per(shard_bytes, spec, split)
+    count = -(-size // per_shard)
+    return [
+        Shard(
+            config=config,
+            split=split,
+            index=i,
+            count=count,
+            start=i * per_shard,
+            stop=min(size, (i + 1) * per_shard),
+            path=SHARD_PATHS[storage].format(
+                config=hf_config(config, split), split=split, index=i, count=count
+            ),
+        )
+        for i in range(count)
+    ]
+
+
+def plan_benchmark(
+    bench: BenchmarkSpec, shard_bytes: int = DEFAULT_SHARD_BYTES, storage: str = "parquet"
+) -> list[Shard]:
+    """Every shard of every split of every config, in output order."""
+    return [
+        shard
+        for config, spec in bench.configs.items()
+        for split in (*spec.split_names, *spec.probe_names)
+        for shard in plan_split(config, spec, split, shard_bytes, storage)
+    ]
+
+
+def unfinished(root: Path) -> str | None:
+    """Why ``root`` is not loadable yet when it is an unfinished part folder, else None."""
+    staging = Path(root) / PARTS_DIR
+    if (Path(root) / MANIFEST_NAME).exists() or not staging.is_dir():
+        return None
+    names = sorted(p.name for p in staging.glob("part-*-of-*.json"))
+    count = names[0].removesuffix(".json").rpartition("-of-")[2].lstrip("0") if names else ""
+    done = f" ({len(names)} of {count} parts written)" if count.isdigit() else ""
+    return (
+        f"{root} is an unfinished --part run{done}: write the missing parts, then "
+        f"`posgen merge {root}`"
+    )
+
+
+# --- the manifest --------------------------------------------------------------------------
 
 FORMAT_VERSION = 1
-MAX_MANIFEST_BYTES = 64 * 2**20
-"""A manifest larger than this is refused unread (a real one holds about 200 bytes a file)."""
-MAX_FILES = 1_000_000
-"""Files per split a manifest may list."""
+MAX_MANIFEST_BYTES = 64 * 2**20  # refused unread (a real one holds about 200 bytes a file)
+MAX_FILES = 1_000_000  # files per split
 STORAGE_NOTE = {"arrow": "arrow-ipc (datasets save_to_disk; load_from_disk(DIR/CONFIG))"}
 """The ``storage`` line of non-Parquet manifests (Parquet manifests record ``parquet``)."""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
@@ -84,15 +224,7 @@ class _Model(BaseModel):
 
 
 def relative_path(value: str) -> str:
-    """``value`` if it is a relative POSIX path without ``..``, else ``ValueError``.
-
-    >>> relative_path("data/cot/train-00000-of-00001.parquet")
-    'data/cot/train-00000-of-00001.parquet'
-    >>> relative_path("data/../../x")
-    Traceback (most recent call last):
-    ...
-    ValueError: must be a relative path inside the dataset folder, got 'data/../../x'
-    """
+    """``value`` if it is a relative POSIX path without ``..``, else ``ValueError``."""
     if (
         value.startswith("/")
         or "\\" in value
@@ -104,8 +236,6 @@ def relative_path(value: str) -> str:
 
 
 class FileEntry(_Model):
-    """One data file: where it is, which rows it holds, its size and checksum."""
-
     path: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(relative_path)]
     rows: int = Field(ge=0, le=MAX_ROWS)
     first_id: int = Field(ge=0, le=MAX_ROWS)
@@ -136,8 +266,6 @@ class SplitEntry(_Model):
 
 
 class ConfigEntry(_Model):
-    """One config: its task spec, spec id and splits (exactly the spec's splits)."""
-
     spec_id: str = Field(pattern=r"^[0-9a-f]{16}$")
     spec: TaskSpec
     splits: dict[str, SplitEntry] = Field(min_length=1, max_length=32)
@@ -155,11 +283,6 @@ class ConfigEntry(_Model):
                 "the manifest was edited"
             )
         names = (*spec.split_names, *spec.probe_names)
-        if set(self.splits) == set(spec.split_names) and spec.probe_names:
-            raise ValueError(
-                "no probe splits: written by a posgen older than the probe splits; regenerate "
-                "it with `posgen generate --spec ... --overwrite`"
-            )
         if set(self.splits) != set(names):
             raise ValueError(
                 f"splits {', '.join(self.splits)} are not the spec's ({', '.join(names)})"
@@ -176,22 +299,19 @@ class ConfigEntry(_Model):
 
     @property
     def ordered_splits(self) -> dict[str, SplitEntry]:
-        """The splits in spec order (train, validation, test, test_<L'>, probe, probe_<L'>)."""
         return {
             name: self.splits[name] for name in (*self.spec.split_names, *self.spec.probe_names)
         }
 
 
 class BenchmarkEntry(_Model):
-    """The benchmark's name, description and spec id."""
-
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     description: str = Field("", max_length=4000)
     spec_id: str = Field(pattern=r"^[0-9a-f]{16}$")
 
 
 class Manifest(_Model):
-    """The whole of ``posgen.json``; ``parquet`` for Parquet folders, ``storage`` otherwise."""
+    """``posgen.json``: ``parquet`` options for Parquet folders, a ``storage`` line otherwise."""
 
     format: Literal["posgen-dataset"] = "posgen-dataset"
     format_version: Literal[1] = FORMAT_VERSION
@@ -220,14 +340,12 @@ class Manifest(_Model):
 
     @property
     def storage_format(self) -> str:
-        """``"parquet"`` or ``"arrow"``: the format of the folder's data files."""
         if self.storage is None:
             return "parquet"
         return next(name for name, note in STORAGE_NOTE.items() if note == self.storage)
 
     @property
     def bench(self) -> BenchmarkSpec:
-        """The benchmark spec this manifest records."""
         return BenchmarkSpec(
             name=self.benchmark.name,
             description=self.benchmark.description,
@@ -235,11 +353,8 @@ class Manifest(_Model):
         )
 
     def hf_configs(self) -> list[tuple[str, str, dict[str, SplitEntry]]]:
-        """``(datasets config, posgen config, splits)``: each config, then its probe config.
-
-        A config's probe splits have other columns, and ``datasets`` gives all splits of one
-        config one feature set, so they form the config ``<config>-probe``.
-        """
+        """``(datasets config, posgen config, splits)``: each config, then ``<config>-probe``
+        (its probe splits have other columns)."""
         return [
             (probe_config(name) if probe else name, name, {n: entry.splits[n] for n in names})
             for name, entry in self.configs.items()
@@ -273,7 +388,7 @@ def build_manifest(
     storage: str,
     parquet_options: dict[str, Any],
 ) -> Manifest:
-    """The manifest of ``bench`` stored as the shards ``plan``, whose files have ``entries``."""
+    """The manifest of ``bench`` stored as the shards ``plan`` with file ``entries``."""
     files: dict[tuple[str, str], list[FileEntry]] = {}
     for shard, entry in zip(plan, entries, strict=True):
         files.setdefault((shard.config, shard.split), []).append(entry)
@@ -305,16 +420,8 @@ def build_manifest(
     )
 
 
-def write_manifest(root: Path, manifest: Manifest) -> Path:
-    """Write ``root/posgen.json`` atomically (a temporary sibling, fsynced, renamed)."""
-    path = Path(root) / MANIFEST_NAME
-    write_atomically(path, manifest.to_json().encode())
-    return path
-
-
 def read_bounded(path: Path, limit: int, chunk: int = 1 << 20) -> bytes:
-    """At most ``limit + 1`` bytes of ``path``, read a chunk at a time (memory follows the
-    file's real size, not the limit)."""
+    """At most ``limit + 1`` bytes of ``path``, read a chunk at a time."""
     parts = []
     with open(path, "rb") as handle:
         while sum(map(len, parts)) <= limit and (block := handle.read(chunk)):
@@ -323,12 +430,8 @@ def read_bounded(path: Path, limit: int, chunk: int = 1 << 20) -> bytes:
 
 
 def read_manifest(root: str | Path) -> Manifest:
-    """The manifest of the dataset folder ``root``, checked whole.
-
-    Raises :class:`NotADataset` when ``root`` has no ``posgen.json`` and
-    :class:`DamagedDataset` (one line per problem, each naming the file) when it cannot be
-    read, is not JSON, does not fit the model, or records specs whose ids do not match.
-    """
+    """The manifest of ``root``, checked whole: :class:`NotADataset` without one,
+    :class:`DamagedDataset` (one line per problem) when it does not fit the model."""
     root = Path(root)
     path = root / MANIFEST_NAME
     try:

@@ -1,12 +1,9 @@
 """The store's safety primitives: an atomic file, an atomic folder and one lock.
 
-- :func:`durable_file`: a file written to a hidden sibling, fsynced, renamed over its name.
-- :func:`atomic_folder`: a folder built in a hidden sibling and renamed into place when
-  complete; with ``overwrite`` the old one is exchanged for it in one step (``renameat2``),
-  or parked as ``.NAME.posgen-old-*`` where the file system cannot.
-- The lock: whoever works on a hidden folder or file holds a shared ``flock`` on it, which
-  the kernel drops when the owner dies. A run removes a leftover only once it *claims* it
-  (an exclusive lock, not waited for): :func:`recover`.
+:func:`durable_file` writes a hidden sibling, fsyncs and renames it; :func:`atomic_folder`
+builds a hidden sibling folder and renames (or, with ``overwrite``, exchanges) it into place.
+Whoever works on a hidden folder or file holds a shared ``flock`` on it, which the kernel drops
+when the owner dies; :func:`recover` removes a leftover only once it holds it exclusively.
 
 >>> import tempfile
 >>> target = Path(tempfile.mkdtemp()) / "ds"
@@ -25,6 +22,7 @@ import hashlib
 import os
 import shutil
 import stat
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -32,25 +30,56 @@ from typing import BinaryIO, Literal
 
 from posgen import signals
 from posgen.errors import RunError, UsageError
-from posgen.store.layout import (
-    FILE_TMP_TAG,
-    MANIFEST_NAME,
-    OLD_TAG,
-    TMP_TAG,
-    hidden_sibling,
-    hidden_siblings,
-)
+from posgen.store.manifest import MANIFEST_NAME
 
-LIBC = ctypes.CDLL(None, use_errno=True)
-"""The C library, loaded at import (a child between ``fork`` and ``exec`` calls it)."""
+TMP_TAG = ".posgen-tmp-"
+"""Build folders: ``.NAME.posgen-tmp-XXXX``, siblings of the target."""
+OLD_TAG = ".posgen-old-"
+"""A replaced dataset, parked while the new one is renamed in."""
+FILE_TMP_TAG = ".tmp-"
+"""A file being written: ``.NAME.tmp-PID-XXXX``, renamed to NAME when complete."""
+HIDDEN_STEM_BYTES = 224
+"""Longest ``.NAME`` kept whole in a hidden sibling's name (a tag, a PID and 8 hex digits
+still fit the 255 bytes of a file name)."""
+
+
+def hidden_stem(name: str) -> str:
+    """``.NAME``, or for a name too long to take a tag, its start and a hash of the whole.
+
+    >>> hidden_stem("ds"), len(hidden_stem("a" * 255)), hidden_stem("a" * 255)[-9:]
+    ('.ds', 224, '~b0f3323e')
+    """
+    stem = f".{name}"
+    if len(os.fsencode(stem)) <= HIDDEN_STEM_BYTES:
+        return stem
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    keep = stem
+    while len(os.fsencode(keep)) > HIDDEN_STEM_BYTES - 9:
+        keep = keep[:-1]
+    return f"{keep}~{digest}"
+
+
+def hidden_sibling(path: Path, tag: str, pid: bool = True) -> Path:
+    """A fresh hidden sibling of ``path``: ``.NAME`` + ``tag`` + ``PID-`` + 8 hex digits."""
+    owner = f"{os.getpid()}-" if pid else ""
+    return path.with_name(f"{hidden_stem(path.name)}{tag}{owner}{uuid.uuid4().hex[:8]}")
+
+
+def hidden_siblings(path: Path, tags: tuple[str, ...]) -> list[Path]:
+    """Existing hidden siblings of ``path`` with one of ``tags`` (no glob: names are literal)."""
+    if not path.parent.is_dir():
+        return []
+    prefixes = tuple(f"{hidden_stem(path.name)}{tag}" for tag in tags)
+    return sorted(p for p in path.parent.iterdir() if p.name.startswith(prefixes))
+
+
+LIBC = ctypes.CDLL(None, use_errno=True)  # loaded at import: a child before exec calls it
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 PR_SET_PDEATHSIG = 1
-ATTEMPTS = 20
-"""Fresh names tried before giving up (each fails only if another run claimed it at once)."""
+ATTEMPTS = 20  # fresh names tried before giving up
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 ClaimState = Literal["claimed", "busy", "gone"]
-"""``claimed``: no live owner, the caller holds it now; ``busy``: a live process owns it
-(or the file system has no locks); ``gone``: it no longer exists."""
+"""``busy``: a live process owns it (or the file system has no locks)."""
 
 
 class WriteFailed(RunError, OSError):
@@ -69,8 +98,7 @@ class WriteFailed(RunError, OSError):
     def __str__(self) -> str:
         return str(self.strerror)
 
-    def __reduce__(self) -> tuple[type[WriteFailed], tuple[Path, OSError]]:
-        # raised in worker processes too: rebuild from (path, error), not OSError's args
+    def __reduce__(self) -> tuple[type[WriteFailed], tuple[Path, OSError]]:  # from workers
         return (WriteFailed, (self.path, self.reason))
 
 
@@ -83,9 +111,6 @@ class OutputExistsError(UsageError, FileExistsError):
 
 class LostOwnership(OSError):
     """A fresh folder or file was removed by another run before its lock was taken."""
-
-
-# --- the lock ------------------------------------------------------------------------------
 
 
 def _same(path: Path, fd: int) -> bool:
@@ -110,8 +135,7 @@ def _flock(fd: int, operation: int) -> bool:
 
 
 def hold(fd: int, path: Path) -> None:
-    """Take the owner's shared lock on ``fd`` (open on ``path``) and check ``path`` is it:
-    waits while a claimer removes it, then raises :class:`LostOwnership` if it is gone."""
+    """Take the owner's shared lock on ``fd``; :class:`LostOwnership` if ``path`` is gone."""
     _flock(fd, fcntl.LOCK_SH)
     if not _same(path, fd):
         raise LostOwnership(errno.ENOENT, f"{path} was removed by another run", str(path))
@@ -129,8 +153,7 @@ def owned(path: Path) -> Iterator[int]:
 
 
 def fresh(make: Callable[[], Path], folder: bool) -> tuple[Path, int]:
-    """A new folder (or empty file, open for writing) named by ``make()``, created and
-    locked by us while the path still names it; its path and descriptor."""
+    """A new folder (or empty file, open for writing) named by ``make()``, owned by us."""
     for _ in range(ATTEMPTS):
         path = make()
         try:
@@ -159,9 +182,8 @@ def fresh(make: Callable[[], Path], folder: bool) -> tuple[Path, int]:
 
 @contextmanager
 def claim(path: Path) -> Iterator[ClaimState]:
-    """Try to take ``path`` from a dead owner; yields the :data:`ClaimState`, holding the
-    exclusive lock while the block runs when ``claimed``. A symbolic link has no owner: it
-    is ``claimed``.
+    """Try to take ``path`` from a dead owner (a symlink has none); yields the
+    :data:`ClaimState`, holding the exclusive lock while the block runs when ``claimed``.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -204,8 +226,7 @@ def remove_unowned(path: Path) -> bool:
 
 @contextmanager
 def exclusive(path: Path) -> Iterator[int]:
-    """Hold the only lock on the existing folder ``path``, waiting while others hold it (a
-    second worker of the same job waits, then finds it done)."""
+    """Hold the only lock on the existing folder ``path``, waiting while others hold it."""
     fd = os.open(path, OPEN_FLAGS)
     try:
         _flock(fd, fcntl.LOCK_EX)
@@ -229,18 +250,14 @@ def owner_alive(path: Path) -> bool | None:
 
 
 def die_with_parent(parent: int, signum: int) -> None:
-    """Have the kernel send ``signum`` to this process when its parent dies; end at once
-    (exit ``128 + signum``) when the parent, PID ``parent``, died before that was set."""
+    """Receive ``signum`` when the parent dies; exit ``128 + signum`` if it already has."""
     LIBC.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(128 + signum)
 
 
-# --- renames -------------------------------------------------------------------------------
-
-
 def _renameat2(src: Path, dst: Path, flags: int) -> bool:
-    """``renameat2(src, dst, flags)``; False where the file system lacks it."""
+    """False where the file system lacks ``renameat2``."""
     at_cwd = -100
     if LIBC.renameat2(at_cwd, os.fsencode(src), at_cwd, os.fsencode(dst), flags) == 0:
         return True
@@ -256,7 +273,7 @@ def exchange(a: Path, b: Path) -> bool:
 
 
 def fsync_dir(path: Path) -> None:
-    """Make a folder's entries (renames, new files) durable; a no-op where unsupported."""
+    """Make a folder's entries durable (a no-op where unsupported)."""
     with suppress(OSError):
         handle = os.open(path, os.O_RDONLY)
         try:
@@ -273,9 +290,6 @@ def fsync_tree(root: Path) -> None:
                 os.fsync(handle.fileno())
         elif path.is_dir():
             fsync_dir(path)
-
-
-# --- the atomic file -----------------------------------------------------------------------
 
 
 class HashingFile:
@@ -309,8 +323,7 @@ class HashingFile:
 
 
 def write_target(path: Path) -> tuple[Path, bool]:
-    """Where the bytes of ``path`` go, and whether they stream (a device or pipe). Links
-    are resolved, so replacing ``link.json -> real.json`` replaces ``real.json``.
+    """Where the bytes of ``path`` go (links resolved), and whether they stream (a pipe).
 
     >>> write_target(Path("/dev/null"))
     (PosixPath('/dev/null'), True)
@@ -328,9 +341,8 @@ def write_target(path: Path) -> tuple[Path, bool]:
 
 @contextmanager
 def durable_file(path: Path) -> Iterator[HashingFile]:
-    """A sink for the bytes of ``path``: hashed as written, fsynced, then renamed into place
-    (a device or pipe is written in place). An ``OSError`` becomes :class:`WriteFailed`
-    naming ``path``; unfinished copies left by killed writers are removed."""
+    """A sink for the bytes of ``path``: hashed, fsynced, renamed into place (a pipe is
+    written in place); an ``OSError`` becomes :class:`WriteFailed` naming ``path``."""
     path = Path(path)
     target, streamed = write_target(path)
     if streamed:
@@ -361,18 +373,14 @@ def durable_file(path: Path) -> Iterator[HashingFile]:
 
 
 def write_atomically(path: Path, data: bytes) -> Path:
-    """Replace ``path`` with ``data`` at once (see :func:`durable_file`); returns ``path``."""
+    """Replace ``path`` with ``data`` at once; returns ``path``."""
     with durable_file(Path(path)) as sink:
         sink.write(data)
     return Path(path)
 
 
-# --- the atomic folder ---------------------------------------------------------------------
-
-
 def resolve_target(target: Path) -> Path:
-    """Where the dataset named ``target`` lives: ``target``, or the folder its symlink names
-    (a dangling one too); the link is kept, never replaced. A link that loops is refused."""
+    """``target``, or the folder its symlink names (the link is kept); a loop is refused."""
     target = Path(target)
     if not target.is_symlink():
         return target
@@ -383,12 +391,8 @@ def resolve_target(target: Path) -> Path:
 
 
 def check_target(target: Path, overwrite: bool) -> None:
-    """Raise :class:`OutputExistsError` unless ``target`` may be (re)created: it is free, or
-    with ``overwrite`` an empty folder or a posgen dataset (it holds ``posgen.json``).
-
-    >>> import tempfile
-    >>> check_target(Path(tempfile.mkdtemp()) / "new", overwrite=False)  # free: nothing raised
-    """
+    """:class:`OutputExistsError` unless ``target`` is free, or with ``overwrite`` an empty
+    folder or a posgen dataset."""
     target = resolve_target(target)
     if not target.exists():
         return
@@ -404,9 +408,8 @@ def check_target(target: Path, overwrite: bool) -> None:
 
 @contextmanager
 def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh build folder, locked by this process; on success it becomes ``target``
-    (the folder a symlink ``target`` names). A signal removes the build; one that arrives
-    while it gets its name waits until it has it."""
+    """Yield a fresh build folder, locked by us, that becomes ``target`` on success; a signal
+    removes it (one arriving while it gets its name waits)."""
     target = resolve_target(Path(target))
     check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -435,8 +438,7 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
 
 
 def _commit(build: Path, target: Path) -> None:
-    """Put ``build`` at ``target``; a dataset there is replaced whole, then deleted. The old
-    dataset stays locked by this run until it is deleted."""
+    """Put ``build`` at ``target``; a dataset there is replaced whole (locked), then deleted."""
     if not os.path.lexists(target):
         appeared = f"{target} appeared while the dataset was built; it was kept"
         try:
@@ -460,14 +462,13 @@ def _commit(build: Path, target: Path) -> None:
 
 
 def leftovers(target: Path) -> list[Path]:
-    """Temporary siblings of ``target`` left by runs that were killed (or still running)."""
+    """Build folders and parked datasets beside ``target`` (killed or live runs)."""
     return hidden_siblings(target, (TMP_TAG, OLD_TAG))
 
 
 def recover(target: Path) -> list[str]:
-    """Clean up after killed runs; one line per leftover. Those a live process owns are left
-    alone; a parked ``.NAME.posgen-old-*`` dataset is renamed back when ``target`` is missing
-    (the run died between its two renames); the rest is removed."""
+    """Clean up after killed runs, one line per leftover: a live owner's are left alone, a
+    parked dataset goes back when ``target`` is missing, the rest is removed."""
     target = Path(target)
     actions = []
     for name in dict.fromkeys([target, resolve_target(target)]):

@@ -1,10 +1,8 @@
-"""The one writer: :func:`write_dataset` writes a benchmark into a dataset folder, whole or
-one part of N (``--part I/N``), or merges the parts into one (``posgen merge``).
+"""The one writer, :func:`write_dataset`: a whole dataset, one part of N, or a merge.
 
-A whole run builds in a hidden sibling renamed into place when complete. A part writes every
-N-th shard into ``OUT/.posgen-parts/`` with a part record; the last part (or ``posgen
-merge``) finishes the folder there under a lock, then renames the card, ``data/`` and last
-the manifest into ``OUT``: byte-identical to a run without ``--part``.
+A whole run builds in a hidden sibling renamed into place. A part writes every N-th shard and
+a part record into ``OUT/.posgen-parts/``; the last part (or ``posgen merge``) finishes the
+folder there under a lock and renames the card, ``data/`` and last the manifest into ``OUT``.
 
 >>> import tempfile
 >>> from posgen.spec import TaskSpec
@@ -27,9 +25,8 @@ import os
 import shutil
 import signal
 import threading
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import ExitStack, suppress
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -40,32 +37,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from posgen.errors import UsageError, problem_lines
 from posgen.generator import DEFAULT_BLOCK_ROWS
 from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.store.dataset import check_files, verify_dataset
+from posgen.store.dataset import Dataset, check_files
 from posgen.store.formats import FORMATS, PARQUET_OPTIONS, Progress, check_features
-from posgen.store.layout import (
+from posgen.store.manifest import (
     CARD_NAME,
     DEFAULT_ROW_GROUP_BYTES,
     DEFAULT_SHARD_BYTES,
-    FILE_TMP_TAG,
     MANIFEST_NAME,
     MAX_PARTS,
     PARTS_DIR,
-    Shard,
-    part_of,
-    part_record_name,
-    plan_benchmark,
-)
-from posgen.store.manifest import (
     DamagedDataset,
     FileEntry,
     Manifest,
+    Shard,
     build_manifest,
+    part_of,
+    part_record_name,
+    plan_benchmark,
     read_bounded,
     read_manifest,
     sha256_file,
-    write_manifest,
 )
 from posgen.store.safety import (
+    FILE_TMP_TAG,
     OutputExistsError,
     WriteFailed,
     atomic_folder,
@@ -96,11 +90,9 @@ def write_dataset(
 ) -> Manifest | None:
     """Generate ``bench`` into ``out``; the manifest (None while other parts are missing).
 
-    ``part=(I, N)`` writes part I of N, and the last part to finish writes the manifest;
-    ``merge=[DIR, ...]`` moves the parts written in those folders into ``out`` and finishes
-    it (``bench`` is then None). ``finish`` writes the card into the complete folder before
-    it is published. An ``OSError`` becomes :class:`~posgen.store.safety.WriteFailed`
-    naming the file by its path under ``out``.
+    ``part=(I, N)`` writes part I of N; ``merge=[DIR, ...]`` moves the parts in those folders
+    into ``out`` and finishes it (``bench`` is None). ``finish`` writes the card before the
+    folder is published. An ``OSError`` becomes ``WriteFailed`` naming its path under ``out``.
     """
     out = Path(out)
     if merge is not None:
@@ -129,14 +121,16 @@ def write_dataset(
 
 
 Finish = Callable[[Path, Manifest], None]
-"""Called on the complete folder (shards, sidecars, manifest) before it is published; writes
-the card (``README.md``, the only file it may add). Raising leaves no finished folder."""
+"""Writes the card into the complete folder before it is published (raising publishes none)."""
+
+
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    write_atomically(root / MANIFEST_NAME, manifest.to_json().encode())
 
 
 def finish_folder(root: Path, manifest: Manifest, finish: Finish | None = None) -> Manifest:
     """Write the sidecars and ``posgen.json`` of ``manifest`` into ``root``, then ``finish``."""
-    fmt = FORMATS[manifest.storage_format]
-    fmt.write_sidecars(root, manifest)
+    FORMATS[manifest.storage_format].write_sidecars(root, manifest)
     write_manifest(root, manifest)
     if finish is not None:
         finish(root, manifest)
@@ -154,9 +148,8 @@ def write_shards(
     storage: str = "parquet",
     owner: Path | None = None,
 ) -> list[FileEntry]:
-    """Write ``shards`` with ``num_proc`` spawned processes (the bytes do not depend on it);
-    their entries, in the order given. Workers end when this process dies and hold the
-    owner's lock on the folder ``owner`` while they live."""
+    """Write ``shards`` with ``num_proc`` spawned processes (same bytes); their entries, in
+    order. Workers end when this process dies and hold ``owner``'s lock while they live."""
     if num_proc < 1:
         raise ValueError(f"num_proc must be >= 1, got {num_proc}")
     job = FORMATS[storage].write_shard
@@ -169,48 +162,38 @@ def write_shards(
     def tokens(i: int) -> int:
         return shards[i].rows * specs[shards[i].config].split_length(shards[i].split)
 
-    # Largest shards first, so the processes end together.
-    queue = deque(sorted(range(len(shards)), key=lambda i: -tokens(i)))
-    running: dict[Future[FileEntry], int] = {}
-
-    def collect(block: bool) -> None:
-        done = [f for f in running if f.done()]
-        if block and not done:
-            done = list(wait(running, return_when=FIRST_COMPLETED).done)
-        for future in done:
-            i = running.pop(future)
-            entries[i] = future.result()
-            if progress is not None:
-                progress(tokens(i))
-
-    # Spawned (no forked pyarrow thread pools); at most 2 * workers shards queued at once.
+    # Spawned (no forked pyarrow thread pools); the largest shards first, to end together.
     context = multiprocessing.get_context("spawn")
-    workers = min(num_proc, len(shards))
     alive, keep_alive = context.Pipe(duplex=False)
     pool = ProcessPoolExecutor(
-        max_workers=workers,
+        max_workers=min(num_proc, len(shards)),
         mp_context=context,
         initializer=watch_parent,
         initargs=(alive, os.getpid(), owner),
     )
     with keep_alive, alive, pool:
-        while queue or running:
-            while queue and len(running) < 2 * workers:
-                i = queue.popleft()
-                s = shards[i]
-                args = (root, s, specs[s.config], row_group_bytes, block_rows)
-                running[pool.submit(job, *args)] = i
-            collect(block=True)
+        try:
+            running = {
+                pool.submit(job, root, shards[i], specs[shards[i].config], row_group_bytes,
+                            block_rows): i
+                for i in sorted(range(len(shards)), key=lambda i: -tokens(i))
+            }  # fmt: skip
+            for future in as_completed(running):
+                entries[running[future]] = future.result()
+                if progress is not None:
+                    progress(tokens(running[future]))
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # the shards not started never start
+            raise
     return [entries[i] for i in range(len(shards))]
 
 
-_HELD: list[int] = []
-"""Descriptors a worker keeps open for its lifetime (its lock on the folder it writes)."""
+_HELD: list[int] = []  # a worker's lock on the folder it writes, held for its lifetime
 
 
 def watch_parent(alive: Connection, parent: int, owner: Path | None) -> None:
     """Worker initializer: end when the parent dies (``PR_SET_PDEATHSIG``, or end-of-file
-    on ``alive``, whose only write end the parent holds); hold ``owner``'s lock."""
+    on ``alive``, whose write end only the parent holds); hold ``owner``'s lock."""
     die_with_parent(parent, signal.SIGKILL)
 
     def wait() -> None:
@@ -267,8 +250,7 @@ class PartRecord(BaseModel):
 
 
 def check_part_target(out: Path, bench: BenchmarkSpec) -> None:
-    """Refuse a folder that is not missing, empty, or an unfinished part folder of
-    ``bench``."""
+    """Refuse a folder that is not missing, empty, or an unfinished part folder of ``bench``."""
     out = resolve_target(out)
     if not out.exists():
         return
@@ -299,14 +281,13 @@ def _write_part(
     out: Path,
     index: int,
     count: int,
-    shard_bytes: int = DEFAULT_SHARD_BYTES,
-    row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
-    num_proc: int = 1,
-    progress: Progress | None = None,
-    finish: Finish | None = None,
+    shard_bytes: int,
+    row_group_bytes: int,
+    num_proc: int,
+    progress: Progress | None,
+    finish: Finish | None,
 ) -> Manifest | None:
-    """Write part ``index`` of ``count`` into ``out``; the manifest if this finished the
-    folder, else None."""
+    """Write part ``index`` of ``count``; the manifest if this finished the folder."""
     if not 0 <= index < count:
         raise PartsError(f"part {index}/{count}: need 0 <= I < N")
     out = resolve_target(out)
@@ -336,15 +317,12 @@ def _write_part(
         return None
 
 
-PUBLISHED = (CARD_NAME, "data", MANIFEST_NAME)
-"""What finishing renames from ``.posgen-parts/`` into the folder, in this order: the card
-first (its configs name exactly the finished files), the data, the manifest last."""
+PUBLISHED = (CARD_NAME, "data", MANIFEST_NAME)  # renamed into the folder in this order
 
 
 def _finish_parts(out: Path, finish: Finish | None = None) -> Manifest:
-    """Finish a folder whose parts are all present (:class:`IncompleteError` otherwise) and
-    publish it; the manifest. Parts finishing at once take turns (a lock on
-    ``.posgen-parts``); the later ones find it finished."""
+    """Finish and publish a folder whose parts are all present (else
+    :class:`IncompleteError`). Parts finishing at once take turns; later ones find it done."""
     out = resolve_target(out)
     staging = out / PARTS_DIR
     with ExitStack() as stack:
@@ -352,10 +330,10 @@ def _finish_parts(out: Path, finish: Finish | None = None) -> Manifest:
             fd = stack.enter_context(exclusive(staging))  # one finisher at a time
         except FileNotFoundError:
             if (out / MANIFEST_NAME).exists():  # finished already (perhaps by a concurrent part)
-                return verify_dataset(out)
+                return Dataset.open(out).verify()
             raise PartsError(f"{out} holds no posgen parts ({PARTS_DIR}/ is missing)") from None
         if not staging.exists() or os.stat(staging).st_ino != os.fstat(fd).st_ino:
-            return verify_dataset(out)  # another part finished it while we waited
+            return Dataset.open(out).verify()  # another part finished it while we waited
         if not (staging / MANIFEST_NAME).exists():
             _render(out, staging, finish)
         for name in PUBLISHED:
@@ -412,9 +390,8 @@ def _agreeing(records: list[PartRecord]) -> PartRecord:
 
 
 def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -> Manifest:
-    """Move the files and part records of folders ``sources`` into ``out``, then finish it.
-    Everything is checked before anything moves; merge never writes over a file that
-    differs (an identical one is left as it is)."""
+    """Move the parts in ``sources`` into ``out``, then finish it. Everything is checked
+    before anything moves; a file that differs is never written over."""
     out = resolve_target(out)
     moves: dict[Path, Path] = {}
     records: list[PartRecord] = []

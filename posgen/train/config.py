@@ -44,8 +44,7 @@ from pydantic import (
 
 from posgen.encodings import PERequest
 from posgen.errors import PosgenError, UsageError, human_bytes, problem_lines
-from posgen.spec import TaskSpec
-from posgen.spec_files import SpecFileError, read_spec_file
+from posgen.spec import SpecFileError, TaskSpec, read_spec_file
 from posgen.store.manifest import read_manifest
 
 PAPER_SEEDS = [5549, 4955, 42, 3701, 49]

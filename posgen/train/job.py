@@ -31,12 +31,12 @@ from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reliance import RelianceReport, score_probe
 from posgen.spec import PROBE_SPLIT
 from posgen.store.dataset import Dataset
-from posgen.store.layout import hidden_stem
 from posgen.store.safety import (
     OutputExistsError,
     atomic_folder,
     durable_file,
     exclusive,
+    hidden_stem,
     write_atomically,
 )
 from posgen.train.config import TrainConfig

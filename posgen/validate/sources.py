@@ -20,8 +20,7 @@ from posgen.errors import UsageError, shown
 from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset, inside
 from posgen.store.formats import DATA_SUFFIXES, Format, format_of, manifest_format, read_batch_rows
-from posgen.store.layout import MANIFEST_NAME, unfinished
-from posgen.store.manifest import Manifest
+from posgen.store.manifest import MANIFEST_NAME, Manifest, unfinished
 
 
 class SourceError(UsageError, ValueError):

@@ -18,8 +18,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from posgen.spec import MAX_LENGTH, MAX_ROWS, MAX_SEED, TaskSpec, is_probe_split
-from posgen.spec_files import read_spec_file
+from posgen.spec import MAX_LENGTH, MAX_ROWS, MAX_SEED, TaskSpec, is_probe_split, read_spec_file
 from posgen.store import check_dataset
 from posgen.store.formats import table_tokens
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 import posgen.signals
-import posgen.store.layout
 import posgen.store.safety
 from posgen.signals import Interrupted
 from posgen.store import check_dataset
@@ -52,7 +51,7 @@ def reference(cli, tmp_path_factory) -> dict[str, dict[str, bytes]]:
 
 
 def builds(out: Path) -> list[Path]:
-    return [p for p in leftovers(out) if posgen.store.layout.TMP_TAG in p.name]
+    return [p for p in leftovers(out) if posgen.store.safety.TMP_TAG in p.name]
 
 
 def kill_at(
@@ -115,7 +114,7 @@ def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identi
 
 
 def test_a_parked_dataset_is_restored_when_a_run_died_between_its_renames(tmp_path):
-    parked = tmp_path / f".ds{posgen.store.layout.OLD_TAG}1a2b3c4d"
+    parked = tmp_path / f".ds{posgen.store.safety.OLD_TAG}1a2b3c4d"
     parked.mkdir()
     (parked / "posgen.json").write_text("{}")
     assert recover(tmp_path / "ds") == [

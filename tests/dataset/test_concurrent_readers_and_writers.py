@@ -22,8 +22,7 @@ from posgen import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import check_dataset, read_manifest
 from posgen.store.dataset import DatasetReplaced, load
-from posgen.store.layout import TMP_TAG
-from posgen.store.safety import leftovers, recover
+from posgen.store.safety import TMP_TAG, leftovers, recover
 from posgen.validate import validate
 
 GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
@@ -66,53 +65,48 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=GUARD)
 
 
-NAMES = {
-    "this process's PID": lambda: os.getpid(),
-    "PID 1": lambda: 1,
-    "a PID no process has": lambda: 4_000_000,
-    "a random run id": lambda: "5f3a9c1e",
+def _build_folder(name) -> object:
+    def make(base: Path) -> Path:
+        (base / f".ds{TMP_TAG}{name()}-0badf00d").mkdir()
+        return base / f".ds{TMP_TAG}{name()}-0badf00d"
+
+    return make
+
+
+def _parked_dataset(base: Path) -> Path:
+    """A dataset parked by a run between its two renames (the fallback commit)."""
+    write_dataset(bench(1), base / "ds")
+    os.rename(base / "ds", base / ".ds.posgen-old-1a2b3c4d")
+    return base / ".ds.posgen-old-1a2b3c4d"
+
+
+OWNED = {  # whatever its name says, only the lock tells whether a run owns a leftover
+    "owned build folder named with this process's PID": _build_folder(os.getpid),
+    "owned build folder named with PID 1": _build_folder(lambda: 1),
+    "owned build folder named with a PID no process has": _build_folder(lambda: 4_000_000),
+    "owned build folder named with a random run id": _build_folder(lambda: "5f3a9c1e"),
+    "parked dataset owned by a live run": _parked_dataset,
 }
 
 
-@pytest.mark.parametrize("case", list(NAMES))
-def test_a_build_folder_is_left_alone_while_its_owner_lives_whatever_its_name(
-    recorded, tmp_path, case
-):
+@pytest.mark.parametrize("case", list(OWNED))
+def test_a_leftover_is_left_alone_while_its_owner_lives(recorded, tmp_path, case):
     out = tmp_path / "ds"
-    busy = tmp_path / f".ds{TMP_TAG}{NAMES[case]()}-0badf00d"
-    busy.mkdir()
-    owner = start_owner(busy)
+    leftover = OWNED[case](tmp_path)
+    owner = start_owner(leftover)
     try:
-        notes = recover(out)
-        kept = busy.is_dir()
+        notes, kept, absent = recover(out), leftover.is_dir(), not out.exists()
     finally:
         stop(owner)
-    with recorded("race", f"owned build folder named with {case}"):
-        assert notes == [f"left {busy} alone: a running process still owns it"]
-        assert kept
-        assert recover(out) == [f"removed leftover {busy} of an interrupted run"]
-        assert not busy.exists()
-
-
-def test_a_dataset_being_replaced_is_neither_restored_nor_removed_by_another_run(
-    recorded, tmp_path
-):
-    out = tmp_path / "ds"
-    write_dataset(bench(1), out)
-    parked = tmp_path / ".ds.posgen-old-1a2b3c4d"
-    os.rename(out, parked)  # a run between its two renames (the fallback commit)
-    owner = start_owner(parked)
-    try:
-        notes = recover(out)
-        kept, absent = parked.is_dir(), not out.exists()
-    finally:
-        stop(owner)
-    with recorded("race", "parked dataset owned by a live run"):
-        assert notes == [f"left {parked} alone: a running process still owns it"]
-        assert kept
-        assert absent
-        assert recover(out)[0].startswith(f"restored {out}")
-        assert check_dataset(out) == []
+    with recorded("race", case):
+        assert notes == [f"left {leftover} alone: a running process still owns it"]
+        assert kept and absent
+        if case.startswith("parked"):  # its owner died: restored
+            assert recover(out)[0].startswith(f"restored {out}")
+            assert check_dataset(out) == []
+        else:
+            assert recover(out) == [f"removed leftover {leftover} of an interrupted run"]
+            assert not leftover.exists()
 
 
 def _unshare_works() -> bool:
@@ -162,25 +156,16 @@ def test_two_runs_that_are_both_pid_1_keep_their_own_build_folders(recorded, tmp
         assert leftovers(out) == []
 
 
-def _state(pid: int) -> str:
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command (state, parent, ...); [] once gone."""
     try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
-        return "gone"
+        return []
 
 
 def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    if int(handle.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (FileNotFoundError, ProcessLookupError, ValueError):
-                continue
-    return found
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and _stat(int(e))[1:2] == [str(pid)]]
 
 
 def _end_events(pids: list[int]) -> list[int]:
@@ -208,11 +193,9 @@ def _removed_under(pid: int, folder: Path) -> list[str]:
 
 def _worker(pid: int) -> bool:
     """A pool worker (not the resource tracker, which writes nothing and owns nothing)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"resource_tracker" not in handle.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        return b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return False
 
 
 BIG = ["--task", "cot", "--task", "semirecursive", "-m", "97", "--train-size", "200000",
@@ -253,11 +236,11 @@ def test_sigkill_of_a_parallel_run_ends_its_workers_and_keeps_their_folder(
     for fd in ends:  # the workers end as their parent died (they are not our children)
         select.select([fd], [], [], GUARD)
         os.close(fd)
-    ended = all(_state(pid) in ("Z", "X", "gone") for pid in children)
+    ended = all((_stat(pid) or ["gone"])[0] in ("Z", "X", "gone") for pid in children)
     if not part:
         notes += recover(out)
     with recorded("race", f"SIGKILL of generate --num-proc 2{' --part ' + part if part else ''}"):
-        assert ended, [(pid, _state(pid)) for pid in children]
+        assert ended, [(pid, _stat(pid)) for pid in children]
         assert safe, (notes, workers, children)
         assert part or leftovers(out) == [], notes
 
@@ -288,48 +271,41 @@ def _replace_during(monkeypatch, module, name: str, root: Path, times: int = 1) 
     return done
 
 
+def _validated(root: Path) -> bool:
+    report = validate(root)
+    return report.ok or [c.message for c in report.checks if not c.ok]
+
+
+def _loaded_whole(root: Path) -> bool:
+    loaded = load(root, "cot")  # replaced between the check and the load
+    return loaded["train"]["tokens"][:5] == load(root, "cot")["train"]["tokens"][:5]
+
+
 READS = {
-    "validate, replaced at the first file hash": (posgen.store.dataset, "sha256_file"),
-    "validate, replaced while streaming tokens": (posgen.validate.run, "decode_batch"),
-}
+    "validate, replaced at the first file hash": (
+        posgen.store.dataset, "sha256_file", _validated,
+    ),
+    "validate, replaced while streaming tokens": (posgen.validate.run, "decode_batch", _validated),
+    "integrity check, replaced at the first file hash": (
+        posgen.store.dataset, "sha256_file", lambda root: check_dataset(root) == [],
+    ),
+    "load, replaced between the check and the load": (
+        type(posgen.store.formats.FORMATS["parquet"]), "load", _loaded_whole,
+    ),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(READS))
-def test_validate_during_a_replace_reports_on_one_whole_dataset(
-    recorded, tmp_path, monkeypatch, case
-):
+def test_a_read_during_a_replace_sees_one_whole_dataset(recorded, tmp_path, monkeypatch, case):
     root = tmp_path / "ds"
     write_dataset(bench(1), root)
-    module, name = READS[case]
+    module, name, read = READS[case]
     replaced = _replace_during(monkeypatch, module, name, root)
-    report = validate(root)
+    result = read(root)
     with recorded("race", case):
         assert replaced == [2]
-        assert report.ok, [c.message for c in report.checks if not c.ok]
+        assert result is True, result
         assert spec_seed(root) == 2
-
-
-def test_the_integrity_check_during_a_replace_checks_one_whole_dataset(
-    recorded, tmp_path, monkeypatch
-):
-    root = tmp_path / "ds"
-    write_dataset(bench(1), root)
-    replaced = _replace_during(monkeypatch, posgen.store.dataset, "sha256_file", root)
-    with recorded("race", "integrity check, replaced at the first file hash"):
-        assert check_dataset(root) == []
-        assert replaced == [2]
-
-
-def test_load_during_a_replace_returns_the_new_dataset_whole(recorded, tmp_path, monkeypatch):
-    root = tmp_path / "ds"
-    write_dataset(bench(1), root)
-    fmt = posgen.store.formats.FORMATS["parquet"]
-    replaced = _replace_during(monkeypatch, type(fmt), "load", root)
-    loaded = load(root, "cot")
-    fresh = load(root, "cot")
-    with recorded("race", "load, replaced between the check and the load"):
-        assert replaced == [2]
-        assert loaded["train"]["tokens"][:5] == fresh["train"]["tokens"][:5]
 
 
 def test_a_folder_replaced_during_every_read_is_one_error_line(

@@ -67,20 +67,21 @@ def test_a_full_disk_while_replacing_keeps_the_old_dataset(
         assert leftovers(out) == []
 
 
-def test_no_space_for_the_manifest_names_the_manifest(
-    assert_clean_error, cli, recorded, tmp_path, monkeypatch
+@pytest.mark.parametrize("where", ["posgen.store.writer.write_manifest", "posgen.card.render_card"])
+def test_no_space_while_finishing_names_the_file_and_leaves_nothing(
+    assert_clean_error, cli, recorded, tmp_path, monkeypatch, where
 ):
-    def no_space(root, manifest):
+    def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("posgen.store.writer.write_manifest", no_space)
+    monkeypatch.setattr(where, no_space)
     out = tmp_path / "ds"
     result = cli("generate", "--out", out, "--task", "cot", "-q")
-    expected = f"error: writing {out / 'posgen.json'} failed: No space left on device"
-    with recorded("disk", "ENOSPC on posgen.json"):
-        assert assert_clean_error(result, 1).startswith(expected)
-        assert not out.exists()
-        assert leftovers(out) == []
+    with recorded("disk", f"ENOSPC in {where}"):
+        line = assert_clean_error(result, 1, "No space left on device")
+        assert line.startswith(f"error: writing {out}")
+        assert where.endswith("card") or line.startswith(f"error: writing {out / 'posgen.json'}")
+        assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("case", ["file in the way", "missing mount", "read-only folder"])

@@ -10,8 +10,8 @@ import pytest
 from posgen import write_dataset
 from posgen.card import unvalidated_card
 from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.store import writer
-from posgen.store.layout import CARD_NAME, parse_part, plan_benchmark
+from posgen.store import FORMATS, writer
+from posgen.store.manifest import CARD_NAME, plan_benchmark
 from posgen.store.writer import PARTS_DIR, IncompleteError, PartsError
 from posgen.tasks import TASKS
 
@@ -47,10 +47,6 @@ def single(tmp_path_factory):
     return out
 
 
-def test_the_plan_has_many_shards_so_parts_really_split_the_work():
-    assert len(plan_benchmark(bench(), SHARD_BYTES)) >= 12
-
-
 def test_two_processes_write_the_same_bytes_as_one(tmp_path, single):
     out = tmp_path / "ds"
     write_dataset(bench(), out, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES, num_proc=2)
@@ -58,6 +54,7 @@ def test_two_processes_write_the_same_bytes_as_one(tmp_path, single):
 
 
 def test_three_parts_in_any_order_equal_a_single_run(tmp_path, single):
+    assert len(plan_benchmark(bench(), SHARD_BYTES)) >= 12  # parts really split the work
     out = tmp_path / "ds"
     results = [write(out, part=(i, 3), finish=unvalidated_card) for i in (2, 0, 1)]
     assert results[0] is None  # parts still missing
@@ -88,10 +85,15 @@ def test_parts_of_another_spec_are_refused(tmp_path):
         write(tmp_path / "ds", bench(seed=5), part=(1, 2))
 
 
-def test_rows_and_row_groups_do_not_depend_on_the_block_size(tmp_path, single):
-    out = tmp_path / "ds"
-    write_dataset(bench(), out, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES, block_rows=5)
-    assert checksums(out) == checksums(single)
+@pytest.mark.parametrize("storage", list(FORMATS))
+def test_files_do_not_depend_on_the_block_size(tmp_path, storage):
+    small = bench(train_size=300, val_size=20, test_size=20)
+    write(tmp_path / "a", small, storage=storage)
+    write(tmp_path / "b", small, storage=storage, block_rows=7)
+    assert checksums(tmp_path / "a") == checksums(tmp_path / "b")
+
+
+def test_row_groups_hold_the_rows_the_bytes_say(single):
     path = next((single / "data" / "cot").glob("train-00001-*.parquet"))
     groups = pq.ParquetFile(path).metadata
     sizes = [groups.row_group(i).num_rows for i in range(groups.num_row_groups)]
@@ -115,6 +117,7 @@ def test_cli_parts_in_one_folder_equal_a_single_cli_run(cli, tmp_path):
         (["--part", "x"], "error: --part: expected I/N (e.g. 0/4), got 'x'"),
         (["--num-proc", "0"], "error: --num-proc must be >= 1, got 0"),
         (["--shard-mb", "0"], "error: --shard-mb must be >= 1, got 0"),
+        (["--format", "arrow", "--part", "0/2"], "error: --part writes Parquet only"),
     ],
 )
 def test_bad_scale_flags_exit_2_with_one_line_each(
@@ -129,12 +132,6 @@ def test_a_part_into_a_finished_dataset_is_refused(cli, tmp_path, single):
     result = cli("generate", "--out", str(single), "--task", "cot", "--part", "0/2")
     assert result.exit_code == 2
     assert "holds a finished dataset" in result.output
-
-
-def test_parse_part_reads_i_of_n():
-    assert parse_part("0/1") == (0, 1)
-    with pytest.raises(ValueError):
-        parse_part("1/0")
 
 
 def test_tokens_are_byte_stream_split_with_zstd_and_ids_are_plain(single):
@@ -154,19 +151,13 @@ def custom_card(root, manifest):
     (root / CARD_NAME).write_text(f"custom card of {manifest.benchmark.name}\n")
 
 
-def test_the_part_that_finishes_the_run_uses_the_finish_step_it_was_handed(tmp_path):
-    out = tmp_path / "ds"
-    for i in range(3):
-        write(out, part=(i, 3), finish=custom_card)
-    assert (out / CARD_NAME).read_text() == "custom card of par\n"
-
-
-def test_merging_parts_uses_the_finish_step_it_was_handed(tmp_path):
-    for i in range(3):
-        write(tmp_path / f"p{i}", part=(i, 3))
-    writer.write_dataset(
-        None, tmp_path / "ds", merge=[tmp_path / f"p{i}" for i in range(3)], finish=custom_card
-    )
+@pytest.mark.parametrize("merged", [False, True], ids=["last part", "merge"])
+def test_whoever_finishes_the_run_uses_the_finish_step_it_was_handed(tmp_path, merged):
+    folders = [tmp_path / (f"p{i}" if merged else "ds") for i in range(3)]
+    for i, folder in enumerate(folders):
+        write(folder, part=(i, 3), finish=None if merged else custom_card)
+    if merged:
+        writer.write_dataset(None, tmp_path / "ds", merge=folders, finish=custom_card)
     assert (tmp_path / "ds" / CARD_NAME).read_text() == "custom card of par\n"
 
 

@@ -1,6 +1,11 @@
-"""Dataset folders: `load_dataset` round trip, manifest, determinism, atomicity."""
+"""Dataset folders read back: ``load_dataset`` and ``load_from_disk`` give the generated rows,
+the manifest records them, and both storage formats work in every command."""
 
 from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -10,106 +15,50 @@ import pytest
 
 from posgen import write_dataset
 from posgen.generator import generate_split
+from posgen.probe import probe_rows
 from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.store.formats import to_dataset_dict
-from posgen.store.manifest import read_manifest, sha256_file
-from posgen.store.safety import OutputExistsError
+from posgen.store import FORMATS, DamagedDataset, read_manifest
+from posgen.store.dataset import load
+from posgen.store.formats import probe_schema, probe_table, to_dataset_dict
+from posgen.store.manifest import sha256_file
 from posgen.tasks import TASKS
 
-
-def small_bench(seeding="disjoint", **fields):
-    base = dict(train_size=300, val_size=50, test_size=40, test_length=[96, 128], seeding=seeding)
-    return BenchmarkSpec(
-        name="small",
-        configs={task: TaskSpec(task=task, **{**base, **fields}) for task in TASKS},
-    )
-
-
-@pytest.fixture(scope="module")
-def written(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ds") / "small"
-    manifest = write_dataset(small_bench(), out, shard_bytes=4096, row_group_bytes=1024)
-    return out, manifest
+SPEC = TaskSpec(task="cot", train_size=120, val_size=10, test_size=12)
 
 
 @pytest.mark.parametrize("config", TASKS)
-def test_load_dataset_reads_every_config_offline_with_integer_tokens(written, config):
-    out, _ = written
-    spec = small_bench().configs[config]
-    loaded = datasets.load_dataset(str(out), config)
+def test_load_dataset_reads_every_config_offline_with_integer_tokens(small_dataset, config):
+    spec = read_manifest(small_dataset).configs[config].spec
+    loaded = datasets.load_dataset(str(small_dataset), config)
     assert set(loaded) == set(spec.split_names)
     assert loaded["train"].features["tokens"] == datasets.List(datasets.Value("uint8"))
     assert loaded["train"].features["id"] == datasets.Value("int64")
     for split in spec.split_names:
         data = loaded[split].with_format("numpy")
-        tokens = np.stack(data["tokens"])
-        assert tokens.shape == (spec.split_size(split), spec.split_length(split))
         assert list(data["id"]) == list(range(spec.split_size(split)))
-        assert np.array_equal(tokens, generate_split(spec, split))
+        assert np.array_equal(np.stack(data["tokens"]), generate_split(spec, split))
+    assert datasets.load_dataset(str(small_dataset))["train"].num_rows == 120  # first config
 
 
-def test_default_config_is_the_first(written):
-    out, _ = written
-    assert datasets.load_dataset(str(out))["train"].num_rows == 300
-
-
-def test_manifest_records_spec_rows_lengths_and_checksums(written):
-    out, manifest = written
-    assert (out / "posgen.json").read_text() == manifest.to_json()
-    assert read_manifest(out) == manifest
+def test_the_manifest_records_specs_rows_and_checksums_and_footers_their_place(small_dataset):
+    manifest = read_manifest(small_dataset)
+    assert (small_dataset / "posgen.json").read_text() == manifest.to_json()
     entry = manifest.configs["cot"]
-    assert entry.spec_id == small_bench().configs["cot"].spec_id
     split = entry.splits["test_128"]
-    assert (split.rows, split.length, split.ood_boundary) == (40, 128, 64)
+    assert (split.rows, split.length, split.ood_boundary) == (20, 128, 64)
     assert len(entry.splits["train"].files) > 1  # sharded by shard_bytes
     for info in entry.splits.values():
         assert sum(f.rows for f in info.files) == info.rows
         for f in info.files:
-            assert sha256_file(out / f.path) == f.sha256
-
-
-def test_parquet_files_carry_an_explicit_schema_and_provenance(written):
-    out, manifest = written
-    path = out / manifest.configs["recursive"].splits["train"].files[0].path
-    schema = pq.read_schema(path)
+            assert sha256_file(small_dataset / f.path) == f.sha256
+    schema = pq.read_schema(
+        small_dataset / manifest.configs["recursive"].splits["train"].files[0].path
+    )
     assert schema.field("tokens").type.value_type == pa.uint8()
     assert not schema.field("id").nullable
     meta = {k.decode(): v.decode() for k, v in schema.metadata.items()}
-    assert meta["posgen.split"] == "train"
-    assert meta["posgen.config"] == "recursive"
+    assert (meta["posgen.split"], meta["posgen.config"]) == ("train", "recursive")
     assert meta["posgen.spec_id"] == manifest.configs["recursive"].spec_id
-
-
-def test_existing_output_is_never_touched_without_overwrite(tmp_path):
-    out = tmp_path / "ds"
-    write_dataset(small_bench(), out)
-    before = (out / "posgen.json").read_bytes()
-    with pytest.raises(OutputExistsError):
-        write_dataset(small_bench(seed=1), out)
-    assert (out / "posgen.json").read_bytes() == before
-    write_dataset(small_bench(seed=1), out, overwrite=True)
-    assert (out / "posgen.json").read_bytes() != before
-    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
-
-
-def test_a_folder_that_is_not_a_dataset_is_never_replaced(tmp_path):
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "thesis.tex").write_text("precious")
-    with pytest.raises(OutputExistsError, match="not a posgen dataset"):
-        write_dataset(small_bench(), tmp_path / "mine", overwrite=True)
-    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
-
-
-def test_a_failed_run_leaves_no_folder_behind(tmp_path, monkeypatch):
-    import posgen.card
-
-    def explode(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(posgen.card, "render_card", explode)
-    with pytest.raises(OSError):
-        write_dataset(small_bench(), tmp_path / "ds")
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_in_memory_dataset_dict_equals_the_generated_arrays():
@@ -118,3 +67,78 @@ def test_in_memory_dataset_dict_equals_the_generated_arrays():
     assert list(dd) == ["train", "validation", "test"]
     tokens = np.stack(dd["test"].with_format("numpy")["tokens"])
     assert np.array_equal(tokens, generate_split(spec, "test"))
+
+
+@pytest.fixture(scope="module", params=list(FORMATS))
+def folder(request, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp(request.param) / "ds"
+    bench = BenchmarkSpec(name="both", configs={"cot": SPEC})
+    write_dataset(bench, out, storage=request.param, shard_bytes=4000)
+    return out
+
+
+def test_every_command_works_on_both_formats(cli, folder, tmp_path):
+    body = json.loads((folder / "posgen.json").read_text())
+    assert ("storage" in body) != ("parquet" in body)  # one storage record, never both
+    for args in (["validate", folder], ["card", folder], ["merge", folder]):
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+        assert args[0] != "card" or "(validated)" in result.output, result.output
+    preds = tmp_path / "oracle.npy"
+    made = cli("baseline", "--kind", "oracle", "--data", folder, "--out", preds)
+    assert "ID 100.00%, OOD 100.00%" in made.output, made.output
+    assert cli("score", "--data", folder, "--predictions", preds).exit_code == 0
+    loaded = load(folder, "cot")
+    assert {name: data.num_rows for name, data in loaded.items()} == {
+        "train": 120, "validation": 10, "test": 12,
+    }  # fmt: skip
+    assert np.array_equal(np.stack(loaded["test"].with_format("numpy")["tokens"]),
+                          generate_split(SPEC, "test"))  # fmt: skip
+    probe = probe_table(probe_rows(SPEC, "probe", 0, 12), probe_schema(17)).to_pylist()
+    assert load(folder, "cot-probe")["probe"].to_list() == probe
+
+
+def test_a_damaged_file_reads_the_same_in_load_validate_and_merge(cli, folder, tmp_path):
+    root = Path(shutil.copytree(folder, tmp_path / "ds"))
+    victim = root / read_manifest(root).configs["cot"].splits["train"].files[1].path
+    victim.write_bytes(victim.read_bytes()[:-5])
+    with pytest.raises(DamagedDataset) as caught:
+        load(root, "cot")
+    lines = caught.value.lines
+    assert lines[0].startswith(f"{victim}: ")
+    assert "truncated" in lines[0]
+    validated, merged = cli("validate", root), cli("merge", root)
+    assert (validated.exit_code, merged.exit_code) == (1, 1)
+    for line in lines:
+        assert line in " ".join(validated.output.split()), validated.output
+        assert f"error: {line}" in merged.output, merged.output
+
+
+@pytest.mark.parametrize("storage", list(FORMATS))
+def test_publish_writes_a_validated_card_in_both_formats(cli, tmp_path, storage):
+    spec_file = tmp_path / "tiny.toml"
+    spec_file.write_text('name = "tiny"\n[defaults]\ntrain_size = 40\nval_size = 8\n'
+                         'test_size = 8\n[configs.cot]\n')  # fmt: skip
+    out = tmp_path / "hub"
+    result = cli("publish", spec_file, "--out", out, "--format", storage, "--baselines", "-q")
+    assert result.exit_code == 0, result.output
+    card = (out / "README.md").read_text()
+    assert "**Validated: all" in card
+    assert "| cot | oracle |" in card
+    assert read_manifest(out).storage_format == storage
+    assert load(out)["validation"].num_rows == 8
+
+
+def test_arrow_folders_load_from_disk_with_the_generated_rows(tmp_path):
+    spec = TaskSpec(task="semirecursive", modulus=300, train_size=500, val_size=20, test_size=30)
+    bench = BenchmarkSpec(name="ipc", configs={"semi": spec})
+    manifest = write_dataset(
+        bench, tmp_path / "ds", storage="arrow", shard_bytes=25_000, num_proc=2
+    )
+    assert len(manifest.configs["semi"].splits["train"].files) == 3
+    loaded = datasets.load_from_disk(str(tmp_path / "ds" / "semi"))
+    assert loaded["train"].features["tokens"] == datasets.List(datasets.Value("uint16"))
+    for split in spec.split_names:
+        rows = loaded[split].with_format("numpy", dtype=np.uint16)
+        assert np.array_equal(np.stack(rows["tokens"]), generate_split(spec, split))
+        assert list(rows["id"]) == list(range(spec.split_size(split)))

@@ -287,26 +287,47 @@ def test_a_symlink_out_is_followed_kept_and_leaves_nothing_behind(cli, recorded,
         assert leftovers(link) == []
 
 
-def test_a_symlink_to_a_user_folder_is_refused_and_kept(
-    assert_clean_error, cli, recorded, tmp_path
+def _mine(base: Path) -> Path:
+    (base / "mine").mkdir()
+    (base / "mine" / "notes.txt").write_text("keep me\n")
+    return base / "mine"
+
+
+def _link_to_mine(base: Path) -> Path:
+    (base / "link").symlink_to(_mine(base))
+    return base / "link"
+
+
+def _looping_link(base: Path) -> Path:
+    (base / "a").symlink_to(base / "b")
+    (base / "b").symlink_to(base / "a")
+    return base / "a"
+
+
+def _dataset(base: Path) -> Path:
+    write_dataset(bench(), base / "ds", shard_bytes=SHARD)
+    return base / "ds"
+
+
+GENERATE_REFUSALS = {
+    "a dataset, without --overwrite": (_dataset, [], "pass --overwrite to replace it"),
+    "a user folder": (_mine, ["--overwrite"], "not a posgen dataset"),
+    "a symlink to a user folder": (_link_to_mine, ["--overwrite"], "not a posgen dataset"),
+    "a symlink loop": (_looping_link, [], "loops"),
+}
+
+
+@pytest.mark.parametrize("case", list(GENERATE_REFUSALS))
+def test_generate_refuses_a_target_it_may_not_replace_and_changes_nothing(
+    assert_clean_error, cli, recorded, tmp_path, case
 ):
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "notes.txt").write_text("keep me\n")
-    (tmp_path / "link").symlink_to(tmp_path / "mine")
+    prepare, flags, words = GENERATE_REFUSALS[case]
+    target = prepare(tmp_path)
     before = tree(tmp_path)
-    result = cli("generate", "--out", tmp_path / "link", *FLAGS, "--overwrite")
-    with recorded("target", "--out: symlink to a user folder"):
-        assert_clean_error(result, 2, "not a posgen dataset")
+    result = cli("generate", "--out", target, *FLAGS, *flags)
+    with recorded("target", f"--out: {case}"):
+        assert_clean_error(result, 2, words)
         assert tree(tmp_path) == before
-
-
-def test_a_looping_symlink_out_is_refused_up_front(assert_clean_error, cli, recorded, tmp_path):
-    (tmp_path / "a").symlink_to(tmp_path / "b")
-    (tmp_path / "b").symlink_to(tmp_path / "a")
-    result = cli("generate", "--out", tmp_path / "a", *FLAGS)
-    with recorded("target", "--out: symlink loop"):
-        assert_clean_error(result, 2, "loops")
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
 def test_parts_through_a_symlink_land_where_it_points(recorded, tmp_path, single):

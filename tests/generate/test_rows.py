@@ -12,14 +12,13 @@ from hypothesis import strategies as st
 
 import posgen.generator
 from posgen.generator import (
-    additive_steps,
     generate_rows,
     generate_split,
     grow,
     transpose_tiles,
 )
 from posgen.spec import TaskSpec
-from posgen.tasks import TASKS, dependencies, dependency_matrix
+from posgen.tasks import TASKS, dependency_matrix
 
 GOLDEN = {
     "recursive": [
@@ -45,12 +44,6 @@ def test_paper_seeding_reproduces_the_golden_rows_of_posgen_md(task):
     spec = TaskSpec(task=task, seeding="paper", train_length=24, train_size=3)
     expected = [[int(v) for v in row.split()] for row in GOLDEN[task]]
     assert generate_split(spec, "train").tolist() == expected
-
-
-def test_worked_example_semirecursive_x6_is_4():
-    row = grow(TaskSpec(task="semirecursive"), np.array([[0, 1, 2, 3]]), 7)
-    assert row[0, 6] == 4
-    assert dependencies("semirecursive", 6, near=3, far=1).tolist() == [1, 3, 4, 5]
 
 
 @given(st.sampled_from(TASKS), st.integers(1, 5), st.integers(0, 5), st.integers(1, 50))
@@ -119,8 +112,3 @@ def test_tile_transpose_turns_8x8_byte_blocks_around():
     transpose_tiles(words, 8, 1, out)
     assert np.array_equal(out.view(np.uint8).reshape(8, 8), block.T)
     assert np.array_equal(words.view(np.uint8).reshape(8, 8), block)  # input untouched
-
-
-def test_additive_steps_recursive_is_two_x_t_minus_x_t_minus_w():
-    # x_{t+1} = x_t + x_t - x_{t-w}: x_t enters again, x_{t-w} leaves.
-    assert additive_steps("recursive", 3, 1, 8) == (((0,), (4,)), ((1,), (5,)), ((2,), (6,)))

@@ -11,8 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from posgen.generator import generate_split
-from posgen.seeding import feistel_permute, seed_windows, unrank_combinations
+from posgen.generator import feistel_permute, generate_split, seed_windows, unrank_combinations
 from posgen.spec import TaskSpec
 from posgen.tasks import TASKS
 

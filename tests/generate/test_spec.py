@@ -8,16 +8,19 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from posgen.spec import TaskSpec
-from posgen.spec_files import SpecFileError, resolve_benchmark
+from posgen.spec import SpecFileError, TaskSpec, resolve_benchmark
 
 
-def test_defaults_are_the_papers_setup():
+def test_defaults_are_the_papers_setup_and_specs_are_frozen():
     spec = TaskSpec(task="recursive")
     assert (spec.modulus, spec.near, spec.far, spec.op) == (17, 3, 1, "mod_addition")
     assert (spec.train_length, spec.test_lengths) == (64, (256,))
     assert (spec.train_size, spec.val_size, spec.test_size) == (10_000, 1_000, 1_000)
     assert spec.seeding == "disjoint"
+    with pytest.raises(ValidationError):
+        spec.modulus = 5
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        TaskSpec(task="cot", modulos=5)
 
 
 def test_spec_id_is_stable_and_changes_with_any_field():
@@ -26,14 +29,6 @@ def test_spec_id_is_stable_and_changes_with_any_field():
     assert spec.spec_id == "ff57d6dae6cdfea9"  # pinned: ids name published data
     assert spec.spec_id != TaskSpec(task="cot", seed=1).spec_id
     assert spec.spec_id != TaskSpec(task="recursive").spec_id
-
-
-def test_specs_are_frozen_and_refuse_unknown_keys():
-    spec = TaskSpec(task="cot")
-    with pytest.raises(ValidationError):
-        spec.modulus = 5
-    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
-        TaskSpec(task="cot", modulos=5)
 
 
 def test_extra_test_lengths_add_splits_with_their_own_lengths():
@@ -77,14 +72,9 @@ def test_benchmark_files_load_from_toml_yaml_and_json(tmp_path, suffix):
     assert bench.configs["cot"].near == 2
     assert bench.configs["recursive"].near == 3
     assert bench.configs["cot"].modulus == 11
-
-
-def test_flags_override_the_file_and_tasks_select_configs(tmp_path):
-    path = tmp_path / "b.toml"
-    path.write_text(BENCH_TOML)
-    bench = resolve_benchmark(path, ("cot",), {"modulus": 13})
-    assert list(bench.configs) == ["cot"]
-    assert bench.configs["cot"].modulus == 13
+    chosen = resolve_benchmark(path, ("cot",), {"modulus": 13})  # flags select and override
+    assert list(chosen.configs) == ["cot"]
+    assert chosen.configs["cot"].modulus == 13
 
 
 def test_a_single_task_spec_file_is_a_one_config_benchmark(tmp_path):

@@ -29,7 +29,7 @@ import posgen.signals  # noqa: E402
 from posgen import write_dataset  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
-from posgen.store.layout import TMP_TAG  # noqa: E402
+from posgen.store.safety import TMP_TAG  # noqa: E402
 from posgen.train.config import (  # noqa: E402
     estimate_run,
     preset,

@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from posgen import write_dataset
-from posgen.generator import generate_split, grow
-from posgen.seeding import seed_windows
+from posgen.generator import generate_split, grow, seed_windows
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.formats import (
     open_writer,

@@ -1,0 +1,315 @@
+"""Damaged files (truncated, flipped, swapped, missing, extra) and an edited or hostile
+``posgen.json`` are caught before anything is read, naming the file, in every reader; no listed
+path leads outside the folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.store import DamagedDataset, check_dataset, read_manifest
+from posgen.store.dataset import load
+
+# small_dataset (tests/conftest.py): three train shards per config, one test shard
+TRAIN0, TRAIN1, TRAIN2 = (f"data/cot/train-0000{i}-of-00003.parquet" for i in range(3))
+OTHER = "data/semirecursive/train-00000-of-00003.parquet"
+TEST_FILE = "data/cot/test-00000-of-00001.parquet"
+PROBE_FILE = "data/cot-probe/probe_128-00000-of-00001.parquet"
+
+
+def rewrite(change: Callable[[bytes], bytes], name: str = TRAIN1) -> Callable[[Path], str]:
+    def damage(root: Path) -> str:
+        (root / name).write_bytes(change((root / name).read_bytes()))
+        return name
+
+    return damage
+
+
+def flip(at: Callable[[int], int]) -> Callable[[Path], str]:
+    def change(data: bytes) -> bytes:
+        spot = at(len(data))
+        return data[:spot] + bytes([data[spot] ^ 0x01]) + data[spot + 1 :]
+
+    return rewrite(change)
+
+
+def swap(a: str, b: str, fix_manifest: bool = False) -> Callable[[Path], str]:
+    """Swap two files; with ``fix_manifest`` their sizes and sums too (only footers tell)."""
+
+    def damage(root: Path) -> str:
+        os.rename(root / a, root / "swap.tmp")
+        os.rename(root / b, root / a)
+        os.rename(root / "swap.tmp", root / b)
+        if fix_manifest:
+            body = json.loads((root / "posgen.json").read_text())
+            files = body["configs"]["cot"]["splits"]["train"]["files"]
+            for key in ("bytes", "sha256"):
+                files[0][key], files[1][key] = files[1][key], files[0][key]
+            (root / "posgen.json").write_text(json.dumps(body))
+        return a
+
+    return damage
+
+
+def edit(change: Callable[[dict], object]) -> Callable[[Path], str]:
+    def damage(root: Path) -> str:
+        body = json.loads((root / "posgen.json").read_text())
+        change(body)
+        (root / "posgen.json").write_text(json.dumps(body))
+        return "posgen.json"
+
+    return damage
+
+
+def split(body: dict, name: str = "test") -> dict:
+    return body["configs"]["cot"]["splits"][name]
+
+
+def file0(body: dict) -> dict:
+    return split(body)["files"][0]
+
+
+def spec(body: dict) -> dict:
+    return body["configs"]["cot"]["spec"]
+
+
+def spec_and_ids_edited(body: dict) -> None:
+    """A careful edit: the spec and its ids changed together (the footers still disagree)."""
+    spec(body).update(seed=5)
+    body["configs"]["cot"]["spec_id"] = TaskSpec(**spec(body)).spec_id
+    configs = {name: entry["spec"] for name, entry in body["configs"].items()}
+    bench = BenchmarkSpec(name=body["benchmark"]["name"], configs=configs)
+    body["benchmark"]["spec_id"] = bench.spec_id
+
+
+def nested(depth: int) -> Callable[[Path], str]:
+    deep = "[" * depth + "]" * depth
+    key = b'"description": "'
+    return rewrite(lambda data: data.replace(key, f'"x": {deep}, '.encode() + key), "posgen.json")
+
+
+def unlink(name: str) -> Callable[[Path], str]:
+    def damage(root: Path) -> str:
+        (root / name).unlink()
+        return name
+
+    return damage
+
+
+def extra(root: Path) -> str:
+    shutil.copy(root / TRAIN1, root / "data/cot/train-00003-of-00003.parquet")
+    return "data/cot/train-00003-of-00003.parquet"
+
+
+def as_folder(root: Path) -> str:
+    (root / "posgen.json").unlink()
+    (root / "posgen.json").mkdir()
+    return "posgen.json"
+
+
+DAMAGE: dict[str, Callable[[Path], str]] = {
+    "truncated to half": rewrite(lambda data: data[: len(data) // 2]),
+    "truncated by one byte": rewrite(lambda data: data[:-1]),
+    "truncated to nothing": rewrite(lambda data: b""),
+    "extended by 7 bytes": rewrite(lambda data: data + b"\0" * 7),
+    "probe shard truncated": rewrite(lambda data: data[:-20], PROBE_FILE),
+    "byte flipped in the header": flip(lambda n: 4),
+    "byte flipped in the data": flip(lambda n: n // 2),
+    "byte flipped in the footer": flip(lambda n: n - 12),
+    "shards of one split swapped": swap(TRAIN1, TRAIN2),
+    "shards of two configs swapped": swap(TRAIN0, OTHER),
+    "swapped with the manifest fixed up": swap(TRAIN0, TRAIN1, fix_manifest=True),
+    "shard deleted": unlink(TRAIN1),
+    "unlisted shard added": extra,
+    "manifest: spec field edited": edit(lambda b: spec(b).update(train_size=121)),
+    "manifest: spec and ids edited": edit(spec_and_ids_edited),
+    "manifest: path removed": edit(lambda b: file0(b).pop("path")),
+    "manifest: not JSON": rewrite(lambda data: data[:-40], "posgen.json"),
+    "manifest: deleted": unlink("posgen.json"),
+}
+ENTRY_EDITS = {  # an edited file entry may be blamed on the file it describes
+    "manifest: sha256 edited": edit(lambda b: file0(b).update(sha256="0" * 64)),
+    "manifest: bytes edited": edit(lambda b: file0(b).update(bytes=1)),
+    "manifest: rows edited": edit(lambda b: file0(b).update(rows=99)),
+}
+EDITS: dict[str, Callable[[Path], str]] = {
+    "files: null": edit(lambda b: split(b).update(files=None)),
+    "files: []": edit(lambda b: split(b).update(files=[])),
+    "sha256 missing": edit(lambda b: file0(b).pop("sha256")),
+    "sha256 not hex": edit(lambda b: file0(b).update(sha256="xyz")),
+    "benchmark missing": edit(lambda b: b.pop("benchmark")),
+    "benchmark: null": edit(lambda b: b.update(benchmark=None)),
+    "configs: []": edit(lambda b: b.update(configs=[])),
+    "configs: {}": edit(lambda b: b.update(configs={})),
+    "config: null": edit(lambda b: b["configs"].update(cot=None)),
+    "modulus: 1": edit(lambda b: spec(b).update(modulus=1)),
+    "spec: a string": edit(lambda b: b["configs"]["cot"].update(spec="cot")),
+    "test_length: []": edit(lambda b: spec(b).update(test_length=[])),
+    "splits: {}": edit(lambda b: b["configs"]["cot"].update(splits={})),
+    "split removed": edit(lambda b: b["configs"]["cot"]["splits"].pop("test")),
+    "probe splits removed": edit(lambda b: b["configs"]["cot"]["splits"].pop("probe")),
+    "rows: a string": edit(lambda b: file0(b).update(rows="ten")),
+    "rows: -1": edit(lambda b: file0(b).update(rows=-1)),
+    "rows: 10**30": edit(lambda b: file0(b).update(rows=10**30)),
+    "bytes: a float": edit(lambda b: file0(b).update(bytes=1.5)),
+    "first_id: null": edit(lambda b: file0(b).update(first_id=None)),
+    "path: a number": edit(lambda b: file0(b).update(path=123)),
+    "path: null": edit(lambda b: file0(b).update(path=None)),
+    "unknown top-level key": edit(lambda b: b.update(extra=1)),
+    "unknown file key": edit(lambda b: file0(b).update(extra=1)),
+    "format_version: 2": edit(lambda b: b.update(format_version=2)),
+    "libraries: a string": edit(lambda b: b.update(libraries="numpy")),
+    "benchmark name empty": edit(lambda b: b["benchmark"].update(name="")),
+    "top level: a list": rewrite(lambda _: b"[]", "posgen.json"),
+    "top level: null": rewrite(lambda _: b"null", "posgen.json"),
+    "empty file": rewrite(lambda _: b"", "posgen.json"),
+    "not UTF-8": rewrite(lambda _: b"\xff\xfe{\x00", "posgen.json"),
+    "nested 100k deep": nested(100_000),
+    "nested 500 deep": nested(500),
+    "posgen.json is a folder": as_folder,
+}
+
+
+def outside_copy(root: Path) -> Path:
+    """A copy of the test shard outside the folder (what an escaping path would hash)."""
+    outside = root.parent / "outside" / "x.parquet"
+    outside.parent.mkdir(exist_ok=True)
+    shutil.copy(root / TEST_FILE, outside)
+    return outside
+
+
+def escaping(path_of: Callable[[Path], str]) -> Callable[[Path], str]:
+    return lambda root: edit(lambda b: file0(b).update(path=path_of(outside_copy(root))))(root)
+
+
+def symlinked_file(root: Path) -> str:
+    """The listed file is a link to an identical file outside: only the link rule catches it."""
+    outside = outside_copy(root)
+    (root / TEST_FILE).unlink()
+    os.symlink(outside, root / TEST_FILE)
+    return TEST_FILE
+
+
+def symlinked_folder(root: Path) -> str:
+    shutil.move(root / "data" / "cot", root.parent / "outside-cot")
+    os.symlink(root.parent / "outside-cot", root / "data" / "cot", target_is_directory=True)
+    return "data/cot"
+
+
+ESCAPES: dict[str, Callable[[Path], str]] = {
+    "absolute path": escaping(str),
+    "../ path": escaping(lambda _: "../outside/x.parquet"),
+    "data/../../ path": escaping(lambda _: "data/../../outside/x.parquet"),
+    "backslash path": edit(lambda b: file0(b).update(path=TEST_FILE.replace("/", "\\"))),
+    "file symlinked outside": symlinked_file,
+    "folder symlinked outside": symlinked_folder,
+}
+
+
+def test_the_pristine_dataset_passes_every_reader(cli, small_dataset, preds):
+    assert check_dataset(small_dataset) == []
+    assert load(small_dataset, "cot")["train"].num_rows == 120
+    assert cli("validate", small_dataset).exit_code == 0
+    scored = cli("score", "--data", small_dataset, "--config", "cot", "--predictions", preds)
+    assert scored.exit_code == 0, scored.output
+
+
+@pytest.mark.parametrize("case", list(DAMAGE) + list(ENTRY_EDITS))
+def test_damage_is_caught_before_loading_naming_the_file(cli, recorded, small_copy, case):
+    name = {**DAMAGE, **ENTRY_EDITS}[case](small_copy)
+    lines = check_dataset(small_copy)
+    result = cli("validate", small_copy)
+    blamed = (name, TEST_FILE) if case in ENTRY_EDITS else (name,)
+    with recorded("damage", case):
+        assert any(str(small_copy) in line and name in line for line in lines), lines
+        with pytest.raises(DamagedDataset) as caught:
+            load(small_copy, "cot")
+        assert name in str(caught.value)
+        # a folder without posgen.json is not a dataset at all: a usage error (2) is fair
+        assert result.exit_code in ((1,) if (small_copy / "posgen.json").exists() else (1, 2))
+        assert "Traceback" not in result.output
+        assert isinstance(result.exception, SystemExit | type(None)), repr(result.exception)
+        assert any(Path(b).name in result.output for b in blamed), result.output
+
+
+def test_only_the_verified_load_notices_an_edited_manifest(small_copy):
+    DAMAGE["manifest: spec field edited"](small_copy)
+    assert load(small_copy, "cot", verify=False)["train"].num_rows == 120  # silently wrong
+    with pytest.raises(DamagedDataset, match="the manifest was edited"):
+        load(small_copy, "cot")
+
+
+@pytest.fixture(scope="module")
+def preds(small_dataset, tmp_path_factory) -> Path:
+    from posgen.scoring import load_reference, write_predictions
+
+    test = load_reference(small_dataset, "cot", "test")
+    path = tmp_path_factory.mktemp("preds") / "preds.npy"
+    write_predictions(path, test.ids, test.tokens, modulus=17)
+    return path
+
+
+def refused_cleanly(result) -> bool:
+    """Exit 1 and no traceback, with ``error:`` lines or a report of failed integrity."""
+    said = "error: " in result.stderr or "FAIL integrity" in result.stdout
+    crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
+    return result.exit_code == 1 and said and not crashed and "Traceback" not in result.output
+
+
+def readers_that_did_not_refuse(root: Path, preds: Path, cli) -> list[str]:
+    before = (root / "README.md").read_bytes()
+    results = {
+        "validate": cli("validate", root),
+        "score": cli("score", "--data", root, "--config", "cot", "--predictions", preds),
+        "card": cli("card", root),
+        "merge": cli("merge", root),
+    }
+    wrong = [f"{k}: {r.exit_code} {r.output[-300:]}" for k, r in results.items()
+             if not refused_cleanly(r) or (k == "card" and "(validated)" in r.output)]  # fmt: skip
+    if (root / "README.md").read_bytes() != before:
+        wrong.append("card: the card was rewritten")
+    try:
+        load(root, "cot")
+        wrong.append("load: loaded")
+    except DamagedDataset:
+        pass
+    return wrong + ([] if check_dataset(root) else ["check_dataset: no problem found"])
+
+
+@pytest.mark.parametrize("name", list(EDITS))
+def test_an_edited_manifest_is_one_integrity_error_in_every_command(
+    cli, record, small_copy, preds, name
+):
+    EDITS[name](small_copy)
+    wrong = readers_that_did_not_refuse(small_copy, preds, cli)
+    record("damage", f"manifest edit: {name}", not wrong)
+    assert not wrong, wrong
+
+
+@pytest.mark.parametrize("name", list(ESCAPES))
+def test_a_path_leading_out_of_the_folder_is_refused_never_read(
+    cli, record, small_copy, preds, name
+):
+    ESCAPES[name](small_copy)
+    wrong = readers_that_did_not_refuse(small_copy, preds, cli)
+    lines = check_dataset(small_copy)
+    named = any(
+        "leads outside the dataset folder" in line or "relative path inside" in line
+        for line in lines
+    )
+    record("path_escape", name, not wrong and named)
+    assert not wrong, wrong
+    assert named, lines
+
+
+def test_manifest_paths_must_be_relative_and_inside(small_dataset):
+    entry = read_manifest(small_dataset).configs["cot"].splits["test"].files[0]
+    for bad in ("/etc/passwd", "../x", "data/../../x", "a//b", "./a", "C:/x", "a\\b", ""):
+        with pytest.raises(ValueError, match=r"relative path inside|at least 1"):
+            type(entry).model_validate({**entry.model_dump(), "path": bad})
