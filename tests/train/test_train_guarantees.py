@@ -36,8 +36,8 @@ from posgen.train.run_record import PREDICTIONS  # noqa: E402
 from posgen.train.trainer import RunData  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY_MODEL = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32"]
-TINY = [*TINY_MODEL, "--batch-size=16", "--eval-batch-size=8", "--epochs=1", "--max-steps=2"]
+TINY = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32", "--batch-size=16"]
+TINY += ["--eval-batch-size=8", "--epochs=1", "--max-steps=2", "-q"]
 SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"]
 CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 
@@ -59,30 +59,12 @@ def snapshot(*folders: Path) -> dict[str, str]:
 
 
 def train_args(data: Path, out: Path, *extra: object) -> list[object]:
-    return [
-        "train",
-        "--data",
-        data,
-        "--pe",
-        "rope",
-        "--seed",
-        "0",
-        "--out",
-        out,
-        "-q",
-        *TINY,
-        *extra,
-    ]
+    return ["train", "--data", data, "--out", out, "--pe", "rope", "--seed", "0", *TINY, *extra]
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("train-hostile")
-
-
-@pytest.fixture(scope="module")
-def data(base) -> Path:
-    root = base / "ds"
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train-hostile") / "ds"
     write_dataset(default_benchmark(("recursive",), train_size=48, val_size=8, test_size=8), root)
     return root
 
@@ -104,9 +86,9 @@ def test_posgen_train_parses_posgen_json_once(cli, tmp_path, data, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def run(cli, base, data) -> Path:
+def run(cli, data) -> Path:
     """One finished run folder (never changed by the tests: they copy it)."""
-    out = base / "runs" / "r0"
+    out = data.parent / "runs" / "r0"
     result = cli(*train_args(data, out))
     assert result.exit_code == 0, result.output
     return out
@@ -144,43 +126,31 @@ def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
         assert snapshot(data) == before
 
 
-@pytest.mark.parametrize(
-    ("point", "signame"), [("startup", name) for name in SIGNALS] + [("import", "SIGTERM")]
-)
-def test_a_signal_before_the_commands_or_torch_are_imported_is_one_line(
-    recorded, tmp_path, data, point, signame
+IN_A_PROCESS = [("startup", name) for name in SIGNALS] + [("import", "SIGTERM")]
+IN_A_PROCESS += [("exit", name) for name in SIGNALS]
+
+
+@pytest.mark.parametrize(("point", "signame"), IN_A_PROCESS)
+def test_a_signal_before_the_imports_or_after_the_command_is_one_line_and_its_code(
+    recorded, tmp_path, data, run, point, signame
 ):
-    """A real process (the ``posgen`` entry point): the moments in-process tests cannot reach.
-    A signal while torch is imported is held until the import ends, then raised."""
-    out = tmp_path / "run"
+    """A real process (the ``posgen`` entry point) for the moments in-process tests cannot
+    reach: before the commands or torch are imported (a signal during torch's import is held
+    until it ends), and after ``posgen results`` printed its last line (Python restores the
+    default actions while it shuts down)."""
+    out = tmp_path / ("R.md" if point == "exit" else "run")
+    args = ["results", run, "--out", out] if point == "exit" else train_args(data, out)
     env = {**os.environ, "PYTHONPATH": str(ROOT), posgen.signals.HOOK_ENV: f"{point}:{signame}"}
-    command = [sys.executable, "-m", "posgen", *map(str, train_args(data, out))]
+    command = [sys.executable, "-m", "posgen", *map(str, args)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    with recorded("kill", f"train:{point}:{signame}"):
+    said = "; no partial output was left"
+    if point == "exit":
+        said = " after the command had finished; its outputs are complete"
+    with recorded("kill", f"{args[0]}:{point}:{signame}"):
         assert done.returncode == CODES[signame], done.stderr
-        assert lines == [f"error: interrupted by {signame}; no partial output was left"]
-        assert not os.path.lexists(out)
-
-
-@pytest.mark.parametrize("signame", SIGNALS)
-def test_a_signal_after_the_command_finished_still_sets_the_exit_status(
-    recorded, tmp_path, run, signame
-):
-    """Sent once the command has printed its last line, before the interpreter exits (a
-    real process: Python restores the default actions while it shuts down)."""
-    out = tmp_path / "R.md"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), posgen.signals.HOOK_ENV: f"exit:{signame}"}
-    command = [sys.executable, "-m", "posgen", "results", str(run), "--out", str(out)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    with recorded("kill", f"results:exit:{signame}"):
-        assert done.returncode == CODES[signame], done.stderr
-        assert lines == [
-            f"error: interrupted by {signame} after the command had finished; its "
-            "outputs are complete"
-        ]
-        assert out.is_file()
+        assert lines == [f"error: interrupted by {signame}{said}"]
+        assert os.path.lexists(out) == (point == "exit")
 
 
 @pytest.mark.parametrize("signame", SIGNALS)
@@ -208,14 +178,10 @@ def test_a_signal_python_swallows_still_ends_the_command_with_its_code(recorded)
         def __del__(self):
             os.kill(os.getpid(), signal.SIGTERM)
 
-    previous = posgen.signals.install()
-    try:
-        holder = Dies()
-        del holder  # the handler raises inside __del__: Python ignores that exception
-        with pytest.raises(Interrupted) as caught:
-            posgen.signals.check()
-    finally:
-        posgen.signals.restore(previous)
+    holder = Dies()
+    del holder  # the handler raises inside __del__: Python ignores that exception
+    with pytest.raises(Interrupted) as caught:
+        posgen.signals.check()
     with recorded("kill", "swallowed-in-__del__"):
         assert caught.value.exit_code == 143
 
@@ -239,7 +205,6 @@ def test_the_training_loop_sees_a_signal_between_steps(tmp_path, data, monkeypat
     config = preset(
         "cpu", layers=1, hidden=16, heads=2, intermediate=32, batch_size=16, epochs=1, max_steps=3
     )
-    previous = posgen.signals.install()
     real_step = torch.optim.AdamW.step
 
     def step_then_signal(self, *args, **kwargs):
@@ -249,11 +214,8 @@ def test_the_training_loop_sees_a_signal_between_steps(tmp_path, data, monkeypat
         return result
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step_then_signal)
-    try:
-        with pytest.raises(Interrupted):
-            train_runs(data, "recursive", ["rope"], config, 0, [tmp_path / "r"], "cpu")
-    finally:
-        posgen.signals.restore(previous)
+    with pytest.raises(Interrupted):
+        train_runs(data, "recursive", ["rope"], config, 0, [tmp_path / "r"], "cpu")
     assert steps == ["step"]  # the step finished; no second one started
 
 
@@ -685,11 +647,8 @@ def _score(d, r, *outputs):
     return ["score", "--data", d, "--predictions", r / "predictions.parquet", *outputs]
 
 
-OVER_INPUTS = {  # case -> (the command, given the dataset, the run and tmp_path; the flag named)
-    "score --json onto --predictions": (
-        lambda d, r, t: _score(d, r, "--json", r / "predictions.parquet"),
-        "--json",
-    ),
+OVER_INPUTS = {  # case -> (the command of dataset, run, tmp_path; what the line names); more in
+    # tests/cli/test_outputs_never_land_on_inputs.py
     "score --json onto --predictions through a link": (
         lambda d, r, t: _score(d, r, "--json", t / "link.parquet"),
         "--json",
@@ -716,10 +675,6 @@ OVER_INPUTS = {  # case -> (the command, given the dataset, the run and tmp_path
     ),
     "results --plot into the dataset": (
         lambda d, r, t: ["results", r, "--out", t / "R.md", "--plot", d / "data" / "c.png"],
-        "dataset",
-    ),
-    "train --out inside the dataset": (
-        lambda d, r, t: train_args(d, d / "data" / "recursive" / "run"),
         "dataset",
     ),
     "train --out inside another dataset": (
