@@ -135,16 +135,13 @@ def attention_diagnostics(
     model.eval()
     try:
         with _recording(model, sink), torch.autocast(device.type, enabled=False):
-            extra = position_inputs(None if position_ids is None else position_ids[:rows], device)
-            if "position_ids" in extra:
-                extra["position_ids"] = extra["position_ids"][:, :length]
-                extra["attention_mask"] = extra["attention_mask"][:, :length]
-            model(input_ids=ids.to(device), **extra)
+            positions = None if position_ids is None else position_ids[:rows, :length]
+            model(input_ids=ids.to(device), **position_inputs(positions, device))
     finally:
         model.train(was_training)
     far = far_mask(spec.task, spec.near, spec.far, length)
-    layers = []
-    for index, probabilities in enumerate(sink):
-        regions = summarize(probabilities, far, spec.window, spec.train_length, length)
-        layers.append(AttentionLayer(layer=index, **regions))
+    layers = [
+        AttentionLayer(layer=index, **summarize(p, far, spec.window, spec.train_length, length))
+        for index, p in enumerate(sink)
+    ]
     return AttentionDiagnostics(rows=int(tokens.shape[0]), layers=layers)

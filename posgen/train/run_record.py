@@ -171,30 +171,35 @@ def _reliance_problems(name: str, part: Any) -> list[str]:
     )
 
 
+def _curve_problems(report: Any, columns: tuple[str, ...]) -> list[str]:
+    """Whether ``report`` is of a split's size and its curve has every position once."""
+    expected = list(range(report.seed_window, report.length))
+    if len(expected) > MAX_LENGTH or report.rows > MAX_ROWS:
+        return [f"rows/length: larger than any split ({report.rows} x {report.length})"]
+    if report.curve.position != expected:
+        return [f"curve.position: must be {report.seed_window} .. {report.length - 1}"]
+    if {len(getattr(report.curve, column)) for column in columns} != {len(expected)}:
+        return [f"curve: {', '.join(columns)} must each have one value per position"]
+    return []
+
+
 class RunScores(ScoreReport):
     """A :class:`ScoreReport` whose counts add up: every position ``w .. L'-1`` in the curve
     once, one prediction a row; ID, OOD and overall the curve's sums; each accuracy its ratio."""
 
     def problems(self) -> list[str]:
         """What does not add up (empty when everything does)."""
-        lines: list[str] = []
-        curve = self.curve
-        expected = list(range(self.seed_window, self.length))
-        if len(expected) > MAX_LENGTH or self.rows > MAX_ROWS:
-            return [f"rows/length: larger than any split ({self.rows} x {self.length})"]
-        if curve.position != expected:
-            return [f"curve.position: must be {self.seed_window} .. {self.length - 1}"]
-        sizes = {len(curve.correct), len(curve.tokens), len(curve.accuracy)}
-        if sizes != {len(expected)}:
-            return ["curve: correct, tokens and accuracy must each have one value per position"]
+        curve, expected = self.curve, list(range(self.seed_window, self.length))
+        if lines := _curve_problems(self, ("correct", "tokens", "accuracy")):
+            return lines
         if any(t != self.rows for t in curve.tokens):
             return [f"curve.tokens: every position has {self.rows} predictions (one per row)"]
-        for i, (c, t, a) in enumerate(
-            zip(curve.correct, curve.tokens, curve.accuracy, strict=True)
+        for position, c, t, a in zip(
+            expected, curve.correct, curve.tokens, curve.accuracy, strict=True
         ):
-            lines += _ratio_problems(f"curve[{expected[i]}]", c, t, a)
-            if lines:
+            if lines := _ratio_problems(f"curve[{position}]", c, t, a):
                 return lines
+        lines = []
         boundary = min(self.ood_boundary, self.length) - self.seed_window
         sums = {
             "id": (sum(curve.correct[:boundary]), sum(curve.tokens[:boundary])),
@@ -227,12 +232,8 @@ class RunProbeScores(RelianceReport):
         """What does not add up (empty when everything does)."""
         curve, w, rows = self.curve, self.seed_window, self.rows
         expected = list(range(w, self.length))
-        if len(expected) > MAX_LENGTH or rows > MAX_ROWS:
-            return [f"rows/length: larger than any split ({rows} x {self.length})"]
-        if curve.position != expected:
-            return [f"curve.position: must be {w} .. {self.length - 1}"]
-        if {len(getattr(curve, column)) for column in CURVE_COLUMNS} != {len(expected)}:
-            return [f"curve: {', '.join(CURVE_COLUMNS)} must each have one value per position"]
+        if lines := _curve_problems(self, CURVE_COLUMNS):
+            return lines
         for index, position in enumerate(expected):
             point = SimpleNamespace(**{c: getattr(curve, c)[index] for c in CURVE_COLUMNS})
             if not 0 <= point.counted <= rows or point.far < 0 or point.local < 0:

@@ -336,21 +336,25 @@ def test_score_refuses_damaged_reference_data(
 # --- 4. results: duplicates, unfinished build folders, links -----------------------------
 
 
-def test_a_killed_runs_build_folder_is_named_and_not_counted(
-    cli, error_lines, recorded, tmp_path, run
+@pytest.mark.parametrize("unfinished", ["build folder of a killed run", "unfinished folder"])
+def test_a_folder_that_is_no_finished_run_is_named_in_one_note_and_not_counted(
+    cli, error_lines, recorded, tmp_path, run, unfinished
 ):
     runs = tmp_path / "runs"
     copy_run(run, runs / "r0")
-    build = copy_run(run, runs / f".r1.{TMP_TAG}-1a2b3c4d")
-    out, js = tmp_path / "R.md", tmp_path / "r.json"
-    result = cli("results", runs, "--out", out, "--json", js)
-    cell = json.loads(js.read_text())["ds"]["tasks"]["recursive"]["rope"]
+    if unfinished == "unfinished folder":
+        (copy_run(run, runs / "half") / "results.json").unlink()
+        named = "results.json"
+    else:
+        named = str(copy_run(run, runs / f".r1.{TMP_TAG}-1a2b3c4d"))
+    js = tmp_path / "r.json"
+    result = cli("results", runs, "--out", tmp_path / "R.md", "--json", js)
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
-    with recorded("target", "results:build folder of a killed run"):
+    with recorded("target", f"results:{unfinished}"):
         assert result.exit_code == 0, result.output
-        assert cell["n"] == 1
+        assert json.loads(js.read_text())["ds"]["tasks"]["recursive"]["rope"]["n"] == 1
         assert len(notes) == 1, notes
-        assert str(build) in notes[0]
+        assert named in notes[0]
         assert error_lines(result.output) == []
 
 
@@ -359,19 +363,6 @@ def test_a_build_folder_named_directly_is_refused(assert_clean_error, cli, recor
     result = cli("results", build, "--out", tmp_path / "R.md")
     with recorded("target", "results:build folder given"):
         assert_clean_error(result, 2, str(build), "killed")
-
-
-def test_a_folder_with_only_some_run_files_is_named_and_skipped(cli, recorded, tmp_path, run):
-    runs = tmp_path / "runs"
-    copy_run(run, runs / "r0")
-    half = copy_run(run, runs / "half")
-    (half / "results.json").unlink()
-    result = cli("results", runs, "--out", tmp_path / "R.md")
-    notes = [line for line in result.output.splitlines() if line.startswith("note:")]
-    with recorded("target", "results:unfinished folder"):
-        assert result.exit_code == 0, result.output
-        assert len(notes) == 1, notes
-        assert "results.json" in notes[0]
 
 
 @pytest.mark.parametrize("layout", ["link only", "link and folder", "link loop"])
