@@ -668,6 +668,10 @@ OVER_INPUTS = {  # case -> (the command of dataset, run, tmp_path; what the line
         lambda d, r, t: ["results", r, "--out", t / "R.md", "--plot", d / "data" / "c.png"],
         "dataset",
     ),
+    "train --out inside the dataset": (
+        lambda d, r, t: train_args(d, d / "data" / "recursive" / "run"),
+        "dataset",
+    ),
     "train --out inside another dataset": (
         lambda d, r, t: train_args(d, t / "other" / "sub" / "run"),
         "dataset",
