@@ -1,17 +1,10 @@
 """Attention diagnostics of a trained model: one extra forward pass over a few test rows.
 
 Per layer, over the ID targets ``[w, L)`` and the OOD targets ``[L, L')`` of the first
-:data:`ROWS` test rows: the mean attention entropy (nats; uniform attention over the t + 1
-inputs a query sees has ``log(t + 1)``), the same entropy divided by ``log(t + 1)`` (1: flat,
-0: on one input) and the *far-operand share*, the attention mass on the input positions of the
-target's far operands (the generator's :func:`posgen.tasks.dependency_matrix`). Both are
-averaged over heads, rows and targets. A drop past L next to a flatter attention is the
-"distracted attention" reading of Wang et al. 2024; a drop with sharp attention is not.
-
-The probabilities come from the model's own attention function (sdpa, eager or an
-encoding's registered one) called a second time with the identity as its values: the
-output is then the attention matrix itself, so bias and custom-softmax encodings are
-measured as they attend, with no copy of their formulas here.
+:data:`ROWS` test rows: the mean attention entropy, the same divided by its uniform value
+``log(t + 1)`` and the attention mass on the target's far operands, averaged over heads, rows
+and targets. The probabilities come from the model's own attention function called a second
+time with the identity as its values, so every encoding is measured as it attends.
 """
 
 from __future__ import annotations
@@ -34,8 +27,7 @@ ROWS = 8
 
 
 class NotMeasurable(ValueError):
-    """An attention function that cannot be called with identity values (its output is not
-    ``softmax(...) @ values``, or it assumes the values' width)."""
+    """An attention function that cannot be called with identity values."""
 
 
 @contextmanager
@@ -70,8 +62,8 @@ def _recording(model: LlamaForCausalLM, sink: list[torch.Tensor]) -> Iterator[No
 
 
 def far_mask(task: str, near: int, far: int, length: int) -> np.ndarray:
-    """``(length, length + 1)`` bool: row t marks the model inputs holding target x_t's far
-    operands (input i + 1 holds x_i; input 0 is BOS); rows below the seed window are empty.
+    """``(length, length + 1)`` bool: row t marks the inputs holding x_t's far operands
+    (input i + 1 holds x_i; input 0 is BOS).
 
     >>> far_mask("cot", near=1, far=1, length=4).astype(int)[2:].tolist()
     [[0, 1, 0, 0, 0], [0, 1, 0, 0, 0]]
@@ -93,7 +85,7 @@ def summarize(
     end: int,
 ) -> dict[str, AttentionRegion | None]:
     """ID (targets ``[start, boundary)``) and OOD (``[boundary, end)``) figures of one layer's
-    attention ``(rows, heads, T, T)``; target x_t is predicted at query t."""
+    attention ``(rows, heads, T, T)``."""
     p = probabilities.double()
     logs = torch.where(p > 0, p.clamp_min(1e-300).log(), torch.zeros_like(p))
     entropy = -(p * logs).sum(-1).mean(dim=(0, 1))  # per query
@@ -127,9 +119,8 @@ def attention_diagnostics(
     rows: int = ROWS,
     question_ids: bool = False,
 ) -> AttentionDiagnostics:
-    """Per-layer attention entropy and far-operand share of ``model`` on the first ``rows``
-    rows of ``tokens`` (test rows of ``spec``), ID against OOD, in float32 (``question_ids``:
-    the inputs as the run trained on them, see :func:`posgen.train.trainer.lm_tensors`)."""
+    """Per-layer attention figures of ``model`` on the first ``rows`` test rows ``tokens`` of
+    ``spec``, ID against OOD, in float32, with the inputs as the run trained on them."""
     from posgen.scoring.prediction_files import lm_arrays
     from posgen.train.trainer import position_inputs
 
@@ -144,16 +135,13 @@ def attention_diagnostics(
     model.eval()
     try:
         with _recording(model, sink), torch.autocast(device.type, enabled=False):
-            extra = position_inputs(None if position_ids is None else position_ids[:rows], device)
-            if "position_ids" in extra:
-                extra["position_ids"] = extra["position_ids"][:, :length]
-                extra["attention_mask"] = extra["attention_mask"][:, :length]
-            model(input_ids=ids.to(device), **extra)
+            positions = None if position_ids is None else position_ids[:rows, :length]
+            model(input_ids=ids.to(device), **position_inputs(positions, device))
     finally:
         model.train(was_training)
     far = far_mask(spec.task, spec.near, spec.far, length)
-    layers = []
-    for index, probabilities in enumerate(sink):
-        regions = summarize(probabilities, far, spec.window, spec.train_length, length)
-        layers.append(AttentionLayer(layer=index, **regions))
+    layers = [
+        AttentionLayer(layer=index, **summarize(p, far, spec.window, spec.train_length, length))
+        for index, p in enumerate(sink)
+    ]
     return AttentionDiagnostics(rows=int(tokens.shape[0]), layers=layers)

@@ -1,17 +1,9 @@
 """What a run is (no torch needed): its preset, the grids of a sweep, its memory estimate.
 
 ``paper`` is the authors' setup (a GPU); ``cpu`` trains the paper's four encodings on two CPU
-cores in about 40 minutes. How a Llama block differs from their T5 decoder: docs/training.md.
-
->>> preset("cpu", epochs=1).epochs
-1
->>> preset("paper").seeds
-[5549, 4955, 42, 3701, 49]
-
-A sweep's grid file (TOML, YAML or JSON; :class:`Grid`) crosses datasets x configs x
-position encodings x presets x seeds; each run is named by :func:`stable_hash` of its
-resolved config (not the dataset's path), and runs whose encodings train alike share one
-:class:`JobSpec`::
+cores in about 40 minutes. A sweep's grid file (TOML, YAML or JSON; :class:`Grid`) crosses
+datasets x configs x encodings x presets x seeds; each run is named by :func:`stable_hash` of
+its resolved config, and runs whose encodings train alike share one :class:`JobSpec`::
 
     datasets = ["out/posgen-v1"]
     pes = ["rope", "yarn", { name = "linear", parameters = { factor = 2 } }]
@@ -26,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -267,38 +260,25 @@ def _unique(values: list[Any], name: str) -> list[Any]:
 
 
 MAX_RUNS = 20_000
-"""Most runs one grid may make (the benchmark's full table is about 1,000): counted when the
-grid is read, before any run is expanded."""
+"""Most runs one grid may make (the benchmark's full table is about 1,000)."""
 
 
-def run_count(grid: Grid, configs: list[int] | None = None, pes: int | None = None) -> str:
-    """How many runs ``grid`` makes at most, as ``N (formula)``; ``configs``: the configs of
-    each dataset (default: the grid's list, or 1 per dataset), ``pes``: the encodings of
-    ``"all"`` (default 1). A :class:`GridError` when more than :data:`MAX_RUNS`.
-
-    >>> run_count(Grid(datasets=["a", "b"], pes=["rope", "yarn"], seeds=[1, 2, 3]))
-    '12 (2 datasets x 1 configs x 2 encodings x 1 presets x 3 seeds)'
-    """
-    per_dataset = configs or [max(1, len(grid.configs))] * len(grid.datasets)
+def check_run_count(grid: Grid, configs: list[int] | None = None, pes: int | None = None) -> None:
+    """A :class:`GridError` when ``grid`` makes more than :data:`MAX_RUNS` runs, counted before
+    any is expanded; ``configs``: each dataset's configs, ``pes``: the encodings of ``"all"``."""
+    dataset_configs = sum(configs or [max(1, len(grid.configs))] * len(grid.datasets))
     encodings = len(grid.pes) if isinstance(grid.pes, list) else (pes or 1)
     if grid.seeds is not None:
         seeds = len(grid.seeds) * len(grid.presets)
     else:
         seeds = sum(len(PRESETS[entry.name]["seeds"]) for entry in grid.presets)
-    count = sum(per_dataset) * encodings * seeds
-    seeds_text = f"{len(grid.presets)} presets x {seeds // len(grid.presets)} seeds"
-    if grid.seeds is None:
-        seeds_text = f"{seeds} preset seeds"
-    formula = (
-        f"{len(per_dataset)} datasets x {sum(per_dataset) / len(per_dataset):g} configs x "
-        f"{encodings if isinstance(grid.pes, list) or pes else grid.pes} encodings x {seeds_text}"
-    )
+    count = dataset_configs * encodings * seeds
     if count > MAX_RUNS:
         raise GridError(
-            f"the grid makes {count:,} runs ({formula}), more than the limit of {MAX_RUNS:,}; "
-            "split it into smaller grids (each can sweep into the same folder)"
+            f"the grid makes {count:,} runs ({dataset_configs} dataset configs x {encodings} "
+            f"encodings x {seeds} preset seeds), more than the limit of {MAX_RUNS:,}; split it "
+            "into smaller grids (each can sweep into the same folder)"
         )
-    return f"{count:,} ({formula})"
 
 
 def read_grid(path: Path) -> Grid:
@@ -318,7 +298,7 @@ def read_grid(path: Path) -> Grid:
             where = f"{path}: presets.{index}.overrides"
             raise GridError("\n".join(f"{where}.{line}" for line in problem_lines(error))) from None
     try:
-        run_count(grid)
+        check_run_count(grid)
     except GridError as error:
         raise GridError(f"{path}: {error}") from None
     return grid
@@ -331,11 +311,7 @@ def run_settings(train: TrainConfig) -> dict[str, Any]:
 
 
 def stable_hash(payload: dict[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of ``payload`` (sorted keys), first :data:`HASH_CHARS`.
-
-    >>> stable_hash({"b": 1, "a": [2]}) == stable_hash({"a": [2], "b": 1})
-    True
-    """
+    """SHA-256 of the canonical JSON of ``payload`` (sorted keys), first :data:`HASH_CHARS`."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]
 
@@ -405,13 +381,9 @@ def expand(
     every_pe: Callable[[], list[str]] = list,
     builtin_pe: Callable[[], list[str]] = list,
 ) -> list[RunSpec]:
-    """Every run of ``grid`` (seeds outermost); ``resolve`` resolves each encoding as the
-    trainer does, ``every_pe`` lists the registered names (for ``pes = "all"``),
-    ``builtin_pe`` the built-in ones (``pes = "builtin"``: no plugins).
-
-    Raises :class:`GridError` naming a dataset that is missing or lacks a config, or an
-    encoding the trainer refuses.
-    """
+    """Every run of ``grid`` (seeds outermost), each encoding resolved by ``resolve``;
+    ``every_pe``/``builtin_pe`` list the names of ``pes = "all"``/``"builtin"``. A
+    :class:`GridError` names a missing dataset or config, or an encoding the trainer refuses."""
     datasets = []
     for index, folder in enumerate(grid.datasets):
         try:
@@ -431,7 +403,7 @@ def expand(
     listed = {"all": every_pe, "builtin": builtin_pe}
     names = listed[grid.pes]() if isinstance(grid.pes, str) else grid.pes
     requests = [_request(pe) for pe in names]
-    run_count(grid, [len(names) for _, _, names in datasets], len(requests))
+    check_run_count(grid, [len(names) for _, _, names in datasets], len(requests))
     presets = [(entry.name, entry.resolved()) for entry in grid.presets]
     seeds = grid.seeds or list(dict.fromkeys(s for _, train in presets for s in train.seeds))
     runs: dict[str, RunSpec] = {}  # presets that resolve alike give the same runs, once
@@ -506,7 +478,6 @@ class RunEstimate:
 def parameter_count(config: TrainConfig, vocab: int) -> int:
     """Parameters of the Llama :func:`posgen.train.trainer.build_model` builds.
 
-    >>> from posgen.train.config import preset
     >>> parameter_count(preset("cpu"), 18)
     133696
     """
@@ -523,21 +494,14 @@ def estimate_run(
     positions: int | None = None,
     table: bool = True,
 ) -> RunEstimate:
-    """The memory a run of ``config`` on ``spec``'s splits needs, in bytes (fp32): the
-    process, the model (weights, gradients, AdamW moments, a best-checkpoint copy per
-    encoding served), one training batch's activations, one evaluation batch's, and the data
-    at its stored width. An upper bound on measured peaks (``docs/training.md``).
+    """An upper bound on the memory (bytes, fp32) of a run of ``config`` on ``spec``: the
+    process, the model with AdamW state and a best copy per encoding in ``pes``, a training
+    and an evaluation batch's activations, the data; a position table of ``positions`` (the
+    ``--randomized-positions`` range, default L'+1) rows when the encoding learns one (``table``).
 
-    >>> from posgen.spec import TaskSpec
     >>> estimate = estimate_run(preset("cpu"), TaskSpec(task="recursive"), largest_file=10**6)
-    >>> estimate.parameters  # the Llama's 133,696 and a table of 257 positions x 64
-    150144
-    >>> round(estimate.total / 2**20)
-    1733
-
-    ``positions`` is the range of position ids (``--randomized-positions R``; L'+1 when
-    None): a table of that many rows x d is counted, as absolute encodings learn one
-    (``table``; without one, as rope's, nothing is).
+    >>> estimate.parameters, round(estimate.total / 2**20)  # 133,696 and a table of 257 x 64
+    (150144, 1733)
     """
     vocab = spec.modulus + 1
     rows = max(positions or 0, max(spec.test_lengths) + 1) if table else 0
@@ -547,9 +511,8 @@ def estimate_run(
     rows, seq = min(config.batch_size, spec.train_size), spec.train_length + 1
     train = layers * (rows * seq * (12 * d + 6 * ff) + 3 * rows * heads * seq * seq)
     train += 5 * rows * seq * vocab
-    length = max(spec.test_lengths)
     eval_rows = min(config.eval_batch_size, max(spec.val_size, spec.test_size))
-    eval_seq = length + 1
+    eval_seq = max(spec.test_lengths) + 1
     evaluation = eval_rows * eval_seq * (6 * d + 4 * ff) + 2 * eval_rows * heads * eval_seq**2
     evaluation += 2 * eval_rows * eval_seq * vocab
     token = spec.token_bytes
@@ -559,78 +522,46 @@ def estimate_run(
         + 2 * spec.test_size * spec.test_lengths[0]
     )
     data += 2 * largest_file + 16 * (rows * seq + eval_rows * eval_seq)
-    return RunEstimate(
-        parameters=params,
-        model=model,
-        activations=FLOAT * (train + evaluation),
-        data=data,
-    )
+    return RunEstimate(params, model, FLOAT * (train + evaluation), data)
 
 
 PROC = Path("/proc")
 CGROUP = Path("/sys/fs/cgroup")
 
 
-def _cgroup_files(proc: Path = PROC, cgroup: Path = CGROUP) -> list[tuple[Path, Path]]:
-    """``(limit, usage)`` files of this process's memory cgroup (v2, then v1), its own folder
-    (from ``/proc/self/cgroup``) first, then the mount's root."""
+def available_bytes(proc: Path = PROC, cgroup: Path = CGROUP) -> int | None:
+    """Memory this process can still use: the least of ``MemAvailable``, what its memory
+    cgroup's limit leaves (v2, then v1; its own folder, then the mount's root) and what its
+    ``RLIMIT_AS`` leaves (``proc``, ``cgroup``: where ``/proc`` and ``/sys/fs/cgroup`` are)."""
+    found = []
+    with suppress(OSError, ValueError, IndexError):
+        meminfo = (proc / "meminfo").read_text()
+        found.append(int(meminfo.split("MemAvailable:")[1].split()[0]) * 1024)
     own: dict[str, str] = {}
     with suppress(OSError, ValueError):
         for line in (proc / "self" / "cgroup").read_text().splitlines():
             _, controllers, where = line.split(":", 2)
             if controllers == "" or "memory" in controllers.split(","):
                 own["v2" if controllers == "" else "v1"] = where.strip("/")
-    files = []
     for version, root, limit, usage in (
         ("v2", cgroup, "memory.max", "memory.current"),
         ("v1", cgroup / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"),
     ):
         for folder in dict.fromkeys((root / own.get(version, ""), root)):
-            files.append((folder / limit, folder / usage))
-    return files
-
-
-def _address_space_left(proc: Path = PROC) -> int | None:
-    """Bytes of address space left under ``RLIMIT_AS`` (``ulimit -v``; None: no limit)."""
-    try:
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-        if soft == resource.RLIM_INFINITY or soft < 0:
-            return None
-        used = 0
-        with suppress(OSError, ValueError, IndexError):
-            for line in (proc / "self" / "status").read_text().splitlines():
-                if line.startswith("VmSize:"):
-                    used = int(line.split()[1]) * 1024
-        return max(0, soft - used)
-    except (ImportError, ValueError, OSError):
-        return None
-
-
-def available_bytes(proc: Path = PROC, cgroup: Path = CGROUP) -> int | None:
-    """Memory this process can still use: the least of ``MemAvailable``, what its memory
-    cgroup's limit leaves, and the address space its ``RLIMIT_AS`` leaves (``proc`` and
-    ``cgroup``: where ``/proc`` and ``/sys/fs/cgroup`` are mounted)."""
-    found = []
-    try:
-        for line in (proc / "meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    for limit, usage in _cgroup_files(proc, cgroup):
-        try:
-            cap, used = (name.read_text().strip() for name in (limit, usage))
-        except OSError:
-            continue
-        if cap.isdigit() and used.isdigit() and int(cap) < 2**60:
-            found.append(max(0, int(cap) - int(used)))
-    if not found and hasattr(os, "sysconf"):
+            with suppress(OSError):
+                cap, used = ((folder / name).read_text().strip() for name in (limit, usage))
+                if cap.isdigit() and used.isdigit() and int(cap) < 2**60:
+                    found.append(max(0, int(cap) - int(used)))
+    if not found:
         with suppress(ValueError, OSError):
             found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    if (left := _address_space_left(proc)) is not None:
-        found.append(left)
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft != resource.RLIM_INFINITY and soft >= 0:
+        used = 0
+        with suppress(OSError, ValueError, IndexError):
+            status = (proc / "self" / "status").read_text()
+            used = int(status.split("VmSize:")[1].split()[0]) * 1024
+        found.append(max(0, soft - used))
     return min(found) if found else None
 
 

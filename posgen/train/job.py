@@ -1,13 +1,11 @@
 """One training job: what ``posgen train`` and every sweep worker run around the loop.
 
-The loop (:func:`posgen.train.trainer.train`) trains; the job holds the lock on its work
-folder, the checkpoint (``checkpoint.pt``, replaced whole, and ``progress.json``, readable
-without torch), the data read once, the run folders (each written whole), the out-of-memory
-message and the clean-up. A run folder holds ``results.json``
-(:mod:`posgen.train.run_record`), ``metrics.jsonl``, ``predictions.parquet``,
-``probe_predictions.parquet`` and, with ``save_model``, ``model/`` (``docs/training.md``).
-Tests stop a job with the hook ``POSGEN_SIGNAL_AT`` (:func:`posgen.signals.point`) at
-``step:N`` (across resumptions), ``checkpoint``, ``write`` and ``final``.
+The job locks its work folder, keeps the checkpoint (``checkpoint.pt``, replaced whole and
+ending with its sha256, and ``progress.json``, readable without torch), reads the data once,
+writes each run folder whole (``results.json``, ``metrics.jsonl``, ``predictions.parquet``,
+``probe_predictions.parquet``, ``model/`` with ``save_model``) and says when memory ran out.
+Tests stop a job with ``POSGEN_SIGNAL_AT`` (:func:`posgen.signals.point`) at ``load``,
+``step:N`` (across resumptions), ``validation``, ``checkpoint``, ``write`` and ``final``.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from posgen.encodings import PERequest
 from posgen.errors import DataError, RunError, UsageError, human_bytes, out_of_memory, shown
 from posgen.scoring.folder import score_reference
 from posgen.scoring.prediction_files import write_predictions
-from posgen.scoring.reliance import RelianceReport, score_probe
+from posgen.scoring.reliance import score_probe
 from posgen.spec import PROBE_SPLIT
 from posgen.store.dataset import Dataset
 from posgen.store.safety import (
@@ -58,16 +56,18 @@ if TYPE_CHECKING:  # torch is imported when a job runs: `posgen sweep --status` 
     from transformers import LlamaForCausalLM
 
     from posgen.encodings import ResolvedPE
-    from posgen.train.trainer import PositionIds, RunData, Selection
+    from posgen.train.trainer import RunData, Selection, Trained
 
 CHECKPOINT = "checkpoint.pt"
 TRAILER_TAG = b"\nposgen-checkpoint sha256 "
 TRAILER_BYTES = len(TRAILER_TAG) + 64 + 1 + 16 + 1
-"""A checkpoint ends with the sha256 and size of what precedes it (:func:`_trailer`)."""
+"""A checkpoint ends with ``TRAILER_TAG``, the sha256 and the size of the bytes before it."""
 PROGRESS = "progress.json"
 RESUME_TAG = ".posgen-resume"
 MODEL = "model"
 """The saved weights' subfolder (``save_model``)."""
+PER_ENCODING = ("val_id_accuracy", "far_reliance_id", "far_reliance_ood")
+"""Epoch-log figures the training records per encoding (``name/label``)."""
 
 
 def resume_folder(out: Path) -> Path:
@@ -90,6 +90,23 @@ def read_progress(folder: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+class DamagedCheckpoint(DataError):
+    """A checkpoint that cannot be read or checked: named, never resumed (exit 1)."""
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every run folder of one training shares."""
+
+    data: Path
+    run_data: RunData
+    config: TrainConfig
+    seed: int
+    preset_name: str
+    device: torch.device
+    save: bool
+
+
 def train_runs(
     data: Path | Dataset,
     config_name: str,
@@ -107,19 +124,22 @@ def train_runs(
     name: str = "",
     estimate: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Train once for ``pes`` (one training) and write run folder ``outs[i]`` for ``pes[i]``;
-    returns each written run's summary. With a ``work`` folder the job is resumable: it locks
-    it, resumes from its checkpoint of training ``key``, writes only the missing runs and
-    removes it when done (``name`` names the job in messages; ``estimate`` is quoted when
-    memory runs out). ``data`` is a folder or its open :class:`~posgen.store.dataset.Dataset`."""
+    """Train once for ``pes`` and write run folder ``outs[i]`` for ``pes[i]``; each written
+    run's summary. With a ``work`` folder the job is resumable: it locks it, resumes from its
+    checkpoint of training ``key``, writes only the missing runs and removes it when done
+    (``name`` names the job in messages; ``estimate`` is quoted when memory runs out)."""
     from posgen.train.trainer import Diverged, RunData, pick_device
 
     def run(pes: Sequence[Any], outs: Sequence[Path]) -> list[dict[str, Any]]:
         signals.point("load")
         folder = data.root if isinstance(data, Dataset) else Path(data)
         loaded = run_data or RunData.load(data, config_name)
-        job = _Training(folder, loaded, config, seed, preset_name, device or pick_device(), save)
-        return _train_and_write(job, pes, outs, progress, work, key, name)
+        job = _Job(folder, loaded, config, seed, preset_name, device or pick_device(), save)
+        trained = _train(job, pes, progress, work, key, name)
+        return [
+            _write_run(job, trained, selection, Path(out))
+            for selection, out in zip(trained.selections, outs, strict=True)
+        ]
 
     if work is None:
         return run(pes, outs)
@@ -129,11 +149,11 @@ def train_runs(
         if not work.exists():  # a worker of the same training finished while we waited
             return []
         todo = [(pe, Path(out)) for pe, out in zip(pes, outs, strict=True) if not is_run(out)]
-        damaged = False
+        keep = False
         try:
             summaries = run(*zip(*todo, strict=True)) if todo else []
         except DamagedCheckpoint:
-            damaged = True  # kept as it is, for the user to look at and remove
+            keep = True  # as it is, for the user to look at and remove
             raise
         except signals.Interrupted as stop:
             if stop.completed:
@@ -153,34 +173,21 @@ def train_runs(
                 raise
             raise RunError(_memory_message(error, work, estimate)) from None
         finally:
-            if read_progress(work) is None and not damaged:  # nothing to resume: leave nothing
+            if read_progress(work) is None and not keep:  # nothing to resume: leave nothing
                 shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     return summaries
 
 
-@dataclass(frozen=True)
-class _Training:
-    """What every run folder of one training shares."""
-
-    data: Path
-    run_data: RunData
-    config: TrainConfig
-    seed: int
-    preset_name: str
-    device: torch.device
-    save: bool
-
-
-def _train_and_write(
-    job: _Training,
+def _train(
+    job: _Job,
     pes: Sequence[str | PERequest | ResolvedPE],
-    outs: Sequence[Path],
     progress: Callable[[int], Any] | None,
-    work: Path | None = None,
-    key: str = "",
-    name: str = "",
-) -> list[dict[str, Any]]:
+    work: Path | None,
+    key: str,
+    name: str,
+) -> Trained:
+    """The training, resumed from ``work``'s checkpoint and checkpointed there (if given)."""
     from posgen.train.trainer import total_steps, train
 
     resume = None if work is None else _load_checkpoint(work, key, name, job.device)
@@ -195,17 +202,13 @@ def _train_and_write(
 
     checkpoint = None if work is None else lambda state: _save_checkpoint(work, key, state)
     try:
-        trained = train(
+        return train(
             job.run_data, pes, job.config, job.seed, job.device, resume, checkpoint, events
         )
     finally:  # closed before any error line, so stderr ends with that line
         if bar is not None and hasattr(bar, "close"):
             with signals.held():
                 bar.close()
-    return [
-        _write_run(job, trained.model, selection, trained.log, trained.started, Path(out))
-        for selection, out in zip(trained.selections, outs, strict=True)
-    ]
 
 
 def _save_checkpoint(work: Path, key: str, state: dict[str, Any]) -> None:
@@ -215,26 +218,16 @@ def _save_checkpoint(work: Path, key: str, state: dict[str, Any]) -> None:
 
     with durable_file(work / CHECKPOINT) as sink:
         torch.save({"key": key, **state}, sink)
-        sink.handle.write(_trailer(sink.digest.hexdigest(), sink.size))
+        sink.handle.write(TRAILER_TAG + f"{sink.digest.hexdigest()} {sink.size:016d}\n".encode())
         signals.point("checkpoint")
     at = state["position"]
     summary = {"epoch": at["epoch"], "step": at["step"], "done": at["done"]}
     write_atomically(work / PROGRESS, (json.dumps(summary) + "\n").encode())
 
 
-def _trailer(sha256: str, size: int) -> bytes:
-    """The checksum line ending a checkpoint: the sha256 and size of the bytes before it."""
-    return TRAILER_TAG + f"{sha256} {size:016d}\n".encode()
-
-
-class DamagedCheckpoint(DataError):
-    """A checkpoint that cannot be read or checked: named, never resumed (exit 1)."""
-
-
 def _checked_payload(path: Path) -> bytes:
     """The checkpoint's bytes before its checksum line, checked against it; else why not."""
-    with open(path, "rb") as handle:
-        raw = handle.read()
+    raw = path.read_bytes()
     if not raw:
         raise ValueError("is empty")
     payload, trailer = raw[:-TRAILER_BYTES], raw[-TRAILER_BYTES:]
@@ -242,8 +235,8 @@ def _checked_payload(path: Path) -> bytes:
     if len(raw) < TRAILER_BYTES or not trailer.startswith(TRAILER_TAG) or len(fields) != 2:
         raise ValueError("carries no checksum (truncated, or not written by posgen)")
     if fields[1] != f"{len(payload):016d}".encode():
-        raise ValueError(f"is not whole ({len(payload):,} bytes, its checksum line says "
-                         f"{fields[1].decode(errors='replace').lstrip('0') or 0})")  # fmt: skip
+        said = fields[1].decode(errors="replace").lstrip("0") or 0
+        raise ValueError(f"is not whole ({len(payload):,} bytes, its checksum line says {said})")
     if hashlib.sha256(payload).hexdigest().encode() != fields[0]:
         raise ValueError("does not match the sha256 it carries (altered or damaged)")
     return payload
@@ -252,8 +245,7 @@ def _checked_payload(path: Path) -> bytes:
 def _load_checkpoint(
     work: Path, key: str, name: str, device: torch.device
 ) -> dict[str, Any] | None:
-    """The checkpoint of ``work`` (None when there is none), checked against its checksum;
-    one that cannot be read or checked is a :class:`DamagedCheckpoint` naming it."""
+    """The checkpoint of ``work`` (None when there is none), checked against its checksum."""
     import torch
 
     path = work / CHECKPOINT
@@ -291,45 +283,34 @@ def _memory_message(error: BaseException, work: Path, estimate: int | None) -> s
     return f"out of memory ({type(error).__name__}){quoted}; {advice}"
 
 
-def _write_run(
-    job: _Training,
-    model: LlamaForCausalLM,
-    selection: Selection,
-    log: list[dict[str, Any]],
-    started: float,
-    out: Path,
-) -> dict[str, Any]:
-    """Predict test with the selected weights and write the run folder atomically."""
+def _write_run(job: _Job, trained: Trained, selection: Selection, out: Path) -> dict[str, Any]:
+    """Predict test and probe with the selected weights and write the run folder atomically."""
     import torch
 
-    from posgen.encodings.model import save_model, use_frequencies
-    from posgen.train.trainer import evaluation_positions, precision, predict_split, versions
+    from posgen.encodings.model import save_model
+    from posgen.train.trainer import evaluation_positions, predict_split, versions
 
-    pe, run_data, config, device = selection.pe, job.run_data, job.config, job.device
+    pe, run_data, config, model = selection.pe, job.run_data, job.config, trained.model
+    test, probe, spec = run_data.test, run_data.probe, run_data.test.spec
     model.load_state_dict(selection.state)
-    use_frequencies(model, pe.rope(evaluation=True))
-    test = run_data.test
-    spec = test.spec
-    positions = evaluation_positions(pe, job.seed, "test")
-    with precision(config, device):
-        predictions = predict_split(
-            model, test, config.eval_batch_size, device, positions, config.question_ids
-        )
+    predictions = predict_split(model, test, pe, config, job.device, job.seed)
     with atomic_folder(out) as build:
-        lines = [
-            json.dumps(_epoch_line(record, pe.label), sort_keys=True, allow_nan=False) + "\n"
-            for record in log
-        ]
-        (build / METRICS).write_text("".join(lines))
-        write_predictions(
-            build / PREDICTIONS, test.ids, predictions, spec.modulus, (spec.spec_id, test.split)
-        )
+        lines = [json.dumps(_epoch_line(record, pe.label), sort_keys=True, allow_nan=False)
+                 for record in trained.log]  # fmt: skip
+        (build / METRICS).write_text("".join(line + "\n" for line in lines))
+        made_for = (spec.spec_id, test.split)
+        write_predictions(build / PREDICTIONS, test.ids, predictions, spec.modulus, made_for)
         signals.point("write")
         signals.point("final")
         # scored on the test rows this run read (pinned), not on --data read again
         report = score_reference(test, build / PREDICTIONS)
-        probe = _write_probe(job, build, model, positions)
-        attention = _attention(job, model, positions)
+        predictions = predict_split(model, probe, pe, config, job.device, job.seed)
+        made_for = (probe.spec.spec_id, PROBE_SPLIT)
+        write_predictions(
+            build / PROBE_PREDICTIONS, probe.ids, predictions, probe.spec.modulus, made_for
+        )
+        probe_report = score_probe(probe, predictions)
+        attention = _attention(job, model, evaluation_positions(pe, job.seed, "test"))
         if job.save:
             save_model(model, pe, build / MODEL)
         record = RunRecord(
@@ -342,47 +323,23 @@ def _write_run(
             model=ModelInfo(class_name=type(model).__name__, parameters=model.num_parameters()),
             best_epoch=selection.epoch,
             best_val_id_accuracy=selection.accuracy,
-            wall_seconds=time.perf_counter() - started,
-            train_seconds=log[-1]["train_seconds"],
-            device=device.type,
+            wall_seconds=time.perf_counter() - trained.started,
+            train_seconds=trained.log[-1]["train_seconds"],
+            device=job.device.type,
             torch_threads=torch.get_num_threads(),
             versions=versions(),
             scores=report.model_dump(),
-            probe_scores=probe.model_dump(),
+            probe_scores=probe_report.model_dump(),
             attention=attention,
         )
         (build / RESULTS).write_text(record.to_json())
     summary = {"pe": pe.label, "out": str(out), "best_epoch": selection.epoch}
-    return {**summary, **report.summary(), **probe.summary()}
+    return {**summary, **report.summary(), **probe_report.summary()}
 
 
-def _write_probe(
-    job: _Training, build: Path, model: LlamaForCausalLM, positions: PositionIds | None
-) -> RelianceReport:
-    """Predict the ``probe`` split with the current weights (and the test rows' position
-    ids: probe row i is test row i altered); write the predictions and their far-reliance
-    report (for the record) into the run folder ``build``."""
-    from posgen.train.trainer import precision, predict_split
-
-    probe = job.run_data.probe
-    config = job.config
-    with precision(config, job.device):
-        predictions = predict_split(
-            model, probe, config.eval_batch_size, job.device, positions, config.question_ids
-        )
-    made_for = (probe.spec.spec_id, PROBE_SPLIT)
-    write_predictions(
-        build / PROBE_PREDICTIONS, probe.ids, predictions, probe.spec.modulus, made_for
-    )
-    return score_probe(probe, predictions)
-
-
-def _attention(
-    job: _Training, model: LlamaForCausalLM, positions: PositionIds | None
-) -> AttentionDiagnostics | None:
-    """Attention diagnostics of the selected weights on the first test rows (the rows' own
-    position ids); None when the encoding's attention function cannot be probed (a plugin
-    whose function assumes the values' width): the run is kept, unmeasured."""
+def _attention(job: _Job, model: LlamaForCausalLM, positions: Any) -> AttentionDiagnostics | None:
+    """Attention diagnostics of the selected weights on the first test rows; None when the
+    encoding's attention function cannot be probed (the run is kept, unmeasured)."""
     from posgen.train.attention import ROWS, NotMeasurable, attention_diagnostics
 
     test = job.run_data.test
@@ -399,14 +356,8 @@ def _attention(
 
 
 def _epoch_line(record: dict[str, Any], pe: str) -> dict[str, Any]:
-    """One epoch's log line for ``pe``: its own validation accuracy (and far-reliance, with
-    ``probe_every``), no other embedding's."""
+    """One epoch's log line for ``pe``: its own figures (``name/pe``), no other encoding's."""
     line = {k: v for k, v in record.items() if "/" not in k}
-    for name in PER_ENCODING:
-        if f"{name}/{pe}" in record:
-            line[name] = record[f"{name}/{pe}"]
-    return line
-
-
-PER_ENCODING = ("val_id_accuracy", "far_reliance_id", "far_reliance_ood")
-"""Epoch-log figures the training records per encoding (``name/label``)."""
+    return line | {
+        name: record[f"{name}/{pe}"] for name in PER_ENCODING if f"{name}/{pe}" in record
+    }

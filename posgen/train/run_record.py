@@ -1,20 +1,9 @@
 """The run record: one typed file, ``results.json``, per run folder (no torch needed).
 
-:class:`RunRecord` states once what the run was (data, spec, file checksums, position
-encoding, preset, seed, model, versions, device) and what it found (best epoch, test scores,
-probe scores, wall time). :func:`read_run` is the one reader: bounded, no NaN or Infinity,
-checked whole (the scores are of the record's own spec and add up); a problem is one
-:class:`DamagedRun` line naming the file and the field (exit 1). ``python -m
-posgen.train.run_record`` rewrites ``run_record.schema.json``.
-
->>> import tempfile
->>> folder = Path(tempfile.mkdtemp())
->>> _ = (folder / "results.json").write_text('{"seed": -1}')
->>> try:
-...     read_run(folder)
-... except DamagedRun as error:
-...     print(error.lines[0].split(": ", 1)[1])
-data: Field required (and 15 more problems)
+:class:`RunRecord` says what the run was and what it found; :func:`read_run`, the one reader,
+reads it bounded, without NaN or Infinity, and checks it whole (its scores are of its own
+spec and add up): a problem is one :class:`DamagedRun` line naming the file and the field
+(exit 1). ``python -m posgen.train.run_record`` rewrites ``run_record.schema.json``.
 """
 
 from __future__ import annotations
@@ -45,11 +34,11 @@ PROBE_PREDICTIONS = "probe_predictions.parquet"
 FILES = (RESULTS, METRICS, PREDICTIONS, PROBE_PREDICTIONS)
 """What a finished run folder holds (and ``model/`` with ``--save-model``)."""
 MAX_RECORD_BYTES = 128 << 20
-"""The scores grow with the row length (about 60 bytes a position): 1 M positions fit."""
+"""The scores take about 60 bytes a position: 1 M positions fit."""
 MAX_COUNT = 2**53
-"""Largest count a report may hold (exact as a float): more than any split has tokens."""
+"""Largest count a report may hold (exact as a float)."""
 MAX_THREADS = 1024
-"""Most torch threads a run may name (``--threads`` is bounded lower)."""
+MAX_LAYERS = 64
 SCHEMA_FILE = Path(__file__).with_name("run_record.schema.json")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 ZEROED = "0" * 64
@@ -113,10 +102,6 @@ class PositionEncodingRecord(_Record):
     confound: str | None = Field(None, description="How the model differs from the Llama block.")
 
 
-MAX_LAYERS = 64
-"""Most decoder layers a run may have (:class:`~posgen.train.config.TrainConfig`'s bound)."""
-
-
 class AttentionRegion(_Record):
     """One layer's attention over the targets of one region (ID or OOD), averaged over heads,
     rows and targets."""
@@ -161,8 +146,7 @@ def _ratio_problems(
     accuracy: float | None,
     words: tuple[str, str, str] = ("correct", "tokens", "accuracy"),
 ) -> list[str]:
-    """Whether ``accuracy`` is ``correct / tokens`` (None for 0 tokens) and the counts fit;
-    ``words`` name the three (far-reliance: far, counted, far_reliance)."""
+    """Whether ``accuracy`` is ``correct / tokens`` (None for 0 tokens), named by ``words``."""
     hits, total, share = words
     if not 0 <= correct <= tokens <= MAX_COUNT:
         given = f"{shown(correct, 30)} of {shown(tokens, 30)}"
@@ -176,8 +160,7 @@ def _ratio_problems(
 
 
 def _reliance_problems(name: str, part: Any) -> list[str]:
-    """Far- and local-reliance of one :class:`~posgen.scoring.reliance.Reliance` (or curve
-    point given as a namespace) against its counts: each its share of the counted targets."""
+    """Far- and local-reliance of one region, bucket or curve point against its counts."""
     if part.far + part.local > part.counted:
         return [f"{name}: far {part.far} + local {part.local} exceed the {part.counted} counted"]
     lines = _ratio_problems(
@@ -188,33 +171,35 @@ def _reliance_problems(name: str, part: Any) -> list[str]:
     )
 
 
-class RunScores(ScoreReport):
-    """``scores.json``: a :class:`ScoreReport` whose counts add up.
+def _curve_problems(report: Any, columns: tuple[str, ...]) -> list[str]:
+    """Whether ``report`` is of a split's size and its curve has every position once."""
+    expected = list(range(report.seed_window, report.length))
+    if len(expected) > MAX_LENGTH or report.rows > MAX_ROWS:
+        return [f"rows/length: larger than any split ({report.rows} x {report.length})"]
+    if report.curve.position != expected:
+        return [f"curve.position: must be {report.seed_window} .. {report.length - 1}"]
+    if {len(getattr(report.curve, column)) for column in columns} != {len(expected)}:
+        return [f"curve: {', '.join(columns)} must each have one value per position"]
+    return []
 
-    Every position ``w .. L'-1`` is in the curve once, with one prediction per row; ID,
-    OOD and overall are the curve's sums; each accuracy is its ratio.
-    """
+
+class RunScores(ScoreReport):
+    """A :class:`ScoreReport` whose counts add up: every position ``w .. L'-1`` in the curve
+    once, one prediction a row; ID, OOD and overall the curve's sums; each accuracy its ratio."""
 
     def problems(self) -> list[str]:
         """What does not add up (empty when everything does)."""
-        lines: list[str] = []
-        curve = self.curve
-        expected = list(range(self.seed_window, self.length))
-        if len(expected) > MAX_LENGTH or self.rows > MAX_ROWS:
-            return [f"rows/length: larger than any split ({self.rows} x {self.length})"]
-        if curve.position != expected:
-            return [f"curve.position: must be {self.seed_window} .. {self.length - 1}"]
-        sizes = {len(curve.correct), len(curve.tokens), len(curve.accuracy)}
-        if sizes != {len(expected)}:
-            return ["curve: correct, tokens and accuracy must each have one value per position"]
+        curve, expected = self.curve, list(range(self.seed_window, self.length))
+        if lines := _curve_problems(self, ("correct", "tokens", "accuracy")):
+            return lines
         if any(t != self.rows for t in curve.tokens):
             return [f"curve.tokens: every position has {self.rows} predictions (one per row)"]
-        for i, (c, t, a) in enumerate(
-            zip(curve.correct, curve.tokens, curve.accuracy, strict=True)
+        for position, c, t, a in zip(
+            expected, curve.correct, curve.tokens, curve.accuracy, strict=True
         ):
-            lines += _ratio_problems(f"curve[{expected[i]}]", c, t, a)
-            if lines:
+            if lines := _ratio_problems(f"curve[{position}]", c, t, a):
                 return lines
+        lines = []
         boundary = min(self.ood_boundary, self.length) - self.seed_window
         sums = {
             "id": (sum(curve.correct[:boundary]), sum(curve.tokens[:boundary])),
@@ -239,24 +224,16 @@ CURVE_COLUMNS = ("counted", "far", "local", "far_reliance", "local_reliance")
 
 
 class RunProbeScores(RelianceReport):
-    """The record's far-reliance report of the ``probe`` predictions, whose counts add up.
-
-    Every position ``w .. L'-1`` is in the curve once; at each, at most one probed target a
-    row, far and local predictions among the counted ones (never more than counted), each
-    share its ratio; ID, OOD, overall and the buckets are the curve's sums, with at least as
-    many probed targets as counted ones.
-    """
+    """A :class:`RelianceReport` whose counts add up: every position in the curve once, at most
+    one probed target a row, far + local <= counted, each share its ratio; ID, OOD, overall
+    and the buckets the curve's sums, with at least as many probed targets as counted ones."""
 
     def problems(self) -> list[str]:
         """What does not add up (empty when everything does)."""
         curve, w, rows = self.curve, self.seed_window, self.rows
         expected = list(range(w, self.length))
-        if len(expected) > MAX_LENGTH or rows > MAX_ROWS:
-            return [f"rows/length: larger than any split ({rows} x {self.length})"]
-        if curve.position != expected:
-            return [f"curve.position: must be {w} .. {self.length - 1}"]
-        if {len(getattr(curve, column)) for column in CURVE_COLUMNS} != {len(expected)}:
-            return [f"curve: {', '.join(CURVE_COLUMNS)} must each have one value per position"]
+        if lines := _curve_problems(self, CURVE_COLUMNS):
+            return lines
         for index, position in enumerate(expected):
             point = SimpleNamespace(**{c: getattr(curve, c)[index] for c in CURVE_COLUMNS})
             if not 0 <= point.counted <= rows or point.far < 0 or point.local < 0:
@@ -348,15 +325,8 @@ class RunRecord(_Record):
 
     def to_json(self) -> str:
         """Stable JSON: sorted keys, two-space indent, trailing newline."""
-        return (
-            json.dumps(
-                self.model_dump(mode="json", by_alias=True),
-                indent=2,
-                sort_keys=True,
-                allow_nan=False,
-            )
-            + "\n"
-        )
+        body = self.model_dump(mode="json", by_alias=True)
+        return json.dumps(body, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     def problems(self) -> list[str]:
         """Scores (test and probe) of other data than the record names, or whose counts do
@@ -400,23 +370,23 @@ def _damaged(path: Path, lines: list[str]) -> DamagedRun:
 
 
 def _read_json(path: Path, limit: int) -> Any:
-    """The JSON value of ``path``: a regular file (a folder, FIFO or device is refused
-    unread), at most ``limit`` bytes, UTF-8, no NaN or Infinity."""
+    """The JSON value of ``path``: a regular file (others are refused unread) of at most
+    ``limit`` bytes, UTF-8, no repeated key, no NaN or Infinity."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        info = os.fstat(fd)
-        mode, size = info.st_mode, info.st_size
-        if not stat.S_ISREG(mode):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a pipe or a device"
+                raise DamagedRun(f"{shown(path)}: not a regular file ({kind}); not read")
+            if info.st_size > limit:
+                raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
+            with open(fd, "rb", closefd=False) as handle:
+                raw = handle.read(info.st_size + 1)
+                if len(raw) > info.st_size:  # it grows while it is read: on, up to the limit
+                    raw += handle.read(limit + 1 - len(raw))
+        finally:
             os.close(fd)
-            kind = "a folder" if stat.S_ISDIR(mode) else "a pipe or a device"
-            raise DamagedRun(f"{shown(path)}: not a regular file ({kind}); not read")
-        if size > limit:
-            os.close(fd)
-            raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
-        with open(fd, "rb") as handle:
-            raw = handle.read(size + 1)
-            if len(raw) > size:  # it grows while it is read: read on, up to the limit
-                raw += handle.read(limit + 1 - len(raw))
     except FileNotFoundError:
         raise DamagedRun(f"{shown(path)}: missing (not a finished run folder)") from None
     except OSError as error:
@@ -424,9 +394,8 @@ def _read_json(path: Path, limit: int) -> Any:
     if len(raw) > limit:
         raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
     try:
-        value = json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant
-        )
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys,
+                           parse_constant=_no_constant)  # fmt: skip
     except RecursionError:
         raise DamagedRun(f"{shown(path)}: not valid JSON (nested too deeply)") from None
     except ValueError as error:  # UnicodeDecodeError and JSONDecodeError among them
@@ -451,16 +420,18 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a finite number")
 
 
+def _items(value: Any) -> Any:
+    """The ``(key, item)`` pairs of a JSON object or list; none for anything else."""
+    if isinstance(value, dict):
+        return value.items()
+    return enumerate(value) if isinstance(value, list) else ()
+
+
 def _non_finite(value: Any, where: str = "") -> str | None:
     """Where a float that is not finite sits in ``value`` (None when there is none)."""
     if isinstance(value, float):
         return None if math.isfinite(value) else where
-    items: Any = ()
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    for key, item in items:
+    for key, item in _items(value):
         found = _non_finite(item, f"{where}.{key}" if where else str(key))
         if found is not None:
             return found
@@ -478,9 +449,8 @@ def _kind(value: Any) -> str:
 
 
 def _coerced(given: Any, held: Any, where: str = "") -> str | None:
-    """Where the record as written (``given``) holds a value of another JSON kind than the
-    record read from it (``held``): a string ``"0.5"`` read as a number, ``true`` as 1 (the
-    first such place, None when there is none). Integers and decimals are one kind."""
+    """Where the record as written (``given``) holds another JSON kind than the record read
+    from it (``held``), e.g. ``"0.5"`` read as a number (None: nowhere)."""
     if _kind(given) != _kind(held):
         value = shown(json.dumps(given), 40)
         return f"{where or 'value'}: {_kind(given)} ({value}) where the record holds {_kind(held)}"

@@ -1,11 +1,8 @@
 """The training loop: train a stock ``transformers`` Llama on one POSGEN config.
 
 :func:`train` trains with AdamW and a one-cycle cosine schedule stepped per batch, validates
-every ``eval_every`` epochs with the evaluation frequencies and keeps the weights with the
-best validation ID accuracy. It writes no files (the job around it does:
-:mod:`posgen.train.job`). Validation rows are cut to L (only ID positions are scored; the
-model is causal). Encodings with one :meth:`~posgen.encodings.ResolvedPE.training_key` train
-identically, so one :func:`train` serves them all, each selecting its own checkpoint.
+every ``eval_every`` epochs with the evaluation frequencies and keeps each encoding's weights
+of best validation ID accuracy. It writes no files (:mod:`posgen.train.job` does).
 """
 
 from __future__ import annotations
@@ -33,10 +30,15 @@ from posgen.encodings.model import check_encoding, llama_for, parameter_groups, 
 from posgen.errors import PosgenError, RunError, out_of_memory, shown
 from posgen.scoring.folder import score_aligned
 from posgen.scoring.prediction_files import lm_arrays, predictions_from_logits, vocab_size
-from posgen.scoring.reliance import RelianceReport, score_probe
+from posgen.scoring.reliance import score_probe
 from posgen.spec import PROBE_SPLIT, TaskSpec
 from posgen.store.dataset import Dataset, ProbeSplit, ReferenceSplit
 from posgen.train.config import TrainConfig
+
+PositionIds = Callable[[int, int, int], torch.Tensor]
+"""``(first row, rows, length) -> position ids (rows, length)`` of an evaluation split."""
+Events = Callable[[str, int], None]
+"""``(moment, step)`` after every step (``"step"``) and validation (``"validation"``)."""
 
 
 def versions() -> dict[str, str]:
@@ -56,8 +58,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def precision(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast when ``config.bf16`` (CUDA only: a CPU device raises ``ValueError``);
-    otherwise nothing at all, so float32 runs compute exactly what they computed before."""
+    """bf16 autocast with ``config.bf16`` (CUDA only: a ``ValueError`` on CPU), else nothing."""
     if not config.bf16:
         return contextlib.nullcontext()
     if device.type != "cuda":
@@ -72,16 +73,11 @@ def seeds_for(seed: int) -> tuple[int, int]:
 
 
 def resolve_pe(pe: str | PERequest | ResolvedPE, config: TrainConfig, spec: TaskSpec) -> ResolvedPE:
-    """``pe`` (a name, a request or already resolved) for the data of ``spec`` (its train
-    length L and validation/test length L') and the model size of ``config``."""
+    """``pe`` resolved for ``spec``'s lengths and ``config``'s model size."""
     if isinstance(pe, ResolvedPE):
         return pe
-    shape = Lengths(
-        train=spec.train_length,
-        test=spec.test_lengths[0],
-        head_dim=config.hidden // config.heads,
-        heads=config.heads,
-    )
+    head_dim = config.hidden // config.heads
+    shape = Lengths(spec.train_length, spec.test_lengths[0], head_dim, config.heads)
     resolved = resolve(as_request(pe), shape)
     check_encoding(resolved)
     return resolved
@@ -111,11 +107,9 @@ def lm_tensors(
     rows: Any = None,
     question_ids: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """``input_ids`` and ``labels`` (int64) of a split's rows (all, or those in ``rows``;
-    cut to ``length`` tokens if given). Built per batch: the split stays at its stored width.
-
-    ``question_ids``: the question tokens x_0 .. x_{j-1} (inputs 1 .. j, after BOS = m) get
-    ids m + 1 + x of their own, e.g. m 17, j 1: ``BOS 5 ...`` -> ``17 23 ...``."""
+    """``input_ids`` and ``labels`` (int64) of a split's rows (all or ``rows``, cut to
+    ``length``). ``question_ids``: x_0 .. x_{j-1} get ids m + 1 + x of their own, e.g. m 17,
+    j 1: ``BOS 5 ...`` -> ``17 23 ...``."""
     tokens = reference.tokens if rows is None else reference.tokens[rows]
     tokens = tokens if length is None else tokens[:, :length]
     spec = reference.spec
@@ -125,15 +119,9 @@ def lm_tensors(
     return {name: torch.from_numpy(arrays[name]) for name in ("input_ids", "labels")}
 
 
-PositionIds = Callable[[int, int, int], torch.Tensor]
-"""``(first row, rows, length) -> position ids (rows, length)`` of an evaluation split."""
-
-
 def position_inputs(position_ids: torch.Tensor | None, device: torch.device) -> dict[str, Any]:
-    """Model keyword arguments for explicit position ids (none: transformers' 0 .. T-1).
-
-    The all-ones attention mask keeps transformers from reading gapped ids as packed rows.
-    """
+    """Model keyword arguments for explicit position ids (none: transformers' 0 .. T-1); the
+    all-ones mask keeps transformers from reading gapped ids as packed rows."""
     if position_ids is None:
         return {}
     return {
@@ -150,73 +138,57 @@ def predict(
     device: torch.device,
     modulus: int,
     positions: PositionIds | None = None,
+    first: int = 0,
 ) -> np.ndarray:
-    """Teacher-forced argmax predictions ``(rows, L)`` of ``input_ids`` ``(rows, L + 1)``, over
-    the m tokens only (BOS is never a target); ``positions``: explicit position ids."""
+    """Teacher-forced argmax predictions ``(rows, L)`` of ``input_ids`` ``(rows, L + 1)`` over
+    the m tokens (never BOS); ``positions`` of rows from ``first`` on: explicit position ids."""
     model.eval()
     out = []
     for start in range(0, input_ids.shape[0], batch_size):
         batch = input_ids[start : start + batch_size]
-        ids = None if positions is None else positions(start, batch.shape[0], batch.shape[1])
+        ids = None if positions is None else positions(first + start, *batch.shape)
         logits = model(input_ids=batch.to(device), **position_inputs(ids, device)).logits
         out.append(predictions_from_logits(logits[..., :modulus].float().cpu().numpy()))
     model.train()
     return np.concatenate(out).astype(np.int64, copy=False)
 
 
+def random_positions(pe: ResolvedPE, seed: int) -> RandomPositions | None:
+    """The run's randomized position draws, if ``pe`` asks for them."""
+    return None if pe.randomized is None else RandomPositions(seed, pe.randomized)
+
+
+def evaluation_positions(pe: ResolvedPE, seed: int, split: str) -> PositionIds | None:
+    """Position ids of an evaluation split's rows (randomized positions only)."""
+    sampler = random_positions(pe, seed)
+    if sampler is None:
+        return None
+    return lambda start, rows, length: sampler.evaluation(split, start, rows, length)
+
+
 def predict_split(
     model: LlamaForCausalLM,
-    reference: ReferenceSplit,
-    batch_size: int,
+    split: ReferenceSplit | ProbeSplit,
+    pe: ResolvedPE,
+    config: TrainConfig,
     device: torch.device,
-    positions: PositionIds | None = None,
-    question_ids: bool = False,
+    seed: int,
 ) -> np.ndarray:
-    """:func:`predict` of a split's rows, inputs built one batch at a time (``question_ids``:
-    see :func:`lm_tensors`); predictions at the split's stored width (tokens 0 .. m-1)."""
-    rows = reference.tokens.shape[0]
-    out = np.empty(reference.tokens.shape, dtype=reference.tokens.dtype)
-    modulus = reference.spec.modulus
-    for start in range(0, rows, batch_size):
-        batch_rows = slice(start, start + batch_size)
-        ids = lm_tensors(reference, rows=batch_rows, question_ids=question_ids)["input_ids"]
-        shifted = None
-        if positions is not None:
-            shifted = lambda first, n, length, at=start: positions(at + first, n, length)  # noqa: E731
-        out[start : start + batch_size] = predict(model, ids, batch_size, device, modulus, shifted)
+    """Predictions of ``split`` by the current weights with ``pe``'s evaluation frequencies, as
+    every evaluation of a run takes them; at the split's stored width, inputs built per batch.
+    The probe split takes the test rows' position ids (probe row i is test row i altered)."""
+    use_frequencies(model, pe.rope(evaluation=True))
+    name = "validation" if split.split == "validation" else "test"
+    positions = evaluation_positions(pe, seed, name)
+    out = np.empty(split.tokens.shape, dtype=split.tokens.dtype)
+    size = config.eval_batch_size
+    with precision(config, device):
+        for start in range(0, split.tokens.shape[0], size):
+            rows = slice(start, start + size)
+            ids = lm_tensors(split, rows=rows, question_ids=config.question_ids)["input_ids"]
+            modulus = split.spec.modulus
+            out[rows] = predict(model, ids, size, device, modulus, positions, first=start)
     return out
-
-
-def epoch_order(rows: int, epochs: int, seed: int) -> list[torch.Tensor]:
-    """Row order of every epoch: torch permutations from the run's batch-order seed."""
-    generator = torch.Generator().manual_seed(seeds_for(seed)[1])
-    return [torch.randperm(rows, generator=generator) for _ in range(epochs)]
-
-
-def warmup_fraction(warmup: float, total_steps: int) -> float:
-    """``warmup``, unless the warm-up would end exactly at step 1 (OneCycleLR divides by 0 there).
-
-    >>> warmup_fraction(0.1, 200), warmup_fraction(0.1, 10)
-    (0.1, 0.15)
-    """
-    return 1.5 / total_steps if math.isclose(warmup * total_steps, 1.0) else warmup
-
-
-def optimizer_and_schedule(
-    model: LlamaForCausalLM, config: TrainConfig, total_steps: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW and torch's one-cycle cosine schedule (the authors' choice), stepped per batch."""
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, config.weight_decay), lr=config.lr, weight_decay=config.weight_decay
-    )
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=config.lr,
-        total_steps=total_steps,
-        pct_start=warmup_fraction(config.warmup, total_steps),
-        anneal_strategy="cos",
-    )
-    return optimizer, schedule
 
 
 @dataclass
@@ -231,31 +203,24 @@ class Selection:
 
 @dataclass
 class RunData:
-    """The three splits of a config: train, validation (cut to L) and test."""
+    """A config's splits (validation cut to L) and the sha256 of every file read."""
 
     train: ReferenceSplit
     validation: ReferenceSplit
     test: ReferenceSplit
     probe: ProbeSplit
-    """The ``probe`` split (every spec has one), read in the same pinned read."""
-
     files: dict[str, str] = field(default_factory=dict)
-    """``path -> sha256`` of every file read (checked against the manifest as read)."""
 
     @classmethod
     def load(cls, data: Path | Dataset, config: str) -> RunData:
-        """Read the three splits and the probe split once, checked and pinned, through the
-        dataset handle ``data`` (a path is opened), at their stored width; validation rows
-        cut to L."""
+        """Read the splits once, checked against the manifest and pinned, through ``data``."""
 
         def read(dataset: Dataset) -> RunData:
-            names = ("train", "validation", "test")
-            splits = dataset.splits(config, names, cut=("validation",))
+            splits = dataset.splits(config, ("train", "validation", "test"), cut=("validation",))
             files = {path: digest for split in splits.values() for path, digest in split.files}
-            entry = dataset.manifest.configs[config]
-            probe = dataset.probe(config, PROBE_SPLIT)
-            files |= {file.path: file.sha256 for file in entry.splits[PROBE_SPLIT].files}
-            return cls(**splits, files=files, probe=probe)
+            probe_files = dataset.manifest.configs[config].splits[PROBE_SPLIT].files
+            files |= {file.path: file.sha256 for file in probe_files}
+            return cls(**splits, files=files, probe=dataset.probe(config, PROBE_SPLIT))
 
         dataset = data if isinstance(data, Dataset) else Dataset.open(data)
         return dataset.read(read)
@@ -272,15 +237,6 @@ def diverged(loss: torch.Tensor, where: str) -> None:
             f"training loss became {float(loss)} at {where}: the run diverged and no run folder "
             "was written; lower --lr or change the position encoding's parameters"
         )
-
-
-Events = Callable[[str, int], None]
-"""``(moment, step)``: called after every step (``"step"``) and validation (``"validation"``);
-the job uses it for its progress and test hooks."""
-
-
-def _no_events(moment: str, step: int) -> None:
-    pass
 
 
 @dataclass
@@ -307,6 +263,39 @@ class Trained:
     started: float
 
 
+def epoch_order(rows: int, epochs: int, seed: int) -> list[torch.Tensor]:
+    """Row order of every epoch: torch permutations from the run's batch-order seed."""
+    generator = torch.Generator().manual_seed(seeds_for(seed)[1])
+    return [torch.randperm(rows, generator=generator) for _ in range(epochs)]
+
+
+def total_steps(config: TrainConfig, run_data: RunData) -> int:
+    """Optimiser steps of the run: every batch of every epoch, or ``max_steps`` if fewer."""
+    total = math.ceil(run_data.train.tokens.shape[0] / config.batch_size) * config.epochs
+    return total if config.max_steps is None else min(total, config.max_steps)
+
+
+def optimizer_and_schedule(
+    model: LlamaForCausalLM, config: TrainConfig, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW and torch's one-cycle cosine schedule (the authors' choice), stepped per batch.
+    A warm-up ending exactly at step 1 becomes 1.5 steps (OneCycleLR divides by 0 there)."""
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, config.weight_decay), lr=config.lr, weight_decay=config.weight_decay
+    )
+    warmup = config.warmup
+    if math.isclose(warmup * total_steps, 1.0):
+        warmup = 1.5 / total_steps
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=config.lr,
+        total_steps=total_steps,
+        pct_start=warmup,
+        anneal_strategy="cos",
+    )
+    return optimizer, schedule
+
+
 def train(
     run_data: RunData,
     pes: Sequence[str | PERequest | ResolvedPE],
@@ -315,17 +304,18 @@ def train(
     device: torch.device,
     resume: dict[str, Any] | None = None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
-    events: Events = _no_events,
+    events: Events | None = None,
 ) -> Trained:
-    """Train once for ``pes`` (one shared training), keeping each encoding's best weights.
+    """Train once for ``pes`` (encodings that train alike), keeping each one's best weights.
 
-    ``checkpoint`` gets the state dict at every epoch's end and when a signal stops the run
+    ``checkpoint`` gets the state at every epoch's end and when a signal stops the run
     (between steps); resuming from it takes the very step an uninterrupted run would."""
     resolved = [resolve_pe(pe, config, run_data.train.spec) for pe in pes]
     if len({pe.training_key() for pe in resolved}) != 1:
         names = ", ".join(pe.label for pe in resolved)
         raise ValueError(f"{names} do not share their training frequencies")
     precision(config, device)  # bf16 on a CPU is refused before anything is built
+    events = events or (lambda moment, step: None)
     model = build_model(config, run_data.train, resolved[0], seed).to(device)
     rows = run_data.train.tokens.shape[0]  # held at its stored width; batches widened one by one
     total = total_steps(config, run_data)
@@ -350,15 +340,12 @@ def train(
                 if at.step >= total:
                     break
                 step_started = time.perf_counter()
+                batch_rows = order[begin : begin + config.batch_size].numpy()
                 tensors = lm_tensors(
-                    run_data.train,
-                    rows=order[begin : begin + config.batch_size].numpy(),
-                    question_ids=config.question_ids,
+                    run_data.train, rows=batch_rows, question_ids=config.question_ids
                 )
                 batch = tensors["input_ids"]
-                positions = None
-                if sampler is not None:
-                    positions = sampler.training(at.step, batch.shape[0], batch.shape[1])
+                positions = None if sampler is None else sampler.training(at.step, *batch.shape)
                 with signals.deferred():  # a signal stops the run between steps, not within
                     with precision(config, device):
                         loss = model(
@@ -374,8 +361,7 @@ def train(
                     schedule.step()
                     at.step, at.offset = at.step + 1, begin + config.batch_size
                     at.losses.append(loss.detach())
-                # seconds in training steps only (no validation): the harness benchmark's
-                at.train_seconds += time.perf_counter() - step_started
+                at.train_seconds += time.perf_counter() - step_started  # steps only
                 events("step", at.step)
             with signals.deferred():
                 mean = torch.stack(at.losses).mean() if at.losses else None
@@ -389,20 +375,11 @@ def train(
                 }
                 last = at.step >= total or at.epoch == config.epochs
                 if at.epoch % config.eval_every == 0 or last:
+                    probe = config.probe_every and (at.epoch % config.probe_every == 0 or last)
                     for selection in selections:
-                        accuracy = _validate(model, run_data, selection.pe, config, device, seed)
-                        record[f"val_id_accuracy/{selection.pe.label}"] = accuracy
-                        if accuracy > selection.accuracy:
-                            selection.accuracy, selection.epoch = accuracy, at.epoch
-                            selection.state = copy.deepcopy(model.state_dict())
-                        if config.probe_every and (at.epoch % config.probe_every == 0 or last):
-                            reliance = _probe(model, run_data, selection.pe, config, device, seed)
-                            record[f"far_reliance_id/{selection.pe.label}"] = (
-                                reliance.id.far_reliance
-                            )
-                            record[f"far_reliance_ood/{selection.pe.label}"] = (
-                                reliance.ood.far_reliance
-                            )
+                        record |= _evaluate(
+                            model, run_data, selection, config, device, seed, at.epoch, probe
+                        )
                     use_frequencies(model, train_rope)
                     events("validation", at.step)
                 record["seconds"] = round(time.perf_counter() - started, 3)
@@ -418,6 +395,33 @@ def train(
         plugin_failed(error, resolved)
         raise
     return Trained(model, selections, at.log, started)
+
+
+def _evaluate(
+    model: LlamaForCausalLM,
+    run_data: RunData,
+    selection: Selection,
+    config: TrainConfig,
+    device: torch.device,
+    seed: int,
+    epoch: int,
+    probe: bool,
+) -> dict[str, float | None]:
+    """Validate ``selection``'s encoding now, keeping the weights when they are its best; with
+    ``probe`` also the far-reliance on the probe split. The figures, keyed ``name/label``."""
+    label = selection.pe.label
+    predictions = predict_split(model, run_data.validation, selection.pe, config, device, seed)
+    accuracy = float(score_aligned(run_data.validation, predictions).id.accuracy or 0.0)
+    if accuracy > selection.accuracy:
+        selection.accuracy, selection.epoch = accuracy, epoch
+        selection.state = copy.deepcopy(model.state_dict())
+    figures = {f"val_id_accuracy/{label}": accuracy}
+    if probe:
+        predictions = predict_split(model, run_data.probe, selection.pe, config, device, seed)
+        reliance = score_probe(run_data.probe, predictions)
+        figures[f"far_reliance_id/{label}"] = reliance.id.far_reliance
+        figures[f"far_reliance_ood/{label}"] = reliance.ood.far_reliance
+    return figures
 
 
 def plugin_failed(error: Exception, resolved: Sequence[ResolvedPE]) -> None:
@@ -442,17 +446,9 @@ def state(
     schedule: torch.optim.lr_scheduler.LRScheduler,
 ) -> dict[str, Any]:
     """The checkpoint dict: everything a resumed run needs to take the next step."""
+    losses = torch.stack(at.losses).cpu() if at.losses else None
     return {
-        "position": {
-            "epoch": at.epoch,
-            "offset": at.offset,
-            "step": at.step,
-            "losses": torch.stack(at.losses).cpu() if at.losses else None,
-            "log": json.dumps(at.log),
-            "seconds": at.seconds,
-            "train_seconds": at.train_seconds,
-            "done": at.done,
-        },
+        "position": {**vars(at), "losses": losses, "log": json.dumps(at.log)},
         "selections": {
             s.pe.label: {"accuracy": s.accuracy, "epoch": s.epoch, "state": s.state}
             for s in selections
@@ -474,8 +470,7 @@ def restore(
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
 ) -> Position:
-    """Load a :func:`state` dict into the training; where it stands. A ``KeyError`` names an
-    encoding the checkpoint has no selection for."""
+    """Load a :func:`state` dict into the training; where it stands."""
     for selection in selections:
         entry = saved["selections"][selection.pe.label]
         selection.accuracy, selection.epoch = entry["accuracy"], entry["epoch"]
@@ -492,71 +487,3 @@ def restore(
     at["losses"] = [] if at["losses"] is None else list(at["losses"].to(device).unbind())
     at["log"] = json.loads(at["log"])
     return Position(**at)
-
-
-def total_steps(config: TrainConfig, run_data: RunData) -> int:
-    """Optimiser steps of the run: every batch of every epoch, or ``max_steps`` if fewer."""
-    rows = run_data.train.tokens.shape[0]
-    total = math.ceil(rows / config.batch_size) * config.epochs
-    return total if config.max_steps is None else min(total, config.max_steps)
-
-
-def random_positions(pe: ResolvedPE, seed: int) -> RandomPositions | None:
-    """The run's randomized position draws, if ``pe`` asks for them."""
-    return None if pe.randomized is None else RandomPositions(seed, pe.randomized)
-
-
-def evaluation_positions(pe: ResolvedPE, seed: int, split: str) -> PositionIds | None:
-    """Position ids of an evaluation split's rows (randomized positions only)."""
-    sampler = random_positions(pe, seed)
-    if sampler is None:
-        return None
-    return lambda start, rows, length: sampler.evaluation(split, start, rows, length)
-
-
-def _predict_now(
-    model: LlamaForCausalLM,
-    split: ReferenceSplit,
-    pe: ResolvedPE,
-    config: TrainConfig,
-    device: torch.device,
-    positions: PositionIds | None,
-) -> np.ndarray:
-    """Predictions of ``split`` by the current weights with ``pe``'s evaluation frequencies,
-    as the run's evaluations take them (precision, question ids)."""
-    use_frequencies(model, pe.rope(evaluation=True))
-    with precision(config, device):
-        return predict_split(
-            model, split, config.eval_batch_size, device, positions, config.question_ids
-        )
-
-
-def _validate(
-    model: LlamaForCausalLM,
-    run_data: RunData,
-    pe: ResolvedPE,
-    config: TrainConfig,
-    device: torch.device,
-    seed: int,
-) -> float:
-    """Validation ID accuracy of ``model`` with ``pe``'s evaluation frequencies."""
-    positions = evaluation_positions(pe, seed, "validation")
-    predictions = _predict_now(model, run_data.validation, pe, config, device, positions)
-    accuracy = score_aligned(run_data.validation, predictions).id.accuracy
-    return float(accuracy or 0.0)
-
-
-def _probe(
-    model: LlamaForCausalLM,
-    run_data: RunData,
-    pe: ResolvedPE,
-    config: TrainConfig,
-    device: torch.device,
-    seed: int,
-) -> RelianceReport:
-    """Far-reliance of ``model`` now on the probe split (``probe_every``), with ``pe``'s
-    evaluation frequencies and the test rows' position ids (probe row i is test row i
-    altered), as the run's final probe scores are taken."""
-    positions = evaluation_positions(pe, seed, "test")
-    predictions = _predict_now(model, run_data.probe, pe, config, device, positions)
-    return score_probe(run_data.probe, predictions)

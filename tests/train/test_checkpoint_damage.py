@@ -31,15 +31,9 @@ def stopped(cli, tiny_training_dataset, tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("checkpoints")
     reference = base / "reference"
     assert cli(*train_args(tiny_training_dataset, reference)).exit_code == 0
-    previous = os.environ.get(posgen.signals.HOOK_ENV)
-    os.environ[posgen.signals.HOOK_ENV] = "step:1:SIGTERM"
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(posgen.signals.HOOK_ENV, "step:1:SIGTERM")
         result = cli(*train_args(tiny_training_dataset, base / "run"))
-    finally:
-        if previous is None:
-            os.environ.pop(posgen.signals.HOOK_ENV)
-        else:
-            os.environ[posgen.signals.HOOK_ENV] = previous
     assert result.exit_code == 143, result.output
     work = base / ".run.posgen-resume"
     assert (work / CHECKPOINT).is_file()
@@ -48,6 +42,11 @@ def stopped(cli, tiny_training_dataset, tmp_path_factory) -> dict[str, Path]:
 
 def _flip(raw: bytes, at: int) -> bytes:
     return raw[:at] + bytes([raw[at] ^ 0x01]) + raw[at + 1 :]
+
+
+def _digit_changed(raw: bytes) -> bytes:
+    at = len(raw) - TRAILER_BYTES + len(TRAILER_TAG)  # the sha256's first hex digit
+    return raw[:at] + (b"0" if raw[at : at + 1] != b"0" else b"1") + raw[at + 1 :]
 
 
 def _valid_but_not_torch(raw: bytes) -> bytes:
@@ -63,6 +62,7 @@ DAMAGE = {  # what a damaged checkpoint.pt holds, and a fragment of the error li
     "one weight byte flipped": (lambda raw: _flip(raw, len(raw) // 2), "does not match"),
     "first byte flipped": (lambda raw: _flip(raw, 0), "does not match"),
     "checksum altered": (lambda raw: _flip(raw, len(raw) - 20), "does not match"),
+    "checksum's first digit changed": (_digit_changed, "does not match the sha256"),
     "checksum line removed": (lambda raw: raw[:-TRAILER_BYTES], "carries no checksum"),
     "random bytes": (lambda raw: os.urandom(len(raw)), "carries no checksum"),
     "checked but not a checkpoint": (_valid_but_not_torch, "cannot be read"),
@@ -85,20 +85,6 @@ def test_a_damaged_checkpoint_is_named_with_the_command_that_starts_over(
         assert f"rm -r {work}" in line
         assert checkpoint.read_bytes() == before
         assert not (tmp_path / "run").exists()
-
-
-def test_the_checksum_digit_flip_is_caught_as_a_mismatch(
-    assert_clean_error, cli, tiny_training_dataset, tmp_path, stopped
-):
-    work = tmp_path / ".run.posgen-resume"
-    shutil.copytree(stopped["work"], work)
-    checkpoint = work / CHECKPOINT
-    raw = checkpoint.read_bytes()
-    at = len(raw) - TRAILER_BYTES + len(TRAILER_TAG)  # the sha256's first hex digit
-    digit = b"0" if raw[at : at + 1] != b"0" else b"1"
-    checkpoint.write_bytes(raw[:at] + digit + raw[at + 1 :])
-    result = cli(*train_args(tiny_training_dataset, tmp_path / "run"))
-    assert_clean_error(result, 1, "does not match the sha256")
 
 
 def test_starting_over_as_told_trains_the_run_as_if_never_stopped(

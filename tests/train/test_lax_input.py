@@ -24,34 +24,22 @@ FAST = [*TINY, "--epochs", "1", "--max-steps", "2", "-q"]
 LENGTHS = Lengths(train=64, test=256, head_dim=8, heads=2)
 
 
-def grid_with(**fields: object) -> dict:
-    """A grid of one run; ``overrides`` and ``slurm`` go where they belong."""
-    grid: dict = {"datasets": ["DATA"], "pes": ["rope"], "seeds": [1]}
-    overrides = fields.pop("overrides", None)
-    if overrides is not None:
-        grid["presets"] = [{"name": "cpu", "overrides": overrides}]
-    grid.update(fields)
-    return grid
-
-
-# case -> (the grid, the field the error line names)
-GRIDS = {
-    "seeds = [true]": (grid_with(seeds=[True]), "seeds.0"),
-    "seeds = [false, 1]": (grid_with(seeds=[False, 1]), "seeds.0"),
-    "seeds = [1.0]": (grid_with(seeds=[1.0]), "seeds.0"),
-    'seeds = ["1"]': (grid_with(seeds=["1"]), "seeds.0"),
-    'epochs = "3"': (grid_with(overrides={"epochs": "3"}), "presets.0.overrides.epochs"),
-    "epochs = true": (grid_with(overrides={"epochs": True}), "presets.0.overrides.epochs"),
-    "epochs = 3.0": (grid_with(overrides={"epochs": 3.0}), "presets.0.overrides.epochs"),
-    'lr = "0.001"': (grid_with(overrides={"lr": "0.001"}), "presets.0.overrides.lr"),
-    "lr = true": (grid_with(overrides={"lr": True}), "presets.0.overrides.lr"),
-    'max_steps = "2"': (grid_with(overrides={"max_steps": "2"}), "presets.0.overrides.max_steps"),
-    "batch_size = 32.0": (
-        grid_with(overrides={"batch_size": 32.0}),
-        "presets.0.overrides.batch_size",
-    ),
-    'slurm time_min = "600"': (grid_with(slurm={"time_min": "600"}), "slurm.time_min"),
-    "slurm gpus = true": (grid_with(slurm={"gpus": True}), "slurm.gpus"),
+GRIDS = {  # case -> (the grid's fields besides datasets, the field the error line names)
+    "seeds = [true]": ({"seeds": [True]}, "seeds.0"),
+    "seeds = [false, 1]": ({"seeds": [False, 1]}, "seeds.0"),
+    "seeds = [1.0]": ({"seeds": [1.0]}, "seeds.0"),
+    'seeds = ["1"]': ({"seeds": ["1"]}, "seeds.0"),
+    'slurm time_min = "600"': ({"slurm": {"time_min": "600"}}, "slurm.time_min"),
+    "slurm gpus = true": ({"slurm": {"gpus": True}}, "slurm.gpus"),
+}
+OVERRIDES = [("epochs", "3"), ("epochs", True), ("epochs", 3.0), ("lr", "0.001"), ("lr", True)]
+OVERRIDES += [("max_steps", "2"), ("batch_size", 32.0)]
+GRIDS |= {
+    f"{name} = {json.dumps(value)}": (
+        {"presets": [{"name": "cpu", "overrides": {name: value}}]},
+        f"presets.0.overrides.{name}",
+    )
+    for name, value in OVERRIDES
 }
 
 
@@ -59,8 +47,8 @@ GRIDS = {
 def test_a_grid_value_of_the_wrong_type_is_refused_when_the_grid_is_read(
     assert_clean_error, cli, recorded, tmp_path, tiny_training_dataset, case
 ):
-    body, field = GRIDS[case]
-    body = {**body, "datasets": [str(tiny_training_dataset)]}
+    fields, field = GRIDS[case]
+    body = {"datasets": [str(tiny_training_dataset)], "pes": ["rope"], "seeds": [1], **fields}
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps(body))
     result = cli("sweep", grid, "--out", tmp_path / "sweep")

@@ -30,29 +30,22 @@ from posgen import write_dataset  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store.safety import TMP_TAG  # noqa: E402
-from posgen.train.config import (  # noqa: E402
-    estimate_run,
-    preset,
-    refusal,
-)
+from posgen.train.config import estimate_run, parameter_count, preset, refusal  # noqa: E402
+from posgen.train.job import train_runs  # noqa: E402
 from posgen.train.run_record import PREDICTIONS  # noqa: E402
 from posgen.train.trainer import RunData  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY_MODEL = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32"]
-TINY = [*TINY_MODEL, "--batch-size=16", "--eval-batch-size=8", "--epochs=1", "--max-steps=2"]
+TINY = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32", "--batch-size=16"]
+TINY += ["--eval-batch-size=8", "--epochs=1", "--max-steps=2", "-q"]
 SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"]
 CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread_and_memory_unknown(monkeypatch):
-    """One torch thread; the machine's free memory never decides a test (refusal tests set it)."""
+def _memory_unknown(monkeypatch):
+    """The machine's free memory never decides a test (refusal tests set it)."""
     monkeypatch.setattr("posgen.cli.train.available_bytes", lambda: None)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def snapshot(*folders: Path) -> dict[str, str]:
@@ -66,30 +59,12 @@ def snapshot(*folders: Path) -> dict[str, str]:
 
 
 def train_args(data: Path, out: Path, *extra: object) -> list[object]:
-    return [
-        "train",
-        "--data",
-        data,
-        "--pe",
-        "rope",
-        "--seed",
-        "0",
-        "--out",
-        out,
-        "-q",
-        *TINY,
-        *extra,
-    ]
+    return ["train", "--data", data, "--out", out, "--pe", "rope", "--seed", "0", *TINY, *extra]
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("train-hostile")
-
-
-@pytest.fixture(scope="module")
-def data(base) -> Path:
-    root = base / "ds"
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train-hostile") / "ds"
     write_dataset(default_benchmark(("recursive",), train_size=48, val_size=8, test_size=8), root)
     return root
 
@@ -111,23 +86,20 @@ def test_posgen_train_parses_posgen_json_once(cli, tmp_path, data, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def run(cli, base, data) -> Path:
+def run(cli, data) -> Path:
     """One finished run folder (never changed by the tests: they copy it)."""
-    out = base / "runs" / "r0"
+    out = data.parent / "runs" / "r0"
     result = cli(*train_args(data, out))
     assert result.exit_code == 0, result.output
     return out
 
 
 def fresh_data(tmp_path: Path, data: Path) -> Path:
-    copy = tmp_path / "ds"
-    shutil.copytree(data, copy)
-    return copy
+    return Path(shutil.copytree(data, tmp_path / "ds"))
 
 
 def copy_run(run: Path, where: Path) -> Path:
-    shutil.copytree(run, where)
-    return where
+    return Path(shutil.copytree(run, where))
 
 
 # --- 1. signals: one line and 128 + signal at every moment --------------------------------
@@ -154,43 +126,31 @@ def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
         assert snapshot(data) == before
 
 
-@pytest.mark.parametrize(
-    ("point", "signame"), [("startup", name) for name in SIGNALS] + [("import", "SIGTERM")]
-)
-def test_a_signal_before_the_commands_or_torch_are_imported_is_one_line(
-    recorded, tmp_path, data, point, signame
+IN_A_PROCESS = [("startup", name) for name in SIGNALS] + [("import", "SIGTERM")]
+IN_A_PROCESS += [("exit", name) for name in SIGNALS]
+
+
+@pytest.mark.parametrize(("point", "signame"), IN_A_PROCESS)
+def test_a_signal_before_the_imports_or_after_the_command_is_one_line_and_its_code(
+    recorded, tmp_path, data, run, point, signame
 ):
-    """A real process (the ``posgen`` entry point): the moments in-process tests cannot reach.
-    A signal while torch is imported is held until the import ends, then raised."""
-    out = tmp_path / "run"
+    """A real process (the ``posgen`` entry point) for the moments in-process tests cannot
+    reach: before the commands or torch are imported (a signal during torch's import is held
+    until it ends), and after ``posgen results`` printed its last line (Python restores the
+    default actions while it shuts down)."""
+    out = tmp_path / ("R.md" if point == "exit" else "run")
+    args = ["results", run, "--out", out] if point == "exit" else train_args(data, out)
     env = {**os.environ, "PYTHONPATH": str(ROOT), posgen.signals.HOOK_ENV: f"{point}:{signame}"}
-    command = [sys.executable, "-m", "posgen", *map(str, train_args(data, out))]
+    command = [sys.executable, "-m", "posgen", *map(str, args)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    with recorded("kill", f"train:{point}:{signame}"):
+    said = "; no partial output was left"
+    if point == "exit":
+        said = " after the command had finished; its outputs are complete"
+    with recorded("kill", f"{args[0]}:{point}:{signame}"):
         assert done.returncode == CODES[signame], done.stderr
-        assert lines == [f"error: interrupted by {signame}; no partial output was left"]
-        assert not os.path.lexists(out)
-
-
-@pytest.mark.parametrize("signame", SIGNALS)
-def test_a_signal_after_the_command_finished_still_sets_the_exit_status(
-    recorded, tmp_path, run, signame
-):
-    """Sent once the command has printed its last line, before the interpreter exits (a
-    real process: Python restores the default actions while it shuts down)."""
-    out = tmp_path / "R.md"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), posgen.signals.HOOK_ENV: f"exit:{signame}"}
-    command = [sys.executable, "-m", "posgen", "results", str(run), "--out", str(out)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    with recorded("kill", f"results:exit:{signame}"):
-        assert done.returncode == CODES[signame], done.stderr
-        assert lines == [
-            f"error: interrupted by {signame} after the command had finished; its "
-            "outputs are complete"
-        ]
-        assert out.is_file()
+        assert lines == [f"error: interrupted by {signame}{said}"]
+        assert os.path.lexists(out) == (point == "exit")
 
 
 @pytest.mark.parametrize("signame", SIGNALS)
@@ -218,14 +178,10 @@ def test_a_signal_python_swallows_still_ends_the_command_with_its_code(recorded)
         def __del__(self):
             os.kill(os.getpid(), signal.SIGTERM)
 
-    previous = posgen.signals.install()
-    try:
-        holder = Dies()
-        del holder  # the handler raises inside __del__: Python ignores that exception
-        with pytest.raises(Interrupted) as caught:
-            posgen.signals.check()
-    finally:
-        posgen.signals.restore(previous)
+    holder = Dies()
+    del holder  # the handler raises inside __del__: Python ignores that exception
+    with pytest.raises(Interrupted) as caught:
+        posgen.signals.check()
     with recorded("kill", "swallowed-in-__del__"):
         assert caught.value.exit_code == 143
 
@@ -244,15 +200,11 @@ def test_a_keyboard_interrupt_from_inside_a_command_is_exit_130(
 
 
 def test_the_training_loop_sees_a_signal_between_steps(tmp_path, data, monkeypatch):
-    """What a checkpoint-on-SIGTERM builds on: Interrupted at a step boundary, after the
-    step the signal arrived in has finished."""
-    from posgen.train.job import train_runs
-
+    """Interrupted at a step boundary, after the step the signal arrived in has finished."""
     steps = []
     config = preset(
         "cpu", layers=1, hidden=16, heads=2, intermediate=32, batch_size=16, epochs=1, max_steps=3
     )
-    previous = posgen.signals.install()
     real_step = torch.optim.AdamW.step
 
     def step_then_signal(self, *args, **kwargs):
@@ -262,11 +214,8 @@ def test_the_training_loop_sees_a_signal_between_steps(tmp_path, data, monkeypat
         return result
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step_then_signal)
-    try:
-        with pytest.raises(Interrupted):
-            train_runs(data, "recursive", ["rope"], config, 0, [tmp_path / "r"], "cpu")
-    finally:
-        posgen.signals.restore(previous)
+    with pytest.raises(Interrupted):
+        train_runs(data, "recursive", ["rope"], config, 0, [tmp_path / "r"], "cpu")
     assert steps == ["step"]  # the step finished; no second one started
 
 
@@ -327,31 +276,31 @@ def _oov(ds: Path, rewrite_rows) -> None:
     rewrite_rows(ds, change, first_only=True)
 
 
+def _rewrite(split: str, change) -> None:
+    def damage(ds: Path, _) -> None:
+        shard = _shard(ds, split)
+        shard.write_bytes(change(shard.read_bytes()))
+
+    return damage
+
+
+def _swap(ds: Path, _) -> None:
+    train, test = _shard(ds, "train"), _shard(ds, "test")
+    raw = train.read_bytes()
+    train.write_bytes(test.read_bytes())
+    test.write_bytes(raw)
+
+
 DAMAGE = {
     "16 bytes flipped in train": (lambda ds, _: _flip_bytes(_shard(ds, "train"), 16), "sha256"),
     "200 bytes flipped in train": (lambda ds, _: _flip_bytes(_shard(ds, "train"), 200), "sha256"),
-    "train truncated": (
-        lambda ds, _: _shard(ds, "train").write_bytes(_shard(ds, "train").read_bytes()[:100]),
-        "truncated",
-    ),
-    "train longer": (
-        lambda ds, _: _shard(ds, "train").write_bytes(_shard(ds, "train").read_bytes() + b"x"),
-        "longer",
-    ),
+    "train truncated": (_rewrite("train", lambda raw: raw[:100]), "truncated"),
+    "train longer": (_rewrite("train", lambda raw: raw + b"x"), "longer"),
     "validation missing": (lambda ds, _: _shard(ds, "validation").unlink(), "missing"),
     "test missing": (lambda ds, _: _shard(ds, "test").unlink(), "missing"),
-    "train and test swapped": (
-        lambda ds, _: _swap(_shard(ds, "train"), _shard(ds, "test")),
-        "posgen.json",
-    ),
+    "train and test swapped": (_swap, "posgen.json"),
     "token outside the vocabulary, manifest matching": (_oov, "outside the vocabulary"),
 }
-
-
-def _swap(a: Path, b: Path) -> None:
-    raw = a.read_bytes()
-    a.write_bytes(b.read_bytes())
-    b.write_bytes(raw)
 
 
 @pytest.mark.parametrize("case", sorted(DAMAGE))
@@ -370,15 +319,15 @@ def test_damaged_data_is_refused_before_training_naming_the_file(
         assert snapshot(ds) == before
 
 
-@pytest.mark.parametrize("case", ["16 bytes flipped in train", "test missing"])
+@pytest.mark.parametrize("case", ["16 bytes flipped in test", "test missing"])
 def test_score_refuses_damaged_reference_data(
     assert_clean_error, cli, recorded, tmp_path, data, run, case
 ):
     ds = fresh_data(tmp_path, data)
-    if case == "16 bytes flipped in train":
-        _flip_bytes(_shard(ds, "test"), 16)
-    else:
+    if case == "test missing":
         _shard(ds, "test").unlink()
+    else:
+        _flip_bytes(_shard(ds, "test"), 16)
     result = cli("score", "--data", ds, "--predictions", run / "predictions.parquet")
     with recorded("damage", f"score:{case}"):
         assert_clean_error(result, 1, str(ds / "data" / "recursive"))
@@ -387,33 +336,25 @@ def test_score_refuses_damaged_reference_data(
 # --- 4. results: duplicates, unfinished build folders, links -----------------------------
 
 
-def test_copies_of_one_run_are_refused_never_averaged(
-    assert_clean_error, cli, recorded, tmp_path, run
-):
-    runs = tmp_path / "runs"
-    for name in ("a", "b", "c"):
-        copy_run(run, runs / name)
-    result = cli("results", runs, "--out", tmp_path / "R.md")
-    with recorded("target", "results:three copies"):
-        assert_clean_error(result, 2, str(runs / "a"), str(runs / "b"), "same run")
-        assert not (tmp_path / "R.md").exists()
-
-
-def test_a_killed_runs_build_folder_is_named_and_not_counted(
-    cli, error_lines, recorded, tmp_path, run
+@pytest.mark.parametrize("unfinished", ["build folder of a killed run", "unfinished folder"])
+def test_a_folder_that_is_no_finished_run_is_named_in_one_note_and_not_counted(
+    cli, error_lines, recorded, tmp_path, run, unfinished
 ):
     runs = tmp_path / "runs"
     copy_run(run, runs / "r0")
-    build = copy_run(run, runs / f".r1.{TMP_TAG}-1a2b3c4d")
-    out, js = tmp_path / "R.md", tmp_path / "r.json"
-    result = cli("results", runs, "--out", out, "--json", js)
-    cell = json.loads(js.read_text())["ds"]["tasks"]["recursive"]["rope"]
+    if unfinished == "unfinished folder":
+        (copy_run(run, runs / "half") / "results.json").unlink()
+        named = "results.json"
+    else:
+        named = str(copy_run(run, runs / f".r1.{TMP_TAG}-1a2b3c4d"))
+    js = tmp_path / "r.json"
+    result = cli("results", runs, "--out", tmp_path / "R.md", "--json", js)
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
-    with recorded("target", "results:build folder of a killed run"):
+    with recorded("target", f"results:{unfinished}"):
         assert result.exit_code == 0, result.output
-        assert cell["n"] == 1
+        assert json.loads(js.read_text())["ds"]["tasks"]["recursive"]["rope"]["n"] == 1
         assert len(notes) == 1, notes
-        assert str(build) in notes[0]
+        assert named in notes[0]
         assert error_lines(result.output) == []
 
 
@@ -422,19 +363,6 @@ def test_a_build_folder_named_directly_is_refused(assert_clean_error, cli, recor
     result = cli("results", build, "--out", tmp_path / "R.md")
     with recorded("target", "results:build folder given"):
         assert_clean_error(result, 2, str(build), "killed")
-
-
-def test_a_folder_with_only_some_run_files_is_named_and_skipped(cli, recorded, tmp_path, run):
-    runs = tmp_path / "runs"
-    copy_run(run, runs / "r0")
-    half = copy_run(run, runs / "half")
-    (half / "results.json").unlink()
-    result = cli("results", runs, "--out", tmp_path / "R.md")
-    notes = [line for line in result.output.splitlines() if line.startswith("note:")]
-    with recorded("target", "results:unfinished folder"):
-        assert result.exit_code == 0, result.output
-        assert len(notes) == 1, notes
-        assert "results.json" in notes[0]
 
 
 @pytest.mark.parametrize("layout", ["link only", "link and folder", "link loop"])
@@ -459,28 +387,19 @@ def test_run_folders_behind_links_count_once(cli, recorded, tmp_path, run, layou
 # --- 5. bounded memory and time ----------------------------------------------------------
 
 
-def _record_bomb(folder: Path) -> None:
-    with open(folder / "results.json", "wb") as handle:
+def test_a_results_json_of_300_mb_is_refused_unread(
+    assert_clean_error, cli, recorded, tmp_path, run
+):
+    bad = copy_run(run, tmp_path / "r")
+    with open(bad / "results.json", "wb") as handle:  # sparse
         handle.seek(300 * 2**20)
         handle.write(b"}")
-
-
-BOMBS = {"results.json of 300 MB (sparse)": (_record_bomb, "results.json", "larger than")}
-
-
-@pytest.mark.parametrize("case", sorted(BOMBS))
-def test_oversized_run_files_are_refused_unread(
-    assert_clean_error, cli, recorded, tmp_path, run, case
-):
-    damage, name, words = BOMBS[case]
-    bad = copy_run(run, tmp_path / "r")
-    damage(bad)
     tracemalloc.start()
     result = cli("results", bad, "--out", tmp_path / "R.md")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    with recorded("bomb", f"results:{case}"):
-        assert_clean_error(result, 1, str(bad / name), words)
+    with recorded("bomb", "results:results.json of 300 MB (sparse)"):
+        assert_clean_error(result, 1, str(bad / "results.json"), "larger than")
         assert peak < 8 * 2**20
 
 
@@ -494,27 +413,26 @@ MODEL_BOMBS = {
     "wide feed-forward": ["--intermediate=65536", "--hidden=4096", "--heads=32"],
     "deep model": ["--layers=64", "--hidden=2048", "--heads=16", "--intermediate=8192"],
 }
-AVAILABLE = 2 * 2**30
-"""The memory the refusal tests pretend is available (the same on every machine)."""
 
 
-def no_torch(imported: list[int]):
-    """A ``require_extra`` that records the call and stops the command before any training."""
+@pytest.fixture
+def imported(monkeypatch) -> list[int]:
+    """Appended to when the command gets as far as importing torch (it then stops)."""
+    calls: list[int] = []
 
     def stop() -> None:
-        imported.append(1)
+        calls.append(1)
         raise RuntimeError("the run got as far as importing torch")
 
-    return stop
+    monkeypatch.setattr("posgen.cli.train.require_extra", stop)
+    return calls
 
 
 @pytest.mark.parametrize("case", sorted(MODEL_BOMBS))
 def test_a_run_that_cannot_fit_in_memory_is_refused_up_front(
-    assert_clean_error, cli, recorded, tmp_path, data, case, monkeypatch
+    assert_clean_error, cli, recorded, imported, tmp_path, data, case, monkeypatch
 ):
-    monkeypatch.setattr("posgen.cli.train.available_bytes", lambda: AVAILABLE)
-    imported: list[int] = []
-    monkeypatch.setattr("posgen.cli.train.require_extra", no_torch(imported))
+    monkeypatch.setattr("posgen.cli.train.available_bytes", lambda: 2 * 2**30)
     out = tmp_path / "run"
     result = cli(*train_args(data, out), *MODEL_BOMBS[case])
     with recorded("bomb", f"train:{case}"):
@@ -547,53 +465,29 @@ def test_memory_that_runs_out_anyway_is_one_line_naming_what_was_kept(
         assert not out.exists()
 
 
-def test_train_without_config_on_a_folder_of_several_names_them_before_importing_torch(
-    assert_clean_error, cli, tmp_path, monkeypatch
-):
-    imported: list[int] = []
-    monkeypatch.setattr("posgen.cli.train.require_extra", no_torch(imported))
-    several = tmp_path / "ds"
-    bench = default_benchmark(("cot", "recursive"), train_size=8, val_size=2, test_size=2)
-    write_dataset(bench, several)
-    result = cli(*train_args(several, tmp_path / "run"))
-    assert_clean_error(result, 2, "has configs cot, recursive: pick one with --config")
-    assert imported == []
-    assert not (tmp_path / "run").exists()
-
-
 def test_force_trains_past_the_estimate(assert_clean_error, cli, tmp_path, data, monkeypatch):
     monkeypatch.setattr("posgen.cli.train.available_bytes", lambda: 1)
-    refused = cli(*train_args(data, tmp_path / "a"))
+    assert_clean_error(cli(*train_args(data, tmp_path / "a")), 2, "--force")
     forced = cli(*train_args(data, tmp_path / "b", "--force"))
-    assert_clean_error(refused, 2, "--force")
     assert forced.exit_code == 0, forced.output
 
 
-def test_the_estimate_names_its_parts_and_grows_with_the_batch():
+def test_the_estimate_names_its_parts_grows_with_the_batch_and_counts_the_parameters(run, data):
     spec = default_benchmark(("recursive",)).configs["recursive"]
     small = estimate_run(preset("cpu"), spec)
     large = estimate_run(preset("cpu", batch_size=4096), spec)
     assert large.activations > 4 * small.activations
     assert "parameters" in refusal(large, available=1)
-
-
-def test_the_estimate_counts_the_parameters_the_run_built(run):
-    from posgen.train.config import parameter_count
-
-    config = json.loads((run / "results.json").read_text())
-    train = preset("cpu", **{k: v for k, v in config["train"].items() if k != "seeds"})
-    assert parameter_count(train, config["spec"]["modulus"] + 1) == config["model"]["parameters"]
-
-
-def test_the_train_split_is_held_at_its_stored_width(data):
-    assert RunData.load(data, "recursive").train.tokens.dtype == np.uint8
+    record = json.loads((run / "results.json").read_text())
+    train = preset("cpu", **{k: v for k, v in record["train"].items() if k != "seeds"})
+    assert parameter_count(train, record["spec"]["modulus"] + 1) == record["model"]["parameters"]
+    assert RunData.load(data, "recursive").train.tokens.dtype == np.uint8  # its stored width
 
 
 def test_a_real_run_stays_within_its_memory_estimate(recorded, tmp_path, data):
     out = tmp_path / "run"
     # A child's peak RSS counts the image it was forked from (the kernel keeps the pre-exec
-    # high-water mark): forked from this test process, it would include the whole suite's
-    # memory. A small trampoline forks the run and reports the run's own peak.
+    # high-water mark): a small trampoline forks the run and reports the run's own peak.
     trampoline = (
         "import json, os, sys\n"
         "pid = os.fork()\n"
@@ -608,12 +502,14 @@ def test_a_real_run_stays_within_its_memory_estimate(recorded, tmp_path, data):
     code, peak_kib = json.loads(done.stdout.strip().splitlines()[-1])
     from posgen.cli.train import memory_estimate
 
-    config = json.loads((out / "results.json").read_text())
-    train = preset("cpu", **{k: v for k, v in config["train"].items() if k != "seeds"})
-    estimate = memory_estimate(data, "recursive", train)[-1].total
+    record = json.loads((out / "results.json").read_text())
+    train = preset("cpu", **{k: v for k, v in record["train"].items() if k != "seeds"})
     with recorded("resources", "train peak within estimate"):
         assert code == 0, done.stderr
-        assert peak_kib * 1024 <= estimate
+        assert peak_kib * 1024 <= memory_estimate(data, "recursive", train)[-1].total
+
+
+# --- 6. flags and outputs wrong: one line, exit 2, before any work ---------------------------
 
 
 @pytest.mark.parametrize(
@@ -628,142 +524,132 @@ def test_a_real_run_stays_within_its_memory_estimate(recorded, tmp_path, data):
         (["--seed", str(2**64)], ["--seed"]),
         (["--hidden", "30"], ["--hidden/--heads", "even head dimension"]),
         (["--hidden", "48", "--heads", "5"], ["--hidden/--heads"]),
+        (["--lr", "0"], ["--lr: Input should be greater than 0"]),
+        (["--preset", "gpu"], ["'gpu' is not one of"]),
+        (["--config", "cot"], ["no config 'cot'"]),
     ],
 )
 def test_bad_flags_name_the_flag_as_spelled_before_any_work(
-    assert_clean_error, cli, recorded, tmp_path, data, monkeypatch, flags, names
+    assert_clean_error, cli, recorded, imported, tmp_path, data, flags, names
 ):
-    imported: list[int] = []
-    monkeypatch.setattr("posgen.cli.train.require_extra", no_torch(imported))
     result = cli(*train_args(data, tmp_path / "run"), *flags)
     with recorded("bad_input", f"train:{' '.join(flags)}"):
         line = assert_clean_error(result, 2, *names)
+        assert result.output.strip() == line  # nothing but the error line
         assert "_" not in line.split(":")[1]  # the flag as spelled, not its field's name
         assert imported == []
         assert list(tmp_path.iterdir()) == []
 
 
-# --- 6. damaged run files: one line naming the run and the field -------------------------
-
-
-RECORD = "results.json"
-
-
-def _edit(change):
-    def damage(folder: Path) -> None:
-        body = json.loads((folder / RECORD).read_text())
-        (folder / RECORD).write_text(json.dumps(change(body)))
-
-    return damage
-
-
-def _text(text: str | bytes):
-    def damage(folder: Path) -> None:
-        raw = text if isinstance(text, bytes) else text.encode()
-        (folder / RECORD).write_bytes(raw)
-
-    return damage
-
-
-def _with(path: tuple[str, ...], value):
-    def change(body):
-        target = body
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-        return body
-
-    return change
-
-
-def _short_curve(body):
-    for key in ("correct", "tokens", "accuracy", "position"):
-        body["scores"]["curve"][key] = body["scores"]["curve"][key][:-3]
-    return body
-
-
-def _replaced(make):
-    def damage(folder: Path) -> None:
-        (folder / RECORD).unlink()
-        make(folder / RECORD)
-
-    return damage
-
-
-ROPE_THETA = ("position_encoding", "rope_parameters", "train", "rope_theta")
-# case -> (damage, what the error line names)
-DAMAGED_RUNS = {
-    "a list": (_text("[1, 2]"), "JSON object"),
-    "{}": (_text("{}"), "Field required"),
-    "empty": (_text(""), "JSON"),
-    "100k deep": (_text('{"seed": ' + "[" * 100_000 + "]" * 100_000 + "}"), "JSON"),
-    "not UTF-8": (_text(b'{"preset": "\xff"}'), "JSON"),
-    "seed a string": (_edit(_with(("seed",), "x")), "seed"),
-    "seed missing": (_edit(lambda body: {k: v for k, v in body.items() if k != "seed"}), "seed"),
-    "extra key": (_edit(_with(("hacked",), 1)), "hacked"),
-    "NaN accuracy": (_edit(_with(("best_val_id_accuracy",), float("nan"))), "JSON"),
-    "Infinity in rope": (_edit(_with(ROPE_THETA, float("inf"))), "JSON"),
-    "1e400 in rope": (
-        _text('{"position_encoding": {"rope_parameters": {"train": {"rope_theta": 1e400}}}}'),
-        "position_encoding.rope_parameters.train.rope_theta",
-    ),
-    "train batch 0": (_edit(_with(("train", "batch_size"), 0)), "train.batch_size"),
-    "a FIFO nobody writes": (_replaced(os.mkfifo), "not a regular file"),
-    "a link to /dev/zero": (_replaced(lambda p: p.symlink_to("/dev/zero")), "not a regular file"),
-    "a folder": (_replaced(Path.mkdir), "folder"),
-    "scores of other data": (_edit(_with(("scores", "spec_id"), "0123abcd")), "spec_id"),
-    "scores short curve": (_edit(_short_curve), "curve"),
-    "scores counts of 10^400": (_edit(_with(("scores", "id", "correct"), 10**400)), "id"),
-    "scores NaN accuracy": (_edit(_with(("scores", "curve", "accuracy", 0), float("nan"))), "JSON"),
-    "scores accuracy not its ratio": (
-        _edit(_with(("scores", "id", "accuracy"), 0.999)),
-        "scores.id.accuracy",
-    ),
-    "scores counts not the curve": (_edit(_with(("scores", "ood", "correct"), 0)), "ood"),
-    "probe scores of the wrong type": (
-        _edit(_with(("probe_scores", "id"), "x")),
-        "probe_scores.id",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", sorted(DAMAGED_RUNS))
-def test_a_damaged_run_file_is_one_line_naming_the_run_and_the_field(
-    assert_clean_error, cli, recorded, tmp_path, run, case
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--pe", "bogus"], "unknown position encoding 'bogus'"),
+        (["--pe-param", "factor"], "--pe-param 'factor': use key=value"),
+        (["--pe-param", "fator=2"], "rope has no such parameter"),
+        (["--randomized-positions", "100"], "must hold the test rows' 257 positions"),
+    ],
+)
+def test_bad_encoding_flags_are_one_line_once_torch_is_imported(
+    assert_clean_error, cli, recorded, tmp_path, data, flags, message
 ):
-    damage, field = DAMAGED_RUNS[case]
-    bad = copy_run(run, tmp_path / "runs" / "bad")
-    damage(bad)
-    out, js = tmp_path / "R.md", tmp_path / "r.json"
-    result = cli("results", tmp_path / "runs", "--out", out, "--json", js)
-    with recorded("damage", f"run:{case}"):
-        assert_clean_error(result, 1, str(bad / RECORD), field)
-        assert not out.exists()
-        assert not js.exists()
+    result = cli(*train_args(data, tmp_path / "run"), *flags)
+    with recorded("bad_input", f"train:{' '.join(flags)}"):
+        line = assert_clean_error(result, 2, message)
+        assert result.output.strip() == line
+        assert list(tmp_path.iterdir()) == []
 
 
-# --- 7. no output over an input, none into a dataset -------------------------------------
+def test_train_without_config_on_a_folder_of_several_names_them_before_importing_torch(
+    assert_clean_error, cli, imported, tmp_path
+):
+    several = tmp_path / "ds"
+    bench = default_benchmark(("cot", "recursive"), train_size=8, val_size=2, test_size=2)
+    write_dataset(bench, several)
+    result = cli(*train_args(several, tmp_path / "run"))
+    assert_clean_error(result, 2, "has configs cot, recursive: pick one with --config")
+    assert imported == []
+    assert not (tmp_path / "run").exists()
 
 
-def _score(data, run, tmp_path, *outputs):
-    return ["score", "--data", data, "--predictions", run / "predictions.parquet", *outputs]
+def test_a_folder_that_is_not_a_posgen_dataset_is_refused(assert_clean_error, cli, tmp_path):
+    (tmp_path / "ds").mkdir()
+    assert_clean_error(cli(*train_args(tmp_path / "ds", tmp_path / "r")), 2, str(tmp_path / "ds"))
+    assert not (tmp_path / "r").exists()
 
 
-OVER_INPUTS = {
-    "score --json onto --predictions": (
-        lambda d, r, t: _score(d, r, t, "--json", r / "predictions.parquet"),
-        "--json",
-    ),
+@pytest.mark.parametrize("under", ["a file", "a read-only folder"])
+def test_out_under_a_file_or_a_read_only_folder_is_refused_before_training(
+    assert_clean_error, cli, recorded, imported, tmp_path, data, under
+):
+    if under == "a file":
+        (tmp_path / "parent").write_text("mine")
+        words = ["parent", "not a folder"]
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes anywhere")
+        (tmp_path / "parent").mkdir()
+        (tmp_path / "parent").chmod(0o555)
+        words = [str(tmp_path / "parent"), "not writable"]
+    try:
+        result = cli(*train_args(data, tmp_path / "parent" / "run"))
+    finally:
+        (tmp_path / "parent").chmod(0o755)
+    with recorded("bad_input", f"train --out under {under}"):
+        assert_clean_error(result, 2, *words)
+        assert imported == []
+
+
+@pytest.mark.parametrize("existing", ["folder", "file", "dangling link"])
+def test_an_existing_out_is_refused_whatever_it_is(
+    assert_clean_error, cli, recorded, tmp_path, data, existing
+):
+    out = tmp_path / "run"
+    if existing == "folder":
+        out.mkdir()
+    elif existing == "file":
+        out.write_text("mine")
+    else:
+        out.symlink_to(tmp_path / "nowhere")
+    result = cli(*train_args(data, out))
+    with recorded("bad_input", f"train --out an existing {existing}"):
+        assert_clean_error(result, 2, "--out", str(out))
+
+
+def test_a_folder_appearing_at_out_during_the_run_is_kept_and_named(
+    assert_clean_error, cli, recorded, tmp_path, data, monkeypatch
+):
+    out = tmp_path / "run"
+
+    def squat(name, number=None):
+        if name == "step":
+            out.mkdir(exist_ok=True)
+            (out / "theirs.txt").write_text("someone else's")
+
+    monkeypatch.setattr(posgen.signals, "point", squat)
+    result = cli(*train_args(data, out))
+    with recorded("target", "train --out appearing mid-run"):
+        assert_clean_error(result, 1, "--out", str(out), "appeared")
+        assert "--overwrite" not in result.output
+        assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
+
+
+def _score(d, r, *outputs):
+    return ["score", "--data", d, "--predictions", r / "predictions.parquet", *outputs]
+
+
+OVER_INPUTS = {  # case -> (the command of dataset, run, tmp_path; what the line names); more in
+    # tests/cli/test_outputs_never_land_on_inputs.py
     "score --json onto --predictions through a link": (
-        lambda d, r, t: _score(d, r, t, "--json", t / "link.parquet"),
+        lambda d, r, t: _score(d, r, "--json", t / "link.parquet"),
         "--json",
     ),
     "score --json and --plot one file": (
-        lambda d, r, t: _score(d, r, t, "--json", t / "x.png", "--plot", t / "x.png"),
+        lambda d, r, t: _score(d, r, "--json", t / "x.png", "--plot", t / "x.png"),
         "--plot",
     ),
     "score --json into the dataset": (
-        lambda d, r, t: _score(d, r, t, "--json", d / "report.json"),
+        lambda d, r, t: _score(d, r, "--json", d / "report.json"),
         "dataset",
     ),
     "results --out onto a run's results.json": (
@@ -809,74 +695,99 @@ def test_no_output_is_written_over_an_input_or_into_a_dataset(
         assert snapshot(tmp_path) == before
 
 
-# --- 8. errors early and right -----------------------------------------------------------
+# --- 7. damaged run files: one line naming the run and the field -------------------------
 
 
-def test_out_under_a_file_is_refused_before_training(
-    assert_clean_error, cli, recorded, tmp_path, data, monkeypatch
+def _edit(*path: str | int, value=None, drop: bool = False):
+    """Set (or ``drop``) the record's field at ``path``."""
+
+    def damage(folder: Path) -> None:
+        body = json.loads((folder / "results.json").read_text())
+        target = body
+        for key in path[:-1]:
+            target = target[key]
+        if drop:
+            del target[path[-1]]
+        else:
+            target[path[-1]] = value
+        (folder / "results.json").write_text(json.dumps(body))
+
+    return damage
+
+
+def _text(text: str | bytes):
+    def damage(folder: Path) -> None:
+        (folder / "results.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+
+    return damage
+
+
+def _short_curve(folder: Path) -> None:
+    body = json.loads((folder / "results.json").read_text())
+    for key in ("correct", "tokens", "accuracy", "position"):
+        body["scores"]["curve"][key] = body["scores"]["curve"][key][:-3]
+    (folder / "results.json").write_text(json.dumps(body))
+
+
+def _replaced(make):
+    def damage(folder: Path) -> None:
+        (folder / "results.json").unlink()
+        make(folder / "results.json")
+
+    return damage
+
+
+ROPE_THETA = ("position_encoding", "rope_parameters", "train", "rope_theta")
+DAMAGED_RUNS = {  # case -> (damage, what the error line names)
+    "a list": (_text("[1, 2]"), "JSON object"),
+    "{}": (_text("{}"), "Field required"),
+    "empty": (_text(""), "JSON"),
+    "100k deep": (_text('{"seed": ' + "[" * 100_000 + "]" * 100_000 + "}"), "JSON"),
+    "not UTF-8": (_text(b'{"preset": "\xff"}'), "JSON"),
+    "seed a string": (_edit("seed", value="x"), "seed"),
+    "seed missing": (_edit("seed", drop=True), "seed"),
+    "extra key": (_edit("hacked", value=1), "hacked"),
+    "NaN accuracy": (_edit("best_val_id_accuracy", value=float("nan")), "JSON"),
+    "Infinity in rope": (_edit(*ROPE_THETA, value=float("inf")), "JSON"),
+    "1e400 in rope": (
+        _text('{"position_encoding": {"rope_parameters": {"train": {"rope_theta": 1e400}}}}'),
+        "position_encoding.rope_parameters.train.rope_theta",
+    ),
+    "train batch 0": (_edit("train", "batch_size", value=0), "train.batch_size"),
+    "a FIFO nobody writes": (_replaced(os.mkfifo), "not a regular file"),
+    "a link to /dev/zero": (_replaced(lambda p: p.symlink_to("/dev/zero")), "not a regular file"),
+    "a folder": (_replaced(Path.mkdir), "folder"),
+    "scores of other data": (_edit("scores", "spec_id", value="0123abcd"), "spec_id"),
+    "scores short curve": (_short_curve, "curve"),
+    "scores correct of 10^400": (_edit("scores", "id", "correct", value=10**400), "scores.id"),
+    "scores tokens of 10^400": (_edit("scores", "id", "tokens", value=10**400), "scores.id"),
+    "scores NaN accuracy": (_edit("scores", "curve", "accuracy", 0, value=float("nan")), "JSON"),
+    "scores accuracy not its ratio": (
+        _edit("scores", "id", "accuracy", value=0.999),
+        "scores.id.accuracy",
+    ),
+    "scores counts not the curve": (_edit("scores", "ood", "correct", value=0), "ood"),
+    "probe scores of the wrong type": (_edit("probe_scores", "id", value="x"), "probe_scores.id"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED_RUNS))
+def test_a_damaged_run_file_is_one_bounded_line_naming_the_run_and_the_field(
+    assert_clean_error, cli, recorded, tmp_path, run, case
 ):
-    (tmp_path / "afile").write_text("mine")
-    imported: list[int] = []
-    monkeypatch.setattr("posgen.cli.train.require_extra", no_torch(imported))
-    result = cli(*train_args(data, tmp_path / "afile" / "run"))
-    with recorded("bad_input", "train --out under a file"):
-        assert_clean_error(result, 2, "afile", "not a folder")
-        assert imported == []
+    damage, field = DAMAGED_RUNS[case]
+    bad = copy_run(run, tmp_path / "runs" / "bad")
+    damage(bad)
+    out, js = tmp_path / "R.md", tmp_path / "r.json"
+    result = cli("results", tmp_path / "runs", "--out", out, "--json", js)
+    with recorded("damage", f"run:{case}"):
+        line = assert_clean_error(result, 1, str(bad / "results.json"), field)
+        assert len(line) < 400
+        assert not out.exists()
+        assert not js.exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
-def test_out_under_a_read_only_folder_is_refused_before_training(
-    assert_clean_error, cli, recorded, tmp_path, data, monkeypatch
-):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    imported: list[int] = []
-    monkeypatch.setattr("posgen.cli.train.require_extra", no_torch(imported))
-    try:
-        result = cli(*train_args(data, locked / "run"))
-    finally:
-        locked.chmod(0o755)
-    with recorded("bad_input", "train --out under a read-only folder"):
-        assert_clean_error(result, 2, str(locked), "not writable")
-        assert imported == []
-
-
-@pytest.mark.parametrize("existing", ["folder", "file", "dangling link"])
-def test_an_existing_out_is_refused_whatever_it_is(
-    assert_clean_error, cli, recorded, tmp_path, data, existing
-):
-    out = tmp_path / "run"
-    if existing == "folder":
-        out.mkdir()
-    elif existing == "file":
-        out.write_text("mine")
-    else:
-        out.symlink_to(tmp_path / "nowhere")
-    result = cli(*train_args(data, out))
-    with recorded("bad_input", f"train --out an existing {existing}"):
-        assert_clean_error(result, 2, "--out", str(out))
-
-
-def test_a_folder_appearing_at_out_during_the_run_is_kept_and_named(
-    assert_clean_error, cli, recorded, tmp_path, data, monkeypatch
-):
-    out = tmp_path / "run"
-
-    def squat(name, number=None):
-        if name == "step":
-            out.mkdir(exist_ok=True)
-            (out / "theirs.txt").write_text("someone else's")
-
-    monkeypatch.setattr(posgen.signals, "point", squat)
-    result = cli(*train_args(data, out))
-    with recorded("target", "train --out appearing mid-run"):
-        assert_clean_error(result, 1, "--out", str(out), "appeared")
-        assert "--overwrite" not in result.output
-        assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
-
-
-# --- 9. determinism ----------------------------------------------------------------------
+# --- 8. determinism ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])
@@ -888,3 +799,6 @@ def test_runs_with_one_or_two_threads_are_byte_identical(cli, tmp_path, data, th
     assert (outs[0] / PREDICTIONS).read_bytes() == (outs[1] / PREDICTIONS).read_bytes()
     scores = [json.loads((out / "results.json").read_text())["scores"] for out in outs]
     assert scores[0] == scores[1]
+    if threads == "1":  # another seed, other predictions
+        assert cli(*train_args(data, tmp_path / "c", "--seed", "1")).exit_code == 0
+        assert (tmp_path / "c" / PREDICTIONS).read_bytes() != (outs[0] / PREDICTIONS).read_bytes()

@@ -81,22 +81,6 @@ def frequencies(model: LlamaForCausalLM) -> tuple[np.ndarray, float]:
     return rotary.inv_freq.double().numpy(), rotary.attention_scaling
 
 
-@pytest.mark.parametrize("dim", [8, 16, 64])
-def test_resonance_wavelengths_are_integers_in_every_dimension(dim):
-    config = LlamaConfig(
-        hidden_size=2 * dim,
-        num_attention_heads=2,
-        num_hidden_layers=1,
-        intermediate_size=8,
-        vocab_size=18,
-        rope_parameters=rope_parameters("resonance", L, L_TEST, evaluation=False),
-    )
-    rotary = LlamaForCausalLM(config).model.rotary_emb
-    wavelengths = 2 * math.pi / rotary.inv_freq.double().numpy()
-    np.testing.assert_allclose(wavelengths, np.round(wavelengths), atol=1e-3)
-    assert wavelengths.shape == (dim // 2,)
-
-
 @pytest.mark.parametrize(
     ("pe", "expected"),
     [
@@ -125,15 +109,6 @@ def test_yarn_variants_train_with_unscaled_frequencies(pe, trains_as):
         frequencies(tiny_model(pe, evaluation=False))[0],
         frequencies(tiny_model(trains_as, evaluation=False))[0],
     )
-
-
-def test_yarn_frequencies_equal_what_transformers_computes_itself():
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-
-    model = tiny_model("yarn", evaluation=True)
-    reference, scaling = ROPE_INIT_FUNCTIONS["yarn"](model.config)
-    np.testing.assert_array_equal(model.model.rotary_emb.inv_freq.numpy(), reference.numpy())
-    assert model.model.rotary_emb.attention_scaling == scaling
 
 
 def test_switching_to_the_evaluation_embedding_changes_only_the_frequencies():
@@ -224,6 +199,7 @@ def test_smoke_training_loss_falls_and_predictions_score_like_the_run_report(cli
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [line["train_loss"] for line in log]
+    assert not any(key.startswith("far_reliance") for key in log[0])  # without probe_every
     assert len(losses) == 6
     assert losses[-1] < 0.99 * losses[0]
     assert losses[-1] == min(losses)
@@ -236,47 +212,6 @@ def test_smoke_training_loss_falls_and_predictions_score_like_the_run_report(cli
     scored = cli("score", "--data", data, "--predictions", out / PREDICTIONS, "--json", "-")
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.stdout) == record["scores"]
-
-
-def test_training_is_deterministic_on_cpu_for_a_seed(data, tmp_path):
-    config = preset("cpu", **TINY, epochs=1, max_steps=4)
-    outs = [tmp_path / name for name in ("a", "b", "c")]
-    for out, seed in zip(outs, (5, 5, 6), strict=True):
-        train_runs(data, "recursive", ["resonance"], config, seed, [out], "cpu")
-    a, b, c = (_run_files(out) for out in outs)
-    assert a == b
-    assert a["predictions"] != c["predictions"]
-
-
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (["--hidden", "30"], "even head dimension"),
-        (["--lr", "0"], "--lr: Input should be greater than 0"),
-        (["--pe", "bogus"], "unknown position encoding 'bogus'"),
-        (["--pe-param", "factor"], "--pe-param 'factor': use key=value"),
-        (["--pe-param", "fator=2"], "rope has no such parameter"),
-        (["--randomized-positions", "100"], "must hold the test rows' 257 positions"),
-        (["--preset", "gpu"], "'gpu' is not one of"),
-        (["--config", "cot"], "no config 'cot'"),
-    ],
-)
-def test_bad_flags_are_one_error_line_exit_2_nothing_written(
-    assert_clean_error, cli, data, tmp_path, flags, message
-):
-    out = tmp_path / "run"
-    args = ["train", "--data", str(data), "--pe", "rope", "--out", str(out), *flags]
-    result = cli(*args)
-    line = assert_clean_error(result, 2, message)
-    assert result.output.strip() == line  # nothing but the error line
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_a_folder_that_is_not_a_posgen_dataset_is_refused(assert_clean_error, cli, tmp_path):
-    (tmp_path / "ds").mkdir()
-    args = ["train", "--data", str(tmp_path / "ds"), "--pe", "rope", "--out", str(tmp_path / "r")]
-    assert_clean_error(cli(*args), 2, str(tmp_path / "ds"))
-    assert not (tmp_path / "r").exists()
 
 
 def test_missing_train_extra_is_one_error_line(data, tmp_path):
@@ -334,13 +269,6 @@ def test_probe_every_logs_far_reliance_per_epoch_and_the_kept_epoch_matches_the_
     # the kept weights are the weights of that epoch: the same probe predictions
     assert kept["far_reliance_id"] == record["probe_scores"]["id"]["far_reliance"]
     assert kept["far_reliance_ood"] == record["probe_scores"]["ood"]["far_reliance"]
-
-
-def test_without_probe_every_the_epoch_log_has_no_far_reliance(data, tmp_path):
-    out = tmp_path / "run"
-    train_runs(data, "recursive", ["rope"], preset("cpu", **TINY, epochs=1), 5, [out], "cpu")
-    (line,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert not any(key.startswith("far_reliance") for key in line)
 
 
 def test_question_ids_move_only_the_question_tokens_to_ids_of_their_own(tiny_training_dataset):
