@@ -336,6 +336,18 @@ class SpecFileError(UsageError, ValueError):
 
 
 class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with nesting bounded while composing (before any expansion), so a
+    100k-deep file is refused at level 17 instead of recursing until Python gives up."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise SpecFileError(f"nested more than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
         """A mapping whose keys are each written once (TOML refuses a repeated key too)."""
         if isinstance(node, yaml.MappingNode):
