@@ -17,27 +17,24 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from posgen import signals, write_dataset  # noqa: E402
 from posgen.cli.sweep import resolve_encoding  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
-from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train.config import MAX_RUNS, GridError, expand, read_grid  # noqa: E402
 
 TINY = "{ layers = 1, hidden = 16, heads = 2, intermediate = 32, batch_size = 32, epochs = 1 }"
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sweep-refusals") / "tiny"
-    write_dataset(default_benchmark(("recursive",), train_size=64, val_size=8, test_size=8), root)
-    return root
+@pytest.fixture
+def data(tiny_training_dataset) -> Path:
+    return tiny_training_dataset
 
 
-def toml_grid(path: Path, data: Path, pes: str, seeds: str = "[3]", extra: str = "") -> Path:
-    """A TOML grid: ``pes`` and ``seeds`` as TOML text, one cpu preset (tiny model)."""
+def toml_grid(path: Path, data: Path, pes: str, seeds: str = "[3]") -> Path:
+    """A TOML grid: ``pes`` and ``seeds`` as TOML text, the recursive config, one cpu preset
+    (tiny model)."""
     path.write_text(
-        f"datasets = [{json.dumps(str(data))}]\npes = {pes}\nseeds = {seeds}\n{extra}"
-        f'[[presets]]\nname = "cpu"\noverrides = {TINY}\n'
+        f'datasets = [{json.dumps(str(data))}]\nconfigs = ["recursive"]\npes = {pes}\n'
+        f'seeds = {seeds}\n[[presets]]\nname = "cpu"\noverrides = {TINY}\n'
     )
     return path
 
@@ -193,20 +190,6 @@ def test_a_grid_with_a_broken_encoding_is_refused_before_any_run(
 
 
 # --- class 10: what a stopped sweep says ----------------------------------------------------------
-
-
-def test_a_sweep_stopped_before_its_first_checkpoint_does_not_claim_one(
-    assert_clean_error, cli, recorded, data, tmp_path, monkeypatch
-):
-    grid = toml_grid(tmp_path / "g.toml", data, '["rope"]')
-    monkeypatch.setenv(signals.HOOK_ENV, "load:SIGTERM@parent")  # before the first step
-    result = cli("sweep", grid, "--out", tmp_path / "S")
-    with recorded("kill", "issue 27 class 10: sweep stopped before its first checkpoint"):
-        line = assert_clean_error(result, 143, "before their first checkpoint", "start them over")
-        assert "resume" not in line
-        assert "before its first checkpoint; a rerun starts it over" in result.stderr
-        assert "checkpoint kept" not in result.stderr
-        assert not any((tmp_path / "S" / "work").glob("*/checkpoint.pt"))
 
 
 @pytest.mark.parametrize("executor", ["submitit-local", "slurm"])
