@@ -331,13 +331,12 @@ def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
 
 
 def job_main(argv: list[str]) -> int:
-    """``python -m posgen.train.sweep SWEEP JOB [THREADS]``: one training; exit 0 done,
+    """``python -m posgen.train.sweep SWEEP JOB``: one training on one thread; exit 0 done,
     1 failed, 128 + signal when stopped by a signal (its checkpoint saved)."""
     root, job_key = Path(argv[0]), argv[1]
-    threads = int(argv[2]) if len(argv) > 2 else 1
     started = time.perf_counter()
     try:
-        written = run_job(root, job_key, threads)
+        written = run_job(root, job_key)
     except (Interrupted, Exception) as error:
         if isinstance(error, Interrupted) and error.left is None:
             kept = read_progress(Sweep(root).work(job_key)) is not None
@@ -436,7 +435,7 @@ def _start(sweep: Sweep, job: JobSpec, slot: int, gpus: list[str]) -> subprocess
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-    command = [sys.executable, "-m", "posgen.train.sweep", str(sweep.root), job.key, "1"]
+    command = [sys.executable, "-m", "posgen.train.sweep", str(sweep.root), job.key]
     with open(sweep.logs / f"{job.key}.log", "ab") as log:
         return subprocess.Popen(
             command,

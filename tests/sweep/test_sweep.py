@@ -2,7 +2,8 @@
 
 Runs are stopped at exact points (``POSGEN_SIGNAL_AT``, :func:`posgen.signals.point`), never
 by timing: SIGTERM in this process (the handlers see it as they would from outside), SIGKILL
-and SIGSTOP in workers. The tiny sweep and its finished reference: tests/sweep/conftest.py.
+and SIGSTOP in workers (forked from this process: torch is imported once). The tiny sweep and
+its finished reference: tests/sweep/conftest.py.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def _tiny_model(pe: str):
     return build_model(preset("cpu", **TINY), reference, pe, seed=3).eval()
 
 
-def test_recorded_attention_is_what_eager_attention_returns(recorded):
+def test_recorded_attention_is_what_eager_attention_returns():
     model = _tiny_model("rope")
     ids = torch.randint(0, 17, (2, 12))
     sink: list[torch.Tensor] = []
@@ -45,8 +45,8 @@ def test_recorded_attention_is_what_eager_attention_returns(recorded):
     with torch.no_grad():
         eager = model(input_ids=ids, output_attentions=True).attentions
     assert len(sink) == len(eager) == TINY["layers"]
-    for recorded, expected in zip(sink, eager, strict=True):
-        torch.testing.assert_close(recorded, expected.float(), atol=1e-5, rtol=1e-4)
+    for probabilities, expected in zip(sink, eager, strict=True):
+        torch.testing.assert_close(probabilities, expected.float(), atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("pe", ["rope", "alibi", "nope", "learned"])

@@ -71,11 +71,11 @@ def test_card_shows_reference_results_only_for_the_data_they_were_trained_on(
 
     manifest = read_manifest(tiny_training_dataset)
     cell = {"n": 3, "id_mean": 1.0, "id_std": 0.0, "ood_mean": 0.5, "ood_std": 0.1}
-    spec_ids = {"cot": manifest.configs["cot"].spec_id}
+    spec_ids = {name: config.spec_id for name, config in manifest.configs.items()}
     entry = {"spec_ids": spec_ids, "tasks": {"cot": {"rope": cell}}}
     section = results_section(manifest, {manifest.benchmark.name: entry})
     assert section.splitlines()[-1] == "| cot | rope | 3 | 1.000 ± 0.000 | 0.500 ± 0.100 | - | - |"
-    other = {**entry, "spec_ids": {"cot": "0" * 16}}
+    other = {**entry, "spec_ids": {**spec_ids, "cot": "0" * 16}}
     assert results_section(manifest, {manifest.benchmark.name: other}) == ""
 
 
