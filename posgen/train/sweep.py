@@ -267,7 +267,9 @@ def run_states(sweep: Sweep) -> list[RunState]:
         if progress.get("done"):
             where = "the final write (training done)"
         else:
-            where = f"epoch {progress['epoch']}, step {progress['step']}" if progress else ""
+            where = (
+                f"epoch {progress.get('epoch')}, step {progress.get('step')}" if progress else ""
+            )
         why = sweep.not_done(run)
         if why is None:
             states.append(RunState(run, "done", run.folder))
