@@ -425,6 +425,15 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
 
     plt = pyplot()
     panels = [(d, t) for d, entry in results.items() for t in entry["tasks"]]
+    every_pe = sorted(
+        {pe for entry in results.values() for cells in entry["tasks"].values() for pe in cells},
+        key=pe_order,
+    )
+    # one style per encoding in every panel: 20 colours, then dashed and dotted lines
+    style = {
+        pe: {"color": plt.get_cmap("tab20")(i % 20), "ls": ("-", "--", ":")[i // 20 % 3]}
+        for i, pe in enumerate(every_pe)
+    }
     columns = max(len(entry["tasks"]) for entry in results.values())
     rows = 2 * len(results)
     figure, axes = plt.subplots(
@@ -433,7 +442,7 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
     try:
         for ax in axes.flat:
             ax.set_visible(False)
-        for index, (data, task) in enumerate(panels):
+        for data, task in panels:
             row = 2 * list(results).index(data)
             col = list(results[data]["tasks"]).index(task)
             entry = results[data]
@@ -448,16 +457,16 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
                     continue
                 ax.set_visible(True)
                 for pe, curve in drawn:
-                    ax.plot(curve["position"], curve[value], lw=0.9, label=pe)
+                    ax.plot(curve["position"], curve[value], lw=0.9, label=pe, **style[pe])
                 ax.axvline(entry["ood_boundary"], color="k", ls="--", lw=0.8)
                 ax.set_ylim(0, 1.05)
                 ax.set_title(f"{data} / {task}" + (" / far-reliance" if offset else ""), fontsize=9)
                 ax.set_xlabel("position t", fontsize=8)
                 if col == 0:
                     ax.set_ylabel(label, fontsize=8)
-                if index == 0 and offset == 0:
-                    ax.legend(fontsize=7, loc="lower left")
-        figure.tight_layout()
+        handles = [plt.Line2D([], [], lw=1.5, **style[pe]) for pe in every_pe]
+        figure.legend(handles, every_pe, loc="center right", fontsize=8, frameon=False)
+        figure.tight_layout(rect=(0, 0, 0.87, 1))
         save_figure(figure, path)
     finally:
         plt.close(figure)
