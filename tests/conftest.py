@@ -515,3 +515,29 @@ def train_tiny(cli, tiny_training_dataset) -> Callable[..., object]:
         return cli("train", *data, *model, "--epochs=1", "--max-steps=2", "--seed=1", "-q", *flags)
 
     return train
+
+
+# --- results fixtures (posgen results, its exports and checks) ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tiny_training_dataset, tmp_path_factory) -> Path:
+    """Run folders ``{rope,yarn}-{1,2}`` (pe-seed; one training per seed: 2 steps of a 2-layer
+    model on ``tiny_training_dataset``'s cot config, models saved): copy them to change them."""
+    import torch
+
+    from posgen.train.config import preset
+    from posgen.train.job import train_runs
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    runs = tmp_path_factory.mktemp("trained") / "runs"
+    size = {"layers": 2, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
+    config = preset("cpu", **size, epochs=1, max_steps=2)
+    for seed in (1, 2):
+        outs = [runs / f"{pe}-{seed}" for pe in ("rope", "yarn")]
+        train_runs(
+            tiny_training_dataset, "cot", ["rope", "yarn"], config, seed, outs, "cpu", save=True
+        )
+    torch.set_num_threads(threads)
+    return runs

@@ -29,8 +29,7 @@ from posgen.train.results import (
 )
 from posgen.train.run_record import FILES, read_run
 
-EXPORTS = ("eee", "hf")
-"""Formats whose --out is a new folder of files (posgen.train.exports)."""
+EXPORTS = ("eee", "hf")  # formats whose --out is a new folder of files (posgen.train.exports)
 
 
 @click.command(
@@ -86,12 +85,8 @@ def results_command(
     """
     folder_out = out_format in EXPORTS
     if folder_out and os.path.lexists(out):
-        raise UsageProblems(
-            [
-                f"--out: {out} exists; --format {out_format} writes a new folder (nothing was "
-                "written)"
-            ]
-        )
+        new_folder = f"--format {out_format} writes a new folder (nothing was written)"
+        raise UsageProblems([f"--out: {out} exists; {new_folder}"])
     if plot_out is not None and not plot_available():
         raise UsageProblems([f"--plot: {PLOT_HINT}"])
     folders, skipped = find_runs(run_dirs)
@@ -106,21 +101,15 @@ def results_command(
     runs = [Run(path, read_run(path)) for path in folders]
     check_distinct(runs)
     results = aggregate(runs)
-    plot_link = None
-    if plot_out is not None:
-        plot_link = os.path.relpath(plot_out, out.parent if str(out.parent) else ".")
+    plot_link = None if plot_out is None else os.path.relpath(plot_out, out.parent)
     settings = run_settings(runs)
     if out_format == "markdown":
-        text = results_markdown(
-            results, settings, command_line, wall_seconds, plot_link, list(notes)
-        )
+        text = results_markdown(results, settings, command_line, wall_seconds, plot_link, notes)
     elif out_format == "csv":
         text = csv_text(results)
-    elif folder_out:
-        text = ""
     else:
-        text = json.dumps({"settings": settings, "results": results}, indent=2, allow_nan=False)
-        text += "\n"
+        whole = {"settings": settings, "results": results}
+        text = json.dumps(whole, indent=2, allow_nan=False) + "\n"
     summary = json.dumps(summary_json(results), indent=2, allow_nan=False) + "\n"
     signals.point("results-write")
     if plot_out is not None:  # every file written atomically; WriteFailed: exit 1

@@ -191,8 +191,7 @@ def _run_local(sweep: Sweep, todo: list[Any], jobs: int | None) -> None:
 
 
 def stopped_line(outcome: Any) -> str:
-    """What a signal left of a local sweep's trainings: how many resume from a checkpoint,
-    how many start over (stopped before their first checkpoint).
+    """What a signal left of a local sweep's trainings: how many resume, how many start over.
 
     >>> from posgen.train.sweep import Outcome
     >>> stopped_line(Outcome(interrupted=["a", "b"], resumable=["a"])).split(";")[0]
@@ -200,18 +199,20 @@ def stopped_line(outcome: Any) -> str:
     """
     stopped, resumable = len(outcome.interrupted), len(outcome.resumable)
     if resumable == stopped:
-        return (f"{stopped} trainings stopped; rerun the same command to resume them from their "
-                "checkpoints")  # fmt: skip
-    if resumable == 0:
-        return (f"{stopped} trainings stopped before their first checkpoint; rerun the same "
-                "command to start them over")  # fmt: skip
-    return (f"{stopped} trainings stopped ({resumable} with a checkpoint, {stopped - resumable} "
-            "before its first); rerun the same command to resume or start them over")  # fmt: skip
+        which, then = "", "resume them from their checkpoints"
+    elif resumable == 0:
+        which, then = " before their first checkpoint", "start them over"
+    else:
+        which = f" ({resumable} with a checkpoint, {stopped - resumable} before its first)"
+        then = "resume or start them over"
+    return f"{stopped} trainings stopped{which}; rerun the same command to {then}"
 
 
 def _run_submitit(
     sweep: Sweep, todo: list[Any], settings: SlurmSettings, executor: str, wait: bool
 ) -> None:
+    """Submit ``todo``; with ``wait`` (always for submitit-local), wait for each training and
+    say how it ended. A signal stops only the waiting: the trainings go on."""
     from posgen.train.sweep import submit
 
     cluster = "local" if executor == "submitit-local" else "slurm"
@@ -224,38 +225,32 @@ def _run_submitit(
     except Interrupted as stop:
         stop.left = f"stopped while submitting: trainings already submitted go on; {watch}"
         raise
-    where = "submitit's local processes" if cluster == "local" else "the Slurm array"
+    if not submitted:
+        return
+    first = str(submitted[0].job_id).split("_")[0]
+    logs = sweep.logs / "slurm"
+    click.echo(
+        f"submitted {len(submitted)} trainings as job {first} (logs: {logs}); {watch}", err=True
+    )
+    if not (wait or cluster == "local"):
+        return
+    failed = 0
     try:
-        _wait_submitted(sweep, todo, submitted, wait or cluster == "local")
-    except Interrupted as stop:  # the trainings run on their own: they are not stopped
+        for job, element in zip(todo, submitted, strict=True):
+            try:
+                element.result()
+                click.echo(f"{label(job.runs)}: done", err=True)
+            except Exception as error:
+                failed += 1
+                reason = " ".join(str(error).split())[-300:]
+                click.echo(f"{label(job.runs)}: failed: {reason}", err=True)
+    except Interrupted as stop:
+        where = "submitit's local processes" if cluster == "local" else "the Slurm array"
         stop.left = (
             f"the {len(submitted)} submitted trainings were not stopped: they go on in {where} "
             f"and write their run folders when done; {watch}"
         )
         raise
-
-
-def _wait_submitted(sweep: Sweep, todo: list[Any], submitted: list[Any], wait: bool) -> None:
-    """Say what was submitted; with ``wait``, wait for each training and say how it ended."""
-    if not submitted:
-        return
-    first = str(submitted[0].job_id).split("_")[0]
-    click.echo(
-        f"submitted {len(submitted)} trainings as job {first} (logs: {sweep.logs / 'slurm'}); "
-        f"watch with: posgen sweep --status {sweep.root}",
-        err=True,
-    )
-    if not wait:
-        return
-    failed = 0
-    for job, element in zip(todo, submitted, strict=True):
-        try:
-            element.result()
-            click.echo(f"{label(job)}: done", err=True)
-        except Exception as error:
-            failed += 1
-            reason = " ".join(str(error).split())[-300:]
-            click.echo(f"{label(job)}: failed: {reason}", err=True)
     if failed:
         raise RunError(
             f"{failed} of {len(todo)} trainings failed; see posgen sweep --status {sweep.root}"
@@ -267,20 +262,12 @@ def _print_status(sweep: Sweep, as_json: bool) -> None:
     for entry in states:
         run = entry.run
         if as_json:
-            item = {
-                "run": run.key,
-                "state": entry.state,
-                "detail": entry.detail,
-                "dataset": run.dataset,
-                "config": run.config,
-                "pe": run.pe,
-                "preset": run.preset,
-                "seed": run.seed,
-            }
-            click.echo(json.dumps(item, sort_keys=True))
-            continue
-        name = f"{run.dataset}/{run.config} {run.pe} seed {run.seed} ({run.preset})"
-        click.echo(f"{entry.state:<8} {name}" + (f": {entry.detail}" if entry.detail else ""))
+            fields = ("dataset", "config", "pe", "preset", "seed")
+            item = {"run": run.key, "state": entry.state, "detail": entry.detail}
+            click.echo(json.dumps({**item, **run.model_dump(include=set(fields))}, sort_keys=True))
+        else:
+            detail = f": {entry.detail}" if entry.detail else ""
+            click.echo(f"{entry.state:<8} {label([run])}{detail}")
     if not as_json:
         counts = Counter(entry.state for entry in states)
         summary = ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "failed", "waiting"))

@@ -1,33 +1,24 @@
-"""``posgen results --format eee|hf``: the results in the formats evaluation tools read.
-
-Each results cell (data folder, task, position encoding: one trained model setup, n seeds)
-becomes one model's record:
+"""``posgen results --format eee|hf``: each results cell (data, task, pe) as one model's record.
 
 - ``eee``: ``OUT/<data>/<task>/<pe>.json``, an `Every Eval Ever
-  <https://github.com/evaleval/every_eval_ever>`_ record (schema 0.2.1): one
-  ``evaluation_results`` entry per metric (test accuracy, probe far-reliance) and length
-  bucket (ID ``[w, L)``, then OOD in steps of L), each with ``metric_config`` and
-  ``score_details`` (the mean over seeds; its sample standard deviation and n in
-  ``uncertainty``).
+  <https://github.com/evaleval/every_eval_ever>`_ record (schema 0.2.1): one entry per metric
+  (test accuracy, probe far-reliance) and length bucket, scored as the mean over seeds.
 - ``hf``: ``OUT/<data>/<task>/<pe>/.eval_results/<metric>.yaml``, the Hugging Face Hub's
-  evaluation-results files (one per metric: ID and OOD accuracy and far-reliance), each a
-  list of one entry. ``dataset.id`` is the data folder's name: replace it with the Hub ID of
-  the dataset where it is published.
-
-No torch needed.
+  evaluation-results files; ``dataset.id`` is the data folder's name (replace it with the
+  dataset's Hub ID where it is published).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from posgen import __version__
+from posgen.train.results import cells
 
 EEE_SCHEMA_VERSION = "0.2.1"
 HF_METRICS = (
@@ -36,20 +27,12 @@ HF_METRICS = (
     ("id_far_reliance", "far_id_mean", "far_id_std", "probe far-reliance, ID positions"),
     ("ood_far_reliance", "far_ood_mean", "far_ood_std", "probe far-reliance, OOD positions"),
 )
-"""``(file stem, cell key of the mean, of the std, description)`` of the ``hf`` files."""
 
 DESCRIPTIONS = {
     "accuracy": "Teacher-forced next-token accuracy on the test split",
     "far_reliance": "Share of probed targets predicted as the far-rule answer (probe split; "
     "1: the model reads the far operands, 0: it predicts from near tokens alone)",
 }
-
-
-def _cells(results: dict[str, Any]) -> Iterator[tuple[str, str, str, dict[str, Any], Any]]:
-    for data, entry in results.items():
-        for task, pes in entry["tasks"].items():
-            for pe, cell in pes.items():
-                yield data, task, pe, cell, entry
 
 
 def _safe(name: str) -> str:
@@ -167,7 +150,7 @@ def write_export(results: dict[str, Any], folder: Path, kind: str) -> int:
     build folder); the number of files written."""
     now = time.time()
     written = 0
-    for data, task, pe, cell, entry in _cells(results):
+    for data, task, pe, cell, entry in cells(results):
         base = Path(folder) / _safe(data) / _safe(task)
         if kind == "eee":
             base.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,8 @@
 """Aggregate ``posgen train`` run folders into the results table (no torch needed).
 
-Runs are grouped by (data folder, task, position encoding); a cell holds test ID and OOD
-accuracy as mean and sample std over seeds, the seed-pooled per-position curve, its range
-and trend over ``[w, L)``, and far-reliance from the probe split. Each run counts once: links
-are followed once, copies of a run and cells mixing settings are refused
-(:class:`ResultsError`), build folders of killed runs and half-copied folders are skipped.
-
-Worked example (two seeds of one cell)::
+Runs are grouped by (data folder, task, position encoding) into cells: ID and OOD accuracy
+(mean and sample std over seeds), the seed-pooled per-position curve, far-reliance and
+attention figures. Copies of a run and cells mixing settings are refused::
 
     runs/posgen-v1/cot/rope/seed42/results.json   ID 1.000  OOD 0.512
     runs/posgen-v1/cot/rope/seed49/results.json   ID 0.998  OOD 0.488
@@ -21,8 +17,9 @@ import json
 import math
 import os
 import platform
+import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,9 +58,9 @@ def _unfinished(path: Path) -> str | None:
 
 
 def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
-    """Run folders among ``paths`` and below them (links followed, each folder once), sorted,
-    and the skipped ones (hidden build folders, half-copied folders) with why. A finished
-    run's subfolders (``model/``) are part of it, never looked into."""
+    """Run folders among ``paths`` and below them (links followed, each folder once, never
+    into a run's own ``model/``), sorted, and the skipped ones (build folders, half-copied
+    folders) with why."""
     found: list[Path] = []
     seen: set[str] = set()
     skipped: list[str] = []
@@ -134,16 +131,16 @@ def _settings(run: Run) -> tuple[Any, ...]:
     return (run.record.preset, json.dumps(train, sort_keys=True))
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for one value).
+def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the values that are not None (None when there
+    are none, and the std for one value).
 
-    >>> mean_std([1.0, 0.5])
+    >>> mean_std([1.0, 0.5, None])
     (0.75, 0.3535533905932738)
     """
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    present = [value for value in values if value is not None]
+    spread = statistics.stdev(present) if len(present) > 1 else None
+    return (statistics.fmean(present) if present else None), spread
 
 
 def pooled(curves: Sequence[Any], hits: str, counts: str) -> list[float]:
@@ -166,23 +163,18 @@ def far_reliance(runs: Sequence[Run]) -> dict[str, Any]:
     reports = [run.record.probe_scores for run in runs]  # every record holds one (checked)
     out: dict[str, Any] = {"far_n": len(reports)}
     for region in ("id", "ood"):
-        values = [getattr(r, region).far_reliance for r in reports]
-        values = [v for v in values if v is not None]
-        mean, std = mean_std(values) if values else (None, None)
+        mean, std = mean_std([getattr(r, region).far_reliance for r in reports])
         out[f"far_{region}_mean"], out[f"far_{region}_std"] = mean, std
-    if reports:
-        shares = pooled([r.curve for r in reports], "far", "counted")
-        out["far_curve"] = {"position": reports[0].curve.position, "far_reliance": shares}
+    shares = pooled([r.curve for r in reports], "far", "counted")
+    out["far_curve"] = {"position": reports[0].curve.position, "far_reliance": shares}
     return out
 
 
 ATTENTION_FIGURES = ("entropy", "normalized_entropy", "far_share")
-"""Per-layer attention figures of a run record (:mod:`posgen.train.attention`)."""
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return sum(present) / len(present) if present else None
+    return mean_std(list(values))[0]
 
 
 def attention_summary(runs: Sequence[Run]) -> dict[str, Any]:
@@ -235,35 +227,22 @@ def _bucket_ratio(curve: Any, hits: str, counts: str, start: int, end: int) -> f
 
 
 def buckets(runs: Sequence[Run]) -> list[dict[str, Any]]:
-    """Per metric (``accuracy``: test; ``far_reliance``: probe) and length bucket
-    (:func:`length_buckets`), the per-run ratio's mean and sample std over seeds, and n."""
+    """Per length bucket (:func:`length_buckets`) and metric (``accuracy``: test;
+    ``far_reliance``: probe), the per-run ratio's mean and sample std over seeds, and n."""
     scores = runs[0].record.scores
+    metrics = (
+        ("accuracy", [r.record.scores.curve for r in runs], "correct", "tokens"),
+        ("far_reliance", [r.record.probe_scores.curve for r in runs], "far", "counted"),
+    )
     out = []
     for start, end in length_buckets(scores.seed_window, scores.ood_boundary, scores.length):
-        for metric, curves, hits, counts in (
-            ("accuracy", [r.record.scores.curve for r in runs], "correct", "tokens"),
-            (
-                "far_reliance",
-                [r.record.probe_scores.curve for r in runs if r.record.probe_scores is not None],
-                "far",
-                "counted",
-            ),
-        ):
+        for metric, curves, hits, counts in metrics:
             values = [_bucket_ratio(c, hits, counts, start, end) for c in curves]
-            values = [v for v in values if v is not None]
-            if not values:
-                continue
-            mean, std = mean_std(values)
-            out.append(
-                {
-                    "metric": metric,
-                    "start": start,
-                    "end": end,
-                    "mean": mean,
-                    "std": std,
-                    "n": len(values),
-                }
-            )
+            measured = sum(value is not None for value in values)
+            if measured:
+                mean, std = mean_std(values)
+                bucket = {"start": start, "end": end, "mean": mean, "std": std}
+                out.append({"metric": metric, **bucket, "n": measured})
     return out
 
 
@@ -273,21 +252,17 @@ def trend(positions: Sequence[int], values: Sequence[float]) -> float:
     >>> round(trend([0, 1, 2], [0.5, 0.6, 0.7]), 6)
     0.2
     """
-    n = len(positions)
-    if n < 2:
+    if len(positions) < 2:
         return 0.0
-    mx, my = sum(positions) / n, sum(values) / n
-    sxx = sum((x - mx) ** 2 for x in positions)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(positions, values, strict=True))
-    return sxy / sxx * (positions[-1] - positions[0])
+    slope = statistics.linear_regression(positions, values).slope
+    return slope * (positions[-1] - positions[0])
 
 
 def cell(runs: Sequence[Run]) -> dict[str, Any]:
     """The aggregate of one (data, task, pe) cell."""
     reports = [run.record.scores for run in runs]
     id_mean, id_std = mean_std([r.id.accuracy or 0.0 for r in reports])
-    ood = [r.ood.accuracy for r in reports if r.ood.accuracy is not None]
-    ood_mean, ood_std = mean_std(ood) if ood else (None, None)
+    ood_mean, ood_std = mean_std([r.ood.accuracy for r in reports])
     boundary = reports[0].ood_boundary
     positions = reports[0].curve.position
     curve = pooled([r.curve for r in reports], "correct", "tokens")
@@ -317,23 +292,27 @@ def cell(runs: Sequence[Run]) -> dict[str, Any]:
     }
 
 
-def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
-    """Cells by data folder: ``{data: {"spec_ids", "ood_boundary", "length", "tasks"}}``.
+def cells(results: dict[str, Any]) -> Iterator[tuple[str, str, str, dict[str, Any], Any]]:
+    """``(data, task, pe, cell, data entry)`` of every cell of :func:`aggregate`'s results."""
+    for data, entry in results.items():
+        for task, pes in entry["tasks"].items():
+            for pe, cell in pes.items():
+                yield data, task, pe, cell, entry
 
-    ``tasks`` maps task -> pe -> :func:`cell`.
-    """
+
+def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
+    """Cells by data folder: ``{data: {"spec_ids", "ood_boundary", "length", "tasks"}}``,
+    ``tasks`` mapping task -> pe -> :func:`cell`."""
     groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     for run in runs:
         groups[run.record.key].append(run)
     out: dict[str, Any] = {}
-    for (data, task, pe), members in sorted(groups.items()):
-        spec_ids = {run.record.spec.spec_id for run in members}
-        if len(spec_ids) > 1:
-            raise ResultsError(f"{data}/{task}/{pe}: runs on different data ({sorted(spec_ids)})")
+    for (data, task, pe), members in sorted(groups.items()):  # one spec each: check_distinct
+        record = members[0].record
         entry = out.setdefault(data, {"spec_ids": {}, "tasks": {}})
-        entry["spec_ids"][task] = spec_ids.pop()
-        entry["ood_boundary"] = members[0].record.scores.ood_boundary
-        entry["length"] = members[0].record.scores.length
+        entry["spec_ids"][task] = record.spec.spec_id
+        entry["ood_boundary"] = record.scores.ood_boundary
+        entry["length"] = record.scores.length
         entry["tasks"].setdefault(task, {})[pe] = cell(sorted(members, key=lambda r: r.path))
     return out
 
@@ -422,8 +401,7 @@ def _pair(before: float | None, after: float | None) -> str:
     return f"{_num(before)} -> {_num(after)}"
 
 
-CURVES = ("curve", "far_curve")
-"""Per-position curves: in the plot, not in the summary the cards read."""
+CURVES = ("curve", "far_curve")  # in the plot, not in the summary the cards read
 
 
 def summary_json(results: dict[str, Any]) -> dict[str, Any]:
@@ -447,6 +425,15 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
 
     plt = pyplot()
     panels = [(d, t) for d, entry in results.items() for t in entry["tasks"]]
+    every_pe = sorted(
+        {pe for entry in results.values() for cells in entry["tasks"].values() for pe in cells},
+        key=pe_order,
+    )
+    # one style per encoding in every panel: 20 colours, then dashed and dotted lines
+    style = {
+        pe: {"color": plt.get_cmap("tab20")(i % 20), "ls": ("-", "--", ":")[i // 20 % 3]}
+        for i, pe in enumerate(every_pe)
+    }
     columns = max(len(entry["tasks"]) for entry in results.values())
     rows = 2 * len(results)
     figure, axes = plt.subplots(
@@ -455,7 +442,7 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
     try:
         for ax in axes.flat:
             ax.set_visible(False)
-        for index, (data, task) in enumerate(panels):
+        for data, task in panels:
             row = 2 * list(results).index(data)
             col = list(results[data]["tasks"]).index(task)
             entry = results[data]
@@ -470,16 +457,16 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
                     continue
                 ax.set_visible(True)
                 for pe, curve in drawn:
-                    ax.plot(curve["position"], curve[value], lw=0.9, label=pe)
+                    ax.plot(curve["position"], curve[value], lw=0.9, label=pe, **style[pe])
                 ax.axvline(entry["ood_boundary"], color="k", ls="--", lw=0.8)
                 ax.set_ylim(0, 1.05)
                 ax.set_title(f"{data} / {task}" + (" / far-reliance" if offset else ""), fontsize=9)
                 ax.set_xlabel("position t", fontsize=8)
                 if col == 0:
                     ax.set_ylabel(label, fontsize=8)
-                if index == 0 and offset == 0:
-                    ax.legend(fontsize=7, loc="lower left")
-        figure.tight_layout()
+        handles = [plt.Line2D([], [], lw=1.5, **style[pe]) for pe in every_pe]
+        figure.legend(handles, every_pe, loc="center right", fontsize=8, frameon=False)
+        figure.tight_layout(rect=(0, 0, 0.87, 1))
         save_figure(figure, path)
     finally:
         plt.close(figure)
@@ -512,14 +499,9 @@ def results_markdown(
         lines.append("- Versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v)))
     for p in settings["presets"]:
         lines.append("- Preset: " + ", ".join(f"{k} {p[k]}" for k in p if k != "seeds"))
-    cells = [
-        (f"{data}/{task}/{pe}", c)
-        for data, entry in results.items()
-        for task, pes in entry["tasks"].items()
-        for pe, c in pes.items()
-    ]
-    seeds = sorted({seed for _, c in cells for seed in c["seeds"]})
-    short = [f"{name} ({c['n']})" for name, c in cells if c["n"] < len(seeds)]
+    every = [(f"{data}/{task}/{pe}", c) for data, task, pe, c, _ in cells(results)]
+    seeds = sorted({seed for _, c in every for seed in c["seeds"]})
+    short = [f"{name} ({c['n']})" for name, c in every if c["n"] < len(seeds)]
     lines += [
         "",
         "YaRN variants train with the unscaled frequencies and use the scaled ones for "
@@ -548,10 +530,8 @@ def results_markdown(
     return "\n".join(lines)
 
 
-EFFECTIVE_TOLERANCE = 0.05
-"""Effective length: how far (absolute accuracy) a block may fall below the ID reference."""
-EFFECTIVE_BLOCK = 8
-"""Effective length: positions averaged per block (smooths period-2 curves and noise)."""
+EFFECTIVE_TOLERANCE = 0.05  # how far (absolute accuracy) a block may fall below the reference
+EFFECTIVE_BLOCK = 8  # positions averaged per block (smooths period-2 curves and noise)
 EFFECTIVE_DEFINITION = (
     "Effective length E: the ID reference is the mean per-position test accuracy (pooled over "
     "seeds) over [w + 1, L) (t = w is left out: every model holds it at chance); the positions "
@@ -577,18 +557,11 @@ def effective_length(
     tolerance: float = EFFECTIVE_TOLERANCE,
     block: int = EFFECTIVE_BLOCK,
 ) -> int | None:
-    """*Effective length* (:data:`EFFECTIVE_DEFINITION`): the first position of the first
-    block of positions whose mean accuracy falls more than ``tolerance`` below the mean over
-    ``[window + 1, boundary)``; one past the last position when none does; None when that
-    reference is within ``tolerance`` of ``chance``.
+    """*Effective length* (:data:`EFFECTIVE_DEFINITION`); None when the ID reference is
+    within ``tolerance`` of ``chance``.
 
-    >>> flat = [0.06] + [1.0] * 11
-    >>> effective_length(range(4, 16), flat, 4, 8, 1 / 17, block=2)
-    16
-    >>> effective_length(range(4, 16), flat[:6] + [0.3] * 6, 4, 8, 1 / 17, block=2)
+    >>> effective_length(range(4, 16), [0.06] + [1.0] * 5 + [0.3] * 6, 4, 8, 1 / 17, block=2)
     10
-    >>> effective_length(range(4, 16), [0.06] * 12, 4, 8, 1 / 17, block=2) is None
-    True
     """
     pairs = [
         (p, a)
@@ -609,7 +582,6 @@ def effective_length(
 
 def ranked(pes: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """``(pe, cell)`` by mean OOD accuracy, best first (cells without OOD last)."""
-
     return sorted(
         pes.items(), key=lambda kv: (kv[1]["ood_mean"] is None, -(kv[1]["ood_mean"] or 0), kv[0])
     )

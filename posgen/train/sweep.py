@@ -9,11 +9,10 @@ Layout (``posgen sweep GRID --out SWEEP``)::
     SWEEP/discarded/<run hash>.N  run folders set aside: damaged, incomplete or another run's
     SWEEP/logs/               each training's output (local) or submitit's files (Slurm)
 
-A run folder appears only when complete, and a run is done only when its folder is checked
-whole and its own (:meth:`Sweep.not_done`); a training holds its work folder's lock while it
-runs (``running`` is a live lock, never a PID). :func:`run_local` runs worker processes
-(``python -m posgen.train.sweep SWEEP JOB``) and passes a signal on to them; :func:`submit`
-sends the trainings to Slurm as one submitit array. Both run :func:`run_job`.
+A run is done only when its folder is checked whole and its own (:meth:`Sweep.not_done`);
+``running`` is a live lock on the work folder, never a PID. :func:`run_local` runs worker
+processes (``python -m posgen.train.sweep SWEEP JOB``), :func:`submit` one submitit array;
+both run :func:`run_job`.
 """
 
 from __future__ import annotations
@@ -40,16 +39,14 @@ from posgen.signals import Interrupted
 from posgen.store.safety import claim, die_with_parent, exclusive, owner_alive, write_atomically
 from posgen.train.config import JobSpec, RunSpec, SlurmSettings, jobs_of, preset, run_settings
 from posgen.train.job import read_progress
-from posgen.train.run_record import FILES, DamagedRun, RunRecord, read_run
+from posgen.train.run_record import FILES, DamagedRun, read_run
 
 RECORD = "sweep.json"
-MAX_RECORD_BYTES = 256 << 20
-"""Largest ``sweep.json`` read (a run takes about 700 bytes: ~380,000 runs)."""
+MAX_RECORD_BYTES = 256 << 20  # a run takes about 700 bytes: ~380,000 runs
 MAX_REASON_CHARS = 500
+PREEMPTION = signal.SIGUSR2  # submitit's preemption and time-out signal (it requeues the job)
 
 State = Literal["done", "running", "failed", "waiting"]
-PREEMPTION = signal.SIGUSR2
-"""submitit's preemption and time-out signal (its handler requeues the job)."""
 
 
 class SweepError(UsageError, ValueError):
@@ -88,7 +85,7 @@ class SweepRecord(BaseModel):
 
 @dataclass(frozen=True)
 class Sweep:
-    """The paths of a sweep folder."""
+    """The paths of a sweep folder, and what its runs' folders hold."""
 
     root: Path
 
@@ -108,15 +105,6 @@ class Sweep:
 
     def failure(self, job: str) -> Path:
         return self.root / "failed" / job
-
-    def discarded(self, key: str) -> Path:
-        """A new name in ``SWEEP/discarded/`` for a run folder set aside (``KEY.1``, ...)."""
-        folder = self.root / "discarded"
-        folder.mkdir(exist_ok=True)
-        number = 1
-        while os.path.lexists(folder / f"{key}.{number}"):
-            number += 1
-        return folder / f"{key}.{number}"
 
     def read(self) -> SweepRecord:
         """``sweep.json``; :class:`SweepError` naming it when missing or damaged."""
@@ -148,12 +136,13 @@ class Sweep:
             write_atomically(self.record, (record.model_dump_json(indent=1) + "\n").encode())
 
     def add(self, runs: list[RunSpec]) -> SweepRecord:
-        """Record ``runs`` (those already recorded are kept once); a recorded run whose key
-        names other settings than the grid's run of that key is refused (an edited record)."""
+        """Record ``runs`` once; refuse a recorded run whose hash names other settings than the
+        grid's run of that hash (an edited record)."""
+        unhashed = {"data", "pe_request"}  # where the data lies, how the encoding was spelled
         with self.updating() as record:
-            known = {run.key: run for run in record.runs}
+            known = {run.key: run.model_dump(exclude=unhashed) for run in record.runs}
             for run in runs:
-                if run.key in known and _named(known[run.key]) != _named(run):
+                if run.key in known and known[run.key] != run.model_dump(exclude=unhashed):
                     raise SweepError(
                         f"{self.record}: run {run.key} records other settings than the grid's "
                         "run of that hash (the file was edited); restore it or sweep into a "
@@ -167,10 +156,9 @@ class Sweep:
             record.wall_seconds += seconds
 
     def not_done(self, run: RunSpec) -> str | None:
-        """Why ``run`` is not done (None when it is): done is a whole run folder of this very
-        run, checked, never a folder that merely exists. Missing: no folder; else every run
-        file present, ``results.json`` read whole (:func:`~posgen.train.run_record.read_run`)
-        and naming this run's data, encoding, settings and seed (not a copy of another)."""
+        """Why ``run`` is not done (None when it is): ``missing``, or its folder lacks a run
+        file, holds a damaged ``results.json`` or another run's (data, encoding, settings,
+        seed)."""
         folder = self.run_folder(run)
         if not os.path.lexists(folder):
             return "missing"
@@ -183,43 +171,56 @@ class Sweep:
             record = read_run(folder)
         except DamagedRun as error:
             return str(error)
-        other = _other_run(record, run)
-        if other is not None:
-            return f"{folder} holds another run ({other}): a copy"
+        facts = {
+            "dataset": (Path(record.data.folder).name, run.dataset),
+            "spec": (record.spec.spec_id, run.spec_id),
+            "config": (record.data.config, run.config),
+            "encoding": (record.position_encoding.label, run.pe),
+            "preset": (record.preset, run.preset),
+            "seed": (record.seed, run.seed),
+        }
+        for name, (found, wanted) in facts.items():
+            if found != wanted:
+                other = f"{name} {shown(found, 60)}, not {shown(wanted, 60)}"
+                return f"{folder} holds another run ({other}): a copy"
+        if run_settings(record.train) != run.train:
+            return f"{folder} holds another run (other training settings): a copy"
         return None
 
     def done(self, run: RunSpec) -> bool:
         return self.not_done(run) is None
 
     def set_aside(self, runs: list[RunSpec]) -> list[str]:
-        """Move the run folders of ``runs`` that are not whole runs of their own (damaged,
-        incomplete, copied) into ``SWEEP/discarded/`` so their trainings run again; one line
-        for each. Folders of a training a live worker holds are left alone."""
+        """Move the run folders of ``runs`` that are not done (but exist) into
+        ``SWEEP/discarded/<key>.N`` so they train again; one line each. A live worker's
+        trainings are left alone."""
         lines = []
         with exclusive(self.root):
             for run in runs:
                 why = self.not_done(run)
                 if why in (None, "missing") or owner_alive(self.work(run.job)):
                     continue
-                target = self.discarded(run.key)
+                (self.root / "discarded").mkdir(exist_ok=True)
+                number = 1
+                while os.path.lexists(target := self.root / "discarded" / f"{run.key}.{number}"):
+                    number += 1
                 os.rename(self.run_folder(run), target)
-                lines.append(f"{why}; moved to {target}, and {label_run(run)} is trained again")
+                lines.append(f"{why}; moved to {target}, and {label([run])} is trained again")
         return lines
 
     def unfinished(self, runs: list[RunSpec]) -> list[JobSpec]:
-        """Trainings with a run not done that no live worker runs now (each listing all its
-        runs)."""
+        """Trainings with a run not done that no live worker runs now."""
         return [
             job
             for job in jobs_of(runs)
-            if not all(self.done(run) for run in job.runs) and not owner_alive(self.work(job.key))
+            if not all(map(self.done, job.runs)) and not owner_alive(self.work(job.key))
         ]
 
     def tidy(self, runs: list[RunSpec]) -> None:
         """Remove the work folders of finished trainings that no live worker holds."""
         for job in jobs_of(runs):
             work = self.work(job.key)
-            if work.exists() and all(self.done(run) for run in job.runs):
+            if work.exists() and all(map(self.done, job.runs)):
                 with claim(work) as state:
                     if state == "claimed":
                         shutil.rmtree(work, ignore_errors=True)
@@ -228,34 +229,21 @@ class Sweep:
         line = shown(" ".join(reason.split()), MAX_REASON_CHARS)
         write_atomically(self.failure(job), (line + "\n").encode())
 
-
-def _named(run: RunSpec) -> dict[str, Any]:
-    """What a run's hash names (not where its data lies, nor how its encoding was spelled)."""
-    return run.model_dump(exclude={"data", "pe_request"})
-
-
-def _other_run(record: RunRecord, run: RunSpec) -> str | None:
-    """What ``record`` says that ``run`` does not (None: it is this run's record)."""
-    facts: dict[str, tuple[Any, Any]] = {
-        "dataset": (Path(record.data.folder).name, run.dataset),
-        "spec": (record.spec.spec_id, run.spec_id),
-        "config": (record.data.config, run.config),
-        "encoding": (record.position_encoding.label, run.pe),
-        "preset": (record.preset, run.preset),
-        "seed": (record.seed, run.seed),
-        "settings": (run_settings(record.train), run.train),
-    }
-    for name, (found, wanted) in facts.items():
-        if found != wanted:
-            if name == "settings":
-                return "other training settings"
-            return f"{name} {shown(found, 60)}, not {shown(wanted, 60)}"
-    return None
+    def failure_reason(self, job: str) -> str:
+        """The recorded reason of a training's last failure (one line)."""
+        try:
+            with open(self.failure(job), "rb") as handle:
+                text = handle.read(4 * MAX_REASON_CHARS).decode("utf-8", "replace")
+        except OSError as error:
+            return f"(failure record unreadable: {error.strerror})"
+        return shown(" ".join(text.split()), MAX_REASON_CHARS) or "(no reason recorded)"
 
 
-def label_run(run: RunSpec) -> str:
-    """A run as people read it: ``posgen-v1/cot rope seed 42 (cpu)``."""
-    return f"{run.dataset}/{run.config} {run.pe} seed {run.seed} ({run.preset})"
+def label(runs: list[RunSpec]) -> str:
+    """Runs of one training as people read them: ``posgen-v1/cot rope+yarn seed 42 (cpu)``."""
+    first = runs[0]
+    pes = "+".join(run.pe for run in runs)
+    return f"{first.dataset}/{first.config} {pes} seed {first.seed} ({first.preset})"
 
 
 @dataclass(frozen=True)
@@ -275,49 +263,26 @@ def run_states(sweep: Sweep) -> list[RunState]:
     for run in sweep.read().runs:
         work = sweep.work(run.job)
         alive = owner_alive(work)
-        progress = read_progress(work)
+        progress = read_progress(work) or {}
+        if progress.get("done"):
+            where = "the final write (training done)"
+        else:
+            where = (
+                f"epoch {progress.get('epoch')}, step {progress.get('step')}" if progress else ""
+            )
         why = sweep.not_done(run)
         if why is None:
             states.append(RunState(run, "done", run.folder))
         elif alive or alive is None:
-            where = _where(progress) or "before its first checkpoint"
             note = " (no file locks here: or a worker that died)" if alive is None else ""
-            states.append(RunState(run, "running", where + note))
+            states.append(RunState(run, "running", (where or "before its first checkpoint") + note))
         elif sweep.failure(run.job).is_file():
-            states.append(RunState(run, "failed", _reason(sweep.failure(run.job))))
+            states.append(RunState(run, "failed", sweep.failure_reason(run.job)))
         elif why != "missing":
             states.append(RunState(run, "waiting", f"{why}; a rerun sets it aside and trains it"))
         else:
-            where = _where(progress)
             states.append(RunState(run, "waiting", f"resumes at {where}" if where else ""))
     return states
-
-
-def _where(progress: dict[str, object] | None) -> str:
-    if not progress:
-        return ""
-    if progress.get("done"):
-        return "the final write (training done)"
-    return f"epoch {progress.get('epoch')}, step {progress.get('step')}"
-
-
-def _reason(path: Path) -> str:
-    try:
-        with open(path, "rb") as handle:
-            text = handle.read(4 * MAX_REASON_CHARS).decode("utf-8", "replace")
-    except OSError as error:
-        return f"(failure record unreadable: {error.strerror})"
-    return shown(" ".join(text.split()), MAX_REASON_CHARS) or "(no reason recorded)"
-
-
-def label(job: JobSpec) -> str:
-    """A training as people read it.
-
-    ``posgen-v1/cot rope+yarn seed 42 (cpu)``
-    """
-    first = job.runs[0]
-    pes = "+".join(run.pe for run in job.runs)
-    return f"{first.dataset}/{first.config} {pes} seed {first.seed} ({first.preset})"
 
 
 def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
@@ -351,7 +316,7 @@ def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
             first.preset,
             work=sweep.work(job.key),
             key=job.key,
-            name=label(job),
+            name=label(job.runs),
         )
     except Interrupted as stop:
         if stop.signum == PREEMPTION and callable(submitit_handler):
@@ -368,13 +333,12 @@ def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
 
 
 def job_main(argv: list[str]) -> int:
-    """``python -m posgen.train.sweep SWEEP JOB [THREADS]``: one training; exit 0 done,
+    """``python -m posgen.train.sweep SWEEP JOB``: one training on one thread; exit 0 done,
     1 failed, 128 + signal when stopped by a signal (its checkpoint saved)."""
     root, job_key = Path(argv[0]), argv[1]
-    threads = int(argv[2]) if len(argv) > 2 else 1
     started = time.perf_counter()
     try:
-        written = run_job(root, job_key, threads)
+        written = run_job(root, job_key)
     except (Interrupted, Exception) as error:
         if isinstance(error, Interrupted) and error.left is None:
             kept = read_progress(Sweep(root).work(job_key)) is not None
@@ -399,13 +363,12 @@ def signal_name(code: int) -> str:
 
 @dataclass
 class Outcome:
-    """What a local sweep did: trainings done, failed (with reasons), stopped by a signal."""
+    """What a local sweep did: trainings failed (with reasons), stopped by a signal
+    (``resumable``: those of them that left a checkpoint)."""
 
-    done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     interrupted: list[str] = field(default_factory=list)
     resumable: list[str] = field(default_factory=list)
-    """The interrupted trainings that left a checkpoint."""
     signal: int | None = None
     seconds: float = 0.0
 
@@ -421,14 +384,11 @@ def visible_gpus() -> list[str]:
 
 
 def run_local(
-    sweep: Sweep,
-    jobs: list[JobSpec],
-    workers: int,
-    gpus: list[str],
-    say: Callable[[str], None],
+    sweep: Sweep, jobs: list[JobSpec], workers: int, gpus: list[str], say: Callable[[str], None]
 ) -> Outcome:
-    """Run ``jobs`` in at most ``workers`` processes at once; ``say`` gets one line per
-    finished training."""
+    """Run ``jobs`` in at most ``workers`` processes at once (slot ``i`` on GPU
+    ``gpus[i % len(gpus)]``); ``say`` gets one line per finished training. A signal is passed
+    on to every worker: each checkpoints and exits."""
     sweep.logs.mkdir(parents=True, exist_ok=True)
     outcome = Outcome()
     pending = deque(jobs)
@@ -437,7 +397,6 @@ def run_local(
     started = time.perf_counter()
 
     while (pending and outcome.signal is None) or running:
-        # a signal (posgen.signals) is passed to every worker: each checkpoints and exits
         held = signals.deferred if outcome.signal is None else nullcontext
         try:
             with held():
@@ -465,13 +424,8 @@ def run_local(
 
 
 def _wait_any(poll: float = 0.05) -> tuple[int, int]:
-    """``os.waitpid(-1, 0)`` that lets signal handlers run while it waits.
-
-    A signal sent to this process may be delivered to any of its threads (torch and
-    others start some); only the main thread runs Python handlers, and a blocking
-    ``waitpid`` there is not interrupted by a signal another thread took. Polling keeps
-    the handler's delay under ``poll`` seconds.
-    """
+    """``os.waitpid(-1, 0)`` that lets signal handlers run while it waits: a signal taken by
+    another thread (torch starts some) does not interrupt a blocking ``waitpid``."""
     while True:
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid:
@@ -483,7 +437,7 @@ def _start(sweep: Sweep, job: JobSpec, slot: int, gpus: list[str]) -> subprocess
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-    command = [sys.executable, "-m", "posgen.train.sweep", str(sweep.root), job.key, "1"]
+    command = [sys.executable, "-m", "posgen.train.sweep", str(sweep.root), job.key]
     with open(sweep.logs / f"{job.key}.log", "ab") as log:
         return subprocess.Popen(
             command,
@@ -499,9 +453,8 @@ def _start(sweep: Sweep, job: JobSpec, slot: int, gpus: list[str]) -> subprocess
 def _settle(
     sweep: Sweep, job: JobSpec, code: int, outcome: Outcome, say: Callable[[str], None]
 ) -> None:
-    name = label(job)
+    name = label(job.runs)
     if code == 0:
-        outcome.done.append(job.key)
         say(f"{name}: done")
         return
     stopped = code > 128 or outcome.signal is not None  # a signal, ours or its own
@@ -516,9 +469,9 @@ def _settle(
         return
     if code < 0:
         sweep.record_failure(job.key, f"killed by {signal_name(code)}")
-    try:
-        reason = sweep.failure(job.key).read_text(errors="replace").strip() or "failed"
-    except OSError:
+    if sweep.failure(job.key).is_file():
+        reason = sweep.failure_reason(job.key)
+    else:
         reason = f"failed (see {sweep.logs / (job.key + '.log')})"
     outcome.failed[job.key] = reason
     say(f"{name}: failed: {reason}")
@@ -529,22 +482,20 @@ try:
 except ImportError:  # the extra is missing: submit() says so before anything uses this
     Checkpointable = object
 
-SLURM_HINT = "--executor {executor} needs submitit: pip install 'posgen[slurm]'"
-
 
 def require_submitit(executor: str = "slurm") -> Any:
-    """The ``submitit`` module, or :class:`UsageError` with the install hint naming the
-    ``executor`` asked for."""
+    """The ``submitit`` module, or :class:`UsageError` with the install hint."""
     try:
         import submitit
     except ImportError:
-        raise UsageError(SLURM_HINT.format(executor=executor)) from None
+        hint = f"--executor {executor} needs submitit: pip install 'posgen[slurm]'"
+        raise UsageError(hint) from None
     return submitit
 
 
 class SweepJob(Checkpointable):  # type: ignore[misc,valid-type]
-    """One training of a sweep for submitit; requeued as it is (it resumes from its
-    checkpoint: submitit's default ``checkpoint`` resubmits the same call)."""
+    """One training of a sweep for submitit; requeued as it is (submitit's default
+    ``checkpoint`` resubmits the same call, which resumes from the checkpoint)."""
 
     def __init__(self, root: str, threads: int) -> None:
         self.root, self.threads = root, threads
@@ -560,22 +511,21 @@ def submit(
     submitit = require_submitit("submitit-local" if cluster == "local" else "slurm")
     if not jobs:
         return []
-    folder = sweep.logs / "slurm"
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-    parameters: dict[str, Any] = {
-        "name": f"posgen-sweep-{sweep.root.name}",
-        "timeout_min": settings.time_min,
-        "mem_gb": settings.mem_gb,
-        "cpus_per_task": settings.cpus,
-        "gpus_per_node": settings.gpus,
-        "tasks_per_node": 1,
-        "slurm_array_parallelism": settings.max_parallel,
-    }
-    if settings.partition:
-        parameters["slurm_partition"] = settings.partition
-    if settings.account:
-        parameters["slurm_account"] = settings.account
-    executor.update_parameters(**parameters)
+    executor = submitit.AutoExecutor(folder=sweep.logs / "slurm", cluster=cluster)
+    executor.update_parameters(
+        name=f"posgen-sweep-{sweep.root.name}",
+        timeout_min=settings.time_min,
+        mem_gb=settings.mem_gb,
+        cpus_per_task=settings.cpus,
+        gpus_per_node=settings.gpus,
+        tasks_per_node=1,
+        slurm_array_parallelism=settings.max_parallel,
+        **{
+            f"slurm_{name}": value
+            for name in ("partition", "account")
+            if (value := getattr(settings, name))
+        },
+    )
     threads = settings.cpus if settings.gpus == 0 else 1  # a GPU run: one thread, as locally
     callable_job = SweepJob(str(sweep.root.resolve()), threads)
     return list(executor.map_array(callable_job, [job.key for job in jobs]))

@@ -11,7 +11,6 @@ torch = pytest.importorskip("torch")
 from posgen.cli.sweep import resolve_encoding  # noqa: E402
 from posgen.train import sweep as sweep_module  # noqa: E402
 from posgen.train.config import (  # noqa: E402
-    Grid,
     expand,
     identity,
     jobs_of,
@@ -50,21 +49,14 @@ def test_bf16_off_leaves_every_run_name_as_it_was():
     assert on["train"]["bf16"] is True and stable_hash(on) != stable_hash(named)
 
 
-def test_builtin_pes_are_the_built_in_encodings_without_plugins(tiny_training_dataset):
-    grid = Grid.model_validate(
-        {
-            "datasets": [str(tiny_training_dataset)],
-            "configs": ["cot"],
-            "pes": "builtin",
-            "seeds": [1],
-        }
-    )
-    runs = expand(grid, resolve_encoding, lambda: ["rope", "nope", "alibi"], lambda: ["rope"])
-    assert [run.pe for run in runs] == ["rope"]
+def test_the_grids_in_the_repo_and_the_readme_grid_are_valid_grids(tmp_path):
+    from posgen.encodings import available
 
-
-def test_make_results_grids_take_every_built_in_on_posgen_v1_and_the_rope_families_on_paper():
-    grid = read_grid(GRIDS / "results.toml")
+    paper = ["rope", "yarn", "resonance", "resonance_yarn"]
+    assert [pe.name for pe in read_grid(GRIDS / "paper.toml").pes] == paper
+    built_in = {name for name, pe in available().items() if pe.source == "built-in"}
+    assert set(paper) < built_in  # results.toml's "builtin" has the paper's four too
+    grid = read_grid(GRIDS / "results.toml")  # make results: posgen-v1, no posgen-v2, one seed
     assert [p.name for p in grid.datasets] == ["posgen-v1"]
     assert grid.pes == "builtin"
     assert grid.seeds == [5549]  # three seeds do not fit the 3-hour budget on 2 cores
@@ -79,6 +71,9 @@ def test_make_results_grids_take_every_built_in_on_posgen_v1_and_the_rope_famili
     every = read_grid(GRIDS / "results-all.toml")
     assert [p.name for p in every.datasets] == ["posgen-v1", "posgen-v2", "paper"]
     assert every.pes == "all"
+    section = (GRIDS.parent / "README.md").read_text().split("### Sweeps", 1)[1]
+    (tmp_path / "readme.toml").write_text(section.split("```toml\n", 1)[1].split("```", 1)[0])
+    assert read_grid(tmp_path / "readme.toml").slurm.max_parallel == 20
 
 
 def test_paper_gpu_grid_is_the_paper_preset_on_cot_rope_against_resonance_one_seed(

@@ -1,8 +1,9 @@
 """``posgen sweep``: grids, run hashes, executors, status, and runs that survive being killed.
 
-Runs are stopped at exact points (``POSGEN_SIGNAL_AT``, :func:`posgen.signals.point`),
-never by timing: SIGTERM in this process (the handlers see it as they would from outside),
-SIGKILL and SIGSTOP in worker processes.
+Runs are stopped at exact points (``POSGEN_SIGNAL_AT``, :func:`posgen.signals.point`), never
+by timing: SIGTERM in this process (the handlers see it as they would from outside), SIGKILL
+and SIGSTOP in workers (forked from this process: torch is imported once). The tiny sweep and
+its finished reference: tests/sweep/conftest.py.
 """
 
 from __future__ import annotations
@@ -20,92 +21,19 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
-from posgen import signals, write_dataset  # noqa: E402
-from posgen.cli.sweep import resolve_encoding  # noqa: E402
+from posgen import signals  # noqa: E402
+from posgen.cli.sweep import resolve_encoding, stopped_line  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
-from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store.safety import exclusive  # noqa: E402
-from posgen.train.config import Grid, expand, jobs_of, read_grid, stable_hash  # noqa: E402
-from posgen.train.sweep import Sweep, run_job, run_states  # noqa: E402
+from posgen.train.config import Grid, expand, jobs_of, stable_hash  # noqa: E402
+from posgen.train.sweep import Outcome, Sweep, job_main, run_job, run_states  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
-TIMING = ("seconds", "train_seconds", "wall_seconds")
-"""Wall-clock fields (metrics.jsonl, results.json): the only bytes that differ between runs."""
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_and_fresh_kill_counts():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    signals._passes.clear()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sweep") / "tiny"
-    write_dataset(default_benchmark(("recursive",), train_size=96, val_size=16, test_size=8), root)
-    return root
-
-
-def grid_dict(data: Path, pes: list[str], **extra) -> dict:
-    overrides = {**TINY, "epochs": 2}
-    return {
-        "datasets": [str(data)],
-        "pes": pes,
-        "seeds": [3],
-        "presets": [{"name": "cpu", "overrides": overrides}],
-        **extra,
-    }
-
-
-def expand_grid(grid: dict) -> list:
-    return expand(Grid.model_validate(grid), resolve_encoding)
 
 
 def write_grid(path: Path, grid: dict) -> Path:
     path.write_text(json.dumps(grid))
     return path
-
-
-def new_sweep(root: Path, grid: dict) -> Sweep:
-    sweep = Sweep(root)
-    sweep.add(expand_grid(grid))
-    return sweep
-
-
-def only_job(sweep: Sweep) -> str:
-    (job,) = jobs_of(sweep.read().runs)
-    return job.key
-
-
-def run_bytes(folder: Path) -> dict[str, object]:
-    """Every file of a run folder: bytes, except metrics.jsonl and results.json, whose
-    timings are left out."""
-    files: dict[str, object] = {
-        path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()
-    }
-    lines = [json.loads(line) for line in files.pop("metrics.jsonl").decode().splitlines()]
-    files["metrics"] = [{k: v for k, v in line.items() if k not in TIMING} for line in lines]
-    record = json.loads(files.pop("results.json"))
-    files["results"] = {k: v for k, v in record.items() if k not in TIMING}
-    return files
-
-
-def sweep_bytes(sweep: Sweep) -> dict[str, dict[str, object]]:
-    return {run.key: run_bytes(sweep.run_folder(run)) for run in sweep.read().runs}
-
-
-@pytest.fixture(scope="module")
-def reference(data, tmp_path_factory) -> dict[str, dict[str, object]]:
-    """An uninterrupted rope + yarn training (one job, two run folders)."""
-    signals._passes.clear()
-    torch.set_num_threads(1)
-    sweep = new_sweep(tmp_path_factory.mktemp("reference") / "S", grid_dict(data, ["rope", "yarn"]))
-    run_job(sweep.root, only_job(sweep))
-    return sweep_bytes(sweep)
 
 
 def states(sweep: Sweep) -> dict[str, tuple[str, str]]:
@@ -115,64 +43,58 @@ def states(sweep: Sweep) -> dict[str, tuple[str, str]]:
 # --- grids and hashes -------------------------------------------------------------------
 
 
-def test_grid_expands_seed_outermost_and_groups_pes_that_train_alike(data):
+def test_grid_expands_seed_outermost_and_groups_pes_that_train_alike(sweep_grid, expand_grid):
     linear = {"name": "linear", "parameters": {"factor": 2}}
-    runs = expand_grid(
-        {**grid_dict(data, ["rope", "yarn", "resonance", linear, "nope"]), "seeds": [5, 1]}
-    )
+    runs = expand_grid(sweep_grid(["rope", "yarn", "resonance", linear, "nope"], seeds=[5, 1]))
     labels = ["rope", "yarn", "resonance", "linear(factor=2)", "nope"]
-    assert [(run.seed, run.pe) for run in runs] == [(5, pe) for pe in labels] + [
-        (1, pe) for pe in labels
-    ]
+    assert [(run.seed, run.pe) for run in runs] == [(s, pe) for s in (5, 1) for pe in labels]
     jobs = [[run.pe for run in job.runs] for job in jobs_of(runs)]
     per_seed = [["rope", "yarn", "linear(factor=2)"], ["resonance"], ["nope"]]
     assert jobs == per_seed + per_seed
+    unseeded = expand_grid(sweep_grid(["rope"], seeds=None))  # each preset's own seeds
+    assert [run.seed for run in unseeded] == [5549, 4955, 42]
 
 
-def test_grid_without_seeds_takes_each_presets_seeds(data):
-    runs = expand_grid({**grid_dict(data, ["rope"]), "seeds": None})
-    assert [run.seed for run in runs] == [5549, 4955, 42]
-
-
-def test_run_hash_is_stable_and_independent_of_where_the_data_lies(data, tmp_path):
-    moved = tmp_path / "elsewhere" / data.name
-    shutil.copytree(data, moved)
-    keys = [
-        [run.key for run in expand_grid(grid_dict(where, ["rope"]))]
-        for where in (data, data, moved)
-    ]
+def test_run_hash_is_stable_and_independent_of_where_the_data_lies(
+    sweep_grid, expand_grid, tiny_training_dataset, tmp_path
+):
+    moved = tmp_path / "elsewhere" / tiny_training_dataset.name
+    shutil.copytree(tiny_training_dataset, moved)
+    grids = [sweep_grid(["rope"]), sweep_grid(["rope"]), sweep_grid(["rope"], datasets=[moved])]
+    keys = [[run.key for run in expand_grid(grid)] for grid in grids]
     assert keys[0] == keys[1] == keys[2]
+    # sha256(b'{"pe":"rope","seed":1}'): a changed hash would retrain every finished run
+    assert stable_hash({"seed": 1, "pe": "rope"}) == "c8d59a9e137f9512"
 
 
-def test_run_hash_changes_with_every_field_of_the_run(data):
-    base = grid_dict(data, ["rope"])
+def test_run_hash_changes_with_every_field_of_the_run(sweep_grid, expand_grid):
+    base = sweep_grid(["rope"])
+    overrides = base["presets"][0]["overrides"]
     variants = [
         base,
         {**base, "seeds": [4]},
         {**base, "pes": ["resonance"]},
         {**base, "pes": [{"name": "linear", "parameters": {"factor": 2}}]},
         {**base, "pes": [{"name": "linear", "parameters": {"factor": 3}}]},
-        {**base, "presets": [{"name": "cpu", "overrides": {**TINY, "epochs": 3}}]},
-        {**base, "presets": [{"name": "paper", "overrides": {**TINY, "epochs": 2}}]},
+        {**base, "presets": [{"name": "cpu", "overrides": {**overrides, "epochs": 3}}]},
+        {**base, "presets": [{"name": "paper", "overrides": overrides}]},
     ]
     keys = {expand_grid(grid)[0].key for grid in variants}
     assert len(keys) == len(variants)
 
 
-def test_stable_hash_is_sha256_of_canonical_json():
-    # sha256(b'{"pe":"rope","seed":1}'): a changed hash would retrain every finished run
-    assert stable_hash({"seed": 1, "pe": "rope"}) == "c8d59a9e137f9512"
-
-
-def test_every_registered_pe_is_all(data):
+def test_all_is_every_registered_pe_and_builtin_leaves_plugins_out(sweep_grid):
     from posgen.encodings import available
 
-    grid = Grid.model_validate({**grid_dict(data, "all")})
-    runs = expand(grid, resolve_encoding, lambda: list(available()))
+    every = Grid.model_validate(sweep_grid("all"))
+    runs = expand(every, resolve_encoding, lambda: list(available()))
     assert [run.pe for run in runs] == list(available())
+    builtin = Grid.model_validate(sweep_grid("builtin"))
+    runs = expand(builtin, resolve_encoding, lambda: ["rope", "nope", "alibi"], lambda: ["rope"])
+    assert [run.pe for run in runs] == ["rope"]
 
 
-# --- bad grid files and missing extras -------------------------------------------------
+# --- bad grid files, flags and missing extras: one error line, nothing written ------------------
 
 
 @pytest.mark.parametrize(
@@ -191,13 +113,13 @@ def test_every_registered_pe_is_all(data):
         ({"presets": [{"name": "cpu", "overrides": {"seeds": [1]}}]}, "seeds are set by"),
         ({"slurm": {"gpus": -1}}, "slurm.gpus: Input should be greater than or equal to 0"),
         ({"datasets": ["no/such/folder"]}, "datasets.0:"),
-        ({"configs": ["cot"]}, "has no config cot"),
+        ({"configs": ["nocfg"]}, "has no config nocfg"),
     ],
 )
 def test_bad_grid_is_one_error_line_exit_2_and_nothing_written(
-    assert_clean_error, cli, data, tmp_path, change, message
+    assert_clean_error, cli, sweep_grid, tmp_path, change, message
 ):
-    grid = write_grid(tmp_path / "g.json", {**grid_dict(data, ["rope"]), **change})
+    grid = write_grid(tmp_path / "g.json", {**sweep_grid(["rope"]), **change})
     result = cli("sweep", str(grid), "--out", str(tmp_path / "S"))
     assert_clean_error(result, 2, message)
     assert result.stdout == ""
@@ -221,18 +143,17 @@ def test_grid_file_that_is_not_toml_is_one_error_line(assert_clean_error, cli, t
     ],
 )
 def test_executor_flags_are_checked_before_anything_is_written(
-    assert_clean_error, cli, data, tmp_path, flags, message
+    assert_clean_error, cli, sweep_grid, tmp_path, flags, message
 ):
-    grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope"]))
-    args = ["sweep", str(grid), "--out", str(tmp_path / "S"), *flags]
-    result = cli(*args)
+    grid = write_grid(tmp_path / "g.json", sweep_grid(["rope"]))
+    result = cli("sweep", str(grid), "--out", str(tmp_path / "S"), *flags)
     assert assert_clean_error(result, 2).startswith(f"error: {message}")
     assert result.stdout == ""
     assert not (tmp_path / "S").exists()
 
 
-def test_out_that_is_some_other_folder_is_refused(assert_clean_error, cli, data, tmp_path):
-    grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope"]))
+def test_out_that_is_some_other_folder_is_refused(assert_clean_error, cli, sweep_grid, tmp_path):
+    grid = write_grid(tmp_path / "g.json", sweep_grid(["rope"]))
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     result = cli("sweep", str(grid), "--out", str(tmp_path / "mine"))
@@ -249,70 +170,99 @@ def test_out_that_is_some_other_folder_is_refused(assert_clean_error, cli, data,
     ],
 )
 def test_missing_extra_is_one_error_line_exit_2(
-    assert_clean_error, data, tmp_path, hidden, executor, hint
+    assert_clean_error, cli, sweep_grid, tmp_path, monkeypatch, hidden, executor, hint
 ):
-    grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope"]))
-    script = (
-        f"import sys; sys.modules[{hidden!r}] = None; from posgen.cli import main; "
-        f"main(['sweep', {str(grid)!r}, '--out', {str(tmp_path / 'S')!r}, "
-        f"'--executor', {executor!r}])"
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    grid = write_grid(tmp_path / "g.json", sweep_grid(["rope"]))
+    monkeypatch.setitem(sys.modules, hidden, None)  # its import fails, as when not installed
+    result = cli("sweep", grid, "--out", tmp_path / "S", "--executor", executor)
     assert_clean_error(result, 2)
-    assert result.stderr.strip().splitlines() == [
-        f"error: {hint}: pip install "
-        + ("'posgen[slurm]'" if hidden == "submitit" else "'posgen[train]'")
-    ]
+    extra = "'posgen[slurm]'" if hidden == "submitit" else "'posgen[train]'"
+    assert result.stderr.strip().splitlines() == [f"error: {hint}: pip install {extra}"]
     assert not (tmp_path / "S").exists()
 
 
 # --- executors ------------------------------------------------------------------------------
 
 
-def test_local_sweep_stopped_by_sigterm_exits_1_resumes_on_rerun_then_skips_finished_runs(
-    assert_clean_error, cli, data, tmp_path, reference, monkeypatch
+def test_a_local_sweep_stopped_by_signals_resumes_restores_damage_then_skips_finished_runs(
+    assert_clean_error,
+    cli,
+    recorded,
+    sweep_grid,
+    expand_grid,
+    tmp_path,
+    reference,
+    run_bytes,
+    monkeypatch,
 ):
-    grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope", "yarn"]))
-    args = ["sweep", str(grid), "--out", str(tmp_path / "S")]
-    monkeypatch.setenv(signals.HOOK_ENV, "step:5:SIGTERM")  # in the worker, mid-epoch 2
+    """One sweep folder through each way a local sweep (worker processes) ends: SIGTERM to
+    the sweep before the first checkpoint (passed on to the worker), SIGTERM in a worker, a
+    rerun with ``--jobs 2`` that resumes the training and retrains a damaged run folder, and
+    a rerun with nothing left to train."""
+    grid = write_grid(tmp_path / "g.json", sweep_grid(["rope", "yarn", "nope"]))
+    out = tmp_path / "S"
+    args = ["sweep", str(grid), "--out", str(out)]
+    sweep = Sweep(out)
+    sweep.add(expand_grid(sweep_grid(["rope", "yarn", "nope"])))
+    nope = next(run for run in sweep.read().runs if run.pe == "nope")
+    run_job(out, nope.job)  # a training of its own, finished: damaged before the last rerun
+    finished = run_bytes(sweep.run_folder(nope))
+
+    monkeypatch.setenv(signals.HOOK_ENV, "load:SIGTERM@parent")  # before the first step
+    stopped = cli(*args)
+    with recorded("kill", "issue 27 class 10: sweep stopped before its first checkpoint"):
+        line = assert_clean_error(stopped, 143, "before their first checkpoint", "start them over")
+        assert line == stopped.output.strip().splitlines()[-1]
+        assert "resume" not in line
+        assert "before its first checkpoint; a rerun starts it over" in stopped.stderr
+        assert "checkpoint kept" not in stopped.stderr
+        assert not any((out / "work").glob("*/checkpoint.pt"))
+
+    monkeypatch.setenv(signals.HOOK_ENV, "step:3:SIGTERM")  # in the worker, mid-epoch 2
     stopped = cli(*args)
     line = assert_clean_error(stopped, 1)
-    assert stopped.output.strip().splitlines()[-1] == line
+    assert line == stopped.output.strip().splitlines()[-1]
     assert line == (
         f"error: 0 of 1 trainings failed, 1 stopped by a signal; see posgen sweep --status "
-        f"{tmp_path / 'S'}; rerun to retry and resume them"
+        f"{out}; rerun to retry and resume them"
     )
-    sweep = Sweep(tmp_path / "S")
-    assert states(sweep)["rope"] == ("waiting", "resumes at epoch 2, step 5")
+    assert states(sweep)["rope"] == ("waiting", "resumes at epoch 2, step 3")
+
     monkeypatch.delenv(signals.HOOK_ENV)
+    (sweep.run_folder(nope) / "predictions.parquet").unlink()
+    status = cli("sweep", "--status", out)
+    assert status.stdout.splitlines()[-1] == "3 runs: 0 done, 0 running, 0 failed, 3 waiting"
     resumed = cli(*args, "--jobs", "2")
-    assert resumed.exit_code == 0, resumed.output
-    assert sweep_bytes(sweep) == reference
-    inodes = {run.key: sweep.run_folder(run).stat().st_ino for run in sweep.read().runs}
+    with recorded("damage", "class 9: posgen sweep reruns a run whose predictions were deleted"):
+        assert resumed.exit_code == 0, resumed.output
+        assert "note: " in resumed.stderr and "lacks predictions.parquet" in resumed.stderr
+        assert "3 runs in 2 trainings; 2 to train" in resumed.stderr
+        assert run_bytes(sweep.run_folder(nope)) == finished
+    runs = {run.key: sweep.run_folder(run) for run in sweep.read().runs}
+    assert {key: run_bytes(runs[key]) for key in reference} == reference
+
+    inodes = {key: folder.stat().st_ino for key, folder in runs.items()}
     again = cli(*args)
     assert again.exit_code == 0, again.output
     assert "0 to train" in again.output
-    assert {r.key: sweep.run_folder(r).stat().st_ino for r in sweep.read().runs} == inodes
+    assert {key: folder.stat().st_ino for key, folder in runs.items()} == inodes
 
 
-def test_sigterm_to_a_local_sweep_stops_its_workers_with_their_checkpoints(
-    assert_clean_error, cli, data, tmp_path, reference, monkeypatch
-):
-    grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope", "yarn"]))
-    args = ["sweep", str(grid), "--out", str(tmp_path / "S")]
-    monkeypatch.setenv(signals.HOOK_ENV, "step:3:SIGTERM@parent")  # the worker signals us
-    stopped = cli(*args)
-    line = assert_clean_error(stopped, 143)
-    assert stopped.output.strip().splitlines()[-1] == line
-    assert line == (
-        "error: interrupted by SIGTERM; 1 trainings stopped; rerun the same command to resume "
-        "them from their checkpoints"
-    )
-    sweep = Sweep(tmp_path / "S")
-    assert states(sweep)["yarn"] == ("waiting", "resumes at epoch 1, step 3")
-    monkeypatch.delenv(signals.HOOK_ENV)
-    run_job(sweep.root, only_job(sweep))  # in-process: the rerun of the command is tested above
-    assert sweep_bytes(sweep) == reference
+@pytest.mark.parametrize(
+    ("resumable", "said"),
+    [
+        (2, "stopped; rerun the same command to resume them from their checkpoints"),
+        (0, "stopped before their first checkpoint; rerun the same command to start them over"),
+        (
+            1,
+            "stopped (1 with a checkpoint, 1 before its first); rerun the same command to "
+            "resume or start them over",
+        ),
+    ],
+)
+def test_a_stopped_local_sweep_says_which_trainings_resume(resumable, said):
+    outcome = Outcome(interrupted=["a", "b"], resumable=["a", "b"][:resumable])
+    assert stopped_line(outcome) == f"2 trainings {said}"
 
 
 PASSED_BACK_AT_ONCE = """
@@ -348,10 +298,10 @@ def test_a_worker_sees_the_signal_its_sweep_passes_back_however_early_it_comes()
 
 
 def test_submitit_local_executor_runs_a_two_run_grid_end_to_end_through_a_preemption(
-    cli, data, tmp_path, reference, monkeypatch
+    cli, sweep_grid, tmp_path, reference, sweep_bytes, monkeypatch
 ):
     pytest.importorskip("submitit")
-    grid = write_grid(tmp_path / "g.json", grid_dict(data, ["rope", "yarn"]))
+    grid = write_grid(tmp_path / "g.json", sweep_grid(["rope", "yarn"]))
     out = tmp_path / "S"
     # submitit's preemption signal after step 2: checkpoint, requeue, resume, finish
     monkeypatch.setenv(signals.HOOK_ENV, "step:2:SIGUSR2")
@@ -371,12 +321,11 @@ def test_submitit_local_executor_runs_a_two_run_grid_end_to_end_through_a_preemp
 # --- resumable runs -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("point", ["step:4", "checkpoint:1", "checkpoint:2", "final:1", "final:2"])
+@pytest.mark.parametrize("point", ["step:3", "checkpoint:1", "checkpoint:2", "final:1", "final:2"])
 def test_sigterm_checkpoints_and_the_rerun_writes_the_same_bytes(
-    data, tmp_path, reference, monkeypatch, point
+    new_sweep, sweep_bytes, tmp_path, reference, monkeypatch, point
 ):
-    sweep = new_sweep(tmp_path / "S", grid_dict(data, ["rope", "yarn"]))
-    job = only_job(sweep)
+    sweep, job = new_sweep(tmp_path / "S")
     monkeypatch.setenv(signals.HOOK_ENV, f"{point}:SIGTERM")
     with pytest.raises(Interrupted):
         run_job(sweep.root, job)
@@ -391,69 +340,78 @@ def test_sigterm_checkpoints_and_the_rerun_writes_the_same_bytes(
 @pytest.mark.parametrize(
     "pe", [{"name": "alibi", "randomized": "auto"}, "learned", "sinusoidal", "nope"]
 )
-def test_resumed_runs_match_for_encodings_with_their_own_state(data, tmp_path, monkeypatch, pe):
-    grid = grid_dict(data, [pe])
-    whole = new_sweep(tmp_path / "whole", grid)
-    run_job(whole.root, only_job(whole))
-    sweep = new_sweep(tmp_path / "S", grid)
-    monkeypatch.setenv(signals.HOOK_ENV, "step:4:SIGTERM")
+def test_resumed_runs_match_for_encodings_with_their_own_state(
+    new_sweep, sweep_bytes, tmp_path, monkeypatch, pe
+):
+    whole, job = new_sweep(tmp_path / "whole", [pe])
+    run_job(whole.root, job)
+    sweep, job = new_sweep(tmp_path / "S", [pe])
+    monkeypatch.setenv(signals.HOOK_ENV, "step:3:SIGTERM")
     with pytest.raises(Interrupted):
-        run_job(sweep.root, only_job(sweep))
+        run_job(sweep.root, job)
     monkeypatch.delenv(signals.HOOK_ENV)
-    run_job(sweep.root, only_job(sweep))
+    run_job(sweep.root, job)
     assert sweep_bytes(sweep) == sweep_bytes(whole)
 
 
-def _worker(sweep: Sweep, job: str, kill: str) -> subprocess.Popen:
-    env = {**os.environ, signals.HOOK_ENV: kill, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "posgen.train.sweep", str(sweep.root), job]
-    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+def forked_worker(sweep: Sweep, job: str, hook: str) -> tuple[int, Path]:
+    """A worker (:func:`job_main`, as ``python -m posgen.train.sweep SWEEP JOB`` runs it) in a
+    child forked from this process, torch already imported; its pid and its stderr file."""
+    stderr = sweep.root.parent / f"{job}.stderr"
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        code = 70
+        try:
+            os.environ[signals.HOOK_ENV] = hook
+            with open(stderr, "w", buffering=1) as log:
+                sys.stdout = sys.stderr = log
+                code = job_main([str(sweep.root), job])
+        finally:
+            os._exit(code)
+    return pid, stderr
 
 
+def exit_code(pid: int) -> int:
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@pytest.mark.parametrize("point", ["step:3", "checkpoint:2", "final:2"])
 def test_sigkill_leaves_no_finished_looking_folder_and_the_next_run_resumes(
-    data, tmp_path, reference
+    new_sweep, sweep_bytes, tmp_path, reference, point
 ):
-    """Workers SIGKILLed mid-step, mid-checkpoint and while writing the second run folder
-    (three sweeps, their workers started at once: each pays torch's import)."""
-    points = ["step:4", "checkpoint:2", "final:2"]
-    sweeps = [new_sweep(tmp_path / f"S{i}", grid_dict(data, ["rope", "yarn"])) for i in range(3)]
-    workers = [_worker(sweep, only_job(sweep), f"{point}:SIGKILL")
-               for sweep, point in zip(sweeps, points, strict=True)]  # fmt: skip
-    for worker in workers:
-        worker.communicate()
-    for point, sweep, worker in zip(points, sweeps, workers, strict=True):
-        assert worker.returncode == -signal.SIGKILL, point
-        finished = {run.pe for run in sweep.read().runs if (sweep.run_folder(run)).exists()}
-        assert finished == ({"rope"} if point == "final:2" else set()), point
-        assert states(sweep)["yarn"][0] == "waiting", point
-        run_job(sweep.root, only_job(sweep))
-        assert sweep_bytes(sweep) == reference, point
-        assert sorted(p.name for p in (sweep.root / "runs").iterdir()) == sorted(reference)
+    """A worker SIGKILLed mid-step, mid-checkpoint and while writing the second run folder."""
+    sweep, job = new_sweep(tmp_path / "S")
+    pid, _ = forked_worker(sweep, job, f"{point}:SIGKILL")
+    assert exit_code(pid) == -signal.SIGKILL
+    finished = {run.pe for run in sweep.read().runs if sweep.run_folder(run).exists()}
+    assert finished == ({"rope"} if point == "final:2" else set())
+    assert states(sweep)["yarn"][0] == "waiting"
+    run_job(sweep.root, job)
+    assert sweep_bytes(sweep) == reference
+    assert sorted(p.name for p in (sweep.root / "runs").iterdir()) == sorted(reference)
 
 
-def test_status_is_true_while_a_worker_runs_stops_and_resumes(data, tmp_path, reference):
-    sweep = new_sweep(tmp_path / "S", grid_dict(data, ["rope", "yarn"]))
-    job = only_job(sweep)
+def test_status_is_true_while_a_worker_runs_stops_and_resumes(
+    new_sweep, sweep_bytes, tmp_path, reference
+):
+    sweep, job = new_sweep(tmp_path / "S")
     assert states(sweep) == {"rope": ("waiting", ""), "yarn": ("waiting", "")}
-    worker = _worker(sweep, job, "step:4:SIGSTOP")  # stops itself, alive, holding its lock
-    os.waitpid(worker.pid, os.WUNTRACED)
-    assert states(sweep)["yarn"] == ("running", "epoch 2, step 3")
-    worker.send_signal(signal.SIGTERM)
-    worker.send_signal(signal.SIGCONT)
-    _, stderr = worker.communicate()
-    assert worker.returncode == 128 + signal.SIGTERM
-    assert stderr.strip().splitlines()[-1] == (
-        f"error: {job}: interrupted by SIGTERM; checkpoint kept"
-    )
-    assert states(sweep)["yarn"] == ("waiting", "resumes at epoch 2, step 4")
+    pid, stderr = forked_worker(sweep, job, "step:3:SIGSTOP")  # alive, holding its lock
+    os.waitpid(pid, os.WUNTRACED)
+    assert states(sweep)["yarn"] == ("running", "epoch 2, step 2")
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGCONT)
+    assert exit_code(pid) == 128 + signal.SIGTERM
+    last = stderr.read_text().strip().splitlines()[-1]
+    assert last == f"error: {job}: interrupted by SIGTERM; checkpoint kept"
+    assert states(sweep)["yarn"] == ("waiting", "resumes at epoch 2, step 3")
     run_job(sweep.root, job)
     assert states(sweep) == {run.pe: ("done", run.folder) for run in sweep.read().runs}
     assert sweep_bytes(sweep) == reference
 
 
-def test_status_names_a_failed_training_with_its_reason(data, tmp_path):
-    sweep = new_sweep(tmp_path / "S", grid_dict(data, ["resonance"]))
-    job = only_job(sweep)
+def test_status_names_a_failed_training_with_its_reason(new_sweep, tmp_path):
+    sweep, job = new_sweep(tmp_path / "S", ["resonance"])
     sweep.record_failure(job, "CUDA out of memory.\nTried to allocate 2 GiB")
     assert states(sweep) == {"resonance": ("failed", "CUDA out of memory. Tried to allocate 2 GiB")}
     sweep.work(job).mkdir(parents=True)
@@ -462,13 +420,23 @@ def test_status_names_a_failed_training_with_its_reason(data, tmp_path):
 
 
 def test_posgen_train_sigterm_is_one_error_line_143_and_the_rerun_resumes(
-    assert_clean_error, cli, data, tmp_path, reference, monkeypatch
+    assert_clean_error,
+    cli,
+    sweep_grid,
+    expand_grid,
+    tiny_training_dataset,
+    tmp_path,
+    reference,
+    run_bytes,
+    monkeypatch,
 ):
-    grid = grid_dict(data, ["yarn"])
+    grid = sweep_grid(["yarn"])
     (run,) = expand_grid(grid)
     out = tmp_path / "run"
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, "epochs": 2}.items()]
-    args = ["train", "--data", str(data), "--pe", "yarn", "--seed", "3", *flags, "--out", str(out)]
+    overrides = grid["presets"][0]["overrides"]
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items()]
+    data = ["--data", str(tiny_training_dataset), "--config", "recursive"]
+    args = ["train", *data, "--pe", "yarn", "--seed", "3", *flags, "--out", str(out)]
     monkeypatch.setenv(signals.HOOK_ENV, "step:2:SIGTERM")
     stopped = cli(*args, "-q")
     line = assert_clean_error(stopped, 143)
@@ -481,18 +449,3 @@ def test_posgen_train_sigterm_is_one_error_line_143_and_the_rerun_resumes(
     assert f"{out}: resuming from its checkpoint" in resumed.output
     assert run_bytes(out) == reference[run.key]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
-
-
-def test_the_grids_in_the_repo_and_the_readme_grid_are_valid_grids(tmp_path):
-    paper = ["rope", "yarn", "resonance", "resonance_yarn"]
-    assert [pe.name for pe in read_grid(ROOT / "grids" / "paper.toml").pes] == paper
-    from posgen.encodings import available
-
-    assert read_grid(ROOT / "grids" / "results.toml").pes == "builtin"  # the paper's four too
-    assert set(paper) < {name for name, pe in available().items() if pe.source == "built-in"}
-    assert read_grid(ROOT / "grids" / "results-all.toml").pes == "all"
-    section = (ROOT / "README.md").read_text().split("### Sweeps", 1)[1]
-    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
-    (tmp_path / "readme.toml").write_text(block)
-    example = read_grid(tmp_path / "readme.toml")
-    assert example.slurm.max_parallel == 20

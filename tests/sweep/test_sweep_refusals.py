@@ -1,5 +1,5 @@
-"""Grids refused when they are read, and what a stopped sweep says (issue 27, classes 5, 7, 8
-and 10).
+"""Grids refused when they are read, damaged checkpoints, and what a sweep stopped while it
+waits on submitit says (issue 27, classes 4 to 8 and 10).
 
 A grid's run count is computed before expansion and refused above
 :data:`posgen.train.config.MAX_RUNS`; a grid with a bad encoding parameter is refused when
@@ -17,27 +17,19 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from posgen import signals, write_dataset  # noqa: E402
 from posgen.cli.sweep import resolve_encoding  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
-from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train.config import MAX_RUNS, GridError, expand, read_grid  # noqa: E402
 
 TINY = "{ layers = 1, hidden = 16, heads = 2, intermediate = 32, batch_size = 32, epochs = 1 }"
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sweep-refusals") / "tiny"
-    write_dataset(default_benchmark(("recursive",), train_size=64, val_size=8, test_size=8), root)
-    return root
-
-
-def toml_grid(path: Path, data: Path, pes: str, seeds: str = "[3]", extra: str = "") -> Path:
-    """A TOML grid: ``pes`` and ``seeds`` as TOML text, one cpu preset (tiny model)."""
+def toml_grid(path: Path, data: Path, pes: str, seeds: str = "[3]") -> Path:
+    """A TOML grid: ``pes`` and ``seeds`` as TOML text, the recursive config, one cpu preset
+    (tiny model)."""
     path.write_text(
-        f"datasets = [{json.dumps(str(data))}]\npes = {pes}\nseeds = {seeds}\n{extra}"
-        f'[[presets]]\nname = "cpu"\noverrides = {TINY}\n'
+        f'datasets = [{json.dumps(str(data))}]\nconfigs = ["recursive"]\npes = {pes}\n'
+        f'seeds = {seeds}\n[[presets]]\nname = "cpu"\noverrides = {TINY}\n'
     )
     return path
 
@@ -92,8 +84,10 @@ def test_a_grid_of_too_many_runs_is_refused_when_read(
         assert not (tmp_path / "S").exists()
 
 
-def test_all_encodings_are_counted_before_expansion(recorded, data, tmp_path):
-    grid = toml_grid(tmp_path / "g.toml", data, '"all"', json.dumps(list(range(700))))
+def test_all_encodings_are_counted_before_expansion(recorded, tiny_training_dataset, tmp_path):
+    grid = toml_grid(
+        tmp_path / "g.toml", tiny_training_dataset, '"all"', json.dumps(list(range(700)))
+    )
     spec = read_grid(grid)  # 700 runs as read: "all" is counted once it is listed
     calls: list[int] = []
 
@@ -132,10 +126,10 @@ BAD_PARAMETERS = {  # a TOML encoding table, a fragment of the error line
 
 @pytest.mark.parametrize("case", sorted(BAD_PARAMETERS))
 def test_a_grid_with_a_bad_parameter_is_refused_when_read_before_any_training(
-    assert_clean_error, cli, recorded, data, tmp_path, monkeypatch, case
+    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, monkeypatch, case
 ):
     table, fragment = BAD_PARAMETERS[case]
-    grid = toml_grid(tmp_path / "g.toml", data, f'["rope", {table}]')
+    grid = toml_grid(tmp_path / "g.toml", tiny_training_dataset, f'["rope", {table}]')
     imported: list[int] = []
     monkeypatch.setattr("posgen.cli.sweep.require_extra", _no_torch(imported))
     result = cli("sweep", grid, "--out", tmp_path / "S")
@@ -157,10 +151,10 @@ REPEATED = {  # a grid file whose encoding gives one parameter twice (TOML refus
 
 @pytest.mark.parametrize("name", sorted(REPEATED))
 def test_a_parameter_given_twice_in_a_grid_is_refused(
-    assert_clean_error, cli, recorded, data, tmp_path, monkeypatch, name
+    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, monkeypatch, name
 ):
     grid = tmp_path / name
-    grid.write_text(REPEATED[name].format(data=json.dumps(str(data))))
+    grid.write_text(REPEATED[name].format(data=json.dumps(str(tiny_training_dataset))))
     monkeypatch.setattr("posgen.cli.sweep.require_extra", _no_torch([]))
     result = cli("sweep", grid, "--out", tmp_path / "S")
     with recorded("bad_input", f"issue 27 class 4: factor given twice in {name}"):
@@ -182,10 +176,10 @@ AFTER_IMPORT = {  # refused when the grid is expanded: after the import, before 
 
 @pytest.mark.parametrize("case", sorted(AFTER_IMPORT))
 def test_a_grid_with_a_broken_encoding_is_refused_before_any_run(
-    assert_clean_error, cli, recorded, data, tmp_path, hostile_plugins, case
+    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, hostile_plugins, case
 ):
     table, fragment = AFTER_IMPORT[case]
-    grid = toml_grid(tmp_path / "g.toml", data, f'["rope", {table}]')
+    grid = toml_grid(tmp_path / "g.toml", tiny_training_dataset, f'["rope", {table}]')
     result = cli("sweep", grid, "--out", tmp_path / "S")
     with recorded("hostile", f"issue 27 class 8: grid {case}"):
         assert_clean_error(result, 2, "pes.1", fragment)
@@ -195,23 +189,9 @@ def test_a_grid_with_a_broken_encoding_is_refused_before_any_run(
 # --- class 10: what a stopped sweep says ----------------------------------------------------------
 
 
-def test_a_sweep_stopped_before_its_first_checkpoint_does_not_claim_one(
-    assert_clean_error, cli, recorded, data, tmp_path, monkeypatch
-):
-    grid = toml_grid(tmp_path / "g.toml", data, '["rope"]')
-    monkeypatch.setenv(signals.HOOK_ENV, "load:SIGTERM@parent")  # before the first step
-    result = cli("sweep", grid, "--out", tmp_path / "S")
-    with recorded("kill", "issue 27 class 10: sweep stopped before its first checkpoint"):
-        line = assert_clean_error(result, 143, "before their first checkpoint", "start them over")
-        assert "resume" not in line
-        assert "before its first checkpoint; a rerun starts it over" in result.stderr
-        assert "checkpoint kept" not in result.stderr
-        assert not any((tmp_path / "S" / "work").glob("*/checkpoint.pt"))
-
-
 @pytest.mark.parametrize("executor", ["submitit-local", "slurm"])
 def test_a_signal_while_waiting_on_submitit_says_the_trainings_go_on(
-    assert_clean_error, cli, recorded, data, tmp_path, monkeypatch, executor
+    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, monkeypatch, executor
 ):
     class Stopping:
         job_id = "42_0"
@@ -221,7 +201,7 @@ def test_a_signal_while_waiting_on_submitit_says_the_trainings_go_on(
 
     monkeypatch.setattr("posgen.train.sweep.submit", lambda *args, **kwargs: [Stopping()])
     monkeypatch.setattr("posgen.cli.sweep.require_extra", lambda: None)
-    grid = toml_grid(tmp_path / "g.toml", data, '["rope"]')
+    grid = toml_grid(tmp_path / "g.toml", tiny_training_dataset, '["rope"]')
     args = ["sweep", grid, "--out", tmp_path / "S", "--executor", executor, "--wait"]
     result = cli(*(args if executor == "slurm" else args[:-1]))
     with recorded("kill", f"issue 27 class 10: SIGTERM waiting on {executor}"):
@@ -235,13 +215,20 @@ CHECKPOINTS = {"empty": b"", "garbage without a checksum": b"PK\x03\x04 not a ch
 
 
 @pytest.mark.parametrize("case", sorted(CHECKPOINTS))
-def test_a_sweep_names_a_damaged_checkpoint_and_never_resumes_it(recorded, data, tmp_path, case):
+def test_a_sweep_names_a_damaged_checkpoint_and_never_resumes_it(
+    recorded, tiny_training_dataset, tmp_path, case
+):
     from posgen.train.config import jobs_of
     from posgen.train.job import CHECKPOINT, DamagedCheckpoint
     from posgen.train.sweep import Sweep, run_job, run_states
 
     sweep = Sweep(tmp_path / "S")
-    sweep.add(expand(read_grid(toml_grid(tmp_path / "g.toml", data, '["rope"]')), resolve_encoding))
+    sweep.add(
+        expand(
+            read_grid(toml_grid(tmp_path / "g.toml", tiny_training_dataset, '["rope"]')),
+            resolve_encoding,
+        )
+    )
     (job,) = jobs_of(sweep.read().runs)
     work = sweep.work(job.key)
     work.mkdir(parents=True)

@@ -1,12 +1,11 @@
 """Issue 27, class 9: a sweep folder's state is checked, never trusted.
 
-A run is done only when its folder holds the whole run, checked (every run file, a
-``results.json`` read whole) and its own (the data, encoding, settings and seed of the run
-its hash names): a deleted file, a damaged record or a copied folder is not done; a rerun of
-the sweep moves it to ``SWEEP/discarded/`` (with a ``note:`` line) and trains it again, to
-the same bytes. ``sweep.json``'s keys are checked as hashes (they name folders: never
-``../../elsewhere``) and no run is listed twice: a damaged record is one ``error:`` line
-(exit 2) and nothing under the test's folder changes.
+A run is done only when its folder holds the whole run (every run file, a ``results.json``
+read whole) and its own (the data, encoding, settings and seed its hash names); a rerun
+moves any other folder to ``SWEEP/discarded/`` and trains it again, to the same bytes (the
+``note:`` line: test_sweep.py's local sweep). ``sweep.json`` is checked too (keys are hashes,
+never ``../../elsewhere``; each run once; runs as their hashes name them): one ``error:``
+line (exit 2), and nothing under the test's folder changes.
 """
 
 from __future__ import annotations
@@ -21,67 +20,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from posgen import signals, write_dataset  # noqa: E402
-from posgen.cli.sweep import resolve_encoding  # noqa: E402
-from posgen.spec import default_benchmark  # noqa: E402
-from posgen.train.config import Grid, expand, jobs_of  # noqa: E402
 from posgen.train.sweep import Sweep, run_job, run_states  # noqa: E402
-
-TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
-TIMING = ("seconds", "train_seconds", "wall_seconds")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    signals._passes.clear()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("checked-sweep") / "tiny"
-    write_dataset(default_benchmark(("recursive",), train_size=96, val_size=16, test_size=8), root)
-    return root
-
-
-def grid_dict(data: Path) -> dict:
-    overrides = {**TINY, "epochs": 2}
-    preset = [{"name": "cpu", "overrides": overrides}]
-    return {"datasets": [str(data)], "pes": ["rope", "yarn"], "seeds": [3], "presets": preset}
-
-
-def runs_of(data: Path) -> list:
-    return expand(Grid.model_validate(grid_dict(data)), resolve_encoding)
-
-
-@pytest.fixture(scope="module")
-def reference(data, tmp_path_factory) -> Path:
-    """A finished sweep: rope and yarn of seed 3, one training (never changed: copied)."""
-    torch.set_num_threads(1)
-    sweep = Sweep(tmp_path_factory.mktemp("reference") / "S")
-    sweep.add(runs_of(data))
-    (job,) = jobs_of(sweep.read().runs)
-    run_job(sweep.root, job.key)
-    return sweep.root
-
-
-@pytest.fixture
-def sweep(reference, tmp_path) -> Sweep:
-    shutil.copytree(reference, tmp_path / "S", symlinks=True)
-    return Sweep(tmp_path / "S")
-
-
-def run_bytes(folder: Path) -> dict[str, object]:
-    """A run folder's files, timings left out."""
-    files: dict[str, object] = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-    lines = [json.loads(line) for line in files.pop("metrics.jsonl").decode().splitlines()]
-    files["metrics"] = [{k: v for k, v in line.items() if k not in TIMING} for line in lines]
-    record = json.loads(files.pop("results.json"))
-    files["results"] = {k: v for k, v in record.items() if k not in TIMING}
-    return files
 
 
 def by_pe(sweep: Sweep) -> dict:
@@ -138,7 +77,7 @@ DAMAGES = {
     "a record of another seed": (_edit(lambda body: body.update(seed=4)), "seed 4, not 3"),
     "a record of another dataset folder": (
         _edit(lambda body: body["data"].update(folder="/elsewhere/other")),
-        "dataset other, not tiny",
+        "dataset other, not ds",
     ),
     "a record of other settings": (
         _edit(lambda body: body["train"].update(lr=0.001)),
@@ -155,13 +94,14 @@ DAMAGES = {
 
 @pytest.mark.parametrize("case", sorted(DAMAGES))
 def test_a_run_folder_that_is_not_whole_and_its_own_is_not_done_and_is_trained_again(
-    recorded, sweep, reference, case
+    recorded, sweep_copy, finished_sweep, run_bytes, case
 ):
     damage, reason = DAMAGES[case]
+    sweep = sweep_copy
     runs = by_pe(sweep)
     rope, yarn = (sweep.run_folder(runs[pe]) for pe in ("rope", "yarn"))
     shutil.copytree(rope, sweep.root.parent / "rope-copy")  # for the link case
-    before = run_bytes(reference / runs["rope"].folder)
+    before = run_bytes(finished_sweep / runs["rope"].folder)
     damage(rope, yarn)
     states = {state.run.pe: state for state in run_states(sweep)}
     recorded_runs = list(runs.values())
@@ -176,23 +116,6 @@ def test_a_run_folder_that_is_not_whole_and_its_own_is_not_done_and_is_trained_a
         run_job(sweep.root, runs["rope"].job)
         assert run_bytes(rope) == before
         assert {state.state for state in run_states(sweep)} == {"done"}
-
-
-def test_a_sweep_rerun_restores_a_run_whose_predictions_were_deleted(
-    cli, recorded, sweep, reference, data, tmp_path
-):
-    rope = sweep.run_folder(by_pe(sweep)["rope"])
-    (rope / "predictions.parquet").unlink()
-    grid = tmp_path / "grid.json"
-    grid.write_text(json.dumps(grid_dict(data)))
-    status = cli("sweep", "--status", sweep.root)
-    result = cli("sweep", grid, "--out", sweep.root)
-    with recorded("damage", "class 9: posgen sweep reruns a run whose predictions were deleted"):
-        assert "2 runs: 1 done, 0 running, 0 failed, 1 waiting" in status.stdout, status.output
-        assert result.exit_code == 0, result.output
-        assert "note: " in result.stderr and "lacks predictions.parquet" in result.stderr
-        assert "1 to train" in result.stderr
-        assert run_bytes(rope) == run_bytes(reference / rope.relative_to(sweep.root))
 
 
 # --- sweep.json: keys are hashes, every run once -------------------------------------------
@@ -222,60 +145,63 @@ def _repeat(times: int):
     return change
 
 
+def _every_run(**fields):
+    def change(record: dict) -> None:
+        for run in record["runs"]:
+            run.update(fields)
+
+    return change
+
+
 def _one_twice(record: dict) -> None:
     record["runs"].append(dict(record["runs"][0]))
 
 
 # case -> (the change of sweep.json, what the error line names)
 RECORDS = {
-    "a key of ../../elsewhere": (_run(0, key="../../elsewhere"), "runs.0.key"),
-    "a key of ../runs/<other key>": (_run(0, key="../runs/0123456789abcdef"), "runs.0.key"),
-    "a key of /tmp": (_run(0, key="/tmp"), "runs.0.key"),
-    "a key in upper case": (_run(0, key="ABCDEF0123456789"), "runs.0.key"),
-    "a key of 15 digits": (_run(0, key="0123456789abcde"), "runs.0.key"),
-    "a key of 17 digits": (_run(0, key="0123456789abcdef0"), "runs.0.key"),
-    "an empty key": (_run(0, key=""), "runs.0.key"),
-    "a job of ../../elsewhere": (_run(1, job="../../elsewhere"), "runs.1.job"),
-    "a job of .": (_run(0, job="."), "runs.0.job"),
-    "the runs repeated 5,000 times": (_repeat(5000), "runs.2: run"),
-    "one run listed twice": (_one_twice, "runs.2: run"),
-    "two runs of one training with other seeds": (_run(1, seed=4), "runs.1: training"),
-    "two runs of one training on other data": (_run(1, data="/elsewhere/tiny"), "runs.1: training"),
-    "a seed of true": (_run(0, seed=True), "runs.0.seed"),
+    "a key of ../../elsewhere": (_run(0, key="../../elsewhere"), "damaged (runs.0.key"),
+    "a key of ../runs/<other key>": (
+        _run(0, key="../runs/0123456789abcdef"),
+        "damaged (runs.0.key",
+    ),
+    "a key of /tmp": (_run(0, key="/tmp"), "damaged (runs.0.key"),
+    "a key in upper case": (_run(0, key="ABCDEF0123456789"), "damaged (runs.0.key"),
+    "a key of 15 digits": (_run(0, key="0123456789abcde"), "damaged (runs.0.key"),
+    "a key of 17 digits": (_run(0, key="0123456789abcdef0"), "damaged (runs.0.key"),
+    "an empty key": (_run(0, key=""), "damaged (runs.0.key"),
+    "a job of ../../elsewhere": (_run(1, job="../../elsewhere"), "damaged (runs.1.job"),
+    "a job of .": (_run(0, job="."), "damaged (runs.0.job"),
+    "the runs repeated 5,000 times": (_repeat(5000), "damaged (runs.2: run"),
+    "one run listed twice": (_one_twice, "damaged (runs.2: run"),
+    "two runs of one training with other seeds": (_run(1, seed=4), "damaged (runs.1: training"),
+    "two runs of one training on other data": (
+        _run(1, data="/elsewhere/ds"),
+        "damaged (runs.1: training",
+    ),
+    "a seed of true": (_run(0, seed=True), "damaged (runs.0.seed"),
+    "every run's seed edited (consistent, but not the runs their hashes name)": (
+        _every_run(seed=4),
+        "records other settings than the grid's run",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(RECORDS))
-def test_a_damaged_sweep_json_is_one_error_line_and_nothing_changes(
-    assert_clean_error, cli, recorded, sweep, data, tmp_path, case
+def test_a_damaged_or_edited_sweep_json_is_one_error_line_and_nothing_changes(
+    assert_clean_error, cli, recorded, sweep_copy, sweep_grid, tmp_path, case
 ):
-    change, where = RECORDS[case]
-    record = json.loads(sweep.record.read_text())
+    change, fragment = RECORDS[case]
+    record = json.loads(sweep_copy.record.read_text())
     change(record)
-    sweep.record.write_text(json.dumps(record))
+    sweep_copy.record.write_text(json.dumps(record))
     (tmp_path / "elsewhere").mkdir()
     grid = tmp_path / "grid.json"
-    grid.write_text(json.dumps(grid_dict(data)))
+    grid.write_text(json.dumps(sweep_grid(["rope", "yarn"])))
     before = snapshot(tmp_path)
-    status = cli("sweep", "--status", sweep.root)
-    again = cli("sweep", grid, "--out", sweep.root)
+    status = cli("sweep", "--status", sweep_copy.root)
+    again = cli("sweep", grid, "--out", sweep_copy.root)
     with recorded("path_escape", f"class 9: sweep.json: {case}"):
-        for result in (status, again):
-            assert_clean_error(result, 2, f"{sweep.record}: damaged", where)
-        assert snapshot(tmp_path) == before
-
-
-def test_a_recorded_run_edited_under_its_hash_is_refused(
-    assert_clean_error, cli, recorded, sweep, data, tmp_path
-):
-    record = json.loads(sweep.record.read_text())
-    for run in record["runs"]:
-        run["seed"] = 4  # consistent, but not the run its hash names
-    sweep.record.write_text(json.dumps(record))
-    grid = tmp_path / "grid.json"
-    grid.write_text(json.dumps(grid_dict(data)))
-    before = snapshot(tmp_path)
-    result = cli("sweep", grid, "--out", sweep.root)
-    with recorded("path_escape", "class 9: sweep.json: a run edited under its hash"):
-        assert_clean_error(result, 2, "records other settings than the grid's run")
+        assert_clean_error(again, 2, str(sweep_copy.record), fragment)
+        if "damaged" in fragment:  # an edited record reads as well-formed
+            assert_clean_error(status, 2, str(sweep_copy.record), fragment)
         assert snapshot(tmp_path) == before

@@ -8,7 +8,6 @@ import csv
 import json
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,31 +18,12 @@ yaml = pytest.importorskip("yaml")
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.train.attention import _recording, far_mask, summarize  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
-from posgen.train.job import train_runs  # noqa: E402
 from posgen.train.results import effective_length, length_buckets  # noqa: E402
 from posgen.train.run_record import RESULTS, read_run  # noqa: E402
 from posgen.train.trainer import build_model, precision  # noqa: E402
 
 TINY = {"layers": 2, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
 SEEDS = (1, 2)
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
-    """Two seeds of rope on cot (tiny data), each with --save-model's model/ folder."""
-    from posgen import write_dataset
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("table")
-    data = root / "tiny"
-    write_dataset(default_benchmark(("cot",), train_size=64, val_size=8, test_size=8), data)
-    config = preset("cpu", **TINY, epochs=1, max_steps=2)
-    for seed in SEEDS:
-        out = root / "runs" / f"rope-{seed}"
-        train_runs(data, "cot", ["rope"], config, seed, [out], "cpu", save=True)
-    torch.set_num_threads(threads)
-    return root / "runs"
 
 
 # --- attention diagnostics ----------------------------------------------------------------
@@ -55,7 +35,7 @@ def _tiny_model(pe: str):
     return build_model(preset("cpu", **TINY), reference, pe, seed=3).eval()
 
 
-def test_recorded_attention_is_what_eager_attention_returns(recorded):
+def test_recorded_attention_is_what_eager_attention_returns():
     model = _tiny_model("rope")
     ids = torch.randint(0, 17, (2, 12))
     sink: list[torch.Tensor] = []
@@ -65,8 +45,8 @@ def test_recorded_attention_is_what_eager_attention_returns(recorded):
     with torch.no_grad():
         eager = model(input_ids=ids, output_attentions=True).attentions
     assert len(sink) == len(eager) == TINY["layers"]
-    for recorded, expected in zip(sink, eager, strict=True):
-        torch.testing.assert_close(recorded, expected.float(), atol=1e-5, rtol=1e-4)
+    for probabilities, expected in zip(sink, eager, strict=True):
+        torch.testing.assert_close(probabilities, expected.float(), atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("pe", ["rope", "alibi", "nope", "learned"])
@@ -131,8 +111,8 @@ def test_attention_on_one_input_has_entropy_zero_and_far_share_one():
     assert regions["ood"].normalized_entropy == pytest.approx(0.0, abs=1e-9)
 
 
-def test_every_run_records_attention_per_layer_id_against_ood(runs):
-    record = read_run(runs / "rope-1")
+def test_every_run_records_attention_per_layer_id_against_ood(trained_runs):
+    record = read_run(trained_runs / "rope-1")
     attention = record.attention
     assert attention is not None and attention.rows == 8
     assert [layer.layer for layer in attention.layers] == list(range(TINY["layers"]))
@@ -143,11 +123,13 @@ def test_every_run_records_attention_per_layer_id_against_ood(runs):
         assert layer.id.far_share is not None and 0 <= layer.ood.far_share <= 1
 
 
-def test_results_table_shows_attention_per_cell_and_the_json_every_layer(cli, runs, tmp_path):
+def test_results_table_shows_attention_per_cell_and_the_json_every_layer(
+    cli, trained_runs, tmp_path
+):
     out, js = tmp_path / "R.md", tmp_path / "r.json"
-    assert cli("results", runs, "--out", out, "--json", js).exit_code == 0
-    cell = json.loads(js.read_text())["tiny"]["tasks"]["cot"]["rope"]
-    records = [read_run(runs / f"rope-{seed}").attention for seed in SEEDS]
+    assert cli("results", trained_runs, "--out", out, "--json", js).exit_code == 0
+    cell = json.loads(js.read_text())["ds"]["tasks"]["cot"]["rope"]
+    records = [read_run(trained_runs / f"rope-{seed}").attention for seed in SEEDS]
     assert len(cell["attention"]) == TINY["layers"]
     for index, layer in enumerate(cell["attention"]):
         for region in ("id", "ood"):
@@ -182,9 +164,9 @@ def test_an_attention_function_that_cannot_be_probed_is_refused_not_misread():
         del ALL_ATTENTION_FUNCTIONS["posgen_test_narrow"]
 
 
-def test_runs_without_attention_figures_show_a_dash(cli, runs, tmp_path):
+def test_runs_without_attention_figures_show_a_dash(cli, trained_runs, tmp_path):
     old = tmp_path / "runs" / "old-1"
-    shutil.copytree(runs / "rope-1", old)
+    shutil.copytree(trained_runs / "rope-1", old)
     record = json.loads((old / RESULTS).read_text())
     del record["attention"]  # a run from before the diagnostics
     (old / RESULTS).write_text(json.dumps(record))
@@ -238,9 +220,9 @@ def test_effective_length_ignores_positions_without_a_value():
     assert effective_length(POSITIONS, accuracy, W, L, CHANCE) == 200
 
 
-def test_effective_length_definition_is_in_the_tables_header(cli, runs, tmp_path):
+def test_effective_length_definition_is_in_the_tables_header(cli, trained_runs, tmp_path):
     out = tmp_path / "R.md"
-    assert cli("results", runs, "--out", out).exit_code == 0
+    assert cli("results", trained_runs, "--out", out).exit_code == 0
     text = out.read_text()
     assert "Effective length E: the ID reference is the mean per-position test accuracy" in text
     assert "blocks of 8" in text and "0.05 below the reference" in text
@@ -250,27 +232,27 @@ def test_effective_length_definition_is_in_the_tables_header(cli, runs, tmp_path
 
 
 @pytest.mark.parametrize("inside", [None, "metrics.jsonl"])
-def test_save_model_folders_are_not_reported_as_runs(cli, runs, tmp_path, inside):
-    assert (runs / "rope-1" / "model").is_dir()
+def test_save_model_folders_are_not_reported_as_runs(cli, trained_runs, tmp_path, inside):
+    assert (trained_runs / "rope-1" / "model").is_dir()
     folder = tmp_path / "runs"
-    shutil.copytree(runs, folder)
+    shutil.copytree(trained_runs, folder)
     if inside is not None:  # even a file named like a run's own is the run's, not a run
         (folder / "rope-1" / "model" / inside).write_text("{}")
     out = tmp_path / "R.md"
     result = cli("results", folder, "--out", out)
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
-    assert f"{out}: 2 runs, 1 tasks" in result.stdout
+    assert f"{out}: 4 runs, 1 tasks" in result.stdout
 
 
-def test_results_name_where_each_encoding_came_from(cli, runs, tmp_path):
+def test_results_name_where_each_encoding_came_from(cli, trained_runs, tmp_path):
     plugin = tmp_path / "runs"
-    shutil.copytree(runs / "rope-1", plugin / "plugin-1")
+    shutil.copytree(trained_runs / "rope-1", plugin / "plugin-1")
     record = json.loads((plugin / "plugin-1" / RESULTS).read_text())
     encoding = record["position_encoding"]
     encoding.update(name="myrope", label="myrope", source="mypkg.encodings:MYROPE")
     (plugin / "plugin-1" / RESULTS).write_text(json.dumps(record))
-    shutil.copytree(runs / "rope-1", plugin / "rope-1")
+    shutil.copytree(trained_runs / "rope-1", plugin / "rope-1")
     out, table = tmp_path / "R.md", tmp_path / "r.csv"
     assert cli("results", plugin, "--out", out).exit_code == 0
     assert cli("results", plugin, "--format", "csv", "--out", table).exit_code == 0
@@ -332,14 +314,14 @@ def check_eee(record: dict) -> None:
 
 
 def test_eee_export_is_one_record_per_cell_with_an_entry_per_metric_and_length_bucket(
-    cli, runs, tmp_path
+    cli, trained_runs, tmp_path
 ):
     out, js = tmp_path / "eee", tmp_path / "r.json"
-    result = cli("results", runs, "--format", "eee", "--out", out)
+    result = cli("results", trained_runs, "--format", "eee", "--out", out)
     assert result.exit_code == 0, result.output
-    assert cli("results", runs, "--format", "json", "--out", js).exit_code == 0
+    assert cli("results", trained_runs, "--format", "json", "--out", js).exit_code == 0
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["tiny/cot/rope.json"]
+    assert files == ["ds/cot/rope.json", "ds/cot/yarn.json"]
     record = json.loads((out / files[0]).read_text())
     check_eee(record)
     buckets = length_buckets(4, 64, 256)
@@ -352,7 +334,7 @@ def test_eee_export_is_one_record_per_cell_with_an_entry_per_metric_and_length_b
         for e in entries
     ]  # fmt: skip
     assert keys == [(m, s, e) for s, e in buckets for m in ("accuracy", "far_reliance")]
-    runs_scores = [read_run(runs / f"rope-{seed}").scores for seed in SEEDS]
+    runs_scores = [read_run(trained_runs / f"rope-{seed}").scores for seed in SEEDS]
     for entry, (metric, start, end) in zip(entries, keys, strict=True):
         uncertainty = entry["score_details"]["uncertainty"]
         assert uncertainty["num_samples"] == 2 and uncertainty["standard_deviation"] >= 0
@@ -365,17 +347,17 @@ def test_eee_export_is_one_record_per_cell_with_an_entry_per_metric_and_length_b
             per_run.append(sum(c.correct[i] for i in inside) / sum(c.tokens[i] for i in inside))
         assert entry["score_details"]["score"] == pytest.approx(sum(per_run) / 2)
         assert uncertainty["standard_deviation"] == pytest.approx(np.std(per_run, ddof=1))
-    cell = json.loads(js.read_text())["results"]["tiny"]["tasks"]["cot"]["rope"]
+    cell = json.loads(js.read_text())["results"]["ds"]["tasks"]["cot"]["rope"]
     id_entry = entries[0]["score_details"]["score"]
     assert id_entry == pytest.approx(cell["id_mean"])  # the ID bucket is the ID accuracy
 
 
-def test_hf_export_is_an_eval_results_yaml_per_metric(cli, runs, tmp_path):
+def test_hf_export_is_an_eval_results_yaml_per_metric(cli, trained_runs, tmp_path):
     out, js = tmp_path / "hub", tmp_path / "r.json"
-    assert cli("results", runs, "--format", "hf", "--out", out).exit_code == 0
-    assert cli("results", runs, "--json", js, "--out", tmp_path / "R.md").exit_code == 0
-    cell = json.loads(js.read_text())["tiny"]["tasks"]["cot"]["rope"]
-    folder = out / "tiny" / "cot" / "rope" / ".eval_results"
+    assert cli("results", trained_runs, "--format", "hf", "--out", out).exit_code == 0
+    assert cli("results", trained_runs, "--json", js, "--out", tmp_path / "R.md").exit_code == 0
+    cell = json.loads(js.read_text())["ds"]["tasks"]["cot"]["rope"]
+    folder = out / "ds" / "cot" / "rope" / ".eval_results"
     names = sorted(p.name for p in folder.iterdir())
     assert names == sorted(
         f"{m}.yaml" for m in ("id_accuracy", "ood_accuracy", "id_far_reliance", "ood_far_reliance")
@@ -392,11 +374,11 @@ def test_hf_export_is_an_eval_results_yaml_per_metric(cli, runs, tmp_path):
 
 @pytest.mark.parametrize("kind", ["eee", "hf"])
 def test_export_to_a_path_that_exists_is_one_error_line_and_nothing_written(
-    assert_clean_error, cli, runs, tmp_path, kind
+    assert_clean_error, cli, trained_runs, tmp_path, kind
 ):
     taken = tmp_path / "taken"
     taken.write_text("mine")
-    result = cli("results", runs, "--format", kind, "--out", taken)
+    result = cli("results", trained_runs, "--format", kind, "--out", taken)
     line = assert_clean_error(result, 2)
     assert "exists" in line
     assert taken.read_text() == "mine"

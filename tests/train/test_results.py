@@ -1,67 +1,37 @@
-"""``posgen results``: aggregation of run folders."""
+"""``posgen results``: aggregation of run folders (``trained_runs``: rope and yarn, seeds 1, 2)."""
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 import statistics
-from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from posgen import write_dataset  # noqa: E402
 from posgen.scoring import load_probe, read_predictions, score_probe  # noqa: E402
-from posgen.spec import default_benchmark  # noqa: E402
-from posgen.train.config import preset  # noqa: E402
-from posgen.train.job import train_runs  # noqa: E402
+from posgen.store.manifest import read_manifest  # noqa: E402
 from posgen.train.results import effective_length  # noqa: E402
-from posgen.train.run_record import PROBE_PREDICTIONS, RESULTS, read_run  # noqa: E402
+from posgen.train.run_record import PREDICTIONS, PROBE_PREDICTIONS, read_run  # noqa: E402
 
 
-def run_folder(runs: Path, data: Path, task: str, pe: str, seed: int) -> Path:
-    return runs / data.name / task / pe / f"seed{seed}"
-
-
-TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> tuple[Path, Path]:
-    """A data folder and a runs folder with rope and yarn runs of two seeds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("results")
-    data = root / "tiny"
-    write_dataset(default_benchmark(("cot",), train_size=64, val_size=8, test_size=8), data)
-    config = preset("cpu", **TINY, epochs=1, max_steps=2)
-    for seed in (1, 2):
-        outs = [run_folder(root / "runs", data, "cot", pe, seed) for pe in ("rope", "yarn")]
-        train_runs(data, "cot", ["rope", "yarn"], config, seed, outs, "cpu")
-    torch.set_num_threads(threads)
-    return data, root / "runs"
-
-
-def test_results_table_holds_accuracy_and_far_reliance_mean_std_and_seed_count(cli, runs, tmp_path):
-    data, folder = runs
+def test_results_table_holds_accuracy_and_far_reliance_mean_std_and_seed_count(
+    cli, trained_runs, tmp_path
+):
     out, js, plot = tmp_path / "R.md", tmp_path / "r.json", tmp_path / "c.png"
-    args = ["results", folder, "--out", out, "--json", js, "--plot", plot]
+    args = ["results", trained_runs, "--out", out, "--json", js, "--plot", plot]
     result = cli(*args, "--command", "make results")
     assert result.exit_code == 0, result.output
-    scores = [
-        json.loads((run_folder(folder, data, "cot", "yarn", s) / RESULTS).read_text())["scores"]
-        for s in (1, 2)
-    ]
-    ids = [s["id"]["accuracy"] for s in scores]
-    reports = [read_run(run_folder(folder, data, "cot", "yarn", s)).probe_scores for s in (1, 2)]
-    cell = json.loads(js.read_text())["tiny"]["tasks"]["cot"]["yarn"]
-    assert cell["n"] == 2
-    assert cell["seeds"] == [1, 2]
+    records = [read_run(trained_runs / f"yarn-{seed}") for seed in (1, 2)]
+    ids = [record.scores.id.accuracy for record in records]
+    cell = json.loads(js.read_text())["ds"]["tasks"]["cot"]["yarn"]
+    assert (cell["n"], cell["seeds"]) == (2, [1, 2])
     assert cell["id_mean"] == pytest.approx(statistics.mean(ids))
     assert cell["id_std"] == pytest.approx(statistics.stdev(ids))
-    assert cell["far_ood_mean"] == pytest.approx(
-        statistics.mean(r.ood.far_reliance for r in reports)
-    )
+    far = [record.probe_scores.ood.far_reliance for record in records]
+    assert cell["far_ood_mean"] == pytest.approx(statistics.mean(far))
     text = out.read_text()
     assert "Produced by `make results`." in text
     header = "| task | PE | n | ID accuracy | OOD accuracy | ID far-reliance | OOD far-reliance"
@@ -72,13 +42,18 @@ def test_results_table_holds_accuracy_and_far_reliance_mean_std_and_seed_count(c
     assert "![accuracy against position](c.png)" in text
 
 
-def test_every_run_scores_the_probe_split_with_the_same_weights(runs):
-    data, folder = runs
-    run = run_folder(folder, data, "cot", "rope", 1)
+def test_every_run_scores_the_probe_split_with_the_same_weights_and_names_its_data(
+    trained_runs, tiny_training_dataset
+):
+    run = trained_runs / "rope-1"
     report = read_run(run).probe_scores
     predictions = read_predictions(run / PROBE_PREDICTIONS)
-    again = score_probe(load_probe(data, "cot", "probe"), predictions.tokens, ids=predictions.ids)
+    probe = load_probe(tiny_training_dataset, "cot", "probe")
+    again = score_probe(probe, predictions.tokens, ids=predictions.ids)
     assert report.model_dump() == again.model_dump()
+    spec_id = read_manifest(tiny_training_dataset).configs["cot"].spec_id
+    assert read_predictions(run / PREDICTIONS).made_for == (spec_id, "test")
+    assert predictions.made_for == (spec_id, "probe")
 
 
 def test_results_without_run_folders_is_one_error_line(assert_clean_error, cli, tmp_path):
@@ -89,35 +64,33 @@ def test_results_without_run_folders_is_one_error_line(assert_clean_error, cli, 
     assert not (tmp_path / "R.md").exists()
 
 
-def test_card_shows_reference_results_only_for_the_data_they_were_trained_on(runs):
+def test_card_shows_reference_results_only_for_the_data_they_were_trained_on(
+    tiny_training_dataset,
+):
     from posgen.card.tasks import results_section
-    from posgen.store.manifest import read_manifest
 
-    data, _ = runs
-    manifest = read_manifest(data)
+    manifest = read_manifest(tiny_training_dataset)
     cell = {"n": 3, "id_mean": 1.0, "id_std": 0.0, "ood_mean": 0.5, "ood_std": 0.1}
-    spec_ids = {"cot": manifest.configs["cot"].spec_id}
+    spec_ids = {name: config.spec_id for name, config in manifest.configs.items()}
     entry = {"spec_ids": spec_ids, "tasks": {"cot": {"rope": cell}}}
     section = results_section(manifest, {manifest.benchmark.name: entry})
-    row = "| cot | rope | 3 | 1.000 ± 0.000 | 0.500 ± 0.100 | - | - |"
-    assert section.splitlines()[-1] == row
-    other = {**entry, "spec_ids": {"cot": "0" * 16}}
+    assert section.splitlines()[-1] == "| cot | rope | 3 | 1.000 ± 0.000 | 0.500 ± 0.100 | - | - |"
+    other = {**entry, "spec_ids": {**spec_ids, "cot": "0" * 16}}
     assert results_section(manifest, {manifest.benchmark.name: other}) == ""
 
 
-def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(cli, runs, tmp_path):
-    import csv
-
-    _, folder = runs
+def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(
+    cli, trained_runs, tmp_path
+):
     out_csv, out_json = tmp_path / "r.csv", tmp_path / "r.json"
     for fmt, out in (("csv", out_csv), ("json", out_json)):
-        result = cli("results", folder, "--format", fmt, "--out", out)
+        result = cli("results", trained_runs, "--format", fmt, "--out", out)
         assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out_csv.read_text().splitlines()))
     oods = [float(row["ood_mean"]) for row in rows]
     assert oods == sorted(oods, reverse=True)
     assert [row["rank"] for row in rows] == ["1", "2"]
-    entry = json.loads(out_json.read_text())["results"]["tiny"]
+    entry = json.loads(out_json.read_text())["results"]["ds"]
     for pe, cell in entry["tasks"]["cot"].items():
         positions, accuracy = cell["curve"]["position"], cell["curve"]["accuracy"]
         expected = effective_length(positions, accuracy, 4, entry["ood_boundary"], 1 / 17)
@@ -127,34 +100,21 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(cli, run
         ]
 
 
-def test_results_call_cells_complete_or_name_those_missing_a_seed_others_have(cli, runs, tmp_path):
-    import shutil
-
-    data, folder = runs
+def test_results_call_cells_complete_or_name_those_missing_a_seed_others_have(
+    cli, trained_runs, tmp_path
+):
     complete = tmp_path / "C.md"
-    assert cli("results", folder, "--out", complete).exit_code == 0
+    assert cli("results", trained_runs, "--out", complete).exit_code == 0
     assert "Incomplete" not in complete.read_text()
     partial = tmp_path / "runs"
-    shutil.copytree(folder, partial)
-    shutil.rmtree(run_folder(partial, data, "cot", "yarn", 2))
-    out = tmp_path / "R.md"
-    result = cli("results", partial, "--out", out)
-    assert result.exit_code == 0, result.output
-    line = "the runs use 2 seeds (1, 2); fewer finished for 1 cells: tiny/cot/yarn (1)."
-    assert line in out.read_text()
-    assert "then run `posgen results` again" in out.read_text()
-    made = tmp_path / "M.md"
-    result = cli("results", partial, "--out", made, "--command", "make results")
-    assert result.exit_code == 0, result.output
-    assert "Rerun `make results` to train the missing runs" in made.read_text()
-
-
-def test_run_predictions_name_the_spec_and_split_they_were_made_for(runs):
-    from posgen.store.manifest import read_manifest
-    from posgen.train.run_record import PREDICTIONS
-
-    data, folder = runs
-    run = run_folder(folder, data, "cot", "rope", 1)
-    spec_id = read_manifest(data).configs["cot"].spec_id
-    assert read_predictions(run / PREDICTIONS).made_for == (spec_id, "test")
-    assert read_predictions(run / PROBE_PREDICTIONS).made_for == (spec_id, "probe")
+    shutil.copytree(trained_runs, partial)
+    shutil.rmtree(partial / "yarn-2")
+    line = "the runs use 2 seeds (1, 2); fewer finished for 1 cells: ds/cot/yarn (1)."
+    for command, advice in (
+        ([], "then run `posgen results` again"),
+        (["--command", "make results"], "Rerun `make results` to train the missing runs"),
+    ):
+        out = tmp_path / "R.md"
+        result = cli("results", partial, "--out", out, *command)
+        assert result.exit_code == 0, result.output
+        assert line in out.read_text() and advice in out.read_text()

@@ -21,22 +21,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
-TINY = ["--layers", "1", "--hidden", "16", "--heads", "2", "--intermediate", "32"]
-FAST = [*TINY, "--epochs", "1", "--max-steps", "2", "--seed", "1", "-q"]
 RECORD = "results.json"
 
 
-@pytest.fixture(scope="module")
-def run(cli, tiny_training_dataset, tmp_path_factory) -> Path:
+@pytest.fixture
+def run(trained_runs) -> Path:
     """One finished cot run (never changed: the tests copy it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("checked") / "run"
-    args = ["--data", tiny_training_dataset, "--config", "cot", "--pe", "rope", "--out", out]
-    result = cli("train", *args, *FAST)
-    torch.set_num_threads(threads)
-    assert result.exit_code == 0, result.output
-    return out
+    return trained_runs / "rope-1"
 
 
 def edit(*path: str | int, value: object = None, drop: bool = False):
