@@ -85,6 +85,9 @@ clean:
 # and every encoding on paper: `make results-all`.
 RESULTS_GRID ?= grids/results.toml
 RESULTS_GRID2 ?= grids/results-paper.toml
+RESULTS_NOTE := Grids: $(RESULTS_GRID) (posgen-v1, every built-in encoding), then \
+  $(RESULTS_GRID2) (paper, the rope and resonance families), one seed. Three seeds and every \
+  encoding on paper did not fit the 3-hour budget on 2 cores; the grid files say what was cut.
 SWEEP_DIR ?= runs/results
 RESULTS_DATA := out/results
 RESULTS_SETS := posgen-v1 posgen-v2 paper
@@ -128,7 +131,8 @@ results: install-train results-data
 	wall=$$($(BIN)/python -c "import json, sys; print(json.load(open(sys.argv[1]))['wall_seconds'])" \
 	  $(SWEEP_DIR)/sweep.json) && \
 	$(BIN)/posgen results $(SWEEP_DIR)/runs --out RESULTS.md --plot results/curves.png \
-	  --json posgen/card/reference_results.json --command "make results" --wall-seconds $$wall
+	  --json posgen/card/reference_results.json --command "make results" --wall-seconds $$wall \
+	  $(if $(RESULTS_GRID2),--note "$(RESULTS_NOTE)")
 
 # Benchmarks (benchmarks/, not in the wheel): `make bench` runs the timing checks (pytest marker
 # `bench`, never part of `make test`) and prints the table; `make bench BENCH_ARGS=--write` also
