@@ -46,10 +46,11 @@ cards: install
 validate: install
 	$(BIN)/posgen validate $(DATA_DIR) --json $(DATA_DIR).report.json
 
-# two pytest workers (pytest-xdist), one per core of the CI machine; PYTEST_WORKERS=0 runs serially
+# two pytest workers (pytest-xdist, work stealing: the long sweep tests do not hold up the rest),
+# one per core of the CI machine; PYTEST_WORKERS=0 runs serially
 PYTEST_WORKERS ?= 2
 test: install-train
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 
 # bad input, kill points, disk full and damaged files only; counts in the summary
 harden: install
