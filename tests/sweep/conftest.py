@@ -5,9 +5,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -113,3 +118,129 @@ def sweep_copy(finished_sweep, tmp_path):
 
     shutil.copytree(finished_sweep, tmp_path / "S", symlinks=True)
     return Sweep(tmp_path / "S")
+
+
+class ForkedPopen:
+    """``subprocess.Popen`` for ``python [-u] -m MODULE ARGS`` (a sweep's worker, submitit's
+    controller and task): a child forked from this process (torch imported once) runs MODULE
+    as ``__main__`` as a fresh interpreter would: its own copy of the module, default signal
+    handlers, no hook passes, the given environment, streams and ``preexec_fn``. Any other
+    command runs as it would. A stand-in for the seconds each fresh interpreter spends
+    importing torch; the signals between the processes are the real ones."""
+
+    real = subprocess.Popen
+    started: ClassVar[list[str]] = []  # the modules this process ran so
+
+    def __new__(cls, args, *rest, **kwargs):
+        command = [str(a) for a in args] if isinstance(args, list | tuple) else None
+        flags = command[1 : command.index("-m")] if command and "-m" in command else None
+        if rest or not command or command[0] != sys.executable or flags not in ([], ["-u"]):
+            return cls.real(args, *rest, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(self, args, *, stdin=None, stdout=None, stderr=None, env=None, **kwargs):
+        self.args, self.returncode = args, None
+        module, *argv = [str(a) for a in args][[str(a) for a in args].index("-m") + 1 :]
+        preexec = kwargs.pop("preexec_fn", None)
+        unknown = set(kwargs) - {"shell", "encoding", "text", "close_fds"}
+        assert not unknown and not kwargs.get("shell"), kwargs
+        self.started.append(module)
+        self.pid = os.fork()
+        if self.pid == 0:  # the child never returns into pytest
+            _run_forked(module, argv, (stdin, stdout, stderr), env, preexec)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by a waitpid(-1): as subprocess.Popen says
+                self.returncode = 0
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        assert timeout is None, "no timed waits here"
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:  # as subprocess.Popen: never a reaped pid
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _run_forked(module: str, argv: list[str], streams: tuple, env, preexec) -> None:
+    import importlib
+    import logging
+    import runpy
+    import traceback
+
+    from posgen import signals
+
+    code = 1
+    try:
+        for fd, stream in enumerate(streams):
+            if stream is subprocess.DEVNULL:
+                target = os.open(os.devnull, os.O_RDWR)
+            elif stream is subprocess.STDOUT:
+                target = 1
+            elif stream is None:
+                continue
+            else:
+                target = stream if isinstance(stream, int) else stream.fileno()
+            os.dup2(target, fd)
+        if streams[0] is not None:
+            sys.stdin = open(0, closefd=False)  # noqa: SIM115
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        os.environ.clear()
+        os.environ.update(env if env is not None else {})
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(signum, signal.SIG_DFL)
+        signals.restore({})
+        signals._passes.clear()
+        sys.unraisablehook = sys.__unraisablehook__
+        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            for handler in getattr(logger, "handlers", []):
+                if type(handler) is logging.StreamHandler:
+                    handler.setStream(sys.stderr)
+        if "submitit.core.logger" in sys.modules:  # configured at import: to these streams
+            importlib.reload(sys.modules["submitit.core.logger"])
+        if preexec is not None:
+            preexec()
+        sys.modules.pop(module, None)  # -m runs a copy of its own
+        sys.argv = [module, *argv]
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if not isinstance(done.code, int | None):
+            print(done.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
+
+
+@pytest.fixture
+def forked_interpreters(monkeypatch) -> list[str]:
+    """``python -m`` children of this test are forks of it (see :class:`ForkedPopen`): the
+    modules they ran, in order."""
+    started: list[str] = []
+    monkeypatch.setattr(ForkedPopen, "started", started)
+    monkeypatch.setattr(subprocess, "Popen", ForkedPopen)
+    return started

@@ -2,8 +2,10 @@
 
 Runs are stopped at exact points (``POSGEN_SIGNAL_AT``, :func:`posgen.signals.point`), never
 by timing: SIGTERM in this process (the handlers see it as they would from outside), SIGKILL
-and SIGSTOP in workers (forked from this process: torch is imported once). The tiny sweep and
-its finished reference: tests/sweep/conftest.py.
+and SIGSTOP in workers (forked from this process: torch is imported once). The ``python -m``
+workers of a local sweep and submitit-local's controller are forks too, each running its module
+as ``__main__`` as a fresh interpreter would (``forked_interpreters``). The tiny sweep and its
+finished reference: tests/sweep/conftest.py.
 """
 
 from __future__ import annotations
@@ -194,6 +196,7 @@ def test_a_local_sweep_stopped_by_signals_resumes_restores_damage_then_skips_fin
     reference,
     run_bytes,
     monkeypatch,
+    forked_interpreters,
 ):
     """One sweep folder through each way a local sweep (worker processes) ends: SIGTERM to
     the sweep before the first checkpoint (passed on to the worker), SIGTERM in a worker, a
@@ -246,6 +249,7 @@ def test_a_local_sweep_stopped_by_signals_resumes_restores_damage_then_skips_fin
     assert again.exit_code == 0, again.output
     assert "0 to train" in again.output
     assert {key: folder.stat().st_ino for key, folder in runs.items()} == inodes
+    assert forked_interpreters == ["posgen.train.sweep"] * 4  # the workers: 1 + 1 + 2
 
 
 @pytest.mark.parametrize(
@@ -298,7 +302,7 @@ def test_a_worker_sees_the_signal_its_sweep_passes_back_however_early_it_comes()
 
 
 def test_submitit_local_executor_runs_a_two_run_grid_end_to_end_through_a_preemption(
-    cli, sweep_grid, tmp_path, reference, sweep_bytes, monkeypatch
+    cli, sweep_grid, tmp_path, reference, sweep_bytes, monkeypatch, forked_interpreters
 ):
     pytest.importorskip("submitit")
     grid = write_grid(tmp_path / "g.json", sweep_grid(["rope", "yarn"]))
@@ -316,6 +320,7 @@ def test_submitit_local_executor_runs_a_two_run_grid_end_to_end_through_a_preemp
     assert status.output.splitlines()[-1] == "2 runs: 2 done, 0 running, 0 failed, 0 waiting"
     as_json = cli("sweep", "--status", str(out), "--json")
     assert [json.loads(line)["state"] for line in as_json.output.splitlines()] == ["done"] * 2
+    assert forked_interpreters == ["submitit.local._local"]  # which ran its task twice
 
 
 # --- resumable runs -------------------------------------------------------------------------
