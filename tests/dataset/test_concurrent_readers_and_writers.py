@@ -333,6 +333,7 @@ from pathlib import Path
 from posgen import write_dataset
 from posgen.spec import BenchmarkSpec
 body = json.loads(sys.argv[3])  # bench(1) of this module
+print("ready", flush=True)  # imported: the reader starts now, not while this imports
 for seed in range(2, 2 + int(sys.argv[2])):
     for config in body["configs"].values():
         config["seed"] = seed
@@ -344,9 +345,11 @@ def test_validate_beside_a_real_writer_never_reports_a_false_failure(recorded, t
     root = tmp_path / "ds"
     write_dataset(bench(1), root)
     spec = bench(1).model_dump_json()
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root), "3", spec], env=ENV)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root), "3", spec], env=ENV,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
     failures, reads = [], 0
     try:
+        assert writer.stdout.readline().strip() == "ready"
         while writer.poll() is None or reads == 0:
             try:
                 report = validate(root)
