@@ -42,27 +42,34 @@ def spec_seed(root: Path) -> int:
     return read_manifest(root).configs["cot"].spec.seed
 
 
-OWNER = """
-import sys
-from pathlib import Path
-from posgen.store.safety import owned
-with owned(Path(sys.argv[1])):
-    print("owned", flush=True)
-    sys.stdin.read()
-"""
+def start_owner(path: Path) -> tuple[int, int]:
+    """A forked process that holds the owner's lock on ``path`` until ``stop``: another
+    process (its own PID and lock), without a fresh interpreter's imports."""
+    from posgen.store.safety import owned
+
+    said, say = os.pipe()
+    wait, release = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(said)
+            os.close(release)
+            with owned(path):
+                os.write(say, b"owned\n")
+                os.read(wait, 1)  # until the test closes its end
+        finally:
+            os._exit(0)
+    os.close(say)
+    os.close(wait)
+    with open(said, "rb") as line:
+        assert line.readline().strip() == b"owned"
+    return pid, release
 
 
-def start_owner(path: Path, *prefix: str) -> subprocess.Popen:
-    """A process that holds the owner's lock on ``path`` until its stdin closes."""
-    proc = subprocess.Popen([*prefix, sys.executable, "-c", OWNER, str(path)], env=ENV,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert proc.stdout.readline().strip() == "owned"
-    return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.stdin.close()
-    proc.wait(timeout=GUARD)
+def stop(owner: tuple[int, int]) -> None:
+    pid, release = owner
+    os.close(release)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
 def _build_folder(name) -> object:
@@ -326,6 +333,7 @@ from pathlib import Path
 from posgen import write_dataset
 from posgen.spec import BenchmarkSpec
 body = json.loads(sys.argv[3])  # bench(1) of this module
+print("ready", flush=True)  # imported: the reader starts now, not while this imports
 for seed in range(2, 2 + int(sys.argv[2])):
     for config in body["configs"].values():
         config["seed"] = seed
@@ -337,9 +345,11 @@ def test_validate_beside_a_real_writer_never_reports_a_false_failure(recorded, t
     root = tmp_path / "ds"
     write_dataset(bench(1), root)
     spec = bench(1).model_dump_json()
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root), "6", spec], env=ENV)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root), "3", spec], env=ENV,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
     failures, reads = [], 0
     try:
+        assert writer.stdout.readline().strip() == "ready"
         while writer.poll() is None or reads == 0:
             try:
                 report = validate(root)

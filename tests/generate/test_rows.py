@@ -83,14 +83,14 @@ def test_kernel_is_exact_for_big_blocks_whatever_the_slab_size(
 ):
     monkeypatch.setattr(posgen.generator, "SLAB_BYTES", slab_bytes)
     spec = TaskSpec(task=task, modulus=modulus, train_length=300, test_length=300)
-    windows = np.random.default_rng(modulus).integers(0, modulus, size=(1003, 4))
+    windows = np.random.default_rng(modulus).integers(0, modulus, size=(251, 4))
     assert grow(spec, windows, 300).tolist() == big_block_oracle(oracle, task, modulus)
 
 
 @functools.cache
 def big_block_oracle(oracle, task: str, modulus: int) -> list[list[int]]:
-    """The oracle's 1003 rows of length 300 (computed once per task and modulus)."""
-    windows = np.random.default_rng(modulus).integers(0, modulus, size=(1003, 4))
+    """The oracle's 251 rows of length 300 (computed once per task and modulus)."""
+    windows = np.random.default_rng(modulus).integers(0, modulus, size=(251, 4))
     return [oracle.grow_row(task, w.tolist(), 300, modulus, 3, 1) for w in windows]
 
 
