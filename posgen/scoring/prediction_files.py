@@ -151,6 +151,8 @@ def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
         offset = handle.tell()
     if len(shape) != 2:
         raise ScoringError(f"expected a 2-D array (rows, positions), got shape {shape}")
+    if 0 in shape:  # (2**31, 0) holds no bytes yet would make 2**31 row ids
+        raise ScoringError(f"expected at least one row and one position, got shape {shape}")
     require_integers(dtype)
     need = shape[0] * shape[1] * dtype.itemsize
     if need != size - offset:

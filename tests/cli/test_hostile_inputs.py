@@ -98,6 +98,8 @@ BAD_PREDICTIONS = {
     "npy header claims 2^40 rows": ("p.npy", _npy_header((2**40, 2**20), "<i8"), "header claims"),
     "npy shorter than its header": ("p.npy", _npy_header((10, 256), "<u1", b"\0" * 2559),
                                     "header claims"),
+    "npy header claims 2^31 rows of no positions": ("p.npy", _npy_header((2**31, 0), "<i8", b""),
+                                                    "at least one row"),
     "npy 3-D": ("p.npy", _npy(np.zeros((2, 3, 4), np.uint8)), "2-D"),
     "npy timedelta64": ("p.npy", _npy(np.zeros((10, 256), "m8[s]")), "timedelta64"),
     "npy datetime64": ("p.npy", _npy(np.zeros((10, 256), "M8[D]")), "datetime64"),
@@ -143,7 +145,7 @@ def test_npy_headers_are_checked_against_the_file_before_reading(
         path = Path(tmp) / "p.npy"
         _npy_header((rows, width), descr, b"\1" * held)(path)
         dtype = np.dtype(descr)
-        honest = rows * width * dtype.itemsize == held and dtype.kind in "iu"
+        honest = rows * width * dtype.itemsize == held and dtype.kind in "iu" and rows * width
         with recorded("bomb", f"npy:{rows}x{width}:{descr}:{held}"):
             if honest:
                 assert read_predictions(path).tokens.shape == (rows, width)

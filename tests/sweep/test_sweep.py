@@ -289,6 +289,21 @@ print(taken)
 """
 
 
+def test_a_worker_started_as_a_fresh_interpreter_names_a_folder_that_is_no_sweep(tmp_path):
+    """The other tests fork their workers; this one starts ``python -m posgen.train.sweep``
+    as the sweep does, from a fresh interpreter: one error line, exit 2."""
+    done = subprocess.run(
+        [sys.executable, "-m", "posgen.train.sweep", str(tmp_path), "0123456789abcdef"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == [
+        f"error: 0123456789abcdef: {tmp_path} is not a sweep folder (no sweep.json)"
+    ]
+
+
 def test_a_worker_sees_the_signal_its_sweep_passes_back_however_early_it_comes():
     """The ``SIGNAL@parent`` hook: the sweep's answer may come before the worker waits (a
     loaded machine makes that likely) and be taken by any of the worker's threads; the
