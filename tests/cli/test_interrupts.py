@@ -9,9 +9,13 @@ command come from the command sending itself SIGTERM at a named moment (``POSGEN
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import os
 import signal
 import subprocess
+import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -54,22 +58,76 @@ def builds(out: Path) -> list[Path]:
     return [p for p in leftovers(out) if posgen.store.safety.TMP_TAG in p.name]
 
 
+def _held_program(kill_points: list[str]):
+    """tests/kill_points.py as a module (its ``install`` and ``main``), for forked runs."""
+    path = Path(kill_points[-1])
+    spec = importlib.util.spec_from_file_location("_kill_points_forked", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def kill_at(
-    kill_points: list[str], out: Path, point: str, signum: int, total: int, overwrite: bool
+    kill_points: list[str],
+    out: Path,
+    point: str,
+    signum: int,
+    total: int,
+    overwrite: bool,
+    fresh: bool = False,
 ) -> subprocess.CompletedProcess:
-    """Run ``posgen generate`` in a subprocess held at ``point`` and signal it there; the
-    finished run, stderr merged into stdout."""
+    """Run ``posgen generate`` in a process held at ``point`` and signal it there; the
+    finished run, stderr merged into stdout. ``fresh``: a new interpreter running
+    tests/kill_points.py; otherwise the same program in a child forked from this process
+    (posgen already imported: the process, its signals and its files are as real)."""
     args = ["generate", "--out", str(out), "-q", *SPEC, *(["--overwrite"] if overwrite else [])]
     command = [*kill_points, point, str(out), str(total), *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
-    proc = subprocess.Popen(command, env=env, **pipes)
-    said = proc.stdout.readline().strip()  # the run holds here until signalled
-    if said == point:
-        proc.send_signal(signum)
-    output, _ = proc.communicate(timeout=GUARD)
+    if fresh:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+        proc = subprocess.Popen(command, env=env, **pipes)
+        said = proc.stdout.readline().strip()  # the run holds here until signalled
+        if said == point:
+            proc.send_signal(signum)
+        output, _ = proc.communicate(timeout=GUARD)
+        assert said == point, f"the run never reached {point!r}: {said} {output}"
+        return subprocess.CompletedProcess(command, proc.returncode, output)
+    program = _held_program(kill_points)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 70
+        try:
+            os.close(read)
+            os.dup2(write, 1)
+            os.dup2(write, 2)
+            os.close(write)
+            sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+            sys.argv = [str(command[1]), *command[2:]]
+            try:
+                program.main()
+                code = 0
+            except SystemExit as done:
+                code = done.code if isinstance(done.code, int) else int(done.code is not None)
+            except BaseException:  # said on the pipe: the parent's assertion shows it
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "r") as stream:
+        said = stream.readline().strip()  # the run holds here until signalled
+        if said == point:
+            os.kill(pid, signum)
+        else:  # a failure: do not leave it waiting
+            os.kill(pid, signal.SIGKILL)
+        output = stream.read()
+    _, status = os.waitpid(pid, 0)
     assert said == point, f"the run never reached {point!r}: {said} {output}"
-    return subprocess.CompletedProcess(command, proc.returncode, output)
+    return subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status), output)
 
 
 POINTS = ["start", "build folder", "first shard", "half the bytes", "manifest"]
@@ -97,7 +155,8 @@ def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identi
     if overwrite:
         assert generate(cli, out, OLD_SPEC).exit_code == 0
     total = sum(len(data) for data in expected.values())
-    killed = kill_at(kill_points, out, point, signum, total, overwrite)
+    fresh = (point, signum, overwrite) == CASES[0]  # one case in a new interpreter
+    killed = kill_at(kill_points, out, point, signum, total, overwrite, fresh)
     key = f"{point}/{signal.Signals(signum).name}/{'replace' if overwrite else 'new'}"
     with recorded("kill", key):
         assert killed.returncode != 0, killed.stdout  # stopped mid-run, at the point

@@ -69,22 +69,6 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
-def test_posgen_train_parses_posgen_json_once(cli, tmp_path, data, monkeypatch):
-    from posgen.store.manifest import Manifest
-
-    parses = []
-    validate = Manifest.model_validate.__func__
-
-    def counted(cls, *args, **kwargs):
-        parses.append(1)
-        return validate(cls, *args, **kwargs)
-
-    monkeypatch.setattr(Manifest, "model_validate", classmethod(counted))
-    result = cli(*train_args(data, tmp_path / "once"))
-    assert result.exit_code == 0, result.output
-    assert len(parses) == 1
-
-
 @pytest.fixture(scope="module")
 def run(cli, data) -> Path:
     """One finished run folder (never changed by the tests: they copy it)."""
@@ -105,10 +89,14 @@ def copy_run(run: Path, where: Path) -> Path:
 # --- 1. signals: one line and 128 + signal at every moment --------------------------------
 
 TRAIN_POINTS = ["cli", "load", "step", "validation", "write"]
+# One handler takes all three (posgen.signals): each point meets one signal in turn, every
+# signal meets several points (and ``write``, the last, all three); the code of each signal
+# is checked again in a real process and while results and score write below.
+TRAIN_KILLS = [(point, SIGNALS[i % 3]) for i, point in enumerate(TRAIN_POINTS)]
+TRAIN_KILLS += [("write", "SIGHUP")]
 
 
-@pytest.mark.parametrize("signame", SIGNALS)
-@pytest.mark.parametrize("point", TRAIN_POINTS)
+@pytest.mark.parametrize(("point", "signame"), TRAIN_KILLS)
 def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
     assert_clean_error, cli, recorded, tmp_path, data, monkeypatch, point, signame
 ):
@@ -126,8 +114,10 @@ def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
         assert snapshot(data) == before
 
 
-IN_A_PROCESS = [("startup", name) for name in SIGNALS] + [("import", "SIGTERM")]
-IN_A_PROCESS += [("exit", name) for name in SIGNALS]
+# One handler takes all three (posgen.signals): each moment meets some of them, the three
+# signals meet the moments before the command runs (startup and import).
+IN_A_PROCESS = [("startup", "SIGINT"), ("startup", "SIGHUP"), ("import", "SIGTERM")]
+IN_A_PROCESS += [("exit", "SIGTERM"), ("exit", "SIGINT")]
 
 
 @pytest.mark.parametrize(("point", "signame"), IN_A_PROCESS)
@@ -465,13 +455,6 @@ def test_memory_that_runs_out_anyway_is_one_line_naming_what_was_kept(
         assert not out.exists()
 
 
-def test_force_trains_past_the_estimate(assert_clean_error, cli, tmp_path, data, monkeypatch):
-    monkeypatch.setattr("posgen.cli.train.available_bytes", lambda: 1)
-    assert_clean_error(cli(*train_args(data, tmp_path / "a")), 2, "--force")
-    forced = cli(*train_args(data, tmp_path / "b", "--force"))
-    assert forced.exit_code == 0, forced.output
-
-
 def test_the_estimate_names_its_parts_grows_with_the_batch_and_counts_the_parameters(run, data):
     spec = default_benchmark(("recursive",)).configs["recursive"]
     small = estimate_run(preset("cpu"), spec)
@@ -790,15 +773,37 @@ def test_a_damaged_run_file_is_one_bounded_line_naming_the_run_and_the_field(
 # --- 8. determinism ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("threads", ["1", "2"])
-def test_runs_with_one_or_two_threads_are_byte_identical(cli, tmp_path, data, threads):
-    outs = [tmp_path / "a", tmp_path / "b"]
-    for out in outs:
-        result = cli(*train_args(data, out), "--threads", threads)
-        assert result.exit_code == 0, result.output
-    assert (outs[0] / PREDICTIONS).read_bytes() == (outs[1] / PREDICTIONS).read_bytes()
-    scores = [json.loads((out / "results.json").read_text())["scores"] for out in outs]
-    assert scores[0] == scores[1]
-    if threads == "1":  # another seed, other predictions
-        assert cli(*train_args(data, tmp_path / "c", "--seed", "1")).exit_code == 0
-        assert (tmp_path / "c" / PREDICTIONS).read_bytes() != (outs[0] / PREDICTIONS).read_bytes()
+def test_runs_are_byte_identical_with_one_or_two_threads_parse_posgen_json_once_and_force(
+    assert_clean_error, cli, tmp_path, data, run, monkeypatch
+):
+    """Four trainings check: two runs with the same thread count (1: the ``run`` fixture and
+    ``a``; 2: ``b`` and ``c``) write the same bytes, another seed other predictions; ``a``
+    parses posgen.json once; ``b`` is refused on the estimate, then trains with --force."""
+    from posgen.store.manifest import Manifest
+
+    parses = []
+    validate = Manifest.model_validate.__func__
+
+    def counted(cls, *args, **kwargs):
+        parses.append(1)
+        return validate(cls, *args, **kwargs)
+
+    with monkeypatch.context() as watched:
+        watched.setattr(Manifest, "model_validate", classmethod(counted))
+        result = cli(*train_args(data, tmp_path / "a"), "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert len(parses) == 1
+    with monkeypatch.context() as short:
+        short.setattr("posgen.cli.train.available_bytes", lambda: 1)
+        assert_clean_error(cli(*train_args(data, tmp_path / "b"), "--threads", "2"), 2, "--force")
+        forced = cli(*train_args(data, tmp_path / "b", "--force"), "--threads", "2")
+    assert forced.exit_code == 0, forced.output
+    result = cli(*train_args(data, tmp_path / "c"), "--threads", "2")
+    assert result.exit_code == 0, result.output
+    for pair in ([run, tmp_path / "a"], [tmp_path / "b", tmp_path / "c"]):
+        assert (pair[0] / PREDICTIONS).read_bytes() == (pair[1] / PREDICTIONS).read_bytes()
+        scores = [json.loads((out / "results.json").read_text())["scores"] for out in pair]
+        assert scores[0] == scores[1]
+    # another seed, other predictions
+    assert cli(*train_args(data, tmp_path / "d", "--seed", "1")).exit_code == 0
+    assert (tmp_path / "d" / PREDICTIONS).read_bytes() != (run / PREDICTIONS).read_bytes()

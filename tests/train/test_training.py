@@ -173,8 +173,12 @@ def _run_files(folder: Path) -> dict[str, object]:
     }
 
 
-def test_one_training_for_rope_yarn_and_linear_writes_what_separate_runs_write(data, tmp_path):
-    config = preset("cpu", **TINY, epochs=2, max_steps=8)
+def test_one_training_for_rope_yarn_and_linear_writes_what_separate_runs_write(
+    tiny_training_dataset, tmp_path
+):
+    # 64 rows in batches of 32: the third step is the second epoch's first
+    data = tiny_training_dataset
+    config = preset("cpu", **TINY, epochs=2, max_steps=3)
     pes = ["rope", "yarn", "linear"]
     pair = [tmp_path / f"pair-{pe}" for pe in pes]
     train_runs(data, "recursive", pes, config, 7, pair, "cpu")
@@ -214,21 +218,11 @@ def test_smoke_training_loss_falls_and_predictions_score_like_the_run_report(cli
     assert json.loads(scored.stdout) == record["scores"]
 
 
-def test_missing_train_extra_is_one_error_line(data, tmp_path):
-    script = (
-        "import sys; sys.modules['torch'] = None; from posgen.cli import main; "
-        f"main(['train', '--data', {str(data)!r}, '--pe', 'rope', '--out', "
-        f"{str(tmp_path / 'r')!r}])"
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        "error: training needs the train extra: pip install 'posgen[train]'"
-    )
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_importing_posgen_and_its_help_never_import_torch():
+def test_posgen_and_its_help_never_import_torch_and_train_without_it_is_one_error_line(
+    data, tmp_path
+):
+    """One interpreter: importing posgen and two helps import neither torch nor transformers;
+    then, torch made unimportable, ``posgen train`` is one error line and exit 2."""
     script = (
         "import sys, contextlib, io\n"
         "import posgen, posgen.cli\n"
@@ -236,10 +230,18 @@ def test_importing_posgen_and_its_help_never_import_torch():
         "    posgen.cli.main(['-h'])\n"
         "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
         "    posgen.cli.main(['train', '-h'])\n"
-        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules), flush=True)\n"
+        "sys.modules['torch'] = None\n"
+        f"posgen.cli.main(['train', '--data', {str(data)!r}, '--pe', 'rope', '--out', "
+        f"{str(tmp_path / 'r')!r}])\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: training needs the train extra: pip install 'posgen[train]'"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_predictions_never_name_bos_even_when_its_logit_is_largest():
