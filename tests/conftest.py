@@ -7,10 +7,13 @@ offline, in a temporary cache; hypothesis has one profile."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
 import tempfile
+import traceback
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -240,6 +243,39 @@ def break_integrity(root: Path) -> None:
 BREAKS = {"window": break_window, "hygiene": break_hygiene, "integrity": break_integrity}
 
 
+def fork_child(body: Callable[[], object], stdout: bool = True) -> tuple[int, int]:
+    """Run ``body`` in a child forked from this process (posgen already imported: a real
+    process with real signals and files, without a fresh interpreter's imports). The child's
+    stderr, and its stdout unless ``stdout`` is False (then /dev/null), go to a pipe; returns
+    ``(pid, read end of the pipe)``. Its exit code is SystemExit's, 0 when ``body`` returns,
+    70 with the traceback on the pipe when it raises; it never returns into pytest."""
+    read, write = os.pipe()  # a pipe, as subprocess gives (no file-size limit applies to it)
+    pid = os.fork()
+    if pid == 0:
+        code = 70
+        try:
+            os.close(read)
+            os.dup2(write, 2)
+            os.dup2(write if stdout else os.open(os.devnull, os.O_WRONLY), 1)
+            os.close(write)
+            sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+            try:
+                body()
+                code = 0
+            except SystemExit as done:
+                code = done.code if isinstance(done.code, int) else int(done.code is not None)
+        except BaseException:  # said on the pipe: the parent's assertion shows it
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(BaseException):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+    os.close(write)
+    return pid, read
+
+
 def _shared(name: str, value: object, doc: str | None = None):
     """A session fixture named ``name`` that hands out ``value`` (a helper of this module)."""
 
@@ -259,6 +295,7 @@ kill_points_fixture = _shared(
     "``[*kill_points, POINT, OUT, TOTAL_BYTES, 'generate', ...]``: posgen held at POINT until "
     "a signal arrives (tests/kill_points.py).",
 )
+fork_child_fixture = _shared("fork_child", fork_child)
 record_fixture = _shared("record", record)
 recorded_fixture = _shared("recorded", recorded)
 rewrite_rows_fixture = _shared("rewrite_rows", rewrite_rows)

@@ -10,12 +10,11 @@ command come from the command sending itself SIGTERM at a named moment (``POSGEN
 from __future__ import annotations
 
 import importlib.util
-import io
 import os
 import signal
 import subprocess
 import sys
-import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,6 +67,7 @@ def _held_program(kill_points: list[str]):
 
 
 def kill_at(
+    fork_child: Callable[[Callable[[], object]], tuple[int, int]],
     kill_points: list[str],
     out: Path,
     point: str,
@@ -93,31 +93,12 @@ def kill_at(
         assert said == point, f"the run never reached {point!r}: {said} {output}"
         return subprocess.CompletedProcess(command, proc.returncode, output)
     program = _held_program(kill_points)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 70
-        try:
-            os.close(read)
-            os.dup2(write, 1)
-            os.dup2(write, 2)
-            os.close(write)
-            sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
-            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
-            sys.argv = [str(command[1]), *command[2:]]
-            try:
-                program.main()
-                code = 0
-            except SystemExit as done:
-                code = done.code if isinstance(done.code, int) else int(done.code is not None)
-            except BaseException:  # said on the pipe: the parent's assertion shows it
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-        finally:
-            os._exit(code)
-    os.close(write)
+
+    def held_run() -> None:
+        sys.argv = [str(command[1]), *command[2:]]
+        program.main()
+
+    pid, read = fork_child(held_run)
     with os.fdopen(read, "r") as stream:
         said = stream.readline().strip()  # the run holds here until signalled
         if said == point:
@@ -148,7 +129,7 @@ CASES = [
     ids=[f"{p}-{signal.Signals(s).name}-{'replace' if o else 'new'}" for p, s, o in CASES],
 )
 def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identical(
-    cli, kill_points, recorded, tmp_path, reference, point, signum, overwrite
+    cli, fork_child, kill_points, recorded, tmp_path, reference, point, signum, overwrite
 ):
     out = tmp_path / "ds"
     expected = reference["new"]
@@ -156,7 +137,7 @@ def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identi
         assert generate(cli, out, OLD_SPEC).exit_code == 0
     total = sum(len(data) for data in expected.values())
     fresh = (point, signum, overwrite) == CASES[0]  # one case in a new interpreter
-    killed = kill_at(kill_points, out, point, signum, total, overwrite, fresh)
+    killed = kill_at(fork_child, kill_points, out, point, signum, total, overwrite, fresh)
     key = f"{point}/{signal.Signals(signum).name}/{'replace' if overwrite else 'new'}"
     with recorded("kill", key):
         assert killed.returncode != 0, killed.stdout  # stopped mid-run, at the point

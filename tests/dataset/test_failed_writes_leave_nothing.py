@@ -6,14 +6,11 @@ makes writes fail with EFBIG, as a full disk fails them with ENOSPC.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import resource
 import signal
 import subprocess
-import sys
-import traceback
 from pathlib import Path
 
 import pytest
@@ -29,37 +26,21 @@ SPEC = ["--task", "cot", "-m", "97", "--train-size", "20000", "--val-size", "500
         "--test-size", "500"]  # fmt: skip
 
 
-def limited_run(out: Path, limit: int, *extra: str) -> subprocess.CompletedProcess:
+def limited_run(fork_child, out: Path, limit: int, *extra: str) -> subprocess.CompletedProcess:
     """``posgen generate`` (the entry point, ``posgen.__main__.run``) in a forked child that
     may write files of at most ``limit`` bytes: a real process with the real limit, without a
     fresh interpreter's imports (the claim is about the limit, not the interpreter)."""
     from posgen.__main__ import run
 
     args = ["generate", "--out", str(out), "-q", *SPEC, *extra]
-    read_end, write_end = os.pipe()  # a pipe, as subprocess gives: no file-size limit on it
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 70
-        try:
-            os.close(read_end)
-            os.dup2(write_end, 2)
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-            try:
-                run(args)
-            except SystemExit as done:
-                code = done.code if isinstance(done.code, int) else int(done.code is not None)
-        except BaseException:  # shown as a subprocess would show it: a traceback, code 70
-            traceback.print_exc()
-        finally:
-            with contextlib.suppress(BaseException):
-                sys.stderr.flush()
-            os._exit(code)
-    os.close(write_end)
-    with open(read_end, "rb") as pipe:
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        run(args)
+
+    pid, read = fork_child(limited, stdout=False)
+    with open(read, "rb") as pipe:
         stderr = pipe.read().decode()  # until the child exits
     _, status = os.waitpid(pid, 0)
     return subprocess.CompletedProcess(args, os.waitstatus_to_exitcode(status), "", stderr)
@@ -67,10 +48,10 @@ def limited_run(out: Path, limit: int, *extra: str) -> subprocess.CompletedProce
 
 @pytest.mark.parametrize("limit", [0, 4096, 200_000])
 def test_a_full_disk_fails_with_exit_1_naming_the_file_and_leaves_nothing(
-    assert_clean_error, recorded, tmp_path, limit
+    assert_clean_error, fork_child, recorded, tmp_path, limit
 ):
     out = tmp_path / "ds"
-    proc = limited_run(out, limit)
+    proc = limited_run(fork_child, out, limit)
     with recorded("disk", f"file-size limit {limit}"):
         assert_clean_error(proc, 1, f"writing {out}/data/cot/", "File too large", "needs about")
         assert not out.exists()
@@ -78,12 +59,12 @@ def test_a_full_disk_fails_with_exit_1_naming_the_file_and_leaves_nothing(
 
 
 def test_a_full_disk_while_replacing_keeps_the_old_dataset(
-    assert_clean_error, cli, recorded, tmp_path
+    assert_clean_error, cli, fork_child, recorded, tmp_path
 ):
     out = tmp_path / "ds"
     assert cli("generate", "--out", out, "-q", "--task", "cot", "--train-size", "50").exit_code == 0
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    proc = limited_run(out, 4096, "--overwrite")
+    proc = limited_run(fork_child, out, 4096, "--overwrite")
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     with recorded("disk", "file-size limit while replacing"):
         assert_clean_error(proc, 1, "the previous dataset at")
