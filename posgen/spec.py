@@ -178,7 +178,7 @@ class TaskSpec(BaseModel):
 
     @property
     def probe_names(self) -> tuple[str, ...]:
-        """The probe splits (:mod:`posgen.probe`), one per test split.
+        """The probe splits (:mod:`posgen.generator`), one per test split.
 
         >>> TaskSpec(task="cot", test_length=[256, 512]).probe_names
         ('probe', 'probe_512')

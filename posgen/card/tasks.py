@@ -29,9 +29,8 @@ import numpy as np
 from posgen.card.facts import code, section, table
 from posgen.encodings import pe_order
 from posgen.errors import mean_std_cell
-from posgen.generator import generate_rows
+from posgen.generator import generate_rows, probe_plan
 from posgen.ops import get_op
-from posgen.probe import probe_plan
 from posgen.spec import TaskSpec, probe_config, probe_source
 from posgen.store.manifest import Manifest
 from posgen.tasks import dependencies

@@ -1,6 +1,6 @@
 """Far-reliance: does a model's prediction follow the far operand when it is replaced?
 
-On a probe split (:mod:`posgen.probe`) every probed target has two answers: the *far-rule
+On a probe split (:mod:`posgen.generator`) every probed target has two answers: the *far-rule
 answer* (h of the operands as stored, the ``far_rule`` column) and the *local answer* (the
 stored token, unaltered). Where the two differ, *far-reliance* is the share of predictions
 equal to the far-rule answer and *local-reliance* the share equal to the local answer
@@ -198,7 +198,7 @@ def score_probe(
     probe columns (then ``spec`` is needed). ``predictions`` are ``(rows, L')`` or
     ``(rows, L' - w)`` in id order, or in the order of ``ids`` when given.
 
-    >>> from posgen.probe import probe_rows
+    >>> from posgen.generator import probe_rows
     >>> from posgen.store.formats import probe_schema, probe_table
     >>> spec = TaskSpec(task="cot", train_size=8, val_size=4, test_size=4)
     >>> table = probe_table(probe_rows(spec, "probe", 0, 4), probe_schema(17))
