@@ -50,9 +50,16 @@ from functools import lru_cache
 
 import numpy as np
 
-from posgen.ops import get_op, hash_table, mix64, perm_table, sum_table
 from posgen.spec import TaskSpec, probe_source
-from posgen.tasks import dependency_matrix, far_start
+from posgen.tasks import (
+    dependency_matrix,
+    far_start,
+    get_op,
+    hash_table,
+    mix64,
+    perm_table,
+    sum_table,
+)
 
 FEISTEL_ROUNDS = 8
 MAX_PERMUTED = 2**63
@@ -445,7 +452,7 @@ def _fill_sum(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
 
 
 def _fill_direct(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_t = :meth:`posgen.ops.Op.apply` per position (``select``, and tables too large)."""
+    """x_t = :meth:`posgen.tasks.Op.apply` per position (``select``, and tables too large)."""
     op, near, far = get_op(spec.op), spec.near, spec.far
     views = list(cols)
     for t, start in enumerate(far_starts(spec.task, near, far, len(cols)), start=spec.window):
@@ -475,7 +482,7 @@ def _fill_tuple(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
 
 
 def _fill_perm(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
-    """x_t = pi_F((near sum) mod m), looked up in :func:`~posgen.ops.perm_table`."""
+    """x_t = pi_F((near sum) mod m), looked up in :func:`~posgen.tasks.perm_table`."""
     m, near, far = spec.modulus, spec.near, spec.far
     table = perm_table(m, far, spec.op_key)
     if table is None:

@@ -39,8 +39,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from posgen.errors import UsageError, not_utf8, shown
-from posgen.ops import get_op, op_names
-from posgen.tasks import TASKS, expected_names
+from posgen.tasks import TASKS, expected_names, get_op, op_names
 
 if sys.version_info >= (3, 11):
     import tomllib

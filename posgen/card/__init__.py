@@ -4,11 +4,10 @@ Rendered from the manifest, the files and the validation report, deterministical
 official cards in ``data_cards/`` are checked for drift): the YAML front matter (here), the
 tasks (:mod:`~posgen.card.tasks`) and the fact tables (:mod:`~posgen.card.facts`).
 
-The front matter is what the Hub and ``datasets`` read. ``configs`` maps each config to its data files per split (the first config is the
-default), so ``load_dataset(DIR, "<config>")`` needs no loading script; huggingface_hub's
-``DatasetCardData`` orders and writes the header as the Hub does.
-
-``dataset_info`` (which ``datasets`` enforces at load time) is read from the checked data
+The front matter is what the Hub and ``datasets`` read. ``configs`` maps each config to its
+data files per split (the first config is the default), so ``load_dataset(DIR, "<config>")``
+needs no loading script; huggingface_hub's ``DatasetCardData`` writes the header as the Hub
+does. ``dataset_info`` (which ``datasets`` enforces at load time) is read from the checked data
 files. ``num_bytes`` is the in-memory Arrow size: per row an int64 id and an int32 list
 offset, plus the token bytes; 300 rows of 64 uint8 tokens: ``300 * (8 + 4) + 300 * 64``.
 """

@@ -30,10 +30,9 @@ from posgen.card.facts import code, section, table
 from posgen.encodings import pe_order
 from posgen.errors import mean_std_cell
 from posgen.generator import generate_rows, probe_plan
-from posgen.ops import get_op
 from posgen.spec import TaskSpec, probe_config, probe_source
 from posgen.store.manifest import Manifest
-from posgen.tasks import dependencies
+from posgen.tasks import dependencies, get_op
 
 FAR_RULES: dict[str, tuple[str, str]] = {
     "recursive": ("x_{t-w} .. x_{t-k-1} (just before the near ones)", "bounded by w"),

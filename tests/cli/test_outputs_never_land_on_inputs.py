@@ -1,6 +1,6 @@
 """Issue 27, class 1: no command writes over what it reads or into a dataset folder.
 
-Every command that writes makes the one check of :func:`posgen.cli.runner.output_problems`
+Every command that writes makes the one check of :func:`posgen.cli.shared.output_problems`
 before any work: an output that is an input, lies inside a folder read, or lies inside a
 dataset folder (links resolved) is one ``error:`` line, exit 2, and not a byte under the
 test's folder changes. A dataset target may replace a dataset (``--overwrite``), never sit

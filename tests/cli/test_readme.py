@@ -16,7 +16,7 @@ import click
 import pytest
 
 from posgen.cli import main
-from posgen.cli.options import PathArg
+from posgen.cli.shared import PathArg
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = re.compile(r"^\s*(?:[A-Z_]+=\S*\s+)*posgen(?:\s|$)")
