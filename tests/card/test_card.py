@@ -15,7 +15,8 @@ import yaml
 from posgen import write_dataset
 from posgen.card import render_card, write_card
 from posgen.card.facts import seeding_section
-from posgen.card.tasks import dependency_diagram, measure_sentence, measures_section
+from posgen.card.tasks import dependency_diagram, measures_section
+from posgen.scoring.reliance import measure_sentence
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.manifest import DamagedDataset, Manifest, read_manifest
 from posgen.tasks import TASKS
