@@ -81,12 +81,12 @@ def intact() -> dict[str, object]:
 
 @pytest.fixture
 def plugins(plugin_site, tmp_path):
-    """``write(x) -> module name``: a plugin module of HEADER and ``X = x`` on ``sys.path``."""
+    """``write(definition) -> module``: a plugin module of HEADER and ``X = definition``."""
     numbers = itertools.count()
 
-    def write(line: str) -> str:
+    def write(definition: str) -> str:
         name = f"clash_{next(numbers)}_{abs(hash(str(tmp_path))) % 10**6}"
-        plugin_site(f"{name}.py", f"{HEADER}\nX = {line}\n")
+        plugin_site(f"{name}.py", f"{HEADER}\nX = {definition}\n")
         return name
 
     return write
@@ -133,8 +133,8 @@ def test_a_grid_with_a_clashing_plugin_is_refused_when_it_is_read(
 def test_rope_and_a_plugin_of_its_own_name_train_with_their_own_frequencies_after_every_clash(
     train_tiny, recorded, plugins, tmp_path
 ):
-    for number, line in enumerate(CASES):
-        module = plugins(line)
+    for number, definition in enumerate(CASES):
+        module = plugins(definition)
         train_tiny(f"{module}:X", tmp_path / f"r{number}")
     module = plugins('rope_encoding("mine500", "mine", freqs)')
     frequencies = {}
