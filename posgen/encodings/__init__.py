@@ -38,10 +38,10 @@ NO_ROPE: dict[str, Any] = {
 
 NO_TABLE = frozenset(
     [
-        *("rope", "resonance", "yarn", "resonance_yarn", "linear", "resonance_linear", "dynamic"),
-        *("resonance_dynamic", "longrope", "llama3", "resonance_llama3", "proportional"),
-        *("resonance_proportional", "nope", "alibi", "t5", "fire", "fire-random", "kerple"),
-        *("xpos", "cope", "logn"),
+        *PES,
+        *("linear", "resonance_linear", "dynamic", "resonance_dynamic", "longrope", "llama3"),
+        *("resonance_llama3", "proportional", "resonance_proportional", "nope"),
+        *("alibi", "t5", "fire", "fire-random", "kerple", "xpos", "cope", "logn"),
     ]
 )
 """The built-ins without a table of input positions, known without importing them (the memory
