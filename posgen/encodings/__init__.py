@@ -38,28 +38,10 @@ NO_ROPE: dict[str, Any] = {
 
 NO_TABLE = frozenset(
     [
-        "rope",
-        "resonance",
-        "yarn",
-        "resonance_yarn",
-        "linear",
-        "resonance_linear",
-        "dynamic",
-        "resonance_dynamic",
-        "longrope",
-        "llama3",
-        "resonance_llama3",
-        "proportional",
-        "resonance_proportional",
-        "nope",
-        "alibi",
-        "t5",
-        "fire",
-        "fire-random",
-        "kerple",
-        "xpos",
-        "cope",
-        "logn",
+        *PES,
+        *("linear", "resonance_linear", "dynamic", "resonance_dynamic", "longrope", "llama3"),
+        *("resonance_llama3", "proportional", "resonance_proportional", "nope"),
+        *("alibi", "t5", "fire", "fire-random", "kerple", "xpos", "cope", "logn"),
     ]
 )
 """The built-ins without a table of input positions, known without importing them (the memory
@@ -118,12 +100,10 @@ class Lengths:
 
 @dataclass(frozen=True)
 class PositionEncoding:
-    """One ``--pe``: ``defaults(lengths)`` (the parameters a user may set, plus ``optional``),
-    ``rope(parameters, lengths, evaluation)``, an attention function (None: sdpa), an
-    ``attention_module(parameters, lengths)`` (per layer, or one when ``shared_module``), an
-    ``input_positions(parameters, lengths, hidden, positions)`` module, ``max_positions``
-    (default L'+1), a results ``confound``, ``check(parameters, lengths)`` (ValueError on an
-    unusable setup) and ``randomized`` positions unless the request sets them (``auto``: L'+1)."""
+    """One ``--pe``: its parameters' ``defaults`` (plus ``optional`` ones), its ``rope``
+    parameters, an attention function (None: sdpa) with an ``attention_module`` (per layer, or
+    one when ``shared_module``), an ``input_positions`` module, ``max_positions`` (default
+    L'+1), a ``check`` (ValueError on an unusable setup) and ``randomized`` positions."""
 
     name: str
     summary: str
@@ -181,16 +161,14 @@ class _Lazy:
 
 
 class Registry(Mapping[str, PositionEncoding]):
-    """Every position encoding by name: the registered ones (built-ins in table order, from
-    the module ``builtin``, imported when first asked), then the entry points by name, re-read
-    for a name not registered; ``package.module:NAME`` is looked up without registering it."""
+    """Every position encoding by name: the registered ones (the built-ins of module
+    ``builtin``, imported when first asked), then the entry points; ``module:NAME`` unregistered."""
 
     def __init__(self, builtin: str) -> None:
         self._builtin = builtin
         self._entries: dict[str, PositionEncoding] = {}
         self.builtin_names: frozenset[str] = frozenset()
         self.sealed = False
-        """Whether the built-ins are all registered (encodings made from now on are plugins')."""
 
     def seal(self) -> None:
         """Mark every name registered so far as a built-in's: no plugin may take one."""
@@ -241,8 +219,6 @@ class Registry(Mapping[str, PositionEncoding]):
 
 ENCODINGS = Registry(builtin="posgen.encodings.builtin")
 """The ``--pe`` vocabulary."""
-
-register = ENCODINGS.register
 
 
 def available() -> dict[str, PositionEncoding]:

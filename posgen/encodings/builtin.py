@@ -1,9 +1,6 @@
 """Every built-in position encoding, registered in table order, and the constructors
-(:func:`rope_encoding`, :func:`bias_encoding`) that plugins use too.
-
-Rope encodings are rows of :data:`ROPE_TYPES`; a row with ``resonance=True`` also gives its
-Resonance twin (every rotary wavelength rounded to an integer, as the authors' code).
-``scale_at=evaluation`` trains with the unscaled frequencies and evaluates with the scaled ones.
+(:func:`rope_encoding`, :func:`bias_encoding`) that plugins use too. ``scale_at=evaluation``
+trains with the unscaled frequencies and evaluates with the scaled ones.
 
 >>> lengths = Lengths(train=64, test=256, head_dim=16, heads=4)
 >>> LINEAR = ENCODINGS["linear"]
@@ -35,7 +32,6 @@ from posgen.encodings import (
     Lengths,
     PEError,
     PositionEncoding,
-    register,
 )
 from posgen.encodings.relative import (
     CoPE,
@@ -51,13 +47,11 @@ THETA = 10_000.0
 SCALE_AT = ("evaluation", "train")
 
 TRANSFORMERS_ROPE_TYPES = frozenset({"default", *ROPE_INIT_FUNCTIONS})
-"""transformers' own rope types (``default``: Llama's RoPE): a plugin's frequencies never
-replace one."""
+"""transformers' own rope types (``default``: Llama's RoPE): a plugin's never replace one."""
 _ROPE_FUNCTIONS: dict[str, Any] = {
     kind: ROPE_INIT_FUNCTIONS.get(kind) for kind in TRANSFORMERS_ROPE_TYPES
 }
-"""Every rope type posgen uses and the function it had when posgen took it (None: Llama's
-own default): a built-in trains only with these, whatever a plugin does to the table."""
+"""Every rope type posgen uses and its function when posgen took it (None: Llama's default)."""
 _OWNERS: dict[str, str] = {}
 """Rope types and attention functions posgen registered, and who registered each."""
 
@@ -67,13 +61,9 @@ Frequencies = Callable[..., tuple[torch.Tensor, float]]
 attention scaling)``."""
 
 
-# --- who may register what ----------------------------------------------------------------------
-
-
 def _claim(kind: str, key: str, function: Callable[..., Any], name: str) -> None:
     """Take ``key`` (a rope type or an attention function) for ``function`` of encoding
-    ``name``: a built-in by name, a plugin by the function's own name (a plugin module
-    imported again takes it again); a :class:`PEError` when it is transformers' or another's."""
+    ``name``; a :class:`PEError` when it is transformers' or another function's."""
     if not ENCODINGS.sealed:
         _OWNERS[key] = f"the built-in encoding {name}"
         return
@@ -104,8 +94,7 @@ def _own_name(name: str) -> None:
 
 
 def _intact(rope_type: str) -> None:
-    """A ValueError when transformers' table no longer holds the function posgen registered
-    or found for ``rope_type`` (replaced outside posgen's constructors)."""
+    """A ValueError when transformers' table no longer holds posgen's function of ``rope_type``."""
     if rope_type not in _ROPE_FUNCTIONS:
         return
     found = ROPE_INIT_FUNCTIONS.get(rope_type)
@@ -115,32 +104,6 @@ def _intact(rope_type: str) -> None:
             f"rope type {rope_type!r} of transformers' ROPE_INIT_FUNCTIONS was {by}, not "
             "through posgen's constructors; an encoding trains only with its own frequencies"
         )
-
-
-# --- rope ---------------------------------------------------------------------------------------
-
-
-def rope_of(rope_type: str, unscaled: str) -> Callable[..., dict[str, Any]]:
-    """``rope(parameters, lengths, evaluation)`` of ``rope_type``; scalar longrope factors
-    become one per rotary pair."""
-
-    def rope(parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool) -> dict[str, Any]:
-        _intact(rope_type)
-        _intact(unscaled)
-        scale_at = parameters.get("scale_at", "train")
-        if scale_at not in SCALE_AT:
-            raise ValueError(f"scale_at {scale_at!r}: use one of {', '.join(SCALE_AT)}")
-        if scale_at == "evaluation" and not evaluation:
-            return {"rope_type": unscaled, "rope_theta": parameters["rope_theta"]}
-        out: dict[str, Any] = {"rope_type": rope_type}
-        for key, value in parameters.items():
-            if key in ("short_factor", "long_factor") and not isinstance(value, list):
-                value = [float(value)] * (lengths.head_dim // 2)
-            if key != "scale_at":
-                out[key] = value
-        return out
-
-    return rope
 
 
 def rope_encoding(
@@ -156,18 +119,35 @@ def rope_encoding(
 ) -> PositionEncoding:
     """A rope init function as a position encoding (what a rope plugin calls): ``frequencies``
     (None: a type transformers has) registered as rope type ``rope_type`` (default ``name``);
-    ``scale_at=evaluation`` trains with ``unscaled``. A plugin taking a built-in's name, one of
-    transformers' rope types or another encoding's is a :class:`PEError`, registering nothing."""
+    ``scale_at=evaluation`` trains with ``unscaled``. A name or rope type taken is a
+    :class:`PEError`, registering nothing."""
     rope_type = rope_type or name
     _own_name(name)
     if frequencies is not None:
         _claim("rope type", rope_type, frequencies, name)
         ROPE_INIT_FUNCTIONS[rope_type] = _ROPE_FUNCTIONS[rope_type] = frequencies
+
+    def rope(parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool) -> dict[str, Any]:
+        _intact(rope_type)
+        _intact(unscaled)
+        scale_at = parameters.get("scale_at", "train")
+        if scale_at not in SCALE_AT:
+            raise ValueError(f"scale_at {scale_at!r}: use one of {', '.join(SCALE_AT)}")
+        if scale_at == "evaluation" and not evaluation:
+            return {"rope_type": unscaled, "rope_theta": parameters["rope_theta"]}
+        out: dict[str, Any] = {"rope_type": rope_type}
+        for key, value in parameters.items():
+            if key in ("short_factor", "long_factor") and not isinstance(value, list):
+                value = [float(value)] * (lengths.head_dim // 2)  # one per rotary pair
+            if key != "scale_at":
+                out[key] = value
+        return out
+
     return PositionEncoding(
         name=name,
         summary=summary,
         defaults=defaults or (lambda lengths: {"rope_theta": THETA}),
-        rope=rope_of(rope_type, unscaled),
+        rope=rope,
         optional=optional,
         max_positions=max_positions,
     )
@@ -187,13 +167,9 @@ def resonance_of(rope_type: str) -> Frequencies:
     def frequencies(
         config: PreTrainedConfig, device: Any = None, seq_len: int | None = None, **kwargs: Any
     ) -> tuple[torch.Tensor, float]:
-        if rope_type == "default":
-            inv_freq, attention_factor = LlamaRotaryEmbedding.compute_default_rope_parameters(
-                config
-            )
-        else:
-            init = _ROPE_FUNCTIONS[rope_type]  # transformers' own, whatever the table holds now
-            inv_freq, attention_factor = init(config, device, seq_len, **kwargs)
+        # transformers' own, whatever the table holds now (None: Llama's default)
+        init = _ROPE_FUNCTIONS[rope_type] or LlamaRotaryEmbedding.compute_default_rope_parameters
+        inv_freq, attention_factor = init(config, device=device, seq_len=seq_len, **kwargs)
         return (2 * math.pi / torch.round(2 * math.pi / inv_freq)).to(device), attention_factor
 
     frequencies.__name__ = f"resonance_{rope_type}_frequencies"
@@ -334,8 +310,6 @@ def rope_parameters(
     return encoding.rope({**encoding.defaults(lengths), "rope_theta": theta}, lengths, evaluation)
 
 
-# --- attention bias (ALiBi, T5, FIRE, KERPLE) --------------------------------------------------
-
 Bias = Callable[[torch.Tensor, int, Mapping[str, Any]], torch.Tensor]
 """``(position_ids (batch, T), heads, parameters) -> additive bias (batch, heads, T, T)``."""
 BiasModule = Callable[[Mapping[str, Any], Lengths], nn.Module]
@@ -347,12 +321,6 @@ PARAMETERS_ATTRIBUTE = "posgen_pe_parameters"
 
 def _parameters(module: nn.Module) -> Mapping[str, Any]:
     return getattr(module.config, PARAMETERS_ATTRIBUTE, None) or {}
-
-
-def _positions(query: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:
-    if position_ids is None:
-        return torch.arange(query.shape[2], device=query.device)[None]
-    return position_ids
 
 
 def sdpa_with(
@@ -370,7 +338,9 @@ def sdpa_with(
         position_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, None]:
-        query, key, extra = transform(module, query, key, _positions(query, position_ids))
+        if position_ids is None:
+            position_ids = torch.arange(query.shape[2], device=query.device)[None]
+        query, key, extra = transform(module, query, key, position_ids)
         return sdpa_attention_forward(module, query, key, value, attention_mask, **extra, **kwargs)
 
     return attention
@@ -398,11 +368,10 @@ def bias_encoding(
     shared: bool = False,
     check: Callable[[Mapping[str, Any], Lengths], None] | None = None,
 ) -> PositionEncoding:
-    """A bias added to the attention logits through SDPA as attention ``posgen_bias_<name>``,
-    rope off (what a bias plugin calls): a fixed ``bias(position_ids, heads, parameters)``, or
-    a learned ``module(parameters, lengths)`` whose ``forward(position_ids)`` is the bias, owned
-    by the model (one per layer, or one with ``shared``). ``check`` may refuse parameters. A
-    plugin taking a built-in's name or another's attention is a :class:`PEError`."""
+    """A bias added to the attention logits through SDPA, rope off (what a bias plugin calls):
+    a fixed ``bias(position_ids, heads, parameters)``, or a learned ``module(parameters,
+    lengths)`` whose ``forward(position_ids)`` is the bias, owned by the model (one per layer,
+    or one with ``shared``). A name or attention taken is a :class:`PEError`."""
     if (bias is None) == (module is None):
         raise ValueError(f"bias_encoding {name!r}: give a bias function or module=, not both")
     _own_name(name)
@@ -427,9 +396,7 @@ def bias_encoding(
 
     def checks(parameters: Mapping[str, Any], lengths: Lengths) -> None:
         """``check``, then the bias of position ids ``[[0, 1, 2]]`` (the torch RNG left as it
-        was): a bias function's needs no gradients (weights outside the model are never
-        trained or saved), a bias module owns trainable parameters (a fixed bias is a
-        function), and either has the right shape."""
+        was): a function's needs no gradients, a module learns something, both fit."""
         if check is not None:
             check(parameters, lengths)
         positions = torch.arange(3)[None]
@@ -507,25 +474,18 @@ def alibi_bias(
     return -slopes[None, :, None, None] * distance
 
 
-# --- absolute positions added to the input embeddings -------------------------------------------
-
-
-def sinusoidal_table(positions: int, hidden: int, base: float = 10_000.0) -> torch.Tensor:
-    """Vaswani et al.'s ``PE[p, 2i] = sin(p / base^(2i/d))``, ``PE[p, 2i+1] = cos(...)``."""
-    position = torch.arange(positions, dtype=torch.float64)[:, None]
-    inv_freq = base ** (-torch.arange(0, hidden, 2, dtype=torch.float64) / hidden)
-    table = torch.zeros(positions, hidden, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(position * inv_freq)
-    table[:, 1::2] = torch.cos(position * inv_freq)[:, : hidden // 2]
-    return table.float()
-
-
 class SinusoidalPositions(nn.Module):
-    """The sinusoidal table by position id (a buffer, recomputed rather than saved)."""
+    """Vaswani et al.'s ``PE[p, 2i] = sin(p / 10000^(2i/d))``, ``PE[p, 2i+1] = cos(...)`` by
+    position id (a buffer, recomputed rather than saved)."""
 
     def __init__(self, positions: int, hidden: int) -> None:
         super().__init__()
-        self.table = nn.Buffer(sinusoidal_table(positions, hidden), persistent=False)
+        position = torch.arange(positions, dtype=torch.float64)[:, None]
+        inv_freq = THETA ** (-torch.arange(0, hidden, 2, dtype=torch.float64) / hidden)
+        table = torch.zeros(positions, hidden, dtype=torch.float64)
+        table[:, 0::2] = torch.sin(position * inv_freq)
+        table[:, 1::2] = torch.cos(position * inv_freq)[:, : hidden // 2]
+        self.table = nn.Buffer(table.float(), persistent=False)
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
         return self.table[position_ids]
@@ -546,14 +506,10 @@ def sinusoidal_positions(
     return SinusoidalPositions(positions, hidden)
 
 
-# --- randomized positions (Ruoss et al. 2023) ----------------------------------------------------
-
-
 @dataclass(frozen=True)
 class RandomPositions:
-    """Randomized position ids over ``0 .. range_size-1``, in training and evaluation: each
-    row's ids drawn without replacement and sorted, keyed by ``(seed, phase, step or split,
-    row)``, so independent of batch size, order and device."""
+    """Randomized position ids (Ruoss et al. 2023) over ``0 .. range_size-1``: each row's drawn
+    without replacement and sorted, keyed by ``(seed, phase, step or split, row)``."""
 
     seed: int
     range_size: int
@@ -578,9 +534,6 @@ class RandomPositions:
         split_key = {"validation": 1, "test": 2}[split]
         keys = [[self.seed, 1, split_key, start + row] for row in range(rows)]
         return self._rows(keys, length)
-
-
-# --- attention functions of their own: xPos, CoPE, log-n ----------------------------------------
 
 
 def xpos(module: nn.Module, query: torch.Tensor, key: torch.Tensor, positions: torch.Tensor):
@@ -647,11 +600,9 @@ def _rope_only(parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool
     return {"rope_type": "default", "rope_theta": parameters["rope_theta"]}
 
 
-# --- the table -----------------------------------------------------------------------------------
-
 for _row in ROPE_TYPES:
     for _encoding in _row.encodings():
-        register(_encoding)
+        ENCODINGS.register(_encoding)
 FIRE = bias_encoding(
     "fire",
     "FIRE (Li et al. 2023): a learned MLP of log(c d + 1) / log(c max(i, L) + 1), c and the "
@@ -720,5 +671,5 @@ for _encoding in (
         "with any rope encoding as --pe NAME+logn",
     ),
 ):
-    register(_encoding)
+    ENCODINGS.register(_encoding)
 ENCODINGS.seal()  # every encoding constructed from here on is a plugin's

@@ -55,10 +55,9 @@ def llama_for(
     intermediate: int,
     evaluation: bool = False,
 ) -> LlamaForCausalLM:
-    """A freshly initialised Llama (from the current torch RNG) with ``pe`` built in: an
-    input-position module on the ``LlamaModel`` as :data:`ATTRIBUTE`, added to the token
-    embeddings by a pre-hook; an attention module on each attention layer as :data:`MODULE`
-    (or, shared, once on the ``LlamaModel``)."""
+    """A freshly initialised Llama (from the current torch RNG) with ``pe``: an input-position
+    module (:data:`ATTRIBUTE`, added to the token embeddings by a pre-hook) on the ``LlamaModel``,
+    an attention module (:data:`MODULE`) on each attention layer (or, shared, the model)."""
     hf_logging.set_verbosity_error()  # custom rope types have no transformers validator
     extra: dict[str, Any] = {}
     if pe.encoding.attention is not None:
@@ -104,8 +103,7 @@ _CHECKED: set[str] = set()
 
 def check_encoding(pe: ResolvedPE) -> None:
     """Run one short row through a one-layer Llama with ``pe``, in training and evaluation
-    frequencies, before any run trains: a failure (wrong-shaped or missing frequencies or
-    bias, outputs not finite) is one :class:`PEError` naming the encoding and its source."""
+    frequencies: a failure (outputs not finite, too) is a :class:`PEError` naming its source."""
     lengths = pe.lengths
     key = json.dumps(
         [pe.name, pe.encoding.source, pe.training_key(), pe.rope(True), asdict(lengths)],
@@ -164,8 +162,7 @@ def save_model(model: LlamaForCausalLM, pe: ResolvedPE, folder: Path) -> None:
 
 def load_model(folder: str | Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
     """The model :func:`save_model` wrote in RUN/model (``folder``: RUN or RUN/model) and its
-    encoding, with evaluation frequencies, in eval mode: it predicts what the run predicted.
-    A folder without a saved model, or whose encoding cannot be built, is a UsageError line."""
+    encoding, with evaluation frequencies, in eval mode: it predicts what the run predicted."""
     from safetensors.torch import load_file
 
     folder = Path(folder)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -80,14 +80,12 @@ def _shown(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else repr(bound)
 
 
-FACTOR = Parameter("number", ge=0.01, le=10_000.0)
-POSITIONS = Parameter("integer", ge=1, le=10**8)
 PARAMETERS: dict[str, Parameter] = {
     "rope_theta": Parameter(
         "number", gt=1.0, le=1e12, why="the base must exceed 1 for wavelengths to grow"
     ),
-    "factor": FACTOR,
-    "original_max_position_embeddings": POSITIONS,
+    "factor": Parameter("number", ge=0.01, le=10_000.0),
+    "original_max_position_embeddings": Parameter("integer", ge=1, le=10**8),
     "beta_fast": Parameter("number", gt=0.0, le=10_000.0),
     "beta_slow": Parameter("number", gt=0.0, le=10_000.0),
     "attention_factor": Parameter("number", gt=0.0, le=100.0),
@@ -120,26 +118,13 @@ BY_ENCODING: dict[str, dict[str, Parameter]] = {
 """One encoding's own parameters, or narrower ranges; ``A+logn`` has those of A and logn."""
 BY_ENCODING["fire-random"] = BY_ENCODING["fire"]
 
-Relation = tuple[tuple[str, ...], Callable[..., bool], str]
-RELATIONS: list[Relation] = [
-    (
-        ("low_freq_factor", "high_freq_factor"),
-        lambda low, high: high > low,
-        "high_freq_factor must be greater than low_freq_factor",
-    ),
-    (
-        ("beta_slow", "beta_fast"),
-        lambda slow, fast: fast > slow,
-        "beta_fast must be greater than beta_slow",
-    ),
-    (
-        ("buckets", "max_distance"),
-        lambda buckets, max_distance: max_distance > buckets // 2,
-        "max_distance must be greater than buckets // 2",
-    ),
+RELATIONS = [
+    ("low_freq_factor", "high_freq_factor", False),
+    ("beta_slow", "beta_fast", False),
+    ("buckets", "max_distance", True),
 ]
-"""What parameters of one encoding must satisfy together (checked on every value, defaults
-included, when both are present)."""
+"""``(low, high, halved)``: ``high`` must be greater than ``low`` (``low // 2`` when halved),
+checked on every value, defaults included, when both are present."""
 
 
 def spelled(value: Any) -> str:
@@ -186,8 +171,11 @@ def check_parameters(encoding: str, parameters: Mapping[str, Any]) -> dict[str, 
 
 def check_relations(parameters: Mapping[str, Any]) -> None:
     """Every relation whose parameters ``parameters`` (defaults included) hold."""
-    for names, holds, rule in RELATIONS:
-        present = all(isinstance(parameters.get(name), int | float) for name in names)
-        if present and not holds(*(parameters[name] for name in names)):
-            given = ", ".join(f"{name}={spelled(parameters[name])}" for name in names)
+    for low, high, halved in RELATIONS:
+        if not all(isinstance(parameters.get(name), int | float) for name in (low, high)):
+            continue
+        bound = parameters[low] // 2 if halved else parameters[low]
+        if not parameters[high] > bound:
+            given = f"{low}={spelled(parameters[low])}, {high}={spelled(parameters[high])}"
+            rule = f"{high} must be greater than {low}" + (" // 2" if halved else "")
             raise ValueError(f"{rule} (given {given})")

@@ -29,9 +29,6 @@ def distances(position_ids: torch.Tensor) -> torch.Tensor:
     return (positions[:, :, None] - positions[:, None, :]).clamp(min=0)
 
 
-# --- T5 (Raffel et al. 2020) --------------------------------------------------------------------
-
-
 def t5_buckets(distance: torch.Tensor, buckets: int, max_distance: int) -> torch.Tensor:
     """T5's causal bucket of a distance ``d >= 0``: ``d`` itself below ``buckets // 2``, then
     ``buckets // 2`` more log-spaced buckets up to ``max_distance``; beyond it, the last."""
@@ -43,7 +40,7 @@ def t5_buckets(distance: torch.Tensor, buckets: int, max_distance: int) -> torch
 
 
 class T5Bias(nn.Module):
-    """A learned bias per head and distance bucket (T5's relative attention bias)."""
+    """T5's relative attention bias (Raffel et al. 2020): learned per head and distance bucket."""
 
     def __init__(self, parameters: Mapping[str, Any], lengths: Lengths) -> None:
         super().__init__()
@@ -59,13 +56,10 @@ class T5Bias(nn.Module):
         return self.bias(bucket).permute(0, 3, 1, 2)
 
 
-# --- FIRE (Li et al. 2023) ----------------------------------------------------------------------
-
-
 class Fire(nn.Module):
-    """FIRE: ``b(i, j) = f(psi(i - j) / psi(max(p_i, L)))``, ``psi(x) = log(c x + 1)``, with
-    ``f`` an MLP (1 -> width -> heads, ReLU), ``c`` learned and the threshold ``L`` learned
-    (as a multiplier of its start value, the authors' parametrization)."""
+    """FIRE (Li et al. 2023): ``b(i, j) = f(psi(i - j) / psi(max(p_i, L)))``, ``psi(x) =
+    log(c x + 1)``, ``f`` an MLP (1 -> width -> heads, ReLU), ``c`` and the threshold ``L``
+    learned (``L`` as a multiplier of its start value, the authors' parametrization)."""
 
     def __init__(self, parameters: Mapping[str, Any], lengths: Lengths) -> None:
         super().__init__()
@@ -84,12 +78,9 @@ class Fire(nn.Module):
         return self.mlp(x[..., None]).permute(0, 3, 1, 2)
 
 
-# --- KERPLE, log variant (Chi et al. 2022) ------------------------------------------------------
-
-
 class KerpleLog(nn.Module):
-    """KERPLE-log: ``-r1 log(1 + r2 |p_i - p_j|)``, ``r1, r2 > 0`` learned per head (clamped
-    at :data:`KERPLE_EPS`; started uniform in (0, 2) and (0, 1), as the authors)."""
+    """KERPLE-log (Chi et al. 2022): ``-r1 log(1 + r2 |p_i - p_j|)``, ``r1, r2 > 0`` learned per
+    head (clamped at :data:`KERPLE_EPS`; started uniform in (0, 2) and (0, 1), as the authors)."""
 
     def __init__(self, parameters: Mapping[str, Any], lengths: Lengths) -> None:
         super().__init__()
@@ -104,26 +95,20 @@ class KerpleLog(nn.Module):
         return -r1 * torch.log1p(r2 * distance)
 
 
-# --- xPos (Sun et al. 2023) ---------------------------------------------------------------------
-
-
 def xpos_scale(
     position_ids: torch.Tensor, head_dim: int, gamma: float, scale_base: float
 ) -> torch.Tensor:
-    """``zeta_i^(p / scale_base)`` ``(batch, 1, T, head_dim)``, ``zeta_i = (2i/d + gamma) /
-    (1 + gamma)`` for rotary pair i, laid out as Llama's halves (pair i: dims i and i + d/2)."""
+    """xPos (Sun et al. 2023): ``zeta_i^(p / scale_base)`` ``(batch, 1, T, head_dim)``, ``zeta_i
+    = (2i/d + gamma) / (1 + gamma)`` for rotary pair i (dims i and i + d/2, as Llama's halves)."""
     zeta = (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim + gamma) / (1 + gamma)
     power = position_ids.to(torch.float32)[..., None] / scale_base
     scale = zeta.to(position_ids.device) ** power
     return torch.cat([scale, scale], dim=-1)[:, None]
 
 
-# --- CoPE (Golovneva et al. 2024) ---------------------------------------------------------------
-
-
 class CoPE(nn.Module):
-    """CoPE's position embeddings ``(head_dim, positions)`` of one layer (shared by its heads,
-    zero at the start, as the authors); :meth:`forward` gives the position logits."""
+    """CoPE's (Golovneva et al. 2024) position embeddings ``(head_dim, positions)`` of one layer
+    (shared by its heads, zero at the start, as the authors)."""
 
     def __init__(self, parameters: Mapping[str, Any], lengths: Lengths) -> None:
         super().__init__()
@@ -180,12 +165,9 @@ def cope_attention(
     return (weights @ value).transpose(1, 2).contiguous(), weights
 
 
-# --- log-n scaling (Qwen; Llama 4 uses a variant) -----------------------------------------------
-
-
 def logn_scale(position_ids: torch.Tensor, train_positions: int) -> torch.Tensor:
-    """``max(1, log(n) / log(L_train))`` per query ``(batch, T)``, ``n = p + 1`` the tokens
-    up to and including the query at position ``p``.
+    """log-n scaling (Qwen): ``max(1, log(n) / log(L_train))`` per query ``(batch, T)``, ``n =
+    p + 1`` the tokens up to and including the query at position ``p``.
 
     >>> [round(v, 4) for v in logn_scale(torch.tensor([[0, 64, 65, 256]]), 65)[0].tolist()]
     [1.0, 1.0, 1.0037, 1.3293]

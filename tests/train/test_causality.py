@@ -3,8 +3,6 @@ no logit before t. The check catches an attention that ignores the mask (a test 
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -58,19 +56,11 @@ def future_effect(name: str, positions: torch.Tensor | None) -> tuple[float, flo
 
 
 @pytest.fixture
-def plugins(tmp_path, monkeypatch, readme_block):
+def plugins(plugin_site, readme_block):
     """The README's two plugins and the leaky one as modules on ``sys.path``."""
-    sources = {
-        "mype": readme_block("# mype/__init__.py"),
-        "mybias": readme_block("# mybias/__init__.py"),
-        "leaky": LEAKY,
-    }
-    for module, source in sources.items():
-        (tmp_path / f"{module}.py").write_text(source)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield
-    for module in sources:
-        sys.modules.pop(module, None)
+    plugin_site("mype.py", readme_block("# mype/__init__.py"))
+    plugin_site("mybias.py", readme_block("# mybias/__init__.py"))
+    plugin_site("leaky.py", LEAKY)
 
 
 EVERY = [*ENCODINGS, "rope+logn", "yarn+logn", "learned+logn", "mype:BASE500", "mybias:LOGBIAS"]

@@ -15,66 +15,51 @@ from posgen.encodings.parameters import PARAMETERS, check_parameters  # noqa: E4
 
 SMALL = ["--batch-size=16", "--eval-batch-size=8"]
 
-# (--pe, --pe-param values, a fragment of the error line)
-NONSENSE = {  # class 4: values that trained to NaN or were taken silently
-    "rope_theta=0": ("rope", ["rope_theta=0"], "greater than 1"),
-    "rope_theta=-1": ("rope", ["rope_theta=-1"], "greater than 1"),
-    "rope_theta=1e-300": ("rope", ["rope_theta=1e-300"], "greater than 1"),
-    "linear factor=0": ("linear", ["factor=0"], "at least 0.01"),
-    "linear factor=NaN": ("linear", ["factor=NaN"], "finite"),
-    "linear factor=Infinity": ("linear", ["factor=Infinity"], "finite"),
-    "linear factor=-Infinity": ("linear", ["factor=-Infinity"], "finite"),
-    "linear factor=true": ("linear", ["factor=true"], "not true or false"),
-    "linear factor=-2": ("linear", ["factor=-2"], "at least"),
-    "dynamic factor=-1": ("dynamic", ["factor=-1"], "at least"),
-    "longrope factor=-1": ("longrope", ["factor=-1"], "at least"),
-    "longrope long_factor=[1, NaN]": ("longrope", ["long_factor=[1, NaN]"], "finite"),
-    "yarn factor=0.5": ("yarn", ["factor=0.5"], "at least 1"),
-    "yarn truncate=1": ("yarn", ["truncate=1"], "true or false"),
-    "linear scale_at=never": ("linear", ["scale_at=never"], "evaluation, train"),
-    "factor=2 factor=3": ("linear", ["factor=2", "factor=3"], "given twice"),
-    "yarn+logn factor=0.5": ("yarn+logn", ["factor=0.5"], "at least 1"),
-    "logn train_positions=1": ("logn", ["train_positions=1"], "at least 2"),
-    "rope+logn train_positions=1.5": ("rope+logn", ["train_positions=1.5"], "whole number"),
-    "t5 buckets=1": ("t5", ["buckets=1"], "at least 2"),
-    "fire c=0": ("fire", ["c=0"], "greater than 0"),
-    "xpos gamma=x": ("xpos", ["gamma=x"], "use a number"),
-    "cope positions=1": ("cope", ["positions=1"], "at least 2"),
-}
-INTERNAL = {  # class 5: values that gave internal errors
-    "factor=abc": ("linear", ["factor=abc"], "use a number"),
-    "factor=[1,2]": ("linear", ["factor=[1,2]"], "use a number"),
-    "rope_theta=nan": ("rope", ["rope_theta=nan"], "use a number"),
-    "yarn beta_fast=-1": ("yarn", ["beta_fast=-1"], "greater than 0"),
-    "original_max_position_embeddings=0": (
-        "yarn",
-        ["original_max_position_embeddings=0"],
-        "at least 1",
-    ),
-    "llama3 low_freq_factor=0": ("llama3", ["low_freq_factor=0"], "greater than 0"),
-    "proportional partial_rotary_factor=2": (
-        "proportional",
-        ["partial_rotary_factor=2"],
-        "at most 1",
-    ),
-    "proportional partial_rotary_factor=-0.5": (
-        "proportional",
-        ["partial_rotary_factor=-0.5"],
-        "at least 0",
-    ),
-    "--pe :NAME": (":NAME", [], "package.module:NAME"),
-    "--pe ../dir/mod:NAME": ("../dir/mod:NAME", [], "not a file path"),
-}
+# (issue 27 class, --pe, --pe-param values, a fragment of the error line); class 4: values that
+# trained to NaN or were taken silently, class 5: values that gave internal errors
+BAD = [
+    (4, "rope", ["rope_theta=0"], "greater than 1"),
+    (4, "rope", ["rope_theta=-1"], "greater than 1"),
+    (4, "rope", ["rope_theta=1e-300"], "greater than 1"),
+    (4, "linear", ["factor=0"], "at least 0.01"),
+    (4, "linear", ["factor=NaN"], "finite"),
+    (4, "linear", ["factor=Infinity"], "finite"),
+    (4, "linear", ["factor=-Infinity"], "finite"),
+    (4, "linear", ["factor=true"], "not true or false"),
+    (4, "linear", ["factor=-2"], "at least"),
+    (4, "dynamic", ["factor=-1"], "at least"),
+    (4, "longrope", ["factor=-1"], "at least"),
+    (4, "longrope", ["long_factor=[1, NaN]"], "finite"),
+    (4, "yarn", ["factor=0.5"], "at least 1"),
+    (4, "yarn", ["truncate=1"], "true or false"),
+    (4, "linear", ["scale_at=never"], "evaluation, train"),
+    (4, "linear", ["factor=2", "factor=3"], "given twice"),
+    (4, "yarn+logn", ["factor=0.5"], "at least 1"),
+    (4, "logn", ["train_positions=1"], "at least 2"),
+    (4, "rope+logn", ["train_positions=1.5"], "whole number"),
+    (4, "t5", ["buckets=1"], "at least 2"),
+    (4, "fire", ["c=0"], "greater than 0"),
+    (4, "xpos", ["gamma=x"], "use a number"),
+    (4, "cope", ["positions=1"], "at least 2"),
+    (5, "linear", ["factor=abc"], "use a number"),
+    (5, "linear", ["factor=[1,2]"], "use a number"),
+    (5, "rope", ["rope_theta=nan"], "use a number"),
+    (5, "yarn", ["beta_fast=-1"], "greater than 0"),
+    (5, "yarn", ["original_max_position_embeddings=0"], "at least 1"),
+    (5, "llama3", ["low_freq_factor=0"], "greater than 0"),
+    (5, "proportional", ["partial_rotary_factor=2"], "at most 1"),
+    (5, "proportional", ["partial_rotary_factor=-0.5"], "at least 0"),
+    (5, ":NAME", [], "package.module:NAME"),
+    (5, "../dir/mod:NAME", [], "not a file path"),
+]
 
 
 @pytest.mark.parametrize(
-    ("case", "kind"),
-    [(case, "class 4") for case in NONSENSE] + [(case, "class 5") for case in INTERNAL],
+    ("kind", "pe", "params", "fragment"), BAD, ids=[f"{c[1]} {' '.join(c[2])}" for c in BAD]
 )
 def test_a_bad_parameter_is_one_line_exit_2_before_torch(
-    assert_clean_error, train_tiny, recorded, tmp_path, monkeypatch, case, kind
+    assert_clean_error, train_tiny, recorded, tmp_path, monkeypatch, kind, pe, params, fragment
 ):
-    pe, params, fragment = {**NONSENSE, **INTERNAL}[case]
     imported: list[int] = []
 
     def stop() -> None:
@@ -83,12 +68,10 @@ def test_a_bad_parameter_is_one_line_exit_2_before_torch(
 
     monkeypatch.setattr("posgen.cli.train.require_extra", stop)
     out = tmp_path / "run"
-    flags = [f"--pe-param={param}" for param in params]
-    result = train_tiny(pe, out, *flags, *SMALL)
-    with recorded("bad_input", f"issue 27 {kind}: {case}"):
+    result = train_tiny(pe, out, *(f"--pe-param={param}" for param in params), *SMALL)
+    with recorded("bad_input", f"issue 27 class {kind}: --pe {pe} {' '.join(params)}"):
         assert_clean_error(result, 2, fragment)
         assert imported == []
-        assert not out.exists()
         assert list(tmp_path.iterdir()) == []
 
 
@@ -115,42 +98,52 @@ def test_a_parameter_spelled_out_at_its_default_is_accepted():
 
 # --- plugins and relations: after the import, before any training -------------------------------
 
-BROKEN = {  # (--pe, --pe-param values, fragments of the error line)
-    "module raises on import": ("h27raises:X", [], ["h27raises:X", "RuntimeError: boom"]),
-    "module calls sys.exit(3) on import": ("h27exits:X", [], ["h27exits:X", "SystemExit: 3"]),
-    "frequencies of the wrong shape": ("h27plugins:WRONG_SHAPE", [], ["h27_wrong_shape"]),
-    "frequencies that are None": ("h27plugins:NONE", [], ["h27_none", "module h27plugins"]),
-    "NaN frequencies": ("h27plugins:NAN", [], ["h27_nan", "not finite"]),
-    "a bias of rank 2": ("h27plugins:RANK", [], ["h27plugins:RANK", "its bias of position ids"]),
-    "llama3 high_freq_factor = low_freq_factor": (
-        "llama3",
-        ["low_freq_factor=2", "high_freq_factor=2"],
-        ["high_freq_factor must be greater than low_freq_factor"],
+BROKEN = {  # issue 27 case -> (--pe, then --pe-param values; exit code; error line fragments)
+    "class 5: module raises on import": (["h27raises:X"], 2, "h27raises:X", "RuntimeError: boom"),
+    "class 5: module calls sys.exit(3) on import": (
+        ["h27exits:X"],
+        2,
+        "h27exits:X",
+        "SystemExit: 3",
+    ),
+    "class 5: frequencies of the wrong shape": (["h27plugins:WRONG_SHAPE"], 2, "h27_wrong_shape"),
+    "class 5: frequencies that are None": (["h27plugins:NONE"], 2, "h27_none", "module h27plugins"),
+    "class 5: NaN frequencies": (["h27plugins:NAN"], 2, "h27_nan", "not finite"),
+    "class 5: a bias of rank 2": (
+        ["h27plugins:RANK"],
+        2,
+        "h27plugins:RANK",
+        "its bias of position ids",
+    ),
+    "class 5: llama3 high_freq_factor = low_freq_factor": (
+        ["llama3", "low_freq_factor=2", "high_freq_factor=2"],
+        2,
+        "high_freq_factor must be greater than low_freq_factor",
+    ),
+    "class 4: training loss NaN": (
+        ["h27plugins:DIVERGE"],
+        1,
+        "training loss became nan at step 1",
+        "no run folder",
+    ),
+    "class 10: a plugin's bug in training": (
+        ["h27plugins:LATE"],
+        1,
+        "plugin encoding h27_late",
+        "a bug at 65 positions",
     ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
-def test_a_broken_plugin_or_encoding_is_one_line_naming_it_exit_2(
+def test_a_broken_plugin_encoding_or_training_is_one_line_naming_it_nothing_written(
     assert_clean_error, train_tiny, recorded, tmp_path, hostile_plugins, case
 ):
-    pe, params, fragments = BROKEN[case]
-    out = tmp_path / "run"
-    flags = [f"--pe-param={param}" for param in params]
-    result = train_tiny(pe, out, *flags, *SMALL)
-    with recorded("hostile", f"issue 27 class 5: {case}"):
-        line = assert_clean_error(result, 2, *fragments)
+    (pe, *params), code, *fragments = BROKEN[case]
+    result = train_tiny(pe, tmp_path / "run", *(f"--pe-param={p}" for p in params), *SMALL)
+    with recorded("hostile", f"issue 27 {case}"):
+        line = assert_clean_error(result, code, *fragments)
         assert "internal error" not in line
-        assert not out.exists()
-
-
-def test_a_training_loss_that_turns_nan_stops_the_run_exit_1_nothing_written(
-    assert_clean_error, train_tiny, recorded, tmp_path, hostile_plugins
-):
-    out = tmp_path / "run"
-    result = train_tiny("h27plugins:DIVERGE", out, *SMALL)
-    with recorded("hostile", "issue 27 class 4: training loss NaN"):
-        assert_clean_error(result, 1, "training loss became nan at step 1", "no run folder")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["hostile-site"]
 
 
@@ -161,17 +154,6 @@ def test_a_loss_that_is_not_finite_stops_the_run_where_a_gpu_checks_it(value):
     diverged(torch.tensor(2.5), "epoch 1")
     with pytest.raises(Diverged, match=f"training loss became {value} at epoch 3"):
         diverged(torch.tensor(value), "epoch 3 (its mean up to step 9)")
-
-
-def test_a_plugin_that_fails_only_in_training_is_named_as_the_plugin_exit_1(
-    assert_clean_error, train_tiny, recorded, tmp_path, hostile_plugins
-):
-    out = tmp_path / "run"
-    result = train_tiny("h27plugins:LATE", out, *SMALL)
-    with recorded("hostile", "issue 27 class 10: a plugin's bug in training"):
-        line = assert_clean_error(result, 1, "plugin encoding h27_late", "a bug at 65 positions")
-        assert "internal error" not in line
-        assert not out.exists()
 
 
 def test_run_files_are_strict_json(train_tiny, tmp_path):

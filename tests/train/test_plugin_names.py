@@ -5,6 +5,7 @@ built-in, or taking transformers' rope types, a built-in's or ALiBi's attention,
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 
@@ -37,58 +38,34 @@ def zero_bias(position_ids, heads, parameters):
     return torch.zeros(rows, heads, length, length)
 """
 
-BUILT_INS = ("rope", "yarn", "linear", "dynamic", "longrope", "llama3", "resonance")
-BUILT_INS += ("resonance_yarn", "proportional", "nope")
+BUILT_INS = ["rope", "yarn", "linear", "dynamic", "longrope", "llama3", "resonance"]
+BUILT_INS += ["resonance_yarn", "proportional", "nope"]
+NAMED = "built-in position encoding NAME"
+OWN = "rope type 'NAME' is transformers' own"
 
-# case -> (the plugin's line defining X; a fragment of the error line)
-NAME_CLASHES = {
-    **{
-        f"rope_encoding named {name}": (
-            f'X = rope_encoding("{name}", "mine", freqs, rope_type="mine_{name}")',
-            f"built-in position encoding {name}",
-        )
-        for name in BUILT_INS
-    },
-    "rope_encoding named rope, no frequencies of its own": (
-        'X = rope_encoding("rope", "mine", None, lambda lengths: {"rope_theta": 500.0})',
-        "built-in position encoding rope",
+# (the plugin's X, for each NAME of the names; a fragment of the error line)
+CLASHES = [
+    ('rope_encoding("NAME", "mine", freqs, rope_type="mine_NAME")', BUILT_INS, NAMED),
+    ('rope_encoding("NAME", "mine", None, lambda lengths: {"rope_theta": 500.0})', ["rope"], NAMED),
+    ('bias_encoding("NAME", "mine", zero_bias)', ["alibi", "rope"], NAMED),
+    (
+        'PositionEncoding(name="NAME", summary="mine")',
+        ["rope", "learned", "sinusoidal"],
+        "the name of a built-in position encoding",
     ),
-    **{
-        f"bias_encoding named {name}": (
-            f'X = bias_encoding("{name}", "mine", zero_bias)',
-            f"built-in position encoding {name}",
-        )
-        for name in ("alibi", "rope")
-    },
-    **{
-        f"PositionEncoding named {name}": (
-            f'X = PositionEncoding(name="{name}", summary="mine")',
-            "the name of a built-in position encoding",
-        )
-        for name in ("rope", "learned", "sinusoidal")
-    },
-}
-TYPE_CLASHES = {
-    **{
-        f"frequencies as transformers' rope type {kind}": (
-            f'X = rope_encoding("mine_{kind}", "mine", freqs, rope_type="{kind}")',
-            f"rope type '{kind}' is transformers' own",
-        )
-        for kind in sorted(TRANSFORMERS_ROPE_TYPES)
-    },
-    "rope_encoding named default (rope type default)": (
-        'X = rope_encoding("default", "mine", freqs)',
-        "rope type 'default' is transformers' own",
+    ('rope_encoding("mine_NAME", "mine", freqs, rope_type="NAME")', TRANSFORMERS_ROPE_TYPES, OWN),
+    ('rope_encoding("NAME", "mine", freqs)', ["default"], OWN),
+    (
+        'rope_encoding("mine_NAME", "mine", freqs, rope_type="NAME")',
+        ["resonance", "resonance_yarn", "resonance_linear"],
+        "rope type 'NAME' is taken by the built-in encoding NAME",
     ),
-    **{
-        f"frequencies as the built-in rope type {kind}": (
-            f'X = rope_encoding("mine_{kind}", "mine", freqs, rope_type="{kind}")',
-            f"rope type '{kind}' is taken by the built-in encoding {kind}",
-        )
-        for kind in ("resonance", "resonance_yarn", "resonance_linear")
-    },
+]
+CASES = {  # the plugin's X -> a fragment of the error line
+    x.replace("NAME", name): fragment.replace("NAME", name)
+    for x, names, fragment in CLASHES
+    for name in sorted(names)
 }
-CASES = {**NAME_CLASHES, **TYPE_CLASHES}
 
 
 def intact() -> dict[str, object]:
@@ -103,43 +80,36 @@ def intact() -> dict[str, object]:
 
 
 @pytest.fixture
-def plugins(tmp_path, monkeypatch):
-    """``write(source) -> module name``: a plugin module on ``sys.path``, removed after."""
-    site = tmp_path / "site"
-    site.mkdir()
-    monkeypatch.syspath_prepend(str(site))
-    names: list[str] = []
+def plugins(plugin_site, tmp_path):
+    """``write(definition) -> module``: a plugin module of HEADER and ``X = definition``."""
+    numbers = itertools.count()
 
-    def write(line: str) -> str:
-        name = f"clash_{len(names)}_{abs(hash(str(tmp_path))) % 10**6}"
-        (site / f"{name}.py").write_text(HEADER + "\n" + line + "\n")
-        names.append(name)
+    def write(definition: str) -> str:
+        name = f"clash_{next(numbers)}_{abs(hash(str(tmp_path))) % 10**6}"
+        plugin_site(f"{name}.py", f"{HEADER}\nX = {definition}\n")
         return name
 
-    yield write
-    for name in names:
-        sys.modules.pop(name, None)
+    return write
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_plugin_clashing_with_a_built_in_is_one_error_line_and_changes_nothing(
     assert_clean_error, train_tiny, recorded, plugins, tmp_path, case
 ):
-    line, fragment = CASES[case]
     before = intact()
-    module = plugins(line)
+    module = plugins(case)
     result = train_tiny(f"{module}:X", tmp_path / "run")
     with recorded("hostile", f"class 2: {case}"):
-        assert_clean_error(result, 2, f"--pe {module}:X", fragment)
+        assert_clean_error(result, 2, f"--pe {module}:X", CASES[case])
         assert not (tmp_path / "run").exists()
         assert intact() == before
 
 
 GRID_CASES = {  # pes = [the plugin, rope]
-    "plugin named rope": 'X = rope_encoding("rope", "mine", freqs)',
-    "plugin of rope type default": 'X = rope_encoding("mine", "m", freqs, rope_type="default")',
-    "plugin named linear": 'X = rope_encoding("linear", "mine", freqs)',
-    "bias plugin named alibi": 'X = bias_encoding("alibi", "mine", zero_bias)',
+    "plugin named rope": 'rope_encoding("rope", "mine", freqs)',
+    "plugin of rope type default": 'rope_encoding("mine", "m", freqs, rope_type="default")',
+    "plugin named linear": 'rope_encoding("linear", "mine", freqs)',
+    "bias plugin named alibi": 'bias_encoding("alibi", "mine", zero_bias)',
 }
 
 
@@ -163,10 +133,10 @@ def test_a_grid_with_a_clashing_plugin_is_refused_when_it_is_read(
 def test_rope_and_a_plugin_of_its_own_name_train_with_their_own_frequencies_after_every_clash(
     train_tiny, recorded, plugins, tmp_path
 ):
-    for number, (line, _) in enumerate(CASES.values()):
-        module = plugins(line)
+    for number, definition in enumerate(CASES):
+        module = plugins(definition)
         train_tiny(f"{module}:X", tmp_path / f"r{number}")
-    module = plugins('X = rope_encoding("mine500", "mine", freqs)')
+    module = plugins('rope_encoding("mine500", "mine", freqs)')
     frequencies = {}
     for pe in ("rope", f"{module}:X"):
         out = tmp_path / pe.replace(":", "-")
@@ -185,8 +155,8 @@ def test_rope_and_a_plugin_of_its_own_name_train_with_their_own_frequencies_afte
 
 
 def test_a_second_plugin_taking_the_first_ones_rope_type_is_refused(recorded, plugins):
-    first = plugins('X = rope_encoding("shared_a", "mine", freqs, rope_type="shared_type")')
-    second = plugins('X = rope_encoding("shared_b", "mine", freqs, rope_type="shared_type")')
+    first = plugins('rope_encoding("shared_a", "mine", freqs, rope_type="shared_type")')
+    second = plugins('rope_encoding("shared_b", "mine", freqs, rope_type="shared_type")')
     assert ENCODINGS[f"{first}:X"].name == "shared_a"
     taken = f"rope type 'shared_type' is taken by {first}.freqs"
     with (

@@ -32,25 +32,21 @@ else:  # pragma: no cover
 
 
 @pytest.fixture
-def installed(tmp_path, monkeypatch, readme_block) -> dict:
+def installed(plugin_site, readme_block) -> dict:
     """The README's plugin, "installed" into a temporary site folder."""
-    site = tmp_path / "site"
-    (site / "mype").mkdir(parents=True)
-    (site / "mype" / "__init__.py").write_text(readme_block("# mype/__init__.py"))
+    plugin_site("mype/__init__.py", readme_block("# mype/__init__.py"))
     project = tomllib.loads(readme_block("# pyproject.toml"))["project"]
-    dist = site / f"{project['name']}-{project['version']}.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+    dist = f"{project['name']}-{project['version']}.dist-info"
+    plugin_site(
+        f"{dist}/METADATA",
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n",
     )
     lines = []
     for group, points in project["entry-points"].items():
         lines.append(f"[{group}]")
         lines += [f"{name} = {target}" for name, target in points.items()]
-    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    monkeypatch.syspath_prepend(str(site))
-    yield project
-    sys.modules.pop("mype", None)
+    plugin_site(f"{dist}/entry_points.txt", "\n".join(lines) + "\n")
+    return project
 
 
 def test_the_readme_plugin_installed_under_the_documented_group_shows_in_list_pe(cli, installed):
@@ -83,14 +79,10 @@ def test_installed_plugin_trains_with_its_frequencies_and_ranks_in_the_results(
 
 
 @pytest.fixture
-def mybias(tmp_path, monkeypatch, readme_block) -> str:
+def mybias(plugin_site, readme_block) -> str:
     """The README's learned-bias plugin as a module on ``sys.path``; its ``--pe`` reference."""
-    site = tmp_path / "bias-site"
-    (site / "mybias").mkdir(parents=True)
-    (site / "mybias" / "__init__.py").write_text(readme_block("# mybias/__init__.py"))
-    monkeypatch.syspath_prepend(str(site))
-    yield "mybias:LOGBIAS"
-    sys.modules.pop("mybias", None)
+    plugin_site("mybias/__init__.py", readme_block("# mybias/__init__.py"))
+    return "mybias:LOGBIAS"
 
 
 def test_readme_learned_bias_trains_saves_and_reloads_to_the_same_predictions(
@@ -157,12 +149,10 @@ EMPTY = bias_encoding("empty", "a module without weights", module=Fixed)
     ids=["weights-outside-the-model", "module-without-weights"],
 )
 def test_a_bias_that_cannot_learn_what_it_claims_is_one_error_line(
-    train_tiny, name, message, tmp_path, monkeypatch
+    train_tiny, plugin_site, name, message, tmp_path
 ):
-    (tmp_path / "leaked.py").write_text(LEAKED)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin_site("leaked.py", LEAKED)
     result = train_tiny(f"leaked:{name}", tmp_path / "r")
-    sys.modules.pop("leaked", None)
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
