@@ -34,23 +34,18 @@ SPEC = ["--task", "cot", "--task", "semirecursive", "-m", "97", "--train-size", 
 OLD_SPEC = [*SPEC[:-1], "8"]
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` by relative path."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
 def generate(cli, out: Path, args: list[str], overwrite: bool = False):
     """``posgen generate --out out -q *args`` in-process."""
     return cli("generate", "--out", out, "-q", *(["--overwrite"] if overwrite else []), *args)
 
 
 @pytest.fixture(scope="module")
-def reference(cli, tmp_path_factory) -> dict[str, dict[str, bytes]]:
-    """The files a complete run writes, for the spec and for the 'old' dataset."""
+def reference(cli, tmp_path_factory) -> dict[str, Path]:
+    """Complete runs of the spec ("new") and of the 'old' dataset."""
     base = tmp_path_factory.mktemp("reference")
     assert generate(cli, base / "new", SPEC).exit_code == 0
     assert generate(cli, base / "old", OLD_SPEC).exit_code == 0
-    return {"new": snapshot(base / "new"), "old": snapshot(base / "old")}
+    return {"new": base / "new", "old": base / "old"}
 
 
 def builds(out: Path) -> list[Path]:
@@ -129,26 +124,26 @@ CASES = [
     ids=[f"{p}-{signal.Signals(s).name}-{'replace' if o else 'new'}" for p, s, o in CASES],
 )
 def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identical(
-    cli, fork_child, kill_points, recorded, tmp_path, reference, point, signum, overwrite
+    cli, fork_child, kill_points, recorded, tree, tmp_path, reference, point, signum, overwrite
 ):
     out = tmp_path / "ds"
-    expected = reference["new"]
+    expected = tree(reference["new"])
     if overwrite:
         assert generate(cli, out, OLD_SPEC).exit_code == 0
-    total = sum(len(data) for data in expected.values())
+    total = sum(f.stat().st_size for f in reference["new"].rglob("*") if f.is_file())
     fresh = (point, signum, overwrite) == CASES[0]  # one case in a new interpreter
     killed = kill_at(fork_child, kill_points, out, point, signum, total, overwrite, fresh)
     key = f"{point}/{signal.Signals(signum).name}/{'replace' if overwrite else 'new'}"
     with recorded("kill", key):
         assert killed.returncode != 0, killed.stdout  # stopped mid-run, at the point
-        state = snapshot(out) if out.exists() else None
-        before = reference["old"] if overwrite else None
+        state = tree(out) if out.exists() else None
+        before = tree(reference["old"]) if overwrite else None
         assert state in (before, expected), f"target neither absent/old nor complete after {key}"
         if signum != signal.SIGKILL:  # SIGTERM/SIGINT clean up themselves
             assert not builds(out), f"{signal.Signals(signum).name} left {builds(out)}"
         rerun = generate(cli, out, SPEC, overwrite=overwrite)
         assert rerun.exit_code == 0, rerun.output
-        assert snapshot(out) == expected
+        assert tree(out) == expected
         assert not leftovers(out)
         assert check_dataset(out) == []
 
@@ -248,7 +243,16 @@ STOPPED = [  # (command, moment of the SIGTERM, whether --out holds a dataset al
 
 @pytest.mark.parametrize(("command", "point", "existing", "left"), STOPPED)
 def test_sigterm_while_writing_a_dataset_exits_143_with_one_line_saying_what_was_left(
-    stopped_at, assert_clean_error, cli, tmp_path, tiny_spec_file, command, point, existing, left
+    stopped_at,
+    assert_clean_error,
+    cli,
+    tree,
+    tmp_path,
+    tiny_spec_file,
+    command,
+    point,
+    existing,
+    left,
 ):
     out = tmp_path / "out"
     spec = tiny_spec_file
@@ -257,11 +261,11 @@ def test_sigterm_while_writing_a_dataset_exits_143_with_one_line_saying_what_was
     if existing:
         assert cli(*args).exit_code == 0
         args.append("--overwrite")
-    before = snapshot(out) if existing else None
+    before = tree(out) if existing else None
     done = stopped_at(point, *args, cwd=tmp_path)
     line = assert_clean_error(done, 143)
     assert line == f"error: interrupted by SIGTERM; {left.format(out=out)}"
-    assert (snapshot(out) if out.exists() else None) == before
+    assert (tree(out) if out.exists() else None) == before
     assert {p.name for p in tmp_path.iterdir()} == {"tiny.toml", *(["out"] if existing else [])}
     assert leftovers(out) == []
 

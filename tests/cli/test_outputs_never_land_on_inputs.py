@@ -9,7 +9,6 @@ inside one.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -72,19 +71,6 @@ ALLOWED = {  # case -> (the command line, the file it writes)
 }  # fmt: skip
 
 
-def snapshot(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder`` (links not followed), and every folder."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_symlink():
-            found[str(path)] = f"link to {path.readlink()}"
-        elif path.is_file():
-            found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            found[str(path)] = "folder"
-    return found
-
-
 @pytest.fixture
 def folder(tmp_path, tiny_cot, tiny_oracle) -> Path:
     """The test's folder: the dataset ``ds``, another dataset ``other``, ``link`` (to
@@ -108,14 +94,14 @@ def run(line: str, folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_an_output_on_an_input_or_inside_a_dataset_is_refused_before_any_work(
-    assert_clean_error, cli, recorded, folder, case
+    assert_clean_error, cli, recorded, tree, folder, case
 ):
     line, fragment = CASES[case]
-    before = snapshot(folder)
+    before = tree(folder)
     result = cli(*run(line, folder))
     with recorded("target", f"class 1: {case}"):
         assert_clean_error(result, 2, fragment)
-        assert snapshot(folder) == before
+        assert tree(folder) == before
 
 
 @pytest.mark.parametrize("case", sorted(ALLOWED))

@@ -3,7 +3,6 @@ the answer is one error line or a correct dataset."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -33,18 +32,6 @@ def bench(seed: int = 0) -> BenchmarkSpec:
 def part(out: Path, i: int, seed: int = 0):
     """Part ``i`` of 3 of :func:`bench` into ``out``, with its card."""
     return write_dataset(bench(seed), out, part=(i, 3), shard_bytes=SHARD)
-
-
-def tree(folder: Path) -> dict[str, str]:
-    """sha256 of every file and the target of every link under ``folder`` (hidden included)."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        key = str(path.relative_to(folder))
-        if path.is_symlink():
-            found[key] = "-> " + os.readlink(path)
-        elif path.is_file():
-            found[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +104,7 @@ MERGE_REFUSALS = {
 
 @pytest.mark.parametrize("case", list(MERGE_REFUSALS))
 def test_merge_refuses_a_target_that_is_not_its_own_and_changes_nothing(
-    assert_clean_error, cli, recorded, tmp_path, parts, case
+    tree, assert_clean_error, cli, recorded, tmp_path, parts, case
 ):
     prepare, code, words = MERGE_REFUSALS[case]
     target = tmp_path / "target"
@@ -135,7 +122,7 @@ MERGE_TARGETS = ["missing", "empty folder", "symlink to an empty folder", "one o
 
 @pytest.mark.parametrize("case", MERGE_TARGETS)
 def test_merge_into_its_own_kind_of_target_equals_a_single_run(
-    cli, recorded, tmp_path, parts, single, case
+    tree, cli, recorded, tmp_path, parts, single, case
 ):
     target = tmp_path / "target"
     sources = parts
@@ -183,7 +170,7 @@ UNFINISHED = ["1 of 3 parts", "2 of 3 parts", "finish killed before the card",
 
 @pytest.mark.parametrize("case", UNFINISHED)
 def test_an_unfinished_part_folder_never_loads_wrong_data_and_merge_completes_it(
-    assert_clean_error, cli, recorded, tmp_path, single, monkeypatch, case
+    tree, assert_clean_error, cli, recorded, tmp_path, single, monkeypatch, case
 ):
     out = tmp_path / "ds"
     written = {"1 of 3 parts": 1, "2 of 3 parts": 2}.get(case, 3)
@@ -212,7 +199,7 @@ def test_an_unfinished_part_folder_never_loads_wrong_data_and_merge_completes_it
             assert tree(out) == tree(single)
 
 
-def test_parts_finishing_at_once_finish_the_folder_once(recorded, tmp_path, single):
+def test_parts_finishing_at_once_finish_the_folder_once(tree, recorded, tmp_path, single):
     from concurrent.futures import ThreadPoolExecutor
 
     out = tmp_path / "ds"
@@ -319,7 +306,7 @@ GENERATE_REFUSALS = {
 
 @pytest.mark.parametrize("case", list(GENERATE_REFUSALS))
 def test_generate_refuses_a_target_it_may_not_replace_and_changes_nothing(
-    assert_clean_error, cli, recorded, tmp_path, case
+    tree, assert_clean_error, cli, recorded, tmp_path, case
 ):
     prepare, flags, words = GENERATE_REFUSALS[case]
     target = prepare(tmp_path)
@@ -330,7 +317,7 @@ def test_generate_refuses_a_target_it_may_not_replace_and_changes_nothing(
         assert tree(tmp_path) == before
 
 
-def test_parts_through_a_symlink_land_where_it_points(recorded, tmp_path, single):
+def test_parts_through_a_symlink_land_where_it_points(tree, recorded, tmp_path, single):
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     for i in range(3):
