@@ -1,9 +1,5 @@
-"""Slow, obviously-correct references written from docs/tasks.md ("The tasks", "Generation
-functions h", "Seeding", "Probe splits"), independent of posgen; ``make bench`` times posgen
-against them too.
-
-Nothing here imports posgen's generator or seeding: plain loops over plain lists.
-"""
+"""Slow, obviously-correct references written from docs/tasks.md, independent of posgen (plain
+loops over plain lists); ``make bench`` times posgen against them too."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""Hostile and careless input beyond the spec flags: one ``error:`` line, never a traceback.
-
-Each class of issue 13 is tried with several variants of its own: prediction files that lie
-or are not text, bare data with the wrong types, spec files that are bombs, names the file
-system or UTF-8 cannot hold, paths without permission (chmod 000 and friends), Python
-API misuse, and any unexpected exception reaching the top of the CLI. Counts go to the
-session summary (the ``recorded`` fixture).
-"""
+"""Hostile and careless input beyond the spec flags (issue 13): lying prediction files, bare
+data, spec bombs, bad names, permissions, API misuse, surprises: one ``error:`` line each."""
 
 from __future__ import annotations
 

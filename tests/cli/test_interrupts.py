@@ -1,11 +1,5 @@
-"""Killed runs never lose data: real ``posgen`` subprocesses stopped by signals.
-
-Each case holds a run at a kill point (tests/kill_points.py: no case depends on the machine's
-speed), sends SIGKILL, SIGTERM or SIGINT, and checks that the target is absent or complete,
-an old dataset is intact, SIGTERM/SIGINT left nothing behind, and the next run cleans up
-whatever SIGKILL left and writes the same bytes. The one line and exit status of a stopped
-command come from the command sending itself SIGTERM at a named moment (``POSGEN_SIGNAL_AT``).
-"""
+"""Killed runs never lose data: real ``posgen`` processes held at a kill point
+(tests/kill_points.py) and signalled there; a stopped command's one line (``POSGEN_SIGNAL_AT``)."""
 
 from __future__ import annotations
 
@@ -23,7 +17,7 @@ import posgen.signals
 import posgen.store.safety
 from posgen.signals import Interrupted
 from posgen.store import check_dataset
-from posgen.store.safety import atomic_folder, leftovers, recover
+from posgen.store.safety import atomic_folder, leftovers
 
 GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
 
@@ -71,39 +65,30 @@ def kill_at(
     overwrite: bool,
     fresh: bool = False,
 ) -> subprocess.CompletedProcess:
-    """Run ``posgen generate`` in a process held at ``point`` and signal it there; the
-    finished run, stderr merged into stdout. ``fresh``: a new interpreter running
-    tests/kill_points.py; otherwise the same program in a child forked from this process
-    (posgen already imported: the process, its signals and its files are as real)."""
+    """Run ``posgen generate`` held at ``point`` and signal it there; the finished run, stderr
+    merged into stdout. ``fresh``: in a new interpreter, otherwise in a forked child."""
     args = ["generate", "--out", str(out), "-q", *SPEC, *(["--overwrite"] if overwrite else [])]
     command = [*kill_points, point, str(out), str(total), *args]
     if fresh:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
-        proc = subprocess.Popen(command, env=env, **pipes)
-        said = proc.stdout.readline().strip()  # the run holds here until signalled
-        if said == point:
-            proc.send_signal(signum)
-        output, _ = proc.communicate(timeout=GUARD)
-        assert said == point, f"the run never reached {point!r}: {said} {output}"
-        return subprocess.CompletedProcess(command, proc.returncode, output)
-    program = _held_program(kill_points)
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        pid, stream = proc.pid, proc.stdout
+    else:
+        program = _held_program(kill_points)
 
-    def held_run() -> None:
-        sys.argv = [str(command[1]), *command[2:]]
-        program.main()
+        def held_run() -> None:
+            sys.argv = [str(command[1]), *command[2:]]
+            program.main()
 
-    pid, read = fork_child(held_run)
-    with os.fdopen(read, "r") as stream:
-        said = stream.readline().strip()  # the run holds here until signalled
-        if said == point:
-            os.kill(pid, signum)
-        else:  # a failure: do not leave it waiting
-            os.kill(pid, signal.SIGKILL)
-        output = stream.read()
-    _, status = os.waitpid(pid, 0)
+        pid, read = fork_child(held_run)
+        stream = os.fdopen(read, "rb")
+    with stream:
+        said = stream.readline().decode().strip()  # the run holds here until signalled
+        os.kill(pid, signum if said == point else signal.SIGKILL)  # a failure never waits on
+        output = stream.read().decode()
+    code = proc.wait(GUARD) if fresh else os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     assert said == point, f"the run never reached {point!r}: {said} {output}"
-    return subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status), output)
+    return subprocess.CompletedProcess(command, code, output)
 
 
 POINTS = ["start", "build folder", "first shard", "half the bytes", "manifest"]
@@ -146,16 +131,6 @@ def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identi
         assert tree(out) == expected
         assert not leftovers(out)
         assert check_dataset(out) == []
-
-
-def test_a_parked_dataset_is_restored_when_a_run_died_between_its_renames(tmp_path):
-    parked = tmp_path / f".ds{posgen.store.safety.OLD_TAG}1a2b3c4d"
-    parked.mkdir()
-    (parked / "posgen.json").write_text("{}")
-    assert recover(tmp_path / "ds") == [
-        f"restored {tmp_path / 'ds'} from {parked.name} (a run died while replacing it)"
-    ]
-    assert (tmp_path / "ds" / "posgen.json").read_text() == "{}"
 
 
 @pytest.mark.parametrize("commit", ["exchange", "two renames"])
@@ -217,8 +192,7 @@ def test_a_failure_between_the_renames_puts_the_old_dataset_back(tmp_path, monke
 @pytest.fixture
 def stopped_at(cli, monkeypatch):
     """``stopped_at(point, *args, cwd=folder)``: ``posgen *args`` in-process, run from
-    ``folder``, sending itself SIGTERM at ``point`` (``POSGEN_SIGNAL_AT``): the handlers the
-    entry point installs turn it into the command's one line, as in a real process."""
+    ``folder``, sending itself SIGTERM at ``point`` (``POSGEN_SIGNAL_AT``)."""
 
     def run(point: str, *args: object, cwd: Path):
         monkeypatch.chdir(cwd)

@@ -1,11 +1,5 @@
-"""Issue 27, class 1: no command writes over what it reads or into a dataset folder.
-
-Every command that writes makes the one check of :func:`posgen.cli.runner.output_problems`
-before any work: an output that is an input, lies inside a folder read, or lies inside a
-dataset folder (links resolved) is one ``error:`` line, exit 2, and not a byte under the
-test's folder changes. A dataset target may replace a dataset (``--overwrite``), never sit
-inside one.
-"""
+"""Issue 27, class 1: an output that is an input, or lies inside a folder read or a dataset
+folder (links resolved), is one ``error:`` line, exit 2, before any work, nothing changed."""
 
 from __future__ import annotations
 
@@ -73,9 +67,8 @@ ALLOWED = {  # case -> (the command line, the file it writes)
 
 @pytest.fixture
 def folder(tmp_path, tiny_cot, tiny_oracle) -> Path:
-    """The test's folder: the dataset ``ds``, another dataset ``other``, ``link`` (to
-    ``ds/data``), ``dslink`` (to ``ds``), ``plain`` (a parquet file without a manifest), a
-    spec file, a grid and the oracle's predictions (made outside)."""
+    """Datasets ``ds`` and ``other``, ``link`` (to ``ds/data``), ``dslink`` (to ``ds``),
+    ``plain`` (a parquet file, no manifest), a spec, a grid and the oracle's predictions."""
     shutil.copytree(tiny_cot, tmp_path / "ds")
     shutil.copytree(tiny_cot, tmp_path / "other")
     (tmp_path / "link").symlink_to(tmp_path / "ds" / "data")

@@ -1,10 +1,5 @@
-"""The README's and docs' command lines parse with the current CLI (no drift from the flags).
-
-Every ``posgen ...`` line of the shell blocks of README.md and docs/*.md, and of each
-command's ``Examples`` epilog, is parsed by click exactly as the shell would pass it: unknown
-commands or flags, wrong types and missing required options fail here. Paths are not checked
-for existence (the examples name folders the reader creates).
-"""
+"""Every ``posgen ...`` line of the shell blocks of README.md and docs/*.md, and of each
+command's ``Examples`` epilog, parses with the current CLI; the docs' links lead somewhere."""
 
 from __future__ import annotations
 
@@ -67,11 +62,8 @@ README_LINES = command_lines((ROOT / "README.md").read_text())
 
 
 def parse(line: str) -> None:
-    """Parse ``line`` as the CLI would, without running the command.
-
-    ``...`` stands for flags left out (``posgen generate ... --shard-mb 256``): there a
-    missing required option is fine, every flag shown must still parse.
-    """
+    """Parse ``line`` as the CLI would, without running it; with ``...`` (flags left out) a
+    missing required option is fine."""
     words = shlex.split(line)[1:]
     elided = "..." in words
     words = [w for w in words if w != "..."]

@@ -68,19 +68,11 @@ def test_unranking_matches_itertools_order_including_huge_spaces():
     assert [tuple(r) for r in got.tolist()] == first
 
 
+DISJOINT = dict(task="cot", modulus=5, near=2, far=1, train_length=6, test_length=[8, 10])
+
+
 def disjoint_spec(**fields):
-    base = dict(
-        task="cot",
-        modulus=5,
-        near=2,
-        far=1,
-        train_length=6,
-        test_length=[8, 10],
-        train_size=1000,
-        val_size=100,
-        test_size=100,
-    )
-    return TaskSpec(**{**base, **fields})
+    return TaskSpec(**{**DISJOINT, "train_size": 1000, "val_size": 100, "test_size": 100, **fields})
 
 
 @given(st.integers(0, 2**63 - 1), st.sampled_from(TASKS))
