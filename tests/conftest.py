@@ -109,7 +109,6 @@ LABELS = {
     "valid_spec": "random valid specs generated, {ok} validated against the oracle",
     "kill": "kill points signalled mid-run, {ok} survived with nothing lost "
     "(target absent or complete, old dataset intact, rerun byte-identical)",
-    "kill_finished": "kill points reached after the run had finished (dataset complete)",
     "disk": "disk-full / unwritable cases, {ok} failed cleanly (path named, nothing left)",
     "resources": "oversized specs, {ok} refused up front with the estimate",
     "damage": "damage cases on real files, {ok} detected with the file named",

@@ -117,17 +117,11 @@ def grow_row(
 
 
 def authors_splits(
-    task: str,
-    m: int,
-    near: int,
-    far: int,
-    train_length: int,
-    test_length: int,
-    train_size: int,
-    val_size: int,
-    test_size: int,
+    task: str, m: int, near: int, far: int, lengths: tuple[int, int], sizes: tuple[int, int, int]
 ) -> dict[str, list[list[int]]]:
-    """The authors' construction: a complete list grown from cycled sorted combinations."""
+    """The authors' construction: a complete list grown from cycled sorted combinations;
+    ``lengths`` are (train, test), ``sizes`` (train, validation, test)."""
+    (train_length, test_length), (train_size, val_size, test_size) = lengths, sizes
     w = near + far
     needed = max(train_size, val_size + test_size)
     windows = itertools.cycle(itertools.combinations(range(m), w))

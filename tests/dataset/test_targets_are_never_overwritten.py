@@ -81,24 +81,20 @@ def _a_loop(target: Path) -> None:
     (target.parent / "loop2").symlink_to(target)
 
 
-MERGE_REFUSALS = {
-    "user folder with README.md and posgen.json": (_user_folder, 2, "posgen.json"),
-    "finished dataset of another spec": (
-        lambda t: write_dataset(bench(5), t, shard_bytes=SHARD),
-        2,
-        "finished dataset",
-    ),
-    "finished dataset of the same spec": (
-        lambda t: write_dataset(bench(), t, shard_bytes=SHARD),
-        2,
-        "finished dataset",
-    ),
-    "user files under data/": (_user_data, 2, "not posgen parts"),
-    "a file": (_a_file, 2, "file"),
-    "symlink to a user folder": (_link_to_user_folder, 2, "posgen.json"),
-    "parts of another run": (lambda t: part(t, 0, seed=5), 2, "another benchmark"),
-    "a staged file that differs": (_a_different_staged_file, 2, "differs"),
-    "a symlink loop": (_a_loop, 2, "loops"),
+def _dataset(target: Path, seed: int = 0) -> None:
+    write_dataset(bench(seed), target, shard_bytes=SHARD)
+
+
+MERGE_REFUSALS = {  # case -> (what the target holds, a fragment of the error line)
+    "user folder with README.md and posgen.json": (_user_folder, "posgen.json"),
+    "finished dataset of another spec": (lambda t: _dataset(t, seed=5), "finished dataset"),
+    "finished dataset of the same spec": (_dataset, "finished dataset"),
+    "user files under data/": (_user_data, "not posgen parts"),
+    "a file": (_a_file, "file"),
+    "symlink to a user folder": (_link_to_user_folder, "posgen.json"),
+    "parts of another run": (lambda t: part(t, 0, seed=5), "another benchmark"),
+    "a staged file that differs": (_a_different_staged_file, "differs"),
+    "a symlink loop": (_a_loop, "loops"),
 }
 
 
@@ -106,14 +102,14 @@ MERGE_REFUSALS = {
 def test_merge_refuses_a_target_that_is_not_its_own_and_changes_nothing(
     tree, assert_clean_error, cli, recorded, tmp_path, parts, case
 ):
-    prepare, code, words = MERGE_REFUSALS[case]
+    prepare, words = MERGE_REFUSALS[case]
     target = tmp_path / "target"
     prepare(target)
     before = {folder: tree(folder) for folder in [tmp_path, *parts]}
     result = cli("merge", target, *parts)
     after = {folder: tree(folder) for folder in [tmp_path, *parts]}
     with recorded("target", f"merge into: {case}"):
-        assert_clean_error(result, code, words)
+        assert_clean_error(result, 2, words)
         assert after == before
 
 
@@ -274,33 +270,21 @@ def test_a_symlink_out_is_followed_kept_and_leaves_nothing_behind(cli, recorded,
         assert leftovers(link) == []
 
 
-def _mine(base: Path) -> Path:
-    (base / "mine").mkdir()
-    (base / "mine" / "notes.txt").write_text("keep me\n")
-    return base / "mine"
+def _mine(target: Path) -> None:
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me\n")
 
 
-def _link_to_mine(base: Path) -> Path:
-    (base / "link").symlink_to(_mine(base))
-    return base / "link"
-
-
-def _looping_link(base: Path) -> Path:
-    (base / "a").symlink_to(base / "b")
-    (base / "b").symlink_to(base / "a")
-    return base / "a"
-
-
-def _dataset(base: Path) -> Path:
-    write_dataset(bench(), base / "ds", shard_bytes=SHARD)
-    return base / "ds"
+def _link_to_mine(target: Path) -> None:
+    _mine(target.parent / "mine")
+    target.symlink_to(target.parent / "mine")
 
 
 GENERATE_REFUSALS = {
     "a dataset, without --overwrite": (_dataset, [], "pass --overwrite to replace it"),
     "a user folder": (_mine, ["--overwrite"], "not a posgen dataset"),
     "a symlink to a user folder": (_link_to_mine, ["--overwrite"], "not a posgen dataset"),
-    "a symlink loop": (_looping_link, [], "loops"),
+    "a symlink loop": (_a_loop, [], "loops"),
 }
 
 
@@ -309,7 +293,8 @@ def test_generate_refuses_a_target_it_may_not_replace_and_changes_nothing(
     tree, assert_clean_error, cli, recorded, tmp_path, case
 ):
     prepare, flags, words = GENERATE_REFUSALS[case]
-    target = prepare(tmp_path)
+    target = tmp_path / "target"
+    prepare(target)
     before = tree(tmp_path)
     result = cli("generate", "--out", target, *FLAGS, *flags)
     with recorded("target", f"--out: {case}"):

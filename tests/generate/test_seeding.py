@@ -37,7 +37,7 @@ def test_paper_seeding_matches_the_authors_construction_row_for_row(
         train_length=train_length, test_length=test_length,
         train_size=sizes[0], val_size=sizes[1], test_size=sizes[2],
     )  # fmt: skip
-    expected = oracle.authors_splits(task, m, near, far, train_length, test_length, *sizes)
+    expected = oracle.authors_splits(task, m, near, far, (train_length, test_length), sizes)
     for split, rows in expected.items():
         assert generate_split(spec, split).tolist() == rows, split
 
