@@ -215,19 +215,13 @@ STOPPED = [  # (command, moment of the SIGTERM, whether --out holds a dataset al
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("command", "point", "existing", "left"), STOPPED)
+@pytest.mark.parametrize(
+    "case", STOPPED, ids=[f"{c}-{p}-{'replace' if e else 'new'}" for c, p, e, _ in STOPPED]
+)
 def test_sigterm_while_writing_a_dataset_exits_143_with_one_line_saying_what_was_left(
-    stopped_at,
-    assert_clean_error,
-    cli,
-    tree,
-    tmp_path,
-    tiny_spec_file,
-    command,
-    point,
-    existing,
-    left,
+    stopped_at, assert_clean_error, cli, tree, tmp_path, tiny_spec_file, case
 ):
+    command, point, existing, left = case
     out = tmp_path / "out"
     spec = tiny_spec_file
     args = ["publish", spec] if command == "publish" else ["generate", "--spec", spec]

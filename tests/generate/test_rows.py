@@ -11,12 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import posgen.generator
-from posgen.generator import (
-    generate_rows,
-    generate_split,
-    grow,
-    transpose_tiles,
-)
+from posgen.generator import generate_rows, generate_split, grow, transpose_tiles
 from posgen.spec import TaskSpec
 from posgen.tasks import TASKS, dependency_matrix
 
