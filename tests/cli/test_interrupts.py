@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import runpy
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,40 +45,21 @@ def builds(out: Path) -> list[Path]:
     return [p for p in leftovers(out) if posgen.store.safety.TMP_TAG in p.name]
 
 
-def _held_program(kill_points: list[str]):
-    """tests/kill_points.py as a module (its ``install`` and ``main``), for forked runs."""
-    path = Path(kill_points[-1])
-    spec = importlib.util.spec_from_file_location("_kill_points_forked", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def kill_at(
-    fork_child: Callable[[Callable[[], object]], tuple[int, int]],
-    kill_points: list[str],
-    out: Path,
-    point: str,
-    signum: int,
-    total: int,
-    overwrite: bool,
-    fresh: bool = False,
-) -> subprocess.CompletedProcess:
+def kill_at(fork_child, kill_points, out, point, signum, total, overwrite, fresh=False):
     """Run ``posgen generate`` held at ``point`` and signal it there; the finished run, stderr
     merged into stdout. ``fresh``: in a new interpreter, otherwise in a forked child."""
     args = ["generate", "--out", str(out), "-q", *SPEC, *(["--overwrite"] if overwrite else [])]
     command = [*kill_points, point, str(out), str(total), *args]
+
+    def held_run() -> None:  # tests/kill_points.py as a program, in the forked child
+        sys.argv = command[1:]
+        runpy.run_path(command[1], run_name="__main__")
+
     if fresh:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         pid, stream = proc.pid, proc.stdout
     else:
-        program = _held_program(kill_points)
-
-        def held_run() -> None:
-            sys.argv = [str(command[1]), *command[2:]]
-            program.main()
-
         pid, read = fork_child(held_run)
         stream = os.fdopen(read, "rb")
     with stream:
