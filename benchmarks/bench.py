@@ -17,7 +17,7 @@ with the ratios ours/oracle and ours/copy (machines are noisy: compare ratios wi
 Then how the cost grows with rows and with length (4x each). ``--write`` saves the output to
 ``BENCHMARKS.md``. ``--parquet-settings`` measures the Parquet codecs behind
 :data:`posgen.store.formats.PARQUET_OPTIONS`; ``--big TOKENS`` runs one large generation and reports
-its peak memory; ``--ops`` measures every generation function h (:mod:`posgen.ops`) in memory;
+its peak memory; ``--ops`` measures every generation function h (:mod:`posgen.tasks`) in memory;
 with ``--write`` each appends a section.
 
 Every timing is the best of ``--repeat`` runs.
@@ -129,7 +129,7 @@ def ops_table(
     tokens: int, repeat: int, emit: Callable[[str], None], tasks: tuple[str, ...]
 ) -> None:
     """Tokens/s in memory of every op (kernel from ready windows, and generate_rows), L = 256."""
-    from posgen.ops import op_names
+    from posgen.tasks import op_names
 
     emit(
         "Tokens/s of every generation function h (paper shape: m = 17, k = 3, j = 1, L = 256, "

@@ -231,7 +231,7 @@ def question_lookback(spec: Any, tokens: np.ndarray, max_questions: int = 5000) 
     h(q, x_{t-k} .. x_{t-1}); D = t when even all earlier transitions leave it open
     (then only reading the question decides x_t).
     """
-    from posgen.ops import get_op
+    from posgen.tasks import get_op
 
     m, w, k, j = spec.modulus, spec.window, spec.near, spec.far
     if spec.task != "cot" or m**j > max_questions or j == 0:

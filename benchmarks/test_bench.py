@@ -46,7 +46,7 @@ def test_parquet_settings_append_a_section_to_the_written_file(tmp_path):
 
 
 def test_the_ops_section_has_a_row_per_op_and_task(capsys):
-    from posgen.ops import op_names
+    from posgen.tasks import op_names
 
     assert main(["--ops", "--task", "cot", "--tokens", "20000", "--repeat", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]

@@ -9,7 +9,7 @@ x_{s-k} .. x_{s-1} inside the window, so s in [max(w, t-D+k), t-1]); targets rea
 far operands constrain nothing. The *question-consistency look-back* D*(t) of a row is the
 smallest D at which every consistent candidate gives the same h(v, near_t), and t - p when
 none below it does (the far operands themselves are needed). It is exact for any op, m, k
-and j: the op is only called through :meth:`posgen.ops.Op.apply`. A far operand partly
+and j: the op is only called through :meth:`posgen.tasks.Op.apply`. A far operand partly
 inside the window (j > 1) counts as invisible until all of it is.
 
 * cot (p = 0): the question is shared by every target, so a few transitions pin it.
@@ -39,9 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from posgen.ops import get_op
 from posgen.spec import TaskSpec
-from posgen.tasks import far_start
+from posgen.tasks import far_start, get_op
 
 MAX_CANDIDATES = 1 << 16  # most far-operand candidates m^j the audit enumerates
 AUDIT_TARGETS = 1 << 13  # targets audited per split (rows spread evenly over it)

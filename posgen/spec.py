@@ -39,8 +39,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from posgen.errors import UsageError, not_utf8, shown
-from posgen.ops import get_op, op_names
-from posgen.tasks import TASKS, expected_names
+from posgen.tasks import TASKS, expected_names, get_op, op_names
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -178,7 +177,7 @@ class TaskSpec(BaseModel):
 
     @property
     def probe_names(self) -> tuple[str, ...]:
-        """The probe splits (:mod:`posgen.probe`), one per test split.
+        """The probe splits (:mod:`posgen.generator`), one per test split.
 
         >>> TaskSpec(task="cot", test_length=[256, 512]).probe_names
         ('probe', 'probe_512')

@@ -11,12 +11,31 @@ semirecursive  floor((t - w) / 2)          far x_1, near x_3 x_4 x_5
 
 >>> dependencies("semirecursive", t=6, near=3, far=1).tolist()
 [1, 3, 4, 5]
+
+## Ops
+
+The generation functions h (ops): the w operands of a position (far first) to a token of Z_m.
+
+Kinds, each with a fast path in :mod:`posgen.generator`: ``additive``, ``sum`` (a table of
+the unreduced sum S), ``tuple`` (``keyed_hash``) and keyed permutations (``perm``, ``slot``,
+``select``).
+
+>>> import numpy as np
+>>> MOD_ADDITION.apply(np.array([[1], [3], [6], [11]]), 17).tolist()
+[4]
+>>> sum_table("pow_sin", 17, 4)[:6].tolist()  # floor(sin(S)^2 * 17), S = 0..5
+[0, 12, 14, 0, 9, 15]
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 
@@ -104,3 +123,360 @@ def dependency_matrix(task: str, length: int, near: int, far: int) -> np.ndarray
     far_pos = starts[:, None] + np.arange(far, dtype=np.int64)[None, :]
     near_pos = t[:, None] - near + np.arange(near, dtype=np.int64)[None, :]
     return np.concatenate([far_pos, near_pos], axis=1)
+
+
+MAX_SUM_TABLE = 1 << 21  # largest sum table (w(m-1) + 1 entries) of a ``sum`` op (~0.5 s)
+HASH_TABLE_MAX = 1 << 22  # tuple spaces m^w up to this size are hashed once into a table
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+Kind = Literal["additive", "sum", "tuple", "perm", "slot", "select"]
+
+
+@dataclass(frozen=True)
+class Op:
+    """A generation function h over Z_m; ``value(S, m)``: a ``sum`` op's formula."""
+
+    name: str
+    description: str
+    kind: Kind
+    value: Callable[[int, int], int] | None = None
+    keyed: bool = False
+
+    @property
+    def additive(self) -> bool:
+        return self.kind == "additive"
+
+    def apply(
+        self, operands: Sequence[np.ndarray], modulus: int, key: int = 0, far: int = 0
+    ) -> np.ndarray:
+        """h of every tuple: ``operands[i]`` holds operand i (the first ``far`` are far)."""
+        if self.kind in ("perm", "slot", "select"):
+            perm = {"perm": far_perm, "slot": slot_perm, "select": select_perm}[self.kind]
+            return perm(operands[:far], operands[far:], modulus, key)
+        if self.kind == "tuple":
+            return keyed_hash(operands, modulus, key)
+        narrow = len(operands) * (modulus - 1) < 2**31  # int32 sums: several times faster
+        total = np.zeros(np.shape(operands[0]), dtype=np.int32 if narrow else np.int64)
+        for column in operands:
+            total += column
+        if self.kind == "additive":
+            return (total % modulus).astype(np.int64)
+        return sum_table(self.name, modulus, len(operands))[total].astype(np.int64)
+
+    def problem(self, modulus: int, window: int) -> str | None:
+        """Why this op cannot run at (m, w), or None: a table too large or leaving Z_m."""
+        if self.kind in ("perm", "slot", "select") and modulus * modulus > PERM_TABLE_MAX:
+            return (
+                f"op {self.name} draws a permutation of Z_m per far value; at most "
+                f"m = {math.isqrt(PERM_TABLE_MAX)} (m^2 = {PERM_TABLE_MAX:,} table entries)"
+            )
+        if self.kind != "sum":
+            return None
+        size = window * (modulus - 1) + 1
+        if size > MAX_SUM_TABLE:
+            return (
+                f"op {self.name} tabulates w(m-1)+1 = {size:,} sums; at most {MAX_SUM_TABLE:,} "
+                "(lower modulus, near or far)"
+            )
+        table = sum_table(self.name, modulus, window)
+        outside = np.flatnonzero(table >= modulus)
+        if outside.size:
+            return (
+                f"op {self.name} gives {int(table[outside[0]])} for the operand sum "
+                f"{int(outside[0])}, outside Z_{modulus} (choose another modulus)"
+            )
+        return None
+
+
+def _pow_sin(total: int, modulus: int) -> int:
+    # the authors' atom_arithmetic: floor(pow(sin(sum(far) + sum(near)), 2) * m)
+    return math.floor(math.pow(math.sin(total), 2) * modulus)
+
+
+def _pow_sin_2pi(total: int, modulus: int) -> int:
+    s = total % modulus
+    return math.floor(abs(math.sin(2 * math.pi * s / modulus)) * modulus)
+
+
+def _square_sum(total: int, modulus: int) -> int:
+    return total * total % modulus
+
+
+@lru_cache(maxsize=64)
+def sum_table(name: str, modulus: int, window: int) -> np.ndarray:
+    """``f(S)`` for every operand sum S in [0, w(m-1)] (read-only).
+
+    >>> sum_table("pow_sin_2pi", 8, 1).tolist()  # s = 2: |sin(pi/2)| * 8 = 8, outside Z_8
+    [0, 5, 8, 5, 0, 5, 8, 5]
+    """
+    op = get_op(name)
+    if op.value is None:
+        raise ValueError(f"op {name!r} is not a function of the operand sum")
+    size = window * (modulus - 1) + 1
+    table = np.fromiter((op.value(s, modulus) for s in range(size)), dtype=np.int64, count=size)
+    table.flags.writeable = False
+    return table
+
+
+def hash_key(key: int) -> np.uint64:
+    """The 64-bit key of ``op_key``: sha256 of a fixed text."""
+    digest = hashlib.sha256(f"posgen keyed_hash {key}".encode()).digest()
+    return np.uint64(int.from_bytes(digest[:8], "little"))
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer, the package's one mix of uint64 values.
+
+    >>> int(mix64(np.uint64(1)))
+    6238072747940578789
+    """
+    with np.errstate(over="ignore"):
+        x = np.asarray(x, dtype=np.uint64)
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+        return x ^ (x >> np.uint64(31))
+
+
+def chunk_size(modulus: int) -> int:
+    """Most operands packed exactly into one uint64 word: largest c with m^c <= 2^64.
+
+    >>> chunk_size(17), chunk_size(65536), chunk_size(2)
+    (15, 4, 64)
+    """
+    c = 1
+    while modulus ** (c + 1) <= 2**64:
+        c += 1
+    return c
+
+
+def keyed_state(operands: Sequence[np.ndarray], modulus: int, key: int) -> np.ndarray:
+    """The 64-bit state of :func:`keyed_hash` after absorbing ``operands`` (uint64 array)."""
+    window = len(operands)
+    shape = np.shape(operands[0]) if window else (0,)
+    step = chunk_size(modulus)
+    base = np.uint64(modulus)
+    state = np.full(shape, hash_key(key), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for first in range(0, max(window, 1), step):
+            word = np.zeros(shape, dtype=np.uint64)
+            for i in range(first, min(window, first + step)):
+                word *= base
+                word += np.asarray(operands[i]).astype(np.uint64)
+            state = mix64(state ^ word)
+    return state
+
+
+def keyed_hash(operands: Sequence[np.ndarray], modulus: int, key: int) -> np.ndarray:
+    """Keyed hash of each ordered operand tuple: the operands packed base m into words of
+    :func:`chunk_size`, ``state = mix64(state ^ word)`` per word, token ``(state >> 32) * m >> 32``.
+
+    >>> keyed_hash(np.array([[1, 2], [2, 1]]), 17, key=0).tolist()  # order matters
+    [13, 9]
+    """
+    return _token(keyed_state(operands, modulus, key), modulus)
+
+
+def _token(state: np.ndarray, modulus: int) -> np.ndarray:
+    return ((state >> np.uint64(32)) * np.uint64(modulus)) >> np.uint64(32)  # < 2^49: exact
+
+
+def _code_states(count: int, key: int) -> np.ndarray:
+    """:func:`keyed_state` of the one-word tuples with base-m codes ``0 .. count-1``."""
+    return mix64(np.full(count, hash_key(key), dtype=np.uint64) ^ np.arange(count, dtype=np.uint64))
+
+
+@lru_cache(maxsize=16)
+def hash_table(modulus: int, window: int, key: int) -> np.ndarray | None:
+    """:func:`keyed_hash` of every tuple, indexed by its base-m code (None above the cap).
+
+    >>> int(hash_table(17, 2, 0)[1 * 17 + 2]) == int(keyed_hash(np.array([[1], [2]]), 17, 0)[0])
+    True
+    """
+    if modulus**window > HASH_TABLE_MAX:
+        return None
+    return _tokens(_token(_code_states(modulus**window, key), modulus), modulus)
+
+
+def _tokens(table: np.ndarray, modulus: int) -> np.ndarray:
+    """``table`` as read-only tokens of the storage type."""
+    out = table.astype(np.uint8 if modulus <= 256 else np.uint16)
+    out.flags.writeable = False
+    return out
+
+
+def permutations(states: np.ndarray, modulus: int) -> np.ndarray:
+    """The permutation pi of each far state ``(n, m)``: Z_m sorted by ``mix64(state ^ s)``.
+
+    >>> states = keyed_state([np.array([0, 5])], 17, key=0)
+    >>> sorted(permutations(states, 17)[1].tolist()) == list(range(17))
+    True
+    """
+    with np.errstate(over="ignore"):
+        keys = mix64(
+            np.asarray(states, dtype=np.uint64)[:, None] ^ np.arange(modulus, dtype=np.uint64)
+        )
+    return np.argsort(keys, axis=1, kind="stable").astype(np.int64)
+
+
+def far_perm(
+    far_operands: Sequence[np.ndarray], near_operands: Sequence[np.ndarray], modulus: int, key: int
+) -> np.ndarray:
+    """pi_F((sum of near operands) mod m), pi_F the permutation of the far tuple F's state.
+
+    >>> far = [np.array([3, 3, 4])]
+    >>> near = [np.array([1, 0, 1]), np.array([2, 3, 2])]  # near sums 3, 3, 3
+    >>> out = far_perm(far, near, 17, key=0).tolist()
+    >>> out[0] == out[1], out[0] == int(perm_table(17, 1, 0)[3, 3])
+    (True, True)
+    """
+    shape = np.shape(near_operands[0])
+    total = _near_sum(near_operands, modulus)
+    far = [np.broadcast_to(np.asarray(operand), shape) for operand in far_operands]
+    if far:
+        states = keyed_state(far, modulus, key)
+    else:  # no far operand: one empty word, as the keyed hash absorbs for an empty tuple
+        states = np.full(shape, mix64(np.array([hash_key(key)], dtype=np.uint64))[0])
+    unique, inverse = np.unique(states.reshape(-1), return_inverse=True)
+    table = permutations(unique, modulus)
+    return table[inverse.reshape(-1), total.reshape(-1)].reshape(shape)
+
+
+def _near_sum(near_operands: Sequence[np.ndarray], modulus: int) -> np.ndarray:
+    total = np.zeros(np.shape(near_operands[0]), dtype=np.int64)
+    for operand in near_operands:
+        total += np.asarray(operand, dtype=np.int64)
+    return total % modulus
+
+
+PERM_TABLE_MAX = 1 << 22  # largest far_perm table (m^j permutations of m tokens) built
+
+
+@lru_cache(maxsize=16)
+def perm_table(modulus: int, far: int, key: int) -> np.ndarray | None:
+    """All of far_perm's permutations, row F = pi_F (None above :data:`PERM_TABLE_MAX`).
+
+    >>> int(perm_table(17, 1, 0)[3, 5]) == int(far_perm([np.array([3])], [np.array([5])], 17, 0)[0])
+    True
+    """
+    if modulus**far * modulus > PERM_TABLE_MAX:
+        return None
+    return _tokens(permutations(_code_states(modulus**far, key), modulus), modulus)
+
+
+def slot_perm(
+    far_operands: Sequence[np.ndarray], near_operands: Sequence[np.ndarray], modulus: int, key: int
+) -> np.ndarray:
+    """(sum over i of pi_{f_(i mod j)}(n_i)) mod m, pi_v row v of :func:`perm_table`.
+
+    >>> pi = perm_table(17, 1, 0).tolist()  # row v: pi_v
+    >>> f, n = [np.array([2]), np.array([5])], [np.array([1]), np.array([7]), np.array([3])]
+    >>> int(slot_perm(f, n, 17, 0)[0]) == (pi[2][1] + pi[5][7] + pi[2][3]) % 17
+    True
+    """
+    table = perm_table(modulus, 1, key)  # never None: Op.problem caps m * m
+    shape = np.shape(near_operands[0])
+    total = np.zeros(shape, dtype=np.int64)
+    for i, operand in enumerate(near_operands):
+        f = far_operands[i % len(far_operands)] if len(far_operands) else np.zeros(shape, np.int64)
+        f = np.broadcast_to(np.asarray(f, dtype=np.int64), shape)
+        total += table[f, np.asarray(operand, dtype=np.int64)]
+    return total % modulus
+
+
+def select_perm(
+    far_operands: Sequence[np.ndarray], near_operands: Sequence[np.ndarray], modulus: int, key: int
+) -> np.ndarray:
+    """pi_{f_c}((sum of near operands) mod m), c = (last near operand) mod j.
+
+    >>> pi = perm_table(17, 1, 0).tolist()
+    >>> f = [np.array([4]), np.array([9])]
+    >>> n = [np.array([2]), np.array([6]), np.array([3])]  # 3 mod 2 = 1: f_1 = 9 keys it
+    >>> int(select_perm(f, n, 17, 0)[0]) == pi[9][11]
+    True
+    """
+    shape = np.shape(near_operands[0])
+    total = _near_sum(near_operands, modulus)
+    if len(far_operands):
+        stacked = np.stack(
+            [np.broadcast_to(np.asarray(f, dtype=np.int64), shape) for f in far_operands]
+        )
+        choice = np.asarray(near_operands[-1], dtype=np.int64) % len(far_operands)
+        chosen = np.take_along_axis(stacked, choice[None, ...], axis=0)[0]
+    else:
+        chosen = np.zeros(shape, dtype=np.int64)
+    return perm_table(modulus, 1, key)[chosen, total].astype(np.int64)
+
+
+MOD_ADDITION = Op(
+    name="mod_addition",
+    description="(sum of far operands + sum of near operands) mod m",
+    kind="additive",
+)
+
+_OPS: dict[str, Op] = {}
+
+
+def register_op(op: Op) -> None:
+    """Register an op; each name can be registered once only."""
+    if op.name in _OPS:
+        raise ValueError(f"op {op.name!r} is already registered")
+    if op.kind == "sum" and op.value is None:
+        raise ValueError(f"sum op {op.name!r} needs its value formula")
+    _OPS[op.name] = op
+
+
+def get_op(name: str) -> Op:
+    try:
+        return _OPS[name]
+    except KeyError:
+        raise KeyError(f"unknown op {name!r}; known: {', '.join(sorted(_OPS))}") from None
+
+
+def op_names() -> tuple[str, ...]:
+    return tuple(_OPS)
+
+
+for _op in (
+    MOD_ADDITION,
+    Op(
+        "pow_sin",
+        "floor(sin(S)^2 * m), S = unreduced sum of the operands in radians (the authors' op)",
+        "sum",
+        _pow_sin,
+    ),
+    Op(
+        "pow_sin_2pi",
+        "floor(|sin(2 pi s / m)| * m), s = (sum of the operands) mod m (the authors' op)",
+        "sum",
+        _pow_sin_2pi,
+    ),
+    Op("square_sum", "S^2 mod m, S = sum of the operands", "sum", _square_sum),
+    Op(
+        "keyed_hash",
+        "keyed hash of the ordered operand tuple (far then near), uniform on Z_m, key op_key",
+        "tuple",
+        keyed=True,
+    ),
+    Op(
+        "far_perm",
+        "pi_F((sum of near operands) mod m): a keyed random permutation of Z_m per far tuple F",
+        "perm",
+        keyed=True,
+    ),
+    Op(
+        "slot_perm",
+        "(sum over near slots i of pi_{f_(i mod j)}(n_i)) mod m: each far token keys the "
+        "permutation of its near slots (the permutations of far_perm)",
+        "slot",
+        keyed=True,
+    ),
+    Op(
+        "select_perm",
+        "pi_{f_c}((sum of near operands) mod m), c = (last near operand) mod j: the last near "
+        "token selects the far token that keys the permutation (far_perm's permutations)",
+        "select",
+        keyed=True,
+    ),
+):
+    register_op(_op)

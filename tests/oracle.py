@@ -149,7 +149,7 @@ def authors_splits(
 
 
 PROBE_STREAM = 0x70726F6265
-"""The probe stream's spawn-key word (posgen.probe; docs/tasks.md, "Probe splits")."""
+"""The probe stream's spawn-key word (posgen.generator; docs/tasks.md, "Probe splits")."""
 
 
 def _name_code(name: str) -> int:
@@ -159,7 +159,7 @@ def _name_code(name: str) -> int:
 def probe_stream_key(seed: int, task: str, split: str) -> int:
     """Key of a probe split's replacement stream: numpy's SeedSequence over
     (seed; task code, split code, PROBE_STREAM): the stream "keyed by seed, task, split and
-    row" of docs/tasks.md, "Probe splits", with posgen.probe's key layout."""
+    row" of docs/tasks.md, "Probe splits", with posgen.generator's key layout."""
     import numpy as np  # numpy's SeedSequence is part of the definition, not posgen
 
     key = (_name_code(task), _name_code(split), PROBE_STREAM)

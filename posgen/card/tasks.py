@@ -29,12 +29,11 @@ import numpy as np
 from posgen.card.facts import code, section, table
 from posgen.encodings import pe_order
 from posgen.errors import mean_std_cell
-from posgen.generator import generate_rows
-from posgen.ops import get_op
-from posgen.probe import probe_plan
+from posgen.generator import generate_rows, probe_plan
+from posgen.scoring.reliance import measure_sentences
 from posgen.spec import TaskSpec, probe_config, probe_source
 from posgen.store.manifest import Manifest
-from posgen.tasks import dependencies
+from posgen.tasks import dependencies, get_op
 
 FAR_RULES: dict[str, tuple[str, str]] = {
     "recursive": ("x_{t-w} .. x_{t-k-1} (just before the near ones)", "bounded by w"),
@@ -229,62 +228,11 @@ posgen score --data path/to/this/folder --config {first} --split probe \\
 
 
 MEASURES_FILE = Path(__file__).with_name("probe_check.json")
-READS_FAR = 0.8  # far-reliance (ID) at which a task counts as read long-range (issue bar: 0.8)
-PARTLY_READS_FAR = 0.2
-"""Far-reliance (ID) above which a model counts as reading the far operand in part."""
-LEARNT = 0.2
-"""ID accuracy under which a task counts as not learnt at the budget the figures come from."""
-REFERENCE_PE = "rope"
-"""The position encoding whose runs the sentences quote (the others train the same weights or
-are compared in RESULTS.md)."""
-
-
-def measure_sentence(name: str, task: str, pe: str, cell: dict[str, Any]) -> str:
-    """One sentence: what ``task`` on benchmark ``name`` measures, from ``pe``'s figures."""
-    far_id, far_ood = cell.get("far_id_mean"), cell.get("far_ood_mean")
-    accuracy_id, accuracy_ood = cell["id_mean"], cell["ood_mean"]
-    figures = (
-        f"(far-reliance {far_id:.3f} ID, {far_ood:.3f} OOD; accuracy {accuracy_id:.3f} ID, "
-        f"{accuracy_ood:.3f} OOD; n = {cell['n']})"
-        if far_id is not None and far_ood is not None
-        else f"(accuracy {accuracy_id:.3f} ID, {accuracy_ood:.3f} OOD; n = {cell['n']})"
-    )
-    if far_id is None or far_ood is None:
-        verdict = "has no probe figures yet, so what it measures is not established"
-    elif far_id >= READS_FAR:
-        verdict = (
-            f"measures a far dependency at unseen positions: models trained with {pe} read the "
-            "far operand in distribution"
-        )
-    elif accuracy_id < LEARNT:
-        verdict = (
-            f"measures little at this training budget: models trained with {pe} do not learn it"
-        )
-    elif far_id >= PARTLY_READS_FAR:
-        verdict = (
-            f"measures a mix of a local rule and a far read: models trained with {pe} read the "
-            "far operand only in part"
-        )
-    else:
-        verdict = (
-            "measures whether a local rule keeps working at unseen positions: models trained "
-            f"with {pe} do not read the far operand"
-        )
-    return f"{task} on {name} {verdict} {figures}."
 
 
 def load_measures(path: Path = MEASURES_FILE) -> dict[str, Any]:
     """A committed figures file (the probe check by default), or ``{}`` when there is none."""
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def measure_sentences(name: str, entry: dict[str, Any], pe: str = REFERENCE_PE) -> list[str]:
-    """A sentence for every task of one data folder's aggregate that has ``pe``'s runs."""
-    return [
-        measure_sentence(name, task, pe, pes[pe])
-        for task, pes in entry.get("tasks", {}).items()
-        if pe in pes
-    ]
 
 
 FAR_READ_FILE = Path(__file__).with_name("far_read.json")

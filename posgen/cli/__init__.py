@@ -1,7 +1,7 @@
 """The ``posgen`` command line: the click group :data:`main` and its commands, which live by
 what they do (:mod:`~posgen.cli.dataset`, :mod:`~posgen.cli.score`, ``train``, ``sweep``,
-``results``); shared flags are in :mod:`~posgen.cli.options`, checks and writes in
-:mod:`~posgen.cli.runner`."""
+``results``); the flags, checks and writes they share are in
+:mod:`~posgen.cli.shared`."""
 
 from __future__ import annotations
 

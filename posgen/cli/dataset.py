@@ -13,23 +13,21 @@ import click
 
 from posgen import publish
 from posgen.card import unvalidated_card, write_card
-from posgen.cli.options import (
+from posgen.cli.shared import (
     SPEC_FLAGS,
+    DatasetRun,
     PathArg,
     benchmark_from_options,
+    check_dataset_target,
     force_option,
     json_option,
+    os_failure,
     out_option,
     quiet_option,
-    spec_options,
-    storage_option,
-)
-from posgen.cli.runner import (
-    DatasetRun,
-    check_dataset_target,
-    os_failure,
     refuse_outputs,
     reported,
+    spec_options,
+    storage_option,
 )
 from posgen.errors import PosgenError, RunError, UsageError, UsageProblems, os_error_problem
 from posgen.publish import HubUnavailable, hub_token, publish_benchmark, push_folder

@@ -9,8 +9,14 @@ from pathlib import Path
 import click
 
 from posgen import signals
-from posgen.cli.options import FiniteFloat, PathArg, json_option, out_option, plot_option
-from posgen.cli.runner import refuse_outputs
+from posgen.cli.shared import (
+    FiniteFloat,
+    PathArg,
+    json_option,
+    out_option,
+    plot_option,
+    refuse_outputs,
+)
 from posgen.errors import UsageProblems
 from posgen.scoring.plot import PLOT_HINT, plot_available
 from posgen.store.safety import atomic_folder, write_atomically

@@ -9,15 +9,15 @@ from pathlib import Path
 import click
 
 from posgen import signals
-from posgen.cli.options import (
+from posgen.cli.shared import (
     PathArg,
     data_option,
     json_option,
     out_option,
     plot_option,
     quiet_option,
+    refuse_outputs,
 )
-from posgen.cli.runner import refuse_outputs
 from posgen.errors import RunError, UsageProblems
 from posgen.scoring.baselines import BASELINES, PROBE_BASELINES, baseline_predictions
 from posgen.scoring.folder import score_aligned, score_reference

@@ -10,8 +10,14 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from posgen.cli.options import PathArg, out_option
-from posgen.cli.runner import interrupted, refuse_outputs, refuse_unwritable, require_extra
+from posgen.cli.shared import (
+    PathArg,
+    interrupted,
+    out_option,
+    refuse_outputs,
+    refuse_unwritable,
+    require_extra,
+)
 from posgen.errors import RunError, UsageProblems, problem_lines, shown
 from posgen.signals import Interrupted
 from posgen.train.config import (

@@ -11,8 +11,15 @@ import click
 from pydantic import ValidationError
 
 from posgen import signals
-from posgen.cli.options import data_option, force_option, out_option, quiet_option
-from posgen.cli.runner import check_run_target, reported, require_extra
+from posgen.cli.shared import (
+    check_run_target,
+    data_option,
+    force_option,
+    out_option,
+    quiet_option,
+    reported,
+    require_extra,
+)
 from posgen.encodings import NO_TABLE, PERequest
 from posgen.errors import RunError, UsageProblems, problem_lines
 from posgen.store.dataset import Dataset

@@ -2,7 +2,7 @@
 
 On a probe split, :func:`score_probe` reports far-reliance (the oracle follows the far rule):
 
->>> from posgen.probe import probe_rows
+>>> from posgen.generator import probe_rows
 >>> from posgen.store.formats import probe_schema, probe_table
 >>> spec = TaskSpec(task="semirecursive", train_size=20, val_size=5, test_size=5)
 >>> probe = probe_from_table(probe_table(probe_rows(spec, "probe", 0, 5), probe_schema(17)), spec)

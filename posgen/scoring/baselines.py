@@ -31,8 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from posgen.generator import expected_targets, storage_dtype
-from posgen.probe import FAR_RULE_PAIRS
+from posgen.generator import FAR_RULE_PAIRS, expected_targets, storage_dtype
 from posgen.scoring.folder import load_reference, score_aligned
 from posgen.scoring.metrics import ScoringError
 from posgen.spec import TaskSpec

@@ -1,6 +1,6 @@
 """Far-reliance: does a model's prediction follow the far operand when it is replaced?
 
-On a probe split (:mod:`posgen.probe`) every probed target has two answers: the *far-rule
+On a probe split (:mod:`posgen.generator`) every probed target has two answers: the *far-rule
 answer* (h of the operands as stored, the ``far_rule`` column) and the *local answer* (the
 stored token, unaltered). Where the two differ, *far-reliance* is the share of predictions
 equal to the far-rule answer and *local-reliance* the share equal to the local answer
@@ -198,7 +198,7 @@ def score_probe(
     probe columns (then ``spec`` is needed). ``predictions`` are ``(rows, L')`` or
     ``(rows, L' - w)`` in id order, or in the order of ``ids`` when given.
 
-    >>> from posgen.probe import probe_rows
+    >>> from posgen.generator import probe_rows
     >>> from posgen.store.formats import probe_schema, probe_table
     >>> spec = TaskSpec(task="cot", train_size=8, val_size=4, test_size=4)
     >>> table = probe_table(probe_rows(spec, "probe", 0, 4), probe_schema(17))
@@ -227,3 +227,56 @@ def score_probe(
         config=probe.config,
         split=probe.split,
     )
+
+
+READS_FAR = 0.8  # far-reliance (ID) at which a task counts as read long-range (issue bar: 0.8)
+PARTLY_READS_FAR = 0.2
+"""Far-reliance (ID) above which a model counts as reading the far operand in part."""
+LEARNT = 0.2
+"""ID accuracy under which a task counts as not learnt at the budget the figures come from."""
+REFERENCE_PE = "rope"
+"""The position encoding whose runs the sentences quote (the others train the same weights or
+are compared in RESULTS.md)."""
+
+
+def measure_sentence(name: str, task: str, pe: str, cell: dict[str, Any]) -> str:
+    """One sentence: what ``task`` on benchmark ``name`` measures, from ``pe``'s figures."""
+    far_id, far_ood = cell.get("far_id_mean"), cell.get("far_ood_mean")
+    accuracy_id, accuracy_ood = cell["id_mean"], cell["ood_mean"]
+    figures = (
+        f"(far-reliance {far_id:.3f} ID, {far_ood:.3f} OOD; accuracy {accuracy_id:.3f} ID, "
+        f"{accuracy_ood:.3f} OOD; n = {cell['n']})"
+        if far_id is not None and far_ood is not None
+        else f"(accuracy {accuracy_id:.3f} ID, {accuracy_ood:.3f} OOD; n = {cell['n']})"
+    )
+    if far_id is None or far_ood is None:
+        verdict = "has no probe figures yet, so what it measures is not established"
+    elif far_id >= READS_FAR:
+        verdict = (
+            f"measures a far dependency at unseen positions: models trained with {pe} read the "
+            "far operand in distribution"
+        )
+    elif accuracy_id < LEARNT:
+        verdict = (
+            f"measures little at this training budget: models trained with {pe} do not learn it"
+        )
+    elif far_id >= PARTLY_READS_FAR:
+        verdict = (
+            f"measures a mix of a local rule and a far read: models trained with {pe} read the "
+            "far operand only in part"
+        )
+    else:
+        verdict = (
+            "measures whether a local rule keeps working at unseen positions: models trained "
+            f"with {pe} do not read the far operand"
+        )
+    return f"{task} on {name} {verdict} {figures}."
+
+
+def measure_sentences(name: str, entry: dict[str, Any], pe: str = REFERENCE_PE) -> list[str]:
+    """A sentence for every task of one data folder's aggregate that has ``pe``'s runs."""
+    return [
+        measure_sentence(name, task, pe, pes[pe])
+        for task, pes in entry.get("tasks", {}).items()
+        if pe in pes
+    ]

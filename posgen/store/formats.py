@@ -22,8 +22,14 @@ import pyarrow.parquet as pq
 
 import posgen
 from posgen.errors import UsageError
-from posgen.generator import DEFAULT_BLOCK_ROWS, block_rows_for, generate_rows, storage_dtype
-from posgen.probe import ProbeBlock, probe_rows
+from posgen.generator import (
+    DEFAULT_BLOCK_ROWS,
+    ProbeBlock,
+    block_rows_for,
+    generate_rows,
+    probe_rows,
+    storage_dtype,
+)
 from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.manifest import (
     ARROW_DATASET_DICT,

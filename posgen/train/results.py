@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from posgen.card.tasks import measure_sentences
 from posgen.encodings import pe_order
 from posgen.errors import UsageError, mean_std_cell
 from posgen.scoring.plot import save_figure
+from posgen.scoring.reliance import measure_sentences
 from posgen.store.safety import OLD_TAG, TMP_TAG
 from posgen.train.run_record import FILES, RESULTS, RunRecord, is_run
 

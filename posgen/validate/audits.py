@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from posgen.consistency import candidate_count, question_lookbacks, refusal, sample_rows
 from posgen.generator import operand_slots, take_slot
-from posgen.ops import get_op, mix64
 from posgen.spec import TaskSpec
+from posgen.tasks import get_op, mix64
 from posgen.validate.shortcuts import is_prime, local_rules, rule_lookbacks
 
 AUDIT_TOKENS = 1 << 18  # tokens (first rows) the copy and linear rules are measured on

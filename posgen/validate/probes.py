@@ -1,5 +1,5 @@
 """The probe check: every probe row is its regenerated source row altered exactly as the rule
-says (:func:`posgen.probe.alter_rows`), and every ``far_rule`` entry is h of the operands."""
+says (:func:`posgen.generator.alter_rows`), and every ``far_rule`` entry is h of the operands."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from posgen.generator import generate_rows
-from posgen.probe import ProbeBlock, alter_rows, far_rule_answers
+from posgen.generator import ProbeBlock, alter_rows, far_rule_answers, generate_rows
 from posgen.spec import probe_source
 from posgen.store.formats import probe_schema
 from posgen.validate.report import CheckResult

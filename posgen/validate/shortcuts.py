@@ -27,9 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from posgen.generator import grow
-from posgen.ops import get_op
 from posgen.spec import TaskSpec
-from posgen.tasks import far_start
+from posgen.tasks import far_start, get_op
 
 
 def near_determined_positions(spec: TaskSpec, length: int) -> list[int] | None:

@@ -13,11 +13,12 @@ import pytest
 import yaml
 
 from posgen import write_dataset
-from posgen.card import DataMismatch, render_card, write_card
+from posgen.card import render_card, write_card
 from posgen.card.facts import seeding_section
-from posgen.card.tasks import dependency_diagram, measure_sentence, measures_section
+from posgen.card.tasks import dependency_diagram, measures_section
+from posgen.scoring.reliance import measure_sentence
 from posgen.spec import BenchmarkSpec, TaskSpec
-from posgen.store.manifest import Manifest, read_manifest
+from posgen.store.manifest import DamagedDataset, Manifest, read_manifest
 from posgen.tasks import TASKS
 from posgen.validate import validate
 
@@ -154,11 +155,11 @@ def test_write_card_rerenders_the_card_and_refuses_files_unlike_the_manifest(sma
     assert write_card(out).read_text() == written
     victim = next((out / "data" / "cot").glob("validation-*.parquet"))
     victim.write_bytes(victim.read_bytes()[:-10])
-    with pytest.raises(DataMismatch, match=r"validation-\d{5}-of-\d{5}\.parquet: [\d,]+ bytes"):
+    with pytest.raises(DamagedDataset, match=r"validation-\d{5}-of-\d{5}\.parquet: [\d,]+ bytes"):
         write_card(out)
     assert (out / "README.md").read_text() == written
     victim.unlink()
-    with pytest.raises(DataMismatch, match="missing"):
+    with pytest.raises(DamagedDataset, match="missing"):
         write_card(out)
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-import posgen.cli.runner
+import posgen.cli.shared
 from posgen import __version__
 
 SMALL = ["--train-size", "50", "--val-size", "10", "--test-size", "10", "-q"]
@@ -119,7 +119,7 @@ def test_publish_checks_its_target_as_generate_does(
     line = assert_clean_error(published, 2, f"{tmp_path / 'blocker'} is a file")
     generated = cli("generate", "--out", blocked, "--task", "cot", "-q")
     assert assert_clean_error(generated, 2) == line
-    monkeypatch.setattr(posgen.cli.runner, "free_bytes", lambda path: 1000)
+    monkeypatch.setattr(posgen.cli.shared, "free_bytes", lambda path: 1000)
     out = tmp_path / "hub"
     refused = cli("publish", tiny_spec_file, "--out", out, "-q")
     assert_clean_error(refused, 2, "only 1000 B are free", "--force")

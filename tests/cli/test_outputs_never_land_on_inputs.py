@@ -1,5 +1,6 @@
 """Issue 27, class 1: an output that is an input, or lies inside a folder read or a dataset
-folder (links resolved), is one ``error:`` line, exit 2, before any work, nothing changed."""
+folder (links resolved), is one ``error:`` line, exit 2, before any work, nothing changed
+(the one check of :func:`posgen.cli.shared.output_problems`)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import click
 import pytest
 
 from posgen.cli import main
-from posgen.cli.options import PathArg
+from posgen.cli.shared import PathArg
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = re.compile(r"^\s*(?:[A-Z_]+=\S*\s+)*posgen(?:\s|$)")
@@ -97,7 +97,8 @@ def test_every_documented_command_line_parses(line, monkeypatch):
 
 @pytest.mark.parametrize("name", ["posgen-v1", "posgen-v2", "paper"])
 def test_the_docs_state_what_each_task_measures_as_the_cards_do(name):
-    from posgen.card.tasks import load_measures, measure_sentences
+    from posgen.card.tasks import load_measures
+    from posgen.scoring.reliance import measure_sentences
 
     sentences = [f"- {s}" for s in measure_sentences(name, load_measures()[name])]
     docs = (ROOT / "docs" / "tasks.md").read_text()

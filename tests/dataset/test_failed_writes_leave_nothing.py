@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import posgen.cli.runner
-from posgen.cli.runner import estimate_benchmark, refusals
+import posgen.cli.shared
+from posgen.cli.shared import estimate_benchmark, refusals
 from posgen.spec import default_benchmark
 from posgen.store.safety import leftovers
 
@@ -111,7 +111,7 @@ def test_a_read_only_file_system_at_the_target_fails_the_run_with_exit_1(
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(posgen.cli.runner.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(posgen.cli.shared.tempfile, "TemporaryFile", read_only)
     out = tmp_path / "out"
     train = ["--data", tmp_path, "--config", "cot", "--pe", "rope"]
     args = train if command == "train" else ["--task", "cot"]
@@ -155,7 +155,7 @@ def test_a_spec_too_big_for_any_disk_or_day_is_refused_with_the_estimate(
 def test_force_runs_what_the_estimate_would_refuse(
     assert_clean_error, cli, recorded, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(posgen.cli.runner, "free_bytes", lambda path: 1000)
+    monkeypatch.setattr(posgen.cli.shared, "free_bytes", lambda path: 1000)
     args = ["generate", "--out", tmp_path / "ds", "--task", "cot", "-q", "--train-size", "9"]
     with recorded("resources", "larger than free space"):
         assert_clean_error(cli(*args), 2, "only 1000 B are free")

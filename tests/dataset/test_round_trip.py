@@ -14,8 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from posgen import write_dataset
-from posgen.generator import generate_split
-from posgen.probe import probe_rows
+from posgen.generator import generate_split, probe_rows
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import FORMATS, DamagedDataset, read_manifest
 from posgen.store.dataset import load

@@ -15,9 +15,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from posgen.generator import expected_targets, generate_split, grow, storage_dtype
-from posgen.ops import get_op, keyed_hash, op_names, sum_table
 from posgen.spec import TaskSpec
-from posgen.tasks import TASKS
+from posgen.tasks import TASKS, get_op, keyed_hash, op_names, sum_table
 from posgen.validate import validate
 
 OPS = op_names()

@@ -16,9 +16,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import posgen
-import posgen.probe
-from posgen.generator import generate_rows
-from posgen.probe import probe_rows
+import posgen.generator
+from posgen.generator import generate_rows, probe_rows
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.formats import open_writer, probe_schema, probe_table
 from posgen.store.manifest import read_manifest
@@ -85,7 +84,7 @@ def test_probe_rows_do_not_depend_on_blocks_or_chunks(params, cut):
     spec = _spec(params)
     whole = _as_rows(probe_rows(spec, "probe", 0, spec.test_size))
     pieces = []
-    with mock.patch.object(posgen.probe, "FAR_RULE_PAIRS", 7):  # far-rule answers in chunks
+    with mock.patch.object(posgen.generator, "FAR_RULE_PAIRS", 7):  # far-rule answers in chunks
         for first in range(0, spec.test_size, cut):
             last = min(spec.test_size, first + cut)
             pieces += _as_rows(probe_rows(spec, "probe", first, last, block_rows=1))

@@ -9,7 +9,7 @@ import pytest
 
 import posgen
 from posgen import TASKS, TaskSpec, generate_split, register_task
-from posgen.probe import probe_rows
+from posgen.generator import probe_rows
 
 
 def test_a_registered_task_is_usable_in_a_spec_the_generator_and_the_validator(third_task):

@@ -26,10 +26,9 @@ from posgen.consistency import (
     sample_rows,
 )
 from posgen.generator import grow
-from posgen.ops import get_op, op_names
 from posgen.spec import TaskSpec
 from posgen.store.formats import to_dataset_dict
-from posgen.tasks import TASKS, register_task
+from posgen.tasks import TASKS, get_op, op_names, register_task
 from posgen.validate import AuditThresholds, QuestionLookbacks, validate
 from posgen.validate.shortcuts import local_rules, near_determined_counts, near_determined_positions
 
