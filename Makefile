@@ -56,7 +56,7 @@ test: install-train
 harden: install
 	$(BIN)/python -m pytest -q tests/cli/test_bad_specs.py tests/cli/test_interrupts.py \
 		tests/dataset/test_failed_writes_leave_nothing.py \
-		tests/dataset/test_damaged_files_are_named.py tests/cli/test_hostile_inputs.py \
+		tests/dataset/test_damage_is_named.py tests/cli/test_hostile_inputs.py \
 		tests/train/test_train_guarantees.py
 
 lint: install

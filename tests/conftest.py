@@ -1,9 +1,5 @@
 """Test setup and the helpers every area shares, as fixtures (no test module imports another
-module of tests/): ``cli`` runs posgen's command line in-process, ``assert_clean_error`` says
-what "failed cleanly" means, ``recorded`` counts the hardening cases for the session summary,
-``oracle`` holds the plain-loop references, ``rewrite_rows``, ``breaks`` and ``validator``
-damage real data; the tiny datasets and the official ones are shared too. ``datasets`` works
-offline, in a temporary cache; hypothesis has one profile."""
+module of tests/); ``datasets`` works offline, in a temporary cache."""
 
 from __future__ import annotations
 
@@ -59,10 +55,8 @@ def error_lines(text: str) -> list[str]:
 
 
 def assert_clean_error(result, code: int | tuple[int, ...], *fragments: str) -> str:
-    """Assert ``result`` (a click ``Result``, or a subprocess run with ``text=True`` and
-    stderr captured) failed cleanly and return its one error line: the exit ``code`` (or one
-    of a tuple), exactly one ``error: `` line on stderr holding every fragment, no traceback
-    and no exception escaped from the command."""
+    """Assert ``result`` (a click ``Result`` or a ``CompletedProcess``) exited with ``code`` (or
+    one of them), one ``error: `` line on stderr holding every fragment, no traceback; the line."""
     if isinstance(result, subprocess.CompletedProcess):
         exit_code, stderr, output = result.returncode, result.stderr, result.stderr
     else:
@@ -85,8 +79,7 @@ def assert_clean_error(result, code: int | tuple[int, ...], *fragments: str) -> 
 @pytest.fixture(autouse=True)
 def posgen_signal_handlers():
     """SIGINT, SIGTERM and SIGHUP become ``Interrupted`` in every test, as in posgen's own
-    processes: the ``posgen`` entry point and the sweep worker install the handlers once, and
-    in-process code (``run_job``, ``atomic_folder``) is tested under the same model."""
+    processes (the entry point and the sweep worker install the same handlers)."""
     from posgen import signals
 
     previous = signals.install()
@@ -96,8 +89,7 @@ def posgen_signal_handlers():
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """One torch thread in every test once torch is imported, as ``posgen train`` uses:
-    oversubscribed threads crawl on a shared CPU."""
+    """One torch thread in every test once torch is imported, as ``posgen train`` uses."""
     torch = sys.modules.get("torch")
     if torch is None:
         yield
@@ -117,7 +109,6 @@ LABELS = {
     "valid_spec": "random valid specs generated, {ok} validated against the oracle",
     "kill": "kill points signalled mid-run, {ok} survived with nothing lost "
     "(target absent or complete, old dataset intact, rerun byte-identical)",
-    "kill_finished": "kill points reached after the run had finished (dataset complete)",
     "disk": "disk-full / unwritable cases, {ok} failed cleanly (path named, nothing left)",
     "resources": "oversized specs, {ok} refused up front with the estimate",
     "damage": "damage cases on real files, {ok} detected with the file named",
@@ -135,15 +126,13 @@ LABELS = {
 
 
 def record(kind: str, key: str, ok: bool) -> None:
-    """Note one case (a bad input, a kill point, a damage); the same key twice counts once
-    (hypothesis replays examples). Tests still assert: the counts say how much was tried."""
+    """Note one case (a bad input, a kill point, a damage); the same key twice counts once."""
     CASES[kind][key] = CASES[kind].get(key, True) and ok
 
 
 @contextmanager
 def recorded(kind: str, key: str) -> Iterator[None]:
-    """Record the case as handled when the block's asserts pass, as not handled when one
-    fails: ``with recorded("disk", "file-size limit 0"): assert ...``."""
+    """``with recorded("disk", "file-size limit 0"): assert ...``: handled if the asserts pass."""
     try:
         yield
     except BaseException:
@@ -165,44 +154,67 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 # --- the oracle and damaged data ---------------------------------------------------------------
 
 
-def _edit_record(root: Path, change: Callable[[dict], None]) -> None:
-    """Edit the raw ``posgen.json`` (as a careless user or a bad disk would)."""
+def edit_manifest(root: Path, change: Callable[[dict], object]) -> str:
+    """Edit the raw ``posgen.json`` (as a careless user or a bad disk would); its name."""
     import json
 
     body = json.loads((root / "posgen.json").read_text())
     change(body)
     (root / "posgen.json").write_text(json.dumps(body, indent=2) + "\n")
+    return "posgen.json"
 
 
-def rewrite_rows(root: Path, change: Callable[[object], object], first_only: bool = False) -> None:
-    """Apply ``change`` to the tokens of every Parquet file (or the first) of the splits that
-    are not probe splits, and record the new bytes in the manifest, so that only the change
-    itself is wrong."""
-    import pyarrow.parquet as pq
-
-    from posgen.spec import is_probe_split
-    from posgen.store.formats import open_writer, rows_to_table, table_tokens
-    from posgen.store.manifest import read_manifest, sha256_file
-
-    manifest = read_manifest(root)
-    new: dict[str, tuple[str, int]] = {}
-    files = [entry for _, split, entry in manifest.files() if not is_probe_split(split)]
-    for entry in files[:1] if first_only else files:
-        path = root / entry.path
-        table = pq.read_table(path)
-        tokens = change(table_tokens(table).copy())
-        with open_writer(path, table.schema) as writer:
-            writer.write_table(rows_to_table(entry.first_id, tokens, table.schema))
-        new[entry.path] = (sha256_file(path), path.stat().st_size)
+def record_files(root: Path, *paths: str) -> None:
+    """Record the current sha256 and size of the files at ``paths`` (relative) in the manifest,
+    so that only a change made to them is wrong."""
+    from posgen.store.manifest import sha256_file
 
     def refresh(body: dict) -> None:
         for config in body["configs"].values():
             for split in config["splits"].values():
                 for item in split["files"]:
-                    if item["path"] in new:
-                        item["sha256"], item["bytes"] = new[item["path"]]
+                    if item["path"] in paths:
+                        path = root / item["path"]
+                        item["sha256"], item["bytes"] = sha256_file(path), path.stat().st_size
 
-    _edit_record(root, refresh)
+    edit_manifest(root, refresh)
+
+
+def rewrite_rows(root: Path, change: Callable[[object], object], first_only: bool = False) -> None:
+    """Apply ``change`` to the tokens of every Parquet file (or the first) of the splits that
+    are not probe splits, recording the new bytes in the manifest."""
+    import pyarrow.parquet as pq
+
+    from posgen.spec import is_probe_split
+    from posgen.store.formats import open_writer, rows_to_table, table_tokens
+    from posgen.store.manifest import read_manifest
+
+    manifest = read_manifest(root)
+    files = [entry for _, split, entry in manifest.files() if not is_probe_split(split)]
+    files = files[:1] if first_only else files
+    for entry in files:
+        table = pq.read_table(root / entry.path)
+        tokens = change(table_tokens(table).copy())
+        with open_writer(root / entry.path, table.schema) as writer:
+            writer.write_table(rows_to_table(entry.first_id, tokens, table.schema))
+    record_files(root, *(entry.path for entry in files))
+
+
+def tree(folder: Path) -> dict[str, str]:
+    """sha256 of every file, the target of every link and each folder under ``folder``
+    (hidden ones included), by relative path."""
+    import hashlib
+
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[key] = f"-> {os.readlink(path)}"
+        elif path.is_file():
+            found[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            found[key] = "folder"
+    return found
 
 
 def break_window(root: Path) -> None:
@@ -237,18 +249,16 @@ def break_integrity(root: Path) -> None:
         config = next(iter(body["configs"].values()))
         next(iter(config["splits"].values()))["files"][0]["sha256"] = "0" * 64
 
-    _edit_record(root, change)
+    edit_manifest(root, change)
 
 
 BREAKS = {"window": break_window, "hygiene": break_hygiene, "integrity": break_integrity}
 
 
 def fork_child(body: Callable[[], object], stdout: bool = True) -> tuple[int, int]:
-    """Run ``body`` in a child forked from this process (posgen already imported: a real
-    process with real signals and files, without a fresh interpreter's imports). The child's
-    stderr, and its stdout unless ``stdout`` is False (then /dev/null), go to a pipe; returns
-    ``(pid, read end of the pipe)``. Its exit code is SystemExit's, 0 when ``body`` returns,
-    70 with the traceback on the pipe when it raises; it never returns into pytest."""
+    """Run ``body`` in a child forked from this process (a real process, without a fresh
+    interpreter's imports), its stderr (and stdout, unless ``stdout`` is False) on a pipe;
+    ``(pid, read end)``. It exits with SystemExit's code, 0, or 70 and the traceback."""
     read, write = os.pipe()  # a pipe, as subprocess gives (no file-size limit applies to it)
     pid = os.fork()
     if pid == 0:
@@ -299,19 +309,16 @@ fork_child_fixture = _shared("fork_child", fork_child)
 record_fixture = _shared("record", record)
 recorded_fixture = _shared("recorded", recorded)
 rewrite_rows_fixture = _shared("rewrite_rows", rewrite_rows)
+record_files_fixture = _shared("record_files", record_files)
+tree_fixture = _shared("tree", tree)
 breaks_fixture = _shared("breaks", BREAKS, "``breaks[KIND](folder)``: one check fails.")
 oracle_fixture = _shared("oracle", oracle)  # plain-loop references, independent of posgen
 
 
 @pytest.fixture
 def validator(monkeypatch):
-    """The real validator (``posgen.publish.validate_folder``), watched.
-
-    ``validator.calls`` lists the folders validated; ``validator.break_data("window")`` changes
-    one token in every data file before validation (the manifest records the new bytes, so
-    only the window check fails, once per split); ``break_data("integrity")`` edits one
-    recorded sha256 instead.
-    """
+    """The real validator (``posgen.publish.validate_folder``), watched: ``validator.calls``
+    lists the folders validated; ``validator.break_data(KIND)`` applies ``breaks[KIND]`` first."""
     import posgen.publish
 
     class Validator:
@@ -334,9 +341,8 @@ def validator(monkeypatch):
 
 @pytest.fixture(scope="session")
 def official(tmp_path_factory) -> Callable[[str], tuple[Path, object]]:
-    """``official(name)``: task_specs/NAME.toml published once per session (generated,
-    validated, its card rendered with the baselines, as ``make cards`` does); the folder and
-    the ``Published`` record. Read it, never change it."""
+    """``official(name)``: task_specs/NAME.toml published once per session as ``make cards``
+    does; the folder (read it, never change it) and the ``Published`` record."""
     from posgen.publish import publish_benchmark, scoring_baselines
     from posgen.spec import resolve_benchmark
 
@@ -353,36 +359,30 @@ def official(tmp_path_factory) -> Callable[[str], tuple[Path, object]]:
     return published
 
 
-# --- validate, card, score fixtures (tests2) ---
-def _small_benchmark(seeding: str):
+# --- shared datasets ------------------------------------------------------------------------
+def _write_small(tmp_path_factory, seeding: str) -> Path:
+    from posgen import write_dataset
     from posgen.spec import BenchmarkSpec, TaskSpec
     from posgen.tasks import TASKS
 
     base = dict(train_size=120, val_size=30, test_size=20, test_length=[96, 128], seeding=seeding)
     configs = {task: TaskSpec(task=task, **base) for task in TASKS}
-    return BenchmarkSpec(name="small", description="A small benchmark for tests.", configs=configs)
-
-
-def _write_small(tmp_path_factory, seeding: str) -> Path:
-    from posgen import write_dataset
-
+    bench = BenchmarkSpec(name="small", description="A small benchmark for tests.", configs=configs)
     out = tmp_path_factory.mktemp(seeding) / "small"
-    write_dataset(_small_benchmark(seeding), out, shard_bytes=3000, row_group_bytes=1024)
+    write_dataset(bench, out, shard_bytes=3000, row_group_bytes=1024)
     return out
 
 
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory) -> Path:
-    """A dataset folder "small": the three tasks, 120/30/20 rows, L = 64, L' = 96 and 128,
-    probe splits, two or more files per split, several row groups per file, disjoint seeding.
-    Shared: read it, never change it (``small_copy`` is yours to damage)."""
+    """ "small": the three tasks, 120/30/20 rows, L = 64, L' = 96 and 128, probe splits, several
+    files per split and row groups per file, disjoint seeding. Read it (damage ``small_copy``)."""
     return _write_small(tmp_path_factory, "disjoint")
 
 
 @pytest.fixture(scope="session")
 def small_paper_dataset(tmp_path_factory) -> Path:
-    """``small_dataset`` with the paper's seeding (validation and test rows begin with train
-    rows)."""
+    """``small_dataset`` with the paper's seeding."""
     return _write_small(tmp_path_factory, "paper")
 
 

@@ -1,16 +1,7 @@
-"""``posgen generate`` held at a named point until a signal arrives (the ``kill_points``
-fixture runs this program; no test imports it):
-
-    python tests/kill_points.py POINT OUT TOTAL_BYTES generate --out OUT ...
-
-runs the real CLI with hooks around the store's functions; at ``POINT`` it prints the point's
-name and waits for a signal, so the test signals it exactly there however loaded the machine:
-``start`` (checks passed, nothing written), ``build folder`` (it exists, no shard),
-``first shard`` (one shard complete), ``half the bytes`` (a shard being written, the build
-holding half of ``TOTAL_BYTES``), ``manifest`` (``posgen.json`` written, the card not),
-``worker writing`` (each ``--num-proc`` worker, spawned and importing this module as
-``__mp_main__``, holds mid-shard; the parent waits for them).
-"""
+"""``python tests/kill_points.py POINT OUT TOTAL_BYTES generate --out OUT ...``: the real CLI,
+which at ``POINT`` (one of ``POINTS``) prints the point's name and waits for a signal. ``half
+the bytes``: the build holds half of TOTAL_BYTES; ``worker writing``: each ``--num-proc``
+worker (spawned, importing this module as ``__mp_main__``) holds mid-shard."""
 
 from __future__ import annotations
 
@@ -21,9 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-GUARD = 600
-"""Seconds after which a held run stops waiting for its signal: a failure guard, never a
-timing check (only a hung test waits this long)."""
+GUARD = 600  # seconds: only a hung test waits this long (a failure guard, never a timing check)
 POINTS = ("start", "build folder", "first shard", "half the bytes", "manifest", "worker writing")
 WORKER_ENV = "POSGEN_TEST_HOLD_WORKERS"
 

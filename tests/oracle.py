@@ -1,9 +1,5 @@
-"""Slow, obviously-correct references written from docs/tasks.md ("The tasks", "Generation
-functions h", "Seeding", "Probe splits"), independent of posgen; ``make bench`` times posgen
-against them too.
-
-Nothing here imports posgen's generator or seeding: plain loops over plain lists.
-"""
+"""Slow, obviously-correct references written from docs/tasks.md, independent of posgen (plain
+loops over plain lists); ``make bench`` times posgen against them too."""
 
 from __future__ import annotations
 
@@ -121,24 +117,30 @@ def grow_row(
 
 
 def authors_splits(
-    task: str,
-    m: int,
-    near: int,
-    far: int,
-    train_length: int,
-    test_length: int,
-    train_size: int,
-    val_size: int,
-    test_size: int,
+    task: str, op: str, m: int, near: int, far: int, lengths: tuple[int, int], sizes: tuple
 ) -> dict[str, list[list[int]]]:
-    """The authors' construction: a complete list grown from cycled sorted combinations."""
-    w = near + far
-    needed = max(train_size, val_size + test_size)
-    windows = itertools.cycle(itertools.combinations(range(m), w))
-    complete = [
-        grow_row(task, list(next(windows)), max(train_length, test_length), m, near, far)
-        for _ in range(needed)
-    ]
+    """The authors' construction (src/data/components/*_sequence.py, re-typed from reading): a
+    complete list grown from cycled sorted combinations; ``lengths`` are (train, test),
+    ``sizes`` (train, validation, test)."""
+    (train_length, test_length), (train_size, val_size, test_size) = lengths, sizes
+    length, complete = max(train_length, test_length), []
+    combinations = itertools.cycle(itertools.combinations(range(m), near + far))
+    for seq in itertools.islice(combinations, max(train_size, val_size + test_size)):
+        row = list(seq)
+        if task == "cot":
+            while len(row) < length:
+                row.append(op_value(op, row[:far] + row[-near:], m))
+        elif task == "recursive":
+            while len(row) < length:
+                row.append(op_value(op, row[-(far + near) : -near] + row[-near:], m))
+        else:  # semirecursive: the far pointer moves every second token
+            pointer = 0
+            while len(row) < length:
+                row.append(op_value(op, row[pointer : pointer + far] + row[-near:], m))
+                if len(row) < length:
+                    row.append(op_value(op, row[pointer : pointer + far] + row[-near:], m))
+                    pointer += 1
+        complete.append(row)
     return {
         "train": [row[:train_length] for row in complete[:train_size]],
         "validation": [row[:test_length] for row in complete[:val_size]],

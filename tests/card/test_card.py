@@ -23,32 +23,14 @@ from posgen.tasks import TASKS
 from posgen.validate import validate
 
 
-@pytest.fixture(scope="module")
-def folder(small_dataset):
-    return small_dataset
-
-
 def header_of(card: str) -> dict:
     match = re.match(r"---\n(.*?)\n---\n", card, re.S)
     assert match, "card has no YAML front matter"
     return yaml.safe_load(match.group(1))
 
 
-@pytest.fixture(scope="module")
-def report(folder):
-    """The real validator's report of the folder."""
-    return validate(folder)
-
-
-@pytest.fixture
-def failed_report(breaks, small_copy):
-    """The real report of a copy whose first train file repeats a row (hygiene fails)."""
-    breaks["hygiene"](small_copy)
-    return validate(small_copy)
-
-
-def test_front_matter_has_the_hub_fields_and_one_config_per_task(folder):
-    header = header_of((folder / "README.md").read_text())
+def test_front_matter_has_the_hub_fields_and_one_config_per_task(small_dataset):
+    header = header_of((small_dataset / "README.md").read_text())
     assert header["pretty_name"] == "POSGEN (small)"
     assert header["license"] == "mit"
     assert header["task_categories"] == ["text-generation"]
@@ -62,17 +44,17 @@ def test_front_matter_has_the_hub_fields_and_one_config_per_task(folder):
     assert splits == ["train", "validation", "test", "test_128"]
     probe_splits = [f["split"] for f in configs["cot-probe"]["data_files"]]
     assert probe_splits == ["probe", "probe_128"]
-    without_folder = header_of(render_card(read_manifest(folder)))
+    without_folder = header_of(render_card(read_manifest(small_dataset)))
     assert "dataset_info" not in without_folder
     assert without_folder["configs"] == header["configs"]
 
 
-def test_the_worked_example_is_the_first_train_row_and_its_target_adds_up(oracle, folder):
-    manifest = read_manifest(folder)
+def test_the_worked_example_is_the_first_train_row_and_its_target_adds_up(oracle, small_dataset):
+    manifest = read_manifest(small_dataset)
     card = render_card(manifest)
     for name, entry in manifest.configs.items():
         spec = entry.spec.canonical()
-        first = pq.read_table(folder / entry.splits["train"].files[0].path)
+        first = pq.read_table(small_dataset / entry.splits["train"].files[0].path)
         row = first.column("tokens")[0].as_py()
         section = card.split(f"### `{name}`")[1]
         shown = re.search(r"x_0\.\.x_(\d+) = ([\d ]+)\n", section)
@@ -100,8 +82,8 @@ def test_the_dependency_picture_marks_exactly_the_operands_of_each_target(oracle
         assert [p for p, c in enumerate(marks) if c == "n"] == list(range(t - near, t))
 
 
-def test_an_unvalidated_card_says_so_and_has_every_other_section(folder):
-    manifest = read_manifest(folder)
+def test_an_unvalidated_card_says_so_and_has_every_other_section(small_dataset):
+    manifest = read_manifest(small_dataset)
     card = render_card(manifest)
     assert "**Not validated.**" in card
     assert "Baselines" not in card
@@ -120,12 +102,12 @@ def test_an_unvalidated_card_says_so_and_has_every_other_section(folder):
     assert "disjoint" not in paper.split("\n", 2)[2].split("`")[0]
 
 
-def test_a_validated_card_holds_the_manifest_facts_and_the_audit_and_no_timings(folder, report):
-    manifest = read_manifest(folder)
-    card = render_card(manifest, report, root=folder)
+def test_a_validated_card_holds_the_manifest_facts_and_the_audit_and_no_timings(small_dataset):
+    manifest, report = read_manifest(small_dataset), validate(small_dataset)
+    card = render_card(manifest, report, root=small_dataset)
     timed = report.model_copy(update={"seconds": 12.3456789})
     again = Manifest.model_validate_json(manifest.to_json())
-    assert card == render_card(again, timed, root=folder)
+    assert card == render_card(again, timed, root=small_dataset)
     assert "12.3456789" not in card
     assert "12.3457" not in card
     assert "Not validated" not in card
@@ -155,8 +137,10 @@ def test_a_validated_card_holds_the_manifest_facts_and_the_audit_and_no_timings(
     )
 
 
-def test_a_failed_validation_is_shown_with_the_failing_checks(folder, failed_report):
-    card = render_card(read_manifest(folder), failed_report)
+def test_a_failed_validation_is_shown_with_the_failing_checks(breaks, small_dataset, small_copy):
+    breaks["hygiene"](small_copy)  # the first train file repeats a row
+    failed_report = validate(small_copy)
+    card = render_card(read_manifest(small_dataset), failed_report)
     (failed,) = [c for c in failed_report.checks if not c.ok]
     assert (failed.check, failed.config, failed.split) == ("hygiene", "recursive", "train")
     assert "**Validation FAILED: 1 of 85 checks failed**" in card
@@ -192,26 +176,30 @@ def test_uint16_tokens_are_declared_as_uint16(tmp_path):
     assert np.asarray(loaded[0]["tokens"]).max() < 300
 
 
-def test_dataset_info_is_read_from_the_files_in_the_form_datasets_serializes(folder):
+def test_dataset_info_is_read_from_the_files_in_the_form_datasets_serializes(small_dataset):
     from datasets import DatasetInfo, Features, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
     from huggingface_hub import DatasetCardData
 
     from posgen.store.formats import probe_schema, row_schema
 
-    manifest = read_manifest(folder)
-    ours = header_of((folder / "README.md").read_text())["dataset_info"]
+    manifest = read_manifest(small_dataset)
+    ours = header_of((small_dataset / "README.md").read_text())["dataset_info"]
     files = {config: splits for config, _, splits in manifest.hf_configs()}
     infos = {}
     for block in ours:
         config, splits = block["config_name"], SplitDict()
         for split in block["splits"]:
             splits.add(SplitInfo(**split))
-            tables = [pq.read_table(folder / f.path) for f in files[config][split["name"]].files]
+            tables = [
+                pq.read_table(small_dataset / f.path) for f in files[config][split["name"]].files
+            ]
             assert split["num_examples"] == sum(t.num_rows for t in tables)
             assert split["num_bytes"] == sum(t.nbytes for t in tables)
         listed = [f for split in files[config].values() for f in split.files]
-        assert block["download_size"] == sum((folder / f.path).stat().st_size for f in listed)
+        assert block["download_size"] == sum(
+            (small_dataset / f.path).stat().st_size for f in listed
+        )
         schema = probe_schema(17) if config.endswith("-probe") else row_schema(17)
         infos[config] = DatasetInfo(
             features=Features.from_arrow_schema(schema),
@@ -248,8 +236,8 @@ def test_the_sentence_follows_far_reliance_and_accuracy(accuracy_id, far_id, ver
     assert f"accuracy {accuracy_id:.3f} ID" in sentence
 
 
-def test_the_card_section_appears_only_for_the_spec_ids_the_models_were_trained_on(folder):
-    manifest = read_manifest(folder)
+def test_the_card_section_appears_only_for_the_spec_ids_the_models_were_trained_on(small_dataset):
+    manifest = read_manifest(small_dataset)
     spec_ids = {name: config.spec_id for name, config in manifest.configs.items()}
     entry = {"spec_ids": spec_ids, "tasks": {"cot": {"rope": _cell(0.98, 0.001)}}}
     section = measures_section(manifest, {manifest.benchmark.name: entry})

@@ -1,9 +1,5 @@
-"""Fuzzed bad input: every invalid spec or flag exits 2 with a readable line and creates nothing.
-
-Each property builds one class of bad input and runs ``posgen generate`` on it; valid random
-specs, for contrast, must generate data that matches the oracle. Counts go to the session
-summary (the ``recorded`` fixture).
-"""
+"""Fuzzed bad input: every invalid spec or flag exits 2 with a readable line and creates nothing;
+valid random specs, for contrast, generate data that matches the oracle."""
 
 from __future__ import annotations
 
@@ -46,9 +42,8 @@ SPEC = "<the spec file>"
 @pytest.fixture(scope="session")
 def assert_rejected(cli, recorded):
     """``assert_rejected(kind, key, args, *names, spec=None, tmp=None)``: ``posgen generate
-    *args`` in ``tmp`` (or a fresh folder) exits 2 with one line per problem, one naming one of
-    ``names``, no traceback, nothing created. ``spec=(suffix, text)`` is written there and
-    passed as ``--spec`` (the name ``SPEC`` stands for its path)."""
+    *args`` in ``tmp`` (or a fresh folder) exits 2, a line naming one of ``names``, nothing
+    created. ``spec=(suffix, text)`` is passed as ``--spec`` (``SPEC`` names its path)."""
 
     def check(kind: str, key: str, args: list[str], *names: str, spec=None, tmp=None):
         with tempfile.TemporaryDirectory() as fresh:

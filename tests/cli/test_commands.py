@@ -15,19 +15,13 @@ from posgen import __version__
 SMALL = ["--train-size", "50", "--val-size", "10", "--test-size", "10", "-q"]
 
 
-def test_generate_writes_a_dataset_reports_speed_and_replaces_it_only_with_overwrite(
-    assert_clean_error, cli, tmp_path
-):
+def test_generate_writes_a_dataset_and_reports_its_speed(cli, tmp_path):
+    # replacing it only with --overwrite: test_targets_are_never_overwritten, test_interrupts
     out = tmp_path / "ds"
-    args = ["generate", "--out", out, "--task", "cot", "--train-size", "50", "--val-size", "10",
-            "--test-size", "10"]  # fmt: skip
-    result = cli(*args)
+    result = cli("generate", "--out", out, "--task", "cot", *SMALL[:-1])
     assert result.exit_code == 0, result.output
     assert "M tokens/s" in result.output
     assert list(json.loads((out / "posgen.json").read_text())["configs"]) == ["cot"]
-    assert_clean_error(cli(*args, "-q"), 2, "pass --overwrite")
-    again = cli(*args, "--overwrite", "-q")
-    assert again.exit_code == 0, again.output
 
 
 def test_flags_override_the_spec_file(cli, tmp_path):

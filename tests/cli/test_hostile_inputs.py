@@ -1,11 +1,5 @@
-"""Hostile and careless input beyond the spec flags: one ``error:`` line, never a traceback.
-
-Each class of issue 13 is tried with several variants of its own: prediction files that lie
-or are not text, bare data with the wrong types, spec files that are bombs, names the file
-system or UTF-8 cannot hold, paths without permission (chmod 000 and friends), Python
-API misuse, and any unexpected exception reaching the top of the CLI. Counts go to the
-session summary (the ``recorded`` fixture).
-"""
+"""Hostile and careless input beyond the spec flags (issue 13): lying prediction files, bare
+data, spec bombs, bad names, permissions, API misuse, surprises: one ``error:`` line each."""
 
 from __future__ import annotations
 
@@ -272,12 +266,17 @@ def test_a_spec_without_name_is_named_after_a_valid_form_of_its_stem(cli, record
 LONG = "a" * 256
 WIDE = "é" * 128  # 256 bytes in UTF-8
 BYTES = os.fsdecode(b"x\xff\xfe")
-NAME_CASES = [
-    (cmd, name)
-    for cmd in ("generate --out", "publish --out", "baseline --out", "score --json",
-                "score --plot", "validate --json")
-    for name in (LONG, WIDE, BYTES)
-]  # fmt: skip
+NAMED = ["generate --out", "publish --out", "baseline --out", "score --json", "score --plot",
+         "validate --json"]  # fmt: skip
+SUFFIX = {"baseline --out": ".jsonl", "score --json": ".json", "score --plot": ".png"}
+NAME_CASES = [(cmd, name + SUFFIX.get(cmd, "")) for cmd in NAMED for name in (LONG, WIDE, BYTES)]
+NAME_CASES += [
+    ("score --plot", f"curve{suffix}") for suffix in (".xyz", "", ".parquet", ".png.tmp")
+]
+
+
+def short(name: str) -> str:
+    return name if len(name) < 16 else f"{name[:3]}{len(name)}"
 
 
 def command_args(command: str, data: Path, predictions: Path) -> list[object]:
@@ -291,28 +290,17 @@ def command_args(command: str, data: Path, predictions: Path) -> list[object]:
     }[command]
 
 
-@pytest.mark.parametrize("cmd, name", NAME_CASES, ids=[f"{c}:{n[:3]}" for c, n in NAME_CASES])
-def test_output_names_too_long_or_not_utf8_are_refused_up_front(
+@pytest.mark.parametrize(
+    ("cmd", "name"), NAME_CASES, ids=[f"{c}:{short(n)}" for c, n in NAME_CASES]
+)
+def test_output_names_too_long_not_utf8_or_of_no_image_format_are_refused_up_front(
     assert_clean_error, cli, recorded, tiny_cot, tiny_oracle, tmp_path, cmd, name
 ):
     command, flag = cmd.split()
-    suffix = {"baseline": ".jsonl", "--json": ".json", "--plot": ".png"}
-    out = tmp_path / (name + suffix.get(command, suffix.get(flag, "")))
-    result = cli(*command_args(command, tiny_cot, tiny_oracle), flag, out)
-    with recorded("hostile", f"name:{cmd}:{name[:3]}{len(name)}"):
+    result = cli(*command_args(command, tiny_cot, tiny_oracle), flag, tmp_path / name)
+    with recorded("hostile", f"name:{cmd}:{short(name)}"):
         assert_clean_error(result, 2, flag)
         assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("suffix", [".xyz", "", ".parquet", ".png.tmp"])
-def test_a_plot_file_of_no_image_format_is_refused_before_scoring(
-    assert_clean_error, cli, recorded, tiny_cot, tiny_oracle, tmp_path, suffix
-):
-    out = tmp_path / f"curve{suffix}"
-    result = cli("score", "--data", tiny_cot, "--predictions", tiny_oracle, "--plot", out)
-    with recorded("hostile", f"plot suffix:{suffix}"):
-        assert_clean_error(result, 2, "--plot")
-        assert not out.exists()
 
 
 # --- Python API misuse -----------------------------------------------------------------

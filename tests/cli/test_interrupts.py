@@ -1,20 +1,13 @@
-"""Killed runs never lose data: real ``posgen`` subprocesses stopped by signals.
-
-Each case holds a run at a kill point (tests/kill_points.py: no case depends on the machine's
-speed), sends SIGKILL, SIGTERM or SIGINT, and checks that the target is absent or complete,
-an old dataset is intact, SIGTERM/SIGINT left nothing behind, and the next run cleans up
-whatever SIGKILL left and writes the same bytes. The one line and exit status of a stopped
-command come from the command sending itself SIGTERM at a named moment (``POSGEN_SIGNAL_AT``).
-"""
+"""Killed runs never lose data: real ``posgen`` processes held at a kill point
+(tests/kill_points.py) and signalled there; a stopped command's one line (``POSGEN_SIGNAL_AT``)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import runpy
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +16,7 @@ import posgen.signals
 import posgen.store.safety
 from posgen.signals import Interrupted
 from posgen.store import check_dataset
-from posgen.store.safety import atomic_folder, leftovers, recover
+from posgen.store.safety import atomic_folder, leftovers
 
 GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
 
@@ -34,81 +27,48 @@ SPEC = ["--task", "cot", "--task", "semirecursive", "-m", "97", "--train-size", 
 OLD_SPEC = [*SPEC[:-1], "8"]
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` by relative path."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
 def generate(cli, out: Path, args: list[str], overwrite: bool = False):
     """``posgen generate --out out -q *args`` in-process."""
     return cli("generate", "--out", out, "-q", *(["--overwrite"] if overwrite else []), *args)
 
 
 @pytest.fixture(scope="module")
-def reference(cli, tmp_path_factory) -> dict[str, dict[str, bytes]]:
-    """The files a complete run writes, for the spec and for the 'old' dataset."""
+def reference(cli, tmp_path_factory) -> dict[str, Path]:
+    """Complete runs of the spec ("new") and of the 'old' dataset."""
     base = tmp_path_factory.mktemp("reference")
     assert generate(cli, base / "new", SPEC).exit_code == 0
     assert generate(cli, base / "old", OLD_SPEC).exit_code == 0
-    return {"new": snapshot(base / "new"), "old": snapshot(base / "old")}
+    return {"new": base / "new", "old": base / "old"}
 
 
 def builds(out: Path) -> list[Path]:
     return [p for p in leftovers(out) if posgen.store.safety.TMP_TAG in p.name]
 
 
-def _held_program(kill_points: list[str]):
-    """tests/kill_points.py as a module (its ``install`` and ``main``), for forked runs."""
-    path = Path(kill_points[-1])
-    spec = importlib.util.spec_from_file_location("_kill_points_forked", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def kill_at(
-    fork_child: Callable[[Callable[[], object]], tuple[int, int]],
-    kill_points: list[str],
-    out: Path,
-    point: str,
-    signum: int,
-    total: int,
-    overwrite: bool,
-    fresh: bool = False,
-) -> subprocess.CompletedProcess:
-    """Run ``posgen generate`` in a process held at ``point`` and signal it there; the
-    finished run, stderr merged into stdout. ``fresh``: a new interpreter running
-    tests/kill_points.py; otherwise the same program in a child forked from this process
-    (posgen already imported: the process, its signals and its files are as real)."""
+def kill_at(fork_child, kill_points, out, point, signum, total, overwrite, fresh=False):
+    """Run ``posgen generate`` held at ``point`` and signal it there; the finished run, stderr
+    merged into stdout. ``fresh``: in a new interpreter, otherwise in a forked child."""
     args = ["generate", "--out", str(out), "-q", *SPEC, *(["--overwrite"] if overwrite else [])]
     command = [*kill_points, point, str(out), str(total), *args]
+
+    def held_run() -> None:  # tests/kill_points.py as a program, in the forked child
+        sys.argv = command[1:]
+        runpy.run_path(command[1], run_name="__main__")
+
     if fresh:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
-        proc = subprocess.Popen(command, env=env, **pipes)
-        said = proc.stdout.readline().strip()  # the run holds here until signalled
-        if said == point:
-            proc.send_signal(signum)
-        output, _ = proc.communicate(timeout=GUARD)
-        assert said == point, f"the run never reached {point!r}: {said} {output}"
-        return subprocess.CompletedProcess(command, proc.returncode, output)
-    program = _held_program(kill_points)
-
-    def held_run() -> None:
-        sys.argv = [str(command[1]), *command[2:]]
-        program.main()
-
-    pid, read = fork_child(held_run)
-    with os.fdopen(read, "r") as stream:
-        said = stream.readline().strip()  # the run holds here until signalled
-        if said == point:
-            os.kill(pid, signum)
-        else:  # a failure: do not leave it waiting
-            os.kill(pid, signal.SIGKILL)
-        output = stream.read()
-    _, status = os.waitpid(pid, 0)
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        pid, stream = proc.pid, proc.stdout
+    else:
+        pid, read = fork_child(held_run)
+        stream = os.fdopen(read, "rb")
+    with stream:
+        said = stream.readline().decode().strip()  # the run holds here until signalled
+        os.kill(pid, signum if said == point else signal.SIGKILL)  # a failure never waits on
+        output = stream.read().decode()
+    code = proc.wait(GUARD) if fresh else os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     assert said == point, f"the run never reached {point!r}: {said} {output}"
-    return subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status), output)
+    return subprocess.CompletedProcess(command, code, output)
 
 
 POINTS = ["start", "build folder", "first shard", "half the bytes", "manifest"]
@@ -129,38 +89,28 @@ CASES = [
     ids=[f"{p}-{signal.Signals(s).name}-{'replace' if o else 'new'}" for p, s, o in CASES],
 )
 def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identical(
-    cli, fork_child, kill_points, recorded, tmp_path, reference, point, signum, overwrite
+    cli, fork_child, kill_points, recorded, tree, tmp_path, reference, point, signum, overwrite
 ):
     out = tmp_path / "ds"
-    expected = reference["new"]
+    expected = tree(reference["new"])
     if overwrite:
         assert generate(cli, out, OLD_SPEC).exit_code == 0
-    total = sum(len(data) for data in expected.values())
+    total = sum(f.stat().st_size for f in reference["new"].rglob("*") if f.is_file())
     fresh = (point, signum, overwrite) == CASES[0]  # one case in a new interpreter
     killed = kill_at(fork_child, kill_points, out, point, signum, total, overwrite, fresh)
     key = f"{point}/{signal.Signals(signum).name}/{'replace' if overwrite else 'new'}"
     with recorded("kill", key):
         assert killed.returncode != 0, killed.stdout  # stopped mid-run, at the point
-        state = snapshot(out) if out.exists() else None
-        before = reference["old"] if overwrite else None
+        state = tree(out) if out.exists() else None
+        before = tree(reference["old"]) if overwrite else None
         assert state in (before, expected), f"target neither absent/old nor complete after {key}"
         if signum != signal.SIGKILL:  # SIGTERM/SIGINT clean up themselves
             assert not builds(out), f"{signal.Signals(signum).name} left {builds(out)}"
         rerun = generate(cli, out, SPEC, overwrite=overwrite)
         assert rerun.exit_code == 0, rerun.output
-        assert snapshot(out) == expected
+        assert tree(out) == expected
         assert not leftovers(out)
         assert check_dataset(out) == []
-
-
-def test_a_parked_dataset_is_restored_when_a_run_died_between_its_renames(tmp_path):
-    parked = tmp_path / f".ds{posgen.store.safety.OLD_TAG}1a2b3c4d"
-    parked.mkdir()
-    (parked / "posgen.json").write_text("{}")
-    assert recover(tmp_path / "ds") == [
-        f"restored {tmp_path / 'ds'} from {parked.name} (a run died while replacing it)"
-    ]
-    assert (tmp_path / "ds" / "posgen.json").read_text() == "{}"
 
 
 @pytest.mark.parametrize("commit", ["exchange", "two renames"])
@@ -222,8 +172,7 @@ def test_a_failure_between_the_renames_puts_the_old_dataset_back(tmp_path, monke
 @pytest.fixture
 def stopped_at(cli, monkeypatch):
     """``stopped_at(point, *args, cwd=folder)``: ``posgen *args`` in-process, run from
-    ``folder``, sending itself SIGTERM at ``point`` (``POSGEN_SIGNAL_AT``): the handlers the
-    entry point installs turn it into the command's one line, as in a real process."""
+    ``folder``, sending itself SIGTERM at ``point`` (``POSGEN_SIGNAL_AT``)."""
 
     def run(point: str, *args: object, cwd: Path):
         monkeypatch.chdir(cwd)
@@ -246,10 +195,13 @@ STOPPED = [  # (command, moment of the SIGTERM, whether --out holds a dataset al
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("command", "point", "existing", "left"), STOPPED)
+@pytest.mark.parametrize(
+    "case", STOPPED, ids=[f"{c}-{p}-{'replace' if e else 'new'}" for c, p, e, _ in STOPPED]
+)
 def test_sigterm_while_writing_a_dataset_exits_143_with_one_line_saying_what_was_left(
-    stopped_at, assert_clean_error, cli, tmp_path, tiny_spec_file, command, point, existing, left
+    stopped_at, assert_clean_error, cli, tree, tmp_path, tiny_spec_file, case
 ):
+    command, point, existing, left = case
     out = tmp_path / "out"
     spec = tiny_spec_file
     args = ["publish", spec] if command == "publish" else ["generate", "--spec", spec]
@@ -257,11 +209,11 @@ def test_sigterm_while_writing_a_dataset_exits_143_with_one_line_saying_what_was
     if existing:
         assert cli(*args).exit_code == 0
         args.append("--overwrite")
-    before = snapshot(out) if existing else None
+    before = tree(out) if existing else None
     done = stopped_at(point, *args, cwd=tmp_path)
     line = assert_clean_error(done, 143)
     assert line == f"error: interrupted by SIGTERM; {left.format(out=out)}"
-    assert (snapshot(out) if out.exists() else None) == before
+    assert (tree(out) if out.exists() else None) == before
     assert {p.name for p in tmp_path.iterdir()} == {"tiny.toml", *(["out"] if existing else [])}
     assert leftovers(out) == []
 

@@ -1,10 +1,5 @@
-"""The README's and docs' command lines parse with the current CLI (no drift from the flags).
-
-Every ``posgen ...`` line of the shell blocks of README.md and docs/*.md, and of each
-command's ``Examples`` epilog, is parsed by click exactly as the shell would pass it: unknown
-commands or flags, wrong types and missing required options fail here. Paths are not checked
-for existence (the examples name folders the reader creates).
-"""
+"""Every ``posgen ...`` line of the shell blocks of README.md and docs/*.md, and of each
+command's ``Examples`` epilog, parses with the current CLI; the docs' links lead somewhere."""
 
 from __future__ import annotations
 
@@ -23,26 +18,23 @@ COMMAND = re.compile(r"^\s*(?:[A-Z_]+=\S*\s+)*posgen(?:\s|$)")
 """A shell line that runs posgen (environment assignments before it allowed)."""
 
 
+def fenced_blocks(text: str, *languages: str) -> list[str]:
+    """The fenced blocks of ``text`` tagged with one of ``languages`` ("" for untagged)."""
+    pattern = r"^```(\w*)\n(.*?)^```"
+    return [body for tag, body in re.findall(pattern, text, re.M | re.S) if tag in languages]
+
+
 def command_lines(text: str) -> list[str]:
     """``posgen ...`` lines of the shell blocks (untagged, bash, sh, console), continuation
     lines joined, environment assignments in front dropped."""
-    lines, fenced, shell, pending = [], False, False, ""
-    for raw in text.splitlines():
-        if raw.startswith("```"):
-            fenced = not fenced
-            shell = fenced and raw[3:].strip() in ("", "bash", "sh", "console")
-            continue
-        if not shell:
-            continue
-        if raw.endswith("\\"):
-            pending += raw[:-1] + " "
-            continue
-        line, pending = pending + raw, ""
-        if COMMAND.match(line):
-            words = shlex.split(line, comments=True)
-            while words and re.match(r"^[A-Z_]+=", words[0]):
-                words = words[1:]
-            lines.append(shlex.join(words))
+    lines = []
+    for block in fenced_blocks(text, "", "bash", "sh", "console"):
+        for line in block.replace("\\\n", " ").splitlines():
+            if COMMAND.match(line):
+                words = shlex.split(line, comments=True)
+                while words and re.match(r"^[A-Z_]+=", words[0]):
+                    words = words[1:]
+                lines.append(shlex.join(words))
     return lines
 
 
@@ -67,11 +59,8 @@ README_LINES = command_lines((ROOT / "README.md").read_text())
 
 
 def parse(line: str) -> None:
-    """Parse ``line`` as the CLI would, without running the command.
-
-    ``...`` stands for flags left out (``posgen generate ... --shard-mb 256``): there a
-    missing required option is fine, every flag shown must still parse.
-    """
+    """Parse ``line`` as the CLI would, without running it; with ``...`` (flags left out) a
+    missing required option is fine."""
     words = shlex.split(line)[1:]
     elided = "..." in words
     words = [w for w in words if w != "..."]
@@ -142,12 +131,6 @@ def test_every_link_of_the_docs_leads_to_a_file_and_heading_that_exist(document,
     assert page.exists(), f"{document.name} -> {target}"
     if anchor and page.suffix == ".md":
         assert anchor in anchors(page.read_text()), f"{document.name} -> {target}#{anchor}"
-
-
-def fenced_blocks(text: str, *languages: str) -> list[str]:
-    """The fenced blocks of ``text`` tagged with one of ``languages`` ("" for untagged)."""
-    pattern = r"^```(\w*)\n(.*?)^```"
-    return [body for tag, body in re.findall(pattern, text, re.M | re.S) if tag in languages]
 
 
 README = (ROOT / "README.md").read_text()

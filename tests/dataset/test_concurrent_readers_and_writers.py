@@ -1,7 +1,5 @@
-"""Concurrent runs and readers: nothing a live process owns is removed, readers see one dataset.
-
-Every wait is bounded only against a hang; no test asserts how long anything took.
-"""
+"""Concurrent runs and readers: nothing a live process owns is removed, readers see one dataset
+(every wait is bounded only against a hang; no test asserts how long anything took)."""
 
 from __future__ import annotations
 
@@ -22,7 +20,7 @@ from posgen import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import check_dataset, read_manifest
 from posgen.store.dataset import DatasetReplaced, load
-from posgen.store.safety import TMP_TAG, leftovers, recover
+from posgen.store.safety import OLD_TAG, TMP_TAG, leftovers, recover
 from posgen.validate import validate
 
 GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
@@ -72,34 +70,24 @@ def stop(owner: tuple[int, int]) -> None:
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
-def _build_folder(name) -> object:
-    def make(base: Path) -> Path:
-        (base / f".ds{TMP_TAG}{name()}-0badf00d").mkdir()
-        return base / f".ds{TMP_TAG}{name()}-0badf00d"
-
-    return make
-
-
-def _parked_dataset(base: Path) -> Path:
-    """A dataset parked by a run between its two renames (the fallback commit)."""
-    write_dataset(bench(1), base / "ds")
-    os.rename(base / "ds", base / ".ds.posgen-old-1a2b3c4d")
-    return base / ".ds.posgen-old-1a2b3c4d"
-
-
 OWNED = {  # whatever its name says, only the lock tells whether a run owns a leftover
-    "owned build folder named with this process's PID": _build_folder(os.getpid),
-    "owned build folder named with PID 1": _build_folder(lambda: 1),
-    "owned build folder named with a PID no process has": _build_folder(lambda: 4_000_000),
-    "owned build folder named with a random run id": _build_folder(lambda: "5f3a9c1e"),
-    "parked dataset owned by a live run": _parked_dataset,
+    "owned build folder named with this process's PID": f"{TMP_TAG}{os.getpid()}-0badf00d",
+    "owned build folder named with PID 1": f"{TMP_TAG}1-0badf00d",
+    "owned build folder named with a PID no process has": f"{TMP_TAG}4000000-0badf00d",
+    "owned build folder named with a random run id": f"{TMP_TAG}5f3a9c1e-0badf00d",
+    # a dataset parked by a run between its two renames (the fallback commit)
+    "parked dataset owned by a live run": f"{OLD_TAG}1a2b3c4d",
 }
 
 
 @pytest.mark.parametrize("case", list(OWNED))
 def test_a_leftover_is_left_alone_while_its_owner_lives(recorded, tmp_path, case):
-    out = tmp_path / "ds"
-    leftover = OWNED[case](tmp_path)
+    out, leftover = tmp_path / "ds", tmp_path / f".ds{OWNED[case]}"
+    if case.startswith("parked"):
+        write_dataset(bench(1), out)
+        os.rename(out, leftover)
+    else:
+        leftover.mkdir()
     owner = start_owner(leftover)
     try:
         notes, kept, absent = recover(out), leftover.is_dir(), not out.exists()
@@ -109,7 +97,8 @@ def test_a_leftover_is_left_alone_while_its_owner_lives(recorded, tmp_path, case
         assert notes == [f"left {leftover} alone: a running process still owns it"]
         assert kept and absent
         if case.startswith("parked"):  # its owner died: restored
-            assert recover(out)[0].startswith(f"restored {out}")
+            why = "(a run died while replacing it)"
+            assert recover(out) == [f"restored {out} from {leftover.name} {why}"]
             assert check_dataset(out) == []
         else:
             assert recover(out) == [f"removed leftover {leftover} of an interrupted run"]
@@ -253,9 +242,8 @@ def test_sigkill_of_a_parallel_run_ends_its_workers_and_keeps_their_folder(
 
 
 def _replace_during(monkeypatch, module, name: str, root: Path, times: int = 1) -> list[int]:
-    """Patch ``module.name`` so that its first ``times`` calls first replace ``root`` (a
-    ``generate --overwrite`` landing mid-read) with a dataset of the next seed; after the first
-    replacement, a copy of the first dataset takes its place (a new folder each time, cheaply)."""
+    """Patch ``module.name`` so that its first ``times`` calls first replace ``root`` (as a
+    ``generate --overwrite`` landing mid-read): by the next seed's dataset, then by copies."""
     real = getattr(module, name)
     done: list[int] = []
     kept = root.with_name(f"{root.name}-kept")

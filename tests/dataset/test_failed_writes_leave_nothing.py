@@ -1,8 +1,5 @@
-"""Disk full, unwritable targets and oversized specs: a clear error and no partial dataset.
-
-Disk full is real: a subprocess whose file-size limit (RLIMIT_FSIZE, with SIGXFSZ ignored)
-makes writes fail with EFBIG, as a full disk fails them with ENOSPC.
-"""
+"""Disk full, unwritable targets and oversized specs: a clear error and no partial dataset (a
+full disk is a real process whose file-size limit makes writes fail, as ENOSPC would)."""
 
 from __future__ import annotations
 
@@ -20,16 +17,13 @@ from posgen.cli.shared import estimate_benchmark, refusals
 from posgen.spec import default_benchmark
 from posgen.store.safety import leftovers
 
-GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
-
 SPEC = ["--task", "cot", "-m", "97", "--train-size", "20000", "--val-size", "500",
         "--test-size", "500"]  # fmt: skip
 
 
 def limited_run(fork_child, out: Path, limit: int, *extra: str) -> subprocess.CompletedProcess:
-    """``posgen generate`` (the entry point, ``posgen.__main__.run``) in a forked child that
-    may write files of at most ``limit`` bytes: a real process with the real limit, without a
-    fresh interpreter's imports (the claim is about the limit, not the interpreter)."""
+    """``posgen generate`` (the entry point) in a forked child that may write files of at most
+    ``limit`` bytes (RLIMIT_FSIZE, SIGXFSZ ignored)."""
     from posgen.__main__ import run
 
     args = ["generate", "--out", str(out), "-q", *SPEC, *extra]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pyarrow.parquet as pq
 import pytest
 
@@ -31,15 +29,6 @@ def write(out, spec=None, **options):
     return writer.write_dataset(spec or bench(), out, **sizes, **options)
 
 
-def checksums(folder):
-    """sha256 of every file (hidden ones included), by relative path."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     out = tmp_path_factory.mktemp("single") / "ds"
@@ -47,13 +36,13 @@ def single(tmp_path_factory):
     return out
 
 
-def test_two_processes_write_the_same_bytes_as_one(tmp_path, single):
+def test_two_processes_write_the_same_bytes_as_one(tree, tmp_path, single):
     out = tmp_path / "ds"
     write_dataset(bench(), out, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES, num_proc=2)
-    assert checksums(out) == checksums(single)
+    assert tree(out) == tree(single)
 
 
-def test_three_parts_in_any_order_equal_a_single_run(tmp_path, single):
+def test_three_parts_in_any_order_equal_a_single_run(tree, tmp_path, single):
     assert len(plan_benchmark(bench(), SHARD_BYTES)) >= 12  # parts really split the work
     out = tmp_path / "ds"
     results = [write(out, part=(i, 3), finish=unvalidated_card) for i in (2, 0, 1)]
@@ -61,16 +50,16 @@ def test_three_parts_in_any_order_equal_a_single_run(tmp_path, single):
     assert results[1] is None
     assert results[2].to_json() == (single / "posgen.json").read_text()
     assert not (out / PARTS_DIR).exists()
-    assert checksums(out) == checksums(single)
+    assert tree(out) == tree(single)
 
 
-def test_parts_in_separate_folders_merge_into_a_single_run(cli, tmp_path, single):
+def test_parts_in_separate_folders_merge_into_a_single_run(tree, cli, tmp_path, single):
     for i in range(3):  # one part with worker processes: each pool costs a spawn
         write(tmp_path / f"p{i}", part=(i, 3), num_proc=2 if i == 0 else 1)
     args = ["merge", str(tmp_path / "ds"), *(str(tmp_path / f"p{i}") for i in range(3))]
     result = cli(*args)
     assert result.exit_code == 0, result.output
-    assert checksums(tmp_path / "ds") == checksums(single)
+    assert tree(tmp_path / "ds") == tree(single)
 
 
 def test_finishing_with_a_missing_part_names_it(tmp_path):
@@ -86,11 +75,11 @@ def test_parts_of_another_spec_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("storage", list(FORMATS))
-def test_files_do_not_depend_on_the_block_size(tmp_path, storage):
+def test_files_do_not_depend_on_the_block_size(tree, tmp_path, storage):
     small = bench(train_size=300, val_size=20, test_size=20)
     write(tmp_path / "a", small, storage=storage)
     write(tmp_path / "b", small, storage=storage, block_rows=7)
-    assert checksums(tmp_path / "a") == checksums(tmp_path / "b")
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
 
 
 def test_row_groups_hold_the_rows_the_bytes_say(single):
@@ -100,14 +89,14 @@ def test_row_groups_hold_the_rows_the_bytes_say(single):
     assert sizes[:-1] == [GROUP_BYTES // 64] * (len(sizes) - 1)
 
 
-def test_cli_parts_in_one_folder_equal_a_single_cli_run(cli, tmp_path):
+def test_cli_parts_in_one_folder_equal_a_single_cli_run(tree, cli, tmp_path):
     args = ["--task", "cot", "--train-size", "3000", "--val-size", "300", "--test-size", "300",
             "--shard-mb", "1", "-q"]  # fmt: skip
     assert cli("generate", "--out", tmp_path / "a", *args).exit_code == 0
     for i in (1, 0):
         result = cli("generate", "--out", tmp_path / "b", "--part", f"{i}/2", *args)
         assert result.exit_code == 0, result.output
-    assert checksums(tmp_path / "a") == checksums(tmp_path / "b")
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
 
 
 @pytest.mark.parametrize(
@@ -162,7 +151,7 @@ def test_whoever_finishes_the_run_uses_the_finish_step_it_was_handed(tmp_path, m
 
 
 @pytest.mark.parametrize("part", [None, (0, 1)], ids=["whole run", "one part of one"])
-def test_the_store_alone_writes_no_card(tmp_path, single, part):
+def test_the_store_alone_writes_no_card(tree, tmp_path, single, part):
     out = tmp_path / "ds"
     write(out, part=part)
-    assert checksums(out) == {k: v for k, v in checksums(single).items() if k != CARD_NAME}
+    assert tree(out) == {k: v for k, v in tree(single).items() if k != CARD_NAME}

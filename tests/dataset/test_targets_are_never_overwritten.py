@@ -3,7 +3,6 @@ the answer is one error line or a correct dataset."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -33,18 +32,6 @@ def bench(seed: int = 0) -> BenchmarkSpec:
 def part(out: Path, i: int, seed: int = 0):
     """Part ``i`` of 3 of :func:`bench` into ``out``, with its card."""
     return write_dataset(bench(seed), out, part=(i, 3), shard_bytes=SHARD)
-
-
-def tree(folder: Path) -> dict[str, str]:
-    """sha256 of every file and the target of every link under ``folder`` (hidden included)."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        key = str(path.relative_to(folder))
-        if path.is_symlink():
-            found[key] = "-> " + os.readlink(path)
-        elif path.is_file():
-            found[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -94,39 +81,35 @@ def _a_loop(target: Path) -> None:
     (target.parent / "loop2").symlink_to(target)
 
 
-MERGE_REFUSALS = {
-    "user folder with README.md and posgen.json": (_user_folder, 2, "posgen.json"),
-    "finished dataset of another spec": (
-        lambda t: write_dataset(bench(5), t, shard_bytes=SHARD),
-        2,
-        "finished dataset",
-    ),
-    "finished dataset of the same spec": (
-        lambda t: write_dataset(bench(), t, shard_bytes=SHARD),
-        2,
-        "finished dataset",
-    ),
-    "user files under data/": (_user_data, 2, "not posgen parts"),
-    "a file": (_a_file, 2, "file"),
-    "symlink to a user folder": (_link_to_user_folder, 2, "posgen.json"),
-    "parts of another run": (lambda t: part(t, 0, seed=5), 2, "another benchmark"),
-    "a staged file that differs": (_a_different_staged_file, 2, "differs"),
-    "a symlink loop": (_a_loop, 2, "loops"),
+def _dataset(target: Path, seed: int = 0) -> None:
+    write_dataset(bench(seed), target, shard_bytes=SHARD)
+
+
+MERGE_REFUSALS = {  # case -> (what the target holds, a fragment of the error line)
+    "user folder with README.md and posgen.json": (_user_folder, "posgen.json"),
+    "finished dataset of another spec": (lambda t: _dataset(t, seed=5), "finished dataset"),
+    "finished dataset of the same spec": (_dataset, "finished dataset"),
+    "user files under data/": (_user_data, "not posgen parts"),
+    "a file": (_a_file, "file"),
+    "symlink to a user folder": (_link_to_user_folder, "posgen.json"),
+    "parts of another run": (lambda t: part(t, 0, seed=5), "another benchmark"),
+    "a staged file that differs": (_a_different_staged_file, "differs"),
+    "a symlink loop": (_a_loop, "loops"),
 }
 
 
 @pytest.mark.parametrize("case", list(MERGE_REFUSALS))
 def test_merge_refuses_a_target_that_is_not_its_own_and_changes_nothing(
-    assert_clean_error, cli, recorded, tmp_path, parts, case
+    tree, assert_clean_error, cli, recorded, tmp_path, parts, case
 ):
-    prepare, code, words = MERGE_REFUSALS[case]
+    prepare, words = MERGE_REFUSALS[case]
     target = tmp_path / "target"
     prepare(target)
     before = {folder: tree(folder) for folder in [tmp_path, *parts]}
     result = cli("merge", target, *parts)
     after = {folder: tree(folder) for folder in [tmp_path, *parts]}
     with recorded("target", f"merge into: {case}"):
-        assert_clean_error(result, code, words)
+        assert_clean_error(result, 2, words)
         assert after == before
 
 
@@ -135,7 +118,7 @@ MERGE_TARGETS = ["missing", "empty folder", "symlink to an empty folder", "one o
 
 @pytest.mark.parametrize("case", MERGE_TARGETS)
 def test_merge_into_its_own_kind_of_target_equals_a_single_run(
-    cli, recorded, tmp_path, parts, single, case
+    tree, cli, recorded, tmp_path, parts, single, case
 ):
     target = tmp_path / "target"
     sources = parts
@@ -183,7 +166,7 @@ UNFINISHED = ["1 of 3 parts", "2 of 3 parts", "finish killed before the card",
 
 @pytest.mark.parametrize("case", UNFINISHED)
 def test_an_unfinished_part_folder_never_loads_wrong_data_and_merge_completes_it(
-    assert_clean_error, cli, recorded, tmp_path, single, monkeypatch, case
+    tree, assert_clean_error, cli, recorded, tmp_path, single, monkeypatch, case
 ):
     out = tmp_path / "ds"
     written = {"1 of 3 parts": 1, "2 of 3 parts": 2}.get(case, 3)
@@ -212,7 +195,7 @@ def test_an_unfinished_part_folder_never_loads_wrong_data_and_merge_completes_it
             assert tree(out) == tree(single)
 
 
-def test_parts_finishing_at_once_finish_the_folder_once(recorded, tmp_path, single):
+def test_parts_finishing_at_once_finish_the_folder_once(tree, recorded, tmp_path, single):
     from concurrent.futures import ThreadPoolExecutor
 
     out = tmp_path / "ds"
@@ -287,42 +270,31 @@ def test_a_symlink_out_is_followed_kept_and_leaves_nothing_behind(cli, recorded,
         assert leftovers(link) == []
 
 
-def _mine(base: Path) -> Path:
-    (base / "mine").mkdir()
-    (base / "mine" / "notes.txt").write_text("keep me\n")
-    return base / "mine"
+def _mine(target: Path) -> None:
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me\n")
 
 
-def _link_to_mine(base: Path) -> Path:
-    (base / "link").symlink_to(_mine(base))
-    return base / "link"
-
-
-def _looping_link(base: Path) -> Path:
-    (base / "a").symlink_to(base / "b")
-    (base / "b").symlink_to(base / "a")
-    return base / "a"
-
-
-def _dataset(base: Path) -> Path:
-    write_dataset(bench(), base / "ds", shard_bytes=SHARD)
-    return base / "ds"
+def _link_to_mine(target: Path) -> None:
+    _mine(target.parent / "mine")
+    target.symlink_to(target.parent / "mine")
 
 
 GENERATE_REFUSALS = {
     "a dataset, without --overwrite": (_dataset, [], "pass --overwrite to replace it"),
     "a user folder": (_mine, ["--overwrite"], "not a posgen dataset"),
     "a symlink to a user folder": (_link_to_mine, ["--overwrite"], "not a posgen dataset"),
-    "a symlink loop": (_looping_link, [], "loops"),
+    "a symlink loop": (_a_loop, [], "loops"),
 }
 
 
 @pytest.mark.parametrize("case", list(GENERATE_REFUSALS))
 def test_generate_refuses_a_target_it_may_not_replace_and_changes_nothing(
-    assert_clean_error, cli, recorded, tmp_path, case
+    tree, assert_clean_error, cli, recorded, tmp_path, case
 ):
     prepare, flags, words = GENERATE_REFUSALS[case]
-    target = prepare(tmp_path)
+    target = tmp_path / "target"
+    prepare(target)
     before = tree(tmp_path)
     result = cli("generate", "--out", target, *FLAGS, *flags)
     with recorded("target", f"--out: {case}"):
@@ -330,7 +302,7 @@ def test_generate_refuses_a_target_it_may_not_replace_and_changes_nothing(
         assert tree(tmp_path) == before
 
 
-def test_parts_through_a_symlink_land_where_it_points(recorded, tmp_path, single):
+def test_parts_through_a_symlink_land_where_it_points(tree, recorded, tmp_path, single):
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     for i in range(3):

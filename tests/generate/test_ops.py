@@ -1,4 +1,4 @@
-"""Every op: exact tables, the keyed hash's definition, the oracle, the authors' rows."""
+"""Every op: exact tables, the keyed hash's definition, the plain-loop oracle, the validator."""
 
 from __future__ import annotations
 
@@ -111,50 +111,6 @@ def test_every_op_and_kernel_equal_the_plain_loop_oracle_and_the_validator_recom
     assert fast.dtype == storage_dtype(m)
     assert fast.tolist() == slow
     assert np.array_equal(expected_targets(spec, fast), fast[:, near + far :])
-
-
-def authors_rows(task: str, op: str, m: int, near: int, far: int, count: int, length: int):
-    """The authors' construction (src/data/components/*_sequence.py), re-typed from reading."""
-
-    def atom(far_ops: list[int], near_ops: list[int]) -> int:
-        total = sum(far_ops) + sum(near_ops)
-        if op == "pow_sin":
-            return math.floor(math.pow(math.sin(total), 2) * m)
-        if op == "pow_sin_2pi":
-            return math.floor(abs(math.sin(2 * math.pi * (total % m) / m)) * m)
-        return total % m
-
-    rows = []
-    for seq in itertools.islice(
-        itertools.cycle(itertools.combinations(range(m), near + far)), count
-    ):
-        row = list(seq)
-        if task == "cot":
-            while len(row) < length:
-                row.append(atom(row[:far], row[-near:]))
-        elif task == "recursive":
-            while len(row) < length:
-                row.append(atom(row[-(far + near) : -near], row[-near:]))
-        else:  # semirecursive: the far pointer moves every second token
-            pointer = 0
-            while len(row) < length:
-                row.append(atom(row[pointer : pointer + far], row[-near:]))
-                if len(row) < length:
-                    row.append(atom(row[pointer : pointer + far], row[-near:]))
-                    pointer += 1
-        rows.append(row)
-    return rows
-
-
-@pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("op", ["pow_sin", "pow_sin_2pi", "mod_addition"])
-def test_paper_seeding_reproduces_the_authors_rows_row_for_row(task, op):
-    spec = TaskSpec(task=task, op=op, seeding="paper", train_size=40, val_size=10, test_size=12,
-                    train_length=24, test_length=48)  # fmt: skip
-    complete = authors_rows(task, op, 17, 3, 1, 40, 48)
-    assert generate_split(spec, "train").tolist() == [r[:24] for r in complete[:40]]
-    assert generate_split(spec, "validation").tolist() == [r[:48] for r in complete[:10]]
-    assert generate_split(spec, "test").tolist() == [r[:48] for r in complete[10:22]]
 
 
 GENERATE_KEYED = """

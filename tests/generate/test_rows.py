@@ -11,12 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import posgen.generator
-from posgen.generator import (
-    generate_rows,
-    generate_split,
-    grow,
-    transpose_tiles,
-)
+from posgen.generator import generate_rows, generate_split, grow, transpose_tiles
 from posgen.spec import TaskSpec
 from posgen.tasks import TASKS, dependency_matrix
 
@@ -58,7 +53,7 @@ def test_dependency_rule_names_exactly_j_plus_k_earlier_positions(oracle, task, 
         assert min(positions) >= 0
 
 
-# 25 examples: the store's block-size test (test_parallel) and the kernel's slab-size tests
+# 25 examples: the store's block-size test (test_parts_and_merge) and the slab-size tests
 # cover the same path at other sizes
 @settings(max_examples=25)
 @given(st.sampled_from(TASKS), st.integers(1, 40), st.integers(1, 40), st.integers(0, 200))

@@ -38,35 +38,20 @@ def test_extra_test_lengths_add_splits_with_their_own_lengths():
     assert spec.total_rows == 10_000 + 1_000 * 4
 
 
-BENCH_TOML = """
-name = "mini"
-[defaults]
-modulus = 11
-train_size = 20
-val_size = 10
-test_size = 10
-[configs.recursive]
-[configs.cot]
-near = 2
-"""
+MINI = {  # one benchmark in three formats: defaults, and a config that overrides one
+    ".toml": 'name = "mini"\n[defaults]\nmodulus = 11\ntrain_size = 20\nval_size = 10\n'
+    "test_size = 10\n[configs.recursive]\n[configs.cot]\nnear = 2\n",
+    ".yaml": "name: mini\ndefaults:\n  modulus: 11\n  train_size: 20\n  val_size: 10\n"
+    "  test_size: 10\nconfigs:\n  recursive: {}\n  cot:\n    near: 2\n",
+    ".json": '{"name": "mini", "defaults": {"modulus": 11, "train_size": 20, "val_size": 10, '
+    '"test_size": 10}, "configs": {"recursive": {}, "cot": {"near": 2}}}',
+}
 
 
-@pytest.mark.parametrize("suffix", [".toml", ".yaml", ".json"])
+@pytest.mark.parametrize("suffix", list(MINI))
 def test_benchmark_files_load_from_toml_yaml_and_json(tmp_path, suffix):
-    data = {
-        "name": "mini",
-        "defaults": {"modulus": 11, "train_size": 20, "val_size": 10, "test_size": 10},
-        "configs": {"recursive": {}, "cot": {"near": 2}},
-    }
     path = tmp_path / f"mini{suffix}"
-    if suffix == ".toml":
-        path.write_text(BENCH_TOML)
-    elif suffix == ".yaml":
-        import yaml
-
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-    else:
-        path.write_text(json.dumps(data))
+    path.write_text(MINI[suffix])
     bench = resolve_benchmark(path)
     assert list(bench.configs) == ["recursive", "cot"]
     assert bench.configs["cot"].near == 2

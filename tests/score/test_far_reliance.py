@@ -26,16 +26,8 @@ TASKS = ["recursive", "cot", "semirecursive"]
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("reliance") / "ds"
-    bench = default_benchmark(
-        TASKS,
-        op="square_sum",
-        modulus=31,
-        train_length=24,
-        test_length=[80, 100],
-        train_size=30,
-        val_size=5,
-        test_size=25,
-    )
+    sizes = dict(train_length=24, test_length=[80, 100], train_size=30, val_size=5, test_size=25)
+    bench = default_benchmark(TASKS, op="square_sum", modulus=31, **sizes)
     write_dataset(bench, out)
     return out
 

@@ -126,27 +126,28 @@ def test_near_only_scores_close_to_one_over_m(task):
     assert 0.5 * chance < report.overall.accuracy < 1.5 * chance
 
 
-def test_near_only_predicts_the_most_common_follower_of_each_near_context():
-    fit = np.array([[0, 3, 5, 3, 5, 3, 7, 9]])
-    spec = TaskSpec(
-        task="recursive", modulus=17, near=1, far=1, train_length=4, test_length=4, seeding="paper"
-    )
-    tokens = np.array([[1, 2, 3, 8]])  # contexts 2 -> unseen, 3 -> 5
-    out = baseline_predictions("near-only", spec, tokens, fit)
-    # window 2: fit targets after contexts 3,5,3,5,3,7 -> 5,3,5,3,7,9; 3 is followed by 5 twice.
-    # An unseen context gets the most common fit target (3 and 5 tie twice: the smaller, 3).
-    assert out.tolist() == [[1, 2, 3, 5]]
+FIT = {  # kind -> (task, fit rows, rows to predict, the predictions)
+    # the most common follower of each near context: after 3, 5 follows twice; an unseen
+    # context (2) gets the most common fit target (3 and 5 tie twice: the smaller, 3)
+    "near-only": ("recursive", [[0, 3, 5, 3, 5, 3, 7, 9]], [[1, 2, 3, 8]], [[1, 2, 3, 5]]),
+    # the most common token per position of the fit rows; past their reach (4, 5), the most
+    # common overall (4 and 8 tie twice: the smaller, 4)
+    "majority": (
+        "cot",
+        [[0, 0, 4, 9], [1, 1, 4, 8], [2, 2, 6, 8]],
+        [[0] * 6],
+        [[0, 0, 4, 8, 4, 4]],
+    ),
+}
 
 
-def test_majority_predicts_the_most_common_token_per_position_of_the_fit_split():
-    fit = np.array([[0, 0, 4, 9], [1, 1, 4, 8], [2, 2, 6, 8]])
-    spec = TaskSpec(
-        task="cot", modulus=17, near=1, far=1, train_length=4, test_length=6, seeding="paper"
-    )
-    out = baseline_predictions("majority", spec, np.zeros((1, 6), dtype=np.uint8), fit)
-    # positions 2, 3 from the fit rows; 4, 5 past their reach: most common overall (4 and 8
-    # tie twice: the smaller, 4).
-    assert out.tolist() == [[0, 0, 4, 8, 4, 4]]
+@pytest.mark.parametrize("kind", list(FIT))
+def test_near_only_and_majority_predict_what_their_fit_split_says(kind):
+    task, fit, tokens, expected = FIT[kind]
+    length = len(tokens[0])
+    spec = TaskSpec(task=task, near=1, far=1, train_length=4, test_length=length, seeding="paper")
+    out = baseline_predictions(kind, spec, np.array(tokens, np.uint8), np.array(fit))
+    assert out.tolist() == expected
 
 
 def test_json_report_is_stable_and_names_the_spec():
