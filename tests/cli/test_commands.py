@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import posgen
 import posgen.cli.shared
 from posgen import __version__
 
@@ -153,3 +155,36 @@ def test_a_sweep_into_an_unwritable_place_is_refused_before_the_grid_is_read(
     result = cli("sweep", tmp_path / "no-grid.toml", "--out", out)
     assert_clean_error(result, 2, f"--out: cannot create {out}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+GENERATE_PATH = {
+    "cli/__init__", "cli/dataset", "cli/shared", "signals", "errors", "spec", "tasks",
+    "generator", "store/writer", "store/formats", "store/manifest", "store/safety",
+    "store/dataset", "card/__init__", "card/facts", "card/tasks", "encodings/__init__",
+    "scoring/reliance",
+}  # fmt: skip
+
+
+def test_generate_out_runs_through_the_modules_of_its_jobs_only(cli, tmp_path):
+    """`posgen generate --out` calls functions in these modules and no other (issue 25: the
+    path a reader follows): the command, the shared checks, signals and errors, the spec, the
+    tasks and ops, the generator, the store and the card (which orders its reference table
+    by the encodings' table order and, for an official spec, says what each task measures
+    from the probe check's far-reliance). Imports are made before the trace."""
+    args = ["generate", "--task", "cot", "--out"]
+    assert cli(*args, tmp_path / "warm", *SMALL).exit_code == 0
+    package = Path(posgen.__file__).parent
+    called: set[str] = set()
+
+    def trace(frame, event, arg):
+        path = Path(frame.f_code.co_filename)
+        if event == "call" and path.is_relative_to(package) and frame.f_code.co_name != "<module>":
+            called.add(path.relative_to(package).with_suffix("").as_posix())
+
+    sys.setprofile(trace)
+    try:
+        result = cli(*args, tmp_path / "ds", *SMALL)
+    finally:
+        sys.setprofile(None)
+    assert result.exit_code == 0, result.output
+    assert called <= GENERATE_PATH, sorted(called - GENERATE_PATH)
