@@ -1,15 +1,12 @@
 """Far-reliance: does a model's prediction follow the far operand when it is replaced?
 
-On a probe split (:mod:`posgen.generator`) every probed target has two answers: the *far-rule
-answer* (h of the operands as stored, the ``far_rule`` column) and the *local answer* (the
-stored token, unaltered). Where the two differ, *far-reliance* is the share of predictions
-equal to the far-rule answer and *local-reliance* the share equal to the local answer
-(targets where they agree say nothing and are not counted). Both are reported for ID
-positions ``[w, L)``, OOD positions ``[L, L')``, per bucket and per position, with counts.
+Every probed target (:mod:`posgen.generator`) has a *far-rule answer* (h of the operands as
+stored, column ``far_rule``) and a *local answer* (the stored token). Where they differ,
+far-reliance is the share of predictions equal to the far-rule answer, local-reliance the
+share equal to the local answer; ID, OOD, per bucket and per position, with counts.
 
-Worked example (one row, w = 4, L = 6; probed targets 4, 5 and 6, far-rule answers 9, 7
-and 3 against stored tokens 9, 2 and 5): target 4 is not counted (both answers are 9);
-the prediction follows the far rule at 5 and the stored token at 6.
+Worked example (w = 4, L = 6; far-rule answers 9, 7, 3 at targets 4, 5, 6 against stored
+9, 2, 5): target 4 is not counted; the prediction follows the far rule at 5, the token at 6.
 
 >>> tokens = np.array([[0, 1, 2, 3, 9, 2, 5, 8]])
 >>> report = reliance_arrays(tokens, np.array([[0, 1, 2, 3, 9, 7, 5, 8]]), np.array([0, 0, 0]),

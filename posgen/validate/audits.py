@@ -142,21 +142,14 @@ def linear_rule_hits(
 
 @dataclass
 class ShortcutTally:
-    """Copy and linear-rule counts of one split, streamed batch by batch."""
+    """Copy (contexts K = k and K = w) and linear-rule counts of one split, streamed."""
 
     spec: TaskSpec
-    contexts: tuple[int, ...]
     copies: dict[tuple[int, str], list[int]] = field(default_factory=dict)
     linear: dict[str, list[int]] | None = None
     linear_known: bool = True
     rows: int = 0
     tokens: int = 0
-
-    @classmethod
-    def for_spec(cls, spec: TaskSpec) -> ShortcutTally:
-        """Contexts K = k and K = w (once when j = 0)."""
-        contexts = tuple(sorted({spec.near, spec.window}))
-        return cls(spec, contexts)
 
     def add(self, tokens: np.ndarray) -> None:
         """Count one batch of rows (``(rows, length)``): the first :data:`AUDIT_TOKENS` only."""
@@ -168,7 +161,7 @@ class ShortcutTally:
         self.rows += tokens.shape[0]
         self.tokens += tokens.size
         boundary = min(spec.train_length, tokens.shape[1])
-        for context in self.contexts:
+        for context in sorted({spec.near, spec.window}):
             found = copy_hits(tokens, context, spec.window, boundary, spec.modulus)
             for region, (hits, seen) in found.items():
                 tally = self.copies.setdefault((context, region), [0, 0])

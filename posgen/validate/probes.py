@@ -69,15 +69,9 @@ def check_probe_split(data: SplitData) -> tuple[CheckResult, ProbeTally]:
         f"{tally.rows} probe rows match their {probe_source(data.split)} rows and the "
         f"rule's replacements; {tally.probed:,} far-rule answers recomputed"
     )
-    result = CheckResult.of(
-        "probe",
-        problems,
-        message,
-        config=data.config,
-        split=data.split,
-        failures=sum(tally.counts.values()),
-    )
-    return result, tally
+    where = {"config": data.config, "split": data.split}
+    failures = sum(tally.counts.values())
+    return CheckResult.of("probe", problems, message, **where, failures=failures), tally
 
 
 def _type(schema: pa.Schema, name: str) -> pa.DataType | str:
