@@ -37,6 +37,7 @@ from posgen.scoring.metrics import (
     ratio,
     spec_frame,
 )
+from posgen.scoring.prediction_files import align_to_ids
 from posgen.spec import TaskSpec
 from posgen.store.dataset import ProbeSplit, probe_from_table
 
@@ -210,8 +211,6 @@ def score_probe(
         probe = probe_from_table(table, spec)
     preds = np.asarray(predictions)
     if ids is not None:
-        from posgen.scoring.prediction_files import align_to_ids
-
         preds = align_to_ids(np.asarray(ids), preds, probe.ids)
     return reliance_arrays(
         probe.tokens,

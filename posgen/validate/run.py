@@ -297,9 +297,8 @@ def shortcut_facts(tally: SplitTally) -> dict[str, Any]:
             facts[f"copy_{name}_hits_{region}"] = hits
             facts[f"copy_{name}_found_{region}"] = found
             facts[f"copy_{name}_share_{region}"] = _share(hits, targets[region])
-    linear = shortcuts.linear if shortcuts.linear_known else None
-    for region in ("id", "ood"):
-        hits, covered = linear[region] if linear else (None, None)
+    for region in ("id", "ood"):  # linear is None when the rules are not computed
+        hits, covered = shortcuts.linear[region] if shortcuts.linear else (None, None)
         facts[f"linear_rule_hits_{region}"] = hits
         facts[f"linear_rule_covered_{region}"] = covered
         facts[f"linear_rule_share_{region}"] = (
