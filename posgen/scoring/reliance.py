@@ -226,47 +226,32 @@ def score_probe(
 
 
 READS_FAR = 0.8  # far-reliance (ID) at which a task counts as read long-range (issue bar: 0.8)
-PARTLY_READS_FAR = 0.2
-"""Far-reliance (ID) above which a model counts as reading the far operand in part."""
-LEARNT = 0.2
-"""ID accuracy under which a task counts as not learnt at the budget the figures come from."""
-REFERENCE_PE = "rope"
-"""The position encoding whose runs the sentences quote (the others train the same weights or
-are compared in RESULTS.md)."""
+PARTLY_READS_FAR = 0.2  # far-reliance (ID) above which a model reads the far operand in part
+LEARNT = 0.2  # ID accuracy under which a task counts as not learnt at the figures' budget
+REFERENCE_PE = "rope"  # the encoding the sentences quote (RESULTS.md compares the others)
 
 
 def measure_sentence(name: str, task: str, pe: str, cell: dict[str, Any]) -> str:
     """One sentence: what ``task`` on benchmark ``name`` measures, from ``pe``'s figures."""
     far_id, far_ood = cell.get("far_id_mean"), cell.get("far_ood_mean")
-    accuracy_id, accuracy_ood = cell["id_mean"], cell["ood_mean"]
-    figures = (
-        f"(far-reliance {far_id:.3f} ID, {far_ood:.3f} OOD; accuracy {accuracy_id:.3f} ID, "
-        f"{accuracy_ood:.3f} OOD; n = {cell['n']})"
-        if far_id is not None and far_ood is not None
-        else f"(accuracy {accuracy_id:.3f} ID, {accuracy_ood:.3f} OOD; n = {cell['n']})"
-    )
+    figures = f"accuracy {cell['id_mean']:.3f} ID, {cell['ood_mean']:.3f} OOD; n = {cell['n']}"
     if far_id is None or far_ood is None:
         verdict = "has no probe figures yet, so what it measures is not established"
-    elif far_id >= READS_FAR:
-        verdict = (
-            f"measures a far dependency at unseen positions: models trained with {pe} read the "
-            "far operand in distribution"
-        )
-    elif accuracy_id < LEARNT:
-        verdict = (
-            f"measures little at this training budget: models trained with {pe} do not learn it"
-        )
-    elif far_id >= PARTLY_READS_FAR:
-        verdict = (
-            f"measures a mix of a local rule and a far read: models trained with {pe} read the "
-            "far operand only in part"
-        )
     else:
-        verdict = (
-            "measures whether a local rule keeps working at unseen positions: models trained "
-            f"with {pe} do not read the far operand"
-        )
-    return f"{task} on {name} {verdict} {figures}."
+        figures = f"far-reliance {far_id:.3f} ID, {far_ood:.3f} OOD; {figures}"
+        if far_id >= READS_FAR:
+            what = "a far dependency at unseen positions: {} read the far operand in distribution"
+        elif cell["id_mean"] < LEARNT:
+            what = "little at this training budget: {} do not learn it"
+        elif far_id >= PARTLY_READS_FAR:
+            what = "a mix of a local rule and a far read: {} read the far operand only in part"
+        else:
+            what = (
+                "whether a local rule keeps working at unseen positions: {} do not read the "
+                "far operand"
+            )
+        verdict = "measures " + what.format(f"models trained with {pe}")
+    return f"{task} on {name} {verdict} ({figures})."
 
 
 def measure_sentences(name: str, entry: dict[str, Any], pe: str = REFERENCE_PE) -> list[str]:
