@@ -342,9 +342,6 @@ class HygieneTally:
         self._windows.append(window_keys(tokens[:, : self.window], self.modulus))
         self._distinct = self._sorted = None
 
-    def rows(self) -> int:
-        return sum(len(k) for k in self._rows)
-
     def repeated_rows(self) -> int:
         """Rows equal to an earlier row of the split (64-bit keys: for n rows a false
         repeat has probability about n^2 / 2^65, 3e-6 at ten million rows)."""
@@ -366,7 +363,7 @@ class HygieneTally:
 
     def repeated_windows(self) -> int:
         """Rows whose seed window starts an earlier row of the split."""
-        return self.rows() - len(self.distinct_windows())
+        return sum(len(k) for k in self._rows) - len(self.distinct_windows())
 
     def shared_with(self, other: HygieneTally) -> int:
         """Rows of this split whose seed window also starts a row of ``other``."""
