@@ -1,33 +1,13 @@
 """Question consistency: how far back a rule must look to pin a target's far operands down.
 
-A target x_t (t >= w) reads its far operands x_p .. x_{p+j-1} (p = far start of t) and its
-near operands x_{t-k} .. x_{t-1}. A rule that sees only x_{t-D} .. x_{t-1} (look-back D,
-k <= D <= t - p) knows the far operands once they are visible (D >= t - p). Before that it
-can still infer them: a candidate v in Z_m^j is *consistent* when h(v, near_s) = x_s for
-every visible target s that reads the same far operands (same far start p, near operands
-x_{s-k} .. x_{s-1} inside the window, so s in [max(w, t-D+k), t-1]); targets reading other
-far operands constrain nothing. The *question-consistency look-back* D*(t) of a row is the
-smallest D at which every consistent candidate gives the same h(v, near_t), and t - p when
-none below it does (the far operands themselves are needed). It is exact for any op, m, k
-and j: the op is only called through :meth:`posgen.tasks.Op.apply`. A far operand partly
-inside the window (j > 1) counts as invisible until all of it is.
-
-* cot (p = 0): the question is shared by every target, so a few transitions pin it.
-  With mod_addition at prime m, one transition does: D*(t) = k + 1 for t > w.
-* semirecursive: only x_{t-1} can share t's far start, so D*(t) is k, k + 1 or t - p.
-* recursive: no other target shares t's far operands, so D*(t) is k (h ignores them at
-  this near context) or w.
-
-How it is computed: the true far operands are consistent on rows that follow the rule (the
-validator's window check proves that), so every consistent candidate gives x_t exactly when
-no consistent candidate v violates target t (h(v, near_t) != x_t). A violating v drops out
-once the window reaches its last earlier violation s (same far start), i.e. at
-D = t + k - s; if it has none, D*(t) = t - p. So D*(t) is the largest of k and those D,
-from one running maximum per candidate: m^j x (targets) x w operand reads a row.
+D*(t), the question-consistency look-back of target x_t (far operands at p .. p+j-1), is the
+smallest look-back D at which every candidate v in Z_m^j with h(v, near_s) = x_s for the
+visible targets s sharing t's far start gives the same h(v, near_t); t - p when none does.
+Computed exactly for any op: a candidate that gets x_t wrong drops out once the window reaches
+its last earlier violation s (D = t + k - s), so D*(t) is a running maximum per candidate.
 
 Worked example (cot, mod_addition, m = 17, k = 3, j = 1, row 0 1 2 3 6 11 3): at t = 6
-the candidates q with q + 1 + 2 + 3 = 6 (target 4) and q + 2 + 3 + 6 = 11 (target 5)
-are {0}; target 5 is visible from D = 4 (its near operands x_2 x_3 x_4), so D*(6) = 4.
+only q = 0 fits targets 4 and 5, and target 5 is visible from D = 4, so D*(6) = 4.
 
 >>> import numpy as np
 >>> from posgen.spec import TaskSpec

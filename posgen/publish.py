@@ -23,14 +23,9 @@ from posgen.store.writer import write_dataset
 if TYPE_CHECKING:
     from posgen.validate.report import Report
 
-TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-"""Environment variables read for the Hub token, first found wins."""
-
-SHOWN_FAILURES = 5
-"""Failing checks named in the refusal message (the rest are counted)."""
-
-Baselines = Callable[[Path, str], dict[str, dict[str, float]]]
-"""Maps (dataset folder, config) to baseline kind -> {id_accuracy, ood_accuracy}."""
+TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # read for the Hub token, first wins
+SHOWN_FAILURES = 5  # failing checks named in the refusal message (the rest are counted)
+Baselines = Callable[[Path, str], dict[str, dict[str, float]]]  # (folder, config) -> scores
 
 
 class PublishRefused(RunError, RuntimeError):

@@ -223,9 +223,7 @@ def baseline_command(
     dataset = Dataset.open(data)
     reference = dataset.split(config, split)
     spec = reference.spec
-    fit = None
-    if kind not in PROBE_BASELINES:
-        fit = dataset.split(reference.config, fit_split).tokens
+    fit = None if kind in PROBE_BASELINES else dataset.split(reference.config, fit_split).tokens
     try:
         predictions = baseline_predictions(kind, spec, reference.tokens, fit)
     except ScoringError:

@@ -1,24 +1,11 @@
-"""Reference predictors: a ceiling and two floors that every user can reproduce.
+"""Reference predictors, whole rows ``(rows, L')`` with the seed window copied; ties go to the
+smallest token. ``oracle``: h of the stored operands (100% on valid data; the far-rule answers
+on a probe split). ``near-only``: the target most often seen after each k-token near context
+in the fit split (its most common target for unseen contexts): about 1/m. ``majority``: the
+most common token per position of the fit split (its overall most common beyond its length).
+``local`` (probe splits): the stored token, a rule that never reads the far operand.
 
-* ``oracle``: h of the stored operands at every position (teacher-forced, what the rule
-  says): 100% on valid data, ID and OOD, where it equals regrowing each row from its seed
-  window; on a probe split it predicts the far-rule answers (far-reliance 1).
-* ``near-only``: the best predictor that sees only the k near tokens x_{t-k} .. x_{t-1}:
-  for each near context, the target most often seen after it in the fit split (train by
-  default); an unseen context gets the fit split's most common target. With the far
-  operands uniform it scores about 1/m, which shows the far tokens are needed.
-* ``majority``: the most common token at each position of the fit split; positions the
-  fit split does not reach (the OOD ones, when fitted on train) get its overall most
-  common target.
-* ``local`` (probe splits only): the stored token itself, i.e. at a probed position the
-  unaltered source token (the local answer): a rule that never reads the far operand
-  (far-reliance 0, local-reliance 1).
-
-Ties go to the smallest token. Every predictor returns whole rows ``(rows, L')`` whose
-seed window columns are the seed window itself (never scored).
-
-Worked example (near-only, k = 1): after the context 3 the fit data shows 5 twice and
-7 once, so the prediction after a 3 is 5.
+Worked example (near-only, k = 1): after a 3 the fit data shows 5 twice and 7 once.
 
 >>> fit = np.array([[0, 3, 5, 3, 5, 3, 7]])
 >>> near_only_predictions(fit[:, :3], near=1, window=1, modulus=17, fit_tokens=fit).tolist()
@@ -37,8 +24,7 @@ from posgen.scoring.metrics import ScoringError
 from posgen.spec import TaskSpec
 
 BASELINES: tuple[str, ...] = ("oracle", "near-only", "majority")
-PROBE_BASELINES: tuple[str, ...] = ("oracle", "local")
-"""Predictors for probe splits: the far rule (far-reliance 1) and the local answer (0)."""
+PROBE_BASELINES: tuple[str, ...] = ("oracle", "local")  # far-reliance 1 and 0
 
 
 def oracle_predictions(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:

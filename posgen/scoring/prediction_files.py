@@ -4,25 +4,13 @@ Formats, by extension: ``.parquet`` and ``.arrow``/``.feather`` (an integer ``id
 a list-of-integers ``predictions`` or ``tokens`` column), ``.jsonl`` (``{"id": 0,
 "predictions": [...]}`` per line), ``.npy`` (2-D integers, row ``i`` for id ``i``). A row
 holds ``L'`` predictions (seed window ignored) or ``L' - w``. Parquet and Arrow files that
-posgen writes name the data they were made for (metadata ``posgen.spec_id``,
-``posgen.split``); scoring them on other data is refused (:func:`check_made_for`).
+posgen writes name the data they were made for (:func:`check_made_for`).
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "p.jsonl"
 >>> write_predictions(path, np.array([1, 0]), np.array([[4, 5], [6, 7]]), modulus=17)
 >>> read_predictions(path).tokens.tolist(), read_predictions(path).ids.tolist()
 ([[4, 5], [6, 7]], [1, 0])
-
-Model inputs (vocabulary ``m + 1``, BOS = m): a row x_0 .. x_{L-1} becomes ``input_ids =
-[m, x_0, ..., x_{L-1}]``, ``labels`` the same with -100 on BOS and the seed window, and
-``attention_mask`` all ones; ``logits[:, :-1].argmax(-1)`` then predicts ``tokens``
-(:func:`predictions_from_logits`).
-
->>> inputs = LMInputs(modulus=17, window=4)({"tokens": [0, 1, 2, 3, 6, 12]})
->>> inputs["input_ids"], inputs["labels"]
-([17, 0, 1, 2, 3, 6, 12], [-100, -100, -100, -100, -100, 6, 12])
-
-With ``datasets``: ``ds.map(LMInputs.for_spec(spec), batched=True, remove_columns=["tokens"])``.
 """
 
 from __future__ import annotations
@@ -126,10 +114,9 @@ def _first_line(error: Exception) -> str:
 INT64 = (-(2**63), 2**63 - 1)
 
 
-def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
-    """The header of a ``.npy`` file (shape, dtype, Fortran order, data offset), checked
-    against the file's size before anything is allocated (a 1 KB file claiming
-    ``(10**6, 256)`` is refused, not read)."""
+def npy_layout(path: Path) -> None:
+    """Check the header of a ``.npy`` file against the file's size before anything is
+    allocated (a 1 KB file claiming ``(10**6, 256)`` is refused, not read)."""
     size = path.stat().st_size
     with open(path, "rb") as handle:
         start = handle.read(12)
@@ -143,9 +130,9 @@ def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
         try:
             version = np.lib.format.read_magic(handle)
             if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
             else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
         except (ValueError, OSError, SyntaxError, TypeError) as error:
             raise ScoringError(f"not a readable npy file: {_first_line(error)}") from None
         offset = handle.tell()
@@ -160,7 +147,6 @@ def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
             f"the header claims shape {shape} of {dtype} ({need:,} bytes of data), "
             f"the file holds {size - offset:,}"
         )
-    return shape, dtype, fortran, offset
 
 
 def _json_line(raw: bytes, number: int) -> object:
@@ -313,29 +299,21 @@ def _examples(values: np.ndarray, count: int = 3) -> str:
     return shown + (", ..." if values.size > count else "")
 
 
-def prediction_schema(modulus: int, made_for: tuple[str, str] | None = None) -> pa.Schema:
-    """Schema of written prediction files: ``id`` int64, ``predictions`` list of tokens, and
-    the ``(spec id, split)`` they were made for, when given, as metadata."""
-    metadata = None if made_for is None else dict(zip(MADE_FOR_KEYS, made_for, strict=True))
-    return pa.schema(
-        [
-            pa.field("id", pa.int64(), nullable=False),
-            pa.field("predictions", pa.list_(token_type(modulus)), nullable=False),
-        ],
-        metadata=metadata,
-    )
-
-
 def predictions_table(
     ids: np.ndarray, tokens: np.ndarray, modulus: int, made_for: tuple[str, str] | None = None
 ) -> pa.Table:
-    """An Arrow table of predictions with :func:`prediction_schema`."""
-    schema = prediction_schema(modulus, made_for)
+    """Predictions as written: ``id`` int64, ``predictions`` a list of tokens, and the
+    ``(spec id, split)`` they were made for, when given, as schema metadata."""
+    metadata = None if made_for is None else dict(zip(MADE_FOR_KEYS, made_for, strict=True))
+    kind = pa.list_(token_type(modulus))
+    schema = pa.schema(
+        [pa.field("id", pa.int64(), nullable=False), pa.field("predictions", kind, nullable=False)],
+        metadata=metadata,
+    )
     rows, width = tokens.shape
-    value_type = schema.field("predictions").type.value_type
-    values = pa.array(np.ascontiguousarray(tokens).reshape(-1), type=value_type)
+    values = pa.array(np.ascontiguousarray(tokens).reshape(-1), type=kind.value_type)
     offsets = pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32))
-    column = pa.ListArray.from_arrays(offsets, values, type=schema.field("predictions").type)
+    column = pa.ListArray.from_arrays(offsets, values, type=kind)
     return pa.Table.from_arrays([pa.array(ids, type=pa.int64()), column], schema=schema)
 
 
@@ -363,12 +341,12 @@ def write_predictions(
         elif kind == "jsonl":
             for row_id, row in zip(ids.tolist(), tokens.tolist(), strict=True):
                 sink.write((json.dumps({"id": row_id, "predictions": row}) + "\n").encode())
-        elif kind == "parquet":
-            table = predictions_table(ids, tokens, modulus, made_for)
-            pq.write_table(table, sink, **PARQUET_OPTIONS)
         else:
             table = predictions_table(ids, tokens, modulus, made_for)
-            feather.write_feather(table, sink, compression="uncompressed")
+            if kind == "parquet":
+                pq.write_table(table, sink, **PARQUET_OPTIONS)
+            else:
+                feather.write_feather(table, sink, compression="uncompressed")
 
 
 IGNORE_INDEX = -100  # the label Hugging Face losses skip
@@ -400,8 +378,13 @@ def lm_arrays(tokens: np.ndarray, modulus: int, window: int) -> dict[str, np.nda
 
 @dataclass(frozen=True)
 class LMInputs:
-    """A ``datasets.map``-able function (single rows or ``batched=True``): ``tokens`` ->
-    language-model inputs."""
+    """``tokens`` -> model inputs (vocabulary m + 1, BOS = m, labels -100 on BOS and the seed
+    window), for single rows or ``ds.map(LMInputs.for_spec(spec), batched=True)``.
+
+    >>> inputs = LMInputs(modulus=17, window=4)({"tokens": [0, 1, 2, 3, 6, 12]})
+    >>> inputs["input_ids"], inputs["labels"]
+    ([17, 0, 1, 2, 3, 6, 12], [-100, -100, -100, -100, -100, 6, 12])
+    """
 
     modulus: int
     window: int

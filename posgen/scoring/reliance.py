@@ -1,15 +1,12 @@
 """Far-reliance: does a model's prediction follow the far operand when it is replaced?
 
-On a probe split (:mod:`posgen.generator`) every probed target has two answers: the *far-rule
-answer* (h of the operands as stored, the ``far_rule`` column) and the *local answer* (the
-stored token, unaltered). Where the two differ, *far-reliance* is the share of predictions
-equal to the far-rule answer and *local-reliance* the share equal to the local answer
-(targets where they agree say nothing and are not counted). Both are reported for ID
-positions ``[w, L)``, OOD positions ``[L, L')``, per bucket and per position, with counts.
+Every probed target (:mod:`posgen.generator`) has a *far-rule answer* (h of the operands as
+stored, column ``far_rule``) and a *local answer* (the stored token). Where they differ,
+far-reliance is the share of predictions equal to the far-rule answer, local-reliance the
+share equal to the local answer; ID, OOD, per bucket and per position, with counts.
 
-Worked example (one row, w = 4, L = 6; probed targets 4, 5 and 6, far-rule answers 9, 7
-and 3 against stored tokens 9, 2 and 5): target 4 is not counted (both answers are 9);
-the prediction follows the far rule at 5 and the stored token at 6.
+Worked example (w = 4, L = 6; far-rule answers 9, 7, 3 at targets 4, 5, 6 against stored
+9, 2, 5): target 4 is not counted; the prediction follows the far rule at 5, the token at 6.
 
 >>> tokens = np.array([[0, 1, 2, 3, 9, 2, 5, 8]])
 >>> report = reliance_arrays(tokens, np.array([[0, 1, 2, 3, 9, 7, 5, 8]]), np.array([0, 0, 0]),
@@ -40,6 +37,7 @@ from posgen.scoring.metrics import (
     ratio,
     spec_frame,
 )
+from posgen.scoring.prediction_files import align_to_ids
 from posgen.spec import TaskSpec
 from posgen.store.dataset import ProbeSplit, probe_from_table
 
@@ -213,8 +211,6 @@ def score_probe(
         probe = probe_from_table(table, spec)
     preds = np.asarray(predictions)
     if ids is not None:
-        from posgen.scoring.prediction_files import align_to_ids
-
         preds = align_to_ids(np.asarray(ids), preds, probe.ids)
     return reliance_arrays(
         probe.tokens,
@@ -230,47 +226,32 @@ def score_probe(
 
 
 READS_FAR = 0.8  # far-reliance (ID) at which a task counts as read long-range (issue bar: 0.8)
-PARTLY_READS_FAR = 0.2
-"""Far-reliance (ID) above which a model counts as reading the far operand in part."""
-LEARNT = 0.2
-"""ID accuracy under which a task counts as not learnt at the budget the figures come from."""
-REFERENCE_PE = "rope"
-"""The position encoding whose runs the sentences quote (the others train the same weights or
-are compared in RESULTS.md)."""
+PARTLY_READS_FAR = 0.2  # far-reliance (ID) above which a model reads the far operand in part
+LEARNT = 0.2  # ID accuracy under which a task counts as not learnt at the figures' budget
+REFERENCE_PE = "rope"  # the encoding the sentences quote (RESULTS.md compares the others)
 
 
 def measure_sentence(name: str, task: str, pe: str, cell: dict[str, Any]) -> str:
     """One sentence: what ``task`` on benchmark ``name`` measures, from ``pe``'s figures."""
     far_id, far_ood = cell.get("far_id_mean"), cell.get("far_ood_mean")
-    accuracy_id, accuracy_ood = cell["id_mean"], cell["ood_mean"]
-    figures = (
-        f"(far-reliance {far_id:.3f} ID, {far_ood:.3f} OOD; accuracy {accuracy_id:.3f} ID, "
-        f"{accuracy_ood:.3f} OOD; n = {cell['n']})"
-        if far_id is not None and far_ood is not None
-        else f"(accuracy {accuracy_id:.3f} ID, {accuracy_ood:.3f} OOD; n = {cell['n']})"
-    )
+    figures = f"accuracy {cell['id_mean']:.3f} ID, {cell['ood_mean']:.3f} OOD; n = {cell['n']}"
     if far_id is None or far_ood is None:
         verdict = "has no probe figures yet, so what it measures is not established"
-    elif far_id >= READS_FAR:
-        verdict = (
-            f"measures a far dependency at unseen positions: models trained with {pe} read the "
-            "far operand in distribution"
-        )
-    elif accuracy_id < LEARNT:
-        verdict = (
-            f"measures little at this training budget: models trained with {pe} do not learn it"
-        )
-    elif far_id >= PARTLY_READS_FAR:
-        verdict = (
-            f"measures a mix of a local rule and a far read: models trained with {pe} read the "
-            "far operand only in part"
-        )
     else:
-        verdict = (
-            "measures whether a local rule keeps working at unseen positions: models trained "
-            f"with {pe} do not read the far operand"
-        )
-    return f"{task} on {name} {verdict} {figures}."
+        figures = f"far-reliance {far_id:.3f} ID, {far_ood:.3f} OOD; {figures}"
+        if far_id >= READS_FAR:
+            what = "a far dependency at unseen positions: {} read the far operand in distribution"
+        elif cell["id_mean"] < LEARNT:
+            what = "little at this training budget: {} do not learn it"
+        elif far_id >= PARTLY_READS_FAR:
+            what = "a mix of a local rule and a far read: {} read the far operand only in part"
+        else:
+            what = (
+                "whether a local rule keeps working at unseen positions: {} do not read the "
+                "far operand"
+            )
+        verdict = "measures " + what.format(f"models trained with {pe}")
+    return f"{task} on {name} {verdict} ({figures})."
 
 
 def measure_sentences(name: str, entry: dict[str, Any], pe: str = REFERENCE_PE) -> list[str]:

@@ -142,21 +142,14 @@ def linear_rule_hits(
 
 @dataclass
 class ShortcutTally:
-    """Copy and linear-rule counts of one split, streamed batch by batch."""
+    """Copy (contexts K = k and K = w) and linear-rule counts of one split, streamed."""
 
     spec: TaskSpec
-    contexts: tuple[int, ...]
     copies: dict[tuple[int, str], list[int]] = field(default_factory=dict)
     linear: dict[str, list[int]] | None = None
     linear_known: bool = True
     rows: int = 0
     tokens: int = 0
-
-    @classmethod
-    def for_spec(cls, spec: TaskSpec) -> ShortcutTally:
-        """Contexts K = k and K = w (once when j = 0)."""
-        contexts = tuple(sorted({spec.near, spec.window}))
-        return cls(spec, contexts)
 
     def add(self, tokens: np.ndarray) -> None:
         """Count one batch of rows (``(rows, length)``): the first :data:`AUDIT_TOKENS` only."""
@@ -168,7 +161,7 @@ class ShortcutTally:
         self.rows += tokens.shape[0]
         self.tokens += tokens.size
         boundary = min(spec.train_length, tokens.shape[1])
-        for context in self.contexts:
+        for context in sorted({spec.near, spec.window}):
             found = copy_hits(tokens, context, spec.window, boundary, spec.modulus)
             for region, (hits, seen) in found.items():
                 tally = self.copies.setdefault((context, region), [0, 0])
@@ -349,9 +342,6 @@ class HygieneTally:
         self._windows.append(window_keys(tokens[:, : self.window], self.modulus))
         self._distinct = self._sorted = None
 
-    def rows(self) -> int:
-        return sum(len(k) for k in self._rows)
-
     def repeated_rows(self) -> int:
         """Rows equal to an earlier row of the split (64-bit keys: for n rows a false
         repeat has probability about n^2 / 2^65, 3e-6 at ten million rows)."""
@@ -373,7 +363,7 @@ class HygieneTally:
 
     def repeated_windows(self) -> int:
         """Rows whose seed window starts an earlier row of the split."""
-        return self.rows() - len(self.distinct_windows())
+        return sum(len(k) for k in self._rows) - len(self.distinct_windows())
 
     def shared_with(self, other: HygieneTally) -> int:
         """Rows of this split whose seed window also starts a row of ``other``."""

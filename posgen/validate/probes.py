@@ -69,15 +69,9 @@ def check_probe_split(data: SplitData) -> tuple[CheckResult, ProbeTally]:
         f"{tally.rows} probe rows match their {probe_source(data.split)} rows and the "
         f"rule's replacements; {tally.probed:,} far-rule answers recomputed"
     )
-    result = CheckResult.of(
-        "probe",
-        problems,
-        message,
-        config=data.config,
-        split=data.split,
-        failures=sum(tally.counts.values()),
-    )
-    return result, tally
+    where = {"config": data.config, "split": data.split}
+    failures = sum(tally.counts.values())
+    return CheckResult.of("probe", problems, message, **where, failures=failures), tally
 
 
 def _type(schema: pa.Schema, name: str) -> pa.DataType | str:
@@ -128,10 +122,8 @@ def _check_batch(
     tally.tokens += int(tokens.size)
     source = generate_rows(spec, probe_source(data.split), first, first + n)
     expected = alter_rows(spec, data.split, first, source.copy())
-    _compare_lists(
-        label, first, batch, "replaced", expected.replaced, expected.replaced_offsets, tally
-    )
-    _compare_lists(label, first, batch, "probed", expected.probed, expected.probed_offsets, tally)
+    for name in ("replaced", "probed"):
+        _compare_lists(label, first, batch, name, expected, tally)
     altered = source != expected.tokens
     wrong = tokens != expected.tokens
     for kind, where in (
@@ -197,15 +189,10 @@ def _check_far_rule(
 
 
 def _compare_lists(
-    label: str,
-    first: int,
-    batch: pa.RecordBatch,
-    name: str,
-    values: np.ndarray,
-    offsets: np.ndarray,
-    tally: ProbeTally,
+    label: str, first: int, batch: pa.RecordBatch, name: str, rule: ProbeBlock, tally: ProbeTally
 ) -> None:
-    """Count the rows whose list column ``name`` is not ``values`` split at ``offsets``."""
+    """Count the rows whose list column ``name`` is not the rule's (``rule.<name>``)."""
+    values, offsets = getattr(rule, name), getattr(rule, f"{name}_offsets")
     got_offsets, got = _relative(batch, name)
     if np.array_equal(got_offsets, offsets) and np.array_equal(got, values):
         return

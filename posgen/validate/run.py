@@ -124,14 +124,12 @@ def stream_split(data: SplitData) -> SplitTally:
     rows = sum(counts) if counts and None not in counts else None
     if rows is None and data.split in spec.split_names:
         rows = spec.split_size(data.split)
-    balance = BalanceTally(spec, data.length) if data.length else None
-    lookbacks = LookbackTally(spec, data.length, rows) if data.length else None
     tally = SplitTally(
         data,
         HygieneTally(spec.modulus, spec.window),
-        balance,
-        ShortcutTally.for_spec(spec),
-        lookbacks,
+        BalanceTally(spec, data.length) if data.length else None,
+        ShortcutTally(spec),
+        LookbackTally(spec, data.length, rows) if data.length else None,
     )
     next_id = 0
     for part in data.parts:
@@ -162,6 +160,13 @@ def _result(
     return CheckResult.of(check, problems, ok_message, **where, failures=max(1, failures))
 
 
+SCHEMA_LINES = {  # kind -> its line, from (count, *first, row length, m)
+    "bad_length": "{0} row(s) not {4} tokens long; first: {1} row {2} has {3}",
+    "out_of_range": "{0} token(s) outside [0, {6}); first: {1} row {2} position {3} holds {4}",
+    "bad_ids": "{0} id(s) out of sequence; first: {1} has id {3} where {2} belongs",
+}
+
+
 def schema_result(tally: SplitTally) -> CheckResult:
     """Types, row length, ids, nulls and token range of one split."""
     data, spec = tally.data, tally.data.spec
@@ -172,24 +177,12 @@ def schema_result(tally: SplitTally) -> CheckResult:
             f"split {data.split}: rows do not have any of the spec's lengths ({lengths})"
         )
     found = tally.problems
-    if "bad_length" in found:
-        count, (label, row, length) = found["bad_length"]
-        problems.append(
-            f"{count} row(s) not {data.length} tokens long; first: {label} row {row} has {length}"
-        )
-    if "out_of_range" in found:
-        count, (label, row, position, value) = found["out_of_range"]
-        problems.append(
-            f"{count} token(s) outside [0, {spec.modulus}); "
-            f"first: {label} row {row} position {position} holds {value}"
-        )
-    if tally.nulls:
-        problems.append(f"{tally.nulls} null value(s) in 'tokens'")
-    if "bad_ids" in found:
-        count, (label, expected, got) = found["bad_ids"]
-        problems.append(
-            f"{count} id(s) out of sequence; first: {label} has id {got} where {expected} belongs"
-        )
+    for kind in ("bad_length", "out_of_range", "nulls", "bad_ids"):
+        if kind == "nulls" and tally.nulls:
+            problems.append(f"{tally.nulls} null value(s) in 'tokens'")
+        elif kind in found:
+            count, first = found[kind]
+            problems.append(SCHEMA_LINES[kind].format(count, *first, data.length, spec.modulus))
     failures = len(tally.type_problems) + len(tally.read_problems) + tally.nulls
     failures += sum(count for count, _ in found.values()) + (data.length is None)
     message = f"{tally.rows} rows of {data.length} tokens in [0, {spec.modulus}), ids in order"
@@ -298,19 +291,14 @@ def shortcut_facts(tally: SplitTally) -> dict[str, Any]:
         "ood": audited * max(0, length - boundary),
     }
     facts.update(audited_rows=audited, targets_id=targets["id"], targets_ood=targets["ood"])
-    for context in shortcuts.contexts:
-        name = "k" if context == spec.near else "w"
+    for name, context in (("k", spec.near), ("w", spec.window)):  # k = w when j = 0
         for region in ("id", "ood"):
             hits, found = shortcuts.copies.get((context, region), (0, 0))
             facts[f"copy_{name}_hits_{region}"] = hits
             facts[f"copy_{name}_found_{region}"] = found
             facts[f"copy_{name}_share_{region}"] = _share(hits, targets[region])
-    if spec.far == 0:  # k = w: one context
-        for key in [key for key in facts if key.startswith("copy_k_")]:
-            facts[key.replace("copy_k_", "copy_w_")] = facts[key]
-    linear = shortcuts.linear if shortcuts.linear_known else None
-    for region in ("id", "ood"):
-        hits, covered = linear[region] if linear else (None, None)
+    for region in ("id", "ood"):  # linear is None when the rules are not computed
+        hits, covered = shortcuts.linear[region] if shortcuts.linear else (None, None)
         facts[f"linear_rule_hits_{region}"] = hits
         facts[f"linear_rule_covered_{region}"] = covered
         facts[f"linear_rule_share_{region}"] = (

@@ -20,7 +20,6 @@ from typing import TypeVar
 import numpy as np
 import pyarrow as pa
 
-from posgen.spec import TaskSpec
 from posgen.store.dataset import check_files
 from posgen.store.formats import token_type
 from posgen.store.manifest import DamagedDataset
@@ -117,26 +116,24 @@ def check_integrity(source: Source) -> list[CheckResult]:
         return []
     configs = list(dict.fromkeys(data.config for data in source.splits))
     problems = check_files(source.root, source.manifest, configs)
-    results = []
-    for config in configs:
-        recorded = source.manifest.configs[config].spec
-        given = source.given_spec
+    results, given, compared = [], source.given_spec, set()
+    for data in source.splits:  # the given spec is compared on the first split of a config
+        config, recorded = data.config, source.manifest.configs[data.config].spec
         head = []
-        if given is not None and given.spec_id != recorded.spec_id:
+        if config not in compared and given is not None and given.spec_id != recorded.spec_id:
+            a, b = given.canonical(), recorded.canonical()
+            diff = ", ".join(f"{key} {a[key]!r} vs {b[key]!r}" for key in a if a[key] != b[key])
             head.append(
                 f"the given spec ({given.spec_id}) does not match the data's spec "
-                f"({recorded.spec_id})" + _spec_difference(given, recorded)
+                f"({recorded.spec_id})" + (f": {diff}" if diff else "")
             )
-        for data in source.splits:
-            if data.config != config:
-                continue
-            mine = [str(p) for p in problems if (p.config, p.split) == (config, data.split)]
-            files = len(source.manifest.configs[config].splits[data.split].files)
-            message = f"{files} file(s) match the manifest (sha256, rows, spec id)"
-            results.append(
-                CheckResult.of("integrity", head + mine, message, config=config, split=data.split)
-            )
-            head = []
+        compared.add(config)
+        mine = [str(p) for p in problems if (p.config, p.split) == (config, data.split)]
+        files = len(source.manifest.configs[config].splits[data.split].files)
+        message = f"{files} file(s) match the manifest (sha256, rows, spec id)"
+        results.append(
+            CheckResult.of("integrity", head + mine, message, config=config, split=data.split)
+        )
     unlisted = [p for p in problems if p.config is None]
     prefix = f"{len(unlisted)} data file(s) not in the manifest: "
     results.append(CheckResult.of("integrity", unlisted, "no unlisted data files", prefix=prefix))
@@ -146,12 +143,6 @@ def check_integrity(source: Source) -> list[CheckResult]:
 def damaged_result(error: DamagedDataset) -> CheckResult:
     """The one failing result of a folder whose manifest cannot be used."""
     return CheckResult.of("integrity", list(error.lines) or [str(error)], "")
-
-
-def _spec_difference(given: TaskSpec, recorded: TaskSpec) -> str:
-    a, b = given.canonical(), recorded.canonical()
-    diff = [f"{key} {a[key]!r} vs {b[key]!r}" for key in a if a[key] != b[key]]
-    return ": " + ", ".join(diff) if diff else ""
 
 
 T = TypeVar("T")

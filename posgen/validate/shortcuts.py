@@ -1,16 +1,8 @@
-"""Positions whose target the near tokens alone determine: a shortcut audit of a spec.
+"""Positions whose target the near tokens alone determine, and the shortest local rules.
 
-For an additive op every token is a linear form of the seed window s over Z_m,
-x_t = c_t . s, and the coefficient vectors c_t come from growing the w unit windows. When m
-is prime, x_t is the same fixed linear combination of its k near tokens for every seed
-window exactly when c_t lies in the span of c_{t-k} .. c_{t-1} over GF(m). At such a
-position the far operands carry no information the near ones lack: a model can learn a
-position-specific rule that never looks far back, so the position does not test long-range
-dependency even though the rule names j far operands.
-
-Worked example (semirecursive, m = 17, k = 3, j = 1): x_4 = x_0 + x_1 + x_2 + x_3 and
-x_5 = x_0 + x_2 + x_3 + x_4 give x_1 = 2 x_4 - x_5, so
-x_6 = x_1 + x_3 + x_4 + x_5 = x_3 + 3 x_4 (mod 17): the far operand x_1 is redundant.
+For an additive op at prime m every token is a linear form c_t . s of the seed window s, and
+x_t is a fixed function of its k near tokens exactly when c_t lies in the span of
+c_{t-k} .. c_{t-1} over GF(m): there the far operands carry nothing the near ones lack.
 
 >>> from posgen.spec import TaskSpec
 >>> near_determined_positions(TaskSpec(task="semirecursive"), 24)
@@ -32,11 +24,8 @@ from posgen.tasks import far_start, get_op
 
 
 def near_determined_positions(spec: TaskSpec, length: int) -> list[int] | None:
-    """Positions t in [w, length) whose target is a function of x_{t-k} .. x_{t-1} alone.
-
-    Exactly those whose effective look-back is at most k. ``None`` when the audit does not
-    apply: a non-additive op, a composite modulus, or length x w^2 above :data:`MAX_RULE_WORK`.
-    """
+    """Positions t in [w, length) whose effective look-back is at most k; ``None`` for a
+    non-additive op, a composite modulus, or length x w^2 above :data:`MAX_RULE_WORK`."""
     if not get_op(spec.op).additive or not is_prime(spec.modulus):
         return None
     if length <= spec.window or spec.far == 0:  # j = 0: nothing but near operands
@@ -59,7 +48,6 @@ def is_prime(n: int) -> bool:
 def near_determined_counts(spec: TaskSpec, length: int) -> dict[str, int | None]:
     """How many near-determined positions fall in [w, L) (ID) and [L, length) (OOD).
 
-    >>> from posgen.spec import TaskSpec
     >>> near_determined_counts(TaskSpec(task="semirecursive"), 256)
     {'near_determined_id': 12, 'near_determined_ood': 16}
     """
@@ -73,7 +61,6 @@ def near_determined_counts(spec: TaskSpec, length: int) -> dict[str, int | None]
     }
 
 
-# Local rules -------------------------------------------------------------------------------
 MAX_RULE_WORK = 1 << 24  # largest length x w^2 for the GF(m) local-rule audit
 MAX_ENUMERATED = 1 << 22  # largest m^w x length for growing every seed window (any op)
 
@@ -117,11 +104,9 @@ def rule_lookbacks(spec: TaskSpec, length: int) -> np.ndarray:
 
 
 def local_rules(spec: TaskSpec, length: int) -> LocalRules | None:
-    """Shortest local rules of every position below ``length``; None where not computed.
-
-    Additive op, prime m: GF(m) linear algebra (x_t is a function of earlier tokens exactly
-    when its coefficient vector lies in their span). Any op with m^w x length up to
-    :data:`MAX_ENUMERATED`: every seed window grown. Otherwise None.
+    """Shortest local rules of every position below ``length``: GF(m) linear algebra (additive
+    op, prime m), else every seed window grown (m^w x length up to :data:`MAX_ENUMERATED`),
+    else None.
 
     Worked example (cot, m = 17, k = 3, j = 1): x_t - x_{t-1} = x_{t-1} - x_{t-4} for
     t >= 5 (x_0 cancels), so D = k + 1 = 4 where the rule says t.

@@ -38,16 +38,11 @@ class Part:
     rows: int | None = None
     storage: Format | None = None
 
-    @property
-    def fmt(self) -> Format:
-        """The file's storage format (from the manifest, else its suffix)."""
-        return self.storage or format_of(self.path)
-
     def schema(self) -> pa.Schema:
         """The part's Arrow schema (raises on unreadable files)."""
         if self.table is not None:
             return self.table.schema
-        return self.fmt.schema(self.path)
+        return (self.storage or format_of(self.path)).schema(self.path)
 
     def batches(
         self, length: int, columns: tuple[str, ...] = ("id", "tokens")
@@ -58,7 +53,7 @@ class Part:
         if self.table is not None:
             yield from self.table.to_batches(max_chunksize=rows)
         else:
-            yield from self.fmt.batches(self.path, rows, columns)
+            yield from (self.storage or format_of(self.path)).batches(self.path, rows, columns)
 
 
 @dataclass(frozen=True)
@@ -206,17 +201,15 @@ def _from_files(
 
 
 def _from_datasets(source: Any, spec: TaskSpec | None, config: str | None, split: str | None):
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        datasets = None
-    if datasets is not None and isinstance(source, datasets.DatasetDict):
+    import datasets
+
+    if isinstance(source, datasets.DatasetDict):
         spec = _need_spec(spec, "a DatasetDict")
         names = list(source)
         if split is not None and split not in names:
             raise SourceError(f"the DatasetDict has no split {split!r}; splits: {names}")
         items = [(name, source[name]) for name in ([split] if split else names)]
-    elif datasets is not None and isinstance(source, datasets.Dataset):
+    elif isinstance(source, datasets.Dataset):
         spec = _need_spec(spec, "a Dataset")
         _check_split(spec, split)
         items = [(split or (str(source.split) if source.split else None), source)]
