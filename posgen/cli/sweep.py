@@ -14,14 +14,7 @@ from posgen.cli.options import PathArg, out_option
 from posgen.cli.runner import interrupted, refuse_outputs, refuse_unwritable, require_extra
 from posgen.errors import RunError, UsageProblems, problem_lines, shown
 from posgen.signals import Interrupted
-from posgen.train.config import (
-    ResolvedEncoding,
-    SlurmSettings,
-    TrainConfig,
-    expand,
-    jobs_of,
-    read_grid,
-)
+from posgen.train.config import SlurmSettings, TrainConfig, expand, jobs_of, read_grid
 from posgen.train.sweep import RECORD, Sweep, label, run_states
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -125,20 +118,12 @@ def sweep_command(
         _run_submitit(sweep, todo, settings, executor, wait)
 
 
-def resolve_encoding(request: Any, spec: Any, train: TrainConfig) -> ResolvedEncoding:
-    """The trainer's resolution of a grid's encoding for a config's spec and a model size."""
-    from posgen.encodings import PEError
+def resolve_encoding(request: Any, spec: Any, train: TrainConfig) -> Any:
+    """The trainer's resolution of a grid's encoding for a config's spec and a model size
+    (a :class:`posgen.encodings.PEError` is a ``ValueError``)."""
     from posgen.train.trainer import resolve_pe
 
-    try:
-        resolved = resolve_pe(request, train, spec)
-    except PEError as error:
-        raise ValueError(str(error)) from None
-    return ResolvedEncoding(
-        label=resolved.label,
-        parameters=resolved.parameters,
-        training_key=resolved.training_key(),
-    )
+    return resolve_pe(request, train, spec)
 
 
 def _check_flags(executor: str, jobs: int | None, wait: bool, slurm_flags: dict[str, Any]) -> None:
