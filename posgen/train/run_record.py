@@ -371,7 +371,7 @@ def _damaged(path: Path, lines: list[str]) -> DamagedRun:
 
 def _read_json(path: Path, limit: int) -> Any:
     """The JSON value of ``path``: a regular file (others are refused unread) of at most
-    ``limit`` bytes, UTF-8, no repeated key, no NaN or Infinity."""
+    ``limit`` bytes, UTF-8, no repeated key, every number finite."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
@@ -394,15 +394,13 @@ def _read_json(path: Path, limit: int) -> Any:
     if len(raw) > limit:
         raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
     try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys,
-                           parse_constant=_no_constant)  # fmt: skip
+        text = raw.decode("utf-8")
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_finite,
+                           parse_float=_finite)  # fmt: skip
     except RecursionError:
         raise DamagedRun(f"{shown(path)}: not valid JSON (nested too deeply)") from None
     except ValueError as error:  # UnicodeDecodeError and JSONDecodeError among them
         raise DamagedRun(f"{shown(path)}: not valid JSON ({shown(error, 120)})") from None
-    where = _non_finite(value)
-    if where is not None:
-        raise DamagedRun(f"{shown(path)}: {where or 'value'}: not a finite number")
     return value
 
 
@@ -416,26 +414,12 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return value
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a finite number")
-
-
-def _items(value: Any) -> Any:
-    """The ``(key, item)`` pairs of a JSON object or list; none for anything else."""
-    if isinstance(value, dict):
-        return value.items()
-    return enumerate(value) if isinstance(value, list) else ()
-
-
-def _non_finite(value: Any, where: str = "") -> str | None:
-    """Where a float that is not finite sits in ``value`` (None when there is none)."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else where
-    for key, item in _items(value):
-        found = _non_finite(item, f"{where}.{key}" if where else str(key))
-        if found is not None:
-            return found
-    return None
+def _finite(text: str) -> float:
+    """A JSON number (``1e999`` too) or constant (``NaN``) as a float; refused unless finite."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
 
 
 def _kind(value: Any) -> str:

@@ -264,12 +264,9 @@ def run_states(sweep: Sweep) -> list[RunState]:
         work = sweep.work(run.job)
         alive = owner_alive(work)
         progress = read_progress(work) or {}
+        where = f"epoch {progress.get('epoch')}, step {progress.get('step')}" if progress else ""
         if progress.get("done"):
             where = "the final write (training done)"
-        else:
-            where = (
-                f"epoch {progress.get('epoch')}, step {progress.get('step')}" if progress else ""
-            )
         why = sweep.not_done(run)
         if why is None:
             states.append(RunState(run, "done", run.folder))
