@@ -20,6 +20,7 @@ import platform
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,11 +191,8 @@ def attention_summary(runs: Sequence[Run]) -> dict[str, Any]:
         for region in ("id", "ood"):
             parts = [getattr(r.layers[index], region) for r in records if index < len(r.layers)]
             parts = [p for p in parts if p is not None]
-            entry[region] = (
-                {name: _mean(getattr(p, name) for p in parts) for name in ATTENTION_FIGURES}
-                if parts
-                else None
-            )
+            means = {name: _mean(getattr(p, name) for p in parts) for name in ATTENTION_FIGURES}
+            entry[region] = means if parts else None
         layers.append(entry)
     if layers:
         out["attention"] = layers
@@ -336,13 +334,10 @@ def run_settings(runs: Sequence[Run]) -> dict[str, Any]:
 def hardware() -> dict[str, Any]:
     """This machine: CPU model, logical cores, OS."""
     model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    with suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        names = [line for line in lines if line.startswith("model name")]
+        model = names[0].split(":", 1)[1].strip() if names else model
     return {"cpu": model, "cores": os.cpu_count(), "os": platform.platform()}
 
 
@@ -425,10 +420,7 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
 
     plt = pyplot()
     panels = [(d, t) for d, entry in results.items() for t in entry["tasks"]]
-    every_pe = sorted(
-        {pe for entry in results.values() for cells in entry["tasks"].values() for pe in cells},
-        key=pe_order,
-    )
+    every_pe = sorted({pe for _, _, pe, _, _ in cells(results)}, key=pe_order)
     # one style per encoding in every panel: 20 colours, then dashed and dotted lines
     style = {
         pe: {"color": plt.get_cmap("tab20")(i % 20), "ls": ("-", "--", ":")[i // 20 % 3]}
@@ -446,13 +438,13 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
             row = 2 * list(results).index(data)
             col = list(results[data]["tasks"]).index(task)
             entry = results[data]
-            cells = sorted(entry["tasks"][task].items(), key=lambda item: pe_order(item[0]))
+            drawable = sorted(entry["tasks"][task].items(), key=lambda item: pe_order(item[0]))
             for offset, key, value, label in (
                 (0, "curve", "accuracy", "test accuracy (mean over seeds)"),
                 (1, "far_curve", "far_reliance", "far-reliance (probe split)"),
             ):
                 ax = axes[row + offset][col]
-                drawn = [(pe, c[key]) for pe, c in cells if key in c]
+                drawn = [(pe, c[key]) for pe, c in drawable if key in c]
                 if not drawn:
                     continue
                 ax.set_visible(True)
