@@ -108,10 +108,8 @@ def sweep_command(
         click.echo(f"note: {line}", err=True)
     sweep.tidy(runs)
     todo = sweep.unfinished(runs)
-    click.echo(
-        f"{out}: {len(runs)} runs in {len(jobs_of(runs))} trainings; {len(todo)} to train",
-        err=True,
-    )
+    counts = f"{len(runs)} runs in {len(jobs_of(runs))} trainings; {len(todo)} to train"
+    click.echo(f"{out}: {counts}", err=True)
     if executor == "local":
         _run_local(sweep, todo, jobs)
     else:

@@ -268,15 +268,9 @@ def optimizer_and_schedule(
     optimizer = torch.optim.AdamW(
         parameter_groups(model, config.weight_decay), lr=config.lr, weight_decay=config.weight_decay
     )
-    warmup = config.warmup
-    if math.isclose(warmup * total_steps, 1.0):
-        warmup = 1.5 / total_steps
+    warmup = 1.5 / total_steps if math.isclose(config.warmup * total_steps, 1.0) else config.warmup
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=config.lr,
-        total_steps=total_steps,
-        pct_start=warmup,
-        anneal_strategy="cos",
+        optimizer, config.lr, total_steps=total_steps, pct_start=warmup, anneal_strategy="cos"
     )
     return optimizer, schedule
 
