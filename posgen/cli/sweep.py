@@ -49,9 +49,7 @@ Examples:
     "submitit-local: the slurm path run here by submitit's local executor.",
 )
 @click.option(
-    "--jobs",
-    type=click.IntRange(1, 1024),
-    help="local: trainings at once. [GPUs present, else 1]",
+    "--jobs", type=click.IntRange(1, 1024), help="local: trainings at once. [GPUs present, else 1]"
 )
 @click.option("--partition", help="slurm: partition. [grid]")
 @click.option("--account", help="slurm: account. [grid]")

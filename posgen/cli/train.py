@@ -107,9 +107,7 @@ Examples:
     help="List every position encoding (built in and plugins) and exit.",
 )
 @click.option(
-    "--pe",
-    required=True,
-    help="Position encoding: a name from --list-pe or package.module:name.",
+    "--pe", required=True, help="Position encoding: a name from --list-pe or package.module:name."
 )
 @click.option(
     "--pe-param",
@@ -135,9 +133,7 @@ Examples:
     help="Model and schedule: cpu (small, minutes) or paper (the authors' setup, a GPU).",
 )
 @click.option(
-    "--seed",
-    type=click.IntRange(min=0, max=2**63 - 1),
-    help="Run seed. [the preset's first seed]",
+    "--seed", type=click.IntRange(min=0, max=2**63 - 1), help="Run seed. [the preset's first seed]"
 )
 @out_option("Run folder to create (must not exist; never inside a dataset folder).", folder=True)
 @_override_options
@@ -288,7 +284,7 @@ def memory_estimate(
         raise UsageProblems([f"--config: no config {name!r} in {data}; configs: {known}"])
     spec = manifest.configs[name].spec
     largest = max((file.bytes for _, _, file in manifest.files([name])), default=0)
-    estimate = estimate_run(train_config, spec, 1, largest, positions, table)
+    estimate = estimate_run(train_config, spec, largest, positions, table)
     return dataset, name, estimate
 
 

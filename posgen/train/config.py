@@ -466,14 +466,13 @@ def parameter_count(config: TrainConfig, vocab: int) -> int:
 def estimate_run(
     config: TrainConfig,
     spec: TaskSpec,
-    pes: int = 1,
     largest_file: int = 0,
     positions: int | None = None,
     table: bool = True,
 ) -> RunEstimate:
     """An upper bound on the memory (bytes, fp32) of a run: the process, the model with AdamW
-    state and a best copy per encoding in ``pes``, a training and an evaluation batch's
-    activations, the data; a position table of ``positions`` rows (default L'+1) with ``table``.
+    state and a best copy, a training and an evaluation batch's activations, the data; a
+    position table of ``positions`` rows (default L'+1) with ``table``.
 
     >>> estimate = estimate_run(preset("cpu"), TaskSpec(task="recursive"), largest_file=10**6)
     >>> estimate.parameters, round(estimate.total / 2**20)  # 133,696 and a table of 257 x 64
@@ -482,7 +481,7 @@ def estimate_run(
     vocab = spec.modulus + 1
     rows = max(positions or 0, max(spec.test_lengths) + 1) if table else 0
     params = parameter_count(config, vocab) + rows * config.hidden
-    model = params * FLOAT * (4 + pes + 1)
+    model = params * FLOAT * 6  # weights, gradients, AdamW's 2 moments, best copy and its successor
     d, ff, heads, layers = config.hidden, config.intermediate, config.heads, config.layers
     rows, seq = min(config.batch_size, spec.train_size), spec.train_length + 1
     train = layers * (rows * seq * (12 * d + 6 * ff) + 3 * rows * heads * seq * seq)
