@@ -418,13 +418,9 @@ def _finite(text: str) -> float:
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return {dict: "an object", list: "a list"}.get(type(value), "null")
+    """The JSON kind of a parsed value (``"a number"``)."""
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    return {**kinds, dict: "an object", list: "a list"}.get(type(value), "null")
 
 
 def _coerced(given: Any, held: Any, where: str = "") -> str | None:

@@ -291,36 +291,35 @@ def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
 
     torch.set_num_threads(threads)
     sweep = Sweep(Path(root))
-    jobs = {job.key: job for job in jobs_of(sweep.read().runs)}
-    if job_key not in jobs:
+    runs = [run for run in sweep.read().runs if run.job == job_key]
+    if not runs:
         raise SweepError(f"{sweep.record} has no training {job_key}")
-    job = jobs[job_key]
-    first = job.runs[0]
+    first = runs[0]
     previous = signals.install()
     # submitit's preemption signal stops the loop like SIGTERM; its own handler then requeues
     submitit_handler = (
         signal.signal(PREEMPTION, signal.getsignal(signal.SIGTERM)) if previous else None
     )
     try:
-        sweep.failure(job.key).unlink(missing_ok=True)
+        sweep.failure(job_key).unlink(missing_ok=True)
         written = train_runs(
             Path(first.data),
             first.config,
-            [run.pe_request for run in job.runs],
+            [run.pe_request for run in runs],
             preset(first.preset, **first.train),
             first.seed,
-            [sweep.run_folder(run) for run in job.runs],
+            [sweep.run_folder(run) for run in runs],
             first.preset,
-            work=sweep.work(job.key),
-            key=job.key,
-            name=label(job.runs),
+            work=sweep.work(job_key),
+            key=job_key,
+            name=label(runs),
         )
     except Interrupted as stop:
         if stop.signum == PREEMPTION and callable(submitit_handler):
             submitit_handler(stop.signum, None)  # the checkpoint is saved: requeue and exit
         raise
     except Exception as error:
-        sweep.record_failure(job.key, "; ".join(error_exit(error)[0]))
+        sweep.record_failure(job_key, "; ".join(error_exit(error)[0]))
         raise
     finally:
         signals.restore(previous)
