@@ -160,7 +160,8 @@ def _run_local(sweep: Sweep, todo: list[Any], jobs: int | None) -> None:
     workers = jobs or max(len(gpus), 1)
     outcome = run_local(sweep, todo, workers, gpus, lambda line: click.echo(line, err=True))
     if todo:
-        sweep.add_wall_seconds(outcome.seconds)
+        with sweep.updating() as record:
+            record.wall_seconds += outcome.seconds
     if outcome.signal is not None:
         raise interrupted(outcome.signal, stopped_line(outcome))
     if outcome.failed or outcome.interrupted:

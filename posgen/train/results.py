@@ -210,11 +210,8 @@ def length_buckets(window: int, boundary: int, length: int) -> list[tuple[int, i
     [(4, 64), (64, 128), (128, 192), (192, 256)]
     """
     out = [(window, min(boundary, length))] if boundary > window else []
-    start = max(boundary, window)
-    while start < length:
-        out.append((start, min(start + boundary, length)))
-        start += boundary
-    return out
+    starts = range(max(boundary, window), length, boundary)
+    return out + [(start, min(start + boundary, length)) for start in starts]
 
 
 def _bucket_ratio(curve: Any, hits: str, counts: str, start: int, end: int) -> float | None:

@@ -135,7 +135,7 @@ class Sweep:
             yield record
             write_atomically(self.record, (record.model_dump_json(indent=1) + "\n").encode())
 
-    def add(self, runs: list[RunSpec]) -> SweepRecord:
+    def add(self, runs: list[RunSpec]) -> None:
         """Record ``runs`` once; refuse a recorded run whose hash names other settings than the
         grid's run of that hash (an edited record)."""
         unhashed = {"data", "pe_request"}  # where the data lies, how the encoding was spelled
@@ -149,11 +149,6 @@ class Sweep:
                         "new folder"
                     )
             record.runs += [run for run in runs if run.key not in known]
-        return record
-
-    def add_wall_seconds(self, seconds: float) -> None:
-        with self.updating() as record:
-            record.wall_seconds += seconds
 
     def not_done(self, run: RunSpec) -> str | None:
         """Why ``run`` is not done (None when it is): ``missing``, or its folder lacks a run
@@ -187,8 +182,9 @@ class Sweep:
             return f"{folder} holds another run (other training settings): a copy"
         return None
 
-    def done(self, run: RunSpec) -> bool:
-        return self.not_done(run) is None
+    def done(self, runs: list[RunSpec]) -> bool:
+        """Whether every run of ``runs`` is done."""
+        return all(self.not_done(run) is None for run in runs)
 
     def set_aside(self, runs: list[RunSpec]) -> list[str]:
         """Move the run folders of ``runs`` that are not done (but exist) into
@@ -213,14 +209,14 @@ class Sweep:
         return [
             job
             for job in jobs_of(runs)
-            if not all(map(self.done, job.runs)) and not owner_alive(self.work(job.key))
+            if not self.done(job.runs) and not owner_alive(self.work(job.key))
         ]
 
     def tidy(self, runs: list[RunSpec]) -> None:
         """Remove the work folders of finished trainings that no live worker holds."""
         for job in jobs_of(runs):
             work = self.work(job.key)
-            if work.exists() and all(map(self.done, job.runs)):
+            if work.exists() and self.done(job.runs):
                 with claim(work) as state:
                     if state == "claimed":
                         shutil.rmtree(work, ignore_errors=True)
