@@ -18,15 +18,15 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from posgen.errors import DataError, problem_lines, shown
 from posgen.scoring.metrics import ScoreReport, bucket_edges
 from posgen.scoring.reliance import RelianceReport
 from posgen.spec import MAX_LENGTH, MAX_ROWS, PROBE_SPLIT, ConfigName, TaskSpec
-from posgen.train.config import PRESETS, TrainConfig
+from posgen.train.config import TrainConfig, known_preset
 
 RESULTS = "results.json"
 METRICS = "metrics.jsonl"
@@ -280,7 +280,7 @@ class RunRecord(_Record):
     data: DataRecord
     spec: TaskSpec
     position_encoding: PositionEncodingRecord
-    preset: str
+    preset: Annotated[str, AfterValidator(known_preset)]
     train: TrainConfig = Field(description="The preset's fields with overrides.")
     seed: int = Field(ge=0, lt=2**63)
     model: ModelInfo
@@ -305,13 +305,6 @@ class RunRecord(_Record):
         description="Attention entropy and far-operand share per layer, ID and OOD "
         "(None: a run from before they were measured).",
     )
-
-    @field_validator("preset")
-    @classmethod
-    def _known_preset(cls, value: str) -> str:
-        if value not in PRESETS:
-            raise ValueError(f"unknown preset; known: {', '.join(PRESETS)}")
-        return value
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -366,7 +359,7 @@ def _damaged(path: Path, lines: list[str]) -> DamagedRun:
 
 def _read_json(path: Path, limit: int) -> Any:
     """The JSON value of ``path``: a regular file (others are refused unread) of at most
-    ``limit`` bytes, UTF-8, no repeated key, every number finite."""
+    ``limit`` bytes, UTF-8, no repeated key, no NaN or Infinity."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
@@ -389,13 +382,15 @@ def _read_json(path: Path, limit: int) -> Any:
     if len(raw) > limit:
         raise DamagedRun(f"{shown(path)}: larger than {limit:,} bytes; not read")
     try:
-        text = raw.decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_finite,
-                           parse_float=_finite)  # fmt: skip
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys,
+                           parse_constant=_no_constant)  # fmt: skip
     except RecursionError:
         raise DamagedRun(f"{shown(path)}: not valid JSON (nested too deeply)") from None
     except ValueError as error:  # UnicodeDecodeError and JSONDecodeError among them
         raise DamagedRun(f"{shown(path)}: not valid JSON ({shown(error, 120)})") from None
+    where = _non_finite(value)
+    if where is not None:
+        raise DamagedRun(f"{shown(path)}: {where or 'value'}: not a finite number")
     return value
 
 
@@ -409,12 +404,26 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return value
 
 
-def _finite(text: str) -> float:
-    """A JSON number (``1e999`` too) or constant (``NaN``) as a float; refused unless finite."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is not a finite number")
-    return value
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _items(value: Any) -> Any:
+    """The ``(key, item)`` pairs of a JSON object or list; none for anything else."""
+    if isinstance(value, dict):
+        return value.items()
+    return enumerate(value) if isinstance(value, list) else ()
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """Where a float that is not finite sits in ``value`` (None when there is none)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    for key, item in _items(value):
+        found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def _kind(value: Any) -> str:
@@ -429,15 +438,11 @@ def _coerced(given: Any, held: Any, where: str = "") -> str | None:
     if _kind(given) != _kind(held):
         value = shown(json.dumps(given), 40)
         return f"{where or 'value'}: {_kind(given)} ({value}) where the record holds {_kind(held)}"
-    items: Any = ()
-    if isinstance(given, dict):
-        items = ((key, item, held.get(key)) for key, item in given.items() if key in held)
-    elif isinstance(given, list):
-        items = ((index, item, held[index]) for index, item in enumerate(given[: len(held)]))
-    for key, item, other in items:
-        found = _coerced(item, other, f"{where}.{key}" if where else str(key))
-        if found is not None:
-            return found
+    for key, item in _items(given):  # both objects or both lists here
+        if key in (held if isinstance(held, dict) else range(len(held))):
+            found = _coerced(item, held[key], f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
     return None
 
 
