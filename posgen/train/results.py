@@ -362,16 +362,10 @@ def tables(results: dict[str, Any]) -> list[str]:
         for task, pes in entry["tasks"].items():
             for pe in sorted(pes, key=pe_order):
                 c = pes[pe]
-                lines.append(
-                    f"| {task} | {pe} | {c['n']} | {mean_std_cell(c['id_mean'], c['id_std'])} | "
-                    f"{mean_std_cell(c['ood_mean'], c['ood_std'])} | "
-                    f"{mean_std_cell(c.get('far_id_mean'), c.get('far_id_std'))} | "
-                    f"{mean_std_cell(c.get('far_ood_mean'), c.get('far_ood_std'))} | "
-                    f"{_num(c['id_curve_range'])} | "
-                    f"{_num(c['id_curve_trend'], signed=True)} | "
-                    f"{_pair(c.get('attn_flat_id'), c.get('attn_flat_ood'))} | "
-                    f"{_pair(c.get('attn_far_id'), c.get('attn_far_ood'))} |"
-                )
+                spreads = [_spread(c, name) for name in ("id", "ood", "far_id", "far_ood")]
+                curve = [_num(c["id_curve_range"]), _num(c["id_curve_trend"], signed=True)]
+                attention = [_pair(c, f"attn_{name}") for name in ("flat", "far")]
+                lines.append(_row([task, pe, c["n"], *spreads, *curve, *attention]))
         lines.append("")
     return lines
 
@@ -382,15 +376,26 @@ def _num(value: float | None, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
-def _pair(before: float | None, after: float | None) -> str:
-    """``ID -> OOD`` of one figure (``-`` when neither was measured).
+def _pair(cell: dict[str, Any], name: str) -> str:
+    """``ID -> OOD`` of figure ``name`` (``-`` when neither was measured).
 
-    >>> _pair(0.9, 0.5), _pair(None, None)
+    >>> _pair({"f_id": 0.9, "f_ood": 0.5}, "f"), _pair({}, "f")
     ('0.900 -> 0.500', '-')
     """
+    before, after = cell.get(f"{name}_id"), cell.get(f"{name}_ood")
     if before is None and after is None:
         return "-"
     return f"{_num(before)} -> {_num(after)}"
+
+
+def _spread(cell: dict[str, Any], name: str) -> str:
+    """Figure ``name``'s mean ± std (``-`` when not measured)."""
+    return mean_std_cell(cell.get(f"{name}_mean"), cell.get(f"{name}_std"))
+
+
+def _row(values: Sequence[Any]) -> str:
+    """One row of a markdown table."""
+    return "| " + " | ".join(map(str, values)) + " |"
 
 
 CURVES = ("curve", "far_curve")  # in the plot, not in the summary the cards read
@@ -596,13 +601,10 @@ def ranking_lines(results: dict[str, Any]) -> list[str]:
             ]
             for rank, (pe, cell) in enumerate(ranked(pes), 1):
                 length = cell.get("effective_length")
-                lines.append(
-                    f"| {rank} | {pe} | {cell['n']} | "
-                    f"{mean_std_cell(cell['ood_mean'], cell['ood_std'])} | "
-                    f"{mean_std_cell(cell['id_mean'], cell['id_std'])} | "
-                    f"{'-' if length is None else length} | {cell.get('when') or '-'} | "
-                    f"{cell.get('source') or '-'} |"
-                )
+                spreads = [_spread(cell, "ood"), _spread(cell, "id")]
+                facts = [cell.get(name) or "-" for name in ("when", "source")]
+                length = "-" if length is None else length
+                lines.append(_row([rank, pe, cell["n"], *spreads, length, *facts]))
             confounds = [
                 f"{pe}: {cell['confound']}" for pe, cell in pes.items() if cell.get("confound")
             ]
