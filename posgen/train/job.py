@@ -291,10 +291,8 @@ def _write_run(job: _Job, trained: Trained, selection: Selection, out: Path) -> 
         # scored on the test rows this run read (pinned), not on --data read again
         report = score_reference(test, build / PREDICTIONS)
         predictions = predict_split(model, probe, pe, config, job.device, job.seed)
-        made_for = (probe.spec.spec_id, PROBE_SPLIT)
-        write_predictions(
-            build / PROBE_PREDICTIONS, probe.ids, predictions, probe.spec.modulus, made_for
-        )
+        made_for = (spec.spec_id, PROBE_SPLIT)  # the probe split is of the test split's spec
+        write_predictions(build / PROBE_PREDICTIONS, probe.ids, predictions, spec.modulus, made_for)
         probe_report = score_probe(probe, predictions)
         attention = _attention(job, model, evaluation_positions(pe, job.seed, "test"))
         if job.save:

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from posgen import signals
 from posgen.errors import UsageError, error_exit, shown
 from posgen.signals import Interrupted
+from posgen.store.manifest import read_bounded
 from posgen.store.safety import claim, die_with_parent, exclusive, owner_alive, write_atomically
 from posgen.train.config import JobSpec, RunSpec, SlurmSettings, jobs_of, preset, run_settings
 from posgen.train.job import read_progress
@@ -109,8 +110,7 @@ class Sweep:
     def read(self) -> SweepRecord:
         """``sweep.json``; :class:`SweepError` naming it when missing or damaged."""
         try:
-            with open(self.record, "rb") as handle:
-                raw = handle.read(MAX_RECORD_BYTES + 1)
+            raw = read_bounded(self.record, MAX_RECORD_BYTES)
         except FileNotFoundError:
             raise SweepError(f"{self.root} is not a sweep folder (no {RECORD})") from None
         if len(raw) > MAX_RECORD_BYTES:
