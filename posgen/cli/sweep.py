@@ -20,14 +20,7 @@ from posgen.cli.shared import (
 )
 from posgen.errors import RunError, UsageProblems, problem_lines, shown
 from posgen.signals import Interrupted
-from posgen.train.config import (
-    ResolvedEncoding,
-    SlurmSettings,
-    TrainConfig,
-    expand,
-    jobs_of,
-    read_grid,
-)
+from posgen.train.config import SlurmSettings, TrainConfig, expand, jobs_of, read_grid
 from posgen.train.sweep import RECORD, Sweep, label, run_states
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -62,9 +55,7 @@ Examples:
     "submitit-local: the slurm path run here by submitit's local executor.",
 )
 @click.option(
-    "--jobs",
-    type=click.IntRange(1, 1024),
-    help="local: trainings at once. [GPUs present, else 1]",
+    "--jobs", type=click.IntRange(1, 1024), help="local: trainings at once. [GPUs present, else 1]"
 )
 @click.option("--partition", help="slurm: partition. [grid]")
 @click.option("--account", help="slurm: account. [grid]")
@@ -121,30 +112,20 @@ def sweep_command(
         click.echo(f"note: {line}", err=True)
     sweep.tidy(runs)
     todo = sweep.unfinished(runs)
-    click.echo(
-        f"{out}: {len(runs)} runs in {len(jobs_of(runs))} trainings; {len(todo)} to train",
-        err=True,
-    )
+    counts = f"{len(runs)} runs in {len(jobs_of(runs))} trainings; {len(todo)} to train"
+    click.echo(f"{out}: {counts}", err=True)
     if executor == "local":
         _run_local(sweep, todo, jobs)
     else:
         _run_submitit(sweep, todo, settings, executor, wait)
 
 
-def resolve_encoding(request: Any, spec: Any, train: TrainConfig) -> ResolvedEncoding:
-    """The trainer's resolution of a grid's encoding for a config's spec and a model size."""
-    from posgen.encodings import PEError
+def resolve_encoding(request: Any, spec: Any, train: TrainConfig) -> Any:
+    """The trainer's resolution of a grid's encoding for a config's spec and a model size
+    (a :class:`posgen.encodings.PEError` is a ``ValueError``)."""
     from posgen.train.trainer import resolve_pe
 
-    try:
-        resolved = resolve_pe(request, train, spec)
-    except PEError as error:
-        raise ValueError(str(error)) from None
-    return ResolvedEncoding(
-        label=resolved.label,
-        parameters=resolved.parameters,
-        training_key=resolved.training_key(),
-    )
+    return resolve_pe(request, train, spec)
 
 
 def _check_flags(executor: str, jobs: int | None, wait: bool, slurm_flags: dict[str, Any]) -> None:
@@ -185,7 +166,8 @@ def _run_local(sweep: Sweep, todo: list[Any], jobs: int | None) -> None:
     workers = jobs or max(len(gpus), 1)
     outcome = run_local(sweep, todo, workers, gpus, lambda line: click.echo(line, err=True))
     if todo:
-        sweep.add_wall_seconds(outcome.seconds)
+        with sweep.updating() as record:
+            record.wall_seconds += outcome.seconds
     if outcome.signal is not None:
         raise interrupted(outcome.signal, stopped_line(outcome))
     if outcome.failed or outcome.interrupted:

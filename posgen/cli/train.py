@@ -37,9 +37,7 @@ from posgen.train.config import (
 )
 from posgen.train.job import resume_folder
 
-OVERRIDES = ("layers", "hidden", "heads", "intermediate", "lr", "weight_decay", "warmup")
-OVERRIDES += ("batch_size", "eval_batch_size", "epochs", "eval_every", "max_steps", "probe_every")
-OVERRIDES += ("question_ids",)
+OVERRIDES = tuple(name for name in TrainConfig.model_fields if name not in ("seeds", "bf16"))
 """TrainConfig fields a flag overrides (``--batch-size`` sets ``batch_size``)."""
 MODEL_FLAGS = "--hidden/--heads"
 """What a problem of the whole model (not of one field) is about: the head dimension."""
@@ -116,9 +114,7 @@ Examples:
     help="List every position encoding (built in and plugins) and exit.",
 )
 @click.option(
-    "--pe",
-    required=True,
-    help="Position encoding: a name from --list-pe or package.module:name.",
+    "--pe", required=True, help="Position encoding: a name from --list-pe or package.module:name."
 )
 @click.option(
     "--pe-param",
@@ -144,9 +140,7 @@ Examples:
     help="Model and schedule: cpu (small, minutes) or paper (the authors' setup, a GPU).",
 )
 @click.option(
-    "--seed",
-    type=click.IntRange(min=0, max=2**63 - 1),
-    help="Run seed. [the preset's first seed]",
+    "--seed", type=click.IntRange(min=0, max=2**63 - 1), help="Run seed. [the preset's first seed]"
 )
 @out_option("Run folder to create (must not exist; never inside a dataset folder).", folder=True)
 @_override_options
@@ -234,17 +228,8 @@ def train_command(
     if table and resolved.encoding.input_positions is None:  # a plugin without a table
         largest = max((file.bytes for _, _, file in dataset.manifest.files([name])), default=0)
         estimate = estimate_run(train_config, spec, largest_file=largest, table=False)
-    key = stable_hash(
-        identity(
-            data.resolve().name,
-            spec.spec_id,
-            name,
-            preset_name,
-            train_config,
-            run_seed,
-            training=resolved.training_key(),
-        )
-    )
+    args = (data.resolve().name, spec.spec_id, name, preset_name, train_config, run_seed)
+    key = stable_hash(identity(*args, training=resolved.training_key()))
     resume = resume_folder(out)
     if owner_alive(resume):
         raise UsageProblems([f"--out {out}: another posgen train is training it now"])
@@ -306,11 +291,8 @@ def memory_estimate(
         raise UsageProblems([f"--config: no config {name!r} in {data}; configs: {known}"])
     spec = manifest.configs[name].spec
     largest = max((file.bytes for _, _, file in manifest.files([name])), default=0)
-    return (
-        dataset,
-        name,
-        estimate_run(train_config, spec, largest_file=largest, positions=positions, table=table),
-    )
+    estimate = estimate_run(train_config, spec, largest, positions, table)
+    return dataset, name, estimate
 
 
 def _shown(value: float | None) -> str:

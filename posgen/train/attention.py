@@ -78,11 +78,7 @@ def far_mask(task: str, near: int, far: int, length: int) -> np.ndarray:
 
 
 def summarize(
-    probabilities: torch.Tensor,
-    far: np.ndarray,
-    start: int,
-    boundary: int,
-    end: int,
+    probabilities: torch.Tensor, far: np.ndarray, start: int, boundary: int, end: int
 ) -> dict[str, AttentionRegion | None]:
     """ID (targets ``[start, boundary)``) and OOD (``[boundary, end)``) figures of one layer's
     attention ``(rows, heads, T, T)``."""

@@ -23,9 +23,10 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -156,15 +157,12 @@ class PresetEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="A preset name (posgen train --preset).")
+    name: Annotated[str, AfterValidator(known_preset)] = Field(
+        description="A preset name (posgen train --preset)."
+    )
     overrides: dict[str, Any] = Field(
         default_factory=dict, description="Preset fields to override (not seeds)."
     )
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        return known_preset(name)
 
     @field_validator("overrides")
     @classmethod
@@ -203,7 +201,9 @@ class Grid(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     datasets: list[Path] = Field(min_length=1, max_length=64)
-    configs: list[str] = Field(default_factory=list, max_length=256)
+    configs: Annotated[list[str], AfterValidator(lambda names: _unique(names, "configs"))] = Field(
+        default_factory=list, max_length=256
+    )
     pes: list[PERequest] | Literal["all", "builtin"] = Field(min_length=1, max_length=256)
     presets: list[PresetEntry] = Field(
         default_factory=lambda: [PresetEntry(name="cpu")], min_length=1, max_length=64
@@ -240,11 +240,6 @@ class Grid(BaseModel):
             _unique(seeds, "seeds")
         return seeds
 
-    @field_validator("configs")
-    @classmethod
-    def _configs(cls, configs: list[str]) -> list[str]:
-        return _unique(configs, "configs")
-
 
 def _request(pe: str | PERequest | dict[str, Any]) -> PERequest:
     if isinstance(pe, PERequest):
@@ -268,10 +263,7 @@ def check_run_count(grid: Grid, configs: list[int] | None = None, pes: int | Non
     any is expanded; ``configs``: each dataset's configs, ``pes``: the encodings of ``"all"``."""
     dataset_configs = sum(configs or [max(1, len(grid.configs))] * len(grid.datasets))
     encodings = len(grid.pes) if isinstance(grid.pes, list) else (pes or 1)
-    if grid.seeds is not None:
-        seeds = len(grid.seeds) * len(grid.presets)
-    else:
-        seeds = sum(len(PRESETS[entry.name]["seeds"]) for entry in grid.presets)
+    seeds = sum(len(grid.seeds or PRESETS[entry.name]["seeds"]) for entry in grid.presets)
     count = dataset_configs * encodings * seeds
     if count > MAX_RUNS:
         raise GridError(
@@ -361,18 +353,9 @@ def identity(
     }
 
 
-class ResolvedEncoding(BaseModel):
-    """What expansion needs of a resolved position encoding."""
-
-    model_config = ConfigDict(frozen=True)
-
-    label: str
-    parameters: dict[str, Any]
-    training_key: str
-
-
-Resolver = Callable[[PERequest, TaskSpec, TrainConfig], ResolvedEncoding]
-"""Resolves a request for a config's spec and a model size (raises ``ValueError``)."""
+Resolver = Callable[[PERequest, TaskSpec, TrainConfig], Any]
+"""Resolves a request for a config's spec and a model size (raises ``ValueError``): a
+:class:`posgen.encodings.ResolvedPE` (its label, parameters and training key)."""
 
 
 def expand(
@@ -424,16 +407,10 @@ def expand(
                         key = stable_hash(run)
                         runs[key] = runs.get(key) or RunSpec(
                             key=key,
-                            job=stable_hash(identity(*args, training=pe.training_key)),
+                            job=stable_hash(identity(*args, training=pe.training_key())),
                             data=str(folder.resolve()),
-                            dataset=folder.name,
-                            spec_id=entry.spec_id,
-                            config=name,
-                            pe=pe.label,
                             pe_request=request,
-                            preset=preset_name,
-                            train=run["train"],
-                            seed=seed,
+                            **{k: v for k, v in run.items() if k != "pe_parameters"},
                         )
     return list(runs.values())
 
@@ -489,15 +466,13 @@ def parameter_count(config: TrainConfig, vocab: int) -> int:
 def estimate_run(
     config: TrainConfig,
     spec: TaskSpec,
-    pes: int = 1,
     largest_file: int = 0,
     positions: int | None = None,
     table: bool = True,
 ) -> RunEstimate:
-    """An upper bound on the memory (bytes, fp32) of a run of ``config`` on ``spec``: the
-    process, the model with AdamW state and a best copy per encoding in ``pes``, a training
-    and an evaluation batch's activations, the data; a position table of ``positions`` (the
-    ``--randomized-positions`` range, default L'+1) rows when the encoding learns one (``table``).
+    """An upper bound on the memory (bytes, fp32) of a run: the process, the model with AdamW
+    state and a best copy, a training and an evaluation batch's activations, the data; a
+    position table of ``positions`` rows (default L'+1) with ``table``.
 
     >>> estimate = estimate_run(preset("cpu"), TaskSpec(task="recursive"), largest_file=10**6)
     >>> estimate.parameters, round(estimate.total / 2**20)  # 133,696 and a table of 257 x 64
@@ -506,7 +481,7 @@ def estimate_run(
     vocab = spec.modulus + 1
     rows = max(positions or 0, max(spec.test_lengths) + 1) if table else 0
     params = parameter_count(config, vocab) + rows * config.hidden
-    model = params * FLOAT * (4 + pes + 1)
+    model = params * FLOAT * 6  # weights, gradients, AdamW's 2 moments, best copy and its successor
     d, ff, heads, layers = config.hidden, config.intermediate, config.heads, config.layers
     rows, seq = min(config.batch_size, spec.train_size), spec.train_length + 1
     train = layers * (rows * seq * (12 * d + 6 * ff) + 3 * rows * heads * seq * seq)
@@ -515,12 +490,8 @@ def estimate_run(
     eval_seq = max(spec.test_lengths) + 1
     evaluation = eval_rows * eval_seq * (6 * d + 4 * ff) + 2 * eval_rows * heads * eval_seq**2
     evaluation += 2 * eval_rows * eval_seq * vocab
-    token = spec.token_bytes
-    data = token * (
-        spec.train_size * spec.train_length
-        + spec.val_size * spec.train_length
-        + 2 * spec.test_size * spec.test_lengths[0]
-    )
+    tokens = (spec.train_size + spec.val_size) * spec.train_length
+    data = spec.token_bytes * (tokens + 2 * spec.test_size * spec.test_lengths[0])
     data += 2 * largest_file + 16 * (rows * seq + eval_rows * eval_seq)
     return RunEstimate(params, model, FLOAT * (train + evaluation), data)
 

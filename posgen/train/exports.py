@@ -66,6 +66,7 @@ def eee_record(
     for bucket in cell.get("buckets", []):
         metric, start, end = bucket["metric"], bucket["start"], bucket["end"]
         region = "ID" if end <= entry["ood_boundary"] else "OOD"
+        details = {"metric": metric, "bucket_start": start, "bucket_end": end, "region": region}
         uncertainty: dict[str, Any] = {"num_samples": bucket["n"]}
         if bucket["std"] is not None:
             uncertainty["standard_deviation"] = bucket["std"]
@@ -84,14 +85,7 @@ def eee_record(
                     "score_type": "continuous",
                     "min_score": 0.0,
                     "max_score": 1.0,
-                    "additional_details": _strings(
-                        {
-                            "metric": metric,
-                            "bucket_start": start,
-                            "bucket_end": end,
-                            "region": region,
-                        }
-                    ),
+                    "additional_details": _strings(details),
                 },
                 "score_details": {
                     "score": bucket["mean"],

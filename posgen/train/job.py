@@ -18,6 +18,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,15 +128,32 @@ def train_runs(
     """Train once for ``pes`` and write run folder ``outs[i]`` for ``pes[i]``; each written
     run's summary. With a ``work`` folder the job is resumable: it locks it, resumes from its
     checkpoint of training ``key``, writes only the missing runs and removes it when done
-    (``name`` names the job in messages; ``estimate`` is quoted when memory runs out)."""
-    from posgen.train.trainer import Diverged, RunData, pick_device
+    (``name`` names the job in messages; ``estimate`` is quoted when memory runs out).
+    ``progress(total steps)`` makes a tqdm-like bar."""
+    from posgen.train.trainer import Diverged, RunData, pick_device, total_steps, train
 
     def run(pes: Sequence[Any], outs: Sequence[Path]) -> list[dict[str, Any]]:
         signals.point("load")
         folder = data.root if isinstance(data, Dataset) else Path(data)
         loaded = run_data or RunData.load(data, config_name)
         job = _Job(folder, loaded, config, seed, preset_name, device or pick_device(), save)
-        trained = _train(job, pes, progress, work, key, name)
+        resume = None if work is None else _load_checkpoint(work, key, name, job.device)
+        bar = None if progress is None else progress(total_steps(config, loaded))
+        if bar is not None and resume is not None:
+            bar.update(resume["position"]["step"])
+
+        def events(moment: str, step: int) -> None:
+            signals.point(moment, step if moment == "step" else None)
+            if moment == "step" and bar is not None:
+                bar.update(1)
+
+        checkpoint = None if work is None else partial(_save_checkpoint, work, key)
+        try:
+            trained = train(loaded, pes, config, seed, job.device, resume, checkpoint, events)
+        finally:  # closed before any error line, so stderr ends with that line
+            if bar is not None:
+                with signals.held():
+                    bar.close()
         return [
             _write_run(job, trained, selection, Path(out))
             for selection, out in zip(trained.selections, outs, strict=True)
@@ -177,38 +195,6 @@ def train_runs(
                 shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     return summaries
-
-
-def _train(
-    job: _Job,
-    pes: Sequence[str | PERequest | ResolvedPE],
-    progress: Callable[[int], Any] | None,
-    work: Path | None,
-    key: str,
-    name: str,
-) -> Trained:
-    """The training, resumed from ``work``'s checkpoint and checkpointed there (if given)."""
-    from posgen.train.trainer import total_steps, train
-
-    resume = None if work is None else _load_checkpoint(work, key, name, job.device)
-    bar = None if progress is None else progress(total_steps(job.config, job.run_data))
-    if bar is not None and resume is not None:
-        bar.update(resume["position"]["step"])
-
-    def events(moment: str, step: int) -> None:
-        signals.point(moment, step if moment == "step" else None)
-        if moment == "step" and bar is not None:
-            bar.update(1)
-
-    checkpoint = None if work is None else lambda state: _save_checkpoint(work, key, state)
-    try:
-        return train(
-            job.run_data, pes, job.config, job.seed, job.device, resume, checkpoint, events
-        )
-    finally:  # closed before any error line, so stderr ends with that line
-        if bar is not None and hasattr(bar, "close"):
-            with signals.held():
-                bar.close()
 
 
 def _save_checkpoint(work: Path, key: str, state: dict[str, Any]) -> None:
@@ -305,10 +291,8 @@ def _write_run(job: _Job, trained: Trained, selection: Selection, out: Path) -> 
         # scored on the test rows this run read (pinned), not on --data read again
         report = score_reference(test, build / PREDICTIONS)
         predictions = predict_split(model, probe, pe, config, job.device, job.seed)
-        made_for = (probe.spec.spec_id, PROBE_SPLIT)
-        write_predictions(
-            build / PROBE_PREDICTIONS, probe.ids, predictions, probe.spec.modulus, made_for
-        )
+        made_for = (spec.spec_id, PROBE_SPLIT)  # the probe split is of the test split's spec
+        write_predictions(build / PROBE_PREDICTIONS, probe.ids, predictions, spec.modulus, made_for)
         probe_report = score_probe(probe, predictions)
         attention = _attention(job, model, evaluation_positions(pe, job.seed, "test"))
         if job.save:

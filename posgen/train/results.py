@@ -20,6 +20,7 @@ import platform
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,11 +191,8 @@ def attention_summary(runs: Sequence[Run]) -> dict[str, Any]:
         for region in ("id", "ood"):
             parts = [getattr(r.layers[index], region) for r in records if index < len(r.layers)]
             parts = [p for p in parts if p is not None]
-            entry[region] = (
-                {name: _mean(getattr(p, name) for p in parts) for name in ATTENTION_FIGURES}
-                if parts
-                else None
-            )
+            means = {name: _mean(getattr(p, name) for p in parts) for name in ATTENTION_FIGURES}
+            entry[region] = means if parts else None
         layers.append(entry)
     if layers:
         out["attention"] = layers
@@ -212,11 +210,8 @@ def length_buckets(window: int, boundary: int, length: int) -> list[tuple[int, i
     [(4, 64), (64, 128), (128, 192), (192, 256)]
     """
     out = [(window, min(boundary, length))] if boundary > window else []
-    start = max(boundary, window)
-    while start < length:
-        out.append((start, min(start + boundary, length)))
-        start += boundary
-    return out
+    starts = range(max(boundary, window), length, boundary)
+    return out + [(start, min(start + boundary, length)) for start in starts]
 
 
 def _bucket_ratio(curve: Any, hits: str, counts: str, start: int, end: int) -> float | None:
@@ -336,13 +331,10 @@ def run_settings(runs: Sequence[Run]) -> dict[str, Any]:
 def hardware() -> dict[str, Any]:
     """This machine: CPU model, logical cores, OS."""
     model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    with suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        names = [line for line in lines if line.startswith("model name")]
+        model = names[0].split(":", 1)[1].strip() if names else model
     return {"cpu": model, "cores": os.cpu_count(), "os": platform.platform()}
 
 
@@ -370,16 +362,10 @@ def tables(results: dict[str, Any]) -> list[str]:
         for task, pes in entry["tasks"].items():
             for pe in sorted(pes, key=pe_order):
                 c = pes[pe]
-                lines.append(
-                    f"| {task} | {pe} | {c['n']} | {mean_std_cell(c['id_mean'], c['id_std'])} | "
-                    f"{mean_std_cell(c['ood_mean'], c['ood_std'])} | "
-                    f"{mean_std_cell(c.get('far_id_mean'), c.get('far_id_std'))} | "
-                    f"{mean_std_cell(c.get('far_ood_mean'), c.get('far_ood_std'))} | "
-                    f"{_num(c['id_curve_range'])} | "
-                    f"{_num(c['id_curve_trend'], signed=True)} | "
-                    f"{_pair(c.get('attn_flat_id'), c.get('attn_flat_ood'))} | "
-                    f"{_pair(c.get('attn_far_id'), c.get('attn_far_ood'))} |"
-                )
+                spreads = [_spread(c, name) for name in ("id", "ood", "far_id", "far_ood")]
+                curve = [_num(c["id_curve_range"]), _num(c["id_curve_trend"], signed=True)]
+                attention = [_pair(c, f"attn_{name}") for name in ("flat", "far")]
+                lines.append(_row([task, pe, c["n"], *spreads, *curve, *attention]))
         lines.append("")
     return lines
 
@@ -390,15 +376,26 @@ def _num(value: float | None, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
-def _pair(before: float | None, after: float | None) -> str:
-    """``ID -> OOD`` of one figure (``-`` when neither was measured).
+def _pair(cell: dict[str, Any], name: str) -> str:
+    """``ID -> OOD`` of figure ``name`` (``-`` when neither was measured).
 
-    >>> _pair(0.9, 0.5), _pair(None, None)
+    >>> _pair({"f_id": 0.9, "f_ood": 0.5}, "f"), _pair({}, "f")
     ('0.900 -> 0.500', '-')
     """
+    before, after = cell.get(f"{name}_id"), cell.get(f"{name}_ood")
     if before is None and after is None:
         return "-"
     return f"{_num(before)} -> {_num(after)}"
+
+
+def _spread(cell: dict[str, Any], name: str) -> str:
+    """Figure ``name``'s mean ± std (``-`` when not measured)."""
+    return mean_std_cell(cell.get(f"{name}_mean"), cell.get(f"{name}_std"))
+
+
+def _row(values: Sequence[Any]) -> str:
+    """One row of a markdown table."""
+    return "| " + " | ".join(map(str, values)) + " |"
 
 
 CURVES = ("curve", "far_curve")  # in the plot, not in the summary the cards read
@@ -425,10 +422,7 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
 
     plt = pyplot()
     panels = [(d, t) for d, entry in results.items() for t in entry["tasks"]]
-    every_pe = sorted(
-        {pe for entry in results.values() for cells in entry["tasks"].values() for pe in cells},
-        key=pe_order,
-    )
+    every_pe = sorted({pe for _, _, pe, _, _ in cells(results)}, key=pe_order)
     # one style per encoding in every panel: 20 colours, then dashed and dotted lines
     style = {
         pe: {"color": plt.get_cmap("tab20")(i % 20), "ls": ("-", "--", ":")[i // 20 % 3]}
@@ -446,13 +440,13 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
             row = 2 * list(results).index(data)
             col = list(results[data]["tasks"]).index(task)
             entry = results[data]
-            cells = sorted(entry["tasks"][task].items(), key=lambda item: pe_order(item[0]))
+            drawable = sorted(entry["tasks"][task].items(), key=lambda item: pe_order(item[0]))
             for offset, key, value, label in (
                 (0, "curve", "accuracy", "test accuracy (mean over seeds)"),
                 (1, "far_curve", "far_reliance", "far-reliance (probe split)"),
             ):
                 ax = axes[row + offset][col]
-                drawn = [(pe, c[key]) for pe, c in cells if key in c]
+                drawn = [(pe, c[key]) for pe, c in drawable if key in c]
                 if not drawn:
                     continue
                 ax.set_visible(True)
@@ -607,13 +601,10 @@ def ranking_lines(results: dict[str, Any]) -> list[str]:
             ]
             for rank, (pe, cell) in enumerate(ranked(pes), 1):
                 length = cell.get("effective_length")
-                lines.append(
-                    f"| {rank} | {pe} | {cell['n']} | "
-                    f"{mean_std_cell(cell['ood_mean'], cell['ood_std'])} | "
-                    f"{mean_std_cell(cell['id_mean'], cell['id_std'])} | "
-                    f"{'-' if length is None else length} | {cell.get('when') or '-'} | "
-                    f"{cell.get('source') or '-'} |"
-                )
+                spreads = [_spread(cell, "ood"), _spread(cell, "id")]
+                facts = [cell.get(name) or "-" for name in ("when", "source")]
+                length = "-" if length is None else length
+                lines.append(_row([rank, pe, cell["n"], *spreads, length, *facts]))
             confounds = [
                 f"{pe}: {cell['confound']}" for pe, cell in pes.items() if cell.get("confound")
             ]

@@ -15,17 +15,18 @@ import os
 import re
 import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from posgen.errors import DataError, problem_lines, shown
 from posgen.scoring.metrics import ScoreReport, bucket_edges
 from posgen.scoring.reliance import RelianceReport
 from posgen.spec import MAX_LENGTH, MAX_ROWS, PROBE_SPLIT, ConfigName, TaskSpec
-from posgen.train.config import PRESETS, TrainConfig
+from posgen.train.config import TrainConfig, known_preset
 
 RESULTS = "results.json"
 METRICS = "metrics.jsonl"
@@ -139,15 +140,16 @@ class AttentionDiagnostics(_Record):
     layers: list[AttentionLayer] = Field(min_length=1, max_length=MAX_LAYERS)
 
 
-def _ratio_problems(
-    name: str,
-    correct: int,
-    tokens: int,
-    accuracy: float | None,
-    words: tuple[str, str, str] = ("correct", "tokens", "accuracy"),
-) -> list[str]:
-    """Whether ``accuracy`` is ``correct / tokens`` (None for 0 tokens), named by ``words``."""
+ACCURACY = ("correct", "tokens", "accuracy")
+"""A score curve's columns besides its positions."""
+CURVE_COLUMNS = ("counted", "far", "local", "far_reliance", "local_reliance")
+"""A reliance curve's columns besides its positions."""
+
+
+def _ratio_problems(name: str, part: Any, words: tuple[str, str, str] = ACCURACY) -> list[str]:
+    """Whether ``part``'s share is its hits / total (None for 0 total), ``words`` naming them."""
     hits, total, share = words
+    correct, tokens, accuracy = (getattr(part, word) for word in words)
     if not 0 <= correct <= tokens <= MAX_COUNT:
         given = f"{shown(correct, 30)} of {shown(tokens, 30)}"
         return [f"{name}: counts must satisfy 0 <= {hits} <= {total} <= 2^53 (given {given})"]
@@ -163,12 +165,14 @@ def _reliance_problems(name: str, part: Any) -> list[str]:
     """Far- and local-reliance of one region, bucket or curve point against its counts."""
     if part.far + part.local > part.counted:
         return [f"{name}: far {part.far} + local {part.local} exceed the {part.counted} counted"]
-    lines = _ratio_problems(
-        name, part.far, part.counted, part.far_reliance, ("far", "counted", "far_reliance")
-    )
-    return lines or _ratio_problems(
-        name, part.local, part.counted, part.local_reliance, ("local", "counted", "local_reliance")
-    )
+    lines = _ratio_problems(name, part, ("far", "counted", "far_reliance"))
+    return lines or _ratio_problems(name, part, ("local", "counted", "local_reliance"))
+
+
+def _points(report: Any, columns: tuple[str, ...]) -> Iterator[tuple[int, Any]]:
+    """``(position, point)`` of every curve position, the point holding ``columns``' values."""
+    for index, position in enumerate(report.curve.position):
+        yield position, SimpleNamespace(**{c: getattr(report.curve, c)[index] for c in columns})
 
 
 def _curve_problems(report: Any, columns: tuple[str, ...]) -> list[str]:
@@ -189,15 +193,13 @@ class RunScores(ScoreReport):
 
     def problems(self) -> list[str]:
         """What does not add up (empty when everything does)."""
-        curve, expected = self.curve, list(range(self.seed_window, self.length))
-        if lines := _curve_problems(self, ("correct", "tokens", "accuracy")):
+        curve = self.curve
+        if lines := _curve_problems(self, ACCURACY):
             return lines
         if any(t != self.rows for t in curve.tokens):
             return [f"curve.tokens: every position has {self.rows} predictions (one per row)"]
-        for position, c, t, a in zip(
-            expected, curve.correct, curve.tokens, curve.accuracy, strict=True
-        ):
-            if lines := _ratio_problems(f"curve[{position}]", c, t, a):
+        for position, point in _points(self, ACCURACY):
+            if lines := _ratio_problems(f"curve[{position}]", point):
                 return lines
         lines = []
         boundary = min(self.ood_boundary, self.length) - self.seed_window
@@ -212,15 +214,10 @@ class RunScores(ScoreReport):
                 given = f"{shown(part.correct, 30)} of {shown(part.tokens, 30)}"
                 lines.append(f"{name}: {given} does not match the curve "
                              f"({correct} of {tokens})")  # fmt: skip
-            lines += _ratio_problems(name, part.correct, part.tokens, part.accuracy)
+            lines += _ratio_problems(name, part)
         for name in ("ood_exact_match", "exact_match"):
-            part = getattr(self, name)
-            lines += _ratio_problems(name, part.correct, part.tokens, part.accuracy)
+            lines += _ratio_problems(name, getattr(self, name))
         return lines
-
-
-CURVE_COLUMNS = ("counted", "far", "local", "far_reliance", "local_reliance")
-"""A reliance curve's columns besides its positions."""
 
 
 class RunProbeScores(RelianceReport):
@@ -230,12 +227,10 @@ class RunProbeScores(RelianceReport):
 
     def problems(self) -> list[str]:
         """What does not add up (empty when everything does)."""
-        curve, w, rows = self.curve, self.seed_window, self.rows
-        expected = list(range(w, self.length))
+        w, rows = self.seed_window, self.rows
         if lines := _curve_problems(self, CURVE_COLUMNS):
             return lines
-        for index, position in enumerate(expected):
-            point = SimpleNamespace(**{c: getattr(curve, c)[index] for c in CURVE_COLUMNS})
+        for position, point in _points(self, CURVE_COLUMNS):
             if not 0 <= point.counted <= rows or point.far < 0 or point.local < 0:
                 counts = f"{point.counted} counted, far {point.far}, local {point.local}"
                 return [f"curve[{position}]: {counts}: at most one target a row ({rows} rows)"]
@@ -285,7 +280,7 @@ class RunRecord(_Record):
     data: DataRecord
     spec: TaskSpec
     position_encoding: PositionEncodingRecord
-    preset: str
+    preset: Annotated[str, AfterValidator(known_preset)]
     train: TrainConfig = Field(description="The preset's fields with overrides.")
     seed: int = Field(ge=0, lt=2**63)
     model: ModelInfo
@@ -310,13 +305,6 @@ class RunRecord(_Record):
         description="Attention entropy and far-operand share per layer, ID and OOD "
         "(None: a run from before they were measured).",
     )
-
-    @field_validator("preset")
-    @classmethod
-    def _known_preset(cls, value: str) -> str:
-        if value not in PRESETS:
-            raise ValueError(f"unknown preset; known: {', '.join(PRESETS)}")
-        return value
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -439,13 +427,9 @@ def _non_finite(value: Any, where: str = "") -> str | None:
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return {dict: "an object", list: "a list"}.get(type(value), "null")
+    """The JSON kind of a parsed value (``"a number"``)."""
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    return {**kinds, dict: "an object", list: "a list"}.get(type(value), "null")
 
 
 def _coerced(given: Any, held: Any, where: str = "") -> str | None:
@@ -454,15 +438,11 @@ def _coerced(given: Any, held: Any, where: str = "") -> str | None:
     if _kind(given) != _kind(held):
         value = shown(json.dumps(given), 40)
         return f"{where or 'value'}: {_kind(given)} ({value}) where the record holds {_kind(held)}"
-    items: Any = ()
-    if isinstance(given, dict):
-        items = ((key, item, held.get(key)) for key, item in given.items() if key in held)
-    elif isinstance(given, list):
-        items = ((index, item, held[index]) for index, item in enumerate(given[: len(held)]))
-    for key, item, other in items:
-        found = _coerced(item, other, f"{where}.{key}" if where else str(key))
-        if found is not None:
-            return found
+    for key, item in _items(given):  # both objects or both lists here
+        if key in (held if isinstance(held, dict) else range(len(held))):
+            found = _coerced(item, held[key], f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
     return None
 
 

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from posgen import signals
 from posgen.errors import UsageError, error_exit, shown
 from posgen.signals import Interrupted
+from posgen.store.manifest import read_bounded
 from posgen.store.safety import claim, die_with_parent, exclusive, owner_alive, write_atomically
 from posgen.train.config import JobSpec, RunSpec, SlurmSettings, jobs_of, preset, run_settings
 from posgen.train.job import read_progress
@@ -109,8 +110,7 @@ class Sweep:
     def read(self) -> SweepRecord:
         """``sweep.json``; :class:`SweepError` naming it when missing or damaged."""
         try:
-            with open(self.record, "rb") as handle:
-                raw = handle.read(MAX_RECORD_BYTES + 1)
+            raw = read_bounded(self.record, MAX_RECORD_BYTES)
         except FileNotFoundError:
             raise SweepError(f"{self.root} is not a sweep folder (no {RECORD})") from None
         if len(raw) > MAX_RECORD_BYTES:
@@ -135,7 +135,7 @@ class Sweep:
             yield record
             write_atomically(self.record, (record.model_dump_json(indent=1) + "\n").encode())
 
-    def add(self, runs: list[RunSpec]) -> SweepRecord:
+    def add(self, runs: list[RunSpec]) -> None:
         """Record ``runs`` once; refuse a recorded run whose hash names other settings than the
         grid's run of that hash (an edited record)."""
         unhashed = {"data", "pe_request"}  # where the data lies, how the encoding was spelled
@@ -149,11 +149,6 @@ class Sweep:
                         "new folder"
                     )
             record.runs += [run for run in runs if run.key not in known]
-        return record
-
-    def add_wall_seconds(self, seconds: float) -> None:
-        with self.updating() as record:
-            record.wall_seconds += seconds
 
     def not_done(self, run: RunSpec) -> str | None:
         """Why ``run`` is not done (None when it is): ``missing``, or its folder lacks a run
@@ -187,8 +182,9 @@ class Sweep:
             return f"{folder} holds another run (other training settings): a copy"
         return None
 
-    def done(self, run: RunSpec) -> bool:
-        return self.not_done(run) is None
+    def done(self, runs: list[RunSpec]) -> bool:
+        """Whether every run of ``runs`` is done."""
+        return all(self.not_done(run) is None for run in runs)
 
     def set_aside(self, runs: list[RunSpec]) -> list[str]:
         """Move the run folders of ``runs`` that are not done (but exist) into
@@ -213,14 +209,14 @@ class Sweep:
         return [
             job
             for job in jobs_of(runs)
-            if not all(map(self.done, job.runs)) and not owner_alive(self.work(job.key))
+            if not self.done(job.runs) and not owner_alive(self.work(job.key))
         ]
 
     def tidy(self, runs: list[RunSpec]) -> None:
         """Remove the work folders of finished trainings that no live worker holds."""
         for job in jobs_of(runs):
             work = self.work(job.key)
-            if work.exists() and all(map(self.done, job.runs)):
+            if work.exists() and self.done(job.runs):
                 with claim(work) as state:
                     if state == "claimed":
                         shutil.rmtree(work, ignore_errors=True)
@@ -264,12 +260,9 @@ def run_states(sweep: Sweep) -> list[RunState]:
         work = sweep.work(run.job)
         alive = owner_alive(work)
         progress = read_progress(work) or {}
+        where = f"epoch {progress.get('epoch')}, step {progress.get('step')}" if progress else ""
         if progress.get("done"):
             where = "the final write (training done)"
-        else:
-            where = (
-                f"epoch {progress.get('epoch')}, step {progress.get('step')}" if progress else ""
-            )
         why = sweep.not_done(run)
         if why is None:
             states.append(RunState(run, "done", run.folder))
@@ -294,36 +287,35 @@ def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
 
     torch.set_num_threads(threads)
     sweep = Sweep(Path(root))
-    jobs = {job.key: job for job in jobs_of(sweep.read().runs)}
-    if job_key not in jobs:
+    runs = [run for run in sweep.read().runs if run.job == job_key]
+    if not runs:
         raise SweepError(f"{sweep.record} has no training {job_key}")
-    job = jobs[job_key]
-    first = job.runs[0]
+    first = runs[0]
     previous = signals.install()
     # submitit's preemption signal stops the loop like SIGTERM; its own handler then requeues
     submitit_handler = (
         signal.signal(PREEMPTION, signal.getsignal(signal.SIGTERM)) if previous else None
     )
     try:
-        sweep.failure(job.key).unlink(missing_ok=True)
+        sweep.failure(job_key).unlink(missing_ok=True)
         written = train_runs(
             Path(first.data),
             first.config,
-            [run.pe_request for run in job.runs],
+            [run.pe_request for run in runs],
             preset(first.preset, **first.train),
             first.seed,
-            [sweep.run_folder(run) for run in job.runs],
+            [sweep.run_folder(run) for run in runs],
             first.preset,
-            work=sweep.work(job.key),
-            key=job.key,
-            name=label(job.runs),
+            work=sweep.work(job_key),
+            key=job_key,
+            name=label(runs),
         )
     except Interrupted as stop:
         if stop.signum == PREEMPTION and callable(submitit_handler):
             submitit_handler(stop.signum, None)  # the checkpoint is saved: requeue and exit
         raise
     except Exception as error:
-        sweep.record_failure(job.key, "; ".join(error_exit(error)[0]))
+        sweep.record_failure(job_key, "; ".join(error_exit(error)[0]))
         raise
     finally:
         signals.restore(previous)

@@ -37,8 +37,6 @@ from posgen.train.config import TrainConfig
 
 PositionIds = Callable[[int, int, int], torch.Tensor]
 """``(first row, rows, length) -> position ids (rows, length)`` of an evaluation split."""
-Events = Callable[[str, int], None]
-"""``(moment, step)`` after every step (``"step"``) and validation (``"validation"``)."""
 
 
 def versions() -> dict[str, str]:
@@ -52,9 +50,8 @@ def versions() -> dict[str, str]:
 
 def pick_device(name: str = "auto") -> torch.device:
     """CUDA when present (``auto``), else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(auto if name == "auto" else name)
 
 
 def precision(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -90,15 +87,9 @@ def build_model(
     spec = reference.spec
     resolved = resolve_pe(pe, config, spec)
     torch.manual_seed(seeds_for(seed)[0])
-    return llama_for(
-        resolved,
-        vocab=vocab_size(spec) + (spec.modulus if config.question_ids else 0),
-        bos=spec.modulus,
-        hidden=config.hidden,
-        heads=config.heads,
-        layers=config.layers,
-        intermediate=config.intermediate,
-    )
+    size = config.model_dump(include={"hidden", "heads", "layers", "intermediate"})
+    vocab = vocab_size(spec) + (spec.modulus if config.question_ids else 0)
+    return llama_for(resolved, vocab=vocab, bos=spec.modulus, **size)
 
 
 def lm_tensors(
@@ -153,16 +144,11 @@ def predict(
     return np.concatenate(out).astype(np.int64, copy=False)
 
 
-def random_positions(pe: ResolvedPE, seed: int) -> RandomPositions | None:
-    """The run's randomized position draws, if ``pe`` asks for them."""
-    return None if pe.randomized is None else RandomPositions(seed, pe.randomized)
-
-
 def evaluation_positions(pe: ResolvedPE, seed: int, split: str) -> PositionIds | None:
     """Position ids of an evaluation split's rows (randomized positions only)."""
-    sampler = random_positions(pe, seed)
-    if sampler is None:
+    if pe.randomized is None:
         return None
+    sampler = RandomPositions(seed, pe.randomized)
     return lambda start, rows, length: sampler.evaluation(split, start, rows, length)
 
 
@@ -186,8 +172,7 @@ def predict_split(
         for start in range(0, split.tokens.shape[0], size):
             rows = slice(start, start + size)
             ids = lm_tensors(split, rows=rows, question_ids=config.question_ids)["input_ids"]
-            modulus = split.spec.modulus
-            out[rows] = predict(model, ids, size, device, modulus, positions, first=start)
+            out[rows] = predict(model, ids, size, device, split.spec.modulus, positions, start)
     return out
 
 
@@ -283,15 +268,9 @@ def optimizer_and_schedule(
     optimizer = torch.optim.AdamW(
         parameter_groups(model, config.weight_decay), lr=config.lr, weight_decay=config.weight_decay
     )
-    warmup = config.warmup
-    if math.isclose(warmup * total_steps, 1.0):
-        warmup = 1.5 / total_steps
+    warmup = 1.5 / total_steps if math.isclose(config.warmup * total_steps, 1.0) else config.warmup
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=config.lr,
-        total_steps=total_steps,
-        pct_start=warmup,
-        anneal_strategy="cos",
+        optimizer, config.lr, total_steps=total_steps, pct_start=warmup, anneal_strategy="cos"
     )
     return optimizer, schedule
 
@@ -304,12 +283,13 @@ def train(
     device: torch.device,
     resume: dict[str, Any] | None = None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
-    events: Events | None = None,
+    events: Callable[[str, int], None] | None = None,
 ) -> Trained:
     """Train once for ``pes`` (encodings that train alike), keeping each one's best weights.
 
     ``checkpoint`` gets the state at every epoch's end and when a signal stops the run
-    (between steps); resuming from it takes the very step an uninterrupted run would."""
+    (between steps); resuming from it takes the very step an uninterrupted run would.
+    ``events`` gets ``(moment, step)`` after every step (``"step"``) and validation."""
     resolved = [resolve_pe(pe, config, run_data.train.spec) for pe in pes]
     if len({pe.training_key() for pe in resolved}) != 1:
         names = ", ".join(pe.label for pe in resolved)
@@ -320,10 +300,12 @@ def train(
     rows = run_data.train.tokens.shape[0]  # held at its stored width; batches widened one by one
     total = total_steps(config, run_data)
     optimizer, schedule = optimizer_and_schedule(model, config, total)
+    parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
     train_rope = resolved[0].rope(evaluation=False)
-    sampler = random_positions(resolved[0], seed)
+    randomized = resolved[0].randomized
+    sampler = None if randomized is None else RandomPositions(seed, randomized)
     selections = [Selection(pe) for pe in resolved]
-    at = Position() if resume is None else restore(resume, selections, model, optimizer, schedule)
+    at = Position() if resume is None else restore(resume, selections, parts)
     orders = epoch_order(rows, config.epochs, seed)
     started = time.perf_counter() - at.seconds  # wall time counts every attempt
     model.train()
@@ -331,7 +313,24 @@ def train(
     def save() -> None:
         if checkpoint is not None:
             at.seconds = time.perf_counter() - started
-            checkpoint(state(at, selections, model, optimizer, schedule))
+            checkpoint(state(at, selections, parts))
+
+    def evaluate(selection: Selection, probe: bool) -> dict[str, float | None]:
+        """Validate ``selection``'s encoding now, keeping the weights when they are its best;
+        with ``probe`` also its far-reliance on the probe split. Keyed ``name/label``."""
+        label, pe = selection.pe.label, selection.pe
+        predictions = predict_split(model, run_data.validation, pe, config, device, seed)
+        accuracy = float(score_aligned(run_data.validation, predictions).id.accuracy or 0.0)
+        if accuracy > selection.accuracy:
+            selection.accuracy, selection.epoch = accuracy, at.epoch
+            selection.state = copy.deepcopy(model.state_dict())
+        figures = {f"val_id_accuracy/{label}": accuracy}
+        if probe:
+            predictions = predict_split(model, run_data.probe, pe, config, device, seed)
+            reliance = score_probe(run_data.probe, predictions)
+            figures[f"far_reliance_id/{label}"] = reliance.id.far_reliance
+            figures[f"far_reliance_ood/{label}"] = reliance.ood.far_reliance
+        return figures
 
     try:
         while not at.done:
@@ -340,19 +339,14 @@ def train(
                 if at.step >= total:
                     break
                 step_started = time.perf_counter()
-                batch_rows = order[begin : begin + config.batch_size].numpy()
-                tensors = lm_tensors(
-                    run_data.train, rows=batch_rows, question_ids=config.question_ids
-                )
-                batch = tensors["input_ids"]
-                positions = None if sampler is None else sampler.training(at.step, *batch.shape)
+                batch = order[begin : begin + config.batch_size].numpy()
+                tensors = lm_tensors(run_data.train, rows=batch, question_ids=config.question_ids)
+                shape = tensors["input_ids"].shape
+                positions = None if sampler is None else sampler.training(at.step, *shape)
+                inputs = {name: tensor.to(device) for name, tensor in tensors.items()}
                 with signals.deferred():  # a signal stops the run between steps, not within
                     with precision(config, device):
-                        loss = model(
-                            input_ids=batch.to(device),
-                            labels=tensors["labels"].to(device),
-                            **position_inputs(positions, device),
-                        ).loss
+                        loss = model(**inputs, **position_inputs(positions, device)).loss
                     if device.type == "cpu":  # free here; a GPU is checked once an epoch
                         diverged(loss.detach(), f"step {at.step + 1} (epoch {at.epoch})")
                     optimizer.zero_grad(set_to_none=True)
@@ -377,9 +371,7 @@ def train(
                 if at.epoch % config.eval_every == 0 or last:
                     probe = config.probe_every and (at.epoch % config.probe_every == 0 or last)
                     for selection in selections:
-                        record |= _evaluate(
-                            model, run_data, selection, config, device, seed, at.epoch, probe
-                        )
+                        record |= evaluate(selection, bool(probe))
                     use_frequencies(model, train_rope)
                     events("validation", at.step)
                 record["seconds"] = round(time.perf_counter() - started, 3)
@@ -397,33 +389,6 @@ def train(
     return Trained(model, selections, at.log, started)
 
 
-def _evaluate(
-    model: LlamaForCausalLM,
-    run_data: RunData,
-    selection: Selection,
-    config: TrainConfig,
-    device: torch.device,
-    seed: int,
-    epoch: int,
-    probe: bool,
-) -> dict[str, float | None]:
-    """Validate ``selection``'s encoding now, keeping the weights when they are its best; with
-    ``probe`` also the far-reliance on the probe split. The figures, keyed ``name/label``."""
-    label = selection.pe.label
-    predictions = predict_split(model, run_data.validation, selection.pe, config, device, seed)
-    accuracy = float(score_aligned(run_data.validation, predictions).id.accuracy or 0.0)
-    if accuracy > selection.accuracy:
-        selection.accuracy, selection.epoch = accuracy, epoch
-        selection.state = copy.deepcopy(model.state_dict())
-    figures = {f"val_id_accuracy/{label}": accuracy}
-    if probe:
-        predictions = predict_split(model, run_data.probe, selection.pe, config, device, seed)
-        reliance = score_probe(run_data.probe, predictions)
-        figures[f"far_reliance_id/{label}"] = reliance.id.far_reliance
-        figures[f"far_reliance_ood/{label}"] = reliance.ood.far_reliance
-    return figures
-
-
 def plugin_failed(error: Exception, resolved: Sequence[ResolvedPE]) -> None:
     """Raise a :class:`RunError` naming the plugin encodings of a training that failed with an
     unexpected ``error`` (not posgen's own, not memory): a plugin's bug is said as one."""
@@ -438,14 +403,9 @@ def plugin_failed(error: Exception, resolved: Sequence[ResolvedPE]) -> None:
     ) from None
 
 
-def state(
-    at: Position,
-    selections: list[Selection],
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler,
-) -> dict[str, Any]:
-    """The checkpoint dict: everything a resumed run needs to take the next step."""
+def state(at: Position, selections: list[Selection], parts: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint dict: everything a resumed run needs to take the next step (``parts``:
+    the model, optimizer and schedule by name)."""
     losses = torch.stack(at.losses).cpu() if at.losses else None
     return {
         "position": {**vars(at), "losses": losses, "log": json.dumps(at.log)},
@@ -453,9 +413,7 @@ def state(
             s.pe.label: {"accuracy": s.accuracy, "epoch": s.epoch, "state": s.state}
             for s in selections
         },
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
+        **{name: part.state_dict() for name, part in parts.items()},
         "rng": {
             "cpu": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -463,27 +421,20 @@ def state(
     }
 
 
-def restore(
-    saved: dict[str, Any],
-    selections: list[Selection],
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler,
-) -> Position:
+def restore(saved: dict[str, Any], selections: list[Selection], parts: dict[str, Any]) -> Position:
     """Load a :func:`state` dict into the training; where it stands."""
     for selection in selections:
         entry = saved["selections"][selection.pe.label]
         selection.accuracy, selection.epoch = entry["accuracy"], entry["epoch"]
         selection.state = entry["state"]
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    schedule.load_state_dict(saved["schedule"])
+    for name, part in parts.items():
+        part.load_state_dict(saved[name])
     torch.set_rng_state(saved["rng"]["cpu"].cpu())
     cuda = saved["rng"]["cuda"]
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([rng.cpu() for rng in cuda])
     at = dict(saved["position"])
-    device = next(model.parameters()).device
+    device = next(parts["model"].parameters()).device
     at["losses"] = [] if at["losses"] is None else list(at["losses"].to(device).unbind())
     at["log"] = json.loads(at["log"])
     return Position(**at)
