@@ -4,7 +4,7 @@ A grid's values have their types (``seeds = [true]`` is no seed, ``epochs = "3"`
 count): one ``error:`` line naming the field, exit 2, no sweep folder. ``posgen results
 --wall-seconds`` takes a finite number. ``--pe-param rope_theta=10000`` (the default spelled
 out) is ``rope``: the same label, run and results cell. (The record's own lax values, a
-string accuracy, a key twice, ..., are in ``test_results_checks.py``.)
+string accuracy, a key twice, ..., are in ``test_train_guarantees.py``.)
 """
 
 from __future__ import annotations
