@@ -120,61 +120,28 @@ def sweep_copy(finished_sweep, tmp_path):
     return Sweep(tmp_path / "S")
 
 
-class ForkedPopen:
-    """``subprocess.Popen`` for ``python [-u] -m MODULE ARGS`` (a sweep's worker, submitit's
-    controller and task): a child forked from this process (torch imported once) runs MODULE
-    as ``__main__`` as a fresh interpreter would: its own copy of the module, default signal
-    handlers, no hook passes, the given environment, streams and ``preexec_fn``. Any other
-    command runs as it would. A stand-in for the seconds each fresh interpreter spends
-    importing torch; the signals between the processes are the real ones."""
+class ForkedPopen(subprocess.Popen):
+    """``subprocess.Popen`` whose ``python [-u] -m MODULE ARGS`` children (a sweep's worker,
+    submitit's controller) are forks of this process (torch imported once) running MODULE as
+    ``__main__`` as a fresh interpreter would; other commands run as they would."""
 
-    real = subprocess.Popen
     started: ClassVar[list[str]] = []  # the modules this process ran so
 
-    def __new__(cls, args, *rest, **kwargs):
-        command = [str(a) for a in args] if isinstance(args, list | tuple) else None
-        flags = command[1 : command.index("-m")] if command and "-m" in command else None
-        if rest or not command or command[0] != sys.executable or flags not in ([], ["-u"]):
-            return cls.real(args, *rest, **kwargs)
-        return super().__new__(cls)
-
-    def __init__(self, args, *, stdin=None, stdout=None, stderr=None, env=None, **kwargs):
-        self.args, self.returncode = args, None
-        module, *argv = [str(a) for a in args][[str(a) for a in args].index("-m") + 1 :]
-        preexec = kwargs.pop("preexec_fn", None)
-        unknown = set(kwargs) - {"shell", "encoding", "text", "close_fds"}
-        assert not unknown and not kwargs.get("shell"), kwargs
+    def _execute_child(self, args, executable, preexec, *more):
+        # more: close_fds, pass_fds, cwd, env, startupinfo, creationflags, shell, then the pipe
+        # ends p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, then the rest
+        command = [str(a) for a in args] if isinstance(args, list | tuple) else []
+        flags = command[1 : command.index("-m")] if "-m" in command else None
+        if not command or command[0] != sys.executable or flags not in ([], ["-u"]):
+            return super()._execute_child(args, executable, preexec, *more)
+        module, *argv = command[command.index("-m") + 1 :]
         self.started.append(module)
+        env, pipes = more[3], more[7:13]
         self.pid = os.fork()
         if self.pid == 0:  # the child never returns into pytest
-            _run_forked(module, argv, (stdin, stdout, stderr), env, preexec)
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:  # reaped by a waitpid(-1): as subprocess.Popen says
-                self.returncode = 0
-            else:
-                if pid:
-                    self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        assert timeout is None, "no timed waits here"
-        if self.returncode is None:
-            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
-        return self.returncode
-
-    def send_signal(self, signum: int) -> None:
-        if self.poll() is None:  # as subprocess.Popen: never a reaped pid
-            os.kill(self.pid, signum)
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
+            _run_forked(module, argv, (pipes[0], pipes[3], pipes[5]), env, preexec)
+        self._child_created = True
+        self._close_pipe_fds(*pipes)
 
 
 def _run_forked(module: str, argv: list[str], streams: tuple, env, preexec) -> None:
@@ -188,16 +155,9 @@ def _run_forked(module: str, argv: list[str], streams: tuple, env, preexec) -> N
     code = 1
     try:
         for fd, stream in enumerate(streams):
-            if stream is subprocess.DEVNULL:
-                target = os.open(os.devnull, os.O_RDWR)
-            elif stream is subprocess.STDOUT:
-                target = 1
-            elif stream is None:
-                continue
-            else:
-                target = stream if isinstance(stream, int) else stream.fileno()
-            os.dup2(target, fd)
-        if streams[0] is not None:
+            if stream != -1:
+                os.dup2(stream, fd)
+        if streams[0] != -1:
             sys.stdin = open(0, closefd=False)  # noqa: SIM115
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
