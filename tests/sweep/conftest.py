@@ -1,6 +1,5 @@
-"""The tiny sweep the sweep tests share: a grid on ``tiny_training_dataset``'s recursive config
-(a 1-layer model, 2 epochs of 2 steps), new sweep folders of it, a finished rope + yarn sweep
-(one training, two run folders) and the bytes of run folders, timings left out."""
+"""The tiny sweep the sweep tests share (a 1-layer model on ``tiny_training_dataset``'s
+recursive config), a finished rope + yarn sweep, and forked ``python -m`` workers."""
 
 from __future__ import annotations
 

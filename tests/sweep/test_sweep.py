@@ -1,12 +1,5 @@
-"""``posgen sweep``: grids, run hashes, executors, status, and runs that survive being killed.
-
-Runs are stopped at exact points (``POSGEN_SIGNAL_AT``, :func:`posgen.signals.point`), never
-by timing: SIGTERM in this process (the handlers see it as they would from outside), SIGKILL
-and SIGSTOP in workers (forked from this process: torch is imported once). The ``python -m``
-workers of a local sweep and submitit-local's controller are forks too, each running its module
-as ``__main__`` as a fresh interpreter would (``forked_interpreters``). The tiny sweep and its
-finished reference: tests/sweep/conftest.py.
-"""
+"""``posgen sweep``: grids, run hashes, executors, status, and runs that survive being killed
+at exact points (``POSGEN_SIGNAL_AT``), in this process or in forked workers."""
 
 from __future__ import annotations
 

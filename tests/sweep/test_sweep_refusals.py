@@ -1,11 +1,5 @@
-"""Grids refused when they are read, damaged checkpoints, and what a sweep stopped while it
-waits on submitit says (issue 27, classes 4 to 8 and 10).
-
-A grid's run count is computed before expansion and refused above
-:data:`posgen.train.config.MAX_RUNS`; a grid with a bad encoding parameter is refused when
-it is read (before torch, before the sweep folder exists), so a bad encoding never fails the
-healthy encodings that would share its training; a broken plugin is refused before any run.
-"""
+"""Grids refused when read (too many runs, bad encodings: before torch and the sweep folder),
+damaged checkpoints, and a sweep stopped while it waits on submitit (issue 27, classes 4-8, 10)."""
 
 from __future__ import annotations
 

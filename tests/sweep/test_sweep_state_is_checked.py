@@ -1,12 +1,5 @@
-"""Issue 27, class 9: a sweep folder's state is checked, never trusted.
-
-A run is done only when its folder holds the whole run (every run file, a ``results.json``
-read whole) and its own (the data, encoding, settings and seed its hash names); a rerun
-moves any other folder to ``SWEEP/discarded/`` and trains it again, to the same bytes (the
-``note:`` line: test_sweep.py's local sweep). ``sweep.json`` is checked too (keys are hashes,
-never ``../../elsewhere``; each run once; runs as their hashes name them): one ``error:``
-line (exit 2), and nothing under the test's folder changes.
-"""
+"""Issue 27, class 9: a run is done only when its folder is whole and its own (else a rerun
+sets it aside and trains it again), and a damaged ``sweep.json`` is one error line."""
 
 from __future__ import annotations
 

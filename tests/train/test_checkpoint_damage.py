@@ -1,6 +1,5 @@
-"""Damaged checkpoints (issue 27, class 6): a checkpoint ends with the sha256 of its bytes; one
-that cannot be read or checked is named with the command that starts over, exit 1, and is
-never resumed (nor changed, nor removed); following the command trains the run anew."""
+"""Damaged checkpoints (issue 27, class 6): named with the command that starts over (exit 1),
+never resumed, changed or removed; following the command trains the run anew."""
 
 from __future__ import annotations
 

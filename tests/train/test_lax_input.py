@@ -1,11 +1,5 @@
-"""Issue 27, class 11: lax input is refused, and a default spelled out is the default.
-
-A grid's values have their types (``seeds = [true]`` is no seed, ``epochs = "3"`` no
-count): one ``error:`` line naming the field, exit 2, no sweep folder. ``posgen results
---wall-seconds`` takes a finite number. ``--pe-param rope_theta=10000`` (the default spelled
-out) is ``rope``: the same label, run and results cell. (The record's own lax values, a
-string accuracy, a key twice, ..., are in ``test_train_guarantees.py``.)
-"""
+"""Issue 27, class 11: lax input (a grid's ``seeds = [true]``, a non-finite ``--wall-seconds``)
+is refused, and a default spelled out (``--pe-param rope_theta=10000``) is the default."""
 
 from __future__ import annotations
 

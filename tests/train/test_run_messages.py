@@ -1,11 +1,6 @@
-"""Messages that must say what happened (issue 27, class 10): ``posgen train`` and
-``posgen results``.
-
-The progress bar is closed before the ``error:`` line, so stderr ends with it; the memory
-estimate honours the process's address-space limit and counts no position table an
-encoding does not have; ``posgen results`` says why runs of one cell cannot be averaged
-(another dataset of the same folder name, other settings, a copy).
-"""
+"""Messages that say what happened (issue 27, class 10): stderr ends with the error line after
+the progress bar, ``results`` says why runs cannot be averaged, the memory estimate honours
+the address-space limit and the memory cgroup."""
 
 from __future__ import annotations
 

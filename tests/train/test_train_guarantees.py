@@ -1,12 +1,6 @@
-"""Hostile use of ``posgen train``, ``posgen results`` and ``posgen score`` (issue 21).
-
-Each class is tried with several variants: signals at named moments (the
-``POSGEN_SIGNAL_AT`` hook, no sleeps), a dataset replaced or damaged under a run, damaged
-and duplicated run folders, inputs that ask for unbounded memory, outputs named over inputs
-or into a dataset, flags wrong in ways the data side already refuses. Every case must end
-in one ``error:`` line with the right exit status (or a correct result), and no file but
-the named outputs may change. Counts go to the session summary (the ``recorded`` fixture).
-"""
+"""Hostile use of ``posgen train``, ``results`` and ``score`` (issues 21, 27): signals at named
+moments, damaged data and run files, memory bombs, outputs over inputs, bad flags. Each ends in
+one ``error:`` line with its exit status (or a correct result), and no other file changes."""
 
 from __future__ import annotations
 
