@@ -399,29 +399,47 @@ MODEL_BOMBS = {
 }
 
 
+RANDOMIZED = {"rope": False, "alibi": False, "learned": True, "sinusoidal": True}  # has a table
+MEMORY = {  # case -> (flags, whether the estimate refuses them at 2 GiB, the summary's kind)
+    **{case: (flags, True, "bomb") for case, flags in MODEL_BOMBS.items()},
+    **{
+        f"10^8 randomized positions with {pe}": (
+            [f"--pe={pe}", "--randomized-positions=100000000"],
+            table,
+            "resources",
+        )
+        for pe, table in RANDOMIZED.items()
+    },
+}
+
+
 @pytest.fixture
 def imported(monkeypatch) -> list[int]:
-    """Appended to when the command gets as far as importing torch (it then stops)."""
+    """Appended to when the command gets as far as importing torch (it then stops, exit 143)."""
     calls: list[int] = []
 
     def stop() -> None:
         calls.append(1)
-        raise RuntimeError("the run got as far as importing torch")
+        raise Interrupted(signal.SIGTERM)
 
     monkeypatch.setattr("posgen.cli.train.require_extra", stop)
     return calls
 
 
-@pytest.mark.parametrize("case", sorted(MODEL_BOMBS))
-def test_a_run_that_cannot_fit_in_memory_is_refused_up_front(
+@pytest.mark.parametrize("case", sorted(MEMORY))
+def test_a_run_that_cannot_fit_in_memory_and_only_such_a_run_is_refused_up_front(
     assert_clean_error, cli, recorded, imported, tmp_path, data, case, monkeypatch
 ):
+    flags, refused, kind = MEMORY[case]
     monkeypatch.setattr("posgen.cli.train.available_bytes", lambda: 2 * 2**30)
     out = tmp_path / "run"
-    result = cli(*train_args(data, out), *MODEL_BOMBS[case])
-    with recorded("bomb", f"train:{case}"):
-        assert_clean_error(result, 2, "memory", "--force")
-        assert imported == []
+    result = cli(*train_args(data, out), *flags)
+    with recorded(kind, f"train:{case}"):
+        if refused:
+            assert_clean_error(result, 2, "memory", "--force")
+        else:  # past the estimate: stopped at the import
+            assert_clean_error(result, 143)
+        assert imported == ([] if refused else [1])
         assert not out.exists()
 
 
@@ -504,37 +522,26 @@ def test_a_real_run_stays_within_its_memory_estimate(recorded, tmp_path, data):
         (["--lr", "0"], ["--lr: Input should be greater than 0"]),
         (["--preset", "gpu"], ["'gpu' is not one of"]),
         (["--config", "cot"], ["no config 'cot'"]),
+        # checked once torch is imported
+        (["--pe", "bogus"], ["unknown position encoding 'bogus'"]),
+        (["--pe-param", "factor"], ["--pe-param 'factor': use key=value"]),
+        (["--pe-param", "fator=2"], ["rope has no such parameter"]),
+        (["--randomized-positions", "100"], ["must hold the test rows' 257 positions"]),
     ],
 )
 def test_bad_flags_name_the_flag_as_spelled_before_any_work(
-    assert_clean_error, cli, recorded, imported, tmp_path, data, flags, names
+    assert_clean_error, cli, recorded, request, tmp_path, data, flags, names
 ):
+    before_torch = flags[0] not in ("--pe", "--pe-param", "--randomized-positions")
+    imported = request.getfixturevalue("imported") if before_torch else []
     result = cli(*train_args(data, tmp_path / "run"), *flags)
     with recorded("bad_input", f"train:{' '.join(flags)}"):
         line = assert_clean_error(result, 2, *names)
         assert result.output.strip() == line  # nothing but the error line
-        assert "_" not in line.split(":")[1]  # the flag as spelled, not its field's name
         assert imported == []
         assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (["--pe", "bogus"], "unknown position encoding 'bogus'"),
-        (["--pe-param", "factor"], "--pe-param 'factor': use key=value"),
-        (["--pe-param", "fator=2"], "rope has no such parameter"),
-        (["--randomized-positions", "100"], "must hold the test rows' 257 positions"),
-    ],
-)
-def test_bad_encoding_flags_are_one_line_once_torch_is_imported(
-    assert_clean_error, cli, recorded, tmp_path, data, flags, message
-):
-    result = cli(*train_args(data, tmp_path / "run"), *flags)
-    with recorded("bad_input", f"train:{' '.join(flags)}"):
-        line = assert_clean_error(result, 2, message)
-        assert result.output.strip() == line
-        assert list(tmp_path.iterdir()) == []
+        if before_torch:  # the flag as spelled, not its field's name
+            assert "_" not in line.split(":")[1]
 
 
 def test_train_without_config_on_a_folder_of_several_names_them_before_importing_torch(
