@@ -367,21 +367,20 @@ def test_resumed_runs_match_for_encodings_with_their_own_state(
     assert sweep_bytes(sweep) == sweep_bytes(whole)
 
 
-def forked_worker(sweep: Sweep, job: str, hook: str) -> tuple[int, Path]:
-    """A worker (:func:`job_main`, as ``python -m posgen.train.sweep SWEEP JOB`` runs it) in a
-    child forked from this process, torch already imported; its pid and its stderr file."""
-    stderr = sweep.root.parent / f"{job}.stderr"
-    pid = os.fork()
-    if pid == 0:  # the child never returns into pytest
-        code = 70
-        try:
+@pytest.fixture
+def forked_worker(fork_child):
+    """``forked_worker(sweep, job, hook)``: a worker (:func:`job_main`, as ``python -m
+    posgen.train.sweep SWEEP JOB`` runs it) forked from this process with ``hook`` set; its pid
+    and the read end of its output."""
+
+    def start(sweep: Sweep, job: str, hook: str) -> tuple[int, int]:
+        def work() -> None:
             os.environ[signals.HOOK_ENV] = hook
-            with open(stderr, "w", buffering=1) as log:
-                sys.stdout = sys.stderr = log
-                code = job_main([str(sweep.root), job])
-        finally:
-            os._exit(code)
-    return pid, stderr
+            sys.exit(job_main([str(sweep.root), job]))
+
+        return fork_child(work)
+
+    return start
 
 
 def exit_code(pid: int) -> int:
@@ -390,12 +389,13 @@ def exit_code(pid: int) -> int:
 
 @pytest.mark.parametrize("point", ["step:3", "checkpoint:2", "final:2"])
 def test_sigkill_leaves_no_finished_looking_folder_and_the_next_run_resumes(
-    new_sweep, sweep_bytes, tmp_path, reference, point
+    new_sweep, sweep_bytes, forked_worker, tmp_path, reference, point
 ):
     """A worker SIGKILLed mid-step, mid-checkpoint and while writing the second run folder."""
     sweep, job = new_sweep(tmp_path / "S")
-    pid, _ = forked_worker(sweep, job, f"{point}:SIGKILL")
+    pid, output = forked_worker(sweep, job, f"{point}:SIGKILL")
     assert exit_code(pid) == -signal.SIGKILL
+    os.close(output)
     finished = {run.pe for run in sweep.read().runs if sweep.run_folder(run).exists()}
     assert finished == ({"rope"} if point == "final:2" else set())
     assert states(sweep)["yarn"][0] == "waiting"
@@ -405,17 +405,18 @@ def test_sigkill_leaves_no_finished_looking_folder_and_the_next_run_resumes(
 
 
 def test_status_is_true_while_a_worker_runs_stops_and_resumes(
-    new_sweep, sweep_bytes, tmp_path, reference
+    new_sweep, sweep_bytes, forked_worker, tmp_path, reference
 ):
     sweep, job = new_sweep(tmp_path / "S")
     assert states(sweep) == {"rope": ("waiting", ""), "yarn": ("waiting", "")}
-    pid, stderr = forked_worker(sweep, job, "step:3:SIGSTOP")  # alive, holding its lock
+    pid, output = forked_worker(sweep, job, "step:3:SIGSTOP")  # alive, holding its lock
     os.waitpid(pid, os.WUNTRACED)
     assert states(sweep)["yarn"] == ("running", "epoch 2, step 2")
     os.kill(pid, signal.SIGTERM)
     os.kill(pid, signal.SIGCONT)
     assert exit_code(pid) == 128 + signal.SIGTERM
-    last = stderr.read_text().strip().splitlines()[-1]
+    with open(output) as said:  # a few lines: the pipe never fills
+        last = said.read().strip().splitlines()[-1]
     assert last == f"error: {job}: interrupted by SIGTERM; checkpoint kept"
     assert states(sweep)["yarn"] == ("waiting", "resumes at epoch 2, step 3")
     run_job(sweep.root, job)
