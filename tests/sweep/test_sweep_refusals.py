@@ -28,12 +28,17 @@ def toml_grid(path: Path, data: Path, pes: str, seeds: str = "[3]") -> Path:
     return path
 
 
-def _no_torch(imported: list[int]):
+@pytest.fixture
+def imported(monkeypatch) -> list[int]:
+    """Appended to when the sweep gets as far as importing torch (it then stops)."""
+    calls: list[int] = []
+
     def stop() -> None:
-        imported.append(1)
+        calls.append(1)
         raise RuntimeError("the sweep got as far as importing torch")
 
-    return stop
+    monkeypatch.setattr("posgen.cli.sweep.require_extra", stop)
+    return calls
 
 
 def _presets(count: int) -> str:
@@ -54,7 +59,7 @@ BOMBS = {  # (datasets, configs, pes, seeds, presets): a grid of a few KB
 
 @pytest.mark.parametrize("case", sorted(BOMBS))
 def test_a_grid_of_too_many_runs_is_refused_when_read(
-    assert_clean_error, cli, recorded, tmp_path, monkeypatch, case
+    assert_clean_error, cli, recorded, imported, tmp_path, case
 ):
     datasets, configs, pes, seeds, presets = BOMBS[case]
     if pes is None:
@@ -69,8 +74,6 @@ def test_a_grid_of_too_many_runs_is_refused_when_read(
     ]
     grid = tmp_path / "g.toml"
     grid.write_text("\n".join(lines) + "\n" + _presets(presets))
-    imported: list[int] = []
-    monkeypatch.setattr("posgen.cli.sweep.require_extra", _no_torch(imported))
     result = cli("sweep", grid, "--out", tmp_path / "S")
     with recorded("bomb", f"issue 27 class 7: {case}"):
         assert_clean_error(result, 2, str(grid), f"more than the limit of {MAX_RUNS:,}")
@@ -120,12 +123,10 @@ BAD_PARAMETERS = {  # a TOML encoding table, a fragment of the error line
 
 @pytest.mark.parametrize("case", sorted(BAD_PARAMETERS))
 def test_a_grid_with_a_bad_parameter_is_refused_when_read_before_any_training(
-    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, monkeypatch, case
+    assert_clean_error, cli, recorded, imported, tiny_training_dataset, tmp_path, case
 ):
     table, fragment = BAD_PARAMETERS[case]
     grid = toml_grid(tmp_path / "g.toml", tiny_training_dataset, f'["rope", {table}]')
-    imported: list[int] = []
-    monkeypatch.setattr("posgen.cli.sweep.require_extra", _no_torch(imported))
     result = cli("sweep", grid, "--out", tmp_path / "S")
     with recorded("bad_input", f"issue 27 class 8: grid {case}"):
         assert_clean_error(result, 2, str(grid), "pes: 1", fragment)
@@ -145,14 +146,14 @@ REPEATED = {  # a grid file whose encoding gives one parameter twice (TOML refus
 
 @pytest.mark.parametrize("name", sorted(REPEATED))
 def test_a_parameter_given_twice_in_a_grid_is_refused(
-    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, monkeypatch, name
+    assert_clean_error, cli, recorded, imported, tiny_training_dataset, tmp_path, name
 ):
     grid = tmp_path / name
     grid.write_text(REPEATED[name].format(data=json.dumps(str(tiny_training_dataset))))
-    monkeypatch.setattr("posgen.cli.sweep.require_extra", _no_torch([]))
     result = cli("sweep", grid, "--out", tmp_path / "S")
     with recorded("bad_input", f"issue 27 class 4: factor given twice in {name}"):
         assert_clean_error(result, 2, str(grid), "factor")
+        assert imported == []
         assert not (tmp_path / "S").exists()
 
 
@@ -210,29 +211,21 @@ CHECKPOINTS = {"empty": b"", "garbage without a checksum": b"PK\x03\x04 not a ch
 
 @pytest.mark.parametrize("case", sorted(CHECKPOINTS))
 def test_a_sweep_names_a_damaged_checkpoint_and_never_resumes_it(
-    recorded, tiny_training_dataset, tmp_path, case
+    recorded, new_sweep, tmp_path, case
 ):
-    from posgen.train.config import jobs_of
     from posgen.train.job import CHECKPOINT, DamagedCheckpoint
-    from posgen.train.sweep import Sweep, run_job, run_states
+    from posgen.train.sweep import run_job, run_states
 
-    sweep = Sweep(tmp_path / "S")
-    sweep.add(
-        expand(
-            read_grid(toml_grid(tmp_path / "g.toml", tiny_training_dataset, '["rope"]')),
-            resolve_encoding,
-        )
-    )
-    (job,) = jobs_of(sweep.read().runs)
-    work = sweep.work(job.key)
+    sweep, job = new_sweep(tmp_path / "S", ["rope"])
+    work = sweep.work(job)
     work.mkdir(parents=True)
     (work / CHECKPOINT).write_bytes(CHECKPOINTS[case])
     (work / "progress.json").write_text('{"epoch": 1, "step": 1, "done": false}\n')
     with recorded("damage", f"issue 27 class 6: sweep checkpoint {case}"):
         with pytest.raises(DamagedCheckpoint, match="rm -r"):
-            run_job(sweep.root, job.key)
+            run_job(sweep.root, job)
         (state,) = run_states(sweep)
         assert state.state == "failed"
         assert str(work / CHECKPOINT) in state.detail and "not resumed" in state.detail
         assert (work / CHECKPOINT).read_bytes() == CHECKPOINTS[case]
-        assert not sweep.run_folder(job.runs[0]).exists()
+        assert not sweep.run_folder(state.run).exists()
