@@ -10,14 +10,7 @@ torch = pytest.importorskip("torch")
 
 from posgen.cli.sweep import resolve_encoding  # noqa: E402
 from posgen.train import sweep as sweep_module  # noqa: E402
-from posgen.train.config import (  # noqa: E402
-    expand,
-    identity,
-    jobs_of,
-    preset,
-    read_grid,
-    stable_hash,
-)
+from posgen.train.config import expand, identity, jobs_of, preset, read_grid, stable_hash  # noqa: E402
 
 GRIDS = Path(__file__).resolve().parents[2] / "grids"
 

@@ -124,48 +124,30 @@ def snapshot(folder: Path) -> dict[str, str]:
     return found
 
 
-def _run(index: int, **fields):
+def _run(index: int | None, **fields):
+    """Run ``index`` of sweep.json (every run: None) given ``fields``."""
+
     def change(record: dict) -> None:
-        record["runs"][index].update(fields)
-
-    return change
-
-
-def _repeat(times: int):
-    def change(record: dict) -> None:
-        record["runs"] = record["runs"] * times
-
-    return change
-
-
-def _every_run(**fields):
-    def change(record: dict) -> None:
-        for run in record["runs"]:
+        for run in record["runs"] if index is None else [record["runs"][index]]:
             run.update(fields)
 
     return change
 
 
-def _one_twice(record: dict) -> None:
-    record["runs"].append(dict(record["runs"][0]))
-
-
-# case -> (the change of sweep.json, what the error line names)
-RECORDS = {
-    "a key of ../../elsewhere": (_run(0, key="../../elsewhere"), "damaged (runs.0.key"),
-    "a key of ../runs/<other key>": (
-        _run(0, key="../runs/0123456789abcdef"),
-        "damaged (runs.0.key",
-    ),
-    "a key of /tmp": (_run(0, key="/tmp"), "damaged (runs.0.key"),
-    "a key in upper case": (_run(0, key="ABCDEF0123456789"), "damaged (runs.0.key"),
-    "a key of 15 digits": (_run(0, key="0123456789abcde"), "damaged (runs.0.key"),
-    "a key of 17 digits": (_run(0, key="0123456789abcdef0"), "damaged (runs.0.key"),
-    "an empty key": (_run(0, key=""), "damaged (runs.0.key"),
+BAD_KEYS = ["../../elsewhere", "../runs/0123456789abcdef", "/tmp", "ABCDEF0123456789"]
+BAD_KEYS += ["0123456789abcde", "0123456789abcdef0", ""]  # 15 and 17 digits, none
+RECORDS = {  # case -> (the change of sweep.json, what the error line names)
+    **{f"a key of {key!r}": (_run(0, key=key), "damaged (runs.0.key") for key in BAD_KEYS},
     "a job of ../../elsewhere": (_run(1, job="../../elsewhere"), "damaged (runs.1.job"),
     "a job of .": (_run(0, job="."), "damaged (runs.0.job"),
-    "the runs repeated 5,000 times": (_repeat(5000), "damaged (runs.2: run"),
-    "one run listed twice": (_one_twice, "damaged (runs.2: run"),
+    "the runs repeated 5,000 times": (
+        lambda record: record.update(runs=record["runs"] * 5000),
+        "damaged (runs.2: run",
+    ),
+    "one run listed twice": (
+        lambda record: record["runs"].append(dict(record["runs"][0])),
+        "damaged (runs.2: run",
+    ),
     "two runs of one training with other seeds": (_run(1, seed=4), "damaged (runs.1: training"),
     "two runs of one training on other data": (
         _run(1, data="/elsewhere/ds"),
@@ -173,7 +155,7 @@ RECORDS = {
     ),
     "a seed of true": (_run(0, seed=True), "damaged (runs.0.seed"),
     "every run's seed edited (consistent, but not the runs their hashes name)": (
-        _every_run(seed=4),
+        _run(None, seed=4),
         "records other settings than the grid's run",
     ),
 }
