@@ -93,29 +93,49 @@ def test_all_is_every_registered_pe_and_builtin_leaves_plugins_out(sweep_grid):
 
 
 @pytest.mark.parametrize(
-    ("change", "message"),
+    ("change", "flags", "message"),
     [
-        ({"pe": ["rope"]}, "pe: Extra inputs are not permitted"),
-        ({"pes": ["rope", "rope"]}, "pes repeat"),
-        ({"pes": ["rope", "no_such_pe"]}, "pes.1: unknown position encoding 'no_such_pe'"),
-        ({"pes": [{"name": "linear", "parameters": {"nope": 1}}]}, "linear has no such parameter"),
-        ({"pes": [{"name": "rope", "randomised": 9}]}, "pes: 0.randomised: Extra inputs"),
-        ({"pes": "every"}, "pes: use a list of encodings"),
-        ({"pes": []}, "pes: Value should have at least 1 item"),
-        ({"seeds": [-1]}, "seed -1 is outside"),
-        ({"presets": [{"name": "gpu"}]}, "unknown preset 'gpu'"),
-        ({"presets": [{"name": "cpu", "overrides": {"lr": 0}}]}, "overrides.lr: Input should be"),
-        ({"presets": [{"name": "cpu", "overrides": {"seeds": [1]}}]}, "seeds are set by"),
-        ({"slurm": {"gpus": -1}}, "slurm.gpus: Input should be greater than or equal to 0"),
-        ({"datasets": ["no/such/folder"]}, "datasets.0:"),
-        ({"configs": ["nocfg"]}, "has no config nocfg"),
+        ({"pe": ["rope"]}, [], "pe: Extra inputs are not permitted"),
+        ({"pes": ["rope", "rope"]}, [], "pes repeat"),
+        ({"pes": ["rope", "no_such_pe"]}, [], "pes.1: unknown position encoding 'no_such_pe'"),
+        (
+            {"pes": [{"name": "linear", "parameters": {"nope": 1}}]},
+            [],
+            "linear has no such parameter",
+        ),
+        ({"pes": [{"name": "rope", "randomised": 9}]}, [], "pes: 0.randomised: Extra inputs"),
+        ({"pes": "every"}, [], "pes: use a list of encodings"),
+        ({"pes": []}, [], "pes: Value should have at least 1 item"),
+        ({"seeds": [-1]}, [], "seed -1 is outside"),
+        ({"presets": [{"name": "gpu"}]}, [], "unknown preset 'gpu'"),
+        (
+            {"presets": [{"name": "cpu", "overrides": {"lr": 0}}]},
+            [],
+            "overrides.lr: Input should be",
+        ),
+        ({"presets": [{"name": "cpu", "overrides": {"seeds": [1]}}]}, [], "seeds are set by"),
+        ({"slurm": {"gpus": -1}}, [], "slurm.gpus: Input should be greater than or equal to 0"),
+        ({"datasets": ["no/such/folder"]}, [], "datasets.0:"),
+        ({"configs": ["nocfg"]}, [], "has no config nocfg"),
+        # executor flags
+        (
+            {},
+            ["--partition", "gpu"],
+            "error: --partition: for --executor slurm or submitit-local only",
+        ),
+        ({}, ["--executor", "slurm", "--jobs", "2"], "error: --jobs: for --executor local only"),
+        (
+            {},
+            ["--executor", "slurm", "--gpus", "-1"],
+            "error: --gpus: Input should be greater than",
+        ),
     ],
 )
-def test_bad_grid_is_one_error_line_exit_2_and_nothing_written(
-    assert_clean_error, cli, sweep_grid, tmp_path, change, message
+def test_bad_grid_or_executor_flag_is_one_error_line_exit_2_and_nothing_written(
+    assert_clean_error, cli, sweep_grid, tmp_path, change, flags, message
 ):
     grid = write_grid(tmp_path / "g.json", {**sweep_grid(["rope"]), **change})
-    result = cli("sweep", str(grid), "--out", str(tmp_path / "S"))
+    result = cli("sweep", str(grid), "--out", str(tmp_path / "S"), *flags)
     assert_clean_error(result, 2, message)
     assert result.stdout == ""
     assert not (tmp_path / "S").exists()
@@ -127,24 +147,6 @@ def test_grid_file_that_is_not_toml_is_one_error_line(assert_clean_error, cli, t
     result = cli("sweep", str(grid), "--out", str(tmp_path / "S"))
     line = assert_clean_error(result, 2)
     assert line.startswith(f"error: grid file {grid} is not valid TOML")
-
-
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (["--partition", "gpu"], "--partition: for --executor slurm or submitit-local only"),
-        (["--executor", "slurm", "--jobs", "2"], "--jobs: for --executor local only"),
-        (["--executor", "slurm", "--gpus", "-1"], "--gpus: Input should be greater than"),
-    ],
-)
-def test_executor_flags_are_checked_before_anything_is_written(
-    assert_clean_error, cli, sweep_grid, tmp_path, flags, message
-):
-    grid = write_grid(tmp_path / "g.json", sweep_grid(["rope"]))
-    result = cli("sweep", str(grid), "--out", str(tmp_path / "S"), *flags)
-    assert assert_clean_error(result, 2).startswith(f"error: {message}")
-    assert result.stdout == ""
-    assert not (tmp_path / "S").exists()
 
 
 def test_out_that_is_some_other_folder_is_refused(assert_clean_error, cli, sweep_grid, tmp_path):
