@@ -1,7 +1,9 @@
-"""Fixtures of the training tests: plugin modules written to a folder on ``sys.path``."""
+"""Fixtures of the training tests: plugin modules written to a folder on ``sys.path``, and
+``posgen results`` of ``trained_runs`` run once for the tests that read its outputs."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,3 +28,15 @@ def plugin_site(tmp_path, monkeypatch) -> Iterator[Callable[[str, str], Path]]:
     for name, module in list(sys.modules.items()):
         if str(getattr(module, "__file__", None) or "").startswith(str(site)):
             del sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def reported(cli, trained_runs, tmp_path_factory) -> dict[str, object]:
+    """``posgen results`` of ``trained_runs`` with ``--json``, ``--plot c.png`` and ``--command
+    "make results"``: the table's text (``md``), the JSON (``json``) and the plot's path."""
+    folder = tmp_path_factory.mktemp("reported")
+    out, js, plot = folder / "R.md", folder / "r.json", folder / "c.png"
+    args = ["results", trained_runs, "--out", out, "--json", js, "--plot", plot]
+    result = cli(*args, "--command", "make results")
+    assert result.exit_code == 0, result.output
+    return {"md": out.read_text(), "json": json.loads(js.read_text()), "plot": plot}

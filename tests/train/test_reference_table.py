@@ -123,12 +123,8 @@ def test_every_run_records_attention_per_layer_id_against_ood(trained_runs):
         assert layer.id.far_share is not None and 0 <= layer.ood.far_share <= 1
 
 
-def test_results_table_shows_attention_per_cell_and_the_json_every_layer(
-    cli, trained_runs, tmp_path
-):
-    out, js = tmp_path / "R.md", tmp_path / "r.json"
-    assert cli("results", trained_runs, "--out", out, "--json", js).exit_code == 0
-    cell = json.loads(js.read_text())["ds"]["tasks"]["cot"]["rope"]
+def test_results_table_shows_attention_per_cell_and_the_json_every_layer(trained_runs, reported):
+    cell = reported["json"]["ds"]["tasks"]["cot"]["rope"]
     records = [read_run(trained_runs / f"rope-{seed}").attention for seed in SEEDS]
     assert len(cell["attention"]) == TINY["layers"]
     for index, layer in enumerate(cell["attention"]):
@@ -137,10 +133,9 @@ def test_results_table_shows_attention_per_cell_and_the_json_every_layer(
             assert layer[region]["far_share"] == pytest.approx(sum(values) / len(values))
     flat = [layer["ood"]["normalized_entropy"] for layer in cell["attention"]]
     assert cell["attn_flat_ood"] == pytest.approx(sum(flat) / len(flat))
-    text = out.read_text()
-    assert "| attention flatness | attention far share |" in text
+    assert "| attention flatness | attention far share |" in reported["md"]
     shown = f"{cell['attn_far_id']:.3f} -> {cell['attn_far_ood']:.3f}"
-    assert f"| {shown} |" in text
+    assert f"| {shown} |" in reported["md"]
 
 
 def test_an_attention_function_that_cannot_be_probed_is_refused_not_misread():
@@ -220,10 +215,8 @@ def test_effective_length_ignores_positions_without_a_value():
     assert effective_length(POSITIONS, accuracy, W, L, CHANCE) == 200
 
 
-def test_effective_length_definition_is_in_the_tables_header(cli, trained_runs, tmp_path):
-    out = tmp_path / "R.md"
-    assert cli("results", trained_runs, "--out", out).exit_code == 0
-    text = out.read_text()
+def test_effective_length_definition_is_in_the_tables_header(reported):
+    text = reported["md"]
     assert "Effective length E: the ID reference is the mean per-position test accuracy" in text
     assert "blocks of 8" in text and "0.05 below the reference" in text
 
@@ -314,12 +307,11 @@ def check_eee(record: dict) -> None:
 
 
 def test_eee_export_is_one_record_per_cell_with_an_entry_per_metric_and_length_bucket(
-    cli, trained_runs, tmp_path
+    cli, trained_runs, reported, tmp_path
 ):
-    out, js = tmp_path / "eee", tmp_path / "r.json"
+    out = tmp_path / "eee"
     result = cli("results", trained_runs, "--format", "eee", "--out", out)
     assert result.exit_code == 0, result.output
-    assert cli("results", trained_runs, "--format", "json", "--out", js).exit_code == 0
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == ["ds/cot/rope.json", "ds/cot/yarn.json"]
     record = json.loads((out / files[0]).read_text())
@@ -347,16 +339,15 @@ def test_eee_export_is_one_record_per_cell_with_an_entry_per_metric_and_length_b
             per_run.append(sum(c.correct[i] for i in inside) / sum(c.tokens[i] for i in inside))
         assert entry["score_details"]["score"] == pytest.approx(sum(per_run) / 2)
         assert uncertainty["standard_deviation"] == pytest.approx(np.std(per_run, ddof=1))
-    cell = json.loads(js.read_text())["results"]["ds"]["tasks"]["cot"]["rope"]
+    cell = reported["json"]["ds"]["tasks"]["cot"]["rope"]
     id_entry = entries[0]["score_details"]["score"]
     assert id_entry == pytest.approx(cell["id_mean"])  # the ID bucket is the ID accuracy
 
 
-def test_hf_export_is_an_eval_results_yaml_per_metric(cli, trained_runs, tmp_path):
-    out, js = tmp_path / "hub", tmp_path / "r.json"
+def test_hf_export_is_an_eval_results_yaml_per_metric(cli, trained_runs, reported, tmp_path):
+    out = tmp_path / "hub"
     assert cli("results", trained_runs, "--format", "hf", "--out", out).exit_code == 0
-    assert cli("results", trained_runs, "--json", js, "--out", tmp_path / "R.md").exit_code == 0
-    cell = json.loads(js.read_text())["ds"]["tasks"]["cot"]["rope"]
+    cell = reported["json"]["ds"]["tasks"]["cot"]["rope"]
     folder = out / "ds" / "cot" / "rope" / ".eval_results"
     names = sorted(p.name for p in folder.iterdir())
     assert names == sorted(

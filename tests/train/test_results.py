@@ -18,27 +18,23 @@ from posgen.train.run_record import PREDICTIONS, PROBE_PREDICTIONS, read_run  # 
 
 
 def test_results_table_holds_accuracy_and_far_reliance_mean_std_and_seed_count(
-    cli, trained_runs, tmp_path
+    trained_runs, reported
 ):
-    out, js, plot = tmp_path / "R.md", tmp_path / "r.json", tmp_path / "c.png"
-    args = ["results", trained_runs, "--out", out, "--json", js, "--plot", plot]
-    result = cli(*args, "--command", "make results")
-    assert result.exit_code == 0, result.output
     records = [read_run(trained_runs / f"yarn-{seed}") for seed in (1, 2)]
     ids = [record.scores.id.accuracy for record in records]
-    cell = json.loads(js.read_text())["ds"]["tasks"]["cot"]["yarn"]
+    cell = reported["json"]["ds"]["tasks"]["cot"]["yarn"]
     assert (cell["n"], cell["seeds"]) == (2, [1, 2])
     assert cell["id_mean"] == pytest.approx(statistics.mean(ids))
     assert cell["id_std"] == pytest.approx(statistics.stdev(ids))
     far = [record.probe_scores.ood.far_reliance for record in records]
     assert cell["far_ood_mean"] == pytest.approx(statistics.mean(far))
-    text = out.read_text()
+    text = reported["md"]
     assert "Produced by `make results`." in text
     header = "| task | PE | n | ID accuracy | OOD accuracy | ID far-reliance | OOD far-reliance"
     assert header in text
     row = f"| cot | yarn | 2 | {statistics.mean(ids):.3f} ± {statistics.stdev(ids):.3f} |"
     assert row in text
-    assert plot.stat().st_size > 0
+    assert reported["plot"].stat().st_size > 0
     assert "![accuracy against position](c.png)" in text
 
 
@@ -101,11 +97,9 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(
 
 
 def test_results_call_cells_complete_or_name_those_missing_a_seed_others_have(
-    cli, trained_runs, tmp_path
+    cli, trained_runs, reported, tmp_path
 ):
-    complete = tmp_path / "C.md"
-    assert cli("results", trained_runs, "--out", complete).exit_code == 0
-    assert "Incomplete" not in complete.read_text()
+    assert "Incomplete" not in reported["md"]
     partial = tmp_path / "runs"
     shutil.copytree(trained_runs, partial)
     shutil.rmtree(partial / "yarn-2")
