@@ -695,8 +695,8 @@ def in_json(change):
     return damage
 
 
-def edit(*keys: str | int, value: object = None, drop: bool = False):
-    """The record's field at ``keys`` set to ``value`` (or removed)."""
+def edit(*keys: str | int, value: object = None, drop: bool = False, to=None):
+    """The record's field at ``keys`` set to ``value``, to ``to(its value)``, or removed."""
 
     @in_json
     def change(body: dict) -> None:
@@ -705,13 +705,13 @@ def edit(*keys: str | int, value: object = None, drop: bool = False):
         if drop:
             del body[keys[-1]]
         else:
-            body[keys[-1]] = value
+            body[keys[-1]] = value if to is None else to(body[keys[-1]])
 
     return change
 
 
-def probe(*keys: str | int, value: object = None):
-    return edit("probe_scores", *keys, value=value)
+def probe(*keys: str | int, value: object = None, to=None):
+    return edit("probe_scores", *keys, value=value, to=to)
 
 
 def text(change):
@@ -733,13 +733,7 @@ def replaced(make):
 
 
 def cut_curve(scores: str, points: int):
-    @in_json
-    def change(body: dict) -> None:
-        curve = body[scores]["curve"]
-        for key in curve:
-            curve[key] = curve[key][:-points]
-
-    return change
+    return edit(scores, "curve", to=lambda curve: {k: v[:-points] for k, v in curve.items()})
 
 
 @in_json
@@ -761,24 +755,8 @@ def counted_past_rows(body: dict) -> None:
     body["probe_scores"]["curve"]["counted"][0] = body["probe_scores"]["rows"] + 1
 
 
-def as_string(*keys: str):
-    """The number at ``keys`` written as a string."""
-
-    @in_json
-    def change(body: dict) -> None:
-        for key in keys[:-1]:
-            body = body[key]
-        body[keys[-1]] = str(body[keys[-1]])
-
-    return change
-
-
 def checksums(digest: str):
-    @in_json
-    def change(body: dict) -> None:
-        body["data"]["files"] = dict.fromkeys(body["data"]["files"], digest)
-
-    return change
+    return edit("data", "files", to=lambda files: dict.fromkeys(files, digest))
 
 
 ROPE_THETA = ("position_encoding", "rope_parameters", "train", "rope_theta")
@@ -871,12 +849,12 @@ STRICT = {  # issue 27, class 11
         "scores.id.accuracy: a string",
     ),
     "a string accuracy that is the right ratio": (
-        as_string("scores", "id", "accuracy"),
+        edit("scores", "id", "accuracy", to=str),
         "scores.id.accuracy: a string",
     ),
-    "a string count": (as_string("scores", "id", "correct"), "scores.id.correct: a string"),
+    "a string count": (edit("scores", "id", "correct", to=str), "scores.id.correct: a string"),
     "a string far-reliance": (
-        as_string("probe_scores", "id", "far_reliance"),
+        probe("id", "far_reliance", to=str),
         "probe_scores.id.far_reliance: a string",
     ),
     "seed true": (edit("seed", value=True), "seed: a boolean"),
