@@ -241,31 +241,26 @@ def test_a_dataset_replaced_during_training_does_not_change_what_the_run_scores_
 # --- 3. damaged training data is refused before training ---------------------------------
 
 
-def _flip_bytes(path: Path, count: int) -> None:
-    raw = bytearray(path.read_bytes())
-    for i in range(count):
-        raw[len(raw) // 3 + i] ^= 0xFF
-    path.write_bytes(bytes(raw))
-
-
 def _shard(ds: Path, split: str) -> Path:
     return next((ds / "data" / "recursive").glob(f"{split}-*"))
 
 
-def _oov(ds: Path, rewrite_rows) -> None:
-    def change(tokens):
-        tokens[0, -1] = 200  # outside 0..16, manifest rewritten to match
-        return tokens
+def _bytes(split: str, change):
+    """The ``split`` shard's bytes replaced by ``change(them)``."""
 
-    rewrite_rows(ds, change, first_only=True)
-
-
-def _rewrite(split: str, change) -> None:
     def damage(ds: Path, _) -> None:
         shard = _shard(ds, split)
         shard.write_bytes(change(shard.read_bytes()))
 
     return damage
+
+
+def _flipped(count: int):
+    def flip(raw: bytes) -> bytes:
+        at = len(raw) // 3
+        return raw[:at] + bytes(b ^ 0xFF for b in raw[at : at + count]) + raw[at + count :]
+
+    return flip
 
 
 def _swap(ds: Path, _) -> None:
@@ -275,15 +270,23 @@ def _swap(ds: Path, _) -> None:
     test.write_bytes(raw)
 
 
+def _oov(tokens):
+    tokens[0, -1] = 200  # outside 0..16, manifest rewritten to match
+    return tokens
+
+
 DAMAGE = {
-    "16 bytes flipped in train": (lambda ds, _: _flip_bytes(_shard(ds, "train"), 16), "sha256"),
-    "200 bytes flipped in train": (lambda ds, _: _flip_bytes(_shard(ds, "train"), 200), "sha256"),
-    "train truncated": (_rewrite("train", lambda raw: raw[:100]), "truncated"),
-    "train longer": (_rewrite("train", lambda raw: raw + b"x"), "longer"),
+    "16 bytes flipped in train": (_bytes("train", _flipped(16)), "sha256"),
+    "200 bytes flipped in train": (_bytes("train", _flipped(200)), "sha256"),
+    "train truncated": (_bytes("train", lambda raw: raw[:100]), "truncated"),
+    "train longer": (_bytes("train", lambda raw: raw + b"x"), "longer"),
     "validation missing": (lambda ds, _: _shard(ds, "validation").unlink(), "missing"),
     "test missing": (lambda ds, _: _shard(ds, "test").unlink(), "missing"),
     "train and test swapped": (_swap, "posgen.json"),
-    "token outside the vocabulary, manifest matching": (_oov, "outside the vocabulary"),
+    "token outside the vocabulary, manifest matching": (
+        lambda ds, rewrite_rows: rewrite_rows(ds, _oov, first_only=True),
+        "outside the vocabulary",
+    ),
 }
 
 
@@ -303,15 +306,18 @@ def test_damaged_data_is_refused_before_training_naming_the_file(
         assert snapshot(ds) == before
 
 
-@pytest.mark.parametrize("case", ["16 bytes flipped in test", "test missing"])
+@pytest.mark.parametrize(
+    ("case", "damage"),
+    [
+        ("16 bytes flipped in test", _bytes("test", _flipped(16))),
+        ("test missing", DAMAGE["test missing"][0]),
+    ],
+)
 def test_score_refuses_damaged_reference_data(
-    assert_clean_error, cli, recorded, tmp_path, data, run, case
+    assert_clean_error, cli, recorded, tmp_path, data, run, case, damage
 ):
     ds = fresh_data(tmp_path, data)
-    if case == "test missing":
-        _shard(ds, "test").unlink()
-    else:
-        _flip_bytes(_shard(ds, "test"), 16)
+    damage(ds, None)
     result = cli("score", "--data", ds, "--predictions", run / "predictions.parquet")
     with recorded("damage", f"score:{case}"):
         assert_clean_error(result, 1, str(ds / "data" / "recursive"))
@@ -562,42 +568,36 @@ def test_a_folder_that_is_not_a_posgen_dataset_is_refused(assert_clean_error, cl
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("under", ["a file", "a read-only folder"])
-def test_out_under_a_file_or_a_read_only_folder_is_refused_before_training(
-    assert_clean_error, cli, recorded, imported, tmp_path, data, under
+def _read_only(parent: Path, _) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    parent.mkdir()
+    parent.chmod(0o555)
+
+
+OUTS = {  # case -> (make what is at parent or run, --out, what the line names; {t}: tmp_path)
+    "under a file": (lambda p, r: p.write_text("mine"), "parent/run", ["parent", "not a folder"]),
+    "under a read-only folder": (_read_only, "parent/run", ["{t}/parent", "not writable"]),
+    "an existing folder": (lambda p, r: r.mkdir(), "run", ["--out", "{t}/run"]),
+    "an existing file": (lambda p, r: r.write_text("mine"), "run", ["--out", "{t}/run"]),
+    "a dangling link": (lambda p, r: r.symlink_to(p / "nowhere"), "run", ["--out", "{t}/run"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUTS))
+def test_an_out_that_exists_or_cannot_be_made_is_refused_before_training(
+    assert_clean_error, cli, recorded, imported, tmp_path, data, case
 ):
-    if under == "a file":
-        (tmp_path / "parent").write_text("mine")
-        words = ["parent", "not a folder"]
-    else:
-        if os.geteuid() == 0:
-            pytest.skip("root writes anywhere")
-        (tmp_path / "parent").mkdir()
-        (tmp_path / "parent").chmod(0o555)
-        words = [str(tmp_path / "parent"), "not writable"]
+    make, out, words = OUTS[case]
+    make(tmp_path / "parent", tmp_path / "run")
     try:
-        result = cli(*train_args(data, tmp_path / "parent" / "run"))
+        result = cli(*train_args(data, tmp_path / out))
     finally:
-        (tmp_path / "parent").chmod(0o755)
-    with recorded("bad_input", f"train --out under {under}"):
-        assert_clean_error(result, 2, *words)
+        if (tmp_path / "parent").is_dir():
+            (tmp_path / "parent").chmod(0o755)
+    with recorded("bad_input", f"train --out {case}"):
+        assert_clean_error(result, 2, *(word.format(t=tmp_path) for word in words))
         assert imported == []
-
-
-@pytest.mark.parametrize("existing", ["folder", "file", "dangling link"])
-def test_an_existing_out_is_refused_whatever_it_is(
-    assert_clean_error, cli, recorded, tmp_path, data, existing
-):
-    out = tmp_path / "run"
-    if existing == "folder":
-        out.mkdir()
-    elif existing == "file":
-        out.write_text("mine")
-    else:
-        out.symlink_to(tmp_path / "nowhere")
-    result = cli(*train_args(data, out))
-    with recorded("bad_input", f"train --out an existing {existing}"):
-        assert_clean_error(result, 2, "--out", str(out))
 
 
 def test_a_folder_appearing_at_out_during_the_run_is_kept_and_named(
