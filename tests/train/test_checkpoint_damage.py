@@ -15,24 +15,17 @@ torch = pytest.importorskip("torch")
 import posgen.signals  # noqa: E402
 from posgen.train.job import CHECKPOINT, TRAILER_BYTES, TRAILER_TAG  # noqa: E402
 
-TINY = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32", "--batch-size=16"]
-FAST = [*TINY, "--eval-batch-size=8", "--epochs=1", "--max-steps=3", "--seed=0", "-q"]
-
-
-def train_args(data: Path, out: Path) -> list[object]:
-    return ["train", "--data", data, "--config", "cot", "--pe", "rope", "--out", out, *FAST]
-
 
 @pytest.fixture(scope="module")
-def stopped(cli, tiny_training_dataset, tmp_path_factory) -> dict[str, Path]:
+def stopped(train_tiny, tmp_path_factory) -> dict[str, Path]:
     """A run stopped by SIGTERM after step 1 (its work folder holds a checkpoint) and the same
     run trained without a stop (the reference)."""
     base = tmp_path_factory.mktemp("checkpoints")
     reference = base / "reference"
-    assert cli(*train_args(tiny_training_dataset, reference)).exit_code == 0
+    assert train_tiny("rope", reference).exit_code == 0
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(posgen.signals.HOOK_ENV, "step:1:SIGTERM")
-        result = cli(*train_args(tiny_training_dataset, base / "run"))
+        result = train_tiny("rope", base / "run")
     assert result.exit_code == 143, result.output
     work = base / ".run.posgen-resume"
     assert (work / CHECKPOINT).is_file()
@@ -70,7 +63,7 @@ DAMAGE = {  # what a damaged checkpoint.pt holds, and a fragment of the error li
 
 @pytest.mark.parametrize("case", sorted(DAMAGE))
 def test_a_damaged_checkpoint_is_named_with_the_command_that_starts_over(
-    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, stopped, case
+    assert_clean_error, train_tiny, recorded, tmp_path, stopped, case
 ):
     damage, fragment = DAMAGE[case]
     work = tmp_path / ".run.posgen-resume"
@@ -78,7 +71,7 @@ def test_a_damaged_checkpoint_is_named_with_the_command_that_starts_over(
     checkpoint = work / CHECKPOINT
     checkpoint.write_bytes(damage(checkpoint.read_bytes()))
     before = checkpoint.read_bytes()
-    result = cli(*train_args(tiny_training_dataset, tmp_path / "run"))
+    result = train_tiny("rope", tmp_path / "run")
     with recorded("damage", f"issue 27 class 6: checkpoint {case}"):
         line = assert_clean_error(result, 1, str(checkpoint), fragment, "not resumed")
         assert f"rm -r {work}" in line
@@ -86,25 +79,23 @@ def test_a_damaged_checkpoint_is_named_with_the_command_that_starts_over(
         assert not (tmp_path / "run").exists()
 
 
-def test_starting_over_as_told_trains_the_run_as_if_never_stopped(
-    cli, tiny_training_dataset, tmp_path, stopped
-):
+def test_starting_over_as_told_trains_the_run_as_if_never_stopped(train_tiny, tmp_path, stopped):
     work = tmp_path / ".run.posgen-resume"
     shutil.copytree(stopped["work"], work)
     (work / CHECKPOINT).write_bytes(b"")
     out = tmp_path / "run"
-    assert cli(*train_args(tiny_training_dataset, out)).exit_code == 1
+    assert train_tiny("rope", out).exit_code == 1
     shutil.rmtree(work)  # what the error line says to run
-    result = cli(*train_args(tiny_training_dataset, out))
+    result = train_tiny("rope", out)
     assert result.exit_code == 0, result.output
     reference = stopped["reference"] / "predictions.parquet"
     assert (out / "predictions.parquet").read_bytes() == reference.read_bytes()
 
 
-def test_an_intact_checkpoint_resumes_byte_identical(cli, tiny_training_dataset, tmp_path, stopped):
+def test_an_intact_checkpoint_resumes_byte_identical(train_tiny, tmp_path, stopped):
     shutil.copytree(stopped["work"], tmp_path / ".run.posgen-resume")
     out = tmp_path / "run"
-    result = cli(*train_args(tiny_training_dataset, out))
+    result = train_tiny("rope", out)
     assert result.exit_code == 0, result.output
     reference = stopped["reference"] / "predictions.parquet"
     assert (out / "predictions.parquet").read_bytes() == reference.read_bytes()

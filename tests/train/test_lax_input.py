@@ -13,8 +13,6 @@ from posgen.cli.sweep import resolve_encoding  # noqa: E402
 from posgen.encodings import Lengths, PERequest, resolve  # noqa: E402
 from posgen.train.config import Grid, expand  # noqa: E402
 
-TINY = ["--layers", "1", "--hidden", "16", "--heads", "2", "--intermediate", "32"]
-FAST = [*TINY, "--epochs", "1", "--max-steps", "2", "-q"]
 LENGTHS = Lengths(train=64, test=256, head_dim=8, heads=2)
 
 
@@ -106,13 +104,9 @@ def test_a_grid_naming_rope_twice_one_with_its_default_spelled_out_makes_one_run
         assert [run.pe for run in runs] == ["rope"]
 
 
-def test_rope_theta_10000_lands_in_the_results_cell_of_rope(
-    cli, recorded, tiny_training_dataset, tmp_path
-):
-    data = ["--data", tiny_training_dataset, "--config", "cot"]
+def test_rope_theta_10000_lands_in_the_results_cell_of_rope(recorded, train_tiny, cli, tmp_path):
     for seed, extra in ((1, []), (2, ["--pe-param", "rope_theta=10000"])):
-        out = tmp_path / "runs" / f"seed{seed}"
-        result = cli("train", *data, "--pe", "rope", *extra, "--seed", seed, "--out", out, *FAST)
+        result = train_tiny("rope", tmp_path / "runs" / f"seed{seed}", "--seed", seed, *extra)
         assert result.exit_code == 0, result.output
     js = tmp_path / "r.json"
     result = cli("results", tmp_path / "runs", "--out", tmp_path / "R.md", "--json", js)

@@ -286,12 +286,10 @@ def test_question_ids_move_only_the_question_tokens_to_ids_of_their_own(tiny_tra
 
 
 def test_a_question_ids_run_trains_a_wider_vocabulary_and_scores_its_predictions(
-    cli, tiny_training_dataset, tmp_path
+    train_tiny, tmp_path
 ):
     out = tmp_path / "run"
-    args = ["train", "--data", tiny_training_dataset, "--config", "cot", "--pe", "rope"]
-    args += [*TINY_FLAGS, "--epochs", "1", "--question-ids", "--save-model", "--out", out, "-q"]
-    result = cli(*args)
+    result = train_tiny("rope", out, "--question-ids", "--save-model")
     assert result.exit_code == 0, result.output
     record = json.loads((out / "results.json").read_text())
     assert record["train"]["question_ids"] is True
