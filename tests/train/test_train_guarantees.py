@@ -83,9 +83,7 @@ def copy_run(run: Path, where: Path) -> Path:
 # --- 1. signals: one line and 128 + signal at every moment --------------------------------
 
 TRAIN_POINTS = ["cli", "load", "step", "validation", "write"]
-# One handler takes all three (posgen.signals): each point meets one signal in turn, every
-# signal meets several points (and ``write``, the last, all three); the code of each signal
-# is checked again in a real process and while results and score write below.
+# One handler takes all three signals: each point meets one in turn (``write`` all three).
 TRAIN_KILLS = [(point, SIGNALS[i % 3]) for i, point in enumerate(TRAIN_POINTS)]
 TRAIN_KILLS += [("write", "SIGHUP")]
 
@@ -108,8 +106,6 @@ def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
         assert snapshot(data) == before
 
 
-# One handler takes all three (posgen.signals): each moment meets some of them, the three
-# signals meet the moments before the command runs (startup and import).
 IN_A_PROCESS = [("startup", "SIGINT"), ("startup", "SIGHUP"), ("import", "SIGTERM")]
 IN_A_PROCESS += [("exit", "SIGTERM"), ("exit", "SIGINT")]
 
@@ -118,10 +114,8 @@ IN_A_PROCESS += [("exit", "SIGTERM"), ("exit", "SIGINT")]
 def test_a_signal_before_the_imports_or_after_the_command_is_one_line_and_its_code(
     recorded, tmp_path, data, run, point, signame
 ):
-    """A real process (the ``posgen`` entry point) for the moments in-process tests cannot
-    reach: before the commands or torch are imported (a signal during torch's import is held
-    until it ends), and after ``posgen results`` printed its last line (Python restores the
-    default actions while it shuts down)."""
+    """A real ``posgen`` process for the moments in-process tests cannot reach: before the
+    commands or torch are imported, and after ``posgen results`` printed its last line."""
     out = tmp_path / ("R.md" if point == "exit" else "run")
     args = ["results", run, "--out", out] if point == "exit" else train_args(data, out)
     env = {**os.environ, "PYTHONPATH": str(ROOT), posgen.signals.HOOK_ENV: f"{point}:{signame}"}
