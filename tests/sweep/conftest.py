@@ -65,25 +65,25 @@ def new_sweep(sweep_grid, expand_grid) -> Callable[..., object]:
     return make
 
 
-def run_bytes(folder: Path) -> dict[str, object]:
-    """Every file of a run folder: bytes, but metrics.jsonl and results.json without timings."""
-    files: dict[str, object] = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-    lines = [json.loads(line) for line in files.pop("metrics.jsonl").decode().splitlines()]
-    files["metrics"] = [{k: v for k, v in line.items() if k not in TIMING} for line in lines]
-    record = json.loads(files.pop("results.json"))
-    files["results"] = {k: v for k, v in record.items() if k not in TIMING}
-    return files
+@pytest.fixture(scope="session")
+def run_bytes() -> Callable[[Path], dict[str, object]]:
+    """``run_bytes(folder)``: every file of a run folder, bytes, but metrics.jsonl and
+    results.json parsed and without timings."""
 
+    def read(folder: Path) -> dict[str, object]:
+        files: dict[str, object] = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+        lines = [json.loads(line) for line in files.pop("metrics.jsonl").decode().splitlines()]
+        files["metrics"] = [{k: v for k, v in line.items() if k not in TIMING} for line in lines]
+        record = json.loads(files.pop("results.json"))
+        files["results"] = {k: v for k, v in record.items() if k not in TIMING}
+        return files
 
-@pytest.fixture(scope="session", name="run_bytes")
-def _run_bytes() -> Callable[[Path], dict[str, object]]:
-    """``run_bytes(folder)``: see the function of that name."""
-    return run_bytes
+    return read
 
 
 @pytest.fixture(scope="session")
-def sweep_bytes() -> Callable[[object], dict[str, dict[str, object]]]:
-    """``sweep_bytes(sweep)``: :func:`run_bytes` of each recorded run, by run key."""
+def sweep_bytes(run_bytes) -> Callable[[object], dict[str, dict[str, object]]]:
+    """``sweep_bytes(sweep)``: ``run_bytes`` of each recorded run, by run key."""
     return lambda sweep: {run.key: run_bytes(sweep.run_folder(run)) for run in sweep.read().runs}
 
 
@@ -104,7 +104,7 @@ def finished_sweep(new_sweep, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def reference(finished_sweep, sweep_bytes) -> dict[str, dict[str, object]]:
-    """:func:`run_bytes` of ``finished_sweep``'s two runs, by run key."""
+    """``run_bytes`` of ``finished_sweep``'s two runs, by run key."""
     from posgen.train.sweep import Sweep
 
     return sweep_bytes(Sweep(finished_sweep))

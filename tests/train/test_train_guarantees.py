@@ -72,14 +72,6 @@ def run(cli, data) -> Path:
     return out
 
 
-def fresh_data(tmp_path: Path, data: Path) -> Path:
-    return Path(shutil.copytree(data, tmp_path / "ds"))
-
-
-def copy_run(run: Path, where: Path) -> Path:
-    return Path(shutil.copytree(run, where))
-
-
 # --- 1. signals: one line and 128 + signal at every moment --------------------------------
 
 TRAIN_POINTS = ["cli", "load", "step", "validation", "write"]
@@ -203,7 +195,7 @@ def test_the_training_loop_sees_a_signal_between_steps(tmp_path, data, monkeypat
 def test_a_dataset_replaced_during_training_does_not_change_what_the_run_scores_on(
     cli, recorded, tmp_path, data, monkeypatch
 ):
-    ds = fresh_data(tmp_path, data)
+    ds = shutil.copytree(data, tmp_path / "ds")
     original = tmp_path / "original"
     shutil.copytree(ds, original)
     out = tmp_path / "run"
@@ -288,7 +280,7 @@ DAMAGE = {
 def test_damaged_data_is_refused_before_training_naming_the_file(
     rewrite_rows, assert_clean_error, cli, recorded, tmp_path, data, case
 ):
-    ds = fresh_data(tmp_path, data)
+    ds = shutil.copytree(data, tmp_path / "ds")
     damage, words = DAMAGE[case]
     damage(ds, rewrite_rows)
     before = snapshot(ds)
@@ -310,7 +302,7 @@ def test_damaged_data_is_refused_before_training_naming_the_file(
 def test_score_refuses_damaged_reference_data(
     assert_clean_error, cli, recorded, tmp_path, data, run, case, damage
 ):
-    ds = fresh_data(tmp_path, data)
+    ds = shutil.copytree(data, tmp_path / "ds")
     damage(ds, None)
     result = cli("score", "--data", ds, "--predictions", run / "predictions.parquet")
     with recorded("damage", f"score:{case}"):
@@ -325,12 +317,12 @@ def test_a_folder_that_is_no_finished_run_is_named_in_one_note_and_not_counted(
     cli, error_lines, recorded, tmp_path, run, unfinished
 ):
     runs = tmp_path / "runs"
-    copy_run(run, runs / "r0")
+    shutil.copytree(run, runs / "r0")
     if unfinished == "unfinished folder":
-        (copy_run(run, runs / "half") / "results.json").unlink()
+        (shutil.copytree(run, runs / "half") / "results.json").unlink()
         named = "results.json"
     else:
-        named = str(copy_run(run, runs / f".r1.{TMP_TAG}-1a2b3c4d"))
+        named = str(shutil.copytree(run, runs / f".r1.{TMP_TAG}-1a2b3c4d"))
     js = tmp_path / "r.json"
     result = cli("results", runs, "--out", tmp_path / "R.md", "--json", js)
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
@@ -343,7 +335,7 @@ def test_a_folder_that_is_no_finished_run_is_named_in_one_note_and_not_counted(
 
 
 def test_a_build_folder_named_directly_is_refused(assert_clean_error, cli, recorded, tmp_path, run):
-    build = copy_run(run, tmp_path / f".r1.{TMP_TAG}-1a2b3c4d")
+    build = shutil.copytree(run, tmp_path / f".r1.{TMP_TAG}-1a2b3c4d")
     result = cli("results", build, "--out", tmp_path / "R.md")
     with recorded("target", "results:build folder given"):
         assert_clean_error(result, 2, str(build), "killed")
@@ -353,7 +345,7 @@ def test_a_build_folder_named_directly_is_refused(assert_clean_error, cli, recor
 def test_run_folders_behind_links_count_once(cli, recorded, tmp_path, run, layout):
     runs = tmp_path / "runs"
     runs.mkdir()
-    real = copy_run(run, tmp_path / "elsewhere" / "r0")
+    real = shutil.copytree(run, tmp_path / "elsewhere" / "r0")
     (runs / "linked").symlink_to(real, target_is_directory=True)
     if layout == "link and folder":
         (runs / "r0").symlink_to(runs / "linked")
@@ -374,7 +366,7 @@ def test_run_folders_behind_links_count_once(cli, recorded, tmp_path, run, layou
 def test_a_results_json_of_300_mb_is_refused_unread(
     assert_clean_error, cli, recorded, tmp_path, run
 ):
-    bad = copy_run(run, tmp_path / "r")
+    bad = shutil.copytree(run, tmp_path / "r")
     with open(bad / "results.json", "wb") as handle:  # sparse
         handle.seek(300 * 2**20)
         handle.write(b"}")
@@ -661,9 +653,9 @@ OVER_INPUTS = {  # case -> (the command of dataset, run, tmp_path; what the line
 def test_no_output_is_written_over_an_input_or_into_a_dataset(
     assert_clean_error, cli, recorded, tmp_path, data, run, case
 ):
-    ds = fresh_data(tmp_path, data)
+    ds = shutil.copytree(data, tmp_path / "ds")
     shutil.copytree(data, tmp_path / "other")
-    runs = copy_run(run, tmp_path / "r0")
+    runs = shutil.copytree(run, tmp_path / "r0")
     (tmp_path / "link.parquet").symlink_to(runs / "predictions.parquet")
     make, words = OVER_INPUTS[case]
     before = snapshot(tmp_path)
@@ -881,7 +873,7 @@ def test_a_damaged_run_file_is_one_bounded_line_naming_the_run_and_the_field(
     assert_clean_error, cli, recorded, tmp_path, trained_runs, case
 ):
     damage, field = DAMAGED_RUNS[case]
-    bad = copy_run(trained_runs / "rope-1", tmp_path / "runs" / "bad")
+    bad = shutil.copytree(trained_runs / "rope-1", tmp_path / "runs" / "bad")
     damage(bad / "results.json")
     out, js = tmp_path / "R.md", tmp_path / "r.json"
     result = cli("results", tmp_path / "runs", "--out", out, "--json", js)
@@ -896,7 +888,7 @@ def test_the_record_as_written_is_read_and_its_far_reliance_shown(
     cli, recorded, trained_runs, tmp_path
 ):
     run = trained_runs / "rope-1"
-    copy_run(run, tmp_path / "runs" / "good")
+    shutil.copytree(run, tmp_path / "runs" / "good")
     js = tmp_path / "r.json"
     result = cli("results", tmp_path / "runs", "--out", tmp_path / "R.md", "--json", js)
     with recorded("damage", "class 3: the record as written"):
