@@ -13,12 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from posgen.train.sweep import Sweep, run_job, run_states  # noqa: E402
-
-
-def by_pe(sweep: Sweep) -> dict:
-    return {run.pe: run for run in sweep.read().runs}
-
+from posgen.train.sweep import run_job, run_states  # noqa: E402
 
 # --- run folders: done only when whole and its own ---------------------------------------
 
@@ -27,10 +22,15 @@ def _delete(name: str):
     return lambda folder, other: (folder / name).unlink()
 
 
-def _edit(change):
+def _edit(*keys: str, **fields):
+    """results.json's object at ``keys`` given ``fields``."""
+
     def damage(folder: Path, other: Path) -> None:
         body = json.loads((folder / "results.json").read_text())
-        change(body)
+        target = body
+        for key in keys:
+            target = target[key]
+        target.update(fields)
         (folder / "results.json").write_text(json.dumps(body))
 
     return damage
@@ -49,8 +49,7 @@ def _truncate(folder: Path, other: Path) -> None:
     path.write_bytes(path.read_bytes()[:100])
 
 
-# case -> (damage of rope's folder given it and yarn's, what the reason names)
-DAMAGES = {
+DAMAGES = {  # case -> (damage of rope's folder given it and yarn's, what the reason names)
     "predictions.parquet deleted": (_delete("predictions.parquet"), "lacks predictions.parquet"),
     "probe_predictions.parquet deleted": (
         _delete("probe_predictions.parquet"),
@@ -59,23 +58,17 @@ DAMAGES = {
     "metrics.jsonl deleted": (_delete("metrics.jsonl"), "lacks metrics.jsonl"),
     "results.json deleted": (_delete("results.json"), "lacks results.json"),
     "results.json truncated": (_truncate, "not valid JSON"),
-    "results.json's test scores edited": (
-        _edit(lambda body: body["scores"]["id"].update(accuracy=0.999)),
-        "scores.id.accuracy",
-    ),
+    "its test scores edited": (_edit("scores", "id", accuracy=0.999), "scores.id.accuracy"),
     "yarn's folder copied over rope's": (
         _replace(lambda folder, other: shutil.copytree(other, folder)),
         "holds another run (encoding yarn, not rope)",
     ),
-    "a record of another seed": (_edit(lambda body: body.update(seed=4)), "seed 4, not 3"),
-    "a record of another dataset folder": (
-        _edit(lambda body: body["data"].update(folder="/elsewhere/other")),
+    "a record of another seed": (_edit(seed=4), "seed 4, not 3"),
+    "a record of another dataset": (
+        _edit("data", folder="/elsewhere/other"),
         "dataset other, not ds",
     ),
-    "a record of other settings": (
-        _edit(lambda body: body["train"].update(lr=0.001)),
-        "other training settings",
-    ),
+    "a record of other settings": (_edit("train", lr=0.001), "other training settings"),
     "the folder emptied": (_replace(lambda folder, other: folder.mkdir()), "lacks"),
     "the folder a file": (_replace(lambda folder, other: folder.write_text("x")), "a file"),
     "the folder a link to a whole copy of itself": (
@@ -91,7 +84,7 @@ def test_a_run_folder_that_is_not_whole_and_its_own_is_not_done_and_is_trained_a
 ):
     damage, reason = DAMAGES[case]
     sweep = sweep_copy
-    runs = by_pe(sweep)
+    runs = {run.pe: run for run in sweep.read().runs}
     rope, yarn = (sweep.run_folder(runs[pe]) for pe in ("rope", "yarn"))
     shutil.copytree(rope, sweep.root.parent / "rope-copy")  # for the link case
     before = run_bytes(finished_sweep / runs["rope"].folder)
