@@ -336,11 +336,21 @@ def test_submitit_local_executor_runs_a_two_run_grid_end_to_end_through_a_preemp
 # --- resumable runs -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("point", ["step:3", "checkpoint:1", "checkpoint:2", "final:1", "final:2"])
+OWN_STATE = [{"name": "alibi", "randomized": "auto"}, "learned", "sinusoidal", "nope"]
+POINTS = ["step:3", "checkpoint:1", "checkpoint:2", "final:1", "final:2"]
+RESUMES = [(["rope", "yarn"], point) for point in POINTS]
+RESUMES += [([pe], "step:3") for pe in OWN_STATE]  # encodings with a state of their own
+
+
+@pytest.mark.parametrize(("pes", "point"), RESUMES)
 def test_sigterm_checkpoints_and_the_rerun_writes_the_same_bytes(
-    new_sweep, sweep_bytes, tmp_path, reference, monkeypatch, point
+    new_sweep, sweep_bytes, tmp_path, reference, monkeypatch, pes, point
 ):
-    sweep, job = new_sweep(tmp_path / "S")
+    if pes != ["rope", "yarn"]:  # the reference: the same sweep, never stopped
+        whole, job = new_sweep(tmp_path / "whole", pes)
+        run_job(whole.root, job)
+        reference = sweep_bytes(whole)
+    sweep, job = new_sweep(tmp_path / "S", pes)
     monkeypatch.setenv(signals.HOOK_ENV, f"{point}:SIGTERM")
     with pytest.raises(Interrupted):
         run_job(sweep.root, job)
@@ -350,23 +360,6 @@ def test_sigterm_checkpoints_and_the_rerun_writes_the_same_bytes(
     run_job(sweep.root, job)
     assert sweep_bytes(sweep) == reference
     assert not sweep.work(job).exists()
-
-
-@pytest.mark.parametrize(
-    "pe", [{"name": "alibi", "randomized": "auto"}, "learned", "sinusoidal", "nope"]
-)
-def test_resumed_runs_match_for_encodings_with_their_own_state(
-    new_sweep, sweep_bytes, tmp_path, monkeypatch, pe
-):
-    whole, job = new_sweep(tmp_path / "whole", [pe])
-    run_job(whole.root, job)
-    sweep, job = new_sweep(tmp_path / "S", [pe])
-    monkeypatch.setenv(signals.HOOK_ENV, "step:3:SIGTERM")
-    with pytest.raises(Interrupted):
-        run_job(sweep.root, job)
-    monkeypatch.delenv(signals.HOOK_ENV)
-    run_job(sweep.root, job)
-    assert sweep_bytes(sweep) == sweep_bytes(whole)
 
 
 @pytest.fixture
