@@ -319,12 +319,8 @@ def test_eee_export_is_one_record_per_cell_with_an_entry_per_metric_and_length_b
     buckets = length_buckets(4, 64, 256)
     assert buckets == [(4, 64), (64, 128), (128, 192), (192, 256)]
     entries = record["evaluation_results"]
-    keys = [
-        (e["metric_config"]["additional_details"]["metric"],
-         int(e["metric_config"]["additional_details"]["bucket_start"]),
-         int(e["metric_config"]["additional_details"]["bucket_end"]))
-        for e in entries
-    ]  # fmt: skip
+    details = [entry["metric_config"]["additional_details"] for entry in entries]
+    keys = [(d["metric"], int(d["bucket_start"]), int(d["bucket_end"])) for d in details]
     assert keys == [(m, s, e) for s, e in buckets for m in ("accuracy", "far_reliance")]
     runs_scores = [read_run(trained_runs / f"rope-{seed}").scores for seed in SEEDS]
     for entry, (metric, start, end) in zip(entries, keys, strict=True):
@@ -384,15 +380,9 @@ def test_float32_runs_use_no_autocast_and_bf16_needs_cuda():
         precision(preset("cpu", bf16=True), torch.device("cpu"))
 
 
-def test_bf16_on_cpu_is_one_error_line_exit_2(
-    assert_clean_error, cli, tiny_training_dataset, tmp_path
-):
+def test_bf16_on_cpu_is_one_error_line_exit_2(assert_clean_error, train_tiny, tmp_path):
     out = tmp_path / "run"
-    result = cli(
-        "train", "--data", tiny_training_dataset, "--config", "cot", "--pe", "rope",
-        "--device", "cpu", "--bf16", "--max-steps", "1", "--out", out, "-q",
-    )  # fmt: skip
-    line = assert_clean_error(result, 2)
+    line = assert_clean_error(train_tiny("rope", out, "--device", "cpu", "--bf16"), 2)
     assert line == "error: --bf16: needs a CUDA device (CPU runs compute in float32)"
     assert not out.exists()
 
