@@ -75,7 +75,7 @@ def run(cli, data) -> Path:
 # --- 1. signals: one line and 128 + signal at every moment --------------------------------
 
 TRAIN_POINTS = ["cli", "load", "step", "validation", "write"]
-# One handler takes all three signals: each point meets one in turn (``write`` all three).
+# One handler takes all three signals: each point meets one of them in turn (``write`` two).
 TRAIN_KILLS = [(point, SIGNALS[i % 3]) for i, point in enumerate(TRAIN_POINTS)]
 TRAIN_KILLS += [("write", "SIGHUP")]
 
