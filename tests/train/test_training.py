@@ -45,8 +45,9 @@ def authors_resonance(theta: np.ndarray) -> np.ndarray:
     return 2 * math.pi / np.round(2 * math.pi / theta)
 
 
-def authors_yarn(dim: int, train_length: int, test_length: int) -> tuple[np.ndarray, float]:
-    """YaRN as in the authors' POSGEN code: s = (L'+1)/(L+1), ramp over L'+1, beta 2 and 1."""
+def authors_yarn(dim: int, train_length: int, test_length: int, resonance: bool = False):
+    """YaRN as in the authors' POSGEN code: s = (L'+1)/(L+1), ramp over L'+1, beta 2 and 1;
+    ``resonance``: Resonance RoPE's rounding of the result."""
     scale, context, base = (test_length + 1) / (train_length + 1), test_length + 1, 10_000.0
 
     def correction_dim(rotations: float) -> float:
@@ -58,6 +59,8 @@ def authors_yarn(dim: int, train_length: int, test_length: int) -> tuple[np.ndar
     theta = authors_rope(dim)
     extrapolate = 1 - ramp
     frequencies = theta / scale * (1 - extrapolate) + theta * extrapolate
+    if resonance:
+        frequencies = authors_resonance(frequencies)
     return frequencies, 0.1 * math.log(scale) + 1.0
 
 
@@ -87,13 +90,7 @@ def frequencies(model: LlamaForCausalLM) -> tuple[np.ndarray, float]:
         ("rope", lambda: (authors_rope(HEAD_DIM), 1.0)),
         ("resonance", lambda: (authors_resonance(authors_rope(HEAD_DIM)), 1.0)),
         ("yarn", lambda: authors_yarn(HEAD_DIM, L, L_TEST)),
-        (
-            "resonance_yarn",
-            lambda: (
-                authors_resonance(authors_yarn(HEAD_DIM, L, L_TEST)[0]),
-                authors_yarn(HEAD_DIM, L, L_TEST)[1],
-            ),
-        ),
+        ("resonance_yarn", lambda: authors_yarn(HEAD_DIM, L, L_TEST, resonance=True)),
     ],
 )
 def test_evaluation_frequencies_match_an_independent_implementation_of_the_authors(pe, expected):
