@@ -604,62 +604,41 @@ def test_a_folder_appearing_at_out_during_the_run_is_kept_and_named(
         assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
 
 
-def _score(d, r, *outputs):
-    return ["score", "--data", d, "--predictions", r / "predictions.parquet", *outputs]
-
-
-OVER_INPUTS = {  # case -> (the command of dataset, run, tmp_path; what the line names); more in
-    # tests/cli/test_outputs_never_land_on_inputs.py
-    "score --json onto --predictions through a link": (
-        lambda d, r, t: _score(d, r, "--json", t / "link.parquet"),
-        "--json",
-    ),
-    "score --json and --plot one file": (
-        lambda d, r, t: _score(d, r, "--json", t / "x.png", "--plot", t / "x.png"),
-        "--plot",
-    ),
-    "score --json into the dataset": (
-        lambda d, r, t: _score(d, r, "--json", d / "report.json"),
-        "dataset",
-    ),
+SCORE = "score --data {t}/ds --predictions {t}/r0/predictions.parquet"
+TRAIN = " ".join(["train --data {t}/ds --pe rope", *TINY])
+OVER_INPUTS = {  # case -> (the command, {t}: tmp_path, with ds and r0 a run; what the line names)
+    "score --json onto --predictions via a link": (SCORE + " --json {t}/link.parquet", "--json"),
+    "score --json and --plot one file": (SCORE + " --json {t}/x.png --plot {t}/x.png", "--plot"),
+    "score --json into the dataset": (SCORE + " --json {t}/ds/report.json", "dataset"),
     "results --out onto a run's results.json": (
-        lambda d, r, t: ["results", r, "--out", r / "results.json"],
+        "results {t}/r0 --out {t}/r0/results.json",
         "results.json",
     ),
     "results --json onto a run's metrics.jsonl": (
-        lambda d, r, t: ["results", r, "--out", t / "R.md", "--json", r / "metrics.jsonl"],
+        "results {t}/r0 --out {t}/R.md --json {t}/r0/metrics.jsonl",
         "metrics.jsonl",
     ),
-    "results --out X --json X": (
-        lambda d, r, t: ["results", r, "--out", t / "X", "--json", t / "X"],
-        "same file",
-    ),
+    "results --out X --json X": ("results {t}/r0 --out {t}/X --json {t}/X", "same file"),
     "results --plot into the dataset": (
-        lambda d, r, t: ["results", r, "--out", t / "R.md", "--plot", d / "data" / "c.png"],
+        "results {t}/r0 --out {t}/R.md --plot {t}/ds/data/c.png",
         "dataset",
     ),
-    "train --out inside the dataset": (
-        lambda d, r, t: train_args(d, d / "data" / "recursive" / "run"),
-        "dataset",
-    ),
-    "train --out inside another dataset": (
-        lambda d, r, t: train_args(d, t / "other" / "sub" / "run"),
-        "dataset",
-    ),
-}
+    "train --out inside the dataset": (TRAIN + " --out {t}/ds/data/recursive/run", "dataset"),
+    "train --out inside another dataset": (TRAIN + " --out {t}/other/sub/run", "dataset"),
+}  # more: tests/cli/test_outputs_never_land_on_inputs.py
 
 
 @pytest.mark.parametrize("case", sorted(OVER_INPUTS))
 def test_no_output_is_written_over_an_input_or_into_a_dataset(
     assert_clean_error, cli, recorded, tmp_path, data, run, case
 ):
-    ds = shutil.copytree(data, tmp_path / "ds")
+    shutil.copytree(data, tmp_path / "ds")
     shutil.copytree(data, tmp_path / "other")
-    runs = shutil.copytree(run, tmp_path / "r0")
-    (tmp_path / "link.parquet").symlink_to(runs / "predictions.parquet")
-    make, words = OVER_INPUTS[case]
+    shutil.copytree(run, tmp_path / "r0")
+    (tmp_path / "link.parquet").symlink_to(tmp_path / "r0" / "predictions.parquet")
+    command, words = OVER_INPUTS[case]
     before = snapshot(tmp_path)
-    result = cli(*make(ds, runs, tmp_path))
+    result = cli(*command.format(t=tmp_path).split())
     with recorded("target", case):
         assert_clean_error(result, 2, words)
         assert snapshot(tmp_path) == before
