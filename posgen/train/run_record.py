@@ -242,8 +242,8 @@ class RunProbeScores(RelianceReport):
         for name, region in regions.items():
             lines += self._sums(name, getattr(self, name), region)
         if self.overall.probed != self.id.probed + self.ood.probed:
-            lines.append(f"overall.probed: {self.overall.probed} is not ID + OOD "
-                         f"({self.id.probed} + {self.ood.probed})")  # fmt: skip
+            given = (shown(n, 30) for n in (self.overall.probed, self.id.probed, self.ood.probed))
+            lines.append("overall.probed: {} is not ID + OOD ({} + {})".format(*given))
         edges = bucket_edges(w, self.length, self.ood_boundary, self.bucket_width)
         spans = list(itertools.pairwise(edges))
         if [(b.start, b.stop) for b in self.buckets] != spans:
@@ -255,8 +255,8 @@ class RunProbeScores(RelianceReport):
                 lines.append(f"{name}.ood: {bucket.ood} for a bucket from {bucket.start}")
             lines += self._sums(name, bucket, slice(bucket.start - w, bucket.stop - w))
         if sum(b.probed for b in self.buckets) != self.overall.probed:
-            lines.append(f"buckets: {sum(b.probed for b in self.buckets)} probed in all, not "
-                         f"overall's {self.overall.probed}")  # fmt: skip
+            lines.append(f"buckets: {shown(sum(b.probed for b in self.buckets), 30)} probed in "
+                         f"all, not overall's {shown(self.overall.probed, 30)}")  # fmt: skip
         return lines
 
     def _sums(self, name: str, part: Any, region: slice) -> list[str]:
@@ -268,8 +268,9 @@ class RunProbeScores(RelianceReport):
                     f"match the curve ({sums[0]}, {sums[1]}, {sums[2]})"]  # fmt: skip
         positions = len(curve.counted[region])
         if not part.counted <= part.probed <= self.rows * positions:
-            return [f"{name}.probed: {part.probed} probed targets for {part.counted} counted "
-                    f"ones over {positions} positions of {self.rows} rows"]  # fmt: skip
+            probed = shown(part.probed, 30)
+            return [f"{name}.probed: {probed} probed targets for {part.counted} counted ones "
+                    f"over {positions} positions of {self.rows} rows"]  # fmt: skip
         return _reliance_problems(name, part)
 
 
