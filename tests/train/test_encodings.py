@@ -445,14 +445,19 @@ def test_learned_encodings_own_their_weights_outside_weight_decay(pe):
 # --- absolute and randomized positions -----------------------------------------------------
 
 
-def test_sinusoidal_table_is_vaswanis():
-    table = tiny("sinusoidal").model.position_embedding.table
+def test_sinusoidal_table_is_vaswanis_at_the_size_of_the_token_embeddings():
+    """Scaled so its per-dimension RMS is the embeddings' std (unscaled, it never trained)."""
+    model = tiny("sinusoidal").model
+    table = model.position_embedding.table
     p, d = 7, HEADS * HEAD_DIM
     want = [
         math.sin(p / 10_000 ** (i / d)) if i % 2 == 0 else math.cos(p / 10_000 ** ((i - 1) / d))
         for i in range(d)
     ]
-    np.testing.assert_allclose(table[p].numpy(), want, rtol=1e-5, atol=1e-6)
+    scale = model.config.initializer_range * math.sqrt(2)
+    np.testing.assert_allclose(table[p].numpy(), np.multiply(want, scale), rtol=1e-5, atol=1e-8)
+    rms = table.pow(2).mean().sqrt().item()
+    assert rms == pytest.approx(model.config.initializer_range, rel=0.05)
 
 
 def test_learned_positions_past_l_are_untouched_by_training(tiny_training_dataset, tmp_path):
