@@ -425,8 +425,17 @@ def _wait_any(poll: float = 0.05) -> tuple[int, int]:
         time.sleep(poll)
 
 
+def import_env() -> dict[str, str]:
+    """What makes a training process import the posgen this process runs: its folder first on
+    ``PYTHONPATH``, and ``PYTHONSAFEPATH`` (Python 3.11+), so that a ``posgen/`` folder in the
+    working directory (another checkout, say) does not shadow it."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONSAFEPATH": "1", "PYTHONPATH": path}
+
+
 def _start(sweep: Sweep, job: JobSpec, slot: int, gpus: list[str]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, **import_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     command = [sys.executable, "-m", "posgen.train.sweep", str(sweep.root), job.key]
@@ -520,7 +529,13 @@ def submit(
     )
     threads = settings.cpus if settings.gpus == 0 else 1  # a GPU run: one thread, as locally
     callable_job = SweepJob(str(sweep.root.resolve()), threads)
-    return list(executor.map_array(callable_job, [job.key for job in jobs]))
+    saved = dict(os.environ)
+    os.environ.update(import_env())  # the jobs inherit it (local, and sbatch's --export=ALL)
+    try:
+        return list(executor.map_array(callable_job, [job.key for job in jobs]))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,14 @@ from posgen.cli.sweep import resolve_encoding, stopped_line  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.store.safety import exclusive  # noqa: E402
 from posgen.train.config import Grid, expand, jobs_of, stable_hash  # noqa: E402
-from posgen.train.sweep import Outcome, Sweep, job_main, run_job, run_states  # noqa: E402
+from posgen.train.sweep import (  # noqa: E402
+    Outcome,
+    Sweep,
+    import_env,
+    job_main,
+    run_job,
+    run_states,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -286,12 +293,17 @@ print(taken)
 
 def test_a_worker_started_as_a_fresh_interpreter_names_a_folder_that_is_no_sweep(tmp_path):
     """The other tests fork their workers; this one starts ``python -m posgen.train.sweep``
-    as the sweep does, from a fresh interpreter: one error line, exit 2."""
+    as the sweep does, from a fresh interpreter, in a folder holding a decoy ``posgen/``
+    (another checkout): the worker imports the sweep's posgen; one error line, exit 2."""
+    decoy = tmp_path / "checkout"
+    (decoy / "posgen").mkdir(parents=True)
+    (decoy / "posgen" / "__init__.py").write_text("raise SystemExit('the decoy was imported')")
     done = subprocess.run(
         [sys.executable, "-m", "posgen.train.sweep", str(tmp_path), "0123456789abcdef"],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, **import_env()},
+        cwd=decoy,
     )
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr.splitlines() == [
