@@ -281,15 +281,15 @@ def run_states(sweep: Sweep) -> list[RunState]:
 def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
     """Run one training of the sweep at ``root`` (every worker's entry; it installs the
     signal model): returns the run folders it wrote; a failure is recorded and raised."""
-    import torch
-
-    from posgen.train.job import train_runs
-
-    torch.set_num_threads(threads)
     sweep = Sweep(Path(root))
     runs = [run for run in sweep.read().runs if run.job == job_key]
     if not runs:
         raise SweepError(f"{sweep.record} has no training {job_key}")
+    import torch  # after the checks: a worker given a wrong folder says so at once
+
+    from posgen.train.job import train_runs
+
+    torch.set_num_threads(threads)
     first = runs[0]
     previous = signals.install()
     # submitit's preemption signal stops the loop like SIGTERM; its own handler then requeues
