@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from _pytest.assertion.rewrite import AssertionRewritingHook
 
 TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
 TIMING = ("seconds", "train_seconds", "wall_seconds")
@@ -177,6 +178,9 @@ def _run_forked(module: str, argv: list[str], streams: tuple, env, preexec) -> N
         if preexec is not None:
             preexec()
         sys.modules.pop(module, None)  # -m runs a copy of its own
+        # a fresh interpreter has no pytest import hook (it claims a module named on pytest's
+        # command line, `pytest posgen/train/sweep.py`, and runpy cannot run it through it)
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, AssertionRewritingHook)]
         sys.argv = [module, *argv]
         runpy.run_module(module, run_name="__main__", alter_sys=True)
         code = 0
