@@ -9,10 +9,10 @@ It gives a config's spec, a split's tokens, a probe split, the check of the file
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,6 +27,7 @@ from posgen.store.formats import (
     DATA_SUFFIXES,
     Format,
     folder_format,
+    list_values,
     manifest_format,
     read_batch_rows,
     table_tokens,
@@ -143,15 +144,21 @@ def pinned(root: str | Path, read: Callable[[], T], attempts: int = ATTEMPTS) ->
     )
 
 
-@contextmanager
-def _undecodable_is_damage(root: Path) -> Iterator[None]:
-    """Files that cannot be decoded are damage (exit 1); other errors stay as they are."""
-    try:
-        yield
-    except (PosgenError, OSError):
-        raise
-    except (pa.ArrowException, ValueError) as error:
-        raise DamagedDataset(root, [f"{root}: {' '.join(str(error).split())}"]) from None
+def _decoded(read: Callable[..., T]) -> Callable[..., T]:
+    """``read`` pinned (:meth:`Dataset.read`); a file that cannot be decoded is damage."""
+
+    @functools.wraps(read)
+    def pinned_read(self: Dataset, *args: Any, **kwargs: Any) -> T:
+        try:
+            return self.read(lambda handle: read(handle, *args, **kwargs))
+        except (PosgenError, OSError):
+            raise
+        except (pa.ArrowException, ValueError) as error:
+            raise DamagedDataset(
+                self.root, [f"{self.root}: {' '.join(str(error).split())}"]
+            ) from None
+
+    return pinned_read
 
 
 class Dataset:
@@ -222,17 +229,12 @@ class Dataset:
     def split(self, config: str | None, split: str = "test") -> ReferenceSplit:
         return self.splits(config, [split])[split]
 
+    @_decoded
     def splits(
         self, config: str | None, splits: Sequence[str], cut: Collection[str] = ()
     ) -> dict[str, ReferenceSplit]:
         """The tokens of ``splits``, each file checked as read; rows of the splits in ``cut``
         keep their first train-length tokens."""
-        with _undecodable_is_damage(self.root):
-            return self.read(lambda handle: handle._splits(config, splits, cut))
-
-    def _splits(
-        self, config: str | None, splits: Sequence[str], cut: Collection[str]
-    ) -> dict[str, ReferenceSplit]:
         config = self.resolve_config(config)
         entry = self._entry(config)
         for split in splits:
@@ -282,12 +284,9 @@ class Dataset:
         if row != file.first_id + file.rows:
             raise damaged(f"{row - file.first_id} rows, the manifest records {file.rows}")
 
+    @_decoded
     def probe(self, config: str | None, split: str = "probe") -> ProbeSplit:
         """The probe split ``config``/``split``, every file checked as read."""
-        with _undecodable_is_damage(self.root):
-            return self.read(lambda handle: handle._probe(config, split))
-
-    def _probe(self, config: str | None, split: str) -> ProbeSplit:
         config = self.resolve_config(config)
         entry = self._entry(config)
         if not is_probe_split(split) or split not in entry.splits:
@@ -368,14 +367,6 @@ def load(path: str | Path, config: str | None = None, verify: bool = True) -> da
     return pinned(root, lambda: folder_format(root, config).load(root, config))
 
 
-def _list_values(column: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(lengths, values)`` of a list column."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    offsets = array.offsets.to_numpy().astype(np.int64)
-    values = array.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
-    return np.diff(offsets), values.astype(np.int64)
-
-
 def probe_from_table(
     table: pa.Table, spec: TaskSpec, config: str | None = None, split: str | None = None
 ) -> ProbeSplit:
@@ -393,12 +384,14 @@ def probe_from_table(
         tokens = table_tokens(table)
     except ValueError as error:
         raise SplitError(f"probe tokens: {error}") from None
-    counts, probed = _list_values(table.column("probed"))
-    far_counts, far_rule = _list_values(table.column("far_rule"))
+    counts, probed = list_values(table.column("probed"))
+    far_counts, far_rule = list_values(table.column("far_rule"))
     if not np.array_equal(counts, far_counts):
         raise SplitError("probe rows whose far_rule and probed lists differ in length")
     rows = np.repeat(np.arange(tokens.shape[0]), counts)
-    return ProbeSplit(config, split, spec, tokens, rows, probed, far_rule)
+    return ProbeSplit(
+        config, split, spec, tokens, rows, probed.astype(np.int64), far_rule.astype(np.int64)
+    )
 
 
 def inside(root: Path, relative: str) -> Path | None:

@@ -67,7 +67,7 @@ from posgen.store.safety import (
     exclusive,
     fsync_dir,
     hold,
-    remove_unowned,
+    remove_leftover,
     resolve_target,
     write_atomically,
 )
@@ -361,14 +361,12 @@ def _render(out: Path, staging: Path, finish: Finish | None) -> None:
         raise PartsError("a part record's benchmark does not match its spec id")
     by_path = {entry.path: entry for record in records for entry in record.files}
     plan = plan_benchmark(bench, first.shard_bytes)
-    entries = []
-    for shard in plan:
-        entry = by_path.get(shard.path)
-        if entry is None:
-            raise PartsError(f"no part recorded {shard.path}")
-        entries.append(entry)
+    missing = [shard.path for shard in plan if shard.path not in by_path]
+    if missing:
+        raise PartsError(f"no part recorded {missing[0]}")
+    entries = [by_path[shard.path] for shard in plan]
     for stale in (staging / "data").rglob(f".*{FILE_TMP_TAG}*"):
-        remove_unowned(stale)
+        remove_leftover(stale)
     manifest = build_manifest(bench, plan, entries, "parquet", PARQUET_OPTIONS)
     problems = check_files(staging, manifest, hashes=False)
     if problems:  # not finished: rerun the damaged part, then merge again
