@@ -50,7 +50,7 @@ T = TypeVar("T")
 ATTEMPTS = 3  # reads tried on a folder that is replaced again and again
 PROBE_COLUMNS = ("id", "tokens", "probed", "far_rule")
 SHA_CHANGED = f"sha256 differs from the manifest {MANIFEST_NAME} (bytes changed, or files swapped)"
-Where = tuple[str, str, str, int]  # (config, split, spec id, row length)
+Where = tuple[str, str, str]  # (config, split, spec id)
 
 
 class SplitError(UsageError, ValueError):
@@ -144,11 +144,11 @@ def pinned(root: str | Path, read: Callable[[], T], attempts: int = ATTEMPTS) ->
     )
 
 
-def _decoded(read: Callable[..., T]) -> Callable[..., T]:
+def _pinned_read(read: Callable[..., T]) -> Callable[..., T]:
     """``read`` pinned (:meth:`Dataset.read`); a file that cannot be decoded is damage."""
 
     @functools.wraps(read)
-    def pinned_read(self: Dataset, *args: Any, **kwargs: Any) -> T:
+    def wrapper(self: Dataset, *args: Any, **kwargs: Any) -> T:
         try:
             return self.read(lambda handle: read(handle, *args, **kwargs))
         except (PosgenError, OSError):
@@ -158,7 +158,7 @@ def _decoded(read: Callable[..., T]) -> Callable[..., T]:
                 self.root, [f"{self.root}: {' '.join(str(error).split())}"]
             ) from None
 
-    return pinned_read
+    return wrapper
 
 
 class Dataset:
@@ -229,7 +229,7 @@ class Dataset:
     def split(self, config: str | None, split: str = "test") -> ReferenceSplit:
         return self.splits(config, [split])[split]
 
-    @_decoded
+    @_pinned_read
     def splits(
         self, config: str | None, splits: Sequence[str], cut: Collection[str] = ()
     ) -> dict[str, ReferenceSplit]:
@@ -248,7 +248,7 @@ class Dataset:
             tokens = np.empty((info.rows, length), dtype=storage_dtype(entry.spec.modulus))
             batch = read_batch_rows(info.length)
             for file in info.files:
-                buffer = self._read_file((config, split, entry.spec_id, info.length), file)
+                buffer = self._read_file((config, split, entry.spec_id), file)
                 batches = self.format.batches(buffer, max(1, min(file.rows, batch)))
                 self._fill(tokens, batches, file, entry.spec.modulus)
             files = tuple((file.path, file.sha256) for file in info.files)
@@ -284,7 +284,7 @@ class Dataset:
         if row != file.first_id + file.rows:
             raise damaged(f"{row - file.first_id} rows, the manifest records {file.rows}")
 
-    @_decoded
+    @_pinned_read
     def probe(self, config: str | None, split: str = "probe") -> ProbeSplit:
         """The probe split ``config``/``split``, every file checked as read."""
         config = self.resolve_config(config)
@@ -296,7 +296,7 @@ class Dataset:
             )
         info, tables = entry.splits[split], []
         for file in info.files:
-            buffer = self._read_file((config, split, entry.spec_id, info.length), file)
+            buffer = self._read_file((config, split, entry.spec_id), file)
             batches = list(self.format.batches(buffer, max(1, file.rows), PROBE_COLUMNS))
             tables.append(pa.Table.from_batches(batches).select(list(PROBE_COLUMNS)))
         if not tables:
@@ -334,16 +334,13 @@ class Dataset:
             return [f"{self.root / MANIFEST_NAME}: no config {c!r}; has {known}" for c in unknown]
         return [str(p) for p in check_files(self.root, self.manifest, configs, hashes)]
 
+    @_pinned_read
     def verify(self, configs: list[str] | None = None) -> Manifest:
         """The manifest once every file of ``configs`` matches it, else :class:`DamagedDataset`."""
-
-        def check(handle: Dataset) -> Manifest:
-            lines = handle.lines(configs)
-            if lines:
-                raise DamagedDataset(handle.root, lines)
-            return handle.manifest
-
-        return self.read(check)
+        lines = self.lines(configs)
+        if lines:
+            raise DamagedDataset(self.root, lines)
+        return self.manifest
 
     def load(self, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
         """Every split of ``config`` (the first when None) as ``datasets`` loads it, the files
@@ -414,7 +411,7 @@ def file_problems(
     data: bytes | None = None,
 ) -> list[Problem]:
     """What is wrong with one listed file; ``data``: its bytes, when already read."""
-    config, split, spec_id, _ = where
+    config, split, spec_id = where
 
     def problems(*messages: str) -> list[Problem]:
         return [Problem(str(Path(root) / entry.path), m, config, split) for m in messages]
@@ -474,8 +471,7 @@ def check_files(
     fmt = manifest_format(manifest)
     problems = []
     for config, split, entry in manifest.files(configs):
-        info = manifest.configs[config]
-        where = (config, split, info.spec_id, info.splits[split].length)
+        where = (config, split, manifest.configs[config].spec_id)
         problems += file_problems(root, fmt, where, entry, hashes)
     listed = {entry.path for _, _, entry in manifest.files()}
     return problems + [
