@@ -35,6 +35,7 @@ from posgen.store.formats import (
 from posgen.store.manifest import (
     MANIFEST_NAME,
     PARTS_DIR,
+    ConfigEntry,
     DamagedDataset,
     FileEntry,
     Manifest,
@@ -218,13 +219,15 @@ class Dataset:
 
     def spec(self, config: str | None = None) -> TaskSpec:
         """The spec of ``config`` (the only config when None)."""
-        return self._entry(self.resolve_config(config)).spec
+        return self._entry(config)[1].spec
 
-    def _entry(self, config: str) -> Any:
+    def _entry(self, config: str | None) -> tuple[str, ConfigEntry]:
+        """``config`` (the only one when None) and its manifest entry."""
+        config = self.resolve_config(config)
         if config not in self.manifest.configs:
             known = ", ".join(self.configs)
             raise SplitError(f"no config {config!r} in {self.root}; configs: {known}")
-        return self.manifest.configs[config]
+        return config, self.manifest.configs[config]
 
     def split(self, config: str | None, split: str = "test") -> ReferenceSplit:
         return self.splits(config, [split])[split]
@@ -235,8 +238,7 @@ class Dataset:
     ) -> dict[str, ReferenceSplit]:
         """The tokens of ``splits``, each file checked as read; rows of the splits in ``cut``
         keep their first train-length tokens."""
-        config = self.resolve_config(config)
-        entry = self._entry(config)
+        config, entry = self._entry(config)
         for split in splits:
             if split not in entry.splits:
                 known = ", ".join(entry.ordered_splits)
@@ -287,8 +289,7 @@ class Dataset:
     @_pinned_read
     def probe(self, config: str | None, split: str = "probe") -> ProbeSplit:
         """The probe split ``config``/``split``, every file checked as read."""
-        config = self.resolve_config(config)
-        entry = self._entry(config)
+        config, entry = self._entry(config)
         if not is_probe_split(split) or split not in entry.splits:
             known = ", ".join(entry.spec.probe_names)
             raise SplitError(
