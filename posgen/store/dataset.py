@@ -9,10 +9,10 @@ It gives a config's spec, a split's tokens, a probe split, the check of the file
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,6 +27,7 @@ from posgen.store.formats import (
     DATA_SUFFIXES,
     Format,
     folder_format,
+    list_values,
     manifest_format,
     read_batch_rows,
     table_tokens,
@@ -34,6 +35,7 @@ from posgen.store.formats import (
 from posgen.store.manifest import (
     MANIFEST_NAME,
     PARTS_DIR,
+    ConfigEntry,
     DamagedDataset,
     FileEntry,
     Manifest,
@@ -49,7 +51,7 @@ T = TypeVar("T")
 ATTEMPTS = 3  # reads tried on a folder that is replaced again and again
 PROBE_COLUMNS = ("id", "tokens", "probed", "far_rule")
 SHA_CHANGED = f"sha256 differs from the manifest {MANIFEST_NAME} (bytes changed, or files swapped)"
-Where = tuple[str, str, str, int]  # (config, split, spec id, row length)
+Where = tuple[str, str, str]  # (config, split, spec id)
 
 
 class SplitError(UsageError, ValueError):
@@ -143,15 +145,21 @@ def pinned(root: str | Path, read: Callable[[], T], attempts: int = ATTEMPTS) ->
     )
 
 
-@contextmanager
-def _undecodable_is_damage(root: Path) -> Iterator[None]:
-    """Files that cannot be decoded are damage (exit 1); other errors stay as they are."""
-    try:
-        yield
-    except (PosgenError, OSError):
-        raise
-    except (pa.ArrowException, ValueError) as error:
-        raise DamagedDataset(root, [f"{root}: {' '.join(str(error).split())}"]) from None
+def _pinned_read(read: Callable[..., T]) -> Callable[..., T]:
+    """``read`` pinned (:meth:`Dataset.read`); a file that cannot be decoded is damage."""
+
+    @functools.wraps(read)
+    def wrapper(self: Dataset, *args: Any, **kwargs: Any) -> T:
+        try:
+            return self.read(lambda handle: read(handle, *args, **kwargs))
+        except (PosgenError, OSError):
+            raise
+        except (pa.ArrowException, ValueError) as error:
+            raise DamagedDataset(
+                self.root, [f"{self.root}: {' '.join(str(error).split())}"]
+            ) from None
+
+    return wrapper
 
 
 class Dataset:
@@ -211,30 +219,26 @@ class Dataset:
 
     def spec(self, config: str | None = None) -> TaskSpec:
         """The spec of ``config`` (the only config when None)."""
-        return self._entry(self.resolve_config(config)).spec
+        return self._entry(config)[1].spec
 
-    def _entry(self, config: str) -> Any:
+    def _entry(self, config: str | None) -> tuple[str, ConfigEntry]:
+        """``config`` (the only one when None) and its manifest entry."""
+        config = self.resolve_config(config)
         if config not in self.manifest.configs:
             known = ", ".join(self.configs)
             raise SplitError(f"no config {config!r} in {self.root}; configs: {known}")
-        return self.manifest.configs[config]
+        return config, self.manifest.configs[config]
 
     def split(self, config: str | None, split: str = "test") -> ReferenceSplit:
         return self.splits(config, [split])[split]
 
+    @_pinned_read
     def splits(
         self, config: str | None, splits: Sequence[str], cut: Collection[str] = ()
     ) -> dict[str, ReferenceSplit]:
         """The tokens of ``splits``, each file checked as read; rows of the splits in ``cut``
         keep their first train-length tokens."""
-        with _undecodable_is_damage(self.root):
-            return self.read(lambda handle: handle._splits(config, splits, cut))
-
-    def _splits(
-        self, config: str | None, splits: Sequence[str], cut: Collection[str]
-    ) -> dict[str, ReferenceSplit]:
-        config = self.resolve_config(config)
-        entry = self._entry(config)
+        config, entry = self._entry(config)
         for split in splits:
             if split not in entry.splits:
                 known = ", ".join(entry.ordered_splits)
@@ -246,7 +250,7 @@ class Dataset:
             tokens = np.empty((info.rows, length), dtype=storage_dtype(entry.spec.modulus))
             batch = read_batch_rows(info.length)
             for file in info.files:
-                buffer = self._read_file((config, split, entry.spec_id, info.length), file)
+                buffer = self._read_file((config, split, entry.spec_id), file)
                 batches = self.format.batches(buffer, max(1, min(file.rows, batch)))
                 self._fill(tokens, batches, file, entry.spec.modulus)
             files = tuple((file.path, file.sha256) for file in info.files)
@@ -282,14 +286,10 @@ class Dataset:
         if row != file.first_id + file.rows:
             raise damaged(f"{row - file.first_id} rows, the manifest records {file.rows}")
 
+    @_pinned_read
     def probe(self, config: str | None, split: str = "probe") -> ProbeSplit:
         """The probe split ``config``/``split``, every file checked as read."""
-        with _undecodable_is_damage(self.root):
-            return self.read(lambda handle: handle._probe(config, split))
-
-    def _probe(self, config: str | None, split: str) -> ProbeSplit:
-        config = self.resolve_config(config)
-        entry = self._entry(config)
+        config, entry = self._entry(config)
         if not is_probe_split(split) or split not in entry.splits:
             known = ", ".join(entry.spec.probe_names)
             raise SplitError(
@@ -297,7 +297,7 @@ class Dataset:
             )
         info, tables = entry.splits[split], []
         for file in info.files:
-            buffer = self._read_file((config, split, entry.spec_id, info.length), file)
+            buffer = self._read_file((config, split, entry.spec_id), file)
             batches = list(self.format.batches(buffer, max(1, file.rows), PROBE_COLUMNS))
             tables.append(pa.Table.from_batches(batches).select(list(PROBE_COLUMNS)))
         if not tables:
@@ -335,16 +335,13 @@ class Dataset:
             return [f"{self.root / MANIFEST_NAME}: no config {c!r}; has {known}" for c in unknown]
         return [str(p) for p in check_files(self.root, self.manifest, configs, hashes)]
 
+    @_pinned_read
     def verify(self, configs: list[str] | None = None) -> Manifest:
         """The manifest once every file of ``configs`` matches it, else :class:`DamagedDataset`."""
-
-        def check(handle: Dataset) -> Manifest:
-            lines = handle.lines(configs)
-            if lines:
-                raise DamagedDataset(handle.root, lines)
-            return handle.manifest
-
-        return self.read(check)
+        lines = self.lines(configs)
+        if lines:
+            raise DamagedDataset(self.root, lines)
+        return self.manifest
 
     def load(self, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
         """Every split of ``config`` (the first when None) as ``datasets`` loads it, the files
@@ -368,14 +365,6 @@ def load(path: str | Path, config: str | None = None, verify: bool = True) -> da
     return pinned(root, lambda: folder_format(root, config).load(root, config))
 
 
-def _list_values(column: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(lengths, values)`` of a list column."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    offsets = array.offsets.to_numpy().astype(np.int64)
-    values = array.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
-    return np.diff(offsets), values.astype(np.int64)
-
-
 def probe_from_table(
     table: pa.Table, spec: TaskSpec, config: str | None = None, split: str | None = None
 ) -> ProbeSplit:
@@ -393,12 +382,14 @@ def probe_from_table(
         tokens = table_tokens(table)
     except ValueError as error:
         raise SplitError(f"probe tokens: {error}") from None
-    counts, probed = _list_values(table.column("probed"))
-    far_counts, far_rule = _list_values(table.column("far_rule"))
+    counts, probed = list_values(table.column("probed"))
+    far_counts, far_rule = list_values(table.column("far_rule"))
     if not np.array_equal(counts, far_counts):
         raise SplitError("probe rows whose far_rule and probed lists differ in length")
     rows = np.repeat(np.arange(tokens.shape[0]), counts)
-    return ProbeSplit(config, split, spec, tokens, rows, probed, far_rule)
+    return ProbeSplit(
+        config, split, spec, tokens, rows, probed.astype(np.int64), far_rule.astype(np.int64)
+    )
 
 
 def inside(root: Path, relative: str) -> Path | None:
@@ -421,7 +412,7 @@ def file_problems(
     data: bytes | None = None,
 ) -> list[Problem]:
     """What is wrong with one listed file; ``data``: its bytes, when already read."""
-    config, split, spec_id, _ = where
+    config, split, spec_id = where
 
     def problems(*messages: str) -> list[Problem]:
         return [Problem(str(Path(root) / entry.path), m, config, split) for m in messages]
@@ -481,8 +472,7 @@ def check_files(
     fmt = manifest_format(manifest)
     problems = []
     for config, split, entry in manifest.files(configs):
-        info = manifest.configs[config]
-        where = (config, split, info.spec_id, info.splits[split].length)
+        where = (config, split, manifest.configs[config].spec_id)
         problems += file_problems(root, fmt, where, entry, hashes)
     listed = {entry.path for _, _, entry in manifest.files()}
     return problems + [

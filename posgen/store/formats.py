@@ -43,7 +43,7 @@ from posgen.store.manifest import (
     hf_config,
     rows_per,
 )
-from posgen.store.safety import HashingFile, durable_file, write_atomically
+from posgen.store.safety import durable_file, write_atomically
 
 if TYPE_CHECKING:
     import datasets
@@ -57,19 +57,11 @@ def read_batch_rows(length: int) -> int:
 
 
 PARQUET_OPTIONS: dict[str, Any] = {
-    # Chosen by measurement (`python -m benchmarks.bench --parquet-settings`; one core, m = 17,
-    # disjoint windows, 262k rows x 256 tokens, write / bytes per token / read, in M tokens/s):
-    #   dictionary + lz4                       110 / 0.65 / 168
-    #   plain + lz4                            133 / 1.47 / 245
-    #   byte stream split + lz4                179 / 1.03 / 212
-    #   byte stream split + zstd-1 (chosen)    206 / 0.52 / 250
-    # Parquet stores uint8 as INT32; BYTE_STREAM_SPLIT gives each byte position its own
-    # stream, so the three zero streams cost zstd almost nothing (needs pyarrow >= 16).
-    # Statistics only on `id` (tokens always span 0..m-1).
+    # zstd-1 over BYTE_STREAM_SPLIT tokens writes, reads and packs best (BENCHMARKS.md, "Parquet
+    # settings"); ascending probe positions pack as deltas; only ``id`` has statistics.
     "compression": "zstd",
     "compression_level": 1,
     "use_dictionary": False,
-    # Probe positions ascend within a row: their deltas pack into a few bits.
     "column_encoding": {
         "tokens.list.element": "BYTE_STREAM_SPLIT",
         "far_rule.list.element": "BYTE_STREAM_SPLIT",
@@ -148,17 +140,21 @@ def token_lists(rows: np.ndarray, kind: pa.DataType) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets, values, type=kind)
 
 
+def list_values(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """``(lengths, values)`` of a list column, the values not copied where they can be read."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = array.offsets.to_numpy()
+    return np.diff(offsets), array.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+
+
 def table_tokens(table: pa.Table) -> np.ndarray:
     """The ``tokens`` column as a ``(rows, length)`` array; rows must share one length."""
-    column = table.column("tokens").combine_chunks()
-    if len(column) == 0:
-        return np.empty((0, 0), dtype=column.type.value_type.to_pandas_dtype())
-    offsets = column.offsets.to_numpy()
-    lengths = np.diff(offsets)
+    lengths, values = list_values(table.column("tokens"))
+    if len(lengths) == 0:
+        return np.empty((0, 0), dtype=values.dtype)
     if lengths.min() != lengths.max():
         raise ValueError("rows have different lengths")
-    values = column.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
-    return values.reshape(len(column), int(lengths[0]))
+    return values.reshape(len(lengths), int(lengths[0]))
 
 
 def open_writer(where: Path | BinaryIO, schema: pa.Schema) -> pq.ParquetWriter:
@@ -265,10 +261,10 @@ def hf_features(spec: TaskSpec, split: str = "train") -> dict[str, Any]:
 
 
 class Format:
-    """A storage format: how a shard is written and read back, and how ``datasets`` loads it."""
+    """A storage format: ``writer_for`` a shard, its ``facts``, ``schema`` and ``batches`` read
+    back, ``write_sidecars`` beside them and ``load`` as ``datasets`` does."""
 
     name: ClassVar[str]
-    suffix: ClassVar[str]
 
     def split_glob(self, config: str, split: str) -> str:
         return SPLIT_GLOBS[self.name].format(config=hf_config(config, split), split=split)
@@ -303,39 +299,14 @@ class Format:
             sha256=sink.digest.hexdigest(),
         )
 
-    def writer_for(
-        self, sink: HashingFile, shard: Shard, spec: TaskSpec, row_group_bytes: int
-    ) -> tuple[Any, pa.Schema, int]:
-        """A writer of ``shard`` into ``sink``, its schema and the rows per chunk."""
-        raise NotImplementedError
-
-    def facts(self, path: Source) -> FileFacts:
-        """Schema, rows, tokens and provenance of one shard."""
-        raise NotImplementedError
-
-    def schema(self, path: Path) -> pa.Schema:
-        """The file's Arrow schema, without reading its data."""
-        raise NotImplementedError
-
-    def batches(
-        self, path: Source, rows: int, columns: tuple[str, ...] = ("id", "tokens")
-    ) -> Iterator[pa.RecordBatch]:
-        """The shard's ``columns`` (those it has) in batches of at most ``rows`` rows."""
-        raise NotImplementedError
-
     def write_sidecars(self, root: Path, manifest: Manifest) -> None:
-        """Files besides the shards, manifest and card that ``datasets`` needs."""
-
-    def load(self, root: Path, config: str | None) -> datasets.DatasetDict:
-        """Every split of ``config`` as ``datasets`` loads it from ``root``."""
-        raise NotImplementedError
+        """Files besides the shards, manifest and card that ``datasets`` needs (none)."""
 
 
 class ParquetFormat(Format):
     """Parquet shards under ``data/``, found by ``load_dataset`` through the card."""
 
     name = "parquet"
-    suffix = ".parquet"
 
     def writer_for(self, sink, shard, spec, row_group_bytes):  # fmt: skip
         provenance = {
@@ -393,7 +364,6 @@ class ArrowFormat(Format):
     """Arrow IPC streams in ``save_to_disk`` folders, one per config (``load_from_disk``)."""
 
     name = "arrow"
-    suffix = ".arrow"
 
     def writer_for(self, sink, shard, spec, row_group_bytes):  # fmt: skip
         info = json.dumps({"info": {"features": hf_features(spec, shard.split)}})

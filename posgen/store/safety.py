@@ -105,9 +105,6 @@ class WriteFailed(RunError, OSError):
 class OutputExistsError(UsageError, FileExistsError):
     """The target exists and may not be replaced (a usage error, exit 2)."""
 
-    def __str__(self) -> str:
-        return " ".join(str(arg) for arg in self.args)
-
 
 class LostOwnership(OSError):
     """A fresh folder or file was removed by another run before its lock was taken."""
@@ -212,16 +209,6 @@ def claim(path: Path) -> Iterator[ClaimState]:
             yield "claimed" if _same(path, fd) else "gone"
     finally:
         os.close(fd)
-
-
-def remove_unowned(path: Path) -> bool:
-    """Remove the leftover file ``path`` unless a live process owns it; True if removed."""
-    with claim(path) as state:
-        if state == "claimed":
-            with suppress(FileNotFoundError):
-                path.unlink()
-            return True
-    return False
 
 
 @contextmanager
@@ -356,7 +343,7 @@ def durable_file(path: Path) -> Iterator[HashingFile]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         for stale in hidden_siblings(target, (FILE_TMP_TAG,)):
-            remove_unowned(stale)
+            remove_leftover(stale)
         temporary, fd = fresh(lambda: hidden_sibling(target, FILE_TMP_TAG), folder=False)
         with open(fd, "wb") as handle:
             sink = HashingFile(handle)
@@ -473,17 +460,19 @@ def recover(target: Path) -> list[str]:
     actions = []
     for name in dict.fromkeys([target, resolve_target(target)]):
         for stale in leftovers(name):
-            actions += _recover_one(stale, name)
+            actions += remove_leftover(stale, name)
     return actions
 
 
-def _recover_one(stale: Path, target: Path) -> list[str]:
+def remove_leftover(stale: Path, target: Path | None = None) -> list[str]:
+    """Remove ``stale`` unless a live process owns it (a parked dataset goes back to a missing
+    ``target``); one line saying what was done."""
     with claim(stale) as state:
         if state == "gone":
             return []
         if state == "busy":
             return [f"left {stale} alone: a running process still owns it"]
-        if OLD_TAG in stale.name and not os.path.lexists(target):
+        if target and OLD_TAG in stale.name and not os.path.lexists(target):
             os.rename(stale, target)
             return [f"restored {target} from {stale.name} (a run died while replacing it)"]
         if stale.is_symlink() or not stale.is_dir():

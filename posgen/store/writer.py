@@ -67,7 +67,7 @@ from posgen.store.safety import (
     exclusive,
     fsync_dir,
     hold,
-    remove_unowned,
+    remove_leftover,
     resolve_target,
     write_atomically,
 )
@@ -100,10 +100,33 @@ def write_dataset(
     if bench is None:
         raise TypeError("write_dataset needs a benchmark unless it merges parts (merge=)")
     check_features(storage, part)
-    if part is not None:
+    if part is not None:  # every count-th shard, a part record, and the folder if it is the last
         index, count = part
-        return _write_part(bench, out, index, count, shard_bytes, row_group_bytes, num_proc,
-                          progress, finish)  # fmt: skip
+        if not 0 <= index < count:
+            raise PartsError(f"part {index}/{count}: need 0 <= I < N")
+        out = resolve_target(out)
+        check_part_target(out, bench)
+        staging = out / PARTS_DIR
+        staging.mkdir(parents=True, exist_ok=True)
+        mine = part_of(plan_benchmark(bench, shard_bytes), index, count)
+        entries = write_shards(staging, mine, dict(bench.configs), num_proc, row_group_bytes,
+                               block_rows, progress)  # fmt: skip
+        record = PartRecord(
+            spec_id=bench.spec_id,
+            benchmark=bench,
+            index=index,
+            count=count,
+            shard_bytes=shard_bytes,
+            row_group_bytes=row_group_bytes,
+            files=entries,
+        )
+        # keys unsorted: the order of the configs is the order of the card's configs
+        body = json.dumps(record.model_dump(mode="json"), indent=2) + "\n"
+        write_atomically(staging / part_record_name(index, count), body.encode())
+        try:
+            return _finish_parts(out, finish)
+        except IncompleteError:
+            return None
     plan = plan_benchmark(bench, shard_bytes, storage)
     with atomic_folder(out, overwrite) as build:
         try:
@@ -227,7 +250,6 @@ class IncompleteError(PartsError):
         shown = ", ".join(f"{i}/{count}" for i in first)
         more = f" and {number - len(first)} more" if number > len(first) else ""
         super().__init__(f"{number} of {count} parts missing: {shown}{more}")
-        self.missing_count = number
 
 
 class PartRecord(BaseModel):
@@ -276,47 +298,6 @@ def check_part_target(out: Path, bench: BenchmarkSpec) -> None:
             )
 
 
-def _write_part(
-    bench: BenchmarkSpec,
-    out: Path,
-    index: int,
-    count: int,
-    shard_bytes: int,
-    row_group_bytes: int,
-    num_proc: int,
-    progress: Progress | None,
-    finish: Finish | None,
-) -> Manifest | None:
-    """Write part ``index`` of ``count``; the manifest if this finished the folder."""
-    if not 0 <= index < count:
-        raise PartsError(f"part {index}/{count}: need 0 <= I < N")
-    out = resolve_target(out)
-    check_part_target(out, bench)
-    plan = plan_benchmark(bench, shard_bytes)
-    mine = part_of(plan, index, count)
-    staging = out / PARTS_DIR
-    staging.mkdir(parents=True, exist_ok=True)
-    entries = write_shards(
-        staging, mine, dict(bench.configs), num_proc, row_group_bytes, progress=progress
-    )
-    record = PartRecord(
-        spec_id=bench.spec_id,
-        benchmark=bench,
-        index=index,
-        count=count,
-        shard_bytes=shard_bytes,
-        row_group_bytes=row_group_bytes,
-        files=entries,
-    )
-    # keys unsorted: the order of the configs is the order of the card's configs
-    body = json.dumps(record.model_dump(mode="json"), indent=2) + "\n"
-    write_atomically(staging / part_record_name(index, count), body.encode())
-    try:
-        return _finish_parts(out, finish)
-    except IncompleteError:
-        return None
-
-
 PUBLISHED = (CARD_NAME, "data", MANIFEST_NAME)  # renamed into the folder in this order
 
 
@@ -361,14 +342,12 @@ def _render(out: Path, staging: Path, finish: Finish | None) -> None:
         raise PartsError("a part record's benchmark does not match its spec id")
     by_path = {entry.path: entry for record in records for entry in record.files}
     plan = plan_benchmark(bench, first.shard_bytes)
-    entries = []
-    for shard in plan:
-        entry = by_path.get(shard.path)
-        if entry is None:
-            raise PartsError(f"no part recorded {shard.path}")
-        entries.append(entry)
+    missing = [shard.path for shard in plan if shard.path not in by_path]
+    if missing:
+        raise PartsError(f"no part recorded {missing[0]}")
+    entries = [by_path[shard.path] for shard in plan]
     for stale in (staging / "data").rglob(f".*{FILE_TMP_TAG}*"):
-        remove_unowned(stale)
+        remove_leftover(stale)
     manifest = build_manifest(bench, plan, entries, "parquet", PARQUET_OPTIONS)
     problems = check_files(staging, manifest, hashes=False)
     if problems:  # not finished: rerun the damaged part, then merge again

@@ -212,14 +212,6 @@ ESCAPES: dict[str, Callable[[Path], str]] = {
 }
 
 
-def test_the_pristine_dataset_passes_every_reader(cli, small_dataset, preds):
-    assert check_dataset(small_dataset) == []
-    assert load(small_dataset, "cot")["train"].num_rows == 120
-    assert cli("validate", small_dataset).exit_code == 0
-    scored = cli("score", "--data", small_dataset, "--config", "cot", "--predictions", preds)
-    assert scored.exit_code == 0, scored.output
-
-
 @pytest.mark.parametrize("case", list(DAMAGE) + list(ENTRY_EDITS))
 def test_damage_is_caught_before_loading_naming_the_file(cli, recorded, small_copy, case):
     name = {**DAMAGE, **ENTRY_EDITS}[case](small_copy)

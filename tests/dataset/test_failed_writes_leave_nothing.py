@@ -40,29 +40,29 @@ def limited_run(fork_child, out: Path, limit: int, *extra: str) -> subprocess.Co
     return subprocess.CompletedProcess(args, os.waitstatus_to_exitcode(status), "", stderr)
 
 
-@pytest.mark.parametrize("limit", [0, 4096, 200_000])
-def test_a_full_disk_fails_with_exit_1_naming_the_file_and_leaves_nothing(
-    assert_clean_error, fork_child, recorded, tmp_path, limit
-):
-    out = tmp_path / "ds"
-    proc = limited_run(fork_child, out, limit)
-    with recorded("disk", f"file-size limit {limit}"):
-        assert_clean_error(proc, 1, f"writing {out}/data/cot/", "File too large", "needs about")
-        assert not out.exists()
-        assert leftovers(out) == []
+FULL_DISKS = {  # case -> (file-size limit, replacing an existing dataset)
+    "limit 0": (0, False),
+    "limit 4096": (4096, False),
+    "limit 200000": (200_000, False),
+    "limit 4096 while replacing": (4096, True),
+}
 
 
-def test_a_full_disk_while_replacing_keeps_the_old_dataset(
-    assert_clean_error, cli, fork_child, recorded, tmp_path
+@pytest.mark.parametrize("case", list(FULL_DISKS))
+def test_a_full_disk_fails_with_exit_1_naming_the_file_and_keeps_what_was_there(
+    assert_clean_error, cli, fork_child, recorded, tree, tmp_path, case
 ):
+    limit, replacing = FULL_DISKS[case]
     out = tmp_path / "ds"
-    assert cli("generate", "--out", out, "-q", "--task", "cot", "--train-size", "50").exit_code == 0
-    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    proc = limited_run(fork_child, out, 4096, "--overwrite")
-    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    with recorded("disk", "file-size limit while replacing"):
-        assert_clean_error(proc, 1, "the previous dataset at")
-        assert after == before
+    if replacing:
+        assert cli("generate", "--out", out, "-q", "--task", "cot").exit_code == 0
+    before = tree(tmp_path)
+    proc = limited_run(fork_child, out, limit, *(["--overwrite"] if replacing else []))
+    with recorded("disk", f"file-size {case}"):
+        said = [f"writing {out}/data/cot/", "File too large", "needs about"]
+        kept = ["the previous dataset at"] if replacing else []
+        assert_clean_error(proc, 1, *said, *kept)
+        assert tree(tmp_path) == before
         assert leftovers(out) == []
 
 
@@ -150,19 +150,6 @@ def test_a_spec_too_big_for_any_disk_or_day_is_refused_with_the_estimate(
         assert "would take about" in lines[1]
         assert "limit 24.0 h" in lines[1]
         assert not out.exists()
-
-
-def test_force_runs_what_the_estimate_would_refuse(
-    assert_clean_error, cli, recorded, tmp_path, monkeypatch
-):
-    monkeypatch.setattr(posgen.cli.shared, "free_bytes", lambda path: 1000)
-    args = ["generate", "--out", tmp_path / "ds", "--task", "cot", "-q", "--train-size", "9"]
-    with recorded("resources", "larger than free space"):
-        assert_clean_error(cli(*args), 2, "only 1000 B are free")
-        assert not (tmp_path / "ds").exists()
-    forced = cli(*args, "--force")
-    assert forced.exit_code == 0, forced.output
-    assert (tmp_path / "ds" / "posgen.json").is_file()
 
 
 def test_the_paper_preset_is_not_refused(tmp_path):

@@ -5,12 +5,10 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from posgen import write_dataset
 from posgen.card import unvalidated_card
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import FORMATS, writer
 from posgen.store.manifest import CARD_NAME, plan_benchmark
-from posgen.store.writer import PARTS_DIR, IncompleteError, PartsError
 from posgen.tasks import TASKS
 
 SHARD_BYTES, GROUP_BYTES = 20_000, 4_096
@@ -32,46 +30,32 @@ def write(out, spec=None, **options):
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     out = tmp_path_factory.mktemp("single") / "ds"
-    write_dataset(bench(), out, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES)
+    write(out, finish=unvalidated_card)
     return out
 
 
-def test_two_processes_write_the_same_bytes_as_one(tree, tmp_path, single):
-    out = tmp_path / "ds"
-    write_dataset(bench(), out, shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES, num_proc=2)
-    assert tree(out) == tree(single)
+def _two_processes(out, cli):
+    write(out, num_proc=2, finish=unvalidated_card)
 
 
-def test_three_parts_in_any_order_equal_a_single_run(tree, tmp_path, single):
-    assert len(plan_benchmark(bench(), SHARD_BYTES)) >= 12  # parts really split the work
-    out = tmp_path / "ds"
+def _parts_in_one_folder(out, cli):
     results = [write(out, part=(i, 3), finish=unvalidated_card) for i in (2, 0, 1)]
-    assert results[0] is None  # parts still missing
-    assert results[1] is None
-    assert results[2].to_json() == (single / "posgen.json").read_text()
-    assert not (out / PARTS_DIR).exists()
-    assert tree(out) == tree(single)
+    assert [result is None for result in results] == [True, True, False]  # until the last
 
 
-def test_parts_in_separate_folders_merge_into_a_single_run(tree, cli, tmp_path, single):
-    for i in range(3):  # one part with worker processes: each pool costs a spawn
-        write(tmp_path / f"p{i}", part=(i, 3), num_proc=2 if i == 0 else 1)
-    args = ["merge", str(tmp_path / "ds"), *(str(tmp_path / f"p{i}") for i in range(3))]
-    result = cli(*args)
+def _parts_merged(out, cli):
+    parts = [out.parent / f"p{i}" for i in range(3)]
+    for i, folder in enumerate(parts):  # one part with worker processes: a pool costs a spawn
+        write(folder, part=(i, 3), num_proc=2 if i == 0 else 1)
+    result = cli("merge", out, *parts)
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("way", [_two_processes, _parts_in_one_folder, _parts_merged])
+def test_any_split_of_the_work_writes_the_same_bytes_as_one_run(tree, cli, tmp_path, single, way):
+    assert len(plan_benchmark(bench(), SHARD_BYTES)) >= 12  # parts really split the work
+    way(tmp_path / "ds", cli)
     assert tree(tmp_path / "ds") == tree(single)
-
-
-def test_finishing_with_a_missing_part_names_it(tmp_path):
-    write(tmp_path / "ds", part=(0, 3))
-    with pytest.raises(IncompleteError, match="2 of 3 parts missing: 1/3, 2/3"):
-        writer.write_dataset(None, tmp_path / "ds", merge=[])
-
-
-def test_parts_of_another_spec_are_refused(tmp_path):
-    write(tmp_path / "ds", part=(0, 2))
-    with pytest.raises(PartsError, match="another benchmark"):
-        write(tmp_path / "ds", bench(seed=5), part=(1, 2))
 
 
 @pytest.mark.parametrize("storage", list(FORMATS))
@@ -80,13 +64,6 @@ def test_files_do_not_depend_on_the_block_size(tree, tmp_path, storage):
     write(tmp_path / "a", small, storage=storage)
     write(tmp_path / "b", small, storage=storage, block_rows=7)
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
-
-
-def test_row_groups_hold_the_rows_the_bytes_say(single):
-    path = next((single / "data" / "cot").glob("train-00001-*.parquet"))
-    groups = pq.ParquetFile(path).metadata
-    sizes = [groups.row_group(i).num_rows for i in range(groups.num_row_groups)]
-    assert sizes[:-1] == [GROUP_BYTES // 64] * (len(sizes) - 1)
 
 
 def test_cli_parts_in_one_folder_equal_a_single_cli_run(tree, cli, tmp_path):
@@ -117,16 +94,12 @@ def test_bad_scale_flags_exit_2_with_one_line_each(
     assert not (tmp_path / "x").exists()
 
 
-def test_a_part_into_a_finished_dataset_is_refused(cli, tmp_path, single):
-    result = cli("generate", "--out", str(single), "--task", "cot", "--part", "0/2")
-    assert result.exit_code == 2
-    assert "holds a finished dataset" in result.output
-
-
-def test_tokens_are_byte_stream_split_with_zstd_and_ids_are_plain(single):
-    path = next((single / "data" / "cot").glob("train-00000-*.parquet"))
-    group = pq.ParquetFile(path).metadata.row_group(0)
-    ids, tokens = group.column(0), group.column(1)
+def test_parquet_row_groups_hold_the_bytes_given_tokens_byte_stream_split_ids_plain(single):
+    path = next((single / "data" / "cot").glob("train-00001-*.parquet"))
+    meta = pq.ParquetFile(path).metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sizes[:-1] == [GROUP_BYTES // 64] * (len(sizes) - 1)
+    ids, tokens = meta.row_group(0).column(0), meta.row_group(0).column(1)
     assert tokens.path_in_schema == "tokens.list.element"
     assert "BYTE_STREAM_SPLIT" in tokens.encodings
     assert tokens.compression == "ZSTD"

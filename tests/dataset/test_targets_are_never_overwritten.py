@@ -4,6 +4,7 @@ the answer is one error line or a correct dataset."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
@@ -65,9 +66,12 @@ def _a_file(target: Path) -> None:
     target.write_text("not a folder\n")
 
 
-def _link_to_user_folder(target: Path) -> None:
-    _user_folder(target.parent / "elsewhere")
-    target.symlink_to(target.parent / "elsewhere")
+def _link_to(prepare: Callable[[Path], None]) -> Callable[[Path], None]:
+    def link(target: Path) -> None:
+        prepare(target.parent / "elsewhere")
+        target.symlink_to(target.parent / "elsewhere")
+
+    return link
 
 
 def _a_different_staged_file(target: Path) -> None:
@@ -81,6 +85,10 @@ def _a_loop(target: Path) -> None:
     (target.parent / "loop2").symlink_to(target)
 
 
+def _other_parts(target: Path) -> None:
+    part(target, 0, seed=5)
+
+
 def _dataset(target: Path, seed: int = 0) -> None:
     write_dataset(bench(seed), target, shard_bytes=SHARD)
 
@@ -91,8 +99,8 @@ MERGE_REFUSALS = {  # case -> (what the target holds, a fragment of the error li
     "finished dataset of the same spec": (_dataset, "finished dataset"),
     "user files under data/": (_user_data, "not posgen parts"),
     "a file": (_a_file, "file"),
-    "symlink to a user folder": (_link_to_user_folder, "posgen.json"),
-    "parts of another run": (lambda t: part(t, 0, seed=5), "another benchmark"),
+    "symlink to a user folder": (_link_to(_user_folder), "posgen.json"),
+    "parts of another run": (_other_parts, "another benchmark"),
     "a staged file that differs": (_a_different_staged_file, "differs"),
     "a symlink loop": (_a_loop, "loops"),
 }
@@ -189,7 +197,10 @@ def test_an_unfinished_part_folder_never_loads_wrong_data_and_merge_completes_it
         assert_clean_error(cli("validate", out), 2, "unfinished --part run")
         merged = cli("merge", out)
         if written < 3:  # merge names the missing parts and changes nothing
-            assert_clean_error(merged, 2, "parts missing")
+            missing = (
+                "2 of 3 parts missing: 1/3, 2/3" if written == 1 else "1 of 3 parts missing: 2/3"
+            )
+            assert_clean_error(merged, 2, missing)
         else:
             assert merged.exit_code == 0, merged.output
             assert tree(out) == tree(single)
@@ -270,21 +281,13 @@ def test_a_symlink_out_is_followed_kept_and_leaves_nothing_behind(cli, recorded,
         assert leftovers(link) == []
 
 
-def _mine(target: Path) -> None:
-    target.mkdir()
-    (target / "notes.txt").write_text("keep me\n")
-
-
-def _link_to_mine(target: Path) -> None:
-    _mine(target.parent / "mine")
-    target.symlink_to(target.parent / "mine")
-
-
 GENERATE_REFUSALS = {
     "a dataset, without --overwrite": (_dataset, [], "pass --overwrite to replace it"),
-    "a user folder": (_mine, ["--overwrite"], "not a posgen dataset"),
-    "a symlink to a user folder": (_link_to_mine, ["--overwrite"], "not a posgen dataset"),
+    "a user folder": (_user_data, ["--overwrite"], "not a posgen dataset"),
+    "a symlink to a user folder": (_link_to(_user_data), ["--overwrite"], "not a posgen dataset"),
     "a symlink loop": (_a_loop, [], "loops"),
+    "a dataset, with --part": (_dataset, ["--part", "0/2"], "holds a finished dataset"),
+    "parts of another run, with --part": (_other_parts, ["--part", "1/3"], "another benchmark"),
 }
 
 
