@@ -20,6 +20,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import stat
 import uuid
@@ -387,10 +388,37 @@ def check_target(target: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"{target} exists and is not a folder; nothing was written")
     if not overwrite:
         raise OutputExistsError(f"{target} exists; pass --overwrite to replace it")
-    if any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
+    if any(target.iterdir()) and not is_dataset_folder(target):
         raise OutputExistsError(
-            f"{target} is not a posgen dataset (no {MANIFEST_NAME}); refusing to replace it"
+            f"{target} is not a posgen dataset (no {MANIFEST_NAME} that says so); "
+            "refusing to replace it"
         )
+
+
+DATASET_HEAD = re.compile(rb'\{\s*"format"\s*:\s*"posgen-dataset"')
+
+
+def is_dataset_folder(folder: Path) -> bool:
+    """Whether ``folder/posgen.json`` is a regular file that opens ``{"format": "posgen-dataset"``
+    (as every manifest posgen writes does; a dataset damaged further on still counts, a user's
+    ``posgen.json`` holding ``{}`` does not).
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "posgen.json").write_text("{}")
+    >>> is_dataset_folder(folder)
+    False
+    >>> _ = (folder / "posgen.json").write_text('{ "format": "posgen-dataset", "rows": ')
+    >>> is_dataset_folder(folder)
+    True
+    """
+    try:
+        fd = os.open(folder / MANIFEST_NAME, OPEN_FLAGS)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        return regular and DATASET_HEAD.match(handle.read(256)) is not None
 
 
 @contextmanager
