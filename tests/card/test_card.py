@@ -13,9 +13,13 @@ import pytest
 import yaml
 
 from posgen import write_dataset
-from posgen.card import render_card, write_card
-from posgen.card.facts import seeding_section
-from posgen.card.tasks import dependency_diagram, measures_section
+from posgen.card import (
+    dependency_diagram,
+    measures_section,
+    render_card,
+    seeding_section,
+    write_card,
+)
 from posgen.scoring.reliance import measure_sentence
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.manifest import DamagedDataset, Manifest, read_manifest
