@@ -86,6 +86,366 @@ def code(text: str, language: str = "") -> str:
     return f"```{language}\n{text.rstrip()}\n```"
 
 
+LICENSE = "mit"
+TASK_CATEGORIES = ["text-generation"]
+TAGS = [
+    "synthetic",
+    "posgen",
+    "length-generalization",
+    "position-embeddings",
+    "rope",
+    "train-short-test-long",
+]
+SIZE_UNITS = ("1K", "10K", "100K", "1M", "10M", "100M", "1B", "10B", "100B", "1T")
+
+
+def size_category(rows: int) -> str:
+    """The Hub's size category of a dataset with ``rows`` examples.
+
+    >>> size_category(999), size_category(36_000), size_category(10**13)
+    ('n<1K', '10K<n<100K', 'n>1T')
+    """
+    for power, unit in enumerate(SIZE_UNITS, start=3):
+        if rows < 10**power:
+            return f"{SIZE_UNITS[power - 4]}<n<{unit}" if power > 3 else f"n<{unit}"
+    return "n>1T"
+
+
+def front_matter(manifest: Manifest, info: list[dict[str, Any]] | None = None) -> str:
+    """The whole YAML header between ``---`` lines, as ``huggingface_hub`` writes it;
+    ``dataset_info`` only when read from the data (``info``). Each config's data files per
+    split, the first config marked default; its probe splits form ``<config>-probe``."""
+    fmt = manifest_format(manifest)
+    configs = [
+        {
+            "config_name": name,
+            "data_files": [{"split": s, "path": fmt.split_glob(source, s)} for s in splits],
+            **({"default": True} if index == 0 else {}),
+        }
+        for index, (name, source, splits) in enumerate(manifest.hf_configs())
+    ]
+    rows = sum(s.rows for entry in manifest.configs.values() for s in entry.splits.values())
+    header = DatasetCardData(
+        pretty_name=f"POSGEN ({manifest.benchmark.name})",
+        license=LICENSE,
+        task_categories=list(TASK_CATEGORIES),
+        size_categories=[size_category(rows)],
+        tags=list(TAGS),
+        configs=configs,
+        dataset_info=info,
+    )
+    return "---\n" + header.to_yaml() + "\n---"
+
+
+def arrow_row_bytes(schema: pa.Schema) -> tuple[int, int]:
+    """In-memory Arrow bytes ``(per row, per token)`` of a POSGEN schema.
+
+    >>> from posgen.store.formats import row_schema
+    >>> arrow_row_bytes(row_schema(17)), arrow_row_bytes(row_schema(1000))
+    ((12, 1), (12, 2))
+    """
+    id_bytes = sum(f.type.bit_width // 8 for f in schema if pa.types.is_integer(f.type))
+    tokens = schema.field("tokens").type
+    offset_bytes = 8 if pa.types.is_large_list(tokens) else 4
+    return id_bytes + offset_bytes, tokens.value_type.bit_width // 8
+
+
+def extra_list_bytes(fmt: Any, path: Path, schema: pa.Schema) -> int:
+    """In-memory bytes of list columns besides ``tokens`` (the probe splits' positions and
+    answers): an int32 offset per row and the values, read from the file."""
+    names = [f.name for f in schema if f.name != "tokens" and pa.types.is_list(f.type)]
+    if not names:
+        return 0
+    total = 0
+    for batch in fmt.batches(path, 1 << 16, tuple(names)):
+        for name in names:
+            column = batch.column(batch.schema.get_field_index(name))
+            width = column.type.value_type.bit_width // 8
+            total += 4 * len(column) + width * len(column.flatten())
+    return total
+
+
+def feature_entry(field: pa.Field) -> dict[str, str]:
+    """The ``datasets`` YAML form of one column (ints and lists of ints, as POSGEN writes).
+
+    >>> from posgen.store.formats import row_schema
+    >>> [feature_entry(f) for f in row_schema(17)]
+    [{'name': 'id', 'dtype': 'int64'}, {'name': 'tokens', 'list': 'uint8'}]
+    """
+    kind = field.type
+    if pa.types.is_integer(kind):
+        return {"name": field.name, "dtype": str(kind)}
+    if pa.types.is_list(kind) and pa.types.is_integer(kind.value_type):
+        return {"name": field.name, "list": str(kind.value_type)}
+    raise DamagedDataset(
+        Path("."), [f"column {field.name!r} has type {kind}, not one posgen writes"]
+    )
+
+
+def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:
+    """The ``dataset_info`` YAML entries of ``root``, sorted by config, in the form ``datasets``
+    writes (without importing it: that would double a small ``posgen generate``); raises
+    :class:`DamagedDataset` when a file disagrees with the manifest."""
+    root = Path(root)
+    problems = check_files(root, manifest, hashes=False)
+    if problems:
+        raise DamagedDataset(root, [str(p) for p in problems])
+    fmt = manifest_format(manifest)
+    block = []
+    for config, _, split_entries in sorted(manifest.hf_configs()):
+        splits = []
+        schemas = set()
+        download = size = 0
+        features: list[dict[str, str]] = []
+        for split, info in split_entries.items():
+            num_bytes = 0
+            for item in info.files:
+                facts = fmt.facts(root / item.path)
+                if facts.tokens != item.rows * info.length:
+                    shown = f"{root / item.path}: {facts.tokens} tokens"
+                    raise DamagedDataset(root, [f"{shown}, not {item.rows} rows of {info.length}"])
+                schema = facts.schema.remove_metadata()
+                schemas.add(schema.to_string())
+                features = [feature_entry(field) for field in schema]
+                per_row, per_token = arrow_row_bytes(schema)
+                num_bytes += facts.rows * per_row + facts.tokens * per_token
+                num_bytes += extra_list_bytes(fmt, root / item.path, schema)
+                download += item.bytes
+            splits.append({"name": split, "num_bytes": num_bytes, "num_examples": info.rows})
+            size += num_bytes
+        if len(schemas) != 1:
+            raise DamagedDataset(root, [f"the splits of {config} do not share one schema"])
+        block.append(
+            {
+                "config_name": config,
+                "features": features,
+                "splits": splits,
+                "download_size": download,
+                "dataset_size": size,
+            }
+        )
+    return block
+
+
+WHAT_POSGEN_MEASURES = """\
+## What POSGEN measures, and why
+
+POSGEN (Wang et al., *Resonance RoPE*, ACL Findings 2024) is made for **train-short-test-long
+(TSTL)** studies of position embeddings: train on rows of length L, evaluate on length L' > L.
+In ordinary long-context tests later tokens are also *harder*, so a failure at long range can
+be blamed on the harder tokens or on the unseen positions. POSGEN removes the first cause:
+**every generated token is computed by the same function h from the same number (w = j + k)
+of earlier tokens, wherever it stands**, so the per-token difficulty is fixed and an accuracy
+drop past position L is due to the positions alone.
+
+Notation: tokens x_0, x_1, ... in {0, ..., m-1}; k near operands x_{t-k} .. x_{t-1}; j far
+operands placed by the task; w = j + k. The first w tokens of a row are its *seed window*
+(given, never scored); every later token is x_t = h(far operands, near operands)."""
+
+
+MEASURES_FILE = Path(__file__).with_name("probe_check.json")
+
+
+def load_measures(path: Path = MEASURES_FILE) -> dict[str, Any]:
+    """A committed figures file (the probe check by default), or ``{}`` when there is none."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def matching_entry(manifest: Manifest, results: dict[str, Any]) -> dict[str, Any] | None:
+    """``results``' entry for the manifest's benchmark, or None when it has none or its spec
+    ids differ from the manifest's (a different benchmark under the same name)."""
+    entry = results.get(manifest.benchmark.name)
+    spec_ids = {name: config.spec_id for name, config in manifest.configs.items()}
+    if not entry or entry.get("spec_ids") != spec_ids:
+        return None
+    return entry
+
+
+FAR_READ_FILE = Path(__file__).with_name("far_read.json")
+"""The far-read search's summary (``make far-read`` writes it from the runs' records)."""
+
+
+def far_read_sentence(search: dict[str, Any]) -> str:
+    """What the search of training recipes found, from its summary (``""`` without one).
+
+    >>> print(far_read_sentence({"runs": 4, "tasks": ["posgen-v1/cot"], "layers": [2],
+    ...     "hidden": [128], "weight_decays": [0.1, 1.0], "lrs": [0.0002, 0.001],
+    ...     "max_epochs": 20, "max_far_id": 0.061, "max_far_id_run": "map-x"}))
+    A search of training recipes for a far read (4 runs of a 2-layer, hidden-128 Llama with \
+RoPE on posgen-v1/cot; weight decay 0.1 and 1, lr 0.0002 and 0.001, up to 20 epochs, \
+far-reliance scored after every epoch) reached an ID far-reliance of at most 0.061 at any \
+epoch (docs/validity.md in the posgen repository): no recipe tried reads the far operand. \
+Untested: the paper preset (6 layers, hidden 512, lr 2e-4) at 150 epochs, on a GPU.
+    """
+    if not search.get("runs"):
+        return ""
+
+    def spoken(values: list[Any]) -> str:
+        return " and ".join(f"{value:g}" if isinstance(value, float) else str(value)
+                            for value in values)  # fmt: skip
+
+    recipe = (
+        f"{search['runs']} runs of a {spoken(search['layers'])}-layer, hidden-"
+        f"{spoken(search['hidden'])} Llama with RoPE on {', '.join(search['tasks'])}; weight "
+        f"decay {spoken(search['weight_decays'])}, lr {spoken(search['lrs'])}, up to "
+        f"{search['max_epochs']} epochs, far-reliance scored after every epoch"
+    )
+    found = (
+        f"reached an ID far-reliance of at most {search['max_far_id']:.3f} at any epoch "
+        "(docs/validity.md in the posgen repository)"
+    )
+    if search["max_far_id"] >= 0.5:
+        verdict = f"`{search['max_far_id_run']}` reads the far operand in distribution."
+    else:
+        verdict = (
+            "no recipe tried reads the far operand. Untested: the paper preset (6 layers, "
+            "hidden 512, lr 2e-4) at 150 epochs, on a GPU."
+        )
+    return f"A search of training recipes for a far read ({recipe}) {found}: {verdict}"
+
+
+def measures_section(
+    manifest: Manifest,
+    measures: dict[str, Any] | None = None,
+    search: dict[str, Any] | None = None,
+) -> str:
+    """The card's "What each task measures" section, or ``""`` (no figures, other spec ids)."""
+    entry = matching_entry(manifest, load_measures() if measures is None else measures)
+    if entry is None:
+        return ""
+    sentences = measure_sentences(manifest.benchmark.name, entry)
+    if not sentences:
+        return ""
+    searched = far_read_sentence(load_measures(FAR_READ_FILE) if search is None else search)
+    return section(
+        "What each task measures",
+        "From the counterfactual probe (`make probe-check` in the posgen repository: cpu "
+        "preset, one seed, each model scored on the probe split). Far-reliance near 1 means "
+        "the model reads the far operand; near 0, it predicts from near tokens alone.",
+        "\n".join(f"- {sentence}" for sentence in sentences),
+        *([searched] if searched else []),
+    )
+
+
+FAR_RULES: dict[str, tuple[str, str]] = {
+    "recursive": ("x_{t-w} .. x_{t-k-1} (just before the near ones)", "bounded by w"),
+    "cot": ('x_0 .. x_{j-1} (the fixed "question")', "grows like t"),
+    "semirecursive": ("x_p .. x_{p+j-1}, p = floor((t - w) / 2)", "grows like t / 2"),
+}
+
+
+def rules_table(manifest: Manifest) -> str:
+    """One row per config: its task's far operands and how far back they reach."""
+    rows = []
+    for name, entry in manifest.configs.items():
+        rule, reach = FAR_RULES.get(entry.spec.task, ("see posgen.tasks", "-"))
+        rows.append([name, entry.spec.task, rule, "x_{t-k} .. x_{t-1}", reach])
+    return table(["config", "task", "far operands of x_t", "near operands", "far look-back"], rows)
+
+
+def worked_example(spec: TaskSpec) -> str:
+    """The target ``t = w + 2`` of the first train row, recomputed from its operands."""
+    w = spec.window
+    t = min(w + 2, spec.train_length - 1)
+    row = generate_rows(spec, "train", 0, 1)[0].astype(int).tolist()
+    deps = dependencies(spec.task, t, spec.near, spec.far).tolist()
+    operands = [f"x_{p}" for p in deps]
+    values = [row[p] for p in deps]
+    op = get_op(spec.op)
+    if op.additive:
+        result = (
+            f"x_{t} = ({' + '.join(operands)}) mod {spec.modulus} "
+            f"= ({' + '.join(map(str, values))}) mod {spec.modulus} "
+            f"= {sum(values)} mod {spec.modulus} = {row[t]}"
+        )
+    else:
+        result = f"x_{t} = h({', '.join(operands)}) = h({', '.join(map(str, values))}) = {row[t]}"
+    return (
+        f"seed window x_0..x_{w - 1} = {' '.join(map(str, row[:w]))}; "
+        f"x_0..x_{t} = {' '.join(map(str, row[: t + 1]))}\n{result}   ({op.description})"
+    )
+
+
+MAX_DRAWN_WINDOW = 48  # windows longer than this are described, not drawn (the lines would not fit)
+
+
+def config_section(name: str, spec: TaskSpec) -> str:
+    """A config's rule, worked example and dependency picture."""
+    rule, reach = FAR_RULES.get(spec.task, ("see posgen.tasks", "-"))
+    parts = [
+        f"### `{name}`: {spec.task} (m = {spec.modulus}, k = {spec.near}, j = {spec.far}, "
+        f"w = {spec.window}, h = {spec.op})",
+        "",
+        f"Far operands: {rule}; near operands: x_{{t-k}} .. x_{{t-1}}; far look-back {reach}.",
+        "Worked example (first train row):",
+        "",
+        code(worked_example(spec), "text"),
+        "",
+    ]
+    if spec.window <= MAX_DRAWN_WINDOW:
+        length = diagram_length(spec.window, spec.train_length)
+        parts += [
+            "Which earlier positions feed a target (F far, n near, x target):",
+            "",
+            code(dependency_diagram(spec.task, spec.near, spec.far, length), "text"),
+        ]
+    else:
+        parts.append(f"(The window w = {spec.window} is too wide to draw.)")
+    return "\n".join(parts)
+
+
+def tasks_section(manifest: Manifest) -> str:
+    """The tasks of this folder: the rules table, then one subsection per config."""
+    return section(
+        "The tasks",
+        "The tasks differ only in *which earlier positions feed position t*:",
+        rules_table(manifest),
+        *(config_section(name, entry.spec) for name, entry in manifest.configs.items()),
+    )
+
+
+def default_targets(window: int, length: int, count: int = 6) -> list[int]:
+    """``count`` targets spread over ``[w, length)``, the first two adjacent.
+
+    >>> default_targets(4, 40)
+    [4, 5, 12, 21, 30, 39]
+    """
+    spread = np.linspace(window, length - 1, count - 1).astype(int).tolist()
+    return sorted({window, min(window + 1, length - 1), *spread})
+
+
+def dependency_diagram(
+    task: str, near: int, far: int, length: int, targets: Sequence[int] | None = None
+) -> str:
+    """The picture of ``task`` over positions ``[0, length)``."""
+    window = near + far
+    targets = list(targets) if targets is not None else default_targets(window, length)
+    label = max(len("position"), *(len(f"t = {t}") for t in targets)) + 2
+    tens = "".join(str(p // 10 % 10) if p % 10 == 0 else " " for p in range(length))
+    lines = [
+        "position".ljust(label) + tens.rstrip(),
+        " " * label + "".join(str(p % 10) for p in range(length)),
+    ]
+    for t in targets:
+        marks = ["."] * t + ["x"]
+        deps = dependencies(task, t, near, far)
+        for p in deps[:far]:
+            marks[p] = "F"
+        for p in deps[far:]:
+            marks[p] = "n"
+        lines.append(f"t = {t}".ljust(label) + "".join(marks))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def diagram_length(window: int, train_length: int) -> int:
+    """How many positions to draw: enough to show the far operands drift.
+
+    >>> diagram_length(4, 64), diagram_length(4, 10)
+    (40, 10)
+    """
+    return min(train_length, max(40, window + 24))
+
+
 def spec_section(manifest: Manifest) -> str:
     """Every spec field of every config, one column per config."""
     configs = manifest.configs
@@ -152,19 +512,58 @@ def splits_section(manifest: Manifest) -> str:
     )
 
 
-def files_section(manifest: Manifest) -> str:
-    """Every data file with its rows, first id, size and sha256."""
-    rows = [
-        [item.path, item.rows, item.first_id, item.bytes, f"`{item.sha256}`"]
-        for _, _, item in manifest.files()
-    ]
+PROBE_INTRO = """\
+Each config's probe splits (`probe` from `test`, `probe_<L'>` from `test_<L'>`) hold, in row i,
+test row i with some far operands replaced by another token; nothing after them is
+recomputed. In cot the question x_0 .. x_{j-1} is replaced; in the other tasks single tokens
+are, spaced so that a *probed* target has a far operand replaced and none of its near
+operands. Columns: `id`, `tokens`, `source_id` (the test row's id), `replaced` and `probed`
+(positions), and `far_rule` (at each probed position, h of the operands as stored). At a
+probed position the *far-rule answer* is what the task's rule says; the *local answer* is the
+stored token, unaltered, which a rule that never reads the far operand predicts.
+*Far-reliance* is the share of probed targets (where the two answers differ) on which a
+model's prediction equals the far-rule answer; *local-reliance* the share equal to the local
+answer. The probe splits form the `datasets` config `<config>-probe` (their columns differ
+from the other splits')."""
+PROBE_HEADER = ["config", "split", "made from", "probed ID targets", "probed OOD targets"]
+
+
+def probed_counts(spec: TaskSpec, split: str, rows: int) -> tuple[int, int]:
+    """Probed targets of ``split`` at ID positions ``[w, L)`` and OOD positions ``[L, L')``.
+
+    >>> probed_counts(TaskSpec(task="cot"), "probe", 10)
+    (600, 1920)
+    """
+    length = spec.split_length(split)
+    period = max(1, length - spec.window)  # row i has offset i mod period
+    id_count = ood_count = 0
+    for offset in range(min(rows, period)):
+        many = len(range(offset, rows, period))
+        probed = probe_plan(spec, length, offset).probed
+        inside = int(np.count_nonzero(probed < spec.train_length))
+        id_count += many * inside
+        ood_count += many * (probed.size - inside)
+    return id_count, ood_count
+
+
+def probe_section(manifest: Manifest) -> str:
+    """What a probe row is, how many targets each split probes, and how to score them."""
+    rows = []
+    for name, entry in manifest.configs.items():
+        for split in entry.spec.probe_names:
+            info = entry.splits[split]
+            id_count, ood_count = probed_counts(entry.spec, split, info.rows)
+            rows.append([probe_config(name), split, probe_source(split), id_count, ood_count])
+    first = next(iter(manifest.configs))
+    snippet = f"""\
+posgen score --data path/to/this/folder --config {first} --split probe \\
+    --predictions probe_predictions.parquet"""
     return section(
-        "Files and checksums",
-        "Columns: `id` (int64, the row's index in its split) and `tokens` (list of uint8; "
-        "uint16 when m > 256); probe splits add `source_id`, `replaced`, `probed` "
-        "(lists of uint32 positions) and `far_rule` (one token per probed position). "
-        "The manifest `posgen.json` holds the same facts.",
-        table(["file", "rows", "first id", "bytes", "sha256"], rows),
+        "Probe splits: does a model read the far operand?",
+        PROBE_INTRO,
+        table(PROBE_HEADER, rows),
+        "Predict the probe split (teacher-forced, as for test) and score it:",
+        code(snippet, "bash"),
     )
 
 
@@ -173,6 +572,7 @@ NOT_VALIDATED = (
     "`posgen validate DIR` to recompute every target from its window and audit the splits, "
     "and `posgen card DIR` to render the card with the result."
 )
+
 
 FACT_COLUMNS: list[tuple[str, str]] = [
     ("rows", "rows"),
@@ -197,12 +597,14 @@ FACT_COLUMNS: list[tuple[str, str]] = [
     ("near_determined_ood", "near-determined positions, OOD"),
 ]
 
+
 SHARE_COUNTS = {
     f"{kind}_share_{region}": f"{kind}_hits_{region}"
     for kind in ("copy_k", "copy_w", "linear_rule")
     for region in ("id", "ood")
 }
 """Shares shown with the count of targets behind them: ``share (hits)``."""
+
 
 AUDIT_NOTES = """\
 - *dependencies per target*: how many earlier positions each target was proven to read
@@ -357,34 +759,6 @@ def validation_section(report: Report | None) -> str:
     )
 
 
-CITATION = """\
-@inproceedings{wang2024resonance,
-  title     = {Resonance {RoPE}: Improving Context Length Generalization of Large Language Models},
-  author    = {Wang, Suyuchen and Kobyzev, Ivan and Lu, Peng and Rezagholizadeh, Mehdi and
-               Liu, Bang},
-  booktitle = {Findings of the Association for Computational Linguistics: ACL 2024},
-  year      = {2024},
-  url       = {https://arxiv.org/abs/2403.00071}
-}"""
-
-PAPER_SEEDING = """\
-Configs with `paper` seeding reproduce the authors' public code row for row: seed windows are
-`itertools.combinations(range(m), w)` in order, cycled when exhausted; train = rows
-[0, train_size), validation = rows [0, val_size), test = rows [val_size, val_size + test_size)
-of that list. This is faithful, and flawed: every validation row begins with a training row,
-and train repeats windows once the C(m, w) combinations are used up (C(17, 4) = 2,380, so
-10,000 train rows repeat each window about four times)."""
-
-DISJOINT_SEEDING = """\
-Configs with `disjoint` seeding differ from the authors' code in the seed windows only (the
-tasks, h, lengths and sizes are the same): windows are drawn from all of Z_m^w (not only sorted
-combinations) through a keyed pseudorandom permutation (a Feistel network keyed by
-`SeedSequence(seed, task)`), so no window repeats inside a split and none is shared between
-splits; each split owns its own range of permutation indices (test first, then validation,
-extra test lengths, train last), so test does not change when train_size does. Rows therefore
-differ from the paper's, and validation/test rows no longer begin with training rows."""
-
-
 def load_section(manifest: Manifest) -> str:
     """How to load a config, in memory or streaming."""
     first = next(iter(manifest.configs))
@@ -452,6 +826,35 @@ ood_accuracy = hit[:, L:].mean()  # out of distribution: positions [L, L')"""
     return section("How to score a model", *parts)
 
 
+RESULTS_FILE = Path(__file__).with_name("reference_results.json")
+FIGURES = ("id", "ood", "far_id", "far_ood")  # mean and std of each, per config and encoding
+RESULTS_HEADER = ["config", "position embedding", "n", "ID accuracy", "OOD accuracy",
+                  "ID far-reliance", "OOD far-reliance"]  # fmt: skip
+
+
+def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -> str:
+    """The benchmark's reference results, one row per config and position embedding, or
+    ``""`` (no entry for the benchmark, or other spec ids)."""
+    entry = matching_entry(manifest, load_measures(RESULTS_FILE) if results is None else results)
+    if entry is None:
+        return ""
+    rows = [
+        [task, pe, c["n"], *(mean_std_cell(c.get(f"{k}_mean"), c.get(f"{k}_std")) for k in FIGURES)]
+        for task, pes in entry["tasks"].items()
+        for pe in sorted(pes, key=pe_order)
+        for c in [pes[pe]]
+    ]
+    return section(
+        "Reference results",
+        "Stock `transformers` Llama models trained from scratch on this data with the "
+        "paper's four position embeddings (`make results` in the posgen repository: cpu "
+        "preset, test split, mean ± std over n seeds; see its RESULTS.md). Far-reliance: "
+        "share of the probe split's probed targets predicted as the far-rule answer "
+        "(see the probe splits above; - where not measured).",
+        table(RESULTS_HEADER, rows),
+    )
+
+
 def regenerate_section(manifest: Manifest) -> str:
     """The exact commands that rebuild the folder and check it byte for byte."""
     libraries = manifest.libraries
@@ -481,6 +884,25 @@ def regenerate_section(manifest: Manifest) -> str:
     )
 
 
+PAPER_SEEDING = """\
+Configs with `paper` seeding reproduce the authors' public code row for row: seed windows are
+`itertools.combinations(range(m), w)` in order, cycled when exhausted; train = rows
+[0, train_size), validation = rows [0, val_size), test = rows [val_size, val_size + test_size)
+of that list. This is faithful, and flawed: every validation row begins with a training row,
+and train repeats windows once the C(m, w) combinations are used up (C(17, 4) = 2,380, so
+10,000 train rows repeat each window about four times)."""
+
+
+DISJOINT_SEEDING = """\
+Configs with `disjoint` seeding differ from the authors' code in the seed windows only (the
+tasks, h, lengths and sizes are the same): windows are drawn from all of Z_m^w (not only sorted
+combinations) through a keyed pseudorandom permutation (a Feistel network keyed by
+`SeedSequence(seed, task)`), so no window repeats inside a split and none is shared between
+splits; each split owns its own range of permutation indices (test first, then validation,
+extra test lengths, train last), so test does not change when train_size does. Rows therefore
+differ from the paper's, and validation/test rows no longer begin with training rows."""
+
+
 def seeding_section(specs: list[TaskSpec]) -> str:
     """How the seed windows of ``specs`` relate to the authors' original code."""
     seedings = {spec.seeding for spec in specs}
@@ -489,456 +911,36 @@ def seeding_section(specs: list[TaskSpec]) -> str:
     return section("Seeding and the authors' original code", *used)
 
 
+def files_section(manifest: Manifest) -> str:
+    """Every data file with its rows, first id, size and sha256."""
+    rows = [
+        [item.path, item.rows, item.first_id, item.bytes, f"`{item.sha256}`"]
+        for _, _, item in manifest.files()
+    ]
+    return section(
+        "Files and checksums",
+        "Columns: `id` (int64, the row's index in its split) and `tokens` (list of uint8; "
+        "uint16 when m > 256); probe splits add `source_id`, `replaced`, `probed` "
+        "(lists of uint32 positions) and `far_rule` (one token per probed position). "
+        "The manifest `posgen.json` holds the same facts.",
+        table(["file", "rows", "first id", "bytes", "sha256"], rows),
+    )
+
+
+CITATION = """\
+@inproceedings{wang2024resonance,
+  title     = {Resonance {RoPE}: Improving Context Length Generalization of Large Language Models},
+  author    = {Wang, Suyuchen and Kobyzev, Ivan and Lu, Peng and Rezagholizadeh, Mehdi and
+               Liu, Bang},
+  booktitle = {Findings of the Association for Computational Linguistics: ACL 2024},
+  year      = {2024},
+  url       = {https://arxiv.org/abs/2403.00071}
+}"""
+
+
 def citation_section() -> str:
     """BibTeX of the Resonance RoPE paper, which introduced POSGEN."""
     return section("Citation", code(CITATION, "bibtex"))
-
-
-FAR_RULES: dict[str, tuple[str, str]] = {
-    "recursive": ("x_{t-w} .. x_{t-k-1} (just before the near ones)", "bounded by w"),
-    "cot": ('x_0 .. x_{j-1} (the fixed "question")', "grows like t"),
-    "semirecursive": ("x_p .. x_{p+j-1}, p = floor((t - w) / 2)", "grows like t / 2"),
-}
-
-MEASURES = """\
-## What POSGEN measures, and why
-
-POSGEN (Wang et al., *Resonance RoPE*, ACL Findings 2024) is made for **train-short-test-long
-(TSTL)** studies of position embeddings: train on rows of length L, evaluate on length L' > L.
-In ordinary long-context tests later tokens are also *harder*, so a failure at long range can
-be blamed on the harder tokens or on the unseen positions. POSGEN removes the first cause:
-**every generated token is computed by the same function h from the same number (w = j + k)
-of earlier tokens, wherever it stands**, so the per-token difficulty is fixed and an accuracy
-drop past position L is due to the positions alone.
-
-Notation: tokens x_0, x_1, ... in {0, ..., m-1}; k near operands x_{t-k} .. x_{t-1}; j far
-operands placed by the task; w = j + k. The first w tokens of a row are its *seed window*
-(given, never scored); every later token is x_t = h(far operands, near operands)."""
-
-
-def rules_table(manifest: Manifest) -> str:
-    """One row per config: its task's far operands and how far back they reach."""
-    rows = []
-    for name, entry in manifest.configs.items():
-        spec = entry.spec
-        rule, reach = FAR_RULES.get(spec.task, ("see posgen.tasks", "-"))
-        rows.append([name, spec.task, rule, "x_{t-k} .. x_{t-1}", reach])
-    return table(["config", "task", "far operands of x_t", "near operands", "far look-back"], rows)
-
-
-def worked_example(spec: TaskSpec) -> str:
-    """The target ``t = w + 2`` of the first train row, recomputed from its operands."""
-    w = spec.window
-    t = min(w + 2, spec.train_length - 1)
-    row = generate_rows(spec, "train", 0, 1)[0].astype(int).tolist()
-    deps = dependencies(spec.task, t, spec.near, spec.far).tolist()
-    operands = [f"x_{p}" for p in deps]
-    values = [row[p] for p in deps]
-    op = get_op(spec.op)
-    if op.additive:
-        result = (
-            f"x_{t} = ({' + '.join(operands)}) mod {spec.modulus} "
-            f"= ({' + '.join(map(str, values))}) mod {spec.modulus} "
-            f"= {sum(values)} mod {spec.modulus} = {row[t]}"
-        )
-    else:
-        result = f"x_{t} = h({', '.join(operands)}) = h({', '.join(map(str, values))}) = {row[t]}"
-    return (
-        f"seed window x_0..x_{w - 1} = {' '.join(map(str, row[:w]))}; "
-        f"x_0..x_{t} = {' '.join(map(str, row[: t + 1]))}\n{result}   ({op.description})"
-    )
-
-
-def config_section(name: str, spec: TaskSpec) -> str:
-    """A config's rule, worked example and dependency picture."""
-    rule, reach = FAR_RULES.get(spec.task, ("see posgen.tasks", "-"))
-    parts = [
-        f"### `{name}`: {spec.task} (m = {spec.modulus}, k = {spec.near}, j = {spec.far}, "
-        f"w = {spec.window}, h = {spec.op})",
-        "",
-        f"Far operands: {rule}; near operands: x_{{t-k}} .. x_{{t-1}}; far look-back {reach}.",
-        "Worked example (first train row):",
-        "",
-        code(worked_example(spec), "text"),
-        "",
-    ]
-    if spec.window <= MAX_DRAWN_WINDOW:
-        length = diagram_length(spec.window, spec.train_length)
-        parts += [
-            "Which earlier positions feed a target (F far, n near, x target):",
-            "",
-            code(dependency_diagram(spec.task, spec.near, spec.far, length), "text"),
-        ]
-    else:
-        parts.append(f"(The window w = {spec.window} is too wide to draw.)")
-    return "\n".join(parts)
-
-
-def tasks_section(manifest: Manifest) -> str:
-    """The tasks of this folder: the rules table, then one subsection per config."""
-    return section(
-        "The tasks",
-        "The tasks differ only in *which earlier positions feed position t*:",
-        rules_table(manifest),
-        *(config_section(name, entry.spec) for name, entry in manifest.configs.items()),
-    )
-
-
-MAX_DRAWN_WINDOW = 48  # windows longer than this are described, not drawn (the lines would not fit)
-
-
-def default_targets(window: int, length: int, count: int = 6) -> list[int]:
-    """``count`` targets spread over ``[w, length)``, the first two adjacent.
-
-    >>> default_targets(4, 40)
-    [4, 5, 12, 21, 30, 39]
-    """
-    spread = np.linspace(window, length - 1, count - 1).astype(int).tolist()
-    return sorted({window, min(window + 1, length - 1), *spread})
-
-
-def dependency_diagram(
-    task: str, near: int, far: int, length: int, targets: Sequence[int] | None = None
-) -> str:
-    """The picture of ``task`` over positions ``[0, length)``."""
-    window = near + far
-    targets = list(targets) if targets is not None else default_targets(window, length)
-    label = max(len("position"), *(len(f"t = {t}") for t in targets)) + 2
-    tens = "".join(str(p // 10 % 10) if p % 10 == 0 else " " for p in range(length))
-    lines = [
-        "position".ljust(label) + tens.rstrip(),
-        " " * label + "".join(str(p % 10) for p in range(length)),
-    ]
-    for t in targets:
-        marks = ["."] * t + ["x"]
-        deps = dependencies(task, t, near, far)
-        for p in deps[:far]:
-            marks[p] = "F"
-        for p in deps[far:]:
-            marks[p] = "n"
-        lines.append(f"t = {t}".ljust(label) + "".join(marks))
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def diagram_length(window: int, train_length: int) -> int:
-    """How many positions to draw: enough to show the far operands drift.
-
-    >>> diagram_length(4, 64), diagram_length(4, 10)
-    (40, 10)
-    """
-    return min(train_length, max(40, window + 24))
-
-
-INTRO = """\
-Each config's probe splits (`probe` from `test`, `probe_<L'>` from `test_<L'>`) hold, in row i,
-test row i with some far operands replaced by another token; nothing after them is
-recomputed. In cot the question x_0 .. x_{j-1} is replaced; in the other tasks single tokens
-are, spaced so that a *probed* target has a far operand replaced and none of its near
-operands. Columns: `id`, `tokens`, `source_id` (the test row's id), `replaced` and `probed`
-(positions), and `far_rule` (at each probed position, h of the operands as stored). At a
-probed position the *far-rule answer* is what the task's rule says; the *local answer* is the
-stored token, unaltered, which a rule that never reads the far operand predicts.
-*Far-reliance* is the share of probed targets (where the two answers differ) on which a
-model's prediction equals the far-rule answer; *local-reliance* the share equal to the local
-answer. The probe splits form the `datasets` config `<config>-probe` (their columns differ
-from the other splits')."""
-
-
-PROBE_HEADER = ["config", "split", "made from", "probed ID targets", "probed OOD targets"]
-
-
-def probed_counts(spec: TaskSpec, split: str, rows: int) -> tuple[int, int]:
-    """Probed targets of ``split`` at ID positions ``[w, L)`` and OOD positions ``[L, L')``.
-
-    >>> probed_counts(TaskSpec(task="cot"), "probe", 10)
-    (600, 1920)
-    """
-    length = spec.split_length(split)
-    period = max(1, length - spec.window)  # row i has offset i mod period
-    id_count = ood_count = 0
-    for offset in range(min(rows, period)):
-        many = len(range(offset, rows, period))
-        probed = probe_plan(spec, length, offset).probed
-        inside = int(np.count_nonzero(probed < spec.train_length))
-        id_count += many * inside
-        ood_count += many * (probed.size - inside)
-    return id_count, ood_count
-
-
-def probe_section(manifest: Manifest) -> str:
-    """What a probe row is, how many targets each split probes, and how to score them."""
-    rows = []
-    for name, entry in manifest.configs.items():
-        for split in entry.spec.probe_names:
-            info = entry.splits[split]
-            id_count, ood_count = probed_counts(entry.spec, split, info.rows)
-            rows.append([probe_config(name), split, probe_source(split), id_count, ood_count])
-    first = next(iter(manifest.configs))
-    snippet = f"""\
-posgen score --data path/to/this/folder --config {first} --split probe \\
-    --predictions probe_predictions.parquet"""
-    return section(
-        "Probe splits: does a model read the far operand?",
-        INTRO,
-        table(PROBE_HEADER, rows),
-        "Predict the probe split (teacher-forced, as for test) and score it:",
-        code(snippet, "bash"),
-    )
-
-
-MEASURES_FILE = Path(__file__).with_name("probe_check.json")
-
-
-def load_measures(path: Path = MEASURES_FILE) -> dict[str, Any]:
-    """A committed figures file (the probe check by default), or ``{}`` when there is none."""
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-FAR_READ_FILE = Path(__file__).with_name("far_read.json")
-"""The far-read search's summary (``make far-read`` writes it from the runs' records)."""
-
-
-def far_read_sentence(search: dict[str, Any]) -> str:
-    """What the search of training recipes found, from its summary (``""`` without one).
-
-    >>> print(far_read_sentence({"runs": 4, "tasks": ["posgen-v1/cot"], "layers": [2],
-    ...     "hidden": [128], "weight_decays": [0.1, 1.0], "lrs": [0.0002, 0.001],
-    ...     "max_epochs": 20, "max_far_id": 0.061, "max_far_id_run": "map-x"}))
-    A search of training recipes for a far read (4 runs of a 2-layer, hidden-128 Llama with \
-RoPE on posgen-v1/cot; weight decay 0.1 and 1, lr 0.0002 and 0.001, up to 20 epochs, \
-far-reliance scored after every epoch) reached an ID far-reliance of at most 0.061 at any \
-epoch (docs/validity.md in the posgen repository): no recipe tried reads the far operand. \
-Untested: the paper preset (6 layers, hidden 512, lr 2e-4) at 150 epochs, on a GPU.
-    """
-    if not search.get("runs"):
-        return ""
-
-    def spoken(values: list[Any]) -> str:
-        return " and ".join(f"{value:g}" if isinstance(value, float) else str(value)
-                            for value in values)  # fmt: skip
-
-    recipe = (
-        f"{search['runs']} runs of a {spoken(search['layers'])}-layer, hidden-"
-        f"{spoken(search['hidden'])} Llama with RoPE on {', '.join(search['tasks'])}; weight "
-        f"decay {spoken(search['weight_decays'])}, lr {spoken(search['lrs'])}, up to "
-        f"{search['max_epochs']} epochs, far-reliance scored after every epoch"
-    )
-    found = (
-        f"reached an ID far-reliance of at most {search['max_far_id']:.3f} at any epoch "
-        "(docs/validity.md in the posgen repository)"
-    )
-    if search["max_far_id"] >= 0.5:
-        verdict = f"`{search['max_far_id_run']}` reads the far operand in distribution."
-    else:
-        verdict = (
-            "no recipe tried reads the far operand. Untested: the paper preset (6 layers, "
-            "hidden 512, lr 2e-4) at 150 epochs, on a GPU."
-        )
-    return f"A search of training recipes for a far read ({recipe}) {found}: {verdict}"
-
-
-def measures_section(
-    manifest: Manifest,
-    measures: dict[str, Any] | None = None,
-    search: dict[str, Any] | None = None,
-) -> str:
-    """The card's "What each task measures" section, or ``""`` (no figures, other spec ids)."""
-    entry = matching_entry(manifest, load_measures() if measures is None else measures)
-    if entry is None:
-        return ""
-    sentences = measure_sentences(manifest.benchmark.name, entry)
-    if not sentences:
-        return ""
-    searched = far_read_sentence(load_measures(FAR_READ_FILE) if search is None else search)
-    return section(
-        "What each task measures",
-        "From the counterfactual probe (`make probe-check` in the posgen repository: cpu "
-        "preset, one seed, each model scored on the probe split). Far-reliance near 1 means "
-        "the model reads the far operand; near 0, it predicts from near tokens alone.",
-        "\n".join(f"- {sentence}" for sentence in sentences),
-        *([searched] if searched else []),
-    )
-
-
-RESULTS_FILE = Path(__file__).with_name("reference_results.json")
-
-FIGURES = ("id", "ood", "far_id", "far_ood")  # mean and std of each, per config and encoding
-RESULTS_HEADER = ["config", "position embedding", "n", "ID accuracy", "OOD accuracy",
-                  "ID far-reliance", "OOD far-reliance"]  # fmt: skip
-
-
-def matching_entry(manifest: Manifest, results: dict[str, Any]) -> dict[str, Any] | None:
-    """``results``' entry for the manifest's benchmark, or None when it has none or its spec
-    ids differ from the manifest's (a different benchmark under the same name)."""
-    entry = results.get(manifest.benchmark.name)
-    spec_ids = {name: config.spec_id for name, config in manifest.configs.items()}
-    if not entry or entry.get("spec_ids") != spec_ids:
-        return None
-    return entry
-
-
-def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -> str:
-    """The benchmark's reference results, one row per config and position embedding, or
-    ``""`` (no entry for the benchmark, or other spec ids)."""
-    entry = matching_entry(manifest, load_measures(RESULTS_FILE) if results is None else results)
-    if entry is None:
-        return ""
-    rows = [
-        [task, pe, c["n"], *(mean_std_cell(c.get(f"{k}_mean"), c.get(f"{k}_std")) for k in FIGURES)]
-        for task, pes in entry["tasks"].items()
-        for pe in sorted(pes, key=pe_order)
-        for c in [pes[pe]]
-    ]
-    return section(
-        "Reference results",
-        "Stock `transformers` Llama models trained from scratch on this data with the "
-        "paper's four position embeddings (`make results` in the posgen repository: cpu "
-        "preset, test split, mean ± std over n seeds; see its RESULTS.md). Far-reliance: "
-        "share of the probe split's probed targets predicted as the far-rule answer "
-        "(see the probe splits above; - where not measured).",
-        table(RESULTS_HEADER, rows),
-    )
-
-
-LICENSE = "mit"
-TASK_CATEGORIES = ["text-generation"]
-TAGS = [
-    "synthetic",
-    "posgen",
-    "length-generalization",
-    "position-embeddings",
-    "rope",
-    "train-short-test-long",
-]
-SIZE_UNITS = ("1K", "10K", "100K", "1M", "10M", "100M", "1B", "10B", "100B", "1T")
-
-
-def size_category(rows: int) -> str:
-    """The Hub's size category of a dataset with ``rows`` examples.
-
-    >>> size_category(999), size_category(36_000), size_category(10**13)
-    ('n<1K', '10K<n<100K', 'n>1T')
-    """
-    for power, unit in enumerate(SIZE_UNITS, start=3):
-        if rows < 10**power:
-            return f"{SIZE_UNITS[power - 4]}<n<{unit}" if power > 3 else f"n<{unit}"
-    return "n>1T"
-
-
-def front_matter(manifest: Manifest, info: list[dict[str, Any]] | None = None) -> str:
-    """The whole YAML header between ``---`` lines, as ``huggingface_hub`` writes it;
-    ``dataset_info`` only when read from the data (``info``). Each config's data files per
-    split, the first config marked default; its probe splits form ``<config>-probe``."""
-    fmt = manifest_format(manifest)
-    configs = [
-        {
-            "config_name": name,
-            "data_files": [{"split": s, "path": fmt.split_glob(source, s)} for s in splits],
-            **({"default": True} if index == 0 else {}),
-        }
-        for index, (name, source, splits) in enumerate(manifest.hf_configs())
-    ]
-    rows = sum(s.rows for entry in manifest.configs.values() for s in entry.splits.values())
-    header = DatasetCardData(
-        pretty_name=f"POSGEN ({manifest.benchmark.name})",
-        license=LICENSE,
-        task_categories=list(TASK_CATEGORIES),
-        size_categories=[size_category(rows)],
-        tags=list(TAGS),
-        configs=configs,
-        dataset_info=info,
-    )
-    return "---\n" + header.to_yaml() + "\n---"
-
-
-def arrow_row_bytes(schema: pa.Schema) -> tuple[int, int]:
-    """In-memory Arrow bytes ``(per row, per token)`` of a POSGEN schema.
-
-    >>> from posgen.store.formats import row_schema
-    >>> arrow_row_bytes(row_schema(17)), arrow_row_bytes(row_schema(1000))
-    ((12, 1), (12, 2))
-    """
-    id_bytes = sum(f.type.bit_width // 8 for f in schema if pa.types.is_integer(f.type))
-    tokens = schema.field("tokens").type
-    offset_bytes = 8 if pa.types.is_large_list(tokens) else 4
-    return id_bytes + offset_bytes, tokens.value_type.bit_width // 8
-
-
-def extra_list_bytes(fmt: Any, path: Path, schema: pa.Schema) -> int:
-    """In-memory bytes of list columns besides ``tokens`` (the probe splits' positions and
-    answers): an int32 offset per row and the values, read from the file."""
-    names = [f.name for f in schema if f.name != "tokens" and pa.types.is_list(f.type)]
-    if not names:
-        return 0
-    total = 0
-    for batch in fmt.batches(path, 1 << 16, tuple(names)):
-        for name in names:
-            column = batch.column(batch.schema.get_field_index(name))
-            width = column.type.value_type.bit_width // 8
-            total += 4 * len(column) + width * len(column.flatten())
-    return total
-
-
-def feature_entry(field: pa.Field) -> dict[str, str]:
-    """The ``datasets`` YAML form of one column (ints and lists of ints, as POSGEN writes).
-
-    >>> from posgen.store.formats import row_schema
-    >>> [feature_entry(f) for f in row_schema(17)]
-    [{'name': 'id', 'dtype': 'int64'}, {'name': 'tokens', 'list': 'uint8'}]
-    """
-    kind = field.type
-    if pa.types.is_integer(kind):
-        return {"name": field.name, "dtype": str(kind)}
-    if pa.types.is_list(kind) and pa.types.is_integer(kind.value_type):
-        return {"name": field.name, "list": str(kind.value_type)}
-    raise DamagedDataset(
-        Path("."), [f"column {field.name!r} has type {kind}, not one posgen writes"]
-    )
-
-
-def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:
-    """The ``dataset_info`` YAML entries of ``root``, sorted by config, in the form ``datasets``
-    writes (without importing it: that would double a small ``posgen generate``); raises
-    :class:`DamagedDataset` when a file disagrees with the manifest."""
-    root = Path(root)
-    problems = check_files(root, manifest, hashes=False)
-    if problems:
-        raise DamagedDataset(root, [str(p) for p in problems])
-    fmt = manifest_format(manifest)
-    block = []
-    for config, _, split_entries in sorted(manifest.hf_configs()):
-        splits = []
-        schemas = set()
-        download = size = 0
-        features: list[dict[str, str]] = []
-        for split, info in split_entries.items():
-            num_bytes = 0
-            for item in info.files:
-                facts = fmt.facts(root / item.path)
-                if facts.tokens != item.rows * info.length:
-                    shown = f"{root / item.path}: {facts.tokens} tokens"
-                    raise DamagedDataset(root, [f"{shown}, not {item.rows} rows of {info.length}"])
-                schema = facts.schema.remove_metadata()
-                schemas.add(schema.to_string())
-                features = [feature_entry(field) for field in schema]
-                per_row, per_token = arrow_row_bytes(schema)
-                num_bytes += facts.rows * per_row + facts.tokens * per_token
-                num_bytes += extra_list_bytes(fmt, root / item.path, schema)
-                download += item.bytes
-            splits.append({"name": split, "num_bytes": num_bytes, "num_examples": info.rows})
-            size += num_bytes
-        if len(schemas) != 1:
-            raise DamagedDataset(root, [f"the splits of {config} do not share one schema"])
-        block.append(
-            {
-                "config_name": config,
-                "features": features,
-                "splits": splits,
-                "download_size": download,
-                "dataset_size": size,
-            }
-        )
-    return block
 
 
 def render_card(
@@ -960,7 +962,7 @@ def render_card(
         + f"\n\nConfigs: {', '.join(f'`{name}`' for name in manifest.configs)}. "
         f"Generated by posgen {manifest.posgen_version}; "
         "the manifest `posgen.json` records the same facts as this card.",
-        MEASURES,
+        WHAT_POSGEN_MEASURES,
         *filter(None, [measures_section(manifest)]),
         tasks_section(manifest),
         spec_section(manifest),
