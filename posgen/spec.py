@@ -65,9 +65,7 @@ class TaskSpec(BaseModel):
     modulus: int = Field(17, ge=2, le=65536, description="Vocabulary size m (tokens 0..m-1).")
     near: int = Field(3, ge=1, le=4096, description="k: near operands x_{t-k}..x_{t-1}.")
     far: int = Field(1, ge=0, le=4096, description="j: far operands, placed by the task.")
-    op: str = Field(
-        "mod_addition", min_length=1, max_length=64, description="Generation function h"
-    )
+    op: str = Field("mod_addition", min_length=1, max_length=64, description="Function h.")
     op_key: int = Field(
         0, ge=0, le=MAX_SEED, description="Key of a keyed op (keyed_hash); 0 for the others."
     )
@@ -76,8 +74,7 @@ class TaskSpec(BaseModel):
         (256,),
         min_length=1,
         max_length=16,
-        description="L': length of validation/test rows; each further length (a repeated "
-        "flag) adds a test_<L'> split.",
+        description="L': length of validation/test rows; further lengths add test_<L'> splits.",
     )
     train_size: int = Field(10_000, ge=1, le=MAX_ROWS, description="Rows in train.")
     val_size: int = Field(1_000, ge=1, le=MAX_ROWS, description="Rows in validation.")

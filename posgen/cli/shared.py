@@ -142,7 +142,8 @@ def spec_options(function: Callable[..., Any]) -> Callable[..., Any]:
         about = f"{field.description} [{default}]"
         kind: Any = int
         if name == "op":
-            kind, about = str, f"{field.description}: {', '.join(op_names())}. [{default}]"
+            names = ", ".join(op_names())
+            kind, about = str, f"{field.description.rstrip('.')}: {names}. [{default}]"
         elif name == "seeding":
             kind = click.Choice(get_args(field.annotation))
         flag = f"--{name.replace('_', '-')}"
