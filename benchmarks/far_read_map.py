@@ -222,7 +222,7 @@ def render(records: list[dict[str, Any]]) -> str:
 
 
 def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the cards say of the search (:func:`posgen.card.tasks.far_read_sentence`)."""
+    """What the cards say of the search (:func:`posgen.card.far_read_sentence`)."""
     runs = [r for r in records if r.get("issue") == 28]
     if not runs:
         return {"runs": 0}

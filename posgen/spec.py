@@ -306,21 +306,13 @@ def _digest(body: dict[str, Any]) -> str:
 DEFAULT_BENCHMARK_NAME = "posgen"  # the default benchmark: one config per task
 
 
-def default_benchmark_mapping(tasks: Sequence[str] = TASKS, **fields: Any) -> dict[str, Any]:
-    """The raw mapping of the default benchmark: one config per task, each given ``fields``.
-
-    >>> default_benchmark_mapping(("cot",), train_length=64)
-    {'name': 'posgen', 'configs': {'cot': {'task': 'cot', 'train_length': 64}}}
-    """
-    return {
-        "name": DEFAULT_BENCHMARK_NAME,
-        "configs": {task: {"task": task, **fields} for task in tasks},
-    }
-
-
 def default_benchmark(tasks: Sequence[str] = TASKS, **fields: Any) -> BenchmarkSpec:
-    """A benchmark with one config per task, every config given ``fields``."""
-    return BenchmarkSpec.model_validate(default_benchmark_mapping(tasks, **fields))
+    """A benchmark with one config per task, every config given ``fields``.
+
+    >>> default_benchmark(("cot",), train_length=32).configs["cot"].train_length
+    32
+    """
+    return resolve_benchmark(None, tuple(tasks), fields)
 
 
 # --- spec files ----------------------------------------------------------------------------
@@ -484,7 +476,8 @@ def resolve_benchmark(
     with ``overrides``."""
     overrides = overrides or {}
     if spec_file is None:
-        raw = default_benchmark_mapping(tasks or TASKS)
+        configs = {task: {"task": task} for task in tasks or TASKS}
+        raw = {"name": DEFAULT_BENCHMARK_NAME, "configs": configs}
     else:
         raw = benchmark_mapping(read_spec_file(spec_file), stem_name(Path(spec_file).stem))
         if tasks:

@@ -1,56 +1,89 @@
-"""The data card (``README.md``) of a dataset folder.
+"""The data card (``README.md``) of a dataset folder, rendered deterministically from the
+manifest, the data files and the validation report (only its deterministic parts: never
+``seconds``); the official cards in ``data_cards/`` are checked for drift.
 
-Rendered from the manifest, the files and the validation report, deterministically (the
-official cards in ``data_cards/`` are checked for drift): the YAML front matter (here), the
-tasks (:mod:`~posgen.card.tasks`) and the fact tables (:mod:`~posgen.card.facts`).
+The YAML front matter is what the Hub and ``datasets`` read: ``configs`` maps each config to its
+data files per split (the first config is the default) and ``dataset_info`` is read from the
+checked files. The sections follow, in card order; a worked example and a dependency diagram
+(``F`` far operands, ``n`` near ones, ``x`` the target) are computed from each config's spec:
 
-The front matter is what the Hub and ``datasets`` read. ``configs`` maps each config to its
-data files per split (the first config is the default), so ``load_dataset(DIR, "<config>")``
-needs no loading script; huggingface_hub's ``DatasetCardData`` writes the header as the Hub
-does. ``dataset_info`` (which ``datasets`` enforces at load time) is read from the checked data
-files. ``num_bytes`` is the in-memory Arrow size: per row an int64 id and an int32 list
-offset, plus the token bytes; 300 rows of 64 uint8 tokens: ``300 * (8 + 4) + 300 * 64``.
+>>> print(dependency_diagram("semirecursive", near=3, far=1, length=14, targets=[4, 13]))
+position  0         1
+          01234567890123
+t = 4     Fnnnx
+t = 13    ....F.....nnnx
+
+The figures of trained models (what each task measures, the reference results) come from the
+committed files ``probe_check.json``, ``far_read.json`` and ``reference_results.json`` beside
+this module, shown only when every config's spec id matches the one the models were trained on.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 from huggingface_hub import DatasetCardData
 
-from posgen.card.facts import (
-    citation_section,
-    files_section,
-    load_section,
-    regenerate_section,
-    score_section,
-    seeding_section,
-    spec_section,
-    splits_section,
-    validation_section,
-)
-from posgen.card.tasks import (
-    MEASURES,
-    measures_section,
-    probe_section,
-    results_section,
-    tasks_section,
-)
+from posgen.encodings import pe_order
+from posgen.errors import mean_std_cell
+from posgen.generator import disjoint_offset, generate_rows, paper_row_offset, probe_plan
+from posgen.scoring.reliance import measure_sentences
+from posgen.spec import TaskSpec, is_probe_split, probe_config, probe_source
 from posgen.store.dataset import Dataset, check_files
 from posgen.store.formats import manifest_format
 from posgen.store.manifest import CARD_NAME, DamagedDataset, Manifest
 from posgen.store.safety import write_atomically
+from posgen.tasks import dependencies, get_op
 
 if TYPE_CHECKING:
-    from posgen.validate.report import Report
+    from posgen.validate.report import CheckResult, Report
 
-__all__ = [
-    "CARD_NAME",
-    "render_card",
-    "write_card",
-]
+__all__ = ["CARD_NAME", "render_card", "write_card"]
+
+
+def section(title: str, *blocks: str) -> str:
+    """A ``## title`` section: the title and ``blocks``, a blank line between each."""
+    return "\n\n".join([f"## {title}", *blocks])
+
+
+def cell(value: Any) -> str:
+    """One table cell: pipes escaped, floats with 4 decimals, ints with thousands commas.
+
+    >>> cell(10000), cell(0.25), cell("a|b"), cell(None)
+    ('10,000', '0.2500', 'a\\\\|b', '-')
+    """
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table.
+
+    >>> print(table(["task", "w"], [["cot", 4]]))
+    | task | w |
+    |---|---|
+    | cot | 4 |
+    """
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def code(text: str, language: str = "") -> str:
+    """A fenced code block."""
+    return f"```{language}\n{text.rstrip()}\n```"
 
 
 LICENSE = "mit"
@@ -194,6 +227,722 @@ def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:
     return block
 
 
+WHAT_POSGEN_MEASURES = """\
+## What POSGEN measures, and why
+
+POSGEN (Wang et al., *Resonance RoPE*, ACL Findings 2024) is made for **train-short-test-long
+(TSTL)** studies of position embeddings: train on rows of length L, evaluate on length L' > L.
+In ordinary long-context tests later tokens are also *harder*, so a failure at long range can
+be blamed on the harder tokens or on the unseen positions. POSGEN removes the first cause:
+**every generated token is computed by the same function h from the same number (w = j + k)
+of earlier tokens, wherever it stands**, so the per-token difficulty is fixed and an accuracy
+drop past position L is due to the positions alone.
+
+Notation: tokens x_0, x_1, ... in {0, ..., m-1}; k near operands x_{t-k} .. x_{t-1}; j far
+operands placed by the task; w = j + k. The first w tokens of a row are its *seed window*
+(given, never scored); every later token is x_t = h(far operands, near operands)."""
+
+
+MEASURES_FILE = Path(__file__).with_name("probe_check.json")
+
+
+def load_measures(path: Path = MEASURES_FILE) -> dict[str, Any]:
+    """A committed figures file (the probe check by default), or ``{}`` when there is none."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def matching_entry(manifest: Manifest, results: dict[str, Any]) -> dict[str, Any] | None:
+    """``results``' entry for the manifest's benchmark, or None when it has none or its spec
+    ids differ from the manifest's (a different benchmark under the same name)."""
+    entry = results.get(manifest.benchmark.name)
+    spec_ids = {name: config.spec_id for name, config in manifest.configs.items()}
+    if not entry or entry.get("spec_ids") != spec_ids:
+        return None
+    return entry
+
+
+FAR_READ_FILE = Path(__file__).with_name("far_read.json")
+"""The far-read search's summary (``make far-read`` writes it from the runs' records)."""
+
+
+def far_read_sentence(search: dict[str, Any]) -> str:
+    """What the search of training recipes found, from its summary (``""`` without one).
+
+    >>> print(far_read_sentence({"runs": 4, "tasks": ["posgen-v1/cot"], "layers": [2],
+    ...     "hidden": [128], "weight_decays": [0.1, 1.0], "lrs": [0.0002, 0.001],
+    ...     "max_epochs": 20, "max_far_id": 0.061, "max_far_id_run": "map-x"}))
+    A search of training recipes for a far read (4 runs of a 2-layer, hidden-128 Llama with \
+RoPE on posgen-v1/cot; weight decay 0.1 and 1, lr 0.0002 and 0.001, up to 20 epochs, \
+far-reliance scored after every epoch) reached an ID far-reliance of at most 0.061 at any \
+epoch (docs/validity.md in the posgen repository): no recipe tried reads the far operand. \
+Untested: the paper preset (6 layers, hidden 512, lr 2e-4) at 150 epochs, on a GPU.
+    """
+    if not search.get("runs"):
+        return ""
+
+    def spoken(values: list[Any]) -> str:
+        return " and ".join(f"{value:g}" if isinstance(value, float) else str(value)
+                            for value in values)  # fmt: skip
+
+    recipe = (
+        f"{search['runs']} runs of a {spoken(search['layers'])}-layer, hidden-"
+        f"{spoken(search['hidden'])} Llama with RoPE on {', '.join(search['tasks'])}; weight "
+        f"decay {spoken(search['weight_decays'])}, lr {spoken(search['lrs'])}, up to "
+        f"{search['max_epochs']} epochs, far-reliance scored after every epoch"
+    )
+    found = (
+        f"reached an ID far-reliance of at most {search['max_far_id']:.3f} at any epoch "
+        "(docs/validity.md in the posgen repository)"
+    )
+    if search["max_far_id"] >= 0.5:
+        verdict = f"`{search['max_far_id_run']}` reads the far operand in distribution."
+    else:
+        verdict = (
+            "no recipe tried reads the far operand. Untested: the paper preset (6 layers, "
+            "hidden 512, lr 2e-4) at 150 epochs, on a GPU."
+        )
+    return f"A search of training recipes for a far read ({recipe}) {found}: {verdict}"
+
+
+def measures_section(
+    manifest: Manifest,
+    measures: dict[str, Any] | None = None,
+    search: dict[str, Any] | None = None,
+) -> str:
+    """The card's "What each task measures" section, or ``""`` (no figures, other spec ids)."""
+    entry = matching_entry(manifest, load_measures() if measures is None else measures)
+    if entry is None:
+        return ""
+    sentences = measure_sentences(manifest.benchmark.name, entry)
+    if not sentences:
+        return ""
+    searched = far_read_sentence(load_measures(FAR_READ_FILE) if search is None else search)
+    return section(
+        "What each task measures",
+        "From the counterfactual probe (`make probe-check` in the posgen repository: cpu "
+        "preset, one seed, each model scored on the probe split). Far-reliance near 1 means "
+        "the model reads the far operand; near 0, it predicts from near tokens alone.",
+        "\n".join(f"- {sentence}" for sentence in sentences),
+        *([searched] if searched else []),
+    )
+
+
+FAR_RULES: dict[str, tuple[str, str]] = {
+    "recursive": ("x_{t-w} .. x_{t-k-1} (just before the near ones)", "bounded by w"),
+    "cot": ('x_0 .. x_{j-1} (the fixed "question")', "grows like t"),
+    "semirecursive": ("x_p .. x_{p+j-1}, p = floor((t - w) / 2)", "grows like t / 2"),
+}
+
+
+def rules_table(manifest: Manifest) -> str:
+    """One row per config: its task's far operands and how far back they reach."""
+    rows = []
+    for name, entry in manifest.configs.items():
+        rule, reach = FAR_RULES.get(entry.spec.task, ("see posgen.tasks", "-"))
+        rows.append([name, entry.spec.task, rule, "x_{t-k} .. x_{t-1}", reach])
+    return table(["config", "task", "far operands of x_t", "near operands", "far look-back"], rows)
+
+
+def worked_example(spec: TaskSpec) -> str:
+    """The target ``t = w + 2`` of the first train row, recomputed from its operands."""
+    w = spec.window
+    t = min(w + 2, spec.train_length - 1)
+    row = generate_rows(spec, "train", 0, 1)[0].astype(int).tolist()
+    deps = dependencies(spec.task, t, spec.near, spec.far).tolist()
+    operands = [f"x_{p}" for p in deps]
+    values = [row[p] for p in deps]
+    op = get_op(spec.op)
+    if op.additive:
+        result = (
+            f"x_{t} = ({' + '.join(operands)}) mod {spec.modulus} "
+            f"= ({' + '.join(map(str, values))}) mod {spec.modulus} "
+            f"= {sum(values)} mod {spec.modulus} = {row[t]}"
+        )
+    else:
+        result = f"x_{t} = h({', '.join(operands)}) = h({', '.join(map(str, values))}) = {row[t]}"
+    return (
+        f"seed window x_0..x_{w - 1} = {' '.join(map(str, row[:w]))}; "
+        f"x_0..x_{t} = {' '.join(map(str, row[: t + 1]))}\n{result}   ({op.description})"
+    )
+
+
+MAX_DRAWN_WINDOW = 48  # windows longer than this are described, not drawn (the lines would not fit)
+
+
+def config_section(name: str, spec: TaskSpec) -> str:
+    """A config's rule, worked example and dependency picture."""
+    rule, reach = FAR_RULES.get(spec.task, ("see posgen.tasks", "-"))
+    parts = [
+        f"### `{name}`: {spec.task} (m = {spec.modulus}, k = {spec.near}, j = {spec.far}, "
+        f"w = {spec.window}, h = {spec.op})",
+        "",
+        f"Far operands: {rule}; near operands: x_{{t-k}} .. x_{{t-1}}; far look-back {reach}.",
+        "Worked example (first train row):",
+        "",
+        code(worked_example(spec), "text"),
+        "",
+    ]
+    if spec.window <= MAX_DRAWN_WINDOW:
+        length = diagram_length(spec.window, spec.train_length)
+        parts += [
+            "Which earlier positions feed a target (F far, n near, x target):",
+            "",
+            code(dependency_diagram(spec.task, spec.near, spec.far, length), "text"),
+        ]
+    else:
+        parts.append(f"(The window w = {spec.window} is too wide to draw.)")
+    return "\n".join(parts)
+
+
+def tasks_section(manifest: Manifest) -> str:
+    """The tasks of this folder: the rules table, then one subsection per config."""
+    return section(
+        "The tasks",
+        "The tasks differ only in *which earlier positions feed position t*:",
+        rules_table(manifest),
+        *(config_section(name, entry.spec) for name, entry in manifest.configs.items()),
+    )
+
+
+def default_targets(window: int, length: int, count: int = 6) -> list[int]:
+    """``count`` targets spread over ``[w, length)``, the first two adjacent.
+
+    >>> default_targets(4, 40)
+    [4, 5, 12, 21, 30, 39]
+    """
+    spread = np.linspace(window, length - 1, count - 1).astype(int).tolist()
+    return sorted({window, min(window + 1, length - 1), *spread})
+
+
+def dependency_diagram(
+    task: str, near: int, far: int, length: int, targets: Sequence[int] | None = None
+) -> str:
+    """The picture of ``task`` over positions ``[0, length)``."""
+    window = near + far
+    targets = list(targets) if targets is not None else default_targets(window, length)
+    label = max(len("position"), *(len(f"t = {t}") for t in targets)) + 2
+    tens = "".join(str(p // 10 % 10) if p % 10 == 0 else " " for p in range(length))
+    lines = [
+        "position".ljust(label) + tens.rstrip(),
+        " " * label + "".join(str(p % 10) for p in range(length)),
+    ]
+    for t in targets:
+        marks = ["."] * t + ["x"]
+        deps = dependencies(task, t, near, far)
+        for p in deps[:far]:
+            marks[p] = "F"
+        for p in deps[far:]:
+            marks[p] = "n"
+        lines.append(f"t = {t}".ljust(label) + "".join(marks))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def diagram_length(window: int, train_length: int) -> int:
+    """How many positions to draw: enough to show the far operands drift.
+
+    >>> diagram_length(4, 64), diagram_length(4, 10)
+    (40, 10)
+    """
+    return min(train_length, max(40, window + 24))
+
+
+def spec_section(manifest: Manifest) -> str:
+    """Every spec field of every config, one column per config."""
+    configs = manifest.configs
+    specs = [entry.spec.canonical() for entry in configs.values()]
+    rows = [["spec_id", *(f"`{entry.spec_id}`" for entry in configs.values())]]
+    for field in TaskSpec.model_fields:
+        if any(field in spec for spec in specs):  # op_key only for keyed ops
+            values = [spec.get(field, "-") for spec in specs]
+            rows.append(
+                [field, *(", ".join(map(str, v)) if isinstance(v, list) else v for v in values)]
+            )
+    bench = manifest.benchmark
+    return section(
+        "Spec",
+        f"Benchmark `{bench.name}`, benchmark spec id `{bench.spec_id}`.",
+        table(["field", *configs], rows),
+    )
+
+
+def seed_windows_text(spec: TaskSpec, split: str, rows: int) -> str:
+    """Where a split's seed windows come from.
+
+    >>> seed_windows_text(TaskSpec(task="cot"), "test", 1000)
+    'disjoint: indices [0, 1,000) of a permutation of Z_17^4 (83,521 windows), seed 0'
+    >>> seed_windows_text(TaskSpec(task="cot", seeding="paper"), "test", 1000)
+    'paper: sorted combinations [1,000, 2,000) mod C(17, 4) = 2,380'
+    """
+    if spec.seeding == "paper":
+        first = paper_row_offset(spec, split)
+        return (
+            f"paper: sorted combinations [{first:,}, {first + rows:,}) mod "
+            f"C({spec.modulus}, {spec.window}) = {spec.seed_space:,}"
+        )
+    first = disjoint_offset(spec, split)
+    return (
+        f"disjoint: indices [{first:,}, {first + rows:,}) of a permutation of "
+        f"Z_{spec.modulus}^{spec.window} ({spec.seed_space:,} windows), seed {spec.seed}"
+    )
+
+
+def splits_section(manifest: Manifest) -> str:
+    """Rows, length, scored positions and seed windows of every split."""
+    rows = []
+    for name, config, splits in manifest.hf_configs():
+        spec = manifest.configs[config].spec
+        for split, info in splits.items():
+            w, boundary, length = info.seed_window, info.ood_boundary, info.length
+            ood = f"[{boundary}, {length})" if length > boundary else "none"
+            source = (
+                f"rows of {config}/{probe_source(split)}, far operands replaced"
+                if is_probe_split(split)
+                else seed_windows_text(spec, split, info.rows)
+            )
+            rows.append(
+                [name, split, info.rows, length, w, f"[{w}, {min(boundary, length)})", ood, source]
+            )
+    header = ["config", "split", "rows", "length", "seed window w", "ID positions"]
+    return section(
+        "Splits",
+        "Rows of a split all have its length. The first w tokens are the seed window; "
+        "positions [w, L) are in distribution (L = train length = the OOD boundary) and "
+        "positions [L, L') are out of distribution.",
+        table([*header, "OOD positions", "seed windows"], rows),
+    )
+
+
+PROBE_INTRO = """\
+Each config's probe splits (`probe` from `test`, `probe_<L'>` from `test_<L'>`) hold, in row i,
+test row i with some far operands replaced by another token; nothing after them is
+recomputed. In cot the question x_0 .. x_{j-1} is replaced; in the other tasks single tokens
+are, spaced so that a *probed* target has a far operand replaced and none of its near
+operands. Columns: `id`, `tokens`, `source_id` (the test row's id), `replaced` and `probed`
+(positions), and `far_rule` (at each probed position, h of the operands as stored). At a
+probed position the *far-rule answer* is what the task's rule says; the *local answer* is the
+stored token, unaltered, which a rule that never reads the far operand predicts.
+*Far-reliance* is the share of probed targets (where the two answers differ) on which a
+model's prediction equals the far-rule answer; *local-reliance* the share equal to the local
+answer. The probe splits form the `datasets` config `<config>-probe` (their columns differ
+from the other splits')."""
+PROBE_HEADER = ["config", "split", "made from", "probed ID targets", "probed OOD targets"]
+
+
+def probed_counts(spec: TaskSpec, split: str, rows: int) -> tuple[int, int]:
+    """Probed targets of ``split`` at ID positions ``[w, L)`` and OOD positions ``[L, L')``.
+
+    >>> probed_counts(TaskSpec(task="cot"), "probe", 10)
+    (600, 1920)
+    """
+    length = spec.split_length(split)
+    period = max(1, length - spec.window)  # row i has offset i mod period
+    id_count = ood_count = 0
+    for offset in range(min(rows, period)):
+        many = len(range(offset, rows, period))
+        probed = probe_plan(spec, length, offset).probed
+        inside = int(np.count_nonzero(probed < spec.train_length))
+        id_count += many * inside
+        ood_count += many * (probed.size - inside)
+    return id_count, ood_count
+
+
+def probe_section(manifest: Manifest) -> str:
+    """What a probe row is, how many targets each split probes, and how to score them."""
+    rows = []
+    for name, entry in manifest.configs.items():
+        for split in entry.spec.probe_names:
+            info = entry.splits[split]
+            id_count, ood_count = probed_counts(entry.spec, split, info.rows)
+            rows.append([probe_config(name), split, probe_source(split), id_count, ood_count])
+    first = next(iter(manifest.configs))
+    snippet = f"""\
+posgen score --data path/to/this/folder --config {first} --split probe \\
+    --predictions probe_predictions.parquet"""
+    return section(
+        "Probe splits: does a model read the far operand?",
+        PROBE_INTRO,
+        table(PROBE_HEADER, rows),
+        "Predict the probe split (teacher-forced, as for test) and score it:",
+        code(snippet, "bash"),
+    )
+
+
+NOT_VALIDATED = (
+    "**Not validated.** This card was rendered without a validation report. Run "
+    "`posgen validate DIR` to recompute every target from its window and audit the splits, "
+    "and `posgen card DIR` to render the card with the result."
+)
+
+
+FACT_COLUMNS: list[tuple[str, str]] = [
+    ("rows", "rows"),
+    ("length", "length"),
+    ("dependency_count", "dependencies per target"),
+    ("max_lookback", "max look-back"),
+    ("repeated_rows", "repeated rows"),
+    ("shared_windows", "seed windows shared with"),
+    ("target_balance_max_tv", "target balance (max TV)"),
+    ("effective_lookback_max", "effective look-back (max)"),
+    ("shorter_lookback_id", "shorter look-back, ID positions"),
+    ("shorter_lookback_ood", "shorter look-back, OOD positions"),
+    ("copy_k_share_id", "k-context copy share, ID"),
+    ("copy_k_share_ood", "k-context copy share, OOD"),
+    ("copy_w_share_id", "w-context copy share, ID"),
+    ("copy_w_share_ood", "w-context copy share, OOD"),
+    ("linear_rule_share_id", "linear-rule share, ID"),
+    ("linear_rule_share_ood", "linear-rule share, OOD"),
+    ("periodic_shortcut_share", "periodic shortcut share"),
+    ("operand_sensitivity", "operand sensitivity"),
+    ("near_determined_id", "near-determined positions, ID"),
+    ("near_determined_ood", "near-determined positions, OOD"),
+]
+
+
+SHARE_COUNTS = {
+    f"{kind}_share_{region}": f"{kind}_hits_{region}"
+    for kind in ("copy_k", "copy_w", "linear_rule")
+    for region in ("id", "ood")
+}
+"""Shares shown with the count of targets behind them: ``share (hits)``."""
+
+
+AUDIT_NOTES = """\
+- *dependencies per target*: how many earlier positions each target was proven to read
+  (w = j + k for every task); *max look-back*: the largest distance from a target to an operand.
+- *repeated rows*: rows whose whole sequence occurs earlier in the split.
+- *seed windows shared with*: rows whose seed window also starts a row of the other split.
+- *target balance (max TV)*: the largest total-variation distance, over positions, between the
+  targets at that position and the uniform distribution on {0, ..., m-1}.
+- *effective look-back (max)*: the largest, over the split's positions t, of the smallest D
+  such that x_t is a function of x_{t-D} .. x_{t-1} for every seed window (next to *max
+  look-back*, the rule's). *shorter look-back*: positions (out of L - w ID and L' - L OOD)
+  where that D is below the rule's look-back t - (earliest operand). Exact: GF(m) linear
+  algebra for additive h and prime m, or every seed window enumerated (all functions) when
+  m^w is small; n/a otherwise. Example: cot with mod_addition has x_t = 2 x_{t-1} - x_{t-k-1}
+  for every t >= w + 1, effective look-back k + 1 where the rule says t.
+- Shares are over the split's targets (rows x (L - w) ID, rows x (L' - L) OOD), with the
+  count of targets in parentheses.
+- *k-/w-context copy share*: share of the targets equal to the token that followed the most
+  recent earlier occurrence of the same k (or w) preceding tokens in the same row (an
+  induction-head copy); a copy is right by chance about once in m where a context recurs.
+- *linear-rule share*: share of the targets that the shortest local rules of the additive
+  skeleton (same task, m, k, j with mod_addition) predict, at the positions where those rules
+  are shorter than the task's (1.0 there for mod_addition; chance level for other h if that
+  shortcut is closed; n/a for composite m).
+- *periodic shortcut share*: share of targets that a short-period copy rule would predict.
+- *operand sensitivity*: share of single-operand changes that change the target.
+- *near-determined positions*: positions t whose target is a fixed function of its k near
+  tokens alone, for every seed window (`posgen.validate.shortcuts`: exact for additive h and
+  prime m; n/a otherwise). There the far operands are redundant, so the position does not
+  test long-range dependency. In the paper's setup only semirecursive has such positions
+  (e.g. x_6 = x_3 + 3 x_4 mod 17), recursive and cot have none."""
+
+
+def _shared(value: Any) -> str:
+    if not value:
+        return "none"
+    return ", ".join(f"{split}: {count:,}" for split, count in sorted(value.items()))
+
+
+def checks_table(checks: list[CheckResult]) -> str:
+    """One row per kind of check: how many passed, how many failed, total failures."""
+    kinds: dict[str, list[int]] = {}
+    for check in checks:
+        tally = kinds.setdefault(check.check, [0, 0, 0])
+        tally[0 if check.ok else 1] += 1
+        tally[2] += check.failures
+    rows = [[kind, passed, failed, failures] for kind, (passed, failed, failures) in kinds.items()]
+    return table(["check", "passed", "failed", "failures"], rows)
+
+
+def failed_checks(checks: list[CheckResult]) -> str:
+    """The failing checks with their messages."""
+    rows = [[c.check, c.config, c.split, c.failures, c.message] for c in checks if not c.ok]
+    return table(["check", "config", "split", "failures", "message"], rows)
+
+
+def facts_table(facts: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The audit figures of every split."""
+    rows = []
+    for config, splits in facts.items():
+        for split, values in splits.items():
+            row: list[Any] = [config, split]
+            for key, _ in FACT_COLUMNS:
+                value = values.get(key)
+                if key == "shared_windows":
+                    value = _shared(value)
+                elif key in SHARE_COUNTS and value is not None:
+                    value = f"{value:.4f} ({values.get(SHARE_COUNTS[key], 0):,})"
+                row.append("n/a" if value is None else value)
+            rows.append(row)
+    return table(["config", "split", *(title for _, title in FACT_COLUMNS)], rows)
+
+
+QUESTION_NOTES = """\
+- *Question-consistency look-back* (`posgen.consistency`): for a target x_t with far start p
+  (cot: the question x_0 .. x_{j-1}), the smallest look-back D (k <= D <= t - p) at which
+  every far-operand candidate v in Z_m^j that is consistent with the visible transitions
+  (h(v, near_s) = x_s for every target s reading the same far operands, with x_{s-k} ..
+  x_{s-1} inside x_{t-D} .. x_{t-1}) gives the same x_t; t - p when none does (the far
+  operands themselves are needed). Exact for every op, over all m^j candidates, on rows
+  spread evenly over the split (rows audited); n/a when m^j, or one row's m^j x targets x w
+  operand reads, is above the bound (the reason is in `posgen validate --json`).
+- *<= k + 2*: share of the audited targets (count in parentheses) whose look-back is at most
+  k + 2: a rule reading only the k + 2 tokens before t predicts them; *below the rule's*:
+  those whose look-back is also shorter than the task's own, t - p, so the far operands are
+  inferred, not read (recursive reads its w tokens by design). Example: cot with
+  mod_addition needs k + 1 tokens at every t > w (one transition fixes the question's sum).
+- *D\\* (10% / median / 90% / max)*: percentiles of the look-back over ID and OOD targets."""
+
+
+def _region_cells(audit: dict[str, Any], region: str) -> tuple[str, str, str]:
+    """The ``<= k + 2``, ``below the rule's`` and ``D*`` cells of one region (ID or OOD)."""
+    figures = audit.get(region)
+    if figures is None:
+        return ("n/a",) * 3
+    percentiles = " / ".join(str(figures[key]) for key in ("p10", "median", "p90", "max"))
+    return (
+        f"{figures['short_share']:.4f} ({figures['short']:,})",
+        f"{figures['shortcut_share']:.4f}",
+        "n/a" if figures["median"] is None else percentiles,
+    )
+
+
+def question_table(facts: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The question-consistency look-backs of every split (``question_lookback`` facts)."""
+    rows = []
+    for config, splits in facts.items():
+        for split, values in splits.items():
+            audit = values.get("question_lookback")
+            if not audit or not audit["computed"]:
+                rows.append([config, split, *["n/a"] * 8])
+                continue
+            by_region = zip(_region_cells(audit, "id"), _region_cells(audit, "ood"), strict=True)
+            cells = [cell for pair in by_region for cell in pair]  # ID, OOD of each column
+            rows.append([config, split, audit["rows"], audit["candidates"], *cells])
+    columns = ["<= k + 2", "below the rule's"]
+    header = [f"{column}, {region}" for column in columns for region in ("ID", "OOD")]
+    percentiles = [f"D\\* {region} (10% / median / 90% / max)" for region in ("ID", "OOD")]
+    return table(
+        ["config", "split", "rows audited", "candidates (m^j)", *header, *percentiles], rows
+    )
+
+
+def validation_section(report: Report | None) -> str:
+    """The whole section: status, checks, failures (if any) and audit figures."""
+    if report is None:
+        return section("Validation and audit", NOT_VALIDATED)
+    checks = report.checks
+    failed = sum(not c.ok for c in checks)
+    if report.ok:
+        status = (
+            f"**Validated: all {len(checks):,} checks passed**; "
+            f"{report.tokens_checked:,} tokens were recomputed from their windows."
+        )
+    else:
+        status = (
+            f"**Validation FAILED: {failed:,} of {len(checks):,} checks failed** "
+            f"({report.tokens_checked:,} tokens checked). Do not use this data."
+        )
+    failures = ["Failing checks:", failed_checks(checks)] if failed else []
+    return section(
+        "Validation and audit",
+        status,
+        checks_table(checks),
+        *failures,
+        "Audit figures (from `posgen validate`):",
+        facts_table(report.facts),
+        AUDIT_NOTES,
+        "Question-consistency look-backs (from `posgen validate`):",
+        question_table(report.facts),
+        QUESTION_NOTES,
+    )
+
+
+def load_section(manifest: Manifest) -> str:
+    """How to load a config, in memory or streaming."""
+    first = next(iter(manifest.configs))
+    names = ", ".join(f"`{name}`" for name in manifest.configs)
+    if manifest.storage_format == "arrow":
+        snippet = f"""\
+from datasets import load_from_disk
+
+# Arrow IPC (save_to_disk) folders, one per config, memory-mapped
+ds = load_from_disk("path/to/this/folder/{first}")
+ds["train"][0]["tokens"]  # seed window + generated tokens"""
+    else:
+        snippet = f"""\
+from datasets import load_dataset
+
+# a local folder or the Hub repo id; one config per task
+ds = load_dataset("path/to/this/folder", "{first}")
+ds["train"][0]["tokens"]  # seed window + generated tokens
+stream = load_dataset("path/to/this/folder", "{first}", split="test", streaming=True)
+next(iter(stream))["id"]  # 0"""
+    configs = f"Configs: {names}; splits and row lengths are in the split table."
+    return section("How to load it", configs, code(snippet, "python"))
+
+
+def score_section(manifest: Manifest, baselines: dict[str, Any] | None) -> str:
+    """Teacher-forced accuracy on [w, L) and [L, L'), and baselines when given."""
+    spec = next(iter(manifest.configs.values())).spec
+    w, boundary = spec.window, spec.train_length
+    first = next(iter(manifest.configs))
+    if manifest.storage_format == "arrow":
+        loader = "load_from_disk"
+        test = f'load_from_disk("path/to/this/folder/{first}")["test"]'
+    else:
+        loader = "load_dataset"
+        test = f'load_dataset("path/to/this/folder", "{first}", split="test")'
+    snippet = f"""\
+import numpy as np
+from datasets import {loader}
+
+test = {test}.with_format("numpy")
+tokens = np.stack(test["tokens"])  # (rows, L')
+# pred[:, t] = the model's argmax for x_t given the true prefix x_0 .. x_(t-1)
+pred = model_argmax(tokens)
+w, L = {w}, {boundary}  # seed window and OOD boundary (split table)
+hit = pred == tokens
+id_accuracy = hit[:, w:L].mean()  # in distribution: positions [w, L)
+ood_accuracy = hit[:, L:].mean()  # out of distribution: positions [L, L')"""
+    parts = [
+        "Teacher-forced next-token accuracy: the model reads the true prefix x_0 .. x_{t-1} and "
+        "its argmax at position t is compared with x_t. Report it separately for positions "
+        "[w, L) (in distribution) and [L, L') (out of distribution) of the test split(s); the "
+        "seed window is never scored. Take w and L of each config from the split table.",
+        code(snippet, "python"),
+    ]
+    if baselines:
+        rows = [
+            [config, kind, scores["id_accuracy"], scores["ood_accuracy"]]
+            for config, kinds in baselines.items()
+            for kind, scores in kinds.items()
+        ]
+        parts += [
+            "Baselines on the test split (from `posgen.scoring.baseline_scores`):",
+            table(["config", "baseline", "ID accuracy [w, L)", "OOD accuracy [L, L')"], rows),
+        ]
+    return section("How to score a model", *parts)
+
+
+RESULTS_FILE = Path(__file__).with_name("reference_results.json")
+FIGURES = ("id", "ood", "far_id", "far_ood")  # mean and std of each, per config and encoding
+RESULTS_HEADER = ["config", "position embedding", "n", "ID accuracy", "OOD accuracy",
+                  "ID far-reliance", "OOD far-reliance"]  # fmt: skip
+
+
+def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -> str:
+    """The benchmark's reference results, one row per config and position embedding, or
+    ``""`` (no entry for the benchmark, or other spec ids)."""
+    entry = matching_entry(manifest, load_measures(RESULTS_FILE) if results is None else results)
+    if entry is None:
+        return ""
+    rows = [
+        [task, pe, c["n"], *(mean_std_cell(c.get(f"{k}_mean"), c.get(f"{k}_std")) for k in FIGURES)]
+        for task, pes in entry["tasks"].items()
+        for pe in sorted(pes, key=pe_order)
+        for c in [pes[pe]]
+    ]
+    return section(
+        "Reference results",
+        "Stock `transformers` Llama models trained from scratch on this data with the "
+        "paper's four position embeddings (`make results` in the posgen repository: cpu "
+        "preset, test split, mean ± std over n seeds; see its RESULTS.md). Far-reliance: "
+        "share of the probe split's probed targets predicted as the far-rule answer "
+        "(see the probe splits above; - where not measured).",
+        table(RESULTS_HEADER, rows),
+    )
+
+
+def regenerate_section(manifest: Manifest) -> str:
+    """The exact commands that rebuild the folder and check it byte for byte."""
+    libraries = manifest.libraries
+    pins = [f'"posgen=={manifest.posgen_version}"']
+    parquet = manifest.storage_format == "parquet"
+    storage = "" if parquet else f" --format {manifest.storage_format}"
+    kind = "Parquet" if parquet else "Arrow IPC"
+    pins += [f'"{name}=={version}"' for name, version in sorted(libraries.items())]
+    script = "\n".join(
+        [
+            f"pip install {' '.join(pins)}",
+            "cat > spec.json <<'SPEC'",
+            json.dumps(manifest.bench.canonical(), indent=2),
+            "SPEC",
+            f"posgen generate --spec spec.json --out regenerated{storage}",
+            "cd regenerated && sha256sum --check <<'SUMS'",
+            *(f"{item.sha256}  {item.path}" for _, _, item in manifest.files()),
+            "SUMS",
+        ]
+    )
+    return section(
+        "How to regenerate it byte for byte",
+        f"Generated by posgen {manifest.posgen_version}. The {kind} bytes depend on the "
+        f"spec, the posgen version and the {kind} writer (pyarrow) version only: same "
+        "versions, same files. `posgen validate regenerated` then recomputes every target.",
+        code(script, "bash"),
+    )
+
+
+PAPER_SEEDING = """\
+Configs with `paper` seeding reproduce the authors' public code row for row: seed windows are
+`itertools.combinations(range(m), w)` in order, cycled when exhausted; train = rows
+[0, train_size), validation = rows [0, val_size), test = rows [val_size, val_size + test_size)
+of that list. This is faithful, and flawed: every validation row begins with a training row,
+and train repeats windows once the C(m, w) combinations are used up (C(17, 4) = 2,380, so
+10,000 train rows repeat each window about four times)."""
+
+
+DISJOINT_SEEDING = """\
+Configs with `disjoint` seeding differ from the authors' code in the seed windows only (the
+tasks, h, lengths and sizes are the same): windows are drawn from all of Z_m^w (not only sorted
+combinations) through a keyed pseudorandom permutation (a Feistel network keyed by
+`SeedSequence(seed, task)`), so no window repeats inside a split and none is shared between
+splits; each split owns its own range of permutation indices (test first, then validation,
+extra test lengths, train last), so test does not change when train_size does. Rows therefore
+differ from the paper's, and validation/test rows no longer begin with training rows."""
+
+
+def seeding_section(specs: list[TaskSpec]) -> str:
+    """How the seed windows of ``specs`` relate to the authors' original code."""
+    seedings = {spec.seeding for spec in specs}
+    texts = {"disjoint": DISJOINT_SEEDING, "paper": PAPER_SEEDING}
+    used = [text for seeding, text in texts.items() if seeding in seedings]
+    return section("Seeding and the authors' original code", *used)
+
+
+def files_section(manifest: Manifest) -> str:
+    """Every data file with its rows, first id, size and sha256."""
+    rows = [
+        [item.path, item.rows, item.first_id, item.bytes, f"`{item.sha256}`"]
+        for _, _, item in manifest.files()
+    ]
+    return section(
+        "Files and checksums",
+        "Columns: `id` (int64, the row's index in its split) and `tokens` (list of uint8; "
+        "uint16 when m > 256); probe splits add `source_id`, `replaced`, `probed` "
+        "(lists of uint32 positions) and `far_rule` (one token per probed position). "
+        "The manifest `posgen.json` holds the same facts.",
+        table(["file", "rows", "first id", "bytes", "sha256"], rows),
+    )
+
+
+CITATION = """\
+@inproceedings{wang2024resonance,
+  title     = {Resonance {RoPE}: Improving Context Length Generalization of Large Language Models},
+  author    = {Wang, Suyuchen and Kobyzev, Ivan and Lu, Peng and Rezagholizadeh, Mehdi and
+               Liu, Bang},
+  booktitle = {Findings of the Association for Computational Linguistics: ACL 2024},
+  year      = {2024},
+  url       = {https://arxiv.org/abs/2403.00071}
+}"""
+
+
+def citation_section() -> str:
+    """BibTeX of the Resonance RoPE paper, which introduced POSGEN."""
+    return section("Citation", code(CITATION, "bibtex"))
+
+
 def render_card(
     manifest: Manifest,
     report: Report | None = None,
@@ -213,7 +962,7 @@ def render_card(
         + f"\n\nConfigs: {', '.join(f'`{name}`' for name in manifest.configs)}. "
         f"Generated by posgen {manifest.posgen_version}; "
         "the manifest `posgen.json` records the same facts as this card.",
-        MEASURES,
+        WHAT_POSGEN_MEASURES,
         *filter(None, [measures_section(manifest)]),
         tasks_section(manifest),
         spec_section(manifest),

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
@@ -39,7 +39,7 @@ from posgen.errors import (
     shown,
 )
 from posgen.signals import Interrupted
-from posgen.spec import BenchmarkSpec, is_probe_split, resolve_benchmark
+from posgen.spec import BenchmarkSpec, TaskSpec, is_probe_split, resolve_benchmark
 from posgen.store.formats import FORMATS, Progress
 from posgen.store.manifest import MANIFEST_NAME
 from posgen.store.safety import OutputExistsError, WriteFailed, check_target, recover
@@ -113,12 +113,14 @@ class TaskChoice(click.Choice):
         pass
 
 
-SPEC_FLAGS = ("modulus", "near", "far", "op", "train_length", "test_length", "train_size",
-              "val_size", "test_size", "seeding", "seed", "op_key")  # fmt: skip
+SPEC_FLAGS = ("modulus", "near", "far", "op", "op_key", "train_length", "test_length",
+              "train_size", "val_size", "test_size", "seeding", "seed")  # fmt: skip
+SHORT_FLAGS = {"modulus": ("-m",), "near": ("-k",), "far": ("-j",)}
 
 
 def spec_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--spec``, ``--task`` and one flag per spec field (flags override the file)."""
+    """Add ``--spec``, ``--task`` and a flag per spec field (it overrides the file), its help
+    the field's description and default."""
     options = [
         click.option(
             "--spec",
@@ -133,30 +135,22 @@ def spec_options(function: Callable[..., Any]) -> Callable[..., Any]:
             type=TaskChoice(),
             help="Task to include, repeatable (one config each). Default: all in the spec.",
         ),
-        click.option("-m", "--modulus", type=int, help="Vocabulary size m. [17]"),
-        click.option("-k", "--near", type=int, help="Near operands k. [3]"),
-        click.option("-j", "--far", type=int, help="Far operands j. [1]"),
-        click.option(
-            "--op", type=str, help=f"Generation function h: {', '.join(op_names())}. [mod_addition]"
-        ),
-        click.option("--op-key", type=int, help="Key of a keyed op (keyed_hash). [0]"),
-        click.option("--train-length", type=int, help="Train row length L. [64]"),
-        click.option(
-            "--test-length",
-            type=int,
-            multiple=True,
-            help="Test row length L', repeatable: extra lengths add test_<L'> splits. [256]",
-        ),
-        click.option("--train-size", type=int, help="Train rows. [10000]"),
-        click.option("--val-size", type=int, help="Validation rows. [1000]"),
-        click.option("--test-size", type=int, help="Rows of each test split. [1000]"),
-        click.option(
-            "--seeding",
-            type=click.Choice(["disjoint", "paper"]),
-            help="disjoint (distinct windows, no overlap) or paper (authors' code). [disjoint]",
-        ),
-        click.option("--seed", type=int, help="Seed of the disjoint windows. [0]"),
     ]
+    for name in SPEC_FLAGS:
+        field = TaskSpec.model_fields[name]
+        default = field.default[0] if name == "test_length" else field.default
+        about = f"{field.description} [{default}]"
+        kind: Any = int
+        if name == "op":
+            names = ", ".join(op_names())
+            kind, about = str, f"{field.description.rstrip('.')}: {names}. [{default}]"
+        elif name == "seeding":
+            kind = click.Choice(get_args(field.annotation))
+        flag = f"--{name.replace('_', '-')}"
+        multiple = name == "test_length"
+        options.append(
+            click.option(*SHORT_FLAGS.get(name, ()), flag, type=kind, multiple=multiple, help=about)
+        )
     for option in reversed(options):
         function = option(function)
     return function

@@ -10,12 +10,15 @@ import datasets
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from posgen import write_dataset
-from posgen.card import render_card, write_card
-from posgen.card.facts import seeding_section
-from posgen.card.tasks import dependency_diagram, measures_section
+from posgen.card import (
+    dependency_diagram,
+    measures_section,
+    render_card,
+    seeding_section,
+    write_card,
+)
 from posgen.scoring.reliance import measure_sentence
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.manifest import DamagedDataset, Manifest, read_manifest
@@ -23,13 +26,7 @@ from posgen.tasks import TASKS
 from posgen.validate import validate
 
 
-def header_of(card: str) -> dict:
-    match = re.match(r"---\n(.*?)\n---\n", card, re.S)
-    assert match, "card has no YAML front matter"
-    return yaml.safe_load(match.group(1))
-
-
-def test_front_matter_has_the_hub_fields_and_one_config_per_task(small_dataset):
+def test_front_matter_has_the_hub_fields_and_one_config_per_task(header_of, small_dataset):
     header = header_of((small_dataset / "README.md").read_text())
     assert header["pretty_name"] == "POSGEN (small)"
     assert header["license"] == "mit"
@@ -148,7 +145,9 @@ def test_a_failed_validation_is_shown_with_the_failing_checks(breaks, small_data
     assert f"| hygiene | recursive | train | {failed.failures} | {failed.message} |" in card
 
 
-def test_write_card_rerenders_the_card_and_refuses_files_unlike_the_manifest(small_copy):
+def test_a_card_is_rerendered_from_the_folder_and_refused_for_files_unlike_the_manifest(
+    cli, small_copy
+):
     out = small_copy
     written = (out / "README.md").read_text()
     (out / "README.md").unlink()
@@ -157,13 +156,18 @@ def test_write_card_rerenders_the_card_and_refuses_files_unlike_the_manifest(sma
     victim.write_bytes(victim.read_bytes()[:-10])
     with pytest.raises(DamagedDataset, match=r"validation-\d{5}-of-\d{5}\.parquet: [\d,]+ bytes"):
         write_card(out)
-    assert (out / "README.md").read_text() == written
     victim.unlink()
     with pytest.raises(DamagedDataset, match="missing"):
         write_card(out)
+    result = cli("card", out, "--no-validate")  # the command: exit 1, one damage report
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "is damaged" in result.output
+    assert "missing" in result.output
+    assert (out / "README.md").read_text() == written
 
 
-def test_uint16_tokens_are_declared_as_uint16(tmp_path):
+def test_uint16_tokens_are_declared_as_uint16(header_of, tmp_path):
     out = tmp_path / "wide"
     bench = BenchmarkSpec(
         name="wide",
@@ -176,7 +180,9 @@ def test_uint16_tokens_are_declared_as_uint16(tmp_path):
     assert np.asarray(loaded[0]["tokens"]).max() < 300
 
 
-def test_dataset_info_is_read_from_the_files_in_the_form_datasets_serializes(small_dataset):
+def test_dataset_info_is_read_from_the_files_in_the_form_datasets_serializes(
+    header_of, small_dataset
+):
     from datasets import DatasetInfo, Features, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
     from huggingface_hub import DatasetCardData

@@ -17,31 +17,24 @@ from posgen import __version__
 SMALL = ["--train-size", "50", "--val-size", "10", "--test-size", "10", "-q"]
 
 
-def test_generate_writes_a_dataset_and_reports_its_speed(cli, tmp_path):
+def test_generate_writes_a_dataset_with_flags_overriding_the_spec_file(cli, tmp_path):
     # replacing it only with --overwrite: test_targets_are_never_overwritten, test_interrupts
     out = tmp_path / "ds"
-    result = cli("generate", "--out", out, "--task", "cot", *SMALL[:-1])
+    result = cli("generate", "--spec", "task_specs/paper.toml", "--task", "recursive",
+                 "-m", "19", "--out", str(out), *SMALL[:-1])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "M tokens/s" in result.output
-    assert list(json.loads((out / "posgen.json").read_text())["configs"]) == ["cot"]
-
-
-def test_flags_override_the_spec_file(cli, tmp_path):
-    out = tmp_path / "ds"
-    result = cli("generate", "--spec", "task_specs/paper.toml", "--task", "recursive",
-                 "-m", "19", "--out", str(out), *SMALL)  # fmt: skip
-    assert result.exit_code == 0, result.output
-    spec = json.loads((out / "posgen.json").read_text())["configs"]["recursive"]["spec"]
-    assert spec["modulus"] == 19
-    assert spec["seeding"] == "paper"
-    assert spec["train_size"] == 50
+    configs = json.loads((out / "posgen.json").read_text())["configs"]
+    assert list(configs) == ["recursive"]
+    spec = configs["recursive"]["spec"]
+    assert (spec["modulus"], spec["seeding"], spec["train_size"]) == (19, "paper", 50)
 
 
 BAD_INPUT = [  # flags of one config, fragments of the one error line
     (["-m", "1"], "configs.recursive.modulus: Input should be greater than or equal to 2"),
     (["--train-length", "4"], "train_length (4) must exceed the seed window"),
     (["--test-length", "10"], "test_length (10) must be >= train_length (64)"),
-    (["--train-size", "100000", "-m", "5", "-k", "1", "-j", "0"], "only 5 exist"),
+    (["--train-size", "100000", "-m", "5", "-k", "1", "-j", "0"], "needs 102,000", "only 5 exist"),
     (["--op", "nope"], "configs.recursive.op: unknown op; known: mod_addition, pow_sin, "),
     (["--seed", "-1"], "seed: Input should be greater than or equal to 0"),
     (["--spec", "missing.toml"], "spec file missing.toml does not exist"),
@@ -77,22 +70,26 @@ def test_clicks_own_usage_errors_are_one_error_line_naming_the_flag(
 
 
 @pytest.mark.parametrize(
-    ("args", "expected"),
+    ("fields", "expected"),
     [
-        (["-m", "1", "-k", "0"], [
+        ("modulus = 1\nnear = 0", [
             "configs.cot.modulus: Input should be greater than or equal to 2 (given: 1)",
             "configs.cot.near: Input should be greater than or equal to 1 (given: 0)"]),
-        (["--train-length", "4", "--test-length", "3"], [
+        ("train_length = 4\ntest_length = 3", [
             "configs.cot.train_length: train_length (4) must exceed the seed window far + near "
             "= 4 (given: 4)",
             "configs.cot.test_length: test_length (3) must be >= train_length (4) (given: 3)"]),
     ],
 )  # fmt: skip
-def test_each_problem_is_one_error_line_under_its_field(cli, tmp_path, args, expected):
-    result = cli("generate", "--out", tmp_path / "ds", "--task", "cot", *args)
+@pytest.mark.parametrize("command", ["generate --spec", "publish"])
+def test_each_problem_is_one_error_line_under_its_field(cli, tmp_path, fields, expected, command):
+    spec = tmp_path / "cot.toml"
+    spec.write_text(f'[configs.cot]\ntask = "cot"\n{fields}\n')
+    result = cli(*command.split(), spec, "--out", tmp_path / "ds")
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [f"error: {line}" for line in expected]
+    assert not (tmp_path / "ds").exists()
 
 
 def test_version_help_and_python_dash_m(cli):

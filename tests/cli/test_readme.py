@@ -97,7 +97,7 @@ def test_every_documented_command_line_parses(line, monkeypatch):
 
 @pytest.mark.parametrize("name", ["posgen-v1", "posgen-v2", "paper"])
 def test_the_docs_state_what_each_task_measures_as_the_cards_do(name):
-    from posgen.card.tasks import load_measures
+    from posgen.card import load_measures
     from posgen.scoring.reliance import measure_sentences
 
     sentences = [f"- {s}" for s in measure_sentences(name, load_measures()[name])]

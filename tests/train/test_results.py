@@ -63,7 +63,7 @@ def test_results_without_run_folders_is_one_error_line(assert_clean_error, cli, 
 def test_card_shows_reference_results_only_for_the_data_they_were_trained_on(
     tiny_training_dataset,
 ):
-    from posgen.card.tasks import results_section
+    from posgen.card import results_section
 
     manifest = read_manifest(tiny_training_dataset)
     cell = {"n": 3, "id_mean": 1.0, "id_std": 0.0, "ood_mean": 0.5, "ood_std": 0.1}

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 import posgen.tasks
 import posgen.validate.audits as copies
-from posgen.card.facts import validation_section
+from posgen.card import validation_section
 from posgen.consistency import (
     AUDIT_OPERANDS,
     AUDIT_TARGETS,
