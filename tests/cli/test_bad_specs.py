@@ -141,6 +141,33 @@ def test_unknown_keys_are_rejected_naming_the_key(assert_rejected, key, suffix, 
     assert_rejected("unknown-key", key_case, [], key, spec=(suffix, text))
 
 
+@given(st.integers(1, 40), st.integers(0, 40), st.data())
+def test_train_length_not_beyond_the_window_is_rejected(assert_rejected, near, far, data):
+    assume(near + far >= 2)
+    length = data.draw(st.integers(2, near + far), label="train_length")
+    args = ["-m", "97", "-k", str(near), "-j", str(far), "--train-length", str(length),
+            "--test-length", str(near + far + 1)]  # fmt: skip
+    assert_rejected("window", " ".join(args), args, "train_length")
+
+
+@given(st.integers(6, 5000), st.data())
+def test_test_length_below_train_length_is_rejected(assert_rejected, train_length, data):
+    test_length = data.draw(st.integers(2, train_length - 1), label="test_length")
+    args = ["--train-length", str(train_length), "--test-length", str(test_length)]
+    assert_rejected("short-test", " ".join(args), args, "test_length")
+
+
+@given(st.integers(2, 12), st.integers(1, 3), st.integers(0, 2), st.data())
+def test_more_rows_than_seed_windows_is_rejected(assert_rejected, m, near, far, data):
+    space = m ** (near + far)
+    assume(space < 10**6)
+    rows = data.draw(st.integers(space + 1, space + 5000), label="rows")
+    args = ["--task", "recursive", "-m", str(m), "-k", str(near), "-j", str(far),
+            "--train-length", str(near + far + 2), "--test-length", str(near + far + 2),
+            "--train-size", str(rows)]  # fmt: skip
+    assert_rejected("seed-space", " ".join(args), args, "train_size")
+
+
 VALID = {
     ".toml": 'name = "x"\n[defaults]\nmodulus = 17\ntrain_size = 20\n[configs.cot]\n',
     ".yaml": "name: x\ndefaults:\n  modulus: 17\n  train_size: 20\nconfigs:\n  cot: {}\n",

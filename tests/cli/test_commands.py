@@ -157,8 +157,7 @@ def test_a_sweep_into_an_unwritable_place_is_refused_before_the_grid_is_read(
 GENERATE_PATH = {
     "cli/__init__", "cli/dataset", "cli/shared", "signals", "errors", "spec", "tasks",
     "generator", "store/writer", "store/formats", "store/manifest", "store/safety",
-    "store/dataset", "card/__init__", "card/facts", "card/tasks", "encodings/__init__",
-    "scoring/reliance",
+    "store/dataset", "card/__init__", "encodings/__init__", "scoring/reliance",
 }  # fmt: skip
 
 
