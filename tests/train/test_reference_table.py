@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -152,9 +153,9 @@ def test_an_attention_function_that_cannot_be_probed_is_refused_not_misread():
     ALL_ATTENTION_FUNCTIONS["posgen_test_narrow"] = narrow
     try:
         spec = default_benchmark(("cot",)).configs["cot"]
-        tokens = np.zeros((2, 256), dtype=np.int64)
+        test = SimpleNamespace(spec=spec, tokens=np.zeros((2, 256), dtype=np.int64))
         with pytest.raises(NotMeasurable):
-            attention_diagnostics(model, tokens, spec, torch.device("cpu"))
+            attention_diagnostics(model, test, torch.device("cpu"))
     finally:
         del ALL_ATTENTION_FUNCTIONS["posgen_test_narrow"]
 
@@ -260,50 +261,38 @@ def test_results_name_where_each_encoding_came_from(cli, trained_runs, tmp_path)
 # --- eee and hf exports ----------------------------------------------------------------------
 
 
-def _required(value: dict, names: list[str], where: str) -> None:
-    missing = [name for name in names if name not in value]
+def _required(value: dict, names: str, where: str) -> None:
+    missing = [name for name in names.split() if name not in value]
     assert not missing, f"{where}: missing {missing}"
 
 
 def check_eee(record: dict) -> None:
-    """The required fields of Every Eval Ever's eval.schema.json (version 0.2.1)."""
-    _required(
-        record,
-        ["schema_version", "evaluation_id", "retrieved_timestamp", "source_metadata",
-         "model_info", "eval_library", "evaluation_results"],
-        "record",
-    )  # fmt: skip
-    assert all(isinstance(record[k], str) for k in ("schema_version", "evaluation_id"))
-    assert isinstance(record["retrieved_timestamp"], str)
+    """The required fields, types and enums of Every Eval Ever's eval.schema.json (0.2.1)."""
+    top = "schema_version evaluation_id retrieved_timestamp source_metadata model_info"
+    _required(record, top + " eval_library evaluation_results", "record")
+    assert all(isinstance(record[k], str) for k in top.split()[:3])
     source = record["source_metadata"]
-    _required(source, ["source_type", "source_organization_name", "evaluator_relationship"], "sm")
+    _required(source, "source_type source_organization_name evaluator_relationship", "sm")
     assert source["source_type"] in ("documentation", "evaluation_run")
-    assert source["evaluator_relationship"] in (
-        "first_party", "third_party", "collaborative", "other"
-    )  # fmt: skip
-    _required(record["model_info"], ["name", "id"], "model_info")
-    _required(record["eval_library"], ["name", "version"], "eval_library")
+    relationships = ("first_party", "third_party", "collaborative", "other")
+    assert source["evaluator_relationship"] in relationships
+    _required(record["model_info"], "name id", "model_info")
+    _required(record["eval_library"], "name version", "eval_library")
     for block in (source, record["model_info"], record["eval_library"]):
-        details = block.get("additional_details", {})
-        assert all(isinstance(v, str) for v in details.values())
+        assert all(isinstance(v, str) for v in block.get("additional_details", {}).values())
     assert isinstance(record["evaluation_results"], list)
     for entry in record["evaluation_results"]:
-        _required(entry, ["evaluation_name", "source_data", "metric_config", "score_details"], "r")
-        data = entry["source_data"]
-        _required(data, ["dataset_name", "source_type"], "source_data")
-        assert data["source_type"] in ("url", "hf_dataset", "other")
-        metric = entry["metric_config"]
-        _required(metric, ["lower_is_better"], "metric_config")
+        _required(entry, "evaluation_name source_data metric_config score_details", "result")
+        _required(entry["source_data"], "dataset_name source_type", "source_data")
+        assert entry["source_data"]["source_type"] in ("url", "hf_dataset", "other")
+        metric, score = entry["metric_config"], entry["score_details"]
         assert isinstance(metric["lower_is_better"], bool)
         if metric.get("score_type") == "continuous":
-            _required(metric, ["min_score", "max_score"], "metric_config")
-        score = entry["score_details"]
-        _required(score, ["score"], "score_details")
+            _required(metric, "min_score max_score", "metric_config")
         assert isinstance(score["score"], float)
         uncertainty = score.get("uncertainty", {})
         assert isinstance(uncertainty.get("num_samples", 0), int)
-        if "standard_error" in uncertainty:
-            _required(uncertainty["standard_error"], ["value"], "standard_error")
+        assert "value" in uncertainty.get("standard_error", {"value": None})
 
 
 def test_eee_export_is_one_record_per_cell_with_an_entry_per_metric_and_length_bucket(
@@ -353,8 +342,8 @@ def test_hf_export_is_an_eval_results_yaml_per_metric(cli, trained_runs, reporte
         entries = yaml.safe_load((folder / f"{name}.yaml").read_text())
         assert isinstance(entries, list) and len(entries) == 1
         (entry,) = entries
-        _required(entry, ["dataset", "value"], "entry")  # the Hub's required fields
-        _required(entry["dataset"], ["id", "task_id"], "dataset")
+        _required(entry, "dataset value", "entry")  # the Hub's required fields
+        _required(entry["dataset"], "id task_id", "dataset")
         assert entry["dataset"]["task_id"] == "cot"
         assert entry["value"] == pytest.approx(cell[key], abs=1e-6)
 
