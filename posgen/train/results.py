@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from typing import Any
 
 from posgen.encodings import pe_order
 from posgen.errors import UsageError, mean_std_cell
+from posgen.scoring.metrics import bucket_edges
 from posgen.scoring.plot import save_figure
 from posgen.scoring.reliance import measure_sentences
 from posgen.store.safety import OLD_TAG, TMP_TAG
@@ -209,9 +211,7 @@ def length_buckets(window: int, boundary: int, length: int) -> list[tuple[int, i
     >>> length_buckets(4, 64, 256)
     [(4, 64), (64, 128), (128, 192), (192, 256)]
     """
-    out = [(window, min(boundary, length))] if boundary > window else []
-    starts = range(max(boundary, window), length, boundary)
-    return out + [(start, min(start + boundary, length)) for start in starts]
+    return list(itertools.pairwise(bucket_edges(window, length, boundary, width=boundary)))
 
 
 def _bucket_ratio(curve: Any, hits: str, counts: str, start: int, end: int) -> float | None:

@@ -178,12 +178,15 @@ W, L, END, CHANCE = 4, 64, 256, 1 / 17
 POSITIONS = list(range(W, END))
 
 
-def curve(id_value: float, ood: dict[int, float] | None = None, first: float = 0.06):
+def curve(id_value: float, ood: dict[int, float] | None = None, first: float = 0.06, gap=None):
     """Accuracy per position: ``first`` at t = w, ``id_value`` after, ``ood`` from a
-    position on (``{position: value}``: that value from there to the next key)."""
+    position on (``{position: value}``: that value from there to the next key); NaN at the
+    index ``gap``."""
     values = [first] + [id_value] * (END - W - 1)
     for start, value in sorted((ood or {}).items()):
         values[start - W :] = [value] * (END - start)
+    if gap is not None:
+        values[gap] = math.nan
     return values
 
 
@@ -203,23 +206,12 @@ def curve(id_value: float, ood: dict[int, float] | None = None, first: float = 0
             [0.06] + [1.0, 0.06] * ((L - W) // 2) + [0.06] * (END - L - 1),
             L,
         ),  # period-2 ID, OOD at chance
+        (curve(0.98, {200: 0.2}, gap=10), 200),  # a position without a value is left out
     ],
 )
 def test_effective_length_on_constructed_curves(accuracy, expected):
     assert len(accuracy) == len(POSITIONS)
     assert effective_length(POSITIONS, accuracy, W, L, CHANCE) == expected
-
-
-def test_effective_length_ignores_positions_without_a_value():
-    accuracy = curve(0.98, {200: 0.2})
-    accuracy[10] = math.nan
-    assert effective_length(POSITIONS, accuracy, W, L, CHANCE) == 200
-
-
-def test_effective_length_definition_is_in_the_tables_header(reported):
-    text = reported["md"]
-    assert "Effective length E: the ID reference is the mean per-position test accuracy" in text
-    assert "blocks of 8" in text and "0.05 below the reference" in text
 
 
 # --- source column, model/ folders -----------------------------------------------------------
@@ -363,13 +355,13 @@ def test_export_to_a_path_that_exists_is_one_error_line_and_nothing_written(
 # --- precision -------------------------------------------------------------------------------
 
 
-def test_float32_runs_use_no_autocast_and_bf16_needs_cuda():
+def test_float32_runs_use_no_autocast_and_bf16_on_cpu_is_refused_by_train_and_the_loop(
+    assert_clean_error, train_tiny, tmp_path
+):
+    """``posgen train`` says it as one line, exit 2; the loop (a sweep's worker) raises."""
     assert isinstance(precision(preset("cpu"), torch.device("cpu")), contextlib.nullcontext)
     with pytest.raises(ValueError, match="bf16 needs a CUDA device"):
         precision(preset("cpu", bf16=True), torch.device("cpu"))
-
-
-def test_bf16_on_cpu_is_one_error_line_exit_2(assert_clean_error, train_tiny, tmp_path):
     out = tmp_path / "run"
     line = assert_clean_error(train_tiny("rope", out, "--device", "cpu", "--bf16"), 2)
     assert line == "error: --bf16: needs a CUDA device (CPU runs compute in float32)"

@@ -17,7 +17,7 @@ from posgen.train.results import effective_length  # noqa: E402
 from posgen.train.run_record import PREDICTIONS, PROBE_PREDICTIONS, read_run  # noqa: E402
 
 
-def test_results_table_holds_accuracy_and_far_reliance_mean_std_and_seed_count(
+def test_results_table_holds_accuracy_far_reliance_mean_std_seed_count_and_definitions(
     trained_runs, reported
 ):
     records = [read_run(trained_runs / f"yarn-{seed}") for seed in (1, 2)]
@@ -36,6 +36,8 @@ def test_results_table_holds_accuracy_and_far_reliance_mean_std_and_seed_count(
     assert row in text
     assert reported["plot"].stat().st_size > 0
     assert "![accuracy against position](c.png)" in text
+    assert "Effective length E: the ID reference is the mean per-position test accuracy" in text
+    assert "blocks of 8" in text and "0.05 below the reference" in text
 
 
 def test_every_run_scores_the_probe_split_with_the_same_weights_and_names_its_data(

@@ -645,22 +645,26 @@ def test_bad_flags_name_the_flag_as_spelled_before_any_work(
             assert "_" not in line.split(":")[1]
 
 
-def test_train_without_config_on_a_folder_of_several_names_them_before_importing_torch(
-    assert_clean_error, cli, imported, tmp_path
+SEVERAL = default_benchmark(("cot", "recursive"), train_size=8, val_size=2, test_size=2)
+DATA_FOLDERS = {  # case -> (make the --data folder, what the line names; {d}: the folder)
+    "no posgen dataset": (Path.mkdir, "{d}"),
+    "several configs, no --config": (
+        lambda folder: write_dataset(SEVERAL, folder),
+        "has configs cot, recursive: pick one with --config",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_FOLDERS))
+def test_data_that_names_no_one_config_is_refused_before_importing_torch(
+    assert_clean_error, cli, imported, tmp_path, case
 ):
-    several = tmp_path / "ds"
-    bench = default_benchmark(("cot", "recursive"), train_size=8, val_size=2, test_size=2)
-    write_dataset(bench, several)
-    result = cli(*train_args(several, tmp_path / "run"))
-    assert_clean_error(result, 2, "has configs cot, recursive: pick one with --config")
+    make, words = DATA_FOLDERS[case]
+    make(tmp_path / "ds")
+    result = cli(*train_args(tmp_path / "ds", tmp_path / "run"))
+    assert_clean_error(result, 2, words.format(d=tmp_path / "ds"))
     assert imported == []
     assert not (tmp_path / "run").exists()
-
-
-def test_a_folder_that_is_not_a_posgen_dataset_is_refused(assert_clean_error, cli, tmp_path):
-    (tmp_path / "ds").mkdir()
-    assert_clean_error(cli(*train_args(tmp_path / "ds", tmp_path / "r")), 2, str(tmp_path / "ds"))
-    assert not (tmp_path / "r").exists()
 
 
 def _read_only(parent: Path, _) -> None:
