@@ -20,7 +20,8 @@ from posgen import signals  # noqa: E402
 from posgen.cli.sweep import resolve_encoding, stopped_line  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.store.safety import exclusive  # noqa: E402
-from posgen.train.config import Grid, expand, jobs_of, stable_hash  # noqa: E402
+from posgen.train.config import Grid, expand, jobs_of, preset, stable_hash  # noqa: E402
+from posgen.train.job import train_runs  # noqa: E402
 from posgen.train.sweep import (  # noqa: E402
     Outcome,
     Sweep,
@@ -91,6 +92,21 @@ def test_all_is_every_registered_pe_and_builtin_leaves_plugins_out(sweep_grid):
     builtin = Grid.model_validate(sweep_grid("builtin"))
     runs = expand(builtin, resolve_encoding, lambda: ["rope", "nope", "alibi"], lambda: ["rope"])
     assert [run.pe for run in runs] == ["rope"]
+
+
+def test_one_training_for_rope_yarn_and_linear_writes_what_separate_runs_write(
+    sweep_grid, tiny_training_dataset, run_bytes, tmp_path
+):
+    pes = ["rope", "yarn", "linear"]
+    overrides = sweep_grid(pes)["presets"][0]["overrides"]  # the tiny model, 2 epochs
+    # 64 rows in batches of 32: the third step is the second epoch's first
+    config = preset("cpu", **overrides, max_steps=3)
+    shared = [tmp_path / f"shared-{pe}" for pe in pes]
+    train_runs(tiny_training_dataset, "recursive", pes, config, 7, shared, "cpu")
+    for pe, together in zip(pes, shared, strict=True):
+        alone = tmp_path / f"alone-{pe}"
+        train_runs(tiny_training_dataset, "recursive", [pe], config, 7, [alone], "cpu")
+        assert run_bytes(alone) == run_bytes(together)
 
 
 # --- bad grid files, flags and missing extras: one error line, nothing written ------------------
