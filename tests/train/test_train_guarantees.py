@@ -792,6 +792,11 @@ def probe(*keys: str | int, value: object = None, to=None):
     return edit("probe_scores", *keys, value=value, to=to)
 
 
+def probe_field(*keys: str, value: object) -> tuple:
+    """A probe-score field set to ``value``, and the path the error line names."""
+    return probe(*keys, value=value), ".".join(["probe_scores", *keys])
+
+
 def text(change):
     """A damage of the file's text: ``change(text)`` returns the new text or bytes."""
 
@@ -872,23 +877,14 @@ RUN_FILES = {  # case -> (damage, what the error line names)
     "probe scores of the wrong type": (probe("id", value="x"), "probe_scores.id"),
 }
 PROBE_SCORES = {  # issue 27, class 3
-    "far-reliance 0.99 next to counts that say otherwise": (
-        probe("id", "far_reliance", value=0.99),
-        "probe_scores.id.far_reliance",
-    ),
-    "OOD far-reliance not far / counted": (
-        probe("ood", "far_reliance", value=0.5),
-        "probe_scores.ood.far_reliance",
-    ),
+    "far-reliance 0.99, the counts say less": probe_field("id", "far_reliance", value=0.99),
+    "OOD far-reliance not far / counted": probe_field("ood", "far_reliance", value=0.5),
     "overall local-reliance not local / counted": (
         probe("overall", "local_reliance", value=0.75),
         "probe_scores.overall",
     ),
     "far-reliance 1 everywhere": (far_everywhere, "far_reliance"),
-    "far-reliance null with targets counted": (
-        probe("id", "far_reliance", value=None),
-        "probe_scores.id.far_reliance",
-    ),
+    "far-reliance null with targets counted": probe_field("id", "far_reliance", value=None),
     "far count past the counted targets": (probe("id", "far", value=10**6), "probe_scores.id"),
     "ID counts not the curve's": (probe("id", "counted", value=3), "probe_scores.id"),
     "OOD counts not the curve's": (probe("ood", "local", value=0), "probe_scores.ood"),
@@ -905,15 +901,15 @@ PROBE_SCORES = {  # issue 27, class 3
     "a bucket moved": (probe("buckets", 0, "stop", value=17), "probe_scores.buckets"),
     "a bucket's OOD flag wrong": (probe("buckets", 0, "ood", value=True), "buckets[4, 16).ood"),
     "another run's probe scores (far and local swapped)": (swap_curves, "probe_scores"),
-    "another spec id": (probe("spec_id", value="0123456789abcdef"), "probe_scores.spec_id"),
-    "another config": (probe("config", value="recursive"), "probe_scores.config"),
-    "another split (test)": (probe("split", value="test"), "probe_scores.split"),
-    "another split (probe_512)": (probe("split", value="probe_512"), "probe_scores.split"),
-    "no split": (probe("split", value=None), "probe_scores.split"),
-    "another length": (probe("length", value=64), "probe_scores.length"),
-    "another row count": (probe("rows", value=9), "probe_scores.rows"),
-    "another modulus": (probe("modulus", value=23), "probe_scores.modulus"),
-    "another OOD boundary": (probe("ood_boundary", value=32), "probe_scores.ood_boundary"),
+    "another spec id": probe_field("spec_id", value="0123456789abcdef"),
+    "another config": probe_field("config", value="recursive"),
+    "another split (test)": probe_field("split", value="test"),
+    "another split (probe_512)": probe_field("split", value="probe_512"),
+    "no split": probe_field("split", value=None),
+    "another length": probe_field("length", value=64),
+    "another row count": probe_field("rows", value=9),
+    "another modulus": probe_field("modulus", value=23),
+    "another OOD boundary": probe_field("ood_boundary", value=32),
     "the test scores in the probe's place": (
         in_json(lambda body: body.update(probe_scores=body["scores"])),
         "probe_scores",
