@@ -109,6 +109,18 @@ def test_one_training_for_rope_yarn_and_linear_writes_what_separate_runs_write(
         assert run_bytes(alone) == run_bytes(together)
 
 
+def test_a_grid_naming_rope_twice_one_with_its_default_spelled_out_makes_one_run(
+    recorded,
+    tiny_training_dataset,
+):
+    spelled = {"name": "rope", "parameters": {"rope_theta": 10000}}
+    body = {"datasets": [str(tiny_training_dataset)], "configs": ["cot"], "seeds": [1]}
+    grid = Grid.model_validate({**body, "pes": ["rope", spelled]})
+    runs = expand(grid, resolve_encoding)
+    with recorded("bad_input", "class 11: a grid of rope and rope with rope_theta=10000"):
+        assert [run.pe for run in runs] == ["rope"]
+
+
 # --- bad grid files, flags and missing extras: one error line, nothing written ------------------
 
 
