@@ -199,10 +199,15 @@ def train_command(
     except ValueError as error:
         raise UsageProblems([str(error)]) from None
     check_run_target(out)
+    dataset = Dataset.open(data)
+    name = dataset.resolve_config(config)
+    if name not in dataset.manifest.configs:
+        known = ", ".join(dataset.manifest.configs)
+        raise UsageProblems([f"--config: no config {name!r} in {data}; configs: {known}"])
+    spec = dataset.manifest.configs[name].spec
     positions = request.randomized if isinstance(request.randomized, int) else None
     table = request.name not in NO_TABLE  # a plugin's is known once it is imported
-    dataset, name, estimate = memory_estimate(data, config, train_config, positions, table)
-    spec = dataset.manifest.configs[name].spec
+    estimate = memory_estimate(dataset, name, train_config, positions, table)
     if not force and (problem := refusal(estimate, available_bytes())) is not None:
         raise UsageProblems([problem])
     with signals.deferred():  # an exception inside `import torch` can be lost or mangled
@@ -226,8 +231,7 @@ def train_command(
     except PEError as error:
         raise UsageProblems([str(error)]) from None
     if table and resolved.encoding.input_positions is None:  # a plugin without a table
-        largest = max((file.bytes for _, _, file in dataset.manifest.files([name])), default=0)
-        estimate = estimate_run(train_config, spec, largest_file=largest, table=False)
+        estimate = memory_estimate(dataset, name, train_config, table=False)
     args = (data.resolve().name, spec.spec_id, name, preset_name, train_config, run_seed)
     key = stable_hash(identity(*args, training=resolved.training_key()))
     resume = resume_folder(out)
@@ -275,24 +279,17 @@ def train_command(
 
 
 def memory_estimate(
-    data: Path,
-    config: str | None,
+    dataset: Dataset,
+    name: str,
     train_config: TrainConfig,
     positions: int | None = None,
     table: bool = True,
-) -> tuple[Dataset, str, RunEstimate]:
-    """The open dataset (its manifest parsed once for the run), the config (the only one when
-    ``config`` is None) and the run's memory estimate; ``positions``: the range of randomized
+) -> RunEstimate:
+    """The memory estimate of a run on config ``name``; ``positions``: the range of randomized
     position ids; ``table``: whether the encoding may have a table of input positions."""
-    dataset = Dataset.open(data)
-    manifest, name = dataset.manifest, dataset.resolve_config(config)
-    if name not in manifest.configs:
-        known = ", ".join(manifest.configs)
-        raise UsageProblems([f"--config: no config {name!r} in {data}; configs: {known}"])
-    spec = manifest.configs[name].spec
-    largest = max((file.bytes for _, _, file in manifest.files([name])), default=0)
-    estimate = estimate_run(train_config, spec, largest, positions, table)
-    return dataset, name, estimate
+    largest = max((file.bytes for _, _, file in dataset.manifest.files([name])), default=0)
+    spec = dataset.manifest.configs[name].spec
+    return estimate_run(train_config, spec, largest, positions, table)
 
 
 def _shown(value: float | None) -> str:

@@ -108,22 +108,20 @@ def summarize(
 @torch.no_grad()
 def attention_diagnostics(
     model: LlamaForCausalLM,
-    tokens: np.ndarray,
-    spec: Any,
+    test: Any,
     device: torch.device,
-    position_ids: torch.Tensor | None = None,
-    rows: int = ROWS,
+    positions: Callable[[int, int, int], torch.Tensor] | None = None,
     question_ids: bool = False,
+    rows: int = ROWS,
 ) -> AttentionDiagnostics:
-    """Per-layer attention figures of ``model`` on the first ``rows`` test rows ``tokens`` of
-    ``spec``, ID against OOD, in float32, with the inputs as the run trained on them."""
-    from posgen.scoring.prediction_files import lm_arrays
-    from posgen.train.trainer import position_inputs
+    """Per-layer attention figures of ``model`` on the first ``rows`` rows of the ``test``
+    split, ID against OOD, in float32, with the inputs (``positions``: their position ids, as
+    :func:`posgen.train.trainer.predict` takes them) as the run trained on them."""
+    from posgen.train.trainer import lm_tensors, position_inputs
 
-    tokens = np.asarray(tokens)[:rows]
-    ids = torch.from_numpy(lm_arrays(tokens, spec.modulus, spec.window)["input_ids"])
-    if question_ids:
-        ids[:, 1 : 1 + spec.far] += spec.modulus + 1
+    spec = test.spec
+    ids = lm_tensors(test, rows=slice(0, rows), question_ids=question_ids)["input_ids"]
+    position_ids = None if positions is None else positions(0, *ids.shape)[:, :-1]
     ids = ids[:, :-1]  # the last token is never an input of a scored prediction
     length = ids.shape[1]
     sink: list[torch.Tensor] = []
@@ -131,8 +129,7 @@ def attention_diagnostics(
     model.eval()
     try:
         with _recording(model, sink), torch.autocast(device.type, enabled=False):
-            positions = None if position_ids is None else position_ids[:rows, :length]
-            model(input_ids=ids.to(device), **position_inputs(positions, device))
+            model(input_ids=ids.to(device), **position_inputs(position_ids, device))
     finally:
         model.train(was_training)
     far = far_mask(spec.task, spec.near, spec.far, length)
@@ -140,4 +137,4 @@ def attention_diagnostics(
         AttentionLayer(layer=index, **summarize(p, far, spec.window, spec.train_length, length))
         for index, p in enumerate(sink)
     ]
-    return AttentionDiagnostics(rows=int(tokens.shape[0]), layers=layers)
+    return AttentionDiagnostics(rows=int(ids.shape[0]), layers=layers)

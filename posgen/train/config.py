@@ -16,6 +16,7 @@ its resolved config, and runs whose encodings train alike share one :class:`JobS
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import resource
@@ -382,36 +383,33 @@ def expand(
             raise GridError(
                 f"datasets.{index}: {folder} has no config {', '.join(missing)}; configs: {known}"
             )
-        datasets.append((Path(folder), manifest, names))
+        datasets.append([(Path(folder), manifest.configs[name], name) for name in names])
     listed = {"all": every_pe, "builtin": builtin_pe}
-    names = listed[grid.pes]() if isinstance(grid.pes, str) else grid.pes
-    requests = [_request(pe) for pe in names]
-    check_run_count(grid, [len(names) for _, _, names in datasets], len(requests))
+    pes = listed[grid.pes]() if isinstance(grid.pes, str) else grid.pes
+    requests = [_request(pe) for pe in pes]
+    check_run_count(grid, [len(configs) for configs in datasets], len(requests))
     presets = [(entry.name, entry.resolved()) for entry in grid.presets]
     seeds = grid.seeds or list(dict.fromkeys(s for _, train in presets for s in train.seeds))
+    configs = [config for configs in datasets for config in configs]
     runs: dict[str, RunSpec] = {}  # presets that resolve alike give the same runs, once
-    for seed in seeds:
-        for folder, manifest, names in datasets:
-            for name in names:
-                entry = manifest.configs[name]
-                for preset_name, train in presets:
-                    if grid.seeds is None and seed not in train.seeds:
-                        continue
-                    for index, request in enumerate(requests):
-                        try:
-                            pe = resolve(request, entry.spec, train)
-                        except ValueError as error:
-                            raise GridError(f"pes.{index}: {error}") from None
-                        args = (folder.name, entry.spec_id, name, preset_name, train, seed)
-                        run = identity(*args, pe=pe.label, pe_parameters=pe.parameters)
-                        key = stable_hash(run)
-                        runs[key] = runs.get(key) or RunSpec(
-                            key=key,
-                            job=stable_hash(identity(*args, training=pe.training_key())),
-                            data=str(folder.resolve()),
-                            pe_request=request,
-                            **{k: v for k, v in run.items() if k != "pe_parameters"},
-                        )
+    every = itertools.product(seeds, configs, presets, enumerate(requests))
+    for seed, (folder, entry, name), (preset_name, train), (index, request) in every:
+        if grid.seeds is None and seed not in train.seeds:
+            continue
+        try:
+            pe = resolve(request, entry.spec, train)
+        except ValueError as error:
+            raise GridError(f"pes.{index}: {error}") from None
+        args = (folder.name, entry.spec_id, name, preset_name, train, seed)
+        run = identity(*args, pe=pe.label, pe_parameters=pe.parameters)
+        key = stable_hash(run)
+        runs[key] = runs.get(key) or RunSpec(
+            key=key,
+            job=stable_hash(identity(*args, training=pe.training_key())),
+            data=str(folder.resolve()),
+            pe_request=request,
+            **{k: v for k, v in run.items() if k != "pe_parameters"},
+        )
     return list(runs.values())
 
 

@@ -324,15 +324,11 @@ def _write_run(job: _Job, trained: Trained, selection: Selection, out: Path) -> 
 def _attention(job: _Job, model: LlamaForCausalLM, positions: Any) -> AttentionDiagnostics | None:
     """Attention diagnostics of the selected weights on the first test rows; None when the
     encoding's attention function cannot be probed (the run is kept, unmeasured)."""
-    from posgen.train.attention import ROWS, NotMeasurable, attention_diagnostics
+    from posgen.train.attention import NotMeasurable, attention_diagnostics
 
-    test = job.run_data.test
-    rows = min(ROWS, test.tokens.shape[0])
-    ids = None if positions is None else positions(0, rows, test.tokens.shape[1] + 1)
+    test, question_ids = job.run_data.test, job.config.question_ids
     try:
-        return attention_diagnostics(
-            model, test.tokens[:rows], test.spec, job.device, ids, rows, job.config.question_ids
-        )
+        return attention_diagnostics(model, test, job.device, positions, question_ids)
     except (NotMeasurable, RuntimeError) as error:
         if out_of_memory(error):
             raise

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from typing import Any
 
 from posgen.encodings import pe_order
 from posgen.errors import UsageError, mean_std_cell
+from posgen.scoring.metrics import bucket_edges
 from posgen.scoring.plot import save_figure
 from posgen.scoring.reliance import measure_sentences
 from posgen.store.safety import OLD_TAG, TMP_TAG
@@ -209,9 +211,7 @@ def length_buckets(window: int, boundary: int, length: int) -> list[tuple[int, i
     >>> length_buckets(4, 64, 256)
     [(4, 64), (64, 128), (128, 192), (192, 256)]
     """
-    out = [(window, min(boundary, length))] if boundary > window else []
-    starts = range(max(boundary, window), length, boundary)
-    return out + [(start, min(start + boundary, length)) for start in starts]
+    return list(itertools.pairwise(bucket_edges(window, length, boundary, width=boundary)))
 
 
 def _bucket_ratio(curve: Any, hits: str, counts: str, start: int, end: int) -> float | None:
@@ -421,7 +421,6 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
     from posgen.scoring.plot import pyplot
 
     plt = pyplot()
-    panels = [(d, t) for d, entry in results.items() for t in entry["tasks"]]
     every_pe = sorted({pe for _, _, pe, _, _ in cells(results)}, key=pe_order)
     # one style per encoding in every panel: 20 colours, then dashed and dotted lines
     style = {
@@ -436,28 +435,27 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
     try:
         for ax in axes.flat:
             ax.set_visible(False)
-        for data, task in panels:
-            row = 2 * list(results).index(data)
-            col = list(results[data]["tasks"]).index(task)
-            entry = results[data]
-            drawable = sorted(entry["tasks"][task].items(), key=lambda item: pe_order(item[0]))
-            for offset, key, value, label in (
-                (0, "curve", "accuracy", "test accuracy (mean over seeds)"),
-                (1, "far_curve", "far_reliance", "far-reliance (probe split)"),
-            ):
-                ax = axes[row + offset][col]
-                drawn = [(pe, c[key]) for pe, c in drawable if key in c]
-                if not drawn:
-                    continue
-                ax.set_visible(True)
-                for pe, curve in drawn:
-                    ax.plot(curve["position"], curve[value], lw=0.9, label=pe, **style[pe])
-                ax.axvline(entry["ood_boundary"], color="k", ls="--", lw=0.8)
-                ax.set_ylim(0, 1.05)
-                ax.set_title(f"{data} / {task}" + (" / far-reliance" if offset else ""), fontsize=9)
-                ax.set_xlabel("position t", fontsize=8)
-                if col == 0:
-                    ax.set_ylabel(label, fontsize=8)
+        for row, (data, entry) in enumerate(results.items()):
+            for col, (task, pes) in enumerate(entry["tasks"].items()):
+                drawable = sorted(pes.items(), key=lambda item: pe_order(item[0]))
+                for offset, key, value, label in (
+                    (0, "curve", "accuracy", "test accuracy (mean over seeds)"),
+                    (1, "far_curve", "far_reliance", "far-reliance (probe split)"),
+                ):
+                    ax = axes[2 * row + offset][col]
+                    drawn = [(pe, c[key]) for pe, c in drawable if key in c]
+                    if not drawn:
+                        continue
+                    ax.set_visible(True)
+                    for pe, curve in drawn:
+                        ax.plot(curve["position"], curve[value], lw=0.9, label=pe, **style[pe])
+                    ax.axvline(entry["ood_boundary"], color="k", ls="--", lw=0.8)
+                    ax.set_ylim(0, 1.05)
+                    far = " / far-reliance" if offset else ""
+                    ax.set_title(f"{data} / {task}{far}", fontsize=9)
+                    ax.set_xlabel("position t", fontsize=8)
+                    if col == 0:
+                        ax.set_ylabel(label, fontsize=8)
         handles = [plt.Line2D([], [], lw=1.5, **style[pe]) for pe in every_pe]
         figure.legend(handles, every_pe, loc="center right", fontsize=8, frameon=False)
         figure.tight_layout(rect=(0, 0, 0.87, 1))

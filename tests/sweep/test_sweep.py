@@ -20,7 +20,8 @@ from posgen import signals  # noqa: E402
 from posgen.cli.sweep import resolve_encoding, stopped_line  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.store.safety import exclusive  # noqa: E402
-from posgen.train.config import Grid, expand, jobs_of, stable_hash  # noqa: E402
+from posgen.train.config import Grid, expand, jobs_of, preset, stable_hash  # noqa: E402
+from posgen.train.job import train_runs  # noqa: E402
 from posgen.train.sweep import (  # noqa: E402
     Outcome,
     Sweep,
@@ -57,20 +58,17 @@ def test_grid_expands_seed_outermost_and_groups_pes_that_train_alike(sweep_grid,
     assert [run.seed for run in unseeded] == [5549, 4955, 42]
 
 
-def test_run_hash_is_stable_and_independent_of_where_the_data_lies(
+def test_run_hash_is_stable_changes_with_every_field_and_not_with_where_the_data_lies(
     sweep_grid, expand_grid, tiny_training_dataset, tmp_path
 ):
     moved = tmp_path / "elsewhere" / tiny_training_dataset.name
     shutil.copytree(tiny_training_dataset, moved)
-    grids = [sweep_grid(["rope"]), sweep_grid(["rope"]), sweep_grid(["rope"], datasets=[moved])]
+    base = sweep_grid(["rope"])
+    grids = [base, sweep_grid(["rope"]), sweep_grid(["rope"], datasets=[moved])]
     keys = [[run.key for run in expand_grid(grid)] for grid in grids]
     assert keys[0] == keys[1] == keys[2]
     # sha256(b'{"pe":"rope","seed":1}'): a changed hash would retrain every finished run
     assert stable_hash({"seed": 1, "pe": "rope"}) == "c8d59a9e137f9512"
-
-
-def test_run_hash_changes_with_every_field_of_the_run(sweep_grid, expand_grid):
-    base = sweep_grid(["rope"])
     overrides = base["presets"][0]["overrides"]
     variants = [
         base,
@@ -96,56 +94,121 @@ def test_all_is_every_registered_pe_and_builtin_leaves_plugins_out(sweep_grid):
     assert [run.pe for run in runs] == ["rope"]
 
 
+def test_one_training_for_rope_yarn_and_linear_writes_what_separate_runs_write(
+    sweep_grid, tiny_training_dataset, run_bytes, tmp_path
+):
+    pes = ["rope", "yarn", "linear"]
+    overrides = sweep_grid(pes)["presets"][0]["overrides"]  # the tiny model, 2 epochs
+    # 64 rows in batches of 32: the third step is the second epoch's first
+    config = preset("cpu", **overrides, max_steps=3)
+    shared = [tmp_path / f"shared-{pe}" for pe in pes]
+    train_runs(tiny_training_dataset, "recursive", pes, config, 7, shared, "cpu")
+    for pe, together in zip(pes, shared, strict=True):
+        alone = tmp_path / f"alone-{pe}"
+        train_runs(tiny_training_dataset, "recursive", [pe], config, 7, [alone], "cpu")
+        assert run_bytes(alone) == run_bytes(together)
+
+
+def test_a_grid_naming_rope_twice_one_with_its_default_spelled_out_makes_one_run(
+    recorded,
+    tiny_training_dataset,
+):
+    spelled = {"name": "rope", "parameters": {"rope_theta": 10000}}
+    body = {"datasets": [str(tiny_training_dataset)], "configs": ["cot"], "seeds": [1]}
+    grid = Grid.model_validate({**body, "pes": ["rope", spelled]})
+    runs = expand(grid, resolve_encoding)
+    with recorded("bad_input", "class 11: a grid of rope and rope with rope_theta=10000"):
+        assert [run.pe for run in runs] == ["rope"]
+
+
 # --- bad grid files, flags and missing extras: one error line, nothing written ------------------
 
 
-@pytest.mark.parametrize(
-    ("change", "flags", "message"),
-    [
-        ({"pe": ["rope"]}, [], "pe: Extra inputs are not permitted"),
-        ({"pes": ["rope", "rope"]}, [], "pes repeat"),
-        ({"pes": ["rope", "no_such_pe"]}, [], "pes.1: unknown position encoding 'no_such_pe'"),
-        (
-            {"pes": [{"name": "linear", "parameters": {"nope": 1}}]},
-            [],
-            "linear has no such parameter",
-        ),
-        ({"pes": [{"name": "rope", "randomised": 9}]}, [], "pes: 0.randomised: Extra inputs"),
-        ({"pes": "every"}, [], "pes: use a list of encodings"),
-        ({"pes": []}, [], "pes: Value should have at least 1 item"),
-        ({"seeds": [-1]}, [], "seed -1 is outside"),
-        ({"presets": [{"name": "gpu"}]}, [], "unknown preset 'gpu'"),
-        (
-            {"presets": [{"name": "cpu", "overrides": {"lr": 0}}]},
-            [],
-            "overrides.lr: Input should be",
-        ),
-        ({"presets": [{"name": "cpu", "overrides": {"seeds": [1]}}]}, [], "seeds are set by"),
-        ({"slurm": {"gpus": -1}}, [], "slurm.gpus: Input should be greater than or equal to 0"),
-        ({"datasets": ["no/such/folder"]}, [], "datasets.0:"),
-        ({"configs": ["nocfg"]}, [], "has no config nocfg"),
-        # executor flags
-        (
-            {},
-            ["--partition", "gpu"],
-            "error: --partition: for --executor slurm or submitit-local only",
-        ),
-        ({}, ["--executor", "slurm", "--jobs", "2"], "error: --jobs: for --executor local only"),
-        (
-            {},
-            ["--executor", "slurm", "--gpus", "-1"],
-            "error: --gpus: Input should be greater than",
-        ),
-    ],
-)
+BAD_GRIDS = {  # case -> (the change of the tiny grid, flags, the error line; {g}: the grid)
+    "pe, not pes": ({"pe": ["rope"]}, [], "pe: Extra inputs are not permitted"),
+    "pes repeat": ({"pes": ["rope", "rope"]}, [], "pes repeat"),
+    "unknown pe": (
+        {"pes": ["rope", "no_such_pe"]},
+        [],
+        "pes.1: unknown position encoding 'no_such_pe'",
+    ),
+    "unknown parameter": (
+        {"pes": [{"name": "linear", "parameters": {"nope": 1}}]},
+        [],
+        "linear has no such parameter",
+    ),
+    "randomised": (
+        {"pes": [{"name": "rope", "randomised": 9}]},
+        [],
+        "pes: 0.randomised: Extra inputs",
+    ),
+    "pes every": ({"pes": "every"}, [], "pes: use a list of encodings"),
+    "no pes": ({"pes": []}, [], "pes: Value should have at least 1 item"),
+    "seed -1": ({"seeds": [-1]}, [], "seed -1 is outside"),
+    "preset gpu": ({"presets": [{"name": "gpu"}]}, [], "unknown preset 'gpu'"),
+    "lr 0": (
+        {"presets": [{"name": "cpu", "overrides": {"lr": 0}}]},
+        [],
+        "overrides.lr: Input should be",
+    ),
+    "seeds overridden": (
+        {"presets": [{"name": "cpu", "overrides": {"seeds": [1]}}]},
+        [],
+        "seeds are set by",
+    ),
+    "slurm gpus -1": (
+        {"slurm": {"gpus": -1}},
+        [],
+        "slurm.gpus: Input should be greater than or equal to 0",
+    ),
+    "no dataset": ({"datasets": ["no/such/folder"]}, [], "datasets.0:"),
+    "no config": ({"configs": ["nocfg"]}, [], "has no config nocfg"),
+    "--partition, local": (
+        {},
+        ["--partition", "gpu"],
+        "error: --partition: for --executor slurm or submitit-local only",
+    ),
+    "--jobs, slurm": (
+        {},
+        ["--executor", "slurm", "--jobs", "2"],
+        "error: --jobs: for --executor local only",
+    ),
+    "--gpus -1": (
+        {},
+        ["--executor", "slurm", "--gpus", "-1"],
+        "error: --gpus: Input should be greater than",
+    ),
+    # issue 27, class 11: lax values are refused when the grid is read
+    "seeds = [true]": ({"seeds": [True]}, [], "{g}: seeds.0"),
+    "seeds = [false, 1]": ({"seeds": [False, 1]}, [], "{g}: seeds.0"),
+    "seeds = [1.0]": ({"seeds": [1.0]}, [], "{g}: seeds.0"),
+    'seeds = ["1"]': ({"seeds": ["1"]}, [], "{g}: seeds.0"),
+    'slurm time_min = "600"': ({"slurm": {"time_min": "600"}}, [], "{g}: slurm.time_min"),
+    "slurm gpus = true": ({"slurm": {"gpus": True}}, [], "{g}: slurm.gpus"),
+}
+LAX = [("epochs", "3"), ("epochs", True), ("epochs", 3.0), ("lr", "0.001"), ("lr", True)]
+LAX += [("max_steps", "2"), ("batch_size", 32.0)]
+BAD_GRIDS |= {
+    f"{name} = {json.dumps(value)}": (
+        {"presets": [{"name": "cpu", "overrides": {name: value}}]},
+        [],
+        f"{{g}}: presets.0.overrides.{name}",
+    )
+    for name, value in LAX
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_GRIDS))
 def test_bad_grid_or_executor_flag_is_one_error_line_exit_2_and_nothing_written(
-    assert_clean_error, cli, sweep_grid, tmp_path, change, flags, message
+    assert_clean_error, cli, recorded, sweep_grid, tmp_path, case
 ):
+    change, flags, message = BAD_GRIDS[case]
     grid = write_grid(tmp_path / "g.json", {**sweep_grid(["rope"]), **change})
     result = cli("sweep", str(grid), "--out", str(tmp_path / "S"), *flags)
-    assert_clean_error(result, 2, message)
-    assert result.stdout == ""
-    assert not (tmp_path / "S").exists()
+    with recorded("bad_input", f"grid {case}"):
+        assert_clean_error(result, 2, message.format(g=grid))
+        assert result.stdout == ""
+        assert not (tmp_path / "S").exists()
 
 
 def test_grid_file_that_is_not_toml_is_one_error_line(assert_clean_error, cli, tmp_path):

@@ -16,15 +16,21 @@ from posgen.signals import Interrupted  # noqa: E402
 from posgen.train.config import MAX_RUNS, GridError, expand, read_grid  # noqa: E402
 
 TINY = "{ layers = 1, hidden = 16, heads = 2, intermediate = 32, batch_size = 32, epochs = 1 }"
+DATA = "<the tiny dataset>"
+"""Stands for the tiny dataset's path (as JSON) in a grid's text."""
 
 
-def toml_grid(path: Path, data: Path, pes: str, seeds: str = "[3]") -> Path:
+def toml_grid(pes: str, seeds: str = "[3]") -> str:
     """A TOML grid: ``pes`` and ``seeds`` as TOML text, the recursive config, one cpu preset
     (tiny model)."""
-    path.write_text(
-        f'datasets = [{json.dumps(str(data))}]\nconfigs = ["recursive"]\npes = {pes}\n'
-        f'seeds = {seeds}\n[[presets]]\nname = "cpu"\noverrides = {TINY}\n'
+    return (
+        f'datasets = [{DATA}]\nconfigs = ["recursive"]\npes = {pes}\nseeds = {seeds}\n'
+        f'[[presets]]\nname = "cpu"\noverrides = {TINY}\n'
     )
+
+
+def written(path: Path, text: str, data: Path) -> Path:
+    path.write_text(text.replace(DATA, json.dumps(str(data))))
     return path
 
 
@@ -41,64 +47,30 @@ def imported(monkeypatch) -> list[int]:
     return calls
 
 
-def _presets(count: int) -> str:
-    return "".join(
-        f'[[presets]]\nname = "cpu"\noverrides = {{ epochs = {n + 1} }}\n' for n in range(count)
-    )
-
-
-# --- class 7: a small grid that expands without bound --------------------------------------------
-
-LINEAR = ", ".join(f'{{ name = "linear", parameters = {{ factor = {n} }} }}' for n in range(1, 201))
-BOMBS = {  # (datasets, configs, pes, seeds, presets): a grid of a few KB
-    "the issue's 1,000 seeds x 60 presets x all x 2 configs": (1, 2, '"all"', 1000, 60),
-    "1,000 seeds x 64 presets x 2 encodings": (1, 0, '["rope", "yarn"]', 1000, 64),
-    "64 datasets x 256 configs x 2 encodings": (64, 256, '["rope", "yarn"]', 1, 1),
-    "200 encodings x 101 seeds": (1, 0, f"[{LINEAR}]", 101, 1),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BOMBS))
-def test_a_grid_of_too_many_runs_is_refused_when_read(
-    assert_clean_error, cli, recorded, imported, tmp_path, case
-):
-    datasets, configs, pes, seeds, presets = BOMBS[case]
+def bomb(datasets: int, configs: int, pes: str, seeds: int, presets: int) -> str:
+    """A grid of a few KB that expands to ``datasets x configs x pes x seeds x presets`` runs."""
     lines = [
         "datasets = " + json.dumps([f"ds{n}" for n in range(datasets)]),
         "configs = " + json.dumps([f"c{n}" for n in range(configs)]) if configs else "",
         f"pes = {pes}",
         "seeds = " + json.dumps(list(range(seeds))),
     ]
-    grid = tmp_path / "g.toml"
-    grid.write_text("\n".join(lines) + "\n" + _presets(presets))
-    result = cli("sweep", grid, "--out", tmp_path / "S")
-    with recorded("bomb", f"issue 27 class 7: {case}"):
-        assert_clean_error(result, 2, str(grid), f"more than the limit of {MAX_RUNS:,}")
-        assert imported == []
-        assert not (tmp_path / "S").exists()
-
-
-def test_all_encodings_are_counted_before_expansion(recorded, tiny_training_dataset, tmp_path):
-    grid = toml_grid(
-        tmp_path / "g.toml", tiny_training_dataset, '"all"', json.dumps(list(range(700)))
+    overrides = "".join(
+        f'[[presets]]\nname = "cpu"\noverrides = {{ epochs = {n + 1} }}\n' for n in range(presets)
     )
-    spec = read_grid(grid)  # 700 runs as read: "all" is counted once it is listed
-    calls: list[int] = []
-
-    def counted(*args):
-        calls.append(1)
-        return resolve_encoding(*args)
-
-    every = [f"pe{n}" for n in range(30)]
-    with recorded("bomb", "issue 27 class 7: all encodings x 700 seeds"):
-        with pytest.raises(GridError, match="21,000 runs"):
-            expand(spec, counted, lambda: every)
-        assert calls == []
+    return "\n".join(lines) + "\n" + overrides
 
 
-# --- classes 5 and 8: a bad parameter in a grid is refused when the grid is read -----------------
+# --- refused when read: before torch is imported and the sweep folder made --------------------
 
-BAD_PARAMETERS = {  # a TOML encoding table, a fragment of the error line
+LINEAR = ", ".join(f'{{ name = "linear", parameters = {{ factor = {n} }} }}' for n in range(1, 201))
+BOMBS = {  # class 7: a small grid that expands without bound
+    "the issue's 1,000 seeds x 60 presets x all x 2 configs": (1, 2, '"all"', 1000, 60),
+    "1,000 seeds x 64 presets x 2 encodings": (1, 0, '["rope", "yarn"]', 1000, 64),
+    "64 datasets x 256 configs x 2 encodings": (64, 256, '["rope", "yarn"]', 1, 1),
+    "200 encodings x 101 seeds": (1, 0, f"[{LINEAR}]", 101, 1),
+}
+BAD_PARAMETERS = {  # classes 5 and 8: a TOML encoding table, a fragment of the error line
     "llama3 low_freq_factor 0": ('{ name = "llama3", parameters = { low_freq_factor = 0 } }', ""),
     "linear factor 0": ('{ name = "linear", parameters = { factor = 0 } }', "at least"),
     "linear factor nan": ('{ name = "linear", parameters = { factor = nan } }', "finite"),
@@ -116,42 +88,67 @@ BAD_PARAMETERS = {  # a TOML encoding table, a fragment of the error line
     "--pe :NAME": ('":NAME"', "package.module:NAME"),
     "--pe ../dir/mod:NAME": ('"../dir/mod:NAME"', "not a file path"),
 }
-
-
-@pytest.mark.parametrize("case", sorted(BAD_PARAMETERS))
-def test_a_grid_with_a_bad_parameter_is_refused_when_read_before_any_training(
-    assert_clean_error, cli, recorded, imported, tiny_training_dataset, tmp_path, case
-):
-    table, fragment = BAD_PARAMETERS[case]
-    grid = toml_grid(tmp_path / "g.toml", tiny_training_dataset, f'["rope", {table}]')
-    result = cli("sweep", grid, "--out", tmp_path / "S")
-    with recorded("bad_input", f"issue 27 class 8: grid {case}"):
-        assert_clean_error(result, 2, str(grid), "pes: 1", fragment)
-        assert imported == []
-        assert not (tmp_path / "S").exists()
-
-
-REPEATED = {  # a grid file whose encoding gives one parameter twice (TOML refuses it itself)
-    "g.json": '{{"datasets": [{data}], "pes": [{{"name": "linear", '
-    '"parameters": {{"factor": 2, "factor": 3}}}}]}}',
-    "g.yaml": "datasets: [{data}]\npes:\n  - name: linear\n"
-    "    parameters: {{factor: 2, factor: 3}}\n",
-    "g.toml": 'datasets = [{data}]\npes = [{{ name = "linear", parameters = {{ factor = 2, '
-    "factor = 3 }} }}]\n",
+REPEATED = {  # class 4: an encoding gives one parameter twice (TOML refuses it itself)
+    "g.json": f'{{"datasets": [{DATA}], "pes": [{{"name": "linear", '
+    '"parameters": {"factor": 2, "factor": 3}}]}',
+    "g.yaml": f"datasets: [{DATA}]\npes:\n  - name: linear\n"
+    "    parameters: {factor: 2, factor: 3}\n",
+    "g.toml": f'datasets = [{DATA}]\npes = [{{ name = "linear", parameters = {{ factor = 2, '
+    "factor = 3 } }]\n",
+}
+WHEN_READ = {  # case -> (what the summary counts it as, the grid file, its text, fragments)
+    **{
+        f"issue 27 class 7: {case}": (
+            "bomb",
+            "g.toml",
+            bomb(*sizes),
+            [f"more than the limit of {MAX_RUNS:,}"],
+        )
+        for case, sizes in BOMBS.items()
+    },
+    **{
+        f"issue 27 class 8: grid {case}": (
+            "bad_input",
+            "g.toml",
+            toml_grid(f'["rope", {table}]'),
+            ["pes: 1", fragment],
+        )
+        for case, (table, fragment) in BAD_PARAMETERS.items()
+    },
+    **{
+        f"issue 27 class 4: factor given twice in {name}": ("bad_input", name, text, ["factor"])
+        for name, text in REPEATED.items()
+    },
 }
 
 
-@pytest.mark.parametrize("name", sorted(REPEATED))
-def test_a_parameter_given_twice_in_a_grid_is_refused(
-    assert_clean_error, cli, recorded, imported, tiny_training_dataset, tmp_path, name
+@pytest.mark.parametrize("case", sorted(WHEN_READ))
+def test_a_grid_that_cannot_be_run_is_refused_when_read(
+    assert_clean_error, cli, recorded, imported, tiny_training_dataset, tmp_path, case
 ):
-    grid = tmp_path / name
-    grid.write_text(REPEATED[name].format(data=json.dumps(str(tiny_training_dataset))))
+    kind, name, text, fragments = WHEN_READ[case]
+    grid = written(tmp_path / name, text, tiny_training_dataset)
     result = cli("sweep", grid, "--out", tmp_path / "S")
-    with recorded("bad_input", f"issue 27 class 4: factor given twice in {name}"):
-        assert_clean_error(result, 2, str(grid), "factor")
+    with recorded(kind, case):
+        assert_clean_error(result, 2, str(grid), *fragments)
         assert imported == []
         assert not (tmp_path / "S").exists()
+
+
+def test_all_encodings_are_counted_before_expansion(recorded, tiny_training_dataset, tmp_path):
+    seeds = json.dumps(list(range(700)))
+    grid = read_grid(written(tmp_path / "g.toml", toml_grid('"all"', seeds), tiny_training_dataset))
+    calls: list[int] = []  # 700 runs as read: "all" is counted once it is listed
+
+    def counted(*args):
+        calls.append(1)
+        return resolve_encoding(*args)
+
+    every = [f"pe{n}" for n in range(30)]
+    with recorded("bomb", "issue 27 class 7: all encodings x 700 seeds"):
+        with pytest.raises(GridError, match="21,000 runs"):
+            expand(grid, counted, lambda: every)
+        assert calls == []
 
 
 AFTER_IMPORT = {  # refused when the grid is expanded: after the import, before any run
@@ -171,7 +168,7 @@ def test_a_grid_with_a_broken_encoding_is_refused_before_any_run(
     assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, hostile_plugins, case
 ):
     table, fragment = AFTER_IMPORT[case]
-    grid = toml_grid(tmp_path / "g.toml", tiny_training_dataset, f'["rope", {table}]')
+    grid = written(tmp_path / "g.toml", toml_grid(f'["rope", {table}]'), tiny_training_dataset)
     result = cli("sweep", grid, "--out", tmp_path / "S")
     with recorded("hostile", f"issue 27 class 8: grid {case}"):
         assert_clean_error(result, 2, "pes.1", fragment)
@@ -193,7 +190,7 @@ def test_a_signal_while_waiting_on_submitit_says_the_trainings_go_on(
 
     monkeypatch.setattr("posgen.train.sweep.submit", lambda *args, **kwargs: [Stopping()])
     monkeypatch.setattr("posgen.cli.sweep.require_extra", lambda: None)
-    grid = toml_grid(tmp_path / "g.toml", tiny_training_dataset, '["rope"]')
+    grid = written(tmp_path / "g.toml", toml_grid('["rope"]'), tiny_training_dataset)
     args = ["sweep", grid, "--out", tmp_path / "S", "--executor", executor, "--wait"]
     result = cli(*(args if executor == "slurm" else args[:-1]))
     with recorded("kill", f"issue 27 class 10: SIGTERM waiting on {executor}"):

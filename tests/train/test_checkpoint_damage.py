@@ -79,24 +79,19 @@ def test_a_damaged_checkpoint_is_named_with_the_command_that_starts_over(
         assert not (tmp_path / "run").exists()
 
 
-def test_starting_over_as_told_trains_the_run_as_if_never_stopped(train_tiny, tmp_path, stopped):
+@pytest.mark.parametrize("damaged", [True, False], ids=["damaged, started over", "intact"])
+def test_a_rerun_writes_what_a_run_never_stopped_writes(train_tiny, tmp_path, stopped, damaged):
+    """An intact checkpoint resumes byte-identical; a damaged one, removed as the error line
+    says, trains the run anew, as if never stopped."""
     work = tmp_path / ".run.posgen-resume"
     shutil.copytree(stopped["work"], work)
-    (work / CHECKPOINT).write_bytes(b"")
     out = tmp_path / "run"
-    assert train_tiny("rope", out).exit_code == 1
-    shutil.rmtree(work)  # what the error line says to run
+    if damaged:
+        (work / CHECKPOINT).write_bytes(b"")
+        assert train_tiny("rope", out).exit_code == 1
+        shutil.rmtree(work)  # what the error line says to run
     result = train_tiny("rope", out)
     assert result.exit_code == 0, result.output
     reference = stopped["reference"] / "predictions.parquet"
     assert (out / "predictions.parquet").read_bytes() == reference.read_bytes()
-
-
-def test_an_intact_checkpoint_resumes_byte_identical(train_tiny, tmp_path, stopped):
-    shutil.copytree(stopped["work"], tmp_path / ".run.posgen-resume")
-    out = tmp_path / "run"
-    result = train_tiny("rope", out)
-    assert result.exit_code == 0, result.output
-    reference = stopped["reference"] / "predictions.parquet"
-    assert (out / "predictions.parquet").read_bytes() == reference.read_bytes()
-    assert not (tmp_path / ".run.posgen-resume").exists()
+    assert not work.exists()

@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -152,9 +153,9 @@ def test_an_attention_function_that_cannot_be_probed_is_refused_not_misread():
     ALL_ATTENTION_FUNCTIONS["posgen_test_narrow"] = narrow
     try:
         spec = default_benchmark(("cot",)).configs["cot"]
-        tokens = np.zeros((2, 256), dtype=np.int64)
+        test = SimpleNamespace(spec=spec, tokens=np.zeros((2, 256), dtype=np.int64))
         with pytest.raises(NotMeasurable):
-            attention_diagnostics(model, tokens, spec, torch.device("cpu"))
+            attention_diagnostics(model, test, torch.device("cpu"))
     finally:
         del ALL_ATTENTION_FUNCTIONS["posgen_test_narrow"]
 
@@ -177,12 +178,15 @@ W, L, END, CHANCE = 4, 64, 256, 1 / 17
 POSITIONS = list(range(W, END))
 
 
-def curve(id_value: float, ood: dict[int, float] | None = None, first: float = 0.06):
+def curve(id_value: float, ood: dict[int, float] | None = None, first: float = 0.06, gap=None):
     """Accuracy per position: ``first`` at t = w, ``id_value`` after, ``ood`` from a
-    position on (``{position: value}``: that value from there to the next key)."""
+    position on (``{position: value}``: that value from there to the next key); NaN at the
+    index ``gap``."""
     values = [first] + [id_value] * (END - W - 1)
     for start, value in sorted((ood or {}).items()):
         values[start - W :] = [value] * (END - start)
+    if gap is not None:
+        values[gap] = math.nan
     return values
 
 
@@ -202,23 +206,12 @@ def curve(id_value: float, ood: dict[int, float] | None = None, first: float = 0
             [0.06] + [1.0, 0.06] * ((L - W) // 2) + [0.06] * (END - L - 1),
             L,
         ),  # period-2 ID, OOD at chance
+        (curve(0.98, {200: 0.2}, gap=10), 200),  # a position without a value is left out
     ],
 )
 def test_effective_length_on_constructed_curves(accuracy, expected):
     assert len(accuracy) == len(POSITIONS)
     assert effective_length(POSITIONS, accuracy, W, L, CHANCE) == expected
-
-
-def test_effective_length_ignores_positions_without_a_value():
-    accuracy = curve(0.98, {200: 0.2})
-    accuracy[10] = math.nan
-    assert effective_length(POSITIONS, accuracy, W, L, CHANCE) == 200
-
-
-def test_effective_length_definition_is_in_the_tables_header(reported):
-    text = reported["md"]
-    assert "Effective length E: the ID reference is the mean per-position test accuracy" in text
-    assert "blocks of 8" in text and "0.05 below the reference" in text
 
 
 # --- source column, model/ folders -----------------------------------------------------------
@@ -260,50 +253,38 @@ def test_results_name_where_each_encoding_came_from(cli, trained_runs, tmp_path)
 # --- eee and hf exports ----------------------------------------------------------------------
 
 
-def _required(value: dict, names: list[str], where: str) -> None:
-    missing = [name for name in names if name not in value]
+def _required(value: dict, names: str, where: str) -> None:
+    missing = [name for name in names.split() if name not in value]
     assert not missing, f"{where}: missing {missing}"
 
 
 def check_eee(record: dict) -> None:
-    """The required fields of Every Eval Ever's eval.schema.json (version 0.2.1)."""
-    _required(
-        record,
-        ["schema_version", "evaluation_id", "retrieved_timestamp", "source_metadata",
-         "model_info", "eval_library", "evaluation_results"],
-        "record",
-    )  # fmt: skip
-    assert all(isinstance(record[k], str) for k in ("schema_version", "evaluation_id"))
-    assert isinstance(record["retrieved_timestamp"], str)
+    """The required fields, types and enums of Every Eval Ever's eval.schema.json (0.2.1)."""
+    top = "schema_version evaluation_id retrieved_timestamp source_metadata model_info"
+    _required(record, top + " eval_library evaluation_results", "record")
+    assert all(isinstance(record[k], str) for k in top.split()[:3])
     source = record["source_metadata"]
-    _required(source, ["source_type", "source_organization_name", "evaluator_relationship"], "sm")
+    _required(source, "source_type source_organization_name evaluator_relationship", "sm")
     assert source["source_type"] in ("documentation", "evaluation_run")
-    assert source["evaluator_relationship"] in (
-        "first_party", "third_party", "collaborative", "other"
-    )  # fmt: skip
-    _required(record["model_info"], ["name", "id"], "model_info")
-    _required(record["eval_library"], ["name", "version"], "eval_library")
+    relationships = ("first_party", "third_party", "collaborative", "other")
+    assert source["evaluator_relationship"] in relationships
+    _required(record["model_info"], "name id", "model_info")
+    _required(record["eval_library"], "name version", "eval_library")
     for block in (source, record["model_info"], record["eval_library"]):
-        details = block.get("additional_details", {})
-        assert all(isinstance(v, str) for v in details.values())
+        assert all(isinstance(v, str) for v in block.get("additional_details", {}).values())
     assert isinstance(record["evaluation_results"], list)
     for entry in record["evaluation_results"]:
-        _required(entry, ["evaluation_name", "source_data", "metric_config", "score_details"], "r")
-        data = entry["source_data"]
-        _required(data, ["dataset_name", "source_type"], "source_data")
-        assert data["source_type"] in ("url", "hf_dataset", "other")
-        metric = entry["metric_config"]
-        _required(metric, ["lower_is_better"], "metric_config")
+        _required(entry, "evaluation_name source_data metric_config score_details", "result")
+        _required(entry["source_data"], "dataset_name source_type", "source_data")
+        assert entry["source_data"]["source_type"] in ("url", "hf_dataset", "other")
+        metric, score = entry["metric_config"], entry["score_details"]
         assert isinstance(metric["lower_is_better"], bool)
         if metric.get("score_type") == "continuous":
-            _required(metric, ["min_score", "max_score"], "metric_config")
-        score = entry["score_details"]
-        _required(score, ["score"], "score_details")
+            _required(metric, "min_score max_score", "metric_config")
         assert isinstance(score["score"], float)
         uncertainty = score.get("uncertainty", {})
         assert isinstance(uncertainty.get("num_samples", 0), int)
-        if "standard_error" in uncertainty:
-            _required(uncertainty["standard_error"], ["value"], "standard_error")
+        assert "value" in uncertainty.get("standard_error", {"value": None})
 
 
 def test_eee_export_is_one_record_per_cell_with_an_entry_per_metric_and_length_bucket(
@@ -353,8 +334,8 @@ def test_hf_export_is_an_eval_results_yaml_per_metric(cli, trained_runs, reporte
         entries = yaml.safe_load((folder / f"{name}.yaml").read_text())
         assert isinstance(entries, list) and len(entries) == 1
         (entry,) = entries
-        _required(entry, ["dataset", "value"], "entry")  # the Hub's required fields
-        _required(entry["dataset"], ["id", "task_id"], "dataset")
+        _required(entry, "dataset value", "entry")  # the Hub's required fields
+        _required(entry["dataset"], "id task_id", "dataset")
         assert entry["dataset"]["task_id"] == "cot"
         assert entry["value"] == pytest.approx(cell[key], abs=1e-6)
 
@@ -374,13 +355,13 @@ def test_export_to_a_path_that_exists_is_one_error_line_and_nothing_written(
 # --- precision -------------------------------------------------------------------------------
 
 
-def test_float32_runs_use_no_autocast_and_bf16_needs_cuda():
+def test_float32_runs_use_no_autocast_and_bf16_on_cpu_is_refused_by_train_and_the_loop(
+    assert_clean_error, train_tiny, tmp_path
+):
+    """``posgen train`` says it as one line, exit 2; the loop (a sweep's worker) raises."""
     assert isinstance(precision(preset("cpu"), torch.device("cpu")), contextlib.nullcontext)
     with pytest.raises(ValueError, match="bf16 needs a CUDA device"):
         precision(preset("cpu", bf16=True), torch.device("cpu"))
-
-
-def test_bf16_on_cpu_is_one_error_line_exit_2(assert_clean_error, train_tiny, tmp_path):
     out = tmp_path / "run"
     line = assert_clean_error(train_tiny("rope", out, "--device", "cpu", "--bf16"), 2)
     assert line == "error: --bf16: needs a CUDA device (CPU runs compute in float32)"

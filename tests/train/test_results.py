@@ -1,4 +1,5 @@
-"""``posgen results``: aggregation of run folders (``trained_runs``: rope and yarn, seeds 1, 2)."""
+"""``posgen results``: aggregation of run folders (``trained_runs``: rope and yarn, seeds 1, 2);
+lax input is refused and a default spelled out is the default (issue 27, class 11)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from posgen.encodings import Lengths, PERequest, resolve  # noqa: E402
 from posgen.scoring import load_probe, read_predictions, score_probe  # noqa: E402
 from posgen.store.manifest import read_manifest  # noqa: E402
 from posgen.train.results import effective_length  # noqa: E402
 from posgen.train.run_record import PREDICTIONS, PROBE_PREDICTIONS, read_run  # noqa: E402
 
 
-def test_results_table_holds_accuracy_and_far_reliance_mean_std_and_seed_count(
+def test_results_table_holds_accuracy_far_reliance_mean_std_seed_count_and_definitions(
     trained_runs, reported
 ):
     records = [read_run(trained_runs / f"yarn-{seed}") for seed in (1, 2)]
@@ -36,6 +38,8 @@ def test_results_table_holds_accuracy_and_far_reliance_mean_std_and_seed_count(
     assert row in text
     assert reported["plot"].stat().st_size > 0
     assert "![accuracy against position](c.png)" in text
+    assert "Effective length E: the ID reference is the mean per-position test accuracy" in text
+    assert "blocks of 8" in text and "0.05 below the reference" in text
 
 
 def test_every_run_scores_the_probe_split_with_the_same_weights_and_names_its_data(
@@ -112,3 +116,64 @@ def test_results_call_cells_complete_or_name_those_missing_a_seed_others_have(
         result = cli("results", partial, "--out", out, *command)
         assert result.exit_code == 0, result.output
         assert line in out.read_text() and advice in out.read_text()
+
+
+# --- issue 27, class 11: lax input ------------------------------------------------------------
+
+LENGTHS = Lengths(train=64, test=256, head_dim=8, heads=2)
+WALL = ["nan", "NaN", "-nan", "inf", "Infinity", "1e400"]
+
+
+@pytest.mark.parametrize("value", WALL)
+def test_wall_seconds_must_be_a_finite_number(assert_clean_error, cli, recorded, tmp_path, value):
+    out = tmp_path / "R.md"
+    result = cli("results", tmp_path, "--out", out, "--wall-seconds", value)
+    with recorded("bad_input", f"class 11: --wall-seconds {value}"):
+        assert_clean_error(result, 2, "--wall-seconds", "not a finite number")
+        assert not out.exists()
+
+
+# case -> (encoding, parameters given at their defaults)
+DEFAULTS = {
+    "rope_theta=10000": ("rope", {"rope_theta": 10000}),
+    "rope_theta=10000.0": ("rope", {"rope_theta": 10000.0}),
+    "resonance rope_theta=10000": ("resonance", {"rope_theta": 10000}),
+    "yarn scale_at=evaluation": ("yarn", {"scale_at": "evaluation"}),
+    "yarn beta_fast=2, beta_slow=1": ("yarn", {"beta_fast": 2, "beta_slow": 1.0}),
+    "linear scale_at=evaluation": ("linear", {"scale_at": "evaluation"}),
+    "dynamic factor=1": ("dynamic", {"factor": 1}),
+    "proportional partial_rotary_factor=0.5": ("proportional", {"partial_rotary_factor": 0.5}),
+    "nope partial_rotary_factor=0": ("nope", {"partial_rotary_factor": 0}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEFAULTS))
+def test_a_default_spelled_out_is_the_default(recorded, case):
+    name, parameters = DEFAULTS[case]
+    plain = resolve(PERequest(name=name), LENGTHS)
+    spelled = resolve(PERequest(name=name, parameters=parameters), LENGTHS)
+    with recorded("bad_input", f"class 11: --pe {name} --pe-param {case}"):
+        assert spelled.label == plain.label == name
+        assert spelled.parameters == plain.parameters
+        assert spelled.training_key() == plain.training_key()
+        assert spelled.record() == plain.record()
+
+
+def test_a_parameter_other_than_its_default_keeps_its_label():
+    spelled = resolve(PERequest(name="rope", parameters={"rope_theta": 500}), LENGTHS)
+    assert spelled.label == "rope(rope_theta=500)"
+
+
+def test_rope_theta_10000_lands_in_the_results_cell_of_rope(recorded, train_tiny, cli, tmp_path):
+    for seed, extra in ((1, []), (2, ["--pe-param", "rope_theta=10000"])):
+        result = train_tiny("rope", tmp_path / "runs" / f"seed{seed}", "--seed", seed, *extra)
+        assert result.exit_code == 0, result.output
+    js = tmp_path / "r.json"
+    result = cli("results", tmp_path / "runs", "--out", tmp_path / "R.md", "--json", js)
+    with recorded("bad_input", "class 11: --pe-param rope_theta=10000 in the results"):
+        assert result.exit_code == 0, result.output
+        cells = json.loads(js.read_text())["ds"]["tasks"]["cot"]
+        assert list(cells) == ["rope"]
+        assert cells["rope"]["n"] == 2
+        record = json.loads((tmp_path / "runs" / "seed2" / "results.json").read_text())
+        assert record["position_encoding"]["label"] == "rope"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,15 +24,22 @@ import posgen.signals  # noqa: E402
 from posgen import write_dataset  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
+from posgen.store.dataset import Dataset  # noqa: E402
 from posgen.store.safety import TMP_TAG  # noqa: E402
-from posgen.train.config import estimate_run, parameter_count, preset, refusal  # noqa: E402
+from posgen.train.config import (  # noqa: E402
+    available_bytes,
+    estimate_run,
+    parameter_count,
+    preset,
+    refusal,
+)
 from posgen.train.job import train_runs  # noqa: E402
 from posgen.train.run_record import PREDICTIONS  # noqa: E402
 from posgen.train.trainer import RunData  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32", "--batch-size=16"]
-TINY += ["--eval-batch-size=8", "--epochs=1", "--max-steps=2", "-q"]
+TINY += ["--eval-batch-size=8", "--epochs=1", "--max-steps=2"]
 SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"]
 CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 
@@ -52,8 +60,10 @@ def snapshot(*folders: Path) -> dict[str, str]:
     return files
 
 
-def train_args(data: Path, out: Path, *extra: object) -> list[object]:
-    return ["train", "--data", data, "--out", out, "--pe", "rope", "--seed", "0", *TINY, *extra]
+def train_args(data: Path, out: Path, *extra: object, quiet: str = "-q") -> list[object]:
+    """``posgen train`` of a tiny rope model for two steps (``quiet=""``: with its progress bar)."""
+    args = ["train", "--data", data, "--out", out, "--pe", "rope", "--seed", "0", *TINY, *extra]
+    return [*args, quiet] if quiet else args
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +94,18 @@ TRAIN_KILLS += [("write", "SIGHUP")]
 def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
     assert_clean_error, cli, recorded, tmp_path, data, monkeypatch, point, signame
 ):
+    """With the progress bar drawn (past ``load``): it is closed before the error line, which
+    ends stderr (issue 27, class 10)."""
     out = tmp_path / "run"
     before = snapshot(data)
     monkeypatch.setenv(posgen.signals.HOOK_ENV, f"{point}:{signame}")
-    result = cli(*train_args(data, out))
+    result = cli(*train_args(data, out, quiet=""))
     left = sorted(p.name for p in tmp_path.iterdir())
     resume = tmp_path / ".run.posgen-resume"  # the checkpoint a rerun resumes from (issue 19)
     with recorded("kill", f"train:{point}:{signame}"):
         line = assert_clean_error(result, CODES[signame], f"interrupted by {signame}")
+        assert ("step" in result.stderr) == (point not in ("cli", "load"))  # the bar drawn
+        assert re.split(r"[\r\n]", result.stderr.rstrip("\n"))[-1] == line
         assert not os.path.lexists(out)
         assert left in ([], [resume.name])
         assert (str(resume) in line) == (left == [resume.name])
@@ -360,6 +374,44 @@ def test_run_folders_behind_links_count_once(cli, recorded, tmp_path, run, layou
         assert json.loads(js.read_text())["ds"]["tasks"]["recursive"]["rope"]["n"] == 1
 
 
+@pytest.fixture(scope="module")
+def cell_mates(cli, data) -> dict[str, Path]:
+    """Runs of ``run``'s cell (rope, seed 0): ``other-data`` on another dataset also named
+    ``ds``, ``other-settings`` on ``run``'s data with 3 steps, not 2."""
+    other = data.parent / "two" / "ds"
+    write_dataset(default_benchmark(("recursive",), train_size=40, val_size=8, test_size=8), other)
+    runs = data.parent / "runs"
+    made = {
+        "other-data": train_args(other, runs / "other-data"),
+        "other-settings": train_args(data, runs / "other-settings", "--max-steps=3"),
+    }
+    for args in made.values():
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+    return {name: runs / name for name in made}
+
+
+CELLS = {  # the second run beside run, and a fragment of the refusal
+    "another dataset of the same folder name": ("other-data", "different datasets"),
+    "other settings, same seed": ("other-settings", "different settings"),
+    "a copy": (None, "are the same run"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CELLS))
+def test_results_says_what_differs_between_two_runs_of_one_cell(
+    assert_clean_error, cli, recorded, run, cell_mates, tmp_path, case
+):
+    other, fragment = CELLS[case]
+    folder = tmp_path / "runs"
+    shutil.copytree(run, folder / "a")
+    shutil.copytree(cell_mates[other] if other else run, folder / "b")
+    result = cli("results", folder, "--out", tmp_path / "R.md")
+    with recorded("target", f"issue 27 class 10: results {case}"):
+        assert_clean_error(result, 2, fragment)
+        assert not (tmp_path / "R.md").exists()
+
+
 # --- 5. bounded memory and time ----------------------------------------------------------
 
 
@@ -493,7 +545,64 @@ def test_a_real_run_stays_within_its_memory_estimate(recorded, tmp_path, data):
     train = preset("cpu", **{k: v for k, v in record["train"].items() if k != "seeds"})
     with recorded("resources", "train peak within estimate"):
         assert code == 0, done.stderr
-        assert peak_kib * 1024 <= memory_estimate(data, "recursive", train)[-1].total
+        assert peak_kib * 1024 <= memory_estimate(Dataset.open(data), "recursive", train).total
+
+
+GIB = 2**30
+CGROUPS = {  # /proc/self/cgroup, the files under the cgroup mount, what is left (GiB)
+    "v2, the process's own cgroup": (
+        "0::/user.slice/job\n",
+        {"user.slice/job/memory.max": 2 * GIB, "user.slice/job/memory.current": GIB // 2},
+        1.5,
+    ),
+    "v2, at the mount's root": ("0::/\n", {"memory.max": GIB, "memory.current": 0}, 1.0),
+    "v1, the process's own cgroup": (
+        "4:memory:/batch/7\n0::/\n",
+        {
+            "memory/batch/7/memory.limit_in_bytes": 3 * GIB,
+            "memory/batch/7/memory.usage_in_bytes": GIB,
+        },
+        2.0,
+    ),
+    "v2 without a limit": ("0::/a\n", {"a/memory.max": "max", "a/memory.current": 5}, 16.0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CGROUPS))
+def test_the_estimate_honours_the_memory_cgroup_the_process_is_in(recorded, tmp_path, case):
+    membership, files, left = CGROUPS[case]
+    proc, cgroup = tmp_path / "proc", tmp_path / "cgroup"
+    (proc / "self").mkdir(parents=True)
+    (proc / "meminfo").write_text(f"MemTotal: {32 * 2**20} kB\nMemAvailable: {16 * 2**20} kB\n")
+    (proc / "self" / "cgroup").write_text(membership)
+    (proc / "self" / "status").write_text("VmSize: 1000 kB\n")
+    for name, value in files.items():
+        (cgroup / name).parent.mkdir(parents=True, exist_ok=True)
+        (cgroup / name).write_text(f"{value}\n")
+    with recorded("resources", f"issue 27 class 10: memory cgroup {case}"):
+        assert available_bytes(proc, cgroup) == min(left * GIB, available_bytes(proc, tmp_path))
+
+
+def test_the_estimate_honours_the_address_space_limit_and_refuses_a_run_past_it(
+    assert_clean_error, recorded, tmp_path
+):
+    data = tmp_path / "big"
+    write_dataset(default_benchmark(("cot",), train_size=4000, val_size=8, test_size=8), data)
+    limit = 4 * GIB
+    code = (
+        "import resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))\n"
+        "from posgen.train.config import available_bytes\n"
+        "print(available_bytes(), flush=True)\n"
+        "from posgen.cli import main\n"
+        f"main(['train', '--data', {str(data)!r}, '--pe', 'rope', '--batch-size', '65536', "
+        f"'--out', {str(tmp_path / 'run')!r}])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    with recorded("resources", "issue 27 class 10: a run past RLIMIT_AS"):
+        assert 0 < int(done.stdout) <= limit
+        assert_clean_error(done, 2, "memory", "--force")
+        assert not (tmp_path / "run").exists()
 
 
 # --- 6. flags and outputs wrong: one line, exit 2, before any work ---------------------------
@@ -536,22 +645,26 @@ def test_bad_flags_name_the_flag_as_spelled_before_any_work(
             assert "_" not in line.split(":")[1]
 
 
-def test_train_without_config_on_a_folder_of_several_names_them_before_importing_torch(
-    assert_clean_error, cli, imported, tmp_path
+SEVERAL = default_benchmark(("cot", "recursive"), train_size=8, val_size=2, test_size=2)
+DATA_FOLDERS = {  # case -> (make the --data folder, what the line names; {d}: the folder)
+    "no posgen dataset": (Path.mkdir, "{d}"),
+    "several configs, no --config": (
+        lambda folder: write_dataset(SEVERAL, folder),
+        "has configs cot, recursive: pick one with --config",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_FOLDERS))
+def test_data_that_names_no_one_config_is_refused_before_importing_torch(
+    assert_clean_error, cli, imported, tmp_path, case
 ):
-    several = tmp_path / "ds"
-    bench = default_benchmark(("cot", "recursive"), train_size=8, val_size=2, test_size=2)
-    write_dataset(bench, several)
-    result = cli(*train_args(several, tmp_path / "run"))
-    assert_clean_error(result, 2, "has configs cot, recursive: pick one with --config")
+    make, words = DATA_FOLDERS[case]
+    make(tmp_path / "ds")
+    result = cli(*train_args(tmp_path / "ds", tmp_path / "run"))
+    assert_clean_error(result, 2, words.format(d=tmp_path / "ds"))
     assert imported == []
     assert not (tmp_path / "run").exists()
-
-
-def test_a_folder_that_is_not_a_posgen_dataset_is_refused(assert_clean_error, cli, tmp_path):
-    (tmp_path / "ds").mkdir()
-    assert_clean_error(cli(*train_args(tmp_path / "ds", tmp_path / "r")), 2, str(tmp_path / "ds"))
-    assert not (tmp_path / "r").exists()
 
 
 def _read_only(parent: Path, _) -> None:
@@ -679,6 +792,11 @@ def probe(*keys: str | int, value: object = None, to=None):
     return edit("probe_scores", *keys, value=value, to=to)
 
 
+def probe_field(*keys: str, value: object) -> tuple:
+    """A probe-score field set to ``value``, and the path the error line names."""
+    return probe(*keys, value=value), ".".join(["probe_scores", *keys])
+
+
 def text(change):
     """A damage of the file's text: ``change(text)`` returns the new text or bytes."""
 
@@ -759,23 +877,14 @@ RUN_FILES = {  # case -> (damage, what the error line names)
     "probe scores of the wrong type": (probe("id", value="x"), "probe_scores.id"),
 }
 PROBE_SCORES = {  # issue 27, class 3
-    "far-reliance 0.99 next to counts that say otherwise": (
-        probe("id", "far_reliance", value=0.99),
-        "probe_scores.id.far_reliance",
-    ),
-    "OOD far-reliance not far / counted": (
-        probe("ood", "far_reliance", value=0.5),
-        "probe_scores.ood.far_reliance",
-    ),
+    "far-reliance 0.99, the counts say less": probe_field("id", "far_reliance", value=0.99),
+    "OOD far-reliance not far / counted": probe_field("ood", "far_reliance", value=0.5),
     "overall local-reliance not local / counted": (
         probe("overall", "local_reliance", value=0.75),
         "probe_scores.overall",
     ),
     "far-reliance 1 everywhere": (far_everywhere, "far_reliance"),
-    "far-reliance null with targets counted": (
-        probe("id", "far_reliance", value=None),
-        "probe_scores.id.far_reliance",
-    ),
+    "far-reliance null with targets counted": probe_field("id", "far_reliance", value=None),
     "far count past the counted targets": (probe("id", "far", value=10**6), "probe_scores.id"),
     "ID counts not the curve's": (probe("id", "counted", value=3), "probe_scores.id"),
     "OOD counts not the curve's": (probe("ood", "local", value=0), "probe_scores.ood"),
@@ -792,15 +901,15 @@ PROBE_SCORES = {  # issue 27, class 3
     "a bucket moved": (probe("buckets", 0, "stop", value=17), "probe_scores.buckets"),
     "a bucket's OOD flag wrong": (probe("buckets", 0, "ood", value=True), "buckets[4, 16).ood"),
     "another run's probe scores (far and local swapped)": (swap_curves, "probe_scores"),
-    "another spec id": (probe("spec_id", value="0123456789abcdef"), "probe_scores.spec_id"),
-    "another config": (probe("config", value="recursive"), "probe_scores.config"),
-    "another split (test)": (probe("split", value="test"), "probe_scores.split"),
-    "another split (probe_512)": (probe("split", value="probe_512"), "probe_scores.split"),
-    "no split": (probe("split", value=None), "probe_scores.split"),
-    "another length": (probe("length", value=64), "probe_scores.length"),
-    "another row count": (probe("rows", value=9), "probe_scores.rows"),
-    "another modulus": (probe("modulus", value=23), "probe_scores.modulus"),
-    "another OOD boundary": (probe("ood_boundary", value=32), "probe_scores.ood_boundary"),
+    "another spec id": probe_field("spec_id", value="0123456789abcdef"),
+    "another config": probe_field("config", value="recursive"),
+    "another split (test)": probe_field("split", value="test"),
+    "another split (probe_512)": probe_field("split", value="probe_512"),
+    "no split": probe_field("split", value=None),
+    "another length": probe_field("length", value=64),
+    "another row count": probe_field("rows", value=9),
+    "another modulus": probe_field("modulus", value=23),
+    "another OOD boundary": probe_field("ood_boundary", value=32),
     "the test scores in the probe's place": (
         in_json(lambda body: body.update(probe_scores=body["scores"])),
         "probe_scores",

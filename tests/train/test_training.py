@@ -157,34 +157,6 @@ def test_validation_on_rows_cut_to_L_gives_the_same_id_predictions(data):
     assert run_data.validation.tokens.shape[1] == L
 
 
-def _run_files(folder: Path) -> dict[str, object]:
-    log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    for line in log:
-        line.pop("seconds"), line.pop("train_seconds")
-    record = json.loads((folder / "results.json").read_text())
-    record.pop("wall_seconds"), record.pop("train_seconds")
-    return {
-        "log": log,
-        "predictions": (folder / "predictions.parquet").read_bytes(),
-        "record": record,
-    }
-
-
-def test_one_training_for_rope_yarn_and_linear_writes_what_separate_runs_write(
-    tiny_training_dataset, tmp_path
-):
-    # 64 rows in batches of 32: the third step is the second epoch's first
-    data = tiny_training_dataset
-    config = preset("cpu", **TINY, epochs=2, max_steps=3)
-    pes = ["rope", "yarn", "linear"]
-    pair = [tmp_path / f"pair-{pe}" for pe in pes]
-    train_runs(data, "recursive", pes, config, 7, pair, "cpu")
-    for pe, together in zip(pes, pair, strict=True):
-        alone = tmp_path / f"alone-{pe}"
-        train_runs(data, "recursive", [pe], config, 7, [alone], "cpu")
-        assert _run_files(alone) == _run_files(together)
-
-
 def test_pes_with_different_training_frequencies_cannot_share_a_training(data, tmp_path):
     with pytest.raises(ValueError, match="do not share"):
         train_runs(data, "recursive", ["rope", "resonance"], preset("cpu"), 1, [], "cpu")
