@@ -29,10 +29,8 @@ import numpy as np
 import pyarrow as pa
 from huggingface_hub import DatasetCardData
 
-from posgen.encodings import pe_order
 from posgen.errors import mean_std_cell
 from posgen.generator import disjoint_offset, generate_rows, paper_row_offset, probe_plan
-from posgen.scoring.reliance import measure_sentences
 from posgen.spec import TaskSpec, is_probe_split, probe_config, probe_source
 from posgen.store.dataset import Dataset, check_files
 from posgen.store.formats import manifest_format
@@ -313,7 +311,7 @@ def measures_section(
     entry = matching_entry(manifest, load_measures() if measures is None else measures)
     if entry is None:
         return ""
-    sentences = measure_sentences(manifest.benchmark.name, entry)
+    sentences = entry.get("measures", [])
     if not sentences:
         return ""
     searched = far_read_sentence(load_measures(FAR_READ_FILE) if search is None else search)
@@ -841,8 +839,7 @@ def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -
     rows = [
         [task, pe, c["n"], *(mean_std_cell(c.get(f"{k}_mean"), c.get(f"{k}_std")) for k in FIGURES)]
         for task, pes in entry["tasks"].items()
-        for pe in sorted(pes, key=pe_order)
-        for c in [pes[pe]]
+        for pe, c in pes.items()
     ]
     return section(
         "Reference results",

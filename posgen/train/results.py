@@ -297,12 +297,17 @@ def cells(results: dict[str, Any]) -> Iterator[tuple[str, str, str, dict[str, An
 
 def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
     """Cells by data folder: ``{data: {"spec_ids", "ood_boundary", "length", "tasks"}}``,
-    ``tasks`` mapping task -> pe -> :func:`cell`."""
+    ``tasks`` mapping task -> pe -> :func:`cell`, the encodings in table order."""
     groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     for run in runs:
         groups[run.record.key].append(run)
     out: dict[str, Any] = {}
-    for (data, task, pe), members in sorted(groups.items()):  # one spec each: check_distinct
+
+    def table_order(key: tuple[str, str, str]) -> tuple[str, str, tuple[int, str]]:
+        return key[0], key[1], pe_order(key[2])
+
+    for data, task, pe in sorted(groups, key=table_order):  # one spec each: check_distinct
+        members = groups[data, task, pe]
         record = members[0].record
         entry = out.setdefault(data, {"spec_ids": {}, "tasks": {}})
         entry["spec_ids"][task] = record.spec.spec_id
@@ -360,8 +365,7 @@ def tables(results: dict[str, Any]) -> list[str]:
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for task, pes in entry["tasks"].items():
-            for pe in sorted(pes, key=pe_order):
-                c = pes[pe]
+            for pe, c in pes.items():
                 spreads = [_spread(c, name) for name in ("id", "ood", "far_id", "far_ood")]
                 curve = [_num(c["id_curve_range"]), _num(c["id_curve_trend"], signed=True)]
                 attention = [_pair(c, f"attn_{name}") for name in ("flat", "far")]
@@ -402,7 +406,8 @@ CURVES = ("curve", "far_curve")  # in the plot, not in the summary the cards rea
 
 
 def summary_json(results: dict[str, Any]) -> dict[str, Any]:
-    """The results without the curves (what the data cards read)."""
+    """What the data cards read: the results without the curves, and the sentences saying what
+    each task measures (the cards render both as they are)."""
     return {
         data: {
             **{k: v for k, v in entry.items() if k != "tasks"},
@@ -410,6 +415,7 @@ def summary_json(results: dict[str, Any]) -> dict[str, Any]:
                 task: {pe: {k: v for k, v in c.items() if k not in CURVES} for pe, c in pes.items()}
                 for task, pes in entry["tasks"].items()
             },
+            "measures": measure_sentences(data, entry),
         }
         for data, entry in results.items()
     }
@@ -437,7 +443,7 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
             ax.set_visible(False)
         for row, (data, entry) in enumerate(results.items()):
             for col, (task, pes) in enumerate(entry["tasks"].items()):
-                drawable = sorted(pes.items(), key=lambda item: pe_order(item[0]))
+                drawable = list(pes.items())
                 for offset, key, value, label in (
                     (0, "curve", "accuracy", "test accuracy (mean over seeds)"),
                     (1, "far_curve", "far_reliance", "far-reliance (probe split)"),

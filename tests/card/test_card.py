@@ -19,7 +19,7 @@ from posgen.card import (
     seeding_section,
     write_card,
 )
-from posgen.scoring.reliance import measure_sentence
+from posgen.scoring.reliance import measure_sentence, measure_sentences
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.manifest import DamagedDataset, Manifest, read_manifest
 from posgen.tasks import TASKS
@@ -245,7 +245,9 @@ def test_the_sentence_follows_far_reliance_and_accuracy(accuracy_id, far_id, ver
 def test_the_card_section_appears_only_for_the_spec_ids_the_models_were_trained_on(small_dataset):
     manifest = read_manifest(small_dataset)
     spec_ids = {name: config.spec_id for name, config in manifest.configs.items()}
-    entry = {"spec_ids": spec_ids, "tasks": {"cot": {"rope": _cell(0.98, 0.001)}}}
+    tasks = {"cot": {"rope": _cell(0.98, 0.001)}}
+    measures = measure_sentences(manifest.benchmark.name, {"tasks": tasks})  # as summary_json
+    entry = {"spec_ids": spec_ids, "tasks": tasks, "measures": measures}
     section = measures_section(manifest, {manifest.benchmark.name: entry})
     assert section.splitlines()[0] == "## What each task measures"
     assert f"- cot on {manifest.benchmark.name} measures whether a local rule" in section

@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from posgen.encodings import Lengths, PERequest, resolve  # noqa: E402
 from posgen.scoring import load_probe, read_predictions, score_probe  # noqa: E402
+from posgen.scoring.reliance import measure_sentences  # noqa: E402
 from posgen.store.manifest import read_manifest  # noqa: E402
 from posgen.train.results import effective_length  # noqa: E402
 from posgen.train.run_record import PREDICTIONS, PROBE_PREDICTIONS, read_run  # noqa: E402
@@ -30,6 +31,9 @@ def test_results_table_holds_accuracy_far_reliance_mean_std_seed_count_and_defin
     assert cell["id_std"] == pytest.approx(statistics.stdev(ids))
     far = [record.probe_scores.ood.far_reliance for record in records]
     assert cell["far_ood_mean"] == pytest.approx(statistics.mean(far))
+    entry = reported["json"]["ds"]  # what the cards render as it is: its sentences included
+    assert entry["measures"] == measure_sentences("ds", entry)
+    assert entry["measures"][0].startswith("cot on ds measures ")
     text = reported["md"]
     assert "Produced by `make results`." in text
     header = "| task | PE | n | ID accuracy | OOD accuracy | ID far-reliance | OOD far-reliance"
