@@ -39,6 +39,7 @@ from posgen.encodings.relative import (
     KerpleLog,
     T5Bias,
     cope_attention,
+    distances,
     logn_scale,
     xpos_scale,
 )
@@ -467,11 +468,10 @@ def alibi_slopes(heads: int) -> torch.Tensor:
 def alibi_bias(
     position_ids: torch.Tensor, heads: int, parameters: Mapping[str, Any] | None = None
 ) -> torch.Tensor:
-    """ALiBi's bias ``-m_h (p_i - p_j)`` ``(batch, H, T, T)`` for position ids ``(batch, T)``."""
-    positions = position_ids.to(torch.float32)
-    distance = positions[:, None, :, None] - positions[:, None, None, :]
+    """ALiBi's bias ``-m_h (p_i - p_j)`` ``(batch, H, T, T)`` for position ids ``(batch, T)``
+    (:func:`~posgen.encodings.relative.distances`: 0 where the future is masked)."""
     slopes = alibi_slopes(heads).to(position_ids.device)
-    return -slopes[None, :, None, None] * distance
+    return -slopes[None, :, None, None] * distances(position_ids)[:, None]
 
 
 EMBEDDING_STD = 0.02

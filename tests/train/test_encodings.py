@@ -421,16 +421,6 @@ def test_alibi_slopes_and_t5_buckets_are_the_published_ones():
     assert got[:16] == list(range(16)) and set(got[128:]) == {31}
 
 
-def test_logn_within_training_length_is_rope():
-    ids = torch.randint(0, 17, (2, L + 1), generator=torch.Generator().manual_seed(1))
-    longer = torch.randint(0, 17, (1, L_TEST + 1), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        same = [tiny(pe)(input_ids=ids).logits for pe in ("rope", "logn")]
-        far = [tiny(pe)(input_ids=longer).logits for pe in ("rope", "logn")]
-    torch.testing.assert_close(same[0], same[1], rtol=0, atol=0)
-    assert not torch.allclose(far[0][:, L + 1 :], far[1][:, L + 1 :])
-
-
 @pytest.mark.parametrize("pe", ["t5", "fire", "kerple", "cope"])
 def test_learned_encodings_own_their_weights_outside_weight_decay(pe):
     model = tiny(pe)
