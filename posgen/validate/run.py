@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from posgen.errors import shown
 from posgen.generator import expected_targets
 from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.dataset import pinned
@@ -148,7 +149,7 @@ def stream_split(data: SplitData) -> SplitTally:
                 first += batch.num_rows
             next_id = first
         except (pa.ArrowException, OSError) as error:
-            tally.part_problems.append(f"{part.label}: unreadable ({' '.join(str(error).split())})")
+            tally.part_problems.append(f"{part.label}: unreadable ({shown(error)})")
     return tally
 
 
