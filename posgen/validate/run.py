@@ -281,8 +281,12 @@ def shortcut_facts(tally: SplitTally) -> dict[str, Any]:
     rules = local_rules(spec, length) if length > spec.window else None
     facts["local_rule_method"] = rules.method if rules else NOT_COMPUTED
     for region, lo, hi in (("id", spec.window, boundary), ("ood", boundary, length)):
+        shorter = rules.shorter(lo, hi) if rules else None
         facts[f"positions_{region}"] = max(0, hi - lo)
-        facts[f"shorter_lookback_{region}"] = rules.shorter(lo, hi) if rules else None
+        facts[f"shorter_lookback_{region}"] = shorter
+        facts[f"shorter_lookback_share_{region}"] = (
+            None if shorter is None else _share(shorter, max(0, hi - lo))
+        )
     facts["effective_lookback_max"] = rules.largest(spec.window, length) if rules else None
     shortcuts = tally.shortcuts
     audited = shortcuts.rows
@@ -367,11 +371,6 @@ def audit_result(tally: SplitTally, limits: AuditThresholds) -> tuple[CheckResul
         "operand_probes": probes,
         **shortcut_facts(tally),
     }
-    for region in ("id", "ood"):
-        shorter, positions = facts[f"shorter_lookback_{region}"], facts[f"positions_{region}"]
-        facts[f"shorter_lookback_share_{region}"] = (
-            None if shorter is None else _share(shorter, positions)
-        )
     problems = []
     if limits.max_balance_tv is not None and tv > limits.max_balance_tv:
         problems.append(f"target balance TV {tv:.4f} > {limits.max_balance_tv}")
