@@ -29,7 +29,7 @@ from posgen.scoring.plot import (
     plot_format_problem,
     plot_reliance,
 )
-from posgen.scoring.prediction_files import file_format, predictions_for, write_predictions
+from posgen.scoring.prediction_files import file_format, write_predictions
 from posgen.scoring.reliance import Reliance, RelianceReport, score_probe
 from posgen.spec import is_probe_split
 from posgen.store.dataset import Dataset
@@ -142,27 +142,18 @@ def score_command(
     refuse_outputs(
         {"--json": json_out, "--plot": plot_out}, {"the --predictions file": [predictions]}
     )
-    report: ScoreReport | RelianceReport
-    if is_probe_split(split):
-        probe = Dataset.open(data).probe(config, split)
-        aligned = predictions_for(predictions, probe.ids, probe.spec.spec_id, split)
-        try:
-            report = score_probe(probe, aligned, bucket_width=bucket_width)
-        except ScoringError as error:
-            raise UsageProblems([f"{predictions}: {error}"]) from None
-        table = reliance_table(report)
-    else:
-        reference = Dataset.open(data).split(config, split)
-        report = score_reference(reference, predictions, bucket_width)
-        table = report_table(report)
+    dataset = Dataset.open(data)
+    read = dataset.probe if is_probe_split(split) else dataset.split
+    report = score_reference(read(config, split), predictions, bucket_width)
+    reliance = isinstance(report, RelianceReport)
+    table = reliance_table(report) if reliance else report_table(report)  # type: ignore[arg-type]
     to_stdout = json_out is not None and str(json_out) == "-"
     click.echo(report.to_json() if to_stdout else table, nl=not to_stdout)
     signals.point("score-write")
     if json_out is not None and not to_stdout:
         write_atomically(json_out, report.to_json().encode())
     if plot_out is not None:
-        plot = plot_reliance if isinstance(report, RelianceReport) else plot_curve
-        plot(report, plot_out)  # type: ignore[arg-type]
+        (plot_reliance if reliance else plot_curve)(report, plot_out)  # type: ignore[arg-type]
 
 
 @click.command(

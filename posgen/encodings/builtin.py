@@ -39,6 +39,7 @@ from posgen.encodings.relative import (
     KerpleLog,
     T5Bias,
     cope_attention,
+    distances,
     logn_scale,
     xpos_scale,
 )
@@ -467,11 +468,10 @@ def alibi_slopes(heads: int) -> torch.Tensor:
 def alibi_bias(
     position_ids: torch.Tensor, heads: int, parameters: Mapping[str, Any] | None = None
 ) -> torch.Tensor:
-    """ALiBi's bias ``-m_h (p_i - p_j)`` ``(batch, H, T, T)`` for position ids ``(batch, T)``."""
-    positions = position_ids.to(torch.float32)
-    distance = positions[:, None, :, None] - positions[:, None, None, :]
+    """ALiBi's bias ``-m_h (p_i - p_j)`` ``(batch, H, T, T)`` for position ids ``(batch, T)``
+    (:func:`~posgen.encodings.relative.distances`: 0 where the future is masked)."""
     slopes = alibi_slopes(heads).to(position_ids.device)
-    return -slopes[None, :, None, None] * distance
+    return -slopes[None, :, None, None] * distances(position_ids)[:, None]
 
 
 EMBEDDING_STD = 0.02
@@ -480,10 +480,8 @@ EMBEDDING_STD = 0.02
 
 class SinusoidalPositions(nn.Module):
     """Vaswani et al.'s ``PE[p, 2i] = sin(p / 10000^(2i/d))``, ``PE[p, 2i+1] = cos(...)`` by
-    position id (a buffer, recomputed rather than saved), times ``EMBEDDING_STD * sqrt(2)``:
-    the table's per-dimension RMS equals the token embeddings' std, the ratio Vaswani et al.
-    get by scaling the embeddings by sqrt(d). Unscaled, values up to 1 drown embeddings of
-    std 0.02 and the model never trains (loss ln 17 for all 3 epochs of the cpu preset)."""
+    position id (a buffer, recomputed rather than saved), scaled to a per-dimension RMS of
+    ``EMBEDDING_STD``, the token embeddings' std (unscaled, it drowns them and never trains)."""
 
     def __init__(self, positions: int, hidden: int) -> None:
         super().__init__()

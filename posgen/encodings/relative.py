@@ -90,9 +90,7 @@ class KerpleLog(nn.Module):
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
         r1 = self.r1.clamp(min=KERPLE_EPS)[None, :, None, None]
         r2 = self.r2.clamp(min=KERPLE_EPS)[None, :, None, None]
-        positions = position_ids.to(torch.float32)
-        distance = (positions[:, :, None] - positions[:, None, :]).abs()[:, None]
-        return -r1 * torch.log1p(r2 * distance)
+        return -r1 * torch.log1p(r2 * distances(position_ids)[:, None])
 
 
 def xpos_scale(

@@ -1,14 +1,5 @@
-"""Scoring POSGEN predictions: metrics, prediction files, baselines and model inputs.
-
-On a probe split, :func:`score_probe` reports far-reliance (the oracle follows the far rule):
-
->>> from posgen.generator import probe_rows
->>> from posgen.store.formats import probe_schema, probe_table
->>> spec = TaskSpec(task="semirecursive", train_size=20, val_size=5, test_size=5)
->>> probe = probe_from_table(probe_table(probe_rows(spec, "probe", 0, 5), probe_schema(17)), spec)
->>> score_probe(probe, baseline_predictions("oracle", spec, probe.tokens)).overall.far_reliance
-1.0
-"""
+"""Scoring POSGEN predictions: metrics, far-reliance, prediction files, baselines and model
+inputs (:func:`score` and :func:`score_probe` are the API for training loops)."""
 
 from typing import Any
 

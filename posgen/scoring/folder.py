@@ -23,6 +23,7 @@ from posgen.scoring.metrics import (
     spec_frame,
 )
 from posgen.scoring.prediction_files import predictions_for, write_predictions
+from posgen.scoring.reliance import RelianceReport, score_probe
 from posgen.store.dataset import Dataset, ProbeSplit, ReferenceSplit
 
 __all__ = ["load_probe", "load_reference", "score_file", "score_reference", "write_predictions"]
@@ -39,11 +40,16 @@ def load_probe(dataset_dir: Path, config: str, split: str = "probe") -> ProbeSpl
 
 
 def score_reference(
-    reference: ReferenceSplit, predictions: Path, bucket_width: int = DEFAULT_BUCKET_WIDTH
-) -> ScoreReport:
-    """Score the predictions file ``predictions`` (rows matched by id) on ``reference``."""
+    reference: ReferenceSplit | ProbeSplit,
+    predictions: Path,
+    bucket_width: int = DEFAULT_BUCKET_WIDTH,
+) -> ScoreReport | RelianceReport:
+    """Score the predictions file ``predictions`` (rows matched by id) on ``reference``: its
+    accuracy, or its far-reliance on a probe split."""
     aligned = predictions_for(predictions, reference.ids, reference.spec.spec_id, reference.split)
     try:
+        if isinstance(reference, ProbeSplit):
+            return score_probe(reference, aligned, bucket_width=bucket_width)
         return score_aligned(reference, aligned, bucket_width)
     except ScoringError as error:
         raise ScoringError(f"{predictions}: {error}") from None

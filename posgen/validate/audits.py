@@ -305,18 +305,6 @@ def row_keys(tokens: np.ndarray) -> np.ndarray:
         return mix64(np.add.reduce(mixed, axis=1, dtype=np.uint64) ^ _SALT[1])
 
 
-def window_keys(windows: np.ndarray, modulus: int) -> np.ndarray:
-    """One uint64 per seed window: exact base-m digits when m^w < 2^64, else a hash."""
-    width = windows.shape[1]
-    if modulus**width < 2**64:
-        key = np.zeros(windows.shape[0], dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for column in windows.T:
-                key = key * np.uint64(modulus) + column.astype(np.uint64)
-        return key
-    return row_keys(windows.astype(np.uint32))
-
-
 def _distinct(ordered: np.ndarray) -> np.ndarray:
     """Distinct values of a sorted uint64 array (a sort is faster than hashing here)."""
     return (
@@ -339,7 +327,8 @@ class HygieneTally:
         if tokens.shape[0] == 0:
             return
         self._rows.append(row_keys(tokens))
-        self._windows.append(window_keys(tokens[:, : self.window], self.modulus))
+        seed = context_codes(tokens[:, : self.window + 1], self.window, self.modulus)
+        self._windows.append(seed[:, self.window])
         self._distinct = self._sorted = None
 
     def repeated_rows(self) -> int:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from posgen.errors import shown
 from posgen.generator import ProbeBlock, alter_rows, far_rule_answers, generate_rows
 from posgen.spec import probe_source
 from posgen.store.formats import probe_schema
@@ -62,8 +63,7 @@ def check_probe_split(data: SplitData) -> tuple[CheckResult, ProbeTally]:
                 first += batch.num_rows
             next_id = first
         except (pa.ArrowException, OSError) as error:
-            reason = " ".join(str(error).split())
-            tally.add("unreadable part(s)", 1, f"{part.label}: {reason}")
+            tally.add("unreadable part(s)", 1, f"{part.label}: {shown(error)}")
     problems = tally.problems()
     message = (
         f"{tally.rows} probe rows match their {probe_source(data.split)} rows and the "
@@ -93,21 +93,15 @@ def _check_batch(
     if null_columns:
         tally.add("column(s) with nulls", len(null_columns), f"{label}: {null_columns[0]}")
         return
-    ids = _column(batch, "id").to_numpy()
-    expected_ids = np.arange(first, first + n, dtype=np.int64)
-    bad = np.flatnonzero(ids != expected_ids)
-    tally.add(
-        "id(s) out of sequence",
-        bad.size,
-        f"{label} has id {ids[bad[0]]} where {first + bad[0]} belongs" if bad.size else "",
-    )
-    source_ids = _column(batch, "source_id").to_numpy()
-    bad = np.flatnonzero(source_ids != expected_ids)
-    tally.add(
-        "source id(s) not the row's own index",
-        bad.size,
-        f"{label} row {first + bad[0]} says {source_ids[bad[0]]}" if bad.size else "",
-    )
+    for name, kind, example in (  # both are the row's own index
+        ("id", "id(s) out of sequence", "{label} has id {found} where {row} belongs"),
+        ("source_id", "source id(s) not the row's own index", "{label} row {row} says {found}"),
+    ):
+        found = _column(batch, name).to_numpy()
+        bad = np.flatnonzero(found != np.arange(first, first + n, dtype=np.int64))
+        if bad.size:
+            where = {"label": label, "row": first + bad[0], "found": found[bad[0]]}
+            tally.add(kind, bad.size, example.format(**where))
     offsets, values, _ = list_column(_column(batch, "tokens"))
     lengths = np.diff(offsets)
     if length is None or (lengths != length).any():

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from posgen.errors import shown
 from posgen.generator import expected_targets
 from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.dataset import pinned
@@ -71,8 +72,7 @@ class SplitTally:
     lookbacks: LookbackTally | None
     rows: int = 0
     tokens: int = 0
-    type_problems: list[str] = field(default_factory=list)
-    read_problems: list[str] = field(default_factory=list)
+    part_problems: list[str] = field(default_factory=list)  # a part's types, or unreadable
     problems: dict[str, list] = field(default_factory=dict)  # kind -> [count, (part, *first)]
     nulls: int = 0
     window_failures: int = 0
@@ -135,11 +135,11 @@ def stream_split(data: SplitData) -> SplitTally:
     for part in data.parts:
         if part.path is not None and not part.path.is_file():
             if not data.from_manifest:  # a listed file that is missing fails integrity
-                tally.read_problems.append(f"{part.label}: missing, not read")
+                tally.part_problems.append(f"{part.label}: missing, not read")
             continue
         try:
             problems = type_problems(part.schema(), spec.modulus, data.from_manifest)
-            tally.type_problems += [f"{part.label}: {p}" for p in problems]
+            tally.part_problems += [f"{part.label}: {p}" for p in problems]
             if any(("tokens" in p and "not a list" in p) or "no 'tokens'" in p for p in problems):
                 continue
             first = part.first_id if part.first_id is not None else next_id
@@ -149,7 +149,7 @@ def stream_split(data: SplitData) -> SplitTally:
                 first += batch.num_rows
             next_id = first
         except (pa.ArrowException, OSError) as error:
-            tally.read_problems.append(f"{part.label}: unreadable ({' '.join(str(error).split())})")
+            tally.part_problems.append(f"{part.label}: unreadable ({shown(error)})")
     return tally
 
 
@@ -170,7 +170,7 @@ SCHEMA_LINES = {  # kind -> its line, from (count, *first, row length, m)
 def schema_result(tally: SplitTally) -> CheckResult:
     """Types, row length, ids, nulls and token range of one split."""
     data, spec = tally.data, tally.data.spec
-    problems = list(tally.type_problems) + list(tally.read_problems)
+    problems = list(tally.part_problems)
     if data.length is None:
         lengths = ", ".join(str(spec.split_length(s)) for s in spec.split_names)
         problems.append(
@@ -183,7 +183,7 @@ def schema_result(tally: SplitTally) -> CheckResult:
         elif kind in found:
             count, first = found[kind]
             problems.append(SCHEMA_LINES[kind].format(count, *first, data.length, spec.modulus))
-    failures = len(tally.type_problems) + len(tally.read_problems) + tally.nulls
+    failures = len(tally.part_problems) + tally.nulls
     failures += sum(count for count, _ in found.values()) + (data.length is None)
     message = f"{tally.rows} rows of {data.length} tokens in [0, {spec.modulus}), ids in order"
     return _result(tally, "schema", problems, message, failures)
@@ -281,8 +281,12 @@ def shortcut_facts(tally: SplitTally) -> dict[str, Any]:
     rules = local_rules(spec, length) if length > spec.window else None
     facts["local_rule_method"] = rules.method if rules else NOT_COMPUTED
     for region, lo, hi in (("id", spec.window, boundary), ("ood", boundary, length)):
+        shorter = rules.shorter(lo, hi) if rules else None
         facts[f"positions_{region}"] = max(0, hi - lo)
-        facts[f"shorter_lookback_{region}"] = rules.shorter(lo, hi) if rules else None
+        facts[f"shorter_lookback_{region}"] = shorter
+        facts[f"shorter_lookback_share_{region}"] = (
+            None if shorter is None else _share(shorter, max(0, hi - lo))
+        )
     facts["effective_lookback_max"] = rules.largest(spec.window, length) if rules else None
     shortcuts = tally.shortcuts
     audited = shortcuts.rows
@@ -367,11 +371,6 @@ def audit_result(tally: SplitTally, limits: AuditThresholds) -> tuple[CheckResul
         "operand_probes": probes,
         **shortcut_facts(tally),
     }
-    for region in ("id", "ood"):
-        shorter, positions = facts[f"shorter_lookback_{region}"], facts[f"positions_{region}"]
-        facts[f"shorter_lookback_share_{region}"] = (
-            None if shorter is None else _share(shorter, positions)
-        )
     problems = []
     if limits.max_balance_tv is not None and tv > limits.max_balance_tv:
         problems.append(f"target balance TV {tv:.4f} > {limits.max_balance_tv}")

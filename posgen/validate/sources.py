@@ -19,7 +19,7 @@ import pyarrow as pa
 from posgen.errors import UsageError, shown
 from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset, inside
-from posgen.store.formats import DATA_SUFFIXES, Format, format_of, manifest_format, read_batch_rows
+from posgen.store.formats import DATA_SUFFIXES, Format, format_of, read_batch_rows
 from posgen.store.manifest import MANIFEST_NAME, Manifest, unfinished
 
 
@@ -135,9 +135,8 @@ def resolve(source: Any, spec: TaskSpec | None, config: str | None, split: str |
 def _from_manifest(
     root: Path, spec: TaskSpec | None, config: str | None, split: str | None
 ) -> Source:
-    manifest = Dataset.open(root).manifest  # DamagedDataset: the one integrity failure
-    bench = manifest.bench
-    fmt = manifest_format(manifest)
+    dataset = Dataset.open(root)  # DamagedDataset: the one integrity failure
+    manifest, bench = dataset.manifest, dataset.manifest.bench
     configs = list(bench.configs)
     if config is None and spec is not None:
         matching = [c for c in configs if bench.configs[c].task == spec.task]
@@ -161,7 +160,7 @@ def _from_manifest(
                     path=inside(root, f.path) or root / MANIFEST_NAME / f.path,
                     first_id=f.first_id,
                     rows=f.rows,
-                    storage=fmt,
+                    storage=dataset.format,
                 )
                 for f in entry[split_name].files
             ]
