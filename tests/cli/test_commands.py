@@ -157,16 +157,17 @@ def test_a_sweep_into_an_unwritable_place_is_refused_before_the_grid_is_read(
 GENERATE_PATH = {
     "cli/__init__", "cli/dataset", "cli/shared", "signals", "errors", "spec", "tasks",
     "generator", "store/writer", "store/formats", "store/manifest", "store/safety",
-    "store/dataset", "card/__init__", "encodings/__init__", "scoring/reliance",
+    "store/dataset", "card/__init__",
 }  # fmt: skip
 
 
 def test_generate_out_runs_through_the_modules_of_its_jobs_only(cli, tmp_path):
     """`posgen generate --out` calls functions in these modules and no other (issue 25: the
-    path a reader follows): the command, the shared checks, signals and errors, the spec, the
-    tasks and ops, the generator, the store and the card (which orders its reference table
-    by the encodings' table order and, for an official spec, says what each task measures
-    from the probe check's far-reliance). Imports are made before the trace."""
+    path a reader follows): the command, the shared checks and signals, the spec, the tasks
+    and ops, the generator, the store and the card (the card of an official spec also
+    formats its reference results with ``errors.mean_std_cell``; it renders committed figures
+    and sentences as they are, so encodings/ and scoring/ stay off the path). Imports are
+    made before the trace."""
     args = ["generate", "--task", "cot", "--out"]
     assert cli(*args, tmp_path / "warm", *SMALL).exit_code == 0
     package = Path(posgen.__file__).parent
