@@ -119,7 +119,7 @@ def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(
 ):
     out = tmp_path / "ds"
     out.mkdir()
-    (out / "posgen.json").write_text("old")
+    (out / "posgen.json").write_text('{"format": "posgen-dataset", "old": true}')
     real_rename, real_exchange = os.rename, posgen.store.safety.exchange
 
     def rename_then_signal(src, dst):
@@ -147,7 +147,7 @@ def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(
 def test_a_failure_between_the_renames_puts_the_old_dataset_back(tmp_path, monkeypatch):
     out = tmp_path / "ds"
     out.mkdir()
-    (out / "posgen.json").write_text("old")
+    (out / "posgen.json").write_text('{"format": "posgen-dataset", "old": true}')
     real_rename = os.rename
     calls = []
 
@@ -162,7 +162,7 @@ def test_a_failure_between_the_renames_puts_the_old_dataset_back(tmp_path, monke
     with pytest.raises(OSError), atomic_folder(out, overwrite=True) as build:
         (build / "posgen.json").write_text("new")
     monkeypatch.undo()
-    assert (out / "posgen.json").read_text() == "old"
+    assert (out / "posgen.json").read_text() == '{"format": "posgen-dataset", "old": true}'
     assert leftovers(out) == []
 
 

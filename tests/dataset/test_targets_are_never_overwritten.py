@@ -62,12 +62,6 @@ def _user_data(target: Path) -> None:
     (target / "data" / "mine.csv").write_text("a,b\n")
 
 
-def _user_json(target: Path) -> None:
-    target.mkdir()
-    (target / "notes.md").write_text("mine\n")
-    (target / "posgen.json").write_text("{}\n")
-
-
 def _a_file(target: Path) -> None:
     target.write_text("not a folder\n")
 
@@ -291,7 +285,7 @@ GENERATE_REFUSALS = {
     "a dataset, without --overwrite": (_dataset, [], "pass --overwrite to replace it"),
     "a user folder": (_user_data, ["--overwrite"], "not a posgen dataset"),
     "a symlink to a user folder": (_link_to(_user_data), ["--overwrite"], "not a posgen dataset"),
-    "a user folder with a posgen.json of its own": (_user_json, ["--overwrite"], "that says so"),
+    "a user folder with a posgen.json of its own": (_user_folder, ["--overwrite"], "that says so"),
     "a symlink loop": (_a_loop, [], "loops"),
     "a dataset, with --part": (_dataset, ["--part", "0/2"], "holds a finished dataset"),
     "parts of another run, with --part": (_other_parts, ["--part", "1/3"], "another benchmark"),
