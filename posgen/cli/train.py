@@ -22,7 +22,7 @@ from posgen.cli.shared import (
 )
 from posgen.encodings import NO_TABLE, PERequest
 from posgen.errors import RunError, UsageProblems, problem_lines
-from posgen.store.dataset import Dataset
+from posgen.store.dataset import Dataset, SplitError
 from posgen.store.safety import owner_alive
 from posgen.train.config import (
     PRESETS,
@@ -201,10 +201,10 @@ def train_command(
     check_run_target(out)
     dataset = Dataset.open(data)
     name = dataset.resolve_config(config)
-    if name not in dataset.manifest.configs:
-        known = ", ".join(dataset.manifest.configs)
-        raise UsageProblems([f"--config: no config {name!r} in {data}; configs: {known}"])
-    spec = dataset.manifest.configs[name].spec
+    try:
+        spec = dataset.spec(name)
+    except SplitError as error:  # the handle's check, said of the flag
+        raise UsageProblems([f"--config: {error}"]) from None
     positions = request.randomized if isinstance(request.randomized, int) else None
     table = request.name not in NO_TABLE  # a plugin's is known once it is imported
     estimate = memory_estimate(dataset, name, train_config, positions, table)

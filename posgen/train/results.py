@@ -443,13 +443,12 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
             ax.set_visible(False)
         for row, (data, entry) in enumerate(results.items()):
             for col, (task, pes) in enumerate(entry["tasks"].items()):
-                drawable = list(pes.items())
                 for offset, key, value, label in (
                     (0, "curve", "accuracy", "test accuracy (mean over seeds)"),
                     (1, "far_curve", "far_reliance", "far-reliance (probe split)"),
                 ):
                     ax = axes[2 * row + offset][col]
-                    drawn = [(pe, c[key]) for pe, c in drawable if key in c]
+                    drawn = [(pe, c[key]) for pe, c in pes.items() if key in c]
                     if not drawn:
                         continue
                     ax.set_visible(True)

@@ -623,7 +623,7 @@ def test_the_estimate_honours_the_address_space_limit_and_refuses_a_run_past_it(
         (["--hidden", "48", "--heads", "5"], ["--hidden/--heads"]),
         (["--lr", "0"], ["--lr: Input should be greater than 0"]),
         (["--preset", "gpu"], ["'gpu' is not one of"]),
-        (["--config", "cot"], ["no config 'cot'"]),
+        (["--config", "cot"], ["--config: no config 'cot' in "]),
         # checked once torch is imported
         (["--pe", "bogus"], ["unknown position encoding 'bogus'"]),
         (["--pe-param", "factor"], ["--pe-param 'factor': use key=value"]),
