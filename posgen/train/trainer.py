@@ -50,8 +50,9 @@ def versions() -> dict[str, str]:
 
 def pick_device(name: str = "auto") -> torch.device:
     """CUDA when present (``auto``), else CPU."""
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(auto if name == "auto" else name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
 
 
 def precision(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
