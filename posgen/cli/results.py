@@ -18,7 +18,7 @@ from posgen.cli.shared import (
     refuse_outputs,
 )
 from posgen.errors import UsageProblems
-from posgen.scoring.plot import PLOT_HINT, plot_available
+from posgen.scoring.plot import plot_problem
 from posgen.store.safety import atomic_folder, write_atomically
 from posgen.train.exports import write_export
 from posgen.train.results import (
@@ -93,8 +93,8 @@ def results_command(
     if folder_out and os.path.lexists(out):
         new_folder = f"--format {out_format} writes a new folder (nothing was written)"
         raise UsageProblems([f"--out: {out} exists; {new_folder}"])
-    if plot_out is not None and not plot_available():
-        raise UsageProblems([f"--plot: {PLOT_HINT}"])
+    if plot_out is not None and (problem := plot_problem(plot_out)) is not None:
+        raise UsageProblems([f"--plot: {problem}"])
     folders, skipped = find_runs(run_dirs)
     if not folders:
         raise ResultsError(f"no finished run folders in {', '.join(map(str, run_dirs))}")

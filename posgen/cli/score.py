@@ -22,13 +22,7 @@ from posgen.errors import RunError, UsageProblems
 from posgen.scoring.baselines import BASELINES, PROBE_BASELINES, baseline_predictions
 from posgen.scoring.folder import score_aligned, score_reference
 from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport, ScoringError
-from posgen.scoring.plot import (
-    PLOT_HINT,
-    plot_available,
-    plot_curve,
-    plot_format_problem,
-    plot_reliance,
-)
+from posgen.scoring.plot import plot_curve, plot_problem, plot_reliance
 from posgen.scoring.prediction_files import file_format, write_predictions
 from posgen.scoring.reliance import Reliance, RelianceReport, score_probe
 from posgen.spec import is_probe_split
@@ -135,10 +129,8 @@ def score_command(
     instead: the share of probed targets (where the far-rule answer differs from the
     stored token) predicted as the far-rule answer, and as the stored token.
     """
-    if plot_out is not None:
-        problem = PLOT_HINT if not plot_available() else plot_format_problem(plot_out)
-        if problem is not None:
-            raise UsageProblems([f"--plot: {problem}"])
+    if plot_out is not None and (problem := plot_problem(plot_out)) is not None:
+        raise UsageProblems([f"--plot: {problem}"])
     refuse_outputs(
         {"--json": json_out, "--plot": plot_out}, {"the --predictions file": [predictions]}
     )

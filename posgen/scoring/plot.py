@@ -36,22 +36,17 @@ def pyplot() -> Any:
     return plt
 
 
-def plot_available() -> bool:
-    """Whether matplotlib can be imported (checked before any work starts)."""
+def plot_problem(path: Path) -> str | None:
+    """Why nothing can be drawn into ``path`` (matplotlib missing, or a suffix of no image
+    format it writes), or ``None``; checked before any work starts.
+
+    >>> plot_problem(Path("curve.xyz"))[:52]
+    "'.xyz' is not an image format matplotlib writes; use"
+    """
     try:
         pyplot()
     except PlotUnavailable:
-        return False
-    return True
-
-
-def plot_format_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be drawn into (its suffix is no image format), or ``None``.
-
-    >>> plot_format_problem(Path("curve.xyz"))[:52]
-    "'.xyz' is not an image format matplotlib writes; use"
-    """
-    pyplot()
+        return PLOT_HINT
     from matplotlib.backend_bases import FigureCanvasBase
 
     formats = sorted(FigureCanvasBase.get_supported_filetypes())

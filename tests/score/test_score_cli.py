@@ -12,6 +12,7 @@ import pytest
 
 from posgen import write_dataset
 from posgen.scoring import baseline_scores, load_reference
+from posgen.scoring.plot import PLOT_HINT, PlotUnavailable
 from posgen.spec import default_benchmark
 from posgen.store.manifest import read_manifest
 
@@ -100,7 +101,10 @@ def test_known_errors_show_in_the_table_the_json_and_the_png_plot(cli, data, tmp
 
 
 def test_plot_without_matplotlib_exits_2_with_the_install_hint(cli, data, tmp_path, monkeypatch):
-    monkeypatch.setattr("posgen.cli.score.plot_available", lambda: False)
+    def missing():
+        raise PlotUnavailable(PLOT_HINT)
+
+    monkeypatch.setattr("posgen.scoring.plot.pyplot", missing)
     result = score(cli, data, tmp_path / "p.npy", "--plot", tmp_path / "curve.png")
     assert result.exit_code == 2
     assert result.output == "error: --plot: plotting needs matplotlib: pip install 'posgen[plot]'\n"

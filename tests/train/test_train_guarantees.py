@@ -646,6 +646,16 @@ def test_bad_flags_name_the_flag_as_spelled_before_any_work(
             assert "_" not in line.split(":")[1]
 
 
+@pytest.mark.parametrize("name", ["c.xyz", "c", "c.parquet"])
+def test_results_plot_of_no_image_format_is_refused_before_any_work(
+    assert_clean_error, cli, recorded, tmp_path, run, name
+):
+    result = cli("results", run, "--out", tmp_path / "R.md", "--plot", tmp_path / name)
+    with recorded("bad_input", f"results --plot {name}"):
+        assert_clean_error(result, 2, "--plot: ", "is not an image format matplotlib writes")
+        assert list(tmp_path.iterdir()) == []
+
+
 SEVERAL = default_benchmark(("cot", "recursive"), train_size=8, val_size=2, test_size=2)
 DATA_FOLDERS = {  # case -> (make the --data folder, what the line names; {d}: the folder)
     "no posgen dataset": (Path.mkdir, "{d}"),
