@@ -77,13 +77,12 @@ clean:
 # only what is missing.
 # Time: one cpu-preset training (posgen-v1, cot, rope, one torch thread) took 92.5 s of CPU
 # time (measured; 4.6 min of wall time on this 2-core machine under a load of about 5).
-# Encodings that train alike share a training: with the 17 built-ins of this writing the grid
-# is 198 trainings (306 runs), so about 198 x 92.5 s / 2 workers = 2.5 hours on two idle
-# cores; each built-in encoding with a training of its own adds 18 trainings (about 14 min),
-# so the 24 built-ins of this writing (18 trainings per task and seed) on both datasets take
-# about 6 hours with three seeds; `make results` runs one seed, with paper only for the rope and
-# resonance families: 60 trainings, about 1.5 hours (the grids say what was cut). posgen-v2
-# and every encoding on paper: `make results-all`.
+# Encodings that train alike share a training (rope, yarn, linear and llama3; resonance and its
+# variants): the 24 built-ins of this writing make 18 trainings per task and seed, so both
+# datasets with three seeds are 324 trainings, about 6 hours on two idle cores; `make results`
+# runs one seed, with paper only for the rope and resonance families: 54 + 6 = 60 trainings
+# (96 runs), about 1.5 hours (the grids say what was cut). posgen-v2 and every encoding on
+# paper: `make results-all`.
 RESULTS_GRID ?= grids/results.toml
 RESULTS_GRID2 ?= grids/results-paper.toml
 RESULTS_NOTE := Grids: $(RESULTS_GRID) (posgen-v1, every built-in encoding), then \
