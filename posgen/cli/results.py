@@ -100,7 +100,8 @@ def results_command(
         raise ResultsError(f"no finished run folders in {', '.join(map(str, run_dirs))}")
     run_files = [folder / name for folder in folders for name in FILES]
     refuse_outputs(
-        {"--out": out, "--json": json_out, "--plot": plot_out}, {"a run's file": run_files}
+        {"--out": out, "--json": json_out, "--plot": plot_out},
+        {"a run's file": run_files, "the run folder": folders},
     )
     for line in skipped:
         click.echo(f"note: {line}", err=True)

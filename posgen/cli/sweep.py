@@ -18,9 +18,22 @@ from posgen.cli.shared import (
     refuse_unwritable,
     require_extra,
 )
+from posgen.cli.train import memory_estimate
+from posgen.encodings import NO_TABLE
 from posgen.errors import RunError, UsageProblems, problem_lines, shown
 from posgen.signals import Interrupted
-from posgen.train.config import SlurmSettings, TrainConfig, expand, jobs_of, read_grid
+from posgen.store.dataset import Dataset
+from posgen.train.config import (
+    RunSpec,
+    SlurmSettings,
+    TrainConfig,
+    available_bytes,
+    expand,
+    jobs_of,
+    preset,
+    read_grid,
+    refusal,
+)
 from posgen.train.sweep import RECORD, Sweep, label, run_states
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -65,6 +78,11 @@ Examples:
 @click.option("--mem-gb", type=int, help="slurm: memory per training in GB. [grid, 16]")
 @click.option("--max-parallel", type=int, help="slurm: array elements at once. [grid, 32]")
 @click.option("--wait", is_flag=True, help="slurm: wait for the array to finish.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Train runs that the memory estimate refuses (this machine's memory; slurm: --mem-gb).",
+)
 def sweep_command(
     grid: Path | None,
     out: Path | None,
@@ -73,13 +91,14 @@ def sweep_command(
     executor: str,
     jobs: int | None,
     wait: bool,
+    force: bool,
     **slurm_flags: Any,
 ) -> None:
     """Train every run of GRID (a grid file) into the sweep folder --out, skipping finished
     runs and resuming interrupted ones from their checkpoints.
 
     Each run's folder is SWEEP/runs/<hash of its resolved config>; SWEEP/sweep.json lists
-    the runs. Position encodings that train alike (rope, yarn and linear; resonance and
+    the runs. Position encodings that train alike (rope, yarn, linear and llama3; resonance and
     its evaluation-time variants) share one training.
     """
     if status_dir is not None:
@@ -89,6 +108,8 @@ def sweep_command(
         return
     if grid is None or out is None:
         raise UsageProblems(["give a GRID file and --out SWEEP_DIR, or --status SWEEP_DIR"])
+    if as_json:
+        raise UsageProblems(["--json: for --status only"])
     _check_out(out, grid)
     _check_flags(executor, jobs, wait, slurm_flags)
     spec = read_grid(grid)
@@ -106,6 +127,7 @@ def sweep_command(
         lambda: list(available()),
         lambda: [name for name, pe in available().items() if pe.source == "built-in"],
     )
+    _check_runs(runs, grid, executor, settings, force)
     sweep = Sweep(out)
     sweep.add(runs)
     for line in sweep.set_aside(runs):
@@ -128,6 +150,41 @@ def resolve_encoding(request: Any, spec: Any, train: TrainConfig) -> Any:
     return resolve_pe(request, train, spec)
 
 
+def _check_runs(
+    runs: list[RunSpec], grid: Path, executor: str, settings: SlurmSettings, force: bool
+) -> None:
+    """Refuse, before any training, what every worker would fail on: ``bf16`` with no CUDA
+    device here (local executors), and a run that would not fit in memory (this machine's for
+    local executors, ``--mem-gb`` for slurm) unless ``--force``, as ``posgen train`` does."""
+    problems = []
+    if executor != "slurm" and any(run.train.get("bf16") for run in runs):
+        import torch
+
+        if not torch.cuda.is_available():
+            line = f"{grid}: bf16 = true needs a CUDA device and there is none here (CPU runs "
+            problems.append(line + "compute in float32); drop it or use --executor slurm")
+    available = settings.mem_gb * 2**30 if executor == "slurm" else available_bytes()
+    datasets: dict[str, Dataset] = {}
+    refused = set()
+    for run in [] if force else runs:
+        request = run.pe_request
+        positions = request.randomized if isinstance(request.randomized, int) else None
+        if run.data not in datasets:
+            datasets[run.data] = Dataset.open(Path(run.data))
+        dataset = datasets[run.data]
+        train = preset(run.preset, **run.train)
+        estimate = memory_estimate(
+            dataset, run.config, train, positions, request.name not in NO_TABLE
+        )
+        fix = "lower batch_size, eval_batch_size or the model size in the grid's preset"
+        where = f"{run.dataset}/{run.config} ({run.preset})"  # one line for all its runs
+        if where not in refused and (problem := refusal(estimate, available, fix)):
+            refused.add(where)
+            problems.append(f"{where}: {problem}")
+    if problems:
+        raise UsageProblems(problems)
+
+
 def _check_flags(executor: str, jobs: int | None, wait: bool, slurm_flags: dict[str, Any]) -> None:
     """Flags of one executor are refused with another (they would be ignored)."""
     if executor == "local":
@@ -146,6 +203,12 @@ def _check_out(out: Path, grid: Path) -> None:
     refuse_outputs({"--out": out}, {"GRID": [grid]})
     if out.exists() and any(out.iterdir()) and not (out / RECORD).is_file():
         raise UsageProblems([f"--out {out} is a folder but not a sweep folder (no {RECORD})"])
+    for part in ("runs", "logs", "work", "failed", "discarded"):  # the sweep's own folders
+        held = out / part
+        if held.is_symlink() or (held.exists() and not held.is_dir()):
+            kind = "a link" if held.is_symlink() else "a file"
+            raise UsageProblems([f"--out {out}: {held} is {kind}, where the sweep keeps its "
+                                 f"{part} folder; move it away"])  # fmt: skip
     if not out.exists():
         refuse_unwritable(out, "--out: ")
 

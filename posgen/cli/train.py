@@ -199,6 +199,11 @@ def train_command(
     except ValueError as error:
         raise UsageProblems([str(error)]) from None
     check_run_target(out)
+    resume = resume_folder(out)
+    if resume.is_symlink() or (resume.exists() and not resume.is_dir()):
+        kind = "a link" if resume.is_symlink() else "a file"
+        raise UsageProblems([f"--out {out}: {resume} is {kind}, where posgen train keeps the "
+                             "run's checkpoint; move it away"])  # fmt: skip
     dataset = Dataset.open(data)
     name = dataset.resolve_config(config)
     try:
@@ -234,7 +239,6 @@ def train_command(
         estimate = memory_estimate(dataset, name, train_config, table=False)
     args = (data.resolve().name, spec.spec_id, name, preset_name, train_config, run_seed)
     key = stable_hash(identity(*args, training=resolved.training_key()))
-    resume = resume_folder(out)
     if owner_alive(resume):
         raise UsageProblems([f"--out {out}: another posgen train is training it now"])
     if read_progress(resume) is not None and not quiet:

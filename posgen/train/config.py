@@ -534,8 +534,13 @@ def available_bytes(proc: Path = PROC, cgroup: Path = CGROUP) -> int | None:
     return min(found) if found else None
 
 
-def refusal(estimate: RunEstimate, available: int | None) -> str | None:
-    """Why the run should not start (None when it fits or nothing is known), with the figures."""
+def refusal(
+    estimate: RunEstimate,
+    available: int | None,
+    fix: str = "lower --batch-size, --eval-batch-size or the model size",
+) -> str | None:
+    """Why the run should not start (None when it fits or nothing is known), with the figures
+    and ``fix``, what to lower."""
     if available is None or estimate.total <= available:
         return None
     e = estimate
@@ -544,5 +549,5 @@ def refusal(estimate: RunEstimate, available: int | None) -> str | None:
         f"parameters with AdamW state {human_bytes(e.model)}, activations "
         f"{human_bytes(e.activations)}, data {human_bytes(e.data)}, process "
         f"{human_bytes(BASE_BYTES)}) but only {human_bytes(available)} is available; "
-        "lower --batch-size, --eval-batch-size or the model size, or pass --force to try anyway"
+        f"{fix}, or pass --force to try anyway"
     )

@@ -36,12 +36,14 @@ DESCRIPTIONS = {
 
 
 def _safe(name: str) -> str:
-    """A file-name-safe form of a label (``linear+factor=2`` stays readable).
+    """A file-name-safe form of a label (``linear+factor=2`` stays readable); never ``.``
+    or ``..``, which would write beside the export's folder.
 
-    >>> _safe("pkg.mod:NAME/x")
-    'pkg.mod_NAME_x'
+    >>> _safe("pkg.mod:NAME/x"), _safe(".."), _safe("")
+    ('pkg.mod_NAME_x', '__', '_')
     """
-    return "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in name) or "_"
+    safe = "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in name)
+    return safe if safe.strip(".") else "_" * max(1, len(safe))
 
 
 def _strings(values: dict[str, Any]) -> dict[str, str]:

@@ -297,8 +297,11 @@ def _write_run(job: _Job, trained: Trained, selection: Selection, out: Path) -> 
         attention = _attention(job, model, evaluation_positions(pe, job.seed, "test"))
         if job.save:
             save_model(model, pe, build / MODEL)
+        # `--data .` or `..` names no folder: the record keeps it absolute, so the run's
+        # results cell has the dataset's name (and an export's path no `..`)
+        folder = job.data if job.data.name not in ("", "..") else job.data.resolve()
         record = RunRecord(
-            data=DataRecord(folder=str(job.data), config=test.config, files=run_data.files),
+            data=DataRecord(folder=str(folder), config=test.config, files=run_data.files),
             spec=spec,
             position_encoding=PositionEncodingRecord(**pe.record()),
             preset=job.preset_name,

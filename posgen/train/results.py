@@ -32,7 +32,7 @@ from posgen.scoring.metrics import bucket_edges
 from posgen.scoring.plot import save_figure
 from posgen.scoring.reliance import measure_sentences
 from posgen.store.safety import OLD_TAG, TMP_TAG
-from posgen.train.run_record import FILES, RESULTS, RunRecord, is_run
+from posgen.train.run_record import FILES, RunRecord
 
 
 class ResultsError(UsageError, ValueError):
@@ -55,9 +55,10 @@ def _unfinished(path: Path) -> str | None:
     """Why ``path`` is a run folder that is not finished (None when it is one)."""
     if TMP_TAG in path.name or OLD_TAG in path.name:
         return f"{path}: the build folder of a run that was killed or is still running"
-    if is_run(path):
+    missing = [name for name in FILES if not os.path.lexists(path / name)]  # damage: read_run
+    if not missing:
         return None
-    return f"{path}: not a finished run (no {RESULTS})"
+    return f"{path}: not a finished run (no {', '.join(missing)})"
 
 
 def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
@@ -95,22 +96,25 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
 
 
 def check_distinct(runs: Sequence[Run]) -> None:
-    """Refuse a cell whose runs are of different datasets (folders that share a name), a
-    cell that mixes settings, and copies of one run (same data, settings and seed), in that
-    order: each refusal says what differs."""
+    """Refuse a table (data folder name, task) whose runs are of different datasets (folders
+    that share a name), a cell that mixes settings, and copies of one run (same data,
+    settings and seed), in that order: each refusal says what differs."""
     by_seed: dict[tuple[Any, ...], Run] = {}
+    by_table: dict[tuple[str, str], Run] = {}
     by_cell: dict[tuple[str, str, str], Run] = {}
     for run in runs:
         seed, cell = (*run.record.key, run.record.seed), "/".join(run.record.key)
-        other = by_cell.setdefault(run.record.key, run)
-        if _data(run) != _data(other):
-            ids = (other.record.spec.spec_id, run.record.spec.spec_id)
+        first = by_table.setdefault(run.record.key[:2], run)
+        if _data(run) != _data(first):
+            ids = (first.record.spec.spec_id, run.record.spec.spec_id)
             which = f"spec ids {ids[0]} and {ids[1]}" if ids[0] != ids[1] else "other files"
             raise ResultsError(
-                f"{other.path} and {run.path} are in one cell ({cell}) but were trained on "
-                f"different datasets whose folders share the name {run.record.key[0]} "
-                f"({which}); give runs of one dataset per folder name"
+                f"{first.path} and {run.path} are in one table "
+                f"({'/'.join(run.record.key[:2])}) but were trained on different datasets "
+                f"whose folders share the name {run.record.key[0]} ({which}); give runs of "
+                "one dataset per folder name"
             )
+        other = by_cell.setdefault(run.record.key, run)
         if _settings(run) != _settings(other):
             raise ResultsError(
                 f"{other.path} and {run.path} are in one cell ({cell}) but were "

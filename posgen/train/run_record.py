@@ -57,7 +57,10 @@ class _Record(BaseModel):
 class DataRecord(_Record):
     """The data a run trained and was tested on."""
 
-    folder: str = Field(max_length=4096, description="Dataset folder as given to posgen train.")
+    folder: str = Field(
+        max_length=4096,
+        description="Dataset folder as given to posgen train (absolute for . or ..).",
+    )
     config: ConfigName = Field(description="Config (task) trained on.")
     files: dict[str, str] = Field(
         min_length=1,

@@ -122,6 +122,51 @@ WHEN_READ = {  # case -> (what the summary counts it as, the grid file, its text
 }
 
 
+def _in_the_way(folder: Path, part: str, link: bool) -> None:
+    """A sweep folder whose ``part`` (runs, logs...) is a file or a link."""
+    folder.mkdir()
+    (folder / "sweep.json").write_text("{}")
+    (folder / part).symlink_to(folder.parent) if link else (folder / part).write_text("mine")
+
+
+BEFORE_TRAINING = {  # what every worker would fail on -> (make the case, fragments)
+    "a run that does not fit in memory": (
+        lambda mp, sweep: mp.setattr("posgen.cli.sweep.available_bytes", lambda: 2**20),
+        ["recursive (cpu)", "1.0 MiB is available", "grid's preset", "--force"],
+    ),
+    "bf16 with no CUDA device": (
+        lambda mp, sweep: mp.setattr(torch.cuda, "is_available", lambda: False),
+        ["bf16 = true needs a CUDA device"],
+    ),
+    "runs of the sweep folder a file": (
+        lambda mp, sweep: _in_the_way(sweep, "runs", link=False),
+        ["runs is a file"],
+    ),
+    "logs of the sweep folder a link": (
+        lambda mp, sweep: _in_the_way(sweep, "logs", link=True),
+        ["logs is a link"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BEFORE_TRAINING))
+def test_what_every_worker_would_fail_on_is_refused_before_any_training(
+    assert_clean_error, cli, recorded, tiny_training_dataset, tmp_path, monkeypatch, case
+):
+    make, fragments = BEFORE_TRAINING[case]
+    text = toml_grid('["rope"]')
+    text = text.replace("epochs = 1", "epochs = 1, bf16 = true") if "bf16" in case else text
+    grid = written(tmp_path / "g.toml", text, tiny_training_dataset)
+    sweep = tmp_path / "S"
+    make(monkeypatch, sweep)
+    before = sorted(p.name for p in sweep.iterdir()) if sweep.exists() else None
+    monkeypatch.setattr("posgen.cli.sweep._run_local", lambda *a: pytest.fail("it trained"))
+    result = cli("sweep", grid, "--out", sweep)
+    with recorded("bad_input", f"sweep: {case}"):
+        assert_clean_error(result, 2, *fragments)
+        assert (sorted(p.name for p in sweep.iterdir()) if sweep.exists() else None) == before
+
+
 @pytest.mark.parametrize("case", sorted(WHEN_READ))
 def test_a_grid_that_cannot_be_run_is_refused_when_read(
     assert_clean_error, cli, recorded, imported, tiny_training_dataset, tmp_path, case

@@ -34,7 +34,7 @@ from posgen.train.config import (  # noqa: E402
     refusal,
 )
 from posgen.train.job import train_runs  # noqa: E402
-from posgen.train.run_record import PREDICTIONS  # noqa: E402
+from posgen.train.run_record import PREDICTIONS, read_run  # noqa: E402
 from posgen.train.trainer import RunData  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -327,15 +327,21 @@ def test_score_refuses_damaged_reference_data(
 # --- 4. results: duplicates, unfinished build folders, links -----------------------------
 
 
-@pytest.mark.parametrize("unfinished", ["build folder of a killed run", "unfinished folder"])
+UNFINISHED = {  # a run's file a half-copied folder lacks
+    "unfinished folder": "results.json",
+    "results.json without the predictions": "predictions.parquet",
+}
+
+
+@pytest.mark.parametrize("unfinished", ["build folder of a killed run", *UNFINISHED])
 def test_a_folder_that_is_no_finished_run_is_named_in_one_note_and_not_counted(
     cli, error_lines, recorded, tmp_path, run, unfinished
 ):
     runs = tmp_path / "runs"
     shutil.copytree(run, runs / "r0")
-    if unfinished == "unfinished folder":
-        (shutil.copytree(run, runs / "half") / "results.json").unlink()
-        named = "results.json"
+    if unfinished in UNFINISHED:
+        named = UNFINISHED[unfinished]
+        (shutil.copytree(run, runs / "half") / named).unlink()
     else:
         named = str(shutil.copytree(run, runs / f".r1.{TMP_TAG}-1a2b3c4d"))
     js = tmp_path / "r.json"
@@ -377,13 +383,14 @@ def test_run_folders_behind_links_count_once(cli, recorded, tmp_path, run, layou
 
 @pytest.fixture(scope="module")
 def cell_mates(cli, data) -> dict[str, Path]:
-    """Runs of ``run``'s cell (rope, seed 0): ``other-data`` on another dataset also named
-    ``ds``, ``other-settings`` on ``run``'s data with 3 steps, not 2."""
+    """Runs beside ``run`` (rope, seed 0): ``other-data``, alibi on another dataset also named
+    ``ds`` (``run``'s table, not its cell), ``other-settings`` on ``run``'s data with 3 steps,
+    not 2."""
     other = data.parent / "two" / "ds"
     write_dataset(default_benchmark(("recursive",), train_size=40, val_size=8, test_size=8), other)
     runs = data.parent / "runs"
     made = {
-        "other-data": train_args(other, runs / "other-data"),
+        "other-data": train_args(other, runs / "other-data", "--pe", "alibi"),
         "other-settings": train_args(data, runs / "other-settings", "--max-steps=3"),
     }
     for args in made.values():
@@ -400,7 +407,7 @@ CELLS = {  # the second run beside run, and a fragment of the refusal
 
 
 @pytest.mark.parametrize("case", sorted(CELLS))
-def test_results_says_what_differs_between_two_runs_of_one_cell(
+def test_results_says_what_differs_between_two_runs_of_one_table(
     assert_clean_error, cli, recorded, run, cell_mates, tmp_path, case
 ):
     other, fragment = CELLS[case]
@@ -691,6 +698,16 @@ OUTS = {  # case -> (make what is at parent or run, --out, what the line names; 
     "an existing folder": (lambda p, r: r.mkdir(), "run", ["--out", "{t}/run"]),
     "an existing file": (lambda p, r: r.write_text("mine"), "run", ["--out", "{t}/run"]),
     "a dangling link": (lambda p, r: r.symlink_to(p / "nowhere"), "run", ["--out", "{t}/run"]),
+    "a file where the checkpoint goes": (
+        lambda p, r: r.with_name(".run.posgen-resume").write_text("mine"),
+        "run",
+        [".run.posgen-resume is a file"],
+    ),
+    "a link where the checkpoint goes": (
+        lambda p, r: r.with_name(".run.posgen-resume").symlink_to(p),
+        "run",
+        [".run.posgen-resume is a link"],
+    ),
 }
 
 
@@ -743,6 +760,11 @@ OVER_INPUTS = {  # case -> (the command, {t}: tmp_path, with ds and r0 a run; wh
         "metrics.jsonl",
     ),
     "results --out X --json X": ("results {t}/r0 --out {t}/X --json {t}/X", "same file"),
+    "results --out inside a run folder": ("results {t}/r0 --out {t}/r0/R.md", "run folder"),
+    "results --format eee --out inside a run folder": (
+        "results {t}/r0 --format eee --out {t}/r0/eee",
+        "run folder",
+    ),
     "results --plot into the dataset": (
         "results {t}/r0 --out {t}/R.md --plot {t}/ds/data/c.png",
         "dataset",
@@ -766,6 +788,22 @@ def test_no_output_is_written_over_an_input_or_into_a_dataset(
     with recorded("target", case):
         assert_clean_error(result, 2, words)
         assert snapshot(tmp_path) == before
+
+
+def test_a_run_of_data_dot_dot_is_recorded_and_exported_under_the_dataset_name(
+    cli, recorded, tmp_path, data, monkeypatch
+):
+    monkeypatch.chdir(shutil.copytree(data, tmp_path / "ds") / "data")
+    assert cli(*train_args(Path(".."), tmp_path / "r0")).exit_code == 0
+    assert read_run(tmp_path / "r0").data.folder == str(tmp_path / "ds")
+    mine = tmp_path / "w" / "recursive" / "rope.json"  # where a `..` in the path would land
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine")
+    result = cli("results", tmp_path / "r0", "--format", "eee", "--out", tmp_path / "w" / "E")
+    with recorded("target", "results --format eee of a run trained with --data .."):
+        assert result.exit_code == 0, result.output
+        assert mine.read_text() == "mine"
+        assert [p.name for p in (tmp_path / "w" / "E").iterdir()] == ["ds"]
 
 
 # --- 7. damaged run files: one line naming the run's file and the field -------------------
