@@ -70,7 +70,9 @@ Examples:
 @json_option("Write the aggregated figures (no curves) as JSON here.")
 @click.option("--command", "command_line", help="Command to credit in the document.")
 @click.option("--note", "notes", multiple=True, help="A line about the run, repeatable.")
-@click.option("--wall-seconds", type=FiniteFloat(min=0), help="Wall time of the runs to report.")
+@click.option(
+    "--wall-seconds", type=FiniteFloat(min=0, max=1e9), help="Wall time of the runs to report."
+)
 def results_command(
     run_dirs: tuple[Path, ...],
     out: Path,
