@@ -217,6 +217,20 @@ class TaskSpec(BaseModel):
         return self.modulus**self.window
 
     @property
+    def seed_space_text(self) -> str:
+        """:attr:`seed_space` as people read it: exact up to 10^30, else its power of ten
+        (Python prints an int of at most 4,300 digits).
+
+        >>> TaskSpec(task="cot").seed_space_text
+        '83,521'
+        >>> TaskSpec(task="recursive", modulus=65536, near=900, far=1, train_length=1000,
+        ...          test_length=1000, train_size=1, val_size=1, test_size=1).seed_space_text
+        'about 10^4339'
+        """
+        space = self.seed_space
+        return f"{space:,}" if space < 10**30 else f"about 10^{int(math.log10(space))}"
+
+    @property
     def token_bytes(self) -> int:
         return 1 if self.modulus <= 256 else 2
 

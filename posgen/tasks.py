@@ -35,7 +35,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -180,7 +180,7 @@ class Op:
                 "(lower modulus, near or far)"
             )
         table = sum_table(self.name, modulus, window)
-        outside = np.flatnonzero(table >= modulus)
+        outside = np.flatnonzero((table >= modulus) | (table < 0))
         if outside.size:
             return (
                 f"op {self.name} gives {int(table[outside[0]])} for the operand sum "
@@ -419,6 +419,12 @@ _OPS: dict[str, Op] = {}
 
 def register_op(op: Op) -> None:
     """Register an op; each name can be registered once only."""
+    if not isinstance(op.name, str) or not op.name.isprintable() or not 1 <= len(op.name) <= 64:
+        raise ValueError(f"op name {op.name!r}: 1 to 64 printable characters (a spec's op field)")
+    if op.kind not in get_args(Kind):
+        raise ValueError(
+            f"op {op.name!r}: kind {op.kind!r} is not one of {', '.join(get_args(Kind))}"
+        )
     if op.name in _OPS:
         raise ValueError(f"op {op.name!r} is already registered")
     if op.kind == "sum" and op.value is None:

@@ -475,12 +475,12 @@ def seed_windows_text(spec: TaskSpec, split: str, rows: int) -> str:
         first = paper_row_offset(spec, split)
         return (
             f"paper: sorted combinations [{first:,}, {first + rows:,}) mod "
-            f"C({spec.modulus}, {spec.window}) = {spec.seed_space:,}"
+            f"C({spec.modulus}, {spec.window}) = {spec.seed_space_text}"
         )
     first = disjoint_offset(spec, split)
     return (
         f"disjoint: indices [{first:,}, {first + rows:,}) of a permutation of "
-        f"Z_{spec.modulus}^{spec.window} ({spec.seed_space:,} windows), seed {spec.seed}"
+        f"Z_{spec.modulus}^{spec.window} ({spec.seed_space_text} windows), seed {spec.seed}"
     )
 
 

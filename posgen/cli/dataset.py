@@ -192,7 +192,7 @@ def spec_command(**fields: Any) -> None:
                 "spec": spec.canonical(),
                 "rows": spec.total_rows,
                 "tokens": spec.total_tokens,
-                "seed_space": str(spec.seed_space),
+                "seed_space": spec.seed_space_text.replace(",", ""),
             }
             for name, spec in bench.configs.items()
         },

@@ -63,6 +63,8 @@ class Parameter:
                 raise ValueError("use a whole number")
         elif not isinstance(value, int | float):
             raise ValueError("use a number")
+        if isinstance(value, int) and abs(value) > 2**53:
+            raise ValueError("use a number of at most 2^53 (9,007,199,254,740,992)")
         if not math.isfinite(value):
             raise ValueError("use a finite number")
         number = value if self.kind == "integer" else float(value)

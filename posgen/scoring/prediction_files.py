@@ -333,6 +333,14 @@ def write_predictions(
         raise ScoringError(f"{path}: {error}") from None
     ids = np.asarray(ids, dtype=np.int64)
     tokens = np.asarray(tokens)
+    if tokens.ndim != 2 or len(tokens) != len(ids) or tokens.dtype.kind not in "iu":
+        raise ScoringError(
+            f"{path}: predictions must be integers, one row per id ({len(ids)} ids; got "
+            f"{tokens.dtype} of shape {tokens.shape})"
+        )
+    if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= modulus):
+        bad = int(tokens.max()) if int(tokens.max()) >= modulus else int(tokens.min())
+        raise ScoringError(f"{path}: prediction {bad} is outside the vocabulary 0..{modulus - 1}")
     if kind == "npy" and not np.array_equal(ids, np.arange(ids.size)):
         raise ScoringError(f"{path}: .npy rows must be ids 0..n-1 in order")
     with durable_file(path) as sink:  # a failed write leaves an older file whole

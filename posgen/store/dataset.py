@@ -246,6 +246,14 @@ class Dataset:
         out = {}
         for split in splits:
             info = entry.splits[split]
+            for file in info.files:  # the rows posgen.json claims, checked before memory is taken
+                if (path := inside(self.root, file.path)) is not None and path.is_file():
+                    path.open("rb").close()  # PermissionError: not damage (the CLI: exit 2)
+                problems = file_problems(
+                    self.root, self.format, (config, split, entry.spec_id), file, hashes=False
+                )
+                if problems:
+                    raise DamagedDataset(self.root, [str(problems[0])])
             length = min(info.length, entry.spec.train_length) if split in cut else info.length
             tokens = np.empty((info.rows, length), dtype=storage_dtype(entry.spec.modulus))
             batch = read_batch_rows(info.length)
@@ -336,23 +344,37 @@ class Dataset:
         return [str(p) for p in check_files(self.root, self.manifest, configs, hashes)]
 
     @_pinned_read
-    def verify(self, configs: list[str] | None = None) -> Manifest:
-        """The manifest once every file of ``configs`` matches it, else :class:`DamagedDataset`."""
+    def verify(self, configs: list[str] | str | None = None) -> Manifest:
+        """The manifest once every file of ``configs`` (a name or names; all when None) matches
+        it, else :class:`DamagedDataset`; an unknown config is a :class:`SplitError`."""
+        configs = [configs] if isinstance(configs, str) else configs
+        for config in configs or []:
+            self._entry(config)
         lines = self.lines(configs)
         if lines:
             raise DamagedDataset(self.root, lines)
         return self.manifest
 
     def load(self, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
-        """Every split of ``config`` (the first when None) as ``datasets`` loads it, the files
-        checked first with ``verify``."""
+        """Every split of ``config`` (a ``datasets`` config: ``cot`` or ``cot-probe``; the
+        first when None) as ``datasets`` loads it. With ``verify`` the files are checked first
+        and exactly the files ``posgen.json`` lists are loaded (the card's ``configs`` and the
+        Arrow sidecars, which ``datasets`` would follow, are not trusted)."""
 
         def read(handle: Dataset) -> datasets.DatasetDict:
-            if verify:
-                sources = {name: source for name, source, _ in handle.manifest.hf_configs()}
-                checked = sources.get(config, config) if config else None  # cot-probe: cot
-                handle.verify([checked] if checked else None)
-            return handle.format.load(handle.root, config or handle.configs[0])
+            if not verify:
+                return handle.format.load(handle.root, config or handle.configs[0])
+            configs = {
+                name: (source, splits) for name, source, splits in handle.manifest.hf_configs()
+            }
+            name = config or next(iter(configs))
+            if name not in configs:
+                known = ", ".join(configs)
+                raise SplitError(f"no config {name!r} in {handle.root}; configs: {known}")
+            source, splits = configs[name]
+            handle.verify([source] if config else None)
+            listed = {s: [handle.root / f.path for f in info.files] for s, info in splits.items()}
+            return handle.format.load_files(listed)
 
         return self.read(read)
 

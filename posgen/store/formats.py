@@ -262,7 +262,8 @@ def hf_features(spec: TaskSpec, split: str = "train") -> dict[str, Any]:
 
 class Format:
     """A storage format: ``writer_for`` a shard, its ``facts``, ``schema`` and ``batches`` read
-    back, ``write_sidecars`` beside them and ``load`` as ``datasets`` does."""
+    back, ``write_sidecars`` beside them, ``load`` a folder as ``datasets`` does (through the
+    card or the sidecars) and ``load_files`` exactly the files named."""
 
     name: ClassVar[str]
 
@@ -345,6 +346,13 @@ class ParquetFormat(Format):
 
         return datasets.load_dataset(str(root), config)
 
+    def load_files(self, files: dict[str, list[Path]]) -> datasets.DatasetDict:
+        import datasets
+
+        return datasets.load_dataset(
+            "parquet", data_files={s: list(map(str, p)) for s, p in files.items()}
+        )
+
 
 def _readable(source: Source) -> Any:
     """What pyarrow's readers take: the path, or a reader over bytes in memory."""
@@ -424,6 +432,18 @@ class ArrowFormat(Format):
             config = sorted(Path(p).parent.name for p in Path(root).glob(
                 ARROW_DATASET_DICT.format(config="*")))[0]  # fmt: skip
         return datasets.load_from_disk(str(root / config))
+
+    def load_files(self, files: dict[str, list[Path]]) -> datasets.DatasetDict:
+        import datasets
+
+        return datasets.DatasetDict(
+            {
+                split: datasets.concatenate_datasets(
+                    [datasets.Dataset.from_file(str(path)) for path in paths]
+                )
+                for split, paths in files.items()
+            }
+        )
 
 
 def _dump(path: Path, body: dict[str, Any]) -> None:

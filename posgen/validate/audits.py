@@ -204,10 +204,15 @@ class BalanceTally:
             return
         dtype = np.uint16 if self.counts.size <= 1 << 16 else np.uint32
         if self.positions.size == tokens.shape[1] - self.positions[0]:
-            cells = tokens[:, self.positions[0] :].astype(dtype)
+            block = tokens[:, self.positions[0] :]
         else:
-            cells = tokens[:, self.positions].astype(dtype)
-        cells += (np.arange(self.positions.size) * self.modulus).astype(dtype)[None, :]
+            block = tokens[:, self.positions]
+        offsets = np.arange(self.positions.size) * self.modulus
+        if int(block.max()) >= self.modulus:  # not counted: the schema check names them
+            cells = (block.astype(np.int64) + offsets[None, :])[block < self.modulus]
+        else:
+            cells = block.astype(dtype)
+            cells += offsets.astype(dtype)[None, :]
         self.counts += np.bincount(cells.reshape(-1), minlength=self.counts.size)
         self.rows += tokens.shape[0]
 

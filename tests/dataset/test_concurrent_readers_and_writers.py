@@ -285,7 +285,7 @@ READS = {
         posgen.store.dataset, "sha256_file", lambda root: check_dataset(root) == [],
     ),
     "load, replaced between the check and the load": (
-        type(posgen.store.formats.FORMATS["parquet"]), "load", _loaded_whole,
+        type(posgen.store.formats.FORMATS["parquet"]), "load_files", _loaded_whole,
     ),
 }  # fmt: skip
 

@@ -14,7 +14,7 @@ import pytest
 
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset, read_manifest
-from posgen.store.dataset import load
+from posgen.store.dataset import Dataset, SplitError, load
 
 # small_dataset (tests/conftest.py): three train shards per config, one test shard
 TRAIN0, TRAIN1, TRAIN2 = (f"data/cot/train-0000{i}-of-00003.parquet" for i in range(3))
@@ -295,3 +295,33 @@ def test_manifest_paths_must_be_relative_and_inside(small_dataset):
     for bad in ("/etc/passwd", "../x", "data/../../x", "a//b", "./a", "C:/x", "a\\b", ""):
         with pytest.raises(ValueError, match=r"relative path inside|at least 1"):
             type(entry).model_validate({**entry.model_dump(), "path": bad})
+
+
+def test_rows_a_consistent_manifest_claims_are_checked_against_the_files_before_memory(
+    small_copy,
+):
+    """posgen.json edited with care (spec, spec ids and row counts agree) to claim 10^10 test
+    rows: a split read names the file before it allocates 10^10 rows."""
+    body = json.loads((small_copy / "posgen.json").read_text())
+    config = body["configs"]["cot"]
+    spec = TaskSpec(**{**config["spec"], "test_size": 10**10, "seeding": "paper"})
+    config["spec"], config["spec_id"] = spec.canonical(), spec.spec_id
+    for name, split in config["splits"].items():
+        if name not in ("train", "validation"):  # the test and probe splits: one file each
+            (file,) = split["files"]
+            split["rows"] = file["rows"] = 10**10
+    specs = {name: TaskSpec(**c["spec"]) for name, c in body["configs"].items()}
+    bench = BenchmarkSpec(name=body["benchmark"]["name"], configs=specs)
+    body["benchmark"]["spec_id"] = bench.spec_id
+    (small_copy / "posgen.json").write_text(json.dumps(body))
+    with pytest.raises(DamagedDataset, match=r"posgen\.json records 10000000000"):
+        Dataset.open(small_copy).split("cot", "test")
+
+
+def test_an_unknown_config_is_a_usage_error_whichever_way_it_is_asked_for(small_dataset):
+    handle = Dataset.open(small_dataset)
+    for read in (lambda: handle.verify(["nope"]), lambda: handle.load("nope"),
+                 lambda: load(small_dataset, "nope"), lambda: handle.split("nope")):  # fmt: skip
+        with pytest.raises(SplitError, match="no config 'nope'"):
+            read()
+    assert handle.verify("cot") == handle.manifest  # one name: that config, not its letters

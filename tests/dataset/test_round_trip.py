@@ -4,6 +4,7 @@ the manifest records them, and both storage formats work in every command."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -117,3 +118,32 @@ def test_publish_writes_a_validated_card_in_arrow_format_too(cli, tmp_path, tiny
     assert "| cot | oracle |" in card
     assert read_manifest(out).storage_format == "arrow"
     assert load(out)["validation"].num_rows == 10
+
+
+@pytest.mark.parametrize("storage", ["parquet", "arrow"])
+def test_a_verified_load_reads_the_files_posgen_json_lists_not_where_the_card_points(
+    tmp_path, storage
+):
+    """The card's ``configs`` (Parquet) and the sidecars' ``_data_files`` (Arrow) are what
+    ``datasets`` would follow; pointed at a file outside the folder, ``posgen.load`` still
+    loads the checked files."""
+    spec = TaskSpec(task="cot", modulus=5, near=2, far=1, train_length=12, test_length=20,
+                    train_size=20, val_size=4, test_size=6)  # fmt: skip
+    root, bench = tmp_path / "ds", BenchmarkSpec(name="ds", configs={"cot": spec})
+    write_dataset(bench, root, storage=storage)
+    outside = tmp_path / "outside"
+    other = TaskSpec.model_validate({**spec.model_dump(), "seed": spec.seed + 1})
+    write_dataset(BenchmarkSpec(name="ds", configs={"cot": other}), outside, storage=storage)
+    test = read_manifest(outside).configs["cot"].splits["test"].files[0].path
+    if storage == "parquet":
+        card = (root / "README.md").read_text()
+        assert "path: data/cot/test-*.parquet" in card
+        card = card.replace("path: data/cot/test-*.parquet", f"path: {outside / test}")
+        (root / "README.md").write_text(card)
+    else:
+        state = root / "cot" / "test" / "state.json"
+        body = json.loads(state.read_text())
+        body["_data_files"] = [{"filename": os.path.relpath(outside / test, state.parent)}]
+        state.write_text(json.dumps(body))
+    loaded = load(root, "cot")["test"].with_format("numpy")
+    assert np.array_equal(np.stack(loaded["tokens"]), generate_split(spec, "test"))

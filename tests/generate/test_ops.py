@@ -14,9 +14,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+import posgen.tasks
 from posgen.generator import expected_targets, generate_split, grow, storage_dtype
 from posgen.spec import TaskSpec
-from posgen.tasks import TASKS, get_op, keyed_hash, op_names, sum_table
+from posgen.tasks import TASKS, Op, get_op, keyed_hash, op_names, register_op, sum_table
 from posgen.validate import validate
 
 OPS = op_names()
@@ -45,6 +46,22 @@ def test_an_op_whose_formula_leaves_z_m_is_refused_with_the_sum_that_does():
         small(op="pow_sin_2pi", modulus=16)
     with pytest.raises(ValidationError, match="tabulates"):
         small(op="pow_sin", modulus=65536, near=64)
+
+
+def test_a_registered_op_below_zero_or_without_a_name_or_kind_is_refused(monkeypatch):
+    monkeypatch.setattr(posgen.tasks, "_OPS", dict(posgen.tasks._OPS))  # registered for this test
+    register_op(Op("test_negative_op", "always -1", "sum", lambda total, m: -1))
+    with pytest.raises(ValidationError, match=r"gives -1 for the operand sum 0, outside Z_17"):
+        small(op="test_negative_op")
+    for name, kind in (
+        (None, "sum"),
+        ("", "sum"),
+        ("x" * 65, "sum"),
+        ("a\nb", "sum"),
+        ("k", "bogus"),
+    ):
+        with pytest.raises(ValueError, match=r"op name|kind"):
+            register_op(Op(name, "", kind, lambda total, m: 0))  # type: ignore[arg-type]
 
 
 def test_op_key_belongs_to_keyed_ops_only_and_enters_their_spec_id():

@@ -14,6 +14,7 @@ from posgen.scoring import (
     predictions_from_logits,
     score,
     score_arrays,
+    write_predictions,
 )
 from posgen.spec import TaskSpec
 from posgen.tasks import TASKS
@@ -178,3 +179,22 @@ def test_reference_that_does_not_fit_the_spec_is_refused():
         score(test[:, :100], test[:, :100], spec)
     with pytest.raises(ScoringError, match=r"outside the spec's vocabulary 0\.\.12"):
         score(test, test, TaskSpec(task="cot", modulus=13))
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".parquet", ".jsonl"])
+@pytest.mark.parametrize(
+    ("tokens", "fragment"),
+    [
+        ([[256, 1]], "prediction 256 is outside the vocabulary 0..255"),  # BOS at m = 256
+        ([[-1, 1]], "prediction -1 is outside"),
+        ([[0.5, 1]], "must be integers"),
+        ([[1, 2], [3, 4]], "one row per id"),
+    ],
+)
+def test_written_predictions_outside_the_vocabulary_are_refused_not_wrapped(
+    tmp_path, suffix, tokens, fragment
+):
+    path = tmp_path / f"p{suffix}"
+    with pytest.raises(ScoringError, match=fragment):
+        write_predictions(path, np.arange(1), np.array(tokens), modulus=256)
+    assert not path.exists()

@@ -44,6 +44,7 @@ BAD = [
     (5, "linear", ["factor=abc"], "use a number"),
     (5, "linear", ["factor=[1,2]"], "use a number"),
     (5, "rope", ["rope_theta=nan"], "use a number"),
+    (5, "rope", ["rope_theta=" + "9" * 400], "at most 2^53"),
     (5, "yarn", ["beta_fast=-1"], "greater than 0"),
     (5, "yarn", ["original_max_position_embeddings=0"], "at least 1"),
     (5, "llama3", ["low_freq_factor=0"], "greater than 0"),

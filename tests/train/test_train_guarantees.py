@@ -663,16 +663,6 @@ def test_results_plot_of_no_image_format_is_refused_before_any_work(
         assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("seconds", ["1e308", "-1", "nan"])
-def test_results_wall_seconds_past_any_real_run_are_refused(
-    assert_clean_error, cli, recorded, tmp_path, run, seconds
-):
-    result = cli("results", run, "--out", tmp_path / "R.md", "--wall-seconds", seconds)
-    with recorded("bad_input", f"results --wall-seconds {seconds}"):
-        assert_clean_error(result, 2, "--wall-seconds")
-        assert list(tmp_path.iterdir()) == []
-
-
 SEVERAL = default_benchmark(("cot", "recursive"), train_size=8, val_size=2, test_size=2)
 DATA_FOLDERS = {  # case -> (make the --data folder, what the line names; {d}: the folder)
     "no posgen dataset": (Path.mkdir, "{d}"),

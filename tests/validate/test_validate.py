@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from posgen.generator import grow, seed_windows
+from posgen.generator import generate_split, grow, seed_windows
 from posgen.spec import TaskSpec
 from posgen.store.formats import (
     open_writer,
@@ -198,6 +198,17 @@ def test_a_spec_that_does_not_match_the_data_fails(small_copy):
 
 
 # Other sources ---------------------------------------------------------------------------
+def test_a_file_with_a_token_far_outside_the_vocabulary_fails_the_schema_check(tmp_path):
+    spec = TaskSpec(task="cot", train_size=64, val_size=16, test_size=16)
+    tokens = generate_split(spec, "test")
+    tokens[2, -1] = 255  # past every position's cells of the balance audit
+    pq.write_table(
+        pa.table({"id": np.arange(len(tokens)), "tokens": list(tokens)}), tmp_path / "t.parquet"
+    )
+    report = validate(tmp_path / "t.parquet", spec, split="test")
+    assert report.failed_kinds == ["schema", "window"]
+
+
 def test_parquet_arrow_and_datasets_sources_validate_with_a_spec(tmp_path):
     spec = TaskSpec(task="semirecursive", train_size=64, val_size=16, test_size=16)
     table = split_table(spec, "test")
