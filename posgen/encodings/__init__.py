@@ -152,12 +152,18 @@ class _Lazy:
             raise PEError(
                 f"{self.where} is a {type(found).__name__}, not a posgen PositionEncoding"
             )
-        if found.name in ENCODINGS.builtin_names:
+        if found.name in ENCODINGS.builtin_names or _combination(found.name):
             raise PEError(
                 f"{self.where} is named {found.name!r}, the name of a built-in position "
                 "encoding; a plugin needs a name of its own"
             )
         return replace(found, source=self.source)
+
+
+def _combination(name: str) -> bool:
+    """Whether ``name`` reads as a built-in with a modifier (``yarn+logn``)."""
+    _, plus, modifier = name.rpartition("+")
+    return bool(plus) and modifier in MODIFIERS
 
 
 class Registry(Mapping[str, PositionEncoding]):
@@ -189,7 +195,16 @@ class Registry(Mapping[str, PositionEncoding]):
             dist = getattr(point, "dist", None)
             source = f"entry point {point.value}" + (f" ({dist.name})" if dist else "")
             where = f"entry point {point.name} ({point.value})"
-            out.setdefault(point.name, _Lazy(point.value, where, source))
+            taken = out.get(point.name)
+            if isinstance(taken, _Lazy):
+                clash = f"is also the name of {taken.where}"
+            elif taken is not None:
+                clash = "is the name of a built-in position encoding"
+            else:
+                clash = "names a built-in with a modifier" if _combination(point.name) else ""
+            if clash:
+                raise PEError(f"{where}: {point.name!r} {clash}; a plugin needs a name of its own")
+            out[point.name] = _Lazy(point.value, where, source)
         return out
 
     def __getitem__(self, name: str) -> PositionEncoding:

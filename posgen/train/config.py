@@ -392,6 +392,7 @@ def expand(
     seeds = grid.seeds or list(dict.fromkeys(s for _, train in presets for s in train.seeds))
     configs = [config for configs in datasets for config in configs]
     runs: dict[str, RunSpec] = {}  # presets that resolve alike give the same runs, once
+    sources: dict[str, tuple[int, str]] = {}  # label -> the first pes entry and its source
     every = itertools.product(seeds, configs, presets, enumerate(requests))
     for seed, (folder, entry, name), (preset_name, train), (index, request) in every:
         if grid.seeds is None and seed not in train.seeds:
@@ -400,6 +401,13 @@ def expand(
             pe = resolve(request, entry.spec, train)
         except ValueError as error:
             raise GridError(f"pes.{index}: {error}") from None
+        first, source = sources.setdefault(pe.label, (index, pe.encoding.source))
+        if source != pe.encoding.source:
+            raise GridError(
+                f"pes.{index}: {request.name} is position encoding {pe.label!r} from "
+                f"{pe.encoding.source}, and so is pes.{first} from {source}; their runs and "
+                "results cells could not be told apart (give one plugin another name)"
+            )
         args = (folder.name, entry.spec_id, name, preset_name, train, seed)
         run = identity(*args, pe=pe.label, pe_parameters=pe.parameters)
         key = stable_hash(run)

@@ -191,3 +191,41 @@ def test_a_frequency_table_or_attention_replaced_behind_posgens_back_is_refused(
     with recorded("hostile", f"class 2: {case} replaced"):
         assert_clean_error(result, 2, f"--pe {pe}", fragment, "was replaced")
         assert not (tmp_path / "run").exists()
+
+
+def _entry_points(plugin_site, points: dict[str, str]) -> None:
+    """Install ``points`` (name -> module:NAME) as the entry points of a distribution."""
+    dist = "clashing-0.1.dist-info"
+    plugin_site(f"{dist}/METADATA", "Metadata-Version: 2.1\nName: clashing\nVersion: 0.1\n")
+    lines = ["[posgen.position_encodings]", *(f"{n} = {t}" for n, t in points.items())]
+    plugin_site(f"{dist}/entry_points.txt", "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [("rope", "is the name of a built-in"), ("yarn+logn", "names a built-in with a modifier")],
+)
+def test_an_entry_point_named_like_a_built_in_is_one_error_line_not_dropped_or_used(
+    assert_clean_error, cli, recorded, plugins, plugin_site, name, fragment
+):
+    before = intact()
+    module = plugins('rope_encoding("mine_ep", "mine", freqs, rope_type="mine_ep")')
+    _entry_points(plugin_site, {name: f"{module}:X"})
+    with recorded("hostile", f"an entry point named {name}"):
+        assert_clean_error(cli("train", "--list-pe"), 2, f"entry point {name}", fragment)
+        assert intact() == before
+
+
+def test_a_grid_of_two_plugins_with_one_name_is_refused_when_it_is_read(
+    assert_clean_error, cli, recorded, plugins, tiny_training_dataset, tmp_path
+):
+    first = plugins('rope_encoding("twin", "mine", freqs, rope_type="twin_a")')
+    second = plugins('rope_encoding("twin", "mine", freqs, rope_type="twin_b")')
+    grid = tmp_path / "grid.json"
+    pes = ["rope", f"{first}:X", f"{second}:X"]
+    body = {"datasets": [str(tiny_training_dataset)], "configs": ["cot"], "pes": pes, "seeds": [1]}
+    grid.write_text(json.dumps(body))
+    result = cli("sweep", grid, "--out", tmp_path / "sweep")
+    with recorded("hostile", "pes = [rope, two plugins named twin]"):
+        assert_clean_error(result, 2, "pes.2", "pes.1", "could not be told apart")
+        assert not (tmp_path / "sweep").exists()
