@@ -47,6 +47,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 MAX_LENGTH = 1 << 20
+MAX_TEST_LENGTHS = 16
+"""Test lengths a spec may give (each adds a test and a probe split)."""
 MAX_ROWS = 10**10
 MAX_SEED = 2**63 - 1
 SPEC_ID_CHARS = 16
@@ -73,7 +75,7 @@ class TaskSpec(BaseModel):
     test_length: tuple[Length, ...] = Field(
         (256,),
         min_length=1,
-        max_length=16,
+        max_length=MAX_TEST_LENGTHS,
         description="L': length of validation/test rows; further lengths add test_<L'> splits.",
     )
     train_size: int = Field(10_000, ge=1, le=MAX_ROWS, description="Rows in train.")

@@ -496,6 +496,23 @@ def check_files(
     for config, split, entry in manifest.files(configs):
         where = (config, split, manifest.configs[config].spec_id)
         problems += file_problems(root, fmt, where, entry, hashes)
+    lists = f"is not what {MANIFEST_NAME} lists (datasets would load other files)"
+    owners = {hf: (config, next(iter(splits))) for hf, config, splits in manifest.hf_configs()}
+    for path, body in fmt.sidecars(manifest).items():  # what datasets follows to the shards
+        parts = Path(path).parts  # CONFIG/dataset_dict.json or CONFIG/SPLIT/NAME
+        config, split = owners[parts[0]]
+        if configs is not None and config not in configs:
+            continue
+        found = inside(root, path)
+        try:
+            same = found is not None and found.is_file() and read_bounded(found, len(body)) == body
+        except OSError:
+            same = False
+        if not same:
+            where = (config, parts[1] if len(parts) > 2 else split)
+            problems.append(
+                Problem(str(Path(root) / path), f"{lists}; regenerate the dataset", *where)
+            )
     listed = {entry.path for _, _, entry in manifest.files()}
     return problems + [
         Problem(str(Path(root) / path), f"not listed in {MANIFEST_NAME} (datasets would load it)")

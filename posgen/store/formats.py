@@ -300,8 +300,14 @@ class Format:
             sha256=sink.digest.hexdigest(),
         )
 
+    def sidecars(self, manifest: Manifest) -> dict[str, bytes]:
+        """Files besides the shards, manifest and card that ``datasets`` needs, by path in the
+        folder (none): derived from ``manifest``, so checked against it."""
+        return {}
+
     def write_sidecars(self, root: Path, manifest: Manifest) -> None:
-        """Files besides the shards, manifest and card that ``datasets`` needs (none)."""
+        for path, body in self.sidecars(manifest).items():
+            write_atomically(root / path, body)
 
 
 class ParquetFormat(Format):
@@ -403,27 +409,25 @@ class ArrowFormat(Format):
             for start in range(0, batch.num_rows, rows):
                 yield batch.slice(start, rows)
 
-    def write_sidecars(self, root: Path, manifest: Manifest) -> None:
+    def sidecars(self, manifest: Manifest) -> dict[str, bytes]:
+        out = {ARROW_DATASET_DICT.format(config=folder): {"splits": list(splits)}
+               for folder, _, splits in manifest.hf_configs()}  # fmt: skip
         for folder, config, splits in manifest.hf_configs():
             spec = manifest.configs[config].spec
-            _dump(root / ARROW_DATASET_DICT.format(config=folder), {"splits": list(splits)})
             for split, info in splits.items():
-                names = [Path(f.path).name for f in info.files]
                 where = {"config": folder, "split": split}
-                features = hf_features(spec, split)
-                _dump(root / ARROW_SPLIT_INFO.format(**where), {"features": features})
-                _dump(
-                    root / ARROW_SPLIT_STATE.format(**where),
-                    {
-                        "_data_files": [{"filename": name} for name in names],
-                        "_fingerprint": f"posgen-{spec.spec_id}-{split}",
-                        "_format_columns": None,
-                        "_format_kwargs": {},
-                        "_format_type": None,
-                        "_output_all_columns": False,
-                        "_split": split,
-                    },
-                )
+                out[ARROW_SPLIT_INFO.format(**where)] = {"features": hf_features(spec, split)}
+                out[ARROW_SPLIT_STATE.format(**where)] = {
+                    "_data_files": [{"filename": Path(f.path).name} for f in info.files],
+                    "_fingerprint": f"posgen-{spec.spec_id}-{split}",
+                    "_format_columns": None,
+                    "_format_kwargs": {},
+                    "_format_type": None,
+                    "_output_all_columns": False,
+                    "_split": split,
+                }
+        return {path: (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
+                for path, body in out.items()}  # fmt: skip
 
     def load(self, root: Path, config: str | None) -> datasets.DatasetDict:
         import datasets
@@ -444,10 +448,6 @@ class ArrowFormat(Format):
                 for split, paths in files.items()
             }
         )
-
-
-def _dump(path: Path, body: dict[str, Any]) -> None:
-    write_atomically(path, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (ParquetFormat(), ArrowFormat())}

@@ -37,6 +37,7 @@ from posgen.errors import DataError, UsageError, problem_lines, shown
 from posgen.spec import (
     MAX_LENGTH,
     MAX_ROWS,
+    MAX_TEST_LENGTHS,
     BenchmarkSpec,
     ConfigName,
     TaskSpec,
@@ -265,7 +266,7 @@ class SplitEntry(_Model):
 class ConfigEntry(_Model):
     spec_id: str = Field(pattern=r"^[0-9a-f]{16}$")
     spec: TaskSpec
-    splits: dict[str, SplitEntry] = Field(min_length=1, max_length=32)
+    splits: dict[str, SplitEntry] = Field(min_length=1, max_length=2 + 2 * MAX_TEST_LENGTHS)
 
     @field_serializer("spec")
     def _canonical(self, spec: TaskSpec) -> dict[str, Any]:

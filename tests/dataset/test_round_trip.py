@@ -16,7 +16,7 @@ import pytest
 
 from posgen import write_dataset
 from posgen.generator import generate_split, probe_rows
-from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.spec import MAX_TEST_LENGTHS, BenchmarkSpec, TaskSpec
 from posgen.store import FORMATS, DamagedDataset, read_manifest
 from posgen.store.dataset import load
 from posgen.store.formats import probe_schema, probe_table, to_dataset_dict
@@ -126,7 +126,8 @@ def test_a_verified_load_reads_the_files_posgen_json_lists_not_where_the_card_po
 ):
     """The card's ``configs`` (Parquet) and the sidecars' ``_data_files`` (Arrow) are what
     ``datasets`` would follow; pointed at a file outside the folder, ``posgen.load`` still
-    loads the checked files."""
+    loads the checked files (Parquet), or names the sidecar, which posgen.json determines
+    (Arrow)."""
     spec = TaskSpec(task="cot", modulus=5, near=2, far=1, train_length=12, test_length=20,
                     train_size=20, val_size=4, test_size=6)  # fmt: skip
     root, bench = tmp_path / "ds", BenchmarkSpec(name="ds", configs={"cot": spec})
@@ -145,5 +146,17 @@ def test_a_verified_load_reads_the_files_posgen_json_lists_not_where_the_card_po
         body = json.loads(state.read_text())
         body["_data_files"] = [{"filename": os.path.relpath(outside / test, state.parent)}]
         state.write_text(json.dumps(body))
+    if storage == "arrow":
+        with pytest.raises(DamagedDataset, match=r"test/state\.json: is not what posgen\.json"):
+            load(root, "cot")
+        return
     loaded = load(root, "cot")["test"].with_format("numpy")
     assert np.array_equal(np.stack(loaded["tokens"]), generate_split(spec, "test"))
+
+
+def test_a_spec_of_the_most_test_lengths_writes_and_reads_back(tmp_path):
+    lengths = tuple(range(8, 8 + MAX_TEST_LENGTHS))  # a test and a probe split each
+    spec = TaskSpec(task="recursive", modulus=5, near=2, far=1, train_length=8,
+                    test_length=lengths, train_size=5, val_size=5, test_size=5)  # fmt: skip
+    write_dataset(BenchmarkSpec(name="most", configs={"recursive": spec}), tmp_path / "ds")
+    assert len(read_manifest(tmp_path / "ds").configs["recursive"].splits) == 2 + 2 * len(lengths)
