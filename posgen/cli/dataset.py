@@ -108,7 +108,10 @@ def generate(
         raise UsageProblems(problems)
     index, count = piece or (0, 1)
     check_features(storage, piece)
-    check_dataset_target(bench, out, overwrite=overwrite, force=force, part=piece)
+    spec_file = fields.get("spec_file")
+    check_dataset_target(
+        bench, out, overwrite=overwrite, force=force, part=piece, spec_file=spec_file
+    )
     total = sum(
         bench.configs[s.config].split_length(s.split) * s.rows
         for s in part_of(plan_benchmark(bench, shard_mb * 2**20), index, count)
@@ -244,7 +247,9 @@ def publish_command(
             token = hub_token()
         except HubUnavailable as error:
             problems.append(str(error))
-    check_dataset_target(bench, out, overwrite=overwrite, force=force, problems=problems)
+    check_dataset_target(
+        bench, out, overwrite=overwrite, force=force, problems=problems, spec_file=spec_file
+    )
     total = sum(spec.total_tokens for spec in bench.configs.values())
     published, seconds = DatasetRun(out, overwrite, bench=bench).write(
         lambda progress: publish_benchmark(

@@ -317,6 +317,13 @@ def output_problems(
         first.setdefault(str(real), flag)
     for flag, path in files.items():
         real = Path(os.path.realpath(path))
+        if flag in replaced:  # what it reads may not be in what it replaces
+            lines += [
+                f"{what} {shown(source)} is inside {flag} {shown(path)}, which this command "
+                "writes anew; move it out first"
+                for source_real, (what, source) in read.items()
+                if Path(source_real) == real or real in Path(source_real).parents
+            ]
         above = real.parents if flag in replaced else (real, *real.parents)
         dataset = next((d for d in above if _holds_manifest(d)), None)
         folder = next((str(d) for d in real.parents if str(d) in folders), None)
@@ -401,11 +408,14 @@ def check_dataset_target(
     force: bool = False,
     part: tuple[int, int] | None = None,
     problems: list[str] | None = None,
+    spec_file: Path | None = None,
 ) -> None:
     """Every check before a dataset is written into ``out``: the target (with the command's
-    own ``problems``), whether it can be created, the estimate."""
+    own ``problems``; the spec file read may not sit in it), whether it can be created, the
+    estimate."""
     problems = list(problems or [])
-    inside = output_problems({"--out": out}, {}, datasets=("--out",))
+    read = {"the spec file": [spec_file]} if spec_file is not None else {}
+    inside = output_problems({"--out": out}, read, datasets=("--out",))
     try:
         if not inside:  # what sits at a target inside a dataset does not matter
             check_target(out, overwrite) if part is None else check_part_target(out, bench)

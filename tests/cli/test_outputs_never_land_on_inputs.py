@@ -48,6 +48,10 @@ CASES = {  # case -> (the command line, in the test's folder t; a fragment of th
     "generate --part 1/2 --out inside the dataset": (GENERATE + "--part 1/2 --out {t}/ds/parts",
                                                      INSIDE),
     "publish --out inside the dataset": ("publish {t}/spec.toml --out {t}/ds/hub", INSIDE),
+    "generate --spec inside the --out it replaces": (
+        "generate --spec {t}/other/spec.toml --out {t}/other --overwrite", "inside --out"),
+    "publish SPEC inside the --out it replaces": (
+        "publish {t}/other/spec.toml --out {t}/other --overwrite", "inside --out"),
     "merge OUT inside the dataset": ("merge {t}/ds/merged", INSIDE),
     "merge OUT inside a PART folder": ("merge {t}/plain/merged {t}/plain", "inside PARTS"),
     "score --json onto the dataset's test shard": (SCORE + "--json {t}/ds/{shard}", INSIDE),
@@ -68,8 +72,9 @@ ALLOWED = {  # case -> (the command line, the file it writes)
 
 @pytest.fixture
 def folder(tmp_path, tiny_cot, tiny_oracle) -> Path:
-    """Datasets ``ds`` and ``other``, ``link`` (to ``ds/data``), ``dslink`` (to ``ds``),
-    ``plain`` (a parquet file, no manifest), a spec, a grid and the oracle's predictions."""
+    """Datasets ``ds`` and ``other`` (holding a copy of the spec), ``link`` (to ``ds/data``),
+    ``dslink`` (to ``ds``), ``plain`` (a parquet file, no manifest), a spec, a grid and the
+    oracle's predictions."""
     shutil.copytree(tiny_cot, tmp_path / "ds")
     shutil.copytree(tiny_cot, tmp_path / "other")
     (tmp_path / "link").symlink_to(tmp_path / "ds" / "data")
@@ -77,6 +82,7 @@ def folder(tmp_path, tiny_cot, tiny_oracle) -> Path:
     (tmp_path / "plain").mkdir()
     shutil.copy(tiny_cot / SHARD, tmp_path / "plain" / "x.parquet")
     shutil.copy(ROOT / "task_specs" / "posgen-v1.toml", tmp_path / "spec.toml")
+    shutil.copy(tmp_path / "spec.toml", tmp_path / "other" / "spec.toml")  # a user's file
     (tmp_path / "grid.toml").write_text(f'datasets = ["{tmp_path / "ds"}"]\npes = ["rope"]\n')
     shutil.copy(tiny_oracle, tmp_path / "oracle.jsonl")
     return tmp_path
