@@ -13,7 +13,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from posgen.errors import shown
-from posgen.generator import expected_targets
+from posgen.generator import expected_targets, seed_windows
 from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.dataset import pinned
 from posgen.store.manifest import DamagedDataset, NotADataset
@@ -83,6 +83,19 @@ class SplitTally:
     sensitivity: tuple[float, int] | None = None
 
 
+def _seed_windows(spec: TaskSpec, split: str, ids: np.ndarray) -> np.ndarray | None:
+    """The seed windows of rows ``ids`` of ``split`` (None where they are not the generator's:
+    probe splits, other split names, ids not a run of the split's rows)."""
+    if split not in spec.split_names or is_probe_split(split) or ids.size == 0:
+        return None
+    start, stop = int(ids[0]), int(ids[-1]) + 1
+    if not (start >= 0 and stop <= spec.split_size(split) and stop - start == ids.size):
+        return None
+    if not np.array_equal(ids, np.arange(start, stop)):
+        return None
+    return seed_windows(spec, split, start, stop)
+
+
 def _feed(tally: SplitTally, part_label: str, decoded: Decoded) -> None:
     spec, tokens = tally.data.spec, decoded.tokens
     tally.rows += decoded.rows
@@ -92,20 +105,28 @@ def _feed(tally: SplitTally, part_label: str, decoded: Decoded) -> None:
         tally.problems.setdefault(kind, [0, (part_label, *first)])[0] += count
     if tokens.shape[0] == 0 or tokens.shape[1] <= spec.window:
         return
+    window = spec.window
     expected = expected_targets(spec, tokens)
-    wrong = expected != tokens[:, spec.window :]
+    wrong = expected != tokens[:, window:]
+    bad_rows = wrong.any(axis=1)
+    seeds = _seed_windows(spec, tally.data.split, decoded.ids)
+    seed_wrong = None if seeds is None else seeds != tokens[:, :window]  # every token, from its id
+    if seed_wrong is not None:
+        bad_rows |= seed_wrong.any(axis=1)
     count = int(np.count_nonzero(wrong))
+    count += 0 if seed_wrong is None else int(np.count_nonzero(seed_wrong))
     if count:
         tally.window_failures += count
-        tally.window_rows += int(np.count_nonzero(wrong.any(axis=1)))
+        tally.window_rows += int(np.count_nonzero(bad_rows))
         if tally.first_window is None:
-            row, column = divmod(int(np.argmax(wrong.reshape(-1))), wrong.shape[1])
-            tally.first_window = (
-                int(decoded.ids[row]),
-                spec.window + column,
-                int(expected[row, column]),
-                int(tokens[row, spec.window + column]),
-            )
+            row = int(np.argmax(bad_rows))
+            if seeds is not None and seed_wrong is not None and seed_wrong[row].any():
+                t = int(np.argmax(seed_wrong[row]))
+                want = int(seeds[row, t])
+            else:
+                column = int(np.argmax(wrong[row]))
+                t, want = window + column, int(expected[row, column])
+            tally.first_window = (int(decoded.ids[row]), t, want, int(tokens[row, t]))
     for streamed in (tally.hygiene, tally.balance, tally.shortcuts, tally.lookbacks):
         if streamed is not None:
             streamed.add(tokens)

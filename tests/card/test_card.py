@@ -135,14 +135,18 @@ def test_a_validated_card_holds_the_manifest_facts_and_the_audit_and_no_timings(
 
 
 def test_a_failed_validation_is_shown_with_the_failing_checks(breaks, small_dataset, small_copy):
-    breaks["hygiene"](small_copy)  # the first train file repeats a row
+    breaks["hygiene"](small_copy)  # the first train file repeats a row (not its id's: window)
     failed_report = validate(small_copy)
     card = render_card(read_manifest(small_dataset), failed_report)
-    (failed,) = [c for c in failed_report.checks if not c.ok]
-    assert (failed.check, failed.config, failed.split) == ("hygiene", "recursive", "train")
-    assert "**Validation FAILED: 1 of 85 checks failed**" in card
-    assert f"| hygiene | 11 | 1 | {failed.failures} |" in card
-    assert f"| hygiene | recursive | train | {failed.failures} | {failed.message} |" in card
+    failed = [c for c in failed_report.checks if not c.ok]
+    assert [(c.check, c.config, c.split) for c in failed] == [
+        ("window", "recursive", "train"),
+        ("hygiene", "recursive", "train"),
+    ]
+    assert "**Validation FAILED: 2 of 85 checks failed**" in card
+    for check in failed:
+        assert f"| {check.check} | recursive | train | {check.failures} | {check.message} |" in card
+    assert f"| hygiene | 11 | 1 | {failed[1].failures} |" in card
 
 
 def test_a_card_is_rerendered_from_the_folder_and_refused_for_files_unlike_the_manifest(
