@@ -107,19 +107,21 @@ def write_dataset(
         out = resolve_target(out)
         check_part_target(out, bench)
         staging = out / PARTS_DIR
-        staging.mkdir(parents=True, exist_ok=True)
-        mine = part_of(plan_benchmark(bench, shard_bytes), index, count)
-        entries = write_shards(staging, mine, dict(bench.configs), num_proc, row_group_bytes,
-                               block_rows, progress)  # fmt: skip
-        record = PartRecord(
+        shape = PartRecord(
             spec_id=bench.spec_id,
             benchmark=bench,
             index=index,
             count=count,
             shard_bytes=shard_bytes,
             row_group_bytes=row_group_bytes,
-            files=entries,
+            files=[],
         )
+        _agreeing([shape, *_records(out)])  # parts of another shape: refused before writing
+        staging.mkdir(parents=True, exist_ok=True)
+        mine = part_of(plan_benchmark(bench, shard_bytes), index, count)
+        entries = write_shards(staging, mine, dict(bench.configs), num_proc, row_group_bytes,
+                               block_rows, progress)  # fmt: skip
+        record = shape.model_copy(update={"files": entries})
         # keys unsorted: the order of the configs is the order of the card's configs
         body = json.dumps(record.model_dump(mode="json"), indent=2) + "\n"
         write_atomically(staging / part_record_name(index, count), body.encode())
@@ -315,8 +317,9 @@ def _finish_parts(out: Path, finish: Finish | None = None) -> Manifest:
             raise PartsError(f"{out} holds no posgen parts ({PARTS_DIR}/ is missing)") from None
         if not staging.exists() or os.stat(staging).st_ino != os.fstat(fd).st_ino:
             return Dataset.open(out).verify()  # another part finished it while we waited
-        if not (staging / MANIFEST_NAME).exists():
-            _render(out, staging, finish)
+        rendered = (staging / MANIFEST_NAME).exists()
+        if not rendered or (finish is not None and not (staging / CARD_NAME).exists()):
+            _render(out, staging, finish)  # again when stopped between manifest and card
         for name in PUBLISHED:
             if (staging / name).exists():
                 if os.path.lexists(out / name):

@@ -24,7 +24,7 @@ def bench(**fields):
 def write(out, spec=None, **options):
     """The store's ``write_dataset`` (no card unless ``finish``) at this file's sizes."""
     sizes = dict(shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES)
-    return writer.write_dataset(spec or bench(), out, **sizes, **options)
+    return writer.write_dataset(spec or bench(), out, **{**sizes, **options})
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +128,32 @@ def test_the_store_alone_writes_no_card(tree, tmp_path, single, part):
     out = tmp_path / "ds"
     write(out, part=part)
     assert tree(out) == {k: v for k, v in tree(single).items() if k != CARD_NAME}
+
+
+def test_a_finish_stopped_between_the_manifest_and_the_card_is_done_again(tmp_path):
+    """The last part's finish renders posgen.json, then the card; stopped in between (a
+    signal in the card's writing), the next finish writes the card too."""
+
+    def stopped(root, manifest):
+        raise KeyboardInterrupt  # as a SIGINT in the card writer
+
+    write(tmp_path / "ds", part=(0, 2), finish=custom_card)
+    with pytest.raises(KeyboardInterrupt):
+        write(tmp_path / "ds", part=(1, 2), finish=stopped)
+    assert not (tmp_path / "ds" / CARD_NAME).exists()
+    writer.write_dataset(None, tmp_path / "ds", merge=[], finish=custom_card)
+    assert (tmp_path / "ds" / CARD_NAME).read_text() == "custom card of par\n"
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [({"part": (0, 3)}, "count"), ({"part": (1, 2), "shard_bytes": 2 * SHARD_BYTES}, "shard")],
+)
+def test_a_part_of_another_shape_is_refused_before_it_writes(tree, tmp_path, options, fragment):
+    write(tmp_path / "ds", part=(0, 2))
+    before = tree(tmp_path / "ds")
+    with pytest.raises(writer.PartsError, match=f"parts disagree on {fragment}"):
+        write(tmp_path / "ds", **options)
+    assert tree(tmp_path / "ds") == before
+    write(tmp_path / "ds", part=(1, 2))  # the folder still takes its own other part
+    assert (tmp_path / "ds" / "posgen.json").is_file()
