@@ -318,7 +318,9 @@ def _finish_parts(out: Path, finish: Finish | None = None) -> Manifest:
         if not staging.exists() or os.stat(staging).st_ino != os.fstat(fd).st_ino:
             return Dataset.open(out).verify()  # another part finished it while we waited
         rendered = (staging / MANIFEST_NAME).exists()
-        if not rendered or (finish is not None and not (staging / CARD_NAME).exists()):
+        moving = any(os.path.lexists(out / name) for name in PUBLISHED)  # a publish underway
+        carded = moving or (staging / CARD_NAME).exists() or finish is None
+        if not rendered or not carded:
             _render(out, staging, finish)  # again when stopped between manifest and card
         for name in PUBLISHED:
             if (staging / name).exists():
