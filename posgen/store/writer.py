@@ -379,9 +379,13 @@ def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -
     out = resolve_target(out)
     moves: dict[Path, Path] = {}
     records: list[PartRecord] = []
+    seen: dict[str, Path] = {}
     for source in map(resolve_target, map(Path, sources)):
         if out.exists() and source.exists() and os.path.samefile(source, out):
             continue
+        if (first := seen.setdefault(os.path.realpath(source), source)) is not source:
+            twice = "is named twice" if first == source else f"and {first} are one folder"
+            raise PartsError(f"{source} {twice}; name each part folder once")
         found = _records(source)
         if not found:
             raise PartsError(f"{source} holds no posgen parts ({PARTS_DIR}/ is missing or empty)")

@@ -157,3 +157,14 @@ def test_a_part_of_another_shape_is_refused_before_it_writes(tree, tmp_path, opt
     assert tree(tmp_path / "ds") == before
     write(tmp_path / "ds", part=(1, 2))  # the folder still takes its own other part
     assert (tmp_path / "ds" / "posgen.json").is_file()
+
+
+def test_a_part_folder_named_twice_is_refused_before_anything_moves(tree, tmp_path):
+    write(tmp_path / "p0", part=(0, 2))
+    (tmp_path / "link").symlink_to(tmp_path / "p0")
+    before = tree(tmp_path / "p0")
+    for twice in (["p0", "p0"], ["p0", "link"]):
+        with pytest.raises(writer.PartsError, match="name each part folder once"):
+            writer.write_dataset(None, tmp_path / "ds", merge=[tmp_path / n for n in twice])
+        assert tree(tmp_path / "p0") == before
+        assert not (tmp_path / "ds").exists()
