@@ -361,9 +361,13 @@ def refuse_outputs(
     *,
     datasets: Iterable[str] = (),
 ) -> None:
-    """:class:`UsageProblems` (exit 2) with every line of :func:`output_problems`, if any."""
+    """:class:`UsageProblems` (exit 2) with every line of :func:`output_problems`, if any;
+    then each output's folder must take a new file (refused before any work, not after)."""
     if problems := output_problems(outputs, inputs or {}, datasets=datasets):
         raise UsageProblems(problems)
+    for flag, path in outputs.items():
+        if path is not None and not _streamed(Path(path)):
+            refuse_unwritable(Path(path), f"{flag}: ")
 
 
 def os_failure(error: OSError, doing: str) -> str:

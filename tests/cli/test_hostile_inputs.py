@@ -358,10 +358,10 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
                                                "manifest/posgen.json"),
     "baseline --out without search permission": (f"{ORACLE_OUT} ds --out noexec/b.jsonl", 2,
                                                  "noexec/b.jsonl"),
-    "baseline --out in a read-only folder": (f"{ORACLE_OUT} ds --out ro/b.jsonl", (1, 2),
+    "baseline --out in a read-only folder": (f"{ORACLE_OUT} ds --out ro/b.jsonl", 2,
                                              "ro/b.jsonl"),
-    "score --json in a read-only folder": (f"{SCORE_O} ds --json ro/r.json", (1, 2),
-                                           "ro/r.json"),
+    "score --json in a read-only folder": (f"{SCORE_O} ds --json ro/r.json", 2, "ro/r.json"),
+    "validate --json in a read-only folder": ("validate ds --json ro/r.json", 2, "ro/r.json"),
 }  # fmt: skip
 
 
