@@ -30,6 +30,7 @@ import click
 
 from posgen import signals
 from posgen.errors import (
+    PosgenError,
     RunError,
     UsageError,
     UsageProblems,
@@ -41,7 +42,7 @@ from posgen.errors import (
 from posgen.signals import Interrupted
 from posgen.spec import BenchmarkSpec, TaskSpec, is_probe_split, resolve_benchmark
 from posgen.store.formats import FORMATS, Progress
-from posgen.store.manifest import MANIFEST_NAME
+from posgen.store.manifest import CARD_NAME, MANIFEST_NAME, read_manifest
 from posgen.store.safety import OutputExistsError, WriteFailed, check_target, recover
 from posgen.store.writer import check_part_target
 from posgen.tasks import TASKS, op_names
@@ -426,6 +427,8 @@ def check_dataset_target(
     except OutputExistsError as error:
         problems.append(str(error))
     problems += inside
+    if overwrite and not problems and part is None:
+        problems += foreign_files(out)
     if problems:
         raise UsageProblems(problems)
     refuse_unwritable(out)
@@ -442,6 +445,30 @@ def check_run_target(out: Path) -> None:
         raise UsageProblems([f"--out {out} exists; choose a new run folder"])
     refuse_outputs({"--out": out})
     refuse_unwritable(out, "--out: ")
+
+
+def foreign_files(folder: Path, shown_at_most: int = 3) -> list[str]:
+    """The line refusing to replace the dataset at ``folder`` when it holds files that are not
+    the dataset's (a user's notes: ``--overwrite`` would delete them); none when it holds
+    only its manifest, card, listed files and sidecars, or its manifest cannot be read."""
+    try:
+        manifest = read_manifest(folder)
+    except (PosgenError, OSError):
+        return []
+    own = {MANIFEST_NAME, CARD_NAME, *(e.path for _, _, e in manifest.files())}
+    own |= set(FORMATS[manifest.storage_format].sidecars(manifest))
+    found = sorted(
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if not path.is_dir() and path.relative_to(folder).as_posix() not in own
+    )
+    if not found:
+        return []
+    more = f" and {len(found) - shown_at_most} more" if len(found) > shown_at_most else ""
+    return [
+        f"--out {folder} holds files that are not the dataset's ({', '.join(found[:shown_at_most])}"
+        f"{more}); --overwrite would delete them: move them out first"
+    ]
 
 
 def refuse_unwritable(out: Path, flag: str = "") -> None:

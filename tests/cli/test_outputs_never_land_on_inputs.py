@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from posgen import write_dataset
+from posgen.spec import default_benchmark
+
 ROOT = Path(__file__).resolve().parents[2]
 SHARD = "data/cot/test-00000-of-00001.parquet"
 BASELINE = "baseline --kind oracle --data {t}/ds --config cot --out "
@@ -48,6 +51,8 @@ CASES = {  # case -> (the command line, in the test's folder t; a fragment of th
     "generate --part 1/2 --out inside the dataset": (GENERATE + "--part 1/2 --out {t}/ds/parts",
                                                      INSIDE),
     "publish --out inside the dataset": ("publish {t}/spec.toml --out {t}/ds/hub", INSIDE),
+    "generate --overwrite of a dataset holding a user's file": (
+        GENERATE + "--out {t}/other --overwrite", "holds files that are not the dataset's"),
     "generate --spec inside the --out it replaces": (
         "generate --spec {t}/other/spec.toml --out {t}/other --overwrite", "inside --out"),
     "publish SPEC inside the --out it replaces": (
@@ -65,6 +70,8 @@ ALLOWED = {  # case -> (the command line, the file it writes)
                                            "out/oracle.parquet"),
     "generate --out over the dataset itself, --overwrite (a dataset is replaced)": (
         GENERATE + "--out {t}/ds --overwrite -q", "ds/posgen.json"),
+    "generate --format arrow --overwrite of an Arrow dataset (its sidecars are its own)": (
+        GENERATE + "--format arrow --out {t}/arrow --overwrite -q", "arrow/posgen.json"),
     "validate --json beside the dataset": ("validate {t}/ds --json {t}/report.json",
                                            "report.json"),
 }  # fmt: skip
@@ -72,9 +79,9 @@ ALLOWED = {  # case -> (the command line, the file it writes)
 
 @pytest.fixture
 def folder(tmp_path, tiny_cot, tiny_oracle) -> Path:
-    """Datasets ``ds`` and ``other`` (holding a copy of the spec), ``link`` (to ``ds/data``),
-    ``dslink`` (to ``ds``), ``plain`` (a parquet file, no manifest), a spec, a grid and the
-    oracle's predictions."""
+    """Datasets ``ds``, ``other`` (holding a copy of the spec) and ``arrow``, ``link`` (to
+    ``ds/data``), ``dslink`` (to ``ds``), ``plain`` (a parquet file, no manifest), a spec, a
+    grid and the oracle's predictions."""
     shutil.copytree(tiny_cot, tmp_path / "ds")
     shutil.copytree(tiny_cot, tmp_path / "other")
     (tmp_path / "link").symlink_to(tmp_path / "ds" / "data")
@@ -83,6 +90,8 @@ def folder(tmp_path, tiny_cot, tiny_oracle) -> Path:
     shutil.copy(tiny_cot / SHARD, tmp_path / "plain" / "x.parquet")
     shutil.copy(ROOT / "task_specs" / "posgen-v1.toml", tmp_path / "spec.toml")
     shutil.copy(tmp_path / "spec.toml", tmp_path / "other" / "spec.toml")  # a user's file
+    small = default_benchmark(("cot",), train_size=32, val_size=8, test_size=8)
+    write_dataset(small, tmp_path / "arrow", storage="arrow")
     (tmp_path / "grid.toml").write_text(f'datasets = ["{tmp_path / "ds"}"]\npes = ["rope"]\n')
     shutil.copy(tiny_oracle, tmp_path / "oracle.jsonl")
     return tmp_path
