@@ -113,6 +113,13 @@ def as_folder(root: Path) -> str:
     return "posgen.json"
 
 
+def as_fifo(root: Path) -> str:
+    """posgen.json a named pipe nobody writes: read, it would wait for ever."""
+    (root / "posgen.json").unlink()
+    os.mkfifo(root / "posgen.json")
+    return "posgen.json"
+
+
 DAMAGE: dict[str, Callable[[Path], str]] = {
     "truncated to half": rewrite(lambda data: data[: len(data) // 2]),
     "truncated by one byte": rewrite(lambda data: data[:-1]),
@@ -173,6 +180,7 @@ EDITS: dict[str, Callable[[Path], str]] = {
     "nested 100k deep": nested(100_000),
     "nested 500 deep": nested(500),
     "posgen.json is a folder": as_folder,
+    "posgen.json is a pipe": as_fifo,
 }
 
 
