@@ -194,7 +194,11 @@ class TaskSpec(BaseModel):
             return self.train_length
         if split in ("validation", "test"):
             return self.test_lengths[0]
-        if split.startswith("test_") and int(split[5:]) in self.test_lengths[1:]:
+        if (
+            split.startswith("test_")
+            and split[5:].isdigit()
+            and int(split[5:]) in self.test_lengths[1:]
+        ):
             return int(split[5:])
         names = ", ".join((*self.split_names, *self.probe_names))
         raise KeyError(f"no split {split!r} in this spec; splits: {names}")

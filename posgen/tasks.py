@@ -98,7 +98,17 @@ def far_start(task: str, t: np.ndarray | int, near: int, far: int) -> np.ndarray
     window = near + far
     if np.any(positions < window):
         raise ValueError(f"positions below the seed window ({window}) have no dependencies")
-    return np.asarray(_RULES[task](positions, window), dtype=np.int64)
+    if task not in _RULES:
+        raise KeyError(f"unknown task {task!r}; known: {', '.join(_RULES)}")
+    starts = np.asarray(_RULES[task](positions, window), dtype=np.int64)
+    bad = (starts < 0) | (starts > positions - window)
+    if starts.shape != positions.shape or np.any(bad):
+        at = int(np.argmax(bad)) if starts.shape == positions.shape else 0
+        raise ValueError(
+            f"task {task!r}: its rule gives far start {starts.reshape(-1)[at : at + 1].tolist()} "
+            f"for t = {int(positions.reshape(-1)[at])}; a rule keeps 0 <= s <= t - w (w = {window})"
+        )
+    return starts
 
 
 def dependencies(task: str, t: int, near: int, far: int) -> np.ndarray:

@@ -4,10 +4,13 @@ what the README uses. ``third_task`` (tests/conftest.py) registers s = (t - w) /
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 import posgen
+import posgen.tasks
 from posgen import TASKS, TaskSpec, generate_split, register_task
 from posgen.generator import probe_rows
 
@@ -80,3 +83,18 @@ def test_a_registered_task_gets_probe_rows_from_its_dependency_rule(oracle, thir
             for t in probed
         ]
     assert np.bincount(block.probed, minlength=256)[w:].min() > 0
+
+
+@pytest.mark.parametrize(
+    ("rule", "start"), [(lambda t, w: t, "[4]"), (lambda t, w: t - 2 * w, "[-4]")]
+)
+def test_a_rule_reaching_past_its_window_or_before_the_row_is_refused_when_used(
+    monkeypatch, rule, start
+):
+    monkeypatch.setattr(posgen.tasks, "_RULES", dict(posgen.tasks._RULES))
+    register_task("broken", rule)
+    spec = TaskSpec(task="broken", train_size=8, val_size=2, test_size=2)
+    with pytest.raises(ValueError, match=re.escape(f"far start {start} for t = 4; a rule keeps")):
+        generate_split(spec, "train")
+    with pytest.raises(KeyError, match="unknown task 'nope'; known: recursive"):
+        posgen.dependencies("nope", 5, near=2, far=1)
