@@ -392,6 +392,13 @@ def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
     parameter given at its default is dropped from the request (one label, one run)."""
     encoding = ENCODINGS[request.name]
     defaults = encoding.defaults(lengths)
+    if not isinstance(defaults, Mapping):
+        raise PEError(f"--pe {request.name}: its defaults are a {type(defaults).__name__}, "
+                      "not a mapping of parameter names to values")  # fmt: skip
+    try:  # a plugin's defaults keep the ranges a --pe-param must keep
+        check_parameters(encoding.name, defaults)
+    except ValueError as error:
+        raise PEError(f"{error} (the encoding's default)") from None
     allowed = {*defaults, *encoding.optional}
     unknown = sorted(set(request.parameters) - allowed)
     if unknown:

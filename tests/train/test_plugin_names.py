@@ -229,3 +229,21 @@ def test_a_grid_of_two_plugins_with_one_name_is_refused_when_it_is_read(
     with recorded("hostile", "pes = [rope, two plugins named twin]"):
         assert_clean_error(result, 2, "pes.2", "pes.1", "could not be told apart")
         assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize(
+    ("defaults", "fragment"),
+    [
+        ('{"rope_theta": 1.0}', "rope_theta=1.0: must be greater than 1"),
+        ('{"rope_theta": 500.0, "factor": -2.0}', "factor=-2.0"),
+        ("[1, 2]", "its defaults are a list"),
+    ],
+)
+def test_a_plugins_defaults_keep_the_ranges_a_pe_param_keeps(
+    assert_clean_error, train_tiny, recorded, plugins, tmp_path, defaults, fragment
+):
+    module = plugins(f'rope_encoding("lowbase", "mine", None, lambda lengths: {defaults})')
+    result = train_tiny(f"{module}:X", tmp_path / "run")
+    with recorded("hostile", f"a plugin's defaults {defaults}"):
+        assert_clean_error(result, 2, fragment)
+        assert not (tmp_path / "run").exists()
