@@ -60,6 +60,8 @@ def score(
     >>> score(tokens, tokens, spec).summary()
     {'id_accuracy': 1.0, 'ood_accuracy': 1.0}
     """
+    if not isinstance(spec, TaskSpec):
+        raise ScoringError(f"spec: a posgen TaskSpec (the split's spec), not {type(spec).__name__}")
     ref_ids = None  # rows in order unless the table has ids
     if isinstance(reference, ReferenceSplit):
         ref_tokens = reference.tokens

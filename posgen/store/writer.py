@@ -99,6 +99,11 @@ def write_dataset(
         return _merge_parts(out, list(merge), finish)
     if bench is None:
         raise TypeError("write_dataset needs a benchmark unless it merges parts (merge=)")
+    if not isinstance(bench, BenchmarkSpec):
+        raise TypeError(
+            f"write_dataset takes a BenchmarkSpec, not a {type(bench).__name__}; one TaskSpec "
+            "is BenchmarkSpec(name='mine', configs={'cot': spec})"
+        )
     check_features(storage, part)
     if part is not None:  # every count-th shard, a part record, and the folder if it is the last
         index, count = part

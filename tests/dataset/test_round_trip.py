@@ -160,3 +160,9 @@ def test_a_spec_of_the_most_test_lengths_writes_and_reads_back(tmp_path):
                     test_length=lengths, train_size=5, val_size=5, test_size=5)  # fmt: skip
     write_dataset(BenchmarkSpec(name="most", configs={"recursive": spec}), tmp_path / "ds")
     assert len(read_manifest(tmp_path / "ds").configs["recursive"].splits) == 2 + 2 * len(lengths)
+
+
+def test_write_dataset_of_one_task_spec_says_how_to_make_a_benchmark(tmp_path):
+    with pytest.raises(TypeError, match=r"takes a BenchmarkSpec, not a TaskSpec; one TaskSpec is"):
+        write_dataset(SPEC, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()

@@ -198,3 +198,9 @@ def test_written_predictions_outside_the_vocabulary_are_refused_not_wrapped(
     with pytest.raises(ScoringError, match=fragment):
         write_predictions(path, np.arange(1), np.array(tokens), modulus=256)
     assert not path.exists()
+
+
+def test_score_without_a_spec_names_what_it_needs():
+    tokens = generate_split(TaskSpec(task="cot", train_size=8, val_size=4, test_size=4), "test")
+    with pytest.raises(ScoringError, match="spec: a posgen TaskSpec"):
+        score(tokens, tokens, None)
