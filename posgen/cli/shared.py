@@ -443,8 +443,7 @@ def check_run_target(out: Path) -> None:
     """Refuse a run folder ``out`` that exists, sits inside a dataset or cannot be created."""
     if os.path.lexists(out):
         raise UsageProblems([f"--out {out} exists; choose a new run folder"])
-    refuse_outputs({"--out": out})
-    refuse_unwritable(out, "--out: ")
+    refuse_outputs({"--out": out})  # and whether it can be created
 
 
 def foreign_files(folder: Path, shown_at_most: int = 3) -> list[str]:
@@ -469,6 +468,14 @@ def foreign_files(folder: Path, shown_at_most: int = 3) -> list[str]:
         f"--out {folder} holds files that are not the dataset's ({', '.join(found[:shown_at_most])}"
         f"{more}); --overwrite would delete them: move them out first"
     ]
+
+
+def refuse_in_the_way(path: Path, out: Path, keeps: str) -> None:
+    """Refuse a file or a link at ``path``, where the command writing ``--out`` keeps
+    ``keeps`` (a folder of its own)."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        kind = "a link" if path.is_symlink() else "a file"
+        raise UsageProblems([f"--out {out}: {path} is {kind}, where {keeps}; move it away"])
 
 
 def refuse_unwritable(out: Path, flag: str = "") -> None:

@@ -14,8 +14,8 @@ from posgen.cli.shared import (
     PathArg,
     interrupted,
     out_option,
+    refuse_in_the_way,
     refuse_outputs,
-    refuse_unwritable,
     require_extra,
 )
 from posgen.cli.train import memory_estimate
@@ -204,13 +204,7 @@ def _check_out(out: Path, grid: Path) -> None:
     if out.exists() and any(out.iterdir()) and not (out / RECORD).is_file():
         raise UsageProblems([f"--out {out} is a folder but not a sweep folder (no {RECORD})"])
     for part in ("runs", "logs", "work", "failed", "discarded"):  # the sweep's own folders
-        held = out / part
-        if held.is_symlink() or (held.exists() and not held.is_dir()):
-            kind = "a link" if held.is_symlink() else "a file"
-            raise UsageProblems([f"--out {out}: {held} is {kind}, where the sweep keeps its "
-                                 f"{part} folder; move it away"])  # fmt: skip
-    if not out.exists():
-        refuse_unwritable(out, "--out: ")
+        refuse_in_the_way(out / part, out, f"the sweep keeps its {part} folder")
 
 
 def _slurm_settings(grid_settings: SlurmSettings, flags: dict[str, Any]) -> SlurmSettings:

@@ -17,6 +17,7 @@ from posgen.cli.shared import (
     force_option,
     out_option,
     quiet_option,
+    refuse_in_the_way,
     reported,
     require_extra,
 )
@@ -200,10 +201,7 @@ def train_command(
         raise UsageProblems([str(error)]) from None
     check_run_target(out)
     resume = resume_folder(out)
-    if resume.is_symlink() or (resume.exists() and not resume.is_dir()):
-        kind = "a link" if resume.is_symlink() else "a file"
-        raise UsageProblems([f"--out {out}: {resume} is {kind}, where posgen train keeps the "
-                             "run's checkpoint; move it away"])  # fmt: skip
+    refuse_in_the_way(resume, out, "posgen train keeps the run's checkpoint")
     dataset = Dataset.open(data)
     name = dataset.resolve_config(config)
     try:

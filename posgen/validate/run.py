@@ -86,12 +86,14 @@ class SplitTally:
 def _seed_windows(spec: TaskSpec, split: str, ids: np.ndarray) -> np.ndarray | None:
     """The seed windows of rows ``ids`` of ``split`` (None where they are not the generator's:
     probe splits, other split names, ids not a run of the split's rows)."""
-    if split not in spec.split_names or is_probe_split(split) or ids.size == 0:
+    if split not in spec.split_names or ids.size == 0:  # probe splits are not in it
         return None
-    start, stop = int(ids[0]), int(ids[-1]) + 1
-    if not (start >= 0 and stop <= spec.split_size(split) and stop - start == ids.size):
-        return None
-    if not np.array_equal(ids, np.arange(start, stop)):
+    start, stop = int(ids[0]), int(ids[0]) + ids.size
+    if (
+        start < 0
+        or stop > spec.split_size(split)
+        or not np.array_equal(ids, np.arange(start, stop))
+    ):
         return None
     return seed_windows(spec, split, start, stop)
 
@@ -109,18 +111,17 @@ def _feed(tally: SplitTally, part_label: str, decoded: Decoded) -> None:
     expected = expected_targets(spec, tokens)
     wrong = expected != tokens[:, window:]
     bad_rows = wrong.any(axis=1)
-    seeds = _seed_windows(spec, tally.data.split, decoded.ids)
-    seed_wrong = None if seeds is None else seeds != tokens[:, :window]  # every token, from its id
-    if seed_wrong is not None:
-        bad_rows |= seed_wrong.any(axis=1)
     count = int(np.count_nonzero(wrong))
-    count += 0 if seed_wrong is None else int(np.count_nonzero(seed_wrong))
+    seeds = _seed_windows(spec, tally.data.split, decoded.ids)  # every token, from its row id
+    seed_wrong = np.zeros((len(tokens), 0), bool) if seeds is None else seeds != tokens[:, :window]
+    bad_rows |= seed_wrong.any(axis=1)
+    count += int(np.count_nonzero(seed_wrong))
     if count:
         tally.window_failures += count
         tally.window_rows += int(np.count_nonzero(bad_rows))
         if tally.first_window is None:
             row = int(np.argmax(bad_rows))
-            if seeds is not None and seed_wrong is not None and seed_wrong[row].any():
+            if seeds is not None and seed_wrong[row].any():
                 t = int(np.argmax(seed_wrong[row]))
                 want = int(seeds[row, t])
             else:
