@@ -12,13 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from posgen import write_dataset
-from posgen.card import (
-    dependency_diagram,
-    measures_section,
-    render_card,
-    seeding_section,
-    write_card,
-)
+from posgen.card import dependency_diagram, measures_section, render_card, seeding_section
 from posgen.scoring.reliance import measure_sentence, measure_sentences
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.manifest import DamagedDataset, Manifest, read_manifest
@@ -29,8 +23,7 @@ from posgen.validate import validate
 def test_front_matter_has_the_hub_fields_and_one_config_per_task(header_of, small_dataset):
     header = header_of((small_dataset / "README.md").read_text())
     assert header["pretty_name"] == "POSGEN (small)"
-    assert header["license"] == "mit"
-    assert header["task_categories"] == ["text-generation"]
+    assert (header["license"], header["task_categories"]) == ("mit", ["text-generation"])
     assert header["size_categories"] == ["n<1K"]  # 3 x 190 rows
     assert "length-generalization" in header["tags"]
     configs = {c["config_name"]: c for c in header["configs"]}
@@ -67,31 +60,24 @@ def test_the_worked_example_is_the_first_train_row_and_its_target_adds_up(oracle
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize(("near", "far"), [(3, 1), (2, 3), (1, 0)])
 def test_the_dependency_picture_marks_exactly_the_operands_of_each_target(oracle, task, near, far):
-    picture = dependency_diagram(task, near, far, length=30).splitlines()[2:]
-    for line in picture:
-        t = int(re.match(r"t = (\d+)", line).group(1))
-        marks = line[10:]
-        assert len(marks) == t + 1
-        assert marks[t] == "x"
-        assert [p for p, c in enumerate(marks) if c == "F"] == sorted(
-            set(oracle.far_positions(task, t, near, far))
-        )
+    for line in dependency_diagram(task, near, far, length=30).splitlines()[2:]:
+        t, marks = int(re.match(r"t = (\d+)", line).group(1)), line[10:]
+        assert (len(marks), marks[t]) == (t + 1, "x")
+        far_marks = sorted(set(oracle.far_positions(task, t, near, far)))
+        assert [p for p, c in enumerate(marks) if c == "F"] == far_marks
         assert [p for p, c in enumerate(marks) if c == "n"] == list(range(t - near, t))
 
 
 def test_an_unvalidated_card_says_so_and_has_every_other_section(small_dataset):
     manifest = read_manifest(small_dataset)
     card = render_card(manifest)
-    assert "**Not validated.**" in card
+    for text in ["**Not validated.**", 'load_dataset("path/to/this/folder", "recursive")',
+                 "streaming=True", "hit[:, w:L].mean()", "hit[:, L:].mean()",
+                 "Configs with `disjoint` seeding differ from the authors' code",
+                 "@inproceedings{wang2024resonance", "2403.00071"]:  # fmt: skip
+        assert text in card, text
     assert "Baselines" not in card
-    assert 'load_dataset("path/to/this/folder", "recursive")' in card
-    assert "streaming=True" in card
-    assert "hit[:, w:L].mean()" in card
-    assert "hit[:, L:].mean()" in card
-    assert "Configs with `disjoint` seeding differ from the authors' code" in card
     assert "Configs with `paper` seeding" not in card
-    assert "@inproceedings{wang2024resonance" in card
-    assert "2403.00071" in card
     scores = {"cot": {"copy_previous": {"id_accuracy": 0.0588, "ood_accuracy": 0.05}}}
     assert "| cot | copy_previous | 0.0588 | 0.0500 |" in render_card(manifest, baselines=scores)
     paper = seeding_section([TaskSpec(task="cot", seeding="paper")])
@@ -105,24 +91,17 @@ def test_a_validated_card_holds_the_manifest_facts_and_the_audit_and_no_timings(
     timed = report.model_copy(update={"seconds": 12.3456789})
     again = Manifest.model_validate_json(manifest.to_json())
     assert card == render_card(again, timed, root=small_dataset)
-    assert "12.3456789" not in card
-    assert "12.3457" not in card
-    assert "Not validated" not in card
+    assert "12.3456789" not in card and "12.3457" not in card and "Not validated" not in card
     assert f"`{manifest.benchmark.spec_id}`" in card
-    for entry in manifest.configs.values():
-        assert f"`{entry.spec_id}`" in card
+    assert all(f"`{entry.spec_id}`" in card for entry in manifest.configs.values())
     for name, _, splits in manifest.hf_configs():
         for split, info in splits.items():
             w, L, n = info.seed_window, info.ood_boundary, info.length
             ood = f"[{L}, {n})" if n > L else "none"
-            assert (
-                f"| {name} | {split} | {info.rows:,} | {n:,} | {w:,} | [{w}, {L}) | {ood} |" in card
-            )
-            for item in info.files:
-                row = (
-                    f"| {item.path} | {item.rows:,} | {item.first_id:,} | "
-                    f"{item.bytes:,} | `{item.sha256}` |"
-                )
+            row = f"| {name} | {split} | {info.rows:,} | {n:,} | {w:,} | [{w}, {L}) | {ood} |"
+            assert row in card
+            for f in info.files:
+                row = f"| {f.path} | {f.rows:,} | {f.first_id:,} | {f.bytes:,} | `{f.sha256}` |"
                 assert row in card
     # 3 configs x 4 splits x 6 kinds, 3 configs x 2 probe splits x (integrity, probe), + 1
     assert "**Validated: all 85 checks passed**" in card
@@ -152,6 +131,8 @@ def test_a_failed_validation_is_shown_with_the_failing_checks(breaks, small_data
 def test_a_card_is_rerendered_from_the_folder_and_refused_for_files_unlike_the_manifest(
     cli, small_copy
 ):
+    from posgen.card import write_card
+
     out = small_copy
     written = (out / "README.md").read_text()
     (out / "README.md").unlink()
@@ -166,21 +147,16 @@ def test_a_card_is_rerendered_from_the_folder_and_refused_for_files_unlike_the_m
     result = cli("card", out, "--no-validate")  # the command: exit 1, one damage report
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    assert "is damaged" in result.output
-    assert "missing" in result.output
+    assert "is damaged" in result.output and "missing" in result.output
     assert (out / "README.md").read_text() == written
 
 
 def test_uint16_tokens_are_declared_as_uint16(header_of, tmp_path):
-    out = tmp_path / "wide"
-    bench = BenchmarkSpec(
-        name="wide",
-        configs={"cot": TaskSpec(task="cot", modulus=300, train_size=8, val_size=4, test_size=4)},
-    )
-    write_dataset(bench, out)
-    info = header_of((out / "README.md").read_text())["dataset_info"][0]
+    cot = TaskSpec(task="cot", modulus=300, train_size=8, val_size=4, test_size=4)
+    write_dataset(BenchmarkSpec(name="wide", configs={"cot": cot}), tmp_path / "wide")
+    info = header_of((tmp_path / "wide" / "README.md").read_text())["dataset_info"][0]
     assert info["features"][1] == {"name": "tokens", "list": "uint16"}
-    loaded = datasets.load_dataset(str(out), "cot", split="test")
+    loaded = datasets.load_dataset(str(tmp_path / "wide"), "cot", split="test")
     assert np.asarray(loaded[0]["tokens"]).max() < 300
 
 
@@ -193,31 +169,25 @@ def test_dataset_info_is_read_from_the_files_in_the_form_datasets_serializes(
 
     from posgen.store.formats import probe_schema, row_schema
 
-    manifest = read_manifest(small_dataset)
     ours = header_of((small_dataset / "README.md").read_text())["dataset_info"]
-    files = {config: splits for config, _, splits in manifest.hf_configs()}
+    files = {config: splits for config, _, splits in read_manifest(small_dataset).hf_configs()}
     infos = {}
     for block in ours:
         config, splits = block["config_name"], SplitDict()
         for split in block["splits"]:
             splits.add(SplitInfo(**split))
-            tables = [
-                pq.read_table(small_dataset / f.path) for f in files[config][split["name"]].files
-            ]
+            listed = files[config][split["name"]].files
+            tables = [pq.read_table(small_dataset / f.path) for f in listed]
             assert split["num_examples"] == sum(t.num_rows for t in tables)
             assert split["num_bytes"] == sum(t.nbytes for t in tables)
         listed = [f for split in files[config].values() for f in split.files]
-        assert block["download_size"] == sum(
-            (small_dataset / f.path).stat().st_size for f in listed
-        )
+        size = sum((small_dataset / f.path).stat().st_size for f in listed)
+        assert block["download_size"] == size
         schema = probe_schema(17) if config.endswith("-probe") else row_schema(17)
         infos[config] = DatasetInfo(
-            features=Features.from_arrow_schema(schema),
-            splits=splits,
-            download_size=block["download_size"],
-            dataset_size=sum(s["num_bytes"] for s in block["splits"]),
-            config_name=config,
-        )
+            features=Features.from_arrow_schema(schema), splits=splits, download_size=size,
+            dataset_size=sum(s["num_bytes"] for s in block["splits"]), config_name=config,
+        )  # fmt: skip
     card_data = DatasetCardData()
     DatasetInfosDict(infos).to_dataset_card_data(card_data)
     assert card_data.to_dict()["dataset_info"] == ours
@@ -225,21 +195,17 @@ def test_dataset_info_is_read_from_the_files_in_the_form_datasets_serializes(
 
 def _cell(accuracy_id: float, far_id: float | None) -> dict:
     cell = {"n": 1, "id_mean": accuracy_id, "ood_mean": 0.3}
-    if far_id is not None:
-        cell |= {"far_id_mean": far_id, "far_ood_mean": 0.01}
-    return cell
+    return cell if far_id is None else cell | {"far_id_mean": far_id, "far_ood_mean": 0.01}
 
 
 @pytest.mark.parametrize(
     ("accuracy_id", "far_id", "verdict"),
-    [
-        (0.98, 0.001, "measures whether a local rule keeps working at unseen positions"),
-        (0.98, 0.85, "measures a far dependency at unseen positions"),
-        (0.90, 0.50, "measures a mix of a local rule and a far read"),
-        (0.05, 0.02, "measures little at this training budget"),
-        (0.98, None, "has no probe figures yet"),
-    ],
-)
+    [(0.98, 0.001, "measures whether a local rule keeps working at unseen positions"),
+     (0.98, 0.85, "measures a far dependency at unseen positions"),
+     (0.90, 0.50, "measures a mix of a local rule and a far read"),
+     (0.05, 0.02, "measures little at this training budget"),
+     (0.98, None, "has no probe figures yet")],
+)  # fmt: skip
 def test_the_sentence_follows_far_reliance_and_accuracy(accuracy_id, far_id, verdict):
     sentence = measure_sentence("bench", "cot", "rope", _cell(accuracy_id, far_id))
     assert sentence.startswith(f"cot on bench {verdict}")
@@ -248,24 +214,20 @@ def test_the_sentence_follows_far_reliance_and_accuracy(accuracy_id, far_id, ver
 
 def test_the_card_section_appears_only_for_the_spec_ids_the_models_were_trained_on(small_dataset):
     manifest = read_manifest(small_dataset)
-    spec_ids = {name: config.spec_id for name, config in manifest.configs.items()}
+    name, spec_ids = manifest.benchmark.name, {k: c.spec_id for k, c in manifest.configs.items()}
     tasks = {"cot": {"rope": _cell(0.98, 0.001)}}
-    measures = measure_sentences(manifest.benchmark.name, {"tasks": tasks})  # as summary_json
+    measures = measure_sentences(name, {"tasks": tasks})  # as summary_json
     entry = {"spec_ids": spec_ids, "tasks": tasks, "measures": measures}
-    section = measures_section(manifest, {manifest.benchmark.name: entry})
+    section = measures_section(manifest, {name: entry})
     assert section.splitlines()[0] == "## What each task measures"
-    assert f"- cot on {manifest.benchmark.name} measures whether a local rule" in section
+    assert f"- cot on {name} measures whether a local rule" in section
     other = {**entry, "spec_ids": {**spec_ids, "cot": "0" * 16}}
-    assert measures_section(manifest, {manifest.benchmark.name: other}) == ""
+    assert measures_section(manifest, {name: other}) == ""
 
 
-ROOT = Path(__file__).resolve().parents[2]
-OFFICIAL = ["paper", "posgen-v1", "posgen-v2"]
-
-
-@pytest.mark.parametrize("name", OFFICIAL)
+@pytest.mark.parametrize("name", ["paper", "posgen-v1", "posgen-v2"])
 def test_official_card_matches_what_the_code_renders(official, name):
-    assert (ROOT / "data_cards" / f"{name}.md").is_file(), "run `make cards`"
+    committed = Path(__file__).resolve().parents[2] / "data_cards" / f"{name}.md"
+    assert committed.is_file(), "run `make cards`"
     rendered = (official(name)[0] / "README.md").read_text()
-    committed = (ROOT / "data_cards" / f"{name}.md").read_text()
-    assert rendered == committed, f"data_cards/{name}.md is stale: run `make cards`"
+    assert rendered == committed.read_text(), f"data_cards/{name}.md is stale: run `make cards`"

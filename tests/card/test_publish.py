@@ -1,14 +1,10 @@
 """`posgen publish` and `posgen card`: validated Hub-ready folders, refusal, push boundary.
-
-Publishing runs the real validator; failures come from really damaged data
-(the ``validator`` fixture of tests/conftest.py).
-"""
+Publishing runs the real validator on really damaged data (tests/conftest.py's ``validator``)."""
 
 from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
 import datasets
 import pytest
@@ -17,7 +13,6 @@ import posgen
 import posgen.publish
 from posgen.store.manifest import read_manifest, sha256_file
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL_SPEC = """\
 name = "tiny"
 description = "Tiny benchmark for the publish tests."
@@ -29,11 +24,8 @@ test_length = [96, 128]
 [configs.cot]
 [configs.recursive]
 """
-
-
+# 2 configs x 4 splits x 6 kinds, 2 configs x 2 probe splits x (integrity, probe), unlisted files
 CHECKS = 2 * 4 * 6 + 2 * 2 * 2 + 1
-"""Checks of the tiny spec: 2 configs x 4 splits x 6 kinds, 2 configs x 2 probe splits x
-(integrity, probe), and one for unlisted files."""
 
 
 @pytest.fixture
@@ -43,16 +35,10 @@ def spec_file(tmp_path):
     return path
 
 
-@pytest.fixture
-def posgen_v1(official):
-    """task_specs/posgen-v1.toml published (validated by the real validator)."""
-    return official("posgen-v1")
-
-
 def test_published_posgen_v1_loads_and_streams_every_split_as_the_card_declares(
-    header_of, posgen_v1
+    header_of, official
 ):
-    out, published = posgen_v1
+    out, published = official("posgen-v1")
     card = (out / "README.md").read_text()
     assert published.report.ok
     assert f"**Validated: all {len(published.report.checks)} checks passed**" in card
@@ -74,8 +60,8 @@ def test_published_posgen_v1_loads_and_streams_every_split_as_the_card_declares(
             assert (first["id"], len(first["tokens"])) == (0, info.length)
 
 
-def test_the_regenerate_command_in_the_card_reproduces_every_checksum(cli, posgen_v1, tmp_path):
-    out, _ = posgen_v1
+def test_the_regenerate_command_in_the_card_reproduces_every_checksum(cli, official, tmp_path):
+    out, _ = official("posgen-v1")
     card = (out / "README.md").read_text()
     spec_text = re.search(r"cat > spec.json <<'SPEC'\n(.*?)\nSPEC\n", card, re.S).group(1)
     sums = re.search(r"sha256sum --check <<'SUMS'\n(.*?)\nSUMS\n", card, re.S).group(1)
@@ -119,31 +105,29 @@ def test_publish_refuses_failing_data_and_leaves_the_previous_folder_intact(
 def test_publish_writes_a_validated_folder_whose_card_the_card_command_rerenders(
     cli, tmp_path, spec_file, validator
 ):
-    out = tmp_path / "hub"
+    out, readme = tmp_path / "hub", tmp_path / "hub" / "README.md"
     result = cli("publish", spec_file, "--out", out)
     assert result.exit_code == 0, result.output
-    assert "published" in result.output
-    assert "checks passed" in result.output
-    assert len(validator.calls) == 1  # validated before the folder was moved in place
-    assert validator.calls[0] != out
-    assert not validator.calls[0].exists()
-    published = (out / "README.md").read_text()
+    assert "published" in result.output and "checks passed" in result.output
+    (validated,) = validator.calls  # validated before the folder was moved in place
+    assert validated != out and not validated.exists()
+    published = readme.read_text()
     assert f"**Validated: all {CHECKS} checks passed**" in published
     assert list(read_manifest(out).configs) == ["cot", "recursive"]
-    (out / "README.md").write_text("stale")
+    readme.write_text("stale")
     result = cli("card", out)
     assert result.exit_code == 0, result.output
-    assert (out / "README.md").read_text() == published
+    assert readme.read_text() == published
     result = cli("card", out, "--no-validate")
-    assert result.output == f"wrote {out / 'README.md'} (not validated)\n"
-    assert "**Not validated.**" in (out / "README.md").read_text()
+    assert result.output == f"wrote {readme} (not validated)\n"
+    assert "**Not validated.**" in readme.read_text()
     assert cli("card", out, "--baselines").exit_code == 0  # asks the scoring module
-    assert "| recursive | oracle | 1.0000 | 1.0000 |" in (out / "README.md").read_text()
+    assert "| recursive | oracle | 1.0000 | 1.0000 |" in readme.read_text()
     validator.break_data("window")
     result = cli("card", out)  # exits 1 but writes the failures
     assert result.exit_code == 1
     assert "validation failed: 8 check(s)" in result.output
-    assert f"**Validation FAILED: 8 of {CHECKS} checks failed**" in (out / "README.md").read_text()
+    assert f"**Validation FAILED: 8 of {CHECKS} checks failed**" in readme.read_text()
 
 
 def test_push_uploads_the_published_folder_with_the_environment_token(
@@ -154,8 +138,8 @@ def test_push_uploads_the_published_folder_with_the_environment_token(
     def upload(folder, repo_id, token, message):  # the network boundary
         if token == "bad":
             raise OSError("401 Client Error: Unauthorized")
-        calls.append((folder, repo_id, token, message))
-        calls.append(sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()))
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        calls.extend([(folder, repo_id, token, message), files])
         return f"https://huggingface.co/datasets/{repo_id}/commit/abc"
 
     monkeypatch.setattr(posgen.publish, "upload_folder", upload)
@@ -174,12 +158,11 @@ def test_push_uploads_the_published_folder_with_the_environment_token(
     assert message == f"POSGEN tiny (spec {manifest.benchmark.spec_id}, posgen 0.1.0)"
     expected = {"README.md", "posgen.json"} | {item.path for _, _, item in manifest.files()}
     assert set(files) == expected
-    assert "pushed" in result.output
-    assert "commit/abc" in result.output
+    assert "pushed" in result.output and "commit/abc" in result.output
 
 
 def hide_the_validator(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "posgen.validate", None)  # import fails
+    monkeypatch.setitem(sys.modules, "posgen.validate", None)  # its import fails
 
 
 def a_folder_of_mine(tmp_path, monkeypatch):
@@ -204,16 +187,16 @@ BAD_USAGE = [
 
 @pytest.mark.parametrize(("args", "expected", "before"), BAD_USAGE)
 def test_bad_usage_exits_2_with_one_line_and_changes_nothing(
-    assert_clean_error, cli, tmp_path, spec_file, monkeypatch, args, expected, before
+    assert_clean_error, cli, tree, tmp_path, spec_file, monkeypatch, args, expected, before
 ):
     for name in posgen.publish.TOKEN_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     if before is not None:
         before(tmp_path, monkeypatch)
-    files = {p: p.is_file() and p.read_bytes() for p in tmp_path.rglob("*")}
+    files = tree(tmp_path)
     result = cli(*[word.format(spec=spec_file, tmp=tmp_path) for word in args.split()])
     line = assert_clean_error(result, 2)
     assert result.output == line + "\n"  # nothing but the error line
     expected = expected.format(tmp=tmp_path)
     assert line.startswith(expected) if expected.startswith("error: ") else expected in line
-    assert {p: p.is_file() and p.read_bytes() for p in tmp_path.rglob("*")} == files
+    assert tree(tmp_path) == files

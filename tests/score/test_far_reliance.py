@@ -47,34 +47,23 @@ def test_the_oracle_scores_far_reliance_one_and_the_local_predictor_zero(folder,
 
 
 def _mixed(probe, seed: int) -> tuple[np.ndarray, dict]:
-    """Predictions following the far rule, the stored token or neither, chosen at random per
-    probed target, and the counts a plain loop expects (per position and ID/OOD)."""
+    """Predictions following the far rule, the stored token or neither, at random per probed
+    target, and the counts [probed, counted, far, local] a plain loop expects per position."""
     rng = np.random.default_rng(seed)
-    spec = probe.spec
-    m, boundary = spec.modulus, spec.train_length
     predictions = probe.tokens.astype(np.int64).copy()
     expected: dict = {}
-    for row, t, far in zip(
-        probe.probed_rows.tolist(), probe.probed.tolist(), probe.far_rule.tolist(), strict=True
-    ):
-        local = int(probe.tokens[row, t])
-        choice = rng.integers(3)
+    probed = (probe.probed_rows.tolist(), probe.probed.tolist(), probe.far_rule.tolist())
+    for row, t, far in zip(*probed, strict=True):
+        local, choice = int(probe.tokens[row, t]), rng.integers(3)
         if choice == 0:
             predictions[row, t] = far
         elif choice == 2:
-            predictions[row, t] = next(v for v in range(m) if v not in (far, local))
-        counts = expected.setdefault(t, [0, 0, 0, 0])  # probed, counted, far, local
+            predictions[row, t] = min({0, 1, 2} - {far, local})  # neither
+        said, counts = int(predictions[row, t]), expected.setdefault(t, [0, 0, 0, 0])
         counts[0] += 1
         if far != local:
-            counts[1] += 1
-            counts[2] += int(predictions[row, t] == far)
-            counts[3] += int(predictions[row, t] == local)
-    regions = {"id": [0, 0, 0, 0], "ood": [0, 0, 0, 0]}
-    for t, counts in expected.items():
-        region = regions["id" if t < boundary else "ood"]
-        for i in range(4):
-            region[i] += counts[i]
-    return predictions, {"positions": expected, "regions": regions}
+            counts[1:] = [counts[1] + 1, counts[2] + (said == far), counts[3] + (said == local)]
+    return predictions, expected
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -89,13 +78,14 @@ def test_a_mixed_prediction_file_is_scored_exactly(cli, folder, tmp_path, task):
     assert result.exit_code == 0, result.output
     report = RelianceReport.model_validate_json(result.stdout)
     for name in ("id", "ood"):
-        probed, counted, far, local = expected["regions"][name]
+        ts = [t for t in expected if (t < probe.spec.train_length) == (name == "id")]
+        probed, counted, far, local = (sum(expected[t][i] for t in ts) for i in range(4))
         got = getattr(report, name)
         assert (got.probed, got.counted, got.far, got.local) == (probed, counted, far, local)
         assert got.far_reliance == far / counted
     curve = report.curve
     for i, t in enumerate(curve.position):
-        _, counted, far, local = expected["positions"].get(t, [0, 0, 0, 0])
+        _, counted, far, local = expected.get(t, [0, 0, 0, 0])
         assert (curve.counted[i], curve.far[i], curve.local[i]) == (counted, far, local)
 
 

@@ -7,11 +7,8 @@ import pytest
 
 from posgen.generator import generate_split
 from posgen.scoring import (
-    IGNORE_INDEX,
-    LMInputs,
     ScoringError,
     baseline_predictions,
-    predictions_from_logits,
     score,
     score_arrays,
     write_predictions,
@@ -19,28 +16,22 @@ from posgen.scoring import (
 from posgen.spec import TaskSpec
 from posgen.tasks import TASKS
 
-# window 4, L = 8, L' = 12, m = 17: positions 4..7 are ID, 8..11 OOD.
-KW = {"window": 4, "ood_boundary": 8, "modulus": 17}
+KW = {"window": 4, "ood_boundary": 8, "modulus": 17}  # positions 4..7 are ID, 8..11 OOD
 
 
+@pytest.fixture
 def hand_built(oracle) -> tuple[np.ndarray, np.ndarray]:
     """Three rows from the plain-loop oracle, with known errors planted in the predictions."""
-    reference = np.array(
-        [
-            oracle.grow_row("recursive", w, 12, 17, 3, 1)
-            for w in ([0, 1, 2, 3], [5, 5, 5, 5], [1, 0, 16, 2])
-        ]
-    )
+    starts = ([0, 1, 2, 3], [5, 5, 5, 5], [1, 0, 16, 2])
+    reference = np.array([oracle.grow_row("recursive", w, 12, 17, 3, 1) for w in starts])
     predictions = reference.copy()
-    predictions[0, 5] = (reference[0, 5] + 1) % 17  # row 0: wrong at 5 (ID)
-    predictions[0, 9] = (reference[0, 9] + 1) % 17  # and at 9 (OOD)
-    predictions[1, 10] = (reference[1, 10] + 1) % 17  # row 1: wrong at 10 (OOD)
+    for row, t in [(0, 5), (0, 9), (1, 10)]:  # row 0: wrong at 5 (ID), 9 (OOD); row 1: at 10
+        predictions[row, t] = (reference[row, t] + 1) % 17
     return reference, predictions  # row 2: all correct
 
 
-def test_hand_built_errors_give_the_known_figures(oracle):
-    reference, predictions = hand_built(oracle)
-    report = score_arrays(reference, predictions, bucket_width=4, **KW)
+def test_hand_built_errors_give_the_known_figures(hand_built):
+    report = score_arrays(*hand_built, bucket_width=4, **KW)
     assert (report.id.correct, report.id.tokens, report.id.accuracy) == (11, 12, 11 / 12)
     assert (report.ood.correct, report.ood.tokens, report.ood.accuracy) == (10, 12, 10 / 12)
     assert (report.overall.correct, report.overall.tokens) == (21, 24)
@@ -55,12 +46,11 @@ def test_hand_built_errors_give_the_known_figures(oracle):
     assert (report.ood_exact_match.correct, report.ood_exact_match.tokens) == (1, 3)
     assert (report.exact_match.correct, report.exact_match.tokens) == (1, 3)
     assert (report.first_error.position, report.first_error.rows) == ([5, 10], [1, 1])
-    assert report.first_error.never == 1
-    assert report.first_error.median == 7.5
+    assert (report.first_error.never, report.first_error.median) == (1, 7.5)
 
 
-def test_buckets_seed_window_and_train_split(oracle):
-    reference, predictions = hand_built(oracle)
+def test_buckets_seed_window_and_train_split(hand_built):
+    reference, predictions = hand_built
     report = score_arrays(reference, predictions, bucket_width=5, **KW)
     assert [(b.start, b.stop) for b in report.buckets] == [(4, 5), (5, 8), (8, 10), (10, 12)]
     assert sum(b.tokens for b in report.buckets) == report.overall.tokens
@@ -75,24 +65,18 @@ def test_buckets_seed_window_and_train_split(oracle):
 
 @pytest.mark.parametrize(
     ("predictions", "message"),
-    [
-        (np.zeros((2, 12), dtype=np.int64), "predictions have shape (2, 12)"),
-        (np.full((3, 12), -1), "prediction -1 is outside the vocabulary"),
-    ],
-)
-def test_bad_predictions_raise_one_clear_error(oracle, predictions, message):
-    reference, _ = hand_built(oracle)
+    [(np.zeros((2, 12), dtype=np.int64), "predictions have shape (2, 12)"),
+     (np.full((3, 12), -1), "prediction -1 is outside the vocabulary")],
+)  # fmt: skip
+def test_bad_predictions_raise_one_clear_error(hand_built, predictions, message):
     with pytest.raises(ScoringError) as caught:
-        score_arrays(reference, predictions, **KW)
+        score_arrays(hand_built[0], predictions, **KW)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
-SPECS = [
-    {"modulus": 17, "near": 3, "far": 1},
-    {"modulus": 5, "near": 1, "far": 2},
-    {"modulus": 300, "near": 2, "far": 2},
-]
+SPECS = [{"modulus": 17, "near": 3, "far": 1}, {"modulus": 5, "near": 1, "far": 2},
+         {"modulus": 300, "near": 2, "far": 2}]  # fmt: skip
 
 
 @pytest.mark.parametrize("fields", SPECS)
@@ -126,33 +110,30 @@ FIT = {  # kind -> (task, fit rows, rows to predict, the predictions)
     "near-only": ("recursive", [[0, 3, 5, 3, 5, 3, 7, 9]], [[1, 2, 3, 8]], [[1, 2, 3, 5]]),
     # the most common token per position of the fit rows; past their reach (4, 5), the most
     # common overall (4 and 8 tie twice: the smaller, 4)
-    "majority": (
-        "cot",
-        [[0, 0, 4, 9], [1, 1, 4, 8], [2, 2, 6, 8]],
-        [[0] * 6],
-        [[0, 0, 4, 8, 4, 4]],
-    ),
-}
+    "majority": ("cot", [[0, 0, 4, 9], [1, 1, 4, 8], [2, 2, 6, 8]], [[0] * 6],
+                 [[0, 0, 4, 8, 4, 4]]),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", list(FIT))
 def test_near_only_and_majority_predict_what_their_fit_split_says(kind):
     task, fit, tokens, expected = FIT[kind]
-    length = len(tokens[0])
-    spec = TaskSpec(task=task, near=1, far=1, train_length=4, test_length=length, seeding="paper")
+    spec = TaskSpec(task=task, near=1, far=1, train_length=4, test_length=len(tokens[0]),
+                    seeding="paper")  # fmt: skip
     out = baseline_predictions(kind, spec, np.array(tokens, np.uint8), np.array(fit))
     assert out.tolist() == expected
 
 
-def test_predictions_in_any_order_are_matched_by_id(oracle):
-    reference, predictions = hand_built(oracle)
+def test_predictions_in_any_order_are_matched_by_id(hand_built):
+    reference, predictions = hand_built
     ids = np.array([2, 0, 1])
-    aligned = score(reference, predictions[ids], TaskSpec(task="recursive", train_length=8,
-                    test_length=12), ids=ids)  # fmt: skip
+    spec = TaskSpec(task="recursive", train_length=8, test_length=12)
+    aligned = score(reference, predictions[ids], spec, ids=ids)
     assert aligned.curve.correct == [3, 2, 3, 3, 3, 2, 2, 3]
 
 
 def test_lm_inputs_map_over_a_dataset_split_and_perfect_logits_score_one():
+    from posgen.scoring import IGNORE_INDEX, LMInputs, predictions_from_logits
     from posgen.store.formats import to_dataset_dict
 
     spec = TaskSpec(task="cot", train_size=6, val_size=3, test_size=3)
@@ -181,16 +162,20 @@ def test_reference_that_does_not_fit_the_spec_is_refused():
         score(test, test, TaskSpec(task="cot", modulus=13))
 
 
+def test_score_without_a_spec_names_what_it_needs():
+    tokens = generate_split(TaskSpec(task="cot", train_size=8, val_size=4, test_size=4), "test")
+    with pytest.raises(ScoringError, match="spec: a posgen TaskSpec"):
+        score(tokens, tokens, None)
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".parquet", ".jsonl"])
 @pytest.mark.parametrize(
     ("tokens", "fragment"),
-    [
-        ([[256, 1]], "prediction 256 is outside the vocabulary 0..255"),  # BOS at m = 256
-        ([[-1, 1]], "prediction -1 is outside"),
-        ([[0.5, 1]], "must be integers"),
-        ([[1, 2], [3, 4]], "one row per id"),
-    ],
-)
+    [([[256, 1]], "prediction 256 is outside the vocabulary 0..255"),  # BOS at m = 256
+     ([[-1, 1]], "prediction -1 is outside"),
+     ([[0.5, 1]], "must be integers"),
+     ([[1, 2], [3, 4]], "one row per id")],
+)  # fmt: skip
 def test_written_predictions_outside_the_vocabulary_are_refused_not_wrapped(
     tmp_path, suffix, tokens, fragment
 ):
@@ -198,9 +183,3 @@ def test_written_predictions_outside_the_vocabulary_are_refused_not_wrapped(
     with pytest.raises(ScoringError, match=fragment):
         write_predictions(path, np.arange(1), np.array(tokens), modulus=256)
     assert not path.exists()
-
-
-def test_score_without_a_spec_names_what_it_needs():
-    tokens = generate_split(TaskSpec(task="cot", train_size=8, val_size=4, test_size=4), "test")
-    with pytest.raises(ScoringError, match="spec: a posgen TaskSpec"):
-        score(tokens, tokens, None)

@@ -1,5 +1,5 @@
-"""The tiny sweep the sweep tests share (a 1-layer model on ``tiny_training_dataset``'s
-recursive config), a finished rope + yarn sweep, and forked ``python -m`` workers."""
+"""The tiny sweep (a 1-layer model, tiny_training_dataset's recursive config), a finished rope +
+yarn sweep, and forked ``python -m`` workers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,8 +16,7 @@ import pytest
 from _pytest.assertion.rewrite import AssertionRewritingHook
 
 TINY = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
-TIMING = ("seconds", "train_seconds", "wall_seconds")
-"""Wall-clock fields (metrics.jsonl, results.json): the only bytes that differ between runs."""
+TIMING = ("seconds", "train_seconds", "wall_seconds")  # the only bytes that differ between runs
 
 
 @pytest.fixture(autouse=True)
@@ -28,21 +26,28 @@ def _fresh_hook_counts():
     signals._passes.clear()
 
 
+@pytest.fixture
+def hook(monkeypatch):
+    """``hook("step:3:SIGTERM")``: POSGEN_SIGNAL_AT for this test; ``hook(None)`` unsets it."""
+    from posgen.signals import HOOK_ENV
+
+    return lambda at: monkeypatch.setenv(HOOK_ENV, at) if at else monkeypatch.delenv(HOOK_ENV)
+
+
 @pytest.fixture(scope="session")
-def sweep_grid(tiny_training_dataset) -> Callable[..., dict]:
+def sweep_grid(tiny_training_dataset):
     """``sweep_grid(["rope"], seeds=[4])``: a grid (a dict) of the tiny sweep, seed 3."""
 
     def grid(pes, **extra) -> dict:
         preset = {"name": "cpu", "overrides": {**TINY, "epochs": 2}}
-        data = [str(tiny_training_dataset)]
-        base = {"datasets": data, "configs": ["recursive"], "pes": pes, "seeds": [3]}
-        return {**base, "presets": [preset], **extra}
+        base = {"datasets": [str(tiny_training_dataset)], "configs": ["recursive"], "pes": pes}
+        return {**base, "seeds": [3], "presets": [preset], **extra}
 
     return grid
 
 
 @pytest.fixture(scope="session")
-def expand_grid() -> Callable[[dict], list]:
+def expand_grid():
     """``expand_grid(grid)``: the runs of a grid dict, encodings resolved as the trainer does."""
     from posgen.cli.sweep import resolve_encoding
     from posgen.train.config import Grid, expand
@@ -51,9 +56,9 @@ def expand_grid() -> Callable[[dict], list]:
 
 
 @pytest.fixture(scope="session")
-def new_sweep(sweep_grid, expand_grid) -> Callable[..., object]:
-    """``new_sweep(root, ["rope", "yarn"])``: a sweep folder holding the grid's runs (none
-    trained), and its one training's key."""
+def new_sweep(sweep_grid, expand_grid):
+    """``new_sweep(root, ["rope", "yarn"])``: a sweep folder of the grid's untrained runs (one
+    training) and that training's key."""
     from posgen.train.config import jobs_of
     from posgen.train.sweep import Sweep
 
@@ -67,9 +72,9 @@ def new_sweep(sweep_grid, expand_grid) -> Callable[..., object]:
 
 
 @pytest.fixture(scope="session")
-def run_bytes() -> Callable[[Path], dict[str, object]]:
-    """``run_bytes(folder)``: every file of a run folder, bytes, but metrics.jsonl and
-    results.json parsed and without timings."""
+def run_bytes():
+    """``run_bytes(folder)``: a run folder's files, bytes, but metrics.jsonl and results.json
+    parsed and without timings."""
 
     def read(folder: Path) -> dict[str, object]:
         files: dict[str, object] = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
@@ -83,7 +88,7 @@ def run_bytes() -> Callable[[Path], dict[str, object]]:
 
 
 @pytest.fixture(scope="session")
-def sweep_bytes(run_bytes) -> Callable[[object], dict[str, dict[str, object]]]:
+def sweep_bytes(run_bytes):
     """``sweep_bytes(sweep)``: ``run_bytes`` of each recorded run, by run key."""
     return lambda sweep: {run.key: run_bytes(sweep.run_folder(run)) for run in sweep.read().runs}
 
@@ -121,9 +126,8 @@ def sweep_copy(finished_sweep, tmp_path):
 
 
 class ForkedPopen(subprocess.Popen):
-    """``subprocess.Popen`` whose ``python [-u] -m MODULE ARGS`` children (a sweep's worker,
-    submitit's controller) are forks of this process (torch imported once) running MODULE as
-    ``__main__`` as a fresh interpreter would; other commands run as they would."""
+    """``Popen`` whose ``python [-u] -m MODULE ARGS`` children are forks of this process (torch
+    imported once) running MODULE as ``__main__``; other commands run as they would."""
 
     started: ClassVar[list[str]] = []  # the modules this process ran so
 
@@ -194,15 +198,15 @@ def _run_forked(module: str, argv: list[str], streams: tuple, env, preexec) -> N
     except BaseException:
         traceback.print_exc()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(code)
 
 
 @pytest.fixture
 def forked_interpreters(monkeypatch) -> list[str]:
-    """``python -m`` children of this test are forks of it (see :class:`ForkedPopen`): the
-    modules they ran, in order."""
+    """``python -m`` children of this test are forks of it (:class:`ForkedPopen`): the modules
+    they ran, in order."""
     started: list[str] = []
     monkeypatch.setattr(ForkedPopen, "started", started)
     monkeypatch.setattr(subprocess, "Popen", ForkedPopen)

@@ -1,6 +1,7 @@
-"""``posgen sweep``: grids, run hashes, executors, status, and runs that survive being killed
-at exact points (``POSGEN_SIGNAL_AT``), in this process or in forked workers."""
+"""``posgen sweep``: grids (the shipped ones too), run hashes, the GPU path, executors, status,
+and runs that survive being killed at exact points (``POSGEN_SIGNAL_AT``), here or in workers."""
 
+# ruff: noqa: E402
 from __future__ import annotations
 
 import json
@@ -15,23 +16,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-
-from posgen import signals  # noqa: E402
-from posgen.cli.sweep import resolve_encoding, stopped_line  # noqa: E402
-from posgen.signals import Interrupted  # noqa: E402
-from posgen.store.safety import exclusive  # noqa: E402
-from posgen.train.config import Grid, expand, jobs_of, preset, stable_hash  # noqa: E402
-from posgen.train.job import train_runs  # noqa: E402
-from posgen.train.sweep import (  # noqa: E402
-    Outcome,
-    Sweep,
-    import_env,
-    job_main,
-    run_job,
-    run_states,
-)
+from posgen import signals
+from posgen.cli.sweep import resolve_encoding, stopped_line
+from posgen.signals import Interrupted
+from posgen.store.safety import exclusive
+from posgen.train.config import Grid, expand, identity, jobs_of, preset, read_grid, stable_hash
+from posgen.train.job import train_runs
+from posgen.train.sweep import Outcome, Sweep, _start, import_env, job_main, run_job, run_states
 
 ROOT = Path(__file__).resolve().parents[2]
+GRIDS = ROOT / "grids"
 
 
 def write_grid(path: Path, grid: dict) -> Path:
@@ -51,9 +45,8 @@ def test_grid_expands_seed_outermost_and_groups_pes_that_train_alike(sweep_grid,
     runs = expand_grid(sweep_grid(["rope", "yarn", "resonance", linear, "nope"], seeds=[5, 1]))
     labels = ["rope", "yarn", "resonance", "linear(factor=2)", "nope"]
     assert [(run.seed, run.pe) for run in runs] == [(s, pe) for s in (5, 1) for pe in labels]
-    jobs = [[run.pe for run in job.runs] for job in jobs_of(runs)]
     per_seed = [["rope", "yarn", "linear(factor=2)"], ["resonance"], ["nope"]]
-    assert jobs == per_seed + per_seed
+    assert [[run.pe for run in job.runs] for job in jobs_of(runs)] == per_seed + per_seed
     unseeded = expand_grid(sweep_grid(["rope"], seeds=None))  # each preset's own seeds
     assert [run.seed for run in unseeded] == [5549, 4955, 42]
 
@@ -70,17 +63,12 @@ def test_run_hash_is_stable_changes_with_every_field_and_not_with_where_the_data
     # sha256(b'{"pe":"rope","seed":1}'): a changed hash would retrain every finished run
     assert stable_hash({"seed": 1, "pe": "rope"}) == "c8d59a9e137f9512"
     overrides = base["presets"][0]["overrides"]
-    variants = [
-        base,
-        {**base, "seeds": [4]},
-        {**base, "pes": ["resonance"]},
-        {**base, "pes": [{"name": "linear", "parameters": {"factor": 2}}]},
-        {**base, "pes": [{"name": "linear", "parameters": {"factor": 3}}]},
-        {**base, "presets": [{"name": "cpu", "overrides": {**overrides, "epochs": 3}}]},
-        {**base, "presets": [{"name": "paper", "overrides": overrides}]},
-    ]
-    keys = {expand_grid(grid)[0].key for grid in variants}
-    assert len(keys) == len(variants)
+    linear = [{"name": "linear", "parameters": {"factor": f}} for f in (2, 3)]
+    variants = [base, {**base, "seeds": [4]}, {**base, "pes": ["resonance"]},
+                {**base, "pes": linear[:1]}, {**base, "pes": linear[1:]},
+                {**base, "presets": [{"name": "cpu", "overrides": {**overrides, "epochs": 3}}]},
+                {**base, "presets": [{"name": "paper", "overrides": overrides}]}]  # fmt: skip
+    assert len({expand_grid(grid)[0].key for grid in variants}) == len(variants)
 
 
 def test_all_is_every_registered_pe_and_builtin_leaves_plugins_out(sweep_grid):
@@ -110,90 +98,135 @@ def test_one_training_for_rope_yarn_and_linear_writes_what_separate_runs_write(
 
 
 def test_a_grid_naming_rope_twice_one_with_its_default_spelled_out_makes_one_run(
-    recorded,
-    tiny_training_dataset,
+    recorded, tiny_training_dataset
 ):
-    spelled = {"name": "rope", "parameters": {"rope_theta": 10000}}
+    pes = ["rope", {"name": "rope", "parameters": {"rope_theta": 10000}}]
     body = {"datasets": [str(tiny_training_dataset)], "configs": ["cot"], "seeds": [1]}
-    grid = Grid.model_validate({**body, "pes": ["rope", spelled]})
-    runs = expand(grid, resolve_encoding)
+    runs = expand(Grid.model_validate({**body, "pes": pes}), resolve_encoding)
     with recorded("bad_input", "class 11: a grid of rope and rope with rope_theta=10000"):
         assert [run.pe for run in runs] == ["rope"]
+
+
+# --- the GPU path (several runs on one device, bf16) and the shipped grids -------------------
+
+
+def test_several_workers_share_one_gpu(tmp_path, monkeypatch):
+    seen = []
+
+    class Popen:
+        def __init__(self, command, **kwargs):
+            seen.append(kwargs["env"].get("CUDA_VISIBLE_DEVICES"))
+
+    monkeypatch.setattr(subprocess, "Popen", Popen)
+    sweep = Sweep(tmp_path / "S")
+    sweep.logs.mkdir(parents=True)
+    job = type("Job", (), {"key": "k"})()
+    for slot in range(3):
+        _start(sweep, job, slot, ["0"])
+    assert seen == ["0", "0", "0"]
+
+
+def test_bf16_off_leaves_every_run_name_as_it_was():
+    config = preset("cpu")
+    named = identity("d", "s", "cot", "cpu", config, 1, pe="rope")
+    assert "bf16" not in named["train"]
+    assert stable_hash(named) == stable_hash(
+        {**named, "train": config.model_dump(mode="json", exclude={"bf16"})}
+    )
+    on = identity("d", "s", "cot", "cpu", preset("cpu", bf16=True), 1, pe="rope")
+    assert on["train"]["bf16"] is True and stable_hash(on) != stable_hash(named)
+
+
+def test_the_grids_in_the_repo_and_the_readme_grid_are_valid_grids(tmp_path):
+    from posgen.encodings import available
+
+    paper = ["rope", "yarn", "resonance", "resonance_yarn"]
+    assert [pe.name for pe in read_grid(GRIDS / "paper.toml").pes] == paper
+    built_in = {name for name, pe in available().items() if pe.source == "built-in"}
+    assert set(paper) < built_in  # results.toml's "builtin" has the paper's four too
+    grid = read_grid(GRIDS / "results.toml")  # make results: posgen-v1, no posgen-v2, one seed
+    assert [p.name for p in grid.datasets] == ["posgen-v1"]
+    assert grid.pes == "builtin"
+    assert grid.seeds == [5549]  # three seeds do not fit the 3-hour budget on 2 cores
+    assert [(p.name, p.overrides) for p in grid.presets] == [("cpu", {})]
+    paper = read_grid(GRIDS / "results-paper.toml")
+    assert [p.name for p in paper.datasets] == ["paper"]
+    assert {pe.name for pe in paper.pes} == {"rope", "yarn", "linear", "llama3"} | {
+        f"resonance{suffix}" for suffix in ("", "_yarn", "_linear", "_llama3")
+    }
+    assert (paper.seeds, paper.presets) == (grid.seeds, grid.presets)
+    assert preset("cpu").seeds == [5549, 4955, 42]
+    every = read_grid(GRIDS / "results-all.toml")
+    assert [p.name for p in every.datasets] == ["posgen-v1", "posgen-v2", "paper"]
+    assert every.pes == "all"
+    section = (ROOT / "README.md").read_text().split("### Sweeps", 1)[1]
+    (tmp_path / "readme.toml").write_text(section.split("```toml\n", 1)[1].split("```", 1)[0])
+    assert read_grid(tmp_path / "readme.toml").slurm.max_parallel == 20
+
+
+def test_paper_gpu_grid_is_the_paper_preset_on_cot_rope_against_resonance_one_seed(
+    tiny_training_dataset,
+):
+    grid = read_grid(GRIDS / "paper-gpu.toml")
+    assert [p.name for p in grid.datasets] == ["paper"]
+    assert grid.configs == ["cot"]
+    assert [pe.name for pe in grid.pes] == ["rope", "resonance"]
+    assert grid.seeds == [5549]
+    (entry,) = grid.presets
+    config = entry.resolved()
+    paper = preset("paper")
+    assert entry.name == "paper" and config.bf16 and config.epochs == 60 < paper.epochs
+    assert config.model_dump(exclude={"epochs", "bf16"}) == paper.model_dump(
+        exclude={"epochs", "bf16"}
+    )
+    here = grid.model_copy(update={"datasets": [tiny_training_dataset]})
+    runs = expand(here, resolve_encoding)
+    assert len(runs) == 2 and len(jobs_of(runs)) == 2  # two trainings side by side
 
 
 # --- bad grid files, flags and missing extras: one error line, nothing written ------------------
 
 
-BAD_GRIDS = {  # case -> (the change of the tiny grid, flags, the error line; {g}: the grid)
-    "pe, not pes": ({"pe": ["rope"]}, [], "pe: Extra inputs are not permitted"),
-    "pes repeat": ({"pes": ["rope", "rope"]}, [], "pes repeat"),
-    "unknown pe": (
-        {"pes": ["rope", "no_such_pe"]},
-        [],
-        "pes.1: unknown position encoding 'no_such_pe'",
-    ),
-    "unknown parameter": (
-        {"pes": [{"name": "linear", "parameters": {"nope": 1}}]},
-        [],
-        "linear has no such parameter",
-    ),
-    "randomised": (
-        {"pes": [{"name": "rope", "randomised": 9}]},
-        [],
-        "pes: 0.randomised: Extra inputs",
-    ),
-    "pes every": ({"pes": "every"}, [], "pes: use a list of encodings"),
-    "no pes": ({"pes": []}, [], "pes: Value should have at least 1 item"),
-    "seed -1": ({"seeds": [-1]}, [], "seed -1 is outside"),
-    "preset gpu": ({"presets": [{"name": "gpu"}]}, [], "unknown preset 'gpu'"),
-    "lr 0": (
-        {"presets": [{"name": "cpu", "overrides": {"lr": 0}}]},
-        [],
-        "overrides.lr: Input should be",
-    ),
-    "seeds overridden": (
-        {"presets": [{"name": "cpu", "overrides": {"seeds": [1]}}]},
-        [],
-        "seeds are set by",
-    ),
-    "slurm gpus -1": (
-        {"slurm": {"gpus": -1}},
-        [],
-        "slurm.gpus: Input should be greater than or equal to 0",
-    ),
-    "no dataset": ({"datasets": ["no/such/folder"]}, [], "datasets.0:"),
-    "no config": ({"configs": ["nocfg"]}, [], "has no config nocfg"),
-    "--partition, local": (
-        {},
-        ["--partition", "gpu"],
-        "error: --partition: for --executor slurm or submitit-local only",
-    ),
-    "--jobs, slurm": (
-        {},
-        ["--executor", "slurm", "--jobs", "2"],
-        "error: --jobs: for --executor local only",
-    ),
-    "--gpus -1": (
-        {},
-        ["--executor", "slurm", "--gpus", "-1"],
-        "error: --gpus: Input should be greater than",
-    ),
+def cpu(**overrides) -> dict:
+    return {"presets": [{"name": "cpu", "overrides": overrides}]}
+
+
+BAD_GRIDS = {  # case -> (the change of the tiny grid, the error line ({g}: the grid), *flags)
+    "pe, not pes": ({"pe": ["rope"]}, "pe: Extra inputs are not permitted"),
+    "pes repeat": ({"pes": ["rope", "rope"]}, "pes repeat"),
+    "unknown pe": ({"pes": ["rope", "no_such_pe"]},
+                   "pes.1: unknown position encoding 'no_such_pe'"),
+    "unknown parameter": ({"pes": [{"name": "linear", "parameters": {"nope": 1}}]},
+                          "linear has no such parameter"),
+    "randomised": ({"pes": [{"name": "rope", "randomised": 9}]}, "pes: 0.randomised: Extra inputs"),
+    "pes every": ({"pes": "every"}, "pes: use a list of encodings"),
+    "no pes": ({"pes": []}, "pes: Value should have at least 1 item"),
+    "seed -1": ({"seeds": [-1]}, "seed -1 is outside"),
+    "preset gpu": ({"presets": [{"name": "gpu"}]}, "unknown preset 'gpu'"),
+    "lr 0": (cpu(lr=0), "overrides.lr: Input should be"),
+    "seeds overridden": (cpu(seeds=[1]), "seeds are set by"),
+    "slurm gpus -1": ({"slurm": {"gpus": -1}},
+                      "slurm.gpus: Input should be greater than or equal to 0"),
+    "no dataset": ({"datasets": ["no/such/folder"]}, "datasets.0:"),
+    "no config": ({"configs": ["nocfg"]}, "has no config nocfg"),
+    "--partition, local": ({}, "error: --partition: for --executor slurm or submitit-local only",
+                           "--partition", "gpu"),
+    "--jobs, slurm": ({}, "error: --jobs: for --executor local only",
+                      "--executor", "slurm", "--jobs", "2"),
+    "--gpus -1": ({}, "error: --gpus: Input should be greater than",
+                  "--executor", "slurm", "--gpus", "-1"),
     # issue 27, class 11: lax values are refused when the grid is read
-    "seeds = [true]": ({"seeds": [True]}, [], "{g}: seeds.0"),
-    "seeds = [false, 1]": ({"seeds": [False, 1]}, [], "{g}: seeds.0"),
-    "seeds = [1.0]": ({"seeds": [1.0]}, [], "{g}: seeds.0"),
-    'seeds = ["1"]': ({"seeds": ["1"]}, [], "{g}: seeds.0"),
-    'slurm time_min = "600"': ({"slurm": {"time_min": "600"}}, [], "{g}: slurm.time_min"),
-    "slurm gpus = true": ({"slurm": {"gpus": True}}, [], "{g}: slurm.gpus"),
-}
+    "seeds = [true]": ({"seeds": [True]}, "{g}: seeds.0"),
+    "seeds = [false, 1]": ({"seeds": [False, 1]}, "{g}: seeds.0"),
+    "seeds = [1.0]": ({"seeds": [1.0]}, "{g}: seeds.0"),
+    'seeds = ["1"]': ({"seeds": ["1"]}, "{g}: seeds.0"),
+    'slurm time_min = "600"': ({"slurm": {"time_min": "600"}}, "{g}: slurm.time_min"),
+    "slurm gpus = true": ({"slurm": {"gpus": True}}, "{g}: slurm.gpus"),
+}  # fmt: skip
 LAX = [("epochs", "3"), ("epochs", True), ("epochs", 3.0), ("lr", "0.001"), ("lr", True)]
 LAX += [("max_steps", "2"), ("batch_size", 32.0)]
 BAD_GRIDS |= {
-    f"{name} = {json.dumps(value)}": (
-        {"presets": [{"name": "cpu", "overrides": {name: value}}]},
-        [],
-        f"{{g}}: presets.0.overrides.{name}",
-    )
+    f"{name} = {json.dumps(value)}": (cpu(**{name: value}), f"{{g}}: presets.0.overrides.{name}")
     for name, value in LAX
 }
 
@@ -202,7 +235,7 @@ BAD_GRIDS |= {
 def test_bad_grid_or_executor_flag_is_one_error_line_exit_2_and_nothing_written(
     assert_clean_error, cli, recorded, sweep_grid, tmp_path, case
 ):
-    change, flags, message = BAD_GRIDS[case]
+    change, message, *flags = BAD_GRIDS[case]
     grid = write_grid(tmp_path / "g.json", {**sweep_grid(["rope"]), **change})
     result = cli("sweep", str(grid), "--out", str(tmp_path / "S"), *flags)
     with recorded("bad_input", f"grid {case}"):
@@ -214,8 +247,7 @@ def test_bad_grid_or_executor_flag_is_one_error_line_exit_2_and_nothing_written(
 def test_grid_file_that_is_not_toml_is_one_error_line(assert_clean_error, cli, tmp_path):
     grid = tmp_path / "g.toml"
     grid.write_text("pes = [")
-    result = cli("sweep", str(grid), "--out", str(tmp_path / "S"))
-    line = assert_clean_error(result, 2)
+    line = assert_clean_error(cli("sweep", str(grid), "--out", str(tmp_path / "S")), 2)
     assert line.startswith(f"error: grid file {grid} is not valid TOML")
 
 
@@ -230,12 +262,10 @@ def test_out_that_is_some_other_folder_is_refused(assert_clean_error, cli, sweep
 
 @pytest.mark.parametrize(
     ("hidden", "executor", "hint"),
-    [
-        ("submitit", "submitit-local", "--executor submitit-local needs submitit"),
-        ("submitit", "slurm", "--executor slurm needs submitit"),
-        ("torch", "local", "training needs the train extra"),
-    ],
-)
+    [("submitit", "submitit-local", "--executor submitit-local needs submitit"),
+     ("submitit", "slurm", "--executor slurm needs submitit"),
+     ("torch", "local", "training needs the train extra")],
+)  # fmt: skip
 def test_missing_extra_is_one_error_line_exit_2(
     assert_clean_error, cli, sweep_grid, tmp_path, monkeypatch, hidden, executor, hint
 ):
@@ -252,21 +282,11 @@ def test_missing_extra_is_one_error_line_exit_2(
 
 
 def test_a_local_sweep_stopped_by_signals_resumes_restores_damage_then_skips_finished_runs(
-    assert_clean_error,
-    cli,
-    recorded,
-    sweep_grid,
-    expand_grid,
-    tmp_path,
-    reference,
-    run_bytes,
-    monkeypatch,
-    forked_interpreters,
-):
-    """One sweep folder through each way a local sweep (worker processes) ends: SIGTERM to
-    the sweep before the first checkpoint (passed on to the worker), SIGTERM in a worker, a
-    rerun with ``--jobs 2`` that resumes the training and retrains a damaged run folder, and
-    a rerun with nothing left to train."""
+    assert_clean_error, cli, recorded, sweep_grid, expand_grid, tmp_path, reference, run_bytes,
+    hook, forked_interpreters,
+):  # fmt: skip
+    """SIGTERM to the sweep before the first checkpoint (passed on to the worker), SIGTERM in a
+    worker, a ``--jobs 2`` rerun that resumes and retrains a damaged run, a rerun of nothing."""
     grid = write_grid(tmp_path / "g.json", sweep_grid(["rope", "yarn", "nope"]))
     out = tmp_path / "S"
     args = ["sweep", str(grid), "--out", str(out)]
@@ -276,7 +296,7 @@ def test_a_local_sweep_stopped_by_signals_resumes_restores_damage_then_skips_fin
     run_job(out, nope.job)  # a training of its own, finished: damaged before the last rerun
     finished = run_bytes(sweep.run_folder(nope))
 
-    monkeypatch.setenv(signals.HOOK_ENV, "load:SIGTERM@parent")  # before the first step
+    hook("load:SIGTERM@parent")  # before the first step
     stopped = cli(*args)
     with recorded("kill", "issue 27 class 10: sweep stopped before its first checkpoint"):
         line = assert_clean_error(stopped, 143, "before their first checkpoint", "start them over")
@@ -286,7 +306,7 @@ def test_a_local_sweep_stopped_by_signals_resumes_restores_damage_then_skips_fin
         assert "checkpoint kept" not in stopped.stderr
         assert not any((out / "work").glob("*/checkpoint.pt"))
 
-    monkeypatch.setenv(signals.HOOK_ENV, "step:3:SIGTERM")  # in the worker, mid-epoch 2
+    hook("step:3:SIGTERM")  # in the worker, mid-epoch 2
     stopped = cli(*args)
     line = assert_clean_error(stopped, 1)
     assert line == stopped.output.strip().splitlines()[-1]
@@ -296,7 +316,7 @@ def test_a_local_sweep_stopped_by_signals_resumes_restores_damage_then_skips_fin
     )
     assert states(sweep)["rope"] == ("waiting", "resumes at epoch 2, step 3")
 
-    monkeypatch.delenv(signals.HOOK_ENV)
+    hook(None)
     (sweep.run_folder(nope) / "predictions.parquet").unlink()
     status = cli("sweep", "--status", out)
     assert status.stdout.splitlines()[-1] == "3 runs: 0 done, 0 running, 0 failed, 3 waiting"
@@ -319,16 +339,11 @@ def test_a_local_sweep_stopped_by_signals_resumes_restores_damage_then_skips_fin
 
 @pytest.mark.parametrize(
     ("resumable", "said"),
-    [
-        (2, "stopped; rerun the same command to resume them from their checkpoints"),
-        (0, "stopped before their first checkpoint; rerun the same command to start them over"),
-        (
-            1,
-            "stopped (1 with a checkpoint, 1 before its first); rerun the same command to "
-            "resume or start them over",
-        ),
-    ],
-)
+    [(2, "stopped; rerun the same command to resume them from their checkpoints"),
+     (0, "stopped before their first checkpoint; rerun the same command to start them over"),
+     (1, "stopped (1 with a checkpoint, 1 before its first); rerun the same command to "
+         "resume or start them over")],
+)  # fmt: skip
 def test_a_stopped_local_sweep_says_which_trainings_resume(resumable, said):
     outcome = Outcome(interrupted=["a", "b"], resumable=["a", "b"][:resumable])
     assert stopped_line(outcome) == f"2 trainings {said}"
@@ -355,19 +370,15 @@ print(taken)
 
 
 def test_a_worker_started_as_a_fresh_interpreter_names_a_folder_that_is_no_sweep(tmp_path):
-    """The other tests fork their workers; this one starts ``python -m posgen.train.sweep``
-    as the sweep does, from a fresh interpreter, in a folder holding a decoy ``posgen/``
-    (another checkout): the worker imports the sweep's posgen; one error line, exit 2."""
+    """Started as the sweep starts it, in a folder holding a decoy ``posgen/`` (another
+    checkout): the worker imports the sweep's posgen; one error line, exit 2."""
     decoy = tmp_path / "checkout"
     (decoy / "posgen").mkdir(parents=True)
     (decoy / "posgen" / "__init__.py").write_text("raise SystemExit('the decoy was imported')")
     done = subprocess.run(
         [sys.executable, "-m", "posgen.train.sweep", str(tmp_path), "0123456789abcdef"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **import_env()},
-        cwd=decoy,
-    )
+        capture_output=True, text=True, env={**os.environ, **import_env()}, cwd=decoy,
+    )  # fmt: skip
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr.splitlines() == [
         f"error: 0123456789abcdef: {tmp_path} is not a sweep folder (no sweep.json)"
@@ -375,9 +386,8 @@ def test_a_worker_started_as_a_fresh_interpreter_names_a_folder_that_is_no_sweep
 
 
 def test_a_worker_sees_the_signal_its_sweep_passes_back_however_early_it_comes():
-    """The ``SIGNAL@parent`` hook: the sweep's answer may come before the worker waits (a
-    loaded machine makes that likely) and be taken by any of the worker's threads; the
-    worker's handler still runs, once."""
+    """``SIGNAL@parent``: the sweep's answer may come before the worker waits and be taken by
+    any of the worker's threads; the worker's handler still runs, once."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), signals.HOOK_ENV: "step:1:SIGTERM@parent"}
     done = subprocess.run(
         [sys.executable, "-c", PASSED_BACK_AT_ONCE], env=env, capture_output=True, text=True
@@ -387,13 +397,12 @@ def test_a_worker_sees_the_signal_its_sweep_passes_back_however_early_it_comes()
 
 
 def test_submitit_local_executor_runs_a_two_run_grid_end_to_end_through_a_preemption(
-    cli, sweep_grid, tmp_path, reference, sweep_bytes, monkeypatch, forked_interpreters
+    cli, sweep_grid, tmp_path, reference, sweep_bytes, hook, forked_interpreters
 ):
     pytest.importorskip("submitit")
     grid = write_grid(tmp_path / "g.json", sweep_grid(["rope", "yarn"]))
     out = tmp_path / "S"
-    # submitit's preemption signal after step 2: checkpoint, requeue, resume, finish
-    monkeypatch.setenv(signals.HOOK_ENV, "step:2:SIGUSR2")
+    hook("step:2:SIGUSR2")  # submitit's preemption signal: checkpoint, requeue, resume, finish
     args = ["sweep", str(grid), "--out", str(out), "--executor", "submitit-local"]
     result = cli(*args, "--time-min", "30")
     assert result.exit_code == 0, result.output
@@ -419,19 +428,19 @@ RESUMES += [([pe], "step:3") for pe in OWN_STATE]  # encodings with a state of t
 
 @pytest.mark.parametrize(("pes", "point"), RESUMES)
 def test_sigterm_checkpoints_and_the_rerun_writes_the_same_bytes(
-    new_sweep, sweep_bytes, tmp_path, reference, monkeypatch, pes, point
+    new_sweep, sweep_bytes, tmp_path, reference, hook, pes, point
 ):
     if pes != ["rope", "yarn"]:  # the reference: the same sweep, never stopped
         whole, job = new_sweep(tmp_path / "whole", pes)
         run_job(whole.root, job)
         reference = sweep_bytes(whole)
     sweep, job = new_sweep(tmp_path / "S", pes)
-    monkeypatch.setenv(signals.HOOK_ENV, f"{point}:SIGTERM")
+    hook(f"{point}:SIGTERM")
     with pytest.raises(Interrupted):
         run_job(sweep.root, job)
     assert (sweep.work(job) / "checkpoint.pt").is_file()
     assert {state for state, _ in states(sweep).values()} <= {"waiting", "done"}
-    monkeypatch.delenv(signals.HOOK_ENV)
+    hook(None)
     run_job(sweep.root, job)
     assert sweep_bytes(sweep) == reference
     assert not sweep.work(job).exists()
@@ -439,9 +448,8 @@ def test_sigterm_checkpoints_and_the_rerun_writes_the_same_bytes(
 
 @pytest.fixture
 def forked_worker(fork_child):
-    """``forked_worker(sweep, job, hook)``: a worker (:func:`job_main`, as ``python -m
-    posgen.train.sweep SWEEP JOB`` runs it) forked from this process with ``hook`` set; its pid
-    and the read end of its output."""
+    """``forked_worker(sweep, job, hook)``: a worker (``job_main``) forked with ``hook`` set; its
+    pid and the read end of its output."""
 
     def start(sweep: Sweep, job: str, hook: str) -> tuple[int, int]:
         def work() -> None:
@@ -461,7 +469,6 @@ def exit_code(pid: int) -> int:
 def test_sigkill_leaves_no_finished_looking_folder_and_the_next_run_resumes(
     new_sweep, sweep_bytes, forked_worker, tmp_path, reference, point
 ):
-    """A worker SIGKILLed mid-step, mid-checkpoint and while writing the second run folder."""
     sweep, job = new_sweep(tmp_path / "S")
     pid, output = forked_worker(sweep, job, f"{point}:SIGKILL")
     assert exit_code(pid) == -signal.SIGKILL
@@ -504,16 +511,9 @@ def test_status_names_a_failed_training_with_its_reason(new_sweep, tmp_path):
 
 
 def test_posgen_train_stopped_and_resumed_writes_what_the_sweep_writes(
-    assert_clean_error,
-    cli,
-    sweep_grid,
-    expand_grid,
-    tiny_training_dataset,
-    tmp_path,
-    reference,
-    run_bytes,
-    monkeypatch,
-):
+    assert_clean_error, cli, sweep_grid, expand_grid, tiny_training_dataset, reference, hook,
+    run_bytes, tmp_path,
+):  # fmt: skip
     """The stop itself and the resume's messages: tests/cli/test_interrupts.py."""
     grid = sweep_grid(["yarn"])
     (run,) = expand_grid(grid)
@@ -521,9 +521,9 @@ def test_posgen_train_stopped_and_resumed_writes_what_the_sweep_writes(
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in grid["presets"][0]["overrides"].items()]
     data = ["--data", str(tiny_training_dataset), "--config", "recursive"]
     args = ["train", *data, "--pe", "yarn", "--seed", "3", *flags, "--out", str(out), "-q"]
-    monkeypatch.setenv(signals.HOOK_ENV, "step:2:SIGTERM")
+    hook("step:2:SIGTERM")
     assert_clean_error(cli(*args), 143, "interrupted by SIGTERM; checkpoint kept in ")
-    monkeypatch.delenv(signals.HOOK_ENV)
+    hook(None)
     resumed = cli(*args)
     assert resumed.exit_code == 0, resumed.output
     assert run_bytes(out) == reference[run.key]

@@ -1,9 +1,14 @@
-"""Grids refused when read (too many runs, bad encodings: before torch and the sweep folder),
-damaged checkpoints, and a sweep stopped while it waits on submitit (issue 27, classes 4-8, 10)."""
+"""Issue 27, classes 4-10: grids refused when read (too many runs, bad encodings: before torch
+and the sweep folder), damaged checkpoints, a sweep stopped while it waits on submitit, and run
+folders done only when whole and their own (else set aside and trained again), a damaged
+``sweep.json`` one error line."""
 
+# ruff: noqa: E402
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -11,18 +16,18 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from posgen.cli.sweep import resolve_encoding  # noqa: E402
-from posgen.signals import Interrupted  # noqa: E402
-from posgen.train.config import MAX_RUNS, GridError, expand, read_grid  # noqa: E402
+from posgen.cli.sweep import resolve_encoding
+from posgen.signals import Interrupted
+from posgen.train.config import MAX_RUNS, GridError, expand, read_grid
+from posgen.train.job import CHECKPOINT, DamagedCheckpoint
+from posgen.train.sweep import run_job, run_states
 
 TINY = "{ layers = 1, hidden = 16, heads = 2, intermediate = 32, batch_size = 32, epochs = 1 }"
-DATA = "<the tiny dataset>"
-"""Stands for the tiny dataset's path (as JSON) in a grid's text."""
+DATA = "<the tiny dataset>"  # stands for the tiny dataset's path (as JSON) in a grid's text
 
 
 def toml_grid(pes: str, seeds: str = "[3]") -> str:
-    """A TOML grid: ``pes`` and ``seeds`` as TOML text, the recursive config, one cpu preset
-    (tiny model)."""
+    """A TOML grid of ``pes`` and ``seeds`` (TOML text), the recursive config, the tiny model."""
     return (
         f'datasets = [{DATA}]\nconfigs = ["recursive"]\npes = {pes}\nseeds = {seeds}\n'
         f'[[presets]]\nname = "cpu"\noverrides = {TINY}\n'
@@ -32,6 +37,10 @@ def toml_grid(pes: str, seeds: str = "[3]") -> str:
 def written(path: Path, text: str, data: Path) -> Path:
     path.write_text(text.replace(DATA, json.dumps(str(data))))
     return path
+
+
+def pe(name: str, parameters: str) -> str:
+    return f'{{ name = "{name}", parameters = {{ {parameters} }} }}'
 
 
 @pytest.fixture
@@ -63,7 +72,7 @@ def bomb(datasets: int, configs: int, pes: str, seeds: int, presets: int) -> str
 
 # --- refused when read: before torch is imported and the sweep folder made --------------------
 
-LINEAR = ", ".join(f'{{ name = "linear", parameters = {{ factor = {n} }} }}' for n in range(1, 201))
+LINEAR = ", ".join(pe("linear", f"factor = {n}") for n in range(1, 201))
 BOMBS = {  # class 7: a small grid that expands without bound
     "the issue's 1,000 seeds x 60 presets x all x 2 configs": (1, 2, '"all"', 1000, 60),
     "1,000 seeds x 64 presets x 2 encodings": (1, 0, '["rope", "yarn"]', 1000, 64),
@@ -71,55 +80,38 @@ BOMBS = {  # class 7: a small grid that expands without bound
     "200 encodings x 101 seeds": (1, 0, f"[{LINEAR}]", 101, 1),
 }
 BAD_PARAMETERS = {  # classes 5 and 8: a TOML encoding table, a fragment of the error line
-    "llama3 low_freq_factor 0": ('{ name = "llama3", parameters = { low_freq_factor = 0 } }', ""),
-    "linear factor 0": ('{ name = "linear", parameters = { factor = 0 } }', "at least"),
-    "linear factor nan": ('{ name = "linear", parameters = { factor = nan } }', "finite"),
-    "linear factor inf": ('{ name = "linear", parameters = { factor = inf } }', "finite"),
-    "linear factor true": ('{ name = "linear", parameters = { factor = true } }', "true or"),
-    "linear factor abc": ('{ name = "linear", parameters = { factor = "abc" } }', "number"),
-    "linear factor [1, 2]": ('{ name = "linear", parameters = { factor = [1, 2] } }', "number"),
-    "yarn factor 0.5": ('{ name = "yarn", parameters = { factor = 0.5 } }', "at least 1"),
-    "yarn beta_fast -1": ('{ name = "yarn", parameters = { beta_fast = -1 } }', "greater"),
-    "rope rope_theta 0": ('{ name = "rope", parameters = { rope_theta = 0 } }', "greater"),
-    "proportional partial_rotary_factor 2": (
-        '{ name = "proportional", parameters = { partial_rotary_factor = 2 } }',
-        "at most 1",
-    ),
+    "llama3 low_freq_factor 0": (pe("llama3", "low_freq_factor = 0"), ""),
+    "linear factor 0": (pe("linear", "factor = 0"), "at least"),
+    "linear factor nan": (pe("linear", "factor = nan"), "finite"),
+    "linear factor inf": (pe("linear", "factor = inf"), "finite"),
+    "linear factor true": (pe("linear", "factor = true"), "true or"),
+    "linear factor abc": (pe("linear", 'factor = "abc"'), "number"),
+    "linear factor [1, 2]": (pe("linear", "factor = [1, 2]"), "number"),
+    "yarn factor 0.5": (pe("yarn", "factor = 0.5"), "at least 1"),
+    "yarn beta_fast -1": (pe("yarn", "beta_fast = -1"), "greater"),
+    "rope rope_theta 0": (pe("rope", "rope_theta = 0"), "greater"),
+    "proportional partial_rotary_factor 2": (pe("proportional", "partial_rotary_factor = 2"),
+                                             "at most 1"),
     "--pe :NAME": ('":NAME"', "package.module:NAME"),
     "--pe ../dir/mod:NAME": ('"../dir/mod:NAME"', "not a file path"),
-}
+}  # fmt: skip
 REPEATED = {  # class 4: an encoding gives one parameter twice (TOML refuses it itself)
     "g.json": f'{{"datasets": [{DATA}], "pes": [{{"name": "linear", '
     '"parameters": {"factor": 2, "factor": 3}}]}',
     "g.yaml": f"datasets: [{DATA}]\npes:\n  - name: linear\n"
-    "    parameters: {factor: 2, factor: 3}\n",
-    "g.toml": f'datasets = [{DATA}]\npes = [{{ name = "linear", parameters = {{ factor = 2, '
-    "factor = 3 } }]\n",
-}
+              "    parameters: {factor: 2, factor: 3}\n",
+    "g.toml": f"datasets = [{DATA}]\npes = [{pe('linear', 'factor = 2, factor = 3')}]\n",
+}  # fmt: skip
 WHEN_READ = {  # case -> (what the summary counts it as, the grid file, its text, fragments)
-    **{
-        f"issue 27 class 7: {case}": (
-            "bomb",
-            "g.toml",
-            bomb(*sizes),
-            [f"more than the limit of {MAX_RUNS:,}"],
-        )
-        for case, sizes in BOMBS.items()
-    },
-    **{
-        f"issue 27 class 8: grid {case}": (
-            "bad_input",
-            "g.toml",
-            toml_grid(f'["rope", {table}]'),
-            ["pes: 1", fragment],
-        )
-        for case, (table, fragment) in BAD_PARAMETERS.items()
-    },
-    **{
-        f"issue 27 class 4: factor given twice in {name}": ("bad_input", name, text, ["factor"])
-        for name, text in REPEATED.items()
-    },
-}
+    **{f"issue 27 class 7: {case}": ("bomb", "g.toml", bomb(*sizes),
+                                     [f"more than the limit of {MAX_RUNS:,}"])
+       for case, sizes in BOMBS.items()},
+    **{f"issue 27 class 8: grid {case}": ("bad_input", "g.toml", toml_grid(f'["rope", {table}]'),
+                                          ["pes: 1", fragment])
+       for case, (table, fragment) in BAD_PARAMETERS.items()},
+    **{f"issue 27 class 4: factor given twice in {name}": ("bad_input", name, text, ["factor"])
+       for name, text in REPEATED.items()},
+}  # fmt: skip
 
 
 def _in_the_way(folder: Path, part: str, link: bool) -> None:
@@ -132,21 +124,15 @@ def _in_the_way(folder: Path, part: str, link: bool) -> None:
 BEFORE_TRAINING = {  # what every worker would fail on -> (make the case, fragments)
     "a run that does not fit in memory": (
         lambda mp, sweep: mp.setattr("posgen.cli.sweep.available_bytes", lambda: 2**20),
-        ["recursive (cpu)", "1.0 MiB is available", "grid's preset", "--force"],
-    ),
+        ["recursive (cpu)", "1.0 MiB is available", "grid's preset", "--force"]),
     "bf16 with no CUDA device": (
         lambda mp, sweep: mp.setattr(torch.cuda, "is_available", lambda: False),
-        ["bf16 = true needs a CUDA device"],
-    ),
+        ["bf16 = true needs a CUDA device"]),
     "runs of the sweep folder a file": (
-        lambda mp, sweep: _in_the_way(sweep, "runs", link=False),
-        ["runs is a file"],
-    ),
+        lambda mp, sweep: _in_the_way(sweep, "runs", link=False), ["runs is a file"]),
     "logs of the sweep folder a link": (
-        lambda mp, sweep: _in_the_way(sweep, "logs", link=True),
-        ["logs is a link"],
-    ),
-}
+        lambda mp, sweep: _in_the_way(sweep, "logs", link=True), ["logs is a link"]),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(BEFORE_TRAINING))
@@ -198,14 +184,13 @@ def test_all_encodings_are_counted_before_expansion(recorded, tiny_training_data
 
 AFTER_IMPORT = {  # refused when the grid is expanded: after the import, before any run
     "llama3 high_freq_factor = low_freq_factor": (
-        '{ name = "llama3", parameters = { low_freq_factor = 2, high_freq_factor = 2 } }',
-        "high_freq_factor must be greater",
-    ),
+        pe("llama3", "low_freq_factor = 2, high_freq_factor = 2"),
+        "high_freq_factor must be greater"),
     "plugin returning None frequencies": ('"h27plugins:NONE"', "h27_none"),
     "plugin with a bias of rank 2": ('"h27plugins:RANK"', "h27plugins:RANK"),
     "plugin raising on import": ('"h27raises:X"', "boom"),
     "plugin calling sys.exit(3) on import": ('"h27exits:X"', "SystemExit: 3"),
-}
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(AFTER_IMPORT))
@@ -252,9 +237,6 @@ CHECKPOINTS = {"empty": b"", "garbage without a checksum": b"PK\x03\x04 not a ch
 def test_a_sweep_names_a_damaged_checkpoint_and_never_resumes_it(
     recorded, new_sweep, tmp_path, case
 ):
-    from posgen.train.job import CHECKPOINT, DamagedCheckpoint
-    from posgen.train.sweep import run_job, run_states
-
     sweep, job = new_sweep(tmp_path / "S", ["rope"])
     work = sweep.work(job)
     work.mkdir(parents=True)
@@ -268,3 +250,126 @@ def test_a_sweep_names_a_damaged_checkpoint_and_never_resumes_it(
         assert str(work / CHECKPOINT) in state.detail and "not resumed" in state.detail
         assert (work / CHECKPOINT).read_bytes() == CHECKPOINTS[case]
         assert not sweep.run_folder(state.run).exists()
+
+
+# --- class 9: a run folder is done only when whole and its own; sweep.json is checked ------------
+
+
+def _delete(name: str):
+    return lambda folder, other: (folder / name).unlink()
+
+
+def _edit(*keys: str, **fields):
+    """results.json's object at ``keys`` given ``fields``."""
+
+    def damage(folder: Path, other: Path) -> None:
+        body = json.loads((folder / "results.json").read_text())
+        target = body
+        for key in keys:
+            target = target[key]
+        target.update(fields)
+        (folder / "results.json").write_text(json.dumps(body))
+
+    return damage
+
+
+def _replace(make):
+    return lambda folder, other: (shutil.rmtree(folder), make(folder, other))
+
+
+def _truncate(folder: Path, other: Path) -> None:
+    (folder / "results.json").write_bytes((folder / "results.json").read_bytes()[:100])
+
+
+DAMAGES = {  # case -> (damage of rope's folder given it and yarn's, what the reason names)
+    **{f"{name} deleted": (_delete(name), f"lacks {name}") for name in
+       ("predictions.parquet", "probe_predictions.parquet", "metrics.jsonl", "results.json")},
+    "results.json truncated": (_truncate, "not valid JSON"),
+    "its test scores edited": (_edit("scores", "id", accuracy=0.999), "scores.id.accuracy"),
+    "yarn's folder copied over rope's": (_replace(lambda f, other: shutil.copytree(other, f)),
+                                         "holds another run (encoding yarn, not rope)"),
+    "a record of another seed": (_edit(seed=4), "seed 4, not 3"),
+    "a record of another dataset": (_edit("data", folder="/elsewhere/other"),
+                                    "dataset other, not ds"),
+    "a record of other settings": (_edit("train", lr=0.001), "other training settings"),
+    "the folder emptied": (_replace(lambda f, other: f.mkdir()), "lacks"),
+    "the folder a file": (_replace(lambda f, other: f.write_text("x")), "a file"),
+    "the folder a link to a whole copy of itself": (
+        _replace(lambda f, other: f.symlink_to(f.parents[2] / "rope-copy")), "a link"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGES))
+def test_a_run_folder_that_is_not_whole_and_its_own_is_not_done_and_is_trained_again(
+    recorded, sweep_copy, finished_sweep, run_bytes, case
+):
+    damage, reason = DAMAGES[case]
+    sweep = sweep_copy
+    runs = {run.pe: run for run in sweep.read().runs}
+    rope, yarn = (sweep.run_folder(runs[pe]) for pe in ("rope", "yarn"))
+    shutil.copytree(rope, sweep.root.parent / "rope-copy")  # for the link case
+    before = run_bytes(finished_sweep / runs["rope"].folder)
+    damage(rope, yarn)
+    states = {state.run.pe: state for state in run_states(sweep)}
+    recorded_runs = list(runs.values())
+    with recorded("damage", f"class 9: {case}"):
+        assert states["rope"].state == "waiting", states["rope"]
+        assert reason in states["rope"].detail
+        assert states["yarn"].state == "done"
+        assert [job.key for job in sweep.unfinished(recorded_runs)] == [runs["rope"].job]
+        (line,) = sweep.set_aside(recorded_runs)
+        assert reason in line and "discarded" in line
+        assert os.path.lexists(sweep.root / "discarded" / f"{runs['rope'].key}.1")
+        run_job(sweep.root, runs["rope"].job)
+        assert run_bytes(rope) == before
+        assert {state.state for state in run_states(sweep)} == {"done"}
+
+
+def _run(index: int | None, **fields):
+    """Run ``index`` of sweep.json (every run: None) given ``fields``."""
+
+    def change(record: dict) -> None:
+        for run in record["runs"] if index is None else [record["runs"][index]]:
+            run.update(fields)
+
+    return change
+
+
+BAD_KEYS = ["../../elsewhere", "../runs/0123456789abcdef", "/tmp", "ABCDEF0123456789"]
+BAD_KEYS += ["0123456789abcde", "0123456789abcdef0", ""]  # 15 and 17 digits, none
+RECORDS = {  # case -> (the change of sweep.json, what the error line names)
+    **{f"a key of {key!r}": (_run(0, key=key), "damaged (runs.0.key") for key in BAD_KEYS},
+    "a job of ../../elsewhere": (_run(1, job="../../elsewhere"), "damaged (runs.1.job"),
+    "a job of .": (_run(0, job="."), "damaged (runs.0.job"),
+    "the runs repeated 5,000 times": (lambda record: record.update(runs=record["runs"] * 5000),
+                                      "damaged (runs.2: run"),
+    "one run listed twice": (lambda record: record["runs"].append(dict(record["runs"][0])),
+                             "damaged (runs.2: run"),
+    "two runs of one training with other seeds": (_run(1, seed=4), "damaged (runs.1: training"),
+    "two runs of one training on other data": (_run(1, data="/elsewhere/ds"),
+                                               "damaged (runs.1: training"),
+    "a seed of true": (_run(0, seed=True), "damaged (runs.0.seed"),
+    "every run's seed edited (consistent, but not the runs their hashes name)": (
+        _run(None, seed=4), "records other settings than the grid's run"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(RECORDS))
+def test_a_damaged_or_edited_sweep_json_is_one_error_line_and_nothing_changes(
+    assert_clean_error, cli, recorded, sweep_copy, sweep_grid, tree, tmp_path, case
+):
+    change, fragment = RECORDS[case]
+    record = json.loads(sweep_copy.record.read_text())
+    change(record)
+    sweep_copy.record.write_text(json.dumps(record))
+    (tmp_path / "elsewhere").mkdir()
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps(sweep_grid(["rope", "yarn"])))
+    before = tree(tmp_path)
+    status = cli("sweep", "--status", sweep_copy.root)
+    again = cli("sweep", grid, "--out", sweep_copy.root)
+    with recorded("path_escape", f"class 9: sweep.json: {case}"):
+        assert_clean_error(again, 2, str(sweep_copy.record), fragment)
+        if "damaged" in fragment:  # an edited record reads as well-formed
+            assert_clean_error(status, 2, str(sweep_copy.record), fragment)
+        assert tree(tmp_path) == before
