@@ -207,6 +207,11 @@ def score_probe(
     if not isinstance(probe, ProbeSplit):
         if spec is None:
             raise ScoringError("score_probe needs the spec for a table or dataset")
+        if not isinstance(probe, pa.Table) and not hasattr(probe, "with_format"):
+            raise ScoringError(
+                f"score_probe reads a ProbeSplit, a datasets.Dataset or a pyarrow.Table with "
+                f"the probe columns, not {type(probe).__name__}"
+            )
         table = probe if isinstance(probe, pa.Table) else probe.with_format("arrow")[:]
         probe = probe_from_table(table, spec)
     preds = np.asarray(predictions)

@@ -11,6 +11,7 @@ from posgen.scoring import (
     baseline_predictions,
     score,
     score_arrays,
+    score_probe,
     write_predictions,
 )
 from posgen.spec import TaskSpec
@@ -183,3 +184,10 @@ def test_written_predictions_outside_the_vocabulary_are_refused_not_wrapped(
     with pytest.raises(ScoringError, match=fragment):
         write_predictions(path, np.arange(1), np.array(tokens), modulus=256)
     assert not path.exists()
+
+
+def test_score_probe_given_an_array_for_the_probe_names_what_it_reads():
+    spec = TaskSpec(task="cot", train_size=8, val_size=4, test_size=4)
+    tokens = generate_split(spec, "test")
+    with pytest.raises(ScoringError, match=r"score_probe reads a ProbeSplit.*not ndarray"):
+        score_probe(tokens, tokens, spec)
