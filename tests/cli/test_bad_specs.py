@@ -1,6 +1,4 @@
-"""Fuzzed bad input: every invalid spec or flag exits 2 with a readable line and creates nothing
-(valid random specs generate oracle rows that validate: tests/generate/test_ops.py and
-tests/validate/test_validate.py)."""
+"""Fuzzed bad input: every invalid spec or flag exits 2 with a readable line, creates nothing."""
 
 from __future__ import annotations
 
@@ -16,32 +14,26 @@ from hypothesis import strategies as st
 from posgen.spec import MAX_LENGTH, MAX_ROWS, MAX_SEED, TaskSpec, read_spec_file
 from posgen.tasks import TASKS, op_names
 
-# flag -> (spec field, lowest valid, highest valid)
-INT_FLAGS = {
-    "--modulus": ("modulus", 2, 65536),
-    "--near": ("near", 1, 4096),
-    "--far": ("far", 0, 4096),
+INT_FLAGS = {  # flag -> (spec field, lowest valid, highest valid)
+    "--modulus": ("modulus", 2, 65536), "--near": ("near", 1, 4096), "--far": ("far", 0, 4096),
     "--train-length": ("train_length", 2, MAX_LENGTH),
-    "--test-length": ("test_length", 2, MAX_LENGTH),
-    "--train-size": ("train_size", 1, MAX_ROWS),
-    "--val-size": ("val_size", 1, MAX_ROWS),
-    "--test-size": ("test_size", 1, MAX_ROWS),
+    "--test-length": ("test_length", 2, MAX_LENGTH), "--train-size": ("train_size", 1, MAX_ROWS),
+    "--val-size": ("val_size", 1, MAX_ROWS), "--test-size": ("test_size", 1, MAX_ROWS),
     "--seed": ("seed", 0, MAX_SEED),
-}
+}  # fmt: skip
 FIELDS = [field for field, _, _ in INT_FLAGS.values()]
 SMALL = {"train_size": 20, "val_size": 5, "test_size": 5, "train_length": 16, "test_length": 24}
 
 names = st.text(string.ascii_lowercase + "_", min_size=1, max_size=12)
-
-
 SPEC = "<the spec file>"
+SUFFIXES = [".toml", ".yaml", ".json"]
 
 
 @pytest.fixture(scope="session")
 def assert_rejected(cli, recorded):
-    """``assert_rejected(kind, key, args, *names, spec=None, tmp=None)``: ``posgen generate
-    *args`` in ``tmp`` (or a fresh folder) exits 2, a line naming one of ``names``, nothing
-    created. ``spec=(suffix, text)`` is passed as ``--spec`` (``SPEC`` names its path)."""
+    """``assert_rejected(kind, key, args, *names, spec=(suffix, text), tmp=folder)``: ``posgen
+    generate *args [--spec FILE]`` exits 2 naming one of ``names`` (``SPEC``: FILE), creates
+    nothing."""
 
     def check(kind: str, key: str, args: list[str], *names: str, spec=None, tmp=None):
         with tempfile.TemporaryDirectory() as fresh:
@@ -66,32 +58,20 @@ def assert_rejected(cli, recorded):
 
 def dump(suffix: str, body: dict) -> str:
     """A mapping as TOML (flat tables only), YAML or JSON text."""
-    if suffix == ".json":
-        return json.dumps(body)
-    if suffix == ".yaml":
-        import yaml
+    import yaml
 
-        return yaml.safe_dump(body)
-    lines = []
-    for key, value in body.items():
-        if not isinstance(value, dict):
-            lines.append(f"{key} = {json.dumps(value)}")
-    for key, value in body.items():
-        if isinstance(value, dict):
-            lines.append(f"[{key}]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in value.items() if v is not None]
+    if suffix != ".toml":
+        return json.dumps(body) if suffix == ".json" else yaml.safe_dump(body)
+    tables = {key: value for key, value in body.items() if isinstance(value, dict)}
+    lines = [f"{k} = {json.dumps(v)}" for k, v in body.items() if k not in tables]
+    for key, table in tables.items():
+        lines += [f"[{key}]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
     return "\n".join(lines) + "\n"
 
 
-out_of_range = st.sampled_from(sorted(INT_FLAGS)).flatmap(
-    lambda flag: st.tuples(
-        st.just(flag),
-        st.one_of(
-            st.integers(max_value=INT_FLAGS[flag][1] - 1),
-            st.integers(min_value=INT_FLAGS[flag][2] + 1),
-        ),
-    )
-)
+out_of_range = st.sampled_from(sorted(INT_FLAGS)).flatmap(lambda flag: st.tuples(st.just(flag),
+    st.integers(max_value=INT_FLAGS[flag][1] - 1) | st.integers(min_value=INT_FLAGS[flag][2] + 1)
+))  # fmt: skip
 
 
 @given(out_of_range)
@@ -121,7 +101,7 @@ wrong_type_value = st.one_of(
 )
 
 
-@given(st.sampled_from(FIELDS), wrong_type_value, st.sampled_from([".toml", ".yaml", ".json"]))
+@given(st.sampled_from(FIELDS), wrong_type_value, st.sampled_from(SUFFIXES))
 def test_wrong_type_fields_in_spec_files_are_rejected_naming_the_field(
     assert_rejected, field, value, suffix
 ):
@@ -130,16 +110,13 @@ def test_wrong_type_fields_in_spec_files_are_rejected_naming_the_field(
     assert_rejected("type-file", f"{suffix}:{field}={value!r}", [], field, spec=(suffix, text))
 
 
-@given(names, st.sampled_from([".toml", ".yaml", ".json"]), st.booleans())
+@given(names, st.sampled_from(SUFFIXES), st.booleans())
 def test_unknown_keys_are_rejected_naming_the_key(assert_rejected, key, suffix, in_config):
     assume(key not in TaskSpec.model_fields and key not in ("defaults", "configs", "name"))
     config = {"task": "cot", **SMALL, key: 1}
-    if suffix == ".toml" and in_config:
-        text = "[configs.cot]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items())
-    else:
-        text = dump(suffix, {"configs": {"cot": config}} if in_config else config)
-    key_case = f"{suffix}:{in_config}:{key}"
-    assert_rejected("unknown-key", key_case, [], key, spec=(suffix, text))
+    nested = {"configs.cot": config} if suffix == ".toml" else {"configs": {"cot": config}}
+    text = dump(suffix, nested if in_config else config)
+    assert_rejected("unknown-key", f"{suffix}:{in_config}:{key}", [], key, spec=(suffix, text))
 
 
 @given(st.integers(1, 40), st.integers(0, 40), st.data())
@@ -217,7 +194,7 @@ def test_unknown_task_and_op_names_are_rejected(assert_rejected, name, as_op):
         assert_rejected("unknown-name", f"task:{name}", [], "task", spec=spec)
 
 
-@given(names, st.sampled_from([".toml", ".yaml", ".json", ".txt", ""]), st.booleans())
+@given(names, st.sampled_from([*SUFFIXES, ".txt", ""]), st.booleans())
 def test_missing_or_unusable_spec_files_are_rejected_naming_the_path(
     assert_rejected, name, suffix, folder
 ):

@@ -1,5 +1,4 @@
-"""The command line: generation, publishing, help, and bad input that exits 2 and creates
-nothing (a spec's field rules are checked here, through the CLI, with the exact line)."""
+"""The command line: generation, publishing, help; bad input exits 2 and creates nothing."""
 
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ SMALL = ["--train-size", "50", "--val-size", "10", "--test-size", "10", "-q"]
 
 
 def test_generate_writes_a_dataset_with_flags_overriding_the_spec_file(cli, tmp_path):
-    # replacing it only with --overwrite: test_targets_are_never_overwritten, test_interrupts
     out = tmp_path / "ds"
     result = cli("generate", "--spec", "task_specs/paper.toml", "--task", "recursive",
                  "-m", "19", "--out", str(out), *SMALL[:-1])  # fmt: skip
@@ -128,16 +126,14 @@ def test_publish_checks_its_target_as_generate_does(
     assert (out / "posgen.json").is_file()
 
 
-@pytest.mark.parametrize("command", ["generate", "publish"])
+@pytest.mark.parametrize("command", ["generate --spec", "publish"])
 def test_the_next_run_removes_what_a_killed_run_left_with_a_note(
     cli, tmp_path, tiny_spec_file, command
 ):
     out = tmp_path / "hub"
     stale = tmp_path / ".hub.posgen-tmp-999999999-deadbeef"  # a build of a dead process
     (stale / "data").mkdir(parents=True)
-    spec = tiny_spec_file
-    args = ["publish", spec] if command == "publish" else ["generate", "--spec", spec]
-    done = cli(*args, "--out", out, "-q")
+    done = cli(*command.split(), tiny_spec_file, "--out", out, "-q")
     assert done.exit_code == 0, done.output
     assert f"note: removed leftover {stale}" in done.stderr
     assert not stale.exists()
@@ -162,11 +158,7 @@ GENERATE_PATH = {
 
 
 def test_generate_out_runs_through_the_modules_of_its_jobs_only(cli, tmp_path):
-    """`posgen generate --out` calls functions in these modules and no other (issue 25: the
-    path a reader follows): the command, the shared checks and signals, the spec, the tasks
-    and ops, the generator, the store and the card (the card of an official spec also
-    formats its reference results with ``errors.mean_std_cell``; it renders committed figures
-    and sentences as they are, so encodings/ and scoring/ stay off the path). Imports are
+    """Issue 25, the path a reader follows (encodings/ and scoring/ stay off it); imports are
     made before the trace."""
     args = ["generate", "--task", "cot", "--out"]
     assert cli(*args, tmp_path / "warm", *SMALL).exit_code == 0

@@ -28,7 +28,6 @@ OLD_SPEC = [*SPEC[:-1], "8"]
 
 
 def generate(cli, out: Path, args: list[str], overwrite: bool = False):
-    """``posgen generate --out out -q *args`` in-process."""
     return cli("generate", "--out", out, "-q", *(["--overwrite"] if overwrite else []), *args)
 
 
@@ -46,8 +45,8 @@ def builds(out: Path) -> list[Path]:
 
 
 def kill_at(fork_child, kill_points, out, point, signum, total, overwrite, fresh=False):
-    """Run ``posgen generate`` held at ``point`` and signal it there; the finished run, stderr
-    merged into stdout. ``fresh``: in a new interpreter, otherwise in a forked child."""
+    """``posgen generate`` held at ``point``, signalled there (in a new interpreter if ``fresh``,
+    else in a forked child); the finished run, stderr merged into stdout."""
     args = ["generate", "--out", str(out), "-q", *SPEC, *(["--overwrite"] if overwrite else [])]
     command = [*kill_points, point, str(out), str(total), *args]
 
@@ -72,8 +71,7 @@ def kill_at(fork_child, kill_points, out, point, signum, total, overwrite, fresh
 
 
 POINTS = ["start", "build folder", "first shard", "half the bytes", "manifest"]
-HANDLED = [signal.SIGTERM, signal.SIGINT]
-"""One handler takes both (posgen.signals): each point meets SIGKILL and one of them, in turn."""
+HANDLED = [signal.SIGTERM, signal.SIGINT]  # one handler takes both: each point meets one
 CASES = [
     (point, signum, overwrite)
     for i, (point, overwrite) in enumerate(
@@ -113,13 +111,19 @@ def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identi
         assert check_dataset(out) == []
 
 
+OLD = '{"format": "posgen-dataset", "old": true}'
+
+
+@pytest.fixture
+def old(tmp_path) -> Path:
+    """A folder ``ds`` holding an old dataset's manifest."""
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "posgen.json").write_text(OLD)
+    return tmp_path / "ds"
+
+
 @pytest.mark.parametrize("commit", ["exchange", "two renames"])
-def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(
-    tmp_path, monkeypatch, commit
-):
-    out = tmp_path / "ds"
-    out.mkdir()
-    (out / "posgen.json").write_text('{"format": "posgen-dataset", "old": true}')
+def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(old, monkeypatch, commit):
     real_rename, real_exchange = os.rename, posgen.store.safety.exchange
 
     def rename_then_signal(src, dst):
@@ -136,18 +140,15 @@ def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(
     else:
         monkeypatch.setattr(posgen.store.safety, "exchange", lambda a, b: False)
         monkeypatch.setattr(posgen.store.safety.os, "rename", rename_then_signal)
-    with pytest.raises(Interrupted) as stopped, atomic_folder(out, overwrite=True) as build:
+    with pytest.raises(Interrupted) as stopped, atomic_folder(old, overwrite=True) as build:
         (build / "posgen.json").write_text("new")
     assert stopped.value.exit_code == 128 + signal.SIGTERM
     assert stopped.value.completed
-    assert (out / "posgen.json").read_text() == "new"
-    assert leftovers(out) == []
+    assert (old / "posgen.json").read_text() == "new"
+    assert leftovers(old) == []
 
 
-def test_a_failure_between_the_renames_puts_the_old_dataset_back(tmp_path, monkeypatch):
-    out = tmp_path / "ds"
-    out.mkdir()
-    (out / "posgen.json").write_text('{"format": "posgen-dataset", "old": true}')
+def test_a_failure_between_the_renames_puts_the_old_dataset_back(old, monkeypatch):
     real_rename = os.rename
     calls = []
 
@@ -159,20 +160,18 @@ def test_a_failure_between_the_renames_puts_the_old_dataset_back(tmp_path, monke
 
     monkeypatch.setattr(posgen.store.safety, "exchange", lambda a, b: False)  # no renameat2
     monkeypatch.setattr(posgen.store.safety.os, "rename", fail_second)
-    with pytest.raises(OSError), atomic_folder(out, overwrite=True) as build:
+    with pytest.raises(OSError), atomic_folder(old, overwrite=True) as build:
         (build / "posgen.json").write_text("new")
     monkeypatch.undo()
-    assert (out / "posgen.json").read_text() == '{"format": "posgen-dataset", "old": true}'
-    assert leftovers(out) == []
+    assert (old / "posgen.json").read_text() == OLD
+    assert leftovers(old) == []
 
 
 # --- the line a stopped command leaves (POSGEN_SIGNAL_AT) -------------------------------
-
-
 @pytest.fixture
 def stopped_at(cli, monkeypatch):
-    """``stopped_at(point, *args, cwd=folder)``: ``posgen *args`` in-process, run from
-    ``folder``, sending itself SIGTERM at ``point`` (``POSGEN_SIGNAL_AT``)."""
+    """``stopped_at(point, *args, cwd=folder)``: ``posgen *args`` run from ``folder``, sending
+    itself SIGTERM at ``point``."""
 
     def run(point: str, *args: object, cwd: Path):
         monkeypatch.chdir(cwd)
@@ -191,21 +190,19 @@ STOPPED = [  # (command, moment of the SIGTERM, whether --out holds a dataset al
     ("publish", "validate", False, NOT_CREATED),
     ("publish", "progress", True, "no partial dataset was left; the previous dataset at {out} "
      "is unchanged"),
-    ("generate", "progress", False, NOT_CREATED),
+    ("generate --spec", "progress", False, NOT_CREATED),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    "case", STOPPED, ids=[f"{c}-{p}-{'replace' if e else 'new'}" for c, p, e, _ in STOPPED]
+    "case", STOPPED, ids=[f"{c[:8]}-{p}-{'replace' if e else 'new'}" for c, p, e, _ in STOPPED]
 )
 def test_sigterm_while_writing_a_dataset_exits_143_with_one_line_saying_what_was_left(
     stopped_at, assert_clean_error, cli, tree, tmp_path, tiny_spec_file, case
 ):
     command, point, existing, left = case
     out = tmp_path / "out"
-    spec = tiny_spec_file
-    args = ["publish", spec] if command == "publish" else ["generate", "--spec", spec]
-    args += ["--out", out, "-q"]
+    args = [*command.split(), tiny_spec_file, "--out", out, "-q"]
     if existing:
         assert cli(*args).exit_code == 0
         args.append("--overwrite")
@@ -227,8 +224,7 @@ TINY = ["--layers", "1", "--hidden", "16", "--heads", "2", "--intermediate", "32
 def test_sigterm_during_train_leaves_only_its_checkpoint_which_a_rerun_resumes(
     stopped_at, assert_clean_error, cli, tmp_path, tiny_training_dataset, point
 ):
-    """``load``: before the first checkpoint (nothing is left); ``step`` (mid-epoch: the run
-    checkpoints at the step's end) and ``write`` (the run folder being written): after it."""
+    """``load``: before the first checkpoint; ``step`` (mid-epoch) and ``write``: after it."""
     pytest.importorskip("torch")
     from posgen.train.job import read_progress, resume_folder
 

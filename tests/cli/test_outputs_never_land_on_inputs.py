@@ -1,6 +1,5 @@
-"""Issue 27, class 1: an output that is an input, or lies inside a folder read or a dataset
-folder (links resolved), is one ``error:`` line, exit 2, before any work, nothing changed
-(the one check of :func:`posgen.cli.shared.output_problems`)."""
+"""Issue 27, class 1: an output that is an input, or inside a folder read or a dataset (links
+resolved), is one ``error:`` line, exit 2, before any work (``cli.shared.output_problems``)."""
 
 from __future__ import annotations
 
@@ -79,9 +78,8 @@ ALLOWED = {  # case -> (the command line, the file it writes)
 
 @pytest.fixture
 def folder(tmp_path, tiny_cot, tiny_oracle) -> Path:
-    """Datasets ``ds``, ``other`` (holding a copy of the spec) and ``arrow``, ``link`` (to
-    ``ds/data``), ``dslink`` (to ``ds``), ``plain`` (a parquet file, no manifest), a spec, a
-    grid and the oracle's predictions."""
+    """Datasets ``ds``, ``other`` (with a user's file) and ``arrow``, links to them, ``plain`` (a
+    parquet file, no manifest), a spec, a grid and the oracle's predictions."""
     shutil.copytree(tiny_cot, tmp_path / "ds")
     shutil.copytree(tiny_cot, tmp_path / "other")
     (tmp_path / "link").symlink_to(tmp_path / "ds" / "data")

@@ -1,5 +1,5 @@
-"""The validator's audits against brute force: question-consistency look-backs, local rules,
-copies and linear rules, and what the report and the card say of them."""
+"""The validator's audits (look-backs, local rules, copies, linear rules) against brute force,
+and what the report and the card say of them."""
 
 from __future__ import annotations
 
@@ -40,10 +40,8 @@ def h(oracle, op: str, operands: tuple[int, ...], m: int, key: int, far: int) ->
 
 
 def brute_force(oracle, task, row: list[int], m: int, near: int, far: int, op: str, key: int):
-    """D*(t) for t = w .. len(row)-1: every look-back D tried, every question q enumerated.
-
-    ``task`` is a task name of the README's table, or a function t -> far start.
-    """
+    """D*(t) for t = w .. len(row)-1, every look-back D tried, every question q enumerated;
+    ``task``: a task name, or a function t -> far start."""
     w = near + far
     start_of = task if callable(task) else lambda t: oracle.far_positions(task, t, near, far)[0]
     found = []
@@ -77,15 +75,10 @@ def make_spec(**fields) -> TaskSpec:
 
 @settings(max_examples=80)
 @given(
-    task=st.sampled_from(BRUTE_TASKS),
-    op=st.sampled_from(op_names()),
-    m=st.sampled_from([2, 3, 4, 5, 7]),
-    near=st.integers(1, 3),
-    far=st.integers(1, 3),
-    extra=st.integers(1, 12),
-    key=st.integers(0, 3),
-    data=st.data(),
-)
+    task=st.sampled_from(BRUTE_TASKS), op=st.sampled_from(op_names()),
+    m=st.sampled_from([2, 3, 4, 5, 7]), near=st.integers(1, 3), far=st.integers(1, 3),
+    extra=st.integers(1, 12), key=st.integers(0, 3), data=st.data(),
+)  # fmt: skip
 def test_lookbacks_equal_brute_force_on_random_specs(
     oracle, task, op, m, near, far, extra, key, data
 ):
@@ -102,18 +95,12 @@ def test_lookbacks_equal_brute_force_on_random_specs(
         assert got == brute_force(oracle, task, row, m, near, far, op, key)
 
 
-@pytest.fixture
-def zigzag(monkeypatch):
-    """A registered task whose far start goes back and forth: s = (t - w) mod 3."""
-    monkeypatch.setattr(posgen.tasks, "_RULES", dict(posgen.tasks._RULES))
-    register_task("zigzag", lambda t, w: (t - w) % 3)
-    return "zigzag"
-
-
 @pytest.mark.parametrize("op", op_names())
-def test_lookbacks_of_a_registered_task_equal_brute_force(oracle, zigzag, op):
+def test_lookbacks_of_a_registered_task_equal_brute_force(oracle, monkeypatch, op):
+    monkeypatch.setattr(posgen.tasks, "_RULES", dict(posgen.tasks._RULES))
+    register_task("zigzag", lambda t, w: (t - w) % 3)  # the far start goes back and forth
     m, near, far = 3, 2, 2
-    spec = make_spec(task=zigzag, op=op, modulus=m, near=near, far=far)
+    spec = make_spec(task="zigzag", op=op, modulus=m, near=near, far=far)
     w = near + far
     rows = []
     for window in np.random.default_rng(4).integers(0, m, (4, w)).tolist():
@@ -231,13 +218,8 @@ def near_determined_by_brute_force(oracle, task: str, m: int, near: int, far: in
 
 
 @settings(max_examples=25)
-@given(
-    st.sampled_from(TASKS),
-    st.sampled_from([2, 3, 5, 7]),
-    st.integers(1, 2),
-    st.integers(1, 2),
-    st.integers(1, 14),
-)
+@given(st.sampled_from(TASKS), st.sampled_from([2, 3, 5, 7]), st.integers(1, 2),
+       st.integers(1, 2), st.integers(1, 14))  # fmt: skip
 def test_audit_equals_brute_force_over_all_windows(oracle, task, m, near, far, extra):
     length = near + far + extra
     spec = TaskSpec(task=task, modulus=m, near=near, far=far, train_length=length,
@@ -272,14 +254,10 @@ def brute_local_rules(oracle, task, op, m, near, far, length):
     return found
 
 
-small_specs = st.tuples(
-    st.sampled_from(TASKS),
+small_specs = st.tuples(st.sampled_from(TASKS),
     st.sampled_from(["mod_addition", "square_sum", "pow_sin", "keyed_hash"]),
-    st.sampled_from([2, 3, 4, 5, 6, 7]),
-    st.integers(1, 2),
-    st.integers(0, 2),
-    st.integers(1, 10),
-)
+    st.sampled_from([2, 3, 4, 5, 6, 7]), st.integers(1, 2), st.integers(0, 2), st.integers(1, 10),
+)  # fmt: skip
 
 
 @settings(max_examples=40, deadline=None)

@@ -17,13 +17,7 @@ from pydantic import ValidationError
 
 from posgen.generator import generate_split, grow, seed_windows
 from posgen.spec import TaskSpec
-from posgen.store.formats import (
-    open_writer,
-    row_schema,
-    rows_to_table,
-    split_table,
-    to_dataset_dict,
-)
+from posgen.store.formats import open_writer, rows_to_table, split_table, to_dataset_dict
 from posgen.store.manifest import read_manifest
 from posgen.tasks import TASKS
 from posgen.validate import AuditThresholds, SourceError, validate
@@ -45,8 +39,7 @@ def shard(root: Path, config: str, split: str, index: int = 0) -> dict:
 
 
 def rewrite(change):
-    """Damage that applies ``change`` to a file's ``(rows, length)`` tokens (the test records
-    the new bytes in the manifest unless the integrity check is to fail)."""
+    """Damage that applies ``change`` to a file's ``(rows, length)`` tokens."""
 
     def damage(root: Path, entry: dict) -> None:
         path = root / entry["path"]
@@ -203,15 +196,26 @@ def test_a_spec_that_does_not_match_the_data_fails(small_copy):
 
 
 # Other sources ---------------------------------------------------------------------------
-def test_a_file_with_a_token_far_outside_the_vocabulary_fails_the_schema_check(tmp_path):
+@pytest.mark.parametrize(
+    ("row", "kinds"), [(2, ["schema", "window"]), (3, ["window"])],
+    ids=["a token far outside the vocabulary", "a seed window from another seed"],
+)  # fmt: skip
+def test_a_bare_file_with_one_wrong_row_fails_the_checks_that_name_it(tmp_path, row, kinds):
+    """Row 2: a token past every position's cells of the balance audit; row 3: a whole,
+    consistent row of another seed (seed windows are recomputed from the row ids)."""
     spec = TaskSpec(task="cot", train_size=64, val_size=16, test_size=16)
     tokens = generate_split(spec, "test")
-    tokens[2, -1] = 255  # past every position's cells of the balance audit
-    pq.write_table(
-        pa.table({"id": np.arange(len(tokens)), "tokens": list(tokens)}), tmp_path / "t.parquet"
-    )
+    if row == 2:
+        tokens[2, -1] = 255
+    else:
+        tokens[3] = generate_split(TaskSpec(**{**spec.canonical(), "seed": spec.seed + 1}), "test")[
+            3
+        ]
+    table = pa.table({"id": np.arange(len(tokens)), "tokens": list(tokens)})
+    pq.write_table(table, tmp_path / "t.parquet")
     report = validate(tmp_path / "t.parquet", spec, split="test")
-    assert report.failed_kinds == ["schema", "window"]
+    assert report.failed_kinds == kinds
+    assert f"split test row {row} position" in failed(report, "window")[0].message
 
 
 def test_parquet_arrow_and_datasets_sources_validate_with_a_spec(tmp_path):
@@ -244,6 +248,8 @@ def test_audit_fails_only_under_a_threshold(small_dataset):
 def test_a_periodic_row_is_counted_by_the_shortcut_audit():
     import datasets
 
+    from posgen.store.formats import row_schema
+
     spec = TaskSpec(task="recursive", modulus=5, near=1, far=1, train_length=8, test_length=[16],
                     train_size=1, val_size=1, test_size=2)  # fmt: skip
     rows = grow(spec, np.array([[0, 0], [1, 2]]), 16)  # all zeros: period 1
@@ -261,9 +267,8 @@ def test_operand_sensitivity_is_measured_for_other_ops():
     assert report.ok, report.summary()
     assert 0 < report.facts["cot"]["train"]["operand_sensitivity"] < 1
     additive = TaskSpec(task="cot", train_size=50, val_size=10, test_size=10)
-    assert validate(to_dataset_dict(additive), additive).facts["cot"]["test"][
-        "operand_sensitivity"
-    ] == pytest.approx(1.0)
+    facts = validate(to_dataset_dict(additive), additive).facts["cot"]["test"]
+    assert facts["operand_sensitivity"] == pytest.approx(1.0)
 
 
 # Property: generated data always validates ---------------------------------------------------
@@ -272,18 +277,12 @@ def specs(draw):
     near, far = draw(st.integers(1, 4)), draw(st.integers(0, 3))
     train_length = draw(st.integers(near + far + 1, 40))
     fields = dict(
-        task=draw(st.sampled_from(TASKS)),
-        modulus=draw(st.integers(2, 300)),
-        near=near,
-        far=far,
-        train_length=train_length,
-        test_length=[train_length + draw(st.integers(0, 40))],
-        train_size=draw(st.integers(1, 30)),
-        val_size=draw(st.integers(1, 8)),
-        test_size=draw(st.integers(1, 8)),
-        seeding=draw(st.sampled_from(["disjoint", "paper"])),
+        task=draw(st.sampled_from(TASKS)), modulus=draw(st.integers(2, 300)), near=near, far=far,
+        train_length=train_length, test_length=[train_length + draw(st.integers(0, 40))],
+        train_size=draw(st.integers(1, 30)), val_size=draw(st.integers(1, 8)),
+        test_size=draw(st.integers(1, 8)), seeding=draw(st.sampled_from(["disjoint", "paper"])),
         seed=draw(st.integers(0, 2**32)),
-    )
+    )  # fmt: skip
     try:
         return TaskSpec(**fields)
     except ValidationError:
@@ -325,15 +324,12 @@ def test_cli_exits_1_and_names_every_failed_check(cli, record_files, small_copy)
     assert "split test row 0 position 70" in result.output
 
 
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["--config", "nope"], "has no config 'nope'; configs: recursive, cot, semirecursive"),
-        (["--config", "cot", "--split", "dev"], "config cot has no split 'dev'"),
-        (["--max-balance-tv", "3"], "Invalid value for '--max-balance-tv'"),
-        (["-m", "1", "--task", "cot"], "configs.cot.modulus: Input should be greater than"),
-    ],
-)
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--config", "nope"], "has no config 'nope'; configs: recursive, cot, semirecursive"),
+    (["--config", "cot", "--split", "dev"], "config cot has no split 'dev'"),
+    (["--max-balance-tv", "3"], "Invalid value for '--max-balance-tv'"),
+    (["-m", "1", "--task", "cot"], "configs.cot.modulus: Input should be greater than"),
+])  # fmt: skip
 def test_cli_bad_input_exits_2_with_one_error_line(
     assert_clean_error, cli, small_dataset, args, expected
 ):
@@ -347,17 +343,3 @@ def test_cli_validates_a_bare_parquet_file_given_spec_flags(assert_clean_error, 
     ok = cli("validate", path, "--task", "recursive", "-m", "23", "--test-size", "10")
     assert ok.exit_code == 0, ok.output
     assert_clean_error(cli("validate", path), 2, "give the spec")
-
-
-def test_a_seed_window_from_another_seed_fails_the_window_check(tmp_path):
-    """Seed windows are recomputed from the row ids too: a row whose targets all follow from
-    its own window, but whose window is not the generator's for its id, is named."""
-    spec = TaskSpec(task="cot", train_size=64, val_size=16, test_size=16)
-    other = TaskSpec(**{**spec.canonical(), "seed": spec.seed + 1})
-    tokens = generate_split(spec, "test")
-    tokens[3] = generate_split(other, "test")[3]  # a whole, consistent row of another seed
-    ids = np.arange(len(tokens))
-    pq.write_table(pa.table({"id": ids, "tokens": list(tokens)}), tmp_path / "t.parquet")
-    report = validate(tmp_path / "t.parquet", spec, split="test")
-    assert report.failed_kinds == ["window"]
-    assert "split test row 3 position" in failed(report, "window")[0].message
