@@ -431,13 +431,12 @@ def test_permission_errors_are_one_error_line_naming_the_path(
 
 
 # --- anything unexpected ---------------------------------------------------------------
-SURPRISES = [KeyError("config"), TypeError("unsupported operand"), RecursionError("depth"),
-             MemoryError(), UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates"),
-             OSError(5, "Input/output error", "ds/x.parquet"),
-             IsADirectoryError(21, "Is a directory", "p.jsonl")]  # fmt: skip
-
-
-@pytest.mark.parametrize("error", SURPRISES, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("error", [
+    KeyError("config"), TypeError("unsupported operand"), RecursionError("depth"), MemoryError(),
+    UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates"),
+    OSError(5, "Input/output error", "ds/x.parquet"),
+    IsADirectoryError(21, "Is a directory", "p.jsonl"),
+], ids=lambda e: type(e).__name__)  # fmt: skip
 @pytest.mark.parametrize("debug", ["", "flag", "env"])
 def test_unexpected_errors_become_one_error_line_with_the_traceback_on_request(
     cli, error_lines, recorded, tiny_cot, tiny_oracle, monkeypatch, error, debug
@@ -459,12 +458,11 @@ def test_unexpected_errors_become_one_error_line_with_the_traceback_on_request(
         assert ("Traceback" in result.output) == bool(debug), result.output
 
 
-OUTPUTS = ["baseline --out oracle.parquet", "baseline --out oracle.arrow",
-           "baseline --out oracle.jsonl", "baseline --out oracle.npy", "score --json report.json",
-           "score --plot curve.png", "validate --json report.json"]  # fmt: skip
-
-
-@pytest.mark.parametrize("case", OUTPUTS)
+@pytest.mark.parametrize("case", [
+    "baseline --out oracle.parquet", "baseline --out oracle.arrow", "baseline --out oracle.jsonl",
+    "baseline --out oracle.npy", "score --json report.json", "score --plot curve.png",
+    "validate --json report.json",
+])  # fmt: skip
 @pytest.mark.parametrize("limit", [0, 100])
 def test_a_failed_write_leaves_the_previous_output_whole(
     assert_clean_error, cli, recorded, tiny_cot, tiny_oracle, tmp_path, monkeypatch, case, limit
@@ -556,11 +554,10 @@ def test_outputs_through_links_and_pipes_replace_what_they_name(
             assert sorted(p.name for p in real.parent.iterdir() if p.name.startswith(".")) == []
 
 
-HUGE_FLAGS = ["validate --config", "validate --split", "score --config", "score --split",
-              "generate --op", "baseline --fit-split"]  # fmt: skip
-
-
-@pytest.mark.parametrize("flag", HUGE_FLAGS)
+@pytest.mark.parametrize("flag", [
+    "validate --config", "validate --split", "score --config", "score --split", "generate --op",
+    "baseline --fit-split",
+])  # fmt: skip
 def test_huge_flag_values_are_never_echoed_whole(
     assert_clean_error, cli, recorded, tiny_cot, tiny_oracle, tmp_path, flag
 ):
