@@ -114,57 +114,44 @@ def test_a_killed_run_leaves_the_target_absent_or_complete_and_a_rerun_is_identi
 OLD = '{"format": "posgen-dataset", "old": true}'
 
 
-@pytest.fixture
-def old(tmp_path) -> Path:
-    """A folder ``ds`` holding an old dataset's manifest."""
-    (tmp_path / "ds").mkdir()
-    (tmp_path / "ds" / "posgen.json").write_text(OLD)
-    return tmp_path / "ds"
+@pytest.mark.parametrize("fault", ["SIGTERM after the exchange", "SIGTERM after each rename",
+                                   "the second rename fails"])  # fmt: skip
+def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete_a_failure_puts_it_back(
+    tmp_path, monkeypatch, fault
+):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "posgen.json").write_text(OLD)
+    real_rename, real_exchange, renames = os.rename, posgen.store.safety.exchange, []
 
-
-@pytest.mark.parametrize("commit", ["exchange", "two renames"])
-def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete(old, monkeypatch, commit):
-    real_rename, real_exchange = os.rename, posgen.store.safety.exchange
-
-    def rename_then_signal(src, dst):
+    def rename(src, dst):  # without renameat2: the old dataset aside, the new one in place
+        renames.append(dst)
+        if fault == "the second rename fails" and len(renames) == 2:
+            raise OSError(5, "Input/output error")
         real_rename(src, dst)
-        os.kill(os.getpid(), signal.SIGTERM)  # arrives between the two renames
+        if fault == "SIGTERM after each rename":
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives between the two renames
 
-    def exchange_then_signal(a, b):
+    def exchange(a, b):
         assert real_exchange(a, b)  # Linux: one step
         os.kill(os.getpid(), signal.SIGTERM)  # arrives before the old one is deleted
         return True
 
-    if commit == "exchange":
-        monkeypatch.setattr(posgen.store.safety, "exchange", exchange_then_signal)
+    if fault == "SIGTERM after the exchange":
+        monkeypatch.setattr(posgen.store.safety, "exchange", exchange)
     else:
         monkeypatch.setattr(posgen.store.safety, "exchange", lambda a, b: False)
-        monkeypatch.setattr(posgen.store.safety.os, "rename", rename_then_signal)
-    with pytest.raises(Interrupted) as stopped, atomic_folder(old, overwrite=True) as build:
-        (build / "posgen.json").write_text("new")
-    assert stopped.value.exit_code == 128 + signal.SIGTERM
-    assert stopped.value.completed
-    assert (old / "posgen.json").read_text() == "new"
-    assert leftovers(old) == []
-
-
-def test_a_failure_between_the_renames_puts_the_old_dataset_back(old, monkeypatch):
-    real_rename = os.rename
-    calls = []
-
-    def fail_second(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:
-            raise OSError(5, "Input/output error")
-        real_rename(src, dst)
-
-    monkeypatch.setattr(posgen.store.safety, "exchange", lambda a, b: False)  # no renameat2
-    monkeypatch.setattr(posgen.store.safety.os, "rename", fail_second)
-    with pytest.raises(OSError), atomic_folder(old, overwrite=True) as build:
+        monkeypatch.setattr(posgen.store.safety.os, "rename", rename)
+    failed = fault == "the second rename fails"
+    raised = OSError if failed else Interrupted
+    with pytest.raises(raised) as stopped, atomic_folder(out, overwrite=True) as build:
         (build / "posgen.json").write_text("new")
     monkeypatch.undo()
-    assert (old / "posgen.json").read_text() == OLD
-    assert leftovers(old) == []
+    if not failed:
+        assert stopped.value.exit_code == 128 + signal.SIGTERM
+        assert stopped.value.completed
+    assert (out / "posgen.json").read_text() == (OLD if failed else "new")
+    assert leftovers(out) == []
 
 
 # --- the line a stopped command leaves (POSGEN_SIGNAL_AT) -------------------------------
