@@ -204,13 +204,12 @@ def test_a_bare_file_with_one_wrong_row_fails_the_checks_that_name_it(tmp_path, 
     """Row 2: a token past every position's cells of the balance audit; row 3: a whole,
     consistent row of another seed (seed windows are recomputed from the row ids)."""
     spec = TaskSpec(task="cot", train_size=64, val_size=16, test_size=16)
+    other = TaskSpec(**{**spec.canonical(), "seed": spec.seed + 1})
     tokens = generate_split(spec, "test")
     if row == 2:
         tokens[2, -1] = 255
     else:
-        tokens[3] = generate_split(TaskSpec(**{**spec.canonical(), "seed": spec.seed + 1}), "test")[
-            3
-        ]
+        tokens[3] = generate_split(other, "test")[3]
     table = pa.table({"id": np.arange(len(tokens)), "tokens": list(tokens)})
     pq.write_table(table, tmp_path / "t.parquet")
     report = validate(tmp_path / "t.parquet", spec, split="test")
