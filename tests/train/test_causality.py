@@ -1,15 +1,16 @@
 """Every registered encoding, plugins included, is causal: a token changed at position t moves
 no logit before t. The check catches an attention that ignores the mask (a test plugin)."""
+# ruff: noqa: E402
 
 from __future__ import annotations
 
 import pytest
 
 torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
 
-from posgen.encodings import ENCODINGS, Lengths, PERequest, resolve  # noqa: E402
-from posgen.encodings.model import MODULE, llama_for  # noqa: E402
+from posgen.encodings import ENCODINGS, Lengths, PERequest, resolve
+from posgen.encodings.model import MODULE, llama_for
 
 LENGTHS = Lengths(train=16, test=32, head_dim=8, heads=2)
 T, CHANGED = 12, 7
@@ -33,9 +34,8 @@ LEAKY = PositionEncoding(name="leaky", summary="reads the future", attention="le
 
 
 def future_effect(name: str, positions: torch.Tensor | None) -> tuple[float, float]:
-    """The largest change of the logits before position ``CHANGED``, and at or after it, when
-    the token at ``CHANGED`` changes, in a tiny model of encoding ``name`` (its own learned
-    weights moved off their start, which may be zero)."""
+    """The largest change of the logits before position ``CHANGED``, and from it on, when its
+    token changes, in a tiny model of ``name`` (its learned weights moved off their start)."""
     torch.manual_seed(0)
     model = llama_for(resolve(PERequest(name=name), LENGTHS), 18, 17, 16, 2, 2, 32).eval()
     generator = torch.Generator().manual_seed(1)

@@ -1,5 +1,6 @@
 """Every ``--pe``: the registry, each formula against an independent computation in the Llama
 layer, and each encoding trained, saved and reloaded to the same predictions."""
+# ruff: noqa: E402
 
 from __future__ import annotations
 
@@ -12,42 +13,21 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
 
-from transformers import LlamaConfig  # noqa: E402
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
-from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding  # noqa: E402
+from transformers import LlamaConfig
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-from posgen.encodings import (  # noqa: E402
-    ENCODINGS,
-    Lengths,
-    PEError,
-    PERequest,
-    PositionEncoding,
-    Registry,
-    resolve,
-)
-from posgen.encodings.builtin import ROPE_TYPES, RandomPositions, alibi_slopes  # noqa: E402
-from posgen.encodings.model import (  # noqa: E402
-    ATTRIBUTE,
-    MODULE,
-    llama_for,
-    load_model,
-    parameter_groups,
-)
-from posgen.encodings.relative import t5_buckets  # noqa: E402
-from posgen.scoring.prediction_files import read_predictions  # noqa: E402
-from posgen.train.config import preset  # noqa: E402
-from posgen.train.job import MODEL, train_runs  # noqa: E402
-from posgen.train.run_record import SCHEMA_FILE, schema_text  # noqa: E402
-from posgen.train.trainer import (  # noqa: E402
-    RunData,
-    build_model,
-    evaluation_positions,
-    lm_tensors,
-    position_inputs,
-    predict,
-)
+from posgen.encodings import ENCODINGS, Lengths, PEError, PERequest, resolve
+from posgen.encodings.builtin import ROPE_TYPES, RandomPositions, alibi_slopes
+from posgen.encodings.model import ATTRIBUTE, MODULE, llama_for, load_model, parameter_groups
+from posgen.encodings.relative import t5_buckets
+from posgen.scoring.prediction_files import read_predictions
+from posgen.train.config import preset
+from posgen.train.job import MODEL, train_runs
+from posgen.train.run_record import SCHEMA_FILE, schema_text
+from posgen.train.trainer import RunData, build_model, lm_tensors, position_inputs, predict
 
 L, L_TEST, HEADS, HEAD_DIM = 64, 256, 2, 8
 LENGTHS = Lengths(train=L, test=L_TEST, head_dim=HEAD_DIM, heads=HEADS)
@@ -105,6 +85,8 @@ def test_built_ins_are_in_table_order_with_a_row_and_twin_per_transformers_rope_
 
 
 def test_register_refuses_a_name_twice():
+    from posgen.encodings import PositionEncoding, Registry
+
     registry = Registry(builtin="json")  # a module that registers nothing
     registry.register(ENCODINGS["rope"])
     assert list(registry) == ["rope"]
@@ -112,40 +94,29 @@ def test_register_refuses_a_name_twice():
         registry.register(PositionEncoding(name="rope", summary="again"))
 
 
+BAD_REQUESTS = [
+    (PERequest(name="bogus"), "unknown position encoding 'bogus'; use one of rope, resonance,"),
+    (PERequest(name="rope", parameters={"fator": 2}),
+     "--pe-param fator: rope has no such parameter (parameters: rope_theta)"),
+    (PERequest(name="kerple", parameters={"r1": 1}),
+     "--pe-param r1: kerple has no such parameter (parameters: none)"),
+    # built unchecked: a request refuses it itself (test_pe_parameters.py)
+    (PERequest.model_construct(name="linear", parameters={"scale_at": "never"}),
+     "--pe linear: scale_at 'never': use one of evaluation, train"),
+    (PERequest(name="t5", parameters={"max_distance": 16}),
+     "--pe t5: max_distance must be greater than buckets // 2 (given buckets=32, max"),
+    (PERequest(name="alibi+logn"),
+     "--pe alibi+logn: log-n scaling combines with rope encodings only"),
+    (PERequest(name="rope", randomized=100),
+     "--randomized-positions 100: the range must hold the test rows' 257 positions (L'+1)"),
+    (PERequest(name="json:dumps"), "--pe json:dumps is a function, not a posgen Position"),
+    (PERequest(name="json:nothing"), "--pe json:nothing: cannot import (AttributeError"),
+    (PERequest(name="no_such_mod:X"), "--pe no_such_mod:X: cannot import (ModuleNotFound"),
+]  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    ("request_", "message"),
-    [
-        (PERequest(name="bogus"), "unknown position encoding 'bogus'; use one of rope, resonance,"),
-        (
-            PERequest(name="rope", parameters={"fator": 2}),
-            "--pe-param fator: rope has no such parameter (parameters: rope_theta)",
-        ),
-        (
-            PERequest(name="kerple", parameters={"r1": 1}),
-            "--pe-param r1: kerple has no such parameter (parameters: none)",
-        ),
-        (
-            # built unchecked: a request refuses it itself (tests/train/test_pe_parameters.py)
-            PERequest.model_construct(name="linear", parameters={"scale_at": "never"}),
-            "--pe linear: scale_at 'never': use one of evaluation, train",
-        ),
-        (
-            PERequest(name="t5", parameters={"max_distance": 16}),
-            "--pe t5: max_distance must be greater than buckets // 2 (given buckets=32, max",
-        ),
-        (
-            PERequest(name="alibi+logn"),
-            "--pe alibi+logn: log-n scaling combines with rope encodings only",
-        ),
-        (
-            PERequest(name="rope", randomized=100),
-            "--randomized-positions 100: the range must hold the test rows' 257 positions (L'+1)",
-        ),
-        (PERequest(name="json:dumps"), "--pe json:dumps is a function, not a posgen Position"),
-        (PERequest(name="json:nothing"), "--pe json:nothing: cannot import (AttributeError"),
-        (PERequest(name="no_such_mod:X"), "--pe no_such_mod:X: cannot import (ModuleNotFound"),
-    ],
-    ids=lambda value: None if isinstance(value, str) else value.name,
+    ("request_", "message"), BAD_REQUESTS, ids=[request.name for request, _ in BAD_REQUESTS]
 )
 def test_a_bad_request_is_one_pe_error_line(request_, message):
     with pytest.raises(PEError) as error:
@@ -170,20 +141,14 @@ def test_list_pe_names_every_built_in_its_time_and_who_proposed_it(cli):
     lines = {line.split()[0]: line for line in result.output.strip().splitlines()}
     assert list(lines) == list(ENCODINGS)
     assert all(line.split()[1] in ("train-time", "evaluation-time") for line in lines.values())
-    authors = {
-        "t5": "Raffel et al. 2020",
-        "fire": "Li et al. 2023",
-        "fire-random": "McLeish et al. 2024",
-        "kerple": "Chi et al. 2022",
-        "xpos": "Sun et al. 2023",
-        "cope": "Golovneva et al. 2024",
-        "logn": "Qwen",
-    }
+    authors = {"t5": "Raffel et al. 2020", "fire": "Li et al. 2023", "kerple": "Chi et al. 2022",
+               "fire-random": "McLeish et al. 2024", "xpos": "Sun et al. 2023",
+               "cope": "Golovneva et al. 2024", "logn": "Qwen"}  # fmt: skip
     assert all(author in lines[pe] for pe, author in authors.items())
     assert "slower" in lines["cope"]
 
 
-# --- NoPE and partial rope: what the Llama block does, tested, not assumed ----------------
+# --- NoPE, partial rope and rope types: what the Llama block does, tested, not assumed ---------
 
 
 def test_nope_logits_do_not_depend_on_the_positions_and_rope_logits_do_on_their_gaps():
@@ -200,34 +165,24 @@ def test_partial_rope_rotates_the_first_pairs_only():
     np.testing.assert_allclose(inv_freq.double().numpy(), expected, rtol=1e-6)
 
 
-# --- rope types: transformers' own frequencies, Resonance rounded --------------------------
-
-ROPE_PES = [
-    name
-    for name, encoding in ENCODINGS.items()
-    if encoding.attention is None and encoding.input_positions is None
-]
-
-
 def transformers_own(config) -> tuple[torch.Tensor, float]:
-    """What transformers computes for the config's rope type, through its own functions; a
-    Resonance type's wavelengths rounded to integers here."""
+    """transformers' own frequencies for the config's rope type; Resonance's rounded here."""
     rope_type = config.rope_parameters["rope_type"]
     if rope_type == "default":
         return LlamaRotaryEmbedding.compute_default_rope_parameters(config)
-    if rope_type.startswith("resonance"):
-        base = "default" if rope_type == "resonance" else rope_type.removeprefix("resonance_")
-        inner = dict(config.rope_parameters, rope_type=base)
-        inv_freq, scaling = transformers_own(
-            LlamaConfig(**{**config.to_dict(), "rope_parameters": inner})
-        )
-        wavelengths = torch.round(2 * math.pi / inv_freq.double())
-        return (2 * math.pi / wavelengths).float(), scaling
-    return ROPE_INIT_FUNCTIONS[rope_type](config)
+    if not rope_type.startswith("resonance"):
+        return ROPE_INIT_FUNCTIONS[rope_type](config)
+    base = "default" if rope_type == "resonance" else rope_type.removeprefix("resonance_")
+    inner = {**config.to_dict(), "rope_parameters": dict(config.rope_parameters, rope_type=base)}
+    inv_freq, scaling = transformers_own(LlamaConfig(**inner))
+    wavelengths = torch.round(2 * math.pi / inv_freq.double())
+    return (2 * math.pi / wavelengths).float(), scaling
 
 
 @pytest.mark.parametrize("evaluation", [False, True], ids=["train", "evaluation"])
-@pytest.mark.parametrize("pe", ROPE_PES)
+@pytest.mark.parametrize(
+    "pe", [n for n, e in ENCODINGS.items() if e.attention is None and e.input_positions is None]
+)
 def test_every_rope_type_has_the_frequencies_transformers_computes_itself(pe, evaluation):
     rotary = tiny(pe, evaluation=evaluation).model.rotary_emb
     want, scaling = transformers_own(rotary.config)
@@ -249,23 +204,19 @@ def test_dynamic_ntk_scales_only_past_l_plus_1_positions():
 
 
 def layer_against_loop(model, logit):
-    """The first attention layer's output at POSITIONS, and the same from ``logit(h, i, j, q,
-    k)`` (q, k: the projected, unrotated rows of head h) by a softmax loop over j <= i."""
+    """The first attention layer's output at POSITIONS, and a softmax loop over j <= i of
+    ``logit(h, i, j, q, k)`` (q, k: head h's projected, unrotated rows)."""
     attention = model.model.layers[0].self_attn
-    hidden = torch.randn(
-        1, len(POSITIONS), HEADS * HEAD_DIM, generator=torch.Generator().manual_seed(2)
-    )
+    generator = torch.Generator().manual_seed(2)
+    hidden = torch.randn(1, len(POSITIONS), HEADS * HEAD_DIM, generator=generator)
     positions = torch.tensor([POSITIONS])
     cos_sin = model.model.rotary_emb(hidden, positions)
     with torch.no_grad():
         out, _ = attention(
             hidden, position_embeddings=cos_sin, attention_mask=None, position_ids=positions
         )
-        shape = (len(POSITIONS), HEADS, HEAD_DIM)
-        q, k, v = (
-            proj(hidden)[0].view(shape).double()
-            for proj in (attention.q_proj, attention.k_proj, attention.v_proj)
-        )
+        projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+        q, k, v = (p(hidden)[0].view(len(POSITIONS), HEADS, HEAD_DIM).double() for p in projections)
         heads = []
         for h in range(HEADS):
             rows = []
@@ -295,8 +246,7 @@ def rotated(x, p: int):
 
 
 def published_slopes(heads: int) -> list[float]:
-    """Press et al.: 2^(-8h/n) for n = the power of two <= heads, then the odd-indexed slopes
-    of 2n for the remaining heads (their get_slopes)."""
+    """Press et al.'s get_slopes: 2^(-8h/n), n the power of two <= heads, then odd ones of 2n."""
     n = 2 ** int(math.log2(heads))
     slopes = [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
     extra = [2.0 ** (-8.0 * h / (2 * n)) for h in range(1, 2 * n + 1, 2)]
@@ -308,21 +258,27 @@ def t5_bucket(d: int, buckets: int = 32, max_distance: int = 128) -> int:
     exact = buckets // 2
     if d < exact:
         return d
-    far = exact + int(math.log(d / exact) / math.log(max_distance / exact) * exact)
-    return min(buckets - 1, far)
+    return min(
+        buckets - 1, exact + int(math.log(d / exact) / math.log(max_distance / exact) * exact)
+    )
 
 
-def alibi_bias(model):
+def biased(bias):
+    """The logit of plain attention plus ``bias(h, i, j)``."""
+    return lambda h, i, j, q, k: dot(q[i], k[j]) * SCALE + bias(h, i, j)
+
+
+def alibi_logit(model):
     slopes = published_slopes(HEADS)
-    return lambda h, i, j: -slopes[h] * (POSITIONS[i] - POSITIONS[j])
+    return biased(lambda h, i, j: -slopes[h] * (POSITIONS[i] - POSITIONS[j]))
 
 
-def t5_bias(model):
+def t5_logit(model):
     table = model.model.position_module.bias.weight.double()
-    return lambda h, i, j: table[t5_bucket(POSITIONS[i] - POSITIONS[j]), h].item()
+    return biased(lambda h, i, j: table[t5_bucket(POSITIONS[i] - POSITIONS[j]), h].item())
 
 
-def fire_bias(model):
+def fire_logit(model):
     """FIRE: an MLP of log(c d + 1) / log(c max(p_i, L) + 1)."""
     fire = model.model.layers[0].self_attn.position_module
     c, threshold = abs(fire.c.item()), abs(fire.threshold_scale.item() * (L + 1))
@@ -335,15 +291,14 @@ def fire_bias(model):
         hidden = [max(0.0, w * x + b) for w, b in zip(w1, b1, strict=True)]
         return sum(w * a for w, a in zip(w2[h], hidden, strict=True)) + b2[h]
 
-    return bias
+    return biased(bias)
 
 
-def kerple_bias(model):
+def kerple_logit(model):
     """KERPLE log: -r1 log(1 + r2 |p_i - p_j|), r1 and r2 at least 0.01."""
     kerple = model.model.layers[0].self_attn.position_module
-    r1 = [max(v, 0.01) for v in kerple.r1.tolist()]
-    r2 = [max(v, 0.01) for v in kerple.r2.tolist()]
-    return lambda h, i, j: -r1[h] * math.log(1 + r2[h] * abs(POSITIONS[i] - POSITIONS[j]))
+    r1, r2 = ([max(v, 0.01) for v in r.tolist()] for r in (kerple.r1, kerple.r2))
+    return biased(lambda h, i, j: -r1[h] * math.log(1 + r2[h] * abs(POSITIONS[i] - POSITIONS[j])))
 
 
 def xpos_logit(model):
@@ -382,27 +337,19 @@ def logn_logit(model):
     return logit
 
 
-BIASES = {"alibi": alibi_bias, "t5": t5_bias, "fire": fire_bias, "kerple": kerple_bias}
-LOGITS = {"xpos": xpos_logit, "cope": cope_logit, "logn": logn_logit}
-LOGITS.update({"rope+logn": logn_logit, "yarn+logn": logn_logit})  # yarn scales at evaluation
+FORMULAS = {"alibi": alibi_logit, "t5": t5_logit, "fire": fire_logit, "kerple": kerple_logit}
+FORMULAS.update(xpos=xpos_logit, cope=cope_logit, logn=logn_logit)
+FORMULAS.update({"rope+logn": logn_logit, "yarn+logn": logn_logit})  # yarn scales at evaluation
 PARAMETERS = {"xpos": {"scale_base": 16.0}, "cope": {"positions": 6}}  # effects within 300
 
 
-@pytest.mark.parametrize("pe", [*BIASES, *LOGITS])
+@pytest.mark.parametrize("pe", FORMULAS)
 def test_each_attention_is_its_published_formula_in_the_llama_layer(pe):
     model = tiny(pe, **PARAMETERS.get(pe, {}))
     if "logn" in pe:  # larger logits: a wrong scale shows
         with torch.no_grad():
             model.model.layers[0].self_attn.q_proj.weight.mul_(8)
-    if pe in BIASES:
-        bias = BIASES[pe](model)
-
-        def logit(h, i, j, q, k):
-            return dot(q[i], k[j]) * SCALE + bias(h, i, j)
-
-    else:
-        logit = LOGITS[pe](model)
-    out, want = layer_against_loop(model, logit)
+    out, want = layer_against_loop(model, FORMULAS[pe](model))
     torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
 
 
@@ -505,6 +452,8 @@ REQUESTS = [PERequest(name=name) for name in ENCODINGS] + [
 def test_every_pe_trains_saves_reloads_and_records_what_it_trained(
     tiny_training_dataset, tmp_path, request_
 ):
+    from posgen.train.trainer import evaluation_positions
+
     config = preset("cpu", **TINY, epochs=1, max_steps=2)
     out = tmp_path / "run"
     summary = train_runs(

@@ -1,5 +1,6 @@
 """Issue 27, classes 4 and 5: a bad parameter is one ``error:`` line, exit 2, before torch is
 imported; a plugin that breaks is one line naming it; a loss that turns NaN stops the run."""
+# ruff: noqa: E402
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from posgen.encodings import PERequest  # noqa: E402
-from posgen.encodings.parameters import PARAMETERS, check_parameters  # noqa: E402
+from posgen.encodings import ENCODINGS, NO_TABLE, Lengths, PERequest
+from posgen.encodings.parameters import PARAMETERS, check_parameters
+from posgen.train.trainer import Diverged, diverged
 
 SMALL = ["--batch-size=16", "--eval-batch-size=8"]
 
@@ -85,8 +87,6 @@ def test_every_rope_parameter_of_the_table_refuses_nan_and_booleans():
 
 
 def test_the_defaults_of_every_built_in_pass_their_own_table():
-    from posgen.encodings import ENCODINGS, NO_TABLE, Lengths
-
     lengths = Lengths(train=64, test=256, head_dim=16, heads=4)
     for name, encoding in ENCODINGS.items():
         check_parameters(name, encoding.defaults(lengths))
@@ -101,39 +101,21 @@ def test_a_parameter_spelled_out_at_its_default_is_accepted():
 
 BROKEN = {  # issue 27 case -> (--pe, then --pe-param values; exit code; error line fragments)
     "class 5: module raises on import": (["h27raises:X"], 2, "h27raises:X", "RuntimeError: boom"),
-    "class 5: module calls sys.exit(3) on import": (
-        ["h27exits:X"],
-        2,
-        "h27exits:X",
-        "SystemExit: 3",
-    ),
+    "class 5: module calls sys.exit(3) on import": (["h27exits:X"], 2, "h27exits:X",
+                                                    "SystemExit: 3"),
     "class 5: frequencies of the wrong shape": (["h27plugins:WRONG_SHAPE"], 2, "h27_wrong_shape"),
     "class 5: frequencies that are None": (["h27plugins:NONE"], 2, "h27_none", "module h27plugins"),
     "class 5: NaN frequencies": (["h27plugins:NAN"], 2, "h27_nan", "not finite"),
-    "class 5: a bias of rank 2": (
-        ["h27plugins:RANK"],
-        2,
-        "h27plugins:RANK",
-        "its bias of position ids",
-    ),
+    "class 5: a bias of rank 2": (["h27plugins:RANK"], 2, "h27plugins:RANK",
+                                  "its bias of position ids"),
     "class 5: llama3 high_freq_factor = low_freq_factor": (
-        ["llama3", "low_freq_factor=2", "high_freq_factor=2"],
-        2,
-        "high_freq_factor must be greater than low_freq_factor",
-    ),
-    "class 4: training loss NaN": (
-        ["h27plugins:DIVERGE"],
-        1,
-        "training loss became nan at step 1",
-        "no run folder",
-    ),
-    "class 10: a plugin's bug in training": (
-        ["h27plugins:LATE"],
-        1,
-        "plugin encoding h27_late",
-        "a bug at 65 positions",
-    ),
-}
+        ["llama3", "low_freq_factor=2", "high_freq_factor=2"], 2,
+        "high_freq_factor must be greater than low_freq_factor"),
+    "class 4: training loss NaN": (["h27plugins:DIVERGE"], 1, "training loss became nan at step 1",
+                                   "no run folder"),
+    "class 10: a plugin's bug in training": (["h27plugins:LATE"], 1, "plugin encoding h27_late",
+                                             "a bug at 65 positions"),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
@@ -150,8 +132,6 @@ def test_a_broken_plugin_encoding_or_training_is_one_line_naming_it_nothing_writ
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_a_loss_that_is_not_finite_stops_the_run_where_a_gpu_checks_it(value):
-    from posgen.train.trainer import Diverged, diverged
-
     diverged(torch.tensor(2.5), "epoch 1")
     with pytest.raises(Diverged, match=f"training loss became {value} at epoch 3"):
         diverged(torch.tensor(value), "epoch 3 (its mean up to step 9)")

@@ -1,7 +1,6 @@
-"""Issue 27, class 2: a plugin never replaces a built-in encoding. A plugin named like a
-built-in, or taking transformers' rope types, a built-in's or ALiBi's attention, is one
-``error:`` line (exit 2) and changes nothing; a table replaced behind posgen's back is refused.
-"""
+"""Issue 27, class 2: a plugin clashing with a built-in (its name, a rope type, an attention)
+is one ``error:`` line, exit 2, and changes nothing; a table replaced behind posgen's back too."""
+# ruff: noqa: E402
 
 from __future__ import annotations
 
@@ -13,12 +12,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from transformers import AttentionInterface  # noqa: E402
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
+from transformers import AttentionInterface
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from posgen.encodings import ENCODINGS, Lengths, PEError, PERequest, resolve  # noqa: E402
-from posgen.encodings.builtin import TRANSFORMERS_ROPE_TYPES  # noqa: E402
-from posgen.encodings.model import load_model  # noqa: E402
+from posgen.encodings import ENCODINGS, Lengths, PEError, PERequest, resolve
+from posgen.encodings.builtin import TRANSFORMERS_ROPE_TYPES
+from posgen.encodings.model import load_model
 
 LENGTHS = Lengths(train=64, test=256, head_dim=8, heads=2)
 
@@ -38,28 +37,21 @@ def zero_bias(position_ids, heads, parameters):
     return torch.zeros(rows, heads, length, length)
 """
 
-BUILT_INS = ["rope", "yarn", "linear", "dynamic", "longrope", "llama3", "resonance"]
-BUILT_INS += ["resonance_yarn", "proportional", "nope"]
-NAMED = "built-in position encoding NAME"
-OWN = "rope type 'NAME' is transformers' own"
+BUILT_INS = "rope yarn linear dynamic longrope llama3 resonance resonance_yarn proportional nope"
+NAMED, OWN = "built-in position encoding NAME", "rope type 'NAME' is transformers' own"
+TYPED = 'rope_encoding("mine_NAME", "mine", freqs, rope_type="NAME")'
+TAKEN = "rope type 'NAME' is taken by the built-in encoding NAME"
+THE_NAME = "the name of a built-in position encoding"
 
 # (the plugin's X, for each NAME of the names; a fragment of the error line)
 CLASHES = [
-    ('rope_encoding("NAME", "mine", freqs, rope_type="mine_NAME")', BUILT_INS, NAMED),
+    ('rope_encoding("NAME", "mine", freqs, rope_type="mine_NAME")', BUILT_INS.split(), NAMED),
     ('rope_encoding("NAME", "mine", None, lambda lengths: {"rope_theta": 500.0})', ["rope"], NAMED),
     ('bias_encoding("NAME", "mine", zero_bias)', ["alibi", "rope"], NAMED),
-    (
-        'PositionEncoding(name="NAME", summary="mine")',
-        ["rope", "learned", "sinusoidal"],
-        "the name of a built-in position encoding",
-    ),
-    ('rope_encoding("mine_NAME", "mine", freqs, rope_type="NAME")', TRANSFORMERS_ROPE_TYPES, OWN),
+    ('PositionEncoding(name="NAME", summary="mine")', ["rope", "learned", "sinusoidal"], THE_NAME),
+    (TYPED, TRANSFORMERS_ROPE_TYPES, OWN),
     ('rope_encoding("NAME", "mine", freqs)', ["default"], OWN),
-    (
-        'rope_encoding("mine_NAME", "mine", freqs, rope_type="NAME")',
-        ["resonance", "resonance_yarn", "resonance_linear"],
-        "rope type 'NAME' is taken by the built-in encoding NAME",
-    ),
+    (TYPED, ["resonance", "resonance_yarn", "resonance_linear"], TAKEN),
 ]
 CASES = {  # the plugin's X -> a fragment of the error line
     x.replace("NAME", name): fragment.replace("NAME", name)
@@ -69,8 +61,8 @@ CASES = {  # the plugin's X -> a fragment of the error line
 
 
 def intact() -> dict[str, object]:
-    """What no plugin may change: every rope function of transformers' table, ALiBi's
-    attention, and RoPE's and ALiBi's resolved parameters."""
+    """What no plugin may change: transformers' rope functions, ALiBi's attention, the resolved
+    RoPE and ALiBi."""
     return {
         "rope functions": dict(ROPE_INIT_FUNCTIONS),
         "alibi attention": AttentionInterface().get("posgen_bias_alibi"),
@@ -113,21 +105,39 @@ GRID_CASES = {  # pes = [the plugin, rope]
 }
 
 
+@pytest.fixture
+def sweep(cli, tiny_training_dataset, tmp_path):
+    """``sweep(pes)``: ``posgen sweep --out tmp_path/sweep`` of a grid of ``pes`` on cot, seed 1."""
+
+    def run(pes: list[str]):
+        body = {"datasets": [str(tiny_training_dataset)], "configs": ["cot"], "pes": pes}
+        (tmp_path / "grid.json").write_text(json.dumps({**body, "seeds": [1]}))
+        return cli("sweep", tmp_path / "grid.json", "--out", tmp_path / "sweep")
+
+    return run
+
+
 @pytest.mark.parametrize("case", sorted(GRID_CASES))
 def test_a_grid_with_a_clashing_plugin_is_refused_when_it_is_read(
-    assert_clean_error, cli, recorded, plugins, tiny_training_dataset, tmp_path, case
+    assert_clean_error, sweep, recorded, plugins, tmp_path, case
 ):
     before = intact()
-    module = plugins(GRID_CASES[case])
-    grid = tmp_path / "grid.json"
-    pes = [f"{module}:X", "rope"]
-    body = {"datasets": [str(tiny_training_dataset)], "configs": ["cot"], "pes": pes, "seeds": [1]}
-    grid.write_text(json.dumps(body))
-    result = cli("sweep", grid, "--out", tmp_path / "sweep")
+    result = sweep([f"{plugins(GRID_CASES[case])}:X", "rope"])
     with recorded("hostile", f"class 2: pes = [{case}, rope]"):
         assert_clean_error(result, 2, "pes.0", "built-in" if "named" in case else "own")
         assert not (tmp_path / "sweep").exists()
         assert intact() == before
+
+
+def test_a_grid_of_two_plugins_with_one_name_is_refused_when_it_is_read(
+    assert_clean_error, sweep, recorded, plugins, tmp_path
+):
+    first = plugins('rope_encoding("twin", "mine", freqs, rope_type="twin_a")')
+    second = plugins('rope_encoding("twin", "mine", freqs, rope_type="twin_b")')
+    result = sweep(["rope", f"{first}:X", f"{second}:X"])
+    with recorded("hostile", "pes = [rope, two plugins named twin]"):
+        assert_clean_error(result, 2, "pes.2", "pes.1", "could not be told apart")
+        assert not (tmp_path / "sweep").exists()
 
 
 def test_rope_and_a_plugin_of_its_own_name_train_with_their_own_frequencies_after_every_clash(
@@ -214,21 +224,6 @@ def test_an_entry_point_named_like_a_built_in_is_one_error_line_not_dropped_or_u
     with recorded("hostile", f"an entry point named {name}"):
         assert_clean_error(cli("train", "--list-pe"), 2, f"entry point {name}", fragment)
         assert intact() == before
-
-
-def test_a_grid_of_two_plugins_with_one_name_is_refused_when_it_is_read(
-    assert_clean_error, cli, recorded, plugins, tiny_training_dataset, tmp_path
-):
-    first = plugins('rope_encoding("twin", "mine", freqs, rope_type="twin_a")')
-    second = plugins('rope_encoding("twin", "mine", freqs, rope_type="twin_b")')
-    grid = tmp_path / "grid.json"
-    pes = ["rope", f"{first}:X", f"{second}:X"]
-    body = {"datasets": [str(tiny_training_dataset)], "configs": ["cot"], "pes": pes, "seeds": [1]}
-    grid.write_text(json.dumps(body))
-    result = cli("sweep", grid, "--out", tmp_path / "sweep")
-    with recorded("hostile", "pes = [rope, two plugins named twin]"):
-        assert_clean_error(result, 2, "pes.2", "pes.1", "could not be told apart")
-        assert not (tmp_path / "sweep").exists()
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,6 @@
-"""A position-encoding plugin written from the README alone: listed, trained, in the results.
-
-The README's plugin (its ``# mype/__init__.py`` and ``# pyproject.toml`` blocks) is written
-to a temporary folder on ``sys.path`` with a ``dist-info`` holding its entry points (what
-``pip install`` would write), so ``importlib.metadata`` finds it like an installed package.
-"""
+"""A position-encoding plugin written from the README alone: listed, trained, in the results;
+broken bias plugins and saved models refused in one line."""
+# ruff: noqa: E402
 
 from __future__ import annotations
 
@@ -14,16 +11,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import numpy as np  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
+import numpy as np
+from safetensors.torch import load_file
 
-import posgen  # noqa: E402
-from posgen.encodings.builtin import alibi_bias, bias_encoding  # noqa: E402
-from posgen.encodings.model import load_model  # noqa: E402
-from posgen.errors import UsageError  # noqa: E402
-from posgen.scoring.prediction_files import read_predictions  # noqa: E402
-from posgen.train.config import preset  # noqa: E402
-from posgen.train.trainer import RunData, build_model, lm_tensors, predict  # noqa: E402
+import posgen
+from posgen.encodings.builtin import alibi_bias, bias_encoding
+from posgen.encodings.model import load_model
+from posgen.errors import UsageError
+from posgen.scoring.prediction_files import read_predictions
+from posgen.train.config import preset
+from posgen.train.trainer import RunData, build_model, lm_tensors, predict
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,18 +30,16 @@ else:  # pragma: no cover
 
 @pytest.fixture
 def installed(plugin_site, readme_block) -> dict:
-    """The README's plugin, "installed" into a temporary site folder."""
+    """The README's plugin and a dist-info of its pyproject's entry points (what ``pip install``
+    writes) in a folder on ``sys.path``: ``importlib.metadata`` finds it as installed."""
     plugin_site("mype/__init__.py", readme_block("# mype/__init__.py"))
     project = tomllib.loads(readme_block("# pyproject.toml"))["project"]
-    dist = f"{project['name']}-{project['version']}.dist-info"
-    plugin_site(
-        f"{dist}/METADATA",
-        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n",
-    )
+    name, version = project["name"], project["version"]
+    dist = f"{name}-{version}.dist-info"
+    plugin_site(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
     lines = []
     for group, points in project["entry-points"].items():
-        lines.append(f"[{group}]")
-        lines += [f"{name} = {target}" for name, target in points.items()]
+        lines += [f"[{group}]", *(f"{point} = {target}" for point, target in points.items())]
     plugin_site(f"{dist}/entry_points.txt", "\n".join(lines) + "\n")
     return project
 
@@ -75,29 +70,17 @@ def test_installed_plugin_trains_with_its_frequencies_and_ranks_in_the_results(
     assert "| 1 | base500 | 1 |" in report.read_text()
 
 
-# --- the README's learned-bias plugin: trains, moves its weights, saves, reloads -------------
-
-
-@pytest.fixture
-def mybias(plugin_site, readme_block) -> str:
-    """The README's learned-bias plugin as a module on ``sys.path``; its ``--pe`` reference."""
-    plugin_site("mybias/__init__.py", readme_block("# mybias/__init__.py"))
-    return "mybias:LOGBIAS"
-
-
 def test_readme_learned_bias_trains_saves_and_reloads_to_the_same_predictions(
-    train_tiny, mybias, tiny_training_dataset, tmp_path
+    train_tiny, plugin_site, readme_block, tiny_training_dataset, tmp_path
 ):
-    out = tmp_path / "run"
+    plugin_site("mybias/__init__.py", readme_block("# mybias/__init__.py"))
+    mybias, out = "mybias:LOGBIAS", tmp_path / "run"
     result = train_tiny(mybias, out, "--max-steps=3", "--lr=0.01", "--save-model")
     assert result.exit_code == 0, result.output
     saved = load_file(out / "model" / "model.safetensors")
     own = sorted(key for key in saved if ".position_module." in key)
-    assert own == [
-        f"model.layers.0.self_attn.position_module.mlp.{n}.{w}"
-        for n in (0, 2)
-        for w in ("bias", "weight")
-    ]
+    module = "model.layers.0.self_attn.position_module.mlp"
+    assert own == [f"{module}.{n}.{w}" for n in (0, 2) for w in ("bias", "weight")]
     reference = RunData.load(tiny_training_dataset, "cot").train
     config = preset("cpu", layers=1, hidden=16, heads=2, intermediate=32)
     fresh = build_model(config, reference, mybias, 1).state_dict()
@@ -140,14 +123,10 @@ EMPTY = bias_encoding("empty", "a module without weights", module=Fixed)
 """
 
 
-@pytest.mark.parametrize(
-    ("name", "message"),
-    [
-        ("GLOBAL", "--pe leaked:GLOBAL: its bias function returns a tensor that needs gradients"),
-        ("EMPTY", "--pe leaked:EMPTY: its bias module owns no trainable parameters"),
-    ],
-    ids=["weights-outside-the-model", "module-without-weights"],
-)
+@pytest.mark.parametrize(("name", "message"), [
+    ("GLOBAL", "--pe leaked:GLOBAL: its bias function returns a tensor that needs gradients"),
+    ("EMPTY", "--pe leaked:EMPTY: its bias module owns no trainable parameters"),
+], ids=["weights-outside-the-model", "module-without-weights"])  # fmt: skip
 def test_a_bias_that_cannot_learn_what_it_claims_is_one_error_line(
     train_tiny, plugin_site, name, message, tmp_path
 ):
@@ -164,22 +143,14 @@ def test_bias_encoding_takes_a_function_or_a_module_not_both():
         bias_encoding("both", "x", alibi_bias, module=lambda parameters, lengths: None)
 
 
-@pytest.mark.parametrize(
-    ("where", "text", "problem"),
-    [
-        ("run", None, "no saved model here (train with --save-model; it writes RUN/model)"),
-        ("run/model", None, "no saved model here"),
-        ("nothing", None, "no saved model here"),
-        ("run", "{", "not a posgen model's encoding (JSONDecodeError"),
-        ("run", "{}", "not a posgen model's encoding (KeyError"),
-        (
-            "run",
-            '{"request": {"name": "rope"}, "lengths": 1}',
-            "not a posgen model's encoding (TypeE",
-        ),
-    ],
-    ids=["run", "run-model", "nothing", "not-json", "no-request", "bad-lengths"],
-)
+@pytest.mark.parametrize(("where", "text", "problem"), [
+    ("run", None, "no saved model here (train with --save-model; it writes RUN/model)"),
+    ("run/model", None, "no saved model here"),
+    ("nothing", None, "no saved model here"),
+    ("run", "{", "not a posgen model's encoding (JSONDecodeError"),
+    ("run", "{}", "not a posgen model's encoding (KeyError"),
+    ("run", '{"request": {"name": "rope"}, "lengths": 1}', "not a posgen model's encoding (TypeE"),
+], ids=["run", "run-model", "nothing", "not-json", "no-request", "bad-lengths"])  # fmt: skip
 def test_load_model_of_a_folder_without_a_good_saved_model_is_one_usage_error(
     where, text, problem, tmp_path
 ):

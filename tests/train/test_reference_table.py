@@ -1,5 +1,6 @@
 """The reference table: attention diagnostics, effective length, the source column, the
 ``eee`` and ``hf`` exports and the precision option."""
+# ruff: noqa: E402
 
 from __future__ import annotations
 
@@ -12,16 +13,16 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import yaml
 
 torch = pytest.importorskip("torch")
-yaml = pytest.importorskip("yaml")
 
-from posgen.spec import default_benchmark  # noqa: E402
-from posgen.train.attention import _recording, far_mask, summarize  # noqa: E402
-from posgen.train.config import preset  # noqa: E402
-from posgen.train.results import effective_length, length_buckets  # noqa: E402
-from posgen.train.run_record import RESULTS, read_run  # noqa: E402
-from posgen.train.trainer import build_model, precision  # noqa: E402
+from posgen.spec import default_benchmark
+from posgen.train.attention import _recording, far_mask, summarize
+from posgen.train.config import preset
+from posgen.train.results import effective_length, length_buckets
+from posgen.train.run_record import RESULTS, read_run
+from posgen.train.trainer import build_model, precision
 
 TINY = {"layers": 2, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
 SEEDS = (1, 2)
@@ -36,35 +37,27 @@ def _tiny_model(pe: str):
     return build_model(preset("cpu", **TINY), reference, pe, seed=3).eval()
 
 
-def test_recorded_attention_is_what_eager_attention_returns():
-    model = _tiny_model("rope")
-    ids = torch.randint(0, 17, (2, 12))
-    sink: list[torch.Tensor] = []
-    with torch.no_grad(), _recording(model, sink):
-        model(input_ids=ids)
-    model.config._attn_implementation = "eager"
-    with torch.no_grad():
-        eager = model(input_ids=ids, output_attentions=True).attentions
-    assert len(sink) == len(eager) == TINY["layers"]
-    for probabilities, expected in zip(sink, eager, strict=True):
-        torch.testing.assert_close(probabilities, expected.float(), atol=1e-5, rtol=1e-4)
-
-
 @pytest.mark.parametrize("pe", ["rope", "alibi", "nope", "learned"])
-def test_recorded_attention_is_causal_and_sums_to_one_and_leaves_outputs_alone(pe):
+def test_recorded_attention_is_causal_sums_to_one_leaves_outputs_alone_and_is_eagers(pe):
     model = _tiny_model(pe)
     ids = torch.randint(0, 17, (2, 12))
+    sink: list[torch.Tensor] = []
     with torch.no_grad():
         before = model(input_ids=ids).logits
-    sink: list[torch.Tensor] = []
-    with torch.no_grad(), _recording(model, sink):
-        during = model(input_ids=ids).logits
-    with torch.no_grad():
+        with _recording(model, sink):
+            during = model(input_ids=ids).logits
         after = model(input_ids=ids).logits
     assert torch.equal(before, during) and torch.equal(before, after)
+    assert len(sink) == TINY["layers"]
     for probabilities in sink:
         torch.testing.assert_close(probabilities.sum(-1), torch.ones(2, 2, 12))
         assert not probabilities.triu(diagonal=1).any()
+    if model.config._attn_implementation == "sdpa":  # not alibi's own attention function
+        model.config._attn_implementation = "eager"
+        with torch.no_grad():
+            eager = model(input_ids=ids, output_attentions=True).attentions
+        for probabilities, expected in zip(sink, eager, strict=True):
+            torch.testing.assert_close(probabilities, expected.float(), atol=1e-5, rtol=1e-4)
 
 
 def _far_positions(task: str, t: int, near: int, far: int) -> list[int]:
@@ -179,9 +172,8 @@ POSITIONS = list(range(W, END))
 
 
 def curve(id_value: float, ood: dict[int, float] | None = None, first: float = 0.06, gap=None):
-    """Accuracy per position: ``first`` at t = w, ``id_value`` after, ``ood`` from a
-    position on (``{position: value}``: that value from there to the next key); NaN at the
-    index ``gap``."""
+    """Accuracy per position: ``first`` at t = w, ``id_value`` after, ``ood[p]`` from position
+    p on, NaN at the index ``gap``."""
     values = [first] + [id_value] * (END - W - 1)
     for start, value in sorted((ood or {}).items()):
         values[start - W :] = [value] * (END - start)
@@ -202,10 +194,7 @@ def curve(id_value: float, ood: dict[int, float] | None = None, first: float = 0
         (curve(0.06), None),  # ID at chance: no drop could show
         (curve(0.10), None),  # reference within 0.05 of chance
         ([0.06] + [1.0, 0.06] * ((END - W - 1) // 2) + [1.0], END),  # period 2 is smoothed
-        (
-            [0.06] + [1.0, 0.06] * ((L - W) // 2) + [0.06] * (END - L - 1),
-            L,
-        ),  # period-2 ID, OOD at chance
+        ([0.06] + [1.0, 0.06] * ((L - W) // 2) + [0.06] * (END - L - 1), L),  # OOD at chance
         (curve(0.98, {200: 0.2}, gap=10), 200),  # a position without a value is left out
     ],
 )
@@ -266,8 +255,12 @@ def check_eee(record: dict) -> None:
     source = record["source_metadata"]
     _required(source, "source_type source_organization_name evaluator_relationship", "sm")
     assert source["source_type"] in ("documentation", "evaluation_run")
-    relationships = ("first_party", "third_party", "collaborative", "other")
-    assert source["evaluator_relationship"] in relationships
+    assert source["evaluator_relationship"] in (
+        "first_party",
+        "third_party",
+        "collaborative",
+        "other",
+    )
     _required(record["model_info"], "name id", "model_info")
     _required(record["eval_library"], "name version", "eval_library")
     for block in (source, record["model_info"], record["eval_library"]):
@@ -326,10 +319,8 @@ def test_hf_export_is_an_eval_results_yaml_per_metric(cli, trained_runs, reporte
     assert cli("results", trained_runs, "--format", "hf", "--out", out).exit_code == 0
     cell = reported["json"]["ds"]["tasks"]["cot"]["rope"]
     folder = out / "ds" / "cot" / "rope" / ".eval_results"
-    names = sorted(p.name for p in folder.iterdir())
-    assert names == sorted(
-        f"{m}.yaml" for m in ("id_accuracy", "ood_accuracy", "id_far_reliance", "ood_far_reliance")
-    )
+    metrics = ("id_accuracy", "ood_accuracy", "id_far_reliance", "ood_far_reliance")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{m}.yaml" for m in metrics)
     for name, key in (("id_accuracy", "id_mean"), ("ood_far_reliance", "far_ood_mean")):
         entries = yaml.safe_load((folder / f"{name}.yaml").read_text())
         assert isinstance(entries, list) and len(entries) == 1
@@ -346,9 +337,7 @@ def test_export_to_a_path_that_exists_is_one_error_line_and_nothing_written(
 ):
     taken = tmp_path / "taken"
     taken.write_text("mine")
-    result = cli("results", trained_runs, "--format", kind, "--out", taken)
-    line = assert_clean_error(result, 2)
-    assert "exists" in line
+    assert_clean_error(cli("results", trained_runs, "--format", kind, "--out", taken), 2, "exists")
     assert taken.read_text() == "mine"
 
 
@@ -358,11 +347,10 @@ def test_export_to_a_path_that_exists_is_one_error_line_and_nothing_written(
 def test_float32_runs_use_no_autocast_and_bf16_on_cpu_is_refused_by_train_and_the_loop(
     assert_clean_error, train_tiny, tmp_path
 ):
-    """``posgen train`` says it as one line, exit 2; the loop (a sweep's worker) raises."""
     assert isinstance(precision(preset("cpu"), torch.device("cpu")), contextlib.nullcontext)
     with pytest.raises(ValueError, match="bf16 needs a CUDA device"):
         precision(preset("cpu", bf16=True), torch.device("cpu"))
-    out = tmp_path / "run"
+    out = tmp_path / "run"  # posgen train says it as one line; the loop (a sweep's) raises
     line = assert_clean_error(train_tiny("rope", out, "--device", "cpu", "--bf16"), 2)
     assert line == "error: --bf16: needs a CUDA device (CPU runs compute in float32)"
     assert not out.exists()

@@ -1,5 +1,6 @@
 """``posgen results``: aggregation of run folders (``trained_runs``: rope and yarn, seeds 1, 2);
 lax input is refused and a default spelled out is the default (issue 27, class 11)."""
+# ruff: noqa: E402
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from posgen.encodings import Lengths, PERequest, resolve  # noqa: E402
-from posgen.scoring import load_probe, read_predictions, score_probe  # noqa: E402
-from posgen.scoring.reliance import measure_sentences  # noqa: E402
-from posgen.store.manifest import read_manifest  # noqa: E402
-from posgen.train.results import effective_length  # noqa: E402
-from posgen.train.run_record import PREDICTIONS, PROBE_PREDICTIONS, read_run  # noqa: E402
+from posgen.card import results_section
+from posgen.encodings import Lengths, PERequest, resolve
+from posgen.scoring import load_probe, read_predictions, score_probe
+from posgen.scoring.reliance import measure_sentences
+from posgen.store.manifest import read_manifest
+from posgen.train.results import effective_length
+from posgen.train.run_record import PREDICTIONS, PROBE_PREDICTIONS, read_run
 
 
 def test_results_table_holds_accuracy_far_reliance_mean_std_seed_count_and_definitions(
@@ -68,11 +70,7 @@ def test_results_without_run_folders_is_one_error_line(assert_clean_error, cli, 
     assert not (tmp_path / "R.md").exists()
 
 
-def test_card_shows_reference_results_only_for_the_data_they_were_trained_on(
-    tiny_training_dataset,
-):
-    from posgen.card import results_section
-
+def test_card_shows_reference_results_only_for_the_data_they_were_trained_on(tiny_training_dataset):
     manifest = read_manifest(tiny_training_dataset)
     cell = {"n": 3, "id_mean": 1.0, "id_std": 0.0, "ood_mean": 0.5, "ood_std": 0.1}
     spec_ids = {name: config.spec_id for name, config in manifest.configs.items()}
