@@ -1,5 +1,5 @@
 """Every ``--pe``: the registry, each formula against an independent computation in the Llama
-layer, and each encoding trained, saved and reloaded to the same predictions."""
+layer, causality (plugins too), and each encoding trained, saved and reloaded alike."""
 # ruff: noqa: E402
 
 from __future__ import annotations
@@ -372,6 +372,50 @@ def test_learned_encodings_own_their_weights_outside_weight_decay(pe):
     assert groups[1]["weight_decay"] == 0.0 and not own & {id(p) for p in groups[0]["params"]}
 
 
+# --- causality: a token changed at t moves no logit before t, plugins included ---------------
+
+LEAKY = """
+import torch
+from transformers import AttentionInterface
+
+from posgen.encodings import PositionEncoding
+
+
+def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    weights = torch.softmax(query @ key.transpose(-1, -2) * scaling, dim=-1)  # no mask read
+    return (weights @ value).transpose(1, 2).contiguous(), weights
+
+
+AttentionInterface.register("leaky_attention", attention)  # and no AttentionMaskInterface entry
+LEAKY = PositionEncoding(name="leaky", summary="reads the future", attention="leaky_attention")
+"""
+EVERY = [*ENCODINGS, "rope+logn", "yarn+logn", "learned+logn", "mype:BASE500", "mybias:LOGBIAS"]
+
+
+@pytest.fixture
+def readme_plugins(plugin_site, readme_block):
+    """The README's two plugins and LEAKY (an attention that ignores the mask) on ``sys.path``."""
+    plugin_site("mype.py", readme_block("# mype/__init__.py"))
+    plugin_site("mybias.py", readme_block("# mybias/__init__.py"))
+    plugin_site("leaky.py", LEAKY)
+
+
+@pytest.mark.parametrize("positions", [None, GAPPED * 4], ids=["default-positions", "gapped-ids"])
+@pytest.mark.parametrize("name", [*EVERY, "leaky:LEAKY"])
+def test_every_encoding_is_causal_and_one_that_ignores_the_mask_is_caught(
+    readme_plugins, name, positions
+):
+    model, changed = tiny(name), IDS.clone()
+    changed[:, 7] = (IDS[:, 7] + 1) % 17
+    delta = (logits(model, changed, positions) - logits(model, IDS, positions)).abs()
+    before, after = delta[:, :7].max().item(), delta[:, 7:].max().item()
+    if name == "leaky:LEAKY":
+        assert before > 1e-3
+    else:
+        assert before <= 1e-6, f"{name}: logits before t moved by {before}"
+        assert after > 1e-4  # the change does reach the logits from t on
+
+
 # --- absolute and randomized positions -----------------------------------------------------
 
 
@@ -467,9 +511,13 @@ def test_every_pe_trains_saves_reloads_and_records_what_it_trained(
     saved = read_predictions(out / "predictions.parquet")
     np.testing.assert_array_equal(saved.ids, test.ids)
     np.testing.assert_array_equal(again, saved.tokens)
-    record = json.loads((out / "results.json").read_text())
+    strict = {"parse_constant": lambda constant: pytest.fail(f"{constant} in a run file")}
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, **strict)
+    record = json.loads((out / "results.json").read_text(), **strict)
     assert record["position_encoding"]["label"] == pe.label
     assert record["position_encoding"]["parameters"] == pe.parameters
+    assert all(pe.parameters[name] == v for name, v in request_.parameters.items())  # pi2: 2
     assert len(record["scores"]["curve"]["accuracy"]) == L_TEST - 4
     assert (record["seed"], record["preset"]) == (1, "cpu")
 

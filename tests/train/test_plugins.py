@@ -1,9 +1,11 @@
-"""A position-encoding plugin written from the README alone: listed, trained, in the results;
-broken bias plugins and saved models refused in one line."""
+"""Position-encoding plugins: the README's, written from it alone, listed, trained and in the
+results; one clashing with a built-in (issue 27, class 2: its name, a rope type, an attention)
+or a table replaced behind posgen's back is one ``error:`` line, exit 2, and changes nothing."""
 # ruff: noqa: E402
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 
@@ -13,9 +15,12 @@ torch = pytest.importorskip("torch")
 
 import numpy as np
 from safetensors.torch import load_file
+from transformers import AttentionInterface
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 import posgen
-from posgen.encodings.builtin import alibi_bias, bias_encoding
+from posgen.encodings import ENCODINGS, Lengths, PEError, PERequest, resolve
+from posgen.encodings.builtin import TRANSFORMERS_ROPE_TYPES, alibi_bias, bias_encoding
 from posgen.encodings.model import load_model
 from posgen.errors import UsageError
 from posgen.scoring.prediction_files import read_predictions
@@ -28,19 +33,23 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-@pytest.fixture
-def installed(plugin_site, readme_block) -> dict:
-    """The README's plugin and a dist-info of its pyproject's entry points (what ``pip install``
-    writes) in a folder on ``sys.path``: ``importlib.metadata`` finds it as installed."""
-    plugin_site("mype/__init__.py", readme_block("# mype/__init__.py"))
-    project = tomllib.loads(readme_block("# pyproject.toml"))["project"]
-    name, version = project["name"], project["version"]
+def dist_info(plugin_site, name: str, version: str, groups: dict[str, dict[str, str]]) -> None:
+    """A distribution's dist-info with ``groups`` (group -> name -> target) as its entry points
+    (what ``pip install`` writes) in the site folder: ``importlib.metadata`` finds it."""
     dist = f"{name}-{version}.dist-info"
     plugin_site(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
     lines = []
-    for group, points in project["entry-points"].items():
+    for group, points in groups.items():
         lines += [f"[{group}]", *(f"{point} = {target}" for point, target in points.items())]
     plugin_site(f"{dist}/entry_points.txt", "\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def installed(plugin_site, readme_block) -> dict:
+    """The README's plugin, installed as its ``pyproject.toml`` says into the site folder."""
+    plugin_site("mype/__init__.py", readme_block("# mype/__init__.py"))
+    project = tomllib.loads(readme_block("# pyproject.toml"))["project"]
+    dist_info(plugin_site, project["name"], project["version"], project["entry-points"])
     return project
 
 
@@ -162,3 +171,222 @@ def test_load_model_of_a_folder_without_a_good_saved_model_is_one_usage_error(
     with pytest.raises(UsageError) as error:
         posgen.load_model(tmp_path / where)
     assert str(error.value).startswith(f"{shown}: {problem}") and "\n" not in str(error.value)
+
+
+# --- issue 27, class 2: a plugin never replaces a built-in ---------------------------------
+
+LENGTHS = Lengths(train=64, test=256, head_dim=8, heads=2)
+
+HEADER = """
+import torch
+from posgen.encodings import PositionEncoding
+from posgen.encodings.builtin import bias_encoding, rope_encoding
+
+
+def freqs(config, device=None, seq_len=None, **kwargs):
+    dim = config.hidden_size // config.num_attention_heads
+    return (500.0 ** (-torch.arange(0, dim, 2, dtype=torch.float) / dim)).to(device), 1.0
+
+
+def zero_bias(position_ids, heads, parameters):
+    rows, length = position_ids.shape
+    return torch.zeros(rows, heads, length, length)
+"""
+
+BUILT_INS = "rope yarn linear dynamic longrope llama3 resonance resonance_yarn proportional nope"
+NAMED, OWN = "built-in position encoding NAME", "rope type 'NAME' is transformers' own"
+TYPED = 'rope_encoding("mine_NAME", "mine", freqs, rope_type="NAME")'
+TAKEN = "rope type 'NAME' is taken by the built-in encoding NAME"
+THE_NAME = "the name of a built-in position encoding"
+
+# (the plugin's X, for each NAME of the names; a fragment of the error line)
+CLASHES = [
+    ('rope_encoding("NAME", "mine", freqs, rope_type="mine_NAME")', BUILT_INS.split(), NAMED),
+    ('rope_encoding("NAME", "mine", None, lambda lengths: {"rope_theta": 500.0})', ["rope"], NAMED),
+    ('bias_encoding("NAME", "mine", zero_bias)', ["alibi", "rope"], NAMED),
+    ('PositionEncoding(name="NAME", summary="mine")', ["rope", "learned", "sinusoidal"], THE_NAME),
+    (TYPED, TRANSFORMERS_ROPE_TYPES, OWN),
+    ('rope_encoding("NAME", "mine", freqs)', ["default"], OWN),
+    (TYPED, ["resonance", "resonance_yarn", "resonance_linear"], TAKEN),
+]
+CASES = {  # the plugin's X -> a fragment of the error line
+    x.replace("NAME", name): fragment.replace("NAME", name)
+    for x, names, fragment in CLASHES
+    for name in sorted(names)
+}
+
+
+def intact() -> dict[str, object]:
+    """What no plugin may change: transformers' rope functions, ALiBi's attention, the resolved
+    RoPE and ALiBi."""
+    return {
+        "rope functions": dict(ROPE_INIT_FUNCTIONS),
+        "alibi attention": AttentionInterface().get("posgen_bias_alibi"),
+        "rope": resolve(PERequest(name="rope"), LENGTHS).record(),
+        "alibi": resolve(PERequest(name="alibi"), LENGTHS).record(),
+    }
+
+
+@pytest.fixture
+def plugins(plugin_site, tmp_path):
+    """``write(definition) -> module``: a plugin module of HEADER and ``X = definition``."""
+    numbers = itertools.count()
+
+    def write(definition: str) -> str:
+        name = f"clash_{next(numbers)}_{abs(hash(str(tmp_path))) % 10**6}"
+        plugin_site(f"{name}.py", f"{HEADER}\nX = {definition}\n")
+        return name
+
+    return write
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_plugin_clashing_with_a_built_in_is_one_error_line_and_changes_nothing(
+    assert_clean_error, train_tiny, recorded, plugins, tmp_path, case
+):
+    before = intact()
+    module = plugins(case)
+    result = train_tiny(f"{module}:X", tmp_path / "run")
+    with recorded("hostile", f"class 2: {case}"):
+        assert_clean_error(result, 2, f"--pe {module}:X", CASES[case])
+        assert not (tmp_path / "run").exists()
+        assert intact() == before
+
+
+GRID_CASES = {  # pes = [the plugin, rope]
+    "plugin named rope": 'rope_encoding("rope", "mine", freqs)',
+    "plugin of rope type default": 'rope_encoding("mine", "m", freqs, rope_type="default")',
+    "plugin named linear": 'rope_encoding("linear", "mine", freqs)',
+    "bias plugin named alibi": 'bias_encoding("alibi", "mine", zero_bias)',
+}
+
+
+@pytest.fixture
+def sweep(cli, tiny_training_dataset, tmp_path):
+    """``sweep(pes)``: ``posgen sweep --out tmp_path/sweep`` of a grid of ``pes`` on cot, seed 1."""
+
+    def run(pes: list[str]):
+        body = {"datasets": [str(tiny_training_dataset)], "configs": ["cot"], "pes": pes}
+        (tmp_path / "grid.json").write_text(json.dumps({**body, "seeds": [1]}))
+        return cli("sweep", tmp_path / "grid.json", "--out", tmp_path / "sweep")
+
+    return run
+
+
+@pytest.mark.parametrize("case", sorted(GRID_CASES))
+def test_a_grid_with_a_clashing_plugin_is_refused_when_it_is_read(
+    assert_clean_error, sweep, recorded, plugins, tmp_path, case
+):
+    before = intact()
+    result = sweep([f"{plugins(GRID_CASES[case])}:X", "rope"])
+    with recorded("hostile", f"class 2: pes = [{case}, rope]"):
+        assert_clean_error(result, 2, "pes.0", "built-in" if "named" in case else "own")
+        assert not (tmp_path / "sweep").exists()
+        assert intact() == before
+
+
+def test_a_grid_of_two_plugins_with_one_name_is_refused_when_it_is_read(
+    assert_clean_error, sweep, recorded, plugins, tmp_path
+):
+    first = plugins('rope_encoding("twin", "mine", freqs, rope_type="twin_a")')
+    second = plugins('rope_encoding("twin", "mine", freqs, rope_type="twin_b")')
+    result = sweep(["rope", f"{first}:X", f"{second}:X"])
+    with recorded("hostile", "pes = [rope, two plugins named twin]"):
+        assert_clean_error(result, 2, "pes.2", "pes.1", "could not be told apart")
+        assert not (tmp_path / "sweep").exists()
+
+
+def test_rope_and_a_plugin_of_its_own_name_train_with_their_own_frequencies_after_every_clash(
+    train_tiny, recorded, plugins, tmp_path
+):
+    for number, definition in enumerate(CASES):
+        module = plugins(definition)
+        train_tiny(f"{module}:X", tmp_path / f"r{number}")
+    module = plugins('rope_encoding("mine500", "mine", freqs)')
+    frequencies = {}
+    for pe in ("rope", f"{module}:X"):
+        out = tmp_path / pe.replace(":", "-")
+        result = train_tiny(pe, out, "--save-model")
+        assert result.exit_code == 0, result.output
+        frequencies[pe] = load_model(out / "model")[0].model.rotary_emb.inv_freq
+    record = json.loads((tmp_path / "rope" / "results.json").read_text())
+    with recorded("hostile", "class 2: rope's frequencies after every refused plugin"):
+        for pe, base in (("rope", 10_000.0), (f"{module}:X", 500.0)):
+            want = base ** (-torch.arange(0, 8, 2, dtype=torch.float) / 8)
+            torch.testing.assert_close(frequencies[pe], want)
+        assert record["position_encoding"]["source"] == "built-in"
+        # the same plugin module imported again (a new process, a reload) registers again
+        sys.modules.pop(module)
+        assert ENCODINGS[f"{module}:X"].name == "mine500"
+
+
+def test_a_second_plugin_taking_the_first_ones_rope_type_is_refused(recorded, plugins):
+    first = plugins('rope_encoding("shared_a", "mine", freqs, rope_type="shared_type")')
+    second = plugins('rope_encoding("shared_b", "mine", freqs, rope_type="shared_type")')
+    assert ENCODINGS[f"{first}:X"].name == "shared_a"
+    taken = f"rope type 'shared_type' is taken by {first}.freqs"
+    with (
+        recorded("hostile", "class 2: two plugins, one rope type"),
+        pytest.raises(PEError, match=taken),
+    ):
+        ENCODINGS[f"{second}:X"]
+    ROPE_INIT_FUNCTIONS.pop("shared_type", None)  # the test's own registration
+
+
+# case -> (the table, the entry replaced behind posgen's back, the encoding trained, fragment)
+REPLACED = {
+    "transformers' linear frequencies": (ROPE_INIT_FUNCTIONS, "linear", "linear", "'linear'"),
+    "transformers' yarn frequencies": (ROPE_INIT_FUNCTIONS, "yarn", "yarn", "'yarn'"),
+    "the Resonance frequencies": (ROPE_INIT_FUNCTIONS, "resonance", "resonance", "'resonance'"),
+    "Llama's default rope type": (ROPE_INIT_FUNCTIONS, "default", "rope", "'default'"),
+    "alibi's attention": (AttentionInterface._global_mapping, "posgen_bias_alibi", "alibi", ""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REPLACED))
+def test_a_frequency_table_or_attention_replaced_behind_posgens_back_is_refused(
+    assert_clean_error, train_tiny, recorded, monkeypatch, tmp_path, case
+):
+    table, key, pe, fragment = REPLACED[case]
+
+    def fake(*args, **kwargs):  # pragma: no cover - never called
+        raise AssertionError("trained with a replaced function")
+
+    monkeypatch.setitem(table, key, fake)
+    result = train_tiny(pe, tmp_path / "run")
+    with recorded("hostile", f"class 2: {case} replaced"):
+        assert_clean_error(result, 2, f"--pe {pe}", fragment, "was replaced")
+        assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [("rope", "is the name of a built-in"), ("yarn+logn", "names a built-in with a modifier")],
+)
+def test_an_entry_point_named_like_a_built_in_is_one_error_line_not_dropped_or_used(
+    assert_clean_error, cli, recorded, plugins, plugin_site, name, fragment
+):
+    before = intact()
+    module = plugins('rope_encoding("mine_ep", "mine", freqs, rope_type="mine_ep")')
+    dist_info(plugin_site, "clashing", "0.1", {"posgen.position_encodings": {name: f"{module}:X"}})
+    with recorded("hostile", f"an entry point named {name}"):
+        assert_clean_error(cli("train", "--list-pe"), 2, f"entry point {name}", fragment)
+        assert intact() == before
+
+
+@pytest.mark.parametrize(
+    ("defaults", "fragment"),
+    [
+        ('{"rope_theta": 1.0}', "rope_theta=1.0: must be greater than 1"),
+        ('{"rope_theta": 500.0, "factor": -2.0}', "factor=-2.0"),
+        ("[1, 2]", "its defaults are a list"),
+    ],
+)
+def test_a_plugins_defaults_keep_the_ranges_a_pe_param_keeps(
+    assert_clean_error, train_tiny, recorded, plugins, tmp_path, defaults, fragment
+):
+    module = plugins(f'rope_encoding("lowbase", "mine", None, lambda lengths: {defaults})')
+    result = train_tiny(f"{module}:X", tmp_path / "run")
+    with recorded("hostile", f"a plugin's defaults {defaults}"):
+        assert_clean_error(result, 2, fragment)
+        assert not (tmp_path / "run").exists()

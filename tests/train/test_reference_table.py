@@ -173,7 +173,7 @@ POSITIONS = list(range(W, END))
 
 def curve(id_value: float, ood: dict[int, float] | None = None, first: float = 0.06, gap=None):
     """Accuracy per position: ``first`` at t = w, ``id_value`` after, ``ood[p]`` from position
-    p on, NaN at the index ``gap``."""
+    p to the next key, NaN at the index ``gap``."""
     values = [first] + [id_value] * (END - W - 1)
     for start, value in sorted((ood or {}).items()):
         values[start - W :] = [value] * (END - start)
@@ -255,12 +255,8 @@ def check_eee(record: dict) -> None:
     source = record["source_metadata"]
     _required(source, "source_type source_organization_name evaluator_relationship", "sm")
     assert source["source_type"] in ("documentation", "evaluation_run")
-    assert source["evaluator_relationship"] in (
-        "first_party",
-        "third_party",
-        "collaborative",
-        "other",
-    )
+    relationships = ("first_party", "third_party", "collaborative", "other")
+    assert source["evaluator_relationship"] in relationships
     _required(record["model_info"], "name id", "model_info")
     _required(record["eval_library"], "name version", "eval_library")
     for block in (source, record["model_info"], record["eval_library"]):
