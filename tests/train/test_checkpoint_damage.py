@@ -18,8 +18,7 @@ from posgen.train.job import CHECKPOINT, TRAILER_BYTES, TRAILER_TAG  # noqa: E40
 
 @pytest.fixture(scope="module")
 def stopped(train_tiny, tmp_path_factory) -> dict[str, Path]:
-    """A run stopped by SIGTERM after step 1 (its work folder holds a checkpoint) and the same
-    run trained without a stop (the reference)."""
+    """The work folder (a checkpoint) of a run stopped after step 1; the run trained unstopped."""
     base = tmp_path_factory.mktemp("checkpoints")
     reference = base / "reference"
     assert train_tiny("rope", reference).exit_code == 0
@@ -81,8 +80,7 @@ def test_a_damaged_checkpoint_is_named_with_the_command_that_starts_over(
 
 @pytest.mark.parametrize("damaged", [True, False], ids=["damaged, started over", "intact"])
 def test_a_rerun_writes_what_a_run_never_stopped_writes(train_tiny, tmp_path, stopped, damaged):
-    """An intact checkpoint resumes byte-identical; a damaged one, removed as the error line
-    says, trains the run anew, as if never stopped."""
+    """Resumed from an intact checkpoint, or anew once a damaged one is removed as told."""
     work = tmp_path / ".run.posgen-resume"
     shutil.copytree(stopped["work"], work)
     out = tmp_path / "run"

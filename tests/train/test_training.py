@@ -26,15 +26,11 @@ from posgen.train.run_record import FILES, PREDICTIONS  # noqa: E402
 from posgen.train.trainer import RunData, lm_tensors, predict  # noqa: E402
 
 L, L_TEST, HEAD_DIM = 64, 256, 16
-
-
 TINY = {"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "batch_size": 32}
 TINY_FLAGS = ["--layers", "1", "--hidden", "32", "--heads", "2", "--intermediate", "64"]
 
 
 # --- the authors' formulas, written out independently of posgen.encodings ---------------
-
-
 def authors_rope(dim: int, base: float = 10_000.0) -> np.ndarray:
     """theta_i = base^(-2i/d)."""
     return base ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
@@ -65,15 +61,11 @@ def authors_yarn(dim: int, train_length: int, test_length: int, resonance: bool 
 
 
 def tiny_model(pe: str, evaluation: bool) -> LlamaForCausalLM:
+    size = {"hidden_size": 2 * HEAD_DIM, "intermediate_size": 32, "num_hidden_layers": 1}
+    heads = {"num_attention_heads": 2, "num_key_value_heads": 2}
+    rope = rope_parameters(pe, L, L_TEST, evaluation=evaluation)
     config = LlamaConfig(
-        vocab_size=18,
-        hidden_size=2 * HEAD_DIM,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=L_TEST + 1,
-        rope_parameters=rope_parameters(pe, L, L_TEST, evaluation=evaluation),
+        vocab_size=18, **size, **heads, max_position_embeddings=L_TEST + 1, rope_parameters=rope
     )
     torch.manual_seed(0)
     return LlamaForCausalLM(config)
@@ -138,8 +130,6 @@ def test_resonance_rope_types_survive_reinitialisation_and_save_load(pe, tmp_pat
 
 
 # --- training ---------------------------------------------------------------------------
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train") / "ds"
@@ -190,8 +180,7 @@ def test_smoke_training_loss_falls_and_predictions_score_like_the_run_report(cli
 def test_posgen_and_its_help_never_import_torch_and_train_without_it_is_one_error_line(
     data, tmp_path
 ):
-    """One interpreter: importing posgen and two helps import neither torch nor transformers;
-    then, torch made unimportable, ``posgen train`` is one error line and exit 2."""
+    """posgen and two helps import neither torch nor transformers; train without torch: one line."""
     script = (
         "import sys, contextlib, io\n"
         "import posgen, posgen.cli\n"
