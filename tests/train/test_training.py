@@ -93,18 +93,14 @@ def test_evaluation_frequencies_match_an_independent_implementation_of_the_autho
 
 
 @pytest.mark.parametrize(("pe", "trains_as"), [("yarn", "rope"), ("resonance_yarn", "resonance")])
-def test_yarn_variants_train_with_unscaled_frequencies(pe, trains_as):
-    np.testing.assert_array_equal(
-        frequencies(tiny_model(pe, evaluation=False))[0],
-        frequencies(tiny_model(trains_as, evaluation=False))[0],
-    )
-
-
-def test_switching_to_the_evaluation_embedding_changes_only_the_frequencies():
-    model = tiny_model("resonance_yarn", evaluation=False)
+def test_yarn_variants_train_unscaled_and_switch_to_evaluation_changing_only_the_frequencies(
+    pe, trains_as
+):
+    model = tiny_model(pe, evaluation=False)
     before = {name: value.clone() for name, value in model.state_dict().items()}
     old = frequencies(model)
-    use_frequencies(model, rope_parameters("resonance_yarn", L, L_TEST, evaluation=True))
+    np.testing.assert_array_equal(old[0], frequencies(tiny_model(trains_as, False))[0])
+    use_frequencies(model, rope_parameters(pe, L, L_TEST, evaluation=True))
     after = model.state_dict()
     assert before.keys() == after.keys()
     assert [name for name in before if not torch.equal(before[name], after[name])] == []
@@ -112,7 +108,7 @@ def test_switching_to_the_evaluation_embedding_changes_only_the_frequencies():
     assert not np.array_equal(old[0], new[0])
     assert old[1] == 1.0
     assert new[1] > old[1]
-    np.testing.assert_array_equal(new[0], frequencies(tiny_model("resonance_yarn", True))[0])
+    np.testing.assert_array_equal(new[0], frequencies(tiny_model(pe, True))[0])
 
 
 @pytest.mark.parametrize("pe", ["resonance", "resonance_yarn"])
