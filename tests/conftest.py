@@ -1,5 +1,4 @@
-"""Test setup and the helpers every area shares, as fixtures (no test module imports another
-module of tests/); ``datasets`` works offline, in a temporary cache."""
+"""The helpers every area shares, as fixtures; ``datasets`` works offline, in a temp cache."""
 
 from __future__ import annotations
 
@@ -30,12 +29,10 @@ settings.register_profile(
 )
 settings.load_profile("posgen")
 
-# --- the command line, in-process, and what "failed cleanly" means ------------------------------
-
 
 def cli(*args: object, env: dict[str, str] | None = None, **kwargs):
     """``cli("generate", "--out", path, ...)``: ``posgen *args`` in-process, with the entry
-    point's signal handlers; the click ``Result`` (``stdout``, ``stderr``, ``output``)."""
+    point's signal handlers; the click ``Result``."""
     from click.testing import CliRunner
 
     from posgen import signals
@@ -55,16 +52,15 @@ def error_lines(text: str) -> list[str]:
 
 
 def assert_clean_error(result, code: int | tuple[int, ...], *fragments: str) -> str:
-    """Assert ``result`` (a click ``Result`` or a ``CompletedProcess``) exited with ``code`` (or
-    one of them), one ``error: `` line on stderr holding every fragment, no traceback; the line."""
+    """``result`` (click ``Result`` or ``CompletedProcess``) exited with ``code`` (or one of
+    them), one ``error: `` line on stderr holding every fragment, no traceback; the line."""
     if isinstance(result, subprocess.CompletedProcess):
         exit_code, stderr, output = result.returncode, result.stderr, result.stderr
     else:
         exit_code, stderr, output = result.exit_code, result.stderr, result.output
         escaped = result.exception is not None and not isinstance(result.exception, SystemExit)
         assert not escaped, repr(result.exception)
-    codes = code if isinstance(code, tuple) else (code,)
-    assert exit_code in codes, output
+    assert exit_code in (code if isinstance(code, tuple) else (code,)), output
     assert "Traceback" not in output, output
     lines = error_lines(stderr)
     assert len(lines) == 1, stderr
@@ -73,13 +69,9 @@ def assert_clean_error(result, code: int | tuple[int, ...], *fragments: str) -> 
     return lines[0]
 
 
-# --- signals, torch threads ------------------------------------------------------------------
-
-
 @pytest.fixture(autouse=True)
 def posgen_signal_handlers():
-    """SIGINT, SIGTERM and SIGHUP become ``Interrupted`` in every test, as in posgen's own
-    processes (the entry point and the sweep worker install the same handlers)."""
+    """SIGINT, SIGTERM and SIGHUP become ``Interrupted`` in every test, as in posgen's own."""
     from posgen import signals
 
     previous = signals.install()
@@ -99,8 +91,6 @@ def one_torch_thread():
     yield
     torch.set_num_threads(threads)
 
-
-# --- hardening counts: what the hostile tests tried, printed in the session summary ----------
 
 CASES: dict[str, dict[str, bool]] = defaultdict(dict)
 LABELS = {
@@ -142,16 +132,12 @@ def recorded(kind: str, key: str) -> Iterator[None]:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """Print what the hardening tests tried (bad inputs, kill points, damage cases)."""
     if CASES:
         terminalreporter.section("hardening")
     for kind, label in LABELS.items():
         if CASES.get(kind):
             ok = sum(CASES[kind].values())
             terminalreporter.write_line(f"{len(CASES[kind])} {label.format(ok=ok)}")
-
-
-# --- the oracle and damaged data ---------------------------------------------------------------
 
 
 def edit_manifest(root: Path, change: Callable[[dict], object]) -> str:
@@ -165,8 +151,7 @@ def edit_manifest(root: Path, change: Callable[[dict], object]) -> str:
 
 
 def record_files(root: Path, *paths: str) -> None:
-    """Record the current sha256 and size of the files at ``paths`` (relative) in the manifest,
-    so that only a change made to them is wrong."""
+    """Record the current sha256 and size of ``paths`` (relative) in the manifest."""
     from posgen.store.manifest import sha256_file
 
     def refresh(body: dict) -> None:
@@ -181,8 +166,8 @@ def record_files(root: Path, *paths: str) -> None:
 
 
 def rewrite_rows(root: Path, change: Callable[[object], object], first_only: bool = False) -> None:
-    """Apply ``change`` to the tokens of every Parquet file (or the first) of the splits that
-    are not probe splits, recording the new bytes in the manifest."""
+    """``change`` the tokens of every (or the first) Parquet file of the non-probe splits,
+    recording the new bytes in the manifest."""
     import pyarrow.parquet as pq
 
     from posgen.spec import is_probe_split
@@ -201,8 +186,7 @@ def rewrite_rows(root: Path, change: Callable[[object], object], first_only: boo
 
 
 def tree(folder: Path) -> dict[str, str]:
-    """sha256 of every file, the target of every link and each folder under ``folder``
-    (hidden ones included), by relative path."""
+    """sha256 of every file, target of every link, and each folder under ``folder``, by path."""
     import hashlib
 
     found = {}
@@ -222,8 +206,7 @@ def break_window(root: Path) -> None:
     from posgen.store.manifest import read_manifest
 
     configs = read_manifest(root).configs.values()
-    modulus = next(iter(configs)).spec.modulus
-    window = min(entry.spec.window for entry in configs)
+    modulus, window = next(iter(configs)).spec.modulus, min(e.spec.window for e in configs)
 
     def change(tokens):
         tokens[0, window] = (int(tokens[0, window]) + 1) % modulus
@@ -234,12 +217,7 @@ def break_window(root: Path) -> None:
 
 def break_hygiene(root: Path) -> None:
     """Row 1 of the first file repeats row 0 (a repeated row in disjoint data)."""
-
-    def change(tokens):
-        tokens[1] = tokens[0]
-        return tokens
-
-    rewrite_rows(root, change, first_only=True)
+    rewrite_rows(root, lambda tokens: tokens[[0, 0, *range(2, len(tokens))]], first_only=True)
 
 
 def break_integrity(root: Path) -> None:
@@ -256,10 +234,9 @@ BREAKS = {"window": break_window, "hygiene": break_hygiene, "integrity": break_i
 
 
 def fork_child(body: Callable[[], object], stdout: bool = True) -> tuple[int, int]:
-    """Run ``body`` in a child forked from this process (a real process, without a fresh
-    interpreter's imports), its stderr (and stdout, unless ``stdout`` is False) on a pipe;
-    ``(pid, read end)``. It exits with SystemExit's code, 0, or 70 and the traceback."""
-    read, write = os.pipe()  # a pipe, as subprocess gives (no file-size limit applies to it)
+    """Run ``body`` in a forked child, its stderr (and stdout) on a pipe; ``(pid, read end)``.
+    It exits with SystemExit's code, 0, or 70 and the traceback."""
+    read, write = os.pipe()  # as subprocess gives (no file-size limit applies to a pipe)
     pid = os.fork()
     if pid == 0:
         code = 70
@@ -287,8 +264,6 @@ def fork_child(body: Callable[[], object], stdout: bool = True) -> tuple[int, in
 
 
 def _shared(name: str, value: object, doc: str | None = None):
-    """A session fixture named ``name`` that hands out ``value`` (a helper of this module)."""
-
     def fixture():
         return value
 
@@ -321,20 +296,16 @@ def validator(monkeypatch):
     lists the folders validated; ``validator.break_data(KIND)`` applies ``breaks[KIND]`` first."""
     import posgen.publish
 
-    class Validator:
-        def __init__(self, real):
-            self.real, self.calls, self.broken = real, [], None
+    real = posgen.publish.validate_folder
 
-        def break_data(self, kind: str) -> None:
-            self.broken = kind
+    def watched(folder):
+        watched.calls.append(Path(folder))
+        if watched.broken is not None:
+            BREAKS[watched.broken](Path(folder))
+        return real(folder)
 
-        def __call__(self, folder):
-            self.calls.append(Path(folder))
-            if self.broken is not None:
-                BREAKS[self.broken](Path(folder))
-            return self.real(folder)
-
-    watched = Validator(posgen.publish.validate_folder)
+    watched.calls, watched.broken = [], None
+    watched.break_data = lambda kind: setattr(watched, "broken", kind)
     monkeypatch.setattr(posgen.publish, "validate_folder", watched)
     return watched
 
@@ -359,7 +330,6 @@ def official(tmp_path_factory) -> Callable[[str], tuple[Path, object]]:
     return published
 
 
-# --- shared datasets ------------------------------------------------------------------------
 def _write_small(tmp_path_factory, seeding: str) -> Path:
     from posgen import write_dataset
     from posgen.spec import BenchmarkSpec, TaskSpec
@@ -418,7 +388,7 @@ def tiny_cot(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_oracle(tiny_cot, tmp_path_factory, cli) -> Path:
-    """The oracle's predictions for ``tiny_cot`` (``posgen baseline --kind oracle``), JSON lines."""
+    """The oracle's predictions for ``tiny_cot`` (``posgen baseline``), JSON lines."""
     path = tmp_path_factory.mktemp("tiny-cot-oracle") / "oracle.jsonl"
     made = cli("baseline", "--kind", "oracle", "--data", tiny_cot, "--out", path, "-q")
     assert made.exit_code == 0, made.output
@@ -427,8 +397,7 @@ def tiny_oracle(tiny_cot, tmp_path_factory, cli) -> Path:
 
 @pytest.fixture
 def third_task(monkeypatch) -> str:
-    """A task registered for one test: far operands start a third of the way,
-    s = (t - w) // 3; the registry is restored afterwards."""
+    """A task registered for one test: far operands start at s = (t - w) // 3."""
     import posgen.tasks
 
     monkeypatch.setattr(posgen.tasks, "_RULES", dict(posgen.tasks._RULES))
@@ -447,39 +416,29 @@ def tiny_spec_file(tmp_path) -> Path:
     return path
 
 
-# --- hostile position-encoding plugins (issue 27) -----------------------------------------------
-
 HOSTILE_PLUGINS = '''
 """Broken position encodings, each failing in one way (tests only)."""
 import math
-
 import torch
 from torch import nn
-
 from posgen.encodings import PositionEncoding
 from posgen.encodings.builtin import bias_encoding, rope_encoding
-
 
 def _wrong_shape(config, device=None, seq_len=None, **kwargs):
     return torch.ones(3), 1.0
 
-
 def _none(config, device=None, seq_len=None, **kwargs):
     return None, 1.0
 
-
 def _nan(config, device=None, seq_len=None, **kwargs):
     return torch.full((config.hidden_size // config.num_attention_heads // 2,), math.nan), 1.0
-
 
 def _flat_bias(position_ids, heads, parameters):
     length = position_ids.shape[-1]
     return torch.zeros(length, length)
 
-
 class _Diverging(nn.Module):
     """Zeros when evaluating, NaN when training: the training loss turns NaN."""
-
     def __init__(self, hidden):
         super().__init__()
         self.hidden = hidden
@@ -488,13 +447,11 @@ class _Diverging(nn.Module):
         value = math.nan if self.training else 0.0
         return torch.full((*position_ids.shape, self.hidden), value)
 
-
 def _late_bias(position_ids, heads, parameters):
     length = position_ids.shape[-1]
     if length > 8:
         raise TypeError(f"a bug at {length} positions")
     return torch.zeros(position_ids.shape[0], heads, length, length)
-
 
 WRONG_SHAPE = rope_encoding("h27_wrong_shape", "frequencies of the wrong shape", _wrong_shape)
 NONE = rope_encoding("h27_none", "frequencies that are None", _none)
@@ -552,9 +509,6 @@ def train_tiny(cli, tiny_training_dataset) -> Callable[..., object]:
         return cli("train", *data, *model, "--epochs=1", "--max-steps=2", "--seed=1", "-q", *flags)
 
     return train
-
-
-# --- results fixtures (posgen results, its exports and checks) ----------------------------------
 
 
 @pytest.fixture(scope="session")

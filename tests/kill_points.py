@@ -1,7 +1,6 @@
 """``python tests/kill_points.py POINT OUT TOTAL_BYTES generate --out OUT ...``: the real CLI,
-which at ``POINT`` (one of ``POINTS``) prints the point's name and waits for a signal. ``half
-the bytes``: the build holds half of TOTAL_BYTES; ``worker writing``: each ``--num-proc``
-worker (spawned, importing this module as ``__mp_main__``) holds mid-shard."""
+which at ``POINT`` (one of ``POINTS``) prints its name and waits for a signal (``half the
+bytes``: of TOTAL_BYTES; ``worker writing``: each spawned worker, as ``__mp_main__``, holds)."""
 
 from __future__ import annotations
 
@@ -20,8 +19,7 @@ WORKER_ENV = "POSGEN_TEST_HOLD_WORKERS"
 def hold(point: str) -> None:
     """Say ``point`` on stdout, then wait for signals until one ends the run."""
     sys.stdout.flush()
-    # one write of the whole line: two workers holding at once never interleave their lines
-    # (``print`` writes the text and the newline separately when Python runs unbuffered)
+    # one write of the line: two workers holding at once never interleave (print may write twice)
     os.write(sys.stdout.fileno(), f"{point}\n".encode())
     signal.alarm(GUARD)
     while True:
@@ -92,8 +90,7 @@ def install(point: str, out: Path, total: int) -> None:
 
 def main() -> None:
     point, out, total, *args = sys.argv[1:]
-    # the dispositions of a run started from a terminal, whatever this process inherited (a
-    # background job starts with SIGINT ignored, and Python then leaves it ignored)
+    # a terminal's dispositions, whatever was inherited (a background job ignores SIGINT)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)

@@ -1,5 +1,5 @@
-"""Slow, obviously-correct references written from docs/tasks.md, independent of posgen (plain
-loops over plain lists); ``make bench`` times posgen against them too."""
+"""Slow, obviously-correct references from docs/tasks.md in plain loops, independent of posgen
+(``make bench`` times posgen against them too)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ MASK = (1 << 64) - 1
 
 
 def far_positions(task: str, t: int, near: int, far: int) -> list[int]:
-    """The far operand positions of x_t, straight from the task table (README.md, "The tasks";
-    docs/tasks.md, "The tasks")."""
+    """The far operand positions of x_t, from the task table (docs/tasks.md, "The tasks")."""
     w = near + far
     if task == "recursive":
         start = t - w
@@ -52,16 +51,14 @@ def keyed_hash(operands: list[int], m: int, key: int) -> int:
 
 
 def far_perm(far_operands: list[int], near_operands: list[int], m: int, key: int) -> int:
-    """far_perm as specified: the far tuple's keyed state picks the permutation that lists
-    Z_m by the keys splitmix64(state ^ s); the near sum mod m indexes it."""
+    """The far tuple's keyed state orders Z_m by splitmix64(state ^ s); the near sum indexes."""
     state = keyed_state(far_operands, m, key)
     order = sorted(range(m), key=lambda s: (splitmix64(state ^ s), s))
     return order[sum(near_operands) % m]
 
 
 def slot_perm(far_operands: list[int], near_operands: list[int], m: int, key: int) -> int:
-    """slot_perm as specified: near operand i through far_perm's permutation of the one-token
-    far tuple (far operand i mod j; 0 when there is none), summed mod m."""
+    """Near operand i through far_perm of far operand i mod j (0 if none), summed mod m."""
     total = 0
     for i, value in enumerate(near_operands):
         f = far_operands[i % len(far_operands)] if far_operands else 0
@@ -70,8 +67,7 @@ def slot_perm(far_operands: list[int], near_operands: list[int], m: int, key: in
 
 
 def select_perm(far_operands: list[int], near_operands: list[int], m: int, key: int) -> int:
-    """select_perm as specified: the far operand at index (last near operand) mod j (0 when
-    there is none) picks far_perm's one-token permutation; the near sum mod m indexes it."""
+    """far_perm of the far operand at (last near operand) mod j (0 if none), near sum."""
     f = far_operands[near_operands[-1] % len(far_operands)] if far_operands else 0
     return far_perm([f], [sum(near_operands)], m, key)
 
@@ -98,16 +94,7 @@ def op_value(op: str, operands: list[int], m: int, key: int = 0, far: int = 0) -
     raise ValueError(op)
 
 
-def grow_row(
-    task: str,
-    window: list[int],
-    length: int,
-    m: int,
-    near: int,
-    far: int,
-    op: str = "mod_addition",
-    key: int = 0,
-) -> list[int]:
+def grow_row(task, window, length, m, near, far, op="mod_addition", key=0) -> list[int]:
     """x_t = h(far operands, near operands), one token at a time."""
     row = list(window)
     for t in range(len(window), length):
@@ -119,9 +106,8 @@ def grow_row(
 def authors_splits(
     task: str, op: str, m: int, near: int, far: int, lengths: tuple[int, int], sizes: tuple
 ) -> dict[str, list[list[int]]]:
-    """The authors' construction (src/data/components/*_sequence.py, re-typed from reading): a
-    complete list grown from cycled sorted combinations; ``lengths`` are (train, test),
-    ``sizes`` (train, validation, test)."""
+    """The authors' construction (src/data/components/*_sequence.py): rows grown from cycled
+    sorted combinations; ``lengths`` are (train, test), ``sizes`` (train, validation, test)."""
     (train_length, test_length), (train_size, val_size, test_size) = lengths, sizes
     length, complete = max(train_length, test_length), []
     combinations = itertools.cycle(itertools.combinations(range(m), near + far))
@@ -157,9 +143,8 @@ def _name_code(name: str) -> int:
 
 
 def probe_stream_key(seed: int, task: str, split: str) -> int:
-    """Key of a probe split's replacement stream: numpy's SeedSequence over
-    (seed; task code, split code, PROBE_STREAM): the stream "keyed by seed, task, split and
-    row" of docs/tasks.md, "Probe splits", with posgen.generator's key layout."""
+    """The replacement stream "keyed by seed, task, split" of docs/tasks.md, "Probe splits":
+    numpy's SeedSequence over (seed; task code, split code, PROBE_STREAM)."""
     import numpy as np  # numpy's SeedSequence is part of the definition, not posgen
 
     key = (_name_code(task), _name_code(split), PROBE_STREAM)
@@ -167,9 +152,7 @@ def probe_stream_key(seed: int, task: str, split: str) -> int:
     return int(state[0])
 
 
-def probe_positions(
-    task: str, length: int, near: int, far: int, index: int
-) -> tuple[list[int], list[int]]:
+def probe_positions(task, length, near, far, index) -> tuple[list[int], list[int]]:
     """(replaced, probed) of probe row ``index``, from the definition, with plain loops."""
     w = near + far
     replaced: set[int] = set()
@@ -196,18 +179,7 @@ def probe_positions(
     return sorted(replaced), probed
 
 
-def probe_row(
-    task: str,
-    source: list[int],
-    index: int,
-    m: int,
-    near: int,
-    far: int,
-    seed: int,
-    split: str,
-    op: str = "mod_addition",
-    key: int = 0,
-) -> dict[str, list[int]]:
+def probe_row(task, source, index, m, near, far, seed, split, op="mod_addition", key=0) -> dict:
     """Probe row ``index`` of ``split`` made from the test row ``source``: the replaced
     positions get (x + 1 + u) mod m, u = splitmix64(splitmix64(index * L' + p) ^ key) mod
     (m - 1); far_rule is h of the stored operands at each probed position."""
@@ -218,14 +190,8 @@ def probe_row(
     for p in replaced:
         draw = splitmix64(splitmix64(index * length + p) ^ stream) % (m - 1)
         row[p] = (source[p] + 1 + draw) % m
-    far_rule = [
-        op_value(
-            op,
-            [row[p] for p in far_positions(task, t, near, far)] + row[t - near : t],
-            m,
-            key,
-            far,
-        )
-        for t in probed
+    operands = [
+        [row[p] for p in far_positions(task, t, near, far)] + row[t - near : t] for t in probed
     ]
+    far_rule = [op_value(op, values, m, key, far) for values in operands]
     return {"tokens": row, "replaced": replaced, "probed": probed, "far_rule": far_rule}

@@ -9,6 +9,7 @@ import select
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,34 +41,28 @@ def spec_seed(root: Path) -> int:
     return read_manifest(root).configs["cot"].spec.seed
 
 
-def start_owner(path: Path) -> tuple[int, int]:
-    """A forked process that holds the owner's lock on ``path`` until ``stop``: another
-    process (its own PID and lock), without a fresh interpreter's imports."""
+@contextlib.contextmanager
+def owned_elsewhere(fork_child, path: Path) -> Iterator[None]:
+    """While open, a forked process (its own PID and lock) owns ``path``."""
     from posgen.store.safety import owned
 
-    said, say = os.pipe()
     wait, release = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        try:
-            os.close(said)
-            os.close(release)
-            with owned(path):
-                os.write(say, b"owned\n")
-                os.read(wait, 1)  # until the test closes its end
-        finally:
-            os._exit(0)
-    os.close(say)
+
+    def hold() -> None:
+        os.close(release)
+        with owned(path):
+            print("owned")
+            os.read(wait, 1)  # until the test closes its end
+
+    pid, said = fork_child(hold)
     os.close(wait)
-    with open(said, "rb") as line:
-        assert line.readline().strip() == b"owned"
-    return pid, release
-
-
-def stop(owner: tuple[int, int]) -> None:
-    pid, release = owner
-    os.close(release)
-    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    try:
+        with open(said, "rb") as line:
+            assert line.readline().strip() == b"owned"
+        yield
+    finally:
+        os.close(release)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
 OWNED = {  # whatever its name says, only the lock tells whether a run owns a leftover
@@ -81,18 +76,15 @@ OWNED = {  # whatever its name says, only the lock tells whether a run owns a le
 
 
 @pytest.mark.parametrize("case", list(OWNED))
-def test_a_leftover_is_left_alone_while_its_owner_lives(recorded, tmp_path, case):
+def test_a_leftover_is_left_alone_while_its_owner_lives(fork_child, recorded, tmp_path, case):
     out, leftover = tmp_path / "ds", tmp_path / f".ds{OWNED[case]}"
     if case.startswith("parked"):
         write_dataset(bench(1), out)
         os.rename(out, leftover)
     else:
         leftover.mkdir()
-    owner = start_owner(leftover)
-    try:
+    with owned_elsewhere(fork_child, leftover):
         notes, kept, absent = recover(out), leftover.is_dir(), not out.exists()
-    finally:
-        stop(owner)
     with recorded("race", case):
         assert notes == [f"left {leftover} alone: a running process still owns it"]
         assert kept and absent
@@ -153,7 +145,7 @@ def test_two_runs_that_are_both_pid_1_keep_their_own_build_folders(recorded, tmp
 
 
 def _stat(pid: int) -> list[str]:
-    """The fields of /proc/PID/stat after the command (state, parent, ...); [] once gone."""
+    """/proc/PID/stat's fields after the command (state, parent, ...); [] once gone."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
@@ -187,8 +179,7 @@ def _removed_under(pid: int, folder: Path) -> list[str]:
     return found
 
 
-def _worker(pid: int) -> bool:
-    """A pool worker (not the resource tracker, which writes nothing and owns nothing)."""
+def _worker(pid: int) -> bool:  # not the resource tracker (it writes and owns nothing)
     with contextlib.suppress(FileNotFoundError, ProcessLookupError):
         return b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     return False

@@ -1,9 +1,9 @@
-"""Damaged files (truncated, flipped, swapped, missing, extra) and an edited or hostile
-``posgen.json`` are caught before anything is read, naming the file, in every reader; no listed
-path leads outside the folder."""
+"""Damaged files and an edited or hostile ``posgen.json`` are caught before anything is read,
+naming the file, in every reader; no listed path leads outside the folder."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -67,8 +67,8 @@ def edit(change: Callable[[dict], object]) -> Callable[[Path], str]:
     return damage
 
 
-def split(body: dict, name: str = "test") -> dict:
-    return body["configs"]["cot"]["splits"][name]
+def split(body: dict) -> dict:
+    return body["configs"]["cot"]["splits"]["test"]
 
 
 def file0(body: dict) -> dict:
@@ -79,13 +79,16 @@ def spec(body: dict) -> dict:
     return body["configs"]["cot"]["spec"]
 
 
-def spec_and_ids_edited(body: dict) -> None:
-    """A careful edit: the spec and its ids changed together (the footers still disagree)."""
-    spec(body).update(seed=5)
-    body["configs"]["cot"]["spec_id"] = TaskSpec(**spec(body)).spec_id
+def with_ids(body: dict, **fields) -> dict:
+    """A careful edit: cot's spec ``fields`` and every spec id changed together."""
+    cot = body["configs"]["cot"]
+    cot["spec"] = TaskSpec(**{**cot["spec"], **fields}).canonical()
+    cot["spec_id"] = TaskSpec(**cot["spec"]).spec_id
     configs = {name: entry["spec"] for name, entry in body["configs"].items()}
-    bench = BenchmarkSpec(name=body["benchmark"]["name"], configs=configs)
-    body["benchmark"]["spec_id"] = bench.spec_id
+    body["benchmark"]["spec_id"] = BenchmarkSpec(
+        name=body["benchmark"]["name"], configs=configs
+    ).spec_id
+    return body
 
 
 def nested(depth: int) -> Callable[[Path], str]:
@@ -94,9 +97,12 @@ def nested(depth: int) -> Callable[[Path], str]:
     return rewrite(lambda data: data.replace(key, f'"x": {deep}, '.encode() + key), "posgen.json")
 
 
-def unlink(name: str) -> Callable[[Path], str]:
+def unlink(name: str, then: Callable[[Path], object] = lambda path: None) -> Callable:
+    """Delete ``name``; ``then`` may put something else (a folder, a pipe) in its place."""
+
     def damage(root: Path) -> str:
         (root / name).unlink()
+        then(root / name)
         return name
 
     return damage
@@ -105,19 +111,6 @@ def unlink(name: str) -> Callable[[Path], str]:
 def extra(root: Path) -> str:
     shutil.copy(root / TRAIN1, root / "data/cot/train-00003-of-00003.parquet")
     return "data/cot/train-00003-of-00003.parquet"
-
-
-def as_folder(root: Path) -> str:
-    (root / "posgen.json").unlink()
-    (root / "posgen.json").mkdir()
-    return "posgen.json"
-
-
-def as_fifo(root: Path) -> str:
-    """posgen.json a named pipe nobody writes: read, it would wait for ever."""
-    (root / "posgen.json").unlink()
-    os.mkfifo(root / "posgen.json")
-    return "posgen.json"
 
 
 DAMAGE: dict[str, Callable[[Path], str]] = {
@@ -135,7 +128,7 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "shard deleted": unlink(TRAIN1),
     "unlisted shard added": extra,
     "manifest: spec field edited": edit(lambda b: spec(b).update(train_size=121)),
-    "manifest: spec and ids edited": edit(spec_and_ids_edited),
+    "manifest: spec and ids edited": edit(lambda b: with_ids(b, seed=5)),  # footers disagree
     "manifest: path removed": edit(lambda b: file0(b).pop("path")),
     "manifest: not JSON": rewrite(lambda data: data[:-40], "posgen.json"),
     "manifest: deleted": unlink("posgen.json"),
@@ -179,13 +172,12 @@ EDITS: dict[str, Callable[[Path], str]] = {
     "not UTF-8": rewrite(lambda _: b"\xff\xfe{\x00", "posgen.json"),
     "nested 100k deep": nested(100_000),
     "nested 500 deep": nested(500),
-    "posgen.json is a folder": as_folder,
-    "posgen.json is a pipe": as_fifo,
+    "posgen.json is a folder": unlink("posgen.json", Path.mkdir),
+    "posgen.json is a pipe": unlink("posgen.json", os.mkfifo),  # read, it would wait for ever
 }
 
 
-def outside_copy(root: Path) -> Path:
-    """A copy of the test shard outside the folder (what an escaping path would hash)."""
+def outside_copy(root: Path) -> Path:  # what an escaping path would hash
     outside = root.parent / "outside" / "x.parquet"
     outside.parent.mkdir(exist_ok=True)
     shutil.copy(root / TEST_FILE, outside)
@@ -196,8 +188,7 @@ def escaping(path_of: Callable[[Path], str]) -> Callable[[Path], str]:
     return lambda root: edit(lambda b: file0(b).update(path=path_of(outside_copy(root))))(root)
 
 
-def symlinked_file(root: Path) -> str:
-    """The listed file is a link to an identical file outside: only the link rule catches it."""
+def symlinked_file(root: Path) -> str:  # an identical file: only the link rule catches it
     outside = outside_copy(root)
     (root / TEST_FILE).unlink()
     os.symlink(outside, root / TEST_FILE)
@@ -255,8 +246,7 @@ def preds(small_dataset, tmp_path_factory) -> Path:
     return path
 
 
-def refused_cleanly(result) -> bool:
-    """Exit 1 and no traceback, with ``error:`` lines or a report of failed integrity."""
+def refused_cleanly(result) -> bool:  # exit 1, error lines or FAIL integrity, no traceback
     said = "error: " in result.stderr or "FAIL integrity" in result.stdout
     crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
     return result.exit_code == 1 and said and not crashed and "Traceback" not in result.output
@@ -274,11 +264,9 @@ def readers_that_did_not_refuse(root: Path, preds: Path, cli) -> list[str]:
              if not refused_cleanly(r) or (k == "card" and "(validated)" in r.output)]  # fmt: skip
     if (root / "README.md").read_bytes() != before:
         wrong.append("card: the card was rewritten")
-    try:
+    with contextlib.suppress(DamagedDataset):
         load(root, "cot")
         wrong.append("load: loaded")
-    except DamagedDataset:
-        pass
     return wrong + ([] if check_dataset(root) else ["check_dataset: no problem found"])
 
 
@@ -307,20 +295,13 @@ def test_manifest_paths_must_be_relative_and_inside(small_dataset):
 
 def test_rows_a_consistent_manifest_claims_are_checked_against_the_files_before_memory(
     small_copy,
-):
-    """posgen.json edited with care (spec, spec ids and row counts agree) to claim 10^10 test
-    rows: a split read names the file before it allocates 10^10 rows."""
-    body = json.loads((small_copy / "posgen.json").read_text())
-    config = body["configs"]["cot"]
-    spec = TaskSpec(**{**config["spec"], "test_size": 10**10, "seeding": "paper"})
-    config["spec"], config["spec_id"] = spec.canonical(), spec.spec_id
-    for name, split in config["splits"].items():
+):  # spec, spec ids and row counts edited to agree on 10^10 test rows: none is allocated
+    body = with_ids(json.loads((small_copy / "posgen.json").read_text()), test_size=10**10,
+                    seeding="paper")  # fmt: skip
+    for name, split in body["configs"]["cot"]["splits"].items():
         if name not in ("train", "validation"):  # the test and probe splits: one file each
             (file,) = split["files"]
             split["rows"] = file["rows"] = 10**10
-    specs = {name: TaskSpec(**c["spec"]) for name, c in body["configs"].items()}
-    bench = BenchmarkSpec(name=body["benchmark"]["name"], configs=specs)
-    body["benchmark"]["spec_id"] = bench.spec_id
     (small_copy / "posgen.json").write_text(json.dumps(body))
     with pytest.raises(DamagedDataset, match=r"posgen\.json records 10000000000"):
         Dataset.open(small_copy).split("cot", "test")

@@ -15,14 +15,11 @@ SHARD_BYTES, GROUP_BYTES = 20_000, 4_096
 
 
 def bench(**fields):
-    base = dict(train_size=700, val_size=90, test_size=80, test_length=[96, 160])
-    return BenchmarkSpec(
-        name="par", configs={task: TaskSpec(task=task, **{**base, **fields}) for task in TASKS}
-    )
+    base = {"train_size": 700, "val_size": 90, "test_size": 80, "test_length": [96, 160], **fields}
+    return BenchmarkSpec(name="par", configs={task: TaskSpec(task=task, **base) for task in TASKS})
 
 
-def write(out, spec=None, **options):
-    """The store's ``write_dataset`` (no card unless ``finish``) at this file's sizes."""
+def write(out, spec=None, **options):  # the store's (no card unless ``finish``), these sizes
     sizes = dict(shard_bytes=SHARD_BYTES, row_group_bytes=GROUP_BYTES)
     return writer.write_dataset(spec or bench(), out, **{**sizes, **options})
 
@@ -34,28 +31,22 @@ def single(tmp_path_factory):
     return out
 
 
-def _two_processes(out, cli):
-    write(out, num_proc=2, finish=unvalidated_card)
-
-
-def _parts_in_one_folder(out, cli):
-    results = [write(out, part=(i, 3), finish=unvalidated_card) for i in (2, 0, 1)]
-    assert [result is None for result in results] == [True, True, False]  # until the last
-
-
-def _parts_merged(out, cli):
-    parts = [out.parent / f"p{i}" for i in range(3)]
-    for i, folder in enumerate(parts):  # one part with worker processes: a pool costs a spawn
-        write(folder, part=(i, 3), num_proc=2 if i == 0 else 1)
-    result = cli("merge", out, *parts)
-    assert result.exit_code == 0, result.output
-
-
-@pytest.mark.parametrize("way", [_two_processes, _parts_in_one_folder, _parts_merged])
+@pytest.mark.parametrize("way", ["two processes", "parts in one folder", "parts merged"])
 def test_any_split_of_the_work_writes_the_same_bytes_as_one_run(tree, cli, tmp_path, single, way):
     assert len(plan_benchmark(bench(), SHARD_BYTES)) >= 12  # parts really split the work
-    way(tmp_path / "ds", cli)
-    assert tree(tmp_path / "ds") == tree(single)
+    out = tmp_path / "ds"
+    if way == "two processes":
+        write(out, num_proc=2, finish=unvalidated_card)
+    elif way == "parts in one folder":
+        results = [write(out, part=(i, 3), finish=unvalidated_card) for i in (2, 0, 1)]
+        assert [result is None for result in results] == [True, True, False]  # until the last
+    else:
+        parts = [tmp_path / f"p{i}" for i in range(3)]
+        for i, folder in enumerate(parts):  # one part with worker processes: a pool costs a spawn
+            write(folder, part=(i, 3), num_proc=2 if i == 0 else 1)
+        result = cli("merge", out, *parts)
+        assert result.exit_code == 0, result.output
+    assert tree(out) == tree(single)
 
 
 @pytest.mark.parametrize("storage", list(FORMATS))
@@ -100,13 +91,10 @@ def test_parquet_row_groups_hold_the_bytes_given_tokens_byte_stream_split_ids_pl
     sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
     assert sizes[:-1] == [GROUP_BYTES // 64] * (len(sizes) - 1)
     ids, tokens = meta.row_group(0).column(0), meta.row_group(0).column(1)
-    assert tokens.path_in_schema == "tokens.list.element"
+    assert (tokens.path_in_schema, tokens.compression) == ("tokens.list.element", "ZSTD")
     assert "BYTE_STREAM_SPLIT" in tokens.encodings
-    assert tokens.compression == "ZSTD"
-    assert "RLE_DICTIONARY" not in tokens.encodings
-    assert "RLE_DICTIONARY" not in ids.encodings
-    assert ids.statistics is not None
-    assert not tokens.is_stats_set
+    assert "RLE_DICTIONARY" not in tokens.encodings + ids.encodings
+    assert ids.statistics is not None and not tokens.is_stats_set
 
 
 def custom_card(root, manifest):
@@ -131,11 +119,8 @@ def test_the_store_alone_writes_no_card(tree, tmp_path, single, part):
 
 
 def test_a_finish_stopped_between_the_manifest_and_the_card_is_done_again(tmp_path):
-    """The last part's finish renders posgen.json, then the card; stopped in between (a
-    signal in the card's writing), the next finish writes the card too."""
-
-    def stopped(root, manifest):
-        raise KeyboardInterrupt  # as a SIGINT in the card writer
+    def stopped(root, manifest):  # posgen.json written, then a SIGINT in the card writer
+        raise KeyboardInterrupt
 
     write(tmp_path / "ds", part=(0, 2), finish=custom_card)
     with pytest.raises(KeyboardInterrupt):

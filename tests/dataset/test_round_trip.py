@@ -100,8 +100,7 @@ def test_a_damaged_file_reads_the_same_in_load_validate_and_merge(cli, folder, t
     with pytest.raises(DamagedDataset) as caught:
         load(root, "cot")
     lines = caught.value.lines
-    assert lines[0].startswith(f"{victim}: ")
-    assert "truncated" in lines[0]
+    assert lines[0].startswith(f"{victim}: ") and "truncated" in lines[0]
     validated, merged = cli("validate", root), cli("merge", root)
     assert (validated.exit_code, merged.exit_code) == (1, 1)
     for line in lines:
@@ -114,8 +113,7 @@ def test_publish_writes_a_validated_card_in_arrow_format_too(cli, tmp_path, tiny
     result = cli("publish", tiny_spec_file, "--out", out, "--format", "arrow", "--baselines", "-q")
     assert result.exit_code == 0, result.output
     card = (out / "README.md").read_text()
-    assert "**Validated: all" in card
-    assert "| cot | oracle |" in card
+    assert "**Validated: all" in card and "| cot | oracle |" in card
     assert read_manifest(out).storage_format == "arrow"
     assert load(out)["validation"].num_rows == 10
 
@@ -124,10 +122,8 @@ def test_publish_writes_a_validated_card_in_arrow_format_too(cli, tmp_path, tiny
 def test_a_verified_load_reads_the_files_posgen_json_lists_not_where_the_card_points(
     tmp_path, storage
 ):
-    """The card's ``configs`` (Parquet) and the sidecars' ``_data_files`` (Arrow) are what
-    ``datasets`` would follow; pointed at a file outside the folder, ``posgen.load`` still
-    loads the checked files (Parquet), or names the sidecar, which posgen.json determines
-    (Arrow)."""
+    """The card's ``configs`` (Parquet) or a sidecar's ``_data_files`` (Arrow) pointed outside:
+    ``posgen.load`` still loads the checked files (Parquet) or names the sidecar (Arrow)."""
     spec = TaskSpec(task="cot", modulus=5, near=2, far=1, train_length=12, test_length=20,
                     train_size=20, val_size=4, test_size=6)  # fmt: skip
     root, bench = tmp_path / "ds", BenchmarkSpec(name="ds", configs={"cot": spec})
@@ -146,7 +142,6 @@ def test_a_verified_load_reads_the_files_posgen_json_lists_not_where_the_card_po
         body = json.loads(state.read_text())
         body["_data_files"] = [{"filename": os.path.relpath(outside / test, state.parent)}]
         state.write_text(json.dumps(body))
-    if storage == "arrow":
         with pytest.raises(DamagedDataset, match=r"test/state\.json: is not what posgen\.json"):
             load(root, "cot")
         return

@@ -24,14 +24,11 @@ FLAGS = ["--task", "cot", "--train-size", "50", "--val-size", "10", "--test-size
 
 
 def bench(seed: int = 0) -> BenchmarkSpec:
-    return BenchmarkSpec(
-        name="targets",
-        configs={t: TaskSpec(task=t, seed=seed, **FIELDS) for t in ("cot", "recursive")},
-    )
+    configs = {t: TaskSpec(task=t, seed=seed, **FIELDS) for t in ("cot", "recursive")}
+    return BenchmarkSpec(name="targets", configs=configs)
 
 
-def part(out: Path, i: int, seed: int = 0):
-    """Part ``i`` of 3 of :func:`bench` into ``out``, with its card."""
+def part(out: Path, i: int, seed: int = 0):  # part i of 3, with its card
     return write_dataset(bench(seed), out, part=(i, 3), shard_bytes=SHARD)
 
 
@@ -43,8 +40,7 @@ def single(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def parts(tmp_path) -> list[Path]:
-    """Three parts of one run, each in its own folder."""
+def parts(tmp_path) -> list[Path]:  # three parts of one run, each in its own folder
     folders = [tmp_path / f"p{i}" for i in range(3)]
     for i, folder in enumerate(folders):
         assert part(folder, i) is None
@@ -60,10 +56,6 @@ def _user_folder(target: Path) -> None:
 def _user_data(target: Path) -> None:
     (target / "data").mkdir(parents=True)
     (target / "data" / "mine.csv").write_text("a,b\n")
-
-
-def _a_file(target: Path) -> None:
-    target.write_text("not a folder\n")
 
 
 def _link_to(prepare: Callable[[Path], None]) -> Callable[[Path], None]:
@@ -85,10 +77,6 @@ def _a_loop(target: Path) -> None:
     (target.parent / "loop2").symlink_to(target)
 
 
-def _other_parts(target: Path) -> None:
-    part(target, 0, seed=5)
-
-
 def _dataset(target: Path, seed: int = 0) -> None:
     write_dataset(bench(seed), target, shard_bytes=SHARD)
 
@@ -98,9 +86,9 @@ MERGE_REFUSALS = {  # case -> (what the target holds, a fragment of the error li
     "finished dataset of another spec": (lambda t: _dataset(t, seed=5), "finished dataset"),
     "finished dataset of the same spec": (_dataset, "finished dataset"),
     "user files under data/": (_user_data, "not posgen parts"),
-    "a file": (_a_file, "file"),
+    "a file": (lambda t: t.write_text("not a folder\n"), "file"),
     "symlink to a user folder": (_link_to(_user_folder), "posgen.json"),
-    "parts of another run": (_other_parts, "another benchmark"),
+    "parts of another run": (lambda t: part(t, 0, seed=5), "another benchmark"),
     "a staged file that differs": (_a_different_staged_file, "differs"),
     "a symlink loop": (_a_loop, "loops"),
 }
@@ -147,7 +135,7 @@ def test_merge_into_its_own_kind_of_target_equals_a_single_run(
 
 
 def _loads(folder: Path) -> dict[str, int] | str:
-    """Rows per split ``datasets.load_dataset`` finds in ``folder`` (config cot), or why not."""
+    """Rows per split ``datasets.load_dataset`` finds in ``folder``'s cot, or why not."""
     try:
         loaded = datasets.load_dataset(str(folder), "cot")
     except Exception as error:  # any refusal counts; what must never happen is wrong data
@@ -168,39 +156,39 @@ def _finish_killed_after(renames: int):
     return rename
 
 
-UNFINISHED = ["1 of 3 parts", "2 of 3 parts", "finish killed before the card",
-              "finish killed after the card", "finish killed after the data"]  # fmt: skip
+UNFINISHED = {  # case -> (parts written, renames before the last part's finish dies)
+    "1 of 3 parts": (1, None),
+    "2 of 3 parts": (2, None),
+    "finish killed before the card": (3, 0),
+    "finish killed after the card": (3, 1),
+    "finish killed after the data": (3, 2),
+}
+MISSING = {1: "2 of 3 parts missing: 1/3, 2/3", 2: "1 of 3 parts missing: 2/3"}
 
 
-@pytest.mark.parametrize("case", UNFINISHED)
+@pytest.mark.parametrize("case", list(UNFINISHED))
 def test_an_unfinished_part_folder_never_loads_wrong_data_and_merge_completes_it(
     tree, assert_clean_error, cli, recorded, tmp_path, single, monkeypatch, case
 ):
     out = tmp_path / "ds"
-    written = {"1 of 3 parts": 1, "2 of 3 parts": 2}.get(case, 3)
+    written, renames = UNFINISHED[case]
     for i in range(min(written, 2)):
         part(out, i)
-    if written == 3:
-        renames = ["before the card", "after the card", "after the data"]
-        killed_after = next(i for i, when in enumerate(renames) if case.endswith(when))
-        monkeypatch.setattr(posgen.store.writer.os, "rename", _finish_killed_after(killed_after))
+    if renames is not None:
+        monkeypatch.setattr(posgen.store.writer.os, "rename", _finish_killed_after(renames))
         with pytest.raises(KeyboardInterrupt):
             part(out, 2)
         monkeypatch.undo()
-    full = _loads(single)
     seen = _loads(out)
     with recorded("kill", f"parts: {case}"):
-        assert isinstance(seen, str) or seen == full, seen  # whole or nothing
+        assert isinstance(seen, str) or seen == _loads(single), seen  # whole or nothing
         with pytest.raises(DamagedDataset) as error:  # what load says of a folder it cannot use
             load(out)
         assert "unfinished --part run" in error.value.lines[0]
         assert_clean_error(cli("validate", out), 2, "unfinished --part run")
         merged = cli("merge", out)
-        if written < 3:  # merge names the missing parts and changes nothing
-            missing = (
-                "2 of 3 parts missing: 1/3, 2/3" if written == 1 else "1 of 3 parts missing: 2/3"
-            )
-            assert_clean_error(merged, 2, missing)
+        if written < 3:  # merge names the missing parts
+            assert_clean_error(merged, 2, MISSING[written])
         else:
             assert merged.exit_code == 0, merged.output
             assert tree(out) == tree(single)
@@ -220,53 +208,29 @@ def test_parts_finishing_at_once_finish_the_folder_once(tree, recorded, tmp_path
         assert check_dataset(out) == []
 
 
-def _link_to_dataset(base: Path, cli) -> tuple[Path, Path]:
-    real = base / "real"
-    assert cli("generate", "--out", real, *FLAGS).exit_code == 0
-    (base / "link").symlink_to(real)
+LINKS = ["link to a dataset", "dangling link", "chain of links", "relative link",
+         "parked link left by an older run"]  # fmt: skip
+
+
+def _symlink_out(case: str, base: Path, cli) -> tuple[Path, Path]:
+    """The link to pass as ``--out`` and the folder it leads to."""
+    real = base / ("nowhere/ds" if case == "dangling link" else "sub/real")
+    if case != "dangling link":
+        assert cli("generate", "--out", real, *FLAGS).exit_code == 0
+    (base / "link").symlink_to(Path("sub/real") if case == "relative link" else real)
+    if case == "chain of links":
+        (base / "link2").symlink_to(base / "link")
+        return base / "link2", real
+    if case.startswith("parked"):  # what older versions left: the link parked beside a folder
+        (base / ".link.posgen-old-1a2b3c4d").symlink_to(real)
     return base / "link", real
 
 
-def _dangling(base: Path, cli) -> tuple[Path, Path]:
-    (base / "link").symlink_to(base / "nowhere" / "ds")
-    return base / "link", base / "nowhere" / "ds"
-
-
-def _chain(base: Path, cli) -> tuple[Path, Path]:
-    link, real = _link_to_dataset(base, cli)
-    (base / "link2").symlink_to(link)
-    return base / "link2", real
-
-
-def _relative(base: Path, cli) -> tuple[Path, Path]:
-    real = base / "sub" / "real"
-    assert cli("generate", "--out", real, *FLAGS).exit_code == 0
-    (base / "link").symlink_to(Path("sub") / "real")
-    return base / "link", real
-
-
-def _old_parked_link(base: Path, cli) -> tuple[Path, Path]:
-    """What older versions left: the link replaced by a folder, the link parked beside it."""
-    link, real = _link_to_dataset(base, cli)
-    parked = base / ".link.posgen-old-1a2b3c4d"
-    parked.symlink_to(real)
-    return link, real
-
-
-LINKS = {
-    "link to a dataset": _link_to_dataset,
-    "dangling link": _dangling,
-    "chain of links": _chain,
-    "relative link": _relative,
-    "parked link left by an older run": _old_parked_link,
-}
-
-
-@pytest.mark.parametrize("case", list(LINKS))
+@pytest.mark.parametrize("case", LINKS)
 def test_a_symlink_out_is_followed_kept_and_leaves_nothing_behind(cli, recorded, tmp_path, case):
     base = tmp_path / "base"
     base.mkdir()
-    link, real = LINKS[case](base, cli)
+    link, real = _symlink_out(case, base, cli)
     result = cli("generate", "--out", link, *FLAGS, "--seed", "3", "--overwrite")
     again = cli("generate", "--out", link, *FLAGS, "--seed", "4", "--overwrite")
     links = sorted(p.name for p in base.iterdir() if p.is_symlink())
@@ -288,7 +252,11 @@ GENERATE_REFUSALS = {
     "a user folder with a posgen.json of its own": (_user_folder, ["--overwrite"], "that says so"),
     "a symlink loop": (_a_loop, [], "loops"),
     "a dataset, with --part": (_dataset, ["--part", "0/2"], "holds a finished dataset"),
-    "parts of another run, with --part": (_other_parts, ["--part", "1/3"], "another benchmark"),
+    "parts of another run, with --part": (
+        lambda t: part(t, 0, seed=5),
+        ["--part", "1/3"],
+        "another benchmark",
+    ),
 }
 
 

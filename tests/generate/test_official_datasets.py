@@ -1,11 +1,6 @@
-"""The official specs' datasets never change by accident: every Parquet file of ``paper``,
-``posgen-v1`` and ``posgen-v2`` (probe splits included) is pinned by its bytes and by its
-content (every column, row by row), and every config by its spec id.
-
-The pins (``official_pins.json``) were taken before the restructuring of issue 25. A change
-of the Parquet encoding made on purpose changes ``sha256`` but never ``content``: say so
-and re-pin the bytes only.
-"""
+"""Every Parquet file of the official datasets (probe splits included) is pinned by its bytes and
+its content, every config by its spec id (``official_pins.json``, taken before issue 25). An
+encoding change made on purpose changes ``sha256``, never ``content``: re-pin the bytes only."""
 
 from __future__ import annotations
 
@@ -31,8 +26,6 @@ def content_digest(path: Path) -> str:
 
 @pytest.fixture(params=sorted(PINS))
 def official_folder(request, official) -> tuple[str, Path]:
-    """The official spec's dataset, as ``posgen publish`` (and so ``posgen generate``) writes
-    it, shared with the card tests."""
     return request.param, official(request.param)[0]
 
 
@@ -47,19 +40,12 @@ def test_official_datasets_keep_every_row_of_every_split(official_folder):
     name, folder = official_folder
     files = sorted(p.relative_to(folder).as_posix() for p in (folder / "data").rglob("*.parquet"))
     assert files == sorted(PINS[name]["files"])
-    changed = [
-        file
-        for file in files
-        if content_digest(folder / file) != PINS[name]["files"][file]["content"]
-    ]
-    assert changed == []
+    pins = PINS[name]["files"]
+    assert [f for f in files if content_digest(folder / f) != pins[f]["content"]] == []
 
 
 def test_official_parquet_files_stay_byte_identical(official_folder):
     name, folder = official_folder
-    changed = [
-        file
-        for file, pin in PINS[name]["files"].items()
-        if hashlib.sha256((folder / file).read_bytes()).hexdigest() != pin["sha256"]
-    ]
-    assert changed == []
+    pins = PINS[name]["files"].items()
+    sha = {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f, _ in pins}
+    assert [f for f, pin in pins if sha[f] != pin["sha256"]] == []

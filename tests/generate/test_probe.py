@@ -1,6 +1,5 @@
 """Probe splits: rows, probed positions and far-rule answers equal the plain-loop definition
-(tests/oracle.py) on any spec, whatever the blocks; the validator catches tampered probe rows;
-the data loads through ``datasets``."""
+(tests/oracle.py) whatever the blocks; the validator catches tampered rows; they load."""
 
 from __future__ import annotations
 
@@ -21,15 +20,16 @@ from posgen.generator import generate_rows, probe_rows
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.formats import open_writer, probe_schema, probe_table
 from posgen.store.manifest import read_manifest
+from posgen.tasks import TASKS
 from posgen.validate import validate
 
 OPS = ["mod_addition", "square_sum", "pow_sin", "pow_sin_2pi", "keyed_hash", "far_perm",
        "slot_perm", "select_perm"]  # fmt: skip
-BUILT_IN = ["recursive", "cot", "semirecursive"]
+KEYS = ("tokens", "replaced", "probed", "far_rule")
 
 specs = st.builds(
     dict,
-    task=st.sampled_from(BUILT_IN),
+    task=st.sampled_from(TASKS),
     op=st.sampled_from(OPS),
     modulus=st.one_of(st.integers(2, 120), st.just(257)),
     near=st.integers(1, 5),
@@ -45,38 +45,39 @@ def _spec(params: dict) -> TaskSpec:
     p = dict(params)
     extra = p.pop("extra")
     p["train_length"] += p["near"] + p["far"]
-    lengths = [p["train_length"] + e for e in extra]
     try:
-        return TaskSpec(test_length=lengths, train_size=1, val_size=1, **p)
+        return TaskSpec(test_length=[p["train_length"] + e for e in extra], train_size=1,
+                        val_size=1, **p)  # fmt: skip
     except ValidationError:
         assume(False)
         raise
 
 
-def _expected(oracle, spec: TaskSpec, split: str, source: np.ndarray) -> list[dict]:
+def _source(spec: TaskSpec, split: str) -> np.ndarray:
+    return generate_rows(spec, "test" + split[len("probe") :], 0, spec.test_size)
+
+
+def _expected(oracle, spec: TaskSpec, split: str) -> list[dict]:
     rule = (spec.modulus, spec.near, spec.far, spec.seed, split, spec.op, spec.op_key)
+    source = _source(spec, split)
     return [oracle.probe_row(spec.task, row.tolist(), i, *rule) for i, row in enumerate(source)]
 
 
 def _as_rows(block) -> list[dict]:
     table = probe_table(block, probe_schema(2 if block.tokens.dtype == np.uint8 else 65536))
-    return [
-        {k: r[k] for k in ("tokens", "replaced", "probed", "far_rule")} for r in table.to_pylist()
-    ]
+    return [{k: r[k] for k in KEYS} for r in table.to_pylist()]
 
 
 @given(specs)
 def test_probe_rows_equal_the_plain_loop_definition_on_any_spec(oracle, params):
     spec = _spec(params)
+    rule = (spec.modulus, spec.near, spec.far, spec.op, spec.op_key)
     for split in spec.probe_names:
-        source = generate_rows(spec, "test" + split[len("probe") :], 0, spec.test_size)
-        rule = (spec.modulus, spec.near, spec.far, spec.op, spec.op_key)
-        for row in source:  # the source rows are the task's rows
-            assert row.tolist() == oracle.grow_row(
-                spec.task, row[: spec.window].tolist(), row.size, *rule
-            )
+        for row in _source(spec, split):  # the source rows are the task's rows
+            window = row[: spec.window].tolist()
+            assert row.tolist() == oracle.grow_row(spec.task, window, row.size, *rule)
         got = _as_rows(probe_rows(spec, split, 0, spec.test_size))
-        assert got == _expected(oracle, spec, split, source)
+        assert got == _expected(oracle, spec, split)
 
 
 @given(specs, st.integers(1, 4))
@@ -98,30 +99,25 @@ def test_cot_replaces_the_question_and_probes_every_target():
     assert block.probed.tolist() == list(range(spec.window, 256)) * 5
 
 
-@pytest.mark.parametrize("task", BUILT_IN)
+@pytest.mark.parametrize("task", TASKS)
 def test_across_rows_every_id_and_ood_position_is_probed(task):
     spec = TaskSpec(task=task, train_size=1, val_size=1, test_size=300, test_length=[128])
     block = probe_rows(spec, "probe", 0, spec.test_size)
-    counts = np.bincount(block.probed, minlength=128)[spec.window :]
-    assert counts.min() > 0
+    assert np.bincount(block.probed, minlength=128)[spec.window :].min() > 0
 
 
 def test_written_probe_splits_hold_the_oracle_rows_and_load_through_datasets(oracle, small_dataset):
     import datasets
 
-    folder = small_dataset
-    manifest = read_manifest(folder)
-    for config, entry in manifest.configs.items():
-        spec = entry.spec
-        loaded = datasets.load_dataset(str(folder), f"{config}-probe")
+    for config, entry in read_manifest(small_dataset).configs.items():
+        loaded = datasets.load_dataset(str(small_dataset), f"{config}-probe")
         assert list(loaded) == ["probe", "probe_128"]
-        for split in spec.probe_names:
-            source = generate_rows(spec, "test" + split[len("probe") :], 0, spec.test_size)
+        for split in entry.spec.probe_names:
             rows = loaded[split].to_list()
             assert [r["id"] for r in rows] == [r["source_id"] for r in rows] == list(range(20))
-            got = [{k: r[k] for k in ("tokens", "replaced", "probed", "far_rule")} for r in rows]
-            assert got == _expected(oracle, spec, split, source)
-        assert list(posgen.load(folder, f"{config}-probe")) == ["probe", "probe_128"]
+            got = [{k: r[k] for k in KEYS} for r in rows]
+            assert got == _expected(oracle, entry.spec, split)
+        assert list(posgen.load(small_dataset, f"{config}-probe")) == ["probe", "probe_128"]
 
 
 @pytest.mark.parametrize(
@@ -135,28 +131,24 @@ def test_written_probe_splits_hold_the_oracle_rows_and_load_through_datasets(ora
     ],
 )
 def test_validate_names_a_tampered_probe_row(record_files, small_copy, what, message):
-    root = small_copy
-    path = read_manifest(root).configs["semirecursive"].splits["probe"].files[0].path
-    table = pq.read_table(root / path)
+    path = read_manifest(small_copy).configs["semirecursive"].splits["probe"].files[0].path
+    table = pq.read_table(small_copy / path)
     rows = table.to_pylist()
     row = rows[3]
     if what == "far_rule":
         row["far_rule"][2] = (row["far_rule"][2] + 1) % 17
-    elif what == "token":
-        spot = next(t for t in range(40, 96) if t not in row["replaced"])
-        row["tokens"][spot] = (row["tokens"][spot] + 1) % 17
-    elif what == "replacement":
-        spot = row["replaced"][0]
+    elif what in ("token", "replacement"):
+        free = next(t for t in range(40, 96) if t not in row["replaced"])
+        spot = free if what == "token" else row["replaced"][0]
         row["tokens"][spot] = (row["tokens"][spot] + 1) % 17
     elif what == "probed":
         row["probed"], row["far_rule"] = row["probed"][1:], row["far_rule"][1:]
     else:
         row["source_id"] = 7
-    with open_writer(root / path, table.schema) as writer:
+    with open_writer(small_copy / path, table.schema) as writer:
         writer.write_table(type(table).from_pylist(rows, schema=table.schema))
-    record_files(root, path)  # only the change is wrong
-    report = validate(root, config="semirecursive")
-    (failed,) = [c for c in report.checks if not c.ok]
+    record_files(small_copy, path)  # only the change is wrong
+    (failed,) = [c for c in validate(small_copy, config="semirecursive").checks if not c.ok]
     assert (failed.check, failed.config, failed.split) == ("probe", "semirecursive", "probe")
     assert message in failed.message and "row 3" in failed.message
 
@@ -168,19 +160,21 @@ def test_a_config_may_not_take_another_configs_probe_name():
         )
 
 
+NO_TORCH = """
+import sys
+from posgen.cli import main
+args = ['--train-size', '20', '--val-size', '4', '--test-size', '4', '-q']
+for argv in (['generate', '--out', sys.argv[1], *args], ['validate', sys.argv[1]]):
+    try:
+        main(argv)
+    except SystemExit as end:
+        assert not end.code, end.code
+print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))
+"""
+
+
 def test_generate_and_validate_with_probe_splits_never_import_torch(tmp_path):
-    script = (
-        "import sys\n"
-        "from posgen.cli import main\n"
-        "args = ['--train-size', '20', '--val-size', '4', '--test-size', '4', '-q']\n"
-        "for argv in (['generate', '--out', sys.argv[1], *args], ['validate', sys.argv[1]]):\n"
-        "    try:\n"
-        "        main(argv)\n"
-        "    except SystemExit as end:\n"
-        "        assert not end.code, end.code\n"
-        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
-    )
-    run = [sys.executable, "-c", script, str(tmp_path / "ds")]
+    run = [sys.executable, "-c", NO_TORCH, str(tmp_path / "ds")]
     result = subprocess.run(run, capture_output=True, text=True)
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr
     assert (tmp_path / "ds" / "data" / "cot-probe").is_dir()

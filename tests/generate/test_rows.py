@@ -1,5 +1,5 @@
-"""Rows: the golden rows, and the kernel's rows whatever the block or slab size (the
-random-spec oracle property of every op and kernel is in test_ops)."""
+"""Rows: the golden rows, and the kernel's rows whatever the block or slab size (every op's
+random-spec oracle property: test_ops)."""
 
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ GOLDEN = {
 @pytest.mark.parametrize("task", TASKS)
 def test_paper_seeding_reproduces_the_golden_rows_of_posgen_md(task):
     spec = TaskSpec(task=task, seeding="paper", train_length=24, train_size=3)
-    expected = [[int(v) for v in row.split()] for row in GOLDEN[task]]
-    assert generate_split(spec, "train").tolist() == expected
+    assert generate_split(spec, "train").tolist() == [
+        list(map(int, r.split())) for r in GOLDEN[task]
+    ]
 
 
 @given(st.sampled_from(TASKS), st.integers(1, 5), st.integers(0, 5), st.integers(1, 50))
@@ -49,12 +50,10 @@ def test_dependency_rule_names_exactly_j_plus_k_earlier_positions(oracle, task, 
         t = near + far + offset
         assert positions == oracle.far_positions(task, t, near, far) + list(range(t - near, t))
         assert len(set(positions)) == near + far
-        assert max(positions) < t
-        assert min(positions) >= 0
+        assert 0 <= min(positions) <= max(positions) < t
 
 
-# 25 examples: the store's block-size test (test_parts_and_merge) and the slab-size tests
-# cover the same path at other sizes
+# 25 examples: the store's block-size test and the slab-size tests cover this path too
 @settings(max_examples=25)
 @given(st.sampled_from(TASKS), st.integers(1, 40), st.integers(1, 40), st.integers(0, 200))
 def test_rows_do_not_depend_on_block_size(task, block_a, block_b, seed):
@@ -82,9 +81,8 @@ def test_kernel_is_exact_for_big_blocks_whatever_the_slab_size(
     assert grow(spec, windows, 300).tolist() == big_block_oracle(oracle, task, modulus)
 
 
-@functools.cache
+@functools.cache  # the oracle's 251 rows of length 300, once per task and modulus
 def big_block_oracle(oracle, task: str, modulus: int) -> list[list[int]]:
-    """The oracle's 251 rows of length 300 (computed once per task and modulus)."""
     windows = np.random.default_rng(modulus).integers(0, modulus, size=(251, 4))
     return [oracle.grow_row(task, w.tolist(), 300, modulus, 3, 1) for w in windows]
 
@@ -93,11 +91,9 @@ def test_kernel_writes_into_a_slice_of_a_larger_array():
     spec = TaskSpec(task="cot", seeding="paper", train_size=50)
     rows = generate_rows(spec, "train", 0, 50, block_rows=16)
     out = np.zeros((60, 64), dtype=np.uint8)
-    windows = rows[:, :4].astype(np.int64)
-    grow(spec, windows, 64, out=out[5:55])
+    grow(spec, rows[:, :4].astype(np.int64), 64, out=out[5:55])
     assert np.array_equal(out[5:55], rows)
-    assert not out[:5].any()
-    assert not out[55:].any()
+    assert not out[:5].any() and not out[55:].any()
 
 
 def test_tile_transpose_turns_8x8_byte_blocks_around():

@@ -28,8 +28,7 @@ from posgen.tasks import TASKS
 def test_paper_seeding_matches_the_authors_construction_row_for_row(
     oracle, task, op, m, near, far, lengths, sizes
 ):
-    w = near + far
-    train_length = w + lengths[0]
+    train_length = near + far + lengths[0]
     test_length = train_length + lengths[1]
     try:
         spec = TaskSpec(
@@ -39,17 +38,14 @@ def test_paper_seeding_matches_the_authors_construction_row_for_row(
         )  # fmt: skip
     except ValidationError:  # pow_sin_2pi giving m, or fewer windows than rows need
         assume(False)
-    lengths = (train_length, test_length)
-    expected = oracle.authors_splits(task, op, m, near, far, lengths, sizes)
+    expected = oracle.authors_splits(task, op, m, near, far, (train_length, test_length), sizes)
     for split, rows in expected.items():
         assert generate_split(spec, split).tolist() == rows, split
 
 
 def test_paper_seeding_overlaps_exactly_as_the_authors_code_does():
     spec = TaskSpec(task="recursive", seeding="paper")
-    train = generate_split(spec, "train")
-    validation = generate_split(spec, "validation")
-    test = generate_split(spec, "test")
+    train, validation, test = (generate_split(spec, s) for s in ("train", "validation", "test"))
     # every validation row begins with exactly the train row of the same index
     assert np.array_equal(validation[:, :64], train[:1000])
     # test rows are complete-list rows 1000..1999: they begin with train rows 1000..1999
@@ -95,13 +91,11 @@ def test_disjoint_windows_never_repeat_nor_cross_splits(seed, task):
 
 
 def test_disjoint_test_split_does_not_move_when_train_size_changes():
-    small = disjoint_spec(modulus=17, train_size=100)
-    large = disjoint_spec(modulus=17, train_size=900)
-    assert np.array_equal(generate_split(small, "test"), generate_split(large, "test"))
-    assert not np.array_equal(
-        generate_split(disjoint_spec(modulus=17, seed=1), "test"),
-        generate_split(disjoint_spec(modulus=17, seed=2), "test"),
-    )
+    def test(**fields):
+        return generate_split(disjoint_spec(modulus=17, **fields), "test")
+
+    assert np.array_equal(test(train_size=100), test(train_size=900))
+    assert not np.array_equal(test(seed=1), test(seed=2))
 
 
 def test_neighbouring_seeds_do_not_share_rows():

@@ -53,21 +53,18 @@ def test_benchmark_files_load_from_toml_yaml_and_json(tmp_path, suffix):
     path = tmp_path / f"mini{suffix}"
     path.write_text(MINI[suffix])
     bench = resolve_benchmark(path)
+    cot, recursive = bench.configs["cot"], bench.configs["recursive"]
     assert list(bench.configs) == ["recursive", "cot"]
-    assert bench.configs["cot"].near == 2
-    assert bench.configs["recursive"].near == 3
-    assert bench.configs["cot"].modulus == 11
+    assert (cot.near, recursive.near, cot.modulus) == (2, 3, 11)
     chosen = resolve_benchmark(path, ("cot",), {"modulus": 13})  # flags select and override
-    assert list(chosen.configs) == ["cot"]
-    assert chosen.configs["cot"].modulus == 13
+    assert {name: c.modulus for name, c in chosen.configs.items()} == {"cot": 13}
 
 
 def test_a_single_task_spec_file_is_a_one_config_benchmark(tmp_path):
     path = tmp_path / "one.json"
     path.write_text(json.dumps({"task": "semirecursive", "modulus": 23}))
     bench = resolve_benchmark(path)
-    assert list(bench.configs) == ["semirecursive"]
-    assert bench.name == "one"
+    assert (list(bench.configs), bench.name) == (["semirecursive"], "one")
 
 
 @pytest.mark.parametrize(
@@ -94,5 +91,4 @@ def test_official_specs_load_and_differ_only_in_seeding():
     for name in paper.configs:
         a, b = paper.configs[name].canonical(), v1.configs[name].canonical()
         assert {k for k in a if a[k] != b[k]} == {"seeding"}
-        assert a["seeding"] == "paper"
-        assert b["seeding"] == "disjoint"
+        assert (a["seeding"], b["seeding"]) == ("paper", "disjoint")
