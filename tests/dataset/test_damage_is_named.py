@@ -31,12 +31,8 @@ def rewrite(change: Callable[[bytes], bytes], name: str = TRAIN1) -> Callable[[P
     return damage
 
 
-def flip(at: Callable[[int], int]) -> Callable[[Path], str]:
-    def change(data: bytes) -> bytes:
-        spot = at(len(data))
-        return data[:spot] + bytes([data[spot] ^ 0x01]) + data[spot + 1 :]
-
-    return rewrite(change)
+def flip(data: bytes, spot: int) -> bytes:
+    return data[:spot] + bytes([data[spot] ^ 0x01]) + data[spot + 1 :]
 
 
 def swap(a: str, b: str, fix_manifest: bool = False) -> Callable[[Path], str]:
@@ -119,9 +115,9 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "truncated to nothing": rewrite(lambda data: b""),
     "extended by 7 bytes": rewrite(lambda data: data + b"\0" * 7),
     "probe shard truncated": rewrite(lambda data: data[:-20], PROBE_FILE),
-    "byte flipped in the header": flip(lambda n: 4),
-    "byte flipped in the data": flip(lambda n: n // 2),
-    "byte flipped in the footer": flip(lambda n: n - 12),
+    "byte flipped in the header": rewrite(lambda data: flip(data, 4)),
+    "byte flipped in the data": rewrite(lambda data: flip(data, len(data) // 2)),
+    "byte flipped in the footer": rewrite(lambda data: flip(data, len(data) - 12)),
     "shards of one split swapped": swap(TRAIN1, TRAIN2),
     "shards of two configs swapped": swap(TRAIN0, OTHER),
     "swapped with the manifest fixed up": swap(TRAIN0, TRAIN1, fix_manifest=True),
