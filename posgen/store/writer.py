@@ -380,9 +380,11 @@ def _agreeing(records: list[PartRecord]) -> PartRecord:
 
 def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -> Manifest:
     """Move the parts in ``sources`` into ``out``, then finish it. Everything is checked
-    before anything moves; a file that differs is never written over."""
+    before anything moves; a file that differs is never written over. A merge stopped while
+    moving is finished by the same command: files (and part folders) already moved count."""
     out = resolve_target(out)
     moves: dict[Path, Path] = {}
+    moved: dict[Path, str] = {}  # a listed file's sha256, for one a stopped merge moved already
     records: list[PartRecord] = []
     seen: dict[str, Path] = {}
     for source in map(resolve_target, map(Path, sources)):
@@ -392,12 +394,15 @@ def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -
             twice = "is named twice" if first == source else f"and {first} are one folder"
             raise PartsError(f"{source} {twice}; name each part folder once")
         found = _records(source)
+        if not found and (source / PARTS_DIR).is_dir() and _records(out):
+            continue  # emptied by a merge that stopped: its parts are in ``out`` already
         if not found:
             raise PartsError(f"{source} holds no posgen parts ({PARTS_DIR}/ is missing or empty)")
         for record in found:
             staged = source / PARTS_DIR
             for entry in record.files:
                 moves[staged / entry.path] = out / PARTS_DIR / entry.path
+                moved[staged / entry.path] = entry.sha256
             moves[staged / part_record_name(record.index, record.count)] = (
                 out / PARTS_DIR / part_record_name(record.index, record.count)
             )
@@ -405,7 +410,10 @@ def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -
     if records:
         check_part_target(out, _agreeing(records).benchmark)
         _agreeing(records + _records(out))
-    for source, target in moves.items():
+    for source, target in list(moves.items()):
+        if not source.is_file() and target.is_file() and sha256_file(target) == moved.get(source):
+            del moves[source]  # moved by a merge that stopped
+            continue
         if not source.is_file():
             raise PartsError(f"{source} is listed in its part record but missing")
         if os.path.lexists(target) and not (

@@ -153,3 +153,37 @@ def test_a_part_folder_named_twice_is_refused_before_anything_moves(tree, tmp_pa
             writer.write_dataset(None, tmp_path / "ds", merge=[tmp_path / n for n in twice])
         assert tree(tmp_path / "p0") == before
         assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("stop", ["second file", "first part moved", "last record"])
+def test_a_merge_stopped_while_moving_is_finished_by_the_same_command(
+    tree, cli, tmp_path, monkeypatch, stop
+):
+    """A merge that fails mid-move (a full disk) leaves each file in OUT or its part folder;
+    the same command then finishes it, with the bytes of a merge that never stopped."""
+    small = bench(train_size=300, val_size=20, test_size=20, test_length=[96])
+    for run in ("whole", "stopped"):
+        for i in range(2):
+            write(tmp_path / run / f"p{i}", small, part=(i, 2))
+    move, moved, fail_at = writer.shutil.move, [], [0]
+
+    def full_disk(source, target):
+        moved.append(source)
+        if len(moved) == fail_at[0]:
+            raise OSError(28, "No space left on device")
+        return move(source, target)
+
+    monkeypatch.setattr(writer.shutil, "move", full_disk)
+
+    def merge(run):
+        return cli("merge", tmp_path / run / "ds", *[tmp_path / run / f"p{i}" for i in range(2)])
+
+    assert merge("whole").exit_code == 0
+    first_record = next(i for i, p in enumerate(moved) if p.endswith(".json")) + 1
+    fail_at[0] = {"second file": 2, "first part moved": first_record + 1}.get(stop, len(moved))
+    moved.clear()
+    result = merge("stopped")
+    assert result.exit_code == 1 and "no space left on device" in result.output
+    fail_at[0] = 0
+    assert merge("stopped").exit_code == 0
+    assert tree(tmp_path / "stopped" / "ds") == tree(tmp_path / "whole" / "ds")
