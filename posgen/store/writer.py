@@ -384,7 +384,7 @@ def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -
     moving is finished by the same command: files (and part folders) already moved count."""
     out = resolve_target(out)
     moves: dict[Path, Path] = {}
-    moved: dict[Path, str] = {}  # a listed file's sha256, for one a stopped merge moved already
+    listed_sha256: dict[Path, str] = {}  # to know a file a stopped merge moved already
     records: list[PartRecord] = []
     seen: dict[str, Path] = {}
     for source in map(resolve_target, map(Path, sources)):
@@ -402,7 +402,7 @@ def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -
             staged = source / PARTS_DIR
             for entry in record.files:
                 moves[staged / entry.path] = out / PARTS_DIR / entry.path
-                moved[staged / entry.path] = entry.sha256
+                listed_sha256[staged / entry.path] = entry.sha256
             moves[staged / part_record_name(record.index, record.count)] = (
                 out / PARTS_DIR / part_record_name(record.index, record.count)
             )
@@ -411,10 +411,10 @@ def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -
         check_part_target(out, _agreeing(records).benchmark)
         _agreeing(records + _records(out))
     for source, target in list(moves.items()):
-        if not source.is_file() and target.is_file() and sha256_file(target) == moved.get(source):
-            del moves[source]  # moved by a merge that stopped
-            continue
         if not source.is_file():
+            if target.is_file() and sha256_file(target) == listed_sha256.get(source):
+                del moves[source]  # moved by a merge that stopped
+                continue
             raise PartsError(f"{source} is listed in its part record but missing")
         if os.path.lexists(target) and not (
             target.is_file() and sha256_file(source) == sha256_file(target)
