@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import weakref
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,11 +176,13 @@ class Dataset:
     (['cot'], (2, 256))
     """
 
-    def __init__(self, root: Path, manifest: Manifest, pin: tuple[int, int] | None) -> None:
+    def __init__(self, root: Path, manifest: Manifest, folder: int | None = None) -> None:
         self.root = root
         self.manifest = manifest
         self.format: Format = manifest_format(manifest)
-        self._pin = pin  # the folder the manifest was read from
+        self._pin = None if folder is None else _identity(folder)  # the manifest's folder
+        if folder is not None:  # held open: a folder replaced later cannot take its inode
+            weakref.finalize(self, os.close, folder)
 
     @classmethod
     def open(cls, path: str | Path) -> Dataset:
@@ -187,8 +190,15 @@ class Dataset:
         root = Path(path)
 
         def opened() -> Dataset:
-            pin = _identity(root)  # before the manifest is read: a swap after it is seen
-            return cls(root, read_manifest(root), pin)
+            try:  # before the manifest is read: a swap after it is seen
+                folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                return cls(root, read_manifest(root))  # names what is wrong with ``root``
+            try:
+                return cls(root, read_manifest(root), folder)
+            except BaseException:
+                os.close(folder)
+                raise
 
         return pinned(root, opened)
 

@@ -20,7 +20,7 @@ import posgen.validate.run
 from posgen import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import check_dataset, read_manifest
-from posgen.store.dataset import DatasetReplaced, load
+from posgen.store.dataset import Dataset, DatasetReplaced, load
 from posgen.store.safety import OLD_TAG, TMP_TAG, leftovers, recover
 from posgen.validate import validate
 
@@ -292,6 +292,19 @@ def test_a_read_during_a_replace_sees_one_whole_dataset(recorded, tmp_path, monk
         assert replaced == [2]
         assert result is True, result
         assert spec_seed(root) == 2
+
+
+def test_a_handle_kept_open_reads_the_dataset_that_replaced_its_folder(tmp_path):
+    """A folder replaced again and again never hands its inode to the next one while a handle
+    on it lives (ext4 reuses freed inodes): each read is of the newest dataset, whole."""
+    root = tmp_path / "ds"
+    write_dataset(bench(1), root)
+    handle = Dataset.open(root)
+    for seed in range(2, 8):
+        write_dataset(bench(seed), root, overwrite=True)
+        split = handle.split("cot", "test")
+        assert split.spec.seed == seed
+        assert (split.tokens == Dataset.open(root).split("cot", "test").tokens).all()
 
 
 def test_a_folder_replaced_during_every_read_is_one_error_line(
