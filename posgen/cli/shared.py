@@ -30,7 +30,6 @@ import click
 
 from posgen import signals
 from posgen.errors import (
-    PosgenError,
     RunError,
     UsageError,
     UsageProblems,
@@ -41,8 +40,9 @@ from posgen.errors import (
 )
 from posgen.signals import Interrupted
 from posgen.spec import BenchmarkSpec, TaskSpec, is_probe_split, resolve_benchmark
+from posgen.store import writer
 from posgen.store.formats import FORMATS, Progress
-from posgen.store.manifest import CARD_NAME, MANIFEST_NAME, read_manifest
+from posgen.store.manifest import MANIFEST_NAME
 from posgen.store.safety import OutputExistsError, WriteFailed, check_target, recover
 from posgen.store.writer import check_part_target
 from posgen.tasks import TASKS, op_names
@@ -448,19 +448,8 @@ def check_run_target(out: Path) -> None:
 
 def foreign_files(folder: Path, shown_at_most: int = 3) -> list[str]:
     """The line refusing to replace the dataset at ``folder`` when it holds files that are not
-    the dataset's (a user's notes: ``--overwrite`` would delete them); none when it holds
-    only its manifest, card, listed files and sidecars, or its manifest cannot be read."""
-    try:
-        manifest = read_manifest(folder)
-    except (PosgenError, OSError):
-        return []
-    own = {MANIFEST_NAME, CARD_NAME, *(e.path for _, _, e in manifest.files())}
-    own |= set(FORMATS[manifest.storage_format].sidecars(manifest))
-    found = sorted(
-        path.relative_to(folder).as_posix()
-        for path in folder.rglob("*")
-        if not path.is_dir() and path.relative_to(folder).as_posix() not in own
-    )
+    the dataset's (``writer.foreign_files``: ``--overwrite`` would delete them)."""
+    found = writer.foreign_files(folder)
     if not found:
         return []
     more = f" and {len(found) - shown_at_most} more" if len(found) > shown_at_most else ""

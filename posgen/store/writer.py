@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
-from posgen.errors import UsageError, problem_lines
+from posgen.errors import PosgenError, UsageError, problem_lines
 from posgen.generator import DEFAULT_BLOCK_ROWS
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.dataset import Dataset, check_files
@@ -67,6 +67,7 @@ from posgen.store.safety import (
     exclusive,
     fsync_dir,
     hold,
+    is_dataset_folder,
     remove_leftover,
     resolve_target,
     write_atomically,
@@ -95,6 +96,12 @@ def write_dataset(
     folder is published. An ``OSError`` becomes ``WriteFailed`` naming its path under ``out``.
     """
     out = Path(out)
+    real = Path(os.path.realpath(out))
+    if dataset := next((d for d in real.parents if is_dataset_folder(d)), None):
+        raise OutputExistsError(
+            f"{out} is inside the dataset folder {dataset}; write outside it (a dataset holds "
+            "only what its manifest lists)"
+        )
     if merge is not None:
         return _merge_parts(out, list(merge), finish)
     if bench is None:
@@ -134,6 +141,12 @@ def write_dataset(
             return _finish_parts(out, finish)
         except IncompleteError:
             return None
+    if overwrite and (found := foreign_files(resolve_target(out))):
+        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        raise OutputExistsError(
+            f"{out} holds files that are not the dataset's ({', '.join(found[:3])}{more}); "
+            "overwriting would delete them: move them out first"
+        )
     plan = plan_benchmark(bench, shard_bytes, storage)
     with atomic_folder(out, overwrite) as build:
         try:
@@ -148,6 +161,23 @@ def write_dataset(
             raise WriteFailed(out / name, error.reason) from error
         except OSError as error:  # raised outside any one file's write
             raise WriteFailed(out / MANIFEST_NAME, error) from error
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """The files in the dataset ``folder`` that are not the dataset's (a user's notes, which
+    replacing it would delete), relative; none when it holds only its manifest, card, listed
+    files and sidecars, or when its manifest cannot be read."""
+    try:
+        manifest = read_manifest(folder)
+    except (PosgenError, OSError):
+        return []
+    own = {MANIFEST_NAME, CARD_NAME, *(e.path for _, _, e in manifest.files())}
+    own |= set(FORMATS[manifest.storage_format].sidecars(manifest))
+    return sorted(
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if not path.is_dir() and path.relative_to(folder).as_posix() not in own
+    )
 
 
 Finish = Callable[[Path, Manifest], None]

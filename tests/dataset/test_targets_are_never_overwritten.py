@@ -4,6 +4,7 @@ the answer is one error line or a correct dataset."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -282,3 +283,27 @@ def test_parts_through_a_symlink_land_where_it_points(tree, recorded, tmp_path, 
     with recorded("target", "--part into a symlink"):
         assert (tmp_path / "link").is_symlink()
         assert tree(tmp_path / "real") == tree(single)
+
+
+API_REFUSALS = {  # write_dataset's own checks: a script gets what the command line gets
+    "overwrite=True over a dataset holding a user's notes": (
+        "ds", {"overwrite": True}, "holds files that are not the dataset's (my_notes.txt)"),
+    "a dataset inside the dataset": ("ds/variants/v2", {}, "is inside the dataset folder"),
+    "a part inside the dataset": ("ds/p", {"part": (0, 2)}, "is inside the dataset folder"),
+    "a merge inside the dataset": ("ds/m", {"merge": []}, "is inside the dataset folder"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(API_REFUSALS))
+def test_write_dataset_never_deletes_a_users_file_or_writes_inside_a_dataset(
+    tree, recorded, tmp_path, case
+):
+    out, options, words = API_REFUSALS[case]
+    write_dataset(bench(), tmp_path / "ds", shard_bytes=SHARD)
+    (tmp_path / "ds" / "my_notes.txt").write_text("precious")
+    before = tree(tmp_path)
+    spec = None if "merge" in options else bench(1)
+    with recorded("target", f"write_dataset: {case}"):
+        with pytest.raises(posgen.store.writer.OutputExistsError, match=re.escape(words)):
+            write_dataset(spec, tmp_path / out, shard_bytes=SHARD, **options)
+        assert tree(tmp_path) == before
