@@ -280,13 +280,13 @@ class PartsError(UsageError, ValueError):
 class IncompleteError(PartsError):
     """Some parts of the run have not been written yet."""
 
-    def __init__(self, have: set[int], count: int) -> None:
+    def __init__(self, have: set[int], count: int, note: str = "") -> None:
         # never one entry per part: N comes from a flag or a record file
         number = count - sum(1 for i in have if 0 <= i < count)
         first = list(itertools.islice((i for i in range(count) if i not in have), 10))
         shown = ", ".join(f"{i}/{count}" for i in first)
         more = f" and {number - len(first)} more" if number > len(first) else ""
-        super().__init__(f"{number} of {count} parts missing: {shown}{more}")
+        super().__init__(f"{number} of {count} parts missing: {shown}{more}{note}")
 
 
 class PartRecord(BaseModel):
@@ -439,7 +439,10 @@ def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -
         records += found
     if records:
         check_part_target(out, _agreeing(records).benchmark)
-        _agreeing(records + _records(out))
+        whole = records + _records(out)
+        count, have = _agreeing(whole).count, {record.index for record in whole}
+        if any(i not in have for i in range(count)):
+            raise IncompleteError(have, count, "; nothing was moved")
     for source, target in list(moves.items()):
         if not source.is_file():
             if target.is_file() and sha256_file(target) == listed_sha256.get(source):

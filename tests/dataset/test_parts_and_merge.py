@@ -187,3 +187,15 @@ def test_a_merge_stopped_while_moving_is_finished_by_the_same_command(
     fail_at[0] = 0
     assert merge("stopped").exit_code == 0
     assert tree(tmp_path / "stopped" / "ds") == tree(tmp_path / "whole" / "ds")
+
+
+def test_a_merge_missing_a_part_is_refused_before_anything_moves(tree, cli, tmp_path):
+    small = bench(train_size=300, val_size=20, test_size=20, test_length=[96])
+    for i in range(3):
+        write(tmp_path / f"p{i}", small, part=(i, 3))
+    before = tree(tmp_path)
+    result = cli("merge", tmp_path / "ds", tmp_path / "p0", tmp_path / "p1")
+    assert result.exit_code == 2
+    assert result.output == "error: 1 of 3 parts missing: 2/3; nothing was moved\n"
+    assert tree(tmp_path) == before
+    assert cli("merge", tmp_path / "ds", *(tmp_path / f"p{i}" for i in range(3))).exit_code == 0
