@@ -175,6 +175,7 @@ def load_model(folder: str | Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
     try:
         spec = json.loads((folder / PE_FILE).read_text())
         request, lengths = PERequest.model_validate(spec["request"]), Lengths(**spec["lengths"])
+        evaluation_rope = spec["evaluation_rope"]
     except (ValueError, KeyError, TypeError) as error:
         problem = f"{type(error).__name__}: {error}".splitlines()[0]
         raise UsageError(f"{folder / PE_FILE}: not a posgen model's encoding ({problem})") from None
@@ -182,7 +183,15 @@ def load_model(folder: str | Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
         pe = resolve(request, lengths)
     except PEError as error:
         raise UsageError(f"{folder}: {error}") from None
-    config = LlamaConfig.from_pretrained(folder)
+    for name in ("config.json", "model.safetensors"):
+        if not (folder / name).is_file():
+            raise UsageError(f"{folder / name}: missing (the saved model is incomplete)")
+    try:  # the weights first: the config's sizes are checked against what the file holds
+        weights = load_file(folder / "model.safetensors")
+    except Exception as error:  # safetensors raises its own SafetensorError
+        problem = " ".join(str(error).split())[:200]
+        raise UsageError(f"{folder / 'model.safetensors'}: not readable ({problem})") from None
+    config = _config_of(folder, weights)
     model = llama_for(
         pe,
         vocab=config.vocab_size,
@@ -192,10 +201,45 @@ def load_model(folder: str | Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
         layers=config.num_hidden_layers,
         intermediate=config.intermediate_size,
     )
-    model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
-    use_frequencies(model, spec["evaluation_rope"])
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        problem = " ".join(str(error).split())[:200]
+        raise UsageError(f"{folder}: the weights do not fit config.json ({problem})") from None
+    use_frequencies(model, evaluation_rope)
     model.eval()
     return model, pe
+
+
+def _config_of(folder: Path, weights: dict[str, torch.Tensor]) -> LlamaConfig:
+    """``folder/config.json``, once its sizes agree with the ``weights`` (a config claiming a
+    larger model is refused before anything of its size is built)."""
+    path = folder / "config.json"
+    try:
+        config = LlamaConfig.from_json_file(path)
+    except (OSError, ValueError, TypeError, KeyError, ArithmeticError) as error:
+        problem = " ".join(str(error).split())[:200]
+        raise UsageError(f"{path}: not a Llama config ({problem})") from None
+    embed = weights.get("model.embed_tokens.weight")
+    layers = {key.split(".")[2] for key in weights if key.startswith("model.layers.")}
+    gate = weights.get("model.layers.0.mlp.gate_proj.weight")
+    try:
+        sizes = (config.vocab_size, config.hidden_size, config.num_hidden_layers)
+        heads = config.num_attention_heads
+        fits = (
+            embed is not None
+            and gate is not None
+            and sizes == (*embed.shape, len(layers))
+            and config.intermediate_size == gate.shape[0]
+            and isinstance(heads, int)
+            and 1 <= heads <= config.hidden_size
+            and config.hidden_size % heads == 0
+        )
+    except (AttributeError, TypeError):
+        fits = False
+    if not fits:
+        raise UsageError(f"{path}: its sizes do not fit model.safetensors (edited or swapped)")
+    return config
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

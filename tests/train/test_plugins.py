@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import shutil
 import sys
 
 import pytest
@@ -21,7 +23,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 import posgen
 from posgen.encodings import ENCODINGS, Lengths, PEError, PERequest, resolve
 from posgen.encodings.builtin import TRANSFORMERS_ROPE_TYPES, alibi_bias, bias_encoding
-from posgen.encodings.model import load_model
+from posgen.encodings.model import PE_FILE, load_model
 from posgen.errors import UsageError
 from posgen.scoring.prediction_files import read_predictions
 from posgen.train.config import preset
@@ -171,6 +173,43 @@ def test_load_model_of_a_folder_without_a_good_saved_model_is_one_usage_error(
     with pytest.raises(UsageError) as error:
         posgen.load_model(tmp_path / where)
     assert str(error.value).startswith(f"{shown}: {problem}") and "\n" not in str(error.value)
+
+
+def _edit_json(name: str, **changes):
+    def edit(model):
+        body = json.loads((model / name).read_text())
+        (model / name).write_text(json.dumps({**body, **changes}))
+
+    return edit
+
+
+SAVED_MODEL_DAMAGES = {
+    "config.json deleted": (lambda m: (m / "config.json").unlink(), "config.json: missing"),
+    "weights deleted": (lambda m: (m / "model.safetensors").unlink(), "safetensors: missing"),
+    "weights truncated": (
+        lambda m: os.truncate(m / "model.safetensors", 100), "model.safetensors: not readable"),
+    "a config claiming hidden 65536": (
+        _edit_json("config.json", hidden_size=65536), "sizes do not fit model.safetensors"),
+    "a config of 0 heads": (
+        _edit_json("config.json", num_attention_heads=0), "config.json: not a Llama config"),
+    "no evaluation_rope": (
+        lambda m: _edit_json(PE_FILE)(m) or (m / PE_FILE).write_text(
+            json.dumps({k: v for k, v in json.loads((m / PE_FILE).read_text()).items()
+                        if k != "evaluation_rope"})),
+        "not a posgen model's encoding (KeyError"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(SAVED_MODEL_DAMAGES))
+def test_load_model_of_a_damaged_saved_model_names_the_file_before_building_it(
+    trained_runs, tmp_path, case
+):
+    damage, problem = SAVED_MODEL_DAMAGES[case]
+    run = shutil.copytree(trained_runs / "rope-1", tmp_path / "run")
+    damage(run / "model")
+    with pytest.raises(UsageError) as error:
+        posgen.load_model(run)
+    assert problem in str(error.value) and "\n" not in str(error.value)
 
 
 # --- issue 27, class 2: a plugin never replaces a built-in ---------------------------------
