@@ -24,6 +24,7 @@ from posgen.scoring.metrics import (
 )
 from posgen.scoring.prediction_files import predictions_for, write_predictions
 from posgen.scoring.reliance import RelianceReport, score_probe
+from posgen.spec import is_probe_split
 from posgen.store.dataset import Dataset, ProbeSplit, ReferenceSplit
 
 __all__ = ["load_probe", "load_reference", "score_file", "score_reference", "write_predictions"]
@@ -46,6 +47,11 @@ def score_reference(
 ) -> ScoreReport | RelianceReport:
     """Score the predictions file ``predictions`` (rows matched by id) on ``reference``: its
     accuracy, or its far-reliance on a probe split."""
+    if isinstance(reference, ReferenceSplit) and is_probe_split(reference.split):
+        raise ScoringError(
+            f"{reference.split} is a probe split, scored by its far-reliance: read it with "
+            "load_probe (score_file does)"
+        )
     aligned = predictions_for(predictions, reference.ids, reference.spec.spec_id, reference.split)
     try:
         if isinstance(reference, ProbeSplit):
@@ -75,6 +81,8 @@ def score_file(
     split: str,
     predictions: Path,
     bucket_width: int = DEFAULT_BUCKET_WIDTH,
-) -> ScoreReport:
-    """Score a predictions file on ``config``/``split`` of a posgen folder."""
-    return score_reference(load_reference(dataset_dir, config, split), predictions, bucket_width)
+) -> ScoreReport | RelianceReport:
+    """Score a predictions file on ``config``/``split`` of a posgen folder: its accuracy, or its
+    far-reliance on a probe split (as ``posgen score --split probe``)."""
+    load = load_probe if is_probe_split(split) else load_reference
+    return score_reference(load(dataset_dir, config, split), predictions, bucket_width)

@@ -13,9 +13,13 @@ import pytest
 from posgen import write_dataset
 from posgen.scoring import (
     RelianceReport,
+    ScoringError,
     baseline_predictions,
     load_probe,
+    load_reference,
+    score_file,
     score_probe,
+    score_reference,
     write_predictions,
 )
 from posgen.spec import default_benchmark
@@ -110,3 +114,15 @@ def test_score_and_baseline_cli_on_a_probe_split(assert_clean_error, cli, folder
     result = cli(*local, "--split", "probe", "--out", tmp_path / "local.parquet")
     assert result.exit_code == 0, result.output
     assert "ID far-reliance 0.00%" in result.output
+
+
+def test_score_file_scores_a_probe_split_by_its_far_reliance_as_the_cli_does(folder, tmp_path):
+    probe = load_probe(folder, "cot", "probe")
+    path = tmp_path / "local.npy"
+    local = baseline_predictions("local", probe.spec, probe.tokens)
+    write_predictions(path, probe.ids, local, probe.spec.modulus)
+    report = score_file(folder, "cot", "probe", path)
+    assert report == score_probe(probe, local)
+    assert (report.id.far_reliance, report.id.local_reliance) == (0.0, 1.0)
+    with pytest.raises(ScoringError, match="probe is a probe split, scored by its far-reliance"):
+        score_reference(load_reference(folder, "cot", "probe"), path)
