@@ -404,7 +404,9 @@ class LMInputs:
 
     def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
         tokens = example["tokens"]
-        single = len(tokens) == 0 or np.isscalar(tokens[0])  # one row, or a batch of rows
+        if isinstance(tokens, pa.Array | pa.ChunkedArray):  # a dataset in the arrow format
+            tokens = tokens.to_pylist()
+        single = len(tokens) == 0 or np.ndim(tokens[0]) == 0  # one row, or a batch of rows
         rows = np.atleast_2d(np.asarray(tokens, dtype=np.int64))
         arrays = lm_arrays(rows, self.modulus, self.window)
         return {name: (array[0] if single else array).tolist() for name, array in arrays.items()}

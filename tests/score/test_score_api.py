@@ -191,3 +191,22 @@ def test_score_probe_given_an_array_for_the_probe_names_what_it_reads():
     tokens = generate_split(spec, "test")
     with pytest.raises(ScoringError, match=r"score_probe reads a ProbeSplit.*not ndarray"):
         score_probe(tokens, tokens, spec)
+
+
+FORMS = [(form, batched) for form in (None, "numpy", "torch", "arrow") for batched in (0, 1)]
+
+
+# an unbatched map in the arrow format gets a one-row table: a batch of one
+@pytest.mark.parametrize(("form", "batched"), [f for f in FORMS if f != ("arrow", 0)])
+def test_lm_inputs_give_the_same_rows_whatever_the_format_of_the_dataset(form, batched):
+    from posgen.scoring import LMInputs
+    from posgen.store.formats import to_dataset_dict
+
+    if form == "torch":
+        pytest.importorskip("torch")
+    spec = TaskSpec(task="cot", train_size=6, val_size=3, test_size=3)
+    test = to_dataset_dict(spec)["test"]
+    mapped = test.with_format(form).map(
+        LMInputs.for_spec(spec), batched=bool(batched), remove_columns=["tokens"]
+    )
+    assert mapped.with_format(None)["input_ids"] == [[17, *row] for row in test["tokens"]]
