@@ -52,7 +52,8 @@ def score_reference(
             f"{reference.split} is a probe split, scored by its far-reliance: read it with "
             "load_probe (score_file does)"
         )
-    aligned = predictions_for(predictions, reference.ids, reference.spec.spec_id, reference.split)
+    spec, positions = reference.spec, reference.tokens.shape[1]
+    aligned = predictions_for(predictions, reference.ids, spec.spec_id, reference.split, positions)
     try:
         if isinstance(reference, ProbeSplit):
             return score_probe(reference, aligned, bucket_width=bucket_width)

@@ -27,6 +27,7 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from posgen.errors import not_utf8
+from posgen.generator import storage_dtype
 from posgen.scoring.metrics import ScoringError, require_integers
 from posgen.spec import TaskSpec
 from posgen.store.formats import PARQUET_OPTIONS, token_type
@@ -85,8 +86,10 @@ def file_format(path: Path) -> str:
     return FORMATS[suffix]
 
 
-def read_predictions(path: Path) -> Predictions:
-    """Read a predictions file (formats: the module docstring); errors name ``path``."""
+def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predictions:
+    """Read a predictions file (formats: the module docstring); errors name ``path``. With
+    ``fits`` (rows, positions of the data), a Parquet file that declares more is refused
+    before it is decompressed."""
     path = Path(path)
     try:
         kind = file_format(path)
@@ -99,12 +102,30 @@ def read_predictions(path: Path) -> Predictions:
                 return Predictions(np.arange(tokens.shape[0], dtype=np.int64), tokens)
             if kind == "jsonl":
                 return _read_jsonl(path)
+            if kind == "parquet" and fits is not None:
+                parquet_fits(pq.ParquetFile(path).metadata, *fits)
             table = pq.read_table(path) if kind == "parquet" else feather.read_table(path)
         except (pa.ArrowInvalid, OSError) as error:
             raise ScoringError(f"not a readable {kind} file: {_first_line(error)}") from None
         return _from_table(table)
     except ScoringError as error:
         raise ScoringError(f"{path}: {error}") from None
+
+
+def parquet_fits(meta: pq.FileMetaData, rows: int, positions: int) -> None:
+    """Refuse a Parquet file whose footer declares more rows or values than the data's
+    ``rows`` x ``positions`` (a small compressed file can expand to gigabytes)."""
+    values = sum(
+        meta.row_group(g).column(c).num_values
+        for g in range(meta.num_row_groups)
+        for c in range(meta.num_columns)
+        if meta.row_group(g).column(c).path_in_schema.split(".")[0] != "id"
+    )
+    if meta.num_rows > rows or values > rows * positions:
+        raise ScoringError(
+            f"declares {meta.num_rows:,} rows of {values:,} values in all; the data has {rows:,} "
+            f"rows of {positions:,} positions"
+        )
 
 
 def _first_line(error: Exception) -> str:
@@ -163,6 +184,8 @@ def _json_line(raw: bytes, number: int) -> object:
         raise ScoringError(f"line {number}: nested too deeply to be a predictions row") from None
     except json.JSONDecodeError as error:
         raise ScoringError(f"line {number}: not valid JSON ({error.msg})") from None
+    except ValueError:  # an integer of more digits than Python converts (4300)
+        raise ScoringError(f"line {number}: a number too long to be an id or a token") from None
 
 
 def _read_jsonl(path: Path) -> Predictions:
@@ -245,10 +268,13 @@ def _made_for(metadata: dict[bytes, bytes]) -> tuple[str, str] | None:
     return spec_id, split
 
 
-def predictions_for(path: Path, ids: np.ndarray, spec_id: str, split: str) -> np.ndarray:
-    """The predictions file ``path`` for ``split`` of ``spec_id``, in the order of ``ids``
-    (:func:`check_made_for`, :func:`align_to_ids`); every problem names ``path``."""
-    read = read_predictions(path)
+def predictions_for(
+    path: Path, ids: np.ndarray, spec_id: str, split: str, positions: int
+) -> np.ndarray:
+    """The predictions file ``path`` for ``split`` of ``spec_id`` (rows of at most
+    ``positions``), in the order of ``ids`` (:func:`check_made_for`, :func:`align_to_ids`);
+    every problem names ``path``."""
+    read = read_predictions(path, fits=(len(ids), positions))
     try:
         check_made_for(read, spec_id, split)
         return align_to_ids(read.ids, read.tokens, ids)
@@ -331,13 +357,29 @@ def write_predictions(
         kind = file_format(path)
     except ScoringError as error:
         raise ScoringError(f"{path}: {error}") from None
-    ids = np.asarray(ids, dtype=np.int64)
-    tokens = np.asarray(tokens)
+    if isinstance(modulus, bool) or not isinstance(modulus, int) or not 2 <= modulus <= 65536:
+        raise ScoringError(f"{path}: modulus must be a spec's m, 2..65536; got {modulus!r}")
+    if made_for is not None and not (
+        isinstance(made_for, tuple)
+        and len(made_for) == 2
+        and all(isinstance(x, str) for x in made_for)
+    ):
+        raise ScoringError(f"{path}: made_for is a (spec id, split) pair; got {made_for!r}")
+    raw_ids, tokens = np.asarray(ids), np.asarray(tokens)
+    if raw_ids.ndim != 1 or (raw_ids.size and raw_ids.dtype.kind not in "iu"):
+        raise ScoringError(f"{path}: ids must be integers, one per row; got {raw_ids.dtype}")
+    if raw_ids.size and int(raw_ids.max()) > INT64[1]:
+        raise ScoringError(f"{path}: id {int(raw_ids.max())} is outside int64")
+    ids = raw_ids.astype(np.int64)
     if tokens.ndim != 2 or len(tokens) != len(ids) or tokens.dtype.kind not in "iu":
         raise ScoringError(
             f"{path}: predictions must be integers, one row per id ({len(ids)} ids; got "
             f"{tokens.dtype} of shape {tokens.shape})"
         )
+    if tokens.size == 0 and len(ids):
+        raise ScoringError(f"{path}: rows of no predictions (shape {tokens.shape})")
+    if np.unique(ids).size != ids.size:
+        raise ScoringError(f"{path}: ids appear more than once; write each row once")
     if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= modulus):
         bad = int(tokens.max()) if int(tokens.max()) >= modulus else int(tokens.min())
         raise ScoringError(f"{path}: prediction {bad} is outside the vocabulary 0..{modulus - 1}")
@@ -345,7 +387,7 @@ def write_predictions(
         raise ScoringError(f"{path}: .npy rows must be ids 0..n-1 in order")
     with durable_file(path) as sink:  # a failed write leaves an older file whole
         if kind == "npy":
-            np.save(sink, tokens.astype(np.uint8 if modulus <= 256 else np.uint16))
+            np.save(sink, tokens.astype(storage_dtype(modulus)))
         elif kind == "jsonl":
             for row_id, row in zip(ids.tolist(), tokens.tolist(), strict=True):
                 sink.write((json.dumps({"id": row_id, "predictions": row}) + "\n").encode())

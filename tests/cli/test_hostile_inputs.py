@@ -106,6 +106,10 @@ BAD_PREDICTIONS = {  # case (its first word: the file's suffix) -> (content, err
                                       "predictions": [ROW] * 10}, "outside int64"),
     "parquet float predictions": ({"id": list(range(10)), "predictions": [[0.5] * 8] * 10},
                                   "integers"),
+    "parquet zstd row of 2^24 tokens in 1 KB": (lambda path: pq.write_table(pa.table({
+        "id": [0], "predictions": pa.ListArray.from_arrays([0, 2**24], np.zeros(2**24, np.uint8))
+    }), path, compression="zstd"), "declares 1 rows of 16,777,216 values in all"),
+    "jsonl 5000-digit id": ('{"id": ' + "1" * 5000 + ', "predictions": [1]}\n', "too long"),
 }  # fmt: skip
 
 
@@ -117,7 +121,7 @@ def test_bad_prediction_files_are_one_error_line(
     path = tmp_path / f"p.{case.split()[0]}"
     write_content(path, content)
     result, peak = peak_memory(cli, "score", "--data", tiny_cot, "--predictions", path)
-    kind = "bomb" if "claims" in case or "deep" in case else "hostile"
+    kind = "bomb" if any(w in case for w in ("claims", "deep", "zstd")) else "hostile"
     with recorded(kind, f"predictions:{case}"):
         assert_clean_error(result, 2, fragment, str(path))
         assert peak < 200 * 2**20  # the lying headers ask for 512 MB and more: never allocated

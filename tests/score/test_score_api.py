@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -161,6 +163,26 @@ def test_reference_that_does_not_fit_the_spec_is_refused():
         score(test[:, :100], test[:, :100], spec)
     with pytest.raises(ScoringError, match=r"outside the spec's vocabulary 0\.\.12"):
         score(test, test, TaskSpec(task="cot", modulus=13))
+
+
+WRITE_REFUSALS = {  # write_predictions(path, **arguments) -> the refusal
+    "a modulus past 65536 (npy held uint16)": ({"modulus": 10**6}, "modulus must be a spec's m"),
+    "float ids": ({"ids": np.array([0.5, 1.5])}, "ids must be integers"),
+    "an id twice": ({"ids": np.array([0, 0])}, "ids appear more than once"),
+    "rows of no predictions": ({"tokens": np.zeros((2, 0), int)}, "rows of no predictions"),
+    "made_for a string": ({"made_for": "ab"}, "made_for is a (spec id, split) pair"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".parquet"])
+@pytest.mark.parametrize("case", list(WRITE_REFUSALS))
+def test_write_predictions_refuses_arguments_it_would_write_wrongly(tmp_path, suffix, case):
+    changed, fragment = WRITE_REFUSALS[case]
+    arguments = {"ids": np.arange(2), "tokens": np.array([[1, 2], [3, 4]]), "modulus": 17}
+    path = tmp_path / f"p{suffix}"
+    with pytest.raises(ScoringError, match=re.escape(fragment)):
+        write_predictions(path, **{**arguments, **changed})
+    assert not path.exists()
 
 
 def test_score_without_a_spec_names_what_it_needs():
