@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from posgen import __version__
+from posgen.errors import UsageError
 from posgen.train.results import cells
 
 EEE_SCHEMA_VERSION = "0.2.1"
@@ -141,10 +143,21 @@ def hf_entries(
     return out
 
 
+def export_time() -> float:
+    """When the records are retrieved: now, or ``SOURCE_DATE_EPOCH`` (the reproducible-builds
+    convention) when set, so that a rerun writes the same bytes."""
+    fixed = os.environ.get("SOURCE_DATE_EPOCH")
+    if fixed is None:
+        return time.time()
+    if not fixed.isdigit() or len(fixed) > 12:
+        raise UsageError(f"SOURCE_DATE_EPOCH must be whole seconds since 1970, got {fixed!r}")
+    return float(fixed)
+
+
 def write_export(results: dict[str, Any], folder: Path, kind: str) -> int:
     """Write the ``kind`` (``eee`` or ``hf``) files of ``results`` under ``folder`` (a fresh
     build folder); the number of files written."""
-    now = time.time()
+    now = export_time()
     written = 0
     for data, task, pe, cell, entry in cells(results):
         base = Path(folder) / _safe(data) / _safe(task)

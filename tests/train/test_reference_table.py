@@ -327,6 +327,23 @@ def test_hf_export_is_an_eval_results_yaml_per_metric(cli, trained_runs, reporte
         assert entry["value"] == pytest.approx(cell[key], abs=1e-6)
 
 
+def test_eee_export_with_source_date_epoch_is_the_same_bytes_on_every_rerun(
+    assert_clean_error, cli, tree, trained_runs, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    for out in ("a", "b"):
+        assert (
+            cli("results", trained_runs, "--format", "eee", "--out", tmp_path / out).exit_code == 0
+        )
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+    record = json.loads((tmp_path / "a" / "ds" / "cot" / "rope.json").read_text())
+    assert record["retrieved_timestamp"] == "1767225600"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    result = cli("results", trained_runs, "--format", "eee", "--out", tmp_path / "c")
+    assert_clean_error(result, 2, "SOURCE_DATE_EPOCH must be whole seconds since 1970")
+    assert not (tmp_path / "c").exists()
+
+
 @pytest.mark.parametrize("kind", ["eee", "hf"])
 def test_export_to_a_path_that_exists_is_one_error_line_and_nothing_written(
     assert_clean_error, cli, trained_runs, tmp_path, kind
