@@ -112,10 +112,16 @@ def write_dataset(
             "is BenchmarkSpec(name='mine', configs={'cot': spec})"
         )
     check_features(storage, part)
+    sizes = {"shard_bytes": shard_bytes, "row_group_bytes": row_group_bytes,
+             "block_rows": block_rows, "num_proc": num_proc}  # fmt: skip
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"write_dataset: {name} must be a whole number >= 1, got {value!r}")
     if part is not None:  # every count-th shard, a part record, and the folder if it is the last
         index, count = part
-        if not 0 <= index < count:
-            raise PartsError(f"part {index}/{count}: need 0 <= I < N")
+        whole = all(isinstance(n, int) and not isinstance(n, bool) for n in part)
+        if not whole or not 0 <= index < count <= MAX_PARTS:
+            raise PartsError(f"part {part!r}: need whole numbers 0 <= I < N <= {MAX_PARTS:,}")
         out = resolve_target(out)
         check_part_target(out, bench)
         staging = out / PARTS_DIR

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pyarrow.parquet as pq
 import pytest
 
 from posgen.card import unvalidated_card
+from posgen.errors import UsageError
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import FORMATS, writer
 from posgen.store.manifest import CARD_NAME, plan_benchmark
@@ -199,3 +202,20 @@ def test_a_merge_missing_a_part_is_refused_before_anything_moves(tree, cli, tmp_
     assert result.output == "error: 1 of 3 parts missing: 2/3; nothing was moved\n"
     assert tree(tmp_path) == before
     assert cli("merge", tmp_path / "ds", *(tmp_path / f"p{i}" for i in range(3))).exit_code == 0
+
+
+API_ARGUMENTS = {  # write_dataset(**arguments) -> the refusal, before anything is written
+    "part of float numbers": ({"part": (0.0, 2)}, "need whole numbers 0 <= I < N <= 99,999"),
+    "part of 10^9 parts": ({"part": (0, 10**9)}, "need whole numbers 0 <= I < N <= 99,999"),
+    "shard_bytes 0": ({"shard_bytes": 0}, "shard_bytes must be a whole number >= 1"),
+    "block_rows -1": ({"block_rows": -1}, "block_rows must be a whole number >= 1"),
+    "num_proc 0": ({"num_proc": 0}, "num_proc must be a whole number >= 1"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(API_ARGUMENTS))
+def test_write_dataset_refuses_bad_scale_arguments_before_writing(tmp_path, case):
+    changed, fragment = API_ARGUMENTS[case]
+    with pytest.raises(UsageError, match=re.escape(fragment)):
+        write(tmp_path / "ds", **changed)
+    assert not (tmp_path / "ds").exists()
