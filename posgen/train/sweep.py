@@ -65,7 +65,8 @@ class SweepRecord(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepRecord:
-        """Each run once, and the runs of one training alike in all but their encoding."""
+        """Each run once, and the runs of one training alike in all but their encoding (where the
+        data lies included: :meth:`Sweep.add` points them all where the newest grid says)."""
         seen: dict[str, int] = {}
         shared: dict[str, tuple[int, tuple[Any, ...]]] = {}
         for index, run in enumerate(self.runs):
@@ -115,6 +116,10 @@ class Sweep:
             raise SweepError(f"{self.root} is not a sweep folder (no {RECORD})") from None
         if len(raw) > MAX_RECORD_BYTES:
             raise SweepError(f"{self.record} is larger than {MAX_RECORD_BYTES:,} bytes")
+        return self._parse(raw, "damaged")
+
+    def _parse(self, raw: bytes, problem: str) -> SweepRecord:
+        """``raw`` as a record; :class:`SweepError` ``SWEEP/sweep.json: PROBLEM (where: why)``."""
         try:
             return SweepRecord.model_validate_json(raw)
         except ValidationError as error:
@@ -124,20 +129,24 @@ class Sweep:
             if first["type"] == "string_pattern_mismatch":
                 message = "not a hash of 16 hex digits (its keys name folders of the sweep)"
             detail = f"{where}: {message}" if where else message
-            raise SweepError(f"{self.record}: damaged ({shown(detail, 300)})") from None
+            raise SweepError(f"{self.record}: {problem} ({shown(detail, 300)})") from None
 
     @contextmanager
     def updating(self) -> Iterator[SweepRecord]:
-        """The record, locked against other sweeps of this folder, written back after."""
+        """The record, locked against other sweeps of this folder, written back after (checked
+        as :meth:`read` checks it: what it would refuse is never written)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with exclusive(self.root):
             record = self.read() if self.record.exists() else SweepRecord()
             yield record
-            write_atomically(self.record, (record.model_dump_json(indent=1) + "\n").encode())
+            raw = (record.model_dump_json(indent=1) + "\n").encode()
+            self._parse(raw, "not updated: the change would leave it inconsistent")
+            write_atomically(self.record, raw)
 
     def add(self, runs: list[RunSpec]) -> None:
         """Record ``runs`` once; refuse a recorded run whose hash names other settings than the
-        grid's run of that hash (an edited record)."""
+        grid's run of that hash (an edited record). Every recorded run of the grid's trainings
+        then reads its data where the grid says it lies now (a copy, or a moved folder)."""
         unhashed = {"data", "pe_request"}  # where the data lies, how the encoding was spelled
         with self.updating() as record:
             known = {run.key: run.model_dump(exclude=unhashed) for run in record.runs}
@@ -148,6 +157,10 @@ class Sweep:
                         "run of that hash (the file was edited); restore it or sweep into a "
                         "new folder"
                     )
+            data = {run.job: run.data for run in runs}
+            record.runs = [
+                run.model_copy(update={"data": data.get(run.job, run.data)}) for run in record.runs
+            ]
             record.runs += [run for run in runs if run.key not in known]
 
     def not_done(self, run: RunSpec) -> str | None:

@@ -71,6 +71,22 @@ def test_run_hash_is_stable_changes_with_every_field_and_not_with_where_the_data
     assert len({expand_grid(grid)[0].key for grid in variants}) == len(variants)
 
 
+def test_a_grid_naming_the_data_where_it_lies_now_points_its_trainings_there(
+    sweep_grid, expand_grid, tiny_training_dataset, tmp_path
+):
+    first = tmp_path / "a" / "ds"
+    shutil.copytree(tiny_training_dataset, first)
+    sweep = Sweep(tmp_path / "S")
+    sweep.add(expand_grid(sweep_grid(["rope"], datasets=[str(first)])))  # then interrupted
+    moved = tmp_path / "b" / "ds"
+    os.renames(first, moved)
+    runs = expand_grid(sweep_grid(["rope", "yarn"], datasets=[str(moved)]))  # one training
+    sweep.add(runs)
+    assert {run.data for run in sweep.read().runs} == {str(moved.resolve())}
+    run_job(sweep.root, runs[0].job)
+    assert sweep.done(runs)
+
+
 def test_all_is_every_registered_pe_and_builtin_leaves_plugins_out(sweep_grid):
     from posgen.encodings import available
 

@@ -335,6 +335,13 @@ def _run(index: int | None, **fields):
     return change
 
 
+def _rekeyed(record: dict) -> None:
+    """Every run given a hash the grid's runs lack and seed 4: well-formed, but the grid's runs
+    would join their training with seed 3."""
+    for number, run in enumerate(record["runs"]):
+        run.update(key=f"{number:016x}", seed=4)
+
+
 BAD_KEYS = ["../../elsewhere", "../runs/0123456789abcdef", "/tmp", "ABCDEF0123456789"]
 BAD_KEYS += ["0123456789abcde", "0123456789abcdef0", ""]  # 15 and 17 digits, none
 RECORDS = {  # case -> (the change of sweep.json, what the error line names)
@@ -349,6 +356,8 @@ RECORDS = {  # case -> (the change of sweep.json, what the error line names)
     "two runs of one training on other data": (_run(1, data="/elsewhere/ds"),
                                                "damaged (runs.1: training"),
     "a seed of true": (_run(0, seed=True), "damaged (runs.0.seed"),
+    "the runs given other hashes and seeds (the grid's runs would join their training)": (
+        _rekeyed, "not updated: the change would leave it inconsistent (runs.2: training"),
     "every run's seed edited (consistent, but not the runs their hashes name)": (
         _run(None, seed=4), "records other settings than the grid's run"),
 }  # fmt: skip
