@@ -411,6 +411,7 @@ def tiny_spec_file(tmp_path) -> Path:
 HOSTILE_PLUGINS = '''
 """Broken position encodings, each failing in one way (tests only)."""
 import math
+import sys
 import torch
 from torch import nn
 from posgen.encodings import PositionEncoding
@@ -441,15 +442,43 @@ class _Diverging(nn.Module):
 
 def _late_bias(position_ids, heads, parameters):
     length = position_ids.shape[-1]
-    if length > 8:
+    if length > 8 and torch.is_grad_enabled():  # in training only
         raise TypeError(f"a bug at {length} positions")
     return torch.zeros(position_ids.shape[0], heads, length, length)
+
+def _quitting_bias(position_ids, heads, parameters):
+    if position_ids.shape[-1] > 8 and torch.is_grad_enabled():
+        sys.exit(0)
+    return _late_bias(position_ids, heads, parameters)
+
+def _nan_past_l_bias(position_ids, heads, parameters):
+    bias = torch.zeros(position_ids.shape[0], heads, *position_ids.shape[-1:] * 2)
+    if position_ids.shape[-1] > 65:
+        bias[..., 70:, :] = math.nan
+    return bias
+
+_LONG_ROWS = []
+
+def _test_rows_bias(position_ids, heads, parameters):
+    if position_ids.shape[-1] > 65:  # test rows: the check's row passes, the run's fail
+        _LONG_ROWS.append(1)
+        if len(_LONG_ROWS) > 1:
+            raise RuntimeError("a bug on test rows")
+    length = position_ids.shape[-1]
+    return torch.zeros(position_ids.shape[0], heads, length, length)
+
+def _failing_defaults(lengths):
+    raise RuntimeError("no defaults here")
 
 WRONG_SHAPE = rope_encoding("h27_wrong_shape", "frequencies of the wrong shape", _wrong_shape)
 NONE = rope_encoding("h27_none", "frequencies that are None", _none)
 NAN = rope_encoding("h27_nan", "NaN frequencies", _nan)
 RANK = bias_encoding("h27_rank", "a bias of rank 2", _flat_bias)
-LATE = bias_encoding("h27_late", "a bias that fails past 8 positions", _late_bias)
+LATE = bias_encoding("h27_late", "a bias that fails in training past 8 positions", _late_bias)
+QUITS = bias_encoding("h27_quits", "a bias calling sys.exit(0) in training", _quitting_bias)
+NAN_PAST_L = bias_encoding("h27_nan_past_l", "a bias NaN past position 70", _nan_past_l_bias)
+TEST_ROWS = bias_encoding("h27_test_rows", "a bias failing on test rows", _test_rows_bias)
+DEFAULTS = rope_encoding("h27_defaults", "defaults that raise", None, _failing_defaults)
 DIVERGE = PositionEncoding(
     name="h27_diverge",
     summary="NaN input positions in training",
@@ -461,7 +490,8 @@ DIVERGE = PositionEncoding(
 @pytest.fixture
 def hostile_plugins(tmp_path, monkeypatch) -> str:
     """A folder on ``sys.path`` with ``h27plugins`` (``WRONG_SHAPE``, ``NONE``, ``NAN``,
-    ``RANK``, ``LATE``, ``DIVERGE``: each broken in one way), ``h27raises`` (raises on import) and
+    ``RANK``, ``LATE``, ``QUITS``, ``NAN_PAST_L``, ``TEST_ROWS``, ``DEFAULTS``, ``DIVERGE``:
+    each broken in one way), ``h27raises`` (raises on import) and
     ``h27exits`` (calls ``sys.exit(3)`` on import); returns the folder."""
     site = tmp_path / "hostile-site"
     site.mkdir()

@@ -96,14 +96,13 @@ def llama_for(
     return model
 
 
-CHECK_TOKENS = 8
-"""Tokens of the row :func:`check_encoding` runs through an encoding."""
 _CHECKED: set[str] = set()
 
 
 def check_encoding(pe: ResolvedPE) -> None:
-    """Run one short row through a one-layer Llama with ``pe``, in training and evaluation
-    frequencies: a failure (outputs not finite, too) is a :class:`PEError` naming its source."""
+    """Run a training row (L+1 tokens, training frequencies) and an evaluation row (L'+1 tokens,
+    evaluation frequencies: every position a test row meets) through a one-layer Llama with
+    ``pe``: a failure (outputs not finite, too) is a :class:`PEError` naming its source."""
     lengths = pe.lengths
     key = json.dumps(
         [pe.name, pe.encoding.source, pe.training_key(), pe.rope(True), asdict(lengths)],
@@ -112,21 +111,21 @@ def check_encoding(pe: ResolvedPE) -> None:
     )
     if key in _CHECKED:
         return
-    tokens = min(CHECK_TOKENS, pe.max_positions)
     small = replace(pe, randomized=None)  # an input table of L'+1 rows, not of R
+    tokens = lengths.train + 1
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             model = llama_for(
                 small, 4, 3, lengths.heads * lengths.head_dim, lengths.heads, 1, 8
             ).eval()
-            ids = torch.zeros(1, tokens, dtype=torch.long)
-            for evaluation in (False, True):
+            for evaluation, tokens in ((False, lengths.train + 1), (True, lengths.test + 1)):
                 if evaluation:
                     use_frequencies(model, pe.rope(True))
+                ids = torch.zeros(1, tokens, dtype=torch.long)
                 logits = model(input_ids=ids).logits
                 if not bool(torch.isfinite(logits).all()):
                     raise ValueError("the model's outputs are not finite (NaN or Infinity)")
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # a plugin calling sys.exit too
         what = "" if isinstance(error, PEError) else f"{type(error).__name__}: "
         raise PEError(
             f"--pe {pe.label} ({pe.encoding.source}): the encoding fails on a row of {tokens} "

@@ -114,6 +114,8 @@ BROKEN = {  # issue 27 case -> (--pe, then --pe-param values; exit code; error l
                                    "no run folder"),
     "class 10: a plugin's bug in training": (["h27plugins:LATE"], 1, "plugin encoding h27_late",
                                              "a bug at 65 positions"),
+    "a bias NaN past L only": (["h27plugins:NAN_PAST_L"], 2, "h27_nan_past_l (module h27plugins",
+                               "row of 257 tokens", "not finite"),
 }  # fmt: skip
 
 
