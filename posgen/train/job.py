@@ -130,13 +130,23 @@ def train_runs(
     checkpoint of training ``key``, writes only the missing runs and removes it when done
     (``name`` names the job in messages; ``estimate`` is quoted when memory runs out).
     ``progress(total steps)`` makes a tqdm-like bar."""
-    from posgen.train.trainer import Diverged, RunData, pick_device, total_steps, train
+    from posgen.train.trainer import (
+        Diverged,
+        PluginFailed,
+        RunData,
+        pick_device,
+        plugin_failed,
+        resolve_pe,
+        total_steps,
+        train,
+    )
 
     def run(pes: Sequence[Any], outs: Sequence[Path]) -> list[dict[str, Any]]:
         signals.point("load")
         folder = data.root if isinstance(data, Dataset) else Path(data)
         loaded = run_data or RunData.load(data, config_name)
         job = _Job(folder, loaded, config, seed, preset_name, device or pick_device(), save)
+        resolved = [resolve_pe(pe, config, loaded.train.spec) for pe in pes]
         resume = None if work is None else _load_checkpoint(work, key, name, job.device)
         bar = None if progress is None else progress(total_steps(config, loaded))
         if bar is not None and resume is not None:
@@ -148,16 +158,21 @@ def train_runs(
                 bar.update(1)
 
         checkpoint = None if work is None else partial(_save_checkpoint, work, key)
-        try:
-            trained = train(loaded, pes, config, seed, job.device, resume, checkpoint, events)
-        finally:  # closed before any error line, so stderr ends with that line
-            if bar is not None:
-                with signals.held():
-                    bar.close()
-        return [
-            _write_run(job, trained, selection, Path(out))
-            for selection, out in zip(trained.selections, outs, strict=True)
-        ]
+        try:  # a plugin's code runs in training and in the writes: its failure is named
+            try:
+                trained = train(loaded, resolved, config, seed, job.device, resume, checkpoint,
+                                events)  # fmt: skip
+            finally:  # closed before any error line, so stderr ends with that line
+                if bar is not None:
+                    with signals.held():
+                        bar.close()
+            return [
+                _write_run(job, trained, selection, Path(out))
+                for selection, out in zip(trained.selections, outs, strict=True)
+            ]
+        except (Exception, SystemExit) as error:
+            plugin_failed(error, resolved)
+            raise
 
     if work is None:
         return run(pes, outs)
@@ -177,8 +192,8 @@ def train_runs(
             if stop.completed:
                 shutil.rmtree(work, ignore_errors=True)
             raise
-        except Diverged:
-            shutil.rmtree(work, ignore_errors=True)  # a resume would diverge again
+        except (Diverged, PluginFailed):
+            shutil.rmtree(work, ignore_errors=True)  # a resume would fail again
             raise
         except OutputExistsError:
             shutil.rmtree(work, ignore_errors=True)  # this run cannot be resumed into it

@@ -468,9 +468,11 @@ def _settle(
     sweep: Sweep, job: JobSpec, code: int, outcome: Outcome, say: Callable[[str], None]
 ) -> None:
     name = label(job.runs)
-    if code == 0:
+    if code == 0 and sweep.done(job.runs):
         say(f"{name}: done")
         return
+    if code == 0:  # a worker that exited without its run folders (something ended it early)
+        sweep.record_failure(job.key, "its worker exited 0 without writing its run folders")
     stopped = code > 128 or outcome.signal is not None  # a signal, ours or its own
     if stopped and code != -signal.SIGKILL:
         outcome.interrupted.append(job.key)

@@ -216,6 +216,10 @@ class Diverged(RunError):
     """The training loss is NaN or infinite: the run stops, nothing is written (exit 1)."""
 
 
+class PluginFailed(RunError):
+    """A plugin encoding's code failed in training or the writes: nothing is written (exit 1)."""
+
+
 def diverged(loss: torch.Tensor, where: str) -> None:
     """Raise :class:`Diverged` when ``loss`` is not finite, saying ``where``."""
     if not bool(torch.isfinite(loss)):
@@ -384,21 +388,20 @@ def train(
     except signals.Interrupted:
         save()  # at a step or epoch boundary: the state is whole
         raise
-    except Exception as error:
-        plugin_failed(error, resolved)
-        raise
     return Trained(model, selections, at.log, started)
 
 
-def plugin_failed(error: Exception, resolved: Sequence[ResolvedPE]) -> None:
-    """Raise a :class:`RunError` naming the plugin encodings of a training that failed with an
-    unexpected ``error`` (not posgen's own, not memory): a plugin's bug is said as one."""
+def plugin_failed(error: BaseException, resolved: Sequence[ResolvedPE]) -> None:
+    """Raise a :class:`RunError` naming the plugin encodings of a run that failed with an
+    unexpected ``error`` (not posgen's own, not the disk's, not memory, not a signal;
+    ``sys.exit`` too): a plugin's bug is said as one."""
     plugins = [pe for pe in resolved if pe.encoding.source != "built-in"]
-    if not plugins or isinstance(error, PosgenError) or out_of_memory(error):
+    expected = isinstance(error, PosgenError | OSError | signals.Interrupted | KeyboardInterrupt)
+    if not plugins or expected or out_of_memory(error):
         return
     named = ", ".join(f"{pe.label} ({pe.encoding.source})" for pe in plugins)
     reason = shown(str(error), 300) or "(no message)"
-    raise RunError(
+    raise PluginFailed(
         f"training failed with the plugin encoding {named}: {type(error).__name__}: {reason} "
         "(most likely a bug in the plugin; no run folder was written)"
     ) from None

@@ -18,11 +18,21 @@ torch = pytest.importorskip("torch")
 
 from posgen import signals
 from posgen.cli.sweep import resolve_encoding, stopped_line
+from posgen.errors import RunError
 from posgen.signals import Interrupted
 from posgen.store.safety import exclusive
 from posgen.train.config import Grid, expand, identity, jobs_of, preset, read_grid, stable_hash
 from posgen.train.job import train_runs
-from posgen.train.sweep import Outcome, Sweep, _start, import_env, job_main, run_job, run_states
+from posgen.train.sweep import (
+    Outcome,
+    Sweep,
+    _settle,
+    _start,
+    import_env,
+    job_main,
+    run_job,
+    run_states,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 GRIDS = ROOT / "grids"
@@ -524,6 +534,20 @@ def test_status_names_a_failed_training_with_its_reason(new_sweep, tmp_path):
     sweep.work(job).mkdir(parents=True)
     with exclusive(sweep.work(job)):  # a live worker took the training up again
         assert states(sweep)["resonance"] == ("running", "before its first checkpoint")
+
+
+def test_a_plugin_calling_sys_exit_0_in_training_is_a_failed_training_never_done(
+    new_sweep, hostile_plugins, tmp_path
+):
+    sweep, job = new_sweep(tmp_path / "S", ["h27plugins:QUITS"])
+    with pytest.raises(RunError, match=r"plugin encoding h27_quits .*SystemExit: 0"):
+        run_job(sweep.root, job)
+    assert states(sweep)["h27_quits"][0] == "failed"
+    outcome, said = Outcome(), []
+    _settle(sweep, jobs_of(sweep.read().runs)[0], 0, outcome, said.append)  # a worker's exit 0
+    assert list(outcome.failed) == [job] and said[0].endswith(
+        "failed: its worker exited 0 without writing its run folders"
+    )
 
 
 def test_posgen_train_stopped_and_resumed_writes_what_the_sweep_writes(

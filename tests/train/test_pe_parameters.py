@@ -114,6 +114,10 @@ BROKEN = {  # issue 27 case -> (--pe, then --pe-param values; exit code; error l
                                    "no run folder"),
     "class 10: a plugin's bug in training": (["h27plugins:LATE"], 1, "plugin encoding h27_late",
                                              "a bug at 65 positions"),
+    "a plugin calling sys.exit(0) in training": (["h27plugins:QUITS"], 1,
+                                                 "plugin encoding h27_quits", "SystemExit: 0"),
+    "a plugin's bug on the test rows": (["h27plugins:TEST_ROWS"], 1, "plugin encoding h27_test_r",
+                                        "RuntimeError: a bug on test rows"),
     "a bias NaN past L only": (["h27plugins:NAN_PAST_L"], 2, "h27_nan_past_l (module h27plugins",
                                "row of 257 tokens", "not finite"),
 }  # fmt: skip
