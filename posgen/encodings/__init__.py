@@ -387,14 +387,32 @@ def same_value(given: Any, default: Any) -> bool:
     return type(given) is type(default) and given == default
 
 
+def failed(name: str, encoding: PositionEncoding, what: str, error: BaseException) -> PEError:
+    """The line of an encoding's own code (``what``: its defaults, its check) that raised
+    ``error`` or called ``sys.exit``: the encoding and where it came from named."""
+    reason = shown(str(error), 300) or "(no message)"
+    return PEError(f"--pe {name} ({encoding.source}): {what} failed ({type(error).__name__}: "
+                   f"{reason})")  # fmt: skip
+
+
+def defaults_of(name: str, encoding: PositionEncoding, lengths: Lengths) -> Mapping[str, Any]:
+    """The encoding's defaults for ``lengths``; a :class:`PEError` when they fail or are no
+    mapping (a plugin's bug)."""
+    try:
+        defaults = encoding.defaults(lengths)
+    except (Exception, SystemExit) as error:
+        raise failed(name, encoding, "its defaults", error) from None
+    if not isinstance(defaults, Mapping):
+        raise PEError(f"--pe {name}: its defaults are a {type(defaults).__name__}, "
+                      "not a mapping of parameter names to values")  # fmt: skip
+    return defaults
+
+
 def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
     """``request`` for a run with ``lengths``; every problem a :class:`PEError` line. A
     parameter given at its default is dropped from the request (one label, one run)."""
     encoding = ENCODINGS[request.name]
-    defaults = encoding.defaults(lengths)
-    if not isinstance(defaults, Mapping):
-        raise PEError(f"--pe {request.name}: its defaults are a {type(defaults).__name__}, "
-                      "not a mapping of parameter names to values")  # fmt: skip
+    defaults = defaults_of(request.name, encoding, lengths)
     try:  # a plugin's defaults keep the ranges a --pe-param must keep
         check_parameters(encoding.name, defaults)
     except ValueError as error:
@@ -431,6 +449,8 @@ def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
             encoding.check(parameters, lengths)
     except (ValueError, TypeError, KeyError) as error:
         raise PEError(f"--pe {request.name}: {error}") from None
+    except (Exception, SystemExit) as error:  # a plugin's bug
+        raise failed(request.name, encoding, "its check", error) from None
     return resolved
 
 
@@ -440,7 +460,11 @@ def listing(lengths: Lengths) -> list[str]:
     width = max(map(len, encodings))
     lines = []
     for name, encoding in encodings.items():
-        when = encoding.when(encoding.defaults(lengths), lengths)
+        defaults = defaults_of(name, encoding, lengths)
+        try:
+            when = encoding.when(defaults, lengths)
+        except (Exception, SystemExit) as error:
+            raise failed(name, encoding, "its rope parameters", error) from None
         source = "" if encoding.source == "built-in" else f" [{encoding.source}]"
         lines.append(f"{name:<{width}}  {when:<15}  {encoding.summary}{source}")
     return lines

@@ -120,6 +120,8 @@ BROKEN = {  # issue 27 case -> (--pe, then --pe-param values; exit code; error l
                                         "RuntimeError: a bug on test rows"),
     "a bias NaN past L only": (["h27plugins:NAN_PAST_L"], 2, "h27_nan_past_l (module h27plugins",
                                "row of 257 tokens", "not finite"),
+    "a plugin's defaults raise": (["h27plugins:DEFAULTS"], 2, "h27plugins:DEFAULTS (module",
+                                  "its defaults failed (RuntimeError: no defaults here)"),
 }  # fmt: skip
 
 

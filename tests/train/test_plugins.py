@@ -413,6 +413,21 @@ def test_an_entry_point_named_like_a_built_in_is_one_error_line_not_dropped_or_u
         assert intact() == before
 
 
+def test_an_entry_point_whose_defaults_raise_is_one_line_naming_it_in_list_pe_and_all(
+    assert_clean_error, cli, sweep, recorded, plugins, plugin_site, tmp_path
+):
+    module = plugins('rope_encoding("mine_bad", "mine", None, lambda lengths: 1 / 0)')
+    dist_info(
+        plugin_site, "broken", "0.1", {"posgen.position_encodings": {"mine_bad": f"{module}:X"}}
+    )
+    named = f"--pe mine_bad (entry point {module}:X (broken))"
+    with recorded("hostile", "an entry point whose defaults raise"):
+        listed = cli("train", "--list-pe")
+        assert_clean_error(listed, 2, named, "its defaults failed (ZeroDivisionError")
+        assert_clean_error(sweep("all"), 2, "pes.", named, "its defaults failed")
+        assert not (tmp_path / "sweep").exists()
+
+
 @pytest.mark.parametrize(
     ("defaults", "fragment"),
     [
