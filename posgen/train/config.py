@@ -376,6 +376,8 @@ def expand(
             raise GridError(f"datasets.{index}: {'; '.join(error.lines)}") from None
         except OSError as error:
             raise GridError(f"datasets.{index}: {folder}: {error.strerror or error}") from None
+        except ValueError as error:  # a NUL byte in the path
+            raise GridError(f"datasets.{index}: {str(folder)!r}: {error}") from None
         names = grid.configs or list(manifest.configs)
         missing = [name for name in names if name not in manifest.configs]
         if missing:

@@ -234,6 +234,8 @@ BAD_GRIDS = {  # case -> (the change of the tiny grid, the error line ({g}: the 
     "slurm gpus -1": ({"slurm": {"gpus": -1}},
                       "slurm.gpus: Input should be greater than or equal to 0"),
     "no dataset": ({"datasets": ["no/such/folder"]}, "datasets.0:"),
+    "a dataset path with a NUL byte": ({"datasets": ["ds\u0000"]},
+                                       "datasets.0: 'ds\\x00': embedded null byte"),
     "no config": ({"configs": ["nocfg"]}, "has no config nocfg"),
     "--partition, local": ({}, "error: --partition: for --executor slurm or submitit-local only",
                            "--partition", "gpu"),
