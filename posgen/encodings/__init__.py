@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from posgen.encodings.parameters import check_parameters, check_relations
 from posgen.errors import shown
@@ -249,7 +249,7 @@ class PERequest(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     parameters: dict[str, Any] = Field(default_factory=dict)
-    randomized: int | Literal["auto"] | None = None
+    randomized: StrictInt | Literal["auto"] | None = None
 
     @field_validator("name")
     @classmethod

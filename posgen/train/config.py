@@ -173,6 +173,11 @@ class PresetEntry(BaseModel):
         unknown = sorted(set(overrides) - set(TrainConfig.model_fields))
         if unknown:
             raise ValueError(f"unknown preset field {', '.join(unknown)}")
+        empty = sorted(name for name, value in overrides.items() if value is None)
+        if empty:
+            raise ValueError(
+                f"{', '.join(empty)}: null overrides nothing; give a value or leave it out"
+            )
         return overrides
 
     def resolved(self) -> TrainConfig:

@@ -250,6 +250,9 @@ BAD_GRIDS = {  # case -> (the change of the tiny grid, the error line ({g}: the 
     'seeds = ["1"]': ({"seeds": ["1"]}, "{g}: seeds.0"),
     'slurm time_min = "600"': ({"slurm": {"time_min": "600"}}, "{g}: slurm.time_min"),
     "slurm gpus = true": ({"slurm": {"gpus": True}}, "{g}: slurm.gpus"),
+    "epochs = null": (cpu(epochs=None), "{g}: presets.0.overrides: epochs: null overrides nothing"),
+    "randomized = true": ({"pes": [{"name": "rope", "randomized": True}]},
+                          "{g}: pes: 0.randomized"),
 }  # fmt: skip
 LAX = [("epochs", "3"), ("epochs", True), ("epochs", 3.0), ("lr", "0.001"), ("lr", True)]
 LAX += [("max_steps", "2"), ("batch_size", 32.0)]
