@@ -486,15 +486,16 @@ def file_problems(
     return problems(*lines)
 
 
-def data_files(root: Path) -> list[str]:
-    """Relative paths of every data file in ``root`` (hidden folders skipped)."""
+def data_files(root: Path, fmt: Format) -> list[str]:
+    """Relative paths of every data file in ``root`` (hidden folders and the caches ``datasets``
+    writes skipped)."""
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith(".") and Path(name).suffix.lower() in DATA_SUFFIXES:
                 found.append(str((Path(folder) / name).relative_to(root)))
-    return found
+    return [path for path in found if not fmt.is_cache(path)]
 
 
 def check_files(
@@ -526,7 +527,7 @@ def check_files(
     listed = {entry.path for _, _, entry in manifest.files()}
     return problems + [
         Problem(str(Path(root) / path), f"not listed in {MANIFEST_NAME} (datasets would load it)")
-        for path in data_files(root)
+        for path in data_files(root, fmt)
         if path not in listed and not path.startswith(PARTS_DIR)
     ]
 

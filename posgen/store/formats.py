@@ -309,6 +309,10 @@ class Format:
         for path, body in self.sidecars(manifest).items():
             write_atomically(root / path, body)
 
+    def is_cache(self, path: str) -> bool:
+        """Whether ``path`` (relative to the folder) is a cache ``datasets`` wrote (none)."""
+        return False
+
 
 class ParquetFormat(Format):
     """Parquet shards under ``data/``, found by ``load_dataset`` through the card."""
@@ -428,6 +432,12 @@ class ArrowFormat(Format):
                 }
         return {path: (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
                 for path, body in out.items()}  # fmt: skip
+
+    def is_cache(self, path: str) -> bool:
+        """``CONFIG/SPLIT/cache-*.arrow``: what ``Dataset.map`` and the like write beside the
+        files they read (the names ``cleanup_cache_files`` removes); no data, never loaded."""
+        parts = Path(path).parts
+        return len(parts) == 3 and parts[2].startswith("cache-") and parts[2].endswith(".arrow")
 
     def load(self, root: Path, config: str | None) -> datasets.DatasetDict:
         import datasets

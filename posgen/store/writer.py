@@ -172,18 +172,17 @@ def write_dataset(
 def foreign_files(folder: Path) -> list[str]:
     """The files in the dataset ``folder`` that are not the dataset's (a user's notes, which
     replacing it would delete), relative; none when it holds only its manifest, card, listed
-    files and sidecars, or when its manifest cannot be read."""
+    files and sidecars (and the caches ``datasets`` wrote beside them), or when its manifest
+    cannot be read."""
     try:
         manifest = read_manifest(folder)
     except (PosgenError, OSError):
         return []
+    fmt = FORMATS[manifest.storage_format]
     own = {MANIFEST_NAME, CARD_NAME, *(e.path for _, _, e in manifest.files())}
-    own |= set(FORMATS[manifest.storage_format].sidecars(manifest))
-    return sorted(
-        path.relative_to(folder).as_posix()
-        for path in folder.rglob("*")
-        if not path.is_dir() and path.relative_to(folder).as_posix() not in own
-    )
+    own |= set(fmt.sidecars(manifest))
+    found = (path.relative_to(folder).as_posix() for path in folder.rglob("*") if not path.is_dir())
+    return sorted(path for path in found if path not in own and not fmt.is_cache(path))
 
 
 Finish = Callable[[Path, Manifest], None]

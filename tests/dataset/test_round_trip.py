@@ -161,3 +161,23 @@ def test_write_dataset_of_one_task_spec_says_how_to_make_a_benchmark(tmp_path):
     with pytest.raises(TypeError, match=r"takes a BenchmarkSpec, not a TaskSpec; one TaskSpec is"):
         write_dataset(SPEC, tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
+
+
+def test_the_caches_datasets_writes_into_an_arrow_folder_are_no_damage(cli, tmp_path):
+    """``ds.map(...)`` (docs/training.md) writes ``cache-*.arrow`` beside the split files of an
+    Arrow folder: the folder still loads, validates and takes a card; ``--overwrite`` removes
+    them with the folder, as a user's own file it would not."""
+    spec = TaskSpec(task="cot", modulus=5, near=2, far=1, train_length=12, test_length=20,
+                    train_size=20, val_size=4, test_size=6)  # fmt: skip
+    root = tmp_path / "ar"
+    write_dataset(BenchmarkSpec(name="ar", configs={"cot": spec}), root, storage="arrow")
+    load(root, "cot").map(lambda batch: {"n": [len(t) for t in batch["tokens"]]}, batched=True)
+    caches = sorted(p.parent.name for p in root.glob("cot/*/cache-*.arrow"))
+    assert caches == sorted(spec.split_names)
+    assert load(root, "cot")["test"].num_rows == 6
+    for args in (["validate", root], ["card", root]):
+        assert cli(*args).exit_code == 0, cli(*args).output
+    flags = ["--task", "cot", "--train-size", "20", "--format", "arrow", "--overwrite"]
+    result = cli("generate", "--out", root, *flags)
+    assert result.exit_code == 0, result.output
+    assert not list(root.glob("cot/*/cache-*.arrow"))
