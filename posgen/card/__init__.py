@@ -33,7 +33,7 @@ from posgen.errors import mean_std_cell
 from posgen.generator import disjoint_offset, generate_rows, paper_row_offset, probe_plan
 from posgen.spec import TaskSpec, is_probe_split, probe_config, probe_source
 from posgen.store.dataset import Dataset, check_files
-from posgen.store.formats import manifest_format
+from posgen.store.formats import card_configs, manifest_format
 from posgen.store.manifest import CARD_NAME, DamagedDataset, Manifest
 from posgen.store.safety import write_atomically
 from posgen.tasks import dependencies, get_op
@@ -113,15 +113,6 @@ def front_matter(manifest: Manifest, info: list[dict[str, Any]] | None = None) -
     """The whole YAML header between ``---`` lines, as ``huggingface_hub`` writes it;
     ``dataset_info`` only when read from the data (``info``). Each config's data files per
     split, the first config marked default; its probe splits form ``<config>-probe``."""
-    fmt = manifest_format(manifest)
-    configs = [
-        {
-            "config_name": name,
-            "data_files": [{"split": s, "path": fmt.split_glob(source, s)} for s in splits],
-            **({"default": True} if index == 0 else {}),
-        }
-        for index, (name, source, splits) in enumerate(manifest.hf_configs())
-    ]
     rows = sum(s.rows for entry in manifest.configs.values() for s in entry.splits.values())
     header = DatasetCardData(
         pretty_name=f"POSGEN ({manifest.benchmark.name})",
@@ -129,7 +120,7 @@ def front_matter(manifest: Manifest, info: list[dict[str, Any]] | None = None) -
         task_categories=list(TASK_CATEGORIES),
         size_categories=[size_category(rows)],
         tags=list(TAGS),
-        configs=configs,
+        configs=card_configs(manifest),
         dataset_info=info,
     )
     return "---\n" + header.to_yaml() + "\n---"

@@ -32,7 +32,7 @@ from posgen.cli.shared import (
 from posgen.errors import PosgenError, RunError, UsageError, UsageProblems, os_error_problem
 from posgen.publish import HubUnavailable, hub_token, publish_benchmark, push_folder
 from posgen.spec import TaskSpec
-from posgen.store.dataset import Dataset
+from posgen.store.dataset import Dataset, card_problems
 from posgen.store.formats import check_features
 from posgen.store.manifest import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
 from posgen.store.safety import write_atomically
@@ -306,6 +306,8 @@ def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: boo
     """
     manifest = Dataset.open(folder).manifest  # not a dataset: exit 2; a damaged manifest: exit 1
     try:
+        if run_validation and card_problems(folder, manifest):  # this command's to replace
+            write_card(folder, manifest=manifest)  # first: validation judges the new card
         report = publish.validate_folder(folder) if run_validation else None
         scores = (
             {c: publish.scoring_baselines(folder, c) for c in manifest.configs}

@@ -27,6 +27,7 @@ from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.formats import (
     DATA_SUFFIXES,
     Format,
+    card_configs,
     folder_format,
     list_values,
     manifest_format,
@@ -34,6 +35,7 @@ from posgen.store.formats import (
     table_tokens,
 )
 from posgen.store.manifest import (
+    CARD_NAME,
     MANIFEST_NAME,
     PARTS_DIR,
     ConfigEntry,
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 ATTEMPTS = 3  # reads tried on a folder that is replaced again and again
 PROBE_COLUMNS = ("id", "tokens", "probed", "far_rule")
+MAX_CARD_BYTES = 2**20  # a card holds about 30 kB; more is not read
 SHA_CHANGED = f"sha256 differs from the manifest {MANIFEST_NAME} (bytes changed, or files swapped)"
 Where = tuple[str, str, str]  # (config, split, spec id)
 
@@ -351,7 +354,8 @@ class Dataset:
         unknown = [c for c in configs or [] if c not in self.manifest.configs]
         if unknown:
             return [f"{self.root / MANIFEST_NAME}: no config {c!r}; has {known}" for c in unknown]
-        return [str(p) for p in check_files(self.root, self.manifest, configs, hashes)]
+        problems = check_files(self.root, self.manifest, configs, hashes)
+        return [str(p) for p in problems + card_problems(self.root, self.manifest, configs)]
 
     @_pinned_read
     def verify(self, configs: list[str] | str | None = None) -> Manifest:
@@ -530,6 +534,45 @@ def check_files(
         for path in data_files(root, fmt)
         if path not in listed and not path.startswith(PARTS_DIR)
     ]
+
+
+def card_problems(
+    root: Path, manifest: Manifest, configs: list[str] | None = None
+) -> list[Problem]:
+    """The card's ``configs`` (the files ``load_dataset`` reads) where they differ from those
+    of ``manifest`` for ``configs`` (all when None); a folder without a card has none."""
+    path = Path(root) / CARD_NAME
+    if not os.path.lexists(path):
+        return []
+    import yaml
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK  # as datasets finds the front matter
+
+    try:
+        text = read_bounded(path, MAX_CARD_BYTES)[:MAX_CARD_BYTES].decode("utf-8")
+        block = REGEX_YAML_BLOCK.search(text)
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # safe_load's rules, in C
+        found = yaml.load(block.group(2), Loader=loader) if block else None
+    except PermissionError:
+        raise  # not damage: the user may not read it (the CLI says so, exit 2)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ValueError):
+        found = None
+    listed = found.get("configs") if isinstance(found, dict) else None
+    expected = {c["config_name"]: c for c in card_configs(manifest)}
+    named = [n for n, source, _ in manifest.hf_configs() if configs is None or source in configs]
+    if not isinstance(listed, list):
+        wrong = ["none found"]
+    else:
+        card = {str(c.get("config_name")): c for c in listed if isinstance(c, dict)}
+        wrong = [name for name in named if card.get(name) != expected[name]]
+        if configs is None and len(listed) != len(expected):
+            wrong.append(f"{len(listed)} listed, {len(expected)} expected")
+    if not wrong:
+        return []
+    message = (
+        f"its configs ({', '.join(wrong)}) are not the files {MANIFEST_NAME} lists "
+        f"(load_dataset would read other data); re-render it with `posgen card {root}`"
+    )
+    return [Problem(str(path), message)]
 
 
 def check_dataset(

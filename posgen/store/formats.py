@@ -476,6 +476,20 @@ def manifest_format(manifest: Manifest) -> Format:
     return FORMATS[manifest.storage_format]
 
 
+def card_configs(manifest: Manifest) -> list[dict[str, Any]]:
+    """The card's ``configs`` (what ``load_dataset`` reads): each config's data files per
+    split, the first config marked default; its probe splits form ``<config>-probe``."""
+    fmt = manifest_format(manifest)
+    return [
+        {
+            "config_name": name,
+            "data_files": [{"split": s, "path": fmt.split_glob(source, s)} for s in splits],
+            **({"default": True} if index == 0 else {}),
+        }
+        for index, (name, source, splits) in enumerate(manifest.hf_configs())
+    ]
+
+
 def check_features(storage: str, part: tuple[int, int] | None) -> None:
     """Refuse an unknown format, and ``--part`` with any but Parquet."""
     if storage not in FORMATS:

@@ -20,7 +20,7 @@ from typing import TypeVar
 import numpy as np
 import pyarrow as pa
 
-from posgen.store.dataset import check_files
+from posgen.store.dataset import card_problems, check_files
 from posgen.store.formats import token_type
 from posgen.store.manifest import DamagedDataset
 from posgen.validate.report import CheckResult
@@ -135,8 +135,10 @@ def check_integrity(source: Source) -> list[CheckResult]:
             CheckResult.of("integrity", head + mine, message, config=config, split=data.split)
         )
     unlisted = [p for p in problems if p.config is None]
-    prefix = f"{len(unlisted)} data file(s) not in the manifest: "
-    results.append(CheckResult.of("integrity", unlisted, "no unlisted data files", prefix=prefix))
+    prefix = f"{len(unlisted)} data file(s) not in the manifest: " if unlisted else ""
+    card = card_problems(source.root, source.manifest, configs)  # the files load_dataset reads
+    message = "no unlisted data files; the card's configs are the listed files"
+    results.append(CheckResult.of("integrity", unlisted + card, message, prefix=prefix))
     return results
 
 

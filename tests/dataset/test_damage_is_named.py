@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from posgen.card import write_card
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset, read_manifest
 from posgen.store.dataset import Dataset, SplitError, load
@@ -109,6 +110,17 @@ def extra(root: Path) -> str:
     return "data/cot/train-00003-of-00003.parquet"
 
 
+def card_edited(old: str, new: str) -> Callable[[Path], str]:
+    """A card whose front matter is edited: ``load_dataset`` would read other files."""
+
+    def damage(root: Path) -> str:
+        card = write_card(root)
+        card.write_text(card.read_text().replace(old, new))
+        return "README.md"
+
+    return damage
+
+
 DAMAGE: dict[str, Callable[[Path], str]] = {
     "truncated to half": rewrite(lambda data: data[: len(data) // 2]),
     "truncated by one byte": rewrite(lambda data: data[:-1]),
@@ -128,6 +140,10 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "manifest: path removed": edit(lambda b: file0(b).pop("path")),
     "manifest: not JSON": rewrite(lambda data: data[:-40], "posgen.json"),
     "manifest: deleted": unlink("posgen.json"),
+    "card: a split pointed at another config's files": card_edited(
+        "path: data/cot/test-*.parquet", "path: data/recursive/test-*.parquet"
+    ),
+    "card: front matter not YAML": card_edited("configs:", "configs: [\n"),
 }
 ENTRY_EDITS = {  # an edited file entry may be blamed on the file it describes
     "manifest: sha256 edited": edit(lambda b: file0(b).update(sha256="0" * 64)),
