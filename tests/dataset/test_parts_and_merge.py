@@ -219,3 +219,17 @@ def test_write_dataset_refuses_bad_scale_arguments_before_writing(tmp_path, case
     with pytest.raises(UsageError, match=re.escape(fragment)):
         write(tmp_path / "ds", **changed)
     assert not (tmp_path / "ds").exists()
+
+
+def test_a_part_file_changed_after_its_part_was_written_is_never_published(cli, tmp_path):
+    small = bench(train_size=300, val_size=20, test_size=20, test_length=[96])
+    for i in range(2):
+        write(tmp_path / f"p{i}", small, part=(i, 2))
+    shard = sorted((tmp_path / "p1" / ".posgen-parts" / "data").rglob("*.parquet"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    result = cli("merge", tmp_path / "ds", tmp_path / "p0", tmp_path / "p1")
+    assert result.exit_code == 1 and shard.name in result.output, result.output
+    assert "sha256 differs" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "ds" / "posgen.json").exists()
