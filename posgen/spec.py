@@ -425,9 +425,10 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         raise SpecFileError(
             f"spec file {path} has suffix {shown(suffix)!r}; use .toml, .yaml, .yml or .json"
         )
+    from posgen.store.manifest import read_bounded  # the one bounded reader (store imports us)
+
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_SPEC_BYTES + 1)
+        raw = read_bounded(path, MAX_SPEC_BYTES)  # a pipe or a device: refused, never waited on
     except FileNotFoundError:
         raise SpecFileError(f"spec file {path} does not exist") from None
     except OSError as error:
@@ -450,6 +451,10 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         ) from None
     except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as error:
         raise SpecFileError(f"spec file {path} is not valid {kind}: {shown(error)}") from None
+    except ValueError as error:  # an integer past Python's digit limit, a YAML date 2020-13-45
+        limit = sys.get_int_max_str_digits()
+        why = f"a number of more than {limit:,} digits" if "digits" in str(error) else shown(error)
+        raise SpecFileError(f"spec file {path} is not a usable spec: {why}") from None
     if not isinstance(data, dict):
         raise SpecFileError(f"spec file {path} must hold a mapping, not {type(data).__name__}")
     return data

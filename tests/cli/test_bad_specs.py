@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import string
 import tempfile
 from pathlib import Path
@@ -206,3 +207,23 @@ def test_missing_or_unusable_spec_files_are_rejected_naming_the_path(
             path.write_text("task = 'cot'\n")  # exists, but of no known format
         case = f"{folder}:{name}{suffix}"
         assert_rejected("missing-file", case, ["--spec", str(path)], str(path), tmp=Path(tmp))
+
+
+HOSTILE_FILES = {  # (suffix, text): refused in one line, exit 2, never an internal error
+    **{f"{suffix}: a 5000-digit seed": (suffix, dump(suffix, {"task": "cot", "seed": 1}).replace(
+        "1", "9" * 5000)) for suffix in SUFFIXES},  # past Python's int-string limit
+    ".yaml: an impossible date": (".yaml", "task: cot\nseed: 2020-13-45\n"),
+    ".toml: a pipe": (".toml", None),  # read, it would wait for ever
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_FILES))
+def test_hostile_spec_files_are_rejected_in_one_line(assert_rejected, case):
+    suffix, text = HOSTILE_FILES[case]
+    if text is not None:
+        assert_rejected("hostile-file", case, [], SPEC, spec=(suffix, text))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        os.mkfifo(Path(tmp) / f"spec{suffix}")
+        path = str(Path(tmp) / f"spec{suffix}")
+        assert_rejected("hostile-file", case, ["--spec", path], path, tmp=Path(tmp))
