@@ -21,6 +21,7 @@ this module, shown only when every config's spec id matches the one the models w
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 from huggingface_hub import DatasetCardData
 
-from posgen.errors import mean_std_cell
+from posgen.errors import UsageError, mean_std_cell
 from posgen.generator import disjoint_offset, generate_rows, paper_row_offset, probe_plan
 from posgen.spec import TaskSpec, is_probe_split, probe_config, probe_source
 from posgen.store.dataset import Dataset, check_files
@@ -976,8 +977,21 @@ def write_card(
 ) -> Path:
     """Re-render ``root/README.md`` from the folder's manifest and files (atomic replace)."""
     root = Path(root)
+    path = card_path(root)
     text = render_card(manifest or Dataset.open(root).manifest, report, baselines, root=root)
-    return write_atomically(root / CARD_NAME, text.encode())
+    return write_atomically(path, text.encode())
+
+
+def card_path(root: Path) -> Path:
+    """``root/README.md``, refused (:class:`UsageError`) when it is a link: the card is the
+    folder's own file, and writing through the link would replace the file it names."""
+    path = Path(root) / CARD_NAME
+    if path.is_symlink():
+        raise UsageError(
+            f"{path} is a link (to {os.readlink(path)}), not the dataset's own card; "
+            "nothing was written: remove the link and run again"
+        )
+    return path
 
 
 def unvalidated_card(root: Path, manifest: Manifest) -> None:

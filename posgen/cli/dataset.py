@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from posgen import publish
-from posgen.card import unvalidated_card, write_card
+from posgen.card import card_path, unvalidated_card, write_card
 from posgen.cli.shared import (
     SPEC_FLAGS,
     DatasetRun,
@@ -305,6 +305,7 @@ def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: boo
     Exits 1 (after writing the card, which lists the failures) when validation fails.
     """
     manifest = Dataset.open(folder).manifest  # not a dataset: exit 2; a damaged manifest: exit 1
+    card_path(folder)  # a link in the card's place: refused before any work
     try:
         if run_validation and card_problems(folder, manifest):  # this command's to replace
             write_card(folder, manifest=manifest)  # first: validation judges the new card

@@ -151,6 +151,25 @@ def test_a_card_is_rerendered_from_the_folder_and_refused_for_files_unlike_the_m
     assert (out / "README.md").read_text() == written
 
 
+def test_a_card_that_is_a_link_is_refused_and_an_edited_one_rerendered(
+    assert_clean_error, cli, small_copy, tmp_path
+):
+    mine = tmp_path / "mydoc.md"
+    mine.write_text("mine\n")
+    written = (small_copy / "README.md").read_text()
+    (small_copy / "README.md").unlink()
+    (small_copy / "README.md").symlink_to(mine)
+    result = cli("card", small_copy, "--no-validate")
+    assert_clean_error(result, 2, "README.md is a link", "remove the link")
+    assert mine.read_text() == "mine\n"
+    (small_copy / "README.md").unlink()  # a card sending cot's test split to recursive's files
+    edited = written.replace("path: data/cot/test-*", "path: data/recursive/test-*")
+    (small_copy / "README.md").write_text(edited)
+    assert cli("validate", small_copy, "--config", "cot").exit_code == 1
+    assert "(validated)" in cli("card", small_copy).output
+    assert "path: data/cot/test-*" in (small_copy / "README.md").read_text()
+
+
 def test_uint16_tokens_are_declared_as_uint16(header_of, tmp_path):
     cot = TaskSpec(task="cot", modulus=300, train_size=8, val_size=4, test_size=4)
     write_dataset(BenchmarkSpec(name="wide", configs={"cot": cot}), tmp_path / "wide")
