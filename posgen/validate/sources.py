@@ -97,9 +97,10 @@ def _split_of(spec: TaskSpec, name: str | None, part: Part) -> tuple[str, int | 
     length = None
     try:  # the first row's length
         batch = next((b for b in part.batches(1 << 16) if b.num_rows), None)
-        first = batch.column(batch.schema.get_field_index("tokens"))[0] if batch else None
+        column = batch.schema.get_field_index("tokens") if batch else -1  # -1: no such column
+        first = batch.column(column)[0] if batch and column >= 0 else None
         length = len(first) if first is not None and first.is_valid else None
-    except (pa.ArrowException, OSError, KeyError):
+    except (pa.ArrowException, OSError, KeyError, TypeError):  # TypeError: tokens not a list
         pass
     inferred = infer_split(spec, length) if length is not None else None
     return name or inferred or "data", None if inferred is None else spec.split_length(inferred)

@@ -342,3 +342,20 @@ def test_cli_validates_a_bare_parquet_file_given_spec_flags(assert_clean_error, 
     ok = cli("validate", path, "--task", "recursive", "-m", "23", "--test-size", "10")
     assert ok.exit_code == 0, ok.output
     assert_clean_error(cli("validate", path), 2, "give the spec")
+
+
+@pytest.mark.parametrize(
+    ("columns", "said"),
+    [
+        ({"id": [0, 1], "predictions": [5, 6]}, "no 'tokens' column"),
+        ({"id": [0, 1], "tokens": [5, 6]}, "'tokens' is int64, not a list"),
+    ],
+)
+def test_a_bare_file_without_token_lists_fails_schema_without_a_split_given(
+    cli, tmp_path, columns, said
+):  # the split is inferred from the first row's length: there is none to read
+    path = tmp_path / "o.parquet"
+    pq.write_table(pa.table(columns), path)
+    result = cli("validate", path, "--task", "cot")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "internal error" not in result.output and said in result.output, result.output
