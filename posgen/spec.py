@@ -18,10 +18,13 @@ single task spec. Size, depth and values (YAML aliases expanded) are bounded. A 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
+import os
 import re
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -417,6 +420,23 @@ def check_size(data: Any) -> None:
             stack.extend((item, depth + 1) for item in value)
 
 
+def read_bounded(path: Path, limit: int, chunk: int = 1 << 20) -> bytes:
+    """At most ``limit + 1`` bytes of ``path``, read a chunk at a time; a pipe or a device is
+    an ``OSError``, never waited on."""
+    parts = []
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    if kind != stat.S_IFREG:
+        os.close(fd)
+        if kind == stat.S_IFDIR:
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        raise OSError(errno.EINVAL, "a pipe or a device, not a regular file", str(path))
+    with os.fdopen(fd, "rb") as handle:
+        while sum(map(len, parts)) <= limit and (block := handle.read(chunk)):
+            parts.append(block)
+    return b"".join(parts)[: limit + 1]
+
+
 def read_spec_file(path: str | Path) -> dict[str, Any]:
     """Parse a spec file by its suffix (.toml, .yaml/.yml, .json) into a plain mapping."""
     path = Path(path)
@@ -425,8 +445,6 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         raise SpecFileError(
             f"spec file {path} has suffix {shown(suffix)!r}; use .toml, .yaml, .yml or .json"
         )
-    from posgen.store.manifest import read_bounded  # the one bounded reader (store imports us)
-
     try:
         raw = read_bounded(path, MAX_SPEC_BYTES)  # a pipe or a device: refused, never waited on
     except FileNotFoundError:

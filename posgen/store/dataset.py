@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from posgen.errors import PosgenError, RunError, UsageError
 from posgen.generator import storage_dtype
-from posgen.spec import TaskSpec, is_probe_split
+from posgen.spec import TaskSpec, is_probe_split, read_bounded
 from posgen.store.formats import (
     DATA_SUFFIXES,
     Format,
@@ -42,7 +42,6 @@ from posgen.store.manifest import (
     DamagedDataset,
     FileEntry,
     Manifest,
-    read_bounded,
     read_manifest,
     sha256_file,
 )

@@ -13,12 +13,9 @@ sha256); :func:`read_manifest` is its only reader.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -46,6 +43,7 @@ from posgen.spec import (
     TaskSpec,
     is_probe_split,
     probe_config,
+    read_bounded,
 )
 
 MANIFEST_NAME = "posgen.json"
@@ -419,23 +417,6 @@ def build_manifest(
             for config, spec in bench.configs.items()
         },
     )
-
-
-def read_bounded(path: Path, limit: int, chunk: int = 1 << 20) -> bytes:
-    """At most ``limit + 1`` bytes of ``path``, read a chunk at a time; a pipe or a device is
-    an ``OSError``, never waited on."""
-    parts = []
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    kind = stat.S_IFMT(os.fstat(fd).st_mode)
-    if kind != stat.S_IFREG:
-        os.close(fd)
-        if kind == stat.S_IFDIR:
-            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
-        raise OSError(errno.EINVAL, "a pipe or a device, not a regular file", str(path))
-    with os.fdopen(fd, "rb") as handle:
-        while sum(map(len, parts)) <= limit and (block := handle.read(chunk)):
-            parts.append(block)
-    return b"".join(parts)[: limit + 1]
 
 
 def read_manifest(root: str | Path) -> Manifest:

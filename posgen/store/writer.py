@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 
 from posgen.errors import PosgenError, UsageError, problem_lines
 from posgen.generator import DEFAULT_BLOCK_ROWS
-from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.spec import BenchmarkSpec, TaskSpec, read_bounded
 from posgen.store.dataset import Dataset, check_files
 from posgen.store.formats import FORMATS, PARQUET_OPTIONS, Progress, check_features
 from posgen.store.manifest import (
@@ -54,7 +54,6 @@ from posgen.store.manifest import (
     part_of,
     part_record_name,
     plan_benchmark,
-    read_bounded,
     read_manifest,
     sha256_file,
 )

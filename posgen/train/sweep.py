@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from posgen import signals
 from posgen.errors import UsageError, error_exit, shown
 from posgen.signals import Interrupted
-from posgen.store.manifest import read_bounded
+from posgen.spec import read_bounded
 from posgen.store.safety import claim, die_with_parent, exclusive, owner_alive, write_atomically
 from posgen.train.config import JobSpec, RunSpec, SlurmSettings, jobs_of, preset, run_settings
 from posgen.train.job import read_progress
