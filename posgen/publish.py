@@ -127,6 +127,23 @@ def upload_folder(folder: Path, repo_id: str, token: str, message: str) -> str:
     return str(getattr(commit, "commit_url", commit))
 
 
+def repo_id_problems(repo_id: str) -> list[str]:
+    """Why ``repo_id`` cannot name a Hub dataset repo (the Hub's own rule), checked before any
+    work; none when it can.
+
+    >>> repo_id_problems("me/posgen"), repo_id_problems("a/b/c")[0][:33]
+    ([], "--push: 'a/b/c' is not a Hub repo")
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        why = str(error).split(": '")[0].rstrip(".")
+        return [f"--push: {repo_id!r} is not a Hub repo id ({why})"]
+    return []
+
+
 def push_folder(folder: Path, repo_id: str, token: str) -> str:
     """Upload a published folder to the Hub dataset repo ``repo_id``."""
     manifest = Dataset.open(folder).manifest

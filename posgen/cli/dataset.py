@@ -30,7 +30,13 @@ from posgen.cli.shared import (
     storage_option,
 )
 from posgen.errors import PosgenError, RunError, UsageError, UsageProblems, os_error_problem
-from posgen.publish import HubUnavailable, hub_token, publish_benchmark, push_folder
+from posgen.publish import (
+    HubUnavailable,
+    hub_token,
+    publish_benchmark,
+    push_folder,
+    repo_id_problems,
+)
 from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset, card_problems
 from posgen.store.formats import check_features
@@ -243,6 +249,7 @@ def publish_command(
     bench = benchmark_from_options(spec_file)
     problems, token = [], None
     if repo_id is not None:
+        problems += repo_id_problems(repo_id)
         try:
             token = hub_token()
         except HubUnavailable as error:

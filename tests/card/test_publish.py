@@ -170,12 +170,18 @@ def a_folder_of_mine(tmp_path, monkeypatch):
     (tmp_path / "hub" / "notes.txt").write_text("mine")
 
 
+def a_token(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+
+
 BAD_USAGE = [
     # (arguments: {spec} the tiny spec, {tmp} the test's folder; the error line or a fragment;
     #  what the user's machine holds before)
     ("publish missing.toml --out {tmp}/hub", "error: spec file missing.toml does not exist", None),
     ("publish {spec} --push me/posgen --out {tmp}/hub",
      "error: --push needs a Hub token in the environment", None),
+    ("publish {spec} --push a/b/c --out {tmp}/hub",
+     "error: --push: 'a/b/c' is not a Hub repo id (Repo id must be in the form", a_token),
     ("publish {spec} --out {tmp}/hub",
      "error: {tmp}/hub exists; pass --overwrite to replace it", a_folder_of_mine),
     ("publish {spec} --out {tmp}/hub -q", "error: posgen.validate is not available",
