@@ -19,7 +19,7 @@ import pyarrow as pa
 from posgen.errors import UsageError, shown
 from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset, inside
-from posgen.store.formats import DATA_SUFFIXES, Format, format_of, read_batch_rows
+from posgen.store.formats import DATA_SUFFIXES, FileFacts, Format, format_of, read_batch_rows
 from posgen.store.manifest import MANIFEST_NAME, Manifest, unfinished
 
 
@@ -183,8 +183,11 @@ def _from_files(
 ) -> Source:
     _check_split(spec, split)
     grouped: dict[str, SplitData] = {}
+    longest = max(spec.split_length(name) for name in known_splits(spec))
     for path in files:
         part = Part(label=str(path.relative_to(root)), path=path)
+        if format_of(path).name == "parquet":  # its footer's claim, before a row is read
+            _fits(part.label, format_of(path).facts(path), longest)
         named = split or path.stem.split("-")[0]
         split_name, length = _split_of(spec, named if named in known_splits(spec) else split, part)
         if split is not None and split_name != split:
@@ -198,6 +201,16 @@ def _from_files(
     order = {name: i for i, name in enumerate(known_splits(spec))}
     splits = sorted(grouped.values(), key=lambda d: order.get(d.split, len(order)))
     return Source(splits=splits, root=root, given_spec=spec)
+
+
+def _fits(label: str, facts: FileFacts, longest: int) -> None:
+    """Refuse a file declaring more tokens than rows of ``longest`` tokens hold (a small
+    compressed file can expand to gigabytes)."""
+    if facts.tokens > facts.rows * longest:
+        raise SourceError(
+            f"{label} declares {facts.tokens:,} tokens in {facts.rows:,} rows; rows of this "
+            f"spec hold at most {longest:,}: not read"
+        )
 
 
 def _from_datasets(source: Any, spec: TaskSpec | None, config: str | None, split: str | None):

@@ -344,6 +344,16 @@ def test_cli_validates_a_bare_parquet_file_given_spec_flags(assert_clean_error, 
     assert_clean_error(cli("validate", path), 2, "give the spec")
 
 
+def test_a_bare_file_declaring_rows_longer_than_the_spec_is_refused_unread(
+    assert_clean_error, cli, tmp_path
+):  # 1 KB of zstd that would expand to one row of 2^24 tokens
+    path = tmp_path / "test.parquet"
+    rows = pa.ListArray.from_arrays([0, 2**24], np.zeros(2**24, np.uint8))
+    pq.write_table(pa.table({"id": [0], "tokens": rows}), path, compression="zstd")
+    result = cli("validate", path, "--task", "cot")
+    assert_clean_error(result, 2, "declares 16,777,216 tokens in 1 rows", "at most 256: not read")
+
+
 @pytest.mark.parametrize(
     ("columns", "said"),
     [
