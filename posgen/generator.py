@@ -657,11 +657,15 @@ def probed_positions(task: str, near: int, far: int, replaced: np.ndarray) -> np
     length, window = replaced.shape[0], near + far
     if length <= window or not far:
         return np.empty(0, dtype=np.int64)
-    deps = dependency_matrix(task, length, near, far)
-    hit = replaced[deps]
-    targets = np.arange(window, length)
-    keep = hit[:, :far].any(axis=1) & ~hit[:, far:].any(axis=1) & ~replaced[window:]
-    return targets[keep]
+    keep = np.empty(length - window, dtype=bool)
+    block = max(1, FAR_RULE_PAIRS // window)  # targets at once: memory bounded whatever w
+    for first in range(window, length, block):
+        last = min(first + block, length)
+        hit = replaced[dependency_matrix(task, last, near, far, first)]
+        keep[first - window : last - window] = (
+            hit[:, :far].any(axis=1) & ~hit[:, far:].any(axis=1) & ~replaced[first:last]
+        )
+    return np.arange(window, length)[keep]
 
 
 def stream_key(spec: TaskSpec, split: str) -> np.uint64:

@@ -121,14 +121,17 @@ def dependencies(task: str, t: int, near: int, far: int) -> np.ndarray:
     return np.concatenate([np.arange(start, start + far), np.arange(t - near, t)]).astype(np.int64)
 
 
-def dependency_matrix(task: str, length: int, near: int, far: int) -> np.ndarray:
-    """Row ``i``: the far, then the near positions feeding ``w + i``.
+def dependency_matrix(
+    task: str, length: int, near: int, far: int, first: int | None = None
+) -> np.ndarray:
+    """Row ``i``: the far, then the near positions feeding ``w + i`` (from ``first`` when
+    given: a block of the rows, ``length`` its end).
 
     >>> dependency_matrix("recursive", 6, near=3, far=1).tolist()
     [[0, 1, 2, 3], [1, 2, 3, 4]]
     """
     window = near + far
-    t = np.arange(window, length, dtype=np.int64)
+    t = np.arange(window if first is None else max(first, window), length, dtype=np.int64)
     starts = far_start(task, t, near, far) if t.size else t
     far_pos = starts[:, None] + np.arange(far, dtype=np.int64)[None, :]
     near_pos = t[:, None] - near + np.arange(near, dtype=np.int64)[None, :]

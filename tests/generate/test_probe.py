@@ -92,6 +92,22 @@ def test_probe_rows_do_not_depend_on_blocks_or_chunks(params, cut):
     assert pieces == whole
 
 
+def test_probed_positions_of_a_wide_window_take_memory_bounded_whatever_the_window():
+    """(L - w) x (j + k) positions were built at once: 2.3 GB for j = 1024, L = 131072."""
+    import tracemalloc
+
+    replaced = np.zeros(32_768, dtype=bool)
+    replaced[::1000] = True
+    tracemalloc.start()
+    try:
+        probed = posgen.generator.probed_positions("cot", 3, 512, replaced)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * 2**20  # the whole matrix: 32,253 x 515 int64, 133 MB
+    assert probed.tolist() == [t for t in range(515, 32_768) if not replaced[t - 3 : t + 1].any()]
+
+
 def test_cot_replaces_the_question_and_probes_every_target():
     spec = TaskSpec(task="cot", far=2, train_size=1, val_size=1, test_size=5)
     block = probe_rows(spec, "probe", 0, 5)
