@@ -124,11 +124,14 @@ def train_runs(
     key: str = "",
     name: str = "",
     estimate: int | None = None,
+    restart_other: bool = False,
 ) -> list[dict[str, Any]]:
     """Train once for ``pes`` and write run folder ``outs[i]`` for ``pes[i]``; each written
     run's summary. With a ``work`` folder the job is resumable: it locks it, resumes from its
     checkpoint of training ``key``, writes only the missing runs and removes it when done
-    (``name`` names the job in messages; ``estimate`` is quoted when memory runs out).
+    (``name`` names the job in messages; ``estimate`` is quoted when memory runs out). A
+    checkpoint that lacks one of ``pes`` (a training shared with fewer encodings) is refused,
+    or with ``restart_other`` trained again from the start (a sweep whose grid grew).
     ``progress(total steps)`` makes a tqdm-like bar."""
     from posgen.train.trainer import (
         Diverged,
@@ -148,6 +151,15 @@ def train_runs(
         job = _Job(folder, loaded, config, seed, preset_name, device or pick_device(), save)
         resolved = [resolve_pe(pe, config, loaded.train.spec) for pe in pes]
         resume = None if work is None else _load_checkpoint(work, key, name, job.device)
+        held = set(resume["selections"]) if resume is not None else set()
+        if missing := [pe.label for pe in resolved if resume is not None and pe.label not in held]:
+            if not restart_other:
+                raise UsageError(
+                    f"{name}: its checkpoint {work} is of a run with other flags (it trains "
+                    f"{', '.join(sorted(held))}, not {', '.join(missing)}); rerun with those, "
+                    "or remove it to start over"
+                )
+            resume = None  # the same training for more encodings: from its first step
         bar = None if progress is None else progress(total_steps(config, loaded))
         if bar is not None and resume is not None:
             bar.update(resume["position"]["step"])

@@ -322,6 +322,7 @@ def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
             work=sweep.work(job_key),
             key=job_key,
             name=label(runs),
+            restart_other=True,  # a grid that grew: its new encodings need the whole training
         )
     except Interrupted as stop:
         if stop.signum == PREEMPTION and callable(submitit_handler):

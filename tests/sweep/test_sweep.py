@@ -477,6 +477,20 @@ def test_sigterm_checkpoints_and_the_rerun_writes_the_same_bytes(
     assert not sweep.work(job).exists()
 
 
+def test_a_grid_grown_by_an_encoding_of_a_stopped_training_trains_it_again_whole(
+    new_sweep, sweep_bytes, sweep_grid, expand_grid, tmp_path, reference, hook
+):  # the checkpoint holds rope's selection only: yarn needs every evaluation from the start
+    sweep, job = new_sweep(tmp_path / "S", ["rope"])
+    hook("step:3:SIGTERM")
+    with pytest.raises(Interrupted):
+        run_job(sweep.root, job)
+    hook(None)
+    sweep.add(expand_grid(sweep_grid(["rope", "yarn"])))
+    assert [grown.key for grown in jobs_of(sweep.read().runs)] == [job]  # one training
+    run_job(sweep.root, job)
+    assert sweep_bytes(sweep) == reference
+
+
 @pytest.fixture
 def forked_worker(fork_child):
     """``forked_worker(sweep, job, hook)``: a worker (``job_main``) forked with ``hook`` set; its

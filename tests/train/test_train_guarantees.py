@@ -89,6 +89,20 @@ def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
         assert tree(data) == before
 
 
+@pytest.mark.parametrize("other", ["yarn", "linear"])  # they train as rope does: one key
+def test_a_checkpoint_resumed_for_another_encoding_of_its_training_is_refused_and_kept(
+    assert_clean_error, cli, tmp_path, data, monkeypatch, other
+):
+    out = tmp_path / "run"
+    monkeypatch.setenv(posgen.signals.HOOK_ENV, "step:1:SIGTERM")
+    assert cli(*train_args(data, out)).exit_code == 143
+    monkeypatch.delenv(posgen.signals.HOOK_ENV)
+    result = cli(*train_args(data, out, "--pe", other))
+    assert_clean_error(result, 2, "is of a run with other flags (it trains rope, not")
+    assert (tmp_path / ".run.posgen-resume" / "checkpoint.pt").is_file()
+    assert cli(*train_args(data, out)).exit_code == 0  # the same command resumes it
+
+
 IN_A_PROCESS = [("startup", "SIGINT"), ("startup", "SIGHUP"), ("startup", "SIGTERM")]
 IN_A_PROCESS += [("exit", "SIGTERM"), ("exit", "SIGINT")]
 
