@@ -69,7 +69,7 @@ def eee_record(
     results = []
     for bucket in cell.get("buckets", []):
         metric, start, end = bucket["metric"], bucket["start"], bucket["end"]
-        region = "ID" if end <= entry["ood_boundary"] else "OOD"
+        region = "ID" if end <= cell["ood_boundary"] else "OOD"
         details = {"metric": metric, "bucket_start": start, "bucket_end": end, "region": region}
         uncertainty: dict[str, Any] = {"num_samples": bucket["n"]}
         if bucket["std"] is not None:
@@ -137,7 +137,7 @@ def hf_entries(
                 "dataset": {"id": data, "task_id": task, "config": task, "split": "test"},
                 "value": round(float(mean), 6),
                 "notes": f"{description}; mean over n = {cell['n']} seeds{spread}; "
-                f"L = {entry['ood_boundary']}, L' = {entry['length']}",
+                f"L = {cell['ood_boundary']}, L' = {cell['length']}",
             }
         ]
     return out

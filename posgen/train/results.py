@@ -271,6 +271,8 @@ def cell(runs: Sequence[Run]) -> dict[str, Any]:
     return {
         "seeds": sorted(run.record.seed for run in runs),
         "n": len(runs),
+        "ood_boundary": boundary,
+        "length": reports[0].length,
         "id_mean": id_mean,
         "id_std": id_std,
         "ood_mean": ood_mean,
@@ -300,8 +302,9 @@ def cells(results: dict[str, Any]) -> Iterator[tuple[str, str, str, dict[str, An
 
 
 def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
-    """Cells by data folder: ``{data: {"spec_ids", "ood_boundary", "length", "tasks"}}``,
-    ``tasks`` mapping task -> pe -> :func:`cell`, the encodings in table order."""
+    """Cells by data folder: ``{data: {"spec_ids", "tasks"}}``, ``tasks`` mapping task -> pe
+    -> :func:`cell` (with its L and L': the configs of one folder may differ), the encodings
+    in table order."""
     groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     for run in runs:
         groups[run.record.key].append(run)
@@ -315,10 +318,14 @@ def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
         record = members[0].record
         entry = out.setdefault(data, {"spec_ids": {}, "tasks": {}})
         entry["spec_ids"][task] = record.spec.spec_id
-        entry["ood_boundary"] = record.scores.ood_boundary
-        entry["length"] = record.scores.length
         entry["tasks"].setdefault(task, {})[pe] = cell(sorted(members, key=lambda r: r.path))
     return out
+
+
+def task_lengths(entry: dict[str, Any], task: str) -> str:
+    """``L = 64, L' = 256`` of ``task``'s cells in a data folder's ``entry``."""
+    first = next(iter(entry["tasks"][task].values()))
+    return f"L = {first['ood_boundary']}, L' = {first['length']}"
 
 
 def run_settings(runs: Sequence[Run]) -> dict[str, Any]:
@@ -351,10 +358,13 @@ def tables(results: dict[str, Any]) -> list[str]:
     """Markdown tables, one per data folder: task x pe, ID and OOD mean ± std, seeds."""
     lines: list[str] = []
     for data, entry in results.items():
+        lengths = {task_lengths(entry, task) for task in entry["tasks"]}
+        per_task = "; ".join(f"{task}: {task_lengths(entry, task)}" for task in entry["tasks"])
+        lengths_text = next(iter(lengths)) if len(lengths) == 1 else per_task
         lines += [
             f"### {data}",
             "",
-            f"Test split, L = {entry['ood_boundary']}, L' = {entry['length']}; mean ± std "
+            f"Test split, {lengths_text}; mean ± std "
             "over n seeds. ID-curve range and trend: max - min and fitted change of the "
             "per-position ID accuracy across [w, L). Far-reliance (probe split, same "
             "weights): share of probed targets predicted as the far-rule answer where it "
@@ -458,7 +468,8 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
                     ax.set_visible(True)
                     for pe, curve in drawn:
                         ax.plot(curve["position"], curve[value], lw=0.9, label=pe, **style[pe])
-                    ax.axvline(entry["ood_boundary"], color="k", ls="--", lw=0.8)
+                    boundary = next(iter(pes.values()))["ood_boundary"]
+                    ax.axvline(boundary, color="k", ls="--", lw=0.8)
                     ax.set_ylim(0, 1.05)
                     far = " / far-reliance" if offset else ""
                     ax.set_title(f"{data} / {task}{far}", fontsize=9)
@@ -601,7 +612,7 @@ def ranking_lines(results: dict[str, Any]) -> list[str]:
     for data, entry in results.items():
         for task, pes in entry["tasks"].items():
             lines += [
-                f"### {data} / {task} (L = {entry['ood_boundary']}, L' = {entry['length']})",
+                f"### {data} / {task} ({task_lengths(entry, task)})",
                 "",
                 "| rank | PE | n | OOD accuracy | ID accuracy | effective length | when | source |",
                 "|---|---|---|---|---|---|---|---|",

@@ -95,11 +95,45 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(
     entry = json.loads(out_json.read_text())["results"]["ds"]
     for pe, cell in entry["tasks"]["cot"].items():
         positions, accuracy = cell["curve"]["position"], cell["curve"]["accuracy"]
-        expected = effective_length(positions, accuracy, 4, entry["ood_boundary"], 1 / 17)
+        expected = effective_length(positions, accuracy, 4, cell["ood_boundary"], 1 / 17)
         assert cell["effective_length"] == expected, pe
         assert [row["effective_length"] for row in rows if row["pe"] == pe] == [
             "" if expected is None else str(expected)
         ]
+
+
+def test_each_config_of_a_folder_keeps_its_own_lengths_in_tables_and_exports(cli, tmp_path):
+    """cot at L = 32, L' = 128 beside recursive at 64 and 256 in one data folder."""
+    import torch
+
+    from posgen import write_dataset
+    from posgen.spec import BenchmarkSpec, TaskSpec
+    from posgen.train.config import preset
+    from posgen.train.job import train_runs
+
+    sizes = {"train_size": 64, "val_size": 8, "test_size": 8}
+    configs = {"cot": TaskSpec(task="cot", train_length=32, test_length=128, **sizes),
+               "recursive": TaskSpec(task="recursive", **sizes)}  # fmt: skip
+    write_dataset(BenchmarkSpec(name="mixed", configs=configs), tmp_path / "ds")
+    config = preset("cpu", layers=1, hidden=16, heads=2, intermediate=32, epochs=1, max_steps=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    for task in configs:
+        train_runs(tmp_path / "ds", task, ["rope"], config, 1, [tmp_path / "runs" / task], "cpu")
+    torch.set_num_threads(threads)
+    args = ["results", tmp_path / "runs", "--out"]
+    assert cli(*args, tmp_path / "R.md").exit_code == 0
+    text = (tmp_path / "R.md").read_text()
+    assert "### ds / cot (L = 32, L' = 128)" in text
+    assert "### ds / recursive (L = 64, L' = 256)" in text
+    assert "Test split, cot: L = 32, L' = 128; recursive: L = 64, L' = 256;" in text
+    assert cli(*args, tmp_path / "eee", "--format", "eee").exit_code == 0
+    record = json.loads((tmp_path / "eee" / "ds" / "cot" / "rope.json").read_text())
+    regions = {
+        (int(d["bucket_start"]), d["region"])
+        for d in (e["metric_config"]["additional_details"] for e in record["evaluation_results"])
+    }
+    assert (4, "ID") in regions and (32, "OOD") in regions and (64, "OOD") in regions
 
 
 def test_results_call_cells_complete_or_name_those_missing_a_seed_others_have(
