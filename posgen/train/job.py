@@ -41,6 +41,7 @@ from posgen.store.safety import (
 from posgen.train.config import TrainConfig
 from posgen.train.run_record import (
     METRICS,
+    MODEL,
     PREDICTIONS,
     PROBE_PREDICTIONS,
     RESULTS,
@@ -65,8 +66,6 @@ TRAILER_BYTES = len(TRAILER_TAG) + 64 + 1 + 16 + 1
 """A checkpoint ends with ``TRAILER_TAG``, the sha256 and the size of the bytes before it."""
 PROGRESS = "progress.json"
 RESUME_TAG = ".posgen-resume"
-MODEL = "model"
-"""The saved weights' subfolder (``save_model``)."""
 PER_ENCODING = ("val_id_accuracy", "far_reliance_id", "far_reliance_ood")
 """Epoch-log figures the training records per encoding (``name/label``)."""
 

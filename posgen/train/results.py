@@ -32,7 +32,7 @@ from posgen.scoring.metrics import bucket_edges
 from posgen.scoring.plot import save_figure
 from posgen.scoring.reliance import measure_sentences
 from posgen.store.safety import OLD_TAG, TMP_TAG
-from posgen.train.run_record import FILES, RunRecord
+from posgen.train.run_record import FILES, MODEL, RunRecord
 
 
 class ResultsError(UsageError, ValueError):
@@ -91,7 +91,7 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
                 skipped.append(f"skipped {why} (not counted)")
             else:
                 found.append(here)
-                dirs[:] = []  # a finished run's subfolders (--save-model's model/) are its own
+                dirs[:] = [d for d in dirs if d != MODEL]  # its model/ is its own; runs inside
     return sorted(found), skipped
 
 

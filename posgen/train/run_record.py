@@ -34,6 +34,8 @@ PREDICTIONS = "predictions.parquet"
 PROBE_PREDICTIONS = "probe_predictions.parquet"
 FILES = (RESULTS, METRICS, PREDICTIONS, PROBE_PREDICTIONS)
 """What a finished run folder holds (and ``model/`` with ``--save-model``)."""
+MODEL = "model"
+"""The subfolder ``--save-model`` writes the model into."""
 MAX_RECORD_BYTES = 128 << 20
 """The scores take about 60 bytes a position: 1 M positions fit."""
 MAX_COUNT = 2**53

@@ -325,6 +325,15 @@ def test_results_counts_a_run_once_and_notes_a_folder_that_is_no_finished_run(
         assert error_lines(result.output) == []
 
 
+def test_results_counts_a_run_trained_into_another_runs_folder(cli, tmp_path, data, run):
+    outer = shutil.copytree(run, tmp_path / "runs" / "r0")
+    assert cli(*train_args(data, outer / "seed1", "--seed", "1")).exit_code == 0
+    js = tmp_path / "r.json"
+    result = cli("results", tmp_path / "runs", "--out", tmp_path / "R.md", "--json", js)
+    assert result.exit_code == 0, result.output
+    assert json.loads(js.read_text())["ds"]["tasks"]["recursive"]["rope"]["seeds"] == [0, 1]
+
+
 @pytest.fixture(scope="module")
 def cell_mates(cli, data) -> dict[str, Path]:
     """Beside ``run``: alibi on another dataset also named ``ds``; rope on its data, 3 steps."""
