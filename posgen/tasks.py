@@ -351,8 +351,18 @@ def far_perm(
     else:  # no far operand: one empty word, as the keyed hash absorbs for an empty tuple
         states = np.full(shape, mix64(np.array([hash_key(key)], dtype=np.uint64))[0])
     unique, inverse = np.unique(states.reshape(-1), return_inverse=True)
-    table = permutations(unique, modulus)
-    return table[inverse.reshape(-1), total.reshape(-1)].reshape(shape)
+    inverse, total = inverse.reshape(-1), total.reshape(-1)
+    step = max(1, PERM_BLOCK // modulus)  # permutations built at once: memory bounded
+    if unique.size <= step:
+        return permutations(unique, modulus)[inverse, total].reshape(shape)
+    out = np.empty(inverse.size, dtype=np.int64)
+    order = np.argsort(inverse, kind="stable")
+    edges = np.searchsorted(inverse[order], np.arange(0, unique.size + step, step))
+    for block, first in enumerate(range(0, unique.size, step)):
+        at = order[edges[block] : edges[block + 1]]
+        rows = permutations(unique[first : first + step], modulus)
+        out[at] = rows[inverse[at] - first, total[at]]
+    return out.reshape(shape)
 
 
 def _near_sum(near_operands: Sequence[np.ndarray], modulus: int) -> np.ndarray:
@@ -363,6 +373,7 @@ def _near_sum(near_operands: Sequence[np.ndarray], modulus: int) -> np.ndarray:
 
 
 PERM_TABLE_MAX = 1 << 22  # largest far_perm table (m^j permutations of m tokens) built
+PERM_BLOCK = 1 << 22  # entries of the far states' permutations far_perm builds at once
 
 
 @lru_cache(maxsize=16)

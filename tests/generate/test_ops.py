@@ -144,3 +144,25 @@ def test_generated_data_of_every_op_validates_and_a_flipped_token_fails(op):
     rows = generate_split(spec, "test")
     rows[2, 70] = (int(rows[2, 70]) + 1) % 101
     assert (expected_targets(spec, rows) != rows[:, 4:]).any()
+
+
+def test_far_perm_of_many_far_states_takes_memory_bounded_by_its_block(monkeypatch):
+    """Each distinct far tuple's permutation of Z_m, built a block of states at a time: at
+    m = 2048 and j = 2, validate built (targets x m) at once and took 8.8 GB."""
+    import tracemalloc
+
+    from posgen import tasks
+
+    rng = np.random.default_rng(0)
+    far = [rng.integers(0, 2048, 1000), rng.integers(0, 2048, 1000)]
+    near = [rng.integers(0, 2048, 1000)]
+    whole = tasks.far_perm(far, near, 2048, key=3)
+    monkeypatch.setattr(tasks, "PERM_BLOCK", 64 * 2048, raising=False)
+    tracemalloc.start()
+    try:
+        blocks = tasks.far_perm(far, near, 2048, key=3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 * 2**20  # 1000 states x 2048 x 8 B is 16 MB an array, and three are made
+    assert (blocks == whole).all()
