@@ -227,9 +227,16 @@ class Estimate:
     largest: str
 
 
+ROW_BYTES = 12
+"""A row's id (8 B) and list offset (4 B): what an Arrow file of short rows mostly holds."""
+SPLIT_BYTES = 1 << 16
+"""A split's files' schema, footer and sidecars (a few kB), rounded up."""
+
+
 def estimate_benchmark(bench: BenchmarkSpec) -> Estimate:
-    """Tokens and raw bytes of every split of every config of ``bench``: rows x length x bytes
-    per token (1 for m <= 256, else 2; a probe split adds a position, 4 B, and an answer)."""
+    """Tokens and raw bytes of every split of every config of ``bench``: rows x (length x
+    bytes per token + 12 B) + 64 KiB, a token 1 B for m <= 256, else 2; a probe split adds a
+    position, 4 B, and an answer per token."""
     tokens = raw = splits = 0
     largest, largest_bytes = "", -1
     for config, spec in bench.configs.items():
@@ -238,11 +245,14 @@ def estimate_benchmark(bench: BenchmarkSpec) -> Estimate:
             per_token = spec.token_bytes
             if is_probe_split(split):
                 per_token += 4 + spec.token_bytes
-            size = rows * length * per_token
+            size = rows * (length * per_token + ROW_BYTES) + SPLIT_BYTES
             tokens, raw, splits = tokens + rows * length, raw + size, splits + 1
             if size > largest_bytes:
                 largest_bytes = size
-                largest = f"{config}/{split}: {rows:,} rows x {length:,} tokens x {per_token} B"
+                largest = (
+                    f"{config}/{split}: {rows:,} rows x ({length:,} tokens x {per_token} B "
+                    f"+ {ROW_BYTES} B)"
+                )
     return Estimate(tokens, raw, splits, largest)
 
 
@@ -261,7 +271,8 @@ def free_bytes(path: Path) -> int:
 def refusals(bench: BenchmarkSpec, out: Path) -> list[str]:
     """Why ``bench`` should not be generated into ``out``, one line each (empty: it may)."""
     estimate = estimate_benchmark(bench)
-    formula = f"sum over {estimate.splits} splits of rows x length x bytes; largest "
+    formula = f"sum over {estimate.splits} splits of rows x (length x bytes + id) + files; "
+    formula += "largest "
     formula += estimate.largest
     lines = []
     free = free_bytes(out)

@@ -14,7 +14,7 @@ import pytest
 
 import posgen.cli.shared
 from posgen.cli.shared import estimate_benchmark, refusals
-from posgen.spec import default_benchmark
+from posgen.spec import default_benchmark, resolve_benchmark
 from posgen.store.safety import leftovers
 
 SPEC = ["--task", "cot", "-m", "97", "--train-size", "20000", "--val-size", "500",
@@ -120,13 +120,29 @@ def test_a_read_only_file_system_at_the_target_fails_the_run_with_exit_1(
         assert not out.exists()
 
 
-def test_the_estimate_is_rows_times_length_times_bytes():
+def test_the_estimate_is_rows_times_length_times_bytes_and_each_rows_id():
     bench = default_benchmark(("cot",), modulus=300, train_size=7, val_size=3, test_size=2)
     estimate = estimate_benchmark(bench)
     probe = 2 * 256 * (2 + 4 + 2)  # at most a probed position (4 B) and answer per token
-    assert estimate.raw_bytes == (7 * 64 + 3 * 256 + 2 * 256) * 2 + probe
+    ids = (7 + 3 + 2 + 2) * 12  # an id (8 B) and a list offset (4 B) a row
+    files = 4 * 2**16  # each split's schema, footer and sidecars
+    assert estimate.raw_bytes == (7 * 64 + 3 * 256 + 2 * 256) * 2 + probe + ids + files
     assert estimate.tokens == 7 * 64 + 3 * 256 + 2 * 256 + 2 * 256
-    assert estimate.largest == "cot/probe: 2 rows x 256 tokens x 8 B"
+    assert estimate.largest == "cot/probe: 2 rows x (256 tokens x 8 B + 12 B)"
+
+
+def test_the_estimate_bounds_what_an_arrow_folder_of_short_rows_takes(cli, tmp_path):
+    """Short rows are mostly ids and offsets: 16 MB on disk against 4 MB of tokens."""
+    flags = ["--task", "recursive", "-m", "256", "-k", "2", "-j", "1", "--train-length", "4",
+             "--test-length", "4", "--train-size", "100000", "--val-size", "10"]  # fmt: skip
+    estimate = estimate_benchmark(resolve_benchmark(None, ("recursive",), {
+        "modulus": 256, "near": 2, "far": 1, "train_length": 4, "test_length": [4],
+        "train_size": 100_000, "val_size": 10}))  # fmt: skip
+    assert (
+        cli("generate", "--out", tmp_path / "ar", *flags, "--format", "arrow", "-q").exit_code == 0
+    )
+    held = sum(p.stat().st_size for p in (tmp_path / "ar").rglob("*.arrow"))
+    assert held <= estimate.raw_bytes
 
 
 HUGE = ["-m", "65536", "--train-size", "10000000000", "--train-length", "1048576",
@@ -142,7 +158,11 @@ def test_a_spec_too_big_for_any_disk_or_day_is_refused_with_the_estimate(
     with recorded("resources", "larger than disk and day"):  # one line per problem: two
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
         assert len(lines) == 2, result.stderr
-        for fragment in ("10,000,000,000 rows x 1,048,576 tokens x 2 B", "are free on", "--force"):
+        for fragment in (
+            "10,000,000,000 rows x (1,048,576 tokens x 2 B + 12 B)",
+            "are free on",
+            "--force",
+        ):
             assert fragment in lines[0], lines[0]
         assert "would take about" in lines[1] and "limit 24.0 h" in lines[1], lines[1]
         assert not out.exists()
