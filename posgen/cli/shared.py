@@ -438,8 +438,9 @@ def check_dataset_target(
     except OutputExistsError as error:
         problems.append(str(error))
     problems += inside
-    if overwrite and not problems and part is None:
-        problems += foreign_files(out)
+    if overwrite and not problems and part is None:  # a user's notes in the old dataset
+        line = writer.foreign_files_line(out, f"--out {out}", "--overwrite")
+        problems += [line] if line else []
     if problems:
         raise UsageProblems(problems)
     refuse_unwritable(out)
@@ -455,19 +456,6 @@ def check_run_target(out: Path) -> None:
     if os.path.lexists(out):
         raise UsageProblems([f"--out {out} exists; choose a new run folder"])
     refuse_outputs({"--out": out})  # and whether it can be created
-
-
-def foreign_files(folder: Path, shown_at_most: int = 3) -> list[str]:
-    """The line refusing to replace the dataset at ``folder`` when it holds files that are not
-    the dataset's (``writer.foreign_files``: ``--overwrite`` would delete them)."""
-    found = writer.foreign_files(folder)
-    if not found:
-        return []
-    more = f" and {len(found) - shown_at_most} more" if len(found) > shown_at_most else ""
-    return [
-        f"--out {folder} holds files that are not the dataset's ({', '.join(found[:shown_at_most])}"
-        f"{more}); --overwrite would delete them: move them out first"
-    ]
 
 
 def refuse_in_the_way(path: Path, out: Path, keeps: str) -> None:

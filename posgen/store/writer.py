@@ -146,12 +146,8 @@ def write_dataset(
             return _finish_parts(out, finish)
         except IncompleteError:
             return None
-    if overwrite and (found := foreign_files(resolve_target(out))):
-        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
-        raise OutputExistsError(
-            f"{out} holds files that are not the dataset's ({', '.join(found[:3])}{more}); "
-            "overwriting would delete them: move them out first"
-        )
+    if overwrite and (line := foreign_files_line(resolve_target(out), str(out), "overwriting")):
+        raise OutputExistsError(line)
     plan = plan_benchmark(bench, shard_bytes, storage)
     with atomic_folder(out, overwrite) as build:
         try:
@@ -182,6 +178,19 @@ def foreign_files(folder: Path) -> list[str]:
     own |= set(fmt.sidecars(manifest))
     found = (path.relative_to(folder).as_posix() for path in folder.rglob("*") if not path.is_dir())
     return sorted(path for path in found if path not in own and not fmt.is_cache(path))
+
+
+def foreign_files_line(folder: Path, named: str, replacing: str, shown: int = 3) -> str | None:
+    """The line refusing to replace the dataset ``folder`` (``named`` so) that holds
+    :func:`foreign_files`, which ``replacing`` it would delete; None when it holds none."""
+    found = foreign_files(folder)
+    if not found:
+        return None
+    more = f" and {len(found) - shown} more" if len(found) > shown else ""
+    return (
+        f"{named} holds files that are not the dataset's ({', '.join(found[:shown])}{more}); "
+        f"{replacing} would delete them: move them out first"
+    )
 
 
 Finish = Callable[[Path, Manifest], None]
@@ -376,11 +385,7 @@ def _render(out: Path, staging: Path, finish: Finish | None) -> None:
     records = _records(out)
     if not records:
         raise PartsError(f"{out} holds no posgen parts ({PARTS_DIR}/ is empty)")
-    first = _agreeing(records)
-    count = first.count
-    have = {record.index for record in records}
-    if any(i not in have for i in range(count)):
-        raise IncompleteError(have, count)
+    first = _complete(records)
     bench = first.benchmark
     if bench.spec_id != first.spec_id:
         raise PartsError("a part record's benchmark does not match its spec id")
@@ -409,6 +414,16 @@ def _agreeing(records: list[PartRecord]) -> PartRecord:
                     f"parts disagree on {key}: {getattr(first, key)!r} (part {first.index}) vs "
                     f"{getattr(record, key)!r} (part {record.index})"
                 )
+    return first
+
+
+def _complete(records: list[PartRecord], note: str = "") -> PartRecord:
+    """The first record, once the records agree and hold every part (else
+    :class:`IncompleteError`, its line ending with ``note``)."""
+    first = _agreeing(records)
+    have = {record.index for record in records}
+    if any(i not in have for i in range(first.count)):
+        raise IncompleteError(have, first.count, note)
     return first
 
 
@@ -443,10 +458,7 @@ def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -
         records += found
     if records:
         check_part_target(out, _agreeing(records).benchmark)
-        whole = records + _records(out)
-        count, have = _agreeing(whole).count, {record.index for record in whole}
-        if any(i not in have for i in range(count)):
-            raise IncompleteError(have, count, "; nothing was moved")
+        _complete(records + _records(out), "; nothing was moved")
     for source, target in list(moves.items()):
         if not source.is_file():
             if target.is_file() and sha256_file(target) == listed_sha256.get(source):
