@@ -121,9 +121,7 @@ def eee_record(
     }
 
 
-def hf_entries(
-    data: str, task: str, cell: dict[str, Any], entry: dict[str, Any]
-) -> dict[str, list[dict[str, Any]]]:
+def hf_entries(data: str, task: str, cell: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """``{metric file stem: [entry]}`` of one cell (metrics without a value are left out)."""
     out = {}
     for stem, mean_key, std_key, description in HF_METRICS:
@@ -170,7 +168,7 @@ def write_export(results: dict[str, Any], folder: Path, kind: str) -> int:
             continue
         target = base / _safe(pe) / ".eval_results"
         target.mkdir(parents=True, exist_ok=True)
-        for stem, entries in hf_entries(data, task, cell, entry).items():
+        for stem, entries in hf_entries(data, task, cell).items():
             text = yaml.safe_dump(entries, sort_keys=False, allow_unicode=True)
             (target / f"{stem}.yaml").write_text(text)
             written += 1

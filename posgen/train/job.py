@@ -150,8 +150,9 @@ def train_runs(
         job = _Job(folder, loaded, config, seed, preset_name, device or pick_device(), save)
         resolved = [resolve_pe(pe, config, loaded.train.spec) for pe in pes]
         resume = None if work is None else _load_checkpoint(work, key, name, job.device)
-        held = set(resume["selections"]) if resume is not None else set()
-        if missing := [pe.label for pe in resolved if resume is not None and pe.label not in held]:
+        held = {} if resume is None else resume["selections"]  # the encodings it trains
+        missing = [pe.label for pe in resolved if resume is not None and pe.label not in held]
+        if missing:
             if not restart_other:
                 raise UsageError(
                     f"{name}: its checkpoint {work} is of a run with other flags (it trains "
