@@ -1,10 +1,12 @@
 """The ``posgen`` command line: the click group :data:`main` and its commands, which live by
 what they do (:mod:`~posgen.cli.dataset`, :mod:`~posgen.cli.score`, ``train``, ``sweep``,
 ``results``); the flags, checks and writes they share are in
-:mod:`~posgen.cli.shared`."""
+:mod:`~posgen.cli.shared`. A command's module is imported when that command runs (or
+``--help`` lists it), so ``posgen generate`` never loads the training side."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 from typing import Any
@@ -13,18 +15,6 @@ import click
 from pydantic import ValidationError
 
 from posgen import __version__, signals
-from posgen.cli.dataset import (
-    card_command,
-    generate,
-    merge,
-    publish_command,
-    spec_command,
-    validate_command,
-)
-from posgen.cli.results import results_command
-from posgen.cli.score import baseline_command, score_command
-from posgen.cli.sweep import sweep_command
-from posgen.cli.train import train_command
 from posgen.errors import PosgenError, debugging, error_exit, shown
 from posgen.signals import Interrupted
 
@@ -35,12 +25,38 @@ EXPECTED = (Interrupted, KeyboardInterrupt, PosgenError, ValidationError, Import
 """Errors that are the command's answer: never a traceback, even with ``--debug``."""
 
 
+COMMANDS = {
+    "generate": "posgen.cli.dataset:generate",
+    "merge": "posgen.cli.dataset:merge",
+    "spec": "posgen.cli.dataset:spec_command",
+    "card": "posgen.cli.dataset:card_command",
+    "publish": "posgen.cli.dataset:publish_command",
+    "validate": "posgen.cli.dataset:validate_command",
+    "score": "posgen.cli.score:score_command",
+    "baseline": "posgen.cli.score:baseline_command",
+    "train": "posgen.cli.train:train_command",
+    "results": "posgen.cli.results:results_command",
+    "sweep": "posgen.cli.sweep:sweep_command",
+}
+"""Each command's name and where it lives (``module:attribute``)."""
+
+
 class PosgenGroup(click.Group):
     """A click group whose every way to end is an exit status and ``error:`` lines
     (:func:`posgen.errors.error_exit`); ``--debug`` adds the traceback of an unexpected one.
     Signals caught by the entry point are checked before and after the command."""
 
     debug = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        """The command ``name``, its module imported now (``None``: no such command)."""
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attribute)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         PosgenGroup.debug = False
@@ -85,19 +101,3 @@ def main() -> None:
       posgen train --data out/posgen-v1 --config cot --pe resonance --out runs/cot-res
       posgen sweep grids/results.toml --out runs/results
     """
-
-
-for command in (
-    generate,
-    merge,
-    spec_command,
-    score_command,
-    baseline_command,
-    card_command,
-    publish_command,
-    validate_command,
-    train_command,
-    results_command,
-    sweep_command,
-):
-    main.add_command(command)

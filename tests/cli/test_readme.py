@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import pytest
 
-from posgen.cli import main
+from posgen.cli import COMMANDS, main
 from posgen.cli.shared import PathArg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,8 +46,8 @@ DOCUMENTED_LINES = [
 ]
 EPILOG_LINES = [
     line
-    for command in main.commands.values()
-    for line in command_lines(f"```\n{command.epilog or ''}\n```")
+    for name in COMMANDS
+    for line in command_lines(f"```\n{main.get_command(None, name).epilog or ''}\n```")
 ]
 
 
