@@ -180,17 +180,20 @@ NO_TORCH = """
 import sys
 from posgen.cli import main
 args = ['--train-size', '20', '--val-size', '4', '--test-size', '4', '-q']
+heavy = ('torch', 'transformers', 'pandas', 'datasets', 'posgen.cli.train', 'posgen.scoring')
 for argv in (['generate', '--out', sys.argv[1], *args], ['validate', sys.argv[1]]):
     try:
         main(argv)
     except SystemExit as end:
         assert not end.code, end.code
-print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))
+    print(sorted(m for m in heavy if m in sys.modules))
 """
 
 
 def test_generate_and_validate_with_probe_splits_never_import_torch(tmp_path):
+    """Nor does generate load what it does not use: pandas, the other commands, the scorer."""
     run = [sys.executable, "-c", NO_TORCH, str(tmp_path / "ds")]
     result = subprocess.run(run, capture_output=True, text=True)
-    assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert (lines[0], lines[-1]) == ("[]", "['pandas']"), result.stderr
     assert (tmp_path / "ds" / "data" / "cot-probe").is_dir()
