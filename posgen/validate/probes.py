@@ -17,6 +17,9 @@ from posgen.validate.schema import list_column, prefetch
 from posgen.validate.sources import SplitData
 
 COLUMNS = ("id", "tokens", "source_id", "replaced", "probed", "far_rule")
+MEASURING_ROWS = 16
+"""Probed rows from which a split where no far-rule answer differs from the unaltered token
+fails: by chance (a row's shifts summing to 0 mod m) that takes 1/m per row, m >= 3."""
 
 
 @dataclass
@@ -26,6 +29,8 @@ class ProbeTally:
     rows: int = 0
     tokens: int = 0
     probed: int = 0
+    probed_rows: int = 0  # rows with a probed target
+    telling: int = 0  # probed targets whose far-rule answer differs from the unaltered token
     counts: dict[str, int] = field(default_factory=dict)
     first: dict[str, str] = field(default_factory=dict)
 
@@ -65,12 +70,19 @@ def check_probe_split(data: SplitData) -> tuple[CheckResult, ProbeTally]:
         except (pa.ArrowException, OSError) as error:
             tally.add("unreadable part(s)", 1, f"{part.label}: {shown(error)}")
     problems = tally.problems()
+    if not problems and tally.telling == 0 and tally.probed_rows >= MEASURING_ROWS:
+        problems.append(
+            f"far-reliance cannot be measured: at none of the {tally.probed:,} probed targets "
+            "does the far-rule answer differ from the unaltered token (cot with m = 2 and an "
+            "even j, say: flipping every question token keeps the answer)"
+        )
     message = (
         f"{tally.rows} probe rows match their {probe_source(data.split)} rows and the "
-        f"rule's replacements; {tally.probed:,} far-rule answers recomputed"
+        f"rule's replacements; {tally.probed:,} far-rule answers recomputed, "
+        f"{tally.telling:,} of them unlike the unaltered token"
     )
     where = {"config": data.config, "split": data.split}
-    failures = sum(tally.counts.values())
+    failures = sum(tally.counts.values()) + (len(problems) > len(tally.counts))
     return CheckResult.of("probe", problems, message, **where, failures=failures), tally
 
 
@@ -172,6 +184,8 @@ def _check_far_rule(
     else:
         answers = far_rule_answers(spec, tokens, rows_of, probed)
     tally.probed += int(answers.size)
+    tally.probed_rows += int(np.count_nonzero(np.diff(probed_offsets)))
+    tally.telling += int(np.count_nonzero(answers != tokens[rows_of, probed]))
     bad = np.flatnonzero(stored != answers)
     if bad.size:
         row, t = int(rows_of[bad[0]]), int(probed[bad[0]])
