@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shlex
 import shutil
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -262,9 +264,11 @@ def _load_checkpoint(
     import torch
 
     path = work / CHECKPOINT
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
     try:
+        if not stat.S_ISREG(path.lstat().st_mode):  # never followed, never a pipe's wait
+            raise ValueError("is not a file (a folder, a link or a pipe)")
         payload = _checked_payload(path)
         saved = torch.load(io.BytesIO(payload), map_location=device, weights_only=True)
         if not isinstance(saved, dict):

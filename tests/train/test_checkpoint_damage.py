@@ -93,3 +93,31 @@ def test_a_rerun_writes_what_a_run_never_stopped_writes(train_tiny, tmp_path, st
     reference = stopped["reference"] / "predictions.parquet"
     assert (out / "predictions.parquet").read_bytes() == reference.read_bytes()
     assert not work.exists()
+
+
+NOT_A_FILE = {  # what stands at checkpoint.pt instead of a file (``intact``: a good copy)
+    "a folder": lambda path, intact: path.mkdir(),
+    "a pipe": lambda path, intact: os.mkfifo(path),  # reading it would wait for good
+    "a link to an intact copy": lambda path, intact: path.symlink_to(intact),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_A_FILE))
+def test_a_checkpoint_that_is_no_file_is_named_never_read_or_trained_over(
+    assert_clean_error, train_tiny, tmp_path, stopped, case
+):
+    """Before, a folder was taken for no checkpoint: the run trained anew, failed to save and
+    said "rerun the same command", which failed the same way."""
+    work = tmp_path / ".run.posgen-resume"
+    shutil.copytree(stopped["work"], work)
+    checkpoint = work / CHECKPOINT
+    checkpoint.rename(tmp_path / "intact.pt")
+    NOT_A_FILE[case](checkpoint, tmp_path / "intact.pt")
+    before = checkpoint.lstat()
+    result = train_tiny("rope", tmp_path / "run")
+    line = assert_clean_error(result, 1, str(checkpoint), "is not a file", f"rm -r {work}")
+    assert "not resumed" in line and not (tmp_path / "run").exists()
+    assert (checkpoint.lstat().st_mode, checkpoint.lstat().st_ino) == (
+        before.st_mode,
+        before.st_ino,
+    )
