@@ -298,18 +298,19 @@ def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
     runs = [run for run in sweep.read().runs if run.job == job_key]
     if not runs:
         raise SweepError(f"{sweep.record} has no training {job_key}")
-    import torch  # after the checks: a worker given a wrong folder says so at once
-
-    from posgen.train.job import train_runs
-
-    torch.set_num_threads(threads)
     first = runs[0]
-    previous = signals.install()
+    previous = signals.install()  # before torch's import (seconds): a Ctrl-C then is one line
     # submitit's preemption signal stops the loop like SIGTERM; its own handler then requeues
     submitit_handler = (
         signal.signal(PREEMPTION, signal.getsignal(signal.SIGTERM)) if previous else None
     )
     try:
+        signals.point("import")
+        import torch  # after the checks: a worker given a wrong folder says so at once
+
+        from posgen.train.job import train_runs
+
+        torch.set_num_threads(threads)
         sweep.failure(job_key).unlink(missing_ok=True)
         written = train_runs(
             Path(first.data),

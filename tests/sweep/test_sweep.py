@@ -416,6 +416,23 @@ def test_a_worker_started_as_a_fresh_interpreter_names_a_folder_that_is_no_sweep
     ]
 
 
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_a_fresh_worker_imports_torch_is_one_line_and_its_code(
+    new_sweep, tmp_path, name
+):
+    """Ctrl-C reaches every worker while it imports torch (seconds): before, SIGINT left a
+    KeyboardInterrupt traceback in the worker's log and SIGTERM killed it without a line."""
+    sweep, key = new_sweep(tmp_path / "S")
+    env = {**os.environ, **import_env(), signals.HOOK_ENV: f"import:{name}"}
+    command = [sys.executable, "-m", "posgen.train.sweep", str(sweep.root), key]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert (done.returncode, done.stdout) == (128 + signal.Signals[name], "")
+    assert done.stderr.splitlines() == [
+        f"error: {key}: interrupted by {name}; no checkpoint yet: a rerun starts it over"
+    ]
+    assert not sweep.failure(key).exists()
+
+
 def test_a_worker_sees_the_signal_its_sweep_passes_back_however_early_it_comes():
     """``SIGNAL@parent``: the sweep's answer may come before the worker waits and be taken by
     any of the worker's threads; the worker's handler still runs, once."""
