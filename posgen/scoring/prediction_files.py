@@ -30,7 +30,7 @@ from posgen.errors import not_utf8
 from posgen.generator import storage_dtype
 from posgen.scoring.metrics import ScoringError, require_integers
 from posgen.spec import TaskSpec
-from posgen.store.formats import PARQUET_OPTIONS, token_type
+from posgen.store.formats import PARQUET_OPTIONS, read_ipc, token_type
 from posgen.store.safety import durable_file
 
 FORMATS: dict[str, str] = {  # file extension -> format
@@ -104,12 +104,22 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
                 return _read_jsonl(path)
             if kind == "parquet" and fits is not None:
                 parquet_fits(pq.ParquetFile(path).metadata, *fits)
-            table = pq.read_table(path) if kind == "parquet" else feather.read_table(path)
+            if kind == "arrow" and fits is not None:  # int64 tokens, offsets, id, validity
+                table = _checked_ipc(path, *fits)
+            else:
+                table = pq.read_table(path) if kind == "parquet" else feather.read_table(path)
         except (pa.ArrowInvalid, OSError) as error:
             raise ScoringError(f"not a readable {kind} file: {_first_line(error)}") from None
         return _from_table(table)
     except ScoringError as error:
         raise ScoringError(f"{path}: {error}") from None
+
+
+def _checked_ipc(path: Path, rows: int, positions: int) -> pa.Table:
+    try:
+        return read_ipc(path, row_bytes=8 * positions + 32, max_rows=rows)
+    except ValueError as error:  # pyarrow's ArrowInvalid included
+        raise ScoringError(f"not a readable arrow file: {_first_line(error)}") from None
 
 
 def parquet_fits(meta: pq.FileMetaData, rows: int, positions: int) -> None:

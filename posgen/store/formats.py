@@ -11,6 +11,7 @@ splits add ``source_id``, ``replaced``, ``probed`` and ``far_rule`` (:func:`prob
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -385,6 +386,73 @@ def open_ipc(path: Source) -> Any:
         return pa.ipc.open_file(source)
     except pa.ArrowInvalid:
         return pa.ipc.open_stream(source)
+
+
+def read_ipc(path: Path, row_bytes: int, max_rows: int) -> pa.Table:
+    """An Arrow IPC file or stream read message by message (each batch once, where it lies:
+    the footer is not followed), each record batch checked before it is decompressed: at most
+    ``max_rows`` rows in all, at most ``row_bytes`` a row (plus 64 KiB a batch) once
+    decompressed; else ``ValueError``. A 1 KB compressed file cannot expand to gigabytes."""
+    source = pa.memory_map(str(path))
+    source.seek(8 if source.read(6) == b"ARROW1" else 0)
+    schema, batches, rows = None, [], 0
+    for message in pa.ipc.MessageReader.open_stream(source):
+        if message.type == "schema" and schema is None:
+            schema = pa.ipc.read_schema(message)
+            continue
+        if message.type != "record batch" or schema is None:
+            raise ValueError(f"holds a {message.type} message where posgen reads a record batch")
+        claimed_rows, size = _batch_claim(message)
+        rows += claimed_rows
+        if rows > max_rows:
+            raise ValueError(f"holds {rows:,} rows or more; the data has {max_rows:,}: not read")
+        if size > claimed_rows * row_bytes + (1 << 16):
+            raise ValueError(
+                f"a record batch of {claimed_rows:,} rows would decompress to {size:,} bytes; "
+                f"a row of the data takes at most {row_bytes:,}: not read"
+            )
+        batches.append(pa.ipc.read_record_batch(message, schema))
+    if schema is None:
+        raise ValueError("holds no schema")
+    return pa.Table.from_batches(batches, schema)
+
+
+def _batch_claim(message: pa.ipc.Message) -> tuple[int, int]:
+    """(rows, bytes once decompressed) of a record batch message, read from its flatbuffer
+    header (Message.header: RecordBatch {length, nodes, buffers, compression}) and from the
+    8-byte size each compressed buffer starts with; nothing is decompressed."""
+    meta, body = message.metadata.to_pybytes(), memoryview(message.body or b"")
+
+    def field(table: int, index: int) -> int | None:
+        vtable = table - struct.unpack_from("<i", meta, table)[0]
+        size = struct.unpack_from("<H", meta, vtable)[0]
+        at = (
+            struct.unpack_from("<H", meta, vtable + 4 + 2 * index)[0] if 4 + 2 * index < size else 0
+        )
+        return table + at if at else None
+
+    def target(at: int | None) -> int:
+        if at is None:
+            raise ValueError("no such field")
+        return at + struct.unpack_from("<I", meta, at)[0]
+
+    try:
+        batch = target(field(target(0), 2))
+        rows = struct.unpack_from("<q", meta, at)[0] if (at := field(batch, 0)) else 0
+        compressed = field(batch, 3) is not None
+        buffers = target(field(batch, 2))
+        total = 0
+        for i in range(struct.unpack_from("<I", meta, buffers)[0]):
+            offset, length = struct.unpack_from("<qq", meta, buffers + 4 + 16 * i)
+            if offset < 0 or length < 0 or offset + length > len(body):
+                raise ValueError("a buffer outside the message")
+            stated = struct.unpack_from("<q", body, offset)[0] if compressed and length else -1
+            total += length if stated == -1 else stated
+        if rows < 0 or total < 0:
+            raise ValueError("a negative size")
+    except (struct.error, ValueError) as error:
+        raise ValueError(f"a damaged record batch header ({error})") from None
+    return rows, total
 
 
 class ArrowFormat(Format):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
@@ -109,6 +110,12 @@ BAD_PREDICTIONS = {  # case (its first word: the file's suffix) -> (content, err
     "parquet zstd row of 2^24 tokens in 1 KB": (lambda path: pq.write_table(pa.table({
         "id": [0], "predictions": pa.ListArray.from_arrays([0, 2**24], np.zeros(2**24, np.uint8))
     }), path, compression="zstd"), "declares 1 rows of 16,777,216 values in all"),
+    "arrow zstd row of 2^24 tokens in 1 KB": (lambda path: feather.write_feather(pa.table({
+        "id": [0], "predictions": pa.ListArray.from_arrays([0, 2**24], np.zeros(2**24, np.uint8))
+    }), path, compression="zstd"), "1 rows would decompress to 16,777,"),
+    "feather lz4 of more rows than the data": (lambda path: feather.write_feather(pa.table({
+        "id": range(11), "predictions": [ROW] * 11}), path, compression="lz4"),
+        "holds 11 rows or more; the data has 10: not read"),
     "jsonl 5000-digit id": ('{"id": ' + "1" * 5000 + ', "predictions": [1]}\n', "too long"),
 }  # fmt: skip
 
