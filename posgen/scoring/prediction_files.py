@@ -105,7 +105,7 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
             if kind == "parquet" and fits is not None:
                 parquet_fits(pq.ParquetFile(path).metadata, *fits)
             if kind == "arrow" and fits is not None:  # int64 tokens, offsets, id, validity
-                table = _checked_ipc(path, *fits)
+                table = read_ipc(path, row_bytes=8 * fits[1] + 32, max_rows=fits[0])
             else:
                 table = pq.read_table(path) if kind == "parquet" else feather.read_table(path)
         except (pa.ArrowInvalid, OSError) as error:
@@ -113,13 +113,6 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
         return _from_table(table)
     except ScoringError as error:
         raise ScoringError(f"{path}: {error}") from None
-
-
-def _checked_ipc(path: Path, rows: int, positions: int) -> pa.Table:
-    try:
-        return read_ipc(path, row_bytes=8 * positions + 32, max_rows=rows)
-    except ValueError as error:  # pyarrow's ArrowInvalid included
-        raise ScoringError(f"not a readable arrow file: {_first_line(error)}") from None
 
 
 def parquet_fits(meta: pq.FileMetaData, rows: int, positions: int) -> None:

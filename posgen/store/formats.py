@@ -356,7 +356,8 @@ class ParquetFormat(Format):
     def schema(self, path: Path) -> pa.Schema:
         return pq.read_schema(path)
 
-    def batches(self, path, rows, columns=("id", "tokens")):  # fmt: skip
+    def batches(self, path, rows, columns=("id", "tokens"), row_bytes=None):  # fmt: skip
+        """``row_bytes`` is not needed: a Parquet file's footer is checked before it is read."""
         handle = pq.ParquetFile(_readable(path))
         present = [n for n in columns if n in handle.schema_arrow.names]
         yield from handle.iter_batches(batch_size=rows, columns=present)
@@ -388,33 +389,43 @@ def open_ipc(path: Source) -> Any:
         return pa.ipc.open_stream(source)
 
 
-def read_ipc(path: Path, row_bytes: int, max_rows: int) -> pa.Table:
-    """An Arrow IPC file or stream read message by message (each batch once, where it lies:
-    the footer is not followed), each record batch checked before it is decompressed: at most
-    ``max_rows`` rows in all, at most ``row_bytes`` a row (plus 64 KiB a batch) once
-    decompressed; else ``ValueError``. A 1 KB compressed file cannot expand to gigabytes."""
+def checked_batches(
+    path: Path, row_bytes: int, max_rows: int | None = None
+) -> Iterator[pa.RecordBatch]:
+    """The record batches of an Arrow IPC file or stream, read message by message (each once,
+    where it lies: the footer is not followed), each checked before it is decompressed: at
+    most ``row_bytes`` a row (plus 64 KiB a batch) once decompressed, at most ``max_rows`` rows
+    in all; else ``pyarrow.ArrowInvalid``, as for any unreadable file. A 1 KB compressed file
+    cannot expand to gigabytes."""
     source = pa.memory_map(str(path))
     source.seek(8 if source.read(6) == b"ARROW1" else 0)
-    schema, batches, rows = None, [], 0
+    schema, rows = None, 0
     for message in pa.ipc.MessageReader.open_stream(source):
         if message.type == "schema" and schema is None:
             schema = pa.ipc.read_schema(message)
             continue
         if message.type != "record batch" or schema is None:
-            raise ValueError(f"holds a {message.type} message where posgen reads a record batch")
+            raise pa.ArrowInvalid(
+                f"holds a {message.type} message where posgen reads a record batch"
+            )
         claimed_rows, size = _batch_claim(message)
         rows += claimed_rows
-        if rows > max_rows:
-            raise ValueError(f"holds {rows:,} rows or more; the data has {max_rows:,}: not read")
+        if max_rows is not None and rows > max_rows:
+            raise pa.ArrowInvalid(
+                f"holds {rows:,} rows or more; the data has {max_rows:,}: not read"
+            )
         if size > claimed_rows * row_bytes + (1 << 16):
-            raise ValueError(
+            raise pa.ArrowInvalid(
                 f"a record batch of {claimed_rows:,} rows would decompress to {size:,} bytes; "
                 f"a row of the data takes at most {row_bytes:,}: not read"
             )
-        batches.append(pa.ipc.read_record_batch(message, schema))
-    if schema is None:
-        raise ValueError("holds no schema")
-    return pa.Table.from_batches(batches, schema)
+        yield pa.ipc.read_record_batch(message, schema)
+
+
+def read_ipc(path: Path, row_bytes: int, max_rows: int) -> pa.Table:
+    """The whole file, read as :func:`checked_batches` reads it."""
+    batches = list(checked_batches(path, row_bytes, max_rows))
+    return pa.Table.from_batches(batches) if batches else open_ipc(path).schema.empty_table()
 
 
 def _batch_claim(message: pa.ipc.Message) -> tuple[int, int]:
@@ -451,7 +462,7 @@ def _batch_claim(message: pa.ipc.Message) -> tuple[int, int]:
         if rows < 0 or total < 0:
             raise ValueError("a negative size")
     except (struct.error, ValueError) as error:
-        raise ValueError(f"a damaged record batch header ({error})") from None
+        raise pa.ArrowInvalid(f"a damaged record batch header ({error})") from None
     return rows, total
 
 
@@ -479,10 +490,15 @@ class ArrowFormat(Format):
     def schema(self, path: Path) -> pa.Schema:
         return open_ipc(path).schema
 
-    def batches(self, path, rows, columns=("id", "tokens")):  # fmt: skip
-        reader = open_ipc(path)
-        many = getattr(reader, "num_record_batches", None)
-        chunks = (reader.get_batch(i) for i in range(many)) if many is not None else reader
+    def batches(self, path, rows, columns=("id", "tokens"), row_bytes=None):  # fmt: skip
+        """``row_bytes``: a file read for the first time, each batch checked before it is
+        decompressed (:func:`checked_batches`)."""
+        if row_bytes is not None and isinstance(path, Path):
+            chunks: Iterator[pa.RecordBatch] = checked_batches(path, row_bytes)
+        else:
+            reader = open_ipc(path)
+            many = getattr(reader, "num_record_batches", None)
+            chunks = (reader.get_batch(i) for i in range(many)) if many is not None else reader
         for batch in chunks:
             present = [n for n in columns if n in batch.schema.names]
             if present != batch.schema.names:

@@ -354,6 +354,20 @@ def test_a_bare_file_declaring_rows_longer_than_the_spec_is_refused_unread(
     assert_clean_error(result, 2, "declares 16,777,216 tokens in 1 rows", "at most 256: not read")
 
 
+@pytest.mark.parametrize("compression", ["zstd", "lz4"])
+def test_a_bare_arrow_file_whose_batch_would_expand_past_its_rows_is_failed_undecompressed(
+    cli, tmp_path, compression
+):  # a few KB that would expand to one row of 2^24 tokens: each batch's header is read first
+    path = tmp_path / "test.arrow"
+    rows = pa.ListArray.from_arrays([0, 2**24], np.zeros(2**24, np.uint8))
+    feather.write_feather(pa.table({"id": [0], "tokens": rows}), path, compression=compression)
+    result = cli("validate", path, "--task", "cot")
+    assert result.exit_code == 1, result.output
+    fail = "FAIL schema         cot/test                 test.arrow: unreadable (a record batch of"
+    assert f"{fail} 1 rows would decompress to 16,777," in result.output
+    assert "a row of the data takes at most 9,216: not read)" in result.output
+
+
 @pytest.mark.parametrize(
     ("columns", "said"),
     [
