@@ -108,7 +108,7 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
                 table = read_ipc(path, row_bytes=8 * fits[1] + 32, max_rows=fits[0])
             else:
                 table = pq.read_table(path) if kind == "parquet" else feather.read_table(path)
-        except (pa.ArrowInvalid, OSError) as error:
+        except (pa.ArrowException, OSError) as error:  # ArrowInvalid, NotImplemented, ...
             raise ScoringError(f"not a readable {kind} file: {_first_line(error)}") from None
         return _from_table(table)
     except ScoringError as error:

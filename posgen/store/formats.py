@@ -14,6 +14,7 @@ import json
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
@@ -397,12 +398,10 @@ def checked_batches(
     most ``row_bytes`` a row (plus 64 KiB a batch) once decompressed, at most ``max_rows`` rows
     in all; else ``pyarrow.ArrowInvalid``, as for any unreadable file. A 1 KB compressed file
     cannot expand to gigabytes."""
-    source = pa.memory_map(str(path))
-    source.seek(8 if source.read(6) == b"ARROW1" else 0)
     schema, rows = None, 0
-    for message in pa.ipc.MessageReader.open_stream(source):
+    for message in _messages(path):
         if message.type == "schema" and schema is None:
-            schema = pa.ipc.read_schema(message)
+            schema = _whole(partial(pa.ipc.read_schema, message))
             continue
         if message.type != "record batch" or schema is None:
             raise pa.ArrowInvalid(
@@ -419,7 +418,41 @@ def checked_batches(
                 f"a record batch of {claimed_rows:,} rows would decompress to {size:,} bytes; "
                 f"a row of the data takes at most {row_bytes:,}: not read"
             )
-        yield pa.ipc.read_record_batch(message, schema)
+        yield _whole(partial(pa.ipc.read_record_batch, message, schema))
+
+
+def stream_schema(path: Path) -> pa.Schema:
+    """The schema an Arrow IPC file's record batches are read with: its first message's (a
+    file's footer holds a copy, which :func:`checked_batches` never reads)."""
+    message = next(iter(_messages(path)), None)
+    if message is None or message.type != "schema":
+        raise pa.ArrowInvalid("does not start with a schema")
+    return _whole(partial(pa.ipc.read_schema, message))
+
+
+def _messages(path: Path) -> pa.ipc.MessageReader:
+    """The messages of an Arrow IPC stream, or of a file (past its 8-byte magic)."""
+    source = pa.memory_map(str(path))
+    source.seek(8 if source.read(6) == b"ARROW1" else 0)
+    return pa.ipc.MessageReader.open_stream(source)
+
+
+def _whole(read: Callable[[], Any]) -> Any:
+    """A schema or record batch read, then rendered and validated whole: damage pyarrow
+    meets only later (names not UTF-8, an unknown type id, offsets past their values) is
+    ``ArrowInvalid`` now."""
+    try:
+        value = read()
+        schema = value.schema if isinstance(value, pa.RecordBatch) else value
+        str(schema), schema.names, schema.metadata  # each decodes what it holds
+        if isinstance(value, pa.RecordBatch):
+            value.validate(full=True)
+            value.columns  # noqa: B018 - wraps every column (an unknown type id: KeyError)
+    except UnicodeDecodeError:
+        raise pa.ArrowInvalid("a damaged schema: a name that is not UTF-8") from None
+    except KeyError as error:
+        raise pa.ArrowInvalid(f"a damaged schema: unknown type id {error}") from None
+    return value
 
 
 def read_ipc(path: Path, row_bytes: int, max_rows: int) -> pa.Table:
@@ -487,8 +520,8 @@ class ArrowFormat(Format):
                 tokens += len(batch.column(column).flatten())
         return FileFacts(reader.schema, rows, tokens, {})
 
-    def schema(self, path: Path) -> pa.Schema:
-        return open_ipc(path).schema
+    def schema(self, path: Source) -> pa.Schema:
+        return stream_schema(path) if isinstance(path, Path) else open_ipc(path).schema
 
     def batches(self, path, rows, columns=("id", "tokens"), row_bytes=None):  # fmt: skip
         """``row_bytes``: a file read for the first time, each batch checked before it is

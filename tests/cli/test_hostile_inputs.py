@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import posgen
@@ -156,6 +156,37 @@ def test_npy_headers_are_checked_against_the_file_before_reading(
                 with pytest.raises(ScoringError) as error:
                     read_predictions(path)
                 assert str(path) in str(error.value)
+
+
+ARROW_ROWS = pa.table({"id": range(5), "predictions": [[1, 2, 3]] * 5})
+
+
+@example("uncompressed", [(108, 238), (891, 197), (1392, 84)], 0)  # a field name not UTF-8
+@example("uncompressed", [(79, 11)], 0)  # an unknown type id
+@given(
+    compression=st.sampled_from(["uncompressed", "zstd", "lz4"]),
+    flips=st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 255)), min_size=1, max_size=4),
+    cut=st.integers(0, 2**16),
+)
+def test_a_damaged_arrow_predictions_file_is_read_or_refused_never_an_internal_error(
+    compression, flips, cut
+):  # the record batch headers posgen parses itself, and pyarrow's own readers
+    from posgen.scoring.metrics import ScoringError
+    from posgen.scoring.prediction_files import read_predictions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "p.arrow"
+        feather.write_feather(ARROW_ROWS, path, compression=compression, chunksize=2)
+        raw = bytearray(path.read_bytes())
+        for at, value in flips:
+            raw[at % len(raw)] = value
+        path.write_bytes(bytes(raw[: max(8, len(raw) - cut % 64)]))
+        try:
+            read = read_predictions(path, fits=(5, 3))
+        except ScoringError as error:
+            assert str(error).startswith(f"{path}: ")
+        else:
+            assert read.tokens.shape[0] <= 5
 
 
 # --- bare data given to validate -------------------------------------------------------

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -366,6 +366,35 @@ def test_a_bare_arrow_file_whose_batch_would_expand_past_its_rows_is_failed_unde
     fail = "FAIL schema         cot/test                 test.arrow: unreadable (a record batch of"
     assert f"{fail} 1 rows would decompress to 16,777," in result.output
     assert "a row of the data takes at most 9,216: not read)" in result.output
+
+
+BARE_SPEC = TaskSpec(task="cot", train_length=8, test_length=8, test_size=6)
+
+
+@example("uncompressed", [(357, 197), (684, 206), (1711, 183)])  # a name not UTF-8
+@example("uncompressed", [(116, 209), (234, 7), (1258, 91)])  # footer and stream disagree
+@given(
+    compression=st.sampled_from(["uncompressed", "zstd"]),
+    flips=st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 255)), min_size=1, max_size=3),
+)
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_damaged_bare_arrow_file_is_a_report_or_one_refusal_never_an_internal_error(
+    tmp_path, compression, flips
+):
+    path = tmp_path / "test.arrow"
+    feather.write_feather(
+        split_table(BARE_SPEC, "test"), path, compression=compression, chunksize=2
+    )
+    raw = bytearray(path.read_bytes())
+    for at, value in flips:
+        raw[at % len(raw)] = value
+    path.write_bytes(bytes(raw))
+    try:
+        report = validate(path, spec=BARE_SPEC, split="test")
+    except SourceError as error:
+        assert "test.arrow" in str(error)
+    else:
+        assert report.checks
 
 
 @pytest.mark.parametrize(
