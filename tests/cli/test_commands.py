@@ -59,7 +59,11 @@ def test_bad_input_is_one_error_line_exit_2_and_creates_nothing(
 
 @pytest.mark.parametrize(
     ("command", "expected"),
-    [("generate", "Missing option '--out'"), ("frobnicate", "No such command 'frobnicate'")],
+    [
+        ("generate", "Missing option '--out'"),
+        ("frobnicate", "No such command 'frobnicate'."),
+        ("genrate", "No such command 'genrate'. Did you mean 'generate'?"),
+    ],
 )
 def test_clicks_own_usage_errors_are_one_error_line_naming_the_flag(
     assert_clean_error, cli, command, expected
