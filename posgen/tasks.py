@@ -251,6 +251,22 @@ def mix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
+_M1_INVERSE, _M2_INVERSE = (np.uint64(pow(int(m), -1, 2**64)) for m in (_M1, _M2))
+
+
+def unmix64(y: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`mix64`.
+
+    >>> int(unmix64(mix64(np.uint64(12345))))
+    12345
+    """
+    with np.errstate(over="ignore"):
+        y = np.asarray(y, dtype=np.uint64)
+        y = (y ^ (y >> np.uint64(31)) ^ (y >> np.uint64(62))) * _M2_INVERSE
+        y = (y ^ (y >> np.uint64(27)) ^ (y >> np.uint64(54))) * _M1_INVERSE
+        return y ^ (y >> np.uint64(30)) ^ (y >> np.uint64(60))
+
+
 def chunk_size(modulus: int) -> int:
     """Most operands packed exactly into one uint64 word: largest c with m^c <= 2^64.
 
@@ -325,11 +341,11 @@ def permutations(states: np.ndarray, modulus: int) -> np.ndarray:
     >>> sorted(permutations(states, 17)[1].tolist()) == list(range(17))
     True
     """
-    with np.errstate(over="ignore"):
-        keys = mix64(
-            np.asarray(states, dtype=np.uint64)[:, None] ^ np.arange(modulus, dtype=np.uint64)
-        )
-    return np.argsort(keys, axis=1, kind="stable").astype(np.int64)
+    states = np.asarray(states, dtype=np.uint64)[:, None]
+    keys = np.sort(mix64(states ^ np.arange(modulus, dtype=np.uint64)), axis=1)
+    # the keys are distinct (mix64 is a bijection): the s of each, in key order, is the
+    # argsort; sorting values and inverting mix64 is 3-4x faster than an argsort
+    return (unmix64(keys) ^ states).astype(np.int64)
 
 
 def far_perm(
