@@ -456,7 +456,12 @@ def _fill_direct(spec: TaskSpec, cols: np.ndarray) -> Iterator[int]:
     op, near, far = get_op(spec.op), spec.near, spec.far
     views = list(cols)
     for t, start in enumerate(far_starts(spec.task, near, far, len(cols)), start=spec.window):
-        operands = [views[p] for p in (*range(start, start + far), *range(t - near, t))]
+        if op.kind == "tuple":  # one (w, rows) array: the keyed hash packs its words at once
+            operands: np.ndarray | list[np.ndarray] = np.concatenate(
+                (cols[start : start + far], cols[t - near : t])
+            )
+        else:
+            operands = [views[p] for p in (*range(start, start + far), *range(t - near, t))]
         views[t][...] = op.apply(operands, spec.modulus, spec.op_key, far=far)
         yield t
 

@@ -279,19 +279,27 @@ def chunk_size(modulus: int) -> int:
     return c
 
 
-def keyed_state(operands: Sequence[np.ndarray], modulus: int, key: int) -> np.ndarray:
-    """The 64-bit state of :func:`keyed_hash` after absorbing ``operands`` (uint64 array)."""
-    window = len(operands)
-    shape = np.shape(operands[0]) if window else (0,)
-    step = chunk_size(modulus)
-    base = np.uint64(modulus)
+def keyed_state(operands: Sequence[np.ndarray] | np.ndarray, modulus: int, key: int) -> np.ndarray:
+    """The 64-bit state of :func:`keyed_hash` after absorbing ``operands`` (uint64 array):
+    a list of arrays, or one ``(w, ...)`` array, whose words are packed in a few numpy calls."""
+    window, step = len(operands), chunk_size(modulus)
+    stacked = isinstance(operands, np.ndarray)
+    shape = operands.shape[1:] if stacked else np.shape(operands[0]) if window else (0,)
+    # m^(step-1) .. m^0 mod 2^64: Horner's packing of a word, as a weighted sum
+    weights = np.array([modulus**i % 2**64 for i in range(step - 1, -1, -1)], dtype=np.uint64)
+    weights = weights.reshape(-1, *[1] * len(shape))
     state = np.full(shape, hash_key(key), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for first in range(0, max(window, 1), step):
-            word = np.zeros(shape, dtype=np.uint64)
-            for i in range(first, min(window, first + step)):
-                word *= base
-                word += np.asarray(operands[i]).astype(np.uint64)
+            count = min(window, first + step) - first
+            if stacked:
+                block = operands[first : first + count].astype(np.uint64)
+                word = (block * weights[step - count :]).sum(axis=0, dtype=np.uint64)
+            else:
+                word = np.zeros(shape, dtype=np.uint64)
+                for i in range(first, first + count):
+                    word *= np.uint64(modulus)
+                    word += np.asarray(operands[i]).astype(np.uint64)
             state = mix64(state ^ word)
     return state
 
