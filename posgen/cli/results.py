@@ -44,6 +44,7 @@ EXPORTS = ("eee", "hf")  # formats whose --out is a new folder of files (posgen.
 Examples:
   posgen results runs/ --out RESULTS.md --plot results/curves.png --json results/results.json
   posgen results runs/ --format csv --out results/runs.csv
+  posgen results runs/ --format csv --out - | column -s, -t
   posgen results runs/posgen-v1/cot --format json --out cot.json
   posgen results runs/ --format eee --out results/eee
   posgen results runs/ --format hf --out results/hub
@@ -52,7 +53,8 @@ Examples:
 )
 @click.argument("run_dirs", nargs=-1, required=True, type=PathArg(path_type=Path))
 @out_option(
-    "File to write (replaced if it exists); with --format eee or hf, a new folder to create.",
+    "File to write (replaced if it exists; - prints it); with --format eee or hf, a new folder "
+    "to create.",
     folder=False,
 )
 @click.option(
@@ -67,7 +69,7 @@ Examples:
     "(OUT/DATA/TASK/PE/.eval_results/METRIC.yaml).",
 )
 @plot_option("Accuracy-vs-position curves (PNG; needs the `plot` extra).")
-@json_option("Write the aggregated figures (no curves) as JSON here.")
+@json_option("Write the aggregated figures (no curves) as JSON here ('-': stdout).", stdout=True)
 @click.option("--command", "command_line", help="Command to credit in the document.")
 @click.option("--note", "notes", multiple=True, help="A line about the run, repeatable.")
 @click.option(
@@ -91,7 +93,12 @@ def results_command(
     never averaged; build folders of killed runs and half-copied folders are skipped with a
     note. No output may name a run's file or another output.
     """
-    folder_out = out_format in EXPORTS
+    folder_out, to_stdout = out_format in EXPORTS, str(out) == "-"
+    json_stdout = json_out is not None and str(json_out) == "-"
+    if folder_out and to_stdout:
+        raise UsageProblems([f"--out -: --format {out_format} writes a folder; give its path"])
+    if to_stdout and json_stdout:
+        raise UsageProblems(["--out - and --json -: one of them may print, not both"])
     if folder_out and os.path.lexists(out):
         new_folder = f"--format {out_format} writes a new folder (nothing was written)"
         raise UsageProblems([f"--out: {out} exists; {new_folder}"])
@@ -123,11 +130,16 @@ def results_command(
     signals.point("results-write")
     if plot_out is not None:  # every file written atomically; WriteFailed: exit 1
         plot_results(results, plot_out)
-    if json_out is not None:
+    if json_stdout:
+        click.echo(summary, nl=False)
+    elif json_out is not None:
         write_atomically(json_out, summary.encode())
     if folder_out:
         with atomic_folder(out) as build:
             write_export(results, build, out_format)
+    elif to_stdout:
+        click.echo(text, nl=False)
     else:
         write_atomically(out, text.encode())
-    click.echo(f"{out}: {len(runs)} runs, {sum(len(e['tasks']) for e in results.values())} tasks")
+    tasks = sum(len(entry["tasks"]) for entry in results.values())
+    click.echo(f"{out}: {len(runs)} runs, {tasks} tasks", err=to_stdout or json_stdout)

@@ -102,6 +102,25 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(
         ]
 
 
+@pytest.mark.parametrize("fmt", ["markdown", "csv", "json"])
+def test_out_or_json_dash_prints_what_the_file_would_hold(
+    assert_clean_error, cli, trained_runs, tmp_path, fmt
+):
+    """Before, ``--out -`` wrote a file named ``-``."""
+    written = cli("results", trained_runs, "--format", fmt, "--out", tmp_path / "r", "--json",
+                  tmp_path / "s.json")  # fmt: skip
+    printed = cli("results", trained_runs, "--format", fmt, "--out", "-")
+    assert (written.exit_code, printed.exit_code) == (0, 0), printed.output
+    assert printed.stdout == (tmp_path / "r").read_text()
+    assert printed.stderr == "-: 4 runs, 1 tasks\n" and not (tmp_path / "-").exists()
+    summary = cli("results", trained_runs, "--format", fmt, "--out", tmp_path / "r2", "--json", "-")
+    assert summary.stdout == (tmp_path / "s.json").read_text()
+    both = cli("results", trained_runs, "--out", "-", "--json", "-")
+    assert_clean_error(both, 2, "--out - and --json -: one of them may print, not both")
+    folder = cli("results", trained_runs, "--format", "eee", "--out", "-")
+    assert_clean_error(folder, 2, "--out -: --format eee writes a folder; give its path")
+
+
 def test_each_config_of_a_folder_keeps_its_own_lengths_in_tables_and_exports(cli, tmp_path):
     """cot at L = 32, L' = 128 beside recursive at 64 and 256 in one data folder."""
     import torch
