@@ -44,7 +44,7 @@ EXPORTS = ("eee", "hf")  # formats whose --out is a new folder of files (posgen.
 Examples:
   posgen results runs/ --out RESULTS.md --plot results/curves.png --json results/results.json
   posgen results runs/ --format csv --out results/runs.csv
-  posgen results runs/ --format csv --out - | column -s, -t
+  posgen results runs/ --format csv --out -
   posgen results runs/posgen-v1/cot --format json --out cot.json
   posgen results runs/ --format eee --out results/eee
   posgen results runs/ --format hf --out results/hub
