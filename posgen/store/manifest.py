@@ -196,8 +196,8 @@ def sha256_file(path: Path) -> str:
 class DamagedDataset(DataError, ValueError):
     """A dataset folder does not match its manifest; ``lines`` holds one problem each."""
 
-    def __init__(self, root: Path, lines: list[str]) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path, lines: list[str], left: str = "nothing was changed") -> None:
+        self.root, self.left = Path(root), left
         self.problems = list(lines)
         super().__init__(f"{root} is damaged:\n" + "\n".join(lines))
 
@@ -207,7 +207,7 @@ class DamagedDataset(DataError, ValueError):
 
     @property
     def headline(self) -> str | None:  # type: ignore[override]
-        return f"{self.root} is damaged; nothing was changed"
+        return f"{self.root} is damaged; {self.left}"
 
 
 class NotADataset(UsageError, DamagedDataset):

@@ -399,8 +399,14 @@ def _render(out: Path, staging: Path, finish: Finish | None) -> None:
         remove_leftover(stale)
     manifest = build_manifest(bench, plan, entries, "parquet", PARQUET_OPTIONS)
     problems = check_files(staging, manifest)  # the sha256 each part recorded: one read
-    if problems:  # not finished: rerun the damaged part, then merge again
-        raise DamagedDataset(out, [str(p).replace(f"/{PARTS_DIR}/", "/", 1) for p in problems])
+    if problems:  # not finished: where each damaged file lies, and the part to rerun
+        part_of = {entry.path: record.index for record in records for entry in record.files}
+        lines = []
+        for problem in problems:
+            part = part_of.get(Path(problem.shown).relative_to(staging).as_posix())
+            again = f" (written by --part {part}/{first.count}: rerun that part into {out})"
+            lines.append(f"{problem}{again if part is not None else ''}")
+        raise DamagedDataset(out, lines, left="its parts were not finished into a dataset")
     finish_folder(staging, manifest, finish)
 
 
