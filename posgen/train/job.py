@@ -281,8 +281,9 @@ def _load_checkpoint(
         ) from None
     if saved.get("key") != key:
         raise UsageError(
-            f"{name}: its checkpoint {work} is of a run with other flags; rerun with those, or "
-            "remove it to start over"
+            f"{name}: its checkpoint {work} is of another run (the data folder's name, config, "
+            "preset, settings, seed or encoding differ); rerun with those, or remove it to "
+            "start over"
         )
     return saved
 
