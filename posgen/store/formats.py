@@ -458,7 +458,7 @@ def _whole(read: Callable[[], Any]) -> Any:
 def read_ipc(path: Path, row_bytes: int, max_rows: int) -> pa.Table:
     """The whole file, read as :func:`checked_batches` reads it."""
     batches = list(checked_batches(path, row_bytes, max_rows))
-    return pa.Table.from_batches(batches) if batches else open_ipc(path).schema.empty_table()
+    return pa.Table.from_batches(batches) if batches else stream_schema(path).empty_table()
 
 
 def _batch_claim(message: pa.ipc.Message) -> tuple[int, int]:
