@@ -104,8 +104,8 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
                 return _read_jsonl(path)
             if kind == "parquet" and fits is not None:
                 parquet_fits(pq.ParquetFile(path).metadata, *fits)
-            if kind == "arrow" and fits is not None:  # int64 tokens, offsets, id, validity
-                table = read_ipc(path, row_bytes=8 * fits[1] + 32, max_rows=fits[0])
+            if kind == "arrow" and fits is not None:
+                table = read_ipc(path, length=fits[1], max_rows=fits[0])
             else:
                 table = pq.read_table(path) if kind == "parquet" else feather.read_table(path)
         except (pa.ArrowException, OSError) as error:  # ArrowInvalid, NotImplemented, ...

@@ -14,7 +14,6 @@ import json
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
@@ -357,8 +356,8 @@ class ParquetFormat(Format):
     def schema(self, path: Path) -> pa.Schema:
         return pq.read_schema(path)
 
-    def batches(self, path, rows, columns=("id", "tokens"), row_bytes=None):  # fmt: skip
-        """``row_bytes`` is not needed: a Parquet file's footer is checked before it is read."""
+    def batches(self, path, rows, columns=("id", "tokens"), length=None):  # fmt: skip
+        """``length`` is not needed: a Parquet file's footer is checked before it is read."""
         handle = pq.ParquetFile(_readable(path))
         present = [n for n in columns if n in handle.schema_arrow.names]
         yield from handle.iter_batches(batch_size=rows, columns=present)
@@ -390,35 +389,44 @@ def open_ipc(path: Source) -> Any:
         return pa.ipc.open_stream(source)
 
 
+TOKEN_BYTES = 32
+"""Bytes a token of a row may take once decompressed in a file posgen reads (four int64 list
+columns: tokens and predictions with room to spare), plus :data:`ROW_SLACK` a row."""
+ROW_SLACK = 1024
+
+
 def checked_batches(
-    path: Path, row_bytes: int, max_rows: int | None = None
+    path: Path, length: int, max_rows: int | None = None
 ) -> Iterator[pa.RecordBatch]:
-    """The record batches of an Arrow IPC file or stream, read message by message (each once,
-    where it lies: the footer is not followed), each checked before it is decompressed: at
-    most ``row_bytes`` a row (plus 64 KiB a batch) once decompressed, at most ``max_rows`` rows
-    in all; else ``pyarrow.ArrowInvalid``, as for any unreadable file. A 1 KB compressed file
-    cannot expand to gigabytes."""
-    schema, rows = None, 0
+    """The record batches of an Arrow IPC file or stream, read as a stream (each message once,
+    where it lies: the footer is not followed) after every batch's and dictionary's header was
+    checked, nothing decompressed: each may take at most :data:`TOKEN_BYTES` a token of rows of
+    ``length`` tokens (plus :data:`ROW_SLACK` a row, 64 KiB a batch) once decompressed, and the
+    file at most ``max_rows`` rows; else ``pyarrow.ArrowInvalid``, as for any unreadable file.
+    A 1 KB compressed file cannot expand to gigabytes; uncompressed buffers are mapped."""
+    row_bytes, rows = TOKEN_BYTES * length + ROW_SLACK, 0
     for message in _messages(path):
-        if message.type == "schema" and schema is None:
-            schema = _whole(partial(pa.ipc.read_schema, message))
+        if message.type == "schema":
             continue
-        if message.type != "record batch" or schema is None:
-            raise pa.ArrowInvalid(
-                f"holds a {message.type} message where posgen reads a record batch"
-            )
-        claimed_rows, size = _batch_claim(message)
-        rows += claimed_rows
+        if message.type not in ("record batch", "dictionary"):
+            raise pa.ArrowInvalid(f"holds a {message.type} message, not a record batch")
+        dictionary = message.type == "dictionary"
+        claimed, size = _batch_claim(message, dictionary)
+        rows += 0 if dictionary else claimed
         if max_rows is not None and rows > max_rows:
             raise pa.ArrowInvalid(
                 f"holds {rows:,} rows or more; the data has {max_rows:,}: not read"
             )
-        if size > claimed_rows * row_bytes + (1 << 16):
+        if size > claimed * row_bytes + (1 << 16):
             raise pa.ArrowInvalid(
-                f"a record batch of {claimed_rows:,} rows would decompress to {size:,} bytes; "
-                f"a row of the data takes at most {row_bytes:,}: not read"
+                f"a {message.type} of {claimed:,} rows would decompress to {size:,} bytes, "
+                f"more than rows of {length:,} tokens may take ({row_bytes:,} bytes a row): "
+                "not read"
             )
-        yield _whole(partial(pa.ipc.read_record_batch, message, schema))
+    reader = pa.ipc.open_stream(_source(path))
+    _whole(reader.schema)
+    for batch in reader:
+        yield _whole(batch)
 
 
 def stream_schema(path: Path) -> pa.Schema:
@@ -427,22 +435,24 @@ def stream_schema(path: Path) -> pa.Schema:
     message = next(iter(_messages(path)), None)
     if message is None or message.type != "schema":
         raise pa.ArrowInvalid("does not start with a schema")
-    return _whole(partial(pa.ipc.read_schema, message))
+    return _whole(pa.ipc.read_schema(message))
+
+
+def _source(path: Path) -> pa.MemoryMappedFile:
+    """``path`` mapped, at the start of its IPC stream (a file's: past its 8-byte magic)."""
+    source = pa.memory_map(str(path))
+    source.seek(8 if source.read(6) == b"ARROW1" else 0)
+    return source
 
 
 def _messages(path: Path) -> pa.ipc.MessageReader:
-    """The messages of an Arrow IPC stream, or of a file (past its 8-byte magic)."""
-    source = pa.memory_map(str(path))
-    source.seek(8 if source.read(6) == b"ARROW1" else 0)
-    return pa.ipc.MessageReader.open_stream(source)
+    return pa.ipc.MessageReader.open_stream(_source(path))
 
 
-def _whole(read: Callable[[], Any]) -> Any:
-    """A schema or record batch read, then rendered and validated whole: damage pyarrow
-    meets only later (names not UTF-8, an unknown type id, offsets past their values) is
-    ``ArrowInvalid`` now."""
+def _whole(value: Any) -> Any:
+    """A schema or record batch rendered and validated whole: damage pyarrow meets only later
+    (names not UTF-8, an unknown type id, offsets past their values) is ``ArrowInvalid`` now."""
     try:
-        value = read()
         schema = value.schema if isinstance(value, pa.RecordBatch) else value
         str(schema), schema.names, schema.metadata  # each decodes what it holds
         if isinstance(value, pa.RecordBatch):
@@ -455,16 +465,18 @@ def _whole(read: Callable[[], Any]) -> Any:
     return value
 
 
-def read_ipc(path: Path, row_bytes: int, max_rows: int) -> pa.Table:
+def read_ipc(path: Path, length: int, max_rows: int) -> pa.Table:
     """The whole file, read as :func:`checked_batches` reads it."""
-    batches = list(checked_batches(path, row_bytes, max_rows))
+    batches = list(checked_batches(path, length, max_rows))
     return pa.Table.from_batches(batches) if batches else stream_schema(path).empty_table()
 
 
-def _batch_claim(message: pa.ipc.Message) -> tuple[int, int]:
-    """(rows, bytes once decompressed) of a record batch message, read from its flatbuffer
-    header (Message.header: RecordBatch {length, nodes, buffers, compression}) and from the
-    8-byte size each compressed buffer starts with; nothing is decompressed."""
+def _batch_claim(message: pa.ipc.Message, dictionary: bool = False) -> tuple[int, int]:
+    """(rows, bytes once decompressed) of a record batch message (or a dictionary's: its
+    entries), read from its flatbuffer header (Message.header: RecordBatch {length, nodes,
+    buffers, compression}, or DictionaryBatch {id, data: RecordBatch}) and from the 8-byte size
+    each compressed buffer starts with; nothing is decompressed. Uncompressed buffers count 0:
+    they are read where they lie in the mapped file."""
     meta, body = message.metadata.to_pybytes(), memoryview(message.body or b"")
 
     def field(table: int, index: int) -> int | None:
@@ -482,6 +494,8 @@ def _batch_claim(message: pa.ipc.Message) -> tuple[int, int]:
 
     try:
         batch = target(field(target(0), 2))
+        if dictionary:
+            batch = target(field(batch, 1))
         rows = struct.unpack_from("<q", meta, at)[0] if (at := field(batch, 0)) else 0
         compressed = field(batch, 3) is not None
         buffers = target(field(batch, 2))
@@ -490,8 +504,8 @@ def _batch_claim(message: pa.ipc.Message) -> tuple[int, int]:
             offset, length = struct.unpack_from("<qq", meta, buffers + 4 + 16 * i)
             if offset < 0 or length < 0 or offset + length > len(body):
                 raise ValueError("a buffer outside the message")
-            stated = struct.unpack_from("<q", body, offset)[0] if compressed and length else -1
-            total += length if stated == -1 else stated
+            stated = struct.unpack_from("<q", body, offset)[0] if compressed and length else 0
+            total += length - 8 if stated == -1 else stated
         if rows < 0 or total < 0:
             raise ValueError("a negative size")
     except (struct.error, ValueError) as error:
@@ -523,11 +537,11 @@ class ArrowFormat(Format):
     def schema(self, path: Source) -> pa.Schema:
         return stream_schema(path) if isinstance(path, Path) else open_ipc(path).schema
 
-    def batches(self, path, rows, columns=("id", "tokens"), row_bytes=None):  # fmt: skip
-        """``row_bytes``: a file read for the first time, each batch checked before it is
-        decompressed (:func:`checked_batches`)."""
-        if row_bytes is not None and isinstance(path, Path):
-            chunks: Iterator[pa.RecordBatch] = checked_batches(path, row_bytes)
+    def batches(self, path, rows, columns=("id", "tokens"), length=None):  # fmt: skip
+        """``length`` (tokens a row): a file read for the first time, each batch checked
+        before it is decompressed (:func:`checked_batches`)."""
+        if length is not None and isinstance(path, Path):
+            chunks: Iterator[pa.RecordBatch] = checked_batches(path, length)
         else:
             reader = open_ipc(path)
             many = getattr(reader, "num_record_batches", None)

@@ -27,10 +27,6 @@ class SourceError(UsageError, ValueError):
     """The source or the arguments cannot be validated (a usage error, exit status 2)."""
 
 
-ROW_BYTES = 32
-"""Bytes a token of a row may take in a file once decompressed: four int64 list columns."""
-
-
 @dataclass(frozen=True)
 class Part:
     """One readable unit of a split: a file (``path``) or an in-memory ``table``."""
@@ -52,15 +48,14 @@ class Part:
         self, length: int, columns: tuple[str, ...] = ("id", "tokens")
     ) -> Iterator[pa.RecordBatch]:
         """Record batches of :func:`posgen.store.formats.read_batch_rows` rows of ``length``;
-        files are read for ``columns`` only, an Arrow file's batches refused before they are
-        decompressed past :data:`ROW_BYTES` per token of ``length`` a row."""
+        files are read for ``columns`` only, an Arrow file's batches checked before they are
+        decompressed (:func:`posgen.store.formats.checked_batches`)."""
         rows = read_batch_rows(length)
         if self.table is not None:
             yield from self.table.to_batches(max_chunksize=rows)
         else:
             storage = self.storage or format_of(self.path)
-            bound = ROW_BYTES * length + 1024
-            yield from storage.batches(self.path, rows, columns, row_bytes=bound)
+            yield from storage.batches(self.path, rows, columns, length=length)
 
 
 @dataclass(frozen=True)

@@ -365,10 +365,21 @@ def test_a_bare_arrow_file_whose_batch_would_expand_past_its_rows_is_failed_unde
     assert result.exit_code == 1, result.output
     fail = "FAIL schema         cot/test                 test.arrow: unreadable (a record batch of"
     assert f"{fail} 1 rows would decompress to 16,777," in result.output
-    assert "a row of the data takes at most 9,216: not read)" in result.output
+    assert "more than rows of 256 tokens may take (9,216 bytes a row): not read)" in result.output
 
 
 BARE_SPEC = TaskSpec(task="cot", train_length=8, test_length=8, test_size=6)
+
+
+@pytest.mark.parametrize("compression", ["uncompressed", "zstd"])
+def test_a_bare_arrow_file_with_a_dictionary_encoded_extra_column_validates(
+    tmp_path, compression
+):  # a dictionary is its own IPC message: the first checked reader refused it
+    table = split_table(BARE_SPEC, "test")
+    table = table.append_column("cat", pa.array(["a", "b"] * 3).dictionary_encode())
+    feather.write_feather(table, tmp_path / "test.arrow", compression=compression)
+    report = validate(tmp_path / "test.arrow", spec=BARE_SPEC, split="test")
+    assert report.ok, [c.message for c in report.checks if not c.ok]
 
 
 @example("uncompressed", [(357, 197), (684, 206), (1711, 183)])  # a name not UTF-8
