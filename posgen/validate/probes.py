@@ -71,10 +71,11 @@ def check_probe_split(data: SplitData) -> tuple[CheckResult, ProbeTally]:
             tally.add("unreadable part(s)", 1, f"{part.label}: {shown(error)}")
     problems = tally.problems()
     if not problems and tally.telling == 0 and tally.probed_rows >= MEASURING_ROWS:
+        example = " (with m = 2 and an even j, flipping every question token keeps the answer)"
         problems.append(
             f"far-reliance cannot be measured: at none of the {tally.probed:,} probed targets "
-            "does the far-rule answer differ from the unaltered token (cot with m = 2 and an "
-            "even j, say: flipping every question token keeps the answer)"
+            "does the far-rule answer differ from the unaltered token"
+            + (example if (spec.task, spec.modulus, spec.far % 2) == ("cot", 2, 0) else "")
         )
     message = (
         f"{tally.rows} probe rows match their {probe_source(data.split)} rows and the "
