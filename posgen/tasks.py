@@ -349,11 +349,15 @@ def permutations(states: np.ndarray, modulus: int) -> np.ndarray:
     >>> sorted(permutations(states, 17)[1].tolist()) == list(range(17))
     True
     """
-    states = np.asarray(states, dtype=np.uint64)[:, None]
-    keys = np.sort(mix64(states ^ np.arange(modulus, dtype=np.uint64)), axis=1)
-    # the keys are distinct (mix64 is a bijection): the s of each, in key order, is the
-    # argsort; sorting values and inverting mix64 is 3-4x faster than an argsort
-    return (unmix64(keys) ^ states).astype(np.int64)
+    states = np.asarray(states, dtype=np.uint64)
+    return (unmix64(_sorted_keys(states, modulus)) ^ states[:, None]).astype(np.int64)
+
+
+def _sorted_keys(states: np.ndarray, modulus: int) -> np.ndarray:
+    """``mix64(state ^ s)`` for s in Z_m, sorted, per state ``(n, m)``. The keys are distinct
+    (mix64 is a bijection), so ``unmix64(key) ^ state`` gives back the s of each: sorting the
+    values then inverting the few needed is several times faster than an argsort."""
+    return np.sort(mix64(states[:, None] ^ np.arange(modulus, dtype=np.uint64)), axis=1)
 
 
 def far_perm(
@@ -378,15 +382,17 @@ def far_perm(
     inverse, total = inverse.reshape(-1), total.reshape(-1)
     step = max(1, PERM_BLOCK // modulus)  # permutations built at once: memory bounded
     if unique.size <= step:
-        return permutations(unique, modulus)[inverse, total].reshape(shape)
-    out = np.empty(inverse.size, dtype=np.int64)
-    order = np.argsort(inverse, kind="stable")
-    edges = np.searchsorted(inverse[order], np.arange(0, unique.size + step, step))
-    for block, first in enumerate(range(0, unique.size, step)):
-        at = order[edges[block] : edges[block + 1]]
-        rows = permutations(unique[first : first + step], modulus)
-        out[at] = rows[inverse[at] - first, total[at]]
-    return out.reshape(shape)
+        keys = _sorted_keys(unique, modulus)[inverse, total]
+    else:
+        keys = np.empty(inverse.size, dtype=np.uint64)
+        order = np.argsort(inverse, kind="stable")
+        edges = np.searchsorted(inverse[order], np.arange(0, unique.size + step, step))
+        for block, first in enumerate(range(0, unique.size, step)):
+            at = order[edges[block] : edges[block + 1]]
+            rows = _sorted_keys(unique[first : first + step], modulus)
+            keys[at] = rows[inverse[at] - first, total[at]]
+    # pi_F(total): the s whose key is the total-th smallest
+    return (unmix64(keys) ^ unique[inverse]).astype(np.int64).reshape(shape)
 
 
 def _near_sum(near_operands: Sequence[np.ndarray], modulus: int) -> np.ndarray:
