@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import click
+import numpy as np
 
 from posgen import signals
 from posgen.errors import (
@@ -38,6 +39,7 @@ from posgen.errors import (
     os_error_problem,
     shown,
 )
+from posgen.generator import block_rows_for, grow
 from posgen.signals import Interrupted
 from posgen.spec import BenchmarkSpec, TaskSpec, is_probe_split, resolve_benchmark
 from posgen.store import writer
@@ -45,7 +47,7 @@ from posgen.store.formats import FORMATS, Progress
 from posgen.store.manifest import MANIFEST_NAME
 from posgen.store.safety import OutputExistsError, WriteFailed, check_target, recover
 from posgen.store.writer import check_part_target
-from posgen.tasks import TASKS, op_names
+from posgen.tasks import HASH_TABLE_MAX, TASKS, get_op, op_names
 from posgen.train import TRAIN_HINT
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -282,14 +284,44 @@ def refusals(bench: BenchmarkSpec, out: Path) -> list[str]:
             f"({estimate.raw_bytes:,} bytes: {formula}) but only {human_bytes(free)} are free "
             f"on {existing_ancestor(out)}; pass --force to try anyway"
         )
-    hours = estimate.tokens / PLANNING_RATE / 3600
-    if hours > MAX_HOURS:
+    seconds, timed = generation_seconds(bench)
+    if seconds / 3600 > MAX_HOURS:
         lines.append(
-            f"generating {estimate.tokens:,} tokens would take about {hours:.1f} h at "
-            f"{PLANNING_RATE / 1e6:.0f} M tokens/s (limit {MAX_HOURS:.1f} h; {formula}); "
+            f"generating {estimate.tokens:,} tokens would take about {seconds / 3600:.1f} h at "
+            f"{PLANNING_RATE / 1e6:.0f} M tokens/s{timed} (limit {MAX_HOURS:.1f} h; {formula}); "
             "pass --force to run it anyway"
         )
     return lines
+
+
+SLOWEST_RATE = 1_000
+"""Tokens per second below any op's: a spec that passes :data:`MAX_HOURS` at it is not timed."""
+TIMED_POSITIONS = 16
+
+
+def generation_seconds(bench: BenchmarkSpec) -> tuple[float, str]:
+    """Seconds ``bench`` takes at :data:`PLANNING_RATE`; a config whose op permutes, or hashes
+    a window too wide for a table (far below that rate: ``far_perm`` at m = 2048 makes about
+    10 k tokens/s), is timed on a few positions of a block of rows instead. Also what was
+    timed, for the refusal line."""
+    seconds, timed = 0.0, ""
+    for config, spec in bench.configs.items():
+        splits = (*spec.split_names, *spec.probe_names)
+        tokens = sum(spec.split_size(s) * spec.split_length(s) for s in splits)
+        op = get_op(spec.op)
+        slow = op.kind in ("perm", "slot", "select") or (
+            op.kind == "tuple" and spec.modulus**spec.window > HASH_TABLE_MAX
+        )
+        rate = PLANNING_RATE
+        if slow and tokens > SLOWEST_RATE * MAX_HOURS * 3600:
+            rows = min(1024, block_rows_for(spec, spec.train_length))
+            windows = np.random.default_rng(0).integers(0, spec.modulus, (rows, spec.window))
+            started = time.perf_counter()
+            grow(spec, windows, spec.window + TIMED_POSITIONS)
+            rate = min(rate, rows * TIMED_POSITIONS / max(time.perf_counter() - started, 1e-9))
+            timed += f", {config}'s {spec.op} timed at {rate:,.0f} tokens/s"
+        seconds += tokens / rate
+    return seconds, timed
 
 
 def _streamed(path: Path) -> bool:

@@ -168,5 +168,21 @@ def test_a_spec_too_big_for_any_disk_or_day_is_refused_with_the_estimate(
         assert not out.exists()
 
 
+SLOW = ["--task", "cot", "-m", "2048", "-j", "2", "--op", "far_perm"]
+
+
+def test_a_slow_op_is_timed_so_a_spec_of_days_is_refused(cli, error_lines, tmp_path):
+    """far_perm at m = 2048 makes about 15 k tokens/s, not the 5 M planned: 6.4 G tokens were
+    estimated at 21 h and started. 64 G here: refused up to 50x that speed. A small spec of
+    it is never timed."""
+    out = tmp_path / "ds"
+    result = cli("generate", "--out", out, *SLOW, "--train-size", "1000000000")
+    (line,) = [line for line in error_lines(result.stderr) if "would take about" in line]
+    assert result.exit_code == 2 and "cot's far_perm timed at" in line, result.stderr
+    assert "pass --force to run it anyway" in line and not out.exists()
+    small = resolve_benchmark(None, ("cot",), {"modulus": 2048, "far": 2, "op": "far_perm"})
+    assert posgen.cli.shared.generation_seconds(small)[1] == ""
+
+
 def test_the_paper_preset_is_not_refused(tmp_path):
     assert refusals(default_benchmark(), tmp_path / "ds") == []
