@@ -302,8 +302,8 @@ TIMED_POSITIONS = 16
 def generation_seconds(bench: BenchmarkSpec) -> tuple[float, str]:
     """Seconds ``bench`` takes at :data:`PLANNING_RATE`; a config whose op permutes, or hashes
     a window too wide for a table (far below that rate: ``far_perm`` at m = 2048 makes about
-    10 k tokens/s), is timed on a few positions of a block of rows instead. Also what was
-    timed, for the refusal line."""
+    15 k tokens/s), is timed on a few positions of a block of rows instead, when it could pass
+    :data:`MAX_HOURS` at :data:`SLOWEST_RATE`. Also what was timed, for the refusal line."""
     seconds, timed = 0.0, ""
     for config, spec in bench.configs.items():
         splits = (*spec.split_names, *spec.probe_names)
