@@ -70,7 +70,8 @@ def check_probe_split(data: SplitData) -> tuple[CheckResult, ProbeTally]:
         except (pa.ArrowException, OSError) as error:
             tally.add("unreadable part(s)", 1, f"{part.label}: {shown(error)}")
     problems = tally.problems()
-    if not problems and tally.telling == 0 and tally.probed_rows >= MEASURING_ROWS:
+    unmeasured = not problems and tally.telling == 0 and tally.probed_rows >= MEASURING_ROWS
+    if unmeasured:
         example = " (with m = 2 and an even j, flipping every question token keeps the answer)"
         problems.append(
             f"far-reliance cannot be measured: at none of the {tally.probed:,} probed targets "
@@ -83,7 +84,7 @@ def check_probe_split(data: SplitData) -> tuple[CheckResult, ProbeTally]:
         f"{tally.telling:,} of them unlike the unaltered token"
     )
     where = {"config": data.config, "split": data.split}
-    failures = sum(tally.counts.values()) + (len(problems) > len(tally.counts))
+    failures = sum(tally.counts.values()) + unmeasured
     return CheckResult.of("probe", problems, message, **where, failures=failures), tally
 
 
