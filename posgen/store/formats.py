@@ -479,12 +479,11 @@ def _batch_claim(message: pa.ipc.Message, dictionary: bool = False) -> tuple[int
     they are read where they lie in the mapped file."""
     meta, body = message.metadata.to_pybytes(), memoryview(message.body or b"")
 
-    def field(table: int, index: int) -> int | None:
+    def field(table: int, index: int) -> int | None:  # where the table's field lies, if set
         vtable = table - struct.unpack_from("<i", meta, table)[0]
-        size = struct.unpack_from("<H", meta, vtable)[0]
-        at = (
-            struct.unpack_from("<H", meta, vtable + 4 + 2 * index)[0] if 4 + 2 * index < size else 0
-        )
+        if 4 + 2 * index >= struct.unpack_from("<H", meta, vtable)[0]:
+            return None
+        at = struct.unpack_from("<H", meta, vtable + 4 + 2 * index)[0]
         return table + at if at else None
 
     def target(at: int | None) -> int:
