@@ -221,12 +221,16 @@ MAX_HOURS = 24
 
 @dataclass(frozen=True)
 class Estimate:
-    """What a benchmark costs: tokens, raw bytes, and where most of them go."""
+    """What a benchmark costs: tokens (per config), raw bytes, and where most of them go."""
 
-    tokens: int
+    config_tokens: dict[str, int]
     raw_bytes: int
     splits: int
     largest: str
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.config_tokens.values())
 
 
 ROW_BYTES = 12
@@ -239,16 +243,19 @@ def estimate_benchmark(bench: BenchmarkSpec) -> Estimate:
     """Tokens and raw bytes of every split of every config of ``bench``: rows x (length x
     bytes per token + 12 B) + 64 KiB, a token 1 B for m <= 256, else 2; a probe split adds a
     position, 4 B, and an answer per token."""
-    tokens = raw = splits = 0
+    tokens: dict[str, int] = {}
+    raw = splits = 0
     largest, largest_bytes = "", -1
     for config, spec in bench.configs.items():
+        tokens[config] = 0
         for split in (*spec.split_names, *spec.probe_names):
             rows, length = spec.split_size(split), spec.split_length(split)
             per_token = spec.token_bytes
             if is_probe_split(split):
                 per_token += 4 + spec.token_bytes
             size = rows * (length * per_token + ROW_BYTES) + SPLIT_BYTES
-            tokens, raw, splits = tokens + rows * length, raw + size, splits + 1
+            tokens[config] += rows * length
+            raw, splits = raw + size, splits + 1
             if size > largest_bytes:
                 largest_bytes = size
                 largest = (
@@ -284,7 +291,7 @@ def refusals(bench: BenchmarkSpec, out: Path) -> list[str]:
             f"({estimate.raw_bytes:,} bytes: {formula}) but only {human_bytes(free)} are free "
             f"on {existing_ancestor(out)}; pass --force to try anyway"
         )
-    seconds, timed = generation_seconds(bench)
+    seconds, timed = generation_seconds(bench, estimate)
     if seconds / 3600 > MAX_HOURS:
         lines.append(
             f"generating {estimate.tokens:,} tokens would take about {seconds / 3600:.1f} h at "
@@ -299,15 +306,15 @@ SLOWEST_RATE = 1_000
 TIMED_POSITIONS = 16
 
 
-def generation_seconds(bench: BenchmarkSpec) -> tuple[float, str]:
-    """Seconds ``bench`` takes at :data:`PLANNING_RATE`; a config whose op permutes, or hashes
-    a window too wide for a table (far below that rate: ``far_perm`` at m = 2048 makes about
-    15 k tokens/s), is timed on a few positions of a block of rows instead, when it could pass
-    :data:`MAX_HOURS` at :data:`SLOWEST_RATE`. Also what was timed, for the refusal line."""
+def generation_seconds(bench: BenchmarkSpec, estimate: Estimate) -> tuple[float, str]:
+    """Seconds ``bench`` (its ``estimate``'s tokens) takes at :data:`PLANNING_RATE`; a config
+    whose op permutes, or hashes a window too wide for a table (far below that rate:
+    ``far_perm`` at m = 2048 makes about 15 k tokens/s), is timed on a few positions of a block
+    of rows instead, when it could pass :data:`MAX_HOURS` at :data:`SLOWEST_RATE`. Also what was
+    timed, for the refusal line."""
     seconds, timed = 0.0, ""
     for config, spec in bench.configs.items():
-        splits = (*spec.split_names, *spec.probe_names)
-        tokens = sum(spec.split_size(s) * spec.split_length(s) for s in splits)
+        tokens = estimate.config_tokens[config]
         op = get_op(spec.op)
         slow = op.kind in ("perm", "slot", "select") or (
             op.kind == "tuple" and spec.modulus**spec.window > HASH_TABLE_MAX
