@@ -177,6 +177,17 @@ class Op:
             return (total % modulus).astype(np.int64)
         return sum_table(self.name, modulus, len(operands))[total].astype(np.int64)
 
+    def slow(self, modulus: int, window: int) -> bool:
+        """Far below the generator's usual rate at (m, w): the op permutes, or hashes more
+        tuples than a table holds.
+
+        >>> get_op("far_perm").slow(17, 2), get_op("keyed_hash").slow(17, 2)
+        (True, False)
+        """
+        return self.kind in ("perm", "slot", "select") or (
+            self.kind == "tuple" and modulus**window > HASH_TABLE_MAX
+        )
+
     def problem(self, modulus: int, window: int) -> str | None:
         """Why this op cannot run at (m, w), or None: a table too large or leaving Z_m."""
         if self.kind in ("perm", "slot", "select") and modulus * modulus > PERM_TABLE_MAX:

@@ -47,7 +47,7 @@ from posgen.store.formats import FORMATS, Progress
 from posgen.store.manifest import MANIFEST_NAME
 from posgen.store.safety import OutputExistsError, WriteFailed, check_target, recover
 from posgen.store.writer import check_part_target
-from posgen.tasks import HASH_TABLE_MAX, TASKS, get_op, op_names
+from posgen.tasks import TASKS, get_op, op_names
 from posgen.train import TRAIN_HINT
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -308,19 +308,16 @@ TIMED_POSITIONS = 16
 
 def generation_seconds(bench: BenchmarkSpec, estimate: Estimate) -> tuple[float, str]:
     """Seconds ``bench`` (its ``estimate``'s tokens) takes at :data:`PLANNING_RATE`; a config
-    whose op permutes, or hashes a window too wide for a table (far below that rate:
+    whose op is slow (:meth:`~posgen.tasks.Op.slow`, far below that rate:
     ``far_perm`` at m = 2048 makes about 15 k tokens/s), is timed on a few positions of a block
     of rows instead, when it could pass :data:`MAX_HOURS` at :data:`SLOWEST_RATE`. Also what was
     timed, for the refusal line."""
     seconds, timed = 0.0, ""
     for config, spec in bench.configs.items():
         tokens = estimate.config_tokens[config]
-        op = get_op(spec.op)
-        slow = op.kind in ("perm", "slot", "select") or (
-            op.kind == "tuple" and spec.modulus**spec.window > HASH_TABLE_MAX
-        )
         rate = PLANNING_RATE
-        if slow and tokens > SLOWEST_RATE * MAX_HOURS * 3600:
+        long = tokens > SLOWEST_RATE * MAX_HOURS * 3600
+        if long and get_op(spec.op).slow(spec.modulus, spec.window):
             rows = min(1024, block_rows_for(spec, spec.train_length))
             windows = np.random.default_rng(0).integers(0, spec.modulus, (rows, spec.window))
             started = time.perf_counter()
