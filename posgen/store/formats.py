@@ -504,6 +504,8 @@ def _batch_claim(message: pa.ipc.Message, dictionary: bool = False) -> tuple[int
             if offset < 0 or length < 0 or offset + length > len(body):
                 raise ValueError("a buffer outside the message")
             stated = struct.unpack_from("<q", body, offset)[0] if compressed and length else 0
+            if stated < -1:  # -1: stored uncompressed; pyarrow refuses the rest only after
+                raise ValueError(f"a buffer of {stated:,} bytes")  # inflating the others
             total += length - 8 if stated == -1 else stated
         if rows < 0 or total < 0:
             raise ValueError("a negative size")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,16 @@ def npy_header(shape, descr="<i2", data=b"\0" * 1000):
     return write
 
 
+def negative_buffer(path: Path) -> None:
+    """A zstd row of 2^24 zero tokens whose id buffer states -2^24 bytes: the sum of the sizes
+    stated looked small, and pyarrow inflated the row before refusing the negative size."""
+    row = pa.ListArray.from_arrays([0, 2**24], np.zeros(2**24, np.uint8))
+    feather.write_feather(pa.table({"id": [0], "predictions": row}), path, compression="zstd")
+    raw = path.read_bytes()
+    at = raw.find(struct.pack("<q", 8) + b"\x28\xb5\x2f\xfd")  # 8 bytes once inflated, zstd
+    path.write_bytes(raw[:at] + struct.pack("<q", -(2**24)) + raw[at + 8 :])
+
+
 def write_content(path: Path, content) -> None:
     """Text or bytes as they are, an array as ``.npy``, columns as Parquet, or ``content(path)``."""
     if isinstance(content, str | bytes):
@@ -113,6 +124,8 @@ BAD_PREDICTIONS = {  # case (its first word: the file's suffix) -> (content, err
     "arrow zstd row of 2^24 tokens in 1 KB": (lambda path: feather.write_feather(pa.table({
         "id": [0], "predictions": pa.ListArray.from_arrays([0, 2**24], np.zeros(2**24, np.uint8))
     }), path, compression="zstd"), "1 rows would decompress to 16,777,"),
+    "arrow zstd row of 2^24 tokens behind a negative buffer size": (negative_buffer,
+        "a damaged record batch header (a buffer of -16,777,216 bytes)"),
     "feather lz4 of more rows than the data": (lambda path: feather.write_feather(pa.table({
         "id": range(11), "predictions": [ROW] * 11}), path, compression="lz4"),
         "holds 11 rows or more; the data has 10: not read"),
