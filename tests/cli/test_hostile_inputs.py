@@ -73,6 +73,15 @@ def negative_buffer(path: Path) -> None:
     path.write_bytes(raw[:at] + struct.pack("<q", -(2**24)) + raw[at + 8 :])
 
 
+def empty_words(path: Path) -> None:
+    """One row whose extra column's dictionary holds 2^22 empty strings (16 MB of offsets)."""
+    offsets = pa.py_buffer(np.zeros(2**22 + 1, np.int32))
+    words = pa.StringArray.from_buffers(2**22, offsets, pa.py_buffer(b""))
+    column = pa.DictionaryArray.from_arrays(pa.array([0], pa.int32()), words)
+    table = pa.table({"id": [0], "predictions": [ROW], "cat": column})
+    feather.write_feather(table, path, compression="zstd")
+
+
 def write_content(path: Path, content) -> None:
     """Text or bytes as they are, an array as ``.npy``, columns as Parquet, or ``content(path)``."""
     if isinstance(content, str | bytes):
@@ -126,6 +135,8 @@ BAD_PREDICTIONS = {  # case (its first word: the file's suffix) -> (content, err
     }), path, compression="zstd"), "1 rows would decompress to 16,777,"),
     "arrow zstd row of 2^24 tokens behind a negative buffer size": (negative_buffer,
         "a damaged record batch header (a buffer of -16,777,216 bytes)"),
+    "arrow zstd dictionary of 2^22 entries for one row": (empty_words,
+        "its dictionaries would decompress to 16,777,"),
     "feather lz4 of more rows than the data": (lambda path: feather.write_feather(pa.table({
         "id": range(11), "predictions": [ROW] * 11}), path, compression="lz4"),
         "holds 11 rows or more; the data has 10: not read"),
