@@ -96,9 +96,9 @@ def known_splits(spec: TaskSpec) -> tuple[str, ...]:
 def _split_of(spec: TaskSpec, name: str | None, part: Part) -> tuple[str, int | None]:
     if name is not None and name in known_splits(spec):
         return name, spec.split_length(name)
-    length = None
-    try:  # the first row's length
-        batch = next((b for b in part.batches(1 << 16) if b.num_rows), None)
+    length, longest = None, max(spec.split_length(split) for split in known_splits(spec))
+    try:  # the first row's length, an Arrow file's batch checked for rows of the longest split
+        batch = next((b for b in part.batches(longest) if b.num_rows), None)
         column = batch.schema.get_field_index("tokens") if batch else -1  # -1: no such column
         first = batch.column(column)[0] if batch and column >= 0 else None
         length = len(first) if first is not None and first.is_valid else None
