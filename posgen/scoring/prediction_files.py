@@ -233,6 +233,9 @@ def _from_table(table: pa.Table) -> Predictions:
     name = next((c for c in PREDICTION_COLUMNS if c in names), None)
     if "id" not in names or name is None:
         raise ScoringError(f"needs an 'id' column and a 'predictions' column; has {names}")
+    repeated = next((c for c in ("id", name) if names.count(c) > 1), None)
+    if repeated is not None:  # pyarrow's table.column(name) would raise a KeyError
+        raise ScoringError(f"has {names.count(repeated)} columns named '{repeated}'; keep one")
     id_column = table.column("id")
     if not pa.types.is_integer(id_column.type) or id_column.null_count:
         raise ScoringError(f"'id' must be integers without nulls, got {id_column.type}")

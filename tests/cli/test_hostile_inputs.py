@@ -137,6 +137,9 @@ BAD_PREDICTIONS = {  # case (its first word: the file's suffix) -> (content, err
         "a damaged record batch header (a buffer of -16,777,216 bytes)"),
     "arrow zstd dictionary of 2^22 entries for one row": (empty_words,
         "its dictionaries would decompress to 16,777,"),
+    "arrow two id columns": (lambda path: feather.write_feather(pa.Table.from_arrays(
+        [pa.array(range(10)), pa.array(range(10)), pa.array([ROW] * 10)],
+        names=["id", "id", "predictions"]), path), "has 2 columns named 'id'; keep one"),
     "feather lz4 of more rows than the data": (lambda path: feather.write_feather(pa.table({
         "id": range(11), "predictions": [ROW] * 11}), path, compression="lz4"),
         "holds 11 rows or more; the data has 10: not read"),
