@@ -140,6 +140,9 @@ BAD_PREDICTIONS = {  # case (its first word: the file's suffix) -> (content, err
     "arrow two id columns": (lambda path: feather.write_feather(pa.Table.from_arrays(
         [pa.array(range(10)), pa.array(range(10)), pa.array([ROW] * 10)],
         names=["id", "id", "predictions"]), path), "has 2 columns named 'id'; keep one"),
+    "parquet two predictions columns": (lambda path: pq.write_table(pa.Table.from_arrays(
+        [pa.array(range(10)), pa.array([ROW] * 10), pa.array([ROW] * 10)],
+        names=["id", "predictions", "predictions"]), path), "2 columns named 'predictions'"),
     "feather lz4 of more rows than the data": (lambda path: feather.write_feather(pa.table({
         "id": range(11), "predictions": [ROW] * 11}), path, compression="lz4"),
         "holds 11 rows or more; the data has 10: not read"),

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
+import pyarrow.parquet as pq
 import pytest
 
 from posgen.generator import generate_split
@@ -245,16 +246,22 @@ ARROW_WRITERS = {  # extra columns the reader must let through (pyarrow, dataset
 }  # fmt: skip
 
 
+@pytest.mark.parametrize("suffix", [".arrow", ".parquet"])
 @pytest.mark.parametrize("compression", ["uncompressed", "zstd"])
 @pytest.mark.parametrize("case", sorted(ARROW_WRITERS))
-def test_arrow_predictions_with_extra_columns_read_as_written(tmp_path, case, compression):
+def test_arrow_predictions_with_extra_columns_read_as_written(tmp_path, case, compression, suffix):
     """Both were refused by the first checked reader: a dictionary is its own message, and a
-    batch's extra columns count once decompressed (400 rows: past a batch's 64 KiB slack)."""
+    batch's extra columns count once decompressed (400 rows: past a batch's 64 KiB slack).
+    A Parquet file's footer counted every column's values against the predictions'."""
     n, positions = 400, 256
     rows = np.random.default_rng(0).integers(0, 17, (n, positions), dtype=np.int64)
     columns = {"id": np.arange(n), "predictions": pa.array(list(rows), pa.list_(pa.int64()))}
-    path = tmp_path / "p.arrow"
+    path = tmp_path / f"p{suffix}"
     table = pa.table({**columns, **ARROW_WRITERS[case](n, rows)})
-    feather.write_feather(table, path, compression=compression)
+    if suffix == ".parquet":
+        pq.write_table(table, path, compression="none" if compression == "uncompressed" else
+                       compression)  # fmt: skip
+    else:
+        feather.write_feather(table, path, compression=compression)
     read = read_predictions(path, fits=(n, positions))
     assert np.array_equal(read.tokens, rows) and np.array_equal(read.ids, np.arange(n))
