@@ -243,6 +243,12 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+LIST_TYPES = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list,
+              pa.types.is_list_view, pa.types.is_large_list_view)  # fmt: skip
+"""The list types a predictions column may have (``datasets``' ``LargeList`` writes large
+lists)."""
+
+
 def _from_table(table: pa.Table) -> Predictions:
     names = table.column_names
     name = next((c for c in PREDICTION_COLUMNS if c in names), None)
@@ -257,7 +263,7 @@ def _from_table(table: pa.Table) -> Predictions:
     if id_column.type == pa.uint64() and len(id_column) and pc.max(id_column).as_py() > INT64[1]:
         raise ScoringError(f"'id' holds {pc.max(id_column).as_py()}, outside int64")
     column = table.column(name).combine_chunks()
-    if not (pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type)):
+    if not any(kind(column.type) for kind in LIST_TYPES):
         raise ScoringError(f"'{name}' must be a list of integers, got {column.type}")
     if not pa.types.is_integer(column.type.value_type):
         raise ScoringError(f"'{name}' must hold integers, got {column.type.value_type}")

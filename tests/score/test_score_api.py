@@ -238,11 +238,16 @@ def test_lm_inputs_give_the_same_rows_whatever_the_format_of_the_dataset(form, b
     assert mapped.with_format(None)["input_ids"] == [[17, *row] for row in test["tokens"]]
 
 
-ARROW_WRITERS = {  # extra columns the reader must let through (pyarrow, datasets' ds.map)
+ARROW_WRITERS = {  # columns the reader must let through (pyarrow, datasets' ds.map, LargeList)
     "a dictionary-encoded extra column": lambda n, rows: {
         "cat": pa.array(["a", "b"] * (n // 2)).dictionary_encode()},
     "the input tokens beside the predictions": lambda n, rows: {
         "tokens": pa.array(list(rows), pa.list_(pa.uint8()))},
+    "predictions as a large list": lambda n, rows: {
+        "predictions": pa.array(list(rows), pa.large_list(pa.int64()))},
+    "predictions as a list view": lambda n, rows: {"predictions": pa.ListViewArray.from_arrays(
+        np.arange(n, dtype=np.int32) * rows.shape[1], np.full(n, rows.shape[1], np.int32),
+        rows.reshape(-1))},
 }  # fmt: skip
 
 
