@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from posgen.errors import not_utf8
+from posgen.errors import not_utf8, shown
 from posgen.generator import storage_dtype
 from posgen.scoring.metrics import ScoringError, require_integers
 from posgen.spec import TaskSpec
@@ -68,7 +68,7 @@ not split probe of spec def; score them on the data they were made for
     """
     if predictions.made_for is None or predictions.made_for == (spec_id, split):
         return
-    made_spec, made_split = predictions.made_for
+    made_spec, made_split = (shown(value, 80) for value in predictions.made_for)  # one line
     raise ScoringError(
         f"the predictions were made for split {made_split} of spec {made_spec}, "
         f"not split {split} of spec {spec_id}; score them on the data they were made for"

@@ -143,6 +143,10 @@ BAD_PREDICTIONS = {  # case (its first word: the file's suffix) -> (content, err
     "parquet two predictions columns": (lambda path: pq.write_table(pa.Table.from_arrays(
         [pa.array(range(10)), pa.array([ROW] * 10), pa.array([ROW] * 10)],
         names=["id", "predictions", "predictions"]), path), "2 columns named 'predictions'"),
+    "arrow made for a spec id of two lines": (lambda path: feather.write_feather(pa.table(
+        {"id": range(10), "predictions": [ROW] * 10}).replace_schema_metadata(
+        {"posgen.spec_id": "abc\nerror: forged", "posgen.split": "test"}), path),
+        "made for split test of spec abc error: forged, not split test"),
     "feather lz4 of more rows than the data": (lambda path: feather.write_feather(pa.table({
         "id": range(11), "predictions": [ROW] * 11}), path, compression="lz4"),
         "holds 11 rows or more; the data has 10: not read"),
