@@ -371,6 +371,27 @@ def test_output_names_up_to_the_file_system_limit_work(cli, recorded, tiny_cot, 
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, preds.name])
 
 
+NEWLINE_NAMES = {  # a command naming a path that holds a newline -> its error line's fragment
+    "score --predictions": (lambda data, here: ["score", "--data", data, "--predictions",
+                                                here / "no\nsuch.jsonl"], "no such.jsonl: no such"),
+    "generate --out": (lambda data, here: ["generate", *SMALL_FLAGS, "--out", here / "a\nb"],
+                       "a b exists; pass --overwrite"),
+    "validate --config": (lambda data, here: ["validate", here / "a\nb", "--config", "x"],
+                          "a b has no config 'x'"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(NEWLINE_NAMES))
+def test_a_path_holding_a_newline_is_named_on_one_error_line(
+    assert_clean_error, cli, recorded, tiny_cot, tmp_path, case
+):  # each line of an error was its own 'error:' line, the rest of the path a forged one
+    shutil.copytree(tiny_cot, tmp_path / "a\nb")
+    args, fragment = NEWLINE_NAMES[case]
+    result = cli(*args(tiny_cot, tmp_path))
+    with recorded("hostile", f"newline in a path:{case}"):
+        assert_clean_error(result, 2, fragment)
+
+
 # --- Python API misuse -----------------------------------------------------------------
 @pytest.mark.parametrize(
     "given", [default_benchmark(("cot",)), {"task": "cot"}, "cot", None, 3], ids=repr
