@@ -190,8 +190,10 @@ def _from_files(
         part = Part(label=str(path.relative_to(root)), path=path)
         if format_of(path).name == "parquet":  # its footer's claim, before a row is read
             _fits(part.label, format_of(path).facts(path), longest)
-        named = split or path.stem.split("-")[0]
-        split_name, length = _split_of(spec, named if named in known_splits(spec) else split, part)
+        folder = path.parent.name if path.parent != root else None  # save_to_disk: SPLIT/
+        names = (path.stem.split("-")[0], folder)  # test-00000.parquet, validation/data-0.arrow
+        named = split or next((n for n in names if n in known_splits(spec)), None)
+        split_name, length = _split_of(spec, named, part)
         if split is not None and split_name != split:
             continue
         data = grouped.setdefault(

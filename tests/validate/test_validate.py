@@ -228,6 +228,9 @@ def test_parquet_arrow_and_datasets_sources_validate_with_a_spec(tmp_path):
     assert list(report.facts["semirecursive"]) == ["test"]  # inferred from L'
     dataset = to_dataset_dict(spec)
     assert validate(dataset, spec).ok
+    dataset.save_to_disk(tmp_path / "saved")  # SPLIT/data-00000-of-00001.arrow: the folder names
+    saved = validate(tmp_path / "saved", spec)  # the split (validation was checked as test)
+    assert saved.ok and list(saved.facts["semirecursive"]) == ["train", "validation", "test"]
     assert validate(dataset["train"], spec).facts["semirecursive"]["train"]["rows"] == 64
     with pytest.raises(SourceError, match=r"has no posgen\.json: give the spec"):
         validate(tmp_path / "test.parquet")
