@@ -53,11 +53,15 @@ class PosgenError(Exception):
     exit_code = 1
     headline: str | None = None
     """A line printed before :attr:`lines` (e.g. which folder is damaged), if any."""
+    problems: list[str] | None = None
+    """The problems, one a line (:class:`UsageProblems`); None: the message is one problem."""
 
     @property
     def lines(self) -> list[str]:
-        """One line per problem."""
-        return [" ".join(line.split()) for line in str(self).splitlines() if line.strip()]
+        """One line per problem: a newline inside one (a path's, a file's text) never starts
+        a second ``error:`` line."""
+        text = [str(self)] if self.problems is None else self.problems
+        return [" ".join(line.split()) for line in text if line.strip()]
 
     @property
     def printed(self) -> list[str]:
@@ -81,6 +85,7 @@ class UsageProblems(UsageError):
     """Bad input, several problems: one line each."""
 
     def __init__(self, lines: list[str]) -> None:
+        self.problems = list(lines)
         super().__init__("\n".join(lines))
 
 

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from posgen.errors import not_utf8
+from posgen.errors import not_utf8, shown
 from posgen.generator import storage_dtype
 from posgen.scoring.metrics import ScoringError, require_integers
 from posgen.spec import TaskSpec
@@ -68,7 +68,7 @@ not split probe of spec def; score them on the data they were made for
     """
     if predictions.made_for is None or predictions.made_for == (spec_id, split):
         return
-    made_spec, made_split = predictions.made_for
+    made_spec, made_split = (shown(value, 80) for value in predictions.made_for)  # one line
     raise ScoringError(
         f"the predictions were made for split {made_split} of spec {made_spec}, "
         f"not split {split} of spec {spec_id}; score them on the data they were made for"
@@ -89,7 +89,7 @@ def file_format(path: Path) -> str:
 def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predictions:
     """Read a predictions file (formats: the module docstring); errors name ``path``. With
     ``fits`` (rows, positions of the data), a Parquet file that declares more is refused
-    before it is decompressed."""
+    before it is decompressed, an Arrow file's record batches before each is."""
     path = Path(path)
     try:
         kind = file_format(path)
@@ -102,12 +102,12 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
                 return Predictions(np.arange(tokens.shape[0], dtype=np.int64), tokens)
             if kind == "jsonl":
                 return _read_jsonl(path)
-            if kind == "parquet" and fits is not None:
-                parquet_fits(pq.ParquetFile(path).metadata, *fits)
-            if kind == "arrow" and fits is not None:
+            if kind == "parquet":
+                table = _read_parquet(path, fits)
+            elif fits is not None:
                 table = read_ipc(path, length=fits[1], max_rows=fits[0])
             else:
-                table = pq.read_table(path) if kind == "parquet" else feather.read_table(path)
+                table = feather.read_table(path)
         except (pa.ArrowException, OSError) as error:  # ArrowInvalid, NotImplemented, ...
             raise ScoringError(f"not a readable {kind} file: {_first_line(error)}") from None
         return _from_table(table)
@@ -115,19 +115,34 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
         raise ScoringError(f"{path}: {error}") from None
 
 
-def parquet_fits(meta: pq.FileMetaData, rows: int, positions: int) -> None:
-    """Refuse a Parquet file whose footer declares more rows or values than the data's
-    ``rows`` x ``positions`` (a small compressed file can expand to gigabytes)."""
+def _read_parquet(path: Path, fits: tuple[int, int] | None) -> pa.Table:
+    """The ``id`` and predictions columns of a Parquet file (any other column is never read,
+    so the input tokens or a text column may lie beside them), checked against ``fits``
+    from the footer first (:func:`parquet_fits`); without either column, its empty schema."""
+    with pq.ParquetFile(path) as handle:
+        names = handle.schema_arrow.names
+        name = next((c for c in PREDICTION_COLUMNS if c in names), None)
+        if "id" not in names or name is None or names.count("id") + names.count(name) > 2:
+            return handle.schema_arrow.empty_table()  # _from_table names what is wrong
+        if fits is not None:
+            parquet_fits(handle.metadata, *fits, column=name)
+        return handle.read(columns=["id", name])
+
+
+def parquet_fits(meta: pq.FileMetaData, rows: int, positions: int, column: str) -> None:
+    """Refuse a Parquet file whose footer declares more rows, or more values in ``column``,
+    than the data's ``rows`` x ``positions`` (a small compressed file can expand to
+    gigabytes)."""
     values = sum(
         meta.row_group(g).column(c).num_values
         for g in range(meta.num_row_groups)
         for c in range(meta.num_columns)
-        if meta.row_group(g).column(c).path_in_schema.split(".")[0] != "id"
+        if meta.row_group(g).column(c).path_in_schema.split(".")[0] == column
     )
     if meta.num_rows > rows or values > rows * positions:
         raise ScoringError(
-            f"declares {meta.num_rows:,} rows of {values:,} values in all; the data has {rows:,} "
-            f"rows of {positions:,} positions"
+            f"declares {meta.num_rows:,} rows of {values:,} values in all in '{column}'; the "
+            f"data has {rows:,} rows of {positions:,} positions"
         )
 
 
@@ -228,18 +243,27 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+LIST_TYPES = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list,
+              pa.types.is_list_view, pa.types.is_large_list_view)  # fmt: skip
+"""The list types a predictions column may have (``datasets``' ``LargeList`` writes large
+lists)."""
+
+
 def _from_table(table: pa.Table) -> Predictions:
     names = table.column_names
     name = next((c for c in PREDICTION_COLUMNS if c in names), None)
     if "id" not in names or name is None:
         raise ScoringError(f"needs an 'id' column and a 'predictions' column; has {names}")
+    repeated = next((c for c in ("id", name) if names.count(c) > 1), None)
+    if repeated is not None:  # pyarrow's table.column(name) would raise a KeyError
+        raise ScoringError(f"has {names.count(repeated)} columns named '{repeated}'; keep one")
     id_column = table.column("id")
     if not pa.types.is_integer(id_column.type) or id_column.null_count:
         raise ScoringError(f"'id' must be integers without nulls, got {id_column.type}")
     if id_column.type == pa.uint64() and len(id_column) and pc.max(id_column).as_py() > INT64[1]:
         raise ScoringError(f"'id' holds {pc.max(id_column).as_py()}, outside int64")
     column = table.column(name).combine_chunks()
-    if not (pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type)):
+    if not any(kind(column.type) for kind in LIST_TYPES):
         raise ScoringError(f"'{name}' must be a list of integers, got {column.type}")
     if not pa.types.is_integer(column.type.value_type):
         raise ScoringError(f"'{name}' must hold integers, got {column.type.value_type}")

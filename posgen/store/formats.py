@@ -401,28 +401,39 @@ def checked_batches(
     """The record batches of an Arrow IPC file or stream, read as a stream (each message once,
     where it lies: the footer is not followed) after every batch's and dictionary's header was
     checked, nothing decompressed: each may take at most :data:`TOKEN_BYTES` a token of rows of
-    ``length`` tokens (plus :data:`ROW_SLACK` a row, 64 KiB a batch) once decompressed, and the
-    file at most ``max_rows`` rows; else ``pyarrow.ArrowInvalid``, as for any unreadable file.
+    ``length`` tokens (plus :data:`ROW_SLACK` a row, 64 KiB a batch) once decompressed, its
+    dictionaries together what its rows may (their entries are no rows: a dictionary of 10^8
+    empty strings is 400 MB), and the file at most ``max_rows`` rows; else
+    ``pyarrow.ArrowInvalid``, as for any unreadable file.
     A 1 KB compressed file cannot expand to gigabytes; uncompressed buffers are mapped."""
     row_bytes, rows = TOKEN_BYTES * length + ROW_SLACK, 0
+    dictionaries = dictionary_bytes = 0
     for message in _messages(path):
         if message.type == "schema":
             continue
         if message.type not in ("record batch", "dictionary"):
             raise pa.ArrowInvalid(f"holds a {message.type} message, not a record batch")
-        dictionary = message.type == "dictionary"
-        claimed, size = _batch_claim(message, dictionary)
-        rows += 0 if dictionary else claimed
+        if message.type == "dictionary":  # its entries are no rows: it shares theirs, below
+            dictionaries += 1
+            dictionary_bytes += _batch_claim(message, dictionary=True)[1]
+            continue
+        claimed, size = _batch_claim(message)
+        rows += claimed
         if max_rows is not None and rows > max_rows:
             raise pa.ArrowInvalid(
                 f"holds {rows:,} rows or more; the data has {max_rows:,}: not read"
             )
         if size > claimed * row_bytes + (1 << 16):
             raise pa.ArrowInvalid(
-                f"a {message.type} of {claimed:,} rows would decompress to {size:,} bytes, "
+                f"a record batch of {claimed:,} rows would decompress to {size:,} bytes, "
                 f"more than rows of {length:,} tokens may take ({row_bytes:,} bytes a row): "
                 "not read"
             )
+    if dictionary_bytes > rows * row_bytes + dictionaries * (1 << 16):
+        raise pa.ArrowInvalid(
+            f"its dictionaries would decompress to {dictionary_bytes:,} bytes, more than its "
+            f"{rows:,} rows of {length:,} tokens may take ({row_bytes:,} bytes a row): not read"
+        )
     reader = pa.ipc.open_stream(_source(path))
     _whole(reader.schema)
     for batch in reader:
@@ -504,6 +515,8 @@ def _batch_claim(message: pa.ipc.Message, dictionary: bool = False) -> tuple[int
             if offset < 0 or length < 0 or offset + length > len(body):
                 raise ValueError("a buffer outside the message")
             stated = struct.unpack_from("<q", body, offset)[0] if compressed and length else 0
+            if stated < -1:  # -1: stored uncompressed; pyarrow refuses the rest only after
+                raise ValueError(f"a buffer of {stated:,} bytes")  # inflating the others
             total += length - 8 if stated == -1 else stated
         if rows < 0 or total < 0:
             raise ValueError("a negative size")

@@ -328,11 +328,13 @@ def write_target(path: Path) -> tuple[Path, bool]:
 
 
 @contextmanager
-def durable_file(path: Path) -> Iterator[HashingFile]:
+def durable_file(path: Path, follow: bool = True) -> Iterator[HashingFile]:
     """A sink for the bytes of ``path``: hashed, fsynced, renamed into place (a pipe is
-    written in place); an ``OSError`` becomes :class:`WriteFailed` naming ``path``."""
+    written in place); an ``OSError`` becomes :class:`WriteFailed` naming ``path``. With
+    ``follow=False`` (a file of posgen's own, in a work folder) a link or a pipe standing at
+    ``path`` is replaced, never followed or written into."""
     path = Path(path)
-    target, streamed = write_target(path)
+    target, streamed = write_target(path) if follow else (path, False)
     if streamed:
         try:
             with open(target, "wb") as handle:
@@ -360,9 +362,10 @@ def durable_file(path: Path) -> Iterator[HashingFile]:
         raise
 
 
-def write_atomically(path: Path, data: bytes) -> Path:
-    """Replace ``path`` with ``data`` at once; returns ``path``."""
-    with durable_file(Path(path)) as sink:
+def write_atomically(path: Path, data: bytes, follow: bool = True) -> Path:
+    """Replace ``path`` with ``data`` at once (``follow``: as :func:`durable_file`); returns
+    ``path``."""
+    with durable_file(Path(path), follow) as sink:
         sink.write(data)
     return Path(path)
 

@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from posgen.encodings import PERequest
-from posgen.errors import PosgenError, UsageError, human_bytes, problem_lines
+from posgen.errors import PosgenError, UsageError, UsageProblems, human_bytes, problem_lines
 from posgen.spec import SpecFileError, TaskSpec, read_spec_file
 from posgen.store.manifest import read_manifest
 
@@ -151,6 +151,10 @@ HASH_PATTERN = rf"^[0-9a-f]{{{HASH_CHARS}}}$"
 
 class GridError(UsageError, ValueError):
     """A grid file that cannot be used: one line per problem, exit status 2."""
+
+
+class GridProblems(UsageProblems, GridError):
+    """A grid file with several problems: one line each."""
 
 
 class PresetEntry(BaseModel):
@@ -288,13 +292,13 @@ def read_grid(path: Path) -> Grid:
     try:
         grid = Grid.model_validate(data)
     except ValidationError as error:
-        raise GridError("\n".join(f"{path}: {line}" for line in problem_lines(error))) from None
+        raise GridProblems([f"{path}: {line}" for line in problem_lines(error)]) from None
     for index, entry in enumerate(grid.presets):
         try:
             entry.resolved()
         except ValidationError as error:
             where = f"{path}: presets.{index}.overrides"
-            raise GridError("\n".join(f"{where}.{line}" for line in problem_lines(error))) from None
+            raise GridProblems([f"{where}.{line}" for line in problem_lines(error)]) from None
     try:
         check_run_count(grid)
     except GridError as error:

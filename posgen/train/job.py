@@ -83,9 +83,13 @@ def resume_folder(out: Path) -> Path:
 
 
 def read_progress(folder: Path) -> dict[str, Any] | None:
-    """A work folder's ``progress.json`` (None when absent or unreadable); no torch needed."""
+    """A work folder's ``progress.json`` (None when absent, unreadable or no file: a pipe
+    there is never opened, where reading would wait for a writer for good); no torch needed."""
+    path = Path(folder) / PROGRESS
     try:
-        with open(Path(folder) / PROGRESS, "rb") as handle:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
+        with open(path, "rb") as handle:
             value = json.loads(handle.read(4096))
     except (OSError, ValueError):
         return None
@@ -231,13 +235,13 @@ def _save_checkpoint(work: Path, key: str, state: dict[str, Any]) -> None:
     ``progress.json``."""
     import torch
 
-    with durable_file(work / CHECKPOINT) as sink:
+    with durable_file(work / CHECKPOINT, follow=False) as sink:
         torch.save({"key": key, **state}, sink)
         sink.handle.write(TRAILER_TAG + f"{sink.digest.hexdigest()} {sink.size:016d}\n".encode())
         signals.point("checkpoint")
     at = state["position"]
     summary = {"epoch": at["epoch"], "step": at["step"], "done": at["done"]}
-    write_atomically(work / PROGRESS, (json.dumps(summary) + "\n").encode())
+    write_atomically(work / PROGRESS, (json.dumps(summary) + "\n").encode(), follow=False)
 
 
 def _checked_payload(path: Path) -> bytes:

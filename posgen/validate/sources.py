@@ -96,9 +96,9 @@ def known_splits(spec: TaskSpec) -> tuple[str, ...]:
 def _split_of(spec: TaskSpec, name: str | None, part: Part) -> tuple[str, int | None]:
     if name is not None and name in known_splits(spec):
         return name, spec.split_length(name)
-    length = None
-    try:  # the first row's length
-        batch = next((b for b in part.batches(1 << 16) if b.num_rows), None)
+    length, longest = None, max(spec.split_length(split) for split in known_splits(spec))
+    try:  # the first row's length, an Arrow file's batch checked for rows of the longest split
+        batch = next((b for b in part.batches(longest) if b.num_rows), None)
         column = batch.schema.get_field_index("tokens") if batch else -1  # -1: no such column
         first = batch.column(column)[0] if batch and column >= 0 else None
         length = len(first) if first is not None and first.is_valid else None
@@ -190,8 +190,10 @@ def _from_files(
         part = Part(label=str(path.relative_to(root)), path=path)
         if format_of(path).name == "parquet":  # its footer's claim, before a row is read
             _fits(part.label, format_of(path).facts(path), longest)
-        named = split or path.stem.split("-")[0]
-        split_name, length = _split_of(spec, named if named in known_splits(spec) else split, part)
+        folder = path.parent.name if path.parent != root else None  # save_to_disk: SPLIT/
+        names = (path.stem.split("-")[0], folder)  # test-00000.parquet, validation/data-0.arrow
+        named = split or next((n for n in names if n in known_splits(spec)), None)
+        split_name, length = _split_of(spec, named, part)
         if split is not None and split_name != split:
             continue
         data = grouped.setdefault(

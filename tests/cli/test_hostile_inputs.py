@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,25 @@ def npy_header(shape, descr="<i2", data=b"\0" * 1000):
     return write
 
 
+def negative_buffer(path: Path) -> None:
+    """A zstd row of 2^24 zero tokens whose id buffer states -2^24 bytes: the sum of the sizes
+    stated looked small, and pyarrow inflated the row before refusing the negative size."""
+    row = pa.ListArray.from_arrays([0, 2**24], np.zeros(2**24, np.uint8))
+    feather.write_feather(pa.table({"id": [0], "predictions": row}), path, compression="zstd")
+    raw = path.read_bytes()
+    at = raw.find(struct.pack("<q", 8) + b"\x28\xb5\x2f\xfd")  # 8 bytes once inflated, zstd
+    path.write_bytes(raw[:at] + struct.pack("<q", -(2**24)) + raw[at + 8 :])
+
+
+def empty_words(path: Path) -> None:
+    """One row whose extra column's dictionary holds 2^22 empty strings (16 MB of offsets)."""
+    offsets = pa.py_buffer(np.zeros(2**22 + 1, np.int32))
+    words = pa.StringArray.from_buffers(2**22, offsets, pa.py_buffer(b""))
+    column = pa.DictionaryArray.from_arrays(pa.array([0], pa.int32()), words)
+    table = pa.table({"id": [0], "predictions": [ROW], "cat": column})
+    feather.write_feather(table, path, compression="zstd")
+
+
 def write_content(path: Path, content) -> None:
     """Text or bytes as they are, an array as ``.npy``, columns as Parquet, or ``content(path)``."""
     if isinstance(content, str | bytes):
@@ -113,6 +133,20 @@ BAD_PREDICTIONS = {  # case (its first word: the file's suffix) -> (content, err
     "arrow zstd row of 2^24 tokens in 1 KB": (lambda path: feather.write_feather(pa.table({
         "id": [0], "predictions": pa.ListArray.from_arrays([0, 2**24], np.zeros(2**24, np.uint8))
     }), path, compression="zstd"), "1 rows would decompress to 16,777,"),
+    "arrow zstd row of 2^24 tokens behind a negative buffer size": (negative_buffer,
+        "a damaged record batch header (a buffer of -16,777,216 bytes)"),
+    "arrow zstd dictionary of 2^22 entries for one row": (empty_words,
+        "its dictionaries would decompress to 16,777,"),
+    "arrow two id columns": (lambda path: feather.write_feather(pa.Table.from_arrays(
+        [pa.array(range(10)), pa.array(range(10)), pa.array([ROW] * 10)],
+        names=["id", "id", "predictions"]), path), "has 2 columns named 'id'; keep one"),
+    "parquet two predictions columns": (lambda path: pq.write_table(pa.Table.from_arrays(
+        [pa.array(range(10)), pa.array([ROW] * 10), pa.array([ROW] * 10)],
+        names=["id", "predictions", "predictions"]), path), "2 columns named 'predictions'"),
+    "arrow made for a spec id of two lines": (lambda path: feather.write_feather(pa.table(
+        {"id": range(10), "predictions": [ROW] * 10}).replace_schema_metadata(
+        {"posgen.spec_id": "abc\nerror: forged", "posgen.split": "test"}), path),
+        "made for split test of spec abc error: forged, not split test"),
     "feather lz4 of more rows than the data": (lambda path: feather.write_feather(pa.table({
         "id": range(11), "predictions": [ROW] * 11}), path, compression="lz4"),
         "holds 11 rows or more; the data has 10: not read"),
@@ -335,6 +369,27 @@ def test_output_names_up_to_the_file_system_limit_work(cli, recorded, tiny_cot, 
         for result in (made, scored, again):
             assert result.exit_code == 0, result.output
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, preds.name])
+
+
+NEWLINE_NAMES = {  # a command naming a path that holds a newline -> its error line's fragment
+    "score --predictions": (lambda data, here: ["score", "--data", data, "--predictions",
+                                                here / "no\nsuch.jsonl"], "no such.jsonl: no such"),
+    "generate --out": (lambda data, here: ["generate", *SMALL_FLAGS, "--out", here / "a\nb"],
+                       "a b exists; pass --overwrite"),
+    "validate --config": (lambda data, here: ["validate", here / "a\nb", "--config", "x"],
+                          "a b has no config 'x'"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(NEWLINE_NAMES))
+def test_a_path_holding_a_newline_is_named_on_one_error_line(
+    assert_clean_error, cli, recorded, tiny_cot, tmp_path, case
+):  # each line of an error was its own 'error:' line, the rest of the path a forged one
+    shutil.copytree(tiny_cot, tmp_path / "a\nb")
+    args, fragment = NEWLINE_NAMES[case]
+    result = cli(*args(tiny_cot, tmp_path))
+    with recorded("hostile", f"newline in a path:{case}"):
+        assert_clean_error(result, 2, fragment)
 
 
 # --- Python API misuse -----------------------------------------------------------------

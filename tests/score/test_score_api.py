@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
+import pyarrow.parquet as pq
 import pytest
 
 from posgen.generator import generate_split
@@ -237,24 +238,35 @@ def test_lm_inputs_give_the_same_rows_whatever_the_format_of_the_dataset(form, b
     assert mapped.with_format(None)["input_ids"] == [[17, *row] for row in test["tokens"]]
 
 
-ARROW_WRITERS = {  # extra columns the reader must let through (pyarrow, datasets' ds.map)
+ARROW_WRITERS = {  # columns the reader must let through (pyarrow, datasets' ds.map, LargeList)
     "a dictionary-encoded extra column": lambda n, rows: {
         "cat": pa.array(["a", "b"] * (n // 2)).dictionary_encode()},
     "the input tokens beside the predictions": lambda n, rows: {
         "tokens": pa.array(list(rows), pa.list_(pa.uint8()))},
+    "predictions as a large list": lambda n, rows: {
+        "predictions": pa.array(list(rows), pa.large_list(pa.int64()))},
+    "predictions as a list view": lambda n, rows: {"predictions": pa.ListViewArray.from_arrays(
+        np.arange(n, dtype=np.int32) * rows.shape[1], np.full(n, rows.shape[1], np.int32),
+        rows.reshape(-1))},
 }  # fmt: skip
 
 
+@pytest.mark.parametrize("suffix", [".arrow", ".parquet"])
 @pytest.mark.parametrize("compression", ["uncompressed", "zstd"])
 @pytest.mark.parametrize("case", sorted(ARROW_WRITERS))
-def test_arrow_predictions_with_extra_columns_read_as_written(tmp_path, case, compression):
+def test_arrow_predictions_with_extra_columns_read_as_written(tmp_path, case, compression, suffix):
     """Both were refused by the first checked reader: a dictionary is its own message, and a
-    batch's extra columns count once decompressed (400 rows: past a batch's 64 KiB slack)."""
+    batch's extra columns count once decompressed (400 rows: past a batch's 64 KiB slack).
+    A Parquet file's footer counted every column's values against the predictions'."""
     n, positions = 400, 256
     rows = np.random.default_rng(0).integers(0, 17, (n, positions), dtype=np.int64)
     columns = {"id": np.arange(n), "predictions": pa.array(list(rows), pa.list_(pa.int64()))}
-    path = tmp_path / "p.arrow"
+    path = tmp_path / f"p{suffix}"
     table = pa.table({**columns, **ARROW_WRITERS[case](n, rows)})
-    feather.write_feather(table, path, compression=compression)
+    if suffix == ".parquet":
+        pq.write_table(table, path, compression="none" if compression == "uncompressed" else
+                       compression)  # fmt: skip
+    else:
+        feather.write_feather(table, path, compression=compression)
     read = read_predictions(path, fits=(n, positions))
     assert np.array_equal(read.tokens, rows) and np.array_equal(read.ids, np.arange(n))

@@ -3,9 +3,11 @@ never resumed, changed or removed; following the command trains the run anew."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import posgen.signals  # noqa: E402
-from posgen.train.job import CHECKPOINT, TRAILER_BYTES, TRAILER_TAG  # noqa: E402
+from posgen.train.job import CHECKPOINT, PROGRESS, TRAILER_BYTES, TRAILER_TAG  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +123,42 @@ def test_a_checkpoint_that_is_no_file_is_named_never_read_or_trained_over(
         before.st_mode,
         before.st_ino,
     )
+
+
+PROGRESS_NOT_A_FILE = {  # what stands at progress.json instead of a file
+    "a pipe": lambda path, outside: os.mkfifo(path),  # reading or writing it waited for good
+    "a link to a file outside": lambda path, outside: path.symlink_to(outside),  # replaced
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROGRESS_NOT_A_FILE))
+def test_a_progress_file_that_is_no_file_is_replaced_never_followed_or_waited_on(
+    train_tiny, tmp_path, stopped, case
+):
+    """``posgen train`` read progress.json first and wrote it through a link or into a pipe:
+    a pipe held it for good (until a signal), a link's file outside was replaced. Now it is no
+    progress: the checkpoint resumes, and progress.json is replaced where it stands."""
+    work, outside = tmp_path / ".run.posgen-resume", tmp_path / "outside.json"
+    shutil.copytree(stopped["work"], work)
+    (work / PROGRESS).unlink()
+    outside.write_bytes(b'{"mine": 1}\n')
+    PROGRESS_NOT_A_FILE[case](work / PROGRESS, outside)
+    done = threading.Event()
+
+    def release() -> None:  # a posgen waiting to open the pipe (to read or write) goes on
+        while not done.is_set():
+            with contextlib.suppress(OSError):  # a link (O_NOFOLLOW), or nothing there
+                os.close(os.open(work / PROGRESS, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW))
+            done.wait(0.01)
+
+    watcher = threading.Thread(target=release, daemon=True)
+    watcher.start()
+    try:
+        result = train_tiny("rope", tmp_path / "run")
+    finally:
+        done.set()
+        watcher.join()
+    assert result.exit_code == 0, result.output
+    assert outside.read_bytes() == b'{"mine": 1}\n'
+    reference = stopped["reference"] / "predictions.parquet"
+    assert (tmp_path / "run" / "predictions.parquet").read_bytes() == reference.read_bytes()

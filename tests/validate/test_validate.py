@@ -228,6 +228,9 @@ def test_parquet_arrow_and_datasets_sources_validate_with_a_spec(tmp_path):
     assert list(report.facts["semirecursive"]) == ["test"]  # inferred from L'
     dataset = to_dataset_dict(spec)
     assert validate(dataset, spec).ok
+    dataset.save_to_disk(tmp_path / "saved")  # SPLIT/data-00000-of-00001.arrow: the folder names
+    saved = validate(tmp_path / "saved", spec)  # the split (validation was checked as test)
+    assert saved.ok and list(saved.facts["semirecursive"]) == ["train", "validation", "test"]
     assert validate(dataset["train"], spec).facts["semirecursive"]["train"]["rows"] == 64
     with pytest.raises(SourceError, match=r"has no posgen\.json: give the spec"):
         validate(tmp_path / "test.parquet")
@@ -366,6 +369,26 @@ def test_a_bare_arrow_file_whose_batch_would_expand_past_its_rows_is_failed_unde
     fail = "FAIL schema         cot/test                 test.arrow: unreadable (a record batch of"
     assert f"{fail} 1 rows would decompress to 16,777," in result.output
     assert "more than rows of 256 tokens may take (9,216 bytes a row): not read)" in result.output
+
+
+def test_a_bare_arrow_file_named_for_no_split_is_not_inflated_to_learn_its_row_length(tmp_path):
+    """The split of ``rows.arrow`` is inferred from its first row, read from a batch checked
+    for rows of the spec's longest split (256 tokens): it was checked for 65,536, so these
+    6 KB of zstd were inflated to 64 MB first."""
+    path = tmp_path / "rows.arrow"
+    offsets = np.arange(0, 2**26 + 1, 2**16, dtype=np.int32)
+    rows = pa.ListArray.from_arrays(offsets, np.zeros(2**26, np.uint8))
+    feather.write_feather(pa.table({"id": np.arange(1024), "tokens": rows}), path,
+                          compression="zstd")  # fmt: skip
+    default = pa.default_memory_pool()
+    pool = pa.proxy_memory_pool(default)  # what pyarrow allocates, counted apart
+    pa.set_memory_pool(pool)
+    try:
+        report = validate(path, spec=TaskSpec(task="cot"))
+    finally:
+        pa.set_memory_pool(default)
+    assert not report.ok
+    assert pool.max_memory() < 2**22, pool.max_memory()
 
 
 BARE_SPEC = TaskSpec(task="cot", train_length=8, test_length=8, test_size=6)
