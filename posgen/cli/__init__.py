@@ -75,6 +75,10 @@ class PosgenGroup(click.Group):
             signals.check()  # a signal Python swallowed (in __del__, say) still ends the run
         except SystemExit:
             raise
+        except click.exceptions.NoArgsIsHelpError as bare:  # `posgen` alone: its help, exit 2
+            signals.hold()
+            bare.show()
+            sys.exit(bare.exit_code)
         except BaseException as error:
             signals.hold()  # a second signal must not interrupt the report of the first
             if not isinstance(error, EXPECTED) and debugging(PosgenGroup.debug):

@@ -97,6 +97,9 @@ def test_each_problem_is_one_error_line_under_its_field(cli, tmp_path, fields, e
 def test_version_help_and_python_dash_m(cli):
     assert __version__ in cli("--version").output
     assert "Examples:" in cli("generate", "-h").output
+    bare = cli()  # `posgen` alone: the help as written, not folded into an error line
+    assert bare.exit_code == 2 and "error:" not in bare.stderr, bare.stderr
+    assert bare.stderr.startswith("Usage: ") and "\n  generate " in bare.stderr
     proc = subprocess.run(
         [sys.executable, "-m", "posgen", "--version"], capture_output=True, text=True, check=True
     )
