@@ -75,14 +75,18 @@ def path_problem(value: str) -> str | None:
 
 
 class PathArg(click.Path):
-    """``click.Path`` that also refuses non-UTF-8 paths and over-long names."""
+    """``click.Path`` that also refuses non-UTF-8 paths and over-long names; only ``-`` itself
+    means standard output (``./-`` is the file ``-``, kept absolute so it stays one)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str | os.PathLike) and str(value) != "-":
             problem = path_problem(os.fspath(value))
             if problem is not None:
                 self.fail(f"'{shown(os.fspath(value), 60)}' {problem}", param, ctx)
-        return super().convert(value, param, ctx)
+        path = super().convert(value, param, ctx)
+        if str(value) != "-" and os.fspath(path) == "-":  # Path("./-") reads as "-"
+            return Path(os.path.abspath(value))
+        return path
 
 
 class FiniteFloat(click.FloatRange):

@@ -71,7 +71,9 @@ def test_baseline_scores_gives_id_and_ood_accuracy_per_kind(data):
     assert all(0 < s["ood_accuracy"] < 0.15 for k, s in scores.items() if k != "oracle")
 
 
-def test_known_errors_show_in_the_table_the_json_and_the_png_plot(cli, data, tmp_path, test_tokens):
+def test_known_errors_show_in_the_table_the_json_and_the_png_plot(
+    cli, data, tmp_path, test_tokens, monkeypatch
+):
     preds = test_tokens.copy()
     preds[0, 100] = (preds[0, 100] + 1) % 17
     preds[1, 10] = (preds[1, 10] + 1) % 17
@@ -96,6 +98,9 @@ def test_known_errors_show_in_the_table_the_json_and_the_png_plot(cli, data, tmp
     assert (body["bucket_width"], [b["start"] for b in body["buckets"]]) == (64, [4, 64, 128, 192])
     spec_id = read_manifest(data).configs["cot"].spec_id
     assert (body["first_error"], body["spec_id"]) == (report["first_error"], spec_id)
+    monkeypatch.chdir(tmp_path)  # only "-" itself is standard output: ./- is a file
+    assert score(cli, data, tmp_path / "p.npy", "--json", "./-").exit_code == 0
+    assert json.loads((tmp_path / "-").read_text())["first_error"] == report["first_error"]
 
 
 def test_plot_without_matplotlib_exits_2_with_the_install_hint(cli, data, tmp_path, monkeypatch):
