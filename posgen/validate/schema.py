@@ -80,8 +80,9 @@ def decode_batch(batch: pa.RecordBatch, length: int | None, modulus: int, first_
     expected_ids = np.arange(first_id, first_id + n, dtype=np.int64)
     id_column = batch.column(names.index("id")) if "id" in names else None
     if id_column is not None and pa.types.is_integer(id_column.type):
-        # ids of another type are reported by type_problems; rows are then numbered in order
-        ids = id_column.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        # ids of another type are reported by type_problems; rows are then numbered in order.
+        # A null id, or an unsigned one past int64 (wrapped negative), is out of sequence
+        ids = id_column.cast(pa.int64(), safe=False).fill_null(-1).to_numpy(zero_copy_only=False)
     else:
         ids = expected_ids
     offsets, values, nulls = list_column(batch.column(names.index("tokens")))

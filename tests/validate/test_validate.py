@@ -405,8 +405,23 @@ def test_a_bare_arrow_file_with_a_dictionary_encoded_extra_column_validates(
     assert report.ok, [c.message for c in report.checks if not c.ok]
 
 
+@pytest.mark.parametrize(
+    ("ids", "ok"), [(pa.uint32(), True), (pa.uint64(), True), ("past int64", False)]
+)
+def test_unsigned_ids_validate_and_one_past_int64_is_out_of_sequence(tmp_path, ids, ok):
+    table = split_table(BARE_SPEC, "test")  # unsigned ids were an internal error (OverflowError)
+    column = table.column("id").cast(pa.uint64() if ids == "past int64" else ids)
+    if ids == "past int64":
+        column = pa.array([2**63 + i for i in range(table.num_rows)], pa.uint64())
+    pq.write_table(table.set_column(0, "id", column), tmp_path / "test.parquet")
+    report = validate(tmp_path / "test.parquet", spec=BARE_SPEC, split="test")
+    assert report.ok == ok, [c.message for c in report.checks if not c.ok]
+    assert ok or "out of sequence" in " ".join(c.message for c in report.checks if not c.ok)
+
+
 @example("uncompressed", [(357, 197), (684, 206), (1711, 183)])  # a name not UTF-8
 @example("uncompressed", [(116, 209), (234, 7), (1258, 91)])  # footer and stream disagree
+@example("uncompressed", [(2152, 0)])  # a batch length flipped negative
 @given(
     compression=st.sampled_from(["uncompressed", "zstd"]),
     flips=st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 255)), min_size=1, max_size=3),
