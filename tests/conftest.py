@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -127,6 +129,22 @@ def recorded(kind: str, key: str) -> Iterator[None]:
         record(kind, key, False)
         raise
     record(kind, key, True)
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker
+        atexit.register(_exit_without_teardown)
+
+
+def _exit_without_teardown() -> None:
+    """A worker's last exit handler: the handlers registered after it (torch's, datasets',
+    multiprocessing's, the finalizers') have run, and logging's is called here; the modules'
+    teardown, seconds of garbage collection with torch loaded, is skipped: the results were
+    sent to the controller before, and it waits for this process to end."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -50,11 +51,17 @@ def keyed_hash(operands: list[int], m: int, key: int) -> int:
     return ((keyed_state(operands, m, key) >> 32) * m) >> 32
 
 
+@functools.lru_cache(maxsize=8)
+def perm_order(state: int, m: int) -> tuple[int, ...]:
+    """Z_m ordered by splitmix64(state ^ s), ties by s: the permutation of one keyed state
+    (kept for the next targets: a far tuple stays put along a cot row, for two along a
+    semirecursive one)."""
+    return tuple(sorted(range(m), key=lambda s: (splitmix64(state ^ s), s)))
+
+
 def far_perm(far_operands: list[int], near_operands: list[int], m: int, key: int) -> int:
     """The far tuple's keyed state orders Z_m by splitmix64(state ^ s); the near sum indexes."""
-    state = keyed_state(far_operands, m, key)
-    order = sorted(range(m), key=lambda s: (splitmix64(state ^ s), s))
-    return order[sum(near_operands) % m]
+    return perm_order(keyed_state(far_operands, m, key), m)[sum(near_operands) % m]
 
 
 def slot_perm(far_operands: list[int], near_operands: list[int], m: int, key: int) -> int:

@@ -76,8 +76,17 @@ ALLOWED = {  # case -> (the command line, the file it writes)
 }  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def arrow_dataset(tmp_path_factory) -> Path:
+    """A small cot dataset in Arrow storage, written once: read it, never change it."""
+    out = tmp_path_factory.mktemp("arrow") / "arrow"
+    write_dataset(default_benchmark(("cot",), train_size=32, val_size=8, test_size=8), out,
+                  storage="arrow")  # fmt: skip
+    return out
+
+
 @pytest.fixture
-def folder(tmp_path, tiny_cot, tiny_oracle) -> Path:
+def folder(tmp_path, tiny_cot, tiny_oracle, arrow_dataset) -> Path:
     """Datasets ``ds``, ``other`` (with a user's file) and ``arrow``, links to them, ``plain`` (a
     parquet file, no manifest), a spec, a grid and the oracle's predictions."""
     shutil.copytree(tiny_cot, tmp_path / "ds")
@@ -88,8 +97,7 @@ def folder(tmp_path, tiny_cot, tiny_oracle) -> Path:
     shutil.copy(tiny_cot / SHARD, tmp_path / "plain" / "x.parquet")
     shutil.copy(ROOT / "task_specs" / "posgen-v1.toml", tmp_path / "spec.toml")
     shutil.copy(tmp_path / "spec.toml", tmp_path / "other" / "spec.toml")  # a user's file
-    small = default_benchmark(("cot",), train_size=32, val_size=8, test_size=8)
-    write_dataset(small, tmp_path / "arrow", storage="arrow")
+    shutil.copytree(arrow_dataset, tmp_path / "arrow", symlinks=True)
     (tmp_path / "grid.toml").write_text(f'datasets = ["{tmp_path / "ds"}"]\npes = ["rope"]\n')
     shutil.copy(tiny_oracle, tmp_path / "oracle.jsonl")
     return tmp_path

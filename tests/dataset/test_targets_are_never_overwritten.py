@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,12 +41,17 @@ def single(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def parts(tmp_path) -> list[Path]:  # three parts of one run, each in its own folder
-    folders = [tmp_path / f"p{i}" for i in range(3)]
+@pytest.fixture(scope="module")
+def written_parts(tmp_path_factory) -> list[Path]:  # read them, never change them
+    folders = [tmp_path_factory.mktemp("parts") / f"p{i}" for i in range(3)]
     for i, folder in enumerate(folders):
         assert part(folder, i) is None
     return folders
+
+
+@pytest.fixture
+def parts(tmp_path, written_parts) -> list[Path]:  # three parts of one run, each in its folder
+    return [Path(shutil.copytree(p, tmp_path / p.name, symlinks=True)) for p in written_parts]
 
 
 def _user_folder(target: Path) -> None:
