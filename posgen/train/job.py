@@ -83,13 +83,13 @@ def resume_folder(out: Path) -> Path:
 
 
 def read_progress(folder: Path) -> dict[str, Any] | None:
-    """A work folder's ``progress.json`` (None when absent, unreadable or no file: a pipe
-    there is never opened, where reading would wait for a writer for good); no torch needed."""
-    path = Path(folder) / PROGRESS
+    """A work folder's ``progress.json`` (None when absent, unreadable or no file: a link is
+    not followed, and a pipe is opened without waiting and never read); no torch needed."""
     try:
-        if not stat.S_ISREG(path.lstat().st_mode):
-            return None
-        with open(path, "rb") as handle:
+        fd = os.open(Path(folder) / PROGRESS, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with open(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
             value = json.loads(handle.read(4096))
     except (OSError, ValueError):
         return None
