@@ -93,12 +93,17 @@ def known_splits(spec: TaskSpec) -> tuple[str, ...]:
     return (*spec.split_names, *spec.probe_names)
 
 
+def longest_row(spec: TaskSpec) -> int:
+    """Tokens in a row of ``spec``'s longest split: what a file's rows may hold at most."""
+    return max(spec.split_length(split) for split in known_splits(spec))
+
+
 def _split_of(spec: TaskSpec, name: str | None, part: Part) -> tuple[str, int | None]:
     if name is not None and name in known_splits(spec):
         return name, spec.split_length(name)
-    length, longest = None, max(spec.split_length(split) for split in known_splits(spec))
+    length = None
     try:  # the first row's length, an Arrow file's batch checked for rows of the longest split
-        batch = next((b for b in part.batches(longest) if b.num_rows), None)
+        batch = next((b for b in part.batches(longest_row(spec)) if b.num_rows), None)
         column = batch.schema.get_field_index("tokens") if batch else -1  # -1: no such column
         first = batch.column(column)[0] if batch and column >= 0 else None
         length = len(first) if first is not None and first.is_valid else None
@@ -185,7 +190,7 @@ def _from_files(
 ) -> Source:
     _check_split(spec, split)
     grouped: dict[str, SplitData] = {}
-    longest = max(spec.split_length(name) for name in known_splits(spec))
+    longest = longest_row(spec)
     for path in files:
         part = Part(label=str(path.relative_to(root)), path=path)
         if format_of(path).name == "parquet":  # its footer's claim, before a row is read
