@@ -420,11 +420,13 @@ def check_size(data: Any) -> None:
             stack.extend((item, depth + 1) for item in value)
 
 
-def read_bounded(path: Path, limit: int, chunk: int = 1 << 20) -> bytes:
+def read_bounded(path: Path, limit: int, chunk: int = 1 << 20, *, follow: bool = True) -> bytes:
     """At most ``limit + 1`` bytes of ``path``, read a chunk at a time; a pipe or a device is
-    an ``OSError``, never waited on."""
+    an ``OSError``, never waited on, and so is a link with ``follow=False``."""
     parts = []
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    fd = os.open(
+        path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    )
     kind = stat.S_IFMT(os.fstat(fd).st_mode)
     if kind != stat.S_IFREG:
         os.close(fd)

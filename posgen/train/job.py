@@ -17,6 +17,7 @@ import os
 import shlex
 import shutil
 import stat
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from posgen.errors import DataError, RunError, UsageError, human_bytes, out_of_m
 from posgen.scoring.folder import score_reference
 from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reliance import score_probe
-from posgen.spec import PROBE_SPLIT
+from posgen.spec import PROBE_SPLIT, read_bounded
 from posgen.store.dataset import Dataset
 from posgen.store.safety import (
     OutputExistsError,
@@ -86,11 +87,7 @@ def read_progress(folder: Path) -> dict[str, Any] | None:
     """A work folder's ``progress.json`` (None when absent, unreadable or no file: a link is
     not followed, and a pipe is opened without waiting and never read); no torch needed."""
     try:
-        fd = os.open(Path(folder) / PROGRESS, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        with open(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            value = json.loads(handle.read(4096))
+        value = json.loads(read_bounded(Path(folder) / PROGRESS, 4096, follow=False))
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
@@ -246,7 +243,7 @@ def _save_checkpoint(work: Path, key: str, state: dict[str, Any]) -> None:
 
 def _checked_payload(path: Path) -> bytes:
     """The checkpoint's bytes before its checksum line, checked against it; else why not."""
-    raw = path.read_bytes()
+    raw = read_bounded(path, sys.maxsize, follow=False)  # what stands there, as large as it is
     if not raw:
         raise ValueError("is empty")
     payload, trailer = raw[:-TRAILER_BYTES], raw[-TRAILER_BYTES:]
