@@ -160,11 +160,16 @@ class Op:
     def additive(self) -> bool:
         return self.kind == "additive"
 
+    @property
+    def permutes(self) -> bool:
+        """Draws a permutation of Z_m per far value (``far_perm``, ``slot_perm``, ...)."""
+        return self.kind in ("perm", "slot", "select")
+
     def apply(
         self, operands: Sequence[np.ndarray], modulus: int, key: int = 0, far: int = 0
     ) -> np.ndarray:
         """h of every tuple: ``operands[i]`` holds operand i (the first ``far`` are far)."""
-        if self.kind in ("perm", "slot", "select"):
+        if self.permutes:
             perm = {"perm": far_perm, "slot": slot_perm, "select": select_perm}[self.kind]
             return perm(operands[:far], operands[far:], modulus, key)
         if self.kind == "tuple":
@@ -184,13 +189,11 @@ class Op:
         >>> get_op("far_perm").slow(17, 2), get_op("keyed_hash").slow(17, 2)
         (True, False)
         """
-        return self.kind in ("perm", "slot", "select") or (
-            self.kind == "tuple" and modulus**window > HASH_TABLE_MAX
-        )
+        return self.permutes or (self.kind == "tuple" and modulus**window > HASH_TABLE_MAX)
 
     def problem(self, modulus: int, window: int) -> str | None:
         """Why this op cannot run at (m, w), or None: a table too large or leaving Z_m."""
-        if self.kind in ("perm", "slot", "select") and modulus * modulus > PERM_TABLE_MAX:
+        if self.permutes and modulus * modulus > PERM_TABLE_MAX:
             return (
                 f"op {self.name} draws a permutation of Z_m per far value; at most "
                 f"m = {math.isqrt(PERM_TABLE_MAX)} (m^2 = {PERM_TABLE_MAX:,} table entries)"
