@@ -44,8 +44,13 @@ from posgen.signals import Interrupted
 from posgen.spec import BenchmarkSpec, TaskSpec, is_probe_split, resolve_benchmark
 from posgen.store import writer
 from posgen.store.formats import FORMATS, Progress
-from posgen.store.manifest import MANIFEST_NAME
-from posgen.store.safety import OutputExistsError, WriteFailed, check_target, recover
+from posgen.store.safety import (
+    OutputExistsError,
+    WriteFailed,
+    check_target,
+    is_dataset_folder,
+    recover,
+)
 from posgen.store.writer import check_part_target
 from posgen.tasks import TASKS, get_op, op_names
 from posgen.train import TRAIN_HINT
@@ -380,7 +385,7 @@ def output_problems(
                 if Path(source_real) == real or real in Path(source_real).parents
             ]
         above = real.parents if flag in replaced else (real, *real.parents)
-        dataset = next((d for d in above if _holds_manifest(d)), None)
+        dataset = next((d for d in above if is_dataset_folder(d)), None)
         folder = next((str(d) for d in real.parents if str(d) in folders), None)
         if str(real) in read and flag not in replaced:
             what, source = read[str(real)]
@@ -400,14 +405,6 @@ def output_problems(
                 "reads; write outside it"
             )
     return lines
-
-
-def _holds_manifest(folder: Path) -> bool:
-    """Whether ``folder`` holds a manifest (an unreadable one is not known to)."""
-    try:
-        return (folder / MANIFEST_NAME).is_file()
-    except OSError:
-        return False
 
 
 def refuse_outputs(

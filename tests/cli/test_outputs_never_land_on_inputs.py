@@ -73,6 +73,8 @@ ALLOWED = {  # case -> (the command line, the file it writes)
         GENERATE + "--format arrow --out {t}/arrow --overwrite -q", "arrow/posgen.json"),
     "validate --json beside the dataset": ("validate {t}/ds --json {t}/report.json",
                                            "report.json"),
+    "baseline --out in a folder whose posgen.json is a user's, not a manifest": (
+        BASELINE + "{t}/mine/oracle.jsonl -q", "mine/oracle.jsonl"),
 }  # fmt: skip
 
 
@@ -94,6 +96,8 @@ def folder(tmp_path, tiny_cot, tiny_oracle, arrow_dataset) -> Path:
     (tmp_path / "link").symlink_to(tmp_path / "ds" / "data")
     (tmp_path / "dslink").symlink_to(tmp_path / "ds")
     (tmp_path / "plain").mkdir()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "posgen.json").write_text("{}")  # a user's file (write_dataset agrees)
     shutil.copy(tiny_cot / SHARD, tmp_path / "plain" / "x.parquet")
     shutil.copy(ROOT / "task_specs" / "posgen-v1.toml", tmp_path / "spec.toml")
     shutil.copy(tmp_path / "spec.toml", tmp_path / "other" / "spec.toml")  # a user's file
