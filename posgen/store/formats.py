@@ -356,8 +356,9 @@ class ParquetFormat(Format):
     def schema(self, path: Path) -> pa.Schema:
         return pq.read_schema(path)
 
-    def batches(self, path, rows, columns=("id", "tokens"), length=None):  # fmt: skip
-        """``length`` is not needed: a Parquet file's footer is checked before it is read."""
+    def batches(self, path, rows, columns=("id", "tokens"), length=None, max_rows=None):
+        """``length`` and ``max_rows`` are not needed: a Parquet file's footer is checked
+        before it is read."""
         handle = pq.ParquetFile(_readable(path))
         present = [n for n in columns if n in handle.schema_arrow.names]
         yield from handle.iter_batches(batch_size=rows, columns=present)
@@ -549,11 +550,12 @@ class ArrowFormat(Format):
     def schema(self, path: Source) -> pa.Schema:
         return stream_schema(path) if isinstance(path, Path) else open_ipc(path).schema
 
-    def batches(self, path, rows, columns=("id", "tokens"), length=None):  # fmt: skip
+    def batches(self, path, rows, columns=("id", "tokens"), length=None, max_rows=None):
         """``length`` (tokens a row): a file read for the first time, each batch checked
-        before it is decompressed (:func:`checked_batches`)."""
+        before it is decompressed, and the file for at most ``max_rows`` rows
+        (:func:`checked_batches`)."""
         if length is not None and isinstance(path, Path):
-            chunks: Iterator[pa.RecordBatch] = checked_batches(path, length)
+            chunks: Iterator[pa.RecordBatch] = checked_batches(path, length, max_rows)
         else:
             reader = open_ipc(path)
             many = getattr(reader, "num_record_batches", None)

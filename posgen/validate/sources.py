@@ -10,7 +10,7 @@ as :class:`SplitData` whose parts stream record batches of bounded size.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class Part:
     first_id: int | None = None
     rows: int | None = None
     storage: Format | None = None
+    max_rows: int | None = None  # a bare file's: its split's size (an Arrow file is not read past)
 
     def schema(self) -> pa.Schema:
         """The part's Arrow schema (raises on unreadable files)."""
@@ -55,7 +56,7 @@ class Part:
             yield from self.table.to_batches(max_chunksize=rows)
         else:
             storage = self.storage or format_of(self.path)
-            yield from storage.batches(self.path, rows, columns, length=length)
+            yield from storage.batches(self.path, rows, columns, length, self.max_rows)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,13 @@ def known_splits(spec: TaskSpec) -> tuple[str, ...]:
 def longest_row(spec: TaskSpec) -> int:
     """Tokens in a row of ``spec``'s longest split: what a file's rows may hold at most."""
     return max(spec.split_length(split) for split in known_splits(spec))
+
+
+def split_rows(spec: TaskSpec, split: str | None = None) -> int:
+    """Rows ``split`` of ``spec`` holds (its largest split's where ``split`` is none of them):
+    what a file of it may hold at most."""
+    names = [split] if split in known_splits(spec) else known_splits(spec)
+    return max(spec.split_size(name) for name in names)
 
 
 def _split_of(spec: TaskSpec, name: str | None, part: Part) -> tuple[str, int | None]:
@@ -192,15 +200,19 @@ def _from_files(
     grouped: dict[str, SplitData] = {}
     longest = longest_row(spec)
     for path in files:
-        part = Part(label=str(path.relative_to(root)), path=path)
-        if format_of(path).name == "parquet":  # its footer's claim, before a row is read
-            _fits(part.label, format_of(path).facts(path), longest)
+        part = Part(label=str(path.relative_to(root)), path=path, max_rows=split_rows(spec))
+        facts = format_of(path).facts(path) if format_of(path).name == "parquet" else None
+        if facts is not None:  # its footer's claim, before a row is read
+            _fits(part.label, facts, longest, part.max_rows)
         folder = path.parent.name if path.parent != root else None  # save_to_disk: SPLIT/
         names = (path.stem.split("-")[0], folder)  # test-00000.parquet, validation/data-0.arrow
         named = split or next((n for n in names if n in known_splits(spec)), None)
         split_name, length = _split_of(spec, named, part)
         if split is not None and split_name != split:
             continue
+        part = replace(part, max_rows=split_rows(spec, split_name))
+        if facts is not None:
+            _fits(part.label, facts, longest, part.max_rows, split_name)
         data = grouped.setdefault(
             split_name, SplitData(config or spec.task, split_name, spec, length, [])
         )
@@ -212,9 +224,15 @@ def _from_files(
     return Source(splits=splits, root=root, given_spec=spec)
 
 
-def _fits(label: str, facts: FileFacts, longest: int) -> None:
-    """Refuse a file declaring more tokens than rows of ``longest`` tokens hold (a small
-    compressed file can expand to gigabytes)."""
+def _fits(
+    label: str, facts: FileFacts, longest: int, most: int, split: str = "the largest split"
+) -> None:
+    """Refuse a file declaring more rows than ``most`` or more tokens than rows of ``longest``
+    tokens hold (a small compressed file can expand to gigabytes)."""
+    if facts.rows > most:
+        raise SourceError(
+            f"{label} declares {facts.rows:,} rows; {split} of this spec holds {most:,}: not read"
+        )
     if facts.tokens > facts.rows * longest:
         raise SourceError(
             f"{label} declares {facts.tokens:,} tokens in {facts.rows:,} rows; rows of this "
