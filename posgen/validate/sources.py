@@ -37,7 +37,7 @@ class Part:
     first_id: int | None = None
     rows: int | None = None
     storage: Format | None = None
-    max_rows: int | None = None  # a bare file's: its split's size (an Arrow file is not read past)
+    max_rows: int | None = None  # rows an Arrow file is not read past: its split's, or listed
 
     def schema(self) -> pa.Schema:
         """The part's Arrow schema (raises on unreadable files)."""
@@ -177,6 +177,7 @@ def _from_manifest(
                     first_id=f.first_id,
                     rows=f.rows,
                     storage=dataset.format,
+                    max_rows=f.rows,
                 )
                 for f in entry[split_name].files
             ]

@@ -326,3 +326,44 @@ def test_an_unknown_config_is_a_usage_error_whichever_way_it_is_asked_for(small_
         with pytest.raises(SplitError, match="no config 'nope'"):
             read()
     assert handle.verify("cot") == handle.manifest  # one name: that config, not its letters
+
+
+@pytest.mark.parametrize("writer", ["stream", "file"])
+def test_an_arrow_shard_replaced_by_one_of_many_rows_is_named_from_its_headers(tmp_path, writer):
+    """facts of an Arrow shard decompressed every batch: a few KB swapped in expanded to
+    16 MB here (850 MB for 2 million rows); an IPC file, not a stream, was an internal error
+    (TypeError); validate read all its rows."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    from posgen import write_dataset
+    from posgen.spec import default_benchmark
+    from posgen.store.dataset import check_files
+    from posgen.validate import validate
+
+    root = tmp_path / "ds"
+    write_dataset(default_benchmark(("cot",), train_size=8, val_size=2, test_size=2), root,
+                  storage="arrow")  # fmt: skip
+    rows = pa.ListArray.from_arrays(np.arange(0, 2**24 + 1, 2**8, dtype=np.int32),
+                                    np.zeros(2**24, np.uint8))  # fmt: skip
+    table = pa.table({"id": np.arange(2**16), "tokens": rows})
+    path = root / "cot/test/data-00000-of-00001.arrow"
+    if writer == "file":
+        feather.write_feather(table, path, compression="zstd")
+    else:
+        options = pa.ipc.IpcWriteOptions(compression="zstd")
+        with pa.ipc.new_stream(path, table.schema, options=options) as stream:
+            stream.write_table(table)
+    default = pa.default_memory_pool()
+    pool = pa.proxy_memory_pool(default)  # what pyarrow allocates, counted apart
+    pa.set_memory_pool(pool)
+    try:
+        problems = [str(p) for p in check_files(root, read_manifest(root), hashes=False)]
+        with pytest.raises(DamagedDataset, match="longer than recorded"):
+            Dataset.open(root).split("cot", "test")
+        report = validate(root)  # its rows are read no further than the manifest lists
+    finally:
+        pa.set_memory_pool(default)
+    assert any("65536 rows, posgen.json records 2" in p for p in problems), problems
+    assert not report.ok and pool.max_memory() < 2**22, pool.max_memory()
