@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -326,6 +327,27 @@ def test_an_unknown_config_is_a_usage_error_whichever_way_it_is_asked_for(small_
         with pytest.raises(SplitError, match="no config 'nope'"):
             read()
     assert handle.verify("cot") == handle.manifest  # one name: that config, not its letters
+
+
+WRONG_TYPES = {  # a read given an argument of the wrong type -> the error line
+    "load(None)": (lambda root: load(None), "a dataset folder must be a path, not NoneType"),
+    "load(bytes)": (lambda root: load(bytes(root)), "must be a path, not bytes"),
+    "load(verify=False) of 3": (lambda root: load(3, verify=False), "must be a path, not int"),
+    "open(3)": (lambda root: Dataset.open(3), "must be a path, not int"),
+    "load(config=[cot])": (lambda root: load(root, ["cot"]), "must be a name (str), not list"),
+    "split(config=3)": (lambda root: Dataset.open(root).split(3), "config must be a name"),
+    "probe(split=5)": (lambda root: Dataset.open(root).probe("cot", 5), "split must be a name"),
+    "probe([cot])": (lambda root: Dataset.open(root).probe(["cot"]), "config must be a name"),
+    "verify(3)": (lambda root: Dataset.open(root).verify(3), "a name or a list, not int"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_TYPES))
+def test_an_argument_of_the_wrong_type_is_a_usage_error_naming_it(small_dataset, case):
+    """They were a TypeError or AttributeError from pathlib, a dict or is_probe_split."""
+    read, said = WRONG_TYPES[case]
+    with pytest.raises(SplitError, match=re.escape(said)):
+        read(small_dataset)
 
 
 @pytest.mark.parametrize("writer", ["stream", "file"])
