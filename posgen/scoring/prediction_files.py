@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from posgen.errors import not_utf8, shown
 from posgen.generator import storage_dtype
-from posgen.scoring.metrics import ScoringError, require_integers
+from posgen.scoring.metrics import ScoringError, integer_array, require_integers
 from posgen.spec import TaskSpec
 from posgen.store.formats import PARQUET_OPTIONS, read_ipc, token_type
 from posgen.store.safety import durable_file
@@ -315,9 +315,9 @@ def align_to_ids(ids: np.ndarray, predictions: np.ndarray, reference_ids: np.nda
     >>> align_to_ids(np.array([2, 0, 1]), np.array([[20], [0], [10]]), np.arange(3)).tolist()
     [[0], [10], [20]]
     """
-    ids = np.asarray(ids, dtype=np.int64)
+    ids = integer_array(ids, "ids", "ids").astype(np.int64, copy=False)
     predictions = np.asarray(predictions)
-    if predictions.ndim != 2 or predictions.shape[0] != ids.shape[0]:
+    if ids.ndim != 1 or predictions.ndim != 2 or predictions.shape[0] != ids.shape[0]:
         raise ScoringError(f"{ids.shape[0]} ids for predictions of shape {predictions.shape}")
     unique, counts = np.unique(ids, return_counts=True)
     if unique.size != ids.size:
@@ -489,5 +489,10 @@ def predictions_from_logits(logits: Any) -> np.ndarray:
     >>> predictions_from_logits(logits).tolist()
     [[5, 9]]
     """
-    array = np.asarray(logits)
+    try:
+        array = np.asarray(logits)
+    except (ValueError, TypeError) as error:
+        raise ScoringError(f"logits: not an array ({shown(error, 120)})") from None
+    if array.ndim != 3 or 0 in array.shape:
+        raise ScoringError(f"logits must be (rows, L + 1, vocab), got shape {array.shape}")
     return array[:, :-1].argmax(axis=-1)

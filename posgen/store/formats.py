@@ -153,6 +153,8 @@ def token_lists(rows: np.ndarray, kind: pa.DataType) -> pa.ListArray:
 def list_values(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """``(lengths, values)`` of a list column, the values not copied where they can be read."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not hasattr(array, "offsets"):
+        raise ValueError(f"a column of {array.type}, not of lists")
     offsets = array.offsets.to_numpy()
     return np.diff(offsets), array.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
 
