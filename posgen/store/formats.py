@@ -346,12 +346,13 @@ class ParquetFormat(Format):
     def facts(self, path: Source) -> FileFacts:
         meta = pq.read_metadata(_readable(path))
         schema = meta.schema.to_arrow_schema()
-        column = schema.get_field_index("tokens")
-        tokens = 0
-        if column >= 0:
-            tokens = sum(
-                meta.row_group(i).column(column).num_values for i in range(meta.num_row_groups)
-            )
+        leaves = [i for i in range(meta.num_columns)  # a column's index is not its field's
+                  if meta.schema.column(i).path.split(".")[0] == "tokens"]  # fmt: skip
+        tokens = sum(
+            meta.row_group(g).column(i).num_values
+            for g in range(meta.num_row_groups)
+            for i in leaves
+        )
         provenance = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
         return FileFacts(schema, meta.num_rows, tokens, provenance)
 

@@ -106,11 +106,20 @@ def split_rows(spec: TaskSpec, split: str | None = None) -> int:
     return max(spec.split_size(name) for name in names)
 
 
+def token_lists(schema: pa.Schema) -> bool:
+    """Whether ``schema`` has ``tokens``, a list of integers: what rows are read for."""
+    kind = schema.field("tokens").type if "tokens" in schema.names else pa.null()
+    listy = pa.types.is_list(kind) or pa.types.is_large_list(kind)
+    return (listy or pa.types.is_fixed_size_list(kind)) and pa.types.is_integer(kind.value_type)
+
+
 def _split_of(spec: TaskSpec, name: str | None, part: Part) -> tuple[str, int | None]:
     if name is not None and name in known_splits(spec):
         return name, spec.split_length(name)
     length = None
     try:  # the first row's length, an Arrow file's batch checked for rows of the longest split
+        if not token_lists(part.schema()):  # a list of 10 MB strings is no row
+            raise TypeError("no token lists to read")
         batch = next((b for b in part.batches(longest_row(spec)) if b.num_rows), None)
         column = batch.schema.get_field_index("tokens") if batch else -1  # -1: no such column
         first = batch.column(column)[0] if batch and column >= 0 else None
