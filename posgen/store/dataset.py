@@ -45,6 +45,7 @@ from posgen.store.manifest import (
     read_manifest,
     sha256_file,
 )
+from posgen.store.safety import walk
 
 if TYPE_CHECKING:
     import datasets
@@ -510,7 +511,7 @@ def data_files(root: Path, fmt: Format) -> list[str]:
     """Relative paths of every data file in ``root`` (hidden folders and the caches ``datasets``
     writes skipped)."""
     found = []
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, files in walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith(".") and Path(name).suffix.lower() in DATA_SUFFIXES:

@@ -21,6 +21,7 @@ from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset, inside
 from posgen.store.formats import DATA_SUFFIXES, FileFacts, Format, format_of, read_batch_rows
 from posgen.store.manifest import MANIFEST_NAME, Manifest, unfinished
+from posgen.store.safety import walk
 
 
 class SourceError(UsageError, ValueError):
@@ -145,7 +146,8 @@ def resolve(source: Any, spec: TaskSpec | None, config: str | None, split: str |
         if path.is_dir() and unfinished(path):
             raise SourceError(unfinished(path))
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES)
+            found = (Path(top) / name for top, _, names in walk(path) for name in names)
+            files = sorted(p for p in found if p.is_file() and p.suffix in DATA_SUFFIXES)
             if not files:
                 raise SourceError(f"{path} holds no .parquet, .arrow or .feather files")
             return _from_files(files, _need_spec(spec, str(path)), config, split, path)
