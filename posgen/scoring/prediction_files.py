@@ -440,6 +440,9 @@ def lm_arrays(tokens: np.ndarray, modulus: int, window: int) -> dict[str, np.nda
     >>> lm_arrays(np.array([[0, 1, 2, 3, 6]]), modulus=17, window=4)["labels"].tolist()
     [[-100, -100, -100, -100, -100, 6]]
     """
+    tokens = integer_array(tokens, "tokens")  # 0.5 was cut to 0
+    if tokens.ndim != 2:
+        raise ScoringError(f"tokens must be (rows, length), got shape {tokens.shape}")
     rows, length = tokens.shape
     input_ids = np.empty((rows, length + 1), dtype=np.int64)
     input_ids[:, 0] = modulus

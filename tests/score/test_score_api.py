@@ -15,6 +15,7 @@ from posgen.generator import generate_split
 from posgen.scoring import (
     ScoringError,
     baseline_predictions,
+    lm_arrays,
     predictions_from_logits,
     score,
     score_arrays,
@@ -206,6 +207,16 @@ def test_score_given_an_argument_it_cannot_use_raises_one_clear_error(case):
 def test_predictions_from_logits_of_another_shape_is_one_clear_error(logits):
     with pytest.raises(ScoringError, match=r"logits must be \(rows, L \+ 1, vocab\)"):
         predictions_from_logits(logits)  # was IndexError or numpy's ValueError
+
+
+@pytest.mark.parametrize(
+    ("tokens", "said"),
+    [(np.array([[0.5, 1.0]]), "tokens must be integer token ids, got dtype float64"),
+     (np.arange(3), "tokens must be (rows, length), got shape (3,)")],
+)  # fmt: skip
+def test_lm_arrays_of_tokens_it_cannot_use_is_one_clear_error(tokens, said):
+    with pytest.raises(ScoringError, match=re.escape(said)):  # 0.5 was cut to 0; 1-d was
+        lm_arrays(tokens, modulus=17, window=1)  # numpy's "not enough values to unpack"
 
 
 WRITE_REFUSALS = {  # write_predictions(path, **arguments) -> the refusal
