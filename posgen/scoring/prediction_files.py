@@ -16,6 +16,7 @@ posgen writes name the data they were made for (:func:`check_made_for`).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,8 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
     """Read a predictions file (formats: the module docstring); errors name ``path``. With
     ``fits`` (rows, positions of the data), a Parquet file that declares more is refused
     before it is decompressed, an Arrow file's record batches before each is."""
+    if not isinstance(path, str | os.PathLike):
+        raise ScoringError(f"predictions: a file's path, not {type(path).__name__}")
     path = Path(path)
     try:
         kind = file_format(path)
