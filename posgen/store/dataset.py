@@ -42,6 +42,7 @@ from posgen.store.manifest import (
     DamagedDataset,
     FileEntry,
     Manifest,
+    NotADataset,
     read_manifest,
     sha256_file,
 )
@@ -415,6 +416,8 @@ def load(path: str | Path, config: str | None = None, verify: bool = True) -> da
     if verify:
         return Dataset.open(path).load(config)
     root = dataset_path(path)
+    if not root.is_dir():  # datasets would look for it on the Hub
+        raise NotADataset(root, [f"{root}: no such folder; nothing was read (not a Hub id)"])
     return pinned(root, lambda: folder_format(root, named(config, "config")).load(root, config))
 
 

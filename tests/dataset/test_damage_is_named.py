@@ -17,6 +17,7 @@ from posgen.card import write_card
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset, read_manifest
 from posgen.store.dataset import Dataset, SplitError, load
+from posgen.store.manifest import NotADataset
 
 # small_dataset (tests/conftest.py): three train shards per config, one test shard
 TRAIN0, TRAIN1, TRAIN2 = (f"data/cot/train-0000{i}-of-00003.parquet" for i in range(3))
@@ -340,6 +341,13 @@ WRONG_TYPES = {  # a read given an argument of the wrong type -> the error line
     "probe([cot])": (lambda root: Dataset.open(root).probe(["cot"]), "config must be a name"),
     "verify(3)": (lambda root: Dataset.open(root).verify(3), "a name or a list, not int"),
 }
+MISSING = "no such folder; nothing was read (not a Hub id)"  # datasets asked the Hub, 23 s
+
+
+def test_load_without_verify_of_a_folder_that_is_not_there_never_asks_the_hub(tmp_path):
+    for path in (tmp_path / "nope", tmp_path / "nope" / "ds"):
+        with pytest.raises(NotADataset, match=re.escape(f"{path}: {MISSING}")):
+            load(path, verify=False)
 
 
 @pytest.mark.parametrize("case", list(WRONG_TYPES))
