@@ -979,7 +979,7 @@ def write_card(
     root = Path(root)
     path = card_path(root)
     text = render_card(manifest or Dataset.open(root).manifest, report, baselines, root=root)
-    return write_atomically(path, text.encode())
+    return write_atomically(path, text.encode(), follow=False)  # a pipe there: replaced
 
 
 def card_path(root: Path) -> Path:

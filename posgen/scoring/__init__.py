@@ -18,6 +18,7 @@ from posgen.scoring.metrics import (
     ScoreReport,
     ScoringError,
     check_reference,
+    integer_array,
     score_arrays,
     spec_frame,
 )
@@ -34,7 +35,7 @@ from posgen.scoring.prediction_files import (
 )
 from posgen.scoring.reliance import RelianceReport, reliance_arrays, score_probe
 from posgen.spec import TaskSpec
-from posgen.store.dataset import ProbeSplit, ReferenceSplit, probe_from_table
+from posgen.store.dataset import ProbeSplit, ReferenceSplit, named, probe_from_table
 from posgen.store.formats import table_tokens
 
 
@@ -74,14 +75,15 @@ def score(
         except ValueError as error:
             raise ScoringError(f"reference tokens: {error}") from None
         if "id" in table.column_names:
-            ref_ids = table.column("id").to_numpy().astype(np.int64, copy=False)
+            ref_ids = integer_array(table.column("id"), "reference ids", "ids")
     else:
-        ref_tokens = np.asarray(reference)
+        ref_tokens = integer_array(reference, "reference tokens")
     check_reference(ref_tokens, spec)
-    preds = np.asarray(predictions)
+    named(config, "config"), named(split, "split")
+    preds = integer_array(predictions, "predictions")
     if ids is not None:
         rows = np.arange(ref_tokens.shape[0], dtype=np.int64)
-        preds = align_to_ids(np.asarray(ids), preds, rows if ref_ids is None else ref_ids)
+        preds = align_to_ids(ids, preds, rows if ref_ids is None else ref_ids)
     return score_arrays(
         ref_tokens, preds, **spec_frame(spec), bucket_width=bucket_width, config=config, split=split
     )

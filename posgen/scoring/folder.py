@@ -25,7 +25,7 @@ from posgen.scoring.metrics import (
 from posgen.scoring.prediction_files import predictions_for, write_predictions
 from posgen.scoring.reliance import RelianceReport, score_probe
 from posgen.spec import is_probe_split
-from posgen.store.dataset import Dataset, ProbeSplit, ReferenceSplit
+from posgen.store.dataset import Dataset, ProbeSplit, ReferenceSplit, named
 
 __all__ = ["load_probe", "load_reference", "score_file", "score_reference", "write_predictions"]
 
@@ -47,6 +47,11 @@ def score_reference(
 ) -> ScoreReport | RelianceReport:
     """Score the predictions file ``predictions`` (rows matched by id) on ``reference``: its
     accuracy, or its far-reliance on a probe split."""
+    if not isinstance(reference, ReferenceSplit | ProbeSplit):
+        raise ScoringError(
+            f"reference: a ReferenceSplit or ProbeSplit (load_reference, load_probe), not "
+            f"{type(reference).__name__}"
+        )
     if isinstance(reference, ReferenceSplit) and is_probe_split(reference.split):
         raise ScoringError(
             f"{reference.split} is a probe split, scored by its far-reliance: read it with "
@@ -85,5 +90,5 @@ def score_file(
 ) -> ScoreReport | RelianceReport:
     """Score a predictions file on ``config``/``split`` of a posgen folder: its accuracy, or its
     far-reliance on a probe split (as ``posgen score --split probe``)."""
-    load = load_probe if is_probe_split(split) else load_reference
+    load = load_probe if is_probe_split(named(split, "split")) else load_reference
     return score_reference(load(dataset_dir, config, split), predictions, bucket_width)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from posgen.errors import UsageError
+from posgen.errors import UsageError, shown
 
 if TYPE_CHECKING:
     from posgen.spec import TaskSpec
@@ -122,10 +122,21 @@ def _accuracy(correct: int, total: int) -> Accuracy:
     return Accuracy(**_counts(correct, total))
 
 
-def require_integers(dtype: np.dtype) -> None:
+def require_integers(dtype: np.dtype, what: str = "predictions", kind: str = "token ids") -> None:
     """Token ids are plain integers: not bool, float, timedelta64, datetime64 or objects."""
     if dtype.kind not in "iu":
-        raise ScoringError(f"predictions must be integer token ids, got dtype {dtype}")
+        raise ScoringError(f"{what} must be integer {kind}, got dtype {dtype}")
+
+
+def integer_array(value: Any, what: str, kind: str = "token ids") -> np.ndarray:
+    """``value`` as an array of integers, else :class:`ScoringError` naming ``what`` (not
+    numpy's error about a ragged list, nor a float silently cut to an integer)."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:
+        raise ScoringError(f"{what}: not an array ({shown(error, 120)})") from None
+    require_integers(array.dtype, what, kind)
+    return array
 
 
 def checked_arrays(
@@ -140,7 +151,11 @@ def checked_arrays(
     """``(reference (rows, L'), predictions at [w, L'))``, or :class:`ScoringError` naming
     the first argument that cannot be scored; predictions are integer ``(rows, L')`` (seed
     window ignored) or ``(rows, L' - w)``."""
-    ref = np.asarray(reference)
+    ref = integer_array(reference, f"{what} tokens")
+    for name, value in {"bucket width": bucket_width, "seed window": window,
+                        "OOD boundary": ood_boundary, "modulus": modulus}.items():  # fmt: skip
+        if not isinstance(value, int | np.integer) or isinstance(value, bool):
+            raise ScoringError(f"{name} must be an integer, not {type(value).__name__}")
     if ref.ndim != 2:
         raise ScoringError(f"{what} tokens must be (rows, length), got shape {ref.shape}")
     rows, length = ref.shape
@@ -150,8 +165,7 @@ def checked_arrays(
         raise ScoringError(f"seed window {window} must be in [1, {length}) for rows of {length}")
     if ood_boundary <= window:
         raise ScoringError(f"OOD boundary {ood_boundary} must exceed the seed window {window}")
-    array = np.asarray(predictions)
-    require_integers(array.dtype)
+    array = integer_array(predictions, "predictions")
     if array.ndim != 2 or array.shape[0] != rows or array.shape[1] not in (length, length - window):
         raise ScoringError(
             f"predictions have shape {array.shape}; expected ({rows}, {length}) "
@@ -283,9 +297,10 @@ def check_reference(tokens: np.ndarray, spec: TaskSpec) -> None:
             f"reference rows have {tokens.shape[1]} tokens; spec {spec.spec_id} has rows of "
             f"{', '.join(map(str, lengths))}"
         )
-    if tokens.size and int(tokens.max()) >= spec.modulus:
+    if tokens.size and not 0 <= int(tokens.min()) <= int(tokens.max()) < spec.modulus:
+        bad = int(tokens.min()) if int(tokens.min()) < 0 else int(tokens.max())
         raise ScoringError(
-            f"reference token {int(tokens.max())} is outside the spec's vocabulary "
+            f"reference token {bad} is outside the spec's vocabulary "
             f"0..{spec.modulus - 1}: is this the data of spec {spec.spec_id}?"
         )
 

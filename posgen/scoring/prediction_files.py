@@ -16,6 +16,7 @@ posgen writes name the data they were made for (:func:`check_made_for`).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import pyarrow.parquet as pq
 
 from posgen.errors import not_utf8, shown
 from posgen.generator import storage_dtype
-from posgen.scoring.metrics import ScoringError, require_integers
+from posgen.scoring.metrics import ScoringError, integer_array, require_integers
 from posgen.spec import TaskSpec
 from posgen.store.formats import PARQUET_OPTIONS, read_ipc, token_type
 from posgen.store.safety import durable_file
@@ -90,6 +91,8 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
     """Read a predictions file (formats: the module docstring); errors name ``path``. With
     ``fits`` (rows, positions of the data), a Parquet file that declares more is refused
     before it is decompressed, an Arrow file's record batches before each is."""
+    if not isinstance(path, str | os.PathLike):
+        raise ScoringError(f"predictions: a file's path, not {type(path).__name__}")
     path = Path(path)
     try:
         kind = file_format(path)
@@ -315,9 +318,9 @@ def align_to_ids(ids: np.ndarray, predictions: np.ndarray, reference_ids: np.nda
     >>> align_to_ids(np.array([2, 0, 1]), np.array([[20], [0], [10]]), np.arange(3)).tolist()
     [[0], [10], [20]]
     """
-    ids = np.asarray(ids, dtype=np.int64)
+    ids = integer_array(ids, "ids", "ids").astype(np.int64, copy=False)
     predictions = np.asarray(predictions)
-    if predictions.ndim != 2 or predictions.shape[0] != ids.shape[0]:
+    if ids.ndim != 1 or predictions.ndim != 2 or predictions.shape[0] != ids.shape[0]:
         raise ScoringError(f"{ids.shape[0]} ids for predictions of shape {predictions.shape}")
     unique, counts = np.unique(ids, return_counts=True)
     if unique.size != ids.size:
@@ -440,6 +443,9 @@ def lm_arrays(tokens: np.ndarray, modulus: int, window: int) -> dict[str, np.nda
     >>> lm_arrays(np.array([[0, 1, 2, 3, 6]]), modulus=17, window=4)["labels"].tolist()
     [[-100, -100, -100, -100, -100, 6]]
     """
+    tokens = integer_array(tokens, "tokens")  # 0.5 was cut to 0
+    if tokens.ndim != 2:
+        raise ScoringError(f"tokens must be (rows, length), got shape {tokens.shape}")
     rows, length = tokens.shape
     input_ids = np.empty((rows, length + 1), dtype=np.int64)
     input_ids[:, 0] = modulus
@@ -489,5 +495,10 @@ def predictions_from_logits(logits: Any) -> np.ndarray:
     >>> predictions_from_logits(logits).tolist()
     [[5, 9]]
     """
-    array = np.asarray(logits)
+    try:
+        array = np.asarray(logits)
+    except (ValueError, TypeError) as error:
+        raise ScoringError(f"logits: not an array ({shown(error, 120)})") from None
+    if array.ndim != 3 or 0 in array.shape:
+        raise ScoringError(f"logits must be (rows, L + 1, vocab), got shape {array.shape}")
     return array[:, :-1].argmax(axis=-1)

@@ -42,9 +42,11 @@ from posgen.store.manifest import (
     DamagedDataset,
     FileEntry,
     Manifest,
+    NotADataset,
     read_manifest,
     sha256_file,
 )
+from posgen.store.safety import walk
 
 if TYPE_CHECKING:
     import datasets
@@ -59,6 +61,21 @@ Where = tuple[str, str, str]  # (config, split, spec id)
 
 class SplitError(UsageError, ValueError):
     """A config or split the folder does not have, or a table that is no probe split."""
+
+
+def named(value: Any, what: str) -> Any:
+    """``value``, a name (a str) or None, else :class:`SplitError` (not a TypeError from deep
+    inside)."""
+    if value is not None and not isinstance(value, str):
+        raise SplitError(f"{what} must be a name (str), not {type(value).__name__}")
+    return value
+
+
+def dataset_path(path: Any) -> Path:
+    """``path`` (a str or a path) as a Path, else :class:`SplitError`."""
+    if not isinstance(path, str | os.PathLike):
+        raise SplitError(f"a dataset folder must be a path, not {type(path).__name__}")
+    return Path(path)
 
 
 class DatasetReplaced(RunError):
@@ -189,7 +206,7 @@ class Dataset:
     @classmethod
     def open(cls, path: str | Path) -> Dataset:
         """Open ``path``: ``NotADataset`` without ``posgen.json``, else checked whole."""
-        root = Path(path)
+        root = dataset_path(path)
 
         def opened() -> Dataset:
             try:  # before the manifest is read: a swap after it is seen
@@ -221,7 +238,7 @@ class Dataset:
 
     def resolve_config(self, config: str | None) -> str:
         """``config``, or the folder's only config when ``config`` is None."""
-        if config is not None:
+        if named(config, "config") is not None:
             return config
         if len(self.configs) != 1:
             raise SplitError(
@@ -310,7 +327,7 @@ class Dataset:
     def probe(self, config: str | None, split: str = "probe") -> ProbeSplit:
         """The probe split ``config``/``split``, every file checked as read."""
         config, entry = self._entry(config)
-        if not is_probe_split(split) or split not in entry.splits:
+        if not is_probe_split(named(split, "split")) or split not in entry.splits:
             known = ", ".join(entry.spec.probe_names)
             raise SplitError(
                 f"no probe split {split!r} in config {config!r}; probe splits: {known}"
@@ -361,6 +378,8 @@ class Dataset:
         """The manifest once every file of ``configs`` (a name or names; all when None) matches
         it, else :class:`DamagedDataset`; an unknown config is a :class:`SplitError`."""
         configs = [configs] if isinstance(configs, str) else configs
+        if configs is not None and not isinstance(configs, list | tuple):
+            raise SplitError(f"configs must be a name or a list, not {type(configs).__name__}")
         for config in configs or []:
             self._entry(config)
         lines = self.lines(configs)
@@ -380,7 +399,7 @@ class Dataset:
             configs = {
                 name: (source, splits) for name, source, splits in handle.manifest.hf_configs()
             }
-            name = config or next(iter(configs))
+            name = named(config, "config") or next(iter(configs))
             if name not in configs:
                 known = ", ".join(configs)
                 raise SplitError(f"no config {name!r} in {handle.root}; configs: {known}")
@@ -396,8 +415,10 @@ def load(path: str | Path, config: str | None = None, verify: bool = True) -> da
     """``posgen.load``: :meth:`Dataset.load`; ``verify=False`` reads no manifest."""
     if verify:
         return Dataset.open(path).load(config)
-    root = Path(path)
-    return pinned(root, lambda: folder_format(root, config).load(root, config))
+    root = dataset_path(path)
+    if not root.is_dir():  # datasets would look for it on the Hub
+        raise NotADataset(root, [f"{root}: no such folder; nothing was read (not a Hub id)"])
+    return pinned(root, lambda: folder_format(root, named(config, "config")).load(root, config))
 
 
 def probe_from_table(
@@ -493,7 +514,7 @@ def data_files(root: Path, fmt: Format) -> list[str]:
     """Relative paths of every data file in ``root`` (hidden folders and the caches ``datasets``
     writes skipped)."""
     found = []
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, files in walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith(".") and Path(name).suffix.lower() in DATA_SUFFIXES:

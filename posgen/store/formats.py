@@ -153,6 +153,8 @@ def token_lists(rows: np.ndarray, kind: pa.DataType) -> pa.ListArray:
 def list_values(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """``(lengths, values)`` of a list column, the values not copied where they can be read."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not hasattr(array, "offsets"):
+        raise ValueError(f"a column of {array.type}, not of lists")
     offsets = array.offsets.to_numpy()
     return np.diff(offsets), array.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
 
@@ -344,20 +346,22 @@ class ParquetFormat(Format):
     def facts(self, path: Source) -> FileFacts:
         meta = pq.read_metadata(_readable(path))
         schema = meta.schema.to_arrow_schema()
-        column = schema.get_field_index("tokens")
-        tokens = 0
-        if column >= 0:
-            tokens = sum(
-                meta.row_group(i).column(column).num_values for i in range(meta.num_row_groups)
-            )
+        leaves = [i for i in range(meta.num_columns)  # a column's index is not its field's
+                  if meta.schema.column(i).path.split(".")[0] == "tokens"]  # fmt: skip
+        tokens = sum(
+            meta.row_group(g).column(i).num_values
+            for g in range(meta.num_row_groups)
+            for i in leaves
+        )
         provenance = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
         return FileFacts(schema, meta.num_rows, tokens, provenance)
 
     def schema(self, path: Path) -> pa.Schema:
         return pq.read_schema(path)
 
-    def batches(self, path, rows, columns=("id", "tokens"), length=None):  # fmt: skip
-        """``length`` is not needed: a Parquet file's footer is checked before it is read."""
+    def batches(self, path, rows, columns=("id", "tokens"), length=None, max_rows=None):
+        """``length`` and ``max_rows`` are not needed: a Parquet file's footer is checked
+        before it is read."""
         handle = pq.ParquetFile(_readable(path))
         present = [n for n in columns if n in handle.schema_arrow.names]
         yield from handle.iter_batches(batch_size=rows, columns=present)
@@ -417,7 +421,7 @@ def checked_batches(
             dictionaries += 1
             dictionary_bytes += _batch_claim(message, dictionary=True)[1]
             continue
-        claimed, size = _batch_claim(message)
+        claimed, size, _ = _batch_claim(message)
         rows += claimed
         if max_rows is not None and rows > max_rows:
             raise pa.ArrowInvalid(
@@ -440,7 +444,7 @@ def checked_batches(
         yield _whole(batch)
 
 
-def stream_schema(path: Path) -> pa.Schema:
+def stream_schema(path: Source) -> pa.Schema:
     """The schema an Arrow IPC file's record batches are read with: its first message's (a
     file's footer holds a copy, which :func:`checked_batches` never reads)."""
     message = next(iter(_messages(path)), None)
@@ -449,14 +453,15 @@ def stream_schema(path: Path) -> pa.Schema:
     return _whole(pa.ipc.read_schema(message))
 
 
-def _source(path: Path) -> pa.MemoryMappedFile:
-    """``path`` mapped, at the start of its IPC stream (a file's: past its 8-byte magic)."""
-    source = pa.memory_map(str(path))
+def _source(path: Source) -> pa.NativeFile:
+    """``path`` mapped (or its bytes), at the start of its IPC stream (a file's: past its
+    8-byte magic)."""
+    source = pa.BufferReader(path) if isinstance(path, pa.Buffer) else pa.memory_map(str(path))
     source.seek(8 if source.read(6) == b"ARROW1" else 0)
     return source
 
 
-def _messages(path: Path) -> pa.ipc.MessageReader:
+def _messages(path: Source) -> pa.ipc.MessageReader:
     return pa.ipc.MessageReader.open_stream(_source(path))
 
 
@@ -482,10 +487,11 @@ def read_ipc(path: Path, length: int, max_rows: int) -> pa.Table:
     return pa.Table.from_batches(batches) if batches else stream_schema(path).empty_table()
 
 
-def _batch_claim(message: pa.ipc.Message, dictionary: bool = False) -> tuple[int, int]:
-    """(rows, bytes once decompressed) of a record batch message (or a dictionary's: its
-    entries), read from its flatbuffer header (Message.header: RecordBatch {length, nodes,
-    buffers, compression}, or DictionaryBatch {id, data: RecordBatch}) and from the 8-byte size
+def _batch_claim(message: pa.ipc.Message, dictionary: bool = False) -> tuple[int, int, list[int]]:
+    """(rows, bytes once decompressed, each column's and child's length, in schema order) of a
+    record batch message (or a dictionary's: its entries), read from its flatbuffer header
+    (Message.header: RecordBatch {length, nodes, buffers, compression}, or DictionaryBatch
+    {id, data: RecordBatch}) and from the 8-byte size
     each compressed buffer starts with; nothing is decompressed. Uncompressed buffers count 0:
     they are read where they lie in the mapped file."""
     meta, body = message.metadata.to_pybytes(), memoryview(message.body or b"")
@@ -507,6 +513,9 @@ def _batch_claim(message: pa.ipc.Message, dictionary: bool = False) -> tuple[int
         if dictionary:
             batch = target(field(batch, 1))
         rows = struct.unpack_from("<q", meta, at)[0] if (at := field(batch, 0)) else 0
+        nodes = target(field(batch, 1))  # FieldNode {length, null_count}
+        count = struct.unpack_from("<I", meta, nodes)[0]
+        lengths = [struct.unpack_from("<q", meta, nodes + 4 + 16 * i)[0] for i in range(count)]
         compressed = field(batch, 3) is not None
         buffers = target(field(batch, 2))
         total = 0
@@ -522,7 +531,12 @@ def _batch_claim(message: pa.ipc.Message, dictionary: bool = False) -> tuple[int
             raise ValueError("a negative size")
     except (struct.error, ValueError) as error:
         raise pa.ArrowInvalid(f"a damaged record batch header ({error})") from None
-    return rows, total
+    return rows, total, lengths
+
+
+def _nodes(kind: pa.DataType) -> int:
+    """Field nodes a column of type ``kind`` has in a record batch: its own and its children's."""
+    return 1 + sum(_nodes(kind.field(i).type) for i in range(kind.num_fields))
 
 
 class ArrowFormat(Format):
@@ -537,23 +551,28 @@ class ArrowFormat(Format):
         return pa.ipc.new_stream(sink, schema), schema, chunk
 
     def facts(self, path: Source) -> FileFacts:
-        reader = open_ipc(path)
-        rows = tokens = 0
-        for batch in reader:
-            rows += batch.num_rows
-            column = batch.schema.get_field_index("tokens")
-            if column >= 0:
-                tokens += len(batch.column(column).flatten())
-        return FileFacts(reader.schema, rows, tokens, {})
+        """Read from the batches' headers: nothing is decompressed (a swapped-in file of a few
+        KB can expand to gigabytes)."""
+        schema, rows, tokens = stream_schema(path), 0, 0
+        column = schema.get_field_index("tokens")
+        listed = column >= 0 and pa.types.is_list(schema.field(column).type)
+        node = sum(_nodes(f.type) for f in list(schema)[:column]) + 1  # the tokens' values
+        for message in _messages(path):
+            if message.type == "record batch":
+                claimed, _, lengths = _batch_claim(message)
+                rows += claimed
+                tokens += lengths[node] if listed and node < len(lengths) else 0
+        return FileFacts(schema, rows, tokens, {})
 
     def schema(self, path: Source) -> pa.Schema:
         return stream_schema(path) if isinstance(path, Path) else open_ipc(path).schema
 
-    def batches(self, path, rows, columns=("id", "tokens"), length=None):  # fmt: skip
+    def batches(self, path, rows, columns=("id", "tokens"), length=None, max_rows=None):
         """``length`` (tokens a row): a file read for the first time, each batch checked
-        before it is decompressed (:func:`checked_batches`)."""
+        before it is decompressed, and the file for at most ``max_rows`` rows
+        (:func:`checked_batches`)."""
         if length is not None and isinstance(path, Path):
-            chunks: Iterator[pa.RecordBatch] = checked_batches(path, length)
+            chunks: Iterator[pa.RecordBatch] = checked_batches(path, length, max_rows)
         else:
             reader = open_ipc(path)
             many = getattr(reader, "num_record_batches", None)

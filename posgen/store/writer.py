@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from posgen.errors import PosgenError, UsageError, problem_lines
 from posgen.generator import DEFAULT_BLOCK_ROWS
 from posgen.spec import BenchmarkSpec, TaskSpec, read_bounded
-from posgen.store.dataset import Dataset, check_files
+from posgen.store.dataset import Dataset, check_files, dataset_path
 from posgen.store.formats import FORMATS, PARQUET_OPTIONS, Progress, check_features
 from posgen.store.manifest import (
     CARD_NAME,
@@ -94,7 +94,7 @@ def write_dataset(
     into ``out`` and finishes it (``bench`` is None). ``finish`` writes the card before the
     folder is published. An ``OSError`` becomes ``WriteFailed`` naming its path under ``out``.
     """
-    out = Path(out)
+    out = dataset_path(out)
     real = Path(os.path.realpath(out))
     if dataset := next((d for d in real.parents if is_dataset_folder(d)), None):
         raise OutputExistsError(
@@ -102,6 +102,7 @@ def write_dataset(
             "only what its manifest lists)"
         )
     if merge is not None:
+        merge = [merge] if isinstance(merge, str | os.PathLike) else merge  # not its letters
         return _merge_parts(out, list(merge), finish)
     if bench is None:
         raise TypeError("write_dataset needs a benchmark unless it merges parts (merge=)")
@@ -117,10 +118,11 @@ def write_dataset(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UsageError(f"write_dataset: {name} must be a whole number >= 1, got {value!r}")
     if part is not None:  # every count-th shard, a part record, and the folder if it is the last
-        index, count = part
-        whole = all(isinstance(n, int) and not isinstance(n, bool) for n in part)
-        if not whole or not 0 <= index < count <= MAX_PARTS:
+        pair = isinstance(part, tuple | list) and len(part) == 2
+        whole = pair and all(isinstance(n, int) and not isinstance(n, bool) for n in part)
+        if not whole or not 0 <= part[0] < part[1] <= MAX_PARTS:
             raise PartsError(f"part {part!r}: need whole numbers 0 <= I < N <= {MAX_PARTS:,}")
+        index, count = part
         out = resolve_target(out)
         check_part_target(out, bench)
         staging = out / PARTS_DIR

@@ -31,7 +31,7 @@ from posgen.errors import UsageError, mean_std_cell
 from posgen.scoring.metrics import bucket_edges
 from posgen.scoring.plot import save_figure
 from posgen.scoring.reliance import measure_sentences
-from posgen.store.safety import OLD_TAG, TMP_TAG
+from posgen.store.safety import OLD_TAG, TMP_TAG, walk
 from posgen.train.run_record import FILES, MODEL, RunRecord
 
 
@@ -73,7 +73,7 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
             raise ResultsError(f"{path}: no such folder")
         if _run_like(os.listdir(path)) and (why := _unfinished(path)) is not None:
             raise ResultsError(f"{why}; it cannot be counted")
-        for folder, dirs, files in os.walk(path, followlinks=True):
+        for folder, dirs, files in walk(path, followlinks=True):
             here = Path(folder)
             real = os.path.realpath(here)
             if real in seen:  # named twice, or a link loop

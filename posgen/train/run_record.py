@@ -468,7 +468,11 @@ def read_run(folder: Path) -> RunRecord:
         record = RunRecord.model_validate(value)
     except ValidationError as error:
         raise _damaged(path, problem_lines(error)) from None
-    coerced = _coerced(value, record.model_dump(mode="json", by_alias=True))
+    try:
+        held = record.model_dump(mode="json", by_alias=True)
+    except ValueError:  # pydantic writes at most some 250 levels (a PE parameter's lists)
+        raise DamagedRun(f"{shown(path)}: nested too deeply; not read") from None
+    coerced = _coerced(value, held)
     if coerced is not None:
         raise DamagedRun(f"{shown(path)}: {coerced}")
     problems = record.problems()

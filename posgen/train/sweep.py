@@ -241,8 +241,8 @@ class Sweep:
     def failure_reason(self, job: str) -> str:
         """The recorded reason of a training's last failure (one line)."""
         try:
-            with open(self.failure(job), "rb") as handle:
-                text = handle.read(4 * MAX_REASON_CHARS).decode("utf-8", "replace")
+            raw = read_bounded(self.failure(job), 4 * MAX_REASON_CHARS)  # a pipe: not waited on
+            text = raw.decode("utf-8", "replace")
         except OSError as error:
             return f"(failure record unreadable: {error.strerror})"
         return shown(" ".join(text.split()), MAX_REASON_CHARS) or "(no reason recorded)"

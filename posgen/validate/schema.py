@@ -24,7 +24,7 @@ from posgen.store.dataset import card_problems, check_files
 from posgen.store.formats import token_type
 from posgen.store.manifest import DamagedDataset
 from posgen.validate.report import CheckResult
-from posgen.validate.sources import Source
+from posgen.validate.sources import Source, token_lists
 
 
 @dataclass
@@ -44,8 +44,7 @@ def type_problems(schema: pa.Schema, modulus: int, exact: bool) -> list[str]:
         return [f"no 'tokens' column (columns: {', '.join(schema.names)})"]
     problems = []
     kind = schema.field("tokens").type
-    listy = pa.types.is_list(kind) or pa.types.is_large_list(kind)
-    if not (listy or pa.types.is_fixed_size_list(kind)) or not pa.types.is_integer(kind.value_type):
+    if not token_lists(schema):
         return [f"'tokens' is {kind}, not a list of integers"]
     if exact and kind != pa.list_(token_type(modulus)):
         problems.append(f"'tokens' is {kind}, expected {pa.list_(token_type(modulus))}")

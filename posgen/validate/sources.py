@@ -10,7 +10,7 @@ as :class:`SplitData` whose parts stream record batches of bounded size.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset, inside
 from posgen.store.formats import DATA_SUFFIXES, FileFacts, Format, format_of, read_batch_rows
 from posgen.store.manifest import MANIFEST_NAME, Manifest, unfinished
+from posgen.store.safety import walk
 
 
 class SourceError(UsageError, ValueError):
@@ -37,6 +38,7 @@ class Part:
     first_id: int | None = None
     rows: int | None = None
     storage: Format | None = None
+    max_rows: int | None = None  # rows an Arrow file is not read past: its split's, or listed
 
     def schema(self) -> pa.Schema:
         """The part's Arrow schema (raises on unreadable files)."""
@@ -55,7 +57,7 @@ class Part:
             yield from self.table.to_batches(max_chunksize=rows)
         else:
             storage = self.storage or format_of(self.path)
-            yield from storage.batches(self.path, rows, columns, length=length)
+            yield from storage.batches(self.path, rows, columns, length, self.max_rows)
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,27 @@ def longest_row(spec: TaskSpec) -> int:
     return max(spec.split_length(split) for split in known_splits(spec))
 
 
+def split_rows(spec: TaskSpec, split: str | None = None) -> int:
+    """Rows ``split`` of ``spec`` holds (its largest split's where ``split`` is none of them):
+    what a file of it may hold at most."""
+    names = [split] if split in known_splits(spec) else known_splits(spec)
+    return max(spec.split_size(name) for name in names)
+
+
+def token_lists(schema: pa.Schema) -> bool:
+    """Whether ``schema`` has ``tokens``, a list of integers: what rows are read for."""
+    kind = schema.field("tokens").type if "tokens" in schema.names else pa.null()
+    listy = pa.types.is_list(kind) or pa.types.is_large_list(kind)
+    return (listy or pa.types.is_fixed_size_list(kind)) and pa.types.is_integer(kind.value_type)
+
+
 def _split_of(spec: TaskSpec, name: str | None, part: Part) -> tuple[str, int | None]:
     if name is not None and name in known_splits(spec):
         return name, spec.split_length(name)
     length = None
     try:  # the first row's length, an Arrow file's batch checked for rows of the longest split
+        if not token_lists(part.schema()):  # a list of 10 MB strings is no row
+            raise TypeError("no token lists to read")
         batch = next((b for b in part.batches(longest_row(spec)) if b.num_rows), None)
         column = batch.schema.get_field_index("tokens") if batch else -1  # -1: no such column
         first = batch.column(column)[0] if batch and column >= 0 else None
@@ -128,7 +146,8 @@ def resolve(source: Any, spec: TaskSpec | None, config: str | None, split: str |
         if path.is_dir() and unfinished(path):
             raise SourceError(unfinished(path))
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES)
+            found = (Path(top) / name for top, _, names in walk(path) for name in names)
+            files = sorted(p for p in found if p.is_file() and p.suffix in DATA_SUFFIXES)
             if not files:
                 raise SourceError(f"{path} holds no .parquet, .arrow or .feather files")
             return _from_files(files, _need_spec(spec, str(path)), config, split, path)
@@ -169,6 +188,7 @@ def _from_manifest(
                     first_id=f.first_id,
                     rows=f.rows,
                     storage=dataset.format,
+                    max_rows=f.rows,
                 )
                 for f in entry[split_name].files
             ]
@@ -192,15 +212,19 @@ def _from_files(
     grouped: dict[str, SplitData] = {}
     longest = longest_row(spec)
     for path in files:
-        part = Part(label=str(path.relative_to(root)), path=path)
-        if format_of(path).name == "parquet":  # its footer's claim, before a row is read
-            _fits(part.label, format_of(path).facts(path), longest)
+        part = Part(label=str(path.relative_to(root)), path=path, max_rows=split_rows(spec))
+        facts = format_of(path).facts(path) if format_of(path).name == "parquet" else None
+        if facts is not None:  # its footer's claim, before a row is read
+            _fits(part.label, facts, longest, part.max_rows)
         folder = path.parent.name if path.parent != root else None  # save_to_disk: SPLIT/
         names = (path.stem.split("-")[0], folder)  # test-00000.parquet, validation/data-0.arrow
         named = split or next((n for n in names if n in known_splits(spec)), None)
         split_name, length = _split_of(spec, named, part)
         if split is not None and split_name != split:
             continue
+        part = replace(part, max_rows=split_rows(spec, split_name))
+        if facts is not None:
+            _fits(part.label, facts, longest, part.max_rows, split_name)
         data = grouped.setdefault(
             split_name, SplitData(config or spec.task, split_name, spec, length, [])
         )
@@ -212,9 +236,15 @@ def _from_files(
     return Source(splits=splits, root=root, given_spec=spec)
 
 
-def _fits(label: str, facts: FileFacts, longest: int) -> None:
-    """Refuse a file declaring more tokens than rows of ``longest`` tokens hold (a small
-    compressed file can expand to gigabytes)."""
+def _fits(
+    label: str, facts: FileFacts, longest: int, most: int, split: str = "the largest split"
+) -> None:
+    """Refuse a file declaring more rows than ``most`` or more tokens than rows of ``longest``
+    tokens hold (a small compressed file can expand to gigabytes)."""
+    if facts.rows > most:
+        raise SourceError(
+            f"{label} declares {facts.rows:,} rows; {split} of this spec holds {most:,}: not read"
+        )
     if facts.tokens > facts.rows * longest:
         raise SourceError(
             f"{label} declares {facts.tokens:,} tokens in {facts.rows:,} rows; rows of this "

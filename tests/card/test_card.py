@@ -3,6 +3,7 @@ each task measures, and the official cards in data_cards/ (run `make cards`)."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -168,6 +169,22 @@ def test_a_card_that_is_a_link_is_refused_and_an_edited_one_rerendered(
     assert cli("validate", small_copy, "--config", "cot").exit_code == 1
     assert "(validated)" in cli("card", small_copy).output
     assert "path: data/cot/test-*" in (small_copy / "README.md").read_text()
+
+
+def test_a_pipe_in_the_cards_place_is_replaced_by_the_card_never_written_into(cli, small_copy):
+    """The card was written into the pipe, as into an output the user named: with no reader,
+    ``posgen card`` waited for ever (a reader is held open here, so the old code returns)."""
+    card = small_copy / "README.md"
+    written = card.read_text()
+    card.unlink()
+    os.mkfifo(card)
+    reader = os.open(card, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        result = cli("card", small_copy, "--no-validate")
+    finally:
+        os.close(reader)
+    assert result.exit_code == 0, result.output
+    assert card.is_file() and card.read_text() == written
 
 
 def test_uint16_tokens_are_declared_as_uint16(header_of, tmp_path):

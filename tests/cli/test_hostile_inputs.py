@@ -664,3 +664,27 @@ def test_huge_flag_values_are_never_echoed_whole(
     result = cli(*args, option, "x" * 20_000)
     with recorded("bomb", f"huge value:{flag}"):
         assert len(assert_clean_error(result, 2)) <= 1010
+
+
+def test_a_folder_tree_nested_past_the_recursion_limit_is_walked(tmp_path):
+    """``results``, ``validate DIR`` and a dataset's check for unlisted files walked with
+    os.walk or rglob, which recurse before Python 3.12: 1,100 nested folders were an internal
+    error (RecursionError). Here the limit is lowered instead of the tree made that deep."""
+    import inspect
+
+    from posgen.store.dataset import data_files
+    from posgen.store.formats import FORMATS
+    from posgen.train.results import find_runs
+    from posgen.validate.sources import resolve
+
+    os.makedirs(os.path.join(tmp_path, *["a"] * 150))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack(0)) + 100)
+    try:
+        runs = find_runs([tmp_path])
+        files = data_files(tmp_path, FORMATS["parquet"])
+        with pytest.raises(SourceError, match="holds no"):
+            resolve(tmp_path, TaskSpec(task="cot"), None, None)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert (runs, files) == (([], []), [])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from posgen.card import write_card
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import DamagedDataset, check_dataset, read_manifest
 from posgen.store.dataset import Dataset, SplitError, load
+from posgen.store.manifest import NotADataset
 
 # small_dataset (tests/conftest.py): three train shards per config, one test shard
 TRAIN0, TRAIN1, TRAIN2 = (f"data/cot/train-0000{i}-of-00003.parquet" for i in range(3))
@@ -326,3 +328,72 @@ def test_an_unknown_config_is_a_usage_error_whichever_way_it_is_asked_for(small_
         with pytest.raises(SplitError, match="no config 'nope'"):
             read()
     assert handle.verify("cot") == handle.manifest  # one name: that config, not its letters
+
+
+WRONG_TYPES = {  # a read given an argument of the wrong type -> the error line
+    "load(None)": (lambda root: load(None), "a dataset folder must be a path, not NoneType"),
+    "load(bytes)": (lambda root: load(bytes(root)), "must be a path, not bytes"),
+    "load(verify=False) of 3": (lambda root: load(3, verify=False), "must be a path, not int"),
+    "open(3)": (lambda root: Dataset.open(3), "must be a path, not int"),
+    "load(config=[cot])": (lambda root: load(root, ["cot"]), "must be a name (str), not list"),
+    "split(config=3)": (lambda root: Dataset.open(root).split(3), "config must be a name"),
+    "probe(split=5)": (lambda root: Dataset.open(root).probe("cot", 5), "split must be a name"),
+    "probe([cot])": (lambda root: Dataset.open(root).probe(["cot"]), "config must be a name"),
+    "verify(3)": (lambda root: Dataset.open(root).verify(3), "a name or a list, not int"),
+}
+MISSING = "no such folder; nothing was read (not a Hub id)"  # datasets asked the Hub, 23 s
+
+
+def test_load_without_verify_of_a_folder_that_is_not_there_never_asks_the_hub(tmp_path):
+    for path in (tmp_path / "nope", tmp_path / "nope" / "ds"):
+        with pytest.raises(NotADataset, match=re.escape(f"{path}: {MISSING}")):
+            load(path, verify=False)
+
+
+@pytest.mark.parametrize("case", list(WRONG_TYPES))
+def test_an_argument_of_the_wrong_type_is_a_usage_error_naming_it(small_dataset, case):
+    """They were a TypeError or AttributeError from pathlib, a dict or is_probe_split."""
+    read, said = WRONG_TYPES[case]
+    with pytest.raises(SplitError, match=re.escape(said)):
+        read(small_dataset)
+
+
+@pytest.mark.parametrize("writer", ["stream", "file"])
+def test_an_arrow_shard_replaced_by_one_of_many_rows_is_named_from_its_headers(tmp_path, writer):
+    """facts of an Arrow shard decompressed every batch: a few KB swapped in expanded to
+    16 MB here (850 MB for 2 million rows); an IPC file, not a stream, was an internal error
+    (TypeError); validate read all its rows."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    from posgen import write_dataset
+    from posgen.spec import default_benchmark
+    from posgen.store.dataset import check_files
+    from posgen.validate import validate
+
+    root = tmp_path / "ds"
+    write_dataset(default_benchmark(("cot",), train_size=8, val_size=2, test_size=2), root,
+                  storage="arrow")  # fmt: skip
+    rows = pa.ListArray.from_arrays(np.arange(0, 2**24 + 1, 2**8, dtype=np.int32),
+                                    np.zeros(2**24, np.uint8))  # fmt: skip
+    table = pa.table({"id": np.arange(2**16), "tokens": rows})
+    path = root / "cot/test/data-00000-of-00001.arrow"
+    if writer == "file":
+        feather.write_feather(table, path, compression="zstd")
+    else:
+        options = pa.ipc.IpcWriteOptions(compression="zstd")
+        with pa.ipc.new_stream(path, table.schema, options=options) as stream:
+            stream.write_table(table)
+    default = pa.default_memory_pool()
+    pool = pa.proxy_memory_pool(default)  # what pyarrow allocates, counted apart
+    pa.set_memory_pool(pool)
+    try:
+        problems = [str(p) for p in check_files(root, read_manifest(root), hashes=False)]
+        with pytest.raises(DamagedDataset, match="longer than recorded"):
+            Dataset.open(root).split("cot", "test")
+        report = validate(root)  # its rows are read no further than the manifest lists
+    finally:
+        pa.set_memory_pool(default)
+    assert any("65536 rows, posgen.json records 2" in p for p in problems), problems
+    assert not report.ok and pool.max_memory() < 2**22, pool.max_memory()

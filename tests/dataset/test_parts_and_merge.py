@@ -210,6 +210,8 @@ API_ARGUMENTS = {  # write_dataset(**arguments) -> the refusal, before anything 
     "shard_bytes 0": ({"shard_bytes": 0}, "shard_bytes must be a whole number >= 1"),
     "block_rows -1": ({"block_rows": -1}, "block_rows must be a whole number >= 1"),
     "num_proc 0": ({"num_proc": 0}, "num_proc must be a whole number >= 1"),
+    "part a string (a ValueError unpacking it)": ({"part": "1/2"}, "part '1/2': need whole"),
+    "part of three numbers": ({"part": (0, 1, 2)}, "need whole numbers 0 <= I < N"),
 }  # fmt: skip
 
 
@@ -219,6 +221,18 @@ def test_write_dataset_refuses_bad_scale_arguments_before_writing(tmp_path, case
     with pytest.raises(UsageError, match=re.escape(fragment)):
         write(tmp_path / "ds", **changed)
     assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("out", [None, 3, b"ds"], ids=["None", "int", "bytes"])
+def test_write_dataset_to_no_path_is_a_usage_error(out):
+    with pytest.raises(UsageError, match="a dataset folder must be a path"):  # was pathlib's
+        writer.write_dataset(bench(), out)  # TypeError
+
+
+def test_merge_of_one_folder_given_as_a_string_reads_that_folder(tmp_path):
+    write(tmp_path / "p0", bench(), part=(0, 2))  # it was read letter by letter: "/ holds no
+    with pytest.raises(UsageError, match="1 of 2 parts missing: 1/2"):  # posgen parts"
+        writer.write_dataset(None, tmp_path / "ds", merge=str(tmp_path / "p0"))
 
 
 def test_a_part_file_changed_after_its_part_was_written_is_never_published(cli, tmp_path):

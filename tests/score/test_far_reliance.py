@@ -5,12 +5,14 @@ through the API, ``posgen score --split probe`` (table, --json, --plot) and the 
 from __future__ import annotations
 
 import json
+import re
 from importlib.util import find_spec
 
 import numpy as np
 import pytest
 
 from posgen import write_dataset
+from posgen.errors import UsageError
 from posgen.scoring import (
     RelianceReport,
     ScoringError,
@@ -126,3 +128,20 @@ def test_score_file_scores_a_probe_split_by_its_far_reliance_as_the_cli_does(fol
     assert (report.id.far_reliance, report.id.local_reliance) == (0.0, 1.0)
     with pytest.raises(ScoringError, match="probe is a probe split, scored by its far-reliance"):
         score_reference(load_reference(folder, "cot", "probe"), path)
+
+
+FILE_ARGUMENTS = {  # score_file(folder, config, split, predictions) changed -> the error line
+    "split an int": ({"split": 3}, "split must be a name (str), not int"),  # was AttributeError
+    "predictions None": ({"predictions": None}, "predictions: a file's path, not NoneType"),
+    "predictions an int": ({"predictions": 3}, "predictions: a file's path, not int"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(FILE_ARGUMENTS))
+def test_score_file_given_an_argument_it_cannot_use_raises_one_clear_error(folder, case):
+    changed, said = FILE_ARGUMENTS[case]  # pathlib's TypeError, is_probe_split's AttributeError
+    arguments = {"dataset_dir": folder, "config": "cot", "split": "test", "predictions": "p.npy"}
+    with pytest.raises(UsageError, match=re.escape(said)):
+        score_file(**{**arguments, **changed})
+    with pytest.raises(ScoringError, match="reference: a ReferenceSplit or ProbeSplit"):
+        score_reference(None, "p.npy")  # was AttributeError: 'NoneType' has no 'spec'

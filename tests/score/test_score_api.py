@@ -10,10 +10,13 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
+from posgen.errors import UsageError
 from posgen.generator import generate_split
 from posgen.scoring import (
     ScoringError,
     baseline_predictions,
+    lm_arrays,
+    predictions_from_logits,
     score,
     score_arrays,
     score_probe,
@@ -167,6 +170,53 @@ def test_reference_that_does_not_fit_the_spec_is_refused():
         score(test[:, :100], test[:, :100], spec)
     with pytest.raises(ScoringError, match=r"outside the spec's vocabulary 0\.\.12"):
         score(test, test, TaskSpec(task="cot", modulus=13))
+
+
+BAD_ARGUMENTS = {  # score(reference, predictions, spec, **rest) -> the error line
+    "ragged predictions": ({"predictions": [[1, 2], [3]]}, "predictions: not an array"),
+    "float ids (0.5 was read as 0)": ({"ids": [0.5, 1, 2, 3]}, "ids must be integer ids"),
+    "ids of strings": ({"ids": ["a", "b", "c", "d"]}, "ids must be integer ids, got dtype <U1"),
+    "ids of None": ({"ids": [None] * 4}, "ids must be integer ids, got dtype object"),
+    "negative reference tokens": ({"reference": -1}, "reference token -1 is outside"),
+    "float reference": ({"reference": 0.5}, "reference tokens must be integer token ids"),
+    "reference ids of strings": ({"reference": "ids"}, "reference ids must be integer ids"),
+    "reference tokens of strings": ({"reference": "str"}, "reference tokens: a column of string"),
+    "bucket width a string": ({"bucket_width": "16"}, "bucket width must be an integer, not str"),
+    "bucket width None": ({"bucket_width": None}, "bucket width must be an integer"),
+    "config an int": ({"config": 3}, "config must be a name (str), not int"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGUMENTS))
+def test_score_given_an_argument_it_cannot_use_raises_one_clear_error(case):
+    """They were TypeError, AttributeError or pydantic's ValidationError from deep inside, or
+    no error at all (float ids cut to integers, negative reference tokens scored)."""
+    spec = TaskSpec(task="cot", train_size=4, val_size=4, test_size=4)
+    tokens = generate_split(spec, "test")
+    arguments = {"reference": tokens, "predictions": tokens, "spec": spec}
+    changed, fragment = BAD_ARGUMENTS[case]
+    table = {"id": ["a", "b", "c", "d"], "tokens": pa.array(tokens.tolist())}
+    reference = {-1: tokens.astype(np.int64) - 1, 0.5: tokens + 0.5, "ids": pa.table(table),
+                 "str": pa.table({"tokens": ["x"] * 4})}.get(changed.get("reference"))  # fmt: skip
+    changed = {**changed, "reference": reference} if reference is not None else changed
+    with pytest.raises(UsageError, match=re.escape(fragment)):
+        score(**{**arguments, **changed})
+
+
+@pytest.mark.parametrize("logits", ["x", np.zeros(3), np.zeros((2, 0))], ids=["str", "1d", "0"])
+def test_predictions_from_logits_of_another_shape_is_one_clear_error(logits):
+    with pytest.raises(ScoringError, match=r"logits must be \(rows, L \+ 1, vocab\)"):
+        predictions_from_logits(logits)  # was IndexError or numpy's ValueError
+
+
+@pytest.mark.parametrize(
+    ("tokens", "said"),
+    [(np.array([[0.5, 1.0]]), "tokens must be integer token ids, got dtype float64"),
+     (np.arange(3), "tokens must be (rows, length), got shape (3,)")],
+)  # fmt: skip
+def test_lm_arrays_of_tokens_it_cannot_use_is_one_clear_error(tokens, said):
+    with pytest.raises(ScoringError, match=re.escape(said)):  # 0.5 was cut to 0; 1-d was
+        lm_arrays(tokens, modulus=17, window=1)  # numpy's "not enough values to unpack"
 
 
 WRITE_REFUSALS = {  # write_predictions(path, **arguments) -> the refusal

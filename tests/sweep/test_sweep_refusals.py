@@ -382,3 +382,15 @@ def test_a_damaged_or_edited_sweep_json_is_one_error_line_and_nothing_changes(
         if "damaged" in fragment:  # an edited record reads as well-formed
             assert_clean_error(status, 2, str(sweep_copy.record), fragment)
         assert tree(tmp_path) == before
+
+
+def test_a_pipe_in_a_failure_records_place_is_named_never_waited_on(tmp_path):
+    """``sweep status`` read failed/JOB with open(): a pipe there held it for good."""
+    from posgen.train.sweep import Sweep
+
+    sweep = Sweep(tmp_path)
+    sweep.failure("job").parent.mkdir()
+    os.mkfifo(sweep.failure("job"))
+    assert sweep.failure_reason("job") == (
+        "(failure record unreadable: a pipe or a device, not a regular file)"
+    )

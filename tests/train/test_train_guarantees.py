@@ -774,6 +774,8 @@ RUN_FILES = {  # case -> (damage, what the error line names)
     "empty": (text(lambda _: ""), "JSON"),
     "100k deep": (text(lambda _: '{"seed": ' + "[" * 100_000 + "]" * 100_000 + "}"), "JSON"),
     "not UTF-8": (lambda path: path.write_bytes(b'{"preset": "\xff"}'), "JSON"),
+    "300 deep in a PE parameter": (edit("position_encoding.parameters.x",
+                                        json.loads("[" * 300 + "]" * 300)), "nested too deeply"),
     "seed a string": (edit("seed", "x"), "seed"),
     "seed missing": (edit("seed", drop=True), "seed"),
     "extra key": (edit("hacked", 1), "hacked"),

@@ -391,6 +391,33 @@ def test_a_bare_arrow_file_named_for_no_split_is_not_inflated_to_learn_its_row_l
     assert pool.max_memory() < 2**22, pool.max_memory()
 
 
+def test_a_struct_column_before_tokens_does_not_hide_a_bare_parquet_files_tokens(
+    assert_clean_error, cli, tmp_path
+):  # the footer's tokens were counted in the column of the field's index: here id's (1 value)
+    rows = pa.ListArray.from_arrays([0, 2**24], np.zeros(2**24, np.uint8))
+    table = pa.table({"s": pa.array([{"a": 1, "b": 2}]), "id": [0], "tokens": rows})
+    pq.write_table(table, tmp_path / "test.parquet", compression="zstd")
+    result = cli("validate", tmp_path / "test.parquet", "--task", "cot")
+    assert_clean_error(result, 2, "declares 16,777,216 tokens in 1 rows", "at most 256: not read")
+
+
+def test_a_bare_file_of_string_tokens_is_not_read_to_learn_its_row_length(tmp_path):
+    """rows.parquet names no split: its first batch was read for the first row's length, here
+    4 rows of one 4 MB string each (1.7 KB of zstd; 50 rows of 10 MB took 1.28 GB)."""
+    tokens = pa.array([[b"\0" * (4 << 20)]] * 4, pa.list_(pa.binary()))
+    pq.write_table(pa.table({"id": range(4), "tokens": tokens}), tmp_path / "rows.parquet",
+                   compression="zstd")  # fmt: skip
+    default = pa.default_memory_pool()
+    pool = pa.proxy_memory_pool(default)  # what pyarrow allocates, counted apart
+    pa.set_memory_pool(pool)
+    try:
+        report = validate(tmp_path / "rows.parquet", spec=TaskSpec(task="cot"))
+    finally:
+        pa.set_memory_pool(default)
+    assert "not a list of integers" in " ".join(c.message for c in report.checks if not c.ok)
+    assert pool.max_memory() < 2**22, pool.max_memory()
+
+
 BARE_SPEC = TaskSpec(task="cot", train_length=8, test_length=8, test_size=6)
 
 
@@ -403,6 +430,30 @@ def test_a_bare_arrow_file_with_a_dictionary_encoded_extra_column_validates(
     feather.write_feather(table, tmp_path / "test.arrow", compression=compression)
     report = validate(tmp_path / "test.arrow", spec=BARE_SPEC, split="test")
     assert report.ok, [c.message for c in report.checks if not c.ok]
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("test.parquet", "test.parquet declares 7 rows; test of this spec holds 6: not read"),
+        ("rows.parquet", "declares 10,007 rows; the largest split of this spec holds 10,000"),
+        ("test.arrow", "test.arrow: unreadable (holds 7 rows or more; the data has 6: not read)"),
+        ("rows.arrow", "unreadable (holds 10,007 rows or more; the data has 10,000: not read)"),
+    ],
+)
+def test_a_bare_file_holding_more_rows_than_its_split_is_refused_unread(tmp_path, name, said):
+    """Rows were bounded by no spec: 19 KB of zstd holding 2 million rows of 256 tokens made
+    validate take 724 MB. A file named for no split may hold the spec's largest split."""
+    table = split_table(BARE_SPEC, "test")
+    table = table.take(np.arange(7 if name.startswith("test") else 10_007) % 6)
+    path = tmp_path / name
+    pq.write_table(table, path) if name.endswith("parquet") else feather.write_feather(table, path)
+    try:
+        report = validate(path, spec=BARE_SPEC)
+    except SourceError as error:
+        assert said in str(error)
+    else:
+        assert said in " ".join(c.message for c in report.checks if not c.ok)
 
 
 @pytest.mark.parametrize(
