@@ -555,7 +555,9 @@ class ArrowFormat(Format):
         KB can expand to gigabytes)."""
         schema, rows, tokens = stream_schema(path), 0, 0
         column = schema.get_field_index("tokens")
-        listed = column >= 0 and pa.types.is_list(schema.field(column).type)
+        kind = schema.field(column).type if column >= 0 else pa.null()
+        listed = pa.types.is_list(kind) or pa.types.is_large_list(kind)
+        listed = listed or pa.types.is_fixed_size_list(kind)  # each: one node for its values
         node = sum(_nodes(f.type) for f in list(schema)[:column]) + 1  # the tokens' values
         for message in _messages(path):
             if message.type == "record batch":

@@ -179,3 +179,24 @@ def test_the_caches_datasets_writes_into_an_arrow_folder_are_no_damage(cli, tmp_
     result = cli("generate", "--out", root, *flags)
     assert result.exit_code == 0, result.output
     assert not list(root.glob("cot/*/cache-*.arrow"))
+
+
+@pytest.mark.parametrize("writer", [pa.ipc.new_stream, pa.ipc.new_file, pq.write_table])
+@pytest.mark.parametrize(
+    "kind",
+    [pa.list_(pa.uint8()), pa.large_list(pa.uint8()), pa.list_(pa.uint8(), 4)],
+    ids=["list", "large_list", "fixed_size_list"],
+)
+def test_file_facts_count_the_rows_and_tokens_of_any_list_column(tmp_path, writer, kind):
+    """What the card and the damage checks count, from headers and footers (nothing read)."""
+    table = pa.table(
+        {"id": pa.array(range(5), pa.int64()), "tokens": pa.array([[1] * 4] * 5, kind)}
+    )
+    path = tmp_path / ("x.parquet" if writer is pq.write_table else "x.arrow")
+    if writer is pq.write_table:
+        writer(table, path, row_group_size=2)
+    else:
+        with writer(str(path), table.schema) as out:
+            out.write_table(table, max_chunksize=2)
+    facts = FORMATS["parquet" if writer is pq.write_table else "arrow"].facts(path)
+    assert (facts.rows, facts.tokens) == (5, 20)
