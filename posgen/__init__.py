@@ -2,10 +2,11 @@
 
 Specs (:class:`TaskSpec`, :class:`BenchmarkSpec`, :func:`register_task`), rows in memory
 (:func:`generate_split`, :func:`generate_rows`, :func:`to_dataset_dict`), datasets on disk
-(:func:`write_dataset`, :func:`load`, :func:`read_manifest`), metrics (:func:`score`,
-:func:`score_file`) and trained models (:func:`load_model`, needs the ``train`` extra), all
-imported on first use, so ``import posgen`` loads nothing else and the ``posgen`` script
-catches signals within milliseconds of starting.
+(:func:`write_dataset`, :func:`load`, :class:`Dataset`, the handle every reader opens,
+:func:`read_manifest`), metrics (:func:`score`, :func:`score_file`) and trained models
+(:func:`load_model`, needs the ``train`` extra), all imported on first use, so ``import
+posgen`` loads nothing else and the ``posgen`` script catches signals within milliseconds of
+starting.
 
 >>> from posgen import TaskSpec, generate_split
 >>> generate_split(TaskSpec(task="recursive", seeding="paper", train_size=1,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time through __getatt
     from posgen.spec import BenchmarkSpec as BenchmarkSpec
     from posgen.spec import TaskSpec as TaskSpec
     from posgen.store import read_manifest as read_manifest
+    from posgen.store.dataset import Dataset as Dataset
     from posgen.store.dataset import load as load
     from posgen.store.formats import to_dataset_dict as to_dataset_dict
     from posgen.store.writer import write_dataset as write_dataset
@@ -44,7 +46,7 @@ _LAZY = {
         "posgen.spec": ("BenchmarkSpec", "TaskSpec"),
         "posgen.tasks": ("TASKS", "dependencies", "far_start", "register_task"),
         "posgen.store": ("read_manifest",),
-        "posgen.store.dataset": ("load",),
+        "posgen.store.dataset": ("Dataset", "load"),
         "posgen.store.formats": ("to_dataset_dict",),
         "posgen.scoring": ("score", "score_file"),
         "posgen.encodings.model": ("load_model",),

@@ -53,9 +53,10 @@ def test_the_package_exports_the_readme_entry_points(oracle, tmp_path):
     assert posgen.read_manifest(tmp_path / "ds") == manifest
     loaded = posgen.load(tmp_path / "ds", "cot")
     test = np.stack(loaded["test"].with_format("numpy")["tokens"])
+    assert np.array_equal(posgen.Dataset.open(tmp_path / "ds").split("cot", "test").tokens, test)
     assert posgen.score(test, test, bench.configs["cot"]).summary()["ood_accuracy"] == 1.0
     assert oracle.far_positions("cot", 9, 3, 1) == [0]
-    assert set(posgen.__all__) >= {"write_dataset", "load", "read_manifest", "score"}
+    assert set(posgen.__all__) >= {"write_dataset", "load", "Dataset", "read_manifest", "score"}
 
 
 def test_a_registered_task_gets_probe_rows_from_its_dependency_rule(oracle, third_task):
