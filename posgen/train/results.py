@@ -70,7 +70,8 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
     skipped: list[str] = []
     for path in map(Path, paths):
         if not path.is_dir():
-            raise ResultsError(f"{path}: no such folder")
+            file = "is a file, not a folder: give the run folder"
+            raise ResultsError(f"{path}: {file if path.exists() else 'no such folder'}")
         if _run_like(os.listdir(path)) and (why := _unfinished(path)) is not None:
             raise ResultsError(f"{why}; it cannot be counted")
         for folder, dirs, files in walk(path, followlinks=True):
