@@ -54,6 +54,7 @@ from posgen.store.safety import (
 from posgen.store.writer import check_part_target
 from posgen.tasks import TASKS, get_op, op_names
 from posgen.train import TRAIN_HINT
+from posgen.train.run_record import FILES, MODEL, is_run
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -349,6 +350,11 @@ def _streamed(path: Path) -> bool:
     return str(path) == "-" or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def _own(run: Path, path: Path) -> bool:
+    """Whether ``path`` is (or is inside) one of the files a run folder ``run`` holds."""
+    return path.relative_to(run).parts[0] in (*FILES, MODEL)
+
+
 def output_problems(
     outputs: Mapping[str, Path | None],
     inputs: Mapping[str, Iterable[Path]],
@@ -358,8 +364,9 @@ def output_problems(
     """Why these outputs may not be written, one line each: the one check every command that
     writes makes, before any work. ``outputs`` maps a flag to its path (None: not given),
     ``inputs`` what is read to its paths. An output may not be an input, sit inside a folder
-    read, share its file with another output, or lie inside a dataset folder; the flags in
-    ``datasets`` name a dataset to write, which may replace a dataset, never sit inside one."""
+    read, share its file with another output, or lie inside a dataset folder or on (inside) a
+    run folder's own files; the flags in ``datasets`` name a dataset to write, which may
+    replace a dataset, never sit inside one."""
     lines = []
     files = {flag: Path(p) for flag, p in outputs.items() if p is not None and not _streamed(p)}
     first: dict[str, str] = {}
@@ -403,6 +410,12 @@ def output_problems(
             lines.append(
                 f"{flag} {shown(path)} is inside {what} {shown(source)}, which this command "
                 "reads; write outside it"
+            )
+        elif run := next((d for d in real.parents if _own(d, real) and is_run(d)), None):
+            own = run / real.relative_to(run).parts[0]
+            lines.append(
+                f"{flag} {shown(path)} is {'' if own == real else 'inside '}{shown(own)}, a run "
+                "folder's own (posgen train wrote it); choose another output"
             )
     return lines
 

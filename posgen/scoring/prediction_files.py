@@ -434,6 +434,8 @@ IGNORE_INDEX = -100  # the label Hugging Face losses skip
 
 def vocab_size(spec: TaskSpec) -> int:
     """Embedding rows a model needs: the m tokens and BOS (id m)."""
+    if not isinstance(spec, TaskSpec):
+        raise ScoringError(f"vocab_size takes a TaskSpec, not a {type(spec).__name__}")
     return spec.modulus + 1
 
 
@@ -482,7 +484,7 @@ class LMInputs:
         if isinstance(tokens, pa.Array | pa.ChunkedArray):  # a dataset in the arrow format
             tokens = tokens.to_pylist()
         single = len(tokens) == 0 or np.ndim(tokens[0]) == 0  # one row, or a batch of rows
-        rows = np.atleast_2d(np.asarray(tokens, dtype=np.int64))
+        rows = np.atleast_2d(integer_array(tokens, "tokens"))  # 0.5 was cut to 0
         arrays = lm_arrays(rows, self.modulus, self.window)
         return {name: (array[0] if single else array).tolist() for name, array in arrays.items()}
 

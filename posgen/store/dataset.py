@@ -418,7 +418,14 @@ def load(path: str | Path, config: str | None = None, verify: bool = True) -> da
     root = dataset_path(path)
     if not root.is_dir():  # datasets would look for it on the Hub
         raise NotADataset(root, [f"{root}: no such folder; nothing was read (not a Hub id)"])
-    return pinned(root, lambda: folder_format(root, named(config, "config")).load(root, config))
+    try:
+        return pinned(root, lambda: folder_format(root, named(config, "config")).load(root, config))
+    except ValueError:  # datasets' "BuilderConfig 'zzz' not found"
+        import datasets
+
+        if config is None or config in (known := datasets.get_dataset_config_names(str(root))):
+            raise
+        raise SplitError(f"no config {config!r} in {root}; configs: {', '.join(known)}") from None
 
 
 def probe_from_table(

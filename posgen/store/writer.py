@@ -101,6 +101,9 @@ def write_dataset(
             f"{out} is inside the dataset folder {dataset}; write outside it (a dataset holds "
             "only what its manifest lists)"
         )
+    if not (base := next(d for d in real.parents if d.exists())).is_dir():
+        raise OutputExistsError(f"cannot create {out}: {base} is a file, not a folder; "
+                                "nothing was written")  # fmt: skip
     if merge is not None:
         merge = [merge] if isinstance(merge, str | os.PathLike) else merge  # not its letters
         return _merge_parts(out, list(merge), finish)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from posgen.encodings import pe_order
-from posgen.errors import UsageError, mean_std_cell
+from posgen.errors import UsageError, mean_std_cell, shown
 from posgen.scoring.metrics import bucket_edges
 from posgen.scoring.plot import save_figure
 from posgen.scoring.reliance import measure_sentences
@@ -70,7 +70,8 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
     skipped: list[str] = []
     for path in map(Path, paths):
         if not path.is_dir():
-            raise ResultsError(f"{path}: no such folder")
+            file = "is a file, not a folder: give the run folder"
+            raise ResultsError(f"{path}: {file if path.exists() else 'no such folder'}")
         if _run_like(os.listdir(path)) and (why := _unfinished(path)) is not None:
             raise ResultsError(f"{why}; it cannot be counted")
         for folder, dirs, files in walk(path, followlinks=True):
@@ -362,7 +363,7 @@ def tables(results: dict[str, Any]) -> list[str]:
         per_task = "; ".join(f"{task}: {task_lengths(entry, task)}" for task in entry["tasks"])
         lengths_text = next(iter(lengths)) if len(lengths) == 1 else per_task
         lines += [
-            f"### {data}",
+            f"### {_cell(data)}",
             "",
             f"Test split, {lengths_text}; mean ± std "
             "over n seeds. ID-curve range and trend: max - min and fitted change of the "
@@ -411,9 +412,20 @@ def _spread(cell: dict[str, Any], name: str) -> str:
     return mean_std_cell(cell.get(f"{name}_mean"), cell.get(f"{name}_std"))
 
 
+def _cell(value: Any) -> str:
+    """``value`` as markdown text of a table or a heading: one line (control characters as
+    spaces), cut as :func:`~posgen.errors.shown` cuts it, ``|`` escaped.
+
+    >>> _cell("rope|x\\n## y\\x00")
+    'rope\\\\|x ## y'
+    """
+    text = "".join(c if c.isprintable() else " " for c in str(value))
+    return shown(text).replace("|", "\\|")
+
+
 def _row(values: Sequence[Any]) -> str:
-    """One row of a markdown table."""
-    return "| " + " | ".join(map(str, values)) + " |"
+    """One row of a markdown table, whatever text its cells hold."""
+    return "| " + " | ".join(map(_cell, values)) + " |"
 
 
 CURVES = ("curve", "far_curve")  # in the plot, not in the summary the cards read
@@ -513,7 +525,7 @@ def results_markdown(
         lines.append("- Preset: " + ", ".join(f"{k} {p[k]}" for k in p if k != "seeds"))
     every = [(f"{data}/{task}/{pe}", c) for data, task, pe, c, _ in cells(results)]
     seeds = sorted({seed for _, c in every for seed in c["seeds"]})
-    short = [f"{name} ({c['n']})" for name, c in every if c["n"] < len(seeds)]
+    short = [f"{_cell(name)} ({c['n']})" for name, c in every if c["n"] < len(seeds)]
     lines += [
         "",
         "YaRN variants train with the unscaled frequencies and use the scaled ones for "
@@ -533,7 +545,7 @@ def results_markdown(
                 "keeps the finished ones), then run `posgen results` again."
             ),
         ]
-    measures = [s for data, entry in results.items() for s in measure_sentences(data, entry)]
+    measures = [s for data, entry in results.items() for s in measure_sentences(_cell(data), entry)]
     if measures:
         lines += ["", "## What each task measures", "", *[f"- {s}" for s in measures]]
     lines += ["", *ranking_lines(results), "## Tables by data folder", "", *tables(results)]
@@ -612,7 +624,7 @@ def ranking_lines(results: dict[str, Any]) -> list[str]:
     for data, entry in results.items():
         for task, pes in entry["tasks"].items():
             lines += [
-                f"### {data} / {task} ({task_lengths(entry, task)})",
+                f"### {_cell(data)} / {task} ({task_lengths(entry, task)})",
                 "",
                 "| rank | PE | n | OOD accuracy | ID accuracy | effective length | when | source |",
                 "|---|---|---|---|---|---|---|---|",
@@ -624,7 +636,9 @@ def ranking_lines(results: dict[str, Any]) -> list[str]:
                 length = "-" if length is None else length
                 lines.append(_row([rank, pe, cell["n"], *spreads, length, *facts]))
             confounds = [
-                f"{pe}: {cell['confound']}" for pe, cell in pes.items() if cell.get("confound")
+                _cell(f"{pe}: {cell['confound']}")
+                for pe, cell in pes.items()
+                if cell.get("confound")
             ]
             if confounds:
                 lines += ["", "Not the Llama block: " + "; ".join(confounds) + "."]

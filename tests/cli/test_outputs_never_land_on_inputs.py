@@ -1,5 +1,6 @@
-"""Issue 27, class 1: an output that is an input, or inside a folder read or a dataset (links
-resolved), is one ``error:`` line, exit 2, before any work (``cli.shared.output_problems``)."""
+"""Issue 27, class 1: an output that is an input, or inside a folder read or a dataset, or on a
+run folder's own files (links resolved), is one ``error:`` line, exit 2, before any work
+(``cli.shared.output_problems``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ BASELINE = "baseline --kind oracle --data {t}/ds --config cot --out "
 SCORE = "score --data {t}/ds --predictions {t}/oracle.jsonl "
 GENERATE = "generate --task cot --train-size 32 --val-size 8 --test-size 8 "
 INSIDE = "dataset folder"
+RUN = "a run folder's own"
 CASES = {  # case -> (the command line, in the test's folder t; a fragment of the error line)
     "baseline --out onto the test shard, --overwrite": (BASELINE + "{t}/ds/{shard} --overwrite",
                                                         INSIDE),
@@ -61,6 +63,10 @@ CASES = {  # case -> (the command line, in the test's folder t; a fragment of th
     "score --json onto the dataset's test shard": (SCORE + "--json {t}/ds/{shard}", INSIDE),
     "score --plot inside the dataset": (SCORE + "--plot {t}/ds/curve.png", INSIDE),
     "score --json onto --predictions": (SCORE + "--json {t}/oracle.jsonl", "--predictions"),
+    "score --json onto a run's results.json": (SCORE + "--json {t}/run/results.json", RUN),
+    "score --plot inside a run's model folder": (SCORE + "--plot {t}/run/model/c.png", RUN),
+    "baseline --out onto a run's predictions, --overwrite": (
+        BASELINE + "{t}/run/predictions.parquet --overwrite", RUN),
     "train --out inside the dataset through a link": (
         "train --data {t}/ds --pe rope --out {t}/link/run -q", INSIDE),
 }  # fmt: skip
@@ -75,6 +81,8 @@ ALLOWED = {  # case -> (the command line, the file it writes)
                                            "report.json"),
     "baseline --out in a folder whose posgen.json is a user's, not a manifest": (
         BASELINE + "{t}/mine/oracle.jsonl -q", "mine/oracle.jsonl"),
+    "score --json a new file beside a run's files": (SCORE + "--json {t}/run/s.json",
+                                                     "run/s.json"),
 }  # fmt: skip
 
 
@@ -90,7 +98,7 @@ def arrow_dataset(tmp_path_factory) -> Path:
 @pytest.fixture
 def folder(tmp_path, tiny_cot, tiny_oracle, arrow_dataset) -> Path:
     """Datasets ``ds``, ``other`` (with a user's file) and ``arrow``, links to them, ``plain`` (a
-    parquet file, no manifest), a spec, a grid and the oracle's predictions."""
+    parquet file, no manifest), a spec, a grid, the oracle's predictions and a run folder."""
     shutil.copytree(tiny_cot, tmp_path / "ds")
     shutil.copytree(tiny_cot, tmp_path / "other")
     (tmp_path / "link").symlink_to(tmp_path / "ds" / "data")
@@ -104,6 +112,9 @@ def folder(tmp_path, tiny_cot, tiny_oracle, arrow_dataset) -> Path:
     shutil.copytree(arrow_dataset, tmp_path / "arrow", symlinks=True)
     (tmp_path / "grid.toml").write_text(f'datasets = ["{tmp_path / "ds"}"]\npes = ["rope"]\n')
     shutil.copy(tiny_oracle, tmp_path / "oracle.jsonl")
+    (tmp_path / "run").mkdir()
+    for name in ("results.json", "predictions.parquet"):  # is_run: a run folder
+        (tmp_path / "run" / name).write_text("{}")
     return tmp_path
 
 

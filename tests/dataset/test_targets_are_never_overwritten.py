@@ -297,16 +297,20 @@ API_REFUSALS = {  # write_dataset's own checks: a script gets what the command l
     "a dataset inside the dataset": ("ds/variants/v2", {}, "is inside the dataset folder"),
     "a part inside the dataset": ("ds/p", {"part": (0, 2)}, "is inside the dataset folder"),
     "a merge inside the dataset": ("ds/m", {"merge": []}, "is inside the dataset folder"),
+    "a dataset under a file": ("mine.txt/ds", {}, "mine.txt is a file, not a folder"),
+    "a dataset two folders under a file": ("mine.txt/a/ds", {}, "mine.txt is a file, not"),
+    "a part under a file": ("mine.txt/p", {"part": (0, 2)}, "mine.txt is a file, not a folder"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(API_REFUSALS))
-def test_write_dataset_never_deletes_a_users_file_or_writes_inside_a_dataset(
+def test_write_dataset_never_deletes_a_users_file_or_writes_inside_a_dataset_or_a_file(
     tree, recorded, tmp_path, case
 ):
     out, options, words = API_REFUSALS[case]
     write_dataset(bench(), tmp_path / "ds", shard_bytes=SHARD)
     (tmp_path / "ds" / "my_notes.txt").write_text("precious")
+    (tmp_path / "mine.txt").write_text("mine")
     before = tree(tmp_path)
     spec = None if "merge" in options else bench(1)
     with recorded("target", f"write_dataset: {case}"):

@@ -13,6 +13,7 @@ import pytest
 from posgen.errors import UsageError
 from posgen.generator import generate_split
 from posgen.scoring import (
+    LMInputs,
     ScoringError,
     baseline_predictions,
     lm_arrays,
@@ -20,6 +21,7 @@ from posgen.scoring import (
     score,
     score_arrays,
     score_probe,
+    vocab_size,
     write_predictions,
 )
 from posgen.scoring.prediction_files import read_predictions
@@ -209,14 +211,26 @@ def test_predictions_from_logits_of_another_shape_is_one_clear_error(logits):
         predictions_from_logits(logits)  # was IndexError or numpy's ValueError
 
 
-@pytest.mark.parametrize(
-    ("tokens", "said"),
-    [(np.array([[0.5, 1.0]]), "tokens must be integer token ids, got dtype float64"),
-     (np.arange(3), "tokens must be (rows, length), got shape (3,)")],
-)  # fmt: skip
-def test_lm_arrays_of_tokens_it_cannot_use_is_one_clear_error(tokens, said):
-    with pytest.raises(ScoringError, match=re.escape(said)):  # 0.5 was cut to 0; 1-d was
-        lm_arrays(tokens, modulus=17, window=1)  # numpy's "not enough values to unpack"
+FLOATS = "tokens must be integer token ids, got dtype float64"
+LM_REFUSALS = {  # what turns tokens into model inputs, given what it cannot use -> the error
+    "lm_arrays of floats (0.5 was cut to 0)": (lambda: lm_arrays(np.array([[0.5, 1.0]]), 17, 1),
+                                               FLOATS),
+    "lm_arrays of one row (numpy's 'not enough values to unpack')": (
+        lambda: lm_arrays(np.arange(3), 17, 1), "tokens must be (rows, length), got shape (3,)"),
+    "LMInputs of floats (0.5 was cut to 0)": (lambda: LMInputs(17, 1)({"tokens": [0.5, 1.0]}),
+                                              FLOATS),
+    "LMInputs of a ragged batch (numpy's ValueError)": (
+        lambda: LMInputs(17, 1)({"tokens": [[0, 1], [2]]}), "tokens: not an array"),
+    "vocab_size of a dict (AttributeError)": (lambda: vocab_size({"modulus": 17}),
+                                              "vocab_size takes a TaskSpec, not a dict"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(LM_REFUSALS))
+def test_model_inputs_of_tokens_it_cannot_use_is_one_clear_error(case):
+    call, said = LM_REFUSALS[case]
+    with pytest.raises(ScoringError, match=re.escape(said)):
+        call()
 
 
 WRITE_REFUSALS = {  # write_predictions(path, **arguments) -> the refusal

@@ -62,6 +62,27 @@ def test_every_run_scores_the_probe_split_with_the_same_weights_and_names_its_da
     assert predictions.made_for == (spec_id, "probe")
 
 
+RECORD_TEXT = {  # a run record's free text that reaches the tables -> text breaking a table
+    "position_encoding.label": "rope|x\n## injected\x00" + "L" * 5000,
+    "data.folder": "/tmp/da|ta\nnew",
+}
+
+
+@pytest.mark.parametrize("field", sorted(RECORD_TEXT))
+def test_a_run_records_free_text_keeps_the_tables_whole(cli, trained_runs, tmp_path, field):
+    run = shutil.copytree(trained_runs / "rope-1", tmp_path / "runs" / "a")
+    body = json.loads((run / "results.json").read_text())
+    section, key = field.split(".")
+    body[section][key] = RECORD_TEXT[field]
+    (run / "results.json").write_text(json.dumps(body))
+    assert cli("results", tmp_path / "runs", "--out", tmp_path / "R.md").exit_code == 0
+    lines = (tmp_path / "R.md").read_text().splitlines()
+    rows = [line.replace("\\|", "") for line in lines if line.startswith("|")]
+    assert {row.count("|") for row in rows} == {9, 12}  # 8 and 11 columns, every row
+    assert max(map(len, rows)) < 600
+    assert not [line for line in lines if line.startswith(("new", "## injected")) or "\0" in line]
+
+
 def test_results_without_run_folders_is_one_error_line(assert_clean_error, cli, tmp_path):
     result = cli("results", tmp_path, "--out", tmp_path / "R.md")
     line = assert_clean_error(result, 2)

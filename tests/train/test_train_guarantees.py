@@ -578,6 +578,8 @@ SEVERAL = default_benchmark(("cot", "recursive"), train_size=8, val_size=2, test
 BAD_INPUTS = {
     **{f"results --plot {name}": (None, f"{RESULTS} --plot {{t}}/{name}", ["--plot: ", NO_IMAGE])
        for name in ("c.xyz", "c", "c.parquet")},
+    "results a run's results.json, not its folder": (None,
+        "results {t}/r0/results.json --out {t}/R.md", ["{t}/r0/results.json: is a file, not a"]),
     "train --data no posgen dataset": (lambda t, _: (t / "x").mkdir(), train("x"), ["{t}/x"]),
     "train --data several configs, no --config": (lambda t, _: write_dataset(SEVERAL, t / "x"),
         train("x"), ["has configs cot, recursive: pick one with --config"]),
