@@ -20,6 +20,7 @@ from posgen.cli.shared import (
 from posgen.errors import UsageProblems
 from posgen.scoring.plot import plot_problem
 from posgen.store.safety import atomic_folder, write_atomically
+from posgen.train import FILES
 from posgen.train.exports import write_export
 from posgen.train.results import (
     ResultsError,
@@ -33,7 +34,7 @@ from posgen.train.results import (
     run_settings,
     summary_json,
 )
-from posgen.train.run_record import FILES, read_run
+from posgen.train.run_record import read_run
 
 EXPORTS = ("eee", "hf")  # formats whose --out is a new folder of files (posgen.train.exports)
 

@@ -53,8 +53,7 @@ from posgen.store.safety import (
 )
 from posgen.store.writer import check_part_target
 from posgen.tasks import TASKS, get_op, op_names
-from posgen.train import TRAIN_HINT
-from posgen.train.run_record import FILES, MODEL, is_run
+from posgen.train import FILES, MODEL, TRAIN_HINT, is_run
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 

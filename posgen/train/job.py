@@ -41,19 +41,14 @@ from posgen.store.safety import (
     hidden_stem,
     write_atomically,
 )
+from posgen.train import METRICS, MODEL, PREDICTIONS, PROBE_PREDICTIONS, RESULTS, is_run
 from posgen.train.config import TrainConfig
 from posgen.train.run_record import (
-    METRICS,
-    MODEL,
-    PREDICTIONS,
-    PROBE_PREDICTIONS,
-    RESULTS,
     AttentionDiagnostics,
     DataRecord,
     ModelInfo,
     PositionEncodingRecord,
     RunRecord,
-    is_run,
 )
 
 if TYPE_CHECKING:  # torch is imported when a job runs: `posgen sweep --status` needs none

@@ -32,7 +32,8 @@ from posgen.scoring.metrics import bucket_edges
 from posgen.scoring.plot import save_figure
 from posgen.scoring.reliance import measure_sentences
 from posgen.store.safety import OLD_TAG, TMP_TAG, walk
-from posgen.train.run_record import FILES, MODEL, RunRecord
+from posgen.train import FILES, MODEL
+from posgen.train.run_record import RunRecord
 
 
 class ResultsError(UsageError, ValueError):

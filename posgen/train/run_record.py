@@ -26,16 +26,9 @@ from posgen.errors import DataError, problem_lines, shown
 from posgen.scoring.metrics import ScoreReport, bucket_edges
 from posgen.scoring.reliance import RelianceReport
 from posgen.spec import MAX_LENGTH, MAX_ROWS, PROBE_SPLIT, ConfigName, TaskSpec
+from posgen.train import RESULTS
 from posgen.train.config import TrainConfig, known_preset
 
-RESULTS = "results.json"
-METRICS = "metrics.jsonl"
-PREDICTIONS = "predictions.parquet"
-PROBE_PREDICTIONS = "probe_predictions.parquet"
-FILES = (RESULTS, METRICS, PREDICTIONS, PROBE_PREDICTIONS)
-"""What a finished run folder holds (and ``model/`` with ``--save-model``)."""
-MODEL = "model"
-"""The subfolder ``--save-model`` writes the model into."""
 MAX_RECORD_BYTES = 128 << 20
 """The scores take about 60 bytes a position: 1 M positions fit."""
 MAX_COUNT = 2**53
@@ -450,12 +443,6 @@ def _coerced(given: Any, held: Any, where: str = "") -> str | None:
             if found is not None:
                 return found
     return None
-
-
-def is_run(path: Path) -> bool:
-    """Whether ``path`` is a finished run folder (it has its record; a damaged one is read,
-    and refused, by :func:`read_run`)."""
-    return os.path.lexists(Path(path) / RESULTS)
 
 
 def read_run(folder: Path) -> RunRecord:

@@ -38,9 +38,10 @@ from posgen.errors import UsageError, error_exit, shown
 from posgen.signals import Interrupted
 from posgen.spec import read_bounded
 from posgen.store.safety import claim, die_with_parent, exclusive, owner_alive, write_atomically
+from posgen.train import FILES
 from posgen.train.config import JobSpec, RunSpec, SlurmSettings, jobs_of, preset, run_settings
 from posgen.train.job import read_progress
-from posgen.train.run_record import FILES, DamagedRun, read_run
+from posgen.train.run_record import DamagedRun, read_run
 
 RECORD = "sweep.json"
 MAX_RECORD_BYTES = 256 << 20  # a run takes about 700 bytes: ~380,000 runs

@@ -24,9 +24,10 @@ from posgen.encodings.builtin import ROPE_TYPES, RandomPositions, alibi_slopes
 from posgen.encodings.model import ATTRIBUTE, MODULE, llama_for, load_model, parameter_groups
 from posgen.encodings.relative import t5_buckets
 from posgen.scoring.prediction_files import read_predictions
+from posgen.train import MODEL
 from posgen.train.config import preset
 from posgen.train.job import train_runs
-from posgen.train.run_record import MODEL, SCHEMA_FILE, schema_text
+from posgen.train.run_record import SCHEMA_FILE, schema_text
 from posgen.train.trainer import RunData, build_model, lm_tensors, position_inputs, predict
 
 L, L_TEST, HEADS, HEAD_DIM = 64, 256, 2, 8

@@ -18,10 +18,11 @@ import yaml
 torch = pytest.importorskip("torch")
 
 from posgen.spec import default_benchmark
+from posgen.train import RESULTS
 from posgen.train.attention import _recording, far_mask, summarize
 from posgen.train.config import preset
 from posgen.train.results import effective_length, length_buckets
-from posgen.train.run_record import RESULTS, read_run
+from posgen.train.run_record import read_run
 from posgen.train.trainer import build_model, precision
 
 TINY = {"layers": 2, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}

@@ -18,8 +18,9 @@ from posgen.encodings import Lengths, PERequest, resolve
 from posgen.scoring import load_probe, read_predictions, score_probe
 from posgen.scoring.reliance import measure_sentences
 from posgen.store.manifest import read_manifest
+from posgen.train import PREDICTIONS, PROBE_PREDICTIONS
 from posgen.train.results import effective_length
-from posgen.train.run_record import PREDICTIONS, PROBE_PREDICTIONS, read_run
+from posgen.train.run_record import read_run
 
 
 def test_results_table_holds_accuracy_far_reliance_mean_std_seed_count_and_definitions(

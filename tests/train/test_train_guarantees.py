@@ -23,8 +23,9 @@ from posgen import write_dataset  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store.safety import TMP_TAG  # noqa: E402
+from posgen.train import PREDICTIONS  # noqa: E402
 from posgen.train.config import available_bytes, preset  # noqa: E402
-from posgen.train.run_record import PREDICTIONS, read_run  # noqa: E402
+from posgen.train.run_record import read_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32", "--batch-size=16"]

@@ -20,9 +20,9 @@ from posgen import write_dataset  # noqa: E402
 from posgen.encodings.builtin import rope_parameters  # noqa: E402
 from posgen.encodings.model import use_frequencies  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
+from posgen.train import FILES, PREDICTIONS  # noqa: E402
 from posgen.train.config import preset  # noqa: E402
 from posgen.train.job import train_runs  # noqa: E402
-from posgen.train.run_record import FILES, PREDICTIONS  # noqa: E402
 from posgen.train.trainer import RunData, lm_tensors, predict  # noqa: E402
 
 L, L_TEST, HEAD_DIM = 64, 256, 16
