@@ -481,6 +481,16 @@ def test_the_estimate_grows_with_the_batch_counts_the_parameters_and_bounds_a_re
         assert peak_kib * 1024 <= memory_estimate(Dataset.open(data), "recursive", train).total
 
 
+def test_epochs_a_run_never_reaches_hold_no_row_order(cli, tmp_path, data, monkeypatch):
+    """--epochs 10000 --max-steps 2 once held 10,000 permutations of the train split (2 GB
+    for 20,000 rows): each epoch's order is made when the epoch starts."""
+    made = Mock(side_effect=torch.randperm)
+    monkeypatch.setattr(torch, "randperm", made)
+    result = cli(*train_args(data, tmp_path / "run"), "--epochs=10000")
+    assert result.exit_code == 0, result.output
+    assert made.call_count == 1
+
+
 GIB = 2**30
 CGROUPS = {  # /proc/self/cgroup, the files under the cgroup mount, what is left (GiB)
     "v2, the process's own cgroup": ("0::/user.slice/job\n", {
