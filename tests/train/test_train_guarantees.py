@@ -559,6 +559,7 @@ BAD_FLAGS = [  # the flags (of a train command, before the imports unless said),
     (["--pe-param", "factor"], ["--pe-param 'factor': use key=value"]),
     (["--pe-param", "fator=2"], ["rope has no such parameter"]),
     (["--randomized-positions", "100"], ["must hold the test rows' 257 positions"]),
+    (["--randomized-positions", str(2**63)], ["--randomized-positions", "64-bit"]),
 ]
 
 
