@@ -621,6 +621,8 @@ TARGETS = {  # more: tests/cli/test_outputs_never_land_on_inputs.py
     "results --json onto a run's metrics.jsonl": (None, RESULTS + " --json {t}/r0/metrics.jsonl",
                                                   ["metrics.jsonl"]),
     "results --out X --json X": (None, "results {t}/r0 --out {t}/X --json {t}/X", ["same file"]),
+    "results --format eee --out E --json E/x.json (written, then 'pass --overwrite')": (
+        None, "results {t}/r0 --format eee --out {t}/E --json {t}/E/x.json", ["inside --out"]),
     "results --out inside a run folder": (None, "results {t}/r0 --out {t}/r0/R.md",
                                           ["run folder"]),
     "results --format eee --out inside a run folder": (
