@@ -381,6 +381,14 @@ def output_problems(
                 "give each output its own name"
             )
         first.setdefault(str(real), flag)
+    reals = {flag: Path(os.path.realpath(path)) for flag, path in files.items()}
+    lines += [
+        f"{flag} {shown(files[flag])} is inside {other} {shown(files[other])}, another output; "
+        "give it a place of its own"
+        for flag, real in reals.items()
+        for other, outer in reals.items()
+        if outer in real.parents
+    ]
     for flag, path in files.items():
         real = Path(os.path.realpath(path))
         if flag in replaced:  # what it reads may not be in what it replaces

@@ -441,6 +441,8 @@ def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
             f"--randomized-positions {randomized}: the range must hold the test rows' "
             f"{lengths.test + 1} positions (L'+1)"
         )
+    if randomized is not None and randomized >= 2**63:
+        raise PEError(f"--randomized-positions {randomized}: position ids are 64-bit, use < 2**63")
     resolved = ResolvedPE(encoding, request, parameters, lengths, randomized)
     try:
         check_relations(parameters)

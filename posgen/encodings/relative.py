@@ -115,11 +115,13 @@ class CoPE(nn.Module):
     def forward(self, query: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """``q_i . e[p_ij]`` of the contextual positions ``p_ij = sum_{t=j..i} sigmoid(l_it)``
         (``logits`` masked with -inf: masked gates are 0), linearly interpolated between the
-        integer positions and clamped to the last one."""
+        integer positions and clamped to the last one. A position never exceeds the row's
+        keys: the columns past them are left out (10^6 of them were gigabytes a batch)."""
         gates = torch.sigmoid(logits)
-        positions = gates.flip(-1).cumsum(dim=-1).flip(-1).clamp(max=self.embedding.shape[1] - 1)
+        embedding = self.embedding[:, : logits.shape[-1] + 1]
+        positions = gates.flip(-1).cumsum(dim=-1).flip(-1).clamp(max=embedding.shape[1] - 1)
         floor = positions.floor()
-        at_integers = query @ self.embedding.to(query.dtype)
+        at_integers = query @ embedding.to(query.dtype)
         low = at_integers.gather(-1, floor.long())
         high = at_integers.gather(-1, positions.ceil().long())
         weight = (positions - floor).to(query.dtype)

@@ -394,7 +394,8 @@ def expand(
             raise GridError(
                 f"datasets.{index}: {folder} has no config {', '.join(missing)}; configs: {known}"
             )
-        datasets.append([(Path(folder), manifest.configs[name], name) for name in names])
+        folder = folder.resolve()  # named as its runs' records name it (a link: its target's)
+        datasets.append([(folder, manifest.configs[name], name) for name in names])
     listed = {"all": every_pe, "builtin": builtin_pe}
     pes = listed[grid.pes]() if isinstance(grid.pes, str) else grid.pes
     requests = [_request(pe) for pe in pes]

@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,27 @@ def _safe(name: str) -> str:
     """
     safe = "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in name)
     return safe if safe.strip(".") else "_" * max(1, len(safe))
+
+
+MAX_NAME_BYTES = 120
+"""Longest file-safe form kept whole (file names stop at 255 bytes); longer ones are cut."""
+
+
+def _names(names: Iterable[str]) -> dict[str, str]:
+    """Each name's file name: its :func:`_safe` form, with the first 8 hex digits of the
+    name's SHA-256 added when another of ``names`` has the same safe form (``a/b`` and ``a_b``:
+    one file would overwrite the other) or it is longer than :data:`MAX_NAME_BYTES`.
+
+    >>> _names(["a/b", "a_b", "rope"])
+    {'a/b': 'a_b-c14cddc0', 'a_b': 'a_b-648fa9b3', 'rope': 'rope'}
+    """
+    safe = {name: _safe(name) for name in names}
+    taken = Counter(safe.values())
+    for name, form in safe.items():
+        if taken[form] > 1 or len(form.encode()) > MAX_NAME_BYTES:
+            cut = form.encode()[:MAX_NAME_BYTES].decode(errors="ignore")
+            safe[name] = f"{cut}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return safe
 
 
 def _strings(values: dict[str, Any]) -> dict[str, str]:
@@ -157,16 +181,20 @@ def write_export(results: dict[str, Any], folder: Path, kind: str) -> int:
     build folder); the number of files written."""
     now = export_time()
     written = 0
+    datas = _names(results)
+    tasks = {data: _names(entry["tasks"]) for data, entry in results.items()}
+    pes = {(d, t): _names(row) for d, e in results.items() for t, row in e["tasks"].items()}
     for data, task, pe, cell, entry in cells(results):
-        base = Path(folder) / _safe(data) / _safe(task)
+        base = Path(folder) / datas[data] / tasks[data][task]
+        name = pes[data, task][pe]
         if kind == "eee":
             base.mkdir(parents=True, exist_ok=True)
             record = eee_record(data, task, pe, cell, entry, now)
             text = json.dumps(record, indent=2, allow_nan=False) + "\n"
-            (base / f"{_safe(pe)}.json").write_text(text)
+            (base / f"{name}.json").write_text(text)
             written += 1
             continue
-        target = base / _safe(pe) / ".eval_results"
+        target = base / name / ".eval_results"
         target.mkdir(parents=True, exist_ok=True)
         for stem, entries in hf_entries(data, task, cell).items():
             text = yaml.safe_dump(entries, sort_keys=False, allow_unicode=True)

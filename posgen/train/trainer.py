@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import json
 import math
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -253,10 +254,12 @@ class Trained:
     started: float
 
 
-def epoch_order(rows: int, epochs: int, seed: int) -> list[torch.Tensor]:
-    """Row order of every epoch: torch permutations from the run's batch-order seed."""
+def epoch_order(rows: int, seed: int) -> Iterator[torch.Tensor]:
+    """Row order of each epoch in turn: torch permutations from the run's batch-order seed,
+    made one at a time (held for every epoch, 10,000 epochs of a large split are gigabytes)."""
     generator = torch.Generator().manual_seed(seeds_for(seed)[1])
-    return [torch.randperm(rows, generator=generator) for _ in range(epochs)]
+    while True:
+        yield torch.randperm(rows, generator=generator)
 
 
 def total_steps(config: TrainConfig, run_data: RunData) -> int:
@@ -311,7 +314,7 @@ def train(
     sampler = None if randomized is None else RandomPositions(seed, randomized)
     selections = [Selection(pe) for pe in resolved]
     at = Position() if resume is None else restore(resume, selections, parts)
-    orders = epoch_order(rows, config.epochs, seed)
+    orders = itertools.islice(epoch_order(rows, seed), at.epoch - 1, None)
     started = time.perf_counter() - at.seconds  # wall time counts every attempt
     model.train()
 
@@ -339,7 +342,7 @@ def train(
 
     try:
         while not at.done:
-            order = orders[at.epoch - 1]
+            order = next(orders)
             for begin in range(at.offset, rows, config.batch_size):
                 if at.step >= total:
                     break

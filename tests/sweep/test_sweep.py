@@ -97,6 +97,20 @@ def test_a_grid_naming_the_data_where_it_lies_now_points_its_trainings_there(
     assert sweep.done(runs)
 
 
+def test_a_grid_naming_the_data_by_a_link_or_dot_names_its_runs_as_their_records_will(
+    sweep_grid, expand_grid, tiny_training_dataset, tmp_path, monkeypatch
+):
+    """datasets = ["out/latest"] (a link to posgen-v1) once named the runs latest/... while
+    their records said posgen-v1: every training failed after it trained ('exited 0 without
+    writing its run folders'), again at every rerun."""
+    (tmp_path / "latest").symlink_to(tiny_training_dataset)
+    monkeypatch.chdir(tiny_training_dataset)
+    direct = expand_grid(sweep_grid(["rope"]))[0]
+    for given in (tmp_path / "latest", "."):
+        run = expand_grid(sweep_grid(["rope"], datasets=[str(given)]))[0]
+        assert (run.dataset, run.key) == (Path(run.data).name, direct.key)
+
+
 def test_all_is_every_registered_pe_and_builtin_leaves_plugins_out(sweep_grid):
     from posgen.encodings import available
 

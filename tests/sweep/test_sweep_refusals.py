@@ -186,6 +186,8 @@ AFTER_IMPORT = {  # refused when the grid is expanded: after the import, before 
     "llama3 high_freq_factor = low_freq_factor": (
         pe("llama3", "low_freq_factor = 2, high_freq_factor = 2"),
         "high_freq_factor must be greater"),
+    "rope randomized = 2**63 (a worker's OverflowError)": (
+        f'{{ name = "rope", randomized = {2**63} }}', "position ids are 64-bit"),
     "plugin returning None frequencies": ('"h27plugins:NONE"', "h27_none"),
     "plugin with a bias of rank 2": ('"h27plugins:RANK"', "h27plugins:RANK"),
     "plugin raising on import": ('"h27raises:X"', "boom"),

@@ -373,6 +373,29 @@ def test_learned_encodings_own_their_weights_outside_weight_decay(pe):
     assert groups[1]["weight_decay"] == 0.0 and not own & {id(p) for p in groups[0]["params"]}
 
 
+def test_cope_with_a_million_positions_computes_only_those_a_row_reaches():
+    """--pe-param positions=1000000 once made batch x heads x keys x 10^6 floats a layer (killed
+    for memory): a contextual position never exceeds the row's keys."""
+    from torch.overrides import TorchFunctionMode
+
+    from posgen.encodings.relative import CoPE
+
+    class Largest(TorchFunctionMode):
+        numel = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor):
+                Largest.numel = max(Largest.numel, out.numel())
+            return out
+
+    cope = CoPE({"positions": 10**6}, LENGTHS)
+    query, logits = torch.ones(1, 1, 8, HEAD_DIM), torch.zeros(1, 1, 8, 8).tril()
+    with torch.no_grad(), Largest():
+        assert cope(query, logits).shape == (1, 1, 8, 8)
+    assert Largest.numel < 10**4
+
+
 # --- causality: a token changed at t moves no logit before t, plugins included ---------------
 
 LEAKY = """

@@ -84,6 +84,24 @@ def test_a_run_records_free_text_keeps_the_tables_whole(cli, trained_runs, tmp_p
     assert not [line for line in lines if line.startswith(("new", "## injected")) or "\0" in line]
 
 
+@pytest.mark.parametrize("kind", ["eee", "hf"])
+def test_export_file_names_never_collide_and_fit_whatever_the_labels(
+    cli, trained_runs, tmp_path, kind
+):
+    """Labels a/b and a_b once shared one file (the second silently replaced the first), and a
+    300-character label was 'file name too long'."""
+    labels = ["a/b", "a_b", "L" * 300]
+    for n, label in enumerate(labels):
+        run = shutil.copytree(trained_runs / "rope-1", tmp_path / "runs" / str(n))
+        body = json.loads((run / "results.json").read_text())
+        body["position_encoding"]["label"] = label
+        (run / "results.json").write_text(json.dumps(body))
+    result = cli("results", tmp_path / "runs", "--format", kind, "--out", tmp_path / "E")
+    assert result.exit_code == 0, result.output
+    cells = sorted((tmp_path / "E").glob("*/*/*"))  # DATA/TASK/PE(.json)
+    assert len(cells) == len(labels) and max(len(cell.name) for cell in cells) < 140
+
+
 def test_results_without_run_folders_is_one_error_line(assert_clean_error, cli, tmp_path):
     result = cli("results", tmp_path, "--out", tmp_path / "R.md")
     line = assert_clean_error(result, 2)

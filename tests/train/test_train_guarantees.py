@@ -481,6 +481,16 @@ def test_the_estimate_grows_with_the_batch_counts_the_parameters_and_bounds_a_re
         assert peak_kib * 1024 <= memory_estimate(Dataset.open(data), "recursive", train).total
 
 
+def test_epochs_a_run_never_reaches_hold_no_row_order(cli, tmp_path, data, monkeypatch):
+    """--epochs 10000 --max-steps 2 once held 10,000 permutations of the train split (2 GB
+    for 20,000 rows): each epoch's order is made when the epoch starts."""
+    made = Mock(side_effect=torch.randperm)
+    monkeypatch.setattr(torch, "randperm", made)
+    result = cli(*train_args(data, tmp_path / "run"), "--epochs=10000")
+    assert result.exit_code == 0, result.output
+    assert made.call_count == 1
+
+
 GIB = 2**30
 CGROUPS = {  # /proc/self/cgroup, the files under the cgroup mount, what is left (GiB)
     "v2, the process's own cgroup": ("0::/user.slice/job\n", {
@@ -549,6 +559,7 @@ BAD_FLAGS = [  # the flags (of a train command, before the imports unless said),
     (["--pe-param", "factor"], ["--pe-param 'factor': use key=value"]),
     (["--pe-param", "fator=2"], ["rope has no such parameter"]),
     (["--randomized-positions", "100"], ["must hold the test rows' 257 positions"]),
+    (["--randomized-positions", str(2**63)], ["--randomized-positions", "64-bit"]),
 ]
 
 
@@ -610,6 +621,8 @@ TARGETS = {  # more: tests/cli/test_outputs_never_land_on_inputs.py
     "results --json onto a run's metrics.jsonl": (None, RESULTS + " --json {t}/r0/metrics.jsonl",
                                                   ["metrics.jsonl"]),
     "results --out X --json X": (None, "results {t}/r0 --out {t}/X --json {t}/X", ["same file"]),
+    "results --format eee --out E --json E/x.json (written, then 'pass --overwrite')": (
+        None, "results {t}/r0 --format eee --out {t}/E --json {t}/E/x.json", ["inside --out"]),
     "results --out inside a run folder": (None, "results {t}/r0 --out {t}/r0/R.md",
                                           ["run folder"]),
     "results --format eee --out inside a run folder": (
