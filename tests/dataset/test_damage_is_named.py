@@ -23,6 +23,7 @@ from posgen.store.manifest import NotADataset
 TRAIN0, TRAIN1, TRAIN2 = (f"data/cot/train-0000{i}-of-00003.parquet" for i in range(3))
 OTHER = "data/semirecursive/train-00000-of-00003.parquet"
 TEST_FILE = "data/cot/test-00000-of-00001.parquet"
+VALIDATION = "data/cot/validation-00000-of-00001.parquet"
 PROBE_FILE = "data/cot-probe/probe_128-00000-of-00001.parquet"
 
 
@@ -51,6 +52,23 @@ def swap(a: str, b: str, fix_manifest: bool = False) -> Callable[[Path], str]:
             for key in ("bytes", "sha256"):
                 files[0][key], files[1][key] = files[1][key], files[0][key]
             (root / "posgen.json").write_text(json.dumps(body))
+        return a
+
+    return damage
+
+
+def renamed(a: str, b: str) -> Callable[[Path], str]:
+    """Swap two files' names and their entries' paths: each entry still describes its bytes,
+    but ``load_dataset`` (which finds files by name) reads them as each other's split."""
+
+    def damage(root: Path) -> str:
+        swap(a, b)(root)
+        body = json.loads((root / "posgen.json").read_text())
+        entries = [f for c in body["configs"].values() for s in c["splits"].values()
+                   for f in s["files"] if f["path"] in (a, b)]  # fmt: skip
+        for entry in entries:
+            entry["path"] = b if entry["path"] == a else a
+        (root / "posgen.json").write_text(json.dumps(body))
         return a
 
     return damage
@@ -135,6 +153,7 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "shards of one split swapped": swap(TRAIN1, TRAIN2),
     "shards of two configs swapped": swap(TRAIN0, OTHER),
     "swapped with the manifest fixed up": swap(TRAIN0, TRAIN1, fix_manifest=True),
+    "files of two splits renamed, paths in the manifest too": renamed(TEST_FILE, VALIDATION),
     "shard deleted": unlink(TRAIN1),
     "unlisted shard added": extra,
     "manifest: spec field edited": edit(lambda b: spec(b).update(train_size=121)),
