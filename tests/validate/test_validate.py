@@ -70,6 +70,18 @@ def copy_train_row(root: Path, entry: dict) -> None:
     rewrite(lambda tokens: np.concatenate([tokens[:5], row[None], tokens[6:]]))(root, entry)
 
 
+def with_columns(change):
+    """Damage that rewrites a file as ``change(table)`` (its schema's metadata kept)."""
+
+    def damage(root: Path, entry: dict) -> None:
+        path = root / entry["path"]
+        table = pq.read_table(path)
+        new = change(table).replace_schema_metadata(table.schema.metadata)
+        pq.write_table(new, path)
+
+    return damage
+
+
 def failed(report, check):
     return [c for c in report.checks if c.check == check and not c.ok]
 
@@ -148,6 +160,18 @@ DAMAGE = {
                                      ("shared_windows", "train", 1)),
     "a repeated row": ("cot", "validation", 0, rewrite(lambda t: t[[0, 0, *range(2, len(t))]]),
                        "cot", ("window", "hygiene"), lambda e, t: [], ("repeated_rows", 1)),
+    "an extra column": ("cot", "test", 0,
+                        with_columns(lambda t: t.append_column("label", pa.array([0] * len(t)))),
+                        None, "schema",
+                        lambda e, t: [f"{e['path']}: columns id, tokens, label (nullable); "
+                                      "expected id, tokens (in this order"], None),
+    "nullable columns": ("cot", "test", 0, with_columns(lambda t: t.cast(pa.schema(
+                             [f.with_nullable(True) for f in t.schema]))), None, "schema",
+                         lambda e, t: ["columns id (nullable), tokens (nullable); "], None),
+    "probe columns reordered": ("cot", "probe_128", 0,
+                                with_columns(lambda t: t.select(t.column_names[::-1])), None,
+                                "probe", lambda e, t: [f"{e['path']}: columns far_rule, probed"],
+                                None),
 }  # fmt: skip
 
 
