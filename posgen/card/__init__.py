@@ -34,7 +34,7 @@ from posgen.errors import UsageError, mean_std_cell
 from posgen.generator import disjoint_offset, generate_rows, paper_row_offset, probe_plan
 from posgen.spec import TaskSpec, is_probe_split, probe_config, probe_source
 from posgen.store.dataset import Dataset, check_files
-from posgen.store.formats import card_configs, manifest_format
+from posgen.store.formats import card_configs, feature_entry, manifest_format
 from posgen.store.manifest import CARD_NAME, DamagedDataset, Manifest
 from posgen.store.safety import write_atomically
 from posgen.tasks import dependencies, get_op
@@ -153,23 +153,6 @@ def extra_list_bytes(fmt: Any, path: Path, schema: pa.Schema) -> int:
             width = column.type.value_type.bit_width // 8
             total += 4 * len(column) + width * len(column.flatten())
     return total
-
-
-def feature_entry(field: pa.Field) -> dict[str, str]:
-    """The ``datasets`` YAML form of one column (ints and lists of ints, as POSGEN writes).
-
-    >>> from posgen.store.formats import row_schema
-    >>> [feature_entry(f) for f in row_schema(17)]
-    [{'name': 'id', 'dtype': 'int64'}, {'name': 'tokens', 'list': 'uint8'}]
-    """
-    kind = field.type
-    if pa.types.is_integer(kind):
-        return {"name": field.name, "dtype": str(kind)}
-    if pa.types.is_list(kind) and pa.types.is_integer(kind.value_type):
-        return {"name": field.name, "list": str(kind.value_type)}
-    raise DamagedDataset(
-        Path("."), [f"column {field.name!r} has type {kind}, not one posgen writes"]
-    )
 
 
 def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:

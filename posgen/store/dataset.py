@@ -28,10 +28,12 @@ from posgen.store.formats import (
     DATA_SUFFIXES,
     Format,
     card_configs,
+    feature_entry,
     folder_format,
     list_values,
     manifest_format,
     read_batch_rows,
+    split_schema,
     table_tokens,
 )
 from posgen.store.manifest import (
@@ -593,6 +595,7 @@ def card_problems(
         wrong = [name for name in named if card.get(name) != expected[name]]
         if configs is None and len(listed) != len(expected):
             wrong.append(f"{len(listed)} listed, {len(expected)} expected")
+    wrong += card_feature_problems(found, manifest, named)
     if not wrong:
         return []
     message = (
@@ -600,6 +603,26 @@ def card_problems(
         f"(load_dataset would read other data); re-render it with `posgen card {root}`"
     )
     return [Problem(str(path), message)]
+
+
+def card_feature_problems(card: Any, manifest: Manifest, named: list[str]) -> list[str]:
+    """The configs of ``named`` whose ``dataset_info`` features in the card's front matter
+    (``card``) are not posgen's columns: ``load_dataset`` casts the files to them."""
+    infos = card.get("dataset_info") if isinstance(card, dict) else None
+    infos = [infos] if isinstance(infos, dict) else infos if isinstance(infos, list) else []
+    expected = {
+        name: [feature_entry(f) for f in split_schema(manifest.configs[source].spec, split)]
+        for name, source, splits in manifest.hf_configs()
+        for split in list(splits)[:1]
+    }
+    found = {
+        info.get("config_name", "default"): info["features"]
+        for info in infos
+        if isinstance(info, dict) and "features" in info
+    }
+    return [
+        f"{name} features" for name in named if found.get(name, expected[name]) != expected[name]
+    ]
 
 
 def check_dataset(

@@ -38,6 +38,7 @@ from posgen.store.manifest import (
     ARROW_SPLIT_STATE,
     DEFAULT_ROW_GROUP_BYTES,
     SPLIT_GLOBS,
+    DamagedDataset,
     FileEntry,
     Manifest,
     Shard,
@@ -270,6 +271,22 @@ def hf_features(spec: TaskSpec, split: str = "train") -> dict[str, Any]:
         return {"dtype": str(kind), "_type": "Value"}
 
     return {field.name: feature(field.type) for field in split_schema(spec, split)}
+
+
+def feature_entry(field: pa.Field) -> dict[str, str]:
+    """The ``datasets`` YAML form of one column (ints and lists of ints, as POSGEN writes).
+
+    >>> [feature_entry(f) for f in row_schema(17)]
+    [{'name': 'id', 'dtype': 'int64'}, {'name': 'tokens', 'list': 'uint8'}]
+    """
+    kind = field.type
+    if pa.types.is_integer(kind):
+        return {"name": field.name, "dtype": str(kind)}
+    if pa.types.is_list(kind) and pa.types.is_integer(kind.value_type):
+        return {"name": field.name, "list": str(kind.value_type)}
+    raise DamagedDataset(
+        Path("."), [f"column {field.name!r} has type {kind}, not one posgen writes"]
+    )
 
 
 class Format:

@@ -165,6 +165,9 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
         "path: data/cot/test-*.parquet", "path: data/recursive/test-*.parquet"
     ),
     "card: front matter not YAML": card_edited("configs:", "configs: [\n"),
+    "card: tokens typed as strings (load_dataset casts to the card's features)": card_edited(
+        "list: uint8", "list: string"
+    ),
 }
 ENTRY_EDITS = {  # an edited file entry may be blamed on the file it describes
     "manifest: sha256 edited": edit(lambda b: file0(b).update(sha256="0" * 64)),
