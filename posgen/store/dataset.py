@@ -505,6 +505,8 @@ def file_problems(
     except (OSError, pa.ArrowException, ValueError, KeyError) as error:
         reason = " ".join(str(error).split())[:200]
         return problems(*lines, f"not readable as {fmt.name.capitalize()} ({reason})")
+    if facts.problem is not None:
+        lines.append(facts.problem)
     if facts.rows != entry.rows:
         lines.append(f"{facts.rows} rows, {MANIFEST_NAME} records {entry.rows}")
     if facts.metadata:  # Parquet footers name their place; IPC shards carry no provenance

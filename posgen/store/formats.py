@@ -256,6 +256,7 @@ class FileFacts:
     rows: int
     tokens: int
     metadata: dict[str, str]
+    problem: str | None = None  # what makes it no shard its readers take, whatever it holds
 
 
 def hf_features(spec: TaskSpec, split: str = "train") -> dict[str, Any]:
@@ -581,7 +582,8 @@ class ArrowFormat(Format):
                 claimed, _, lengths = _batch_claim(message)
                 rows += claimed
                 tokens += lengths[node] if listed and node < len(lengths) else 0
-        return FileFacts(schema, rows, tokens, {})
+        ipc_file = "an Arrow IPC file (Feather), not the IPC stream load_from_disk reads"
+        return FileFacts(schema, rows, tokens, {}, ipc_file if _source(path).tell() else None)
 
     def schema(self, path: Source) -> pa.Schema:
         return stream_schema(path) if isinstance(path, Path) else open_ipc(path).schema

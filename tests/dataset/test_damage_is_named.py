@@ -420,3 +420,28 @@ def test_an_arrow_shard_replaced_by_one_of_many_rows_is_named_from_its_headers(t
         pa.set_memory_pool(default)
     assert any("65536 rows, posgen.json records 2" in p for p in problems), problems
     assert not report.ok and pool.max_memory() < 2**22, pool.max_memory()
+
+
+def test_an_arrow_shard_rewritten_as_an_ipc_file_with_its_sums_recorded_is_refused(
+    record_files, tmp_path
+):
+    """Its rows were right, so validate and the card passed; load_from_disk and posgen.load
+    read IPC streams only and failed deep in pyarrow."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    from posgen import write_dataset
+    from posgen.spec import default_benchmark
+    from posgen.validate import validate
+
+    root = tmp_path / "ds"
+    write_dataset(default_benchmark(("cot",), train_size=8, val_size=2, test_size=2), root,
+                  storage="arrow")  # fmt: skip
+    name = "cot/test/data-00000-of-00001.arrow"
+    table = pa.ipc.open_stream(pa.py_buffer((root / name).read_bytes())).read_all()
+    feather.write_feather(table, root / name, compression="uncompressed")
+    record_files(root, name)
+    failed = [c.message for c in validate(root).checks if not c.ok]
+    assert [c for c in failed if f"{name}: an Arrow IPC file" in c], failed
+    with pytest.raises(DamagedDataset, match="not the IPC stream load_from_disk reads"):
+        load(root)
