@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from posgen.errors import PosgenError, RunError, UsageError
 from posgen.generator import storage_dtype
@@ -341,7 +342,11 @@ class Dataset:
             tables.append(pa.Table.from_batches(batches).select(list(PROBE_COLUMNS)))
         if not tables:
             raise SplitError(f"{config}/{split} has no files")
-        probe = probe_from_table(pa.concat_tables(tables), entry.spec, config, split)
+        try:  # the files match the manifest: rows unlike a probe split's are damage
+            probe = probe_from_table(pa.concat_tables(tables), entry.spec, config, split)
+        except SplitError as error:
+            shown = ", ".join(str(self.root / file.path) for file in info.files)
+            raise DamagedDataset(self.root, [f"{shown}: {error}"]) from None
         if probe.tokens.shape != (info.rows, info.length):
             raise SplitError(
                 f"{config}/{split} holds tokens of shape {probe.tokens.shape}; the manifest says "
@@ -437,6 +442,9 @@ def probe_from_table(
     missing = [name for name in PROBE_COLUMNS if name not in table.column_names]
     if missing:
         raise SplitError(f"not a probe split: no {', '.join(missing)} column")
+    nulls = [name for name in PROBE_COLUMNS if _null_count(table.column(name))]
+    if nulls:
+        raise SplitError(f"null values in {', '.join(nulls)}")
     ids = table.column("id").to_numpy()
     if not np.array_equal(ids, np.arange(ids.size)):
         order = np.argsort(ids, kind="stable")
@@ -451,10 +459,18 @@ def probe_from_table(
     far_counts, far_rule = list_values(table.column("far_rule"))
     if not np.array_equal(counts, far_counts):
         raise SplitError("probe rows whose far_rule and probed lists differ in length")
+    if probed.size and (int(probed.min()) < spec.window or int(probed.max()) >= tokens.shape[1]):
+        raise SplitError(f"probed positions outside [{spec.window}, {tokens.shape[1]})")
     rows = np.repeat(np.arange(tokens.shape[0]), counts)
     return ProbeSplit(
         config, split, spec, tokens, rows, probed.astype(np.int64), far_rule.astype(np.int64)
     )
+
+
+def _null_count(column: pa.ChunkedArray) -> int:
+    """Null rows and, in a list column, null values."""
+    inner = pc.list_flatten(column).null_count if hasattr(column.type, "value_type") else 0
+    return column.null_count + inner
 
 
 def inside(root: Path, relative: str) -> Path | None:

@@ -445,3 +445,62 @@ def test_an_arrow_shard_rewritten_as_an_ipc_file_with_its_sums_recorded_is_refus
     assert [c for c in failed if f"{name}: an Arrow IPC file" in c], failed
     with pytest.raises(DamagedDataset, match="not the IPC stream load_from_disk reads"):
         load(root)
+
+
+def _lists(name: str, change: Callable[[list], object], nullable: bool = False):
+    """Rewrite list column ``name`` of a file: ``change`` edits its rows (lists) in place."""
+
+    def damage(table):
+        import pyarrow as pa
+
+        rows = table.column(name).to_pylist()
+        change(rows)
+        kind = table.schema.field(name).type
+        kind = pa.list_(pa.field("item", kind.value_type, nullable)) if nullable else kind
+        index = table.schema.get_field_index(name)
+        return table.set_column(index, pa.field(name, kind), pa.array(rows, kind))
+
+    return damage
+
+
+def _first_probed(change: Callable[[list], object]) -> Callable[[list], object]:
+    return lambda rows: change(rows[next(i for i, r in enumerate(rows) if r)])
+
+
+def rewritten(root: Path, name: str, change: Callable, record_files: Callable) -> None:
+    """``change`` one file's table, its sums recorded (only the reader's checks can tell)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(root / name)
+    pq.write_table(change(table).replace_schema_metadata(table.schema.metadata), root / name)
+    record_files(root, name)
+
+
+READ_DAMAGE = {  # (file, split, change, problem); were usage errors (exit 2) naming no file
+    # or blamed on the predictions
+    "a probed position past the row": (PROBE_FILE, "probe_128",
+        _lists("probed", _first_probed(lambda r: r.__setitem__(0, 10**6))),
+        "probed positions outside [4, 128)"),
+    "a far_rule list cut short": (PROBE_FILE, "probe_128",
+        _lists("far_rule", _first_probed(lambda r: r.pop())),
+        "probe rows whose far_rule and probed lists differ in length"),
+    "a null probed position": (PROBE_FILE, "probe_128",
+        _lists("probed", _first_probed(lambda r: r.__setitem__(0, None)), nullable=True),
+        "null values in probed"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(READ_DAMAGE))
+def test_rows_unlike_the_splits_with_their_sums_recorded_are_damage_naming_the_file(
+    cli, record_files, small_copy, case
+):
+    name, split, change, said = READ_DAMAGE[case]
+    rewritten(small_copy, name, change, record_files)
+    data = Dataset.open(small_copy)
+    with pytest.raises(DamagedDataset, match=re.escape(f"{name}: {said}")):
+        data.probe("cot", split) if split.startswith("probe") else data.split("cot", split)
+    out = small_copy.parent / "oracle.parquet"
+    result = cli("baseline", "--kind", "oracle", "--data", small_copy, "--config", "cot",
+                 "--split", split, "--out", out)  # fmt: skip
+    assert result.exit_code == 1 and name in result.output, result.output
+    assert "Traceback" not in result.output and "Warning" not in result.output
