@@ -292,13 +292,16 @@ class Dataset:
             for file in info.files:
                 buffer = self._read_file((config, split, entry.spec_id), file)
                 batches = self.format.batches(buffer, max(1, min(file.rows, batch)))
-                self._fill(tokens, batches, file, entry.spec.modulus)
+                self._fill(tokens, batches, file, entry.spec.modulus, info.length)
             files = tuple((file.path, file.sha256) for file in info.files)
             out[split] = ReferenceSplit(config, split, entry.spec, tokens, files)
         return out
 
-    def _fill(self, tokens: np.ndarray, batches: Any, file: FileEntry, modulus: int) -> None:
-        """Copy one file's rows into ``tokens[first_id:]``, checking ids and the vocabulary."""
+    def _fill(
+        self, tokens: np.ndarray, batches: Any, file: FileEntry, modulus: int, length: int
+    ) -> None:
+        """Copy one file's rows into ``tokens[first_id:]`` (their first ``tokens.shape[1]``),
+        checking ids, nulls, the row ``length`` and the vocabulary."""
         row, shown = file.first_id, self.root / file.path
 
         def damaged(message: str) -> DamagedDataset:
@@ -309,12 +312,15 @@ class Dataset:
             ids = table.column("id").to_numpy()
             if not np.array_equal(ids, np.arange(row, row + len(ids))):
                 raise damaged(f"does not hold rows {row}.. in order")
+            if _null_count(table.column("tokens")):
+                raise damaged("null values in tokens")
             try:
                 values = table_tokens(table)
             except ValueError as error:
                 raise damaged(str(error)) from None
-            if values.shape[0] and values.shape[1] < tokens.shape[1]:
-                raise damaged("rows shorter than the manifest's")
+            if values.shape[0] and values.shape[1] != length:
+                raise damaged(f"rows {'shorter' if values.shape[1] < length else 'longer'} "
+                              "than the manifest's")  # fmt: skip
             if values.size and int(values.max()) >= modulus:
                 at = int(np.argmax(values.max(axis=1) >= modulus))
                 raise damaged(

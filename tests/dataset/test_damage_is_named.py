@@ -477,7 +477,7 @@ def rewritten(root: Path, name: str, change: Callable, record_files: Callable) -
 
 
 READ_DAMAGE = {  # (file, split, change, problem); were usage errors (exit 2) naming no file
-    # or blamed on the predictions
+    # or blamed on the predictions, longer rows cut to the manifest's length, a NaN cast error
     "a probed position past the row": (PROBE_FILE, "probe_128",
         _lists("probed", _first_probed(lambda r: r.__setitem__(0, 10**6))),
         "probed positions outside [4, 128)"),
@@ -487,6 +487,12 @@ READ_DAMAGE = {  # (file, split, change, problem); were usage errors (exit 2) na
     "a null probed position": (PROBE_FILE, "probe_128",
         _lists("probed", _first_probed(lambda r: r.__setitem__(0, None)), nullable=True),
         "null values in probed"),
+    "rows one token longer": (TRAIN0, "train",
+        _lists("tokens", lambda rows: [row.append(0) for row in rows]),
+        "rows longer than the manifest's"),
+    "a null token": (TRAIN0, "train",
+        _lists("tokens", lambda rows: rows[0].__setitem__(5, None), nullable=True),
+        "null values in tokens"),
 }  # fmt: skip
 
 
