@@ -536,3 +536,30 @@ def test_a_bare_file_without_token_lists_fails_schema_without_a_split_given(
     result = cli("validate", path, "--task", "cot")
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert "internal error" not in result.output and said in result.output, result.output
+
+
+def test_a_row_length_the_manifest_only_claims_is_not_audited(small_copy, monkeypatch):
+    """cot's spec edited to L' = 2**20 with its ids recomputed, its files left: validate grew
+    local rules to 2**20 positions for rows of 64 and 96 tokens (47 s, 600 MB here)."""
+    import posgen.validate.shortcuts as shortcuts
+    from posgen.spec import BenchmarkSpec
+
+    body = json.loads((small_copy / "posgen.json").read_text())
+    entry = body["configs"]["cot"]
+    spec = TaskSpec(**{**entry["spec"], "test_length": [2**20, 128]})
+    entry.update(spec=spec.canonical(), spec_id=spec.spec_id)
+    for name in ("validation", "test", "probe"):
+        entry["splits"][name]["length"] = 2**20
+    configs = {name: TaskSpec(**c["spec"]) for name, c in body["configs"].items()}
+    body["benchmark"]["spec_id"] = BenchmarkSpec(name=body["benchmark"]["name"],
+                                                 configs=configs).spec_id  # fmt: skip
+    (small_copy / "posgen.json").write_text(json.dumps(body))
+    real = shortcuts._linear_rules
+
+    def bounded(spec, length, rule):
+        assert length <= 128, f"local rules grown to {length} positions"
+        return real(spec, length, rule)
+
+    monkeypatch.setattr(shortcuts, "_linear_rules", bounded)
+    report = validate(small_copy, config="cot")
+    assert "schema" in report.failed_kinds, report.summary()
