@@ -34,7 +34,7 @@ from posgen.errors import UsageError, mean_std_cell
 from posgen.generator import disjoint_offset, generate_rows, paper_row_offset, probe_plan
 from posgen.spec import TaskSpec, is_probe_split, probe_config, probe_source
 from posgen.store.dataset import Dataset, check_files
-from posgen.store.formats import card_configs, manifest_format
+from posgen.store.formats import card_configs, feature_entry, manifest_format, split_schema
 from posgen.store.manifest import CARD_NAME, DamagedDataset, Manifest
 from posgen.store.safety import write_atomically
 from posgen.tasks import dependencies, get_op
@@ -155,23 +155,6 @@ def extra_list_bytes(fmt: Any, path: Path, schema: pa.Schema) -> int:
     return total
 
 
-def feature_entry(field: pa.Field) -> dict[str, str]:
-    """The ``datasets`` YAML form of one column (ints and lists of ints, as POSGEN writes).
-
-    >>> from posgen.store.formats import row_schema
-    >>> [feature_entry(f) for f in row_schema(17)]
-    [{'name': 'id', 'dtype': 'int64'}, {'name': 'tokens', 'list': 'uint8'}]
-    """
-    kind = field.type
-    if pa.types.is_integer(kind):
-        return {"name": field.name, "dtype": str(kind)}
-    if pa.types.is_list(kind) and pa.types.is_integer(kind.value_type):
-        return {"name": field.name, "list": str(kind.value_type)}
-    raise DamagedDataset(
-        Path("."), [f"column {field.name!r} has type {kind}, not one posgen writes"]
-    )
-
-
 def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:
     """The ``dataset_info`` YAML entries of ``root``, sorted by config, in the form ``datasets``
     writes (without importing it: that would double a small ``posgen generate``); raises
@@ -182,7 +165,7 @@ def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:
         raise DamagedDataset(root, [str(p) for p in problems])
     fmt = manifest_format(manifest)
     block = []
-    for config, _, split_entries in sorted(manifest.hf_configs()):
+    for config, source, split_entries in sorted(manifest.hf_configs()):
         splits = []
         schemas = set()
         download = size = 0
@@ -195,6 +178,15 @@ def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:
                     shown = f"{root / item.path}: {facts.tokens} tokens"
                     raise DamagedDataset(root, [f"{shown}, not {item.rows} rows of {info.length}"])
                 schema = facts.schema.remove_metadata()
+                want = split_schema(manifest.configs[source].spec, split)
+                if not schema.equals(want):  # named here: the card would describe it
+                    found, expected = (
+                        ", ".join(f"{f.name}: {f.type}" + " (nullable)" * f.nullable for f in s)
+                        for s in (schema, want)
+                    )
+                    raise DamagedDataset(
+                        root, [f"{root / item.path}: columns {found}; posgen writes {expected}"]
+                    )
                 schemas.add(schema.to_string())
                 features = [feature_entry(field) for field in schema]
                 per_row, per_token = arrow_row_bytes(schema)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from posgen.errors import PosgenError, RunError, UsageError
 from posgen.generator import storage_dtype
@@ -28,10 +29,12 @@ from posgen.store.formats import (
     DATA_SUFFIXES,
     Format,
     card_configs,
+    feature_entry,
     folder_format,
     list_values,
     manifest_format,
     read_batch_rows,
+    split_schema,
     table_tokens,
 )
 from posgen.store.manifest import (
@@ -289,13 +292,16 @@ class Dataset:
             for file in info.files:
                 buffer = self._read_file((config, split, entry.spec_id), file)
                 batches = self.format.batches(buffer, max(1, min(file.rows, batch)))
-                self._fill(tokens, batches, file, entry.spec.modulus)
+                self._fill(tokens, batches, file, entry.spec.modulus, info.length)
             files = tuple((file.path, file.sha256) for file in info.files)
             out[split] = ReferenceSplit(config, split, entry.spec, tokens, files)
         return out
 
-    def _fill(self, tokens: np.ndarray, batches: Any, file: FileEntry, modulus: int) -> None:
-        """Copy one file's rows into ``tokens[first_id:]``, checking ids and the vocabulary."""
+    def _fill(
+        self, tokens: np.ndarray, batches: Any, file: FileEntry, modulus: int, length: int
+    ) -> None:
+        """Copy one file's rows into ``tokens[first_id:]`` (their first ``tokens.shape[1]``),
+        checking ids, nulls, the row ``length`` and the vocabulary."""
         row, shown = file.first_id, self.root / file.path
 
         def damaged(message: str) -> DamagedDataset:
@@ -306,12 +312,15 @@ class Dataset:
             ids = table.column("id").to_numpy()
             if not np.array_equal(ids, np.arange(row, row + len(ids))):
                 raise damaged(f"does not hold rows {row}.. in order")
+            if _null_count(table.column("tokens")):
+                raise damaged("null values in tokens")
             try:
                 values = table_tokens(table)
             except ValueError as error:
                 raise damaged(str(error)) from None
-            if values.shape[0] and values.shape[1] < tokens.shape[1]:
-                raise damaged("rows shorter than the manifest's")
+            if values.shape[0] and values.shape[1] != length:
+                raise damaged(f"rows {'shorter' if values.shape[1] < length else 'longer'} "
+                              "than the manifest's")  # fmt: skip
             if values.size and int(values.max()) >= modulus:
                 at = int(np.argmax(values.max(axis=1) >= modulus))
                 raise damaged(
@@ -339,7 +348,11 @@ class Dataset:
             tables.append(pa.Table.from_batches(batches).select(list(PROBE_COLUMNS)))
         if not tables:
             raise SplitError(f"{config}/{split} has no files")
-        probe = probe_from_table(pa.concat_tables(tables), entry.spec, config, split)
+        try:  # the files match the manifest: rows unlike a probe split's are damage
+            probe = probe_from_table(pa.concat_tables(tables), entry.spec, config, split)
+        except SplitError as error:
+            shown = ", ".join(str(self.root / file.path) for file in info.files)
+            raise DamagedDataset(self.root, [f"{shown}: {error}"]) from None
         if probe.tokens.shape != (info.rows, info.length):
             raise SplitError(
                 f"{config}/{split} holds tokens of shape {probe.tokens.shape}; the manifest says "
@@ -435,6 +448,9 @@ def probe_from_table(
     missing = [name for name in PROBE_COLUMNS if name not in table.column_names]
     if missing:
         raise SplitError(f"not a probe split: no {', '.join(missing)} column")
+    nulls = [name for name in PROBE_COLUMNS if _null_count(table.column(name))]
+    if nulls:
+        raise SplitError(f"null values in {', '.join(nulls)}")
     ids = table.column("id").to_numpy()
     if not np.array_equal(ids, np.arange(ids.size)):
         order = np.argsort(ids, kind="stable")
@@ -449,10 +465,18 @@ def probe_from_table(
     far_counts, far_rule = list_values(table.column("far_rule"))
     if not np.array_equal(counts, far_counts):
         raise SplitError("probe rows whose far_rule and probed lists differ in length")
+    if probed.size and (int(probed.min()) < spec.window or int(probed.max()) >= tokens.shape[1]):
+        raise SplitError(f"probed positions outside [{spec.window}, {tokens.shape[1]})")
     rows = np.repeat(np.arange(tokens.shape[0]), counts)
     return ProbeSplit(
         config, split, spec, tokens, rows, probed.astype(np.int64), far_rule.astype(np.int64)
     )
+
+
+def _null_count(column: pa.ChunkedArray) -> int:
+    """Null rows and, in a list column, null values."""
+    inner = pc.list_flatten(column).null_count if hasattr(column.type, "value_type") else 0
+    return column.null_count + inner
 
 
 def inside(root: Path, relative: str) -> Path | None:
@@ -503,6 +527,8 @@ def file_problems(
     except (OSError, pa.ArrowException, ValueError, KeyError) as error:
         reason = " ".join(str(error).split())[:200]
         return problems(*lines, f"not readable as {fmt.name.capitalize()} ({reason})")
+    if facts.problem is not None:
+        lines.append(facts.problem)
     if facts.rows != entry.rows:
         lines.append(f"{facts.rows} rows, {MANIFEST_NAME} records {entry.rows}")
     if facts.metadata:  # Parquet footers name their place; IPC shards carry no provenance
@@ -593,6 +619,7 @@ def card_problems(
         wrong = [name for name in named if card.get(name) != expected[name]]
         if configs is None and len(listed) != len(expected):
             wrong.append(f"{len(listed)} listed, {len(expected)} expected")
+    wrong += card_feature_problems(found, manifest, named)
     if not wrong:
         return []
     message = (
@@ -600,6 +627,26 @@ def card_problems(
         f"(load_dataset would read other data); re-render it with `posgen card {root}`"
     )
     return [Problem(str(path), message)]
+
+
+def card_feature_problems(card: Any, manifest: Manifest, named: list[str]) -> list[str]:
+    """The configs of ``named`` whose ``dataset_info`` features in the card's front matter
+    (``card``) are not posgen's columns: ``load_dataset`` casts the files to them."""
+    infos = card.get("dataset_info") if isinstance(card, dict) else None
+    infos = [infos] if isinstance(infos, dict) else infos if isinstance(infos, list) else []
+    expected = {
+        name: [feature_entry(f) for f in split_schema(manifest.configs[source].spec, split)]
+        for name, source, splits in manifest.hf_configs()
+        for split in list(splits)[:1]
+    }
+    found = {
+        info.get("config_name", "default"): info["features"]
+        for info in infos
+        if isinstance(info, dict) and "features" in info
+    }
+    return [
+        f"{name} features" for name in named if found.get(name, expected[name]) != expected[name]
+    ]
 
 
 def check_dataset(

@@ -38,6 +38,7 @@ from posgen.store.manifest import (
     ARROW_SPLIT_STATE,
     DEFAULT_ROW_GROUP_BYTES,
     SPLIT_GLOBS,
+    DamagedDataset,
     FileEntry,
     Manifest,
     Shard,
@@ -255,6 +256,7 @@ class FileFacts:
     rows: int
     tokens: int
     metadata: dict[str, str]
+    problem: str | None = None  # what makes it no shard its readers take, whatever it holds
 
 
 def hf_features(spec: TaskSpec, split: str = "train") -> dict[str, Any]:
@@ -270,6 +272,22 @@ def hf_features(spec: TaskSpec, split: str = "train") -> dict[str, Any]:
         return {"dtype": str(kind), "_type": "Value"}
 
     return {field.name: feature(field.type) for field in split_schema(spec, split)}
+
+
+def feature_entry(field: pa.Field) -> dict[str, str]:
+    """The ``datasets`` YAML form of one column (ints and lists of ints, as POSGEN writes).
+
+    >>> [feature_entry(f) for f in row_schema(17)]
+    [{'name': 'id', 'dtype': 'int64'}, {'name': 'tokens', 'list': 'uint8'}]
+    """
+    kind = field.type
+    if pa.types.is_integer(kind):
+        return {"name": field.name, "dtype": str(kind)}
+    if pa.types.is_list(kind) and pa.types.is_integer(kind.value_type):
+        return {"name": field.name, "list": str(kind.value_type)}
+    raise DamagedDataset(
+        Path("."), [f"column {field.name!r} has type {kind}, not one posgen writes"]
+    )
 
 
 class Format:
@@ -564,7 +582,8 @@ class ArrowFormat(Format):
                 claimed, _, lengths = _batch_claim(message)
                 rows += claimed
                 tokens += lengths[node] if listed and node < len(lengths) else 0
-        return FileFacts(schema, rows, tokens, {})
+        ipc_file = "an Arrow IPC file (Feather), not the IPC stream load_from_disk reads"
+        return FileFacts(schema, rows, tokens, {}, ipc_file if _source(path).tell() else None)
 
     def schema(self, path: Source) -> pa.Schema:
         return stream_schema(path) if isinstance(path, Path) else open_ipc(path).schema

@@ -335,6 +335,18 @@ class Manifest(_Model):
             raise ValueError("a manifest records either 'parquet' options or a 'storage' line")
         if self.storage is not None and self.storage not in STORAGE_NOTE.values():
             raise ValueError(f"unknown storage {self.storage!r}")
+        for config, entry in self.configs.items():  # the card and the sidecars find files by
+            for split, info in entry.splits.items():  # path: one elsewhere is another split's
+                for index, item in enumerate(info.files):
+                    where = {"config": hf_config(config, split), "split": split}
+                    path = SHARD_PATHS[self.storage_format].format(
+                        **where, index=index, count=len(info.files)
+                    )
+                    if item.path != path:
+                        raise ValueError(
+                            f"{config}/{split} lists {item.path} where its file {index} is "
+                            f"{path} (load_dataset would read it as another split)"
+                        )
         return self
 
     @property

@@ -13,7 +13,7 @@ from posgen.generator import ProbeBlock, alter_rows, far_rule_answers, generate_
 from posgen.spec import probe_source
 from posgen.store.formats import probe_schema
 from posgen.validate.report import CheckResult
-from posgen.validate.schema import list_column, prefetch
+from posgen.validate.schema import column_problems, list_column, prefetch
 from posgen.validate.sources import SplitData
 
 COLUMNS = ("id", "tokens", "source_id", "replaced", "probed", "far_rule")
@@ -58,7 +58,7 @@ def check_probe_split(data: SplitData) -> tuple[CheckResult, ProbeTally]:
                 f"'{f.name}' is {_type(schema, f.name)}, expected {f.type}"
                 for f in want
                 if _type(schema, f.name) != f.type
-            ]
+            ] or column_problems(schema, want)
             if wrong:
                 tally.add("column type problem(s)", len(wrong), f"{part.label}: {wrong[0]}")
                 continue

@@ -300,7 +300,7 @@ def shortcut_facts(tally: SplitTally) -> dict[str, Any]:
     spec, length = tally.data.spec, tally.data.length or 0
     boundary = min(spec.train_length, length)
     facts: dict[str, Any] = {}
-    rules = local_rules(spec, length) if length > spec.window else None
+    rules = local_rules(spec, length) if length > spec.window and tally.tokens else None
     facts["local_rule_method"] = rules.method if rules else NOT_COMPUTED
     for region, lo, hi in (("id", spec.window, boundary), ("ood", boundary, length)):
         shorter = rules.shorter(lo, hi) if rules else None
@@ -495,7 +495,10 @@ def _validate(source: Any, spec: TaskSpec | None, config, split, thresholds) -> 
                 "max_lookback": lookback,
                 **hygiene_facts[tally.data.split],
                 **audit_facts,
-                **near_determined_counts(tally.data.spec, tally.data.length or 0),
+                # of a length rows were read at (not one the manifest only claims)
+                **near_determined_counts(
+                    tally.data.spec, (tally.data.length or 0) * bool(tally.tokens)
+                ),
             }
     for data in probes:  # checked against the regenerated source rows (no audit facts)
         result, tally = check_probe_split(data)

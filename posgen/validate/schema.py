@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from posgen.store.dataset import card_problems, check_files
-from posgen.store.formats import token_type
+from posgen.store.formats import row_schema, token_type
 from posgen.store.manifest import DamagedDataset
 from posgen.validate.report import CheckResult
 from posgen.validate.sources import Source, token_lists
@@ -52,7 +52,26 @@ def type_problems(schema: pa.Schema, modulus: int, exact: bool) -> list[str]:
         problems.append(f"'id' is {schema.field('id').type}, not an integer")
     elif exact and ("id" not in schema.names or schema.field("id").type != pa.int64()):
         problems.append("'id' column is missing or not int64")
+    if exact and not problems:
+        problems += column_problems(schema, row_schema(modulus))
     return problems
+
+
+def column_problems(schema: pa.Schema, want: pa.Schema) -> list[str]:
+    """posgen's own columns, in its order, none nullable: what the card describes and every
+    split of a config shares (``load_dataset`` cannot cast a file with other columns).
+
+    >>> column_problems(pa.schema([("tokens", pa.list_(pa.uint8())), ("id", pa.int64())]),
+    ...                 row_schema(17))
+    ['columns tokens (nullable), id (nullable); expected id, tokens (in this order, none nullable)']
+    """
+
+    def names(found: pa.Schema) -> str:
+        return ", ".join(f.name + (" (nullable)" if f.nullable else "") for f in found)
+
+    if names(schema) == names(want):
+        return []
+    return [f"columns {names(schema)}; expected {names(want)} (in this order, none nullable)"]
 
 
 def list_column(column: pa.Array) -> tuple[np.ndarray, np.ndarray, int]:

@@ -118,25 +118,23 @@ def local_rules(spec: TaskSpec, length: int) -> LocalRules | None:
     (2, 0, 0, 16)
     """
     longest = max(length, spec.train_length, *spec.test_lengths)
-    rules = _local_rules(spec, longest)  # a position's rules do not depend on the length
-    if rules is None or longest == length:
-        return rules
-    count = max(0, length - spec.window)
-    return LocalRules(
-        rules.method, rules.first, rules.effective[:count], rules.rule[:count],
-        rules.coefficients[:count],
-    )  # fmt: skip
+    method = _method(spec, longest)  # the one the spec's longest split allows, at every length
+    # computed up to ``length`` only (a position's rules do not depend on it): lengths a
+    # manifest claims cost nothing until rows that long are read
+    return None if method is None else _local_rules(spec, max(length, spec.window), method)
+
+
+def _method(spec: TaskSpec, length: int) -> str | None:
+    window, m = spec.window, spec.modulus
+    if get_op(spec.op).additive and is_prime(m) and length * window * window <= MAX_RULE_WORK:
+        return "linear"
+    return "enumerated" if m**window * length <= MAX_ENUMERATED else None
 
 
 @functools.lru_cache(maxsize=32)
-def _local_rules(spec: TaskSpec, length: int) -> LocalRules | None:
-    window, m = spec.window, spec.modulus
-    rule = rule_lookbacks(spec, max(length, window))
-    if get_op(spec.op).additive and is_prime(m) and length * window * window <= MAX_RULE_WORK:
-        return _linear_rules(spec, max(length, window), rule)
-    if m**window * length <= MAX_ENUMERATED:
-        return _enumerated_rules(spec, max(length, window), rule)
-    return None
+def _local_rules(spec: TaskSpec, length: int, method: str) -> LocalRules:
+    rule = rule_lookbacks(spec, length)
+    return (_linear_rules if method == "linear" else _enumerated_rules)(spec, length, rule)
 
 
 def _linear_rules(spec: TaskSpec, length: int, rule: np.ndarray) -> LocalRules:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -150,6 +151,32 @@ def test_a_card_is_rerendered_from_the_folder_and_refused_for_files_unlike_the_m
     assert "Traceback" not in result.output
     assert "is damaged" in result.output and "missing" in result.output
     assert (out / "README.md").read_text() == written
+
+
+@pytest.mark.parametrize(
+    ("split", "change"),
+    [
+        ("probe_128", lambda t: t.append_column("label", pa.array([0] * len(t)))),
+        ("test", lambda t: t.set_column(1, "tokens", t["tokens"].cast(pa.large_list(pa.uint8())))),
+    ],
+    ids=["extra probe column", "large_list tokens"],
+)
+def test_a_card_is_refused_for_a_file_with_other_columns_naming_the_file(
+    record_files, small_copy, split, change
+):
+    from posgen.card import write_card
+
+    entry = read_manifest(small_copy).configs["cot"].splits[split].files[0]
+    table = pq.read_table(small_copy / entry.path)
+    pq.write_table(change(table).replace_schema_metadata(table.schema.metadata),
+                   small_copy / entry.path)  # fmt: skip
+    record_files(small_copy, entry.path)
+    written = (small_copy / "README.md").read_text()
+    with pytest.raises(DamagedDataset) as caught:
+        write_card(small_copy)
+    assert f"{small_copy / entry.path}: columns " in str(caught.value)
+    assert caught.value.headline == f"{small_copy} is damaged; nothing was changed"
+    assert (small_copy / "README.md").read_text() == written
 
 
 def test_a_card_that_is_a_link_is_refused_and_an_edited_one_rerendered(

@@ -23,6 +23,7 @@ from posgen.store.manifest import NotADataset
 TRAIN0, TRAIN1, TRAIN2 = (f"data/cot/train-0000{i}-of-00003.parquet" for i in range(3))
 OTHER = "data/semirecursive/train-00000-of-00003.parquet"
 TEST_FILE = "data/cot/test-00000-of-00001.parquet"
+VALIDATION = "data/cot/validation-00000-of-00001.parquet"
 PROBE_FILE = "data/cot-probe/probe_128-00000-of-00001.parquet"
 
 
@@ -51,6 +52,23 @@ def swap(a: str, b: str, fix_manifest: bool = False) -> Callable[[Path], str]:
             for key in ("bytes", "sha256"):
                 files[0][key], files[1][key] = files[1][key], files[0][key]
             (root / "posgen.json").write_text(json.dumps(body))
+        return a
+
+    return damage
+
+
+def renamed(a: str, b: str) -> Callable[[Path], str]:
+    """Swap two files' names and their entries' paths: each entry still describes its bytes,
+    but ``load_dataset`` (which finds files by name) reads them as each other's split."""
+
+    def damage(root: Path) -> str:
+        swap(a, b)(root)
+        body = json.loads((root / "posgen.json").read_text())
+        entries = [f for c in body["configs"].values() for s in c["splits"].values()
+                   for f in s["files"] if f["path"] in (a, b)]  # fmt: skip
+        for entry in entries:
+            entry["path"] = b if entry["path"] == a else a
+        (root / "posgen.json").write_text(json.dumps(body))
         return a
 
     return damage
@@ -135,6 +153,7 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "shards of one split swapped": swap(TRAIN1, TRAIN2),
     "shards of two configs swapped": swap(TRAIN0, OTHER),
     "swapped with the manifest fixed up": swap(TRAIN0, TRAIN1, fix_manifest=True),
+    "files of two splits renamed, paths in the manifest too": renamed(TEST_FILE, VALIDATION),
     "shard deleted": unlink(TRAIN1),
     "unlisted shard added": extra,
     "manifest: spec field edited": edit(lambda b: spec(b).update(train_size=121)),
@@ -146,6 +165,9 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
         "path: data/cot/test-*.parquet", "path: data/recursive/test-*.parquet"
     ),
     "card: front matter not YAML": card_edited("configs:", "configs: [\n"),
+    "card: tokens typed as strings (load_dataset casts to the card's features)": card_edited(
+        "list: uint8", "list: string"
+    ),
 }
 ENTRY_EDITS = {  # an edited file entry may be blamed on the file it describes
     "manifest: sha256 edited": edit(lambda b: file0(b).update(sha256="0" * 64)),
@@ -398,3 +420,93 @@ def test_an_arrow_shard_replaced_by_one_of_many_rows_is_named_from_its_headers(t
         pa.set_memory_pool(default)
     assert any("65536 rows, posgen.json records 2" in p for p in problems), problems
     assert not report.ok and pool.max_memory() < 2**22, pool.max_memory()
+
+
+def test_an_arrow_shard_rewritten_as_an_ipc_file_with_its_sums_recorded_is_refused(
+    record_files, tmp_path
+):
+    """Its rows were right, so validate and the card passed; load_from_disk and posgen.load
+    read IPC streams only and failed deep in pyarrow."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    from posgen import write_dataset
+    from posgen.spec import default_benchmark
+    from posgen.validate import validate
+
+    root = tmp_path / "ds"
+    write_dataset(default_benchmark(("cot",), train_size=8, val_size=2, test_size=2), root,
+                  storage="arrow")  # fmt: skip
+    name = "cot/test/data-00000-of-00001.arrow"
+    table = pa.ipc.open_stream(pa.py_buffer((root / name).read_bytes())).read_all()
+    feather.write_feather(table, root / name, compression="uncompressed")
+    record_files(root, name)
+    failed = [c.message for c in validate(root).checks if not c.ok]
+    assert [c for c in failed if f"{name}: an Arrow IPC file" in c], failed
+    with pytest.raises(DamagedDataset, match="not the IPC stream load_from_disk reads"):
+        load(root)
+
+
+def _lists(name: str, change: Callable[[list], object], nullable: bool = False):
+    """Rewrite list column ``name`` of a file: ``change`` edits its rows (lists) in place."""
+
+    def damage(table):
+        import pyarrow as pa
+
+        rows = table.column(name).to_pylist()
+        change(rows)
+        kind = table.schema.field(name).type
+        kind = pa.list_(pa.field("item", kind.value_type, nullable)) if nullable else kind
+        index = table.schema.get_field_index(name)
+        return table.set_column(index, pa.field(name, kind), pa.array(rows, kind))
+
+    return damage
+
+
+def _first_probed(change: Callable[[list], object]) -> Callable[[list], object]:
+    return lambda rows: change(rows[next(i for i, r in enumerate(rows) if r)])
+
+
+def rewritten(root: Path, name: str, change: Callable, record_files: Callable) -> None:
+    """``change`` one file's table, its sums recorded (only the reader's checks can tell)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(root / name)
+    pq.write_table(change(table).replace_schema_metadata(table.schema.metadata), root / name)
+    record_files(root, name)
+
+
+READ_DAMAGE = {  # (file, split, change, problem); were usage errors (exit 2) naming no file
+    # or blamed on the predictions, longer rows cut to the manifest's length, a NaN cast error
+    "a probed position past the row": (PROBE_FILE, "probe_128",
+        _lists("probed", _first_probed(lambda r: r.__setitem__(0, 10**6))),
+        "probed positions outside [4, 128)"),
+    "a far_rule list cut short": (PROBE_FILE, "probe_128",
+        _lists("far_rule", _first_probed(lambda r: r.pop())),
+        "probe rows whose far_rule and probed lists differ in length"),
+    "a null probed position": (PROBE_FILE, "probe_128",
+        _lists("probed", _first_probed(lambda r: r.__setitem__(0, None)), nullable=True),
+        "null values in probed"),
+    "rows one token longer": (TRAIN0, "train",
+        _lists("tokens", lambda rows: [row.append(0) for row in rows]),
+        "rows longer than the manifest's"),
+    "a null token": (TRAIN0, "train",
+        _lists("tokens", lambda rows: rows[0].__setitem__(5, None), nullable=True),
+        "null values in tokens"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(READ_DAMAGE))
+def test_rows_unlike_the_splits_with_their_sums_recorded_are_damage_naming_the_file(
+    cli, record_files, small_copy, case
+):
+    name, split, change, said = READ_DAMAGE[case]
+    rewritten(small_copy, name, change, record_files)
+    data = Dataset.open(small_copy)
+    with pytest.raises(DamagedDataset, match=re.escape(f"{name}: {said}")):
+        data.probe("cot", split) if split.startswith("probe") else data.split("cot", split)
+    out = small_copy.parent / "oracle.parquet"
+    result = cli("baseline", "--kind", "oracle", "--data", small_copy, "--config", "cot",
+                 "--split", split, "--out", out)  # fmt: skip
+    assert result.exit_code == 1 and name in result.output, result.output
+    assert "Traceback" not in result.output and "Warning" not in result.output

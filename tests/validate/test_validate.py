@@ -70,6 +70,18 @@ def copy_train_row(root: Path, entry: dict) -> None:
     rewrite(lambda tokens: np.concatenate([tokens[:5], row[None], tokens[6:]]))(root, entry)
 
 
+def with_columns(change):
+    """Damage that rewrites a file as ``change(table)`` (its schema's metadata kept)."""
+
+    def damage(root: Path, entry: dict) -> None:
+        path = root / entry["path"]
+        table = pq.read_table(path)
+        new = change(table).replace_schema_metadata(table.schema.metadata)
+        pq.write_table(new, path)
+
+    return damage
+
+
 def failed(report, check):
     return [c for c in report.checks if c.check == check and not c.ok]
 
@@ -148,6 +160,18 @@ DAMAGE = {
                                      ("shared_windows", "train", 1)),
     "a repeated row": ("cot", "validation", 0, rewrite(lambda t: t[[0, 0, *range(2, len(t))]]),
                        "cot", ("window", "hygiene"), lambda e, t: [], ("repeated_rows", 1)),
+    "an extra column": ("cot", "test", 0,
+                        with_columns(lambda t: t.append_column("label", pa.array([0] * len(t)))),
+                        None, "schema",
+                        lambda e, t: [f"{e['path']}: columns id, tokens, label (nullable); "
+                                      "expected id, tokens (in this order"], None),
+    "nullable columns": ("cot", "test", 0, with_columns(lambda t: t.cast(pa.schema(
+                             [f.with_nullable(True) for f in t.schema]))), None, "schema",
+                         lambda e, t: ["columns id (nullable), tokens (nullable); "], None),
+    "probe columns reordered": ("cot", "probe_128", 0,
+                                with_columns(lambda t: t.select(t.column_names[::-1])), None,
+                                "probe", lambda e, t: [f"{e['path']}: columns far_rule, probed"],
+                                None),
 }  # fmt: skip
 
 
@@ -512,3 +536,30 @@ def test_a_bare_file_without_token_lists_fails_schema_without_a_split_given(
     result = cli("validate", path, "--task", "cot")
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert "internal error" not in result.output and said in result.output, result.output
+
+
+def test_a_row_length_the_manifest_only_claims_is_not_audited(small_copy, monkeypatch):
+    """cot's spec edited to L' = 2**20 with its ids recomputed, its files left: validate grew
+    local rules to 2**20 positions for rows of 64 and 96 tokens (47 s, 600 MB here)."""
+    import posgen.validate.shortcuts as shortcuts
+    from posgen.spec import BenchmarkSpec
+
+    body = json.loads((small_copy / "posgen.json").read_text())
+    entry = body["configs"]["cot"]
+    spec = TaskSpec(**{**entry["spec"], "test_length": [2**20, 128]})
+    entry.update(spec=spec.canonical(), spec_id=spec.spec_id)
+    for name in ("validation", "test", "probe"):
+        entry["splits"][name]["length"] = 2**20
+    configs = {name: TaskSpec(**c["spec"]) for name, c in body["configs"].items()}
+    body["benchmark"]["spec_id"] = BenchmarkSpec(name=body["benchmark"]["name"],
+                                                 configs=configs).spec_id  # fmt: skip
+    (small_copy / "posgen.json").write_text(json.dumps(body))
+    real = shortcuts._linear_rules
+
+    def bounded(spec, length, rule):
+        assert length <= 128, f"local rules grown to {length} positions"
+        return real(spec, length, rule)
+
+    monkeypatch.setattr(shortcuts, "_linear_rules", bounded)
+    report = validate(small_copy, config="cot")
+    assert "schema" in report.failed_kinds, report.summary()
