@@ -38,7 +38,6 @@ from posgen.store.manifest import (
     ARROW_SPLIT_STATE,
     DEFAULT_ROW_GROUP_BYTES,
     SPLIT_GLOBS,
-    DamagedDataset,
     FileEntry,
     Manifest,
     Shard,
@@ -275,7 +274,8 @@ def hf_features(spec: TaskSpec, split: str = "train") -> dict[str, Any]:
 
 
 def feature_entry(field: pa.Field) -> dict[str, str]:
-    """The ``datasets`` YAML form of one column (ints and lists of ints, as POSGEN writes).
+    """The ``datasets`` YAML form of one column (ints and lists of ints, as POSGEN writes;
+    callers check a file's columns against :func:`split_schema` first).
 
     >>> [feature_entry(f) for f in row_schema(17)]
     [{'name': 'id', 'dtype': 'int64'}, {'name': 'tokens', 'list': 'uint8'}]
@@ -285,9 +285,7 @@ def feature_entry(field: pa.Field) -> dict[str, str]:
         return {"name": field.name, "dtype": str(kind)}
     if pa.types.is_list(kind) and pa.types.is_integer(kind.value_type):
         return {"name": field.name, "list": str(kind.value_type)}
-    raise DamagedDataset(
-        Path("."), [f"column {field.name!r} has type {kind}, not one posgen writes"]
-    )
+    raise ValueError(f"column {field.name!r} has type {kind}, not one posgen writes")
 
 
 class Format:
