@@ -575,13 +575,15 @@ class ArrowFormat(Format):
         listed = pa.types.is_list(kind) or pa.types.is_large_list(kind)
         listed = listed or pa.types.is_fixed_size_list(kind)  # each: one node for its values
         node = sum(_nodes(f.type) for f in list(schema)[:column]) + 1  # the tokens' values
-        for message in _messages(path):
+        source = _source(path)
+        ipc_file = source.tell() > 0  # past a file's 8-byte magic; a stream starts at 0
+        for message in pa.ipc.MessageReader.open_stream(source):
             if message.type == "record batch":
                 claimed, _, lengths = _batch_claim(message)
                 rows += claimed
                 tokens += lengths[node] if listed and node < len(lengths) else 0
-        ipc_file = "an Arrow IPC file (Feather), not the IPC stream load_from_disk reads"
-        return FileFacts(schema, rows, tokens, {}, ipc_file if _source(path).tell() else None)
+        problem = "an Arrow IPC file (Feather), not the IPC stream load_from_disk reads"
+        return FileFacts(schema, rows, tokens, {}, problem if ipc_file else None)
 
     def schema(self, path: Source) -> pa.Schema:
         return stream_schema(path) if isinstance(path, Path) else open_ipc(path).schema
