@@ -48,6 +48,8 @@ from posgen.store.safety import (
     OutputExistsError,
     WriteFailed,
     check_target,
+    existing_ancestor,
+    file_in_the_way,
     is_dataset_folder,
     recover,
 )
@@ -272,12 +274,6 @@ def estimate_benchmark(bench: BenchmarkSpec) -> Estimate:
                     f"+ {ROW_BYTES} B)"
                 )
     return Estimate(tokens, raw, splits, largest)
-
-
-def existing_ancestor(path: Path) -> Path:
-    """The nearest path at or above ``path`` that exists (where the output will live)."""
-    path = Path(path).absolute()
-    return next((p for p in (path, *path.parents) if p.exists()), Path(path.anchor))
 
 
 def free_bytes(path: Path) -> int:
@@ -529,10 +525,9 @@ def refuse_in_the_way(path: Path, out: Path, keeps: str) -> None:
 def refuse_unwritable(out: Path, flag: str = "") -> None:
     """Refuse a target where no folder can be created (a file made in the nearest folder above
     it tells): exit 2 when the path cannot be used, 1 when the file system failed."""
+    if (problem := file_in_the_way(out)) is not None:
+        raise UsageProblems([flag + problem])
     base = existing_ancestor(Path(out).parent)
-    if not base.is_dir():
-        raise UsageProblems([f"{flag}cannot create {out}: {base} is a file, not a folder; "
-                             "nothing was written"])  # fmt: skip
     try:
         with tempfile.TemporaryFile(dir=base, prefix=".posgen-probe-"):
             pass

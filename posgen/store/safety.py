@@ -394,6 +394,21 @@ def write_atomically(path: Path, data: bytes, follow: bool = True) -> Path:
     return Path(path)
 
 
+def existing_ancestor(path: Path) -> Path:
+    """The nearest path at or above ``path`` that exists (where the output will live)."""
+    path = Path(path).absolute()
+    return next((p for p in (path, *path.parents) if p.exists()), Path(path.anchor))
+
+
+def file_in_the_way(target: Path) -> str | None:
+    """Why no folder can be made for ``target`` (the nearest path above it is a file), or
+    ``None``."""
+    base = existing_ancestor(Path(target).parent)
+    if base.is_dir():
+        return None
+    return f"cannot create {target}: {base} is a file, not a folder; nothing was written"
+
+
 def resolve_target(target: Path) -> Path:
     """``target``, or the folder its symlink names (the link is kept); a loop is refused."""
     target = Path(target)

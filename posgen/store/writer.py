@@ -64,6 +64,7 @@ from posgen.store.safety import (
     atomic_folder,
     die_with_parent,
     exclusive,
+    file_in_the_way,
     fsync_dir,
     hold,
     is_dataset_folder,
@@ -101,9 +102,8 @@ def write_dataset(
             f"{out} is inside the dataset folder {dataset}; write outside it (a dataset holds "
             "only what its manifest lists)"
         )
-    if not (base := next(d for d in real.parents if d.exists())).is_dir():
-        raise OutputExistsError(f"cannot create {out}: {base} is a file, not a folder; "
-                                "nothing was written")  # fmt: skip
+    if (problem := file_in_the_way(out)) is not None:
+        raise OutputExistsError(problem)
     if merge is not None:
         merge = [merge] if isinstance(merge, str | os.PathLike) else merge  # not its letters
         return _merge_parts(out, list(merge), finish)
