@@ -253,11 +253,9 @@ BAD_GRIDS = {  # case -> (the change of the tiny grid, the error line ({g}: the 
                       "--executor", "slurm", "--jobs", "2"),
     "--gpus -1": ({}, "error: --gpus: Input should be greater than",
                   "--executor", "slurm", "--gpus", "-1"),
-    # issue 27, class 11: lax values are refused when the grid is read
-    "seeds = [true]": ({"seeds": [True]}, "{g}: seeds.0"),
-    "seeds = [false, 1]": ({"seeds": [False, 1]}, "{g}: seeds.0"),
-    "seeds = [1.0]": ({"seeds": [1.0]}, "{g}: seeds.0"),
-    'seeds = ["1"]': ({"seeds": ["1"]}, "{g}: seeds.0"),
+    # lax values are refused when the grid is read
+    **{f"seeds = {json.dumps(seeds)}": ({"seeds": seeds}, "{g}: seeds.0")
+       for seeds in ([True], [False, 1], [1.0], ["1"])},
     'slurm time_min = "600"': ({"slurm": {"time_min": "600"}}, "{g}: slurm.time_min"),
     "slurm gpus = true": ({"slurm": {"gpus": True}}, "{g}: slurm.gpus"),
     "epochs = null": (cpu(epochs=None), "{g}: presets.0.overrides: epochs: null overrides nothing"),
