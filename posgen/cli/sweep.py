@@ -110,10 +110,24 @@ def sweep_command(
         raise UsageProblems(["give a GRID file and --out SWEEP_DIR, or --status SWEEP_DIR"])
     if as_json:
         raise UsageProblems(["--json: for --status only"])
-    _check_out(out, grid)
-    _check_flags(executor, jobs, wait, slurm_flags)
+    refuse_outputs({"--out": out}, {"GRID": [grid]})
+    if out.exists() and any(out.iterdir()) and not (out / RECORD).is_file():
+        raise UsageProblems([f"--out {out} is a folder but not a sweep folder (no {RECORD})"])
+    for part in ("runs", "logs", "work", "failed", "discarded"):  # the sweep's own folders
+        refuse_in_the_way(out / part, out, f"the sweep keeps its {part} folder")
+    given = {name: value for name, value in slurm_flags.items() if value is not None}
+    if executor == "local" and (given or wait):
+        names = [*given, "wait"] if wait else list(given)
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in names)
+        raise UsageProblems([f"{flags}: for --executor slurm or submitit-local only"])
+    if executor != "local" and jobs is not None:
+        raise UsageProblems(["--jobs: for --executor local only (slurm: --max-parallel)"])
     spec = read_grid(grid)
-    settings = _slurm_settings(spec.slurm, slurm_flags)
+    try:
+        settings = SlurmSettings(**{**spec.slurm.model_dump(), **given})
+    except ValidationError as error:
+        lines = problem_lines(error)
+        raise UsageProblems([f"--{line.replace('_', '-', 1)}" for line in lines]) from None
     if executor != "local":
         from posgen.train.sweep import require_submitit
 
@@ -143,8 +157,7 @@ def sweep_command(
 
 
 def resolve_encoding(request: Any, spec: Any, train: TrainConfig) -> Any:
-    """The trainer's resolution of a grid's encoding for a config's spec and a model size
-    (a :class:`posgen.encodings.PEError` is a ``ValueError``)."""
+    """The trainer's resolution of a grid's encoding (a ``PEError`` is a ``ValueError``)."""
     from posgen.train.trainer import resolve_pe
 
     return resolve_pe(request, train, spec)
@@ -153,9 +166,8 @@ def resolve_encoding(request: Any, spec: Any, train: TrainConfig) -> Any:
 def _check_runs(
     runs: list[RunSpec], grid: Path, executor: str, settings: SlurmSettings, force: bool
 ) -> None:
-    """Refuse, before any training, what every worker would fail on: ``bf16`` with no CUDA
-    device here (local executors), and a run that would not fit in memory (this machine's for
-    local executors, ``--mem-gb`` for slurm) unless ``--force``, as ``posgen train`` does."""
+    """Refuse what every worker would fail on: ``bf16`` with no CUDA device (local executors),
+    and unless ``--force`` a run that does not fit in memory (slurm: ``--mem-gb``)."""
     problems = []
     if executor != "slurm" and any(run.train.get("bf16") for run in runs):
         import torch
@@ -183,37 +195,6 @@ def _check_runs(
             problems.append(f"{where}: {problem}")
     if problems:
         raise UsageProblems(problems)
-
-
-def _check_flags(executor: str, jobs: int | None, wait: bool, slurm_flags: dict[str, Any]) -> None:
-    """Flags of one executor are refused with another (they would be ignored)."""
-    if executor == "local":
-        given = [name for name, value in slurm_flags.items() if value is not None]
-        given += ["wait"] if wait else []
-        if given:
-            flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
-            raise UsageProblems([f"{flags}: for --executor slurm or submitit-local only"])
-    elif jobs is not None:
-        raise UsageProblems(["--jobs: for --executor local only (slurm: --max-parallel)"])
-
-
-def _check_out(out: Path, grid: Path) -> None:
-    """--out must be a new folder that can be created, an empty folder, or a sweep folder
-    (never another folder), and never inside a dataset folder."""
-    refuse_outputs({"--out": out}, {"GRID": [grid]})
-    if out.exists() and any(out.iterdir()) and not (out / RECORD).is_file():
-        raise UsageProblems([f"--out {out} is a folder but not a sweep folder (no {RECORD})"])
-    for part in ("runs", "logs", "work", "failed", "discarded"):  # the sweep's own folders
-        refuse_in_the_way(out / part, out, f"the sweep keeps its {part} folder")
-
-
-def _slurm_settings(grid_settings: SlurmSettings, flags: dict[str, Any]) -> SlurmSettings:
-    given = {name: value for name, value in flags.items() if value is not None}
-    try:
-        return SlurmSettings(**{**grid_settings.model_dump(), **given})
-    except ValidationError as error:
-        lines = problem_lines(error)
-        raise UsageProblems([f"--{line.replace('_', '-', 1)}" for line in lines]) from None
 
 
 def _run_local(sweep: Sweep, todo: list[Any], jobs: int | None) -> None:
@@ -256,8 +237,8 @@ def stopped_line(outcome: Any) -> str:
 def _run_submitit(
     sweep: Sweep, todo: list[Any], settings: SlurmSettings, executor: str, wait: bool
 ) -> None:
-    """Submit ``todo``; with ``wait`` (always for submitit-local), wait for each training and
-    say how it ended. A signal stops only the waiting: the trainings go on."""
+    """Submit ``todo``; with ``wait`` (always for submitit-local) say how each training ended.
+    A signal stops only the waiting."""
     from posgen.train.sweep import submit
 
     cluster = "local" if executor == "submitit-local" else "slurm"

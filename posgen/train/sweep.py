@@ -9,10 +9,7 @@ Layout (``posgen sweep GRID --out SWEEP``)::
     SWEEP/discarded/<run hash>.N  run folders set aside: damaged, incomplete or another run's
     SWEEP/logs/               each training's output (local) or submitit's files (Slurm)
 
-A run is done only when its folder is checked whole and its own (:meth:`Sweep.not_done`);
-``running`` is a live lock on the work folder, never a PID. :func:`run_local` runs worker
-processes (``python -m posgen.train.sweep SWEEP JOB``), :func:`submit` one submitit array;
-both run :func:`run_job`.
+Workers (:func:`run_local`'s processes, :func:`submit`'s array) run :func:`run_job`.
 """
 
 from __future__ import annotations
@@ -30,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
+from unittest.mock import patch
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -66,8 +64,7 @@ class SweepRecord(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepRecord:
-        """Each run once, and the runs of one training alike in all but their encoding (where the
-        data lies included: :meth:`Sweep.add` points them all where the newest grid says)."""
+        """Each run once, and the runs of one training alike in all but their encoding."""
         seen: dict[str, int] = {}
         shared: dict[str, tuple[int, tuple[Any, ...]]] = {}
         for index, run in enumerate(self.runs):
@@ -134,8 +131,7 @@ class Sweep:
 
     @contextmanager
     def updating(self) -> Iterator[SweepRecord]:
-        """The record, locked against other sweeps of this folder, written back after (checked
-        as :meth:`read` checks it: what it would refuse is never written)."""
+        """The record, locked against other sweeps of this folder, checked and written back."""
         self.root.mkdir(parents=True, exist_ok=True)
         with exclusive(self.root):
             record = self.read() if self.record.exists() else SweepRecord()
@@ -145,9 +141,8 @@ class Sweep:
             write_atomically(self.record, raw)
 
     def add(self, runs: list[RunSpec]) -> None:
-        """Record ``runs`` once; refuse a recorded run whose hash names other settings than the
-        grid's run of that hash (an edited record). Every recorded run of the grid's trainings
-        then reads its data where the grid says it lies now (a copy, or a moved folder)."""
+        """Record ``runs`` once (refusing an edited record); their trainings' recorded runs then
+        read their data where the grid says it lies now."""
         unhashed = {"data", "pe_request"}  # where the data lies, how the encoding was spelled
         with self.updating() as record:
             known = {run.key: run.model_dump(exclude=unhashed) for run in record.runs}
@@ -165,9 +160,8 @@ class Sweep:
             record.runs += [run for run in runs if run.key not in known]
 
     def not_done(self, run: RunSpec) -> str | None:
-        """Why ``run`` is not done (None when it is): ``missing``, or its folder lacks a run
-        file, holds a damaged ``results.json`` or another run's (data, encoding, settings,
-        seed)."""
+        """Why ``run`` is not done (None when it is): ``missing``, or what is wrong with its
+        folder (a run file missing or damaged, or another run's)."""
         folder = self.run_folder(run)
         if not os.path.lexists(folder):
             return "missing"
@@ -197,13 +191,11 @@ class Sweep:
         return None
 
     def done(self, runs: list[RunSpec]) -> bool:
-        """Whether every run of ``runs`` is done."""
         return all(self.not_done(run) is None for run in runs)
 
     def set_aside(self, runs: list[RunSpec]) -> list[str]:
-        """Move the run folders of ``runs`` that are not done (but exist) into
-        ``SWEEP/discarded/<key>.N`` so they train again; one line each. A live worker's
-        trainings are left alone."""
+        """Move existing run folders that are not done (and no live worker holds) into
+        ``SWEEP/discarded/<key>.N`` so they train again; one line each."""
         lines = []
         with exclusive(self.root):
             for run in runs:
@@ -267,8 +259,7 @@ class RunState:
 
 def run_states(sweep: Sweep) -> list[RunState]:
     """Each recorded run: done, running (a live lock), failed (with its reason) or waiting.
-    The lock is probed before the folder: a worker writes its run folder or failure before it
-    lets the lock go, so a finished run never reads as waiting."""
+    The lock is probed first: a worker writes its run folder or failure before it lets go."""
     states = []
     for run in sweep.read().runs:
         work = sweep.work(run.job)
@@ -293,8 +284,8 @@ def run_states(sweep: Sweep) -> list[RunState]:
 
 
 def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
-    """Run one training of the sweep at ``root`` (every worker's entry; it installs the
-    signal model): returns the run folders it wrote; a failure is recorded and raised."""
+    """Run one training of the sweep at ``root``: the run folders it wrote; a failure is
+    recorded and raised."""
     sweep = Sweep(Path(root))
     runs = [run for run in sweep.read().runs if run.job == job_key]
     if not runs:
@@ -341,8 +332,7 @@ def run_job(root: Path, job_key: str, threads: int = 1) -> list[str]:
 
 
 def job_main(argv: list[str]) -> int:
-    """``python -m posgen.train.sweep SWEEP JOB``: one training on one thread; exit 0 done,
-    1 failed, 128 + signal when stopped by a signal (its checkpoint saved)."""
+    """``python -m posgen.train.sweep SWEEP JOB``: exit 0 done, 1 failed, 128 + signal."""
     root, job_key = Path(argv[0]), argv[1]
     started = time.perf_counter()
     try:
@@ -371,8 +361,7 @@ def signal_name(code: int) -> str:
 
 @dataclass
 class Outcome:
-    """What a local sweep did: trainings failed (with reasons), stopped by a signal
-    (``resumable``: those of them that left a checkpoint)."""
+    """What a local sweep did (``resumable``: trainings stopped that left a checkpoint)."""
 
     failed: dict[str, str] = field(default_factory=dict)
     interrupted: list[str] = field(default_factory=list)
@@ -394,9 +383,8 @@ def visible_gpus() -> list[str]:
 def run_local(
     sweep: Sweep, jobs: list[JobSpec], workers: int, gpus: list[str], say: Callable[[str], None]
 ) -> Outcome:
-    """Run ``jobs`` in at most ``workers`` processes at once (slot ``i`` on GPU
-    ``gpus[i % len(gpus)]``); ``say`` gets one line per finished training. A signal is passed
-    on to every worker: each checkpoints and exits."""
+    """Run ``jobs`` in at most ``workers`` processes (slot ``i`` on ``gpus[i % len(gpus)]``),
+    one line to ``say`` per training; a signal is passed on to every worker."""
     sweep.logs.mkdir(parents=True, exist_ok=True)
     outcome = Outcome()
     pending = deque(jobs)
@@ -432,8 +420,7 @@ def run_local(
 
 
 def _wait_any(poll: float = 0.05) -> tuple[int, int]:
-    """``os.waitpid(-1, 0)`` that lets signal handlers run while it waits: a signal taken by
-    another thread (torch starts some) does not interrupt a blocking ``waitpid``."""
+    """``os.waitpid(-1, 0)`` that lets handlers run (another thread may take the signal)."""
     while True:
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid:
@@ -442,9 +429,7 @@ def _wait_any(poll: float = 0.05) -> tuple[int, int]:
 
 
 def import_env() -> dict[str, str]:
-    """What makes a training process import the posgen this process runs: its folder first on
-    ``PYTHONPATH``, and ``PYTHONSAFEPATH`` (Python 3.11+), so that a ``posgen/`` folder in the
-    working directory (another checkout, say) does not shadow it."""
+    """Environment for a worker to import this posgen, never a ``posgen/`` in its cwd."""
     root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     return {"PYTHONSAFEPATH": "1", "PYTHONPATH": path}
@@ -513,8 +498,7 @@ def require_submitit(executor: str = "slurm") -> Any:
 
 
 class SweepJob(Checkpointable):  # type: ignore[misc,valid-type]
-    """One training of a sweep for submitit; requeued as it is (submitit's default
-    ``checkpoint`` resubmits the same call, which resumes from the checkpoint)."""
+    """One training of a sweep for submitit; requeued as it is (it resumes)."""
 
     def __init__(self, root: str, threads: int) -> None:
         self.root, self.threads = root, threads
@@ -547,13 +531,8 @@ def submit(
     )
     threads = settings.cpus if settings.gpus == 0 else 1  # a GPU run: one thread, as locally
     callable_job = SweepJob(str(sweep.root.resolve()), threads)
-    saved = dict(os.environ)
-    os.environ.update(import_env())  # the jobs inherit it (local, and sbatch's --export=ALL)
-    try:
+    with patch.dict(os.environ, import_env()):  # the jobs inherit it (sbatch's --export=ALL)
         return list(executor.map_array(callable_job, [job.key for job in jobs]))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,4 @@
-"""The tiny sweep (a 1-layer model, tiny_training_dataset's recursive config), a finished rope +
-yarn sweep, and forked ``python -m`` workers."""
+"""The tiny sweep (a 1-layer model), a finished rope + yarn sweep, forked ``python -m`` workers."""
 
 from __future__ import annotations
 
@@ -48,7 +47,7 @@ def sweep_grid(tiny_training_dataset):
 
 @pytest.fixture(scope="session")
 def expand_grid():
-    """``expand_grid(grid)``: the runs of a grid dict, encodings resolved as the trainer does."""
+    """``expand_grid(grid)``: the runs of a grid dict."""
     from posgen.cli.sweep import resolve_encoding
     from posgen.train.config import Grid, expand
 
@@ -57,8 +56,7 @@ def expand_grid():
 
 @pytest.fixture(scope="session")
 def new_sweep(sweep_grid, expand_grid):
-    """``new_sweep(root, ["rope", "yarn"])``: a sweep folder of the grid's untrained runs (one
-    training) and that training's key."""
+    """``new_sweep(root, ["rope", "yarn"])``: an untrained sweep of one training, and its key."""
     from posgen.train.config import jobs_of
     from posgen.train.sweep import Sweep
 
@@ -73,8 +71,7 @@ def new_sweep(sweep_grid, expand_grid):
 
 @pytest.fixture(scope="session")
 def run_bytes():
-    """``run_bytes(folder)``: a run folder's files, bytes, but metrics.jsonl and results.json
-    parsed and without timings."""
+    """``run_bytes(folder)``: a run folder's files' bytes, its JSON records without timings."""
 
     def read(folder: Path) -> dict[str, object]:
         files: dict[str, object] = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
@@ -89,7 +86,6 @@ def run_bytes():
 
 @pytest.fixture(scope="session")
 def sweep_bytes(run_bytes):
-    """``sweep_bytes(sweep)``: ``run_bytes`` of each recorded run, by run key."""
     return lambda sweep: {run.key: run_bytes(sweep.run_folder(run)) for run in sweep.read().runs}
 
 
@@ -110,7 +106,6 @@ def finished_sweep(new_sweep, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def reference(finished_sweep, sweep_bytes) -> dict[str, dict[str, object]]:
-    """``run_bytes`` of ``finished_sweep``'s two runs, by run key."""
     from posgen.train.sweep import Sweep
 
     return sweep_bytes(Sweep(finished_sweep))
@@ -118,7 +113,6 @@ def reference(finished_sweep, sweep_bytes) -> dict[str, dict[str, object]]:
 
 @pytest.fixture
 def sweep_copy(finished_sweep, tmp_path):
-    """A fresh copy of ``finished_sweep`` for this test to damage."""
     from posgen.train.sweep import Sweep
 
     shutil.copytree(finished_sweep, tmp_path / "S", symlinks=True)
@@ -126,14 +120,12 @@ def sweep_copy(finished_sweep, tmp_path):
 
 
 class ForkedPopen(subprocess.Popen):
-    """``Popen`` whose ``python [-u] -m MODULE ARGS`` children are forks of this process (torch
-    imported once) running MODULE as ``__main__``; other commands run as they would."""
+    """``Popen`` whose ``python [-u] -m MODULE ARGS`` children are forks of this process."""
 
     started: ClassVar[list[str]] = []  # the modules this process ran so
 
     def _execute_child(self, args, executable, preexec, *more):
-        # more: close_fds, pass_fds, cwd, env, startupinfo, creationflags, shell, then the pipe
-        # ends p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, then the rest
+        # more: close_fds, pass_fds, cwd, env, ..., then the six pipe ends, then the rest
         command = [str(a) for a in args] if isinstance(args, list | tuple) else []
         flags = command[1 : command.index("-m")] if "-m" in command else None
         if not command or command[0] != sys.executable or flags not in ([], ["-u"]):
@@ -182,8 +174,7 @@ def _run_forked(module: str, argv: list[str], streams: tuple, env, preexec) -> N
         if preexec is not None:
             preexec()
         sys.modules.pop(module, None)  # -m runs a copy of its own
-        # a fresh interpreter has no pytest import hook (it claims a module named on pytest's
-        # command line, `pytest posgen/train/sweep.py`, and runpy cannot run it through it)
+        # pytest's import hook claims a module named on its command line: runpy cannot run it
         sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, AssertionRewritingHook)]
         sys.argv = [module, *argv]
         runpy.run_module(module, run_name="__main__", alter_sys=True)
@@ -205,8 +196,7 @@ def _run_forked(module: str, argv: list[str], streams: tuple, env, preexec) -> N
 
 @pytest.fixture
 def forked_interpreters(monkeypatch) -> list[str]:
-    """``python -m`` children of this test are forks of it (:class:`ForkedPopen`): the modules
-    they ran, in order."""
+    """``python -m`` children of this test are forks of it: the modules they ran, in order."""
     started: list[str] = []
     monkeypatch.setattr(ForkedPopen, "started", started)
     monkeypatch.setattr(subprocess, "Popen", ForkedPopen)

@@ -1,5 +1,4 @@
-"""``posgen sweep``: grids (the shipped ones too), run hashes, the GPU path, executors, status,
-and runs that survive being killed at exact points (``POSGEN_SIGNAL_AT``), here or in workers."""
+"""``posgen sweep``: grids, run hashes, executors, status, and runs killed at exact points."""
 
 # ruff: noqa: E402
 from __future__ import annotations
@@ -62,14 +61,18 @@ def test_grid_expands_seed_outermost_and_groups_pes_that_train_alike(sweep_grid,
 
 
 def test_run_hash_is_stable_changes_with_every_field_and_not_with_where_the_data_lies(
-    sweep_grid, expand_grid, tiny_training_dataset, tmp_path
+    sweep_grid, expand_grid, tiny_training_dataset, tmp_path, monkeypatch
 ):
     moved = tmp_path / "elsewhere" / tiny_training_dataset.name
     shutil.copytree(tiny_training_dataset, moved)
+    (tmp_path / "latest").symlink_to(tiny_training_dataset)
+    monkeypatch.chdir(tiny_training_dataset)
     base = sweep_grid(["rope"])
-    grids = [base, sweep_grid(["rope"]), sweep_grid(["rope"], datasets=[moved])]
-    keys = [[run.key for run in expand_grid(grid)] for grid in grids]
-    assert keys[0] == keys[1] == keys[2]
+    (direct,) = expand_grid(base)
+    for given in (tiny_training_dataset, moved, tmp_path / "latest", "."):
+        (run,) = expand_grid(sweep_grid(["rope"], datasets=[str(given)]))
+        # a link or "." names the run as its record will: by the folder's own name
+        assert (run.dataset, run.key) == (Path(run.data).name, direct.key)
     # sha256(b'{"pe":"rope","seed":1}'): a changed hash would retrain every finished run
     assert stable_hash({"seed": 1, "pe": "rope"}) == "c8d59a9e137f9512"
     overrides = base["presets"][0]["overrides"]
@@ -95,20 +98,6 @@ def test_a_grid_naming_the_data_where_it_lies_now_points_its_trainings_there(
     assert {run.data for run in sweep.read().runs} == {str(moved.resolve())}
     run_job(sweep.root, runs[0].job)
     assert sweep.done(runs)
-
-
-def test_a_grid_naming_the_data_by_a_link_or_dot_names_its_runs_as_their_records_will(
-    sweep_grid, expand_grid, tiny_training_dataset, tmp_path, monkeypatch
-):
-    """datasets = ["out/latest"] (a link to posgen-v1) once named the runs latest/... while
-    their records said posgen-v1: every training failed after it trained ('exited 0 without
-    writing its run folders'), again at every rerun."""
-    (tmp_path / "latest").symlink_to(tiny_training_dataset)
-    monkeypatch.chdir(tiny_training_dataset)
-    direct = expand_grid(sweep_grid(["rope"]))[0]
-    for given in (tmp_path / "latest", "."):
-        run = expand_grid(sweep_grid(["rope"], datasets=[str(given)]))[0]
-        assert (run.dataset, run.key) == (Path(run.data).name, direct.key)
 
 
 def test_all_is_every_registered_pe_and_builtin_leaves_plugins_out(sweep_grid):
@@ -257,11 +246,9 @@ BAD_GRIDS = {  # case -> (the change of the tiny grid, the error line ({g}: the 
                       "--executor", "slurm", "--jobs", "2"),
     "--gpus -1": ({}, "error: --gpus: Input should be greater than",
                   "--executor", "slurm", "--gpus", "-1"),
-    # issue 27, class 11: lax values are refused when the grid is read
-    "seeds = [true]": ({"seeds": [True]}, "{g}: seeds.0"),
-    "seeds = [false, 1]": ({"seeds": [False, 1]}, "{g}: seeds.0"),
-    "seeds = [1.0]": ({"seeds": [1.0]}, "{g}: seeds.0"),
-    'seeds = ["1"]': ({"seeds": ["1"]}, "{g}: seeds.0"),
+    # lax values are refused when the grid is read
+    **{f"seeds = {json.dumps(seeds)}": ({"seeds": seeds}, "{g}: seeds.0")
+       for seeds in ([True], [False, 1], [1.0], ["1"])},
     'slurm time_min = "600"': ({"slurm": {"time_min": "600"}}, "{g}: slurm.time_min"),
     "slurm gpus = true": ({"slurm": {"gpus": True}}, "{g}: slurm.gpus"),
     "epochs = null": (cpu(epochs=None), "{g}: presets.0.overrides: epochs: null overrides nothing"),
@@ -330,8 +317,6 @@ def test_a_local_sweep_stopped_by_signals_resumes_restores_damage_then_skips_fin
     assert_clean_error, cli, recorded, sweep_grid, expand_grid, tmp_path, reference, run_bytes,
     hook, forked_interpreters,
 ):  # fmt: skip
-    """SIGTERM to the sweep before the first checkpoint (passed on to the worker), SIGTERM in a
-    worker, a ``--jobs 2`` rerun that resumes and retrains a damaged run, a rerun of nothing."""
     grid = write_grid(tmp_path / "g.json", sweep_grid(["rope", "yarn", "nope"]))
     out = tmp_path / "S"
     args = ["sweep", str(grid), "--out", str(out)]
@@ -414,42 +399,32 @@ print(taken)
 """
 
 
-def test_a_worker_started_as_a_fresh_interpreter_names_a_folder_that_is_no_sweep(tmp_path):
-    """Started as the sweep starts it, in a folder holding a decoy ``posgen/`` (another
-    checkout): the worker imports the sweep's posgen; one error line, exit 2."""
+@pytest.mark.parametrize(
+    ("at", "code", "said"),
+    [(None, 2, "{root} is not a sweep folder (no sweep.json)"),
+     ("import:SIGINT", 130, "interrupted by SIGINT; no checkpoint yet: a rerun starts it over"),
+     ("import:SIGTERM", 143, "interrupted by SIGTERM; no checkpoint yet: a rerun starts it over")],
+    ids=["no sweep", "SIGINT importing torch", "SIGTERM importing torch"],
+)  # fmt: skip
+def test_a_fresh_worker_imports_the_sweeps_posgen_and_ends_with_one_line_and_its_code(
+    new_sweep, tmp_path, at, code, said
+):
+    """Started as the sweep starts it, in a folder holding a decoy ``posgen/`` checkout."""
     decoy = tmp_path / "checkout"
     (decoy / "posgen").mkdir(parents=True)
     (decoy / "posgen" / "__init__.py").write_text("raise SystemExit('the decoy was imported')")
-    done = subprocess.run(
-        [sys.executable, "-m", "posgen.train.sweep", str(tmp_path), "0123456789abcdef"],
-        capture_output=True, text=True, env={**os.environ, **import_env()}, cwd=decoy,
-    )  # fmt: skip
-    assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr.splitlines() == [
-        f"error: 0123456789abcdef: {tmp_path} is not a sweep folder (no sweep.json)"
-    ]
-
-
-@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
-def test_a_signal_while_a_fresh_worker_imports_torch_is_one_line_and_its_code(
-    new_sweep, tmp_path, name
-):
-    """Ctrl-C reaches every worker while it imports torch (seconds): before, SIGINT left a
-    KeyboardInterrupt traceback in the worker's log and SIGTERM killed it without a line."""
     sweep, key = new_sweep(tmp_path / "S")
-    env = {**os.environ, **import_env(), signals.HOOK_ENV: f"import:{name}"}
-    command = [sys.executable, "-m", "posgen.train.sweep", str(sweep.root), key]
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    assert (done.returncode, done.stdout) == (128 + signal.Signals[name], "")
-    assert done.stderr.splitlines() == [
-        f"error: {key}: interrupted by {name}; no checkpoint yet: a rerun starts it over"
-    ]
+    root = sweep.root if at else tmp_path
+    env = {**os.environ, **import_env(), **({signals.HOOK_ENV: at} if at else {})}
+    command = [sys.executable, "-m", "posgen.train.sweep", str(root), key]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=decoy)
+    assert (done.returncode, done.stdout) == (code, "")
+    assert done.stderr.splitlines() == [f"error: {key}: {said.format(root=root)}"]
     assert not sweep.failure(key).exists()
 
 
 def test_a_worker_sees_the_signal_its_sweep_passes_back_however_early_it_comes():
-    """``SIGNAL@parent``: the sweep's answer may come before the worker waits and be taken by
-    any of the worker's threads; the worker's handler still runs, once."""
+    """``SIGNAL@parent``: taken by any of the worker's threads, its handler still runs once."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), signals.HOOK_ENV: "step:1:SIGTERM@parent"}
     done = subprocess.run(
         [sys.executable, "-c", PASSED_BACK_AT_ONCE], env=env, capture_output=True, text=True
@@ -524,8 +499,7 @@ def test_a_grid_grown_by_an_encoding_of_a_stopped_training_trains_it_again_whole
 
 @pytest.fixture
 def forked_worker(fork_child):
-    """``forked_worker(sweep, job, hook)``: a worker (``job_main``) forked with ``hook`` set; its
-    pid and the read end of its output."""
+    """``forked_worker(sweep, job, hook)``: a forked ``job_main`` worker: pid, output's read end."""
 
     def start(sweep: Sweep, job: str, hook: str) -> tuple[int, int]:
         def work() -> None:
@@ -604,7 +578,6 @@ def test_posgen_train_stopped_and_resumed_writes_what_the_sweep_writes(
     assert_clean_error, cli, sweep_grid, expand_grid, tiny_training_dataset, reference, hook,
     run_bytes, tmp_path,
 ):  # fmt: skip
-    """The stop itself and the resume's messages: tests/cli/test_interrupts.py."""
     grid = sweep_grid(["yarn"])
     (run,) = expand_grid(grid)
     out = tmp_path / "run"

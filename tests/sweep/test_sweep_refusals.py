@@ -1,7 +1,4 @@
-"""Issue 27, classes 4-10: grids refused when read (too many runs, bad encodings: before torch
-and the sweep folder), damaged checkpoints, a sweep stopped while it waits on submitit, and run
-folders done only when whole and their own (else set aside and trained again), a damaged
-``sweep.json`` one error line."""
+"""Hostile sweeps: grids refused before any run, damaged checkpoints, run folders and sweep.json."""
 
 # ruff: noqa: E402
 from __future__ import annotations
@@ -27,7 +24,6 @@ DATA = "<the tiny dataset>"  # stands for the tiny dataset's path (as JSON) in a
 
 
 def toml_grid(pes: str, seeds: str = "[3]") -> str:
-    """A TOML grid of ``pes`` and ``seeds`` (TOML text), the recursive config, the tiny model."""
     return (
         f'datasets = [{DATA}]\nconfigs = ["recursive"]\npes = {pes}\nseeds = {seeds}\n'
         f'[[presets]]\nname = "cpu"\noverrides = {TINY}\n'
@@ -115,7 +111,6 @@ WHEN_READ = {  # case -> (what the summary counts it as, the grid file, its text
 
 
 def _in_the_way(folder: Path, part: str, link: bool) -> None:
-    """A sweep folder whose ``part`` (runs, logs...) is a file or a link."""
     folder.mkdir()
     (folder / "sweep.json").write_text("{}")
     (folder / part).symlink_to(folder.parent) if link else (folder / part).write_text("mine")
@@ -262,7 +257,6 @@ def _delete(name: str):
 
 
 def _edit(*keys: str, **fields):
-    """results.json's object at ``keys`` given ``fields``."""
 
     def damage(folder: Path, other: Path) -> None:
         body = json.loads((folder / "results.json").read_text())
@@ -328,7 +322,6 @@ def test_a_run_folder_that_is_not_whole_and_its_own_is_not_done_and_is_trained_a
 
 
 def _run(index: int | None, **fields):
-    """Run ``index`` of sweep.json (every run: None) given ``fields``."""
 
     def change(record: dict) -> None:
         for run in record["runs"] if index is None else [record["runs"][index]]:
@@ -338,8 +331,7 @@ def _run(index: int | None, **fields):
 
 
 def _rekeyed(record: dict) -> None:
-    """Every run given a hash the grid's runs lack and seed 4: well-formed, but the grid's runs
-    would join their training with seed 3."""
+    """Well-formed, but the grid's runs (seed 3) would join these trainings (seed 4)."""
     for number, run in enumerate(record["runs"]):
         run.update(key=f"{number:016x}", seed=4)
 
@@ -387,7 +379,6 @@ def test_a_damaged_or_edited_sweep_json_is_one_error_line_and_nothing_changes(
 
 
 def test_a_pipe_in_a_failure_records_place_is_named_never_waited_on(tmp_path):
-    """``sweep status`` read failed/JOB with open(): a pipe there held it for good."""
     from posgen.train.sweep import Sweep
 
     sweep = Sweep(tmp_path)
