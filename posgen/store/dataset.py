@@ -1,7 +1,5 @@
 """The one handle on a dataset folder: :class:`Dataset`, which parses ``posgen.json`` once.
-
-It gives a config's spec, a split's tokens, a probe split, the check of the files and the
-``datasets`` view. Reads are pinned: a folder replaced meanwhile is read again, whole.
+Reads are pinned: a folder replaced meanwhile is read again, whole.
 
 >>> check_dataset(Path("/nonexistent/ds"))
 ['/nonexistent/ds has no posgen.json: not a posgen dataset']
@@ -67,8 +65,7 @@ class SplitError(UsageError, ValueError):
 
 
 def named(value: Any, what: str) -> Any:
-    """``value``, a name (a str) or None, else :class:`SplitError` (not a TypeError from deep
-    inside)."""
+    """``value``, a name (a str) or None, else :class:`SplitError`."""
     if value is not None and not isinstance(value, str):
         raise SplitError(f"{what} must be a name (str), not {type(value).__name__}")
     return value
@@ -86,14 +83,11 @@ class DatasetReplaced(RunError):
 
 
 @dataclass(frozen=True)
-class ReferenceSplit:
-    """One split of a dataset folder: its spec and its tokens in id order."""
-
-    config: str
-    split: str
+class _Split:
+    config: str | None
+    split: str | None
     spec: TaskSpec
-    tokens: np.ndarray
-    files: tuple[tuple[str, str], ...] = ()  # (path, sha256) of the files read
+    tokens: np.ndarray  # in id order
 
     @property
     def ids(self) -> np.ndarray:
@@ -101,20 +95,19 @@ class ReferenceSplit:
 
 
 @dataclass(frozen=True)
-class ProbeSplit:
+class ReferenceSplit(_Split):
+    """One split of a dataset folder: its spec and its tokens in id order."""
+
+    files: tuple[tuple[str, str], ...] = ()  # (path, sha256) of the files read
+
+
+@dataclass(frozen=True)
+class ProbeSplit(_Split):
     """A probe split: tokens in id order, and the probed targets with their far-rule answers."""
 
-    config: str | None
-    split: str | None
-    spec: TaskSpec
-    tokens: np.ndarray
     probed_rows: np.ndarray
     probed: np.ndarray
     far_rule: np.ndarray
-
-    @property
-    def ids(self) -> np.ndarray:
-        return np.arange(self.tokens.shape[0], dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -268,8 +261,8 @@ class Dataset:
     def splits(
         self, config: str | None, splits: Sequence[str], cut: Collection[str] = ()
     ) -> dict[str, ReferenceSplit]:
-        """The tokens of ``splits``, each file checked as read; rows of the splits in ``cut``
-        keep their first train-length tokens."""
+        """The tokens of ``splits``, each file checked as read (rows of the splits in ``cut``:
+        their first train-length tokens)."""
         config, entry = self._entry(config)
         for split in splits:
             if split not in entry.splits:
@@ -300,8 +293,8 @@ class Dataset:
     def _fill(
         self, tokens: np.ndarray, batches: Any, file: FileEntry, modulus: int, length: int
     ) -> None:
-        """Copy one file's rows into ``tokens[first_id:]`` (their first ``tokens.shape[1]``),
-        checking ids, nulls, the row ``length`` and the vocabulary."""
+        """Copy one file's rows into ``tokens[first_id:]``, checking ids, nulls, the row
+        ``length`` and the vocabulary."""
         row, shown = file.first_id, self.root / file.path
 
         def damaged(message: str) -> DamagedDataset:
@@ -389,7 +382,7 @@ class Dataset:
     @_pinned_read
     def verify(self, configs: list[str] | str | None = None) -> Manifest:
         """The manifest once every file of ``configs`` (a name or names; all when None) matches
-        it, else :class:`DamagedDataset`; an unknown config is a :class:`SplitError`."""
+        it, else :class:`DamagedDataset`."""
         configs = [configs] if isinstance(configs, str) else configs
         if configs is not None and not isinstance(configs, list | tuple):
             raise SplitError(f"configs must be a name or a list, not {type(configs).__name__}")
@@ -401,10 +394,9 @@ class Dataset:
         return self.manifest
 
     def load(self, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
-        """Every split of ``config`` (a ``datasets`` config: ``cot`` or ``cot-probe``; the
-        first when None) as ``datasets`` loads it. With ``verify`` the files are checked first
-        and exactly the files ``posgen.json`` lists are loaded (the card's ``configs`` and the
-        Arrow sidecars, which ``datasets`` would follow, are not trusted)."""
+        """Every split of ``config`` (``cot`` or ``cot-probe``; the first when None) as
+        ``datasets`` loads it; with ``verify``, exactly the files ``posgen.json`` lists, checked
+        first (not those the card or the sidecars name)."""
 
         def read(handle: Dataset) -> datasets.DatasetDict:
             if not verify:
@@ -544,8 +536,7 @@ def file_problems(
 
 
 def data_files(root: Path, fmt: Format) -> list[str]:
-    """Relative paths of every data file in ``root`` (hidden folders and the caches ``datasets``
-    writes skipped)."""
+    """Relative paths of every data file in ``root`` (hidden folders and caches skipped)."""
     found = []
     for folder, dirs, files in walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -592,8 +583,8 @@ def check_files(
 def card_problems(
     root: Path, manifest: Manifest, configs: list[str] | None = None
 ) -> list[Problem]:
-    """The card's ``configs`` (the files ``load_dataset`` reads) where they differ from those
-    of ``manifest`` for ``configs`` (all when None); a folder without a card has none."""
+    """The card's ``configs`` (what ``load_dataset`` reads) where they differ from the manifest's
+    for ``configs`` (all when None); a folder without a card has none."""
     path = Path(root) / CARD_NAME
     if not os.path.lexists(path):
         return []
@@ -630,8 +621,8 @@ def card_problems(
 
 
 def card_feature_problems(card: Any, manifest: Manifest, named: list[str]) -> list[str]:
-    """The configs of ``named`` whose ``dataset_info`` features in the card's front matter
-    (``card``) are not posgen's columns: ``load_dataset`` casts the files to them."""
+    """The configs of ``named`` whose features in the card's ``dataset_info`` are not posgen's
+    columns (``load_dataset`` casts the files to them)."""
     infos = card.get("dataset_info") if isinstance(card, dict) else None
     infos = [infos] if isinstance(infos, dict) else infos if isinstance(infos, list) else []
     expected = {

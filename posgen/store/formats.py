@@ -1,7 +1,6 @@
 """Storage formats behind one interface: Parquet (the Hub's) and Arrow IPC (``save_to_disk``).
 
-Every table has ``id`` (int64) and ``tokens`` (a list of uint8, or uint16 when m > 256;
-variable-length because ``datasets`` gives all splits of a config one feature set); probe
+Every table has ``id`` (int64) and ``tokens`` (a list of uint8, or uint16 when m > 256); probe
 splits add ``source_id``, ``replaced``, ``probed`` and ``far_rule`` (:func:`probe_schema`).
 
 >>> format_of(Path("data/cot/train-00000-of-00001.parquet")).name
@@ -98,8 +97,8 @@ def split_schema(spec: TaskSpec, split: str, metadata: dict[str, str] | None = N
 
 
 def numpy_array(values: np.ndarray) -> pa.Array:
-    """A 1-d numpy array as an Arrow array over the same memory: unlike ``pa.array``, no copy,
-    and pandas (half a second) is never imported.
+    """A 1-d numpy array as an Arrow array over the same memory (``pa.array`` copies, and
+    imports pandas).
 
     >>> numpy_array(np.arange(3, dtype=np.int32)).to_pylist()
     [0, 1, 2]
@@ -172,7 +171,7 @@ def table_tokens(table: pa.Table) -> np.ndarray:
 def open_writer(where: Path | BinaryIO, schema: pa.Schema) -> pq.ParquetWriter:
     """A Parquet writer with the project's settings."""
     return pq.ParquetWriter(
-        where if not isinstance(where, Path) else str(where), schema, **PARQUET_OPTIONS
+        str(where) if isinstance(where, Path) else where, schema, **PARQUET_OPTIONS
     )
 
 
@@ -215,11 +214,8 @@ def to_dataset_dict(spec: TaskSpec) -> datasets.DatasetDict:
     (4, 256)
     """
     if not isinstance(spec, TaskSpec):
-        hint = (
-            " (a benchmark: call it on each of bench.configs.values())"
-            if hasattr(spec, "configs")
-            else ""
-        )
+        hint = " (a benchmark: call it on each of bench.configs.values())"
+        hint = hint if hasattr(spec, "configs") else ""
         raise TypeError(
             f"to_dataset_dict takes a TaskSpec, not a {type(spec).__name__}{hint}; "
             "e.g. to_dataset_dict(TaskSpec(task='cot'))"
@@ -274,8 +270,7 @@ def hf_features(spec: TaskSpec, split: str = "train") -> dict[str, Any]:
 
 
 def feature_entry(field: pa.Field) -> dict[str, str]:
-    """The ``datasets`` YAML form of one column (ints and lists of ints, as POSGEN writes;
-    callers check a file's columns against :func:`split_schema` first).
+    """The ``datasets`` YAML form of one column (ints and lists of ints, as POSGEN writes).
 
     >>> [feature_entry(f) for f in row_schema(17)]
     [{'name': 'id', 'dtype': 'int64'}, {'name': 'tokens', 'list': 'uint8'}]
@@ -289,9 +284,8 @@ def feature_entry(field: pa.Field) -> dict[str, str]:
 
 
 class Format:
-    """A storage format: ``writer_for`` a shard, its ``facts``, ``schema`` and ``batches`` read
-    back, ``write_sidecars`` beside them, ``load`` a folder as ``datasets`` does (through the
-    card or the sidecars) and ``load_files`` exactly the files named."""
+    """A storage format: how a shard is written, its ``facts`` and ``batches`` read back, its
+    sidecars, and how ``datasets`` loads a folder or exactly the files named."""
 
     name: ClassVar[str]
 
@@ -307,8 +301,8 @@ class Format:
         block_rows: int = DEFAULT_BLOCK_ROWS,
         progress: Progress | None = None,
     ) -> FileEntry:
-        """Generate and write one shard atomically; its manifest entry. Chunks start at
-        multiples of a size fixed by the spec: the bytes do not depend on ``block_rows``."""
+        """Generate and write one shard atomically; its manifest entry (the bytes do not depend
+        on ``block_rows``)."""
         length = spec.split_length(shard.split)
         with durable_file(root / shard.path) as sink:
             writer, schema, chunk = self.writer_for(sink, shard, spec, row_group_bytes)
@@ -329,8 +323,7 @@ class Format:
         )
 
     def sidecars(self, manifest: Manifest) -> dict[str, bytes]:
-        """Files besides the shards, manifest and card that ``datasets`` needs, by path in the
-        folder (none): derived from ``manifest``, so checked against it."""
+        """Files besides the shards, manifest and card that ``datasets`` needs, by path."""
         return {}
 
     def write_sidecars(self, root: Path, manifest: Manifest) -> None:
@@ -338,7 +331,7 @@ class Format:
             write_atomically(root / path, body)
 
     def is_cache(self, path: str) -> bool:
-        """Whether ``path`` (relative to the folder) is a cache ``datasets`` wrote (none)."""
+        """Whether ``path`` (relative to the folder) is a cache ``datasets`` wrote."""
         return False
 
 
@@ -376,8 +369,6 @@ class ParquetFormat(Format):
         return pq.read_schema(path)
 
     def batches(self, path, rows, columns=("id", "tokens"), length=None, max_rows=None):
-        """``length`` and ``max_rows`` are not needed: a Parquet file's footer is checked
-        before it is read."""
         handle = pq.ParquetFile(_readable(path))
         present = [n for n in columns if n in handle.schema_arrow.names]
         yield from handle.iter_batches(batch_size=rows, columns=present)
@@ -409,23 +400,17 @@ def open_ipc(path: Source) -> Any:
         return pa.ipc.open_stream(source)
 
 
-TOKEN_BYTES = 32
-"""Bytes a token of a row may take once decompressed in a file posgen reads (four int64 list
-columns: tokens and predictions with room to spare), plus :data:`ROW_SLACK` a row."""
-ROW_SLACK = 1024
+TOKEN_BYTES = 32  # a token may take once decompressed (four int64 list columns), plus
+ROW_SLACK = 1024  # a row
 
 
 def checked_batches(
     path: Path, length: int, max_rows: int | None = None
 ) -> Iterator[pa.RecordBatch]:
-    """The record batches of an Arrow IPC file or stream, read as a stream (each message once,
-    where it lies: the footer is not followed) after every batch's and dictionary's header was
-    checked, nothing decompressed: each may take at most :data:`TOKEN_BYTES` a token of rows of
-    ``length`` tokens (plus :data:`ROW_SLACK` a row, 64 KiB a batch) once decompressed, its
-    dictionaries together what its rows may (their entries are no rows: a dictionary of 10^8
-    empty strings is 400 MB), and the file at most ``max_rows`` rows; else
-    ``pyarrow.ArrowInvalid``, as for any unreadable file.
-    A 1 KB compressed file cannot expand to gigabytes; uncompressed buffers are mapped."""
+    """The record batches of an Arrow IPC file or stream, read as a stream once every header
+    was checked, nothing decompressed: a batch may take :data:`TOKEN_BYTES` a token of rows of
+    ``length`` tokens (plus :data:`ROW_SLACK` a row, 64 KiB a batch), the dictionaries together
+    what the rows may, the file ``max_rows`` rows; else ``pyarrow.ArrowInvalid``."""
     row_bytes, rows = TOKEN_BYTES * length + ROW_SLACK, 0
     dictionaries = dictionary_bytes = 0
     for message in _messages(path):
@@ -461,8 +446,7 @@ def checked_batches(
 
 
 def stream_schema(path: Source) -> pa.Schema:
-    """The schema an Arrow IPC file's record batches are read with: its first message's (a
-    file's footer holds a copy, which :func:`checked_batches` never reads)."""
+    """The schema of an Arrow IPC file's first message (not the footer's copy)."""
     message = next(iter(_messages(path)), None)
     if message is None or message.type != "schema":
         raise pa.ArrowInvalid("does not start with a schema")
@@ -470,8 +454,7 @@ def stream_schema(path: Source) -> pa.Schema:
 
 
 def _source(path: Source) -> pa.NativeFile:
-    """``path`` mapped (or its bytes), at the start of its IPC stream (a file's: past its
-    8-byte magic)."""
+    """``path`` mapped (or its bytes), at the start of its IPC stream (past a file's magic)."""
     source = pa.BufferReader(path) if isinstance(path, pa.Buffer) else pa.memory_map(str(path))
     source.seek(8 if source.read(6) == b"ARROW1" else 0)
     return source
@@ -482,8 +465,8 @@ def _messages(path: Source) -> pa.ipc.MessageReader:
 
 
 def _whole(value: Any) -> Any:
-    """A schema or record batch rendered and validated whole: damage pyarrow meets only later
-    (names not UTF-8, an unknown type id, offsets past their values) is ``ArrowInvalid`` now."""
+    """A schema or record batch validated whole: damage pyarrow meets only later is
+    ``ArrowInvalid`` now."""
     try:
         schema = value.schema if isinstance(value, pa.RecordBatch) else value
         str(schema), schema.names, schema.metadata  # each decodes what it holds
@@ -504,12 +487,9 @@ def read_ipc(path: Path, length: int, max_rows: int) -> pa.Table:
 
 
 def _batch_claim(message: pa.ipc.Message, dictionary: bool = False) -> tuple[int, int, list[int]]:
-    """(rows, bytes once decompressed, each column's and child's length, in schema order) of a
-    record batch message (or a dictionary's: its entries), read from its flatbuffer header
-    (Message.header: RecordBatch {length, nodes, buffers, compression}, or DictionaryBatch
-    {id, data: RecordBatch}) and from the 8-byte size
-    each compressed buffer starts with; nothing is decompressed. Uncompressed buffers count 0:
-    they are read where they lie in the mapped file."""
+    """(rows, bytes once decompressed, each field node's length) of a record batch (or
+    dictionary) message, from its flatbuffer header and the 8-byte size each compressed buffer
+    starts with; uncompressed buffers count 0 (they are mapped)."""
     meta, body = message.metadata.to_pybytes(), memoryview(message.body or b"")
 
     def field(table: int, index: int) -> int | None:  # where the table's field lies, if set
@@ -567,8 +547,7 @@ class ArrowFormat(Format):
         return pa.ipc.new_stream(sink, schema), schema, chunk
 
     def facts(self, path: Source) -> FileFacts:
-        """Read from the batches' headers: nothing is decompressed (a swapped-in file of a few
-        KB can expand to gigabytes)."""
+        """Read from the batches' headers: nothing is decompressed."""
         schema, rows, tokens = stream_schema(path), 0, 0
         column = schema.get_field_index("tokens")
         kind = schema.field(column).type if column >= 0 else pa.null()
@@ -589,9 +568,7 @@ class ArrowFormat(Format):
         return stream_schema(path) if isinstance(path, Path) else open_ipc(path).schema
 
     def batches(self, path, rows, columns=("id", "tokens"), length=None, max_rows=None):
-        """``length`` (tokens a row): a file read for the first time, each batch checked
-        before it is decompressed, and the file for at most ``max_rows`` rows
-        (:func:`checked_batches`)."""
+        """With ``length`` (tokens a row), read as :func:`checked_batches` reads."""
         if length is not None and isinstance(path, Path):
             chunks: Iterator[pa.RecordBatch] = checked_batches(path, length, max_rows)
         else:
@@ -626,8 +603,7 @@ class ArrowFormat(Format):
                 for path, body in out.items()}  # fmt: skip
 
     def is_cache(self, path: str) -> bool:
-        """``CONFIG/SPLIT/cache-*.arrow``: what ``Dataset.map`` and the like write beside the
-        files they read (the names ``cleanup_cache_files`` removes); no data, never loaded."""
+        """``CONFIG/SPLIT/cache-*.arrow``: what ``Dataset.map`` writes beside the files."""
         parts = Path(path).parts
         return len(parts) == 3 and parts[2].startswith("cache-") and parts[2].endswith(".arrow")
 
@@ -669,8 +645,7 @@ def manifest_format(manifest: Manifest) -> Format:
 
 
 def card_configs(manifest: Manifest) -> list[dict[str, Any]]:
-    """The card's ``configs`` (what ``load_dataset`` reads): each config's data files per
-    split, the first config marked default; its probe splits form ``<config>-probe``."""
+    """The card's ``configs`` (what ``load_dataset`` reads), the first marked default."""
     fmt = manifest_format(manifest)
     return [
         {

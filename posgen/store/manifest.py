@@ -1,10 +1,5 @@
-"""A dataset folder's layout and its typed manifest ``posgen.json``.
-
-The folder holds ``posgen.json``, ``README.md`` (the card), the shards (:data:`SHARD_PATHS`)
-and, while a ``--part`` run is unfinished, ``.posgen-parts/``. Where each row goes depends on
-the spec and the shard and row-group bytes only, never on block size or worker count. The
-manifest records every config's spec and, per split, its files (path, rows, first id, bytes,
-sha256); :func:`read_manifest` is its only reader.
+"""A dataset folder's layout and its typed manifest ``posgen.json`` (:func:`read_manifest` is
+its only reader). Where each row goes depends on the spec and the shard bytes only.
 
 >>> plan = plan_split("cot", TaskSpec(task="cot"), "train", shard_bytes=300_000)
 >>> [(s.start, s.stop) for s in plan], plan[1].path
@@ -49,25 +44,21 @@ from posgen.spec import (
 MANIFEST_NAME = "posgen.json"
 CARD_NAME = "README.md"
 PARTS_DIR = ".posgen-parts"
-SHARD_PATHS = {
+SHARD_PATHS = {  # shard ``index`` of ``count`` of a split, per format
     "parquet": "data/{config}/{split}-{index:05d}-of-{count:05d}.parquet",
     "arrow": "{config}/{split}/data-{index:05d}-of-{count:05d}.arrow",
 }
-"""Path of shard ``index`` of ``count`` of a split, per format."""
 SPLIT_GLOBS = {
     "parquet": "data/{config}/{split}-*.parquet",
     "arrow": "{config}/{split}/data-*.arrow",
 }
-"""The card's ``data_files`` pattern of a split."""
+# the sidecars ``datasets.load_from_disk(DIR/CONFIG)`` reads next to Arrow IPC shards
 ARROW_DATASET_DICT = "{config}/dataset_dict.json"
 ARROW_SPLIT_INFO = "{config}/{split}/dataset_info.json"
 ARROW_SPLIT_STATE = "{config}/{split}/state.json"
-"""The sidecars ``datasets.load_from_disk(DIR/CONFIG)`` reads next to Arrow IPC shards."""
-DEFAULT_SHARD_BYTES = 256 * 2**20
-"""Raw token bytes per shard (the Hub recommends shards of a few hundred MB)."""
+DEFAULT_SHARD_BYTES = 256 * 2**20  # raw token bytes per shard
 DEFAULT_ROW_GROUP_BYTES = 4 * 2**20
-MAX_PARTS = 99_999
-"""Most parts of one run: part records are named with five digits."""
+MAX_PARTS = 99_999  # part records are named with five digits
 _PART = re.compile(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*")
 
 
@@ -184,8 +175,8 @@ def unfinished(root: Path) -> str | None:
 FORMAT_VERSION = 1
 MAX_MANIFEST_BYTES = 64 * 2**20  # refused unread (a real one holds about 200 bytes a file)
 MAX_FILES = 1_000_000  # files per split
+# the ``storage`` line of non-Parquet manifests (Parquet manifests record ``parquet``)
 STORAGE_NOTE = {"arrow": "arrow-ipc (datasets save_to_disk; load_from_disk(DIR/CONFIG))"}
-"""The ``storage`` line of non-Parquet manifests (Parquet manifests record ``parquet``)."""
 
 
 def sha256_file(path: Path) -> str:
@@ -364,8 +355,7 @@ class Manifest(_Model):
         )
 
     def hf_configs(self) -> list[tuple[str, str, dict[str, SplitEntry]]]:
-        """``(datasets config, posgen config, splits)``: each config, then ``<config>-probe``
-        (its probe splits have other columns)."""
+        """``(datasets config, posgen config, splits)``: each config, then ``<config>-probe``."""
         return [
             (probe_config(name) if probe else name, name, {n: entry.splits[n] for n in names})
             for name, entry in self.configs.items()
@@ -432,8 +422,7 @@ def build_manifest(
 
 
 def read_manifest(root: str | Path) -> Manifest:
-    """The manifest of ``root``, checked whole: :class:`NotADataset` without one,
-    :class:`DamagedDataset` (one line per problem) when it does not fit the model."""
+    """The manifest of ``root``, checked whole (:class:`NotADataset`, :class:`DamagedDataset`)."""
     root = Path(root)
     path = root / MANIFEST_NAME
     try:

@@ -1,9 +1,8 @@
 """The store's safety primitives: an atomic file, an atomic folder and one lock.
 
-:func:`durable_file` writes a hidden sibling, fsyncs and renames it; :func:`atomic_folder`
-builds a hidden sibling folder and renames (or, with ``overwrite``, exchanges) it into place.
-Whoever works on a hidden folder or file holds a shared ``flock`` on it, which the kernel drops
-when the owner dies; :func:`recover` removes a leftover only once it holds it exclusively.
+Whoever works on a hidden sibling (file or folder) holds a shared ``flock`` on it, which the
+kernel drops when the owner dies; :func:`recover` removes a leftover only once it holds it
+exclusively.
 
 >>> import tempfile
 >>> target = Path(tempfile.mkdtemp()) / "ds"
@@ -33,15 +32,10 @@ from posgen import signals
 from posgen.errors import RunError, UsageError
 from posgen.store.manifest import MANIFEST_NAME
 
-TMP_TAG = ".posgen-tmp-"
-"""Build folders: ``.NAME.posgen-tmp-XXXX``, siblings of the target."""
-OLD_TAG = ".posgen-old-"
-"""A replaced dataset, parked while the new one is renamed in."""
-FILE_TMP_TAG = ".tmp-"
-"""A file being written: ``.NAME.tmp-PID-XXXX``, renamed to NAME when complete."""
-HIDDEN_STEM_BYTES = 224
-"""Longest ``.NAME`` kept whole in a hidden sibling's name (a tag, a PID and 8 hex digits
-still fit the 255 bytes of a file name)."""
+TMP_TAG = ".posgen-tmp-"  # build folders: .NAME.posgen-tmp-XXXX
+OLD_TAG = ".posgen-old-"  # a replaced dataset, parked while the new one is renamed in
+FILE_TMP_TAG = ".tmp-"  # a file being written: .NAME.tmp-PID-XXXX
+HIDDEN_STEM_BYTES = 224  # longest .NAME kept whole: a tag, a PID and 8 hex digits still fit
 
 
 def hidden_stem(name: str) -> str:
@@ -79,8 +73,7 @@ RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 PR_SET_PDEATHSIG = 1
 ATTEMPTS = 20  # fresh names tried before giving up
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-ClaimState = Literal["claimed", "busy", "gone"]
-"""``busy``: a live process owns it (or the file system has no locks)."""
+ClaimState = Literal["claimed", "busy", "gone"]  # busy: a live owner (or no locks here)
 
 
 class WriteFailed(RunError, OSError):
@@ -180,8 +173,8 @@ def fresh(make: Callable[[], Path], folder: bool) -> tuple[Path, int]:
 
 @contextmanager
 def claim(path: Path) -> Iterator[ClaimState]:
-    """Try to take ``path`` from a dead owner (a symlink has none); yields the
-    :data:`ClaimState`, holding the exclusive lock while the block runs when ``claimed``.
+    """Try to take ``path`` from a dead owner (a symlink has none), holding it while
+    ``claimed``.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -271,8 +264,8 @@ def fsync_dir(path: Path) -> None:
 
 
 def walk(root: Path, followlinks: bool = False) -> Iterator[tuple[str, list[str], list[str]]]:
-    """``os.walk(root)`` (top-down: prune ``dirs`` in place; unreadable folders skipped) without
-    recursion: before Python 3.12 a tree of 1,000 nested folders was a RecursionError."""
+    """``os.walk(root)`` (top-down, unreadable folders skipped) without recursion: before
+    Python 3.12 a tree of 1,000 nested folders was a RecursionError."""
     stack = [str(root)]
     while stack:
         top = stack.pop()
@@ -305,7 +298,7 @@ def fsync_tree(root: Path) -> None:
 
 
 class HashingFile:
-    """A write-only file that hashes and counts what passes through (no re-read)."""
+    """A write-only file that hashes and counts what passes through."""
 
     def __init__(self, handle: BinaryIO) -> None:
         self.handle, self.digest, self.size, self.closed = handle, hashlib.sha256(), 0, False
@@ -353,10 +346,9 @@ def write_target(path: Path) -> tuple[Path, bool]:
 
 @contextmanager
 def durable_file(path: Path, follow: bool = True) -> Iterator[HashingFile]:
-    """A sink for the bytes of ``path``: hashed, fsynced, renamed into place (a pipe is
-    written in place); an ``OSError`` becomes :class:`WriteFailed` naming ``path``. With
-    ``follow=False`` (a file of posgen's own, in a work folder) a link or a pipe standing at
-    ``path`` is replaced, never followed or written into."""
+    """A sink for the bytes of ``path``: hashed, fsynced, renamed into place (a pipe is written
+    in place); ``OSError`` becomes :class:`WriteFailed`. ``follow=False``: a link or a pipe at
+    ``path`` is replaced, never followed."""
     path = Path(path)
     target, streamed = write_target(path) if follow else (path, False)
     if streamed:
@@ -387,8 +379,7 @@ def durable_file(path: Path, follow: bool = True) -> Iterator[HashingFile]:
 
 
 def write_atomically(path: Path, data: bytes, follow: bool = True) -> Path:
-    """Replace ``path`` with ``data`` at once (``follow``: as :func:`durable_file`); returns
-    ``path``."""
+    """Replace ``path`` with ``data`` at once (``follow``: as :func:`durable_file`)."""
     with durable_file(Path(path), follow) as sink:
         sink.write(data)
     return Path(path)
@@ -401,8 +392,7 @@ def existing_ancestor(path: Path) -> Path:
 
 
 def file_in_the_way(target: Path) -> str | None:
-    """Why no folder can be made for ``target`` (the nearest path above it is a file), or
-    ``None``."""
+    """Why no folder can be made for ``target`` (a file above it), or ``None``."""
     base = existing_ancestor(Path(target).parent)
     if base.is_dir():
         return None
@@ -421,8 +411,7 @@ def resolve_target(target: Path) -> Path:
 
 
 def check_target(target: Path, overwrite: bool) -> None:
-    """:class:`OutputExistsError` unless ``target`` is free, or with ``overwrite`` an empty
-    folder or a posgen dataset."""
+    """Refuse ``target`` unless it is free, or with ``overwrite`` empty or a posgen dataset."""
     target = resolve_target(target)
     if not target.exists():
         return
@@ -441,9 +430,7 @@ DATASET_HEAD = re.compile(rb'\{\s*"format"\s*:\s*"posgen-dataset"')
 
 
 def is_dataset_folder(folder: Path) -> bool:
-    """Whether ``folder/posgen.json`` is a regular file that opens ``{"format": "posgen-dataset"``
-    (as every manifest posgen writes does; a dataset damaged further on still counts, a user's
-    ``posgen.json`` holding ``{}`` does not).
+    """Whether ``folder/posgen.json`` is a regular file that opens ``{"format": "posgen-dataset"``.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -465,8 +452,8 @@ def is_dataset_folder(folder: Path) -> bool:
 
 @contextmanager
 def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh build folder, locked by us, that becomes ``target`` on success; a signal
-    removes it (one arriving while it gets its name waits)."""
+    """Yield a fresh build folder, locked by us, that becomes ``target`` on success (or
+    ``overwrite``: replaces it whole); a signal removes it."""
     target = resolve_target(Path(target))
     check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -519,13 +506,12 @@ def _commit(build: Path, target: Path) -> None:
 
 
 def leftovers(target: Path) -> list[Path]:
-    """Build folders and parked datasets beside ``target`` (killed or live runs)."""
+    """Build folders and parked datasets beside ``target``."""
     return hidden_siblings(target, (TMP_TAG, OLD_TAG))
 
 
 def recover(target: Path) -> list[str]:
-    """Clean up after killed runs, one line per leftover: a live owner's are left alone, a
-    parked dataset goes back when ``target`` is missing, the rest is removed."""
+    """Clean up after killed runs beside ``target``, one line per leftover."""
     target = Path(target)
     actions = []
     for name in dict.fromkeys([target, resolve_target(target)]):
@@ -536,7 +522,7 @@ def recover(target: Path) -> list[str]:
 
 def remove_leftover(stale: Path, target: Path | None = None) -> list[str]:
     """Remove ``stale`` unless a live process owns it (a parked dataset goes back to a missing
-    ``target``); one line saying what was done."""
+    ``target``)."""
     with claim(stale) as state:
         if state == "gone":
             return []

@@ -1,8 +1,8 @@
 """The one writer, :func:`write_dataset`: a whole dataset, one part of N, or a merge.
 
-A whole run builds in a hidden sibling renamed into place. A part writes every N-th shard and
-a part record into ``OUT/.posgen-parts/``; the last part (or ``posgen merge``) finishes the
-folder there under a lock and renames the card, ``data/`` and last the manifest into ``OUT``.
+A part writes every N-th shard and a part record into ``OUT/.posgen-parts/``; the last part (or
+``posgen merge``) finishes the folder there and renames the card, ``data/`` and last the
+manifest into ``OUT``.
 
 >>> import tempfile
 >>> from posgen.spec import TaskSpec
@@ -93,7 +93,7 @@ def write_dataset(
 
     ``part=(I, N)`` writes part I of N; ``merge=[DIR, ...]`` moves the parts in those folders
     into ``out`` and finishes it (``bench`` is None). ``finish`` writes the card before the
-    folder is published. An ``OSError`` becomes ``WriteFailed`` naming its path under ``out``.
+    folder is published.
     """
     out = dataset_path(out)
     real = Path(os.path.realpath(out))
@@ -120,7 +120,7 @@ def write_dataset(
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UsageError(f"write_dataset: {name} must be a whole number >= 1, got {value!r}")
-    if part is not None:  # every count-th shard, a part record, and the folder if it is the last
+    if part is not None:
         pair = isinstance(part, tuple | list) and len(part) == 2
         whole = pair and all(isinstance(n, int) and not isinstance(n, bool) for n in part)
         if not whole or not 0 <= part[0] < part[1] <= MAX_PARTS:
@@ -169,26 +169,19 @@ def write_dataset(
             raise WriteFailed(out / MANIFEST_NAME, error) from error
 
 
-def foreign_files(folder: Path) -> list[str]:
-    """The files in the dataset ``folder`` that are not the dataset's (a user's notes, which
-    replacing it would delete), relative; none when it holds only its manifest, card, listed
-    files and sidecars (and the caches ``datasets`` wrote beside them), or when its manifest
-    cannot be read."""
+def foreign_files_line(folder: Path, named: str, replacing: str, shown: int = 3) -> str | None:
+    """The line refusing to replace the dataset ``folder`` (``named`` so) that holds files not
+    the dataset's (a user's notes), which ``replacing`` it would delete; else None (also when
+    its manifest cannot be read)."""
     try:
         manifest = read_manifest(folder)
     except (PosgenError, OSError):
-        return []
+        return None
     fmt = FORMATS[manifest.storage_format]
     own = {MANIFEST_NAME, CARD_NAME, *(e.path for _, _, e in manifest.files())}
     own |= set(fmt.sidecars(manifest))
     found = (path.relative_to(folder).as_posix() for path in folder.rglob("*") if not path.is_dir())
-    return sorted(path for path in found if path not in own and not fmt.is_cache(path))
-
-
-def foreign_files_line(folder: Path, named: str, replacing: str, shown: int = 3) -> str | None:
-    """The line refusing to replace the dataset ``folder`` (``named`` so) that holds
-    :func:`foreign_files`, which ``replacing`` it would delete; None when it holds none."""
-    found = foreign_files(folder)
+    found = sorted(path for path in found if path not in own and not fmt.is_cache(path))
     if not found:
         return None
     more = f" and {len(found) - shown} more" if len(found) > shown else ""
@@ -198,8 +191,7 @@ def foreign_files_line(folder: Path, named: str, replacing: str, shown: int = 3)
     )
 
 
-Finish = Callable[[Path, Manifest], None]
-"""Writes the card into the complete folder before it is published (raising publishes none)."""
+Finish = Callable[[Path, Manifest], None]  # writes the card before the folder is published
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
@@ -227,7 +219,7 @@ def write_shards(
     owner: Path | None = None,
 ) -> list[FileEntry]:
     """Write ``shards`` with ``num_proc`` spawned processes (same bytes); their entries, in
-    order. Workers end when this process dies and hold ``owner``'s lock while they live."""
+    order. Workers die with this process and hold ``owner``'s lock while they live."""
     if num_proc < 1:
         raise ValueError(f"num_proc must be >= 1, got {num_proc}")
     job = FORMATS[storage].write_shard
@@ -270,8 +262,8 @@ _HELD: list[int] = []  # a worker's lock on the folder it writes, held for its l
 
 
 def watch_parent(alive: Connection, parent: int, owner: Path | None) -> None:
-    """Worker initializer: end when the parent dies (``PR_SET_PDEATHSIG``, or end-of-file
-    on ``alive``, whose write end only the parent holds); hold ``owner``'s lock."""
+    """Worker initializer: end when the parent dies (``PR_SET_PDEATHSIG``, or end-of-file on
+    ``alive``); hold ``owner``'s lock."""
     die_with_parent(parent, signal.SIGKILL)
 
     def wait() -> None:
@@ -357,8 +349,8 @@ PUBLISHED = (CARD_NAME, "data", MANIFEST_NAME)  # renamed into the folder in thi
 
 
 def _finish_parts(out: Path, finish: Finish | None = None) -> Manifest:
-    """Finish and publish a folder whose parts are all present (else
-    :class:`IncompleteError`). Parts finishing at once take turns; later ones find it done."""
+    """Finish and publish a folder whose parts are all present (else :class:`IncompleteError`);
+    parts finishing at once take turns."""
     out = resolve_target(out)
     staging = out / PARTS_DIR
     with ExitStack() as stack:
@@ -439,9 +431,8 @@ def _complete(records: list[PartRecord], note: str = "") -> PartRecord:
 
 
 def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -> Manifest:
-    """Move the parts in ``sources`` into ``out``, then finish it. Everything is checked
-    before anything moves; a file that differs is never written over. A merge stopped while
-    moving is finished by the same command: files (and part folders) already moved count."""
+    """Move the parts in ``sources`` into ``out``, then finish it. Everything is checked before
+    anything moves; a merge stopped while moving is finished by the same command."""
     out = resolve_target(out)
     moves: dict[Path, Path] = {}
     listed_sha256: dict[Path, str] = {}  # to know a file a stopped merge moved already

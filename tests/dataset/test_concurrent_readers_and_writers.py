@@ -156,15 +156,6 @@ def _children(pid: int) -> list[int]:
     return [int(e) for e in os.listdir("/proc") if e.isdigit() and _stat(int(e))[1:2] == [str(pid)]]
 
 
-def _end_events(pids: list[int]) -> list[int]:
-    """A pidfd per process still running: readable once the process has ended."""
-    fds = []
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            fds.append(os.pidfd_open(pid))
-    return fds
-
-
 def _removed_under(pid: int, folder: Path) -> list[str]:
     """Files or folders under ``folder`` that ``pid`` holds open although they were removed."""
     found = []
@@ -197,14 +188,15 @@ def test_sigkill_of_a_parallel_run_ends_its_workers_and_keeps_their_folder(
 ):
     out = tmp_path / "ds"
     extra = ["--part", part] if part else []
-    # both workers hold mid-shard (tests/kill_points.py) until the parent is killed
     command = [*kill_points, "worker writing", str(out), "0",
                "generate", "--out", str(out), "-q", *BIG, *extra]  # fmt: skip
     proc = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, text=True)
     try:
         held = [proc.stdout.readline().strip() for _ in range(2)]
-        children = _children(proc.pid)
-        ends = _end_events(children)  # opened while they live: no PID reuse can fool them
+        children, ends = _children(proc.pid), []
+        for pid in children:  # a pidfd, opened while it lives: no PID reuse can fool it
+            with contextlib.suppress(ProcessLookupError):
+                ends.append(os.pidfd_open(pid))
     finally:
         proc.kill()  # whatever happened: a held run never goes on
         proc.wait(timeout=GUARD)
@@ -216,7 +208,7 @@ def test_sigkill_of_a_parallel_run_ends_its_workers_and_keeps_their_folder(
     builds = list(tmp_path.glob(f".ds{TMP_TAG}*"))
     safe, notes = True, []
     if not part:  # the build folder is removed only once no worker lives
-        notes += recover(out)  # a worker still writing keeps it; a starting one owns nothing
+        notes += recover(out)  # a worker still writing keeps it
         lost = [held for pid in workers for b in builds for held in _removed_under(pid, b)]
         safe = not lost
         notes.append(f"removed while a worker held them: {lost}")
@@ -233,8 +225,8 @@ def test_sigkill_of_a_parallel_run_ends_its_workers_and_keeps_their_folder(
 
 
 def _replace_during(monkeypatch, module, name: str, root: Path, times: int = 1) -> list[int]:
-    """Patch ``module.name`` so that its first ``times`` calls first replace ``root`` (as a
-    ``generate --overwrite`` landing mid-read): by the next seed's dataset, then by copies."""
+    """Its first ``times`` calls of ``module.name`` first replace ``root`` (a ``generate
+    --overwrite`` landing mid-read): by the next seed's dataset, then by copies."""
     real = getattr(module, name)
     done: list[int] = []
     kept = root.with_name(f"{root.name}-kept")
@@ -295,8 +287,7 @@ def test_a_read_during_a_replace_sees_one_whole_dataset(recorded, tmp_path, monk
 
 
 def test_a_handle_kept_open_reads_the_dataset_that_replaced_its_folder(tmp_path):
-    """A folder replaced again and again never hands its inode to the next one while a handle
-    on it lives (ext4 reuses freed inodes): each read is of the newest dataset, whole."""
+    """A folder's inode is never reused while a handle lives: each read is of the newest."""
     root = tmp_path / "ds"
     write_dataset(bench(1), root)
     handle = Dataset.open(root)

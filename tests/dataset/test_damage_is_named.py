@@ -39,36 +39,21 @@ def flip(data: bytes, spot: int) -> bytes:
     return data[:spot] + bytes([data[spot] ^ 0x01]) + data[spot + 1 :]
 
 
-def swap(a: str, b: str, fix_manifest: bool = False) -> Callable[[Path], str]:
-    """Swap two files; with ``fix_manifest`` their sizes and sums too (only footers tell)."""
+def swap(a: str, b: str, fix: tuple[str, ...] = ()) -> Callable[[Path], str]:
+    """Swap two files; ``fix`` swaps these keys of their entries too: ``bytes`` and ``sha256``
+    (only footers tell), or ``path`` (``load_dataset`` finds files by name)."""
 
     def damage(root: Path) -> str:
         os.rename(root / a, root / "swap.tmp")
         os.rename(root / b, root / a)
         os.rename(root / "swap.tmp", root / b)
-        if fix_manifest:
+        if fix:
             body = json.loads((root / "posgen.json").read_text())
-            files = body["configs"]["cot"]["splits"]["train"]["files"]
-            for key in ("bytes", "sha256"):
-                files[0][key], files[1][key] = files[1][key], files[0][key]
+            entries = {f["path"]: f for c in body["configs"].values()
+                       for s in c["splits"].values() for f in s["files"]}  # fmt: skip
+            for key in fix:
+                entries[a][key], entries[b][key] = entries[b][key], entries[a][key]
             (root / "posgen.json").write_text(json.dumps(body))
-        return a
-
-    return damage
-
-
-def renamed(a: str, b: str) -> Callable[[Path], str]:
-    """Swap two files' names and their entries' paths: each entry still describes its bytes,
-    but ``load_dataset`` (which finds files by name) reads them as each other's split."""
-
-    def damage(root: Path) -> str:
-        swap(a, b)(root)
-        body = json.loads((root / "posgen.json").read_text())
-        entries = [f for c in body["configs"].values() for s in c["splits"].values()
-                   for f in s["files"] if f["path"] in (a, b)]  # fmt: skip
-        for entry in entries:
-            entry["path"] = b if entry["path"] == a else a
-        (root / "posgen.json").write_text(json.dumps(body))
         return a
 
     return damage
@@ -131,7 +116,6 @@ def extra(root: Path) -> str:
 
 
 def card_edited(old: str, new: str) -> Callable[[Path], str]:
-    """A card whose front matter is edited: ``load_dataset`` would read other files."""
 
     def damage(root: Path) -> str:
         card = write_card(root)
@@ -152,8 +136,10 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "byte flipped in the footer": rewrite(lambda data: flip(data, len(data) - 12)),
     "shards of one split swapped": swap(TRAIN1, TRAIN2),
     "shards of two configs swapped": swap(TRAIN0, OTHER),
-    "swapped with the manifest fixed up": swap(TRAIN0, TRAIN1, fix_manifest=True),
-    "files of two splits renamed, paths in the manifest too": renamed(TEST_FILE, VALIDATION),
+    "swapped with the manifest fixed up": swap(TRAIN0, TRAIN1, ("bytes", "sha256")),
+    "files of two splits renamed, paths in the manifest too": swap(
+        TEST_FILE, VALIDATION, ("path",)
+    ),
     "shard deleted": unlink(TRAIN1),
     "unlisted shard added": extra,
     "manifest: spec field edited": edit(lambda b: spec(b).update(train_size=121)),
@@ -375,33 +361,39 @@ def test_load_without_verify_of_a_folder_that_is_not_there_never_asks_the_hub(tm
 
 @pytest.mark.parametrize("case", list(WRONG_TYPES))
 def test_an_argument_of_the_wrong_type_is_a_usage_error_naming_it(small_dataset, case):
-    """They were a TypeError or AttributeError from pathlib, a dict or is_probe_split."""
     read, said = WRONG_TYPES[case]
     with pytest.raises(SplitError, match=re.escape(said)):
         read(small_dataset)
 
 
-@pytest.mark.parametrize("writer", ["stream", "file"])
-def test_an_arrow_shard_replaced_by_one_of_many_rows_is_named_from_its_headers(tmp_path, writer):
-    """facts of an Arrow shard decompressed every batch: a few KB swapped in expanded to
-    16 MB here (850 MB for 2 million rows); an IPC file, not a stream, was an internal error
-    (TypeError); validate read all its rows."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.feather as feather
+ARROW_TEST = "cot/test/data-00000-of-00001.arrow"
 
+
+def arrow_dataset(tmp_path: Path) -> Path:
     from posgen import write_dataset
     from posgen.spec import default_benchmark
-    from posgen.store.dataset import check_files
-    from posgen.validate import validate
 
     root = tmp_path / "ds"
     write_dataset(default_benchmark(("cot",), train_size=8, val_size=2, test_size=2), root,
                   storage="arrow")  # fmt: skip
+    return root
+
+
+@pytest.mark.parametrize("writer", ["stream", "file"])
+def test_an_arrow_shard_replaced_by_one_of_many_rows_is_named_from_its_headers(tmp_path, writer):
+    """A few KB that would decompress to 16 MB: named from headers, read no further."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    from posgen.store.dataset import check_files
+    from posgen.validate import validate
+
+    root = arrow_dataset(tmp_path)
     rows = pa.ListArray.from_arrays(np.arange(0, 2**24 + 1, 2**8, dtype=np.int32),
                                     np.zeros(2**24, np.uint8))  # fmt: skip
     table = pa.table({"id": np.arange(2**16), "tokens": rows})
-    path = root / "cot/test/data-00000-of-00001.arrow"
+    path = root / ARROW_TEST
     if writer == "file":
         feather.write_feather(table, path, compression="zstd")
     else:
@@ -425,19 +417,13 @@ def test_an_arrow_shard_replaced_by_one_of_many_rows_is_named_from_its_headers(t
 def test_an_arrow_shard_rewritten_as_an_ipc_file_with_its_sums_recorded_is_refused(
     record_files, tmp_path
 ):
-    """Its rows were right, so validate and the card passed; load_from_disk and posgen.load
-    read IPC streams only and failed deep in pyarrow."""
+    """load_from_disk reads IPC streams only: right rows in an IPC file are damage."""
     import pyarrow as pa
     import pyarrow.feather as feather
 
-    from posgen import write_dataset
-    from posgen.spec import default_benchmark
     from posgen.validate import validate
 
-    root = tmp_path / "ds"
-    write_dataset(default_benchmark(("cot",), train_size=8, val_size=2, test_size=2), root,
-                  storage="arrow")  # fmt: skip
-    name = "cot/test/data-00000-of-00001.arrow"
+    root, name = arrow_dataset(tmp_path), ARROW_TEST
     table = pa.ipc.open_stream(pa.py_buffer((root / name).read_bytes())).read_all()
     feather.write_feather(table, root / name, compression="uncompressed")
     record_files(root, name)
@@ -448,7 +434,7 @@ def test_an_arrow_shard_rewritten_as_an_ipc_file_with_its_sums_recorded_is_refus
 
 
 def _lists(name: str, change: Callable[[list], object], nullable: bool = False):
-    """Rewrite list column ``name`` of a file: ``change`` edits its rows (lists) in place."""
+    """Rewrite list column ``name``: ``change`` edits its rows (lists) in place."""
 
     def damage(table):
         import pyarrow as pa
@@ -476,8 +462,7 @@ def rewritten(root: Path, name: str, change: Callable, record_files: Callable) -
     record_files(root, name)
 
 
-READ_DAMAGE = {  # (file, split, change, problem); were usage errors (exit 2) naming no file
-    # or blamed on the predictions, longer rows cut to the manifest's length, a NaN cast error
+READ_DAMAGE = {  # case -> (file, split, change, problem)
     "a probed position past the row": (PROBE_FILE, "probe_128",
         _lists("probed", _first_probed(lambda r: r.__setitem__(0, 10**6))),
         "probed positions outside [4, 128)"),

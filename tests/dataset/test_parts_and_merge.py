@@ -162,8 +162,7 @@ def test_a_part_folder_named_twice_is_refused_before_anything_moves(tree, tmp_pa
 def test_a_merge_stopped_while_moving_is_finished_by_the_same_command(
     tree, cli, tmp_path, monkeypatch, stop
 ):
-    """A merge that fails mid-move (a full disk) leaves each file in OUT or its part folder;
-    the same command then finishes it, with the bytes of a merge that never stopped."""
+    """A full disk mid-move: the same command finishes it, as if it never stopped."""
     small = bench(train_size=300, val_size=20, test_size=20, test_length=[96])
     for run in ("whole", "stopped"):
         for i in range(2):
@@ -212,26 +211,24 @@ API_ARGUMENTS = {  # write_dataset(**arguments) -> the refusal, before anything 
     "num_proc 0": ({"num_proc": 0}, "num_proc must be a whole number >= 1"),
     "part a string (a ValueError unpacking it)": ({"part": "1/2"}, "part '1/2': need whole"),
     "part of three numbers": ({"part": (0, 1, 2)}, "need whole numbers 0 <= I < N"),
+    "out None": ({"out": None}, "a dataset folder must be a path, not NoneType"),
+    "out an int": ({"out": 3}, "a dataset folder must be a path, not int"),
+    "out bytes": ({"out": b"ds"}, "a dataset folder must be a path, not bytes"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(API_ARGUMENTS))
-def test_write_dataset_refuses_bad_scale_arguments_before_writing(tmp_path, case):
+def test_write_dataset_refuses_bad_arguments_before_writing(tmp_path, case):
     changed, fragment = API_ARGUMENTS[case]
+    changed = {"out": tmp_path / "ds", **changed}
     with pytest.raises(UsageError, match=re.escape(fragment)):
-        write(tmp_path / "ds", **changed)
+        write(**changed)
     assert not (tmp_path / "ds").exists()
 
 
-@pytest.mark.parametrize("out", [None, 3, b"ds"], ids=["None", "int", "bytes"])
-def test_write_dataset_to_no_path_is_a_usage_error(out):
-    with pytest.raises(UsageError, match="a dataset folder must be a path"):  # was pathlib's
-        writer.write_dataset(bench(), out)  # TypeError
-
-
 def test_merge_of_one_folder_given_as_a_string_reads_that_folder(tmp_path):
-    write(tmp_path / "p0", bench(), part=(0, 2))  # it was read letter by letter: "/ holds no
-    with pytest.raises(UsageError, match="1 of 2 parts missing: 1/2"):  # posgen parts"
+    write(tmp_path / "p0", bench(), part=(0, 2))  # not letter by letter
+    with pytest.raises(UsageError, match="1 of 2 parts missing: 1/2"):
         writer.write_dataset(None, tmp_path / "ds", merge=str(tmp_path / "p0"))
 
 

@@ -25,6 +25,8 @@ from posgen.store.manifest import sha256_file
 from posgen.tasks import TASKS
 
 SPEC = TaskSpec(task="cot", modulus=300, train_size=120, val_size=10, test_size=12)  # uint16
+SMALL = TaskSpec(task="cot", modulus=5, near=2, far=1, train_length=12, test_length=20,
+                 train_size=20, val_size=4, test_size=6)  # fmt: skip
 
 
 @pytest.mark.parametrize("config", TASKS)
@@ -121,10 +123,8 @@ def test_publish_writes_a_validated_card_in_arrow_format_too(cli, tmp_path, tiny
 
 @pytest.mark.parametrize("storage", ["parquet", "arrow"])
 def test_a_verified_load_refuses_a_card_or_sidecar_pointing_elsewhere(tmp_path, storage):
-    """The card's ``configs`` (Parquet) or a sidecar's ``_data_files`` (Arrow) pointed outside:
-    ``posgen.load`` names the card or the sidecar and loads nothing."""
-    spec = TaskSpec(task="cot", modulus=5, near=2, far=1, train_length=12, test_length=20,
-                    train_size=20, val_size=4, test_size=6)  # fmt: skip
+    """The card's ``configs`` or a sidecar's ``_data_files`` pointed outside: named, not loaded."""
+    spec = SMALL
     root, bench = tmp_path / "ds", BenchmarkSpec(name="ds", configs={"cot": spec})
     write_dataset(bench, root, storage=storage, finish=unvalidated_card)
     outside = tmp_path / "outside"
@@ -162,12 +162,9 @@ def test_write_dataset_of_one_task_spec_says_how_to_make_a_benchmark(tmp_path):
 
 
 def test_the_caches_datasets_writes_into_an_arrow_folder_are_no_damage(cli, tmp_path):
-    """``ds.map(...)`` (docs/training.md) writes ``cache-*.arrow`` beside the split files of an
-    Arrow folder: the folder still loads, validates and takes a card; ``--overwrite`` removes
-    them with the folder, as a user's own file it would not."""
-    spec = TaskSpec(task="cot", modulus=5, near=2, far=1, train_length=12, test_length=20,
-                    train_size=20, val_size=4, test_size=6)  # fmt: skip
-    root = tmp_path / "ar"
+    """``ds.map(...)`` writes ``cache-*.arrow``: the folder still loads, validates and takes a
+    card; ``--overwrite`` removes them with the folder."""
+    spec, root = SMALL, tmp_path / "ar"
     write_dataset(BenchmarkSpec(name="ar", configs={"cot": spec}), root, storage="arrow")
     load(root, "cot").map(lambda batch: {"n": [len(t) for t in batch["tokens"]]}, batched=True)
     caches = sorted(p.parent.name for p in root.glob("cot/*/cache-*.arrow"))
@@ -188,7 +185,6 @@ def test_the_caches_datasets_writes_into_an_arrow_folder_are_no_damage(cli, tmp_
     ids=["list", "large_list", "fixed_size_list"],
 )
 def test_file_facts_count_the_rows_and_tokens_of_any_list_column(tmp_path, writer, kind):
-    """What the card and the damage checks count, from headers and footers (nothing read)."""
     table = pa.table(
         {"id": pa.array(range(5), pa.int64()), "tokens": pa.array([[1] * 4] * 5, kind)}
     )

@@ -88,32 +88,46 @@ def _dataset(target: Path, seed: int = 0) -> None:
     write_dataset(bench(seed), target, shard_bytes=SHARD)
 
 
-MERGE_REFUSALS = {  # case -> (what the target holds, a fragment of the error line)
-    "user folder with README.md and posgen.json": (_user_folder, "posgen.json"),
-    "finished dataset of another spec": (lambda t: _dataset(t, seed=5), "finished dataset"),
-    "finished dataset of the same spec": (_dataset, "finished dataset"),
-    "user files under data/": (_user_data, "not posgen parts"),
-    "a file": (lambda t: t.write_text("not a folder\n"), "file"),
-    "symlink to a user folder": (_link_to(_user_folder), "posgen.json"),
-    "parts of another run": (lambda t: part(t, 0, seed=5), "another benchmark"),
-    "a staged file that differs": (_a_different_staged_file, "differs"),
-    "a symlink loop": (_a_loop, "loops"),
-}
+MERGE = None  # `posgen merge TARGET PARTS...`, not `generate --out TARGET`
+REFUSALS = {  # case -> (what the target holds, generate's flags or MERGE, the error's words)
+    "merge into: user folder with README.md and posgen.json": (_user_folder, MERGE, "posgen.json"),
+    "merge into: finished dataset of another spec": (
+        lambda t: _dataset(t, seed=5), MERGE, "finished dataset"),
+    "merge into: finished dataset of the same spec": (_dataset, MERGE, "finished dataset"),
+    "merge into: user files under data/": (_user_data, MERGE, "not posgen parts"),
+    "merge into: a file": (lambda t: t.write_text("not a folder\n"), MERGE, "file"),
+    "merge into: symlink to a user folder": (_link_to(_user_folder), MERGE, "posgen.json"),
+    "merge into: parts of another run": (lambda t: part(t, 0, seed=5), MERGE, "another benchmark"),
+    "merge into: a staged file that differs": (_a_different_staged_file, MERGE, "differs"),
+    "merge into: a symlink loop": (_a_loop, MERGE, "loops"),
+    "--out: a dataset, without --overwrite": (_dataset, [], "pass --overwrite to replace it"),
+    "--out: a user folder": (_user_data, ["--overwrite"], "not a posgen dataset"),
+    "--out: a symlink to a user folder": (
+        _link_to(_user_data), ["--overwrite"], "not a posgen dataset"),
+    "--out: a user folder with a posgen.json of its own": (
+        _user_folder, ["--overwrite"], "that says so"),
+    "--out: a symlink loop": (_a_loop, [], "loops"),
+    "--out: a dataset, with --part": (_dataset, ["--part", "0/2"], "holds a finished dataset"),
+    "--out: parts of another run, with --part": (
+        lambda t: part(t, 0, seed=5), ["--part", "1/3"], "another benchmark"),
+}  # fmt: skip
 
 
-@pytest.mark.parametrize("case", list(MERGE_REFUSALS))
-def test_merge_refuses_a_target_that_is_not_its_own_and_changes_nothing(
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_a_target_that_is_not_the_commands_own_is_refused_and_nothing_changes(
     tree, assert_clean_error, cli, recorded, tmp_path, parts, case
 ):
-    prepare, words = MERGE_REFUSALS[case]
+    prepare, flags, words = REFUSALS[case]
     target = tmp_path / "target"
     prepare(target)
-    before = {folder: tree(folder) for folder in [tmp_path, *parts]}
-    result = cli("merge", target, *parts)
-    after = {folder: tree(folder) for folder in [tmp_path, *parts]}
-    with recorded("target", f"merge into: {case}"):
+    before = tree(tmp_path)  # the parts too
+    if flags is MERGE:
+        result = cli("merge", target, *parts)
+    else:
+        result = cli("generate", "--out", target, *FLAGS, *flags)
+    with recorded("target", case):
         assert_clean_error(result, 2, words)
-        assert after == before
+        assert tree(tmp_path) == before
 
 
 MERGE_TARGETS = ["missing", "empty folder", "symlink to an empty folder", "one of the parts"]
@@ -145,7 +159,7 @@ def _loads(folder: Path) -> dict[str, int] | str:
     """Rows per split ``datasets.load_dataset`` finds in ``folder``'s cot, or why not."""
     try:
         loaded = datasets.load_dataset(str(folder), "cot")
-    except Exception as error:  # any refusal counts; what must never happen is wrong data
+    except Exception as error:  # any refusal counts; wrong data must never be loaded
         return type(error).__name__
     return {name: split.num_rows for name, split in loaded.items()}
 
@@ -250,35 +264,6 @@ def test_a_symlink_out_is_followed_kept_and_leaves_nothing_behind(cli, recorded,
         assert not any(".posgen-" in name for name in links)
         assert leftovers(real) == []
         assert leftovers(link) == []
-
-
-GENERATE_REFUSALS = {
-    "a dataset, without --overwrite": (_dataset, [], "pass --overwrite to replace it"),
-    "a user folder": (_user_data, ["--overwrite"], "not a posgen dataset"),
-    "a symlink to a user folder": (_link_to(_user_data), ["--overwrite"], "not a posgen dataset"),
-    "a user folder with a posgen.json of its own": (_user_folder, ["--overwrite"], "that says so"),
-    "a symlink loop": (_a_loop, [], "loops"),
-    "a dataset, with --part": (_dataset, ["--part", "0/2"], "holds a finished dataset"),
-    "parts of another run, with --part": (
-        lambda t: part(t, 0, seed=5),
-        ["--part", "1/3"],
-        "another benchmark",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", list(GENERATE_REFUSALS))
-def test_generate_refuses_a_target_it_may_not_replace_and_changes_nothing(
-    tree, assert_clean_error, cli, recorded, tmp_path, case
-):
-    prepare, flags, words = GENERATE_REFUSALS[case]
-    target = tmp_path / "target"
-    prepare(target)
-    before = tree(tmp_path)
-    result = cli("generate", "--out", target, *FLAGS, *flags)
-    with recorded("target", f"--out: {case}"):
-        assert_clean_error(result, 2, words)
-        assert tree(tmp_path) == before
 
 
 def test_parts_through_a_symlink_land_where_it_points(tree, recorded, tmp_path, single):
