@@ -23,15 +23,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-from posgen.encodings import (
-    ENCODINGS,
-    MODIFIERS,
-    NO_ROPE,
-    PES,
-    Lengths,
-    PEError,
-    PositionEncoding,
-)
+from posgen.encodings import ENCODINGS, MODIFIERS, NO_ROPE, PES, Lengths, PEError, PositionEncoding
 from posgen.encodings.relative import (
     CoPE,
     Fire,
