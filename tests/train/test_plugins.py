@@ -38,8 +38,7 @@ else:  # pragma: no cover
 
 
 def dist_info(plugin_site, name: str, version: str, groups: dict[str, dict[str, str]]) -> None:
-    """A distribution's dist-info with ``groups`` (group -> name -> target) as its entry points
-    (what ``pip install`` writes) in the site folder: ``importlib.metadata`` finds it."""
+    """A dist-info with ``groups`` (group -> name -> target) as entry points, as pip writes it."""
     dist = f"{name}-{version}.dist-info"
     plugin_site(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
     lines = []
@@ -155,7 +154,7 @@ def test_load_model_of_a_missing_or_damaged_saved_model_is_one_usage_error_namin
     assert "\n" not in str(error.value)
 
 
-# --- a plugin never replaces a built-in --------------------------------------------------
+# --- a plugin never replaces a built-in ----------------------------------------------------
 
 HEADER = """
 import torch
@@ -216,8 +215,7 @@ CASES = {  # the plugin's X -> a fragment of the error line
 
 
 def intact() -> dict[str, object]:
-    """What no plugin may change: transformers' rope functions, ALiBi's attention, the resolved
-    RoPE and ALiBi."""
+    """What no plugin may change: rope functions, ALiBi's attention, the resolved RoPE, ALiBi."""
     return {
         "rope functions": dict(ROPE_INIT_FUNCTIONS),
         "alibi attention": AttentionInterface().get("posgen_bias_alibi"),
