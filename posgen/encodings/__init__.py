@@ -1,5 +1,4 @@
-"""Position encodings: what a ``--pe`` is, the one registry :data:`ENCODINGS` (built-ins,
-entry points of ``posgen.position_encodings``, ``package.module:NAME``) and a run's
+"""Position encodings: what a ``--pe`` is, the one registry :data:`ENCODINGS` and a run's
 resolution; no torch here (:mod:`.builtin` holds the built-ins, :mod:`.model` the Llama).
 
 >>> resolve(PERequest.parse("linear", ["factor=2"], None), Lengths(64, 256, 16, 4)).label
@@ -36,16 +35,12 @@ NO_ROPE: dict[str, Any] = {
 }
 """Rope parameters that rotate nothing (tested: logits do not depend on the positions)."""
 
-NO_TABLE = frozenset(
-    [
-        *PES,
-        *("linear", "resonance_linear", "dynamic", "resonance_dynamic", "longrope", "llama3"),
-        *("resonance_llama3", "proportional", "resonance_proportional", "nope"),
-        *("alibi", "t5", "fire", "fire-random", "kerple", "xpos", "cope", "logn"),
-    ]
-)
-"""The built-ins without a table of input positions, known without importing them (the memory
-estimate counts a table of ``--randomized-positions`` rows for every other name)."""
+NO_TABLE = frozenset(PES) | {
+    *("linear", "resonance_linear", "dynamic", "resonance_dynamic", "longrope", "llama3"),
+    *("resonance_llama3", "proportional", "resonance_proportional", "nope", "alibi", "t5"),
+    *("fire", "fire-random", "kerple", "xpos", "cope", "logn"),
+}
+"""The built-ins without an input-position table, known without importing them."""
 
 When = Literal["train-time", "evaluation-time"]
 
@@ -167,8 +162,8 @@ def _combination(name: str) -> bool:
 
 
 class Registry(Mapping[str, PositionEncoding]):
-    """Every position encoding by name: the registered ones (the built-ins of module
-    ``builtin``, imported when first asked), then the entry points; ``module:NAME`` unregistered."""
+    """Every encoding by name: the built-ins (module ``builtin``, imported when first asked),
+    then the entry points; ``module:NAME`` is looked up unregistered."""
 
     def __init__(self, builtin: str) -> None:
         self._builtin = builtin
@@ -187,7 +182,7 @@ class Registry(Mapping[str, PositionEncoding]):
 
     def _all(self, name: str | None = None) -> dict[str, PositionEncoding | _Lazy]:
         """The entries; entry points are read unless ``name`` is registered already."""
-        importlib.import_module(self._builtin)  # registers the built-ins
+        importlib.import_module(self._builtin)
         out: dict[str, PositionEncoding | _Lazy] = dict(self._entries)
         if name in out:
             return out
@@ -242,8 +237,7 @@ def available() -> dict[str, PositionEncoding]:
 
 
 class PERequest(BaseModel):
-    """A name (built in, entry point or ``module:attr``), parameter overrides and randomized
-    positions (a range size, ``auto`` = L'+1)."""
+    """A name, parameter overrides and randomized positions (a range size, ``auto`` = L'+1)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -336,7 +330,7 @@ class ResolvedPE:
         return max(self.lengths.test + 1, self.randomized or 0)
 
     def training_key(self) -> str:
-        """What training depends on: runs with equal keys train identically."""
+        """Runs with equal keys train identically."""
         key: dict[str, Any] = {
             "rope": self.rope(evaluation=False),
             "attention": self.encoding.attention,
@@ -388,16 +382,14 @@ def same_value(given: Any, default: Any) -> bool:
 
 
 def failed(name: str, encoding: PositionEncoding, what: str, error: BaseException) -> PEError:
-    """The line of an encoding's own code (``what``: its defaults, its check) that raised
-    ``error`` or called ``sys.exit``: the encoding and where it came from named."""
+    """The line for ``what`` of an encoding's own code (its defaults, its check) that raised."""
     reason = shown(str(error), 300) or "(no message)"
     return PEError(f"--pe {name} ({encoding.source}): {what} failed ({type(error).__name__}: "
                    f"{reason})")  # fmt: skip
 
 
 def defaults_of(name: str, encoding: PositionEncoding, lengths: Lengths) -> Mapping[str, Any]:
-    """The encoding's defaults for ``lengths``; a :class:`PEError` when they fail or are no
-    mapping (a plugin's bug)."""
+    """The encoding's defaults; a :class:`PEError` when they fail or are no mapping."""
     try:
         defaults = encoding.defaults(lengths)
     except (Exception, SystemExit) as error:
@@ -413,7 +405,7 @@ def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
     parameter given at its default is dropped from the request (one label, one run)."""
     encoding = ENCODINGS[request.name]
     defaults = defaults_of(request.name, encoding, lengths)
-    try:  # a plugin's defaults keep the ranges a --pe-param must keep
+    try:
         check_parameters(encoding.name, defaults)
     except ValueError as error:
         raise PEError(f"{error} (the encoding's default)") from None

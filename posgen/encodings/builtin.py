@@ -1,6 +1,5 @@
 """Every built-in position encoding, registered in table order, and the constructors
-(:func:`rope_encoding`, :func:`bias_encoding`) that plugins use too. ``scale_at=evaluation``
-trains with the unscaled frequencies and evaluates with the scaled ones.
+(:func:`rope_encoding`, :func:`bias_encoding`) that plugins use too.
 
 >>> lengths = Lengths(train=64, test=256, head_dim=16, heads=4)
 >>> LINEAR = ENCODINGS["linear"]
@@ -24,15 +23,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-from posgen.encodings import (
-    ENCODINGS,
-    MODIFIERS,
-    NO_ROPE,
-    PES,
-    Lengths,
-    PEError,
-    PositionEncoding,
-)
+from posgen.encodings import ENCODINGS, MODIFIERS, NO_ROPE, PES, Lengths, PEError, PositionEncoding
 from posgen.encodings.relative import (
     CoPE,
     Fire,
@@ -49,17 +40,14 @@ SCALE_AT = ("evaluation", "train")
 
 TRANSFORMERS_ROPE_TYPES = frozenset({"default", *ROPE_INIT_FUNCTIONS})
 """transformers' own rope types (``default``: Llama's RoPE): a plugin's never replace one."""
-_ROPE_FUNCTIONS: dict[str, Any] = {
-    kind: ROPE_INIT_FUNCTIONS.get(kind) for kind in TRANSFORMERS_ROPE_TYPES
-}
+_ROPE_FUNCTIONS = {kind: ROPE_INIT_FUNCTIONS.get(kind) for kind in TRANSFORMERS_ROPE_TYPES}
 """Every rope type posgen uses and its function when posgen took it (None: Llama's default)."""
 _OWNERS: dict[str, str] = {}
 """Rope types and attention functions posgen registered, and who registered each."""
 
 Defaults = Callable[[Lengths], dict[str, Any]]
 Frequencies = Callable[..., tuple[torch.Tensor, float]]
-"""transformers' rope init function: ``(config, device, seq_len, **kwargs) -> (inv_freq,
-attention scaling)``."""
+"""A rope init function: ``(config, device, seq_len, **kwargs) -> (inv_freq, scaling)``."""
 
 
 def _claim(kind: str, key: str, function: Callable[..., Any], name: str) -> None:
@@ -86,7 +74,6 @@ def _qualname(function: Any) -> str:
 
 
 def _own_name(name: str) -> None:
-    """A :class:`PEError` when a plugin takes a built-in's name."""
     if ENCODINGS.sealed and name in ENCODINGS.builtin_names:
         raise PEError(
             f"a plugin named {name!r} would replace the built-in position encoding {name}; "
@@ -119,9 +106,8 @@ def rope_encoding(
     max_positions: Callable[[Mapping[str, Any], Lengths], int] | None = None,
 ) -> PositionEncoding:
     """A rope init function as a position encoding (what a rope plugin calls): ``frequencies``
-    (None: a type transformers has) registered as rope type ``rope_type`` (default ``name``);
-    ``scale_at=evaluation`` trains with ``unscaled``. A name or rope type taken is a
-    :class:`PEError`, registering nothing."""
+    (None: a type transformers has) as rope type ``rope_type`` (default ``name``);
+    ``scale_at=evaluation`` trains with ``unscaled``. A name or rope type taken: a PEError."""
     rope_type = rope_type or name
     _own_name(name)
     if frequencies is not None:
@@ -168,7 +154,6 @@ def resonance_of(rope_type: str) -> Frequencies:
     def frequencies(
         config: PreTrainedConfig, device: Any = None, seq_len: int | None = None, **kwargs: Any
     ) -> tuple[torch.Tensor, float]:
-        # transformers' own, whatever the table holds now (None: Llama's default)
         init = _ROPE_FUNCTIONS[rope_type] or LlamaRotaryEmbedding.compute_default_rope_parameters
         inv_freq, attention_factor = init(config, device=device, seq_len=seq_len, **kwargs)
         return (2 * math.pi / torch.round(2 * math.pi / inv_freq)).to(device), attention_factor
@@ -187,8 +172,8 @@ def train_positions(lengths: Lengths) -> int:
 
 
 class RopeType(NamedTuple):
-    """One rope encoding: transformers' rope type, its parameters after ``rope_theta`` (values
-    or functions of :class:`Lengths`), and whether it has a Resonance twin."""
+    """One rope encoding: its rope type, its parameters after ``rope_theta`` (values or
+    functions of :class:`Lengths`), and whether it has a Resonance twin."""
 
     name: str
     rope_type: str
@@ -292,8 +277,7 @@ ROPE_TYPES = (
         resonance=False,
     ),
 )
-"""The rope encodings, in table order (the paper's four first). Partial RoPE and NoPE use
-``proportional`` (``default`` ignores ``partial_rotary_factor``)."""
+"""The rope encodings in table order; ``default`` ignores ``partial_rotary_factor``."""
 
 
 def rope_parameters(
@@ -314,7 +298,6 @@ def rope_parameters(
 Bias = Callable[[torch.Tensor, int, Mapping[str, Any]], torch.Tensor]
 """``(position_ids (batch, T), heads, parameters) -> additive bias (batch, heads, T, T)``."""
 BiasModule = Callable[[Mapping[str, Any], Lengths], nn.Module]
-"""``(parameters, lengths) -> module`` whose ``forward(position_ids)`` is the bias."""
 
 PARAMETERS_ATTRIBUTE = "posgen_pe_parameters"
 """Config attribute holding an attention encoding's parameters (saved with the config)."""
@@ -327,8 +310,7 @@ def _parameters(module: nn.Module) -> Mapping[str, Any]:
 def sdpa_with(
     transform: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[Any, ...]],
 ) -> Callable[..., tuple[torch.Tensor, None]]:
-    """SDPA on ``transform(module, query, key, position_ids) -> (query, key, sdpa keywords)``
-    (an attention function: ``position_bias`` is a bias added to the logits)."""
+    """SDPA on ``transform(module, query, key, position_ids) -> (query, key, sdpa keywords)``."""
 
     def attention(
         module: nn.Module,
@@ -370,9 +352,8 @@ def bias_encoding(
     check: Callable[[Mapping[str, Any], Lengths], None] | None = None,
 ) -> PositionEncoding:
     """A bias added to the attention logits through SDPA, rope off (what a bias plugin calls):
-    a fixed ``bias(position_ids, heads, parameters)``, or a learned ``module(parameters,
-    lengths)`` whose ``forward(position_ids)`` is the bias, owned by the model (one per layer,
-    or one with ``shared``). A name or attention taken is a :class:`PEError`."""
+    a fixed ``bias(position_ids, heads, parameters)`` or a learned ``module(parameters,
+    lengths)`` (one per layer, or one with ``shared``). A name or attention taken: a PEError."""
     if (bias is None) == (module is None):
         raise ValueError(f"bias_encoding {name!r}: give a bias function or module=, not both")
     _own_name(name)
@@ -396,8 +377,8 @@ def bias_encoding(
     AttentionMaskInterface.register(implementation, sdpa_mask)
 
     def checks(parameters: Mapping[str, Any], lengths: Lengths) -> None:
-        """``check``, then the bias of position ids ``[[0, 1, 2]]`` (the torch RNG left as it
-        was): a function's needs no gradients, a module learns something, both fit."""
+        """``check``, then the bias of positions ``[[0, 1, 2]]``: a function's needs no
+        gradients, a module learns something, both fit."""
         if check is not None:
             check(parameters, lengths)
         positions = torch.arange(3)[None]
@@ -450,8 +431,7 @@ def _power_of_two_slopes(heads: int) -> list[float]:
 
 
 def alibi_slopes(heads: int) -> torch.Tensor:
-    """ALiBi's per-head slopes (Press et al.'s ``get_slopes``): ``2^(-8h/H)`` for H a power of
-    two, else those of the power below, then every other slope of twice that.
+    """ALiBi's per-head slopes (Press et al.'s ``get_slopes``).
 
     >>> [round(s, 4) for s in alibi_slopes(6).tolist()]
     [0.25, 0.0625, 0.0156, 0.0039, 0.5, 0.125]
@@ -468,8 +448,7 @@ def alibi_slopes(heads: int) -> torch.Tensor:
 def alibi_bias(
     position_ids: torch.Tensor, heads: int, parameters: Mapping[str, Any] | None = None
 ) -> torch.Tensor:
-    """ALiBi's bias ``-m_h (p_i - p_j)`` ``(batch, H, T, T)`` for position ids ``(batch, T)``
-    (:func:`~posgen.encodings.relative.distances`: 0 where the future is masked)."""
+    """ALiBi's bias ``-m_h (p_i - p_j)`` ``(batch, H, T, T)`` for position ids ``(batch, T)``."""
     slopes = alibi_slopes(heads).to(position_ids.device)
     return -slopes[None, :, None, None] * distances(position_ids)[:, None]
 
@@ -479,9 +458,8 @@ EMBEDDING_STD = 0.02
 
 
 class SinusoidalPositions(nn.Module):
-    """Vaswani et al.'s ``PE[p, 2i] = sin(p / 10000^(2i/d))``, ``PE[p, 2i+1] = cos(...)`` by
-    position id (a buffer, recomputed rather than saved), scaled to a per-dimension RMS of
-    ``EMBEDDING_STD``, the token embeddings' std (unscaled, it drowns them and never trains)."""
+    """Vaswani et al.'s ``PE[p, 2i] = sin(p / 10000^(2i/d))``, ``PE[p, 2i+1] = cos(...)``,
+    scaled to the token embeddings' RMS (unscaled, it drowns them and never trains)."""
 
     def __init__(self, positions: int, hidden: int) -> None:
         super().__init__()
@@ -513,8 +491,8 @@ def sinusoidal_positions(
 
 @dataclass(frozen=True)
 class RandomPositions:
-    """Randomized position ids (Ruoss et al. 2023) over ``0 .. range_size-1``: each row's drawn
-    without replacement and sorted, keyed by ``(seed, phase, step or split, row)``."""
+    """Randomized position ids (Ruoss et al. 2023): each row's drawn from ``range_size`` without
+    replacement and sorted, keyed by ``(seed, phase, step or split, row)``."""
 
     seed: int
     range_size: int
@@ -542,8 +520,7 @@ class RandomPositions:
 
 
 def xpos(module: nn.Module, query: torch.Tensor, key: torch.Tensor, positions: torch.Tensor):
-    """xPos on the rotated q and k: q times ``zeta^(p/scale_base)``, k divided by it, so the
-    logit of query i and key j decays as ``zeta^((p_i - p_j)/scale_base)``."""
+    """xPos on the rotated q and k: q times ``zeta^(p/scale_base)``, k divided by it."""
     parameters = _parameters(module)
     gamma, scale_base = float(parameters["gamma"]), float(parameters["scale_base"])
     scale = xpos_scale(positions, query.shape[-1], gamma, scale_base).to(query.dtype)
@@ -569,8 +546,7 @@ LOGN = "train_positions"
 
 
 def with_logn(base: PositionEncoding) -> PositionEncoding:
-    """``BASE+logn``: a rope encoding (sdpa attention) with log-n query scaling added; its
-    parameters are the base's plus ``train_positions`` (default L+1)."""
+    """``BASE+logn``: a rope encoding with log-n query scaling and ``train_positions`` added."""
     if base.attention is not None:
         raise PEError(
             f"--pe {base.name}+logn: log-n scaling combines with rope encodings only "

@@ -1,5 +1,4 @@
-"""Build, save and load the model of every run: a stock ``LlamaForCausalLM`` with an encoding
-(:func:`load_model` is ``posgen.load_model``)."""
+"""Build, save and load the model of every run: a stock ``LlamaForCausalLM`` with an encoding."""
 
 from __future__ import annotations
 
@@ -55,9 +54,8 @@ def llama_for(
     intermediate: int,
     evaluation: bool = False,
 ) -> LlamaForCausalLM:
-    """A freshly initialised Llama (from the current torch RNG) with ``pe``: an input-position
-    module (:data:`ATTRIBUTE`, added to the token embeddings by a pre-hook) on the ``LlamaModel``,
-    an attention module (:data:`MODULE`) on each attention layer (or, shared, the model)."""
+    """A freshly initialised Llama (from the current torch RNG) with ``pe``'s input-position
+    module (:data:`ATTRIBUTE`) and attention modules (:data:`MODULE`)."""
     hf_logging.set_verbosity_error()  # custom rope types have no transformers validator
     extra: dict[str, Any] = {}
     if pe.encoding.attention is not None:
@@ -100,9 +98,8 @@ _CHECKED: set[str] = set()
 
 
 def check_encoding(pe: ResolvedPE) -> None:
-    """Run a training row (L+1 tokens, training frequencies) and an evaluation row (L'+1 tokens,
-    evaluation frequencies: every position a test row meets) through a one-layer Llama with
-    ``pe``: a failure (outputs not finite, too) is a :class:`PEError` naming its source."""
+    """Run a training row (L+1 tokens) and an evaluation row (L'+1 tokens, evaluation
+    frequencies) through a one-layer Llama: a failure or a non-finite output is a PEError."""
     lengths = pe.lengths
     key = json.dumps(
         [pe.name, pe.encoding.source, pe.training_key(), pe.rope(True), asdict(lengths)],
@@ -135,8 +132,7 @@ def check_encoding(pe: ResolvedPE) -> None:
 
 
 def use_frequencies(model: PreTrainedModel, parameters: dict[str, Any]) -> None:
-    """Give ``model`` the rotary frequencies of ``parameters``; weights stay as they are (the
-    rotary embedding is rebuilt from the updated config on the old one's device)."""
+    """Give ``model`` the rotary frequencies of ``parameters``; weights stay as they are."""
     base = model.base_model
     old = base.rotary_emb
     device = old.inv_freq.device
@@ -161,7 +157,7 @@ def save_model(model: LlamaForCausalLM, pe: ResolvedPE, folder: Path) -> None:
 
 def load_model(folder: str | Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
     """The model :func:`save_model` wrote in RUN/model (``folder``: RUN or RUN/model) and its
-    encoding, with evaluation frequencies, in eval mode: it predicts what the run predicted."""
+    encoding, with evaluation frequencies, in eval mode."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -211,8 +207,7 @@ def load_model(folder: str | Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
 
 
 def _config_of(folder: Path, weights: dict[str, torch.Tensor]) -> LlamaConfig:
-    """``folder/config.json``, once its sizes agree with the ``weights`` (a config claiming a
-    larger model is refused before anything of its size is built)."""
+    """``folder/config.json``, once its sizes agree with the ``weights``."""
     path = folder / "config.json"
     try:
         config = LlamaConfig.from_json_file(path)
@@ -243,7 +238,7 @@ def _config_of(folder: Path, weights: dict[str, torch.Tensor]) -> LlamaConfig:
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: the encoding's own weights without weight decay (it would shrink rows and
-    buckets training never reaches and pull learned parameters towards another encoding)."""
+    buckets training never reaches)."""
     exempt = [
         parameter
         for name, module in model.named_modules()

@@ -1,7 +1,6 @@
 """The torch side of T5, FIRE, KERPLE (log), xPos, CoPE and log-n (registered in :mod:`.builtin`).
 
-Every bias module maps position ids ``(batch, T)`` to an additive bias ``(batch, heads, T,
-T)`` (query i, key j); only ``j <= i`` is read, so distances ``p_i - p_j`` are clamped at 0.
+A bias module maps position ids ``(batch, T)`` to a bias ``(batch, heads, T, T)``.
 
 >>> t5_buckets(torch.tensor([0, 1, 15, 16, 40, 127, 128, 10_000]), 32, 128).tolist()
 [0, 1, 15, 16, 23, 31, 31, 31]
@@ -44,10 +43,8 @@ class T5Bias(nn.Module):
 
     def __init__(self, parameters: Mapping[str, Any], lengths: Lengths) -> None:
         super().__init__()
-        self.buckets, self.max_distance = (
-            int(parameters["buckets"]),
-            int(parameters["max_distance"]),
-        )
+        self.buckets = int(parameters["buckets"])
+        self.max_distance = int(parameters["max_distance"])
         self.bias = nn.Embedding(self.buckets, lengths.heads)
         nn.init.normal_(self.bias.weight, std=0.02)
 
@@ -114,9 +111,8 @@ class CoPE(nn.Module):
 
     def forward(self, query: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """``q_i . e[p_ij]`` of the contextual positions ``p_ij = sum_{t=j..i} sigmoid(l_it)``
-        (``logits`` masked with -inf: masked gates are 0), linearly interpolated between the
-        integer positions and clamped to the last one. A position never exceeds the row's
-        keys: the columns past them are left out (10^6 of them were gigabytes a batch)."""
+        (masked gates are 0), interpolated between integers and clamped to the last one; a
+        position never exceeds the row's keys, so the columns past them are left out."""
         gates = torch.sigmoid(logits)
         embedding = self.embedding[:, : logits.shape[-1] + 1]
         positions = gates.flip(-1).cumsum(dim=-1).flip(-1).clamp(max=embedding.shape[1] - 1)

@@ -15,14 +15,16 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from torch.overrides import TorchFunctionMode
 from transformers import LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
+from posgen import encodings
 from posgen.encodings import ENCODINGS, Lengths, PEError, PERequest, resolve
 from posgen.encodings.builtin import ROPE_TYPES, RandomPositions, alibi_slopes
 from posgen.encodings.model import ATTRIBUTE, MODULE, llama_for, load_model, parameter_groups
-from posgen.encodings.relative import t5_buckets
+from posgen.encodings.relative import CoPE, t5_buckets
 from posgen.scoring.prediction_files import read_predictions
 from posgen.train import MODEL
 from posgen.train.config import preset
@@ -86,13 +88,11 @@ def test_built_ins_are_in_table_order_with_a_row_and_twin_per_transformers_rope_
 
 
 def test_register_refuses_a_name_twice():
-    from posgen.encodings import PositionEncoding, Registry
-
-    registry = Registry(builtin="json")  # a module that registers nothing
+    registry = encodings.Registry(builtin="json")  # a module that registers nothing
     registry.register(ENCODINGS["rope"])
     assert list(registry) == ["rope"]
     with pytest.raises(PEError, match="'rope' is already registered"):
-        registry.register(PositionEncoding(name="rope", summary="again"))
+        registry.register(encodings.PositionEncoding(name="rope", summary="again"))
 
 
 BAD_REQUESTS = [
@@ -265,18 +265,17 @@ def t5_bucket(d: int, buckets: int = 32, max_distance: int = 128) -> int:
 
 
 def biased(bias):
-    """The logit of plain attention plus ``bias(h, i, j)``."""
-    return lambda h, i, j, q, k: dot(q[i], k[j]) * SCALE + bias(h, i, j)
+    """The logit of plain attention plus ``bias(h, d, i)`` (``d = p_i - p_j``)."""
+    return lambda h, i, j, q, k: dot(q[i], k[j]) * SCALE + bias(h, POSITIONS[i] - POSITIONS[j], i)
 
 
 def alibi_logit(model):
-    slopes = published_slopes(HEADS)
-    return biased(lambda h, i, j: -slopes[h] * (POSITIONS[i] - POSITIONS[j]))
+    return biased(lambda h, d, i: -published_slopes(HEADS)[h] * d)
 
 
 def t5_logit(model):
     table = model.model.position_module.bias.weight.double()
-    return biased(lambda h, i, j: table[t5_bucket(POSITIONS[i] - POSITIONS[j]), h].item())
+    return biased(lambda h, d, i: table[t5_bucket(d), h].item())
 
 
 def fire_logit(model):
@@ -286,8 +285,8 @@ def fire_logit(model):
     w1, b1 = fire.mlp[0].weight[:, 0].tolist(), fire.mlp[0].bias.tolist()
     w2, b2 = fire.mlp[2].weight.tolist(), fire.mlp[2].bias.tolist()
 
-    def bias(h: int, i: int, j: int) -> float:
-        x = math.log(c * (POSITIONS[i] - POSITIONS[j]) + 1)
+    def bias(h: int, d: int, i: int) -> float:
+        x = math.log(c * d + 1)
         x /= math.log(c * max(POSITIONS[i], threshold) + 1) + 1e-6
         hidden = [max(0.0, w * x + b) for w, b in zip(w1, b1, strict=True)]
         return sum(w * a for w, a in zip(w2[h], hidden, strict=True)) + b2[h]
@@ -299,7 +298,7 @@ def kerple_logit(model):
     """KERPLE log: -r1 log(1 + r2 |p_i - p_j|), r1 and r2 at least 0.01."""
     kerple = model.model.layers[0].self_attn.position_module
     r1, r2 = ([max(v, 0.01) for v in r.tolist()] for r in (kerple.r1, kerple.r2))
-    return biased(lambda h, i, j: -r1[h] * math.log(1 + r2[h] * abs(POSITIONS[i] - POSITIONS[j])))
+    return biased(lambda h, d, i: -r1[h] * math.log(1 + r2[h] * d))
 
 
 def xpos_logit(model):
@@ -374,12 +373,6 @@ def test_learned_encodings_own_their_weights_outside_weight_decay(pe):
 
 
 def test_cope_with_a_million_positions_computes_only_those_a_row_reaches():
-    """--pe-param positions=1000000 once made batch x heads x keys x 10^6 floats a layer (killed
-    for memory): a contextual position never exceeds the row's keys."""
-    from torch.overrides import TorchFunctionMode
-
-    from posgen.encodings.relative import CoPE
-
     class Largest(TorchFunctionMode):
         numel = 0
 
@@ -444,7 +437,6 @@ def test_every_encoding_is_causal_and_one_that_ignores_the_mask_is_caught(
 
 
 def test_sinusoidal_table_is_vaswanis_at_the_size_of_the_token_embeddings():
-    """Scaled so its per-dimension RMS is the embeddings' std (unscaled, it never trained)."""
     model = tiny("sinusoidal").model
     table = model.position_embedding.table
     p, d = 7, HEADS * HEAD_DIM
@@ -456,19 +448,6 @@ def test_sinusoidal_table_is_vaswanis_at_the_size_of_the_token_embeddings():
     np.testing.assert_allclose(table[p].numpy(), np.multiply(want, scale), rtol=1e-5, atol=1e-8)
     rms = table.pow(2).mean().sqrt().item()
     assert rms == pytest.approx(model.config.initializer_range, rel=0.05)
-
-
-def test_learned_positions_past_l_are_untouched_by_training(tiny_training_dataset, tmp_path):
-    config = preset("cpu", **TINY, epochs=1, max_steps=3, lr=1e-2)
-    out = tmp_path / "run"
-    train_runs(tiny_training_dataset, "recursive", ["learned"], config, 3, [out], "cpu", save=True)
-    trained, _ = load_model(out / MODEL)
-    reference = RunData.load(tiny_training_dataset, "recursive").train
-    before = getattr(build_model(config, reference, "learned", 3).model, ATTRIBUTE).weight
-    after = getattr(trained.model, ATTRIBUTE).weight
-    assert before.shape[0] == L_TEST + 1
-    assert torch.equal(after[L + 1 :], before[L + 1 :])
-    assert not torch.equal(after[: L + 1], before[: L + 1])
 
 
 def test_randomized_positions_are_sorted_distinct_in_range_and_independent_of_the_batch():
@@ -490,9 +469,24 @@ def test_fire_random_is_fire_with_randomized_positions_over_l_prime_plus_1_by_de
     assert resolve(PERequest(name="fire"), LENGTHS).randomized is None
 
 
-def test_randomized_positions_reach_the_model_in_training(
-    tiny_training_dataset, tmp_path, monkeypatch
+# --- every PE: trains a few steps, saves, reloads to the same predictions ------------------
+
+REQUESTS = [PERequest(name=name) for name in ENCODINGS] + [
+    PERequest(name="alibi", randomized="auto"),
+    PERequest(name="rope", randomized=300),
+    PERequest(name="yarn+logn"),
+    PERequest(name="linear", parameters={"factor": 2}),
+]
+
+
+@pytest.mark.parametrize(
+    "request_", REQUESTS, ids=[*ENCODINGS, "alibi+auto", "rope+300", "yarn+logn", "pi2"]
+)
+def test_every_pe_trains_saves_reloads_and_records_what_it_trained(
+    tiny_training_dataset, tmp_path, monkeypatch, request_
 ):
+    from posgen.train.trainer import evaluation_positions
+
     seen = []
 
     def spy(position_ids, device):
@@ -501,35 +495,22 @@ def test_randomized_positions_reach_the_model_in_training(
 
     monkeypatch.setattr("posgen.train.trainer.position_inputs", spy)
     config = preset("cpu", **TINY, epochs=1, max_steps=2)
-    request = PERequest(name="rope", randomized=300)
-    train_runs(tiny_training_dataset, "recursive", [request], config, 5, [tmp_path / "r"], "cpu")
-    assert seen and all(ids is not None for ids in seen)
-    assert max(int(ids.max()) for ids in seen) > L
-
-
-# --- every PE: trains a few steps, saves, reloads to the same predictions ------------------
-
-REQUESTS = [PERequest(name=name) for name in ENCODINGS] + [
-    PERequest(name="alibi", randomized="auto"),
-    PERequest(name="yarn+logn"),
-    PERequest(name="linear", parameters={"factor": 2}),
-]
-
-
-@pytest.mark.parametrize("request_", REQUESTS, ids=[*ENCODINGS, "alibi+auto", "yarn+logn", "pi2"])
-def test_every_pe_trains_saves_reloads_and_records_what_it_trained(
-    tiny_training_dataset, tmp_path, request_
-):
-    from posgen.train.trainer import evaluation_positions
-
-    config = preset("cpu", **TINY, epochs=1, max_steps=2)
     out = tmp_path / "run"
     summary = train_runs(
         tiny_training_dataset, "recursive", [request_], config, 1, [out], "cpu", save=True
     )[0]
     assert summary["id_accuracy"] is not None
     model, pe = load_model(out / MODEL)
-    test = RunData.load(tiny_training_dataset, "recursive").test
+    if pe.randomized is not None:  # randomized positions reach the model in training
+        assert seen and all(ids is not None for ids in seen)
+        assert max(int(ids.max()) for ids in seen) > L
+    data = RunData.load(tiny_training_dataset, "recursive")
+    if pe.name == "learned":  # its rows past L are untouched by training
+        before = getattr(build_model(config, data.train, "learned", 1).model, ATTRIBUTE).weight
+        after = getattr(model.model, ATTRIBUTE).weight
+        assert before.shape[0] == L_TEST + 1 and torch.equal(after[L + 1 :], before[L + 1 :])
+        assert not torch.equal(after[: L + 1], before[: L + 1])
+    test = data.test
     positions = evaluation_positions(pe, 1, "test")
     again = predict(model, lm_tensors(test)["input_ids"], 3, torch.device("cpu"), 17, positions)
     saved = read_predictions(out / "predictions.parquet")

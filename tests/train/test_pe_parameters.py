@@ -1,5 +1,5 @@
-"""Issue 27, classes 4 and 5: a bad parameter is one ``error:`` line, exit 2, before torch is
-imported; a plugin that breaks is one line naming it; a loss that turns NaN stops the run."""
+"""A bad parameter is one ``error:`` line, exit 2, before torch is imported; a plugin that
+breaks is one line naming it; a loss that turns NaN stops the run."""
 # ruff: noqa: E402
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""Position-encoding plugins: the README's, written from it alone, listed, trained and in the
-results; one clashing with a built-in (issue 27, class 2: its name, a rope type, an attention)
-or a table replaced behind posgen's back is one ``error:`` line, exit 2, and changes nothing."""
+"""Position-encoding plugins: the README's, listed, trained and in the results; one clashing with
+a built-in or a table replaced behind posgen's back is one ``error:`` line, exit 2."""
 # ruff: noqa: E402
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import asdict
 
 import pytest
 
@@ -29,6 +29,8 @@ from posgen.scoring.prediction_files import read_predictions
 from posgen.train.config import preset
 from posgen.train.trainer import RunData, build_model, lm_tensors, predict
 
+LENGTHS = Lengths(train=64, test=256, head_dim=8, heads=2)
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -36,8 +38,7 @@ else:  # pragma: no cover
 
 
 def dist_info(plugin_site, name: str, version: str, groups: dict[str, dict[str, str]]) -> None:
-    """A distribution's dist-info with ``groups`` (group -> name -> target) as its entry points
-    (what ``pip install`` writes) in the site folder: ``importlib.metadata`` finds it."""
+    """A dist-info with ``groups`` (group -> name -> target) as entry points, as pip writes it."""
     dist = f"{name}-{version}.dist-info"
     plugin_site(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
     lines = []
@@ -46,27 +47,17 @@ def dist_info(plugin_site, name: str, version: str, groups: dict[str, dict[str, 
     plugin_site(f"{dist}/entry_points.txt", "\n".join(lines) + "\n")
 
 
-@pytest.fixture
-def installed(plugin_site, readme_block) -> dict:
-    """The README's plugin, installed as its ``pyproject.toml`` says into the site folder."""
+def test_the_readme_plugin_installed_is_listed_trains_with_its_frequencies_and_ranks(
+    cli, train_tiny, plugin_site, readme_block, tmp_path
+):
     plugin_site("mype/__init__.py", readme_block("# mype/__init__.py"))
     project = tomllib.loads(readme_block("# pyproject.toml"))["project"]
+    assert list(project["entry-points"]) == ["posgen.position_encodings"]
     dist_info(plugin_site, project["name"], project["version"], project["entry-points"])
-    return project
-
-
-def test_the_readme_plugin_installed_under_the_documented_group_shows_in_list_pe(cli, installed):
-    assert list(installed["entry-points"]) == ["posgen.position_encodings"]
     result = cli("train", "--list-pe")
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if line.startswith("base500 "))
-    assert "train-time" in line
-    assert "entry point mype:BASE500 (mype)" in line
-
-
-def test_installed_plugin_trains_with_its_frequencies_and_ranks_in_the_results(
-    cli, train_tiny, installed, tmp_path
-):
+    assert "train-time" in line and "entry point mype:BASE500 (mype)" in line
     out = tmp_path / "runs" / "ds" / "cot" / "base500" / "seed1"
     result = train_tiny("base500", out, "--save-model")
     assert result.exit_code == 0, result.output
@@ -105,74 +96,9 @@ def test_readme_learned_bias_trains_saves_and_reloads_to_the_same_predictions(
     np.testing.assert_array_equal(again, read_predictions(out / "predictions.parquet").tokens)
 
 
-LEAKED = """
-import torch
-from torch import nn
-
-from posgen.encodings.builtin import bias_encoding
-
-SLOPE = nn.Parameter(torch.tensor(0.5))  # outside any model: never trained, never saved
-
-
-def bias(position_ids, heads, parameters):
-    p = position_ids.float()
-    return (-SLOPE * (p[:, :, None] - p[:, None, :]))[:, None].expand(-1, heads, -1, -1)
-
-
-class Fixed(nn.Module):
-    def __init__(self, parameters, lengths):
-        super().__init__()
-        self.heads = lengths.heads
-
-    def forward(self, position_ids):
-        t = position_ids.shape[1]
-        return torch.zeros(position_ids.shape[0], self.heads, t, t)
-
-
-GLOBAL = bias_encoding("global", "weights outside the model", bias)
-EMPTY = bias_encoding("empty", "a module without weights", module=Fixed)
-"""
-
-
-@pytest.mark.parametrize(("name", "message"), [
-    ("GLOBAL", "--pe leaked:GLOBAL: its bias function returns a tensor that needs gradients"),
-    ("EMPTY", "--pe leaked:EMPTY: its bias module owns no trainable parameters"),
-], ids=["weights-outside-the-model", "module-without-weights"])  # fmt: skip
-def test_a_bias_that_cannot_learn_what_it_claims_is_one_error_line(
-    train_tiny, plugin_site, name, message, tmp_path
-):
-    plugin_site("leaked.py", LEAKED)
-    result = train_tiny(f"leaked:{name}", tmp_path / "r")
-    assert result.exit_code == 2
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
-    assert not (tmp_path / "r").exists()
-
-
 def test_bias_encoding_takes_a_function_or_a_module_not_both():
     with pytest.raises(ValueError, match="give a bias function or module=, not both"):
         bias_encoding("both", "x", alibi_bias, module=lambda parameters, lengths: None)
-
-
-@pytest.mark.parametrize(("where", "text", "problem"), [
-    ("run", None, "no saved model here (train with --save-model; it writes RUN/model)"),
-    ("run/model", None, "no saved model here"),
-    ("nothing", None, "no saved model here"),
-    ("run", "{", "not a posgen model's encoding (JSONDecodeError"),
-    ("run", "{}", "not a posgen model's encoding (KeyError"),
-    ("run", '{"request": {"name": "rope"}, "lengths": 1}', "not a posgen model's encoding (TypeE"),
-], ids=["run", "run-model", "nothing", "not-json", "no-request", "bad-lengths"])  # fmt: skip
-def test_load_model_of_a_folder_without_a_good_saved_model_is_one_usage_error(
-    where, text, problem, tmp_path
-):
-    (tmp_path / "run" / "model").mkdir(parents=True)
-    shown = tmp_path / where
-    if text is not None:
-        shown = tmp_path / "run" / "model" / "position_encoding.json"
-        shown.write_text(text)
-    with pytest.raises(UsageError) as error:
-        posgen.load_model(tmp_path / where)
-    assert str(error.value).startswith(f"{shown}: {problem}") and "\n" not in str(error.value)
 
 
 def _edit_json(name: str, **changes):
@@ -183,38 +109,52 @@ def _edit_json(name: str, **changes):
     return edit
 
 
-SAVED_MODEL_DAMAGES = {
-    "config.json deleted": (lambda m: (m / "config.json").unlink(), "config.json: missing"),
-    "weights deleted": (lambda m: (m / "model.safetensors").unlink(), "safetensors: missing"),
-    "weights truncated": (
-        lambda m: os.truncate(m / "model.safetensors", 100), "model.safetensors: not readable"),
-    "a config claiming hidden 65536": (
-        _edit_json("config.json", hidden_size=65536), "sizes do not fit model.safetensors"),
-    "a config of 0 heads": (
-        _edit_json("config.json", num_attention_heads=0), "config.json: not a Llama config"),
-    "no evaluation_rope": (
-        lambda m: _edit_json(PE_FILE)(m) or (m / PE_FILE).write_text(
-            json.dumps({k: v for k, v in json.loads((m / PE_FILE).read_text()).items()
-                        if k != "evaluation_rope"})),
-        "not a posgen model's encoding (KeyError"),
+def _write(name: str, text: str):
+    return lambda model: (model / name).write_text(text)
+
+
+NO_MODEL = "no saved model here"
+MODEL = "run/model"
+SAVED_MODEL_DAMAGES = {  # case -> (damage to RUN/model, folder loaded, file named, problem)
+    "run": (lambda m: (m / PE_FILE).unlink(), "run", "run",
+            "no saved model here (train with --save-model; it writes RUN/model)"),
+    "run-model": (lambda m: (m / PE_FILE).unlink(), MODEL, MODEL, NO_MODEL),
+    "nothing": (lambda m: None, "nothing", "nothing", NO_MODEL),
+    "not-json": (_write(PE_FILE, "{"), "run", f"{MODEL}/{PE_FILE}",
+                 "not a posgen model's encoding (JSONDecodeError"),
+    "no-request": (_write(PE_FILE, "{}"), "run", f"{MODEL}/{PE_FILE}",
+                   "not a posgen model's encoding (KeyError"),
+    "bad-lengths": (_write(PE_FILE, '{"request": {"name": "rope"}, "lengths": 1}'), "run",
+                    f"{MODEL}/{PE_FILE}", "not a posgen model's encoding (TypeE"),
+    "no-evaluation-rope": (
+        _write(PE_FILE, json.dumps({"request": {"name": "rope"}, "lengths": asdict(LENGTHS)})),
+        "run", f"{MODEL}/{PE_FILE}", "not a posgen model's encoding (KeyError"),
+    "config-deleted": (lambda m: (m / "config.json").unlink(), "run", f"{MODEL}/config.json",
+                       "missing"),
+    "weights-deleted": (lambda m: (m / "model.safetensors").unlink(), "run",
+                        f"{MODEL}/model.safetensors", "missing"),
+    "weights-truncated": (lambda m: os.truncate(m / "model.safetensors", 100), "run",
+                          f"{MODEL}/model.safetensors", "not readable"),
+    "config-of-hidden-65536": (_edit_json("config.json", hidden_size=65536), "run",
+                               f"{MODEL}/config.json", "its sizes do not fit model.safetensors"),
+    "config-of-0-heads": (_edit_json("config.json", num_attention_heads=0), "run",
+                          f"{MODEL}/config.json", "not a Llama config"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(SAVED_MODEL_DAMAGES))
-def test_load_model_of_a_damaged_saved_model_names_the_file_before_building_it(
+def test_load_model_of_a_missing_or_damaged_saved_model_is_one_usage_error_naming_the_file(
     trained_runs, tmp_path, case
 ):
-    damage, problem = SAVED_MODEL_DAMAGES[case]
-    run = shutil.copytree(trained_runs / "rope-1", tmp_path / "run")
-    damage(run / "model")
+    damage, where, named, problem = SAVED_MODEL_DAMAGES[case]
+    damage(shutil.copytree(trained_runs / "rope-1", tmp_path / "run") / "model")
     with pytest.raises(UsageError) as error:
-        posgen.load_model(run)
-    assert problem in str(error.value) and "\n" not in str(error.value)
+        posgen.load_model(tmp_path / where)
+    assert str(error.value).startswith(f"{tmp_path / named}: {problem}")
+    assert "\n" not in str(error.value)
 
 
-# --- issue 27, class 2: a plugin never replaces a built-in ---------------------------------
-
-LENGTHS = Lengths(train=64, test=256, head_dim=8, heads=2)
+# --- a plugin never replaces a built-in ----------------------------------------------------
 
 HEADER = """
 import torch
@@ -230,6 +170,23 @@ def freqs(config, device=None, seq_len=None, **kwargs):
 def zero_bias(position_ids, heads, parameters):
     rows, length = position_ids.shape
     return torch.zeros(rows, heads, length, length)
+
+
+SLOPE = torch.nn.Parameter(torch.tensor(0.5))  # outside any model: never trained, never saved
+
+
+def leaked_bias(position_ids, heads, parameters):
+    p = position_ids.float()
+    return (-SLOPE * (p[:, :, None] - p[:, None, :]))[:, None].expand(-1, heads, -1, -1)
+
+
+class Fixed(torch.nn.Module):
+    def __init__(self, parameters, lengths):
+        super().__init__()
+        self.heads = lengths.heads
+
+    def forward(self, position_ids):
+        return zero_bias(position_ids, self.heads, {})
 """
 
 BUILT_INS = "rope yarn linear dynamic longrope llama3 resonance resonance_yarn proportional nope"
@@ -247,6 +204,8 @@ CLASHES = [
     (TYPED, TRANSFORMERS_ROPE_TYPES, OWN),
     ('rope_encoding("NAME", "mine", freqs)', ["default"], OWN),
     (TYPED, ["resonance", "resonance_yarn", "resonance_linear"], TAKEN),
+    ('bias_encoding("NAME", "mine", leaked_bias)', ["global"], "returns a tensor that needs grad"),
+    ('bias_encoding("NAME", "mine", module=Fixed)', ["empty"], "module owns no trainable param"),
 ]
 CASES = {  # the plugin's X -> a fragment of the error line
     x.replace("NAME", name): fragment.replace("NAME", name)
@@ -256,8 +215,7 @@ CASES = {  # the plugin's X -> a fragment of the error line
 
 
 def intact() -> dict[str, object]:
-    """What no plugin may change: transformers' rope functions, ALiBi's attention, the resolved
-    RoPE and ALiBi."""
+    """What no plugin may change: rope functions, ALiBi's attention, the resolved RoPE, ALiBi."""
     return {
         "rope functions": dict(ROPE_INIT_FUNCTIONS),
         "alibi attention": AttentionInterface().get("posgen_bias_alibi"),
@@ -280,14 +238,15 @@ def plugins(plugin_site, tmp_path):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_a_plugin_clashing_with_a_built_in_is_one_error_line_and_changes_nothing(
+def test_a_plugin_clashing_or_unable_to_learn_is_one_error_line_and_changes_nothing(
     assert_clean_error, train_tiny, recorded, plugins, tmp_path, case
 ):
     before = intact()
     module = plugins(case)
     result = train_tiny(f"{module}:X", tmp_path / "run")
     with recorded("hostile", f"class 2: {case}"):
-        assert_clean_error(result, 2, f"--pe {module}:X", CASES[case])
+        line = assert_clean_error(result, 2, CASES[case])
+        assert line.startswith(f"error: --pe {module}:X")
         assert not (tmp_path / "run").exists()
         assert intact() == before
 
