@@ -13,7 +13,7 @@ import click
 
 from posgen import publish
 from posgen.card import card_path, unvalidated_card, write_card
-from posgen.cli.shared import (
+from posgen.cli import (
     SPEC_FLAGS,
     DatasetRun,
     PathArg,

@@ -1,6 +1,6 @@
 """Issue 27, class 1: an output that is an input, or inside a folder read or a dataset, or on a
 run folder's own files (links resolved), is one ``error:`` line, exit 2, before any work
-(``cli.shared.output_problems``)."""
+(``posgen.cli.output_problems``)."""
 
 from __future__ import annotations
 
