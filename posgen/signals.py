@@ -1,11 +1,8 @@
 """One signal model: SIGINT, SIGTERM and SIGHUP end a command with one line and 130, 143 or 129.
 
-:func:`install` (once, in the ``posgen`` entry point) turns each into :class:`Interrupted`,
-which unwinds the command. Code that must not see an exception runs under :func:`deferred`:
-the signal is raised when the block ends. A signal is raised once.
-
-Test hook (the only one): ``POSGEN_SIGNAL_AT=POINT[:N]:SIGNAL`` makes the process send itself
-SIGNAL at :func:`point` ``POINT`` (its N-th pass).
+:func:`install` turns each into :class:`Interrupted` (raised once), which unwinds the command;
+under :func:`deferred` it is raised when the block ends. Test hook: ``POSGEN_SIGNAL_AT=POINT[:N]:
+SIGNAL`` makes the process send itself SIGNAL at :func:`point` ``POINT`` (its N-th pass).
 
 >>> Interrupted(signal.SIGTERM).exit_code, Interrupted(signal.SIGHUP).name
 (143, 'SIGHUP')
@@ -153,8 +150,8 @@ def point(name: str, number: int | None = None) -> None:
 
 
 def _signal_parent_and_wait(signum: int, limit: float = 600.0) -> None:
-    """Send ``signum`` to the sweep, wait until it passes the signal back, then take it here
-    (a stand-in handler and Python's wakeup fd: the signal may reach any thread)."""
+    """Send ``signum`` to the sweep, wait (a stand-in handler and the wakeup fd: the signal may
+    reach any thread) until it passes the signal back, then take it here."""
     arrived: list[int] = []
     read, write = os.pipe()
     os.set_blocking(write, False)
