@@ -141,9 +141,8 @@ def generate(
     )
     if quiet:
         return
-    rate = (
-        f"{total:,} tokens in {seconds:.2f} s ({total / max(seconds, 1e-9) / 1e6:.1f} M tokens/s)"
-    )
+    speed = total / max(seconds, 1e-9) / 1e6
+    rate = f"{total:,} tokens in {seconds:.2f} s ({speed:.1f} M tokens/s)"
     if part is not None and manifest is None:
         click.echo(f"wrote part {index}/{count} into {out}: {rate}; other parts still missing")
     elif part is not None:
