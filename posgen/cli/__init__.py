@@ -353,26 +353,18 @@ def estimate_benchmark(bench: BenchmarkSpec) -> Estimate:
     """Tokens and raw bytes of every split of every config of ``bench``: rows x (length x
     bytes per token + 12 B) + 64 KiB, a token 1 B for m <= 256, else 2; a probe split adds a
     position, 4 B, and an answer per token."""
-    tokens: dict[str, int] = {}
-    raw = splits = 0
-    largest, largest_bytes = "", -1
+    tokens = dict.fromkeys(bench.configs, 0)
+    sizes: list[tuple[int, str]] = []
     for config, spec in bench.configs.items():
-        tokens[config] = 0
         for split in (*spec.split_names, *spec.probe_names):
             rows, length = spec.split_size(split), spec.split_length(split)
-            per_token = spec.token_bytes
-            if is_probe_split(split):
-                per_token += 4 + spec.token_bytes
-            size = rows * (length * per_token + ROW_BYTES) + SPLIT_BYTES
+            per_token = spec.token_bytes + (4 + spec.token_bytes if is_probe_split(split) else 0)
             tokens[config] += rows * length
-            raw, splits = raw + size, splits + 1
-            if size > largest_bytes:
-                largest_bytes = size
-                largest = (
-                    f"{config}/{split}: {rows:,} rows x ({length:,} tokens x {per_token} B "
-                    f"+ {ROW_BYTES} B)"
-                )
-    return Estimate(tokens, raw, splits, largest)
+            size = rows * (length * per_token + ROW_BYTES) + SPLIT_BYTES
+            what = f"{rows:,} rows x ({length:,} tokens x {per_token} B + {ROW_BYTES} B)"
+            sizes.append((size, f"{config}/{split}: {what}"))
+    largest = max(sizes, key=lambda item: item[0])[1]
+    return Estimate(tokens, sum(size for size, _ in sizes), len(sizes), largest)
 
 
 def free_bytes(path: Path) -> int:
