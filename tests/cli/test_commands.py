@@ -165,8 +165,7 @@ GENERATE_PATH = {
 
 
 def test_generate_out_runs_through_the_modules_of_its_jobs_only(cli, tmp_path):
-    """Issue 25, the path a reader follows (encodings/ and scoring/ stay off it); imports are
-    made before the trace."""
+    """The path a reader follows (imports are made before the trace)."""
     args = ["generate", "--task", "cot", "--out"]
     assert cli(*args, tmp_path / "warm", *SMALL).exit_code == 0
     package = Path(posgen.__file__).parent
