@@ -27,14 +27,13 @@ HOOK_ENV = "POSGEN_SIGNAL_AT"
 
 
 class Interrupted(BaseException):
-    """A signal stopped the command. ``completed``: the target was committed whole; ``left``:
-    what the command left, said after the signal."""
+    """A signal stopped the command; ``completed``: its target was committed whole."""
 
     def __init__(self, signum: int, completed: bool = False) -> None:
         self.signum = int(signum)
         self.completed = completed
         self.name = signal.Signals(signum).name
-        self.left: str | None = None
+        self.left: str | None = None  # what the command left, said after the signal
         super().__init__(f"interrupted by {self.name}")
 
     @property

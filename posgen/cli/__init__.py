@@ -161,8 +161,7 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def path_problem(value: str) -> str | None:
-    """Why ``value`` cannot name a file (not UTF-8, a name longer than the nearest existing
-    folder allows), or ``None``."""
+    """Why ``value`` cannot name a file (not UTF-8, a name too long), or ``None``."""
     raw = os.fsencode(value)
     try:
         raw.decode("utf-8")
@@ -233,8 +232,7 @@ SHORT_FLAGS = {"modulus": ("-m",), "near": ("-k",), "far": ("-j",)}
 
 
 def spec_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--spec``, ``--task`` and a flag per spec field (it overrides the file), its help
-    the field's description and default."""
+    """Add ``--spec``, ``--task`` and a flag per spec field (it overrides the file)."""
     options = [
         click.option(
             "--spec",
@@ -350,9 +348,8 @@ class Estimate:
 
 
 def estimate_benchmark(bench: BenchmarkSpec) -> Estimate:
-    """Tokens and raw bytes of every split of every config of ``bench``: rows x (length x
-    bytes per token + 12 B) + 64 KiB, a token 1 B for m <= 256, else 2; a probe split adds a
-    position, 4 B, and an answer per token."""
+    """Tokens and raw bytes of ``bench``: per split rows x (length x bytes per token + 12 B) +
+    64 KiB, a token 1 B for m <= 256, else 2, plus a position (4 B) and answer in a probe."""
     tokens = dict.fromkeys(bench.configs, 0)
     sizes: list[tuple[int, str]] = []
     for config, spec in bench.configs.items():
@@ -397,10 +394,8 @@ def refusals(bench: BenchmarkSpec, out: Path) -> list[str]:
 
 
 def generation_seconds(bench: BenchmarkSpec, estimate: Estimate) -> tuple[float, str]:
-    """Seconds ``bench`` takes at :data:`PLANNING_RATE`, and what was timed: a config whose op
-    is slow (``far_perm`` at m = 2048, j = 2: about 15 k tokens/s) and which could pass
-    :data:`MAX_HOURS` at :data:`SLOWEST_RATE` is timed on a block of rows, after a first block
-    (that builds the tables an op makes once a run)."""
+    """Seconds ``bench`` takes at :data:`PLANNING_RATE`, and what was timed instead: a slow op
+    (``far_perm``) that could pass :data:`MAX_HOURS` at :data:`SLOWEST_RATE`, after a warm-up."""
     seconds, timed = 0.0, ""
     for config, spec in bench.configs.items():
         tokens = estimate.config_tokens[config]
@@ -545,9 +540,7 @@ def check_dataset_target(
     problems: list[str] | None = None,
     spec_file: Path | None = None,
 ) -> None:
-    """Every check before a dataset is written into ``out``: the target (with the command's
-    own ``problems``; the spec file read may not sit in it), whether it can be created, the
-    estimate."""
+    """Every check before a dataset is written into ``out`` (with the command's ``problems``)."""
     problems = list(problems or [])
     read = {"the spec file": [spec_file]} if spec_file is not None else {}
     inside = output_problems({"--out": out}, read, datasets=("--out",))
@@ -578,8 +571,7 @@ def check_run_target(out: Path) -> None:
 
 
 def refuse_in_the_way(path: Path, out: Path, keeps: str) -> None:
-    """Refuse a file or a link at ``path``, where the command writing ``--out`` keeps
-    ``keeps`` (a folder of its own)."""
+    """Refuse a file or a link at ``path``, where ``--out``'s command keeps ``keeps``."""
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         kind = "a link" if path.is_symlink() else "a file"
         raise UsageProblems([f"--out {out}: {path} is {kind}, where {keeps}; move it away"])
@@ -662,8 +654,7 @@ class DatasetRun:
     def write(
         self, write: Callable[[Progress], Any], label: str, total: int, quiet: bool = False
     ) -> tuple[Any, float]:
-        """``write(progress)``'s value and seconds, under a progress bar of ``total`` tokens on
-        a terminal; every failure one line saying what was left."""
+        """``write(progress)``'s value and seconds, under a progress bar on a terminal."""
         started = time.perf_counter()
         bar: Any = None
         if not quiet and sys.stderr.isatty():
