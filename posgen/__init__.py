@@ -1,12 +1,9 @@
 """posgen: the POSGEN benchmark (Resonance RoPE, Wang et al. 2024) as reproducible datasets.
 
 Specs (:class:`TaskSpec`, :class:`BenchmarkSpec`, :func:`register_task`), rows in memory
-(:func:`generate_split`, :func:`generate_rows`, :func:`to_dataset_dict`), datasets on disk
-(:func:`write_dataset`, :func:`load`, :class:`Dataset`, the handle every reader opens,
-:func:`read_manifest`), metrics (:func:`score`, :func:`score_file`) and trained models
-(:func:`load_model`, needs the ``train`` extra), all imported on first use, so ``import
-posgen`` loads nothing else and the ``posgen`` script catches signals within milliseconds of
-starting.
+(:func:`generate_split`, :func:`to_dataset_dict`), datasets on disk (:func:`write_dataset`,
+:func:`load`, :class:`Dataset`, :func:`read_manifest`), metrics (:func:`score`) and trained
+models (:func:`load_model`, the ``train`` extra), each imported on first use.
 
 >>> from posgen import TaskSpec, generate_split
 >>> generate_split(TaskSpec(task="recursive", seeding="paper", train_size=1,
@@ -58,7 +55,7 @@ __all__ = ["__version__", "write_dataset", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "write_dataset":  # the store's one writer, finished by the card by default
+    if name == "write_dataset":  # finished by the card by default
         from posgen.card import unvalidated_card
         from posgen.store.writer import write_dataset
 

@@ -1,6 +1,5 @@
-"""``python -m posgen`` and the ``posgen`` script: the one place signal handlers are installed,
-before the commands are imported, so a signal at any moment ends in one line and 130, 143 or
-129; one after the command's last line still sets the exit status, one later is ignored."""
+"""``python -m posgen`` and the ``posgen`` script: signal handlers are installed before the
+commands are imported, so a signal at any moment ends in one line and 130, 143 or 129."""
 
 from __future__ import annotations
 

@@ -51,22 +51,18 @@ class PosgenError(Exception):
     """Base of every error posgen reports as ``error:`` lines (never a traceback)."""
 
     exit_code = 1
-    headline: str | None = None
-    """A line printed before :attr:`lines` (e.g. which folder is damaged), if any."""
-    problems: list[str] | None = None
-    """The problems, one a line (:class:`UsageProblems`); None: the message is one problem."""
+    headline: str | None = None  # e.g. which folder is damaged
+    problems: list[str] | None = None  # one a line; None: the message is one problem
 
     @property
     def lines(self) -> list[str]:
-        """One line per problem: a newline inside one (a path's, a file's text) never starts
-        a second ``error:`` line."""
+        """One line per problem (a newline inside one never starts a second line)."""
         text = [str(self)] if self.problems is None else self.problems
         return [" ".join(line.split()) for line in text if line.strip()]
 
     @property
     def printed(self) -> list[str]:
-        """The ``error:`` lines: the headline joined to a single problem, or on a line of its
-        own before several."""
+        """The ``error:`` lines: the headline after a single problem, or before several."""
         lines = self.lines
         if self.headline is None:
             return lines
@@ -111,8 +107,6 @@ def problem_lines(error: ValidationError) -> list[str]:
     return lines
 
 
-# --- the one map from an exception to its error: lines and exit status ------------------
-
 DEBUG_ENV = "POSGEN_DEBUG"
 """Set to a non-empty value other than ``0`` to see tracebacks of unexpected errors."""
 INTERRUPTED_STATE = "no partial output was left"
@@ -125,8 +119,7 @@ BAD_PATH_ERRNOS = frozenset(
 
 
 def os_error_problem(error: OSError) -> tuple[str, int]:
-    """One line (``PATH: reason``) and the exit status: 2 when the path given cannot be used,
-    1 when the run failed on the way (disk full, I/O error).
+    """One line (``PATH: reason``) and the exit status: 2 when the path cannot be used, else 1.
 
     >>> os_error_problem(PermissionError(13, "Permission denied", "ds/posgen.json"))
     ('ds/posgen.json: permission denied', 2)
@@ -154,8 +147,6 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
     >>> import signal
     >>> error_exit(Interrupted(signal.SIGTERM))
     (['interrupted by SIGTERM; no partial output was left'], 143)
-    >>> error_exit(UsageError("no such config"))
-    (['no such config'], 2)
     >>> error_exit(KeyError("x"))[0]
     ["internal error (KeyError): 'x' (rerun with --debug or POSGEN_DEBUG=1 for the traceback)"]
     """
@@ -185,9 +176,6 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
     if not debugging(debug):
         line += f" (rerun with --debug or {DEBUG_ENV}=1 for the traceback)"
     return [line], 1
-
-
-# --- sizes and cells as people read them --------------------------------------------
 
 
 def human_bytes(size: float) -> str:

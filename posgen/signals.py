@@ -1,11 +1,8 @@
 """One signal model: SIGINT, SIGTERM and SIGHUP end a command with one line and 130, 143 or 129.
 
-:func:`install` (once, in the ``posgen`` entry point) turns each into :class:`Interrupted`,
-which unwinds the command. Code that must not see an exception runs under :func:`deferred`:
-the signal is raised when the block ends. A signal is raised once.
-
-Test hook (the only one): ``POSGEN_SIGNAL_AT=POINT[:N]:SIGNAL`` makes the process send itself
-SIGNAL at :func:`point` ``POINT`` (its N-th pass).
+:func:`install` turns each into :class:`Interrupted` (raised once), which unwinds the command;
+under :func:`deferred` it is raised when the block ends. Test hook: ``POSGEN_SIGNAL_AT=POINT[:N]:
+SIGNAL`` makes the process send itself SIGNAL at :func:`point` ``POINT`` (its N-th pass).
 
 >>> Interrupted(signal.SIGTERM).exit_code, Interrupted(signal.SIGHUP).name
 (143, 'SIGHUP')
@@ -30,14 +27,13 @@ HOOK_ENV = "POSGEN_SIGNAL_AT"
 
 
 class Interrupted(BaseException):
-    """A signal stopped the command. ``completed``: the target was committed whole; ``left``:
-    what the command left, said after the signal."""
+    """A signal stopped the command; ``completed``: its target was committed whole."""
 
     def __init__(self, signum: int, completed: bool = False) -> None:
         self.signum = int(signum)
         self.completed = completed
         self.name = signal.Signals(signum).name
-        self.left: str | None = None
+        self.left: str | None = None  # what the command left, said after the signal
         super().__init__(f"interrupted by {self.name}")
 
     @property
@@ -153,8 +149,8 @@ def point(name: str, number: int | None = None) -> None:
 
 
 def _signal_parent_and_wait(signum: int, limit: float = 600.0) -> None:
-    """Send ``signum`` to the sweep, wait until it passes the signal back, then take it here
-    (a stand-in handler and Python's wakeup fd: the signal may reach any thread)."""
+    """Send ``signum`` to the sweep, wait (a stand-in handler and the wakeup fd: the signal may
+    reach any thread) until it passes the signal back, then take it here."""
     arrived: list[int] = []
     read, write = os.pipe()
     os.set_blocking(write, False)

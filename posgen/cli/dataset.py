@@ -13,7 +13,7 @@ import click
 
 from posgen import publish
 from posgen.card import card_path, unvalidated_card, write_card
-from posgen.cli.shared import (
+from posgen.cli import (
     SPEC_FLAGS,
     DatasetRun,
     PathArg,
@@ -141,9 +141,8 @@ def generate(
     )
     if quiet:
         return
-    rate = (
-        f"{total:,} tokens in {seconds:.2f} s ({total / max(seconds, 1e-9) / 1e6:.1f} M tokens/s)"
-    )
+    speed = total / max(seconds, 1e-9) / 1e6
+    rate = f"{total:,} tokens in {seconds:.2f} s ({speed:.1f} M tokens/s)"
     if part is not None and manifest is None:
         click.echo(f"wrote part {index}/{count} into {out}: {rate}; other parts still missing")
     elif part is not None:

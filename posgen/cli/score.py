@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from posgen import signals
-from posgen.cli.shared import (
+from posgen.cli import (
     PathArg,
     data_option,
     json_option,

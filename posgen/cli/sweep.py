@@ -10,7 +10,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from posgen.cli.shared import (
+from posgen.cli import (
     PathArg,
     interrupted,
     out_option,

@@ -11,7 +11,7 @@ import click
 from pydantic import ValidationError
 
 from posgen import signals
-from posgen.cli.shared import (
+from posgen.cli import (
     check_run_target,
     data_option,
     force_option,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import posgen
-import posgen.cli.shared
+import posgen.cli
 from posgen import __version__
 
 SMALL = ["--train-size", "50", "--val-size", "10", "--test-size", "10", "-q"]
@@ -123,7 +123,7 @@ def test_publish_checks_its_target_as_generate_does(
     line = assert_clean_error(published, 2, f"{tmp_path / 'blocker'} is a file")
     generated = cli("generate", "--out", blocked, "--task", "cot", "-q")
     assert assert_clean_error(generated, 2) == line
-    monkeypatch.setattr(posgen.cli.shared, "free_bytes", lambda path: 1000)
+    monkeypatch.setattr(posgen.cli, "free_bytes", lambda path: 1000)
     out = tmp_path / "hub"
     refused = cli("publish", tiny_spec_file, "--out", out, "-q")
     assert_clean_error(refused, 2, "only 1000 B are free", "--force")
@@ -158,15 +158,14 @@ def test_a_sweep_into_an_unwritable_place_is_refused_before_the_grid_is_read(
 
 
 GENERATE_PATH = {
-    "cli/__init__", "cli/dataset", "cli/shared", "signals", "errors", "spec", "tasks",
+    "cli/__init__", "cli/dataset", "signals", "errors", "spec", "tasks",
     "generator", "store/writer", "store/formats", "store/manifest", "store/safety",
     "store/dataset", "card/__init__",
 }  # fmt: skip
 
 
 def test_generate_out_runs_through_the_modules_of_its_jobs_only(cli, tmp_path):
-    """Issue 25, the path a reader follows (encodings/ and scoring/ stay off it); imports are
-    made before the trace."""
+    """The path a reader follows (imports are made before the trace)."""
     args = ["generate", "--task", "cot", "--out"]
     assert cli(*args, tmp_path / "warm", *SMALL).exit_code == 0
     package = Path(posgen.__file__).parent

@@ -64,8 +64,7 @@ def npy_header(shape, descr="<i2", data=b"\0" * 1000):
 
 
 def negative_buffer(path: Path) -> None:
-    """A zstd row of 2^24 zero tokens whose id buffer states -2^24 bytes: the sum of the sizes
-    stated looked small, and pyarrow inflated the row before refusing the negative size."""
+    """A zstd row of 2^24 zero tokens whose id buffer states -2^24 bytes."""
     row = pa.ListArray.from_arrays([0, 2**24], np.zeros(2**24, np.uint8))
     feather.write_feather(pa.table({"id": [0], "predictions": row}), path, compression="zstd")
     raw = path.read_bytes()
@@ -416,34 +415,30 @@ def test_validate_refuses_a_split_the_data_does_not_have(record, tiny_cot, tmp_p
 
 # --- permissions (chmod 000 files, folders without search or write permission) ----------
 SCORE_O = "score --predictions o.jsonl --data"
+SCORE_DS = "score --data ds --predictions"
 ORACLE_OUT = "baseline --kind oracle --data"
+GEN_X = "generate --out noexec/x " + " ".join(SMALL_FLAGS)
 PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, the path named)
-    "generate --out in a folder without search permission": (
-        "generate --out noexec/x " + " ".join(SMALL_FLAGS), 2, "noexec/x"),
+    "generate --out in noexec": (GEN_X, 2, "noexec/x"),
     "generate --spec unreadable": ("generate --out g --spec secret.toml", 2, "secret.toml"),
-    "publish --out in a folder without search permission": ("publish paper.toml --out noexec/x",
-                                                            2, "noexec/x"),
+    "publish --out in noexec": ("publish paper.toml --out noexec/x", 2, "noexec/x"),
     "validate unreadable posgen.json": ("validate manifest", 2, "manifest/posgen.json"),
     "validate unreadable shard": ("validate shard", (1, 2), "shard/data/cot/test"),
     "validate unsearchable data folder": ("validate datadir", (1, 2), "datadir/data"),
     "card unreadable posgen.json": ("card manifest", 2, "manifest/posgen.json"),
     "card unreadable shard": ("card shard", (1, 2), "shard/data/cot/test"),
-    "card in a folder without search permission": ("card noexec/ds", 2, "noexec/ds"),
+    "card in noexec": ("card noexec/ds", 2, "noexec/ds"),
     "score --data unreadable posgen.json": (f"{SCORE_O} manifest", 2, "manifest/posgen.json"),
     "score --data unreadable shard": (f"{SCORE_O} shard", 2, "shard/data/cot/test"),
-    "score --data without search permission": (f"{SCORE_O} noexec/ds", 2, "noexec/ds"),
-    "score --predictions unreadable": ("score --data ds --predictions secret.jsonl", 2,
-                                       "secret.jsonl"),
-    "score --predictions without search permission": (
-        "score --data ds --predictions noexec/p.jsonl", 2, "noexec/p.jsonl"),
+    "score --data in noexec": (f"{SCORE_O} noexec/ds", 2, "noexec/ds"),
+    "score --predictions unreadable": (f"{SCORE_DS} secret.jsonl", 2, "secret.jsonl"),
+    "score --predictions in noexec": (f"{SCORE_DS} noexec/p.jsonl", 2, "noexec/p.jsonl"),
     "baseline --data unreadable posgen.json": (f"{ORACLE_OUT} manifest --out b.jsonl", 2,
                                                "manifest/posgen.json"),
-    "baseline --out without search permission": (f"{ORACLE_OUT} ds --out noexec/b.jsonl", 2,
-                                                 "noexec/b.jsonl"),
-    "baseline --out in a read-only folder": (f"{ORACLE_OUT} ds --out ro/b.jsonl", 2,
-                                             "ro/b.jsonl"),
-    "score --json in a read-only folder": (f"{SCORE_O} ds --json ro/r.json", 2, "ro/r.json"),
-    "validate --json in a read-only folder": ("validate ds --json ro/r.json", 2, "ro/r.json"),
+    "baseline --out in noexec": (f"{ORACLE_OUT} ds --out noexec/b.jsonl", 2, "noexec/b.jsonl"),
+    "baseline --out in read-only": (f"{ORACLE_OUT} ds --out ro/b.jsonl", 2, "ro/b.jsonl"),
+    "score --json in read-only": (f"{SCORE_O} ds --json ro/r.json", 2, "ro/r.json"),
+    "validate --json in read-only": ("validate ds --json ro/r.json", 2, "ro/r.json"),
 }  # fmt: skip
 
 
@@ -667,9 +662,7 @@ def test_huge_flag_values_are_never_echoed_whole(
 
 
 def test_a_folder_tree_nested_past_the_recursion_limit_is_walked(tmp_path):
-    """``results``, ``validate DIR`` and a dataset's check for unlisted files walked with
-    os.walk or rglob, which recurse before Python 3.12: 1,100 nested folders were an internal
-    error (RecursionError). Here the limit is lowered instead of the tree made that deep."""
+    """``results``, ``validate DIR`` and the check for unlisted files (the limit is lowered)."""
     import inspect
 
     from posgen.store.dataset import data_files

@@ -46,8 +46,7 @@ def builds(out: Path) -> list[Path]:
 
 
 def kill_at(fork_child, kill_points, out, point, signum, total, overwrite, fresh=False):
-    """``posgen generate`` held at ``point``, signalled there (in a new interpreter if ``fresh``,
-    else in a forked child); the finished run, stderr merged into stdout."""
+    """``posgen generate`` (in a new interpreter if ``fresh``) signalled at ``point``."""
     args = ["generate", "--out", str(out), "-q", *SPEC, *(["--overwrite"] if overwrite else [])]
     command = [*kill_points, point, str(out), str(total), *args]
 
@@ -158,8 +157,8 @@ def test_a_signal_during_the_commit_is_held_until_the_dataset_is_complete_a_fail
 # --- the line a stopped command leaves (POSGEN_SIGNAL_AT) -------------------------------
 @pytest.fixture
 def stopped_at(cli, monkeypatch):
-    """``stopped_at(point, *args, cwd=folder)``: ``posgen *args`` run from ``folder``, sending
-    itself SIGTERM at ``point``."""
+    """``stopped_at(point, *args, cwd=folder)``: ``posgen *args`` from ``folder``, SIGTERM at
+    ``point``."""
 
     def run(point: str, *args: object, cwd: Path):
         monkeypatch.chdir(cwd)

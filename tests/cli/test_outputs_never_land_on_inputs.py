@@ -1,6 +1,5 @@
-"""Issue 27, class 1: an output that is an input, or inside a folder read or a dataset, or on a
-run folder's own files (links resolved), is one ``error:`` line, exit 2, before any work
-(``cli.shared.output_problems``)."""
+"""An output on an input, inside a folder read or a dataset, or on a run folder's own files
+(links resolved) is one ``error:`` line, exit 2, before any work (``cli.output_problems``)."""
 
 from __future__ import annotations
 
@@ -14,75 +13,64 @@ from posgen.spec import default_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARD = "data/cot/test-00000-of-00001.parquet"
+PROBE = "data/cot-probe/probe-00000-of-00001.parquet"
 BASELINE = "baseline --kind oracle --data {t}/ds --config cot --out "
 SCORE = "score --data {t}/ds --predictions {t}/oracle.jsonl "
 GENERATE = "generate --task cot --train-size 32 --val-size 8 --test-size 8 "
 INSIDE = "dataset folder"
 RUN = "a run folder's own"
 CASES = {  # case -> (the command line, in the test's folder t; a fragment of the error line)
-    "baseline --out onto the test shard, --overwrite": (BASELINE + "{t}/ds/{shard} --overwrite",
-                                                        INSIDE),
-    "baseline --out onto the probe shard, --overwrite": (
-        BASELINE + "{t}/ds/data/cot-probe/probe-00000-of-00001.parquet --overwrite --split probe",
-        INSIDE),
-    "baseline --out a new file inside the dataset": (BASELINE + "{t}/ds/oracle.parquet", INSIDE),
-    "baseline --out a new file deep inside the dataset": (
-        BASELINE + "{t}/ds/data/cot/x/oracle.jsonl", INSIDE),
-    "baseline --out inside the dataset through a link": (BASELINE + "{t}/link/cot/oracle.npy",
-                                                         INSIDE),
-    "baseline --out onto the test shard of a dataset named through a link": (
+    "baseline onto the test shard": (BASELINE + "{t}/ds/{shard} --overwrite", INSIDE),
+    "baseline onto probe shard": (BASELINE + "{t}/ds/{probe} --overwrite --split probe", INSIDE),
+    "baseline inside the dataset": (BASELINE + "{t}/ds/oracle.parquet", INSIDE),
+    "baseline deep inside the dataset": (BASELINE + "{t}/ds/data/cot/x/oracle.jsonl", INSIDE),
+    "baseline inside the dataset by a link": (BASELINE + "{t}/link/cot/oracle.npy", INSIDE),
+    "baseline onto the shard, data by a link": (
         BASELINE.replace("{t}/ds", "{t}/dslink") + "{t}/ds/{shard} --overwrite", INSIDE),
-    "baseline --out inside another dataset": (BASELINE + "{t}/other/oracle.parquet", INSIDE),
-    "sweep --out inside the dataset": ("sweep {t}/grid.toml --out {t}/ds/sweep", INSIDE),
-    "sweep --out the dataset's data folder": ("sweep {t}/grid.toml --out {t}/ds/data", INSIDE),
-    "sweep --out inside the dataset through a link": ("sweep {t}/grid.toml --out {t}/link/sweep",
-                                                      INSIDE),
-    "sweep --out the dataset folder itself": ("sweep {t}/grid.toml --out {t}/ds", INSIDE),
+    "baseline inside another dataset": (BASELINE + "{t}/other/oracle.parquet", INSIDE),
+    "sweep inside the dataset": ("sweep {t}/grid.toml --out {t}/ds/sweep", INSIDE),
+    "sweep the dataset's data folder": ("sweep {t}/grid.toml --out {t}/ds/data", INSIDE),
+    "sweep inside the dataset by a link": ("sweep {t}/grid.toml --out {t}/link/sweep", INSIDE),
+    "sweep the dataset folder itself": ("sweep {t}/grid.toml --out {t}/ds", INSIDE),
     "validate --json onto a shard of SOURCE": ("validate {t}/ds --json {t}/ds/{shard}", INSIDE),
-    "validate --json a new file inside SOURCE": ("validate {t}/ds --json {t}/ds/r.json", INSIDE),
-    "validate --json onto the shard that is SOURCE": (
+    "validate --json inside SOURCE": ("validate {t}/ds --json {t}/ds/r.json", INSIDE),
+    "validate --json onto SOURCE itself": (
         "validate {t}/plain/x.parquet --json {t}/plain/x.parquet", "which this command reads"),
-    "validate --json inside a SOURCE folder without a manifest": (
+    "validate --json inside a bare SOURCE": (
         "validate {t}/plain --task cot --json {t}/plain/r.json", "inside SOURCE"),
-    "validate --json onto the --spec file": (
+    "validate --json onto --spec": (
         "validate {t}/plain --spec {t}/spec.toml --json {t}/spec.toml", "--spec"),
-    "generate --out inside the dataset": (GENERATE + "--out {t}/ds/inner", INSIDE),
-    "generate --out inside the dataset's data, --overwrite": (
-        GENERATE + "--out {t}/ds/data/cot --overwrite", INSIDE),
-    "generate --part 1/2 --out inside the dataset": (GENERATE + "--part 1/2 --out {t}/ds/parts",
-                                                     INSIDE),
-    "publish --out inside the dataset": ("publish {t}/spec.toml --out {t}/ds/hub", INSIDE),
-    "generate --overwrite of a dataset holding a user's file": (
+    "generate inside the dataset": (GENERATE + "--out {t}/ds/inner", INSIDE),
+    "generate --overwrite inside data": (GENERATE + "--out {t}/ds/data/cot --overwrite", INSIDE),
+    "generate --part inside the dataset": (GENERATE + "--part 1/2 --out {t}/ds/parts", INSIDE),
+    "publish inside the dataset": ("publish {t}/spec.toml --out {t}/ds/hub", INSIDE),
+    "generate --overwrite of a user's file": (
         GENERATE + "--out {t}/other --overwrite", "holds files that are not the dataset's"),
-    "generate --spec inside the --out it replaces": (
+    "generate --spec inside --out": (
         "generate --spec {t}/other/spec.toml --out {t}/other --overwrite", "inside --out"),
-    "publish SPEC inside the --out it replaces": (
+    "publish SPEC inside --out": (
         "publish {t}/other/spec.toml --out {t}/other --overwrite", "inside --out"),
     "merge OUT inside the dataset": ("merge {t}/ds/merged", INSIDE),
-    "merge OUT inside a PART folder": ("merge {t}/plain/merged {t}/plain", "inside PARTS"),
-    "score --json onto the dataset's test shard": (SCORE + "--json {t}/ds/{shard}", INSIDE),
+    "merge OUT inside a PART": ("merge {t}/plain/merged {t}/plain", "inside PARTS"),
+    "score --json onto the test shard": (SCORE + "--json {t}/ds/{shard}", INSIDE),
     "score --plot inside the dataset": (SCORE + "--plot {t}/ds/curve.png", INSIDE),
     "score --json onto --predictions": (SCORE + "--json {t}/oracle.jsonl", "--predictions"),
-    "score --json onto a run's results.json": (SCORE + "--json {t}/run/results.json", RUN),
-    "score --plot inside a run's model folder": (SCORE + "--plot {t}/run/model/c.png", RUN),
-    "baseline --out onto a run's predictions, --overwrite": (
-        BASELINE + "{t}/run/predictions.parquet --overwrite", RUN),
-    "train --out inside the dataset through a link": (
-        "train --data {t}/ds --pe rope --out {t}/link/run -q", INSIDE),
+    "score --json onto a run's record": (SCORE + "--json {t}/run/results.json", RUN),
+    "score --plot inside a run's model": (SCORE + "--plot {t}/run/model/c.png", RUN),
+    "baseline onto run predictions": (BASELINE + "{t}/run/predictions.parquet --overwrite", RUN),
+    "train inside the dataset by a link": ("train --data {t}/ds --pe rope --out {t}/link/run -q",
+                                           INSIDE),
 }  # fmt: skip
 ALLOWED = {  # case -> (the command line, the file it writes)
-    "baseline --out outside the dataset": (BASELINE + "{t}/out/oracle.parquet -q",
-                                           "out/oracle.parquet"),
-    "generate --out over the dataset itself, --overwrite (a dataset is replaced)": (
-        GENERATE + "--out {t}/ds --overwrite -q", "ds/posgen.json"),
-    "generate --format arrow --overwrite of an Arrow dataset (its sidecars are its own)": (
+    "baseline outside the dataset": (BASELINE + "{t}/out/oracle.parquet -q", "out/oracle.parquet"),
+    "generate --overwrite of the dataset": (GENERATE + "--out {t}/ds --overwrite -q",
+                                            "ds/posgen.json"),
+    "generate --overwrite of an Arrow dataset": (
         GENERATE + "--format arrow --out {t}/arrow --overwrite -q", "arrow/posgen.json"),
-    "validate --json beside the dataset": ("validate {t}/ds --json {t}/report.json",
-                                           "report.json"),
-    "baseline --out in a folder whose posgen.json is a user's, not a manifest": (
-        BASELINE + "{t}/mine/oracle.jsonl -q", "mine/oracle.jsonl"),
-    "score --json a new file beside a run's files": (SCORE + "--json {t}/run/s.json",
-                                                     "run/s.json"),
+    "validate --json beside the dataset": ("validate {t}/ds --json {t}/report.json", "report.json"),
+    "baseline beside a user's posgen.json": (BASELINE + "{t}/mine/oracle.jsonl -q",
+                                             "mine/oracle.jsonl"),
+    "score --json beside a run's files": (SCORE + "--json {t}/run/s.json", "run/s.json"),
 }  # fmt: skip
 
 
@@ -119,7 +107,7 @@ def folder(tmp_path, tiny_cot, tiny_oracle, arrow_dataset) -> Path:
 
 
 def run(line: str, folder: Path) -> list[str]:
-    return line.format(t=folder, shard=SHARD).split()
+    return line.format(t=folder, shard=SHARD, probe=PROBE).split()
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -10,8 +10,7 @@ from pathlib import Path
 import click
 import pytest
 
-from posgen.cli import COMMANDS, main
-from posgen.cli.shared import PathArg
+from posgen.cli import COMMANDS, PathArg, main
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = re.compile(r"^\s*(?:[A-Z_]+=\S*\s+)*posgen(?:\s|$)")  # environment assignments allowed

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import posgen.cli.shared
-from posgen.cli.shared import estimate_benchmark, refusals
+import posgen.cli
+from posgen.cli import estimate_benchmark, refusals
 from posgen.spec import default_benchmark, resolve_benchmark
 from posgen.store import write_dataset
 from posgen.store.safety import leftovers
@@ -111,7 +111,7 @@ def test_a_read_only_file_system_at_the_target_fails_the_run_with_exit_1(
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(posgen.cli.shared.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(posgen.cli.tempfile, "TemporaryFile", read_only)
     out = tmp_path / "out"
     train = ["--data", tmp_path, "--config", "cot", "--pe", "rope"]
     args = train if command == "train" else ["--task", "cot"]
@@ -177,10 +177,10 @@ def test_a_slow_op_is_timed_so_a_spec_of_days_is_refused(cli, error_lines, tmp_p
     assert result.exit_code == 2 and "cot's far_perm timed at" in line, result.stderr
     assert "pass --force to run it anyway" in line and not out.exists()
     small = resolve_benchmark(None, ("cot",), {"modulus": 2048, "far": 2, "op": "far_perm"})
-    assert posgen.cli.shared.generation_seconds(small, estimate_benchmark(small))[1] == ""
+    assert posgen.cli.generation_seconds(small, estimate_benchmark(small))[1] == ""
     fields = {"modulus": 2048, "far": 1, "op": "far_perm", "train_size": 150_000_000}
     fast = resolve_benchmark(None, ("cot",), fields)
-    seconds, timed = posgen.cli.shared.generation_seconds(fast, estimate_benchmark(fast))
+    seconds, timed = posgen.cli.generation_seconds(fast, estimate_benchmark(fast))
     assert "far_perm timed at" in timed and seconds < 24 * 3600, timed
 
 
