@@ -1,9 +1,8 @@
 """The run record: one typed file, ``results.json``, per run folder (no torch needed).
 
-:class:`RunRecord` says what the run was and what it found; :func:`read_run`, the one reader,
-reads it bounded, without NaN or Infinity, and checks it whole (its scores are of its own
-spec and add up): a problem is one :class:`DamagedRun` line naming the file and the field
-(exit 1). ``python -m posgen.train.run_record`` rewrites ``run_record.schema.json``.
+:func:`read_run` reads it bounded and checks it whole; a problem is one :class:`DamagedRun`
+line naming the file and the field (exit 1). ``python -m posgen.train.run_record`` rewrites
+``run_record.schema.json``.
 """
 
 from __future__ import annotations
@@ -29,16 +28,13 @@ from posgen.spec import MAX_LENGTH, MAX_ROWS, PROBE_SPLIT, ConfigName, TaskSpec
 from posgen.train import RESULTS
 from posgen.train.config import TrainConfig, known_preset
 
-MAX_RECORD_BYTES = 128 << 20
-"""The scores take about 60 bytes a position: 1 M positions fit."""
-MAX_COUNT = 2**53
-"""Largest count a report may hold (exact as a float)."""
+MAX_RECORD_BYTES = 128 << 20  # the scores take about 60 bytes a position: 1 M positions fit
+MAX_COUNT = 2**53  # largest count a report may hold (exact as a float)
 MAX_THREADS = 1024
 MAX_LAYERS = 64
 SCHEMA_FILE = Path(__file__).with_name("run_record.schema.json")
 SHA256 = re.compile(r"[0-9a-f]{64}")
-ZEROED = "0" * 64
-"""A zeroed digest: no file hashes to it; a record holding one was edited."""
+ZEROED = "0" * 64  # no file hashes to it: a record holding one was edited
 
 
 class DamagedRun(DataError, ValueError):
@@ -138,14 +134,12 @@ class AttentionDiagnostics(_Record):
     layers: list[AttentionLayer] = Field(min_length=1, max_length=MAX_LAYERS)
 
 
-ACCURACY = ("correct", "tokens", "accuracy")
-"""A score curve's columns besides its positions."""
-CURVE_COLUMNS = ("counted", "far", "local", "far_reliance", "local_reliance")
-"""A reliance curve's columns besides its positions."""
+ACCURACY = ("correct", "tokens", "accuracy")  # a score curve's columns (besides positions)
+CURVE_COLUMNS = ("counted", "far", "local", "far_reliance", "local_reliance")  # and reliance
 
 
 def _ratio_problems(name: str, part: Any, words: tuple[str, str, str] = ACCURACY) -> list[str]:
-    """Whether ``part``'s share is its hits / total (None for 0 total), ``words`` naming them."""
+    """Whether ``part``'s share is its hits / total (None for 0 total)."""
     hits, total, share = words
     correct, tokens, accuracy = (getattr(part, word) for word in words)
     if not 0 <= correct <= tokens <= MAX_COUNT:
@@ -160,7 +154,6 @@ def _ratio_problems(name: str, part: Any, words: tuple[str, str, str] = ACCURACY
 
 
 def _reliance_problems(name: str, part: Any) -> list[str]:
-    """Far- and local-reliance of one region, bucket or curve point against its counts."""
     if part.far + part.local > part.counted:
         return [f"{name}: far {part.far} + local {part.local} exceed the {part.counted} counted"]
     lines = _ratio_problems(name, part, ("far", "counted", "far_reliance"))
@@ -168,7 +161,7 @@ def _reliance_problems(name: str, part: Any) -> list[str]:
 
 
 def _points(report: Any, columns: tuple[str, ...]) -> Iterator[tuple[int, Any]]:
-    """``(position, point)`` of every curve position, the point holding ``columns``' values."""
+    """``(position, point)`` of every curve position, the point holding ``columns``."""
     for index, position in enumerate(report.curve.position):
         yield position, SimpleNamespace(**{c: getattr(report.curve, c)[index] for c in columns})
 
@@ -190,7 +183,6 @@ class RunScores(ScoreReport):
     once, one prediction a row; ID, OOD and overall the curve's sums; each accuracy its ratio."""
 
     def problems(self) -> list[str]:
-        """What does not add up (empty when everything does)."""
         curve = self.curve
         if lines := _curve_problems(self, ACCURACY):
             return lines
@@ -224,7 +216,6 @@ class RunProbeScores(RelianceReport):
     and the buckets the curve's sums, with at least as many probed targets as counted ones."""
 
     def problems(self) -> list[str]:
-        """What does not add up (empty when everything does)."""
         w, rows = self.seed_window, self.rows
         if lines := _curve_problems(self, CURVE_COLUMNS):
             return lines
@@ -316,8 +307,7 @@ class RunRecord(_Record):
         return json.dumps(body, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     def problems(self) -> list[str]:
-        """Scores (test and probe) of other data than the record names, or whose counts do
-        not add up; a best epoch past the epochs trained."""
+        """A best epoch past those trained; scores of other data or whose counts do not add up."""
         if self.best_epoch > self.train.epochs:
             return [f"best_epoch: {self.best_epoch}, but the run trained {self.train.epochs} "
                     "epochs"]  # fmt: skip
@@ -357,8 +347,8 @@ def _damaged(path: Path, lines: list[str]) -> DamagedRun:
 
 
 def _read_json(path: Path, limit: int) -> Any:
-    """The JSON value of ``path``: a regular file (others are refused unread) of at most
-    ``limit`` bytes, UTF-8, no repeated key, no NaN or Infinity."""
+    """The JSON value of a regular file of at most ``limit`` bytes, UTF-8, no repeated key, no
+    NaN or Infinity."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
@@ -394,7 +384,7 @@ def _read_json(path: Path, limit: int) -> Any:
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object, refused when a key repeats (readers disagree on which one counts)."""
+    """A JSON object, refused when a key repeats."""
     value: dict[str, Any] = {}
     for key, item in pairs:
         if key in value:
@@ -408,7 +398,7 @@ def _no_constant(name: str) -> Any:
 
 
 def _items(value: Any) -> Any:
-    """The ``(key, item)`` pairs of a JSON object or list; none for anything else."""
+    """The ``(key, item)`` pairs of a JSON object or list."""
     if isinstance(value, dict):
         return value.items()
     return enumerate(value) if isinstance(value, list) else ()
@@ -426,14 +416,13 @@ def _non_finite(value: Any, where: str = "") -> str | None:
 
 
 def _kind(value: Any) -> str:
-    """The JSON kind of a parsed value (``"a number"``)."""
     kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
     return {**kinds, dict: "an object", list: "a list"}.get(type(value), "null")
 
 
 def _coerced(given: Any, held: Any, where: str = "") -> str | None:
-    """Where the record as written (``given``) holds another JSON kind than the record read
-    from it (``held``), e.g. ``"0.5"`` read as a number (None: nowhere)."""
+    """Where the record as written holds another JSON kind than the record read from it
+    (``"0.5"`` read as a number)."""
     if _kind(given) != _kind(held):
         value = shown(json.dumps(given), 40)
         return f"{where or 'value'}: {_kind(given)} ({value}) where the record holds {_kind(held)}"
@@ -469,7 +458,6 @@ def read_run(folder: Path) -> RunRecord:
 
 
 def schema_text() -> str:
-    """The exported JSON Schema of :class:`RunRecord`."""
     return json.dumps(RunRecord.model_json_schema(), indent=2, sort_keys=True) + "\n"
 
 
