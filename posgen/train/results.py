@@ -56,9 +56,7 @@ def _unfinished(path: Path) -> str | None:
     if TMP_TAG in path.name or OLD_TAG in path.name:
         return f"{path}: the build folder of a run that was killed or is still running"
     missing = [name for name in FILES if not os.path.lexists(path / name)]  # damage: read_run
-    if not missing:
-        return None
-    return f"{path}: not a finished run (no {', '.join(missing)})"
+    return f"{path}: not a finished run (no {', '.join(missing)})" if missing else None
 
 
 def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
@@ -86,8 +84,7 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             if not _run_like(files):
                 continue
-            why = _unfinished(here)
-            if why is not None:
+            if (why := _unfinished(here)) is not None:
                 skipped.append(f"skipped {why} (not counted)")
             else:
                 found.append(here)
@@ -119,12 +116,11 @@ def check_distinct(runs: Sequence[Run]) -> None:
                 f"{other.path} and {run.path} are in one cell ({cell}) but were "
                 "trained with different settings (preset or --flags); give runs of one setting"
             )
-        if seed in by_seed:
+        if (copy := by_seed.setdefault(seed, run)) is not run:
             raise ResultsError(
-                f"{by_seed[seed].path} and {run.path} are the same run ({cell}, seed "
+                f"{copy.path} and {run.path} are the same run ({cell}, seed "
                 f"{run.record.seed}): copies are never averaged; give one of them"
             )
-        by_seed[seed] = run
 
 
 def _data(run: Run) -> tuple[Any, ...]:
@@ -304,9 +300,8 @@ def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for data, task, pe in sorted(groups, key=lambda k: (k[0], k[1], pe_order(k[2]))):
         members = groups[data, task, pe]
-        record = members[0].record
         entry = out.setdefault(data, {"spec_ids": {}, "tasks": {}})
-        entry["spec_ids"][task] = record.spec.spec_id
+        entry["spec_ids"][task] = members[0].record.spec.spec_id
         entry["tasks"].setdefault(task, {})[pe] = cell(sorted(members, key=lambda r: r.path))
     return out
 
@@ -331,15 +326,6 @@ def run_settings(runs: Sequence[Run]) -> dict[str, Any]:
         "versions": distinct(lambda r: r.versions),
         "train_seconds": sum(run.record.wall_seconds or 0.0 for run in runs),
     }
-
-
-def hardware() -> dict[str, Any]:
-    model = platform.processor() or platform.machine()
-    with suppress(OSError):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        names = [line for line in lines if line.startswith("model name")]
-        model = names[0].split(":", 1)[1].strip() if names else model
-    return {"cpu": model, "cores": os.cpu_count(), "os": platform.platform()}
 
 
 def tables(results: dict[str, Any]) -> list[str]:
@@ -377,9 +363,7 @@ def tables(results: dict[str, Any]) -> list[str]:
 
 
 def _num(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
+    return "-" if value is None else format(value, "+.3f" if signed else ".3f")
 
 
 def _pair(cell: dict[str, Any], name: str) -> str:
@@ -389,9 +373,7 @@ def _pair(cell: dict[str, Any], name: str) -> str:
     ('0.900 -> 0.500', '-')
     """
     before, after = cell.get(f"{name}_id"), cell.get(f"{name}_ood")
-    if before is None and after is None:
-        return "-"
-    return f"{_num(before)} -> {_num(after)}"
+    return "-" if before is None and after is None else f"{_num(before)} -> {_num(after)}"
 
 
 def _spread(cell: dict[str, Any], name: str) -> str:
@@ -485,12 +467,16 @@ def results_markdown(
     notes: Sequence[str] = (),
 ) -> str:
     """The RESULTS.md document: command, hardware, wall time, versions, tables, plot."""
-    machine = hardware()
+    cpu = platform.processor() or platform.machine()
+    with suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        names = [line for line in lines if line.startswith("model name")]
+        cpu = names[0].split(":", 1)[1].strip() if names else cpu
     lines = ["# POSGEN reference results", ""]
     if command:
         lines += [f"Produced by `{command}`.", ""]
     lines += [
-        f"- Hardware: {machine['cpu']}, {machine['cores']} logical cores ({machine['os']})",
+        f"- Hardware: {cpu}, {os.cpu_count()} logical cores ({platform.platform()})",
         f"- Devices: {', '.join(settings['devices'])}; torch threads per run: "
         f"{', '.join(map(str, settings['torch_threads']))}",
     ]
@@ -573,12 +559,10 @@ def effective_length(
     reference = _mean(a for p, a in pairs if p < boundary)
     if reference is None or reference - tolerance <= chance or not pairs:
         return None
-    blocks: list[list[tuple[int, float]]] = []
     for part in ([x for x in pairs if x[0] < boundary], [x for x in pairs if x[0] >= boundary]):
-        blocks += [part[i : i + block] for i in range(0, len(part), block)]
-    for chunk in blocks:
-        if sum(a for _, a in chunk) / len(chunk) < reference - tolerance:
-            return chunk[0][0]
+        for chunk in (part[i : i + block] for i in range(0, len(part), block)):
+            if sum(a for _, a in chunk) / len(chunk) < reference - tolerance:
+                return chunk[0][0]
     return positions[-1] + 1
 
 
@@ -614,9 +598,7 @@ def ranking_lines(results: dict[str, Any]) -> list[str]:
                 facts = [cell.get(name) or "-" for name in ("when", "source")]
                 lines.append(_row([rank, pe, cell["n"], *spreads, length, *facts]))
             confounds = [
-                _cell(f"{pe}: {cell['confound']}")
-                for pe, cell in pes.items()
-                if cell.get("confound")
+                _cell(f"{pe}: {c['confound']}") for pe, c in pes.items() if c.get("confound")
             ]
             if confounds:
                 lines += ["", "Not the Llama block: " + "; ".join(confounds) + "."]
