@@ -178,6 +178,12 @@ def _curve_problems(report: Any, columns: tuple[str, ...]) -> list[str]:
     return []
 
 
+def _regions(report: Any) -> dict[str, slice]:
+    """The curve's ID, OOD and overall positions."""
+    boundary = min(report.ood_boundary, report.length) - report.seed_window
+    return {"id": slice(0, boundary), "ood": slice(boundary, None), "overall": slice(None)}
+
+
 class RunScores(ScoreReport):
     """A :class:`ScoreReport` whose counts add up: every position ``w .. L'-1`` in the curve
     once, one prediction a row; ID, OOD and overall the curve's sums; each accuracy its ratio."""
@@ -192,14 +198,9 @@ class RunScores(ScoreReport):
             if lines := _ratio_problems(f"curve[{position}]", point):
                 return lines
         lines = []
-        boundary = min(self.ood_boundary, self.length) - self.seed_window
-        sums = {
-            "id": (sum(curve.correct[:boundary]), sum(curve.tokens[:boundary])),
-            "ood": (sum(curve.correct[boundary:]), sum(curve.tokens[boundary:])),
-            "overall": (sum(curve.correct), sum(curve.tokens)),
-        }
-        for name, (correct, tokens) in sums.items():
+        for name, region in _regions(self).items():
             part = getattr(self, name)
+            correct, tokens = sum(curve.correct[region]), sum(curve.tokens[region])
             if (part.correct, part.tokens) != (correct, tokens):
                 given = f"{shown(part.correct, 30)} of {shown(part.tokens, 30)}"
                 lines.append(f"{name}: {given} does not match the curve "
@@ -225,10 +226,8 @@ class RunProbeScores(RelianceReport):
                 return [f"curve[{position}]: {counts}: at most one target a row ({rows} rows)"]
             if lines := _reliance_problems(f"curve[{position}]", point):
                 return lines
-        boundary = min(self.ood_boundary, self.length) - w
-        regions = {"id": slice(0, boundary), "ood": slice(boundary, None), "overall": slice(None)}
         lines = []
-        for name, region in regions.items():
+        for name, region in _regions(self).items():
             lines += self._sums(name, getattr(self, name), region)
         if self.overall.probed != self.id.probed + self.ood.probed:
             given = (shown(n, 30) for n in (self.overall.probed, self.id.probed, self.ood.probed))
@@ -377,8 +376,7 @@ def _read_json(path: Path, limit: int) -> Any:
         raise DamagedRun(f"{shown(path)}: not valid JSON (nested too deeply)") from None
     except ValueError as error:  # UnicodeDecodeError and JSONDecodeError among them
         raise DamagedRun(f"{shown(path)}: not valid JSON ({shown(error, 120)})") from None
-    where = _non_finite(value)
-    if where is not None:
+    if (where := _non_finite(value)) is not None:
         raise DamagedRun(f"{shown(path)}: {where or 'value'}: not a finite number")
     return value
 
@@ -409,8 +407,7 @@ def _non_finite(value: Any, where: str = "") -> str | None:
     if isinstance(value, float):
         return None if math.isfinite(value) else where
     for key, item in _items(value):
-        found = _non_finite(item, f"{where}.{key}" if where else str(key))
-        if found is not None:
+        if (found := _non_finite(item, f"{where}.{key}" if where else str(key))) is not None:
             return found
     return None
 
@@ -427,10 +424,9 @@ def _coerced(given: Any, held: Any, where: str = "") -> str | None:
         value = shown(json.dumps(given), 40)
         return f"{where or 'value'}: {_kind(given)} ({value}) where the record holds {_kind(held)}"
     for key, item in _items(given):  # both objects or both lists here
-        if key in (held if isinstance(held, dict) else range(len(held))):
-            found = _coerced(item, held[key], f"{where}.{key}" if where else str(key))
-            if found is not None:
-                return found
+        inside = key in (held if isinstance(held, dict) else range(len(held)))
+        if inside and (found := _coerced(item, held[key], f"{where}.{key}" if where else str(key))):
+            return found
     return None
 
 
@@ -448,11 +444,9 @@ def read_run(folder: Path) -> RunRecord:
         held = record.model_dump(mode="json", by_alias=True)
     except ValueError:  # pydantic writes at most some 250 levels (a PE parameter's lists)
         raise DamagedRun(f"{shown(path)}: nested too deeply; not read") from None
-    coerced = _coerced(value, held)
-    if coerced is not None:
+    if coerced := _coerced(value, held):
         raise DamagedRun(f"{shown(path)}: {coerced}")
-    problems = record.problems()
-    if problems:
+    if problems := record.problems():
         raise _damaged(path, problems)
     return record
 
