@@ -172,7 +172,7 @@ POSITIONS = list(range(W, END))
 
 
 def curve(id_value: float, ood: dict[int, float] | None = None, first: float = 0.06, gap=None):
-    """Accuracy per position: ``first`` at t = w, ``id_value`` after, ``ood[p]`` from p on."""
+    """Accuracy per position: ``first`` at w, ``id_value`` after, ``ood[p]`` from p, NaN at gap."""
     values = [first] + [id_value] * (END - W - 1)
     for start, value in sorted((ood or {}).items()):
         values[start - W :] = [value] * (END - start)
