@@ -79,13 +79,8 @@ def eee_record(
     """One cell as an Every Eval Ever record."""
     model_id = f"posgen/{data}/{task}/{pe}"
     stamp = f"{now:.0f}"
-    source = {
-        "dataset_name": data,
-        "source_type": "other",
-        "additional_details": _strings(
-            {"config": task, "split": "test", "spec_id": entry["spec_ids"][task]}
-        ),
-    }
+    spec = {"config": task, "split": "test", "spec_id": entry["spec_ids"][task]}
+    source = {"dataset_name": data, "source_type": "other", "additional_details": _strings(spec)}
     results = []
     for bucket in cell.get("buckets", []):
         metric, start, end = bucket["metric"], bucket["start"], bucket["end"]
@@ -145,8 +140,7 @@ def hf_entries(data: str, task: str, cell: dict[str, Any]) -> dict[str, list[dic
     """``{metric file stem: [entry]}`` of one cell (metrics without a value are left out)."""
     out = {}
     for stem, mean_key, std_key, description in HF_METRICS:
-        mean = cell.get(mean_key)
-        if mean is None:
+        if (mean := cell.get(mean_key)) is None:
             continue
         std = cell.get(std_key)
         spread = "" if std is None else f" ± {std:.4f} (sample std)"
