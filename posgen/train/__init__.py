@@ -1,10 +1,7 @@
 """Reference baselines: train stock ``transformers`` models on POSGEN (``posgen[train]``).
 
-:mod:`posgen.train.config` (presets, grids), :mod:`posgen.train.run_record`,
-:mod:`posgen.train.results` and :mod:`posgen.train.sweep` need no torch;
-:mod:`posgen.train.trainer` (the loop) and :mod:`posgen.train.job` (one training job) import
-it when a run starts. A run folder's layout is named here, where the command line's output
-checks read it without loading the record's models.
+Torch is imported only when a run starts (:mod:`~posgen.train.trainer`). A run folder's
+layout is named here, for checks that need no record models.
 """
 
 import os
@@ -16,13 +13,10 @@ RESULTS = "results.json"
 METRICS = "metrics.jsonl"
 PREDICTIONS = "predictions.parquet"
 PROBE_PREDICTIONS = "probe_predictions.parquet"
-FILES = (RESULTS, METRICS, PREDICTIONS, PROBE_PREDICTIONS)
-"""What a finished run folder holds (and ``model/`` with ``--save-model``)."""
-MODEL = "model"
-"""The subfolder ``--save-model`` writes the model into."""
+FILES = (RESULTS, METRICS, PREDICTIONS, PROBE_PREDICTIONS)  # a finished run folder's files
+MODEL = "model"  # the subfolder --save-model writes the model into
 
 
 def is_run(path: Path) -> bool:
-    """Whether ``path`` is a finished run folder (it has its record; a damaged one is read,
-    and refused, by :func:`posgen.train.run_record.read_run`)."""
+    """Whether ``path`` is a finished run folder (it has its record, perhaps damaged)."""
     return os.path.lexists(Path(path) / RESULTS)

@@ -1,10 +1,8 @@
 """Attention diagnostics of a trained model: one extra forward pass over a few test rows.
 
-Per layer, over the ID targets ``[w, L)`` and the OOD targets ``[L, L')`` of the first
-:data:`ROWS` test rows: the mean attention entropy, the same divided by its uniform value
-``log(t + 1)`` and the attention mass on the target's far operands, averaged over heads, rows
-and targets. The probabilities come from the model's own attention function called a second
-time with the identity as its values, so every encoding is measured as it attends.
+Per layer and region (ID, OOD): the mean attention entropy, the same over ``log(t + 1)`` and
+the attention mass on the target's far operands. The probabilities come from the model's own
+attention function called again with the identity as its values.
 """
 
 from __future__ import annotations
@@ -22,8 +20,7 @@ from transformers.models.llama.modeling_llama import eager_attention_forward
 from posgen.tasks import dependency_matrix
 from posgen.train.run_record import AttentionDiagnostics, AttentionLayer, AttentionRegion
 
-ROWS = 8
-"""Test rows of the diagnostic pass (the first ones of the split)."""
+ROWS = 8  # test rows of the diagnostic pass (the first ones of the split)
 
 
 class NotMeasurable(ValueError):
@@ -32,8 +29,7 @@ class NotMeasurable(ValueError):
 
 @contextmanager
 def _recording(model: LlamaForCausalLM, sink: list[torch.Tensor]) -> Iterator[None]:
-    """Within it, every attention call of ``model`` also appends its probabilities
-    ``(batch, heads, T, T)`` (float32, CPU) to ``sink``."""
+    """Within it, every attention call of ``model`` appends its probabilities to ``sink``."""
     name = model.config._attn_implementation
     had_local = name in ALL_ATTENTION_FUNCTIONS._local_mapping
     previous = ALL_ATTENTION_FUNCTIONS._local_mapping.get(name)
@@ -80,8 +76,7 @@ def far_mask(task: str, near: int, far: int, length: int) -> np.ndarray:
 def summarize(
     probabilities: torch.Tensor, far: np.ndarray, start: int, boundary: int, end: int
 ) -> dict[str, AttentionRegion | None]:
-    """ID (targets ``[start, boundary)``) and OOD (``[boundary, end)``) figures of one layer's
-    attention ``(rows, heads, T, T)``."""
+    """ID ``[start, boundary)`` and OOD figures of one layer's attention ``(rows, heads, T, T)``."""
     p = probabilities.double()
     logs = torch.where(p > 0, p.clamp_min(1e-300).log(), torch.zeros_like(p))
     entropy = -(p * logs).sum(-1).mean(dim=(0, 1))  # per query
@@ -114,9 +109,8 @@ def attention_diagnostics(
     question_ids: bool = False,
     rows: int = ROWS,
 ) -> AttentionDiagnostics:
-    """Per-layer attention figures of ``model`` on the first ``rows`` rows of the ``test``
-    split, ID against OOD, in float32, with the inputs (``positions``: their position ids, as
-    :func:`posgen.train.trainer.predict` takes them) as the run trained on them."""
+    """Per-layer attention figures of ``model`` on the first ``rows`` test rows, in float32,
+    with the inputs (and ``positions``, as :func:`~posgen.train.trainer.predict` takes them)."""
     from posgen.train.trainer import lm_tensors, position_inputs
 
     spec = test.spec

@@ -2,10 +2,9 @@
 
 - ``eee``: ``OUT/<data>/<task>/<pe>.json``, an `Every Eval Ever
   <https://github.com/evaleval/every_eval_ever>`_ record (schema 0.2.1): one entry per metric
-  (test accuracy, probe far-reliance) and length bucket, scored as the mean over seeds.
+  and length bucket.
 - ``hf``: ``OUT/<data>/<task>/<pe>/.eval_results/<metric>.yaml``, the Hugging Face Hub's
-  evaluation-results files; ``dataset.id`` is the data folder's name (replace it with the
-  dataset's Hub ID where it is published).
+  evaluation-results files (``dataset.id``: the data folder's name).
 """
 
 from __future__ import annotations
@@ -41,8 +40,7 @@ DESCRIPTIONS = {
 
 
 def _safe(name: str) -> str:
-    """A file-name-safe form of a label (``linear+factor=2`` stays readable); never ``.``
-    or ``..``, which would write beside the export's folder.
+    """A file-name-safe form of a label, never ``.`` or ``..``.
 
     >>> _safe("pkg.mod:NAME/x"), _safe(".."), _safe("")
     ('pkg.mod_NAME_x', '__', '_')
@@ -51,14 +49,12 @@ def _safe(name: str) -> str:
     return safe if safe.strip(".") else "_" * max(1, len(safe))
 
 
-MAX_NAME_BYTES = 120
-"""Longest file-safe form kept whole (file names stop at 255 bytes); longer ones are cut."""
+MAX_NAME_BYTES = 120  # longest safe form kept whole (file names stop at 255 bytes)
 
 
 def _names(names: Iterable[str]) -> dict[str, str]:
-    """Each name's file name: its :func:`_safe` form, with the first 8 hex digits of the
-    name's SHA-256 added when another of ``names`` has the same safe form (``a/b`` and ``a_b``:
-    one file would overwrite the other) or it is longer than :data:`MAX_NAME_BYTES`.
+    """Each name's :func:`_safe` form, cut and with 8 hex digits of its SHA-256 added when
+    another name has the same form or it is longer than :data:`MAX_NAME_BYTES`.
 
     >>> _names(["a/b", "a_b", "rope"])
     {'a/b': 'a_b-c14cddc0', 'a_b': 'a_b-648fa9b3', 'rope': 'rope'}
@@ -73,7 +69,7 @@ def _names(names: Iterable[str]) -> dict[str, str]:
 
 
 def _strings(values: dict[str, Any]) -> dict[str, str]:
-    """``additional_details``: every value a string (the schema's rule)."""
+    """``additional_details``: every value a string."""
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
 
 
@@ -83,13 +79,8 @@ def eee_record(
     """One cell as an Every Eval Ever record."""
     model_id = f"posgen/{data}/{task}/{pe}"
     stamp = f"{now:.0f}"
-    source = {
-        "dataset_name": data,
-        "source_type": "other",
-        "additional_details": _strings(
-            {"config": task, "split": "test", "spec_id": entry["spec_ids"][task]}
-        ),
-    }
+    spec = {"config": task, "split": "test", "spec_id": entry["spec_ids"][task]}
+    source = {"dataset_name": data, "source_type": "other", "additional_details": _strings(spec)}
     results = []
     for bucket in cell.get("buckets", []):
         metric, start, end = bucket["metric"], bucket["start"], bucket["end"]
@@ -149,8 +140,7 @@ def hf_entries(data: str, task: str, cell: dict[str, Any]) -> dict[str, list[dic
     """``{metric file stem: [entry]}`` of one cell (metrics without a value are left out)."""
     out = {}
     for stem, mean_key, std_key, description in HF_METRICS:
-        mean = cell.get(mean_key)
-        if mean is None:
+        if (mean := cell.get(mean_key)) is None:
             continue
         std = cell.get(std_key)
         spread = "" if std is None else f" ± {std:.4f} (sample std)"
@@ -166,8 +156,7 @@ def hf_entries(data: str, task: str, cell: dict[str, Any]) -> dict[str, list[dic
 
 
 def export_time() -> float:
-    """When the records are retrieved: now, or ``SOURCE_DATE_EPOCH`` (the reproducible-builds
-    convention) when set, so that a rerun writes the same bytes."""
+    """Now, or ``SOURCE_DATE_EPOCH`` when set (a rerun writes the same bytes)."""
     fixed = os.environ.get("SOURCE_DATE_EPOCH")
     if fixed is None:
         return time.time()
@@ -176,11 +165,9 @@ def export_time() -> float:
     return float(fixed)
 
 
-def write_export(results: dict[str, Any], folder: Path, kind: str) -> int:
-    """Write the ``kind`` (``eee`` or ``hf``) files of ``results`` under ``folder`` (a fresh
-    build folder); the number of files written."""
+def write_export(results: dict[str, Any], folder: Path, kind: str) -> None:
+    """Write the ``kind`` (``eee`` or ``hf``) files of ``results`` under ``folder``."""
     now = export_time()
-    written = 0
     datas = _names(results)
     tasks = {data: _names(entry["tasks"]) for data, entry in results.items()}
     pes = {(d, t): _names(row) for d, e in results.items() for t, row in e["tasks"].items()}
@@ -190,14 +177,10 @@ def write_export(results: dict[str, Any], folder: Path, kind: str) -> int:
         if kind == "eee":
             base.mkdir(parents=True, exist_ok=True)
             record = eee_record(data, task, pe, cell, entry, now)
-            text = json.dumps(record, indent=2, allow_nan=False) + "\n"
-            (base / f"{name}.json").write_text(text)
-            written += 1
+            (base / f"{name}.json").write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
             continue
         target = base / name / ".eval_results"
         target.mkdir(parents=True, exist_ok=True)
         for stem, entries in hf_entries(data, task, cell).items():
             text = yaml.safe_dump(entries, sort_keys=False, allow_unicode=True)
             (target / f"{stem}.yaml").write_text(text)
-            written += 1
-    return written

@@ -1,8 +1,7 @@
 """Aggregate ``posgen train`` run folders into the results table (no torch needed).
 
-Runs are grouped by (data folder, task, position encoding) into cells: ID and OOD accuracy
-(mean and sample std over seeds), the seed-pooled per-position curve, far-reliance and
-attention figures. Copies of a run and cells mixing settings are refused::
+Runs are grouped by (data folder, task, position encoding) into cells, mean and sample std
+over seeds; copies of a run and cells mixing settings are refused::
 
     runs/posgen-v1/cot/rope/seed42/results.json   ID 1.000  OOD 0.512
     runs/posgen-v1/cot/rope/seed49/results.json   ID 0.998  OOD 0.488
@@ -57,15 +56,12 @@ def _unfinished(path: Path) -> str | None:
     if TMP_TAG in path.name or OLD_TAG in path.name:
         return f"{path}: the build folder of a run that was killed or is still running"
     missing = [name for name in FILES if not os.path.lexists(path / name)]  # damage: read_run
-    if not missing:
-        return None
-    return f"{path}: not a finished run (no {', '.join(missing)})"
+    return f"{path}: not a finished run (no {', '.join(missing)})" if missing else None
 
 
 def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
-    """Run folders among ``paths`` and below them (links followed, each folder once, never
-    into a run's own ``model/``), sorted, and the skipped ones (build folders, half-copied
-    folders) with why."""
+    """Run folders among ``paths`` and below them (links followed, each once, never into a
+    run's ``model/``), sorted, and why unfinished ones were skipped."""
     found: list[Path] = []
     seen: set[str] = set()
     skipped: list[str] = []
@@ -78,7 +74,7 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
         for folder, dirs, files in walk(path, followlinks=True):
             here = Path(folder)
             real = os.path.realpath(here)
-            if real in seen:  # named twice, or a link loop
+            if real in seen:
                 dirs[:] = []
                 continue
             seen.add(real)
@@ -88,19 +84,17 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             if not _run_like(files):
                 continue
-            why = _unfinished(here)
-            if why is not None:
+            if (why := _unfinished(here)) is not None:
                 skipped.append(f"skipped {why} (not counted)")
             else:
                 found.append(here)
-                dirs[:] = [d for d in dirs if d != MODEL]  # its model/ is its own; runs inside
+                dirs[:] = [d for d in dirs if d != MODEL]
     return sorted(found), skipped
 
 
 def check_distinct(runs: Sequence[Run]) -> None:
-    """Refuse a table (data folder name, task) whose runs are of different datasets (folders
-    that share a name), a cell that mixes settings, and copies of one run (same data,
-    settings and seed), in that order: each refusal says what differs."""
+    """Refuse a table of runs on different datasets under one folder name, a cell mixing
+    settings, and copies of one run, in that order."""
     by_seed: dict[tuple[Any, ...], Run] = {}
     by_table: dict[tuple[str, str], Run] = {}
     by_cell: dict[tuple[str, str, str], Run] = {}
@@ -122,16 +116,14 @@ def check_distinct(runs: Sequence[Run]) -> None:
                 f"{other.path} and {run.path} are in one cell ({cell}) but were "
                 "trained with different settings (preset or --flags); give runs of one setting"
             )
-        if seed in by_seed:
+        if (copy := by_seed.setdefault(seed, run)) is not run:
             raise ResultsError(
-                f"{by_seed[seed].path} and {run.path} are the same run ({cell}, seed "
+                f"{copy.path} and {run.path} are the same run ({cell}, seed "
                 f"{run.record.seed}): copies are never averaged; give one of them"
             )
-        by_seed[seed] = run
 
 
 def _data(run: Run) -> tuple[Any, ...]:
-    """What names a run's data: its spec and the files it read."""
     return (run.record.spec.spec_id, tuple(sorted(run.record.data.files.items())))
 
 
@@ -167,9 +159,8 @@ def pooled(curves: Sequence[Any], hits: str, counts: str) -> list[float]:
 
 
 def far_reliance(runs: Sequence[Run]) -> dict[str, Any]:
-    """Far-reliance of a cell's runs (the share of probed targets predicted as the far-rule
-    answer): ID and OOD mean ± std over seeds, and the curve pooled over seeds."""
-    reports = [run.record.probe_scores for run in runs]  # every record holds one (checked)
+    """Far-reliance of a cell's runs: ID and OOD mean ± std, and the seed-pooled curve."""
+    reports = [run.record.probe_scores for run in runs]
     out: dict[str, Any] = {"far_n": len(reports)}
     for region in ("id", "ood"):
         mean, std = mean_std([getattr(r, region).far_reliance for r in reports])
@@ -187,10 +178,8 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 
 def attention_summary(runs: Sequence[Run]) -> dict[str, Any]:
-    """A cell's attention diagnostics: per layer and region (ID, OOD), each figure's mean over
-    the seeds that measured it (``attention``), and the compact summary, the mean over
-    layers too: ``attn_flat_{id,ood}`` (normalized entropy) and ``attn_far_{id,ood}``
-    (far-operand share)."""
+    """Per layer and region, each figure's mean over the seeds that measured it, and its mean
+    over layers: ``attn_flat_{id,ood}`` (normalized entropy), ``attn_far_{id,ood}``."""
     records = [run.record.attention for run in runs if run.record.attention is not None]
     out: dict[str, Any] = {"attn_n": len(records)}
     layers: list[dict[str, Any]] = []
@@ -228,8 +217,8 @@ def _bucket_ratio(curve: Any, hits: str, counts: str, start: int, end: int) -> f
 
 
 def buckets(runs: Sequence[Run]) -> list[dict[str, Any]]:
-    """Per length bucket (:func:`length_buckets`) and metric (``accuracy``: test;
-    ``far_reliance``: probe), the per-run ratio's mean and sample std over seeds, and n."""
+    """Per length bucket and metric (test ``accuracy``, probe ``far_reliance``), the per-run
+    ratio's mean, sample std and n."""
     scores = runs[0].record.scores
     metrics = (
         ("accuracy", [r.record.scores.curve for r in runs], "correct", "tokens"),
@@ -260,7 +249,6 @@ def trend(positions: Sequence[int], values: Sequence[float]) -> float:
 
 
 def cell(runs: Sequence[Run]) -> dict[str, Any]:
-    """The aggregate of one (data, task, pe) cell."""
     reports = [run.record.scores for run in runs]
     id_mean, id_std = mean_std([r.id.accuracy or 0.0 for r in reports])
     ood_mean, ood_std = mean_std([r.ood.accuracy for r in reports])
@@ -304,28 +292,22 @@ def cells(results: dict[str, Any]) -> Iterator[tuple[str, str, str, dict[str, An
 
 
 def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
-    """Cells by data folder: ``{data: {"spec_ids", "tasks"}}``, ``tasks`` mapping task -> pe
-    -> :func:`cell` (with its L and L': the configs of one folder may differ), the encodings
-    in table order."""
+    """Cells by data folder: ``{data: {"spec_ids", "tasks": {task: {pe: cell}}}}``, the
+    encodings in table order."""
     groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     for run in runs:
         groups[run.record.key].append(run)
     out: dict[str, Any] = {}
-
-    def table_order(key: tuple[str, str, str]) -> tuple[str, str, tuple[int, str]]:
-        return key[0], key[1], pe_order(key[2])
-
-    for data, task, pe in sorted(groups, key=table_order):  # one spec each: check_distinct
+    for data, task, pe in sorted(groups, key=lambda k: (k[0], k[1], pe_order(k[2]))):
         members = groups[data, task, pe]
-        record = members[0].record
         entry = out.setdefault(data, {"spec_ids": {}, "tasks": {}})
-        entry["spec_ids"][task] = record.spec.spec_id
+        entry["spec_ids"][task] = members[0].record.spec.spec_id
         entry["tasks"].setdefault(task, {})[pe] = cell(sorted(members, key=lambda r: r.path))
     return out
 
 
 def task_lengths(entry: dict[str, Any], task: str) -> str:
-    """``L = 64, L' = 256`` of ``task``'s cells in a data folder's ``entry``."""
+    """``L = 64, L' = 256`` of ``task``'s cells."""
     first = next(iter(entry["tasks"][task].values()))
     return f"L = {first['ood_boundary']}, L' = {first['length']}"
 
@@ -344,16 +326,6 @@ def run_settings(runs: Sequence[Run]) -> dict[str, Any]:
         "versions": distinct(lambda r: r.versions),
         "train_seconds": sum(run.record.wall_seconds or 0.0 for run in runs),
     }
-
-
-def hardware() -> dict[str, Any]:
-    """This machine: CPU model, logical cores, OS."""
-    model = platform.processor() or platform.machine()
-    with suppress(OSError):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        names = [line for line in lines if line.startswith("model name")]
-        model = names[0].split(":", 1)[1].strip() if names else model
-    return {"cpu": model, "cores": os.cpu_count(), "os": platform.platform()}
 
 
 def tables(results: dict[str, Any]) -> list[str]:
@@ -391,9 +363,7 @@ def tables(results: dict[str, Any]) -> list[str]:
 
 
 def _num(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
+    return "-" if value is None else format(value, "+.3f" if signed else ".3f")
 
 
 def _pair(cell: dict[str, Any], name: str) -> str:
@@ -403,19 +373,16 @@ def _pair(cell: dict[str, Any], name: str) -> str:
     ('0.900 -> 0.500', '-')
     """
     before, after = cell.get(f"{name}_id"), cell.get(f"{name}_ood")
-    if before is None and after is None:
-        return "-"
-    return f"{_num(before)} -> {_num(after)}"
+    return "-" if before is None and after is None else f"{_num(before)} -> {_num(after)}"
 
 
 def _spread(cell: dict[str, Any], name: str) -> str:
-    """Figure ``name``'s mean ± std (``-`` when not measured)."""
     return mean_std_cell(cell.get(f"{name}_mean"), cell.get(f"{name}_std"))
 
 
 def _cell(value: Any) -> str:
-    """``value`` as markdown text of a table or a heading: one line (control characters as
-    spaces), cut as :func:`~posgen.errors.shown` cuts it, ``|`` escaped.
+    """``value`` as one line of markdown (control characters as spaces), cut as
+    :func:`~posgen.errors.shown` cuts it, ``|`` escaped.
 
     >>> _cell("rope|x\\n## y\\x00")
     'rope\\\\|x ## y'
@@ -425,16 +392,14 @@ def _cell(value: Any) -> str:
 
 
 def _row(values: Sequence[Any]) -> str:
-    """One row of a markdown table, whatever text its cells hold."""
     return "| " + " | ".join(map(_cell, values)) + " |"
 
 
-CURVES = ("curve", "far_curve")  # in the plot, not in the summary the cards read
+CURVES = ("curve", "far_curve")
 
 
 def summary_json(results: dict[str, Any]) -> dict[str, Any]:
-    """What the data cards read: the results without the curves, and the sentences saying what
-    each task measures (the cards render both as they are)."""
+    """What the data cards read: the results without the curves, with what each task measures."""
     return {
         data: {
             **{k: v for k, v in entry.items() if k != "tasks"},
@@ -449,13 +414,12 @@ def summary_json(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def plot_results(results: dict[str, Any], path: Path) -> Path:
-    """Accuracy against position: one panel per (data, task), one line per pe, L marked;
-    under each data folder's row, a row of far-reliance against position (when measured)."""
+    """Accuracy (and far-reliance, a row below) against position: a panel per (data, task), a
+    line per pe, L marked."""
     from posgen.scoring.plot import pyplot
 
     plt = pyplot()
     every_pe = sorted({pe for _, _, pe, _, _ in cells(results)}, key=pe_order)
-    # one style per encoding in every panel: 20 colours, then dashed and dotted lines
     style = {
         pe: {"color": plt.get_cmap("tab20")(i % 20), "ls": ("-", "--", ":")[i // 20 % 3]}
         for i, pe in enumerate(every_pe)
@@ -475,14 +439,10 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
                     (1, "far_curve", "far_reliance", "far-reliance (probe split)"),
                 ):
                     ax = axes[2 * row + offset][col]
-                    drawn = [(pe, c[key]) for pe, c in pes.items() if key in c]
-                    if not drawn:
-                        continue
                     ax.set_visible(True)
-                    for pe, curve in drawn:
-                        ax.plot(curve["position"], curve[value], lw=0.9, label=pe, **style[pe])
-                    boundary = next(iter(pes.values()))["ood_boundary"]
-                    ax.axvline(boundary, color="k", ls="--", lw=0.8)
+                    for pe, c in pes.items():
+                        ax.plot(c[key]["position"], c[key][value], lw=0.9, label=pe, **style[pe])
+                    ax.axvline(next(iter(pes.values()))["ood_boundary"], color="k", ls="--", lw=0.8)
                     ax.set_ylim(0, 1.05)
                     far = " / far-reliance" if offset else ""
                     ax.set_title(f"{data} / {task}{far}", fontsize=9)
@@ -507,12 +467,16 @@ def results_markdown(
     notes: Sequence[str] = (),
 ) -> str:
     """The RESULTS.md document: command, hardware, wall time, versions, tables, plot."""
-    machine = hardware()
+    cpu = platform.processor() or platform.machine()
+    with suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        names = [line for line in lines if line.startswith("model name")]
+        cpu = names[0].split(":", 1)[1].strip() if names else cpu
     lines = ["# POSGEN reference results", ""]
     if command:
         lines += [f"Produced by `{command}`.", ""]
     lines += [
-        f"- Hardware: {machine['cpu']}, {machine['cores']} logical cores ({machine['os']})",
+        f"- Hardware: {cpu}, {os.cpu_count()} logical cores ({platform.platform()})",
         f"- Devices: {', '.join(settings['devices'])}; torch threads per run: "
         f"{', '.join(map(str, settings['torch_threads']))}",
     ]
@@ -582,8 +546,7 @@ def effective_length(
     tolerance: float = EFFECTIVE_TOLERANCE,
     block: int = EFFECTIVE_BLOCK,
 ) -> int | None:
-    """*Effective length* (:data:`EFFECTIVE_DEFINITION`); None when the ID reference is
-    within ``tolerance`` of ``chance``.
+    """*Effective length* (:data:`EFFECTIVE_DEFINITION`); None near chance.
 
     >>> effective_length(range(4, 16), [0.06] + [1.0] * 5 + [0.3] * 6, 4, 8, 1 / 17, block=2)
     10
@@ -596,12 +559,10 @@ def effective_length(
     reference = _mean(a for p, a in pairs if p < boundary)
     if reference is None or reference - tolerance <= chance or not pairs:
         return None
-    blocks: list[list[tuple[int, float]]] = []
     for part in ([x for x in pairs if x[0] < boundary], [x for x in pairs if x[0] >= boundary]):
-        blocks += [part[i : i + block] for i in range(0, len(part), block)]
-    for chunk in blocks:
-        if sum(a for _, a in chunk) / len(chunk) < reference - tolerance:
-            return chunk[0][0]
+        for chunk in (part[i : i + block] for i in range(0, len(part), block)):
+            if sum(a for _, a in chunk) / len(chunk) < reference - tolerance:
+                return chunk[0][0]
     return positions[-1] + 1
 
 
@@ -632,14 +593,12 @@ def ranking_lines(results: dict[str, Any]) -> list[str]:
             ]
             for rank, (pe, cell) in enumerate(ranked(pes), 1):
                 length = cell.get("effective_length")
+                length = "-" if length is None else length
                 spreads = [_spread(cell, "ood"), _spread(cell, "id")]
                 facts = [cell.get(name) or "-" for name in ("when", "source")]
-                length = "-" if length is None else length
                 lines.append(_row([rank, pe, cell["n"], *spreads, length, *facts]))
             confounds = [
-                _cell(f"{pe}: {cell['confound']}")
-                for pe, cell in pes.items()
-                if cell.get("confound")
+                _cell(f"{pe}: {c['confound']}") for pe, c in pes.items() if c.get("confound")
             ]
             if confounds:
                 lines += ["", "Not the Llama block: " + "; ".join(confounds) + "."]

@@ -1,9 +1,8 @@
 """The run record: one typed file, ``results.json``, per run folder (no torch needed).
 
-:class:`RunRecord` says what the run was and what it found; :func:`read_run`, the one reader,
-reads it bounded, without NaN or Infinity, and checks it whole (its scores are of its own
-spec and add up): a problem is one :class:`DamagedRun` line naming the file and the field
-(exit 1). ``python -m posgen.train.run_record`` rewrites ``run_record.schema.json``.
+:func:`read_run` reads it bounded and checks it whole; a problem is one :class:`DamagedRun`
+line naming the file and the field (exit 1). ``python -m posgen.train.run_record`` rewrites
+``run_record.schema.json``.
 """
 
 from __future__ import annotations
@@ -29,16 +28,13 @@ from posgen.spec import MAX_LENGTH, MAX_ROWS, PROBE_SPLIT, ConfigName, TaskSpec
 from posgen.train import RESULTS
 from posgen.train.config import TrainConfig, known_preset
 
-MAX_RECORD_BYTES = 128 << 20
-"""The scores take about 60 bytes a position: 1 M positions fit."""
-MAX_COUNT = 2**53
-"""Largest count a report may hold (exact as a float)."""
+MAX_RECORD_BYTES = 128 << 20  # the scores take about 60 bytes a position: 1 M positions fit
+MAX_COUNT = 2**53  # largest count a report may hold (exact as a float)
 MAX_THREADS = 1024
 MAX_LAYERS = 64
 SCHEMA_FILE = Path(__file__).with_name("run_record.schema.json")
 SHA256 = re.compile(r"[0-9a-f]{64}")
-ZEROED = "0" * 64
-"""A zeroed digest: no file hashes to it; a record holding one was edited."""
+ZEROED = "0" * 64  # no file hashes to it: a record holding one was edited
 
 
 class DamagedRun(DataError, ValueError):
@@ -138,14 +134,12 @@ class AttentionDiagnostics(_Record):
     layers: list[AttentionLayer] = Field(min_length=1, max_length=MAX_LAYERS)
 
 
-ACCURACY = ("correct", "tokens", "accuracy")
-"""A score curve's columns besides its positions."""
-CURVE_COLUMNS = ("counted", "far", "local", "far_reliance", "local_reliance")
-"""A reliance curve's columns besides its positions."""
+ACCURACY = ("correct", "tokens", "accuracy")  # a score curve's columns (besides positions)
+CURVE_COLUMNS = ("counted", "far", "local", "far_reliance", "local_reliance")  # and reliance
 
 
 def _ratio_problems(name: str, part: Any, words: tuple[str, str, str] = ACCURACY) -> list[str]:
-    """Whether ``part``'s share is its hits / total (None for 0 total), ``words`` naming them."""
+    """Whether ``part``'s share is its hits / total (None for 0 total)."""
     hits, total, share = words
     correct, tokens, accuracy = (getattr(part, word) for word in words)
     if not 0 <= correct <= tokens <= MAX_COUNT:
@@ -160,7 +154,6 @@ def _ratio_problems(name: str, part: Any, words: tuple[str, str, str] = ACCURACY
 
 
 def _reliance_problems(name: str, part: Any) -> list[str]:
-    """Far- and local-reliance of one region, bucket or curve point against its counts."""
     if part.far + part.local > part.counted:
         return [f"{name}: far {part.far} + local {part.local} exceed the {part.counted} counted"]
     lines = _ratio_problems(name, part, ("far", "counted", "far_reliance"))
@@ -168,7 +161,7 @@ def _reliance_problems(name: str, part: Any) -> list[str]:
 
 
 def _points(report: Any, columns: tuple[str, ...]) -> Iterator[tuple[int, Any]]:
-    """``(position, point)`` of every curve position, the point holding ``columns``' values."""
+    """``(position, point)`` of every curve position, the point holding ``columns``."""
     for index, position in enumerate(report.curve.position):
         yield position, SimpleNamespace(**{c: getattr(report.curve, c)[index] for c in columns})
 
@@ -185,12 +178,17 @@ def _curve_problems(report: Any, columns: tuple[str, ...]) -> list[str]:
     return []
 
 
+def _regions(report: Any) -> dict[str, slice]:
+    """The curve's ID, OOD and overall positions."""
+    boundary = min(report.ood_boundary, report.length) - report.seed_window
+    return {"id": slice(0, boundary), "ood": slice(boundary, None), "overall": slice(None)}
+
+
 class RunScores(ScoreReport):
     """A :class:`ScoreReport` whose counts add up: every position ``w .. L'-1`` in the curve
     once, one prediction a row; ID, OOD and overall the curve's sums; each accuracy its ratio."""
 
     def problems(self) -> list[str]:
-        """What does not add up (empty when everything does)."""
         curve = self.curve
         if lines := _curve_problems(self, ACCURACY):
             return lines
@@ -200,14 +198,9 @@ class RunScores(ScoreReport):
             if lines := _ratio_problems(f"curve[{position}]", point):
                 return lines
         lines = []
-        boundary = min(self.ood_boundary, self.length) - self.seed_window
-        sums = {
-            "id": (sum(curve.correct[:boundary]), sum(curve.tokens[:boundary])),
-            "ood": (sum(curve.correct[boundary:]), sum(curve.tokens[boundary:])),
-            "overall": (sum(curve.correct), sum(curve.tokens)),
-        }
-        for name, (correct, tokens) in sums.items():
+        for name, region in _regions(self).items():
             part = getattr(self, name)
+            correct, tokens = sum(curve.correct[region]), sum(curve.tokens[region])
             if (part.correct, part.tokens) != (correct, tokens):
                 given = f"{shown(part.correct, 30)} of {shown(part.tokens, 30)}"
                 lines.append(f"{name}: {given} does not match the curve "
@@ -224,7 +217,6 @@ class RunProbeScores(RelianceReport):
     and the buckets the curve's sums, with at least as many probed targets as counted ones."""
 
     def problems(self) -> list[str]:
-        """What does not add up (empty when everything does)."""
         w, rows = self.seed_window, self.rows
         if lines := _curve_problems(self, CURVE_COLUMNS):
             return lines
@@ -234,10 +226,8 @@ class RunProbeScores(RelianceReport):
                 return [f"curve[{position}]: {counts}: at most one target a row ({rows} rows)"]
             if lines := _reliance_problems(f"curve[{position}]", point):
                 return lines
-        boundary = min(self.ood_boundary, self.length) - w
-        regions = {"id": slice(0, boundary), "ood": slice(boundary, None), "overall": slice(None)}
         lines = []
-        for name, region in regions.items():
+        for name, region in _regions(self).items():
             lines += self._sums(name, getattr(self, name), region)
         if self.overall.probed != self.id.probed + self.ood.probed:
             given = (shown(n, 30) for n in (self.overall.probed, self.id.probed, self.ood.probed))
@@ -316,8 +306,7 @@ class RunRecord(_Record):
         return json.dumps(body, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     def problems(self) -> list[str]:
-        """Scores (test and probe) of other data than the record names, or whose counts do
-        not add up; a best epoch past the epochs trained."""
+        """A best epoch past those trained; scores of other data or whose counts do not add up."""
         if self.best_epoch > self.train.epochs:
             return [f"best_epoch: {self.best_epoch}, but the run trained {self.train.epochs} "
                     "epochs"]  # fmt: skip
@@ -357,8 +346,8 @@ def _damaged(path: Path, lines: list[str]) -> DamagedRun:
 
 
 def _read_json(path: Path, limit: int) -> Any:
-    """The JSON value of ``path``: a regular file (others are refused unread) of at most
-    ``limit`` bytes, UTF-8, no repeated key, no NaN or Infinity."""
+    """The JSON value of a regular file of at most ``limit`` bytes, UTF-8, no repeated key, no
+    NaN or Infinity."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
@@ -387,14 +376,13 @@ def _read_json(path: Path, limit: int) -> Any:
         raise DamagedRun(f"{shown(path)}: not valid JSON (nested too deeply)") from None
     except ValueError as error:  # UnicodeDecodeError and JSONDecodeError among them
         raise DamagedRun(f"{shown(path)}: not valid JSON ({shown(error, 120)})") from None
-    where = _non_finite(value)
-    if where is not None:
+    if (where := _non_finite(value)) is not None:
         raise DamagedRun(f"{shown(path)}: {where or 'value'}: not a finite number")
     return value
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object, refused when a key repeats (readers disagree on which one counts)."""
+    """A JSON object, refused when a key repeats."""
     value: dict[str, Any] = {}
     for key, item in pairs:
         if key in value:
@@ -408,7 +396,7 @@ def _no_constant(name: str) -> Any:
 
 
 def _items(value: Any) -> Any:
-    """The ``(key, item)`` pairs of a JSON object or list; none for anything else."""
+    """The ``(key, item)`` pairs of a JSON object or list."""
     if isinstance(value, dict):
         return value.items()
     return enumerate(value) if isinstance(value, list) else ()
@@ -419,29 +407,26 @@ def _non_finite(value: Any, where: str = "") -> str | None:
     if isinstance(value, float):
         return None if math.isfinite(value) else where
     for key, item in _items(value):
-        found = _non_finite(item, f"{where}.{key}" if where else str(key))
-        if found is not None:
+        if (found := _non_finite(item, f"{where}.{key}" if where else str(key))) is not None:
             return found
     return None
 
 
 def _kind(value: Any) -> str:
-    """The JSON kind of a parsed value (``"a number"``)."""
     kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
     return {**kinds, dict: "an object", list: "a list"}.get(type(value), "null")
 
 
 def _coerced(given: Any, held: Any, where: str = "") -> str | None:
-    """Where the record as written (``given``) holds another JSON kind than the record read
-    from it (``held``), e.g. ``"0.5"`` read as a number (None: nowhere)."""
+    """Where the record as written holds another JSON kind than the record read from it
+    (``"0.5"`` read as a number)."""
     if _kind(given) != _kind(held):
         value = shown(json.dumps(given), 40)
         return f"{where or 'value'}: {_kind(given)} ({value}) where the record holds {_kind(held)}"
     for key, item in _items(given):  # both objects or both lists here
-        if key in (held if isinstance(held, dict) else range(len(held))):
-            found = _coerced(item, held[key], f"{where}.{key}" if where else str(key))
-            if found is not None:
-                return found
+        inside = key in (held if isinstance(held, dict) else range(len(held)))
+        if inside and (found := _coerced(item, held[key], f"{where}.{key}" if where else str(key))):
+            return found
     return None
 
 
@@ -459,17 +444,14 @@ def read_run(folder: Path) -> RunRecord:
         held = record.model_dump(mode="json", by_alias=True)
     except ValueError:  # pydantic writes at most some 250 levels (a PE parameter's lists)
         raise DamagedRun(f"{shown(path)}: nested too deeply; not read") from None
-    coerced = _coerced(value, held)
-    if coerced is not None:
+    if coerced := _coerced(value, held):
         raise DamagedRun(f"{shown(path)}: {coerced}")
-    problems = record.problems()
-    if problems:
+    if problems := record.problems():
         raise _damaged(path, problems)
     return record
 
 
 def schema_text() -> str:
-    """The exported JSON Schema of :class:`RunRecord`."""
     return json.dumps(RunRecord.model_json_schema(), indent=2, sort_keys=True) + "\n"
 
 

@@ -24,18 +24,18 @@ from posgen.train.config import preset
 from posgen.train.results import effective_length, length_buckets
 from posgen.train.run_record import read_run
 from posgen.train.trainer import build_model, precision
+from tests.train.test_results import edited_run
 
 TINY = {"layers": 2, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
 SEEDS = (1, 2)
+COT = default_benchmark(("cot",)).configs["cot"]
 
 
 # --- attention diagnostics ----------------------------------------------------------------
 
 
 def _tiny_model(pe: str):
-    spec = default_benchmark(("cot",)).configs["cot"]
-    reference = type("Ref", (), {"spec": spec})()
-    return build_model(preset("cpu", **TINY), reference, pe, seed=3).eval()
+    return build_model(preset("cpu", **TINY), SimpleNamespace(spec=COT), pe, seed=3).eval()
 
 
 @pytest.mark.parametrize("pe", ["rope", "alibi", "nope", "learned"])
@@ -146,8 +146,7 @@ def test_an_attention_function_that_cannot_be_probed_is_refused_not_misread():
     model.config._attn_implementation = "posgen_test_narrow"
     ALL_ATTENTION_FUNCTIONS["posgen_test_narrow"] = narrow
     try:
-        spec = default_benchmark(("cot",)).configs["cot"]
-        test = SimpleNamespace(spec=spec, tokens=np.zeros((2, 256), dtype=np.int64))
+        test = SimpleNamespace(spec=COT, tokens=np.zeros((2, 256), dtype=np.int64))
         with pytest.raises(NotMeasurable):
             attention_diagnostics(model, test, torch.device("cpu"))
     finally:
@@ -173,8 +172,7 @@ POSITIONS = list(range(W, END))
 
 
 def curve(id_value: float, ood: dict[int, float] | None = None, first: float = 0.06, gap=None):
-    """Accuracy per position: ``first`` at t = w, ``id_value`` after, ``ood[p]`` from position
-    p to the next key, NaN at the index ``gap``."""
+    """Accuracy per position: ``first`` at w, ``id_value`` after, ``ood[p]`` from p, NaN at gap."""
     values = [first] + [id_value] * (END - W - 1)
     for start, value in sorted((ood or {}).items()):
         values[start - W :] = [value] * (END - start)
@@ -223,11 +221,8 @@ def test_save_model_folders_are_not_reported_as_runs(cli, trained_runs, tmp_path
 
 def test_results_name_where_each_encoding_came_from(cli, trained_runs, tmp_path):
     plugin = tmp_path / "runs"
-    shutil.copytree(trained_runs / "rope-1", plugin / "plugin-1")
-    record = json.loads((plugin / "plugin-1" / RESULTS).read_text())
-    encoding = record["position_encoding"]
-    encoding.update(name="myrope", label="myrope", source="mypkg.encodings:MYROPE")
-    (plugin / "plugin-1" / RESULTS).write_text(json.dumps(record))
+    pe = {"name": "myrope", "label": "myrope", "source": "mypkg.encodings:MYROPE"}
+    edited_run(trained_runs / "rope-1", plugin / "plugin-1", position_encoding=pe)
     shutil.copytree(trained_runs / "rope-1", plugin / "rope-1")
     out, table = tmp_path / "R.md", tmp_path / "r.csv"
     assert cli("results", plugin, "--out", out).exit_code == 0
@@ -332,16 +327,14 @@ def test_eee_export_with_source_date_epoch_is_the_same_bytes_on_every_rerun(
     assert_clean_error, cli, tree, trained_runs, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
-    for out in ("a", "b"):
-        assert (
-            cli("results", trained_runs, "--format", "eee", "--out", tmp_path / out).exit_code == 0
-        )
+    args = ["results", trained_runs, "--format", "eee", "--out"]
+    assert [cli(*args, tmp_path / out).exit_code for out in "ab"] == [0, 0]
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
     record = json.loads((tmp_path / "a" / "ds" / "cot" / "rope.json").read_text())
     assert record["retrieved_timestamp"] == "1767225600"
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
-    result = cli("results", trained_runs, "--format", "eee", "--out", tmp_path / "c")
-    assert_clean_error(result, 2, "SOURCE_DATE_EPOCH must be whole seconds since 1970")
+    line = "SOURCE_DATE_EPOCH must be whole seconds since 1970"
+    assert_clean_error(cli(*args, tmp_path / "c"), 2, line)
     assert not (tmp_path / "c").exists()
 
 

@@ -1,5 +1,4 @@
-"""``posgen results``: aggregation of run folders (``trained_runs``: rope and yarn, seeds 1, 2);
-lax input is refused and a default spelled out is the default (issue 27, class 11)."""
+"""``posgen results`` of ``trained_runs`` (rope and yarn, seeds 1, 2); lax input refused."""
 # ruff: noqa: E402
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from posgen.encodings import Lengths, PERequest, resolve
 from posgen.scoring import load_probe, read_predictions, score_probe
 from posgen.scoring.reliance import measure_sentences
 from posgen.store.manifest import read_manifest
-from posgen.train import PREDICTIONS, PROBE_PREDICTIONS
+from posgen.train import PREDICTIONS, PROBE_PREDICTIONS, RESULTS
 from posgen.train.results import effective_length
 from posgen.train.run_record import read_run
 
@@ -63,19 +62,25 @@ def test_every_run_scores_the_probe_split_with_the_same_weights_and_names_its_da
     assert predictions.made_for == (spec_id, "probe")
 
 
+def edited_run(source, dest, **sections):
+    """A copy of run folder ``source`` at ``dest``, its record's ``sections`` updated."""
+    run = shutil.copytree(source, dest)
+    body = json.loads((run / RESULTS).read_text())
+    for section, values in sections.items():
+        body[section].update(values)
+    (run / RESULTS).write_text(json.dumps(body))
+    return run
+
+
 RECORD_TEXT = {  # a run record's free text that reaches the tables -> text breaking a table
-    "position_encoding.label": "rope|x\n## injected\x00" + "L" * 5000,
-    "data.folder": "/tmp/da|ta\nnew",
+    "label": {"position_encoding": {"label": "rope|x\n## injected\x00" + "L" * 5000}},
+    "folder": {"data": {"folder": "/tmp/da|ta\nnew"}},
 }
 
 
 @pytest.mark.parametrize("field", sorted(RECORD_TEXT))
 def test_a_run_records_free_text_keeps_the_tables_whole(cli, trained_runs, tmp_path, field):
-    run = shutil.copytree(trained_runs / "rope-1", tmp_path / "runs" / "a")
-    body = json.loads((run / "results.json").read_text())
-    section, key = field.split(".")
-    body[section][key] = RECORD_TEXT[field]
-    (run / "results.json").write_text(json.dumps(body))
+    edited_run(trained_runs / "rope-1", tmp_path / "runs" / "a", **RECORD_TEXT[field])
     assert cli("results", tmp_path / "runs", "--out", tmp_path / "R.md").exit_code == 0
     lines = (tmp_path / "R.md").read_text().splitlines()
     rows = [line.replace("\\|", "") for line in lines if line.startswith("|")]
@@ -88,14 +93,10 @@ def test_a_run_records_free_text_keeps_the_tables_whole(cli, trained_runs, tmp_p
 def test_export_file_names_never_collide_and_fit_whatever_the_labels(
     cli, trained_runs, tmp_path, kind
 ):
-    """Labels a/b and a_b once shared one file (the second silently replaced the first), and a
-    300-character label was 'file name too long'."""
     labels = ["a/b", "a_b", "L" * 300]
     for n, label in enumerate(labels):
-        run = shutil.copytree(trained_runs / "rope-1", tmp_path / "runs" / str(n))
-        body = json.loads((run / "results.json").read_text())
-        body["position_encoding"]["label"] = label
-        (run / "results.json").write_text(json.dumps(body))
+        pe = {"label": label}
+        edited_run(trained_runs / "rope-1", tmp_path / "runs" / str(n), position_encoding=pe)
     result = cli("results", tmp_path / "runs", "--format", kind, "--out", tmp_path / "E")
     assert result.exit_code == 0, result.output
     cells = sorted((tmp_path / "E").glob("*/*/*"))  # DATA/TASK/PE(.json)
@@ -146,7 +147,6 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(
 def test_out_or_json_dash_prints_what_the_file_would_hold(
     assert_clean_error, cli, trained_runs, tmp_path, fmt
 ):
-    """Before, ``--out -`` wrote a file named ``-``."""
     written = cli("results", trained_runs, "--format", fmt, "--out", tmp_path / "r", "--json",
                   tmp_path / "s.json")  # fmt: skip
     printed = cli("results", trained_runs, "--format", fmt, "--out", "-")
@@ -162,9 +162,6 @@ def test_out_or_json_dash_prints_what_the_file_would_hold(
 
 
 def test_each_config_of_a_folder_keeps_its_own_lengths_in_tables_and_exports(cli, tmp_path):
-    """cot at L = 32, L' = 128 beside recursive at 64 and 256 in one data folder."""
-    import torch
-
     from posgen import write_dataset
     from posgen.spec import BenchmarkSpec, TaskSpec
     from posgen.train.config import preset
@@ -175,11 +172,8 @@ def test_each_config_of_a_folder_keeps_its_own_lengths_in_tables_and_exports(cli
                "recursive": TaskSpec(task="recursive", **sizes)}  # fmt: skip
     write_dataset(BenchmarkSpec(name="mixed", configs=configs), tmp_path / "ds")
     config = preset("cpu", layers=1, hidden=16, heads=2, intermediate=32, epochs=1, max_steps=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    for task in configs:
+    for task in configs:  # cot at L = 32, L' = 128 beside recursive at 64 and 256
         train_runs(tmp_path / "ds", task, ["rope"], config, 1, [tmp_path / "runs" / task], "cpu")
-    torch.set_num_threads(threads)
     args = ["results", tmp_path / "runs", "--out"]
     assert cli(*args, tmp_path / "R.md").exit_code == 0
     text = (tmp_path / "R.md").read_text()
@@ -213,7 +207,7 @@ def test_results_call_cells_complete_or_name_those_missing_a_seed_others_have(
         assert line in out.read_text() and advice in out.read_text()
 
 
-# --- issue 27, class 11: lax input ------------------------------------------------------------
+# --- lax input ---------------------------------------------------------------------------------
 
 LENGTHS = Lengths(train=64, test=256, head_dim=8, heads=2)
 WALL = {  # --wall-seconds -> what the line says
@@ -257,12 +251,11 @@ def test_a_default_spelled_out_is_the_default(recorded, case):
         assert spelled.record() == plain.record()
 
 
-def test_a_parameter_other_than_its_default_keeps_its_label():
+def test_rope_theta_10000_lands_in_the_cell_of_rope_and_500_keeps_its_label(
+    recorded, train_tiny, cli, tmp_path
+):
     spelled = resolve(PERequest(name="rope", parameters={"rope_theta": 500}), LENGTHS)
     assert spelled.label == "rope(rope_theta=500)"
-
-
-def test_rope_theta_10000_lands_in_the_results_cell_of_rope(recorded, train_tiny, cli, tmp_path):
     for seed, extra in ((1, []), (2, ["--pe-param", "rope_theta=10000"])):
         result = train_tiny("rope", tmp_path / "runs" / f"seed{seed}", "--seed", seed, *extra)
         assert result.exit_code == 0, result.output
