@@ -17,9 +17,9 @@ from posgen.validate.schema import column_problems, list_column, prefetch
 from posgen.validate.sources import SplitData
 
 COLUMNS = ("id", "tokens", "source_id", "replaced", "probed", "far_rule")
+# probed rows from which a split where no far-rule answer differs from the unaltered token fails
+# (by chance that takes a row's shifts summing to 0 mod m: 1/m per row)
 MEASURING_ROWS = 16
-"""Probed rows from which a split where no far-rule answer differs from the unaltered token
-fails: by chance (a row's shifts summing to 0 mod m) that takes 1/m per row, m >= 3."""
 
 
 @dataclass
@@ -150,7 +150,7 @@ def _check_batch(
 
 
 def _relative(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets (from 0) and values of list column ``name``."""
+    """Offsets (from 0) and values of the list column ``name``."""
     offsets, values, _ = list_column(_column(batch, name))
     return offsets - offsets[0], values[offsets[0] : offsets[-1]]
 
@@ -164,8 +164,7 @@ def _check_far_rule(
     tally: ProbeTally,
     rebuilt: ProbeBlock | None,
 ) -> None:
-    """Every stored far-rule answer is h of the operands stored, at its stored position
-    (``rebuilt``'s answers when its tokens and positions are the stored ones)."""
+    """Every stored far-rule answer is h of the operands stored, at its stored position."""
     spec, length = data.spec, tokens.shape[1]
     probed_offsets, probed = _relative(batch, "probed")
     far_offsets, stored = _relative(batch, "far_rule")
