@@ -137,7 +137,7 @@ def extra_list_bytes(fmt: Any, path: Path, schema: pa.Schema) -> int:
     total = 0
     for batch in fmt.batches(path, 1 << 16, tuple(names)):
         for name in names:
-            column = batch.column(batch.schema.get_field_index(name))
+            column = batch.column(name)
             width = column.type.value_type.bit_width // 8
             total += 4 * len(column) + width * len(column.flatten())
     return total

@@ -305,22 +305,21 @@ def _share(hits: int, total: int) -> float:
     return hits / total if total else 0.0
 
 
-SHARE_FACTS = {
-    "periodic_shortcut_share": "periodic copy share",
-    "copy_k_share_id": "k-context copy share (ID)",
-    "copy_k_share_ood": "k-context copy share (OOD)",
-    "copy_w_share_id": "w-context copy share (ID)",
-    "copy_w_share_ood": "w-context copy share (OOD)",
-    "linear_rule_share_id": "linear-rule share (ID)",
-    "linear_rule_share_ood": "linear-rule share (OOD)",
-    "shorter_lookback_share_id": "share of positions with a shorter look-back (ID)",
-    "shorter_lookback_share_ood": "share of positions with a shorter look-back (OOD)",
-    "question_shortcut_share_id": "share of targets whose question-consistency look-back is "
-    "at most k + 2 and below the rule's (ID)",
-    "question_shortcut_share_ood": "share of targets whose question-consistency look-back is "
-    "at most k + 2 and below the rule's (OOD)",
+SHARE_FACTS = {"periodic_shortcut_share": "periodic copy share"} | {  # --max-shortcut-share's
+    f"{key}_{region}": f"{title} ({region.upper()})"
+    for key, title in (
+        ("copy_k_share", "k-context copy share"),
+        ("copy_w_share", "w-context copy share"),
+        ("linear_rule_share", "linear-rule share"),
+        ("shorter_lookback_share", "share of positions with a shorter look-back"),
+        (
+            "question_shortcut_share",
+            "share of targets whose question-consistency look-back is "
+            "at most k + 2 and below the rule's",
+        ),
+    )
+    for region in ("id", "ood")
 }
-"""Figures that ``--max-shortcut-share`` limits."""
 
 
 def audit_result(tally: SplitTally, limits: AuditThresholds) -> tuple[CheckResult, dict[str, Any]]:

@@ -117,7 +117,7 @@ def _split_of(spec: TaskSpec, name: str | None, part: Part) -> tuple[str, int | 
     with suppress(pa.ArrowException, OSError, KeyError, TypeError):
         if token_lists(part.schema()):  # a list of 10 MB strings is no row
             batch = next((b for b in part.batches(longest_row(spec)) if b.num_rows), None)
-            first = batch.column(batch.schema.get_field_index("tokens"))[0] if batch else None
+            first = batch.column("tokens")[0] if batch else None
             length = len(first) if first is not None and first.is_valid else None
     inferred = infer_split(spec, length) if length is not None else None
     return name or inferred or "data", None if inferred is None else spec.split_length(inferred)
