@@ -266,9 +266,7 @@ Untested: the paper preset (6 layers, hidden 512, lr 2e-4) at 150 epochs, on a G
 
 
 def measures_section(
-    manifest: Manifest,
-    measures: dict[str, Any] | None = None,
-    search: dict[str, Any] | None = None,
+    manifest: Manifest, measures: dict[str, Any] | None = None, search: dict[str, Any] | None = None
 ) -> str:
     """The card's "What each task measures" section, or ``""`` (no figures, other spec ids)."""
     entry = matching_entry(manifest, load_measures() if measures is None else measures)
@@ -731,15 +729,11 @@ next(iter(stream))["id"]  # 0"""
 
 def score_section(manifest: Manifest, baselines: dict[str, Any] | None) -> str:
     """Teacher-forced accuracy on [w, L) and [L, L'), and baselines when given."""
-    spec = next(iter(manifest.configs.values())).spec
-    w, boundary = spec.window, spec.train_length
-    first = next(iter(manifest.configs))
+    first, entry = next(iter(manifest.configs.items()))
+    w, boundary = entry.spec.window, entry.spec.train_length
+    loader, test = "load_dataset", f'load_dataset("path/to/this/folder", "{first}", split="test")'
     if manifest.storage_format == "arrow":
-        loader = "load_from_disk"
-        test = f'load_from_disk("path/to/this/folder/{first}")["test"]'
-    else:
-        loader = "load_dataset"
-        test = f'load_dataset("path/to/this/folder", "{first}", split="test")'
+        loader, test = "load_from_disk", f'load_from_disk("path/to/this/folder/{first}")["test"]'
     snippet = f"""\
 import numpy as np
 from datasets import {loader}
@@ -802,12 +796,11 @@ def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -
 
 def regenerate_section(manifest: Manifest) -> str:
     """The exact commands that rebuild the folder and check it byte for byte."""
-    libraries = manifest.libraries
     pins = [f'"posgen=={manifest.posgen_version}"']
+    pins += [f'"{name}=={version}"' for name, version in sorted(manifest.libraries.items())]
     parquet = manifest.storage_format == "parquet"
     storage = "" if parquet else f" --format {manifest.storage_format}"
     kind = "Parquet" if parquet else "Arrow IPC"
-    pins += [f'"{name}=={version}"' for name, version in sorted(libraries.items())]
     script = "\n".join(
         [
             f"pip install {' '.join(pins)}",
