@@ -35,8 +35,7 @@ from posgen.spec import TaskSpec
 from posgen.tasks import get_op, mix64
 from posgen.validate.shortcuts import is_prime, local_rules, rule_lookbacks
 
-AUDIT_TOKENS = 1 << 18  # tokens (first rows) the copy and linear rules are measured on
-COPY_TOKENS = 1 << 20  # tokens whose contexts are sorted at once
+AUDIT_TOKENS = 1 << 18  # tokens (first rows) the copy and linear rules read: bounds their memory
 _HASH_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: invertible mod 2^64
 _HASH_INVERSE = np.uint64(pow(int(_HASH_BASE), -1, 2**64))
 EXACT_CONTEXT = 16  # contexts up to this long get exact base-m codes
@@ -81,13 +80,6 @@ def copy_hits(
     out = {"id": (0, 0), "ood": (0, 0)}
     start = max(context, 1)
     if rows == 0 or length <= max(first, start):
-        return out
-    step = max(1, COPY_TOKENS // length)
-    if rows > step:  # rows are independent: bounded memory in row chunks
-        for lo in range(0, rows, step):
-            part = copy_hits(tokens[lo : lo + step], context, first, boundary, modulus)
-            for name in out:
-                out[name] = (out[name][0] + part[name][0], out[name][1] + part[name][1])
         return out
     codes = context_codes(tokens, context, modulus)[:, start:].reshape(-1)
     row_of = np.repeat(np.arange(rows, dtype=np.uint64), length - start)

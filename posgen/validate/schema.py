@@ -75,8 +75,6 @@ def column_problems(schema: pa.Schema, want: pa.Schema) -> list[str]:
 
 def list_column(column: pa.Array) -> tuple[np.ndarray, np.ndarray, int]:
     """(offsets, values, null rows) of a list column, whatever its list type."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
     nulls = column.null_count
     if pa.types.is_fixed_size_list(column.type):
         size = column.type.list_size
