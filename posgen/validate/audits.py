@@ -362,17 +362,13 @@ class LookbackRegion(BaseModel):
     targets: int = Field(ge=0, description="Targets audited: rows x positions of the region.")
     short: int = Field(ge=0, description="Targets whose look-back D* is at most k + 2.")
     short_share: float = Field(ge=0, le=1, description="short / targets (0 when none).")
-    shortcut: int = Field(
-        ge=0, description="Targets with D* <= k + 2 and below the rule's look-back t - p."
-    )
+    shortcut: int = Field(ge=0, description="Targets with D* <= k + 2 and below the rule's t - p.")
     shortcut_share: float = Field(ge=0, le=1, description="shortcut / targets.")
     p10: int | None = Field(None, ge=0, description="10th percentile of D* (lower).")
     median: int | None = Field(None, ge=0, description="Median D* (lower; None: no target).")
     p90: int | None = Field(None, ge=0, description="90th percentile of D* (lower).")
     max: int | None = Field(None, ge=0, description="Largest D* (None when no target).")
-    histogram: dict[int, int] = Field(
-        default_factory=dict, description="D* -> number of targets with that look-back."
-    )
+    histogram: dict[int, int] = Field(default_factory=dict, description="D* -> how many targets.")
 
 
 class QuestionLookbacks(BaseModel):
