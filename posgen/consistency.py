@@ -70,8 +70,7 @@ def refusal(spec: TaskSpec, length: int) -> str | None:
 
 
 def sample_rows(spec: TaskSpec, length: int) -> int:
-    """Rows of a split the audit reads: :data:`AUDIT_TARGETS` targets' worth, within
-    :data:`AUDIT_OPERANDS` (0 when not computed).
+    """Rows of a split the audit reads: :data:`AUDIT_TARGETS` targets' worth, within bounds.
 
     >>> sample_rows(TaskSpec(task="cot"), 256)  # 8,192 targets / 252 a row, rounded up
     33

@@ -1,7 +1,5 @@
-"""Publishing: generate a whole benchmark, validate it, render its card and move it into
-place only when every check passes (:func:`publish_benchmark`); upload it to the Hub
-(:func:`push_folder`).
-"""
+"""Publishing: generate a benchmark, validate it, render its card and move it into place only
+when every check passes (:func:`publish_benchmark`); upload it to the Hub (:func:`push_folder`)."""
 
 from __future__ import annotations
 
@@ -60,7 +58,6 @@ class Published:
 
 
 def validate_folder(folder: Path) -> Report:
-    """Run the validator on a folder; its report."""
     from posgen.validate import validate
 
     return validate(folder)
@@ -128,8 +125,7 @@ def upload_folder(folder: Path, repo_id: str, token: str, message: str) -> str:
 
 
 def repo_id_problems(repo_id: str) -> list[str]:
-    """Why ``repo_id`` cannot name a Hub dataset repo (the Hub's own rule), checked before any
-    work; none when it can.
+    """Why ``repo_id`` cannot name a Hub dataset repo (the Hub's own rule); none when it can.
 
     >>> repo_id_problems("me/posgen"), repo_id_problems("a/b/c")[0][:33]
     ([], "--push: 'a/b/c' is not a Hub repo")

@@ -1,21 +1,12 @@
 """The data card (``README.md``) of a dataset folder, rendered deterministically from the
-manifest, the data files and the validation report (only its deterministic parts: never
-``seconds``); the official cards in ``data_cards/`` are checked for drift.
-
-The YAML front matter is what the Hub and ``datasets`` read: ``configs`` maps each config to its
-data files per split (the first config is the default) and ``dataset_info`` is read from the
-checked files. The sections follow, in card order; a worked example and a dependency diagram
-(``F`` far operands, ``n`` near ones, ``x`` the target) are computed from each config's spec:
+manifest, the data files and the validation report (never its ``seconds``). A config's
+dependency diagram (``F`` far operands, ``n`` near ones, ``x`` the target):
 
 >>> print(dependency_diagram("semirecursive", near=3, far=1, length=14, targets=[4, 13]))
 position  0         1
           01234567890123
 t = 4     Fnnnx
 t = 13    ....F.....nnnx
-
-The figures of trained models (what each task measures, the reference results) come from the
-committed files ``probe_check.json``, ``far_read.json`` and ``reference_results.json`` beside
-this module, shown only when every config's spec id matches the one the models were trained on.
 """
 
 from __future__ import annotations
@@ -111,9 +102,7 @@ def size_category(rows: int) -> str:
 
 
 def front_matter(manifest: Manifest, info: list[dict[str, Any]] | None = None) -> str:
-    """The whole YAML header between ``---`` lines, as ``huggingface_hub`` writes it;
-    ``dataset_info`` only when read from the data (``info``). Each config's data files per
-    split, the first config marked default; its probe splits form ``<config>-probe``."""
+    """The YAML header between ``---`` lines, as ``huggingface_hub`` writes it."""
     rows = sum(s.rows for entry in manifest.configs.values() for s in entry.splits.values())
     header = DatasetCardData(
         pretty_name=f"POSGEN ({manifest.benchmark.name})",
@@ -141,24 +130,22 @@ def arrow_row_bytes(schema: pa.Schema) -> tuple[int, int]:
 
 
 def extra_list_bytes(fmt: Any, path: Path, schema: pa.Schema) -> int:
-    """In-memory bytes of list columns besides ``tokens`` (the probe splits' positions and
-    answers): an int32 offset per row and the values, read from the file."""
+    """In-memory bytes of the list columns besides ``tokens`` (probe splits), read from the file."""
     names = [f.name for f in schema if f.name != "tokens" and pa.types.is_list(f.type)]
     if not names:
         return 0
     total = 0
     for batch in fmt.batches(path, 1 << 16, tuple(names)):
         for name in names:
-            column = batch.column(batch.schema.get_field_index(name))
+            column = batch.column(name)
             width = column.type.value_type.bit_width // 8
             total += 4 * len(column) + width * len(column.flatten())
     return total
 
 
 def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:
-    """The ``dataset_info`` YAML entries of ``root``, sorted by config, in the form ``datasets``
-    writes (without importing it: that would double a small ``posgen generate``); raises
-    :class:`DamagedDataset` when a file disagrees with the manifest."""
+    """The ``dataset_info`` entries of ``root`` as ``datasets`` writes them (without importing
+    it); :class:`DamagedDataset` when a file disagrees with the manifest."""
     root = Path(root)
     problems = check_files(root, manifest, hashes=False)
     if problems:
@@ -167,7 +154,6 @@ def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:
     block = []
     for config, source, split_entries in sorted(manifest.hf_configs()):
         splits = []
-        schemas = set()
         download = size = 0
         features: list[dict[str, str]] = []
         for split, info in split_entries.items():
@@ -187,7 +173,6 @@ def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:
                     raise DamagedDataset(
                         root, [f"{root / item.path}: columns {found}; posgen writes {expected}"]
                     )
-                schemas.add(schema.to_string())
                 features = [feature_entry(field) for field in schema]
                 per_row, per_token = arrow_row_bytes(schema)
                 num_bytes += facts.rows * per_row + facts.tokens * per_token
@@ -195,8 +180,6 @@ def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:
                 download += item.bytes
             splits.append({"name": split, "num_bytes": num_bytes, "num_examples": info.rows})
             size += num_bytes
-        if len(schemas) != 1:
-            raise DamagedDataset(root, [f"the splits of {config} do not share one schema"])
         block.append(
             {
                 "config_name": config,
@@ -234,17 +217,13 @@ def load_measures(path: Path = MEASURES_FILE) -> dict[str, Any]:
 
 
 def matching_entry(manifest: Manifest, results: dict[str, Any]) -> dict[str, Any] | None:
-    """``results``' entry for the manifest's benchmark, or None when it has none or its spec
-    ids differ from the manifest's (a different benchmark under the same name)."""
+    """``results``' entry for the benchmark, or None when it has none or other spec ids."""
     entry = results.get(manifest.benchmark.name)
     spec_ids = {name: config.spec_id for name, config in manifest.configs.items()}
-    if not entry or entry.get("spec_ids") != spec_ids:
-        return None
-    return entry
+    return entry if entry and entry.get("spec_ids") == spec_ids else None
 
 
-FAR_READ_FILE = Path(__file__).with_name("far_read.json")
-"""The far-read search's summary (``make far-read`` writes it from the runs' records)."""
+FAR_READ_FILE = Path(__file__).with_name("far_read.json")  # written by `make far-read`
 
 
 def far_read_sentence(search: dict[str, Any]) -> str:
@@ -287,15 +266,11 @@ Untested: the paper preset (6 layers, hidden 512, lr 2e-4) at 150 epochs, on a G
 
 
 def measures_section(
-    manifest: Manifest,
-    measures: dict[str, Any] | None = None,
-    search: dict[str, Any] | None = None,
+    manifest: Manifest, measures: dict[str, Any] | None = None, search: dict[str, Any] | None = None
 ) -> str:
     """The card's "What each task measures" section, or ``""`` (no figures, other spec ids)."""
     entry = matching_entry(manifest, load_measures() if measures is None else measures)
-    if entry is None:
-        return ""
-    sentences = entry.get("measures", [])
+    sentences = (entry or {}).get("measures", [])
     if not sentences:
         return ""
     searched = far_read_sentence(load_measures(FAR_READ_FILE) if search is None else search)
@@ -410,11 +385,8 @@ def dependency_diagram(
     ]
     for t in targets:
         marks = ["."] * t + ["x"]
-        deps = dependencies(task, t, near, far)
-        for p in deps[:far]:
-            marks[p] = "F"
-        for p in deps[far:]:
-            marks[p] = "n"
+        for i, p in enumerate(dependencies(task, t, near, far)):
+            marks[p] = "F" if i < far else "n"
         lines.append(f"t = {t}".ljust(label) + "".join(marks))
     return "\n".join(line.rstrip() for line in lines)
 
@@ -580,12 +552,11 @@ FACT_COLUMNS: list[tuple[str, str]] = [
 ]
 
 
-SHARE_COUNTS = {
+SHARE_COUNTS = {  # shares shown with the count of targets behind them: ``share (hits)``
     f"{kind}_share_{region}": f"{kind}_hits_{region}"
     for kind in ("copy_k", "copy_w", "linear_rule")
     for region in ("id", "ood")
 }
-"""Shares shown with the count of targets behind them: ``share (hits)``."""
 
 
 AUDIT_NOTES = """\
@@ -620,12 +591,6 @@ AUDIT_NOTES = """\
   (e.g. x_6 = x_3 + 3 x_4 mod 17), recursive and cot have none."""
 
 
-def _shared(value: Any) -> str:
-    if not value:
-        return "none"
-    return ", ".join(f"{split}: {count:,}" for split, count in sorted(value.items()))
-
-
 def checks_table(checks: list[CheckResult]) -> str:
     """One row per kind of check: how many passed, how many failed, total failures."""
     kinds: dict[str, list[int]] = {}
@@ -637,12 +602,6 @@ def checks_table(checks: list[CheckResult]) -> str:
     return table(["check", "passed", "failed", "failures"], rows)
 
 
-def failed_checks(checks: list[CheckResult]) -> str:
-    """The failing checks with their messages."""
-    rows = [[c.check, c.config, c.split, c.failures, c.message] for c in checks if not c.ok]
-    return table(["check", "config", "split", "failures", "message"], rows)
-
-
 def facts_table(facts: dict[str, dict[str, dict[str, Any]]]) -> str:
     """The audit figures of every split."""
     rows = []
@@ -652,7 +611,8 @@ def facts_table(facts: dict[str, dict[str, dict[str, Any]]]) -> str:
             for key, _ in FACT_COLUMNS:
                 value = values.get(key)
                 if key == "shared_windows":
-                    value = _shared(value)
+                    shared = sorted((value or {}).items())
+                    value = ", ".join(f"{split}: {n:,}" for split, n in shared) or "none"
                 elif key in SHARE_COUNTS and value is not None:
                     value = f"{value:.4f} ({values.get(SHARE_COUNTS[key], 0):,})"
                 row.append("n/a" if value is None else value)
@@ -726,7 +686,9 @@ def validation_section(report: Report | None) -> str:
             f"**Validation FAILED: {failed:,} of {len(checks):,} checks failed** "
             f"({report.tokens_checked:,} tokens checked). Do not use this data."
         )
-    failures = ["Failing checks:", failed_checks(checks)] if failed else []
+    rows = [[c.check, c.config, c.split, c.failures, c.message] for c in checks if not c.ok]
+    header = ["check", "config", "split", "failures", "message"]
+    failures = ["Failing checks:", table(header, rows)] if failed else []
     return section(
         "Validation and audit",
         status,
@@ -767,15 +729,11 @@ next(iter(stream))["id"]  # 0"""
 
 def score_section(manifest: Manifest, baselines: dict[str, Any] | None) -> str:
     """Teacher-forced accuracy on [w, L) and [L, L'), and baselines when given."""
-    spec = next(iter(manifest.configs.values())).spec
-    w, boundary = spec.window, spec.train_length
-    first = next(iter(manifest.configs))
+    first, entry = next(iter(manifest.configs.items()))
+    w, boundary = entry.spec.window, entry.spec.train_length
+    loader, test = "load_dataset", f'load_dataset("path/to/this/folder", "{first}", split="test")'
     if manifest.storage_format == "arrow":
-        loader = "load_from_disk"
-        test = f'load_from_disk("path/to/this/folder/{first}")["test"]'
-    else:
-        loader = "load_dataset"
-        test = f'load_dataset("path/to/this/folder", "{first}", split="test")'
+        loader, test = "load_from_disk", f'load_from_disk("path/to/this/folder/{first}")["test"]'
     snippet = f"""\
 import numpy as np
 from datasets import {loader}
@@ -838,12 +796,11 @@ def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -
 
 def regenerate_section(manifest: Manifest) -> str:
     """The exact commands that rebuild the folder and check it byte for byte."""
-    libraries = manifest.libraries
     pins = [f'"posgen=={manifest.posgen_version}"']
+    pins += [f'"{name}=={version}"' for name, version in sorted(manifest.libraries.items())]
     parquet = manifest.storage_format == "parquet"
     storage = "" if parquet else f" --format {manifest.storage_format}"
     kind = "Parquet" if parquet else "Arrow IPC"
-    pins += [f'"{name}=={version}"' for name, version in sorted(libraries.items())]
     script = "\n".join(
         [
             f"pip install {' '.join(pins)}",
@@ -919,21 +876,14 @@ CITATION = """\
 }"""
 
 
-def citation_section() -> str:
-    """BibTeX of the Resonance RoPE paper, which introduced POSGEN."""
-    return section("Citation", code(CITATION, "bibtex"))
-
-
 def render_card(
     manifest: Manifest,
     report: Report | None = None,
     baselines: dict[str, dict[str, dict[str, float]]] | None = None,
     root: Path | None = None,
 ) -> str:
-    """The whole card: ``report`` from :func:`posgen.validate.validate` (None: not validated),
-    ``baselines`` config -> kind -> ``{"id_accuracy", "ood_accuracy"}``, and with ``root``
-    a ``dataset_info`` block read from the data files (:class:`DamagedDataset` if they disagree
-    with the manifest)."""
+    """The whole card: ``report`` None when not validated, ``baselines`` config -> kind ->
+    ``{"id_accuracy", "ood_accuracy"}``, with ``root`` a ``dataset_info`` read from the files."""
     info = dataset_info(Path(root), manifest) if root is not None else None
     bench = manifest.benchmark
     sections = [
@@ -956,7 +906,7 @@ def render_card(
         regenerate_section(manifest),
         seeding_section([entry.spec for entry in manifest.configs.values()]),
         files_section(manifest),
-        citation_section(),
+        section("Citation", code(CITATION, "bibtex")),
     ]
     return "\n\n".join(section.strip() for section in sections) + "\n"
 
@@ -975,8 +925,7 @@ def write_card(
 
 
 def card_path(root: Path) -> Path:
-    """``root/README.md``, refused (:class:`UsageError`) when it is a link: the card is the
-    folder's own file, and writing through the link would replace the file it names."""
+    """``root/README.md``; :class:`UsageError` when it is a link (never written through)."""
     path = Path(root) / CARD_NAME
     if path.is_symlink():
         raise UsageError(

@@ -35,17 +35,15 @@ from posgen.spec import TaskSpec
 from posgen.tasks import get_op, mix64
 from posgen.validate.shortcuts import is_prime, local_rules, rule_lookbacks
 
-AUDIT_TOKENS = 1 << 18  # tokens (first rows) the copy and linear rules are measured on
-COPY_TOKENS = 1 << 20  # tokens whose contexts are sorted at once
+AUDIT_TOKENS = 1 << 18  # tokens (first rows) the copy and linear rules read: bounds their memory
 _HASH_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: invertible mod 2^64
 _HASH_INVERSE = np.uint64(pow(int(_HASH_BASE), -1, 2**64))
 EXACT_CONTEXT = 16  # contexts up to this long get exact base-m codes
 
 
 def context_codes(tokens: np.ndarray, context: int, modulus: int) -> np.ndarray:
-    """``codes[:, t]`` identifies x_{t-K} .. x_{t-1} (t >= K; columns below K are 0): exact
-    base-m codes when K <= :data:`EXACT_CONTEXT` and m^K <= 2^64, else a 64-bit polynomial
-    hash from prefix sums (O(tokens) whatever K).
+    """``codes[:, t]`` identifies x_{t-K} .. x_{t-1} (0 below K): exact base-m codes when they
+    fit 64 bits and K <= :data:`EXACT_CONTEXT`, else a polynomial hash from prefix sums.
 
     >>> context_codes(np.array([[1, 2, 3]]), 2, 10).tolist()
     [[0, 0, 12]]
@@ -76,20 +74,12 @@ def context_codes(tokens: np.ndarray, context: int, modulus: int) -> np.ndarray:
 def copy_hits(
     tokens: np.ndarray, context: int, first: int, boundary: int, modulus: int = 1 << 16
 ) -> dict[str, tuple[int, int]]:
-    """Per region (``id``: t in [first, boundary), ``ood``: t >= boundary): (hits, found):
-    targets whose K-token context occurred earlier in the row, and those where the token
-    after its most recent earlier occurrence equals x_t."""
+    """Per region (``id``: t in [first, boundary), ``ood``: t >= boundary): (hits, found), the
+    targets whose K-token context occurred earlier in the row and those it copies right."""
     rows, length = tokens.shape
     out = {"id": (0, 0), "ood": (0, 0)}
     start = max(context, 1)
     if rows == 0 or length <= max(first, start):
-        return out
-    step = max(1, COPY_TOKENS // length)
-    if rows > step:  # rows are independent: bounded memory in row chunks
-        for lo in range(0, rows, step):
-            part = copy_hits(tokens[lo : lo + step], context, first, boundary, modulus)
-            for name in out:
-                out[name] = (out[name][0] + part[name][0], out[name][1] + part[name][1])
         return out
     codes = context_codes(tokens, context, modulus)[:, start:].reshape(-1)
     row_of = np.repeat(np.arange(rows, dtype=np.uint64), length - start)
@@ -116,8 +106,7 @@ def copy_hits(
 def linear_rule_hits(
     spec: TaskSpec, tokens: np.ndarray, boundary: int
 ) -> dict[str, tuple[int, int]] | None:
-    """Per region: (targets the skeleton's shorter linear rules predict, targets they cover);
-    None when those rules are not computed (composite m, or too large)."""
+    """Per region: (targets the skeleton's shorter linear rules predict, targets they cover)."""
     rows, length = tokens.shape
     if not is_prime(spec.modulus):
         return None
@@ -152,7 +141,7 @@ class ShortcutTally:
     tokens: int = 0
 
     def add(self, tokens: np.ndarray) -> None:
-        """Count one batch of rows (``(rows, length)``): the first :data:`AUDIT_TOKENS` only."""
+        """Count a batch of rows, up to :data:`AUDIT_TOKENS` tokens in all."""
         spec = self.spec
         room = max(0, AUDIT_TOKENS - self.tokens) // max(1, tokens.shape[1])
         if room == 0:
@@ -262,8 +251,7 @@ def shortcut_hits(tokens: np.ndarray, train_length: int, window: int) -> tuple[i
 
 
 def operand_sensitivity(spec: TaskSpec, tokens: np.ndarray) -> tuple[float, int]:
-    """(share of single-operand changes that change h's output, changes tried); bounded
-    by :data:`SENSITIVITY_CELLS` operands and :data:`SENSITIVITY_SLOTS` slots."""
+    """(share of single-operand changes that change h's output, changes tried)."""
     rows, length = tokens.shape
     if rows == 0 or length <= spec.window or tokens.max() >= spec.modulus:
         return 1.0, 0
@@ -337,19 +325,16 @@ class HygieneTally:
         self._distinct = self._sorted = None
 
     def repeated_rows(self) -> int:
-        """Rows equal to an earlier row of the split (64-bit keys: for n rows a false
-        repeat has probability about n^2 / 2^65, 3e-6 at ten million rows)."""
+        """Rows equal to an earlier row of the split (64-bit keys: false repeats ~ n^2 / 2^65)."""
         keys = np.concatenate(self._rows) if self._rows else np.empty(0, np.uint64)
         return len(keys) - len(_distinct(np.sort(keys)))
 
     def distinct_windows(self) -> np.ndarray:
-        """Sorted distinct seed-window keys."""
         if self._distinct is None:
             self._distinct = _distinct(self._sorted_windows())
         return self._distinct
 
     def _sorted_windows(self) -> np.ndarray:
-        """All window keys, sorted (sorted probes make the searches cache-friendly)."""
         if self._sorted is None:
             keys = np.concatenate(self._windows) if self._windows else np.empty(0, np.uint64)
             self._sorted = np.sort(keys)
@@ -377,17 +362,13 @@ class LookbackRegion(BaseModel):
     targets: int = Field(ge=0, description="Targets audited: rows x positions of the region.")
     short: int = Field(ge=0, description="Targets whose look-back D* is at most k + 2.")
     short_share: float = Field(ge=0, le=1, description="short / targets (0 when none).")
-    shortcut: int = Field(
-        ge=0, description="Targets with D* <= k + 2 and below the rule's look-back t - p."
-    )
+    shortcut: int = Field(ge=0, description="Targets with D* <= k + 2 and below the rule's t - p.")
     shortcut_share: float = Field(ge=0, le=1, description="shortcut / targets.")
     p10: int | None = Field(None, ge=0, description="10th percentile of D* (lower).")
     median: int | None = Field(None, ge=0, description="Median D* (lower; None: no target).")
     p90: int | None = Field(None, ge=0, description="90th percentile of D* (lower).")
     max: int | None = Field(None, ge=0, description="Largest D* (None when no target).")
-    histogram: dict[int, int] = Field(
-        default_factory=dict, description="D* -> number of targets with that look-back."
-    )
+    histogram: dict[int, int] = Field(default_factory=dict, description="D* -> how many targets.")
 
 
 class QuestionLookbacks(BaseModel):
@@ -411,8 +392,7 @@ class QuestionLookbacks(BaseModel):
 
 
 class LookbackTally:
-    """D* of a sample of a split's rows, streamed: n = :func:`~posgen.consistency.sample_rows`
-    rows, row floor(i N / n) of N rows (the first n when N is unknown)."""
+    """D* of :func:`~posgen.consistency.sample_rows` rows spread over a split, streamed."""
 
     def __init__(self, spec: TaskSpec, length: int, total_rows: int | None = None) -> None:
         self.spec, self.length = spec, length
@@ -433,8 +413,7 @@ class LookbackTally:
         self.rows = 0
 
     def add(self, tokens: np.ndarray) -> None:
-        """Audit the rows of ``tokens`` (``(rows, length)``) still within the sample
-        (rows holding a token outside Z_m are skipped: the schema check reports them)."""
+        """Audit the rows of ``tokens`` in the sample (not those the schema check fails)."""
         first, self.seen = self.seen, self.seen + tokens.shape[0]
         room = self.wanted - self.rows
         if room <= 0 or tokens.shape[0] == 0 or tokens.shape[1] != self.length:
@@ -455,7 +434,6 @@ class LookbackTally:
             self.shortcuts[name] += int(shortcut[part].sum())
 
     def result(self) -> QuestionLookbacks:
-        """The audit's figures (:class:`QuestionLookbacks`)."""
         spec = self.spec
         if self.refusal is not None:
             return QuestionLookbacks(computed=False, method=self.refusal, short_lookback=self.short)
@@ -489,7 +467,6 @@ REGIONS = ("id", "ood")
 
 
 def _region(histogram: np.ndarray, shortcut: int, short: int) -> LookbackRegion:
-    """Summary of one region's histogram of D*."""
     targets = int(histogram.sum())
     if targets == 0:
         return LookbackRegion(targets=0, short=0, short_share=0.0, shortcut=0, shortcut_share=0.0)

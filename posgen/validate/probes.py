@@ -17,9 +17,9 @@ from posgen.validate.schema import column_problems, list_column, prefetch
 from posgen.validate.sources import SplitData
 
 COLUMNS = ("id", "tokens", "source_id", "replaced", "probed", "far_rule")
+# probed rows from which a split where no far-rule answer differs from the unaltered token fails
+# (by chance that takes a row's shifts summing to 0 mod m: 1/m per row)
 MEASURING_ROWS = 16
-"""Probed rows from which a split where no far-rule answer differs from the unaltered token
-fails: by chance (a row's shifts summing to 0 mod m) that takes 1/m per row, m >= 3."""
 
 
 @dataclass
@@ -92,10 +92,6 @@ def _type(schema: pa.Schema, name: str) -> pa.DataType | str:
     return schema.field(name).type if name in schema.names else "missing"
 
 
-def _column(batch: pa.RecordBatch, name: str) -> pa.Array:
-    return batch.column(batch.schema.get_field_index(name))
-
-
 def _check_batch(
     data: SplitData, label: str, batch: pa.RecordBatch, first: int, tally: ProbeTally
 ) -> None:
@@ -103,7 +99,7 @@ def _check_batch(
     tally.rows += n
     if n == 0:
         return
-    null_columns = [name for name in COLUMNS if _column(batch, name).null_count]
+    null_columns = [name for name in COLUMNS if batch.column(name).null_count]
     if null_columns:
         tally.add("column(s) with nulls", len(null_columns), f"{label}: {null_columns[0]}")
         return
@@ -111,12 +107,12 @@ def _check_batch(
         ("id", "id(s) out of sequence", "{label} has id {found} where {row} belongs"),
         ("source_id", "source id(s) not the row's own index", "{label} row {row} says {found}"),
     ):
-        found = _column(batch, name).to_numpy()
+        found = batch.column(name).to_numpy()
         bad = np.flatnonzero(found != np.arange(first, first + n, dtype=np.int64))
         if bad.size:
             where = {"label": label, "row": first + bad[0], "found": found[bad[0]]}
             tally.add(kind, bad.size, example.format(**where))
-    offsets, values, _ = list_column(_column(batch, "tokens"))
+    offsets, values, _ = list_column(batch.column("tokens"))
     lengths = np.diff(offsets)
     if length is None or (lengths != length).any():
         row = int(np.argmax(lengths != length)) if length is not None else 0
@@ -150,8 +146,8 @@ def _check_batch(
 
 
 def _relative(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets (from 0) and values of list column ``name``."""
-    offsets, values, _ = list_column(_column(batch, name))
+    """Offsets (from 0) and values of the list column ``name``."""
+    offsets, values, _ = list_column(batch.column(name))
     return offsets - offsets[0], values[offsets[0] : offsets[-1]]
 
 
@@ -164,8 +160,7 @@ def _check_far_rule(
     tally: ProbeTally,
     rebuilt: ProbeBlock | None,
 ) -> None:
-    """Every stored far-rule answer is h of the operands stored, at its stored position
-    (``rebuilt``'s answers when its tokens and positions are the stored ones)."""
+    """Every stored far-rule answer is h of the operands stored, at its stored position."""
     spec, length = data.spec, tokens.shape[1]
     probed_offsets, probed = _relative(batch, "probed")
     far_offsets, stored = _relative(batch, "far_rule")

@@ -40,8 +40,7 @@ class CheckResult(BaseModel):
         failures: int | None = None,
         prefix: str = "",
     ) -> CheckResult:
-        """Passed with ``ok_message`` when there are no ``problems``; else failed, spelling out
-        the first three problems and counting the rest.
+        """Passed with ``ok_message`` without ``problems``; else failed, naming the first three.
 
         >>> CheckResult.of("schema", ["a", "b", "c", "d"], "fine").message
         'a; b; c (+1 more)'
@@ -73,7 +72,6 @@ class Report(BaseModel):
 
     @property
     def ok(self) -> bool:
-        """True when every check passed."""
         return all(check.ok for check in self.checks)
 
     @property
@@ -95,8 +93,7 @@ class Report(BaseModel):
         }
 
     def summary(self, verbose: bool = False) -> str:
-        """Human-readable: failed checks (every check when ``verbose``), a facts table,
-        and a verdict line."""
+        """Failed checks (every check when ``verbose``), a facts table and a verdict line."""
         lines = []
         passed: dict[str, int] = {}
         for check in self.checks:

@@ -17,7 +17,6 @@ from posgen.generator import expected_targets, seed_windows
 from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.dataset import pinned
 from posgen.store.manifest import DamagedDataset, NotADataset
-from posgen.tasks import far_start
 from posgen.validate.audits import (
     BalanceTally,
     HygieneTally,
@@ -36,29 +35,20 @@ from posgen.validate.schema import (
     prefetch,
     type_problems,
 )
-from posgen.validate.shortcuts import local_rules, near_determined_counts
+from posgen.validate.shortcuts import local_rules, near_determined_counts, rule_lookbacks
 from posgen.validate.sources import SourceError, SplitData, resolve
 
 
 class AuditThresholds(BaseModel):
-    """Limits that turn the audit into pass/fail (``None``: report only)."""
+    """Limits that turn the audit into pass/fail (``None``: report only): a position's target
+    TV from uniform, the share of ID or OOD targets a shortcut (:data:`SHARE_FACTS`) covers,
+    and the least share of single-operand changes that change h."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_balance_tv: float | None = Field(
-        None, ge=0, le=1, description="Fail when a position's target TV from uniform exceeds it."
-    )
-    max_shortcut_share: float | None = Field(
-        None,
-        ge=0,
-        le=1,
-        description="Fail when a shortcut (periodic or context copy, linear rule, shorter "
-        "local rule, or a question-consistency look-back of at most k + 2 below the rule's) "
-        "covers a larger share of the ID or OOD targets.",
-    )
-    min_operand_sensitivity: float | None = Field(
-        None, ge=0, le=1, description="Fail when fewer single-operand changes change h."
-    )
+    max_balance_tv: float | None = Field(None, ge=0, le=1)
+    max_shortcut_share: float | None = Field(None, ge=0, le=1)
+    min_operand_sensitivity: float | None = Field(None, ge=0, le=1)
 
 
 @dataclass
@@ -84,16 +74,12 @@ class SplitTally:
 
 
 def _seed_windows(spec: TaskSpec, split: str, ids: np.ndarray) -> np.ndarray | None:
-    """The seed windows of rows ``ids`` of ``split`` (None where they are not the generator's:
-    probe splits, other split names, ids not a run of the split's rows)."""
-    if split not in spec.split_names or ids.size == 0:  # probe splits are not in it
+    """The seed windows of rows ``ids`` of ``split`` (None for probe or unknown splits, or ids
+    not a run of the split's rows)."""
+    if split not in spec.split_names or ids.size == 0:
         return None
     start, stop = int(ids[0]), int(ids[0]) + ids.size
-    if (
-        start < 0
-        or stop > spec.split_size(split)
-        or not np.array_equal(ids, np.arange(start, stop))
-    ):
+    if start < 0 or stop > spec.split_size(split) or not np.array_equal(ids, range(start, stop)):
         return None
     return seed_windows(spec, split, start, stop)
 
@@ -107,27 +93,19 @@ def _feed(tally: SplitTally, part_label: str, decoded: Decoded) -> None:
         tally.problems.setdefault(kind, [0, (part_label, *first)])[0] += count
     if tokens.shape[0] == 0 or tokens.shape[1] <= spec.window:
         return
-    window = spec.window
-    expected = expected_targets(spec, tokens)
-    wrong = expected != tokens[:, window:]
+    seeds = _seed_windows(spec, tally.data.split, decoded.ids)  # every token, from its row id
+    head = tokens[:, : spec.window] if seeds is None else seeds
+    want = np.concatenate([head, expected_targets(spec, tokens)], axis=1)
+    wrong = want != tokens
     bad_rows = wrong.any(axis=1)
     count = int(np.count_nonzero(wrong))
-    seeds = _seed_windows(spec, tally.data.split, decoded.ids)  # every token, from its row id
-    seed_wrong = np.zeros((len(tokens), 0), bool) if seeds is None else seeds != tokens[:, :window]
-    bad_rows |= seed_wrong.any(axis=1)
-    count += int(np.count_nonzero(seed_wrong))
     if count:
         tally.window_failures += count
         tally.window_rows += int(np.count_nonzero(bad_rows))
         if tally.first_window is None:
             row = int(np.argmax(bad_rows))
-            if seeds is not None and seed_wrong[row].any():
-                t = int(np.argmax(seed_wrong[row]))
-                want = int(seeds[row, t])
-            else:
-                column = int(np.argmax(wrong[row]))
-                t, want = window + column, int(expected[row, column])
-            tally.first_window = (int(decoded.ids[row]), t, want, int(tokens[row, t]))
+            t = int(np.argmax(wrong[row]))
+            tally.first_window = (int(decoded.ids[row]), t, int(want[row, t]), int(tokens[row, t]))
     for streamed in (tally.hygiene, tally.balance, tally.shortcuts, tally.lookbacks):
         if streamed is not None:
             streamed.add(tokens)
@@ -231,42 +209,14 @@ def window_result(tally: SplitTally) -> CheckResult:
     return _result(tally, "window", [problem], "", tally.window_failures)
 
 
-def rule_facts(spec: TaskSpec, length: int) -> tuple[bool, str, int]:
-    """Check 4, the dependency rule for every ``t < length``: exactly w distinct positions,
-    all earlier than t (from the far start alone: memory O(length)); (ok, message, largest
-    look-back).
-
-    >>> rule_facts(TaskSpec(task="semirecursive"), 256)
-    (True, '4 dependencies per target, all earlier; largest look-back 130', 130)
-    """
-    window, near, far = spec.window, spec.near, spec.far
-    t = np.arange(window, length, dtype=np.int64)
-    problems = []
-    starts = far_start(spec.task, t, near, far) if t.size else t
-    if starts.shape != t.shape:
-        problems.append(f"rule gives {starts.shape} far starts, expected {t.shape}")
-    elif t.size and far:
-        early = np.flatnonzero((starts + far - 1 >= t) | (starts < 0))
-        if early.size:
-            problems.append(f"position {window + early[0]} depends on itself, later or negative")
-        repeated = np.flatnonzero(starts + far > t - near)
-        if repeated.size:
-            problems.append(f"position {window + repeated[0]} names a position twice")
-    lookback = 0
-    if t.size:
-        lookback = int(np.maximum(t - starts, near).max()) if far else near
-    if problems:
-        return False, "; ".join(problems), lookback
-    message = f"{window} dependencies per target, all earlier; largest look-back {lookback}"
-    return True, message, lookback
-
-
 def bounded_result(tally: SplitTally) -> tuple[CheckResult, int]:
-    """The rule names exactly w earlier positions for every t < the split's length."""
+    """Check 4: the rule names w distinct earlier positions for every t below the split's
+    length (:func:`~posgen.tasks.far_start` refuses a rule that does not); the largest look-back."""
     spec, data = tally.data.spec, tally.data
     length = data.length or max(spec.split_length(s) for s in spec.split_names)
-    ok, message, lookback = rule_facts(spec, length)
-    return _result(tally, "bounded_window", [] if ok else [message], message, 1), lookback
+    lookback = int(rule_lookbacks(spec, length).max(initial=0))
+    message = f"{spec.window} dependencies per target, all earlier; largest look-back {lookback}"
+    return _result(tally, "bounded_window", [], message, 1), lookback
 
 
 def hygiene_results(tallies: list[SplitTally]) -> tuple[list[CheckResult], dict[str, Any]]:
@@ -295,8 +245,7 @@ def hygiene_results(tallies: list[SplitTally]) -> tuple[list[CheckResult], dict[
 
 
 def shortcut_facts(tally: SplitTally) -> dict[str, Any]:
-    """Local, copy and linear rules of one split: each share (over the targets of a region
-    in the audited rows, :data:`~posgen.validate.audits.AUDIT_TOKENS`) with its counts."""
+    """Local, copy and linear rules of one split: each share with its counts."""
     spec, length = tally.data.spec, tally.data.length or 0
     boundary = min(spec.train_length, length)
     facts: dict[str, Any] = {}
@@ -335,8 +284,7 @@ def shortcut_facts(tally: SplitTally) -> dict[str, Any]:
 
 
 def question_facts(tally: SplitTally) -> dict[str, Any]:
-    """The question-consistency audit (:mod:`posgen.validate.audits`): the whole model
-    under ``question_lookback`` and its per-region figures flat (None when not computed)."""
+    """The question-consistency audit: whole under ``question_lookback``, and flat per region."""
     audit = tally.lookbacks.result() if tally.lookbacks is not None else None
     facts: dict[str, Any] = {
         "question_lookback": audit.model_dump(mode="json") if audit else None,
@@ -357,22 +305,21 @@ def _share(hits: int, total: int) -> float:
     return hits / total if total else 0.0
 
 
-SHARE_FACTS = {
-    "periodic_shortcut_share": "periodic copy share",
-    "copy_k_share_id": "k-context copy share (ID)",
-    "copy_k_share_ood": "k-context copy share (OOD)",
-    "copy_w_share_id": "w-context copy share (ID)",
-    "copy_w_share_ood": "w-context copy share (OOD)",
-    "linear_rule_share_id": "linear-rule share (ID)",
-    "linear_rule_share_ood": "linear-rule share (OOD)",
-    "shorter_lookback_share_id": "share of positions with a shorter look-back (ID)",
-    "shorter_lookback_share_ood": "share of positions with a shorter look-back (OOD)",
-    "question_shortcut_share_id": "share of targets whose question-consistency look-back is "
-    "at most k + 2 and below the rule's (ID)",
-    "question_shortcut_share_ood": "share of targets whose question-consistency look-back is "
-    "at most k + 2 and below the rule's (OOD)",
+SHARE_FACTS = {"periodic_shortcut_share": "periodic copy share"} | {  # --max-shortcut-share's
+    f"{key}_{region}": f"{title} ({region.upper()})"
+    for key, title in (
+        ("copy_k_share", "k-context copy share"),
+        ("copy_w_share", "w-context copy share"),
+        ("linear_rule_share", "linear-rule share"),
+        ("shorter_lookback_share", "share of positions with a shorter look-back"),
+        (
+            "question_shortcut_share",
+            "share of targets whose question-consistency look-back is "
+            "at most k + 2 and below the rule's",
+        ),
+    )
+    for region in ("id", "ood")
 }
-"""Figures that ``--max-shortcut-share`` limits."""
 
 
 def audit_result(tally: SplitTally, limits: AuditThresholds) -> tuple[CheckResult, dict[str, Any]]:
@@ -446,13 +393,9 @@ def validate(
     *,
     thresholds: AuditThresholds | None = None,
 ) -> Report:
-    """Validate a dataset folder, a Parquet/Arrow file or a ``datasets`` object.
-
-    ``spec`` is needed without a manifest; with one it must match (integrity fails
-    otherwise). ``config`` and ``split`` restrict the run. :class:`SourceError` for unusable
-    input. A folder replaced while read is read again (:func:`~posgen.store.dataset.pinned`).
-    """
-    if isinstance(source, (str, Path)):  # a folder: the old or the new dataset, never both
+    """Validate a dataset folder, a Parquet/Arrow file or a ``datasets`` object; ``spec`` is
+    needed without a manifest. :class:`SourceError` for unusable input."""
+    if isinstance(source, (str, Path)):  # a folder replaced while read is read again
         return pinned(source, lambda: _validate(source, spec, config, split, thresholds))
     return _validate(source, spec, config, split, thresholds)
 
@@ -476,29 +419,22 @@ def _validate(source: Any, spec: TaskSpec | None, config, split, thresholds) -> 
             by_config.setdefault(data.config, []).append(stream_split(data))
     for config_name, tallies in by_config.items():
         facts = report.facts.setdefault(config_name, {})
-        hygiene, hygiene_facts = hygiene_results(tallies)
-        for tally, hygiene_check in zip(tallies, hygiene, strict=True):
+        hygiene_checks, hygiene_facts = hygiene_results(tallies)
+        for tally, hygiene in zip(tallies, hygiene_checks, strict=True):
             bounded, lookback = bounded_result(tally)
             audit, audit_facts = audit_result(tally, limits)
-            report.checks += [
-                schema_result(tally),
-                window_result(tally),
-                bounded,
-                hygiene_check,
-                audit,
-            ]
+            report.checks += [schema_result(tally), window_result(tally), bounded, hygiene, audit]
             report.tokens_checked += tally.tokens
+            length = tally.data.length or 0
             facts[tally.data.split] = {
                 "rows": tally.rows,
-                "length": tally.data.length or 0,
+                "length": length,
                 "dependency_count": tally.data.spec.window,
                 "max_lookback": lookback,
                 **hygiene_facts[tally.data.split],
                 **audit_facts,
-                # of a length rows were read at (not one the manifest only claims)
-                **near_determined_counts(
-                    tally.data.spec, (tally.data.length or 0) * bool(tally.tokens)
-                ),
+                # at the length rows were read at, not one the manifest only claims
+                **near_determined_counts(tally.data.spec, length * bool(tally.tokens)),
             }
     for data in probes:  # checked against the regenerated source rows (no audit facts)
         result, tally = check_probe_split(data)

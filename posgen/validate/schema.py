@@ -1,5 +1,5 @@
-"""Checks 1 and 2: integrity (the listed files, unchanged, the given spec the data's, nothing
-unlisted) and schema (column types, one row length per split, ids, tokens in [0, m)).
+"""Checks 1 and 2: integrity (listed files unchanged, the given spec the data's, nothing
+unlisted) and schema (column types, row length, ids, tokens in [0, m)).
 
 >>> import pyarrow as pa
 >>> batch = pa.record_batch({"tokens": pa.array([[0, 1, 2], [3, 4], [5, 17, 6]],
@@ -58,8 +58,7 @@ def type_problems(schema: pa.Schema, modulus: int, exact: bool) -> list[str]:
 
 
 def column_problems(schema: pa.Schema, want: pa.Schema) -> list[str]:
-    """posgen's own columns, in its order, none nullable: what the card describes and every
-    split of a config shares (``load_dataset`` cannot cast a file with other columns).
+    """posgen's own columns, in its order, none nullable (what ``load_dataset`` can cast).
 
     >>> column_problems(pa.schema([("tokens", pa.list_(pa.uint8())), ("id", pa.int64())]),
     ...                 row_schema(17))
@@ -76,8 +75,6 @@ def column_problems(schema: pa.Schema, want: pa.Schema) -> list[str]:
 
 def list_column(column: pa.Array) -> tuple[np.ndarray, np.ndarray, int]:
     """(offsets, values, null rows) of a list column, whatever its list type."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
     nulls = column.null_count
     if pa.types.is_fixed_size_list(column.type):
         size = column.type.list_size
@@ -98,8 +95,7 @@ def decode_batch(batch: pa.RecordBatch, length: int | None, modulus: int, first_
     expected_ids = np.arange(first_id, first_id + n, dtype=np.int64)
     id_column = batch.column(names.index("id")) if "id" in names else None
     if id_column is not None and pa.types.is_integer(id_column.type):
-        # ids of another type are reported by type_problems; rows are then numbered in order.
-        # A null id, or an unsigned one past int64 (wrapped negative), is out of sequence
+        # a null id, or an unsigned one past int64 (wrapped negative), is out of sequence
         ids = id_column.cast(pa.int64(), safe=False).fill_null(-1).to_numpy(zero_copy_only=False)
     else:
         ids = expected_ids
@@ -171,8 +167,7 @@ _DONE = object()
 
 
 def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Yield ``items`` in order, read by a background thread up to ``depth`` ahead (an
-    exception raised by ``items`` is raised here, in its place)."""
+    """Yield ``items`` in order, read by a background thread up to ``depth`` ahead."""
     with ThreadPoolExecutor(1, thread_name_prefix="posgen-prefetch") as reader:
         pending = deque(reader.submit(next, items, _DONE) for _ in range(depth))
         while (item := pending.popleft().result()) is not _DONE:

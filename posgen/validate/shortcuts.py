@@ -24,8 +24,7 @@ from posgen.tasks import far_start, get_op
 
 
 def near_determined_positions(spec: TaskSpec, length: int) -> list[int] | None:
-    """Positions t in [w, length) whose effective look-back is at most k; ``None`` for a
-    non-additive op, a composite modulus, or length x w^2 above :data:`MAX_RULE_WORK`."""
+    """Positions t in [w, length) whose effective look-back is at most k (None: not computed)."""
     if not get_op(spec.op).additive or not is_prime(spec.modulus):
         return None
     if length <= spec.window or spec.far == 0:  # j = 0: nothing but near operands
@@ -67,12 +66,9 @@ MAX_ENUMERATED = 1 << 22  # largest m^w x length for growing every seed window (
 
 @dataclass(frozen=True)
 class LocalRules:
-    """The shortest rule determining each x_t (t = first ..) from earlier tokens.
-
-    ``effective[i]``: the smallest D with x_t a function of x_{t-D} .. x_{t-1} for every seed
-    window; ``rule[i]``: the task's look-back; linear method only: ``coefficients[i]`` a rule
-    x_t = sum_d a_d x_{t-d} (mod m), a_1 first.
-    """
+    """Per x_t (t = first ..): ``effective``, the smallest D with x_t a function of x_{t-D} ..
+    x_{t-1} for every seed window; ``rule``, the task's look-back; linear method only,
+    ``coefficients``: x_t = sum_d a_d x_{t-d} (mod m), a_1 first."""
 
     method: str
     first: int
@@ -105,8 +101,7 @@ def rule_lookbacks(spec: TaskSpec, length: int) -> np.ndarray:
 
 def local_rules(spec: TaskSpec, length: int) -> LocalRules | None:
     """Shortest local rules of every position below ``length``: GF(m) linear algebra (additive
-    op, prime m), else every seed window grown (m^w x length up to :data:`MAX_ENUMERATED`),
-    else None.
+    op, prime m), else every seed window grown (when few enough), else None.
 
     Worked example (cot, m = 17, k = 3, j = 1): x_t - x_{t-1} = x_{t-1} - x_{t-4} for
     t >= 5 (x_0 cancels), so D = k + 1 = 4 where the rule says t.
@@ -119,8 +114,7 @@ def local_rules(spec: TaskSpec, length: int) -> LocalRules | None:
     """
     longest = max(length, spec.train_length, *spec.test_lengths)
     method = _method(spec, longest)  # the one the spec's longest split allows, at every length
-    # computed up to ``length`` only (a position's rules do not depend on it): lengths a
-    # manifest claims cost nothing until rows that long are read
+    # computed up to ``length`` only: lengths a manifest claims cost nothing until read
     return None if method is None else _local_rules(spec, max(length, spec.window), method)
 
 
@@ -158,9 +152,8 @@ def _linear_rules(spec: TaskSpec, length: int, rule: np.ndarray) -> LocalRules:
 def _span_search(
     vectors: np.ndarray, t: int, reach: int, p: int, track: int
 ) -> tuple[int, np.ndarray]:
-    """Smallest D <= reach with c_t in span(c_{t-1} .. c_{t-D}) over GF(p) and the
-    coefficients a_1 .. a_track of one rule (valid when D <= track); rows in reduced echelon
-    form, augmented with the combination of c_{t-1} .. they stand for."""
+    """Smallest D <= reach with c_t in span(c_{t-1} .. c_{t-D}) over GF(p), and a rule's
+    coefficients a_1 .. a_track (valid when D <= track), by reduced echelon form."""
     width = vectors.shape[1]
     basis = np.zeros((width, width + track), dtype=np.int64)
     pivots: list[int] = []

@@ -10,6 +10,7 @@ as :class:`SplitData` whose parts stream record batches of bounded size.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,6 @@ class Part:
     max_rows: int | None = None  # rows an Arrow file is not read past: its split's, or listed
 
     def schema(self) -> pa.Schema:
-        """The part's Arrow schema (raises on unreadable files)."""
         if self.table is not None:
             return self.table.schema
         return (self.storage or format_of(self.path)).schema(self.path)
@@ -49,9 +49,7 @@ class Part:
     def batches(
         self, length: int, columns: tuple[str, ...] = ("id", "tokens")
     ) -> Iterator[pa.RecordBatch]:
-        """Record batches of :func:`posgen.store.formats.read_batch_rows` rows of ``length``;
-        files are read for ``columns`` only, an Arrow file's batches checked before they are
-        decompressed (:func:`posgen.store.formats.checked_batches`)."""
+        """Record batches of rows of ``length`` tokens, files read for ``columns`` only."""
         rows = read_batch_rows(length)
         if self.table is not None:
             yield from self.table.to_batches(max_chunksize=rows)
@@ -91,18 +89,15 @@ def infer_split(spec: TaskSpec, length: int) -> str | None:
 
 
 def known_splits(spec: TaskSpec) -> tuple[str, ...]:
-    """Every split of ``spec``, probe splits included."""
     return (*spec.split_names, *spec.probe_names)
 
 
 def longest_row(spec: TaskSpec) -> int:
-    """Tokens in a row of ``spec``'s longest split: what a file's rows may hold at most."""
     return max(spec.split_length(split) for split in known_splits(spec))
 
 
 def split_rows(spec: TaskSpec, split: str | None = None) -> int:
-    """Rows ``split`` of ``spec`` holds (its largest split's where ``split`` is none of them):
-    what a file of it may hold at most."""
+    """Rows ``split`` holds (the largest split's where it is none of them): a file's most."""
     names = [split] if split in known_splits(spec) else known_splits(spec)
     return max(spec.split_size(name) for name in names)
 
@@ -118,15 +113,12 @@ def _split_of(spec: TaskSpec, name: str | None, part: Part) -> tuple[str, int | 
     if name is not None and name in known_splits(spec):
         return name, spec.split_length(name)
     length = None
-    try:  # the first row's length, an Arrow file's batch checked for rows of the longest split
-        if not token_lists(part.schema()):  # a list of 10 MB strings is no row
-            raise TypeError("no token lists to read")
-        batch = next((b for b in part.batches(longest_row(spec)) if b.num_rows), None)
-        column = batch.schema.get_field_index("tokens") if batch else -1  # -1: no such column
-        first = batch.column(column)[0] if batch and column >= 0 else None
-        length = len(first) if first is not None and first.is_valid else None
-    except (pa.ArrowException, OSError, KeyError, TypeError):  # TypeError: tokens not a list
-        pass
+    # the first row's length, an Arrow file's batch checked for rows of the longest split
+    with suppress(pa.ArrowException, OSError, KeyError, TypeError):
+        if token_lists(part.schema()):  # a list of 10 MB strings is no row
+            batch = next((b for b in part.batches(longest_row(spec)) if b.num_rows), None)
+            first = batch.column("tokens")[0] if batch else None
+            length = len(first) if first is not None and first.is_valid else None
     inferred = infer_split(spec, length) if length is not None else None
     return name or inferred or "data", None if inferred is None else spec.split_length(inferred)
 
@@ -198,7 +190,7 @@ def _from_manifest(
 
 
 def _check_split(spec: TaskSpec, split: str | None) -> None:
-    """Refuse a ``split`` the spec does not have (``test_999`` of a spec without L'=999)."""
+    """Refuse a ``split`` the spec does not have."""
     if split is not None and split not in known_splits(spec):
         raise SourceError(
             f"the spec has no split {shown(split, 60)!r}; splits: {', '.join(known_splits(spec))}"
@@ -239,8 +231,7 @@ def _from_files(
 def _fits(
     label: str, facts: FileFacts, longest: int, most: int, split: str = "the largest split"
 ) -> None:
-    """Refuse a file declaring more rows than ``most`` or more tokens than rows of ``longest``
-    tokens hold (a small compressed file can expand to gigabytes)."""
+    """Refuse a file declaring more rows than ``most`` or tokens than rows of ``longest`` hold."""
     if facts.rows > most:
         raise SourceError(
             f"{label} declares {facts.rows:,} rows; {split} of this spec holds {most:,}: not read"

@@ -199,8 +199,7 @@ def test_a_card_that_is_a_link_is_refused_and_an_edited_one_rerendered(
 
 
 def test_a_pipe_in_the_cards_place_is_replaced_by_the_card_never_written_into(cli, small_copy):
-    """The card was written into the pipe, as into an output the user named: with no reader,
-    ``posgen card`` waited for ever (a reader is held open here, so the old code returns)."""
+    """Written into, a pipe with no reader would block for ever (one is held open here)."""
     card = small_copy / "README.md"
     written = card.read_text()
     card.unlink()

@@ -161,17 +161,9 @@ def test_push_uploads_the_published_folder_with_the_environment_token(
     assert "pushed" in result.output and "commit/abc" in result.output
 
 
-def hide_the_validator(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "posgen.validate", None)  # its import fails
-
-
 def a_folder_of_mine(tmp_path, monkeypatch):
     (tmp_path / "hub").mkdir()
     (tmp_path / "hub" / "notes.txt").write_text("mine")
-
-
-def a_token(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
 
 
 BAD_USAGE = [
@@ -181,11 +173,12 @@ BAD_USAGE = [
     ("publish {spec} --push me/posgen --out {tmp}/hub",
      "error: --push needs a Hub token in the environment", None),
     ("publish {spec} --push a/b/c --out {tmp}/hub",
-     "error: --push: 'a/b/c' is not a Hub repo id (Repo id must be in the form", a_token),
+     "error: --push: 'a/b/c' is not a Hub repo id (Repo id must be in the form",
+     lambda tmp_path, monkeypatch: monkeypatch.setenv("HF_TOKEN", "hf_test_token")),
     ("publish {spec} --out {tmp}/hub",
      "error: {tmp}/hub exists; pass --overwrite to replace it", a_folder_of_mine),
     ("publish {spec} --out {tmp}/hub -q", "error: posgen.validate is not available",
-     hide_the_validator),
+     lambda tmp_path, monkeypatch: monkeypatch.setitem(sys.modules, "posgen.validate", None)),
     ("card {tmp} --no-validate", "has no posgen.json: not a posgen dataset", None),
     ("card {tmp}/missing --no-validate", "has no posgen.json: not a posgen dataset", None),
 ]  # fmt: skip

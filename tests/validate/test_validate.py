@@ -225,8 +225,7 @@ def test_a_spec_that_does_not_match_the_data_fails(small_copy):
     ids=["a token far outside the vocabulary", "a seed window from another seed"],
 )  # fmt: skip
 def test_a_bare_file_with_one_wrong_row_fails_the_checks_that_name_it(tmp_path, row, kinds):
-    """Row 2: a token past every position's cells of the balance audit; row 3: a whole,
-    consistent row of another seed (seed windows are recomputed from the row ids)."""
+    """Row 2: a token past every cell of the balance audit; row 3: a row of another seed."""
     spec = TaskSpec(task="cot", train_size=64, val_size=16, test_size=16)
     other = TaskSpec(**{**spec.canonical(), "seed": spec.seed + 1})
     tokens = generate_split(spec, "test")
@@ -371,12 +370,20 @@ def test_cli_validates_a_bare_parquet_file_given_spec_flags(assert_clean_error, 
     assert_clean_error(cli("validate", path), 2, "give the spec")
 
 
+def write(table: pa.Table, path: Path, **kwargs) -> None:
+    """``table`` as Parquet or Arrow IPC, as ``path``'s suffix says."""
+    (pq.write_table if path.suffix == ".parquet" else feather.write_feather)(table, path, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "before", [{}, {"s": pa.array([{"a": 1, "b": 2}])}], ids=["plain", "a struct column first"]
+)  # a struct column first: the footer's tokens were counted in the column of id (1 value)
 def test_a_bare_file_declaring_rows_longer_than_the_spec_is_refused_unread(
-    assert_clean_error, cli, tmp_path
+    assert_clean_error, cli, tmp_path, before
 ):  # 1 KB of zstd that would expand to one row of 2^24 tokens
     path = tmp_path / "test.parquet"
     rows = pa.ListArray.from_arrays([0, 2**24], np.zeros(2**24, np.uint8))
-    pq.write_table(pa.table({"id": [0], "tokens": rows}), path, compression="zstd")
+    pq.write_table(pa.table({**before, "id": [0], "tokens": rows}), path, compression="zstd")
     result = cli("validate", path, "--task", "cot")
     assert_clean_error(result, 2, "declares 16,777,216 tokens in 1 rows", "at most 256: not read")
 
@@ -395,103 +402,84 @@ def test_a_bare_arrow_file_whose_batch_would_expand_past_its_rows_is_failed_unde
     assert "more than rows of 256 tokens may take (9,216 bytes a row): not read)" in result.output
 
 
-def test_a_bare_arrow_file_named_for_no_split_is_not_inflated_to_learn_its_row_length(tmp_path):
-    """The split of ``rows.arrow`` is inferred from its first row, read from a batch checked
-    for rows of the spec's longest split (256 tokens): it was checked for 65,536, so these
-    6 KB of zstd were inflated to 64 MB first."""
-    path = tmp_path / "rows.arrow"
-    offsets = np.arange(0, 2**26 + 1, 2**16, dtype=np.int32)
-    rows = pa.ListArray.from_arrays(offsets, np.zeros(2**26, np.uint8))
-    feather.write_feather(pa.table({"id": np.arange(1024), "tokens": rows}), path,
-                          compression="zstd")  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "tokens", "said"),
+    [
+        ("rows.arrow", lambda: pa.ListArray.from_arrays(
+            np.arange(0, 2**26 + 1, 2**16, dtype=np.int32), np.zeros(2**26, np.uint8)), ""),
+        ("rows.parquet", lambda: pa.array([[b"\0" * (4 << 20)]] * 4, pa.list_(pa.binary())),
+         "not a list of integers"),
+    ],
+    ids=["1,024 rows of 65,536 tokens", "4 rows of a 4 MB string"],
+)  # fmt: skip
+def test_a_bare_file_named_for_no_split_is_not_inflated_to_learn_its_row_length(
+    tmp_path, name, tokens, said
+):  # a few KB of zstd; the first row's length is read from a batch checked for 256 tokens
+    column = tokens()
+    write(pa.table({"id": np.arange(len(column)), "tokens": column}), tmp_path / name,
+          compression="zstd")  # fmt: skip
     default = pa.default_memory_pool()
     pool = pa.proxy_memory_pool(default)  # what pyarrow allocates, counted apart
     pa.set_memory_pool(pool)
     try:
-        report = validate(path, spec=TaskSpec(task="cot"))
+        report = validate(tmp_path / name, spec=TaskSpec(task="cot"))
     finally:
         pa.set_memory_pool(default)
     assert not report.ok
-    assert pool.max_memory() < 2**22, pool.max_memory()
-
-
-def test_a_struct_column_before_tokens_does_not_hide_a_bare_parquet_files_tokens(
-    assert_clean_error, cli, tmp_path
-):  # the footer's tokens were counted in the column of the field's index: here id's (1 value)
-    rows = pa.ListArray.from_arrays([0, 2**24], np.zeros(2**24, np.uint8))
-    table = pa.table({"s": pa.array([{"a": 1, "b": 2}]), "id": [0], "tokens": rows})
-    pq.write_table(table, tmp_path / "test.parquet", compression="zstd")
-    result = cli("validate", tmp_path / "test.parquet", "--task", "cot")
-    assert_clean_error(result, 2, "declares 16,777,216 tokens in 1 rows", "at most 256: not read")
-
-
-def test_a_bare_file_of_string_tokens_is_not_read_to_learn_its_row_length(tmp_path):
-    """rows.parquet names no split: its first batch was read for the first row's length, here
-    4 rows of one 4 MB string each (1.7 KB of zstd; 50 rows of 10 MB took 1.28 GB)."""
-    tokens = pa.array([[b"\0" * (4 << 20)]] * 4, pa.list_(pa.binary()))
-    pq.write_table(pa.table({"id": range(4), "tokens": tokens}), tmp_path / "rows.parquet",
-                   compression="zstd")  # fmt: skip
-    default = pa.default_memory_pool()
-    pool = pa.proxy_memory_pool(default)  # what pyarrow allocates, counted apart
-    pa.set_memory_pool(pool)
-    try:
-        report = validate(tmp_path / "rows.parquet", spec=TaskSpec(task="cot"))
-    finally:
-        pa.set_memory_pool(default)
-    assert "not a list of integers" in " ".join(c.message for c in report.checks if not c.ok)
+    assert said in " ".join(c.message for c in report.checks if not c.ok)
     assert pool.max_memory() < 2**22, pool.max_memory()
 
 
 BARE_SPEC = TaskSpec(task="cot", train_length=8, test_length=8, test_size=6)
 
 
-@pytest.mark.parametrize("compression", ["uncompressed", "zstd"])
-def test_a_bare_arrow_file_with_a_dictionary_encoded_extra_column_validates(
-    tmp_path, compression
-):  # a dictionary is its own IPC message: the first checked reader refused it
-    table = split_table(BARE_SPEC, "test")
-    table = table.append_column("cat", pa.array(["a", "b"] * 3).dictionary_encode())
-    feather.write_feather(table, tmp_path / "test.arrow", compression=compression)
-    report = validate(tmp_path / "test.arrow", spec=BARE_SPEC, split="test")
-    assert report.ok, [c.message for c in report.checks if not c.ok]
+def _ids(kind: pa.DataType, first: int = 0):
+    return lambda t: t.set_column(0, "id", pa.array(range(first, first + len(t)), kind))
 
 
-@pytest.mark.parametrize(
-    ("name", "said"),
-    [
-        ("test.parquet", "test.parquet declares 7 rows; test of this spec holds 6: not read"),
-        ("rows.parquet", "declares 10,007 rows; the largest split of this spec holds 10,000"),
-        ("test.arrow", "test.arrow: unreadable (holds 7 rows or more; the data has 6: not read)"),
-        ("rows.arrow", "unreadable (holds 10,007 rows or more; the data has 10,000: not read)"),
-    ],
-)
-def test_a_bare_file_holding_more_rows_than_its_split_is_refused_unread(tmp_path, name, said):
-    """Rows were bounded by no spec: 19 KB of zstd holding 2 million rows of 256 tokens made
-    validate take 724 MB. A file named for no split may hold the spec's largest split."""
-    table = split_table(BARE_SPEC, "test")
-    table = table.take(np.arange(7 if name.startswith("test") else 10_007) % 6)
+def _dictionary_column(table: pa.Table) -> pa.Table:
+    return table.append_column("cat", pa.array(["a", "b"] * 3).dictionary_encode())
+
+
+BARE_FILES = {
+    # case: (file name, change of BARE_SPEC's test table, write options, the split given,
+    #        what the refusal or a failing check says ("": the file passes))
+    "7 rows in test.parquet": ("test.parquet", lambda t: t.take(np.arange(7) % 6), {}, None,
+                               "test.parquet declares 7 rows; test of this spec holds 6: not read"),
+    "10,007 rows in rows.parquet": ("rows.parquet", lambda t: t.take(np.arange(10_007) % 6), {},
+                                    None, "declares 10,007 rows; the largest split of this spec "
+                                    "holds 10,000"),
+    "7 rows in test.arrow": ("test.arrow", lambda t: t.take(np.arange(7) % 6), {}, None,
+                             "test.arrow: unreadable (holds 7 rows or more; the data has 6: "
+                             "not read)"),
+    "10,007 rows in rows.arrow": ("rows.arrow", lambda t: t.take(np.arange(10_007) % 6), {}, None,
+                                  "unreadable (holds 10,007 rows or more; the data has 10,000: "
+                                  "not read)"),
+    "uint32 ids": ("test.parquet", _ids(pa.uint32()), {}, "test", ""),
+    "uint64 ids": ("test.parquet", _ids(pa.uint64()), {}, "test", ""),
+    "uint64 ids past int64": ("test.parquet", _ids(pa.uint64(), 2**63), {}, "test",
+                              "out of sequence"),
+    # a dictionary is its own IPC message: the first checked reader refused it
+    "a dictionary column": ("test.arrow", _dictionary_column, {"compression": "uncompressed"},
+                            "test", ""),
+    "a dictionary column, zstd": ("test.arrow", _dictionary_column, {"compression": "zstd"},
+                                  "test", ""),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BARE_FILES))
+def test_a_bare_file_passes_fails_or_is_refused_unread_as_its_rows_say(tmp_path, case):
+    name, change, options, split, said = BARE_FILES[case]
     path = tmp_path / name
-    pq.write_table(table, path) if name.endswith("parquet") else feather.write_feather(table, path)
+    write(change(split_table(BARE_SPEC, "test")), path, **options)
     try:
-        report = validate(path, spec=BARE_SPEC)
+        report = validate(path, spec=BARE_SPEC, split=split)
     except SourceError as error:
-        assert said in str(error)
+        assert said and said in str(error)
     else:
-        assert said in " ".join(c.message for c in report.checks if not c.ok)
-
-
-@pytest.mark.parametrize(
-    ("ids", "ok"), [(pa.uint32(), True), (pa.uint64(), True), ("past int64", False)]
-)
-def test_unsigned_ids_validate_and_one_past_int64_is_out_of_sequence(tmp_path, ids, ok):
-    table = split_table(BARE_SPEC, "test")  # unsigned ids were an internal error (OverflowError)
-    column = table.column("id").cast(pa.uint64() if ids == "past int64" else ids)
-    if ids == "past int64":
-        column = pa.array([2**63 + i for i in range(table.num_rows)], pa.uint64())
-    pq.write_table(table.set_column(0, "id", column), tmp_path / "test.parquet")
-    report = validate(tmp_path / "test.parquet", spec=BARE_SPEC, split="test")
-    assert report.ok == ok, [c.message for c in report.checks if not c.ok]
-    assert ok or "out of sequence" in " ".join(c.message for c in report.checks if not c.ok)
+        problems = " ".join(c.message for c in report.checks if not c.ok)
+        assert report.ok == (not said), problems
+        assert said in problems
 
 
 @example("uncompressed", [(357, 197), (684, 206), (1711, 183)])  # a name not UTF-8
@@ -539,8 +527,7 @@ def test_a_bare_file_without_token_lists_fails_schema_without_a_split_given(
 
 
 def test_a_row_length_the_manifest_only_claims_is_not_audited(small_copy, monkeypatch):
-    """cot's spec edited to L' = 2**20 with its ids recomputed, its files left: validate grew
-    local rules to 2**20 positions for rows of 64 and 96 tokens (47 s, 600 MB here)."""
+    """cot's spec edited to L' = 2**20 (spec ids recomputed), its files left as they are."""
     import posgen.validate.shortcuts as shortcuts
     from posgen.spec import BenchmarkSpec
 
