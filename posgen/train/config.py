@@ -48,7 +48,8 @@ PAPER_SEEDS = [5549, 4955, 42, 3701, 49]
 
 class TrainConfig(BaseModel):
     """Model size and optimisation of one run; every field can be overridden by a flag.
-    Strict: a grid's ``epochs = "3"`` or ``true`` is refused."""
+    Strict: ``"3"`` is no number and ``true`` no integer (a grid's ``epochs = "3"`` is refused).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -505,11 +506,9 @@ def estimate_run(
     return RunEstimate(params, model, FLOAT * (train + evaluation), data)
 
 
-PROC = Path("/proc")
-CGROUP = Path("/sys/fs/cgroup")
-
-
-def available_bytes(proc: Path = PROC, cgroup: Path = CGROUP) -> int | None:
+def available_bytes(
+    proc: Path = Path("/proc"), cgroup: Path = Path("/sys/fs/cgroup")
+) -> int | None:
     """Memory this process can still use: the least of ``MemAvailable``, what its memory
     cgroup's limit leaves (v2, then v1; its own folder, then the mount's root) and what its
     ``RLIMIT_AS`` leaves (``proc``, ``cgroup``: where ``/proc`` and ``/sys/fs/cgroup`` are)."""

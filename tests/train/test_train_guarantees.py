@@ -90,33 +90,28 @@ def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
         assert tree(data) == before
 
 
-@pytest.mark.parametrize("change", ["another seed", "the data folder renamed"])
+OTHER_RUNS = {  # a rerun's flags (``renamed``: of a copy of the data) -> what the line says
+    "another seed": (["--seed=1"], "is of another run (the data folder's name,"),
+    "the data folder renamed": ([], "is of another run (the data folder's name,"),
+    "yarn (trains as rope does)": (["--pe", "yarn"], "is of a run with other flags (it trains"),
+    "linear (trains as rope does)": (["--pe", "linear"], "is of a run with other flags (it"),
+}
+
+
+@pytest.mark.parametrize("case", OTHER_RUNS)
 def test_a_checkpoint_of_another_run_is_refused_saying_what_names_a_run_and_kept(
-    assert_clean_error, cli, tmp_path, data, monkeypatch, change
+    assert_clean_error, cli, tmp_path, data, monkeypatch, case
 ):
-    out, renamed = tmp_path / "run", tmp_path / "renamed"
+    flags, words = OTHER_RUNS[case]
+    out, checkpoint = tmp_path / "run", tmp_path / ".run.posgen-resume" / "checkpoint.pt"
     monkeypatch.setenv(posgen.signals.HOOK_ENV, "step:1:SIGTERM")
     assert cli(*train_args(data, out)).exit_code == 143
     monkeypatch.delenv(posgen.signals.HOOK_ENV)
-    shutil.copytree(data, renamed)
-    again = train_args(renamed, out) if "renamed" in change else train_args(data, out, "--seed=1")
-    checkpoint = (tmp_path / ".run.posgen-resume" / "checkpoint.pt").read_bytes()
-    line = assert_clean_error(cli(*again), 2, "is of another run (the data folder's name,")
+    renamed = shutil.copytree(data, tmp_path / "renamed") if "renamed" in case else data
+    before = checkpoint.read_bytes()
+    line = assert_clean_error(cli(*train_args(renamed, out, *flags)), 2, words)
     assert "rerun with those, or remove it to start over" in line
-    assert (tmp_path / ".run.posgen-resume" / "checkpoint.pt").read_bytes() == checkpoint
-
-
-@pytest.mark.parametrize("other", ["yarn", "linear"])  # they train as rope does: one key
-def test_a_checkpoint_resumed_for_another_encoding_of_its_training_is_refused_and_kept(
-    assert_clean_error, cli, tmp_path, data, monkeypatch, other
-):
-    out = tmp_path / "run"
-    monkeypatch.setenv(posgen.signals.HOOK_ENV, "step:1:SIGTERM")
-    assert cli(*train_args(data, out)).exit_code == 143
-    monkeypatch.delenv(posgen.signals.HOOK_ENV)
-    result = cli(*train_args(data, out, "--pe", other))
-    assert_clean_error(result, 2, "is of a run with other flags (it trains rope, not")
-    assert (tmp_path / ".run.posgen-resume" / "checkpoint.pt").is_file()
+    assert checkpoint.read_bytes() == before
     assert cli(*train_args(data, out)).exit_code == 0  # the same command resumes it
 
 
