@@ -20,12 +20,17 @@ torch = pytest.importorskip("torch")
 
 import posgen.signals  # noqa: E402
 from posgen import write_dataset  # noqa: E402
+from posgen.cli.train import memory_estimate  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
+from posgen.store.dataset import Dataset  # noqa: E402
+from posgen.store.manifest import Manifest  # noqa: E402
 from posgen.store.safety import TMP_TAG  # noqa: E402
 from posgen.train import PREDICTIONS  # noqa: E402
 from posgen.train.config import available_bytes, preset  # noqa: E402
+from posgen.train.job import train_runs  # noqa: E402
 from posgen.train.run_record import read_run  # noqa: E402
+from posgen.train.trainer import RunData  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32", "--batch-size=16"]
@@ -182,7 +187,6 @@ def test_a_keyboard_interrupt_from_inside_a_command_is_exit_130(
 
 def test_the_training_loop_sees_a_signal_between_steps(tmp_path, data, monkeypatch):
     """Interrupted at a step boundary, after the step the signal arrived in has finished."""
-    from posgen.train.job import train_runs
 
     size = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 16}
     steps, real_step = [], torch.optim.AdamW.step
@@ -442,10 +446,7 @@ def test_memory_that_runs_out_anyway_is_one_line_naming_what_was_kept(
 def test_the_estimate_grows_with_the_batch_counts_the_parameters_and_bounds_a_real_run(
     recorded, tmp_path, data
 ):
-    from posgen.cli.train import memory_estimate
-    from posgen.store.dataset import Dataset
     from posgen.train.config import estimate_run, parameter_count, refusal
-    from posgen.train.trainer import RunData
 
     spec = default_benchmark(("recursive",)).configs["recursive"]
     small = estimate_run(preset("cpu"), spec)
@@ -477,8 +478,7 @@ def test_the_estimate_grows_with_the_batch_counts_the_parameters_and_bounds_a_re
 
 
 def test_epochs_a_run_never_reaches_hold_no_row_order(cli, tmp_path, data, monkeypatch):
-    """--epochs 10000 --max-steps 2 once held 10,000 permutations of the train split (2 GB
-    for 20,000 rows): each epoch's order is made when the epoch starts."""
+    """Each epoch's row order is made when the epoch starts (10,000 of them are gigabytes)."""
     made = Mock(side_effect=torch.randperm)
     monkeypatch.setattr(torch, "randperm", made)
     result = cli(*train_args(data, tmp_path / "run"), "--epochs=10000")
@@ -911,8 +911,6 @@ def test_runs_are_byte_identical_with_one_or_two_threads_parse_posgen_json_once_
 ):
     """Same thread count, same bytes (1: ``run`` and ``a``; 2: ``b`` and ``c``), another seed
     other predictions; ``a`` parses posgen.json once; ``b`` trains only with --force."""
-    from posgen.store.manifest import Manifest
-
     parses, validate = [], Manifest.model_validate.__func__
 
     def counted(cls, *args, **kwargs):
