@@ -187,7 +187,6 @@ def test_a_keyboard_interrupt_from_inside_a_command_is_exit_130(
 
 def test_the_training_loop_sees_a_signal_between_steps(tmp_path, data, monkeypatch):
     """Interrupted at a step boundary, after the step the signal arrived in has finished."""
-
     size = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 16}
     steps, real_step = [], torch.optim.AdamW.step
 
