@@ -46,20 +46,6 @@ MAX_THREADS = 256
 """Most ``--threads`` accepted (more is never faster, and 10^9 aborts inside OpenMP)."""
 
 
-def resolve_train_config(preset_name: str, overrides: dict[str, Any]) -> TrainConfig:
-    """The preset with the flags' overrides, every problem an :class:`UsageProblems` line
-    naming its flag as it is spelled (``--batch-size``)."""
-    try:
-        return preset(preset_name, **overrides)
-    except ValidationError as error:
-        lines = []
-        for line in problem_lines(error):
-            field, _, message = line.partition(": ")
-            flag = MODEL_FLAGS if field == "spec" else "--" + field.replace("_", "-")
-            lines.append(f"{flag}: {message}")
-        raise UsageProblems(lines) from None
-
-
 def _override_options(function: Any) -> Any:
     for name in reversed(OVERRIDES):
         field = TrainConfig.model_fields[name]
@@ -192,7 +178,15 @@ def train_command(
     the test split; the predictions are scored by posgen's scoring (the same figures as
     `posgen score`). A run that would not fit in memory is refused (see --force).
     """
-    train_config = resolve_train_config(preset_name, {**overrides, "bf16": bf16 or None})
+    try:
+        train_config = preset(preset_name, **overrides, bf16=bf16 or None)
+    except ValidationError as error:  # each problem named by its flag as spelled (--batch-size)
+        lines = []
+        for line in problem_lines(error):
+            field, _, message = line.partition(": ")
+            flag = MODEL_FLAGS if field == "spec" else "--" + field.replace("_", "-")
+            lines.append(f"{flag}: {message}")
+        raise UsageProblems(lines) from None
     try:
         request = PERequest.parse(pe, pe_params, randomized)
     except ValidationError as error:

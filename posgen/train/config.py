@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from posgen.encodings import PERequest
+from posgen.encodings import PERequest, as_request
 from posgen.errors import PosgenError, UsageError, UsageProblems, human_bytes, problem_lines
 from posgen.spec import SpecFileError, TaskSpec, read_spec_file
 from posgen.store.manifest import read_manifest
@@ -76,7 +76,6 @@ class TrainConfig(BaseModel):
     )
     question_ids: bool = Field(
         False,
-        strict=True,
         description="Give the question tokens x_0 .. x_{j-1} input ids of their own (m + 1 + x), "
         "so a model can tell them apart from the chain (cot).",
     )
@@ -224,7 +223,6 @@ class Grid(BaseModel):
     @field_validator("pes", mode="before")
     @classmethod
     def _pes(cls, pes: Any) -> list[PERequest] | str:
-        """Names and tables become requests here, so each problem is one line."""
         if pes in ("all", "builtin"):
             return pes
         if not isinstance(pes, list):
@@ -232,7 +230,9 @@ class Grid(BaseModel):
         requests = []
         for index, pe in enumerate(pes):
             try:
-                requests.append(_request(pe))
+                requests.append(
+                    as_request(pe) if isinstance(pe, str) else PERequest.model_validate(pe)
+                )
             except ValidationError as error:
                 line = problem_lines(error)[0]
                 where = "" if line.startswith("spec: ") else "."
@@ -243,18 +243,10 @@ class Grid(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, seeds: list[int] | None) -> list[int] | None:
-        if seeds is not None:
-            for seed in seeds:
-                if not 0 <= seed < 2**63:
-                    raise ValueError(f"seed {seed} is outside 0 .. 2**63 - 1")
-            _unique(seeds, "seeds")
-        return seeds
-
-
-def _request(pe: str | PERequest | dict[str, Any]) -> PERequest:
-    if isinstance(pe, PERequest):
-        return pe
-    return PERequest(name=pe) if isinstance(pe, str) else PERequest.model_validate(pe)
+        for seed in seeds or []:
+            if not 0 <= seed < 2**63:
+                raise ValueError(f"seed {seed} is outside 0 .. 2**63 - 1")
+        return None if seeds is None else _unique(seeds, "seeds")
 
 
 def _unique(values: list[Any], name: str) -> list[Any]:
@@ -398,7 +390,7 @@ def expand(
         datasets.append([(folder, manifest.configs[name], name) for name in names])
     listed = {"all": every_pe, "builtin": builtin_pe}
     pes = listed[grid.pes]() if isinstance(grid.pes, str) else grid.pes
-    requests = [_request(pe) for pe in pes]
+    requests = [as_request(pe) for pe in pes]
     check_run_count(grid, [len(configs) for configs in datasets], len(requests))
     presets = [(entry.name, entry.resolved()) for entry in grid.presets]
     seeds = grid.seeds or list(dict.fromkeys(s for _, train in presets for s in train.seeds))
@@ -514,11 +506,9 @@ def estimate_run(
     return RunEstimate(params, model, FLOAT * (train + evaluation), data)
 
 
-PROC = Path("/proc")
-CGROUP = Path("/sys/fs/cgroup")
-
-
-def available_bytes(proc: Path = PROC, cgroup: Path = CGROUP) -> int | None:
+def available_bytes(
+    proc: Path = Path("/proc"), cgroup: Path = Path("/sys/fs/cgroup")
+) -> int | None:
     """Memory this process can still use: the least of ``MemAvailable``, what its memory
     cgroup's limit leaves (v2, then v1; its own folder, then the mount's root) and what its
     ``RLIMIT_AS`` leaves (``proc``, ``cgroup``: where ``/proc`` and ``/sys/fs/cgroup`` are)."""

@@ -1,10 +1,8 @@
 """One training job: what ``posgen train`` and every sweep worker run around the loop.
 
-The job locks its work folder, keeps the checkpoint (``checkpoint.pt``, replaced whole and
-ending with its sha256, and ``progress.json``, readable without torch), reads the data once,
-writes each run folder whole (``results.json``, ``metrics.jsonl``, ``predictions.parquet``,
-``probe_predictions.parquet``, ``model/`` with ``save_model``) and says when memory ran out.
-Tests stop a job with ``POSGEN_SIGNAL_AT`` (:func:`posgen.signals.point`) at ``load``,
+The job locks its work folder, keeps the checkpoint (``checkpoint.pt`` ending with its sha256,
+and ``progress.json``, readable without torch), reads the data once and writes each run folder
+whole. Tests stop a job with ``POSGEN_SIGNAL_AT`` (:func:`posgen.signals.point`) at ``load``,
 ``step:N`` (across resumptions), ``validation``, ``checkpoint``, ``write`` and ``final``.
 """
 
@@ -43,17 +41,10 @@ from posgen.store.safety import (
 )
 from posgen.train import METRICS, MODEL, PREDICTIONS, PROBE_PREDICTIONS, RESULTS, is_run
 from posgen.train.config import TrainConfig
-from posgen.train.run_record import (
-    AttentionDiagnostics,
-    DataRecord,
-    ModelInfo,
-    PositionEncodingRecord,
-    RunRecord,
-)
+from posgen.train.run_record import DataRecord, ModelInfo, PositionEncodingRecord, RunRecord
 
 if TYPE_CHECKING:  # torch is imported when a job runs: `posgen sweep --status` needs none
     import torch
-    from transformers import LlamaForCausalLM
 
     from posgen.encodings import ResolvedPE
     from posgen.train.trainer import RunData, Selection, Trained
@@ -127,26 +118,17 @@ def train_runs(
     run's summary. With a ``work`` folder the job is resumable: it locks it, resumes from its
     checkpoint of training ``key``, writes only the missing runs and removes it when done
     (``name`` names the job in messages; ``estimate`` is quoted when memory runs out). A
-    checkpoint that lacks one of ``pes`` (a training shared with fewer encodings) is refused,
-    or with ``restart_other`` trained again from the start (a sweep whose grid grew).
-    ``progress(total steps)`` makes a tqdm-like bar."""
-    from posgen.train.trainer import (
-        Diverged,
-        PluginFailed,
-        RunData,
-        pick_device,
-        plugin_failed,
-        resolve_pe,
-        total_steps,
-        train,
-    )
+    checkpoint lacking one of ``pes`` is refused, or with ``restart_other`` trained anew (a
+    sweep whose grid grew). ``progress(total steps)`` makes a tqdm-like bar."""
+    from posgen.train import trainer
 
     def run(pes: Sequence[Any], outs: Sequence[Path]) -> list[dict[str, Any]]:
         signals.point("load")
         folder = data.root if isinstance(data, Dataset) else Path(data)
-        loaded = run_data or RunData.load(data, config_name)
-        job = _Job(folder, loaded, config, seed, preset_name, device or pick_device(), save)
-        resolved = [resolve_pe(pe, config, loaded.train.spec) for pe in pes]
+        loaded = run_data or trainer.RunData.load(data, config_name)
+        target = device or trainer.pick_device()
+        job = _Job(folder, loaded, config, seed, preset_name, target, save)
+        resolved = [trainer.resolve_pe(pe, config, loaded.train.spec) for pe in pes]
         resume = None if work is None else _load_checkpoint(work, key, name, job.device)
         held = {} if resume is None else resume["selections"]  # the encodings it trains
         missing = [pe.label for pe in resolved if resume is not None and pe.label not in held]
@@ -158,7 +140,7 @@ def train_runs(
                     "or remove it to start over"
                 )
             resume = None  # the same training for more encodings: from its first step
-        bar = None if progress is None else progress(total_steps(config, loaded))
+        bar = None if progress is None else progress(trainer.total_steps(config, loaded))
         if bar is not None and resume is not None:
             bar.update(resume["position"]["step"])
 
@@ -170,8 +152,9 @@ def train_runs(
         checkpoint = None if work is None else partial(_save_checkpoint, work, key)
         try:  # a plugin's code runs in training and in the writes: its failure is named
             try:
-                trained = train(loaded, resolved, config, seed, job.device, resume, checkpoint,
-                                events)  # fmt: skip
+                trained = trainer.train(
+                    loaded, resolved, config, seed, job.device, resume, checkpoint, events
+                )
             finally:  # closed before any error line, so stderr ends with that line
                 if bar is not None:
                     with signals.held():
@@ -181,7 +164,7 @@ def train_runs(
                 for selection, out in zip(trained.selections, outs, strict=True)
             ]
         except (Exception, SystemExit) as error:
-            plugin_failed(error, resolved)
+            trainer.plugin_failed(error, resolved)
             raise
 
     if work is None:
@@ -202,7 +185,7 @@ def train_runs(
             if stop.completed:
                 shutil.rmtree(work, ignore_errors=True)
             raise
-        except (Diverged, PluginFailed):
+        except (trainer.Diverged, trainer.PluginFailed):
             shutil.rmtree(work, ignore_errors=True)  # a resume would fail again
             raise
         except OutputExistsError:
@@ -214,7 +197,15 @@ def train_runs(
         except (MemoryError, RuntimeError) as error:
             if not out_of_memory(error):
                 raise
-            raise RunError(_memory_message(error, work, estimate)) from None
+            smaller = "--batch-size, --eval-batch-size or the model size"
+            advice = f"no partial run folder was left; lower {smaller}"
+            if read_progress(work) is not None:
+                advice = (
+                    f"checkpoint kept in {work}: rerun the same command to resume, or remove it "
+                    f"and lower {smaller}"
+                )
+            quoted = "" if estimate is None else f" with an estimate of {human_bytes(estimate)}"
+            raise RunError(f"out of memory ({type(error).__name__}){quoted}; {advice}") from None
         finally:
             if read_progress(work) is None and not keep:  # nothing to resume: leave nothing
                 shutil.rmtree(work, ignore_errors=True)
@@ -236,23 +227,6 @@ def _save_checkpoint(work: Path, key: str, state: dict[str, Any]) -> None:
     write_atomically(work / PROGRESS, (json.dumps(summary) + "\n").encode(), follow=False)
 
 
-def _checked_payload(path: Path) -> bytes:
-    """The checkpoint's bytes before its checksum line, checked against it; else why not."""
-    raw = read_bounded(path, sys.maxsize, follow=False)  # what stands there, as large as it is
-    if not raw:
-        raise ValueError("is empty")
-    payload, trailer = raw[:-TRAILER_BYTES], raw[-TRAILER_BYTES:]
-    fields = trailer.removeprefix(TRAILER_TAG).split()
-    if len(raw) < TRAILER_BYTES or not trailer.startswith(TRAILER_TAG) or len(fields) != 2:
-        raise ValueError("carries no checksum (truncated, or not written by posgen)")
-    if fields[1] != f"{len(payload):016d}".encode():
-        said = fields[1].decode(errors="replace").lstrip("0") or 0
-        raise ValueError(f"is not whole ({len(payload):,} bytes, its checksum line says {said})")
-    if hashlib.sha256(payload).hexdigest().encode() != fields[0]:
-        raise ValueError("does not match the sha256 it carries (altered or damaged)")
-    return payload
-
-
 def _load_checkpoint(
     work: Path, key: str, name: str, device: torch.device
 ) -> dict[str, Any] | None:
@@ -265,7 +239,20 @@ def _load_checkpoint(
     try:
         if not stat.S_ISREG(path.lstat().st_mode):  # never followed, never a pipe's wait
             raise ValueError("is not a file (a folder, a link or a pipe)")
-        payload = _checked_payload(path)
+        raw = read_bounded(path, sys.maxsize, follow=False)  # as large as it is
+        if not raw:
+            raise ValueError("is empty")
+        payload, trailer = raw[:-TRAILER_BYTES], raw[-TRAILER_BYTES:]
+        fields = trailer.removeprefix(TRAILER_TAG).split()
+        if len(raw) < TRAILER_BYTES or not trailer.startswith(TRAILER_TAG) or len(fields) != 2:
+            raise ValueError("carries no checksum (truncated, or not written by posgen)")
+        if fields[1] != f"{len(payload):016d}".encode():
+            said = fields[1].decode(errors="replace").lstrip("0") or 0
+            raise ValueError(
+                f"is not whole ({len(payload):,} bytes, its checksum line says {said})"
+            )
+        if hashlib.sha256(payload).hexdigest().encode() != fields[0]:
+            raise ValueError("does not match the sha256 it carries (altered or damaged)")
         saved = torch.load(io.BytesIO(payload), map_location=device, weights_only=True)
         if not isinstance(saved, dict):
             raise ValueError(f"holds a {type(saved).__name__}, not a checkpoint")
@@ -284,24 +271,12 @@ def _load_checkpoint(
     return saved
 
 
-def _memory_message(error: BaseException, work: Path, estimate: int | None) -> str:
-    smaller = "--batch-size, --eval-batch-size or the model size"
-    if read_progress(work) is not None:
-        advice = (
-            f"checkpoint kept in {work}: rerun the same command to resume, or remove it "
-            f"and lower {smaller}"
-        )
-    else:
-        advice = f"no partial run folder was left; lower {smaller}"
-    quoted = "" if estimate is None else f" with an estimate of {human_bytes(estimate)}"
-    return f"out of memory ({type(error).__name__}){quoted}; {advice}"
-
-
 def _write_run(job: _Job, trained: Trained, selection: Selection, out: Path) -> dict[str, Any]:
     """Predict test and probe with the selected weights and write the run folder atomically."""
     import torch
 
     from posgen.encodings.model import save_model
+    from posgen.train.attention import NotMeasurable, attention_diagnostics
     from posgen.train.trainer import evaluation_positions, predict_split, versions
 
     pe, run_data, config, model = selection.pe, job.run_data, job.config, trained.model
@@ -309,9 +284,12 @@ def _write_run(job: _Job, trained: Trained, selection: Selection, out: Path) -> 
     model.load_state_dict(selection.state)
     predictions = predict_split(model, test, pe, config, job.device, job.seed)
     with atomic_folder(out) as build:
-        lines = [json.dumps(_epoch_line(record, pe.label), sort_keys=True, allow_nan=False)
-                 for record in trained.log]  # fmt: skip
-        (build / METRICS).write_text("".join(line + "\n" for line in lines))
+        own = {f"{name}/{pe.label}": name for name in PER_ENCODING}
+        lines = []
+        for record in trained.log:  # its own figures (``name/label``), no other encoding's
+            line = {own.get(k, k): v for k, v in record.items() if "/" not in k or k in own}
+            lines.append(json.dumps(line, sort_keys=True, allow_nan=False) + "\n")
+        (build / METRICS).write_text("".join(lines))
         made_for = (spec.spec_id, test.split)
         write_predictions(build / PREDICTIONS, test.ids, predictions, spec.modulus, made_for)
         signals.point("write")
@@ -322,7 +300,15 @@ def _write_run(job: _Job, trained: Trained, selection: Selection, out: Path) -> 
         made_for = (spec.spec_id, PROBE_SPLIT)  # the probe split is of the test split's spec
         write_predictions(build / PROBE_PREDICTIONS, probe.ids, predictions, spec.modulus, made_for)
         probe_report = score_probe(probe, predictions)
-        attention = _attention(job, model, evaluation_positions(pe, job.seed, "test"))
+        positions = evaluation_positions(pe, job.seed, "test")
+        try:  # on the first test rows; an attention that cannot be probed: kept unmeasured
+            attention = attention_diagnostics(
+                model, test, job.device, positions, config.question_ids
+            )
+        except (NotMeasurable, RuntimeError) as error:
+            if out_of_memory(error):
+                raise
+            attention = None
         if job.save:
             save_model(model, pe, build / MODEL)
         # `--data .` or `..` names no folder: the record keeps it absolute, so the run's
@@ -350,25 +336,3 @@ def _write_run(job: _Job, trained: Trained, selection: Selection, out: Path) -> 
         (build / RESULTS).write_text(record.to_json())
     summary = {"pe": pe.label, "out": str(out), "best_epoch": selection.epoch}
     return {**summary, **report.summary(), **probe_report.summary()}
-
-
-def _attention(job: _Job, model: LlamaForCausalLM, positions: Any) -> AttentionDiagnostics | None:
-    """Attention diagnostics of the selected weights on the first test rows; None when the
-    encoding's attention function cannot be probed (the run is kept, unmeasured)."""
-    from posgen.train.attention import NotMeasurable, attention_diagnostics
-
-    test, question_ids = job.run_data.test, job.config.question_ids
-    try:
-        return attention_diagnostics(model, test, job.device, positions, question_ids)
-    except (NotMeasurable, RuntimeError) as error:
-        if out_of_memory(error):
-            raise
-        return None
-
-
-def _epoch_line(record: dict[str, Any], pe: str) -> dict[str, Any]:
-    """One epoch's log line for ``pe``: its own figures (``name/pe``), no other encoding's."""
-    line = {k: v for k, v in record.items() if "/" not in k}
-    return line | {
-        name: record[f"{name}/{pe}"] for name in PER_ENCODING if f"{name}/{pe}" in record
-    }

@@ -162,9 +162,8 @@ def predict_split(
     device: torch.device,
     seed: int,
 ) -> np.ndarray:
-    """Predictions of ``split`` by the current weights with ``pe``'s evaluation frequencies, as
-    every evaluation of a run takes them; at the split's stored width, inputs built per batch.
-    The probe split takes the test rows' position ids (probe row i is test row i altered)."""
+    """Predictions of ``split`` with ``pe``'s evaluation frequencies, inputs built per batch; the
+    probe split takes the test rows' position ids (probe row i is test row i altered)."""
     use_frequencies(model, pe.rope(evaluation=True))
     name = "validation" if split.split == "validation" else "test"
     positions = evaluation_positions(pe, seed, name)
@@ -255,8 +254,8 @@ class Trained:
 
 
 def epoch_order(rows: int, seed: int) -> Iterator[torch.Tensor]:
-    """Row order of each epoch in turn: torch permutations from the run's batch-order seed,
-    made one at a time (held for every epoch, 10,000 epochs of a large split are gigabytes)."""
+    """Row order of each epoch in turn, from the run's batch-order seed; made one at a time
+    (held for 10,000 epochs of a large split, they are gigabytes)."""
     generator = torch.Generator().manual_seed(seeds_for(seed)[1])
     while True:
         yield torch.randperm(rows, generator=generator)
@@ -295,9 +294,9 @@ def train(
 ) -> Trained:
     """Train once for ``pes`` (encodings that train alike), keeping each one's best weights.
 
-    ``checkpoint`` gets the state at every epoch's end and when a signal stops the run
-    (between steps); resuming from it takes the very step an uninterrupted run would.
-    ``events`` gets ``(moment, step)`` after every step (``"step"``) and validation."""
+    ``checkpoint`` gets the state at every epoch's end and when a signal stops the run (between
+    steps); resuming from it takes the very step an uninterrupted run would. ``events`` gets
+    ``(moment, step)`` after every step and validation."""
     resolved = [resolve_pe(pe, config, run_data.train.spec) for pe in pes]
     if len({pe.training_key() for pe in resolved}) != 1:
         names = ", ".join(pe.label for pe in resolved)
@@ -324,8 +323,7 @@ def train(
             checkpoint(state(at, selections, parts))
 
     def evaluate(selection: Selection, probe: bool) -> dict[str, float | None]:
-        """Validate ``selection``'s encoding now, keeping the weights when they are its best;
-        with ``probe`` also its far-reliance on the probe split. Keyed ``name/label``."""
+        """Validate, keeping the weights when best; with ``probe`` also its far-reliance."""
         label, pe = selection.pe.label, selection.pe
         predictions = predict_split(model, run_data.validation, pe, config, device, seed)
         accuracy = float(score_aligned(run_data.validation, predictions).id.accuracy or 0.0)
@@ -395,9 +393,8 @@ def train(
 
 
 def plugin_failed(error: BaseException, resolved: Sequence[ResolvedPE]) -> None:
-    """Raise a :class:`RunError` naming the plugin encodings of a run that failed with an
-    unexpected ``error`` (not posgen's own, not the disk's, not memory, not a signal;
-    ``sys.exit`` too): a plugin's bug is said as one."""
+    """Raise :class:`PluginFailed` naming the plugin encodings of a run that failed with an
+    unexpected ``error`` (not posgen's, the disk's, memory or a signal; ``sys.exit`` too)."""
     plugins = [pe for pe in resolved if pe.encoding.source != "built-in"]
     expected = isinstance(error, PosgenError | OSError | signals.Interrupted | KeyboardInterrupt)
     if not plugins or expected or out_of_memory(error):
@@ -411,8 +408,7 @@ def plugin_failed(error: BaseException, resolved: Sequence[ResolvedPE]) -> None:
 
 
 def state(at: Position, selections: list[Selection], parts: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint dict: everything a resumed run needs to take the next step (``parts``:
-    the model, optimizer and schedule by name)."""
+    """The checkpoint: all a resumed run needs (``parts``: model, optimizer, schedule by name)."""
     losses = torch.stack(at.losses).cpu() if at.losses else None
     return {
         "position": {**vars(at), "losses": losses, "log": json.dumps(at.log)},

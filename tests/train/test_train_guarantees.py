@@ -20,12 +20,17 @@ torch = pytest.importorskip("torch")
 
 import posgen.signals  # noqa: E402
 from posgen import write_dataset  # noqa: E402
+from posgen.cli.train import memory_estimate  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
+from posgen.store.dataset import Dataset  # noqa: E402
+from posgen.store.manifest import Manifest  # noqa: E402
 from posgen.store.safety import TMP_TAG  # noqa: E402
 from posgen.train import PREDICTIONS  # noqa: E402
 from posgen.train.config import available_bytes, preset  # noqa: E402
+from posgen.train.job import train_runs  # noqa: E402
 from posgen.train.run_record import read_run  # noqa: E402
+from posgen.train.trainer import RunData  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--layers=1", "--hidden=16", "--heads=2", "--intermediate=32", "--batch-size=16"]
@@ -90,33 +95,28 @@ def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
         assert tree(data) == before
 
 
-@pytest.mark.parametrize("change", ["another seed", "the data folder renamed"])
+OTHER_RUNS = {  # a rerun's flags (``renamed``: of a copy of the data) -> what the line says
+    "another seed": (["--seed=1"], "is of another run (the data folder's name,"),
+    "the data folder renamed": ([], "is of another run (the data folder's name,"),
+    "yarn (trains as rope does)": (["--pe", "yarn"], "is of a run with other flags (it trains"),
+    "linear (trains as rope does)": (["--pe", "linear"], "is of a run with other flags (it"),
+}
+
+
+@pytest.mark.parametrize("case", OTHER_RUNS)
 def test_a_checkpoint_of_another_run_is_refused_saying_what_names_a_run_and_kept(
-    assert_clean_error, cli, tmp_path, data, monkeypatch, change
+    assert_clean_error, cli, tmp_path, data, monkeypatch, case
 ):
-    out, renamed = tmp_path / "run", tmp_path / "renamed"
+    flags, words = OTHER_RUNS[case]
+    out, checkpoint = tmp_path / "run", tmp_path / ".run.posgen-resume" / "checkpoint.pt"
     monkeypatch.setenv(posgen.signals.HOOK_ENV, "step:1:SIGTERM")
     assert cli(*train_args(data, out)).exit_code == 143
     monkeypatch.delenv(posgen.signals.HOOK_ENV)
-    shutil.copytree(data, renamed)
-    again = train_args(renamed, out) if "renamed" in change else train_args(data, out, "--seed=1")
-    checkpoint = (tmp_path / ".run.posgen-resume" / "checkpoint.pt").read_bytes()
-    line = assert_clean_error(cli(*again), 2, "is of another run (the data folder's name,")
+    renamed = shutil.copytree(data, tmp_path / "renamed") if "renamed" in case else data
+    before = checkpoint.read_bytes()
+    line = assert_clean_error(cli(*train_args(renamed, out, *flags)), 2, words)
     assert "rerun with those, or remove it to start over" in line
-    assert (tmp_path / ".run.posgen-resume" / "checkpoint.pt").read_bytes() == checkpoint
-
-
-@pytest.mark.parametrize("other", ["yarn", "linear"])  # they train as rope does: one key
-def test_a_checkpoint_resumed_for_another_encoding_of_its_training_is_refused_and_kept(
-    assert_clean_error, cli, tmp_path, data, monkeypatch, other
-):
-    out = tmp_path / "run"
-    monkeypatch.setenv(posgen.signals.HOOK_ENV, "step:1:SIGTERM")
-    assert cli(*train_args(data, out)).exit_code == 143
-    monkeypatch.delenv(posgen.signals.HOOK_ENV)
-    result = cli(*train_args(data, out, "--pe", other))
-    assert_clean_error(result, 2, "is of a run with other flags (it trains rope, not")
-    assert (tmp_path / ".run.posgen-resume" / "checkpoint.pt").is_file()
+    assert checkpoint.read_bytes() == before
     assert cli(*train_args(data, out)).exit_code == 0  # the same command resumes it
 
 
@@ -187,8 +187,6 @@ def test_a_keyboard_interrupt_from_inside_a_command_is_exit_130(
 
 def test_the_training_loop_sees_a_signal_between_steps(tmp_path, data, monkeypatch):
     """Interrupted at a step boundary, after the step the signal arrived in has finished."""
-    from posgen.train.job import train_runs
-
     size = {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 16}
     steps, real_step = [], torch.optim.AdamW.step
 
@@ -447,10 +445,7 @@ def test_memory_that_runs_out_anyway_is_one_line_naming_what_was_kept(
 def test_the_estimate_grows_with_the_batch_counts_the_parameters_and_bounds_a_real_run(
     recorded, tmp_path, data
 ):
-    from posgen.cli.train import memory_estimate
-    from posgen.store.dataset import Dataset
     from posgen.train.config import estimate_run, parameter_count, refusal
-    from posgen.train.trainer import RunData
 
     spec = default_benchmark(("recursive",)).configs["recursive"]
     small = estimate_run(preset("cpu"), spec)
@@ -482,8 +477,7 @@ def test_the_estimate_grows_with_the_batch_counts_the_parameters_and_bounds_a_re
 
 
 def test_epochs_a_run_never_reaches_hold_no_row_order(cli, tmp_path, data, monkeypatch):
-    """--epochs 10000 --max-steps 2 once held 10,000 permutations of the train split (2 GB
-    for 20,000 rows): each epoch's order is made when the epoch starts."""
+    """Each epoch's row order is made when the epoch starts (10,000 of them are gigabytes)."""
     made = Mock(side_effect=torch.randperm)
     monkeypatch.setattr(torch, "randperm", made)
     result = cli(*train_args(data, tmp_path / "run"), "--epochs=10000")
@@ -916,8 +910,6 @@ def test_runs_are_byte_identical_with_one_or_two_threads_parse_posgen_json_once_
 ):
     """Same thread count, same bytes (1: ``run`` and ``a``; 2: ``b`` and ``c``), another seed
     other predictions; ``a`` parses posgen.json once; ``b`` trains only with --force."""
-    from posgen.store.manifest import Manifest
-
     parses, validate = [], Manifest.model_validate.__func__
 
     def counted(cls, *args, **kwargs):

@@ -176,7 +176,6 @@ def test_smoke_training_loss_falls_and_predictions_score_like_the_run_report(cli
 def test_posgen_and_its_help_never_import_torch_and_train_without_it_is_one_error_line(
     data, tmp_path
 ):
-    """posgen and two helps import neither torch nor transformers; train without torch: one line."""
     script = (
         "import sys, contextlib, io\n"
         "import posgen, posgen.cli\n"
