@@ -38,7 +38,8 @@ READS = 0.5
 
 def record_line(folder: Path) -> dict[str, Any]:
     """The log line of one finished run folder (``results.json`` + ``metrics.jsonl``)."""
-    from posgen.train.run_record import METRICS, read_run
+    from posgen.train import METRICS
+    from posgen.train.run_record import read_run
 
     record = read_run(folder)
     history = []
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--summary", type=Path, default=SUMMARY)
     args = parser.parse_args(argv)
-    from posgen.train.run_record import is_run
+    from posgen.train import is_run
 
     folders = sorted(
         run for sweep in args.sweeps for run in (sweep / "runs").glob("*") if is_run(run)

@@ -183,3 +183,24 @@ def test_generate_out_runs_through_the_modules_of_its_jobs_only(cli, tmp_path):
         sys.setprofile(None)
     assert result.exit_code == 0, result.output
     assert called <= GENERATE_PATH, sorted(called - GENERATE_PATH)
+
+
+def test_no_test_module_imports_another():
+    """Shared helpers live in conftest.py (fixtures), ``tests/oracle.py`` or
+    ``tests/kill_points.py``; a test module imports none of the others."""
+    import ast
+
+    imported = {}
+    for path in sorted(Path("tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "tests" and any(part.startswith("test_") for part in parts):
+                    imported[str(path)] = name
+    assert not imported

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,3 +41,20 @@ def reported(cli, trained_runs, tmp_path_factory) -> dict[str, object]:
     result = cli(*args, "--command", "make results")
     assert result.exit_code == 0, result.output
     return {"md": out.read_text(), "json": json.loads(js.read_text()), "plot": plot}
+
+
+@pytest.fixture(scope="session")
+def edited_run() -> Callable[..., Path]:
+    """``edited_run(source, dest, **sections)``: a copy of run folder ``source`` at ``dest``,
+    its record's ``sections`` updated (``position_encoding={"label": ...}``)."""
+    from posgen.train import RESULTS
+
+    def edit(source: Path, dest: Path, **sections: dict) -> Path:
+        run = shutil.copytree(source, dest)
+        body = json.loads((run / RESULTS).read_text())
+        for section, values in sections.items():
+            body[section].update(values)
+        (run / RESULTS).write_text(json.dumps(body))
+        return run
+
+    return edit

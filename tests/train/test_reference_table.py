@@ -24,7 +24,6 @@ from posgen.train.config import preset
 from posgen.train.results import effective_length, length_buckets
 from posgen.train.run_record import read_run
 from posgen.train.trainer import build_model, precision
-from tests.train.test_results import edited_run
 
 TINY = {"layers": 2, "hidden": 16, "heads": 2, "intermediate": 32, "batch_size": 32}
 SEEDS = (1, 2)
@@ -219,7 +218,7 @@ def test_save_model_folders_are_not_reported_as_runs(cli, trained_runs, tmp_path
     assert f"{out}: 4 runs, 1 tasks" in result.stdout
 
 
-def test_results_name_where_each_encoding_came_from(cli, trained_runs, tmp_path):
+def test_results_name_where_each_encoding_came_from(cli, trained_runs, edited_run, tmp_path):
     plugin = tmp_path / "runs"
     pe = {"name": "myrope", "label": "myrope", "source": "mypkg.encodings:MYROPE"}
     edited_run(trained_runs / "rope-1", plugin / "plugin-1", position_encoding=pe)

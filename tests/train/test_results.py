@@ -17,7 +17,7 @@ from posgen.encodings import Lengths, PERequest, resolve
 from posgen.scoring import load_probe, read_predictions, score_probe
 from posgen.scoring.reliance import measure_sentences
 from posgen.store.manifest import read_manifest
-from posgen.train import PREDICTIONS, PROBE_PREDICTIONS, RESULTS
+from posgen.train import PREDICTIONS, PROBE_PREDICTIONS
 from posgen.train.results import effective_length
 from posgen.train.run_record import read_run
 
@@ -62,16 +62,6 @@ def test_every_run_scores_the_probe_split_with_the_same_weights_and_names_its_da
     assert predictions.made_for == (spec_id, "probe")
 
 
-def edited_run(source, dest, **sections):
-    """A copy of run folder ``source`` at ``dest``, its record's ``sections`` updated."""
-    run = shutil.copytree(source, dest)
-    body = json.loads((run / RESULTS).read_text())
-    for section, values in sections.items():
-        body[section].update(values)
-    (run / RESULTS).write_text(json.dumps(body))
-    return run
-
-
 RECORD_TEXT = {  # a run record's free text that reaches the tables -> text breaking a table
     "label": {"position_encoding": {"label": "rope|x\n## injected\x00" + "L" * 5000}},
     "folder": {"data": {"folder": "/tmp/da|ta\nnew"}},
@@ -79,7 +69,9 @@ RECORD_TEXT = {  # a run record's free text that reaches the tables -> text brea
 
 
 @pytest.mark.parametrize("field", sorted(RECORD_TEXT))
-def test_a_run_records_free_text_keeps_the_tables_whole(cli, trained_runs, tmp_path, field):
+def test_a_run_records_free_text_keeps_the_tables_whole(
+    cli, trained_runs, edited_run, tmp_path, field
+):
     edited_run(trained_runs / "rope-1", tmp_path / "runs" / "a", **RECORD_TEXT[field])
     assert cli("results", tmp_path / "runs", "--out", tmp_path / "R.md").exit_code == 0
     lines = (tmp_path / "R.md").read_text().splitlines()
@@ -91,7 +83,7 @@ def test_a_run_records_free_text_keeps_the_tables_whole(cli, trained_runs, tmp_p
 
 @pytest.mark.parametrize("kind", ["eee", "hf"])
 def test_export_file_names_never_collide_and_fit_whatever_the_labels(
-    cli, trained_runs, tmp_path, kind
+    cli, trained_runs, edited_run, tmp_path, kind
 ):
     labels = ["a/b", "a_b", "L" * 300]
     for n, label in enumerate(labels):
