@@ -424,11 +424,7 @@ def lm_arrays(tokens: np.ndarray, modulus: int, window: int) -> dict[str, np.nda
     input_ids[:, 1:] = tokens
     labels = input_ids.copy()
     labels[:, : window + 1] = IGNORE_INDEX
-    return {
-        "input_ids": input_ids,
-        "labels": labels,
-        "attention_mask": np.ones_like(input_ids),
-    }
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": np.ones_like(input_ids)}
 
 
 @dataclass(frozen=True)
