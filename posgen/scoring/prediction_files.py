@@ -4,7 +4,7 @@ Formats, by extension: ``.parquet`` and ``.arrow``/``.feather`` (an integer ``id
 a list-of-integers ``predictions`` or ``tokens`` column), ``.jsonl`` (``{"id": 0,
 "predictions": [...]}`` per line), ``.npy`` (2-D integers, row ``i`` for id ``i``). A row
 holds ``L'`` predictions (seed window ignored) or ``L' - w``. Parquet and Arrow files that
-posgen writes name the data they were made for (:func:`check_made_for`).
+posgen writes name the data they were made for (``made_for``: spec id, split).
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "p.jsonl"
@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from posgen.errors import not_utf8, shown
+from posgen.errors import not_utf8
 from posgen.generator import storage_dtype
 from posgen.scoring.metrics import ScoringError, as_array, integer_array, require_integers
 from posgen.spec import TaskSpec
@@ -53,17 +53,6 @@ class Predictions:
     ids: np.ndarray
     tokens: np.ndarray
     made_for: tuple[str, str] | None = None  # (spec id, split) the file names, if any
-
-
-def check_made_for(predictions: Predictions, spec_id: str, split: str) -> None:
-    """Refuse predictions that say they were made for other data than ``spec_id``/``split``."""
-    if predictions.made_for is None or predictions.made_for == (spec_id, split):
-        return
-    made_spec, made_split = (shown(value, 80) for value in predictions.made_for)  # one line
-    raise ScoringError(
-        f"the predictions were made for split {made_split} of spec {made_spec}, "
-        f"not split {split} of spec {spec_id}; score them on the data they were made for"
-    )
 
 
 def file_format(path: Path) -> str:
@@ -271,18 +260,6 @@ def _from_table(table: pa.Table) -> Predictions:
     return Predictions(ids=ids, tokens=tokens, made_for=made_for)
 
 
-def predictions_for(
-    path: Path, ids: np.ndarray, spec_id: str, split: str, positions: int
-) -> np.ndarray:
-    """The predictions file ``path`` for ``split`` of ``spec_id``, in the order of ``ids``."""
-    read = read_predictions(path, fits=(len(ids), positions))
-    try:
-        check_made_for(read, spec_id, split)
-        return align_to_ids(read.ids, read.tokens, ids)
-    except ScoringError as error:
-        raise ScoringError(f"{path}: {error}") from None
-
-
 def align_to_ids(ids: np.ndarray, predictions: np.ndarray, reference_ids: np.ndarray) -> np.ndarray:
     """``predictions`` reordered to ``reference_ids``; every data row exactly once.
 
@@ -324,23 +301,6 @@ def align_to_ids(ids: np.ndarray, predictions: np.ndarray, reference_ids: np.nda
 def _examples(values: np.ndarray, count: int = 3) -> str:
     shown = ", ".join(str(int(v)) for v in values[:count])
     return shown + (", ..." if values.size > count else "")
-
-
-def predictions_table(
-    ids: np.ndarray, tokens: np.ndarray, modulus: int, made_for: tuple[str, str] | None = None
-) -> pa.Table:
-    """Predictions as written: ``id`` int64, ``predictions`` lists, ``made_for`` as metadata."""
-    metadata = None if made_for is None else dict(zip(MADE_FOR_KEYS, made_for, strict=True))
-    kind = pa.list_(token_type(modulus))
-    schema = pa.schema(
-        [pa.field("id", pa.int64(), nullable=False), pa.field("predictions", kind, nullable=False)],
-        metadata=metadata,
-    )
-    rows, width = tokens.shape
-    values = pa.array(np.ascontiguousarray(tokens).reshape(-1), type=kind.value_type)
-    offsets = pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32))
-    column = pa.ListArray.from_arrays(offsets, values, type=kind)
-    return pa.Table.from_arrays([pa.array(ids, type=pa.int64()), column], schema=schema)
 
 
 def write_predictions(
@@ -392,7 +352,17 @@ def write_predictions(
             for row_id, row in zip(ids.tolist(), tokens.tolist(), strict=True):
                 sink.write((json.dumps({"id": row_id, "predictions": row}) + "\n").encode())
         else:
-            table = predictions_table(ids, tokens, modulus, made_for)
+            metadata = None if made_for is None else dict(zip(MADE_FOR_KEYS, made_for, strict=True))
+            list_type = pa.list_(token_type(modulus))
+            id_field = pa.field("id", pa.int64(), nullable=False)
+            schema = pa.schema(
+                [id_field, pa.field("predictions", list_type, nullable=False)], metadata=metadata
+            )
+            rows, width = tokens.shape
+            values = pa.array(np.ascontiguousarray(tokens).reshape(-1), type=list_type.value_type)
+            offsets = pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32))
+            column = pa.ListArray.from_arrays(offsets, values, type=list_type)
+            table = pa.Table.from_arrays([pa.array(ids, type=pa.int64()), column], schema=schema)
             if kind == "parquet":
                 pq.write_table(table, sink, **PARQUET_OPTIONS)
             else:

@@ -1,6 +1,5 @@
-"""Far-reliance scoring: the oracle follows the far rule, the local predictor never does, and a
-prediction file that mixes them (and wrong tokens) is scored exactly, per position and ID/OOD,
-through the API, ``posgen score --split probe`` (table, --json, --plot) and the baselines."""
+"""Far-reliance: the oracle follows the far rule, the local predictor never does, and a mix of
+them (and wrong tokens) is scored exactly, through the API and ``posgen score --split probe``."""
 
 from __future__ import annotations
 
@@ -46,10 +45,10 @@ def test_the_oracle_scores_far_reliance_one_and_the_local_predictor_zero(folder,
     local = score_probe(probe, baseline_predictions("local", probe.spec, probe.tokens))
     assert oracle.id.counted > 0
     assert oracle.ood.counted > 0
-    assert (oracle.id.far_reliance, oracle.ood.far_reliance) == (1.0, 1.0)
-    assert (oracle.id.local_reliance, oracle.ood.local_reliance) == (0.0, 0.0)
-    assert (local.id.far_reliance, local.ood.far_reliance) == (0.0, 0.0)
-    assert (local.id.local_reliance, local.ood.local_reliance) == (1.0, 1.0)
+    follows_far = {"id_far_reliance": 1.0, "ood_far_reliance": 1.0, "id_local_reliance": 0.0,
+                   "ood_local_reliance": 0.0}  # fmt: skip
+    assert oracle.summary() == follows_far
+    assert local.summary() == {name: 1.0 - value for name, value in follows_far.items()}
 
 
 def _mixed(probe, seed: int) -> tuple[np.ndarray, dict]:
