@@ -10,7 +10,6 @@ from importlib.util import find_spec
 import numpy as np
 import pytest
 
-from posgen import write_dataset
 from posgen.errors import UsageError
 from posgen.scoring import (
     RelianceReport,
@@ -23,22 +22,17 @@ from posgen.scoring import (
     score_reference,
     write_predictions,
 )
-from posgen.spec import default_benchmark
-
-TASKS = ["recursive", "cot", "semirecursive"]
+from posgen.tasks import TASKS
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    out = tmp_path_factory.mktemp("reliance") / "ds"
-    sizes = dict(train_length=24, test_length=[80, 100], train_size=30, val_size=5, test_size=25)
-    bench = default_benchmark(TASKS, op="square_sum", modulus=31, **sizes)
-    write_dataset(bench, out)
-    return out
+@pytest.fixture
+def folder(small_dataset):
+    """The three tasks, L = 64, probe splits probe (L' = 96) and probe_128, several files each."""
+    return small_dataset
 
 
 @pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("split", ["probe", "probe_100"])
+@pytest.mark.parametrize("split", ["probe", "probe_128"])
 def test_the_oracle_scores_far_reliance_one_and_the_local_predictor_zero(folder, task, split):
     probe = load_probe(folder, task, split)
     oracle = score_probe(probe, baseline_predictions("oracle", probe.spec, probe.tokens))
