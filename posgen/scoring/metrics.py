@@ -118,10 +118,6 @@ def _counts(correct: int, total: int) -> dict[str, Any]:
     return {"correct": int(correct), "tokens": int(total), "accuracy": ratio(correct, total)}
 
 
-def _accuracy(correct: int, total: int) -> Accuracy:
-    return Accuracy(**_counts(correct, total))
-
-
 def require_integers(dtype: np.dtype, what: str = "predictions", kind: str = "token ids") -> None:
     """Token ids are plain integers: not bool, float, timedelta64, datetime64 or objects."""
     if dtype.kind not in "iu":
@@ -234,11 +230,11 @@ def score_arrays(
         ood_boundary=ood_boundary,
         modulus=modulus,
         bucket_width=bucket_width,
-        id=_accuracy(id_correct, rows * split_at),
-        ood=_accuracy(ood_correct, rows * ood_width),
-        overall=_accuracy(id_correct + ood_correct, rows * (length - window)),
-        ood_exact_match=_accuracy(ood_rows_ok, rows if ood_width else 0),
-        exact_match=_accuracy(rows - int(np.count_nonzero(any_wrong)), rows),
+        id=Accuracy(**_counts(id_correct, rows * split_at)),
+        ood=Accuracy(**_counts(ood_correct, rows * ood_width)),
+        overall=Accuracy(**_counts(id_correct + ood_correct, rows * (length - window))),
+        ood_exact_match=Accuracy(**_counts(ood_rows_ok, rows if ood_width else 0)),
+        exact_match=Accuracy(**_counts(rows - int(np.count_nonzero(any_wrong)), rows)),
         buckets=[
             Bucket(
                 start=a,

@@ -160,24 +160,6 @@ def npy_layout(path: Path) -> None:
         )
 
 
-def _json_line(raw: bytes, number: int) -> object:
-    """One parsed line of UTF-8 text (UTF-16 and too deep nesting refused with a reason)."""
-    if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ScoringError("the file is UTF-16 text; write it as UTF-8")
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ScoringError(f"line {number}: {not_utf8(raw, error)}") from None
-    try:
-        return json.loads(line)
-    except RecursionError:  # the C decoder stops cleanly at the recursion limit
-        raise ScoringError(f"line {number}: nested too deeply to be a predictions row") from None
-    except json.JSONDecodeError as error:
-        raise ScoringError(f"line {number}: not valid JSON ({error.msg})") from None
-    except ValueError:  # an integer of more digits than Python converts (4300)
-        raise ScoringError(f"line {number}: a number too long to be an id or a token") from None
-
-
 def _read_jsonl(path: Path) -> Predictions:
     ids: list[int] = []
     rows: list[list[int]] = []
@@ -185,7 +167,22 @@ def _read_jsonl(path: Path) -> Predictions:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
-            record = _json_line(raw, number)
+            if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                raise ScoringError("the file is UTF-16 text; write it as UTF-8")
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as error:
+                raise ScoringError(f"line {number}: {not_utf8(raw, error)}") from None
+            except RecursionError:  # the C decoder stops cleanly at the recursion limit
+                raise ScoringError(
+                    f"line {number}: nested too deeply to be a predictions row"
+                ) from None
+            except json.JSONDecodeError as error:
+                raise ScoringError(f"line {number}: not valid JSON ({error.msg})") from None
+            except ValueError:  # an integer of more digits than Python converts (4300)
+                raise ScoringError(
+                    f"line {number}: a number too long to be an id or a token"
+                ) from None
             if not isinstance(record, dict) or "id" not in record:
                 raise ScoringError(f"line {number}: expected an object with 'id' and predictions")
             name = next((c for c in PREDICTION_COLUMNS if c in record), None)
