@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from posgen.errors import shown
 from posgen.scoring.metrics import (
     DEFAULT_BUCKET_WIDTH,
     ScoreReport,
@@ -22,7 +23,7 @@ from posgen.scoring.metrics import (
     score_arrays,
     spec_frame,
 )
-from posgen.scoring.prediction_files import predictions_for, write_predictions
+from posgen.scoring.prediction_files import align_to_ids, read_predictions, write_predictions
 from posgen.scoring.reliance import RelianceReport, score_probe
 from posgen.spec import is_probe_split
 from posgen.store.dataset import Dataset, ProbeSplit, ReferenceSplit, named
@@ -57,9 +58,17 @@ def score_reference(
             f"{reference.split} is a probe split, scored by its far-reliance: read it with "
             "load_probe (score_file does)"
         )
-    spec, positions = reference.spec, reference.tokens.shape[1]
-    aligned = predictions_for(predictions, reference.ids, spec.spec_id, reference.split, positions)
+    spec, split = reference.spec, reference.split
+    read = read_predictions(predictions, fits=(len(reference.ids), reference.tokens.shape[1]))
     try:
+        if read.made_for not in (None, (spec.spec_id, split)):
+            made_spec, made_split = (shown(value, 80) for value in read.made_for)  # one line
+            raise ScoringError(
+                f"the predictions were made for split {made_split} of spec {made_spec}, "
+                f"not split {split} of spec {spec.spec_id}; score them on the data they were "
+                "made for"
+            )
+        aligned = align_to_ids(read.ids, read.tokens, reference.ids)
         if isinstance(reference, ProbeSplit):
             return score_probe(reference, aligned, bucket_width=bucket_width)
         return score_aligned(reference, aligned, bucket_width)

@@ -33,7 +33,7 @@ DEFAULT_BUCKET_WIDTH = 16  # positions per bucket of the bucketed curve
 
 
 class Frozen(BaseModel):
-    """A frozen pydantic model that refuses unknown fields: every report of scoring."""
+    """A frozen pydantic model that refuses unknown fields."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -118,23 +118,23 @@ def _counts(correct: int, total: int) -> dict[str, Any]:
     return {"correct": int(correct), "tokens": int(total), "accuracy": ratio(correct, total)}
 
 
-def _accuracy(correct: int, total: int) -> Accuracy:
-    return Accuracy(**_counts(correct, total))
-
-
 def require_integers(dtype: np.dtype, what: str = "predictions", kind: str = "token ids") -> None:
     """Token ids are plain integers: not bool, float, timedelta64, datetime64 or objects."""
     if dtype.kind not in "iu":
         raise ScoringError(f"{what} must be integer {kind}, got dtype {dtype}")
 
 
-def integer_array(value: Any, what: str, kind: str = "token ids") -> np.ndarray:
-    """``value`` as an array of integers, else :class:`ScoringError` naming ``what`` (not
-    numpy's error about a ragged list, nor a float silently cut to an integer)."""
+def as_array(value: Any, what: str) -> np.ndarray:
+    """``np.asarray(value)``, or :class:`ScoringError` naming ``what`` (e.g. a ragged list)."""
     try:
-        array = np.asarray(value)
+        return np.asarray(value)
     except (ValueError, TypeError) as error:
         raise ScoringError(f"{what}: not an array ({shown(error, 120)})") from None
+
+
+def integer_array(value: Any, what: str, kind: str = "token ids") -> np.ndarray:
+    """``value`` as an array of integers (a float is refused, never cut to one)."""
+    array = as_array(value, what)
     require_integers(array.dtype, what, kind)
     return array
 
@@ -149,8 +149,7 @@ def checked_arrays(
     what: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(reference (rows, L'), predictions at [w, L'))``, or :class:`ScoringError` naming
-    the first argument that cannot be scored; predictions are integer ``(rows, L')`` (seed
-    window ignored) or ``(rows, L' - w)``."""
+    the first argument that cannot be scored."""
     ref = integer_array(reference, f"{what} tokens")
     for name, value in {"bucket width": bucket_width, "seed window": window,
                         "OOD boundary": ood_boundary, "modulus": modulus}.items():  # fmt: skip
@@ -183,13 +182,7 @@ def checked_arrays(
 
 
 def spec_frame(spec: TaskSpec) -> dict[str, Any]:
-    """What scoring takes from a spec: w (never scored), the OOD boundary L, m, the spec id.
-
-    >>> from posgen.spec import TaskSpec
-    >>> frame = spec_frame(TaskSpec(task="cot"))
-    >>> frame["window"], frame["ood_boundary"], frame["modulus"]
-    (4, 64, 17)
-    """
+    """What scoring takes from a spec: w (never scored), the OOD boundary L, m, the spec id."""
     return {
         "window": spec.window,
         "ood_boundary": spec.train_length,
@@ -237,11 +230,11 @@ def score_arrays(
         ood_boundary=ood_boundary,
         modulus=modulus,
         bucket_width=bucket_width,
-        id=_accuracy(id_correct, rows * split_at),
-        ood=_accuracy(ood_correct, rows * ood_width),
-        overall=_accuracy(id_correct + ood_correct, rows * (length - window)),
-        ood_exact_match=_accuracy(ood_rows_ok, rows if ood_width else 0),
-        exact_match=_accuracy(rows - int(np.count_nonzero(any_wrong)), rows),
+        id=Accuracy(**_counts(id_correct, rows * split_at)),
+        ood=Accuracy(**_counts(ood_correct, rows * ood_width)),
+        overall=Accuracy(**_counts(id_correct + ood_correct, rows * (length - window))),
+        ood_exact_match=Accuracy(**_counts(ood_rows_ok, rows if ood_width else 0)),
+        exact_match=Accuracy(**_counts(rows - int(np.count_nonzero(any_wrong)), rows)),
         buckets=[
             Bucket(
                 start=a,
@@ -280,15 +273,7 @@ def bucket_edges(window: int, length: int, ood_boundary: int, width: int) -> lis
 
 
 def check_reference(tokens: np.ndarray, spec: TaskSpec) -> None:
-    """Refuse reference rows that cannot be data of ``spec`` (length or vocabulary).
-
-    >>> from posgen.spec import TaskSpec
-    >>> rows = np.zeros((1, 30), dtype=np.uint8)
-    >>> check_reference(rows, TaskSpec(task="cot"))  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    posgen.scoring.metrics.ScoringError: reference rows have 30 tokens; spec ... has rows of 64, 256
-    """
+    """Refuse reference rows that cannot be data of ``spec`` (length or vocabulary)."""
     if tokens.ndim != 2:
         raise ScoringError(f"reference tokens must be (rows, length), got shape {tokens.shape}")
     lengths = (spec.train_length, *spec.test_lengths)

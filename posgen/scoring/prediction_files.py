@@ -4,7 +4,7 @@ Formats, by extension: ``.parquet`` and ``.arrow``/``.feather`` (an integer ``id
 a list-of-integers ``predictions`` or ``tokens`` column), ``.jsonl`` (``{"id": 0,
 "predictions": [...]}`` per line), ``.npy`` (2-D integers, row ``i`` for id ``i``). A row
 holds ``L'`` predictions (seed window ignored) or ``L' - w``. Parquet and Arrow files that
-posgen writes name the data they were made for (:func:`check_made_for`).
+posgen writes name the data they were made for (``made_for``: spec id, split).
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "p.jsonl"
@@ -27,9 +27,9 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from posgen.errors import not_utf8, shown
+from posgen.errors import not_utf8
 from posgen.generator import storage_dtype
-from posgen.scoring.metrics import ScoringError, integer_array, require_integers
+from posgen.scoring.metrics import ScoringError, as_array, integer_array, require_integers
 from posgen.spec import TaskSpec
 from posgen.store.formats import PARQUET_OPTIONS, read_ipc, token_type
 from posgen.store.safety import durable_file
@@ -43,8 +43,7 @@ FORMATS: dict[str, str] = {  # file extension -> format
 }
 
 PREDICTION_COLUMNS = ("predictions", "tokens")  # accepted names, preferred first
-MADE_FOR_KEYS = (b"posgen.spec_id", b"posgen.split")
-"""Schema metadata naming the data a Parquet or Arrow predictions file was made for."""
+MADE_FOR_KEYS = (b"posgen.spec_id", b"posgen.split")  # schema metadata: the data it was made for
 
 
 @dataclass(frozen=True)
@@ -54,26 +53,6 @@ class Predictions:
     ids: np.ndarray
     tokens: np.ndarray
     made_for: tuple[str, str] | None = None  # (spec id, split) the file names, if any
-
-
-def check_made_for(predictions: Predictions, spec_id: str, split: str) -> None:
-    """Refuse predictions that say they were made for other data than ``spec_id``/``split``.
-
-    >>> made = Predictions(np.arange(1), np.zeros((1, 4)), made_for=("abc", "test"))
-    >>> check_made_for(made, "abc", "test")
-    >>> check_made_for(made, "def", "probe")
-    Traceback (most recent call last):
-    ...
-    posgen.scoring.metrics.ScoringError: the predictions were made for split test of spec abc, \
-not split probe of spec def; score them on the data they were made for
-    """
-    if predictions.made_for is None or predictions.made_for == (spec_id, split):
-        return
-    made_spec, made_split = (shown(value, 80) for value in predictions.made_for)  # one line
-    raise ScoringError(
-        f"the predictions were made for split {made_split} of spec {made_spec}, "
-        f"not split {split} of spec {spec_id}; score them on the data they were made for"
-    )
 
 
 def file_format(path: Path) -> str:
@@ -88,9 +67,8 @@ def file_format(path: Path) -> str:
 
 
 def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predictions:
-    """Read a predictions file (formats: the module docstring); errors name ``path``. With
-    ``fits`` (rows, positions of the data), a Parquet file that declares more is refused
-    before it is decompressed, an Arrow file's record batches before each is."""
+    """Read a predictions file; errors name ``path``. With ``fits`` (rows, positions of the
+    data), a file that declares more is refused before it is decompressed."""
     if not isinstance(path, str | os.PathLike):
         raise ScoringError(f"predictions: a file's path, not {type(path).__name__}")
     path = Path(path)
@@ -119,34 +97,26 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
 
 
 def _read_parquet(path: Path, fits: tuple[int, int] | None) -> pa.Table:
-    """The ``id`` and predictions columns of a Parquet file (any other column is never read,
-    so the input tokens or a text column may lie beside them), checked against ``fits``
-    from the footer first (:func:`parquet_fits`); without either column, its empty schema."""
+    """The ``id`` and predictions columns of a Parquet file (other columns are never read),
+    its footer checked against ``fits`` first; without either column, its empty schema."""
     with pq.ParquetFile(path) as handle:
         names = handle.schema_arrow.names
         name = next((c for c in PREDICTION_COLUMNS if c in names), None)
         if "id" not in names or name is None or names.count("id") + names.count(name) > 2:
             return handle.schema_arrow.empty_table()  # _from_table names what is wrong
-        if fits is not None:
-            parquet_fits(handle.metadata, *fits, column=name)
-        return handle.read(columns=["id", name])
-
-
-def parquet_fits(meta: pq.FileMetaData, rows: int, positions: int, column: str) -> None:
-    """Refuse a Parquet file whose footer declares more rows, or more values in ``column``,
-    than the data's ``rows`` x ``positions`` (a small compressed file can expand to
-    gigabytes)."""
-    values = sum(
-        meta.row_group(g).column(c).num_values
-        for g in range(meta.num_row_groups)
-        for c in range(meta.num_columns)
-        if meta.row_group(g).column(c).path_in_schema.split(".")[0] == column
-    )
-    if meta.num_rows > rows or values > rows * positions:
-        raise ScoringError(
-            f"declares {meta.num_rows:,} rows of {values:,} values in all in '{column}'; the "
-            f"data has {rows:,} rows of {positions:,} positions"
+        meta = handle.metadata
+        values = sum(
+            meta.row_group(g).column(c).num_values
+            for g in range(meta.num_row_groups)
+            for c in range(meta.num_columns)
+            if meta.row_group(g).column(c).path_in_schema.split(".")[0] == name
         )
+        if fits is not None and (meta.num_rows > fits[0] or values > fits[0] * fits[1]):
+            raise ScoringError(
+                f"declares {meta.num_rows:,} rows of {values:,} values in all in '{name}'; the "
+                f"data has {fits[0]:,} rows of {fits[1]:,} positions"
+            )
+        return handle.read(columns=["id", name])
 
 
 def _first_line(error: Exception) -> str:
@@ -157,8 +127,7 @@ INT64 = (-(2**63), 2**63 - 1)
 
 
 def npy_layout(path: Path) -> None:
-    """Check the header of a ``.npy`` file against the file's size before anything is
-    allocated (a 1 KB file claiming ``(10**6, 256)`` is refused, not read)."""
+    """Check a ``.npy`` header against the file's size before anything is allocated."""
     size = path.stat().st_size
     with open(path, "rb") as handle:
         start = handle.read(12)
@@ -191,24 +160,6 @@ def npy_layout(path: Path) -> None:
         )
 
 
-def _json_line(raw: bytes, number: int) -> object:
-    """One parsed line of UTF-8 text (UTF-16 and too deep nesting refused with a reason)."""
-    if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ScoringError("the file is UTF-16 text; write it as UTF-8")
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ScoringError(f"line {number}: {not_utf8(raw, error)}") from None
-    try:
-        return json.loads(line)
-    except RecursionError:  # the C decoder stops cleanly at the recursion limit
-        raise ScoringError(f"line {number}: nested too deeply to be a predictions row") from None
-    except json.JSONDecodeError as error:
-        raise ScoringError(f"line {number}: not valid JSON ({error.msg})") from None
-    except ValueError:  # an integer of more digits than Python converts (4300)
-        raise ScoringError(f"line {number}: a number too long to be an id or a token") from None
-
-
 def _read_jsonl(path: Path) -> Predictions:
     ids: list[int] = []
     rows: list[list[int]] = []
@@ -216,7 +167,22 @@ def _read_jsonl(path: Path) -> Predictions:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
-            record = _json_line(raw, number)
+            if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                raise ScoringError("the file is UTF-16 text; write it as UTF-8")
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as error:
+                raise ScoringError(f"line {number}: {not_utf8(raw, error)}") from None
+            except RecursionError:  # the C decoder stops cleanly at the recursion limit
+                raise ScoringError(
+                    f"line {number}: nested too deeply to be a predictions row"
+                ) from None
+            except json.JSONDecodeError as error:
+                raise ScoringError(f"line {number}: not valid JSON ({error.msg})") from None
+            except ValueError:  # an integer of more digits than Python converts (4300)
+                raise ScoringError(
+                    f"line {number}: a number too long to be an id or a token"
+                ) from None
             if not isinstance(record, dict) or "id" not in record:
                 raise ScoringError(f"line {number}: expected an object with 'id' and predictions")
             name = next((c for c in PREDICTION_COLUMNS if c in record), None)
@@ -248,8 +214,6 @@ def _is_int(value: object) -> bool:
 
 LIST_TYPES = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list,
               pa.types.is_list_view, pa.types.is_large_list_view)  # fmt: skip
-"""The list types a predictions column may have (``datasets``' ``LargeList`` writes large
-lists)."""
 
 
 def _from_table(table: pa.Table) -> Predictions:
@@ -283,33 +247,14 @@ def _from_table(table: pa.Table) -> Predictions:
     width = int(lengths[0]) if lengths.size else 0
     tokens = values.to_numpy(zero_copy_only=False).reshape(len(column), width)
     ids = id_column.to_numpy().astype(np.int64, copy=False)
-    return Predictions(ids=ids, tokens=tokens, made_for=_made_for(table.schema.metadata or {}))
-
-
-def _made_for(metadata: dict[bytes, bytes]) -> tuple[str, str] | None:
-    """The ``(spec id, split)`` a table's metadata names (None unless it names both)."""
-    values = [metadata.get(key) for key in MADE_FOR_KEYS]
+    values = [(table.schema.metadata or {}).get(key) for key in MADE_FOR_KEYS]
     if any(value is None for value in values):
-        return None
+        return Predictions(ids=ids, tokens=tokens)
     try:
-        spec_id, split = (value.decode("utf-8") for value in values)
+        made_for = tuple(value.decode("utf-8") for value in values)
     except UnicodeDecodeError:
         raise ScoringError("its posgen.spec_id or posgen.split metadata is not UTF-8") from None
-    return spec_id, split
-
-
-def predictions_for(
-    path: Path, ids: np.ndarray, spec_id: str, split: str, positions: int
-) -> np.ndarray:
-    """The predictions file ``path`` for ``split`` of ``spec_id`` (rows of at most
-    ``positions``), in the order of ``ids`` (:func:`check_made_for`, :func:`align_to_ids`);
-    every problem names ``path``."""
-    read = read_predictions(path, fits=(len(ids), positions))
-    try:
-        check_made_for(read, spec_id, split)
-        return align_to_ids(read.ids, read.tokens, ids)
-    except ScoringError as error:
-        raise ScoringError(f"{path}: {error}") from None
+    return Predictions(ids=ids, tokens=tokens, made_for=made_for)
 
 
 def align_to_ids(ids: np.ndarray, predictions: np.ndarray, reference_ids: np.ndarray) -> np.ndarray:
@@ -355,24 +300,6 @@ def _examples(values: np.ndarray, count: int = 3) -> str:
     return shown + (", ..." if values.size > count else "")
 
 
-def predictions_table(
-    ids: np.ndarray, tokens: np.ndarray, modulus: int, made_for: tuple[str, str] | None = None
-) -> pa.Table:
-    """Predictions as written: ``id`` int64, ``predictions`` a list of tokens, and the
-    ``(spec id, split)`` they were made for, when given, as schema metadata."""
-    metadata = None if made_for is None else dict(zip(MADE_FOR_KEYS, made_for, strict=True))
-    kind = pa.list_(token_type(modulus))
-    schema = pa.schema(
-        [pa.field("id", pa.int64(), nullable=False), pa.field("predictions", kind, nullable=False)],
-        metadata=metadata,
-    )
-    rows, width = tokens.shape
-    values = pa.array(np.ascontiguousarray(tokens).reshape(-1), type=kind.value_type)
-    offsets = pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32))
-    column = pa.ListArray.from_arrays(offsets, values, type=kind)
-    return pa.Table.from_arrays([pa.array(ids, type=pa.int64()), column], schema=schema)
-
-
 def write_predictions(
     path: Path,
     ids: np.ndarray,
@@ -380,8 +307,8 @@ def write_predictions(
     modulus: int,
     made_for: tuple[str, str] | None = None,
 ) -> None:
-    """Write predictions in the format of ``path``'s extension (``.npy``: ids 0..n-1),
-    atomically; Parquet and Arrow files record ``made_for`` (spec id, split)."""
+    """Write predictions atomically in the format of ``path``'s extension (``.npy``: ids
+    0..n-1); Parquet and Arrow files record ``made_for`` (spec id, split)."""
     path = Path(path)
     try:
         kind = file_format(path)
@@ -422,7 +349,17 @@ def write_predictions(
             for row_id, row in zip(ids.tolist(), tokens.tolist(), strict=True):
                 sink.write((json.dumps({"id": row_id, "predictions": row}) + "\n").encode())
         else:
-            table = predictions_table(ids, tokens, modulus, made_for)
+            metadata = None if made_for is None else dict(zip(MADE_FOR_KEYS, made_for, strict=True))
+            list_type = pa.list_(token_type(modulus))
+            id_field = pa.field("id", pa.int64(), nullable=False)
+            schema = pa.schema(
+                [id_field, pa.field("predictions", list_type, nullable=False)], metadata=metadata
+            )
+            rows, width = tokens.shape
+            values = pa.array(np.ascontiguousarray(tokens).reshape(-1), type=list_type.value_type)
+            offsets = pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32))
+            column = pa.ListArray.from_arrays(offsets, values, type=list_type)
+            table = pa.Table.from_arrays([pa.array(ids, type=pa.int64()), column], schema=schema)
             if kind == "parquet":
                 pq.write_table(table, sink, **PARQUET_OPTIONS)
             else:
@@ -454,11 +391,7 @@ def lm_arrays(tokens: np.ndarray, modulus: int, window: int) -> dict[str, np.nda
     input_ids[:, 1:] = tokens
     labels = input_ids.copy()
     labels[:, : window + 1] = IGNORE_INDEX
-    return {
-        "input_ids": input_ids,
-        "labels": labels,
-        "attention_mask": np.ones_like(input_ids),
-    }
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": np.ones_like(input_ids)}
 
 
 @dataclass(frozen=True)
@@ -476,7 +409,6 @@ class LMInputs:
 
     @classmethod
     def for_spec(cls, spec: TaskSpec) -> LMInputs:
-        """The inputs of ``spec``'s data: BOS id m, labels ignored on the first w tokens."""
         return cls(modulus=spec.modulus, window=spec.window)
 
     def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
@@ -497,10 +429,7 @@ def predictions_from_logits(logits: Any) -> np.ndarray:
     >>> predictions_from_logits(logits).tolist()
     [[5, 9]]
     """
-    try:
-        array = np.asarray(logits)
-    except (ValueError, TypeError) as error:
-        raise ScoringError(f"logits: not an array ({shown(error, 120)})") from None
+    array = as_array(logits, "logits")
     if array.ndim != 3 or 0 in array.shape:
         raise ScoringError(f"logits must be (rows, L + 1, vocab), got shape {array.shape}")
     return array[:, :-1].argmax(axis=-1)

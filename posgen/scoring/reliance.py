@@ -97,17 +97,6 @@ def _shares(part: np.ndarray, total: np.ndarray) -> list[float | None]:
     return [ratio(p, t) for p, t in zip(part.tolist(), total.tolist(), strict=True)]
 
 
-def _reliance(probed: int, counted: int, far: int, local: int) -> dict[str, Any]:
-    return {
-        "probed": int(probed),
-        "counted": int(counted),
-        "far": int(far),
-        "local": int(local),
-        "far_reliance": ratio(far, counted),
-        "local_reliance": ratio(local, counted),
-    }
-
-
 def reliance_arrays(
     tokens: np.ndarray,
     predictions: np.ndarray,
@@ -123,9 +112,8 @@ def reliance_arrays(
     config: str | None = None,
     split: str | None = None,
 ) -> RelianceReport:
-    """Score ``predictions`` (``(rows, L')`` or ``(rows, L' - w)``) on probe rows ``tokens``:
-    target i is (``rows[i]``, ``positions[i]``), far-rule answer ``far_rule[i]``, local answer
-    the stored token."""
+    """Score ``predictions`` on probe rows ``tokens``: target i is (``rows[i]``,
+    ``positions[i]``), far-rule answer ``far_rule[i]``, local answer the stored token."""
     ref, scored = checked_arrays(
         tokens, predictions, window, ood_boundary, modulus, bucket_width, "probe"
     )
@@ -151,7 +139,11 @@ def reliance_arrays(
     split_at = max(0, min(ood_boundary, length) - window)
 
     def region(lo: int, hi: int) -> dict[str, Any]:
-        return _reliance(*(int(a[lo:hi].sum()) for a in (probed_at, counted_at, far_at, local_at)))
+        counts = (int(a[lo:hi].sum()) for a in (probed_at, counted_at, far_at, local_at))
+        out: dict[str, Any] = dict(zip(("probed", "counted", "far", "local"), counts, strict=True))
+        out["far_reliance"] = ratio(out["far"], out["counted"])
+        out["local_reliance"] = ratio(out["local"], out["counted"])
+        return out
 
     buckets = [
         RelianceBucket(start=a, stop=b, ood=a >= ood_boundary, **region(a - window, b - window))
@@ -190,11 +182,8 @@ def score_probe(
     ids: Any = None,
     bucket_width: int = DEFAULT_BUCKET_WIDTH,
 ) -> RelianceReport:
-    """Far- and local-reliance of ``predictions`` on a probe split: the API for training loops.
-
-    ``probe`` is a :class:`ProbeSplit`, or a ``datasets.Dataset`` / ``pyarrow.Table`` with the
-    probe columns (then ``spec`` is needed). ``predictions`` are ``(rows, L')`` or
-    ``(rows, L' - w)`` in id order, or in the order of ``ids`` when given.
+    """Far- and local-reliance of ``predictions`` (in id order, or that of ``ids``) on a probe
+    split: a :class:`ProbeSplit`, or a ``datasets.Dataset`` / ``pyarrow.Table`` and ``spec``.
 
     >>> from posgen.generator import probe_rows
     >>> from posgen.store.formats import probe_schema, probe_table

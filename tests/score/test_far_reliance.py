@@ -1,6 +1,5 @@
-"""Far-reliance scoring: the oracle follows the far rule, the local predictor never does, and a
-prediction file that mixes them (and wrong tokens) is scored exactly, per position and ID/OOD,
-through the API, ``posgen score --split probe`` (table, --json, --plot) and the baselines."""
+"""Far-reliance: the oracle follows the far rule, the local predictor never does, and a mix of
+them (and wrong tokens) is scored exactly, through the API and ``posgen score --split probe``."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from importlib.util import find_spec
 import numpy as np
 import pytest
 
-from posgen import write_dataset
 from posgen.errors import UsageError
 from posgen.scoring import (
     RelianceReport,
@@ -24,32 +22,27 @@ from posgen.scoring import (
     score_reference,
     write_predictions,
 )
-from posgen.spec import default_benchmark
-
-TASKS = ["recursive", "cot", "semirecursive"]
+from posgen.tasks import TASKS
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    out = tmp_path_factory.mktemp("reliance") / "ds"
-    sizes = dict(train_length=24, test_length=[80, 100], train_size=30, val_size=5, test_size=25)
-    bench = default_benchmark(TASKS, op="square_sum", modulus=31, **sizes)
-    write_dataset(bench, out)
-    return out
+@pytest.fixture
+def folder(small_dataset):
+    """The three tasks, L = 64, probe splits probe (L' = 96) and probe_128, several files each."""
+    return small_dataset
 
 
 @pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("split", ["probe", "probe_100"])
+@pytest.mark.parametrize("split", ["probe", "probe_128"])
 def test_the_oracle_scores_far_reliance_one_and_the_local_predictor_zero(folder, task, split):
     probe = load_probe(folder, task, split)
     oracle = score_probe(probe, baseline_predictions("oracle", probe.spec, probe.tokens))
     local = score_probe(probe, baseline_predictions("local", probe.spec, probe.tokens))
     assert oracle.id.counted > 0
     assert oracle.ood.counted > 0
-    assert (oracle.id.far_reliance, oracle.ood.far_reliance) == (1.0, 1.0)
-    assert (oracle.id.local_reliance, oracle.ood.local_reliance) == (0.0, 0.0)
-    assert (local.id.far_reliance, local.ood.far_reliance) == (0.0, 0.0)
-    assert (local.id.local_reliance, local.ood.local_reliance) == (1.0, 1.0)
+    follows_far = {"id_far_reliance": 1.0, "ood_far_reliance": 1.0, "id_local_reliance": 0.0,
+                   "ood_local_reliance": 0.0}  # fmt: skip
+    assert oracle.summary() == follows_far
+    assert local.summary() == {name: 1.0 - value for name, value in follows_far.items()}
 
 
 def _mixed(probe, seed: int) -> tuple[np.ndarray, dict]:
