@@ -333,8 +333,9 @@ def write_predictions(
             f"{path}: predictions must be integers, one row per id ({len(ids)} ids; got "
             f"{tokens.dtype} of shape {tokens.shape})"
         )
-    if tokens.size == 0 and len(ids):
-        raise ScoringError(f"{path}: rows of no predictions (shape {tokens.shape})")
+    if tokens.size == 0:
+        empty = "rows of no predictions" if len(ids) else "no rows to write"
+        raise ScoringError(f"{path}: {empty} (shape {tokens.shape})")
     if np.unique(ids).size != ids.size:
         raise ScoringError(f"{path}: ids appear more than once; write each row once")
     if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= modulus):

@@ -202,6 +202,8 @@ WRITE_REFUSALS = {  # write_predictions(path, ids=[0, 1], tokens=[[1, 2], [3, 4]
     "float ids": ({"ids": np.array([0.5, 1.5])}, "ids must be integers"),
     "an id twice": ({"ids": np.array([0, 0])}, "ids appear more than once"),
     "rows of no predictions": ({"tokens": np.zeros((2, 0), int)}, "rows of no predictions"),
+    "no rows at all": ({"ids": np.zeros(0, int), "tokens": np.zeros((0, 0), int)},
+                       "no rows to write"),
     "made_for a string": ({"made_for": "ab"}, "made_for is a (spec id, split) pair"),
     "BOS at m = 256": ({"tokens": np.array([[256, 1], [1, 1]]), "modulus": 256},
                        "prediction 256 is outside the vocabulary 0..255"),
@@ -211,7 +213,7 @@ WRITE_REFUSALS = {  # write_predictions(path, ids=[0, 1], tokens=[[1, 2], [3, 4]
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("suffix", [".npy", ".parquet", ".jsonl"])
+@pytest.mark.parametrize("suffix", [".npy", ".parquet", ".arrow", ".jsonl"])
 @pytest.mark.parametrize("case", list(WRITE_REFUSALS))
 def test_write_predictions_refuses_what_it_would_write_wrongly(tmp_path, suffix, case):
     changed, fragment = WRITE_REFUSALS[case]
