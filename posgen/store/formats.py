@@ -645,18 +645,16 @@ def manifest_format(manifest: Manifest) -> Format:
 
 
 def card_configs(manifest: Manifest) -> list[dict[str, Any]]:
-    """The card's ``configs`` (what ``load_dataset`` reads), the first marked default, or the
-    one named ``default`` (``datasets`` takes that name as default, and refuses two)."""
+    """The card's ``configs`` (what ``load_dataset`` reads), ``Manifest.default_config``
+    marked default."""
     fmt = manifest_format(manifest)
-    configs = manifest.hf_configs()
-    default = next((c[0] for c in configs if c[0] == "default"), configs[0][0])
     return [
         {
             "config_name": name,
             "data_files": [{"split": s, "path": fmt.split_glob(source, s)} for s in splits],
-            **({"default": True} if name == default else {}),
+            **({"default": True} if name == manifest.default_config else {}),
         }
-        for name, source, splits in configs
+        for name, source, splits in manifest.hf_configs()
     ]
 
 
