@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from posgen.validate.report import Report
 
 TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # read for the Hub token, first wins
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # huggingface_hub's offline mode
 SHOWN_FAILURES = 5  # failing checks named in the refusal message (the rest are counted)
 Baselines = Callable[[Path, str], dict[str, dict[str, float]]]  # (folder, config) -> scores
 
@@ -102,7 +103,11 @@ def publish_benchmark(
 
 
 def hub_token() -> str:
-    """The Hub token from the environment; :class:`HubUnavailable` when none is set."""
+    """The Hub token from the environment; :class:`HubUnavailable` when none is set or the
+    environment puts huggingface_hub offline (the push would fail after the whole publish)."""
+    for name in OFFLINE_VARIABLES:
+        if os.environ.get(name, "").upper() in {"1", "ON", "YES", "TRUE"}:
+            raise HubUnavailable(f"--push: {name} is set, so the Hub cannot be reached; unset it")
     for name in TOKEN_VARIABLES:
         token = os.environ.get(name, "").strip()
         if token:

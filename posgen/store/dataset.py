@@ -394,17 +394,18 @@ class Dataset:
         return self.manifest
 
     def load(self, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
-        """Every split of ``config`` (``cot`` or ``cot-probe``; the first when None) as
+        """Every split of ``config`` (``cot`` or ``cot-probe``; when None, the card's default:
+        the config named ``default``, else the first) as
         ``datasets`` loads it; with ``verify``, exactly the files ``posgen.json`` lists, checked
         first (not those the card or the sidecars name)."""
 
         def read(handle: Dataset) -> datasets.DatasetDict:
             if not verify:
-                return handle.format.load(handle.root, config or handle.configs[0])
+                return handle.format.load(handle.root, config or handle.manifest.default_config)
             configs = {
                 name: (source, splits) for name, source, splits in handle.manifest.hf_configs()
             }
-            name = named(config, "config") or next(iter(configs))
+            name = named(config, "config") or handle.manifest.default_config
             if name not in configs:
                 known = ", ".join(configs)
                 raise SplitError(f"no config {name!r} in {handle.root}; configs: {known}")

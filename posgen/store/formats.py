@@ -645,15 +645,16 @@ def manifest_format(manifest: Manifest) -> Format:
 
 
 def card_configs(manifest: Manifest) -> list[dict[str, Any]]:
-    """The card's ``configs`` (what ``load_dataset`` reads), the first marked default."""
+    """The card's ``configs`` (what ``load_dataset`` reads), ``Manifest.default_config``
+    marked default."""
     fmt = manifest_format(manifest)
     return [
         {
             "config_name": name,
             "data_files": [{"split": s, "path": fmt.split_glob(source, s)} for s in splits],
-            **({"default": True} if index == 0 else {}),
+            **({"default": True} if name == manifest.default_config else {}),
         }
-        for index, (name, source, splits) in enumerate(manifest.hf_configs())
+        for name, source, splits in manifest.hf_configs()
     ]
 
 

@@ -354,6 +354,12 @@ class Manifest(_Model):
             configs={name: entry.spec for name, entry in self.configs.items()},
         )
 
+    @property
+    def default_config(self) -> str:
+        """The config loaded when none is named: the one named ``default`` (``datasets`` takes
+        that name as the default, and refuses two), else the first."""
+        return "default" if "default" in self.configs else next(iter(self.configs))
+
     def hf_configs(self) -> list[tuple[str, str, dict[str, SplitEntry]]]:
         """``(datasets config, posgen config, splits)``: each config, then ``<config>-probe``."""
         return [

@@ -22,6 +22,7 @@ import yaml
 
 from posgen import __version__
 from posgen.errors import UsageError
+from posgen.spec import PROBE_SPLIT, probe_config
 from posgen.train.results import cells
 
 EEE_SCHEMA_VERSION = "0.2.1"
@@ -73,17 +74,33 @@ def _strings(values: dict[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
 
 
+def _scored(task: str, metric: str) -> dict[str, str]:
+    """The config and split ``metric`` was computed on: accuracy on ``test``, far-reliance on
+    the probe config's ``probe`` split.
+
+    >>> _scored("cot", "ood_far_reliance")
+    {'config': 'cot-probe', 'split': 'probe'}
+    """
+    if metric.endswith("far_reliance"):
+        return {"config": probe_config(task), "split": PROBE_SPLIT}
+    return {"config": task, "split": "test"}
+
+
 def eee_record(
     data: str, task: str, pe: str, cell: dict[str, Any], entry: dict[str, Any], now: float
 ) -> dict[str, Any]:
     """One cell as an Every Eval Ever record."""
     model_id = f"posgen/{data}/{task}/{pe}"
     stamp = f"{now:.0f}"
-    spec = {"config": task, "split": "test", "spec_id": entry["spec_ids"][task]}
-    source = {"dataset_name": data, "source_type": "other", "additional_details": _strings(spec)}
     results = []
     for bucket in cell.get("buckets", []):
         metric, start, end = bucket["metric"], bucket["start"], bucket["end"]
+        spec = {**_scored(task, metric), "spec_id": entry["spec_ids"][task]}
+        source = {
+            "dataset_name": data,
+            "source_type": "other",
+            "additional_details": _strings(spec),
+        }
         region = "ID" if end <= cell["ood_boundary"] else "OOD"
         details = {"metric": metric, "bucket_start": start, "bucket_end": end, "region": region}
         uncertainty: dict[str, Any] = {"num_samples": bucket["n"]}
@@ -146,7 +163,7 @@ def hf_entries(data: str, task: str, cell: dict[str, Any]) -> dict[str, list[dic
         spread = "" if std is None else f" ± {std:.4f} (sample std)"
         out[stem] = [
             {
-                "dataset": {"id": data, "task_id": task, "config": task, "split": "test"},
+                "dataset": {"id": data, "task_id": task, **_scored(task, stem)},
                 "value": round(float(mean), 6),
                 "notes": f"{description}; mean over n = {cell['n']} seeds{spread}; "
                 f"L = {cell['ood_boundary']}, L' = {cell['length']}",

@@ -165,7 +165,8 @@ def far_reliance(runs: Sequence[Run]) -> dict[str, Any]:
     for region in ("id", "ood"):
         mean, std = mean_std([getattr(r, region).far_reliance for r in reports])
         out[f"far_{region}_mean"], out[f"far_{region}_std"] = mean, std
-    shares = pooled([r.curve for r in reports], "far", "counted")
+    shares = pooled([r.curve for r in reports], "far", "counted")  # nan: no probed target
+    shares = [None if math.isnan(share) else share for share in shares]  # null in the JSON
     out["far_curve"] = {"position": reports[0].curve.position, "far_reliance": shares}
     return out
 

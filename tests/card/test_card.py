@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import posgen
 from posgen import write_dataset
 from posgen.card import dependency_diagram, measures_section, render_card, seeding_section
 from posgen.scoring.reliance import measure_sentence, measure_sentences
@@ -220,6 +221,30 @@ def test_uint16_tokens_are_declared_as_uint16(header_of, tmp_path):
     assert info["features"][1] == {"name": "tokens", "list": "uint16"}
     loaded = datasets.load_dataset(str(tmp_path / "wide"), "cot", split="test")
     assert np.asarray(loaded[0]["tokens"]).max() < 300
+
+
+def test_a_config_named_like_yaml_values_or_default_loads_with_the_splits_the_card_claims(
+    header_of, tmp_path
+):
+    names = ["null", "2001-12-14", "1_000", "default"]  # datasets takes "default" as default
+    configs = {
+        name: TaskSpec(task="cot", train_size=8, val_size=4, test_size=4, seed=seed)
+        for seed, name in enumerate(names)
+    }
+    write_dataset(BenchmarkSpec(name="odd", configs=configs), tmp_path / "odd")
+    header = header_of((tmp_path / "odd" / "README.md").read_text())
+    defaults = [c["config_name"] for c in header["configs"] if c.get("default")]
+    assert defaults == ["default"]
+    assert datasets.get_dataset_config_names(str(tmp_path / "odd"))[::2] == names
+    for config in header["configs"]:
+        loaded = datasets.load_dataset(str(tmp_path / "odd"), config["config_name"])
+        assert list(loaded) == [f["split"] for f in config["data_files"]]
+    default = datasets.load_dataset(str(tmp_path / "odd"), "default")["train"]["tokens"]
+    assert datasets.load_dataset(str(tmp_path / "odd"))["train"]["tokens"] == default
+    for verify in (True, False):
+        assert posgen.load(tmp_path / "odd", verify=verify)["train"]["tokens"] == default
+        handle = posgen.Dataset.open(tmp_path / "odd")
+        assert handle.load(verify=verify)["train"]["tokens"] == default
 
 
 def test_dataset_info_is_read_from_the_files_in_the_form_datasets_serializes(

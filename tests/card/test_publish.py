@@ -130,6 +130,9 @@ def test_publish_writes_a_validated_folder_whose_card_the_card_command_rerenders
     assert f"**Validation FAILED: 8 of {CHECKS} checks failed**" in readme.read_text()
 
 
+OFFLINE = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # huggingface_hub's offline switches
+
+
 def test_push_uploads_the_published_folder_with_the_environment_token(
     assert_clean_error, cli, tmp_path, spec_file, validator, monkeypatch
 ):
@@ -143,6 +146,8 @@ def test_push_uploads_the_published_folder_with_the_environment_token(
         return f"https://huggingface.co/datasets/{repo_id}/commit/abc"
 
     monkeypatch.setattr(posgen.publish, "upload_folder", upload)
+    for name in OFFLINE:  # the tests run offline
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_TOKEN", "bad")
     out = tmp_path / "hub"
     result = cli("publish", spec_file, "--out", out, "--push", "me/x")
@@ -175,6 +180,10 @@ BAD_USAGE = [
     ("publish {spec} --push a/b/c --out {tmp}/hub",
      "error: --push: 'a/b/c' is not a Hub repo id (Repo id must be in the form",
      lambda tmp_path, monkeypatch: monkeypatch.setenv("HF_TOKEN", "hf_test_token")),
+    ("publish {spec} --push me/posgen --out {tmp}/hub",
+     "error: --push: HF_HUB_OFFLINE is set, so the Hub cannot be reached",
+     lambda tmp_path, monkeypatch: monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+     or monkeypatch.setenv("HF_TOKEN", "hf_test_token")),
     ("publish {spec} --out {tmp}/hub",
      "error: {tmp}/hub exists; pass --overwrite to replace it", a_folder_of_mine),
     ("publish {spec} --out {tmp}/hub -q", "error: posgen.validate is not available",
@@ -188,7 +197,7 @@ BAD_USAGE = [
 def test_bad_usage_exits_2_with_one_line_and_changes_nothing(
     assert_clean_error, cli, tree, tmp_path, spec_file, monkeypatch, args, expected, before
 ):
-    for name in posgen.publish.TOKEN_VARIABLES:
+    for name in (*posgen.publish.TOKEN_VARIABLES, *OFFLINE):
         monkeypatch.delenv(name, raising=False)
     if before is not None:
         before(tmp_path, monkeypatch)

@@ -289,6 +289,9 @@ def test_eee_export_is_one_record_per_cell_with_an_entry_per_metric_and_length_b
     assert keys == [(m, s, e) for s, e in buckets for m in ("accuracy", "far_reliance")]
     runs_scores = [read_run(trained_runs / f"rope-{seed}").scores for seed in SEEDS]
     for entry, (metric, start, end) in zip(entries, keys, strict=True):
+        source = entry["source_data"]["additional_details"]
+        scored = ("cot", "test") if metric == "accuracy" else ("cot-probe", "probe")
+        assert (source["config"], source["split"]) == scored  # where the figure was computed
         uncertainty = entry["score_details"]["uncertainty"]
         assert uncertainty["num_samples"] == 2 and uncertainty["standard_deviation"] >= 0
         if metric != "accuracy":
@@ -312,6 +315,7 @@ def test_hf_export_is_an_eval_results_yaml_per_metric(cli, trained_runs, reporte
     folder = out / "ds" / "cot" / "rope" / ".eval_results"
     metrics = ("id_accuracy", "ood_accuracy", "id_far_reliance", "ood_far_reliance")
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{m}.yaml" for m in metrics)
+    scored = {"id_mean": ("cot", "test"), "far_ood_mean": ("cot-probe", "probe")}
     for name, key in (("id_accuracy", "id_mean"), ("ood_far_reliance", "far_ood_mean")):
         entries = yaml.safe_load((folder / f"{name}.yaml").read_text())
         assert isinstance(entries, list) and len(entries) == 1
@@ -319,6 +323,7 @@ def test_hf_export_is_an_eval_results_yaml_per_metric(cli, trained_runs, reporte
         _required(entry, "dataset value", "entry")  # the Hub's required fields
         _required(entry["dataset"], "id task_id", "dataset")
         assert entry["dataset"]["task_id"] == "cot"
+        assert (entry["dataset"]["config"], entry["dataset"]["split"]) == scored[key]
         assert entry["value"] == pytest.approx(cell[key], abs=1e-6)
 
 

@@ -260,3 +260,26 @@ def test_rope_theta_10000_lands_in_the_cell_of_rope_and_500_keeps_its_label(
         assert cells["rope"]["n"] == 2
         record = json.loads((tmp_path / "runs" / "seed2" / "results.json").read_text())
         assert record["position_encoding"]["label"] == "rope"
+
+
+def test_positions_no_probe_row_probes_are_null_in_the_json_and_every_export_is_written(
+    cli, tmp_path
+):
+    from posgen import write_dataset
+    from posgen.spec import BenchmarkSpec, TaskSpec
+    from posgen.train.config import preset
+    from posgen.train.job import train_runs
+
+    recursive = TaskSpec(task="recursive", train_size=16, val_size=4, test_size=4)
+    write_dataset(BenchmarkSpec(name="few", configs={"recursive": recursive}), tmp_path / "ds")
+    config = preset("cpu", layers=1, hidden=16, heads=2, intermediate=32, epochs=1, max_steps=1)
+    run = tmp_path / "runs" / "rope"
+    train_runs(tmp_path / "ds", "recursive", ["rope"], config, 1, [run], "cpu")
+    counted = read_run(run).probe_scores.curve.counted
+    assert 0 in counted  # 4 probe rows leave some positions unprobed
+    for kind in ("json", "eee", "hf"):
+        result = cli("results", run, "--format", kind, "--out", tmp_path / kind)
+        assert result.exit_code == 0, result.output
+    cell = json.loads((tmp_path / "json").read_text())["results"]["ds"]["tasks"]["recursive"]
+    shares = cell["rope"]["far_curve"]["far_reliance"]
+    assert [share is None for share in shares] == [count == 0 for count in counted]
