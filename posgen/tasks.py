@@ -39,6 +39,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from posgen.errors import UsageError, shown
+
 TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # it names configs, folders, spec fields
 
 FarStartRule = Callable[[np.ndarray, int], np.ndarray]  # (positions t >= w, w) -> far starts
@@ -46,12 +48,18 @@ FarStartRule = Callable[[np.ndarray, int], np.ndarray]  # (positions t >= w, w) 
 _RULES: dict[str, FarStartRule] = {}
 
 
+class TaskError(UsageError, ValueError):
+    """A task that cannot be registered, or whose rule fails or breaks its contract when used."""
+
+
 def register_task(name: str, rule: FarStartRule) -> None:
     """Register a task's far-start rule, keeping ``0 <= s <= t - w``; usable at once everywhere."""
     if not isinstance(name, str) or not TASK_NAME.match(name):
-        raise ValueError(f"task name {name!r} must match {TASK_NAME.pattern}")
+        raise TaskError(f"task name {shown(repr(name))} must match {TASK_NAME.pattern}")
     if name in _RULES:
-        raise ValueError(f"task {name!r} is already registered")
+        raise TaskError(f"task {name!r} is already registered")
+    if not callable(rule):
+        raise TaskError(f"task {name!r}: its rule must be callable as rule(t, w), not {rule!r}")
     _RULES[name] = rule
 
 
@@ -100,12 +108,23 @@ def far_start(task: str, t: np.ndarray | int, near: int, far: int) -> np.ndarray
         raise ValueError(f"positions below the seed window ({window}) have no dependencies")
     if task not in _RULES:
         raise KeyError(f"unknown task {task!r}; known: {', '.join(_RULES)}")
-    starts = np.asarray(_RULES[task](positions, window), dtype=np.int64)
-    bad = (starts < 0) | (starts > positions - window)
-    if starts.shape != positions.shape or np.any(bad):
-        at = int(np.argmax(bad)) if starts.shape == positions.shape else 0
-        raise ValueError(
-            f"task {task!r}: its rule gives far start {starts.reshape(-1)[at : at + 1].tolist()} "
+    try:
+        given = np.asarray(_RULES[task](positions.copy(), window))
+    except (Exception, SystemExit) as error:
+        reason = f"{type(error).__name__}: {shown(str(error)) or '(no message)'}"
+        raise TaskError(f"task {task!r}: its rule raised {reason}") from error
+    if given.shape != positions.shape or given.dtype.kind not in "iuf":
+        raise TaskError(
+            f"task {task!r}: its rule gives {given.dtype} values of shape {given.shape} for "
+            f"positions of shape {positions.shape}; a rule gives one integer far start per position"
+        )
+    with np.errstate(invalid="ignore"):
+        starts = given.astype(np.int64)
+        bad = (given != starts) | (starts < 0) | (starts > positions - window)
+    if np.any(bad):
+        at = int(np.argmax(bad))
+        raise TaskError(
+            f"task {task!r}: its rule gives far start {given.reshape(-1)[at : at + 1].tolist()} "
             f"for t = {int(positions.reshape(-1)[at])}; a rule keeps 0 <= s <= t - w (w = {window})"
         )
     return starts
