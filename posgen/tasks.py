@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -225,7 +226,10 @@ class Op:
                 f"op {self.name} tabulates w(m-1)+1 = {size:,} sums; at most {MAX_SUM_TABLE:,} "
                 "(lower modulus, near or far)"
             )
-        table = sum_table(self.name, modulus, window)
+        try:
+            table = sum_table(self.name, modulus, window)
+        except OpError as error:
+            return str(error)
         outside = np.flatnonzero((table >= modulus) | (table < 0))
         if outside.size:
             return (
@@ -260,9 +264,36 @@ def sum_table(name: str, modulus: int, window: int) -> np.ndarray:
     if op.value is None:
         raise ValueError(f"op {name!r} is not a function of the operand sum")
     size = window * (modulus - 1) + 1
-    table = np.fromiter((op.value(s, modulus) for s in range(size)), dtype=np.int64, count=size)
+    table = np.fromiter((_value(op, s, modulus) for s in range(size)), dtype=np.int64, count=size)
     table.flags.writeable = False
     return table
+
+
+class OpError(UsageError, ValueError):
+    """An op that cannot be registered, or whose formula fails or gives no integer when used."""
+
+
+def _value(op: Op, total: int, modulus: int) -> int:
+    """``op.value(total, modulus)``, an integer of the int64 range, or :class:`OpError`."""
+    try:
+        value = op.value(total, modulus)  # type: ignore[misc]
+    except (Exception, SystemExit) as error:
+        reason = f"{type(error).__name__}: {shown(str(error)) or '(no message)'}"
+        raise OpError(
+            f"op {op.name}'s formula raised {reason} for the operand sum {total}"
+        ) from error
+    try:
+        value = operator.index(value)
+    except TypeError:
+        shown_value = shown(repr(value), 60)
+        raise OpError(
+            f"op {op.name} gives {shown_value} for the operand sum {total}, not an integer"
+        ) from None
+    if not -(2**63) <= value < 2**63:
+        raise OpError(
+            f"op {op.name} gives {value} for the operand sum {total}, outside Z_{modulus}"
+        )
+    return value
 
 
 def hash_key(key: int) -> np.uint64:
@@ -507,15 +538,13 @@ _OPS: dict[str, Op] = {}
 def register_op(op: Op) -> None:
     """Register an op; each name can be registered once only."""
     if not isinstance(op.name, str) or not op.name.isprintable() or not 1 <= len(op.name) <= 64:
-        raise ValueError(f"op name {op.name!r}: 1 to 64 printable characters (a spec's op field)")
+        raise OpError(f"op name {op.name!r}: 1 to 64 printable characters (a spec's op field)")
     if op.kind not in get_args(Kind):
-        raise ValueError(
-            f"op {op.name!r}: kind {op.kind!r} is not one of {', '.join(get_args(Kind))}"
-        )
+        raise OpError(f"op {op.name!r}: kind {op.kind!r} is not one of {', '.join(get_args(Kind))}")
     if op.name in _OPS:
-        raise ValueError(f"op {op.name!r} is already registered")
-    if op.kind == "sum" and op.value is None:
-        raise ValueError(f"sum op {op.name!r} needs its value formula")
+        raise OpError(f"op {op.name!r} is already registered")
+    if op.kind == "sum" and not callable(op.value):
+        raise OpError(f"sum op {op.name!r} needs its value formula, value(S, m), not {op.value!r}")
     _OPS[op.name] = op
 
 
