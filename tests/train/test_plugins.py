@@ -180,6 +180,11 @@ def leaked_bias(position_ids, heads, parameters):
     return (-SLOPE * (p[:, :, None] - p[:, None, :]))[:, None].expand(-1, heads, -1, -1)
 
 
+def masked_bias(position_ids, heads, parameters):  # every key blocked, even a query's own
+    rows, length = position_ids.shape
+    return torch.full((rows, heads, length, length), -float("inf"))
+
+
 class Fixed(torch.nn.Module):
     def __init__(self, parameters, lengths):
         super().__init__()
@@ -206,6 +211,7 @@ CLASHES = [
     (TYPED, ["resonance", "resonance_yarn", "resonance_linear"], TAKEN),
     ('bias_encoding("NAME", "mine", leaked_bias)', ["global"], "returns a tensor that needs grad"),
     ('bias_encoding("NAME", "mine", module=Fixed)', ["empty"], "module owns no trainable param"),
+    ('bias_encoding("NAME", "mine", masked_bias)', ["masked"], "-inf at every key query 0 reads"),
 ]
 CASES = {  # the plugin's X -> a fragment of the error line
     x.replace("NAME", name): fragment.replace("NAME", name)
