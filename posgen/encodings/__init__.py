@@ -147,6 +147,12 @@ class _Lazy:
             raise PEError(
                 f"{self.where} is a {type(found).__name__}, not a posgen PositionEncoding"
             )
+        name = found.name
+        if not (isinstance(name, str) and len(name) <= 200 and NAME.fullmatch(name)):
+            raise PEError(
+                f"{self.where} is named {shown(repr(name), 80)}; a position encoding's "
+                "name is 1 to 200 letters, digits and _ . + - (what --pe and a grid name it by)"
+            )
         if found.name in ENCODINGS.builtin_names or _combination(found.name):
             raise PEError(
                 f"{self.where} is named {found.name!r}, the name of a built-in position "

@@ -212,6 +212,7 @@ CLASHES = [
     ('bias_encoding("NAME", "mine", leaked_bias)', ["global"], "returns a tensor that needs grad"),
     ('bias_encoding("NAME", "mine", module=Fixed)', ["empty"], "module owns no trainable param"),
     ('bias_encoding("NAME", "mine", masked_bias)', ["masked"], "-inf at every key query 0 reads"),
+    ('PositionEncoding(name=NAME, summary="mine")', ["5", '""', '"a b|c"'], "name is 1 to 200"),
 ]
 CASES = {  # the plugin's X -> a fragment of the error line
     x.replace("NAME", name): fragment.replace("NAME", name)
