@@ -400,6 +400,11 @@ def test_an_entry_point_whose_defaults_raise_is_one_line_naming_it_in_list_pe_an
         ('{"rope_theta": 1.0}', "rope_theta=1.0: must be greater than 1"),
         ('{"rope_theta": 500.0, "factor": -2.0}', "factor=-2.0"),
         ("[1, 2]", "its defaults are a list"),
+        ('{"x": torch.tensor(1.0)}', "--pe-param x=<a Tensor>: use a finite number"),
+        ('{"x": {1, 2}}', "--pe-param x=<a set>: use a finite number"),
+        ('{"x": 10**5000}', "--pe-param x=<a int>: use a finite number (integers up to 2^53)"),
+        ('{"x": 2**63}', "--pe-param x=9223372036854775808: use a finite number"),
+        ("{1: 2.0}", "--pe-param 1=2.0: a parameter's name is text, not 1"),
     ],
 )
 def test_a_plugins_defaults_keep_the_ranges_a_pe_param_keeps(
