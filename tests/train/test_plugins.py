@@ -213,6 +213,8 @@ CLASHES = [
     ('bias_encoding("NAME", "mine", module=Fixed)', ["empty"], "module owns no trainable param"),
     ('bias_encoding("NAME", "mine", masked_bias)', ["masked"], "-inf at every key query 0 reads"),
     ('PositionEncoding(name=NAME, summary="mine")', ["5", '""', '"a b|c"'], "name is 1 to 200"),
+    ('PositionEncoding(name="NAME", summary=None)', ["nosummary"], "record it: summary: Input"),
+    ('PositionEncoding(name="NAME", summary="s", confound=5)', ["confound"], "record it: confound"),
 ]
 CASES = {  # the plugin's X -> a fragment of the error line
     x.replace("NAME", name): fragment.replace("NAME", name)
