@@ -381,6 +381,17 @@ def test_an_entry_point_named_like_a_built_in_is_one_error_line_not_dropped_or_u
         assert intact() == before
 
 
+@pytest.mark.parametrize(("name", "encoding"), [("renamed", "mine_r1"), ("a b", "mine_r2")])
+def test_an_entry_point_named_unlike_its_encoding_is_one_error_line_not_listed_or_used(
+    assert_clean_error, cli, recorded, plugins, plugin_site, name, encoding
+):
+    module = plugins(f'rope_encoding("{encoding}", "mine", freqs)')
+    dist_info(plugin_site, "renaming", "0.1", {"posgen.position_encodings": {name: f"{module}:X"}})
+    with recorded("hostile", f"an entry point {name} of the encoding {encoding}"):
+        fragment = f"entry point {name} ({module}:X) holds the encoding '{encoding}'"
+        assert_clean_error(cli("train", "--list-pe"), 2, fragment)
+
+
 def test_an_entry_point_whose_defaults_raise_is_one_line_naming_it_in_list_pe_and_all(
     assert_clean_error, cli, sweep, recorded, plugins, plugin_site, tmp_path
 ):
