@@ -103,10 +103,19 @@ def far_start(task: str, t: np.ndarray | int, near: int, far: int) -> np.ndarray
     >>> far_start("recursive", np.array([4, 5, 6]), near=3, far=1).tolist()
     [0, 1, 2]
     """
-    positions = np.asarray(t, dtype=np.int64)
+    for name, value, low in (("near", near, 1), ("far", far, 0)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise TaskError(f"{name} = {shown(repr(value), 40)}: use an integer >= {low}")
+    given = np.asarray(t)
+    if given.dtype.kind not in "iu" or (given.size and int(given.max()) >= 2**62):
+        raise TaskError(
+            f"t = {shown(repr(t), 60)}: use a position or an array of positions (integers "
+            "below 2^62)"
+        )
+    positions = given.astype(np.int64)
     window = near + far
     if np.any(positions < window):
-        raise ValueError(f"positions below the seed window ({window}) have no dependencies")
+        raise TaskError(f"positions below the seed window ({window}) have no dependencies")
     if task not in _RULES:
         raise KeyError(f"unknown task {task!r}; known: {', '.join(_RULES)}")
     try:

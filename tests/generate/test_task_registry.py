@@ -113,3 +113,21 @@ def test_a_rule_reaching_past_its_window_or_before_the_row_is_refused_when_used(
         register_task("not_callable", 3)  # type: ignore[arg-type]
     with pytest.raises(KeyError, match="unknown task 'nope'; known: recursive"):
         posgen.dependencies("nope", 5, near=2, far=1)
+
+
+@pytest.mark.parametrize(
+    ("t", "near", "far", "message"),
+    [
+        (5.5, 3, 1, "t = 5.5: use a position"),
+        ("9", 3, 1, "t = '9': use a position"),
+        (None, 3, 1, "t = None: use a position"),
+        (10**30, 3, 1, "t = 1000000000000000000000000000000: use a position"),
+        (9, -3, 1, "near = -3: use an integer >= 1"),
+        (9, 3, -1, "far = -1: use an integer >= 0"),
+        (9, 3.0, 1, "near = 3.0: use an integer >= 1"),
+        (2, 3, 1, "positions below the seed window (4) have no dependencies"),
+    ],
+)
+def test_dependencies_of_a_bad_position_or_operand_count_name_the_argument(t, near, far, message):
+    with pytest.raises(posgen.tasks.TaskError, match=re.escape(message)):
+        posgen.dependencies("cot", t, near=near, far=far)
