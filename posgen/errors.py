@@ -33,11 +33,14 @@ _REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
 def shown(text: object, limit: int = SHOWN_CHARS) -> str:
     """``text`` on one line, at most ``limit`` characters, undecodable bytes escaped.
 
-    >>> shown("a" * 300, 10), shown("x\\udcff")
-    ('aaaaaaa...', 'x\\\\xff')
+    >>> shown("a" * 300, 10), shown("x\\udcff"), shown("x\\ud800")
+    ('aaaaaaa...', 'x\\\\xff', 'x\\\\ud800')
     """
     value = str(text)
-    value = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    try:
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate no undecodable byte stands for: \ud800
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
     value = " ".join(value.split())
     return value if len(value) <= limit else value[: limit - 3] + "..."
 

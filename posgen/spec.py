@@ -456,7 +456,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     if len(raw) > MAX_SPEC_BYTES:
         raise SpecFileError(f"spec file {path} is larger than {MAX_SPEC_BYTES:,} bytes")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark: as YAML reads it
     except UnicodeDecodeError as error:
         raise SpecFileError(f"spec file {path} is {not_utf8(raw, error)}") from None
     kind = suffix[1:].upper().replace("YML", "YAML")

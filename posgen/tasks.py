@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from posgen.errors import UsageError, shown
+
 TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # it names configs, folders, spec fields
 
 FarStartRule = Callable[[np.ndarray, int], np.ndarray]  # (positions t >= w, w) -> far starts
@@ -46,12 +49,18 @@ FarStartRule = Callable[[np.ndarray, int], np.ndarray]  # (positions t >= w, w) 
 _RULES: dict[str, FarStartRule] = {}
 
 
+class TaskError(UsageError, ValueError):
+    """A task that cannot be registered, or whose rule fails or breaks its contract when used."""
+
+
 def register_task(name: str, rule: FarStartRule) -> None:
     """Register a task's far-start rule, keeping ``0 <= s <= t - w``; usable at once everywhere."""
     if not isinstance(name, str) or not TASK_NAME.match(name):
-        raise ValueError(f"task name {name!r} must match {TASK_NAME.pattern}")
+        raise TaskError(f"task name {shown(repr(name))} must match {TASK_NAME.pattern}")
     if name in _RULES:
-        raise ValueError(f"task {name!r} is already registered")
+        raise TaskError(f"task {name!r} is already registered")
+    if not callable(rule):
+        raise TaskError(f"task {name!r}: its rule must be callable as rule(t, w), not {rule!r}")
     _RULES[name] = rule
 
 
@@ -94,18 +103,38 @@ def far_start(task: str, t: np.ndarray | int, near: int, far: int) -> np.ndarray
     >>> far_start("recursive", np.array([4, 5, 6]), near=3, far=1).tolist()
     [0, 1, 2]
     """
-    positions = np.asarray(t, dtype=np.int64)
+    for name, value, low in (("near", near, 1), ("far", far, 0)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise TaskError(f"{name} = {shown(repr(value), 40)}: use an integer >= {low}")
+    given = np.asarray(t)
+    if given.dtype.kind not in "iu" or (given.size and int(given.max()) >= 2**62):
+        raise TaskError(
+            f"t = {shown(repr(t), 60)}: use a position or an array of positions (integers "
+            "below 2^62)"
+        )
+    positions = given.astype(np.int64)
     window = near + far
     if np.any(positions < window):
-        raise ValueError(f"positions below the seed window ({window}) have no dependencies")
+        raise TaskError(f"positions below the seed window ({window}) have no dependencies")
     if task not in _RULES:
         raise KeyError(f"unknown task {task!r}; known: {', '.join(_RULES)}")
-    starts = np.asarray(_RULES[task](positions, window), dtype=np.int64)
-    bad = (starts < 0) | (starts > positions - window)
-    if starts.shape != positions.shape or np.any(bad):
-        at = int(np.argmax(bad)) if starts.shape == positions.shape else 0
-        raise ValueError(
-            f"task {task!r}: its rule gives far start {starts.reshape(-1)[at : at + 1].tolist()} "
+    try:
+        given = np.asarray(_RULES[task](positions.copy(), window))
+    except (Exception, SystemExit) as error:
+        reason = f"{type(error).__name__}: {shown(str(error)) or '(no message)'}"
+        raise TaskError(f"task {task!r}: its rule raised {reason}") from error
+    if given.shape != positions.shape or given.dtype.kind not in "iuf":
+        raise TaskError(
+            f"task {task!r}: its rule gives {given.dtype} values of shape {given.shape} for "
+            f"positions of shape {positions.shape}; a rule gives one integer far start per position"
+        )
+    with np.errstate(invalid="ignore"):
+        starts = given.astype(np.int64)
+        bad = (given != starts) | (starts < 0) | (starts > positions - window)
+    if np.any(bad):
+        at = int(np.argmax(bad))
+        raise TaskError(
+            f"task {task!r}: its rule gives far start {given.reshape(-1)[at : at + 1].tolist()} "
             f"for t = {int(positions.reshape(-1)[at])}; a rule keeps 0 <= s <= t - w (w = {window})"
         )
     return starts
@@ -206,7 +235,10 @@ class Op:
                 f"op {self.name} tabulates w(m-1)+1 = {size:,} sums; at most {MAX_SUM_TABLE:,} "
                 "(lower modulus, near or far)"
             )
-        table = sum_table(self.name, modulus, window)
+        try:
+            table = sum_table(self.name, modulus, window)
+        except OpError as error:
+            return str(error)
         outside = np.flatnonzero((table >= modulus) | (table < 0))
         if outside.size:
             return (
@@ -241,9 +273,36 @@ def sum_table(name: str, modulus: int, window: int) -> np.ndarray:
     if op.value is None:
         raise ValueError(f"op {name!r} is not a function of the operand sum")
     size = window * (modulus - 1) + 1
-    table = np.fromiter((op.value(s, modulus) for s in range(size)), dtype=np.int64, count=size)
+    table = np.fromiter((_value(op, s, modulus) for s in range(size)), dtype=np.int64, count=size)
     table.flags.writeable = False
     return table
+
+
+class OpError(UsageError, ValueError):
+    """An op that cannot be registered, or whose formula fails or gives no integer when used."""
+
+
+def _value(op: Op, total: int, modulus: int) -> int:
+    """``op.value(total, modulus)``, an integer of the int64 range, or :class:`OpError`."""
+    try:
+        value = op.value(total, modulus)  # type: ignore[misc]
+    except (Exception, SystemExit) as error:
+        reason = f"{type(error).__name__}: {shown(str(error)) or '(no message)'}"
+        raise OpError(
+            f"op {op.name}'s formula raised {reason} for the operand sum {total}"
+        ) from error
+    try:
+        value = operator.index(value)
+    except TypeError:
+        shown_value = shown(repr(value), 60)
+        raise OpError(
+            f"op {op.name} gives {shown_value} for the operand sum {total}, not an integer"
+        ) from None
+    if not -(2**63) <= value < 2**63:
+        raise OpError(
+            f"op {op.name} gives {value} for the operand sum {total}, outside Z_{modulus}"
+        )
+    return value
 
 
 def hash_key(key: int) -> np.uint64:
@@ -488,15 +547,13 @@ _OPS: dict[str, Op] = {}
 def register_op(op: Op) -> None:
     """Register an op; each name can be registered once only."""
     if not isinstance(op.name, str) or not op.name.isprintable() or not 1 <= len(op.name) <= 64:
-        raise ValueError(f"op name {op.name!r}: 1 to 64 printable characters (a spec's op field)")
+        raise OpError(f"op name {op.name!r}: 1 to 64 printable characters (a spec's op field)")
     if op.kind not in get_args(Kind):
-        raise ValueError(
-            f"op {op.name!r}: kind {op.kind!r} is not one of {', '.join(get_args(Kind))}"
-        )
+        raise OpError(f"op {op.name!r}: kind {op.kind!r} is not one of {', '.join(get_args(Kind))}")
     if op.name in _OPS:
-        raise ValueError(f"op {op.name!r} is already registered")
-    if op.kind == "sum" and op.value is None:
-        raise ValueError(f"sum op {op.name!r} needs its value formula")
+        raise OpError(f"op {op.name!r} is already registered")
+    if op.kind == "sum" and not callable(op.value):
+        raise OpError(f"sum op {op.name!r} needs its value formula, value(S, m), not {op.value!r}")
     _OPS[op.name] = op
 
 

@@ -130,6 +130,7 @@ class _Lazy:
     reference: str
     where: str
     source: str
+    name: str | None = None  # an entry point's: its encoding's name too
 
     def load(self) -> PositionEncoding:
         module, _, attribute = self.reference.partition(":")
@@ -146,6 +147,18 @@ class _Lazy:
         if not isinstance(found, PositionEncoding):
             raise PEError(
                 f"{self.where} is a {type(found).__name__}, not a posgen PositionEncoding"
+            )
+        name = found.name
+        if not (isinstance(name, str) and len(name) <= 200 and NAME.fullmatch(name)):
+            raise PEError(
+                f"{self.where} is named {shown(repr(name), 80)}; a position encoding's "
+                "name is 1 to 200 letters, digits and _ . + - (what --pe and a grid name it by)"
+            )
+        if self.name is not None and name != self.name:
+            raise PEError(
+                f"{self.where} holds the encoding {name!r}: --list-pe would list it as "
+                f"{shown(self.name, 80)!r} and its runs record {name!r}; name the entry point "
+                "as its encoding"
             )
         if found.name in ENCODINGS.builtin_names or _combination(found.name):
             raise PEError(
@@ -199,7 +212,7 @@ class Registry(Mapping[str, PositionEncoding]):
                 clash = "names a built-in with a modifier" if _combination(point.name) else ""
             if clash:
                 raise PEError(f"{where}: {point.name!r} {clash}; a plugin needs a name of its own")
-            out[point.name] = _Lazy(point.value, where, source)
+            out[point.name] = _Lazy(point.value, where, source, point.name)
         return out
 
     def __getitem__(self, name: str) -> PositionEncoding:

@@ -341,6 +341,23 @@ def _check_bias(bias: Any, position_ids: torch.Tensor, heads: int) -> None:
         )
 
 
+def _check_readable(bias: torch.Tensor) -> None:
+    """A ValueError unless every query i reads its keys j <= i through finite or ``-inf``
+    values, one key at least not ``-inf`` (else torch gives zeros or NaN: the version decides)."""
+    length = bias.shape[-1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=bias.device).tril()
+    values = bias.detach().to(torch.float64)
+    if bool((values.isnan() | values.isposinf()).logical_and(causal).any()):
+        raise ValueError("its bias is NaN or +inf at a key a query reads (key j <= query i)")
+    blocked = (values.isneginf() | ~causal).all(dim=-1)
+    if bool(blocked.any()):
+        query = int(blocked.nonzero()[0, -1])
+        raise ValueError(
+            f"its bias is -inf at every key query {query} reads (keys 0..{query}): attention "
+            "there has nothing to read"
+        )
+
+
 def bias_encoding(
     name: str,
     summary: str,
@@ -402,6 +419,7 @@ def bias_encoding(
                     )
                 out = built(positions)
         _check_bias(out, positions, lengths.heads)
+        _check_readable(out)
 
     def no_rope(
         parameters: Mapping[str, Any], lengths: Lengths, evaluation: bool

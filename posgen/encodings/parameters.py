@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from posgen.errors import shown
+
 Kind = Literal["number", "integer", "choice", "boolean", "numbers"]
 """``numbers``: a number or a list of numbers (longrope's per-pair factors)."""
 
@@ -131,7 +133,10 @@ checked on every value, defaults included, when both are present."""
 
 def spelled(value: Any) -> str:
     """A value as on the command line (JSON, text as it is), bounded."""
-    text = value if isinstance(value, str) else json.dumps(value, allow_nan=True)
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):  # no JSON (a tensor, a set), an int past the digit limit
+        text = f"<a {type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -141,7 +146,9 @@ def _plain(value: Any, depth: int = 0) -> bool:
         return math.isfinite(value)
     if isinstance(value, list) and depth < 4:
         return len(value) <= MAX_LIST and all(_plain(item, depth + 1) for item in value)
-    return value is None or isinstance(value, bool | int | str)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) <= 2**53  # exact in every JSON reader
+    return value is None or isinstance(value, bool | str)
 
 
 def check_parameters(encoding: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,14 +163,18 @@ def check_parameters(encoding: str, parameters: Mapping[str, Any]) -> dict[str, 
         types.update(BY_ENCODING.get(part, {}))
     out = {}
     for key, value in parameters.items():
-        kind = types.get(key)
+        kind = types.get(key) if isinstance(key, str) else None
         try:
+            if not isinstance(key, str):
+                raise ValueError(f"a parameter's name is text, not {shown(repr(key), 40)}")
             if kind is not None:
                 out[key] = kind.check(value)
             elif _plain(value):
                 out[key] = value
             else:
-                raise ValueError("use a finite number, text, true/false or a list of them")
+                raise ValueError(
+                    "use a finite number (integers up to 2^53), text, true/false or a list of them"
+                )
         except ValueError as error:
             raise ValueError(
                 f"--pe {encoding} --pe-param {key}={spelled(value)}: {error}"

@@ -23,9 +23,19 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from posgen import signals
 from posgen.encodings import PERequest
-from posgen.errors import DataError, RunError, UsageError, human_bytes, out_of_memory, shown
+from posgen.errors import (
+    DataError,
+    RunError,
+    UsageError,
+    human_bytes,
+    out_of_memory,
+    problem_lines,
+    shown,
+)
 from posgen.scoring.folder import score_reference
 from posgen.scoring.prediction_files import write_predictions
 from posgen.scoring.reliance import score_probe
@@ -96,6 +106,18 @@ class _Job:
     save: bool
 
 
+def _record_of(pe: Any) -> PositionEncodingRecord:
+    """The run record's section on ``pe``; a plugin whose fields do not fit it (a summary
+    that is not text, ...) is one :class:`UsageError` naming it."""
+    try:
+        return PositionEncodingRecord(**pe.record())
+    except ValidationError as error:
+        raise UsageError(
+            f"--pe {pe.request.name} ({pe.encoding.source}): a run folder cannot record it: "
+            f"{problem_lines(error)[0]}"
+        ) from None
+
+
 def train_runs(
     data: Path | Dataset,
     config_name: str,
@@ -129,6 +151,8 @@ def train_runs(
         target = device or trainer.pick_device()
         job = _Job(folder, loaded, config, seed, preset_name, target, save)
         resolved = [trainer.resolve_pe(pe, config, loaded.train.spec) for pe in pes]
+        for pe in resolved:  # what its run folder records, checked before any training
+            _record_of(pe)
         resume = None if work is None else _load_checkpoint(work, key, name, job.device)
         held = {} if resume is None else resume["selections"]  # the encodings it trains
         missing = [pe.label for pe in resolved if resume is not None and pe.label not in held]
@@ -317,7 +341,7 @@ def _write_run(job: _Job, trained: Trained, selection: Selection, out: Path) -> 
         record = RunRecord(
             data=DataRecord(folder=str(folder), config=test.config, files=run_data.files),
             spec=spec,
-            position_encoding=PositionEncodingRecord(**pe.record()),
+            position_encoding=_record_of(pe),
             preset=job.preset_name,
             train=config,
             seed=job.seed,

@@ -227,3 +227,18 @@ def test_hostile_spec_files_are_rejected_in_one_line(assert_rejected, case):
         os.mkfifo(Path(tmp) / f"spec{suffix}")
         path = str(Path(tmp) / f"spec{suffix}")
         assert_rejected("hostile-file", case, ["--spec", path], path, tmp=Path(tmp))
+
+
+@pytest.mark.parametrize(
+    ("suffix", "text"),
+    [
+        (".json", '{"task": "\\ud800"}'),
+        (".yaml", 'task: "\\ud800"\n'),
+        (".json", '{"name": "\\udfff", "configs": {"cot": {}}}'),
+    ],
+)
+def test_a_lone_surrogate_in_a_spec_is_refused_shown_escaped(assert_rejected, suffix, text):
+    # a UTF-16 half escaped in JSON or YAML: valid text to the parser, no UTF-8 in error lines
+    assert_rejected(
+        "hostile-file", f"{suffix}: {text}", [], "\\ud800", "\\udfff", spec=(suffix, text)
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import subprocess
 import sys
 
@@ -42,11 +43,36 @@ def test_an_op_whose_formula_leaves_z_m_is_refused_with_the_sum_that_does():
         small(op="pow_sin", modulus=65536, near=64)
 
 
-def test_a_registered_op_below_zero_or_without_a_name_or_kind_is_refused(monkeypatch):
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (lambda total, m: -1, "op test_op gives -1 for the operand sum 0, outside Z_17"),
+        (lambda total, m: 2**80, "op test_op gives 1208925819614629174706176 for the operand sum"),
+        (lambda total, m: total / 2, "op test_op gives 0.0 for the operand sum 0, not an integer"),
+        (lambda total, m: None, "op test_op gives None for the operand sum 0, not an integer"),
+        (lambda total, m: "1", "op test_op gives '1' for the operand sum 0, not an integer"),
+        (lambda total, m: 1 // (total - 2), "formula raised ZeroDivisionError: integer division"),
+        (lambda total, m: sys.exit(4), "op test_op's formula raised SystemExit: 4 for the operand"),
+    ],
+)
+def test_a_registered_op_whose_formula_fails_or_gives_no_token_is_refused_naming_it(
+    monkeypatch, cli, assert_clean_error, tmp_path, value, message
+):
     monkeypatch.setattr(posgen.tasks, "_OPS", dict(posgen.tasks._OPS))  # for this test only
-    register_op(Op("test_negative_op", "always -1", "sum", lambda total, m: -1))
-    with pytest.raises(ValidationError, match=r"gives -1 for the operand sum 0, outside Z_17"):
-        small(op="test_negative_op")
+    name = f"test_op_{abs(hash(message))}"  # the op's tables are cached by its name
+    register_op(Op(name, "a broken formula", "sum", value))
+    message = message.replace("test_op", name)
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        small(op=name)
+    result = cli("generate", "--out", tmp_path / "ds", "--task", "cot", "--op", name, "-q")
+    assert_clean_error(result, 2, message)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_registered_op_without_a_name_kind_or_formula_is_refused(monkeypatch):
+    monkeypatch.setattr(posgen.tasks, "_OPS", dict(posgen.tasks._OPS))  # for this test only
+    with pytest.raises(posgen.tasks.OpError, match="needs its value formula, value"):
+        register_op(Op("test_op", "no formula", "sum", 5))  # type: ignore[arg-type]
     for name, kind in ((None, "sum"), ("", "sum"), ("x" * 65, "sum"), ("a\nb", "sum"), ("k", "?")):
         with pytest.raises(ValueError, match=r"op name|kind"):
             register_op(Op(name, "", kind, lambda total, m: 0))  # type: ignore[arg-type]

@@ -48,10 +48,11 @@ MINI = {  # one benchmark in three formats: defaults, and a config that override
 }
 
 
+@pytest.mark.parametrize("bom", ["", "\ufeff"])  # a byte-order mark, as some editors save
 @pytest.mark.parametrize("suffix", list(MINI))
-def test_benchmark_files_load_from_toml_yaml_and_json(tmp_path, suffix):
+def test_benchmark_files_load_from_toml_yaml_and_json(tmp_path, suffix, bom):
     path = tmp_path / f"mini{suffix}"
-    path.write_text(MINI[suffix])
+    path.write_text(bom + MINI[suffix], encoding="utf-8")
     bench = resolve_benchmark(path)
     cot, recursive = bench.configs["cot"], bench.configs["recursive"]
     assert list(bench.configs) == ["recursive", "cot"]

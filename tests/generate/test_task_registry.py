@@ -85,15 +85,49 @@ def test_a_registered_task_gets_probe_rows_from_its_dependency_rule(oracle, thir
 
 
 @pytest.mark.parametrize(
-    ("rule", "start"), [(lambda t, w: t, "[4]"), (lambda t, w: t - 2 * w, "[-4]")]
+    ("rule", "message"),
+    [
+        (lambda t, w: t, "far start [4] for t = 4; a rule keeps"),
+        (lambda t, w: t - 2 * w, "far start [-4] for t = 4; a rule keeps"),
+        (lambda t, w: (t - w) / 2, "far start [0.5] for t = 5; a rule keeps"),
+        (lambda t, w: np.full(t.shape, np.nan), "far start [nan] for t = 4"),
+        (lambda t, w: (t - w)[:-1], "int64 values of shape (59,) for positions of shape (60,)"),
+        (lambda t, w: None, "object values of shape ()"),
+        (lambda t, w: t > 0, "bool values of shape (60,)"),
+        (lambda t, w: 1 / 0, "its rule raised ZeroDivisionError: division by zero"),
+    ],
 )
 def test_a_rule_reaching_past_its_window_or_before_the_row_is_refused_when_used(
-    monkeypatch, rule, start
+    monkeypatch, cli, assert_clean_error, tmp_path, rule, message
 ):
     monkeypatch.setattr(posgen.tasks, "_RULES", dict(posgen.tasks._RULES))
     register_task("broken", rule)
     spec = TaskSpec(task="broken", train_size=8, val_size=2, test_size=2)
-    with pytest.raises(ValueError, match=re.escape(f"far start {start} for t = 4; a rule keeps")):
+    with pytest.raises(posgen.tasks.TaskError, match=re.escape(message)):
         generate_split(spec, "train")
+    sizes = ["--train-size", "8", "--val-size", "2", "--test-size", "2", "-q"]
+    result = cli("generate", "--out", tmp_path / "ds", "--task", "broken", *sizes)
+    assert_clean_error(result, 2, "task 'broken': its rule", message)
+    assert not (tmp_path / "ds").exists()
+    with pytest.raises(posgen.tasks.TaskError, match="rule must be callable"):
+        register_task("not_callable", 3)  # type: ignore[arg-type]
     with pytest.raises(KeyError, match="unknown task 'nope'; known: recursive"):
         posgen.dependencies("nope", 5, near=2, far=1)
+
+
+@pytest.mark.parametrize(
+    ("t", "near", "far", "message"),
+    [
+        (5.5, 3, 1, "t = 5.5: use a position"),
+        ("9", 3, 1, "t = '9': use a position"),
+        (None, 3, 1, "t = None: use a position"),
+        (10**30, 3, 1, "t = 1000000000000000000000000000000: use a position"),
+        (9, -3, 1, "near = -3: use an integer >= 1"),
+        (9, 3, -1, "far = -1: use an integer >= 0"),
+        (9, 3.0, 1, "near = 3.0: use an integer >= 1"),
+        (2, 3, 1, "positions below the seed window (4) have no dependencies"),
+    ],
+)
+def test_dependencies_of_a_bad_position_or_operand_count_name_the_argument(t, near, far, message):
+    with pytest.raises(posgen.tasks.TaskError, match=re.escape(message)):
+        posgen.dependencies("cot", t, near=near, far=far)

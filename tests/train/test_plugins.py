@@ -180,6 +180,11 @@ def leaked_bias(position_ids, heads, parameters):
     return (-SLOPE * (p[:, :, None] - p[:, None, :]))[:, None].expand(-1, heads, -1, -1)
 
 
+def masked_bias(position_ids, heads, parameters):  # every key blocked, even a query's own
+    rows, length = position_ids.shape
+    return torch.full((rows, heads, length, length), -float("inf"))
+
+
 class Fixed(torch.nn.Module):
     def __init__(self, parameters, lengths):
         super().__init__()
@@ -206,6 +211,10 @@ CLASHES = [
     (TYPED, ["resonance", "resonance_yarn", "resonance_linear"], TAKEN),
     ('bias_encoding("NAME", "mine", leaked_bias)', ["global"], "returns a tensor that needs grad"),
     ('bias_encoding("NAME", "mine", module=Fixed)', ["empty"], "module owns no trainable param"),
+    ('bias_encoding("NAME", "mine", masked_bias)', ["masked"], "-inf at every key query 0 reads"),
+    ('PositionEncoding(name=NAME, summary="mine")', ["5", '""', '"a b|c"'], "name is 1 to 200"),
+    ('PositionEncoding(name="NAME", summary=None)', ["nosummary"], "record it: summary: Input"),
+    ('PositionEncoding(name="NAME", summary="s", confound=5)', ["confound"], "record it: confound"),
 ]
 CASES = {  # the plugin's X -> a fragment of the error line
     x.replace("NAME", name): fragment.replace("NAME", name)
@@ -372,6 +381,17 @@ def test_an_entry_point_named_like_a_built_in_is_one_error_line_not_dropped_or_u
         assert intact() == before
 
 
+@pytest.mark.parametrize(("name", "encoding"), [("renamed", "mine_r1"), ("a b", "mine_r2")])
+def test_an_entry_point_named_unlike_its_encoding_is_one_error_line_not_listed_or_used(
+    assert_clean_error, cli, recorded, plugins, plugin_site, name, encoding
+):
+    module = plugins(f'rope_encoding("{encoding}", "mine", freqs)')
+    dist_info(plugin_site, "renaming", "0.1", {"posgen.position_encodings": {name: f"{module}:X"}})
+    with recorded("hostile", f"an entry point {name} of the encoding {encoding}"):
+        fragment = f"entry point {name} ({module}:X) holds the encoding '{encoding}'"
+        assert_clean_error(cli("train", "--list-pe"), 2, fragment)
+
+
 def test_an_entry_point_whose_defaults_raise_is_one_line_naming_it_in_list_pe_and_all(
     assert_clean_error, cli, sweep, recorded, plugins, plugin_site, tmp_path
 ):
@@ -393,6 +413,11 @@ def test_an_entry_point_whose_defaults_raise_is_one_line_naming_it_in_list_pe_an
         ('{"rope_theta": 1.0}', "rope_theta=1.0: must be greater than 1"),
         ('{"rope_theta": 500.0, "factor": -2.0}', "factor=-2.0"),
         ("[1, 2]", "its defaults are a list"),
+        ('{"x": torch.tensor(1.0)}', "--pe-param x=<a Tensor>: use a finite number"),
+        ('{"x": {1, 2}}', "--pe-param x=<a set>: use a finite number"),
+        ('{"x": 10**5000}', "--pe-param x=<a int>: use a finite number (integers up to 2^53)"),
+        ('{"x": 2**63}', "--pe-param x=9223372036854775808: use a finite number"),
+        ("{1: 2.0}", "--pe-param 1=2.0: a parameter's name is text, not 1"),
     ],
 )
 def test_a_plugins_defaults_keep_the_ranges_a_pe_param_keeps(
