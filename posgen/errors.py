@@ -147,6 +147,8 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
     >>> import signal
     >>> error_exit(Interrupted(signal.SIGTERM))
     (['interrupted by SIGTERM; no partial output was left'], 143)
+    >>> error_exit(MemoryError())
+    (['out of memory (MemoryError): an allocation failed'], 1)
     >>> error_exit(KeyError("x"))[0]
     ["internal error (KeyError): 'x' (rerun with --debug or POSGEN_DEBUG=1 for the traceback)"]
     """
@@ -172,6 +174,9 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
     if isinstance(error, OSError):
         line, code = os_error_problem(error)
         return [line], code
+    if isinstance(error, MemoryError):  # the machine's limit (ulimit -v, cgroup), not a bug
+        said = shown(str(error)) or "an allocation failed"
+        return [f"out of memory ({type(error).__name__}): {said}"], 1
     line = f"internal error ({type(error).__name__}): {shown(str(error)) or '(no message)'}"
     if not debugging(debug):
         line += f" (rerun with --debug or {DEBUG_ENV}=1 for the traceback)"

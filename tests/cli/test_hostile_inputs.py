@@ -547,6 +547,9 @@ def test_unexpected_errors_become_one_error_line_with_the_traceback_on_request(
         assert result.exit_code == (2 if isinstance(error, IsADirectoryError) else 1)
         assert len(lines) == 1, result.stderr
         assert (error.filename if isinstance(error, OSError) else f"({name})") in lines[0]
+        assert ("out of memory" in lines[0]) == isinstance(error, MemoryError), lines[0]
+        unexpected = not isinstance(error, (OSError, MemoryError))  # a limit is no bug
+        assert ("internal error" in lines[0]) == unexpected, lines[0]
         assert ("Traceback" in result.output) == bool(debug), result.output
 
 
