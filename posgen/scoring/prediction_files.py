@@ -99,7 +99,7 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
 def _read_parquet(path: Path, fits: tuple[int, int] | None) -> pa.Table:
     """The ``id`` and predictions columns of a Parquet file (other columns are never read),
     its footer checked against ``fits`` first; without either column, its empty schema."""
-    with pq.ParquetFile(path) as handle:
+    with pq.ParquetFile(pa.OSFile(os.fsencode(path))) as handle:  # a str path is UTF-8
         names = handle.schema_arrow.names
         name = next((c for c in PREDICTION_COLUMNS if c in names), None)
         if "id" not in names or name is None or names.count("id") + names.count(name) > 2:
