@@ -89,6 +89,8 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
                 table = read_ipc(path, length=fits[1], max_rows=fits[0])
             else:
                 table = feather.read_table(path)
+        except MemoryError:  # ArrowMemoryError too: the machine's limit, not a bad file
+            raise
         except (pa.ArrowException, OSError) as error:  # ArrowInvalid, NotImplemented, ...
             raise ScoringError(f"not a readable {kind} file: {_first_line(error)}") from None
         return _from_table(table)

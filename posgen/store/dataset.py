@@ -168,7 +168,7 @@ def _pinned_read(read: Callable[..., T]) -> Callable[..., T]:
     def wrapper(self: Dataset, *args: Any, **kwargs: Any) -> T:
         try:
             return self.read(lambda handle: read(handle, *args, **kwargs))
-        except (PosgenError, OSError):
+        except (PosgenError, OSError, MemoryError):  # ArrowMemoryError: a limit, not damage
             raise
         except (pa.ArrowException, ValueError) as error:
             raise DamagedDataset(
@@ -516,6 +516,8 @@ def file_problems(
         return problems(*lines)
     try:
         facts = fmt.facts(pa.py_buffer(data) if data is not None else path)
+    except MemoryError:  # ArrowMemoryError too: the machine's limit, not damage
+        raise
     except (OSError, pa.ArrowException, ValueError, KeyError) as error:
         reason = " ".join(str(error).split())[:200]
         return problems(*lines, f"not readable as {fmt.name.capitalize()} ({reason})")

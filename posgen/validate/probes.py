@@ -67,6 +67,8 @@ def check_probe_split(data: SplitData) -> tuple[CheckResult, ProbeTally]:
                 _check_batch(data, part.label, batch, first, tally)
                 first += batch.num_rows
             next_id = first
+        except MemoryError:  # ArrowMemoryError too: the machine's limit, not damage
+            raise
         except (pa.ArrowException, OSError) as error:
             tally.add("unreadable part(s)", 1, f"{part.label}: {shown(error)}")
     problems = tally.problems()

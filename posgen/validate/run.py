@@ -148,6 +148,8 @@ def stream_split(data: SplitData) -> SplitTally:
                 _feed(tally, part.label, decoded)
                 first += batch.num_rows
             next_id = first
+        except MemoryError:  # ArrowMemoryError too: the machine's limit, not damage
+            raise
         except (pa.ArrowException, OSError) as error:
             tally.part_problems.append(f"{part.label}: unreadable ({shown(error)})")
     return tally
