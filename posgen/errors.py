@@ -162,8 +162,10 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
         return error.printed, error.exit_code
     if isinstance(error, ValidationError):  # a spec or config the user gave
         return problem_lines(error), 2
-    if isinstance(error, ImportError):  # an optional extra is not installed
+    if isinstance(error, ModuleNotFoundError):  # an optional extra is not installed
         return [f"{error.name or error} is not available: {error}"], 2
+    if isinstance(error, ImportError):  # installed, but it did not load (ulimit -v): no usage
+        return [f"{error.name or 'a library'} could not be loaded: {error}"], 1
     if isinstance(error, click.UsageError):
         where = f" (see '{error.ctx.command_path} -h')" if error.ctx is not None else ""
         return [f"{' '.join(error.format_message().split())}{where}"], error.exit_code

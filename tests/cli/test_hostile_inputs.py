@@ -553,6 +553,25 @@ def test_unexpected_errors_become_one_error_line_with_the_traceback_on_request(
         assert ("Traceback" in result.output) == bool(debug), result.output
 
 
+@pytest.mark.parametrize(
+    ("error", "code", "said"),
+    [
+        (ModuleNotFoundError("No module named 'x'", name="x"), 2, "x is not available"),
+        (ImportError("mtrand.so: failed to map segment", name="mtrand"), 1, "mtrand could not"),
+    ],
+    ids=["not-installed", "cannot-load"],
+)
+def test_an_import_that_fails_is_a_usage_error_only_when_the_module_is_missing(
+    assert_clean_error, cli, tiny_cot, tiny_oracle, monkeypatch, error, code, said
+):
+    def explode(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("posgen.cli.score.score_reference", explode)
+    result = cli("score", "--data", tiny_cot, "--predictions", tiny_oracle)
+    assert_clean_error(result, code, said)
+
+
 @pytest.mark.parametrize("case", [
     "baseline --out oracle.parquet", "baseline --out oracle.arrow", "baseline --out oracle.jsonl",
     "baseline --out oracle.npy", "score --json report.json", "score --plot curve.png",
