@@ -136,6 +136,9 @@ def os_error_problem(error: OSError) -> tuple[str, int]:
     return line, 2 if error.errno in BAD_PATH_ERRNOS else 1
 
 
+NO_THREAD = ("can't start new thread", "Failed to launch worker thread")  # Python's, Arrow's
+
+
 def debugging(flag: bool = False) -> bool:
     """Whether tracebacks are wanted (``--debug`` or :data:`DEBUG_ENV`)."""
     return flag or os.environ.get(DEBUG_ENV, "") not in ("", "0")
@@ -179,6 +182,9 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
     if isinstance(error, MemoryError):  # the machine's limit (ulimit -v, cgroup), not a bug
         said = shown(str(error)) or "an allocation failed"
         return [f"out of memory ({type(error).__name__}): {said}"], 1
+    if any(said in str(error) for said in NO_THREAD):  # its stack (ulimit -v) or ulimit -u
+        line = f"no thread could be started ({type(error).__name__}): {shown(str(error))}"
+        return [f"{line}; the machine's memory or process limit is reached"], 1
     line = f"internal error ({type(error).__name__}): {shown(str(error)) or '(no message)'}"
     if not debugging(debug):
         line += f" (rerun with --debug or {DEBUG_ENV}=1 for the traceback)"
