@@ -139,6 +139,15 @@ def os_error_problem(error: OSError) -> tuple[str, int]:
 NO_THREAD = ("can't start new thread", "Failed to launch worker thread")  # Python's, Arrow's
 
 
+def machine_limit(error: BaseException) -> bool:
+    """Whether ``error`` is the machine's limit (memory, threads), never damage or bad input.
+
+    >>> machine_limit(RuntimeError("can't start new thread")), machine_limit(ValueError("x"))
+    (True, False)
+    """
+    return isinstance(error, MemoryError) or any(said in str(error) for said in NO_THREAD)
+
+
 def debugging(flag: bool = False) -> bool:
     """Whether tracebacks are wanted (``--debug`` or :data:`DEBUG_ENV`)."""
     return flag or os.environ.get(DEBUG_ENV, "") not in ("", "0")

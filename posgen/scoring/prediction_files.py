@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from posgen.errors import not_utf8
+from posgen.errors import machine_limit, not_utf8
 from posgen.generator import storage_dtype
 from posgen.scoring.metrics import ScoringError, as_array, integer_array, require_integers
 from posgen.spec import TaskSpec
@@ -89,9 +89,9 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
                 table = read_ipc(path, length=fits[1], max_rows=fits[0])
             else:
                 table = feather.read_table(path)
-        except MemoryError:  # ArrowMemoryError too: the machine's limit, not a bad file
-            raise
         except (pa.ArrowException, OSError) as error:  # ArrowInvalid, NotImplemented, ...
+            if machine_limit(error):  # ArrowMemoryError, no thread: a limit, not a bad file
+                raise
             raise ScoringError(f"not a readable {kind} file: {_first_line(error)}") from None
         return _from_table(table)
     except ScoringError as error:

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from posgen.errors import PosgenError, RunError, UsageError
+from posgen.errors import PosgenError, RunError, UsageError, machine_limit
 from posgen.generator import storage_dtype
 from posgen.spec import TaskSpec, is_probe_split, read_bounded
 from posgen.store.formats import (
@@ -171,6 +171,8 @@ def _pinned_read(read: Callable[..., T]) -> Callable[..., T]:
         except (PosgenError, OSError, MemoryError):  # ArrowMemoryError: a limit, not damage
             raise
         except (pa.ArrowException, ValueError) as error:
+            if machine_limit(error):  # no thread: a limit, not damage
+                raise
             raise DamagedDataset(
                 self.root, [f"{self.root}: {' '.join(str(error).split())}"]
             ) from None
@@ -516,9 +518,9 @@ def file_problems(
         return problems(*lines)
     try:
         facts = fmt.facts(pa.py_buffer(data) if data is not None else path)
-    except MemoryError:  # ArrowMemoryError too: the machine's limit, not damage
-        raise
     except (OSError, pa.ArrowException, ValueError, KeyError) as error:
+        if machine_limit(error):  # ArrowMemoryError, no thread: a limit, not damage
+            raise
         reason = " ".join(str(error).split())[:200]
         return problems(*lines, f"not readable as {fmt.name.capitalize()} ({reason})")
     if facts.problem is not None:

@@ -259,12 +259,24 @@ MEMORY_LIMITS = {  # command -> what pyarrow failed to allocate in (as under uli
 }
 
 
+LIMIT_ERRORS = {  # what pyarrow raised -> what the line says
+    "memory": (pa.ArrowMemoryError("malloc of size 64 failed"), "out of memory"),
+    "thread": (
+        pa.ArrowException("Unknown error: Failed to launch worker thread: Resource unavailable"),
+        "no thread could be started",
+    ),
+}
+
+
+@pytest.mark.parametrize("limit", LIMIT_ERRORS)
 @pytest.mark.parametrize("command", MEMORY_LIMITS)
 def test_healthy_data_under_a_memory_limit_is_out_of_memory_never_damage(
-    assert_clean_error, cli, monkeypatch, tiny_cot, tiny_oracle, tmp_path, command
+    assert_clean_error, cli, monkeypatch, tiny_cot, tiny_oracle, tmp_path, command, limit
 ):
+    error, said = LIMIT_ERRORS[limit]
+
     def refuse(*args, **kwargs):
-        raise pa.ArrowMemoryError("malloc of size 64 failed")
+        raise error
 
     args = {
         "validate": ["validate", tiny_cot],
@@ -280,7 +292,7 @@ def test_healthy_data_under_a_memory_limit_is_out_of_memory_never_damage(
         "score": ["score", "--data", tiny_cot, "--predictions", tiny_oracle],
     }[command]
     monkeypatch.setattr(MEMORY_LIMITS[command], refuse)
-    line = assert_clean_error(cli(*args), 1, "out of memory", "malloc of size 64 failed")
+    line = assert_clean_error(cli(*args), 1, said, str(error))
     assert "damaged" not in line and "unreadable" not in line, line
 
 
