@@ -11,9 +11,14 @@ def run(args: list[str] | None = None) -> None:
     from posgen import signals
 
     signals.install()
-    with signals.held():  # a signal while the commands are imported is raised once the CLI runs
-        signals.point("startup")
-        from posgen.cli import main
+    try:
+        with signals.held():  # a signal while the commands are imported is raised once the CLI runs
+            signals.point("startup")
+            from posgen.cli import main
+    except (ImportError, MemoryError, OSError) as error:  # a library that cannot load (ulimit -v)
+        reason = " ".join(str(error).split())[:500] or "a library could not be loaded"
+        print(f"error: posgen cannot start ({type(error).__name__}): {reason}", file=sys.stderr)
+        sys.exit(1)
 
     try:
         main(args, prog_name="posgen")

@@ -139,6 +139,18 @@ def os_error_problem(error: OSError) -> tuple[str, int]:
     return line, 2 if error.errno in BAD_PATH_ERRNOS else 1
 
 
+NO_THREAD = ("can't start new thread", "Failed to launch worker thread")  # Python's, Arrow's
+
+
+def machine_limit(error: BaseException) -> bool:
+    """Whether ``error`` is the machine's limit (memory, threads), never damage or bad input.
+
+    >>> machine_limit(RuntimeError("can't start new thread")), machine_limit(ValueError("x"))
+    (True, False)
+    """
+    return isinstance(error, MemoryError) or any(said in str(error) for said in NO_THREAD)
+
+
 def debugging(flag: bool = False) -> bool:
     """Whether tracebacks are wanted (``--debug`` or :data:`DEBUG_ENV`)."""
     return flag or os.environ.get(DEBUG_ENV, "") not in ("", "0")
@@ -150,6 +162,8 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
     >>> import signal
     >>> error_exit(Interrupted(signal.SIGTERM))
     (['interrupted by SIGTERM; no partial output was left'], 143)
+    >>> error_exit(MemoryError())
+    (['out of memory (MemoryError): an allocation failed'], 1)
     >>> error_exit(KeyError("x"))[0]
     ["internal error (KeyError): 'x' (rerun with --debug or POSGEN_DEBUG=1 for the traceback)"]
     """
@@ -163,8 +177,10 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
         return error.printed, error.exit_code
     if isinstance(error, ValidationError):  # a spec or config the user gave
         return problem_lines(error), 2
-    if isinstance(error, ImportError):  # an optional extra is not installed
+    if isinstance(error, ModuleNotFoundError):  # an optional extra is not installed
         return [f"{error.name or error} is not available: {error}"], 2
+    if isinstance(error, ImportError):  # installed, but it did not load (ulimit -v): no usage
+        return [f"{error.name or 'a library'} could not be loaded: {error}"], 1
     if isinstance(error, click.UsageError):
         where = f" (see '{error.ctx.command_path} -h')" if error.ctx is not None else ""
         return [f"{' '.join(error.format_message().split())}{where}"], error.exit_code
@@ -175,6 +191,12 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
     if isinstance(error, OSError):
         line, code = os_error_problem(error)
         return [line], code
+    if isinstance(error, MemoryError):  # the machine's limit (ulimit -v, cgroup), not a bug
+        said = shown(str(error)) or "an allocation failed"
+        return [f"out of memory ({type(error).__name__}): {said}"], 1
+    if any(said in str(error) for said in NO_THREAD):  # its stack (ulimit -v) or ulimit -u
+        line = f"no thread could be started ({type(error).__name__}): {shown(str(error))}"
+        return [f"{line}; the machine's memory or process limit is reached"], 1
     line = f"internal error ({type(error).__name__}): {shown(str(error)) or '(no message)'}"
     if not debugging(debug):
         line += f" (rerun with --debug or {DEBUG_ENV}=1 for the traceback)"

@@ -136,7 +136,10 @@ def point(name: str, number: int | None = None) -> None:
     wanted = os.environ.get(HOOK_ENV)
     if not wanted:
         return
-    where, *count, which = wanted.split(":")
+    parts = wanted.split(":")
+    if len(parts) not in (2, 3) or not all(part.isdigit() for part in parts[1:-1]):
+        return  # not POINT[:N]:SIGNAL: ignored as another point's is, never a traceback
+    where, *count, which = parts
     which, _, whom = which.partition("@")
     if where != name or which not in signal.Signals.__members__:
         return

@@ -578,12 +578,16 @@ def refuse_in_the_way(path: Path, out: Path, keeps: str) -> None:
 
 
 def require_extra() -> None:
-    """:class:`UsageProblems` unless torch and transformers can be imported."""
+    """:class:`UsageProblems` unless torch and transformers can be imported (:class:`RunError`
+    when installed but one fails to load, as under ``ulimit -v``: no install hint then)."""
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
-    except ImportError:
+    except ModuleNotFoundError:
         raise UsageProblems([TRAIN_HINT]) from None
+    except ImportError as error:
+        reason = " ".join(str(error).split())[:300]
+        raise RunError(f"the train extra is installed but could not be loaded: {reason}") from None
 
 
 def os_failure(error: OSError, doing: str) -> str:

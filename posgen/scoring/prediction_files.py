@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from posgen.errors import not_utf8
+from posgen.errors import machine_limit, not_utf8
 from posgen.generator import storage_dtype
 from posgen.scoring.metrics import ScoringError, as_array, integer_array, require_integers
 from posgen.spec import TaskSpec
@@ -90,6 +90,8 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
             else:
                 table = feather.read_table(path)
         except (pa.ArrowException, OSError) as error:  # ArrowInvalid, NotImplemented, ...
+            if machine_limit(error):  # ArrowMemoryError, no thread: a limit, not a bad file
+                raise
             raise ScoringError(f"not a readable {kind} file: {_first_line(error)}") from None
         return _from_table(table)
     except ScoringError as error:
@@ -99,7 +101,7 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
 def _read_parquet(path: Path, fits: tuple[int, int] | None) -> pa.Table:
     """The ``id`` and predictions columns of a Parquet file (other columns are never read),
     its footer checked against ``fits`` first; without either column, its empty schema."""
-    with pq.ParquetFile(path) as handle:
+    with pq.ParquetFile(pa.OSFile(os.fsencode(path))) as handle:  # a str path is UTF-8
         names = handle.schema_arrow.names
         name = next((c for c in PREDICTION_COLUMNS if c in names), None)
         if "id" not in names or name is None or names.count("id") + names.count(name) > 2:

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from posgen.errors import PosgenError, RunError, UsageError
+from posgen.errors import PosgenError, RunError, UsageError, machine_limit
 from posgen.generator import storage_dtype
 from posgen.spec import TaskSpec, is_probe_split, read_bounded
 from posgen.store.formats import (
@@ -168,9 +168,11 @@ def _pinned_read(read: Callable[..., T]) -> Callable[..., T]:
     def wrapper(self: Dataset, *args: Any, **kwargs: Any) -> T:
         try:
             return self.read(lambda handle: read(handle, *args, **kwargs))
-        except (PosgenError, OSError):
+        except (PosgenError, OSError, MemoryError):  # ArrowMemoryError: a limit, not damage
             raise
         except (pa.ArrowException, ValueError) as error:
+            if machine_limit(error):  # no thread: a limit, not damage
+                raise
             raise DamagedDataset(
                 self.root, [f"{self.root}: {' '.join(str(error).split())}"]
             ) from None
@@ -518,6 +520,8 @@ def file_problems(
     try:
         facts = fmt.facts(pa.py_buffer(data) if data is not None else path)
     except (OSError, pa.ArrowException, ValueError, KeyError) as error:
+        if machine_limit(error):  # ArrowMemoryError, no thread: a limit, not damage
+            raise
         reason = " ".join(str(error).split())[:200]
         return problems(*lines, f"not readable as {fmt.name.capitalize()} ({reason})")
     if facts.problem is not None:

@@ -10,6 +10,7 @@ splits add ``source_id``, ``replaced``, ``probed`` and ``far_rule`` (:func:`prob
 from __future__ import annotations
 
 import json
+import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -366,7 +367,7 @@ class ParquetFormat(Format):
         return FileFacts(schema, meta.num_rows, tokens, provenance)
 
     def schema(self, path: Path) -> pa.Schema:
-        return pq.read_schema(path)
+        return pq.read_schema(_readable(path))
 
     def batches(self, path, rows, columns=("id", "tokens"), length=None, max_rows=None):
         handle = pq.ParquetFile(_readable(path))
@@ -387,13 +388,21 @@ class ParquetFormat(Format):
 
 
 def _readable(source: Source) -> Any:
-    """What pyarrow's readers take: the path, or a reader over bytes in memory."""
-    return pa.BufferReader(source) if isinstance(source, pa.Buffer) else source
+    """What pyarrow's readers take: the file opened by its bytes (pyarrow encodes a ``str``
+    path as UTF-8: a non-ASCII name under an ASCII locale failed), or a reader over bytes."""
+    if isinstance(source, pa.Buffer):
+        return pa.BufferReader(source)
+    return pa.OSFile(os.fsencode(source))
+
+
+def _mapped(path: Path) -> pa.MemoryMappedFile:
+    """``path`` memory-mapped, opened by its bytes (as :func:`_readable`)."""
+    return pa.memory_map(os.fsencode(path))
 
 
 def open_ipc(path: Source) -> Any:
     """An Arrow IPC file or stream reader over ``path`` (memory-mapped) or bytes."""
-    source = path if isinstance(path, pa.Buffer) else pa.memory_map(str(path))
+    source = path if isinstance(path, pa.Buffer) else _mapped(path)
     try:
         return pa.ipc.open_file(source)
     except pa.ArrowInvalid:
@@ -455,7 +464,7 @@ def stream_schema(path: Source) -> pa.Schema:
 
 def _source(path: Source) -> pa.NativeFile:
     """``path`` mapped (or its bytes), at the start of its IPC stream (past a file's magic)."""
-    source = pa.BufferReader(path) if isinstance(path, pa.Buffer) else pa.memory_map(str(path))
+    source = pa.BufferReader(path) if isinstance(path, pa.Buffer) else _mapped(path)
     source.seek(8 if source.read(6) == b"ARROW1" else 0)
     return source
 

@@ -469,11 +469,11 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
             _commit(build, target)
     except BaseException:
         with signals.held():  # a second Ctrl-C must not stop the clean-up half-way
-            if build is not None and os.path.lexists(build):
-                shutil.rmtree(build, ignore_errors=True)
-            if owner >= 0:
+            if owner >= 0:  # first: at the open-files limit (ulimit -n) rmtree needs it
                 os.close(owner)
             owner = -1
+            if build is not None and os.path.lexists(build):
+                shutil.rmtree(build, ignore_errors=True)
             recover(target)  # puts a parked dataset back if the commit failed half-way
         raise
     finally:

@@ -177,7 +177,7 @@ def export_time() -> float:
     fixed = os.environ.get("SOURCE_DATE_EPOCH")
     if fixed is None:
         return time.time()
-    if not fixed.isdigit() or len(fixed) > 12:
+    if not (fixed.isascii() and fixed.isdigit()) or len(fixed) > 12:  # "²".isdigit() too
         raise UsageError(f"SOURCE_DATE_EPOCH must be whole seconds since 1970, got {fixed!r}")
     return float(fixed)
 

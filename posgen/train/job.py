@@ -339,7 +339,12 @@ def _write_run(job: _Job, trained: Trained, selection: Selection, out: Path) -> 
         # results cell has the dataset's name (and an export's path no `..`)
         folder = job.data if job.data.name not in ("", "..") else job.data.resolve()
         record = RunRecord(
-            data=DataRecord(folder=str(folder), config=test.config, files=run_data.files),
+            # its bytes as text: under an ASCII locale a non-ASCII name is surrogate-escaped
+            data=DataRecord(
+                folder=os.fsencode(folder).decode("utf-8", "replace"),
+                config=test.config,
+                files=run_data.files,
+            ),
             spec=spec,
             position_encoding=_record_of(pe),
             preset=job.preset_name,

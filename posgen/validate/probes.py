@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from posgen.errors import shown
+from posgen.errors import machine_limit, shown
 from posgen.generator import ProbeBlock, alter_rows, far_rule_answers, generate_rows
 from posgen.spec import probe_source
 from posgen.store.formats import probe_schema
@@ -68,6 +68,8 @@ def check_probe_split(data: SplitData) -> tuple[CheckResult, ProbeTally]:
                 first += batch.num_rows
             next_id = first
         except (pa.ArrowException, OSError) as error:
+            if machine_limit(error):  # ArrowMemoryError, no thread: a limit, not damage
+                raise
             tally.add("unreadable part(s)", 1, f"{part.label}: {shown(error)}")
     problems = tally.problems()
     unmeasured = not problems and tally.telling == 0 and tally.probed_rows >= MEASURING_ROWS

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from posgen.errors import shown
+from posgen.errors import machine_limit, shown
 from posgen.generator import expected_targets, seed_windows
 from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.dataset import pinned
@@ -149,6 +149,8 @@ def stream_split(data: SplitData) -> SplitTally:
                 first += batch.num_rows
             next_id = first
         except (pa.ArrowException, OSError) as error:
+            if machine_limit(error):  # ArrowMemoryError, no thread: a limit, not damage
+                raise
             tally.part_problems.append(f"{part.label}: unreadable ({shown(error)})")
     return tally
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +105,22 @@ def test_version_help_and_python_dash_m(cli):
         [sys.executable, "-m", "posgen", "--version"], capture_output=True, text=True, check=True
     )
     assert __version__ in proc.stdout
+
+
+def test_a_library_that_cannot_load_at_startup_is_one_error_line_exit_1(tmp_path):
+    """As under ``ulimit -v``: pyarrow's shared objects fail to map; no traceback."""
+    (tmp_path / "pyarrow").mkdir()
+    failing = 'raise ImportError("libarrow.so: failed to map segment from shared object")\n'
+    (tmp_path / "pyarrow" / "__init__.py").write_text(failing)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}  # found before the real one
+    proc = subprocess.run(
+        [sys.executable, "-m", "posgen", "validate", "ds"], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "error: posgen cannot start (ImportError): libarrow.so: failed to map segment from "
+        "shared object"
+    ]
 
 
 def test_spec_command_prints_ids_without_generating(cli):

@@ -525,6 +525,7 @@ def test_permission_errors_are_one_error_line_naming_the_path(
 # --- anything unexpected ---------------------------------------------------------------
 @pytest.mark.parametrize("error", [
     KeyError("config"), TypeError("unsupported operand"), RecursionError("depth"), MemoryError(),
+    RuntimeError("can't start new thread"),  # as under ulimit -v: no internal error either
     UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates"),
     OSError(5, "Input/output error", "ds/x.parquet"),
     IsADirectoryError(21, "Is a directory", "p.jsonl"),
@@ -547,7 +548,30 @@ def test_unexpected_errors_become_one_error_line_with_the_traceback_on_request(
         assert result.exit_code == (2 if isinstance(error, IsADirectoryError) else 1)
         assert len(lines) == 1, result.stderr
         assert (error.filename if isinstance(error, OSError) else f"({name})") in lines[0]
+        assert ("out of memory" in lines[0]) == isinstance(error, MemoryError), lines[0]
+        limit = isinstance(error, MemoryError) or "thread" in str(error)  # a limit is no bug
+        unexpected = not (isinstance(error, OSError) or limit)
+        assert ("internal error" in lines[0]) == unexpected, lines[0]
         assert ("Traceback" in result.output) == bool(debug), result.output
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "said"),
+    [
+        (ModuleNotFoundError("No module named 'x'", name="x"), 2, "x is not available"),
+        (ImportError("mtrand.so: failed to map segment", name="mtrand"), 1, "mtrand could not"),
+    ],
+    ids=["not-installed", "cannot-load"],
+)
+def test_an_import_that_fails_is_a_usage_error_only_when_the_module_is_missing(
+    assert_clean_error, cli, tiny_cot, tiny_oracle, monkeypatch, error, code, said
+):
+    def explode(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("posgen.cli.score.score_reference", explode)
+    result = cli("score", "--data", tiny_cot, "--predictions", tiny_oracle)
+    assert_clean_error(result, code, said)
 
 
 @pytest.mark.parametrize("case", [

@@ -202,6 +202,12 @@ def test_sigterm_while_writing_a_dataset_exits_143_with_one_line_saying_what_was
     assert leftovers(out) == []
 
 
+@pytest.mark.parametrize("value", ["cli", "cli:x:SIGTERM", "cli:1:2:SIGTERM", "cli:SIGFOO", "cli:"])
+def test_a_malformed_signal_hook_is_ignored_not_a_traceback(cli, tiny_cot, value):
+    result = cli("validate", tiny_cot, env={posgen.signals.HOOK_ENV: value})
+    assert result.exit_code == 0, result.output
+
+
 TINY = ["--layers", "1", "--hidden", "16", "--heads", "2", "--intermediate", "32",
         "--batch-size", "16", "--eval-batch-size", "8", "--epochs", "2",
         "--max-steps", "4"]  # fmt: skip

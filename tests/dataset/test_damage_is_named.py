@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from posgen.card import write_card
@@ -249,6 +250,50 @@ def test_damage_is_caught_before_loading_naming_the_file(cli, recorded, small_co
         assert "Traceback" not in result.output
         assert isinstance(result.exception, SystemExit | type(None)), repr(result.exception)
         assert any(Path(b).name in result.output for b in blamed), result.output
+
+
+MEMORY_LIMITS = {  # command -> what pyarrow failed to allocate in (as under ulimit -v)
+    "validate": "posgen.store.formats.ParquetFormat.batches",
+    "baseline": "posgen.store.formats.ParquetFormat.facts",
+    "score": "posgen.store.formats.ParquetFormat.batches",
+}
+
+
+LIMIT_ERRORS = {  # what pyarrow raised -> what the line says
+    "memory": (pa.ArrowMemoryError("malloc of size 64 failed"), "out of memory"),
+    "thread": (
+        pa.ArrowException("Unknown error: Failed to launch worker thread: Resource unavailable"),
+        "no thread could be started",
+    ),
+}
+
+
+@pytest.mark.parametrize("limit", LIMIT_ERRORS)
+@pytest.mark.parametrize("command", MEMORY_LIMITS)
+def test_healthy_data_under_a_memory_limit_is_out_of_memory_never_damage(
+    assert_clean_error, cli, monkeypatch, tiny_cot, tiny_oracle, tmp_path, command, limit
+):
+    error, said = LIMIT_ERRORS[limit]
+
+    def refuse(*args, **kwargs):
+        raise error
+
+    args = {
+        "validate": ["validate", tiny_cot],
+        "baseline": [
+            "baseline",
+            "--kind",
+            "oracle",
+            "--data",
+            tiny_cot,
+            "--out",
+            tmp_path / "p.jsonl",
+        ],
+        "score": ["score", "--data", tiny_cot, "--predictions", tiny_oracle],
+    }[command]
+    monkeypatch.setattr(MEMORY_LIMITS[command], refuse)
+    line = assert_clean_error(cli(*args), 1, said, str(error))
+    assert "damaged" not in line and "unreadable" not in line, line
 
 
 def test_only_the_verified_load_notices_an_edited_manifest(small_copy):

@@ -66,6 +66,36 @@ def test_a_full_disk_fails_with_exit_1_naming_the_file_and_keeps_what_was_there(
         assert leftovers(out) == []
 
 
+def test_a_build_that_fails_at_the_open_files_limit_leaves_no_build_folder(fork_child, tmp_path):
+    """``generate --num-proc 2`` under ``ulimit -n 10`` said "no partial dataset was left" and
+    left an empty ``.ds.posgen-tmp-*``: every descriptor was taken when it was removed."""
+    from posgen.store.safety import atomic_folder
+
+    out = tmp_path / "ds"
+
+    def body() -> None:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        )
+        taken = []
+        try:
+            with atomic_folder(out):
+                while True:  # the limit reached inside the build
+                    taken.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError as error:
+            assert error.errno == errno.EMFILE, error
+        finally:
+            for fd in taken:
+                os.close(fd)
+
+    pid, read = fork_child(body)
+    with open(read, "rb") as pipe:
+        said = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, said
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("where", ["posgen.store.writer.write_manifest", "posgen.card.render_card"])
 def test_no_space_while_finishing_names_the_file_and_leaves_nothing(
     assert_clean_error, cli, recorded, tmp_path, monkeypatch, where

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -94,6 +96,25 @@ def test_every_command_works_on_both_formats(cli, folder, tmp_path):
             assert np.array_equal(np.stack(data["tokens"]), generate_split(SPEC, split))
     probe = probe_table(probe_rows(SPEC, "probe", 0, 12), probe_schema(300)).to_pylist()
     assert load(folder, "cot-probe")["probe"].to_list() == probe
+
+
+@pytest.mark.parametrize("storage", ["parquet", "arrow"])
+def test_a_non_ascii_folder_under_an_ascii_locale_is_written_validated_and_scored(
+    tiny_spec_file, tmp_path, storage
+):
+    """LC_ALL=C without UTF-8 mode: paths are surrogate-escaped ``str`` that pyarrow, given
+    them, encoded as UTF-8 (the new dataset failed its own check as damaged)."""
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    posgen = [sys.executable, "-m", "posgen"]
+    out, preds = "\u00e9t\u00e9", f"pr\u00e9d.{storage}"
+    for args in (
+        ["generate", "--spec", tiny_spec_file, "--out", out, "--format", storage, "-q"],
+        ["validate", out],
+        ["baseline", "--kind", "oracle", "--data", out, "--out", preds, "-q"],
+        ["score", "--data", out, "--predictions", preds],
+    ):
+        run = subprocess.run([*posgen, *map(str, args)], cwd=tmp_path, env=env, capture_output=True)
+        assert run.returncode == 0, (args[0], run.stderr.decode(errors="replace"))
 
 
 def test_a_damaged_file_reads_the_same_in_load_validate_and_merge(cli, folder, tmp_path):

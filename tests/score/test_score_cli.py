@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 from importlib.util import find_spec
 
@@ -111,6 +112,34 @@ def test_plot_without_matplotlib_exits_2_with_the_install_hint(cli, data, tmp_pa
     result = score(cli, data, tmp_path / "p.npy", "--plot", tmp_path / "curve.png")
     hint = "error: --plot: plotting needs matplotlib: pip install 'posgen[plot]'\n"
     assert (result.exit_code, result.output) == (2, hint)
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "line"),
+    [
+        (ModuleNotFoundError("No module named 'matplotlib'"), 2, PLOT_HINT),
+        (  # installed, but a library fails to map (ulimit -v): no install hint
+            ImportError("libXau.so.6: failed to map segment from shared object"),
+            1,
+            "matplotlib is installed but could not be loaded: libXau.so.6: failed to map segment",
+        ),
+    ],
+    ids=["missing", "cannot-load"],
+)
+def test_plot_whose_matplotlib_cannot_be_imported_says_why(
+    cli, data, tmp_path, monkeypatch, raised, code, line
+):
+    real = builtins.__import__
+
+    def guarded(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise raised
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", guarded)
+    result = score(cli, data, tmp_path / "p.npy", "--plot", tmp_path / "curve.png")
+    assert result.exit_code == code, result.output
+    assert result.output.startswith(f"error: --plot: {line}" if code == 2 else f"error: {line}")
 
 
 BAD_FILES = [

@@ -336,10 +336,11 @@ def test_eee_export_with_source_date_epoch_is_the_same_bytes_on_every_rerun(
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
     record = json.loads((tmp_path / "a" / "ds" / "cot" / "rope.json").read_text())
     assert record["retrieved_timestamp"] == "1767225600"
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     line = "SOURCE_DATE_EPOCH must be whole seconds since 1970"
-    assert_clean_error(cli(*args, tmp_path / "c"), 2, line)
-    assert not (tmp_path / "c").exists()
+    for odd in ("yesterday", "-1", "1e9", "\u00b2", "\u0661\u0662\u0663"):  # ², Arabic-Indic 123
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", odd)
+        assert_clean_error(cli(*args, tmp_path / "c"), 2, line)
+        assert not (tmp_path / "c").exists()
 
 
 @pytest.mark.parametrize("kind", ["eee", "hf"])

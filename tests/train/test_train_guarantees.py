@@ -143,6 +143,22 @@ def test_a_signal_before_the_imports_or_after_the_command_is_one_line_and_its_co
         assert os.path.lexists(out) == (point == "exit")
 
 
+def test_a_non_ascii_data_folder_under_an_ascii_locale_trains_and_is_recorded_by_name(
+    tmp_path, data
+):
+    """LC_ALL=C without UTF-8 mode: the folder's name is surrogate-escaped; its record failed
+    after the whole training ("folder: Input should be a valid string", exit 2)."""
+    shutil.copytree(data, tmp_path / "d\u00e9")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LC_ALL": "C", "PYTHONUTF8": "0"}
+    env["PYTHONCOERCECLOCALE"] = "0"
+    args = train_args(Path("d\u00e9"), Path("run"))
+    command = [sys.executable, "-m", "posgen", *map(str, args)]
+    done = subprocess.run(command, env=env, capture_output=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["data"]["folder"] == "d\u00e9"
+
+
 @pytest.mark.parametrize("signame", CODES)
 def test_a_signal_while_results_or_score_write_leaves_no_output(
     assert_clean_error, cli, recorded, tmp_path, data, run, monkeypatch, signame

@@ -197,6 +197,26 @@ def test_posgen_and_its_help_never_import_torch_and_train_without_it_is_one_erro
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_train_extra_that_is_installed_but_cannot_load_is_exit_1_without_the_install_hint(
+    assert_clean_error, cli, data, tmp_path, monkeypatch
+):
+    """As under ``ulimit -v``: torch's shared library fails to map."""
+    import builtins
+
+    real = builtins.__import__
+
+    def guarded(name, *args, **kwargs):
+        if name == "torch":
+            raise ImportError("libtorch_cpu.so: failed to map segment from shared object")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", guarded)
+    result = cli("train", "--data", data, "--pe", "rope", "--out", tmp_path / "r")
+    line = assert_clean_error(result, 1, "installed but could not be loaded", "libtorch_cpu.so")
+    assert "pip install" not in line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_predictions_never_name_bos_even_when_its_logit_is_largest():
     class BosLover(torch.nn.Module):
         def forward(self, input_ids):
