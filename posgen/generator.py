@@ -141,7 +141,7 @@ def disjoint_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.nd
     """Distinct windows of Z_m^w; past m^w = 2^63 only the last d digits (m^d <= 2^63) are
     permuted, and the first ones hashed from (key, index)."""
     m, w = spec.modulus, spec.window
-    digits = w
+    digits = min(w, MAX_PERMUTED.bit_length())  # m >= 2: m^64 > 2^63, no huge powers tried
     while m**digits > MAX_PERMUTED:
         digits -= 1
     domain = m**digits
