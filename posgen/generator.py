@@ -52,7 +52,6 @@ import numpy as np
 
 from posgen.spec import TaskSpec, probe_source
 from posgen.tasks import (
-    dependency_matrix,
     far_start,
     get_op,
     hash_table,
@@ -141,7 +140,7 @@ def disjoint_windows(spec: TaskSpec, split: str, start: int, stop: int) -> np.nd
     """Distinct windows of Z_m^w; past m^w = 2^63 only the last d digits (m^d <= 2^63) are
     permuted, and the first ones hashed from (key, index)."""
     m, w = spec.modulus, spec.window
-    digits = w
+    digits = min(w, MAX_PERMUTED.bit_length())  # m >= 2: m^64 > 2^63, no huge powers tried
     while m**digits > MAX_PERMUTED:
         digits -= 1
     domain = m**digits
@@ -641,7 +640,7 @@ def _plan(task: str, near: int, far: int, length: int, offset: int) -> ProbePlan
             order = [*range(window + offset, length), *range(window + offset - 1, window - 1, -1)]
             for t in order:
                 first = starts[t - window]
-                if guarded[first] or any(replaced[t - near : t + 1]):
+                if guarded[first] or replaced.find(1, t - near, t + 1) >= 0:
                     continue
                 replaced[first] = 1
                 guarded[t - near : t + 1] = b"\x01" * (near + 1)
@@ -662,15 +661,14 @@ def probed_positions(task: str, near: int, far: int, replaced: np.ndarray) -> np
     length, window = replaced.shape[0], near + far
     if length <= window or not far:
         return np.empty(0, dtype=np.int64)
-    keep = np.empty(length - window, dtype=bool)
-    block = max(1, FAR_RULE_PAIRS // window)  # targets at once: memory bounded whatever w
-    for first in range(window, length, block):
-        last = min(first + block, length)
-        hit = replaced[dependency_matrix(task, last, near, far, first)]
-        keep[first - window : last - window] = (
-            hit[:, :far].any(axis=1) & ~hit[:, far:].any(axis=1) & ~replaced[first:last]
-        )
-    return np.arange(window, length)[keep]
+    # before[i]: replaced positions below i, so each test is two lookups whatever w
+    before = np.zeros(length + 1, dtype=np.int64)
+    np.cumsum(replaced, out=before[1:])
+    t = np.arange(window, length, dtype=np.int64)
+    starts = np.asarray(far_start(task, t, near, far), dtype=np.int64)
+    far_hit = before[starts + far] > before[starts]
+    near_hit = before[t] > before[t - near]
+    return t[far_hit & ~near_hit & ~np.asarray(replaced[window:], dtype=bool)]
 
 
 def stream_key(spec: TaskSpec, split: str) -> np.uint64:

@@ -204,9 +204,13 @@ class Op:
         if self.kind == "tuple":
             return keyed_hash(operands, modulus, key)
         narrow = len(operands) * (modulus - 1) < 2**31  # int32 sums: several times faster
-        total = np.zeros(np.shape(operands[0]), dtype=np.int32 if narrow else np.int64)
-        for column in operands:
-            total += column
+        dtype = np.int32 if narrow else np.int64
+        if isinstance(operands, np.ndarray):  # one block of them: one sum, not w numpy calls
+            total = operands.sum(axis=0, dtype=dtype)
+        else:
+            total = np.zeros(np.shape(operands[0]), dtype=dtype)
+            for column in operands:
+                total += column
         if self.kind == "additive":
             return (total % modulus).astype(np.int64)
         return sum_table(self.name, modulus, len(operands))[total].astype(np.int64)

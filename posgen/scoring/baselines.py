@@ -42,11 +42,10 @@ def oracle_predictions(spec: TaskSpec, tokens: np.ndarray) -> np.ndarray:
     return out
 
 
-def _contexts(tokens: np.ndarray, near: int, window: int) -> np.ndarray:
-    """``(rows * (L - w), k)`` near contexts of positions ``w .. L-1``, row-major."""
+def _near_column(tokens: np.ndarray, slot: int, near: int, window: int) -> np.ndarray:
+    """Near operand ``slot`` of positions ``w .. L-1``, row-major: one column of the contexts."""
     length = tokens.shape[1]
-    views = np.lib.stride_tricks.sliding_window_view(tokens, near, axis=1)
-    return views[:, window - near : length - near].reshape(-1, near)
+    return tokens[:, window - near + slot : length - near + slot].reshape(-1).astype(np.int64)
 
 
 def _most_common(groups: np.ndarray, targets: np.ndarray, modulus: int) -> tuple[np.ndarray, ...]:
@@ -70,17 +69,21 @@ def near_only_predictions(
 ) -> np.ndarray:
     """The near-context majority predictor, fitted on ``fit_tokens``, applied to ``tokens``."""
     rows, length = tokens.shape
-    fit_contexts = _contexts(fit_tokens, near, window)
     fit_targets = fit_tokens[:, window:].reshape(-1).astype(np.int64)
-    contexts = _contexts(tokens, near, window)
-    both = np.concatenate([fit_contexts, contexts]).astype(np.int64)
-    if modulus**near < 2**62:
-        codes = both @ (modulus ** np.arange(near - 1, -1, -1, dtype=np.int64))
-        _, ids = np.unique(codes, return_inverse=True)
-    else:
-        _, ids = np.unique(both, axis=0, return_inverse=True)
-    ids = ids.reshape(-1)
-    fit_ids, query_ids = ids[: fit_contexts.shape[0]], ids[fit_contexts.shape[0] :]
+    fitted = fit_targets.size
+    # one id per distinct context, a column at a time: memory of one column, not (N, k)
+    exact = modulus**near < 2**62  # the whole context as one base-m code
+    ids = np.zeros(fitted + rows * (length - window), dtype=np.int64)
+    for slot in range(near):
+        column = np.concatenate(
+            [_near_column(fit_tokens, slot, near, window), _near_column(tokens, slot, near, window)]
+        )
+        ids = ids * modulus + column
+        if not exact:  # renumber: ids stay below the number of contexts
+            ids = np.unique(ids, return_inverse=True)[1].reshape(-1)
+    if exact:
+        ids = np.unique(ids, return_inverse=True)[1].reshape(-1)
+    fit_ids, query_ids = ids[:fitted], ids[fitted:]
     fallback = _majority_token(fit_targets, modulus) if fit_targets.size else 0
     table = np.full(int(ids.max(initial=-1)) + 1, fallback, dtype=np.int64)
     if fit_targets.size:

@@ -108,6 +108,34 @@ def test_probed_positions_of_a_wide_window_take_memory_bounded_whatever_the_wind
     assert probed.tolist() == [t for t in range(515, 32_768) if not replaced[t - 3 : t + 1].any()]
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_probed_positions_read_each_position_a_bounded_number_of_times_whatever_the_window(
+    oracle, task
+):
+    """Every target's j + k operands were looked up, (L - w) x w reads: 4 probe rows of
+    L' = 65,536 at k = 4096 took 10.7 s against 0.8 s to generate them."""
+    reads = []
+
+    class Counted(np.ndarray):
+        def __getitem__(self, index):
+            out = super().__getitem__(index)
+            reads.append(np.size(out))
+            return out
+
+    near, far, length = 1024, 2, 8192
+    replaced = np.zeros(length, dtype=bool)
+    replaced[::700] = True
+    probed = posgen.generator.probed_positions(task, near, far, replaced.view(Counted))
+    assert sum(reads) <= 2 * length
+    expected = [
+        t
+        for t in range(near + far, length)
+        if not replaced[t - near : t + 1].any()
+        and replaced[oracle.far_positions(task, t, near, far)].any()
+    ]
+    assert probed.tolist() == expected
+
+
 def test_cot_replaces_the_question_and_probes_every_target():
     spec = TaskSpec(task="cot", far=2, train_size=1, val_size=1, test_size=5)
     block = probe_rows(spec, "probe", 0, 5)

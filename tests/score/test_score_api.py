@@ -100,6 +100,25 @@ def test_oracle_scores_exactly_one_on_every_task_and_catches_a_corrupted_token(f
     assert report.ood.correct < report.ood.tokens
 
 
+@pytest.mark.parametrize("modulus", [17, 65536])  # contexts as one code, or renumbered
+def test_near_only_takes_memory_of_a_few_columns_whatever_k(modulus):
+    """Every near context was built as a (positions, k) int64 matrix, copied three times: at
+    m = 65536, k = 1024 and L' = 16,384, 629 MB for a split of 16 KB."""
+    import tracemalloc
+
+    spec = TaskSpec(task="cot", modulus=modulus, near=512, far=1, train_length=514,
+                    test_length=4096, train_size=2, val_size=1, test_size=1)  # fmt: skip
+    train, test = generate_split(spec, "train"), generate_split(spec, "test")
+    tracemalloc.start()
+    try:
+        predictions = baseline_predictions("near-only", spec, test, train)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 2**20  # one context matrix: 3,584 x 512 x 8 B = 14.7 MB
+    assert (predictions[:, : spec.window] == test[:, : spec.window]).all()
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_near_only_scores_close_to_one_over_m(task):
     spec = TaskSpec(task=task, train_size=3000, val_size=50, test_size=500)
