@@ -40,6 +40,7 @@ from posgen.spec import (
     probe_config,
     read_bounded,
 )
+from posgen.tasks import TASKS, op_names
 
 MANIFEST_NAME = "posgen.json"
 CARD_NAME = "README.md"
@@ -454,7 +455,31 @@ def read_manifest(root: str | Path) -> Manifest:
     try:
         manifest = Manifest.model_validate(body)
     except ValidationError as error:
-        raise DamagedDataset(root, [f"{path}: {line}" for line in problem_lines(error)]) from None
+        lines = [f"{path}: {line}" for line in problem_lines(error)]
+        if unknown := unregistered(body):
+            lines.append(
+                f"{path}: {' and '.join(unknown)} not registered in this process: a dataset of a "
+                "task or op of your own is read where it is registered (posgen.register_task, "
+                "posgen.register_op), as it was written"
+            )
+        raise DamagedDataset(root, lines) from None
     except RecursionError:
         raise DamagedDataset(root, [f"{path}: nested too deeply"]) from None
     return manifest
+
+
+def unregistered(body: dict[str, Any]) -> list[str]:
+    """The tasks and ops the raw manifest ``body`` names that this process has not registered.
+
+    >>> unregistered({"configs": {"x": {"spec": {"task": "third", "op": "mod_addition"}}}})
+    ["task 'third'"]
+    """
+    names = {"task": set(TASKS), "op": set(op_names())}
+    found: dict[str, None] = {}
+    for entry in body.get("configs", {}).values():
+        spec = entry.get("spec") if isinstance(entry, dict) else None
+        for field, known in names.items():
+            value = spec.get(field) if isinstance(spec, dict) else None
+            if isinstance(value, str) and value not in known:
+                found[f"{field} {shown(repr(value), 80)}"] = None
+    return list(found)

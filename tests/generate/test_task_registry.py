@@ -12,6 +12,7 @@ import posgen
 import posgen.tasks
 from posgen import TASKS, TaskSpec, generate_split, register_task
 from posgen.generator import probe_rows
+from posgen.store.manifest import DamagedDataset
 
 
 def test_a_registered_task_is_usable_in_a_spec_the_generator_and_the_validator(third_task):
@@ -34,6 +35,19 @@ def test_a_registered_task_is_a_cli_choice(cli, third_task, tmp_path):
     result = cli("generate", "--out", out, "--task", third_task, *sizes)
     assert result.exit_code == 0, result.output
     assert posgen.read_manifest(out).configs[third_task].spec.task == third_task
+
+
+def test_a_dataset_of_a_task_this_process_has_not_registered_says_to_register_it(
+    cli, third_task, monkeypatch, tmp_path
+):
+    sizes = ["--train-size", "20", "--val-size", "4", "--test-size", "4", "-q"]
+    assert cli("generate", "--out", tmp_path / "ds", "--task", third_task, *sizes).exit_code == 0
+    monkeypatch.delitem(posgen.tasks._RULES, third_task)  # a process that never registered it
+    with pytest.raises(DamagedDataset) as raised:
+        posgen.load(tmp_path / "ds")
+    assert "task 'third' not registered in this process" in str(raised.value)
+    result = cli("validate", tmp_path / "ds")
+    assert result.exit_code == 1 and "(posgen.register_task, posgen.register_op)" in result.output
 
 
 def test_an_unregistered_task_is_refused_naming_the_registered_ones():
