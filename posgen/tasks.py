@@ -554,6 +554,12 @@ def register_op(op: Op) -> None:
         raise OpError(f"op name {op.name!r}: 1 to 64 printable characters (a spec's op field)")
     if op.kind not in get_args(Kind):
         raise OpError(f"op {op.name!r}: kind {op.kind!r} is not one of {', '.join(get_args(Kind))}")
+    text = op.description
+    if not isinstance(text, str) or not text.isprintable() or len(text) > 300 or "`" in text:
+        raise OpError(  # the card quotes it in a code block
+            f"op {op.name!r}: its description is one printable line of at most 300 characters, "
+            "without backticks"
+        )
     if op.name in _OPS:
         raise OpError(f"op {op.name!r} is already registered")
     if op.kind == "sum" and not callable(op.value):

@@ -69,13 +69,18 @@ def test_a_registered_op_whose_formula_fails_or_gives_no_token_is_refused_naming
     assert not (tmp_path / "ds").exists()
 
 
-def test_a_registered_op_without_a_name_kind_or_formula_is_refused(monkeypatch):
+def test_a_registered_op_without_a_name_kind_formula_or_one_line_description_is_refused(
+    monkeypatch,
+):
     monkeypatch.setattr(posgen.tasks, "_OPS", dict(posgen.tasks._OPS))  # for this test only
     with pytest.raises(posgen.tasks.OpError, match="needs its value formula, value"):
         register_op(Op("test_op", "no formula", "sum", 5))  # type: ignore[arg-type]
     for name, kind in ((None, "sum"), ("", "sum"), ("x" * 65, "sum"), ("a\nb", "sum"), ("k", "?")):
         with pytest.raises(ValueError, match=r"op name|kind"):
             register_op(Op(name, "", kind, lambda total, m: 0))  # type: ignore[arg-type]
+    for description in ("a\n## heading", "x ``` y", "d" * 301, None):  # the card shows it
+        with pytest.raises(posgen.tasks.OpError, match="one printable line of at most 300"):
+            register_op(Op("test_op", description, "additive"))  # type: ignore[arg-type]
 
 
 def test_op_key_belongs_to_keyed_ops_only_and_enters_their_spec_id():
