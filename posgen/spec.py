@@ -477,6 +477,11 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         raise SpecFileError(f"spec file {path} is not a usable spec: {why}") from None
     if not isinstance(data, dict):
         raise SpecFileError(f"spec file {path} must hold a mapping, not {type(data).__name__}")
+    if data.get("format") == "posgen-dataset":
+        raise SpecFileError(
+            f"spec file {path} is a dataset's manifest, not a spec: its card's section 'How to "
+            "regenerate it byte for byte' holds the spec it was made from"
+        )
     return data
 
 

@@ -76,6 +76,7 @@ def test_a_single_task_spec_file_is_a_one_config_benchmark(tmp_path):
         ("bad.json", "{", "is not valid JSON"),
         ("bad.txt", "x", "use .toml, .yaml, .yml or .json"),
         ("list.json", "[1]", "must hold a mapping"),
+        ("posgen.json", '{"format": "posgen-dataset", "configs": {}}', "a dataset's manifest"),
     ],
 )
 def test_malformed_spec_files_give_one_line_reasons(tmp_path, name, text, message):
