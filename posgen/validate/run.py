@@ -178,6 +178,12 @@ def schema_result(tally: SplitTally) -> CheckResult:
         problems.append(
             f"split {data.split}: rows do not have any of the spec's lengths ({lengths})"
         )
+    # rows past the split's size: the spec generates none (their seed windows go unchecked)
+    extra = tally.rows - spec.split_size(data.split) if data.split in spec.split_names else 0
+    if extra > 0:
+        problems.append(
+            f"{tally.rows} rows; split {data.split} of the spec holds {spec.split_size(data.split)}"
+        )
     found = tally.problems
     for kind in ("bad_length", "out_of_range", "nulls", "bad_ids"):
         if kind == "nulls" and tally.nulls:
@@ -186,7 +192,7 @@ def schema_result(tally: SplitTally) -> CheckResult:
             count, first = found[kind]
             problems.append(SCHEMA_LINES[kind].format(count, *first, data.length, spec.modulus))
     failures = len(tally.part_problems) + tally.nulls
-    failures += sum(count for count, _ in found.values()) + (data.length is None)
+    failures += sum(count for count, _ in found.values()) + (data.length is None) + max(0, extra)
     message = f"{tally.rows} rows of {data.length} tokens in [0, {spec.modulus}), ids in order"
     return _result(tally, "schema", problems, message, failures)
 

@@ -17,7 +17,13 @@ from pydantic import ValidationError
 
 from posgen.generator import generate_split, grow, seed_windows
 from posgen.spec import TaskSpec
-from posgen.store.formats import open_writer, rows_to_table, split_table, to_dataset_dict
+from posgen.store.formats import (
+    open_writer,
+    rows_to_table,
+    split_table,
+    table_tokens,
+    to_dataset_dict,
+)
 from posgen.store.manifest import read_manifest
 from posgen.tasks import TASKS
 from posgen.validate import AuditThresholds, SourceError, validate
@@ -283,6 +289,21 @@ def test_a_periodic_row_is_counted_by_the_shortcut_audit():
     facts = validate(split, spec, split="test").facts["recursive"]["test"]
     assert facts["periodic_rows"] >= 1
     assert facts["periodic_shortcut_share"] >= 0.5
+
+
+def test_a_row_past_the_split_size_fails_schema_whatever_its_seed_window():
+    # row 40 of a 40-row train split: the spec generates none, so its seed window is nobody's
+    import datasets
+
+    spec = TaskSpec(task="cot", train_size=40, val_size=10, test_size=10, test_length=[80],
+                    train_length=48)  # fmt: skip
+    table = split_table(spec, "train")
+    forged = grow(spec, np.array([[16, 16, 16, 16]]), 48)
+    rows = np.concatenate([table_tokens(table), forged])
+    longer = datasets.Dataset(rows_to_table(0, rows, table.schema), fingerprint="forged")
+    report = validate(longer, spec, split="train")
+    assert report.failed_kinds == ["schema"], report.summary()
+    assert "41 rows; split train of the spec holds 40" in failed(report, "schema")[0].message
 
 
 def test_operand_sensitivity_is_measured_for_other_ops():
