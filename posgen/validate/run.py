@@ -178,6 +178,12 @@ def schema_result(tally: SplitTally) -> CheckResult:
         problems.append(
             f"split {data.split}: rows do not have any of the spec's lengths ({lengths})"
         )
+    unknown = data.length is not None and data.split not in spec.split_names
+    if unknown:
+        problems.append(  # its seed windows are checked against no split's
+            f"split {shown(data.split, 60)!r} is none of the spec's "
+            f"({', '.join(spec.split_names)}): its seed windows cannot be checked"
+        )
     # rows past the split's size: the spec generates none (their seed windows go unchecked)
     extra = tally.rows - spec.split_size(data.split) if data.split in spec.split_names else 0
     if extra > 0:
@@ -193,6 +199,7 @@ def schema_result(tally: SplitTally) -> CheckResult:
             problems.append(SCHEMA_LINES[kind].format(count, *first, data.length, spec.modulus))
     failures = len(tally.part_problems) + tally.nulls
     failures += sum(count for count, _ in found.values()) + (data.length is None) + max(0, extra)
+    failures += unknown
     message = f"{tally.rows} rows of {data.length} tokens in [0, {spec.modulus}), ids in order"
     return _result(tally, "schema", problems, message, failures)
 

@@ -291,19 +291,25 @@ def test_a_periodic_row_is_counted_by_the_shortcut_audit():
     assert facts["periodic_shortcut_share"] >= 0.5
 
 
-def test_a_row_past_the_split_size_fails_schema_whatever_its_seed_window():
-    # row 40 of a 40-row train split: the spec generates none, so its seed window is nobody's
+@pytest.mark.parametrize(
+    ("name", "valid_rows", "line"),
+    [  # rows the spec does not generate: their seed windows are nobody's
+        ("train", 40, "41 rows; split train of the spec holds 40"),  # row 40 of 40
+        ("foo", 0, "split 'foo' is none of the spec's (train, validation, test)"),
+    ],
+)
+def test_rows_of_no_split_fail_schema_whatever_their_seed_windows(name, valid_rows, line):
     import datasets
 
     spec = TaskSpec(task="cot", train_size=40, val_size=10, test_size=10, test_length=[80],
                     train_length=48)  # fmt: skip
     table = split_table(spec, "train")
     forged = grow(spec, np.array([[16, 16, 16, 16]]), 48)
-    rows = np.concatenate([table_tokens(table), forged])
-    longer = datasets.Dataset(rows_to_table(0, rows, table.schema), fingerprint="forged")
-    report = validate(longer, spec, split="train")
+    rows = np.concatenate([table_tokens(table)[:valid_rows], forged])
+    dataset = datasets.Dataset(rows_to_table(0, rows, table.schema), fingerprint="forged")
+    report = validate(datasets.DatasetDict({name: dataset}), spec)
     assert report.failed_kinds == ["schema"], report.summary()
-    assert "41 rows; split train of the spec holds 40" in failed(report, "schema")[0].message
+    assert line in failed(report, "schema")[0].message
 
 
 def test_operand_sensitivity_is_measured_for_other_ops():
