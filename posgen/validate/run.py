@@ -410,6 +410,14 @@ def validate(
 ) -> Report:
     """Validate a dataset folder, a Parquet/Arrow file or a ``datasets`` object; ``spec`` is
     needed without a manifest. :class:`SourceError` for unusable input."""
+    for name, value, kind in (
+        ("spec", spec, TaskSpec),
+        ("thresholds", thresholds, AuditThresholds),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise SourceError(
+                f"{name} must be a {kind.__name__} or None, not {type(value).__name__}"
+            )
     if isinstance(source, (str, Path)):  # a folder replaced while read is read again
         return pinned(source, lambda: _validate(source, spec, config, split, thresholds))
     return _validate(source, spec, config, split, thresholds)

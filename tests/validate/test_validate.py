@@ -265,6 +265,15 @@ def test_parquet_arrow_and_datasets_sources_validate_with_a_spec(tmp_path):
         validate(tmp_path / "test.parquet")
 
 
+@pytest.mark.parametrize(
+    ("argument", "value", "kind"),
+    [("spec", "cot", "TaskSpec"), ("thresholds", {"max_balance_tv": 0.1}, "AuditThresholds")],
+)
+def test_a_wrong_kind_of_argument_is_named(small_dataset, argument, value, kind):
+    with pytest.raises(SourceError, match=rf"{argument} must be a {kind} or None, not"):
+        validate(small_dataset, **{argument: value})
+
+
 # Audit ----------------------------------------------------------------------------------
 def test_audit_fails_only_under_a_threshold(small_dataset):
     assert validate(small_dataset, config="cot").ok
