@@ -178,6 +178,18 @@ def schema_result(tally: SplitTally) -> CheckResult:
         problems.append(
             f"split {data.split}: rows do not have any of the spec's lengths ({lengths})"
         )
+    unknown = data.length is not None and data.split not in spec.split_names
+    if unknown:
+        problems.append(  # its seed windows are checked against no split's
+            f"split {shown(data.split, 60)!r} is none of the spec's "
+            f"({', '.join(spec.split_names)}): its seed windows cannot be checked"
+        )
+    # rows past the split's size: the spec generates none (their seed windows go unchecked)
+    extra = tally.rows - spec.split_size(data.split) if data.split in spec.split_names else 0
+    if extra > 0:
+        problems.append(
+            f"{tally.rows} rows; split {data.split} of the spec holds {spec.split_size(data.split)}"
+        )
     found = tally.problems
     for kind in ("bad_length", "out_of_range", "nulls", "bad_ids"):
         if kind == "nulls" and tally.nulls:
@@ -186,7 +198,8 @@ def schema_result(tally: SplitTally) -> CheckResult:
             count, first = found[kind]
             problems.append(SCHEMA_LINES[kind].format(count, *first, data.length, spec.modulus))
     failures = len(tally.part_problems) + tally.nulls
-    failures += sum(count for count, _ in found.values()) + (data.length is None)
+    failures += sum(count for count, _ in found.values()) + (data.length is None) + max(0, extra)
+    failures += unknown
     message = f"{tally.rows} rows of {data.length} tokens in [0, {spec.modulus}), ids in order"
     return _result(tally, "schema", problems, message, failures)
 
@@ -397,6 +410,14 @@ def validate(
 ) -> Report:
     """Validate a dataset folder, a Parquet/Arrow file or a ``datasets`` object; ``spec`` is
     needed without a manifest. :class:`SourceError` for unusable input."""
+    for name, value, kind in (
+        ("spec", spec, TaskSpec),
+        ("thresholds", thresholds, AuditThresholds),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise SourceError(
+                f"{name} must be a {kind.__name__} or None, not {type(value).__name__}"
+            )
     if isinstance(source, (str, Path)):  # a folder replaced while read is read again
         return pinned(source, lambda: _validate(source, spec, config, split, thresholds))
     return _validate(source, spec, config, split, thresholds)

@@ -17,7 +17,13 @@ from pydantic import ValidationError
 
 from posgen.generator import generate_split, grow, seed_windows
 from posgen.spec import TaskSpec
-from posgen.store.formats import open_writer, rows_to_table, split_table, to_dataset_dict
+from posgen.store.formats import (
+    open_writer,
+    rows_to_table,
+    split_table,
+    table_tokens,
+    to_dataset_dict,
+)
 from posgen.store.manifest import read_manifest
 from posgen.tasks import TASKS
 from posgen.validate import AuditThresholds, SourceError, validate
@@ -259,6 +265,15 @@ def test_parquet_arrow_and_datasets_sources_validate_with_a_spec(tmp_path):
         validate(tmp_path / "test.parquet")
 
 
+@pytest.mark.parametrize(
+    ("argument", "value", "kind"),
+    [("spec", "cot", "TaskSpec"), ("thresholds", {"max_balance_tv": 0.1}, "AuditThresholds")],
+)
+def test_a_wrong_kind_of_argument_is_named(small_dataset, argument, value, kind):
+    with pytest.raises(SourceError, match=rf"{argument} must be a {kind} or None, not"):
+        validate(small_dataset, **{argument: value})
+
+
 # Audit ----------------------------------------------------------------------------------
 def test_audit_fails_only_under_a_threshold(small_dataset):
     assert validate(small_dataset, config="cot").ok
@@ -283,6 +298,27 @@ def test_a_periodic_row_is_counted_by_the_shortcut_audit():
     facts = validate(split, spec, split="test").facts["recursive"]["test"]
     assert facts["periodic_rows"] >= 1
     assert facts["periodic_shortcut_share"] >= 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "valid_rows", "line"),
+    [  # rows the spec does not generate: their seed windows are nobody's
+        ("train", 40, "41 rows; split train of the spec holds 40"),  # row 40 of 40
+        ("foo", 0, "split 'foo' is none of the spec's (train, validation, test)"),
+    ],
+)
+def test_rows_of_no_split_fail_schema_whatever_their_seed_windows(name, valid_rows, line):
+    import datasets
+
+    spec = TaskSpec(task="cot", train_size=40, val_size=10, test_size=10, test_length=[80],
+                    train_length=48)  # fmt: skip
+    table = split_table(spec, "train")
+    forged = grow(spec, np.array([[16, 16, 16, 16]]), 48)
+    rows = np.concatenate([table_tokens(table)[:valid_rows], forged])
+    dataset = datasets.Dataset(rows_to_table(0, rows, table.schema), fingerprint="forged")
+    report = validate(datasets.DatasetDict({name: dataset}), spec)
+    assert report.failed_kinds == ["schema"], report.summary()
+    assert line in failed(report, "schema")[0].message
 
 
 def test_operand_sensitivity_is_measured_for_other_ops():
