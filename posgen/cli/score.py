@@ -190,7 +190,8 @@ def baseline_command(
     \b
     oracle     h of the true preceding operands at each position: the ceiling (100%);
                on a probe split it follows the far rule (far-reliance 1)
-    near-only  best guess from the k near tokens alone (fitted on --fit-split): ~1/m
+    near-only  best guess from the k near tokens alone (fitted on --fit-split): ~1/m;
+               more on paper seeding, whose test rows repeat train rows
     majority   most common token per position of --fit-split
     local      probe splits only: the stored, unaltered token (far-reliance 0)
     """

@@ -182,8 +182,9 @@ def score_probe(
     ids: Any = None,
     bucket_width: int = DEFAULT_BUCKET_WIDTH,
 ) -> RelianceReport:
-    """Far- and local-reliance of ``predictions`` (in id order, or that of ``ids``) on a probe
-    split: a :class:`ProbeSplit`, or a ``datasets.Dataset`` / ``pyarrow.Table`` and ``spec``.
+    """Far- and local-reliance of ``predictions`` (in the row order of ``probe``, or that of
+    ``ids``) on a probe split: a :class:`ProbeSplit`, or a ``datasets.Dataset`` /
+    ``pyarrow.Table`` and ``spec``.
 
     >>> from posgen.generator import probe_rows
     >>> from posgen.store.formats import probe_schema, probe_table
@@ -203,6 +204,9 @@ def score_probe(
             )
         table = probe if isinstance(probe, pa.Table) else probe.with_format("arrow")[:]
         probe = probe_from_table(table, spec)
+        table_ids = table.column("id").to_numpy()
+        if ids is None and not np.array_equal(table_ids, probe.ids):
+            ids = table_ids  # predictions in the table's row order, as score() reads them
     preds = np.asarray(predictions)
     if ids is not None:
         preds = align_to_ids(np.asarray(ids), preds, probe.ids)

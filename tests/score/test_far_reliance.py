@@ -138,3 +138,25 @@ def test_score_file_given_an_argument_it_cannot_use_raises_one_clear_error(folde
         score_file(**{**arguments, **changed})
     with pytest.raises(ScoringError, match="reference: a ReferenceSplit or ProbeSplit"):
         score_reference(None, "p.npy")  # was AttributeError: 'NoneType' has no 'spec'
+
+
+def test_a_probe_table_in_shuffled_row_order_is_scored_with_predictions_in_that_order():
+    """Two probe rows given id 1 first: predictions in the table's order (as score() reads a
+    table) follow the far rule at both probed targets (far-reliance 1, not 0)."""
+    import pyarrow as pa
+
+    from posgen.spec import TaskSpec
+
+    spec = TaskSpec(task="cot", train_length=6, test_length=7, train_size=8, val_size=4,
+                    test_size=4)  # fmt: skip
+    table = pa.table({
+        "id": [1, 0], "tokens": [[1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]],
+        "source_id": [1, 0], "replaced": [[0], [0]], "probed": [[4], [5]],
+        "far_rule": [[1], [0]],
+    })  # fmt: skip
+    # id 1: target 4 far rule 1, stored 0; id 0: target 5 far rule 0 = stored (not counted)
+    follows = np.array([[1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]])
+    follows[0, 4] = 1  # row id 1 predicts the far-rule answer 1 at target 4
+    report = score_probe(table, follows, spec)
+    assert (report.id.counted, report.id.far) == (1, 1)
+    assert report == score_probe(table, follows[::-1], spec, ids=np.array([0, 1]))

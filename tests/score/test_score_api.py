@@ -129,6 +129,16 @@ def test_near_only_scores_close_to_one_over_m(task):
     assert 0.5 * chance < report.overall.accuracy < 1.5 * chance
 
 
+def test_near_only_recalls_paper_seeded_test_rows_since_they_are_train_rows():
+    """paper seeding: test = rows [val_size, val_size + test_size) of the same cycled list as
+    train, so on cot with 120 train rows every test context was seen with its target."""
+    spec = TaskSpec(task="cot", train_size=120, val_size=30, test_size=25, seeding="paper")
+    train, test = generate_split(spec, "train"), generate_split(spec, "test")
+    assert (test[:, :64] == train[30:55]).all()
+    report = score(test, baseline_predictions("near-only", spec, test, train), spec)
+    assert report.id.accuracy == 1.0
+
+
 FIT = {  # kind -> (task, fit rows, rows to predict, the predictions)
     # the most common follower of each near context: after 3, 5 follows twice; an unseen
     # context (2) gets the most common fit target (3 and 5 tie twice: the smaller, 3)
