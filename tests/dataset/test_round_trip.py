@@ -168,6 +168,19 @@ def test_a_verified_load_refuses_a_card_or_sidecar_pointing_elsewhere(tmp_path, 
         load(root, "cot")
 
 
+@pytest.mark.parametrize("storage", ["parquet", "arrow"])
+@pytest.mark.parametrize("names", [("zeta", "alpha"), ("x", "default")])
+def test_a_load_naming_no_config_reads_the_default_config_verified_or_not(tmp_path, storage, names):
+    """The manifest's first config, or the one named ``default``: what ``load_dataset`` reads."""
+    root = tmp_path / "ds"
+    specs = [SMALL, TaskSpec.model_validate({**SMALL.model_dump(), "task": "recursive"})]
+    bench = BenchmarkSpec(name="ds", configs=dict(zip(names, specs, strict=True)))
+    write_dataset(bench, root, storage=storage, finish=unvalidated_card)
+    want = generate_split(bench.configs[read_manifest(root).default_config], "train").tolist()
+    for loaded in (load(root), load(root, verify=False), datasets.load_dataset(str(root))):
+        assert loaded["train"]["tokens"] == want
+
+
 def test_a_spec_of_the_most_test_lengths_writes_and_reads_back(tmp_path):
     lengths = tuple(range(8, 8 + MAX_TEST_LENGTHS))  # a test and a probe split each
     spec = TaskSpec(task="recursive", modulus=5, near=2, far=1, train_length=8,
