@@ -193,7 +193,13 @@ class Dataset:
     (['cot'], (2, 256))
     """
 
-    def __init__(self, root: Path, manifest: Manifest, folder: int | None = None) -> None:
+    def __init__(
+        self, root: str | Path, manifest: Manifest | None = None, folder: int | None = None
+    ) -> None:
+        if manifest is None:  # Dataset(path): Dataset.open(path), its folder held by it
+            self._opened = Dataset.open(root)
+            vars(self).update(vars(self._opened))
+            return
         self.root = root
         self.manifest = manifest
         self.format: Format = manifest_format(manifest)

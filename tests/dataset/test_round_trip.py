@@ -21,7 +21,7 @@ from posgen.card import unvalidated_card
 from posgen.generator import generate_split, probe_rows
 from posgen.spec import MAX_TEST_LENGTHS, BenchmarkSpec, TaskSpec
 from posgen.store import FORMATS, DamagedDataset, read_manifest
-from posgen.store.dataset import load
+from posgen.store.dataset import Dataset, load
 from posgen.store.formats import probe_schema, probe_table, to_dataset_dict
 from posgen.store.manifest import sha256_file
 from posgen.tasks import TASKS
@@ -179,6 +179,16 @@ def test_a_load_naming_no_config_reads_the_default_config_verified_or_not(tmp_pa
     want = generate_split(bench.configs[read_manifest(root).default_config], "train").tolist()
     for loaded in (load(root), load(root, verify=False), datasets.load_dataset(str(root))):
         assert loaded["train"]["tokens"] == want
+
+
+def test_a_handle_made_from_a_path_alone_reads_as_one_opened(small_dataset):
+    made, opened = Dataset(small_dataset), Dataset.open(small_dataset)
+    assert made.configs == opened.configs == list(TASKS)
+    assert np.array_equal(made.split("cot", "test_128").tokens, generate_split(
+        opened.spec("cot"), "test_128"))  # fmt: skip
+    probe, reference = made.probe("cot", "probe"), opened.probe("cot", "probe")
+    assert np.array_equal(probe.far_rule, reference.far_rule)
+    assert np.array_equal(probe.probed, reference.probed)
 
 
 def test_a_spec_of_the_most_test_lengths_writes_and_reads_back(tmp_path):
