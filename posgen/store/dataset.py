@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from posgen.errors import PosgenError, RunError, UsageError, machine_limit
 from posgen.generator import storage_dtype
-from posgen.spec import TaskSpec, is_probe_split, read_bounded
+from posgen.spec import TaskSpec, read_bounded
 from posgen.store.formats import (
     DATA_SUFFIXES,
     Format,
@@ -337,7 +337,7 @@ class Dataset:
     def probe(self, config: str | None, split: str = "probe") -> ProbeSplit:
         """The probe split ``config``/``split``, every file checked as read."""
         config, entry = self._entry(config)
-        if not is_probe_split(named(split, "split")) or split not in entry.splits:
+        if named(split, "split") not in entry.spec.probe_names or split not in entry.splits:
             known = ", ".join(entry.spec.probe_names)
             raise SplitError(
                 f"no probe split {split!r} in config {config!r}; probe splits: {known}"
