@@ -9,6 +9,7 @@ splits add ``source_id``, ``replaced``, ``probed`` and ``far_rule`` (:func:`prob
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import struct
@@ -382,8 +383,8 @@ class ParquetFormat(Format):
     def load_files(self, files: dict[str, list[Path]]) -> datasets.DatasetDict:
         import datasets
 
-        return datasets.load_dataset(
-            "parquet", data_files={s: list(map(str, p)) for s, p in files.items()}
+        return datasets.load_dataset(  # data_files are patterns: a folder "ds[1]" is escaped
+            "parquet", data_files={s: [glob.escape(str(p)) for p in ps] for s, ps in files.items()}
         )
 
 

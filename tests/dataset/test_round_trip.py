@@ -191,6 +191,15 @@ def test_a_handle_made_from_a_path_alone_reads_as_one_opened(small_dataset):
     assert np.array_equal(probe.probed, reference.probed)
 
 
+@pytest.mark.parametrize("name", ["ds[1]", "ds?", "ds*"])
+def test_a_verified_load_of_a_folder_named_like_a_pattern_reads_that_folder_alone(tmp_path, name):
+    bench = BenchmarkSpec(name="ds", configs={"cot": SMALL})
+    write_dataset(bench, tmp_path / name, finish=unvalidated_card)
+    shutil.copytree(tmp_path / name, tmp_path / "dsx")  # what the name, as a pattern, matches
+    loaded = load(tmp_path / name, "cot")
+    assert loaded["test"]["tokens"] == generate_split(SMALL, "test").tolist()
+
+
 def test_a_spec_of_the_most_test_lengths_writes_and_reads_back(tmp_path):
     lengths = tuple(range(8, 8 + MAX_TEST_LENGTHS))  # a test and a probe split each
     spec = TaskSpec(task="recursive", modulus=5, near=2, far=1, train_length=8,
