@@ -432,8 +432,11 @@ def load(path: str | Path, config: str | None = None, verify: bool = True) -> da
     root = dataset_path(path)
     if not root.is_dir():  # datasets would look for it on the Hub
         raise NotADataset(root, [f"{root}: no such folder; nothing was read (not a Hub id)"])
+    config = named(config, "config") or None  # "": the default config, as load_dataset's
     try:
-        return pinned(root, lambda: folder_format(root, named(config, "config")).load(root, config))
+        if config in (".", "..") or "/" in (config or ""):  # a path: never read outside root
+            raise ValueError(config)
+        return pinned(root, lambda: folder_format(root, config).load(root, config))
     except ValueError:  # datasets' "BuilderConfig 'zzz' not found"
         import datasets
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from posgen.card import unvalidated_card
 from posgen.generator import generate_split, probe_rows
 from posgen.spec import MAX_TEST_LENGTHS, BenchmarkSpec, TaskSpec
 from posgen.store import FORMATS, DamagedDataset, read_manifest
-from posgen.store.dataset import Dataset, load
+from posgen.store.dataset import Dataset, SplitError, load
 from posgen.store.formats import probe_schema, probe_table, to_dataset_dict
 from posgen.store.manifest import sha256_file
 from posgen.tasks import TASKS
@@ -198,6 +199,17 @@ def test_a_verified_load_of_a_folder_named_like_a_pattern_reads_that_folder_alon
     shutil.copytree(tmp_path / name, tmp_path / "dsx")  # what the name, as a pattern, matches
     loaded = load(tmp_path / name, "cot")
     assert loaded["test"]["tokens"] == generate_split(SMALL, "test").tolist()
+
+
+@pytest.mark.parametrize("storage", ["parquet", "arrow"])
+def test_an_unverified_load_reads_a_config_name_never_a_path_out_of_the_folder(tmp_path, storage):
+    for name in ("ds", "other"):
+        write_dataset(BenchmarkSpec(name=name, configs={"cot": SMALL}), tmp_path / name,
+                      storage=storage, finish=unvalidated_card)  # fmt: skip
+    for config in ("../other/cot", str(tmp_path / "other" / "cot"), "..", "cot/../cot"):
+        with pytest.raises(SplitError, match=re.escape(f"no config {config!r} in ")):
+            load(tmp_path / "ds", config, verify=False)
+    assert load(tmp_path / "ds", "", verify=False)["train"].num_rows == SMALL.train_size
 
 
 def test_a_spec_of_the_most_test_lengths_writes_and_reads_back(tmp_path):
