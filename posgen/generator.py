@@ -50,7 +50,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from posgen.spec import TaskSpec, probe_source
+from posgen.spec import TaskSpec, is_probe_split, probe_source
 from posgen.tasks import (
     far_start,
     get_op,
@@ -259,6 +259,8 @@ def generate_rows(
 ) -> np.ndarray:
     """Rows ``[start, stop)`` of ``split``; ``block_rows`` changes no token."""
     length = spec.split_length(split)
+    if is_probe_split(split):  # the probe rows' tokens, as the probe split stores them
+        return probe_rows(spec, split, start, stop, block_rows).tokens
     out = np.empty((stop - start, length), dtype=storage_dtype(spec.modulus))
     step = block_rows_for(spec, length, block_rows)
     for first in range(start, stop, step):
@@ -268,7 +270,7 @@ def generate_rows(
 
 
 def generate_split(spec: TaskSpec, split: str, block_rows: int = DEFAULT_BLOCK_ROWS) -> np.ndarray:
-    """Every row of ``split``: ``(split_size, split_length)``.
+    """Every row of ``split``: ``(split_size, split_length)`` (of a probe split: its tokens).
 
     >>> spec = TaskSpec(task="semirecursive", seeding="paper", train_size=3, train_length=8)
     >>> generate_split(spec, "train").tolist()[0]

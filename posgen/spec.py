@@ -191,14 +191,15 @@ class TaskSpec(BaseModel):
 
     def split_length(self, split: str) -> int:
         """Row length of ``split`` (a probe split has its source split's length)."""
-        if split.startswith(PROBE_SPLIT) and split in self.probe_names:
+        if split in self.probe_names:
             return self.split_length(probe_source(split))
         if split == "train":
             return self.train_length
         if split in ("validation", "test"):
             return self.test_lengths[0]
         if (
-            split.startswith("test_")
+            isinstance(split, str)
+            and split.startswith("test_")
             and split[5:].isdigit()
             and int(split[5:]) in self.test_lengths[1:]
         ):

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from posgen.errors import PosgenError, RunError, UsageError, machine_limit
 from posgen.generator import storage_dtype
-from posgen.spec import TaskSpec, is_probe_split, read_bounded
+from posgen.spec import TaskSpec, read_bounded
 from posgen.store.formats import (
     DATA_SUFFIXES,
     Format,
@@ -193,7 +193,13 @@ class Dataset:
     (['cot'], (2, 256))
     """
 
-    def __init__(self, root: Path, manifest: Manifest, folder: int | None = None) -> None:
+    def __init__(
+        self, root: str | Path, manifest: Manifest | None = None, folder: int | None = None
+    ) -> None:
+        if manifest is None:  # Dataset(path): Dataset.open(path), its folder held by it
+            self._opened = Dataset.open(root)
+            vars(self).update(vars(self._opened))
+            return
         self.root = root
         self.manifest = manifest
         self.format: Format = manifest_format(manifest)
@@ -331,7 +337,7 @@ class Dataset:
     def probe(self, config: str | None, split: str = "probe") -> ProbeSplit:
         """The probe split ``config``/``split``, every file checked as read."""
         config, entry = self._entry(config)
-        if not is_probe_split(named(split, "split")) or split not in entry.splits:
+        if named(split, "split") not in entry.spec.probe_names or split not in entry.splits:
             known = ", ".join(entry.spec.probe_names)
             raise SplitError(
                 f"no probe split {split!r} in config {config!r}; probe splits: {known}"
@@ -426,8 +432,11 @@ def load(path: str | Path, config: str | None = None, verify: bool = True) -> da
     root = dataset_path(path)
     if not root.is_dir():  # datasets would look for it on the Hub
         raise NotADataset(root, [f"{root}: no such folder; nothing was read (not a Hub id)"])
+    config = named(config, "config") or None  # "": the default config, as load_dataset's
     try:
-        return pinned(root, lambda: folder_format(root, named(config, "config")).load(root, config))
+        if config in (".", "..") or "/" in (config or ""):  # a path: never read outside root
+            raise ValueError(config)
+        return pinned(root, lambda: folder_format(root, config).load(root, config))
     except ValueError:  # datasets' "BuilderConfig 'zzz' not found"
         import datasets
 

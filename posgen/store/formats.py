@@ -9,6 +9,7 @@ splits add ``source_id``, ``replaced``, ``probed`` and ``far_rule`` (:func:`prob
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import struct
@@ -382,8 +383,8 @@ class ParquetFormat(Format):
     def load_files(self, files: dict[str, list[Path]]) -> datasets.DatasetDict:
         import datasets
 
-        return datasets.load_dataset(
-            "parquet", data_files={s: list(map(str, p)) for s, p in files.items()}
+        return datasets.load_dataset(  # data_files are patterns: a folder "ds[1]" is escaped
+            "parquet", data_files={s: [glob.escape(str(p)) for p in ps] for s, ps in files.items()}
         )
 
 
@@ -619,9 +620,11 @@ class ArrowFormat(Format):
     def load(self, root: Path, config: str | None) -> datasets.DatasetDict:
         import datasets
 
-        if config is None:  # the first config's folder, as load_dataset's default
-            config = sorted(Path(p).parent.name for p in Path(root).glob(
-                ARROW_DATASET_DICT.format(config="*")))[0]  # fmt: skip
+        if config is None:  # the card's default config, as load_dataset's; else the first
+            pattern = ARROW_DATASET_DICT.format(config="*")
+            folders = sorted(Path(p).parent.name for p in Path(root).glob(pattern))
+            default = datasets.get_dataset_default_config_name(str(root))
+            config = default if default in folders else folders[0]
         return datasets.load_from_disk(str(root / config))
 
     def load_files(self, files: dict[str, list[Path]]) -> datasets.DatasetDict:

@@ -393,6 +393,7 @@ WRONG_TYPES = {  # a read given an argument of the wrong type -> the error line
     "split(config=3)": (lambda root: Dataset.open(root).split(3), "config must be a name"),
     "probe(split=5)": (lambda root: Dataset.open(root).probe("cot", 5), "split must be a name"),
     "probe([cot])": (lambda root: Dataset.open(root).probe(["cot"]), "config must be a name"),
+    "probe(split=None)": (lambda root: Dataset.open(root).probe("cot", None), "probe split None"),
     "verify(3)": (lambda root: Dataset.open(root).verify(3), "a name or a list, not int"),
 }
 MISSING = "no such folder; nothing was read (not a Hub id)"  # datasets asked the Hub, 23 s

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from posgen.card import unvalidated_card
 from posgen.generator import generate_split, probe_rows
 from posgen.spec import MAX_TEST_LENGTHS, BenchmarkSpec, TaskSpec
 from posgen.store import FORMATS, DamagedDataset, read_manifest
-from posgen.store.dataset import load
+from posgen.store.dataset import Dataset, SplitError, load
 from posgen.store.formats import probe_schema, probe_table, to_dataset_dict
 from posgen.store.manifest import sha256_file
 from posgen.tasks import TASKS
@@ -166,6 +167,49 @@ def test_a_verified_load_refuses_a_card_or_sidecar_pointing_elsewhere(tmp_path, 
         named = r"test/state\.json: is not what posgen\.json"
     with pytest.raises(DamagedDataset, match=named):
         load(root, "cot")
+
+
+@pytest.mark.parametrize("storage", ["parquet", "arrow"])
+@pytest.mark.parametrize("names", [("zeta", "alpha"), ("x", "default")])
+def test_a_load_naming_no_config_reads_the_default_config_verified_or_not(tmp_path, storage, names):
+    """The manifest's first config, or the one named ``default``: what ``load_dataset`` reads."""
+    root = tmp_path / "ds"
+    specs = [SMALL, TaskSpec.model_validate({**SMALL.model_dump(), "task": "recursive"})]
+    bench = BenchmarkSpec(name="ds", configs=dict(zip(names, specs, strict=True)))
+    write_dataset(bench, root, storage=storage, finish=unvalidated_card)
+    want = generate_split(bench.configs[read_manifest(root).default_config], "train").tolist()
+    for loaded in (load(root), load(root, verify=False), datasets.load_dataset(str(root))):
+        assert loaded["train"]["tokens"] == want
+
+
+def test_a_handle_made_from_a_path_alone_reads_as_one_opened(small_dataset):
+    made, opened = Dataset(small_dataset), Dataset.open(small_dataset)
+    assert made.configs == opened.configs == list(TASKS)
+    assert np.array_equal(made.split("cot", "test_128").tokens, generate_split(
+        opened.spec("cot"), "test_128"))  # fmt: skip
+    probe, reference = made.probe("cot", "probe"), opened.probe("cot", "probe")
+    assert np.array_equal(probe.far_rule, reference.far_rule)
+    assert np.array_equal(probe.probed, reference.probed)
+
+
+@pytest.mark.parametrize("name", ["ds[1]", "ds?", "ds*"])
+def test_a_verified_load_of_a_folder_named_like_a_pattern_reads_that_folder_alone(tmp_path, name):
+    bench = BenchmarkSpec(name="ds", configs={"cot": SMALL})
+    write_dataset(bench, tmp_path / name, finish=unvalidated_card)
+    shutil.copytree(tmp_path / name, tmp_path / "dsx")  # what the name, as a pattern, matches
+    loaded = load(tmp_path / name, "cot")
+    assert loaded["test"]["tokens"] == generate_split(SMALL, "test").tolist()
+
+
+@pytest.mark.parametrize("storage", ["parquet", "arrow"])
+def test_an_unverified_load_reads_a_config_name_never_a_path_out_of_the_folder(tmp_path, storage):
+    for name in ("ds", "other"):
+        write_dataset(BenchmarkSpec(name=name, configs={"cot": SMALL}), tmp_path / name,
+                      storage=storage, finish=unvalidated_card)  # fmt: skip
+    for config in ("../other/cot", str(tmp_path / "other" / "cot"), "..", "cot/../cot"):
+        with pytest.raises(SplitError, match=re.escape(f"no config {config!r} in ")):
+            load(tmp_path / "ds", config, verify=False)
+    assert load(tmp_path / "ds", "", verify=False)["train"].num_rows == SMALL.train_size
 
 
 def test_a_spec_of_the_most_test_lengths_writes_and_reads_back(tmp_path):

@@ -164,6 +164,20 @@ def test_written_probe_splits_hold_the_oracle_rows_and_load_through_datasets(ora
         assert list(posgen.load(small_dataset, f"{config}-probe")) == ["probe", "probe_128"]
 
 
+@pytest.mark.parametrize("split", ["probe", "probe_128"])
+def test_generate_split_of_a_probe_split_gives_the_probe_rows_as_stored(small_dataset, split):
+    spec = read_manifest(small_dataset).configs["semirecursive"].spec
+    stored = posgen.Dataset.open(small_dataset).probe("semirecursive", split).tokens
+    assert np.array_equal(posgen.generate_split(spec, split), stored)
+    assert np.array_equal(generate_rows(spec, split, 5, 9), stored[5:9])
+
+
+@pytest.mark.parametrize("split", [3, None, "probe_96"])
+def test_generate_split_of_no_split_of_the_spec_names_it(split):
+    with pytest.raises(KeyError, match=rf"no split {split!r} in this spec; splits: train, "):
+        posgen.generate_split(TaskSpec(task="cot", train_size=4, val_size=2, test_size=2), split)
+
+
 @pytest.mark.parametrize(
     ("what", "message"),
     [
