@@ -194,7 +194,7 @@ def error_exit(error: BaseException, debug: bool = False) -> tuple[list[str], in
     if isinstance(error, MemoryError):  # the machine's limit (ulimit -v, cgroup), not a bug
         said = shown(str(error)) or "an allocation failed"
         return [f"out of memory ({type(error).__name__}): {said}"], 1
-    if any(said in str(error) for said in NO_THREAD):  # its stack (ulimit -v) or ulimit -u
+    if machine_limit(error):  # no thread: its stack (ulimit -v) or ulimit -u
         line = f"no thread could be started ({type(error).__name__}): {shown(str(error))}"
         return [f"{line}; the machine's memory or process limit is reached"], 1
     line = f"internal error ({type(error).__name__}): {shown(str(error)) or '(no message)'}"

@@ -586,7 +586,7 @@ def require_extra() -> None:
     except ModuleNotFoundError:
         raise UsageProblems([TRAIN_HINT]) from None
     except ImportError as error:
-        reason = " ".join(str(error).split())[:300]
+        reason = shown(error, 300)
         raise RunError(f"the train extra is installed but could not be loaded: {reason}") from None
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from posgen import signals
-from posgen.errors import RunError, UsageError
+from posgen.errors import RunError, UsageError, shown
 from posgen.scoring.metrics import ScoredSplit, ScoreReport
 from posgen.scoring.reliance import RelianceReport
 from posgen.store.safety import write_atomically
@@ -34,7 +34,7 @@ def pyplot() -> Any:
         except ModuleNotFoundError:
             raise PlotUnavailable(PLOT_HINT) from None
         except ImportError as error:  # installed, but a library of it did not load (ulimit -v)
-            reason = " ".join(str(error).split())[:300]
+            reason = shown(error, 300)
             raise RunError(f"matplotlib is installed but could not be loaded: {reason}") from None
     return plt
 

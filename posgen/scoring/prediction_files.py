@@ -31,7 +31,7 @@ from posgen.errors import machine_limit, not_utf8
 from posgen.generator import storage_dtype
 from posgen.scoring.metrics import ScoringError, as_array, integer_array, require_integers
 from posgen.spec import TaskSpec
-from posgen.store.formats import PARQUET_OPTIONS, read_ipc, token_type
+from posgen.store.formats import PARQUET_OPTIONS, read_ipc, readable, token_type
 from posgen.store.safety import durable_file
 
 FORMATS: dict[str, str] = {  # file extension -> format
@@ -101,7 +101,7 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
 def _read_parquet(path: Path, fits: tuple[int, int] | None) -> pa.Table:
     """The ``id`` and predictions columns of a Parquet file (other columns are never read),
     its footer checked against ``fits`` first; without either column, its empty schema."""
-    with pq.ParquetFile(pa.OSFile(os.fsencode(path))) as handle:  # a str path is UTF-8
+    with pq.ParquetFile(readable(path)) as handle:
         names = handle.schema_arrow.names
         name = next((c for c in PREDICTION_COLUMNS if c in names), None)
         if "id" not in names or name is None or names.count("id") + names.count(name) > 2:

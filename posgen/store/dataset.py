@@ -403,9 +403,9 @@ class Dataset:
 
     def load(self, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
         """Every split of ``config`` (``cot`` or ``cot-probe``; when None, the card's default:
-        the config named ``default``, else the first) as
-        ``datasets`` loads it; with ``verify``, exactly the files ``posgen.json`` lists, checked
-        first (not those the card or the sidecars name)."""
+        the config named ``default``, else the first) as ``datasets`` loads it; with ``verify``,
+        exactly the files ``posgen.json`` lists, checked first (not those the card or the
+        sidecars name)."""
 
         def read(handle: Dataset) -> datasets.DatasetDict:
             if not verify:

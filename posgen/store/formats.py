@@ -355,7 +355,7 @@ class ParquetFormat(Format):
         return open_writer(sink, schema), schema, rows_per(row_group_bytes, spec, shard.split)
 
     def facts(self, path: Source) -> FileFacts:
-        meta = pq.read_metadata(_readable(path))
+        meta = pq.read_metadata(readable(path))
         schema = meta.schema.to_arrow_schema()
         leaves = [i for i in range(meta.num_columns)  # a column's index is not its field's
                   if meta.schema.column(i).path.split(".")[0] == "tokens"]  # fmt: skip
@@ -368,10 +368,10 @@ class ParquetFormat(Format):
         return FileFacts(schema, meta.num_rows, tokens, provenance)
 
     def schema(self, path: Path) -> pa.Schema:
-        return pq.read_schema(_readable(path))
+        return pq.read_schema(readable(path))
 
     def batches(self, path, rows, columns=("id", "tokens"), length=None, max_rows=None):
-        handle = pq.ParquetFile(_readable(path))
+        handle = pq.ParquetFile(readable(path))
         present = [n for n in columns if n in handle.schema_arrow.names]
         yield from handle.iter_batches(batch_size=rows, columns=present)
 
@@ -388,7 +388,7 @@ class ParquetFormat(Format):
         )
 
 
-def _readable(source: Source) -> Any:
+def readable(source: Source) -> Any:
     """What pyarrow's readers take: the file opened by its bytes (pyarrow encodes a ``str``
     path as UTF-8: a non-ASCII name under an ASCII locale failed), or a reader over bytes."""
     if isinstance(source, pa.Buffer):
@@ -397,7 +397,7 @@ def _readable(source: Source) -> Any:
 
 
 def _mapped(path: Path) -> pa.MemoryMappedFile:
-    """``path`` memory-mapped, opened by its bytes (as :func:`_readable`)."""
+    """``path`` memory-mapped, opened by its bytes (as :func:`readable`)."""
     return pa.memory_map(os.fsencode(path))
 
 
