@@ -2,8 +2,8 @@
 smallest token. ``oracle``: h of the stored operands (100% on valid data; the far-rule answers
 on a probe split). ``near-only``: the target most often seen after each k-token near context
 in the fit split (its most common target for unseen contexts): about 1/m (far more on paper
-seeding, whose test rows repeat train rows). ``majority``: the
-most common token per position of the fit split (its overall most common beyond its length).
+seeding, whose test rows repeat train rows). ``majority``: the most common token per position
+of the fit split (its overall most common beyond its length).
 ``local`` (probe splits): the stored token, a rule that never reads the far operand.
 
 Worked example (near-only, k = 1): after a 3 the fit data shows 5 twice and 7 once.
