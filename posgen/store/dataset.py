@@ -624,34 +624,43 @@ def card_problems(
         wrong = [name for name in named if card.get(name) != expected[name]]
         if configs is None and len(listed) != len(expected):
             wrong.append(f"{len(listed)} listed, {len(expected)} expected")
-    wrong += card_feature_problems(found, manifest, named)
+    wrong += card_info_problems(found, manifest, named)
     if not wrong:
         return []
     message = (
-        f"its configs ({', '.join(wrong)}) are not the files {MANIFEST_NAME} lists "
-        f"(load_dataset would read other data); re-render it with `posgen card {root}`"
+        f"its configs ({', '.join(wrong)}) are not the files {MANIFEST_NAME} lists (load_dataset "
+        f"would read other data, or refuse it); re-render it with `posgen card {root}`"
     )
     return [Problem(str(path), message)]
 
 
-def card_feature_problems(card: Any, manifest: Manifest, named: list[str]) -> list[str]:
-    """The configs of ``named`` whose features in the card's ``dataset_info`` are not posgen's
-    columns (``load_dataset`` casts the files to them)."""
+def card_info_problems(card: Any, manifest: Manifest, named: list[str]) -> list[str]:
+    """The configs of ``named`` whose ``dataset_info`` in the card is not posgen's: features
+    (``load_dataset`` casts the files to them) or split sizes (it refuses the split when the
+    rows differ: ``NonMatchingSplitsSizesError``)."""
     infos = card.get("dataset_info") if isinstance(card, dict) else None
     infos = [infos] if isinstance(infos, dict) else infos if isinstance(infos, list) else []
     expected = {
-        name: [feature_entry(f) for f in split_schema(manifest.configs[source].spec, split)]
+        name: (
+            [feature_entry(f) for f in split_schema(manifest.configs[source].spec, split)],
+            {split: entry.rows for split, entry in splits.items()},
+        )
         for name, source, splits in manifest.hf_configs()
         for split in list(splits)[:1]
     }
-    found = {
-        info.get("config_name", "default"): info["features"]
-        for info in infos
-        if isinstance(info, dict) and "features" in info
-    }
-    return [
-        f"{name} features" for name in named if found.get(name, expected[name]) != expected[name]
-    ]
+    found = {info.get("config_name", "default"): info for info in infos if isinstance(info, dict)}
+    wrong = []
+    for name in named:
+        info = found.get(name, {})
+        if info.get("features", expected[name][0]) != expected[name][0]:
+            wrong.append(f"{name} features")
+        splits = info.get("splits")
+        if splits is not None:
+            sizes = splits if isinstance(splits, list) else [splits]
+            sizes = {s.get("name"): s.get("num_examples") for s in sizes if isinstance(s, dict)}
+            if sizes != expected[name][1]:
+                wrong.append(f"{name} split sizes")
+    return wrong
 
 
 def check_dataset(
