@@ -246,8 +246,7 @@ def _run_submitit(
     try:
         submitted = submit(sweep, todo, settings, cluster=cluster)
     except (RuntimeError, OSError) as error:  # no sbatch here, sbatch refused the job
-        reason = " ".join(str(error).split())
-        raise RunError(f"submitting to Slurm failed: {shown(reason, 600)}") from None
+        raise RunError(f"submitting to Slurm failed: {shown(error, 600)}") from None
     except Interrupted as stop:
         stop.left = f"stopped while submitting: trainings already submitted go on; {watch}"
         raise

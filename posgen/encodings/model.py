@@ -184,8 +184,7 @@ def load_model(folder: str | Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
     try:  # the weights first: the config's sizes are checked against what the file holds
         weights = load_file(folder / "model.safetensors")
     except Exception as error:  # safetensors raises its own SafetensorError
-        problem = " ".join(str(error).split())[:200]
-        raise UsageError(f"{folder / 'model.safetensors'}: not readable ({problem})") from None
+        raise UsageError(f"{folder / 'model.safetensors'}: not readable ({shown(error)})") from None
     config = _config_of(folder, weights)
     model = llama_for(
         pe,
@@ -199,8 +198,7 @@ def load_model(folder: str | Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as error:
-        problem = " ".join(str(error).split())[:200]
-        raise UsageError(f"{folder}: the weights do not fit config.json ({problem})") from None
+        raise UsageError(f"{folder}: the weights do not fit config.json ({shown(error)})") from None
     use_frequencies(model, evaluation_rope)
     model.eval()
     return model, pe
@@ -212,8 +210,7 @@ def _config_of(folder: Path, weights: dict[str, torch.Tensor]) -> LlamaConfig:
     try:
         config = LlamaConfig.from_json_file(path)
     except (OSError, ValueError, TypeError, KeyError, ArithmeticError) as error:
-        problem = " ".join(str(error).split())[:200]
-        raise UsageError(f"{path}: not a Llama config ({problem})") from None
+        raise UsageError(f"{path}: not a Llama config ({shown(error)})") from None
     embed = weights.get("model.embed_tokens.weight")
     layers = {key.split(".")[2] for key in weights if key.startswith("model.layers.")}
     gate = weights.get("model.layers.0.mlp.gate_proj.weight")

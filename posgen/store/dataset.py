@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from posgen.errors import PosgenError, RunError, UsageError, machine_limit
+from posgen.errors import PosgenError, RunError, UsageError, machine_limit, shown
 from posgen.generator import storage_dtype
 from posgen.spec import TaskSpec, read_bounded
 from posgen.store.formats import (
@@ -531,8 +531,7 @@ def file_problems(
     except (OSError, pa.ArrowException, ValueError, KeyError) as error:
         if machine_limit(error):  # ArrowMemoryError, no thread: a limit, not damage
             raise
-        reason = " ".join(str(error).split())[:200]
-        return problems(*lines, f"not readable as {fmt.name.capitalize()} ({reason})")
+        return problems(*lines, f"not readable as {fmt.name.capitalize()} ({shown(error)})")
     if facts.problem is not None:
         lines.append(facts.problem)
     if facts.rows != entry.rows:

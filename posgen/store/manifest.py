@@ -448,7 +448,7 @@ def read_manifest(root: str | Path) -> Manifest:
     try:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
-        reason = " ".join(str(error).split())[:200]
+        reason = shown(error)
         raise DamagedDataset(root, [f"{path}: unreadable or not valid JSON ({reason})"]) from None
     if not isinstance(body, dict) or not isinstance(body.get("configs"), dict):
         raise DamagedDataset(root, [f"{path}: not a posgen manifest (no 'configs' table)"])
