@@ -378,14 +378,26 @@ class ParquetFormat(Format):
     def load(self, root: Path, config: str | None) -> datasets.DatasetDict:
         import datasets
 
-        return datasets.load_dataset(str(root), config)
+        return datasets.load_dataset(fsspec_path(root), config)
 
     def load_files(self, files: dict[str, list[Path]]) -> datasets.DatasetDict:
         import datasets
 
         return datasets.load_dataset(  # data_files are patterns: a folder "ds[1]" is escaped
-            "parquet", data_files={s: [glob.escape(str(p)) for p in ps] for s, ps in files.items()}
+            "parquet",
+            data_files={s: [glob.escape(fsspec_path(p)) for p in ps] for s, ps in files.items()},
         )
+
+
+def fsspec_path(path: Path) -> str:
+    """``path`` as ``datasets`` takes it (through fsspec, which reads ``::`` as a chain of file
+    systems: such a path is refused, not looked for elsewhere)."""
+    if "::" in str(path):
+        raise UsageError(
+            f"{path}: datasets cannot read a path holding '::' (fsspec's separator of chained "
+            "file systems); rename the folder"
+        )
+    return str(path)
 
 
 def readable(source: Source) -> Any:
@@ -623,9 +635,9 @@ class ArrowFormat(Format):
         if config is None:  # the card's default config, as load_dataset's; else the first
             pattern = ARROW_DATASET_DICT.format(config="*")
             folders = sorted(Path(p).parent.name for p in Path(root).glob(pattern))
-            default = datasets.get_dataset_default_config_name(str(root))
+            default = datasets.get_dataset_default_config_name(fsspec_path(root))
             config = default if default in folders else folders[0]
-        return datasets.load_from_disk(str(root / config))
+        return datasets.load_from_disk(fsspec_path(root / config))
 
     def load_files(self, files: dict[str, list[Path]]) -> datasets.DatasetDict:
         import datasets

@@ -19,6 +19,7 @@ import pytest
 
 from posgen import write_dataset
 from posgen.card import unvalidated_card
+from posgen.errors import UsageError
 from posgen.generator import generate_split, probe_rows
 from posgen.spec import MAX_TEST_LENGTHS, BenchmarkSpec, TaskSpec
 from posgen.store import FORMATS, DamagedDataset, read_manifest
@@ -199,6 +200,20 @@ def test_a_verified_load_of_a_folder_named_like_a_pattern_reads_that_folder_alon
     shutil.copytree(tmp_path / name, tmp_path / "dsx")  # what the name, as a pattern, matches
     loaded = load(tmp_path / name, "cot")
     assert loaded["test"]["tokens"] == generate_split(SMALL, "test").tolist()
+
+
+@pytest.mark.parametrize("storage", ["parquet", "arrow"])
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_folder_whose_path_holds_fsspecs_separator_is_refused_by_name(tmp_path, storage, verify):
+    """fsspec reads ``a::b`` as two chained file systems: ``datasets`` looked elsewhere and
+    raised ``FileNotFoundError``/``DataFilesNotFoundError`` for files that are there."""
+    write_dataset(BenchmarkSpec(name="ds", configs={"cot": SMALL}), tmp_path / "a::b",
+                  storage=storage, finish=unvalidated_card)  # fmt: skip
+    if storage == "arrow" and verify:  # read file by file, without fsspec
+        assert load(tmp_path / "a::b", "cot")["train"].num_rows == SMALL.train_size
+        return
+    with pytest.raises(UsageError, match=r"a::b.*: datasets cannot read a path holding '::'"):
+        load(tmp_path / "a::b", "cot", verify=verify)
 
 
 @pytest.mark.parametrize("storage", ["parquet", "arrow"])
