@@ -25,6 +25,7 @@ from posgen.cli import (
     out_option,
     quiet_option,
     refuse_outputs,
+    refuse_unwritable,
     reported,
     spec_options,
     storage_option,
@@ -311,7 +312,7 @@ def card_command(folder: Path, run_validation: bool, baselines: bool, quiet: boo
     Exits 1 (after writing the card, which lists the failures) when validation fails.
     """
     manifest = Dataset.open(folder).manifest  # not a dataset: exit 2; a damaged manifest: exit 1
-    card_path(folder)  # a link in the card's place: refused before any work
+    refuse_unwritable(card_path(folder))  # a link in the card's place, a read-only folder
     try:
         if run_validation and card_problems(folder, manifest):  # this command's to replace
             write_card(folder, manifest=manifest)  # first: validation judges the new card

@@ -439,11 +439,14 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
     "baseline --out in read-only": (f"{ORACLE_OUT} ds --out ro/b.jsonl", 2, "ro/b.jsonl"),
     "score --json in read-only": (f"{SCORE_O} ds --json ro/r.json", 2, "ro/r.json"),
     "validate --json in read-only": ("validate ds --json ro/r.json", 2, "ro/r.json"),
+    "card of a read-only dataset": ("card rods", 2, "rods"),
+    "generate --overwrite a read-only dataset": (f"{GEN_X.replace('noexec/x', 'rods')} "
+                                                 "--overwrite", 2, "rods"),
 }  # fmt: skip
 
 
 def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
-    for name in ("ds", "manifest", "shard", "datadir"):
+    for name in ("ds", "manifest", "shard", "datadir", "rods"):
         shutil.copytree(data, base / name)
     shutil.copy(ROOT / "task_specs" / "paper.toml", base / "paper.toml")
     shutil.copy(oracle, base / "o.jsonl")
@@ -454,6 +457,7 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     for path in [base, *base.rglob("*")]:
         path.chmod(0o777 if path.is_dir() else 0o644)
     (base / "ro").chmod(0o555)
+    (base / "rods").chmod(0o555)  # a dataset whose files cannot be deleted or added to
     (base / "noexec").chmod(0o600)
     for path in (base / "secret.jsonl", base / "secret.toml", base / "manifest" / "posgen.json",
                  *(base / "shard" / "data" / "cot").glob("test-*")):  # fmt: skip
