@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,12 @@ def sweep_command(
     refuse_outputs({"--out": out}, {"GRID": [grid]})
     if out.exists() and any(out.iterdir()) and not (out / RECORD).is_file():
         raise UsageProblems([f"--out {out} is a folder but not a sweep folder (no {RECORD})"])
-    for part in ("runs", "logs", "work", "failed", "discarded"):  # the sweep's own folders
+    parts = ("runs", "logs", "work", "failed", "discarded")  # the sweep's own folders
+    for part in parts:
         refuse_in_the_way(out / part, out, f"the sweep keeps its {part} folder")
+    for folder in (out, *(out / part for part in parts)):  # chmod -R a-w, a read-only mount
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageProblems([f"--out {out}: {folder} is not writable; nothing was run"])
     given = {name: value for name, value in slurm_flags.items() if value is not None}
     if executor == "local" and (given or wait):
         names = [*given, "wait"] if wait else list(given)

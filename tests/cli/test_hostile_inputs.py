@@ -440,6 +440,7 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
     "score --json in read-only": (f"{SCORE_O} ds --json ro/r.json", 2, "ro/r.json"),
     "validate --json in read-only": ("validate ds --json ro/r.json", 2, "ro/r.json"),
     "card of a read-only dataset": ("card rods", 2, "rods"),
+    "sweep into a sweep folder with read-only runs": ("sweep paper.toml --out sw", 2, "sw/runs"),
     "generate --overwrite a read-only dataset": (f"{GEN_X.replace('noexec/x', 'rods')} "
                                                  "--overwrite", 2, "rods"),
 }  # fmt: skip
@@ -458,6 +459,9 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
         path.chmod(0o777 if path.is_dir() else 0o644)
     (base / "ro").chmod(0o555)
     (base / "rods").chmod(0o555)  # a dataset whose files cannot be deleted or added to
+    (base / "sw" / "runs").mkdir(parents=True)
+    (base / "sw" / "sweep.json").write_text("{}")
+    (base / "sw" / "runs").chmod(0o555)
     (base / "noexec").chmod(0o600)
     for path in (base / "secret.jsonl", base / "secret.toml", base / "manifest" / "posgen.json",
                  *(base / "shard" / "data" / "cot").glob("test-*")):  # fmt: skip
