@@ -424,23 +424,23 @@ def check_target(target: Path, overwrite: bool) -> None:
             f"{target} is not a posgen dataset (no {MANIFEST_NAME} that says so); "
             "refusing to replace it"
         )
-    if (stuck := undeletable(target)) is not None:
+    if (stuck := read_only_folder(target)) is not None:
         raise OutputExistsError(
             f"{target} cannot be replaced: {stuck} is read-only, so its files could not be "
             f"deleted; make it writable (chmod -R u+w {target}) or remove it; nothing was written"
         )
 
 
-def undeletable(root: Path) -> Path | None:
+def read_only_folder(root: Path, written: bool = False) -> Path | None:
     """The first folder at or below ``root`` whose entries this user cannot delete (as ``rm -r``
-    would find it: no read, write or search permission), or ``None``."""
+    would find it: no read, write or search permission) or, with ``written``, add; or ``None``."""
     stack = [Path(root)]
     while stack:
         folder = stack.pop()
         try:
             with os.scandir(folder) as listing:
                 entries = list(listing)
-            if entries and not os.access(folder, os.W_OK | os.X_OK):
+            if (entries or written) and not os.access(folder, os.W_OK | os.X_OK):
                 return folder
             stack += [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
         except OSError:

@@ -68,6 +68,7 @@ from posgen.store.safety import (
     fsync_dir,
     hold,
     is_dataset_folder,
+    read_only_folder,
     remove_leftover,
     resolve_target,
     write_atomically,
@@ -343,6 +344,8 @@ def check_part_target(out: Path, bench: BenchmarkSpec) -> None:
                 f"{out} holds parts of another benchmark (spec id {record.spec_id}, "
                 f"this one is {bench.spec_id})"
             )
+    if (stuck := read_only_folder(out, written=True)) is not None:
+        raise PartsError(f"{out}: {stuck} is read-only (chmod -R u+w {out}); nothing was written")
 
 
 PUBLISHED = (CARD_NAME, "data", MANIFEST_NAME)  # renamed into the folder in this order
@@ -449,6 +452,11 @@ def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -
             continue  # emptied by a merge that stopped: its parts are in ``out`` already
         if not found:
             raise PartsError(f"{source} holds no posgen parts ({PARTS_DIR}/ is missing or empty)")
+        if (stuck := read_only_folder(source / PARTS_DIR)) is not None:  # files move out of it
+            raise PartsError(
+                f"{source}: {stuck} is read-only, and a merge moves the parts out of it: merge a "
+                "writable copy; nothing was moved"
+            )
         for record in found:
             staged = source / PARTS_DIR
             for entry in record.files:

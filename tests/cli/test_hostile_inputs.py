@@ -18,10 +18,12 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 import posgen
+from posgen.cli import main
 from posgen.spec import TaskSpec, default_benchmark
 from posgen.store.formats import to_dataset_dict
 from posgen.validate import SourceError, validate
@@ -441,6 +443,9 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
     "validate --json in read-only": ("validate ds --json ro/r.json", 2, "ro/r.json"),
     "card of a read-only dataset": ("card rods", 2, "rods"),
     "sweep into a sweep folder with read-only runs": ("sweep paper.toml --out sw", 2, "sw/runs"),
+    "generate --part into a read-only part folder": (f"{GEN_X.replace('noexec/x', 'parts')} "
+                                                     "--part 1/2", 2, "parts:"),
+    "merge of a read-only part folder": ("merge merged parts1 parts", 2, "parts/.posgen-parts"),
     "generate --overwrite a read-only dataset": (f"{GEN_X.replace('noexec/x', 'rods')} "
                                                  "--overwrite", 2, "rods"),
 }  # fmt: skip
@@ -455,6 +460,10 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     (base / "secret.toml").write_text('task = "cot"\n')
     (base / "noexec").mkdir()
     (base / "ro").mkdir()
+    for name, part in (("parts", "0/2"), ("parts1", "1/2")):
+        made = CliRunner().invoke(main, ["generate", "--out", str(base / name), *SMALL_FLAGS,
+                                         "--part", part, "-q"])  # fmt: skip
+        assert made.exit_code == 0, made.output
     for path in [base, *base.rglob("*")]:
         path.chmod(0o777 if path.is_dir() else 0o644)
     (base / "ro").chmod(0o555)
@@ -462,6 +471,8 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     (base / "sw" / "runs").mkdir(parents=True)
     (base / "sw" / "sweep.json").write_text("{}")
     (base / "sw" / "runs").chmod(0o555)
+    for path in [base / "parts", *(base / "parts").rglob("*")]:  # parts another user wrote
+        path.chmod(0o555 if path.is_dir() else 0o444)
     (base / "noexec").chmod(0o600)
     for path in (base / "secret.jsonl", base / "secret.toml", base / "manifest" / "posgen.json",
                  *(base / "shard" / "data" / "cot").glob("test-*")):  # fmt: skip
