@@ -130,3 +130,22 @@ def test_every_prediction_file_the_readme_scores_is_written_by_an_earlier_line(b
         for path in read:
             assert any(path == out or path.startswith(out + "/") for out in written), (path, line)
         written += [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--out"]
+
+
+def test_the_readmes_code_map_names_every_module_and_only_modules_that_exist():
+    section = README.split("## Code map", 1)[1].split("\n## ", 1)[0]
+    rows = [row for row in section.splitlines() if row.startswith("| `")]
+    named = {  # a package's row names its modules by file name
+        f"{folder}{name}"
+        for row in rows
+        for folder in re.findall(r"`(posgen/\w+/)`", row)
+        for name in re.findall(r"`(\w+\.py)`", row)
+    }
+    paths = {p for row in rows for p in re.findall(r"`(posgen/[\w/]+(?:\.py|/))`", row)}
+    assert [p for p in paths if not (ROOT / p).exists()] == []
+    modules = {
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "posgen").rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    assert sorted(modules - paths - named) == []
