@@ -53,7 +53,7 @@ Examples:
   posgen generate --out out/cot --task cot -m 17 -k 3 -j 1 --test-length 256 --test-length 512
   posgen generate --out out/paper --spec task_specs/paper.toml --overwrite
   posgen generate --out out/big --spec big.toml --num-proc 2 --shard-mb 256
-  posgen generate --out out/big --spec big.toml --part 3/8   # job 3 of 8; any order
+  posgen generate --out out/big --spec big.toml --part 3/8   # job 3 of 0..7; any order
 """
 )
 @spec_options
@@ -67,8 +67,8 @@ Examples:
     "--part",
     "part",
     metavar="I/N",
-    help="Write only part I of N (every N-th Parquet file); the last part to finish writes "
-    "the manifest. Parts in one folder equal a single run byte for byte.",
+    help="Write only part I of N (I from 0 to N-1; every N-th Parquet file); the last part to "
+    "finish writes the manifest. Parts in one folder equal a single run byte for byte.",
 )
 @click.option(
     "--shard-mb",
@@ -364,7 +364,10 @@ Examples:
 )
 @click.argument("source", type=PathArg(exists=True, path_type=Path))
 @click.option("--config", help="Check only this config.")
-@click.option("--split", help="Check only this split (train, validation, test, test_<L'>).")
+@click.option(
+    "--split",
+    help="Check only this split (train, validation, test, test_<L'>, probe, probe_<L'>).",
+)
 @json_option("Write the full report as JSON to this file ('-': stdout).", stdout=True)
 @click.option("-v", "--verbose", is_flag=True, help="List every check, not only the failures.")
 @click.option(

@@ -149,3 +149,15 @@ def test_the_readmes_code_map_names_every_module_and_only_modules_that_exist():
         if path.name != "__init__.py"
     }
     assert sorted(modules - paths - named) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "said"),
+    [
+        ("generate", "part", "I from 0 to N-1"),  # 1/2 and 2/2 fail: 2/2 is no part
+        ("validate", "split", "probe, probe_<L'>"),  # the probe splits are checked alone too
+    ],
+)
+def test_an_options_help_says_which_values_it_takes(command, option, said):
+    (param,) = [p for p in main.get_command(None, command).params if p.name == option]
+    assert said in param.help
