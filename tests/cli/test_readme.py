@@ -161,3 +161,13 @@ def test_the_readmes_code_map_names_every_module_and_only_modules_that_exist():
 def test_an_options_help_says_which_values_it_takes(command, option, said):
     (param,) = [p for p in main.get_command(None, command).params if p.name == option]
     assert said in param.help
+
+
+def test_the_storage_pages_python_blocks_run_as_pasted_one_after_the_other(tmp_path, monkeypatch):
+    """docs/storage.md's blocks: write ``out/mine``, load it, open it as a ``Dataset``."""
+    monkeypatch.chdir(tmp_path)
+    blocks = fenced_blocks((ROOT / "docs" / "storage.md").read_text(), "python")
+    namespace: dict[str, object] = {"posgen": __import__("posgen")}  # "(import posgen)"
+    for block in blocks:
+        exec(compile(block, "docs/storage.md", "exec"), namespace)
+    assert len(blocks) == 2 and namespace["data"].configs == ["cot"]  # type: ignore[attr-defined]
