@@ -40,7 +40,14 @@ from posgen.publish import (
 from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset, card_problems
 from posgen.store.formats import check_features
-from posgen.store.manifest import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
+from posgen.store.manifest import (
+    DEFAULT_SHARD_BYTES,
+    MANIFEST_NAME,
+    PARTS_DIR,
+    parse_part,
+    part_of,
+    plan_benchmark,
+)
 from posgen.store.safety import write_atomically
 from posgen.store.writer import write_dataset
 from posgen.validate import AuditThresholds, validate
@@ -173,9 +180,14 @@ def merge(out: Path, parts: tuple[Path, ...], quiet: bool) -> None:
         return f"{out} is not finished; each part's files are in it or still in their part folder"
 
     refuse_outputs({"OUT": out}, {"PARTS": parts}, datasets=("OUT",))
+    finished = (out / MANIFEST_NAME).is_file() and not (out / PARTS_DIR).exists()
     with reported(left, lambda error: os_failure(error, f"merging into {out}")):
         manifest = write_dataset(None, out, merge=parts, finish=unvalidated_card)
-    if not quiet:
+    if not quiet and finished and not parts:  # only checked: nothing was there to merge
+        click.echo(
+            f"{out} was already complete: {len(manifest.files())} files checked, none written"
+        )
+    elif not quiet:
         click.echo(f"finished {out}: {len(manifest.files())} files, manifest and card written")
 
 
