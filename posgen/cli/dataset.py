@@ -268,7 +268,8 @@ def publish_command(
     check_dataset_target(
         bench, out, overwrite=overwrite, force=force, problems=problems, spec_file=spec_file
     )
-    total = sum(spec.total_tokens for spec in bench.configs.values())
+    plan = plan_benchmark(bench, DEFAULT_SHARD_BYTES)  # every file: the probe splits' too
+    total = sum(bench.configs[s.config].split_length(s.split) * s.rows for s in plan)
     published, seconds = DatasetRun(out, overwrite, bench=bench).write(
         lambda progress: publish_benchmark(
             bench,

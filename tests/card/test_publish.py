@@ -109,6 +109,7 @@ def test_publish_writes_a_validated_folder_whose_card_the_card_command_rerenders
     result = cli("publish", spec_file, "--out", out)
     assert result.exit_code == 0, result.output
     assert "published" in result.output and "checks passed" in result.output
+    result_of_publish = result.output
     (validated,) = validator.calls  # validated before the folder was moved in place
     assert validated != out and not validated.exists()
     published = readme.read_text()
@@ -123,6 +124,9 @@ def test_publish_writes_a_validated_folder_whose_card_the_card_command_rerenders
     assert "**Not validated.**" in readme.read_text()
     assert cli("card", out, "--baselines").exit_code == 0  # asks the scoring module
     assert "| recursive | oracle | 1.0000 | 1.0000 |" in readme.read_text()
+    said = re.search(r": ([\d,]+) tokens, ", result_of_publish).group(1)
+    generated = cli("generate", "--spec", spec_file, "--out", tmp_path / "generated")
+    assert f": {said} tokens in " in generated.output  # one count: the probe splits' included
     validator.break_data("window")
     result = cli("card", out)  # exits 1 but writes the failures
     assert result.exit_code == 1
