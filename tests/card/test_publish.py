@@ -60,12 +60,25 @@ def test_published_posgen_v1_loads_and_streams_every_split_as_the_card_declares(
             assert (first["id"], len(first["tokens"])) == (0, info.length)
 
 
-def test_the_regenerate_command_in_the_card_reproduces_every_checksum(cli, official, tmp_path):
-    out, _ = official("posgen-v1")
+CUT = ["--task", "cot", "--train-size", "20000", "--val-size", "10", "--test-size", "10"]
+
+
+@pytest.mark.parametrize(
+    ("case", "files"),  # posgen-v1: 3 configs x (train, validation, test, probe)
+    [("posgen-v1", 12), ("cut at --shard-mb 1", 5)],  # cot's train (1.2 MiB) in 2 files
+)
+def test_the_regenerate_command_in_the_card_reproduces_every_checksum(
+    cli, official, tmp_path, case, files
+):
+    if case == "posgen-v1":
+        out, _ = official("posgen-v1")
+    else:
+        out = tmp_path / "cut"
+        assert cli("generate", *CUT, "--shard-mb", "1", "--out", out, "-q").exit_code == 0
     card = (out / "README.md").read_text()
     spec_text = re.search(r"cat > spec.json <<'SPEC'\n(.*?)\nSPEC\n", card, re.S).group(1)
     sums = re.search(r"sha256sum --check <<'SUMS'\n(.*?)\nSUMS\n", card, re.S).group(1)
-    command = re.search(r"\n(posgen generate --spec spec.json --out regenerated)\n", card).group(1)
+    command = re.search(r"\n(posgen generate --spec spec.json --out regenerated.*)\n", card)[1]
     (tmp_path / "spec.json").write_text(spec_text)
     args = command.split()[1:]
     args[args.index("spec.json")] = str(tmp_path / "spec.json")
@@ -73,7 +86,7 @@ def test_the_regenerate_command_in_the_card_reproduces_every_checksum(cli, offic
     result = cli(*args, "-q")
     assert result.exit_code == 0, result.output
     lines = sums.splitlines()
-    assert len(lines) == 12  # 3 configs x (train, validation, test, probe)
+    assert len(lines) == files
     for line in lines:
         digest, path = line.split("  ")
         assert sha256_file(tmp_path / "regenerated" / path) == digest, path
