@@ -401,7 +401,7 @@ def big_run(tokens: int, num_proc: int, emit: Callable[[str], None]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench", description=__doc__.split("\n")[0]
+        prog="python -m benchmarks.bench", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--tokens", type=float, default=DEFAULT_TOKENS, help="tokens per cell")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")

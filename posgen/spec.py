@@ -72,7 +72,10 @@ class TaskSpec(BaseModel):
     far: int = Field(1, ge=0, le=4096, description="j: far operands, placed by the task.")
     op: str = Field("mod_addition", min_length=1, max_length=64, description="Function h.")
     op_key: int = Field(
-        0, ge=0, le=MAX_SEED, description="Key of a keyed op (keyed_hash); 0 for the others."
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="Key of a keyed op (keyed_hash, far_perm, slot_perm, select_perm); 0 else.",
     )
     train_length: Length = Field(64, description="L: length of train rows (seed window included).")
     test_length: tuple[Length, ...] = Field(
@@ -129,7 +132,8 @@ class TaskSpec(BaseModel):
             problems.append(("test_length", message, list(self.test_lengths)))
         op = get_op(self.op)
         if self.op_key and not op.keyed:
-            message = f"op_key is only read by a keyed op (keyed_hash), not by {self.op}"
+            keyed = ", ".join(name for name in op_names() if get_op(name).keyed)
+            message = f"op_key is only read by a keyed op ({keyed}), not by {self.op}"
             problems.append(("op_key", message, self.op_key))
         op_problem = op.problem(self.modulus, window)
         if op_problem:

@@ -26,7 +26,13 @@ from posgen.generator import disjoint_offset, generate_rows, paper_row_offset, p
 from posgen.spec import TaskSpec, is_probe_split, probe_config, probe_source
 from posgen.store.dataset import Dataset, check_files
 from posgen.store.formats import card_configs, feature_entry, manifest_format, split_schema
-from posgen.store.manifest import CARD_NAME, DamagedDataset, Manifest
+from posgen.store.manifest import (
+    CARD_NAME,
+    DEFAULT_SHARD_BYTES,
+    DamagedDataset,
+    Manifest,
+    plan_benchmark,
+)
 from posgen.store.safety import write_atomically
 from posgen.tasks import dependencies, get_op
 
@@ -794,12 +800,30 @@ def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -
     )
 
 
+def shard_flag(manifest: Manifest) -> str:
+    """`` --shard-mb N`` when the folder's files were cut at another size than the default
+    (the size whose plan names the same files with the same rows), else ``""``."""
+    files = [(item.path, item.rows) for _, _, item in manifest.files()]
+    sizes = [DEFAULT_SHARD_BYTES // 2**20]
+    for config, entry in manifest.configs.items():
+        spec = manifest.bench.configs[config]
+        for split, info in entry.ordered_splits.items():
+            if len(info.files) > 1:  # the first of several files holds rows_per's rows
+                rows = info.files[0].rows
+                sizes.append(-(-rows * spec.split_length(split) * spec.token_bytes // 2**20))
+    for mb in dict.fromkeys(sizes):
+        plan = plan_benchmark(manifest.bench, mb * 2**20, manifest.storage_format)
+        if [(shard.path, shard.stop - shard.start) for shard in plan] == files:
+            return "" if mb == sizes[0] else f" --shard-mb {mb}"
+    return ""
+
+
 def regenerate_section(manifest: Manifest) -> str:
     """The exact commands that rebuild the folder and check it byte for byte."""
     pins = [f'"posgen=={manifest.posgen_version}"']
     pins += [f'"{name}=={version}"' for name, version in sorted(manifest.libraries.items())]
     parquet = manifest.storage_format == "parquet"
-    storage = "" if parquet else f" --format {manifest.storage_format}"
+    storage = ("" if parquet else f" --format {manifest.storage_format}") + shard_flag(manifest)
     kind = "Parquet" if parquet else "Arrow IPC"
     script = "\n".join(
         [

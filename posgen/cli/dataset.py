@@ -41,7 +41,14 @@ from posgen.publish import (
 from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset, card_problems
 from posgen.store.formats import check_features
-from posgen.store.manifest import DEFAULT_SHARD_BYTES, parse_part, part_of, plan_benchmark
+from posgen.store.manifest import (
+    DEFAULT_SHARD_BYTES,
+    MANIFEST_NAME,
+    PARTS_DIR,
+    parse_part,
+    part_of,
+    plan_benchmark,
+)
 from posgen.store.safety import write_atomically
 from posgen.store.writer import write_dataset
 from posgen.validate import AuditThresholds, validate
@@ -54,7 +61,7 @@ Examples:
   posgen generate --out out/cot --task cot -m 17 -k 3 -j 1 --test-length 256 --test-length 512
   posgen generate --out out/paper --spec task_specs/paper.toml --overwrite
   posgen generate --out out/big --spec big.toml --num-proc 2 --shard-mb 256
-  posgen generate --out out/big --spec big.toml --part 3/8   # job 3 of 8; any order
+  posgen generate --out out/big --spec big.toml --part 3/8   # job 3 of 0..7; any order
 """
 )
 @spec_options
@@ -68,8 +75,8 @@ Examples:
     "--part",
     "part",
     metavar="I/N",
-    help="Write only part I of N (every N-th Parquet file); the last part to finish writes "
-    "the manifest. Parts in one folder equal a single run byte for byte.",
+    help="Write only part I of N (I from 0 to N-1; every N-th Parquet file); the last part to "
+    "finish writes the manifest. Parts in one folder equal a single run byte for byte.",
 )
 @click.option(
     "--shard-mb",
@@ -174,9 +181,14 @@ def merge(out: Path, parts: tuple[Path, ...], quiet: bool) -> None:
         return f"{out} is not finished; each part's files are in it or still in their part folder"
 
     refuse_outputs({"OUT": out}, {"PARTS": parts}, datasets=("OUT",))
+    finished = (out / MANIFEST_NAME).is_file() and not (out / PARTS_DIR).exists()
     with reported(left, lambda error: os_failure(error, f"merging into {out}")):
         manifest = write_dataset(None, out, merge=parts, finish=unvalidated_card)
-    if not quiet:
+    if not quiet and finished and not parts:  # only checked: nothing was there to merge
+        click.echo(
+            f"{out} was already complete: {len(manifest.files())} files checked, none written"
+        )
+    elif not quiet:
         click.echo(f"finished {out}: {len(manifest.files())} files, manifest and card written")
 
 
@@ -257,7 +269,8 @@ def publish_command(
     check_dataset_target(
         bench, out, overwrite=overwrite, force=force, problems=problems, spec_file=spec_file
     )
-    total = sum(spec.total_tokens for spec in bench.configs.values())
+    plan = plan_benchmark(bench, DEFAULT_SHARD_BYTES)  # every file: the probe splits' too
+    total = sum(bench.configs[s.config].split_length(s.split) * s.rows for s in plan)
     published, seconds = DatasetRun(out, overwrite, bench=bench).write(
         lambda progress: publish_benchmark(
             bench,
@@ -365,7 +378,10 @@ Examples:
 )
 @click.argument("source", type=PathArg(exists=True, path_type=Path))
 @click.option("--config", help="Check only this config.")
-@click.option("--split", help="Check only this split (train, validation, test, test_<L'>).")
+@click.option(
+    "--split",
+    help="Check only this split (train, validation, test, test_<L'>, probe, probe_<L'>).",
+)
 @json_option("Write the full report as JSON to this file ('-': stdout).", stdout=True)
 @click.option("-v", "--verbose", is_flag=True, help="List every check, not only the failures.")
 @click.option(

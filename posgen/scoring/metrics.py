@@ -135,6 +135,9 @@ def as_array(value: Any, what: str) -> np.ndarray:
 def integer_array(value: Any, what: str, kind: str = "token ids") -> np.ndarray:
     """``value`` as an array of integers (a float is refused, never cut to one)."""
     array = as_array(value, what)
+    if array.ndim == 0 and array.dtype == object:  # one object: a Predictions, a dict, ...
+        hint = " (pass its .tokens, and ids=its .ids)" if hasattr(value, "ids") else ""
+        raise ScoringError(f"{what}: an array of {kind}, not {type(value).__name__}{hint}")
     require_integers(array.dtype, what, kind)
     return array
 

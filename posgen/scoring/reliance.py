@@ -34,6 +34,7 @@ from posgen.scoring.metrics import (
     ScoringError,
     bucket_edges,
     checked_arrays,
+    integer_array,
     ratio,
     spec_frame,
 )
@@ -207,9 +208,9 @@ def score_probe(
         table_ids = table.column("id").to_numpy()
         if ids is None and not np.array_equal(table_ids, probe.ids):
             ids = table_ids  # predictions in the table's row order, as score() reads them
-    preds = np.asarray(predictions)
+    preds = integer_array(predictions, "predictions")
     if ids is not None:
-        preds = align_to_ids(np.asarray(ids), preds, probe.ids)
+        preds = align_to_ids(ids, preds, probe.ids)
     return reliance_arrays(
         probe.tokens,
         preds,

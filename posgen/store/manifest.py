@@ -205,6 +205,10 @@ class DamagedDataset(DataError, ValueError):
 class NotADataset(UsageError, DamagedDataset):
     """The folder has no manifest at all: not a posgen dataset (a usage error, exit 2)."""
 
+    def __init__(self, root: Path, lines: list[str], left: str = "nothing was changed") -> None:
+        super().__init__(root, lines, left)
+        self.args = ("\n".join(lines),)  # its lines: not 'ROOT is damaged', it never was one
+
     @property
     def headline(self) -> str | None:  # type: ignore[override]
         return None

@@ -60,12 +60,25 @@ def test_published_posgen_v1_loads_and_streams_every_split_as_the_card_declares(
             assert (first["id"], len(first["tokens"])) == (0, info.length)
 
 
-def test_the_regenerate_command_in_the_card_reproduces_every_checksum(cli, official, tmp_path):
-    out, _ = official("posgen-v1")
+CUT = ["--task", "cot", "--train-size", "20000", "--val-size", "10", "--test-size", "10"]
+
+
+@pytest.mark.parametrize(
+    ("case", "files"),  # posgen-v1: 3 configs x (train, validation, test, probe)
+    [("posgen-v1", 12), ("cut at --shard-mb 1", 5)],  # cot's train (1.2 MiB) in 2 files
+)
+def test_the_regenerate_command_in_the_card_reproduces_every_checksum(
+    cli, official, tmp_path, case, files
+):
+    if case == "posgen-v1":
+        out, _ = official("posgen-v1")
+    else:
+        out = tmp_path / "cut"
+        assert cli("generate", *CUT, "--shard-mb", "1", "--out", out, "-q").exit_code == 0
     card = (out / "README.md").read_text()
     spec_text = re.search(r"cat > spec.json <<'SPEC'\n(.*?)\nSPEC\n", card, re.S).group(1)
     sums = re.search(r"sha256sum --check <<'SUMS'\n(.*?)\nSUMS\n", card, re.S).group(1)
-    command = re.search(r"\n(posgen generate --spec spec.json --out regenerated)\n", card).group(1)
+    command = re.search(r"\n(posgen generate --spec spec.json --out regenerated.*)\n", card)[1]
     (tmp_path / "spec.json").write_text(spec_text)
     args = command.split()[1:]
     args[args.index("spec.json")] = str(tmp_path / "spec.json")
@@ -73,7 +86,7 @@ def test_the_regenerate_command_in_the_card_reproduces_every_checksum(cli, offic
     result = cli(*args, "-q")
     assert result.exit_code == 0, result.output
     lines = sums.splitlines()
-    assert len(lines) == 12  # 3 configs x (train, validation, test, probe)
+    assert len(lines) == files
     for line in lines:
         digest, path = line.split("  ")
         assert sha256_file(tmp_path / "regenerated" / path) == digest, path
@@ -109,6 +122,7 @@ def test_publish_writes_a_validated_folder_whose_card_the_card_command_rerenders
     result = cli("publish", spec_file, "--out", out)
     assert result.exit_code == 0, result.output
     assert "published" in result.output and "checks passed" in result.output
+    result_of_publish = result.output
     (validated,) = validator.calls  # validated before the folder was moved in place
     assert validated != out and not validated.exists()
     published = readme.read_text()
@@ -123,6 +137,9 @@ def test_publish_writes_a_validated_folder_whose_card_the_card_command_rerenders
     assert "**Not validated.**" in readme.read_text()
     assert cli("card", out, "--baselines").exit_code == 0  # asks the scoring module
     assert "| recursive | oracle | 1.0000 | 1.0000 |" in readme.read_text()
+    said = re.search(r": ([\d,]+) tokens, ", result_of_publish).group(1)
+    generated = cli("generate", "--spec", spec_file, "--out", tmp_path / "generated")
+    assert f": {said} tokens in " in generated.output  # one count: the probe splits' included
     validator.break_data("window")
     result = cli("card", out)  # exits 1 but writes the failures
     assert result.exit_code == 1

@@ -130,3 +130,44 @@ def test_every_prediction_file_the_readme_scores_is_written_by_an_earlier_line(b
         for path in read:
             assert any(path == out or path.startswith(out + "/") for out in written), (path, line)
         written += [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--out"]
+
+
+def test_the_readmes_code_map_names_every_module_and_only_modules_that_exist():
+    section = README.split("## Code map", 1)[1].split("\n## ", 1)[0]
+    rows = [row for row in section.splitlines() if row.startswith("| `")]
+    named = {  # a package's row names its modules by file name
+        f"{folder}{name}"
+        for row in rows
+        for folder in re.findall(r"`(posgen/\w+/)`", row)
+        for name in re.findall(r"`(\w+\.py)`", row)
+    }
+    paths = {p for row in rows for p in re.findall(r"`(posgen/[\w/]+(?:\.py|/))`", row)}
+    assert [p for p in paths if not (ROOT / p).exists()] == []
+    modules = {
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "posgen").rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    assert sorted(modules - paths - named) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "said"),
+    [
+        ("generate", "part", "I from 0 to N-1"),  # 1/2 and 2/2 fail: 2/2 is no part
+        ("validate", "split", "probe, probe_<L'>"),  # the probe splits are checked alone too
+    ],
+)
+def test_an_options_help_says_which_values_it_takes(command, option, said):
+    (param,) = [p for p in main.get_command(None, command).params if p.name == option]
+    assert said in param.help
+
+
+def test_the_storage_pages_python_blocks_run_as_pasted_one_after_the_other(tmp_path, monkeypatch):
+    """docs/storage.md's blocks: write ``out/mine``, load it, open it as a ``Dataset``."""
+    monkeypatch.chdir(tmp_path)
+    blocks = fenced_blocks((ROOT / "docs" / "storage.md").read_text(), "python")
+    namespace: dict[str, object] = {"posgen": __import__("posgen")}  # "(import posgen)"
+    for block in blocks:
+        exec(compile(block, "docs/storage.md", "exec"), namespace)
+    assert len(blocks) == 2 and namespace["data"].configs == ["cot"]  # type: ignore[attr-defined]

@@ -404,8 +404,9 @@ MISSING = "no such folder; nothing was read (not a Hub id)"  # datasets asked th
 
 def test_load_without_verify_of_a_folder_that_is_not_there_never_asks_the_hub(tmp_path):
     for path in (tmp_path / "nope", tmp_path / "nope" / "ds"):
-        with pytest.raises(NotADataset, match=re.escape(f"{path}: {MISSING}")):
+        with pytest.raises(NotADataset, match=re.escape(f"{path}: {MISSING}")) as raised:
             load(path, verify=False)
+        assert str(raised.value) == f"{path}: {MISSING}"  # not 'is damaged': it never was one
 
 
 @pytest.mark.parametrize("case", list(WRONG_TYPES))

@@ -52,6 +52,15 @@ def test_any_split_of_the_work_writes_the_same_bytes_as_one_run(tree, cli, tmp_p
     assert tree(out) == tree(single)
 
 
+def test_a_merge_of_a_finished_dataset_checks_it_and_says_it_wrote_nothing(tree, cli, single):
+    before = tree(single)
+    result = cli("merge", single)
+    assert result.exit_code == 0, result.output
+    said = rf"^{re.escape(str(single))} was already complete: \d+ files checked, none written\n$"
+    assert re.match(said, result.output), result.output  # not 'manifest and card written'
+    assert tree(single) == before
+
+
 @pytest.mark.parametrize("storage", list(FORMATS))
 def test_files_do_not_depend_on_the_block_size(tree, tmp_path, storage):
     small = bench(train_size=300, val_size=20, test_size=20)

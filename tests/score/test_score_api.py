@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from posgen.errors import UsageError
-from posgen.generator import generate_split
+from posgen.generator import generate_split, probe_rows
 from posgen.scoring import (
     IGNORE_INDEX,
     LMInputs,
@@ -19,15 +19,16 @@ from posgen.scoring import (
     baseline_predictions,
     lm_arrays,
     predictions_from_logits,
+    probe_from_table,
     score,
     score_arrays,
     score_probe,
     vocab_size,
     write_predictions,
 )
-from posgen.scoring.prediction_files import read_predictions
+from posgen.scoring.prediction_files import Predictions, read_predictions
 from posgen.spec import TaskSpec
-from posgen.store.formats import to_dataset_dict
+from posgen.store.formats import probe_schema, probe_table, to_dataset_dict
 from posgen.tasks import TASKS
 
 KW = {"window": 4, "ood_boundary": 8, "modulus": 17}  # positions 4..7 are ID, 8..11 OOD
@@ -163,6 +164,8 @@ COT = TaskSpec(task="cot", train_size=4, val_size=4, test_size=4)
 BAD_ARGUMENTS = {  # score(tokens, tokens, COT) with arguments changed (a function: of tokens)
     "no spec": ({"spec": None}, "spec: a posgen TaskSpec (the split's spec), not NoneType"),
     "ragged predictions": ({"predictions": [[1, 2], [3]]}, "predictions: not an array"),
+    "predictions read_predictions returned": ({"predictions": lambda t: Predictions(
+        np.arange(4), t)}, "predictions: an array of token ids, not Predictions (pass its .tokens"),
     "predictions of 2 rows": ({"predictions": lambda t: t[:2]}, "predictions have shape (2, 256)"),
     "predictions of -1": ({"predictions": np.full((4, 256), -1)},
                           "prediction -1 is outside the vocabulary 0..16 (m = 17)"),
@@ -216,7 +219,19 @@ API_REFUSALS = {  # a call given what it cannot use -> the error (not numpy's or
     "score_probe of an array": (lambda: score_probe(np.zeros((4, 256), int), None, COT),
                                 "score_probe reads a ProbeSplit, a datasets.Dataset or a "
                                 "pyarrow.Table with the probe columns, not ndarray"),
+    "score_probe of ragged predictions": (lambda: score_probe(cot_probe(), [[1, 2], [3]]),
+                                          "predictions: not an array"),
+    "score_probe of ragged ids": (lambda: score_probe(cot_probe(), cot_probe().tokens,
+                                                      ids=[[0], [1, 2]]), "ids: not an array"),
+    "score_probe of what read_predictions returns": (
+        lambda: score_probe(cot_probe(), Predictions(cot_probe().ids, cot_probe().tokens)),
+        "predictions: an array of token ids, not Predictions (pass its .tokens"),
 }  # fmt: skip
+
+
+def cot_probe():
+    """The probe split of COT, in memory."""
+    return probe_from_table(probe_table(probe_rows(COT, "probe", 0, 4), probe_schema(17)), COT)
 
 
 @pytest.mark.parametrize("case", list(API_REFUSALS))
