@@ -145,9 +145,9 @@ class _Lazy:
                 f"{self.where}: cannot import ({type(error).__name__}: {error})"
             ) from None
         if not isinstance(found, PositionEncoding):
-            raise PEError(
-                f"{self.where} is a {type(found).__name__}, not a posgen PositionEncoding"
-            )
+            kind = type(found).__name__
+            article = "an" if kind[:1].lower() in "aeiou" else "a"
+            raise PEError(f"{self.where} is {article} {kind}, not a posgen PositionEncoding")
         name = found.name
         if not (isinstance(name, str) and len(name) <= 200 and NAME.fullmatch(name)):
             raise PEError(

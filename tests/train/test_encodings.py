@@ -111,6 +111,7 @@ BAD_REQUESTS = [
     (PERequest(name="rope", randomized=100),
      "--randomized-positions 100: the range must hold the test rows' 257 positions (L'+1)"),
     (PERequest(name="json:dumps"), "--pe json:dumps is a function, not a posgen Position"),
+    (PERequest(name="sys:maxsize"), "--pe sys:maxsize is an int, not a posgen Position"),
     (PERequest(name="json:nothing"), "--pe json:nothing: cannot import (AttributeError"),
     (PERequest(name="no_such_mod:X"), "--pe no_such_mod:X: cannot import (ModuleNotFound"),
 ]  # fmt: skip
