@@ -197,8 +197,10 @@ class BalanceTally:
         else:
             block = tokens[:, self.positions]
         offsets = np.arange(self.positions.size) * self.modulus
-        if int(block.max()) >= self.modulus:  # not counted: the schema check names them
-            cells = (block.astype(np.int64) + offsets[None, :])[block < self.modulus]
+        negative = np.issubdtype(block.dtype, np.signedinteger) and int(block.min()) < 0
+        if negative or int(block.max()) >= self.modulus:  # not counted: schema names them
+            inside = (block >= 0) & (block < self.modulus)
+            cells = (block.astype(np.int64) + offsets[None, :])[inside]
         else:
             cells = block.astype(dtype)
             cells += offsets.astype(dtype)[None, :]
