@@ -8,7 +8,8 @@ For every task and lengths 64, 256, 1024 and 4096 it prints tokens/s for
   k = 7, j = 1), and **kernel**: the paper's task from ready seed windows;
 * **parquet** / **arrow**: spec to a finished folder (``load_dataset`` / ``load_from_disk``),
   in a child process with ``--num-proc`` workers, and that child's **peak RSS**;
-* **validate**: read the Parquet folder back and recompute every row from its seed window;
+* **validate**: :func:`posgen.validate.validate` of the Parquet folder (``posgen validate``:
+  every target recomputed from its seed window, and every other check);
 * **oracle**: the plain per-token Python loop of the tests' oracle (:func:`tests.oracle.grow_row`,
   as the authors' code generates), and **copy**:
   a numpy copy of the same number of bytes (what memory bandwidth allows);
@@ -197,29 +198,16 @@ def _child_main(storage: str, spec_json: str, out: str, num_proc: int) -> None:
     print(json.dumps({"seconds": seconds, "tokens": spec.total_tokens, "peak_rss": peak_rss()}))
 
 
-def validate_rate(folder: Path, spec: Any) -> float:
-    """Tokens/s of reading a dataset folder and recomputing every row from its seed window."""
-    import pyarrow as pa
+def validate_rate(folder: Path) -> float:
+    """Tokens/s of :func:`posgen.validate.validate` on a dataset folder (`posgen validate`:
+    every check, probe splits included), its tokens over its wall time."""
+    from posgen.validate import validate
 
-    from posgen.generator import grow
-    from posgen.spec import is_probe_split
-    from posgen.store.formats import manifest_format, table_tokens
-    from posgen.store.manifest import read_manifest
-
-    manifest = read_manifest(folder)
-    fmt = manifest_format(manifest)
     started = time.perf_counter()
-    tokens = 0
-    for _, split, entry in manifest.files():
-        if is_probe_split(split):  # altered rows by design; `posgen validate` checks them
-            continue
-        for batch in fmt.batches(folder / entry.path, 65_536):
-            block = table_tokens(pa.Table.from_batches([batch]))
-            regrown = grow(spec, block[:, : spec.window].astype(np.int64), block.shape[1])
-            if not np.array_equal(regrown, block):
-                raise RuntimeError(f"{entry.path}: rows differ from their regrown windows")
-            tokens += block.size
-    return tokens / (time.perf_counter() - started)
+    report = validate(folder)
+    if not report.ok:
+        raise RuntimeError(f"{folder}: validate failed: {report.failed_kinds}")
+    return report.tokens_checked / (time.perf_counter() - started)
 
 
 # reporting ----------------------------------------------------------------------------
@@ -246,7 +234,8 @@ def header(tokens: int, num_proc: int, repeat: int) -> list[str]:
         "seeding); gen (disjoint), folders and validate: m = 17, k = 7, j = 1 with distinct "
         "(disjoint) seed windows, so files are as large as real data; "
         f"folders ({FOLDER_FACTOR}x the tokens, fsynced, checksummed) written with --num-proc "
-        f"{num_proc}. Figures are tokens/s; peak RSS is the "
+        f"{num_proc}; validate: `posgen validate` of the Parquet folder (every check). "
+        "Figures are tokens/s; peak RSS is the "
         "largest process of the folder-writing child. Machines are noisy: read the ratios.",
         "",
     ]
@@ -274,7 +263,7 @@ def main_table(
             big = bench_spec(task, length, tokens * FOLDER_FACTOR)
             with tempfile.TemporaryDirectory(prefix="posgen-bench-") as tmp:
                 parquet = child_write("parquet", big, Path(tmp) / "pq", num_proc)
-                check = validate_rate(Path(tmp) / "pq", big)
+                check = validate_rate(Path(tmp) / "pq")
                 arrow = child_write("arrow", big, Path(tmp) / "ipc", num_proc)
             parquet_rate = parquet["tokens"] / parquet["seconds"]
             arrow_rate = arrow["tokens"] / arrow["seconds"]

@@ -167,6 +167,7 @@ class ShortcutTally:
 
 
 MAX_BALANCE_CELLS = 1 << 22  # positions x m counters (positions thinned beyond)
+BALANCE_CHUNK = 1 << 16  # tokens counted at a time (their intp cells: 512 KiB)
 MAX_PERIOD = 512  # longest period the periodic shortcut looks for
 SENSITIVITY_SAMPLES = 4096  # targets probed for operand sensitivity (the first ones)
 SENSITIVITY_SHIFTS = 16  # other values tried per operand
@@ -188,21 +189,23 @@ class BalanceTally:
         self.rows = 0
 
     def add(self, tokens: np.ndarray) -> None:
-        """Count a batch's targets per position (cells as narrow ints: ~7x faster)."""
+        """Count a batch's targets per position, :data:`BALANCE_CHUNK` cells at a time (intp
+        cells, which bincount reads without a copy, in the cache: 1.3-2x faster than one pass)."""
         if tokens.shape[0] == 0 or self.positions.size == 0:
             return
-        dtype = np.uint16 if self.counts.size <= 1 << 16 else np.uint32
-        if self.positions.size == tokens.shape[1] - self.positions[0]:
-            block = tokens[:, self.positions[0] :]
-        else:
-            block = tokens[:, self.positions]
+        contiguous = self.positions.size == tokens.shape[1] - self.positions[0]
         offsets = np.arange(self.positions.size) * self.modulus
-        if int(block.max()) >= self.modulus:  # not counted: the schema check names them
-            cells = (block.astype(np.int64) + offsets[None, :])[block < self.modulus]
-        else:
-            cells = block.astype(dtype)
-            cells += offsets.astype(dtype)[None, :]
-        self.counts += np.bincount(cells.reshape(-1), minlength=self.counts.size)
+        # at least as many cells as counters: each bincount's output costs no more than its input
+        step = max(1, max(BALANCE_CHUNK, self.counts.size) // self.positions.size)
+        for first in range(0, tokens.shape[0], step):
+            rows = tokens[first : first + step]
+            block = rows[:, self.positions[0] :] if contiguous else rows[:, self.positions]
+            cells = block.astype(np.intp)
+            cells += offsets
+            negative = np.issubdtype(block.dtype, np.signedinteger) and int(block.min()) < 0
+            if negative or int(block.max()) >= self.modulus:  # not counted: schema names them
+                cells = cells[(block >= 0) & (block < self.modulus)]
+            self.counts += np.bincount(cells.reshape(-1), minlength=self.counts.size)
         self.rows += tokens.shape[0]
 
     def max_tv(self) -> float:

@@ -79,7 +79,8 @@ def _seed_windows(spec: TaskSpec, split: str, ids: np.ndarray) -> np.ndarray | N
     if split not in spec.split_names or ids.size == 0:
         return None
     start, stop = int(ids[0]), int(ids[0]) + ids.size
-    if start < 0 or stop > spec.split_size(split) or not np.array_equal(ids, range(start, stop)):
+    in_order = np.array_equal(ids, np.arange(start, stop))  # range(): item by item, ~60x slower
+    if start < 0 or stop > spec.split_size(split) or not in_order:
         return None
     return seed_windows(spec, split, start, stop)
 

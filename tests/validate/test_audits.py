@@ -344,6 +344,27 @@ def test_copy_shares_equal_plain_loops(m, context, rows, length, seed, hashed):
     assert found == brute_copy(tokens, context, first, boundary)
 
 
+@pytest.mark.parametrize("position", [4, 5, 30])
+def test_negative_tokens_fail_the_schema_check_and_are_not_counted(tmp_path, position):
+    # a signed token column holding -1 at a target: 'internal error (ValueError)' at the first
+    # target (the balance count's cell -1), another position's cell counted elsewhere
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from posgen.generator import generate_rows
+
+    spec = TaskSpec(task="cot", train_size=100, val_size=10, test_size=10)
+    rows = generate_rows(spec, "train", 0, 100).astype(np.int64)
+    rows[3, position] = -1
+    tokens = pa.array(rows.tolist(), type=pa.list_(pa.int64()))
+    pq.write_table(pa.table({"id": np.arange(100), "tokens": tokens}), tmp_path / "x.parquet")
+    report = validate(tmp_path / "x.parquet", spec, split="train")
+    assert {"schema", "window"} <= set(report.failed_kinds)
+    tally = copies.BalanceTally(spec, 64)
+    tally.add(rows)
+    assert tally.counts.sum() == 100 * 60 - 1
+
+
 def test_cot_rows_under_mod_addition_are_copyable_and_the_validator_says_so():
     spec = TaskSpec(task="cot", train_size=200, val_size=50, test_size=200)
     report = validate(to_dataset_dict(spec), spec)
