@@ -71,6 +71,7 @@ from posgen.store.safety import (
     read_only_folder,
     remove_leftover,
     resolve_target,
+    walk,
     write_atomically,
 )
 
@@ -483,7 +484,12 @@ def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -
         target.parent.mkdir(parents=True, exist_ok=True)
         if not os.path.lexists(target):
             shutil.move(str(source), str(target))
-    return _finish_parts(out, finish)
+    manifest = _finish_parts(out, finish)
+    for source in seen.values():  # the emptied part folders' shells (empty folders alone)
+        for folder, _, _ in reversed(list(walk(source / PARTS_DIR))):
+            with suppress(OSError):
+                os.rmdir(folder)
+    return manifest
 
 
 def _records(out: Path) -> list[PartRecord]:

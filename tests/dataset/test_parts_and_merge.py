@@ -49,6 +49,7 @@ def test_any_split_of_the_work_writes_the_same_bytes_as_one_run(tree, cli, tmp_p
             write(folder, part=(i, 3), num_proc=2 if i == 0 else 1)
         result = cli("merge", out, *parts)
         assert result.exit_code == 0, result.output
+        assert [list(folder.iterdir()) for folder in parts] == [[]] * 3  # no shell of a part run
     assert tree(out) == tree(single)
 
 
