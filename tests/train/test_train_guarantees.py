@@ -323,6 +323,8 @@ LAYOUTS = {  # layout -> what the one note names (None: no note, the run behind 
     "link only": None,
     "link and folder": None,
     "link loop": None,
+    "link to the file system's root": "a link to /, a folder holding",  # never walked
+    "link to the parent": "a folder holding",
 }
 
 
@@ -343,6 +345,8 @@ def test_results_counts_a_run_once_and_notes_a_folder_that_is_no_finished_run(
         (elsewhere / "loop").symlink_to(elsewhere, target_is_directory=True)
     if named == BUILD:
         named = str(shutil.copytree(run, runs / BUILD))
+    elif layout.startswith("link to"):
+        (runs / "up").symlink_to("/" if "root" in layout else "..", target_is_directory=True)
     elif named is not None:
         (shutil.copytree(run, runs / "half") / named).unlink()
     js = tmp_path / "r.json"
