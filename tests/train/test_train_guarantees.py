@@ -825,6 +825,8 @@ RUN_FILES = {  # case -> (damage, what the error line names)
     "scores accuracy not its ratio": (edit("scores.id.accuracy", 0.999), "scores.id.accuracy"),
     "scores counts not the curve": (edit("scores.ood.correct", 0), "ood"),
     "probe scores of the wrong type": (probe("id", "x"), "probe_scores.id"),
+    "a wall time of 1e308 s (two summed: Infinity)": (edit("wall_seconds", 1e308), "wall_seconds"),
+    "a training time of 1e308 s": (edit("train_seconds", 1e308), "train_seconds"),
 }  # fmt: skip
 PROBE_SCORES = {  # issue 27, class 3
     "far-reliance 0.99, the counts say less": (probe("id.far_reliance", 0.99),
