@@ -42,6 +42,7 @@ from posgen.scoring.reliance import score_probe
 from posgen.spec import PROBE_SPLIT, read_bounded
 from posgen.store.dataset import Dataset
 from posgen.store.safety import (
+    FILE_TMP_TAG,
     OutputExistsError,
     atomic_folder,
     durable_file,
@@ -87,6 +88,19 @@ def read_progress(folder: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def foreign_files(work: Path) -> list[str]:
+    """The names in the work folder ``work`` that are not the job's own (its checkpoint, its
+    progress and their files being written), sorted; none when it is no folder. The job
+    removes its work folder once done: a folder holding others is not one to use."""
+    own = (CHECKPOINT, PROGRESS)
+    temporary = tuple(hidden_stem(name) + FILE_TMP_TAG for name in own)
+    try:
+        names = os.listdir(work) if Path(work).is_dir() and not Path(work).is_symlink() else []
+    except OSError:
+        return []
+    return sorted(name for name in names if name not in own and not name.startswith(temporary))
 
 
 class DamagedCheckpoint(DataError):

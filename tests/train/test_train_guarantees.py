@@ -623,6 +623,12 @@ BAD_INPUTS = {
         lambda t, _: (t / RESUME).write_text("mine"), train(), [f"{RESUME} is a file"]),
     "train --out a link where the checkpoint goes": (
         lambda t, _: (t / RESUME).symlink_to(t / "parent"), train(), [f"{RESUME} is a link"]),
+    "train --out where the checkpoint goes, another run's folder (it was removed)": (
+        lambda t, _: shutil.copytree(t / "r0", t / RESUME), train(),
+        [f"{RESUME} holds metrics.jsonl and 3 more, not only a checkpoint"]),
+    "train --out where the checkpoint goes, a folder of the user's": (
+        lambda t, _: (t / RESUME).mkdir() or (t / RESUME / "notes.txt").write_text("mine"),
+        train(), [f"{RESUME} holds notes.txt, not only"]),
 }  # fmt: skip
 TARGETS = {  # more: tests/cli/test_outputs_never_land_on_inputs.py
     "score --json onto --predictions via a link": (None, SCORE + " --json {t}/link.parquet",
