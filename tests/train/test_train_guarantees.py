@@ -623,6 +623,9 @@ BAD_INPUTS = {
         lambda t, _: (t / RESUME).write_text("mine"), train(), [f"{RESUME} is a file"]),
     "train --out a link where the checkpoint goes": (
         lambda t, _: (t / RESUME).symlink_to(t / "parent"), train(), [f"{RESUME} is a link"]),
+    **{f"train --out {name}, a name of posgen's own (a later run removed or moved it)": (
+        None, train(out=name), [f"{{t}}/{name}: a name posgen gives its own hidden folders"])
+       for name in (".run.posgen-tmp-1a2b3c4d", ".run.posgen-old-1a2b3c4d", RESUME)},
     "train --out where the checkpoint goes, another run's folder (it was removed)": (
         lambda t, _: shutil.copytree(t / "r0", t / RESUME), train(),
         [f"{RESUME} holds metrics.jsonl and 3 more, not only a checkpoint"]),
