@@ -22,9 +22,9 @@ from posgen.cli import (
     require_extra,
 )
 from posgen.encodings import NO_TABLE, PERequest
-from posgen.errors import RunError, UsageProblems, problem_lines
+from posgen.errors import RunError, UsageProblems, problem_lines, shown
 from posgen.store.dataset import Dataset, SplitError
-from posgen.store.safety import owner_alive
+from posgen.store.safety import OLD_TAG, TMP_TAG, owner_alive
 from posgen.train.config import (
     PRESETS,
     RunEstimate,
@@ -36,7 +36,7 @@ from posgen.train.config import (
     refusal,
     stable_hash,
 )
-from posgen.train.job import resume_folder
+from posgen.train.job import RESUME_TAG, foreign_files, resume_folder
 
 OVERRIDES = tuple(name for name in TrainConfig.model_fields if name not in ("seeds", "bf16"))
 """TrainConfig fields a flag overrides (``--batch-size`` sets ``batch_size``)."""
@@ -194,8 +194,21 @@ def train_command(
     except ValueError as error:
         raise UsageProblems([str(error)]) from None
     check_run_target(out)
+    tagged = any(tag in out.name for tag in (TMP_TAG, OLD_TAG)) or out.name.endswith(RESUME_TAG)
+    if tagged and out.name.startswith("."):  # a later run would take it for its own leftover
+        raise UsageProblems([
+            f"--out {out}: a name posgen gives its own hidden folders (.NAME{TMP_TAG}*, "
+            f".NAME{OLD_TAG}*, .NAME{RESUME_TAG}); choose another name"
+        ])  # fmt: skip
     resume = resume_folder(out)
     refuse_in_the_way(resume, out, "posgen train keeps the run's checkpoint")
+    if foreign := foreign_files(resume):  # removed when the run is done: never another's
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise UsageProblems([
+            f"--out {out}: {resume} holds {shown(foreign[0], 100)}{more}, not only a checkpoint: "
+            "posgen train keeps the run's checkpoint there and removes the folder when done; "
+            "move it away"
+        ])  # fmt: skip
     dataset = Dataset.open(data)
     name = dataset.resolve_config(config)
     try:

@@ -75,7 +75,8 @@ def read_predictions(path: Path, fits: tuple[int, int] | None = None) -> Predict
     try:
         kind = file_format(path)
         if not path.is_file():
-            raise ScoringError("no such file")
+            kind = "a folder" if path.is_dir() else "a pipe or a device"
+            raise ScoringError(f"not a regular file ({kind})" if path.exists() else "no such file")
         try:
             if kind == "npy":
                 npy_layout(path)

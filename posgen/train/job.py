@@ -42,6 +42,7 @@ from posgen.scoring.reliance import score_probe
 from posgen.spec import PROBE_SPLIT, read_bounded
 from posgen.store.dataset import Dataset
 from posgen.store.safety import (
+    FILE_TMP_TAG,
     OutputExistsError,
     atomic_folder,
     durable_file,
@@ -87,6 +88,19 @@ def read_progress(folder: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def foreign_files(work: Path) -> list[str]:
+    """The names in the work folder ``work`` that are not the job's own (its checkpoint, its
+    progress and their files being written), sorted; none when it is no folder. The job
+    removes its work folder once done: a folder holding others is not one to use."""
+    own = (CHECKPOINT, PROGRESS)
+    temporary = tuple(hidden_stem(name) + FILE_TMP_TAG for name in own)
+    try:
+        names = os.listdir(work) if Path(work).is_dir() and not Path(work).is_symlink() else []
+    except OSError:
+        return []
+    return sorted(name for name in names if name not in own and not name.startswith(temporary))
 
 
 class DamagedCheckpoint(DataError):
@@ -179,6 +193,8 @@ def train_runs(
                 trained = trainer.train(
                     loaded, resolved, config, seed, job.device, resume, checkpoint, events
                 )
+            except trainer.UnfitCheckpoint as error:
+                raise _damaged(work, name, str(error)) from None
             finally:  # closed before any error line, so stderr ends with that line
                 if bar is not None:
                     with signals.held():
@@ -251,6 +267,14 @@ def _save_checkpoint(work: Path, key: str, state: dict[str, Any]) -> None:
     write_atomically(work / PROGRESS, (json.dumps(summary) + "\n").encode(), follow=False)
 
 
+def _damaged(work: Path, name: str, why: str) -> DamagedCheckpoint:
+    """The one line on the checkpoint of ``work`` that is not resumed, and how to start over."""
+    return DamagedCheckpoint(
+        f"{name}: its checkpoint {work / CHECKPOINT} {shown(why, 200)}; it was not resumed. To "
+        f"start over: rm -r {shlex.quote(str(work))}, then rerun the same command"
+    )
+
+
 def _load_checkpoint(
     work: Path, key: str, name: str, device: torch.device
 ) -> dict[str, Any] | None:
@@ -280,12 +304,14 @@ def _load_checkpoint(
         saved = torch.load(io.BytesIO(payload), map_location=device, weights_only=True)
         if not isinstance(saved, dict):
             raise ValueError(f"holds a {type(saved).__name__}, not a checkpoint")
+        parts = ("position", "selections", "model", "optimizer", "schedule", "rng")
+        if lacking := [part for part in parts if not isinstance(saved.get(part), dict)]:
+            raise ValueError(f"does not fit this run ({', '.join(lacking)}: missing or no dict)")
+        if type(saved["position"].get("step")) is not int:
+            raise ValueError("does not fit this run (its step: missing or no whole number)")
     except Exception as error:
         why = str(error) if isinstance(error, ValueError) else f"cannot be read ({error})"
-        raise DamagedCheckpoint(
-            f"{name}: its checkpoint {path} {shown(why, 200)}; it was not resumed. To start "
-            f"over: rm -r {shlex.quote(str(work))}, then rerun the same command"
-        ) from None
+        raise _damaged(work, name, why) from None
     if saved.get("key") != key:
         raise UsageError(
             f"{name}: its checkpoint {work} is of another run (the data folder's name, config, "

@@ -59,13 +59,31 @@ def _unfinished(path: Path) -> str | None:
     return f"{path}: not a finished run (no {', '.join(missing)})" if missing else None
 
 
+def _holding_link(link: Path, roots: Sequence[str]) -> str | None:
+    """Why the walk does not follow ``link`` (None when it may): a link to a folder holding
+    one of the folders given (``/``, a parent), outside them all, would walk past what was
+    named, up to the whole file system."""
+    if not os.path.islink(link):
+        return None
+    target = os.path.realpath(link)
+    if any(os.path.commonpath([target, root]) == root for root in roots):
+        return None  # inside a folder given: walked anyway, each folder once
+    held = [root for root in roots if os.path.commonpath([target, root]) == target]
+    if not held:
+        return None
+    return f"{link}: a link to {target}, a folder holding {held[0]} (not followed)"
+
+
 def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
     """Run folders among ``paths`` and below them (links followed, each once, never into a
-    run's ``model/``), sorted, and why unfinished ones were skipped."""
+    run's ``model/`` nor to a folder holding one of ``paths``), sorted, and why unfinished
+    ones were skipped."""
     found: list[Path] = []
     seen: set[str] = set()
     skipped: list[str] = []
-    for path in map(Path, paths):
+    paths = list(map(Path, paths))
+    roots = [os.path.realpath(path) for path in paths]
+    for path in paths:
         if not path.is_dir():
             file = "is a file, not a folder: give the run folder"
             raise ResultsError(f"{path}: {file if path.exists() else 'no such folder'}")
@@ -82,6 +100,10 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
                 if _run_like(os.listdir(here / name)):
                     skipped.append(f"skipped {_unfinished(here / name)} (not counted)")
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in list(dirs):
+                if (why := _holding_link(here / name, roots)) is not None:
+                    skipped.append(f"skipped {why}")
+                    dirs.remove(name)
             if not _run_like(files):
                 continue
             if (why := _unfinished(here)) is not None:

@@ -32,6 +32,7 @@ MAX_RECORD_BYTES = 128 << 20  # the scores take about 60 bytes a position: 1 M p
 MAX_COUNT = 2**53  # largest count a report may hold (exact as a float)
 MAX_THREADS = 1024
 MAX_LAYERS = 64
+MAX_SECONDS = 1e9  # a run time (about 31 years): run times summed stay finite
 SCHEMA_FILE = Path(__file__).with_name("run_record.schema.json")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 ZEROED = "0" * 64  # no file hashes to it: a record holding one was edited
@@ -277,10 +278,13 @@ class RunRecord(_Record):
     best_val_id_accuracy: float = Field(ge=0.0, le=1.0)
     wall_seconds: float | None = Field(
         ge=0,
+        le=MAX_SECONDS,
         description="From the start of training to the written run (shared trainings "
         "count their training once per run).",
     )
-    train_seconds: float | None = Field(ge=0, description="Seconds in training steps.")
+    train_seconds: float | None = Field(
+        ge=0, le=MAX_SECONDS, description="Seconds in training steps."
+    )
     device: Literal["cpu", "cuda"]
     torch_threads: int = Field(ge=1, le=MAX_THREADS)
     versions: dict[str, str] = Field(max_length=64)

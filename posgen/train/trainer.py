@@ -312,7 +312,8 @@ def train(
     randomized = resolved[0].randomized
     sampler = None if randomized is None else RandomPositions(seed, randomized)
     selections = [Selection(pe) for pe in resolved]
-    at = Position() if resume is None else restore(resume, selections, parts)
+    end = Position(epoch=config.epochs + 1, offset=rows, step=total)
+    at = Position() if resume is None else restore(resume, selections, parts, end)
     orders = itertools.islice(epoch_order(rows, seed), at.epoch - 1, None)
     started = time.perf_counter() - at.seconds  # wall time counts every attempt
     model.train()
@@ -424,8 +425,41 @@ def state(at: Position, selections: list[Selection], parts: dict[str, Any]) -> d
     }
 
 
-def restore(saved: dict[str, Any], selections: list[Selection], parts: dict[str, Any]) -> Position:
-    """Load a :func:`state` dict into the training; where it stands."""
+class UnfitCheckpoint(ValueError):
+    """A checked checkpoint whose contents do not fit this training (another layout or
+    version, a position past the run's end): never resumed."""
+
+
+def restore(
+    saved: dict[str, Any], selections: list[Selection], parts: dict[str, Any], end: Position
+) -> Position:
+    """Load a :func:`state` dict into the training; where it stands (at most ``end``: the
+    last step, the epoch after the last and the rows of one). :class:`UnfitCheckpoint`
+    when its contents do not fit."""
+    try:
+        at = _restored(saved, selections, parts)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as error:
+        if out_of_memory(error):
+            raise
+        why = shown(str(error), 150) or "(no message)"
+        raise UnfitCheckpoint(f"does not fit this run ({type(error).__name__}: {why})") from None
+    fits = [
+        (at.step, 0, end.step), (at.epoch, 1, end.epoch), (at.offset, 0, end.offset)
+    ]  # fmt: skip
+    ended = at.step == end.step or at.epoch == end.epoch
+    if not all(type(v) is int and low <= v <= high for v, low, high in fits) or not (
+        isinstance(at.done, bool) and isinstance(at.log, list)
+        and all(isinstance(line, dict) for line in at.log)
+        and (not at.done or (ended and all(s.state for s in selections)))
+    ):  # fmt: skip
+        said = f"epoch {at.epoch!r}, step {at.step!r}, offset {at.offset!r}"
+        raise UnfitCheckpoint(f"does not fit this run (it stands at {shown(said, 150)})")
+    return at
+
+
+def _restored(
+    saved: dict[str, Any], selections: list[Selection], parts: dict[str, Any]
+) -> Position:
     for selection in selections:
         entry = saved["selections"][selection.pe.label]
         selection.accuracy, selection.epoch = entry["accuracy"], entry["epoch"]

@@ -152,6 +152,8 @@ BAD_PREDICTIONS = {  # case (its first word: the file's suffix) -> (content, err
         "id": range(11), "predictions": [ROW] * 11}), path, compression="lz4"),
         "holds 11 rows or more; the data has 10: not read"),
     "jsonl 5000-digit id": ('{"id": ' + "1" * 5000 + ', "predictions": [1]}\n', "too long"),
+    "parquet a pipe": (os.mkfifo, "not a regular file (a pipe or a device)"),  # was: no such file
+    "jsonl a link to /dev/zero": (lambda path: path.symlink_to("/dev/zero"), "not a regular file"),
 }  # fmt: skip
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shutil
 import stat
@@ -43,10 +44,30 @@ def _digit_changed(raw: bytes) -> bytes:
     return raw[:at] + (b"0" if raw[at : at + 1] != b"0" else b"1") + raw[at + 1 :]
 
 
+def _checksummed(payload: bytes) -> bytes:
+    return (
+        payload
+        + TRAILER_TAG
+        + f"{hashlib.sha256(payload).hexdigest()} {len(payload):016d}\n".encode()
+    )
+
+
 def _valid_but_not_torch(raw: bytes) -> bytes:
-    payload = b"not a torch file at all" * 10
-    digest = hashlib.sha256(payload).hexdigest()
-    return payload + TRAILER_TAG + f"{digest} {len(payload):016d}\n".encode()
+    return _checksummed(b"not a torch file at all" * 10)
+
+
+def _resaved(change):
+    """The checkpoint's state changed by ``change(state)`` and saved with its checksum: whole
+    and checked, but of another layout (another version) or standing past the run's end."""
+
+    def damage(path: Path, intact: Path) -> None:
+        state = torch.load(io.BytesIO(intact.read_bytes()[:-TRAILER_BYTES]), weights_only=True)
+        change(state)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        path.write_bytes(_checksummed(buffer.getvalue()))
+
+    return damage
 
 
 def _bytes(change):
@@ -68,6 +89,23 @@ DAMAGE = {  # what stands at checkpoint.pt (``intact``: a good copy), a fragment
     "a folder": (lambda path, intact: path.mkdir(), "is not a file"),
     "a pipe": (lambda path, intact: os.mkfifo(path), "is not a file"),  # a read waits for good
     "a link to an intact copy": (lambda path, intact: path.symlink_to(intact), "is not a file"),
+    "checked, without its position": (_resaved(lambda s: s.pop("position")), "does not fit"),
+    "checked, past the run's last step": (
+        _resaved(lambda s: s["position"].update(step=10**9)),
+        "does not fit this run",
+    ),
+    "checked, its log no JSON": (
+        _resaved(lambda s: s["position"].update(log="x")),
+        "does not fit this run",
+    ),
+    "checked, without the optimizer's state": (
+        _resaved(lambda s: s["optimizer"].clear()),
+        "does not fit this run",
+    ),
+    "checked, a weight of another shape": (
+        _resaved(lambda s: s["model"].update({"lm_head.weight": torch.zeros(3)})),
+        "does not fit",
+    ),
 }
 
 

@@ -154,6 +154,14 @@ def test_load_model_of_a_missing_or_damaged_saved_model_is_one_usage_error_namin
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("folder", [123, None, b"run", ["run"]], ids=repr)
+def test_load_model_of_something_that_is_no_path_is_a_usage_error_naming_the_argument(folder):
+    with pytest.raises(
+        UsageError, match=f"load_model: folder must be .*, not {type(folder).__name__}"
+    ):
+        posgen.load_model(folder)
+
+
 # --- a plugin never replaces a built-in ----------------------------------------------------
 
 HEADER = """

@@ -323,6 +323,8 @@ LAYOUTS = {  # layout -> what the one note names (None: no note, the run behind 
     "link only": None,
     "link and folder": None,
     "link loop": None,
+    "link to the file system's root": "a link to /, a folder holding",  # never walked
+    "link to the parent": "a folder holding",
 }
 
 
@@ -343,6 +345,8 @@ def test_results_counts_a_run_once_and_notes_a_folder_that_is_no_finished_run(
         (elsewhere / "loop").symlink_to(elsewhere, target_is_directory=True)
     if named == BUILD:
         named = str(shutil.copytree(run, runs / BUILD))
+    elif layout.startswith("link to"):
+        (runs / "up").symlink_to("/" if "root" in layout else "..", target_is_directory=True)
     elif named is not None:
         (shutil.copytree(run, runs / "half") / named).unlink()
     js = tmp_path / "r.json"
@@ -619,6 +623,15 @@ BAD_INPUTS = {
         lambda t, _: (t / RESUME).write_text("mine"), train(), [f"{RESUME} is a file"]),
     "train --out a link where the checkpoint goes": (
         lambda t, _: (t / RESUME).symlink_to(t / "parent"), train(), [f"{RESUME} is a link"]),
+    **{f"train --out {name}, a name of posgen's own (a later run removed or moved it)": (
+        None, train(out=name), [f"{{t}}/{name}: a name posgen gives its own hidden folders"])
+       for name in (".run.posgen-tmp-1a2b3c4d", ".run.posgen-old-1a2b3c4d", RESUME)},
+    "train --out where the checkpoint goes, another run's folder (it was removed)": (
+        lambda t, _: shutil.copytree(t / "r0", t / RESUME), train(),
+        [f"{RESUME} holds metrics.jsonl and 3 more, not only a checkpoint"]),
+    "train --out where the checkpoint goes, a folder of the user's": (
+        lambda t, _: (t / RESUME).mkdir() or (t / RESUME / "notes.txt").write_text("mine"),
+        train(), [f"{RESUME} holds notes.txt, not only"]),
 }  # fmt: skip
 TARGETS = {  # more: tests/cli/test_outputs_never_land_on_inputs.py
     "score --json onto --predictions via a link": (None, SCORE + " --json {t}/link.parquet",
@@ -821,6 +834,8 @@ RUN_FILES = {  # case -> (damage, what the error line names)
     "scores accuracy not its ratio": (edit("scores.id.accuracy", 0.999), "scores.id.accuracy"),
     "scores counts not the curve": (edit("scores.ood.correct", 0), "ood"),
     "probe scores of the wrong type": (probe("id", "x"), "probe_scores.id"),
+    "a wall time of 1e308 s (two summed: Infinity)": (edit("wall_seconds", 1e308), "wall_seconds"),
+    "a training time of 1e308 s": (edit("train_seconds", 1e308), "train_seconds"),
 }  # fmt: skip
 PROBE_SCORES = {  # issue 27, class 3
     "far-reliance 0.99, the counts say less": (probe("id.far_reliance", 0.99),
