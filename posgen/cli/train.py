@@ -22,7 +22,7 @@ from posgen.cli import (
     require_extra,
 )
 from posgen.encodings import NO_TABLE, PERequest
-from posgen.errors import RunError, UsageProblems, problem_lines, shown
+from posgen.errors import RunError, UsageProblems, problem_lines
 from posgen.store.dataset import Dataset, SplitError
 from posgen.store.safety import OLD_TAG, TMP_TAG, owner_alive
 from posgen.train.config import (
@@ -36,7 +36,7 @@ from posgen.train.config import (
     refusal,
     stable_hash,
 )
-from posgen.train.job import RESUME_TAG, foreign_files, resume_folder
+from posgen.train.job import RESUME_TAG, refuse_foreign, resume_folder
 
 OVERRIDES = tuple(name for name in TrainConfig.model_fields if name not in ("seeds", "bf16"))
 """TrainConfig fields a flag overrides (``--batch-size`` sets ``batch_size``)."""
@@ -202,13 +202,7 @@ def train_command(
         ])  # fmt: skip
     resume = resume_folder(out)
     refuse_in_the_way(resume, out, "posgen train keeps the run's checkpoint")
-    if foreign := foreign_files(resume):  # removed when the run is done: never another's
-        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-        raise UsageProblems([
-            f"--out {out}: {resume} holds {shown(foreign[0], 100)}{more}, not only a checkpoint: "
-            "posgen train keeps the run's checkpoint there and removes the folder when done; "
-            "move it away"
-        ])  # fmt: skip
+    refuse_foreign(resume, f"--out {out}")  # before any work
     dataset = Dataset.open(data)
     name = dataset.resolve_config(config)
     try:

@@ -90,17 +90,22 @@ def read_progress(folder: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def foreign_files(work: Path) -> list[str]:
-    """The names in the work folder ``work`` that are not the job's own (its checkpoint, its
-    progress and their files being written), sorted; none when it is no folder. The job
-    removes its work folder once done: a folder holding others is not one to use."""
+def refuse_foreign(work: Path, name: str) -> None:
+    """:class:`UsageError` when the work folder ``work`` holds names that are not the job's own
+    (its checkpoint, its progress and their files being written): the job removes it when done,
+    so it must never be a folder of other files (another run, the user's)."""
     own = (CHECKPOINT, PROGRESS)
-    temporary = tuple(hidden_stem(name) + FILE_TMP_TAG for name in own)
+    temporary = tuple(hidden_stem(file) + FILE_TMP_TAG for file in own)
     try:
         names = os.listdir(work) if Path(work).is_dir() and not Path(work).is_symlink() else []
     except OSError:
-        return []
-    return sorted(name for name in names if name not in own and not name.startswith(temporary))
+        return
+    if foreign := sorted(n for n in names if n not in own and not n.startswith(temporary)):
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise UsageError(
+            f"{name}: {work} holds {shown(foreign[0], 100)}{more}, not only a checkpoint: the "
+            "job keeps its checkpoint there and removes the folder when done; move it away"
+        )
 
 
 class DamagedCheckpoint(DataError):
@@ -214,6 +219,7 @@ def train_runs(
     with exclusive(work):
         if not work.exists():  # a worker of the same training finished while we waited
             return []
+        refuse_foreign(work, name)  # the API's and a sweep's work folders too
         todo = [(pe, Path(out)) for pe, out in zip(pes, outs, strict=True) if not is_run(out)]
         keep = False
         try:

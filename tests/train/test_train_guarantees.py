@@ -21,6 +21,7 @@ torch = pytest.importorskip("torch")
 import posgen.signals  # noqa: E402
 from posgen import write_dataset  # noqa: E402
 from posgen.cli.train import memory_estimate  # noqa: E402
+from posgen.errors import UsageError  # noqa: E402
 from posgen.signals import Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store.dataset import Dataset  # noqa: E402
@@ -216,6 +217,18 @@ def test_the_training_loop_sees_a_signal_between_steps(tmp_path, data, monkeypat
     with pytest.raises(Interrupted):
         train_runs(data, "recursive", ["rope"], config, 0, [tmp_path / "r"], "cpu")
     assert len(steps) == 1  # the step finished; no second one started
+
+
+def test_a_work_folder_holding_other_files_is_refused_by_the_job_and_kept(data, tmp_path):
+    """The job removes its work folder when done (a sweep's, an API caller's as well)."""
+    work = tmp_path / "work"
+    shutil.copytree(data, work)  # not a checkpoint: a dataset
+    before = sorted(p.name for p in work.iterdir())
+    config = preset("cpu", layers=1, hidden=16, heads=2, intermediate=32, epochs=1, max_steps=1)
+    with pytest.raises(UsageError, match=r"^job: .*work holds README\.md and \d+ more, not only"):
+        train_runs(data, "recursive", ["rope"], config, 0, [tmp_path / "r"], "cpu", work=work,
+                   key="k", name="job")  # fmt: skip
+    assert sorted(p.name for p in work.iterdir()) == before and not (tmp_path / "r").exists()
 
 
 # --- 2. one pinned read: a run scores on the data it trained on ---------------------------
