@@ -26,6 +26,7 @@ import posgen
 from posgen.cli import main
 from posgen.spec import TaskSpec, default_benchmark
 from posgen.store.formats import to_dataset_dict
+from posgen.train import FILES
 from posgen.validate import SourceError, validate
 
 GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
@@ -448,6 +449,8 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
     "merge of a read-only part folder": ("merge merged parts1 parts", 2, "parts/.posgen-parts"),
     "generate --overwrite a read-only dataset": (f"{GEN_X.replace('noexec/x', 'rods')} "
                                                  "--overwrite", 2, "rods"),
+    "results of a run whose results.json is unreadable": ("results runs/r --out r.md", 2,
+                                                          "runs/r/results.json"),
 }  # fmt: skip
 
 
@@ -460,6 +463,9 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     (base / "secret.toml").write_text('task = "cot"\n')
     (base / "noexec").mkdir()
     (base / "ro").mkdir()
+    (base / "runs" / "r").mkdir(parents=True)  # a run folder; its record is never reached
+    for name in FILES:
+        (base / "runs" / "r" / name).write_text("{}")
     for name, part in (("parts", "0/2"), ("parts1", "1/2")):
         made = CliRunner().invoke(main, ["generate", "--out", str(base / name), *SMALL_FLAGS,
                                          "--part", part, "-q"])  # fmt: skip
@@ -475,6 +481,7 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
         path.chmod(0o555 if path.is_dir() else 0o444)
     (base / "noexec").chmod(0o600)
     for path in (base / "secret.jsonl", base / "secret.toml", base / "manifest" / "posgen.json",
+                 base / "runs" / "r" / "results.json",
                  *(base / "shard" / "data" / "cot").glob("test-*")):  # fmt: skip
         path.chmod(0o000)
     (base / "datadir" / "data" / "cot").chmod(0o600)
