@@ -263,16 +263,20 @@ def fsync_dir(path: Path) -> None:
             os.close(handle)
 
 
-def walk(root: Path, followlinks: bool = False) -> Iterator[tuple[str, list[str], list[str]]]:
-    """``os.walk(root)`` (top-down, unreadable folders skipped) without recursion: before
-    Python 3.12 a tree of 1,000 nested folders was a RecursionError."""
+def walk(
+    root: Path, followlinks: bool = False, strict: bool = False
+) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(root)`` (top-down, unreadable folders skipped, or with ``strict`` raised)
+    without recursion: before Python 3.12 a tree of 1,000 nested folders was a RecursionError."""
     stack = [str(root)]
     while stack:
         top = stack.pop()
         try:
             with os.scandir(top) as entries:
                 names = [(entry.name, _is_dir(entry)) for entry in entries]
-        except OSError:
+        except OSError as error:
+            if strict and not isinstance(error, FileNotFoundError):  # gone meanwhile: skipped
+                raise
             continue
         dirs = [name for name, folder in names if folder]
         yield top, dirs, [name for name, folder in names if not folder]

@@ -451,6 +451,8 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
                                                  "--overwrite", 2, "rods"),
     "results of a run whose results.json is unreadable": ("results runs/r --out r.md", 2,
                                                           "runs/r/results.json"),
+    "results of a folder holding an unreadable folder": ("results tree --out r.md", 2,
+                                                         "tree/locked"),
 }  # fmt: skip
 
 
@@ -466,6 +468,7 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     (base / "runs" / "r").mkdir(parents=True)  # a run folder; its record is never reached
     for name in FILES:
         (base / "runs" / "r" / name).write_text("{}")
+    (base / "tree" / "locked").mkdir(parents=True)  # its runs would be left out unseen
     for name, part in (("parts", "0/2"), ("parts1", "1/2")):
         made = CliRunner().invoke(main, ["generate", "--out", str(base / name), *SMALL_FLAGS,
                                          "--part", part, "-q"])  # fmt: skip
@@ -485,6 +488,7 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
                  *(base / "shard" / "data" / "cot").glob("test-*")):  # fmt: skip
         path.chmod(0o000)
     (base / "datadir" / "data" / "cot").chmod(0o600)
+    (base / "tree" / "locked").chmod(0o000)
 
 
 PERMISSION_DRIVER = """
