@@ -3,6 +3,7 @@ transformers (the ``train`` extra) are imported only when a run starts or ``--li
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from posgen.cli import (
 from posgen.encodings import NO_TABLE, PERequest
 from posgen.errors import RunError, UsageProblems, problem_lines
 from posgen.store.dataset import Dataset, SplitError
-from posgen.store.safety import owner_alive
+from posgen.store.safety import owner_alive, read_only_folder
 from posgen.train.config import (
     PRESETS,
     RunEstimate,
@@ -196,6 +197,15 @@ def train_command(
     check_run_target(out)
     resume = resume_folder(out)
     refuse_in_the_way(resume, out, "posgen train keeps the run's checkpoint")
+    if resume.is_dir():  # its checkpoint is written after the first epoch: refused now
+        why = None
+        if os.stat(resume).st_uid != os.geteuid():
+            why = "belongs to another user"
+        elif (stuck := read_only_folder(resume, written=True)) is not None:
+            why = "is read-only" if stuck == resume else f"holds a read-only folder, {stuck}"
+        if why:
+            where = f"{resume}, where posgen train keeps the run's checkpoint,"
+            raise UsageProblems([f"--out {out}: {where} {why}; remove it or choose another --out"])
     dataset = Dataset.open(data)
     name = dataset.resolve_config(config)
     try:

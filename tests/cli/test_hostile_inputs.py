@@ -420,6 +420,7 @@ def test_validate_refuses_a_split_the_data_does_not_have(record, tiny_cot, tmp_p
 SCORE_O = "score --predictions o.jsonl --data"
 SCORE_DS = "score --data ds --predictions"
 ORACLE_OUT = "baseline --kind oracle --data"
+TINY_TRAIN = "--layers 1 --hidden 16 --heads 2 --intermediate 32 --epochs 1 --max-steps 2 -q"
 GEN_X = "generate --out noexec/x " + " ".join(SMALL_FLAGS)
 PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, the path named)
     "generate --out in noexec": (GEN_X, 2, "noexec/x"),
@@ -453,6 +454,8 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
                                                           "runs/r/results.json"),
     "results of a folder holding an unreadable folder": ("results tree --out r.md", 2,
                                                          "tree/locked"),
+    "train --out beside a read-only checkpoint folder": (f"train --data ds --pe rope --out rt "
+                                                         f"{TINY_TRAIN}", 2, ".rt.posgen-resume"),
 }  # fmt: skip
 
 
@@ -468,6 +471,7 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     (base / "runs" / "r").mkdir(parents=True)  # a run folder; its record is never reached
     for name in FILES:
         (base / "runs" / "r" / name).write_text("{}")
+    (base / ".rt.posgen-resume").mkdir()  # the checkpoint folder of posgen train --out rt
     (base / "tree" / "locked").mkdir(parents=True)  # its runs would be left out unseen
     for name, part in (("parts", "0/2"), ("parts1", "1/2")):
         made = CliRunner().invoke(main, ["generate", "--out", str(base / name), *SMALL_FLAGS,
@@ -489,6 +493,7 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
         path.chmod(0o000)
     (base / "datadir" / "data" / "cot").chmod(0o600)
     (base / "tree" / "locked").chmod(0o000)
+    (base / ".rt.posgen-resume").chmod(0o555)
 
 
 PERMISSION_DRIVER = """

@@ -326,6 +326,18 @@ LAYOUTS = {  # layout -> what the one note names (None: no note, the run behind 
 }
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_checkpoint_folder_of_another_user_is_refused_before_training(
+    assert_clean_error, cli, tmp_path, data
+):  # it resumed from another user's checkpoint folder, or trained and then failed writing it
+    resume = tmp_path / ".r.posgen-resume"  # as another user's leftover in /tmp
+    resume.mkdir()
+    os.chown(resume, 65534, 65534)
+    result = cli(*train_args(data, tmp_path / "r"))
+    assert_clean_error(result, 2, str(resume), "belongs to another user")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [resume.name]
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_results_counts_a_run_once_and_notes_a_folder_that_is_no_finished_run(
     cli, error_lines, recorded, tmp_path, run, layout
