@@ -547,8 +547,13 @@ def recover(target: Path) -> list[str]:
 
 
 def remove_leftover(stale: Path, target: Path | None = None) -> list[str]:
-    """Remove ``stale`` unless a live process owns it (a parked dataset goes back to a missing
-    ``target``)."""
+    """Remove ``stale`` unless a live process or another user owns it (a parked dataset goes
+    back to a missing ``target``)."""
+    try:
+        if os.lstat(stale).st_uid != os.geteuid():  # in a shared /tmp: never ours to remove
+            return [f"left {stale} alone: it belongs to another user"]
+    except FileNotFoundError:
+        return []
     with claim(stale) as state:
         if state == "gone":
             return []
