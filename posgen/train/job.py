@@ -93,6 +93,10 @@ class DamagedCheckpoint(DataError):
     """A checkpoint that cannot be read or checked: named, never resumed (exit 1)."""
 
 
+class RefusedCheckpoint(UsageError):
+    """A whole checkpoint not resumed, and kept: another run's (exit 2)."""
+
+
 @dataclass(frozen=True)
 class _Job:
     """What every run folder of one training shares."""
@@ -158,7 +162,7 @@ def train_runs(
         missing = [pe.label for pe in resolved if resume is not None and pe.label not in held]
         if missing:
             if not restart_other:
-                raise UsageError(
+                raise RefusedCheckpoint(
                     f"{name}: its checkpoint {work} is of a run with other flags (it trains "
                     f"{', '.join(sorted(held))}, not {', '.join(missing)}); rerun with those, "
                     "or remove it to start over"
@@ -202,8 +206,8 @@ def train_runs(
         keep = False
         try:
             summaries = run(*zip(*todo, strict=True)) if todo else []
-        except DamagedCheckpoint:
-            keep = True  # as it is, for the user to look at and remove
+        except (DamagedCheckpoint, RefusedCheckpoint):
+            keep = True  # as it is, for the user to look at and remove (or rerun to resume)
             raise
         except signals.Interrupted as stop:
             if stop.completed:
@@ -287,7 +291,7 @@ def _load_checkpoint(
             f"over: rm -r {shlex.quote(str(work))}, then rerun the same command"
         ) from None
     if saved.get("key") != key:
-        raise UsageError(
+        raise RefusedCheckpoint(
             f"{name}: its checkpoint {work} is of another run (the data folder's name, config, "
             "preset, settings, seed or encoding differ); rerun with those, or remove it to "
             "start over"

@@ -97,6 +97,8 @@ def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
 
 OTHER_RUNS = {  # a rerun's flags (``renamed``: of a copy of the data) -> what the line says
     "another seed": (["--seed=1"], "is of another run (the data folder's name,"),
+    # killed between the checkpoint's rename and progress.json's: the folder was deleted
+    "another seed, no progress.json": (["--seed=1"], "is of another run (the data folder's"),
     "the data folder renamed": ([], "is of another run (the data folder's name,"),
     "yarn (trains as rope does)": (["--pe", "yarn"], "is of a run with other flags (it trains"),
     "linear (trains as rope does)": (["--pe", "linear"], "is of a run with other flags (it"),
@@ -113,6 +115,8 @@ def test_a_checkpoint_of_another_run_is_refused_saying_what_names_a_run_and_kept
     assert cli(*train_args(data, out)).exit_code == 143
     monkeypatch.delenv(posgen.signals.HOOK_ENV)
     renamed = shutil.copytree(data, tmp_path / "renamed") if "renamed" in case else data
+    if "progress" in case:
+        (checkpoint.parent / "progress.json").unlink()
     before = checkpoint.read_bytes()
     line = assert_clean_error(cli(*train_args(renamed, out, *flags)), 2, words)
     assert "rerun with those, or remove it to start over" in line
