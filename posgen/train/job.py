@@ -94,7 +94,8 @@ class DamagedCheckpoint(DataError):
 
 
 class RefusedCheckpoint(UsageError):
-    """A whole checkpoint not resumed, and kept: another run's (exit 2)."""
+    """A whole checkpoint not resumed, and kept: another run's, or one this user may not read
+    (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,11 @@ def _load_checkpoint(
         saved = torch.load(io.BytesIO(payload), map_location=device, weights_only=True)
         if not isinstance(saved, dict):
             raise ValueError(f"holds a {type(saved).__name__}, not a checkpoint")
+    except PermissionError:  # the user's to fix, not damage: never 'rm -r' it
+        raise RefusedCheckpoint(
+            f"{name}: its checkpoint {path} cannot be read (permission denied); it was not "
+            f"resumed and is kept: make it readable (chmod u+r), then rerun the same command"
+        ) from None
     except Exception as error:
         why = str(error) if isinstance(error, ValueError) else f"cannot be read ({error})"
         raise DamagedCheckpoint(

@@ -456,6 +456,9 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
                                                          "tree/locked"),
     "train --out beside a read-only checkpoint folder": (f"train --data ds --pe rope --out rt "
                                                          f"{TINY_TRAIN}", 2, ".rt.posgen-resume"),
+    "train --out beside an unreadable checkpoint": (f"train --data ds --pe rope --out rc "
+                                                    f"{TINY_TRAIN}", 2,
+                                                    ".rc.posgen-resume/checkpoint.pt"),
 }  # fmt: skip
 
 
@@ -472,6 +475,9 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     for name in FILES:
         (base / "runs" / "r" / name).write_text("{}")
     (base / ".rt.posgen-resume").mkdir()  # the checkpoint folder of posgen train --out rt
+    (base / ".rc.posgen-resume").mkdir()
+    (base / ".rc.posgen-resume" / "checkpoint.pt").write_bytes(b"a checkpoint")
+    (base / ".rc.posgen-resume" / "progress.json").write_text('{"epoch": 1, "step": 1}')
     (base / "tree" / "locked").mkdir(parents=True)  # its runs would be left out unseen
     for name, part in (("parts", "0/2"), ("parts1", "1/2")):
         made = CliRunner().invoke(main, ["generate", "--out", str(base / name), *SMALL_FLAGS,
@@ -488,7 +494,7 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
         path.chmod(0o555 if path.is_dir() else 0o444)
     (base / "noexec").chmod(0o600)
     for path in (base / "secret.jsonl", base / "secret.toml", base / "manifest" / "posgen.json",
-                 base / "runs" / "r" / "results.json",
+                 base / "runs" / "r" / "results.json", base / ".rc.posgen-resume" / "checkpoint.pt",
                  *(base / "shard" / "data" / "cot").glob("test-*")):  # fmt: skip
         path.chmod(0o000)
     (base / "datadir" / "data" / "cot").chmod(0o600)
