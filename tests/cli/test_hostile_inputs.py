@@ -459,6 +459,10 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
     "train --out beside an unreadable checkpoint": (f"train --data ds --pe rope --out rc "
                                                     f"{TINY_TRAIN}", 2,
                                                     ".rc.posgen-resume/checkpoint.pt"),
+    "merge of a part folder holding an unreadable file": ("merge mu pu pu1", 2,
+                                                          "pu/.posgen-parts/data/cot/test"),
+    "merge in place of an unreadable part file": ("merge pin", 2,
+                                                  "pin/.posgen-parts/data/cot/test"),
 }  # fmt: skip
 
 
@@ -483,6 +487,11 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
         made = CliRunner().invoke(main, ["generate", "--out", str(base / name), *SMALL_FLAGS,
                                          "--part", part, "-q"])  # fmt: skip
         assert made.exit_code == 0, made.output
+    shutil.copytree(base / "parts", base / "pu")  # parts, one with a file it cannot read
+    shutil.copytree(base / "parts1", base / "pu1")
+    shutil.copytree(base / "parts", base / "pin")  # both parts in one folder, merged in place
+    shutil.copytree(base / "parts1" / ".posgen-parts", base / "pin" / ".posgen-parts",
+                    dirs_exist_ok=True)  # fmt: skip
     for path in [base, *base.rglob("*")]:
         path.chmod(0o777 if path.is_dir() else 0o644)
     (base / "ro").chmod(0o555)
@@ -495,7 +504,9 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     (base / "noexec").chmod(0o600)
     for path in (base / "secret.jsonl", base / "secret.toml", base / "manifest" / "posgen.json",
                  base / "runs" / "r" / "results.json", base / ".rc.posgen-resume" / "checkpoint.pt",
-                 *(base / "shard" / "data" / "cot").glob("test-*")):  # fmt: skip
+                 *(base / "shard" / "data" / "cot").glob("test-*"),
+                 *(base / "pu" / ".posgen-parts" / "data" / "cot").glob("test-*"),
+                 *(base / "pin" / ".posgen-parts" / "data" / "cot").glob("test-*")):  # fmt: skip
         path.chmod(0o000)
     (base / "datadir" / "data" / "cot").chmod(0o600)
     (base / "tree" / "locked").chmod(0o000)
