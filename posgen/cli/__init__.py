@@ -189,6 +189,13 @@ class PathArg(click.Path):
             problem = path_problem(os.fspath(value))
             if problem is not None:
                 self.fail(f"'{shown(os.fspath(value), 60)}' {problem}", param, ctx)
+            if self.exists and not os.path.lexists(value):  # click says "does not exist"
+                try:
+                    os.lstat(value)
+                except PermissionError:
+                    self.fail(f"'{shown(os.fspath(value), 60)}': permission denied", param, ctx)
+                except OSError:
+                    pass
         path = super().convert(value, param, ctx)
         if str(value) != "-" and os.fspath(path) == "-":  # Path("./-") reads as "-"
             return Path(os.path.abspath(value))

@@ -461,6 +461,8 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
                                                     ".rc.posgen-resume/checkpoint.pt"),
     "merge of a part folder holding an unreadable file": ("merge mu pu pu1", 2,
                                                           "pu/.posgen-parts/data/cot/test"),
+    "validate in noexec": ("validate noexec/ds", 2, "'noexec/ds': permission denied"),
+    "merge of a part folder in noexec": ("merge m noexec/p", 2, "'noexec/p': permission denied"),
     "merge in place of an unreadable part file": ("merge pin", 2,
                                                   "pin/.posgen-parts/data/cot/test"),
 }  # fmt: skip
