@@ -202,7 +202,9 @@ def train_command(
         if os.stat(resume).st_uid != os.geteuid():
             why = "belongs to another user"
         elif (stuck := read_only_folder(resume, written=True)) is not None:
-            why = "is read-only" if stuck == resume else f"holds a read-only folder, {stuck}"
+            readable = os.access(stuck, os.R_OK | os.X_OK)
+            article, kind = ("a", "read-only") if readable else ("an", "unreadable")
+            why = f"is {kind}" if stuck == resume else f"holds {article} {kind} folder, {stuck}"
         if why:
             where = f"{resume}, where posgen train keeps the run's checkpoint,"
             raise UsageProblems([f"--out {out}: {where} {why}; remove it or choose another --out"])

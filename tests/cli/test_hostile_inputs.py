@@ -456,6 +456,11 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
                                                          "tree/locked"),
     "train --out beside a read-only checkpoint folder": (f"train --data ds --pe rope --out rt "
                                                          f"{TINY_TRAIN}", 2, ".rt.posgen-resume"),
+    "train --out beside an unreadable checkpoint folder": (f"train --data ds --pe rope --out ru "
+                                                           f"{TINY_TRAIN}", 2,
+                                                           ".ru.posgen-resume, where posgen train "
+                                                           "keeps the run's checkpoint, is "
+                                                           "unreadable"),
     "train --out beside an unreadable checkpoint": (f"train --data ds --pe rope --out rc "
                                                     f"{TINY_TRAIN}", 2,
                                                     ".rc.posgen-resume/checkpoint.pt"),
@@ -482,6 +487,7 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
         (base / "runs" / "r" / name).write_text("{}")
     (base / ".rt.posgen-resume").mkdir()  # the checkpoint folder of posgen train --out rt
     (base / ".rc.posgen-resume").mkdir()
+    (base / ".ru.posgen-resume").mkdir()
     (base / ".rc.posgen-resume" / "checkpoint.pt").write_bytes(b"a checkpoint")
     (base / ".rc.posgen-resume" / "progress.json").write_text('{"epoch": 1, "step": 1}')
     (base / "tree" / "locked").mkdir(parents=True)  # its runs would be left out unseen
@@ -513,6 +519,7 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     (base / "datadir" / "data" / "cot").chmod(0o600)
     (base / "tree" / "locked").chmod(0o000)
     (base / ".rt.posgen-resume").chmod(0o555)
+    (base / ".ru.posgen-resume").chmod(0o300)
 
 
 PERMISSION_DRIVER = """
