@@ -583,6 +583,34 @@ def test_permission_errors_are_one_error_line_naming_the_path(
                 path.chmod(0o777)
 
 
+STICKY = {"validate --json": "r.json", "score --json": "r.json", "score --plot": "c.png",
+          "baseline --out": "b.jsonl", "generate --out": "ds"}  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+@pytest.mark.parametrize("cmd", sorted(STICKY))
+def test_another_users_output_in_a_sticky_folder_is_refused_before_the_work(
+    assert_clean_error, cli, recorded, tiny_cot, tiny_oracle, tmp_path, cmd
+):  # as a user in /tmp: the command ran, then 'writing ... failed: Operation not permitted'
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    os.chown(shared, 65533, 65533)  # neither the folder nor the file is this user's
+    theirs = shared / STICKY[cmd]
+    if cmd == "generate --out":
+        theirs.mkdir()
+    else:
+        theirs.write_bytes(b"theirs")
+    os.chown(theirs, 65534, 65534)
+    command, flag = cmd.split()
+    extra = ["--overwrite"] if command in ("generate", "baseline") else []
+    result = cli(*command_args(command, tiny_cot, tiny_oracle), flag, theirs, *extra)
+    with recorded("hostile", f"another user's output in a sticky folder:{cmd}"):
+        assert_clean_error(result, 2, str(theirs), "belongs to another user")
+        assert sorted(p.name for p in shared.iterdir()) == [theirs.name]
+        assert theirs.is_dir() if command == "generate" else theirs.read_bytes() == b"theirs"
+
+
 # --- anything unexpected ---------------------------------------------------------------
 @pytest.mark.parametrize("error", [
     KeyError("config"), TypeError("unsupported operand"), RecursionError("depth"), MemoryError(),
