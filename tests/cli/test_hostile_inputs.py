@@ -445,6 +445,8 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
     "validate --json in read-only": ("validate ds --json ro/r.json", 2, "ro/r.json"),
     "card of a read-only dataset": ("card rods", 2, "rods"),
     "sweep into a sweep folder with read-only runs": ("sweep paper.toml --out sw", 2, "sw/runs"),
+    "sweep into a sweep folder with a read-only checkpoint folder": ("sweep grid.toml --out sk",
+                                                                     2, "sk/work/"),
     "generate --part into a read-only part folder": (f"{GEN_X.replace('noexec/x', 'parts')} "
                                                      "--part 1/2", 2, "parts:"),
     "merge of a read-only part folder": ("merge merged parts1 parts", 2, "parts/.posgen-parts"),
@@ -507,6 +509,15 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     (base / "sw" / "runs").mkdir(parents=True)
     (base / "sw" / "sweep.json").write_text("{}")
     (base / "sw" / "runs").chmod(0o555)
+    tiny = "layers = 1, hidden = 16, heads = 2, intermediate = 32, epochs = 1, max_steps = 2"
+    grid = f'datasets = ["{base / "ds"}"]\npes = ["rope"]\nseeds = [1]\n[[presets]]\n'
+    (base / "grid.toml").write_text(f'{grid}name = "cpu"\noverrides = {{ {tiny} }}\n')
+    swept = CliRunner().invoke(main, ["sweep", str(base / "grid.toml"), "--out", str(base / "sk")])
+    assert swept.exit_code == 0, swept.output
+    job = next((base / "sk" / "logs").iterdir()).stem  # its training's key
+    shutil.rmtree(base / "sk" / "runs")  # to train again, into a read-only checkpoint folder
+    (base / "sk" / "work" / job).mkdir()
+    (base / "sk" / "work" / job).chmod(0o555)
     for path in [base / "parts", *(base / "parts").rglob("*")]:  # parts another user wrote
         path.chmod(0o555 if path.is_dir() else 0o444)
     (base / "noexec").chmod(0o600)
