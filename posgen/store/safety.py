@@ -65,7 +65,11 @@ def hidden_siblings(path: Path, tags: tuple[str, ...]) -> list[Path]:
     if not path.parent.is_dir():
         return []
     prefixes = tuple(f"{hidden_stem(path.name)}{tag}" for tag in tags)
-    return sorted(p for p in path.parent.iterdir() if p.name.startswith(prefixes))
+    try:
+        names = os.listdir(path.parent)
+    except PermissionError:  # a folder one may write in but not list (a drop box): none seen
+        return []
+    return sorted(path.parent / name for name in names if name.startswith(prefixes))
 
 
 LIBC = ctypes.CDLL(None, use_errno=True)  # loaded at import: a child before exec calls it

@@ -422,7 +422,8 @@ SCORE_DS = "score --data ds --predictions"
 ORACLE_OUT = "baseline --kind oracle --data"
 TINY_TRAIN = "--layers 1 --hidden 16 --heads 2 --intermediate 32 --epochs 1 --max-steps 2 -q"
 GEN_X = "generate --out noexec/x " + " ".join(SMALL_FLAGS)
-PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, the path named)
+PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, the path named;
+    # exit 0: the path written)
     "generate --out in noexec": (GEN_X, 2, "noexec/x"),
     "generate --spec unreadable": ("generate --out g --spec secret.toml", 2, "secret.toml"),
     "publish --out in noexec": ("publish paper.toml --out noexec/x", 2, "noexec/x"),
@@ -468,6 +469,12 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
                                                     ".rc.posgen-resume/checkpoint.pt"),
     "merge of a part folder holding an unreadable file": ("merge mu pu pu1", 2,
                                                           "pu/.posgen-parts/data/cot/test"),
+    "validate --json into a write-only folder": ("validate ds --json drop/r.json", 0,
+                                                 "drop/r.json"),
+    "baseline --out into a write-only folder": (f"{ORACLE_OUT} ds --out drop/b.jsonl", 0,
+                                                "drop/b.jsonl"),
+    "generate --out into a write-only folder": (GEN_X.replace("noexec/x", "drop/g"), 0,
+                                                "drop/g/posgen.json"),
     "validate in noexec": ("validate noexec/ds", 2, "'noexec/ds': permission denied"),
     "merge of a part folder in noexec": ("merge m noexec/p", 2, "'noexec/p': permission denied"),
     "merge in place of an unreadable part file": ("merge pin", 2,
@@ -521,6 +528,8 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     for path in [base / "parts", *(base / "parts").rglob("*")]:  # parts another user wrote
         path.chmod(0o555 if path.is_dir() else 0o444)
     (base / "noexec").chmod(0o600)
+    (base / "drop").mkdir()
+    (base / "drop").chmod(0o300)  # a drop box: files go in, its listing is not shown
     for path in (base / "secret.jsonl", base / "secret.toml", base / "manifest" / "posgen.json",
                  base / "runs" / "r" / "results.json", base / ".rc.posgen-resume" / "checkpoint.pt",
                  *(base / "shard" / "data" / "cot").glob("test-*"),
@@ -584,6 +593,10 @@ def test_permission_errors_are_one_error_line_naming_the_path(
                 (f"exit {exit_code}, not {wanted}", exit_code not in codes),
                 (f"{named} not named in one error line", not (named_once or reported)),
             ] if bad]  # fmt: skip
+            if wanted == 0:  # a place the user may write in: written, no error
+                wrong = [w for w in wrong if "not named" not in w] + (
+                    [f"{named} not written"] if lines or not (base / named).exists() else []
+                )
             record("hostile", f"permission:{label}", not wrong)
             if wrong:
                 failures.append(f"{label}: {'; '.join(wrong)}: {output[-300:]}")
