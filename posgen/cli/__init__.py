@@ -189,6 +189,13 @@ class PathArg(click.Path):
             problem = path_problem(os.fspath(value))
             if problem is not None:
                 self.fail(f"'{shown(os.fspath(value), 60)}' {problem}", param, ctx)
+            if self.exists and not os.path.lexists(value):  # click says "does not exist"
+                try:
+                    os.lstat(value)
+                except PermissionError:
+                    self.fail(f"'{shown(os.fspath(value), 60)}': permission denied", param, ctx)
+                except OSError:
+                    pass
         path = super().convert(value, param, ctx)
         if str(value) != "-" and os.fspath(path) == "-":  # Path("./-") reads as "-"
             return Path(os.path.abspath(value))
@@ -528,6 +535,21 @@ def refuse_unwritable(out: Path, flag: str = "") -> None:
         line += f"({reason[:1].lower()}{reason[1:]}); nothing was written"
         bad_path = os_error_problem(error)[1] == 2
         raise (UsageProblems([line]) if bad_path else RunError(line)) from None
+    real = Path(os.path.realpath(out))  # what the write replaces (a link is followed)
+    try:
+        held, folder = os.lstat(real), os.stat(real.parent)
+    except OSError:
+        return
+    replaced = stat.S_ISREG(held.st_mode) or stat.S_ISDIR(held.st_mode)  # a pipe is written to
+    if (
+        replaced
+        and folder.st_mode & stat.S_ISVTX
+        and os.geteuid() not in (held.st_uid, folder.st_uid)
+    ):
+        raise UsageProblems([  # the kernel refuses its replacement: after the work, as exit 1
+            f"{flag}cannot replace {out}: it belongs to another user, in {real.parent}, a shared "
+            "folder (sticky bit); choose another name; nothing was written"
+        ])  # fmt: skip
 
 
 def check_dataset_target(

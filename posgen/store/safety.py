@@ -65,7 +65,11 @@ def hidden_siblings(path: Path, tags: tuple[str, ...]) -> list[Path]:
     if not path.parent.is_dir():
         return []
     prefixes = tuple(f"{hidden_stem(path.name)}{tag}" for tag in tags)
-    return sorted(p for p in path.parent.iterdir() if p.name.startswith(prefixes))
+    try:
+        names = os.listdir(path.parent)
+    except PermissionError:  # a folder one may write in but not list (a drop box): none seen
+        return []
+    return sorted(path.parent / name for name in names if name.startswith(prefixes))
 
 
 LIBC = ctypes.CDLL(None, use_errno=True)  # loaded at import: a child before exec calls it
@@ -263,16 +267,20 @@ def fsync_dir(path: Path) -> None:
             os.close(handle)
 
 
-def walk(root: Path, followlinks: bool = False) -> Iterator[tuple[str, list[str], list[str]]]:
-    """``os.walk(root)`` (top-down, unreadable folders skipped) without recursion: before
-    Python 3.12 a tree of 1,000 nested folders was a RecursionError."""
+def walk(
+    root: Path, followlinks: bool = False, strict: bool = False
+) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(root)`` (top-down, unreadable folders skipped, or with ``strict`` raised)
+    without recursion: before Python 3.12 a tree of 1,000 nested folders was a RecursionError."""
     stack = [str(root)]
     while stack:
         top = stack.pop()
         try:
             with os.scandir(top) as entries:
                 names = [(entry.name, _is_dir(entry)) for entry in entries]
-        except OSError:
+        except OSError as error:
+            if strict and not isinstance(error, FileNotFoundError):  # gone meanwhile: skipped
+                raise
             continue
         dirs = [name for name, folder in names if folder]
         yield top, dirs, [name for name, folder in names if not folder]
@@ -543,8 +551,13 @@ def recover(target: Path) -> list[str]:
 
 
 def remove_leftover(stale: Path, target: Path | None = None) -> list[str]:
-    """Remove ``stale`` unless a live process owns it (a parked dataset goes back to a missing
-    ``target``)."""
+    """Remove ``stale`` unless a live process or another user owns it (a parked dataset goes
+    back to a missing ``target``)."""
+    try:
+        if os.lstat(stale).st_uid != os.geteuid():  # in a shared /tmp: never ours to remove
+            return [f"left {stale} alone: it belongs to another user"]
+    except FileNotFoundError:
+        return []
     with claim(stale) as state:
         if state == "gone":
             return []

@@ -398,6 +398,9 @@ def _render(out: Path, staging: Path, finish: Finish | None) -> None:
     entries = [by_path[shard.path] for shard in plan]
     for stale in (staging / "data").rglob(f".*{FILE_TMP_TAG}*"):
         remove_leftover(stale)
+    for entry in entries:  # a permission problem is the user's to fix, not damage
+        if os.path.lexists(path := staging / entry.path) and not os.access(path, os.R_OK):
+            raise PartsError(f"{path}: permission denied (make it readable); nothing was written")
     manifest = build_manifest(bench, plan, entries, "parquet", PARQUET_OPTIONS)
     problems = check_files(staging, manifest)  # the sha256 each part recorded: one read
     if problems:  # not finished: where each damaged file lies, and the part to rerun
@@ -476,6 +479,8 @@ def _merge_parts(out: Path, sources: list[Path], finish: Finish | None = None) -
                 del moves[source]  # moved by a merge that stopped
                 continue
             raise PartsError(f"{source} is listed in its part record but missing")
+        if not os.access(source, os.R_OK):  # its sha256 could not be checked once moved
+            raise PartsError(f"{source}: permission denied (make it readable); nothing was moved")
         if os.path.lexists(target) and not (
             target.is_file() and sha256_file(source) == sha256_file(target)
         ):

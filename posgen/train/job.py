@@ -112,6 +112,11 @@ class DamagedCheckpoint(DataError):
     """A checkpoint that cannot be read or checked: named, never resumed (exit 1)."""
 
 
+class RefusedCheckpoint(UsageError):
+    """A whole checkpoint not resumed, and kept: another run's, or one this user may not read
+    (exit 2)."""
+
+
 @dataclass(frozen=True)
 class _Job:
     """What every run folder of one training shares."""
@@ -177,7 +182,7 @@ def train_runs(
         missing = [pe.label for pe in resolved if resume is not None and pe.label not in held]
         if missing:
             if not restart_other:
-                raise UsageError(
+                raise RefusedCheckpoint(
                     f"{name}: its checkpoint {work} is of a run with other flags (it trains "
                     f"{', '.join(sorted(held))}, not {', '.join(missing)}); rerun with those, "
                     "or remove it to start over"
@@ -224,8 +229,8 @@ def train_runs(
         keep = False
         try:
             summaries = run(*zip(*todo, strict=True)) if todo else []
-        except DamagedCheckpoint:
-            keep = True  # as it is, for the user to look at and remove
+        except (DamagedCheckpoint, RefusedCheckpoint):
+            keep = True  # as it is, for the user to look at and remove (or rerun to resume)
             raise
         except signals.Interrupted as stop:
             if stop.completed:
@@ -315,11 +320,16 @@ def _load_checkpoint(
             raise ValueError(f"does not fit this run ({', '.join(lacking)}: missing or no dict)")
         if type(saved["position"].get("step")) is not int:
             raise ValueError("does not fit this run (its step: missing or no whole number)")
+    except PermissionError:  # the user's to fix, not damage: never 'rm -r' it
+        raise RefusedCheckpoint(
+            f"{name}: its checkpoint {path} cannot be read (permission denied); it was not "
+            f"resumed and is kept: make it readable (chmod u+r), then rerun the same command"
+        ) from None
     except Exception as error:
         why = str(error) if isinstance(error, ValueError) else f"cannot be read ({error})"
         raise _damaged(work, name, why) from None
     if saved.get("key") != key:
-        raise UsageError(
+        raise RefusedCheckpoint(
             f"{name}: its checkpoint {work} is of another run (the data folder's name, config, "
             "preset, settings, seed or encoding differ); rerun with those, or remove it to "
             "start over"

@@ -89,7 +89,7 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
             raise ResultsError(f"{path}: {file if path.exists() else 'no such folder'}")
         if _run_like(os.listdir(path)) and (why := _unfinished(path)) is not None:
             raise ResultsError(f"{why}; it cannot be counted")
-        for folder, dirs, files in walk(path, followlinks=True):
+        for folder, dirs, files in walk(path, followlinks=True, strict=True):  # none unseen
             here = Path(folder)
             real = os.path.realpath(here)
             if real in seen:

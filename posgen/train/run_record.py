@@ -369,6 +369,8 @@ def _read_json(path: Path, limit: int) -> Any:
             os.close(fd)
     except FileNotFoundError:
         raise DamagedRun(f"{shown(path)}: missing (not a finished run folder)") from None
+    except PermissionError:
+        raise  # the user's to fix (exit 2), not damage
     except OSError as error:
         raise DamagedRun(f"{shown(path)}: unreadable ({error.strerror or error})") from None
     if len(raw) > limit:

@@ -26,6 +26,7 @@ import posgen
 from posgen.cli import main
 from posgen.spec import TaskSpec, default_benchmark
 from posgen.store.formats import to_dataset_dict
+from posgen.train import FILES
 from posgen.validate import SourceError, validate
 
 GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
@@ -421,8 +422,10 @@ def test_validate_refuses_a_split_the_data_does_not_have(record, tiny_cot, tmp_p
 SCORE_O = "score --predictions o.jsonl --data"
 SCORE_DS = "score --data ds --predictions"
 ORACLE_OUT = "baseline --kind oracle --data"
+TINY_TRAIN = "--layers 1 --hidden 16 --heads 2 --intermediate 32 --epochs 1 --max-steps 2 -q"
 GEN_X = "generate --out noexec/x " + " ".join(SMALL_FLAGS)
-PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, the path named)
+PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, the path named;
+    # exit 0: the path written)
     "generate --out in noexec": (GEN_X, 2, "noexec/x"),
     "generate --spec unreadable": ("generate --out g --spec secret.toml", 2, "secret.toml"),
     "publish --out in noexec": ("publish paper.toml --out noexec/x", 2, "noexec/x"),
@@ -445,11 +448,39 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
     "validate --json in read-only": ("validate ds --json ro/r.json", 2, "ro/r.json"),
     "card of a read-only dataset": ("card rods", 2, "rods"),
     "sweep into a sweep folder with read-only runs": ("sweep paper.toml --out sw", 2, "sw/runs"),
+    "sweep into a sweep folder with a read-only checkpoint folder": ("sweep grid.toml --out sk",
+                                                                     2, "sk/work/"),
     "generate --part into a read-only part folder": (f"{GEN_X.replace('noexec/x', 'parts')} "
                                                      "--part 1/2", 2, "parts:"),
     "merge of a read-only part folder": ("merge merged parts1 parts", 2, "parts/.posgen-parts"),
     "generate --overwrite a read-only dataset": (f"{GEN_X.replace('noexec/x', 'rods')} "
                                                  "--overwrite", 2, "rods"),
+    "results of a run whose results.json is unreadable": ("results runs/r --out r.md", 2,
+                                                          "runs/r/results.json"),
+    "results of a folder holding an unreadable folder": ("results tree --out r.md", 2,
+                                                         "tree/locked"),
+    "train --out beside a read-only checkpoint folder": (f"train --data ds --pe rope --out rt "
+                                                         f"{TINY_TRAIN}", 2, ".rt.posgen-resume"),
+    "train --out beside an unreadable checkpoint folder": (f"train --data ds --pe rope --out ru "
+                                                           f"{TINY_TRAIN}", 2,
+                                                           ".ru.posgen-resume, where posgen train "
+                                                           "keeps the run's checkpoint, is "
+                                                           "unreadable"),
+    "train --out beside an unreadable checkpoint": (f"train --data ds --pe rope --out rc "
+                                                    f"{TINY_TRAIN}", 2,
+                                                    ".rc.posgen-resume/checkpoint.pt"),
+    "merge of a part folder holding an unreadable file": ("merge mu pu pu1", 2,
+                                                          "pu/.posgen-parts/data/cot/test"),
+    "validate --json into a write-only folder": ("validate ds --json drop/r.json", 0,
+                                                 "drop/r.json"),
+    "baseline --out into a write-only folder": (f"{ORACLE_OUT} ds --out drop/b.jsonl", 0,
+                                                "drop/b.jsonl"),
+    "generate --out into a write-only folder": (GEN_X.replace("noexec/x", "drop/g"), 0,
+                                                "drop/g/posgen.json"),
+    "validate in noexec": ("validate noexec/ds", 2, "'noexec/ds': permission denied"),
+    "merge of a part folder in noexec": ("merge m noexec/p", 2, "'noexec/p': permission denied"),
+    "merge in place of an unreadable part file": ("merge pin", 2,
+                                                  "pin/.posgen-parts/data/cot/test"),
 }  # fmt: skip
 
 
@@ -462,10 +493,24 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     (base / "secret.toml").write_text('task = "cot"\n')
     (base / "noexec").mkdir()
     (base / "ro").mkdir()
+    (base / "runs" / "r").mkdir(parents=True)  # a run folder; its record is never reached
+    for name in FILES:
+        (base / "runs" / "r" / name).write_text("{}")
+    (base / ".rt.posgen-resume").mkdir()  # the checkpoint folder of posgen train --out rt
+    (base / ".rc.posgen-resume").mkdir()
+    (base / ".ru.posgen-resume").mkdir()
+    (base / ".rc.posgen-resume" / "checkpoint.pt").write_bytes(b"a checkpoint")
+    (base / ".rc.posgen-resume" / "progress.json").write_text('{"epoch": 1, "step": 1}')
+    (base / "tree" / "locked").mkdir(parents=True)  # its runs would be left out unseen
     for name, part in (("parts", "0/2"), ("parts1", "1/2")):
         made = CliRunner().invoke(main, ["generate", "--out", str(base / name), *SMALL_FLAGS,
                                          "--part", part, "-q"])  # fmt: skip
         assert made.exit_code == 0, made.output
+    shutil.copytree(base / "parts", base / "pu")  # parts, one with a file it cannot read
+    shutil.copytree(base / "parts1", base / "pu1")
+    shutil.copytree(base / "parts", base / "pin")  # both parts in one folder, merged in place
+    shutil.copytree(base / "parts1" / ".posgen-parts", base / "pin" / ".posgen-parts",
+                    dirs_exist_ok=True)  # fmt: skip
     for path in [base, *base.rglob("*")]:
         path.chmod(0o777 if path.is_dir() else 0o644)
     (base / "ro").chmod(0o555)
@@ -473,13 +518,30 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     (base / "sw" / "runs").mkdir(parents=True)
     (base / "sw" / "sweep.json").write_text("{}")
     (base / "sw" / "runs").chmod(0o555)
+    tiny = "layers = 1, hidden = 16, heads = 2, intermediate = 32, epochs = 1, max_steps = 2"
+    grid = f'datasets = ["{base / "ds"}"]\npes = ["rope"]\nseeds = [1]\n[[presets]]\n'
+    (base / "grid.toml").write_text(f'{grid}name = "cpu"\noverrides = {{ {tiny} }}\n')
+    swept = CliRunner().invoke(main, ["sweep", str(base / "grid.toml"), "--out", str(base / "sk")])
+    assert swept.exit_code == 0, swept.output
+    job = next((base / "sk" / "logs").iterdir()).stem  # its training's key
+    shutil.rmtree(base / "sk" / "runs")  # to train again, into a read-only checkpoint folder
+    (base / "sk" / "work" / job).mkdir()
+    (base / "sk" / "work" / job).chmod(0o555)
     for path in [base / "parts", *(base / "parts").rglob("*")]:  # parts another user wrote
         path.chmod(0o555 if path.is_dir() else 0o444)
     (base / "noexec").chmod(0o600)
+    (base / "drop").mkdir()
+    (base / "drop").chmod(0o300)  # a drop box: files go in, its listing is not shown
     for path in (base / "secret.jsonl", base / "secret.toml", base / "manifest" / "posgen.json",
-                 *(base / "shard" / "data" / "cot").glob("test-*")):  # fmt: skip
+                 base / "runs" / "r" / "results.json", base / ".rc.posgen-resume" / "checkpoint.pt",
+                 *(base / "shard" / "data" / "cot").glob("test-*"),
+                 *(base / "pu" / ".posgen-parts" / "data" / "cot").glob("test-*"),
+                 *(base / "pin" / ".posgen-parts" / "data" / "cot").glob("test-*")):  # fmt: skip
         path.chmod(0o000)
     (base / "datadir" / "data" / "cot").chmod(0o600)
+    (base / "tree" / "locked").chmod(0o000)
+    (base / ".rt.posgen-resume").chmod(0o555)
+    (base / ".ru.posgen-resume").chmod(0o300)
 
 
 PERMISSION_DRIVER = """
@@ -533,6 +595,10 @@ def test_permission_errors_are_one_error_line_naming_the_path(
                 (f"exit {exit_code}, not {wanted}", exit_code not in codes),
                 (f"{named} not named in one error line", not (named_once or reported)),
             ] if bad]  # fmt: skip
+            if wanted == 0:  # a place the user may write in: written, no error
+                wrong = [w for w in wrong if "not named" not in w] + (
+                    [f"{named} not written"] if lines or not (base / named).exists() else []
+                )
             record("hostile", f"permission:{label}", not wrong)
             if wrong:
                 failures.append(f"{label}: {'; '.join(wrong)}: {output[-300:]}")
@@ -541,6 +607,34 @@ def test_permission_errors_are_one_error_line_naming_the_path(
         for path in [base, *base.rglob("*")]:
             if path.is_dir():
                 path.chmod(0o777)
+
+
+STICKY = {"validate --json": "r.json", "score --json": "r.json", "score --plot": "c.png",
+          "baseline --out": "b.jsonl", "generate --out": "ds"}  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+@pytest.mark.parametrize("cmd", sorted(STICKY))
+def test_another_users_output_in_a_sticky_folder_is_refused_before_the_work(
+    assert_clean_error, cli, recorded, tiny_cot, tiny_oracle, tmp_path, cmd
+):  # as a user in /tmp: the command ran, then 'writing ... failed: Operation not permitted'
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    os.chown(shared, 65533, 65533)  # neither the folder nor the file is this user's
+    theirs = shared / STICKY[cmd]
+    if cmd == "generate --out":
+        theirs.mkdir()
+    else:
+        theirs.write_bytes(b"theirs")
+    os.chown(theirs, 65534, 65534)
+    command, flag = cmd.split()
+    extra = ["--overwrite"] if command in ("generate", "baseline") else []
+    result = cli(*command_args(command, tiny_cot, tiny_oracle), flag, theirs, *extra)
+    with recorded("hostile", f"another user's output in a sticky folder:{cmd}"):
+        assert_clean_error(result, 2, str(theirs), "belongs to another user")
+        assert sorted(p.name for p in shared.iterdir()) == [theirs.name]
+        assert theirs.is_dir() if command == "generate" else theirs.read_bytes() == b"theirs"
 
 
 # --- anything unexpected ---------------------------------------------------------------

@@ -21,7 +21,7 @@ from posgen import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import check_dataset, read_manifest
 from posgen.store.dataset import Dataset, DatasetReplaced, load
-from posgen.store.safety import OLD_TAG, TMP_TAG, leftovers, recover
+from posgen.store.safety import OLD_TAG, TMP_TAG, leftovers, recover, write_atomically
 from posgen.validate import validate
 
 GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
@@ -95,6 +95,38 @@ def test_a_leftover_is_left_alone_while_its_owner_lives(fork_child, recorded, tm
         else:
             assert recover(out) == [f"removed leftover {leftover} of an interrupted run"]
             assert not leftover.exists()
+
+
+OTHER_USERS = {  # a leftover another user's run left (in a shared /tmp) -> its name beside ds
+    "build folder": f".ds{TMP_TAG}0badf00d",
+    "parked dataset": f".ds{OLD_TAG}1a2b3c4d",
+    "temporary file": ".ds.json.tmp-1-0badf00d",
+}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a leftover to another user needs root")
+@pytest.mark.parametrize("case", list(OTHER_USERS))
+def test_a_leftover_of_another_user_is_left_alone(recorded, tmp_path, case):
+    # as a user in /tmp: the write failed ('writing ds.json failed: Permission denied', exit
+    # 1) or was refused; as root: the other user's folder was removed or taken as the dataset
+    leftover = tmp_path / OTHER_USERS[case]
+    if case == "temporary file":
+        leftover.write_bytes(b"theirs")
+    else:
+        leftover.mkdir()
+        (leftover / "theirs").write_bytes(b"theirs")
+    os.chown(leftover, 65534, 65534)
+    theirs = leftover if case == "temporary file" else leftover / "theirs"
+    if case == "temporary file":
+        write_atomically(tmp_path / "ds.json", b"{}")
+    else:
+        notes = recover(tmp_path / "ds")
+        write_dataset(bench(1), tmp_path / "ds")
+    with recorded("race", f"another user's {case}"):
+        if case != "temporary file":
+            assert notes == [f"left {leftover} alone: it belongs to another user"]
+        assert leftover.stat().st_uid == 65534
+        assert theirs.read_bytes() == b"theirs"
 
 
 def _unshare_works() -> bool:

@@ -98,6 +98,8 @@ def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
 
 OTHER_RUNS = {  # a rerun's flags (``renamed``: of a copy of the data) -> what the line says
     "another seed": (["--seed=1"], "is of another run (the data folder's name,"),
+    # killed between the checkpoint's rename and progress.json's: the folder was deleted
+    "another seed, no progress.json": (["--seed=1"], "is of another run (the data folder's"),
     "the data folder renamed": ([], "is of another run (the data folder's name,"),
     "yarn (trains as rope does)": (["--pe", "yarn"], "is of a run with other flags (it trains"),
     "linear (trains as rope does)": (["--pe", "linear"], "is of a run with other flags (it"),
@@ -114,6 +116,8 @@ def test_a_checkpoint_of_another_run_is_refused_saying_what_names_a_run_and_kept
     assert cli(*train_args(data, out)).exit_code == 143
     monkeypatch.delenv(posgen.signals.HOOK_ENV)
     renamed = shutil.copytree(data, tmp_path / "renamed") if "renamed" in case else data
+    if "progress" in case:
+        (checkpoint.parent / "progress.json").unlink()
     before = checkpoint.read_bytes()
     line = assert_clean_error(cli(*train_args(renamed, out, *flags)), 2, words)
     assert "rerun with those, or remove it to start over" in line
@@ -339,6 +343,18 @@ LAYOUTS = {  # layout -> what the one note names (None: no note, the run behind 
     "link to the file system's root": "a link to /, a folder holding",  # never walked
     "link to the parent": "a folder holding",
 }
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_checkpoint_folder_of_another_user_is_refused_before_training(
+    assert_clean_error, cli, tmp_path, data
+):  # it resumed from another user's checkpoint folder, or trained and then failed writing it
+    resume = tmp_path / ".r.posgen-resume"  # as another user's leftover in /tmp
+    resume.mkdir()
+    os.chown(resume, 65534, 65534)
+    result = cli(*train_args(data, tmp_path / "r"))
+    assert_clean_error(result, 2, str(resume), "belongs to another user")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [resume.name]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
