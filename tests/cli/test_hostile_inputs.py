@@ -24,9 +24,12 @@ from hypothesis import strategies as st
 
 import posgen
 from posgen.cli import main
+from posgen.cli.sweep import resolve_encoding
 from posgen.spec import TaskSpec, default_benchmark
 from posgen.store.formats import to_dataset_dict
 from posgen.train import FILES
+from posgen.train.config import expand, jobs_of, read_grid
+from posgen.train.sweep import Sweep
 from posgen.validate import SourceError, validate
 
 GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
@@ -521,12 +524,11 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     tiny = "layers = 1, hidden = 16, heads = 2, intermediate = 32, epochs = 1, max_steps = 2"
     grid = f'datasets = ["{base / "ds"}"]\npes = ["rope"]\nseeds = [1]\n[[presets]]\n'
     (base / "grid.toml").write_text(f'{grid}name = "cpu"\noverrides = {{ {tiny} }}\n')
-    swept = CliRunner().invoke(main, ["sweep", str(base / "grid.toml"), "--out", str(base / "sk")])
-    assert swept.exit_code == 0, swept.output
-    job = next((base / "sk" / "logs").iterdir()).stem  # its training's key
-    shutil.rmtree(base / "sk" / "runs")  # to train again, into a read-only checkpoint folder
-    (base / "sk" / "work" / job).mkdir()
-    (base / "sk" / "work" / job).chmod(0o555)
+    sweep = Sweep(base / "sk")  # its runs listed, none trained
+    sweep.add(expand(read_grid(base / "grid.toml"), resolve_encoding))
+    (job,) = jobs_of(sweep.read().runs)
+    (base / "sk" / "work" / job.key).mkdir(parents=True)
+    (base / "sk" / "work" / job.key).chmod(0o555)  # the training's checkpoint folder
     for path in [base / "parts", *(base / "parts").rglob("*")]:  # parts another user wrote
         path.chmod(0o555 if path.is_dir() else 0o444)
     (base / "noexec").chmod(0o600)
