@@ -97,6 +97,8 @@ class TaskSpec(BaseModel):
     @field_validator("test_length", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
+        if isinstance(value, set | frozenset):  # its order is not the one written
+            raise ValueError("give the lengths in order (a list: the first is test's), not a set")
         return (value,) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @field_validator("task")

@@ -94,3 +94,15 @@ def test_official_specs_load_and_differ_only_in_seeding():
         a, b = paper.configs[name].canonical(), v1.configs[name].canonical()
         assert {k for k in a if a[k] != b[k]} == {"seeding"}
         assert (a["seeding"], b["seeding"]) == ("paper", "disjoint")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("test_length", {512, 256}, "in order .* not a set"),  # a set's order is not the one given
+        ("test_length", frozenset({1024, 256}), "in order .* not a set"),
+    ],
+)
+def test_spec_fields_refuse_values_that_would_be_cast_or_reordered(field, value, message):
+    with pytest.raises(ValidationError, match=rf"{field}\n.*{message}"):
+        TaskSpec(task="cot", **{field: value})
