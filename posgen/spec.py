@@ -57,6 +57,8 @@ MAX_SEED = 2**63 - 1
 SPEC_ID_CHARS = 16
 
 Length = Annotated[int, Field(ge=2, le=MAX_LENGTH)]
+INT_FIELDS = ("modulus", "near", "far", "op_key", "train_length", "test_length", "train_size",
+              "val_size", "test_size", "seed")  # fmt: skip
 
 
 class TaskSpec(BaseModel):
@@ -100,6 +102,14 @@ class TaskSpec(BaseModel):
         if isinstance(value, set | frozenset):  # its order is not the one written
             raise ValueError("give the lengths in order (a list: the first is test's), not a set")
         return (value,) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator(*INT_FIELDS, mode="before")
+    @classmethod
+    def _not_bool(cls, value: Any) -> Any:
+        values = value if isinstance(value, list | tuple) else (value,)
+        if any(type(v).__name__ in ("bool", "bool_") for v in values):  # never read as 0 or 1
+            raise ValueError("an integer, not a bool")
+        return value
 
     @field_validator("task")
     @classmethod

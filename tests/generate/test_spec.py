@@ -101,6 +101,10 @@ def test_official_specs_load_and_differ_only_in_seeding():
     [
         ("test_length", {512, 256}, "in order .* not a set"),  # a set's order is not the one given
         ("test_length", frozenset({1024, 256}), "in order .* not a set"),
+        ("near", True, "an integer, not a bool"),  # pydantic would read it as 1
+        ("train_size", True, "an integer, not a bool"),
+        ("seed", False, "an integer, not a bool"),
+        ("test_length", [256, True], "an integer, not a bool"),
     ],
 )
 def test_spec_fields_refuse_values_that_would_be_cast_or_reordered(field, value, message):
