@@ -26,7 +26,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -179,6 +179,15 @@ class TaskSpec(BaseModel):
                 ],
             )
         return self
+
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> TaskSpec:
+        """A copy, ``update`` checked as the constructor checks it (pydantic's own copy does
+        not check it: ``modulus=1`` would give a spec whose generation never ends)."""
+        if not update:
+            return super().model_copy(deep=deep)
+        return type(self).model_validate({**self.model_dump(), **update})
 
     @property
     def window(self) -> int:

@@ -110,3 +110,13 @@ def test_official_specs_load_and_differ_only_in_seeding():
 def test_spec_fields_refuse_values_that_would_be_cast_or_reordered(field, value, message):
     with pytest.raises(ValidationError, match=rf"{field}\n.*{message}"):
         TaskSpec(task="cot", **{field: value})
+
+
+def test_model_copy_checks_its_update_as_the_constructor_does():
+    spec = TaskSpec(task="cot", train_size=8, val_size=4, test_size=4)
+    assert spec.model_copy(update={"seed": 3}) == TaskSpec(**{**spec.model_dump(), "seed": 3})
+    assert spec.model_copy() == spec
+    with pytest.raises(ValidationError, match="modulus"):  # unchecked, it generated forever
+        spec.model_copy(update={"modulus": 1})
+    with pytest.raises(ValidationError, match="modulos"):
+        spec.model_copy(update={"modulos": 5})
