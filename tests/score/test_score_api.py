@@ -172,6 +172,12 @@ BAD_ARGUMENTS = {  # score(tokens, tokens, COT) with arguments changed (a functi
     "float ids (0.5 was read as 0)": ({"ids": [0.5, 1, 2, 3]}, "ids must be integer ids"),
     "ids of strings": ({"ids": ["a", "b", "c", "d"]}, "ids must be integer ids, got dtype <U1"),
     "ids of None": ({"ids": [None] * 4}, "ids must be integer ids, got dtype object"),
+    "ids past int64 (were wrapped to -1)": ({"ids": np.array([2**64 - 1, 1, 2, 3], np.uint64)},
+                                            "ids: id 18446744073709551615 is outside int64"),
+    "reference ids past int64": ({"reference": lambda t: pa.table({"id": pa.array(
+        [0, 1, 2, 2**63 + 1], pa.uint64()), "tokens": pa.array(t.tolist())}),
+        "ids": np.arange(4)},
+        "reference ids: id 9223372036854775809 is outside int64"),
     "negative reference tokens": ({"reference": lambda t: t.astype(np.int64) - 1},
                                   "reference token -1 is outside"),
     "float reference": ({"reference": lambda t: t + 0.5},
