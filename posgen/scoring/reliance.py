@@ -115,7 +115,7 @@ def reliance_arrays(
 ) -> RelianceReport:
     """Score ``predictions`` on probe rows ``tokens``: target i is (``rows[i]``,
     ``positions[i]``), far-rule answer ``far_rule[i]``, local answer the stored token."""
-    ref, scored = checked_arrays(
+    ref, scored, (window, ood_boundary, modulus, bucket_width) = checked_arrays(
         tokens, predictions, window, ood_boundary, modulus, bucket_width, "probe"
     )
     n, length = ref.shape

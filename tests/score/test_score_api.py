@@ -82,6 +82,17 @@ def test_buckets_seed_window_and_train_split(hand_built):
     assert train.id.tokens == 12
 
 
+@pytest.mark.parametrize("kind", [np.uint8, np.int16, np.uint64])
+def test_numpy_scalar_frames_score_as_python_ints_do(hand_built, kind):
+    reference, predictions = hand_built  # np.uint8: 4 * (w // 4 + 1) overflowed
+    numpy_kw = {name: kind(value) for name, value in {**KW, "bucket_width": 4}.items()}
+    assert score_arrays(reference, predictions, **numpy_kw) == score_arrays(
+        reference, predictions, bucket_width=4, **KW
+    )
+    huge = score_arrays(reference, predictions, **{**KW, "ood_boundary": np.uint64(2**64 - 1)})
+    assert huge.ood_boundary == 2**64 - 1 and huge.ood.tokens == 0  # was pydantic's error
+
+
 SPECS = [{"modulus": 17, "near": 3, "far": 1}, {"modulus": 5, "near": 1, "far": 2},
          {"modulus": 300, "near": 2, "far": 2}]  # fmt: skip
 
@@ -222,6 +233,9 @@ API_REFUSALS = {  # a call given what it cannot use -> the error (not numpy's or
     "logits a string": (lambda: predictions_from_logits("x"), LOGITS),
     "logits 1-D": (lambda: predictions_from_logits(np.zeros(3)), LOGITS),
     "logits of no positions": (lambda: predictions_from_logits(np.zeros((2, 0))), LOGITS),
+    "score_arrays with m = 0": (lambda: score_arrays(np.zeros((1, 8), int), np.zeros((1, 8), int),
+                                                     window=4, ood_boundary=6, modulus=0),
+                                "modulus must be at least 2, got 0"),
     "score_probe of an array": (lambda: score_probe(np.zeros((4, 256), int), None, COT),
                                 "score_probe reads a ProbeSplit, a datasets.Dataset or a "
                                 "pyarrow.Table with the probe columns, not ndarray"),
