@@ -397,6 +397,19 @@ def lm_arrays(tokens: np.ndarray, modulus: int, window: int) -> dict[str, np.nda
     if tokens.ndim != 2:
         raise ScoringError(f"tokens must be (rows, length), got shape {tokens.shape}")
     rows, length = tokens.shape
+    for name, value in (("modulus", modulus), ("window", window)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ScoringError(f"{name} must be an integer, not {type(value).__name__}")
+    modulus, window = int(modulus), int(window)
+    if modulus < 2 or not 0 <= window <= length:
+        raise ScoringError(
+            f"need m >= 2 and a window in [0, {length}]; got m = {modulus}, w = {window}"
+        )
+    if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= modulus):  # BOS is m
+        bad = int(tokens.min()) if int(tokens.min()) < 0 else int(tokens.max())
+        raise ScoringError(
+            f"token {bad} is outside the vocabulary 0..{modulus - 1} (m = {modulus})"
+        )
     input_ids = np.empty((rows, length + 1), dtype=np.int64)
     input_ids[:, 0] = modulus
     input_ids[:, 1:] = tokens

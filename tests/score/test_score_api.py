@@ -225,6 +225,15 @@ API_REFUSALS = {  # a call given what it cannot use -> the error (not numpy's or
                                                FLOATS),
     "lm_arrays of one row": (lambda: lm_arrays(np.arange(3), 17, 1),
                              "tokens must be (rows, length), got shape (3,)"),
+    "lm_arrays of BOS (m) as a token": (lambda: lm_arrays(np.array([[0, 17]]), 17, 1),
+                                        "token 17 is outside the vocabulary 0..16 (m = 17)"),
+    "lm_arrays of uint64 2^64 - 1 (was -1)": (
+        lambda: lm_arrays(np.array([[2**64 - 1, 1]], np.uint64), 17, 1),
+        "token 18446744073709551615 is outside the vocabulary"),
+    "lm_arrays of a negative window (nothing masked)": (
+        lambda: lm_arrays(np.ones((1, 4), int), 17, -1), "got m = 17, w = -1"),
+    "lm_arrays of a float m (BOS cut to 17)": (lambda: lm_arrays(np.ones((1, 4), int), 17.5, 1),
+                                               "modulus must be an integer, not float"),
     "LMInputs of floats": (lambda: LMInputs(17, 1)({"tokens": [0.5, 1.0]}), FLOATS),
     "LMInputs of a ragged batch": (lambda: LMInputs(17, 1)({"tokens": [[0, 1], [2]]}),
                                    "tokens: not an array"),
