@@ -20,6 +20,7 @@ from posgen.scoring import (
     lm_arrays,
     predictions_from_logits,
     probe_from_table,
+    reliance_arrays,
     score,
     score_arrays,
     score_probe,
@@ -245,6 +246,16 @@ API_REFUSALS = {  # a call given what it cannot use -> the error (not numpy's or
     "score_arrays with m = 0": (lambda: score_arrays(np.zeros((1, 8), int), np.zeros((1, 8), int),
                                                      window=4, ood_boundary=6, modulus=0),
                                 "modulus must be at least 2, got 0"),
+    "reliance_arrays of rows + 0.5 (were cut)": (lambda: probed(rows=lambda r: r + 0.5),
+                                                 "probed rows must be integer row numbers"),
+    "reliance_arrays of rows - 4 (wrapped)": (lambda: probed(rows=lambda r: r - 4),
+                                              "probed rows must lie in [0, 4)"),
+    "reliance_arrays of rows past the split (IndexError)": (lambda: probed(rows=lambda r: r + 4),
+                                                            "probed rows must lie in [0, 4)"),
+    "reliance_arrays of far-rule answers past m": (lambda: probed(far_rule=lambda f: f + 17),
+                                                   "far-rule answers must lie in [0, 17)"),
+    "reliance_arrays of rows None": (lambda: probed(rows=lambda r: None),
+                                     "probed rows: an array of row numbers, not NoneType"),
     "score_probe of an array": (lambda: score_probe(np.zeros((4, 256), int), None, COT),
                                 "score_probe reads a ProbeSplit, a datasets.Dataset or a "
                                 "pyarrow.Table with the probe columns, not ndarray"),
@@ -261,6 +272,16 @@ API_REFUSALS = {  # a call given what it cannot use -> the error (not numpy's or
 def cot_probe():
     """The probe split of COT, in memory."""
     return probe_from_table(probe_table(probe_rows(COT, "probe", 0, 4), probe_schema(17)), COT)
+
+
+def probed(**changed):
+    """reliance_arrays on cot_probe() with its own predictions, ``changed`` (name: a function
+    of the probe's array) applied."""
+    probe = cot_probe()
+    given = {"rows": probe.probed_rows, "positions": probe.probed, "far_rule": probe.far_rule}
+    given.update({name: change(given[name]) for name, change in changed.items()})
+    frame = {"window": 4, "ood_boundary": 64, "modulus": 17}
+    return reliance_arrays(probe.tokens, probe.tokens, **given, **frame)
 
 
 @pytest.mark.parametrize("case", list(API_REFUSALS))
