@@ -189,6 +189,14 @@ class Registry(Mapping[str, PositionEncoding]):
         self.sealed, self.builtin_names = True, frozenset(self._entries)
 
     def register(self, encoding: PositionEncoding) -> None:
+        if not isinstance(encoding, PositionEncoding):
+            raise PEError(f"register takes a PositionEncoding, not {type(encoding).__name__}")
+        name = encoding.name
+        if not (isinstance(name, str) and len(name) <= 200 and NAME.fullmatch(name)):
+            raise PEError(  # --pe, a grid and --list-pe could not name it
+                f"position encoding named {shown(repr(name), 80)}: a name is 1 to 200 "
+                "letters, digits and _ . + -"
+            )
         if encoding.name in self._entries:
             raise PEError(f"position encoding {encoding.name!r} is already registered")
         self._entries[encoding.name] = encoding

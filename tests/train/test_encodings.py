@@ -93,6 +93,14 @@ def test_register_refuses_a_name_twice():
     assert list(registry) == ["rope"]
     with pytest.raises(PEError, match="'rope' is already registered"):
         registry.register(encodings.PositionEncoding(name="rope", summary="again"))
+    named = {name: encodings.PositionEncoding(name=name, summary="x") for name in ("a b", 5)}
+    for bad, said in [(None, "takes a PositionEncoding, not NoneType"),  # AttributeError
+                      ("rope", "takes a PositionEncoding, not str"),
+                      (named["a b"], "named 'a b': a name"),
+                      (named[5], "named 5: a name")]:  # fmt: skip
+        with pytest.raises(PEError, match=said):  # 5 was registered, and --list-pe then failed
+            registry.register(bad)
+    assert list(registry) == ["rope"]
 
 
 BAD_REQUESTS = [
