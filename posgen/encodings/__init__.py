@@ -224,6 +224,8 @@ class Registry(Mapping[str, PositionEncoding]):
         return out
 
     def __getitem__(self, name: str) -> PositionEncoding:
+        if not isinstance(name, str):
+            raise PEError(f"a position encoding is named by a str, not {type(name).__name__}")
         entries = self._all(name)
         if name in entries:
             entry = entries[name]
@@ -424,6 +426,7 @@ def defaults_of(name: str, encoding: PositionEncoding, lengths: Lengths) -> Mapp
 def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
     """``request`` for a run with ``lengths``; every problem a :class:`PEError` line. A
     parameter given at its default is dropped from the request (one label, one run)."""
+    request = as_request(request)  # a bare name, as everywhere else
     encoding = ENCODINGS[request.name]
     defaults = defaults_of(request.name, encoding, lengths)
     try:

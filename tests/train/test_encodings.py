@@ -101,6 +101,13 @@ def test_register_refuses_a_name_twice():
         with pytest.raises(PEError, match=said):  # 5 was registered, and --list-pe then failed
             registry.register(bad)
     assert list(registry) == ["rope"]
+    for name in (None, 3, b"rope"):  # AttributeError or TypeError from str methods
+        with pytest.raises(PEError, match=f"named by a str, not {type(name).__name__}"):
+            registry[name]
+
+
+def test_resolve_takes_a_bare_name_as_a_request():
+    assert encodings.resolve("rope", LENGTHS) == encodings.resolve(PERequest(name="rope"), LENGTHS)
 
 
 BAD_REQUESTS = [
