@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,8 @@ def load_model(folder: str | Path) -> tuple[LlamaForCausalLM, ResolvedPE]:
     encoding, with evaluation frequencies, in eval mode."""
     from safetensors.torch import load_file
 
+    if not isinstance(folder, str | os.PathLike):
+        raise UsageError(f"load_model takes a run folder (a path), not {type(folder).__name__}")
     folder = Path(folder)
     if not (folder / PE_FILE).is_file() and (folder / MODEL_FOLDER / PE_FILE).is_file():
         folder = folder / MODEL_FOLDER

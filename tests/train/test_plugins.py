@@ -154,6 +154,14 @@ def test_load_model_of_a_missing_or_damaged_saved_model_is_one_usage_error_namin
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("folder", [None, 3, b"run"])  # TypeError from os.fspath, or Path
+def test_load_model_of_no_path_is_one_usage_error(folder):
+    with pytest.raises(
+        UsageError, match=f"takes a run folder \\(a path\\), not {type(folder).__name__}"
+    ):
+        posgen.load_model(folder)
+
+
 # --- a plugin never replaces a built-in ----------------------------------------------------
 
 HEADER = """
