@@ -65,7 +65,12 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
     found: list[Path] = []
     seen: set[str] = set()
     skipped: list[str] = []
-    for path in map(Path, paths):
+    if isinstance(paths, str | os.PathLike):  # one path, not its characters ("/" first)
+        paths = [paths]
+    for path in paths:
+        if not isinstance(path, str | os.PathLike):
+            raise ResultsError(f"a run folder is a path, not {type(path).__name__}")
+        path = Path(path)
         if not path.is_dir():
             file = "is a file, not a folder: give the run folder"
             raise ResultsError(f"{path}: {file if path.exists() else 'no such folder'}")

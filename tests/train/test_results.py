@@ -18,7 +18,7 @@ from posgen.scoring import load_probe, read_predictions, score_probe
 from posgen.scoring.reliance import measure_sentences
 from posgen.store.manifest import read_manifest
 from posgen.train import PREDICTIONS, PROBE_PREDICTIONS
-from posgen.train.results import effective_length
+from posgen.train.results import ResultsError, effective_length, find_runs
 from posgen.train.run_record import read_run
 
 
@@ -283,3 +283,10 @@ def test_positions_no_probe_row_probes_are_null_in_the_json_and_every_export_is_
     cell = json.loads((tmp_path / "json").read_text())["results"]["ds"]["tasks"]["recursive"]
     shares = cell["rope"]["far_curve"]["far_reliance"]
     assert [share is None for share in shares] == [count == 0 for count in counted]
+
+
+def test_find_runs_reads_one_path_as_one_folder(trained_runs):
+    found = find_runs(str(trained_runs))  # was read as "/", "t", "m", ...: "/" walked first
+    assert found == find_runs([trained_runs]) and found[0]
+    with pytest.raises(ResultsError, match="a run folder is a path, not NoneType"):
+        find_runs([None])
