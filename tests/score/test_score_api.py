@@ -15,6 +15,7 @@ from posgen.generator import generate_split, probe_rows
 from posgen.scoring import (
     IGNORE_INDEX,
     LMInputs,
+    ReferenceSplit,
     ScoringError,
     baseline_predictions,
     lm_arrays,
@@ -206,6 +207,10 @@ BAD_ARGUMENTS = {  # score(tokens, tokens, COT) with arguments changed (a functi
     "bucket width a string": ({"bucket_width": "16"}, "bucket width must be an integer, not str"),
     "bucket width None": ({"bucket_width": None}, "bucket width must be an integer"),
     "config an int": ({"config": 3}, "config must be a name (str), not int"),
+    "a ReferenceSplit of another spec (the report named the spec given)": (
+        {"reference": lambda t: ReferenceSplit("cot", "test", COT, t),
+         "spec": COT.model_copy(update={"seed": 1})},
+        f"reference is split test of spec {COT.spec_id}, not of the spec given"),
 }  # fmt: skip
 
 
