@@ -204,6 +204,11 @@ def score_probe(
     >>> score_probe(probe, probe.tokens).overall.local_reliance
     1.0
     """
+    if isinstance(probe, ProbeSplit) and spec is not None and spec != probe.spec:
+        raise ScoringError(  # it was ignored: the report named the probe's own spec
+            f"the probe split is of spec {probe.spec.spec_id}, not of the spec given "
+            f"({getattr(spec, 'spec_id', type(spec).__name__)}): leave spec out for a ProbeSplit"
+        )
     if not isinstance(probe, ProbeSplit):
         if spec is None:
             raise ScoringError("score_probe needs the spec for a table or dataset")

@@ -264,6 +264,9 @@ API_REFUSALS = {  # a call given what it cannot use -> the error (not numpy's or
     "score_probe of an array": (lambda: score_probe(np.zeros((4, 256), int), None, COT),
                                 "score_probe reads a ProbeSplit, a datasets.Dataset or a "
                                 "pyarrow.Table with the probe columns, not ndarray"),
+    "score_probe of a ProbeSplit and another spec (was ignored)": (
+        lambda: score_probe(cot_probe(), cot_probe().tokens, COT.model_copy(update={"seed": 1})),
+        f"the probe split is of spec {COT.spec_id}, not of the spec given"),
     "score_probe of ragged predictions": (lambda: score_probe(cot_probe(), [[1, 2], [3]]),
                                           "predictions: not an array"),
     "score_probe of ragged ids": (lambda: score_probe(cot_probe(), cot_probe().tokens,
