@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from posgen.card import results_section
 from posgen.encodings import Lengths, PERequest, resolve
+from posgen.errors import UsageError
 from posgen.scoring import load_probe, read_predictions, score_probe
 from posgen.scoring.reliance import measure_sentences
 from posgen.store.manifest import read_manifest
@@ -290,3 +291,11 @@ def test_find_runs_reads_one_path_as_one_folder(trained_runs):
     assert found == find_runs([trained_runs]) and found[0]
     with pytest.raises(ResultsError, match="a run folder is a path, not NoneType"):
         find_runs([None])
+
+
+@pytest.mark.parametrize("folder", [None, 3, b"run"])  # TypeError from pathlib
+def test_read_run_of_no_path_is_one_usage_error(folder):
+    with pytest.raises(
+        UsageError, match=f"read_run takes a run folder .a path., not {type(folder).__name__}"
+    ):
+        read_run(folder)
