@@ -239,6 +239,12 @@ def grow(
     spec: TaskSpec, windows: np.ndarray, length: int, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Rows ``(rows, length)`` (into ``out`` when given) grown from ``windows`` ``(rows, w)``."""
+    windows = np.asarray(windows)
+    if windows.dtype.kind not in "iu" or windows.ndim != 2:  # a float is never cut to a token
+        raise ValueError(
+            f"windows must be (rows, w) integer tokens, got dtype {windows.dtype} of shape "
+            f"{windows.shape}"
+        )
     rows, window = windows.shape
     if window != spec.window:
         raise ValueError(f"windows have {window} columns, the spec's window is {spec.window}")

@@ -26,7 +26,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -57,6 +57,8 @@ MAX_SEED = 2**63 - 1
 SPEC_ID_CHARS = 16
 
 Length = Annotated[int, Field(ge=2, le=MAX_LENGTH)]
+INT_FIELDS = ("modulus", "near", "far", "op_key", "train_length", "test_length", "train_size",
+              "val_size", "test_size", "seed")  # fmt: skip
 
 
 class TaskSpec(BaseModel):
@@ -97,7 +99,17 @@ class TaskSpec(BaseModel):
     @field_validator("test_length", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
+        if isinstance(value, set | frozenset):  # its order is not the one written
+            raise ValueError("give the lengths in order (a list: the first is test's), not a set")
         return (value,) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator(*INT_FIELDS, mode="before")
+    @classmethod
+    def _not_bool(cls, value: Any) -> Any:
+        values = value if isinstance(value, list | tuple) else (value,)
+        if any(type(v).__name__ in ("bool", "bool_") for v in values):  # never read as 0 or 1
+            raise ValueError("an integer, not a bool")
+        return value
 
     @field_validator("task")
     @classmethod
@@ -167,6 +179,15 @@ class TaskSpec(BaseModel):
                 ],
             )
         return self
+
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> TaskSpec:
+        """A copy, ``update`` checked as the constructor checks it (pydantic's own copy does
+        not check it: ``modulus=1`` would give a spec whose generation never ends)."""
+        if not update:
+            return super().model_copy(deep=deep)
+        return type(self).model_validate({**self.model_dump(), **update})
 
     @property
     def window(self) -> int:

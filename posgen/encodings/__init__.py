@@ -189,6 +189,14 @@ class Registry(Mapping[str, PositionEncoding]):
         self.sealed, self.builtin_names = True, frozenset(self._entries)
 
     def register(self, encoding: PositionEncoding) -> None:
+        if not isinstance(encoding, PositionEncoding):
+            raise PEError(f"register takes a PositionEncoding, not {type(encoding).__name__}")
+        name = encoding.name
+        if not (isinstance(name, str) and len(name) <= 200 and NAME.fullmatch(name)):
+            raise PEError(  # --pe, a grid and --list-pe could not name it
+                f"position encoding named {shown(repr(name), 80)}: a name is 1 to 200 "
+                "letters, digits and _ . + -"
+            )
         if encoding.name in self._entries:
             raise PEError(f"position encoding {encoding.name!r} is already registered")
         self._entries[encoding.name] = encoding
@@ -216,6 +224,8 @@ class Registry(Mapping[str, PositionEncoding]):
         return out
 
     def __getitem__(self, name: str) -> PositionEncoding:
+        if not isinstance(name, str):
+            raise PEError(f"a position encoding is named by a str, not {type(name).__name__}")
         entries = self._all(name)
         if name in entries:
             entry = entries[name]
@@ -416,6 +426,7 @@ def defaults_of(name: str, encoding: PositionEncoding, lengths: Lengths) -> Mapp
 def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
     """``request`` for a run with ``lengths``; every problem a :class:`PEError` line. A
     parameter given at its default is dropped from the request (one label, one run)."""
+    request = as_request(request)  # a bare name, as everywhere else
     encoding = ENCODINGS[request.name]
     defaults = defaults_of(request.name, encoding, lengths)
     try:

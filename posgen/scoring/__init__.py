@@ -65,6 +65,11 @@ def score(
         raise ScoringError(f"spec: a posgen TaskSpec (the split's spec), not {type(spec).__name__}")
     ref_ids = None  # rows in order unless the table has ids
     if isinstance(reference, ReferenceSplit):
+        if reference.spec != spec:  # the report would name a spec the rows are not of
+            raise ScoringError(
+                f"reference is split {reference.split} of spec {reference.spec.spec_id}, not of "
+                f"the spec given ({spec.spec_id}): pass its .spec"
+            )
         ref_tokens = reference.tokens
     elif isinstance(reference, pa.Table) or hasattr(reference, "with_format"):
         table = reference if isinstance(reference, pa.Table) else reference.with_format("arrow")[:]

@@ -150,17 +150,22 @@ def checked_arrays(
     modulus: int,
     bucket_width: int,
     what: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(reference (rows, L'), predictions at [w, L'))``, or :class:`ScoringError` naming
-    the first argument that cannot be scored."""
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """``(reference (rows, L'), predictions at [w, L'), (w, L, m, bucket width) as Python
+    ints)``, or :class:`ScoringError` naming the first argument that cannot be scored."""
     ref = integer_array(reference, f"{what} tokens")
     for name, value in {"bucket width": bucket_width, "seed window": window,
                         "OOD boundary": ood_boundary, "modulus": modulus}.items():  # fmt: skip
         if not isinstance(value, int | np.integer) or isinstance(value, bool):
             raise ScoringError(f"{name} must be an integer, not {type(value).__name__}")
+    frame = window, ood_boundary, modulus, bucket_width = tuple(
+        int(v) for v in (window, ood_boundary, modulus, bucket_width)
+    )  # an np.uint8 window would overflow, an np.uint64 fail the report's int
     if ref.ndim != 2:
         raise ScoringError(f"{what} tokens must be (rows, length), got shape {ref.shape}")
     rows, length = ref.shape
+    if modulus < 2:
+        raise ScoringError(f"modulus must be at least 2, got {modulus}")
     if bucket_width < 1:
         raise ScoringError(f"bucket width must be at least 1, got {bucket_width}")
     if not 1 <= window < length:
@@ -181,7 +186,7 @@ def checked_arrays(
             raise ScoringError(
                 f"prediction {bad} is outside the vocabulary 0..{modulus - 1} (m = {modulus})"
             )
-    return ref, scored
+    return ref, scored, frame
 
 
 def spec_frame(spec: TaskSpec) -> dict[str, Any]:
@@ -207,7 +212,7 @@ def score_arrays(
     split: str | None = None,
 ) -> ScoreReport:
     """Score ``predictions`` against ``reference`` (``(rows, L')``); w, L and m as named."""
-    ref, scored = checked_arrays(
+    ref, scored, (window, ood_boundary, modulus, bucket_width) = checked_arrays(
         reference, predictions, window, ood_boundary, modulus, bucket_width, "reference"
     )
     rows, length = ref.shape

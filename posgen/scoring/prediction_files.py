@@ -266,7 +266,7 @@ def align_to_ids(ids: np.ndarray, predictions: np.ndarray, reference_ids: np.nda
     >>> align_to_ids(np.array([2, 0, 1]), np.array([[20], [0], [10]]), np.arange(3)).tolist()
     [[0], [10], [20]]
     """
-    ids = integer_array(ids, "ids", "ids").astype(np.int64, copy=False)
+    ids, reference_ids = _int64_ids(ids, "ids"), _int64_ids(reference_ids, "reference ids")
     predictions = np.asarray(predictions)
     if ids.ndim != 1 or predictions.ndim != 2 or predictions.shape[0] != ids.shape[0]:
         raise ScoringError(f"{ids.shape[0]} ids for predictions of shape {predictions.shape}")
@@ -278,7 +278,7 @@ def align_to_ids(ids: np.ndarray, predictions: np.ndarray, reference_ids: np.nda
             f"(e.g. {_examples(repeated)})"
         )
     order = np.argsort(reference_ids, kind="stable")
-    known = np.asarray(reference_ids, dtype=np.int64)[order]
+    known = reference_ids[order]
     slot = np.searchsorted(known, ids).clip(0, max(known.size - 1, 0))
     found = known[slot] == ids if known.size else np.zeros(ids.shape, dtype=bool)
     if not found.all():
@@ -296,6 +296,14 @@ def align_to_ids(ids: np.ndarray, predictions: np.ndarray, reference_ids: np.nda
     out = np.empty_like(predictions)
     out[order[slot]] = predictions
     return out
+
+
+def _int64_ids(value: Any, what: str) -> np.ndarray:
+    """Ids as int64; a uint64 id past 2^63 - 1 is refused, never wrapped to a negative one."""
+    ids = integer_array(value, what, "ids")
+    if ids.size and ids.dtype.kind == "u" and int(ids.max()) > INT64[1]:
+        raise ScoringError(f"{what}: id {int(ids.max())} is outside int64")
+    return ids.astype(np.int64, copy=False)
 
 
 def _examples(values: np.ndarray, count: int = 3) -> str:
@@ -390,6 +398,19 @@ def lm_arrays(tokens: np.ndarray, modulus: int, window: int) -> dict[str, np.nda
     if tokens.ndim != 2:
         raise ScoringError(f"tokens must be (rows, length), got shape {tokens.shape}")
     rows, length = tokens.shape
+    for name, value in (("modulus", modulus), ("window", window)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ScoringError(f"{name} must be an integer, not {type(value).__name__}")
+    modulus, window = int(modulus), int(window)
+    if modulus < 2 or not 0 <= window <= length:
+        raise ScoringError(
+            f"need m >= 2 and a window in [0, {length}]; got m = {modulus}, w = {window}"
+        )
+    if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= modulus):  # BOS is m
+        bad = int(tokens.min()) if int(tokens.min()) < 0 else int(tokens.max())
+        raise ScoringError(
+            f"token {bad} is outside the vocabulary 0..{modulus - 1} (m = {modulus})"
+        )
     input_ids = np.empty((rows, length + 1), dtype=np.int64)
     input_ids[:, 0] = modulus
     input_ids[:, 1:] = tokens

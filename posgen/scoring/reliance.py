@@ -115,17 +115,26 @@ def reliance_arrays(
 ) -> RelianceReport:
     """Score ``predictions`` on probe rows ``tokens``: target i is (``rows[i]``,
     ``positions[i]``), far-rule answer ``far_rule[i]``, local answer the stored token."""
-    ref, scored = checked_arrays(
+    ref, scored, (window, ood_boundary, modulus, bucket_width) = checked_arrays(
         tokens, predictions, window, ood_boundary, modulus, bucket_width, "probe"
     )
     n, length = ref.shape
-    rows = np.asarray(rows, dtype=np.int64)
-    positions = np.asarray(positions, dtype=np.int64)
-    far_rule = np.asarray(far_rule, dtype=np.int64)
+    rows, positions, far_rule = (  # a float is refused, never cut; a uint64 never wrapped
+        integer_array(value, what, kind)
+        for value, what, kind in ((rows, "probed rows", "row numbers"),
+                                  (positions, "probed positions", "positions"),
+                                  (far_rule, "far-rule answers", "token ids"))
+    )  # fmt: skip
+    if rows.ndim != 1:
+        raise ScoringError(f"probed rows must be one row number a target, got shape {rows.shape}")
     if not rows.shape == positions.shape == far_rule.shape:
         raise ScoringError("probed rows, positions and far-rule answers must be equally long")
-    if positions.size and (positions.min() < window or positions.max() >= length):
-        raise ScoringError(f"probed positions must lie in [{window}, {length})")
+    bounds = {"probed rows": (rows, 0, n), "probed positions": (positions, window, length),
+              "far-rule answers": (far_rule, 0, modulus)}  # fmt: skip
+    for what, (values, low, high) in bounds.items():
+        if values.size and (int(values.min()) < low or int(values.max()) >= high):
+            raise ScoringError(f"{what} must lie in [{low}, {high})")
+    rows, positions, far_rule = (a.astype(np.int64) for a in (rows, positions, far_rule))
     local = ref[rows, positions].astype(np.int64)
     predicted = scored[rows, positions - window].astype(np.int64)
     counted = far_rule != local
@@ -195,6 +204,11 @@ def score_probe(
     >>> score_probe(probe, probe.tokens).overall.local_reliance
     1.0
     """
+    if isinstance(probe, ProbeSplit) and spec is not None and spec != probe.spec:
+        raise ScoringError(  # it was ignored: the report named the probe's own spec
+            f"the probe split is of spec {probe.spec.spec_id}, not of the spec given "
+            f"({getattr(spec, 'spec_id', type(spec).__name__)}): leave spec out for a ProbeSplit"
+        )
     if not isinstance(probe, ProbeSplit):
         if spec is None:
             raise ScoringError("score_probe needs the spec for a table or dataset")

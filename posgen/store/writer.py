@@ -32,6 +32,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
 from posgen.errors import PosgenError, UsageError, problem_lines
@@ -120,14 +121,17 @@ def write_dataset(
     sizes = {"shard_bytes": shard_bytes, "row_group_bytes": row_group_bytes,
              "block_rows": block_rows, "num_proc": num_proc}  # fmt: skip
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise UsageError(f"write_dataset: {name} must be a whole number >= 1, got {value!r}")
+    shard_bytes, row_group_bytes, block_rows, num_proc = map(int, sizes.values())  # np.int64(4)
     if part is not None:
         pair = isinstance(part, tuple | list) and len(part) == 2
-        whole = pair and all(isinstance(n, int) and not isinstance(n, bool) for n in part)
+        whole = pair and all(
+            isinstance(n, int | np.integer) and not isinstance(n, bool) for n in part
+        )
         if not whole or not 0 <= part[0] < part[1] <= MAX_PARTS:
             raise PartsError(f"part {part!r}: need whole numbers 0 <= I < N <= {MAX_PARTS:,}")
-        index, count = part
+        index, count = map(int, part)
         out = resolve_target(out)
         check_part_target(out, bench)
         staging = out / PARTS_DIR

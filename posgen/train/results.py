@@ -81,6 +81,11 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
     found: list[Path] = []
     seen: set[str] = set()
     skipped: list[str] = []
+    if isinstance(paths, str | os.PathLike):  # one path, not its characters ("/" first)
+        paths = [paths]
+    paths = list(paths)
+    if bad := [path for path in paths if not isinstance(path, str | os.PathLike)]:
+        raise ResultsError(f"a run folder is a path, not {type(bad[0]).__name__}")
     paths = list(map(Path, paths))
     roots = [os.path.realpath(path) for path in paths]
     for path in paths:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from posgen.errors import DataError, problem_lines, shown
+from posgen.errors import DataError, UsageError, problem_lines, shown
 from posgen.scoring.metrics import ScoreReport, bucket_edges
 from posgen.scoring.reliance import RelianceReport
 from posgen.spec import MAX_LENGTH, MAX_ROWS, PROBE_SPLIT, ConfigName, TaskSpec
@@ -438,6 +438,8 @@ def _coerced(given: Any, held: Any, where: str = "") -> str | None:
 
 def read_run(folder: Path) -> RunRecord:
     """A finished run's record, read (bounded) and checked whole."""
+    if not isinstance(folder, str | os.PathLike):
+        raise UsageError(f"read_run takes a run folder (a path), not {type(folder).__name__}")
     path = Path(folder) / RESULTS
     value = _read_json(path, MAX_RECORD_BYTES)
     if not isinstance(value, dict):

@@ -3,6 +3,7 @@ split feeds every tally, and failure messages say where (file, or split, row, po
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,6 +420,8 @@ def validate(
             raise SourceError(
                 f"{name} must be a {kind.__name__} or None, not {type(value).__name__}"
             )
+    if isinstance(source, os.PathLike) and isinstance(os.fspath(source), str):
+        source = Path(source)  # any path object, as posgen.load takes
     if isinstance(source, (str, Path)):  # a folder replaced while read is read again
         return pinned(source, lambda: _validate(source, spec, config, split, thresholds))
     return _validate(source, spec, config, split, thresholds)

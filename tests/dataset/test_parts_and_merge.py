@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -34,7 +35,9 @@ def single(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("way", ["two processes", "parts in one folder", "parts merged"])
+@pytest.mark.parametrize(
+    "way", ["two processes", "parts in one folder", "parts merged", "numpy integers"]
+)
 def test_any_split_of_the_work_writes_the_same_bytes_as_one_run(tree, cli, tmp_path, single, way):
     assert len(plan_benchmark(bench(), SHARD_BYTES)) >= 12  # parts really split the work
     out = tmp_path / "ds"
@@ -43,6 +46,11 @@ def test_any_split_of_the_work_writes_the_same_bytes_as_one_run(tree, cli, tmp_p
     elif way == "parts in one folder":
         results = [write(out, part=(i, 3), finish=unvalidated_card) for i in (2, 0, 1)]
         assert [result is None for result in results] == [True, True, False]  # until the last
+    elif way == "numpy integers":  # were refused: 'must be a whole number >= 1, got np.int64(2)'
+        sizes = {"shard_bytes": np.int64(SHARD_BYTES), "row_group_bytes": np.uint64(GROUP_BYTES),
+                 "block_rows": np.int32(4096), "num_proc": np.int64(2)}  # fmt: skip
+        for i in (1, 0):
+            write(out, part=(np.int64(i), np.uint8(2)), finish=unvalidated_card, **sizes)
     else:
         parts = [tmp_path / f"p{i}" for i in range(3)]
         for i, folder in enumerate(parts):  # one part with worker processes: a pool costs a spawn

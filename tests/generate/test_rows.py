@@ -64,9 +64,23 @@ def test_rows_do_not_depend_on_block_size(task, block_a, block_b, seed):
     assert np.array_equal(a[10:], generate_rows(spec, "train", 13, 57, block_rows=block_b))
 
 
-def test_windows_outside_the_vocabulary_are_refused():
-    with pytest.raises(ValueError, match=r"\[0, 17\)"):
-        grow(TaskSpec(task="cot"), np.array([[0, 1, 2, 17]]), 8)
+@pytest.mark.parametrize(
+    ("windows", "message"),
+    [
+        (np.array([[0, 1, 2, 17]]), r"\[0, 17\)"),
+        (np.array([[0.5, 1, 2, 3]]), "integer tokens, got dtype float64"),  # was cut to 0
+        (np.array([[True, False, True, True]]), "integer tokens, got dtype bool"),
+        (np.array([0, 1, 2, 3]), r"\(rows, w\) integer tokens, got dtype int64 of shape \(4,\)"),
+    ],
+)
+def test_windows_that_are_not_rows_of_tokens_are_refused(windows, message):
+    with pytest.raises(ValueError, match=message):
+        grow(TaskSpec(task="cot"), windows, 8)
+
+
+def test_windows_as_lists_grow_as_arrays_do():
+    spec = TaskSpec(task="cot")
+    assert np.array_equal(grow(spec, [[0, 1, 2, 3]], 8), grow(spec, np.array([[0, 1, 2, 3]]), 8))
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -94,3 +94,29 @@ def test_official_specs_load_and_differ_only_in_seeding():
         a, b = paper.configs[name].canonical(), v1.configs[name].canonical()
         assert {k for k in a if a[k] != b[k]} == {"seeding"}
         assert (a["seeding"], b["seeding"]) == ("paper", "disjoint")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("test_length", {512, 256}, "in order .* not a set"),  # a set's order is not the one given
+        ("test_length", frozenset({1024, 256}), "in order .* not a set"),
+        ("near", True, "an integer, not a bool"),  # pydantic would read it as 1
+        ("train_size", True, "an integer, not a bool"),
+        ("seed", False, "an integer, not a bool"),
+        ("test_length", [256, True], "an integer, not a bool"),
+    ],
+)
+def test_spec_fields_refuse_values_that_would_be_cast_or_reordered(field, value, message):
+    with pytest.raises(ValidationError, match=rf"{field}\n.*{message}"):
+        TaskSpec(task="cot", **{field: value})
+
+
+def test_model_copy_checks_its_update_as_the_constructor_does():
+    spec = TaskSpec(task="cot", train_size=8, val_size=4, test_size=4)
+    assert spec.model_copy(update={"seed": 3}) == TaskSpec(**{**spec.model_dump(), "seed": 3})
+    assert spec.model_copy() == spec
+    with pytest.raises(ValidationError, match="modulus"):  # unchecked, it generated forever
+        spec.model_copy(update={"modulus": 1})
+    with pytest.raises(ValidationError, match="modulos"):
+        spec.model_copy(update={"modulos": 5})

@@ -15,11 +15,13 @@ from posgen.generator import generate_split, probe_rows
 from posgen.scoring import (
     IGNORE_INDEX,
     LMInputs,
+    ReferenceSplit,
     ScoringError,
     baseline_predictions,
     lm_arrays,
     predictions_from_logits,
     probe_from_table,
+    reliance_arrays,
     score,
     score_arrays,
     score_probe,
@@ -80,6 +82,17 @@ def test_buckets_seed_window_and_train_split(hand_built):
     train = score_arrays(reference[:, :8], predictions[:, :8], **KW)
     assert (train.ood.tokens, train.ood.accuracy, train.ood_exact_match.tokens) == (0, None, 0)
     assert train.id.tokens == 12
+
+
+@pytest.mark.parametrize("kind", [np.uint8, np.int16, np.uint64])
+def test_numpy_scalar_frames_score_as_python_ints_do(hand_built, kind):
+    reference, predictions = hand_built  # np.uint8: 4 * (w // 4 + 1) overflowed
+    numpy_kw = {name: kind(value) for name, value in {**KW, "bucket_width": 4}.items()}
+    assert score_arrays(reference, predictions, **numpy_kw) == score_arrays(
+        reference, predictions, bucket_width=4, **KW
+    )
+    huge = score_arrays(reference, predictions, **{**KW, "ood_boundary": np.uint64(2**64 - 1)})
+    assert huge.ood_boundary == 2**64 - 1 and huge.ood.tokens == 0  # was pydantic's error
 
 
 SPECS = [{"modulus": 17, "near": 3, "far": 1}, {"modulus": 5, "near": 1, "far": 2},
@@ -172,6 +185,12 @@ BAD_ARGUMENTS = {  # score(tokens, tokens, COT) with arguments changed (a functi
     "float ids (0.5 was read as 0)": ({"ids": [0.5, 1, 2, 3]}, "ids must be integer ids"),
     "ids of strings": ({"ids": ["a", "b", "c", "d"]}, "ids must be integer ids, got dtype <U1"),
     "ids of None": ({"ids": [None] * 4}, "ids must be integer ids, got dtype object"),
+    "ids past int64 (were wrapped to -1)": ({"ids": np.array([2**64 - 1, 1, 2, 3], np.uint64)},
+                                            "ids: id 18446744073709551615 is outside int64"),
+    "reference ids past int64": ({"reference": lambda t: pa.table({"id": pa.array(
+        [0, 1, 2, 2**63 + 1], pa.uint64()), "tokens": pa.array(t.tolist())}),
+        "ids": np.arange(4)},
+        "reference ids: id 9223372036854775809 is outside int64"),
     "negative reference tokens": ({"reference": lambda t: t.astype(np.int64) - 1},
                                   "reference token -1 is outside"),
     "float reference": ({"reference": lambda t: t + 0.5},
@@ -188,6 +207,10 @@ BAD_ARGUMENTS = {  # score(tokens, tokens, COT) with arguments changed (a functi
     "bucket width a string": ({"bucket_width": "16"}, "bucket width must be an integer, not str"),
     "bucket width None": ({"bucket_width": None}, "bucket width must be an integer"),
     "config an int": ({"config": 3}, "config must be a name (str), not int"),
+    "a ReferenceSplit of another spec (the report named the spec given)": (
+        {"reference": lambda t: ReferenceSplit("cot", "test", COT, t),
+         "spec": COT.model_copy(update={"seed": 1})},
+        f"reference is split test of spec {COT.spec_id}, not of the spec given"),
 }  # fmt: skip
 
 
@@ -208,6 +231,15 @@ API_REFUSALS = {  # a call given what it cannot use -> the error (not numpy's or
                                                FLOATS),
     "lm_arrays of one row": (lambda: lm_arrays(np.arange(3), 17, 1),
                              "tokens must be (rows, length), got shape (3,)"),
+    "lm_arrays of BOS (m) as a token": (lambda: lm_arrays(np.array([[0, 17]]), 17, 1),
+                                        "token 17 is outside the vocabulary 0..16 (m = 17)"),
+    "lm_arrays of uint64 2^64 - 1 (was -1)": (
+        lambda: lm_arrays(np.array([[2**64 - 1, 1]], np.uint64), 17, 1),
+        "token 18446744073709551615 is outside the vocabulary"),
+    "lm_arrays of a negative window (nothing masked)": (
+        lambda: lm_arrays(np.ones((1, 4), int), 17, -1), "got m = 17, w = -1"),
+    "lm_arrays of a float m (BOS cut to 17)": (lambda: lm_arrays(np.ones((1, 4), int), 17.5, 1),
+                                               "modulus must be an integer, not float"),
     "LMInputs of floats": (lambda: LMInputs(17, 1)({"tokens": [0.5, 1.0]}), FLOATS),
     "LMInputs of a ragged batch": (lambda: LMInputs(17, 1)({"tokens": [[0, 1], [2]]}),
                                    "tokens: not an array"),
@@ -216,9 +248,25 @@ API_REFUSALS = {  # a call given what it cannot use -> the error (not numpy's or
     "logits a string": (lambda: predictions_from_logits("x"), LOGITS),
     "logits 1-D": (lambda: predictions_from_logits(np.zeros(3)), LOGITS),
     "logits of no positions": (lambda: predictions_from_logits(np.zeros((2, 0))), LOGITS),
+    "score_arrays with m = 0": (lambda: score_arrays(np.zeros((1, 8), int), np.zeros((1, 8), int),
+                                                     window=4, ood_boundary=6, modulus=0),
+                                "modulus must be at least 2, got 0"),
+    "reliance_arrays of rows + 0.5 (were cut)": (lambda: probed(rows=lambda r: r + 0.5),
+                                                 "probed rows must be integer row numbers"),
+    "reliance_arrays of rows - 4 (wrapped)": (lambda: probed(rows=lambda r: r - 4),
+                                              "probed rows must lie in [0, 4)"),
+    "reliance_arrays of rows past the split (IndexError)": (lambda: probed(rows=lambda r: r + 4),
+                                                            "probed rows must lie in [0, 4)"),
+    "reliance_arrays of far-rule answers past m": (lambda: probed(far_rule=lambda f: f + 17),
+                                                   "far-rule answers must lie in [0, 17)"),
+    "reliance_arrays of rows None": (lambda: probed(rows=lambda r: None),
+                                     "probed rows: an array of row numbers, not NoneType"),
     "score_probe of an array": (lambda: score_probe(np.zeros((4, 256), int), None, COT),
                                 "score_probe reads a ProbeSplit, a datasets.Dataset or a "
                                 "pyarrow.Table with the probe columns, not ndarray"),
+    "score_probe of a ProbeSplit and another spec (was ignored)": (
+        lambda: score_probe(cot_probe(), cot_probe().tokens, COT.model_copy(update={"seed": 1})),
+        f"the probe split is of spec {COT.spec_id}, not of the spec given"),
     "score_probe of ragged predictions": (lambda: score_probe(cot_probe(), [[1, 2], [3]]),
                                           "predictions: not an array"),
     "score_probe of ragged ids": (lambda: score_probe(cot_probe(), cot_probe().tokens,
@@ -232,6 +280,16 @@ API_REFUSALS = {  # a call given what it cannot use -> the error (not numpy's or
 def cot_probe():
     """The probe split of COT, in memory."""
     return probe_from_table(probe_table(probe_rows(COT, "probe", 0, 4), probe_schema(17)), COT)
+
+
+def probed(**changed):
+    """reliance_arrays on cot_probe() with its own predictions, ``changed`` (name: a function
+    of the probe's array) applied."""
+    probe = cot_probe()
+    given = {"rows": probe.probed_rows, "positions": probe.probed, "far_rule": probe.far_rule}
+    given.update({name: change(given[name]) for name, change in changed.items()})
+    frame = {"window": 4, "ood_boundary": 64, "modulus": 17}
+    return reliance_arrays(probe.tokens, probe.tokens, **given, **frame)
 
 
 @pytest.mark.parametrize("case", list(API_REFUSALS))

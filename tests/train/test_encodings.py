@@ -93,6 +93,21 @@ def test_register_refuses_a_name_twice():
     assert list(registry) == ["rope"]
     with pytest.raises(PEError, match="'rope' is already registered"):
         registry.register(encodings.PositionEncoding(name="rope", summary="again"))
+    named = {name: encodings.PositionEncoding(name=name, summary="x") for name in ("a b", 5)}
+    for bad, said in [(None, "takes a PositionEncoding, not NoneType"),  # AttributeError
+                      ("rope", "takes a PositionEncoding, not str"),
+                      (named["a b"], "named 'a b': a name"),
+                      (named[5], "named 5: a name")]:  # fmt: skip
+        with pytest.raises(PEError, match=said):  # 5 was registered, and --list-pe then failed
+            registry.register(bad)
+    assert list(registry) == ["rope"]
+    for name in (None, 3, b"rope"):  # AttributeError or TypeError from str methods
+        with pytest.raises(PEError, match=f"named by a str, not {type(name).__name__}"):
+            registry[name]
+
+
+def test_resolve_takes_a_bare_name_as_a_request():
+    assert encodings.resolve("rope", LENGTHS) == encodings.resolve(PERequest(name="rope"), LENGTHS)
 
 
 BAD_REQUESTS = [

@@ -14,11 +14,12 @@ torch = pytest.importorskip("torch")
 
 from posgen.card import results_section
 from posgen.encodings import Lengths, PERequest, resolve
+from posgen.errors import UsageError
 from posgen.scoring import load_probe, read_predictions, score_probe
 from posgen.scoring.reliance import measure_sentences
 from posgen.store.manifest import read_manifest
 from posgen.train import PREDICTIONS, PROBE_PREDICTIONS
-from posgen.train.results import effective_length
+from posgen.train.results import ResultsError, effective_length, find_runs
 from posgen.train.run_record import read_run
 
 
@@ -283,3 +284,18 @@ def test_positions_no_probe_row_probes_are_null_in_the_json_and_every_export_is_
     cell = json.loads((tmp_path / "json").read_text())["results"]["ds"]["tasks"]["recursive"]
     shares = cell["rope"]["far_curve"]["far_reliance"]
     assert [share is None for share in shares] == [count == 0 for count in counted]
+
+
+def test_find_runs_reads_one_path_as_one_folder(trained_runs):
+    found = find_runs(str(trained_runs))  # was read as "/", "t", "m", ...: "/" walked first
+    assert found == find_runs([trained_runs]) and found[0]
+    with pytest.raises(ResultsError, match="a run folder is a path, not NoneType"):
+        find_runs([None])
+
+
+@pytest.mark.parametrize("folder", [None, 3, b"run"])  # TypeError from pathlib
+def test_read_run_of_no_path_is_one_usage_error(folder):
+    with pytest.raises(
+        UsageError, match=f"read_run takes a run folder .a path., not {type(folder).__name__}"
+    ):
+        read_run(folder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -263,6 +264,23 @@ def test_parquet_arrow_and_datasets_sources_validate_with_a_spec(tmp_path):
     assert validate(dataset["train"], spec).facts["semirecursive"]["train"]["rows"] == 64
     with pytest.raises(SourceError, match=r"has no posgen\.json: give the spec"):
         validate(tmp_path / "test.parquet")
+
+
+class PathObject(os.PathLike):
+    """A path object that is no pathlib.Path (as some path libraries give)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __fspath__(self):
+        return self.path
+
+
+def test_any_path_object_validates_as_its_path_does(small_dataset, tmp_path):
+    assert validate(PathObject(small_dataset)).to_dict()["failed_checks"] == []  # was refused
+    spec = TaskSpec(task="cot", train_size=8, val_size=4, test_size=4)
+    pq.write_table(split_table(spec, "test"), tmp_path / "test.parquet")
+    assert validate(PathObject(tmp_path / "test.parquet"), spec).ok
 
 
 @pytest.mark.parametrize(
