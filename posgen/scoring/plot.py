@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from posgen import signals
 from posgen.errors import RunError, UsageError, shown
@@ -126,9 +129,23 @@ def plot_reliance(report: RelianceReport, path: Path, title: str | None = None) 
     return Path(path)
 
 
+# What would make a format's file differ run to run (the time it was drawn, random SVG ids) is
+# left out or fixed, so the same figure is the same bytes: svgz is svg gzipped with mtime 0, and
+# PostScript's date is 1970 (SOURCE_DATE_EPOCH=0, the one way matplotlib fixes it).
+NO_DATE = {"svg": "Date", "pdf": "CreationDate"}
+
+
 def save_figure(figure: Any, path: Path) -> Path:
     """Save a matplotlib figure atomically (drawn in memory, then written whole), in the
-    format of ``path``'s suffix."""
+    format of ``path``'s suffix; the same figure gives the same bytes on every run."""
+    import matplotlib
+
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=Path(path).suffix[1:].lower() or "png")
-    return write_atomically(Path(path), buffer.getvalue())
+    suffix = Path(path).suffix[1:].lower() or "png"
+    kind = "svg" if suffix == "svgz" else suffix
+    epoch = {"SOURCE_DATE_EPOCH": "0"}
+    with matplotlib.rc_context({"svg.hashsalt": "posgen"}), patch.dict(os.environ, epoch):
+        metadata = {"metadata": {NO_DATE[kind]: None}} if kind in NO_DATE else {}
+        figure.savefig(buffer, format=kind, **metadata)
+    data = gzip.compress(buffer.getvalue(), mtime=0) if suffix == "svgz" else buffer.getvalue()
+    return write_atomically(Path(path), data)

@@ -225,3 +225,26 @@ def test_predictions_made_for_other_data_are_refused_not_scored_at_chance(
         result = score(cli, data, preds, "--split", split)
         line = assert_clean_error(result, 2, f"made for split test of spec {theirs}")
         assert f"not split {split} of spec {read_manifest(data).configs['cot'].spec_id}" in line
+
+
+@pytest.mark.skipif(find_spec("matplotlib") is None, reason="needs the plot extra")
+@pytest.mark.parametrize("suffix", [".png", ".svg", ".svgz", ".pdf", ".ps", ".eps"])
+def test_a_plot_drawn_again_is_the_same_bytes_whatever_the_date(
+    cli, data, tmp_path, monkeypatch, suffix
+):
+    predictions = tmp_path / "p.parquet"
+    made = cli(
+        "baseline", "--kind", "near-only", "--data", data, "--config", "cot", "--out", predictions
+    )
+    assert made.exit_code == 0, made.output
+    drawn = []
+    for epoch in (None, "1000000000"):
+        if epoch is None:
+            monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+        else:
+            monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+        plot = tmp_path / f"curve-{len(drawn)}{suffix}"
+        result = score(cli, data, predictions, "--plot", plot)
+        assert result.exit_code == 0, result.output
+        drawn.append(plot.read_bytes())
+    assert drawn[0] == drawn[1]
