@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 from posgen import signals
 from posgen.errors import RunError, UsageError, shown
@@ -143,9 +142,16 @@ def save_figure(figure: Any, path: Path) -> Path:
     buffer = io.BytesIO()
     suffix = Path(path).suffix[1:].lower() or "png"
     kind = "svg" if suffix == "svgz" else suffix
-    epoch = {"SOURCE_DATE_EPOCH": "0"}
-    with matplotlib.rc_context({"svg.hashsalt": "posgen"}), patch.dict(os.environ, epoch):
-        metadata = {"metadata": {NO_DATE[kind]: None}} if kind in NO_DATE else {}
-        figure.savefig(buffer, format=kind, **metadata)
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = "0"
+    try:
+        with matplotlib.rc_context({"svg.hashsalt": "posgen"}):
+            metadata = {"metadata": {NO_DATE[kind]: None}} if kind in NO_DATE else {}
+            figure.savefig(buffer, format=kind, **metadata)
+    finally:
+        if epoch is None:
+            del os.environ["SOURCE_DATE_EPOCH"]
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = epoch
     data = gzip.compress(buffer.getvalue(), mtime=0) if suffix == "svgz" else buffer.getvalue()
     return write_atomically(Path(path), data)
