@@ -1,5 +1,6 @@
 """The one handle on a dataset folder: :class:`Dataset`, which parses ``posgen.json`` once.
-Reads are pinned: a folder replaced meanwhile is read again, whole.
+Reads are pinned: a folder replaced meanwhile is read again, whole, and the handle follows it
+(every answer, spec or rows, describes one state of the folder).
 
 >>> check_dataset(Path("/nonexistent/ds"))
 ['/nonexistent/ds has no posgen.json: not a posgen dataset']
@@ -180,6 +181,28 @@ def _pinned_read(read: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+class _Folder:
+    """A dataset folder held open, so that no folder replacing it can take its inode (which
+    would make the replacement look like the folder a manifest was read from)."""
+
+    def __init__(self, fd: int) -> None:
+        self.identity = _identity(fd)
+        weakref.finalize(self, os.close, fd)
+
+    @classmethod
+    def held(cls, fd: int | None) -> _Folder | None:
+        return None if fd is None else cls(fd)
+
+
+@dataclass(frozen=True)
+class _State:
+    """What a handle knows of its folder, replaced as one when the folder is."""
+
+    manifest: Manifest
+    format: Format
+    folder: _Folder | None  # None: the manifest's folder could not be held (read again)
+
+
 class Dataset:
     """A dataset folder, its manifest parsed and checked once.
 
@@ -196,16 +219,11 @@ class Dataset:
     def __init__(
         self, root: str | Path, manifest: Manifest | None = None, folder: int | None = None
     ) -> None:
-        if manifest is None:  # Dataset(path): Dataset.open(path), its folder held by it
-            self._opened = Dataset.open(root)
-            vars(self).update(vars(self._opened))
+        if manifest is None:  # Dataset(path): Dataset.open(path)
+            vars(self).update(vars(Dataset.open(root)))
             return
         self.root = root
-        self.manifest = manifest
-        self.format: Format = manifest_format(manifest)
-        self._pin = None if folder is None else _identity(folder)  # the manifest's folder
-        if folder is not None:  # held open: a folder replaced later cannot take its inode
-            weakref.finalize(self, os.close, folder)
+        self._state = _State(manifest, manifest_format(manifest), _Folder.held(folder))
 
     @classmethod
     def open(cls, path: str | Path) -> Dataset:
@@ -225,14 +243,30 @@ class Dataset:
 
         return pinned(root, opened)
 
+    def _current(self) -> _State:
+        """The handle's state, first the replacing folder's, whole, if ``root`` was replaced
+        since it was read (one ``stat``): every answer describes one state of the folder."""
+        state = self._state
+        if state.folder is None or _identity(self.root) != state.folder.identity:
+            state = self._state = Dataset.open(self.root)._state
+        return state
+
+    @property
+    def manifest(self) -> Manifest:
+        """``posgen.json`` of the folder as it is now (read again when it was replaced)."""
+        return self._current().manifest
+
+    @property
+    def format(self) -> Format:
+        return self._current().format
+
     def read(self, read: Callable[[Dataset], T]) -> T:
-        """``read(handle)``, pinned: a folder replaced since it was opened is opened again."""
-        current = [self]
+        """``read(handle)``, pinned: a folder replaced since it was opened is opened again, and
+        the handle (its manifest, configs and specs) follows it."""
 
         def attempt() -> T:
-            if _identity(self.root) != current[0]._pin:
-                current[0] = Dataset.open(self.root)
-            return read(current[0])
+            self._current()
+            return read(self)
 
         return pinned(self.root, attempt)
 

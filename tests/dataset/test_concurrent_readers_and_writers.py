@@ -330,6 +330,37 @@ def test_a_handle_kept_open_reads_the_dataset_that_replaced_its_folder(tmp_path)
         assert (split.tokens == Dataset.open(root).split("cot", "test").tokens).all()
 
 
+def _one_config(task: str) -> BenchmarkSpec:
+    fields = dict(train_size=16, val_size=4, test_size=4, test_length=[96])
+    return BenchmarkSpec(name="race", configs={task: TaskSpec(task=task, **fields)})
+
+
+# what a handle answers -> the task of the config it describes
+ANSWERS = {
+    "configs": lambda handle: handle.configs[0],
+    "spec(None)": lambda handle: handle.spec(None).task,
+    "resolve_config(None)": lambda handle: handle.resolve_config(None),
+    "manifest": lambda handle: next(iter(handle.manifest.configs)),
+    "split(None).spec": lambda handle: handle.split(None).spec.task,
+    "probe(None).spec": lambda handle: handle.probe(None).spec.task,
+    "verify()": lambda handle: next(iter(handle.verify().configs)),
+}
+
+
+@pytest.mark.parametrize("answer", list(ANSWERS))
+def test_every_answer_of_a_handle_describes_the_folder_that_replaced_its_own(tmp_path, answer):
+    """A cot folder replaced by a recursive one: the handle answers recursive, whole, however
+    it is asked first (its spec is never cot while its split rows are recursive)."""
+    root = tmp_path / "ds"
+    write_dataset(_one_config("cot"), root)
+    handle = Dataset.open(root)
+    assert handle.spec(None).task == "cot"
+    write_dataset(_one_config("recursive"), root, overwrite=True)
+    assert ANSWERS[answer](handle) == "recursive"
+    rows = handle.split(None)
+    assert (handle.spec(None), handle.configs) == (rows.spec, ["recursive"])
+
+
 def test_a_folder_replaced_during_every_read_is_one_error_line(
     assert_clean_error, cli, recorded, tmp_path, monkeypatch
 ):
