@@ -72,6 +72,13 @@ def named(value: Any, what: str) -> Any:
     return value
 
 
+def flag(value: Any, what: str) -> bool:
+    """``value``, True or False, else :class:`SplitError` (a string such as "no" is no flag)."""
+    if not isinstance(value, bool | np.bool_):
+        raise SplitError(f"{what} must be True or False, not {type(value).__name__}")
+    return bool(value)
+
+
 def dataset_path(path: Any) -> Path:
     """``path`` (a str or a path) as a Path, else :class:`SplitError`."""
     if not isinstance(path, str | os.PathLike):
@@ -440,6 +447,7 @@ class Dataset:
         the config named ``default``, else the first) as ``datasets`` loads it; with ``verify``,
         exactly the files ``posgen.json`` lists, checked first (not those the card or the
         sidecars name)."""
+        verify = flag(verify, "verify")
 
         def read(handle: Dataset) -> datasets.DatasetDict:
             if not verify:
@@ -461,7 +469,7 @@ class Dataset:
 
 def load(path: str | Path, config: str | None = None, verify: bool = True) -> datasets.DatasetDict:
     """``posgen.load``: :meth:`Dataset.load`; ``verify=False`` reads no manifest."""
-    if verify:
+    if flag(verify, "verify"):
         return Dataset.open(path).load(config)
     root = dataset_path(path)
     if not root.is_dir():  # datasets would look for it on the Hub

@@ -398,6 +398,16 @@ WRONG_TYPES = {  # a read given an argument of the wrong type -> the error line
     "probe([cot])": (lambda root: Dataset.open(root).probe(["cot"]), "config must be a name"),
     "probe(split=None)": (lambda root: Dataset.open(root).probe("cot", None), "probe split None"),
     "verify(3)": (lambda root: Dataset.open(root).verify(3), "a name or a list, not int"),
+    "handle load(verify='no')": (
+        lambda root: Dataset.open(root).load(verify="no"),
+        "verify must be True or False, not str",
+    ),
+    "load(verify='no')": (lambda root: load(root, verify="no"), "verify must be True or False"),
+    "load(verify=0)": (lambda root: load(root, verify=0), "verify must be True or False, not int"),
+    "handle load(verify=None)": (
+        lambda root: Dataset.open(root).load("cot", verify=None),
+        "verify must be True or False",
+    ),
 }
 MISSING = "no such folder; nothing was read (not a Hub id)"  # datasets asked the Hub, 23 s
 
