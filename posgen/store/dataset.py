@@ -72,6 +72,18 @@ def named(value: Any, what: str) -> Any:
     return value
 
 
+def names(value: Any, what: str, one: str) -> list[str]:
+    """``value``, one name or a list (tuple) of names, as a list, else :class:`SplitError`
+    naming ``what`` (the list) or ``one`` (an item): a str is one name, never its letters."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list | tuple):
+        raise SplitError(f"{what} must be a name or a list, not {type(value).__name__}")
+    if any(item is None for item in value):
+        raise SplitError(f"{one} must be a name (str), not NoneType")
+    return [named(item, one) for item in value]
+
+
 def flag(value: Any, what: str) -> bool:
     """``value``, True or False, else :class:`SplitError` (a string such as "no" is no flag)."""
     if not isinstance(value, bool | np.bool_):
@@ -270,6 +282,8 @@ class Dataset:
     def read(self, read: Callable[[Dataset], T]) -> T:
         """``read(handle)``, pinned: a folder replaced since it was opened is opened again, and
         the handle (its manifest, configs and specs) follows it."""
+        if not callable(read):
+            raise SplitError(f"read must be a function of the handle, not {type(read).__name__}")
 
         def attempt() -> T:
             self._current()
@@ -312,6 +326,7 @@ class Dataset:
     ) -> dict[str, ReferenceSplit]:
         """The tokens of ``splits``, each file checked as read (rows of the splits in ``cut``:
         their first train-length tokens)."""
+        splits, cut = names(splits, "splits", "split"), names(cut, "cut", "split")
         config, entry = self._entry(config)
         for split in splits:
             if split not in entry.splits:
@@ -421,6 +436,8 @@ class Dataset:
 
     def lines(self, configs: list[str] | None = None, hashes: bool = True) -> list[str]:
         """One line per problem of the files of ``configs`` (all when None)."""
+        configs = None if configs is None else names(configs, "configs", "config")
+        hashes = flag(hashes, "hashes")
         known = ", ".join(self.configs)
         unknown = [c for c in configs or [] if c not in self.manifest.configs]
         if unknown:
@@ -432,9 +449,7 @@ class Dataset:
     def verify(self, configs: list[str] | str | None = None) -> Manifest:
         """The manifest once every file of ``configs`` (a name or names; all when None) matches
         it, else :class:`DamagedDataset`."""
-        configs = [configs] if isinstance(configs, str) else configs
-        if configs is not None and not isinstance(configs, list | tuple):
-            raise SplitError(f"configs must be a name or a list, not {type(configs).__name__}")
+        configs = None if configs is None else names(configs, "configs", "config")
         for config in configs or []:
             self._entry(config)
         lines = self.lines(configs)
@@ -451,7 +466,8 @@ class Dataset:
 
         def read(handle: Dataset) -> datasets.DatasetDict:
             if not verify:
-                return handle.format.load(handle.root, config or handle.manifest.default_config)
+                name = named(config, "config") or handle.manifest.default_config
+                return handle.format.load(handle.root, name)
             configs = {
                 name: (source, splits) for name, source, splits in handle.manifest.hf_configs()
             }

@@ -385,6 +385,7 @@ def test_an_unknown_config_is_a_usage_error_whichever_way_it_is_asked_for(small_
         with pytest.raises(SplitError, match=r"no config 'nope' .*; .*cot"):
             read()
     assert handle.verify("cot") == handle.manifest  # one name: that config, not its letters
+    assert list(handle.splits("cot", "test")) == ["test"]  # one split, not 't', 'e', ...
 
 
 WRONG_TYPES = {  # a read given an argument of the wrong type -> the error line
@@ -398,6 +399,30 @@ WRONG_TYPES = {  # a read given an argument of the wrong type -> the error line
     "probe([cot])": (lambda root: Dataset.open(root).probe(["cot"]), "config must be a name"),
     "probe(split=None)": (lambda root: Dataset.open(root).probe("cot", None), "probe split None"),
     "verify(3)": (lambda root: Dataset.open(root).verify(3), "a name or a list, not int"),
+    "split(cot, 3)": (lambda root: Dataset.open(root).split("cot", 3), "split must be a name"),
+    "split(cot, [test])": (
+        lambda root: Dataset.open(root).split("cot", ["test"]),
+        "split must be a name (str), not",
+    ),
+    "splits(cot, 3)": (lambda root: Dataset.open(root).splits("cot", 3), "splits must be a name"),
+    "splits(cot, [None])": (
+        lambda root: Dataset.open(root).splits("cot", [None]),
+        "split must be a name (str), not",
+    ),
+    "splits(cut=3)": (
+        lambda root: Dataset.open(root).splits("cot", ["test"], cut=3),
+        "cut must be a name or",
+    ),
+    "handle load(3, verify=False)": (
+        lambda root: Dataset.open(root).load(3, verify=False),
+        "config must be a name (str), not",
+    ),
+    "lines(3)": (lambda root: Dataset.open(root).lines(3), "configs must be a name or a list"),
+    "lines(hashes='no')": (
+        lambda root: Dataset.open(root).lines(hashes="no"),
+        "hashes must be True or False, not",
+    ),
+    "read(3)": (lambda root: Dataset.open(root).read(3), "read must be a function of the handle"),
     "handle load(verify='no')": (
         lambda root: Dataset.open(root).load(verify="no"),
         "verify must be True or False, not str",
