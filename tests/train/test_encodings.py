@@ -19,6 +19,7 @@ from torch.overrides import TorchFunctionMode
 from transformers import LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+from transformers.models.t5.modeling_t5 import T5Attention
 
 from posgen import encodings
 from posgen.encodings import ENCODINGS, Lengths, PEError, PERequest, resolve
@@ -513,6 +514,12 @@ def test_alibi_slopes_and_t5_buckets_are_the_published_ones():
     got = t5_buckets(torch.arange(400), 32, 128).tolist()
     assert got == [t5_bucket(d) for d in range(400)]
     assert got[:16] == list(range(16)) and set(got[128:]) == {31}
+    distance = torch.arange(3000)  # transformers' own function, odd bucket counts too
+    for buckets, max_distance in [(32, 128), (33, 128), (8, 20), (3, 5), (2, 2), (64, 1000)]:
+        reference = T5Attention._relative_position_bucket(
+            -distance, bidirectional=False, num_buckets=buckets, max_distance=max_distance
+        )
+        assert torch.equal(t5_buckets(distance, buckets, max_distance), reference)
 
 
 @pytest.mark.parametrize("pe", ["t5", "fire", "kerple", "cope"])
