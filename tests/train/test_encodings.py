@@ -131,6 +131,15 @@ BAD_REQUESTS = [
      "--pe t5: max_distance must be greater than buckets // 2 (given buckets=32, max"),
     (PERequest(name="alibi+logn"),
      "--pe alibi+logn: log-n scaling combines with rope encodings only"),
+    # transformers' YaRN ignores mscale without mscale_all_dim (both above 0, no attention_factor)
+    (PERequest(name="yarn", parameters={"mscale": 2}),
+     "--pe yarn: mscale and mscale_all_dim act only together, both above 0, without attention_"),
+    (PERequest(name="resonance_yarn", parameters={"mscale_all_dim": 1}),
+     "--pe resonance_yarn: mscale and mscale_all_dim act only together"),
+    (PERequest(name="yarn", parameters={"mscale": 0, "mscale_all_dim": 1}),
+     "--pe yarn: mscale and mscale_all_dim act only together"),
+    (PERequest(name="yarn", parameters={"mscale": 2, "mscale_all_dim": 1, "attention_factor": 1}),
+     "--pe yarn: mscale and mscale_all_dim act only together"),
     (PERequest(name="rope", randomized=100),
      "--randomized-positions 100: the range must hold the test rows' 257 positions (L'+1)"),
     (PERequest(name="json:dumps"), "--pe json:dumps is a function, not a posgen Position"),
@@ -303,6 +312,9 @@ PLAIN_ROPES = {
     "linear(scale_at=train)": lambda evaluation, n: ([f / S for f in plain_rope()], 1.0),
     "yarn": at_evaluation(lambda: plain_yarn(S, L_TEST + 1)),
     "yarn(beta_fast=8)": at_evaluation(lambda: plain_yarn(S, L_TEST + 1, beta_fast=8.0)),
+    "yarn(mscale=2,mscale_all_dim=1)": at_evaluation(  # DeepSeek-V3's ratio of two mscales
+        lambda: (plain_yarn(S, L_TEST + 1)[0], (0.2 * math.log(S) + 1) / (0.1 * math.log(S) + 1))
+    ),
     "dynamic": lambda evaluation, n: plain_dynamic(n),
     "dynamic(factor=2)": lambda evaluation, n: plain_dynamic(n, 2.0),
     "longrope": lambda evaluation, n: plain_longrope(n),
