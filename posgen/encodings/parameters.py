@@ -118,6 +118,14 @@ BY_ENCODING: dict[str, dict[str, Parameter]] = {
     "xpos": {"gamma": POSITIVE, "scale_base": POSITIVE},
     "cope": {"positions": Parameter("integer", ge=2, le=1_000_000)},
     "logn": {"train_positions": Parameter("integer", ge=2, le=10**8)},
+    "nope": {  # only their defaults: another value would be the same model, or not NoPE
+        "partial_rotary_factor": Parameter(
+            "number", ge=0.0, le=0.0, why="NoPE rotates no pair; a share of them is proportional"
+        ),
+        "rope_theta": Parameter(
+            "number", ge=10_000.0, le=10_000.0, why="NoPE rotates nothing, so the base is unused"
+        ),
+    },
 }
 """One encoding's own parameters, or narrower ranges; ``A+logn`` has those of A and logn."""
 BY_ENCODING["fire-random"] = BY_ENCODING["fire"]
