@@ -118,6 +118,14 @@ BY_ENCODING: dict[str, dict[str, Parameter]] = {
     "xpos": {"gamma": POSITIVE, "scale_base": POSITIVE},
     "cope": {"positions": Parameter("integer", ge=2, le=1_000_000)},
     "logn": {"train_positions": Parameter("integer", ge=2, le=10**8)},
+    "nope": {  # only their defaults: another value would be the same model, or not NoPE
+        "partial_rotary_factor": Parameter(
+            "number", ge=0.0, le=0.0, why="NoPE rotates no pair; a share of them is proportional"
+        ),
+        "rope_theta": Parameter(
+            "number", ge=10_000.0, le=10_000.0, why="NoPE rotates nothing, so the base is unused"
+        ),
+    },
 }
 """One encoding's own parameters, or narrower ranges; ``A+logn`` has those of A and logn."""
 BY_ENCODING["fire-random"] = BY_ENCODING["fire"]
@@ -182,8 +190,31 @@ def check_parameters(encoding: str, parameters: Mapping[str, Any]) -> dict[str, 
     return out
 
 
+YARN_MSCALE = ("mscale", "mscale_all_dim")
+"""transformers' YaRN reads these only as a pair, both above 0 and without ``attention_factor``
+(then the factor is ``mscale(s, mscale) / mscale(s, mscale_all_dim)``); alone, they change
+nothing."""
+
+
 def check_relations(parameters: Mapping[str, Any]) -> None:
-    """Every relation whose parameters ``parameters`` (defaults included) hold."""
+    """Every relation whose parameters ``parameters`` (defaults included) hold.
+
+    >>> try:
+    ...     check_relations({"factor": 4.0, "mscale": 2.0})
+    ... except ValueError as error:
+    ...     print(str(error)[-61:])
+    (transformers' YaRN ignores them otherwise; given mscale=2.0)
+    """
+    given = [name for name in (*YARN_MSCALE, "attention_factor") if name in parameters]
+    if any(name in parameters for name in YARN_MSCALE) and (
+        "attention_factor" in parameters
+        or not all(_above_zero(parameters.get(name)) for name in YARN_MSCALE)
+    ):
+        values = ", ".join(f"{name}={spelled(parameters[name])}" for name in given)
+        raise ValueError(
+            "mscale and mscale_all_dim act only together, both above 0, without "
+            f"attention_factor (transformers' YaRN ignores them otherwise; given {values})"
+        )
     for low, high, halved in RELATIONS:
         if not all(isinstance(parameters.get(name), int | float) for name in (low, high)):
             continue
@@ -192,3 +223,7 @@ def check_relations(parameters: Mapping[str, Any]) -> None:
             given = f"{low}={spelled(parameters[low])}, {high}={spelled(parameters[high])}"
             rule = f"{high} must be greater than {low}" + (" // 2" if halved else "")
             raise ValueError(f"{rule} (given {given})")
+
+
+def _above_zero(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0

@@ -19,11 +19,19 @@ from torch.overrides import TorchFunctionMode
 from transformers import LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+from transformers.models.t5.modeling_t5 import T5Attention
 
 from posgen import encodings
 from posgen.encodings import ENCODINGS, Lengths, PEError, PERequest, resolve
 from posgen.encodings.builtin import ROPE_TYPES, RandomPositions, alibi_slopes
-from posgen.encodings.model import ATTRIBUTE, MODULE, llama_for, load_model, parameter_groups
+from posgen.encodings.model import (
+    ATTRIBUTE,
+    MODULE,
+    llama_for,
+    load_model,
+    parameter_groups,
+    use_frequencies,
+)
 from posgen.encodings.relative import CoPE, t5_buckets
 from posgen.scoring.prediction_files import read_predictions
 from posgen.train import MODEL
@@ -123,6 +131,15 @@ BAD_REQUESTS = [
      "--pe t5: max_distance must be greater than buckets // 2 (given buckets=32, max"),
     (PERequest(name="alibi+logn"),
      "--pe alibi+logn: log-n scaling combines with rope encodings only"),
+    # transformers' YaRN ignores mscale without mscale_all_dim (both above 0, no attention_factor)
+    (PERequest(name="yarn", parameters={"mscale": 2}),
+     "--pe yarn: mscale and mscale_all_dim act only together, both above 0, without attention_"),
+    (PERequest(name="resonance_yarn", parameters={"mscale_all_dim": 1}),
+     "--pe resonance_yarn: mscale and mscale_all_dim act only together"),
+    (PERequest(name="yarn", parameters={"mscale": 0, "mscale_all_dim": 1}),
+     "--pe yarn: mscale and mscale_all_dim act only together"),
+    (PERequest(name="yarn", parameters={"mscale": 2, "mscale_all_dim": 1, "attention_factor": 1}),
+     "--pe yarn: mscale and mscale_all_dim act only together"),
     (PERequest(name="rope", randomized=100),
      "--randomized-positions 100: the range must hold the test rows' 257 positions (L'+1)"),
     (PERequest(name="json:dumps"), "--pe json:dumps is a function, not a posgen Position"),
@@ -215,6 +232,140 @@ def test_dynamic_ntk_scales_only_past_l_plus_1_positions():
     rope = tiny("rope").model.rotary_emb(torch.zeros(1), torch.arange(L + 1)[None])[0]
     assert torch.equal(short[0, : L + 1], rope[0])
     assert bool((rotary.inv_freq[1:] < start[1:]).all())
+
+
+# --- rope scalings: cos/sin tables against the papers' formulas, written out here ------------
+
+WIDE = Lengths(train=L, test=L_TEST, head_dim=32, heads=2)  # YaRN's ramp, llama3's smoothing
+S = (L_TEST + 1) / (L + 1)  # the documented default factor s = (L'+1)/(L+1)
+PAIRS = WIDE.head_dim // 2
+
+
+def plain_rope(theta: float = 10_000.0) -> list[float]:
+    """Su et al.: theta_i = base^(-2i/d), one per rotary pair."""
+    return [theta ** (-2 * i / WIDE.head_dim) for i in range(PAIRS)]
+
+
+def plain_yarn(factor: float, original: int, beta_fast: float = 2.0, beta_slow: float = 1.0):
+    """YaRN (Peng et al. 2023, eqs. 17-19; the Resonance authors' floor/ceil of the ramp's
+    ends): pairs with fewer than beta_slow turns over ``original`` interpolated, more than
+    beta_fast extrapolated, a linear ramp between; logits times (0.1 ln s + 1)^2."""
+
+    def pair_of(turns: float) -> float:
+        return PAIRS * math.log(original / (turns * 2 * math.pi)) / math.log(10_000.0)
+
+    low, high = max(math.floor(pair_of(beta_fast)), 0), min(math.ceil(pair_of(beta_slow)), 31)
+    out = []
+    for i, f in enumerate(plain_rope()):
+        ramp = min(max((i - low) / (high - low), 0.0), 1.0)  # 1: interpolated
+        out.append(f / factor * ramp + f * (1 - ramp))
+    return out, 0.1 * math.log(factor) + 1
+
+
+def plain_llama3(factor: float, original: int, low: float = 1.0, high: float = 4.0):
+    """Meta's Llama 3.1 apply_scaling: wavelengths under original/high kept, over original/low
+    divided by the factor, smoothed between."""
+    out = []
+    for f in plain_rope():
+        wavelength = 2 * math.pi / f
+        smooth = min(max((original / wavelength - low) / (high - low), 0.0), 1.0)
+        out.append((1 - smooth) * f / factor + smooth * f)
+    return out, 1.0
+
+
+def plain_dynamic(n: int, factor: float = 1.0):
+    """Dynamic NTK (emozilla; YaRN paper 3.3): past L+1 positions the base grows to
+    base (factor n / (L+1) - (factor - 1))^(d / (d - 2)) for a row of n positions."""
+    if n <= L + 1:
+        return plain_rope(), 1.0
+    d = WIDE.head_dim
+    return plain_rope(10_000.0 * (factor * n / (L + 1) - (factor - 1)) ** (d / (d - 2))), 1.0
+
+
+def plain_longrope(n: int):
+    """LongRoPE (Ding et al. 2024) with one factor per pair: 1 up to L+1 positions, s past it;
+    logits always times 1 + ln s / ln(L+1) (Phi-3's sqrt on cos and sin)."""
+    factor = S if n > L + 1 else 1.0
+    return [f / factor for f in plain_rope()], math.sqrt(1 + math.log(S) / math.log(L + 1))
+
+
+def resonance(plain):
+    """Resonance RoPE (Wang et al. 2024, the authors' code): every wavelength rounded."""
+
+    def rounded(evaluation: bool, n: int):
+        frequencies, scale = plain(evaluation, n)
+        return [2 * math.pi / round(2 * math.pi / f) if f else 0.0 for f in frequencies], scale
+
+    return rounded
+
+
+def at_evaluation(scaled):
+    return lambda evaluation, n: scaled() if evaluation else (plain_rope(), 1.0)
+
+
+UNSCALED = lambda evaluation, n: (plain_rope(), 1.0)  # noqa: E731
+HALF = lambda evaluation, n: (plain_rope()[: PAIRS // 2] + [0.0] * (PAIRS // 2), 1.0)  # noqa: E731
+PLAIN_ROPES = {
+    "rope": UNSCALED,
+    "linear": at_evaluation(lambda: ([f / S for f in plain_rope()], 1.0)),
+    "linear(factor=2)": at_evaluation(lambda: ([f / 2 for f in plain_rope()], 1.0)),
+    "linear(scale_at=train)": lambda evaluation, n: ([f / S for f in plain_rope()], 1.0),
+    "yarn": at_evaluation(lambda: plain_yarn(S, L_TEST + 1)),
+    "yarn(beta_fast=8)": at_evaluation(lambda: plain_yarn(S, L_TEST + 1, beta_fast=8.0)),
+    "yarn(mscale=2,mscale_all_dim=1)": at_evaluation(  # DeepSeek-V3's ratio of two mscales
+        lambda: (plain_yarn(S, L_TEST + 1)[0], (0.2 * math.log(S) + 1) / (0.1 * math.log(S) + 1))
+    ),
+    "dynamic": lambda evaluation, n: plain_dynamic(n),
+    "dynamic(factor=2)": lambda evaluation, n: plain_dynamic(n, 2.0),
+    "longrope": lambda evaluation, n: plain_longrope(n),
+    "llama3": at_evaluation(lambda: plain_llama3(S, L + 1)),
+    "llama3(scale_at=train)": lambda evaluation, n: plain_llama3(S, L + 1),
+    "proportional": HALF,
+    "nope": lambda evaluation, n: ([0.0] * PAIRS, 1.0),
+    "xpos": UNSCALED,  # its decay is in the attention (above)
+    "logn": UNSCALED,  # its scale is in the attention (above)
+}
+PLAIN_ROPES.update(
+    {
+        "resonance" if name == "rope" else f"resonance_{name}": resonance(PLAIN_ROPES[name])
+        for name in ("rope", "linear", "yarn", "dynamic", "llama3", "proportional")
+    }
+)
+
+
+def request_of(label: str) -> PERequest:
+    name, _, rest = label.partition("(")
+    pairs = [item.split("=") for item in rest.rstrip(")").split(",") if item]
+    return PERequest(
+        name=name, parameters={k: v if v.isalpha() else json.loads(v) for k, v in pairs}
+    )
+
+
+def test_every_rope_encoding_has_a_plain_formula_here():
+    rotary = {n for n, e in ENCODINGS.items() if e.attention is None and e.input_positions is None}
+    assert rotary <= {label.partition("(")[0] for label in PLAIN_ROPES}
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "n"),
+    [(False, L + 1), (True, L_TEST + 1), (True, L + 1)],
+    ids=["train", "evaluation", "evaluation-at-L+1"],
+)
+@pytest.mark.parametrize("label", PLAIN_ROPES)
+def test_rope_cos_sin_are_the_papers_at_train_and_evaluation_lengths(label, evaluation, n):
+    """The documented defaults (s = (L'+1)/(L+1), YaRN's ramp over L'+1 with beta 2 and 1,
+    llama3 over L+1, dynamic and longrope past L+1) as the trainer applies them."""
+    pe = resolve(request_of(label), WIDE)
+    torch.manual_seed(0)
+    model = llama_for(pe, 4, 3, WIDE.heads * WIDE.head_dim, WIDE.heads, 1, 8)
+    if evaluation:
+        use_frequencies(model, pe.rope(True))
+    cos, sin = model.model.rotary_emb(torch.zeros(1), torch.arange(n)[None])
+    frequencies, scale = PLAIN_ROPES[label](evaluation, n)
+    angle = torch.arange(n, dtype=torch.float64)[:, None] * torch.tensor(frequencies).double()
+    angle = torch.cat([angle, angle], dim=-1)  # Llama's halves: pair i is (i, i + d/2)
+    torch.testing.assert_close(cos[0].double(), scale * angle.cos(), rtol=0, atol=3e-5)
+    torch.testing.assert_close(sin[0].double(), scale * angle.sin(), rtol=0, atol=3e-5)
 
 
 # --- attention: each Llama layer against a slow loop of the published formula ---------------
@@ -375,6 +526,12 @@ def test_alibi_slopes_and_t5_buckets_are_the_published_ones():
     got = t5_buckets(torch.arange(400), 32, 128).tolist()
     assert got == [t5_bucket(d) for d in range(400)]
     assert got[:16] == list(range(16)) and set(got[128:]) == {31}
+    distance = torch.arange(3000)  # transformers' own function, odd bucket counts too
+    for buckets, max_distance in [(32, 128), (33, 128), (8, 20), (3, 5), (2, 2), (64, 1000)]:
+        reference = T5Attention._relative_position_bucket(
+            -distance, bidirectional=False, num_buckets=buckets, max_distance=max_distance
+        )
+        assert torch.equal(t5_buckets(distance, buckets, max_distance), reference)
 
 
 @pytest.mark.parametrize("pe", ["t5", "fire", "kerple", "cope"])

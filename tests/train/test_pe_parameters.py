@@ -42,6 +42,8 @@ BAD = [
     (4, "fire", ["c=0"], "greater than 0"),
     (4, "xpos", ["gamma=x"], "use a number"),
     (4, "cope", ["positions=1"], "at least 2"),
+    (4, "nope", ["partial_rotary_factor=0.5"], "at most 0 (NoPE rotates no pair"),  # RoPE, not NoPE
+    (4, "nope+logn", ["rope_theta=500"], "at least 10000 (NoPE rotates nothing"),  # changed nothing
     (5, "linear", ["factor=abc"], "use a number"),
     (5, "linear", ["factor=[1,2]"], "use a number"),
     (5, "rope", ["rope_theta=nan"], "use a number"),
@@ -110,6 +112,8 @@ BROKEN = {  # issue 27 case -> (--pe, then --pe-param values; exit code; error l
     "class 5: llama3 high_freq_factor = low_freq_factor": (
         ["llama3", "low_freq_factor=2", "high_freq_factor=2"], 2,
         "high_freq_factor must be greater than low_freq_factor"),
+    "yarn mscale alone (transformers ignores it: the run was yarn)": (
+        ["yarn", "mscale=2"], 2, "mscale and mscale_all_dim act only together"),
     "class 4: training loss NaN": (["h27plugins:DIVERGE"], 1, "training loss became nan at step 1",
                                    "no run folder"),
     "class 10: a plugin's bug in training": (["h27plugins:LATE"], 1, "plugin encoding h27_late",
