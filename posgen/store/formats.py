@@ -376,17 +376,30 @@ class ParquetFormat(Format):
         yield from handle.iter_batches(batch_size=rows, columns=present)
 
     def load(self, root: Path, config: str | None) -> datasets.DatasetDict:
-        import datasets
-
-        return datasets.load_dataset(fsspec_path(root), config)
+        return _load_dataset(fsspec_path(root), config)
 
     def load_files(self, files: dict[str, list[Path]]) -> datasets.DatasetDict:
-        import datasets
-
-        return datasets.load_dataset(  # data_files are patterns: a folder "ds[1]" is escaped
+        return _load_dataset(  # data_files are patterns: a folder "ds[1]" is escaped
             "parquet",
             data_files={s: [glob.escape(fsspec_path(p)) for p in ps] for s, ps in files.items()},
         )
+
+
+def _load_dataset(*args: Any, **kwargs: Any) -> datasets.DatasetDict:
+    """``datasets.load_dataset``; a cache it cannot make or write (an unwritable HOME) is one
+    :class:`UsageError` that says how to move it."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(*args, **kwargs)
+    except PermissionError as error:
+        cache, failed = Path(datasets.config.HF_DATASETS_CACHE), Path(error.filename or "")
+        if not error.filename or not (cache.is_relative_to(failed) or failed.is_relative_to(cache)):
+            raise  # a data file, named by the caller's check
+        raise UsageError(
+            f"datasets cannot write its cache ({failed}: permission denied); set "
+            "HF_DATASETS_CACHE (or HF_HOME) to a folder you can write"
+        ) from None
 
 
 def fsspec_path(path: Path) -> str:

@@ -216,6 +216,32 @@ def test_a_folder_whose_path_holds_fsspecs_separator_is_refused_by_name(tmp_path
         load(tmp_path / "a::b", "cot", verify=verify)
 
 
+@pytest.mark.parametrize("where", ["cache", "data"])
+def test_a_datasets_cache_that_cannot_be_written_is_a_usage_error_saying_how_to_move_it(
+    tmp_path, monkeypatch, where
+):
+    """An unwritable HOME: ``datasets`` raised PermissionError for ``~/.cache`` (as a normal
+    user; root ignores the mode bits, so the error is raised here by hand)."""
+    write_dataset(BenchmarkSpec(name="ds", configs={"cot": SMALL}), tmp_path / "ds",
+                  finish=unvalidated_card)  # fmt: skip
+    home = Path(datasets.config.HF_DATASETS_CACHE).parents[1]
+    failed = home if where == "cache" else tmp_path / "ds" / "data"
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(failed))
+
+    monkeypatch.setattr(datasets, "load_dataset", refused)
+    if where == "data":  # not the cache's: as it was
+        with pytest.raises(PermissionError):
+            load(tmp_path / "ds", "cot", verify=False)
+        return
+    with pytest.raises(
+        UsageError,
+        match=r"datasets cannot write its cache \(.*: permission denied\); set HF_DATASETS_CACHE",
+    ):
+        load(tmp_path / "ds", "cot")
+
+
 @pytest.mark.parametrize("storage", ["parquet", "arrow"])
 def test_an_unverified_load_reads_a_config_name_never_a_path_out_of_the_folder(tmp_path, storage):
     for name in ("ds", "other"):
