@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,14 +53,19 @@ def plot_problem(path: Path) -> str | None:
         pyplot()
     except PlotUnavailable:
         return PLOT_HINT
+    import matplotlib
     from matplotlib.backend_bases import FigureCanvasBase
 
     formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    tex = matplotlib.rcParams["pgf.texsystem"]
+    if shutil.which(tex) is None:  # .pgf is drawn by TeX
+        formats.remove("pgf")
     suffix = Path(path).suffix.lower()
     if suffix[1:] in formats:
         return None
+    why = f"needs {tex}, which is not installed" if suffix == ".pgf" else None
     return (
-        f"{suffix or '(no suffix)'!r} is not an image format matplotlib writes; use "
+        f"{suffix or '(no suffix)'!r} {why or 'is not an image format matplotlib writes'}; use "
         + ", ".join(f".{name}" for name in formats)
     )
 

@@ -228,6 +228,17 @@ def test_predictions_made_for_other_data_are_refused_not_scored_at_chance(
 
 
 @pytest.mark.skipif(find_spec("matplotlib") is None, reason="needs the plot extra")
+def test_a_pgf_plot_without_tex_is_refused_before_any_work(cli, data, tmp_path, monkeypatch):
+    """matplotlib lists .pgf, but draws it with xelatex: it was 'internal error (RuntimeError)'."""
+    monkeypatch.setattr("posgen.scoring.plot.shutil.which", lambda name: None)
+    result = score(cli, data, tmp_path / "p.npy", "--plot", tmp_path / "curve.pgf")
+    assert result.exit_code == 2 and "'.pgf' needs xelatex, which is not installed; use" in (
+        result.output
+    )
+    assert not (tmp_path / "curve.pgf").exists()
+
+
+@pytest.mark.skipif(find_spec("matplotlib") is None, reason="needs the plot extra")
 @pytest.mark.parametrize("suffix", [".png", ".svg", ".svgz", ".pdf", ".ps", ".eps"])
 def test_a_plot_drawn_again_is_the_same_bytes_whatever_the_date(
     cli, data, tmp_path, monkeypatch, suffix
