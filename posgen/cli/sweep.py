@@ -24,7 +24,6 @@ from posgen.encodings import NO_TABLE
 from posgen.errors import RunError, UsageProblems, problem_lines, shown
 from posgen.signals import Interrupted
 from posgen.store.dataset import Dataset
-from posgen.store.safety import read_only_folder
 from posgen.train.config import (
     RunSpec,
     SlurmSettings,
@@ -36,6 +35,7 @@ from posgen.train.config import (
     read_grid,
     refusal,
 )
+from posgen.train.job import check_work
 from posgen.train.sweep import RECORD, Sweep, label, run_states
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -121,10 +121,8 @@ def sweep_command(
     for folder in (out, *(out / part for part in parts)):  # chmod -R a-w, a read-only mount
         if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
             raise UsageProblems([f"--out {out}: {folder} is not writable; nothing was run"])
-    works = sorted((out / "work").iterdir()) if (out / "work").is_dir() else []
-    for work in works:  # a training's checkpoint folder: written after its first epoch
-        if work.is_dir() and not work.is_symlink() and (stuck := read_only_folder(work, True)):
-            raise UsageProblems([f"--out {out}: {stuck} is not writable; nothing was run"])
+    for work in sorted((out / "work").iterdir()) if (out / "work").is_dir() else []:
+        check_work(work, f"--out {out}", "the sweep")  # a training's, before any training
     given = {name: value for name, value in slurm_flags.items() if value is not None}
     if executor == "local" and (given or wait):
         names = [*given, "wait"] if wait else list(given)

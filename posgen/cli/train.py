@@ -3,7 +3,6 @@ transformers (the ``train`` extra) are imported only when a run starts or ``--li
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from posgen.cli import (
 from posgen.encodings import NO_TABLE, PERequest
 from posgen.errors import RunError, UsageProblems, problem_lines
 from posgen.store.dataset import Dataset, SplitError
-from posgen.store.safety import OLD_TAG, TMP_TAG, owner_alive, read_only_folder
+from posgen.store.safety import OLD_TAG, TMP_TAG, owner_alive
 from posgen.train.config import (
     PRESETS,
     RunEstimate,
@@ -37,7 +36,7 @@ from posgen.train.config import (
     refusal,
     stable_hash,
 )
-from posgen.train.job import RESUME_TAG, refuse_foreign, resume_folder
+from posgen.train.job import RESUME_TAG, check_work, resume_folder
 
 OVERRIDES = tuple(name for name in TrainConfig.model_fields if name not in ("seeds", "bf16"))
 """TrainConfig fields a flag overrides (``--batch-size`` sets ``batch_size``)."""
@@ -203,18 +202,7 @@ def train_command(
         ])  # fmt: skip
     resume = resume_folder(out)
     refuse_in_the_way(resume, out, "posgen train keeps the run's checkpoint")
-    if resume.is_dir():  # its checkpoint is written after the first epoch: refused now
-        why = None
-        if os.stat(resume).st_uid != os.geteuid():
-            why = "belongs to another user"
-        elif (stuck := read_only_folder(resume, written=True)) is not None:
-            readable = os.access(stuck, os.R_OK | os.X_OK)
-            article, kind = ("a", "read-only") if readable else ("an", "unreadable")
-            why = f"is {kind}" if stuck == resume else f"holds {article} {kind} folder, {stuck}"
-        if why:
-            where = f"{resume}, where posgen train keeps the run's checkpoint,"
-            raise UsageProblems([f"--out {out}: {where} {why}; remove it or choose another --out"])
-    refuse_foreign(resume, f"--out {out}")  # before any work
+    check_work(resume, f"--out {out}", "posgen train")  # before any work
     dataset = Dataset.open(data)
     name = dataset.resolve_config(config)
     try:

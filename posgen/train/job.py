@@ -48,6 +48,7 @@ from posgen.store.safety import (
     durable_file,
     exclusive,
     hidden_stem,
+    read_only_folder,
     write_atomically,
 )
 from posgen.train import METRICS, MODEL, PREDICTIONS, PROBE_PREDICTIONS, RESULTS, is_run
@@ -90,14 +91,27 @@ def read_progress(folder: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def refuse_foreign(work: Path, name: str) -> None:
-    """:class:`UsageError` when the work folder ``work`` holds names that are not the job's own
-    (its checkpoint, its progress and their files being written): the job removes it when done,
-    so it must never be a folder of other files (another run, the user's)."""
+def check_work(work: Path, name: str, keeper: str = "the job") -> None:
+    """:class:`UsageError` naming the work folder ``work`` unless the job may use it: missing,
+    or this user's, writable and holding only the job's own files (its checkpoint, its progress
+    and their files being written). The job removes it when done, so it is never a folder of
+    other files (another run, the user's); its checkpoint is first written after an epoch, so a
+    read-only one is refused before any work."""
+    if not Path(work).is_dir() or Path(work).is_symlink():
+        return
+    why = None
+    if os.stat(work).st_uid != os.geteuid():
+        why = "belongs to another user"
+    elif (stuck := read_only_folder(work, written=True)) is not None:
+        readable = os.access(stuck, os.R_OK | os.X_OK)
+        article, kind = ("a", "read-only") if readable else ("an", "unreadable")
+        why = f"is {kind}" if stuck == work else f"holds {article} {kind} folder, {stuck}"
+    if why:
+        raise UsageError(f"{name}: {work}, where {keeper} keeps its checkpoint, {why}; remove it")
     own = (CHECKPOINT, PROGRESS)
     temporary = tuple(hidden_stem(file) + FILE_TMP_TAG for file in own)
     try:
-        names = os.listdir(work) if Path(work).is_dir() and not Path(work).is_symlink() else []
+        names = os.listdir(work)
     except OSError:
         return
     if foreign := sorted(n for n in names if n not in own and not n.startswith(temporary)):
@@ -224,7 +238,7 @@ def train_runs(
     with exclusive(work):
         if not work.exists():  # a worker of the same training finished while we waited
             return []
-        refuse_foreign(work, name)  # the API's and a sweep's work folders too
+        check_work(work, name)  # the API's and a sweep's work folders too
         todo = [(pe, Path(out)) for pe, out in zip(pes, outs, strict=True) if not is_run(out)]
         keep = False
         try:

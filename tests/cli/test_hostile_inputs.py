@@ -467,8 +467,7 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
     "train --out beside an unreadable checkpoint folder": (f"train --data ds --pe rope --out ru "
                                                            f"{TINY_TRAIN}", 2,
                                                            ".ru.posgen-resume, where posgen train "
-                                                           "keeps the run's checkpoint, is "
-                                                           "unreadable"),
+                                                           "keeps its checkpoint, is unreadable"),
     "train --out beside an unreadable checkpoint": (f"train --data ds --pe rope --out rc "
                                                     f"{TINY_TRAIN}", 2,
                                                     ".rc.posgen-resume/checkpoint.pt"),
