@@ -99,15 +99,15 @@ def check_work(work: Path, name: str, keeper: str = "the job") -> None:
     read-only one is refused before any work."""
     if not Path(work).is_dir() or Path(work).is_symlink():
         return
-    why = None
+    why, fix = None, f"make it writable (chmod -R u+rwx {shlex.quote(str(work))}) or remove it"
     if os.stat(work).st_uid != os.geteuid():
-        why = "belongs to another user"
+        why, fix = "belongs to another user", "choose another --out"
     elif (stuck := read_only_folder(work, written=True)) is not None:
         readable = os.access(stuck, os.R_OK | os.X_OK)
         article, kind = ("a", "read-only") if readable else ("an", "unreadable")
         why = f"is {kind}" if stuck == work else f"holds {article} {kind} folder, {stuck}"
     if why:
-        raise UsageError(f"{name}: {work}, where {keeper} keeps its checkpoint, {why}; remove it")
+        raise UsageError(f"{name}: {work}, where {keeper} keeps its checkpoint, {why}; {fix}")
     own = (CHECKPOINT, PROGRESS)
     temporary = tuple(hidden_stem(file) + FILE_TMP_TAG for file in own)
     try:
