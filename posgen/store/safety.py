@@ -433,9 +433,13 @@ def check_target(target: Path, overwrite: bool) -> None:
             "refusing to replace it"
         )
     if (stuck := read_only_folder(target)) is not None:
+        what, fix = "read-only", f"make it writable (chmod -R u+w {target}) or remove it"
+        with suppress(OSError):
+            if os.stat(stuck).st_uid != os.geteuid():  # only its owner may chmod it
+                what, fix = "another user's", "choose another --out"
         raise OutputExistsError(
-            f"{target} cannot be replaced: {stuck} is read-only, so its files could not be "
-            f"deleted; make it writable (chmod -R u+w {target}) or remove it; nothing was written"
+            f"{target} cannot be replaced: {stuck} is {what}, so its files could not be "
+            f"deleted; {fix}; nothing was written"
         )
 
 

@@ -484,6 +484,12 @@ PERMISSIONS = {  # label -> (command line in the prepared folder, exit status, t
     "merge in place of an unreadable part file": ("merge pin", 2,
                                                   "pin/.posgen-parts/data/cot/test"),
 }  # fmt: skip
+if os.geteuid() == 0:  # a folder given to another user (root's to give)
+    PERMISSIONS["generate --overwrite another user's dataset"] = (
+        f"{GEN_X.replace('noexec/x', 'theirs')} --overwrite",
+        2,
+        "theirs is another user's",
+    )
 
 
 def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
@@ -543,6 +549,11 @@ def _prepare_permissions(base: Path, data: Path, oracle: Path) -> None:
     (base / "tree" / "locked").chmod(0o000)
     (base / ".rt.posgen-resume").chmod(0o555)
     (base / ".ru.posgen-resume").chmod(0o300)
+    if os.geteuid() == 0:
+        shutil.copytree(data, base / "theirs")
+        for path in [base / "theirs", *(base / "theirs").rglob("*")]:
+            os.chown(path, 65534, 65534)
+            path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 PERMISSION_DRIVER = """
