@@ -61,6 +61,12 @@ DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 NAME = re.compile(r"[\w.+-]+")
 
 
+def usable_name(name: object) -> bool:
+    """Whether ``name`` is one --pe, a grid and --list-pe can name an encoding by: 1 to 200
+    letters, digits and ``_ . + -``."""
+    return isinstance(name, str) and len(name) <= 200 and NAME.fullmatch(name) is not None
+
+
 def check_reference(name: str) -> str:
     """A registered name, or ``package.module:NAME`` (a module, never a file path)."""
     module, colon, attribute = name.partition(":")
@@ -149,7 +155,7 @@ class _Lazy:
             article = "an" if kind[:1].lower() in "aeiou" else "a"
             raise PEError(f"{self.where} is {article} {kind}, not a posgen PositionEncoding")
         name = found.name
-        if not (isinstance(name, str) and len(name) <= 200 and NAME.fullmatch(name)):
+        if not usable_name(name):
             raise PEError(
                 f"{self.where} is named {shown(repr(name), 80)}; a position encoding's "
                 "name is 1 to 200 letters, digits and _ . + - (what --pe and a grid name it by)"
@@ -192,7 +198,7 @@ class Registry(Mapping[str, PositionEncoding]):
         if not isinstance(encoding, PositionEncoding):
             raise PEError(f"register takes a PositionEncoding, not {type(encoding).__name__}")
         name = encoding.name
-        if not (isinstance(name, str) and len(name) <= 200 and NAME.fullmatch(name)):
+        if not usable_name(name):
             raise PEError(  # --pe, a grid and --list-pe could not name it
                 f"position encoding named {shown(repr(name), 80)}: a name is 1 to 200 "
                 "letters, digits and _ . + -"
