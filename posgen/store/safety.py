@@ -446,17 +446,12 @@ def check_target(target: Path, overwrite: bool) -> None:
 def read_only_folder(root: Path, written: bool = False) -> Path | None:
     """The first folder at or below ``root`` whose entries this user cannot delete (as ``rm -r``
     would find it: no read, write or search permission) or, with ``written``, add; or ``None``."""
-    stack = [Path(root)]
-    while stack:
-        folder = stack.pop()
-        try:
-            with os.scandir(folder) as listing:
-                entries = list(listing)
-            if (entries or written) and not os.access(folder, os.W_OK | os.X_OK):
-                return folder
-            stack += [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
-        except OSError:
-            return folder
+    try:
+        for folder, dirs, files in walk(root, strict=True):
+            if (dirs or files or written) and not os.access(folder, os.W_OK | os.X_OK):
+                return Path(folder)
+    except OSError as error:  # a folder that cannot be listed
+        return Path(error.filename or root)
     return None
 
 
