@@ -19,6 +19,7 @@ from posgen.cli import (
     PathArg,
     benchmark_from_options,
     check_dataset_target,
+    estimate_benchmark,
     force_option,
     json_option,
     os_failure,
@@ -269,8 +270,7 @@ def publish_command(
     check_dataset_target(
         bench, out, overwrite=overwrite, force=force, problems=problems, spec_file=spec_file
     )
-    plan = plan_benchmark(bench, DEFAULT_SHARD_BYTES)  # every file: the probe splits' too
-    total = sum(bench.configs[s.config].split_length(s.split) * s.rows for s in plan)
+    total = estimate_benchmark(bench).tokens  # every split's, the probe splits' too
     published, seconds = DatasetRun(out, overwrite, bench=bench).write(
         lambda progress: publish_benchmark(
             bench,
