@@ -179,14 +179,25 @@ def checked_arrays(
             f"(whole rows) or ({rows}, {length - window}) (positions {window}..{length - 1})"
         )
     scored = array[:, window:] if array.shape[1] == length else array
-    if scored.size:
-        low, high = int(scored.min()), int(scored.max())
-        if low < 0 or high >= modulus:
-            bad = low if low < 0 else high
-            raise ScoringError(
-                f"prediction {bad} is outside the vocabulary 0..{modulus - 1} (m = {modulus})"
-            )
+    if problem := outside_vocabulary(scored, modulus, "prediction"):
+        raise ScoringError(problem)
     return ref, scored, frame
+
+
+def outside_vocabulary(values: np.ndarray, modulus: int, what: str) -> str | None:
+    """Why ``values`` are no tokens of Z_m (the lowest value named when one is negative), or
+    ``None``.
+
+    >>> outside_vocabulary(np.array([3, 17]), 17, "prediction")
+    'prediction 17 is outside the vocabulary 0..16 (m = 17)'
+    """
+    if not values.size:
+        return None
+    low, high = int(values.min()), int(values.max())
+    if low >= 0 and high < modulus:
+        return None
+    bad = low if low < 0 else high
+    return f"{what} {bad} is outside the vocabulary 0..{modulus - 1} (m = {modulus})"
 
 
 def spec_frame(spec: TaskSpec) -> dict[str, Any]:

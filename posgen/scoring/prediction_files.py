@@ -29,7 +29,13 @@ import pyarrow.parquet as pq
 
 from posgen.errors import machine_limit, not_utf8
 from posgen.generator import storage_dtype
-from posgen.scoring.metrics import ScoringError, as_array, integer_array, require_integers
+from posgen.scoring.metrics import (
+    ScoringError,
+    as_array,
+    integer_array,
+    outside_vocabulary,
+    require_integers,
+)
 from posgen.spec import TaskSpec
 from posgen.store.formats import PARQUET_OPTIONS, read_ipc, readable, token_type
 from posgen.store.safety import durable_file
@@ -349,9 +355,8 @@ def write_predictions(
         raise ScoringError(f"{path}: {empty} (shape {tokens.shape})")
     if np.unique(ids).size != ids.size:
         raise ScoringError(f"{path}: ids appear more than once; write each row once")
-    if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= modulus):
-        bad = int(tokens.max()) if int(tokens.max()) >= modulus else int(tokens.min())
-        raise ScoringError(f"{path}: prediction {bad} is outside the vocabulary 0..{modulus - 1}")
+    if problem := outside_vocabulary(tokens, modulus, "prediction"):
+        raise ScoringError(f"{path}: {problem}")
     if kind == "npy" and not np.array_equal(ids, np.arange(ids.size)):
         raise ScoringError(f"{path}: .npy rows must be ids 0..n-1 in order")
     with durable_file(path) as sink:  # a failed write leaves an older file whole
@@ -406,11 +411,8 @@ def lm_arrays(tokens: np.ndarray, modulus: int, window: int) -> dict[str, np.nda
         raise ScoringError(
             f"need m >= 2 and a window in [0, {length}]; got m = {modulus}, w = {window}"
         )
-    if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= modulus):  # BOS is m
-        bad = int(tokens.min()) if int(tokens.min()) < 0 else int(tokens.max())
-        raise ScoringError(
-            f"token {bad} is outside the vocabulary 0..{modulus - 1} (m = {modulus})"
-        )
+    if problem := outside_vocabulary(tokens, modulus, "token"):  # m is BOS's id
+        raise ScoringError(problem)
     input_ids = np.empty((rows, length + 1), dtype=np.int64)
     input_ids[:, 0] = modulus
     input_ids[:, 1:] = tokens
