@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 import numpy as np
 from safetensors.torch import load_file
-from transformers import AttentionInterface
+from transformers import AttentionInterface, LlamaForCausalLM
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 import posgen
@@ -436,3 +436,64 @@ def test_a_plugins_defaults_keep_the_ranges_a_pe_param_keeps(
     with recorded("hostile", f"a plugin's defaults {defaults}"):
         assert_clean_error(result, 2, fragment)
         assert not (tmp_path / "run").exists()
+
+
+# --- logits NaN at a position are never read as a prediction ------------------------------
+
+DRIFTS = """
+import torch
+from posgen.encodings.builtin import bias_encoding
+
+
+class Drifts(torch.nn.Module):  # a learned slope; NaN from position 100 on once it has moved
+    def __init__(self, parameters, lengths):
+        super().__init__()
+        self.slope, self.heads = torch.nn.Parameter(torch.tensor(0.5)), lengths.heads
+
+    def forward(self, position_ids):
+        p = position_ids.float()
+        bias = (-self.slope * (p[:, :, None] - p[:, None, :]).abs())[:, None]
+        far = (position_ids >= 100)[:, None, :, None] & bool(self.slope.detach() != 0.5)
+        return bias.expand(-1, self.heads, -1, -1).masked_fill(far, float("nan"))
+
+
+X = bias_encoding("drifts", "NaN at far positions once trained", module=Drifts)
+"""
+
+
+def drifting_bias(plugin_site, monkeypatch) -> str:
+    """The plugin DRIFTS: caught before only by chance, by the attention diagnostics' record."""
+    plugin_site("drifts_nan.py", DRIFTS)
+    return "drifts_nan:X"
+
+
+def nan_past_the_attention(plugin_site, monkeypatch) -> str:
+    """rope, its evaluation logits NaN from position 100 on (an overflow past the attention,
+    which the attention diagnostics never see); before, every such position predicted 0."""
+    original = LlamaForCausalLM.forward
+
+    def forward(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if kwargs["input_ids"].shape[0] > 1 and not self.training:  # not the one-row check
+            out.logits[:, 100:] = float("nan")
+        return out
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", forward)
+    return "rope"
+
+
+NAN_LOGITS = {  # case -> (plugin_site, monkeypatch) -> the --pe trained
+    "a plugin's bias NaN at far positions once trained": drifting_bias,
+    "rope's logits NaN past the attention": nan_past_the_attention,
+}
+
+
+@pytest.mark.parametrize("case", list(NAN_LOGITS))
+def test_logits_nan_at_a_test_position_fail_the_run_naming_it_never_scored_as_token_0(
+    assert_clean_error, train_tiny, recorded, plugin_site, monkeypatch, tmp_path, case
+):
+    pe = NAN_LOGITS[case](plugin_site, monkeypatch)
+    result = train_tiny(pe, tmp_path / "run", "--max-steps=4", "--batch-size=16")
+    with recorded("hostile", f"NaN logits: {case}"):
+        assert_clean_error(result, 1, "logits are not finite (NaN) at test row 0, t = 100")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]  # nor a resume folder
