@@ -21,6 +21,7 @@ from transformers import AttentionInterface, LlamaForCausalLM
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 import posgen
+import posgen.signals
 from posgen.encodings import ENCODINGS, Lengths, PEError, PERequest, resolve
 from posgen.encodings.builtin import TRANSFORMERS_ROPE_TYPES, alibi_bias, bias_encoding
 from posgen.encodings.model import PE_FILE, load_model
@@ -497,3 +498,44 @@ def test_logits_nan_at_a_test_position_fail_the_run_naming_it_never_scored_as_to
     with recorded("hostile", f"NaN logits: {case}"):
         assert_clean_error(result, 1, "logits are not finite (NaN) at test row 0, t = 100")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]  # nor a resume folder
+
+
+# --- a checkpoint resumes only with the plugin code it was trained with --------------------
+
+
+@pytest.mark.parametrize(("named_by", "name"), [("module:NAME", "edited"), ("entry point", "ep")])
+def test_a_plugin_edited_between_a_kill_and_the_rerun_is_refused_and_its_checkpoint_kept(
+    assert_clean_error,
+    train_tiny,
+    recorded,
+    plugins,
+    plugin_site,
+    monkeypatch,
+    tmp_path,
+    named_by,
+    name,
+):
+    """Before, the rerun resumed with the edited code: the run mixed two encodings (exit 0)."""
+    module = plugins(f'rope_encoding("{name}", "mine", freqs)')  # a rope type of its own
+    pe, source = f"{module}:X", tmp_path / "site" / f"{module}.py"
+    if named_by == "entry point":
+        dist_info(plugin_site, name, "0.1", {"posgen.position_encodings": {name: pe}})
+        pe = name
+    out, work = tmp_path / "run", tmp_path / ".run.posgen-resume"
+    monkeypatch.setenv(posgen.signals.HOOK_ENV, "step:1:SIGTERM")
+    assert train_tiny(pe, out, "--batch-size=16").exit_code == 143
+    monkeypatch.delenv(posgen.signals.HOOK_ENV)
+    original = source.read_text()
+    source.write_text(original.replace("500.0", "50.0"))  # another base: other frequencies
+    sys.modules.pop(module)  # as a new process imports it
+    before = (work / "checkpoint.pt").read_bytes()
+    result = train_tiny(pe, out, "--batch-size=16")
+    with recorded("hostile", f"a plugin ({named_by}) edited before its run resumed"):
+        line = assert_clean_error(result, 2, f"was trained with other code of the plugin {name} (")
+        assert f"{source} changed since; it was not resumed and is kept" in line
+        assert f"rm -r {work}, then rerun the same command" in line
+        assert (work / "checkpoint.pt").read_bytes() == before
+        assert not out.exists()
+    source.write_text(original)
+    sys.modules.pop(module)
+    assert train_tiny(pe, out, "--batch-size=16").exit_code == 0  # its own code: resumed
