@@ -255,6 +255,9 @@ API_REFUSALS = {  # a call given what it cannot use -> the error (not numpy's or
         "logits are NaN at row 1, t = 3"),
     "logits of text (argmax sorted it)": (lambda: predictions_from_logits(np.full((1, 2, 3), "a")),
                                           "logits must be real numbers, got dtype <U1"),
+    "logits a tensor that needs gradients (a RuntimeError)": (
+        lambda: predictions_from_logits(grad_tensor()),
+        "logits: not an array (Can't call numpy() on Tensor that requires grad"),
     "logits of objects (a TypeError)": (
         lambda: predictions_from_logits(np.array([[[None, 1], [2, 3]]], dtype=object)),
         "logits must be real numbers, got dtype object"),
@@ -285,6 +288,11 @@ API_REFUSALS = {  # a call given what it cannot use -> the error (not numpy's or
         lambda: score_probe(cot_probe(), Predictions(cot_probe().ids, cot_probe().tokens)),
         "predictions: an array of token ids, not Predictions (pass its .tokens"),
 }  # fmt: skip
+
+
+def grad_tensor():
+    """Logits (1, 3, 4) as a torch tensor that needs gradients (skipped without torch)."""
+    return pytest.importorskip("torch").ones(1, 3, 4, requires_grad=True)
 
 
 def nan_from(t: int, tokens: slice = slice(None)) -> np.ndarray:
