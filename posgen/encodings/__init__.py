@@ -122,6 +122,7 @@ class PositionEncoding:
     max_positions: Callable[[Mapping[str, Any], Lengths], int] | None = None
     confound: str | None = None
     source: str = field(default="built-in", compare=False)
+    module: str | None = field(default=None, compare=False)  # a plugin's: the module imported
 
     def when(self, parameters: Mapping[str, Any], lengths: Lengths) -> When:
         """Train-time when training and evaluation use the same rope parameters."""
@@ -171,7 +172,7 @@ class _Lazy:
                 f"{self.where} is named {found.name!r}, the name of a built-in position "
                 "encoding; a plugin needs a name of its own"
             )
-        return replace(found, source=self.source)
+        return replace(found, source=self.source, module=module)
 
 
 def _combination(name: str) -> bool:

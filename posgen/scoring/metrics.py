@@ -125,10 +125,11 @@ def require_integers(dtype: np.dtype, what: str = "predictions", kind: str = "to
 
 
 def as_array(value: Any, what: str) -> np.ndarray:
-    """``np.asarray(value)``, or :class:`ScoringError` naming ``what`` (e.g. a ragged list)."""
+    """``np.asarray(value)``, or :class:`ScoringError` naming ``what`` (e.g. a ragged list, a
+    torch tensor that needs gradients)."""
     try:
         return np.asarray(value)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, RuntimeError) as error:
         raise ScoringError(f"{what}: not an array ({shown(error, 120)})") from None
 
 

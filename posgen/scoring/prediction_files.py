@@ -448,9 +448,21 @@ class LMInputs:
         return {name: (array[0] if single else array).tolist() for name, array in arrays.items()}
 
 
+class NaNLogits(ScoringError):
+    """Logits NaN at row ``row``, position ``t`` (argmax would read them as token 0)."""
+
+    def __init__(self, row: int, t: int) -> None:
+        super().__init__(
+            f"logits are NaN at row {row}, t = {t}: there is no prediction to read there "
+            "(an argmax would take the first NaN's token)"
+        )
+        self.row, self.t = row, t
+
+
 def predictions_from_logits(logits: Any) -> np.ndarray:
     """Teacher-forced argmax predictions ``(rows, L)`` from logits ``(rows, L + 1, vocab)``
-    (anything ``np.asarray`` accepts); index i predicts ``input_ids[i + 1]`` = x_i.
+    (anything ``np.asarray`` accepts); index i predicts ``input_ids[i + 1]`` = x_i. A NaN
+    among a position's logits is :class:`NaNLogits` naming the first (+-inf are ordered).
 
     >>> logits = np.zeros((1, 3, 18)); logits[0, 0, 5] = logits[0, 1, 9] = 1
     >>> predictions_from_logits(logits).tolist()
@@ -459,4 +471,10 @@ def predictions_from_logits(logits: Any) -> np.ndarray:
     array = as_array(logits, "logits")
     if array.ndim != 3 or 0 in array.shape:
         raise ScoringError(f"logits must be (rows, L + 1, vocab), got shape {array.shape}")
-    return array[:, :-1].argmax(axis=-1)
+    if array.dtype.kind not in "iuf":
+        raise ScoringError(f"logits must be real numbers, got dtype {array.dtype}")
+    head = array[:, :-1]
+    if array.dtype.kind == "f" and (nan := np.isnan(head).any(axis=-1)).any():
+        row, t = np.argwhere(nan)[0]
+        raise NaNLogits(int(row), int(t))
+    return head.argmax(axis=-1)

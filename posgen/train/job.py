@@ -191,6 +191,7 @@ def train_runs(
         resolved = [trainer.resolve_pe(pe, config, loaded.train.spec) for pe in pes]
         for pe in resolved:  # what its run folder records, checked before any training
             _record_of(pe)
+        code = _plugin_code(resolved)
         resume = None if work is None else _load_checkpoint(work, key, name, job.device)
         held = {} if resume is None else resume["selections"]  # the encodings it trains
         missing = [pe.label for pe in resolved if resume is not None and pe.label not in held]
@@ -202,6 +203,8 @@ def train_runs(
                     "or remove it to start over"
                 )
             resume = None  # the same training for more encodings: from its first step
+        if resume is not None:
+            _check_plugin_code(resume, resolved, code, work, name)
         bar = None if progress is None else progress(trainer.total_steps(config, loaded))
         if bar is not None and resume is not None:
             bar.update(resume["position"]["step"])
@@ -211,7 +214,7 @@ def train_runs(
             if moment == "step" and bar is not None:
                 bar.update(1)
 
-        checkpoint = None if work is None else partial(_save_checkpoint, work, key)
+        checkpoint = None if work is None else partial(_save_checkpoint, work, key, code)
         try:  # a plugin's code runs in training and in the writes: its failure is named
             try:
                 trained = trainer.train(
@@ -278,13 +281,55 @@ def train_runs(
     return summaries
 
 
-def _save_checkpoint(work: Path, key: str, state: dict[str, Any]) -> None:
+def _plugin_code(resolved: Sequence[ResolvedPE]) -> dict[str, dict[str, str]]:
+    """Each plugin encoding's label -> the file of the module its ``--pe`` or entry point
+    imports and the sha256 of its bytes now (a built-in's code is posgen's: none)."""
+    code = {}
+    for pe in resolved:
+        file = getattr(sys.modules.get(pe.encoding.module or ""), "__file__", None)
+        if pe.encoding.module is None or file is None:
+            continue
+        try:
+            digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+        except OSError as error:  # removed or unreadable since it was imported
+            digest = f"unreadable ({type(error).__name__})"
+        code[pe.label] = {"file": str(file), "sha256": digest}
+    return code
+
+
+def _check_plugin_code(
+    saved: dict[str, Any],
+    resolved: Sequence[ResolvedPE],
+    code: dict[str, dict[str, str]],
+    work: Path,
+    name: str,
+) -> None:
+    """:class:`RefusedCheckpoint` when a plugin's module file differs from the one the
+    checkpoint was trained with (a checkpoint of an older posgen records none)."""
+    recorded = saved.get("plugins")
+    for pe in resolved:
+        then = recorded.get(pe.label) if isinstance(recorded, dict) else None
+        now = code.get(pe.label)
+        if not isinstance(then, dict) or now is None or then.get("sha256") == now["sha256"]:
+            continue
+        was = "" if then.get("file") == now["file"] else f" (it was {then.get('file')})"
+        raise RefusedCheckpoint(
+            f"{name}: its checkpoint {work} was trained with other code of the plugin "
+            f"{pe.label} ({pe.encoding.source}): {now['file']}{was} changed since; it was not "
+            f"resumed and is kept. Restore that file to resume, or start over: rm -r "
+            f"{shlex.quote(str(work))}, then rerun the same command"
+        )
+
+
+def _save_checkpoint(
+    work: Path, key: str, code: dict[str, dict[str, str]], state: dict[str, Any]
+) -> None:
     """Replace the checkpoint whole (a kill leaves the old one or the new one), then
-    ``progress.json``."""
+    ``progress.json``; ``code``: the plugins' module files it is trained with."""
     import torch
 
     with durable_file(work / CHECKPOINT, follow=False) as sink:
-        torch.save({"key": key, **state}, sink)
+        torch.save({"key": key, "plugins": code, **state}, sink)
         sink.handle.write(TRAILER_TAG + f"{sink.digest.hexdigest()} {sink.size:016d}\n".encode())
         signals.point("checkpoint")
     at = state["position"]

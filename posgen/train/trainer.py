@@ -30,7 +30,12 @@ from posgen.encodings.builtin import RandomPositions
 from posgen.encodings.model import check_encoding, llama_for, parameter_groups, use_frequencies
 from posgen.errors import PosgenError, RunError, out_of_memory, shown
 from posgen.scoring.folder import score_aligned
-from posgen.scoring.prediction_files import lm_arrays, predictions_from_logits, vocab_size
+from posgen.scoring.prediction_files import (
+    NaNLogits,
+    lm_arrays,
+    predictions_from_logits,
+    vocab_size,
+)
 from posgen.scoring.reliance import score_probe
 from posgen.spec import PROBE_SPLIT, TaskSpec
 from posgen.store.dataset import Dataset, ProbeSplit, ReferenceSplit
@@ -134,14 +139,18 @@ def predict(
     first: int = 0,
 ) -> np.ndarray:
     """Teacher-forced argmax predictions ``(rows, L)`` of ``input_ids`` ``(rows, L + 1)`` over
-    the m tokens (never BOS); ``positions`` of rows from ``first`` on: explicit position ids."""
+    the m tokens (never BOS); ``positions`` of rows from ``first`` on: explicit position ids.
+    Logits NaN at a position: :class:`NaNLogits` naming its row (counted from ``first``)."""
     model.eval()
     out = []
     for start in range(0, input_ids.shape[0], batch_size):
         batch = input_ids[start : start + batch_size]
         ids = None if positions is None else positions(first + start, *batch.shape)
         logits = model(input_ids=batch.to(device), **position_inputs(ids, device)).logits
-        out.append(predictions_from_logits(logits[..., :modulus].float().cpu().numpy()))
+        try:
+            out.append(predictions_from_logits(logits[..., :modulus].float().cpu().numpy()))
+        except NaNLogits as error:
+            raise NaNLogits(first + start + error.row, error.t) from None
     model.train()
     return np.concatenate(out).astype(np.int64, copy=False)
 
@@ -163,7 +172,8 @@ def predict_split(
     seed: int,
 ) -> np.ndarray:
     """Predictions of ``split`` with ``pe``'s evaluation frequencies, inputs built per batch; the
-    probe split takes the test rows' position ids (probe row i is test row i altered)."""
+    probe split takes the test rows' position ids (probe row i is test row i altered). Logits
+    NaN at a position are :class:`Diverged`: no prediction, and no score, is made of them."""
     use_frequencies(model, pe.rope(evaluation=True))
     name = "validation" if split.split == "validation" else "test"
     positions = evaluation_positions(pe, seed, name)
@@ -173,7 +183,16 @@ def predict_split(
         for start in range(0, split.tokens.shape[0], size):
             rows = slice(start, start + size)
             ids = lm_tensors(split, rows=rows, question_ids=config.question_ids)["input_ids"]
-            out[rows] = predict(model, ids, size, device, split.spec.modulus, positions, start)
+            try:
+                out[rows] = predict(model, ids, size, device, split.spec.modulus, positions, start)
+            except NaNLogits as error:
+                bf16 = ", train without --bf16" if config.bf16 else ""
+                raise Diverged(
+                    f"the model's logits are not finite (NaN) at {split.split} row {error.row}, "
+                    f"t = {error.t}: no prediction or score is made of them, the run failed and "
+                    f"no run folder was written; lower --lr{bf16} or change the position "
+                    "encoding's parameters"
+                ) from None
     return out
 
 
@@ -213,7 +232,8 @@ class RunData:
 
 
 class Diverged(RunError):
-    """The training loss is NaN or infinite: the run stops, nothing is written (exit 1)."""
+    """The training loss is NaN or infinite, or the logits of a split predicted are NaN: the
+    run stops, nothing is written (exit 1)."""
 
 
 class PluginFailed(RunError):

@@ -248,6 +248,19 @@ API_REFUSALS = {  # a call given what it cannot use -> the error (not numpy's or
     "logits a string": (lambda: predictions_from_logits("x"), LOGITS),
     "logits 1-D": (lambda: predictions_from_logits(np.zeros(3)), LOGITS),
     "logits of no positions": (lambda: predictions_from_logits(np.zeros((2, 0))), LOGITS),
+    "logits NaN from row 1, t = 2 on (were token 0)": (lambda: predictions_from_logits(nan_from(2)),
+                                                        "logits are NaN at row 1, t = 2"),
+    "logits with one NaN among a position's (argmax took it)": (
+        lambda: predictions_from_logits(nan_from(3, tokens=slice(2, 3))),
+        "logits are NaN at row 1, t = 3"),
+    "logits of text (argmax sorted it)": (lambda: predictions_from_logits(np.full((1, 2, 3), "a")),
+                                          "logits must be real numbers, got dtype <U1"),
+    "logits a tensor that needs gradients (a RuntimeError)": (
+        lambda: predictions_from_logits(grad_tensor()),
+        "logits: not an array (Can't call numpy() on Tensor that requires grad"),
+    "logits of objects (a TypeError)": (
+        lambda: predictions_from_logits(np.array([[[None, 1], [2, 3]]], dtype=object)),
+        "logits must be real numbers, got dtype object"),
     "score_arrays with m = 0": (lambda: score_arrays(np.zeros((1, 8), int), np.zeros((1, 8), int),
                                                      window=4, ood_boundary=6, modulus=0),
                                 "modulus must be at least 2, got 0"),
@@ -275,6 +288,18 @@ API_REFUSALS = {  # a call given what it cannot use -> the error (not numpy's or
         lambda: score_probe(cot_probe(), Predictions(cot_probe().ids, cot_probe().tokens)),
         "predictions: an array of token ids, not Predictions (pass its .tokens"),
 }  # fmt: skip
+
+
+def grad_tensor():
+    """Logits (1, 3, 4) as a torch tensor that needs gradients (skipped without torch)."""
+    return pytest.importorskip("torch").ones(1, 3, 4, requires_grad=True)
+
+
+def nan_from(t: int, tokens: slice = slice(None)) -> np.ndarray:
+    """Logits (2 rows, 6 positions, 4 tokens) of row 1 NaN from position ``t`` on (``tokens``)."""
+    logits = np.zeros((2, 6, 4), dtype=np.float32)
+    logits[1, t:, tokens] = np.nan
+    return logits
 
 
 def cot_probe():

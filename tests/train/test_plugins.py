@@ -17,10 +17,11 @@ torch = pytest.importorskip("torch")
 
 import numpy as np
 from safetensors.torch import load_file
-from transformers import AttentionInterface
+from transformers import AttentionInterface, LlamaForCausalLM
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 import posgen
+import posgen.signals
 from posgen.encodings import ENCODINGS, Lengths, PEError, PERequest, resolve
 from posgen.encodings.builtin import TRANSFORMERS_ROPE_TYPES, alibi_bias, bias_encoding
 from posgen.encodings.model import PE_FILE, load_model
@@ -436,3 +437,105 @@ def test_a_plugins_defaults_keep_the_ranges_a_pe_param_keeps(
     with recorded("hostile", f"a plugin's defaults {defaults}"):
         assert_clean_error(result, 2, fragment)
         assert not (tmp_path / "run").exists()
+
+
+# --- logits NaN at a position are never read as a prediction ------------------------------
+
+DRIFTS = """
+import torch
+from posgen.encodings.builtin import bias_encoding
+
+
+class Drifts(torch.nn.Module):  # a learned slope; NaN from position 100 on once it has moved
+    def __init__(self, parameters, lengths):
+        super().__init__()
+        self.slope, self.heads = torch.nn.Parameter(torch.tensor(0.5)), lengths.heads
+
+    def forward(self, position_ids):
+        p = position_ids.float()
+        bias = (-self.slope * (p[:, :, None] - p[:, None, :]).abs())[:, None]
+        far = (position_ids >= 100)[:, None, :, None] & bool(self.slope.detach() != 0.5)
+        return bias.expand(-1, self.heads, -1, -1).masked_fill(far, float("nan"))
+
+
+X = bias_encoding("drifts", "NaN at far positions once trained", module=Drifts)
+"""
+
+
+def drifting_bias(plugin_site, monkeypatch) -> str:
+    """The plugin DRIFTS: caught before only by chance, by the attention diagnostics' record."""
+    plugin_site("drifts_nan.py", DRIFTS)
+    return "drifts_nan:X"
+
+
+def nan_past_the_attention(plugin_site, monkeypatch) -> str:
+    """rope, its evaluation logits NaN from position 100 on (an overflow past the attention,
+    which the attention diagnostics never see); before, every such position predicted 0."""
+    original = LlamaForCausalLM.forward
+
+    def forward(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if kwargs["input_ids"].shape[0] > 1 and not self.training:  # not the one-row check
+            out.logits[:, 100:] = float("nan")
+        return out
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", forward)
+    return "rope"
+
+
+NAN_LOGITS = {  # case -> (plugin_site, monkeypatch) -> the --pe trained
+    "a plugin's bias NaN at far positions once trained": drifting_bias,
+    "rope's logits NaN past the attention": nan_past_the_attention,
+}
+
+
+@pytest.mark.parametrize("case", list(NAN_LOGITS))
+def test_logits_nan_at_a_test_position_fail_the_run_naming_it_never_scored_as_token_0(
+    assert_clean_error, train_tiny, recorded, plugin_site, monkeypatch, tmp_path, case
+):
+    pe = NAN_LOGITS[case](plugin_site, monkeypatch)
+    result = train_tiny(pe, tmp_path / "run", "--max-steps=4", "--batch-size=16")
+    with recorded("hostile", f"NaN logits: {case}"):
+        assert_clean_error(result, 1, "logits are not finite (NaN) at test row 0, t = 100")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]  # nor a resume folder
+
+
+# --- a checkpoint resumes only with the plugin code it was trained with --------------------
+
+
+@pytest.mark.parametrize(("named_by", "name"), [("module:NAME", "edited"), ("entry point", "ep")])
+def test_a_plugin_edited_between_a_kill_and_the_rerun_is_refused_and_its_checkpoint_kept(
+    assert_clean_error,
+    train_tiny,
+    recorded,
+    plugins,
+    plugin_site,
+    monkeypatch,
+    tmp_path,
+    named_by,
+    name,
+):
+    """Before, the rerun resumed with the edited code: the run mixed two encodings (exit 0)."""
+    module = plugins(f'rope_encoding("{name}", "mine", freqs)')  # a rope type of its own
+    pe, source = f"{module}:X", tmp_path / "site" / f"{module}.py"
+    if named_by == "entry point":
+        dist_info(plugin_site, name, "0.1", {"posgen.position_encodings": {name: pe}})
+        pe = name
+    out, work = tmp_path / "run", tmp_path / ".run.posgen-resume"
+    monkeypatch.setenv(posgen.signals.HOOK_ENV, "step:1:SIGTERM")
+    assert train_tiny(pe, out, "--batch-size=16").exit_code == 143
+    monkeypatch.delenv(posgen.signals.HOOK_ENV)
+    original = source.read_text()
+    source.write_text(original.replace("500.0", "50.0"))  # another base: other frequencies
+    sys.modules.pop(module)  # as a new process imports it
+    before = (work / "checkpoint.pt").read_bytes()
+    result = train_tiny(pe, out, "--batch-size=16")
+    with recorded("hostile", f"a plugin ({named_by}) edited before its run resumed"):
+        line = assert_clean_error(result, 2, f"was trained with other code of the plugin {name} (")
+        assert f"{source} changed since; it was not resumed and is kept" in line
+        assert f"rm -r {work}, then rerun the same command" in line
+        assert (work / "checkpoint.pt").read_bytes() == before
+        assert not out.exists()
+    source.write_text(original)
+    sys.modules.pop(module)
+    assert train_tiny(pe, out, "--batch-size=16").exit_code == 0  # its own code: resumed
