@@ -266,7 +266,7 @@ class RunProbeScores(RelianceReport):
 class RunRecord(_Record):
     """One run's ``results.json``."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1] = Field(description="The record's version (required: 1).")
     data: DataRecord
     spec: TaskSpec
     position_encoding: PositionEncodingRecord
