@@ -94,7 +94,9 @@ class PositionEncodingRecord(_Record):
     )
     attention: str | None = Field(description="Registered attention function (None: sdpa).")
     input_positions: str | None = Field(description="Module factory added to the inputs.")
-    randomized_positions: int | None = Field(description="Range R of randomized positions.")
+    randomized_positions: int | None = Field(
+        ge=1, lt=2**63, description="Range R of randomized positions (L'+1 <= R < 2^63)."
+    )
     confound: str | None = Field(None, description="How the model differs from the Llama block.")
 
 
@@ -314,6 +316,10 @@ class RunRecord(_Record):
         if self.best_epoch > self.train.epochs:
             return [f"best_epoch: {self.best_epoch}, but the run trained {self.train.epochs} "
                     "epochs"]  # fmt: skip
+        randomized, positions = self.position_encoding.randomized_positions, self.spec.test_length
+        if randomized is not None and randomized <= positions[0]:
+            return [f"position_encoding.randomized_positions: {randomized}, but the range must "
+                    f"hold the test rows' {positions[0] + 1} positions (L'+1)"]  # fmt: skip
         lines: list[str] = []
         for name, report, split in (
             ("scores", self.scores, "test"),

@@ -320,8 +320,13 @@ def _edit(path: str, value: object = KeyError) -> object:
     return edit
 
 
+RANDOMIZED = "position_encoding.randomized_positions"
 HAND_EDITED = {  # a record of rope-1 edited by hand -> what its one line names
     "no schema_version": (_edit("schema_version"), "schema_version: Field required"),
+    "randomized positions 0": (_edit(RANDOMIZED, 0), RANDOMIZED),
+    "randomized positions L'": (_edit(RANDOMIZED, 256), f"{RANDOMIZED}: 256, but the range"),
+    "randomized positions 10^30": (_edit(RANDOMIZED, 10**30), RANDOMIZED),
+    "randomized positions 2^63": (_edit(RANDOMIZED, 2**63), RANDOMIZED),
 }
 
 
