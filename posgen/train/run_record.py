@@ -136,6 +136,31 @@ class AttentionDiagnostics(_Record):
     rows: int = Field(ge=1, le=MAX_ROWS)
     layers: list[AttentionLayer] = Field(min_length=1, max_length=MAX_LAYERS)
 
+    @field_validator("layers")
+    @classmethod
+    def _each_layer_once(cls, layers: list[AttentionLayer]) -> list[AttentionLayer]:
+        if [entry.layer for entry in layers] != list(range(len(layers))):
+            given, last = shown([entry.layer for entry in layers], 60), len(layers) - 1
+            raise ValueError(f"layer indices {given} must be 0 .. {last}, each once, in order")
+        return layers
+
+    def problems(self, spec: TaskSpec, layers: int) -> list[str]:
+        """Whether these are the figures of a model of ``layers`` layers on ``spec``'s test rows:
+        as many targets as the rows hold in each region (None: a region without any)."""
+        if len(self.layers) != layers or self.rows > spec.test_size:
+            return [f"attention: {len(self.layers)} layers of {self.rows} rows, but the run "
+                    f"trained {layers} layers and tests {spec.test_size} rows"]  # fmt: skip
+        length, boundary = spec.test_length[0], spec.train_length
+        widths = {"id": min(boundary, length) - spec.window, "ood": length - boundary}
+        for entry in self.layers:
+            for name, width in widths.items():
+                region, targets = getattr(entry, name), self.rows * max(width, 0)
+                if (region.targets if region else 0) != targets:
+                    found = region.targets if region else None
+                    return [f"attention.layers.{entry.layer}.{name}.targets: {found}, but "
+                            f"{self.rows} rows hold {targets}"]  # fmt: skip
+        return []
+
 
 ACCURACY = ("correct", "tokens", "accuracy")  # a score curve's columns (besides positions)
 CURVE_COLUMNS = ("counted", "far", "local", "far_reliance", "local_reliance")  # and reliance
@@ -320,7 +345,9 @@ class RunRecord(_Record):
         if randomized is not None and randomized <= positions[0]:
             return [f"position_encoding.randomized_positions: {randomized}, but the range must "
                     f"hold the test rows' {positions[0] + 1} positions (L'+1)"]  # fmt: skip
-        lines: list[str] = []
+        if self.attention and (lines := self.attention.problems(self.spec, self.train.layers)):
+            return lines
+        lines = []
         for name, report, split in (
             ("scores", self.scores, "test"),
             ("probe_scores", self.probe_scores, PROBE_SPLIT),

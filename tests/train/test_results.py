@@ -327,6 +327,26 @@ HAND_EDITED = {  # a record of rope-1 edited by hand -> what its one line names
     "randomized positions L'": (_edit(RANDOMIZED, 256), f"{RANDOMIZED}: 256, but the range"),
     "randomized positions 10^30": (_edit(RANDOMIZED, 10**30), RANDOMIZED),
     "randomized positions 2^63": (_edit(RANDOMIZED, 2**63), RANDOMIZED),
+    "attention layer 0 twice": (_edit("attention.layers.1.layer", 0), "attention.layers"),
+    "attention layers swapped": (
+        lambda body: body["attention"]["layers"].reverse(),
+        "attention.layers",
+    ),
+    "attention of a third layer": (
+        lambda body: body["attention"]["layers"].append(
+            dict(body["attention"]["layers"][1], layer=2)
+        ),
+        "attention: 3 layers",
+    ),
+    "attention of 9 rows of 8": (_edit("attention.rows", 9), "attention: 2 layers of 9 rows"),
+    "attention targets of other rows": (
+        _edit("attention.layers.0.id.targets", 5),
+        "attention.layers.0.id.targets: 5",
+    ),
+    "attention without its OOD region": (
+        _edit("attention.layers.1.ood", None),
+        "attention.layers.1.ood.targets: None",
+    ),
 }
 
 
