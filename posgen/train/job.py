@@ -440,6 +440,7 @@ def _write_run(job: _Job, trained: Trained, selection: Selection, out: Path) -> 
         # results cell has the dataset's name (and an export's path no `..`)
         folder = job.data if job.data.name not in ("", "..") else job.data.resolve()
         record = RunRecord(
+            schema_version=1,
             # its bytes as text: under an ASCII locale a non-ASCII name is surrogate-escaped
             data=DataRecord(
                 folder=os.fsencode(folder).decode("utf-8", "replace"),

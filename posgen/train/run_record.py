@@ -94,7 +94,9 @@ class PositionEncodingRecord(_Record):
     )
     attention: str | None = Field(description="Registered attention function (None: sdpa).")
     input_positions: str | None = Field(description="Module factory added to the inputs.")
-    randomized_positions: int | None = Field(description="Range R of randomized positions.")
+    randomized_positions: int | None = Field(
+        ge=1, lt=2**63, description="Range R of randomized positions (L'+1 <= R < 2^63)."
+    )
     confound: str | None = Field(None, description="How the model differs from the Llama block.")
 
 
@@ -133,6 +135,31 @@ class AttentionDiagnostics(_Record):
 
     rows: int = Field(ge=1, le=MAX_ROWS)
     layers: list[AttentionLayer] = Field(min_length=1, max_length=MAX_LAYERS)
+
+    @field_validator("layers")
+    @classmethod
+    def _each_layer_once(cls, layers: list[AttentionLayer]) -> list[AttentionLayer]:
+        if [entry.layer for entry in layers] != list(range(len(layers))):
+            given, last = shown([entry.layer for entry in layers], 60), len(layers) - 1
+            raise ValueError(f"layer indices {given} must be 0 .. {last}, each once, in order")
+        return layers
+
+    def problems(self, spec: TaskSpec, layers: int) -> list[str]:
+        """Whether these are the figures of a model of ``layers`` layers on ``spec``'s test rows:
+        as many targets as the rows hold in each region (None: a region without any)."""
+        if len(self.layers) != layers or self.rows > spec.test_size:
+            return [f"attention: {len(self.layers)} layers of {self.rows} rows, but the run "
+                    f"trained {layers} layers and tests {spec.test_size} rows"]  # fmt: skip
+        length, boundary = spec.test_length[0], spec.train_length
+        widths = {"id": min(boundary, length) - spec.window, "ood": length - boundary}
+        for entry in self.layers:
+            for name, width in widths.items():
+                region, targets = getattr(entry, name), self.rows * max(width, 0)
+                if (region.targets if region else 0) != targets:
+                    found = region.targets if region else None
+                    return [f"attention.layers.{entry.layer}.{name}.targets: {found}, but "
+                            f"{self.rows} rows hold {targets}"]  # fmt: skip
+        return []
 
 
 ACCURACY = ("correct", "tokens", "accuracy")  # a score curve's columns (besides positions)
@@ -266,7 +293,7 @@ class RunProbeScores(RelianceReport):
 class RunRecord(_Record):
     """One run's ``results.json``."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1] = Field(description="The record's version (required: 1).")
     data: DataRecord
     spec: TaskSpec
     position_encoding: PositionEncodingRecord
@@ -314,7 +341,13 @@ class RunRecord(_Record):
         if self.best_epoch > self.train.epochs:
             return [f"best_epoch: {self.best_epoch}, but the run trained {self.train.epochs} "
                     "epochs"]  # fmt: skip
-        lines: list[str] = []
+        randomized, positions = self.position_encoding.randomized_positions, self.spec.test_length
+        if randomized is not None and randomized <= positions[0]:
+            return [f"position_encoding.randomized_positions: {randomized}, but the range must "
+                    f"hold the test rows' {positions[0] + 1} positions (L'+1)"]  # fmt: skip
+        if self.attention and (lines := self.attention.problems(self.spec, self.train.layers)):
+            return lines
+        lines = []
         for name, report, split in (
             ("scores", self.scores, "test"),
             ("probe_scores", self.probe_scores, PROBE_SPLIT),

@@ -299,3 +299,72 @@ def test_read_run_of_no_path_is_one_usage_error(folder):
         UsageError, match=f"read_run takes a run folder .a path., not {type(folder).__name__}"
     ):
         read_run(folder)
+
+
+# --- hand-edited records ---------------------------------------------------------------------
+
+
+def _edit(path: str, value: object = KeyError) -> object:
+    """An edit of a record's JSON: the field at dotted ``path`` set to ``value`` (dropped when
+    none is given)."""
+
+    def edit(body: dict) -> None:
+        *parents, last = path.split(".")
+        for key in parents:
+            body = body[int(key)] if isinstance(body, list) else body[key]
+        if value is KeyError:
+            del body[last]
+        else:
+            body[int(last) if isinstance(body, list) else last] = value
+
+    return edit
+
+
+RANDOMIZED = "position_encoding.randomized_positions"
+HAND_EDITED = {  # a record of rope-1 edited by hand -> what its one line names
+    "no schema_version": (_edit("schema_version"), "schema_version: Field required"),
+    "randomized positions 0": (_edit(RANDOMIZED, 0), RANDOMIZED),
+    "randomized positions L'": (_edit(RANDOMIZED, 256), f"{RANDOMIZED}: 256, but the range"),
+    "randomized positions 10^30": (_edit(RANDOMIZED, 10**30), RANDOMIZED),
+    "randomized positions 2^63": (_edit(RANDOMIZED, 2**63), RANDOMIZED),
+    "attention layer 0 twice": (_edit("attention.layers.1.layer", 0), "attention.layers"),
+    "attention layers swapped": (
+        lambda body: body["attention"]["layers"].reverse(),
+        "attention.layers",
+    ),
+    "attention of a third layer": (
+        lambda body: body["attention"]["layers"].append(
+            dict(body["attention"]["layers"][1], layer=2)
+        ),
+        "attention: 3 layers",
+    ),
+    "attention of 9 rows of 8": (_edit("attention.rows", 9), "attention: 2 layers of 9 rows"),
+    "attention targets of other rows": (
+        _edit("attention.layers.0.id.targets", 5),
+        "attention.layers.0.id.targets: 5",
+    ),
+    "attention without its OOD region": (
+        _edit("attention.layers.1.ood", None),
+        "attention.layers.1.ood.targets: None",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HAND_EDITED))
+def test_a_hand_edited_record_whose_fields_disagree_is_damage_naming_the_file_and_field(
+    assert_clean_error, cli, trained_runs, tmp_path, case
+):
+    edit, field = HAND_EDITED[case]
+    run = shutil.copytree(trained_runs / "rope-1", tmp_path / "runs" / "edited")
+    body = json.loads((run / "results.json").read_text())
+    edit(body)
+    (run / "results.json").write_text(json.dumps(body))
+    out = tmp_path / "R.md"
+    line = assert_clean_error(cli("results", tmp_path / "runs", "--out", out), 1, field)
+    assert line.startswith(f"error: {run / 'results.json'}: ")
+    assert not out.exists()
+
+
+def test_the_records_posgen_train_writes_are_read_and_written_again_byte_for_byte(trained_runs):
+    for run in sorted(trained_runs.iterdir()):
+        assert read_run(run).to_json() == (run / "results.json").read_text()
