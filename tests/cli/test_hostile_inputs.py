@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import inspect
 import json
 import os
 import shutil
@@ -26,12 +28,18 @@ from hypothesis import strategies as st
 import posgen
 from posgen.cli import main
 from posgen.cli.sweep import resolve_encoding
+from posgen.scoring.metrics import ScoringError
+from posgen.scoring.prediction_files import read_predictions
 from posgen.spec import TaskSpec, default_benchmark
-from posgen.store.formats import to_dataset_dict
+from posgen.store.dataset import data_files
+from posgen.store.formats import FORMATS, to_dataset_dict
+from posgen.store.safety import HashingFile
 from posgen.train import FILES
 from posgen.train.config import expand, jobs_of, read_grid
+from posgen.train.results import find_runs
 from posgen.train.sweep import Sweep
 from posgen.validate import SourceError, validate
+from posgen.validate.sources import resolve
 
 GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,9 +191,6 @@ def test_bad_prediction_files_are_one_error_line(
 def test_npy_headers_are_checked_against_the_file_before_reading(
     recorded, rows, width, held, descr
 ):
-    from posgen.scoring.metrics import ScoringError
-    from posgen.scoring.prediction_files import read_predictions
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "p.npy"
         npy_header((rows, width), descr, b"\1" * held)(path)
@@ -213,9 +218,6 @@ ARROW_ROWS = pa.table({"id": range(5), "predictions": [[1, 2, 3]] * 5})
 def test_a_damaged_arrow_predictions_file_is_read_or_refused_never_an_internal_error(
     compression, flips, cut
 ):  # the record batch headers posgen parses itself, and pyarrow's own readers
-    from posgen.scoring.metrics import ScoringError
-    from posgen.scoring.prediction_files import read_predictions
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "p.arrow"
         feather.write_feather(ARROW_ROWS, path, compression=compression, chunksize=2)
@@ -551,8 +553,6 @@ for label, (line, *_) in json.loads(sys.argv[1]).items():
 def _without_dac_override() -> None:
     """In root's child before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, which
     bypass the mode bits (the same user runs the cases: the clone may sit anywhere)."""
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     for capability in (1, 2):
         if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
@@ -681,8 +681,6 @@ def test_a_failed_write_leaves_the_previous_output_whole(
     assert_clean_error, cli, recorded, tiny_cot, tiny_oracle, tmp_path, monkeypatch, case, limit
 ):
     """Every output file is written atomically: a disk full after ``limit`` bytes."""
-    from posgen.store.safety import HashingFile
-
     command, flag, name = case.split()
     out = tmp_path / name
     out.write_bytes(b"the user's previous file\n")
@@ -784,13 +782,6 @@ def test_huge_flag_values_are_never_echoed_whole(
 
 def test_a_folder_tree_nested_past_the_recursion_limit_is_walked(tmp_path):
     """``results``, ``validate DIR`` and the check for unlisted files (the limit is lowered)."""
-    import inspect
-
-    from posgen.store.dataset import data_files
-    from posgen.store.formats import FORMATS
-    from posgen.train.results import find_runs
-    from posgen.validate.sources import resolve
-
     os.makedirs(os.path.join(tmp_path, *["a"] * 150))
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(len(inspect.stack(0)) + 100)
