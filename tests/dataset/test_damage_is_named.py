@@ -20,6 +20,7 @@ import pytest
 
 from posgen import write_dataset
 from posgen.card import write_card
+from posgen.scoring import load_reference, write_predictions
 from posgen.spec import BenchmarkSpec, TaskSpec, default_benchmark
 from posgen.store import DamagedDataset, check_dataset, read_manifest
 from posgen.store.dataset import Dataset, SplitError, check_files, load
@@ -294,8 +295,6 @@ def test_only_the_verified_load_notices_an_edited_manifest(small_copy):
 
 @pytest.fixture(scope="module")
 def preds(small_dataset, tmp_path_factory) -> Path:
-    from posgen.scoring import load_reference, write_predictions
-
     test = load_reference(small_dataset, "cot", "test")
     path = tmp_path_factory.mktemp("preds") / "preds.npy"
     write_predictions(path, test.ids, test.tokens, modulus=17)
