@@ -647,7 +647,9 @@ UNEXPECTED = [  # raised inside a command -> its exit status and what its one li
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("error", "code", "named"), UNEXPECTED, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    ("error", "code", "named"), UNEXPECTED, ids=[type(e).__name__ for e, *_ in UNEXPECTED]
+)
 @pytest.mark.parametrize("debug", ["", "flag", "env"])
 def test_unexpected_errors_become_one_error_line_with_the_traceback_on_request(
     cli, error_lines, recorded, tiny_cot, tiny_oracle, monkeypatch, error, code, named, debug
