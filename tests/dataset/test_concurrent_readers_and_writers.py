@@ -21,9 +21,10 @@ from posgen import write_dataset
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import check_dataset, read_manifest
 from posgen.store.dataset import Dataset, DatasetReplaced, load
-from posgen.store.safety import OLD_TAG, TMP_TAG, leftovers, recover, write_atomically
+from posgen.store.safety import OLD_TAG, TMP_TAG, leftovers, owned, recover, write_atomically
 from posgen.validate import validate
 
+DATASET = posgen.store.dataset
 GUARD = 600  # seconds: only a hung process waits this long (a failure guard)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +45,6 @@ def spec_seed(root: Path) -> int:
 @contextlib.contextmanager
 def owned_elsewhere(fork_child, path: Path) -> Iterator[None]:
     """While open, a forked process (its own PID and lock) owns ``path``."""
-    from posgen.store.safety import owned
-
     wait, release = os.pipe()
 
     def hold() -> None:
@@ -110,21 +109,18 @@ def test_a_leftover_of_another_user_is_left_alone(recorded, tmp_path, case):
     # as a user in /tmp: the write failed ('writing ds.json failed: Permission denied', exit
     # 1) or was refused; as root: the other user's folder was removed or taken as the dataset
     leftover = tmp_path / OTHER_USERS[case]
-    if case == "temporary file":
-        leftover.write_bytes(b"theirs")
-    else:
-        leftover.mkdir()
-        (leftover / "theirs").write_bytes(b"theirs")
-    os.chown(leftover, 65534, 65534)
     theirs = leftover if case == "temporary file" else leftover / "theirs"
+    theirs.parent.mkdir(exist_ok=True)
+    theirs.write_bytes(b"theirs")
+    os.chown(leftover, 65534, 65534)
     if case == "temporary file":
         write_atomically(tmp_path / "ds.json", b"{}")
     else:
         notes = recover(tmp_path / "ds")
         write_dataset(bench(1), tmp_path / "ds")
     with recorded("race", f"another user's {case}"):
-        if case != "temporary file":
-            assert notes == [f"left {leftover} alone: it belongs to another user"]
+        said = f"left {leftover} alone: it belongs to another user"
+        assert case == "temporary file" or notes == [said]
         assert leftover.stat().st_uid == 65534
         assert theirs.read_bytes() == b"theirs"
 
@@ -292,16 +288,12 @@ def _loaded_whole(root: Path) -> bool:
 
 
 READS = {
-    "validate, replaced at the first file hash": (
-        posgen.store.dataset, "sha256_file", _validated,
-    ),
+    "validate, replaced at the first file hash": (DATASET, "sha256_file", _validated),
     "validate, replaced while streaming tokens": (posgen.validate.run, "decode_batch", _validated),
     "integrity check, replaced at the first file hash": (
-        posgen.store.dataset, "sha256_file", lambda root: check_dataset(root) == [],
-    ),
+        DATASET, "sha256_file", lambda root: check_dataset(root) == []),
     "load, replaced between the check and the load": (
-        type(posgen.store.formats.FORMATS["parquet"]), "load_files", _loaded_whole,
-    ),
+        type(posgen.store.formats.FORMATS["parquet"]), "load_files", _loaded_whole),
 }  # fmt: skip
 
 
@@ -366,7 +358,7 @@ def test_a_folder_replaced_during_every_read_is_one_error_line(
 ):
     root = tmp_path / "ds"
     write_dataset(bench(1), root)
-    _replace_during(monkeypatch, posgen.store.dataset, "sha256_file", root, times=100)
+    _replace_during(monkeypatch, DATASET, "sha256_file", root, times=100)
     with pytest.raises(DatasetReplaced):
         validate(root)
     with recorded("race", "validate, replaced during every read"):

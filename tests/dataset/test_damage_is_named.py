@@ -10,15 +10,22 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from unittest.mock import Mock
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
 import pytest
 
+from posgen import write_dataset
 from posgen.card import write_card
-from posgen.spec import BenchmarkSpec, TaskSpec
+from posgen.scoring import load_reference, write_predictions
+from posgen.spec import BenchmarkSpec, TaskSpec, default_benchmark
 from posgen.store import DamagedDataset, check_dataset, read_manifest
-from posgen.store.dataset import Dataset, SplitError, load
+from posgen.store.dataset import Dataset, SplitError, check_files, load
 from posgen.store.manifest import NotADataset
+from posgen.validate import validate
 
 # small_dataset (tests/conftest.py): three train shards per config, one test shard
 TRAIN0, TRAIN1, TRAIN2 = (f"data/cot/train-0000{i}-of-00003.parquet" for i in range(3))
@@ -139,8 +146,7 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "shards of two configs swapped": swap(TRAIN0, OTHER),
     "swapped with the manifest fixed up": swap(TRAIN0, TRAIN1, ("bytes", "sha256")),
     "files of two splits renamed, paths in the manifest too": swap(
-        TEST_FILE, VALIDATION, ("path",)
-    ),
+        TEST_FILE, VALIDATION, ("path",)),
     "shard deleted": unlink(TRAIN1),
     "unlisted shard added": extra,
     "manifest: spec field edited": edit(lambda b: spec(b).update(train_size=121)),
@@ -149,16 +155,13 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "manifest: not JSON": rewrite(lambda data: data[:-40], "posgen.json"),
     "manifest: deleted": unlink("posgen.json"),
     "card: a split pointed at another config's files": card_edited(
-        "path: data/cot/test-*.parquet", "path: data/recursive/test-*.parquet"
-    ),
+        "path: data/cot/test-*.parquet", "path: data/recursive/test-*.parquet"),
     "card: front matter not YAML": card_edited("configs:", "configs: [\n"),
     "card: tokens typed as strings (load_dataset casts to the card's features)": card_edited(
-        "list: uint8", "list: string"
-    ),
+        "list: uint8", "list: string"),
     "card: split sizes edited (load_dataset refuses them)": card_edited(
-        "num_examples: ", "num_examples: 9"
-    ),
-}
+        "num_examples: ", "num_examples: 9"),
+}  # fmt: skip
 ENTRY_EDITS = {  # an edited file entry may be blamed on the file it describes
     "manifest: sha256 edited": edit(lambda b: file0(b).update(sha256="0" * 64)),
     "manifest: bytes edited": edit(lambda b: file0(b).update(bytes=1)),
@@ -255,13 +258,14 @@ def test_damage_is_caught_before_loading_naming_the_file(cli, recorded, small_co
         assert any(Path(b).name in result.output for b in blamed), result.output
 
 
-MEMORY_LIMITS = {  # command -> what pyarrow failed to allocate in (as under ulimit -v)
-    "validate": "posgen.store.formats.ParquetFormat.batches",
-    "baseline": "posgen.store.formats.ParquetFormat.facts",
-    "score": "posgen.store.formats.ParquetFormat.batches",
-}
-
-
+MEMORY_LIMITS = {  # command -> what pyarrow failed to allocate in (as under ulimit -v), its args
+    "validate": ("ParquetFormat.batches", lambda data, preds, out: ["validate", data]),
+    "baseline": ("ParquetFormat.facts",
+                 lambda data, preds, out: ["baseline", "--kind", "oracle", "--data", data,
+                                           "--out", out / "p.jsonl"]),
+    "score": ("ParquetFormat.batches",
+              lambda data, preds, out: ["score", "--data", data, "--predictions", preds]),
+}  # fmt: skip
 LIMIT_ERRORS = {  # what pyarrow raised -> what the line says
     "memory": (pa.ArrowMemoryError("malloc of size 64 failed"), "out of memory"),
     "thread": (
@@ -276,26 +280,9 @@ LIMIT_ERRORS = {  # what pyarrow raised -> what the line says
 def test_healthy_data_under_a_memory_limit_is_out_of_memory_never_damage(
     assert_clean_error, cli, monkeypatch, tiny_cot, tiny_oracle, tmp_path, command, limit
 ):
-    error, said = LIMIT_ERRORS[limit]
-
-    def refuse(*args, **kwargs):
-        raise error
-
-    args = {
-        "validate": ["validate", tiny_cot],
-        "baseline": [
-            "baseline",
-            "--kind",
-            "oracle",
-            "--data",
-            tiny_cot,
-            "--out",
-            tmp_path / "p.jsonl",
-        ],
-        "score": ["score", "--data", tiny_cot, "--predictions", tiny_oracle],
-    }[command]
-    monkeypatch.setattr(MEMORY_LIMITS[command], refuse)
-    line = assert_clean_error(cli(*args), 1, said, str(error))
+    (error, said), (where, args) = LIMIT_ERRORS[limit], MEMORY_LIMITS[command]
+    monkeypatch.setattr(f"posgen.store.formats.{where}", Mock(side_effect=error))
+    line = assert_clean_error(cli(*args(tiny_cot, tiny_oracle, tmp_path)), 1, said, str(error))
     assert "damaged" not in line and "unreadable" not in line, line
 
 
@@ -308,8 +295,6 @@ def test_only_the_verified_load_notices_an_edited_manifest(small_copy):
 
 @pytest.fixture(scope="module")
 def preds(small_dataset, tmp_path_factory) -> Path:
-    from posgen.scoring import load_reference, write_predictions
-
     test = load_reference(small_dataset, "cot", "test")
     path = tmp_path_factory.mktemp("preds") / "preds.npy"
     write_predictions(path, test.ids, test.tokens, modulus=17)
@@ -388,52 +373,39 @@ def test_an_unknown_config_is_a_usage_error_whichever_way_it_is_asked_for(small_
     assert list(handle.splits("cot", "test")) == ["test"]  # one split, not 't', 'e', ...
 
 
+OPEN = Dataset.open
 WRONG_TYPES = {  # a read given an argument of the wrong type -> the error line
     "load(None)": (lambda root: load(None), "a dataset folder must be a path, not NoneType"),
     "load(bytes)": (lambda root: load(bytes(root)), "must be a path, not bytes"),
     "load(verify=False) of 3": (lambda root: load(3, verify=False), "must be a path, not int"),
-    "open(3)": (lambda root: Dataset.open(3), "must be a path, not int"),
+    "open(3)": (lambda root: OPEN(3), "must be a path, not int"),
     "load(config=[cot])": (lambda root: load(root, ["cot"]), "must be a name (str), not list"),
-    "split(config=3)": (lambda root: Dataset.open(root).split(3), "config must be a name"),
-    "probe(split=5)": (lambda root: Dataset.open(root).probe("cot", 5), "split must be a name"),
-    "probe([cot])": (lambda root: Dataset.open(root).probe(["cot"]), "config must be a name"),
-    "probe(split=None)": (lambda root: Dataset.open(root).probe("cot", None), "probe split None"),
-    "verify(3)": (lambda root: Dataset.open(root).verify(3), "a name or a list, not int"),
-    "split(cot, 3)": (lambda root: Dataset.open(root).split("cot", 3), "split must be a name"),
-    "split(cot, [test])": (
-        lambda root: Dataset.open(root).split("cot", ["test"]),
-        "split must be a name (str), not",
-    ),
-    "splits(cot, 3)": (lambda root: Dataset.open(root).splits("cot", 3), "splits must be a name"),
-    "splits(cot, [None])": (
-        lambda root: Dataset.open(root).splits("cot", [None]),
-        "split must be a name (str), not",
-    ),
-    "splits(cut=3)": (
-        lambda root: Dataset.open(root).splits("cot", ["test"], cut=3),
-        "cut must be a name or",
-    ),
-    "handle load(3, verify=False)": (
-        lambda root: Dataset.open(root).load(3, verify=False),
-        "config must be a name (str), not",
-    ),
-    "lines(3)": (lambda root: Dataset.open(root).lines(3), "configs must be a name or a list"),
-    "lines(hashes='no')": (
-        lambda root: Dataset.open(root).lines(hashes="no"),
-        "hashes must be True or False, not",
-    ),
-    "read(3)": (lambda root: Dataset.open(root).read(3), "read must be a function of the handle"),
-    "handle load(verify='no')": (
-        lambda root: Dataset.open(root).load(verify="no"),
-        "verify must be True or False, not str",
-    ),
+    "split(config=3)": (lambda root: OPEN(root).split(3), "config must be a name"),
+    "probe(split=5)": (lambda root: OPEN(root).probe("cot", 5), "split must be a name"),
+    "probe([cot])": (lambda root: OPEN(root).probe(["cot"]), "config must be a name"),
+    "probe(split=None)": (lambda root: OPEN(root).probe("cot", None), "probe split None"),
+    "verify(3)": (lambda root: OPEN(root).verify(3), "a name or a list, not int"),
+    "split(cot, 3)": (lambda root: OPEN(root).split("cot", 3), "split must be a name"),
+    "split(cot, [test])": (lambda root: OPEN(root).split("cot", ["test"]),
+                           "split must be a name (str), not"),
+    "splits(cot, 3)": (lambda root: OPEN(root).splits("cot", 3), "splits must be a name"),
+    "splits(cot, [None])": (lambda root: OPEN(root).splits("cot", [None]),
+                            "split must be a name (str), not"),
+    "splits(cut=3)": (lambda root: OPEN(root).splits("cot", ["test"], cut=3),
+                      "cut must be a name or"),
+    "handle load(3, verify=False)": (lambda root: OPEN(root).load(3, verify=False),
+                                     "config must be a name (str), not"),
+    "lines(3)": (lambda root: OPEN(root).lines(3), "configs must be a name or a list"),
+    "lines(hashes='no')": (lambda root: OPEN(root).lines(hashes="no"),
+                           "hashes must be True or False, not"),
+    "read(3)": (lambda root: OPEN(root).read(3), "read must be a function of the handle"),
+    "handle load(verify='no')": (lambda root: OPEN(root).load(verify="no"),
+                                 "verify must be True or False, not str"),
     "load(verify='no')": (lambda root: load(root, verify="no"), "verify must be True or False"),
     "load(verify=0)": (lambda root: load(root, verify=0), "verify must be True or False, not int"),
-    "handle load(verify=None)": (
-        lambda root: Dataset.open(root).load("cot", verify=None),
-        "verify must be True or False",
-    ),
-}
+    "handle load(verify=None)": (lambda root: OPEN(root).load("cot", verify=None),
+                                 "verify must be True or False"),
+}  # fmt: skip
 MISSING = "no such folder; nothing was read (not a Hub id)"  # datasets asked the Hub, 23 s
 
 
@@ -455,9 +427,6 @@ ARROW_TEST = "cot/test/data-00000-of-00001.arrow"
 
 
 def arrow_dataset(tmp_path: Path) -> Path:
-    from posgen import write_dataset
-    from posgen.spec import default_benchmark
-
     root = tmp_path / "ds"
     write_dataset(default_benchmark(("cot",), train_size=8, val_size=2, test_size=2), root,
                   storage="arrow")  # fmt: skip
@@ -467,13 +436,6 @@ def arrow_dataset(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("writer", ["stream", "file"])
 def test_an_arrow_shard_replaced_by_one_of_many_rows_is_named_from_its_headers(tmp_path, writer):
     """A few KB that would decompress to 16 MB: named from headers, read no further."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.feather as feather
-
-    from posgen.store.dataset import check_files
-    from posgen.validate import validate
-
     root = arrow_dataset(tmp_path)
     rows = pa.ListArray.from_arrays(np.arange(0, 2**24 + 1, 2**8, dtype=np.int32),
                                     np.zeros(2**24, np.uint8))  # fmt: skip
@@ -503,11 +465,6 @@ def test_an_arrow_shard_rewritten_as_an_ipc_file_with_its_sums_recorded_is_refus
     record_files, tmp_path
 ):
     """load_from_disk reads IPC streams only: right rows in an IPC file are damage."""
-    import pyarrow as pa
-    import pyarrow.feather as feather
-
-    from posgen.validate import validate
-
     root, name = arrow_dataset(tmp_path), ARROW_TEST
     table = pa.ipc.open_stream(pa.py_buffer((root / name).read_bytes())).read_all()
     feather.write_feather(table, root / name, compression="uncompressed")
@@ -522,8 +479,6 @@ def _lists(name: str, change: Callable[[list], object], nullable: bool = False):
     """Rewrite list column ``name``: ``change`` edits its rows (lists) in place."""
 
     def damage(table):
-        import pyarrow as pa
-
         rows = table.column(name).to_pylist()
         change(rows)
         kind = table.schema.field(name).type
@@ -540,8 +495,6 @@ def _first_probed(change: Callable[[list], object]) -> Callable[[list], object]:
 
 def rewritten(root: Path, name: str, change: Callable, record_files: Callable) -> None:
     """``change`` one file's table, its sums recorded (only the reader's checks can tell)."""
-    import pyarrow.parquet as pq
-
     table = pq.read_table(root / name)
     pq.write_table(change(table).replace_schema_metadata(table.schema.metadata), root / name)
     record_files(root, name)

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import datasets
@@ -216,8 +217,6 @@ def test_an_unfinished_part_folder_never_loads_wrong_data_and_merge_completes_it
 
 
 def test_parts_finishing_at_once_finish_the_folder_once(tree, recorded, tmp_path, single):
-    from concurrent.futures import ThreadPoolExecutor
-
     out = tmp_path / "ds"
     part(out, 0)
     with ThreadPoolExecutor(2) as pool:  # the two last parts finish at once
