@@ -398,10 +398,6 @@ def biased(bias):
     return lambda h, i, j, q, k: dot(q[i], k[j]) * SCALE + bias(h, POSITIONS[i] - POSITIONS[j], i)
 
 
-def alibi_logit(model):
-    return biased(lambda h, d, i: -published_slopes(HEADS)[h] * d)
-
-
 def t5_logit(model):
     table = model.model.position_module.bias.weight.double()
     return biased(lambda h, d, i: table[t5_bucket(d), h].item())
@@ -466,7 +462,8 @@ def logn_logit(model):
     return logit
 
 
-FORMULAS = {"alibi": alibi_logit, "t5": t5_logit, "fire": fire_logit, "kerple": kerple_logit}
+FORMULAS = {"alibi": lambda model: biased(lambda h, d, i: -published_slopes(HEADS)[h] * d)}
+FORMULAS.update(t5=t5_logit, fire=fire_logit, kerple=kerple_logit)
 FORMULAS.update(xpos=xpos_logit, cope=cope_logit, logn=logn_logit)
 FORMULAS.update({"rope+logn": logn_logit, "yarn+logn": logn_logit})  # yarn scales at evaluation
 PARAMETERS = {"xpos": {"scale_base": 16.0}, "cope": {"positions": 6}}  # effects within 300

@@ -98,21 +98,19 @@ def test_attention_on_one_input_has_entropy_zero_and_far_share_one():
     assert regions["ood"].normalized_entropy == pytest.approx(0.0, abs=1e-9)
 
 
-def test_every_run_records_attention_per_layer_id_against_ood(trained_runs):
-    record = read_run(trained_runs / "rope-1")
-    attention = record.attention
-    assert attention is not None and attention.rows == 8
-    assert [layer.layer for layer in attention.layers] == list(range(TINY["layers"]))
-    spec = record.spec
-    for layer in attention.layers:
-        assert layer.id.targets == 8 * (spec.train_length - spec.window)
-        assert layer.ood.targets == 8 * (spec.test_lengths[0] - spec.train_length)
-        assert layer.id.far_share is not None and 0 <= layer.ood.far_share <= 1
-
-
-def test_results_table_shows_attention_per_cell_and_the_json_every_layer(trained_runs, reported):
-    cell = reported["json"]["ds"]["tasks"]["cot"]["rope"]
+def test_every_run_records_attention_per_layer_and_results_shows_its_mean_per_cell(
+    trained_runs, reported
+):
+    spec = read_run(trained_runs / "rope-1").spec
     records = [read_run(trained_runs / f"rope-{seed}").attention for seed in SEEDS]
+    for attention in records:
+        assert attention is not None and attention.rows == 8
+        assert [layer.layer for layer in attention.layers] == list(range(TINY["layers"]))
+        for layer in attention.layers:
+            assert layer.id.targets == 8 * (spec.train_length - spec.window)
+            assert layer.ood.targets == 8 * (spec.test_lengths[0] - spec.train_length)
+            assert layer.id.far_share is not None and 0 <= layer.ood.far_share <= 1
+    cell = reported["json"]["ds"]["tasks"]["cot"]["rope"]
     assert len(cell["attention"]) == TINY["layers"]
     for index, layer in enumerate(cell["attention"]):
         for region in ("id", "ood"):
