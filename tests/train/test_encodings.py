@@ -44,11 +44,11 @@ GAPPED = torch.tensor([[0, 3, 4, 9, 20, 21, 30, 41, 42, 50, 60, 61]] * 2)
 ROTARY = [n for n, e in ENCODINGS.items() if e.attention is None and e.input_positions is None]
 
 
-def tiny(pe: str, evaluation: bool = False, **parameters):
+def tiny(pe: str, **parameters):
     """A two-layer model of ``pe``, its learned encoding weights moved off their start."""
     torch.manual_seed(0)
     resolved = resolve(PERequest(name=pe, parameters=parameters), LENGTHS)
-    model = llama_for(resolved, 18, 17, HEADS * HEAD_DIM, HEADS, 2, 32, evaluation=evaluation)
+    model = llama_for(resolved, 18, 17, HEADS * HEAD_DIM, HEADS, 2, 32)
     with torch.no_grad():
         generator = torch.Generator().manual_seed(3)
         for name, parameter in model.named_parameters():
@@ -194,15 +194,6 @@ def transformers_own(config) -> tuple[torch.Tensor, float]:
     return (2 * math.pi / wavelengths).float(), scaling
 
 
-@pytest.mark.parametrize("evaluation", [False, True], ids=["train", "evaluation"])
-@pytest.mark.parametrize("pe", ROTARY)
-def test_every_rope_type_has_the_frequencies_transformers_computes_itself(pe, evaluation):
-    rotary = tiny(pe, evaluation=evaluation).model.rotary_emb
-    want, scaling = transformers_own(rotary.config)
-    torch.testing.assert_close(rotary.inv_freq, want.float(), rtol=1e-6, atol=0)
-    assert rotary.attention_scaling == pytest.approx(scaling)
-
-
 # --- rope scalings: cos/sin tables against the papers' formulas, written out here ------------
 
 WIDE = Lengths(train=L, test=L_TEST, head_dim=32, heads=2)  # YaRN's ramp, llama3's smoothing
@@ -318,13 +309,18 @@ def request_of(label: str) -> PERequest:
 @pytest.mark.parametrize("label", PLAIN_ROPES)
 def test_rope_cos_sin_are_the_papers_at_train_and_evaluation_lengths(label, evaluation, n):
     """The documented defaults (s = (L'+1)/(L+1), YaRN's ramp over L'+1 with beta 2 and 1,
-    llama3 over L+1, dynamic and longrope past L+1) as the trainer applies them."""
+    llama3 over L+1, dynamic and longrope past L+1) as the trainer applies them; the
+    frequencies and scaling those transformers computes itself for the rope type."""
     pe = resolve(request_of(label), WIDE)
     torch.manual_seed(0)
     model = llama_for(pe, 4, 3, WIDE.heads * WIDE.head_dim, WIDE.heads, 1, 8)
     if evaluation:
         use_frequencies(model, pe.rope(True))
-    cos, sin = model.model.rotary_emb(torch.zeros(1), torch.arange(n)[None])
+    rotary = model.model.rotary_emb
+    want, scaling = transformers_own(rotary.config)
+    torch.testing.assert_close(rotary.inv_freq, want.float(), rtol=1e-6, atol=0)
+    assert rotary.attention_scaling == pytest.approx(scaling)
+    cos, sin = rotary(torch.zeros(1), torch.arange(n)[None])
     frequencies, scale = PLAIN_ROPES[label](evaluation, n)
     angle = torch.arange(n, dtype=torch.float64)[:, None] * torch.tensor(frequencies).double()
     angle = torch.cat([angle, angle], dim=-1)  # Llama's halves: pair i is (i, i + d/2)
