@@ -24,14 +24,7 @@ from transformers.models.t5.modeling_t5 import T5Attention
 from posgen import encodings
 from posgen.encodings import ENCODINGS, Lengths, PEError, PERequest, resolve
 from posgen.encodings.builtin import ROPE_TYPES, RandomPositions, alibi_slopes
-from posgen.encodings.model import (
-    ATTRIBUTE,
-    MODULE,
-    llama_for,
-    load_model,
-    parameter_groups,
-    use_frequencies,
-)
+from posgen.encodings.model import ATTRIBUTE, MODULE, llama_for, load_model, use_frequencies
 from posgen.encodings.relative import CoPE, t5_buckets
 from posgen.scoring.prediction_files import read_predictions
 from posgen.train import MODEL
@@ -48,13 +41,14 @@ SCALE = HEAD_DIM**-0.5
 IDS = torch.randint(0, 17, (2, 12), generator=torch.Generator().manual_seed(1))
 SHIFTED = torch.arange(40, 52)[None].expand(2, -1)
 GAPPED = torch.tensor([[0, 3, 4, 9, 20, 21, 30, 41, 42, 50, 60, 61]] * 2)
+ROTARY = [n for n, e in ENCODINGS.items() if e.attention is None and e.input_positions is None]
 
 
-def tiny(pe: str, evaluation: bool = False, **parameters):
+def tiny(pe: str, **parameters):
     """A two-layer model of ``pe``, its learned encoding weights moved off their start."""
     torch.manual_seed(0)
     resolved = resolve(PERequest(name=pe, parameters=parameters), LENGTHS)
-    model = llama_for(resolved, 18, 17, HEADS * HEAD_DIM, HEADS, 2, 32, evaluation=evaluation)
+    model = llama_for(resolved, 18, 17, HEADS * HEAD_DIM, HEADS, 2, 32)
     with torch.no_grad():
         generator = torch.Generator().manual_seed(3)
         for name, parameter in model.named_parameters():
@@ -69,9 +63,8 @@ def logits(model, ids, positions=None):
 
 
 # --- the registry: one way in for built-ins and plugins ------------------------------------
-
-
 def test_built_ins_are_in_table_order_with_a_row_and_twin_per_transformers_rope_type():
+    assert set(ROTARY) <= {label.partition("(")[0] for label in PLAIN_ROPES}  # a formula each
     shipped = {"default"} | {
         name
         for name, function in ROPE_INIT_FUNCTIONS.items()
@@ -95,7 +88,8 @@ def test_built_ins_are_in_table_order_with_a_row_and_twin_per_transformers_rope_
             assert twin.rope(parameters, LENGTHS, False)["rope_type"] in ("resonance", row.twin)
 
 
-def test_register_refuses_a_name_twice():
+def test_register_refuses_a_name_twice_and_resolve_takes_a_bare_name_as_a_request():
+    assert resolve("rope", LENGTHS) == resolve(PERequest(name="rope"), LENGTHS)
     registry = encodings.Registry(builtin="json")  # a module that registers nothing
     registry.register(ENCODINGS["rope"])
     assert list(registry) == ["rope"]
@@ -112,10 +106,6 @@ def test_register_refuses_a_name_twice():
     for name in (None, 3, b"rope"):  # AttributeError or TypeError from str methods
         with pytest.raises(PEError, match=f"named by a str, not {type(name).__name__}"):
             registry[name]
-
-
-def test_resolve_takes_a_bare_name_as_a_request():
-    assert encodings.resolve("rope", LENGTHS) == encodings.resolve(PERequest(name="rope"), LENGTHS)
 
 
 BAD_REQUESTS = [
@@ -182,21 +172,12 @@ def test_list_pe_names_every_built_in_its_time_and_who_proposed_it(cli):
     assert "slower" in lines["cope"]
 
 
-# --- NoPE, partial rope and rope types: what the Llama block does, tested, not assumed ---------
-
-
+# --- NoPE and rope types: what the Llama block does, tested, not assumed ----------------------
 def test_nope_logits_do_not_depend_on_the_positions_and_rope_logits_do_on_their_gaps():
     nope, rope = tiny("nope"), tiny("rope")
     for positions in (SHIFTED, GAPPED):
         torch.testing.assert_close(logits(nope, IDS, positions), logits(nope, IDS), rtol=0, atol=0)
     assert not torch.allclose(logits(rope, IDS, GAPPED), logits(rope, IDS))
-
-
-def test_partial_rope_rotates_the_first_pairs_only():
-    inv_freq = tiny("proportional").model.rotary_emb.inv_freq
-    expected = 10_000.0 ** (-np.arange(0, HEAD_DIM, 2) / HEAD_DIM)
-    expected[HEAD_DIM // 4 :] = 0.0
-    np.testing.assert_allclose(inv_freq.double().numpy(), expected, rtol=1e-6)
 
 
 def transformers_own(config) -> tuple[torch.Tensor, float]:
@@ -211,27 +192,6 @@ def transformers_own(config) -> tuple[torch.Tensor, float]:
     inv_freq, scaling = transformers_own(LlamaConfig(**inner))
     wavelengths = torch.round(2 * math.pi / inv_freq.double())
     return (2 * math.pi / wavelengths).float(), scaling
-
-
-@pytest.mark.parametrize("evaluation", [False, True], ids=["train", "evaluation"])
-@pytest.mark.parametrize(
-    "pe", [n for n, e in ENCODINGS.items() if e.attention is None and e.input_positions is None]
-)
-def test_every_rope_type_has_the_frequencies_transformers_computes_itself(pe, evaluation):
-    rotary = tiny(pe, evaluation=evaluation).model.rotary_emb
-    want, scaling = transformers_own(rotary.config)
-    torch.testing.assert_close(rotary.inv_freq, want.float(), rtol=1e-6, atol=0)
-    assert rotary.attention_scaling == pytest.approx(scaling)
-
-
-def test_dynamic_ntk_scales_only_past_l_plus_1_positions():
-    rotary = tiny("dynamic").model.rotary_emb
-    short = rotary(torch.zeros(1), torch.arange(L + 1)[None])[0]
-    start = rotary.inv_freq.clone()
-    rotary(torch.zeros(1), torch.arange(L_TEST + 1)[None])
-    rope = tiny("rope").model.rotary_emb(torch.zeros(1), torch.arange(L + 1)[None])[0]
-    assert torch.equal(short[0, : L + 1], rope[0])
-    assert bool((rotary.inv_freq[1:] < start[1:]).all())
 
 
 # --- rope scalings: cos/sin tables against the papers' formulas, written out here ------------
@@ -341,11 +301,6 @@ def request_of(label: str) -> PERequest:
     )
 
 
-def test_every_rope_encoding_has_a_plain_formula_here():
-    rotary = {n for n, e in ENCODINGS.items() if e.attention is None and e.input_positions is None}
-    assert rotary <= {label.partition("(")[0] for label in PLAIN_ROPES}
-
-
 @pytest.mark.parametrize(
     ("evaluation", "n"),
     [(False, L + 1), (True, L_TEST + 1), (True, L + 1)],
@@ -354,13 +309,18 @@ def test_every_rope_encoding_has_a_plain_formula_here():
 @pytest.mark.parametrize("label", PLAIN_ROPES)
 def test_rope_cos_sin_are_the_papers_at_train_and_evaluation_lengths(label, evaluation, n):
     """The documented defaults (s = (L'+1)/(L+1), YaRN's ramp over L'+1 with beta 2 and 1,
-    llama3 over L+1, dynamic and longrope past L+1) as the trainer applies them."""
+    llama3 over L+1, dynamic and longrope past L+1) as the trainer applies them; the
+    frequencies and scaling those transformers computes itself for the rope type."""
     pe = resolve(request_of(label), WIDE)
     torch.manual_seed(0)
     model = llama_for(pe, 4, 3, WIDE.heads * WIDE.head_dim, WIDE.heads, 1, 8)
     if evaluation:
         use_frequencies(model, pe.rope(True))
-    cos, sin = model.model.rotary_emb(torch.zeros(1), torch.arange(n)[None])
+    rotary = model.model.rotary_emb
+    want, scaling = transformers_own(rotary.config)
+    torch.testing.assert_close(rotary.inv_freq, want.float(), rtol=1e-6, atol=0)
+    assert rotary.attention_scaling == pytest.approx(scaling)
+    cos, sin = rotary(torch.zeros(1), torch.arange(n)[None])
     frequencies, scale = PLAIN_ROPES[label](evaluation, n)
     angle = torch.arange(n, dtype=torch.float64)[:, None] * torch.tensor(frequencies).double()
     angle = torch.cat([angle, angle], dim=-1)  # Llama's halves: pair i is (i, i + d/2)
@@ -369,8 +329,6 @@ def test_rope_cos_sin_are_the_papers_at_train_and_evaluation_lengths(label, eval
 
 
 # --- attention: each Llama layer against a slow loop of the published formula ---------------
-
-
 def layer_against_loop(model, logit):
     """The first attention layer's output at POSITIONS, and a softmax loop over j <= i of
     ``logit(h, i, j, q, k)`` (q, k: head h's projected, unrotated rows)."""
@@ -434,10 +392,6 @@ def t5_bucket(d: int, buckets: int = 32, max_distance: int = 128) -> int:
 def biased(bias):
     """The logit of plain attention plus ``bias(h, d, i)`` (``d = p_i - p_j``)."""
     return lambda h, i, j, q, k: dot(q[i], k[j]) * SCALE + bias(h, POSITIONS[i] - POSITIONS[j], i)
-
-
-def alibi_logit(model):
-    return biased(lambda h, d, i: -published_slopes(HEADS)[h] * d)
 
 
 def t5_logit(model):
@@ -504,7 +458,8 @@ def logn_logit(model):
     return logit
 
 
-FORMULAS = {"alibi": alibi_logit, "t5": t5_logit, "fire": fire_logit, "kerple": kerple_logit}
+FORMULAS = {"alibi": lambda model: biased(lambda h, d, i: -published_slopes(HEADS)[h] * d)}
+FORMULAS.update(t5=t5_logit, fire=fire_logit, kerple=kerple_logit)
 FORMULAS.update(xpos=xpos_logit, cope=cope_logit, logn=logn_logit)
 FORMULAS.update({"rope+logn": logn_logit, "yarn+logn": logn_logit})  # yarn scales at evaluation
 PARAMETERS = {"xpos": {"scale_base": 16.0}, "cope": {"positions": 6}}  # effects within 300
@@ -536,6 +491,8 @@ def test_alibi_slopes_and_t5_buckets_are_the_published_ones():
 
 @pytest.mark.parametrize("pe", ["t5", "fire", "kerple", "cope"])
 def test_learned_encodings_own_their_weights_outside_weight_decay(pe):
+    from posgen.encodings.model import parameter_groups
+
     model = tiny(pe)
     layers = [layer.self_attn.position_module for layer in model.model.layers]
     assert (layers[0] is layers[1]) == (pe == "t5")  # T5: one table; the others one per layer
@@ -607,8 +564,6 @@ def test_every_encoding_is_causal_and_one_that_ignores_the_mask_is_caught(
 
 
 # --- absolute and randomized positions -----------------------------------------------------
-
-
 def test_sinusoidal_table_is_vaswanis_at_the_size_of_the_token_embeddings():
     model = tiny("sinusoidal").model
     table = model.position_embedding.table

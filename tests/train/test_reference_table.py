@@ -31,8 +31,6 @@ COT = default_benchmark(("cot",)).configs["cot"]
 
 
 # --- attention diagnostics ----------------------------------------------------------------
-
-
 def _tiny_model(pe: str):
     return build_model(preset("cpu", **TINY), SimpleNamespace(spec=COT), pe, seed=3).eval()
 
@@ -60,20 +58,15 @@ def test_recorded_attention_is_causal_sums_to_one_leaves_outputs_alone_and_is_ea
             torch.testing.assert_close(probabilities, expected.float(), atol=1e-5, rtol=1e-4)
 
 
-def _far_positions(task: str, t: int, near: int, far: int) -> list[int]:
-    """The README's table, written out: where the far operands of x_t sit."""
-    window = near + far
-    start = {"recursive": t - window, "cot": 0, "semirecursive": (t - window) // 2}[task]
-    return list(range(start, start + far))
-
-
 @pytest.mark.parametrize("task", ["recursive", "cot", "semirecursive"])
 @pytest.mark.parametrize(("near", "far"), [(3, 1), (2, 3)])
 def test_far_mask_marks_the_inputs_holding_each_targets_far_operands(task, near, far):
     mask = far_mask(task, near, far, 40)
     assert not mask[: near + far].any()
-    for t in range(near + far, 40):
-        inputs = [p + 1 for p in _far_positions(task, t, near, far)]  # input 0 is BOS
+    for t in range(near + far, 40):  # the README's table: where the far operands of x_t sit
+        window = near + far
+        start = {"recursive": t - window, "cot": 0, "semirecursive": (t - window) // 2}[task]
+        inputs = [p + 1 for p in range(start, start + far)]  # input 0 is BOS
         assert np.flatnonzero(mask[t]).tolist() == inputs, t
 
 
@@ -105,21 +98,19 @@ def test_attention_on_one_input_has_entropy_zero_and_far_share_one():
     assert regions["ood"].normalized_entropy == pytest.approx(0.0, abs=1e-9)
 
 
-def test_every_run_records_attention_per_layer_id_against_ood(trained_runs):
-    record = read_run(trained_runs / "rope-1")
-    attention = record.attention
-    assert attention is not None and attention.rows == 8
-    assert [layer.layer for layer in attention.layers] == list(range(TINY["layers"]))
-    spec = record.spec
-    for layer in attention.layers:
-        assert layer.id.targets == 8 * (spec.train_length - spec.window)
-        assert layer.ood.targets == 8 * (spec.test_lengths[0] - spec.train_length)
-        assert layer.id.far_share is not None and 0 <= layer.ood.far_share <= 1
-
-
-def test_results_table_shows_attention_per_cell_and_the_json_every_layer(trained_runs, reported):
-    cell = reported["json"]["ds"]["tasks"]["cot"]["rope"]
+def test_every_run_records_attention_per_layer_and_results_shows_its_mean_per_cell(
+    trained_runs, reported
+):
+    spec = read_run(trained_runs / "rope-1").spec
     records = [read_run(trained_runs / f"rope-{seed}").attention for seed in SEEDS]
+    for attention in records:
+        assert attention is not None and attention.rows == 8
+        assert [layer.layer for layer in attention.layers] == list(range(TINY["layers"]))
+        for layer in attention.layers:
+            assert layer.id.targets == 8 * (spec.train_length - spec.window)
+            assert layer.ood.targets == 8 * (spec.test_lengths[0] - spec.train_length)
+            assert layer.id.far_share is not None and 0 <= layer.ood.far_share <= 1
+    cell = reported["json"]["ds"]["tasks"]["cot"]["rope"]
     assert len(cell["attention"]) == TINY["layers"]
     for index, layer in enumerate(cell["attention"]):
         for region in ("id", "ood"):
@@ -202,8 +193,6 @@ def test_effective_length_on_constructed_curves(accuracy, expected):
 
 
 # --- source column, model/ folders -----------------------------------------------------------
-
-
 @pytest.mark.parametrize("inside", [None, "metrics.jsonl"])
 def test_save_model_folders_are_not_reported_as_runs(cli, trained_runs, tmp_path, inside):
     assert (trained_runs / "rope-1" / "model").is_dir()
@@ -235,8 +224,6 @@ def test_results_name_where_each_encoding_came_from(cli, trained_runs, edited_ru
 
 
 # --- eee and hf exports ----------------------------------------------------------------------
-
-
 def _required(value: dict, names: str, where: str) -> None:
     missing = [name for name in names.split() if name not in value]
     assert not missing, f"{where}: missing {missing}"
@@ -271,16 +258,20 @@ def check_eee(record: dict) -> None:
         assert "value" in uncertainty.get("standard_error", {"value": None})
 
 
-def test_eee_export_is_one_record_per_cell_with_an_entry_per_metric_and_length_bucket(
-    cli, trained_runs, reported, tmp_path
+def test_eee_export_is_a_record_per_cell_an_entry_per_metric_and_bucket_the_same_bytes_rerun(
+    assert_clean_error, cli, tree, trained_runs, reported, tmp_path, monkeypatch
 ):
-    out = tmp_path / "eee"
-    result = cli("results", trained_runs, "--format", "eee", "--out", out)
-    assert result.exit_code == 0, result.output
+    """With SOURCE_DATE_EPOCH (whole seconds, else refused) every rerun is the same bytes."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    args = ["results", trained_runs, "--format", "eee", "--out"]
+    assert [cli(*args, tmp_path / out).exit_code for out in "ab"] == [0, 0]
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+    out = tmp_path / "a"
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == ["ds/cot/rope.json", "ds/cot/yarn.json"]
     record = json.loads((out / files[0]).read_text())
     check_eee(record)
+    assert record["retrieved_timestamp"] == "1767225600"
     buckets = length_buckets(4, 64, 256)
     assert buckets == [(4, 64), (64, 128), (128, 192), (192, 256)]
     entries = record["evaluation_results"]
@@ -306,6 +297,11 @@ def test_eee_export_is_one_record_per_cell_with_an_entry_per_metric_and_length_b
     cell = reported["json"]["ds"]["tasks"]["cot"]["rope"]
     id_entry = entries[0]["score_details"]["score"]
     assert id_entry == pytest.approx(cell["id_mean"])  # the ID bucket is the ID accuracy
+    line = "SOURCE_DATE_EPOCH must be whole seconds since 1970"
+    for odd in ("yesterday", "-1", "1e9", "\u00b2", "\u0661\u0662\u0663"):  # ², Arabic-Indic 123
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", odd)
+        assert_clean_error(cli(*args, tmp_path / "c"), 2, line)
+        assert not (tmp_path / "c").exists()
 
 
 def test_hf_export_is_an_eval_results_yaml_per_metric(cli, trained_runs, reported, tmp_path):
@@ -327,22 +323,6 @@ def test_hf_export_is_an_eval_results_yaml_per_metric(cli, trained_runs, reporte
         assert entry["value"] == pytest.approx(cell[key], abs=1e-6)
 
 
-def test_eee_export_with_source_date_epoch_is_the_same_bytes_on_every_rerun(
-    assert_clean_error, cli, tree, trained_runs, tmp_path, monkeypatch
-):
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
-    args = ["results", trained_runs, "--format", "eee", "--out"]
-    assert [cli(*args, tmp_path / out).exit_code for out in "ab"] == [0, 0]
-    assert tree(tmp_path / "a") == tree(tmp_path / "b")
-    record = json.loads((tmp_path / "a" / "ds" / "cot" / "rope.json").read_text())
-    assert record["retrieved_timestamp"] == "1767225600"
-    line = "SOURCE_DATE_EPOCH must be whole seconds since 1970"
-    for odd in ("yesterday", "-1", "1e9", "\u00b2", "\u0661\u0662\u0663"):  # ², Arabic-Indic 123
-        monkeypatch.setenv("SOURCE_DATE_EPOCH", odd)
-        assert_clean_error(cli(*args, tmp_path / "c"), 2, line)
-        assert not (tmp_path / "c").exists()
-
-
 @pytest.mark.parametrize("kind", ["eee", "hf"])
 def test_export_to_a_path_that_exists_is_one_error_line_and_nothing_written(
     assert_clean_error, cli, trained_runs, tmp_path, kind
@@ -354,8 +334,6 @@ def test_export_to_a_path_that_exists_is_one_error_line_and_nothing_written(
 
 
 # --- precision -------------------------------------------------------------------------------
-
-
 def test_float32_runs_use_no_autocast_and_bf16_on_cpu_is_refused_by_train_and_the_loop(
     assert_clean_error, train_tiny, tmp_path
 ):

@@ -22,7 +22,7 @@ import posgen.signals  # noqa: E402
 from posgen import write_dataset  # noqa: E402
 from posgen.cli.train import memory_estimate  # noqa: E402
 from posgen.errors import UsageError  # noqa: E402
-from posgen.signals import Interrupted  # noqa: E402
+from posgen.signals import HOOK_ENV, Interrupted  # noqa: E402
 from posgen.spec import default_benchmark  # noqa: E402
 from posgen.store.dataset import Dataset  # noqa: E402
 from posgen.store.manifest import Manifest  # noqa: E402
@@ -50,6 +50,13 @@ def train_args(data: Path, out: Path, *extra: object, quiet: str = "-q") -> list
     """``posgen train`` of a tiny rope model for two steps (``quiet=""``: with its progress bar)."""
     args = ["train", "--data", data, "--out", out, "--pe", "rope", "--seed", "0", *TINY, *extra]
     return [*args, quiet] if quiet else args
+
+
+def python(*argv: object, cwd: Path, text: bool = True, **env: str):
+    """``python *argv`` in a process of its own (posgen importable, ``env`` set), finished."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    command = [sys.executable, *map(str, argv)]
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=text)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +89,7 @@ def test_a_signal_at_any_moment_of_a_run_is_one_line_and_its_exit_code(
     """A progress bar (drawn past ``load``) is closed before the line, which ends stderr."""
     out = tmp_path / "run"
     before = tree(data)
-    monkeypatch.setenv(posgen.signals.HOOK_ENV, f"{point}:{signame}")
+    monkeypatch.setenv(HOOK_ENV, f"{point}:{signame}")
     result = cli(*train_args(data, out, quiet=""))
     left = sorted(p.name for p in tmp_path.iterdir())
     resume = tmp_path / ".run.posgen-resume"  # the checkpoint a rerun resumes from (issue 19)
@@ -112,9 +119,9 @@ def test_a_checkpoint_of_another_run_is_refused_saying_what_names_a_run_and_kept
 ):
     flags, words = OTHER_RUNS[case]
     out, checkpoint = tmp_path / "run", tmp_path / ".run.posgen-resume" / "checkpoint.pt"
-    monkeypatch.setenv(posgen.signals.HOOK_ENV, "step:1:SIGTERM")
+    monkeypatch.setenv(HOOK_ENV, "step:1:SIGTERM")
     assert cli(*train_args(data, out)).exit_code == 143
-    monkeypatch.delenv(posgen.signals.HOOK_ENV)
+    monkeypatch.delenv(HOOK_ENV)
     renamed = shutil.copytree(data, tmp_path / "renamed") if "renamed" in case else data
     if "progress" in case:
         (checkpoint.parent / "progress.json").unlink()
@@ -136,9 +143,7 @@ def test_a_signal_before_the_imports_or_after_the_command_is_one_line_and_its_co
     """A real ``posgen`` process: before the commands are imported, after ``results`` ended."""
     out = tmp_path / ("R.md" if point == "exit" else "run")
     args = ["results", run, "--out", out] if point == "exit" else train_args(data, out)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), posgen.signals.HOOK_ENV: f"{point}:{signame}"}
-    command = [sys.executable, "-m", "posgen", *map(str, args)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
+    done = python("-m", "posgen", *args, cwd=tmp_path, **{HOOK_ENV: f"{point}:{signame}"})
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     said = " after the command had finished; its outputs are complete"
     said = said if point == "exit" else "; no partial output was left"
@@ -148,30 +153,14 @@ def test_a_signal_before_the_imports_or_after_the_command_is_one_line_and_its_co
         assert os.path.lexists(out) == (point == "exit")
 
 
-def test_a_non_ascii_data_folder_under_an_ascii_locale_trains_and_is_recorded_by_name(
-    tmp_path, data
-):
-    """LC_ALL=C without UTF-8 mode: the folder's name is surrogate-escaped; its record failed
-    after the whole training ("folder: Input should be a valid string", exit 2)."""
-    shutil.copytree(data, tmp_path / "d\u00e9")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LC_ALL": "C", "PYTHONUTF8": "0"}
-    env["PYTHONCOERCECLOCALE"] = "0"
-    args = train_args(Path("d\u00e9"), Path("run"))
-    command = [sys.executable, "-m", "posgen", *map(str, args)]
-    done = subprocess.run(command, env=env, capture_output=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    record = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert record["data"]["folder"] == "d\u00e9"
-
-
 @pytest.mark.parametrize("signame", CODES)
 def test_a_signal_while_results_or_score_write_leaves_no_output(
     assert_clean_error, cli, recorded, tmp_path, data, run, monkeypatch, signame
 ):
     outs = [tmp_path / "R.md", tmp_path / "r.json", tmp_path / "s.json"]
-    monkeypatch.setenv(posgen.signals.HOOK_ENV, f"results-write:{signame}")
+    monkeypatch.setenv(HOOK_ENV, f"results-write:{signame}")
     results = cli("results", run, "--out", outs[0], "--json", outs[1])
-    monkeypatch.setenv(posgen.signals.HOOK_ENV, f"score-write:{signame}")
+    monkeypatch.setenv(HOOK_ENV, f"score-write:{signame}")
     predictions = run / "predictions.parquet"
     scored = cli("score", "--data", data, "--predictions", predictions, "--json", outs[2])
     with recorded("kill", f"results+score:write:{signame}"):
@@ -345,18 +334,6 @@ LAYOUTS = {  # layout -> what the one note names (None: no note, the run behind 
 }
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
-def test_a_checkpoint_folder_of_another_user_is_refused_before_training(
-    assert_clean_error, cli, tmp_path, data
-):  # it resumed from another user's checkpoint folder, or trained and then failed writing it
-    resume = tmp_path / ".r.posgen-resume"  # as another user's leftover in /tmp
-    resume.mkdir()
-    os.chown(resume, 65534, 65534)
-    result = cli(*train_args(data, tmp_path / "r"))
-    assert_clean_error(result, 2, str(resume), "belongs to another user")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [resume.name]
-
-
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_results_counts_a_run_once_and_notes_a_folder_that_is_no_finished_run(
     cli, error_lines, recorded, tmp_path, run, layout
@@ -384,14 +361,20 @@ def test_results_counts_a_run_once_and_notes_a_folder_that_is_no_finished_run(
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
     with recorded("target", f"results:{layout}"):
         assert result.exit_code == 0, result.output
-        assert json.loads(js.read_text())["ds"]["tasks"]["recursive"]["rope"]["n"] == 1
+        cell = json.loads(js.read_text())["ds"]["tasks"]["recursive"]["rope"]
+        assert (cell["n"], cell["far_n"]) == (1, 1)
+        written = json.loads((run / "results.json").read_text())["probe_scores"]["id"]
+        assert cell["far_id_mean"] == written["far_reliance"]  # the record as written is read
         assert [named in note for note in notes] == ([True] if named else []), notes
         assert error_lines(result.output) == []
 
 
-def test_results_counts_a_run_trained_into_another_runs_folder(cli, tmp_path, data, run):
+def test_results_counts_a_run_of_another_seed_trained_into_another_runs_folder(
+    cli, tmp_path, data, run
+):
     outer = shutil.copytree(run, tmp_path / "runs" / "r0")
     assert cli(*train_args(data, outer / "seed1", "--seed", "1")).exit_code == 0
+    assert (outer / "seed1" / PREDICTIONS).read_bytes() != (run / PREDICTIONS).read_bytes()
     js = tmp_path / "r.json"
     result = cli("results", tmp_path / "runs", "--out", tmp_path / "R.md", "--json", js)
     assert result.exit_code == 0, result.output
@@ -415,22 +398,6 @@ def cell_mates(cli, data) -> dict[str, Path]:
 
 
 # --- 5. bounded memory and time ----------------------------------------------------------
-def test_a_results_json_of_300_mb_is_refused_unread(
-    assert_clean_error, cli, recorded, tmp_path, run
-):
-    bad = shutil.copytree(run, tmp_path / "r")
-    with open(bad / "results.json", "wb") as handle:  # sparse
-        handle.seek(300 * 2**20)
-        handle.write(b"}")
-    tracemalloc.start()
-    result = cli("results", bad, "--out", tmp_path / "R.md")
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    with recorded("bomb", "results:results.json of 300 MB (sparse)"):
-        assert_clean_error(result, 1, str(bad / "results.json"), "larger than")
-        assert peak < 8 * 2**20
-
-
 MODEL_BOMBS = {
     "480 GB model": ["--layers=64", "--hidden=8192", "--heads=64", "--intermediate=65536"],
     "wide model": ["--hidden=8192", "--heads=64"],
@@ -491,9 +458,12 @@ def test_memory_that_runs_out_anyway_is_one_line_naming_what_was_kept(
         assert not out.exists()
 
 
-def test_the_estimate_grows_with_the_batch_counts_the_parameters_and_bounds_a_real_run(
+def test_the_estimate_grows_with_the_batch_and_bounds_a_run_of_a_non_ascii_folder_in_ascii(
     recorded, tmp_path, data
 ):
+    """The run: of data folder ``dé`` under LC_ALL=C without UTF-8 mode, its name surrogate-
+    escaped (its record failed after the whole training: "folder: Input should be a valid
+    string", exit 2); recorded by name, its peak memory within the estimate."""
     from posgen.train.config import estimate_run, parameter_count, refusal
 
     spec = default_benchmark(("recursive",)).configs["recursive"]
@@ -503,6 +473,7 @@ def test_the_estimate_grows_with_the_batch_counts_the_parameters_and_bounds_a_re
     assert "parameters" in refusal(large, available=1)
     assert RunData.load(data, "recursive").train.tokens.dtype.name == "uint8"  # its stored width
     out = tmp_path / "run"
+    shutil.copytree(data, tmp_path / "d\u00e9")
     # A child's peak RSS counts the image it was forked from (the kernel keeps the pre-exec
     # high-water mark): a small trampoline forks the run and reports the run's own peak.
     trampoline = (
@@ -513,12 +484,14 @@ def test_the_estimate_grows_with_the_batch_counts_the_parameters_and_bounds_a_re
         "_, status, usage = os.wait4(pid, 0)\n"
         "print(json.dumps([os.waitstatus_to_exitcode(status), usage.ru_maxrss]))\n"
     )
-    command = [sys.executable, "-c", trampoline, *map(str, train_args(data, out))]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True)
+    args = train_args(Path("d\u00e9"), Path("run"))
+    ascii_only = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    ascii_only["OMP_NUM_THREADS"] = "1"
+    done = python("-c", trampoline, *args, cwd=tmp_path, text=False, **ascii_only)
     code, peak_kib = json.loads(done.stdout.strip().splitlines()[-1])
-    assert code == 0, done.stderr
+    assert code == 0, done.stderr.decode(errors="replace")
     record = json.loads((out / "results.json").read_text())
+    assert record["data"]["folder"] == "d\u00e9"
     train = preset("cpu", **{k: v for k, v in record["train"].items() if k != "seeds"})
     assert parameter_count(train, record["spec"]["modulus"] + 1) == record["model"]["parameters"]
     with recorded("resources", "train peak within estimate"):
@@ -576,7 +549,7 @@ def test_the_estimate_honours_the_address_space_limit_and_refuses_a_run_past_it(
         f"main(['train', '--data', {str(data)!r}, '--pe', 'rope', '--batch-size', '65536', "
         f"'--out', {str(tmp_path / 'run')!r}])\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    done = python("-c", code, cwd=ROOT)
     with recorded("resources", "issue 27 class 10: a run past RLIMIT_AS"):
         assert 0 < int(done.stdout) <= limit
         assert_clean_error(done, 2, "memory", "--force")
@@ -611,6 +584,14 @@ def _read_only(t: Path, _) -> None:
         pytest.skip("root writes anywhere")
     (t / "parent").mkdir()
     (t / "parent").chmod(0o555)
+
+
+def _of_another_user(t: Path, _) -> None:
+    """As another user's leftover in /tmp: it resumed from it, or trained and failed writing it."""
+    if os.geteuid() != 0:
+        pytest.skip("giving a folder to another user needs root")
+    (t / RESUME).mkdir()
+    os.chown(t / RESUME, 65534, 65534)
 
 
 def _beside(t: Path, second: Path) -> None:
@@ -661,6 +642,8 @@ BAD_INPUTS = {
     "train --out where the checkpoint goes, a folder of the user's": (
         lambda t, _: (t / RESUME).mkdir() or (t / RESUME / "notes.txt").write_text("mine"),
         train(), [f"{RESUME} holds notes.txt, not only"]),
+    "train --out where the checkpoint goes, a folder of another user": (_of_another_user,
+        train(), [f"{{t}}/{RESUME}", "belongs to another user"]),
 }  # fmt: skip
 TARGETS = {  # more: tests/cli/test_outputs_never_land_on_inputs.py
     "score --json onto --predictions via a link": (None, SCORE + " --json {t}/link.parquet",
@@ -855,6 +838,7 @@ RUN_FILES = {  # case -> (damage, what the error line names)
     "a FIFO nobody writes": (replaced(os.mkfifo), "not a regular file"),
     "a link to /dev/zero": (replaced(lambda p: p.symlink_to("/dev/zero")), "not a regular file"),
     "a folder": (replaced(Path.mkdir), "folder"),
+    "300 MB, sparse (a bomb)": (lambda path: os.truncate(path, 300 * 2**20), "larger than"),
     "scores of other data": (edit("scores.spec_id", "0123abcd"), "spec_id"),
     "scores short curve": (cut_curve("scores", 3), "curve"),
     "scores correct of 10^400": (edit("scores.id.correct", 10**400), "scores.id"),
@@ -937,39 +921,29 @@ DAMAGED_RUNS = {
 def test_a_damaged_run_file_is_one_bounded_line_naming_the_run_and_the_field(
     assert_clean_error, cli, recorded, tmp_path, trained_runs, case
 ):
+    """Read within bounded memory: a 300 MB file is refused unread."""
     damage, field = DAMAGED_RUNS[case]
     bad = shutil.copytree(trained_runs / "rope-1", tmp_path / "runs" / "bad")
     damage(bad / "results.json")
     out, js = tmp_path / "R.md", tmp_path / "r.json"
+    tracemalloc.start()
     result = cli("results", tmp_path / "runs", "--out", out, "--json", js)
-    with recorded("damage", case):
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    with recorded("bomb" if "(a bomb)" in case else "damage", case):
         line = assert_clean_error(result, 1, str(bad / "results.json"), field)
-        assert len(line) < 400
+        assert len(line) < 400 and peak < 8 * 2**20
         assert not out.exists()
         assert not js.exists()
-
-
-def test_the_record_as_written_is_read_and_its_far_reliance_shown(
-    cli, recorded, trained_runs, tmp_path
-):
-    run = trained_runs / "rope-1"
-    shutil.copytree(run, tmp_path / "runs" / "good")
-    js = tmp_path / "r.json"
-    result = cli("results", tmp_path / "runs", "--out", tmp_path / "R.md", "--json", js)
-    with recorded("damage", "class 3: the record as written"):
-        assert result.exit_code == 0, result.output
-        cell = json.loads(js.read_text())["ds"]["tasks"]["cot"]["rope"]  # ds: the data folder
-        record = json.loads((run / "results.json").read_text())["probe_scores"]
-        assert cell["far_id_mean"] == record["id"]["far_reliance"]
-        assert cell["far_n"] == 1
 
 
 # --- 8. determinism ----------------------------------------------------------------------
 def test_runs_are_byte_identical_with_one_or_two_threads_parse_posgen_json_once_and_force(
     assert_clean_error, cli, tmp_path, data, run, monkeypatch
 ):
-    """Same thread count, same bytes (1: ``run`` and ``a``; 2: ``b`` and ``c``), another seed
-    other predictions; ``a`` parses posgen.json once; ``b`` trains only with --force."""
+    """Same thread count, same bytes (1: ``run`` and ``a``; 2: ``b`` and ``c``; another seed's
+    other bytes: test_results_counts_a_run_of_another_seed_trained_into_another_runs_folder);
+    ``a`` parses posgen.json once; ``b`` trains only with --force."""
     parses, validate = [], Manifest.model_validate.__func__
 
     def counted(cls, *args, **kwargs):
@@ -992,5 +966,3 @@ def test_runs_are_byte_identical_with_one_or_two_threads_parse_posgen_json_once_
         assert (pair[0] / PREDICTIONS).read_bytes() == (pair[1] / PREDICTIONS).read_bytes()
         scores = [json.loads((out / "results.json").read_text())["scores"] for out in pair]
         assert scores[0] == scores[1]
-    assert cli(*train_args(data, tmp_path / "d", "--seed", "1")).exit_code == 0
-    assert (tmp_path / "d" / PREDICTIONS).read_bytes() != (run / PREDICTIONS).read_bytes()
