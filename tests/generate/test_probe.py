@@ -28,17 +28,12 @@ OPS = ["mod_addition", "square_sum", "pow_sin", "pow_sin_2pi", "keyed_hash", "fa
 KEYS = ("tokens", "replaced", "probed", "far_rule")
 
 specs = st.builds(
-    dict,
-    task=st.sampled_from(TASKS),
-    op=st.sampled_from(OPS),
-    modulus=st.one_of(st.integers(2, 120), st.just(257)),
-    near=st.integers(1, 5),
-    far=st.integers(0, 4),
-    train_length=st.integers(2, 30),
+    dict, task=st.sampled_from(TASKS), op=st.sampled_from(OPS),
+    modulus=st.one_of(st.integers(2, 120), st.just(257)), near=st.integers(1, 5),
+    far=st.integers(0, 4), train_length=st.integers(2, 30),
     extra=st.lists(st.integers(0, 40), min_size=1, max_size=2, unique=True),
-    test_size=st.integers(1, 9),
-    seed=st.integers(0, 2**40),
-)
+    test_size=st.integers(1, 9), seed=st.integers(0, 2**40),
+)  # fmt: skip
 
 
 def _spec(params: dict) -> TaskSpec:
@@ -174,16 +169,13 @@ def test_generate_split_of_no_split_of_the_spec_names_it(split):
         posgen.generate_split(TaskSpec(task="cot", train_size=4, val_size=2, test_size=2), split)
 
 
-@pytest.mark.parametrize(
-    ("what", "message"),
-    [
-        ("far_rule", "far-rule answer(s) not h of the stored operands"),
-        ("token", "token(s) differ from the source row"),
-        ("replacement", "replaced token(s) not the rule's replacement"),
-        ("probed", "probed positions are not the rule's"),
-        ("source_id", "source id(s) not the row's own index"),
-    ],
-)
+@pytest.mark.parametrize(("what", "message"), [
+    ("far_rule", "far-rule answer(s) not h of the stored operands"),
+    ("token", "token(s) differ from the source row"),
+    ("replacement", "replaced token(s) not the rule's replacement"),
+    ("probed", "probed positions are not the rule's"),
+    ("source_id", "source id(s) not the row's own index"),
+])  # fmt: skip
 def test_validate_names_a_tampered_probe_row(record_files, small_copy, what, message):
     path = read_manifest(small_copy).configs["semirecursive"].splits["probe"].files[0].path
     table = pq.read_table(small_copy / path)
