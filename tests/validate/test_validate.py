@@ -19,13 +19,7 @@ from pydantic import ValidationError
 
 from posgen.generator import generate_split, grow, seed_windows
 from posgen.spec import TaskSpec
-from posgen.store.formats import (
-    open_writer,
-    rows_to_table,
-    split_table,
-    table_tokens,
-    to_dataset_dict,
-)
+from posgen.store.formats import open_writer, rows_to_table, split_table, to_dataset_dict
 from posgen.store.manifest import read_manifest
 from posgen.tasks import TASKS
 from posgen.validate import AuditThresholds, SourceError, validate
@@ -320,7 +314,7 @@ def test_rows_of_no_split_fail_schema_whatever_their_seed_windows(name, valid_ro
                     train_length=48)  # fmt: skip
     table = split_table(spec, "train")
     forged = grow(spec, np.array([[16, 16, 16, 16]]), 48)
-    rows = np.concatenate([table_tokens(table)[:valid_rows], forged])
+    rows = np.concatenate([generate_split(spec, "train")[:valid_rows], forged])
     dataset = datasets.Dataset(rows_to_table(0, rows, table.schema), fingerprint="forged")
     report = validate(datasets.DatasetDict({name: dataset}), spec)
     assert report.failed_kinds == ["schema"], report.summary()
@@ -391,18 +385,6 @@ def test_cli_exits_1_and_names_every_failed_check(cli, record_files, small_copy)
     assert "split test row 0 position 70" in result.output
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["--config", "nope"], "has no config 'nope'; configs: recursive, cot, semirecursive"),
-    (["--config", "cot", "--split", "dev"], "config cot has no split 'dev'"),
-    (["--max-balance-tv", "3"], "Invalid value for '--max-balance-tv'"),
-    (["-m", "1", "--task", "cot"], "configs.cot.modulus: Input should be greater than"),
-])  # fmt: skip
-def test_cli_bad_input_exits_2_with_one_error_line(
-    assert_clean_error, cli, small_dataset, args, expected
-):
-    assert_clean_error(cli("validate", small_dataset, *args), 2, expected)
-
-
 def write(table: pa.Table, path: Path, **kwargs) -> None:
     """``table`` as Parquet or Arrow IPC, as ``path``'s suffix says."""
     (pq.write_table if path.suffix == ".parquet" else feather.write_feather)(table, path, **kwargs)
@@ -426,9 +408,17 @@ EXPANDS = [
     "would decompress to 16,777,",
     "more than rows of 256 tokens may take (9,216 bytes a row): not read)",
 ]
-CLI_BARE = {
-    # case: (file name, its table, write options, spec flags, exit code, what the error line
-    #        (exit 2) or the output (exit 1) says)
+CLI = {
+    # case: (file name, its table, write options (None: small_dataset is validated), flags, exit
+    #        code, what the error line (exit 2) or the output (exit 1) says)
+    "--config nope": (None, None, None, ["--config", "nope"], 2,
+        ["has no config 'nope'; configs: recursive, cot, semirecursive"]),
+    "--split dev": (None, None, None, ["--config", "cot", "--split", "dev"], 2,
+        ["config cot has no split 'dev'"]),
+    "--max-balance-tv 3": (None, None, None, ["--max-balance-tv", "3"], 2,
+        ["Invalid value for '--max-balance-tv'"]),
+    "-m 1": (None, None, None, ["-m", "1", "--task", "cot"], 2,
+        ["configs.cot.modulus: Input should be greater than"]),
     "a clean file of the flags' spec": (SHARD, recursive_m23, {}, M23, 0, []),
     "no spec flags": (SHARD, recursive_m23, {}, [], 2, ["give the spec"]),
     "rows longer than the spec": ("test.parquet", bomb, ZSTD, COT, 2, TOO_LONG),
@@ -447,13 +437,14 @@ CLI_BARE = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", list(CLI_BARE))
-def test_cli_passes_refuses_unread_or_fails_a_bare_file_as_its_flags_and_rows_say(
-    assert_clean_error, cli, tmp_path, case
+@pytest.mark.parametrize("case", list(CLI))
+def test_cli_exits_0_1_or_2_with_the_line_its_source_and_flags_call_for(
+    assert_clean_error, cli, small_dataset, tmp_path, case
 ):
-    name, table, options, flags, code, said = CLI_BARE[case]
-    write(table(), tmp_path / name, **options)
-    result = cli("validate", tmp_path / name, *flags)
+    name, table, options, flags, code, said = CLI[case]
+    if name is not None:
+        write(table(), tmp_path / name, **options)
+    result = cli("validate", small_dataset if name is None else tmp_path / name, *flags)
     if code == 2:
         assert_clean_error(result, 2, *said)
     else:
