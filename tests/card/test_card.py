@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import posgen
+import posgen.card
 from posgen import write_dataset
 from posgen.card import dependency_diagram, measures_section, render_card, seeding_section
 from posgen.scoring.reliance import measure_sentence, measure_sentences
@@ -131,52 +132,47 @@ def test_a_failed_validation_is_shown_with_the_failing_checks(breaks, small_data
     assert f"| hygiene | 11 | 1 | {failed[1].failures} |" in card
 
 
-def test_a_card_is_rerendered_from_the_folder_and_refused_for_files_unlike_the_manifest(
-    cli, small_copy
+def with_columns(change):
+    """Damage that rewrites a file as ``change(table)`` (its schema's metadata kept)."""
+
+    def damage(path: Path) -> None:
+        table = pq.read_table(path)
+        pq.write_table(change(table).replace_schema_metadata(table.schema.metadata), path)
+
+    return damage
+
+
+CARD_DAMAGE = {
+    # case: (the split of cot whose first file is damaged, the damage, whether the manifest
+    #        records the new bytes, what the refusal says as a regex ({path}: the file's path))
+    "a file cut short": ("validation", lambda path: path.write_bytes(path.read_bytes()[:-10]),
+        False, r"validation-\d{5}-of-\d{5}\.parquet: [\d,]+ bytes"),
+    "a missing file": ("validation", Path.unlink, False, "missing"),
+    "an extra probe column": ("probe_128",
+        with_columns(lambda t: t.append_column("label", pa.array([0] * len(t)))), True,
+        "{path}: columns "),
+    "large_list tokens": ("test", with_columns(lambda t: t.set_column(1, "tokens",
+        t["tokens"].cast(pa.large_list(pa.uint8())))), True, "{path}: columns "),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CARD_DAMAGE))
+def test_a_card_is_refused_for_files_unlike_the_manifest_naming_the_file_changing_nothing(
+    cli, record_files, small_copy, case
 ):
-    from posgen.card import write_card
-
-    out = small_copy
-    written = (out / "README.md").read_text()
-    (out / "README.md").unlink()
-    assert write_card(out).read_text() == written
-    victim = next((out / "data" / "cot").glob("validation-*.parquet"))
-    victim.write_bytes(victim.read_bytes()[:-10])
-    with pytest.raises(DamagedDataset, match=r"validation-\d{5}-of-\d{5}\.parquet: [\d,]+ bytes"):
-        write_card(out)
-    victim.unlink()
-    with pytest.raises(DamagedDataset, match="missing"):
-        write_card(out)
-    result = cli("card", out, "--no-validate")  # the command: exit 1, one damage report
-    assert result.exit_code == 1
-    assert "Traceback" not in result.output
-    assert "is damaged" in result.output and "missing" in result.output
-    assert (out / "README.md").read_text() == written
-
-
-@pytest.mark.parametrize(
-    ("split", "change"),
-    [
-        ("probe_128", lambda t: t.append_column("label", pa.array([0] * len(t)))),
-        ("test", lambda t: t.set_column(1, "tokens", t["tokens"].cast(pa.large_list(pa.uint8())))),
-    ],
-    ids=["extra probe column", "large_list tokens"],
-)
-def test_a_card_is_refused_for_a_file_with_other_columns_naming_the_file(
-    record_files, small_copy, split, change
-):
-    from posgen.card import write_card
-
+    split, damage, recorded, said = CARD_DAMAGE[case]
     entry = read_manifest(small_copy).configs["cot"].splits[split].files[0]
-    table = pq.read_table(small_copy / entry.path)
-    pq.write_table(change(table).replace_schema_metadata(table.schema.metadata),
-                   small_copy / entry.path)  # fmt: skip
-    record_files(small_copy, entry.path)
+    damage(small_copy / entry.path)
+    if recorded:
+        record_files(small_copy, entry.path)
     written = (small_copy / "README.md").read_text()
-    with pytest.raises(DamagedDataset) as caught:
-        write_card(small_copy)
-    assert f"{small_copy / entry.path}: columns " in str(caught.value)
+    pattern = said.replace("{path}", re.escape(str(small_copy / entry.path)))
+    with pytest.raises(DamagedDataset, match=pattern) as caught:
+        posgen.card.write_card(small_copy)
     assert caught.value.headline == f"{small_copy} is damaged; nothing was changed"
+    result = cli("card", small_copy, "--no-validate")  # the command: exit 1, one damage report
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "is damaged" in result.output and re.search(pattern, result.output), result.output
     assert (small_copy / "README.md").read_text() == written
 
 
@@ -186,6 +182,8 @@ def test_a_card_that_is_a_link_is_refused_and_an_edited_one_rerendered(
     mine = tmp_path / "mydoc.md"
     mine.write_text("mine\n")
     written = (small_copy / "README.md").read_text()
+    (small_copy / "README.md").unlink()
+    assert posgen.card.write_card(small_copy).read_text() == written  # rerendered from the folder
     (small_copy / "README.md").unlink()
     (small_copy / "README.md").symlink_to(mine)
     result = cli("card", small_copy, "--no-validate")
@@ -214,16 +212,7 @@ def test_a_pipe_in_the_cards_place_is_replaced_by_the_card_never_written_into(cl
     assert card.is_file() and card.read_text() == written
 
 
-def test_uint16_tokens_are_declared_as_uint16(header_of, tmp_path):
-    cot = TaskSpec(task="cot", modulus=300, train_size=8, val_size=4, test_size=4)
-    write_dataset(BenchmarkSpec(name="wide", configs={"cot": cot}), tmp_path / "wide")
-    info = header_of((tmp_path / "wide" / "README.md").read_text())["dataset_info"][0]
-    assert info["features"][1] == {"name": "tokens", "list": "uint16"}
-    loaded = datasets.load_dataset(str(tmp_path / "wide"), "cot", split="test")
-    assert np.asarray(loaded[0]["tokens"]).max() < 300
-
-
-def test_a_config_named_like_yaml_values_or_default_loads_with_the_splits_the_card_claims(
+def test_configs_named_like_yaml_values_or_default_or_of_uint16_load_as_the_card_claims(
     header_of, tmp_path
 ):
     names = ["null", "2001-12-14", "1_000", "default"]  # datasets takes "default" as default
@@ -231,8 +220,13 @@ def test_a_config_named_like_yaml_values_or_default_loads_with_the_splits_the_ca
         name: TaskSpec(task="cot", train_size=8, val_size=4, test_size=4, seed=seed)
         for seed, name in enumerate(names)
     }
+    configs["1_000"] = TaskSpec(task="cot", modulus=300, train_size=8, val_size=4, test_size=4)
     write_dataset(BenchmarkSpec(name="odd", configs=configs), tmp_path / "odd")
     header = header_of((tmp_path / "odd" / "README.md").read_text())
+    wide = next(info for info in header["dataset_info"] if info["config_name"] == "1_000")
+    assert wide["features"][1] == {"name": "tokens", "list": "uint16"}  # m = 300
+    loaded = datasets.load_dataset(str(tmp_path / "odd"), "1_000", split="test")
+    assert np.asarray(loaded[0]["tokens"]).max() < 300
     defaults = [c["config_name"] for c in header["configs"] if c.get("default")]
     assert defaults == ["default"]
     assert datasets.get_dataset_config_names(str(tmp_path / "odd"))[::2] == names

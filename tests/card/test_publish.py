@@ -93,10 +93,10 @@ def test_the_regenerate_command_in_the_card_reproduces_every_checksum(
     assert read_manifest(tmp_path / "regenerated") == read_manifest(out)
 
 
-def test_publish_refuses_failing_data_and_leaves_the_previous_folder_intact(
+def test_publish_writes_only_validated_folders_whose_card_the_card_command_rerenders(
     assert_clean_error, cli, tmp_path, spec_file, validator
 ):
-    out = tmp_path / "hub"
+    out, readme = tmp_path / "hub", tmp_path / "hub" / "README.md"
     validator.break_data("window")
     line = assert_clean_error(cli("publish", spec_file, "--out", out), 1)
     assert line.startswith(
@@ -106,38 +106,32 @@ def test_publish_refuses_failing_data_and_leaves_the_previous_folder_intact(
     assert "window cot/train: split train row 0 position 4: expected" in line
     assert list(tmp_path.iterdir()) == [spec_file]
     validator.break_data(None)
-    assert cli("publish", spec_file, "--out", out).exit_code == 0
-    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    validator.break_data("integrity")
-    result = cli("publish", spec_file, "--out", out, "--overwrite")
-    assert_clean_error(result, 1, "validation failed")
-    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub", "tiny.toml"]
-
-
-def test_publish_writes_a_validated_folder_whose_card_the_card_command_rerenders(
-    cli, tmp_path, spec_file, validator
-):
-    out, readme = tmp_path / "hub", tmp_path / "hub" / "README.md"
+    validator.calls.clear()
     result = cli("publish", spec_file, "--out", out)
     assert result.exit_code == 0, result.output
     assert "published" in result.output and "checks passed" in result.output
-    result_of_publish = result.output
     (validated,) = validator.calls  # validated before the folder was moved in place
     assert validated != out and not validated.exists()
     published = readme.read_text()
     assert f"**Validated: all {CHECKS} checks passed**" in published
     assert list(read_manifest(out).configs) == ["cot", "recursive"]
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    validator.break_data("integrity")  # a failed --overwrite leaves the previous folder intact
+    assert_clean_error(
+        cli("publish", spec_file, "--out", out, "--overwrite"), 1, "validation failed"
+    )
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub", "tiny.toml"]
+    validator.break_data(None)
     readme.write_text("stale")
-    result = cli("card", out)
-    assert result.exit_code == 0, result.output
+    assert cli("card", out).exit_code == 0
     assert readme.read_text() == published
-    result = cli("card", out, "--no-validate")
-    assert result.output == f"wrote {readme} (not validated)\n"
+    card = cli("card", out, "--no-validate")
+    assert card.output == f"wrote {readme} (not validated)\n"
     assert "**Not validated.**" in readme.read_text()
     assert cli("card", out, "--baselines").exit_code == 0  # asks the scoring module
     assert "| recursive | oracle | 1.0000 | 1.0000 |" in readme.read_text()
-    said = re.search(r": ([\d,]+) tokens, ", result_of_publish).group(1)
+    said = re.search(r": ([\d,]+) tokens, ", result.output).group(1)
     generated = cli("generate", "--spec", spec_file, "--out", tmp_path / "generated")
     assert f": {said} tokens in " in generated.output  # one count: the probe splits' included
     validator.break_data("window")

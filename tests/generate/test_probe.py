@@ -28,17 +28,12 @@ OPS = ["mod_addition", "square_sum", "pow_sin", "pow_sin_2pi", "keyed_hash", "fa
 KEYS = ("tokens", "replaced", "probed", "far_rule")
 
 specs = st.builds(
-    dict,
-    task=st.sampled_from(TASKS),
-    op=st.sampled_from(OPS),
-    modulus=st.one_of(st.integers(2, 120), st.just(257)),
-    near=st.integers(1, 5),
-    far=st.integers(0, 4),
-    train_length=st.integers(2, 30),
+    dict, task=st.sampled_from(TASKS), op=st.sampled_from(OPS),
+    modulus=st.one_of(st.integers(2, 120), st.just(257)), near=st.integers(1, 5),
+    far=st.integers(0, 4), train_length=st.integers(2, 30),
     extra=st.lists(st.integers(0, 40), min_size=1, max_size=2, unique=True),
-    test_size=st.integers(1, 9),
-    seed=st.integers(0, 2**40),
-)
+    test_size=st.integers(1, 9), seed=st.integers(0, 2**40),
+)  # fmt: skip
 
 
 def _spec(params: dict) -> TaskSpec:
@@ -68,8 +63,10 @@ def _as_rows(block) -> list[dict]:
     return [{k: r[k] for k in KEYS} for r in table.to_pylist()]
 
 
-@given(specs)
-def test_probe_rows_equal_the_plain_loop_definition_on_any_spec(oracle, params):
+@given(specs, st.integers(1, 4))
+def test_probe_rows_equal_the_plain_loop_definition_on_any_spec_whatever_the_blocks(
+    oracle, params, cut
+):
     spec = _spec(params)
     rule = (spec.modulus, spec.near, spec.far, spec.op, spec.op_key)
     for split in spec.probe_names:
@@ -78,18 +75,12 @@ def test_probe_rows_equal_the_plain_loop_definition_on_any_spec(oracle, params):
             assert row.tolist() == oracle.grow_row(spec.task, window, row.size, *rule)
         got = _as_rows(probe_rows(spec, split, 0, spec.test_size))
         assert got == _expected(oracle, spec, split)
-
-
-@given(specs, st.integers(1, 4))
-def test_probe_rows_do_not_depend_on_blocks_or_chunks(params, cut):
-    spec = _spec(params)
-    whole = _as_rows(probe_rows(spec, "probe", 0, spec.test_size))
     pieces = []
     with mock.patch.object(posgen.generator, "FAR_RULE_PAIRS", 7):  # far-rule answers in chunks
         for first in range(0, spec.test_size, cut):
             last = min(spec.test_size, first + cut)
             pieces += _as_rows(probe_rows(spec, "probe", first, last, block_rows=1))
-    assert pieces == whole
+    assert pieces == _as_rows(probe_rows(spec, "probe", 0, spec.test_size))
 
 
 def test_probed_positions_of_a_wide_window_take_memory_bounded_whatever_the_window():
@@ -150,7 +141,9 @@ def test_across_rows_every_id_and_ood_position_is_probed(task):
     assert np.bincount(block.probed, minlength=128)[spec.window :].min() > 0
 
 
-def test_written_probe_splits_hold_the_oracle_rows_and_load_through_datasets(oracle, small_dataset):
+def test_written_probe_splits_hold_the_oracle_rows_load_and_are_what_generate_split_gives(
+    oracle, small_dataset
+):
     import datasets
 
     for config, entry in read_manifest(small_dataset).configs.items():
@@ -161,15 +154,10 @@ def test_written_probe_splits_hold_the_oracle_rows_and_load_through_datasets(ora
             assert [r["id"] for r in rows] == [r["source_id"] for r in rows] == list(range(20))
             got = [{k: r[k] for k in KEYS} for r in rows]
             assert got == _expected(oracle, entry.spec, split)
+            stored = posgen.Dataset.open(small_dataset).probe(config, split).tokens
+            assert np.array_equal(posgen.generate_split(entry.spec, split), stored)
+            assert np.array_equal(generate_rows(entry.spec, split, 5, 9), stored[5:9])
         assert list(posgen.load(small_dataset, f"{config}-probe")) == ["probe", "probe_128"]
-
-
-@pytest.mark.parametrize("split", ["probe", "probe_128"])
-def test_generate_split_of_a_probe_split_gives_the_probe_rows_as_stored(small_dataset, split):
-    spec = read_manifest(small_dataset).configs["semirecursive"].spec
-    stored = posgen.Dataset.open(small_dataset).probe("semirecursive", split).tokens
-    assert np.array_equal(posgen.generate_split(spec, split), stored)
-    assert np.array_equal(generate_rows(spec, split, 5, 9), stored[5:9])
 
 
 @pytest.mark.parametrize("split", [3, None, "probe_96"])
@@ -178,16 +166,13 @@ def test_generate_split_of_no_split_of_the_spec_names_it(split):
         posgen.generate_split(TaskSpec(task="cot", train_size=4, val_size=2, test_size=2), split)
 
 
-@pytest.mark.parametrize(
-    ("what", "message"),
-    [
-        ("far_rule", "far-rule answer(s) not h of the stored operands"),
-        ("token", "token(s) differ from the source row"),
-        ("replacement", "replaced token(s) not the rule's replacement"),
-        ("probed", "probed positions are not the rule's"),
-        ("source_id", "source id(s) not the row's own index"),
-    ],
-)
+@pytest.mark.parametrize(("what", "message"), [
+    ("far_rule", "far-rule answer(s) not h of the stored operands"),
+    ("token", "token(s) differ from the source row"),
+    ("replacement", "replaced token(s) not the rule's replacement"),
+    ("probed", "probed positions are not the rule's"),
+    ("source_id", "source id(s) not the row's own index"),
+])  # fmt: skip
 def test_validate_names_a_tampered_probe_row(record_files, small_copy, what, message):
     path = read_manifest(small_copy).configs["semirecursive"].splits["probe"].files[0].path
     table = pq.read_table(small_copy / path)

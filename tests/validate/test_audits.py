@@ -116,23 +116,28 @@ def test_lookbacks_of_a_registered_task_equal_brute_force(oracle, monkeypatch, o
     assert fast == [brute_force(oracle, start_of, row, m, near, far, op, 0) for row in rows]
 
 
-def test_semirecursive_and_recursive_lookbacks_take_their_few_possible_values():
-    rng = np.random.default_rng(1)
-    for task in ("semirecursive", "recursive"):
-        spec = make_spec(task=task, op="square_sum", modulus=101, near=4, far=1, test_length=64)
-        found = question_lookbacks(spec, grow(spec, rng.integers(0, 101, (30, 5)), 64))
-        t = np.arange(5, 64)
-        start = (t - 5) // 2 if task == "semirecursive" else t - 5
-        allowed = (found == 4) | (found == 5) | (found == t - start)
-        assert allowed.all()
+@pytest.mark.parametrize("task", ["semirecursive", "recursive"])
+def test_semirecursive_and_recursive_lookbacks_take_their_few_possible_values(task):
+    spec = make_spec(task=task, op="square_sum", modulus=101, near=4, far=1, test_length=64)
+    windows = np.random.default_rng(1).integers(0, 101, (30, 5))
+    found, t = question_lookbacks(spec, grow(spec, windows, 64)), np.arange(5, 64)
+    start = (t - 5) // 2 if task == "semirecursive" else t - 5
+    assert ((found == 4) | (found == 5) | (found == t - start)).all()
 
 
-def test_the_audit_refuses_a_question_space_above_its_bound_and_bounds_its_sample():
+def test_the_audit_refuses_a_question_space_above_its_bound_says_why_and_bounds_its_sample():
     spec = make_spec(task="cot", modulus=101, near=2, far=3)
     assert refusal(spec, 16).startswith("not computed (m^j too large: 101^3 = 1,030,301")
     assert sample_rows(spec, 16) == 0
     wide = make_spec(task="cot", modulus=101, near=4, far=2, train_length=64, test_length=64)
     assert sample_rows(wide, 64) == AUDIT_OPERANDS // (101**2 * 58 * 6)  # 2 rows: the bound
+    spec = TaskSpec(task="cot", modulus=101, near=2, far=3, train_size=20, val_size=5,
+                    test_size=5)  # fmt: skip
+    report = validate(to_dataset_dict(spec), spec, split="test")  # the report and the card
+    facts = report.facts["cot"]["test"]
+    assert facts["question_lookback_method"].startswith("not computed (m^j too large")
+    assert facts["question_short_share_id"] is None
+    assert "| cot | test | n/a |" in validation_section(report)
 
 
 def test_the_audit_memory_stays_bounded_whatever_the_candidates():
@@ -153,10 +158,12 @@ def small_v2(task: str) -> TaskSpec:
                     val_size=50, test_size=100)  # fmt: skip
 
 
-def test_validate_reports_and_the_card_shows_the_lookbacks_of_rows_spread_over_a_split():
-    spec = small_v2("cot")
+def test_validate_reports_the_card_shows_and_max_shortcut_share_fails_the_question_lookbacks():
+    spec, limits = small_v2("cot"), AuditThresholds(max_shortcut_share=0.5)
     data = to_dataset_dict(spec)
-    report = validate(data, spec, split="test")
+    report = validate(data, spec, split="test", thresholds=limits)
+    (check,) = [check for check in report.checks if check.check == "audit"]
+    assert not check.ok and "question-consistency look-back" in check.message, check
     facts = report.facts["cot"]["test"]
     audit = facts["question_lookback"]
     rows = sample_rows(spec, 256)  # 33 of the 100 test rows: rows 0, 3, 6, 9, 12, 15, 18, 21, ...
@@ -178,25 +185,9 @@ def test_validate_reports_and_the_card_shows_the_lookbacks_of_rows_spread_over_a
     assert f"{audit['ood']['short_share']:.4f} ({audit['ood']['short']:,})" in section
 
 
-def test_max_shortcut_share_fails_on_a_question_shortcut_only():
-    limits = AuditThresholds(max_shortcut_share=0.5)
-    cot, recursive = small_v2("cot"), small_v2("recursive")
-    failed = validate(to_dataset_dict(cot), cot, split="test", thresholds=limits)
-    passed = validate(to_dataset_dict(recursive), recursive, split="test", thresholds=limits)
-    audit = next(check for check in failed.checks if check.check == "audit")
-    assert "question-consistency look-back" in audit.message
-    assert not audit.ok
-    assert passed.ok  # recursive reads w = k + 1 tokens by design: no shortcut
-
-
-def test_an_unaudited_split_says_why_in_the_report_and_the_card():
-    spec = TaskSpec(task="cot", modulus=101, near=2, far=3, train_size=20, val_size=5,
-                    test_size=5)  # fmt: skip
-    report = validate(to_dataset_dict(spec), spec, split="test")
-    facts = report.facts["cot"]["test"]
-    assert facts["question_lookback_method"].startswith("not computed (m^j too large")
-    assert facts["question_short_share_id"] is None
-    assert "| cot | test | n/a |" in validation_section(report)
+def test_max_shortcut_share_passes_recursive_which_reads_w_tokens_by_design():
+    spec, limits = small_v2("recursive"), AuditThresholds(max_shortcut_share=0.5)
+    assert validate(to_dataset_dict(spec), spec, split="test", thresholds=limits).ok
 
 
 def all_rows(oracle, task, op, m, near, far, length):
@@ -365,36 +356,33 @@ def test_negative_tokens_fail_the_schema_check_and_are_not_counted(tmp_path, pos
     assert tally.counts.sum() == 100 * 60 - 1
 
 
-def test_cot_rows_under_mod_addition_are_copyable_and_the_validator_says_so():
-    spec = TaskSpec(task="cot", train_size=200, val_size=50, test_size=200)
-    report = validate(to_dataset_dict(spec), spec)
-    facts = report.facts["cot"]["test"]
-    assert facts["shorter_lookback_id"] == 59
-    assert facts["shorter_lookback_ood"] == 192
-    assert facts["effective_lookback_max"] == 4
-    assert facts["max_lookback"] == 255
-    assert facts["linear_rule_share_id"] == pytest.approx(59 / 60)
-    assert facts["copy_k_share_ood"] > 0.5  # rows repeat themselves: an induction head copies
-    strict = validate(
-        to_dataset_dict(spec), spec, thresholds=AuditThresholds(max_shortcut_share=0.5)
-    )
-    assert "audit" in strict.failed_kinds
+SHORTCUTS = {
+    # case: (spec fields, facts of the test split: a value or a test of it, whether it fails
+    #        --max-shortcut-share 0.5)
+    "cot under mod_addition: copyable": ({"task": "cot"}, {"shorter_lookback_id": 59,
+        "shorter_lookback_ood": 192, "effective_lookback_max": 4, "max_lookback": 255,
+        "linear_rule_share_id": pytest.approx(59 / 60),
+        "copy_k_share_ood": lambda v: v > 0.5}, True),  # rows repeat: an induction head copies
+    "recursive under mod_addition: none": ({"task": "recursive"}, {"shorter_lookback_id": 0,
+        "shorter_lookback_ood": 0, "copy_k_share_ood": lambda v: v < 0.01,
+        "linear_rule_hits_ood": 0}, None),
+    # a non-additive op: the additive rule x_t = 2x_{t-1} - x_{t-4} fails
+    "cot under square_sum: no linear rule": ({"task": "cot", "op": "square_sum", "modulus": 101},
+        {"local_rule_method": lambda v: v.startswith("not computed"),
+         "linear_rule_share_ood": lambda v: v < 0.1}, None),
+}  # fmt: skip
 
 
-def test_recursive_rows_under_mod_addition_have_no_shortcut_the_audit_sees():
-    spec = TaskSpec(task="recursive", train_size=200, val_size=50, test_size=200)
-    facts = validate(to_dataset_dict(spec), spec).facts["recursive"]["test"]
-    assert facts["shorter_lookback_id"] == facts["shorter_lookback_ood"] == 0
-    assert facts["copy_k_share_ood"] < 0.01
-    assert facts["linear_rule_hits_ood"] == 0
-
-
-def test_a_non_additive_op_closes_the_linear_shortcut_of_cot():
-    spec = TaskSpec(task="cot", op="square_sum", modulus=101, train_size=200, val_size=50,
-                    test_size=200)  # fmt: skip
-    facts = validate(to_dataset_dict(spec), spec).facts["cot"]["test"]
-    assert facts["local_rule_method"].startswith("not computed")
-    assert facts["linear_rule_share_ood"] < 0.1  # the additive rule x_t = 2x_{t-1} - x_{t-4} fails
+@pytest.mark.parametrize("case", list(SHORTCUTS))
+def test_the_validator_reports_the_shortcuts_the_rows_offer(case):
+    fields, expected, fails = SHORTCUTS[case]
+    spec = TaskSpec(**fields, train_size=200, val_size=50, test_size=200)
+    facts = validate(to_dataset_dict(spec), spec).facts[spec.task]["test"]
+    for name, value in expected.items():
+        assert value(facts[name]) if callable(value) else facts[name] == value, (name, facts)
+    if fails:
+        limits = AuditThresholds(max_shortcut_share=0.5)
+        assert "audit" in validate(to_dataset_dict(spec), spec, thresholds=limits).failed_kinds
 
 
 def test_validate_memory_does_not_grow_with_the_window_squared():
