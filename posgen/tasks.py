@@ -30,8 +30,10 @@ the unreduced sum S), ``tuple`` (``keyed_hash``) and keyed permutations (``perm`
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 import operator
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +49,13 @@ TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # it names configs, folders, 
 FarStartRule = Callable[[np.ndarray, int], np.ndarray]  # (positions t >= w, w) -> far starts
 
 _RULES: dict[str, FarStartRule] = {}
+
+TASK_MODULES = "POSGEN_TASKS"
+"""The environment variable naming (comma-separated) modules that register tasks or ops: the
+registries import them before their first answer, so the ``posgen`` command and its sweep
+workers know those tasks (``POSGEN_TASKS=mytask PYTHONPATH=. posgen generate --task NAME``)."""
+
+_imports: list[str] = []  # "importing", then "done": the modules of TASK_MODULES were imported
 
 
 class TaskError(UsageError, ValueError):
@@ -64,6 +73,36 @@ def register_task(name: str, rule: FarStartRule) -> None:
     _RULES[name] = rule
 
 
+def import_task_modules() -> None:
+    """Import the modules named in ``$POSGEN_TASKS`` once (a failure: :class:`TaskError`,
+    raised again at the next use)."""
+    if _imports:  # done, or being imported: a module reading the registry sees it as it is
+        return
+    _imports.append("importing")
+    try:
+        for module in os.environ.get(TASK_MODULES, "").split(","):
+            if module.strip():
+                _import(module.strip())
+    except BaseException:
+        _imports.clear()
+        raise
+    _imports[:] = ["done"]
+
+
+def _import(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except (Exception, SystemExit) as error:
+        said = shown(f"{type(error).__name__}: {error}", 300)
+        missing = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
+        hint = ""
+        if missing is not None and missing == module.partition(".")[0]:
+            hint = f"; put its folder on PYTHONPATH (PYTHONPATH=. for ./{missing}.py) or install it"
+        raise TaskError(
+            f"{TASK_MODULES}: cannot import {shown(module, 100)} ({said}){hint}"
+        ) from None
+
+
 class _Registered(Sequence[str]):
     """The registered task names, in registration order, always current.
 
@@ -72,12 +111,15 @@ class _Registered(Sequence[str]):
     """
 
     def __getitem__(self, index):  # type: ignore[override]
+        import_task_modules()
         return tuple(_RULES)[index]
 
     def __len__(self) -> int:
+        import_task_modules()
         return len(_RULES)
 
     def __contains__(self, name: object) -> bool:
+        import_task_modules()
         return name in _RULES
 
     def __repr__(self) -> str:
@@ -86,6 +128,7 @@ class _Registered(Sequence[str]):
 
 def expected_names() -> str:
     """The registered names as a validation message spells them: ``'a', 'b' or 'c'``."""
+    import_task_modules()
     quoted = [f"'{name}'" for name in _RULES]
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
@@ -116,7 +159,7 @@ def far_start(task: str, t: np.ndarray | int, near: int, far: int) -> np.ndarray
     window = near + far
     if np.any(positions < window):
         raise TaskError(f"positions below the seed window ({window}) have no dependencies")
-    if task not in _RULES:
+    if task not in TASKS:
         raise KeyError(f"unknown task {task!r}; known: {', '.join(_RULES)}")
     try:
         given = np.asarray(_RULES[task](positions.copy(), window))
@@ -568,6 +611,7 @@ def register_op(op: Op) -> None:
 
 
 def get_op(name: str) -> Op:
+    import_task_modules()
     try:
         return _OPS[name]
     except KeyError:
@@ -575,6 +619,7 @@ def get_op(name: str) -> Op:
 
 
 def op_names() -> tuple[str, ...]:
+    import_task_modules()
     return tuple(_OPS)
 
 

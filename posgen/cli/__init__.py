@@ -60,7 +60,7 @@ from posgen.store.safety import (
     recover,
 )
 from posgen.store.writer import check_part_target
-from posgen.tasks import TASKS, get_op, op_names
+from posgen.tasks import TASKS, get_op, import_task_modules, op_names
 from posgen.train import FILES, MODEL, TRAIN_HINT, is_run
 
 MAX_ERROR_CHARS = 1000
@@ -112,6 +112,7 @@ class PosgenGroup(click.Group):
         try:
             signals.check()  # a signal that arrived while the commands were imported
             signals.point("cli")
+            import_task_modules()  # $POSGEN_TASKS: a module that fails is one line, exit 2
             result = super().main(*args, standalone_mode=False, **kwargs)
             signals.check()  # a signal Python swallowed (in __del__, say) still ends the run
         except SystemExit:

@@ -130,6 +130,19 @@ class PositionEncoding:
         return "train-time" if same else "evaluation-time"
 
 
+def _path_hint(error: BaseException, module: str) -> str:
+    """Where the module of a ``module:NAME`` not found is looked for (the ``posgen`` script
+    does not look in the working folder); nothing when something it imports is missing."""
+    missing = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
+    if not missing or missing != module.partition(".")[0]:
+        return ""
+    return (
+        f"; {missing} is imported from Python's path, not the working folder: install its "
+        "package, or put its folder on PYTHONPATH (PYTHONPATH=. posgen ... for "
+        f"./{missing}.py or ./{missing}/)"
+    )
+
+
 @dataclass(frozen=True)
 class _Lazy:
     """A ``package.module:NAME`` entry, imported when asked for."""
@@ -148,8 +161,9 @@ class _Lazy:
         except PEError as error:  # a constructor refused it (a name clash): its own line
             raise PEError(f"{self.where}: {error}") from None
         except (Exception, SystemExit) as error:  # a broken plugin is one error line
+            said = f"{type(error).__name__}: {error}"
             raise PEError(
-                f"{self.where}: cannot import ({type(error).__name__}: {error})"
+                f"{self.where}: cannot import ({said}){_path_hint(error, module)}"
             ) from None
         if not isinstance(found, PositionEncoding):
             kind = type(found).__name__

@@ -318,6 +318,8 @@ class Dataset:
         return config, self.manifest.configs[config]
 
     def split(self, config: str | None, split: str = "test") -> ReferenceSplit:
+        """One split's tokens ``(rows, length)`` in id order, and its spec (``config``: the
+        only one when None); the probe splits: :meth:`probe`."""
         return self.splits(config, [split])[split]
 
     @_pinned_read

@@ -464,7 +464,8 @@ def read_manifest(root: str | Path) -> Manifest:
             lines.append(
                 f"{path}: {' and '.join(unknown)} not registered in this process: a dataset of a "
                 "task or op of your own is read where it is registered (posgen.register_task, "
-                "posgen.register_op), as it was written"
+                "posgen.register_op), as it was written; the posgen command imports the modules "
+                "named in POSGEN_TASKS (POSGEN_TASKS=mytask PYTHONPATH=. posgen ...)"
             )
         raise DamagedDataset(root, lines) from None
     except RecursionError:

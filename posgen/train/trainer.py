@@ -1,8 +1,11 @@
 """The training loop: train a stock ``transformers`` Llama on one POSGEN config.
 
-:func:`train` trains with AdamW and a one-cycle cosine schedule stepped per batch, validates
-every ``eval_every`` epochs with the evaluation frequencies and keeps each encoding's weights
-of best validation ID accuracy. It writes no files (:mod:`posgen.train.job` does).
+:func:`train` trains with AdamW and a one-cycle cosine schedule stepped per batch. At the end
+of every ``eval_every``-th epoch and of the last one it validates with the evaluation
+frequencies and keeps each encoding's weights of best validation ID accuracy (the first on a
+tie). It hands the checkpoint (:func:`state`) to a callback at every epoch's end and when a
+signal stops it between steps; it writes no files (:mod:`posgen.train.job` does, into
+``.RUN.posgen-resume/``).
 """
 
 from __future__ import annotations

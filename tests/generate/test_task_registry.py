@@ -4,6 +4,7 @@ the validator and ``--task``; the package exports what the README uses."""
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -145,3 +146,41 @@ def test_a_rule_reaching_past_its_window_or_before_the_row_is_refused_when_used(
 def test_dependencies_of_a_bad_position_or_operand_count_name_the_argument(t, near, far, message):
     with pytest.raises(posgen.tasks.TaskError, match=re.escape(message)):
         posgen.dependencies("cot", t, near=near, far=far)
+
+
+@pytest.fixture
+def task_module(monkeypatch, tmp_path):
+    """``$POSGEN_TASKS`` naming a module on the path that registers ``quarter``, in a process
+    that has imported neither (the registries as the ``posgen`` command starts with them)."""
+    (tmp_path / "quarter_task.py").write_text(
+        "import posgen\nposgen.register_task('quarter', lambda t, w: (t - w) // 4)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(posgen.tasks, "_RULES", dict(posgen.tasks._RULES))
+    monkeypatch.setattr(posgen.tasks, "_imports", [], raising=False)
+    monkeypatch.setenv("POSGEN_TASKS", "quarter_task")
+    yield "quarter"
+    sys.modules.pop("quarter_task", None)
+
+
+def test_the_command_imports_the_modules_of_posgen_tasks_so_a_new_task_is_generated_and_read(
+    cli, task_module, tmp_path
+):
+    sizes = ["--train-size", "20", "--val-size", "4", "--test-size", "4", "-q"]
+    assert cli("generate", "--out", tmp_path / "ds", "--task", "quarter", *sizes).exit_code == 0
+    posgen.tasks._RULES.pop("quarter")  # a new process: validate imports the module again
+    posgen.tasks._imports.clear()
+    sys.modules.pop("quarter_task")
+    result = cli("validate", tmp_path / "ds")
+    assert result.exit_code == 0 and "all checks passed" in result.output, result.output
+
+
+def test_a_module_of_posgen_tasks_that_cannot_be_imported_is_one_line(
+    cli, assert_clean_error, monkeypatch
+):
+    monkeypatch.setattr(posgen.tasks, "_imports", [], raising=False)
+    monkeypatch.setenv("POSGEN_TASKS", "no_such_task_module")
+    assert_clean_error(
+        cli("validate", "anywhere"), 2, "POSGEN_TASKS: cannot import no_such_task_module",
+        "PYTHONPATH=. for ./no_such_task_module.py",
+    )  # fmt: skip

@@ -148,6 +148,17 @@ def test_a_bad_request_is_one_pe_error_line(request_, message):
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "hint"), [("no_such_mod:X", True), ("no_such_mod.sub:X", True), ("json.nope:X", False)]
+)
+def test_a_plugin_module_not_found_says_it_is_looked_for_on_pythons_path(name, hint):
+    """``--pe mype:X`` beside ``mype.py`` fails under the ``posgen`` script (the working folder
+    is not on its path): the line says how to put it there; a missing submodule says nothing."""
+    with pytest.raises(PEError) as error:
+        resolve(PERequest(name=name), LENGTHS)
+    assert ("PYTHONPATH=. posgen ... for ./no_such_mod.py" in str(error.value)) is hint
+
+
 def test_posgen_and_the_registry_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
