@@ -791,9 +791,10 @@ def results_section(manifest: Manifest, results: dict[str, Any] | None = None) -
     ]
     return section(
         "Reference results",
-        "Stock `transformers` Llama models trained from scratch on this data with the "
-        "paper's four position embeddings (`make results` in the posgen repository: cpu "
-        "preset, test split, mean ± std over n seeds; see its RESULTS.md). Far-reliance: "
+        "Stock `transformers` Llama models trained from scratch on this data with each "
+        "position embedding below, the paper's four first (`make results` in the posgen "
+        "repository: cpu preset, test split, mean ± std over n seeds; see its RESULTS.md). "
+        "Far-reliance: "
         "share of the probe split's probed targets predicted as the far-rule answer "
         "(see the probe splits above; - where not measured).",
         table(RESULTS_HEADER, rows),

@@ -143,4 +143,5 @@ def results_command(
     else:
         write_atomically(out, text.encode())
     tasks = sum(len(entry["tasks"]) for entry in results.values())
-    click.echo(f"{out}: {len(runs)} runs, {tasks} tasks", err=to_stdout or json_stdout)
+    counts = f"{len(runs)} run{'s' * (len(runs) != 1)}, {tasks} task{'s' * (tasks != 1)}"
+    click.echo(f"{out}: {counts}", err=to_stdout or json_stdout)

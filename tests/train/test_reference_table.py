@@ -204,7 +204,7 @@ def test_save_model_folders_are_not_reported_as_runs(cli, trained_runs, tmp_path
     result = cli("results", folder, "--out", out)
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
-    assert f"{out}: 4 runs, 1 tasks" in result.stdout
+    assert f"{out}: 4 runs, 1 task" in result.stdout
 
 
 def test_results_name_where_each_encoding_came_from(cli, trained_runs, edited_run, tmp_path):

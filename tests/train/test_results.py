@@ -111,6 +111,7 @@ def test_card_shows_reference_results_only_for_the_data_they_were_trained_on(tin
     entry = {"spec_ids": spec_ids, "tasks": {"cot": {"rope": cell}}}
     section = results_section(manifest, {manifest.benchmark.name: entry})
     assert section.splitlines()[-1] == "| cot | rope | 3 | 1.000 ± 0.000 | 0.500 ± 0.100 | - | - |"
+    assert "with each position embedding below" in section  # not "the paper's four": all rows
     other = {**entry, "spec_ids": {**spec_ids, "cot": "0" * 16}}
     assert results_section(manifest, {manifest.benchmark.name: other}) == ""
 
@@ -145,7 +146,7 @@ def test_out_or_json_dash_prints_what_the_file_would_hold(
     printed = cli("results", trained_runs, "--format", fmt, "--out", "-")
     assert (written.exit_code, printed.exit_code) == (0, 0), printed.output
     assert printed.stdout == (tmp_path / "r").read_text()
-    assert printed.stderr == "-: 4 runs, 1 tasks\n" and not (tmp_path / "-").exists()
+    assert printed.stderr == "-: 4 runs, 1 task\n" and not (tmp_path / "-").exists()
     summary = cli("results", trained_runs, "--format", fmt, "--out", tmp_path / "r2", "--json", "-")
     assert summary.stdout == (tmp_path / "s.json").read_text()
     both = cli("results", trained_runs, "--out", "-", "--json", "-")
