@@ -463,7 +463,8 @@ class NaNLogits(ScoringError):
 
 def predictions_from_logits(logits: Any) -> np.ndarray:
     """Teacher-forced argmax predictions ``(rows, L)`` from logits ``(rows, L + 1, vocab)``
-    (anything ``np.asarray`` accepts); index i predicts ``input_ids[i + 1]`` = x_i. A NaN
+    (anything ``np.asarray`` accepts); index i predicts ``input_ids[i + 1]`` = x_i. Pass the
+    m token logits, ``logits[..., :m]``, or an untrained model may predict BOS (id m). A NaN
     among a position's logits is :class:`NaNLogits` naming the first (+-inf are ordered).
 
     >>> logits = np.zeros((1, 3, 18)); logits[0, 0, 5] = logits[0, 1, 9] = 1
