@@ -189,8 +189,10 @@ def outside_vocabulary(values: np.ndarray, modulus: int, what: str) -> str | Non
     """Why ``values`` are no tokens of Z_m (the lowest value named when one is negative), or
     ``None``.
 
-    >>> outside_vocabulary(np.array([3, 17]), 17, "prediction")
-    'prediction 17 is outside the vocabulary 0..16 (m = 17)'
+    >>> outside_vocabulary(np.array([3, 18]), 17, "prediction")
+    'prediction 18 is outside the vocabulary 0..16 (m = 17)'
+    >>> outside_vocabulary(np.array([3, 17]), 17, "prediction")  # doctest: +ELLIPSIS
+    "prediction 17 is outside the vocabulary 0..16 (m = 17): it is BOS's id; ..."
     """
     if not values.size:
         return None
@@ -198,7 +200,10 @@ def outside_vocabulary(values: np.ndarray, modulus: int, what: str) -> str | Non
     if low >= 0 and high < modulus:
         return None
     bad = low if low < 0 else high
-    return f"{what} {bad} is outside the vocabulary 0..{modulus - 1} (m = {modulus})"
+    line = f"{what} {bad} is outside the vocabulary 0..{modulus - 1} (m = {modulus})"
+    if what == "prediction" and bad == modulus:  # an argmax over all m + 1 logits
+        line += ": it is BOS's id; take the argmax over the m token logits, logits[..., :m]"
+    return line
 
 
 def spec_frame(spec: TaskSpec) -> dict[str, Any]:

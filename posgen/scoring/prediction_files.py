@@ -120,7 +120,9 @@ def _read_parquet(path: Path, fits: tuple[int, int] | None) -> pa.Table:
             for c in range(meta.num_columns)
             if meta.row_group(g).column(c).path_in_schema.split(".")[0] == name
         )
-        if fits is not None and (meta.num_rows > fits[0] or values > fits[0] * fits[1]):
+        # twice the split's values at most: a row too long (an argmax of all L' + 1 logits)
+        # is read, and the shape check names it, as for Arrow, .npy and .jsonl
+        if fits is not None and (meta.num_rows > fits[0] or values > 2 * fits[0] * fits[1]):
             raise ScoringError(
                 f"declares {meta.num_rows:,} rows of {values:,} values in all in '{name}'; the "
                 f"data has {fits[0]:,} rows of {fits[1]:,} positions"
@@ -461,7 +463,8 @@ class NaNLogits(ScoringError):
 
 def predictions_from_logits(logits: Any) -> np.ndarray:
     """Teacher-forced argmax predictions ``(rows, L)`` from logits ``(rows, L + 1, vocab)``
-    (anything ``np.asarray`` accepts); index i predicts ``input_ids[i + 1]`` = x_i. A NaN
+    (anything ``np.asarray`` accepts); index i predicts ``input_ids[i + 1]`` = x_i. Pass the
+    m token logits, ``logits[..., :m]``, or an untrained model may predict BOS (id m). A NaN
     among a position's logits is :class:`NaNLogits` naming the first (+-inf are ordered).
 
     >>> logits = np.zeros((1, 3, 18)); logits[0, 0, 5] = logits[0, 1, 9] = 1

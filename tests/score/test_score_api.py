@@ -182,6 +182,9 @@ BAD_ARGUMENTS = {  # score(tokens, tokens, COT) with arguments changed (a functi
     "predictions of 2 rows": ({"predictions": lambda t: t[:2]}, "predictions have shape (2, 256)"),
     "predictions of -1": ({"predictions": np.full((4, 256), -1)},
                           "prediction -1 is outside the vocabulary 0..16 (m = 17)"),
+    "predictions of BOS (an argmax over m + 1 logits)": ({"predictions": np.full((4, 256), 17)},
+        "prediction 17 is outside the vocabulary 0..16 (m = 17): it is BOS's id; take the argmax "
+        "over the m token logits, logits[..., :m]"),
     "float ids (0.5 was read as 0)": ({"ids": [0.5, 1, 2, 3]}, "ids must be integer ids"),
     "ids of strings": ({"ids": ["a", "b", "c", "d"]}, "ids must be integer ids, got dtype <U1"),
     "ids of None": ({"ids": [None] * 4}, "ids must be integer ids, got dtype object"),

@@ -146,6 +146,8 @@ BAD_FILES = [
     # (file name, its text or a function of the true tokens giving (ids, rows), the message)
     ("p.parquet", lambda t: (list(range(ROWS)), t[:, :100]),
      "have shape (40, 100); expected (40, 256) (whole rows) or (40, 252)"),
+    ("p.parquet", lambda t: (list(range(ROWS)), np.concatenate([t[:, :1], t], axis=1)),
+     "have shape (40, 257); expected (40, 256) (whole rows) or (40, 252)"),  # all L' + 1 logits
     ("p.parquet", lambda t: (list(range(1, ROWS + 1)), t),
      "1 prediction ids are not in the data (e.g. 40); the data has 40 rows, ids 0..39"),
     ("p.parquet", lambda t: (list(range(ROWS)), t + 17), "outside the vocabulary 0..16 (m = 17)"),
