@@ -260,11 +260,10 @@ def _run_submitit(
         raise
     if not submitted:
         return
-    first = str(submitted[0].job_id).split("_")[0]
-    logs = sweep.logs / "slurm"
-    click.echo(
-        f"submitted {len(submitted)} trainings as job {first} (logs: {logs}); {watch}", err=True
-    )
+    ids = list(dict.fromkeys(str(job.job_id).split("_")[0] for job in submitted))  # arrays
+    jobs = f"job {ids[0]}" if len(ids) == 1 else f"jobs {shown(', '.join(ids), 200)}"
+    trainings = f"{len(submitted)} training{'s' * (len(submitted) != 1)}"
+    click.echo(f"submitted {trainings} as {jobs} (logs: {sweep.logs / 'slurm'}); {watch}", err=True)
     if not (wait or cluster == "local"):
         return
     failed = 0

@@ -443,7 +443,7 @@ def test_submitit_local_executor_runs_a_two_run_grid_end_to_end_through_a_preemp
     args = ["sweep", str(grid), "--out", str(out), "--executor", "submitit-local"]
     result = cli(*args, "--time-min", "30")
     assert result.exit_code == 0, result.output
-    assert "submitted 1 trainings as job" in result.output
+    assert "submitted 1 training as job " in result.output
     assert sweep_bytes(Sweep(out)) == reference
     logs = "".join(path.read_text() for path in (out / "logs" / "slurm").glob("*_log.err"))
     assert "this job is preempted" in logs  # and it still finished: requeued, resumed
