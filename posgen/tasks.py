@@ -29,12 +29,14 @@ the unreduced sum S), ``tuple`` (``keyed_hash``) and keyed permutations (``perm`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import math
 import operator
 import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -91,7 +93,8 @@ def import_task_modules() -> None:
 
 def _import(module: str) -> None:
     try:
-        importlib.import_module(module)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is a command's (--json -)
+            importlib.import_module(module)
     except (Exception, SystemExit) as error:
         said = shown(f"{type(error).__name__}: {error}", 300)
         missing = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
