@@ -18,7 +18,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import posgen.generator  # noqa: E402
 import posgen.signals  # noqa: E402
+import posgen.tasks  # noqa: E402
 from posgen import write_dataset  # noqa: E402
 from posgen.cli.train import memory_estimate  # noqa: E402
 from posgen.errors import UsageError  # noqa: E402
@@ -319,6 +321,25 @@ def test_damaged_data_is_refused_naming_the_file_before_any_work(
         assert_clean_error(result, 1, str(ds / "data" / "recursive"), words)
         assert not out.exists()
         assert tree(ds) == before
+
+
+def test_a_task_whose_rule_changed_since_its_dataset_was_written_is_refused_before_training(
+    assert_clean_error, cli, third_task, monkeypatch, tmp_path
+):
+    """Before, the run trained and wrote attention figures of the far operands where the new
+    rule puts them (exit 0); ``posgen validate`` alone saw the dataset fail its window check."""
+    ds, out = tmp_path / "ds", tmp_path / "out"
+    sizes = ["--train-size", "48", "--val-size", "8", "--test-size", "8", "-q"]
+    assert cli("generate", "--out", ds, "--task", third_task, *sizes).exit_code == 0
+    caches = (posgen.generator.far_starts, posgen.generator.operand_slots)
+    monkeypatch.setitem(posgen.tasks._RULES, third_task, lambda t, w: (t - w) // 4)
+    try:  # as a new process reads the rule
+        [cache.cache_clear() for cache in caches]
+        result = cli(*train_args(ds, out))
+    finally:
+        [cache.cache_clear() for cache in caches]
+    assert_clean_error(result, 1, "test row 0, t = 7: the stored token", f"task '{third_task}'")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
 # --- 4. results: duplicates, unfinished build folders, links -----------------------------
