@@ -176,6 +176,18 @@ def test_the_command_imports_the_modules_of_posgen_tasks_so_a_new_task_is_genera
     assert result.exit_code == 0 and "all checks passed" in result.output, result.output
 
 
+def test_a_module_of_posgen_tasks_failing_after_it_registered_a_task_says_why_at_every_use(
+    task_module, tmp_path
+):
+    """Before, the second use imported it again: 'task 'quarter' is already registered'."""
+    (tmp_path / "quarter_task.py").write_text(
+        "import posgen\nposgen.register_task('quarter', lambda t, w: t - w)\nraise OSError('x')\n"
+    )
+    for _ in range(2):
+        with pytest.raises(posgen.tasks.TaskError, match=r"quarter_task \(OSError: x\)$"):
+            "quarter" in TASKS  # noqa: B015
+
+
 def test_what_a_module_of_posgen_tasks_prints_goes_to_stderr_never_into_the_output(
     cli, task_module, tmp_path
 ):
