@@ -958,6 +958,20 @@ def test_a_damaged_run_file_is_one_bounded_line_naming_the_run_and_the_field(
         assert not js.exists()
 
 
+def test_a_run_of_a_task_not_registered_here_names_posgen_tasks_and_is_not_called_damaged(
+    assert_clean_error, cli, tmp_path, trained_runs
+):
+    """Before: exit 1, "spec.task: Input should be 'recursive', ..." (and posgen sweep --status
+    listed such finished runs as waiting, to be set aside and trained again)."""
+    run = shutil.copytree(trained_runs / "rope-1", tmp_path / "runs" / "quarter")
+    body = json.loads((run / "results.json").read_text())
+    body["spec"]["task"] = "quarter"  # a task of one's own, its module not imported
+    (run / "results.json").write_text(json.dumps(body))
+    result = cli("results", tmp_path / "runs", "--out", tmp_path / "R.md")
+    assert_clean_error(result, 2, "task 'quarter' not registered in this process", "POSGEN_TASKS")
+    assert not (tmp_path / "R.md").exists()
+
+
 # --- 8. determinism ----------------------------------------------------------------------
 def test_runs_are_byte_identical_with_one_or_two_threads_parse_posgen_json_once_and_force(
     assert_clean_error, cli, tmp_path, data, run, monkeypatch
