@@ -57,7 +57,7 @@ TASK_MODULES = "POSGEN_TASKS"
 registries import them before their first answer, so the ``posgen`` command and its sweep
 workers know those tasks (``POSGEN_TASKS=mytask PYTHONPATH=. posgen generate --task NAME``)."""
 
-_imports: list[str | TaskError] = []  # "importing", then "done" (or the failure) of TASK_MODULES
+_imports: list[str | TaskError] = []  # "importing", then "done", or the failure and TASK_MODULES
 
 
 class TaskError(UsageError, ValueError):
@@ -77,18 +77,21 @@ def register_task(name: str, rule: FarStartRule) -> None:
 
 def import_task_modules() -> None:
     """Import the modules named in ``$POSGEN_TASKS`` once (a failure: :class:`TaskError`,
-    raised again at the next use)."""
+    raised again at the next use while the variable names the same modules)."""
+    named = os.environ.get(TASK_MODULES, "")
+    if _imports and isinstance(_imports[0], TaskError) and _imports[1:] != [named]:
+        _imports.clear()  # other modules named since: imported anew
     if _imports:  # done, or being imported: a module reading the registry sees it as it is
         if isinstance(_imports[0], TaskError):  # what it registered before failing stays
             raise TaskError(str(_imports[0])) from None
         return
     _imports.append("importing")
     try:
-        for module in os.environ.get(TASK_MODULES, "").split(","):
+        for module in named.split(","):
             if module.strip():
                 _import(module.strip())
     except TaskError as error:
-        _imports[:] = [error]
+        _imports[:] = [error, named]
         raise
     except BaseException:
         _imports.clear()
