@@ -29,12 +29,14 @@ the unreduced sum S), ``tuple`` (``keyed_hash``) and keyed permutations (``perm`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import math
 import operator
 import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -55,7 +57,7 @@ TASK_MODULES = "POSGEN_TASKS"
 registries import them before their first answer, so the ``posgen`` command and its sweep
 workers know those tasks (``POSGEN_TASKS=mytask PYTHONPATH=. posgen generate --task NAME``)."""
 
-_imports: list[str] = []  # "importing", then "done": the modules of TASK_MODULES were imported
+_imports: list[str | TaskError] = []  # "importing", then "done", or the failure and TASK_MODULES
 
 
 class TaskError(UsageError, ValueError):
@@ -75,14 +77,22 @@ def register_task(name: str, rule: FarStartRule) -> None:
 
 def import_task_modules() -> None:
     """Import the modules named in ``$POSGEN_TASKS`` once (a failure: :class:`TaskError`,
-    raised again at the next use)."""
+    raised again at the next use while the variable names the same modules)."""
+    named = os.environ.get(TASK_MODULES, "")
+    if _imports and isinstance(_imports[0], TaskError) and _imports[1:] != [named]:
+        _imports.clear()  # other modules named since: imported anew
     if _imports:  # done, or being imported: a module reading the registry sees it as it is
+        if isinstance(_imports[0], TaskError):  # what it registered before failing stays
+            raise TaskError(str(_imports[0])) from None
         return
     _imports.append("importing")
     try:
-        for module in os.environ.get(TASK_MODULES, "").split(","):
+        for module in named.split(","):
             if module.strip():
                 _import(module.strip())
+    except TaskError as error:
+        _imports[:] = [error, named]
+        raise
     except BaseException:
         _imports.clear()
         raise
@@ -91,7 +101,8 @@ def import_task_modules() -> None:
 
 def _import(module: str) -> None:
     try:
-        importlib.import_module(module)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is a command's (--json -)
+            importlib.import_module(module)
     except (Exception, SystemExit) as error:
         said = shown(f"{type(error).__name__}: {error}", 300)
         missing = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None

@@ -476,8 +476,8 @@ def predictions_from_logits(logits: Any) -> np.ndarray:
         raise ScoringError(f"logits must be (rows, L + 1, vocab), got shape {array.shape}")
     if array.dtype.kind not in "iuf":
         raise ScoringError(f"logits must be real numbers, got dtype {array.dtype}")
-    head = array[:, :-1]
-    if array.dtype.kind == "f" and (nan := np.isnan(head).any(axis=-1)).any():
-        row, t = np.argwhere(nan)[0]
+    # Reduced whole, then cut: a reduction of the view array[:, :-1] would copy it whole.
+    if array.dtype.kind == "f" and (nan := np.isnan(array.max(axis=-1)[:, :-1])).any():
+        row, t = np.argwhere(nan)[0]  # max is NaN where any logit is
         raise NaNLogits(int(row), int(t))
-    return head.argmax(axis=-1)
+    return np.ascontiguousarray(array.argmax(axis=-1)[:, :-1])

@@ -244,14 +244,19 @@ LEARNT = 0.2  # ID accuracy under which a task counts as not learnt at the figur
 REFERENCE_PE = "rope"  # the encoding the sentences quote (RESULTS.md compares the others)
 
 
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def measure_sentence(name: str, task: str, pe: str, cell: dict[str, Any]) -> str:
     """One sentence: what ``task`` on benchmark ``name`` measures, from ``pe``'s figures."""
     far_id, far_ood = cell.get("far_id_mean"), cell.get("far_ood_mean")
-    figures = f"accuracy {cell['id_mean']:.3f} ID, {cell['ood_mean']:.3f} OOD; n = {cell['n']}"
-    if far_id is None or far_ood is None:
+    id_mean, ood_mean = (_figure(cell.get(name)) for name in ("id_mean", "ood_mean"))
+    figures = f"accuracy {id_mean} ID, {ood_mean} OOD; n = {cell['n']}"  # None: no such position
+    if far_id is None:
         verdict = "has no probe figures yet, so what it measures is not established"
     else:
-        figures = f"far-reliance {far_id:.3f} ID, {far_ood:.3f} OOD; {figures}"
+        figures = f"far-reliance {far_id:.3f} ID, {_figure(far_ood)} OOD; {figures}"
         if far_id >= READS_FAR:
             what = "a far dependency at unseen positions: {} read the far operand in distribution"
         elif cell["id_mean"] < LEARNT:

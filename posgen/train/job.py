@@ -286,12 +286,16 @@ def _plugin_code(resolved: Sequence[ResolvedPE]) -> dict[str, dict[str, str]]:
     imports and the sha256 of its bytes now (a built-in's code is posgen's: none)."""
     code = {}
     for pe in resolved:
-        file = getattr(sys.modules.get(pe.encoding.module or ""), "__file__", None)
+        module = sys.modules.get(pe.encoding.module or "")
+        file = getattr(module, "__file__", None)
         if pe.encoding.module is None or file is None:
             continue
+        loader = getattr(module, "__loader__", None)  # its importer reads it (a zip archive's)
+        read = loader.get_data if callable(getattr(loader, "get_data", None)) else None
         try:
-            digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
-        except OSError as error:  # removed or unreadable since it was imported
+            data = read(file) if read is not None else Path(file).read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+        except (OSError, ImportError) as error:  # removed or unreadable since it was imported
             digest = f"unreadable ({type(error).__name__})"
         code[pe.label] = {"file": str(file), "sha256": digest}
     return code

@@ -25,6 +25,7 @@ from posgen.errors import DataError, UsageError, problem_lines, shown
 from posgen.scoring.metrics import ScoreReport, bucket_edges
 from posgen.scoring.reliance import RelianceReport
 from posgen.spec import MAX_LENGTH, MAX_ROWS, PROBE_SPLIT, ConfigName, TaskSpec
+from posgen.store.manifest import unregistered
 from posgen.train import RESULTS
 from posgen.train.config import TrainConfig, known_preset
 
@@ -480,6 +481,13 @@ def read_run(folder: Path) -> RunRecord:
     try:
         record = RunRecord.model_validate(value)
     except ValidationError as error:
+        if unknown := unregistered({"configs": {"run": value}}):  # not damage: where it is read
+            raise UsageError(
+                f"{shown(path)}: {' and '.join(unknown)} not registered in this process: a run of "
+                "a task or op of your own is read where it is registered; the posgen command "
+                "imports the modules named in POSGEN_TASKS (POSGEN_TASKS=mytask PYTHONPATH=. "
+                "posgen ...)"
+            ) from None
         raise _damaged(path, problem_lines(error)) from None
     try:
         held = record.model_dump(mode="json", by_alias=True)

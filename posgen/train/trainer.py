@@ -32,6 +32,7 @@ from posgen.encodings import Lengths, PERequest, ResolvedPE, as_request, resolve
 from posgen.encodings.builtin import RandomPositions
 from posgen.encodings.model import check_encoding, llama_for, parameter_groups, use_frequencies
 from posgen.errors import PosgenError, RunError, out_of_memory, shown
+from posgen.generator import expected_targets
 from posgen.scoring.folder import score_aligned
 from posgen.scoring.prediction_files import (
     NaNLogits,
@@ -42,6 +43,7 @@ from posgen.scoring.prediction_files import (
 from posgen.scoring.reliance import score_probe
 from posgen.spec import PROBE_SPLIT, TaskSpec
 from posgen.store.dataset import Dataset, ProbeSplit, ReferenceSplit
+from posgen.store.manifest import DamagedDataset
 from posgen.train.config import TrainConfig
 
 PositionIds = Callable[[int, int, int], torch.Tensor]
@@ -228,10 +230,29 @@ class RunData:
             files = {path: digest for split in splits.values() for path, digest in split.files}
             probe_files = dataset.manifest.configs[config].splits[PROBE_SPLIT].files
             files |= {file.path: file.sha256 for file in probe_files}
+            check_rule(dataset.root, splits["test"])
             return cls(**splits, files=files, probe=dataset.probe(config, PROBE_SPLIT))
 
         dataset = data if isinstance(data, Dataset) else Dataset.open(data)
         return dataset.read(read)
+
+
+def check_rule(root: Path, test: ReferenceSplit) -> None:
+    """:class:`DamagedDataset` when the first test row's targets are not what the task and op
+    registered in this process compute (a task of one's own whose rule was edited since the
+    dataset was written: its far operands would be read at other positions)."""
+    spec, row = test.spec, test.tokens[:1]
+    if row.shape[0] == 0 or row.shape[1] <= spec.window:
+        return
+    wrong = np.flatnonzero(expected_targets(spec, row)[0] != row[0, spec.window :])
+    if wrong.size:
+        t = spec.window + int(wrong[0])
+        raise DamagedDataset(root, [
+            f"test row 0, t = {t}: the stored token {int(row[0, t])} is not what task "
+            f"{spec.task!r} and op {spec.op!r}, as registered in this process, compute: they "
+            f"differ from the ones that wrote it; register those (posgen validate {root} "
+            "checks every token)"
+        ])  # fmt: skip
 
 
 class Diverged(RunError):

@@ -293,6 +293,17 @@ def test_the_sentence_follows_far_reliance_and_accuracy(accuracy_id, far_id, ver
     assert f"accuracy {accuracy_id:.3f} ID" in sentence
 
 
+@pytest.mark.parametrize(
+    ("cell", "figures"),
+    [({"n": 1, "id_mean": 0.05, "ood_mean": None, "far_id_mean": 0.06, "far_ood_mean": None},
+      "(far-reliance 0.060 ID, n/a OOD; accuracy 0.050 ID, n/a OOD; n = 1)"),
+     ({"n": 1, "id_mean": 0.98, "ood_mean": None}, "(accuracy 0.980 ID, n/a OOD; n = 1)")],
+)  # fmt: skip
+def test_a_spec_without_ood_positions_has_a_sentence_saying_so(cell, figures):
+    """test_length = train_length: no OOD figures (``posgen results`` failed on them)."""
+    assert measure_sentence("bench", "cot", "rope", cell).endswith(f"{figures}.")
+
+
 def test_the_card_section_appears_only_for_the_spec_ids_the_models_were_trained_on(small_dataset):
     manifest = read_manifest(small_dataset)
     name, spec_ids = manifest.benchmark.name, {k: c.spec_id for k, c in manifest.configs.items()}

@@ -3,6 +3,7 @@ the validator and ``--task``; the package exports what the README uses."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 
@@ -173,6 +174,32 @@ def test_the_command_imports_the_modules_of_posgen_tasks_so_a_new_task_is_genera
     sys.modules.pop("quarter_task")
     result = cli("validate", tmp_path / "ds")
     assert result.exit_code == 0 and "all checks passed" in result.output, result.output
+
+
+def test_a_module_of_posgen_tasks_failing_after_it_registered_a_task_says_why_at_every_use(
+    task_module, monkeypatch, tmp_path
+):
+    """Before, the second use imported it again: 'task 'quarter' is already registered'."""
+    (tmp_path / "quarter_task.py").write_text(
+        "import posgen\nposgen.register_task('quarter', lambda t, w: t - w)\nraise OSError('x')\n"
+    )
+    for _ in range(2):
+        with pytest.raises(posgen.tasks.TaskError, match=r"quarter_task \(OSError: x\)$"):
+            "quarter" in TASKS  # noqa: B015
+    monkeypatch.setenv("POSGEN_TASKS", "")  # other modules named: the failure is not kept
+    assert "quarter" in TASKS
+
+
+def test_what_a_module_of_posgen_tasks_prints_goes_to_stderr_never_into_the_output(
+    cli, task_module, tmp_path
+):
+    (tmp_path / "quarter_task.py").write_text(
+        "import posgen\nprint('loaded')\nposgen.register_task('quarter', lambda t, w: t - w)\n"
+    )
+    result = cli("spec", "--task", "quarter")  # the JSON on stdout
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["configs"]["quarter"]["spec"]["task"] == "quarter"
+    assert result.stderr == "loaded\n"
 
 
 def test_a_module_of_posgen_tasks_that_cannot_be_imported_is_one_line(

@@ -133,6 +133,22 @@ def test_near_only_takes_memory_of_a_few_columns_whatever_k(modulus):
     assert (predictions[:, : spec.window] == test[:, : spec.window]).all()
 
 
+def test_predictions_from_logits_take_memory_of_the_predictions_not_of_the_logits():
+    """The argmax of the view logits[:, :-1] copied it whole (8.4 MB here), and the NaN check
+    held a mask of it (2.1 MB)."""
+    import tracemalloc
+
+    logits = np.random.default_rng(0).standard_normal((8, 257, 1024), dtype=np.float32)
+    tracemalloc.start()
+    try:
+        predictions = predictions_from_logits(logits)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20  # the predictions: 8 x 257 x 8 B
+    assert np.array_equal(predictions, logits[:, :-1].argmax(-1))
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_near_only_scores_close_to_one_over_m(task):
     spec = TaskSpec(task=task, train_size=3000, val_size=50, test_size=500)

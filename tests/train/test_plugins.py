@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import sys
+import zipfile
+import zipimport
 from dataclasses import asdict
 
 import pytest
@@ -503,7 +505,10 @@ def test_logits_nan_at_a_test_position_fail_the_run_naming_it_never_scored_as_to
 # --- a checkpoint resumes only with the plugin code it was trained with --------------------
 
 
-@pytest.mark.parametrize(("named_by", "name"), [("module:NAME", "edited"), ("entry point", "ep")])
+@pytest.mark.parametrize(
+    ("named_by", "name"),
+    [("module:NAME", "edited"), ("entry point", "ep"), ("zip archive", "zipped")],
+)
 def test_a_plugin_edited_between_a_kill_and_the_rerun_is_refused_and_its_checkpoint_kept(
     assert_clean_error,
     train_tiny,
@@ -515,9 +520,25 @@ def test_a_plugin_edited_between_a_kill_and_the_rerun_is_refused_and_its_checkpo
     named_by,
     name,
 ):
-    """Before, the rerun resumed with the edited code: the run mixed two encodings (exit 0)."""
+    """Before, the rerun resumed with the edited code: the run mixed two encodings (exit 0); a
+    zip-imported module's file could not be read, so its edit was not seen (exit 0)."""
     module = plugins(f'rope_encoding("{name}", "mine", freqs)')  # a rope type of its own
     pe, source = f"{module}:X", tmp_path / "site" / f"{module}.py"
+    original = source.read_text()
+    write = source.write_text
+    if named_by == "zip archive":  # imported from a zip on the path: __file__ is in it
+        archive = tmp_path / "plugins.zip"
+        source.unlink()
+        source = archive / f"{module}.py"
+
+        def write(text: str) -> None:
+            with zipfile.ZipFile(archive, "w") as zipped:
+                zipped.writestr(source.name, text)
+            zipimport._zip_directory_cache.pop(str(archive), None)  # as a new process reads it
+            sys.path_importer_cache.pop(str(archive), None)
+
+        write(original)
+        monkeypatch.syspath_prepend(str(archive))
     if named_by == "entry point":
         dist_info(plugin_site, name, "0.1", {"posgen.position_encodings": {name: pe}})
         pe = name
@@ -525,8 +546,7 @@ def test_a_plugin_edited_between_a_kill_and_the_rerun_is_refused_and_its_checkpo
     monkeypatch.setenv(posgen.signals.HOOK_ENV, "step:1:SIGTERM")
     assert train_tiny(pe, out, "--batch-size=16").exit_code == 143
     monkeypatch.delenv(posgen.signals.HOOK_ENV)
-    original = source.read_text()
-    source.write_text(original.replace("500.0", "50.0"))  # another base: other frequencies
+    write(original.replace("500.0", "50.0"))  # another base: other frequencies
     sys.modules.pop(module)  # as a new process imports it
     before = (work / "checkpoint.pt").read_bytes()
     result = train_tiny(pe, out, "--batch-size=16")
@@ -536,6 +556,6 @@ def test_a_plugin_edited_between_a_kill_and_the_rerun_is_refused_and_its_checkpo
         assert f"rm -r {work}, then rerun the same command" in line
         assert (work / "checkpoint.pt").read_bytes() == before
         assert not out.exists()
-    source.write_text(original)
+    write(original)
     sys.modules.pop(module)
     assert train_tiny(pe, out, "--batch-size=16").exit_code == 0  # its own code: resumed

@@ -18,7 +18,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import posgen.generator  # noqa: E402
 import posgen.signals  # noqa: E402
+import posgen.tasks  # noqa: E402
 from posgen import write_dataset  # noqa: E402
 from posgen.cli.train import memory_estimate  # noqa: E402
 from posgen.errors import UsageError  # noqa: E402
@@ -319,6 +321,25 @@ def test_damaged_data_is_refused_naming_the_file_before_any_work(
         assert_clean_error(result, 1, str(ds / "data" / "recursive"), words)
         assert not out.exists()
         assert tree(ds) == before
+
+
+def test_a_task_whose_rule_changed_since_its_dataset_was_written_is_refused_before_training(
+    assert_clean_error, cli, third_task, monkeypatch, tmp_path
+):
+    """Before, the run trained and wrote attention figures of the far operands where the new
+    rule puts them (exit 0); ``posgen validate`` alone saw the dataset fail its window check."""
+    ds, out = tmp_path / "ds", tmp_path / "out"
+    sizes = ["--train-size", "48", "--val-size", "8", "--test-size", "8", "-q"]
+    assert cli("generate", "--out", ds, "--task", third_task, *sizes).exit_code == 0
+    caches = (posgen.generator.far_starts, posgen.generator.operand_slots)
+    monkeypatch.setitem(posgen.tasks._RULES, third_task, lambda t, w: (t - w) // 4)
+    try:  # as a new process reads the rule
+        [cache.cache_clear() for cache in caches]
+        result = cli(*train_args(ds, out))
+    finally:
+        [cache.cache_clear() for cache in caches]
+    assert_clean_error(result, 1, "test row 0, t = 7: the stored token", f"task '{third_task}'")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
 # --- 4. results: duplicates, unfinished build folders, links -----------------------------
@@ -935,6 +956,20 @@ def test_a_damaged_run_file_is_one_bounded_line_naming_the_run_and_the_field(
         assert len(line) < 400 and peak < 8 * 2**20
         assert not out.exists()
         assert not js.exists()
+
+
+def test_a_run_of_a_task_not_registered_here_names_posgen_tasks_and_is_not_called_damaged(
+    assert_clean_error, cli, tmp_path, trained_runs
+):
+    """Before: exit 1, "spec.task: Input should be 'recursive', ..." (and posgen sweep --status
+    listed such finished runs as waiting, to be set aside and trained again)."""
+    run = shutil.copytree(trained_runs / "rope-1", tmp_path / "runs" / "quarter")
+    body = json.loads((run / "results.json").read_text())
+    body["spec"]["task"] = "quarter"  # a task of one's own, its module not imported
+    (run / "results.json").write_text(json.dumps(body))
+    result = cli("results", tmp_path / "runs", "--out", tmp_path / "R.md")
+    assert_clean_error(result, 2, "task 'quarter' not registered in this process", "POSGEN_TASKS")
+    assert not (tmp_path / "R.md").exists()
 
 
 # --- 8. determinism ----------------------------------------------------------------------
