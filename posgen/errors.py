@@ -45,6 +45,15 @@ def shown(text: object, limit: int = SHOWN_CHARS) -> str:
     return value if len(value) <= limit else value[: limit - 3] + "..."
 
 
+def counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless one: ``counted(1, "run")`` is ``'1 run'``.
+
+    >>> counted(1, "training"), counted(54, "training")
+    ('1 training', '54 trainings')
+    """
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
 def not_utf8(raw: bytes, error: UnicodeDecodeError) -> str:
     """Where ``raw`` stops being UTF-8, for an error line: ``not UTF-8 (byte 3 is b'\\xe9')``."""
     return f"not UTF-8 (byte {error.start} is {raw[error.start : error.start + 1]!r})"

@@ -17,7 +17,7 @@ from posgen.cli import (
     plot_option,
     refuse_outputs,
 )
-from posgen.errors import UsageProblems
+from posgen.errors import UsageProblems, counted
 from posgen.scoring.plot import plot_problem
 from posgen.store.safety import atomic_folder, write_atomically
 from posgen.train import FILES
@@ -143,5 +143,5 @@ def results_command(
     else:
         write_atomically(out, text.encode())
     tasks = sum(len(entry["tasks"]) for entry in results.values())
-    counts = f"{len(runs)} run{'s' * (len(runs) != 1)}, {tasks} task{'s' * (tasks != 1)}"
+    counts = f"{counted(len(runs), 'run')}, {counted(tasks, 'task')}"
     click.echo(f"{out}: {counts}", err=to_stdout or json_stdout)

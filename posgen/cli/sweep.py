@@ -21,7 +21,7 @@ from posgen.cli import (
 )
 from posgen.cli.train import memory_estimate
 from posgen.encodings import NO_TABLE
-from posgen.errors import RunError, UsageProblems, problem_lines, shown
+from posgen.errors import RunError, UsageProblems, counted, problem_lines, shown
 from posgen.signals import Interrupted
 from posgen.store.dataset import Dataset
 from posgen.train.config import (
@@ -156,7 +156,8 @@ def sweep_command(
         click.echo(f"note: {line}", err=True)
     sweep.tidy(runs)
     todo = sweep.unfinished(runs)
-    counts = f"{len(runs)} runs in {len(jobs_of(runs))} trainings; {len(todo)} to train"
+    counts = f"{counted(len(runs), 'run')} in {counted(len(jobs_of(runs)), 'training')}; "
+    counts += f"{len(todo)} to train"
     click.echo(f"{out}: {counts}", err=True)
     if executor == "local":
         _run_local(sweep, todo, jobs)
@@ -262,7 +263,7 @@ def _run_submitit(
         return
     ids = list(dict.fromkeys(str(job.job_id).split("_")[0] for job in submitted))  # arrays
     jobs = f"job {ids[0]}" if len(ids) == 1 else f"jobs {shown(', '.join(ids), 200)}"
-    trainings = f"{len(submitted)} training{'s' * (len(submitted) != 1)}"
+    trainings = counted(len(submitted), "training")
     click.echo(f"submitted {trainings} as {jobs} (logs: {sweep.logs / 'slurm'}); {watch}", err=True)
     if not (wait or cluster == "local"):
         return
