@@ -25,6 +25,19 @@ TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # read for the Hub tok
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # huggingface_hub's offline mode
 SHOWN_FAILURES = 5  # failing checks named in the refusal message (the rest are counted)
 Baselines = Callable[[Path, str], dict[str, dict[str, float]]]  # (folder, config) -> scores
+# Remote files a push deletes unless the folder holds them (fnmatch, `*` crosses `/`): every
+# file a card's data_files could read, of any earlier version, Parquet (data/CONFIG/SPLIT-*)
+# or Arrow (CONFIG/SPLIT/data-*.arrow and the files save_to_disk writes beside them). The
+# README.md and posgen.json are replaced; the repo's other files (.gitattributes, a LICENSE,
+# notes) are kept: the card reads none of them.
+STALE_PATTERNS = (
+    "data/*",
+    "*/dataset_dict.json",
+    "*/*/data-*.arrow",
+    "*/*/cache-*.arrow",
+    "*/*/dataset_info.json",
+    "*/*/state.json",
+)
 
 
 class PublishRefused(RunError, RuntimeError):
@@ -116,7 +129,8 @@ def hub_token() -> str:
 
 
 def upload_folder(folder: Path, repo_id: str, token: str, message: str) -> str:
-    """Create the dataset repo if needed and upload ``folder`` (the only network call)."""
+    """Create the dataset repo if needed and upload ``folder`` in one call, deleting the remote
+    files of :data:`STALE_PATTERNS` it does not hold (the only network calls)."""
     try:
         from huggingface_hub import HfApi
     except ImportError:  # pragma: no cover - depends on the environment
@@ -124,7 +138,11 @@ def upload_folder(folder: Path, repo_id: str, token: str, message: str) -> str:
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
     commit = api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message=message
+        folder_path=str(folder),
+        repo_id=repo_id,
+        repo_type="dataset",
+        commit_message=message,
+        delete_patterns=list(STALE_PATTERNS),
     )
     return str(getattr(commit, "commit_url", commit))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 import datasets
 import pytest
@@ -219,3 +220,88 @@ def test_bad_usage_exits_2_with_one_line_and_changes_nothing(
     expected = expected.format(tmp=tmp_path)
     assert line.startswith(expected) if expected.startswith("error: ") else expected in line
     assert tree(tmp_path) == files
+
+
+class FakeHub:
+    """``huggingface_hub.HfApi`` over an in-memory Hub: ``repos`` maps a repo id to its files
+    (path: bytes); ``fail[METHOD]`` is raised when posgen calls METHOD; ``calls`` lists them."""
+
+    def __init__(self):
+        self.repos, self.fail, self.calls = {}, {}, []
+        hub = self
+
+        class Api:
+            def __init__(self, token=None, **kwargs):
+                self.token = token
+
+            def create_repo(self, repo_id, repo_type=None, exist_ok=False, **kwargs):
+                hub.called("create_repo", repo_id)
+                assert repo_type == "dataset" and exist_ok
+                hub.repos.setdefault(repo_id, {".gitattributes": b"*.parquet filter=lfs\n"})
+
+            def upload_folder(self, *, folder_path, repo_id, repo_type, commit_message,
+                              delete_patterns=None, **kwargs):  # fmt: skip
+                from huggingface_hub.utils import filter_repo_objects
+
+                hub.called("upload_folder", repo_id, commit_message)
+                assert repo_type == "dataset" and not kwargs, kwargs
+                files = hub.repos[repo_id]
+                folder = Path(folder_path)
+                new = {str(p.relative_to(folder)): p for p in folder.rglob("*") if p.is_file()}
+                new = {path: p.read_bytes() for path, p in new.items() if ".git/" not in path}
+                stale = filter_repo_objects(list(files), allow_patterns=delete_patterns or [])
+                for path in stale:
+                    if path != ".gitattributes":  # as HfApi: never deleted
+                        del files[path]
+                files.update(new)
+                url = f"https://huggingface.co/datasets/{repo_id}/commit/{len(hub.calls):040x}"
+                return type("CommitInfo", (str,), {"commit_url": url})(url)
+
+        self.Api = Api
+
+    def called(self, method, *args):
+        self.calls.append((method, *args))
+        if method in self.fail:
+            raise self.fail[method]
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """A :class:`FakeHub` in place of ``huggingface_hub.HfApi``, and a token to reach it."""
+    import huggingface_hub
+
+    fake = FakeHub()
+    monkeypatch.setattr(huggingface_hub, "HfApi", fake.Api)
+    for name in OFFLINE:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    return fake
+
+
+OLD_VERSION = {  # a repo holding an earlier POSGEN version, and files of the user's own
+    "README.md": b"# my own card\n",
+    "posgen.json": b"{}",
+    "LICENSE": b"mine",
+    "notes/how-we-use-it.md": b"mine",
+    "data/cot/train-00000-of-00002.parquet": b"old rows",
+    "data/cot/train-00001-of-00002.parquet": b"old rows",  # data/cot/train-*.parquet reads it
+    "data/semirecursive/test-00000-of-00001.parquet": b"old config",
+    "cot/train/data-00000-of-00002.arrow": b"old --format arrow rows",
+    "cot/train/state.json": b"{}",
+    "cot/dataset_dict.json": b"{}",
+}
+
+
+def test_push_over_an_older_version_leaves_exactly_the_published_folder(
+    cli, tmp_path, spec_file, hub
+):
+    hub.repos["me/posgen-tiny"] = {".gitattributes": b"", **OLD_VERSION}
+    out = tmp_path / "hub"
+    result = cli("publish", spec_file, "--out", out, "--push", "me/posgen-tiny", "-q")
+    assert result.exit_code == 0, result.output
+    remote = hub.repos["me/posgen-tiny"]
+    local = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    kept = {".gitattributes", "LICENSE", "notes/how-we-use-it.md"}  # the card reads none
+    assert {path: body for path, body in remote.items() if path not in kept} == local
+    assert set(remote) - set(local) == kept
+    assert [call[0] for call in hub.calls] == ["create_repo", "upload_folder"]
