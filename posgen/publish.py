@@ -58,6 +58,11 @@ class PublishRefused(RunError, RuntimeError):
         self.report = report
 
 
+class PushFailed(RunError, RuntimeError):
+    """The Hub refused or failed a push; the message says what the repo holds, as far as
+    posgen knows."""
+
+
 class HubUnavailable(UsageError, RuntimeError):
     """``huggingface_hub`` is not installed or no token is set."""
 
@@ -136,14 +141,25 @@ def upload_folder(folder: Path, repo_id: str, token: str, message: str) -> str:
     except ImportError:  # pragma: no cover - depends on the environment
         raise HubUnavailable("--push needs huggingface_hub: reinstall posgen") from None
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
-    commit = api.upload_folder(
-        folder_path=str(folder),
-        repo_id=repo_id,
-        repo_type="dataset",
-        commit_message=message,
-        delete_patterns=list(STALE_PATTERNS),
-    )
+    state = "nothing was pushed"
+    try:
+        api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+        state = (
+            f"no commit was reported, so {repo_id} holds what it held unless the Hub committed "
+            "before failing (see its history; rerun to push again)"
+        )
+        commit = api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="dataset",
+            commit_message=message,
+            delete_patterns=list(STALE_PATTERNS),
+        )
+    except Exception as error:  # httpx, hub and OS errors share no base
+        reason = f"{type(error).__name__}: {error}" if str(error).strip() else type(error).__name__
+        raise PushFailed(
+            f"pushing {folder} to {repo_id} failed: {state}; the published folder is kept: {reason}"
+        ) from None
     return str(getattr(commit, "commit_url", commit))
 
 

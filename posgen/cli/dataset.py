@@ -292,7 +292,7 @@ def publish_command(
     if repo_id is not None and token is not None:
         try:
             url = push_folder(out, repo_id, token)
-        except UsageError:
+        except (UsageError, RunError):  # publish.PushFailed says what the repo holds
             raise
         except Exception as error:  # httpx, hub and OS errors share no base: one line, exit 1
             raise RunError(f"pushing {out} to {repo_id} failed: {error}") from None

@@ -12,6 +12,7 @@ import pytest
 
 import posgen
 import posgen.publish
+from posgen.store.dataset import check_dataset
 from posgen.store.manifest import read_manifest, sha256_file
 
 SMALL_SPEC = """\
@@ -305,3 +306,53 @@ def test_push_over_an_older_version_leaves_exactly_the_published_folder(
     assert {path: body for path, body in remote.items() if path not in kept} == local
     assert set(remote) - set(local) == kept
     assert [call[0] for call in hub.calls] == ["create_repo", "upload_folder"]
+
+
+def hub_error(status, body, code=None):
+    """The error ``huggingface_hub`` raises for an HTTP ``status`` answer (its own classes)."""
+    from huggingface_hub.utils import _http, hf_raise_for_status
+
+    http = getattr(_http, "httpx2", None) or _http.httpx
+    request = http.Request("POST", "https://huggingface.co/api/repos/create")
+    headers = {"X-Request-Id": "req-1", **({"X-Error-Code": code} if code else {})}
+    try:
+        hf_raise_for_status(http.Response(status, json=body, headers=headers, request=request))
+    except Exception as error:
+        return error
+    raise AssertionError(status)
+
+
+NOTHING = "failed: nothing was pushed; the published folder is kept: "
+NO_COMMIT = "failed: no commit was reported, so me/posgen holds what it held unless the Hub"
+HUB_FAILURES = [
+    # (the method that fails, its error, what the error line holds after "pushing OUT to REPO")
+    ("create_repo", lambda: hub_error(401, {"error": "Invalid username or password."}),
+     [NOTHING + "HfHubHTTPError: Client error '401 Unauthorized'", "Invalid username"]),
+    ("create_repo", lambda: hub_error(403, {"error": "no rights to the namespace other"}),
+     [NOTHING + "HfHubHTTPError: (Request ID: req-1) 403 Forbidden", "namespace other"]),
+    ("create_repo", lambda: ConnectionError("[Errno 111] Connection refused"),
+     [NOTHING + "ConnectionError: [Errno 111] Connection refused"]),
+    ("upload_folder", lambda: hub_error(429, {"error": "rate limited"}),
+     [NO_COMMIT, "the published folder is kept: HfHubHTTPError:", "429 Too Many Requests"]),
+    ("upload_folder", lambda: hub_error(404, {"error": "gone"}, "RepoNotFound"),
+     [NO_COMMIT, "RepositoryNotFoundError: 404 Client Error"]),
+    ("upload_folder", lambda: hub_error(403, {"error": "gated"}, "GatedRepo"),
+     [NO_COMMIT, "GatedRepoError: 403 Client Error"]),
+    ("upload_folder", lambda: TimeoutError(), [NO_COMMIT, "is kept: TimeoutError"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "error", "expected"), HUB_FAILURES)
+def test_a_failed_push_says_what_the_repo_holds_and_keeps_the_folder(
+    assert_clean_error, cli, tmp_path, spec_file, hub, method, error, expected
+):
+    before = {"me/posgen": {".gitattributes": b"", **OLD_VERSION}}
+    hub.repos.update({repo: dict(files) for repo, files in before.items()})
+    hub.fail[method] = error()
+    out = tmp_path / "hub"
+    line = assert_clean_error(cli("publish", spec_file, "--out", out, "--push", "me/posgen"), 1)
+    assert line.startswith(f"error: pushing {out} to me/posgen failed: "), line
+    for fragment in expected:
+        assert fragment in line, (fragment, line)
+    assert hub.repos == before
+    assert check_dataset(out) == []  # the published folder, whole
