@@ -356,3 +356,36 @@ def test_a_failed_push_says_what_the_repo_holds_and_keeps_the_folder(
         assert fragment in line, (fragment, line)
     assert hub.repos == before
     assert check_dataset(out) == []  # the published folder, whole
+
+
+def rewrite_a_shard(out, cli):
+    shard = next(out.glob("data/cot/train-*.parquet"))
+    shard.write_bytes(shard.read_bytes() + b"x")  # one byte appended by hand
+
+
+NOT_A_PUBLISH = [
+    # (what is done to the published folder, what the refusal line holds)
+    (rewrite_a_shard, "train-00000-of-00001.parquet: "),
+    (lambda out, cli: cli("card", out, "--no-validate"),
+     "README.md: not the card of a validated publish"),
+    (lambda out, cli: (out / "README.md").unlink(), "README.md: not the card of a validated"),
+    (lambda out, cli: (out / "notes.txt").write_text("mine"),
+     "notes.txt: not a file posgen wrote (the push would upload it)"),
+    (lambda out, cli: (out / "data" / "cot" / "train-00001-of-00002.parquet").write_bytes(b"x"),
+     "train-00001-of-00002.parquet: not listed in posgen.json"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("damage", "expected"), NOT_A_PUBLISH)
+def test_a_folder_that_is_no_whole_publish_is_refused_before_any_hub_call(
+    cli, tmp_path, spec_file, hub, damage, expected
+):
+    out = tmp_path / "hub"
+    assert cli("publish", spec_file, "--out", out, "-q").exit_code == 0
+    damage(out, cli)
+    with pytest.raises(posgen.publish.PushRefused) as refused:
+        posgen.publish.push_folder(out, "me/posgen", "hf_test_token")
+    message = str(refused.value)
+    assert message.startswith(f"refusing to push {out} to me/posgen: not a whole posgen publish")
+    assert expected in message, message
+    assert hub.calls == [] and hub.repos == {}
