@@ -176,7 +176,10 @@ def test_push_uploads_the_published_folder_with_the_environment_token(
     assert message == f"POSGEN tiny (spec {manifest.benchmark.spec_id}, posgen 0.1.0)"
     expected = {"README.md", "posgen.json"} | {item.path for _, _, item in manifest.files()}
     assert set(files) == expected
-    assert "pushed" in result.output and "commit/abc" in result.output
+    pushed = f"pushed {out} (POSGEN tiny, spec {manifest.benchmark.spec_id}) to me/posgen-tiny: "
+    assert result.output.endswith(
+        pushed + "https://huggingface.co/datasets/me/posgen-tiny/commit/abc\n"
+    )
 
 
 def a_folder_of_mine(tmp_path, monkeypatch):
