@@ -160,6 +160,9 @@ def upload_folder(folder: Path, repo_id: str, token: str, message: str) -> str:
             commit_message=message,
             delete_patterns=list(STALE_PATTERNS),
         )
+    except signals.Interrupted as error:  # said after "interrupted by SIGINT; "
+        error.left = f"the published folder {folder} is kept; pushing it to {repo_id}: {state}"
+        raise
     except Exception as error:  # httpx, hub and OS errors share no base
         reason = f"{type(error).__name__}: {error}" if str(error).strip() else type(error).__name__
         raise PushFailed(

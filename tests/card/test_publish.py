@@ -4,6 +4,7 @@ Publishing runs the real validator on really damaged data (tests/conftest.py's `
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 import posgen
 import posgen.publish
+from posgen.signals import Interrupted
 from posgen.store.dataset import check_dataset
 from posgen.store.manifest import read_manifest, sha256_file
 
@@ -342,6 +344,12 @@ HUB_FAILURES = [
     ("upload_folder", lambda: hub_error(403, {"error": "gated"}, "GatedRepo"),
      [NO_COMMIT, "GatedRepoError: 403 Client Error"]),
     ("upload_folder", lambda: TimeoutError(), [NO_COMMIT, "is kept: TimeoutError"]),
+    ("create_repo", lambda: Interrupted(signal.SIGINT),  # Ctrl-C: exit 130
+     ["error: interrupted by SIGINT; the published folder {out} is kept; pushing it to "
+      "me/posgen: nothing was pushed"]),
+    ("upload_folder", lambda: Interrupted(signal.SIGTERM),
+     ["error: interrupted by SIGTERM; the published folder {out} is kept; pushing it to "
+      "me/posgen: no commit was reported, so me/posgen holds what it held unless the Hub"]),
 ]  # fmt: skip
 
 
@@ -353,10 +361,12 @@ def test_a_failed_push_says_what_the_repo_holds_and_keeps_the_folder(
     hub.repos.update({repo: dict(files) for repo, files in before.items()})
     hub.fail[method] = error()
     out = tmp_path / "hub"
-    line = assert_clean_error(cli("publish", spec_file, "--out", out, "--push", "me/posgen"), 1)
-    assert line.startswith(f"error: pushing {out} to me/posgen failed: "), line
+    failure = hub.fail[method]
+    code = 128 + failure.signum if isinstance(failure, Interrupted) else 1
+    line = assert_clean_error(cli("publish", spec_file, "--out", out, "--push", "me/posgen"), code)
+    assert code != 1 or line.startswith(f"error: pushing {out} to me/posgen failed: "), line
     for fragment in expected:
-        assert fragment in line, (fragment, line)
+        assert fragment.format(out=out) in line, (fragment, line)
     assert hub.repos == before
     assert check_dataset(out) == []  # the published folder, whole
 
