@@ -13,9 +13,9 @@ from posgen import signals
 from posgen.card import write_card
 from posgen.errors import RunError, UsageError
 from posgen.spec import BenchmarkSpec
-from posgen.store.dataset import Dataset
-from posgen.store.formats import Progress
-from posgen.store.manifest import Manifest
+from posgen.store.dataset import Dataset, check_dataset
+from posgen.store.formats import Progress, manifest_format
+from posgen.store.manifest import CARD_NAME, MANIFEST_NAME, Manifest
 from posgen.store.writer import write_dataset
 
 if TYPE_CHECKING:
@@ -23,8 +23,22 @@ if TYPE_CHECKING:
 
 TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # read for the Hub token, first wins
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # huggingface_hub's offline mode
+VALIDATED = "**Validated: all "  # the status line of a card whose checks all passed (card)
 SHOWN_FAILURES = 5  # failing checks named in the refusal message (the rest are counted)
 Baselines = Callable[[Path, str], dict[str, dict[str, float]]]  # (folder, config) -> scores
+# Remote files a push deletes unless the folder holds them (fnmatch, `*` crosses `/`): every
+# file a card's data_files could read, of any earlier version, Parquet (data/CONFIG/SPLIT-*)
+# or Arrow (CONFIG/SPLIT/data-*.arrow and the files save_to_disk writes beside them). The
+# README.md and posgen.json are replaced; the repo's other files (.gitattributes, a LICENSE,
+# notes) are kept: the card reads none of them.
+STALE_PATTERNS = (
+    "data/*",
+    "*/dataset_dict.json",
+    "*/*/data-*.arrow",
+    "*/*/cache-*.arrow",
+    "*/*/dataset_info.json",
+    "*/*/state.json",
+)
 
 
 class PublishRefused(RunError, RuntimeError):
@@ -43,6 +57,15 @@ class PublishRefused(RunError, RuntimeError):
             "nothing was published: " + "; ".join(lines)
         )
         self.report = report
+
+
+class PushFailed(RunError, RuntimeError):
+    """The Hub refused or failed a push; the message says what the repo holds, as far as
+    posgen knows."""
+
+
+class PushRefused(RunError, RuntimeError):
+    """The folder is not a whole posgen publish; nothing was pushed."""
 
 
 class HubUnavailable(UsageError, RuntimeError):
@@ -116,16 +139,35 @@ def hub_token() -> str:
 
 
 def upload_folder(folder: Path, repo_id: str, token: str, message: str) -> str:
-    """Create the dataset repo if needed and upload ``folder`` (the only network call)."""
+    """Create the dataset repo if needed and upload ``folder`` in one call, deleting the remote
+    files of :data:`STALE_PATTERNS` it does not hold (the only network calls)."""
     try:
         from huggingface_hub import HfApi
     except ImportError:  # pragma: no cover - depends on the environment
         raise HubUnavailable("--push needs huggingface_hub: reinstall posgen") from None
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
-    commit = api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message=message
-    )
+    state = "nothing was pushed"
+    try:
+        api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+        state = (
+            f"no commit was reported, so {repo_id} holds what it held unless the Hub committed "
+            "before failing (see its history; rerun to push again)"
+        )
+        commit = api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="dataset",
+            commit_message=message,
+            delete_patterns=list(STALE_PATTERNS),
+        )
+    except signals.Interrupted as error:  # said after "interrupted by SIGINT; "
+        error.left = f"the published folder {folder} is kept; pushing it to {repo_id}: {state}"
+        raise
+    except Exception as error:  # httpx, hub and OS errors share no base
+        reason = f"{type(error).__name__}: {error}" if str(error).strip() else type(error).__name__
+        raise PushFailed(
+            f"pushing {folder} to {repo_id} failed: {state}; the published folder is kept: {reason}"
+        ) from None
     return str(getattr(commit, "commit_url", commit))
 
 
@@ -145,9 +187,45 @@ def repo_id_problems(repo_id: str) -> list[str]:
     return []
 
 
+def push_problems(folder: Path, manifest: Manifest) -> list[str]:
+    """Why ``folder`` is not a whole posgen publish, one line each (none: it may be pushed):
+    files not what ``posgen.json`` lists, a card of no passed validation, files posgen did not
+    write (the push would upload them)."""
+    problems = check_dataset(folder)
+    card = folder / CARD_NAME
+    try:
+        validated = VALIDATED in card.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        validated = False
+    if not validated:
+        problems.append(
+            f"{card}: not the card of a validated publish (missing, unvalidated, failed or "
+            f"edited); run `posgen card {folder}` to validate the folder and render it"
+        )
+    owned = {CARD_NAME, MANIFEST_NAME, *manifest_format(manifest).sidecars(manifest)}
+    owned |= {entry.path for _, _, entry in manifest.files()}
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        ignored = ".git" in path.relative_to(folder).parts or name.startswith(".cache/huggingface/")
+        if not ignored and not path.is_dir() and name not in owned:  # upload_folder's ignores
+            problems.append(f"{path}: not a file posgen wrote (the push would upload it)")
+    return problems
+
+
 def push_folder(folder: Path, repo_id: str, token: str) -> str:
-    """Upload a published folder to the Hub dataset repo ``repo_id``."""
+    """Upload a published folder to the Hub dataset repo ``repo_id``; :class:`PushRefused`
+    before any Hub call when it is not a whole posgen publish."""
+    folder = Path(folder)
     manifest = Dataset.open(folder).manifest
+    problems = push_problems(folder, manifest)
+    if problems:
+        shown = problems[:SHOWN_FAILURES]
+        if len(problems) > SHOWN_FAILURES:
+            shown.append(f"and {len(problems) - SHOWN_FAILURES} more")
+        raise PushRefused(
+            f"refusing to push {folder} to {repo_id}: not a whole posgen publish, so nothing "
+            f"was pushed: {'; '.join(shown)}"
+        )
     bench = manifest.benchmark
     message = f"POSGEN {bench.name} (spec {bench.spec_id}, posgen {manifest.posgen_version})"
-    return upload_folder(Path(folder), repo_id, token, message)
+    return upload_folder(folder, repo_id, token, message)

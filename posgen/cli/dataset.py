@@ -292,12 +292,15 @@ def publish_command(
     if repo_id is not None and token is not None:
         try:
             url = push_folder(out, repo_id, token)
-        except UsageError:
+        except (UsageError, RunError):  # publish.PushFailed says what the repo holds
             raise
         except Exception as error:  # httpx, hub and OS errors share no base: one line, exit 1
             raise RunError(f"pushing {out} to {repo_id} failed: {error}") from None
         if not quiet:
-            click.echo(f"pushed {out} to {repo_id}: {url}")
+            bench = published.manifest.benchmark  # as the commit message names it
+            click.echo(
+                f"pushed {out} (POSGEN {bench.name}, spec {bench.spec_id}) to {repo_id}: {url}"
+            )
 
 
 @click.command(

@@ -4,13 +4,17 @@ Publishing runs the real validator on really damaged data (tests/conftest.py's `
 from __future__ import annotations
 
 import re
+import signal
 import sys
+from pathlib import Path
 
 import datasets
 import pytest
 
 import posgen
 import posgen.publish
+from posgen.signals import Interrupted
+from posgen.store.dataset import check_dataset
 from posgen.store.manifest import read_manifest, sha256_file
 
 SMALL_SPEC = """\
@@ -174,7 +178,10 @@ def test_push_uploads_the_published_folder_with_the_environment_token(
     assert message == f"POSGEN tiny (spec {manifest.benchmark.spec_id}, posgen 0.1.0)"
     expected = {"README.md", "posgen.json"} | {item.path for _, _, item in manifest.files()}
     assert set(files) == expected
-    assert "pushed" in result.output and "commit/abc" in result.output
+    pushed = f"pushed {out} (POSGEN tiny, spec {manifest.benchmark.spec_id}) to me/posgen-tiny: "
+    assert result.output.endswith(
+        pushed + "https://huggingface.co/datasets/me/posgen-tiny/commit/abc\n"
+    )
 
 
 def a_folder_of_mine(tmp_path, monkeypatch):
@@ -219,3 +226,179 @@ def test_bad_usage_exits_2_with_one_line_and_changes_nothing(
     expected = expected.format(tmp=tmp_path)
     assert line.startswith(expected) if expected.startswith("error: ") else expected in line
     assert tree(tmp_path) == files
+
+
+class FakeHub:
+    """``huggingface_hub.HfApi`` over an in-memory Hub: ``repos`` maps a repo id to its files
+    (path: bytes); ``fail[METHOD]`` is raised when posgen calls METHOD; ``calls`` lists them."""
+
+    def __init__(self):
+        self.repos, self.fail, self.calls = {}, {}, []
+        hub = self
+
+        class Api:
+            def __init__(self, token=None, **kwargs):
+                self.token = token
+
+            def create_repo(self, repo_id, repo_type=None, exist_ok=False, **kwargs):
+                hub.called("create_repo", repo_id)
+                assert repo_type == "dataset" and exist_ok
+                hub.repos.setdefault(repo_id, {".gitattributes": b"*.parquet filter=lfs\n"})
+
+            def upload_folder(self, *, folder_path, repo_id, repo_type, commit_message,
+                              delete_patterns=None, **kwargs):  # fmt: skip
+                from huggingface_hub.utils import filter_repo_objects
+
+                hub.called("upload_folder", repo_id, commit_message)
+                assert repo_type == "dataset" and not kwargs, kwargs
+                files = hub.repos[repo_id]
+                folder = Path(folder_path)
+                new = {str(p.relative_to(folder)): p for p in folder.rglob("*") if p.is_file()}
+                new = {path: p.read_bytes() for path, p in new.items() if ".git/" not in path}
+                stale = filter_repo_objects(list(files), allow_patterns=delete_patterns or [])
+                for path in stale:
+                    if path != ".gitattributes":  # as HfApi: never deleted
+                        del files[path]
+                files.update(new)
+                url = f"https://huggingface.co/datasets/{repo_id}/commit/{len(hub.calls):040x}"
+                return type("CommitInfo", (str,), {"commit_url": url})(url)
+
+        self.Api = Api
+
+    def called(self, method, *args):
+        self.calls.append((method, *args))
+        if method in self.fail:
+            raise self.fail[method]
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """A :class:`FakeHub` in place of ``huggingface_hub.HfApi``, and a token to reach it."""
+    import huggingface_hub
+
+    fake = FakeHub()
+    monkeypatch.setattr(huggingface_hub, "HfApi", fake.Api)
+    for name in OFFLINE:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    return fake
+
+
+OLD_VERSION = {  # a repo holding an earlier POSGEN version, and files of the user's own
+    "README.md": b"# my own card\n",
+    "posgen.json": b"{}",
+    "LICENSE": b"mine",
+    "notes/how-we-use-it.md": b"mine",
+    "data/cot/train-00000-of-00002.parquet": b"old rows",
+    "data/cot/train-00001-of-00002.parquet": b"old rows",  # data/cot/train-*.parquet reads it
+    "data/semirecursive/test-00000-of-00001.parquet": b"old config",
+    "cot/train/data-00000-of-00002.arrow": b"old --format arrow rows",
+    "cot/train/state.json": b"{}",
+    "cot/dataset_dict.json": b"{}",
+}
+
+
+def test_push_over_an_older_version_leaves_exactly_the_published_folder(
+    cli, tmp_path, spec_file, hub
+):
+    hub.repos["me/posgen-tiny"] = {".gitattributes": b"", **OLD_VERSION}
+    out = tmp_path / "hub"
+    result = cli("publish", spec_file, "--out", out, "--push", "me/posgen-tiny", "-q")
+    assert result.exit_code == 0, result.output
+    remote = hub.repos["me/posgen-tiny"]
+    local = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    kept = {".gitattributes", "LICENSE", "notes/how-we-use-it.md"}  # the card reads none
+    assert {path: body for path, body in remote.items() if path not in kept} == local
+    assert set(remote) - set(local) == kept
+    assert [call[0] for call in hub.calls] == ["create_repo", "upload_folder"]
+
+
+def hub_error(status, body, code=None):
+    """The error ``huggingface_hub`` raises for an HTTP ``status`` answer (its own classes)."""
+    from huggingface_hub.utils import _http, hf_raise_for_status
+
+    http = getattr(_http, "httpx2", None) or _http.httpx
+    request = http.Request("POST", "https://huggingface.co/api/repos/create")
+    headers = {"X-Request-Id": "req-1", **({"X-Error-Code": code} if code else {})}
+    try:
+        hf_raise_for_status(http.Response(status, json=body, headers=headers, request=request))
+    except Exception as error:
+        return error
+    raise AssertionError(status)
+
+
+NOTHING = "failed: nothing was pushed; the published folder is kept: "
+NO_COMMIT = "failed: no commit was reported, so me/posgen holds what it held unless the Hub"
+HUB_FAILURES = [
+    # (the method that fails, its error, what the error line holds after "pushing OUT to REPO")
+    ("create_repo", lambda: hub_error(401, {"error": "Invalid username or password."}),
+     [NOTHING + "HfHubHTTPError: Client error '401 Unauthorized'", "Invalid username"]),
+    ("create_repo", lambda: hub_error(403, {"error": "no rights to the namespace other"}),
+     [NOTHING + "HfHubHTTPError: (Request ID: req-1) 403 Forbidden", "namespace other"]),
+    ("create_repo", lambda: ConnectionError("[Errno 111] Connection refused"),
+     [NOTHING + "ConnectionError: [Errno 111] Connection refused"]),
+    ("upload_folder", lambda: hub_error(429, {"error": "rate limited"}),
+     [NO_COMMIT, "the published folder is kept: HfHubHTTPError:", "429 Too Many Requests"]),
+    ("upload_folder", lambda: hub_error(404, {"error": "gone"}, "RepoNotFound"),
+     [NO_COMMIT, "RepositoryNotFoundError: 404 Client Error"]),
+    ("upload_folder", lambda: hub_error(403, {"error": "gated"}, "GatedRepo"),
+     [NO_COMMIT, "GatedRepoError: 403 Client Error"]),
+    ("upload_folder", lambda: TimeoutError(), [NO_COMMIT, "is kept: TimeoutError"]),
+    ("create_repo", lambda: Interrupted(signal.SIGINT),  # Ctrl-C: exit 130
+     ["error: interrupted by SIGINT; the published folder {out} is kept; pushing it to "
+      "me/posgen: nothing was pushed"]),
+    ("upload_folder", lambda: Interrupted(signal.SIGTERM),
+     ["error: interrupted by SIGTERM; the published folder {out} is kept; pushing it to "
+      "me/posgen: no commit was reported, so me/posgen holds what it held unless the Hub"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "error", "expected"), HUB_FAILURES)
+def test_a_failed_push_says_what_the_repo_holds_and_keeps_the_folder(
+    assert_clean_error, cli, tmp_path, spec_file, hub, method, error, expected
+):
+    before = {"me/posgen": {".gitattributes": b"", **OLD_VERSION}}
+    hub.repos.update({repo: dict(files) for repo, files in before.items()})
+    hub.fail[method] = error()
+    out = tmp_path / "hub"
+    failure = hub.fail[method]
+    code = 128 + failure.signum if isinstance(failure, Interrupted) else 1
+    line = assert_clean_error(cli("publish", spec_file, "--out", out, "--push", "me/posgen"), code)
+    assert code != 1 or line.startswith(f"error: pushing {out} to me/posgen failed: "), line
+    for fragment in expected:
+        assert fragment.format(out=out) in line, (fragment, line)
+    assert hub.repos == before
+    assert check_dataset(out) == []  # the published folder, whole
+
+
+def rewrite_a_shard(out, cli):
+    shard = next(out.glob("data/cot/train-*.parquet"))
+    shard.write_bytes(shard.read_bytes() + b"x")  # one byte appended by hand
+
+
+NOT_A_PUBLISH = [
+    # (what is done to the published folder, what the refusal line holds)
+    (rewrite_a_shard, "train-00000-of-00001.parquet: "),
+    (lambda out, cli: cli("card", out, "--no-validate"),
+     "README.md: not the card of a validated publish"),
+    (lambda out, cli: (out / "README.md").unlink(), "README.md: not the card of a validated"),
+    (lambda out, cli: (out / "notes.txt").write_text("mine"),
+     "notes.txt: not a file posgen wrote (the push would upload it)"),
+    (lambda out, cli: (out / "data" / "cot" / "train-00001-of-00002.parquet").write_bytes(b"x"),
+     "train-00001-of-00002.parquet: not listed in posgen.json"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("damage", "expected"), NOT_A_PUBLISH)
+def test_a_folder_that_is_no_whole_publish_is_refused_before_any_hub_call(
+    cli, tmp_path, spec_file, hub, damage, expected
+):
+    out = tmp_path / "hub"
+    assert cli("publish", spec_file, "--out", out, "-q").exit_code == 0
+    damage(out, cli)
+    with pytest.raises(posgen.publish.PushRefused) as refused:
+        posgen.publish.push_folder(out, "me/posgen", "hf_test_token")
+    message = str(refused.value)
+    assert message.startswith(f"refusing to push {out} to me/posgen: not a whole posgen publish")
+    assert expected in message, message
+    assert hub.calls == [] and hub.repos == {}
