@@ -121,7 +121,8 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
 
 def check_distinct(runs: Sequence[Run]) -> None:
     """Refuse a table of runs on different datasets under one folder name, a cell mixing
-    settings, and copies of one run, in that order."""
+    encodings of one label (two plugins' sources) or settings, and copies of one run, in that
+    order."""
     by_seed: dict[tuple[Any, ...], Run] = {}
     by_table: dict[tuple[str, str], Run] = {}
     by_cell: dict[tuple[str, str, str], Run] = {}
@@ -138,6 +139,13 @@ def check_distinct(runs: Sequence[Run]) -> None:
                 "one dataset per folder name"
             )
         other = by_cell.setdefault(run.record.key, run)
+        sources = (other.record.position_encoding.source, run.record.position_encoding.source)
+        if sources[0] != sources[1]:
+            raise ResultsError(
+                f"{other.path} and {run.path} are in one cell ({cell}) but are different "
+                f"encodings of one label, from {sources[0]} and {sources[1]}: their seeds "
+                "are never averaged; give one plugin another name"
+            )
         if _settings(run) != _settings(other):
             raise ResultsError(
                 f"{other.path} and {run.path} are in one cell ({cell}) but were "
