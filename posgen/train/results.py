@@ -356,7 +356,9 @@ def run_settings(runs: Sequence[Run]) -> dict[str, Any]:
         return [json.loads(v) for v in sorted(values)]
 
     return {
-        "presets": distinct(lambda r: {"preset": r.preset, **r.train.model_dump(mode="json")}),
+        "presets": distinct(
+            lambda r: {"preset": r.preset, **r.train.model_dump(mode="json", exclude={"seeds"})}
+        ),  # without the preset's default seeds: each cell lists the seeds its runs used
         "devices": distinct(lambda r: r.device),
         "torch_threads": distinct(lambda r: r.torch_threads),
         "versions": distinct(lambda r: r.versions),

@@ -128,6 +128,8 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(
     assert oods == sorted(oods, reverse=True)
     assert [row["rank"] for row in rows] == ["1", "2"]
     entry = json.loads(out_json.read_text())["results"]["ds"]
+    presets = json.loads(out_json.read_text())["settings"]["presets"]
+    assert [p for p in presets if "seeds" in p] == []  # not the preset's, unused, seeds
     for pe, cell in entry["tasks"]["cot"].items():
         positions, accuracy = cell["curve"]["position"], cell["curve"]["accuracy"]
         expected = effective_length(positions, accuracy, 4, cell["ood_boundary"], 1 / 17)
