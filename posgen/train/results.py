@@ -604,11 +604,17 @@ def effective_length(
     return positions[-1] + 1
 
 
-def ranked(pes: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """``(pe, cell)`` by mean OOD accuracy, best first (cells without OOD last)."""
-    return sorted(
+def ranked(pes: dict[str, dict[str, Any]]) -> list[tuple[int, str, dict[str, Any]]]:
+    """``(rank, pe, cell)`` by mean OOD accuracy, best first (cells without OOD last); cells of
+    one mean share a rank (1, 1, 3), never ranked apart by their names."""
+    order = sorted(
         pes.items(), key=lambda kv: (kv[1]["ood_mean"] is None, -(kv[1]["ood_mean"] or 0), kv[0])
     )
+    out: list[tuple[int, str, dict[str, Any]]] = []
+    for index, (pe, cell) in enumerate(order, 1):
+        tied = bool(out) and out[-1][2]["ood_mean"] == cell["ood_mean"]
+        out.append((out[-1][0] if tied else index, pe, cell))
+    return out
 
 
 def ranking_lines(results: dict[str, Any]) -> list[str]:
@@ -629,7 +635,7 @@ def ranking_lines(results: dict[str, Any]) -> list[str]:
                 "| rank | PE | n | OOD accuracy | ID accuracy | effective length | when | source |",
                 "|---|---|---|---|---|---|---|---|",
             ]
-            for rank, (pe, cell) in enumerate(ranked(pes), 1):
+            for rank, pe, cell in ranked(pes):
                 length = cell.get("effective_length")
                 length = "-" if length is None else length
                 spreads = [_spread(cell, "ood"), _spread(cell, "id")]
@@ -651,7 +657,7 @@ def csv_text(results: dict[str, Any]) -> str:
     writer.writerow(CSV_COLUMNS)
     for data, entry in results.items():
         for task, pes in entry["tasks"].items():
-            for rank, (pe, cell) in enumerate(ranked(pes), 1):
+            for rank, pe, cell in ranked(pes):
                 values = {"data": data, "task": task, "pe": pe, "rank": rank, **cell}
                 values["seeds"] = " ".join(map(str, cell["seeds"]))
                 writer.writerow(["" if values.get(c) is None else values[c] for c in CSV_COLUMNS])

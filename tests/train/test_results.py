@@ -139,6 +139,15 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(
         ]
 
 
+def test_cells_of_one_ood_mean_share_a_rank_whatever_their_names():
+    from posgen.train.results import ranked
+
+    means = {"rope": 0.5, "base500": 0.5, "alibi": 0.25, "zeta": 0.75, "none": None}
+    pes = {pe: {"ood_mean": mean} for pe, mean in means.items()}
+    ranks = [(rank, pe) for rank, pe, _ in ranked(pes)]
+    assert ranks == [(1, "zeta"), (2, "base500"), (2, "rope"), (4, "alibi"), (5, "none")]
+
+
 @pytest.mark.parametrize("fmt", ["markdown", "csv", "json"])
 def test_out_or_json_dash_prints_what_the_file_would_hold(
     assert_clean_error, cli, trained_runs, tmp_path, fmt
