@@ -121,7 +121,8 @@ def find_runs(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
 
 def check_distinct(runs: Sequence[Run]) -> None:
     """Refuse a table of runs on different datasets under one folder name, a cell mixing
-    settings, and copies of one run, in that order."""
+    encodings of one label (two plugins' sources) or settings, and copies of one run, in that
+    order."""
     by_seed: dict[tuple[Any, ...], Run] = {}
     by_table: dict[tuple[str, str], Run] = {}
     by_cell: dict[tuple[str, str, str], Run] = {}
@@ -138,6 +139,13 @@ def check_distinct(runs: Sequence[Run]) -> None:
                 "one dataset per folder name"
             )
         other = by_cell.setdefault(run.record.key, run)
+        sources = (other.record.position_encoding.source, run.record.position_encoding.source)
+        if sources[0] != sources[1]:
+            raise ResultsError(
+                f"{other.path} and {run.path} are in one cell ({cell}) but are different "
+                f"encodings of one label, from {sources[0]} and {sources[1]}: their seeds "
+                "are never averaged; give one plugin another name"
+            )
         if _settings(run) != _settings(other):
             raise ResultsError(
                 f"{other.path} and {run.path} are in one cell ({cell}) but were "
@@ -348,7 +356,9 @@ def run_settings(runs: Sequence[Run]) -> dict[str, Any]:
         return [json.loads(v) for v in sorted(values)]
 
     return {
-        "presets": distinct(lambda r: {"preset": r.preset, **r.train.model_dump(mode="json")}),
+        "presets": distinct(
+            lambda r: {"preset": r.preset, **r.train.model_dump(mode="json", exclude={"seeds"})}
+        ),  # without the preset's default seeds: each cell lists the seeds its runs used
         "devices": distinct(lambda r: r.device),
         "torch_threads": distinct(lambda r: r.torch_threads),
         "versions": distinct(lambda r: r.versions),
@@ -594,11 +604,17 @@ def effective_length(
     return positions[-1] + 1
 
 
-def ranked(pes: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """``(pe, cell)`` by mean OOD accuracy, best first (cells without OOD last)."""
-    return sorted(
+def ranked(pes: dict[str, dict[str, Any]]) -> list[tuple[int, str, dict[str, Any]]]:
+    """``(rank, pe, cell)`` by mean OOD accuracy, best first (cells without OOD last); cells of
+    one mean share a rank (1, 1, 3), never ranked apart by their names."""
+    order = sorted(
         pes.items(), key=lambda kv: (kv[1]["ood_mean"] is None, -(kv[1]["ood_mean"] or 0), kv[0])
     )
+    out: list[tuple[int, str, dict[str, Any]]] = []
+    for index, (pe, cell) in enumerate(order, 1):
+        tied = bool(out) and out[-1][2]["ood_mean"] == cell["ood_mean"]
+        out.append((out[-1][0] if tied else index, pe, cell))
+    return out
 
 
 def ranking_lines(results: dict[str, Any]) -> list[str]:
@@ -619,7 +635,7 @@ def ranking_lines(results: dict[str, Any]) -> list[str]:
                 "| rank | PE | n | OOD accuracy | ID accuracy | effective length | when | source |",
                 "|---|---|---|---|---|---|---|---|",
             ]
-            for rank, (pe, cell) in enumerate(ranked(pes), 1):
+            for rank, pe, cell in ranked(pes):
                 length = cell.get("effective_length")
                 length = "-" if length is None else length
                 spreads = [_spread(cell, "ood"), _spread(cell, "id")]
@@ -641,7 +657,7 @@ def csv_text(results: dict[str, Any]) -> str:
     writer.writerow(CSV_COLUMNS)
     for data, entry in results.items():
         for task, pes in entry["tasks"].items():
-            for rank, (pe, cell) in enumerate(ranked(pes), 1):
+            for rank, pe, cell in ranked(pes):
                 values = {"data": data, "task": task, "pe": pe, "rank": rank, **cell}
                 values["seeds"] = " ".join(map(str, cell["seeds"]))
                 writer.writerow(["" if values.get(c) is None else values[c] for c in CSV_COLUMNS])

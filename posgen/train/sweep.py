@@ -146,12 +146,16 @@ class Sweep:
         unhashed = {"data", "pe_request"}  # where the data lies, how the encoding was spelled
         with self.updating() as record:
             known = {run.key: run.model_dump(exclude=unhashed) for run in record.runs}
+            named = {run.key: run.pe_request.name for run in record.runs}
             for run in runs:
                 if run.key in known and known[run.key] != run.model_dump(exclude=unhashed):
+                    why = "the file was edited"
+                    if named[run.key] != run.pe_request.name:  # two plugins of one label
+                        why = f"its encoding {run.pe!r} is {named[run.key]}, the grid's is "
+                        why += f"{run.pe_request.name}: give one plugin another name"
                     raise SweepError(
                         f"{self.record}: run {run.key} records other settings than the grid's "
-                        "run of that hash (the file was edited); restore it or sweep into a "
-                        "new folder"
+                        f"run of that hash ({why}); restore it or sweep into a new folder"
                     )
             data = {run.job: run.data for run in runs}
             record.runs = [

@@ -354,6 +354,9 @@ RECORDS = {  # case -> (the change of sweep.json, what the error line names)
         _rekeyed, "not updated: the change would leave it inconsistent (runs.2: training"),
     "every run's seed edited (consistent, but not the runs their hashes name)": (
         _run(None, seed=4), "records other settings than the grid's run"),
+    "the runs of another plugin of the grid's label (was called an edited file)": (
+        _run(None, job="0123456789abcdef", pe_request={"name": "othermod:ROPE"}),
+        "its encoding 'rope' is othermod:ROPE, the grid's is rope: give one plugin"),
 }  # fmt: skip
 
 

@@ -128,6 +128,8 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(
     assert oods == sorted(oods, reverse=True)
     assert [row["rank"] for row in rows] == ["1", "2"]
     entry = json.loads(out_json.read_text())["results"]["ds"]
+    presets = json.loads(out_json.read_text())["settings"]["presets"]
+    assert [p for p in presets if "seeds" in p] == []  # not the preset's, unused, seeds
     for pe, cell in entry["tasks"]["cot"].items():
         positions, accuracy = cell["curve"]["position"], cell["curve"]["accuracy"]
         expected = effective_length(positions, accuracy, 4, cell["ood_boundary"], 1 / 17)
@@ -135,6 +137,15 @@ def test_csv_and_json_rank_pes_by_ood_accuracy_with_an_effective_length(
         assert [row["effective_length"] for row in rows if row["pe"] == pe] == [
             "" if expected is None else str(expected)
         ]
+
+
+def test_cells_of_one_ood_mean_share_a_rank_whatever_their_names():
+    from posgen.train.results import ranked
+
+    means = {"rope": 0.5, "base500": 0.5, "alibi": 0.25, "zeta": 0.75, "none": None}
+    pes = {pe: {"ood_mean": mean} for pe, mean in means.items()}
+    ranks = [(rank, pe) for rank, pe, _ in ranked(pes)]
+    assert ranks == [(1, "zeta"), (2, "base500"), (2, "rope"), (4, "alibi"), (5, "none")]
 
 
 @pytest.mark.parametrize("fmt", ["markdown", "csv", "json"])

@@ -30,6 +30,7 @@ from posgen.store.dataset import Dataset  # noqa: E402
 from posgen.store.manifest import Manifest  # noqa: E402
 from posgen.store.safety import TMP_TAG  # noqa: E402
 from posgen.train import PREDICTIONS  # noqa: E402
+from posgen.train import RESULTS as RESULTS_JSON  # noqa: E402
 from posgen.train.config import available_bytes, preset  # noqa: E402
 from posgen.train.job import train_runs  # noqa: E402
 from posgen.train.run_record import read_run  # noqa: E402
@@ -621,6 +622,15 @@ def _beside(t: Path, second: Path) -> None:
     shutil.copytree(second, t / "runs" / "b")
 
 
+def _other_plugin(t: Path, _) -> None:
+    """``runs/a`` (r0) and ``runs/b``: r0 as another seed of another plugin of its label."""
+    _beside(t, t / "r0")
+    body = json.loads((t / "runs" / "b" / RESULTS_JSON).read_text())
+    body["seed"] += 1
+    body["position_encoding"]["source"] = "module othermod:ROPE"
+    (t / "runs" / "b" / RESULTS_JSON).write_text(json.dumps(body))
+
+
 def train(data: str = "ds", out: str = "run") -> str:
     return " ".join(["train --pe rope -q", *TINY, f"--data {{t}}/{data} --out {{t}}/{out}"])
 
@@ -694,6 +704,8 @@ TARGETS = {  # more: tests/cli/test_outputs_never_land_on_inputs.py
     "issue 27 class 10: results other settings, same seed": (
         lambda t, mates: _beside(t, mates["other-settings"]),
         "results {t}/runs --out {t}/R.md", ["different settings"]),
+    "results another plugin of the same label, another seed (was averaged into one cell)": (
+        _other_plugin, "results {t}/runs --out {t}/R.md", ["different encodings of one label"]),
     "issue 27 class 10: results a copy": (lambda t, _: _beside(t, t / "r0"),
         "results {t}/runs --out {t}/R.md", ["are the same run"]),
 }  # fmt: skip
