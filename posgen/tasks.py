@@ -618,6 +618,11 @@ def register_op(op: Op) -> None:
         raise OpError(f"op {op.name!r} is already registered")
     if op.kind == "sum" and not callable(op.value):
         raise OpError(f"sum op {op.name!r} needs its value formula, value(S, m), not {op.value!r}")
+    if op.kind != "sum" and op.value is not None:  # never read: the data would be the kind's
+        raise OpError(
+            f"op {op.name!r}: only a sum op reads a value formula; a {op.kind} op is computed "
+            "by posgen's own kernel for that kind (make it kind 'sum', a formula of S)"
+        )
     _OPS[op.name] = op
 
 
