@@ -147,6 +147,7 @@ def expected_names() -> str:
 register_task("recursive", lambda t, w: t - w)
 register_task("cot", lambda t, w: np.zeros_like(t))
 register_task("semirecursive", lambda t, w: (t - w) // 2)
+_BUILTIN_TASKS = frozenset(_RULES)
 
 TASKS: Sequence[str] = _Registered()
 
@@ -682,3 +683,23 @@ for _op in (
     ),
 ):
     register_op(_op)
+_BUILTIN_OPS = frozenset(_OPS)
+
+
+def own_module(task: str, op: str) -> dict[str, str]:
+    """``task`` and ``op`` that are not built into posgen, each with the module that registered
+    it (``""`` when posgen cannot tell: a script's ``__main__``, an op without a formula).
+
+    >>> own_module("cot", "square_sum")
+    {}
+    """
+    found = {
+        f"task {task}": (task, _BUILTIN_TASKS, _RULES.get(task)),
+        f"op {op}": (op, _BUILTIN_OPS, getattr(_OPS.get(op), "value", None)),
+    }
+    out = {}
+    for label, (name, builtin, code) in found.items():
+        if name not in builtin:
+            module = getattr(code, "__module__", None)
+            out[label] = module if isinstance(module, str) and module != "__main__" else ""
+    return out
