@@ -1,9 +1,10 @@
 """posgen: the POSGEN benchmark (Resonance RoPE, Wang et al. 2024) as reproducible datasets.
 
-Specs (:class:`TaskSpec`, :class:`BenchmarkSpec`, :func:`register_task`), rows in memory
-(:func:`generate_split`, :func:`to_dataset_dict`), datasets on disk (:func:`write_dataset`,
-:func:`load`, :class:`Dataset`, :func:`read_manifest`), metrics (:func:`score`) and trained
-models (:func:`load_model`, the ``train`` extra), each imported on first use.
+Specs (:class:`TaskSpec`, :class:`BenchmarkSpec`, :func:`register_task`, :func:`register_op`),
+rows in memory (:func:`generate_split`, :func:`to_dataset_dict`), datasets on disk
+(:func:`write_dataset`, :func:`load`, :class:`Dataset`, :func:`read_manifest`), metrics
+(:func:`score`) and trained models (:func:`load_model`, the ``train`` extra), each imported on
+first use.
 
 >>> from posgen import TaskSpec, generate_split
 >>> generate_split(TaskSpec(task="recursive", seeding="paper", train_size=1,
@@ -30,8 +31,10 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time through __getatt
     from posgen.store.formats import to_dataset_dict as to_dataset_dict
     from posgen.store.writer import write_dataset as write_dataset
     from posgen.tasks import TASKS as TASKS
+    from posgen.tasks import Op as Op
     from posgen.tasks import dependencies as dependencies
     from posgen.tasks import far_start as far_start
+    from posgen.tasks import register_op as register_op
     from posgen.tasks import register_task as register_task
 
 __version__ = "0.1.0"
@@ -41,7 +44,14 @@ _LAZY = {
     for module, names in {
         "posgen.generator": ("generate_rows", "generate_split", "grow"),
         "posgen.spec": ("BenchmarkSpec", "TaskSpec"),
-        "posgen.tasks": ("TASKS", "dependencies", "far_start", "register_task"),
+        "posgen.tasks": (
+            "TASKS",
+            "Op",
+            "dependencies",
+            "far_start",
+            "register_op",
+            "register_task",
+        ),
         "posgen.store": ("read_manifest",),
         "posgen.store.dataset": ("Dataset", "load"),
         "posgen.store.formats": ("to_dataset_dict",),

@@ -41,7 +41,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from posgen.errors import UsageError, not_utf8, shown
+from posgen.errors import UsageError, UsageProblems, not_utf8, problem_lines, shown
 from posgen.tasks import TASKS, expected_names, get_op, op_names
 
 if sys.version_info >= (3, 11):
@@ -375,6 +375,33 @@ class SpecFileError(UsageError, ValueError):
     """A spec file is missing, unreadable, too big or deep, or not a mapping."""
 
 
+class SpecProblems(UsageProblems, SpecFileError):
+    """A spec file whose fields break the spec's rules: one line per problem, naming the file."""
+
+
+def file_problem_lines(
+    error: ValidationError, path: str | Path, data: dict[str, Any], flags: Mapping[str, Any]
+) -> list[str]:
+    """``problem_lines`` of a spec file's benchmark, each naming the file (unless a flag gave
+    the field) and the table the field is written in: ``defaults.near``, once, when the config
+    takes it from there; ``near`` in a single task spec."""
+    defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
+    configs = data.get("configs") if isinstance(data.get("configs"), dict) else None
+    lines: list[str] = []
+    for item, line in zip(error.errors(), problem_lines(error), strict=True):
+        loc, (where, _, rest) = item["loc"], line.partition(": ")
+        field = loc[2] if len(loc) > 2 and loc[0] == "configs" else None
+        if field in flags:
+            lines.append(line)
+            continue
+        if field is not None and configs is None:  # a single task spec: no configs table
+            where = where.split(".", 2)[2]
+        elif field is not None and field not in configs.get(loc[1], {}) and field in defaults:
+            where = "defaults." + where.split(".", 2)[2]
+        lines.append(f"{path}: {where}: {rest}")
+    return list(dict.fromkeys(lines))  # a default's problem once, not once per config
+
+
 class _BoundedLoader(yaml.SafeLoader):
     """PyYAML's safe loader with nesting bounded while composing (before any expansion), so a
     100k-deep file is refused at level 17 instead of recursing until Python gives up."""
@@ -555,7 +582,8 @@ def resolve_benchmark(
         configs = {task: {"task": task} for task in tasks or TASKS}
         raw = {"name": DEFAULT_BENCHMARK_NAME, "configs": configs}
     else:
-        raw = benchmark_mapping(read_spec_file(spec_file), stem_name(Path(spec_file).stem))
+        data = read_spec_file(spec_file)
+        raw = benchmark_mapping(data, stem_name(Path(spec_file).stem))
         if tasks:
             raw["configs"] = {
                 name: fields
@@ -567,4 +595,9 @@ def resolve_benchmark(
                     f"spec file {spec_file} has no config for task(s) {', '.join(tasks)}"
                 )
     raw["configs"] = {name: {**fields, **overrides} for name, fields in raw["configs"].items()}
-    return BenchmarkSpec.model_validate(raw)
+    try:
+        return BenchmarkSpec.model_validate(raw)
+    except ValidationError as error:
+        if spec_file is None:
+            raise
+        raise SpecProblems(file_problem_lines(error, spec_file, data, overrides)) from None

@@ -147,6 +147,7 @@ def expected_names() -> str:
 register_task("recursive", lambda t, w: t - w)
 register_task("cot", lambda t, w: np.zeros_like(t))
 register_task("semirecursive", lambda t, w: (t - w) // 2)
+_BUILTIN_TASKS = frozenset(_RULES)
 
 TASKS: Sequence[str] = _Registered()
 
@@ -618,6 +619,11 @@ def register_op(op: Op) -> None:
         raise OpError(f"op {op.name!r} is already registered")
     if op.kind == "sum" and not callable(op.value):
         raise OpError(f"sum op {op.name!r} needs its value formula, value(S, m), not {op.value!r}")
+    if op.kind != "sum" and op.value is not None:  # never read: the data would be the kind's
+        raise OpError(
+            f"op {op.name!r}: only a sum op reads a value formula; a {op.kind} op is computed "
+            "by posgen's own kernel for that kind (make it kind 'sum', a formula of S)"
+        )
     _OPS[op.name] = op
 
 
@@ -677,3 +683,23 @@ for _op in (
     ),
 ):
     register_op(_op)
+_BUILTIN_OPS = frozenset(_OPS)
+
+
+def own_module(task: str, op: str) -> dict[str, str]:
+    """``task`` and ``op`` that are not built into posgen, each with the module that registered
+    it (``""`` when posgen cannot tell: a script's ``__main__``, an op without a formula).
+
+    >>> own_module("cot", "square_sum")
+    {}
+    """
+    found = {
+        f"task {task}": (task, _BUILTIN_TASKS, _RULES.get(task)),
+        f"op {op}": (op, _BUILTIN_OPS, getattr(_OPS.get(op), "value", None)),
+    }
+    out = {}
+    for label, (name, builtin, code) in found.items():
+        if name not in builtin:
+            module = getattr(code, "__module__", None)
+            out[label] = module if isinstance(module, str) and module != "__main__" else ""
+    return out

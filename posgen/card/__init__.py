@@ -34,7 +34,7 @@ from posgen.store.manifest import (
     plan_benchmark,
 )
 from posgen.store.safety import write_atomically
-from posgen.tasks import dependencies, get_op
+from posgen.tasks import dependencies, get_op, own_module
 
 if TYPE_CHECKING:
     from posgen.validate.report import CheckResult, Report
@@ -826,9 +826,22 @@ def regenerate_section(manifest: Manifest) -> str:
     parquet = manifest.storage_format == "parquet"
     storage = ("" if parquet else f" --format {manifest.storage_format}") + shard_flag(manifest)
     kind = "Parquet" if parquet else "Arrow IPC"
+    own: dict[str, str] = {}
+    for spec in manifest.bench.configs.values():
+        own.update(own_module(spec.task, spec.op))
+    modules = sorted({module for module in own.values() if module})
     script = "\n".join(
         [
             f"pip install {' '.join(pins)}",
+            *(
+                f"# {label} is not part of posgen: put the module that registers it, "
+                f"{own[label]}, beside spec.json (ask the dataset's author for it)"
+                if own[label]
+                else f"# {label} is not part of posgen: register it (posgen.register_"
+                f"{label.split()[0]}) in a module named in POSGEN_TASKS"
+                for label in own
+            ),
+            *([f"export POSGEN_TASKS={','.join(modules)} PYTHONPATH=."] if modules else []),
             "cat > spec.json <<'SPEC'",
             json.dumps(manifest.bench.canonical(), indent=2),
             "SPEC",

@@ -69,16 +69,26 @@ CUT = ["--task", "cot", "--train-size", "20000", "--val-size", "10", "--test-siz
 
 @pytest.mark.parametrize(
     ("case", "files"),  # posgen-v1: 3 configs x (train, validation, test, probe)
-    [("posgen-v1", 12), ("cut at --shard-mb 1", 5)],  # cot's train (1.2 MiB) in 2 files
-)
+    [("posgen-v1", 12), ("cut at --shard-mb 1", 5), ("an op of your own", 4)],
+)  # cut: cot's train (1.2 MiB) in 2 files
 def test_the_regenerate_command_in_the_card_reproduces_every_checksum(
-    cli, official, tmp_path, case, files
+    cli, official, tmp_path, monkeypatch, case, files
 ):
     if case == "posgen-v1":
         out, _ = official("posgen-v1")
-    else:
+    elif case == "cut at --shard-mb 1":
         out = tmp_path / "cut"
         assert cli("generate", *CUT, "--shard-mb", "1", "--out", out, "-q").exit_code == 0
+    else:  # the card names the op and the module a reader must import to regenerate it
+        monkeypatch.setattr(posgen.tasks, "_OPS", dict(posgen.tasks._OPS))
+        cube = posgen.Op("test_card_cube", "S^3 mod m", "sum", lambda total, m: total**3 % m)
+        posgen.register_op(cube)
+        out = tmp_path / "own"
+        own = ["--task", "cot", "--op", cube.name, "--train-size", "20", "--test-size", "10"]
+        assert cli("generate", *own, "--val-size", "10", "--out", out, "-q").exit_code == 0
+        card = (out / "README.md").read_text()
+        assert "# op test_card_cube is not part of posgen" in card
+        assert f"\nexport POSGEN_TASKS={cube.value.__module__} PYTHONPATH=.\n" in card
     card = (out / "README.md").read_text()
     spec_text = re.search(r"cat > spec.json <<'SPEC'\n(.*?)\nSPEC\n", card, re.S).group(1)
     sums = re.search(r"sha256sum --check <<'SUMS'\n(.*?)\nSUMS\n", card, re.S).group(1)

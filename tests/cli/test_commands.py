@@ -82,16 +82,20 @@ def test_clicks_own_usage_errors_are_one_error_line_naming_the_flag(
             "configs.cot.train_length: train_length (4) must exceed the seed window far + near "
             "= 4 (given: 4)",
             "configs.cot.test_length: test_length (3) must be >= train_length (4) (given: 3)"]),
+        ('[defaults]\nnaer = 3\n[configs.semi]\ntask = "semirecursive"', [  # named once
+            "defaults.naer: Extra inputs are not permitted (given: 3)"]),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("command", ["generate --spec", "publish"])
-def test_each_problem_is_one_error_line_under_its_field(cli, tmp_path, fields, expected, command):
+def test_each_problem_is_one_error_line_naming_the_file_and_its_field(
+    cli, tmp_path, fields, expected, command
+):
     spec = tmp_path / "cot.toml"
     spec.write_text(f'[configs.cot]\ntask = "cot"\n{fields}\n')
     result = cli(*command.split(), spec, "--out", tmp_path / "ds")
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert result.stderr.splitlines() == [f"error: {line}" for line in expected]
+    assert result.stderr.splitlines() == [f"error: {spec}: {line}" for line in expected]
     assert not (tmp_path / "ds").exists()
 
 

@@ -73,6 +73,7 @@ def test_the_package_exports_the_readme_entry_points(oracle, tmp_path):
     assert posgen.score(test, test, bench.configs["cot"]).summary()["ood_accuracy"] == 1.0
     assert oracle.far_positions("cot", 9, 3, 1) == [0]
     assert set(posgen.__all__) >= {"write_dataset", "load", "Dataset", "read_manifest", "score"}
+    assert (posgen.register_op, posgen.Op) == (posgen.tasks.register_op, posgen.tasks.Op)
 
 
 def test_a_registered_task_gets_probe_rows_from_its_dependency_rule(oracle, third_task):
