@@ -18,6 +18,7 @@ import posgen.validate.audits as audits
 from posgen.generator import generate_split
 from posgen.spec import TaskSpec
 from posgen.store.formats import row_schema, rows_to_table, to_dataset_dict
+from posgen.store.manifest import read_manifest
 from posgen.tasks import TASKS
 from posgen.validate import validate
 from posgen.validate.shortcuts import is_prime, local_rules
@@ -231,3 +232,33 @@ def test_sampled_question_lookbacks_equal_plain_loops_over_the_picked_rows(
         assert got.shortcut == sum(d <= short and d < rule for d, rule in cells)
         assert (got.p10, got.median, got.p90) == (lower(10), lower(50), lower(90))
         assert got.histogram == {v: values.count(v) for v in set(values)}
+
+
+@pytest.mark.parametrize("seeding", ["disjoint", "paper"])
+def test_the_probe_check_counts_the_answers_a_loop_recomputes(
+    oracle, small_dataset, small_paper_dataset, seeding
+):
+    folder = small_dataset if seeding == "disjoint" else small_paper_dataset
+    report, checked = validate(folder), 0
+    for config, entry in read_manifest(folder).configs.items():
+        spec = entry.spec
+        rule = (spec.modulus, spec.near, spec.far, spec.seed)
+        for split in (s for s in spec.split_names if s.startswith("test")):
+            probe = "probe" + split[len("test") :]
+            rows = [
+                oracle.probe_row(spec.task, source, i, *rule, probe, spec.op, spec.op_key)
+                for i, source in enumerate(generate_split(spec, split).tolist())
+            ]
+            probed = sum(len(row["probed"]) for row in rows)
+            telling = sum(
+                answer != row["tokens"][t]
+                for row in rows
+                for t, answer in zip(row["probed"], row["far_rule"], strict=True)
+            )
+            check = next(
+                c for c in report.checks if (c.check, c.config, c.split) == ("probe", config, probe)
+            )
+            assert check.ok
+            assert f"{probed:,} far-rule answers recomputed, {telling:,} of them" in check.message
+            checked += 1
+    assert checked == 6  # three tasks, L' = 96 and 128
