@@ -82,8 +82,9 @@ def linear_share_by_loops(rules, m: int, rows, lo: int, hi: int) -> float:
     return hits / (len(rows) * (hi - lo)) if hi > lo else 0.0
 
 
-def figures_by_loops(oracle, spec: TaskSpec, split: str, splits: dict) -> dict:
-    """The facts behind the validate table's columns, one row and one position at a time."""
+def figures_by_loops(oracle, spec: TaskSpec, split: str, splits: dict, cheap=False) -> dict:
+    """The facts behind the validate table's columns, one row and one position at a time
+    (``cheap``: not operand sensitivity and question look-backs)."""
     rows, (w, m, near, far) = splits[split], (spec.window, spec.modulus, spec.near, spec.far)
     length, big = len(rows[0]), spec.train_length
     boundary = min(big, length)
@@ -109,7 +110,10 @@ def figures_by_loops(oracle, spec: TaskSpec, split: str, splits: dict) -> dict:
         for region in ("id", "ood"):
             share = oracle.copy_share(rows, context, w, boundary, region)
             found[f"copy_{name}_share_{region}"] = share
-    found["operand_sensitivity"], found["operand_probes"] = sensitivity_by_loops(oracle, spec, rows)
+    if not cheap:
+        found["operand_sensitivity"], found["operand_probes"] = sensitivity_by_loops(
+            oracle, spec, rows
+        )
     rules = local_rules(spec, length)  # D itself: brute force in test_audits.py
     if rules is not None:
         shorter = [d < rule for d, rule in zip(rules.effective.tolist(), lookbacks, strict=True)]
@@ -125,7 +129,7 @@ def figures_by_loops(oracle, spec: TaskSpec, split: str, splits: dict) -> dict:
             else None
         )
         found[f"linear_rule_share_{region}"] = share
-    if far and m**far <= 64:  # every row audited (none sampled out at these sizes)
+    if far and m**far <= 64 and not cheap:  # every row audited (none sampled out at these sizes)
         d_star = [oracle.question_lookback(spec.task, row, m, near, far, spec.op, spec.op_key)
                   for row in rows]  # fmt: skip
         for region, lo, hi in (("id", w, boundary), ("ood", boundary, length)):
@@ -152,6 +156,23 @@ def test_every_figure_of_the_validate_table_equals_its_plain_loop(oracle, spec):
         facts = report.facts[spec.task][split]
         for name, want in figures_by_loops(oracle, spec, split, splits).items():
             assert same(facts[name], want), (split, name, facts[name], want)
+
+
+@pytest.mark.parametrize("seeding", ["disjoint", "paper"])
+def test_figures_streamed_from_files_and_row_groups_equal_plain_loops(
+    oracle, small_dataset, small_paper_dataset, seeding
+):
+    """Several files per split and row groups per file: every tally fed batch by batch."""
+    folder = small_dataset if seeding == "disjoint" else small_paper_dataset
+    report = validate(folder)
+    assert report.ok, report.summary()
+    for config, entry in read_manifest(folder).configs.items():
+        spec = entry.spec
+        splits = {split: generate_split(spec, split).tolist() for split in spec.split_names}
+        for split in splits:
+            facts = report.facts[config][split]
+            for name, want in figures_by_loops(oracle, spec, split, splits, cheap=True).items():
+                assert same(facts[name], want), (config, split, name, facts[name], want)
 
 
 @pytest.mark.parametrize("seed", range(6))
