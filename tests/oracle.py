@@ -202,3 +202,95 @@ def probe_row(task, source, index, m, near, far, seed, split, op="mod_addition",
     ]
     far_rule = [op_value(op, values, m, key, far) for values in operands]
     return {"tokens": row, "replaced": replaced, "probed": probed, "far_rule": far_rule}
+
+
+# The audit figures of ``posgen validate`` (docs/storage.md check 6, the card's audit notes),
+# one row and one position at a time.
+
+
+def rule_lookback(task: str, t: int, near: int, far: int) -> int:
+    """t - (earliest operand of x_t)."""
+    return t - far_positions(task, t, near, far)[0] if far else near
+
+
+def repeated(items: list) -> int:
+    """How many items equal an earlier one."""
+    return len(items) - len({tuple(item) for item in items})
+
+
+def max_tv(rows: list[list[int]], m: int, window: int) -> float:
+    """Largest, over positions t >= w, total-variation distance of the targets from uniform."""
+    largest = 0.0
+    for t in range(window, len(rows[0]) if rows else 0):
+        counts = [0] * m
+        for row in rows:
+            counts[row[t]] += 1
+        largest = max(largest, 0.5 * sum(abs(c / len(rows) - 1 / m) for c in counts))
+    return largest
+
+
+def copy_share(rows, context: int, window: int, boundary: int, region: str) -> float:
+    """Share of the region's targets (ID: [w, L), OOD: [L, L')) equal to the token that followed
+    the most recent earlier occurrence, in the row, of the ``context`` tokens before it."""
+    hits = targets = 0
+    for row in rows:
+        for t in range(window, len(row)):
+            if (t < boundary) != (region == "id"):
+                continue
+            targets += 1
+            for s in range(t - 1, max(context, 1) - 1, -1):
+                if row[s - context : s] == row[t - context : t]:
+                    hits += row[s] == row[t]
+                    break
+    return hits / targets if targets else 0.0
+
+
+def periodic_hits(row: list[int], train_length: int, window: int, longest: int = 512) -> int:
+    """OOD targets that repeating the ID part's last period predicts: the smallest p whose
+    last max(p, w) ID tokens each equal the token p before, x_t = x_{L - p + (t - L) mod p}."""
+    big = train_length
+    for p in range(1, min(longest, big // 2) + 1):
+        span = max(p, window)
+        if span + p > big:
+            return 0
+        if all(row[s] == row[s - p] for s in range(big - span, big)):
+            return sum(row[big - p + (t - big) % p] == row[t] for t in range(big, len(row)))
+    return 0
+
+
+def is_periodic(row: list[int], train_length: int, window: int, longest: int = 512) -> bool:
+    big = train_length
+    for p in range(1, min(longest, big // 2) + 1):
+        span = max(p, window)
+        if span + p > big:
+            return False
+        if all(row[s] == row[s - p] for s in range(big - span, big)):
+            return True
+    return False
+
+
+def question_lookback(task, row, m, near, far, op="mod_addition", key=0) -> list[int]:
+    """D*(t) for t = w ..: the smallest D >= k at which every question q in Z_m^j reproducing
+    the visible targets (in x_{t-D} .. x_{t-1}, reading x_t's far operands) gives one x_t."""
+    w = near + far
+    found = []
+    for t in range(w, len(row)):
+        start = far_positions(task, t, near, far)[0] if far else t - near
+        lookback = t - start
+        for d in range(near, t - start):
+            visible = [
+                s
+                for s in range(max(w, t - d + near), t)
+                if (far_positions(task, s, near, far)[0] if far else s - near) == start
+            ]
+            answers = set()
+            for q in itertools.product(range(m), repeat=far):
+                if all(
+                    op_value(op, [*q, *row[s - near : s]], m, key, far) == row[s] for s in visible
+                ):
+                    answers.add(op_value(op, [*q, *row[t - near : t]], m, key, far))
+            if len(answers) == 1:
+                lookback = d
+                break
+        found.append(lookback)
+    return found

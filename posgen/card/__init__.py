@@ -571,7 +571,8 @@ AUDIT_NOTES = """\
 - *repeated rows*: rows whose whole sequence occurs earlier in the split.
 - *seed windows shared with*: rows whose seed window also starts a row of the other split.
 - *target balance (max TV)*: the largest total-variation distance, over positions, between the
-  targets at that position and the uniform distribution on {0, ..., m-1}.
+  targets at that position and the uniform distribution on {0, ..., m-1} (at most 2^22 / m
+  positions, evenly spaced, are counted).
 - *effective look-back (max)*: the largest, over the split's positions t, of the smallest D
   such that x_t is a function of x_{t-D} .. x_{t-1} for every seed window (next to *max
   look-back*, the rule's). *shorter look-back*: positions (out of L - w ID and L' - L OOD)
@@ -579,8 +580,9 @@ AUDIT_NOTES = """\
   algebra for additive h and prime m, or every seed window enumerated (all functions) when
   m^w is small; n/a otherwise. Example: cot with mod_addition has x_t = 2 x_{t-1} - x_{t-k-1}
   for every t >= w + 1, effective look-back k + 1 where the rule says t.
-- Shares are over the split's targets (rows x (L - w) ID, rows x (L' - L) OOD), with the
-  count of targets in parentheses.
+- Copy and linear-rule shares are over the targets of the split's first rows, up to 2^18
+  tokens (every row of a smaller split): rows x (L - w) ID, rows x (L' - L) OOD, with the
+  count of targets the rule predicts in parentheses.
 - *k-/w-context copy share*: share of the targets equal to the token that followed the most
   recent earlier occurrence of the same k (or w) preceding tokens in the same row (an
   induction-head copy); a copy is right by chance about once in m where a context recurs.
@@ -588,8 +590,11 @@ AUDIT_NOTES = """\
   skeleton (same task, m, k, j with mod_addition) predict, at the positions where those rules
   are shorter than the task's (1.0 there for mod_addition; chance level for other h if that
   shortcut is closed; n/a for composite m).
-- *periodic shortcut share*: share of targets that a short-period copy rule would predict.
-- *operand sensitivity*: share of single-operand changes that change the target.
+- *periodic shortcut share*: share of the OOD targets (every row) that repeating the row's
+  last period before L predicts: the smallest p <= 512 such that each of the max(p, w) tokens
+  before L equals the token p before it, then x_t = x_{L - p + (t - L) mod p}.
+- *operand sensitivity*: share of single-operand changes that change the target (on the
+  split's first 4,096 targets at most, up to 16 operand slots and 16 shifts each).
 - *near-determined positions*: positions t whose target is a fixed function of its k near
   tokens alone, for every seed window (`posgen.validate.shortcuts`: exact for additive h and
   prime m; n/a otherwise). There the far operands are redundant, so the position does not
