@@ -148,7 +148,9 @@ def _facts_table(facts: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
                         "n/a" if fact.get(key, 0) is None else form.format(fact.get(key, 0))
                         for _, key, form in FACT_COLUMNS
                     ),
-                    ", ".join(f"{n} with {s}" for s, n in shared.items() if n) or "0",
+                    # n/a: no other split was validated with it (--split) to compare
+                    ", ".join(f"{n} with {s}" for s, n in shared.items() if n)
+                    or ("0" if shared else "n/a"),
                 ]
             )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

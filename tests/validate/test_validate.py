@@ -453,6 +453,16 @@ def test_cli_exits_0_1_or_2_with_the_line_its_source_and_flags_call_for(
         assert all(fragment in result.output for fragment in said), result.output
 
 
+@pytest.mark.parametrize(("flags", "shared"), [([], "0"), (["--split", "test"], "n/a")])
+def test_shared_windows_are_n_a_when_no_other_split_was_validated_to_compare(
+    cli, small_dataset, flags, shared
+):
+    result = cli("validate", small_dataset, "--config", "cot", *flags)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("cot/test "))
+    assert row.split()[-1] == shared  # never "0" for windows compared with nothing
+
+
 @pytest.mark.parametrize(
     ("name", "tokens", "said"),
     [
