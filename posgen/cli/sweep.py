@@ -218,9 +218,10 @@ def _run_local(sweep: Sweep, todo: list[Any], jobs: int | None) -> None:
     if outcome.signal is not None:
         raise interrupted(outcome.signal, stopped_line(outcome))
     if outcome.failed or outcome.interrupted:
-        stopped = f", {len(outcome.interrupted)} stopped by a signal" if outcome.interrupted else ""
+        parts = [f"{len(outcome.failed)} failed"] * bool(outcome.failed)
+        parts += [f"{len(outcome.interrupted)} stopped by a signal"] * bool(outcome.interrupted)
         raise RunError(
-            f"{len(outcome.failed)} of {len(todo)} trainings failed{stopped}; see posgen sweep "
+            f"of {counted(len(todo), 'training')}, {' and '.join(parts)}; see posgen sweep "
             f"--status {sweep.root}; rerun to retry and resume them"
         )
 
@@ -240,7 +241,7 @@ def stopped_line(outcome: Any) -> str:
     else:
         which = f" ({resumable} with a checkpoint, {stopped - resumable} before its first)"
         then = "resume or start them over"
-    return f"{stopped} trainings stopped{which}; rerun the same command to {then}"
+    return f"{counted(stopped, 'training')} stopped{which}; rerun the same command to {then}"
 
 
 def _run_submitit(
@@ -286,7 +287,8 @@ def _run_submitit(
         raise
     if failed:
         raise RunError(
-            f"{failed} of {len(todo)} trainings failed; see posgen sweep --status {sweep.root}"
+            f"of {counted(len(todo), 'training')}, {failed} failed; see posgen sweep --status "
+            f"{sweep.root}"
         )
 
 

@@ -341,7 +341,7 @@ def test_a_local_sweep_stopped_by_signals_resumes_restores_damage_then_skips_fin
     line = assert_clean_error(stopped, 1)
     assert line == stopped.output.strip().splitlines()[-1]
     assert line == (
-        f"error: 0 of 1 trainings failed, 1 stopped by a signal; see posgen sweep --status "
+        f"error: of 1 training, 1 stopped by a signal; see posgen sweep --status "
         f"{out}; rerun to retry and resume them"
     )
     assert states(sweep)["rope"] == ("waiting", "resumes at epoch 2, step 3")
