@@ -297,11 +297,24 @@ FAR_RULES: dict[str, tuple[str, str]] = {
 }
 
 
+def far_rule(task: str) -> tuple[str, str]:
+    """``(far operands of x_t, far look-back)`` of ``task``; a task of one's own names its rule's
+    module (its diagram below shows where the operands sit).
+
+    >>> far_rule("cot")[1]
+    'grows like t'
+    """
+    if task in FAR_RULES:
+        return FAR_RULES[task]
+    module = own_module(task, "").get(f"task {task}") or "its author's module"
+    return f"x_p .. x_{{p+j-1}}, p from the rule of task {task} ({module})", "-"
+
+
 def rules_table(manifest: Manifest) -> str:
     """One row per config: its task's far operands and how far back they reach."""
     rows = []
     for name, entry in manifest.configs.items():
-        rule, reach = FAR_RULES.get(entry.spec.task, ("see posgen.tasks", "-"))
+        rule, reach = far_rule(entry.spec.task)
         rows.append([name, entry.spec.task, rule, "x_{t-k} .. x_{t-1}", reach])
     return table(["config", "task", "far operands of x_t", "near operands", "far look-back"], rows)
 
@@ -334,7 +347,7 @@ MAX_DRAWN_WINDOW = 48  # windows longer than this are described, not drawn (the 
 
 def config_section(name: str, spec: TaskSpec) -> str:
     """A config's rule, worked example and dependency picture."""
-    rule, reach = FAR_RULES.get(spec.task, ("see posgen.tasks", "-"))
+    rule, reach = far_rule(spec.task)
     parts = [
         f"### `{name}`: {spec.task} (m = {spec.modulus}, k = {spec.near}, j = {spec.far}, "
         f"w = {spec.window}, h = {spec.op})",

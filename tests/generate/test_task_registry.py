@@ -170,6 +170,8 @@ def test_the_command_imports_the_modules_of_posgen_tasks_so_a_new_task_is_genera
 ):
     sizes = ["--train-size", "20", "--val-size", "4", "--test-size", "4", "-q"]
     assert cli("generate", "--out", tmp_path / "ds", "--task", "quarter", *sizes).exit_code == 0
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "x_p .. x_{p+j-1}, p from the rule of task quarter (quarter_task)" in card
     posgen.tasks._RULES.pop("quarter")  # a new process: validate imports the module again
     posgen.tasks._imports.clear()
     sys.modules.pop("quarter_task")
