@@ -1,8 +1,8 @@
 """posgen: the POSGEN benchmark (Resonance RoPE, Wang et al. 2024) as reproducible datasets.
 
-Specs (:class:`TaskSpec`, :class:`BenchmarkSpec`, :func:`register_task`, :func:`register_op`),
-rows in memory (:func:`generate_split`, :func:`to_dataset_dict`), datasets on disk
-(:func:`write_dataset`, :func:`load`, :class:`Dataset`, :func:`read_manifest`), metrics
+Specs (:class:`TaskSpec`, :class:`BenchmarkSpec`, :func:`register_task`, :func:`register_op`
+of an :class:`Op`), rows in memory (:func:`generate_split`, :func:`to_dataset_dict`), datasets
+on disk (:func:`write_dataset`, :func:`load`, :class:`Dataset`, :func:`read_manifest`), metrics
 (:func:`score`) and trained models (:func:`load_model`, the ``train`` extra), each imported on
 first use.
 
