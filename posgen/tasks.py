@@ -601,6 +601,7 @@ MOD_ADDITION = Op(
 )
 
 _OPS: dict[str, Op] = {}
+_BUILTIN_OPS: frozenset[str] = frozenset()  # set once the built-ins below are registered
 
 
 def register_op(op: Op) -> None:
@@ -619,10 +620,10 @@ def register_op(op: Op) -> None:
         raise OpError(f"op {op.name!r} is already registered")
     if op.kind == "sum" and not callable(op.value):
         raise OpError(f"sum op {op.name!r} needs its value formula, value(S, m), not {op.value!r}")
-    if op.kind != "sum" and op.value is not None:  # never read: the data would be the kind's
+    if op.kind != "sum" and (op.value is not None or _BUILTIN_OPS):  # the kind's data
         raise OpError(
-            f"op {op.name!r}: only a sum op reads a value formula; a {op.kind} op is computed "
-            "by posgen's own kernel for that kind (make it kind 'sum', a formula of S)"
+            f"op {op.name!r}: an op of your own is a sum op (a formula of S); a {op.kind} op is "
+            "computed by posgen's own kernel for that kind, the data of its built-in op"
         )
     _OPS[op.name] = op
 

@@ -75,9 +75,10 @@ def test_a_registered_op_without_a_name_kind_formula_or_one_line_description_is_
     monkeypatch.setattr(posgen.tasks, "_OPS", dict(posgen.tasks._OPS))  # for this test only
     with pytest.raises(posgen.tasks.OpError, match="needs its value formula, value"):
         register_op(Op("test_op", "no formula", "sum", 5))  # type: ignore[arg-type]
-    for kind in ("additive", "tuple", "perm", "slot", "select"):  # would be silently ignored
-        with pytest.raises(posgen.tasks.OpError, match="only a sum op reads a value formula"):
-            register_op(Op("test_op", "a formula", kind, lambda total, m: total % m))
+    for kind in ("additive", "tuple", "perm", "slot", "select"):  # the built-in's data, renamed
+        for value in (lambda total, m: total % m, None):  # a formula would be silently ignored
+            with pytest.raises(posgen.tasks.OpError, match="an op of your own is a sum op"):
+                register_op(Op("test_op", "mine", kind, value))
     for name, kind in ((None, "sum"), ("", "sum"), ("x" * 65, "sum"), ("a\nb", "sum"), ("k", "?")):
         with pytest.raises(ValueError, match=r"op name|kind"):
             register_op(Op(name, "", kind, lambda total, m: 0))  # type: ignore[arg-type]
