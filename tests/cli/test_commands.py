@@ -84,6 +84,10 @@ def test_clicks_own_usage_errors_are_one_error_line_naming_the_flag(
             "configs.cot.test_length: test_length (3) must be >= train_length (4) (given: 3)"]),
         ('[defaults]\nnaer = 3\n[configs.semi]\ntask = "semirecursive"', [  # named once
             "defaults.naer: Extra inputs are not permitted (given: 3)"]),
+        ('[defaults]\nnear = 0\n[configs."a.b"]\ntask = "cot"', [  # a dot in the name
+            "defaults.near: Input should be greater than or equal to 1 (given: 0)",
+            "configs.a.b.[key]: String should match pattern '^[a-z0-9][a-z0-9_-]{0,63}$' "
+            "(given: 'a.b')"]),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("command", ["generate --spec", "publish"])
