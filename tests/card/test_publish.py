@@ -266,6 +266,7 @@ class FakeHub:
 
             def upload_folder(self, *, folder_path, repo_id, repo_type, commit_message,
                               delete_patterns=None, **kwargs):  # fmt: skip
+                from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS
                 from huggingface_hub.utils import filter_repo_objects
 
                 hub.called("upload_folder", repo_id, commit_message)
@@ -273,7 +274,8 @@ class FakeHub:
                 files = hub.repos[repo_id]
                 folder = Path(folder_path)
                 new = {str(p.relative_to(folder)): p for p in folder.rglob("*") if p.is_file()}
-                new = {path: p.read_bytes() for path, p in new.items() if ".git/" not in path}
+                kept = filter_repo_objects(list(new), ignore_patterns=DEFAULT_IGNORE_PATTERNS)
+                new = {path: new[path].read_bytes() for path in kept}  # as HfApi: none of .git
                 stale = filter_repo_objects(list(files), allow_patterns=delete_patterns or [])
                 for path in stale:
                     if path != ".gitattributes":  # as HfApi: never deleted
@@ -330,6 +332,17 @@ def test_push_over_an_older_version_leaves_exactly_the_published_folder(
     assert {path: body for path, body in remote.items() if path not in kept} == local
     assert set(remote) - set(local) == kept
     assert [call[0] for call in hub.calls] == ["create_repo", "upload_folder"]
+
+
+def test_what_upload_folder_skips_is_no_reason_to_refuse_a_push(cli, tmp_path, spec_file, hub):
+    out = tmp_path / "hub"
+    assert cli("publish", spec_file, "--out", out, "-q").exit_code == 0
+    published = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for skipped in (".git/HEAD", ".cache/huggingface/x", "data/cot/.cache/huggingface/x"):
+        (out / skipped).parent.mkdir(parents=True, exist_ok=True)
+        (out / skipped).write_text("not uploaded")
+    posgen.publish.push_folder(out, "me/posgen", "hf_test_token")
+    assert {k: v for k, v in hub.repos["me/posgen"].items() if k != ".gitattributes"} == published
 
 
 def hub_error(status, body, code=None):
