@@ -390,10 +390,12 @@ def file_problem_lines(
 
     def locate(loc: tuple[Any, ...]) -> tuple[Any, ...]:
         field = loc[2] if len(loc) > 2 and loc[0] == "configs" else None
-        if field is None or field in flags:
+        if field in flags:
             return loc
-        if configs is None:  # a single task spec: no configs table
-            return loc[2:]
+        if configs is None and loc[:1] == ("configs",):  # a single task spec: no configs table
+            return loc[2:]  # () for a rule of the whole spec: named "spec"
+        if field is None:
+            return loc
         if field not in configs.get(loc[1], {}) and field in defaults:
             return ("defaults", *loc[2:])
         return loc
