@@ -16,6 +16,8 @@ import errno
 import os
 import reprlib
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -105,13 +107,16 @@ class RunError(PosgenError):
     """The run failed (writing, publishing): exit status 1."""
 
 
-def problem_lines(error: ValidationError) -> list[str]:
-    """One line per problem: ``field.path: message (given: value)``."""
+def problem_lines(
+    error: ValidationError, locate: Callable[[tuple[Any, ...]], tuple[Any, ...]] = tuple
+) -> list[str]:
+    """One line per problem: ``field.path: message (given: value)``, the path being
+    ``locate(loc)`` of the problem's ``loc``."""
     lines = []
     for item in error.errors(include_url=False):
         message = item["msg"].removeprefix("Value error, ")
         given = item.get("input")
-        where = shown(".".join(str(part) for part in item["loc"]), 120) or "spec"
+        where = shown(".".join(str(part) for part in locate(item["loc"])), 120) or "spec"
         line = f"{where}: {message}"
         if item["type"] != "missing" and not isinstance(given, dict):
             line += f" (given: {shown(_REPR.repr(given), 60)})"  # bounded: never walks it all

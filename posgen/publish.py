@@ -206,7 +206,7 @@ def push_problems(folder: Path, manifest: Manifest) -> list[str]:
     owned |= {entry.path for _, _, entry in manifest.files()}
     for path in sorted(folder.rglob("*")):
         name = path.relative_to(folder).as_posix()
-        ignored = ".git" in path.relative_to(folder).parts or name.startswith(".cache/huggingface/")
+        ignored = ".git" in path.relative_to(folder).parts or "/.cache/huggingface/" in f"/{name}"
         if not ignored and not path.is_dir() and name not in owned:  # upload_folder's ignores
             problems.append(f"{path}: not a file posgen wrote (the push would upload it)")
     return problems

@@ -387,18 +387,23 @@ def file_problem_lines(
     takes it from there; ``near`` in a single task spec."""
     defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
     configs = data.get("configs") if isinstance(data.get("configs"), dict) else None
-    lines: list[str] = []
-    for item, line in zip(error.errors(), problem_lines(error), strict=True):
-        loc, (where, _, rest) = item["loc"], line.partition(": ")
+
+    def locate(loc: tuple[Any, ...]) -> tuple[Any, ...]:
         field = loc[2] if len(loc) > 2 and loc[0] == "configs" else None
         if field in flags:
-            lines.append(line)
-            continue
-        if field is not None and configs is None:  # a single task spec: no configs table
-            where = where.split(".", 2)[2]
-        elif field is not None and field not in configs.get(loc[1], {}) and field in defaults:
-            where = "defaults." + where.split(".", 2)[2]
-        lines.append(f"{path}: {where}: {rest}")
+            return loc
+        if configs is None and loc[:1] == ("configs",):  # a single task spec: no configs table
+            return loc[2:]  # () for a rule of the whole spec: named "spec"
+        if field is None:
+            return loc
+        if field not in configs.get(loc[1], {}) and field in defaults:
+            return ("defaults", *loc[2:])
+        return loc
+
+    lines = []
+    for item, line in zip(error.errors(), problem_lines(error, locate), strict=True):
+        field = item["loc"][2] if len(item["loc"]) > 2 and item["loc"][0] == "configs" else None
+        lines.append(line if field in flags else f"{path}: {line}")
     return list(dict.fromkeys(lines))  # a default's problem once, not once per config
 
 

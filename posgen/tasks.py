@@ -51,6 +51,17 @@ TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # it names configs, folders, 
 FarStartRule = Callable[[np.ndarray, int], np.ndarray]  # (positions t >= w, w) -> far starts
 
 _RULES: dict[str, FarStartRule] = {}
+_REGISTRANTS: dict[str, str] = {}
+"""``"task NAME"`` and ``"op NAME"``: the module whose code called ``register_task`` or
+``register_op`` (what a card's recipe names: not the module of the rule or formula, which
+can be ``functools`` for a partial, nor none for an op without a formula)."""
+
+
+def _registrant() -> str:
+    """The module of the code that called the ``register_*`` function calling this."""
+    name = sys._getframe(2).f_globals.get("__name__")
+    return name if isinstance(name, str) else ""
+
 
 TASK_MODULES = "POSGEN_TASKS"
 """The environment variable naming (comma-separated) modules that register tasks or ops: the
@@ -73,6 +84,7 @@ def register_task(name: str, rule: FarStartRule) -> None:
     if not callable(rule):
         raise TaskError(f"task {name!r}: its rule must be callable as rule(t, w), not {rule!r}")
     _RULES[name] = rule
+    _REGISTRANTS[f"task {name}"] = _registrant()
 
 
 def import_task_modules() -> None:
@@ -626,6 +638,7 @@ def register_op(op: Op) -> None:
             "computed by posgen's own kernel for that kind, the data of its built-in op"
         )
     _OPS[op.name] = op
+    _REGISTRANTS[f"op {op.name}"] = _registrant()
 
 
 def get_op(name: str) -> Op:
@@ -689,18 +702,17 @@ _BUILTIN_OPS = frozenset(_OPS)
 
 def own_module(task: str, op: str) -> dict[str, str]:
     """``task`` and ``op`` that are not built into posgen, each with the module that registered
-    it (``""`` when posgen cannot tell: a script's ``__main__``, an op without a formula).
+    it (``""`` when posgen cannot tell: a script's ``__main__``).
 
     >>> own_module("cot", "square_sum")
     {}
     """
-    found = {
-        f"task {task}": (task, _BUILTIN_TASKS, _RULES.get(task)),
-        f"op {op}": (op, _BUILTIN_OPS, getattr(_OPS.get(op), "value", None)),
-    }
     out = {}
-    for label, (name, builtin, code) in found.items():
+    for label, name, builtin in (
+        (f"task {task}", task, _BUILTIN_TASKS),
+        (f"op {op}", op, _BUILTIN_OPS),
+    ):
         if name not in builtin:
-            module = getattr(code, "__module__", None)
-            out[label] = module if isinstance(module, str) and module != "__main__" else ""
+            module = _REGISTRANTS.get(label, "")
+            out[label] = module if module != "__main__" else ""
     return out

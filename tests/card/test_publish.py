@@ -3,6 +3,7 @@ Publishing runs the real validator on really damaged data (tests/conftest.py's `
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 import sys
@@ -69,7 +70,12 @@ CUT = ["--task", "cot", "--train-size", "20000", "--val-size", "10", "--test-siz
 
 @pytest.mark.parametrize(
     ("case", "files"),  # posgen-v1: 3 configs x (train, validation, test, probe)
-    [("posgen-v1", 12), ("cut at --shard-mb 1", 5), ("an op of your own", 4)],
+    [
+        ("posgen-v1", 12),
+        ("cut at --shard-mb 1", 5),
+        ("an op of your own", 4),
+        ("an op of your own, its formula a partial", 4),
+    ],
 )  # cut: cot's train (1.2 MiB) in 2 files
 def test_the_regenerate_command_in_the_card_reproduces_every_checksum(
     cli, official, tmp_path, monkeypatch, case, files
@@ -81,14 +87,17 @@ def test_the_regenerate_command_in_the_card_reproduces_every_checksum(
         assert cli("generate", *CUT, "--shard-mb", "1", "--out", out, "-q").exit_code == 0
     else:  # the card names the op and the module a reader must import to regenerate it
         monkeypatch.setattr(posgen.tasks, "_OPS", dict(posgen.tasks._OPS))
-        cube = posgen.Op("test_card_cube", "S^3 mod m", "sum", lambda total, m: total**3 % m)
+        formula = lambda total, m: total**3 % m  # noqa: E731
+        if case.endswith("partial"):  # the card names this module, not functools
+            formula = functools.partial(lambda total, m, e: total**e % m, e=3)
+        cube = posgen.Op("test_card_cube", "S^3 mod m", "sum", formula)
         posgen.register_op(cube)
         out = tmp_path / "own"
         own = ["--task", "cot", "--op", cube.name, "--train-size", "20", "--test-size", "10"]
         assert cli("generate", *own, "--val-size", "10", "--out", out, "-q").exit_code == 0
         card = (out / "README.md").read_text()
         assert "# op test_card_cube is not part of posgen" in card
-        assert f"\nexport POSGEN_TASKS={cube.value.__module__} PYTHONPATH=.\n" in card
+        assert f"\nexport POSGEN_TASKS={__name__} PYTHONPATH=.\n" in card
     card = (out / "README.md").read_text()
     spec_text = re.search(r"cat > spec.json <<'SPEC'\n(.*?)\nSPEC\n", card, re.S).group(1)
     sums = re.search(r"sha256sum --check <<'SUMS'\n(.*?)\nSUMS\n", card, re.S).group(1)
@@ -257,6 +266,7 @@ class FakeHub:
 
             def upload_folder(self, *, folder_path, repo_id, repo_type, commit_message,
                               delete_patterns=None, **kwargs):  # fmt: skip
+                from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS
                 from huggingface_hub.utils import filter_repo_objects
 
                 hub.called("upload_folder", repo_id, commit_message)
@@ -264,7 +274,8 @@ class FakeHub:
                 files = hub.repos[repo_id]
                 folder = Path(folder_path)
                 new = {str(p.relative_to(folder)): p for p in folder.rglob("*") if p.is_file()}
-                new = {path: p.read_bytes() for path, p in new.items() if ".git/" not in path}
+                kept = filter_repo_objects(list(new), ignore_patterns=DEFAULT_IGNORE_PATTERNS)
+                new = {path: new[path].read_bytes() for path in kept}  # as HfApi: none of .git
                 stale = filter_repo_objects(list(files), allow_patterns=delete_patterns or [])
                 for path in stale:
                     if path != ".gitattributes":  # as HfApi: never deleted
@@ -321,6 +332,17 @@ def test_push_over_an_older_version_leaves_exactly_the_published_folder(
     assert {path: body for path, body in remote.items() if path not in kept} == local
     assert set(remote) - set(local) == kept
     assert [call[0] for call in hub.calls] == ["create_repo", "upload_folder"]
+
+
+def test_what_upload_folder_skips_is_no_reason_to_refuse_a_push(cli, tmp_path, spec_file, hub):
+    out = tmp_path / "hub"
+    assert cli("publish", spec_file, "--out", out, "-q").exit_code == 0
+    published = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for skipped in (".git/HEAD", ".cache/huggingface/x", "data/cot/.cache/huggingface/x"):
+        (out / skipped).parent.mkdir(parents=True, exist_ok=True)
+        (out / skipped).write_text("not uploaded")
+    posgen.publish.push_folder(out, "me/posgen", "hf_test_token")
+    assert {k: v for k, v in hub.repos["me/posgen"].items() if k != ".gitattributes"} == published
 
 
 def hub_error(status, body, code=None):

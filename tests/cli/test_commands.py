@@ -84,6 +84,10 @@ def test_clicks_own_usage_errors_are_one_error_line_naming_the_flag(
             "configs.cot.test_length: test_length (3) must be >= train_length (4) (given: 3)"]),
         ('[defaults]\nnaer = 3\n[configs.semi]\ntask = "semirecursive"', [  # named once
             "defaults.naer: Extra inputs are not permitted (given: 3)"]),
+        ('[defaults]\nnear = 0\n[configs."a.b"]\ntask = "cot"', [  # a dot in the name
+            "defaults.near: Input should be greater than or equal to 1 (given: 0)",
+            "configs.a.b.[key]: String should match pattern '^[a-z0-9][a-z0-9_-]{0,63}$' "
+            "(given: 'a.b')"]),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("command", ["generate --spec", "publish"])
@@ -97,6 +101,21 @@ def test_each_problem_is_one_error_line_naming_the_file_and_its_field(
     assert result.stdout == ""
     assert result.stderr.splitlines() == [f"error: {spec}: {line}" for line in expected]
     assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ("near = 0", "near: Input should be greater than or equal to 1 (given: 0)"),
+        ("train_size = 900000", "spec: disjoint seeding needs 902,000 distinct seed windows"),
+    ],
+)
+def test_a_single_task_spec_files_problem_names_no_configs_table(cli, tmp_path, fields, expected):
+    spec = tmp_path / "one.toml"  # no configs table: the file is one task's fields
+    spec.write_text(f'task = "cot"\n{fields}\n')
+    result = cli("generate", "--spec", spec, "--out", tmp_path / "ds")
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: {spec}: {expected}"), result.stderr
 
 
 def test_version_help_and_python_dash_m(cli):
