@@ -199,8 +199,9 @@ def push_problems(folder: Path, manifest: Manifest) -> list[str]:
         validated = False
     if not validated:
         problems.append(
-            f"{card}: not the card of a validated publish (missing, unvalidated, failed or "
-            f"edited); run `posgen card {folder}` to validate the folder and render it"
+            f"{card}: not the card of a validated publish (missing, unvalidated or failed, or "
+            f"its status line edited away); run `posgen card {folder}` to validate the folder "
+            "and render it"
         )
     owned = {CARD_NAME, MANIFEST_NAME, *manifest_format(manifest).sidecars(manifest)}
     owned |= {entry.path for _, _, entry in manifest.files()}
