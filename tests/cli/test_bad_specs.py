@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from posgen.spec import MAX_LENGTH, MAX_ROWS, MAX_SEED, TaskSpec, read_spec_file
@@ -196,11 +196,13 @@ def test_unknown_task_and_op_names_are_rejected(assert_rejected, name, as_op):
 
 
 @given(names, st.sampled_from([*SUFFIXES, ".txt", ""]), st.booleans())
+@example("ds", "", False)  # named like the output folder: the test's own files apart
 def test_missing_or_unusable_spec_files_are_rejected_naming_the_path(
     assert_rejected, name, suffix, folder
 ):
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{name}{suffix}"
+        path = Path(tmp) / "in" / f"{name}{suffix}"  # never the output, tmp/ds (name "ds")
+        path.parent.mkdir()
         if folder:
             path.mkdir()
         elif suffix in (".txt", ""):
