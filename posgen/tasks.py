@@ -700,19 +700,14 @@ for _op in (
 _BUILTIN_OPS = frozenset(_OPS)
 
 
-def own_module(task: str, op: str) -> dict[str, str]:
-    """``task`` and ``op`` that are not built into posgen, each with the module that registered
-    it (``""`` when posgen cannot tell: a script's ``__main__``).
+def registrant(kind: Literal["task", "op"], name: str) -> str | None:
+    """The module that registered the task or op ``name``: None for posgen's own, ``""`` when
+    posgen cannot tell (a script's ``__main__``).
 
-    >>> own_module("cot", "square_sum")
-    {}
+    >>> registrant("task", "cot"), registrant("op", "square_sum")
+    (None, None)
     """
-    out = {}
-    for label, name, builtin in (
-        (f"task {task}", task, _BUILTIN_TASKS),
-        (f"op {op}", op, _BUILTIN_OPS),
-    ):
-        if name not in builtin:
-            module = _REGISTRANTS.get(label, "")
-            out[label] = module if module != "__main__" else ""
-    return out
+    if name in (_BUILTIN_TASKS if kind == "task" else _BUILTIN_OPS):
+        return None
+    module = _REGISTRANTS.get(f"{kind} {name}", "")
+    return "" if module == "__main__" else module

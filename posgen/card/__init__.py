@@ -34,7 +34,7 @@ from posgen.store.manifest import (
     plan_benchmark,
 )
 from posgen.store.safety import write_atomically
-from posgen.tasks import dependencies, get_op, own_module
+from posgen.tasks import dependencies, get_op, registrant
 
 if TYPE_CHECKING:
     from posgen.validate.report import CheckResult, Report
@@ -306,7 +306,7 @@ def far_rule(task: str) -> tuple[str, str]:
     """
     if task in FAR_RULES:
         return FAR_RULES[task]
-    module = own_module(task, "").get(f"task {task}") or "its author's module"
+    module = registrant("task", task) or "its author's module"
     return f"x_p .. x_{{p+j-1}}, p from the rule of task {task} ({module})", "-"
 
 
@@ -844,9 +844,12 @@ def regenerate_section(manifest: Manifest) -> str:
     parquet = manifest.storage_format == "parquet"
     storage = ("" if parquet else f" --format {manifest.storage_format}") + shard_flag(manifest)
     kind = "Parquet" if parquet else "Arrow IPC"
-    own: dict[str, str] = {}
-    for spec in manifest.bench.configs.values():
-        own.update(own_module(spec.task, spec.op))
+    own = {  # "task NAME" / "op NAME" of one's own -> the module that registers it
+        f"{kind} {name}": module
+        for spec in manifest.bench.configs.values()
+        for kind, name in (("task", spec.task), ("op", spec.op))
+        if (module := registrant(kind, name)) is not None
+    }
     modules = sorted({module for module in own.values() if module})
     script = "\n".join(
         [
