@@ -388,8 +388,11 @@ def file_problem_lines(
     defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
     configs = data.get("configs") if isinstance(data.get("configs"), dict) else None
 
+    def field_of(loc: tuple[Any, ...]) -> Any:  # a config's field, or None
+        return loc[2] if len(loc) > 2 and loc[0] == "configs" else None
+
     def locate(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-        field = loc[2] if len(loc) > 2 and loc[0] == "configs" else None
+        field = field_of(loc)
         if field in flags:
             return loc
         if configs is None and loc[:1] == ("configs",):  # a single task spec: no configs table
@@ -402,8 +405,7 @@ def file_problem_lines(
 
     lines = []
     for item, line in zip(error.errors(), problem_lines(error, locate), strict=True):
-        field = item["loc"][2] if len(item["loc"]) > 2 and item["loc"][0] == "configs" else None
-        lines.append(line if field in flags else f"{path}: {line}")
+        lines.append(line if field_of(item["loc"]) in flags else f"{path}: {line}")
     return list(dict.fromkeys(lines))  # a default's problem once, not once per config
 
 
