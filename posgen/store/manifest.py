@@ -460,24 +460,23 @@ def read_manifest(root: str | Path) -> Manifest:
         manifest = Manifest.model_validate(body)
     except ValidationError as error:
         lines = [f"{path}: {line}" for line in problem_lines(error)]
-        if unknown := unregistered(body):
-            lines.append(
-                f"{path}: {' and '.join(unknown)} not registered in this process: a dataset of a "
-                "task or op of your own is read where it is registered (posgen.register_task, "
-                "posgen.register_op), as it was written; the posgen command imports the modules "
-                "named in POSGEN_TASKS (POSGEN_TASKS=mytask PYTHONPATH=. posgen ...)"
-            )
+        if line := unregistered(body, path, "a dataset"):
+            lines.append(line)
         raise DamagedDataset(root, lines) from None
     except RecursionError:
         raise DamagedDataset(root, [f"{path}: nested too deeply"]) from None
     return manifest
 
 
-def unregistered(body: dict[str, Any]) -> list[str]:
-    """The tasks and ops the raw manifest ``body`` names that this process has not registered.
+def unregistered(body: dict[str, Any], path: object, what: str) -> str | None:
+    """The line naming the tasks and ops the raw manifest ``body`` names that this process has
+    not registered (``what``: a dataset, a run), or None.
 
-    >>> unregistered({"configs": {"x": {"spec": {"task": "third", "op": "mod_addition"}}}})
-    ["task 'third'"]
+    >>> print(unregistered({"configs": {"x": {"spec": {"task": "third"}}}}, "p", "a run"))
+    p: task 'third' not registered in this process: a run of a task or op of your own is read \
+where it is registered (posgen.register_task, posgen.register_op), as it was written; the \
+posgen command imports the modules named in POSGEN_TASKS (POSGEN_TASKS=mytask PYTHONPATH=. \
+posgen ...)
     """
     names = {"task": set(TASKS), "op": set(op_names())}
     found: dict[str, None] = {}
@@ -487,4 +486,11 @@ def unregistered(body: dict[str, Any]) -> list[str]:
             value = spec.get(field) if isinstance(spec, dict) else None
             if isinstance(value, str) and value not in known:
                 found[f"{field} {shown(repr(value), 80)}"] = None
-    return list(found)
+    if not found:
+        return None
+    return (
+        f"{path}: {' and '.join(found)} not registered in this process: {what} of a task or op "
+        "of your own is read where it is registered (posgen.register_task, posgen.register_op), "
+        "as it was written; the posgen command imports the modules named in POSGEN_TASKS "
+        "(POSGEN_TASKS=mytask PYTHONPATH=. posgen ...)"
+    )

@@ -481,13 +481,8 @@ def read_run(folder: Path) -> RunRecord:
     try:
         record = RunRecord.model_validate(value)
     except ValidationError as error:
-        if unknown := unregistered({"configs": {"run": value}}):  # not damage: where it is read
-            raise UsageError(
-                f"{shown(path)}: {' and '.join(unknown)} not registered in this process: a run of "
-                "a task or op of your own is read where it is registered; the posgen command "
-                "imports the modules named in POSGEN_TASKS (POSGEN_TASKS=mytask PYTHONPATH=. "
-                "posgen ...)"
-            ) from None
+        if line := unregistered({"configs": {"run": value}}, shown(path), "a run"):
+            raise UsageError(line) from None  # not damage: where it is read
         raise _damaged(path, problem_lines(error)) from None
     try:
         held = record.model_dump(mode="json", by_alias=True)
