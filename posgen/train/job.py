@@ -286,9 +286,9 @@ def _plugin_code(resolved: Sequence[ResolvedPE]) -> dict[str, dict[str, str]]:
     imports and the sha256 of its bytes now (a built-in's code is posgen's: none)."""
     code = {}
     for pe in resolved:
-        module = sys.modules.get(pe.encoding.module or "")
+        module = sys.modules.get(pe.encoding.module) if pe.encoding.module else None
         file = getattr(module, "__file__", None)
-        if pe.encoding.module is None or file is None:
+        if file is None:  # a built-in, or a module without a file: nothing to fingerprint
             continue
         loader = getattr(module, "__loader__", None)  # its importer reads it (a zip archive's)
         read = loader.get_data if callable(getattr(loader, "get_data", None)) else None
