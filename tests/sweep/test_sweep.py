@@ -246,6 +246,8 @@ BAD_GRIDS = {  # case -> (the change of the tiny grid, the error line ({g}: the 
                       "--executor", "slurm", "--jobs", "2"),
     "--gpus -1": ({}, "error: --gpus: Input should be greater than",
                   "--executor", "slurm", "--gpus", "-1"),
+    "--json without --status": ({}, "error: --json: for --status only", "--json"),
+    "--status beside a GRID": ({}, "error: --status takes only the sweep folder", "--status", "."),
     # lax values are refused when the grid is read
     **{f"seeds = {json.dumps(seeds)}": ({"seeds": seeds}, "{g}: seeds.0")
        for seeds in ([True], [False, 1], [1.0], ["1"])},
