@@ -489,6 +489,20 @@ def _lists(name: str, change: Callable[[list], object], nullable: bool = False):
     return damage
 
 
+def _ids(change: Callable[[list], object]):
+    """Rewrite the id column: ``change`` edits its values (a list) in place."""
+
+    def damage(table):
+        ids = table.column("id").to_pylist()
+        change(ids)
+        field = table.schema.field("id")
+        return table.set_column(
+            table.schema.get_field_index("id"), field, pa.array(ids, field.type)
+        )
+
+    return damage
+
+
 def _first_probed(change: Callable[[list], object]) -> Callable[[list], object]:
     return lambda rows: change(rows[next(i for i, r in enumerate(rows) if r)])
 
@@ -516,6 +530,14 @@ READ_DAMAGE = {  # case -> (file, split, change, problem)
     "a null token": (TRAIN0, "train",
         _lists("tokens", lambda rows: rows[0].__setitem__(5, None), nullable=True),
         "null values in tokens"),
+    "ids out of order": (TRAIN0, "train", _ids(lambda ids: ids.reverse()),
+        "does not hold rows 0.. in order"),
+    "one row a token longer": (TRAIN0, "train", _lists("tokens", lambda rows: rows[0].append(0)),
+        "rows have different lengths"),
+    "a probe id twice": (PROBE_FILE, "probe_128", _ids(lambda ids: ids.__setitem__(1, 0)),
+        "probe ids must be 0 .. rows-1"),
+    "one probe row a token longer": (PROBE_FILE, "probe_128",
+        _lists("tokens", lambda rows: rows[0].append(0)), "probe tokens: rows have different"),
 }  # fmt: skip
 
 
