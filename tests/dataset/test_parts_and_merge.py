@@ -12,7 +12,7 @@ from posgen.card import unvalidated_card
 from posgen.errors import UsageError
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import FORMATS, writer
-from posgen.store.manifest import CARD_NAME, plan_benchmark
+from posgen.store.manifest import CARD_NAME, PARTS_DIR, plan_benchmark
 from posgen.tasks import TASKS
 
 SHARD_BYTES, GROUP_BYTES = 20_000, 4_096
@@ -232,6 +232,7 @@ API_ARGUMENTS = {  # write_dataset(**arguments) -> the refusal, before anything 
     "out None": ({"out": None}, "a dataset folder must be a path, not NoneType"),
     "out an int": ({"out": 3}, "a dataset folder must be a path, not int"),
     "out bytes": ({"out": b"ds"}, "a dataset folder must be a path, not bytes"),
+    "storage unknown": ({"storage": "zip"}, "unknown format 'zip'; formats: "),
 }  # fmt: skip
 
 
@@ -242,6 +243,16 @@ def test_write_dataset_refuses_bad_arguments_before_writing(tmp_path, case):
     with pytest.raises(UsageError, match=re.escape(fragment)):
         write(**changed)
     assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize(("made", "words"), [("ds", "missing"), (f"ds/{PARTS_DIR}", "empty")])
+def test_a_merge_into_a_folder_without_parts_is_one_error_line(
+    assert_clean_error, cli, tmp_path, made, words
+):
+    (tmp_path / made).mkdir(parents=True)
+    assert_clean_error(
+        cli("merge", tmp_path / "ds"), 2, f"holds no posgen parts ({PARTS_DIR}/ is {words})"
+    )
 
 
 def test_merge_of_one_folder_given_as_a_string_reads_that_folder(tmp_path):
