@@ -82,6 +82,8 @@ def test_a_registered_op_without_a_name_kind_formula_or_one_line_description_is_
     for name, kind in ((None, "sum"), ("", "sum"), ("x" * 65, "sum"), ("a\nb", "sum"), ("k", "?")):
         with pytest.raises(ValueError, match=r"op name|kind"):
             register_op(Op(name, "", kind, lambda total, m: 0))  # type: ignore[arg-type]
+    with pytest.raises(posgen.tasks.OpError, match="op 'mod_addition' is already registered"):
+        register_op(Op("mod_addition", "mine", "sum", lambda total, m: 0))
     for description in ("a\n## heading", "x ``` y", "d" * 301, None):  # the card shows it
         with pytest.raises(posgen.tasks.OpError, match="one printable line of at most 300"):
             register_op(Op("test_op", description, "additive"))  # type: ignore[arg-type]
