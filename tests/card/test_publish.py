@@ -227,6 +227,8 @@ BAD_USAGE = [
      lambda tmp_path, monkeypatch: monkeypatch.setitem(sys.modules, "posgen.validate", None)),
     ("card {tmp} --no-validate", "has no posgen.json: not a posgen dataset", None),
     ("card {tmp}/missing --no-validate", "has no posgen.json: not a posgen dataset", None),
+    ("card {tmp}/notes.txt --no-validate", "notes.txt: not a folder; not a posgen dataset",
+     lambda tmp_path, monkeypatch: (tmp_path / "notes.txt").write_text("mine")),
 ]  # fmt: skip
 
 
