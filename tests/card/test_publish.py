@@ -420,6 +420,8 @@ NOT_A_PUBLISH = [
      "notes.txt: not a file posgen wrote (the push would upload it)"),
     (lambda out, cli: (out / "data" / "cot" / "train-00001-of-00002.parquet").write_bytes(b"x"),
      "train-00001-of-00002.parquet: not listed in posgen.json"),
+    (lambda out, cli: [(out / f"n{i}.txt").write_text("mine") for i in range(6)],
+     "n4.txt: not a file posgen wrote (the push would upload it); and 1 more"),
 ]  # fmt: skip
 
 
