@@ -372,6 +372,10 @@ def test_an_unknown_config_is_a_usage_error_whichever_way_it_is_asked_for(small_
                  lambda: load(small_dataset, "nope", verify=False)):  # fmt: skip
         with pytest.raises(SplitError, match=r"no config 'nope' .*; .*cot"):
             read()
+    [line] = check_dataset(small_dataset, ["nope"])  # a line, as for any other problem
+    assert re.fullmatch(
+        rf"{re.escape(str(small_dataset))}/posgen.json: no config 'nope'; has .*cot.*", line
+    )
     assert handle.verify("cot") == handle.manifest  # one name: that config, not its letters
     assert list(handle.splits("cot", "test")) == ["test"]  # one split, not 't', 'e', ...
 
