@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -253,6 +255,40 @@ def test_a_merge_into_a_folder_without_parts_is_one_error_line(
     assert_clean_error(
         cli("merge", tmp_path / "ds"), 2, f"holds no posgen parts ({PARTS_DIR}/ is {words})"
     )
+
+
+def _edit_record(part, change):
+    record = next((part / PARTS_DIR).glob("part-*.json"))
+    body = json.loads(record.read_text())
+    change(body)
+    record.write_text(json.dumps(body))
+
+
+BROKEN_PARTS = {  # case -> (what is done to the part folders p0 and p1, the error line's words)
+    "a record cut short": (lambda p: next((p[0] / PARTS_DIR).glob("part-*.json")).write_text("{"),
+                           "is unreadable"),
+    "a record of another format": (lambda p: _edit_record(p[0], lambda b: b.update(format="x")),
+                                   "is not a posgen part record"),
+    "a listed file removed": (lambda p: next((p[0] / PARTS_DIR).rglob("*.parquet")).unlink(),
+                              "is listed in its part record but missing"),
+    "a folder of no parts": (lambda p: shutil.rmtree(p[1] / PARTS_DIR),
+                             f"holds no posgen parts ({PARTS_DIR}/ is missing or empty)"),
+    "every record's spec_id edited": (
+        lambda p: [_edit_record(part, lambda b: b.update(spec_id="0" * 16)) for part in p],
+        "a part record's benchmark does not match its spec id"),
+    "a record listing no file": (lambda p: _edit_record(p[0], lambda b: b.update(files=[])),
+                                 "no part recorded data/"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BROKEN_PARTS))
+def test_a_merge_of_broken_parts_is_one_error_line(assert_clean_error, cli, tmp_path, case):
+    damage, words = BROKEN_PARTS[case]
+    parts = [tmp_path / f"p{i}" for i in range(2)]
+    for i, part in enumerate(parts):
+        write(part, bench(train_size=300, val_size=20, test_size=20, test_length=[96]), part=(i, 2))
+    damage(parts)
+    assert_clean_error(cli("merge", tmp_path / "ds", *parts), (1, 2), words)
 
 
 def test_merge_of_one_folder_given_as_a_string_reads_that_folder(tmp_path):
