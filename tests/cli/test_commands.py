@@ -65,6 +65,7 @@ def test_bad_input_is_one_error_line_exit_2_and_creates_nothing(
         ("frobnicate", "No such command 'frobnicate'."),
         ("genrate", "No such command 'genrate'. Did you mean 'generate'?"),
         ("validate nothere", "Path 'nothere' does not exist"),
+        ("-- -x", "No such option '-x'"),  # after --: looked up as a command, then an option
     ],
 )
 def test_clicks_own_usage_errors_are_one_error_line_naming_the_flag(
