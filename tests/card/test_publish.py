@@ -151,6 +151,7 @@ def test_publish_writes_only_validated_folders_whose_card_the_card_command_reren
     assert readme.read_text() == published
     card = cli("card", out, "--no-validate")
     assert card.output == f"wrote {readme} (not validated)\n"
+    assert cli("card", out, "--no-validate", "-q").output == ""
     assert "**Not validated.**" in readme.read_text()
     assert cli("card", out, "--baselines").exit_code == 0  # asks the scoring module
     assert "| recursive | oracle | 1.0000 | 1.0000 |" in readme.read_text()
