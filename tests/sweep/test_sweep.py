@@ -265,6 +265,11 @@ BAD_GRIDS |= {
 }
 
 
+@pytest.mark.parametrize("args", [[], ["--out", "S"], ["g.json"]])
+def test_a_sweep_given_no_grid_or_no_out_is_one_error_line(assert_clean_error, cli, args):
+    assert_clean_error(cli("sweep", *args), 2, "give a GRID file and --out SWEEP_DIR, or --status")
+
+
 @pytest.mark.parametrize("case", sorted(BAD_GRIDS))
 def test_bad_grid_or_executor_flag_is_one_error_line_exit_2_and_nothing_written(
     assert_clean_error, cli, recorded, sweep_grid, tmp_path, case
