@@ -670,11 +670,8 @@ DATA_SUFFIXES = (".parquet", ".arrow", ".feather")  # .feather is Arrow IPC too
 
 
 def format_of(path: Path) -> Format:
-    """The format of one data file, by its suffix."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in DATA_SUFFIXES:
-        raise FormatUnsupported(f"{path} is not a .parquet, .arrow or .feather file")
-    return FORMATS["parquet" if suffix == ".parquet" else "arrow"]
+    """The format of one data file, by its suffix (one of :data:`DATA_SUFFIXES`)."""
+    return FORMATS["parquet" if Path(path).suffix.lower() == ".parquet" else "arrow"]
 
 
 def manifest_format(manifest: Manifest) -> Format:
