@@ -296,6 +296,8 @@ def test_merge_of_one_folder_given_as_a_string_reads_that_folder(tmp_path):
     write(tmp_path / "p0", bench(), part=(0, 2))  # not letter by letter
     with pytest.raises(UsageError, match="1 of 2 parts missing: 1/2"):
         writer.write_dataset(None, tmp_path / "ds", merge=str(tmp_path / "p0"))
+    with pytest.raises(TypeError, match="needs a benchmark unless it merges parts"):
+        writer.write_dataset(None, tmp_path / "ds")  # no merge=: None is no benchmark
 
 
 def test_a_part_file_changed_after_its_part_was_written_is_never_published(cli, tmp_path):
