@@ -240,6 +240,7 @@ ESCAPES: dict[str, Callable[[Path], str]] = {
     "backslash path": edit(lambda b: file0(b).update(path=TEST_FILE.replace("/", "\\"))),
     "file symlinked outside": symlinked_file,
     "folder symlinked outside": symlinked_folder,
+    "file a symlink loop": unlink(TEST_FILE, lambda path: path.symlink_to(path.name)),
 }
 
 
