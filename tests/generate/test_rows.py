@@ -64,6 +64,12 @@ def test_rows_do_not_depend_on_block_size(task, block_a, block_b, seed):
     assert np.array_equal(a[10:], generate_rows(spec, "train", 13, 57, block_rows=block_b))
 
 
+@pytest.mark.parametrize(("start", "stop"), [(0, 58), (-1, 5)])
+def test_rows_outside_the_split_are_refused(start, stop):
+    with pytest.raises(ValueError, match=rf"rows \[{start}, {stop}\) out of range for train"):
+        generate_rows(TaskSpec(task="cot", train_size=57), "train", start, stop)
+
+
 @pytest.mark.parametrize(
     ("windows", "message", "given"),
     [
