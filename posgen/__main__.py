@@ -22,8 +22,7 @@ def run(args: list[str] | None = None) -> None:
 
     try:
         main(args, prog_name="posgen")
-        code: int = 0
-    except SystemExit as done:
+    except SystemExit as done:  # PosgenGroup.main always ends in sys.exit
         code = done.code if isinstance(done.code, int) else int(done.code is not None)
     signals.point("exit")
     late = signals.received()  # held since the command reported its outcome

@@ -7,7 +7,8 @@ their flags, with :class:`PathArg`, and the checks made before anything is writt
 'has a name of 300 bytes; the file system allows 255'
 >>> output_problems({"--out": Path("r.md"), "--json": Path("./r.md")}, {})
 ['--out r.md and --json r.md name the same file; give each output its own name']
->>> DatasetRun(Path("out/ds"), part=(1, 4)).left()
+>>> bench = BenchmarkSpec(name="ds", configs={"cot": TaskSpec(task="cot")})
+>>> DatasetRun(Path("out/ds"), bench, part=(1, 4)).left()
 'part 1/4 was not finished; rerun it to write it'
 """
 
@@ -652,9 +653,9 @@ class DatasetRun:
     """A dataset written into ``out`` (or part ``(I, N)`` of one), and what a failure left."""
 
     out: Path
+    bench: BenchmarkSpec
     overwrite: bool = False
     part: tuple[int, int] | None = None
-    bench: BenchmarkSpec | None = None
 
     def left(self, completed: bool = False) -> str:
         """What is at ``out`` after a failed or stopped run (a build folder never is)."""
@@ -669,8 +670,6 @@ class DatasetRun:
     def failure(self, error: OSError) -> str:
         """Which path failed, why, and how much space the run needed."""
         message = os_failure(error, f"writing {self.out}")
-        if self.bench is None:
-            return message
         needed = human_bytes(estimate_benchmark(self.bench).raw_bytes)
         try:
             free = f", {human_bytes(free_bytes(self.out))} free now"

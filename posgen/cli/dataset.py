@@ -132,7 +132,7 @@ def generate(
         for s in part_of(plan_benchmark(bench, shard_mb * 2**20), index, count)
     )
     label = f"generating {bench.name}" + (f" part {index}/{count}" if part else "")
-    manifest, seconds = DatasetRun(out, overwrite, piece, bench).write(
+    manifest, seconds = DatasetRun(out, bench, overwrite, piece).write(
         lambda progress: write_dataset(
             bench,
             out,
@@ -271,7 +271,7 @@ def publish_command(
         bench, out, overwrite=overwrite, force=force, problems=problems, spec_file=spec_file
     )
     total = estimate_benchmark(bench).tokens  # every split's, the probe splits' too
-    published, seconds = DatasetRun(out, overwrite, bench=bench).write(
+    published, seconds = DatasetRun(out, bench, overwrite).write(
         lambda progress: publish_benchmark(
             bench,
             out,

@@ -277,12 +277,9 @@ def feature_entry(field: pa.Field) -> dict[str, str]:
     >>> [feature_entry(f) for f in row_schema(17)]
     [{'name': 'id', 'dtype': 'int64'}, {'name': 'tokens', 'list': 'uint8'}]
     """
-    kind = field.type
-    if pa.types.is_integer(kind):
-        return {"name": field.name, "dtype": str(kind)}
-    if pa.types.is_list(kind) and pa.types.is_integer(kind.value_type):
-        return {"name": field.name, "list": str(kind.value_type)}
-    raise ValueError(f"column {field.name!r} has type {kind}, not one posgen writes")
+    if pa.types.is_list(field.type):
+        return {"name": field.name, "list": str(field.type.value_type)}
+    return {"name": field.name, "dtype": str(field.type)}
 
 
 class Format:
@@ -670,11 +667,8 @@ DATA_SUFFIXES = (".parquet", ".arrow", ".feather")  # .feather is Arrow IPC too
 
 
 def format_of(path: Path) -> Format:
-    """The format of one data file, by its suffix."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in DATA_SUFFIXES:
-        raise FormatUnsupported(f"{path} is not a .parquet, .arrow or .feather file")
-    return FORMATS["parquet" if suffix == ".parquet" else "arrow"]
+    """The format of one data file, by its suffix (one of :data:`DATA_SUFFIXES`)."""
+    return FORMATS["parquet" if Path(path).suffix.lower() == ".parquet" else "arrow"]
 
 
 def manifest_format(manifest: Manifest) -> Format:

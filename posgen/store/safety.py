@@ -316,23 +316,8 @@ class HashingFile:
         self.size += len(data)
         return self.handle.write(data)
 
-    def tell(self) -> int:
-        return self.size
-
     def flush(self) -> None:
         self.handle.flush()
-
-    def close(self) -> None:
-        self.closed = True
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def readable(self) -> bool:
-        return False
 
 
 def write_target(path: Path) -> tuple[Path, bool]:

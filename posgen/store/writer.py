@@ -226,8 +226,6 @@ def write_shards(
 ) -> list[FileEntry]:
     """Write ``shards`` with ``num_proc`` spawned processes (same bytes); their entries, in
     order. Workers die with this process and hold ``owner``'s lock while they live."""
-    if num_proc < 1:
-        raise ValueError(f"num_proc must be >= 1, got {num_proc}")
     job = FORMATS[storage].write_shard
     if num_proc == 1 or len(shards) <= 1:
         return [

@@ -151,6 +151,7 @@ def test_publish_writes_only_validated_folders_whose_card_the_card_command_reren
     assert readme.read_text() == published
     card = cli("card", out, "--no-validate")
     assert card.output == f"wrote {readme} (not validated)\n"
+    assert cli("card", out, "--no-validate", "-q").output == ""
     assert "**Not validated.**" in readme.read_text()
     assert cli("card", out, "--baselines").exit_code == 0  # asks the scoring module
     assert "| recursive | oracle | 1.0000 | 1.0000 |" in readme.read_text()
@@ -227,6 +228,8 @@ BAD_USAGE = [
      lambda tmp_path, monkeypatch: monkeypatch.setitem(sys.modules, "posgen.validate", None)),
     ("card {tmp} --no-validate", "has no posgen.json: not a posgen dataset", None),
     ("card {tmp}/missing --no-validate", "has no posgen.json: not a posgen dataset", None),
+    ("card {tmp}/notes.txt --no-validate", "notes.txt: not a folder; not a posgen dataset",
+     lambda tmp_path, monkeypatch: (tmp_path / "notes.txt").write_text("mine")),
 ]  # fmt: skip
 
 
@@ -418,6 +421,8 @@ NOT_A_PUBLISH = [
      "notes.txt: not a file posgen wrote (the push would upload it)"),
     (lambda out, cli: (out / "data" / "cot" / "train-00001-of-00002.parquet").write_bytes(b"x"),
      "train-00001-of-00002.parquet: not listed in posgen.json"),
+    (lambda out, cli: [(out / f"n{i}.txt").write_text("mine") for i in range(6)],
+     "n4.txt: not a file posgen wrote (the push would upload it); and 1 more"),
 ]  # fmt: skip
 
 

@@ -216,6 +216,7 @@ HOSTILE_FILES = {  # (suffix, text): refused in one line, exit 2, never an inter
         "1", "9" * 5000)) for suffix in SUFFIXES},  # past Python's int-string limit
     ".yaml: an impossible date": (".yaml", "task: cot\nseed: 2020-13-45\n"),
     ".toml: a pipe": (".toml", None),  # read, it would wait for ever
+    ".yaml: a !!set of a list": (".yaml", "task: cot\nseed: !!set [1]\n"),  # no mapping node
 }  # fmt: skip
 
 
@@ -229,6 +230,21 @@ def test_hostile_spec_files_are_rejected_in_one_line(assert_rejected, case):
         os.mkfifo(Path(tmp) / f"spec{suffix}")
         path = str(Path(tmp) / f"spec{suffix}")
         assert_rejected("hostile-file", case, ["--spec", path], path, tmp=Path(tmp))
+
+
+BAD_TABLES = {  # (spec text, flags, a name the line holds): a benchmark file's shape, or flags
+    "defaults not a table": ('{"defaults": 3, "configs": {"cot": {}}}', [], "'defaults'"),
+    "configs not a table": ('{"name": "x", "configs": 3}', [], "'configs'"),
+    "a config not a table": ('{"configs": {"cot": 3}}', [], "config 'cot'"),
+    "no config for --task": ('{"task": "cot"}', ["--task", "recursive"], "task(s) recursive"),
+    "a flag out of range": ('{"task": "cot"}', ["--near", "0"], "configs.cot.near"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_TABLES))
+def test_spec_files_of_the_wrong_shape_are_rejected(assert_rejected, case):
+    text, args, name = BAD_TABLES[case]
+    assert_rejected("bad-table", case, args, name, spec=(".json", text))
 
 
 @pytest.mark.parametrize(

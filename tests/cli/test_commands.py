@@ -64,12 +64,14 @@ def test_bad_input_is_one_error_line_exit_2_and_creates_nothing(
         ("generate", "Missing option '--out'"),
         ("frobnicate", "No such command 'frobnicate'."),
         ("genrate", "No such command 'genrate'. Did you mean 'generate'?"),
+        ("validate nothere", "Path 'nothere' does not exist"),
+        ("-- -x", "No such option '-x'"),  # after --: looked up as a command, then an option
     ],
 )
 def test_clicks_own_usage_errors_are_one_error_line_naming_the_flag(
     assert_clean_error, cli, command, expected
 ):
-    assert_clean_error(cli(command), 2, expected, "-h')")
+    assert_clean_error(cli(*command.split()), 2, expected, "-h')")
 
 
 @pytest.mark.parametrize(

@@ -641,6 +641,7 @@ UNEXPECTED = [  # raised inside a command -> its exit status and what its one li
     (UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates"), 1, "(UnicodeEncodeError)"),
     (OSError(5, "Input/output error", "ds/x.parquet"), 1, "ds/x.parquet"),
     (IsADirectoryError(21, "Is a directory", "p.jsonl"), 2, "p.jsonl"),
+    (OSError("Arrow: end of stream"), 1, "Arrow: end of stream"),  # a library's: no errno
     # an import that fails is a usage error only when the module is missing; never a traceback
     (ModuleNotFoundError("No module named 'x'", name="x"), 2, "x is not available"),
     (ImportError("mtrand.so: failed to map segment", name="mtrand"), 1, "mtrand could not"),

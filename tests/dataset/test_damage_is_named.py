@@ -195,6 +195,9 @@ EDITS: dict[str, Callable[[Path], str]] = {
     "format_version: 2": edit(lambda b: b.update(format_version=2)),
     "libraries: a string": edit(lambda b: b.update(libraries="numpy")),
     "benchmark name empty": edit(lambda b: b["benchmark"].update(name="")),
+    "benchmark spec_id edited": edit(lambda b: b["benchmark"].update(spec_id="0" * 16)),
+    "parquet options removed": edit(lambda b: b.pop("parquet")),
+    "storage unknown": edit(lambda b: b.update(parquet=None, storage="zip")),
     "top level: a list": rewrite(lambda _: b"[]", "posgen.json"),
     "top level: null": rewrite(lambda _: b"null", "posgen.json"),
     "empty file": rewrite(lambda _: b"", "posgen.json"),
@@ -237,6 +240,7 @@ ESCAPES: dict[str, Callable[[Path], str]] = {
     "backslash path": edit(lambda b: file0(b).update(path=TEST_FILE.replace("/", "\\"))),
     "file symlinked outside": symlinked_file,
     "folder symlinked outside": symlinked_folder,
+    "file a symlink loop": unlink(TEST_FILE, lambda path: path.symlink_to(path.name)),
 }
 
 
@@ -369,6 +373,10 @@ def test_an_unknown_config_is_a_usage_error_whichever_way_it_is_asked_for(small_
                  lambda: load(small_dataset, "nope", verify=False)):  # fmt: skip
         with pytest.raises(SplitError, match=r"no config 'nope' .*; .*cot"):
             read()
+    [line] = check_dataset(small_dataset, ["nope"])  # a line, as for any other problem
+    assert re.fullmatch(
+        rf"{re.escape(str(small_dataset))}/posgen.json: no config 'nope'; has .*cot.*", line
+    )
     assert handle.verify("cot") == handle.manifest  # one name: that config, not its letters
     assert list(handle.splits("cot", "test")) == ["test"]  # one split, not 't', 'e', ...
 
@@ -489,6 +497,20 @@ def _lists(name: str, change: Callable[[list], object], nullable: bool = False):
     return damage
 
 
+def _ids(change: Callable[[list], object]):
+    """Rewrite the id column: ``change`` edits its values (a list) in place."""
+
+    def damage(table):
+        ids = table.column("id").to_pylist()
+        change(ids)
+        field = table.schema.field("id")
+        return table.set_column(
+            table.schema.get_field_index("id"), field, pa.array(ids, field.type)
+        )
+
+    return damage
+
+
 def _first_probed(change: Callable[[list], object]) -> Callable[[list], object]:
     return lambda rows: change(rows[next(i for i, r in enumerate(rows) if r)])
 
@@ -516,6 +538,14 @@ READ_DAMAGE = {  # case -> (file, split, change, problem)
     "a null token": (TRAIN0, "train",
         _lists("tokens", lambda rows: rows[0].__setitem__(5, None), nullable=True),
         "null values in tokens"),
+    "ids out of order": (TRAIN0, "train", _ids(lambda ids: ids.reverse()),
+        "does not hold rows 0.. in order"),
+    "one row a token longer": (TRAIN0, "train", _lists("tokens", lambda rows: rows[0].append(0)),
+        "rows have different lengths"),
+    "a probe id twice": (PROBE_FILE, "probe_128", _ids(lambda ids: ids.__setitem__(1, 0)),
+        "probe ids must be 0 .. rows-1"),
+    "one probe row a token longer": (PROBE_FILE, "probe_128",
+        _lists("tokens", lambda rows: rows[0].append(0)), "probe tokens: rows have different"),
 }  # fmt: skip
 
 

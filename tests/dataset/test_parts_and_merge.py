@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -12,7 +14,7 @@ from posgen.card import unvalidated_card
 from posgen.errors import UsageError
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store import FORMATS, writer
-from posgen.store.manifest import CARD_NAME, plan_benchmark
+from posgen.store.manifest import CARD_NAME, PARTS_DIR, plan_benchmark
 from posgen.tasks import TASKS
 
 SHARD_BYTES, GROUP_BYTES = 20_000, 4_096
@@ -80,11 +82,11 @@ def test_files_do_not_depend_on_the_block_size(tree, tmp_path, storage):
 
 def test_cli_parts_in_one_folder_equal_a_single_cli_run(tree, cli, tmp_path):
     args = ["--task", "cot", "--train-size", "3000", "--val-size", "300", "--test-size", "300",
-            "--shard-mb", "1", "-q"]  # fmt: skip
-    assert cli("generate", "--out", tmp_path / "a", *args).exit_code == 0
-    for i in (1, 0):
+            "--shard-mb", "1"]  # fmt: skip
+    assert cli("generate", "--out", tmp_path / "a", *args, "-q").exit_code == 0
+    for i, said in ((1, "; other parts still missing"), (0, " and finished it: ")):
         result = cli("generate", "--out", tmp_path / "b", "--part", f"{i}/2", *args)
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 0 and said in result.output, result.output
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
 
 
@@ -218,7 +220,8 @@ def test_a_merge_missing_a_part_is_refused_before_anything_moves(tree, cli, tmp_
     assert result.exit_code == 2
     assert result.output == "error: 1 of 3 parts missing: 2/3; nothing was moved\n"
     assert tree(tmp_path) == before
-    assert cli("merge", tmp_path / "ds", *(tmp_path / f"p{i}" for i in range(3))).exit_code == 0
+    merged = cli("merge", tmp_path / "ds", *(tmp_path / f"p{i}" for i in range(3)), "-q")
+    assert merged.exit_code == 0 and merged.output == "", merged.output
 
 
 API_ARGUMENTS = {  # write_dataset(**arguments) -> the refusal, before anything is written
@@ -232,6 +235,7 @@ API_ARGUMENTS = {  # write_dataset(**arguments) -> the refusal, before anything 
     "out None": ({"out": None}, "a dataset folder must be a path, not NoneType"),
     "out an int": ({"out": 3}, "a dataset folder must be a path, not int"),
     "out bytes": ({"out": b"ds"}, "a dataset folder must be a path, not bytes"),
+    "storage unknown": ({"storage": "zip"}, "unknown format 'zip'; formats: "),
 }  # fmt: skip
 
 
@@ -244,10 +248,56 @@ def test_write_dataset_refuses_bad_arguments_before_writing(tmp_path, case):
     assert not (tmp_path / "ds").exists()
 
 
+@pytest.mark.parametrize(("made", "words"), [("ds", "missing"), (f"ds/{PARTS_DIR}", "empty")])
+def test_a_merge_into_a_folder_without_parts_is_one_error_line(
+    assert_clean_error, cli, tmp_path, made, words
+):
+    (tmp_path / made).mkdir(parents=True)
+    assert_clean_error(
+        cli("merge", tmp_path / "ds"), 2, f"holds no posgen parts ({PARTS_DIR}/ is {words})"
+    )
+
+
+def _edit_record(part, change):
+    record = next((part / PARTS_DIR).glob("part-*.json"))
+    body = json.loads(record.read_text())
+    change(body)
+    record.write_text(json.dumps(body))
+
+
+BROKEN_PARTS = {  # case -> (what is done to the part folders p0 and p1, the error line's words)
+    "a record cut short": (lambda p: next((p[0] / PARTS_DIR).glob("part-*.json")).write_text("{"),
+                           "is unreadable"),
+    "a record of another format": (lambda p: _edit_record(p[0], lambda b: b.update(format="x")),
+                                   "is not a posgen part record"),
+    "a listed file removed": (lambda p: next((p[0] / PARTS_DIR).rglob("*.parquet")).unlink(),
+                              "is listed in its part record but missing"),
+    "a folder of no parts": (lambda p: shutil.rmtree(p[1] / PARTS_DIR),
+                             f"holds no posgen parts ({PARTS_DIR}/ is missing or empty)"),
+    "every record's spec_id edited": (
+        lambda p: [_edit_record(part, lambda b: b.update(spec_id="0" * 16)) for part in p],
+        "a part record's benchmark does not match its spec id"),
+    "a record listing no file": (lambda p: _edit_record(p[0], lambda b: b.update(files=[])),
+                                 "no part recorded data/"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BROKEN_PARTS))
+def test_a_merge_of_broken_parts_is_one_error_line(assert_clean_error, cli, tmp_path, case):
+    damage, words = BROKEN_PARTS[case]
+    parts = [tmp_path / f"p{i}" for i in range(2)]
+    for i, part in enumerate(parts):
+        write(part, bench(train_size=300, val_size=20, test_size=20, test_length=[96]), part=(i, 2))
+    damage(parts)
+    assert_clean_error(cli("merge", tmp_path / "ds", *parts), (1, 2), words)
+
+
 def test_merge_of_one_folder_given_as_a_string_reads_that_folder(tmp_path):
     write(tmp_path / "p0", bench(), part=(0, 2))  # not letter by letter
     with pytest.raises(UsageError, match="1 of 2 parts missing: 1/2"):
         writer.write_dataset(None, tmp_path / "ds", merge=str(tmp_path / "p0"))
+    with pytest.raises(TypeError, match="needs a benchmark unless it merges parts"):
+        writer.write_dataset(None, tmp_path / "ds")  # no merge=: None is no benchmark
 
 
 def test_a_part_file_changed_after_its_part_was_written_is_never_published(cli, tmp_path):

@@ -284,6 +284,8 @@ API_REFUSALS = {  # write_dataset's own checks: a script gets what the command l
     "a dataset under a file": ("mine.txt/ds", {}, "mine.txt is a file, not a folder"),
     "a dataset two folders under a file": ("mine.txt/a/ds", {}, "mine.txt is a file, not"),
     "a part under a file": ("mine.txt/p", {"part": (0, 2)}, "mine.txt is a file, not a folder"),
+    "a dataset onto a file": ("mine.txt", {}, "mine.txt exists and is not a folder"),
+    "a part onto a file": ("mine.txt", {"part": (0, 2)}, "mine.txt exists and is not a folder"),
 }  # fmt: skip
 
 

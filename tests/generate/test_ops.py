@@ -82,6 +82,8 @@ def test_a_registered_op_without_a_name_kind_formula_or_one_line_description_is_
     for name, kind in ((None, "sum"), ("", "sum"), ("x" * 65, "sum"), ("a\nb", "sum"), ("k", "?")):
         with pytest.raises(ValueError, match=r"op name|kind"):
             register_op(Op(name, "", kind, lambda total, m: 0))  # type: ignore[arg-type]
+    with pytest.raises(posgen.tasks.OpError, match="op 'mod_addition' is already registered"):
+        register_op(Op("mod_addition", "mine", "sum", lambda total, m: 0))
     for description in ("a\n## heading", "x ``` y", "d" * 301, None):  # the card shows it
         with pytest.raises(posgen.tasks.OpError, match="one printable line of at most 300"):
             register_op(Op("test_op", description, "additive"))  # type: ignore[arg-type]
@@ -171,11 +173,15 @@ def test_keyed_hash_gives_the_same_bytes_in_a_fresh_process():
     assert fresh.stdout == here, fresh.stderr
 
 
-@pytest.mark.parametrize("op", [*SUM_OPS, "keyed_hash", "far_perm", "slot_perm", "select_perm"])
+@pytest.mark.parametrize(
+    "op", [*SUM_OPS, "keyed_hash", "far_perm", "far_perm far=0", "slot_perm", "select_perm"]
+)
 def test_generated_data_of_every_op_validates_and_a_flipped_token_fails(op):
     from posgen.store.formats import to_dataset_dict
 
-    spec = TaskSpec(task="cot", op=op, modulus=101, train_size=20, val_size=5, test_size=5)
+    op, _, far = op.partition(" far=")  # far=0: no far operand
+    spec = TaskSpec(task="cot", op=op, modulus=101, train_size=20, val_size=5, test_size=5,
+                    **({"far": int(far), "near": 4} if far else {}))  # fmt: skip
     assert validate(to_dataset_dict(spec), spec).ok
     rows = generate_split(spec, "test")
     rows[2, 70] = (int(rows[2, 70]) + 1) % 101

@@ -64,18 +64,31 @@ def test_rows_do_not_depend_on_block_size(task, block_a, block_b, seed):
     assert np.array_equal(a[10:], generate_rows(spec, "train", 13, 57, block_rows=block_b))
 
 
+@pytest.mark.parametrize(("start", "stop"), [(0, 58), (-1, 5)])
+def test_rows_outside_the_split_are_refused(start, stop):
+    with pytest.raises(ValueError, match=rf"rows \[{start}, {stop}\) out of range for train"):
+        generate_rows(TaskSpec(task="cot", train_size=57), "train", start, stop)
+
+
 @pytest.mark.parametrize(
-    ("windows", "message"),
+    ("windows", "message", "given"),
     [
-        (np.array([[0, 1, 2, 17]]), r"\[0, 17\)"),
-        (np.array([[0.5, 1, 2, 3]]), "integer tokens, got dtype float64"),  # was cut to 0
-        (np.array([[True, False, True, True]]), "integer tokens, got dtype bool"),
-        (np.array([0, 1, 2, 3]), r"\(rows, w\) integer tokens, got dtype int64 of shape \(4,\)"),
+        (np.array([[0, 1, 2, 17]]), r"\[0, 17\)", {}),
+        (np.array([[0.5, 1, 2, 3]]), "integer tokens, got dtype float64", {}),  # was cut to 0
+        (np.array([[True, False, True, True]]), "integer tokens, got dtype bool", {}),
+        (
+            np.array([0, 1, 2, 3]),
+            r"\(rows, w\) integer tokens, got dtype int64 of shape \(4,\)",
+            {},
+        ),
+        (np.array([[0, 1, 2]]), "windows have 3 columns, the spec's window is 4", {}),
+        (np.array([[0, 1, 2, 3]]), "length 3 is shorter than the seed window 4", {"length": 3}),
+        (np.array([[0, 1, 2, 3]]), r"out must be \(1, 8\)", {"out": np.empty((1, 9), np.uint8)}),
     ],
 )
-def test_windows_that_are_not_rows_of_tokens_are_refused(windows, message):
+def test_windows_that_are_not_rows_of_tokens_are_refused(windows, message, given):
     with pytest.raises(ValueError, match=message):
-        grow(TaskSpec(task="cot"), windows, 8)
+        grow(TaskSpec(task="cot"), windows, given.get("length", 8), out=given.get("out"))
 
 
 def test_windows_as_lists_grow_as_arrays_do():

@@ -74,6 +74,7 @@ def test_the_package_exports_the_readme_entry_points(oracle, tmp_path):
     assert oracle.far_positions("cot", 9, 3, 1) == [0]
     assert set(posgen.__all__) >= {"write_dataset", "load", "Dataset", "read_manifest", "score"}
     assert (posgen.register_op, posgen.Op) == (posgen.tasks.register_op, posgen.tasks.Op)
+    assert repr(posgen.TASKS) == repr(tuple(posgen.TASKS))  # the names, as a tuple shows them
 
 
 def test_a_registered_task_gets_probe_rows_from_its_dependency_rule(oracle, third_task):

@@ -22,6 +22,7 @@ from posgen.scoring import (
     score_reference,
     write_predictions,
 )
+from posgen.store.dataset import SplitError
 from posgen.tasks import TASKS
 
 
@@ -160,3 +161,5 @@ def test_a_probe_table_in_shuffled_row_order_is_scored_with_predictions_in_that_
     report = score_probe(table, follows, spec)
     assert (report.id.counted, report.id.far) == (1, 1)
     assert report == score_probe(table, follows[::-1], spec, ids=np.array([0, 1]))
+    with pytest.raises(SplitError, match="not a probe split: no probed, far_rule column"):
+        score_probe(table.drop_columns(["probed", "far_rule"]), follows, spec)

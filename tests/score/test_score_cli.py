@@ -53,6 +53,15 @@ def test_oracle_baseline_file_scores_exactly_one(cli, data, tmp_path, suffix):
     assert len([line for line in lines if line.strip().startswith("[")]) == 16
 
 
+def test_a_split_of_no_ood_position_shows_no_ood_row(cli, data, tmp_path):
+    preds, split = tmp_path / "oracle.npy", ["--config", "cot", "--split", "train"]
+    made = cli("baseline", "--kind", "oracle", "--data", data, *split, "--out", preds)
+    assert made.exit_code == 0, made.output
+    result = cli("score", "--data", data, "--predictions", preds, *split)
+    assert result.exit_code == 0 and "100.00%" in result.output, result.output
+    assert "OOD exact match" not in result.output, result.output
+
+
 @pytest.mark.parametrize("kind", ["near-only", "majority"])
 def test_near_only_and_majority_baselines_score_near_chance(cli, data, tmp_path, kind):
     preds, out = tmp_path / f"{kind}.parquet", tmp_path / f"{kind}.json"

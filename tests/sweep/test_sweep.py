@@ -246,6 +246,8 @@ BAD_GRIDS = {  # case -> (the change of the tiny grid, the error line ({g}: the 
                       "--executor", "slurm", "--jobs", "2"),
     "--gpus -1": ({}, "error: --gpus: Input should be greater than",
                   "--executor", "slurm", "--gpus", "-1"),
+    "--json without --status": ({}, "error: --json: for --status only", "--json"),
+    "--status beside a GRID": ({}, "error: --status takes only the sweep folder", "--status", "."),
     # lax values are refused when the grid is read
     **{f"seeds = {json.dumps(seeds)}": ({"seeds": seeds}, "{g}: seeds.0")
        for seeds in ([True], [False, 1], [1.0], ["1"])},
@@ -261,6 +263,11 @@ BAD_GRIDS |= {
     f"{name} = {json.dumps(value)}": (cpu(**{name: value}), f"{{g}}: presets.0.overrides.{name}")
     for name, value in LAX
 }
+
+
+@pytest.mark.parametrize("args", [[], ["--out", "S"], ["g.json"]])
+def test_a_sweep_given_no_grid_or_no_out_is_one_error_line(assert_clean_error, cli, args):
+    assert_clean_error(cli("sweep", *args), 2, "give a GRID file and --out SWEEP_DIR, or --status")
 
 
 @pytest.mark.parametrize("case", sorted(BAD_GRIDS))

@@ -598,6 +598,8 @@ BAD_FLAGS = [  # the flags (of a train command, before the imports unless said),
     (["--pe-param", "fator=2"], ["rope has no such parameter"]),
     (["--randomized-positions", "100"], ["must hold the test rows' 257 positions"]),
     (["--randomized-positions", str(2**63)], ["--randomized-positions", "64-bit"]),
+    *[(["--device", "cuda"], ["--device cuda: no CUDA device is available"])]
+    * (not torch.cuda.is_available()),
 ]
 
 
@@ -724,7 +726,7 @@ def test_a_wrong_input_or_output_is_one_line_exit_2_before_any_work_and_nothing_
     assert_clean_error, cli, recorded, tree, cell_mates, request, tmp_path, data, run, case
 ):
     kind, setup, command, words = REFUSED[case]
-    before_torch = not case.startswith(("train:--pe", "train:--randomized-positions"))
+    before_torch = not case.startswith(("train:--pe", "train:--randomized", "train:--device"))
     imported = request.getfixturevalue("imported") if before_torch else Mock()
     for name, source in (("ds", data), ("other", data), ("r0", run)):
         shutil.copytree(source, tmp_path / name)

@@ -402,6 +402,7 @@ def recursive_m23() -> pa.Table:
 
 SHARD, M23 = "test-00000-of-00001.parquet", ["--task", "recursive", "-m", "23", "--test-size", "10"]
 ZSTD, COT = {"compression": "zstd"}, ["--task", "cot"]
+PAPER = ["--spec", "task_specs/paper.toml"]
 TOO_LONG = ["declares 16,777,216 tokens in 1 rows", "at most 256: not read"]
 EXPANDS = [
     "FAIL schema         cot/test                 test.arrow: unreadable (a record batch of 1 rows "
@@ -420,6 +421,11 @@ CLI = {
     "-m 1": (None, None, None, ["-m", "1", "--task", "cot"], 2,
         ["configs.cot.modulus: Input should be greater than"]),
     "a clean file of the flags' spec": (SHARD, recursive_m23, {}, M23, 0, []),
+    "a spec of three configs, no --config": (SHARD, recursive_m23, {}, PAPER, 2,
+        ["the spec names 3 configs (recursive, cot, semirecursive); pick one"]),
+    "a spec of three configs, --config picks one": (SHARD, recursive_m23, {},
+        [*PAPER, "--config", "recursive", "-m", "23", "--test-size", "10"], 1, ["FAILED: "]),
+    "--json -": (None, None, None, ["--config", "cot", "--json", "-"], 0, ['"ok": true']),
     "no spec flags": (SHARD, recursive_m23, {}, [], 2, ["give the spec"]),
     "rows longer than the spec": ("test.parquet", bomb, ZSTD, COT, 2, TOO_LONG),
     # a struct column first: the footer's tokens were counted in the column of id (1 value)
