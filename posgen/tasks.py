@@ -641,7 +641,10 @@ def register_op(op: Op) -> None:
 
 def get_op(name: str) -> Op:
     import_task_modules()
-    return _OPS[name]
+    try:
+        return _OPS[name]
+    except KeyError:
+        raise KeyError(f"unknown op {name!r}; known: {', '.join(sorted(_OPS))}") from None
 
 
 def op_names() -> tuple[str, ...]:

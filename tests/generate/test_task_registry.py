@@ -131,6 +131,8 @@ def test_a_rule_reaching_past_its_window_or_before_the_row_is_refused_when_used(
         register_task("not_callable", 3)  # type: ignore[arg-type]
     with pytest.raises(KeyError, match="unknown task 'nope'; known: recursive"):
         posgen.dependencies("nope", 5, near=2, far=1)
+    with pytest.raises(KeyError, match="unknown op 'nope'; known: far_perm, keyed_hash"):
+        posgen.tasks.get_op("nope")
 
 
 @pytest.mark.parametrize(
