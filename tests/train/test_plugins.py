@@ -18,7 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import numpy as np
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AttentionInterface, LlamaForCausalLM
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
@@ -112,6 +112,14 @@ def _edit_json(name: str, **changes):
     return edit
 
 
+def _without_the_norm(model) -> None:
+    """model.safetensors less one tensor (another tool's file, or an edited one)."""
+    weights = load_file(model / "model.safetensors")
+    save_file(
+        {k: v for k, v in weights.items() if k != "model.norm.weight"}, model / "model.safetensors"
+    )
+
+
 def _write(name: str, text: str):
     return lambda model: (model / name).write_text(text)
 
@@ -132,6 +140,8 @@ SAVED_MODEL_DAMAGES = {  # case -> (damage to RUN/model, folder loaded, file nam
     "no-evaluation-rope": (
         _write(PE_FILE, json.dumps({"request": {"name": "rope"}, "lengths": asdict(LENGTHS)})),
         "run", f"{MODEL}/{PE_FILE}", "not a posgen model's encoding (KeyError"),
+    "randomized-positions-of-3": (_edit_json(PE_FILE, request={"name": "rope", "randomized": 3}),
+                                  "run", MODEL, "--randomized-positions 3: the range must hold"),
     "config-deleted": (lambda m: (m / "config.json").unlink(), "run", f"{MODEL}/config.json",
                        "missing"),
     "weights-deleted": (lambda m: (m / "model.safetensors").unlink(), "run",
@@ -140,6 +150,7 @@ SAVED_MODEL_DAMAGES = {  # case -> (damage to RUN/model, folder loaded, file nam
                           f"{MODEL}/model.safetensors", "not readable"),
     "config-of-hidden-65536": (_edit_json("config.json", hidden_size=65536), "run",
                                f"{MODEL}/config.json", "its sizes do not fit model.safetensors"),
+    "weights-without-the-norm": (_without_the_norm, "run", MODEL, "the weights do not fit config"),
     "config-of-0-heads": (_edit_json("config.json", num_attention_heads=0), "run",
                           f"{MODEL}/config.json", "not a Llama config"),
 }  # fmt: skip
@@ -196,6 +207,18 @@ def masked_bias(position_ids, heads, parameters):  # every key blocked, even a q
     return torch.full((rows, heads, length, length), -float("inf"))
 
 
+def nan_bias(position_ids, heads, parameters):
+    return torch.full((1, heads, 3, 3), float("nan"))
+
+
+def no_module(parameters, lengths):
+    return None
+
+
+def fails(parameters, lengths):
+    raise RuntimeError("a plugin's bug")
+
+
 class Fixed(torch.nn.Module):
     def __init__(self, parameters, lengths):
         super().__init__()
@@ -223,6 +246,9 @@ CLASHES = [
     ('bias_encoding("NAME", "mine", leaked_bias)', ["global"], "returns a tensor that needs grad"),
     ('bias_encoding("NAME", "mine", module=Fixed)', ["empty"], "module owns no trainable param"),
     ('bias_encoding("NAME", "mine", masked_bias)', ["masked"], "-inf at every key query 0 reads"),
+    ('bias_encoding("NAME", "mine", nan_bias)', ["nan"], "its bias is NaN or +inf at a key"),
+    ('bias_encoding("NAME", "mine", module=no_module)', ["none"], "factory returned a NoneType"),
+    ('bias_encoding("NAME", "mine", zero_bias, check=fails)', ["checked"], "check failed (Runtim"),
     ('PositionEncoding(name=NAME, summary="mine")', ["5", '""', '"a b|c"'], "name is 1 to 200"),
     ('PositionEncoding(name="NAME", summary=None)', ["nosummary"], "record it: summary: Input"),
     ('PositionEncoding(name="NAME", summary="s", confound=5)', ["confound"], "record it: confound"),
@@ -379,7 +405,11 @@ def test_a_frequency_table_or_attention_replaced_behind_posgens_back_is_refused(
 
 @pytest.mark.parametrize(
     ("name", "fragment"),
-    [("rope", "is the name of a built-in"), ("yarn+logn", "names a built-in with a modifier")],
+    [
+        ("rope", "is the name of a built-in"),
+        ("yarn+logn", "names a built-in with a modifier"),
+        ("twice", "is also the name of entry point twice"),  # a second distribution's too
+    ],
 )
 def test_an_entry_point_named_like_a_built_in_is_one_error_line_not_dropped_or_used(
     assert_clean_error, cli, recorded, plugins, plugin_site, name, fragment
@@ -387,6 +417,7 @@ def test_an_entry_point_named_like_a_built_in_is_one_error_line_not_dropped_or_u
     before = intact()
     module = plugins('rope_encoding("mine_ep", "mine", freqs, rope_type="mine_ep")')
     dist_info(plugin_site, "clashing", "0.1", {"posgen.position_encodings": {name: f"{module}:X"}})
+    dist_info(plugin_site, "second", "0.1", {"posgen.position_encodings": {"twice": f"{module}:X"}})
     with recorded("hostile", f"an entry point named {name}"):
         assert_clean_error(cli("train", "--list-pe"), 2, f"entry point {name}", fragment)
         assert intact() == before

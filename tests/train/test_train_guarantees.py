@@ -594,8 +594,10 @@ BAD_FLAGS = [  # the flags (of a train command, before the imports unless said),
     (["--config", "cot"], ["--config: no config 'cot' in "]),
     # checked once torch is imported
     (["--pe", "bogus"], ["unknown position encoding 'bogus'"]),
+    (["--pe", "a/b"], ["--pe a/b: not a position encoding name (see --list-pe)"]),
     (["--pe-param", "factor"], ["--pe-param 'factor': use key=value"]),
     (["--pe-param", "fator=2"], ["rope has no such parameter"]),
+    (["--randomized-positions", "lots"], ["--randomized-positions 'lots': use a range size or"]),
     (["--randomized-positions", "100"], ["must hold the test rows' 257 positions"]),
     (["--randomized-positions", str(2**63)], ["--randomized-positions", "64-bit"]),
 ]
