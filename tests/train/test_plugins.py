@@ -434,18 +434,30 @@ def test_an_entry_point_named_unlike_its_encoding_is_one_error_line_not_listed_o
         assert_clean_error(cli("train", "--list-pe"), 2, fragment)
 
 
-def test_an_entry_point_whose_defaults_raise_is_one_line_naming_it_in_list_pe_and_all(
-    assert_clean_error, cli, sweep, recorded, plugins, plugin_site, tmp_path
-):
-    module = plugins('rope_encoding("mine_bad", "mine", None, lambda lengths: 1 / 0)')
+@pytest.mark.parametrize(
+    ("x", "listed_says", "sweep_says"),  # the plugin's X; what --list-pe and a sweep of all say
+    [
+        ('rope_encoding("mine_bad", "mine", None, lambda lengths: 1 / 0)',
+         "its defaults failed (ZeroDivisionError", "its defaults failed"),
+        ('PositionEncoding(name="mine_bad", summary="mine", rope=lambda p, l, e: 1 / 0)',
+         "its rope parameters failed (ZeroDivisionError", "its check failed (ZeroDivisionError"),
+    ],
+    ids=["defaults", "rope"],
+)  # fmt: skip
+def test_an_entry_point_whose_defaults_or_rope_raise_is_one_line_naming_it_in_list_pe_and_all(
+    assert_clean_error, cli, sweep, recorded, plugins, plugin_site, tmp_path, x, listed_says,
+    sweep_says
+):  # fmt: skip
+    module = plugins(x)
     dist_info(
         plugin_site, "broken", "0.1", {"posgen.position_encodings": {"mine_bad": f"{module}:X"}}
     )
     named = f"--pe mine_bad (entry point {module}:X (broken))"
-    with recorded("hostile", "an entry point whose defaults raise"):
+    what = listed_says.split(" failed")[0].removeprefix("its ")
+    with recorded("hostile", f"an entry point whose {what} raise"):
         listed = cli("train", "--list-pe")
-        assert_clean_error(listed, 2, named, "its defaults failed (ZeroDivisionError")
-        assert_clean_error(sweep("all"), 2, "pes.", named, "its defaults failed")
+        assert_clean_error(listed, 2, named, listed_says)
+        assert_clean_error(sweep("all"), 2, "pes.", named, sweep_says)
         assert not (tmp_path / "sweep").exists()
 
 
@@ -460,6 +472,7 @@ def test_an_entry_point_whose_defaults_raise_is_one_line_naming_it_in_list_pe_an
         ('{"x": 10**5000}', "--pe-param x=<a int>: use a finite number (integers up to 2^53)"),
         ('{"x": 2**63}', "--pe-param x=9223372036854775808: use a finite number"),
         ("{1: 2.0}", "--pe-param 1=2.0: a parameter's name is text, not 1"),
+        ('{"x": [1.0, float("nan")]}', "--pe-param x=[1.0, NaN]: use a finite number"),
     ],
 )
 def test_a_plugins_defaults_keep_the_ranges_a_pe_param_keeps(
