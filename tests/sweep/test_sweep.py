@@ -58,6 +58,12 @@ def test_grid_expands_seed_outermost_and_groups_pes_that_train_alike(sweep_grid,
     assert [[run.pe for run in job.runs] for job in jobs_of(runs)] == per_seed + per_seed
     unseeded = expand_grid(sweep_grid(["rope"], seeds=None))  # each preset's own seeds
     assert [run.seed for run in unseeded] == [5549, 4955, 42]
+    both = expand_grid(
+        sweep_grid(["rope"], seeds=None, presets=[{"name": "cpu"}, {"name": "paper"}])
+    )
+    assert [(run.seed, run.preset) for run in both] == [  # cpu: the first 3 of paper's 5
+        *((seed, preset) for seed in (5549, 4955, 42) for preset in ("cpu", "paper")),
+        (3701, "paper"), (49, "paper")]  # fmt: skip
 
 
 def test_run_hash_is_stable_changes_with_every_field_and_not_with_where_the_data_lies(
@@ -234,6 +240,7 @@ BAD_GRIDS = {  # case -> (the change of the tiny grid, the error line ({g}: the 
     "preset gpu": ({"presets": [{"name": "gpu"}]}, "unknown preset 'gpu'"),
     "lr 0": (cpu(lr=0), "overrides.lr: Input should be"),
     "seeds overridden": (cpu(seeds=[1]), "seeds are set by"),
+    "an override of no preset field": (cpu(epoch=3), "overrides: unknown preset field epoch"),
     "slurm gpus -1": ({"slurm": {"gpus": -1}},
                       "slurm.gpus: Input should be greater than or equal to 0"),
     "no dataset": ({"datasets": ["no/such/folder"]}, "datasets.0:"),
