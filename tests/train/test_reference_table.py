@@ -59,7 +59,7 @@ def test_recorded_attention_is_causal_sums_to_one_leaves_outputs_alone_and_is_ea
 
 
 @pytest.mark.parametrize("task", ["recursive", "cot", "semirecursive"])
-@pytest.mark.parametrize(("near", "far"), [(3, 1), (2, 3)])
+@pytest.mark.parametrize(("near", "far"), [(3, 1), (2, 3), (2, 0)])
 def test_far_mask_marks_the_inputs_holding_each_targets_far_operands(task, near, far):
     mask = far_mask(task, near, far, 40)
     assert not mask[: near + far].any()
@@ -96,6 +96,7 @@ def test_attention_on_one_input_has_entropy_zero_and_far_share_one():
     assert regions["id"].entropy == pytest.approx(0.0, abs=1e-9)
     assert regions["id"].far_share == pytest.approx(1.0)
     assert regions["ood"].normalized_entropy == pytest.approx(0.0, abs=1e-9)
+    assert summarize(on_first, far, 4, length, length)["ood"] is None  # L' = L: no OOD region
 
 
 def test_every_run_records_attention_per_layer_and_results_shows_its_mean_per_cell(
