@@ -210,7 +210,8 @@ def test_save_model_folders_are_not_reported_as_runs(cli, trained_runs, tmp_path
 
 def test_results_name_where_each_encoding_came_from(cli, trained_runs, edited_run, tmp_path):
     plugin = tmp_path / "runs"
-    pe = {"name": "myrope", "label": "myrope", "source": "mypkg.encodings:MYROPE"}
+    pe = {"name": "myrope", "label": "myrope", "source": "mypkg.encodings:MYROPE",
+          "confound": "adds a learned bias"}  # fmt: skip
     edited_run(trained_runs / "rope-1", plugin / "plugin-1", position_encoding=pe)
     shutil.copytree(trained_runs / "rope-1", plugin / "rope-1")
     out, table = tmp_path / "R.md", tmp_path / "r.csv"
@@ -220,6 +221,7 @@ def test_results_name_where_each_encoding_came_from(cli, trained_runs, edited_ru
     assert "| when | source |" in text
     assert "| train-time | mypkg.encodings:MYROPE |" in text
     assert "| train-time | built-in |" in text
+    assert "\nNot the Llama block: myrope: adds a learned bias.\n" in text
     rows = {row["pe"]: row["source"] for row in csv.DictReader(table.open())}
     assert rows == {"myrope": "mypkg.encodings:MYROPE", "rope": "built-in"}
 

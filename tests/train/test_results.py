@@ -40,6 +40,7 @@ def test_results_table_holds_accuracy_far_reliance_mean_std_seed_count_and_defin
     assert entry["measures"][0].startswith("cot on ds measures ")
     text = reported["md"]
     assert "Produced by `make results`." in text
+    assert "- Wall time: 10.0 min" in text
     header = "| task | PE | n | ID accuracy | OOD accuracy | ID far-reliance | OOD far-reliance"
     assert header in text
     row = f"| cot | yarn | 2 | {statistics.mean(ids):.3f} ± {statistics.stdev(ids):.3f} |"

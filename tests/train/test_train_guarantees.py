@@ -351,6 +351,7 @@ LAYOUTS = {  # layout -> what the one note names (None: no note, the run behind 
     "link only": None,
     "link and folder": None,
     "link loop": None,
+    "link out of the folders named": None,  # followed: it holds none of them
     "link to the file system's root": "a link to /, a folder holding",  # never walked
     "link to the parent": "a folder holding",
 }
@@ -378,7 +379,7 @@ def test_results_counts_a_run_once_and_notes_a_folder_that_is_no_finished_run(
     elif named is not None:
         (shutil.copytree(run, runs / "half") / named).unlink()
     js = tmp_path / "r.json"
-    folders = [runs] if named else [runs, elsewhere]
+    folders = [runs] if named or "out of" in layout else [runs, elsewhere]
     result = cli("results", *folders, "--out", tmp_path / "R.md", "--json", js)
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
     with recorded("target", f"results:{layout}"):
