@@ -409,9 +409,10 @@ print(taken)
 @pytest.mark.parametrize(
     ("at", "code", "said"),
     [(None, 2, "{root} is not a sweep folder (no sweep.json)"),
+     ("", 2, "{root}/sweep.json has no training {key}"),  # a training of no sweep.json of it
      ("import:SIGINT", 130, "interrupted by SIGINT; no checkpoint yet: a rerun starts it over"),
      ("import:SIGTERM", 143, "interrupted by SIGTERM; no checkpoint yet: a rerun starts it over")],
-    ids=["no sweep", "SIGINT importing torch", "SIGTERM importing torch"],
+    ids=["no sweep", "no such training", "SIGINT importing torch", "SIGTERM importing torch"],
 )  # fmt: skip
 def test_a_fresh_worker_imports_the_sweeps_posgen_and_ends_with_one_line_and_its_code(
     new_sweep, tmp_path, at, code, said
@@ -421,12 +422,13 @@ def test_a_fresh_worker_imports_the_sweeps_posgen_and_ends_with_one_line_and_its
     (decoy / "posgen").mkdir(parents=True)
     (decoy / "posgen" / "__init__.py").write_text("raise SystemExit('the decoy was imported')")
     sweep, key = new_sweep(tmp_path / "S")
-    root = sweep.root if at else tmp_path
+    root = tmp_path if at is None else sweep.root
+    key = "0123456789abcdef" if at == "" else key
     env = {**os.environ, **import_env(), **({signals.HOOK_ENV: at} if at else {})}
     command = [sys.executable, "-m", "posgen.train.sweep", str(root), key]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=decoy)
     assert (done.returncode, done.stdout) == (code, "")
-    assert done.stderr.splitlines() == [f"error: {key}: {said.format(root=root)}"]
+    assert done.stderr.splitlines() == [f"error: {key}: {said.format(root=root, key=key)}"]
     assert not sweep.failure(key).exists()
 
 
