@@ -31,6 +31,7 @@ from posgen.train.sweep import (
     job_main,
     run_job,
     run_states,
+    visible_gpus,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,6 +160,10 @@ def test_several_workers_share_one_gpu(tmp_path, monkeypatch):
     for slot in range(3):
         _start(sweep, job, slot, ["0"])
     assert seen == ["0", "0", "0"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")  # the GPUs the sweep was given, in turn
+    for slot in range(3):
+        _start(sweep, job, slot, visible_gpus())
+    assert seen[3:] == ["2", "5", "2"]
 
 
 def test_bf16_off_leaves_every_run_name_as_it_was():
