@@ -588,6 +588,17 @@ def test_a_plugin_calling_sys_exit_0_in_training_is_a_failed_training_never_done
     )
 
 
+@pytest.mark.parametrize(("code", "reason"), [(-9, "killed by SIGKILL"), (1, "failed (see {log})")])
+def test_a_worker_ended_without_a_reason_recorded_is_failed_with_one(
+    new_sweep, tmp_path, code, reason
+):  # the OOM killer's SIGKILL; an exit 1 its worker could not record (its log says why)
+    sweep, job = new_sweep(tmp_path / "S")
+    outcome, said = Outcome(), []
+    _settle(sweep, jobs_of(sweep.read().runs)[0], code, outcome, said.append)
+    reason = reason.format(log=sweep.logs / f"{job}.log")
+    assert outcome.failed == {job: reason} and said[0].endswith(f": failed: {reason}")
+
+
 def test_posgen_train_stopped_and_resumed_writes_what_the_sweep_writes(
     assert_clean_error, cli, sweep_grid, expand_grid, tiny_training_dataset, reference, hook,
     run_bytes, tmp_path,
