@@ -166,6 +166,8 @@ DAMAGE = {
         lambda e, t: [f"{e['path']}: sha256 differs from the manifest"], None),
     "a missing file": ("recursive", "test", 0, lambda root, e: (root / e["path"]).unlink(), None,
         "integrity", lambda e, t: [f"{e['path']}: file is missing"], None),
+    "a missing probe file": ("cot", "probe_128", 0, lambda root, e: (root / e["path"]).unlink(),
+        None, ("integrity", "probe"), lambda e, t: [f"{e['path']}: not read"], None),
     "an unlisted file": (None, None, None, unlist, None, "integrity", lambda e, t: [
         "^1 data file(s) not in the manifest: ",
         "data/cot/test-extra.parquet: not listed in posgen.json"], None),
@@ -384,6 +386,10 @@ def test_operand_sensitivity_is_measured_for_other_ops():
     report = validate(to_dataset_dict(spec), spec)
     assert report.ok, report.summary()
     assert 0 < report.facts["cot"]["train"]["operand_sensitivity"] < 1
+    strict = validate(to_dataset_dict(spec), spec, thresholds=AuditThresholds(
+        min_operand_sensitivity=1.0))  # fmt: skip
+    assert strict.failed_kinds == ["audit"]
+    assert "operand sensitivity 0." in failed(strict, "audit")[0].message
     additive = TaskSpec(task="cot", train_size=50, val_size=10, test_size=10)
     facts = validate(to_dataset_dict(additive), additive).facts["cot"]["test"]
     assert facts["operand_sensitivity"] == pytest.approx(1.0)
