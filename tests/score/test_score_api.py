@@ -252,6 +252,18 @@ ZEROS, FRAME = (
     (np.zeros((1, 8), int), np.zeros((1, 8), int)),
     {"window": 4, "ood_boundary": 6, "modulus": 17},
 )
+
+
+def test_a_reference_split_a_table_without_ids_and_no_rows_are_read_as_their_tokens(tmp_path):
+    tokens = generate_split(COT, "test")
+    overall = score(tokens, tokens, COT).overall
+    assert score(ReferenceSplit("cot", "test", COT, tokens), tokens, COT).overall == overall
+    assert score(pa.table({"tokens": list(tokens)}), tokens, COT).overall == overall
+    assert lm_arrays(np.zeros((0, 5), int), 17, 4)["input_ids"].shape == (0, 6)  # no rows
+    write_predictions(tmp_path / "p.arrow", np.arange(4), tokens, 17)  # read without fits
+    assert np.array_equal(read_predictions(tmp_path / "p.arrow").tokens, tokens)
+
+
 FLOATS = "tokens must be integer token ids, got dtype float64"
 LOGITS = "logits must be (rows, L + 1, vocab)"
 API_REFUSALS = {  # a call given what it cannot use -> the error (not numpy's or an AttributeError)

@@ -93,6 +93,7 @@ def test_the_defaults_of_every_built_in_pass_their_own_table():
     for name, encoding in ENCODINGS.items():
         check_parameters(name, encoding.defaults(lengths))
         assert (name in NO_TABLE) == (encoding.input_positions is None), name
+    assert "rope" in ENCODINGS and "no_such" not in ENCODINGS and 5 not in ENCODINGS
 
 
 def test_a_parameter_spelled_out_at_its_default_is_accepted():
