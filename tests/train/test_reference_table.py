@@ -21,6 +21,7 @@ from posgen.spec import default_benchmark
 from posgen.train import RESULTS
 from posgen.train.attention import _recording, far_mask, summarize
 from posgen.train.config import preset
+from posgen.train.exports import hf_entries
 from posgen.train.results import effective_length, length_buckets
 from posgen.train.run_record import read_run
 from posgen.train.trainer import build_model, precision
@@ -324,6 +325,8 @@ def test_hf_export_is_an_eval_results_yaml_per_metric(cli, trained_runs, reporte
         assert entry["dataset"]["task_id"] == "cot"
         assert (entry["dataset"]["config"], entry["dataset"]["split"]) == scored[key]
         assert entry["value"] == pytest.approx(cell[key], abs=1e-6)
+    without_ood = {k: v for k, v in cell.items() if k not in ("ood_mean", "far_ood_mean")}
+    assert sorted(hf_entries("ds", "cot", without_ood)) == ["id_accuracy", "id_far_reliance"]
 
 
 @pytest.mark.parametrize("kind", ["eee", "hf"])

@@ -294,6 +294,8 @@ def test_parquet_arrow_datasets_and_any_path_object_sources_validate_with_a_spec
     saved = validate(tmp_path / "saved", spec)  # the split (validation was checked as test)
     assert saved.ok and list(saved.facts["semirecursive"]) == ["train", "validation", "test"]
     assert validate(dataset["train"], spec).facts["semirecursive"]["train"]["rows"] == 64
+    shuffled = validate(dataset["train"].shuffle(seed=0), spec)  # the view's rows, not its table's
+    assert "63 id(s) out of sequence" in " ".join(c.message for c in shuffled.checks if not c.ok)
     with pytest.raises(SourceError, match=r"has no posgen\.json: give the spec"):
         validate(tmp_path / "test.parquet")
 
