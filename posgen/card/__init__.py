@@ -55,8 +55,6 @@ def cell(value: Any) -> str:
     """
     if value is None:
         return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
