@@ -55,8 +55,6 @@ def cell(value: Any) -> str:
     """
     if value is None:
         return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
@@ -235,14 +233,17 @@ FAR_READ_FILE = Path(__file__).with_name("far_read.json")  # written by `make fa
 def far_read_sentence(search: dict[str, Any]) -> str:
     """What the search of training recipes found, from its summary (``""`` without one).
 
-    >>> print(far_read_sentence({"runs": 4, "tasks": ["posgen-v1/cot"], "layers": [2],
-    ...     "hidden": [128], "weight_decays": [0.1, 1.0], "lrs": [0.0002, 0.001],
-    ...     "max_epochs": 20, "max_far_id": 0.061, "max_far_id_run": "map-x"}))
+    >>> search = {"runs": 4, "tasks": ["posgen-v1/cot"], "layers": [2], "hidden": [128],
+    ...     "weight_decays": [0.1, 1.0], "lrs": [0.0002, 0.001], "max_epochs": 20,
+    ...     "max_far_id": 0.061, "max_far_id_run": "map-x"}
+    >>> print(far_read_sentence(search))
     A search of training recipes for a far read (4 runs of a 2-layer, hidden-128 Llama with \
 RoPE on posgen-v1/cot; weight decay 0.1 and 1, lr 0.0002 and 0.001, up to 20 epochs, \
 far-reliance scored after every epoch) reached an ID far-reliance of at most 0.061 at any \
 epoch (docs/validity.md in the posgen repository): no recipe tried reads the far operand. \
 Untested: the paper preset (6 layers, hidden 512, lr 2e-4) at 150 epochs, on a GPU.
+    >>> far_read_sentence({}), far_read_sentence({**search, "max_far_id": 0.7}).split(": ")[-1]
+    ('', '`map-x` reads the far operand in distribution.')
     """
     if not search.get("runs"):
         return ""

@@ -219,20 +219,17 @@ def _config_of(folder: Path, weights: dict[str, torch.Tensor]) -> LlamaConfig:
     embed = weights.get("model.embed_tokens.weight")
     layers = {key.split(".")[2] for key in weights if key.startswith("model.layers.")}
     gate = weights.get("model.layers.0.mlp.gate_proj.weight")
-    try:
-        sizes = (config.vocab_size, config.hidden_size, config.num_hidden_layers)
-        heads = config.num_attention_heads
-        fits = (
-            embed is not None
-            and gate is not None
-            and sizes == (*embed.shape, len(layers))
-            and config.intermediate_size == gate.shape[0]
-            and isinstance(heads, int)
-            and 1 <= heads <= config.hidden_size
-            and config.hidden_size % heads == 0
-        )
-    except (AttributeError, TypeError):
-        fits = False
+    sizes = (config.vocab_size, config.hidden_size, config.num_hidden_layers)
+    heads = config.num_attention_heads
+    fits = (
+        embed is not None
+        and gate is not None
+        and sizes == (*embed.shape, len(layers))
+        and config.intermediate_size == gate.shape[0]
+        and isinstance(heads, int)
+        and 1 <= heads <= config.hidden_size
+        and config.hidden_size % heads == 0
+    )
     if not fits:
         raise UsageError(f"{path}: its sizes do not fit model.safetensors (edited or swapped)")
     return config

@@ -85,11 +85,9 @@ def near_only_predictions(
     if exact:
         ids = np.unique(ids, return_inverse=True)[1].reshape(-1)
     fit_ids, query_ids = ids[:fitted], ids[fitted:]
-    fallback = _majority_token(fit_targets, modulus) if fit_targets.size else 0
-    table = np.full(int(ids.max(initial=-1)) + 1, fallback, dtype=np.int64)
-    if fit_targets.size:
-        group, target = _most_common(fit_ids, fit_targets, modulus)
-        table[group] = target
+    table = np.full(int(ids.max(initial=-1)) + 1, _majority_token(fit_targets, modulus))
+    group, target = _most_common(fit_ids, fit_targets, modulus)  # none without fit rows
+    table[group] = target
     out = np.array(tokens, dtype=storage_dtype(modulus), copy=True)
     out[:, window:] = table[query_ids].reshape(rows, length - window)
     return out
@@ -102,8 +100,7 @@ def majority_predictions(
     length = tokens.shape[1]
     fit_length = fit_tokens.shape[1]
     scored = fit_tokens[:, window:]
-    fallback = _majority_token(scored, modulus) if scored.size else 0
-    per_position = np.full(length, fallback, dtype=np.int64)
+    per_position = np.full(length, _majority_token(scored, modulus), dtype=np.int64)
     reach = min(length, fit_length)
     if fit_tokens.shape[0]:
         positions = np.arange(window, reach)

@@ -64,12 +64,9 @@ def far_mask(task: str, near: int, far: int, length: int) -> np.ndarray:
     >>> far_mask("cot", near=1, far=1, length=4).astype(int)[2:].tolist()
     [[0, 1, 0, 0, 0], [0, 1, 0, 0, 0]]
     """
-    mask = np.zeros((length, length + 1), dtype=bool)
-    window = near + far
-    if far and length > window:
-        deps = dependency_matrix(task, length, near, far)[:, :far]
-        rows = np.repeat(np.arange(window, length), far)
-        mask[rows, deps.reshape(-1) + 1] = True
+    mask = np.zeros((length, length + 1), dtype=bool)  # j = 0 or L <= w: no row, no mark
+    deps = dependency_matrix(task, length, near, far)[:, :far]
+    mask[np.repeat(np.arange(near + far, length), far), deps.reshape(-1) + 1] = True
     return mask
 
 

@@ -275,8 +275,8 @@ def buckets(runs: Sequence[Run]) -> list[dict[str, Any]]:
 def trend(positions: Sequence[int], values: Sequence[float]) -> float:
     """Least-squares slope times the span of ``positions``: the fitted change across them.
 
-    >>> round(trend([0, 1, 2], [0.5, 0.6, 0.7]), 6)
-    0.2
+    >>> round(trend([0, 1, 2], [0.5, 0.6, 0.7]), 6), trend([4], [0.5])  # one position: no fit
+    (0.2, 0.0)
     """
     if len(positions) < 2:
         return 0.0

@@ -355,7 +355,11 @@ def job_main(argv: list[str]) -> int:
 
 
 def signal_name(code: int) -> str:
-    """``SIGKILL`` for an exit status -9 or 137."""
+    """``SIGKILL`` for an exit status -9 or 137 (a real-time signal by its number).
+
+    >>> signal_name(-9), signal_name(137), signal_name(-40)
+    ('SIGKILL', 'SIGKILL', 'signal 40')
+    """
     number = -code if code < 0 else code - 128
     try:
         return signal.Signals(number).name

@@ -109,8 +109,7 @@ def _feed(tally: SplitTally, part_label: str, decoded: Decoded) -> None:
             t = int(np.argmax(wrong[row]))
             tally.first_window = (int(decoded.ids[row]), t, int(want[row, t]), int(tokens[row, t]))
     for streamed in (tally.hygiene, tally.balance, tally.shortcuts, tally.lookbacks):
-        if streamed is not None:
-            streamed.add(tokens)
+        streamed.add(tokens)  # balance, lookbacks: None only for a split of no length, never fed
     hits, periodic = shortcut_hits(tokens, spec.train_length, spec.window)
     tally.shortcut_hits += hits
     tally.periodic_rows += periodic

@@ -212,8 +212,6 @@ def _from_files(
         names = (path.stem.split("-")[0], folder)  # test-00000.parquet, validation/data-0.arrow
         named = split or next((n for n in names if n in known_splits(spec)), None)
         split_name, length = _split_of(spec, named, part)
-        if split is not None and split_name != split:
-            continue
         part = replace(part, max_rows=split_rows(spec, split_name))
         if facts is not None:
             _fits(part.label, facts, longest, part.max_rows, split_name)
@@ -221,8 +219,6 @@ def _from_files(
             split_name, SplitData(config or spec.task, split_name, spec, length, [])
         )
         data.parts.append(part)
-    if not grouped:
-        raise SourceError(f"no file of {root} holds split {split!r}")
     order = {name: i for i, name in enumerate(known_splits(spec))}
     splits = sorted(grouped.values(), key=lambda d: order.get(d.split, len(order)))
     return Source(splits=splits, root=root, given_spec=spec)

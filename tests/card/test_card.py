@@ -16,7 +16,13 @@ import pytest
 import posgen
 import posgen.card
 from posgen import write_dataset
-from posgen.card import dependency_diagram, measures_section, render_card, seeding_section
+from posgen.card import (
+    config_section,
+    dependency_diagram,
+    measures_section,
+    render_card,
+    seeding_section,
+)
 from posgen.scoring.reliance import measure_sentence, measure_sentences
 from posgen.spec import BenchmarkSpec, TaskSpec
 from posgen.store.manifest import DamagedDataset, Manifest, read_manifest
@@ -70,6 +76,14 @@ def test_the_dependency_picture_marks_exactly_the_operands_of_each_target(oracle
         far_marks = sorted(set(oracle.far_positions(task, t, near, far)))
         assert [p for p, c in enumerate(marks) if c == "F"] == far_marks
         assert [p for p, c in enumerate(marks) if c == "n"] == list(range(t - near, t))
+
+
+def test_a_window_too_wide_to_draw_is_described_not_drawn():
+    spec = TaskSpec(task="recursive", near=49, train_length=64, test_length=[96], train_size=2,
+                    val_size=1, test_size=1)  # fmt: skip
+    said = config_section("wide", spec)
+    assert said.endswith("(The window w = 50 is too wide to draw.)")
+    assert "Which earlier positions" not in said
 
 
 def test_an_unvalidated_card_says_so_and_has_every_other_section(small_dataset):
@@ -142,6 +156,12 @@ def with_columns(change):
     return damage
 
 
+def _first_row_short(table: pa.Table) -> pa.Table:
+    rows = table["tokens"].to_pylist()
+    rows[0] = rows[0][:-1]  # the rows the manifest lists, not their tokens
+    return table.set_column(1, "tokens", pa.array(rows, table.schema.field("tokens").type))
+
+
 CARD_DAMAGE = {
     # case: (the split of cot whose first file is damaged, the damage, whether the manifest
     #        records the new bytes, what the refusal says as a regex ({path}: the file's path))
@@ -151,6 +171,8 @@ CARD_DAMAGE = {
     "an extra probe column": ("probe_128",
         with_columns(lambda t: t.append_column("label", pa.array([0] * len(t)))), True,
         "{path}: columns "),
+    "a row one token short": ("test", with_columns(_first_row_short), True,
+        r"{path}: \d+ tokens, not \d+ rows of 96"),
     "large_list tokens": ("test", with_columns(lambda t: t.set_column(1, "tokens",
         t["tokens"].cast(pa.large_list(pa.uint8())))), True, "{path}: columns "),
 }  # fmt: skip

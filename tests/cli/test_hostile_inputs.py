@@ -68,11 +68,11 @@ def command_args(command: str, data: Path, predictions: Path) -> list[object]:
 
 
 # --- prediction files that lie, overflow or are not UTF-8 text (score) ------------------
-def npy_header(shape, descr="<i2", data=b"\0" * 1000):
+def npy_header(shape, descr="<i2", data=b"\0" * 1000, version="1_0"):
     def write(path):
         with open(path, "wb") as handle:
             header = {"descr": descr, "fortran_order": False, "shape": shape}
-            np.lib.format.write_array_header_1_0(handle, header)
+            getattr(np.lib.format, f"write_array_header_{version}")(handle, header)
             handle.write(data)
 
     return write
@@ -124,6 +124,8 @@ BAD_PREDICTIONS = {  # case (its first word: the file's suffix) -> (content, err
     "jsonl float id": ('{"id": 0.5, "predictions": [1]}\n', "integer 'id'"),
     "jsonl bool predictions": ('{"id": 0, "predictions": [true]}\n', "integers"),
     "npy header claims 10^6 x 256": (npy_header((10**6, 256)), "header claims"),
+    "npy 2.0 header claims 10^6 x 256": (npy_header((10**6, 256), version="2_0"),
+                                         "header claims"),
     "npy header claims 2^40 rows": (npy_header((2**40, 2**20), "<i8"), "header claims"),
     "npy shorter than its header": (npy_header((10, 256), "<u1", b"\0" * 2559), "header claims"),
     "npy header claims 2^31 rows of no positions": (npy_header((2**31, 0), "<i8", b""),
@@ -139,6 +141,16 @@ BAD_PREDICTIONS = {  # case (its first word: the file's suffix) -> (content, err
     "parquet string ids": ({"id": ["a"] * 10, "predictions": [ROW] * 10}, "'id' must be integers"),
     "parquet uint64 ids over 2^63": ({"id": pa.array([2**64 - 1] * 10, pa.uint64()),
                                       "predictions": [ROW] * 10}, "outside int64"),
+    "parquet no predictions column": ({"id": list(range(10)), "rows": [ROW] * 10},
+                                      "needs an 'id' column and a 'predictions' column"),
+    "parquet predictions not lists": ({"id": list(range(10)), "predictions": list(range(10))},
+                                      "'predictions' must be a list of integers, got int64"),
+    "parquet a null row": ({"id": list(range(10)), "predictions": [ROW] * 9 + [None]},
+                           "'predictions' holds nulls"),
+    "arrow made for a spec id not UTF-8": (lambda path: feather.write_feather(pa.table(
+        {"id": range(10), "predictions": [ROW] * 10}).replace_schema_metadata(
+        {b"posgen.spec_id": b"\xff", b"posgen.split": b"test"}), path),
+        "its posgen.spec_id or posgen.split metadata is not UTF-8"),
     "parquet float predictions": ({"id": list(range(10)), "predictions": [[0.5] * 8] * 10},
                                   "integers"),
     "parquet zstd row of 2^24 tokens in 1 KB": (lambda path: pq.write_table(pa.table({

@@ -226,6 +226,11 @@ BAD_ARGUMENTS = {  # score(tokens, tokens, COT) with arguments changed (a functi
     "bucket width a string": ({"bucket_width": "16"}, "bucket width must be an integer, not str"),
     "bucket width None": ({"bucket_width": None}, "bucket width must be an integer"),
     "config an int": ({"config": 3}, "config must be a name (str), not int"),
+    "a reference table of no tokens": ({"reference": pa.table({"id": [0, 1]})},
+                                       "reference has no 'tokens' column; columns: ['id']"),
+    "a reference of one row, 1-D": ({"reference": lambda t: t[0]},
+                                    "reference tokens must be (rows, length), got shape (256,)"),
+    "2 ids for 4 rows of predictions": ({"ids": [0, 1]}, "2 ids for predictions of shape (4, 256)"),
     "a ReferenceSplit of another spec (the report named the spec given)": (
         {"reference": lambda t: ReferenceSplit("cot", "test", COT, t),
          "spec": COT.model_copy(update={"seed": 1})},
@@ -241,6 +246,22 @@ def test_score_given_an_argument_it_cannot_use_raises_one_clear_error(case):
     with pytest.raises(UsageError, match=re.escape(fragment)) as caught:
         score(**{"reference": tokens, "predictions": tokens, "spec": COT, **changed})
     assert "\n" not in str(caught.value)
+
+
+ZEROS, FRAME = (
+    (np.zeros((1, 8), int), np.zeros((1, 8), int)),
+    {"window": 4, "ood_boundary": 6, "modulus": 17},
+)
+
+
+def test_a_reference_split_a_table_without_ids_and_no_rows_are_read_as_their_tokens(tmp_path):
+    tokens = generate_split(COT, "test")
+    overall = score(tokens, tokens, COT).overall
+    assert score(ReferenceSplit("cot", "test", COT, tokens), tokens, COT).overall == overall
+    assert score(pa.table({"tokens": list(tokens)}), tokens, COT).overall == overall
+    assert lm_arrays(np.zeros((0, 5), int), 17, 4)["input_ids"].shape == (0, 6)  # no rows
+    write_predictions(tmp_path / "p.arrow", np.arange(4), tokens, 17)  # read without fits
+    assert np.array_equal(read_predictions(tmp_path / "p.arrow").tokens, tokens)
 
 
 FLOATS = "tokens must be integer token ids, got dtype float64"
@@ -283,6 +304,33 @@ API_REFUSALS = {  # a call given what it cannot use -> the error (not numpy's or
     "score_arrays with m = 0": (lambda: score_arrays(np.zeros((1, 8), int), np.zeros((1, 8), int),
                                                      window=4, ood_boundary=6, modulus=0),
                                 "modulus must be at least 2, got 0"),
+    "score_arrays of one row, 1-D": (lambda: score_arrays(np.zeros(8, int), np.zeros(8, int),
+        window=4, ood_boundary=6, modulus=17), "tokens must be (rows, length), got shape (8,)"),
+    "score_arrays with bucket width 0": (lambda: score_arrays(*ZEROS, bucket_width=0, **FRAME),
+                                         "bucket width must be at least 1, got 0"),
+    "score_arrays with window 0": (lambda: score_arrays(*ZEROS, **{**FRAME, "window": 0}),
+                                   "seed window 0 must be in [1, 8)"),
+    "score_arrays with the OOD boundary at the window": (
+        lambda: score_arrays(*ZEROS, **{**FRAME, "ood_boundary": 4}),
+        "OOD boundary 4 must exceed the seed window 4"),
+    "baseline_predictions of an unknown kind": (
+        lambda: baseline_predictions("bogus", COT, ZEROS[0]),
+        "unknown baseline 'bogus'; known: oracle, near-only, majority, local"),
+    "baseline_predictions of majority without fit tokens": (
+        lambda: baseline_predictions("majority", COT, ZEROS[0]),
+        "the majority baseline needs fit tokens (e.g. the train split)"),
+    "write_predictions to a .txt": (lambda: write_predictions("/dev/null/p.txt", [0], [[1]], 17),
+                                    "/dev/null/p.txt: unknown predictions format '.txt'"),
+    "write_predictions of .npy ids out of order": (
+        lambda: write_predictions("/dev/null/p.npy", [1, 0], [[1], [2]], 17),
+        "/dev/null/p.npy: .npy rows must be ids 0..n-1 in order"),
+    "reliance_arrays of 2-D rows": (lambda: probed(rows=lambda r: r[None]),
+                                    "probed rows must be one row number a target, got shape (1,"),
+    "reliance_arrays of one row fewer than positions": (lambda: probed(rows=lambda r: r[:-1]),
+        "probed rows, positions and far-rule answers must be equally long"),
+    "score_probe of a table without its spec": (
+        lambda: score_probe(pa.table({"tokens": [[0]]}), np.zeros((1, 1), int)),
+        "score_probe needs the spec for a table or dataset"),
     "reliance_arrays of rows + 0.5 (were cut)": (lambda: probed(rows=lambda r: r + 0.5),
                                                  "probed rows must be integer row numbers"),
     "reliance_arrays of rows - 4 (wrapped)": (lambda: probed(rows=lambda r: r - 4),
@@ -355,6 +403,8 @@ WRITE_REFUSALS = {  # write_predictions(path, ids=[0, 1], tokens=[[1, 2], [3, 4]
                        "prediction 256 is outside the vocabulary 0..255"),
     "a negative prediction": ({"tokens": np.array([[-1, 1], [1, 1]])}, "prediction -1 is outside"),
     "float predictions": ({"tokens": np.array([[0.5, 1], [1, 1]])}, "must be integers"),
+    "an id past int64": ({"ids": np.array([2**64 - 1, 0], np.uint64)},
+                         "id 18446744073709551615 is outside int64"),
     "one row for two ids": ({"tokens": np.array([[1, 2]])}, "one row per id"),
 }  # fmt: skip
 

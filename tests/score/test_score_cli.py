@@ -168,6 +168,8 @@ BAD_FILES = [
      "row id 39 has 253 predictions, row id 0 has 256"),
     ("p.jsonl", '{"id": 0, "predictions": [1, 2]}\n{"id": 1', "p.jsonl: line 2: not valid JSON"),
     ("p.jsonl", '{"predictions": [1]}\n', "p.jsonl: line 1: expected an object with 'id'"),
+    ("p.jsonl", '{"id": 0, "predictions": [1, 2]}\n\n{"id": 1, "predictions": [1]}\n',
+     "p.jsonl: line 3: row id 1 has 1 predictions"),  # a blank line is skipped, and counted
     ("p.csv", "0,1,2\n", "unknown predictions format '.csv'"),
     ("p.parquet", "not parquet", "p.parquet: not a readable parquet file"),
 ]  # fmt: skip

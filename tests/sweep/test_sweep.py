@@ -31,6 +31,7 @@ from posgen.train.sweep import (
     job_main,
     run_job,
     run_states,
+    visible_gpus,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +59,12 @@ def test_grid_expands_seed_outermost_and_groups_pes_that_train_alike(sweep_grid,
     assert [[run.pe for run in job.runs] for job in jobs_of(runs)] == per_seed + per_seed
     unseeded = expand_grid(sweep_grid(["rope"], seeds=None))  # each preset's own seeds
     assert [run.seed for run in unseeded] == [5549, 4955, 42]
+    both = expand_grid(
+        sweep_grid(["rope"], seeds=None, presets=[{"name": "cpu"}, {"name": "paper"}])
+    )
+    assert [(run.seed, run.preset) for run in both] == [  # cpu: the first 3 of paper's 5
+        *((seed, preset) for seed in (5549, 4955, 42) for preset in ("cpu", "paper")),
+        (3701, "paper"), (49, "paper")]  # fmt: skip
 
 
 def test_run_hash_is_stable_changes_with_every_field_and_not_with_where_the_data_lies(
@@ -153,6 +160,10 @@ def test_several_workers_share_one_gpu(tmp_path, monkeypatch):
     for slot in range(3):
         _start(sweep, job, slot, ["0"])
     assert seen == ["0", "0", "0"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")  # the GPUs the sweep was given, in turn
+    for slot in range(3):
+        _start(sweep, job, slot, visible_gpus())
+    assert seen[3:] == ["2", "5", "2"]
 
 
 def test_bf16_off_leaves_every_run_name_as_it_was():
@@ -234,6 +245,7 @@ BAD_GRIDS = {  # case -> (the change of the tiny grid, the error line ({g}: the 
     "preset gpu": ({"presets": [{"name": "gpu"}]}, "unknown preset 'gpu'"),
     "lr 0": (cpu(lr=0), "overrides.lr: Input should be"),
     "seeds overridden": (cpu(seeds=[1]), "seeds are set by"),
+    "an override of no preset field": (cpu(epoch=3), "overrides: unknown preset field epoch"),
     "slurm gpus -1": ({"slurm": {"gpus": -1}},
                       "slurm.gpus: Input should be greater than or equal to 0"),
     "no dataset": ({"datasets": ["no/such/folder"]}, "datasets.0:"),
@@ -409,9 +421,10 @@ print(taken)
 @pytest.mark.parametrize(
     ("at", "code", "said"),
     [(None, 2, "{root} is not a sweep folder (no sweep.json)"),
+     ("", 2, "{root}/sweep.json has no training {key}"),  # a training of no sweep.json of it
      ("import:SIGINT", 130, "interrupted by SIGINT; no checkpoint yet: a rerun starts it over"),
      ("import:SIGTERM", 143, "interrupted by SIGTERM; no checkpoint yet: a rerun starts it over")],
-    ids=["no sweep", "SIGINT importing torch", "SIGTERM importing torch"],
+    ids=["no sweep", "no such training", "SIGINT importing torch", "SIGTERM importing torch"],
 )  # fmt: skip
 def test_a_fresh_worker_imports_the_sweeps_posgen_and_ends_with_one_line_and_its_code(
     new_sweep, tmp_path, at, code, said
@@ -421,12 +434,13 @@ def test_a_fresh_worker_imports_the_sweeps_posgen_and_ends_with_one_line_and_its
     (decoy / "posgen").mkdir(parents=True)
     (decoy / "posgen" / "__init__.py").write_text("raise SystemExit('the decoy was imported')")
     sweep, key = new_sweep(tmp_path / "S")
-    root = sweep.root if at else tmp_path
+    root = tmp_path if at is None else sweep.root
+    key = "0123456789abcdef" if at == "" else key
     env = {**os.environ, **import_env(), **({signals.HOOK_ENV: at} if at else {})}
     command = [sys.executable, "-m", "posgen.train.sweep", str(root), key]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=decoy)
     assert (done.returncode, done.stdout) == (code, "")
-    assert done.stderr.splitlines() == [f"error: {key}: {said.format(root=root)}"]
+    assert done.stderr.splitlines() == [f"error: {key}: {said.format(root=root, key=key)}"]
     assert not sweep.failure(key).exists()
 
 
@@ -579,6 +593,17 @@ def test_a_plugin_calling_sys_exit_0_in_training_is_a_failed_training_never_done
     assert list(outcome.failed) == [job] and said[0].endswith(
         "failed: its worker exited 0 without writing its run folders"
     )
+
+
+@pytest.mark.parametrize(("code", "reason"), [(-9, "killed by SIGKILL"), (1, "failed (see {log})")])
+def test_a_worker_ended_without_a_reason_recorded_is_failed_with_one(
+    new_sweep, tmp_path, code, reason
+):  # the OOM killer's SIGKILL; an exit 1 its worker could not record (its log says why)
+    sweep, job = new_sweep(tmp_path / "S")
+    outcome, said = Outcome(), []
+    _settle(sweep, jobs_of(sweep.read().runs)[0], code, outcome, said.append)
+    reason = reason.format(log=sweep.logs / f"{job}.log")
+    assert outcome.failed == {job: reason} and said[0].endswith(f": failed: {reason}")
 
 
 def test_posgen_train_stopped_and_resumed_writes_what_the_sweep_writes(

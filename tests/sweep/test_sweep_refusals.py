@@ -313,9 +313,10 @@ def test_a_run_folder_that_is_not_whole_and_its_own_is_not_done_and_is_trained_a
         assert reason in states["rope"].detail
         assert states["yarn"].state == "done"
         assert [job.key for job in sweep.unfinished(recorded_runs)] == [runs["rope"].job]
+        (sweep.root / "discarded" / f"{runs['rope'].key}.1").mkdir(parents=True)  # set aside before
         (line,) = sweep.set_aside(recorded_runs)
         assert reason in line and "discarded" in line
-        assert os.path.lexists(sweep.root / "discarded" / f"{runs['rope'].key}.1")
+        assert os.path.lexists(sweep.root / "discarded" / f"{runs['rope'].key}.2")
         run_job(sweep.root, runs["rope"].job)
         assert run_bytes(rope) == before
         assert {state.state for state in run_states(sweep)} == {"done"}

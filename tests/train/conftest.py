@@ -33,11 +33,13 @@ def plugin_site(tmp_path, monkeypatch) -> Iterator[Callable[[str, str], Path]]:
 
 @pytest.fixture(scope="session")
 def reported(cli, trained_runs, tmp_path_factory) -> dict[str, object]:
-    """``posgen results`` of ``trained_runs`` with ``--json``, ``--plot c.png`` and ``--command
-    "make results"``: the table's text (``md``), the JSON (``json``) and the plot's path."""
+    """``posgen results`` of ``trained_runs`` with ``--json``, ``--plot c.png``, ``--command
+    "make results"`` and ``--wall-seconds 600``: the table's text (``md``), the JSON (``json``)
+    and the plot's path."""
     folder = tmp_path_factory.mktemp("reported")
     out, js, plot = folder / "R.md", folder / "r.json", folder / "c.png"
     args = ["results", trained_runs, "--out", out, "--json", js, "--plot", plot]
+    args += ["--wall-seconds", "600"]
     result = cli(*args, "--command", "make results")
     assert result.exit_code == 0, result.output
     return {"md": out.read_text(), "json": json.loads(js.read_text()), "plot": plot}

@@ -56,6 +56,12 @@ def _valid_but_not_torch(raw: bytes) -> bytes:
     return _checksummed(b"not a torch file at all" * 10)
 
 
+def _saved_list(raw: bytes) -> bytes:
+    buffer = io.BytesIO()
+    torch.save([1, 2], buffer)
+    return _checksummed(buffer.getvalue())
+
+
 def _resaved(change):
     """The checkpoint's state changed by ``change(state)`` and saved with its checksum: whole
     and checked, but of another layout (another version) or standing past the run's end."""
@@ -86,6 +92,8 @@ DAMAGE = {  # what stands at checkpoint.pt (``intact``: a good copy), a fragment
     "checksum line removed": (_bytes(lambda raw: raw[:-TRAILER_BYTES]), "carries no checksum"),
     "random bytes": (_bytes(lambda raw: os.urandom(len(raw))), "carries no checksum"),
     "checked but not a checkpoint": (_bytes(_valid_but_not_torch), "cannot be read"),
+    "checked, a list": (_bytes(_saved_list), "holds a list, not a checkpoint"),
+    "a byte dropped mid-file": (_bytes(lambda raw: raw[:100] + raw[101:]), "is not whole ("),
     "a folder": (lambda path, intact: path.mkdir(), "is not a file"),
     "a pipe": (lambda path, intact: os.mkfifo(path), "is not a file"),  # a read waits for good
     "a link to an intact copy": (lambda path, intact: path.symlink_to(intact), "is not a file"),
@@ -93,6 +101,10 @@ DAMAGE = {  # what stands at checkpoint.pt (``intact``: a good copy), a fragment
     "checked, past the run's last step": (
         _resaved(lambda s: s["position"].update(step=10**9)),
         "does not fit this run",
+    ),
+    "checked, its step a float": (
+        _resaved(lambda s: s["position"].update(step=1.5)),
+        "its step: missing or no whole number",
     ),
     "checked, its log no JSON": (
         _resaved(lambda s: s["position"].update(log="x")),

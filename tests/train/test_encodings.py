@@ -589,6 +589,16 @@ def test_sinusoidal_table_is_vaswanis_at_the_size_of_the_token_embeddings():
     assert rms == pytest.approx(model.config.initializer_range, rel=0.05)
 
 
+def test_absolute_positions_are_added_however_the_base_model_is_given_its_tokens():
+    model = tiny("learned")
+    with torch.no_grad():
+        want = model.model(input_ids=IDS).last_hidden_state
+        positional = model.model(IDS).last_hidden_state  # LlamaModel(input_ids) positionally
+        embedded = model.model(inputs_embeds=model.model.embed_tokens(IDS)).last_hidden_state
+    torch.testing.assert_close(positional, want)
+    torch.testing.assert_close(embedded, want)
+
+
 def test_randomized_positions_are_sorted_distinct_in_range_and_independent_of_the_batch():
     for step in range(5):
         ids = RandomPositions(seed=11, range_size=L_TEST + 1).training(step, rows=8, length=L + 1)

@@ -31,6 +31,7 @@ BAD = [
     (4, "dynamic", ["factor=-1"], "at least"),
     (4, "longrope", ["factor=-1"], "at least"),
     (4, "longrope", ["long_factor=[1, NaN]"], "finite"),
+    (4, "longrope", ["long_factor=[]"], "use a number or a list of 1 to 4096 numbers"),
     (4, "yarn", ["factor=0.5"], "at least 1"),
     (4, "yarn", ["truncate=1"], "true or false"),
     (4, "linear", ["scale_at=never"], "evaluation, train"),
@@ -92,10 +93,15 @@ def test_the_defaults_of_every_built_in_pass_their_own_table():
     for name, encoding in ENCODINGS.items():
         check_parameters(name, encoding.defaults(lengths))
         assert (name in NO_TABLE) == (encoding.input_positions is None), name
+    assert "rope" in ENCODINGS and "no_such" not in ENCODINGS and 5 not in ENCODINGS
 
 
 def test_a_parameter_spelled_out_at_its_default_is_accepted():
     assert PERequest.parse("rope", ["rope_theta=10000"], None).parameters == {"rope_theta": 10000}
+    given = {"truncate": False, "original_max_position_embeddings": 64.0}  # 64.0: a grid's JSON
+    assert check_parameters("yarn", given) == {**given, "original_max_position_embeddings": 64}
+    own = {"x": [1, 2.5, "a", None, [True]]}  # a plugin's own parameter: plain JSON, kept
+    assert check_parameters("mine", own) == own
 
 
 # --- plugins and relations: after the import, before any training -------------------------------

@@ -18,7 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import numpy as np
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AttentionInterface, LlamaForCausalLM
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
@@ -112,6 +112,14 @@ def _edit_json(name: str, **changes):
     return edit
 
 
+def _without_the_norm(model) -> None:
+    """model.safetensors less one tensor (another tool's file, or an edited one)."""
+    weights = load_file(model / "model.safetensors")
+    save_file(
+        {k: v for k, v in weights.items() if k != "model.norm.weight"}, model / "model.safetensors"
+    )
+
+
 def _write(name: str, text: str):
     return lambda model: (model / name).write_text(text)
 
@@ -132,6 +140,8 @@ SAVED_MODEL_DAMAGES = {  # case -> (damage to RUN/model, folder loaded, file nam
     "no-evaluation-rope": (
         _write(PE_FILE, json.dumps({"request": {"name": "rope"}, "lengths": asdict(LENGTHS)})),
         "run", f"{MODEL}/{PE_FILE}", "not a posgen model's encoding (KeyError"),
+    "randomized-positions-of-3": (_edit_json(PE_FILE, request={"name": "rope", "randomized": 3}),
+                                  "run", MODEL, "--randomized-positions 3: the range must hold"),
     "config-deleted": (lambda m: (m / "config.json").unlink(), "run", f"{MODEL}/config.json",
                        "missing"),
     "weights-deleted": (lambda m: (m / "model.safetensors").unlink(), "run",
@@ -140,6 +150,7 @@ SAVED_MODEL_DAMAGES = {  # case -> (damage to RUN/model, folder loaded, file nam
                           f"{MODEL}/model.safetensors", "not readable"),
     "config-of-hidden-65536": (_edit_json("config.json", hidden_size=65536), "run",
                                f"{MODEL}/config.json", "its sizes do not fit model.safetensors"),
+    "weights-without-the-norm": (_without_the_norm, "run", MODEL, "the weights do not fit config"),
     "config-of-0-heads": (_edit_json("config.json", num_attention_heads=0), "run",
                           f"{MODEL}/config.json", "not a Llama config"),
 }  # fmt: skip
@@ -196,6 +207,18 @@ def masked_bias(position_ids, heads, parameters):  # every key blocked, even a q
     return torch.full((rows, heads, length, length), -float("inf"))
 
 
+def nan_bias(position_ids, heads, parameters):
+    return torch.full((1, heads, 3, 3), float("nan"))
+
+
+def no_module(parameters, lengths):
+    return None
+
+
+def fails(parameters, lengths):
+    raise RuntimeError("a plugin's bug")
+
+
 class Fixed(torch.nn.Module):
     def __init__(self, parameters, lengths):
         super().__init__()
@@ -223,6 +246,9 @@ CLASHES = [
     ('bias_encoding("NAME", "mine", leaked_bias)', ["global"], "returns a tensor that needs grad"),
     ('bias_encoding("NAME", "mine", module=Fixed)', ["empty"], "module owns no trainable param"),
     ('bias_encoding("NAME", "mine", masked_bias)', ["masked"], "-inf at every key query 0 reads"),
+    ('bias_encoding("NAME", "mine", nan_bias)', ["nan"], "its bias is NaN or +inf at a key"),
+    ('bias_encoding("NAME", "mine", module=no_module)', ["none"], "factory returned a NoneType"),
+    ('bias_encoding("NAME", "mine", zero_bias, check=fails)', ["checked"], "check failed (Runtim"),
     ('PositionEncoding(name=NAME, summary="mine")', ["5", '""', '"a b|c"'], "name is 1 to 200"),
     ('PositionEncoding(name="NAME", summary=None)', ["nosummary"], "record it: summary: Input"),
     ('PositionEncoding(name="NAME", summary="s", confound=5)', ["confound"], "record it: confound"),
@@ -379,7 +405,11 @@ def test_a_frequency_table_or_attention_replaced_behind_posgens_back_is_refused(
 
 @pytest.mark.parametrize(
     ("name", "fragment"),
-    [("rope", "is the name of a built-in"), ("yarn+logn", "names a built-in with a modifier")],
+    [
+        ("rope", "is the name of a built-in"),
+        ("yarn+logn", "names a built-in with a modifier"),
+        ("twice", "is also the name of entry point twice"),  # a second distribution's too
+    ],
 )
 def test_an_entry_point_named_like_a_built_in_is_one_error_line_not_dropped_or_used(
     assert_clean_error, cli, recorded, plugins, plugin_site, name, fragment
@@ -387,6 +417,7 @@ def test_an_entry_point_named_like_a_built_in_is_one_error_line_not_dropped_or_u
     before = intact()
     module = plugins('rope_encoding("mine_ep", "mine", freqs, rope_type="mine_ep")')
     dist_info(plugin_site, "clashing", "0.1", {"posgen.position_encodings": {name: f"{module}:X"}})
+    dist_info(plugin_site, "second", "0.1", {"posgen.position_encodings": {"twice": f"{module}:X"}})
     with recorded("hostile", f"an entry point named {name}"):
         assert_clean_error(cli("train", "--list-pe"), 2, f"entry point {name}", fragment)
         assert intact() == before
@@ -403,18 +434,30 @@ def test_an_entry_point_named_unlike_its_encoding_is_one_error_line_not_listed_o
         assert_clean_error(cli("train", "--list-pe"), 2, fragment)
 
 
-def test_an_entry_point_whose_defaults_raise_is_one_line_naming_it_in_list_pe_and_all(
-    assert_clean_error, cli, sweep, recorded, plugins, plugin_site, tmp_path
-):
-    module = plugins('rope_encoding("mine_bad", "mine", None, lambda lengths: 1 / 0)')
+@pytest.mark.parametrize(
+    ("x", "listed_says", "sweep_says"),  # the plugin's X; what --list-pe and a sweep of all say
+    [
+        ('rope_encoding("mine_bad", "mine", None, lambda lengths: 1 / 0)',
+         "its defaults failed (ZeroDivisionError", "its defaults failed"),
+        ('PositionEncoding(name="mine_bad", summary="mine", rope=lambda p, l, e: 1 / 0)',
+         "its rope parameters failed (ZeroDivisionError", "its check failed (ZeroDivisionError"),
+    ],
+    ids=["defaults", "rope"],
+)  # fmt: skip
+def test_an_entry_point_whose_defaults_or_rope_raise_is_one_line_naming_it_in_list_pe_and_all(
+    assert_clean_error, cli, sweep, recorded, plugins, plugin_site, tmp_path, x, listed_says,
+    sweep_says
+):  # fmt: skip
+    module = plugins(x)
     dist_info(
         plugin_site, "broken", "0.1", {"posgen.position_encodings": {"mine_bad": f"{module}:X"}}
     )
     named = f"--pe mine_bad (entry point {module}:X (broken))"
-    with recorded("hostile", "an entry point whose defaults raise"):
+    what = listed_says.split(" failed")[0].removeprefix("its ")
+    with recorded("hostile", f"an entry point whose {what} raise"):
         listed = cli("train", "--list-pe")
-        assert_clean_error(listed, 2, named, "its defaults failed (ZeroDivisionError")
-        assert_clean_error(sweep("all"), 2, "pes.", named, "its defaults failed")
+        assert_clean_error(listed, 2, named, listed_says)
+        assert_clean_error(sweep("all"), 2, "pes.", named, sweep_says)
         assert not (tmp_path / "sweep").exists()
 
 
@@ -429,6 +472,7 @@ def test_an_entry_point_whose_defaults_raise_is_one_line_naming_it_in_list_pe_an
         ('{"x": 10**5000}', "--pe-param x=<a int>: use a finite number (integers up to 2^53)"),
         ('{"x": 2**63}', "--pe-param x=9223372036854775808: use a finite number"),
         ("{1: 2.0}", "--pe-param 1=2.0: a parameter's name is text, not 1"),
+        ('{"x": [1.0, float("nan")]}', "--pe-param x=[1.0, NaN]: use a finite number"),
     ],
 )
 def test_a_plugins_defaults_keep_the_ranges_a_pe_param_keeps(

@@ -21,6 +21,7 @@ from posgen.spec import default_benchmark
 from posgen.train import RESULTS
 from posgen.train.attention import _recording, far_mask, summarize
 from posgen.train.config import preset
+from posgen.train.exports import hf_entries
 from posgen.train.results import effective_length, length_buckets
 from posgen.train.run_record import read_run
 from posgen.train.trainer import build_model, precision
@@ -59,7 +60,7 @@ def test_recorded_attention_is_causal_sums_to_one_leaves_outputs_alone_and_is_ea
 
 
 @pytest.mark.parametrize("task", ["recursive", "cot", "semirecursive"])
-@pytest.mark.parametrize(("near", "far"), [(3, 1), (2, 3)])
+@pytest.mark.parametrize(("near", "far"), [(3, 1), (2, 3), (2, 0)])
 def test_far_mask_marks_the_inputs_holding_each_targets_far_operands(task, near, far):
     mask = far_mask(task, near, far, 40)
     assert not mask[: near + far].any()
@@ -96,6 +97,7 @@ def test_attention_on_one_input_has_entropy_zero_and_far_share_one():
     assert regions["id"].entropy == pytest.approx(0.0, abs=1e-9)
     assert regions["id"].far_share == pytest.approx(1.0)
     assert regions["ood"].normalized_entropy == pytest.approx(0.0, abs=1e-9)
+    assert summarize(on_first, far, 4, length, length)["ood"] is None  # L' = L: no OOD region
 
 
 def test_every_run_records_attention_per_layer_and_results_shows_its_mean_per_cell(
@@ -209,7 +211,8 @@ def test_save_model_folders_are_not_reported_as_runs(cli, trained_runs, tmp_path
 
 def test_results_name_where_each_encoding_came_from(cli, trained_runs, edited_run, tmp_path):
     plugin = tmp_path / "runs"
-    pe = {"name": "myrope", "label": "myrope", "source": "mypkg.encodings:MYROPE"}
+    pe = {"name": "myrope", "label": "myrope", "source": "mypkg.encodings:MYROPE",
+          "confound": "adds a learned bias"}  # fmt: skip
     edited_run(trained_runs / "rope-1", plugin / "plugin-1", position_encoding=pe)
     shutil.copytree(trained_runs / "rope-1", plugin / "rope-1")
     out, table = tmp_path / "R.md", tmp_path / "r.csv"
@@ -219,6 +222,7 @@ def test_results_name_where_each_encoding_came_from(cli, trained_runs, edited_ru
     assert "| when | source |" in text
     assert "| train-time | mypkg.encodings:MYROPE |" in text
     assert "| train-time | built-in |" in text
+    assert "\nNot the Llama block: myrope: adds a learned bias.\n" in text
     rows = {row["pe"]: row["source"] for row in csv.DictReader(table.open())}
     assert rows == {"myrope": "mypkg.encodings:MYROPE", "rope": "built-in"}
 
@@ -321,6 +325,8 @@ def test_hf_export_is_an_eval_results_yaml_per_metric(cli, trained_runs, reporte
         assert entry["dataset"]["task_id"] == "cot"
         assert (entry["dataset"]["config"], entry["dataset"]["split"]) == scored[key]
         assert entry["value"] == pytest.approx(cell[key], abs=1e-6)
+    without_ood = {k: v for k, v in cell.items() if k not in ("ood_mean", "far_ood_mean")}
+    assert sorted(hf_entries("ds", "cot", without_ood)) == ["id_accuracy", "id_far_reliance"]
 
 
 @pytest.mark.parametrize("kind", ["eee", "hf"])

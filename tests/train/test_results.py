@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import statistics
 
@@ -20,7 +21,7 @@ from posgen.scoring.reliance import measure_sentences
 from posgen.store.manifest import read_manifest
 from posgen.train import PREDICTIONS, PROBE_PREDICTIONS
 from posgen.train.results import ResultsError, effective_length, find_runs
-from posgen.train.run_record import read_run
+from posgen.train.run_record import DamagedRun, read_run
 
 
 def test_results_table_holds_accuracy_far_reliance_mean_std_seed_count_and_definitions(
@@ -39,6 +40,7 @@ def test_results_table_holds_accuracy_far_reliance_mean_std_seed_count_and_defin
     assert entry["measures"][0].startswith("cot on ds measures ")
     text = reported["md"]
     assert "Produced by `make results`." in text
+    assert "- Wall time: 10.0 min" in text
     header = "| task | PE | n | ID accuracy | OOD accuracy | ID far-reliance | OOD far-reliance"
     assert header in text
     row = f"| cot | yarn | 2 | {statistics.mean(ids):.3f} ± {statistics.stdev(ids):.3f} |"
@@ -305,6 +307,19 @@ def test_find_runs_reads_one_path_as_one_folder(trained_runs):
         find_runs([None])
 
 
+@pytest.mark.parametrize(
+    ("folder", "said"),
+    [("run", "missing (not a finished run folder)"), ("file", "unreadable (Not a directory)")],
+)
+def test_read_run_of_no_run_folder_is_damage_naming_the_record(tmp_path, folder, said):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(
+        DamagedRun, match=re.escape(f"{tmp_path / folder / 'results.json'}: {said}")
+    ):
+        read_run(tmp_path / folder)
+
+
 @pytest.mark.parametrize("folder", [None, 3, b"run"])  # TypeError from pathlib
 def test_read_run_of_no_path_is_one_usage_error(folder):
     with pytest.raises(
@@ -354,6 +369,22 @@ HAND_EDITED = {  # a record of rope-1 edited by hand -> what its one line names
     "attention targets of other rows": (
         _edit("attention.layers.0.id.targets", 5),
         "attention.layers.0.id.targets: 5",
+    ),
+    "probe far + local hits past those counted": (
+        _edit("probe_scores.curve.local.0", 8),
+        "probe_scores.curve[4]: far 1 + local 8 exceed the 8 counted",
+    ),
+    "a curve column one short": (
+        lambda body: body["scores"]["curve"]["correct"].pop(),
+        "scores.curve: correct, tokens, accuracy must each have one",
+    ),
+    "a curve position of 7 predictions": (
+        _edit("scores.curve.tokens.0", 7),
+        "scores.curve.tokens: every position has 8 predictions",
+    ),
+    "a curve position of 9 correct of 8": (
+        _edit("scores.curve.correct.0", 9),
+        "scores.curve[4]: counts must satisfy 0 <= correct",
     ),
     "attention without its OOD region": (
         _edit("attention.layers.1.ood", None),

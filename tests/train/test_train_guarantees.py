@@ -351,6 +351,7 @@ LAYOUTS = {  # layout -> what the one note names (None: no note, the run behind 
     "link only": None,
     "link and folder": None,
     "link loop": None,
+    "link out of the folders named": None,  # followed: it holds none of them
     "link to the file system's root": "a link to /, a folder holding",  # never walked
     "link to the parent": "a folder holding",
 }
@@ -378,7 +379,7 @@ def test_results_counts_a_run_once_and_notes_a_folder_that_is_no_finished_run(
     elif named is not None:
         (shutil.copytree(run, runs / "half") / named).unlink()
     js = tmp_path / "r.json"
-    folders = [runs] if named else [runs, elsewhere]
+    folders = [runs] if named or "out of" in layout else [runs, elsewhere]
     result = cli("results", *folders, "--out", tmp_path / "R.md", "--json", js)
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
     with recorded("target", f"results:{layout}"):
@@ -594,8 +595,10 @@ BAD_FLAGS = [  # the flags (of a train command, before the imports unless said),
     (["--config", "cot"], ["--config: no config 'cot' in "]),
     # checked once torch is imported
     (["--pe", "bogus"], ["unknown position encoding 'bogus'"]),
+    (["--pe", "a/b"], ["--pe a/b: not a position encoding name (see --list-pe)"]),
     (["--pe-param", "factor"], ["--pe-param 'factor': use key=value"]),
     (["--pe-param", "fator=2"], ["rope has no such parameter"]),
+    (["--randomized-positions", "lots"], ["--randomized-positions 'lots': use a range size or"]),
     (["--randomized-positions", "100"], ["must hold the test rows' 257 positions"]),
     (["--randomized-positions", str(2**63)], ["--randomized-positions", "64-bit"]),
     *[(["--device", "cuda"], ["--device cuda: no CUDA device is available"])]

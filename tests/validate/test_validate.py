@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,25 @@ def unlist(root: Path, entry: None) -> None:
     shutil.copy(root / shard(root, "cot", "test")["path"], root / "data/cot/test-extra.parquet")
 
 
+def _cast(name: str, kind: pa.DataType):
+    """The column ``name`` cast to ``kind`` (same values, another type)."""
+    return lambda t: t.set_column(t.column_names.index(name), pa.field(name, kind, nullable=False),
+                                  t.column(name).cast(kind))  # fmt: skip
+
+
+def _probed(change):
+    """Row 0's probed list changed by ``change`` (its far_rule list left as it was)."""
+
+    def edit(t: pa.Table) -> pa.Table:
+        rows = t.column("probed").to_pylist()
+        rows[0] = change(rows[0])
+        kind = t.schema.field("probed").type
+        return t.set_column(t.column_names.index("probed"), t.schema.field("probed"),
+                            pa.array(rows, kind))  # fmt: skip
+
+    return edit
+
+
 DAMAGE = {
     # case: (config, split, file index, damage(root, entry), --config, the failed kinds (a row
     #        not its id's, seed window included, fails window too), fragments of the message of
@@ -146,6 +166,8 @@ DAMAGE = {
         lambda e, t: [f"{e['path']}: sha256 differs from the manifest"], None),
     "a missing file": ("recursive", "test", 0, lambda root, e: (root / e["path"]).unlink(), None,
         "integrity", lambda e, t: [f"{e['path']}: file is missing"], None),
+    "a missing probe file": ("cot", "probe_128", 0, lambda root, e: (root / e["path"]).unlink(),
+        None, ("integrity", "probe"), lambda e, t: [f"{e['path']}: not read"], None),
     "an unlisted file": (None, None, None, unlist, None, "integrity", lambda e, t: [
         "^1 data file(s) not in the manifest: ",
         "data/cot/test-extra.parquet: not listed in posgen.json"], None),
@@ -161,6 +183,17 @@ DAMAGE = {
     "nullable columns": ("cot", "test", 0, with_columns(lambda t: t.cast(pa.schema(
         [f.with_nullable(True) for f in t.schema]))), None, "schema",
         lambda e, t: ["columns id (nullable), tokens (nullable); "], None),
+    "tokens widened to int64": ("cot", "test", 0, with_columns(_cast("tokens", pa.list_(
+        pa.int64()))), None, "schema", lambda e, t: ["'tokens' is list<element: int64>, "
+        "expected list<item: uint8>"], None),
+    "ids narrowed to int32": ("cot", "test", 0, with_columns(_cast("id", pa.int32())), None,
+        "schema", lambda e, t: ["'id' column is missing or not int64"], None),
+    "a probed list one short of its far_rule list": ("cot", "probe_128", 0, with_columns(
+        _probed(lambda row: row[:-1])), None, "probe", lambda e, t: [
+        "far_rule list unlike their probed list"], None),
+    "a probed position in the seed window": ("cot", "probe_128", 0, with_columns(
+        _probed(lambda row: [0, *row[1:]])), None, "probe", lambda e, t: [
+        "probed position(s) outside [4, 128)"], None),
     "probe columns reordered": ("cot", "probe_128", 0,
         with_columns(lambda t: t.select(t.column_names[::-1])), None, "probe",
         lambda e, t: [f"{e['path']}: columns far_rule, probed"], None),
@@ -261,6 +294,8 @@ def test_parquet_arrow_datasets_and_any_path_object_sources_validate_with_a_spec
     saved = validate(tmp_path / "saved", spec)  # the split (validation was checked as test)
     assert saved.ok and list(saved.facts["semirecursive"]) == ["train", "validation", "test"]
     assert validate(dataset["train"], spec).facts["semirecursive"]["train"]["rows"] == 64
+    shuffled = validate(dataset["train"].shuffle(seed=0), spec)  # the view's rows, not its table's
+    assert "63 id(s) out of sequence" in " ".join(c.message for c in shuffled.checks if not c.ok)
     with pytest.raises(SourceError, match=r"has no posgen\.json: give the spec"):
         validate(tmp_path / "test.parquet")
 
@@ -272,6 +307,32 @@ def test_parquet_arrow_datasets_and_any_path_object_sources_validate_with_a_spec
 def test_a_wrong_kind_of_argument_is_named(small_dataset, argument, value, kind):
     with pytest.raises(SourceError, match=rf"{argument} must be a {kind} or None, not"):
         validate(small_dataset, **{argument: value})
+
+
+def _two_configs(t: Path) -> Path:
+    from posgen import write_dataset
+    from posgen.spec import default_benchmark
+
+    write_dataset(default_benchmark(("cot", "recursive"), train_size=8, val_size=2, test_size=2),
+                  t / "two")  # fmt: skip
+    return t / "two"
+
+
+UNREADABLE_SOURCES = {  # case -> (the source made in tmp_path, the spec, the SourceError says)
+    "an int": (lambda t: 5, None, "cannot validate a int: give a folder, a .parquet/.arrow file"),
+    "a path to nothing": (lambda t: t / "nope", None, "nope does not exist"),
+    "a .txt file": (lambda t: t / "rows.txt", None, "rows.txt is not a .parquet, .arrow or .feath"),
+    "two configs, neither of the spec's task": (_two_configs, TaskSpec(task="semirecursive"),
+        "no config of {t}/two has task semirecursive; pick one with --config"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE_SOURCES))
+def test_a_source_it_cannot_read_is_one_source_error(tmp_path, case):
+    make, spec, said = UNREADABLE_SOURCES[case]
+    (tmp_path / "rows.txt").write_text("0 1 2 3\n")
+    with pytest.raises(SourceError, match=re.escape(said.format(t=tmp_path))):
+        validate(make(tmp_path), spec)
 
 
 # Audit ----------------------------------------------------------------------------------
@@ -327,6 +388,10 @@ def test_operand_sensitivity_is_measured_for_other_ops():
     report = validate(to_dataset_dict(spec), spec)
     assert report.ok, report.summary()
     assert 0 < report.facts["cot"]["train"]["operand_sensitivity"] < 1
+    strict = validate(to_dataset_dict(spec), spec, thresholds=AuditThresholds(
+        min_operand_sensitivity=1.0))  # fmt: skip
+    assert strict.failed_kinds == ["audit"]
+    assert "operand sensitivity 0." in failed(strict, "audit")[0].message
     additive = TaskSpec(task="cot", train_size=50, val_size=10, test_size=10)
     facts = validate(to_dataset_dict(additive), additive).facts["cot"]["test"]
     assert facts["operand_sensitivity"] == pytest.approx(1.0)
@@ -508,6 +573,18 @@ def _dictionary_column(table: pa.Table) -> pa.Table:
     return table.append_column("cat", pa.array(["a", "b"] * 3).dictionary_encode())
 
 
+def _fixed_size(table: pa.Table) -> pa.Table:
+    """Tokens as a fixed-size list (another writer's choice for rows of one length)."""
+    flat = table.column("tokens").combine_chunks().flatten()
+    return table.set_column(1, "tokens", pa.FixedSizeListArray.from_arrays(flat, 8))
+
+
+def _null_token(table: pa.Table) -> pa.Table:
+    rows = table.column("tokens").to_pylist()
+    rows[2][5] = None
+    return table.set_column(1, "tokens", pa.array(rows, table.schema.field("tokens").type))
+
+
 BARE_FILES = {
     # case: (file name, rows of BARE_SPEC's test table (None: all) or a change of it, write
     #        options, the split given, what the refusal or a failing check says ("": it passes))
@@ -519,6 +596,8 @@ BARE_FILES = {
         "test.arrow: unreadable (holds 7 rows or more; the data has 6: not read)"),
     "10,007 rows in rows.arrow": ("rows.arrow", 10_007, {}, None,
         "unreadable (holds 10,007 rows or more; the data has 10,000: not read)"),
+    "tokens a fixed-size list": ("test.parquet", _fixed_size, {}, "test", ""),
+    "a null token": ("test.parquet", _null_token, {}, "test", "1 null value(s) in 'tokens'"),
     "uint32 ids": ("test.parquet", _ids(pa.uint32()), {}, "test", ""),
     "uint64 ids": ("test.parquet", _ids(pa.uint64()), {}, "test", ""),
     "uint64 ids past int64": ("test.parquet", _ids(pa.uint64(), 2**63), {}, "test",
