@@ -585,6 +585,11 @@ def _null_token(table: pa.Table) -> pa.Table:
     return table.set_column(1, "tokens", pa.array(rows, table.schema.field("tokens").type))
 
 
+def _one_token_short(table: pa.Table) -> pa.Table:
+    rows = [row[:-1] for row in table.column("tokens").to_pylist()]
+    return table.set_column(1, "tokens", pa.array(rows, table.schema.field("tokens").type))
+
+
 BARE_FILES = {
     # case: (file name, rows of BARE_SPEC's test table (None: all) or a change of it, write
     #        options, the split given, what the refusal or a failing check says ("": it passes))
@@ -598,6 +603,8 @@ BARE_FILES = {
         "unreadable (holds 10,007 rows or more; the data has 10,000: not read)"),
     "tokens a fixed-size list": ("test.parquet", _fixed_size, {}, "test", ""),
     "a null token": ("test.parquet", _null_token, {}, "test", "1 null value(s) in 'tokens'"),
+    "rows of no split's length": ("rows.parquet", _one_token_short, {}, None,
+        "rows do not have any of the spec's lengths (8)"),
     "uint32 ids": ("test.parquet", _ids(pa.uint32()), {}, "test", ""),
     "uint64 ids": ("test.parquet", _ids(pa.uint64()), {}, "test", ""),
     "uint64 ids past int64": ("test.parquet", _ids(pa.uint64(), 2**63), {}, "test",
@@ -623,7 +630,7 @@ def test_a_bare_file_passes_fails_or_is_refused_unread_as_its_rows_say(tmp_path,
     else:
         problems = " ".join(c.message for c in report.checks if not c.ok)
         assert report.ok == (not said), problems
-        assert said in problems
+        assert said in problems and " None " not in problems
 
 
 @example("uncompressed", [(357, 197), (684, 206), (1711, 183)])  # a name not UTF-8
