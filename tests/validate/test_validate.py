@@ -466,6 +466,9 @@ def recursive_m23() -> pa.Table:
 
 
 SHARD, M23 = "test-00000-of-00001.parquet", ["--task", "recursive", "-m", "23", "--test-size", "10"]
+ONE_ROW = dict(task="cot", modulus=3, near=1, far=0, train_size=1, val_size=1, test_size=1)
+ONE_ROW_FLAGS = ["--task", "cot", "-m", "3", "-k", "1", "-j", "0", "--train-size", "1",
+                 "--val-size", "1", "--test-size", "1", "-v"]  # fmt: skip
 ZSTD, COT = {"compression": "zstd"}, ["--task", "cot"]
 PAPER = ["--spec", "task_specs/paper.toml"]
 TOO_LONG = ["declares 16,777,216 tokens in 1 rows", "at most 256: not read"]
@@ -486,6 +489,9 @@ CLI = {
     "-m 1": (None, None, None, ["-m", "1", "--task", "cot"], 2,
         ["configs.cot.modulus: Input should be greater than"]),
     "a clean file of the flags' spec": (SHARD, recursive_m23, {}, M23, 0, []),
+    "one row, one dependency, -v": (SHARD, lambda: split_table(TaskSpec(**ONE_ROW), "test"), {},
+        ONE_ROW_FLAGS, 0, ["1 row of 256 tokens", "255 targets equal mod_addition of their 1 "
+        "dependency\n", "1 dependency per target", "(1 periodic row)", "(1 row, 1 candidate)"]),
     "a spec of three configs, no --config": (SHARD, recursive_m23, {}, PAPER, 2,
         ["the spec names 3 configs (recursive, cot, semirecursive); pick one"]),
     "a spec of three configs, --config picks one": (SHARD, recursive_m23, {},
