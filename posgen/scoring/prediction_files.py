@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from posgen.errors import machine_limit, not_utf8
+from posgen.errors import counted, machine_limit, not_utf8
 from posgen.generator import storage_dtype
 from posgen.scoring.metrics import (
     ScoringError,
@@ -124,8 +124,8 @@ def _read_parquet(path: Path, fits: tuple[int, int] | None) -> pa.Table:
         # is read, and the shape check names it, as for Arrow, .npy and .jsonl
         if fits is not None and (meta.num_rows > fits[0] or values > 2 * fits[0] * fits[1]):
             raise ScoringError(
-                f"declares {meta.num_rows:,} rows of {values:,} values in all in '{name}'; the "
-                f"data has {fits[0]:,} rows of {fits[1]:,} positions"
+                f"declares {counted(meta.num_rows, 'row')} of {values:,} values in all in "
+                f"'{name}'; the data has {counted(fits[0], 'row')} of {fits[1]:,} positions"
             )
         return handle.read(columns=["id", name])
 

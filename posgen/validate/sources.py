@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from posgen.errors import UsageError, shown
+from posgen.errors import UsageError, counted, shown
 from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset, inside
 from posgen.store.formats import DATA_SUFFIXES, FileFacts, Format, format_of, read_batch_rows
@@ -234,8 +234,8 @@ def _fits(
         )
     if facts.tokens > facts.rows * longest:
         raise SourceError(
-            f"{label} declares {facts.tokens:,} tokens in {facts.rows:,} rows; rows of this "
-            f"spec hold at most {longest:,}: not read"
+            f"{label} declares {facts.tokens:,} tokens in {counted(facts.rows, 'row')}; rows "
+            f"of this spec hold at most {longest:,}: not read"
         )
 
 

@@ -471,9 +471,9 @@ ONE_ROW_FLAGS = ["--task", "cot", "-m", "3", "-k", "1", "-j", "0", "--train-size
                  "--val-size", "1", "--test-size", "1", "-v"]  # fmt: skip
 ZSTD, COT = {"compression": "zstd"}, ["--task", "cot"]
 PAPER = ["--spec", "task_specs/paper.toml"]
-TOO_LONG = ["declares 16,777,216 tokens in 1 rows", "at most 256: not read"]
+TOO_LONG = ["declares 16,777,216 tokens in 1 row;", "at most 256: not read"]
 EXPANDS = [
-    "FAIL schema         cot/test                 test.arrow: unreadable (a record batch of 1 rows "
+    "FAIL schema         cot/test                 test.arrow: unreadable (a record batch of 1 row "
     "would decompress to 16,777,",
     "more than rows of 256 tokens may take (9,216 bytes a row): not read)",
 ]
