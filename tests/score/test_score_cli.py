@@ -62,6 +62,18 @@ def test_a_split_of_no_ood_position_shows_no_ood_row(cli, data, tmp_path):
     assert "OOD exact match" not in result.output, result.output
 
 
+def test_a_split_of_one_row_is_said_to_hold_1_row(cli, tmp_path):
+    write_dataset(
+        default_benchmark(("cot",), train_size=1, val_size=1, test_size=1), tmp_path / "d"
+    )
+    made = cli(
+        "baseline", "--kind", "oracle", "--data", tmp_path / "d", "--out", tmp_path / "o.npy"
+    )
+    assert "cot/test (1 row); ID 100.00%" in made.output, made.output
+    result = score(cli, tmp_path / "d", tmp_path / "o.npy")
+    assert ": 1 row of 256 tokens (seed window" in result.output, result.output
+
+
 @pytest.mark.parametrize("kind", ["near-only", "majority"])
 def test_near_only_and_majority_baselines_score_near_chance(cli, data, tmp_path, kind):
     preds, out = tmp_path / f"{kind}.parquet", tmp_path / f"{kind}.json"
