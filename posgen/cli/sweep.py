@@ -306,4 +306,4 @@ def _print_status(sweep: Sweep, as_json: bool) -> None:
     if not as_json:
         counts = Counter(entry.state for entry in states)
         summary = ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "failed", "waiting"))
-        click.echo(f"{len(states)} runs: {summary}")
+        click.echo(f"{counted(len(states), 'run')}: {summary}")

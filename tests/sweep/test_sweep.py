@@ -505,9 +505,11 @@ def test_sigterm_checkpoints_and_the_rerun_writes_the_same_bytes(
 
 
 def test_a_grid_grown_by_an_encoding_of_a_stopped_training_trains_it_again_whole(
-    new_sweep, sweep_bytes, sweep_grid, expand_grid, tmp_path, reference, hook
+    cli, new_sweep, sweep_bytes, sweep_grid, expand_grid, tmp_path, reference, hook
 ):  # the checkpoint holds rope's selection only: yarn needs every evaluation from the start
     sweep, job = new_sweep(tmp_path / "S", ["rope"])
+    status = cli("sweep", "--status", sweep.root).output.splitlines()
+    assert status[-1] == "1 run: 0 done, 0 running, 0 failed, 1 waiting"
     hook("step:3:SIGTERM")
     with pytest.raises(Interrupted):
         run_job(sweep.root, job)
