@@ -314,7 +314,7 @@ class Dataset:
         config = self.resolve_config(config)
         if config not in self.manifest.configs:
             known = ", ".join(self.configs)
-            raise SplitError(f"no config {config!r} in {self.root}; configs: {known}")
+            raise SplitError(f"no config {shown(config, 60)!r} in {self.root}; configs: {known}")
         return config, self.manifest.configs[config]
 
     def split(self, config: str | None, split: str = "test") -> ReferenceSplit:
@@ -333,7 +333,9 @@ class Dataset:
         for split in splits:
             if split not in entry.splits:
                 known = ", ".join(entry.ordered_splits)
-                raise SplitError(f"no split {split!r} in config {config!r}; splits: {known}")
+                raise SplitError(
+                    f"no split {shown(split, 60)!r} in config {config!r}; splits: {known}"
+                )
         out = {}
         for split in splits:
             info = entry.splits[split]
@@ -500,7 +502,9 @@ def load(path: str | Path, config: str | None = None, verify: bool = True) -> da
 
         if config is None or config in (known := datasets.get_dataset_config_names(str(root))):
             raise
-        raise SplitError(f"no config {config!r} in {root}; configs: {', '.join(known)}") from None
+        raise SplitError(
+            f"no config {shown(config, 60)!r} in {root}; configs: {', '.join(known)}"
+        ) from None
 
 
 def probe_from_table(

@@ -163,14 +163,18 @@ def _from_manifest(
         if config is None:
             raise SourceError(f"no config of {root} has task {spec.task}; pick one with --config")
     if config is not None and config not in bench.configs:
-        raise SourceError(f"{root} has no config {config!r}; configs: {', '.join(configs)}")
+        raise SourceError(
+            f"{root} has no config {shown(config, 60)!r}; configs: {', '.join(configs)}"
+        )
     splits = []
     for name in [config] if config else configs:
         entry = manifest.configs[name].ordered_splits
         used = spec or bench.configs[name]
         names = list(entry)
         if split is not None and split not in names:
-            raise SourceError(f"config {name} has no split {split!r}; splits: {', '.join(names)}")
+            raise SourceError(
+                f"config {name} has no split {shown(split, 60)!r}; splits: {', '.join(names)}"
+            )
         for split_name in [split] if split else names:
             parts = [
                 Part(
