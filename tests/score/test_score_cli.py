@@ -170,18 +170,20 @@ BAD_FILES = [
     ("p.parquet", lambda t: (list(range(ROWS)), np.concatenate([t[:, :1], t], axis=1)),
      "have shape (40, 257); expected (40, 256) (whole rows) or (40, 252)"),  # all L' + 1 logits
     ("p.parquet", lambda t: (list(range(1, ROWS + 1)), t),
-     "1 prediction ids are not in the data (e.g. 40); the data has 40 rows, ids 0..39"),
+     "1 prediction id is not in the data (e.g. 40); the data has 40 rows, ids 0..39"),
     ("p.parquet", lambda t: (list(range(ROWS)), t + 17), "outside the vocabulary 0..16 (m = 17)"),
     ("p.parquet", lambda t: (list(range(ROWS - 2)), t[:-2]),
      "predictions miss 2 of 40 rows (e.g. ids 38, 39)"),
     ("p.parquet", lambda t: ([0, *range(ROWS - 1)], t),
-     "1 ids appear more than once in the predictions (e.g. 0)"),
+     "1 id appears more than once in the predictions (e.g. 0)"),
     ("p.parquet", lambda t: (list(range(ROWS)), [*t[:-1].tolist(), t[-1, :-3].tolist()]),
      "row id 39 has 253 predictions, row id 0 has 256"),
+    ("p.parquet", lambda t: (list(range(ROWS)), [*t[:-1].tolist(), t[-1, :1].tolist()]),
+     "row id 39 has 1 prediction, row id 0 has 256"),
     ("p.jsonl", '{"id": 0, "predictions": [1, 2]}\n{"id": 1', "p.jsonl: line 2: not valid JSON"),
     ("p.jsonl", '{"predictions": [1]}\n', "p.jsonl: line 1: expected an object with 'id'"),
     ("p.jsonl", '{"id": 0, "predictions": [1, 2]}\n\n{"id": 1, "predictions": [1]}\n',
-     "p.jsonl: line 3: row id 1 has 1 predictions"),  # a blank line is skipped, and counted
+     "p.jsonl: line 3: row id 1 has 1 prediction,"),  # a blank line is skipped, and counted
     ("p.csv", "0,1,2\n", "unknown predictions format '.csv'"),
     ("p.parquet", "not parquet", "p.parquet: not a readable parquet file"),
 ]  # fmt: skip
