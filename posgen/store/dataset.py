@@ -503,7 +503,7 @@ def load(path: str | Path, config: str | None = None, verify: bool = True) -> da
         if config is None or config in (known := datasets.get_dataset_config_names(str(root))):
             raise
         raise SplitError(
-            f"no config {shown(config, 60)!r} in {root}; configs: {', '.join(known)}"
+            f"no config {shown(config)!r} in {root}; configs: {', '.join(known)}"
         ) from None
 
 
