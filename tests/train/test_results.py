@@ -366,6 +366,10 @@ HAND_EDITED = {  # a record of rope-1 edited by hand -> what its one line names
         "attention: 3 layers",
     ),
     "attention of 9 rows of 8": (_edit("attention.rows", 9), "attention: 2 layers of 9 rows"),
+    "attention of 1 layer of 2": (
+        lambda body: body["attention"]["layers"].pop(),
+        "attention: 1 layer of 8 rows, but the run trained 2 layers",
+    ),
     "attention targets of other rows": (
         _edit("attention.layers.0.id.targets", 5),
         "attention.layers.0.id.targets: 5",
