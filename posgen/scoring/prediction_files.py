@@ -299,7 +299,8 @@ def align_to_ids(ids: np.ndarray, predictions: np.ndarray, reference_ids: np.nda
     if ids.size != known.size:
         missing = np.setdiff1d(known, ids)
         raise ScoringError(
-            f"predictions miss {missing.size} of {known.size} rows (e.g. ids {_examples(missing)})"
+            f"predictions miss {missing.size} of {counted(known.size, 'row')} "
+            f"(e.g. id{'s' * (missing.size > 1)} {_examples(missing)})"
         )
     out = np.empty_like(predictions)
     out[order[slot]] = predictions

@@ -72,6 +72,9 @@ def test_a_split_of_one_row_is_said_to_hold_1_row(cli, tmp_path):
     assert "cot/test (1 row); ID 100.00%" in made.output, made.output
     result = score(cli, tmp_path / "d", tmp_path / "o.npy")
     assert ": 1 row of 256 tokens (seed window" in result.output, result.output
+    (tmp_path / "none.jsonl").write_text("")
+    none = score(cli, tmp_path / "d", tmp_path / "none.jsonl")
+    assert "predictions miss 1 of 1 row (e.g. id 0)" in none.output, none.output
 
 
 @pytest.mark.parametrize("kind", ["near-only", "majority"])
@@ -174,6 +177,8 @@ BAD_FILES = [
     ("p.parquet", lambda t: (list(range(ROWS)), t + 17), "outside the vocabulary 0..16 (m = 17)"),
     ("p.parquet", lambda t: (list(range(ROWS - 2)), t[:-2]),
      "predictions miss 2 of 40 rows (e.g. ids 38, 39)"),
+    ("p.parquet", lambda t: (list(range(ROWS - 1)), t[:-1]),
+     "predictions miss 1 of 40 rows (e.g. id 39)"),
     ("p.parquet", lambda t: ([0, *range(ROWS - 1)], t),
      "1 id appears more than once in the predictions (e.g. 0)"),
     ("p.parquet", lambda t: (list(range(ROWS)), [*t[:-1].tolist(), t[-1, :-3].tolist()]),
