@@ -513,6 +513,10 @@ CLI = {
     # the split is inferred from the first row's length: there is none to read
     "no tokens column": ("o.parquet", lambda: pa.table({"id": [0, 1], "predictions": [5, 6]}), {},
                          COT, 1, ["no 'tokens' column"]),
+    "no columns": ("o.parquet", lambda: pa.table({}), {}, COT, 1,
+                   ["o.parquet: no 'tokens' column (columns: none)"]),
+    "no tokens column, names of 300 characters": ("o.parquet", lambda: pa.table(
+        {c * 300: [1] for c in "xy"}), {}, COT, 1, [f"(columns: {'x' * 97}...)"]),
     "tokens not lists": ("o.parquet", lambda: pa.table({"id": [0, 1], "tokens": [5, 6]}), {}, COT,
                          1, ["'tokens' is int64, not a list"]),
 }  # fmt: skip
