@@ -400,7 +400,7 @@ class Dataset:
         if named(split, "split") not in entry.spec.probe_names or split not in entry.splits:
             known = ", ".join(entry.spec.probe_names)
             raise SplitError(
-                f"no probe split {split!r} in config {config!r}; probe splits: {known}"
+                f"no probe split {shown(split, 60)!r} in config {config!r}; probe splits: {known}"
             )
         info, tables = entry.splits[split], []
         for file in info.files:
@@ -410,8 +410,8 @@ class Dataset:
         try:  # the files match the manifest: rows unlike a probe split's are damage
             probe = probe_from_table(pa.concat_tables(tables), entry.spec, config, split)
         except SplitError as error:
-            shown = ", ".join(str(self.root / file.path) for file in info.files)
-            raise DamagedDataset(self.root, [f"{shown}: {error}"]) from None
+            files = ", ".join(str(self.root / file.path) for file in info.files)
+            raise DamagedDataset(self.root, [f"{files}: {error}"]) from None
         if probe.tokens.shape != (info.rows, info.length):
             raise SplitError(
                 f"{config}/{split} holds tokens of shape {probe.tokens.shape}; the manifest says "
