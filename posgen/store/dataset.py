@@ -400,7 +400,8 @@ class Dataset:
         if named(split, "split") not in entry.spec.probe_names or split not in entry.splits:
             known = ", ".join(entry.spec.probe_names)
             raise SplitError(
-                f"no probe split {shown(split, 60)!r} in config {config!r}; probe splits: {known}"
+                f"no probe split {shown(repr(split), 60)} in config {config!r}; probe splits: "
+                f"{known}"
             )
         info, tables = entry.splits[split], []
         for file in info.files:

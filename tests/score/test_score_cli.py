@@ -222,7 +222,7 @@ BAD_USAGE = [
     ("score --data {data} --config cot --split " + "x" * 500 + " --predictions {p}",
      f"error: no split '{'x' * 57}...' in config 'cot'"),
     ("score --data {data} --config cot --split probe_" + "9" * 500 + " --predictions {p}",
-     f"error: no probe split 'probe_{'9' * 51}...' in config 'cot'"),
+     f"error: no probe split 'probe_{'9' * 50}... in config 'cot'"),
     ("score --data {data} --predictions {p}", "configs cot, recursive: pick one with --config"),
     ("score --data {tmp} --predictions {p}", "has no posgen.json: not a posgen dataset"),
     ("baseline --kind oracle --data {data} --config cot --out {p}", "exists; pass --overwrite"),
