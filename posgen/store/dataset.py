@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from posgen.errors import PosgenError, RunError, UsageError, machine_limit, shown
+from posgen.errors import PosgenError, RunError, UsageError, counted, machine_limit, shown
 from posgen.generator import storage_dtype
 from posgen.spec import TaskSpec, read_bounded
 from posgen.store.formats import (
@@ -391,7 +391,9 @@ class Dataset:
             tokens[row : row + len(ids)] = values[:, : tokens.shape[1]]
             row += len(ids)
         if row != file.first_id + file.rows:
-            raise damaged(f"{row - file.first_id} rows, the manifest records {file.rows}")
+            raise damaged(
+                f"{counted(row - file.first_id, 'row')}, the manifest records {file.rows}"
+            )
 
     @_pinned_read
     def probe(self, config: str | None, split: str = "probe") -> ProbeSplit:
@@ -598,7 +600,7 @@ def file_problems(
     if facts.problem is not None:
         lines.append(facts.problem)
     if facts.rows != entry.rows:
-        lines.append(f"{facts.rows} rows, {MANIFEST_NAME} records {entry.rows}")
+        lines.append(f"{counted(facts.rows, 'row')}, {MANIFEST_NAME} records {entry.rows}")
     if facts.metadata:  # Parquet footers name their place; IPC shards carry no provenance
         rows = f"{entry.first_id}:{entry.first_id + entry.rows}"
         found = tuple(facts.metadata.get(f"posgen.{k}") for k in ("config", "split", "spec_id"))

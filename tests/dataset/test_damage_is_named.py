@@ -158,6 +158,9 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "files of two splits renamed, paths in the manifest too": swap(
         TEST_FILE, VALIDATION, ("path",)),
     "shard deleted": unlink(TRAIN1),
+    "shard rewritten with its first row only": lambda root: pq.write_table(
+        pq.read_table(root / TEST_FILE).slice(0, 1), root / TEST_FILE
+    ) or "1 row, posgen.json records",
     "unlisted shard added": extra,
     "manifest: spec field edited": edit(lambda b: spec(b).update(train_size=121)),
     "manifest: spec and ids edited": edit(lambda b: with_ids(b, seed=5)),  # footers disagree
