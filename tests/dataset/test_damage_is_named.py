@@ -484,7 +484,7 @@ def test_an_arrow_shard_replaced_by_one_of_many_rows_is_named_from_its_headers(t
         report = validate(root)  # its rows are read no further than the manifest lists
     finally:
         pa.set_memory_pool(default)
-    assert any("65536 rows, posgen.json records 2" in p for p in problems), problems
+    assert any("65,536 rows, posgen.json records 2" in p for p in problems), problems
     assert not report.ok and pool.max_memory() < 2**22, pool.max_memory()
 
 
