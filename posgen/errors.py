@@ -53,7 +53,7 @@ def counted(count: int, noun: str) -> str:
     >>> counted(1, "training"), counted(54, "training")
     ('1 training', '54 trainings')
     """
-    return f"{count} {noun}{'s' * (count != 1)}"
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def not_utf8(raw: bytes, error: UnicodeDecodeError) -> str:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from posgen import signals
 from posgen.card import write_card
-from posgen.errors import RunError, UsageError
+from posgen.errors import RunError, UsageError, shown
 from posgen.spec import BenchmarkSpec
 from posgen.store.dataset import Dataset, check_dataset
 from posgen.store.formats import Progress, manifest_format
@@ -183,7 +183,7 @@ def repo_id_problems(repo_id: str) -> list[str]:
         validate_repo_id(repo_id)
     except HFValidationError as error:
         why = str(error).split(": '")[0].rstrip(".")
-        return [f"--push: {repo_id!r} is not a Hub repo id ({why})"]
+        return [f"--push: {shown(repo_id, 60)!r} is not a Hub repo id ({why})"]
     return []
 
 

@@ -599,7 +599,8 @@ def resolve_benchmark(
             }
             if not raw["configs"]:
                 raise SpecFileError(
-                    f"spec file {spec_file} has no config for task(s) {', '.join(tasks)}"
+                    f"spec file {spec_file} has no config for task(s) "
+                    f"{', '.join(dict.fromkeys(tasks))}"
                 )
     raw["configs"] = {name: {**fields, **overrides} for name, fields in raw["configs"].items()}
     try:

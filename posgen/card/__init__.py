@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 from huggingface_hub import DatasetCardData
 
-from posgen.errors import UsageError, mean_std_cell
+from posgen.errors import UsageError, counted, mean_std_cell
 from posgen.generator import disjoint_offset, generate_rows, paper_row_offset, probe_plan
 from posgen.spec import TaskSpec, is_probe_split, probe_config, probe_source
 from posgen.store.dataset import Dataset, check_files
@@ -165,8 +165,9 @@ def dataset_info(root: Path, manifest: Manifest) -> list[dict[str, Any]]:
             for item in info.files:
                 facts = fmt.facts(root / item.path)
                 if facts.tokens != item.rows * info.length:
-                    shown = f"{root / item.path}: {facts.tokens} tokens"
-                    raise DamagedDataset(root, [f"{shown}, not {item.rows} rows of {info.length}"])
+                    shown = f"{root / item.path}: {counted(facts.tokens, 'token')}"
+                    rows = counted(item.rows, "row")
+                    raise DamagedDataset(root, [f"{shown}, not {rows} of {info.length}"])
                 schema = facts.schema.remove_metadata()
                 want = split_schema(manifest.configs[source].spec, split)
                 if not schema.equals(want):  # named here: the card would describe it

@@ -107,7 +107,9 @@ def results_command(
         raise UsageProblems([f"--plot: {problem}"])
     folders, skipped = find_runs(run_dirs)
     if not folders:
-        raise ResultsError(f"no finished run folders in {', '.join(map(str, run_dirs))}")
+        raise ResultsError(
+            f"no finished run folders in {', '.join(map(str, dict.fromkeys(run_dirs)))}"
+        )
     run_files = [folder / name for folder in folders for name in FILES]
     refuse_outputs(
         {"--out": out, "--json": json_out, "--plot": plot_out},

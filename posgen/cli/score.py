@@ -18,7 +18,7 @@ from posgen.cli import (
     quiet_option,
     refuse_outputs,
 )
-from posgen.errors import RunError, UsageProblems
+from posgen.errors import RunError, UsageProblems, counted
 from posgen.scoring.baselines import BASELINES, PROBE_BASELINES, baseline_predictions
 from posgen.scoring.folder import score_aligned, score_reference
 from posgen.scoring.metrics import DEFAULT_BUCKET_WIDTH, ScoreReport, ScoringError
@@ -38,13 +38,15 @@ def _heading(report: ScoreReport | RelianceReport, rows: str) -> tuple[str, str,
     """A table's first line, and the labels of its ID and OOD lines."""
     w, boundary, length = report.seed_window, report.ood_boundary, report.length
     title = f"config {report.config}, split {report.split}, spec {report.spec_id}: "
-    title += f"{report.rows:,} {rows} of {length} tokens (seed window {w}, OOD from {boundary})"
+    title += (
+        f"{counted(report.rows, rows)} of {length} tokens (seed window {w}, OOD from {boundary})"
+    )
     return title, f"ID  [{w}, {min(boundary, length)})", f"OOD [{boundary}, {length})"
 
 
 def report_table(report: ScoreReport) -> str:
     """The short text table: ID, OOD, exact match, then one line per bucket."""
-    title, id_label, ood_label = _heading(report, "rows")
+    title, id_label, ood_label = _heading(report, "row")
 
     def line(name: str, accuracy: float | None, count: int, unit: str = "") -> str:
         return f"  {name:<18}{_percent(accuracy):>9}  {count:>12,}{unit}"
@@ -64,7 +66,7 @@ def report_table(report: ScoreReport) -> str:
 
 def reliance_table(report: RelianceReport) -> str:
     """Far- and local-reliance, ID and OOD, then one line per bucket, with counts."""
-    title, id_label, ood_label = _heading(report, "probe rows")
+    title, id_label, ood_label = _heading(report, "probe row")
 
     def line(name: str, item: Reliance, mark: str = "") -> str:
         return (
@@ -229,5 +231,5 @@ def baseline_command(
         figures = ", ".join(f"{name} {_percent(value)}" for name, value in shown)
         click.echo(
             f"wrote {out}: {kind} predictions for {reference.config}/{split} "
-            f"({reference.tokens.shape[0]:,} rows); {figures}"
+            f"({counted(reference.tokens.shape[0], 'row')}); {figures}"
         )

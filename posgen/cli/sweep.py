@@ -280,9 +280,14 @@ def _run_submitit(
                 click.echo(f"{label(job.runs)}: failed: {reason}", err=True)
     except Interrupted as stop:
         where = "submitit's local processes" if cluster == "local" else "the Slurm array"
+        was, goes, folders = (
+            ("was", "it goes", "writes its run folder")
+            if len(submitted) == 1
+            else ("were", "they go", "write their run folders")
+        )
         stop.left = (
-            f"the {len(submitted)} submitted trainings were not stopped: they go on in {where} "
-            f"and write their run folders when done; {watch}"
+            f"the {counted(len(submitted), 'submitted training')} {was} not stopped: {goes} on in "
+            f"{where} and {folders} when done; {watch}"
         )
         raise
     if failed:
@@ -306,4 +311,4 @@ def _print_status(sweep: Sweep, as_json: bool) -> None:
     if not as_json:
         counts = Counter(entry.state for entry in states)
         summary = ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "failed", "waiting"))
-        click.echo(f"{len(states)} runs: {summary}")
+        click.echo(f"{counted(len(states), 'run')}: {summary}")

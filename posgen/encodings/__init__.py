@@ -312,9 +312,11 @@ class PERequest(BaseModel):
             key, sep, value = pair.partition("=")
             key = key.strip()
             if not sep or not key:
-                raise ValueError(f"--pe-param {pair!r}: use key=value")
+                raise ValueError(f"--pe-param {shown(pair, 60)!r}: use key=value")
             if key in parameters:
-                raise ValueError(f"--pe-param {key} is given twice; give each parameter once")
+                raise ValueError(
+                    f"--pe-param {shown(key, 60)} is given twice; give each parameter once"
+                )
             try:
                 parameters[key] = json.loads(value.strip())
             except ValueError:
@@ -327,7 +329,7 @@ class PERequest(BaseModel):
                 chosen = int(randomized)
             except ValueError:
                 raise ValueError(
-                    f"--randomized-positions {randomized!r}: use a range size or auto"
+                    f"--randomized-positions {shown(randomized, 60)!r}: use a range size or auto"
                 ) from None
         return cls(name=name, parameters=parameters, randomized=chosen)
 
@@ -459,7 +461,7 @@ def resolve(request: PERequest, lengths: Lengths) -> ResolvedPE:
     if unknown:
         accepted = ", ".join(sorted(allowed)) or "none"
         raise PEError(
-            f"--pe-param {unknown[0]}: {encoding.name} has no such parameter "
+            f"--pe-param {shown(unknown[0], 60)}: {encoding.name} has no such parameter "
             f"(parameters: {accepted})"
         )
     given = {

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from posgen.errors import machine_limit, not_utf8
+from posgen.errors import counted, machine_limit, not_utf8
 from posgen.generator import storage_dtype
 from posgen.scoring.metrics import (
     ScoringError,
@@ -124,8 +124,8 @@ def _read_parquet(path: Path, fits: tuple[int, int] | None) -> pa.Table:
         # is read, and the shape check names it, as for Arrow, .npy and .jsonl
         if fits is not None and (meta.num_rows > fits[0] or values > 2 * fits[0] * fits[1]):
             raise ScoringError(
-                f"declares {meta.num_rows:,} rows of {values:,} values in all in '{name}'; the "
-                f"data has {fits[0]:,} rows of {fits[1]:,} positions"
+                f"declares {counted(meta.num_rows, 'row')} of {values:,} values in all in "
+                f"'{name}'; the data has {counted(fits[0], 'row')} of {fits[1]:,} positions"
             )
         return handle.read(columns=["id", name])
 
@@ -205,7 +205,7 @@ def _read_jsonl(path: Path) -> Predictions:
                 )
             if rows and len(values) != len(rows[0]):
                 raise ScoringError(
-                    f"line {number}: row id {row_id} has {len(values)} predictions, "
+                    f"line {number}: row id {row_id} has {counted(len(values), 'prediction')}, "
                     f"earlier rows have {len(rows[0])}"
                 )
             if not all(_is_int(v) for v in values):
@@ -252,7 +252,7 @@ def _from_table(table: pa.Table) -> Predictions:
     if lengths.size and lengths.min() != lengths.max():
         row = int(np.flatnonzero(lengths != lengths[0])[0])
         raise ScoringError(
-            f"row id {id_column[row]} has {lengths[row]} predictions, "
+            f"row id {id_column[row]} has {counted(int(lengths[row]), 'prediction')}, "
             f"row id {id_column[0]} has {lengths[0]}"
         )
     width = int(lengths[0]) if lengths.size else 0
@@ -282,8 +282,8 @@ def align_to_ids(ids: np.ndarray, predictions: np.ndarray, reference_ids: np.nda
     if unique.size != ids.size:
         repeated = unique[counts > 1]
         raise ScoringError(
-            f"{repeated.size} ids appear more than once in the predictions "
-            f"(e.g. {_examples(repeated)})"
+            f"{counted(repeated.size, 'id')} appear{'s' if repeated.size == 1 else ''} more than "
+            f"once in the predictions (e.g. {_examples(repeated)})"
         )
     order = np.argsort(reference_ids, kind="stable")
     known = reference_ids[order]
@@ -292,14 +292,15 @@ def align_to_ids(ids: np.ndarray, predictions: np.ndarray, reference_ids: np.nda
     if not found.all():
         unknown = ids[~found]
         raise ScoringError(
-            f"{unknown.size} prediction ids are not in the data (e.g. {_examples(unknown)}); "
-            f"the data has {known.size} rows"
+            f"{counted(unknown.size, 'prediction id')} {'is' if unknown.size == 1 else 'are'} not "
+            f"in the data (e.g. {_examples(unknown)}); the data has {counted(known.size, 'row')}"
             + (f", ids {known[0]}..{known[-1]}" if known.size else "")
         )
     if ids.size != known.size:
         missing = np.setdiff1d(known, ids)
         raise ScoringError(
-            f"predictions miss {missing.size} of {known.size} rows (e.g. ids {_examples(missing)})"
+            f"predictions miss {missing.size} of {counted(known.size, 'row')} "
+            f"(e.g. id{'s' * (missing.size > 1)} {_examples(missing)})"
         )
     out = np.empty_like(predictions)
     out[order[slot]] = predictions

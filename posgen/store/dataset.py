@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from posgen.errors import PosgenError, RunError, UsageError, machine_limit, shown
+from posgen.errors import PosgenError, RunError, UsageError, counted, machine_limit, shown
 from posgen.generator import storage_dtype
 from posgen.spec import TaskSpec, read_bounded
 from posgen.store.formats import (
@@ -314,7 +314,7 @@ class Dataset:
         config = self.resolve_config(config)
         if config not in self.manifest.configs:
             known = ", ".join(self.configs)
-            raise SplitError(f"no config {config!r} in {self.root}; configs: {known}")
+            raise SplitError(f"no config {shown(config, 60)!r} in {self.root}; configs: {known}")
         return config, self.manifest.configs[config]
 
     def split(self, config: str | None, split: str = "test") -> ReferenceSplit:
@@ -333,7 +333,9 @@ class Dataset:
         for split in splits:
             if split not in entry.splits:
                 known = ", ".join(entry.ordered_splits)
-                raise SplitError(f"no split {split!r} in config {config!r}; splits: {known}")
+                raise SplitError(
+                    f"no split {shown(split, 60)!r} in config {config!r}; splits: {known}"
+                )
         out = {}
         for split in splits:
             info = entry.splits[split]
@@ -389,7 +391,9 @@ class Dataset:
             tokens[row : row + len(ids)] = values[:, : tokens.shape[1]]
             row += len(ids)
         if row != file.first_id + file.rows:
-            raise damaged(f"{row - file.first_id} rows, the manifest records {file.rows}")
+            raise damaged(
+                f"{counted(row - file.first_id, 'row')}, the manifest records {file.rows}"
+            )
 
     @_pinned_read
     def probe(self, config: str | None, split: str = "probe") -> ProbeSplit:
@@ -398,7 +402,8 @@ class Dataset:
         if named(split, "split") not in entry.spec.probe_names or split not in entry.splits:
             known = ", ".join(entry.spec.probe_names)
             raise SplitError(
-                f"no probe split {split!r} in config {config!r}; probe splits: {known}"
+                f"no probe split {shown(repr(split), 60)} in config {config!r}; probe splits: "
+                f"{known}"
             )
         info, tables = entry.splits[split], []
         for file in info.files:
@@ -408,8 +413,8 @@ class Dataset:
         try:  # the files match the manifest: rows unlike a probe split's are damage
             probe = probe_from_table(pa.concat_tables(tables), entry.spec, config, split)
         except SplitError as error:
-            shown = ", ".join(str(self.root / file.path) for file in info.files)
-            raise DamagedDataset(self.root, [f"{shown}: {error}"]) from None
+            files = ", ".join(str(self.root / file.path) for file in info.files)
+            raise DamagedDataset(self.root, [f"{files}: {error}"]) from None
         if probe.tokens.shape != (info.rows, info.length):
             raise SplitError(
                 f"{config}/{split} holds tokens of shape {probe.tokens.shape}; the manifest says "
@@ -500,7 +505,9 @@ def load(path: str | Path, config: str | None = None, verify: bool = True) -> da
 
         if config is None or config in (known := datasets.get_dataset_config_names(str(root))):
             raise
-        raise SplitError(f"no config {config!r} in {root}; configs: {', '.join(known)}") from None
+        raise SplitError(
+            f"no config {shown(config)!r} in {root}; configs: {', '.join(known)}"
+        ) from None
 
 
 def probe_from_table(
@@ -593,7 +600,7 @@ def file_problems(
     if facts.problem is not None:
         lines.append(facts.problem)
     if facts.rows != entry.rows:
-        lines.append(f"{facts.rows} rows, {MANIFEST_NAME} records {entry.rows}")
+        lines.append(f"{counted(facts.rows, 'row')}, {MANIFEST_NAME} records {entry.rows}")
     if facts.metadata:  # Parquet footers name their place; IPC shards carry no provenance
         rows = f"{entry.first_id}:{entry.first_id + entry.rows}"
         found = tuple(facts.metadata.get(f"posgen.{k}") for k in ("config", "split", "spec_id"))

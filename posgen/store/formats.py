@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import posgen
-from posgen.errors import UsageError
+from posgen.errors import UsageError, counted
 from posgen.generator import (
     DEFAULT_BLOCK_ROWS,
     ProbeBlock,
@@ -458,18 +458,19 @@ def checked_batches(
         rows += claimed
         if max_rows is not None and rows > max_rows:
             raise pa.ArrowInvalid(
-                f"holds {rows:,} rows or more; the data has {max_rows:,}: not read"
+                f"holds {counted(rows, 'row')} or more; the data has {max_rows:,}: not read"
             )
         if size > claimed * row_bytes + (1 << 16):
             raise pa.ArrowInvalid(
-                f"a record batch of {claimed:,} rows would decompress to {size:,} bytes, "
+                f"a record batch of {counted(claimed, 'row')} would decompress to {size:,} bytes, "
                 f"more than rows of {length:,} tokens may take ({row_bytes:,} bytes a row): "
                 "not read"
             )
     if dictionary_bytes > rows * row_bytes + dictionaries * (1 << 16):
         raise pa.ArrowInvalid(
             f"its dictionaries would decompress to {dictionary_bytes:,} bytes, more than its "
-            f"{rows:,} rows of {length:,} tokens may take ({row_bytes:,} bytes a row): not read"
+            f"{counted(rows, 'row')} of {length:,} tokens may take ({row_bytes:,} bytes a row): "
+            "not read"
         )
     reader = pa.ipc.open_stream(_source(path))
     _whole(reader.schema)

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 import posgen
-from posgen.errors import DataError, UsageError, problem_lines, shown
+from posgen.errors import DataError, UsageError, counted, problem_lines, shown
 from posgen.spec import (
     MAX_LENGTH,
     MAX_ROWS,
@@ -251,11 +251,11 @@ class SplitEntry(_Model):
     def _files_cover_the_rows(self) -> SplitEntry:
         listed = sum(f.rows for f in self.files)
         if listed != self.rows:
-            raise ValueError(f"the files hold {listed} rows, the split says {self.rows}")
+            raise ValueError(f"the files hold {counted(listed, 'row')}, the split says {self.rows}")
         first = 0
         for f in self.files:
             if f.first_id != first:
-                raise ValueError(f"{f.path}: first id {f.first_id}, expected {first}")
+                raise ValueError(f"{shown(f.path, 100)}: first id {f.first_id}, expected {first}")
             first += f.rows
         return self
 
@@ -280,15 +280,16 @@ class ConfigEntry(_Model):
         names = (*spec.split_names, *spec.probe_names)
         if set(self.splits) != set(names):
             raise ValueError(
-                f"splits {', '.join(self.splits)} are not the spec's ({', '.join(names)})"
+                f"splits {shown(', '.join(self.splits), 100)} are not the spec's "
+                f"({', '.join(names)})"
             )
         for name, split in self.splits.items():
             want = (spec.split_size(name), spec.split_length(name), spec.window)
             found = (split.rows, split.length, split.seed_window)
             if found != want or split.ood_boundary != spec.train_length:
                 raise ValueError(
-                    f"split {name}: {split.rows} rows of length {split.length}, the spec has "
-                    f"{want[0]} of length {want[1]}"
+                    f"split {name}: {counted(split.rows, 'row')} of length {split.length}, the "
+                    f"spec has {want[0]} of length {want[1]}"
                 )
         return self
 
@@ -340,8 +341,8 @@ class Manifest(_Model):
                     )
                     if item.path != path:
                         raise ValueError(
-                            f"{config}/{split} lists {item.path} where its file {index} is "
-                            f"{path} (load_dataset would read it as another split)"
+                            f"{config}/{split} lists {shown(item.path, 100)} where its file "
+                            f"{index} is {path} (load_dataset would read it as another split)"
                         )
         return self
 

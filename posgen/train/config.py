@@ -38,7 +38,14 @@ from pydantic import (
 )
 
 from posgen.encodings import PERequest, as_request
-from posgen.errors import PosgenError, UsageError, UsageProblems, human_bytes, problem_lines
+from posgen.errors import (
+    PosgenError,
+    UsageError,
+    UsageProblems,
+    human_bytes,
+    problem_lines,
+    shown,
+)
 from posgen.spec import SpecFileError, TaskSpec, read_spec_file
 from posgen.store.manifest import read_manifest
 
@@ -131,7 +138,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def known_preset(name: str) -> str:
     """``name`` if it names a preset, else a ValueError listing the presets."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
+        raise ValueError(f"unknown preset {shown(name, 60)!r}; use one of {', '.join(PRESETS)}")
     return name
 
 
@@ -175,7 +182,7 @@ class PresetEntry(BaseModel):
             raise ValueError("seeds are set by the grid's seeds, not a preset override")
         unknown = sorted(set(overrides) - set(TrainConfig.model_fields))
         if unknown:
-            raise ValueError(f"unknown preset field {', '.join(unknown)}")
+            raise ValueError(f"unknown preset field {shown(', '.join(unknown), 100)}")
         empty = sorted(name for name, value in overrides.items() if value is None)
         if empty:
             raise ValueError(
@@ -252,7 +259,7 @@ class Grid(BaseModel):
 def _unique(values: list[Any], name: str) -> list[Any]:
     repeated = sorted({str(v) for v in values if values.count(v) > 1})
     if repeated:
-        raise ValueError(f"{name} repeat {', '.join(repeated)}")
+        raise ValueError(f"{name} repeat {shown(', '.join(repeated), 100)}")
     return values
 
 
@@ -384,7 +391,8 @@ def expand(
         if missing:
             known = ", ".join(manifest.configs)
             raise GridError(
-                f"datasets.{index}: {folder} has no config {', '.join(missing)}; configs: {known}"
+                f"datasets.{index}: {folder} has no config {shown(', '.join(missing), 100)}; "
+                f"configs: {known}"
             )
         folder = folder.resolve()  # named as its runs' records name it (a link: its target's)
         datasets.append([(folder, manifest.configs[name], name) for name in names])

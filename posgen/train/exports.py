@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from posgen import __version__
-from posgen.errors import UsageError
+from posgen.errors import UsageError, counted
 from posgen.spec import PROBE_SPLIT, probe_config
 from posgen.train.results import cells
 
@@ -165,7 +165,7 @@ def hf_entries(data: str, task: str, cell: dict[str, Any]) -> dict[str, list[dic
             {
                 "dataset": {"id": data, "task_id": task, **_scored(task, stem)},
                 "value": round(float(mean), 6),
-                "notes": f"{description}; mean over n = {cell['n']} seeds{spread}; "
+                "notes": f"{description}; mean over n = {counted(cell['n'], 'seed')}{spread}; "
                 f"L = {cell['ood_boundary']}, L' = {cell['length']}",
             }
         ]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from posgen.encodings import pe_order
-from posgen.errors import UsageError, mean_std_cell, shown
+from posgen.errors import UsageError, counted, mean_std_cell, shown
 from posgen.scoring.metrics import bucket_edges
 from posgen.scoring.plot import save_figure
 from posgen.scoring.reliance import measure_sentences
@@ -540,7 +540,7 @@ def results_markdown(
             "",
             f"**Incomplete:** the runs use {len(seeds)} seeds "
             f"({', '.join(map(str, seeds))}); fewer finished for "
-            f"{len(short)} cells: {', '.join(short)}. "
+            f"{counted(len(short), 'cell')}: {', '.join(short)}. "
             + (
                 f"Rerun `{command}` to train the missing runs (finished ones are kept)."
                 if command

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from posgen.errors import DataError, UsageError, problem_lines, shown
+from posgen.errors import DataError, UsageError, counted, problem_lines, shown
 from posgen.scoring.metrics import ScoreReport, bucket_edges
 from posgen.scoring.reliance import RelianceReport
 from posgen.spec import MAX_ROWS, PROBE_SPLIT, ConfigName, TaskSpec
@@ -149,8 +149,9 @@ class AttentionDiagnostics(_Record):
         """Whether these are the figures of a model of ``layers`` layers on ``spec``'s test rows:
         as many targets as the rows hold in each region (None: a region without any)."""
         if len(self.layers) != layers or self.rows > spec.test_size:
-            return [f"attention: {len(self.layers)} layers of {self.rows} rows, but the run "
-                    f"trained {layers} layers and tests {spec.test_size} rows"]  # fmt: skip
+            had, rows = counted(len(self.layers), "layer"), counted(self.rows, "row")
+            trained = f"{counted(layers, 'layer')} and tests {counted(spec.test_size, 'row')}"
+            return [f"attention: {had} of {rows}, but the run trained {trained}"]
         length, boundary = spec.test_length[0], spec.train_length
         widths = {"id": min(boundary, length) - spec.window, "ood": length - boundary}
         for entry in self.layers:
@@ -220,7 +221,9 @@ class RunScores(ScoreReport):
         if lines := _curve_problems(self, ACCURACY):
             return lines
         if any(t != self.rows for t in curve.tokens):
-            return [f"curve.tokens: every position has {self.rows} predictions (one per row)"]
+            return [
+                f"curve.tokens: every position has {counted(self.rows, 'prediction')} (one per row)"
+            ]
         for position, point in _points(self, ACCURACY):
             if lines := _ratio_problems(f"curve[{position}]", point):
                 return lines
@@ -250,7 +253,8 @@ class RunProbeScores(RelianceReport):
         for position, point in _points(self, CURVE_COLUMNS):
             if not 0 <= point.counted <= rows or point.far < 0 or point.local < 0:
                 counts = f"{point.counted} counted, far {point.far}, local {point.local}"
-                return [f"curve[{position}]: {counts}: at most one target a row ({rows} rows)"]
+                limit = f"at most one target a row ({counted(rows, 'row')})"
+                return [f"curve[{position}]: {counts}: {limit}"]
             if lines := _reliance_problems(f"curve[{position}]", point):
                 return lines
         lines = []

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from posgen.errors import machine_limit, shown
+from posgen.errors import counted, machine_limit, shown
 from posgen.generator import ProbeBlock, alter_rows, far_rule_answers, generate_rows
 from posgen.spec import probe_source
 from posgen.store.formats import probe_schema
@@ -81,7 +81,8 @@ def check_probe_split(data: SplitData) -> tuple[CheckResult, ProbeTally]:
             + (example if (spec.task, spec.modulus, spec.far % 2) == ("cot", 2, 0) else "")
         )
     message = (
-        f"{tally.rows} probe rows match their {probe_source(data.split)} rows and the "
+        f"{counted(tally.rows, 'probe row')} match{'es its' if tally.rows == 1 else ' their'} "
+        f"{probe_source(data.split)} row{'s' * (tally.rows != 1)} and the "
         f"rule's replacements; {tally.probed:,} far-rule answers recomputed, "
         f"{tally.telling:,} of them unlike the unaltered token"
     )

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from posgen.errors import machine_limit, shown
+from posgen.errors import counted, machine_limit, shown
 from posgen.generator import expected_targets, seed_windows
 from posgen.spec import TaskSpec, is_probe_split
 from posgen.store.dataset import pinned
@@ -201,8 +201,14 @@ def schema_result(tally: SplitTally) -> CheckResult:
     failures = len(tally.part_problems) + tally.nulls
     failures += sum(count for count, _ in found.values()) + (data.length is None) + max(0, extra)
     failures += unknown
-    message = f"{tally.rows} rows of {data.length} tokens in [0, {spec.modulus}), ids in order"
+    message = (
+        f"{counted(tally.rows, 'row')} of {data.length} tokens in [0, {spec.modulus}), ids in order"
+    )
     return _result(tally, "schema", problems, message, failures)
+
+
+def _dependencies(spec: TaskSpec) -> str:
+    return f"{spec.window} dependenc{'y' if spec.window == 1 else 'ies'}"
 
 
 def window_result(tally: SplitTally) -> CheckResult:
@@ -212,7 +218,7 @@ def window_result(tally: SplitTally) -> CheckResult:
     if tally.first_window is None:
         ok = checked > 0 or tally.rows == 0
         message = (
-            f"{checked:,} targets equal {spec.op} of their {spec.window} dependencies"
+            f"{counted(checked, 'target')} equal {spec.op} of their {_dependencies(spec)}"
             if ok
             else "no row could be checked"
         )
@@ -231,7 +237,7 @@ def bounded_result(tally: SplitTally) -> tuple[CheckResult, int]:
     spec, data = tally.data.spec, tally.data
     length = data.length or max(spec.split_length(s) for s in spec.split_names)
     lookback = int(rule_lookbacks(spec, length).max(initial=0))
-    message = f"{spec.window} dependencies per target, all earlier; largest look-back {lookback}"
+    message = f"{_dependencies(spec)} per target, all earlier; largest look-back {lookback}"
     return _result(tally, "bounded_window", [], message, 1), lookback
 
 
@@ -380,7 +386,7 @@ def audit_result(tally: SplitTally, limits: AuditThresholds) -> tuple[CheckResul
     )
     message = (
         f"max target TV {tv:.3f} (chance ~{noise:.3f}), periodic shortcut share {share:.4f} "
-        f"({tally.periodic_rows} periodic rows), {copies}, {shorter}, "
+        f"({counted(tally.periodic_rows, 'periodic row')}), {copies}, {shorter}, "
         f"{_question_message(facts)}, operand sensitivity {sensitivity:.3f}"
     )
     return _result(tally, "audit", problems, message, len(problems)), facts
@@ -397,7 +403,7 @@ def _question_message(facts: dict[str, Any]) -> str:
     )
     return (
         f"question-consistency look-back <= k + 2 at {shares} "
-        f"({audit['rows']} rows, {audit['candidates']:,} candidates)"
+        f"({counted(audit['rows'], 'row')}, {counted(audit['candidates'], 'candidate')})"
     )
 
 

@@ -20,6 +20,7 @@ from typing import TypeVar
 import numpy as np
 import pyarrow as pa
 
+from posgen.errors import shown
 from posgen.store.dataset import card_problems, check_files
 from posgen.store.formats import row_schema, token_type
 from posgen.store.manifest import DamagedDataset
@@ -41,7 +42,7 @@ class Decoded:
 def type_problems(schema: pa.Schema, modulus: int, exact: bool) -> list[str]:
     """Column-type problems; ``exact`` demands posgen's own schema (manifest data)."""
     if "tokens" not in schema.names:
-        return [f"no 'tokens' column (columns: {', '.join(schema.names)})"]
+        return [f"no 'tokens' column (columns: {shown(', '.join(schema.names), 100) or 'none'})"]
     problems = []
     kind = schema.field("tokens").type
     if not token_lists(schema):

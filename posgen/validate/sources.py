@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from posgen.errors import UsageError, shown
+from posgen.errors import UsageError, counted, shown
 from posgen.spec import TaskSpec
 from posgen.store.dataset import Dataset, inside
 from posgen.store.formats import DATA_SUFFIXES, FileFacts, Format, format_of, read_batch_rows
@@ -163,14 +163,18 @@ def _from_manifest(
         if config is None:
             raise SourceError(f"no config of {root} has task {spec.task}; pick one with --config")
     if config is not None and config not in bench.configs:
-        raise SourceError(f"{root} has no config {config!r}; configs: {', '.join(configs)}")
+        raise SourceError(
+            f"{root} has no config {shown(config, 60)!r}; configs: {', '.join(configs)}"
+        )
     splits = []
     for name in [config] if config else configs:
         entry = manifest.configs[name].ordered_splits
         used = spec or bench.configs[name]
         names = list(entry)
         if split is not None and split not in names:
-            raise SourceError(f"config {name} has no split {split!r}; splits: {', '.join(names)}")
+            raise SourceError(
+                f"config {name} has no split {shown(split, 60)!r}; splits: {', '.join(names)}"
+            )
         for split_name in [split] if split else names:
             parts = [
                 Part(
@@ -234,8 +238,8 @@ def _fits(
         )
     if facts.tokens > facts.rows * longest:
         raise SourceError(
-            f"{label} declares {facts.tokens:,} tokens in {facts.rows:,} rows; rows of this "
-            f"spec hold at most {longest:,}: not read"
+            f"{label} declares {facts.tokens:,} tokens in {counted(facts.rows, 'row')}; rows "
+            f"of this spec hold at most {longest:,}: not read"
         )
 
 

@@ -172,10 +172,20 @@ CARD_DAMAGE = {
         with_columns(lambda t: t.append_column("label", pa.array([0] * len(t)))), True,
         "{path}: columns "),
     "a row one token short": ("test", with_columns(_first_row_short), True,
-        r"{path}: \d+ tokens, not \d+ rows of 96"),
+        r"{path}: [\d,]+ tokens, not \d+ rows of 96"),
     "large_list tokens": ("test", with_columns(lambda t: t.set_column(1, "tokens",
         t["tokens"].cast(pa.large_list(pa.uint8())))), True, "{path}: columns "),
 }  # fmt: skip
+
+
+def test_a_card_of_a_one_row_split_whose_row_is_short_says_1_row(record_files, tmp_path):
+    spec = TaskSpec(task="cot", train_size=1, val_size=1, test_size=1)
+    write_dataset(BenchmarkSpec(name="one", configs={"cot": spec}), tmp_path / "d")
+    entry = read_manifest(tmp_path / "d").configs["cot"].splits["test"].files[0]
+    with_columns(_first_row_short)(tmp_path / "d" / entry.path)
+    record_files(tmp_path / "d", entry.path)
+    with pytest.raises(DamagedDataset, match="255 tokens, not 1 row of 256"):
+        posgen.card.write_card(tmp_path / "d")
 
 
 @pytest.mark.parametrize("case", list(CARD_DAMAGE))

@@ -218,6 +218,9 @@ BAD_USAGE = [
     ("publish {spec} --push a/b/c --out {tmp}/hub",
      "error: --push: 'a/b/c' is not a Hub repo id (Repo id must be in the form",
      lambda tmp_path, monkeypatch: monkeypatch.setenv("HF_TOKEN", "hf_test_token")),
+    ("publish {spec} --push a/b/" + "c" * 500 + " --out {tmp}/hub",
+     f"error: --push: 'a/b/{'c' * 53}...' is not a Hub repo id (Repo id must be in the form",
+     lambda tmp_path, monkeypatch: monkeypatch.setenv("HF_TOKEN", "hf_test_token")),
     ("publish {spec} --push me/posgen --out {tmp}/hub",
      "error: --push: HF_HUB_OFFLINE is set, so the Hub cannot be reached",
      lambda tmp_path, monkeypatch: monkeypatch.setenv("HF_HUB_OFFLINE", "1")

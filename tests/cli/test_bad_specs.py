@@ -237,6 +237,8 @@ BAD_TABLES = {  # (spec text, flags, a name the line holds): a benchmark file's 
     "configs not a table": ('{"name": "x", "configs": 3}', [], "'configs'"),
     "a config not a table": ('{"configs": {"cot": 3}}', [], "config 'cot'"),
     "no config for --task": ('{"task": "cot"}', ["--task", "recursive"], "task(s) recursive"),
+    "no config for a --task given twice": ('{"task": "cot"}', ["--task", "recursive", "--task",
+        "recursive", "--task", "semirecursive"], "task(s) recursive, semirecursive"),
     "a flag out of range": ('{"task": "cot"}', ["--near", "0"], "configs.cot.near"),
 }  # fmt: skip
 

@@ -155,10 +155,10 @@ BAD_PREDICTIONS = {  # case (its first word: the file's suffix) -> (content, err
                                   "integers"),
     "parquet zstd row of 2^24 tokens in 1 KB": (lambda path: pq.write_table(pa.table({
         "id": [0], "predictions": pa.ListArray.from_arrays([0, 2**24], np.zeros(2**24, np.uint8))
-    }), path, compression="zstd"), "declares 1 rows of 16,777,216 values in all"),
+    }), path, compression="zstd"), "declares 1 row of 16,777,216 values in all"),
     "arrow zstd row of 2^24 tokens in 1 KB": (lambda path: feather.write_feather(pa.table({
         "id": [0], "predictions": pa.ListArray.from_arrays([0, 2**24], np.zeros(2**24, np.uint8))
-    }), path, compression="zstd"), "1 rows would decompress to 16,777,"),
+    }), path, compression="zstd"), "batch of 1 row would decompress to 16,777,"),
     "arrow zstd row of 2^24 tokens behind a negative buffer size": (negative_buffer,
         "a damaged record batch header (a buffer of -16,777,216 bytes)"),
     "arrow zstd dictionary of 2^22 entries for one row": (empty_words,

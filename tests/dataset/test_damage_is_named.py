@@ -77,6 +77,16 @@ def edit(change: Callable[[dict], object]) -> Callable[[Path], str]:
     return damage
 
 
+def saying(fragment: str, change: Callable[[dict], object]) -> Callable[[Path], str]:
+    """``edit(change)``, which the error line names by ``fragment``."""
+    return lambda root: edit(change)(root) and fragment
+
+
+def renamed_test_split(body: dict) -> None:
+    splits = body["configs"]["cot"]["splits"]
+    body["configs"]["cot"]["splits"] = {"s" * 500: splits.pop("test"), **splits}
+
+
 def split(body: dict) -> dict:
     return body["configs"]["cot"]["splits"]["test"]
 
@@ -148,10 +158,19 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "files of two splits renamed, paths in the manifest too": swap(
         TEST_FILE, VALIDATION, ("path",)),
     "shard deleted": unlink(TRAIN1),
+    "shard rewritten with its first row only": lambda root: pq.write_table(
+        pq.read_table(root / TEST_FILE).slice(0, 1), root / TEST_FILE
+    ) or "1 row, posgen.json records",
     "unlisted shard added": extra,
     "manifest: spec field edited": edit(lambda b: spec(b).update(train_size=121)),
     "manifest: spec and ids edited": edit(lambda b: with_ids(b, seed=5)),  # footers disagree
     "manifest: path removed": edit(lambda b: file0(b).pop("path")),
+    "manifest: a file of 1 row": saying("the files hold 1 row, the split says",
+                                        lambda b: file0(b).update(rows=1)),
+    "manifest: a split named by 500 characters": saying(f"splits {'s' * 97}... are not the",
+                                                        renamed_test_split),
+    "manifest: a path of 500 characters": saying(f"lists data/cot/{'x' * 88}... where",
+        lambda b: file0(b).update(path=f"data/cot/{'x' * 500}.parquet")),
     "manifest: not JSON": rewrite(lambda data: data[:-40], "posgen.json"),
     "manifest: deleted": unlink("posgen.json"),
     "card: a split pointed at another config's files": card_edited(
@@ -465,7 +484,7 @@ def test_an_arrow_shard_replaced_by_one_of_many_rows_is_named_from_its_headers(t
         report = validate(root)  # its rows are read no further than the manifest lists
     finally:
         pa.set_memory_pool(default)
-    assert any("65536 rows, posgen.json records 2" in p for p in problems), problems
+    assert any("65,536 rows, posgen.json records 2" in p for p in problems), problems
     assert not report.ok and pool.max_memory() < 2**22, pool.max_memory()
 
 

@@ -226,15 +226,21 @@ def test_generate_and_validate_with_probe_splits_never_import_torch(tmp_path):
     assert (tmp_path / "ds" / "data" / "cot-probe").is_dir()
 
 
-@pytest.mark.parametrize("far, measures", [(4, False), (3, True)])
-def test_a_probe_split_where_no_far_rule_answer_differs_fails_validation(tmp_path, far, measures):
+@pytest.mark.parametrize("far, measures, rows", [(4, False, 16), (3, True, 16), (3, True, 1)])
+def test_a_probe_split_where_no_far_rule_answer_differs_fails_validation(
+    tmp_path, far, measures, rows
+):
     """cot with m = 2: each question token flips, so an even j keeps every answer."""
-    spec = TaskSpec(task="cot", modulus=2, near=4, far=far, train_size=8, val_size=4, test_size=16)
+    spec = TaskSpec(
+        task="cot", modulus=2, near=4, far=far, train_size=8, val_size=4, test_size=rows
+    )
     posgen.write_dataset(BenchmarkSpec(name="m2", configs={"cot": spec}), tmp_path / "ds")
     (probe,) = [c for c in validate(tmp_path / "ds").checks if c.check == "probe"]
     assert probe.ok is measures, probe.message
-    probed = f"{16 * (256 - spec.window):,}"  # every target of every test row
+    probed = f"{rows * (256 - spec.window):,}"  # every target of every test row
     if measures:
+        said = "1 probe row matches its test row" if rows == 1 else "16 probe rows match their"
+        assert said in probe.message, probe.message
         assert f"{probed} far-rule answers recomputed, {probed} of them unlike" in probe.message
     else:
         assert f"cannot be measured: at none of the {probed} probed targets" in probe.message

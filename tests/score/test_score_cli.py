@@ -62,6 +62,21 @@ def test_a_split_of_no_ood_position_shows_no_ood_row(cli, data, tmp_path):
     assert "OOD exact match" not in result.output, result.output
 
 
+def test_a_split_of_one_row_is_said_to_hold_1_row(cli, tmp_path):
+    write_dataset(
+        default_benchmark(("cot",), train_size=1, val_size=1, test_size=1), tmp_path / "d"
+    )
+    made = cli(
+        "baseline", "--kind", "oracle", "--data", tmp_path / "d", "--out", tmp_path / "o.npy"
+    )
+    assert "cot/test (1 row); ID 100.00%" in made.output, made.output
+    result = score(cli, tmp_path / "d", tmp_path / "o.npy")
+    assert ": 1 row of 256 tokens (seed window" in result.output, result.output
+    (tmp_path / "none.jsonl").write_text("")
+    none = score(cli, tmp_path / "d", tmp_path / "none.jsonl")
+    assert "predictions miss 1 of 1 row (e.g. id 0)" in none.output, none.output
+
+
 @pytest.mark.parametrize("kind", ["near-only", "majority"])
 def test_near_only_and_majority_baselines_score_near_chance(cli, data, tmp_path, kind):
     preds, out = tmp_path / f"{kind}.parquet", tmp_path / f"{kind}.json"
@@ -158,18 +173,22 @@ BAD_FILES = [
     ("p.parquet", lambda t: (list(range(ROWS)), np.concatenate([t[:, :1], t], axis=1)),
      "have shape (40, 257); expected (40, 256) (whole rows) or (40, 252)"),  # all L' + 1 logits
     ("p.parquet", lambda t: (list(range(1, ROWS + 1)), t),
-     "1 prediction ids are not in the data (e.g. 40); the data has 40 rows, ids 0..39"),
+     "1 prediction id is not in the data (e.g. 40); the data has 40 rows, ids 0..39"),
     ("p.parquet", lambda t: (list(range(ROWS)), t + 17), "outside the vocabulary 0..16 (m = 17)"),
     ("p.parquet", lambda t: (list(range(ROWS - 2)), t[:-2]),
      "predictions miss 2 of 40 rows (e.g. ids 38, 39)"),
+    ("p.parquet", lambda t: (list(range(ROWS - 1)), t[:-1]),
+     "predictions miss 1 of 40 rows (e.g. id 39)"),
     ("p.parquet", lambda t: ([0, *range(ROWS - 1)], t),
-     "1 ids appear more than once in the predictions (e.g. 0)"),
+     "1 id appears more than once in the predictions (e.g. 0)"),
     ("p.parquet", lambda t: (list(range(ROWS)), [*t[:-1].tolist(), t[-1, :-3].tolist()]),
      "row id 39 has 253 predictions, row id 0 has 256"),
+    ("p.parquet", lambda t: (list(range(ROWS)), [*t[:-1].tolist(), t[-1, :1].tolist()]),
+     "row id 39 has 1 prediction, row id 0 has 256"),
     ("p.jsonl", '{"id": 0, "predictions": [1, 2]}\n{"id": 1', "p.jsonl: line 2: not valid JSON"),
     ("p.jsonl", '{"predictions": [1]}\n', "p.jsonl: line 1: expected an object with 'id'"),
     ("p.jsonl", '{"id": 0, "predictions": [1, 2]}\n\n{"id": 1, "predictions": [1]}\n',
-     "p.jsonl: line 3: row id 1 has 1 predictions"),  # a blank line is skipped, and counted
+     "p.jsonl: line 3: row id 1 has 1 prediction,"),  # a blank line is skipped, and counted
     ("p.csv", "0,1,2\n", "unknown predictions format '.csv'"),
     ("p.parquet", "not parquet", "p.parquet: not a readable parquet file"),
 ]  # fmt: skip
@@ -198,6 +217,12 @@ BAD_USAGE = [
     ("score --data {data} --config nope --predictions {p}", "error: no config 'nope' in"),
     ("score --data {data} --config cot --split dev --predictions {p}",
      "error: no split 'dev' in config 'cot'; splits: train, validation, test"),
+    ("score --data {data} --config " + "x" * 500 + " --predictions {p}",
+     f"error: no config '{'x' * 57}...' in"),
+    ("score --data {data} --config cot --split " + "x" * 500 + " --predictions {p}",
+     f"error: no split '{'x' * 57}...' in config 'cot'"),
+    ("score --data {data} --config cot --split probe_" + "9" * 500 + " --predictions {p}",
+     f"error: no probe split 'probe_{'9' * 50}... in config 'cot'"),
     ("score --data {data} --predictions {p}", "configs cot, recursive: pick one with --config"),
     ("score --data {tmp} --predictions {p}", "has no posgen.json: not a posgen dataset"),
     ("baseline --kind oracle --data {data} --config cot --out {p}", "exists; pass --overwrite"),

@@ -243,15 +243,23 @@ BAD_GRIDS = {  # case -> (the change of the tiny grid, the error line ({g}: the 
     "no pes": ({"pes": []}, "pes: Value should have at least 1 item"),
     "seed -1": ({"seeds": [-1]}, "seed -1 is outside"),
     "preset gpu": ({"presets": [{"name": "gpu"}]}, "unknown preset 'gpu'"),
+    "a preset of 500 characters": ({"presets": [{"name": "g" * 500}]},
+                                   f"unknown preset '{'g' * 57}...'; use one of"),
     "lr 0": (cpu(lr=0), "overrides.lr: Input should be"),
     "seeds overridden": (cpu(seeds=[1]), "seeds are set by"),
     "an override of no preset field": (cpu(epoch=3), "overrides: unknown preset field epoch"),
+    "an override of a 500-character field": (cpu(**{"e" * 500: 3}),
+                                             f"unknown preset field {'e' * 97}..."),
     "slurm gpus -1": ({"slurm": {"gpus": -1}},
                       "slurm.gpus: Input should be greater than or equal to 0"),
     "no dataset": ({"datasets": ["no/such/folder"]}, "datasets.0:"),
     "a dataset path with a NUL byte": ({"datasets": ["ds\u0000"]},
                                        "datasets.0: 'ds\\x00': embedded null byte"),
     "no config": ({"configs": ["nocfg"]}, "has no config nocfg"),
+    "no config of 500 characters": ({"configs": ["c" * 500]},
+                                    f"has no config {'c' * 97}...; configs: recursive"),
+    "configs of 500 characters repeat": ({"configs": ["c" * 500] * 2},
+                                         f"configs repeat {'c' * 97}... (given"),
     "--partition, local": ({}, "error: --partition: for --executor slurm or submitit-local only",
                            "--partition", "gpu"),
     "--jobs, slurm": ({}, "error: --jobs: for --executor local only",
@@ -505,9 +513,11 @@ def test_sigterm_checkpoints_and_the_rerun_writes_the_same_bytes(
 
 
 def test_a_grid_grown_by_an_encoding_of_a_stopped_training_trains_it_again_whole(
-    new_sweep, sweep_bytes, sweep_grid, expand_grid, tmp_path, reference, hook
+    cli, new_sweep, sweep_bytes, sweep_grid, expand_grid, tmp_path, reference, hook
 ):  # the checkpoint holds rope's selection only: yarn needs every evaluation from the start
     sweep, job = new_sweep(tmp_path / "S", ["rope"])
+    status = cli("sweep", "--status", sweep.root).output.splitlines()
+    assert status[-1] == "1 run: 0 done, 0 running, 0 failed, 1 waiting"
     hook("step:3:SIGTERM")
     with pytest.raises(Interrupted):
         run_job(sweep.root, job)

@@ -221,7 +221,8 @@ def test_a_signal_while_waiting_on_submitit_says_the_trainings_go_on(
     args = ["sweep", grid, "--out", tmp_path / "S", "--executor", executor, "--wait"]
     result = cli(*(args if executor == "slurm" else args[:-1]))
     with recorded("kill", f"issue 27 class 10: SIGTERM waiting on {executor}"):
-        line = assert_clean_error(result, 143, "were not stopped", "posgen sweep --status")
+        said = "the 1 submitted training was not stopped: it goes on in"
+        line = assert_clean_error(result, 143, said, "its run folder when done; watch with")
         assert "no partial output" not in line
 
 

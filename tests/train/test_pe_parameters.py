@@ -36,6 +36,7 @@ BAD = [
     (4, "yarn", ["truncate=1"], "true or false"),
     (4, "linear", ["scale_at=never"], "evaluation, train"),
     (4, "linear", ["factor=2", "factor=3"], "given twice"),
+    (4, "linear", ["x" * 500 + "=2", "x" * 500 + "=3"], f"--pe-param {'x' * 57}... is given twice"),
     (4, "yarn+logn", ["factor=0.5"], "at least 1"),
     (4, "logn", ["train_positions=1"], "at least 2"),
     (4, "rope+logn", ["train_positions=1.5"], "whole number"),

@@ -327,6 +327,8 @@ def test_hf_export_is_an_eval_results_yaml_per_metric(cli, trained_runs, reporte
         assert entry["value"] == pytest.approx(cell[key], abs=1e-6)
     without_ood = {k: v for k, v in cell.items() if k not in ("ood_mean", "far_ood_mean")}
     assert sorted(hf_entries("ds", "cot", without_ood)) == ["id_accuracy", "id_far_reliance"]
+    (one,) = hf_entries("ds", "cot", {**cell, "n": 1, "id_std": None})["id_accuracy"]
+    assert "; mean over n = 1 seed; L = " in one["notes"]
 
 
 @pytest.mark.parametrize("kind", ["eee", "hf"])

@@ -99,7 +99,7 @@ def test_export_file_names_never_collide_and_fit_whatever_the_labels(
 
 
 def test_results_without_run_folders_is_one_error_line(assert_clean_error, cli, tmp_path):
-    result = cli("results", tmp_path, "--out", tmp_path / "R.md")
+    result = cli("results", tmp_path, tmp_path, "--out", tmp_path / "R.md")  # named once
     line = assert_clean_error(result, 2)
     assert line == f"error: no finished run folders in {tmp_path}"
     assert result.output.strip() == line  # nothing but the error line
@@ -203,7 +203,7 @@ def test_results_call_cells_complete_or_name_those_missing_a_seed_others_have(
     partial = tmp_path / "runs"
     shutil.copytree(trained_runs, partial)
     shutil.rmtree(partial / "yarn-2")
-    line = "the runs use 2 seeds (1, 2); fewer finished for 1 cells: ds/cot/yarn (1)."
+    line = "the runs use 2 seeds (1, 2); fewer finished for 1 cell: ds/cot/yarn (1)."
     for command, advice in (
         ([], "then run `posgen results` again"),
         (["--command", "make results"], "Rerun `make results` to train the missing runs"),
@@ -366,6 +366,10 @@ HAND_EDITED = {  # a record of rope-1 edited by hand -> what its one line names
         "attention: 3 layers",
     ),
     "attention of 9 rows of 8": (_edit("attention.rows", 9), "attention: 2 layers of 9 rows"),
+    "attention of 1 layer of 2": (
+        lambda body: body["attention"]["layers"].pop(),
+        "attention: 1 layer of 8 rows, but the run trained 2 layers",
+    ),
     "attention targets of other rows": (
         _edit("attention.layers.0.id.targets", 5),
         "attention.layers.0.id.targets: 5",

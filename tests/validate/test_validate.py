@@ -466,11 +466,14 @@ def recursive_m23() -> pa.Table:
 
 
 SHARD, M23 = "test-00000-of-00001.parquet", ["--task", "recursive", "-m", "23", "--test-size", "10"]
+ONE_ROW = dict(task="cot", modulus=3, near=1, far=0, train_size=1, val_size=1, test_size=1)
+ONE_ROW_FLAGS = ["--task", "cot", "-m", "3", "-k", "1", "-j", "0", "--train-size", "1",
+                 "--val-size", "1", "--test-size", "1", "-v"]  # fmt: skip
 ZSTD, COT = {"compression": "zstd"}, ["--task", "cot"]
 PAPER = ["--spec", "task_specs/paper.toml"]
-TOO_LONG = ["declares 16,777,216 tokens in 1 rows", "at most 256: not read"]
+TOO_LONG = ["declares 16,777,216 tokens in 1 row;", "at most 256: not read"]
 EXPANDS = [
-    "FAIL schema         cot/test                 test.arrow: unreadable (a record batch of 1 rows "
+    "FAIL schema         cot/test                 test.arrow: unreadable (a record batch of 1 row "
     "would decompress to 16,777,",
     "more than rows of 256 tokens may take (9,216 bytes a row): not read)",
 ]
@@ -481,11 +484,18 @@ CLI = {
         ["has no config 'nope'; configs: recursive, cot, semirecursive"]),
     "--split dev": (None, None, None, ["--config", "cot", "--split", "dev"], 2,
         ["config cot has no split 'dev'"]),
+    "--config of 500 characters": (None, None, None, ["--config", "x" * 500], 2,
+        [f"has no config '{'x' * 57}...'; configs: recursive"]),
+    "--split of 500 characters": (None, None, None, ["--config", "cot", "--split", "x" * 500], 2,
+        [f"config cot has no split '{'x' * 57}...'; splits: train"]),
     "--max-balance-tv 3": (None, None, None, ["--max-balance-tv", "3"], 2,
         ["Invalid value for '--max-balance-tv'"]),
     "-m 1": (None, None, None, ["-m", "1", "--task", "cot"], 2,
         ["configs.cot.modulus: Input should be greater than"]),
     "a clean file of the flags' spec": (SHARD, recursive_m23, {}, M23, 0, []),
+    "one row, one dependency, -v": (SHARD, lambda: split_table(TaskSpec(**ONE_ROW), "test"), {},
+        ONE_ROW_FLAGS, 0, ["1 row of 256 tokens", "255 targets equal mod_addition of their 1 "
+        "dependency\n", "1 dependency per target", "(1 periodic row)", "(1 row, 1 candidate)"]),
     "a spec of three configs, no --config": (SHARD, recursive_m23, {}, PAPER, 2,
         ["the spec names 3 configs (recursive, cot, semirecursive); pick one"]),
     "a spec of three configs, --config picks one": (SHARD, recursive_m23, {},
@@ -503,6 +513,10 @@ CLI = {
     # the split is inferred from the first row's length: there is none to read
     "no tokens column": ("o.parquet", lambda: pa.table({"id": [0, 1], "predictions": [5, 6]}), {},
                          COT, 1, ["no 'tokens' column"]),
+    "no columns": ("o.parquet", lambda: pa.table({}), {}, COT, 1,
+                   ["o.parquet: no 'tokens' column (columns: none)"]),
+    "no tokens column, names of 300 characters": ("o.parquet", lambda: pa.table(
+        {c * 300: [1] for c in "xy"}), {}, COT, 1, [f"(columns: {'x' * 97}...)"]),
     "tokens not lists": ("o.parquet", lambda: pa.table({"id": [0, 1], "tokens": [5, 6]}), {}, COT,
                          1, ["'tokens' is int64, not a list"]),
 }  # fmt: skip
