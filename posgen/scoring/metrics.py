@@ -126,7 +126,11 @@ def require_integers(dtype: np.dtype, what: str = "predictions", kind: str = "to
 
 def as_array(value: Any, what: str) -> np.ndarray:
     """``np.asarray(value)``, or :class:`ScoringError` naming ``what`` (e.g. a ragged list, a
-    torch tensor that needs gradients)."""
+    torch tensor that needs gradients). A torch tensor on a GPU or in bfloat16 (which numpy
+    lacks) is read from its CPU copy, bfloat16 widened to float32 exactly."""
+    if getattr(value, "is_cuda", False) or str(getattr(value, "dtype", "")) == "torch.bfloat16":
+        value = value.cpu()
+        value = value.float() if str(value.dtype) == "torch.bfloat16" else value
     try:
         return np.asarray(value)
     except (ValueError, TypeError, RuntimeError) as error:

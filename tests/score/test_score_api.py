@@ -362,6 +362,14 @@ def grad_tensor():
     return pytest.importorskip("torch").ones(1, 3, 4, requires_grad=True)
 
 
+def test_bfloat16_logits_predict_as_their_float32_values_do():
+    """bf16 autocast's logits: numpy has no bfloat16, posgen widens them (exactly)."""
+    torch = pytest.importorskip("torch")
+    logits = torch.randn(3, 9, 17, generator=torch.Generator().manual_seed(0))
+    bf16 = logits.to(torch.bfloat16)
+    assert predictions_from_logits(bf16).tolist() == predictions_from_logits(bf16.float()).tolist()
+
+
 def nan_from(t: int, tokens: slice = slice(None)) -> np.ndarray:
     """Logits (2 rows, 6 positions, 4 tokens) of row 1 NaN from position ``t`` on (``tokens``)."""
     logits = np.zeros((2, 6, 4), dtype=np.float32)
