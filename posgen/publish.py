@@ -14,8 +14,8 @@ from posgen.card import write_card
 from posgen.errors import RunError, UsageError, shown
 from posgen.spec import BenchmarkSpec
 from posgen.store.dataset import Dataset, check_dataset
-from posgen.store.formats import Progress, manifest_format
-from posgen.store.manifest import CARD_NAME, MANIFEST_NAME, Manifest
+from posgen.store.formats import Progress, written_paths
+from posgen.store.manifest import CARD_NAME, Manifest
 from posgen.store.writer import write_dataset
 
 if TYPE_CHECKING:
@@ -46,17 +46,22 @@ class PublishRefused(RunError, RuntimeError):
 
     def __init__(self, report: Report) -> None:
         failed = [c for c in report.checks if not c.ok]
-        lines = [
-            f"{c.check} {c.config or '-'}/{c.split or '-'}: {c.message}"
-            for c in failed[:SHOWN_FAILURES]
-        ]
-        if len(failed) > SHOWN_FAILURES:
-            lines.append(f"and {len(failed) - SHOWN_FAILURES} more")
+        lines = [f"{c.check} {c.config or '-'}/{c.split or '-'}: {c.message}" for c in failed]
         super().__init__(
             f"validation failed ({len(failed)} of {len(report.checks)} checks); "
-            "nothing was published: " + "; ".join(lines)
+            f"nothing was published: {first_failures(lines)}"
         )
         self.report = report
+
+
+def first_failures(lines: list[str]) -> str:
+    """The first :data:`SHOWN_FAILURES` of ``lines``, the rest counted.
+
+    >>> first_failures([f"f{i}" for i in range(7)])
+    'f0; f1; f2; f3; f4; and 2 more'
+    """
+    more = [f"and {len(lines) - SHOWN_FAILURES} more"] if len(lines) > SHOWN_FAILURES else []
+    return "; ".join(lines[:SHOWN_FAILURES] + more)
 
 
 class PushFailed(RunError, RuntimeError):
@@ -203,8 +208,7 @@ def push_problems(folder: Path, manifest: Manifest) -> list[str]:
             f"its status line edited away); run `posgen card {folder}` to validate the folder "
             "and render it"
         )
-    owned = {CARD_NAME, MANIFEST_NAME, *manifest_format(manifest).sidecars(manifest)}
-    owned |= {entry.path for _, _, entry in manifest.files()}
+    owned = written_paths(manifest)
     for path in sorted(folder.rglob("*")):
         name = path.relative_to(folder).as_posix()
         ignored = ".git" in path.relative_to(folder).parts or "/.cache/huggingface/" in f"/{name}"
@@ -220,12 +224,9 @@ def push_folder(folder: Path, repo_id: str, token: str) -> str:
     manifest = Dataset.open(folder).manifest
     problems = push_problems(folder, manifest)
     if problems:
-        shown = problems[:SHOWN_FAILURES]
-        if len(problems) > SHOWN_FAILURES:
-            shown.append(f"and {len(problems) - SHOWN_FAILURES} more")
         raise PushRefused(
             f"refusing to push {folder} to {repo_id}: not a whole posgen publish, so nothing "
-            f"was pushed: {'; '.join(shown)}"
+            f"was pushed: {first_failures(problems)}"
         )
     bench = manifest.benchmark
     message = f"POSGEN {bench.name} (spec {bench.spec_id}, posgen {manifest.posgen_version})"

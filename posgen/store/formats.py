@@ -37,7 +37,9 @@ from posgen.store.manifest import (
     ARROW_DATASET_DICT,
     ARROW_SPLIT_INFO,
     ARROW_SPLIT_STATE,
+    CARD_NAME,
     DEFAULT_ROW_GROUP_BYTES,
+    MANIFEST_NAME,
     SPLIT_GLOBS,
     FileEntry,
     Manifest,
@@ -674,6 +676,13 @@ def format_of(path: Path) -> Format:
 
 def manifest_format(manifest: Manifest) -> Format:
     return FORMATS[manifest.storage_format]
+
+
+def written_paths(manifest: Manifest) -> set[str]:
+    """Every file posgen writes into the dataset folder of ``manifest`` (relative paths): the
+    manifest, the card, the data files and the format's sidecars."""
+    paths = {MANIFEST_NAME, CARD_NAME, *(entry.path for _, _, entry in manifest.files())}
+    return paths | set(manifest_format(manifest).sidecars(manifest))
 
 
 def card_configs(manifest: Manifest) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ from posgen.errors import PosgenError, UsageError, problem_lines
 from posgen.generator import DEFAULT_BLOCK_ROWS
 from posgen.spec import BenchmarkSpec, TaskSpec, read_bounded
 from posgen.store.dataset import Dataset, check_files, dataset_path
-from posgen.store.formats import FORMATS, PARQUET_OPTIONS, Progress, check_features
+from posgen.store.formats import FORMATS, PARQUET_OPTIONS, Progress, check_features, written_paths
 from posgen.store.manifest import (
     CARD_NAME,
     DEFAULT_ROW_GROUP_BYTES,
@@ -183,9 +183,7 @@ def foreign_files_line(folder: Path, named: str, replacing: str, shown: int = 3)
         manifest = read_manifest(folder)
     except (PosgenError, OSError):
         return None
-    fmt = FORMATS[manifest.storage_format]
-    own = {MANIFEST_NAME, CARD_NAME, *(e.path for _, _, e in manifest.files())}
-    own |= set(fmt.sidecars(manifest))
+    fmt, own = FORMATS[manifest.storage_format], written_paths(manifest)
     found = (path.relative_to(folder).as_posix() for path in folder.rglob("*") if not path.is_dir())
     found = sorted(path for path in found if path not in own and not fmt.is_cache(path))
     if not found:
